@@ -1,0 +1,47 @@
+"""A simulated card reader that ships with the package, for the demo and for tests of other layers.
+
+``tap(uid)`` behaves like a card held to a real reader: the UID is hashed inside the driver and
+a ``CardRead`` is delivered on the reader's own thread, so callers see the same threading as with
+pcscd.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from terminal.model import CardRead, ReaderEvent
+from terminal.ports import CardSink, ReaderSink, UidHasher
+
+SIM_ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
+
+
+class SimReader:
+    def __init__(self, hash_uid: UidHasher, name: str = "sim:") -> None:
+        self.name = name
+        self._hash_uid = hash_uid
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_card: CardSink, on_reader: ReaderSink) -> None:
+        on_reader(ReaderEvent(self.name, "added", "simulated reader", time.time()))
+        self._thread = threading.Thread(target=self._run, args=(on_card,), name="sim-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def readers(self) -> list[str]:
+        return [self.name]
+
+    def tap(self, uid: bytes) -> None:
+        """Present a card with this UID once."""
+        self._queue.put(uid)
+
+    def _run(self, on_card: CardSink) -> None:
+        while (uid := self._queue.get()) is not None:
+            read = CardRead(self.name, "iso14443a", self._hash_uid(uid), SIM_ATR, None, None, time.time())
+            on_card(read)

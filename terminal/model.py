@@ -1,0 +1,137 @@
+"""The nouns of the till, as frozen dataclasses. Pure: no I/O, no driver, no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    member_id: str
+    display_name: str
+    tier: str
+    points: int
+    status: Status = Status.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    uid_hash: str
+    member_id: str
+    status: Status = Status.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """One tap, as a driver reports it. The raw UID never leaves the driver: only its keyed hash."""
+
+    reader: str
+    tech: str
+    uid_hash: str
+    atr: bytes = b""
+    ndef: bytes | None = None
+    sun: str | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class QrRead:
+    scanner: str
+    text: str
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderEvent:
+    """A reader appeared, vanished or failed; shown in status, never a crash."""
+
+    reader: str
+    kind: str  # "added" | "removed" | "error"
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    sku: str
+    quantity: int
+    unit_price: int
+    category: str = ""
+
+    @property
+    def amount(self) -> int:
+        return self.quantity * self.unit_price
+
+
+@dataclass(frozen=True, slots=True)
+class Basket:
+    lines: tuple[Line, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class EarnRule:
+    """Base earning: ``points`` for every ``per_minor`` minor units spent, rounded down."""
+
+    rule_id: str
+    points: int
+    per_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteLine:
+    """One explained line of a quote: which rule or coupon produced how many points."""
+
+    source: str
+    points: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    member_id: str | None
+    basket: Basket
+    total: int
+    points_earned: int
+    explain: tuple[QuoteLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the till approved: returned only after the COMMIT holding the journal row returned."""
+
+    txn_id: str
+    seq: int
+    kind: str
+    member_id: str | None
+    total: int
+    points_delta: int
+    points_balance: int | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    terminal_id: str
+    seq: int
+    txn_id: str
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    pushed_at: str | None = None
+
+
+def utc_iso(ts: float) -> str:
+    """A timestamp as ISO 8601 UTC with milliseconds: ``2026-11-23T09:30:00.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

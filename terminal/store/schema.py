@@ -1,0 +1,49 @@
+"""The terminal database's schema, as sqlite-utils migrations applied in order at start."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("tillpoint.terminal")
+
+
+@migrations()
+def m001_cache(db: Database) -> None:
+    # points = hq_points + this till's not-yet-acknowledged deltas: what the cashier sees.
+    db["members"].create(
+        {"member_id": str, "display_name": str, "tier": str, "points": int, "hq_points": int, "status": str},
+        pk="member_id",
+    )
+    db["cards"].create({"uid_hash": str, "member_id": str, "status": str}, pk="uid_hash")
+    db["cards"].create_index(["member_id"])
+    db["rules"].create({"rule_id": str, "points": int, "per_minor": int}, pk="rule_id")
+
+
+@migrations()
+def m002_journal(db: Database) -> None:
+    # seq is the per-terminal gapless sequence; txn_id the time-sortable UUIDv7 of the transaction.
+    db["journal"].create(
+        {
+            "seq": int,
+            "txn_id": str,
+            "terminal_id": str,
+            "kind": str,
+            "payload": str,
+            "created_at": str,
+            "pushed_at": str,
+        },
+        pk="seq",
+        not_null={"txn_id", "terminal_id", "kind", "payload", "created_at"},
+    )
+    db["journal"].create_index(["txn_id"], unique=True)
+    db["journal"].create_index(["pushed_at"])
+    db["sales"].create(
+        {"txn_id": str, "member_id": str, "total": int, "points_delta": int, "voided_by": str},
+        pk="txn_id",
+    )
+
+
+@migrations()
+def m003_sync_state(db: Database) -> None:
+    db["sync_state"].create({"key": str, "value": str}, pk="key")

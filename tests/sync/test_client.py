@@ -1,0 +1,110 @@
+"""The sync client against scripted transports: one layer, its error mapping and its bookkeeping.
+The end-to-end tests run it against a real head-office process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient, backoff
+from terminal.model import JournalEntry, Member
+from terminal.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "t.db")
+    s.apply_changes([Member("M-1", "A", "gold", 0)], [], [], cursor=0)
+    for i in range(1, 4):
+        s.record(JournalEntry("T-1", 0, f"tx{i}", "sale", {"member_id": "M-1", "points_delta": i}, "t"), points=("M-1", i))
+    yield s
+    s.close()
+
+
+def client(store: Store, handler) -> SyncClient:  # type: ignore[no-untyped-def]
+    return SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler))
+
+
+def test_push_marks_only_the_acknowledged_prefix(store: Store) -> None:
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        assert request.headers["authorization"] == "Bearer tok"
+        return httpx.Response(200, json={"acked_seq": 2, "stored": 3, "duplicates": 0, "gaps": []})
+
+    assert client(store, handler).push_once() == 2
+    assert [e["seq"] for e in seen[0]["entries"]] == [1, 2, 3]
+    assert [e.seq for e in store.unpushed(10)] == [3]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ConnectTimeout("t"), httpx.ReadTimeout("t"), httpx.WriteTimeout("t"),
+     httpx.PoolTimeout("t"), httpx.ReadError("reset"), httpx.WriteError("w"), httpx.RemoteProtocolError("truncated"),
+     httpx.LocalProtocolError("l"), httpx.ProxyError("p"), httpx.UnsupportedProtocol("u"), httpx.CloseError("c")],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_transport_error_is_mapped(store: Store, exc: httpx.TransportError) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    with pytest.raises(HqUnreachable) as info:
+        client(store, handler).sync_once()
+    assert info.value.__cause__ is exc
+    assert store.pending_count() == 3
+    assert store.state("offline_since") is not None
+
+
+def test_transport_error_classes_are_all_covered() -> None:
+    # A new httpx TransportError subclass must be added to the list above.
+    def leaves(cls: type) -> set[type]:
+        subs = cls.__subclasses__()
+        return {cls} if not subs else set().union(*(leaves(s) for s in subs))
+
+    covered = {httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout,
+               httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.LocalProtocolError,
+               httpx.ProxyError, httpx.UnsupportedProtocol, httpx.CloseError}
+    assert leaves(httpx.TransportError) <= covered
+
+
+def test_4xx_and_5xx(store: Store) -> None:
+    c = client(store, lambda r: httpx.Response(403, json={"code": "wrong_terminal", "message": "no"}))
+    with pytest.raises(HqRejected) as info:
+        c.push_once()
+    assert info.value.code == "wrong_terminal"
+    with pytest.raises(HqFailed):
+        client(store, lambda r: httpx.Response(500, text="boom")).push_once()
+    with pytest.raises(HqFailed):
+        client(store, lambda r: httpx.Response(200, text="{not json")).push_once()
+    with pytest.raises(HqFailed):
+        client(store, lambda r: httpx.Response(200, json={"acked": "x"})).push_once()
+    assert store.pending_count() == 3
+
+
+def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
+    pages = {
+        0: {"cursor": 5, "more": True, "members": [{"member_id": "M-2", "display_name": "B", "tier": "t", "points": 7, "status": "active"}]},
+        5: {"cursor": 9, "more": False, "cards": [{"uid_hash": "h", "member_id": "M-2", "status": "blocked"}]},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/journal":
+            return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
+        return httpx.Response(200, json=pages[int(request.url.params["since"])])
+
+    store.set_state(offline_since="earlier")
+    result = client(store, handler).sync_once()
+    assert (result.pushed, result.pulled) == (3, 2)
+    assert store.state("cursor") == "9" and store.card("h").status.value == "blocked"
+    assert store.state("offline_since") is None and store.state("last_sync_ok")
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    assert backoff(1, 2.0, 60.0, rand=lambda: 0.0) == 1.0
+    assert backoff(3, 2.0, 60.0, rand=lambda: 1.0) == 8.0
+    assert backoff(30, 2.0, 60.0, rand=lambda: 1.0) == 60.0

@@ -1,0 +1,390 @@
+"""HqStore: idempotent journal ingest, acknowledgement and gaps, conflicts, the changes feed, demo seed."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync.hq.demo import DEMO_CARDS, seed_demo
+from sync.hq.storage import (
+    Effect,
+    HqStore,
+    SeqConflict,
+    UnknownTerminal,
+    WrongTerminal,
+    contiguous,
+)
+from sync.protocol import WireEntry
+from terminal.credentials import card_uid_hash
+
+KEY = bytes(range(32))
+
+
+def entry(seq: int, member: str | None = "M-1", delta: int = 10, *, kind: str = "sale",
+          terminal: str = "T1", txn: str | None = None) -> WireEntry:
+    payload = {"member_id": member, "points_delta": delta}
+    if kind == "void":
+        payload["voided_txn_id"] = f"{terminal}-x"
+    return WireEntry(terminal_id=terminal, seq=seq, txn_id=txn or f"{terminal}-{seq}", kind=kind,
+                     payload=payload, created_at="2026-01-01T00:00:00.000Z")
+
+
+def points(store: HqStore, member_id: str = "M-1") -> int:
+    member = store.member(member_id)
+    assert member is not None
+    return member.points
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[HqStore]:
+    hq = HqStore(str(tmp_path / "hq" / "hq.db"))
+    hq.add_terminal("T1", "S1", "token-one")
+    hq.add_terminal("T2", "S1", "token-two")
+    hq.upsert_member("M-1", "Aiko", "gold", 100)
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    yield hq
+    hq.close()
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+
+def test_same_batch_twice_is_stored_once_and_points_applied_once(store: HqStore) -> None:
+    batch = [entry(1, delta=10), entry(2, delta=5)]
+    first = store.ingest("T1", batch)
+    again = store.ingest("T1", batch)
+    assert (first.acked_seq, first.stored, first.duplicates) == (2, 2, 0)
+    assert (again.acked_seq, again.stored, again.duplicates, again.gaps) == (2, 0, 2, [])
+    assert store.journal_count("T1") == 2
+    assert points(store) == 115
+
+
+def test_out_of_order_batch_acks_the_contiguous_prefix_and_reports_gaps(store: HqStore) -> None:
+    reply = store.ingest("T1", [entry(1), entry(2), entry(4)])
+    assert (reply.acked_seq, reply.gaps) == (2, [(3, 3)])
+    late = store.ingest("T1", [entry(3)])
+    assert (late.acked_seq, late.gaps, late.stored) == (4, [], 1)
+    assert [e.seq for e in store.entries("T1")] == [1, 2, 3, 4]
+
+
+def test_several_gaps_are_reported_in_order(store: HqStore) -> None:
+    reply = store.ingest("T1", [entry(2), entry(5), entry(6), entry(9)])
+    assert (reply.acked_seq, reply.gaps) == (0, [(1, 1), (3, 4), (7, 8)])
+
+
+def test_empty_push_reports_current_state(store: HqStore) -> None:
+    store.ingest("T1", [entry(1), entry(3)])
+    reply = store.ingest("T1", [])
+    assert (reply.acked_seq, reply.stored, reply.duplicates, reply.gaps) == (1, 0, 0, [(2, 2)])
+
+
+def test_terminals_have_independent_sequences(store: HqStore) -> None:
+    store.ingest("T1", [entry(1), entry(2)])
+    reply = store.ingest("T2", [entry(1, terminal="T2")])
+    assert reply.acked_seq == 1
+    assert (store.journal_count("T1"), store.journal_count("T2")) == (2, 1)
+
+
+def _snapshot(store: HqStore) -> tuple[object, ...]:
+    return store.entries("T1"), store.entries("T2"), points(store, "M-1"), points(store, "M-2")
+
+
+@pytest.mark.parametrize(
+    "intruder",
+    [
+        entry(2, txn="other-txn"),  # same (terminal, seq), different txn_id
+        entry(7, txn="T1-1"),  # same txn_id under another seq
+        entry(1, terminal="T2", txn="T1-1"),  # same txn_id under another terminal
+    ],
+    ids=["seq-reused", "txn-reused", "txn-reused-by-other-terminal"],
+)
+def test_conflicting_entry_rejects_the_whole_batch_and_changes_nothing(store: HqStore, intruder: WireEntry) -> None:
+    store.ingest("T1", [entry(1), entry(2)])
+    before = _snapshot(store)
+    batch = [entry(3, member="M-2", delta=40, terminal=intruder.terminal_id), intruder]
+    with pytest.raises(SeqConflict) as caught:
+        store.ingest(intruder.terminal_id, batch)
+    assert caught.value.seq == intruder.seq
+    assert _snapshot(store) == before
+    assert store.ingest("T1", []).acked_seq == 2
+
+
+def test_conflict_inside_one_batch_is_rejected(store: HqStore) -> None:
+    with pytest.raises(SeqConflict):
+        store.ingest("T1", [entry(1), entry(1, txn="again")])
+    assert store.journal_count("T1") == 0
+    assert points(store) == 100
+
+
+def test_entry_of_another_terminal_is_refused(store: HqStore) -> None:
+    with pytest.raises(WrongTerminal):
+        store.ingest("T1", [entry(1), entry(1, terminal="T2")])
+    assert store.journal_count("T1") == store.journal_count("T2") == 0
+
+
+def test_unregistered_terminal_cannot_push(store: HqStore) -> None:
+    with pytest.raises(UnknownTerminal):
+        store.ingest("T9", [entry(1, terminal="T9")])
+
+
+def test_void_takes_the_points_back(store: HqStore) -> None:
+    store.ingest("T1", [entry(1, delta=25), entry(2, delta=-25, kind="void")])
+    assert points(store) == 100
+    assert store.effects("T1") == {1: Effect.APPLIED, 2: Effect.APPLIED}
+
+
+def test_facts_that_cannot_be_applied_are_stored_with_their_effect(store: HqStore) -> None:
+    odd = [
+        entry(1, member="M-404", delta=50),
+        entry(2, kind="coupon_redeemed"),
+        WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="sale",
+                  payload={"member_id": "M-1", "points_delta": True}, created_at="2026-01-01T00:00:00Z"),
+        entry(4, member=None, delta=0),
+    ]
+    reply = store.ingest("T1", odd)
+    assert (reply.stored, reply.acked_seq) == (4, 4)
+    assert points(store) == 100
+    assert store.member("M-404") is None
+    assert store.effects("T1") == {1: Effect.UNKNOWN_MEMBER, 2: Effect.UNKNOWN_KIND, 3: Effect.MALFORMED, 4: Effect.NONE}
+    assert store.entries("T1")[1].payload == odd[1].payload
+
+
+def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
+    batch = [entry(seq, delta=1) for seq in range(1, 21)]
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: store.ingest("T1", batch), range(16)))
+    assert sum(r.stored for r in replies) == 20
+    assert {r.acked_seq for r in replies} == {20}
+    assert points(store) == 120
+
+
+def test_journal_survives_reopening(tmp_path: Path) -> None:
+    path = str(tmp_path / "hq.db")
+    first = HqStore(path)
+    first.add_terminal("T1", "S1", "tok")
+    first.upsert_member("M-1", "Aiko", "gold", 0)
+    first.ingest("T1", [entry(1), entry(3)])
+    first.close()
+    reopened = HqStore(path)
+    assert reopened.ingest("T1", [entry(2)]).acked_seq == 3
+    assert points(reopened) == 30
+    reopened.close()
+
+
+# -- acknowledgement arithmetic -------------------------------------------------------------------
+
+
+def test_contiguous_examples() -> None:
+    assert contiguous(0, []) == (0, [])
+    assert contiguous(0, [1, 2, 4]) == (2, [(3, 3)])
+    assert contiguous(5, [6, 7]) == (7, [])
+    assert contiguous(5, [8]) == (5, [(6, 7)])
+
+
+@given(st.sets(st.integers(1, 60)))
+def test_contiguous_matches_brute_force(seqs: set[int]) -> None:
+    acked, gaps = contiguous(0, sorted(seqs))
+    expected_acked = next(n for n in range(0, 62) if n + 1 not in seqs)
+    missing = [n for n in range(1, max(seqs, default=0)) if n not in seqs]
+    assert acked == expected_acked
+    assert [n for first, last in gaps for n in range(first, last + 1)] == missing
+
+
+# -- terminals ------------------------------------------------------------------------------------
+
+
+def test_tokens_authenticate_and_only_their_digest_is_stored(tmp_path: Path) -> None:
+    path = tmp_path / "hq.db"
+    hq = HqStore(str(path))
+    token = hq.add_terminal("T1", "S1")
+    assert len(token) >= 32
+    assert hq.authenticate(token) == "T1"
+    assert hq.authenticate(token + "x") is None
+    hq.close()
+    raw = sqlite3.connect(path).execute("SELECT token_sha256 FROM terminals").fetchone()[0]
+    assert token not in raw and len(raw) == 64
+
+
+def test_rekeying_replaces_the_token_and_revocation_sticks(store: HqStore) -> None:
+    new = store.add_terminal("T1", "S1")
+    assert store.authenticate("token-one") is None
+    assert store.authenticate(new) == "T1"
+    assert store.revoke_terminal("T1") is True
+    assert store.authenticate(new) is None
+    assert store.authenticate(store.add_terminal("T1", "S1")) is None
+    assert store.revoke_terminal("nope") is False
+
+
+def test_a_terminal_cannot_change_store_or_reuse_a_token(store: HqStore) -> None:
+    with pytest.raises(ValueError, match="belongs to store S1"):
+        store.add_terminal("T1", "S2")
+    with pytest.raises(ValueError, match="token"):
+        store.add_terminal("T3", "S1", "token-one")
+    assert store.authenticate("token-one") == "T1"
+
+
+# -- master data and the changes feed -------------------------------------------------------------
+
+
+def test_master_data_is_validated(store: HqStore) -> None:
+    with pytest.raises(ValueError):
+        store.upsert_member("M-3", "X", "basic", 0, status="gone")
+    with pytest.raises(ValueError):
+        store.upsert_card("ab" * 32, "M-404")
+    with pytest.raises(ValueError):
+        store.set_rule("base", 1, 0)
+
+
+def _walk(store: HqStore, since: int, limit: int) -> tuple[list[str], int]:
+    seen: list[str] = []
+    for _ in range(100):
+        page = store.changes(since, limit)
+        assert len(page.members) + len(page.cards) + len(page.rules) <= limit
+        assert page.cursor >= since
+        seen += [m.member_id for m in page.members] + [c.uid_hash for c in page.cards]
+        seen += [r.rule_id for r in page.rules]
+        since = page.cursor
+        if not page.more:
+            return seen, since
+    raise AssertionError("changes feed did not end")
+
+
+def test_changes_paging_walks_every_row_exactly_once_and_resumes(store: HqStore) -> None:
+    for n in range(3, 8):
+        store.upsert_member(f"M-{n}", f"Member {n}", "basic")
+        store.upsert_card(f"{n:064x}", f"M-{n}")
+    store.set_rule("base", 1, 100)
+    everything, cursor = _walk(store, 0, 500)
+    assert len(everything) == len(set(everything)) == 2 + 5 + 5 + 1
+    paged = _walk(store, 0, 2)[0]
+    assert len(paged) == len(everything) and set(paged) == set(everything)
+    first = store.changes(0, 5)
+    head = [m.member_id for m in first.members] + [c.uid_hash for c in first.cards]
+    rest, resumed_cursor = _walk(store, first.cursor, 3)
+    assert len(head) + len(rest) == len(everything) and set(head) | set(rest) == set(everything)
+    assert resumed_cursor == cursor
+    assert _walk(store, cursor, 2) == ([], cursor)
+
+
+def test_changes_limit_counts_rows_across_kinds(store: HqStore) -> None:
+    store.upsert_card("ab" * 32, "M-1")
+    store.set_rule("base", 1, 100)
+    page = store.changes(0, 3)
+    assert (len(page.members), len(page.cards), len(page.rules), page.more) == (2, 1, 0, True)
+    with pytest.raises(ValueError):
+        store.changes(0, 0)
+
+
+def test_ingested_points_come_down_the_feed(store: HqStore) -> None:
+    cursor = store.changes(0, 500).cursor
+    store.ingest("T1", [entry(1, member="M-2", delta=7)])
+    page = store.changes(cursor, 500)
+    assert [(m.member_id, m.points) for m in page.members] == [("M-2", 7)]
+    assert page.cursor > cursor
+
+
+def test_an_unchanged_upsert_does_not_reappear_in_the_feed(store: HqStore) -> None:
+    cursor = store.changes(0, 500).cursor
+    store.upsert_member("M-1", "Aiko", "gold", 100)
+    assert store.changes(cursor, 500).cursor == cursor
+    store.upsert_member("M-1", "Aiko", "platinum", 100)
+    assert [m.tier for m in store.changes(cursor, 500).members] == ["platinum"]
+
+
+# -- demo seed ------------------------------------------------------------------------------------
+
+
+def test_seed_demo_is_idempotent_and_keeps_earned_points(tmp_path: Path) -> None:
+    hq = HqStore(str(tmp_path / "hq.db"))
+    hq.add_terminal("T1", "S1", "tok")
+    seed_demo(hq, KEY)
+    first = hq.changes(0, 500)
+    assert (len(first.members), len(first.cards), [r.rule_id for r in first.rules]) == (4, 4, ["base"])
+    hq.ingest("T1", [entry(1, member="M-0001", delta=12)])
+    cursor = hq.changes(0, 500).cursor
+    seed_demo(hq, KEY)
+    assert hq.changes(cursor, 500).cursor == cursor
+    assert points(hq, "M-0001") == 1212
+    hq.close()
+
+
+def test_seed_demo_cards_hash_their_uids_and_carry_their_statuses(tmp_path: Path) -> None:
+    hq = HqStore(str(tmp_path / "hq.db"))
+    seed_demo(hq, KEY)
+    page = hq.changes(0, 500)
+    cards = {c.uid_hash: c for c in page.cards}
+    members = {m.member_id: m for m in page.members}
+    for demo in DEMO_CARDS:
+        card = cards[card_uid_hash(KEY, bytes.fromhex(demo.uid))]
+        assert (card.member_id, card.status) == (demo.member_id, demo.card_status)
+        assert (members[demo.member_id].status, members[demo.member_id].points) == (demo.member_status, demo.points)
+    assert cards[card_uid_hash(KEY, bytes.fromhex("04A1B2C3D4E503"))].status == "blocked"
+    assert members["M-0004"].status == "blocked"
+    assert (page.rules[0].points, page.rules[0].per_minor) == (1, 100)
+    hq.close()
+
+
+# -- property: any order, any retries, same result ------------------------------------------------
+
+_ENTRY = st.tuples(st.sampled_from(["T1", "T2"]), st.sampled_from(["sale", "void", "note"]),
+                   st.sampled_from(["M-1", "M-2", "M-404", None]), st.integers(-50, 50))
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> tuple[list[list[WireEntry]], list[int]]:
+    """Entries of two terminals split into batches, and an order that sends each batch at least once."""
+    specs = draw(st.lists(_ENTRY, min_size=1, max_size=14))
+    next_seq = {"T1": 0, "T2": 0}
+    entries = []
+    for terminal, kind, member, delta in specs:
+        next_seq[terminal] += 1
+        entries.append(entry(next_seq[terminal], member, delta, kind=kind, terminal=terminal))
+    count = draw(st.integers(1, 5))
+    owner = draw(st.lists(st.integers(0, count - 1), min_size=len(entries), max_size=len(entries)))
+    batches = [[e for e, b in zip(entries, owner) if b == i] for i in range(count)]
+    batches = [b for b in batches if b]
+    resent = draw(st.lists(st.integers(0, len(batches) - 1), max_size=6))
+    order = draw(st.permutations(list(range(len(batches))) + resent))
+    return batches, order
+
+
+def _fresh() -> HqStore:
+    hq = HqStore(":memory:")
+    hq.add_terminal("T1", "S1", "t1")
+    hq.add_terminal("T2", "S1", "t2")
+    hq.upsert_member("M-1", "Aiko", "gold", 100)
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    return hq
+
+
+def _push(hq: HqStore, batch: list[WireEntry]) -> int:
+    # A batch holds entries of both terminals; each terminal pushes its own part.
+    stored = 0
+    for terminal in ("T1", "T2"):
+        stored += hq.ingest(terminal, [e for e in batch if e.terminal_id == terminal]).stored
+    return stored
+
+
+@settings(max_examples=60, deadline=None)
+@given(schedules())
+def test_any_permutation_and_duplication_of_batches_gives_the_in_order_result(
+    schedule: tuple[list[list[WireEntry]], list[int]],
+) -> None:
+    batches, order = schedule
+    reference, shuffled = _fresh(), _fresh()
+    for batch in batches:
+        _push(reference, batch)
+    stored = sum(_push(shuffled, batches[i]) for i in order)
+    assert stored == sum(len(b) for b in batches)
+    assert _snapshot(shuffled) == _snapshot(reference)
+    for terminal in ("T1", "T2"):
+        reply = shuffled.ingest(terminal, [])
+        assert (reply.acked_seq, reply.gaps) == (reference.journal_count(terminal), [])
+    reference.close()
+    shuffled.close()

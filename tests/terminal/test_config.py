@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from terminal import config
+from terminal.errors import ConfigError
+
+
+def test_defaults_need_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TILLPOINT_CONFIG", raising=False)
+    cfg = config.load(None)
+    assert cfg.terminal.id == "T-001" and cfg.reader.devices == ["auto:"]
+
+
+def test_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[terminal]\nid = "T-042"\n[hq]\nurl = "https://hq.example"\npush_interval = 0.5\n')
+    monkeypatch.setenv("TILLPOINT_CONFIG", str(path))
+    cfg = config.load()
+    assert (cfg.terminal.id, cfg.hq.url, cfg.hq.push_interval) == ("T-042", "https://hq.example", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[hq]\npush_interval = -1\n", "hq.push_interval"),
+        ("[hq]\nurl = 'ftp://x'\n", "hq.url"),
+        ("[api]\nport = 70000\n", "api.port"),
+        ("[terminal]\ncurrency = 'euro'\n", "terminal.currency"),
+        ("[terminal]\nid = 'bad id!'\n", "terminal.id"),
+        ("[reader]\ndevices = ['pcsc']\n", "reader.devices"),
+        ("[hq]\nbogus = 1\n", "hq.bogus"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == key
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[hq\n")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        config.load(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "missing.toml")

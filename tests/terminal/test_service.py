@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from terminal.errors import Code, Rejected
+from terminal.model import Basket, CardRead, JournalEntry, Line
+from terminal.service import Service
+from tests.terminal.conftest import uid_hash
+
+
+def tap(uid_hex: str) -> CardRead:
+    return CardRead("sim:", "iso14443a", uid_hash(uid_hex))
+
+
+def basket(*amounts: int) -> Basket:
+    return Basket(tuple(Line(f"SKU{i}", 1, a) for i, a in enumerate(amounts)))
+
+
+def test_identify_known_card(service: Service) -> None:
+    found = service.identify(tap("04000001"))
+    assert found.member.member_id == "M-1"
+    assert found.member.points == 100
+
+
+@pytest.mark.parametrize(
+    ("uid", "code"),
+    [
+        ("04999999", Code.UNKNOWN_CARD),
+        ("04000002", Code.BLOCKED_CARD),
+        ("04000003", Code.BLOCKED_MEMBER),
+        ("04000004", Code.UNKNOWN_MEMBER),
+    ],
+)
+def test_identify_rejections_write_nothing(service: Service, uid: str, code: Code) -> None:
+    with pytest.raises(Rejected) as info:
+        service.identify(tap(uid))
+    assert info.value.code is code
+    assert service.store.entries() == []
+
+
+def test_quote_rounds_down(service: Service) -> None:
+    quote = service.quote("M-1", basket(1299, 250))
+    assert quote.total == 1549
+    assert quote.points_earned == 15
+    assert quote.explain[0].source == "base"
+
+
+def test_anonymous_quote_earns_nothing(service: Service) -> None:
+    assert service.quote(None, basket(5000)).points_earned == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "code"),
+    [((), Code.EMPTY_BASKET), ((Line("A", 0, 100),), Code.INVALID_BASKET), ((Line("A", 1, -5),), Code.INVALID_BASKET)],
+)
+def test_bad_baskets(service: Service, lines: tuple[Line, ...], code: Code) -> None:
+    with pytest.raises(Rejected) as info:
+        service.quote("M-1", Basket(lines))
+    assert info.value.code is code
+
+
+def test_commit_writes_balance_and_journal_together(service: Service) -> None:
+    receipt = service.commit(service.quote("M-1", basket(1000)))
+    assert (receipt.seq, receipt.points_delta, receipt.points_balance) == (1, 10, 110)
+    assert service.store.member("M-1").points == 110
+    [entry] = service.store.entries()
+    assert entry.txn_id == receipt.txn_id and entry.kind == "sale" and entry.terminal_id == "T-1"
+    assert entry.payload["points_delta"] == 10 and entry.payload["lines"][0]["unit_price"] == 1000
+
+
+def test_seq_is_gapless_and_txn_ids_sort_by_time(service: Service) -> None:
+    receipts = [service.commit(service.quote("M-1", basket(100 * i))) for i in range(1, 6)]
+    assert [r.seq for r in receipts] == [1, 2, 3, 4, 5]
+    assert len({r.txn_id for r in receipts}) == 5
+
+
+def test_void_claws_back_once(service: Service) -> None:
+    sale = service.commit(service.quote("M-2", basket(2500)))
+    voided = service.void(sale.txn_id)
+    assert voided.points_delta == -25 and voided.points_balance == 0 and voided.seq == 2
+    with pytest.raises(Rejected) as info:
+        service.void(sale.txn_id)
+    assert info.value.code is Code.ALREADY_VOIDED
+
+
+def test_void_unknown(service: Service) -> None:
+    with pytest.raises(Rejected) as info:
+        service.void("nope")
+    assert info.value.code is Code.UNKNOWN_TRANSACTION
+
+
+def test_void_after_points_spent_goes_negative(service: Service) -> None:
+    # Nothing can be gained by buying and refunding: the claw-back is never skipped.
+    sale = service.commit(service.quote("M-2", basket(1000)))
+    spend = JournalEntry("T-1", 0, "spend-1", "adjust", {"member_id": "M-2", "points_delta": -10}, "t")
+    service.store.record(spend, points=("M-2", -10))
+    assert service.void(sale.txn_id).points_balance == -10
+
+
+def test_commit_listeners_see_only_durable_receipts(service: Service) -> None:
+    seen = []
+    service.on_commit.append(lambda r: seen.append(service.store.entries()[-1].txn_id == r.txn_id))
+    service.commit(service.quote("M-1", basket(100)))
+    assert seen == [True]

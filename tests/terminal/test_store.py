@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from terminal.errors import Code, Rejected
+from terminal.model import Card, EarnRule, JournalEntry, Member
+from terminal.store import Store
+
+
+def entry(member: str | None, delta: int, txn: str) -> JournalEntry:
+    return JournalEntry("T-1", 0, txn, "sale", {"member_id": member, "points_delta": delta}, "2026-01-01T00:00:00Z")
+
+
+def test_wal_and_full_sync(store: Store) -> None:
+    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_migrations_are_idempotent(tmp_path: Path) -> None:
+    Store.open(tmp_path / "a.db").close()
+    again = Store.open(tmp_path / "a.db")
+    assert again.counts() == {"members": 0, "cards": 0, "rules": 0}
+
+
+def test_card_uid_never_stored_in_clear(store: Store) -> None:
+    dump = "\n".join(store.db.conn.iterdump())
+    assert "04000001" not in dump
+
+
+def test_pull_keeps_unpushed_local_points(store: Store) -> None:
+    store.record(entry("M-1", 10, "t1"), points=("M-1", 10))
+    assert store.member("M-1").points == 110
+    # Head office has not seen t1 yet: its balance of 100 plus the pending 10.
+    store.apply_changes([Member("M-1", "Aiko", "gold", 100)], [], [], cursor=8)
+    assert store.member("M-1").points == 110
+    store.mark_pushed(1, "now")
+    store.apply_changes([Member("M-1", "Aiko", "gold", 110)], [], [], cursor=9)
+    assert store.member("M-1").points == 110
+    assert store.state("cursor") == "9"
+
+
+def test_failed_transaction_leaves_nothing(store: Store) -> None:
+    store.record(entry("M-1", 1, "dup"), points=("M-1", 1))
+    with pytest.raises(Rejected) as info:
+        store.record(entry("M-1", 1, "dup"), points=("M-1", 1))  # same txn_id: unique index refuses
+    assert info.value.code is Code.STORAGE_FAILED
+    assert store.member("M-1").points == 101
+    assert [e.seq for e in store.entries()] == [1]
+
+
+def test_disk_full_is_a_clear_rejection(store: Store) -> None:
+    # Cap the database at its current size: the next write fails like a full disk does.
+    pages = store.db.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.db.conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = JournalEntry("T-1", 0, "big", "sale", {"member_id": "M-1", "points_delta": 1, "pad": "x" * 200_000}, "t")
+    with pytest.raises(Rejected) as info:
+        store.record(big, points=("M-1", 1))
+    assert info.value.code is Code.STORAGE_FULL
+    assert store.member("M-1").points == 100 and store.entries() == []
+
+
+def test_apply_changes_upserts(store: Store) -> None:
+    store.apply_changes([], [Card("h", "M-1")], [EarnRule("base", 2, 100)], cursor=10)
+    assert store.card("h").member_id == "M-1"
+    assert store.earn_rule().points == 2
+
+
+def test_storage_error_on_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(Rejected) as info:
+        Store.open(path)
+    assert info.value.code is Code.STORAGE_FAILED
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
