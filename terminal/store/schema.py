@@ -47,3 +47,12 @@ def m002_journal(db: Database) -> None:
 @migrations()
 def m003_sync_state(db: Database) -> None:
     db["sync_state"].create({"key": str, "value": str}, pk="key")
+
+
+@migrations()
+def m004_loyalty_docs(db: Database) -> None:
+    # Earning rules and coupons are data sent down by head office: one JSON document each (see
+    # terminal/loyalty.py and terminal/coupons.py for their shape). member_id is set for personal coupons.
+    db["rule_docs"].create({"rule_id": str, "body": str}, pk="rule_id")
+    db["coupon_docs"].create({"coupon_id": str, "member_id": str, "body": str}, pk="coupon_id")
+    db["coupon_docs"].create_index(["member_id"])
