@@ -27,6 +27,31 @@ class Code(StrEnum):
     STORAGE_FAILED = "storage_failed"
     NO_MEMBER = "no_member"
     READER_UNAVAILABLE = "reader_unavailable"
+    UNKNOWN_COUPON = "unknown_coupon"
+    COUPON_NOT_YET_VALID = "coupon_not_yet_valid"
+    COUPON_EXPIRED = "coupon_expired"
+    COUPON_WRONG_DAY = "coupon_wrong_day"
+    COUPON_WRONG_TIME = "coupon_wrong_time"
+    COUPON_WRONG_STORE = "coupon_wrong_store"
+    COUPON_MEMBERS_ONLY = "coupon_members_only"
+    COUPON_NOT_THIS_MEMBER = "coupon_not_this_member"
+    COUPON_WRONG_TIER = "coupon_wrong_tier"
+    COUPON_USED_UP = "coupon_used_up"
+    COUPON_ALREADY_USED = "coupon_already_used"
+    COUPON_MIN_SPEND = "coupon_min_spend"
+    COUPON_REQUIRED_ITEMS = "coupon_required_items"
+    COUPON_NOT_APPLICABLE = "coupon_not_applicable"
+    COUPON_NOT_COMBINABLE = "coupon_not_combinable"
+    POINTS_NOT_WHOLE_UNITS = "points_not_whole_units"
+    POINTS_BELOW_MINIMUM = "points_below_minimum"
+    POINTS_ABOVE_MAXIMUM = "points_above_maximum"
+    INSUFFICIENT_POINTS = "insufficient_points"
+    POINTS_EXCEED_SALE = "points_exceed_sale"
+    INVALID_REFUND = "invalid_refund"
+    NOTHING_TO_REFUND = "nothing_to_refund"
+    REPLAYED_CARD = "replayed_card"
+    FORGED_CARD = "forged_card"
+    CARD_CANNOT_PAY = "card_cannot_pay"
 
 
 MESSAGES: dict[Code, str] = {
@@ -43,6 +68,31 @@ MESSAGES: dict[Code, str] = {
     Code.STORAGE_FAILED: "The till could not record this: the sale was NOT recorded.",
     Code.NO_MEMBER: "No member identified for this sale.",
     Code.READER_UNAVAILABLE: "The card reader is not available.",
+    Code.UNKNOWN_COUPON: "No such coupon.",
+    Code.COUPON_NOT_YET_VALID: "This coupon is not valid yet.",
+    Code.COUPON_EXPIRED: "This coupon has expired.",
+    Code.COUPON_WRONG_DAY: "This coupon is not valid today.",
+    Code.COUPON_WRONG_TIME: "This coupon is not valid at this time of day.",
+    Code.COUPON_WRONG_STORE: "This coupon is not valid in this store.",
+    Code.COUPON_MEMBERS_ONLY: "This coupon is for members: identify the member first.",
+    Code.COUPON_NOT_THIS_MEMBER: "This coupon belongs to another member.",
+    Code.COUPON_WRONG_TIER: "This coupon is not for this member's tier.",
+    Code.COUPON_USED_UP: "This coupon has been used as often as it may be.",
+    Code.COUPON_ALREADY_USED: "This member has already used this coupon.",
+    Code.COUPON_MIN_SPEND: "The basket does not reach this coupon's minimum spend.",
+    Code.COUPON_REQUIRED_ITEMS: "The basket lacks the items this coupon needs.",
+    Code.COUPON_NOT_APPLICABLE: "Nothing in the basket is eligible for this coupon.",
+    Code.COUPON_NOT_COMBINABLE: "This coupon cannot be combined with the better coupon applied.",
+    Code.POINTS_NOT_WHOLE_UNITS: "Points are paid in whole redemption units.",
+    Code.POINTS_BELOW_MINIMUM: "Fewer points than the minimum that can be paid.",
+    Code.POINTS_ABOVE_MAXIMUM: "More points than may be paid in one sale.",
+    Code.INSUFFICIENT_POINTS: "The member does not have enough spendable points.",
+    Code.POINTS_EXCEED_SALE: "Points may not pay that much of this sale.",
+    Code.INVALID_REFUND: "The refund does not match the sale's lines.",
+    Code.NOTHING_TO_REFUND: "Everything of this sale has already been refunded.",
+    Code.REPLAYED_CARD: "This card's secure message was already used: tap the card again.",
+    Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
+    Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
 }
 
 

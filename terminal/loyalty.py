@@ -1,23 +1,516 @@
-"""Earning rules: pure functions from a basket and a member to points, explained line by line."""
+"""Earning rules, tiers, points as money and the points ledger: pure functions over data.
+
+Rules arrive from head office as JSON documents (``parse_rule``); the till and head office evaluate
+them with the same functions, so both compute the same points. Every amount is an integer (minor
+units, points); every division rounds down (``floor_div``), the member never gets a fraction.
+
+Earning order (fixed; docs/loyalty.md has worked examples):
+
+  1. base        the base rate on the *eligible amount*: the basket after coupon discounts, less the
+                 part paid with points (points pay nothing that earns points). One base rule: the
+                 active one with the lowest (priority, rule_id); the skeleton's base rule otherwise.
+  2. tier        the member's tier multiplier on the base points (extra = base * (pct - 100) / 100).
+  3. campaigns   ``campaign`` (multiplier on the base points of the matching lines) and ``sku_bonus``
+                 (fixed points per unit or per sale of a SKU) rules, in (priority, rule_id) order.
+                 Each has a mode: ``stack`` adds its points; ``replace`` drops the campaign points
+                 produced so far and keeps its own; ``stop`` adds its points and ends step 3.
+  4. coupons     points multiplier coupons (on the base points) and bonus points coupons.
+  5. cap         the lowest active ``cap`` rule limits the points of the sale; a negative line says so.
+
+A rule that is not active (date range, weekday, time of day, store) is skipped silently; a line of
+the quote names every rule that produced points.
+"""
 
 from __future__ import annotations
 
-from terminal.model import Basket, EarnRule, Member, Quote, QuoteLine
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from terminal.model import Basket, EarnRule, Line, QuoteLine
 from terminal.money import floor_div
 
 
-def base_points(rule: EarnRule, amount: int) -> int:
-    """Points for ``amount`` minor units: rounded down, never negative."""
+class Mode(StrEnum):
+    STACK = "stack"
+    REPLACE = "replace"
+    STOP = "stop"
+
+
+class RuleKind(StrEnum):
+    BASE = "base"
+    TIER = "tier"
+    CAMPAIGN = "campaign"
+    SKU_BONUS = "sku_bonus"
+    CAP = "cap"
+
+
+class DocumentError(ValueError):
+    """A rule or coupon document that does not make sense; head office must not send it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaleContext:
+    """Where and when a sale happens, and for whom. ``at`` is the store's local wall-clock time."""
+
+    at: datetime
+    store_id: str
+    member_id: str | None = None
+    tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """When a rule or coupon applies: [starts, ends) local time, weekdays (0 = Monday), daily hours
+    [from, to) as minutes after midnight, and stores. Empty means no limit."""
+
+    starts: datetime | None = None
+    ends: datetime | None = None
+    weekdays: frozenset[int] = frozenset()
+    hours: tuple[int, int] | None = None
+    stores: frozenset[str] = frozenset()
+
+    def refusal(self, ctx: SaleContext) -> str | None:
+        """Why the moment or place does not fit: a coupon rejection code, or None when it fits."""
+        if self.starts is not None and ctx.at < self.starts:
+            return "coupon_not_yet_valid"
+        if self.ends is not None and ctx.at >= self.ends:
+            return "coupon_expired"
+        if self.weekdays and ctx.at.weekday() not in self.weekdays:
+            return "coupon_wrong_day"
+        if self.hours is not None:
+            minute = ctx.at.hour * 60 + ctx.at.minute
+            start, end = self.hours
+            inside = start <= minute < end if start <= end else (minute >= start or minute < end)
+            if not inside:
+                return "coupon_wrong_time"
+        if self.stores and ctx.store_id not in self.stores:
+            return "coupon_wrong_store"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which lines something applies to: by SKU or category; empty = every line."""
+
+    skus: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+
+    @property
+    def everything(self) -> bool:
+        return not self.skus and not self.categories
+
+    def matches(self, line: Line) -> bool:
+        return self.everything or line.sku in self.skus or line.category in self.categories
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    rule_id: str
+    kind: RuleKind
+    text: str = ""
+    priority: int = 100
+    mode: Mode = Mode.STACK
+    when: When = When()
+    scope: Scope = Scope()
+    points: int = 0  # base: points per ``per_minor``; sku_bonus: the bonus
+    per_minor: int = 100
+    multiplier_pct: int = 100  # tier / campaign: 200 = double
+    tier: str = ""
+    per_unit: bool = True  # sku_bonus: per unit bought, or once per sale
+    cap: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TierLevel:
+    tier: str
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """Tiers reached by points *earned* (or money spent) over a rolling window of ``window_days``.
+
+    Upgrade: as soon as the window's value reaches a level's threshold (at the till, in the sale).
+    Downgrade (``review_tier``): at a review, a member whose window value is below their tier's
+    threshold drops one level at a time, never more than one per review."""
+
+    levels: tuple[TierLevel, ...] = (TierLevel("basic", 0),)
+    measure: str = "earned"  # "earned" points or "spend" in minor units
+    window_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """Points as money: ``unit_points`` points pay ``unit_value`` minor units; a sale may use between
+    ``min_points`` and ``max_points`` (0 = no maximum) and pay at most ``max_pct`` % of the amount due
+    after coupons. Points are spent in whole units."""
+
+    unit_points: int = 100
+    unit_value: int = 100
+    min_points: int = 100
+    max_points: int = 0
+    max_pct: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LotPolicy:
+    """Earned points are held for ``lock_days`` before they can be spent and expire after
+    ``expire_days`` (0 = never). Spending takes the lots that expire first."""
+
+    lock_days: int = 0
+    expire_days: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """Everything head office says about earning and spending points, parsed and ready."""
+
+    rules: tuple[Rule, ...] = ()
+    ladder: Ladder = Ladder()
+    redemption: Redemption = Redemption()
+    lots: LotPolicy = LotPolicy()
+
+
+# -- parsing the documents head office sends ---------------------------------------------------
+
+
+def _dt(value: Any, key: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=None)
+    except ValueError as exc:
+        raise DocumentError(f"{key}: expected an ISO date or date-time, got {value!r}") from exc
+
+
+def _minutes(text: str, key: str) -> int:
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+    except ValueError as exc:
+        raise DocumentError(f"{key}: expected HH:MM, got {text!r}") from exc
+    if not (0 <= hours <= 24 and 0 <= minutes < 60):
+        raise DocumentError(f"{key}: {text!r} is not a time of day")
+    return hours * 60 + minutes
+
+
+def _int(doc: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise DocumentError(f"{key}: expected an integer >= {low}, got {value!r}")
+    return value
+
+
+def _strings(doc: Mapping[str, Any], key: str) -> frozenset[str]:
+    value = doc.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DocumentError(f"{key}: expected a list of strings")
+    return frozenset(value)
+
+
+def parse_when(doc: Mapping[str, Any]) -> When:
+    hours = doc.get("hours")
+    span = None
+    if hours:
+        if not isinstance(hours, list) or len(hours) != 2:
+            raise DocumentError('hours: expected ["HH:MM", "HH:MM"]')
+        span = (_minutes(str(hours[0]), "hours"), _minutes(str(hours[1]), "hours"))
+    weekdays = doc.get("weekdays") or []
+    if not isinstance(weekdays, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in weekdays):
+        raise DocumentError("weekdays: expected a list of 0 (Monday) .. 6 (Sunday)")
+    return When(
+        _dt(doc.get("starts"), "starts"), _dt(doc.get("ends"), "ends"), frozenset(weekdays), span,
+        _strings(doc, "stores"),
+    )
+
+
+def parse_scope(doc: Mapping[str, Any]) -> Scope:
+    return Scope(_strings(doc, "skus"), _strings(doc, "categories"))
+
+
+def parse_rule(rule_id: str, doc: Mapping[str, Any]) -> Rule:
+    """One earning rule document, e.g. ``{"kind": "campaign", "multiplier_pct": 200,
+    "categories": ["coffee"], "weekdays": [5, 6], "hours": ["07:00", "11:00"]}``."""
+    try:
+        kind = RuleKind(str(doc.get("kind")))
+        mode = Mode(doc.get("mode", "stack"))
+    except ValueError as exc:
+        raise DocumentError(f"rule {rule_id}: {exc}") from exc
+    per_minor = _int(doc, "per_minor", 100, low=1)
+    return Rule(
+        rule_id, kind, str(doc.get("text", "")), _int(doc, "priority", 100), mode, parse_when(doc), parse_scope(doc),
+        _int(doc, "points", 0), per_minor, _int(doc, "multiplier_pct", 100), str(doc.get("tier", "")),
+        bool(doc.get("per_unit", True)), _int(doc, "cap", 0),
+    )
+
+
+def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None = None) -> Program:
+    """Rule documents by id into a Program. Special ids: ``tiers`` (the ladder), ``redemption``
+    and ``points_policy``; every other document is an earning rule. ``base`` (the skeleton's
+    base rule table) is the base rule when no ``base`` document is active."""
+    rules: list[Rule] = []
+    ladder, redemption, lots = Ladder(), Redemption(), LotPolicy()
+    for rule_id, doc in sorted(docs.items()):
+        kind = doc.get("kind")
+        if kind == "tiers":
+            levels = tuple(
+                TierLevel(str(level["tier"]), _int(level, "threshold", 0)) for level in doc.get("levels", [])
+            )
+            if not levels:
+                raise DocumentError("tiers: at least one level")
+            ladder = Ladder(
+                tuple(sorted(levels, key=lambda x: x.threshold)), str(doc.get("measure", "earned")),
+                _int(doc, "window_days", 365, low=1),
+            )
+        elif kind == "redemption":
+            redemption = Redemption(
+                _int(doc, "unit_points", 100, low=1), _int(doc, "unit_value", 100, low=1), _int(doc, "min_points", 0),
+                _int(doc, "max_points", 0), min(100, _int(doc, "max_pct", 100)),
+            )
+        elif kind == "points_policy":
+            lots = LotPolicy(_int(doc, "lock_days", 0), _int(doc, "expire_days", 0))
+        else:
+            rules.append(parse_rule(rule_id, doc))
+    if base is not None:
+        # The skeleton's base rule sorts after every base document of default priority.
+        rules.append(Rule(base.rule_id, RuleKind.BASE, "base rate", 10_000, points=base.points, per_minor=base.per_minor))
+    return Program(tuple(sorted(rules, key=lambda r: (r.priority, r.rule_id))), ladder, redemption, lots)
+
+
+# -- earning ---------------------------------------------------------------------------------
+
+
+def base_points(rule: EarnRule | Rule, amount: int) -> int:
+    """Points for ``amount`` minor units at a base rate: rounded down, never negative."""
     if amount <= 0:
         return 0
     return floor_div(amount * rule.points, rule.per_minor)
 
 
-def quote(member: Member | None, basket: Basket, rule: EarnRule) -> Quote:
-    """Price a basket and the points it earns; an anonymous basket earns nothing."""
-    total = basket.total
-    if member is None:
-        return Quote(None, basket, total, 0, ())
-    points = base_points(rule, total)
-    line = QuoteLine(rule.rule_id, points, f"{rule.points} pt per {rule.per_minor} minor units")
-    return Quote(member.member_id, basket, total, points, (line,))
+def _extra(points: int, pct: int) -> int:
+    """The extra points a multiplier of ``pct`` % adds to ``points`` (rounded down, never < 0)."""
+    return max(0, floor_div(points * (pct - 100), 100)) if pct > 100 else 0
+
+
+def _active(rule: Rule, ctx: SaleContext) -> bool:
+    return rule.when.refusal(ctx) is None
+
+
+@dataclass(frozen=True, slots=True)
+class CouponPoints:
+    """What the chosen coupons add to earning (from terminal.coupons)."""
+
+    source: str
+    multiplier_pct: int = 100
+    bonus: int = 0
+    text: str = ""
+
+
+def earn(
+    program: Program,
+    basket: Basket,
+    eligible: Sequence[int],
+    ctx: SaleContext,
+    coupon_points: Iterable[CouponPoints] = (),
+) -> tuple[int, tuple[QuoteLine, ...]]:
+    """Points earned by a member's sale: the total and its explanation, one line per rule.
+
+    ``eligible[i]`` is the amount of line i that earns points (after discounts and points paid)."""
+    if ctx.member_id is None:
+        return 0, ()
+    active = [r for r in program.rules if _active(r, ctx)]
+    base_rule = next((r for r in active if r.kind is RuleKind.BASE), None)
+    if base_rule is None:
+        return 0, ()
+    lines: list[QuoteLine] = []
+    base = base_points(base_rule, sum(eligible))
+    lines.append(QuoteLine(base_rule.rule_id, base, base_rule.text or f"{base_rule.points} pt per {base_rule.per_minor}"))
+    total = base
+    tier_rule = next((r for r in active if r.kind is RuleKind.TIER and r.tier == ctx.tier), None)
+    if tier_rule is not None and (extra := _extra(base, tier_rule.multiplier_pct)):
+        lines.append(QuoteLine(tier_rule.rule_id, extra, tier_rule.text or f"{ctx.tier} x{tier_rule.multiplier_pct}%"))
+        total += extra
+    campaign = _campaigns(active, base_rule, basket, eligible)
+    lines.extend(campaign)
+    total += sum(x.points for x in campaign)
+    for cp in sorted(coupon_points, key=lambda c: c.source):
+        points = _extra(base, cp.multiplier_pct) + cp.bonus
+        if points:
+            lines.append(QuoteLine(cp.source, points, cp.text, kind="coupon"))
+            total += points
+    caps = [r for r in active if r.kind is RuleKind.CAP]
+    if caps:
+        cap = min(caps, key=lambda r: (r.cap, r.rule_id))
+        if total > cap.cap:
+            lines.append(QuoteLine(cap.rule_id, cap.cap - total, cap.text or f"at most {cap.cap} pt per sale", kind="cap"))
+            total = cap.cap
+    return total, tuple(lines)
+
+
+def _campaigns(active: list[Rule], base_rule: Rule, basket: Basket, eligible: Sequence[int]) -> list[QuoteLine]:
+    out: list[QuoteLine] = []
+    for rule in active:
+        if rule.kind is RuleKind.CAMPAIGN:
+            matched = sum(e for line, e in zip(basket.lines, eligible, strict=True) if rule.scope.matches(line))
+            points = _extra(base_points(base_rule, matched), rule.multiplier_pct)
+            text = rule.text or f"x{rule.multiplier_pct}% on {', '.join(sorted(rule.scope.skus | rule.scope.categories)) or 'all'}"
+        elif rule.kind is RuleKind.SKU_BONUS:
+            units = sum(line.quantity for line in basket.lines if rule.scope.matches(line))
+            points = rule.points * (units if rule.per_unit else min(units, 1))
+            text = rule.text or f"+{rule.points} pt bonus"
+        else:
+            continue
+        if not points:
+            continue
+        if rule.mode is Mode.REPLACE:
+            out.clear()
+        out.append(QuoteLine(rule.rule_id, points, text))
+        if rule.mode is Mode.STOP:
+            break
+    return out
+
+
+# -- tiers -------------------------------------------------------------------------------------
+
+
+def tier_for(value: int, ladder: Ladder) -> str:
+    """The highest level whose threshold ``value`` (earned points or spend in the window) reaches."""
+    reached = [level for level in ladder.levels if value >= level.threshold]
+    return reached[-1].tier if reached else ladder.levels[0].tier
+
+
+def _rank(tier: str, ladder: Ladder) -> int:
+    names = [level.tier for level in ladder.levels]
+    return names.index(tier) if tier in names else 0
+
+
+def upgrade(current: str, value: int, ladder: Ladder) -> str:
+    """The tier after a sale: up when the window's value reached a higher threshold, never down."""
+    reached = tier_for(value, ladder)
+    return reached if _rank(reached, ladder) > _rank(current, ladder) else current
+
+
+def review_tier(current: str, value: int, ladder: Ladder) -> str:
+    """The tier after a periodic review: at most one level down when below the current threshold."""
+    rank = _rank(current, ladder)
+    if value >= ladder.levels[rank].threshold or rank == 0:
+        return upgrade(current, value, ladder)
+    return ladder.levels[rank - 1].tier
+
+
+# -- points as money ---------------------------------------------------------------------------
+
+
+def redeem_value(points: int, policy: Redemption) -> int:
+    """Minor units that ``points`` pay (whole units only)."""
+    return (points // policy.unit_points) * policy.unit_value
+
+
+def max_redeemable(balance: int, due: int, policy: Redemption) -> int:
+    """The most points a sale may use: bounded by the balance, the maximum, and max_pct of ``due``."""
+    limit_value = floor_div(max(0, due) * policy.max_pct, 100)
+    units = min(max(0, balance) // policy.unit_points, limit_value // policy.unit_value)
+    if policy.max_points:
+        units = min(units, policy.max_points // policy.unit_points)
+    points = units * policy.unit_points
+    return points if points >= policy.min_points else 0
+
+
+def redemption_refusal(points: int, balance: int, due: int, policy: Redemption) -> str | None:
+    """Why ``points`` cannot be used on this sale: a stable code, or None."""
+    if points <= 0:
+        return None
+    if points % policy.unit_points:
+        return "points_not_whole_units"
+    if points < policy.min_points:
+        return "points_below_minimum"
+    if policy.max_points and points > policy.max_points:
+        return "points_above_maximum"
+    if points > balance:
+        return "insufficient_points"
+    if redeem_value(points, policy) > floor_div(max(0, due) * policy.max_pct, 100):
+        return "points_exceed_sale"
+    return None
+
+
+# -- the points ledger ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """Points earned by one transaction: spendable from ``available_at``, gone at ``expires_at``."""
+
+    lot_id: str
+    points: int
+    remaining: int
+    available_at: datetime
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LotState:
+    available: int
+    locked: int
+    expired: int
+
+
+def new_lot(lot_id: str, points: int, at: datetime, policy: LotPolicy) -> Lot:
+    expires = at + timedelta(days=policy.expire_days) if policy.expire_days else None
+    return Lot(lot_id, points, points, at + timedelta(days=policy.lock_days), expires)
+
+
+def lot_state(lots: Iterable[Lot], now: datetime) -> LotState:
+    available = locked = expired = 0
+    for lot in lots:
+        if lot.expires_at is not None and now >= lot.expires_at:
+            expired += lot.remaining
+        elif now < lot.available_at:
+            locked += lot.remaining
+        else:
+            available += lot.remaining
+    return LotState(available, locked, expired)
+
+
+def _spend_order(lot: Lot) -> tuple[datetime, datetime, str]:
+    return (lot.expires_at or datetime.max, lot.available_at, lot.lot_id)
+
+
+def consume(lots: Iterable[Lot], points: int, now: datetime) -> list[tuple[str, int]]:
+    """Which lots pay ``points``: spendable lots, the first to expire first. Raises ValueError if
+    the spendable lots do not hold enough (the caller checks the balance first)."""
+    taken: list[tuple[str, int]] = []
+    left = points
+    usable = [lot for lot in lots if lot.remaining > 0 and lot.available_at <= now
+              and (lot.expires_at is None or now < lot.expires_at)]
+    for lot in sorted(usable, key=_spend_order):
+        if left == 0:
+            break
+        take = min(left, lot.remaining)
+        taken.append((lot.lot_id, take))
+        left -= take
+    if left:
+        raise ValueError(f"{left} points more than the spendable lots hold")
+    return taken
+
+
+def expire(lots: Iterable[Lot], now: datetime) -> list[tuple[str, int]]:
+    """The lots (and how many points) that have expired by ``now`` and still hold points."""
+    return [(lot.lot_id, lot.remaining) for lot in lots
+            if lot.remaining > 0 and lot.expires_at is not None and now >= lot.expires_at]
+
+
+def allocate(amount: int, weights: Sequence[int]) -> list[int]:
+    """Split ``amount`` over ``weights`` in proportion, exactly (largest remainder, ties to the
+    first line): the parts add up to ``amount`` and none exceeds its weight when amount <= sum."""
+    total = sum(weights)
+    if total <= 0 or amount <= 0:
+        return [0] * len(weights)
+    amount = min(amount, total)
+    shares = [amount * w // total for w in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (-(amount * weights[i] % total), i))
+    for i in remainders[: amount - sum(shares)]:
+        shares[i] += 1
+    return shares
+

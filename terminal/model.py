@@ -38,8 +38,10 @@ class CardRead:
     uid_hash: str
     atr: bytes = b""
     ndef: bytes | None = None
-    sun: str | None = None
+    sun: str | None = None  # the NDEF URL carrying an NTAG 424 DNA SUN message, verified by the service
     at: float = 0.0
+    lite_s_mac: bool = False  # the driver read a FeliCa Lite-S with a MAC under the card's own key
+    chip: str = ""  # what the driver could tell: "ultralight" (NTAG21x too), "mifare_classic_1k", "iso_dep" ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +98,31 @@ class QuoteLine:
     source: str
     points: int
     text: str
+    kind: str = "rule"  # "rule" (points from an earning rule) | "coupon" | "discount" | "redeem" | "cap"
+    amount: int = 0  # minor units taken off the sale by this line (discounts and points paid)
 
 
 @dataclass(frozen=True, slots=True)
 class Quote:
+    """A priced basket. ``total`` is the basket before discounts; ``payable`` what the POS still
+    collects after coupon discounts and points paid; every number is explained in ``explain``."""
+
     member_id: str | None
     basket: Basket
     total: int
     points_earned: int
     explain: tuple[QuoteLine, ...] = ()
+    discount: int = 0
+    points_redeemed: int = 0
+    redeem_value: int = 0
+    coupons: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()  # (coupon_id, rejection code) of coupons not used
+    line_discounts: tuple[int, ...] = ()
+    tier_after: str | None = None
+
+    @property
+    def payable(self) -> int:
+        return self.total - self.discount - self.redeem_value
 
 
 @dataclass(frozen=True, slots=True)

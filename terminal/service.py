@@ -1,21 +1,31 @@
-"""The application service: identify -> quote -> commit -> void.
+"""The application service: identify -> quote -> commit -> void / refund.
 
-Each state change is one ``Store.record`` call: the balance change and the journal row commit
-together, and a ``Receipt`` (the approval) exists only after that COMMIT returned.
+Each state change is one ``Store.record`` call: the balance change, the points lots, the coupon
+uses, the tier and the journal row commit together, and a ``Receipt`` (the approval) exists only
+after that COMMIT returned. Pricing itself is pure (``terminal.pricing``); this module gathers its
+inputs from the cache (rule and coupon documents, the member's lots) and writes its outputs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 import uuid6
 
-from terminal import loyalty
+from terminal import coupons as cp
+from terminal import loyalty as ly
+from terminal import pricing
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, Card, CardRead, JournalEntry, Member, Quote, Receipt, Status, utc_iso
+from terminal.model import Basket, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt, Status, utc_iso
 from terminal.store import Store
+from terminal.store.ledger import Effects
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -46,11 +56,15 @@ def check_basket(basket: Basket) -> None:
 
 
 class Service:
-    def __init__(self, store: Store, terminal_id: str, clock: Clock = time.time) -> None:
+    def __init__(self, store: Store, terminal_id: str, clock: Clock = time.time, store_id: str = "S-001") -> None:
         self.store = store
         self.terminal_id = terminal_id
+        self.store_id = store_id
         self.clock = clock
         self.on_commit: list[Callable[[Receipt], None]] = []
+        self._program: tuple[int, ly.Program] | None = None
+
+    # -- identify --------------------------------------------------------------------------------
 
     def identify(self, read: CardRead) -> Identified:
         """The member behind a tap, or a rejection: unknown card, blocked card, blocked member."""
@@ -74,39 +88,197 @@ class Service:
             raise Rejected(Code.BLOCKED_MEMBER)
         return member
 
-    def quote(self, member_id: str | None, basket: Basket) -> Quote:
+    # -- rules and coupons from the cache ----------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The store's local wall-clock time (the till PC's time zone): what rules and coupons see."""
+        return datetime.fromtimestamp(self.clock())
+
+    def program(self) -> ly.Program:
+        """The parsed rule documents, parsed again only when head office changed them."""
+        version = self.store.doc_version()
+        if self._program is None or self._program[0] != version:
+            docs = {}
+            for rule_id, doc in self.store.rule_docs().items():
+                try:
+                    ly.parse_program({rule_id: doc})
+                    docs[rule_id] = doc
+                except (ly.DocumentError, KeyError, TypeError) as exc:
+                    log.warning("rule document %s ignored: %s", rule_id, exc)
+            self._program = (version, ly.parse_program(docs, self.store.earn_rule()))
+        return self._program[1]
+
+    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
+        """The coupons presented plus the member's personal ones, with the uses this till knows."""
+        docs = self.store.coupon_docs(coupon_ids, member_id)
+        unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in docs]
+        offers: list[cp.Offer] = []
+        for coupon_id, doc in sorted(docs.items()):
+            try:
+                coupon = cp.parse_coupon(coupon_id, doc)
+            except (ly.DocumentError, TypeError) as exc:
+                log.warning("coupon document %s ignored: %s", coupon_id, exc)
+                unknown.append((coupon_id, Code.UNKNOWN_COUPON.value))
+                continue
+            local, mine = self.store.coupon_uses(coupon_id, member_id)
+            known = _int(doc.get("used"))
+            offers.append(cp.Offer(coupon, known + local, _int(doc.get("used_by_member")) + mine))
+        return offers, unknown
+
+    def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
+        _, window, spendable = self.store.member_ledger(member.member_id, now)
+        return pricing.Member(member.member_id, member.tier, max(0, spendable or 0), window)
+
+    # -- quote, commit -------------------------------------------------------------------------------
+
+    def quote(
+        self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0
+    ) -> Quote:
+        """Price a basket: the best usable coupons, points paid (``pricing.REDEEM_MAX`` for all that
+        may be), points earned, each explained; coupons that cannot apply say why."""
         check_basket(basket)
         member = self.member(member_id) if member_id else None
-        return loyalty.quote(member, basket, self.store.earn_rule())
+        now = self.now()
+        ctx = ly.SaleContext(now, self.store_id, member.member_id if member else None, member.tier if member else None)
+        offers, unknown = self.offers(coupons, member.member_id if member else None)
+        who = self._pricing_member(member, now) if member else None
+        quote = pricing.price(self.program(), basket, ctx, who, offers, redeem)
+        if unknown:
+            quote = _with_refused(quote, unknown)
+        return quote
 
     def commit(self, quote: Quote) -> Receipt:
-        """Record the sale; returns only after its journal row is durable."""
-        txn_id, created = new_txn_id(), utc_iso(self.clock())
-        payload = {
+        """Record the sale; returns only after its journal row (and every effect) is durable.
+
+        Points and coupon uses are checked again inside the transaction: a quote made stale by a
+        sale at the same moment is refused, never approved twice."""
+        txn_id, now = new_txn_id(), self.now()
+        created = utc_iso(self.clock())
+        program = self.program()
+        delta = quote.points_earned - quote.points_redeemed
+        spent: list[tuple[str, int]] = []
+        fx = Effects(now=now)
+        if quote.member_id is not None:
+            spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
+            offers, _ = self.offers(quote.coupons, quote.member_id)
+            limits = tuple(
+                (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member, o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
+                for o in offers if o.coupon.coupon_id in quote.coupons
+            )
+            grew = quote.points_earned if program.ladder.measure == "earned" else quote.payable
+            member = self.store.member(quote.member_id)
+            fx = Effects(
+                member_id=quote.member_id, spend_points=quote.points_redeemed,
+                spend_lots=tuple((lot, n) for lot, n in spent if lot != HQ_LOT),
+                new_lot=ly.new_lot(txn_id, quote.points_earned, now, program.lots),
+                coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, window_delta=grew,
+                tier=quote.tier_after if member is not None and quote.tier_after != member.tier else None, now=now,
+            )
+        else:
+            fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), now=now)
+        state = _sale_state(quote, now, self.store_id, self.store.member(quote.member_id) if quote.member_id else None, spent)
+        fx = replace(fx, sale_state=state)
+        payload: dict[str, Any] = {
             "member_id": quote.member_id,
+            "store_id": self.store_id,
             "total": quote.total,
-            "points_delta": quote.points_earned,
+            "discount": quote.discount,
+            "payable": quote.payable,
+            "points_earned": quote.points_earned,
+            "points_redeemed": quote.points_redeemed,
+            "points_delta": delta,
+            "coupons": list(quote.coupons),
             "lines": _lines_payload(quote.basket),
-            "explain": [{"source": x.source, "points": x.points} for x in quote.explain],
+            "line_discounts": list(quote.line_discounts),
+            "explain": [
+                {"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount} for x in quote.explain
+            ],
+            "tier_after": quote.tier_after,
+            "lots_spent": [list(x) for x in spent],
+            "local_time": now.isoformat(timespec="seconds"),
         }
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload, created)
-        points = (quote.member_id, quote.points_earned) if quote.member_id else None
-        sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": quote.points_earned}
-        stored, balance = self.store.record(entry, points=points, sale=sale)
-        return self._approved(stored, quote.total, quote.points_earned, balance)
+        points = (quote.member_id, delta) if quote.member_id else None
+        sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
+        stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
+        return self._approved(stored, quote.payable, delta, balance)
+
+    def _spend_plan(self, member_id: str, points: int, now: datetime) -> list[tuple[str, int]]:
+        """Which lots pay ``points``: this till's lots that expire first, then head office's balance."""
+        if points <= 0:
+            return []
+        lots, _, spendable = self.store.member_ledger(member_id, now)
+        local = ly.lot_state(lots, now).available
+        hq = max(0, (spendable or 0) - local)
+        pool = [*lots, ly.Lot(HQ_LOT, hq, hq, datetime.min, None)]
+        try:
+            return ly.consume(pool, points, now)
+        except ValueError as exc:
+            raise Rejected(Code.INSUFFICIENT_POINTS) from exc
+
+    # -- void and refund ------------------------------------------------------------------------------
 
     def void(self, txn_id: str) -> Receipt:
-        """Reverse a sale of this till: its points are clawed back (the balance may go negative)."""
+        """Reverse a sale of this till: whatever is left of it is returned (see ``refund``)."""
+        return self._reverse(txn_id, None, "void")
+
+    def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt:
+        """Return ``returned`` units (line index -> units) of a sale: money and redeemed points go
+        back, earned points are clawed back (the balance may go negative: the debt is carried and
+        settled by later earning), coupon uses come back when the coupon no longer applies."""
+        if not returned or not any(returned.values()):
+            raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
+        return self._reverse(txn_id, returned, "refund")
+
+    def _reverse(self, txn_id: str, returned: dict[int, int] | None, kind: str) -> Receipt:
         sale = self.store.sale(txn_id)
         if sale is None:
             raise Rejected(Code.UNKNOWN_TRANSACTION)
         if sale["voided_by"]:
             raise Rejected(Code.ALREADY_VOIDED)
-        delta, member_id = -int(sale["points_delta"]), sale["member_id"]
-        payload = {"member_id": member_id, "total": -sale["total"], "points_delta": delta, "voided_txn_id": txn_id}
-        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "void", payload, utc_iso(self.clock()))
-        stored, balance = self.store.record(entry, points=(member_id, delta) if member_id else None, voids=txn_id)
-        return self._approved(stored, -sale["total"], delta, balance)
+        raw = self.store.sale_state(txn_id)
+        if raw is None:
+            raise Rejected(Code.NOT_A_SALE)
+        state = _state_from(raw)
+        if not any(line.quantity for line in state.basket.lines):
+            raise Rejected(Code.NOTHING_TO_REFUND)
+        everything = {i: line.quantity for i, line in enumerate(state.basket.lines) if line.quantity}
+        member_id = sale["member_id"]
+        ctx = ly.SaleContext(datetime.fromisoformat(raw["at"]), raw["store_id"], member_id, raw.get("tier"))
+        used = [cp.parse_coupon(cid, doc) for cid, doc in self.store.coupon_docs(state.coupons, None).items()]
+        result = pricing.refund(self.program(), state, returned or everything, ctx, used)
+        delta = result.points_restored - result.points_clawed
+        spent = [(str(lot), int(n)) for lot, n in raw.get("lots_spent", [])]
+        restore, left = _give_back(spent, result.points_restored)
+        new_raw = {**raw, **_state_dict(result.after), "lots_spent": left}
+        program = self.program()
+        shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
+        fx = Effects(
+            member_id=member_id, restore_lots=tuple((lot, n) for lot, n in restore if lot != HQ_LOT),
+            claw_lot=(txn_id, result.points_clawed) if result.points_clawed else None,
+            coupon_uses=tuple((c, -1) for c in result.coupons_restored), window_delta=-shrink,
+            sale_state=new_raw, state_of=txn_id, now=self.now(),
+        )
+        payload: dict[str, Any] = {
+            "member_id": member_id,
+            "store_id": self.store_id,
+            "original_txn": txn_id,
+            "returned": [{"line": i, "quantity": q} for i, q in sorted((returned or everything).items()) if q],
+            "total": -result.money_back,
+            "money_back": result.money_back,
+            "points_clawed": result.points_clawed,
+            "points_restored": result.points_restored,
+            "points_delta": delta,
+            "coupons_restored": list(result.coupons_restored),
+        }
+        if kind == "void":
+            payload["voided_txn_id"] = txn_id
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind, payload, utc_iso(self.clock()))
+        stored, balance = self.store.record(
+            entry, points=(member_id, delta) if member_id else None,
+            voids=txn_id if kind == "void" else None, effects=fx,
+        )
+        return self._approved(stored, -result.money_back, delta, balance)
 
     def _approved(self, entry: JournalEntry, total: int, delta: int, balance: int | None) -> Receipt:
         member_id = entry.payload.get("member_id")
@@ -114,3 +286,51 @@ class Service:
         for listener in self.on_commit:
             listener(receipt)
         return receipt
+
+
+HQ_LOT = "hq"
+"""The pseudo-lot of points head office holds for the member (its own lots are its business)."""
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
+    return replace(quote, refused=tuple(sorted([*quote.refused, *extra])))
+
+
+def _sale_state(
+    quote: Quote, now: datetime, store_id: str, member: Member | None, spent: list[tuple[str, int]]
+) -> dict[str, Any]:
+    state = pricing.SaleState(quote.basket, quote.payable, quote.points_earned, quote.points_redeemed, quote.coupons)
+    return {
+        **_state_dict(state), "at": now.isoformat(timespec="seconds"), "store_id": store_id,
+        "tier": member.tier if member else None, "lots_spent": [list(x) for x in spent],
+    }
+
+
+def _state_dict(state: pricing.SaleState) -> dict[str, Any]:
+    return {
+        "lines": _lines_payload(state.basket), "payable": state.payable, "earned": state.earned,
+        "redeemed": state.redeemed, "coupons": list(state.coupons),
+    }
+
+
+def _state_from(raw: dict[str, Any]) -> pricing.SaleState:
+    lines = tuple(Line(x["sku"], x["quantity"], x["unit_price"], x.get("category", "")) for x in raw["lines"])
+    return pricing.SaleState(Basket(lines), raw["payable"], raw["earned"], raw["redeemed"], tuple(raw["coupons"]))
+
+
+def _give_back(spent: list[tuple[str, int]], points: int) -> tuple[list[tuple[str, int]], list[list[Any]]]:
+    """Split ``points`` given back over the lots that paid them, last spent first; what stays spent."""
+    restore: list[tuple[str, int]] = []
+    left: list[list[Any]] = [[lot, n] for lot, n in spent]
+    for item in reversed(left):
+        if points <= 0:
+            break
+        back = min(points, int(item[1]))
+        restore.append((str(item[0]), back))
+        item[1] = int(item[1]) - back
+        points -= back
+    return restore, [x for x in left if x[1] > 0]

@@ -56,3 +56,36 @@ def m004_loyalty_docs(db: Database) -> None:
     db["rule_docs"].create({"rule_id": str, "body": str}, pk="rule_id")
     db["coupon_docs"].create({"coupon_id": str, "member_id": str, "body": str}, pk="coupon_id")
     db["coupon_docs"].create_index(["member_id"])
+
+
+@migrations()
+def m301_card_counters(db: Database) -> None:
+    # The last NTAG 424 DNA SUN read counter accepted per card: a later tap must show a higher one.
+    db["card_counters"].create({"uid_hash": str, "counter": int, "updated_at": str}, pk="uid_hash")
+
+
+@migrations()
+def m005_loyalty_ledger(db: Database) -> None:
+    # window_value: points earned (or spend) in the tier window as this till knows it.
+    db["members"].add_column("window_value", int, not_null_default=0)
+    # Lots of points earned on this till: locked until available_at, gone at expires_at.
+    db["point_lots"].create(
+        {"lot_id": str, "member_id": str, "points": int, "remaining": int, "available_at": str, "expires_at": str},
+        pk="lot_id",
+    )
+    db["point_lots"].create_index(["member_id"])
+    # Coupon uses made on this till (+1 on a sale, -1 when a refund gives the use back).
+    db["coupon_uses"].create({"txn_id": str, "coupon_id": str, "member_id": str, "uses": int})
+    db["coupon_uses"].create_index(["coupon_id", "member_id"])
+    # What is left of a sale after refunds, to price the next refund (pricing.SaleState + context).
+    db["sales"].add_column("state", str)
+    db.execute(
+        "CREATE TABLE doc_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO doc_version (id, version) VALUES (1, 0)")
+    for table in ("rule_docs", "coupon_docs", "rules"):
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} "
+                "BEGIN UPDATE doc_version SET version = version + 1 WHERE id = 1; END"
+            )

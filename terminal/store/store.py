@@ -9,17 +9,23 @@ only after that block's COMMIT returned. SQLite errors are translated here: a fu
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from terminal.errors import Code, Rejected
-from terminal.model import Card, EarnRule, JournalEntry, Member, Status
+from terminal.loyalty import Lot
+from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
+from terminal.store import ledger
 from terminal.store.schema import migrations
 
 DEFAULT_RULE = EarnRule("base", 1, 100)
@@ -57,15 +63,22 @@ class Store:
         self.db = db
         self._lock = threading.RLock()
 
+    rebuilt: Rebuild | None = None
+    """Set by ``open(repair=True)`` when it found the file damaged and rebuilt it."""
+
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) and migrate the database at ``path``."""
+    def open(cls, path: str | Path, *, repair: bool = False) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``. With ``repair`` (the
+        daemon's start) the file is integrity-checked first and rebuilt if damaged (``rebuild``)."""
+        report = check_and_repair(Path(path)) if repair else None
         try:
             db = Database(_connect(Path(path)))
             migrations.apply(db)
         except sqlite3.Error as exc:
             raise _storage_error(exc) from exc
-        return cls(db)
+        store = cls(db)
+        store.rebuilt = report
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -116,6 +129,7 @@ class Store:
         points: tuple[str, int] | None = None,
         sale: dict[str, Any] | None = None,
         voids: str | None = None,
+        effects: ledger.Effects | None = None,
     ) -> tuple[JournalEntry, int | None]:
         """Write one transaction atomically: the member's points change, the sale row, the
         journal row (its seq assigned here, gapless), and the voided sale's mark. Returns the
@@ -127,6 +141,9 @@ class Store:
                 "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
                 (seq, stored.txn_id, stored.terminal_id, stored.kind, json.dumps(stored.payload), stored.created_at),
             )
+            spendable = None
+            if effects is not None and effects.member_id is not None and effects.now is not None:
+                spendable = ledger.spendable(conn, effects.member_id, effects.now)
             balance = _add_points(conn, *points) if points else None
             if sale is not None:
                 conn.execute(
@@ -135,7 +152,64 @@ class Store:
                 )
             if voids is not None:
                 conn.execute("UPDATE sales SET voided_by = ? WHERE txn_id = ?", (entry.txn_id, voids))
+            if effects is not None:
+                ledger.apply(conn, entry.txn_id, effects, spendable)
         return stored, balance
+
+    # -- loyalty -------------------------------------------------------------------------------
+
+    def doc_version(self) -> int:
+        """Moves whenever a rule or coupon document (or the base rule) changes."""
+        return int(self._read("SELECT version FROM doc_version WHERE id = 1")[0][0])
+
+    def rule_docs(self) -> dict[str, dict[str, Any]]:
+        return {rule_id: json.loads(body) for rule_id, body in self._read("SELECT rule_id, body FROM rule_docs")}
+
+    def coupon_docs(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, dict[str, Any]]:
+        """The coupons asked for by id, and every personal coupon of ``member_id``."""
+        ids = sorted(set(coupon_ids))
+        marks = ",".join("?" * len(ids))
+        sql = f"SELECT coupon_id, body FROM coupon_docs WHERE coupon_id IN ({marks})"
+        params: list[Any] = list(ids)
+        if member_id is not None:
+            sql += " UNION SELECT coupon_id, body FROM coupon_docs WHERE member_id = ?"
+            params.append(member_id)
+        return {coupon_id: json.loads(body) for coupon_id, body in self._read(sql, params)}
+
+    def coupon_uses(self, coupon_id: str, member_id: str | None) -> tuple[int, int]:
+        with self._lock:
+            return ledger.coupon_uses(self.db.conn, coupon_id, member_id)
+
+    def put_docs(self, table: str, docs: dict[str, dict[str, Any] | None]) -> None:
+        """Write rule (``rule_docs``) or coupon (``coupon_docs``) documents; None deletes one."""
+        key = {"rule_docs": "rule_id", "coupon_docs": "coupon_id"}[table]
+        with self._write() as conn:
+            for doc_id, body in docs.items():
+                if body is None:
+                    conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (doc_id,))
+                elif table == "coupon_docs":
+                    conn.execute(
+                        "INSERT INTO coupon_docs (coupon_id, member_id, body) VALUES (?,?,?) ON CONFLICT(coupon_id) "
+                        "DO UPDATE SET member_id = excluded.member_id, body = excluded.body",
+                        (doc_id, body.get("member_id"), json.dumps(body)),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO rule_docs (rule_id, body) VALUES (?,?) ON CONFLICT(rule_id) "
+                        "DO UPDATE SET body = excluded.body",
+                        (doc_id, json.dumps(body)),
+                    )
+
+    def member_ledger(self, member_id: str, now: datetime) -> tuple[list[Lot], int, int | None]:
+        """The member's lots on this till, tier window value, and points spendable ``now``."""
+        with self._lock:
+            conn = self.db.conn
+            row = conn.execute("SELECT window_value FROM members WHERE member_id = ?", (member_id,)).fetchone()
+            return ledger.lots(conn, member_id), int(row[0]) if row else 0, ledger.spendable(conn, member_id, now)
+
+    def sale_state(self, txn_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT state FROM sales WHERE txn_id = ?", [txn_id])
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def sale(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT txn_id, member_id, total, points_delta, voided_by FROM sales WHERE txn_id = ?", [txn_id])
@@ -232,3 +306,194 @@ def _set_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:
             "INSERT INTO sync_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+# -- damage: integrity check at open, rebuild of a damaged file --------------------------------------
+#
+# Every readable row of every table is salvaged into a fresh file (this till's journal, sales, lots,
+# coupon uses and counters are facts only it holds); the sync cursors are then reset, so head office
+# sends the whole cache again and overwrites what was salvaged of it. The damaged file is kept beside
+# the new one as <name>.damaged-<time> for a post-mortem.
+
+_NOT_COPIED = {"_sqlite_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
+_MAX_PROBE = 5_000_000  # rowids tried one by one when a table's last page is unreadable
+_MAX_MISSES = 20_000  # ... stopping after this many absent rowids in a row
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    reason: str
+    kept_as: str
+    salvaged: dict[str, int]
+    unreadable: dict[str, int]  # rowids (about one a row) that could not be read, by table
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc)
+
+
+def damage(path: Path) -> str | None:
+    """Why the database file at ``path`` is damaged (SQLite's quick_check), or None if it is sound."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(str(path), timeout=10)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if _is_corruption(exc):
+            return str(exc)
+        raise _storage_error(exc) from exc
+    problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(problems[:5]) or None
+
+
+def check_and_repair(path: Path) -> Rebuild | None:
+    """Finish a rebuild a power cut interrupted; then rebuild ``path`` if it is damaged."""
+    try:
+        _finish_rebuild(path)
+        reason = damage(path)
+        return rebuild(path, reason) if reason is not None else None
+    except (sqlite3.Error, OSError) as exc:
+        raise Rejected(Code.STORAGE_FAILED, f"The damaged database {path} could not be rebuilt ({exc}).") from exc
+
+
+def rebuild(path: Path, reason: str) -> Rebuild:
+    """Copy every readable row of ``path`` into a fresh database, reset the sync cursors, keep the
+    damaged file aside and swap the fresh one in. A power cut at any point leaves the damaged file
+    (rebuilt again at the next open) or a finished copy (swapped in at the next open)."""
+    fresh = _sibling(path, ".rebuilding")
+    _remove_db(fresh)
+    conn = _connect(fresh)
+    try:
+        new = Database(conn)
+        migrations.apply(new)
+        salvaged, unreadable = _salvage(path, conn, new)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    if _sibling(fresh, "-wal").exists():  # the last close folds the WAL in; anything else is unsafe
+        raise OSError(f"{fresh}-wal was left behind")
+    kept = _swap(path, fresh)
+    return Rebuild(reason, str(kept), salvaged, {k: v for k, v in unreadable.items() if v})
+
+
+def _salvage(path: Path, conn: sqlite3.Connection, new: Database) -> tuple[dict[str, int], dict[str, int]]:
+    salvaged: dict[str, int] = {}
+    unreadable: dict[str, int] = {}
+    old = sqlite3.connect(str(path), timeout=10)
+    try:
+        with new.atomic():  # the copy and its completion mark commit together, or not at all
+            for table, columns in _common_tables(old, conn):
+                rows, lost = _readable_rows(old, table, columns)
+                marks = ",".join("?" * len(columns))
+                names = ",".join(f'"{c}"' for c in columns)
+                conn.executemany(f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})', rows)
+                salvaged[table], unreadable[table] = len(rows), lost
+            conn.execute("DELETE FROM sync_state WHERE key LIKE '%cursor%'")
+            _set_state(conn, "rebuilt_at", utc_iso(time.time()))
+    finally:
+        old.close()
+    return salvaged, unreadable
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[1]) for row in conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+
+
+def _common_tables(old: sqlite3.Connection, new: sqlite3.Connection) -> list[tuple[str, list[str]]]:
+    try:
+        names = [str(r[0]) for r in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+    except sqlite3.DatabaseError:
+        return []  # the schema page itself is gone: nothing can be salvaged by SQL
+    found = []
+    for table in names:
+        if table in _NOT_COPIED:
+            continue
+        wanted = set(_columns(new, table))
+        try:
+            columns = [c for c in _columns(old, table) if c in wanted]
+        except sqlite3.DatabaseError:
+            continue
+        if columns:
+            found.append((table, columns))
+    return found
+
+
+def _readable_rows(conn: sqlite3.Connection, table: str, columns: list[str]) -> tuple[list[tuple[Any, ...]], int]:
+    """Every row of ``table`` that can still be read: all at once, else rowid by rowid."""
+    select = "SELECT " + ",".join(f'"{c}"' for c in columns) + f' FROM "{table}"'
+    try:
+        return conn.execute(select).fetchall(), 0
+    except sqlite3.DatabaseError:
+        pass
+    try:
+        top: int | None = conn.execute(f'SELECT MAX(rowid) FROM "{table}"').fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        top = None
+    rows: list[tuple[Any, ...]] = []
+    lost = streak = 0  # streak: rowids in a row that gave nothing (absent or unreadable)
+    for rowid in range(1, (top if top is not None else _MAX_PROBE) + 1):
+        try:
+            row = conn.execute(select + " WHERE rowid = ?", (rowid,)).fetchone()
+        except sqlite3.OperationalError:
+            break  # no rowid (a WITHOUT ROWID table): whatever was readable at once is all we get
+        except sqlite3.DatabaseError:
+            row, lost = None, lost + 1
+        streak = 0 if row is not None else streak + 1
+        if row is not None:
+            rows.append(row)
+        elif top is None and streak > _MAX_MISSES:
+            break
+    return rows, lost
+
+
+def _swap(path: Path, fresh: Path) -> Path:
+    kept = _sibling(path, f".damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    if path.exists():
+        os.link(path, kept)
+    for suffix in ("-wal", "-shm"):  # the old WAL must never meet the new file
+        side = _sibling(path, suffix)
+        if side.exists():
+            os.replace(side, _sibling(kept, suffix))
+    os.replace(fresh, path)
+    _fsync_dir(path.parent)
+    return kept
+
+
+def _finish_rebuild(path: Path) -> None:
+    fresh = _sibling(path, ".rebuilding")
+    if not fresh.exists():
+        return
+    try:
+        conn = sqlite3.connect(str(fresh), timeout=10)
+        try:
+            done = conn.execute("SELECT value FROM sync_state WHERE key = 'rebuilt_at'").fetchone() is not None
+        finally:
+            conn.close()  # the last connection folds the WAL back into the file
+    except sqlite3.DatabaseError:
+        done = False
+    if done and not _sibling(fresh, "-wal").exists():
+        _swap(path, fresh)
+    else:
+        _remove_db(fresh)
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        _sibling(path, suffix).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

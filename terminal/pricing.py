@@ -1,0 +1,212 @@
+"""The quote: coupons, points as money and earning put together, explained line by line. Pure.
+
+``price`` is what the till runs for every quote and what head office runs to check a sale a till
+reported (``sync.hq`` recomputes with the same function and the same documents).
+
+Choosing coupons: every offered coupon that passes its checks is a candidate. The candidates that
+combine are applied together (adding a coupon never raises what the customer pays, so all of them is
+the best such set); each exclusive coupon is also tried alone. The option worth most to the customer
+wins: money off plus the money value of the points the coupons add (at the redemption rate); ties go
+to fewer coupons, then to the smallest coupon ids. Offers are sorted first, so the order in which
+coupons are presented never changes the result.
+
+Refunds (``refund``): the sale is priced again without the returned units, with the sale's own
+moment, store, tier and coupons (use limits and dates are not checked again). What changed is given
+back: money, points redeemed, and the uses of coupons that no longer apply; points earned are clawed
+back. A refund never gives points or money that the sale did not take, so buying and returning gains
+nothing (the balance may go negative when clawed-back points were spent: see docs/loyalty.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from terminal import coupons as cp
+from terminal import loyalty as ly
+from terminal.errors import Code, Rejected
+from terminal.model import Basket, Line, Quote, QuoteLine
+
+REDEEM_MAX = -1
+"""``redeem=REDEEM_MAX`` uses as many points as the policy and the balance allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """What pricing needs of the member at hand."""
+
+    member_id: str
+    tier: str
+    balance: int  # points spendable now
+    window_value: int = 0  # points earned (or spend) in the tier window so far
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    coupons: tuple[cp.Coupon, ...]
+    applied: cp.Applied
+    earned: int
+    lines: tuple[QuoteLine, ...]
+    benefit: int
+
+
+def _evaluate(program: ly.Program, basket: Basket, ctx: ly.SaleContext, chosen: tuple[cp.Coupon, ...]) -> _Option:
+    applied = cp.apply(chosen, basket)
+    eligible = [line.amount - d for line, d in zip(basket.lines, applied.line_discounts, strict=True)]
+    earned, lines = ly.earn(program, basket, eligible, ctx, applied.points)
+    coupon_points = sum(x.points for x in lines if x.kind == "coupon")
+    benefit = applied.discount + ly.redeem_value(coupon_points, program.redemption)
+    return _Option(chosen, applied, earned, lines, benefit)
+
+
+def _choose(program: ly.Program, basket: Basket, ctx: ly.SaleContext, usable: list[cp.Coupon]) -> _Option:
+    combinable = tuple(c for c in usable if not c.exclusive)
+    options = [combinable] + [(c,) for c in usable if c.exclusive]
+    evaluated = [_evaluate(program, basket, ctx, option) for option in options]
+    return min(evaluated, key=lambda o: (-o.benefit, len(o.coupons), sorted(c.coupon_id for c in o.coupons)))
+
+
+def choose_coupons(
+    program: ly.Program, basket: Basket, ctx: ly.SaleContext, offers: Sequence[cp.Offer]
+) -> tuple[_Option, list[tuple[str, str]]]:
+    """The best usable combination and, for every other offer, why it was not used."""
+    refused: list[tuple[str, str]] = []
+    usable: list[cp.Coupon] = []
+    seen: set[str] = set()
+    for offer in sorted(offers, key=lambda o: o.coupon.coupon_id):
+        if offer.coupon.coupon_id in seen:
+            continue
+        seen.add(offer.coupon.coupon_id)
+        code = cp.refusal(offer, basket, ctx)
+        if code is None:
+            usable.append(offer.coupon)
+        else:
+            refused.append((offer.coupon.coupon_id, code))
+    best = _choose(program, basket, ctx, usable)
+    # A chosen coupon that takes nothing off and adds no points is not applicable; drop it (it
+    # changed nothing, so the others stay as they are).
+    points_by = {x.source for x in best.lines if x.kind == "coupon"}
+    kept = tuple(c for c in best.coupons if best.applied.by_coupon.get(c.coupon_id, 0) > 0 or c.coupon_id in points_by)
+    for c in usable:
+        if c not in kept:
+            refused.append((c.coupon_id, "coupon_not_applicable" if c in best.coupons else "coupon_not_combinable"))
+    if kept != best.coupons:
+        best = _evaluate(program, basket, ctx, kept)
+    return best, sorted(refused)
+
+
+def price(
+    program: ly.Program,
+    basket: Basket,
+    ctx: ly.SaleContext,
+    member: Member | None,
+    offers: Sequence[cp.Offer] = (),
+    redeem: int = 0,
+) -> Quote:
+    """Price a basket for a member (or anonymously): coupons, points paid, points earned."""
+    option, refused = choose_coupons(program, basket, ctx, offers)
+    discount = option.applied.discount
+    due = basket.total - discount
+    points_used = _points_to_use(program.redemption, member, due, redeem)
+    value = ly.redeem_value(points_used, program.redemption)
+    nets = [line.amount - d for line, d in zip(basket.lines, option.applied.line_discounts, strict=True)]
+    eligible = [n - part for n, part in zip(nets, ly.allocate(value, nets), strict=True)]
+    earned, earn_lines = ly.earn(program, basket, eligible, ctx, option.applied.points)
+    explain: list[QuoteLine] = [
+        QuoteLine(c.coupon_id, 0, c.text or c.kind.value.replace("_", " "), kind="discount", amount=amount)
+        for c in option.coupons
+        if (amount := option.applied.by_coupon.get(c.coupon_id, 0))
+    ]
+    if points_used:
+        explain.append(QuoteLine("points", -points_used, f"{points_used} pt paid", kind="redeem", amount=value))
+    explain.extend(earn_lines)
+    tier_after = None
+    if member is not None:
+        grown = member.window_value + (earned if program.ladder.measure == "earned" else basket.total - discount - value)
+        tier_after = ly.upgrade(member.tier, grown, program.ladder)
+    return Quote(
+        member.member_id if member else None, basket, basket.total, earned, tuple(explain), discount, points_used, value,
+        tuple(sorted(c.coupon_id for c in option.coupons)), tuple(refused), option.applied.line_discounts, tier_after,
+    )
+
+
+def _points_to_use(policy: ly.Redemption, member: Member | None, due: int, redeem: int) -> int:
+    if redeem == 0:
+        return 0
+    if member is None:
+        raise Rejected(Code.NO_MEMBER, "Points can only be paid by an identified member.")
+    if redeem == REDEEM_MAX:
+        return ly.max_redeemable(member.balance, due, policy)
+    code = ly.redemption_refusal(redeem, member.balance, due, policy)
+    if code is not None:
+        raise Rejected(Code(code))
+    return redeem
+
+
+# -- refunds -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaleState:
+    """What is left of a sale after earlier refunds: enough to price the next refund."""
+
+    basket: Basket
+    payable: int
+    earned: int
+    redeemed: int
+    coupons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    money_back: int
+    points_clawed: int  # earned points taken back
+    points_restored: int  # redeemed points given back
+    coupons_restored: tuple[str, ...]
+    after: SaleState
+
+
+def remaining_basket(basket: Basket, returned: dict[int, int]) -> Basket:
+    """The basket less ``returned`` units (line index -> units); refuses more than was bought."""
+    lines: list[Line] = []
+    for i, line in enumerate(basket.lines):
+        back = returned.get(i, 0)
+        if back < 0 or back > line.quantity:
+            raise Rejected(Code.INVALID_REFUND, f"Line {i + 1} ({line.sku}): {back} of {line.quantity} units.")
+        lines.append(replace(line, quantity=line.quantity - back))
+    unknown = set(returned) - set(range(len(basket.lines)))
+    if unknown:
+        raise Rejected(Code.INVALID_REFUND, f"No line {min(unknown) + 1} in this sale.")
+    return Basket(tuple(lines))
+
+
+def refund(
+    program: ly.Program,
+    state: SaleState,
+    returned: dict[int, int],
+    ctx: ly.SaleContext,
+    used_coupons: Sequence[cp.Coupon],
+) -> RefundResult:
+    """Price what stays after returning ``returned`` units and give back the difference."""
+    rest = remaining_basket(state.basket, returned)
+    kept = [line for line in rest.lines if line.quantity > 0]
+    if not kept:
+        after = SaleState(rest, 0, 0, 0, ())
+        return RefundResult(state.payable, state.earned, state.redeemed, state.coupons, after)
+    lean = Basket(tuple(kept))
+    offers = [cp.Offer(c) for c in used_coupons if c.coupon_id in state.coupons]
+    option, _ = choose_coupons(program, lean, replace(ctx), offers)
+    due = lean.total - option.applied.discount
+    redeemed = min(state.redeemed, ly.max_redeemable(state.redeemed, due, program.redemption))
+    value = ly.redeem_value(redeemed, program.redemption)
+    nets = [line.amount - d for line, d in zip(lean.lines, option.applied.line_discounts, strict=True)]
+    eligible = [n - part for n, part in zip(nets, ly.allocate(value, nets), strict=True)]
+    earned, _ = ly.earn(program, lean, eligible, ctx, option.applied.points)
+    earned = min(earned, state.earned)  # a refund never gives points
+    payable = min(due - value, state.payable)  # nor asks for money
+    still = tuple(sorted(c.coupon_id for c in option.coupons))
+    after = SaleState(rest, payable, earned, redeemed, still)
+    return RefundResult(
+        state.payable - payable, state.earned - earned, state.redeemed - redeemed,
+        tuple(c for c in state.coupons if c not in still), after,
+    )

@@ -1,0 +1,113 @@
+"""The loyalty side of a transaction, written inside ``Store.record``'s open transaction.
+
+Every function takes the connection of that transaction and never commits: a sale's lots, coupon
+uses, tier and sale state become durable together with its journal row, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from terminal.errors import Code, Rejected
+from terminal.loyalty import Lot
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What a sale, void or refund changes besides the journal row and the points balance."""
+
+    member_id: str | None = None
+    spend_points: int = 0  # points redeemed: the member must hold them spendable at COMMIT time
+    spend_lots: tuple[tuple[str, int], ...] = ()  # local lots paying them (the rest is head office's)
+    new_lot: Lot | None = None
+    restore_lots: tuple[tuple[str, int], ...] = ()  # lots given back points by a refund
+    claw_lot: tuple[str, int] | None = None  # (lot id, points) taken back from a refunded sale's lot
+    coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
+    coupon_limits: tuple[tuple[str, int, int, int], ...] = ()  # (coupon id, global, per member, known used)
+    window_delta: int = 0
+    tier: str | None = None
+    sale_state: dict[str, Any] | None = field(default=None)
+    state_of: str | None = None  # the sale whose state a refund updates
+    now: datetime | None = None  # local time of the sale, for lots locked or expired
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="seconds") if at is not None else None
+
+
+def lots(conn: sqlite3.Connection, member_id: str) -> list[Lot]:
+    rows = conn.execute(
+        "SELECT lot_id, points, remaining, available_at, expires_at FROM point_lots WHERE member_id = ?", (member_id,)
+    ).fetchall()
+    return [
+        Lot(lot_id, points, remaining, datetime.fromisoformat(avail), datetime.fromisoformat(exp) if exp else None)
+        for lot_id, points, remaining, avail, exp in rows
+    ]
+
+
+def spendable(conn: sqlite3.Connection, member_id: str, now: datetime) -> int | None:
+    """The member's points that can pay now: the balance less this till's lots still locked or expired."""
+    row = conn.execute("SELECT points FROM members WHERE member_id = ?", (member_id,)).fetchone()
+    if row is None:
+        return None
+    held = sum(
+        lot.remaining for lot in lots(conn, member_id)
+        if now < lot.available_at or (lot.expires_at is not None and now >= lot.expires_at)
+    )
+    return int(row[0]) - held
+
+
+def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None) -> tuple[int, int]:
+    """Uses of a coupon made on this till: in all, and by ``member_id``."""
+    total, mine = conn.execute(
+        "SELECT COALESCE(SUM(uses), 0), COALESCE(SUM(CASE WHEN member_id IS ? THEN uses END), 0) "
+        "FROM coupon_uses WHERE coupon_id = ?",
+        (member_id, coupon_id),
+    ).fetchone()
+    return int(total), int(mine)
+
+
+def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int | None) -> None:
+    """Write ``fx`` for transaction ``txn_id``; raises Rejected (rolling the whole transaction
+    back) when the points or a coupon were used up by another sale since the quote."""
+    if fx.spend_points and (spendable_now is None or spendable_now < fx.spend_points):
+        raise Rejected(Code.INSUFFICIENT_POINTS)
+    for coupon_id, global_limit, member_limit, known in fx.coupon_limits:
+        total, mine = coupon_uses(conn, coupon_id, fx.member_id)
+        if global_limit and known + total >= global_limit:
+            raise Rejected(Code.COUPON_USED_UP)
+        if member_limit and mine >= member_limit:
+            raise Rejected(Code.COUPON_ALREADY_USED)
+    for lot_id, taken in fx.spend_lots:
+        conn.execute("UPDATE point_lots SET remaining = remaining - ? WHERE lot_id = ?", (taken, lot_id))
+    for lot_id, back in fx.restore_lots:
+        conn.execute("UPDATE point_lots SET remaining = MIN(points, remaining + ?) WHERE lot_id = ?", (back, lot_id))
+    if fx.claw_lot is not None:
+        lot_id, clawed = fx.claw_lot
+        conn.execute(
+            "UPDATE point_lots SET remaining = MAX(0, remaining - ?), points = MAX(0, points - ?) WHERE lot_id = ?",
+            (clawed, clawed, lot_id),
+        )
+    if fx.new_lot is not None and fx.member_id is not None and fx.new_lot.points > 0:
+        lot = fx.new_lot
+        conn.execute(
+            "INSERT INTO point_lots (lot_id, member_id, points, remaining, available_at, expires_at) VALUES (?,?,?,?,?,?)",
+            (lot.lot_id, fx.member_id, lot.points, lot.remaining, _iso(lot.available_at), _iso(lot.expires_at)),
+        )
+    conn.executemany(
+        "INSERT INTO coupon_uses (txn_id, coupon_id, member_id, uses) VALUES (?,?,?,?)",
+        [(txn_id, coupon_id, fx.member_id, uses) for coupon_id, uses in fx.coupon_uses],
+    )
+    if fx.member_id is not None and (fx.window_delta or fx.tier):
+        conn.execute(
+            "UPDATE members SET window_value = window_value + ?, tier = COALESCE(?, tier) WHERE member_id = ?",
+            (fx.window_delta, fx.tier, fx.member_id),
+        )
+    if fx.sale_state is not None:
+        conn.execute(
+            "UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id)
+        )
