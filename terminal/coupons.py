@@ -154,10 +154,9 @@ def refusal(offer: Offer, basket: Basket, ctx: SaleContext) -> str | None:
         return "coupon_used_up"
     if coupon.limit_per_member and offer.used_by_member >= coupon.limit_per_member:
         return "coupon_already_used"
-    if basket.total < coupon.min_spend:
+    if coupon.min_spend and basket.total < coupon.min_spend:
         return "coupon_min_spend"
-    skus = {line.sku for line in basket.lines}
-    if not coupon.required_skus <= skus:
+    if coupon.required_skus and not coupon.required_skus <= {line.sku for line in basket.lines}:
         return "coupon_required_items"
     return None
 

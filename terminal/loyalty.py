@@ -24,7 +24,7 @@ the quote names every rule that produced points.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -239,11 +239,12 @@ def parse_rule(rule_id: str, doc: Mapping[str, Any]) -> Rule:
     except ValueError as exc:
         raise DocumentError(f"rule {rule_id}: {exc}") from exc
     per_minor = _int(doc, "per_minor", 100, low=1)
-    return Rule(
+    rule = Rule(
         rule_id, kind, str(doc.get("text", "")), _int(doc, "priority", 100), mode, parse_when(doc), parse_scope(doc),
         _int(doc, "points", 0), per_minor, _int(doc, "multiplier_pct", 100), str(doc.get("tier", "")),
         bool(doc.get("per_unit", True)), _int(doc, "cap", 0),
     )
+    return rule if rule.text else replace(rule, text=_default_text(rule))
 
 
 def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None = None) -> Program:
@@ -308,8 +309,81 @@ class CouponPoints:
     text: str = ""
 
 
+def coupon_extra(base: int, coupon: CouponPoints) -> int:
+    """Points a points coupon adds: its multiplier applies to the base points only."""
+    return _extra(base, coupon.multiplier_pct) + coupon.bonus
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """The rules that apply at one moment and store, with the campaign rules indexed by SKU and
+    category so a basket finds its rules without testing every rule against every line."""
+
+    rules: tuple[Rule, ...]
+    by_sku: Mapping[str, tuple[int, ...]]  # sku -> positions in ``rules``
+    by_category: Mapping[str, tuple[int, ...]]
+    everywhere: tuple[int, ...]  # campaign rules with no SKU or category limit
+
+
+def active_rules(program: Program, ctx: SaleContext) -> Active:
+    """The rules that apply at ``ctx``'s moment and store (constant within a minute)."""
+    rules = tuple(r for r in program.rules if _active(r, ctx))
+    by_sku: dict[str, list[int]] = {}
+    by_category: dict[str, list[int]] = {}
+    everywhere: list[int] = []
+    for pos, rule in enumerate(rules):
+        if rule.kind not in (RuleKind.CAMPAIGN, RuleKind.SKU_BONUS):
+            continue
+        if rule.scope.everything:
+            everywhere.append(pos)
+        for sku in rule.scope.skus:
+            by_sku.setdefault(sku, []).append(pos)
+        for category in rule.scope.categories:
+            by_category.setdefault(category, []).append(pos)
+    return Active(
+        rules, {k: tuple(v) for k, v in by_sku.items()}, {k: tuple(v) for k, v in by_category.items()},
+        tuple(everywhere),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A program narrowed to one sale (its moment, store, tier and lines), so that pricing several
+    coupon combinations re-does only the arithmetic. Rules matching no line are dropped: they
+    could produce no points."""
+
+    base: Rule | None
+    tier: Rule | None
+    campaigns: tuple[tuple[Rule, tuple[int, ...], int, str], ...]  # rule, matching lines, units, text
+    cap: Rule | None
+    tier_name: str | None
+
+
+def prepare(program: Program, basket: Basket, ctx: SaleContext, active: Active | None = None) -> Prepared:
+    """Narrow ``program`` to one sale; ``active`` (from ``active_rules``) may be passed in when the
+    caller caches it."""
+    if ctx.member_id is None:
+        return Prepared(None, None, (), None, None)
+    active = active_rules(program, ctx) if active is None else active
+    rules = active.rules
+    base = next((r for r in rules if r.kind is RuleKind.BASE), None)
+    tier = next((r for r in rules if r.kind is RuleKind.TIER and r.tier == ctx.tier), None)
+    lines_of: dict[int, list[int]] = {pos: list(range(len(basket.lines))) for pos in active.everywhere}
+    for i, line in enumerate(basket.lines):
+        for pos in {*active.by_sku.get(line.sku, ()), *active.by_category.get(line.category, ())}:
+            if pos not in active.everywhere:
+                lines_of.setdefault(pos, []).append(i)
+    campaigns = []
+    for pos in sorted(lines_of):
+        rule, idx = rules[pos], tuple(sorted(lines_of[pos]))
+        campaigns.append((rule, idx, sum(basket.lines[i].quantity for i in idx), rule.text))
+    caps = [r for r in rules if r.kind is RuleKind.CAP]
+    cap = min(caps, key=lambda r: (r.cap, r.rule_id)) if caps else None
+    return Prepared(base, tier, tuple(campaigns), cap, ctx.tier)
+
+
 def earn(
-    program: Program,
+    program: Program | Prepared,
     basket: Basket,
     eligible: Sequence[int],
     ctx: SaleContext,
@@ -318,50 +392,54 @@ def earn(
     """Points earned by a member's sale: the total and its explanation, one line per rule.
 
     ``eligible[i]`` is the amount of line i that earns points (after discounts and points paid)."""
-    if ctx.member_id is None:
-        return 0, ()
-    active = [r for r in program.rules if _active(r, ctx)]
-    base_rule = next((r for r in active if r.kind is RuleKind.BASE), None)
+    prep = program if isinstance(program, Prepared) else prepare(program, basket, ctx)
+    base_rule = prep.base
     if base_rule is None:
         return 0, ()
     lines: list[QuoteLine] = []
     base = base_points(base_rule, sum(eligible))
     lines.append(QuoteLine(base_rule.rule_id, base, base_rule.text or f"{base_rule.points} pt per {base_rule.per_minor}"))
     total = base
-    tier_rule = next((r for r in active if r.kind is RuleKind.TIER and r.tier == ctx.tier), None)
+    tier_rule = prep.tier
     if tier_rule is not None and (extra := _extra(base, tier_rule.multiplier_pct)):
-        lines.append(QuoteLine(tier_rule.rule_id, extra, tier_rule.text or f"{ctx.tier} x{tier_rule.multiplier_pct}%"))
+        lines.append(QuoteLine(tier_rule.rule_id, extra, tier_rule.text or f"{prep.tier_name} x{tier_rule.multiplier_pct}%"))
         total += extra
-    campaign = _campaigns(active, base_rule, basket, eligible)
+    campaign = _campaigns(prep, base_rule, eligible)
     lines.extend(campaign)
     total += sum(x.points for x in campaign)
     for cp in sorted(coupon_points, key=lambda c: c.source):
-        points = _extra(base, cp.multiplier_pct) + cp.bonus
+        points = coupon_extra(base, cp)
         if points:
             lines.append(QuoteLine(cp.source, points, cp.text, kind="coupon"))
             total += points
-    caps = [r for r in active if r.kind is RuleKind.CAP]
-    if caps:
-        cap = min(caps, key=lambda r: (r.cap, r.rule_id))
-        if total > cap.cap:
-            lines.append(QuoteLine(cap.rule_id, cap.cap - total, cap.text or f"at most {cap.cap} pt per sale", kind="cap"))
-            total = cap.cap
+    cap = prep.cap
+    if cap is not None and total > cap.cap:
+        lines.append(QuoteLine(cap.rule_id, cap.cap - total, cap.text or f"at most {cap.cap} pt per sale", kind="cap"))
+        total = cap.cap
     return total, tuple(lines)
 
 
-def _campaigns(active: list[Rule], base_rule: Rule, basket: Basket, eligible: Sequence[int]) -> list[QuoteLine]:
+def _default_text(rule: Rule) -> str:
+    """What a rule's line says on the receipt when head office gave it no text."""
+    if rule.kind is RuleKind.CAMPAIGN:
+        return f"x{rule.multiplier_pct}% on {', '.join(sorted(rule.scope.skus | rule.scope.categories)) or 'all'}"
+    if rule.kind is RuleKind.SKU_BONUS:
+        return f"+{rule.points} pt bonus"
+    if rule.kind is RuleKind.TIER:
+        return f"{rule.tier} x{rule.multiplier_pct}%"
+    if rule.kind is RuleKind.CAP:
+        return f"at most {rule.cap} pt per sale"
+    return f"{rule.points} pt per {rule.per_minor}"
+
+
+def _campaigns(prep: Prepared, base_rule: Rule, eligible: Sequence[int]) -> list[QuoteLine]:
     out: list[QuoteLine] = []
-    for rule in active:
+    for rule, idx, units, text in prep.campaigns:
         if rule.kind is RuleKind.CAMPAIGN:
-            matched = sum(e for line, e in zip(basket.lines, eligible, strict=True) if rule.scope.matches(line))
+            matched = sum([eligible[i] for i in idx])
             points = _extra(base_points(base_rule, matched), rule.multiplier_pct)
-            text = rule.text or f"x{rule.multiplier_pct}% on {', '.join(sorted(rule.scope.skus | rule.scope.categories)) or 'all'}"
-        elif rule.kind is RuleKind.SKU_BONUS:
-            units = sum(line.quantity for line in basket.lines if rule.scope.matches(line))
-            points = rule.points * (units if rule.per_unit else min(units, 1))
-            text = rule.text or f"+{rule.points} pt bonus"
         else:
-            continue
+            points = rule.points * (units if rule.per_unit else 1)
         if not points:
             continue
         if rule.mode is Mode.REPLACE:

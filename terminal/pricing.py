@@ -45,29 +45,35 @@ class Member:
 class _Option:
     coupons: tuple[cp.Coupon, ...]
     applied: cp.Applied
-    earned: int
-    lines: tuple[QuoteLine, ...]
+    points_from: frozenset[str]  # the coupons that add points
     benefit: int
 
 
-def _evaluate(program: ly.Program, basket: Basket, ctx: ly.SaleContext, chosen: tuple[cp.Coupon, ...]) -> _Option:
+def _evaluate(
+    program: ly.Program, prep: ly.Prepared, basket: Basket, ctx: ly.SaleContext, chosen: tuple[cp.Coupon, ...]
+) -> _Option:
+    """An option's worth to the customer: money off plus the money value (at the redemption rate)
+    of the points its coupons add, before the per-sale cap. Earning rules other than the base rate
+    do not depend on which coupons are chosen beyond the amounts, so they are left out here."""
     applied = cp.apply(chosen, basket)
-    eligible = [line.amount - d for line, d in zip(basket.lines, applied.line_discounts, strict=True)]
-    earned, lines = ly.earn(program, basket, eligible, ctx, applied.points)
-    coupon_points = sum(x.points for x in lines if x.kind == "coupon")
-    benefit = applied.discount + ly.redeem_value(coupon_points, program.redemption)
-    return _Option(chosen, applied, earned, lines, benefit)
+    base = ly.base_points(prep.base, basket.total - applied.discount) if prep.base is not None else 0
+    by_coupon = {c.source: ly.coupon_extra(base, c) for c in applied.points} if prep.base is not None else {}
+    benefit = applied.discount + ly.redeem_value(sum(by_coupon.values()), program.redemption)
+    return _Option(chosen, applied, frozenset(k for k, v in by_coupon.items() if v), benefit)
 
 
-def _choose(program: ly.Program, basket: Basket, ctx: ly.SaleContext, usable: list[cp.Coupon]) -> _Option:
+def _choose(
+    program: ly.Program, prep: ly.Prepared, basket: Basket, ctx: ly.SaleContext, usable: list[cp.Coupon]
+) -> _Option:
     combinable = tuple(c for c in usable if not c.exclusive)
     options = [combinable] + [(c,) for c in usable if c.exclusive]
-    evaluated = [_evaluate(program, basket, ctx, option) for option in options]
+    evaluated = [_evaluate(program, prep, basket, ctx, option) for option in options]
     return min(evaluated, key=lambda o: (-o.benefit, len(o.coupons), sorted(c.coupon_id for c in o.coupons)))
 
 
 def choose_coupons(
-    program: ly.Program, basket: Basket, ctx: ly.SaleContext, offers: Sequence[cp.Offer]
+    program: ly.Program, basket: Basket, ctx: ly.SaleContext, offers: Sequence[cp.Offer],
+    prep: ly.Prepared | None = None,
 ) -> tuple[_Option, list[tuple[str, str]]]:
     """The best usable combination and, for every other offer, why it was not used."""
     refused: list[tuple[str, str]] = []
@@ -82,16 +88,20 @@ def choose_coupons(
             usable.append(offer.coupon)
         else:
             refused.append((offer.coupon.coupon_id, code))
-    best = _choose(program, basket, ctx, usable)
+    prep = prep or ly.prepare(program, basket, ctx)
+    best = _choose(program, prep, basket, ctx, usable)
     # A chosen coupon that takes nothing off and adds no points is not applicable; drop it (it
     # changed nothing, so the others stay as they are).
-    points_by = {x.source for x in best.lines if x.kind == "coupon"}
-    kept = tuple(c for c in best.coupons if best.applied.by_coupon.get(c.coupon_id, 0) > 0 or c.coupon_id in points_by)
+    kept = tuple(
+        c for c in best.coupons if best.applied.by_coupon.get(c.coupon_id, 0) > 0 or c.coupon_id in best.points_from
+    )
+    kept_ids = {c.coupon_id for c in kept}
+    tried = {c.coupon_id for c in best.coupons}
     for c in usable:
-        if c not in kept:
-            refused.append((c.coupon_id, "coupon_not_applicable" if c in best.coupons else "coupon_not_combinable"))
-    if kept != best.coupons:
-        best = _evaluate(program, basket, ctx, kept)
+        if c.coupon_id not in kept_ids:
+            refused.append((c.coupon_id, "coupon_not_applicable" if c.coupon_id in tried else "coupon_not_combinable"))
+    if len(kept) != len(best.coupons):
+        best = _evaluate(program, prep, basket, ctx, kept)
     return best, sorted(refused)
 
 
@@ -102,16 +112,19 @@ def price(
     member: Member | None,
     offers: Sequence[cp.Offer] = (),
     redeem: int = 0,
+    active: ly.Active | None = None,
 ) -> Quote:
-    """Price a basket for a member (or anonymously): coupons, points paid, points earned."""
-    option, refused = choose_coupons(program, basket, ctx, offers)
+    """Price a basket for a member (or anonymously): coupons, points paid, points earned.
+    ``active``: ``loyalty.active_rules(program, ctx)`` when the caller caches it."""
+    prep = ly.prepare(program, basket, ctx, active)
+    option, refused = choose_coupons(program, basket, ctx, offers, prep)
     discount = option.applied.discount
     due = basket.total - discount
     points_used = _points_to_use(program.redemption, member, due, redeem)
     value = ly.redeem_value(points_used, program.redemption)
     nets = [line.amount - d for line, d in zip(basket.lines, option.applied.line_discounts, strict=True)]
     eligible = [n - part for n, part in zip(nets, ly.allocate(value, nets), strict=True)]
-    earned, earn_lines = ly.earn(program, basket, eligible, ctx, option.applied.points)
+    earned, earn_lines = ly.earn(prep, basket, eligible, ctx, option.applied.points)
     explain: list[QuoteLine] = [
         QuoteLine(c.coupon_id, 0, c.text or c.kind.value.replace("_", " "), kind="discount", amount=amount)
         for c in option.coupons

@@ -8,6 +8,8 @@ inputs from the cache (rule and coupon documents, the member's lots) and writes 
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +65,7 @@ class Service:
         self.clock = clock
         self.on_commit: list[Callable[[Receipt], None]] = []
         self._program: tuple[int, ly.Program] | None = None
+        self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
 
     # -- identify --------------------------------------------------------------------------------
 
@@ -108,21 +111,29 @@ class Service:
             self._program = (version, ly.parse_program(docs, self.store.earn_rule()))
         return self._program[1]
 
+    def _active(self, ctx: ly.SaleContext) -> ly.Active:
+        """The active rules, computed once a minute per store (rules change by the minute at most)."""
+        program = self.program()
+        key = (id(program), ctx.at.replace(second=0, microsecond=0), ctx.store_id)
+        if self._active_rules is None or self._active_rules[0] != key:
+            self._active_rules = (key, ly.active_rules(program, ctx))
+        return self._active_rules[1]
+
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
         """The coupons presented plus the member's personal ones, with the uses this till knows."""
-        docs = self.store.coupon_docs(coupon_ids, member_id)
-        unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in docs]
+        texts = self.store.coupon_texts(coupon_ids, member_id)
+        unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in texts]
         offers: list[cp.Offer] = []
-        for coupon_id, doc in sorted(docs.items()):
+        uses = self.store.coupon_uses_many(sorted(texts), member_id)
+        for coupon_id, text in sorted(texts.items()):
             try:
-                coupon = cp.parse_coupon(coupon_id, doc)
-            except (ly.DocumentError, TypeError) as exc:
+                coupon, known, known_mine = _parse_coupon(coupon_id, text)
+            except (ly.DocumentError, TypeError, ValueError) as exc:
                 log.warning("coupon document %s ignored: %s", coupon_id, exc)
                 unknown.append((coupon_id, Code.UNKNOWN_COUPON.value))
                 continue
-            local, mine = self.store.coupon_uses(coupon_id, member_id)
-            known = _int(doc.get("used"))
-            offers.append(cp.Offer(coupon, known + local, _int(doc.get("used_by_member")) + mine))
+            local, mine = uses.get(coupon_id, (0, 0))
+            offers.append(cp.Offer(coupon, known + local, known_mine + mine))
         return offers, unknown
 
     def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
@@ -142,7 +153,7 @@ class Service:
         ctx = ly.SaleContext(now, self.store_id, member.member_id if member else None, member.tier if member else None)
         offers, unknown = self.offers(coupons, member.member_id if member else None)
         who = self._pricing_member(member, now) if member else None
-        quote = pricing.price(self.program(), basket, ctx, who, offers, redeem)
+        quote = pricing.price(self.program(), basket, ctx, who, offers, redeem, self._active(ctx))
         if unknown:
             quote = _with_refused(quote, unknown)
         return quote
@@ -193,6 +204,7 @@ class Service:
             "explain": [
                 {"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount} for x in quote.explain
             ],
+            "tier": state["tier"],
             "tier_after": quote.tier_after,
             "lots_spent": [list(x) for x in spent],
             "local_time": now.isoformat(timespec="seconds"),
@@ -290,6 +302,13 @@ class Service:
 
 HQ_LOT = "hq"
 """The pseudo-lot of points head office holds for the member (its own lots are its business)."""
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_coupon(coupon_id: str, text: str) -> tuple[cp.Coupon, int, int]:
+    """A stored coupon document: the coupon, and the uses head office counted (in all, by its member)."""
+    doc = json.loads(text)
+    return cp.parse_coupon(coupon_id, doc), _int(doc.get("used")), _int(doc.get("used_by_member"))
 
 
 def _int(value: object) -> int:

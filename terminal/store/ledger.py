@@ -54,11 +54,15 @@ def spendable(conn: sqlite3.Connection, member_id: str, now: datetime) -> int | 
     row = conn.execute("SELECT points FROM members WHERE member_id = ?", (member_id,)).fetchone()
     if row is None:
         return None
-    held = sum(
-        lot.remaining for lot in lots(conn, member_id)
+    return int(row[0]) - held(lots(conn, member_id), now)
+
+
+def held(member_lots: list[Lot], now: datetime) -> int:
+    """Points of this till's lots that cannot pay now: still locked, or expired."""
+    return sum(
+        lot.remaining for lot in member_lots
         if now < lot.available_at or (lot.expires_at is not None and now >= lot.expires_at)
     )
-    return int(row[0]) - held
 
 
 def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None) -> tuple[int, int]:

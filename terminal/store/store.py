@@ -25,6 +25,7 @@ from sqlite_utils import Database
 from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
+from terminal.ports import CacheDocs
 from terminal.store import ledger
 from terminal.store.schema import migrations
 
@@ -167,6 +168,10 @@ class Store:
 
     def coupon_docs(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, dict[str, Any]]:
         """The coupons asked for by id, and every personal coupon of ``member_id``."""
+        return {cid: json.loads(text) for cid, text in self.coupon_texts(coupon_ids, member_id).items()}
+
+    def coupon_texts(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, str]:
+        """As ``coupon_docs``, the documents as stored (JSON text)."""
         ids = sorted(set(coupon_ids))
         marks = ",".join("?" * len(ids))
         sql = f"SELECT coupon_id, body FROM coupon_docs WHERE coupon_id IN ({marks})"
@@ -174,7 +179,19 @@ class Store:
         if member_id is not None:
             sql += " UNION SELECT coupon_id, body FROM coupon_docs WHERE member_id = ?"
             params.append(member_id)
-        return {coupon_id: json.loads(body) for coupon_id, body in self._read(sql, params)}
+        return {coupon_id: body for coupon_id, body in self._read(sql, params)}
+
+    def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int]]:
+        """Uses made on this till of each coupon: (in all, by ``member_id``); absent = none."""
+        if not coupon_ids:
+            return {}
+        marks = ",".join("?" * len(coupon_ids))
+        rows = self._read(
+            "SELECT coupon_id, SUM(uses), COALESCE(SUM(CASE WHEN member_id IS ? THEN uses END), 0) "
+            f"FROM coupon_uses WHERE coupon_id IN ({marks}) GROUP BY coupon_id",
+            [member_id, *coupon_ids],
+        )
+        return {coupon_id: (int(total), int(mine)) for coupon_id, total, mine in rows}
 
     def coupon_uses(self, coupon_id: str, member_id: str | None) -> tuple[int, int]:
         with self._lock:
@@ -204,8 +221,11 @@ class Store:
         """The member's lots on this till, tier window value, and points spendable ``now``."""
         with self._lock:
             conn = self.db.conn
-            row = conn.execute("SELECT window_value FROM members WHERE member_id = ?", (member_id,)).fetchone()
-            return ledger.lots(conn, member_id), int(row[0]) if row else 0, ledger.spendable(conn, member_id, now)
+            row = conn.execute("SELECT window_value, points FROM members WHERE member_id = ?", (member_id,)).fetchone()
+            if row is None:
+                return [], 0, None
+            lots = ledger.lots(conn, member_id)
+            return lots, int(row[0]), int(row[1]) - ledger.held(lots, now)
 
     def sale_state(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT state FROM sales WHERE txn_id = ?", [txn_id])
@@ -244,31 +264,89 @@ class Store:
             cur = conn.execute("UPDATE journal SET pushed_at = ? WHERE seq <= ? AND pushed_at IS NULL", (at, up_to_seq))
             return cur.rowcount
 
-    def apply_changes(self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int) -> None:
+    def apply_changes(
+        self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
+        docs: CacheDocs | None = None,
+    ) -> None:
         """Apply one page of head-office changes and its cursor in one transaction.
 
         Head office's balance already holds every entry it acknowledged; the till adds back the
         deltas of its own entries not yet acknowledged, so a pull never loses a local sale."""
         with self._write() as conn:
-            for m in members:
-                pending = _pending_points(conn, m.member_id)
-                conn.execute(
-                    "INSERT INTO members (member_id, display_name, tier, points, hq_points, status) VALUES (?,?,?,?,?,?) "
-                    "ON CONFLICT(member_id) DO UPDATE SET display_name=excluded.display_name, tier=excluded.tier, "
-                    "points=excluded.points, hq_points=excluded.hq_points, status=excluded.status",
-                    (m.member_id, m.display_name, m.tier, m.points + pending, m.points, m.status.value),
-                )
-            conn.executemany(
-                "INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?) ON CONFLICT(uid_hash) DO UPDATE "
-                "SET member_id=excluded.member_id, status=excluded.status",
-                [(c.uid_hash, c.member_id, c.status.value) for c in cards],
-            )
-            conn.executemany(
-                "INSERT INTO rules (rule_id, points, per_minor) VALUES (?,?,?) ON CONFLICT(rule_id) DO UPDATE "
-                "SET points=excluded.points, per_minor=excluded.per_minor",
-                [(r.rule_id, r.points, r.per_minor) for r in rules],
-            )
+            _put_members(conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value) for m in members])
+            _put_cards(conn, [(c.uid_hash, c.member_id, c.status.value) for c in cards])
+            _put_rules(conn, [(r.rule_id, r.points, r.per_minor) for r in rules])
+            if docs is not None:
+                _put_docs(conn, docs)
             _set_state(conn, "cursor", str(cursor))
+
+    def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
+        """Store one snapshot page (columns as ``sync.protocol.SNAPSHOT_COLUMNS``) with the
+        bootstrap's position, in one transaction: an interrupted bootstrap resumes after it."""
+        with self._write() as conn:
+            if kind == "members":
+                _put_members(conn, [(r[0], r[1], r[2], r[3], r[4]) for r in rows])
+            elif kind == "cards":
+                _put_cards(conn, [(r[0], r[1], r[2]) for r in rows])
+            elif kind == "rules":
+                _put_rules(conn, [(r[0], r[1], r[2]) for r in rows])
+            elif kind == "rule_docs":
+                _put_docs(conn, CacheDocs(rule_docs=[(r[0], r[1]) for r in rows]))
+            elif kind == "coupons":
+                _put_docs(conn, CacheDocs(coupons=[(r[0], r[1], r[2], int(r[3])) for r in rows]))
+            elif kind == "keys":
+                _put_docs(conn, CacheDocs(keys=[(r[0], r[1], r[2]) for r in rows]))
+            elif kind == "revocations":
+                _put_docs(conn, CacheDocs(revocations=[(r[0], r[1], r[2]) for r in rows]))
+            else:
+                raise ValueError(f"unknown snapshot kind {kind!r}")
+            for key, value in position.items():
+                _set_state(conn, key, value)
+
+    def finish_bootstrap(self, version: int) -> None:
+        """The snapshot is loaded: continue with the changes feed after its version."""
+        with self._write() as conn:
+            _set_state(conn, "cursor", str(version))
+            conn.execute("DELETE FROM sync_state WHERE key LIKE 'bootstrap_%'")
+
+    def record_eod(self, day: str, first_seq: int, last_seq: int, totals: str, status: str, detail: str) -> None:
+        """Keep the end-of-day report sent for ``day`` and head office's answer."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO eod_reports (day, first_seq, last_seq, totals, status, detail, reported_at) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(day) DO UPDATE SET last_seq = excluded.last_seq, "
+                "totals = excluded.totals, status = excluded.status, detail = excluded.detail, "
+                "reported_at = excluded.reported_at",
+                (day, first_seq, last_seq, totals, status, detail, utc_iso(time.time())),
+            )
+            held = conn.execute("SELECT value FROM sync_state WHERE key = 'eod_last_seq'").fetchone()
+            _set_state(conn, "eod_last_seq", str(max(last_seq, int(held[0]) if held else 0)))
+
+    def eod_first_seq(self, day: str) -> int | None:
+        rows = self._read("SELECT first_seq FROM eod_reports WHERE day = ?", [day])
+        return int(rows[0][0]) if rows else None
+
+    def eod_reports(self, limit: int = 14) -> list[dict[str, Any]]:
+        """The latest end-of-day reports, newest first."""
+        rows = self._read("SELECT day, first_seq, last_seq, status, detail, reported_at FROM eod_reports "
+                          "ORDER BY day DESC LIMIT ?", [limit])
+        names = ("day", "first_seq", "last_seq", "status", "detail", "reported_at")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def signing_key(self, key_id: str) -> dict[str, Any] | None:
+        """A head-office public key (``{"alg", "public_key", "purpose", "status", ...}``), signature
+        already checked by the sync client against the pinned root key."""
+        rows = self._read("SELECT body FROM hq_keys WHERE key_id = ?", [key_id])
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def revoked(self, kind: str, subject: str) -> bool:
+        """Whether head office's revocation list holds ``kind:subject``."""
+        return bool(self._read("SELECT 1 FROM hq_revocations WHERE kind = ? AND subject = ?", [kind, subject]))
+
+    def hq_coupon_uses(self, coupon_id: str) -> int:
+        """Chain-wide uses of a coupon as head office counted them at the last pull."""
+        rows = self._read("SELECT uses FROM hq_coupon_uses WHERE coupon_id = ?", [coupon_id])
+        return int(rows[0][0]) if rows else 0
 
     def state(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
@@ -289,13 +367,87 @@ def _add_points(conn: sqlite3.Connection, member_id: str, delta: int) -> int | N
     return int(row[0]) if row else None
 
 
-def _pending_points(conn: sqlite3.Connection, member_id: str) -> int:
-    row = conn.execute(
-        "SELECT COALESCE(SUM(json_extract(payload, '$.points_delta')), 0) FROM journal "
-        "WHERE pushed_at IS NULL AND json_extract(payload, '$.member_id') = ?",
-        (member_id,),
-    ).fetchone()
-    return int(row[0])
+def _pending_by_member(conn: sqlite3.Connection) -> dict[str, int]:
+    """Points of this till's entries head office has not acknowledged yet, per member (one query
+    per page, not per member)."""
+    rows = conn.execute(
+        "SELECT json_extract(payload, '$.member_id'), SUM(json_extract(payload, '$.points_delta')) FROM journal "
+        "WHERE pushed_at IS NULL GROUP BY 1"
+    ).fetchall()
+    return {str(m): int(p or 0) for m, p in rows if m is not None}
+
+
+def _put_members(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, str]]) -> None:
+    if not rows:
+        return
+    pending = _pending_by_member(conn)
+    conn.executemany(
+        "INSERT INTO members (member_id, display_name, tier, points, hq_points, status) VALUES (?,?,?,?,?,?) "
+        "ON CONFLICT(member_id) DO UPDATE SET display_name=excluded.display_name, tier=excluded.tier, "
+        "points=excluded.points, hq_points=excluded.hq_points, status=excluded.status",
+        [(m, name, tier, points + pending.get(m, 0), points, status) for m, name, tier, points, status in rows],
+    )
+
+
+def _put_cards(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+    conn.executemany(
+        "INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?) ON CONFLICT(uid_hash) DO UPDATE "
+        "SET member_id=excluded.member_id, status=excluded.status",
+        rows,
+    )
+
+
+def _put_rules(conn: sqlite3.Connection, rows: list[tuple[str, int, int]]) -> None:
+    conn.executemany(
+        "INSERT INTO rules (rule_id, points, per_minor) VALUES (?,?,?) ON CONFLICT(rule_id) DO UPDATE "
+        "SET points=excluded.points, per_minor=excluded.per_minor",
+        rows,
+    )
+
+
+_TOMBSTONES = {
+    "member": [("members", "member_id")],
+    "card": [("cards", "uid_hash")],
+    "rule": [("rules", "rule_id")],
+    "rule_doc": [("rule_docs", "rule_id")],
+    "coupon": [("coupon_docs", "coupon_id"), ("hq_coupon_uses", "coupon_id")],
+    "key": [("hq_keys", "key_id")],
+    "revocation": [("hq_revocations", "revocation_id")],
+}
+
+
+def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
+    conn.executemany(
+        "INSERT INTO rule_docs (rule_id, body) VALUES (?,?) ON CONFLICT(rule_id) DO UPDATE SET body = excluded.body",
+        docs.rule_docs,
+    )
+    conn.executemany(
+        "INSERT INTO coupon_docs (coupon_id, member_id, body) VALUES (?,?,?) ON CONFLICT(coupon_id) "
+        "DO UPDATE SET member_id = excluded.member_id, body = excluded.body",
+        [(c, m, body) for c, m, body, _ in docs.coupons],
+    )
+    conn.executemany(
+        "INSERT INTO hq_coupon_uses (coupon_id, uses) VALUES (?,?) ON CONFLICT(coupon_id) DO UPDATE SET uses = excluded.uses",
+        [(c, uses) for c, _, _, uses in docs.coupons],
+    )
+    conn.executemany(
+        "INSERT INTO hq_keys (key_id, body, sig) VALUES (?,?,?) ON CONFLICT(key_id) DO UPDATE SET body = excluded.body, "
+        "sig = excluded.sig",
+        docs.keys,
+    )
+    revocations = []
+    for revocation_id, body, sig in docs.revocations:
+        parsed = json.loads(body)
+        revocations.append((revocation_id, str(parsed.get("kind", "")), str(parsed.get("subject", "")), body, sig))
+    conn.executemany(
+        "INSERT INTO hq_revocations (revocation_id, kind, subject, body, sig) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(revocation_id) DO UPDATE SET kind = excluded.kind, subject = excluded.subject, "
+        "body = excluded.body, sig = excluded.sig",
+        revocations,
+    )
+    for kind, item_id in docs.deleted:
+        for table, key in _TOMBSTONES.get(kind, []):
+            conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (item_id,))
 
 
 def _set_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:
@@ -397,7 +549,8 @@ def _salvage(path: Path, conn: sqlite3.Connection, new: Database) -> tuple[dict[
                 names = ",".join(f'"{c}"' for c in columns)
                 conn.executemany(f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})', rows)
                 salvaged[table], unreadable[table] = len(rows), lost
-            conn.execute("DELETE FROM sync_state WHERE key LIKE '%cursor%'")
+            # No cursor (and no half-done snapshot) makes the sync client bootstrap the cache afresh.
+            conn.execute("DELETE FROM sync_state WHERE key LIKE '%cursor%' OR key LIKE 'bootstrap%'")
             _set_state(conn, "rebuilt_at", utc_iso(time.time()))
     finally:
         old.close()
