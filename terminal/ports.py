@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from terminal.model import Card, CardRead, EarnRule, JournalEntry, Member, QrRead, ReaderEvent
 
@@ -41,14 +42,47 @@ class Clock(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CacheDocs:
+    """Head-office documents of one pulled page, bodies as JSON text (their shape belongs to
+    loyalty, coupons and credentials; the sync layer stores them as they come)."""
+
+    rule_docs: list[tuple[str, str]] = field(default_factory=list)
+    """(rule_id, body)"""
+    coupons: list[tuple[str, str | None, str, int]] = field(default_factory=list)
+    """(coupon_id, member_id, body, uses counted by head office)"""
+    keys: list[tuple[str, str, str]] = field(default_factory=list)
+    """(key_id, body, signature by head office's root key)"""
+    revocations: list[tuple[str, str, str]] = field(default_factory=list)
+    """(revocation_id "kind:subject", body, signature)"""
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, id) tombstones: member, card, rule, rule_doc, coupon, key, revocation"""
+
+
 class SyncStore(Protocol):
     """What the sync client needs from the local store: the journal and the cache's write side."""
 
     def unpushed(self, limit: int) -> list[JournalEntry]: ...
 
+    def entries(self, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]: ...
+
     def mark_pushed(self, up_to_seq: int, at: str) -> int: ...
 
-    def apply_changes(self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int) -> None: ...
+    def apply_changes(
+        self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
+        docs: CacheDocs | None = None,
+    ) -> None: ...
+
+    def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
+        """Store one snapshot page (rows in ``sync.protocol.SNAPSHOT_COLUMNS`` order) and where the
+        bootstrap got to, in one transaction."""
+        ...
+
+    def finish_bootstrap(self, version: int) -> None: ...
+
+    def record_eod(self, day: str, first_seq: int, last_seq: int, totals: str, status: str, detail: str) -> None: ...
+
+    def eod_first_seq(self, day: str) -> int | None: ...
 
     def state(self, key: str) -> str | None: ...
 
