@@ -3,9 +3,20 @@ that imports ``smartcard``).
 
 One monitor thread per ``PcscReader`` owns one PC/SC context. It lists the readers matching the
 glob, waits in ``SCardGetStatusChange`` for at most ``poll_interval`` (so ``stop()`` is prompt), and
-when a card arrives it connects, reads the UID with GET DATA (``FF CA 00 00 00``) and reports a
-``CardRead`` carrying only the UID's keyed hash. A card held on the reader is one tap: a new tap
-needs the card to leave (or pcscd's per-reader event counter to move).
+when a card arrives it connects and reads:
+
+    ATR          PC/SC part 3 storage-card ATRs name the chip (MIFARE Classic 1K/4K, Ultralight and
+                 NTAG21x, FeliCa ...); "3B 8n 80 01 ..." is an ISO 14443-4 (ISO-DEP) card
+    UID / IDm    GET DATA ``FF CA 00 00 00``; only its keyed hash leaves the driver
+    Type 2 NDEF  Ultralight/NTAG21x: READ BINARY ``FF B0 00 <page> 10``, CC in page 3, TLVs from page 4
+    Type 4 NDEF  ISO-DEP: SELECT the NDEF application D2760000850101, SELECT CC E1 03, READ it,
+                 SELECT the NDEF file, READ BINARY its 2-byte length, then the message in MLe chunks
+
+and reports one ``CardRead``. An NTAG 424 DNA's SUN URL is carried in ``CardRead.sun`` unverified:
+the keys belong to the service (``terminal.credentials.verify_read``), not to a driver. A card held
+on the reader is one tap: a new tap needs the card to leave (or pcscd's per-reader event counter to
+move); with ``holdoff`` > 0 the same card presented again within that many seconds of leaving the
+field is the same tap (a card wobbling at the edge of the field).
 
 pyscard reports failures as SCARD_* return codes (and ``scard.error`` for bad calls); they are
 translated here, at the boundary:
@@ -27,11 +38,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
 from smartcard import scard
 
+from drivers import ndef
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
 from terminal.model import CardRead, ReaderEvent
 from terminal.ports import CardSink, ReaderSink, UidHasher
@@ -45,9 +58,33 @@ PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
 MAX_BACKOFF = 5.0
 
 # PC/SC part 3 ATR of a contactless storage card: 3B 8F 80 01 80 4F 0C A0 00 00 03 06, then SS
-# (the card's standard) and the card name; see PC/SC part 3 supplemental document.
+# (the card's standard) and NN (the card name, 2 bytes); see PC/SC part 3 supplemental document.
 _PART3_PREFIX = bytes.fromhex("3B8F8001804F0CA000000306")
 _PART3_TECH = {0x03: "iso14443a", 0x07: "iso14443b", 0x0B: "iso15693", 0x11: "felica"}
+_PART3_CHIP = {
+    0x0001: "mifare_classic_1k",
+    0x0002: "mifare_classic_4k",
+    0x0003: "ultralight",  # readers report NTAG21x as Ultralight too: both are NFC Forum Type 2
+    0x0026: "mifare_mini",
+    0x0036: "mifare_plus",
+    0x0037: "mifare_plus",
+    0x0038: "mifare_plus",
+    0x0039: "mifare_plus",
+    0x003A: "ultralight_c",
+    0x003B: "felica",
+}
+_TYPE2_CHIPS = {"ultralight", "ultralight_c"}
+# ISO 14443-4 card (ISO-DEP: DESFire, NTAG 424 DNA, payment and ID cards): 3B 8n 80 01, then n
+# historical bytes (from the ATS for type A, from ATQB for type B) and TCK.
+_ISO_DEP_TD = bytes.fromhex("8001")  # TD1 80 (T=0 follows), TD2 01 (T=1)
+
+# Type 4 Tag commands (NFC Forum T4T 2.0 over ISO 7816-4).
+SELECT_NDEF_APP = bytes.fromhex("00A4040007D276000085010100")
+SELECT_CC = bytes.fromhex("00A4000C02E103")
+READ_CC = bytes.fromhex("00B000000F")
+TYPE2_READ = 16  # READ BINARY on a Type 2 tag returns 4 pages
+TYPE2_MAX_AREA = 2048  # bytes of TLV area we are ready to read (NTAG216: 868)
+TYPE4_MAX_MESSAGE = 4096
 
 Transmit = Callable[[bytes], bytes]
 
@@ -82,26 +119,117 @@ _CODE_NAMES = {
 
 def read_uid(transmit: Transmit) -> bytes:
     """The card's UID, read with PC/SC GET DATA through ``transmit`` (command APDU -> response)."""
-    response = transmit(GET_UID)
-    if not response:
-        # A present card always answers at least SW1 SW2; nothing at all means it left the field
-        # (vpcd, for one, reports success with no data when its card disconnects mid-command).
-        raise CardGone("no answer to GET DATA: card left the field")
-    if len(response) < 2:
-        raise ProtocolError(f"GET DATA (UID) answer too short: {response.hex().upper()}")
-    data, sw = response[:-2], response[-2:]
-    if sw != SW_OK:
-        raise ProtocolError(f"GET DATA (UID) refused: SW {sw.hex().upper()}")
-    if not data:
+    uid = command(transmit, GET_UID, "GET DATA (UID)")
+    if not uid:
         raise ProtocolError("GET DATA (UID) returned an empty UID")
-    return data
+    return uid
+
+
+@dataclass(frozen=True, slots=True)
+class AtrInfo:
+    tech: str  # radio technology: iso14443a, iso14443b, iso15693, felica
+    chip: str  # what the card is, as far as the ATR says (see _PART3_CHIP), "iso_dep" or "unknown"
+    tag_type: int | None  # the NFC Forum tag type whose NDEF the driver reads: 2, 4 or None
+
+
+def parse_atr(atr: bytes) -> AtrInfo:
+    """What a contactless card's ATR (as a PC/SC reader builds it) says about the card."""
+    if atr.startswith(_PART3_PREFIX) and len(atr) >= len(_PART3_PREFIX) + 3:
+        standard = atr[len(_PART3_PREFIX)]
+        name = int.from_bytes(atr[len(_PART3_PREFIX) + 1 : len(_PART3_PREFIX) + 3], "big")
+        chip = _PART3_CHIP.get(name, "unknown")
+        return AtrInfo(_PART3_TECH.get(standard, "iso14443a"), chip, 2 if chip in _TYPE2_CHIPS else None)
+    if len(atr) >= 5 and atr[0] == 0x3B and atr[1] & 0xF0 == 0x80 and atr[2:4] == _ISO_DEP_TD:
+        # Type B cards put ATQB's 7 bytes and MBLI in the historical bytes: 8 of them.
+        return AtrInfo("iso14443b" if atr[1] & 0x0F == 8 else "iso14443a", "iso_dep", 4)
+    return AtrInfo("iso14443a", "unknown", None)
 
 
 def tech_from_atr(atr: bytes) -> str:
     """Contactless technology named by a PC/SC part 3 ATR; ISO 14443 A unless the ATR says more."""
-    if atr.startswith(_PART3_PREFIX) and len(atr) > len(_PART3_PREFIX):
-        return _PART3_TECH.get(atr[len(_PART3_PREFIX)], "iso14443a")
-    return "iso14443a"
+    return parse_atr(atr).tech
+
+
+def command(transmit: Transmit, apdu: bytes, what: str) -> bytes:
+    """Send one APDU; the response data on SW 90 00, else ProtocolError (CardGone on no answer)."""
+    return response_data(transmit(apdu), what)
+
+
+def response_data(response: bytes, what: str) -> bytes:
+    if not response:
+        # A present card always answers at least SW1 SW2; nothing at all means it left the field
+        # (vpcd, for one, reports success with no data when its card disconnects mid-command).
+        raise CardGone(f"no answer to {what}: card left the field")
+    if len(response) < 2:
+        raise ProtocolError(f"{what} answer too short: {response.hex().upper()}")
+    if response[-2:] != SW_OK:
+        raise ProtocolError(f"{what} refused: SW {response[-2:].hex().upper()}")
+    return response[:-2]
+
+
+def read_type2_ndef(transmit: Transmit) -> bytes | None:
+    """The NDEF message of a Type 2 tag, or None when it holds none (not formatted, empty)."""
+    first = command(transmit, bytes([0xFF, 0xB0, 0x00, 3, TYPE2_READ]), "READ BINARY page 3")
+    cc = ndef.type2_cc(first[:4])
+    if cc is None or not cc.readable:
+        return None
+    area, limit = first[4:], min(cc.data_size, TYPE2_MAX_AREA)
+    while True:
+        try:
+            return ndef.type2_message(area, limit)
+        except ndef.NeedMore as more:
+            if more.size > limit or len(area) >= limit:
+                raise ProtocolError("Type 2 TLV area ends inside a TLV") from more
+        page = 4 + len(area) // 4
+        area += command(transmit, bytes([0xFF, 0xB0, 0x00, page, TYPE2_READ]), f"READ BINARY page {page}")
+
+
+def _read_binary(transmit: Transmit, offset: int, size: int) -> bytes:
+    apdu = b"\x00\xb0" + offset.to_bytes(2, "big") + bytes([size & 0xFF])
+    data = command(transmit, apdu, f"READ BINARY at {offset}")
+    if not data:
+        raise ProtocolError(f"READ BINARY at {offset} returned no data")
+    return data
+
+
+def read_type4_ndef(transmit: Transmit) -> bytes | None:
+    """The NDEF message of a Type 4 tag, or None when it has no NDEF application or file."""
+    response = transmit(SELECT_NDEF_APP)
+    if len(response) >= 2 and response[-2:] != SW_OK:
+        return None  # 6A 82, 6D 00 ...: an ISO-DEP card without NDEF (a DESFire used for something else)
+    response_data(response, "SELECT NDEF application")
+    command(transmit, SELECT_CC, "SELECT CC file")
+    cc = ndef.type4_cc(command(transmit, READ_CC, "READ BINARY CC"))
+    if not cc.readable:
+        return None
+    command(transmit, b"\x00\xa4\x00\x0c\x02" + cc.file_id, "SELECT NDEF file")
+    length = int.from_bytes(_read_binary(transmit, 0, 2)[:2], "big")
+    if length > min(cc.max_size - 2, TYPE4_MAX_MESSAGE):
+        raise ProtocolError(f"NDEF length {length} exceeds the file size {cc.max_size}")
+    chunk = max(1, min(cc.max_read, 0xFF))
+    message = b""
+    while len(message) < length:
+        message += _read_binary(transmit, 2 + len(message), min(chunk, length - len(message)))
+    return message[:length]
+
+
+@dataclass(frozen=True, slots=True)
+class CardData:
+    uid: bytes
+    atr: AtrInfo
+    ndef: bytes | None
+
+
+def read_card(transmit: Transmit, atr: bytes) -> CardData:
+    """Everything the till wants from one card: its UID, then its NDEF message when it has one."""
+    uid = read_uid(transmit)
+    info = parse_atr(atr)
+    message = None
+    if info.tag_type == 2:
+        message = read_type2_ndef(transmit)
+    elif info.tag_type == 4:
+        message = read_type4_ndef(transmit)
+    return CardData(uid, info, message)
 
 
 def error_for(code: int, what: str) -> DriverError:
@@ -161,8 +289,8 @@ def _transmit(hcard: int, protocol: int, apdu: bytes) -> bytes:
     return bytes(response)
 
 
-def read_card_uid(hcontext: int, reader: str) -> bytes:
-    """Connect to the card on ``reader``, read its UID, and leave the card as it was."""
+def read_card_on(hcontext: int, reader: str, atr: bytes) -> CardData:
+    """Connect to the card on ``reader``, read it, and leave the card as it was."""
     hcard, protocol = _call(
         "SCardConnect",
         scard.SCardConnect,
@@ -172,7 +300,7 @@ def read_card_uid(hcontext: int, reader: str) -> bytes:
         scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
     )
     try:
-        return read_uid(lambda apdu: _transmit(hcard, protocol, apdu))
+        return read_card(lambda apdu: _transmit(hcard, protocol, apdu), atr)
     finally:
         scard.SCardDisconnect(hcard, scard.SCARD_LEAVE_CARD)  # a pulled card has no handle left
 
@@ -205,16 +333,39 @@ class _Backoff:
         self.delay = self.first
 
 
+class HoldOff:
+    """Debounce: the same card back on the same reader within ``seconds`` of leaving is no new tap."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last: dict[str, tuple[str, float | None]] = {}  # reader -> (uid hash, left at)
+
+    def left(self, reader: str, at: float) -> None:
+        if reader in self.last and self.last[reader][1] is None:
+            self.last[reader] = (self.last[reader][0], at)
+
+    def is_new_tap(self, reader: str, uid_hash: str, at: float) -> bool:
+        previous = self.last.get(reader)
+        self.last[reader] = (uid_hash, None)
+        if previous is None or previous[0] != uid_hash or self.seconds <= 0:
+            return True
+        left_at = previous[1] if previous[1] is not None else at  # off and on between two polls
+        return at - left_at >= self.seconds
+
+
 class PcscReader:
     """Every PC/SC reader whose name matches ``pattern`` (an fnmatch glob; "*" is all readers)."""
 
-    def __init__(self, pattern: str, hash_uid: UidHasher, poll_interval: float = 0.25) -> None:
+    def __init__(self, pattern: str, hash_uid: UidHasher, poll_interval: float = 0.25, holdoff: float = 0.0) -> None:
         self.name = f"pcsc:{pattern}"
         self.pattern = pattern or "*"
         self.poll_interval = poll_interval
+        self.holdoff = holdoff
         self._hash_uid = hash_uid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_progress = time.monotonic()
+        """Monotonic time of the monitor's last turn (at least every poll interval while it runs)."""
 
     def start(self, on_card: CardSink, on_reader: ReaderSink) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -243,8 +394,11 @@ class PcscReader:
     def matching(self, names: list[str]) -> list[str]:
         return [name for name in names if fnmatchcase(name, self.pattern)]
 
-    def make_read(self, reader: str, uid: bytes, atr: bytes) -> CardRead:
-        return CardRead(reader, tech_from_atr(atr), self._hash_uid(uid), atr, None, None, time.time())
+    def make_read(self, reader: str, card: CardData, atr: bytes) -> CardRead:
+        return CardRead(
+            reader, card.atr.tech, self._hash_uid(card.uid), atr, card.ndef, ndef.sun_url(card.ndef), time.time(),
+            chip=card.atr.chip,
+        )
 
 
 class _Monitor:
@@ -261,9 +415,11 @@ class _Monitor:
         self.pnp_state = scard.SCARD_STATE_UNAWARE
         self.backoff = _Backoff(reader.poll_interval)
         self.last_error: str | None = None
+        self.holdoff = HoldOff(reader.holdoff)
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self.reader.last_progress = time.monotonic()  # a reconnect attempt is progress too
             try:
                 with _context() as hcontext:
                     self.watch(hcontext)
@@ -277,6 +433,7 @@ class _Monitor:
 
     def watch(self, hcontext: int) -> None:
         while not self.stopping.is_set():
+            self.reader.last_progress = time.monotonic()
             self.sync_readers(_list_readers(hcontext))
             self.backoff.reset()
             self.last_error = None
@@ -315,29 +472,34 @@ class _Monitor:
         self.states[name] = state & ~scard.SCARD_STATE_CHANGED
         if state & scard.SCARD_STATE_MUTE and not previous & scard.SCARD_STATE_MUTE:
             self.emit_reader(name, "error", "card does not answer (mute): present it again")
+        if not state & scard.SCARD_STATE_PRESENT:
+            self.holdoff.left(name, time.monotonic())
         if is_new_tap(previous, state):
             self.read(hcontext, name, atr)
 
     def read(self, hcontext: int, name: str, atr: bytes) -> None:
         # A lost pcscd shows here as a failed read; the next listing then raises and reconnects.
         try:
-            uid = read_card_uid(hcontext, name)
+            card = read_card_on(hcontext, name, atr)
         except CardGone as exc:
             self.emit_reader(name, "error", f"card removed during read: {exc}")
             return
         except DriverError as exc:
             self.emit_reader(name, "error", f"card read failed: {exc}")
             return
-        self.report(name, uid, atr)
+        self.report(name, card, atr)
 
-    def report(self, name: str, uid: bytes, atr: bytes) -> None:
+    def report(self, name: str, card: CardData, atr: bytes) -> None:
         try:
-            read = self.reader.make_read(name, uid, atr)
+            read = self.reader.make_read(name, card, atr)
         except Exception as exc:  # the hasher belongs to the caller (a missing key, say)
             log.exception("hashing the UID failed")
             self.emit_reader(name, "error", f"card read failed: cannot hash the UID: {exc!r}")
             return
-        self.emit_card(read)
+        if self.holdoff.is_new_tap(name, read.uid_hash, time.monotonic()):
+            self.emit_card(read)
+        else:
+            log.debug("same card again on %s within the hold-off: not a new tap", name)
 
     def lost(self, detail: str) -> None:
         self.forget_readers(detail)

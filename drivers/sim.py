@@ -11,8 +11,8 @@ import queue
 import threading
 import time
 
-from terminal.model import CardRead, ReaderEvent
-from terminal.ports import CardSink, ReaderSink, UidHasher
+from terminal.model import CardRead, QrRead, ReaderEvent
+from terminal.ports import CardSink, QrSink, ReaderSink, UidHasher
 
 SIM_ATR = bytes.fromhex("3B8F8001804F0CA000000306030001000000006A")
 
@@ -23,6 +23,8 @@ class SimReader:
         self._hash_uid = hash_uid
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.last_progress = time.monotonic()
+        """Monotonic time of the reader loop's last turn (the daemon's watchdog reads it)."""
 
     def start(self, on_card: CardSink, on_reader: ReaderSink) -> None:
         on_reader(ReaderEvent(self.name, "added", "simulated reader", time.time()))
@@ -42,6 +44,40 @@ class SimReader:
         self._queue.put(uid)
 
     def _run(self, on_card: CardSink) -> None:
-        while (uid := self._queue.get()) is not None:
+        while True:
+            self.last_progress = time.monotonic()
+            try:
+                uid = self._queue.get(timeout=1.0)  # wakes every second so the watchdog sees it alive
+            except queue.Empty:
+                continue
+            if uid is None:
+                return
             read = CardRead(self.name, "iso14443a", self._hash_uid(uid), SIM_ATR, None, None, time.time())
             on_card(read)
+
+
+class SimScanner:
+    """A simulated QR / barcode scanner: ``scan(text)`` delivers a ``QrRead`` on the scanner's own thread."""
+
+    def __init__(self, name: str = "sim:") -> None:
+        self.name = name
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_qr: QrSink, on_reader: ReaderSink) -> None:
+        on_reader(ReaderEvent(self.name, "added", "simulated scanner", time.time()))
+        self._thread = threading.Thread(target=self._run, args=(on_qr,), name="sim-scanner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def scan(self, text: str) -> None:
+        """Present a code with this text once."""
+        self._queue.put(text)
+
+    def _run(self, on_qr: QrSink) -> None:
+        while (text := self._queue.get()) is not None:
+            on_qr(QrRead(self.name, text, time.time()))

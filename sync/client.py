@@ -1,34 +1,70 @@
-"""The terminal's head-office client: push the journal, pull changes, in the background.
+"""The terminal's head-office client: enrol, push the journal, pull changes, bootstrap, end of day.
 
     SyncError                    anything that stopped one round of sync; the till keeps selling
-     +-- HqUnreachable           connect/read/write timeouts, refused or reset connections (httpx.TransportError)
+     +-- HqUnreachable           connect/read/write timeouts, refused or reset connections, TLS failures
+     |                           (httpx.TransportError)
      +-- HqRejected(status, code) head office refused the request (4xx with an ErrorBody)
-     +-- HqFailed(status)        head office failed (5xx) or answered something unreadable
+     +-- HqFailed(status)        head office failed (5xx), answered something unreadable, or sent a
+                                 key or revocation whose signature does not check
 
 httpx errors are translated here, at the boundary, and never escape. Tests inject an
 ``httpx.BaseTransport`` instead of flags.
+
+Every request carries the terminal's clock (``X-Tillpoint-Clock``) so head office can flag a
+till whose clock is off; pushes are gzip-compressed. A pull applies each page together with its
+cursor; a bootstrap stores each snapshot page together with where it got to, so both resume
+after an interruption.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import logging
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sync.protocol import ChangesPage, PushRequest, PushResponse, WireEntry
+from sync.protocol import (
+    CLOCK_HEADER,
+    SNAPSHOT_COLUMNS,
+    SNAPSHOT_KINDS,
+    ChangesPage,
+    EnrolRequest,
+    EnrolResponse,
+    EodReport,
+    EodResult,
+    PushRequest,
+    PushResponse,
+    ReconItem,
+    SnapshotInfo,
+    WireEntry,
+    day_totals,
+)
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
-from terminal.ports import SyncStore
+from terminal.ports import CacheDocs, SyncStore
 
 log = logging.getLogger("tillpoint.sync")
 
 MAX_PAGES_PER_PULL = 10_000
+SNAPSHOT_PAGE = 10_000
+EOD_CHUNK = 1000
+Progress = Callable[[str, int, int], None]
+"""progress(kind, rows done of that kind, rows of that kind)"""
 
 
 class SyncError(Exception):
@@ -56,14 +92,8 @@ def _now_iso() -> str:
 
 
 def _wire(entry: JournalEntry) -> WireEntry:
-    return WireEntry(
-        terminal_id=entry.terminal_id,
-        seq=entry.seq,
-        txn_id=entry.txn_id,
-        kind=entry.kind,
-        payload=entry.payload,
-        created_at=entry.created_at,
-    )
+    return WireEntry(terminal_id=entry.terminal_id, seq=entry.seq, txn_id=entry.txn_id, kind=entry.kind,
+                     payload=entry.payload, created_at=entry.created_at)
 
 
 def _error(response: httpx.Response) -> SyncError:
@@ -74,6 +104,72 @@ def _error(response: httpx.Response) -> SyncError:
         return HqRejected(response.status_code, str(body["code"]), str(body["message"]))
     except (ValueError, KeyError, TypeError):
         return HqRejected(response.status_code, "unknown", response.text[:200])
+
+
+def tls_verify(ca_file: str) -> ssl.SSLContext | bool:
+    """Verify head office against ``ca_file`` (a private CA) if given, else the system's CAs."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
+def _request(http: httpx.Client, method: str, url: str, **kwargs: Any) -> dict[str, Any] | list[Any]:
+    try:
+        response = http.request(method, url, **kwargs)
+    except httpx.TransportError as exc:
+        raise HqUnreachable(f"head office unreachable: {exc.__class__.__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise _error(response)
+    try:
+        body: dict[str, Any] | list[Any] = response.json()
+    except ValueError as exc:
+        raise HqFailed(response.status_code, "response is not JSON") from exc
+    return body
+
+
+def _parse(model: type[Any], body: Any, what: str) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise HqFailed(200, f"unreadable {what}: {exc}") from exc
+
+
+def enrol(base_url: str, code: str, terminal_id: str | None = None, *, verify: ssl.SSLContext | bool = True,
+          timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> EnrolResponse:
+    """Redeem a one-time enrolment code for this terminal's own credential."""
+    with httpx.Client(base_url=base_url, timeout=timeout, verify=verify, transport=transport) as http:
+        body = _request(http, "POST", "/v1/enrol", json=EnrolRequest(code=code, terminal_id=terminal_id).model_dump())
+    reply: EnrolResponse = _parse(EnrolResponse, body, "enrolment reply")
+    return reply
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Replace the credential file atomically (mode 0600, fsync'd): a crash leaves the old or the new token."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _b64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def check_signature(root_key: str, body: dict[str, Any], sig: str) -> bool:
+    """An Ed25519 signature by head office's root key over the canonical JSON of ``body``."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        Ed25519PublicKey.from_public_bytes(_b64(root_key)).verify(_b64(sig), canonical)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,36 +187,38 @@ class SyncClient:
         token: str,
         *,
         timeout: float = 5.0,
-        verify: str | bool = True,
+        verify: ssl.SSLContext | str | bool = True,
         batch_size: int = 500,
         transport: httpx.BaseTransport | None = None,
+        save_token: Callable[[str], None] | None = None,
+        rotate_after_days: float = 0.0,
+        end_of_day: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.terminal_id = terminal_id
         self.batch_size = batch_size
+        self.save_token = save_token
+        self.rotate_after_days = rotate_after_days
+        self.end_of_day = end_of_day
+        self.clock = clock
+        self._lock = threading.Lock()
         self.http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
-            verify=verify,
+            verify=tls_verify(verify) if isinstance(verify, str) else verify,
             transport=transport,
         )
 
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response = self.http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise HqUnreachable(f"head office unreachable: {exc.__class__.__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise _error(response)
-        try:
-            body: dict[str, Any] = response.json()
-        except ValueError as exc:
-            raise HqFailed(response.status_code, "response is not JSON") from exc
-        return body
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        headers = {CLOCK_HEADER: utc_iso(self.clock()), **kwargs.pop("headers", {})}
+        return _request(self.http, method, url, headers=headers, **kwargs)
+
+    # -- push -------------------------------------------------------------------------------------
 
     def push_once(self) -> int:
         """Push one batch of unacknowledged entries; returns how many became acknowledged."""
@@ -128,13 +226,13 @@ class SyncClient:
         if not entries:
             return 0
         request = PushRequest(terminal_id=self.terminal_id, entries=[_wire(e) for e in entries])
-        body = self._call("POST", "/v1/journal", content=request.model_dump_json(), headers=_JSON)
-        try:
-            reply = PushResponse.model_validate(body)
-        except ValidationError as exc:
-            raise HqFailed(200, f"unreadable push reply: {exc}") from exc
+        body = gzip.compress(request.model_dump_json().encode(), compresslevel=6)
+        reply: PushResponse = _parse(PushResponse, self._call(
+            "POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}), "push reply")
         if reply.gaps:
             log.warning("head office reports gaps %s; unacknowledged entries will be resent", reply.gaps)
+        if self.store.state("offline_since") is not None:
+            self.store.set_state(offline_since=None, last_error=None)  # head office answered: online again
         return self.store.mark_pushed(reply.acked_seq, _now_iso())
 
     def push_all(self, max_batches: int = 10_000) -> int:
@@ -146,32 +244,192 @@ class SyncClient:
                 break
         return total
 
+    # -- pull -------------------------------------------------------------------------------------
+
+    def root_key(self) -> str:
+        """Head office's root public key: pinned at enrolment, else trusted on first use (over TLS)."""
+        pinned = self.store.state("hq_root_key")
+        if pinned:
+            return pinned
+        health = self._call("GET", "/v1/health")
+        key = str(health.get("root_key") or "")
+        if not key:
+            raise HqFailed(200, "head office did not publish its root key")
+        self.store.set_state(hq_root_key=key)
+        return key
+
     def pull_once(self, limit: int = 1000) -> int:
         """Pull every change since the stored cursor, page by page; each page commits with its cursor."""
+        if self.store.state("cursor") is None:
+            return self.bootstrap()
         count = 0
         for _ in range(MAX_PAGES_PER_PULL):
             since = int(self.store.state("cursor") or 0)
-            body = self._call("GET", "/v1/changes", params={"since": since, "limit": limit})
-            try:
-                page = ChangesPage.model_validate(body)
-            except ValidationError as exc:
-                raise HqFailed(200, f"unreadable changes page: {exc}") from exc
-            self.store.apply_changes(*_page_models(page), cursor=page.cursor)
-            count += len(page.members) + len(page.cards) + len(page.rules)
+            page: ChangesPage = _parse(ChangesPage, self._call("GET", "/v1/changes", params={"since": since, "limit": limit}),
+                                       "changes page")
+            self._check_page(page)
+            self.store.apply_changes(*_page_models(page), cursor=page.cursor, docs=_page_docs(page))
+            count += page.size()
             if not page.more:
                 break
         return count
 
+    def _check_page(self, page: ChangesPage) -> None:
+        if not page.keys and not page.revocations:
+            return
+        root = self.root_key()
+        signed: list[tuple[dict[str, Any], str]] = [(k.body, k.sig) for k in page.keys]
+        signed += [(r.body, r.sig) for r in page.revocations]
+        for body, sig in signed:
+            if not check_signature(root, body, sig):
+                raise HqFailed(200, f"signature of {body} does not check against the pinned root key")
+
+    def bootstrap(self, progress: Progress | None = None, page_size: int = SNAPSHOT_PAGE) -> int:
+        """Load a new terminal's cache from head office's snapshot, kind by kind, resumable; then
+        continue with the changes feed from the snapshot's version."""
+        state = self.store.state
+        if state("bootstrap_version") is None:
+            info: SnapshotInfo = _parse(SnapshotInfo, self._call("GET", "/v1/snapshot"), "snapshot info")
+            self.store.set_state(bootstrap_version=str(info.version), bootstrap_kind=SNAPSHOT_KINDS[0],
+                                 bootstrap_after="", bootstrap_done="0", bootstrap_counts=json.dumps(info.counts))
+        counts: dict[str, int] = json.loads(state("bootstrap_counts") or "{}")
+        kind, after = state("bootstrap_kind") or "done", state("bootstrap_after") or ""
+        done, loaded = int(state("bootstrap_done") or 0), 0
+        # The next page downloads while this one is written: head office's and the till's work overlap.
+        with ThreadPoolExecutor(1, thread_name_prefix="bootstrap") as ahead:
+            pending = ahead.submit(self._fetch_snapshot, kind, after, page_size) if kind in SNAPSHOT_KINDS else None
+            for _ in range(MAX_PAGES_PER_PULL * 10):
+                if pending is None:
+                    break
+                rows, following = pending.result()
+                kind_after = (kind, following) if following is not None else (_next_kind(kind), "")
+                pending = (ahead.submit(self._fetch_snapshot, *kind_after, page_size)
+                           if kind_after[0] in SNAPSHOT_KINDS else None)
+                done = self._store_snapshot_page(kind, rows, following, done)
+                loaded += len(rows)
+                if progress is not None:
+                    progress(kind, done if following is not None else counts.get(kind, 0), counts.get(kind, 0))
+                kind, done = kind_after[0], done if following is not None else 0
+        self.store.finish_bootstrap(int(state("bootstrap_version") or 0))
+        return loaded + self.pull_once()
+
+    def _fetch_snapshot(self, kind: str, after: str, page_size: int) -> tuple[list[list[Any]], str | None]:
+        body = self._call("GET", f"/v1/snapshot/{kind}", params={"after": after, "limit": page_size})
+        if not isinstance(body, dict) or body.get("kind") != kind or tuple(body.get("columns", ())) != SNAPSHOT_COLUMNS[kind]:
+            raise HqFailed(200, f"unexpected snapshot page for {kind}")
+        following = body.get("next")
+        return body["rows"], None if following is None else str(following)
+
+    def _store_snapshot_page(self, kind: str, rows: list[list[Any]], following: str | None, done: int) -> int:
+        """Verify and store one page with the position it reaches; returns the rows done of its kind."""
+        if kind in ("keys", "revocations"):
+            root = self.root_key()
+            for row in rows:
+                if not check_signature(root, json.loads(row[1]), row[2]):
+                    raise HqFailed(200, f"signature of {kind} {row[0]} does not check against the pinned root key")
+        if following is None:
+            position = {"bootstrap_kind": _next_kind(kind), "bootstrap_after": "", "bootstrap_done": "0"}
+        else:
+            position = {"bootstrap_kind": kind, "bootstrap_after": following, "bootstrap_done": str(done + len(rows))}
+        self.store.bootstrap_rows(kind, rows, position)
+        return done + len(rows)
+
+    # -- end of day, flags, credentials -----------------------------------------------------------------
+
+    def report_eod(self, until: date | None = None, max_days: int = 7) -> list[EodResult]:
+        """Report each business day (local time) before ``until`` (default today) whose entries head
+        office acknowledged and that was not reported yet, oldest first."""
+        until = until or datetime.fromtimestamp(self.clock()).date()
+        results = []
+        for _ in range(max_days):
+            found = self._next_day(until)
+            if found is None:
+                break
+            day, first, entries = found
+            totals = day_totals((e.kind, e.payload) for e in entries)
+            report = EodReport(terminal_id=self.terminal_id, day=day, first_seq=first, last_seq=entries[-1].seq,
+                               totals=totals)
+            result: EodResult = _parse(EodResult, self._call("POST", "/v1/eod", content=report.model_dump_json(),
+                                                             headers=_JSON), "end-of-day reply")
+            self.store.record_eod(day, first, report.last_seq, json.dumps(report.model_dump()["totals"]),
+                                  result.status, result.model_dump_json())
+            results.append(result)
+        return results
+
+    def _next_day(self, until: date) -> tuple[str, int, list[JournalEntry]] | None:
+        """The first day not fully reported: (day, its first seq, its entries), once all are acknowledged.
+        A day reported early (``tillpoint reconcile --eod``) is reported again whole, from its first seq."""
+        after = int(self.store.state("eod_last_seq") or 0)
+        head = self.store.entries(after, 1)
+        if not head or head[0].pushed_at is None:
+            return None
+        day = _local_day(head[0].created_at)
+        if day >= until.isoformat():
+            return None
+        first = self.store.eod_first_seq(day) or head[0].seq
+        in_day: list[JournalEntry] = []
+        cursor = first - 1
+        while True:
+            chunk = self.store.entries(cursor, EOD_CHUNK)
+            for entry in chunk:
+                if entry.seq > after and _local_day(entry.created_at) > day:
+                    return day, first, in_day
+                if entry.pushed_at is None:
+                    return None  # report once head office holds the whole day
+                in_day.append(entry)
+            if len(chunk) < EOD_CHUNK:
+                return day, first, in_day
+            cursor = chunk[-1].seq
+
+    def flags(self) -> list[ReconItem]:
+        """What head office flagged for this terminal; kept in the cache for offline display."""
+        body = self._call("GET", "/v1/flags")
+        items = [_parse(ReconItem, item, "flag") for item in body]
+        self.store.set_state(hq_flags=json.dumps([i.model_dump(mode="json") for i in items]), hq_flags_at=_now_iso())
+        return items
+
+    def rotate_credential(self) -> None:
+        """Get a new token, save it, then use it (head office drops the old one at its first use)."""
+        if self.save_token is None:
+            raise SyncError("no place to save a rotated token")
+        reply: EnrolResponse = _parse(EnrolResponse, self._call("POST", "/v1/credentials/rotate"), "rotation reply")
+        self.save_token(reply.token)
+        self.http.headers["Authorization"] = f"Bearer {reply.token}"
+        self.store.set_state(token_rotated_at=_now_iso())
+
+    def _rotation_due(self) -> bool:
+        if self.rotate_after_days <= 0 or self.save_token is None:
+            return False
+        last = self.store.state("token_rotated_at")
+        if last is None:
+            self.store.set_state(token_rotated_at=_now_iso())
+            return False
+        age = self.clock() - datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+        return age > self.rotate_after_days * 86400
+
+    # -- one round ----------------------------------------------------------------------------------
+
     def sync_once(self, pull: bool = True) -> SyncResult:
-        """One round: push everything, then pull (so pulled balances include what was just pushed)."""
-        try:
-            pushed = self.push_all()
-            pulled = self.pull_once() if pull else 0
-        except SyncError as exc:
-            self._mark_offline(exc)
-            raise
-        self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None)
-        return SyncResult(pushed, pulled)
+        """One round: push everything, then pull (so pulled balances include what was just pushed),
+        report finished days, fetch flags, rotate the credential when due."""
+        with self._lock:
+            try:
+                pushed = self.push_all()
+                pulled = self.pull_once() if pull else 0
+                if pull:
+                    self._housekeeping()
+            except SyncError as exc:
+                self._mark_offline(exc)
+                raise
+            self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None)
+            return SyncResult(pushed, pulled)
+
+    def _housekeeping(self) -> None:
+        if self.end_of_day:
+            self.report_eod()
+        self.flags()
+        if self._rotation_due():
+            self.rotate_credential()
 
     def _mark_offline(self, exc: SyncError) -> None:
         since = self.store.state("offline_since") or _now_iso()
@@ -181,17 +439,45 @@ class SyncClient:
 _JSON = {"Content-Type": "application/json"}
 
 
+def _local_day(created_at: str) -> str:
+    try:
+        moment = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "0000-00-00"
+    return moment.astimezone().date().isoformat()
+
+
+def _next_kind(kind: str) -> str:
+    index = SNAPSHOT_KINDS.index(kind) + 1
+    return SNAPSHOT_KINDS[index] if index < len(SNAPSHOT_KINDS) else "done"
+
+
 def _page_models(page: ChangesPage) -> tuple[list[Member], list[Card], list[EarnRule]]:
-    members = [Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status)) for m in page.members]
+    members = [Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status), m.stored_value)
+               for m in page.members]
     cards = [Card(c.uid_hash, c.member_id, Status(c.status)) for c in page.cards]
     rules = [EarnRule(r.rule_id, r.points, r.per_minor) for r in page.rules]
     return members, cards, rules
 
 
+def _doc(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _page_docs(page: ChangesPage) -> CacheDocs:
+    return CacheDocs(
+        rule_docs=[(d.rule_id, _doc(d.body)) for d in page.rule_docs],
+        coupons=[(c.coupon_id, c.member_id, _doc(c.body), c.uses) for c in page.coupons],
+        keys=[(k.key_id, _doc(k.body), k.sig) for k in page.keys],
+        revocations=[(r.revocation_id, _doc(r.body), r.sig) for r in page.revocations],
+        deleted=[(t.kind, t.id) for t in page.deleted],
+    )
+
+
 def backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
     """Exponential backoff with jitter: between half and all of min(cap, base * 2**(failures-1))."""
-    ceiling = min(cap, base * (2 ** max(0, failures - 1)))
-    return ceiling * (0.5 + 0.5 * rand())
+    ceiling = min(cap, base * (2.0 ** max(0, failures - 1)))
+    return float(ceiling * (0.5 + 0.5 * rand()))
 
 
 class SyncLoop:

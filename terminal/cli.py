@@ -6,6 +6,8 @@ import json
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,39 +17,59 @@ from rich.console import Console
 from rich.table import Table
 
 from terminal import config as config_mod
+from terminal import logs
 from terminal.config import Config
+from sync.hq.cli import register as _register_hq
 from terminal.errors import ConfigError, TerminalError
 
 app = typer.Typer(help="tillpoint: loyalty, coupons and member payments for shop tills.", no_args_is_help=True)
 hq_app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
 app.add_typer(hq_app, name="hq")
+_register_hq(hq_app)
 console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
-HqDbOpt = Annotated[Path, typer.Option("--db", help="Head-office SQLite database.")]
-DEFAULT_HQ_DB = Path("var/hq/hq.db")
+HqDbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+DEFAULT_HQ_DB = "var/hq/hq.db"
+
+
+def _load(path: Path | None, **overrides: dict[str, Any]) -> Config:
+    cfg = config_mod.load(path)
+    if overrides:
+        raw = cfg.model_dump()
+        for section, values in overrides.items():
+            raw[section].update(values)
+        cfg = config_mod.validate(raw)
+    return cfg
 
 
 def _config(path: Path | None, **overrides: dict[str, Any]) -> Config:
     try:
-        cfg = config_mod.load(path)
-        if overrides:
-            raw = cfg.model_dump()
-            for section, values in overrides.items():
-                raw[section].update(values)
-            cfg = config_mod.validate(raw)
-        return cfg
+        return _load(path, **overrides)
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from exc
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+def _wait_for_signal(on_hup: Callable[[], Any] | None = None) -> None:
+    """Block until SIGINT or SIGTERM; run ``on_hup`` for each SIGHUP (here, not in the handler)."""
+    wake = threading.Event()
+    received: list[int] = []
+
+    def note(sig: int, _frame: Any) -> None:
+        received.append(sig)
+        wake.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if on_hup else ())):
+        signal.signal(sig, note)
+    while True:
+        wake.wait(0.5)
+        wake.clear()
+        while received:
+            if received.pop(0) != signal.SIGHUP:
+                return
+            assert on_hup is not None
+            on_hup()
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -67,11 +89,14 @@ def _print_event(event: dict[str, Any]) -> None:
         console.print(f"[blue]reader[/] {event['reader']} {event['kind']} {event.get('detail', '')}")
 
 
-def _run_daemon(cfg: Config, hq_url_note: str = "") -> None:
+def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config] | None = None,
+                events: bool = True) -> None:
     from terminal.daemon import Daemon
 
+    logs.setup(cfg.log.level, cfg.log.format)
     daemon = Daemon(cfg)
-    daemon.subscribers.append(_print_event)
+    if events:
+        daemon.subscribers.append(_print_event)
     try:
         daemon.start()
     except TerminalError as exc:
@@ -80,15 +105,41 @@ def _run_daemon(cfg: Config, hq_url_note: str = "") -> None:
     api = daemon.api_server.url if daemon.api_server else "off"
     console.print(f"tillpoint terminal {cfg.terminal.id} running; local API {api}{hq_url_note}. Ctrl-C stops.")
     try:
-        _wait_for_signal()
+        _wait_for_signal(None if reload is None else lambda: daemon.reload(reload))
     finally:
         daemon.stop()
 
 
 @app.command()
-def run(config: ConfigOpt = None) -> None:
-    """Run the daemon from its config (what the systemd service starts)."""
-    _run_daemon(_config(config))
+def run(
+    config: ConfigOpt = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error (else [log] level).")] = None,
+    log_format: Annotated[Optional[str], typer.Option(help="auto, journal, json or text (else [log] format).")] = None,
+) -> None:
+    """Run the daemon from its config (what the systemd service starts). SIGHUP reloads the config."""
+    flags = {k: v for k, v in (("level", log_level), ("format", log_format)) if v is not None}
+    overrides: dict[str, dict[str, Any]] = {"log": flags} if flags else {}
+    # Under systemd stdout is the journal too: the cashier-style event lines (with member names) stay off.
+    _run_daemon(_config(config, **overrides), reload=lambda: _load(config, **overrides),
+                events=not logs.stderr_is_journal(sys.stdout))
+
+
+@app.command()
+def doctor(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for each network check.")] = 5.0,
+) -> None:
+    """Check this till: config, pcscd and readers, camera, database, disk, head office, clock.
+    Exit code 0: all good; 1: warnings; 2: something is broken."""
+    from terminal import doctor as doctor_mod
+
+    checks = doctor_mod.run_checks(config, timeout=timeout)
+    if as_json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        print("\n".join(doctor_mod.render(checks)))
+    raise typer.Exit(doctor_mod.exit_code(checks))
 
 
 @app.command()
@@ -185,6 +236,138 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         console.print(f"{key:>14}: {value}")
 
 
+def _sync_client(cfg: Config, store: Any) -> Any:
+    """A head-office client for one-off commands; enrols first when only an enrolment code is set."""
+    from sync.client import SyncClient, SyncError, tls_verify, write_token_file
+    from terminal.daemon import enrol_terminal, hq_token, hq_token_path
+
+    verify = tls_verify(cfg.hq.ca_file)
+    token = hq_token(cfg)
+    if not token and cfg.hq.enrol_code:
+        try:
+            token = enrol_terminal(cfg, store, verify)
+        except SyncError as exc:
+            console.print(f"[red]enrolment failed:[/] {exc}")
+            raise typer.Exit(1) from exc
+    if not token:
+        return None
+    path = hq_token_path(cfg)
+    return SyncClient(store, cfg.terminal.id, cfg.hq.url, token, timeout=cfg.hq.timeout, verify=verify,
+                      batch_size=cfg.hq.batch_size, end_of_day=cfg.hq.end_of_day,
+                      save_token=None if cfg.hq.token else (lambda new: write_token_file(path, new)))
+
+
+def _open_till(cfg: Config) -> Any:
+    from terminal.store import Store
+
+    if not cfg.db_path.exists():
+        console.print(f"no terminal database at {cfg.db_path} yet: start `tillpoint run` or `tillpoint demo` first")
+        raise typer.Exit(1)
+    return Store.open(cfg.db_path)
+
+
+@app.command("sync")
+def sync_cmd(
+    config: ConfigOpt = None,
+    now: Annotated[bool, typer.Option("--now", help="Sync now: push, pull, report finished days.")] = False,
+    rotate: Annotated[bool, typer.Option(help="Also replace this till's head-office credential.")] = False,
+) -> None:
+    """Sync with head office now. A new till first loads head office's snapshot, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sync.client import SyncError
+
+    if not now:
+        console.print("say --now to sync at once (the daemon syncs by itself every hq.push_interval)")
+        raise typer.Exit(2)
+    cfg = _config(config)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from terminal.store import Store
+
+    store = Store.open(cfg.db_path)
+    client = _sync_client(cfg, store)
+    if client is None:
+        console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
+        raise typer.Exit(1)
+    try:
+        with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=False) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(kind: str, done: int, total: int) -> None:
+                if kind not in tasks:
+                    tasks[kind] = bar.add_task(kind, total=max(total, 1))
+                bar.update(tasks[kind], completed=done if total else 1, total=max(total, 1))
+
+            loaded = client.bootstrap(progress) if store.state("cursor") is None else 0
+            result = client.sync_once()
+            if rotate:
+                client.rotate_credential()
+    except SyncError as exc:
+        console.print(f"[red]sync failed:[/] {exc}  ({store.pending_count()} entries wait in the journal)")
+        raise typer.Exit(1) from exc
+    finally:
+        client.close()
+        pending = store.pending_count()
+        store.close()
+    console.print(f"pushed {result.pushed}, pulled {result.pulled + loaded}; {pending} entries pending"
+                  + ("; credential rotated" if rotate else ""))
+
+
+@app.command()
+def reconcile(
+    config: ConfigOpt = None,
+    eod: Annotated[bool, typer.Option("--eod", help="Also report today's totals so far.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Pending entries, offline age, end-of-day reports, and what head office flagged for this till."""
+    import datetime as dt
+
+    from sync.client import SyncError
+    from terminal.model import utc_iso
+
+    cfg = _config(config)
+    store = _open_till(cfg)
+    client = _sync_client(cfg, store)
+    hq_state = "no credential"
+    if client is not None:
+        try:
+            client.push_all()
+            client.report_eod(until=dt.date.today() + dt.timedelta(days=1) if eod else None)
+            client.flags()
+            hq_state = "reachable"
+        except SyncError as exc:
+            hq_state = f"unreachable ({exc}); showing what was fetched at {store.state('hq_flags_at')}"
+        finally:
+            client.close()
+    offline = store.state("offline_since")
+    info = {
+        "pending": store.pending_count(), "offline_since": offline,
+        "offline_seconds": None if not offline else round(time.time() - dt.datetime.fromisoformat(
+            offline.replace("Z", "+00:00")).timestamp()),
+        "last_sync_ok": store.state("last_sync_ok"), "head_office": hq_state, "now": utc_iso(time.time()),
+        "end_of_day": [{k: r[k] for k in ("day", "first_seq", "last_seq", "status", "reported_at")}
+                       | {"missing": json.loads(r["detail"]).get("missing"), "mismatches": json.loads(r["detail"]).get(
+                           "mismatches")} for r in store.eod_reports()],
+        "flags": json.loads(store.state("hq_flags") or "[]"),
+    }
+    store.close()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    for key in ("pending", "offline_since", "offline_seconds", "last_sync_ok", "head_office"):
+        console.print(f"{key:>16}: {info[key]}")
+    days = Table("day", "seqs", "status", "missing", "mismatches", title="end of day")
+    for r in info["end_of_day"]:
+        days.add_row(r["day"], f"{r['first_seq']}-{r['last_seq']}", r["status"], str(r["missing"] or "-"),
+                     "; ".join(r["mismatches"] or []) or "-")
+    console.print(days)
+    flags = Table("item", "day", "seq", "reason", "state", "note", title="flagged by head office")
+    for f in info["flags"]:
+        flags.add_row(f["item_id"], f["day"], str(f["seq"] or "-"), f["reason"], f["state"], f.get("note") or "-")
+    console.print(flags)
+
+
 def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
     try:
         response = httpx.get(f"http://{cfg.api.host}:{cfg.api.port}/v1/status", timeout=2)
@@ -202,20 +385,27 @@ def hq_serve(
     host: str = "127.0.0.1",
     port: int = 8731,
     seed_demo_key: Annotated[Optional[Path], typer.Option(help="Seed demo members, hashing card UIDs with this key file.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM).")] = None,
+    clock_skew: Annotated[float, typer.Option(help="Seconds a till's clock may be off before it is flagged.")] = 300.0,
+    timezone: Annotated[str, typer.Option(help="The chain's business-day time zone (IANA).")] = "UTC",
+    write_off_points: Annotated[int, typer.Option(help="Settle overspends of up to N points automatically.")] = 0,
 ) -> None:
-    """Serve the head-office API (SQLite storage)."""
-    import uvicorn
-
-    from sync.hq.app import create_app
+    """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
+    from sync.hq.app import serve
+    from sync.hq.cli import open_store
     from sync.hq.demo import seed_demo
-    from sync.hq.storage import HqStore
 
-    store = HqStore(str(db))
+    store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points)
     if seed_demo_key is not None:
         from terminal.keys import load_or_create_key
 
         seed_demo(store, load_or_create_key(seed_demo_key))
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    try:
+        serve(store, host, port, ssl_certfile=str(tls_cert) if tls_cert else None,
+              ssl_keyfile=str(tls_key) if tls_key else None)
+    finally:
+        store.close()
 
 
 @hq_app.command("add-terminal")

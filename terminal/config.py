@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +41,13 @@ class SecuritySection(_Section):
 
 class ReaderSection(_Section):
     devices: list[str] = Field(default_factory=lambda: ["auto:"])
+    """Readers, each with one owner: "pcsc:<name glob>" (pcscd) or "nfcpy:usb:054c:06c3" (nfcpy)."""
+    debounce: Annotated[float, Field(ge=0, le=60)] = 0.5
+    """Hold-off: the same card back on the same reader within this many seconds of leaving is one tap."""
+    sun_key_file: str = ""
+    """NTAG 424 DNA SUN master key (16 bytes, raw or hex); empty: SUN cards only identify, never pay."""
+    felica_key_file: str = ""
+    """FeliCa Lite-S master key (16 bytes, raw or hex); empty: Lite-S cards only identify, never pay."""
 
     @field_validator("devices")
     @classmethod
@@ -61,12 +68,84 @@ class HqSection(_Section):
     timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
     backoff_max: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    enrol_code: str = ""
+    """One-time enrolment code from `tillpoint hq enrol-code`: with no token, the daemon redeems it at
+    start and keeps the credential in token_file (default <data_dir>/hq.token)."""
+    rotate_after_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
+    """Replace the credential (kept in a token file) this often; 0: never."""
+    end_of_day: bool = True
+    """Report each finished business day's totals to head office."""
 
 
 class ApiSection(_Section):
     host: str = "127.0.0.1"
+    """Loopback address to listen on; empty: no TCP listener (the Unix socket only)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8732
     enabled: bool = True
+    unix_socket: str = ""
+    """Also listen on this Unix socket (mode 0660), e.g. /run/tillpoint/api.sock; empty: none."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names accepted besides 127.0.0.1, localhost and [::1] (each one weakens DNS-rebinding protection)."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Web origins (scheme://host[:port]) of a browser-based POS allowed to call the API (CORS); never '*'."""
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value and value not in ("127.0.0.1", "::1", "localhost") and not value.startswith("127."):
+            raise ValueError("the local API listens on loopback only (127.0.0.1, ::1) or on a Unix socket")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "*" in rest or "/" in rest:
+                raise ValueError(f"{origin!r} is not an exact origin like 'https://pos.example:8443'")
+        return value
+
+
+class PanelSection(_Section):
+    """The cashier panel (docs/cashier.md)."""
+
+    enabled: bool = True
+    language: Literal["en", "ja", "zh"] = "en"
+    join_url: Annotated[str, Field(pattern=r"^$|^https?://[^#\s]+$")] = ""
+    """The sign-up page the customer's QR opens (join, or claim an anonymous sale's points); empty: no join QR."""
+    redeem_default: Literal["max", "none"] = "max"
+    """At the payment step: pay with as many points as allowed, or none, until the cashier toggles it."""
+    keys: dict[Literal["total", "points", "confirm", "language", "new"], str] = Field(default_factory=dict)
+    """Panel-only shortcuts (defaults: total F8, points F4, confirm Enter, language F2, new F6); the four
+    actions identify, coupon, pay and cancel use the [hotkeys] keys in the panel too."""
+    pairing_ttl: Annotated[float, Field(ge=10, le=3600)] = 120.0
+    """Seconds a pairing code stays valid."""
+
+
+class HotkeysSection(_Section):
+    """Global hotkeys on the POS keyboard (evdev; not grabbed: the POS still gets the keys)."""
+
+    enabled: bool = True
+    devices: list[str] = Field(default_factory=lambda: ["auto"])
+    """Keyboard event devices (/dev/input/by-id/...-event-kbd), or "auto": every keyboard found."""
+    identify: str = "F9"
+    coupon: str = "F10"
+    pay: str = "F11"
+    cancel: str = "Esc"
+    burst_gap_ms: Annotated[int, Field(ge=5, le=500)] = 40
+    """A hotkey counts only with no other key this close before or after it (a scanner's burst)."""
+
+    @field_validator("identify", "coupon", "pay", "cancel")
+    @classmethod
+    def _known_key(cls, value: str) -> str:
+        from terminal.hotkeys import parse_chord
+
+        if value:
+            parse_chord(value)
+        return value
+
+    def keymap(self) -> dict[str, str]:
+        return {"identify": self.identify, "coupon": self.coupon, "pay": self.pay, "cancel": self.cancel}
 
 
 class SaleSection(_Section):
@@ -74,13 +153,92 @@ class SaleSection(_Section):
     """When above 0, every identified tap rings a one-line sale of this many minor units (demo)."""
 
 
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "journal", "json", "text"] = "auto"
+    """auto: journald priorities when stderr is the journal (systemd), else plain text."""
+
+
+class MetricsSection(_Section):
+    enabled: bool = True
+    """GET /metrics on the local API (Prometheus text format)."""
+    listen: Annotated[str, Field(pattern=r"^$|^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$")] = ""
+    """host:port of a separate metrics-only listener for a remote Prometheus; empty: none."""
+
+
+BarcodeFormat = Literal["qr", "micro_qr", "code128", "ean13", "ean8", "upca", "datamatrix"]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class ScannerSection(_Section):
+    """QR / barcode scanners (docs/scanning.md). Each kind uses the keys that concern it."""
+
+    devices: list[str] = Field(default_factory=list)
+    """"camera:/dev/video0", "camera:0", "camera:file.avi", "camera:rtsp://...", "wedge:/dev/input/by-id/...",
+    "serial:/dev/ttyACM0", "sim:"; empty: no scanner."""
+    resolution: tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]] | None = None
+    """Camera capture size [width, height]; none: the camera's default."""
+    fps: Annotated[float, Field(gt=0, le=240)] | None = None
+    formats: list[BarcodeFormat] = Field(default_factory=lambda: ["qr"], min_length=1)
+    """Camera decoding: "qr" only by default; "code128", "ean13" ... for legacy printed coupons."""
+    dedupe_window: Annotated[float, Field(ge=0, le=60)] = 1.5
+    """Seconds: the same text seen again within this long after its last sighting is the same read."""
+    roi: tuple[Fraction, Fraction, Fraction, Fraction] | None = None
+    """Camera region of interest [x, y, width, height] as fractions of the frame; none: the whole frame."""
+    motion_threshold: Annotated[float, Field(ge=0, le=100)] = 0.5
+    """Percent of the frame that must change before a frame is decoded again; 0 decodes every frame."""
+    layout: Literal["us", "fr", "de", "jp"] = "us"
+    """The keyboard layout a keyboard-wedge scanner is programmed for (not the till's own layout)."""
+    terminators: list[Literal["enter", "tab"]] = Field(default_factory=lambda: ["enter", "tab"])
+    idle_timeout: Annotated[float, Field(ge=0, le=5)] = 0.25
+    """Wedge and serial scanners with no suffix: a scan ends after this many seconds without input."""
+    baudrate: Annotated[int, Field(ge=300, le=4_000_000)] = 9600
+
+    @field_validator("devices")
+    @classmethod
+    def _scanner_specs(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if ":" not in spec:
+                raise ValueError(f"{spec!r} is not 'kind:argument' (e.g. 'camera:/dev/video0', 'sim:')")
+        return value
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_inside(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if value is not None and (value[2] <= 0 or value[3] <= 0 or value[0] + value[2] > 1 or value[1] + value[3] > 1):
+            raise ValueError("roi [x, y, width, height] must have a size and lie inside the frame (fractions 0..1)")
+        return value
+
+    def driver_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``drivers.open_scanner``."""
+        return self.model_dump(exclude={"devices"})
+
+
+class PaymentsSection(_Section):
+    """Offline risk limits for stored-value payments (minor units / seconds; 0 = no limit)."""
+
+    per_transaction: Annotated[int, Field(ge=0)] = 5_000
+    per_member_day: Annotated[int, Field(ge=0)] = 10_000
+    terminal_total: Annotated[int, Field(ge=0)] = 100_000
+    max_offline: Annotated[int, Field(ge=0)] = 24 * 3600
+    max_clock_age: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
+    spend_needs_proof: bool = False
+    """Points too may be redeemed only with a payment code or a card that can pay."""
+
+
 class Config(_Section):
     terminal: TerminalSection = TerminalSection()
+    payments: PaymentsSection = PaymentsSection()
     security: SecuritySection = SecuritySection()
     reader: ReaderSection = ReaderSection()
     hq: HqSection = HqSection()
     api: ApiSection = ApiSection()
     sale: SaleSection = SaleSection()
+    log: LogSection = LogSection()
+    metrics: MetricsSection = MetricsSection()
+    scanner: ScannerSection = ScannerSection()
+    panel: PanelSection = PanelSection()
+    hotkeys: HotkeysSection = HotkeysSection()
 
     @property
     def data_dir(self) -> Path:

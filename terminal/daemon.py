@@ -10,28 +10,39 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from drivers import open_reader
 from drivers.errors import DriverError
-from sync.client import SyncClient, SyncError, SyncLoop, SyncResult
+from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
+from terminal import logs
 from terminal.config import Config
-from terminal.credentials import card_uid_hash
+from terminal.errors import ConfigError
+from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
+from terminal.metrics import serve as serve_metrics
+from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.errors import Code, Rejected
 from terminal.keys import load_or_create_key, load_or_create_token
 from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
+from terminal.payments import RiskLimits
 from terminal.ports import CardReader
-from terminal.service import Identified, Service
+from terminal import session as cashier
+from terminal.service import Identified, Payment, Service
 from terminal.store import Store
 
 log = logging.getLogger("tillpoint.daemon")
 
 Event = dict[str, Any]
+READER_STALL = 30.0  # seconds a reader or scanner loop may go without progress before the watchdog stops
+# Settings a SIGHUP applies at once; any other change is logged as waiting for a restart.
+LIVE_HQ = ("push_interval", "pull_interval", "backoff_max")
 
 
 def sd_notify(message: str) -> None:
@@ -41,17 +52,50 @@ def sd_notify(message: str) -> None:
         return
     if address.startswith("@"):
         address = "\0" + address[1:]
+    # Best effort and bounded: a listener that stopped reading must never block a stop or a sale.
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(message.encode(), address)
+        sock.settimeout(0.5)
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as exc:
+            log.debug("sd_notify %r not delivered: %s", message.split("\n")[0], exc)
+
+
+def hq_token_path(config: Config) -> Path:
+    return Path(config.hq.token_file) if config.hq.token_file else config.data_dir / "hq.token"
+
+
+def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:
+    """A 16-byte master key file (raw, or 32 hex digits); None when no file is configured."""
+    if not path:
+        return None
+    try:
+        return parse_master_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(key, f"a readable file of 16 raw bytes or 32 hex digits ({exc})") from exc
+
+
+def payment_limits(config: Config) -> RiskLimits:
+    p = config.payments
+    return RiskLimits(p.per_transaction, p.per_member_day, p.terminal_total, p.max_offline, p.max_clock_age)
 
 
 def hq_token(config: Config) -> str:
     if config.hq.token:
         return config.hq.token
-    if config.hq.token_file:
-        with open(config.hq.token_file, encoding="utf-8") as handle:
-            return handle.read().strip()
-    return ""
+    path = hq_token_path(config)
+    return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+
+
+def enrol_terminal(config: Config, store: Store, verify: ssl.SSLContext | bool, transport: Any = None) -> str:
+    """Redeem ``hq.enrol_code``, keep the credential in the token file and pin head office's root
+    key; returns the token. Raises SyncError."""
+    hq = config.hq
+    reply = enrol(hq.url, hq.enrol_code, config.terminal.id, verify=verify, timeout=hq.timeout, transport=transport)
+    write_token_file(hq_token_path(config), reply.token)
+    store.set_state(hq_root_key=reply.root_key)
+    log.info("enrolled with head office as %s of store %s", reply.terminal_id, reply.store_id)
+    return reply.token
 
 
 class Daemon:
@@ -70,31 +114,58 @@ class Daemon:
         self.events: deque[Event] = deque(maxlen=500)
         self._event_ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.metrics = Metrics(config.terminal.id)
+        self.subscribers += [self.metrics.observe, log_event]
+        self.watchdog: Watchdog | None = None
+        self._stop_metrics: Callable[[], None] | None = None
+        self._sync_beat = time.monotonic()
+        self.session: Any = None  # terminal.session.Session: the cashier's sale (panel, hotkeys, API)
+        self.pairing: Any = None  # terminal.api.pairing.Pairing: devices paired with a code
+        self.hotkeys: Any = None  # terminal.hotkeys.HotkeyListener
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.config
         key = load_or_create_key(cfg.card_key_path)
-        self.store = Store.open(cfg.db_path)
-        self.service = Service(self.store, cfg.terminal.id)
+        self.store = Store.open(cfg.db_path, repair=True)
+        self._report_rebuild()
+        self.service = Service(
+            self.store, cfg.terminal.id, store_id=cfg.terminal.store_id,
+            sun_master_key=read_key_file(cfg.reader.sun_key_file), hash_uid=lambda uid: card_uid_hash(key, uid),
+            limits=payment_limits(cfg), spend_needs_proof=cfg.payments.spend_needs_proof,
+        )
         self.service.on_commit.append(self._committed)
         self.api_token = load_or_create_token(cfg.api_token_path)
         self._start_sync()
+        cashier.attach(self)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
+        self._enumerate()
         if cfg.api.enabled:
-            from terminal.api.server import start_api
+            from terminal.api.server import start_api_servers
 
-            self.api_server = start_api(self, cfg.api.host, cfg.api.port)
-        sd_notify("READY=1")
+            self.api_server = start_api_servers(self, cfg.api.host, cfg.api.port, cfg.api.unix_socket)
+            logs.adopt("uvicorn", "uvicorn.error", "uvicorn.access")  # its errors are redacted too
+        cashier.start_hotkeys(self)
+        self._start_metrics()
+        self._start_watchdog()
+        # READY only now: migrations ran, devices were enumerated, the API listens.
+        sd_notify(f"READY=1\nSTATUS={self._status_line()}")
         self.emit({"type": "started", "terminal": cfg.terminal.id})
 
     def stop(self) -> None:
+        """SIGTERM: no new requests, let a commit in flight finish (the store's lock), then close."""
         sd_notify("STOPPING=1")
+        if self.api_server is not None:
+            self.api_server.stop()  # uvicorn lets requests in flight finish
+        if self.hotkeys is not None:
+            self.hotkeys.stop()
         for reader in self.readers:
             reader.stop()
-        if self.api_server is not None:
-            self.api_server.stop()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self._stop_metrics is not None:
+            self._stop_metrics()
         if self.sync is not None:
             self.sync.stop()
             self.sync.client.close()
@@ -102,29 +173,141 @@ class Daemon:
             self.store.close()
 
     def _start_sync(self) -> None:
-        token = hq_token(self.config)
+        hq = self.config.hq
+        assert self.store is not None
+        verify = tls_verify(hq.ca_file)
+        token = hq_token(self.config) or self._enrol(verify)
         if not token:
             log.warning("no head-office token configured: sync is off, sales stay in the journal")
             return
-        hq = self.config.hq
-        assert self.store is not None
+        path = hq_token_path(self.config)
         client = SyncClient(
-            self.store, self.config.terminal.id, hq.url, token,
-            timeout=hq.timeout, verify=hq.ca_file or True, batch_size=hq.batch_size, transport=self.hq_transport,
+            _Beating(self.store, self._beat_sync), self.config.terminal.id, hq.url, token,
+            timeout=hq.timeout, verify=verify, batch_size=hq.batch_size, transport=self.hq_transport,
+            save_token=None if hq.token else (lambda new: write_token_file(path, new)),
+            rotate_after_days=hq.rotate_after_days, end_of_day=hq.end_of_day,
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         self.sync.on_result.append(self._synced)
         self.sync.start()
 
+    def _enrol(self, verify: ssl.SSLContext | bool) -> str:
+        """Redeem ``hq.enrol_code`` for this terminal's credential and keep it in the token file."""
+        hq = self.config.hq
+        if not hq.enrol_code:
+            return ""
+        assert self.store is not None
+        try:
+            return enrol_terminal(self.config, self.store, verify, self.hq_transport)
+        except SyncError as exc:
+            log.error("enrolment with head office failed (sync stays off until a restart): %s", exc)
+            self.emit({"type": "sync", "ok": False, "error": f"enrolment failed: {exc}"})
+            return ""
+
     def _start_readers(self, hasher: Callable[[bytes], str]) -> None:
         for spec in self.config.reader.devices:
             try:
-                reader = open_reader(spec, hasher)
+                reader = open_reader(
+                    spec, hasher, holdoff=self.config.reader.debounce,
+                    felica_master_key=read_key_file(self.config.reader.felica_key_file, "reader.felica_key_file"),
+                )
             except DriverError as exc:
                 self.emit({"type": "reader", "reader": spec, "kind": "error", "detail": str(exc)})
                 continue
             self.readers.append(reader)
             reader.start(self.on_card, self.on_reader)
+
+    # -- operations: enumeration, watchdog, metrics, reload ----------------------------------------
+
+    def _enumerate(self) -> None:
+        """List what each reader sees now, so that READY means the hardware was looked at."""
+        for reader in self.readers:
+            try:
+                found = reader.readers()
+            except DriverError as exc:
+                log.warning("reader %s cannot list its devices: %s", reader.name, exc)
+                continue
+            log.info("reader %s lists %s", reader.name, ", ".join(found) or "no device yet", extra={"devices": len(found)})
+
+    def _report_rebuild(self) -> None:
+        assert self.store is not None
+        report = self.store.rebuilt
+        if report is None:
+            return
+        self.metrics.store_rebuilds.inc()
+        log.error("the database was damaged and has been rebuilt: journal and local facts salvaged, the cache "
+                  "is pulled again from head office", extra={"reason": report.reason, "kept_as": report.kept_as,
+                                                             "salvaged": sum(report.salvaged.values()),
+                                                             "unreadable": sum(report.unreadable.values())})
+        self.emit({"type": "store_rebuilt", "reason": report.reason, "kept_as": report.kept_as,
+                   "salvaged": report.salvaged, "unreadable": report.unreadable})
+
+    def _beat_sync(self) -> None:
+        self._sync_beat = time.monotonic()
+
+    def _watch_sync(self) -> None:
+        if self.watchdog is None or self.sync is None:
+            return
+        sync, hq = self.sync, self.config.hq
+        # A round waits at most backoff_max, and each request is bounded by the client's timeouts.
+        limit = 2 * (hq.backoff_max + hq.push_interval) + 4 * hq.timeout
+        self.watchdog.watch("sync", lambda: max(sync.last_progress, self._sync_beat), limit)
+
+    def _start_watchdog(self) -> None:
+        self.watchdog = Watchdog(sd_notify, watchdog_interval(), self.metrics)
+        self._watch_sync()
+        # Loops that report progress (``last_progress``, monotonic seconds) are supervised.
+        for loop in [*self.readers, *getattr(self, "scanners", [])]:
+            if hasattr(loop, "last_progress"):
+                self.watchdog.watch(loop.name, lambda x=loop: x.last_progress, READER_STALL)
+        self.watchdog.start()
+
+    def _start_metrics(self) -> None:
+        store = self.store
+        assert store is not None
+        self.metrics.watch_store(lambda: sync_figures(store))
+        self.metrics.watch_scanners(lambda: getattr(self, "scanners", []))
+        if self.config.metrics.listen:
+            self._stop_metrics = serve_metrics(self.metrics, self.config.metrics.listen)
+
+    def metrics_exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of this till's metrics and its content type (GET /metrics)."""
+        return self.metrics.exposition()
+
+    def _status_line(self) -> str:
+        readers = ", ".join(r.name for r in self.readers) or "none"
+        pending = self.store.pending_count() if self.store is not None else 0
+        return f"terminal {self.config.terminal.id}; readers {readers}; {pending} entries to push"
+
+    def reload(self, load: Callable[[], Config]) -> bool:
+        """SIGHUP: read the config again. A bad file changes nothing and says why; the sale, log
+        level and sync interval settings apply at once; any other change waits for a restart."""
+        sd_notify("RELOADING=1")
+        try:
+            new = load()
+        except ConfigError as exc:
+            log.error("config reload refused, the running configuration stays: %s", exc)
+            self.emit({"type": "config", "ok": False, "error": str(exc)})
+            sd_notify(f"READY=1\nSTATUS=config reload refused: {str(exc)[:200]}")
+            return False
+        old = self.config
+        hq = old.hq.model_copy(update={key: getattr(new.hq, key) for key in LIVE_HQ})
+        applied = old.model_copy(update={"sale": new.sale, "hq": hq, "log": old.log.model_copy(
+            update={"level": new.log.level})})
+        waiting = changed_keys(applied, new)
+        self.config = applied
+        logging.getLogger().setLevel(applied.log.level.upper())
+        if self.sync is not None:
+            self.sync.push_interval, self.sync.pull_interval, self.sync.backoff_max = (
+                hq.push_interval, hq.pull_interval, hq.backoff_max)
+            self._watch_sync()
+        if waiting:
+            log.warning("config reloaded; these changes need a restart: %s", ", ".join(waiting))
+        else:
+            log.info("config reloaded")
+        self.emit({"type": "config", "ok": True, "restart_needed": waiting})
+        sd_notify(f"READY=1\nSTATUS={self._status_line()}")
+        return True
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -158,10 +341,21 @@ class Daemon:
         if self.config.sale.auto_amount > 0:
             self.sell(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),)))
 
-    def sell(self, member_id: str | None, basket: Basket) -> Receipt:
+    def sell(
+        self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0, *,
+        stored_value: int | None = 0, payment_code: str | None = None, pay_by_card: bool = False,
+    ) -> Receipt:
+        """Quote and commit a sale; the member's part is paid with stored value when asked, authorised
+        by a one-time payment code or by the card of the last tap."""
         assert self.service is not None
+        card = self.identified if pay_by_card else None
+        if pay_by_card and card is None:
+            raise Rejected(Code.NO_MEMBER, "No card was tapped to pay with.")
+        payment = Payment(stored_value, payment_code, card)
         try:
-            return self.service.commit(self.service.quote(member_id, basket))
+            return self.service.commit(
+                self.service.quote(member_id, basket, coupons, redeem), payment, tapped=self.identified
+            )
         except Rejected as exc:
             self.emit({"type": "rejected", "code": exc.code.value, "message": exc.message})
             raise
@@ -191,7 +385,16 @@ class Daemon:
         info["terminal_id"] = self.config.terminal.id
         info["readers"] = [{"name": name, "state": state} for name, state in self.reader_state.items()]
         info["sync_enabled"] = self.sync is not None
+        if self.hotkeys is not None:
+            info["hotkeys"] = dict(self.hotkeys.status)
         return info
+
+    def panel_config(self) -> dict[str, Any]:
+        return cashier.panel_config(self.config)
+
+    def panel_focus(self, focused: bool) -> None:
+        if self.session is not None:
+            self.session.panel_focus(focused)
 
 
 def store_status(store: Store) -> dict[str, Any]:
@@ -203,3 +406,53 @@ def store_status(store: Store) -> dict[str, Any]:
         "last_error": store.state("last_error"),
         "cache": store.counts(),
     }
+
+
+def sync_figures(store: Store) -> SyncFigures:
+    """Sync state for the metrics, read from the database."""
+    oldest = store.unpushed(1)
+    return SyncFigures(store.pending_count(), oldest[0].created_at if oldest else None,
+                       store.state("offline_since"), store.state("last_sync_ok"))
+
+
+def changed_keys(a: Config, b: Config) -> list[str]:
+    """``section.key`` names whose values differ between two configs."""
+    left, right = a.model_dump(), b.model_dump()
+    return [f"{section}.{key}" for section in left for key in left[section]
+            if left[section][key] != right[section][key]]
+
+
+class _Beating:
+    """The store as the sync client sees it: every call counts as progress of the sync loop (a long
+    pull of many pages is progress; a call hung on a lock, or a request hung past its timeouts,
+    is not)."""
+
+    def __init__(self, store: Store, beat: Callable[[], None]) -> None:
+        self._store = store
+        self._beat = beat
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._beat()
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def log_event(event: Event) -> None:
+    """One log line per event worth keeping; names and card data are never part of it."""
+    kind = event["type"]
+    if "txn_id" in event and "seq" in event:
+        log.info("%s approved", kind, extra={k: event.get(k) for k in ("seq", "txn_id", "member_id", "total",
+                                                                        "points_delta")})
+    elif kind == "rejected":
+        log.info("refused: %s", event["code"], extra={"reader": event.get("reader", "")})
+    elif kind == "reader":
+        level = logging.INFO if event["kind"] == "added" else logging.WARNING
+        log.log(level, "reader %s %s: %s", event["reader"], event["kind"], event.get("detail", ""))
+    elif kind == "member":
+        log.debug("member identified", extra={"member_id": event["member_id"], "reader": event["reader"]})

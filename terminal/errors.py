@@ -49,9 +49,33 @@ class Code(StrEnum):
     POINTS_EXCEED_SALE = "points_exceed_sale"
     INVALID_REFUND = "invalid_refund"
     NOTHING_TO_REFUND = "nothing_to_refund"
+    PAYMENT_CODE_MALFORMED = "payment_code_malformed"
+    PAYMENT_CODE_FORGED = "payment_code_forged"
+    PAYMENT_CODE_EXPIRED = "payment_code_expired"
+    PAYMENT_CODE_REPLAYED = "payment_code_replayed"
+    DEVICE_CERT_UNKNOWN = "device_cert_unknown"
+    DEVICE_CERT_EXPIRED = "device_cert_expired"
+    DEVICE_CERT_REVOKED = "device_cert_revoked"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    INVALID_TENDER = "invalid_tender"
+    OFFLINE_LIMIT_TRANSACTION = "offline_limit_transaction"
+    OFFLINE_LIMIT_MEMBER_DAY = "offline_limit_member_day"
+    OFFLINE_LIMIT_TERMINAL = "offline_limit_terminal"
+    OFFLINE_TOO_LONG = "offline_too_long"
+    CLOCK_NOT_SYNCED = "clock_not_synced"
+    CARD_ALREADY_ENROLLED = "card_already_enrolled"
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
+    PAYMENT_CARD_REFUSED = "payment_card_refused"
+    FOREIGN_PAYMENT_CODE = "foreign_payment_code"
+    MALFORMED_CODE = "malformed_code"
+    UNKNOWN_CODE = "unknown_code"
+    UNSUPPORTED_CODE_VERSION = "unsupported_code_version"
+    SCANNER_UNAVAILABLE = "scanner_unavailable"
+    SESSION_BUSY = "session_busy"
+    NO_BASKET = "no_basket"
+    PAIRING_REFUSED = "pairing_refused"
 
 
 MESSAGES: dict[Code, str] = {
@@ -90,9 +114,33 @@ MESSAGES: dict[Code, str] = {
     Code.POINTS_EXCEED_SALE: "Points may not pay that much of this sale.",
     Code.INVALID_REFUND: "The refund does not match the sale's lines.",
     Code.NOTHING_TO_REFUND: "Everything of this sale has already been refunded.",
+    Code.PAYMENT_CODE_MALFORMED: "This is not a valid payment code.",
+    Code.PAYMENT_CODE_FORGED: "This payment code's signature is wrong: do not accept it.",
+    Code.PAYMENT_CODE_EXPIRED: "This payment code has expired: ask for a fresh one.",
+    Code.PAYMENT_CODE_REPLAYED: "This payment code was already used: ask for a fresh one.",
+    Code.DEVICE_CERT_UNKNOWN: "The member's device is not registered on this till yet.",
+    Code.DEVICE_CERT_EXPIRED: "The member's device registration has expired.",
+    Code.DEVICE_CERT_REVOKED: "The member's device has been revoked.",
+    Code.INSUFFICIENT_BALANCE: "The member's stored-value balance is too low.",
+    Code.INVALID_TENDER: "The payment parts do not add up to what is due.",
+    Code.OFFLINE_LIMIT_TRANSACTION: "Too large to pay from the member's account while offline.",
+    Code.OFFLINE_LIMIT_MEMBER_DAY: "The member's offline spending limit for today is reached.",
+    Code.OFFLINE_LIMIT_TERMINAL: "This till's offline payment limit is reached until it syncs.",
+    Code.OFFLINE_TOO_LONG: "The till has been offline too long to take account payments.",
+    Code.CLOCK_NOT_SYNCED: "The till's clock has not been checked recently: no offline payments.",
+    Code.CARD_ALREADY_ENROLLED: "This card already belongs to a member.",
     Code.REPLAYED_CARD: "This card's secure message was already used: tap the card again.",
     Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
+    Code.PAYMENT_CARD_REFUSED: "That was a bank card number: the till does not take card numbers. Nothing was kept.",
+    Code.FOREIGN_PAYMENT_CODE: "That is another wallet's payment code (EMV, Alipay, WeChat Pay): not taken here. Nothing was kept.",
+    Code.MALFORMED_CODE: "This code is damaged or incomplete: scan it again.",
+    Code.UNKNOWN_CODE: "This code is not one of ours.",
+    Code.UNSUPPORTED_CODE_VERSION: "This code is newer than this till understands: the till needs an update.",
+    Code.SCANNER_UNAVAILABLE: "The code scanner is not available.",
+    Code.SESSION_BUSY: "That cannot be done at this step of the sale.",
+    Code.NO_BASKET: "No total yet: the POS has not sent the basket, or type the total first.",
+    Code.PAIRING_REFUSED: "That pairing code is wrong or has expired: ask for a new code on the till.",
 }
 
 

@@ -20,6 +20,7 @@ class Member:
     tier: str
     points: int
     status: Status = Status.ACTIVE
+    stored_value: int = 0  # minor units in the member's account at the group
 
 
 @dataclass(frozen=True, slots=True)

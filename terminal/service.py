@@ -20,7 +20,9 @@ from typing import Any
 import uuid6
 
 from terminal import coupons as cp
+from terminal import credentials
 from terminal import loyalty as ly
+from terminal import payments as pay
 from terminal import pricing
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt, Status, utc_iso
@@ -36,6 +38,18 @@ Clock = Callable[[], float]
 class Identified:
     member: Member
     card: Card
+    proof: credentials.CardProof = credentials.CardProof(credentials.Trust.UID_ONLY)
+    uid_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """How the member pays their part: stored value (None = as much as the balance covers, after
+    points), authorised by a one-time payment code or by a card that can prove itself."""
+
+    stored_value: int | None = 0
+    code: str | None = None
+    card: Identified | None = None
 
 
 def new_txn_id() -> str:
@@ -58,7 +72,16 @@ def check_basket(basket: Basket) -> None:
 
 
 class Service:
-    def __init__(self, store: Store, terminal_id: str, clock: Clock = time.time, store_id: str = "S-001") -> None:
+    def __init__(
+        self, store: Store, terminal_id: str, clock: Clock = time.time, store_id: str = "S-001", *,
+        sun_master_key: bytes | None = None, hash_uid: Callable[[bytes], str] | None = None,
+        limits: pay.RiskLimits = pay.RiskLimits(), spend_needs_proof: bool = False,
+    ) -> None:
+        self.sun_master_key = sun_master_key
+        self.hash_uid = hash_uid
+        self.limits = limits
+        self.spend_needs_proof = spend_needs_proof
+        """When set, points may be redeemed only with a payment code or a card that can spend."""
         self.store = store
         self.terminal_id = terminal_id
         self.store_id = store_id
@@ -81,7 +104,30 @@ class Service:
             raise Rejected(Code.UNKNOWN_MEMBER, "This card's member is not in the till's cache yet.")
         if member.status is Status.BLOCKED:
             raise Rejected(Code.BLOCKED_MEMBER)
-        return Identified(member, card)
+        proof = credentials.CardProof(credentials.Trust.UID_ONLY)
+        if self.hash_uid is not None:
+            proof = credentials.verify_read(read, self.sun_master_key, self.hash_uid)
+        return Identified(member, card, proof, read.uid_hash)
+
+    def enrol(self, read: CardRead, display_name: str = "", consent: str | None = None) -> Identified:
+        """Make a new member for an unknown card, on the spot and offline too: a member id made by
+        this till (time-sortable, unique), the card linked by its keyed hash, an ``enrol`` journal
+        entry, all in one transaction. Head office accepts it on sync (and merges duplicates)."""
+        if self.store.card(read.uid_hash) is not None:
+            raise Rejected(Code.CARD_ALREADY_ENROLLED)
+        member_id = f"E-{new_txn_id()}"
+        now = self.clock()
+        payload: dict[str, Any] = {
+            "member_id": member_id, "uid_hash": read.uid_hash, "display_name": display_name, "tier": "",
+            "store_id": self.store_id, "consent": consent, "points_delta": 0,
+        }
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "enrol", payload, utc_iso(now))
+        tier = self.program().ladder.levels[0].tier
+        payload["tier"] = tier
+        member = Member(member_id, display_name or "New member", tier, 0)
+        self.store.record(entry, enrol=(member, Card(read.uid_hash, member_id)))
+        return Identified(member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY),
+                          read.uid_hash)
 
     def member(self, member_id: str) -> Member:
         member = self.store.member(member_id)
@@ -132,8 +178,8 @@ class Service:
                 log.warning("coupon document %s ignored: %s", coupon_id, exc)
                 unknown.append((coupon_id, Code.UNKNOWN_COUPON.value))
                 continue
-            local, mine = uses.get(coupon_id, (0, 0))
-            offers.append(cp.Offer(coupon, known + local, known_mine + mine))
+            local, mine, chain = uses.get(coupon_id, (0, 0, 0))
+            offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine))
         return offers, unknown
 
     def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
@@ -158,12 +204,20 @@ class Service:
             quote = _with_refused(quote, unknown)
         return quote
 
-    def commit(self, quote: Quote) -> Receipt:
+    def commit(self, quote: Quote, payment: Payment | None = None, tapped: Identified | None = None) -> Receipt:
         """Record the sale; returns only after its journal row (and every effect) is durable.
 
-        Points and coupon uses are checked again inside the transaction: a quote made stale by a
-        sale at the same moment is refused, never approved twice."""
+        Points, coupon uses, stored value and one-time codes are checked again inside the
+        transaction: a quote made stale by a sale at the same moment is refused, never approved
+        twice. ``payment``: the member's stored-value part and what authorises it. ``tapped``: the
+        card tap that identified the member, if any: its hash goes in the journal for head office's
+        card checks, and a secure card's read counter is stored with this sale."""
         txn_id, now = new_txn_id(), self.now()
+        if tapped is not None and tapped.member.member_id != quote.member_id:
+            tapped = None
+        paid = self._authorise(quote, payment, now)
+        if paid.sun_counter is None and tapped is not None and tapped.proof.counter is not None:
+            paid = replace(paid, sun_counter=(tapped.uid_hash, tapped.proof.counter))
         created = utc_iso(self.clock())
         program = self.program()
         delta = quote.points_earned - quote.points_redeemed
@@ -173,7 +227,8 @@ class Service:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
             offers, _ = self.offers(quote.coupons, quote.member_id)
             limits = tuple(
-                (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member, o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
+                (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member,
+                 o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
                 for o in offers if o.coupon.coupon_id in quote.coupons
             )
             grew = quote.points_earned if program.ladder.measure == "earned" else quote.payable
@@ -188,7 +243,9 @@ class Service:
         else:
             fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), now=now)
         state = _sale_state(quote, now, self.store_id, self.store.member(quote.member_id) if quote.member_id else None, spent)
-        fx = replace(fx, sale_state=state)
+        state["stored_value"] = paid.tender.stored_value
+        fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,
+                     offline=paid.offline, sun_counter=paid.sun_counter)
         payload: dict[str, Any] = {
             "member_id": quote.member_id,
             "store_id": self.store_id,
@@ -208,12 +265,83 @@ class Service:
             "tier_after": quote.tier_after,
             "lots_spent": [list(x) for x in spent],
             "local_time": now.isoformat(timespec="seconds"),
+            "uid_hash": tapped.uid_hash if tapped is not None else None,
+            "stored_value": paid.tender.stored_value,
+            "stored_value_delta": -paid.tender.stored_value,
+            "pos_due": paid.tender.rest,
+            "code_id": paid.code_id,
+            "paid_by": paid.method,
+            "offline": paid.offline,
         }
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload, created)
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
         return self._approved(stored, quote.payable, delta, balance)
+
+    def _authorise(self, quote: Quote, payment: Payment | None, now: datetime) -> _Paid:
+        """Check the member's means of payment; the single-use parts are recorded by the commit."""
+        payment = payment or Payment()
+        wants_value = payment.stored_value is None or payment.stored_value > 0
+        spends = wants_value or quote.points_redeemed > 0
+        if not spends and payment.code is None:
+            card = payment.card
+            sun = (card.uid_hash, card.proof.counter) if card is not None and card.proof.counter is not None else None
+            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), sun_counter=sun)
+        if quote.member_id is None:
+            raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
+        code_id = sun = None
+        method = "points" if not wants_value else "account"
+        if payment.code is not None:
+            code_id = self._check_code(payment.code, quote.member_id, now)
+            method = "payment_code"
+        elif payment.card is not None:
+            credentials.require_spend(payment.card.proof)
+            if payment.card.member.member_id != quote.member_id:
+                raise Rejected(Code.CARD_CANNOT_PAY, "This card belongs to another member.")
+            if payment.card.proof.counter is not None:
+                sun = (payment.card.uid_hash, payment.card.proof.counter)
+            method = f"card_{payment.card.proof.trust.label}"
+        elif wants_value or self.spend_needs_proof:
+            raise Rejected(Code.CARD_CANNOT_PAY, "Paying needs a payment code or a card that can pay.")
+        balance = self.store.stored_value(quote.member_id)
+        tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
+        offline = self.offline_state(quote.member_id, now)
+        cap = self._device_cap(payment.code) if payment.code else None
+        refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, cap)
+        if refusal is not None:
+            raise Rejected(refusal)
+        return _Paid(tender, code_id, offline.offline_for_s is not None, sun, method)
+
+    def _check_code(self, text: str, member_id: str, now: datetime) -> str:
+        code = pay.parse_code(text)
+        doc = self.store.device_cert(code.cert_id.hex())
+        if doc is None:
+            raise Rejected(Code.DEVICE_CERT_UNKNOWN)
+        cert = pay.cert_from_doc(doc)
+        issuers = self.store.payment_keys()
+        at = int(self.clock())
+        pay.check_cert(cert, issuers, at, self.store.revoked("device", cert.cert_id.hex()))
+        pay.verify_code(code, cert, at)
+        if cert.member_id != member_id:
+            raise Rejected(Code.PAYMENT_CODE_FORGED, "This payment code belongs to another member.")
+        return code.code_id
+
+    def _device_cap(self, text: str) -> int | None:
+        doc = self.store.device_cert(pay.parse_code(text).cert_id.hex())
+        return pay.cert_from_doc(doc).offline_cap if doc else None
+
+    def offline_state(self, member_id: str, now: datetime) -> pay.OfflineState:
+        """How long head office has been unreachable and what was paid offline since."""
+        offline_since = self.store.state("offline_since")
+        last_ok = self.store.state("last_sync_ok")
+        at = self.clock()
+        offline_for = int(at - _epoch(offline_since)) if offline_since else (None if last_ok else 0)
+        if offline_for is None:
+            return pay.OfflineState(None, None, 0, 0)
+        clock_age = int(at - _epoch(last_ok)) if last_ok else None
+        member_today, terminal_total = self.store.offline_paid(member_id, now.date().isoformat())
+        return pay.OfflineState(max(0, offline_for), clock_age, member_today, terminal_total)
 
     def _spend_plan(self, member_id: str, points: int, now: datetime) -> list[tuple[str, int]]:
         """Which lots pay ``points``: this till's lots that expire first, then head office's balance."""
@@ -262,14 +390,16 @@ class Service:
         delta = result.points_restored - result.points_clawed
         spent = [(str(lot), int(n)) for lot, n in raw.get("lots_spent", [])]
         restore, left = _give_back(spent, result.points_restored)
-        new_raw = {**raw, **_state_dict(result.after), "lots_spent": left}
+        sv_left = int(raw.get("stored_value", 0))
+        sv_back = min(result.money_back, sv_left)  # money goes back to the account first
+        new_raw = {**raw, **_state_dict(result.after), "lots_spent": left, "stored_value": sv_left - sv_back}
         program = self.program()
         shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
         fx = Effects(
             member_id=member_id, restore_lots=tuple((lot, n) for lot, n in restore if lot != HQ_LOT),
             claw_lot=(txn_id, result.points_clawed) if result.points_clawed else None,
             coupon_uses=tuple((c, -1) for c in result.coupons_restored), window_delta=-shrink,
-            sale_state=new_raw, state_of=txn_id, now=self.now(),
+            sale_state=new_raw, state_of=txn_id, now=self.now(), stored_value=-sv_back,
         )
         payload: dict[str, Any] = {
             "member_id": member_id,
@@ -282,6 +412,8 @@ class Service:
             "points_restored": result.points_restored,
             "points_delta": delta,
             "coupons_restored": list(result.coupons_restored),
+            "stored_value_delta": sv_back,
+            "pos_refund": result.money_back - sv_back,
         }
         if kind == "void":
             payload["voided_txn_id"] = txn_id
@@ -298,6 +430,19 @@ class Service:
         for listener in self.on_commit:
             listener(receipt)
         return receipt
+
+
+@dataclass(frozen=True, slots=True)
+class _Paid:
+    tender: pay.Tender
+    code_id: str | None = None
+    offline: bool = False
+    sun_counter: tuple[str, int] | None = None
+    method: str = "pos"
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 HQ_LOT = "hq"

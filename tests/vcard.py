@@ -9,15 +9,27 @@ is the TCP client. Frames in both directions are a 2-byte big-endian length and 
 
 Connecting is "card inserted", closing the socket is "card removed". The card records every APDU it
 receives (``apdus``) so tests can assert exact bytes, and a ``handler`` lets a test script answers.
+
+Card models to plug in as the ``handler`` (each answers the APDUs a PC/SC reader would pass on):
+
+    Type2Tag(memory)        NTAG21x / Ultralight: PC/SC part 3 READ BINARY of 4-byte pages
+    Type4Tag(message)       NFC Forum Type 4: NDEF application, CC file E1 03, NDEF file E1 04
+    Ntag424(uid, master)    NTAG 424 DNA: a Type 4 tag whose NDEF URL carries a fresh SUN message
+                            (AES, NXP AN12196) every time the NDEF file is selected
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
+
+import ndef
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.cmac import CMAC
 
 VPCD_HOST = "127.0.0.1"
 VPCD_PORT = 35963  # vpcd's first reader, "Virtual PCD 00 00" (CHANNELID 0x8C7B in reader.conf.d)
@@ -166,3 +178,162 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+# --- card models ----------------------------------------------------------------------------------
+
+SW_NOT_FOUND = b"\x6a\x82"  # file or application not found
+SW_WRONG_P1P2 = b"\x6b\x00"  # offset outside the file
+SW_FAILED = b"\x63\x00"  # PC/SC part 3: the reader's operation on the card failed
+SW_NOT_ALLOWED = b"\x69\x86"  # command not allowed: no file selected
+NDEF_AID = bytes.fromhex("D2760000850101")
+ISO_DEP_ATR = bytes.fromhex("3B8180018080")  # ISO 14443-4 A card (ATS historical byte 80), e.g. DESFire, NTAG 424
+
+
+def part3_atr(card_name: int, standard: int = 0x03) -> bytes:
+    """A PC/SC part 3 storage-card ATR: SS ``standard`` (03 = ISO 14443 A part 3), NN ``card_name``
+    (0001 MIFARE Classic 1K, 0003 Ultralight/NTAG21x, 003B FeliCa), then its check byte TCK."""
+    body = bytes.fromhex("8F8001804F0CA000000306") + bytes([standard]) + card_name.to_bytes(2, "big") + bytes(4)
+    tck = 0
+    for byte in body:
+        tck ^= byte
+    return b"\x3b" + body + bytes([tck])
+
+
+ULTRALIGHT_ATR = part3_atr(0x0003)
+
+
+def uri_message(url: str) -> bytes:
+    return b"".join(ndef.message_encoder([ndef.UriRecord(url)]))
+
+
+def type2_memory(message: bytes | None, data_size: int = 144, cc: bytes | None = None) -> bytes:
+    """An NTAG21x memory image: UID/lock pages 0-2, CC in page 3, the TLV area from page 4."""
+    header = bytes.fromhex("04A22BC51C5D6E80D048000000") + bytes(3)  # UID, BCCs, lock bytes
+    cc = cc if cc is not None else bytes([0xE1, 0x10, data_size // 8, 0x00])
+    area = b""
+    if message is not None:
+        length = bytes([len(message)]) if len(message) < 0xFF else b"\xff" + len(message).to_bytes(2, "big")
+        area = bytes([0x03]) + length + message + b"\xfe"
+    return header[:12] + cc + area + bytes(data_size - len(area))
+
+
+class Type2Tag:
+    """NTAG21x behind a PC/SC reader: ``FF B0 00 <page> <Le>`` returns Le bytes from that page."""
+
+    def __init__(self, memory: bytes) -> None:
+        self.memory = memory
+
+    def __call__(self, apdu: bytes) -> bytes | None:
+        if len(apdu) != 5 or apdu[:3] != b"\xff\xb0\x00":
+            return None
+        start = apdu[3] * 4
+        size = apdu[4] or 256
+        if start + size > len(self.memory):
+            return SW_FAILED
+        return self.memory[start : start + size] + SW_OK
+
+
+class Type4Tag:
+    """An NFC Forum Type 4 tag (mapping 2.0): ``message`` is the NDEF message, or a function that
+    makes a new one each time the NDEF file is selected."""
+
+    def __init__(self, message: bytes | Callable[[], bytes], max_read: int = 0x3B, readable: bool = True) -> None:
+        self.message = message
+        self.max_read = max_read
+        self.readable = readable
+        self.selected: bytes | None = None
+        self.app_selected = False
+        self.files: dict[bytes, bytes] = {b"\xe1\x03": self.cc()}
+
+    def cc(self) -> bytes:
+        access = b"\x00" if self.readable else b"\x80"
+        return (
+            bytes.fromhex("000F20") + self.max_read.to_bytes(2, "big") + bytes.fromhex("00FF0406E104")
+            + (0x0100).to_bytes(2, "big") + access + b"\x00"
+        )
+
+    def __call__(self, apdu: bytes) -> bytes | None:
+        if apdu == bytes.fromhex("00A4040007") + NDEF_AID + b"\x00":
+            self.app_selected, self.selected = True, None
+            return SW_OK
+        if apdu[:4] == bytes.fromhex("00A4000C") and apdu[4] == 2 and self.app_selected:
+            return self.select_file(apdu[5:7])
+        if apdu[:2] == b"\x00\xb0" and len(apdu) == 5:
+            return self.read_binary(int.from_bytes(apdu[2:4], "big"), apdu[4] or 256)
+        if apdu[:2] == b"\x00\xa4":
+            return SW_NOT_FOUND
+        return None
+
+    def select_file(self, file_id: bytes) -> bytes:
+        if file_id == b"\xe1\x04":
+            message = self.message() if callable(self.message) else self.message
+            self.files[file_id] = len(message).to_bytes(2, "big") + message
+        if file_id not in self.files:
+            return SW_NOT_FOUND
+        self.selected = file_id
+        return SW_OK
+
+    def read_binary(self, offset: int, size: int) -> bytes:
+        if self.selected is None:
+            return SW_NOT_ALLOWED
+        data = self.files[self.selected]
+        if offset > len(data) or size > self.max_read:
+            return SW_WRONG_P1P2
+        return data[offset : offset + size] + SW_OK
+
+
+def _aes_cmac(key: bytes, message: bytes) -> bytes:
+    mac = CMAC(algorithms.AES(key))
+    mac.update(message)
+    return mac.finalize()
+
+
+def _an10922(master: bytes, data: bytes) -> bytes:
+    """AN10922 AES-128 diversification, written out again card-side (as a card issuing tool would)."""
+    l_block = Cipher(algorithms.AES(master), modes.ECB()).encryptor().update(bytes(16))
+
+    def shift(block: bytes) -> bytes:
+        value = (int.from_bytes(block, "big") << 1) ^ (0x87 if block[0] & 0x80 else 0)
+        return (value & (2**128 - 1)).to_bytes(16, "big")
+
+    k1 = shift(l_block)
+    message = b"\x01" + data
+    key = k1 if len(message) == 32 else shift(k1)
+    message = message + (b"\x80" + bytes(31 - len(message)) if len(message) < 32 else b"")
+    message = message[:16] + bytes(a ^ b for a, b in zip(message[16:], key))
+    return Cipher(algorithms.AES(master), modes.CBC(bytes(16))).encryptor().update(message)[16:]
+
+
+class Ntag424(Type4Tag):
+    """NTAG 424 DNA with SUN: its NDEF URL holds PICCData (tag C7, UID, SDMReadCtr) encrypted under
+    SDMMetaReadKey and the truncated SDM MAC under SDMFileReadKey; the counter rises per read.
+    The keys are provisioned as the chain's issuing tool does: diversified from ``master``."""
+
+    def __init__(
+        self,
+        uid: bytes,
+        master: bytes,
+        *,
+        base_url: str = "https://tillpoint.example/c",
+        file_read_key: bytes | None = None,
+    ) -> None:
+        super().__init__(self.ndef_message, max_read=0x80)
+        self.uid = uid
+        self.base_url = base_url
+        self.meta_read_key = _an10922(master, b"tillpoint SDMMetaRead")
+        self.file_read_key = file_read_key or _an10922(master, uid + b"tillpoint SDMFileRead")
+        self.counter = 0
+
+    def ndef_url(self) -> str:
+        self.counter += 1
+        ctr = self.counter.to_bytes(3, "little")
+        picc = b"\xc7" + self.uid + ctr + os.urandom(5)
+        encryptor = Cipher(algorithms.AES(self.meta_read_key), modes.CBC(bytes(16))).encryptor()
+        picc_enc = encryptor.update(picc) + encryptor.finalize()
+        session = _aes_cmac(self.file_read_key, bytes.fromhex("3CC300010080") + self.uid + ctr)
+        mac = _aes_cmac(session, b"")[1::2]
+        return f"{self.base_url}?picc_data={picc_enc.hex().upper()}&cmac={mac.hex().upper()}"
+
+    def ndef_message(self) -> bytes:
+        return uri_message(self.ndef_url())

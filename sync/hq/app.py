@@ -1,79 +1,126 @@
-"""Head office's HTTP API (protocol version 1, see ``sync.protocol``) and helpers to run it.
+"""Head office's HTTP API (protocol version 1, see ``sync.protocol`` and docs/protocol.md) and helpers to run it.
 
-    GET  /v1/health      no auth               {"status": "ok", "time": ISO 8601 UTC}
-    POST /v1/journal     Bearer terminal token  PushRequest -> PushResponse
-    GET  /v1/changes     Bearer terminal token  ?since=N&limit=M -> ChangesPage (limit capped at 5000)
+    GET  /v1/health                   no auth
+    GET  /v1/openapi.json             no auth: the machine-readable protocol, error codes included
+    POST /v1/enrol                    one-time code -> the terminal's own credential
+    POST /v1/credentials/rotate       terminal token -> a new token (the old one works until the new one is used)
+    POST /v1/journal                  terminal token; body may be gzip (Content-Encoding: gzip)
+    GET  /v1/changes                  terminal token; ?since=N&limit=M (limit capped at 5000)
+    GET  /v1/snapshot, /v1/snapshot/{kind}   terminal token; bootstrap of a new terminal
+    POST /v1/eod                      terminal token; end-of-day totals -> complete / what is missing
+    GET  /v1/flags                    terminal token; the reconciliation items of this terminal
+    GET  /v1/admin/terminals          admin token; every terminal, how far behind, last seen
+    GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
+    GET  /v1/admin/items              admin token; reconciliation items
+    POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
 
-Every error is an ``ErrorBody`` with a stable code:
-
-    400 unsupported_protocol   PushRequest.protocol is not one this server speaks
-    401 unauthorized           missing, malformed, unknown or revoked bearer token
-    403 wrong_terminal         the body or an entry names another terminal than the token's
-    403 unknown_terminal       the token's terminal has no registration to push into
-    404 not_found / 405 method_not_allowed / other 4xx http_error
-    409 seq_conflict           an entry reuses a stored (terminal, seq) or txn_id; nothing stored
-    422 invalid_request        the body or a parameter does not match the schema
-    503 storage_unavailable    the database failed; the terminal retries later
-    500 internal               a bug
-
+Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync.hq.demo import seed_demo
-from sync.hq.storage import HqError, HqStorage, HqStore, SeqConflict, StorageFailed, UnknownTerminal, WrongTerminal, utc_now
-from sync.protocol import PROTOCOL_VERSION, ChangesPage, ErrorBody, PushRequest, PushResponse
+from sync.hq.reconcile import UnknownItem, report_csv
+from sync.hq.storage import (
+    CredentialRevoked,
+    EnrolmentRefused,
+    HqError,
+    HqStore,
+    SeqConflict,
+    StorageFailed,
+    UnknownTerminal,
+    WrongTerminal,
+    utc_now,
+)
+from sync.protocol import (
+    CLOCK_HEADER,
+    ERROR_STATUS,
+    PROTOCOL_VERSION,
+    SNAPSHOT_KINDS,
+    SUPPORTED_PROTOCOLS,
+    ChangesPage,
+    EnrolRequest,
+    EnrolResponse,
+    EodReport,
+    EodResult,
+    ErrorBody,
+    ErrorCode,
+    PushRequest,
+    PushResponse,
+    ReconItem,
+    SnapshotInfo,
+    SnapshotPage,
+)
 
 log = logging.getLogger("tillpoint.hq")
 
 MAX_CHANGES_LIMIT = 5000
 DEFAULT_CHANGES_LIMIT = 500
+MAX_SNAPSHOT_LIMIT = 50_000
+MAX_BODY = 32 * 1024 * 1024
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-_STORAGE_ERRORS: dict[type[HqError], tuple[int, str]] = {
-    SeqConflict: (409, "seq_conflict"),
-    WrongTerminal: (403, "wrong_terminal"),
-    UnknownTerminal: (403, "unknown_terminal"),
-    StorageFailed: (503, "storage_unavailable"),
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+_STORAGE_ERRORS: dict[type[HqError], ErrorCode] = {
+    SeqConflict: ErrorCode.SEQ_CONFLICT,
+    WrongTerminal: ErrorCode.WRONG_TERMINAL,
+    UnknownTerminal: ErrorCode.UNKNOWN_TERMINAL,
+    CredentialRevoked: ErrorCode.CREDENTIAL_REVOKED,
+    EnrolmentRefused: ErrorCode.ENROL_CODE_INVALID,
+    StorageFailed: ErrorCode.STORAGE_UNAVAILABLE,
 }
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.status = ERROR_STATUS[code][0]
+        self.code, self.message, self.headers = code, message, headers
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(ErrorBody(code=code, message=message).model_dump(), status_code=status, headers=headers)
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` naming every error code a route can answer."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, ErrorCode.INVALID_REQUEST, ErrorCode.INTERNAL, ErrorCode.STORAGE_UNAVAILABLE):
+        status, meaning = ERROR_STATUS[code]
+        by_status.setdefault(status, []).append(f"`{code.value}`: {meaning}")
+    return {status: {"model": ErrorBody, "description": "; ".join(lines)} for status, lines in sorted(by_status.items())}
+
+
+# -- authentication -------------------------------------------------------------------------------
 
 
 def _bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("an 'Authorization: Bearer <terminal token>' header is required")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "an 'Authorization: Bearer <token>' header is required",
+                       {"WWW-Authenticate": "Bearer"})
     return token.strip()
 
 
-def _store(request: Request) -> HqStorage:
-    store: HqStorage = request.app.state.store
+def _store(request: Request) -> HqStore:
+    store: HqStore = request.app.state.store
     return store
 
 
@@ -81,20 +128,103 @@ def authenticated_terminal(request: Request, authorization: Annotated[str | None
     """The terminal id of the request's bearer token; 401 otherwise."""
     terminal_id = _store(request).authenticate(_bearer_token(authorization))
     if terminal_id is None:
-        raise _unauthorized("unknown or revoked terminal token")
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown terminal token", {"WWW-Authenticate": "Bearer"})
     return terminal_id
 
 
+def authenticated_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    name = _store(request).authenticate_admin(_bearer_token(authorization))
+    if name is None:
+        raise ApiError(ErrorCode.FORBIDDEN, "an administrator token is needed for /v1/admin")
+    return name
+
+
 Terminal = Annotated[str, Depends(authenticated_terminal)]
+Admin = Annotated[str, Depends(authenticated_admin)]
+Clock = Annotated[str | None, Header(alias=CLOCK_HEADER, description="The terminal's UTC time, ISO 8601")]
 
 
 def _check_push(terminal_id: str, body: PushRequest) -> None:
-    if body.protocol != PROTOCOL_VERSION:
-        raise ApiError(400, "unsupported_protocol", f"protocol {body.protocol} unsupported; use {PROTOCOL_VERSION}")
+    if body.protocol not in SUPPORTED_PROTOCOLS:
+        raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL,
+                       f"protocol {body.protocol} unsupported; use {PROTOCOL_VERSION}")
     claimed = {body.terminal_id, *(entry.terminal_id for entry in body.entries)}
     if claimed != {terminal_id}:
         others = ", ".join(sorted(claimed - {terminal_id}))
-        raise ApiError(403, "wrong_terminal", f"this token is terminal {terminal_id}; it may not push for {others}")
+        raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}; it may not push for {others}")
+
+
+# -- compressed request bodies ----------------------------------------------------------------------
+
+
+class GzipRequestMiddleware:
+    """Inflate ``Content-Encoding: gzip`` request bodies, refusing corrupt, truncated and oversized ones."""
+
+    def __init__(self, app: ASGIApp, max_size: int = MAX_BODY) -> None:
+        self.app, self.max_size = app, max_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-encoding"]
+        encoding = dict(scope["headers"]).get(b"content-encoding", b"identity").strip().lower()
+        if encoding in (b"", b"identity"):
+            await self.app(scope, receive, send)
+            return
+        if encoding != b"gzip":
+            await error_response(400, ErrorCode.BAD_ENCODING, f"unsupported Content-Encoding {encoding.decode()!r}")(
+                scope, receive, send)
+            return
+        body = await self._read(receive)
+        if body is None:
+            return  # the client went away mid-body: nothing to answer, nothing stored
+        try:
+            data = self._inflate(body)
+        except ApiError as exc:
+            await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(data)).encode())]
+        await self.app(dict(scope, headers=headers), _replay(data, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_size or not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _inflate(self, body: bytes) -> bytes:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(body, self.max_size + 1)
+        except zlib.error as exc:
+            raise ApiError(ErrorCode.BAD_ENCODING, f"corrupt gzip body: {exc}") from exc
+        if len(data) > self.max_size or inflater.unconsumed_tail:
+            raise ApiError(ErrorCode.BODY_TOO_LARGE, f"the body inflates to more than {self.max_size} bytes")
+        if not inflater.eof:
+            raise ApiError(ErrorCode.BAD_ENCODING, "truncated gzip body")
+        return data
+
+
+def _replay(data: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# -- the application ------------------------------------------------------------------------------
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -109,52 +239,150 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HqError)
     def storage_error(_: Request, exc: HqError) -> JSONResponse:
-        status, code = _STORAGE_ERRORS.get(type(exc), (500, "internal"))
+        code = _STORAGE_ERRORS.get(type(exc), ErrorCode.INTERNAL)
+        status = ERROR_STATUS[code][0]
         if status >= 500:
-            log.error("push/pull failed: %s", exc)
-        return error_response(status, code, str(exc))
+            log.error("request failed: %s", exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, code, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)
     def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(exc))
+        return error_response(422, ErrorCode.INVALID_REQUEST, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
     # Starlette still re-raises after this response, so uvicorn logs the traceback once.
     @app.exception_handler(Exception)
     def internal(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(500, "internal", "head office hit an internal error; retry later")
+        return error_response(500, ErrorCode.INTERNAL, "head office hit an internal error; retry later")
 
 
-def create_app(store: HqStorage) -> FastAPI:
+class SettleRequest(BaseModel):
+    note: str
+
+
+def create_app(store: HqStore) -> FastAPI:
     """The head-office API over ``store``."""
-    # No interactive docs: this API faces every store's network, and docs/ describes it.
-    app = FastAPI(title="tillpoint head office", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="tillpoint head office", version=f"protocol {PROTOCOL_VERSION}",
+                  docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json",
+                  description="Store <-> head office sync protocol. Error bodies are "
+                              "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode))
     app.state.store = store
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
+    app.add_middleware(GzipRequestMiddleware)
     _install_error_handlers(app)
+    _terminal_routes(app, store)
+    _sync_routes(app, store)
+    _admin_routes(app, store)
+    return app
+
+
+def _terminal_routes(app: FastAPI, store: HqStore) -> None:
+    root_key = store.root_public_key()
 
     @app.get("/v1/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "time": utc_now()}
+    def health() -> dict[str, Any]:
+        # The root public key is public: a terminal configured with a bare token pins it on first use.
+        return {"status": "ok", "time": utc_now(), "protocol": PROTOCOL_VERSION, "root_key": root_key}
 
-    @app.post("/v1/journal", response_model=PushResponse)
-    def push(body: PushRequest, terminal_id: Terminal) -> PushResponse:
+    @app.post("/v1/enrol", response_model=EnrolResponse, responses=_errors(ErrorCode.ENROL_CODE_INVALID))
+    def enrol(body: EnrolRequest) -> EnrolResponse:
+        return store.enrol(body.code, body.terminal_id)
+
+    @app.post("/v1/credentials/rotate", response_model=EnrolResponse,
+              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
+    def rotate(terminal_id: Terminal) -> EnrolResponse:
+        token = store.rotate(terminal_id)
+        return EnrolResponse(terminal_id=terminal_id, store_id=store.store_of(terminal_id) or "", token=token,
+                             root_key=store.root_public_key())
+
+    @app.get("/v1/flags", response_model=list[ReconItem],
+             responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
+    def flags(terminal_id: Terminal, state: str | None = None) -> list[ReconItem]:
+        return store.items(terminal_id=terminal_id, state=state)
+
+    @app.post("/v1/eod", response_model=EodResult,
+              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL))
+    def eod(body: EodReport, terminal_id: Terminal, clock: Clock = None) -> EodResult:
+        if body.terminal_id != terminal_id:
+            raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}")
+        store.flag_clock(terminal_id, clock)
+        return store.eod(body)
+
+
+def _sync_routes(app: FastAPI, store: HqStore) -> None:
+    push_errors = _errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.BAD_ENCODING, ErrorCode.UNAUTHORIZED,
+                          ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL, ErrorCode.UNKNOWN_TERMINAL,
+                          ErrorCode.SEQ_CONFLICT, ErrorCode.BODY_TOO_LARGE)
+
+    @app.post("/v1/journal", response_model=PushResponse, responses=push_errors)
+    def push(body: PushRequest, terminal_id: Terminal, clock: Clock = None) -> PushResponse:
         _check_push(terminal_id, body)
-        return store.ingest(terminal_id, body.entries)
+        return store.ingest(terminal_id, body.entries, clock)
 
-    @app.get("/v1/changes", response_model=ChangesPage)
+    pull_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)
+
+    @app.get("/v1/changes", response_model=ChangesPage, responses=pull_errors)
     def changes(
         terminal_id: Terminal,
         since: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1)] = DEFAULT_CHANGES_LIMIT,
+        clock: Clock = None,
     ) -> ChangesPage:
+        store.flag_clock(terminal_id, clock)
         # Over-large pages are capped rather than refused: the cursor makes the rest reachable.
         return store.changes(since, min(limit, MAX_CHANGES_LIMIT))
 
-    return app
+    @app.get("/v1/snapshot", response_model=SnapshotInfo, responses=pull_errors)
+    def snapshot(terminal_id: Terminal) -> SnapshotInfo:
+        return store.snapshot_info()
+
+    @app.get("/v1/snapshot/{kind}", response_model=SnapshotPage, responses=_errors(
+        ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.NOT_FOUND))
+    def snapshot_kind(
+        kind: str, terminal_id: Terminal, after: str = "", limit: Annotated[int, Query(ge=1)] = 5000,
+    ) -> Response:
+        if kind not in SNAPSHOT_KINDS:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no snapshot kind {kind!r}; kinds: {', '.join(SNAPSHOT_KINDS)}")
+        page = store.snapshot_rows(kind, after, min(limit, MAX_SNAPSHOT_LIMIT))
+        return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")
+
+
+def _admin_routes(app: FastAPI, store: HqStore) -> None:
+    admin_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+
+    @app.get("/v1/admin/terminals", responses=admin_errors)
+    def terminals(admin: Admin) -> list[dict[str, Any]]:
+        return store.terminals()
+
+    @app.get("/v1/admin/reconciliation", responses=admin_errors)
+    def reconciliation(
+        admin: Admin, store_id: str | None = None, terminal_id: str | None = None, day_from: str | None = None,
+        day_to: str | None = None, format: Literal["json", "csv"] = "json",
+    ) -> Response:
+        rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+        if format == "csv":
+            return PlainTextResponse(report_csv(rows), media_type="text/csv")
+        return JSONResponse(rows)
+
+    @app.get("/v1/admin/items", response_model=list[ReconItem], responses=admin_errors)
+    def items(admin: Admin, store_id: str | None = None, terminal_id: str | None = None, day: str | None = None,
+              state: str | None = None) -> list[ReconItem]:
+        return store.items(store_id=store_id, terminal_id=terminal_id, day=day, state=state)
+
+    @app.post("/v1/admin/items/{item_id}/settle", response_model=ReconItem,
+              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
+    def settle(item_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> ReconItem:
+        try:
+            return store.settle(item_id, admin, body.note)
+        except UnknownItem as exc:
+            raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+        except ValueError as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
 
 # -- running it -----------------------------------------------------------------------------------
@@ -169,27 +397,18 @@ def prepare(store: HqStore, seed_card_key: bytes | None = None, terminals: Itera
 
 
 def serve(
-    db_path: str,
+    store: HqStore,
     host: str,
     port: int,
-    seed_card_key: bytes | None = None,
-    terminals: Iterable[tuple[str, str, str]] = (),
     *,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
-    log_level: str = "info",
+    log_level: str = "warning",
 ) -> None:
     """Run head office in the foreground until SIGINT/SIGTERM (what ``tillpoint hq serve`` calls)."""
-    store = HqStore(db_path)
-    try:
-        prepare(store, seed_card_key, terminals)
-        config = uvicorn.Config(
-            create_app(store), host=host, port=port, log_level=log_level,
-            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-        )
-        uvicorn.Server(config).run()
-    finally:
-        store.close()
+    config = uvicorn.Config(create_app(store), host=host, port=port, log_level=log_level,
+                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30)
+    uvicorn.Server(config).run()
 
 
 class ServerHandle(NamedTuple):
@@ -209,7 +428,7 @@ class ServerHandle(NamedTuple):
         self.thread.join(timeout)
 
 
-def start_in_thread(store: HqStorage, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0) -> ServerHandle:
+def start_in_thread(store: HqStore, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0) -> ServerHandle:
     """Serve ``store`` from a daemon thread (embedded demo, tests); port 0 picks a free port.
 
     Returns once the socket is bound, or raises RuntimeError / TimeoutError within ``timeout``.

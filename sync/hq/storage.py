@@ -1,176 +1,107 @@
-"""Head office's database: terminals, members, cards, earning rules and every terminal's journal.
+"""Head office's storage: terminals and their credentials, master data, the journal, the changes feed.
 
-``HqStorage`` is the small interface the API needs; ``HqStore`` implements it (and the admin verbs)
-over SQLite in WAL mode with ``synchronous=FULL``. One connection guarded by a lock serves the
-uvicorn threadpool; every write is one ``BEGIN IMMEDIATE`` transaction, so a push is all or nothing.
-The SQL stays plain (``ON CONFLICT`` upserts, no SQLite-only functions) so that a PostgreSQL
-implementation of ``HqStorage`` can follow the same statements.
+``HqStore(url)`` runs over SQLite (a file path, the default: one command, no server) or PostgreSQL
+(``postgresql://...``, for chains) through ``sync.hq.db``; the statements are the same on both.
+Ingest lives in ``ingest.py``, end of day and reconciliation in ``reconcile.py``.
 
-Versions: one global counter numbers every change to a member, card or rule; ``changes(since)``
-returns rows with a higher version. The counter is a row updated inside the writing transaction, so
-writers serialise on it and versions become visible in commit order (which a PostgreSQL sequence
-would not guarantee), and a cursor never skips a row that commits late.
+Versions: one global counter numbers every change to a member, card, rule, document, key or
+revocation; ``changes(since)`` returns rows with a higher version, deleted rows as tombstones. The
+counter is a row updated last in each writing transaction, so writers serialise on it only up to
+their commit and versions become visible in commit order: a cursor never skips a row that commits
+late.
 
 Errors::
 
-    HqError                 anything this module refuses
-     +-- SeqConflict        an entry reuses a (terminal, seq) or txn_id with different content (409)
-     +-- WrongTerminal      an entry claims another terminal than the one pushing it (403)
-     +-- UnknownTerminal    a push for a terminal that was never registered
-     +-- StorageFailed      the database failed (sqlite3.Error, translated here) (503)
+    HqError                    anything this module refuses
+     +-- SeqConflict           an entry reuses a (terminal, seq) or txn_id with different content (409)
+     +-- WrongTerminal         an entry claims another terminal than the one pushing it (403)
+     +-- UnknownTerminal       a push for a terminal that was never registered (403)
+     +-- CredentialRevoked     a revoked terminal's token (401)
+     +-- EnrolmentRefused      an unknown, expired or used enrolment code (401)
+     +-- StorageFailed         the database failed (503)
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
-import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sync.protocol import ChangesPage, PushResponse, WireCard, WireEntry, WireMember, WireRule
+from sync.hq import ingest as ingest_mod
+from sync.hq import reconcile
+from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
+from sync.hq.ingest import (
+    Effect,
+    SeqConflict,
+    Settings,
+    UnknownTerminal,
+    WrongTerminal,
+    bump_versions,
+    contiguous,
+    payload_json,
+)
+from sync.protocol import (
+    SNAPSHOT_COLUMNS,
+    ChangesPage,
+    EnrolResponse,
+    EodReport,
+    EodResult,
+    PushResponse,
+    ReconItem,
+    SnapshotInfo,
+    SnapshotPage,
+    Tombstone,
+    WireCard,
+    WireCoupon,
+    WireEntry,
+    WireKey,
+    WireMember,
+    WireRevocation,
+    WireRule,
+    WireRuleDoc,
+)
 from terminal.credentials import token_digest
 
+__all__ = [
+    "CredentialRevoked", "Effect", "EnrolmentRefused", "HqError", "HqStore", "SeqConflict", "Settings",
+    "StorageFailed", "UnknownTerminal", "WrongTerminal", "canonical_json", "contiguous", "utc_now",
+]
+
 STATUSES = ("active", "blocked")
-POINT_KINDS = ("sale", "void")
+T = TypeVar("T")
+ENROL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
-migrations = Migrations("tillpoint.hq")
 
-
-class HqError(Exception):
+class CredentialRevoked(HqError):
     pass
 
 
-class SeqConflict(HqError):
-    def __init__(self, entry: WireEntry, held: Sequence[tuple[str, int, str]]) -> None:
-        self.terminal_id, self.seq, self.txn_id = entry.terminal_id, entry.seq, entry.txn_id
-        others = ", ".join(f"{t} seq {s} txn {x}" for t, s, x in held)
-        super().__init__(
-            f"entry {entry.terminal_id} seq {entry.seq} txn {entry.txn_id} conflicts with stored {others}; "
-            "nothing of this batch was stored"
-        )
-
-
-class WrongTerminal(HqError):
+class EnrolmentRefused(HqError):
     pass
 
 
-class UnknownTerminal(HqError):
-    pass
+def canonical_json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class StorageFailed(HqError):
-    pass
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class Effect(StrEnum):
-    """What ingesting an entry did to balances; kept on the journal row for reconciliation."""
-
-    APPLIED = "applied"
-    NONE = "none"  # a sale without a member, or a zero delta
-    UNKNOWN_KIND = "unknown_kind"
-    UNKNOWN_MEMBER = "unknown_member"
-    MALFORMED = "malformed"
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class HqStorage(Protocol):
-    """What the API needs from head office's storage (SQLite today, PostgreSQL later)."""
-
-    def authenticate(self, token: str) -> str | None: ...
-
-    def ingest(self, terminal_id: str, entries: list[WireEntry]) -> PushResponse: ...
-
-    def changes(self, since: int, limit: int = 500) -> ChangesPage: ...
-
-
-# -- schema ---------------------------------------------------------------------------------------
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    db.table("counters").create({"name": str, "value": int}, pk="name", not_null={"value"})
-    db.table("counters").insert({"name": "version", "value": 0})
-    # acked_seq is the terminal's contiguous watermark, kept so a push only scans entries above it.
-    db.table("terminals").create(
-        {"terminal_id": str, "store_id": str, "token_sha256": str, "created_at": str, "revoked": int, "acked_seq": int},
-        pk="terminal_id",
-        not_null={"store_id", "token_sha256", "created_at", "revoked", "acked_seq"},
-        defaults={"revoked": 0, "acked_seq": 0},
-    )
-    db.table("terminals").create_index(["token_sha256"], unique=True)
-    _create_master_data(db)
-    _create_journal(db)
-
-
-def _create_master_data(db: Database) -> None:
-    db.table("members").create(
-        {"member_id": str, "display_name": str, "tier": str, "points": int, "status": str, "version": int},
-        pk="member_id",
-        not_null={"display_name", "tier", "points", "status", "version"},
-    )
-    db.table("cards").create(
-        {"uid_hash": str, "member_id": str, "status": str, "version": int},
-        pk="uid_hash",
-        not_null={"member_id", "status", "version"},
-    )
-    db.table("rules").create(
-        {"rule_id": str, "points": int, "per_minor": int, "version": int},
-        pk="rule_id",
-        not_null={"points", "per_minor", "version"},
-    )
-    for table in ("members", "cards", "rules"):
-        db.table(table).create_index(["version"])
-    db.table("cards").create_index(["member_id"])
-
-
-def _create_journal(db: Database) -> None:
-    # Both keys are permanent unique constraints: an entry is stored once per (terminal, seq)
-    # and once per txn_id, whatever the retries.
-    db.table("journal").create(
-        {
-            "terminal_id": str,
-            "seq": int,
-            "txn_id": str,
-            "kind": str,
-            "payload": str,
-            "created_at": str,
-            "received_at": str,
-            "effect": str,
-        },
-        pk=("terminal_id", "seq"),
-        not_null={"txn_id", "kind", "payload", "created_at", "received_at", "effect"},
-    )
-    db.table("journal").create_index(["txn_id"], unique=True)
-
-
-# -- small pure helpers ---------------------------------------------------------------------------
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def contiguous(watermark: int, seqs: Iterable[int]) -> tuple[int, list[tuple[int, int]]]:
-    """The highest seq reachable from ``watermark`` without a hole, and the holes (first, last).
-
-    ``seqs`` are the stored seqs above ``watermark``, ascending; everything up to it is stored.
-    """
-    acked, prev, gaps = watermark, watermark, []
-    for seq in seqs:
-        if seq > prev + 1:
-            gaps.append((prev + 1, seq - 1))
-        elif not gaps:
-            acked = seq
-        prev = seq
-    return acked, gaps
+def normalise_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
 
 
 def _check_status(status: str) -> None:
@@ -178,118 +109,84 @@ def _check_status(status: str) -> None:
         raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
 
 
-def _effect_of(entry: WireEntry) -> tuple[Effect, str | None, int]:
-    """Classify an entry before touching balances: (effect if the member exists, member, delta)."""
-    if entry.kind not in POINT_KINDS:
-        return Effect.UNKNOWN_KIND, None, 0
-    member_id, delta = entry.payload.get("member_id"), entry.payload.get("points_delta")
-    # bool is an int subclass; True must not become one point.
-    if not isinstance(member_id, str | None) or type(delta) is not int:
-        return Effect.MALFORMED, None, 0
-    if member_id is None or delta == 0:
-        return Effect.NONE, None, 0
-    return Effect.APPLIED, member_id, delta
+# -- the changes feed: one spec per kind ------------------------------------------------------------
+
+FeedRow = tuple[int, Any]
 
 
-def _payload_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _member(r: Sequence[Any]) -> WireMember:
+    return WireMember(member_id=r[0], display_name=r[1], tier=r[2], points=r[3], status=r[4], stored_value=r[5])
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
+def _card(r: Sequence[Any]) -> WireCard:
+    return WireCard(uid_hash=r[0], member_id=r[1], status=r[2])
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+def _rule(r: Sequence[Any]) -> WireRule:
+    return WireRule(rule_id=r[0], points=r[1], per_minor=r[2])
 
 
-# -- rows the changes feed returns ----------------------------------------------------------------
-
-_MEMBER_COLUMNS = "member_id, display_name, tier, points, status"
-_CARD_COLUMNS = "uid_hash, member_id, status"
-_RULE_COLUMNS = "rule_id, points, per_minor"
+def _rule_doc(r: Sequence[Any]) -> WireRuleDoc:
+    return WireRuleDoc(rule_id=r[0], body=json.loads(r[1]))
 
 
-def _wire_member(row: Sequence[Any]) -> WireMember:
-    member_id, display_name, tier, points, status = row[:5]
-    return WireMember(member_id=member_id, display_name=display_name, tier=tier, points=points, status=status)
+def _coupon(r: Sequence[Any]) -> WireCoupon:
+    return WireCoupon(coupon_id=r[0], member_id=r[1], body=json.loads(r[2]), uses=r[3])
 
 
-def _wire_card(row: Sequence[Any]) -> WireCard:
-    return WireCard(uid_hash=row[0], member_id=row[1], status=row[2])
+def _key(r: Sequence[Any]) -> WireKey:
+    return WireKey(key_id=r[0], body=json.loads(r[1]), sig=r[2])
 
 
-def _wire_rule(row: Sequence[Any]) -> WireRule:
-    return WireRule(rule_id=row[0], points=row[1], per_minor=row[2])
+def _revocation(r: Sequence[Any]) -> WireRevocation:
+    return WireRevocation(revocation_id=r[0], body=json.loads(r[1]), sig=r[2])
 
 
-def _page(since: int, limit: int, rows: list[tuple[int, WireMember | WireCard | WireRule]]) -> ChangesPage:
-    rows.sort(key=lambda pair: pair[0])
+# (page attribute, table, key column, tombstone kind, row -> wire model)
+FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
+    ("members", "members", "member_id", "member", _member),
+    ("cards", "cards", "uid_hash", "card", _card),
+    ("rules", "rules", "rule_id", "rule", _rule),
+    ("rule_docs", "rule_docs", "rule_id", "rule_doc", _rule_doc),
+    ("coupons", "coupons", "coupon_id", "coupon", _coupon),
+    ("keys", "signing_keys", "key_id", "key", _key),
+    ("revocations", "revocations", "revocation_id", "revocation", _revocation),
+)
+FEED_BY_KIND = {spec[0]: spec for spec in FEED}
+TABLE_OF_TOMBSTONE = {spec[3]: spec for spec in FEED}
+
+
+def _page(since: int, limit: int, rows: list[tuple[int, str, Any]]) -> ChangesPage:
+    rows.sort(key=lambda row: row[0])
     taken = rows[:limit]
     page = ChangesPage(cursor=taken[-1][0] if taken else since, more=len(rows) > limit)
-    for _, item in taken:
-        if isinstance(item, WireMember):
-            page.members.append(item)
-        elif isinstance(item, WireCard):
-            page.cards.append(item)
-        else:
-            page.rules.append(item)
+    for _, attr, item in taken:
+        getattr(page, attr).append(item)
     return page
 
 
-# -- the store ------------------------------------------------------------------------------------
-
-
 class HqStore:
-    """Head office's SQLite storage. Safe to share between threads."""
+    """Head office's storage. Safe to share between threads (and processes, through the database)."""
 
-    def __init__(self, path: str) -> None:
-        self._lock = threading.Lock()
-        with _translated():
-            self._conn = _connect(path)
-            migrations.apply(Database(self._conn))
+    def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16) -> None:
+        self.settings = settings or Settings()
+        self.db: Db = open_db(url, pool_size=pool_size)
+        migrate(self.db)
+        self._seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so another process writing the same file
-        # makes us wait (busy timeout) instead of failing when a read turns into a write.
-        with self._lock, _translated():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
-        # Several SELECTs that must see one committed state (the changes feed) share a read transaction.
-        with self._lock, _translated():
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.rollback()
+        self.db.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock, _translated():
-            return self._conn.execute(sql, tuple(params)).fetchall()
+        with self.db.read() as tx:
+            return tx.all(sql, params)
 
-    # -- terminals ----------------------------------------------------------------------------
+    # -- terminals and credentials ------------------------------------------------------------
 
     def add_terminal(self, terminal_id: str, store_id: str, token: str | None = None) -> str:
         """Register a terminal, or give an existing one a new token; returns the token (shown once).
@@ -298,81 +195,291 @@ class HqStore:
         belongs to the store it was registered for. Re-keying does not lift a revocation.
         """
         token = token or secrets.token_urlsafe(32)
-        with self._write() as conn:
-            held = conn.execute("SELECT store_id FROM terminals WHERE terminal_id = ?", (terminal_id,)).fetchone()
-            if held is not None and held[0] != store_id:
-                raise ValueError(f"terminal {terminal_id} belongs to store {held[0]}, not {store_id}")
-            try:
-                self._save_terminal(conn, terminal_id, store_id, token_digest(token))
-            except sqlite3.IntegrityError as exc:
-                raise ValueError("that token is already used by another terminal") from exc
-        return token
 
-    @staticmethod
-    def _save_terminal(conn: sqlite3.Connection, terminal_id: str, store_id: str, digest: str) -> None:
-        conn.execute(
-            "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
-            "VALUES (?, ?, ?, ?, 0, 0) "
-            "ON CONFLICT (terminal_id) DO UPDATE SET token_sha256 = excluded.token_sha256",
-            (terminal_id, store_id, digest, utc_now()),
-        )
+        def save(tx: Tx) -> None:
+            _check_store(tx, terminal_id, store_id)
+            tx.run(
+                "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
+                "VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (terminal_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+                "next_token_sha256 = NULL",
+                [terminal_id, store_id, token_digest(token), utc_now()],
+            )
+
+        try:
+            self.db.transact(save)
+        except IntegrityFailed as exc:
+            raise ValueError("that token is already used by another terminal") from exc
+        return token
 
     def revoke_terminal(self, terminal_id: str) -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal."""
-        with self._write() as conn:
-            cursor = conn.execute("UPDATE terminals SET revoked = 1 WHERE terminal_id = ?", (terminal_id,))
-            return cursor.rowcount == 1
+        with self.db.write() as tx:
+            return tx.run("UPDATE terminals SET revoked = 1, next_token_sha256 = NULL WHERE terminal_id = ?",
+                          [terminal_id]) == 1
+
+    def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:
+        """A one-time code that enrols (or re-enrols) ``terminal_id`` of ``store_id``; shown once."""
+        code = "".join(secrets.choice(ENROL_ALPHABET) for _ in range(16))
+        expires = (datetime.now(UTC) + timedelta(hours=hours)).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with self.db.write() as tx:
+            _check_store(tx, terminal_id, store_id)
+            tx.run("INSERT INTO enrol_codes (code_sha256, terminal_id, store_id, created_at, expires_at) "
+                   "VALUES (?, ?, ?, ?, ?)", [token_digest(code), terminal_id, store_id, utc_now(), expires])
+        return "-".join(code[i:i + 4] for i in range(0, 16, 4))
+
+    def enrol(self, code: str, terminal_id: str | None = None) -> EnrolResponse:
+        """Redeem a one-time code for the terminal's own credential. An enrolment lifts a revocation:
+        issuing a code is the administrator's decision to let this terminal in again."""
+        token = secrets.token_urlsafe(32)
+        now = utc_now()
+
+        def redeem(tx: Tx) -> tuple[str, str]:
+            row = tx.one(f"SELECT terminal_id, store_id, expires_at, used_at FROM enrol_codes WHERE code_sha256 = ?"
+                         f"{tx.for_update}", [token_digest(normalise_code(code))])
+            if row is None or row[3] is not None or row[2] < now[:19] + "Z" or (terminal_id and terminal_id != row[0]):
+                raise EnrolmentRefused("unknown, expired or already used enrolment code")
+            tx.run("UPDATE enrol_codes SET used_at = ? WHERE code_sha256 = ?", [now, token_digest(normalise_code(code))])
+            tx.run(
+                "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
+                "VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (terminal_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+                "next_token_sha256 = NULL, revoked = 0", [row[0], row[1], token_digest(token), now])
+            return str(row[0]), str(row[1])
+
+        tid, sid = self.db.transact(redeem)
+        return EnrolResponse(terminal_id=tid, store_id=sid, token=token, root_key=self.root_public_key())
+
+    def rotate(self, terminal_id: str) -> str:
+        """A new token for the terminal. The old one stays valid until the new one is first used, so
+        a terminal that crashes before saving the new token is not locked out."""
+        token = secrets.token_urlsafe(32)
+        with self.db.write() as tx:
+            tx.run("UPDATE terminals SET next_token_sha256 = ? WHERE terminal_id = ?", [token_digest(token), terminal_id])
+        return token
 
     def authenticate(self, token: str) -> str | None:
-        """The terminal this bearer token belongs to, or None if unknown or revoked."""
-        # The lookup is by SHA-256 digest, so its timing tells nothing useful about stored tokens.
+        """The terminal this bearer token belongs to; None if unknown. Raises CredentialRevoked."""
+        digest = token_digest(token)
+        rows = self._read("SELECT terminal_id, revoked, token_sha256 FROM terminals WHERE token_sha256 = ? "
+                          "OR next_token_sha256 = ?", [digest, digest])
+        if not rows:
+            return None
+        terminal_id, revoked, current = rows[0]
+        if revoked:
+            raise CredentialRevoked(f"terminal {terminal_id}'s credential was revoked")
+        if current != digest:
+            # First use of a rotated token: it replaces the old one for good.
+            with self.db.write() as tx:
+                tx.run("UPDATE terminals SET token_sha256 = next_token_sha256, next_token_sha256 = NULL "
+                       "WHERE terminal_id = ? AND next_token_sha256 = ?", [terminal_id, digest])
+        return str(terminal_id)
+
+    def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:
+        """Note that a terminal was seen (at most every 30 s per terminal: pulls are frequent)."""
+        now = time.monotonic()
+        with self._seen_lock:
+            if now - self._seen.get(terminal_id, -1e9) < 30:
+                return
+            self._seen[terminal_id] = now
+        with self.db.write() as tx:
+            tx.run("UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
+                   [utc_now(), clock_offset, terminal_id])
+
+    def terminals(self) -> list[dict[str, Any]]:
+        """Every terminal with what head office holds of its journal: who is offline or behind."""
         rows = self._read(
-            "SELECT terminal_id FROM terminals WHERE token_sha256 = ? AND revoked = 0", [token_digest(token)]
-        )
-        return rows[0][0] if rows else None
+            "SELECT t.terminal_id, t.store_id, t.revoked, t.acked_seq, t.last_seen, t.clock_offset, "
+            "(SELECT MAX(seq) FROM journal j WHERE j.terminal_id = t.terminal_id), "
+            "(SELECT COUNT(*) FROM journal j WHERE j.terminal_id = t.terminal_id) FROM terminals t ORDER BY t.terminal_id")
+        names = ("terminal_id", "store_id", "revoked", "acked_seq", "last_seen", "clock_offset", "max_seq", "entries")
+        out = []
+        for row in rows:
+            info = dict(zip(names, row, strict=True))
+            info["revoked"], info["max_seq"] = bool(info["revoked"]), int(info["max_seq"] or 0)
+            out.append(info)
+        return out
+
+    def store_of(self, terminal_id: str) -> str | None:
+        rows = self._read("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+        return str(rows[0][0]) if rows else None
+
+    # -- administrators ---------------------------------------------------------------------------
+
+    def add_admin(self, name: str) -> str:
+        """An administrator token (reports, settling items); shown once."""
+        token = secrets.token_urlsafe(32)
+        with self.db.write() as tx:
+            tx.run("INSERT INTO admins (name, token_sha256, created_at, revoked) VALUES (?, ?, ?, 0) "
+                   "ON CONFLICT (name) DO UPDATE SET token_sha256 = excluded.token_sha256, revoked = 0",
+                   [name, token_digest(token), utc_now()])
+        return token
+
+    def authenticate_admin(self, token: str) -> str | None:
+        rows = self._read("SELECT name FROM admins WHERE token_sha256 = ? AND revoked = 0", [token_digest(token)])
+        return str(rows[0][0]) if rows else None
+
+    # -- keys and signatures --------------------------------------------------------------------
+
+    def _root_key(self, tx: Tx) -> Ed25519PrivateKey:
+        row = tx.one("SELECT value FROM settings WHERE name = 'root_key'")
+        if row is None:
+            raw = Ed25519PrivateKey.generate().private_bytes_raw()
+            tx.run("INSERT INTO settings (name, value) VALUES ('root_key', ?) ON CONFLICT (name) DO NOTHING", [b64(raw)])
+            row = tx.one("SELECT value FROM settings WHERE name = 'root_key'")
+            assert row is not None
+        return Ed25519PrivateKey.from_private_bytes(unb64(str(row[0])))
+
+    def root_public_key(self) -> str:
+        """Head office's root public key (base64url raw Ed25519): it signs keys and revocations."""
+        with self.db.write() as tx:
+            key = self._root_key(tx)
+        return b64(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def _signed(self, tx: Tx, body: dict[str, Any]) -> tuple[str, str]:
+        return payload_json(body), b64(self._root_key(tx).sign(canonical_json(body)))
+
+    def create_signing_key(self, purpose: str) -> str:
+        """A new Ed25519 key pair for ``purpose`` (e.g. "qr", "payment_code"); the public half goes
+        down to every till, signed by the root key. Returns the key id."""
+        private = Ed25519PrivateKey.generate()
+        key_id = f"K-{secrets.token_hex(4)}"
+        body = {"key_id": key_id, "alg": "ed25519", "purpose": purpose, "status": "active", "created_at": utc_now(),
+                "public_key": b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))}
+
+        def save(tx: Tx) -> None:
+            text, sig = self._signed(tx, body)
+            tx.run("INSERT INTO signing_keys (key_id, body, sig, private_key, version, deleted) VALUES (?, ?, ?, ?, 0, 0)",
+                   [key_id, text, sig, b64(private.private_bytes_raw())])
+            bump_versions(tx, "signing_keys", "key_id", [key_id])
+
+        self.db.transact(save)
+        return key_id
+
+    def retire_key(self, key_id: str) -> bool:
+        def save(tx: Tx) -> bool:
+            row = tx.one("SELECT body FROM signing_keys WHERE key_id = ? AND deleted = 0", [key_id])
+            if row is None:
+                return False
+            body = dict(json.loads(row[0]), status="retired")
+            text, sig = self._signed(tx, body)
+            tx.run("UPDATE signing_keys SET body = ?, sig = ? WHERE key_id = ?", [text, sig, key_id])
+            bump_versions(tx, "signing_keys", "key_id", [key_id])
+            return True
+
+        return self.db.transact(save)
+
+    def revoke(self, kind: str, subject: str, reason: str = "") -> str:
+        """Add ``kind:subject`` to the revocation list every till pulls; returns its id."""
+        revocation_id = f"{kind}:{subject}"
+        body = {"kind": kind, "subject": subject, "reason": reason, "revoked_at": utc_now()}
+
+        def save(tx: Tx) -> None:
+            text, sig = self._signed(tx, body)
+            tx.run("INSERT INTO revocations (revocation_id, body, sig, version, deleted) VALUES (?, ?, ?, 0, 0) "
+                   "ON CONFLICT (revocation_id) DO UPDATE SET body = excluded.body, sig = excluded.sig, deleted = 0",
+                   [revocation_id, text, sig])
+            bump_versions(tx, "revocations", "revocation_id", [revocation_id])
+
+        self.db.transact(save)
+        return revocation_id
 
     # -- master data ----------------------------------------------------------------------------
 
-    def upsert_member(
-        self, member_id: str, display_name: str, tier: str, points: int = 0, status: str = "active"
-    ) -> None:
+    def upsert_member(self, member_id: str, display_name: str, tier: str, points: int = 0, status: str = "active",
+                      stored_value: int | None = None) -> None:
         _check_status(status)
-        self._upsert("members", "member_id", member_id, display_name=display_name, tier=tier, points=points, status=status)
+
+        def save(tx: Tx) -> None:
+            held = tx.one(f"SELECT display_name, tier, points, status, stored_value, blocked_at, deleted FROM members "
+                          f"WHERE member_id = ?{tx.for_update}", [member_id])
+            value = stored_value if stored_value is not None else (int(held[4]) if held else 0)
+            values = {"display_name": display_name, "tier": tier, "points": points, "status": status,
+                      "stored_value": value, "blocked_at": _blocked_at(held[5] if held else None, held and held[3], status),
+                      "deleted": 0}
+            if _write_row(tx, "members", "member_id", member_id, values, held):
+                if held is None or held[6]:
+                    _apply_late_entries(tx, member_id, self.settings)
+                bump_versions(tx, "members", "member_id", [member_id])
+
+        self.db.transact(save)
 
     def upsert_card(self, uid_hash: str, member_id: str, status: str = "active") -> None:
         _check_status(status)
         if self.member(member_id) is None:
             raise ValueError(f"no member {member_id} for card {uid_hash[:12]}...")
-        self._upsert("cards", "uid_hash", uid_hash, member_id=member_id, status=status)
+
+        def save(tx: Tx) -> None:
+            held = tx.one(f"SELECT member_id, status, blocked_at, deleted FROM cards WHERE uid_hash = ?{tx.for_update}",
+                          [uid_hash])
+            values = {"member_id": member_id, "status": status,
+                      "blocked_at": _blocked_at(held[2] if held else None, held and held[1], status), "deleted": 0}
+            if _write_row(tx, "cards", "uid_hash", uid_hash, values, held):
+                bump_versions(tx, "cards", "uid_hash", [uid_hash])
+
+        self.db.transact(save)
 
     def set_rule(self, rule_id: str, points: int, per_minor: int) -> None:
         WireRule(rule_id=rule_id, points=points, per_minor=per_minor)  # same bounds as on the wire
-        self._upsert("rules", "rule_id", rule_id, points=points, per_minor=per_minor)
+        self._put("rules", "rule_id", rule_id, {"points": points, "per_minor": per_minor, "deleted": 0})
 
-    def _upsert(self, table: str, key: str, key_value: str, **values: Any) -> None:
-        """Write a row with a fresh version; an unchanged row keeps its version (no feed noise)."""
-        names = list(values)
-        with self._write() as conn:
-            held = conn.execute(
-                f"SELECT {', '.join(names)} FROM {table} WHERE {key} = ?", (key_value,)
-            ).fetchone()
-            if held == tuple(values.values()):
-                return
-            columns = [key, *names, "version"]
-            updates = ", ".join(f"{name} = excluded.{name}" for name in [*names, "version"])
-            conn.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
-                (key_value, *values.values(), _next_version(conn)),
-            )
+    def put_rule_doc(self, body: dict[str, Any], rule_id: str | None = None) -> str:
+        """Store an earning-rule document as it is (the tills read it); its id is ``body["rule_id"]``."""
+        rule_id = rule_id or body.get("rule_id")
+        if not isinstance(rule_id, str) or not rule_id:
+            raise ValueError("a rule document needs a string rule_id")
+        self._put("rule_docs", "rule_id", rule_id, {"body": payload_json(body), "deleted": 0})
+        return rule_id
+
+    def put_coupon(self, body: dict[str, Any], coupon_id: str | None = None) -> str:
+        """Store a coupon document as it is; its use limits are ``body["limits"]`` ({"global", "per_member"})."""
+        coupon_id = coupon_id or body.get("coupon_id")
+        if not isinstance(coupon_id, str) or not coupon_id:
+            raise ValueError("a coupon document needs a string coupon_id")
+        member_id = body.get("member_id")
+        if member_id is not None and not isinstance(member_id, str):
+            raise ValueError("a coupon's member_id must be a string")
+        self._put("coupons", "coupon_id", coupon_id, {"member_id": member_id, "body": payload_json(body), "deleted": 0})
+        return coupon_id
+
+    def delete(self, kind: str, item_id: str) -> bool:
+        """Delete a member, card, rule, rule_doc, coupon, key or revocation: a tombstone goes down the
+        feed. Deleting a member deletes its cards."""
+        attr, table, key, _, _ = TABLE_OF_TOMBSTONE[kind]
+
+        def save(tx: Tx) -> bool:
+            if tx.run(f"UPDATE {table} SET deleted = 1 WHERE {key} = ? AND deleted = 0", [item_id]) != 1:
+                return False
+            cards = []
+            if table == "members":
+                cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0",
+                                                   [item_id])]
+                tx.many("UPDATE cards SET deleted = 1 WHERE uid_hash = ?", [(c,) for c in cards])
+                bump_versions(tx, "cards", "uid_hash", cards)
+            bump_versions(tx, table, key, [item_id])
+            return True
+
+        return self.db.transact(save)
+
+    def _put(self, table: str, key: str, key_value: str, values: dict[str, Any]) -> None:
+        def save(tx: Tx) -> None:
+            names = list(values)
+            held = tx.one(f"SELECT {', '.join(names)} FROM {table} WHERE {key} = ?{tx.for_update}", [key_value])
+            if _write_row(tx, table, key, key_value, values, held):
+                bump_versions(tx, table, key, [key_value])
+
+        self.db.transact(save)
 
     def member(self, member_id: str) -> WireMember | None:
-        rows = self._read(f"SELECT {_MEMBER_COLUMNS} FROM members WHERE member_id = ?", [member_id])
-        return _wire_member(rows[0]) if rows else None
+        rows = self._read("SELECT member_id, display_name, tier, points, status, stored_value FROM members "
+                          "WHERE member_id = ? AND deleted = 0", [member_id])
+        return _member(rows[0]) if rows else None
+
+    def coupon_uses(self, coupon_id: str) -> int:
+        rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])
+        return int(rows[0][0]) if rows else 0
 
     # -- journal --------------------------------------------------------------------------------
 
-    def ingest(self, terminal_id: str, entries: list[WireEntry]) -> PushResponse:
+    def ingest(self, terminal_id: str, entries: list[WireEntry], clock: str | None = None) -> PushResponse:
         """Store a batch of one terminal's journal in one transaction and apply each new entry once.
 
         A duplicate (same terminal, seq and txn_id) is counted and skipped, so a retried batch
@@ -382,110 +489,144 @@ class HqStore:
         foreign = sorted({e.terminal_id for e in entries} - {terminal_id})
         if foreign:
             raise WrongTerminal(f"terminal {terminal_id} cannot push entries of {', '.join(foreign)}")
-        received_at = utc_now()
-        with self._write() as conn:
-            watermark = _watermark(conn, terminal_id)
-            stored = sum(_store_entry(conn, entry, received_at) for entry in entries)
-            acked, gaps = _advance(conn, terminal_id, watermark)
-        return PushResponse(acked_seq=acked, stored=stored, duplicates=len(entries) - stored, gaps=gaps)
+
+        def run(tx: Tx) -> PushResponse:
+            received = utc_now()
+            reply = ingest_mod.ingest(tx, self.settings, terminal_id, entries, received, clock)
+            if reply.stored:
+                reconcile.recheck_days(tx, terminal_id, reply.acked_seq, received)
+            return reply
+
+        try:
+            return self.db.transact(run)
+        except IntegrityFailed as exc:
+            # Only a concurrent push of the same txn_id by another terminal gets here.
+            raise SeqConflict(entries[0], []) from exc
 
     def journal_count(self, terminal_id: str) -> int:
         return int(self._read("SELECT COUNT(*) FROM journal WHERE terminal_id = ?", [terminal_id])[0][0])
 
     def entries(self, terminal_id: str) -> list[WireEntry]:
-        rows = self._read(
-            "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
-            "WHERE terminal_id = ? ORDER BY seq",
-            [terminal_id],
-        )
-        return [
-            WireEntry(terminal_id=t, seq=s, txn_id=x, kind=k, payload=json.loads(p), created_at=c)
-            for t, s, x, k, p, c in rows
-        ]
+        rows = self._read("SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
+                          "WHERE terminal_id = ? ORDER BY seq", [terminal_id])
+        return [WireEntry(terminal_id=t, seq=s, txn_id=x, kind=k, payload=json.loads(p), created_at=c)
+                for t, s, x, k, p, c in rows]
 
     def effects(self, terminal_id: str) -> dict[int, Effect]:
         """What each stored entry did to balances, by seq (ops and reconciliation)."""
         rows = self._read("SELECT seq, effect FROM journal WHERE terminal_id = ? ORDER BY seq", [terminal_id])
-        return {seq: Effect(effect) for seq, effect in rows}
+        return {int(seq): Effect(effect) for seq, effect in rows}
 
-    # -- changes feed ---------------------------------------------------------------------------
+    # -- changes feed and snapshot ----------------------------------------------------------------
 
     def changes(self, since: int, limit: int = 500) -> ChangesPage:
-        """Members, cards and rules changed after version ``since``, oldest first, at most ``limit``."""
+        """Everything changed after version ``since``, oldest first, at most ``limit`` rows."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        rows: list[tuple[int, WireMember | WireCard | WireRule]] = []
-        with self._snapshot() as conn:
+        rows: list[tuple[int, str, Any]] = []
+        with self.db.read() as tx:
             # Each table gives at most limit + 1 rows: enough to fill the page and to know if more remain.
-            for table, columns, wire in _FEED:
-                sql = f"SELECT {columns}, version FROM {table} WHERE version > ? ORDER BY version LIMIT ?"
-                rows += [(row[-1], wire(row)) for row in conn.execute(sql, (since, limit + 1))]
+            for attr, table, key, kind, wire in FEED:
+                cols = ", ".join(SNAPSHOT_COLUMNS[attr])
+                sql = f"SELECT {cols}, version, deleted FROM {table} WHERE version > ? ORDER BY version LIMIT ?"
+                for row in tx.all(sql, [since, limit + 1]):
+                    item = Tombstone(kind=kind, id=row[0]) if row[-1] else wire(row)  # type: ignore[arg-type]
+                    rows.append((int(row[-2]), "deleted" if row[-1] else attr, item))
         return _page(since, limit, rows)
 
+    def snapshot_info(self) -> SnapshotInfo:
+        with self.db.read() as tx:
+            version = tx.one("SELECT value FROM counters WHERE name = 'version'")
+            counts = {attr: int(tx.all(f"SELECT COUNT(*) FROM {table} WHERE deleted = 0")[0][0])
+                      for attr, table, *_ in FEED}
+        assert version is not None
+        return SnapshotInfo(version=int(version[0]), counts=counts)
 
-_FEED = (
-    ("members", _MEMBER_COLUMNS, _wire_member),
-    ("cards", _CARD_COLUMNS, _wire_card),
-    ("rules", _RULE_COLUMNS, _wire_rule),
-)
+    def snapshot_rows(self, kind: str, after: str, limit: int) -> dict[str, Any]:
+        """Live rows of one kind with a key above ``after``, by key: a ``SnapshotPage`` as a plain dict
+        (a million members are not worth a million model objects)."""
+        if kind not in FEED_BY_KIND:
+            raise KeyError(kind)
+        _, table, key, _, _ = FEED_BY_KIND[kind]
+        columns = SNAPSHOT_COLUMNS[kind]
+        rows = self._read(f"SELECT {', '.join(columns)} FROM {table} WHERE deleted = 0 AND {key} > ? ORDER BY {key} "
+                          f"LIMIT ?", [after, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"kind": kind, "columns": list(columns), "rows": [list(r) for r in rows],
+                "next": str(rows[-1][0]) if more else None}
+
+    def snapshot_page(self, kind: str, after: str = "", limit: int = 5000) -> SnapshotPage:
+        return SnapshotPage.model_validate(self.snapshot_rows(kind, after, limit))
+
+    # -- end of day and reconciliation ------------------------------------------------------------
+
+    def eod(self, report: EodReport) -> EodResult:
+        return self.db.transact(lambda tx: reconcile.record_eod(tx, report, utc_now()))
+
+    def flag_clock(self, terminal_id: str, clock: str | None) -> None:
+        """Check a terminal's reported clock outside a push (pulls, end of day)."""
+        offset, item = ingest_mod.clock_item(terminal_id, clock, utc_now(), self.settings)
+        store_id = self.store_of(terminal_id)
+        if item is not None and store_id is not None:
+            with self.db.write() as tx:
+                ingest_mod.save_items(tx, store_id, terminal_id, [item], utc_now())
+        if offset is not None:
+            self.touch(terminal_id, offset)
+
+    def items(self, **filters: Any) -> list[ReconItem]:
+        with self.db.read() as tx:
+            return reconcile.items(tx, **filters)
+
+    def settle(self, item_id: str, by: str, note: str) -> ReconItem:
+        return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, utc_now()))
+
+    def report(self, **filters: Any) -> list[dict[str, Any]]:
+        with self.db.read() as tx:
+            return reconcile.report(tx, **filters)
 
 
-# -- ingest steps (inside the push transaction) ---------------------------------------------------
+# -- helpers inside write transactions ------------------------------------------------------------
 
 
-def _next_version(conn: sqlite3.Connection) -> int:
-    conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'version'")
-    return int(conn.execute("SELECT value FROM counters WHERE name = 'version'").fetchone()[0])
+def _check_store(tx: Tx, terminal_id: str, store_id: str) -> None:
+    held = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+    if held is not None and held[0] != store_id:
+        raise ValueError(f"terminal {terminal_id} belongs to store {held[0]}, not {store_id}")
 
 
-def _watermark(conn: sqlite3.Connection, terminal_id: str) -> int:
-    row = conn.execute("SELECT acked_seq FROM terminals WHERE terminal_id = ?", (terminal_id,)).fetchone()
-    if row is None:
-        raise UnknownTerminal(f"terminal {terminal_id} is not registered")
-    return int(row[0])
+def _blocked_at(held_at: str | None, held_status: Any, status: str) -> str | None:
+    if status != "blocked":
+        return None
+    return held_at if held_status == "blocked" and held_at else utc_now()
 
 
-def _store_entry(conn: sqlite3.Connection, entry: WireEntry, received_at: str) -> bool:
-    """Insert one entry and apply it; False if it is already stored. Raises SeqConflict."""
-    held = conn.execute(
-        "SELECT terminal_id, seq, txn_id FROM journal WHERE (terminal_id = ? AND seq = ?) OR txn_id = ?",
-        (entry.terminal_id, entry.seq, entry.txn_id),
-    ).fetchall()
-    if held == [(entry.terminal_id, entry.seq, entry.txn_id)]:
+def _write_row(tx: Tx, table: str, key: str, key_value: str, values: dict[str, Any],
+               held: tuple[Any, ...] | None) -> bool:
+    """Upsert a row (its version is bumped by the caller, last); False if nothing changed."""
+    names = list(values)
+    if held is not None and tuple(held[:len(names)]) == tuple(values.values()):
         return False
-    if held:
-        raise SeqConflict(entry, held)
-    effect = _apply(conn, entry)
-    conn.execute(
-        "INSERT INTO journal (terminal_id, seq, txn_id, kind, payload, created_at, received_at, effect) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry.terminal_id, entry.seq, entry.txn_id, entry.kind, _payload_json(entry.payload),
-         entry.created_at, received_at, effect.value),
-    )
+    columns = [key, *names, "version"]
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names)
+    tx.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+           f"ON CONFLICT ({key}) DO UPDATE SET {updates}", [key_value, *values.values(), 0])
     return True
 
 
-def _apply(conn: sqlite3.Connection, entry: WireEntry) -> Effect:
-    """Apply an entry's points to its member's balance, bumping the member's version."""
-    effect, member_id, delta = _effect_of(entry)
-    if effect is not Effect.APPLIED:
-        return effect
-    if conn.execute("SELECT 1 FROM members WHERE member_id = ?", (member_id,)).fetchone() is None:
-        # Offline entries are facts: the entry is kept with this effect even though no balance
-        # could change, so reconciliation can see and settle it.
-        return Effect.UNKNOWN_MEMBER
-    conn.execute(
-        "UPDATE members SET points = points + ?, version = ? WHERE member_id = ?",
-        (delta, _next_version(conn), member_id),
-    )
-    return Effect.APPLIED
-
-
-def _advance(conn: sqlite3.Connection, terminal_id: str, watermark: int) -> tuple[int, list[tuple[int, int]]]:
-    seqs = conn.execute(
-        "SELECT seq FROM journal WHERE terminal_id = ? AND seq > ? ORDER BY seq", (terminal_id, watermark)
-    ).fetchall()
-    acked, gaps = contiguous(watermark, (row[0] for row in seqs))
-    if acked != watermark:
-        conn.execute("UPDATE terminals SET acked_seq = ? WHERE terminal_id = ?", (acked, terminal_id))
-    return acked, gaps
+def _apply_late_entries(tx: Tx, member_id: str, settings: Settings) -> None:
+    """Entries stored for this member before head office knew it are applied now, and their
+    unknown_member items settle automatically."""
+    rows = tx.all("SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
+                  [member_id, Effect.UNKNOWN_MEMBER.value])
+    if not rows:
+        return
+    points, value = sum(int(r[1]) for r in rows), sum(int(r[2]) for r in rows)
+    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+           [points, value, member_id])
+    tx.run("UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
+           [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value])
+    cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
+    tx.run(f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
+           f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
+           [utc_now(), ingest_mod.HQ_ACTOR, "member registered at head office later; entry applied", *params])

@@ -12,9 +12,12 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from terminal.api.cashier import cashier_router, panel_files
+from terminal.api.events import EventHub
 from terminal.credentials import parse_uid
 from terminal.errors import Rejected
 from terminal.model import Basket, Line
@@ -34,6 +37,21 @@ class SaleIn(BaseModel):
     use_identified: bool = True
     """With no member_id, the member of the last tap (if any) earns the points."""
     lines: list[LineIn] = Field(min_length=1, max_length=500)
+    coupons: list[str] = Field(default_factory=list, max_length=50)
+    """Coupon ids presented; the member's personal coupons are offered by themselves."""
+    redeem: int = Field(default=0, ge=-1)
+    """Points to pay with; -1 = as many as the rules allow."""
+    stored_value: int | None = Field(default=0, ge=0)
+    """Stored value to pay with (minor units); null = as much as the balance covers after points."""
+    payment_code: str | None = Field(default=None, max_length=512)
+    """A one-time payment code (QR text "TPP1:...") authorising the stored-value part."""
+    pay_by_card: bool = False
+    """Authorise with the card of the last tap (it must be able to pay: SUN or Lite-S MAC)."""
+
+
+class RefundIn(BaseModel):
+    lines: dict[int, int] = Field(min_length=1)
+    """Line index (0-based, as in the sale) -> units returned."""
 
 
 class Unauthorized(Exception):
@@ -44,18 +62,18 @@ class TapIn(BaseModel):
     uid: str
 
 
-def _host_allowed(value: str | None) -> bool:
+def _host_allowed(value: str | None, extra: frozenset[str] = frozenset()) -> bool:
     if not value:
         return False
     host = value.rsplit(":", 1)[0] if not value.endswith("]") else value
-    return host in LOOPBACK_HOSTS
+    return host in LOOPBACK_HOSTS or host in extra
 
 
-def _origin_allowed(origin: str | None) -> bool:
+def _origin_allowed(origin: str | None, extra_origins: frozenset[str] = frozenset()) -> bool:
     if origin is None:
         return True
     scheme, _, rest = origin.partition("://")
-    return scheme == "http" and _host_allowed(rest)
+    return (scheme == "http" and _host_allowed(rest)) or origin in extra_origins
 
 
 def _refuse(status: int, code: str, message: str) -> JSONResponse:
@@ -64,12 +82,15 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
 
 def create_app(daemon: Any) -> FastAPI:
     app = FastAPI(title="tillpoint local API", version="1")
+    api_cfg = getattr(getattr(daemon, "config", None), "api", None)
+    extra_hosts = frozenset(getattr(api_cfg, "allowed_hosts", ()))
+    extra_origins = frozenset(getattr(api_cfg, "allowed_origins", ()))
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
-        if not _host_allowed(request.headers.get("host")):
+        if not _host_allowed(request.headers.get("host"), extra_hosts):
             return _refuse(403, "bad_host", "Host not allowed.")
-        if not _origin_allowed(request.headers.get("origin")):
+        if not _origin_allowed(request.headers.get("origin"), extra_origins):
             return _refuse(403, "bad_origin", "Origin not allowed.")
         if request.method == "POST" and request.headers.get("content-type", "").split(";")[0] != "application/json":
             return _refuse(403, "bad_content_type", "Only application/json bodies are accepted.")
@@ -81,7 +102,10 @@ def create_app(daemon: Any) -> FastAPI:
 
     def token(authorization: str = Header(default="")) -> None:
         given = authorization.removeprefix("Bearer ").strip()
-        if not given or not hmac.compare_digest(given, daemon.api_token):
+        if not given:
+            raise Unauthorized()
+        pairing = getattr(daemon, "pairing", None)  # devices paired with a code (terminal/api/pairing.py)
+        if not hmac.compare_digest(given, daemon.api_token) and (pairing is None or pairing.check(given) is None):
             raise Unauthorized()
 
     @app.exception_handler(Unauthorized)
@@ -92,18 +116,43 @@ def create_app(daemon: Any) -> FastAPI:
     def status() -> dict[str, Any]:
         return dict(daemon.status())
 
-    @app.get("/v1/events")
+    if hasattr(daemon, "metrics_exposition") and daemon.config.metrics.enabled:
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            """Prometheus text format; no personal data, so no token (loopback and Host checks apply)."""
+            body, content_type = daemon.metrics_exposition()
+            return Response(body, media_type=content_type)
+
+    @app.get("/v1/events", dependencies=[Depends(token)])
     def events(after: int = 0) -> list[dict[str, Any]]:
         return list(daemon.events_after(after))
 
-    @app.post("/v1/sales", dependencies=[Depends(token)])
-    def sale(body: SaleIn) -> dict[str, Any]:
+    def _sale_args(body: SaleIn) -> tuple[str | None, Basket]:
         member_id = body.member_id
         if member_id is None and body.use_identified and daemon.identified is not None:
             member_id = daemon.identified.member.member_id
-        basket = Basket(tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in body.lines))
-        receipt = daemon.sell(member_id, basket)
+        return member_id, Basket(tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in body.lines))
+
+    @app.post("/v1/quote", dependencies=[Depends(token)])
+    def quote(body: SaleIn) -> dict[str, Any]:
+        """Price a basket without recording anything: coupons chosen and refused, points, explanation."""
+        member_id, basket = _sale_args(body)
+        q = daemon.service.quote(member_id, basket, body.coupons, body.redeem)
+        return {**asdict(q), "payable": q.payable}
+
+    @app.post("/v1/sales", dependencies=[Depends(token)])
+    def sale(body: SaleIn) -> dict[str, Any]:
+        member_id, basket = _sale_args(body)
+        receipt = daemon.sell(
+            member_id, basket, body.coupons, body.redeem,
+            stored_value=body.stored_value, payment_code=body.payment_code, pay_by_card=body.pay_by_card,
+        )
         return asdict(receipt)
+
+    @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
+    def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:
+        return asdict(daemon.service.refund(txn_id, body.lines))
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str) -> dict[str, Any]:
@@ -118,4 +167,13 @@ def create_app(daemon: Any) -> FastAPI:
         daemon.tap_sim(uid)
         return {"status": "tapped"}
 
+    # The cashier workflow: session, pairing, event stream (SSE) and the panel (docs/api.md).
+    hub = EventHub(daemon.events_after)
+    daemon.subscribers.insert(0, hub.publish)  # first: an event reaches clients before what it causes
+    app.state.on_stop = [hub.close]
+    app.include_router(cashier_router(daemon, token, hub))
+    app.mount("/panel", panel_files(), name="panel")
+    if extra_origins:  # explicit origins only, never a wildcard
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(extra_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -12,8 +13,12 @@ import uvicorn
 class ThreadedServer:
     """A uvicorn server in its own thread; ``port`` 0 picks a free port, read back after start."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    def __init__(self, app: Any, host: str, port: int, uds: str | None = None) -> None:
+        # Open event streams end at stop (app.state.on_stop); the grace period bounds anything else.
+        config = uvicorn.Config(app, host=host, port=port, uds=uds, log_level="warning", access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=3)
+        self.app = app
+        self.uds = uds
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
@@ -27,7 +32,10 @@ class ThreadedServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"HTTP server on {self.host}:{self.port} did not start")
             time.sleep(0.01)
-        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        if self.uds:
+            os.chmod(self.uds, 0o660)  # uvicorn makes it 0666: only the service's user and group
+        else:
+            self.port = self.server.servers[0].sockets[0].getsockname()[1]
         return self
 
     @property
@@ -35,6 +43,8 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
+        for hook in getattr(getattr(self.app, "state", None), "on_stop", []):
+            hook()
         self.server.should_exit = True
         self.thread.join(timeout)
 
@@ -43,3 +53,37 @@ def start_api(daemon: Any, host: str, port: int) -> ThreadedServer:
     from terminal.api.app import create_app
 
     return ThreadedServer(create_app(daemon), host, port).start()
+
+
+class ApiServers:
+    """The local API's listeners (TCP and/or a Unix socket) serving one app; ``port`` is the TCP one's."""
+
+    def __init__(self, servers: list[ThreadedServer]) -> None:
+        self.servers = servers
+
+    @property
+    def port(self) -> int:
+        return next((s.port for s in self.servers if not s.uds), 0)
+
+    @property
+    def url(self) -> str:
+        return next((s.url for s in self.servers if not s.uds), "")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for server in self.servers:
+            server.stop(timeout)
+
+
+def start_api_servers(daemon: Any, host: str, port: int, unix_socket: str = "") -> ApiServers:
+    """The local API on ``host:port`` (none when ``host`` is empty) and/or on a Unix socket, one app."""
+    from terminal.api.app import create_app
+
+    app = create_app(daemon)
+    servers = []
+    if unix_socket:
+        if os.path.exists(unix_socket):
+            os.unlink(unix_socket)  # a stale socket of a previous run
+        servers.append(ThreadedServer(app, host or "127.0.0.1", 0, uds=unix_socket).start())
+    if host:
+        servers.append(ThreadedServer(app, host, port).start())
+    return ApiServers(servers)

@@ -14,6 +14,7 @@ from typing import Any
 
 from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
+from terminal.store.counters import bump_counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class Effects:
     sale_state: dict[str, Any] | None = field(default=None)
     state_of: str | None = None  # the sale whose state a refund updates
     now: datetime | None = None  # local time of the sale, for lots locked or expired
+    stored_value: int = 0  # stored value paid (> 0) or given back (< 0)
+    payment_code: str | None = None  # the one-time code's id: may pay once
+    offline: bool = False  # taken while head office was unreachable (counts against the limits)
+    sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -66,10 +71,12 @@ def held(member_lots: list[Lot], now: datetime) -> int:
 
 
 def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None) -> tuple[int, int]:
-    """Uses of a coupon made on this till: in all, and by ``member_id``."""
+    """Uses of a coupon made on this till: not yet acknowledged by head office (its own count holds
+    the others), and by ``member_id`` (all of them)."""
     total, mine = conn.execute(
-        "SELECT COALESCE(SUM(uses), 0), COALESCE(SUM(CASE WHEN member_id IS ? THEN uses END), 0) "
-        "FROM coupon_uses WHERE coupon_id = ?",
+        "SELECT COALESCE(SUM(CASE WHEN j.pushed_at IS NULL THEN u.uses END), 0), "
+        "COALESCE(SUM(CASE WHEN u.member_id IS ? THEN u.uses END), 0) "
+        "FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.coupon_id = ?",
         (member_id, coupon_id),
     ).fetchone()
     return int(total), int(mine)
@@ -80,6 +87,7 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
     back) when the points or a coupon were used up by another sale since the quote."""
     if fx.spend_points and (spendable_now is None or spendable_now < fx.spend_points):
         raise Rejected(Code.INSUFFICIENT_POINTS)
+    _stored_value(conn, txn_id, fx)
     for coupon_id, global_limit, member_limit, known in fx.coupon_limits:
         total, mine = coupon_uses(conn, coupon_id, fx.member_id)
         if global_limit and known + total >= global_limit:
@@ -115,3 +123,30 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
         conn.execute(
             "UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id)
         )
+
+
+def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
+    """The stored-value side: balance, the code's single use, and the offline tally."""
+    if fx.payment_code is not None:
+        if conn.execute("SELECT 1 FROM payment_codes WHERE code_id = ?", (fx.payment_code,)).fetchone():
+            raise Rejected(Code.PAYMENT_CODE_REPLAYED)
+        conn.execute(
+            "INSERT INTO payment_codes (code_id, txn_id, created_at) VALUES (?,?,?)",
+            (fx.payment_code, txn_id, _iso(fx.now)),
+        )
+    if fx.sun_counter is not None:
+        bump_counter(conn, *fx.sun_counter)
+    if not fx.stored_value or fx.member_id is None:
+        return
+    if fx.stored_value > 0:
+        row = conn.execute("SELECT stored_value FROM members WHERE member_id = ?", (fx.member_id,)).fetchone()
+        if row is None or int(row[0]) < fx.stored_value:
+            raise Rejected(Code.INSUFFICIENT_BALANCE)
+    conn.execute(
+        "UPDATE members SET stored_value = stored_value - ? WHERE member_id = ?", (fx.stored_value, fx.member_id)
+    )
+    day = fx.now.date().isoformat() if fx.now else ""
+    conn.execute(
+        "INSERT INTO sv_payments (txn_id, member_id, amount, offline, day, created_at) VALUES (?,?,?,?,?,?)",
+        (txn_id, fx.member_id, fx.stored_value, int(fx.offline), day, _iso(fx.now)),
+    )

@@ -89,3 +89,35 @@ def m005_loyalty_ledger(db: Database) -> None:
                 f"CREATE TRIGGER {table}_{event.lower()}_version AFTER {event} ON {table} "
                 "BEGIN UPDATE doc_version SET version = version + 1 WHERE id = 1; END"
             )
+
+
+@migrations()
+def m101_sync_docs(db: Database) -> None:
+    # Pulled from head office: public keys (signed by its root key), the revocation list, and head
+    # office's chain-wide count of each coupon's uses; and the end-of-day reports this till sent.
+    db["hq_keys"].create({"key_id": str, "body": str, "sig": str}, pk="key_id")
+    db["hq_revocations"].create({"revocation_id": str, "kind": str, "subject": str, "body": str, "sig": str},
+                                pk="revocation_id")
+    db["hq_revocations"].create_index(["kind", "subject"])
+    db["hq_coupon_uses"].create({"coupon_id": str, "uses": int}, pk="coupon_id")
+    db["eod_reports"].create(
+        {"day": str, "first_seq": int, "last_seq": int, "totals": str, "status": str, "detail": str, "reported_at": str},
+        pk="day",
+    )
+
+
+@migrations()
+def m006_payments(db: Database) -> None:
+    # Stored value (minor units): what the till shows = head office's balance + this till's
+    # unacknowledged deltas, as for points.
+    db["members"].add_column("stored_value", int, not_null_default=0)
+    db["members"].add_column("hq_stored_value", int, not_null_default=0)
+    # Device certificates of members' phones (sent down by head office) and every payment code
+    # this till accepted: (cert, counter) may pay once.
+    db["device_certs"].create({"cert_id": str, "member_id": str, "body": str}, pk="cert_id")
+    db["payment_codes"].create({"code_id": str, "txn_id": str, "created_at": str}, pk="code_id")
+    # Stored-value payments taken here, for the offline limits (day = the till's local date).
+    db["sv_payments"].create(
+        {"txn_id": str, "member_id": str, "amount": int, "offline": int, "day": str, "created_at": str}, pk="txn_id"
+    )
+    db["sv_payments"].create_index(["member_id", "day"])

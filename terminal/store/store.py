@@ -131,6 +131,7 @@ class Store:
         sale: dict[str, Any] | None = None,
         voids: str | None = None,
         effects: ledger.Effects | None = None,
+        enrol: tuple[Member, Card] | None = None,
     ) -> tuple[JournalEntry, int | None]:
         """Write one transaction atomically: the member's points change, the sale row, the
         journal row (its seq assigned here, gapless), and the voided sale's mark. Returns the
@@ -142,6 +143,16 @@ class Store:
                 "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
                 (seq, stored.txn_id, stored.terminal_id, stored.kind, json.dumps(stored.payload), stored.created_at),
             )
+            if enrol is not None:
+                member, card = enrol
+                if conn.execute("SELECT 1 FROM cards WHERE uid_hash = ?", (card.uid_hash,)).fetchone():
+                    raise Rejected(Code.CARD_ALREADY_ENROLLED)
+                conn.execute(
+                    "INSERT INTO members (member_id, display_name, tier, points, hq_points, status) VALUES (?,?,?,?,?,?)",
+                    (member.member_id, member.display_name, member.tier, 0, 0, member.status.value),
+                )
+                conn.execute("INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?)",
+                             (card.uid_hash, card.member_id, card.status.value))
             spendable = None
             if effects is not None and effects.member_id is not None and effects.now is not None:
                 spendable = ledger.spendable(conn, effects.member_id, effects.now)
@@ -181,17 +192,26 @@ class Store:
             params.append(member_id)
         return {coupon_id: body for coupon_id, body in self._read(sql, params)}
 
-    def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int]]:
-        """Uses made on this till of each coupon: (in all, by ``member_id``); absent = none."""
+    def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int, int]]:
+        """Uses of each coupon: (made on this till and not yet acknowledged by head office, made by
+        ``member_id`` on this till, chain-wide as head office counted them at the last pull); absent =
+        none. Head office's count includes this till's acknowledged uses, hence the split."""
         if not coupon_ids:
             return {}
         marks = ",".join("?" * len(coupon_ids))
         rows = self._read(
-            "SELECT coupon_id, SUM(uses), COALESCE(SUM(CASE WHEN member_id IS ? THEN uses END), 0) "
-            f"FROM coupon_uses WHERE coupon_id IN ({marks}) GROUP BY coupon_id",
+            "SELECT u.coupon_id, COALESCE(SUM(CASE WHEN j.pushed_at IS NULL THEN u.uses END), 0), "
+            "COALESCE(SUM(CASE WHEN u.member_id IS ? THEN u.uses END), 0) "
+            f"FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.coupon_id IN ({marks}) "
+            "GROUP BY u.coupon_id",
             [member_id, *coupon_ids],
         )
-        return {coupon_id: (int(total), int(mine)) for coupon_id, total, mine in rows}
+        found = {coupon_id: (int(total), int(mine), 0) for coupon_id, total, mine in rows}
+        for coupon_id, uses in self._read(f"SELECT coupon_id, uses FROM hq_coupon_uses WHERE coupon_id IN ({marks})",
+                                          coupon_ids):
+            total, mine, _ = found.get(coupon_id, (0, 0, 0))
+            found[coupon_id] = (total, mine, int(uses))
+        return found
 
     def coupon_uses(self, coupon_id: str, member_id: str | None) -> tuple[int, int]:
         with self._lock:
@@ -226,6 +246,51 @@ class Store:
                 return [], 0, None
             lots = ledger.lots(conn, member_id)
             return lots, int(row[0]), int(row[1]) - ledger.held(lots, now)
+
+    # -- payments --------------------------------------------------------------------------------
+
+    def stored_value(self, member_id: str) -> int:
+        rows = self._read("SELECT stored_value FROM members WHERE member_id = ?", [member_id])
+        return int(rows[0][0]) if rows else 0
+
+    def device_cert(self, cert_id_hex: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT body FROM device_certs WHERE cert_id = ?", [cert_id_hex])
+        return dict(json.loads(rows[0][0])) if rows else None
+
+    def put_device_certs(self, certs: dict[str, dict[str, Any] | None]) -> None:
+        """Device certificates by cert id (hex); None deletes one."""
+        with self._write() as conn:
+            for cert_id, doc in certs.items():
+                if doc is None:
+                    conn.execute("DELETE FROM device_certs WHERE cert_id = ?", (cert_id,))
+                else:
+                    conn.execute(
+                        "INSERT INTO device_certs (cert_id, member_id, body) VALUES (?,?,?) ON CONFLICT(cert_id) "
+                        "DO UPDATE SET member_id = excluded.member_id, body = excluded.body",
+                        (cert_id, doc.get("member_id"), json.dumps(doc)),
+                    )
+
+    def payment_keys(self) -> dict[str, bytes]:
+        """Head office's payment-signing public keys (Ed25519, raw) by key id."""
+        keys: dict[str, bytes] = {}
+        for key_id, body in self._read("SELECT key_id, body FROM hq_keys"):
+            doc = json.loads(body)
+            if doc.get("purpose") == "payment" and doc.get("status", "active") == "active":
+                keys[key_id] = bytes.fromhex(doc["public_key"])
+        return keys
+
+    def offline_paid(self, member_id: str, day: str) -> tuple[int, int]:
+        """Stored value paid offline here: by the member on ``day``, and by anyone since the last
+        sync (entries head office has not acknowledged)."""
+        mine = self._read(
+            "SELECT COALESCE(SUM(amount), 0) FROM sv_payments WHERE offline = 1 AND member_id = ? AND day = ?",
+            [member_id, day],
+        )[0][0]
+        total = self._read(
+            "SELECT COALESCE(SUM(p.amount), 0) FROM sv_payments p JOIN journal j ON j.txn_id = p.txn_id "
+            "WHERE p.offline = 1 AND j.pushed_at IS NULL"
+        )[0][0]
+        return int(mine), int(total)
 
     def sale_state(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT state FROM sales WHERE txn_id = ?", [txn_id])
@@ -273,7 +338,8 @@ class Store:
         Head office's balance already holds every entry it acknowledged; the till adds back the
         deltas of its own entries not yet acknowledged, so a pull never loses a local sale."""
         with self._write() as conn:
-            _put_members(conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value) for m in members])
+            _put_members(conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value, m.stored_value)
+                                for m in members])
             _put_cards(conn, [(c.uid_hash, c.member_id, c.status.value) for c in cards])
             _put_rules(conn, [(r.rule_id, r.points, r.per_minor) for r in rules])
             if docs is not None:
@@ -285,7 +351,7 @@ class Store:
         bootstrap's position, in one transaction: an interrupted bootstrap resumes after it."""
         with self._write() as conn:
             if kind == "members":
-                _put_members(conn, [(r[0], r[1], r[2], r[3], r[4]) for r in rows])
+                _put_members(conn, [(r[0], r[1], r[2], r[3], r[4], r[5] if len(r) > 5 else 0) for r in rows])
             elif kind == "cards":
                 _put_cards(conn, [(r[0], r[1], r[2]) for r in rows])
             elif kind == "rules":
@@ -367,25 +433,31 @@ def _add_points(conn: sqlite3.Connection, member_id: str, delta: int) -> int | N
     return int(row[0]) if row else None
 
 
-def _pending_by_member(conn: sqlite3.Connection) -> dict[str, int]:
-    """Points of this till's entries head office has not acknowledged yet, per member (one query
-    per page, not per member)."""
+def _pending_by_member(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """Points and stored value of this till's entries head office has not acknowledged yet, per
+    member (one query per page, not per member)."""
     rows = conn.execute(
-        "SELECT json_extract(payload, '$.member_id'), SUM(json_extract(payload, '$.points_delta')) FROM journal "
+        "SELECT json_extract(payload, '$.member_id'), SUM(json_extract(payload, '$.points_delta')), "
+        "SUM(COALESCE(json_extract(payload, '$.stored_value_delta'), 0)) FROM journal "
         "WHERE pushed_at IS NULL GROUP BY 1"
     ).fetchall()
-    return {str(m): int(p or 0) for m, p in rows if m is not None}
+    return {str(m): (int(p or 0), int(v or 0)) for m, p, v in rows if m is not None}
 
 
-def _put_members(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, str]]) -> None:
+def _put_members(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, str, int]]) -> None:
     if not rows:
         return
     pending = _pending_by_member(conn)
     conn.executemany(
-        "INSERT INTO members (member_id, display_name, tier, points, hq_points, status) VALUES (?,?,?,?,?,?) "
+        "INSERT INTO members (member_id, display_name, tier, points, hq_points, status, stored_value, hq_stored_value) "
+        "VALUES (?,?,?,?,?,?,?,?) "
         "ON CONFLICT(member_id) DO UPDATE SET display_name=excluded.display_name, tier=excluded.tier, "
-        "points=excluded.points, hq_points=excluded.hq_points, status=excluded.status",
-        [(m, name, tier, points + pending.get(m, 0), points, status) for m, name, tier, points, status in rows],
+        "points=excluded.points, hq_points=excluded.hq_points, status=excluded.status, "
+        "stored_value=excluded.stored_value, hq_stored_value=excluded.hq_stored_value",
+        [
+            (m, name, tier, points + pending.get(m, (0, 0))[0], points, status, sv + pending.get(m, (0, 0))[1], sv)
+            for m, name, tier, points, status, sv in rows
+        ],
     )
 
 

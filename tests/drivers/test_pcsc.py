@@ -3,7 +3,6 @@ byte with a scripted transmit (no pcscd)."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -15,54 +14,16 @@ from drivers import open_reader
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
 from drivers.pcsc import GET_UID, PcscReader, error_for, is_new_tap, read_uid, tech_from_atr
 from terminal.credentials import card_uid_hash
-from terminal.model import CardRead, ReaderEvent
-from tests.fixtures.pcsc import CardFactory, Pcscd
+from tests.fixtures.pcsc import WAIT, CardFactory, Events, Pcscd
 from tests.vcard import STORAGE_ATR
 
 KEY = b"tillpoint-test-card-hash-key-0001"
 UID = bytes.fromhex("04A22B1C5D6E80")
 OTHER_UID = bytes.fromhex("04112233445566")
-WAIT = 5.0  # seconds any single expected event may take; pcscd polls vpcd every ~0.4 s
 
 
 def hash_uid(uid: bytes) -> str:
     return card_uid_hash(KEY, uid)
-
-
-class Events:
-    """What a reader reported, in order; every wait is bounded."""
-
-    def __init__(self) -> None:
-        self.cards: queue.Queue[CardRead] = queue.Queue()
-        self.reader_events: queue.Queue[ReaderEvent] = queue.Queue()
-        self.history: list[ReaderEvent] = []
-
-    def on_reader(self, event: ReaderEvent) -> None:
-        self.history.append(event)
-        self.reader_events.put(event)
-
-    def card(self, timeout: float = WAIT) -> CardRead:
-        try:
-            return self.cards.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no CardRead within {timeout} s; reader events: {self.history}")
-
-    def no_card(self, within: float) -> None:
-        with pytest.raises(queue.Empty):
-            extra = self.cards.get(timeout=within)
-            pytest.fail(f"unexpected CardRead {extra}")
-
-    def reader_event(self, kind: str, timeout: float = WAIT) -> ReaderEvent:
-        """The next reader event of this kind, skipping others."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.reader_events.get(timeout=left)
-            except queue.Empty:
-                break
-            if event.kind == kind:
-                return event
-        pytest.fail(f"no {kind!r} reader event within {timeout} s; saw {self.history}")
 
 
 @pytest.fixture

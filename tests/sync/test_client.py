@@ -3,6 +3,7 @@ The end-to-end tests run it against a real head-office process."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -25,16 +26,19 @@ def store(tmp_path: Path) -> Store:
 
 
 def client(store: Store, handler) -> SyncClient:  # type: ignore[no-untyped-def]
-    return SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler))
+    return SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler), end_of_day=False,
+                      clock=lambda: 1_790_000_000.0)
 
 
 def test_push_marks_only_the_acknowledged_prefix(store: Store) -> None:
     seen: list[dict] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
+        assert request.headers["content-encoding"] == "gzip"
+        body = json.loads(gzip.decompress(request.content))
         seen.append(body)
         assert request.headers["authorization"] == "Bearer tok"
+        assert request.headers["x-tillpoint-clock"] == "2026-09-21T14:13:20.000Z"
         return httpx.Response(200, json={"acked_seq": 2, "stored": 3, "duplicates": 0, "gaps": []})
 
     assert client(store, handler).push_once() == 2
@@ -95,6 +99,8 @@ def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/journal":
             return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
+        if request.url.path == "/v1/flags":
+            return httpx.Response(200, json=[])
         return httpx.Response(200, json=pages[int(request.url.params["since"])])
 
     store.set_state(offline_since="earlier")

@@ -1,4 +1,5 @@
-"""The head-office HTTP API, served by a real uvicorn on 127.0.0.1 and called with real httpx."""
+"""The head-office HTTP API, served by a real uvicorn on 127.0.0.1 and called with real httpx,
+over SQLite and over PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ T1_TOKEN, T2_TOKEN = "t1-secret-token", "t2-secret-token"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HqStore]:
-    hq = HqStore(str(tmp_path / "hq.db"))
+def store(hq_url: str) -> Iterator[HqStore]:
+    hq = HqStore(hq_url)
     seed_demo(hq, KEY)
     hq.add_terminal("T1", "S-001", T1_TOKEN)
     hq.add_terminal("T2", "S-002", T2_TOKEN)
@@ -97,7 +98,8 @@ def test_requests_without_a_valid_token_get_401(http: httpx.Client, headers: dic
 
 def test_a_revoked_terminal_is_refused(http: httpx.Client, store: HqStore) -> None:
     store.revoke_terminal("T1")
-    assert_error(push(http, [sale(1)]), 401, "unauthorized")
+    assert_error(push(http, [sale(1)]), 401, "credential_revoked")
+    assert_error(http.get("/v1/changes", headers=auth(T1_TOKEN)), 401, "credential_revoked")
     assert store.journal_count("T1") == 0
 
 
@@ -121,16 +123,17 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
     assert {(m.member_id, m.points) for m in page.members} == {("M-0001", 1212), ("M-0002", 303)}
     assert page.cursor > start.cursor and not page.more
     empty = http.get("/v1/changes", params={"since": page.cursor}, headers=auth(T2_TOKEN)).json()
-    assert empty == {"cursor": page.cursor, "more": False, "members": [], "cards": [], "rules": []}
+    assert empty == {"cursor": page.cursor, "more": False, "members": [], "cards": [], "rules": [], "rule_docs": [],
+                     "coupons": [], "keys": [], "revocations": [], "deleted": []}
 
 
 def test_a_retried_batch_gets_the_same_answer_and_applies_once(http: httpx.Client, store: HqStore) -> None:
     batch = [sale(1), sale(2), sale(4)]
     first, again = push(http, batch).json(), push(http, batch).json()
-    assert first == {"acked_seq": 2, "stored": 3, "duplicates": 0, "gaps": [[3, 3]]}
-    assert again == {"acked_seq": 2, "stored": 0, "duplicates": 3, "gaps": [[3, 3]]}
+    assert first == {"acked_seq": 2, "stored": 3, "duplicates": 0, "gaps": [[3, 3]], "flagged": 0}
+    assert again == {"acked_seq": 2, "stored": 0, "duplicates": 3, "gaps": [[3, 3]], "flagged": 0}
     assert store.member("M-0001").points == 1200 + 36  # type: ignore[union-attr]
-    assert push(http, [sale(3)]).json() == {"acked_seq": 4, "stored": 1, "duplicates": 0, "gaps": []}
+    assert push(http, [sale(3)]).json() == {"acked_seq": 4, "stored": 1, "duplicates": 0, "gaps": [], "flagged": 0}
 
 
 def test_a_conflicting_entry_gets_409_and_nothing_is_stored(http: httpx.Client, store: HqStore) -> None:
@@ -164,21 +167,21 @@ def test_changes_limit_is_capped_not_refused(http: httpx.Client) -> None:
     assert small["more"] is True and len(small["members"]) + len(small["cards"]) + len(small["rules"]) == 3
 
 
-class _BrokenStore:
+class _BrokenStore(HqStore):
     """Authenticates everyone as T1, then fails like a database that lost its disk."""
 
     def authenticate(self, token: str) -> str | None:
         return "T1"
 
-    def ingest(self, terminal_id: str, entries: list[WireEntry]) -> PushResponse:
+    def ingest(self, terminal_id: str, entries: list[WireEntry], clock: str | None = None) -> PushResponse:
         raise StorageFailed("disk I/O error")
 
     def changes(self, since: int, limit: int = 500) -> ChangesPage:
         raise RuntimeError("bug")
 
 
-def test_storage_failures_are_503_and_bugs_500() -> None:
-    handle = start_in_thread(_BrokenStore(), "127.0.0.1", 0, timeout=10)
+def test_storage_failures_are_503_and_bugs_500(tmp_path: Path) -> None:
+    handle = start_in_thread(_BrokenStore(str(tmp_path / "broken.db")), "127.0.0.1", 0, timeout=10)
     try:
         with httpx.Client(base_url=handle.url, timeout=5, trust_env=False) as http:
             assert_error(push(http, [sale(1)]), 503, "storage_unavailable")

@@ -1,4 +1,5 @@
-"""HqStore: idempotent journal ingest, acknowledgement and gaps, conflicts, the changes feed, demo seed."""
+"""HqStore: idempotent journal ingest, acknowledgement and gaps, conflicts, the changes feed, demo seed.
+The ``store`` fixture runs every test on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from sync.hq.demo import DEMO_CARDS, seed_demo
 from sync.hq.storage import (
+    CredentialRevoked,
     Effect,
     HqStore,
     SeqConflict,
@@ -42,8 +44,8 @@ def points(store: HqStore, member_id: str = "M-1") -> int:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[HqStore]:
-    hq = HqStore(str(tmp_path / "hq" / "hq.db"))
+def store(hq_url: str) -> Iterator[HqStore]:
+    hq = HqStore(hq_url)
     hq.add_terminal("T1", "S1", "token-one")
     hq.add_terminal("T2", "S1", "token-two")
     hq.upsert_member("M-1", "Aiko", "gold", 100)
@@ -216,8 +218,10 @@ def test_rekeying_replaces_the_token_and_revocation_sticks(store: HqStore) -> No
     assert store.authenticate("token-one") is None
     assert store.authenticate(new) == "T1"
     assert store.revoke_terminal("T1") is True
-    assert store.authenticate(new) is None
-    assert store.authenticate(store.add_terminal("T1", "S1")) is None
+    with pytest.raises(CredentialRevoked):
+        store.authenticate(new)
+    with pytest.raises(CredentialRevoked):
+        store.authenticate(store.add_terminal("T1", "S1"))
     assert store.revoke_terminal("nope") is False
 
 

@@ -151,3 +151,21 @@ def test_clawback_of_spent_points_goes_negative(till: tuple[Service, Store, Cloc
     back = service.void(sale.txn_id)
     assert back.points_balance == -1000  # the debt is carried, not ignored
     assert store.entries()[-1].payload["points_clawed"] == sale.points_delta
+
+
+def test_enrol_an_unknown_card_offline_then_earn(till: tuple[Service, Store, Clock]) -> None:
+    from terminal.model import CardRead
+
+    service, store, _ = till
+    read = CardRead("sim:", "iso14443a", "hash-of-a-new-card")
+    found = service.enrol(read, "Chika", consent="v1")
+    assert found.member.member_id.startswith("E-") and found.member.tier == "basic"
+    assert service.identify(read).member.member_id == found.member.member_id
+    sale = service.commit(service.quote(found.member.member_id, BASKET))
+    assert sale.points_balance == 21
+    assert [e.kind for e in store.entries()] == ["enrol", "sale"]
+    assert store.entries()[0].payload["uid_hash"] == "hash-of-a-new-card"
+    with pytest.raises(Rejected) as info:
+        service.enrol(read)
+    assert info.value.code is Code.CARD_ALREADY_ENROLLED
+    assert len(store.entries()) == 2

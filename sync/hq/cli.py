@@ -1,0 +1,189 @@
+"""`tillpoint hq ...`: head-office administration, a thin shell over ``HqStore``.
+
+``register(hq_app)`` adds these commands to the ``hq`` group of the ``tillpoint`` CLI:
+
+    enrol-code TERMINAL --store-id S   a one-time code the till redeems for its own credential
+    rotate TERMINAL --store-id S       a fresh enrolment code; the till's current token works until it is used
+    revoke TERMINAL                    refuse the terminal's credential at once
+    admin-token NAME                   a token for /v1/admin (reports, settling items)
+    terminals                          every terminal: how far behind, last seen, clock offset
+    report [--store-id] [--terminal-id] [--day-from] [--day-to] [--format table|json|csv]
+    items [--state open] ...           reconciliation items
+    settle ITEM --by NAME --note WHY   settle an item by hand
+    put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
+    delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
+    add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from sync.hq.storage import HqStore
+
+console = Console()
+DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+DEFAULT_DB = "var/hq/hq.db"
+
+
+def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", write_off_points: int = 0,
+               write_off_stored_value: int = 0) -> HqStore:
+    from sync.hq.storage import HqStore, Settings
+
+    return HqStore(db, Settings(clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
+                                write_off_stored_value=write_off_stored_value))
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+    return "-" if value is None else str(value)
+
+
+def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function per command
+    @hq_app.command("enrol-code")
+    def enrol_code(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001",
+                   hours: float = 72.0, db: DbOpt = DEFAULT_DB) -> None:
+        """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
+        store = open_store(db)
+        print(store.enrol_code(terminal_id, store_id, hours))
+        store.close()
+
+    @hq_app.command("rotate")
+    def rotate(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001", hours: float = 72.0,
+               db: DbOpt = DEFAULT_DB) -> None:
+        """Re-key a terminal: print a new enrolment code; its current credential works until the code is used."""
+        store = open_store(db)
+        print(store.enrol_code(terminal_id, store_id, hours))
+        store.close()
+
+    @hq_app.command("revoke")
+    def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Refuse a terminal's credential from now on (a new enrolment code lets it back in)."""
+        store = open_store(db)
+        found = store.revoke_terminal(terminal_id)
+        store.close()
+        if not found:
+            console.print(f"[red]no terminal {terminal_id}[/]")
+            raise typer.Exit(1)
+        console.print(f"revoked {terminal_id}")
+
+    @hq_app.command("admin-token")
+    def admin_token(name: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Print an administrator token for /v1/admin (shown once); NAME is who settles items."""
+        store = open_store(db)
+        print(store.add_admin(name))
+        store.close()
+
+    @hq_app.command("terminals")
+    def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Every terminal: acknowledged seq, highest seq held, last seen, clock offset."""
+        store = open_store(db)
+        rows = store.terminals()
+        store.close()
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        _print_rows(rows, ["terminal_id", "store_id", "acked_seq", "max_seq", "entries", "last_seen", "clock_offset",
+                           "revoked"])
+
+    @hq_app.command("report")
+    def report(
+        db: DbOpt = DEFAULT_DB, store_id: Optional[str] = None, terminal_id: Optional[str] = None,
+        day_from: Optional[str] = None, day_to: Optional[str] = None,
+        fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    ) -> None:
+        """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
+        from sync.hq.reconcile import REPORT_COLUMNS, report_csv
+
+        store = open_store(db)
+        rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+        store.close()
+        if fmt == "json":
+            print(json.dumps(rows, indent=2))
+        elif fmt == "csv":
+            print(report_csv(rows), end="")
+        else:
+            _print_rows(rows, list(REPORT_COLUMNS))
+
+    @hq_app.command("items")
+    def items(db: DbOpt = DEFAULT_DB, state: Optional[str] = None, store_id: Optional[str] = None,
+              terminal_id: Optional[str] = None, day: Optional[str] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Reconciliation items (state: open, settled_auto, settled_manual)."""
+        store = open_store(db)
+        found = [i.model_dump(mode="json") for i in store.items(state=state, store_id=store_id,
+                                                                   terminal_id=terminal_id, day=day)]
+        store.close()
+        if as_json:
+            print(json.dumps(found, indent=2))
+            return
+        _print_rows(found, ["item_id", "terminal_id", "day", "seq", "reason", "state", "detail", "settled_by", "note"])
+
+    @hq_app.command("settle")
+    def settle(item_id: str, by: Annotated[str, typer.Option(help="Who settles it.")],
+               note: Annotated[str, typer.Option(help="Why, and how it was settled.")], db: DbOpt = DEFAULT_DB) -> None:
+        """Settle a reconciliation item by hand."""
+        from sync.hq.reconcile import UnknownItem
+
+        store = open_store(db)
+        try:
+            item = store.settle(item_id, by, note)
+        except (UnknownItem, ValueError) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+        finally:
+            store.close()
+        console.print(f"{item.item_id}: {item.state.value} by {item.settled_by}: {item.note}")
+
+    @hq_app.command("put-coupon")
+    def put_coupon(file: Path, db: DbOpt = DEFAULT_DB) -> None:
+        """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits)."""
+        store = open_store(db)
+        print(store.put_coupon(json.loads(file.read_text(encoding="utf-8"))))
+        store.close()
+
+    @hq_app.command("put-rule")
+    def put_rule(file: Path, db: DbOpt = DEFAULT_DB) -> None:
+        """Store an earning-rule JSON document (its rule_id)."""
+        store = open_store(db)
+        print(store.put_rule_doc(json.loads(file.read_text(encoding="utf-8"))))
+        store.close()
+
+    @hq_app.command("delete")
+    def delete(kind: str, item_id: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Delete a member, card, rule, rule_doc, coupon, key or revocation (tills get a tombstone)."""
+        store = open_store(db)
+        found = store.delete(kind, item_id)
+        store.close()
+        if not found:
+            console.print(f"[red]no live {kind} {item_id}[/]")
+            raise typer.Exit(1)
+
+    @hq_app.command("add-key")
+    def add_key(purpose: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Make an Ed25519 signing key for PURPOSE (qr, payment_code, ...); tills get its public half."""
+        store = open_store(db)
+        print(store.create_signing_key(purpose))
+        store.close()
+
+    @hq_app.command("revoke-subject")
+    def revoke_subject(kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB) -> None:
+        """Put KIND:SUBJECT (a card hash, a key id, a payment device...) on the signed revocation list."""
+        store = open_store(db)
+        print(store.revoke(kind, subject, reason))
+        store.close()

@@ -1,0 +1,332 @@
+"""One small database interface over SQLite (sqlite3, the default) and PostgreSQL (psycopg 3, ``pg.py``).
+
+Head office's SQL is written once, with ``?`` placeholders and only what both engines share
+(``ON CONFLICT`` upserts, ``RETURNING``, ``BIGINT``/``TEXT``); a ``Tx`` adapts the rest:
+placeholders, ``IN`` lists (``= ANY(?)`` on PostgreSQL), ``FOR UPDATE`` and ``executemany ... RETURNING``.
+
+    Db.write()   a read-write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED)
+    Db.read()    a consistent read-only snapshot (PostgreSQL: REPEATABLE READ READ ONLY)
+    Db.transact(fn)  fn(tx) in a write transaction, retried on deadlock / serialization failure
+
+Errors (lower-layer errors are translated here and in pg.py, never escape)::
+
+    HqError
+     +-- StorageFailed        the database failed or is unreachable (503)
+          +-- IntegrityFailed a unique constraint refused a row
+          +-- RetryableFailed a deadlock or serialization failure; transact() retries it
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+RETRIES = 5
+
+
+class HqError(Exception):
+    pass
+
+
+class StorageFailed(HqError):
+    pass
+
+
+class IntegrityFailed(StorageFailed):
+    pass
+
+
+class RetryableFailed(StorageFailed):
+    pass
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Tx(Protocol):
+    dialect: str
+    for_update: str
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute a statement; returns the row count."""
+        ...
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
+        """Execute once per row; the first returned row of each (None when nothing matched)."""
+        ...
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """A ``column IN (...)`` condition and its parameters."""
+        ...
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert new rows in bulk (PostgreSQL: COPY); a unique violation raises IntegrityFailed."""
+        ...
+
+    def add_returning(self, table: str, key: str, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+        """``UPDATE table SET c = c + delta`` for each (key, *deltas) row, locking rows in key order;
+        returns the new values by key (absent keys are missing from the answer)."""
+        ...
+
+    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
+        """``UPDATE table SET column = value WHERE key = k`` for each (k, value), in key order."""
+        ...
+
+
+class Db(Protocol):
+    dialect: str
+
+    def write(self) -> AbstractContextManager[Tx]: ...
+
+    def read(self) -> AbstractContextManager[Tx]: ...
+
+    def transact(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def close(self) -> None: ...
+
+
+def transact_with_retries(db: Db, fn: Callable[[Tx], T]) -> T:
+    for attempt in range(RETRIES):
+        try:
+            with db.write() as tx:
+                return fn(tx)
+        except RetryableFailed:
+            if attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+
+class SqliteTx:
+    dialect = "sqlite"
+    for_update = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, tuple(params)).fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, tuple(params)).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
+        # sqlite3's executemany cannot return rows; in-process statements are cheap one by one.
+        return [self.conn.execute(sql, tuple(row)).fetchone() for row in rows]
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        if not values:
+            return "0 = 1", []
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def add_returning(self, table: str, key: str, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+        sets = ", ".join(f"{c} = {c} + ?" for c in columns)
+        sql = f"UPDATE {table} SET {sets} WHERE {key} = ? RETURNING {key}, {', '.join(columns)}"
+        found = {}
+        for row in sorted(rows, key=lambda r: r[0]):
+            got = self.conn.execute(sql, (*row[1:], row[0])).fetchone()
+            if got is not None:
+                found[str(got[0])] = tuple(got[1:])
+        return found
+
+    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
+        self.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", [(v, k) for k, v in sorted(pairs)])
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@contextmanager
+def sqlite_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+class SqliteDb:
+    """One connection guarded by a lock: SQLite has one writer anyway, and the lock keeps reads simple."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self._lock = threading.RLock()
+        with sqlite_errors():
+            self._conn = _sqlite_connect(path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        # IMMEDIATE takes the write lock up front, so another process writing the same file
+        # makes us wait (busy timeout) instead of failing when a read turns into a write.
+        with self._lock, sqlite_errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        with self._lock, sqlite_errors():
+            self._conn.execute("BEGIN")
+            try:
+                yield SqliteTx(self._conn)
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        return transact_with_retries(self, fn)
+
+
+def open_db(url: str, *, pool_size: int = 16) -> Db:
+    """``postgresql://...`` (or ``postgres://``) opens PostgreSQL; anything else is a SQLite file path."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from sync.hq.pg import PgDb
+
+        return PgDb(url, pool_size=pool_size)
+    if url.startswith("sqlite:///"):
+        url = url.removeprefix("sqlite:///")
+    return SqliteDb(url)
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+# m001 is the walking skeleton's schema, written so that it is a no-op on a database that
+# sqlite-utils created for it; m002 widens it for chains.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("m001_initial", [
+        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO counters (name, value) VALUES ('version', 0) ON CONFLICT (name) DO NOTHING",
+        "CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, "
+        "token_sha256 TEXT NOT NULL, created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, "
+        "acked_seq BIGINT NOT NULL DEFAULT 0)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_terminals_token_sha256 ON terminals (token_sha256)",
+        "CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, "
+        "tier TEXT NOT NULL, points BIGINT NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS cards (uid_hash TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
+        "status TEXT NOT NULL, version BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS rules (rule_id TEXT PRIMARY KEY, points BIGINT NOT NULL, "
+        "per_minor BIGINT NOT NULL, version BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS idx_members_version ON members (version)",
+        "CREATE INDEX IF NOT EXISTS idx_cards_version ON cards (version)",
+        "CREATE INDEX IF NOT EXISTS idx_rules_version ON rules (version)",
+        "CREATE INDEX IF NOT EXISTS idx_cards_member_id ON cards (member_id)",
+        # Both keys are permanent unique constraints: an entry is stored once per (terminal, seq)
+        # and once per txn_id, whatever the retries.
+        "CREATE TABLE IF NOT EXISTS journal (terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, txn_id TEXT NOT NULL, "
+        "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL, "
+        "effect TEXT NOT NULL, PRIMARY KEY (terminal_id, seq))",
+        "CREATE UNIQUE INDEX IF NOT EXISTS idx_journal_txn_id ON journal (txn_id)",
+    ]),
+    ("m002_chain", [
+        "ALTER TABLE terminals ADD COLUMN next_token_sha256 TEXT",
+        "ALTER TABLE terminals ADD COLUMN last_seen TEXT",
+        "ALTER TABLE terminals ADD COLUMN clock_offset DOUBLE PRECISION",
+        "ALTER TABLE members ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE members ADD COLUMN blocked_at TEXT",
+        "ALTER TABLE members ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE cards ADD COLUMN blocked_at TEXT",
+        "ALTER TABLE cards ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE rules ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE journal ADD COLUMN member_id TEXT",
+        "ALTER TABLE journal ADD COLUMN store_id TEXT",
+        "ALTER TABLE journal ADD COLUMN day TEXT",
+        "ALTER TABLE journal ADD COLUMN total BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE journal ADD COLUMN points BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE journal ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX idx_journal_member_id ON journal (member_id)",
+        "CREATE INDEX idx_journal_day ON journal (day, terminal_id)",
+        "CREATE TABLE rule_docs (rule_id TEXT PRIMARY KEY, body TEXT NOT NULL, version BIGINT NOT NULL, "
+        "deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, member_id TEXT, body TEXT NOT NULL, "
+        "uses BIGINT NOT NULL DEFAULT 0, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE coupon_member_uses (coupon_id TEXT NOT NULL, member_id TEXT NOT NULL, "
+        "uses BIGINT NOT NULL, PRIMARY KEY (coupon_id, member_id))",
+        "CREATE TABLE coupon_uses (txn_id TEXT NOT NULL, coupon_id TEXT NOT NULL, member_id TEXT, "
+        "released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, coupon_id))",
+        "CREATE TABLE signing_keys (key_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
+        "private_key TEXT, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE revocations (revocation_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
+        "version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX idx_rule_docs_version ON rule_docs (version)",
+        "CREATE INDEX idx_coupons_version ON coupons (version)",
+        "CREATE INDEX idx_signing_keys_version ON signing_keys (version)",
+        "CREATE INDEX idx_revocations_version ON revocations (version)",
+        "CREATE TABLE payment_codes (code_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+        "txn_id TEXT NOT NULL)",
+        "CREATE TABLE recon_items (item_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+        "day TEXT NOT NULL, seq BIGINT, txn_id TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, "
+        "state TEXT NOT NULL, created_at TEXT NOT NULL, settled_at TEXT, settled_by TEXT, note TEXT)",
+        "CREATE INDEX idx_recon_items_terminal ON recon_items (terminal_id, day)",
+        "CREATE INDEX idx_recon_items_txn ON recon_items (txn_id)",
+        "CREATE TABLE eod_reports (terminal_id TEXT NOT NULL, day TEXT NOT NULL, first_seq BIGINT NOT NULL, "
+        "last_seq BIGINT NOT NULL, totals TEXT NOT NULL, status TEXT NOT NULL, missing TEXT NOT NULL, "
+        "mismatches TEXT NOT NULL, reported_at TEXT NOT NULL, checked_at TEXT NOT NULL, "
+        "PRIMARY KEY (terminal_id, day))",
+        "CREATE TABLE enrol_codes (code_sha256 TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, store_id TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, used_at TEXT)",
+        "CREATE TABLE admins (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, "
+        "revoked INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ]),
+]
+
+
+def migrate(db: Db) -> list[str]:
+    """Apply the migrations this database lacks, each in its own transaction; returns their names."""
+    with db.write() as tx:
+        tx.run("CREATE TABLE IF NOT EXISTS hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
+    applied = []
+    for name, statements in MIGRATIONS:
+        if name in done:
+            continue
+        with db.write() as tx:
+            for statement in statements:
+                tx.run(statement)
+            tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
+        applied.append(name)
+    return applied

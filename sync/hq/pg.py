@@ -1,0 +1,143 @@
+"""Head office on PostgreSQL (psycopg 3 with a connection pool), for chains.
+
+The same statements as on SQLite (see ``db.py``); ``?`` placeholders become ``%s`` here.
+Writers run READ COMMITTED and lock what they count (the terminal row, member and coupon rows,
+the version counter) in one fixed order, so concurrent pushes of different terminals never see
+a stale count; a deadlock or serialization failure is retried by ``Db.transact``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from sync.hq.db import IntegrityFailed, RetryableFailed, Row, StorageFailed, Tx, transact_with_retries
+
+T = TypeVar("T")
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class PgTx:
+    dialect = "postgres"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self.conn.cursor() as cur:
+            cur.execute(_pg_sql(sql), tuple(params))
+            return list(cur.fetchall()) if cur.description else []
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with self.conn.cursor() as cur:
+            cur.execute(_pg_sql(sql), tuple(params))
+            row: Row | None = cur.fetchone() if cur.description else None
+            return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(_pg_sql(sql), tuple(params))
+            return cur.rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(_pg_sql(sql), [tuple(r) for r in rows])
+
+    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
+        if not rows:
+            return []
+        found: list[Row | None] = []
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg_sql(sql), [tuple(r) for r in rows], returning=True)
+            while True:
+                found.append(cur.fetchone())
+                if not cur.nextset():
+                    break
+        return found
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def add_returning(self, table: str, key: str, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+        if not rows:
+            return {}
+        keys = sorted(str(r[0]) for r in rows)
+        # Lock in key order first, so concurrent batches touching the same rows cannot deadlock.
+        self.all(f"SELECT 1 FROM {table} WHERE {key} = ANY(?) ORDER BY {key} FOR UPDATE", [keys])
+        unnest = ", ".join(f"unnest(?::bigint[]) AS d{n}" for n in range(len(columns)))
+        sets = ", ".join(f"{c} = t.{c} + v.d{n}" for n, c in enumerate(columns))
+        sql = (f"UPDATE {table} AS t SET {sets} FROM (SELECT unnest(?::text[]) AS k, {unnest}) AS v "
+               f"WHERE t.{key} = v.k RETURNING t.{key}, {', '.join(f't.{c}' for c in columns)}")
+        params = [[str(r[0]) for r in rows], *[[int(r[n + 1]) for r in rows] for n in range(len(columns))]]
+        return {str(r[0]): tuple(r[1:]) for r in self.all(sql, params)}
+
+    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
+        if not pairs:
+            return
+        ordered = sorted(pairs)
+        self.run(f"UPDATE {table} AS t SET {column} = v.val FROM (SELECT unnest(?::text[]) AS k, "
+                 f"unnest(?::bigint[]) AS val) AS v WHERE t.{key} = v.k",
+                 [[k for k, _ in ordered], [v for _, v in ordered]])
+
+
+@contextmanager
+def _pg_errors() -> Iterator[None]:
+    try:
+        yield
+    except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+        raise RetryableFailed(f"head-office database: {exc.__class__.__name__}") from exc
+    except pg_errors.IntegrityError as exc:
+        raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
+    except psycopg.Error as exc:
+        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+    except PoolTimeout as exc:
+        raise StorageFailed("head-office database: no connection available in time") from exc
+
+
+class PgDb:
+    dialect = "postgres"
+
+    def __init__(self, conninfo: str, *, pool_size: int = 16, timeout: float = 10.0) -> None:
+        with _pg_errors():
+            self.pool = ConnectionPool(
+                conninfo, min_size=1, max_size=pool_size, timeout=timeout,
+                kwargs={"autocommit": True}, open=False, name="tillpoint-hq",
+            )
+            self.pool.open(wait=True, timeout=timeout)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        with _pg_errors(), self.pool.connection() as conn, conn.transaction():
+            yield PgTx(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        with _pg_errors(), self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield PgTx(conn)
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        return transact_with_retries(self, fn)

@@ -1,0 +1,193 @@
+"""Reconciliation at head office: end-of-day checks, items and their settlement, the report.
+
+End of day: a terminal reports, for a business day, the seq range it covers and counts and sums
+per kind (``sync.protocol.day_totals``). Head office computes the same over the entries it holds
+in that range: the day is ``complete`` when nothing is missing and every figure matches, else
+``incomplete`` with the missing seq ranges and the differing figures named. An incomplete day is
+checked again whenever that terminal's entries arrive.
+
+Items (docs/reconciliation.md): ``open`` -> ``settled_auto`` (by head office: the transaction was
+voided, or a small overspend was written off, or a late member registration applied the entry) or
+``settled_manual`` (by a named person, with a note).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from sync.hq.db import Tx
+from sync.protocol import EodReport, EodResult, ItemState, KindTotals, ReconItem, day_totals
+
+REPORT_COLUMNS = ("store_id", "terminal_id", "day", "entries", "total", "points", "stored_value", "open_items",
+                  "settled_items", "open_reasons", "eod")
+_ITEM_COLUMNS = ("item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, settled_at, "
+                 "settled_by, note")
+
+
+class UnknownItem(LookupError):
+    pass
+
+
+def missing_ranges(first: int, last: int, held: Iterable[int]) -> list[tuple[int, int]]:
+    missing, expect = [], first
+    for seq in held:
+        if seq > expect:
+            missing.append((expect, seq - 1))
+        expect = max(expect, seq + 1)
+    if expect <= last:
+        missing.append((expect, last))
+    return missing
+
+
+def mismatches(reported: dict[str, KindTotals], held: dict[str, KindTotals]) -> list[str]:
+    found = []
+    for kind in sorted(set(reported) | set(held)):
+        mine, theirs = held.get(kind, KindTotals()), reported.get(kind, KindTotals())
+        for name in ("count", "total", "points", "stored_value"):
+            if getattr(mine, name) != getattr(theirs, name):
+                found.append(f"{kind} {name}: terminal {getattr(theirs, name)}, head office {getattr(mine, name)}")
+    return found
+
+
+def record_eod(tx: Tx, report: EodReport, now: str) -> EodResult:
+    totals = json.dumps({k: v.model_dump() for k, v in report.totals.items()}, sort_keys=True)
+    tx.run(
+        "INSERT INTO eod_reports (terminal_id, day, first_seq, last_seq, totals, status, missing, mismatches, "
+        "reported_at, checked_at) VALUES (?, ?, ?, ?, ?, 'incomplete', '[]', '[]', ?, ?) "
+        "ON CONFLICT (terminal_id, day) DO UPDATE SET first_seq = excluded.first_seq, last_seq = excluded.last_seq, "
+        "totals = excluded.totals, reported_at = excluded.reported_at",
+        [report.terminal_id, report.day, report.first_seq, report.last_seq, totals, now, now],
+    )
+    return check_day(tx, report.terminal_id, report.day, now)
+
+
+def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
+    row = tx.one("SELECT first_seq, last_seq, totals FROM eod_reports WHERE terminal_id = ? AND day = ?",
+                 [terminal_id, day])
+    if row is None:
+        raise UnknownItem(f"no end-of-day report of {terminal_id} for {day}")
+    first, last = int(row[0]), int(row[1])
+    reported = {k: KindTotals.model_validate(v) for k, v in json.loads(row[2]).items()}
+    entries = tx.all("SELECT seq, kind, payload FROM journal WHERE terminal_id = ? AND seq >= ? AND seq <= ? "
+                     "ORDER BY seq", [terminal_id, first, last])
+    missing = missing_ranges(first, last, (int(r[0]) for r in entries))
+    held = day_totals((str(r[1]), json.loads(r[2])) for r in entries)
+    differ = mismatches(reported, held)
+    status: Literal["complete", "incomplete"] = "complete" if not missing and not differ else "incomplete"
+    tx.run("UPDATE eod_reports SET status = ?, missing = ?, mismatches = ?, checked_at = ? WHERE terminal_id = ? "
+           "AND day = ?", [status, json.dumps(missing), json.dumps(differ), now, terminal_id, day])
+    return EodResult(terminal_id=terminal_id, day=day, status=status, missing=missing, mismatches=differ)
+
+
+def recheck_days(tx: Tx, terminal_id: str, acked_seq: int, now: str) -> None:
+    """Entries arrived: check again the incomplete days they may complete."""
+    rows = tx.all("SELECT day FROM eod_reports WHERE terminal_id = ? AND status = 'incomplete' AND first_seq <= ?",
+                  [terminal_id, acked_seq])
+    for (day,) in rows:
+        check_day(tx, terminal_id, str(day), now)
+
+
+def _item(row: tuple[Any, ...]) -> ReconItem:
+    names = [n.strip() for n in _ITEM_COLUMNS.split(",")]
+    data = dict(zip(names, row, strict=True))
+    data["detail"] = json.loads(data["detail"])
+    return ReconItem.model_validate(data)
+
+
+def _filters(tx: Tx, **values: str | None) -> tuple[str, list[Any]]:
+    conds, params = ["1 = 1"], []
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "day_from":
+            conds.append("day >= ?")
+        elif name == "day_to":
+            conds.append("day <= ?")
+        else:
+            conds.append(f"{name} = ?")
+        params.append(value)
+    return " AND ".join(conds), params
+
+
+def items(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None, day: str | None = None,
+          state: str | None = None, limit: int = 1000) -> list[ReconItem]:
+    where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day=day, state=state)
+    rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE {where} ORDER BY created_at, item_id LIMIT ?",
+                  [*params, limit])
+    return [_item(r) for r in rows]
+
+
+def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
+    """Settle an item by hand: who and why are kept. An item settled by hand stays so."""
+    if not by.strip() or not note.strip():
+        raise ValueError("settling by hand needs who and why")
+    row = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?{tx.for_update}", [item_id])
+    if row is None:
+        raise UnknownItem(f"no reconciliation item {item_id}")
+    if row[8] == ItemState.SETTLED_MANUAL:
+        raise ValueError(f"item {item_id} was already settled by {row[11]}")
+    tx.run("UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
+           [ItemState.SETTLED_MANUAL.value, now, by, note, item_id])
+    found = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])
+    assert found is not None
+    return _item(found)
+
+
+def report(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None, day_from: str | None = None,
+           day_to: str | None = None) -> list[dict[str, Any]]:
+    """One row per (store, terminal, day): what head office holds, its items and the end-of-day status."""
+    where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def row(store: str, terminal: str, day: str) -> dict[str, Any]:
+        return rows.setdefault((store, terminal, day), {
+            "store_id": store, "terminal_id": terminal, "day": day, "entries": 0, "total": 0, "points": 0,
+            "stored_value": 0, "open_items": 0, "settled_items": 0, "open_reasons": {}, "eod": "not reported"})
+
+    for s, t, d, n, total, points, value in tx.all(
+        f"SELECT store_id, terminal_id, day, COUNT(*), SUM(total), SUM(points), SUM(stored_value) FROM journal "
+        f"WHERE {where} GROUP BY store_id, terminal_id, day", params):
+        row(s, t, d).update(entries=int(n), total=int(total or 0), points=int(points or 0), stored_value=int(value or 0))
+    for s, t, d, state, reason, n in tx.all(
+        f"SELECT store_id, terminal_id, day, state, reason, COUNT(*) FROM recon_items WHERE {where} "
+        "GROUP BY store_id, terminal_id, day, state, reason", params):
+        r = row(s, t, d)
+        if state == ItemState.OPEN:
+            r["open_items"] += int(n)
+            r["open_reasons"][reason] = int(n)
+        else:
+            r["settled_items"] += int(n)
+    _add_eod(tx, rows, row, store_id, terminal_id, day_from, day_to)
+    return [rows[key] for key in sorted(rows, key=lambda k: (k[0], k[1], k[2]))]
+
+
+def _add_eod(tx: Tx, rows: dict[tuple[str, str, str], dict[str, Any]], row: Any, store_id: str | None,
+             terminal_id: str | None, day_from: str | None, day_to: str | None) -> None:
+    where, params = _filters(tx, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+    stores: dict[str, str] = {str(t): str(st) for t, st in tx.all("SELECT terminal_id, store_id FROM terminals")}
+    for t, d, status, missing in tx.all(f"SELECT terminal_id, day, status, missing FROM eod_reports WHERE {where}",
+                                        params):
+        store = str(stores.get(t, "?"))
+        if store_id is not None and store != store_id:
+            continue
+        gaps = json.loads(missing)
+        row(store, t, d)["eod"] = status if not gaps else f"{status}: missing {', '.join(f'{a}-{b}' for a, b in gaps)}"
+
+
+def report_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    for r in rows:
+        writer.writerow([_cell(r[c]) for c in REPORT_COLUMNS])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)

@@ -1,0 +1,362 @@
+"""`tillpoint doctor`: is this till fit to sell? Each check gives a verdict in plain words.
+
+    config      the config file parses and validates; the card key and head-office token are there
+    pcscd       pcscd answers on its socket (when a PC/SC reader is configured)
+    readers     each configured reader lists its devices
+    camera      each configured camera device exists and can be opened
+    database    SQLite integrity_check of the terminal database; journal entries waiting
+    disk        free space where the database lives
+    head office reachable, accepts this terminal's token, and its clock agrees with ours
+    daemon      the local API of a running daemon answers
+
+Verdicts: ok, warn, fail, skip. Exit code: 0 all ok, 1 a warning, 2 a failure (Nagios style, so a
+monitoring agent can run it as is). Nothing here writes: the database is opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from terminal import config as config_mod
+from terminal.config import Config
+from terminal.errors import ConfigError
+
+PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
+DISK_FAIL = 50 * 2**20  # below this the next sales may be refused with storage_full
+DISK_WARN = 500 * 2**20
+SKEW_WARN = 30.0  # seconds; coupon windows and payment codes are checked against the till's clock
+SKEW_FAIL = 300.0
+OFFLINE_WARN = 3600.0
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    verdict: Verdict
+    words: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+def ok(name: str, words: str) -> Check:
+    return Check(name, Verdict.OK, words)
+
+
+def warn(name: str, words: str) -> Check:
+    return Check(name, Verdict.WARN, words)
+
+
+def fail(name: str, words: str) -> Check:
+    return Check(name, Verdict.FAIL, words)
+
+
+def skip(name: str, words: str) -> Check:
+    return Check(name, Verdict.SKIP, words)
+
+
+def exit_code(checks: list[Check]) -> int:
+    verdicts = {c.verdict for c in checks}
+    return 2 if Verdict.FAIL in verdicts else 1 if Verdict.WARN in verdicts else 0
+
+
+def render(checks: list[Check]) -> list[str]:
+    lines = [f"{c.verdict.value.upper():<4}  {c.name:<11} {c.words}" for c in checks]
+    worst = exit_code(checks)
+    lines.append(["This till looks healthy.", "This till works, but see the warnings above.",
+                  "This till has a problem: see FAIL above."][worst])
+    return lines
+
+
+def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
+    """Every check, in order; a config that does not load stops the rest (nothing to check against)."""
+    cfg, first = check_config(path)
+    if cfg is None:
+        return [first]
+    checks = [first, *check_secrets(cfg), *check_pcsc(cfg), *check_cameras(cfg), check_database(cfg),
+              check_disk(cfg), *check_hq(cfg, timeout), check_daemon(cfg, timeout)]
+    return checks
+
+
+# -- config ------------------------------------------------------------------------------------------
+
+
+def check_config(path: Path | None) -> tuple[Config | None, Check]:
+    source = str(path or os.environ.get(config_mod.ENV_CONFIG) or "")
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        return None, fail("config", f"{source or 'config'}: {exc}. Fix the file; the daemon will not start.")
+    if not source:
+        return cfg, warn("config", "no config file (--config or $TILLPOINT_CONFIG): running on built-in defaults")
+    return cfg, ok("config", f"{source} is valid (terminal {cfg.terminal.id}, store {cfg.terminal.store_id})")
+
+
+def check_secrets(cfg: Config) -> list[Check]:
+    found = [_check_card_key(cfg.card_key_path)]
+    if cfg.hq.token:
+        found.append(ok("hq token", "set in the config file"))
+    elif cfg.hq.token_file:
+        token = Path(cfg.hq.token_file)
+        found.append(ok("hq token", f"{token} is readable") if os.access(token, os.R_OK)
+                     else fail("hq token", f"{token} is missing or unreadable: sync cannot log in"))
+    else:
+        found.append(warn("hq token", "none configured: sync is off and sales stay in the journal"))
+    return found
+
+
+def _check_card_key(key: Path) -> Check:
+    if not key.exists():
+        return warn("card key", f"{key} does not exist yet: the daemon makes a new one, which only works "
+                                "if head office hashes cards with the same key")
+    try:
+        size, mode = key.stat().st_size, key.stat().st_mode
+    except OSError as exc:
+        return fail("card key", f"{key} cannot be read ({exc})")
+    if size < 16:
+        return fail("card key", f"{key} is {size} bytes; a card key needs at least 16")
+    if mode & (stat.S_IRWXO):
+        return warn("card key", f"{key} is readable by every user: chmod 0640 (or 0600) it")
+    return ok("card key", f"{key} present")
+
+
+# -- devices -----------------------------------------------------------------------------------------
+
+
+def _kinds(specs: list[str]) -> set[str]:
+    return {spec.partition(":")[0] for spec in specs}
+
+
+def check_pcsc(cfg: Config) -> list[Check]:
+    specs = cfg.reader.devices
+    checks: list[Check] = []
+    if _kinds(specs) & {"pcsc", "auto"}:
+        checks.append(check_pcscd())
+    for spec in specs:
+        checks.append(check_reader(spec))
+    return checks
+
+
+def check_pcscd() -> Check:
+    path = os.environ.get("PCSCLITE_CSOCK_NAME", PCSCD_SOCKET)
+    if not os.path.exists(path):
+        return fail("pcscd", f"pcscd is not running (no socket {path}): systemctl enable --now pcscd.socket")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+    except OSError as exc:
+        return fail("pcscd", f"pcscd does not answer on {path} ({exc.strerror or exc}): systemctl restart pcscd")
+    return ok("pcscd", f"answers on {path}")
+
+
+def check_reader(spec: str) -> Check:
+    name = f"reader {spec}"
+    kind = spec.partition(":")[0]
+    if kind == "sim":
+        return warn(name, "a simulated reader: no real card can be read (fine for a demo)")
+    try:
+        from drivers import open_reader
+
+        reader = open_reader(spec, lambda uid: "")
+        devices = reader.readers()
+    except ImportError as exc:
+        return fail(name, f"the driver's library is not installed ({exc.name}): reinstall with the pcsc extra")
+    except Exception as exc:  # a driver's own error, in its words
+        return fail(name, f"cannot be opened: {exc}")
+    if kind == "auto" and reader.name.startswith("sim:"):
+        return warn(name, "no PC/SC reader found, so the daemon would use its simulated reader")
+    if not devices:
+        return warn(name, "no reader plugged in (or pcscd has no driver for it): plug it in, then check "
+                          "`journalctl -u pcscd`")
+    return ok(name, f"sees {', '.join(devices)}")
+
+
+def _scanner_specs(cfg: Config) -> list[str]:
+    section = getattr(cfg, "scanner", None)
+    return list(getattr(section, "devices", []) or [])
+
+
+def check_cameras(cfg: Config) -> list[Check]:
+    cameras = [s for s in _scanner_specs(cfg) if s.startswith("camera:")]
+    if not cameras:
+        present = sorted(str(p) for p in Path("/dev").glob("video*"))
+        return [skip("camera", "no camera scanner configured" + (f" ({', '.join(present)} present)" if present else ""))]
+    return [check_camera(spec.partition(":")[2]) for spec in cameras]
+
+
+def check_camera(device: str, timeout: float = 5.0) -> Check:
+    name = f"camera {device}"
+    if device.startswith("/dev/"):
+        if not os.path.exists(device):
+            return fail(name, "no such device: is the camera plugged in?")
+        if not os.access(device, os.R_OK | os.W_OK):
+            return fail(name, "exists but this user may not open it (video group, DeviceAllow=)")
+    opened = _bounded(lambda: _grab_frame(device), timeout)
+    if opened is None:
+        return fail(name, f"opening it took more than {timeout:.0f} s")
+    return ok(name, opened) if not opened.startswith("!") else fail(name, opened[1:])
+
+
+def _grab_frame(device: str) -> str:
+    try:
+        import cv2
+    except ImportError:
+        return "present (OpenCV not installed here, so no frame was read)"
+    capture = cv2.VideoCapture(device)
+    try:
+        good, frame = capture.read() if capture.isOpened() else (False, None)
+        if not good or frame is None:
+            return "!opens but gives no picture"
+        return f"gives {frame.shape[1]}x{frame.shape[0]} frames"
+    finally:
+        capture.release()
+
+
+def _bounded(work: Callable[[], str], timeout: float) -> str | None:
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else None
+
+
+# -- storage -----------------------------------------------------------------------------------------
+
+
+def check_database(cfg: Config) -> Check:
+    path = cfg.db_path
+    if not path.exists():
+        return warn("database", f"{path} does not exist yet (the daemon makes it at its first start)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+            pending = _pending(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        problems, pending = [str(exc)], None
+    if problems:
+        return fail("database", f"{path} is damaged ({'; '.join(problems[:3])}): restart the daemon and it "
+                                "rebuilds the file, keeping the journal, and pulls the cache again")
+    return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else ""))
+
+
+def _pending(conn: sqlite3.Connection) -> str:
+    try:
+        count, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM journal WHERE pushed_at IS NULL").fetchone()
+    except sqlite3.Error:
+        return ""
+    return f"{count} journal entries waiting for head office" + (f" (oldest {oldest})" if count else "")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(cfg: Config) -> Check:
+    where = _existing(cfg.data_dir.resolve())
+    usage = shutil.disk_usage(where)
+    free = f"{usage.free / 2**20:,.0f} MiB free of {usage.total / 2**20:,.0f} MiB on {where}"
+    if usage.free < DISK_FAIL:
+        return fail("disk", f"{free}: sales will soon be refused (storage_full); free some space")
+    if usage.free < DISK_WARN or usage.free < usage.total * 0.05:
+        return warn("disk", f"{free}: getting low")
+    return ok("disk", free)
+
+
+# -- head office and the daemon ------------------------------------------------------------------------
+
+
+def _token(cfg: Config) -> str:
+    if cfg.hq.token:
+        return cfg.hq.token
+    try:
+        return Path(cfg.hq.token_file).read_text().strip() if cfg.hq.token_file else ""
+    except OSError:
+        return ""
+
+
+def check_hq(cfg: Config, timeout: float) -> list[Check]:
+    url = cfg.hq.url
+    try:
+        with httpx.Client(base_url=url, timeout=timeout, verify=cfg.hq.ca_file or True) as client:
+            before = time.time()
+            health = client.get("/v1/health")
+            after = time.time()
+            checks = [ok("head office", f"{url} answers")] if health.status_code == 200 else [
+                fail("head office", f"{url} answered {health.status_code} to /v1/health")]
+            if health.status_code == 200:
+                checks.append(clock_check(health.json().get("time"), (before + after) / 2))
+                checks.append(_token_check(client, _token(cfg)))
+            return checks
+    except httpx.HTTPError as exc:
+        return [fail("head office", f"{url} cannot be reached ({exc.__class__.__name__}: {exc}); sales go on "
+                                    "offline, but check the network, the firewall and hq.url")]
+
+
+def clock_check(hq_time: Any, local: float) -> Check:
+    try:
+        skew = datetime.fromisoformat(str(hq_time)).timestamp() - local
+    except ValueError:
+        return warn("clock", f"head office sent no readable time ({hq_time!r})")
+    words = f"{abs(skew):.1f} s {'behind' if skew > 0 else 'ahead of'} head office"
+    if abs(skew) > SKEW_FAIL:
+        return fail("clock", f"this till's clock is {words}: turn on time sync (timedatectl set-ntp true)")
+    if abs(skew) > SKEW_WARN:
+        return warn("clock", f"this till's clock is {words}: check time sync (timedatectl)")
+    return ok("clock", f"this till's clock is {words}")
+
+
+def _token_check(client: httpx.Client, token: str) -> Check:
+    if not token:
+        return skip("hq login", "no token configured")
+    reply = client.get("/v1/changes", params={"since": 10**15, "limit": 1}, headers={"Authorization": f"Bearer {token}"})
+    if reply.status_code == 200:
+        return ok("hq login", "head office accepts this terminal's token")
+    if reply.status_code == 401:
+        return fail("hq login", "head office refuses this terminal's token (wrong or revoked): ask head office "
+                                "for a new one (tillpoint hq add-terminal)")
+    return warn("hq login", f"head office answered {reply.status_code} to a login check")
+
+
+def check_daemon(cfg: Config, timeout: float) -> Check:
+    if not cfg.api.enabled:
+        return skip("daemon", "local API disabled in the config")
+    url = f"http://{cfg.api.host}:{cfg.api.port}"
+    try:
+        reply = httpx.get(f"{url}/v1/status", timeout=timeout)
+        status = reply.json()
+    except (httpx.HTTPError, ValueError):
+        return warn("daemon", f"no daemon answers on {url}: systemctl status tillpoint")
+    since = status.get("offline_since")
+    if since:
+        age = time.time() - datetime.fromisoformat(since).timestamp()
+        if age > OFFLINE_WARN:
+            return warn("daemon", f"running, but offline from head office for {age / 3600:.1f} h "
+                                  f"({status.get('pending')} entries waiting)")
+    return ok("daemon", f"running on {url}, {status.get('pending')} entries waiting")

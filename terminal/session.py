@@ -1,0 +1,631 @@
+"""The cashier's session: one sale at the till, from idle to done, shared by the API, the panel and
+the hotkeys (they all call the same methods, so a key press, a click and a POS request agree).
+
+::
+
+    idle ──identify (tap, member QR, number typed)──> member ──coupon──> coupons
+     │  ^                                               │                  │
+     │  └──────────── cancel (Esc) ─────────────────────┴──────────────────┤
+     └──pay (anonymous sale, basket needed)─────> payment <──pay───────────┘
+                                                   │  confirm (Enter, or pay again)
+                                                   v
+                                                  done ──next tap / basket / identify──> a new session
+
+The basket comes from the POS (``set_basket``) or is typed in by the cashier (``set_total``).
+``awaiting`` says what the cashier armed with a key: a member (tap, scan or type), a coupon (scan or
+type) or the total. Every change bumps ``seq`` and goes to ``on_change`` as a JSON-ready snapshot
+(the daemon emits it as a ``session`` event: the panel draws exactly that).
+
+A refused action raises ``Rejected`` and leaves the session as it was, except that the snapshot
+carries the refusal as ``error`` so the panel can show it in plain words with its code.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, NoReturn, Protocol
+
+from terminal import qrcodes
+from terminal.coupons import Offer
+from terminal.errors import MESSAGES, Code, Rejected
+from terminal.model import Basket, Line, Member, Quote, Receipt
+from terminal.scan import Kind, Refusal, classify
+
+REDEEM_MAX = -1
+PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
+TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    MEMBER = "member"
+    COUPONS = "coupons"
+    PAYMENT = "payment"
+    DONE = "done"
+
+
+class Awaiting(StrEnum):
+    MEMBER = "member"
+    COUPON = "coupon"
+    TOTAL = "total"
+
+
+class Action(StrEnum):
+    """What a key (global hotkey or panel shortcut) or ``POST /v1/session/action`` asks for."""
+
+    IDENTIFY = "identify"
+    COUPON = "coupon"
+    PAY = "pay"
+    CANCEL = "cancel"
+    CONFIRM = "confirm"
+    TOTAL = "total"
+    POINTS = "points"
+    NEW = "new"
+
+
+class Till(Protocol):
+    """What the session needs from ``terminal.service.Service``."""
+
+    def member(self, member_id: str) -> Member: ...
+
+    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote: ...
+
+    def commit(self, quote: Quote, payment: Any = None, tapped: Any = None) -> Receipt: ...
+
+    def void(self, txn_id: str) -> Receipt: ...
+
+    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
+
+
+def claim_token(receipt: Receipt) -> str:
+    """This sale's claim token: the transaction id (a UUIDv7) as base64url. Provisional and unsigned:
+    head office accepts a claim once per transaction; a signed, expiring token replaces it."""
+    raw = uuid.UUID(receipt.txn_id).bytes
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def code_body(value: str) -> str:
+    """The body of a member or coupon code that carries an id: the id's UTF-8 as base64url."""
+    return base64.urlsafe_b64encode(value.encode()).rstrip(b"=").decode()
+
+
+def id_from_body(body: str) -> str:
+    """The id a code body carries; ``Rejected(malformed_code)`` when it is not base64url of UTF-8."""
+    try:
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Rejected(Code.MALFORMED_CODE) from exc
+
+
+def refusal_dict(code: str, message: str | None = None) -> dict[str, str]:
+    try:
+        text = message or MESSAGES.get(Code(code), code)
+    except ValueError:
+        text = message or code
+    return {"code": code, "message": text}
+
+
+@dataclass
+class _Sale:
+    """The mutable part of one session (guarded by the session's lock)."""
+
+    state: State = State.IDLE
+    awaiting: Awaiting | None = None
+    member: Member | None = None
+    via: str = ""
+    basket: Basket | None = None
+    basket_source: str = ""
+    coupons: list[str] = field(default_factory=list)
+    redeem: int = 0
+    quote: Quote | None = None
+    receipt: Receipt | None = None
+    voided: Receipt | None = None
+    error: dict[str, str] | None = None
+    notice: str = ""
+
+
+class Session:
+    """One cashier session; thread-safe (readers, scanners, hotkeys and the API call it)."""
+
+    def __init__(
+        self,
+        till: Till,
+        *,
+        currency: str = "EUR",
+        exponent: int = 2,
+        join_url: str = "",
+        redeem_default: str = "max",
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        make_claim_token: Callable[[Receipt], str] = claim_token,
+        member_of_code: Callable[[str], str] = id_from_body,
+        coupon_of_code: Callable[[str], str] = id_from_body,
+    ) -> None:
+        self.till = till
+        self.currency = {"code": currency, "exponent": exponent}
+        self.join_url = join_url
+        self.redeem_default = REDEEM_MAX if redeem_default == "max" else 0
+        self.on_change = on_change
+        self.make_claim_token = make_claim_token
+        # A member / coupon code's body -> the id it stands for (Rejected when it does not verify).
+        # The default reads the provisional unsigned bodies; signed codes plug their verifier in here.
+        self.member_of_code = member_of_code
+        self.coupon_of_code = coupon_of_code
+        self.seq = 0
+        self.tapped: Callable[[], Any] = lambda: None
+        """The daemon's last identified tap (``service.Identified``), passed with the commit."""
+        self._sale = _Sale()
+        self._lock = threading.RLock()
+        self._qr_cache: dict[str, str] = {}
+        self.panel_focus_until = 0.0  # monotonic time until which a panel says it has the keyboard
+
+    # -- who has the keyboard ------------------------------------------------------------------------
+
+    def panel_focus(self, focused: bool, ttl: float = PANEL_FOCUS_TTL) -> None:
+        """A panel got or lost the keyboard; it says so again every few seconds while it has it."""
+        self.panel_focus_until = time.monotonic() + ttl if focused else 0.0
+
+    def panel_has_focus(self) -> bool:
+        return time.monotonic() < self.panel_focus_until
+
+    def hotkey(self, action: str) -> None:
+        """A global hotkey: ignored while a panel has the keyboard (it acts on the key itself)."""
+        if self.panel_has_focus():
+            return
+        try:
+            self.press(action)
+        except Rejected:
+            pass  # shown in the snapshot's error
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._sale.state
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        s = self._sale
+        return {
+            "seq": self.seq,
+            "state": s.state.value,
+            "awaiting": s.awaiting.value if s.awaiting else None,
+            "member": _member_dict(s.member, s.via),
+            "basket": _basket_dict(s.basket, s.basket_source),
+            "coupons": list(s.coupons),
+            "offers": self._offers(),
+            "redeem": s.redeem,
+            "quote": _quote_dict(s.quote),
+            "receipt": asdict(s.receipt) if s.receipt else None,
+            "voided": asdict(s.voided) if s.voided else None,
+            "customer_qr": self._customer_qr(),
+            "error": s.error,
+            "notice": s.notice,
+            "currency": self.currency,
+        }
+
+    def _offers(self) -> list[dict[str, Any]]:
+        """Coupons of this sale: the member's own and those presented, each usable or not, and why."""
+        s = self._sale
+        if s.member is None and not s.coupons:
+            return []
+        member_id = s.member.member_id if s.member else None
+        try:
+            offers, unknown = self.till.offers(s.coupons, member_id)
+        except Rejected:
+            return []
+        refused = dict(s.quote.refused) if s.quote else {}
+        applied = set(s.quote.coupons) if s.quote else set()
+        rows = [self._offer_row(o.coupon.coupon_id, o.coupon.text, applied, refused) for o in offers]
+        rows += [{"coupon_id": cid, "text": "", "usable": False, "applied": False, **_why(code)} for cid, code in unknown]
+        return rows
+
+    def _offer_row(self, coupon_id: str, text: str, applied: set[str], refused: dict[str, str]) -> dict[str, Any]:
+        row: dict[str, Any] = {"coupon_id": coupon_id, "text": text, "applied": coupon_id in applied}
+        if coupon_id in refused:
+            return {**row, "usable": False, **_why(refused[coupon_id])}
+        pending = self._sale.quote is None
+        return {**row, "usable": None if pending else True, "code": None,
+                "message": "Checked once the basket is in." if pending else ""}
+
+    def _customer_qr(self) -> dict[str, str] | None:
+        """The customer's QR: claim this sale's points (an anonymous sale done), else join (idle)."""
+        s = self._sale
+        text, kind = "", ""
+        if s.state is State.DONE and s.receipt is not None and s.member is None and s.voided is None:
+            text, kind = qrcodes.claim_code(self.make_claim_token(s.receipt), self.join_url or None), "claim"
+        elif s.state is State.IDLE and s.member is None and self.join_url:
+            text, kind = self.join_url, "join"
+        if not text:
+            return None
+        if text not in self._qr_cache:
+            self._qr_cache = {text: qrcodes.svg(text, scale=4.0)}  # keep one: it changes once a sale
+        return {"kind": kind, "text": text, "svg": self._qr_cache[text]}
+
+    # -- the cashier's actions ---------------------------------------------------------------------
+
+    def press(self, action: Action | str) -> dict[str, Any]:
+        """A key or button: what it means depends on the state (pay twice is confirm, Esc backs out)."""
+        act = Action(action)
+        handlers: dict[Action, Callable[[], dict[str, Any]]] = {
+            Action.IDENTIFY: lambda: self.arm(Awaiting.MEMBER),
+            Action.COUPON: lambda: self.arm(Awaiting.COUPON),
+            Action.TOTAL: lambda: self.arm(Awaiting.TOTAL),
+            Action.PAY: lambda: self.confirm() if self._sale.state is State.PAYMENT else self.pay(),
+            Action.CONFIRM: self.confirm,
+            Action.CANCEL: self.cancel,
+            Action.POINTS: self.toggle_points,
+            Action.NEW: self.reset,
+        }
+        return handlers[act]()
+
+    def arm(self, awaiting: Awaiting) -> dict[str, Any]:
+        with self._lock:
+            s = self._sale
+            if s.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "Finish or cancel the payment first (Enter or Esc).")
+            if s.state is State.DONE:
+                self._sale = s = _Sale()
+            s.awaiting, s.error = awaiting, None
+            return self._changed()
+
+    def identify(self, member_id: str, via: str = "typed") -> dict[str, Any]:
+        """Identify the customer by member id (typed, or resolved from a tap or a member code)."""
+        with self._lock:
+            s = self._sale
+            if s.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "A payment is in progress: finish or cancel it first.")
+            member = self._call(lambda: self.till.member(member_id))
+            if s.state is State.DONE:
+                self._sale = s = _Sale()
+            s.member, s.via, s.awaiting, s.error, s.redeem = member, via, None, None, 0
+            s.state = State.COUPONS if s.coupons else State.MEMBER
+            self._requote()
+            return self._changed()
+
+    def refused_tap(self, code: str, message: str) -> dict[str, Any]:
+        """A tap the service refused (unknown or blocked card): shown, nothing else changes."""
+        with self._lock:
+            self._sale.error = refusal_dict(code, message)
+            return self._changed()
+
+    def set_basket(self, lines: Sequence[Line], source: str = "pos") -> dict[str, Any]:
+        with self._lock:
+            s = self._sale
+            if s.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "A payment is in progress: finish or cancel it first.")
+            basket = Basket(tuple(lines))
+            if s.state is State.DONE:
+                self._sale = s = _Sale()
+            previous = (s.basket, s.basket_source)
+            s.basket, s.basket_source = basket, source
+            try:
+                self._requote()
+            except Rejected:
+                s.basket, s.basket_source = previous
+                raise
+            if s.awaiting is Awaiting.TOTAL:
+                s.awaiting = None
+            s.error = None
+            return self._changed()
+
+    def set_total(self, amount: int) -> dict[str, Any]:
+        """Cashier-only mode: the total read off the POS screen and typed in."""
+        if amount <= 0:
+            self._refuse(Code.INVALID_BASKET, "Type the total to pay, above zero.")
+        return self.set_basket([Line(TOTAL_SKU, 1, amount, "")], source="typed")
+
+    def apply_coupon(self, text: str) -> dict[str, Any]:
+        """A coupon typed or scanned: a coupon code (``TPC1:``) or a coupon id as printed."""
+        coupon_id = self._coupon_id(text)
+        with self._lock:
+            s = self._sale
+            if s.state in (State.PAYMENT, State.DONE):
+                self._refuse(Code.SESSION_BUSY, "Coupons go in before the payment.")
+            if coupon_id in s.coupons:
+                s.awaiting = None
+                return self._changed()
+            s.coupons.append(coupon_id)
+            try:
+                self._requote()
+            except Rejected:
+                s.coupons.remove(coupon_id)
+                raise
+            refused = dict(s.quote.refused) if s.quote else {}
+            if refused.get(coupon_id) == Code.UNKNOWN_COUPON.value or (s.quote is None and not self._known(coupon_id)):
+                s.coupons.remove(coupon_id)
+                self._requote()
+                self._refuse(Code.UNKNOWN_COUPON, f"No coupon {coupon_id!r} on this till.")
+            s.state, s.awaiting = State.COUPONS, None
+            s.error = refusal_dict(refused[coupon_id]) if coupon_id in refused else None
+            return self._changed()
+
+    def remove_coupon(self, coupon_id: str) -> dict[str, Any]:
+        with self._lock:
+            s = self._sale
+            if s.state in (State.PAYMENT, State.DONE):
+                self._refuse(Code.SESSION_BUSY, "Coupons change before the payment only.")
+            if coupon_id in s.coupons:
+                s.coupons.remove(coupon_id)
+            if not s.coupons and s.state is State.COUPONS:
+                s.state = State.MEMBER if s.member else State.IDLE
+            s.error = None
+            self._requote()
+            return self._changed()
+
+    def pay(self, redeem: int | None = None) -> dict[str, Any]:
+        """To the payment step: points paid (``redeem``: points, -1 as many as allowed, default by
+        config), what the POS still collects. Nothing is recorded before ``confirm``."""
+        with self._lock:
+            s = self._sale
+            if s.state is State.DONE:
+                self._refuse(Code.SESSION_BUSY, "This sale is done: start the next one.")
+            if s.basket is None:
+                self._refuse(Code.NO_BASKET)
+            wanted = redeem if redeem is not None else (self.redeem_default if s.member and s.member.points > 0 else 0)
+            s.redeem = wanted if s.member else 0
+            try:
+                self._requote()
+            except Rejected as exc:
+                if redeem is not None:
+                    s.redeem = 0
+                    self._requote()
+                    s.error = refusal_dict(exc.code.value, exc.message)
+                    raise
+                s.redeem = 0  # the default could not be used (points locked, below minimum): pay none
+                self._requote()
+            s.state, s.awaiting = State.PAYMENT, None
+            return self._changed()
+
+    def pay_with_code(self, text: str) -> dict[str, Any]:
+        """The member's one-time payment code: their account pays what is left after points, and
+        the sale is recorded at once (the code is single-use and expires within a minute)."""
+        from terminal.service import Payment
+
+        with self._lock:
+            s = self._sale
+            if s.state is not State.PAYMENT or s.quote is None:
+                self._refuse(Code.SESSION_BUSY, "Press Pay first, then scan the member's payment code.")
+            quote = s.quote
+            receipt = self._call(lambda: self.till.commit(quote, Payment(None, text), tapped=self.tapped()))
+            s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
+            return self._changed()
+
+    def toggle_points(self) -> dict[str, Any]:
+        with self._lock:
+            if self._sale.state is not State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "Points are chosen in the payment step.")
+            return self.pay(0 if self._sale.redeem else REDEEM_MAX)
+
+    def confirm(self) -> dict[str, Any]:
+        """Record the sale (one durable commit); the approval shows only after it returned."""
+        with self._lock:
+            s = self._sale
+            if s.state is not State.PAYMENT or s.quote is None:
+                if s.awaiting is not None:
+                    self._refuse(Code.SESSION_BUSY, "Type or scan what is asked, or press Esc.")
+                self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
+            quote = s.quote
+            receipt = self._call(lambda: self.till.commit(quote, tapped=self.tapped()))
+            s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
+            return self._changed()
+
+    def void(self) -> dict[str, Any]:
+        """Void the sale just done (the customer changed their mind at the till)."""
+        with self._lock:
+            s = self._sale
+            if s.state is not State.DONE or s.receipt is None or s.voided is not None:
+                self._refuse(Code.SESSION_BUSY, "Only the sale just done can be voided here.")
+            txn = s.receipt.txn_id
+            s.voided = self._call(lambda: self.till.void(txn))
+            s.error = None
+            return self._changed()
+
+    def cancel(self) -> dict[str, Any]:
+        """Esc: drop what was armed, else leave the payment step, else start over (nothing recorded)."""
+        with self._lock:
+            s = self._sale
+            if s.awaiting is not None:
+                s.awaiting, s.error = None, None
+            elif s.state is State.PAYMENT:
+                s.redeem, s.error = 0, None
+                s.state = State.COUPONS if s.coupons else State.MEMBER if s.member else State.IDLE
+                self._requote()
+            else:
+                self._sale = _Sale()
+            return self._changed()
+
+    def reset(self) -> dict[str, Any]:
+        with self._lock:
+            if self._sale.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "A payment is in progress: finish or cancel it first.")
+            self._sale = _Sale()
+            return self._changed()
+
+    def scan(self, text: str) -> dict[str, Any]:
+        """A code read by a scanner: a member code identifies, a coupon code applies; what was armed
+        decides for a plain printed id. Card numbers and other wallets' codes are refused unkept."""
+        found = classify(text)
+        if isinstance(found, Refusal):
+            self._refuse(found.code)
+        if found.kind is Kind.MEMBER:
+            return self.identify(self.member_of_code(found.body), via="code")
+        if found.kind is Kind.COUPON:
+            return self.apply_coupon(text)
+        if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.MEMBER:
+            return self.identify(found.body, via="code")
+        if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.COUPON:
+            return self.apply_coupon(found.body)
+        if found.kind is Kind.PAYMENT:
+            return self.pay_with_code(text.strip())
+        what = "a receipt's claim code" if found.kind is Kind.CLAIM else "not one of ours"
+        self._refuse(Code.UNKNOWN_CODE, f"This code is {what}.")
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _coupon_id(self, text: str) -> str:
+        found = classify(text.strip())
+        if isinstance(found, Refusal):
+            self._refuse(found.code)
+        if found.kind is Kind.COUPON:
+            return self.coupon_of_code(found.body)
+        if found.kind is not Kind.UNKNOWN or not found.body.strip():
+            self._refuse(Code.UNKNOWN_COUPON, "That is not a coupon.")
+        return found.body.strip()
+
+    def _known(self, coupon_id: str) -> bool:
+        member_id = self._sale.member.member_id if self._sale.member else None
+        offers, _ = self.till.offers([coupon_id], member_id)
+        return any(o.coupon.coupon_id == coupon_id for o in offers)
+
+    def _requote(self) -> None:
+        s = self._sale
+        if s.basket is None:
+            s.quote = None
+            return
+        member_id = s.member.member_id if s.member else None
+        basket = s.basket
+        s.quote = self._call(lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem))
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Rejected as exc:
+            self._sale.error = refusal_dict(exc.code.value, exc.message)
+            self._changed()
+            raise
+
+    def _refuse(self, code: Code, message: str | None = None) -> NoReturn:
+        exc = Rejected(code, message)
+        with self._lock:
+            self._sale.error = refusal_dict(code.value, exc.message)
+            self._changed()
+        raise exc
+
+    def _changed(self) -> dict[str, Any]:
+        self.seq += 1
+        snap = self._snapshot()
+        if self.on_change is not None:
+            self.on_change(snap)
+        return snap
+
+
+def _why(code: str) -> dict[str, Any]:
+    return refusal_dict(code)
+
+
+def _member_dict(member: Member | None, via: str) -> dict[str, Any] | None:
+    if member is None:
+        return None
+    return {"member_id": member.member_id, "name": member.display_name, "tier": member.tier,
+            "points": member.points, "balance": None, "via": via}
+
+
+def _basket_dict(basket: Basket | None, source: str) -> dict[str, Any] | None:
+    if basket is None:
+        return None
+    lines = [{"sku": x.sku, "quantity": x.quantity, "unit_price": x.unit_price, "category": x.category,
+              "amount": x.amount} for x in basket.lines]
+    return {"lines": lines, "total": basket.total, "source": source}
+
+
+def _quote_dict(quote: Quote | None) -> dict[str, Any] | None:
+    if quote is None:
+        return None
+    explain = [{"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount, "text": x.text}
+               for x in quote.explain]
+    refused = [{"coupon_id": cid, **refusal_dict(code)} for cid, code in quote.refused]
+    return {"total": quote.total, "discount": quote.discount, "points_earned": quote.points_earned,
+            "points_redeemed": quote.points_redeemed, "redeem_value": quote.redeem_value,
+            "payable": quote.payable, "coupons": list(quote.coupons), "refused": refused,
+            "explain": explain, "tier_after": quote.tier_after}
+
+
+# -- wiring into the daemon --------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+PANEL_KEYS = {"total": "F8", "points": "F4", "confirm": "Enter", "language": "F2", "new": "F6"}
+
+
+def attach(daemon: Any) -> Session:
+    """Give the daemon its cashier session and pairing, fed by its events (taps, refusals)."""
+    from terminal.api.pairing import Pairing
+
+    cfg = daemon.config
+    session = Session(
+        daemon.service, currency=cfg.terminal.currency, exponent=cfg.terminal.currency_exponent,
+        join_url=cfg.panel.join_url, redeem_default=cfg.panel.redeem_default,
+        on_change=lambda snap: daemon.emit({"type": "session", "session": snap}),
+    )
+    session.tapped = lambda: daemon.identified
+    daemon.session = session
+    daemon.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
+    daemon.subscribers.append(lambda event: follow(session, event))
+    if not hasattr(daemon, "on_qr"):
+        daemon.on_qr = lambda read: on_qr(daemon, read)
+    return session
+
+
+def follow(session: Session, event: dict[str, Any]) -> None:
+    """A daemon event the session acts on: a member identified by a tap, a tap refused."""
+    kind = event.get("type")
+    try:
+        if kind == "member" and event.get("member_id"):
+            session.identify(str(event["member_id"]), via="card")
+        elif kind == "rejected" and event.get("reader"):
+            session.refused_tap(str(event["code"]), str(event.get("message", "")))
+    except Rejected:
+        pass  # the snapshot carries the refusal
+
+
+def on_qr(daemon: Any, read: Any) -> None:
+    """A scanner read a code: the session gets the text, the event stream only its kind."""
+    found = classify(read.text)
+    kind = found.code.value if isinstance(found, Refusal) else found.kind.value
+    daemon.emit({"type": "scan", "scanner": read.scanner, "kind": kind})
+    if daemon.session is None:
+        return
+    try:
+        daemon.session.scan(read.text)
+    except Rejected:
+        pass
+
+
+def start_hotkeys(daemon: Any) -> None:
+    """The global hotkey listener, when enabled; its status changes become ``hotkeys`` events."""
+    from terminal.hotkeys import HotkeyListener, parse_keymap
+
+    cfg = daemon.config.hotkeys
+    if not cfg.enabled or daemon.session is None:
+        return
+    try:
+        keymap = parse_keymap(cfg.keymap())
+    except ValueError as exc:
+        daemon.emit({"type": "hotkeys", "state": "error", "detail": str(exc), "devices": []})
+        return
+    listener = HotkeyListener(
+        cfg.devices, keymap, daemon.session.hotkey, gap=cfg.burst_gap_ms / 1000,
+        on_status=lambda status: daemon.emit({"type": "hotkeys", **status}),
+    )
+    daemon.hotkeys = listener
+    listener.start()
+
+
+def panel_config(config: Any) -> dict[str, Any]:
+    """What the panel needs to draw itself: keys, language, currency (no personal data)."""
+    keys = {**PANEL_KEYS, **config.panel.keys, **config.hotkeys.keymap()}
+    return {"keys": keys, "language": config.panel.language, "languages": ["en", "ja", "zh"],
+            "currency": {"code": config.terminal.currency, "exponent": config.terminal.currency_exponent},
+            "terminal_id": config.terminal.id, "hotkeys": config.hotkeys.enabled}
+
+
+__all__ = ["Action", "Awaiting", "Session", "State", "Till", "claim_token", "code_body", "id_from_body"]

@@ -1,0 +1,133 @@
+"""A till daemon with demo data, and Debian's Chromium driven by Playwright: shared by the panel
+tests (tests/e2e/test_panel_*.py, tests/api/) and bench/bench_panel.py.
+
+Chromium is never downloaded: Playwright drives the Debian package's /usr/bin/chromium with the
+flags that work headless as root (TESTING.md), each browser with a fresh profile directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from terminal.config import Config, validate
+from terminal.credentials import card_uid_hash
+from terminal.daemon import Daemon
+from terminal.keys import load_or_create_key
+from terminal.model import Card, EarnRule, Member
+from terminal.session import code_body
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_PACKAGE = "chromium (apt-get install chromium)"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+AIKO_UID = bytes.fromhex("04A1B2C3D4E501")
+BEN_CODE = "TPM1:" + code_body("M-2")  # Ben's member QR (identify-only)
+RULES = {
+    "redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 50},
+    "coffee": {"kind": "campaign", "multiplier_pct": 200, "categories": ["coffee"], "text": "double on coffee"},
+}
+COUPONS = {
+    "WELCOME": {"kind": "amount_off", "value": 300, "text": "3.00 welcome"},
+    "BIGSPEND": {"kind": "amount_off", "value": 500, "min_spend": 10000, "member_id": "M-1", "text": "5.00 off 100.00"},
+}
+
+
+def closed_port() -> int:
+    from tests.fixtures.hq import free_port
+
+    return free_port()
+
+
+def till_config(root: Path, reader: str = "sim:", **sections: dict[str, Any]) -> Config:
+    """A till whose head office does not answer (offline: the panel's banner shows it)."""
+    raw: dict[str, Any] = {
+        "terminal": {"id": "T-PANEL", "data_dir": str(root / "till"), "currency": "EUR"},
+        "security": {"card_key_file": str(root / "card-hash.key")},
+        "reader": {"devices": [reader]},
+        "hq": {"url": f"http://127.0.0.1:{closed_port()}", "token": "t", "push_interval": 0.2,
+               "pull_interval": 60, "backoff_max": 0.5, "timeout": 0.5},
+        "api": {"port": 0},
+        "hotkeys": {"devices": [str(root / "no-keyboard")]},
+        "panel": {"join_url": "https://members.example/join"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return validate(raw)
+
+
+def seed(daemon: Daemon) -> None:
+    store = daemon.store
+    assert store is not None
+    key = load_or_create_key(daemon.config.card_key_path)
+    members = [Member("M-1", "Aiko Tanaka", "gold", 1200), Member("M-2", "Ben Okafor", "basic", 0)]
+    store.apply_changes(members, [Card(card_uid_hash(key, AIKO_UID), "M-1")], [EarnRule("base", 1, 100)], 1)
+    store.put_docs("rule_docs", dict(RULES))
+    store.put_docs("coupon_docs", dict(COUPONS))
+
+
+@contextmanager
+def running_till(root: Path, reader: str = "sim:", **sections: dict[str, Any]) -> Iterator[Daemon]:
+    load_or_create_key(root / "card-hash.key")
+    daemon = Daemon(till_config(root, reader, **sections))
+    daemon.start()
+    try:
+        seed(daemon)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def base_url(daemon: Daemon) -> str:
+    return f"http://127.0.0.1:{daemon.api_server.port}"
+
+
+def pairing_code(daemon: Daemon) -> str:
+    """What `tillpoint pair` shows on the till's console: a code asked for with the till's own token."""
+    reply = httpx.post(f"{base_url(daemon)}/v1/pair/code", json={},
+                       headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=5)
+    reply.raise_for_status()
+    return str(reply.json()["code"])
+
+
+def chromium_missing() -> str | None:
+    if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
+        return f"Debian's Chromium is not installed: the panel tests need the Debian package {CHROMIUM_PACKAGE}"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "the Python package playwright is not installed (pip install -e '.[test]')"
+    return None
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian Chromium under Playwright, with a fresh profile; yields the Browser."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def paired_page(browser: Any, daemon: Daemon, width: int = 1024, height: int = 600) -> Any:
+    """A panel page paired by keyboard: the code typed, Enter."""
+    # bypass_csp: the panel forbids eval (its CSP), which Playwright's wait_for_function needs.
+    page = browser.new_page(viewport={"width": width, "height": height}, bypass_csp=True)
+    page.set_default_timeout(10_000)
+    page.goto(f"{base_url(daemon)}/panel/")
+    page.wait_for_selector("#pair-code:focus")
+    page.keyboard.type(pairing_code(daemon))
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-state='idle'][data-stream='open']")
+    return page

@@ -1,0 +1,114 @@
+"""The event stream: the hub fed from other threads, and SSE over real HTTP from the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from terminal.api.events import EventHub, sse
+from terminal.daemon import Daemon
+from tests.api.stack import base_url
+
+
+def ring(events: list[dict[str, Any]]) -> Any:
+    return lambda after: [e for e in events if e["id"] > after]
+
+
+async def collect(hub: EventHub, after: int, n: int, types: tuple[str, ...] = ()) -> list[bytes]:
+    out: list[bytes] = []
+    async for chunk in hub.stream(after, types):
+        if chunk.startswith(b"id:"):
+            out.append(chunk)
+            if len(out) == n:
+                break
+    return out
+
+
+def test_backlog_then_live_events_from_another_thread() -> None:
+    past = [{"id": 1, "type": "member"}, {"id": 2, "type": "sale"}]
+    hub = EventHub(ring(past))
+
+    async def run() -> list[bytes]:
+        task = asyncio.create_task(collect(hub, 0, 4))
+        await asyncio.sleep(0.05)
+        threading.Thread(target=lambda: [hub.publish({"id": i, "type": "session"}) for i in (2, 3, 4)]).start()
+        return await asyncio.wait_for(task, 5)
+
+    chunks = asyncio.run(run())
+    # id 2 came both from the ring and live: sent once
+    assert [json.loads(c.split(b"data: ")[1])["id"] for c in chunks] == [1, 2, 3, 4]
+    assert hub.clients == 0
+
+
+def test_live_only_and_a_type_filter() -> None:
+    hub = EventHub(ring([{"id": 1, "type": "member"}]))
+
+    async def run() -> list[bytes]:
+        task = asyncio.create_task(collect(hub, -1, 1, ("sale",)))
+        await asyncio.sleep(0.05)
+        hub.publish({"id": 2, "type": "member"})
+        hub.publish({"id": 3, "type": "sale"})
+        return await asyncio.wait_for(task, 5)
+
+    [chunk] = asyncio.run(run())
+    assert chunk == sse({"id": 3, "type": "sale"})
+
+
+def test_a_slow_client_is_cut_off_and_close_ends_every_stream() -> None:
+    hub = EventHub(ring([]), queue_size=3)
+
+    async def run() -> int:
+        got = 0
+        stream = hub.stream(-1)
+        await stream.__anext__()  # connected
+        for i in range(1, 10):  # more than the queue holds, before the client reads anything
+            hub.publish({"id": i, "type": "sale"})
+        await asyncio.sleep(0.05)
+        async for _ in stream:
+            got += 1
+        return got
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) <= 3  # then it resumes with Last-Event-ID
+
+    async def closing() -> None:
+        stream = hub.stream(-1)
+        await stream.__anext__()
+        threading.Timer(0.05, hub.close).start()
+        async for _ in stream:
+            pass
+
+    asyncio.run(asyncio.wait_for(closing(), 5))
+
+
+def read_events(url: str, token: str, want: int, headers: dict[str, str] | None = None, **params: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{url}/v1/stream", params=params, timeout=5,
+                      headers={"Authorization": f"Bearer {token}", **(headers or {})}) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[6:]))
+                if len(found) == want:
+                    break
+    return found
+
+
+def test_sse_over_http_carries_taps_and_session_changes(till: Daemon) -> None:
+    url, token = base_url(till), till.api_token
+    got: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: got.extend(read_events(url, token, 2, types="member,session")))
+    reader.start()
+    time.sleep(0.3)
+    httpx.post(f"{url}/v1/sim/tap", json={"uid": "04A1B2C3D4E501"}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    reader.join(10)
+    assert [e["type"] for e in got] == ["member", "session"]
+    assert got[1]["session"]["member"]["name"] == "Aiko Tanaka" and got[1]["session"]["member"]["via"] == "card"
+    # A client that reconnects gets what it missed.
+    resumed = read_events(url, token, 1, headers={"Last-Event-ID": str(got[0]["id"])}, types="session")
+    assert resumed[0]["id"] == got[1]["id"]

@@ -1,0 +1,142 @@
+"""The local API's defences: Host and Origin allowlists (DNS rebinding, cross-site requests), JSON-only
+bodies (no form or text/plain request a web page could send without a preflight), a token for every
+state change and for member data, pairing, no wildcard CORS, and the panel's page headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import httpx
+import pytest
+
+from terminal.daemon import Daemon
+from tests.api.stack import base_url, pairing_code, running_till
+
+PUBLIC = {("GET", "/v1/status"), ("GET", "/v1/panel/config"), ("POST", "/v1/pair"), ("GET", "/metrics"),
+          ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+GOOD_BODY = {"lines": [{"sku": "A", "quantity": 1, "unit_price": 100}]}
+
+
+def operations(client: httpx.Client) -> list[tuple[str, str]]:
+    spec = client.get("/openapi.json").json()
+    return sorted((method.upper(), path) for path, item in spec["paths"].items() for method in item)
+
+
+def concrete(path: str) -> str:
+    return path.replace("{txn_id}", "01900000-0000-7000-8000-000000000000").replace("{device_id}", "abc")
+
+
+def test_every_operation_but_the_public_ones_needs_a_token(client: httpx.Client) -> None:
+    guarded = [op for op in operations(client) if op not in PUBLIC]
+    assert len(guarded) >= 20  # session, pairing, stream, sales, quote, events ...
+    for method, path in guarded:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
+            reply = httpx.request(method, f"{client.base_url}{concrete(path)}", json=GOOD_BODY, headers=headers, timeout=5)
+            assert reply.status_code == 403, (method, path, headers, reply.text)
+            assert reply.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8732", "127.0.0.1.evil.example", "", "10.0.0.5"])
+def test_a_foreign_host_is_refused(client: httpx.Client, host: str) -> None:
+    for method, path in [("GET", "/v1/status"), ("POST", "/v1/session/action"), ("GET", "/panel/")]:
+        reply = client.request(method, path, json={"action": "identify"}, headers={"Host": host})
+        assert reply.status_code == 403 and reply.json()["code"] == "bad_host", (method, path)
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "https://127.0.0.1.evil.example", "null",
+                                    "https://127.0.0.1:8732", "file://"])
+def test_a_foreign_origin_is_refused(client: httpx.Client, origin: str) -> None:
+    reply = client.post("/v1/session/action", json={"action": "identify"}, headers={"Origin": origin})
+    assert reply.status_code == 403 and reply.json()["code"] == "bad_origin"
+    assert client.get("/v1/session").json()["awaiting"] is None  # nothing happened
+
+
+@pytest.mark.parametrize("content_type,body", [
+    ("application/x-www-form-urlencoded", "action=identify"),
+    ("multipart/form-data; boundary=x", '--x\r\nContent-Disposition: form-data; name="action"\r\n\r\nidentify\r\n--x--'),
+    ("text/plain", '{"action": "identify"}'),
+    ("", '{"action": "identify"}'),
+])
+def test_only_json_bodies_are_accepted(client: httpx.Client, content_type: str, body: str) -> None:
+    reply = client.post("/v1/session/action", content=body, headers={"Content-Type": content_type})
+    assert reply.status_code == 403 and reply.json()["code"] == "bad_content_type"
+    assert client.get("/v1/session").json()["awaiting"] is None
+
+
+def test_a_same_origin_request_with_a_token_works(client: httpx.Client, till: Daemon) -> None:
+    reply = client.post("/v1/session/action", json={"action": "identify"}, headers={"Origin": base_url(till)})
+    assert reply.status_code == 200 and reply.json()["awaiting"] == "member"
+
+
+def test_pairing_gives_a_device_its_own_token_and_revoking_it_locks_it_out(till: Daemon) -> None:
+    url = base_url(till)
+    wrong = httpx.post(f"{url}/v1/pair", json={"code": "not-it", "name": "pos"}, timeout=5)
+    assert wrong.status_code == 409 and wrong.json()["code"] == "pairing_refused"
+    code = pairing_code(till)
+    paired = httpx.post(f"{url}/v1/pair", json={"code": code, "name": "POS lane 2"}, timeout=5).json()
+    again = httpx.post(f"{url}/v1/pair", json={"code": code, "name": "thief"}, timeout=5)
+    assert again.status_code == 409  # a code works once
+    mine = {"Authorization": f"Bearer {paired['token']}"}
+    assert httpx.get(f"{url}/v1/session", headers=mine, timeout=5).status_code == 200
+    devices = httpx.get(f"{url}/v1/pair/devices", headers=mine, timeout=5).json()
+    assert [d["name"] for d in devices] == ["POS lane 2"] and "token" not in devices[0]
+    assert paired["token"] not in (till.config.data_dir / "paired.json").read_text()
+    revoke = httpx.post(f"{url}/v1/pair/devices/{paired['device_id']}/revoke", json={}, headers=mine, timeout=5)
+    assert revoke.status_code == 200
+    assert httpx.get(f"{url}/v1/session", headers=mine, timeout=5).status_code == 403
+
+
+def test_a_code_cannot_be_guessed_by_trying(till: Daemon) -> None:
+    url = base_url(till)
+    code = pairing_code(till)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for _ in range(till.pairing.attempts):
+        assert httpx.post(f"{url}/v1/pair", json={"code": wrong}, timeout=5).status_code == 409
+    assert httpx.post(f"{url}/v1/pair", json={"code": code}, timeout=5).status_code == 409  # dropped
+
+
+def test_the_panel_page_forbids_framing_and_foreign_scripts(client: httpx.Client) -> None:
+    page = client.get("/panel/")
+    assert page.status_code == 200 and "<title>tillpoint</title>" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert client.get("/panel/panel.js").headers["content-type"].startswith("text/javascript")
+    assert "access-control-allow-origin" not in page.headers
+
+
+def test_no_cors_unless_an_exact_origin_is_configured(tmp_path: Path, client: httpx.Client) -> None:
+    preflight = {"Origin": "https://pos.example", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/v1/session/action", headers=preflight).headers
+    with running_till(tmp_path / "cors", api={"port": 0, "allowed_origins": ["https://pos.example"]}) as daemon:
+        url, token = base_url(daemon), {"Authorization": f"Bearer {daemon.api_token}"}
+        reply = httpx.options(f"{url}/v1/session/action", headers={**preflight,
+                              "Access-Control-Request-Headers": "authorization,content-type"}, timeout=5)
+        assert reply.headers["access-control-allow-origin"] == "https://pos.example"
+        done = httpx.post(f"{url}/v1/session/action", json={"action": "identify"},
+                          headers={**token, "Origin": "https://pos.example"}, timeout=5)
+        assert done.status_code == 200 and done.headers["access-control-allow-origin"] == "https://pos.example"
+        other = httpx.post(f"{url}/v1/session/action", json={"action": "identify"},
+                           headers={**token, "Origin": "https://other.example"}, timeout=5)
+        assert other.status_code == 403
+
+
+def test_the_config_refuses_a_wildcard_origin_and_a_public_listener() -> None:
+    from terminal.config import validate
+    from terminal.errors import ConfigError
+
+    for bad in ({"allowed_origins": ["*"]}, {"allowed_origins": ["https://*.example"]}, {"host": "0.0.0.0"}):
+        with pytest.raises(ConfigError):
+            validate({"api": bad})
+
+
+def test_the_api_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "api.sock"
+    with running_till(tmp_path, api={"host": "", "unix_socket": str(sock)}) as daemon:
+        assert oct(sock.stat().st_mode & 0o777) == "0o660"
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://localhost", timeout=5) as c:
+            assert c.get("/v1/status").json()["terminal_id"] == "T-PANEL"
+            reply = c.post("/v1/session/action", json={"action": "identify"},
+                           headers={"Authorization": f"Bearer {daemon.api_token}"})
+            assert reply.status_code == 200
+            assert c.get("/v1/status", headers={"Host": "evil.example"}).status_code == 403

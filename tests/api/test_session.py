@@ -1,0 +1,170 @@
+"""The cashier session's state machine on a real Service and SQLite store (no HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from terminal.errors import Code, Rejected
+from terminal.model import EarnRule, Line, Member
+from terminal.service import Service
+from terminal.session import Action, Session, State, claim_token, code_body, id_from_body
+from terminal.store import Store
+from tests.api.stack import COUPONS, RULES
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    store = Store.open(tmp_path / "terminal.db")
+    store.apply_changes([Member("M-1", "Aiko", "gold", 1200), Member("M-2", "Ben", "basic", 0)], [],
+                        [EarnRule("base", 1, 100)], 1)
+    store.put_docs("rule_docs", dict(RULES))
+    store.put_docs("coupon_docs", dict(COUPONS))
+    yield Service(store, "T-1", clock=lambda: 1_790_000_000.0)
+    store.close()
+
+
+@pytest.fixture
+def changes() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+def session(service: Service, changes: list[dict[str, Any]]) -> Session:
+    return Session(service, join_url="https://members.example/join", on_change=changes.append)
+
+
+def refused(code: Code, fn: Any, *args: Any) -> None:
+    with pytest.raises(Rejected) as caught:
+        fn(*args)
+    assert caught.value.code is code
+
+
+def test_the_whole_sale(session: Session, service: Service, changes: list[dict[str, Any]]) -> None:
+    snap = session.snapshot()
+    assert snap["state"] == "idle" and snap["customer_qr"]["kind"] == "join"
+    assert session.press(Action.IDENTIFY)["awaiting"] == "member"
+    snap = session.identify("M-1", "card")
+    assert snap["state"] == "member" and snap["awaiting"] is None and snap["member"]["via"] == "card"
+    assert [o["usable"] for o in snap["offers"]] == [None]  # BIGSPEND: checked once the basket is in
+    snap = session.set_total(2500)
+    assert snap["quote"]["payable"] == 2500
+    assert snap["offers"][0]["code"] == "coupon_min_spend"
+    snap = session.apply_coupon("WELCOME")
+    assert snap["state"] == "coupons" and snap["quote"]["payable"] == 2200 and snap["error"] is None
+    assert {o["coupon_id"]: o["applied"] for o in snap["offers"]} == {"BIGSPEND": False, "WELCOME": True}
+    snap = session.press(Action.PAY)
+    assert snap["state"] == "payment" and snap["quote"]["points_redeemed"] == 1100  # max 50 %, whole 100s
+    assert session.press(Action.POINTS)["quote"]["points_redeemed"] == 0
+    assert session.press(Action.POINTS)["quote"]["points_redeemed"] == 1100
+    assert service.store.entries() == []  # nothing recorded before the confirmation
+    snap = session.press(Action.PAY)  # pay again is confirm
+    assert snap["state"] == "done" and snap["receipt"]["member_id"] == "M-1"
+    assert snap["customer_qr"] is None  # a member's sale: nothing to claim
+    [entry] = service.store.entries()
+    assert entry.payload["coupons"] == ["WELCOME"] and entry.payload["points_redeemed"] == 1100
+    assert [c["seq"] for c in changes] == list(range(1, len(changes) + 1))
+
+
+def test_esc_backs_out_one_step_at_a_time(session: Session) -> None:
+    session.identify("M-1")
+    session.set_total(1000)
+    session.press(Action.COUPON)
+    assert session.press(Action.CANCEL)["awaiting"] is None  # the armed coupon prompt
+    assert session.snapshot()["state"] == "member"
+    session.pay()
+    assert session.press(Action.CANCEL)["state"] == "member"  # out of the payment step
+    snap = session.press(Action.CANCEL)  # the whole sale
+    assert snap["state"] == "idle" and snap["member"] is None and snap["basket"] is None
+
+
+def test_refusals_keep_the_state_and_say_why(session: Session) -> None:
+    refused(Code.NO_BASKET, session.pay)
+    assert session.snapshot()["error"]["code"] == "no_basket"
+    refused(Code.UNKNOWN_MEMBER, session.identify, "M-404")
+    refused(Code.UNKNOWN_COUPON, session.apply_coupon, "NOPE")
+    snap = session.snapshot()
+    assert snap["state"] == "idle" and snap["coupons"] == [] and snap["error"]["code"] == "unknown_coupon"
+    refused(Code.SESSION_BUSY, session.confirm)
+    session.set_total(500)
+    session.pay()
+    refused(Code.SESSION_BUSY, session.identify, "M-1")
+    refused(Code.SESSION_BUSY, session.apply_coupon, "WELCOME")
+    refused(Code.SESSION_BUSY, session.set_total, 700)
+    assert session.snapshot()["state"] == "payment"
+
+
+def test_points_need_a_member_and_enough_of_them(session: Session) -> None:
+    session.identify("M-2")  # no points
+    session.set_total(1000)
+    assert session.pay()["quote"]["points_redeemed"] == 0  # the default falls back to none
+    refused(Code.INSUFFICIENT_POINTS, session.pay, 500)
+    assert session.snapshot()["redeem"] == 0
+
+
+def test_an_anonymous_sale_gets_a_claim_qr_and_a_void(session: Session, service: Service) -> None:
+    session.set_total(800)
+    session.pay()
+    snap = session.confirm()
+    receipt = snap["receipt"]
+    qr = snap["customer_qr"]
+    assert qr["kind"] == "claim" and qr["text"].startswith("https://members.example/join#TPJ1:")
+    assert qr["svg"].startswith("<svg")
+    snap = session.void()
+    assert snap["voided"]["kind"] == "void" and snap["customer_qr"] is None
+    refused(Code.SESSION_BUSY, session.void)
+    assert [e.kind for e in service.store.entries()] == ["sale", "void"]
+    assert receipt["txn_id"]
+
+
+def test_scans_identify_apply_and_refuse(session: Session) -> None:
+    assert session.scan("TPM1:" + code_body("M-2"))["member"]["member_id"] == "M-2"
+    session.set_total(1000)
+    assert session.scan("TPC1:" + code_body("WELCOME"))["coupons"] == ["WELCOME"]
+    refused(Code.PAYMENT_CARD_REFUSED, session.scan, "4111 1111 1111 1111")
+    refused(Code.UNKNOWN_CODE, session.scan, "hello")
+    refused(Code.SESSION_BUSY, session.scan, "TPP1:abc")  # a payment code before Pay
+    session.press(Action.COUPON)
+    assert "WELCOME" in session.scan("WELCOME")["coupons"]  # a printed id, when a coupon is asked for
+    session.press(Action.IDENTIFY)
+    assert session.scan("M-1")["member"]["member_id"] == "M-1"  # a member number barcode
+    refused(Code.MALFORMED_CODE, session.scan, "TPM1:@@")
+
+
+def test_a_new_identification_after_done_starts_the_next_sale(session: Session) -> None:
+    session.identify("M-1")
+    session.set_total(1000)
+    session.pay(0)
+    session.confirm()
+    snap = session.identify("M-2", "card")
+    assert snap["state"] == "member" and snap["basket"] is None and snap["receipt"] is None
+
+
+def test_the_pos_basket_replaces_the_total(session: Session) -> None:
+    session.identify("M-2")
+    session.set_total(100)
+    snap = session.set_basket([Line("LATTE", 2, 450, "coffee"), Line("BEANS", 1, 1200, "beans")])
+    assert snap["basket"]["source"] == "pos" and snap["quote"]["total"] == 2100
+    assert any(x["source"] == "coffee" for x in snap["quote"]["explain"])
+    refused(Code.INVALID_BASKET, session.set_basket, [Line("X", 0, 1)])
+    assert session.snapshot()["quote"]["total"] == 2100  # the refused basket left the old one
+
+
+def test_hotkeys_are_silent_while_a_panel_has_the_keyboard(session: Session) -> None:
+    session.panel_focus(True)
+    session.hotkey("identify")
+    assert session.snapshot()["awaiting"] is None
+    session.panel_focus(False)
+    session.hotkey("identify")
+    assert session.snapshot()["awaiting"] == "member"
+    session.hotkey("pay")  # refused (no basket): shown, not raised
+    assert session.snapshot()["error"]["code"] == "no_basket"
+
+
+def test_code_bodies_round_trip() -> None:
+    assert id_from_body(code_body("M-0001/é")) == "M-0001/é"
+    assert len(claim_token(type("R", (), {"txn_id": "01900000-0000-7000-8000-000000000000"})())) == 22  # type: ignore[arg-type]
+    assert State("payment") is State.PAYMENT

@@ -1,0 +1,43 @@
+"""The operator's commands against a real head-office process: enrol a till with a code, `tillpoint sync
+--now` (bootstrap with its progress bar), `tillpoint reconcile`, and head office's report and settling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sync.hq.storage import HqStore
+from sync.protocol import WireEntry
+from tests.fixtures.hq import HqProcess, tillpoint
+
+
+def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Path) -> None:
+    code = hq.cli("enrol-code", "T-CLI", "--store-id", "S-004").strip()
+    config = tmp_path / "till.toml"
+    config.write_text(f'[terminal]\nid = "T-CLI"\nstore_id = "S-004"\ndata_dir = "{tmp_path / "till"}"\n'
+                      f'[hq]\nurl = "{hq.url}"\nenrol_code = "{code}"\n', encoding="utf-8")
+    done = tillpoint("sync", "--now", "--config", str(config))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "members" in done.stdout and "4/4" in done.stdout  # the bootstrap's progress bar: 4 demo members
+    assert "pulled 9" in done.stdout  # 4 members, 4 cards, the base rule
+    assert (tmp_path / "till" / "hq.token").exists()
+    again = tillpoint("sync", "--now", "--config", str(config))  # the code is spent; the saved token is used
+    assert again.returncode == 0 and "pulled 0" in again.stdout, again.stdout + again.stderr
+
+    admin = HqStore(hq.db)
+    admin.ingest("T-CLI", [WireEntry(terminal_id="T-CLI", seq=1, txn_id="cli-1", kind="sale",
+                                     payload={"member_id": "M-0002", "points_delta": -500, "total": 100},
+                                     created_at="2026-06-01T12:00:00Z")])
+    admin.close()
+    shown = tillpoint("reconcile", "--config", str(config))
+    assert shown.returncode == 0 and "points_overspent" in shown.stdout, shown.stdout + shown.stderr
+
+    items = json.loads(hq.cli("items", "--state", "open", "--json"))
+    assert [(i["terminal_id"], i["reason"]) for i in items] == [("T-CLI", "points_overspent")]
+    settled = hq.cli("settle", items[0]["item_id"], "--by", "Mio", "--note", "member topped up at the desk")
+    assert "settled_manual by Mio" in settled
+    report = json.loads(hq.cli("report", "--format", "json", "--store-id", "S-004"))
+    assert [(r["terminal_id"], r["day"], r["entries"], r["settled_items"]) for r in report] == [
+        ("T-CLI", "2026-06-01", 1, 1)]
+    refused = tillpoint("hq", "settle", "nope", "--by", "Mio", "--note", "x", "--db", hq.db)
+    assert refused.returncode == 1 and "no reconciliation item" in refused.stdout

@@ -1,0 +1,92 @@
+"""Two tills offline: both use the same single-use coupon and together overspend one member's points.
+When they come back, a real head-office process (SQLite and PostgreSQL) stores both sales and
+finds both conflicts; the report (HTTP JSON/CSV, `tillpoint hq report`) and the till's own
+`tillpoint reconcile` show them; each till's end of day checks complete."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync.client import SyncClient
+from sync.hq.storage import HqStore
+from terminal.model import JournalEntry, Member
+from terminal.store import Store
+from tests.fixtures.hq import HqProcess, tillpoint
+from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
+
+YESTERDAY = dt.datetime.now().astimezone() - dt.timedelta(days=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
+    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
+    process = HqProcess(tmp_path / "hq", db)
+    process.start()
+    yield process
+    process.kill()
+
+
+def offline_sale(till: Store, terminal_id: str, seq_hint: int) -> None:
+    created = (YESTERDAY + dt.timedelta(minutes=seq_hint)).astimezone(dt.UTC).isoformat(timespec="milliseconds")
+    payload = {"member_id": "M-OFF", "total": 2400, "points_redeemed": 800, "points_delta": -800,
+               "coupons": ["C-SINGLE"], "uid_hash": "ab" * 32}
+    till.record(JournalEntry(terminal_id, 0, f"{terminal_id}-sale", "sale", payload, created), points=("M-OFF", -800))
+
+
+def test_two_offline_tills_one_coupon_one_balance_both_conflicts_found(hq_proc: HqProcess, tmp_path: Path) -> None:
+    admin = HqStore(hq_proc.db)
+    tokens = {"T-A": admin.add_terminal("T-A", "S-001"), "T-B": admin.add_terminal("T-B", "S-002")}
+    admin.upsert_member("M-OFF", "Offline Olga", "gold", 1000)
+    admin.upsert_card("ab" * 32, "M-OFF")
+    admin.put_coupon({"coupon_id": "C-SINGLE", "member_id": "M-OFF", "limits": {"global": 1}, "value": 300})
+    admin_token = admin.add_admin("Mio")
+    admin.close()
+
+    tills = {}
+    for n, terminal_id in enumerate(("T-A", "T-B")):
+        till = Store.open(tmp_path / terminal_id / "terminal.db")
+        till.apply_changes([Member("M-OFF", "Offline Olga", "gold", 1000)], [], [], cursor=0)
+        offline_sale(till, terminal_id, n)  # both approved: each till alone saw 1000 points and an unused coupon
+        assert till.member("M-OFF").points == 200  # type: ignore[union-attr]
+        tills[terminal_id] = till
+    for terminal_id, till in tills.items():  # back online, A first
+        client = SyncClient(till, terminal_id, hq_proc.url, tokens[terminal_id])
+        client.sync_once()
+        client.close()
+        assert till.pending_count() == 0 and till.eod_reports()[0]["status"] == "complete"
+
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    items = httpx.get(f"{hq_proc.url}/v1/admin/items", headers=headers, timeout=10).json()
+    found = {(i["reason"], i["terminal_id"], i["store_id"], i["state"]) for i in items}
+    assert found == {("coupon_overused", "T-B", "S-002", "open"), ("points_overspent", "T-B", "S-002", "open")}
+    overspent = next(i for i in items if i["reason"] == "points_overspent")
+    assert (overspent["detail"]["balance_after"], overspent["detail"]["short"]) == (-600, 600)
+    assert tills["T-B"].member("M-OFF").points == -600  # type: ignore[union-attr]  # head office's truth came down
+
+    rows = httpx.get(f"{hq_proc.url}/v1/admin/reconciliation", headers=headers, timeout=10).json()
+    assert {(r["store_id"], r["terminal_id"], r["open_items"], r["eod"]) for r in rows} == {
+        ("S-001", "T-A", 0, "complete"), ("S-002", "T-B", 2, "complete")}
+    printed = hq_proc.cli("report", "--format", "csv")
+    by_terminal = {r["terminal_id"]: r for r in csv.DictReader(io.StringIO(printed))}
+    assert by_terminal["T-B"]["open_reasons"] == "coupon_overused=1 points_overspent=1"
+
+    # The till that broke the rules sees what head office flagged, from its own command line.
+    config = tmp_path / "till-b.toml"
+    config.write_text(f'[terminal]\nid = "T-B"\nstore_id = "S-002"\ndata_dir = "{tmp_path / "T-B"}"\n'
+                      f'[hq]\nurl = "{hq_proc.url}"\ntoken = "{tokens["T-B"]}"\n', encoding="utf-8")
+    for till in tills.values():
+        till.close()
+    done = tillpoint("reconcile", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["pending"] == 0 and shown["head_office"] == "reachable"
+    assert sorted(f["reason"] for f in shown["flags"]) == ["coupon_overused", "points_overspent"]
+    assert shown["end_of_day"][0]["status"] == "complete"

@@ -1,0 +1,171 @@
+"""Damage: a corrupted cache is detected at start and rebuilt from head office without losing the
+journal entries head office has not acknowledged; a full disk (a real, full tmpfs) refuses sales
+with ``storage_full`` and approves nothing it could not store."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from terminal.config import Config, validate
+from terminal.daemon import Daemon
+from terminal.errors import Rejected
+from terminal.model import Basket, Line
+from terminal.store import Store
+from terminal.store import store as store_mod
+from tests.fixtures.hq import HqProcess
+from tests.ops.helpers import Api, NotifyListener, TillProcess, corrupt_table, fill, hq_journal, integrity, metric
+from tests.ops.helpers import till_config, wait_until
+
+BASKET = Basket((Line("DMG", 1, 1000),))
+
+
+def config(tmp_path: Path, hq: HqProcess, token: str) -> Config:
+    return validate({
+        "terminal": {"id": "T-DMG", "data_dir": str(tmp_path / "till")},
+        "security": {"card_key_file": str(hq.key_file)},
+        "reader": {"devices": ["sim:"]},
+        "hq": {"url": hq.url, "token": token, "push_interval": 0.1, "pull_interval": 0.3, "backoff_max": 0.2},
+        "api": {"enabled": False},
+    })
+
+
+def hq_points(hq: HqProcess, member_id: str) -> int:
+    conn = sqlite3.connect(f"file:{hq.db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT points FROM members WHERE member_id = ?", (member_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_damaged_cache_is_rebuilt_from_head_office(tmp_path: Path, hq: HqProcess) -> None:
+    cfg = config(tmp_path, hq, hq.add_terminal("T-DMG"))
+    first = Daemon(cfg)
+    first.start()
+    try:
+        store = first.store
+        assert store is not None
+        wait_until(lambda: store.counts()["members"] >= 4, 20, "the cache to load")
+        pushed = [first.sell("M-0001", BASKET) for _ in range(3)]
+        wait_until(lambda: store.pending_count() == 0, 10, "the first sales pushed")
+        hq.kill()  # from here on, sales stay in the journal only
+        unpushed = [first.sell("M-0001", BASKET) for _ in range(4)]
+        assert store.pending_count() == 4
+    finally:
+        first.stop()
+    db = cfg.db_path
+    corrupt_table(db, "members")
+    corrupt_table(db, "cards")
+    assert store_mod.damage(db) is not None
+
+    hq.start()
+    second = Daemon(cfg)
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    second.subscribers.append(events.put)
+    second.start()
+    try:
+        store = second.store
+        assert store is not None and store.rebuilt is not None
+        assert store.rebuilt.salvaged["journal"] == 7 and "members" in store.rebuilt.unreadable
+        assert [e.txn_id for e in store.entries()] == [r.txn_id for r in pushed + unpushed]
+        wait_until(lambda: store.pending_count() == 0 and store.counts()["members"] >= 4, 20,
+                   "the journal pushed and the cache pulled again")
+        assert [txn for _, txn in hq_journal(hq.db, "T-DMG")] == [r.txn_id for r in pushed + unpushed]
+        member = store.member("M-0001")
+        earned = sum(r.points_delta for r in pushed + unpushed)
+        assert member is not None and member.points == hq_points(hq, "M-0001") == 1200 + earned
+        second.tap_sim(bytes.fromhex("04A1B2C3D4E501"))  # the re-pulled cards identify again
+        wait_until(lambda: any(e["type"] == "member" for e in list(events.queue)), 5, "the tap identified")
+        assert any(e["type"] == "store_rebuilt" for e in list(events.queue))
+        assert metric(second.metrics_exposition()[0].decode(), "tillpoint_store_rebuilds_total") == 1
+    finally:
+        second.stop()
+    assert integrity(db) == "ok"
+    assert list(db.parent.glob("terminal.db.damaged-*")), "the damaged file is kept for a post-mortem"
+
+
+def make_store(path: Path, sales: int) -> list[str]:
+    store = Store.open(path)
+    from terminal.service import Service
+
+    service = Service(store, "T-PWR")
+    txns = [service.commit(service.quote(None, BASKET)).txn_id for _ in range(sales)]
+    store.close()
+    return txns
+
+
+def test_power_cut_during_a_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "terminal.db"
+    txns = make_store(db, 5)
+    corrupt_table(db, "members")
+
+    def cut(path: Path, fresh: Path) -> Path:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(store_mod, "_swap", cut)
+    with pytest.raises(Rejected):
+        Store.open(db, repair=True)
+    assert (tmp_path / "terminal.db.rebuilding").exists()
+    monkeypatch.undo()
+    store = Store.open(db, repair=True)  # the finished copy is swapped in
+    try:
+        assert [e.txn_id for e in store.entries()] == txns and store_mod.damage(db) is None
+    finally:
+        store.close()
+    assert not (tmp_path / "terminal.db.rebuilding").exists()
+
+
+def test_half_written_rebuild_is_discarded(tmp_path: Path) -> None:
+    db = tmp_path / "terminal.db"
+    txns = make_store(db, 3)
+    (tmp_path / "terminal.db.rebuilding").write_bytes(b"half a database")
+    store = Store.open(db, repair=True)
+    try:
+        assert store.rebuilt is None and [e.txn_id for e in store.entries()] == txns
+    finally:
+        store.close()
+    assert not (tmp_path / "terminal.db.rebuilding").exists()
+
+
+def test_full_disk_refuses_sales_with_storage_full(tmp_path: Path, small_disk: Path) -> None:
+    cfg = till_config(tmp_path, None, None, "T-FULL")
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(cfg, notify)
+    api = Api(till)
+    acked: list[tuple[str, int]] = []
+    try:
+        till.start()
+        assert api.sale(100).status_code == 200
+        filler = fill(small_disk)
+        refusal = None
+        for _ in range(2000):  # until the WAL needs a page the disk does not have
+            reply = api.sale(100)
+            if reply.status_code == 200:
+                acked.append((reply.json()["txn_id"], reply.json()["seq"]))
+                continue
+            refusal = reply
+            break
+        assert refusal is not None, "a full disk never refused a sale"
+        assert refusal.status_code == 409 and refusal.json()["code"] == "storage_full", refusal.text
+        assert api.sale(100).json()["code"] == "storage_full"  # and keeps refusing
+        assert (metric(api.metrics(), "tillpoint_rejections_total", code="storage_full") or 0) >= 2
+        filler.unlink()
+        ok = api.sale(100)
+        assert ok.status_code == 200, ok.text  # space is back: sales are approved again
+        acked.append((ok.json()["txn_id"], ok.json()["seq"]))
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    db = small_disk / "till" / "terminal.db"
+    conn = sqlite3.connect(str(db))
+    journal = dict(conn.execute("SELECT txn_id, seq FROM journal").fetchall())
+    conn.close()
+    assert all(journal.get(txn) == seq for txn, seq in acked)
+    assert sorted(journal.values()) == list(range(1, len(journal) + 1)) and integrity(db) == "ok"

@@ -1,0 +1,89 @@
+"""`tillpoint doctor`: plain-words verdicts and a Nagios-style exit code, against real parts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from terminal.config import load
+from terminal.doctor import Verdict, check_disk, clock_check, run_checks
+from terminal.model import utc_iso
+from terminal.store import Store
+from tests.fixtures.hq import HqProcess
+from tests.ops.helpers import ROOT, corrupt_table, fill, till_config
+
+
+def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
+    done = subprocess.run([sys.executable, "-m", "terminal.cli", "doctor", "--config", str(config), "--json",
+                           "--timeout", "2", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    return done.returncode, json.loads(done.stdout)
+
+
+def verdicts(checks: list[dict[str, str]]) -> dict[str, str]:
+    return {c["name"]: c["verdict"] for c in checks}
+
+
+def words(checks: list[dict[str, str]], name: str) -> str:
+    return next(c["words"] for c in checks if c["name"] == name)
+
+
+def test_healthy_till_then_broken_head_office_and_database(tmp_path: Path, hq: HqProcess) -> None:
+    config = till_config(tmp_path, hq, hq.add_terminal("T-DOC"), "T-DOC")
+    db = load(config).db_path
+    Store.open(db).close()
+    code, checks = doctor(config)
+    v = verdicts(checks)
+    assert v["config"] == v["card key"] == v["hq token"] == v["database"] == v["disk"] == "ok"
+    assert v["head office"] == v["clock"] == v["hq login"] == "ok"
+    assert v["reader sim:"] == "warn" and v["daemon"] == "warn"  # simulated reader; no daemon running
+    assert code == 1
+
+    config.write_text(config.read_text().replace('token = "', 'token = "wrong-'))
+    code, checks = doctor(config)
+    assert code == 2 and verdicts(checks)["hq login"] == "fail" and "refuses this terminal's token" in words(
+        checks, "hq login")
+
+    hq.kill()
+    corrupt_table(db, "members")
+    code, checks = doctor(config)
+    assert code == 2 and verdicts(checks)["head office"] == "fail" and "cannot be reached" in words(checks, "head office")
+    assert verdicts(checks)["database"] == "fail" and "damaged" in words(checks, "database")
+
+
+def test_bad_config_is_a_failure_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "till.toml"
+    config.write_text("[hq]\npush_interval = -1\n")
+    code, checks = doctor(config)
+    assert code == 2 and len(checks) == 1 and "hq.push_interval" in checks[0]["words"]
+
+
+def test_pcscd_missing_and_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcscd: Any) -> None:
+    config = till_config(tmp_path, None, None, "T-PCSC")
+    config.write_text(config.read_text().replace('devices = ["sim:"]', f'devices = ["pcsc:{pcscd.reader}"]'))
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert by_name["pcscd"].verdict is Verdict.OK
+    assert by_name[f"reader pcsc:{pcscd.reader}"].verdict is Verdict.OK
+    assert pcscd.reader in by_name[f"reader pcsc:{pcscd.reader}"].words
+    monkeypatch.setenv("PCSCLITE_CSOCK_NAME", str(tmp_path / "no-pcscd.comm"))
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert by_name["pcscd"].verdict is Verdict.FAIL and "not running" in by_name["pcscd"].words
+
+
+@pytest.mark.parametrize("skew, verdict", [(1.0, Verdict.OK), (60.0, Verdict.WARN), (-400.0, Verdict.FAIL)])
+def test_clock_skew(skew: float, verdict: Verdict) -> None:
+    now = time.time()
+    assert clock_check(utc_iso(now + skew), now).verdict is verdict
+
+
+def test_full_disk_is_a_failure(tmp_path: Path, small_disk: Path) -> None:
+    config = till_config(tmp_path, None, None, "T-DISK")
+    config.write_text(config.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
+    fill(small_disk)
+    result = check_disk(load(config))
+    assert result.verdict is Verdict.FAIL and "storage_full" in result.words

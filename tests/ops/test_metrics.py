@@ -1,0 +1,84 @@
+"""Prometheus /metrics of a running daemon: taps, sales, rejections by code, reader status, pending
+journal entries, offline age and sync lag; and the separate metrics-only listener."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+
+from terminal.metrics import Metrics, SyncFigures
+from tests.fixtures.hq import HqProcess, free_port
+from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config, wait_until
+
+
+def test_events_become_counters() -> None:
+    m = Metrics("T-1")
+    for event in (
+        {"type": "member", "reader": "r1", "member_id": "M-1"},
+        {"type": "rejected", "reader": "r1", "code": "unknown_card"},
+        {"type": "rejected", "code": "storage_full"},
+        {"type": "sale", "txn_id": "x", "seq": 1},
+        {"type": "qr", "scanner": "camera:/dev/video0"},
+        {"type": "reader", "reader": "r1", "kind": "removed"},
+    ):
+        m.observe(event)
+    m.watch_store(lambda: SyncFigures(3, "2026-01-01T00:00:00.000Z", None, None))
+    camera = SimpleNamespace(name="camera:/dev/video0", stats=SimpleNamespace(decoded=0))
+    m.watch_scanners(lambda: [camera, SimpleNamespace(name="wedge:kbd")])
+    m.exposition()
+    camera.stats.decoded = 30
+    time.sleep(0.5)
+    text = m.exposition()[0].decode()
+    assert 20 < (metric(text, "tillpoint_decode_fps", scanner="camera:/dev/video0") or 0) < 61
+    assert metric(text, "tillpoint_decoded_frames_total", scanner="camera:/dev/video0") == 30
+    assert metric(text, "tillpoint_decode_fps", scanner="wedge:kbd") is None  # keeps no decode stats
+    assert metric(text, "tillpoint_taps_total", reader="r1") == 2
+    assert metric(text, "tillpoint_rejections_total", code="unknown_card") == 1
+    assert metric(text, "tillpoint_rejections_total", code="storage_full") == 1
+    assert metric(text, "tillpoint_sales_total", kind="sale") == 1
+    assert metric(text, "tillpoint_scans_total", scanner="camera:/dev/video0") == 1
+    assert metric(text, "tillpoint_reader_up", reader="r1") == 0
+    assert metric(text, "tillpoint_journal_pending") == 3
+    assert (metric(text, "tillpoint_sync_lag_seconds") or 0) > 3600
+
+
+def test_metrics_of_a_running_daemon(tmp_path: Path, hq: HqProcess) -> None:
+    listen = free_port()
+    config = till_config(tmp_path, hq, hq.add_terminal("T-MET"), "T-MET",
+                         metrics=f'listen = "127.0.0.1:{listen}"', sale="auto_amount = 500")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    try:
+        till.start()
+        wait_until(lambda: api.status()["cache"]["members"] >= 4, 20, "the cache to load")
+        for uid in ("04A1B2C3D4E501", "04A1B2C3D4E502", "04A1B2C3D4E503", "04FFFFFFFFFF01"):
+            api.tap(uid)
+        assert api.sale(1000).status_code == 200
+        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 3, 10, "3 sales counted")
+        wait_until(lambda: metric(api.metrics(), "tillpoint_journal_pending") == 0, 10, "the journal pushed")
+        text = api.metrics()
+        assert metric(text, "tillpoint_taps_total", reader="sim:") == 4
+        assert metric(text, "tillpoint_rejections_total", code="blocked_card") == 1
+        assert metric(text, "tillpoint_rejections_total", code="unknown_card") == 1
+        assert metric(text, "tillpoint_reader_up", reader="sim:") == 1
+        assert metric(text, "tillpoint_offline_seconds") == 0 and metric(text, "tillpoint_watchdog_healthy") == 1
+        assert metric(text, "tillpoint_sync_lag_seconds") == 0
+        # The metrics-only listener serves the same registry (for a remote Prometheus).
+        remote = httpx.get(f"http://127.0.0.1:{listen}/metrics", timeout=5).text
+        assert metric(remote, "tillpoint_sales_total", kind="sale") == 3
+
+        hq.kill()  # head office goes away: sales wait in the journal, offline age and lag grow
+        assert api.sale(250).status_code == 200
+        wait_until(lambda: (metric(api.metrics(), "tillpoint_offline_seconds") or 0) > 0.3, 10, "offline age")
+        text = api.metrics()
+        assert metric(text, "tillpoint_journal_pending") == 1
+        assert (metric(text, "tillpoint_sync_lag_seconds") or 0) > 0.3
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()

@@ -1,0 +1,121 @@
+"""Signals to a real `tillpoint run`: SIGHUP reloads the config (a bad one is refused and the running
+one stays), SIGTERM lets the commits in flight finish and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures.hq import HqProcess, free_port
+from tests.ops.helpers import Api, NotifyListener, TillProcess, integrity, metric, till_config, wait_until
+
+AIKO = "04A1B2C3D4E501"
+
+
+def log_records(till: TillProcess) -> list[dict[str, object]]:
+    return [json.loads(x) for x in till.log.read_text().splitlines() if x.startswith("{")]
+
+
+def hup(till: TillProcess, notify: NotifyListener) -> float:
+    sent = time.monotonic()
+    till.signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1", sent, timeout=10)
+    notify.wait_for("READY=1", sent, timeout=10)
+    return sent
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqProcess) -> None:
+    config = till_config(tmp_path, hq, hq.add_terminal("T-HUP"), "T-HUP")
+    original = config.read_text()
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify, watchdog_usec=1_000_000)
+    api = Api(till)
+    try:
+        till.start()
+        wait_until(lambda: api.status()["cache"]["members"] >= 4, 20, "the cache to load")
+        api.tap(AIKO)  # no [sale] auto_amount yet: identified, no sale
+        wait_until(lambda: metric(api.metrics(), "tillpoint_taps_total", reader="sim:") == 1, 5, "the tap")
+        assert metric(api.metrics(), "tillpoint_sales_total", kind="sale") is None
+        notify.wait_for("WATCHDOG=1", timeout=5)  # the watchdog pings a healthy daemon
+
+        config.write_text(original + '[sale]\nauto_amount = 700\n')
+        hup(till, notify)
+        api.tap(AIKO)
+        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 1, 5, "a sale after reload")
+
+        config.write_text(original + "[sale]\nauto_amount = 'lots'\n")  # bad value: refused, old config stays
+        sent = hup(till, notify)
+        assert any(x.startswith("STATUS=config reload refused: config key 'sale.auto_amount'")
+                   for x in notify.lines(sent))
+        api.tap(AIKO)
+        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 2, 5, "old config in use")
+
+        config.write_text("this is [not toml")
+        hup(till, notify)
+        moved = re.sub(r"\[api\]\nport = \d+", f"[api]\nport = {free_port()}", original)
+        config.write_text(moved.replace("push_interval = 0.1", "push_interval = 0.3") + "[sale]\nauto_amount = 700\n")
+        hup(till, notify)
+        assert till.proc is not None and till.proc.poll() is None
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    records = log_records(till)
+    refused = [r["msg"] for r in records if str(r["msg"]).startswith("config reload refused")]
+    assert len(refused) == 2 and "sale.auto_amount" in str(refused[0]) and "valid TOML" in str(refused[1])
+    restart = [r["msg"] for r in records if str(r["msg"]).startswith("config reloaded; these changes need a restart")]
+    assert restart == ["config reloaded; these changes need a restart: api.port"]
+
+
+def test_sigterm_finishes_commits_in_flight(tmp_path: Path) -> None:
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(till_config(tmp_path, None, None, "T-TERM"), notify)
+    acked: list[tuple[str, int]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def sell() -> None:
+        token = till.token()
+        with httpx.Client(base_url=till.url, timeout=5) as http:
+            while not stop.is_set():
+                body = {"lines": [{"sku": "T", "quantity": 1, "unit_price": 100}]}
+                try:
+                    reply = http.post("/v1/sales", json=body, headers={"Authorization": f"Bearer {token}"})
+                except httpx.HTTPError as exc:
+                    failures.append(type(exc).__name__)
+                    return
+                if reply.status_code == 200:
+                    acked.append((reply.json()["txn_id"], reply.json()["seq"]))
+
+    try:
+        till.start()
+        sellers = [threading.Thread(target=sell) for _ in range(3)]
+        for thread in sellers:
+            thread.start()
+        wait_until(lambda: len(acked) >= 30, 10, "sales flowing")
+        sent = time.monotonic()
+        assert till.stop() == 0
+        took = time.monotonic() - sent
+        stop.set()
+        for thread in sellers:
+            thread.join(timeout=10)
+    finally:
+        stop.set()
+        till.kill()
+        notify.close()
+    assert took < 10 and "STOPPING=1" in notify.lines(sent)
+    db = till.data / "terminal.db"
+    conn = sqlite3.connect(str(db))
+    journal = dict(conn.execute("SELECT txn_id, seq FROM journal").fetchall())
+    conn.close()
+    assert all(journal.get(txn) == seq for txn, seq in acked), "an acknowledged sale is missing after SIGTERM"
+    assert sorted(journal.values()) == list(range(1, len(journal) + 1))
+    assert integrity(db) == "ok" and not (till.data / "terminal.db-wal").exists()  # closed cleanly

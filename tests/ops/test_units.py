@@ -1,0 +1,141 @@
+"""The systemd units verify and are hardened (exposure <= 2.0); the install files agree with each
+other; install.sh and uninstall.sh work into a scratch root, and uninstall keeps the data."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from terminal.config import load
+from tests.ops.helpers import ROOT
+
+SYSTEMD = ROOT / "systemd"
+UNITS = ["tillpoint.service", "tillpoint-hq.service"]
+INSTALLED_EXE = "/opt/tillpoint/venv/bin/tillpoint"
+MAX_EXPOSURE = 2.0
+
+
+def analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        pytest.fail("systemd-analyze is missing: install the Debian package systemd (apt-get install systemd; "
+                    "bash .ci/dev test does it as root)", pytrace=False)
+    return found
+
+
+def unit_settings(unit: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (SYSTEMD / unit).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def exposure(unit_file: Path) -> float:
+    done = subprocess.run([analyze(), "security", "--offline=true", str(unit_file)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
+    assert found, f"no exposure level in systemd-analyze output:\n{done.stdout}\n{done.stderr}"
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_verifies(unit: str, tmp_path: Path) -> None:
+    # ExecStart names the installed virtualenv; verify against this checkout's own console script.
+    exe = Path(sys.executable).parent / "tillpoint"
+    assert exe.exists(), f"{exe} missing: install the package into the virtualenv (pip install -e .)"
+    copy = tmp_path / unit
+    copy.write_text((SYSTEMD / unit).read_text().replace(INSTALLED_EXE, str(exe)))
+    done = subprocess.run([analyze(), "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_exposure_is_low(unit: str) -> None:
+    score = exposure(SYSTEMD / unit)
+    assert score <= MAX_EXPOSURE, f"{unit}: systemd-analyze security rates it {score}, above {MAX_EXPOSURE}"
+
+
+def test_the_exposure_check_can_fail(tmp_path: Path) -> None:
+    weak = tmp_path / "weak.service"
+    weak.write_text("[Service]\nExecStart=/bin/true\n")
+    assert exposure(weak) > MAX_EXPOSURE
+
+
+def test_till_unit_is_notify_with_watchdog_and_device_access() -> None:
+    s = unit_settings("tillpoint.service")
+    assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"]
+    assert int(s["WatchdogSec"][0]) > 0 and s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert {"char-usb_device rw", "char-video4linux rw"} <= set(s["DeviceAllow"])
+    assert s["ProtectSystem"] == ["strict"] and s["DevicePolicy"] == ["closed"]
+
+
+def test_install_files_agree_with_each_other() -> None:
+    unit = unit_settings("tillpoint.service")
+    sysusers = (SYSTEMD / "tillpoint.sysusers").read_text()
+    user = unit["User"][0]
+    assert re.search(rf"^u {user} ", sysusers, re.M), "the unit's User= is not made by sysusers.d"
+    assert f'subject.user == "{user}"' in (SYSTEMD / "tillpoint-pcscd.polkit.rules").read_text()
+    assert "org.debian.pcsc-lite.access_pcsc" in (SYSTEMD / "tillpoint-pcscd.polkit.rules").read_text()
+    example = load(SYSTEMD / "tillpoint.toml")  # the shipped config validates
+    state = ["/var/lib/" + d for d in unit["StateDirectory"][0].split()]
+    assert str(example.data_dir) in state and str(example.card_key_path.parent) in state
+    assert not example.hq.token_file  # <data_dir>/hq.token: writable, so the daemon can rotate it
+    assert unit["ExecStart"][0] == f"{INSTALLED_EXE} run --config /etc/tillpoint/tillpoint.toml"
+    tmpfiles = (SYSTEMD / "tillpoint.tmpfiles").read_text()
+    assert f"d /var/lib/tillpoint/data       0700 {user} {user}" in tmpfiles
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SYSTEMD / name), *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
+    analyze()  # systemd-sysusers and systemd-tmpfiles come with the same package
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    key, token = tmp_path / "card.key", tmp_path / "hq.token"
+    key.write_bytes(bytes(range(32)))
+    token.write_text("terminal-token\n")
+    done = run_script("install.sh", "--root", str(root), "--no-venv", "--card-key", str(key), "--hq-token",
+                      str(token), "--with-hq")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in ("etc/systemd/system/tillpoint.service", "etc/systemd/system/tillpoint-hq.service",
+                 "etc/sysusers.d/tillpoint.conf", "etc/tmpfiles.d/tillpoint.conf",
+                 "etc/polkit-1/rules.d/50-tillpoint-pcscd.rules", "etc/tillpoint/tillpoint.toml",
+                 "opt/tillpoint/share/doc/install.md"):
+        assert (root / path).is_file(), path
+    for name, where in (("60-tillpoint-readers.rules", "etc/udev/rules.d"),
+                        ("tillpoint-nfc-blacklist.conf", "etc/modprobe.d")):
+        if (SYSTEMD / name).exists():
+            assert (root / where / name).read_bytes() == (SYSTEMD / name).read_bytes()
+    passwd = (root / "etc/passwd").read_text()
+    uid = int(re.search(r"^tillpoint:x:(\d+):", passwd, re.M).group(1))  # type: ignore[union-attr]
+    data = root / "var/lib/tillpoint"
+    assert (data / "data").stat().st_uid == uid and (data / "data").stat().st_mode & 0o777 == 0o700
+    assert (data / "card-hash.key").read_bytes() == key.read_bytes()
+    assert (data / "card-hash.key").stat().st_mode & 0o777 == 0o600
+    assert (data / "data/hq.token").read_text() == "terminal-token\n"
+    assert (data / "data/hq.token").stat().st_mode & 0o777 == 0o600
+
+    # The operator edits the config and the till makes data; a reinstall (upgrade) keeps both.
+    config = root / "etc/tillpoint/tillpoint.toml"
+    config.write_text(config.read_text().replace('id = "T-001"', 'id = "T-042"'))
+    (data / "data" / "terminal.db").write_bytes(b"journal")
+    assert run_script("install.sh", "--root", str(root), "--no-venv").returncode == 0
+    assert 'id = "T-042"' in config.read_text()
+
+    done = run_script("uninstall.sh", "--root", str(root))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (root / "etc/systemd/system/tillpoint.service").exists()
+    assert not (root / "etc/polkit-1/rules.d/50-tillpoint-pcscd.rules").exists()
+    assert not (root / "opt/tillpoint").exists()
+    assert (data / "data" / "terminal.db").read_bytes() == b"journal"
+    assert (data / "card-hash.key").exists() and config.exists() and "kept /var/lib/tillpoint" in done.stdout

@@ -1,0 +1,98 @@
+"""terminal.qrcodes: every drawing of a code is read back by the same decoder the camera uses."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import cv2
+import numpy as np
+import pytest
+
+from drivers.decode import decode
+from terminal.qrcodes import claim_code, coupon_code, encode, member_code, png, svg, terminal_text
+from terminal.scan import Kind, Scan, classify
+
+TOKEN = "r-2026-11-23-T001-000042"
+
+
+def test_png_reads_back() -> None:
+    data = png(member_code("AbCdEf0123456789-_"), scale=6)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    symbol = encode(member_code("AbCdEf0123456789-_"))
+    assert image.shape == (symbol.size * 6, symbol.size * 6)
+    assert decode(image) == ["TPM1:AbCdEf0123456789-_"]
+
+
+def _rasterise_svg(document: str, scale: int = 6) -> np.ndarray:
+    root = ET.fromstring(document)
+    n = int(root.attrib["viewBox"].split()[2])
+    image = np.full((n * scale, n * scale), 255, np.uint8)
+    path = root.find("{http://www.w3.org/2000/svg}path")
+    assert path is not None
+    for x, y, run in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path.attrib["d"]):
+        x0, y0 = int(x) * scale, int(y) * scale
+        image[y0:y0 + scale, x0:x0 + int(run) * scale] = 0
+    return image
+
+
+def test_svg_reads_back() -> None:
+    text = coupon_code("CPN-2026-WINTER-0042")
+    document = svg(text, scale=3)
+    root = ET.fromstring(document)
+    size = encode(text).size
+    assert root.attrib["width"] == str(size * 3)
+    assert decode(_rasterise_svg(document)) == [text]
+
+
+def _rasterise_terminal(lines: str, scale: int = 6) -> np.ndarray:
+    """Half blocks back to modules, as a person's phone sees a (dark) terminal."""
+    top = {" ": 0, "\u2580": 1, "\u2584": 0, "\u2588": 1}
+    bottom = {" ": 0, "\u2580": 0, "\u2584": 1, "\u2588": 1}
+    rows = []
+    for line in lines.rstrip("\n").split("\n"):
+        rows.append([top[c] for c in line])
+        rows.append([bottom[c] for c in line])
+    drawn = np.array(rows, np.uint8)  # 1 = a block drawn (light on a dark terminal)
+    image = np.where(drawn == 1, 255, 0).astype(np.uint8)
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+
+def test_terminal_text_reads_back() -> None:
+    text = claim_code(TOKEN)
+    lines = terminal_text(text)
+    symbol = encode(text, "L", border=2)
+    assert len(lines.splitlines()) == (symbol.size + 1) // 2
+    image = _rasterise_terminal(lines)
+    assert (image[: symbol.size * 6] < 128).tolist() == np.repeat(np.repeat(np.array(symbol.modules), 6, 0), 6, 1).tolist()
+    assert decode(image) == [text]
+    # On a light terminal the dark modules are drawn instead.
+    assert decode(255 - _rasterise_terminal(terminal_text(text, dark_background=False))) == [text]
+
+
+def test_receipt_claim_code_opens_a_page_on_a_phone_and_reads_at_the_till() -> None:
+    text = claim_code(TOKEN, base_url="https://m.example.com/r")
+    assert text == f"https://m.example.com/r#TPJ1:{TOKEN}"
+    assert classify(text) == Scan(Kind.CLAIM, 1, TOKEN, in_url=True)
+    assert decode(cv2.imdecode(np.frombuffer(png(text), np.uint8), cv2.IMREAD_GRAYSCALE)) == [text]
+
+
+def test_codes_we_make_classify_as_what_they_are() -> None:
+    assert classify(member_code("m1")) == Scan(Kind.MEMBER, 1, "m1")
+    assert classify(coupon_code("c1")) == Scan(Kind.COUPON, 1, "c1")
+    assert classify(claim_code("j1")) == Scan(Kind.CLAIM, 1, "j1")
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError):
+        member_code("no! exclamation marks")
+    with pytest.raises(ValueError):
+        claim_code(TOKEN, base_url="javascript:alert(1)")
+    with pytest.raises(ValueError):
+        png("x", scale=0)
+
+
+def test_more_error_correction_makes_a_bigger_code() -> None:
+    text = coupon_code("A" * 60)
+    assert encode(text, "H").version > encode(text, "L").version
