@@ -364,7 +364,7 @@ def open_evdev(path: str) -> InputDevice:
     except ImportError as exc:
         raise DriverUnavailable("keyboard-wedge scanners need the evdev package: pip install 'tillpoint[wedge]'") from exc
     try:
-        device = evdev.InputDevice(path)
+        device: InputDevice = evdev.InputDevice(path)
     except OSError as exc:
         raise DriverUnavailable(f"cannot open {path}: {exc.strerror or exc}") from exc
     try:

@@ -198,15 +198,58 @@ def tap(uid: str, config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def scan(text: str, config: ConfigOpt = None) -> None:
+    """Hold a code (member, coupon, payment code ...) up to the running daemon's simulated scanner."""
+    _api(_config(config), "POST", "/v1/sim/scan", {"text": text})
+    console.print("scanned")
+
+
+@app.command()
 def sale(
     amount: Annotated[int, typer.Argument(help="Total in minor units.")],
     member: Annotated[Optional[str], typer.Option(help="Member id; default: the last tapped member.")] = None,
     sku: str = "MISC",
+    category: str = "",
+    coupon: Annotated[Optional[list[str]], typer.Option(help="Coupon id presented (repeatable).")] = None,
+    redeem: Annotated[int, typer.Option(help="Points to pay with; -1: as many as allowed.")] = 0,
+    stored_value: Annotated[Optional[int], typer.Option(help="Stored value to pay with (minor units).")] = 0,
+    payment_code: Annotated[Optional[str], typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
+    quote_only: Annotated[bool, typer.Option("--quote", help="Price it only; record nothing.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Ring a one-line sale through the running daemon."""
-    line = {"sku": sku, "quantity": 1, "unit_price": amount}
-    console.print_json(data=_api(_config(config), "POST", "/v1/sales", {"member_id": member, "lines": [line]}))
+    """Ring a one-line sale through the running daemon (or --quote it: coupons, points, explanation)."""
+    body: dict[str, Any] = {
+        "member_id": member, "lines": [{"sku": sku, "quantity": 1, "unit_price": amount, "category": category}],
+        "coupons": coupon or [], "redeem": redeem,
+    }
+    if not quote_only:
+        body |= {"stored_value": stored_value, "payment_code": payment_code}
+    console.print_json(data=_api(_config(config), "POST", "/v1/quote" if quote_only else "/v1/sales", body))
+
+
+@app.command()
+def refund(
+    txn_id: str,
+    line: Annotated[list[str], typer.Option(help="LINE=UNITS returned (0-based line index), repeatable.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Refund units of a sale through the running daemon."""
+    try:
+        lines = {int(k): int(v) for k, v in (item.split("=", 1) for item in line)}
+    except ValueError as exc:
+        console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
+        raise typer.Exit(2) from exc
+    console.print_json(data=_api(_config(config), "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines}))
+
+
+@app.command()
+def pair(config: ConfigOpt = None) -> None:
+    """Show a one-time pairing code for the cashier panel or a POS (valid for a short while)."""
+    cfg = _config(config)
+    answer = _api(cfg, "POST", "/v1/pair/code", {})
+    code = answer.get("code", answer)
+    console.print(f"pairing code: [bold]{code}[/]")
+    console.print(f"panel: http://{cfg.api.host}:{cfg.api.port}/panel/#pair={code}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ bounded ring that the local API serves, so the demo, the panel and tests all wat
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from drivers import open_reader
+from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
 from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
 from terminal import logs
@@ -32,7 +33,7 @@ from terminal.errors import Code, Rejected
 from terminal.keys import load_or_create_key, load_or_create_token
 from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
 from terminal.payments import RiskLimits
-from terminal.ports import CardReader
+from terminal.ports import CardReader, QrScanner
 from terminal import session as cashier
 from terminal.service import Identified, Payment, Service
 from terminal.store import Store
@@ -105,6 +106,7 @@ class Daemon:
         self.store: Store | None = None
         self.service: Service | None = None
         self.readers: list[CardReader] = []
+        self.scanners: list[QrScanner] = []
         self.reader_state: dict[str, str] = {}
         self.sync: SyncLoop | None = None
         self.api_server: Any = None
@@ -140,6 +142,7 @@ class Daemon:
         self._start_sync()
         cashier.attach(self)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
+        self._start_scanners()
         self._enumerate()
         if cfg.api.enabled:
             from terminal.api.server import start_api_servers
@@ -162,6 +165,8 @@ class Daemon:
             self.hotkeys.stop()
         for reader in self.readers:
             reader.stop()
+        for scanner in self.scanners:
+            scanner.stop()
         if self.watchdog is not None:
             self.watchdog.stop()
         if self._stop_metrics is not None:
@@ -216,6 +221,18 @@ class Daemon:
                 continue
             self.readers.append(reader)
             reader.start(self.on_card, self.on_reader)
+
+    def _start_scanners(self) -> None:
+        """QR / barcode scanners from ``[scanner] devices``; their reads go to the cashier session."""
+        options = self.config.scanner.driver_options()
+        for spec in self.config.scanner.devices:
+            try:
+                scanner = open_scanner(spec, **options)
+            except DriverError as exc:
+                self.emit({"type": "reader", "reader": spec, "kind": "error", "detail": str(exc)})
+                continue
+            self.scanners.append(scanner)
+            scanner.start(lambda read: self.on_qr(read), self.on_reader)
 
     # -- operations: enumeration, watchdog, metrics, reload ----------------------------------------
 
@@ -379,6 +396,13 @@ class Daemon:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated reader is configured on this till.")
         sims[0].tap(uid)  # type: ignore[attr-defined]
 
+    def scan_sim(self, text: str) -> None:
+        """Hold a code up to the simulated scanner (demo, tests)."""
+        sims = [s for s in self.scanners if s.name.startswith("sim:")]
+        if not sims:
+            raise Rejected(Code.READER_UNAVAILABLE, "No simulated scanner is configured on this till.")
+        sims[0].scan(text)  # type: ignore[attr-defined]
+
     def status(self) -> dict[str, Any]:
         assert self.store is not None
         info = store_status(self.store)
@@ -404,6 +428,7 @@ def store_status(store: Store) -> dict[str, Any]:
         "last_sync_ok": store.state("last_sync_ok"),
         "offline_since": store.state("offline_since"),
         "last_error": store.state("last_error"),
+        "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
         "cache": store.counts(),
     }
 

@@ -62,6 +62,10 @@ class TapIn(BaseModel):
     uid: str
 
 
+class ScanIn(BaseModel):
+    text: str = Field(min_length=1, max_length=4096)
+
+
 def _host_allowed(value: str | None, extra: frozenset[str] = frozenset()) -> bool:
     if not value:
         return False
@@ -166,6 +170,11 @@ def create_app(daemon: Any) -> FastAPI:
             return _refuse(422, "bad_uid", str(exc))  # type: ignore[return-value]
         daemon.tap_sim(uid)
         return {"status": "tapped"}
+
+    @app.post("/v1/sim/scan", dependencies=[Depends(token)], status_code=202)
+    def scan(body: ScanIn) -> dict[str, str]:
+        daemon.scan_sim(body.text)
+        return {"status": "scanned"}
 
     # The cashier workflow: session, pairing, event stream (SSE) and the panel (docs/api.md).
     hub = EventHub(daemon.events_after)

@@ -1,0 +1,42 @@
+"""Scanners configured in ``[scanner]`` are started by the daemon and their reads reach the session."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from terminal.session import code_body
+from tests.api.stack import base_url, running_till
+
+
+def wait_for(check: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_member_code_on_the_scanner_identifies_the_member(tmp_path: Path) -> None:
+    with running_till(tmp_path, scanner={"devices": ["sim:"]}) as till:
+        assert [s.name for s in till.scanners] == ["sim:"]
+        with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}) as client:
+            assert client.post("/v1/sim/scan", json={"text": "TPM1:" + code_body("M-2")}).status_code == 202
+            assert wait_for(lambda: till.session.snapshot()["member"] is not None)
+            assert till.session.snapshot()["member"]["member_id"] == "M-2"
+            kinds = [e.get("kind") for e in till.events_after(0) if e.get("type") == "scan"]
+            assert kinds == ["member"]
+            # a card number held up to the scanner is refused and never kept
+            client.post("/v1/sim/scan", json={"text": "4111 1111 1111 1111"})
+            assert wait_for(lambda: len([e for e in till.events_after(0) if e.get("type") == "scan"]) == 2)
+            assert "4111" not in repr(list(till.events_after(0)))
+
+
+def test_no_scanner_configured_is_a_clear_refusal(tmp_path: Path) -> None:
+    with running_till(tmp_path) as till:
+        with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}) as client:
+            response = client.post("/v1/sim/scan", json={"text": "x"})
+            assert response.status_code == 409 and response.json()["code"] == "reader_unavailable"
