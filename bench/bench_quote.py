@@ -13,6 +13,7 @@ The database is built once per size in a temporary directory (or --db FILE to ke
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import random
@@ -139,6 +140,8 @@ def main() -> None:
             began = time.perf_counter()
             quote = service.quote(member_id, items, codes, redeem=pricing.REDEEM_MAX)
             elapsed = (time.perf_counter() - began) * 1000
+            if n == 199:
+                gc.freeze()  # as the daemon does once started (terminal/daemon.py)
             if n >= 200:  # warm-up
                 samples.append(elapsed)
                 candidates.append(len(quote.coupons) + len(quote.refused))

@@ -326,6 +326,7 @@ class CameraScanner:
         self.idle_after = idle_after
         self.idle_fps = idle_fps
         self._unchanged_since: float | None = None
+        self._progress = {"capture": time.monotonic(), "decode": time.monotonic()}
         self.stats = Stats()
         self._dedupe = Dedupe(dedupe_window)
         self._gate = MotionGate(motion_threshold)
@@ -344,6 +345,7 @@ class CameraScanner:
             raise RuntimeError(f"{self.name} is already started")
         self._on_qr, self._on_reader = on_qr, on_reader
         self._stop = threading.Event()
+        self._progress = {"capture": time.monotonic(), "decode": time.monotonic()}
         self._threads = [
             threading.Thread(target=self._capture_loop, args=(self._stop,), name=f"{self.name} capture", daemon=True),
             threading.Thread(target=self._decode_loop, args=(self._stop,), name=f"{self.name} decode", daemon=True),
@@ -363,10 +365,17 @@ class CameraScanner:
     def dropped(self) -> int:
         return self._slot.dropped
 
+    @property
+    def last_progress(self) -> float:
+        """When (time.monotonic) the slower of the two threads last went round its loop; a watchdog
+        reads it. Both wake at least every ``backoff_max`` (10 s) or ``timeout`` (5 s) seconds."""
+        return min(self._progress.values())
+
     # -- capture thread ---------------------------------------------------------------------------
 
     def _capture_loop(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
+            self._progress["capture"] = time.monotonic()
             try:
                 cap = open_capture(self.source, self.resolution, self.fps, self.timeout)
             except DriverUnavailable as exc:
@@ -406,6 +415,7 @@ class CameraScanner:
             if not ok or frame is None:
                 return "stream ended" if self.source.kind == "file" else "camera lost: no frame"
             self.stats.captured += 1
+            self._progress["capture"] = time.monotonic()
             self._backoff.reset()
             self._slot.put(frame)
             if period:
@@ -417,6 +427,7 @@ class CameraScanner:
 
     def _decode_loop(self, stopping: threading.Event) -> None:
         while not stopping.is_set():
+            self._progress["decode"] = time.monotonic()
             frame = self._slot.take(timeout=0.2)
             if frame is None:
                 continue

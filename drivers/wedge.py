@@ -294,6 +294,8 @@ class _Scanner:
         self._on_qr: QrSink | None = None
         self._on_reader: ReaderSink | None = None
         self._last_problem: str | None = None
+        self.last_progress = time.monotonic()
+        """When (time.monotonic) the loop last went round; it does at least every ``backoff_max`` s."""
 
     def start(self, on_qr: QrSink, on_reader: ReaderSink) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -312,8 +314,9 @@ class _Scanner:
     def _run(self, stopping: threading.Event) -> None:
         delay = self.backoff_first
         while not stopping.is_set():
+            self.last_progress = time.monotonic()
             try:
-                detail = self.session(stopping)
+                detail = self.read_device(stopping)
             except DriverUnavailable as exc:
                 self.problem("error", str(exc))
             except Exception as exc:
@@ -326,7 +329,7 @@ class _Scanner:
             stopping.wait(delay)
             delay = min(delay * 2, self.backoff_max)
 
-    def session(self, stopping: threading.Event) -> str:
+    def read_device(self, stopping: threading.Event) -> str:
         """Open the device, read until it goes away; returns why. DriverUnavailable if it cannot open."""
         raise NotImplementedError
 
@@ -391,7 +394,7 @@ class WedgeScanner(_Scanner):
         self.idle_timeout = idle_timeout
         self.opener = opener
 
-    def session(self, stopping: threading.Event) -> str:
+    def read_device(self, stopping: threading.Event) -> str:
         device = self.opener(self.path)
         try:
             self.opened(f"keyboard-wedge scanner, {self.layout} layout, grabbed")
@@ -409,6 +412,7 @@ class WedgeScanner(_Scanner):
                 events = list(device.read()) if ready else []
             except OSError as exc:  # ENODEV: unplugged
                 return f"scanner unplugged: {exc.strerror or exc}"
+            self.last_progress = time.monotonic()
             for event in events:
                 if event.type == EV_KEY:
                     self.emit_scans(decoder.feed(event.code, event.value, event.timestamp()))
@@ -425,7 +429,7 @@ class SerialScanner(_Scanner):
         self.baudrate = baudrate
         self.idle_timeout = idle_timeout
 
-    def session(self, stopping: threading.Event) -> str:
+    def read_device(self, stopping: threading.Event) -> str:
         import serial
 
         try:
@@ -446,6 +450,7 @@ class SerialScanner(_Scanner):
                 data = port.read(max(1, port.in_waiting))
             except (serial.SerialException, OSError) as exc:
                 return f"scanner unplugged: {exc}"
+            self.last_progress = time.monotonic()
             now = time.time()
             self.emit_scans(splitter.feed(data, now) if data else splitter.flush(now))
         return "stopped"

@@ -470,6 +470,7 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         coupons=[(c.coupon_id, c.member_id, _doc(c.body), c.uses) for c in page.coupons],
         keys=[(k.key_id, _doc(k.body), k.sig) for k in page.keys],
         revocations=[(r.revocation_id, _doc(r.body), r.sig) for r in page.revocations],
+        device_certs=[(d.cert_id, _doc(d.body)) for d in page.device_certs],
         deleted=[(t.kind, t.id) for t in page.deleted],
     )
 

@@ -7,7 +7,7 @@ Version 1, JSON over HTTPS (docs/protocol.md has the whole table, the OpenAPI do
     POST /v1/enrol                      EnrolRequest  -> EnrolResponse   (one-time code, no token)
     POST /v1/credentials/rotate                       -> EnrolResponse   (new token; old one valid until first use)
     POST /v1/journal   (gzip body)      PushRequest   -> PushResponse
-    GET  /v1/changes?since=N&limit=M                  -> ChangesPage     (members, cards, rules, docs, keys, revocations, tombstones)
+    GET  /v1/changes?since=N&limit=M                  -> ChangesPage     (members, cards, rules, docs, keys, revocations, device certificates, tombstones)
     GET  /v1/snapshot                                 -> SnapshotInfo    (bootstrap: version + row counts)
     GET  /v1/snapshot/{kind}?after=K&limit=M          -> SnapshotPage    (rows by primary key)
     POST /v1/eod                        EodReport     -> EodResult
@@ -30,7 +30,7 @@ PROTOCOL_VERSION = 1
 SUPPORTED_PROTOCOLS = frozenset({1})
 MAX_BATCH = 1000
 CLOCK_HEADER = "X-Tillpoint-Clock"
-SNAPSHOT_KINDS = ("members", "cards", "rules", "rule_docs", "coupons", "keys", "revocations")
+SNAPSHOT_KINDS = ("members", "cards", "rules", "rule_docs", "coupons", "keys", "revocations", "device_certs")
 
 
 class ErrorCode(StrEnum):
@@ -52,6 +52,21 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     HTTP_ERROR = "http_error"
+    CLAIM_FORGED = "claim_forged"
+    CLAIM_EXPIRED = "claim_expired"
+    CLAIM_USED = "claim_used"
+    CLAIM_UNKNOWN_SALE = "claim_unknown_sale"
+    CONSENT_REQUIRED = "consent_required"
+    # member payments: a refused online confirmation carries the till's own rejection code
+    PAYMENT_CODE_REPLAYED = "payment_code_replayed"
+    PAYMENT_CODE_FORGED = "payment_code_forged"
+    PAYMENT_CODE_EXPIRED = "payment_code_expired"
+    DEVICE_CERT_UNKNOWN = "device_cert_unknown"
+    DEVICE_CERT_REVOKED = "device_cert_revoked"
+    DEVICE_CERT_EXPIRED = "device_cert_expired"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    UNKNOWN_MEMBER = "unknown_member"
+    BLOCKED_MEMBER = "blocked_member"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -71,6 +86,20 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.INTERNAL: (500, "a bug at head office; retry later"),
     ErrorCode.STORAGE_UNAVAILABLE: (503, "head office's database failed; retry later"),
     ErrorCode.HTTP_ERROR: (400, "any other HTTP-level refusal"),
+    ErrorCode.CLAIM_FORGED: (400, "the claim code is malformed or not signed by one of the chain's tills"),
+    ErrorCode.CLAIM_EXPIRED: (410, "the claim code has expired"),
+    ErrorCode.CLAIM_USED: (409, "the sale of this claim code was already claimed or belongs to a member"),
+    ErrorCode.CLAIM_UNKNOWN_SALE: (404, "the claim code's sale has not reached head office yet"),
+    ErrorCode.CONSENT_REQUIRED: (422, "joining needs explicit consent to the current wording"),
+    ErrorCode.PAYMENT_CODE_REPLAYED: (409, "the payment code was already confirmed or used"),
+    ErrorCode.PAYMENT_CODE_FORGED: (409, "the payment code does not belong to that member or device"),
+    ErrorCode.PAYMENT_CODE_EXPIRED: (409, "the payment code is outside its time window"),
+    ErrorCode.DEVICE_CERT_UNKNOWN: (409, "no such device certificate"),
+    ErrorCode.DEVICE_CERT_REVOKED: (409, "the member's device was revoked"),
+    ErrorCode.DEVICE_CERT_EXPIRED: (409, "the device certificate expired"),
+    ErrorCode.INSUFFICIENT_BALANCE: (409, "the member's balance does not cover the payment"),
+    ErrorCode.UNKNOWN_MEMBER: (404, "no such member"),
+    ErrorCode.BLOCKED_MEMBER: (409, "the member is blocked"),
 }
 
 
@@ -90,6 +119,7 @@ class Reason(StrEnum):
     CLOCK_SKEW = "clock_skew"
     MALFORMED_ENTRY = "malformed_entry"
     PRICE_MISMATCH = "price_mismatch"
+    DUPLICATE_ENROLMENT = "duplicate_enrolment"
 
 
 class ItemState(StrEnum):
@@ -185,8 +215,16 @@ class WireRevocation(BaseModel):
     sig: str
 
 
+class WireDeviceCert(BaseModel):
+    """A member device's certificate (``terminal.payments.DeviceCert.to_doc()``), signed by head office's payment key."""
+
+    cert_id: str
+    member_id: str
+    body: dict[str, Any]
+
+
 class Tombstone(BaseModel):
-    kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation"]
+    kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert"]
     id: str
 
 
@@ -201,6 +239,7 @@ class ChangesPage(BaseModel):
     coupons: list[WireCoupon] = Field(default_factory=list)
     keys: list[WireKey] = Field(default_factory=list)
     revocations: list[WireRevocation] = Field(default_factory=list)
+    device_certs: list[WireDeviceCert] = Field(default_factory=list)
     deleted: list[Tombstone] = Field(default_factory=list)
 
     def size(self) -> int:
@@ -231,6 +270,7 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "coupons": ("coupon_id", "member_id", "body", "uses"),
     "keys": ("key_id", "body", "sig"),
     "revocations": ("revocation_id", "body", "sig"),
+    "device_certs": ("cert_id", "member_id", "body"),
 }
 """Body columns travel as JSON text inside the row, so a page is parsed once, not per document."""
 

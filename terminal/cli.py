@@ -242,6 +242,14 @@ def refund(
     console.print_json(data=_api(_config(config), "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines}))
 
 
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print every configuration key with its default and meaning (Markdown)."""
+    from terminal.config_doc import reference
+
+    print(reference())
+
+
 @app.command()
 def pair(config: ConfigOpt = None) -> None:
     """Show a one-time pairing code for the cashier panel or a POS (valid for a short while)."""
@@ -487,6 +495,86 @@ def hq_add_card(
     store = HqStore(str(db))
     store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")
     store.close()
+
+
+# -- member app simulator -------------------------------------------------------------------------
+
+member_app = typer.Typer(help="A member-app simulator: register a device, show member and payment codes.",
+                         no_args_is_help=True)
+app.add_typer(member_app, name="member")
+StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
+
+
+def _member_app(member_id: str, state_dir: Path | None) -> Any:
+    from sync.memberapp import MemberApp, MemberAppError
+
+    try:
+        return MemberApp(member_id, state_dir)
+    except MemberAppError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+
+
+@member_app.command("register")
+def member_register(
+    member_id: str, hq: Annotated[str, typer.Option("--hq", help="Head office URL.")],
+    token: Annotated[str, typer.Option(help="Member app token (`tillpoint hq member-token MEMBER`).")],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Register this simulated phone's payment key with head office and keep its certificate."""
+    from sync.memberapp import MemberAppError
+
+    try:
+        cert = _member_app(member_id, state_dir).register(hq, token)
+    except MemberAppError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    print(json.dumps(cert.to_doc()))
+
+
+@member_app.command("code")
+def member_payment_code(
+    member_id: str, state_dir: StateDirOpt = None,
+    png: Annotated[Optional[Path], typer.Option(help="Write the QR as PNG here (default: STATE_DIR/code.png).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the code text.")] = False,
+) -> None:
+    """Show a fresh one-time payment code: QR in the terminal, a PNG, and the text."""
+    from sync.memberapp import MemberAppError
+    from terminal import qrcodes
+
+    member = _member_app(member_id, state_dir)
+    try:
+        text = member.next_code()
+    except MemberAppError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    target = png or member.dir / "code.png"
+    target.write_bytes(qrcodes.png(text))
+    if not quiet:
+        print(qrcodes.terminal_text(text))
+        print(f"PNG: {target}")
+    print(text)
+
+
+@member_app.command("show")
+def member_show(member_id: str, state_dir: StateDirOpt = None,
+                offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False) -> None:
+    """The member code (TPM1:...) as QR and text, the device certificate and the balance."""
+    from sync.memberapp import MemberAppError
+    from terminal import qrcodes
+
+    member = _member_app(member_id, state_dir)
+    code = member.member_code()
+    info: dict[str, Any] = {"member_id": member_id, "member_code": code,
+                            "cert_id": member.cert.cert_id.hex() if member.cert else None}
+    if not offline:
+        try:
+            account = member.account()
+            info |= {"stored_value": account["stored_value"], "points": account["points"]}
+        except MemberAppError as exc:
+            info["error"] = str(exc)
+    print(qrcodes.terminal_text(code))
+    print(json.dumps(info))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m terminal.cli`

@@ -25,11 +25,15 @@ class _Section(BaseModel):
 
 class TerminalSection(_Section):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "T-001"
+    """This till's id: letters, digits, . _ -; unique in the chain."""
     store_id: Annotated[str, Field(min_length=1, max_length=64)] = "S-001"
+    """The store this till belongs to (store-limited rules and coupons, reports)."""
     data_dir: str = ""
     """Where the database lives; empty means $STATE_DIRECTORY, else ./var/tillpoint."""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    """ISO 4217 code of the money the till counts."""
     currency_exponent: Annotated[int, Field(ge=0, le=4)] = 2
+    """Minor units per major unit = 10**exponent (EUR 2, JPY 0)."""
 
 
 class SecuritySection(_Section):
@@ -60,14 +64,23 @@ class ReaderSection(_Section):
 
 class HqSection(_Section):
     url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:8731"
+    """Head office's base URL (https in production)."""
     token: str = ""
+    """This till's head-office credential; or token_file, or an enrolment code."""
     token_file: str = ""
+    """File holding the credential (written by enrolment and rotation)."""
     ca_file: str = ""
+    """CA bundle for a private head-office certificate; empty: the system's CAs."""
     push_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """Seconds between pushes of the journal (a commit also wakes the pusher)."""
     pull_interval: Annotated[float, Field(gt=0, le=86400)] = 10.0
+    """Seconds between pulls of member, card, rule, coupon and key changes."""
     timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
+    """Seconds before a head-office request gives up."""
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+    """Journal entries per push."""
     backoff_max: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Cap in seconds of the exponential backoff (with jitter) while head office is down."""
     enrol_code: str = ""
     """One-time enrolment code from `tillpoint hq enrol-code`: with no token, the daemon redeems it at
     start and keeps the credential in token_file (default <data_dir>/hq.token)."""
@@ -81,7 +94,9 @@ class ApiSection(_Section):
     host: str = "127.0.0.1"
     """Loopback address to listen on; empty: no TCP listener (the Unix socket only)."""
     port: Annotated[int, Field(ge=0, le=65535)] = 8732
+    """TCP port of the local API and panel (0: any free port)."""
     enabled: bool = True
+    """Serve the local API and the cashier panel."""
     unix_socket: str = ""
     """Also listen on this Unix socket (mode 0660), e.g. /run/tillpoint/api.sock; empty: none."""
     allowed_hosts: list[str] = Field(default_factory=list)
@@ -110,7 +125,9 @@ class PanelSection(_Section):
     """The cashier panel (docs/cashier.md)."""
 
     enabled: bool = True
+    """Serve the cashier panel at /panel/."""
     language: Literal["en", "ja", "zh"] = "en"
+    """The panel's language: English, Japanese or Chinese."""
     join_url: Annotated[str, Field(pattern=r"^$|^https?://[^#\s]+$")] = ""
     """The sign-up page the customer's QR opens (join, or claim an anonymous sale's points); empty: no join QR."""
     redeem_default: Literal["max", "none"] = "max"
@@ -126,16 +143,23 @@ class HotkeysSection(_Section):
     """Global hotkeys on the POS keyboard (evdev; not grabbed: the POS still gets the keys)."""
 
     enabled: bool = True
+    """Listen for the global hotkeys on the POS keyboard (evdev)."""
     devices: list[str] = Field(default_factory=lambda: ["auto"])
     """Keyboard event devices (/dev/input/by-id/...-event-kbd), or "auto": every keyboard found."""
     identify: str = "F9"
+    """Key that arms identification (the next tap or code identifies)."""
     coupon: str = "F10"
+    """Key that arms a coupon (the next scan or typed id applies)."""
     pay: str = "F11"
+    """Key that moves to payment."""
     cancel: str = "Esc"
+    """Key that cancels the current step."""
+    enrol: str = "F7"
+    """New member: the next tap of a card the till does not know enrols it."""
     burst_gap_ms: Annotated[int, Field(ge=5, le=500)] = 40
     """A hotkey counts only with no other key this close before or after it (a scanner's burst)."""
 
-    @field_validator("identify", "coupon", "pay", "cancel")
+    @field_validator("identify", "coupon", "pay", "cancel", "enrol")
     @classmethod
     def _known_key(cls, value: str) -> str:
         from terminal.hotkeys import parse_chord
@@ -145,7 +169,8 @@ class HotkeysSection(_Section):
         return value
 
     def keymap(self) -> dict[str, str]:
-        return {"identify": self.identify, "coupon": self.coupon, "pay": self.pay, "cancel": self.cancel}
+        return {"identify": self.identify, "coupon": self.coupon, "pay": self.pay, "cancel": self.cancel,
+                "enrol": self.enrol}
 
 
 class SaleSection(_Section):
@@ -155,6 +180,7 @@ class SaleSection(_Section):
 
 class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
     format: Literal["auto", "journal", "json", "text"] = "auto"
     """auto: journald priorities when stderr is the journal (systemd), else plain text."""
 
@@ -179,6 +205,7 @@ class ScannerSection(_Section):
     resolution: tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]] | None = None
     """Camera capture size [width, height]; none: the camera's default."""
     fps: Annotated[float, Field(gt=0, le=240)] | None = None
+    """Camera frame rate asked for; None: the camera's default."""
     formats: list[BarcodeFormat] = Field(default_factory=lambda: ["qr"], min_length=1)
     """Camera decoding: "qr" only by default; "code128", "ean13" ... for legacy printed coupons."""
     dedupe_window: Annotated[float, Field(ge=0, le=60)] = 1.5
@@ -190,9 +217,11 @@ class ScannerSection(_Section):
     layout: Literal["us", "fr", "de", "jp"] = "us"
     """The keyboard layout a keyboard-wedge scanner is programmed for (not the till's own layout)."""
     terminators: list[Literal["enter", "tab"]] = Field(default_factory=lambda: ["enter", "tab"])
+    """Keys that end a scan on a keyboard-wedge scanner."""
     idle_timeout: Annotated[float, Field(ge=0, le=5)] = 0.25
     """Wedge and serial scanners with no suffix: a scan ends after this many seconds without input."""
     baudrate: Annotated[int, Field(ge=300, le=4_000_000)] = 9600
+    """Serial scanner speed (CDC-ACM scanners ignore it)."""
 
     @field_validator("devices")
     @classmethod
@@ -218,10 +247,15 @@ class PaymentsSection(_Section):
     """Offline risk limits for stored-value payments (minor units / seconds; 0 = no limit)."""
 
     per_transaction: Annotated[int, Field(ge=0)] = 5_000
+    """Largest stored-value payment taken while head office is unreachable (minor units)."""
     per_member_day: Annotated[int, Field(ge=0)] = 10_000
+    """Stored value one member may pay offline on this till per local day (minor units)."""
     terminal_total: Annotated[int, Field(ge=0)] = 100_000
+    """Offline stored-value payments on this till not yet acknowledged by head office (minor units)."""
     max_offline: Annotated[int, Field(ge=0)] = 24 * 3600
+    """Seconds offline after which account payments are refused."""
     max_clock_age: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
+    """Seconds since the last successful sync (the clock check) after which offline payments are refused."""
     spend_needs_proof: bool = False
     """Points too may be redeemed only with a payment code or a card that can pay."""
 

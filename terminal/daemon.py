@@ -6,6 +6,7 @@ bounded ring that the local API serves, so the demo, the panel and tests all wat
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -29,6 +30,7 @@ from terminal.errors import ConfigError
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
 from terminal.credentials import card_uid_hash, parse_master_key
+from terminal.enrolment import enrol_on_tap
 from terminal.errors import Code, Rejected
 from terminal.keys import load_or_create_key, load_or_create_token
 from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
@@ -152,6 +154,9 @@ class Daemon:
         cashier.start_hotkeys(self)
         self._start_metrics()
         self._start_watchdog()
+        # Everything loaded so far lives as long as the daemon: keep the collector from rescanning it
+        # on every cycle (shorter pauses in the middle of a quote).
+        gc.freeze()
         # READY only now: migrations ran, devices were enumerated, the API listens.
         sd_notify(f"READY=1\nSTATUS={self._status_line()}")
         self.emit({"type": "started", "terminal": cfg.terminal.id})
@@ -193,6 +198,10 @@ class Daemon:
             rotate_after_days=hq.rotate_after_days, end_of_day=hq.end_of_day,
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
+        if self.service is not None:
+            from sync.confirm import confirmer
+
+            self.service.confirm_online = confirmer(client, min(hq.timeout, 3.0))
         self.sync.on_result.append(self._synced)
         self.sync.start()
 
@@ -347,7 +356,10 @@ class Daemon:
     def on_card(self, read: CardRead) -> None:
         assert self.service is not None
         try:
-            found = self.service.identify(read)
+            try:
+                found = self.service.identify(read)
+            except Rejected as unknown:
+                found = enrol_on_tap(self, read, unknown)  # "new member" armed: enrol it, else refuse
         except Rejected as exc:
             self.emit({"type": "rejected", "reader": read.reader, "code": exc.code.value, "message": exc.message})
             return

@@ -55,6 +55,8 @@ class CacheDocs:
     """(key_id, body, signature by head office's root key)"""
     revocations: list[tuple[str, str, str]] = field(default_factory=list)
     """(revocation_id "kind:subject", body, signature)"""
+    device_certs: list[tuple[str, str]] = field(default_factory=list)
+    """(cert_id hex, body): member devices' certificates, signed by head office's payment key"""
     deleted: list[tuple[str, str]] = field(default_factory=list)
     """(kind, id) tombstones: member, card, rule, rule_doc, coupon, key, revocation"""
 

@@ -87,6 +87,10 @@ class Service:
         self.store_id = store_id
         self.clock = clock
         self.on_commit: list[Callable[[Receipt], None]] = []
+        self.confirm_online: Callable[[dict[str, Any]], bool] | None = None
+        """Head office's confirmation of a payment-code payment while the till is online (set by the
+        daemon): called with {code_id, member_id, amount, txn_id, code}; raises Rejected when head
+        office refuses, returns False when it cannot be reached (then the offline rules apply)."""
         self._program: tuple[int, ly.Program] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
 
@@ -215,7 +219,7 @@ class Service:
         txn_id, now = new_txn_id(), self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
-        paid = self._authorise(quote, payment, now)
+        paid = self._authorise(quote, payment, now, txn_id)
         if paid.sun_counter is None and tapped is not None and tapped.proof.counter is not None:
             paid = replace(paid, sun_counter=(tapped.uid_hash, tapped.proof.counter))
         created = utc_iso(self.clock())
@@ -279,7 +283,7 @@ class Service:
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
         return self._approved(stored, quote.payable, delta, balance)
 
-    def _authorise(self, quote: Quote, payment: Payment | None, now: datetime) -> _Paid:
+    def _authorise(self, quote: Quote, payment: Payment | None, now: datetime, txn_id: str = "") -> _Paid:
         """Check the member's means of payment; the single-use parts are recorded by the commit."""
         payment = payment or Payment()
         wants_value = payment.stored_value is None or payment.stored_value > 0
@@ -307,6 +311,11 @@ class Service:
         balance = self.store.stored_value(quote.member_id)
         tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
         offline = self.offline_state(quote.member_id, now)
+        if code_id is not None and offline.offline_for_s is None and self.confirm_online is not None:
+            asked = {"code_id": code_id, "member_id": quote.member_id, "amount": tender.stored_value,
+                     "txn_id": txn_id, "code": payment.code}
+            if not self.confirm_online(asked):
+                offline = self.offline_state(quote.member_id, now, unreachable=True)
         cap = self._device_cap(payment.code) if payment.code else None
         refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, cap)
         if refusal is not None:
@@ -331,12 +340,13 @@ class Service:
         doc = self.store.device_cert(pay.parse_code(text).cert_id.hex())
         return pay.cert_from_doc(doc).offline_cap if doc else None
 
-    def offline_state(self, member_id: str, now: datetime) -> pay.OfflineState:
-        """How long head office has been unreachable and what was paid offline since."""
+    def offline_state(self, member_id: str, now: datetime, unreachable: bool = False) -> pay.OfflineState:
+        """How long head office has been unreachable and what was paid offline since (``unreachable``:
+        head office just failed to answer, though the last sync was fine)."""
         offline_since = self.store.state("offline_since")
         last_ok = self.store.state("last_sync_ok")
         at = self.clock()
-        offline_for = int(at - _epoch(offline_since)) if offline_since else (None if last_ok else 0)
+        offline_for = int(at - _epoch(offline_since)) if offline_since else (None if last_ok and not unreachable else 0)
         if offline_for is None:
             return pay.OfflineState(None, None, 0, 0)
         clock_age = int(at - _epoch(last_ok)) if last_ok else None

@@ -55,6 +55,7 @@ class Awaiting(StrEnum):
     MEMBER = "member"
     COUPON = "coupon"
     TOTAL = "total"
+    ENROL = "enrol"  # the next tap of an unknown card makes a new member
 
 
 class Action(StrEnum):
@@ -68,6 +69,7 @@ class Action(StrEnum):
     TOTAL = "total"
     POINTS = "points"
     NEW = "new"
+    ENROL = "enrol"
 
 
 class Till(Protocol):
@@ -251,6 +253,12 @@ class Session:
             self._qr_cache = {text: qrcodes.svg(text, scale=4.0)}  # keep one: it changes once a sale
         return {"kind": kind, "text": text, "svg": self._qr_cache[text]}
 
+    def claim_png(self) -> bytes | None:
+        """The receipt's claim QR as a PNG for the printer; None unless an anonymous sale is done."""
+        with self._lock:
+            qr = self._customer_qr()
+        return qrcodes.png(qr["text"]) if qr and qr["kind"] == "claim" else None
+
     # -- the cashier's actions ---------------------------------------------------------------------
 
     def press(self, action: Action | str) -> dict[str, Any]:
@@ -265,6 +273,7 @@ class Session:
             Action.CANCEL: self.cancel,
             Action.POINTS: self.toggle_points,
             Action.NEW: self.reset,
+            Action.ENROL: lambda: self.arm(Awaiting.ENROL),
         }
         return handlers[act]()
 
@@ -277,6 +286,10 @@ class Session:
                 self._sale = s = _Sale()
             s.awaiting, s.error = awaiting, None
             return self._changed()
+
+    def wants_enrol(self) -> bool:
+        """The cashier pressed "new member": the next unknown card is enrolled (terminal.enrolment)."""
+        return self._sale.awaiting is Awaiting.ENROL
 
     def identify(self, member_id: str, via: str = "typed") -> dict[str, Any]:
         """Identify the customer by member id (typed, or resolved from a tap or a member code)."""
@@ -567,6 +580,10 @@ def attach(daemon: Any) -> Session:
         on_change=lambda snap: daemon.emit({"type": "session", "session": snap}),
     )
     session.tapped = lambda: daemon.identified
+    if daemon.store is not None:
+        from terminal.enrolment import claim_signer
+
+        session.make_claim_token = claim_signer(daemon)  # signed, expiring, single-use claim codes
     daemon.session = session
     daemon.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
     daemon.subscribers.append(lambda event: follow(session, event))

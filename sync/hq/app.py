@@ -13,6 +13,8 @@
     GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
     GET  /v1/admin/items              admin token; reconciliation items
     POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
+    POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
+    POST /v1/admin/devices/{cert_id}/revoke   member payments (``sync.hq.payments_api``)
 
 Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
@@ -278,6 +280,12 @@ def create_app(store: HqStore) -> FastAPI:
     _terminal_routes(app, store)
     _sync_routes(app, store)
     _admin_routes(app, store)
+    from sync.hq import payments_api  # imports this module: only once it is loaded
+
+    payments_api.register(app, store)
+    from sync.hq import join  # the sign-up page, claims and erasure; imports this module too
+
+    join.register(app, store)
     return app
 
 

@@ -13,6 +13,7 @@
     put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
     delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
     add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
+    erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
 """
 
 from __future__ import annotations
@@ -187,3 +188,26 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         store = open_store(db)
         print(store.revoke(kind, subject, reason))
         store.close()
+
+    @hq_app.command("erase")
+    def erase(member_id: str, by: Annotated[str, typer.Option(help="Who asked for it.")] = "head office",
+              db: DbOpt = DEFAULT_DB) -> None:
+        """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones."""
+        from sync.hq import members
+        from sync.hq.join import erase_member
+
+        store = open_store(db)
+        try:
+            if not store.db.transact(lambda tx: tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id])):
+                raise members.UnknownMember(member_id)
+            done = erase_member(store, member_id, by)
+        except members.UnknownMember:
+            console.print(f"[red]no member {member_id}[/]")
+            raise typer.Exit(1) from None
+        finally:
+            store.close()
+        print(json.dumps({"member_id": member_id, **done}))
+
+    from sync.hq.payments_cli import register as register_payments
+
+    register_payments(hq_app)

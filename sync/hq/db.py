@@ -312,6 +312,35 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "revoked INTEGER NOT NULL DEFAULT 0)",
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ]),
+    # -- members made outside head office: enrolment at the till, claims by QR, erasure (sync/hq/members.py)
+    ("m003_members_enrolment", [
+        "CREATE TABLE enrolments (member_id TEXT PRIMARY KEY, uid_hash TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+        "txn_id TEXT NOT NULL, created_at TEXT NOT NULL, merged_into TEXT)",
+        "CREATE INDEX idx_enrolments_merged ON enrolments (merged_into)",
+        "CREATE TABLE consents (member_id TEXT NOT NULL, wording_version TEXT NOT NULL, channel TEXT NOT NULL, "
+        "given_at TEXT NOT NULL, PRIMARY KEY (member_id, wording_version, channel))",
+        "CREATE TABLE claim_keys (key_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, public_key TEXT NOT NULL, "
+        "created_at TEXT NOT NULL)",
+        "CREATE TABLE claims (txn_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, points BIGINT NOT NULL, "
+        "claimed_at TEXT NOT NULL)",
+        "CREATE TABLE erasures (member_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL)",
+    ]),
+    # -- end of members block
+    # -- member payments (sync/hq/payments.py): device certificates, member app tokens, top-ups,
+    # online confirmations of payment codes.
+    ("m003_payments", [
+        "CREATE TABLE device_certs (cert_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, body TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX idx_device_certs_version ON device_certs (version)",
+        "CREATE INDEX idx_device_certs_member ON device_certs (member_id)",
+        "CREATE TABLE member_tokens (token_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+        "CREATE TABLE topups (topup_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, amount BIGINT NOT NULL, "
+        "balance_after BIGINT NOT NULL, by_whom TEXT NOT NULL, note TEXT NOT NULL, created_at TEXT NOT NULL)",
+        "CREATE INDEX idx_topups_member ON topups (member_id)",
+        "CREATE TABLE payment_confirms (code_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+        "txn_id TEXT NOT NULL, amount BIGINT NOT NULL, confirmed_at TEXT NOT NULL)",
+        "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
+    ]),
 ]
 
 

@@ -8,6 +8,7 @@ balance it has earned since, because those balances are facts pushed by the till
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sync.hq.storage import HqStore
 from terminal.credentials import card_uid_hash
@@ -40,12 +41,42 @@ DEMO_CARDS: tuple[DemoCard, ...] = (
 )
 
 
+DEMO_RULES: dict[str, dict[str, Any]] = {
+    "tiers": {"kind": "tiers", "levels": [{"tier": "basic", "threshold": 0}, {"tier": "silver", "threshold": 500},
+                                          {"tier": "gold", "threshold": 2000}], "window_days": 365},
+    "redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 50},
+    "points_policy": {"kind": "points_policy", "lock_days": 0, "expire_days": 730},
+    "tier-silver": {"kind": "tier", "tier": "silver", "multiplier_pct": 125, "text": "silver +25%"},
+    "tier-gold": {"kind": "tier", "tier": "gold", "multiplier_pct": 150, "text": "gold +50%"},
+    "coffee-weekend": {"kind": "campaign", "multiplier_pct": 200, "categories": ["coffee"], "weekdays": [5, 6],
+                       "hours": ["07:00", "11:00"], "text": "double points on coffee, weekend mornings"},
+    "beans-bonus": {"kind": "sku_bonus", "points": 50, "skus": ["BEANS-1KG"], "per_unit": False,
+                    "text": "+50 pt for a bag of beans"},
+    "cap": {"kind": "cap", "cap": 5000, "text": "at most 5000 pt per sale"},
+}
+DEMO_COUPONS: dict[str, dict[str, Any]] = {
+    "WELCOME": {"kind": "amount_off", "value": 200, "member_only": True, "limits": {"per_member": 1},
+                "text": "2.00 off, welcome"},
+    "COFFEE10": {"kind": "percent_off", "value": 10, "target": "items", "categories": ["coffee"],
+                 "text": "10% off coffee"},
+    "BIG-SPEND": {"kind": "amount_off", "value": 1000, "min_spend": 5000, "exclusive": True,
+                  "limits": {"global": 100}, "text": "10.00 off from 50.00"},
+    "AIKO-BDAY": {"kind": "bonus_points", "value": 300, "member_id": "M-0001", "limits": {"global": 1},
+                  "text": "birthday: +300 pt"},
+}
+
+
 def seed_demo(store: HqStore, card_key: bytes) -> None:
-    """Write the demo members, their cards (UIDs hashed under ``card_key``) and the base rule."""
+    """Write the demo members, their cards (UIDs hashed under ``card_key``), the base rule, and the
+    demo earning rules and coupons (documents as in docs/loyalty.md)."""
     for card in DEMO_CARDS:
         _seed_member(store, card)
         store.upsert_card(card_uid_hash(card_key, bytes.fromhex(card.uid)), card.member_id, card.card_status)
     store.set_rule(BASE_RULE_ID, BASE_RULE_POINTS, BASE_RULE_PER_MINOR)
+    for rule_id, body in DEMO_RULES.items():
+        store.put_rule_doc(body, rule_id)
+    for coupon_id, body in DEMO_COUPONS.items():
+        store.put_coupon(body, coupon_id)
 
 
 def _seed_member(store: HqStore, card: DemoCard) -> None:

@@ -29,7 +29,7 @@ from sync.hq.recompute import differences
 from sync.protocol import PushResponse, Reason, WireEntry
 from terminal.model import EarnRule
 
-KNOWN_KINDS = frozenset({"sale", "void", "refund", "payment", "enrol", "adjust", "topup"})
+KNOWN_KINDS = frozenset({"sale", "void", "refund", "payment", "enrol", "adjust", "topup", "claim_key"})
 REVERSING_KINDS = frozenset({"void", "refund"})
 MAX_GAPS = 100
 HQ_ACTOR = "head office"
@@ -534,7 +534,11 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
     batch = Batch(terminal_id, store_id, received_at, settings, fresh)
+    from sync.hq import members  # enrolments, merges and erasures (imports this module)
+
+    members.accept(tx, batch)
     classify(tx, batch)
+    members.redirect(tx, batch)
     check_prices(tx, batch)
     store_journal(tx, batch)
     apply_balances(tx, batch)

@@ -61,6 +61,7 @@ from sync.protocol import (
     Tombstone,
     WireCard,
     WireCoupon,
+    WireDeviceCert,
     WireEntry,
     WireKey,
     WireMember,
@@ -142,6 +143,10 @@ def _revocation(r: Sequence[Any]) -> WireRevocation:
     return WireRevocation(revocation_id=r[0], body=json.loads(r[1]), sig=r[2])
 
 
+def _device_cert(r: Sequence[Any]) -> WireDeviceCert:
+    return WireDeviceCert(cert_id=r[0], member_id=r[1], body=json.loads(r[2]))
+
+
 # (page attribute, table, key column, tombstone kind, row -> wire model)
 FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("members", "members", "member_id", "member", _member),
@@ -151,6 +156,7 @@ FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("coupons", "coupons", "coupon_id", "coupon", _coupon),
     ("keys", "signing_keys", "key_id", "key", _key),
     ("revocations", "revocations", "revocation_id", "revocation", _revocation),
+    ("device_certs", "device_certs", "cert_id", "device_cert", _device_cert),
 )
 FEED_BY_KIND = {spec[0]: spec for spec in FEED}
 TABLE_OF_TOMBSTONE = {spec[3]: spec for spec in FEED}

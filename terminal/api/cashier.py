@@ -31,7 +31,7 @@ PANEL_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-ActionName = Literal["identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new"]
+ActionName = Literal["identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new", "enrol"]
 
 
 class LineIn(BaseModel):
@@ -151,6 +151,21 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
     @router.post("/v1/session/new", dependencies=secured, tags=["session"])
     def new() -> dict[str, Any]:
         return dict(session().reset())
+
+    @router.post("/v1/enrol/arm", dependencies=secured, tags=["session"])
+    def enrol_arm() -> dict[str, Any]:
+        """New member: the next tap of a card the till does not know enrols it (offline too), and the
+        sale in progress earns its points."""
+        return dict(session().press("enrol"))
+
+    @router.get("/v1/session/claim.png", dependencies=secured, tags=["session"], response_class=Response,
+                responses={200: {"content": {"image/png": {}}}, 404: {"description": "no claim code now"}})
+    def claim_png() -> Response:
+        """The receipt's claim QR (PNG, 1 mm modules at 203 dpi) of the anonymous sale just done."""
+        png = session().claim_png()
+        if png is None:
+            return JSONResponse({"code": "no_claim_code", "message": "No anonymous sale is done."}, status_code=404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @router.post("/v1/session/action", dependencies=secured, tags=["session"])
     def action(body: ActionIn) -> dict[str, Any]:

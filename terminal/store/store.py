@@ -8,6 +8,7 @@ only after that block's COMMIT returned. SQLite errors are translated here: a fu
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -276,7 +277,7 @@ class Store:
         for key_id, body in self._read("SELECT key_id, body FROM hq_keys"):
             doc = json.loads(body)
             if doc.get("purpose") == "payment" and doc.get("status", "active") == "active":
-                keys[key_id] = bytes.fromhex(doc["public_key"])
+                keys[key_id] = _raw_key(str(doc["public_key"]))
         return keys
 
     def offline_paid(self, member_id: str, day: str) -> tuple[int, int]:
@@ -364,6 +365,8 @@ class Store:
                 _put_docs(conn, CacheDocs(keys=[(r[0], r[1], r[2]) for r in rows]))
             elif kind == "revocations":
                 _put_docs(conn, CacheDocs(revocations=[(r[0], r[1], r[2]) for r in rows]))
+            elif kind == "device_certs":
+                _put_docs(conn, CacheDocs(device_certs=[(r[0], r[2]) for r in rows]))
             else:
                 raise ValueError(f"unknown snapshot kind {kind!r}")
             for key, value in position.items():
@@ -427,6 +430,13 @@ class Store:
         return self._read("PRAGMA quick_check")[0][0] == "ok"
 
 
+def _raw_key(text: str) -> bytes:
+    """A raw 32-byte key as head office publishes it (base64url, no padding) or as hex."""
+    if len(text) == 64:
+        return bytes.fromhex(text)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def _add_points(conn: sqlite3.Connection, member_id: str, delta: int) -> int | None:
     conn.execute("UPDATE members SET points = points + ? WHERE member_id = ?", (delta, member_id))
     row = conn.execute("SELECT points FROM members WHERE member_id = ?", (member_id,)).fetchone()
@@ -485,6 +495,7 @@ _TOMBSTONES = {
     "coupon": [("coupon_docs", "coupon_id"), ("hq_coupon_uses", "coupon_id")],
     "key": [("hq_keys", "key_id")],
     "revocation": [("hq_revocations", "revocation_id")],
+    "device_cert": [("device_certs", "cert_id")],
 }
 
 
@@ -516,6 +527,11 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
         "ON CONFLICT(revocation_id) DO UPDATE SET kind = excluded.kind, subject = excluded.subject, "
         "body = excluded.body, sig = excluded.sig",
         revocations,
+    )
+    conn.executemany(
+        "INSERT INTO device_certs (cert_id, member_id, body) VALUES (?,?,?) ON CONFLICT(cert_id) "
+        "DO UPDATE SET member_id = excluded.member_id, body = excluded.body",
+        [(cert_id, json.loads(body).get("member_id"), body) for cert_id, body in docs.device_certs],
     )
     for kind, item_id in docs.deleted:
         for table, key in _TOMBSTONES.get(kind, []):

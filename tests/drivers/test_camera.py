@@ -310,3 +310,11 @@ def test_dedupe_counts_the_window_from_the_last_sighting() -> None:
     assert d.new([], 3.0) == []
     assert d.new(["A"], 3.4) == []
     assert d.new(["B"], 4.6) == ["B"]
+
+
+def test_progress_for_the_watchdog_moves_while_the_camera_is_missing() -> None:
+    with running("/dev/video-missing", backoff_first=0.1, backoff_max=0.2) as (scanner, events):
+        events.event("error")
+        before = scanner.last_progress
+        time.sleep(0.6)
+        assert scanner.last_progress > before

@@ -290,6 +290,9 @@ def test_serial_scanner_on_a_pseudo_terminal(pty: tuple[int, str], recorder: Rec
         os.write(master, b"TPJ1:receipt-42\r\n")
         read = recorder.read()
         assert (read.scanner, read.text) == (f"serial:{name}", "TPJ1:receipt-42")
+        before = scanner.last_progress  # the daemon's watchdog reads it: it moves while the loop runs
+        time.sleep(0.3)
+        assert scanner.last_progress > before
         os.close(master)  # the scanner's USB cable pulled
         assert "unplugged" in recorder.event("removed").detail
         recorder.event("error")

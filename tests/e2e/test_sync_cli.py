@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sync.hq.demo import DEMO_COUPONS, DEMO_RULES
 from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
 from tests.fixtures.hq import HqProcess, tillpoint
@@ -19,7 +20,8 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     done = tillpoint("sync", "--now", "--config", str(config))
     assert done.returncode == 0, done.stderr + done.stdout
     assert "members" in done.stdout and "4/4" in done.stdout  # the bootstrap's progress bar: 4 demo members
-    assert "pulled 9" in done.stdout  # 4 members, 4 cards, the base rule
+    # 4 members, 4 cards, the base rule, and the demo's rule documents and coupons
+    assert f"pulled {9 + len(DEMO_RULES) + len(DEMO_COUPONS)}" in done.stdout, done.stdout
     assert (tmp_path / "till" / "hq.token").exists()
     again = tillpoint("sync", "--now", "--config", str(config))  # the code is spent; the saved token is used
     assert again.returncode == 0 and "pulled 0" in again.stdout, again.stdout + again.stderr

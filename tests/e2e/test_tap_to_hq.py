@@ -16,9 +16,14 @@ from sync.client import SyncClient
 from sync.protocol import PushRequest, PushResponse, WireEntry
 from terminal.config import validate
 from terminal.daemon import Daemon
+from sync.hq.demo import DEMO_RULES
 from tests.fixtures.hq import HqProcess
 
-AIKO = bytes.fromhex("04A1B2C3D4E501")  # demo member M-0001, 1200 points
+AIKO = bytes.fromhex("04A1B2C3D4E501")  # demo member M-0001, gold, 1200 points
+# A demo sale of 10.00 for Aiko under the demo rules (sync/hq/demo.py): base 10 + gold +50 % 5 + her
+# personal birthday coupon (+300, single use) = 315 points.
+EARNED = 315
+AFTER = 1200 + EARNED
 BLOCKED_CARD = bytes.fromhex("04A1B2C3D4E503")
 BLOCKED_MEMBER = bytes.fromhex("04A1B2C3D4E504")
 UNKNOWN = bytes.fromhex("04FFFFFFFFFF01")
@@ -80,7 +85,8 @@ def till(tmp_path: Path, hq: HqProcess, pcscd: Any) -> Iterator[tuple[Watched, s
     daemon = Daemon(cfg)
     watched = Watched(daemon)
     daemon.start()
-    wait_until(lambda: daemon.store.counts()["cards"] >= 4, what="the first pull of demo cards")
+    wait_until(lambda: daemon.store.counts()["cards"] >= 4 and len(daemon.store.rule_docs()) >= len(DEMO_RULES)
+               and "AIKO-BDAY" in daemon.store.coupon_docs([], "M-0001"), what="the first pull of the demo data")
     yield watched, token
     daemon.stop()
 
@@ -92,13 +98,13 @@ def test_tap_becomes_a_sale_that_reaches_head_office_once(till, hq: HqProcess, v
     member = watched.next("member", "rejected")
     assert member["type"] == "member" and member["member_id"] == "M-0001" and member["points"] == 1200
     sale = watched.next("sale")
-    assert sale["points_delta"] == 10 and sale["points_balance"] == 1210 and sale["seq"] == 1
+    assert sale["points_delta"] == EARNED and sale["points_balance"] == AFTER and sale["seq"] == 1
     card.remove()
     store = watched.daemon.store
     wait_until(lambda: store.pending_count() == 0, what="the sale to be acknowledged")
-    assert member_points(hq, token, "M-0001") == 1210
+    assert member_points(hq, token, "M-0001") == AFTER
     # The till's balance after the next pull is head office's, with nothing counted twice.
-    wait_until(lambda: store.member("M-0001").points == 1210, what="pulled balance")
+    wait_until(lambda: store.member("M-0001").points == AFTER, what="pulled balance")
 
     # The same batch pushed again (a retry after a lost reply) is stored once and gets the same answer.
     [entry] = store.entries()
@@ -108,7 +114,7 @@ def test_tap_becomes_a_sale_that_reaches_head_office_once(till, hq: HqProcess, v
     replies = [PushResponse.model_validate(httpx.post(f"{hq.url}/v1/journal", content=batch.model_dump_json(),
                                                       headers=headers, timeout=5).json()) for _ in range(2)]
     assert [(r.acked_seq, r.stored, r.duplicates) for r in replies] == [(1, 0, 1), (1, 0, 1)]
-    assert member_points(hq, token, "M-0001") == 1210
+    assert member_points(hq, token, "M-0001") == AFTER
 
 
 def test_head_office_down_never_blocks_a_sale(till, hq: HqProcess, virtual_card) -> None:  # type: ignore[no-untyped-def]
@@ -118,14 +124,14 @@ def test_head_office_down_never_blocks_a_sale(till, hq: HqProcess, virtual_card)
     card = virtual_card(uid=AIKO)
     card.insert()
     sale = watched.next("sale")
-    assert sale["points_balance"] == 1210  # approved with head office down
+    assert sale["points_balance"] == AFTER  # approved with head office down
     card.remove()
     wait_until(lambda: store.state("offline_since"), what="offline to be noticed")
     assert store.pending_count() == 1
     hq.start()
     wait_until(lambda: store.pending_count() == 0, timeout=20, what="the entry to drain after head office is back")
     assert store.state("offline_since") is None
-    assert member_points(hq, token, "M-0001") == 1210
+    assert member_points(hq, token, "M-0001") == AFTER
     # Exactly once at head office, however many retries the outage caused.
     held = httpx.post(f"{hq.url}/v1/journal", headers={"Authorization": f"Bearer {token}"},
                       json={"terminal_id": "T-E2E", "entries": []}, timeout=5).json()

@@ -124,7 +124,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
     assert page.cursor > start.cursor and not page.more
     empty = http.get("/v1/changes", params={"since": page.cursor}, headers=auth(T2_TOKEN)).json()
     assert empty == {"cursor": page.cursor, "more": False, "members": [], "cards": [], "rules": [], "rule_docs": [],
-                     "coupons": [], "keys": [], "revocations": [], "deleted": []}
+                     "coupons": [], "keys": [], "revocations": [], "device_certs": [], "deleted": []}
 
 
 def test_a_retried_batch_gets_the_same_answer_and_applies_once(http: httpx.Client, store: HqStore) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from terminal.errors import Code, Rejected
@@ -15,6 +15,7 @@ from terminal.scan import (
     Refusal,
     Scan,
     classify,
+    ean13_ok,
     envelope,
     expect,
     in_url,
@@ -166,7 +167,18 @@ def test_every_envelope_classifies_back(kind: Kind, body: str) -> None:
 def test_every_luhn_valid_number_is_refused(payload: str, gaps: list[str], before: str) -> None:
     number = with_check_digit(payload)
     assert luhn_ok(number)
+    assume(not ean13_ok(number))  # 13 digits that are also a valid EAN-13 barcode: see the next test
     spaced = "".join(d + gap for d, gap in zip(number, gaps, strict=False)).rstrip(" -")
     found = classify(before + spaced)
     assert isinstance(found, Refusal)
     assert found.code in (Code.PAYMENT_CARD_REFUSED, Code.FOREIGN_PAYMENT_CODE)
+
+
+def test_ean13_barcodes_that_pass_luhn_are_not_taken_for_cards() -> None:
+    from terminal.scan import looks_like_card_number
+
+    # 4901234567894 is a valid JAN (EAN-13) code and passes Luhn by chance
+    barcode = next(f"49{n:010d}" + str(c) for n in range(10_000) for c in range(10)
+                   if ean13_ok(f"49{n:010d}{c}") and luhn_ok(f"49{n:010d}{c}"))
+    assert not looks_like_card_number(barcode)
+    assert looks_like_card_number("4111 1111 1111 1111")  # 16-digit test Visa still refused

@@ -5,7 +5,7 @@ import { LANGUAGES, LOCALES, has, t } from "./i18n.js";
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "tillpoint.token";
 const LANG_KEY = "tillpoint.lang";
-const ACTIONS = ["identify", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "language"];
+const ACTIONS = ["identify", "enrol", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "language"];
 const STREAM_TYPES = "session,sync,hotkeys,scan,reader";
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
@@ -259,7 +259,7 @@ function drawKeys(s) {
   const footer = $("keys");
   footer.replaceChildren();
   const usable = {
-    identify: s.state !== "payment", coupon: ["idle", "member", "coupons"].includes(s.state),
+    identify: s.state !== "payment", enrol: s.state !== "payment", coupon: ["idle", "member", "coupons"].includes(s.state),
     total: s.state !== "payment", pay: Boolean(s.basket) && s.state !== "done", points: s.state === "payment",
     confirm: s.state === "payment" || Boolean(s.awaiting), cancel: true, new: s.state !== "payment", language: true,
   };

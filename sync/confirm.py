@@ -1,0 +1,58 @@
+"""The till's online confirmation of payment-code payments (``Service.confirm_online``).
+
+While the till is online, head office confirms a payment-code payment before the till approves
+it (``POST /v1/payments/confirm``): it records the code id under a unique constraint and checks
+the member's balance, so a code replayed at another till that is online is refused at once, not
+only flagged later. Errors are translated here::
+
+    head office refuses (409/404 with a payment code)  -> terminal.errors.Rejected(that code)
+    head office unreachable, failing (5xx), or an auth
+    or protocol refusal it should not have given        -> False: the till applies its offline rules
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sync.client import HqRejected, SyncClient, SyncError
+from terminal.errors import Code, Rejected
+
+log = logging.getLogger("tillpoint.sync")
+
+CONFIRM_TIMEOUT = 3.0
+"""Seconds the cashier waits for head office before the till falls back to its offline rules."""
+REFUSALS = frozenset({
+    Code.PAYMENT_CODE_REPLAYED, Code.PAYMENT_CODE_FORGED, Code.PAYMENT_CODE_EXPIRED, Code.DEVICE_CERT_UNKNOWN,
+    Code.DEVICE_CERT_REVOKED, Code.DEVICE_CERT_EXPIRED, Code.INSUFFICIENT_BALANCE, Code.UNKNOWN_MEMBER,
+    Code.BLOCKED_MEMBER,
+})
+
+
+def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
+    """A ``Service.confirm_online`` hook over the till's head-office client."""
+
+    def confirm(request: dict[str, Any]) -> bool:
+        try:
+            client._call("POST", "/v1/payments/confirm", json=request, timeout=timeout)
+        except HqRejected as exc:
+            refusal = _refusal(exc.code)
+            if refusal is None:
+                log.warning("payment confirmation refused oddly (%s); offline rules apply", exc)
+                return False
+            raise Rejected(refusal, f"Head office refused: {exc}") from exc
+        except SyncError as exc:
+            log.info("payment confirmation failed (%s); offline rules apply", exc)
+            return False
+        return True
+
+    return confirm
+
+
+def _refusal(code: str) -> Code | None:
+    try:
+        found = Code(code)
+    except ValueError:
+        return None
+    return found if found in REFUSALS else None

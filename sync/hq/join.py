@@ -1,0 +1,148 @@
+"""Head office's member routes: the sign-up page a receipt's QR opens, claims, erasure.
+
+    GET  /join                            the sign-up page (the claim code rides in the URL fragment)
+    GET  /v1/join/terms                   the consent wording and its version
+    POST /v1/claims                       claim code + name + consent -> a new member with the sale's points
+    POST /v1/admin/members/{id}/erase     admin token; erase a member (tombstones go down to every till)
+    GET  /v1/admin/members/{id}/consents  admin token; what the member agreed to, when, where
+
+``register(app, store)`` is called by ``sync.hq.app.create_app``.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from sync.hq import members
+from sync.hq.app import Admin, ApiError, _errors
+from sync.hq.storage import HqStore, utc_now
+from sync.protocol import ErrorCode
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                               "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class ClaimIn(BaseModel):
+    token: str = Field(min_length=10, max_length=4096)
+    """The claim code: its body, ``TPJ1:<body>`` or the whole URL."""
+    display_name: str = Field(min_length=1, max_length=64)
+    consent_version: str = Field(min_length=1, max_length=64)
+    """The version of the wording the member agreed to (``GET /v1/join/terms``)."""
+
+
+class ClaimOut(BaseModel):
+    member_id: str
+    display_name: str
+    points: int
+    txn_id: str
+
+
+def register(app: FastAPI, store: HqStore) -> None:
+    claim_errors = _errors(ErrorCode.CLAIM_FORGED, ErrorCode.CLAIM_EXPIRED, ErrorCode.CLAIM_USED,
+                           ErrorCode.CLAIM_UNKNOWN_SALE, ErrorCode.CONSENT_REQUIRED)
+
+    @app.get("/join", include_in_schema=False)
+    def join_page() -> HTMLResponse:
+        return HTMLResponse(page(), headers=PAGE_HEADERS)
+
+    @app.get("/v1/join/terms", tags=["members"])
+    def terms() -> dict[str, str]:
+        return {"version": members.CONSENT_VERSION, "text": members.CONSENT_TEXT}
+
+    @app.post("/v1/claims", response_model=ClaimOut, responses=claim_errors, tags=["members"])
+    def claim(body: ClaimIn) -> ClaimOut:
+        name = " ".join(body.display_name.split())
+        try:
+            got = store.db.transact(lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC)))
+        except members.ClaimRefused as exc:
+            raise ApiError(ErrorCode(exc.code), str(exc)) from exc
+        return ClaimOut(**got)
+
+    @app.post("/v1/admin/members/{member_id}/erase", tags=["members"],
+              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
+    def erase(member_id: str, admin: Admin) -> dict[str, Any]:
+        return {"member_id": member_id, **erase_member(store, member_id, admin)}
+
+    @app.get("/v1/admin/members/{member_id}/consents", tags=["members"],
+             responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
+    def consents(member_id: str, admin: Admin) -> list[dict[str, str]]:
+        with store.db.read() as tx:
+            return members.consents(tx, member_id)
+
+
+def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
+    """Erase a member (see ``members.erase``) and revoke the payment devices it registered."""
+    try:
+        done = store.db.transact(lambda tx: members.erase(tx, member_id, by, utc_now()))
+    except members.UnknownMember as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    return {**done, "devices_revoked": members.forget_devices(store, member_id)}
+
+
+def page() -> str:
+    return _PAGE.replace("{{TEXT}}", html.escape(members.CONSENT_TEXT)).replace(
+        "{{VERSION}}", html.escape(members.CONSENT_VERSION))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Join and collect your points</title>
+<style>
+body{font:17px/1.45 system-ui,sans-serif;margin:0;padding:1rem;max-width:28rem;margin-inline:auto;color:#111}
+h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .3rem}
+input[type=text]{width:100%;box-sizing:border-box;font-size:1.1rem;padding:.6rem;border:1px solid #888;border-radius:6px}
+.consent{display:flex;gap:.6rem;align-items:flex-start;background:#f4f4f4;padding:.7rem;border-radius:6px}
+.consent input{width:1.4rem;height:1.4rem;flex:none}
+button{width:100%;font-size:1.15rem;padding:.8rem;margin-top:1rem;border:0;border-radius:6px;background:#0a5;color:#fff}
+button:disabled{background:#999}#result{margin-top:1rem;padding:.8rem;border-radius:6px}
+.ok{background:#e3f6e8}.bad{background:#fde8e8}
+</style></head><body>
+<h1>Join and collect your points</h1>
+<p id="intro">Your name and one tick: the points of this receipt go to your new membership.</p>
+<form id="join">
+<label for="name">Your name</label>
+<input id="name" name="name" type="text" autocomplete="name" maxlength="64" required>
+<div class="consent"><input id="consent" type="checkbox" required>
+<label for="consent" id="consent-text">{{TEXT}}</label></div>
+<input id="version" type="hidden" value="{{VERSION}}">
+<button id="submit" type="submit">Join and collect my points</button>
+</form>
+<div id="result" role="status" hidden></div>
+<script>
+const token = decodeURIComponent(location.hash.slice(1));
+const form = document.getElementById("join"), result = document.getElementById("result");
+function show(text, ok) { result.hidden = false; result.className = ok ? "ok" : "bad"; result.textContent = text; }
+if (!token.startsWith("TPJ1:")) { form.hidden = true; show("Scan the QR code on your receipt to join.", false); }
+form.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const button = document.getElementById("submit");
+  button.disabled = true;
+  try {
+    const reply = await fetch("/v1/claims", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({token, display_name: document.getElementById("name").value,
+                            consent_version: document.getElementById("version").value})});
+    const body = await reply.json();
+    if (reply.ok) {
+      form.hidden = true;
+      show(`Welcome, ${body.display_name}! Your member number is ${body.member_id}; ${body.points} points were added.`, true);
+      result.dataset.memberId = body.member_id;
+    } else { show(body.message || "Something went wrong; please try again.", false); result.dataset.code = body.code || ""; }
+  } catch (e) { show("No connection: please try again.", false); }
+  button.disabled = false;
+});
+</script></body></html>
+"""
+
+__all__ = ["ClaimIn", "ClaimOut", "erase_member", "page", "register"]

@@ -1,0 +1,308 @@
+"""Members made outside head office: enrolments at the till, claims by QR, and erasure.
+
+    accept(tx, batch)     before classification: ``enrol`` entries create their member and link the
+                          card; the same card enrolled twice is merged (``MERGE_RULE``);
+                          ``claim_key`` entries register a till's claim public key
+    redirect(tx, batch)   after classification: entries naming a merged-away member go to the one
+                          that was kept; entries naming an erased member are stored anonymised
+    claim(tx, ...)        a claim token from the sign-up page: a new member, the sale's points once
+    erase(tx, ...)        a member erased: tombstones for the member and its cards and coupons, the
+                          journal anonymised (member id removed, never the sale)
+
+See docs/enrolment.md. All of it runs inside the caller's write transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sync import claims as tokens
+from sync.hq.db import HqError, Tx, utc_now
+from sync.protocol import Reason
+
+CONSENT_VERSION = "join-2026-11"
+CONSENT_TEXT = ("I agree that the shop group keeps my name and my purchases to credit my points and send me my "
+                "coupons. I can ask for my data to be erased at any time.")
+MERGE_RULE = "the earliest enrolment (created_at, then terminal id) keeps the card; a head-office member always does"
+PERSONAL_KEYS = ("member_id", "uid_hash", "display_name")
+TILL_CHANNEL, WEB_CHANNEL = "till", "web"
+
+
+
+class ClaimRefused(HqError):
+    """``code``: claim_forged, claim_expired, claim_used, claim_unknown_sale, consent_required."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownMember(HqError):
+    pass
+
+
+# -- the batch hooks --------------------------------------------------------------------------------
+
+
+def accept(tx: Tx, batch: Any) -> None:
+    """Enrolments and claim keys of a batch's new entries, before anything is classified."""
+    for i, entry in enumerate(batch.entries):
+        if entry.kind == "claim_key":
+            _register_key(tx, entry, batch.received_at)
+        elif entry.kind == "enrol" and isinstance(entry.payload.get("member_id"), str):
+            _enrol(tx, batch, i)
+
+
+def _register_key(tx: Tx, entry: Any, now: str) -> None:
+    key_id, public = entry.payload.get("key_id"), entry.payload.get("public_key")
+    if not isinstance(key_id, str) or not isinstance(public, str):
+        return
+    if tokens.key_id_of(tokens.unb64(public)).hex() != key_id:
+        return  # a key id that does not match its key is ignored; its tokens will not verify
+    tx.run("INSERT INTO claim_keys (key_id, terminal_id, public_key, created_at) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT (key_id) DO NOTHING", [key_id, entry.terminal_id, public, now])
+
+
+def _enrol(tx: Tx, batch: Any, i: int) -> None:
+    e = batch.entries[i]
+    p = e.payload
+    member_id, uid_hash = str(p["member_id"]), str(p.get("uid_hash") or "")
+    if tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id]) is not None:
+        return
+    tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
+           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, str(p.get("display_name") or ""), str(p.get("tier") or "")])
+    tx.run("INSERT INTO enrolments (member_id, uid_hash, terminal_id, txn_id, created_at) VALUES (?, ?, ?, ?, ?)",
+           [member_id, uid_hash, e.terminal_id, e.txn_id, e.created_at])
+    if isinstance(p.get("consent"), str) and p["consent"]:
+        _consent(tx, member_id, p["consent"], TILL_CHANNEL, e.created_at)
+    batch.touched_members.add(member_id)
+    if not uid_hash:
+        return
+    held = tx.one(f"SELECT member_id, deleted FROM cards WHERE uid_hash = ?{tx.for_update}", [uid_hash])
+    if held is None or held[1] or held[0] == member_id:
+        _link_card(tx, uid_hash, member_id)
+        return
+    winner, loser = _merge_order(tx, str(held[0]), member_id)
+    moved = merge(tx, batch, winner, loser)
+    _merged_item(batch, i, uid_hash, winner, loser, moved)
+
+
+def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
+    from sync.hq.ingest import Item, day_of, parse_time
+
+    e = batch.entries[i]
+    day = day_of(parse_time(e.created_at) or parse_time(batch.received_at) or datetime.now(UTC),
+                 batch.settings.timezone)
+    detail = {"uid_hash": uid_hash, "kept": winner, "merged": loser, "points_moved": moved[0],
+              "stored_value_moved": moved[1], "rule": MERGE_RULE}
+    batch.items.append(Item(f"{e.txn_id}:{Reason.DUPLICATE_ENROLMENT.value}", e.seq, e.txn_id, day,
+                            Reason.DUPLICATE_ENROLMENT, detail, "settled_auto",
+                            f"merged {loser} into {winner}: {MERGE_RULE}"))
+
+
+def _link_card(tx: Tx, uid_hash: str, member_id: str) -> None:
+    tx.run("INSERT INTO cards (uid_hash, member_id, status, version, deleted) VALUES (?, ?, 'active', 0, 0) "
+           "ON CONFLICT (uid_hash) DO UPDATE SET member_id = excluded.member_id, status = 'active', deleted = 0",
+           [uid_hash, member_id])
+    _bump(tx, "cards", "uid_hash", [uid_hash])
+
+
+def _merge_order(tx: Tx, owner: str, newcomer: str) -> tuple[str, str]:
+    """(kept, merged away) for two members holding one card, by ``MERGE_RULE``."""
+    rows = {str(r[0]): (_instant(str(r[1])), str(r[2])) for r in tx.all(
+        "SELECT member_id, created_at, terminal_id FROM enrolments WHERE member_id IN (?, ?)", [owner, newcomer])}
+    if owner not in rows:
+        return owner, newcomer
+    return (owner, newcomer) if rows[owner] <= rows[newcomer] else (newcomer, owner)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
+    """Move ``loser``'s balances, cards, sales, claims and consents to ``winner``; ``loser`` becomes a
+    tombstone. Returns the (points, stored value) moved."""
+    row = tx.one("SELECT points, stored_value FROM members WHERE member_id = ?", [loser])
+    points, value = (int(row[0]), int(row[1])) if row else (0, 0)
+    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+           [points, value, winner])
+    tx.run("UPDATE members SET points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?", [loser])
+    tx.run("UPDATE enrolments SET merged_into = ? WHERE member_id = ? OR merged_into = ?", [winner, loser, loser])
+    cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0", [loser])]
+    tx.run("UPDATE cards SET member_id = ? WHERE member_id = ? AND deleted = 0", [winner, loser])
+    tx.run("UPDATE journal SET member_id = ? WHERE member_id = ?", [winner, loser])
+    tx.run("UPDATE claims SET member_id = ? WHERE member_id = ?", [winner, loser])
+    tx.run("INSERT INTO consents (member_id, wording_version, channel, given_at) SELECT ?, wording_version, channel, "
+           "given_at FROM consents WHERE member_id = ? ON CONFLICT DO NOTHING", [winner, loser])
+    tx.run("DELETE FROM consents WHERE member_id = ?", [loser])
+    _bump(tx, "cards", "uid_hash", cards)
+    batch.touched_members.update((winner, loser))
+    return points, value
+
+
+def redirect(tx: Tx, batch: Any) -> None:
+    """Entries naming a member merged away count for the member kept; entries naming an erased member
+    are kept without the member (anonymised); either way no ``unknown_member`` item."""
+    from sync.hq.ingest import Effect
+
+    lost = {f.member_id for i, f in enumerate(batch.facts) if batch.effects[i] is Effect.UNKNOWN_MEMBER}
+    if not lost:
+        return
+    merged = _merged_into(tx, lost)
+    cond, params = tx.in_list("member_id", sorted(lost))
+    erased = {str(r[0]) for r in tx.all(f"SELECT member_id FROM erasures WHERE {cond}", params)}
+    for i, facts in enumerate(batch.facts):
+        if batch.effects[i] is not Effect.UNKNOWN_MEMBER or facts.member_id not in (merged.keys() | erased):
+            continue
+        entry = batch.entries[i]
+        if facts.member_id in erased:
+            batch.facts[i] = replace(facts, member_id=None, uid_hash=None, points=0, stored_value=0)
+            batch.entries[i] = entry.model_copy(update={"payload": anonymised(entry.payload)})
+            batch.effects[i] = Effect.NONE
+        else:
+            batch.facts[i] = replace(facts, member_id=merged[str(facts.member_id)])
+            batch.effects[i] = Effect.APPLIED if facts.points or facts.stored_value else Effect.NONE
+        batch.items[:] = [it for it in batch.items
+                          if not (it.txn_id == entry.txn_id and it.reason is Reason.UNKNOWN_MEMBER)]
+
+
+def _merged_into(tx: Tx, member_ids: set[Any]) -> dict[str, str]:
+    cond, params = tx.in_list("member_id", sorted(str(m) for m in member_ids))
+    return {str(r[0]): str(r[1]) for r in tx.all(
+        f"SELECT member_id, merged_into FROM enrolments WHERE merged_into IS NOT NULL AND {cond}", params)}
+
+
+# -- claims ------------------------------------------------------------------------------------------
+
+
+def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datetime) -> dict[str, Any]:
+    """Redeem a claim token: a new member with the sale's points, once. Raises ClaimRefused."""
+    if consent_version != CONSENT_VERSION:
+        raise ClaimRefused("consent_required", "Please read and accept the current terms to join.")
+    try:
+        token = tokens.parse(text)
+        key = tx.one("SELECT terminal_id, public_key FROM claim_keys WHERE key_id = ?", [token.key_id.hex()])
+        if key is None:  # a till's key arrives with its journal: an unsynced till looks the same as a forger
+            raise ClaimRefused("claim_unknown_sale", "This receipt has not reached us yet. Please try again later.")
+        tokens.verify(token, tokens.unb64(str(key[1])), now.timestamp())
+    except tokens.ClaimTokenError as exc:
+        raise ClaimRefused(f"claim_{exc.reason}", str(exc)) from exc
+    sale = tx.one(f"SELECT terminal_id, kind, member_id, payload FROM journal WHERE txn_id = ?{tx.for_update}",
+                  [token.txn_id])
+    if sale is None:
+        raise ClaimRefused("claim_unknown_sale", "This sale has not reached us yet. Please try again in a few minutes.")
+    if sale[0] != key[0] or sale[1] != "sale":
+        raise ClaimRefused("claim_forged", "This claim code does not match its sale.")
+    if sale[2] is not None or tx.one("SELECT 1 FROM claims WHERE txn_id = ?", [token.txn_id]) is not None:
+        raise ClaimRefused("claim_used", "The points of this receipt have already been claimed.")
+    if tx.one("SELECT 1 FROM journal WHERE kind = 'void' AND payload LIKE ?", [f'%"voided_txn_id":"{token.txn_id}"%']):
+        raise ClaimRefused("claim_used", "This sale was cancelled at the till: it has no points to claim.")
+    payload = json.loads(str(sale[3]))
+    member_id = f"J-{uuid.uuid4().hex[:20]}"
+    points = claim_points(tx, payload, member_id)
+    at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    tx.run("INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
+           [token.txn_id, member_id, points, at])
+    tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
+           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, str(payload.get("tier") or ""), points])
+    tx.run("UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
+           [member_id, points, token.txn_id])
+    _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
+    _bump(tx, "members", "member_id", [member_id])
+    return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
+
+
+def claim_points(tx: Tx, payload: dict[str, Any], member_id: str) -> int:
+    """What the sale earns its new member: priced again with head office's rules as a member's sale
+    (an anonymous sale earned nothing at the till)."""
+    if int(payload.get("points_earned") or 0) > 0:
+        return int(payload["points_earned"])
+    from sync.hq.recompute import recompute
+    from terminal.model import EarnRule
+
+    docs = {str(r[0]): json.loads(str(r[1])) for r in tx.all("SELECT rule_id, body FROM rule_docs WHERE deleted = 0")}
+    row = tx.one("SELECT rule_id, points, per_minor FROM rules WHERE rule_id = 'base' AND deleted = 0")
+    base = EarnRule(str(row[0]), int(row[1]), int(row[2])) if row else None
+    try:
+        quote = recompute({**payload, "member_id": member_id, "coupons": [], "points_redeemed": 0}, docs, {}, base)
+    except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
+        return 0
+    return max(0, quote.points_earned)
+
+
+def _consent(tx: Tx, member_id: str, version: str, channel: str, at: str) -> None:
+    tx.run("INSERT INTO consents (member_id, wording_version, channel, given_at) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT DO NOTHING", [member_id, version, channel, at])
+
+
+def consents(tx: Tx, member_id: str) -> list[dict[str, str]]:
+    rows = tx.all("SELECT wording_version, channel, given_at FROM consents WHERE member_id = ? ORDER BY given_at",
+                  [member_id])
+    return [{"wording_version": str(r[0]), "channel": str(r[1]), "given_at": str(r[2])} for r in rows]
+
+
+# -- erasure -----------------------------------------------------------------------------------------
+
+
+def anonymised(payload: dict[str, Any]) -> dict[str, Any]:
+    """A journal payload without who: the member id, the card hash and the name go; the sale stays."""
+    return {**{k: v for k, v in payload.items() if k not in PERSONAL_KEYS}, "member_id": None, "erased": True}
+
+
+def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
+    """Erase a member: tombstones for it, its cards and personal coupons; its sales anonymised."""
+    if tx.one(f"SELECT 1 FROM members WHERE member_id = ?{tx.for_update}", [member_id]) is None:
+        raise UnknownMember(f"no member {member_id}")
+    cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ?", [member_id])]
+    coupons = [str(r[0]) for r in tx.all("SELECT coupon_id FROM coupons WHERE member_id = ?", [member_id])]
+    tx.run("UPDATE members SET display_name = '', points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?",
+           [member_id])
+    tx.run("UPDATE cards SET deleted = 1 WHERE member_id = ?", [member_id])
+    tx.run("UPDATE coupons SET deleted = 1, body = '{}' WHERE member_id = ?", [member_id])
+    tx.run("UPDATE coupon_uses SET member_id = NULL WHERE member_id = ?", [member_id])
+    tx.run("DELETE FROM coupon_member_uses WHERE member_id = ?", [member_id])
+    rows = tx.all("SELECT terminal_id, seq, payload FROM journal WHERE member_id = ?", [member_id])
+    tx.many("UPDATE journal SET member_id = NULL, payload = ? WHERE terminal_id = ? AND seq = ?",
+            [(json.dumps(anonymised(json.loads(str(p))), sort_keys=True, separators=(",", ":")), t, s)
+             for t, s, p in rows])
+    tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
+    tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
+    tx.run("INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?) ON CONFLICT (member_id) DO NOTHING",
+           [member_id, now, by])
+    _bump(tx, "members", "member_id", [member_id])
+    _bump(tx, "cards", "uid_hash", cards)
+    _bump(tx, "coupons", "coupon_id", coupons)
+    return {"cards": len(cards), "coupons": len(coupons), "sales_anonymised": len(rows)}
+
+
+def forget_devices(store: Any, member_id: str) -> int:
+    """After an erasure: the member's payment devices go on the revocation list and their member-app
+    tokens are deleted, so nothing the member held can pay or register again."""
+    from sync.hq import payments
+
+    revoked = 0
+    for device in payments.devices(store, member_id):
+        if not device.get("revoked"):
+            payments.revoke_device(store, str(device["cert_id"]), "member erased")
+            revoked += 1
+    store.db.transact(lambda tx: tx.run("DELETE FROM member_tokens WHERE member_id = ?", [member_id]))
+    return revoked
+
+
+def _bump(tx: Tx, table: str, key: str, ids: list[str]) -> None:
+    from sync.hq.ingest import bump_versions
+
+    bump_versions(tx, table, key, ids)
+
+
+__all__ = ["CONSENT_TEXT", "CONSENT_VERSION", "ClaimRefused", "UnknownMember", "accept", "claim",
+           "erase", "merge", "redirect", "utc_now"]

@@ -1,0 +1,266 @@
+"""Head office's side of member payments: stored value top-ups, the payment key, member app tokens,
+device certificates and the online confirmation of payment codes.
+
+Everything here runs in head-office transactions over ``HqStore.db`` (SQLite or PostgreSQL, the same
+SQL). The rules a payment code follows are ``terminal.payments`` (pure): head office signs device
+certificates with ``issue_cert``, and checks a code it is asked to confirm with ``verify_code``.
+
+    top-up            a fact in head office's own ledger (``topups``): the member's balance goes up,
+                      tills get it by pull. A balance made negative by offline overspend is carried
+                      and recovered by the next top-up; its ``stored_value_overspent`` items then
+                      settle automatically.
+    payment key       an Ed25519 key of purpose "payment" in ``signing_keys``: its public half goes to
+                      every till with the other signed keys (``public_key`` base64url, raw 32 bytes).
+    device            ``register_device`` issues a ``DeviceCert`` for the member's device key; the
+                      certificate goes down the changes feed (kind ``device_certs``); revoking puts
+                      ``device:<cert_id hex>`` on the signed revocation list.
+    confirmation      ``confirm`` records a code id once (``payment_confirms``, primary key) and checks
+                      the member's balance less what other confirmed payments not yet pushed hold.
+
+Errors: ``PaymentRefused(code)`` carries the till's own rejection code (``terminal.errors.Code``
+value); ``ValueError`` for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sync.hq.db import HqError, IntegrityFailed, Tx, utc_now
+from sync.hq.ingest import HQ_ACTOR, bump_versions, payload_json
+from sync.hq.storage import HqStore, unb64
+from terminal import payments as pay
+from terminal.credentials import token_digest
+from terminal.errors import Code, Rejected
+
+CERT_LIFETIME_S = 365 * 86400
+OFFLINE_CAP = 10_000  # minor units a device may pay per day at a till that is offline
+PAYMENT_PURPOSE = "payment"
+
+
+class PaymentRefused(HqError):
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    topup_id: str
+    member_id: str
+    amount: int
+    balance_after: int
+    recovered: int
+    """How much of a negative balance this top-up paid back."""
+    settled_items: list[str]
+
+
+def _member_row(tx: Tx, member_id: str) -> tuple[int, str]:
+    row = tx.one(f"SELECT stored_value, status FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}",
+                 [member_id])
+    if row is None:
+        raise PaymentRefused(Code.UNKNOWN_MEMBER.value, f"no member {member_id}")
+    return int(row[0]), str(row[1])
+
+
+# -- top-up -----------------------------------------------------------------------------------------
+
+
+def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", topup_id: str | None = None) -> TopUp:
+    """Add ``amount`` to the member's stored value; idempotent by ``topup_id`` (a retried request
+    with the same id changes nothing and gets the same answer)."""
+    if amount <= 0:
+        raise ValueError("a top-up is a positive amount in minor units")
+    topup_id = topup_id or f"TU-{secrets.token_hex(8)}"
+
+    def run(tx: Tx) -> TopUp:
+        held = tx.one("SELECT member_id, amount, balance_after FROM topups WHERE topup_id = ?", [topup_id])
+        if held is not None:
+            if (held[0], int(held[1])) != (member_id, amount):
+                raise ValueError(f"top-up {topup_id} was already recorded with other content")
+            return TopUp(topup_id, member_id, amount, int(held[2]), 0, [])
+        before, _ = _member_row(tx, member_id)
+        after = before + amount
+        tx.run("UPDATE members SET stored_value = ? WHERE member_id = ?", [after, member_id])
+        tx.run("INSERT INTO topups (topup_id, member_id, amount, balance_after, by_whom, note, created_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)", [topup_id, member_id, amount, after, by, note, utc_now()])
+        settled = _settle_overspends(tx, member_id, topup_id) if before < 0 <= after else []
+        bump_versions(tx, "members", "member_id", [member_id])
+        return TopUp(topup_id, member_id, amount, after, min(amount, max(0, -before)), settled)
+
+    return store.db.transact(run)
+
+
+def _settle_overspends(tx: Tx, member_id: str, topup_id: str) -> list[str]:
+    """The negative balance is recovered: its open stored-value overspend items settle automatically."""
+    rows = tx.all("SELECT item_id, detail FROM recon_items WHERE reason = 'stored_value_overspent' AND state = 'open'")
+    ids = [str(r[0]) for r in rows if json.loads(r[1]).get("member_id") == member_id]
+    note = f"negative balance recovered from top-up {topup_id}"
+    tx.many("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
+            [(utc_now(), HQ_ACTOR, note, item_id) for item_id in ids])
+    return ids
+
+
+def topups(store: HqStore, member_id: str) -> list[dict[str, Any]]:
+    with store.db.read() as tx:
+        rows = tx.all("SELECT topup_id, amount, balance_after, by_whom, note, created_at FROM topups "
+                      "WHERE member_id = ? ORDER BY created_at, topup_id", [member_id])
+    names = ("topup_id", "amount", "balance_after", "by", "note", "created_at")
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+# -- member app tokens ------------------------------------------------------------------------------
+
+
+def member_token(store: HqStore, member_id: str) -> str:
+    """A bearer token for the member app of ``member_id`` (device registration, balance); shown once."""
+    token = secrets.token_urlsafe(32)
+
+    def save(tx: Tx) -> None:
+        _member_row(tx, member_id)
+        tx.run("INSERT INTO member_tokens (token_sha256, member_id, created_at) VALUES (?, ?, ?)",
+               [token_digest(token), member_id, utc_now()])
+
+    store.db.transact(save)
+    return token
+
+
+def member_of_token(store: HqStore, token: str) -> str | None:
+    with store.db.read() as tx:
+        row = tx.one("SELECT member_id FROM member_tokens WHERE token_sha256 = ?", [token_digest(token)])
+    return str(row[0]) if row else None
+
+
+# -- the payment key and device certificates ----------------------------------------------------------
+
+
+def payment_key(store: HqStore) -> tuple[str, Ed25519PrivateKey]:
+    """Head office's active payment key (made on first use): (key id, private key)."""
+    found = _find_payment_key(store)
+    if found is None:
+        store.create_signing_key(PAYMENT_PURPOSE)
+        found = _find_payment_key(store)
+    assert found is not None
+    return found
+
+
+def _find_payment_key(store: HqStore) -> tuple[str, Ed25519PrivateKey] | None:
+    with store.db.read() as tx:
+        rows = tx.all("SELECT key_id, body, private_key FROM signing_keys WHERE deleted = 0 AND private_key IS NOT NULL")
+    live = [(json.loads(body).get("created_at", ""), key_id, private) for key_id, body, private in rows
+            if json.loads(body).get("purpose") == PAYMENT_PURPOSE and json.loads(body).get("status") == "active"]
+    if not live:
+        return None
+    _, key_id, private = max(live)
+    return str(key_id), Ed25519PrivateKey.from_private_bytes(unb64(str(private)))
+
+
+def register_device(store: HqStore, member_id: str, device_key_hex: str, *, lifetime_s: int = CERT_LIFETIME_S,
+                    offline_cap: int = OFFLINE_CAP, now: int | None = None) -> pay.DeviceCert:
+    """Issue a certificate for the member's device key; it reaches the tills by pull."""
+    try:
+        device_key = bytes.fromhex(device_key_hex)
+    except ValueError as exc:
+        raise ValueError("device_key must be hex") from exc
+    if len(device_key) != 32:
+        raise ValueError("device_key must be a raw Ed25519 public key (32 bytes)")
+    if lifetime_s <= 0 or offline_cap < 0:
+        raise ValueError("lifetime must be positive and the offline cap not negative")
+    key_id, private = payment_key(store)
+    cert = pay.issue_cert(private, key_id, secrets.token_bytes(8), member_id, device_key,
+                          int(time.time()) if now is None else now, lifetime_s, offline_cap)
+
+    def save(tx: Tx) -> None:
+        _member_row(tx, member_id)
+        tx.run("INSERT INTO device_certs (cert_id, member_id, body, created_at, version, deleted) "
+               "VALUES (?, ?, ?, ?, 0, 0)", [cert.cert_id.hex(), member_id, payload_json(cert.to_doc()), utc_now()])
+        bump_versions(tx, "device_certs", "cert_id", [cert.cert_id.hex()])
+
+    store.db.transact(save)
+    return cert
+
+
+def devices(store: HqStore, member_id: str | None = None) -> list[dict[str, Any]]:
+    """Device certificates (of one member), with whether each is revoked."""
+    with store.db.read() as tx:
+        where, params = ("member_id = ? AND ", [member_id]) if member_id else ("", [])
+        rows = tx.all(f"SELECT body FROM device_certs WHERE {where}deleted = 0 ORDER BY created_at", params)
+        revoked = {str(r[0]) for r in tx.all("SELECT revocation_id FROM revocations WHERE deleted = 0 "
+                                              "AND revocation_id LIKE ?", ["device:%"])}
+    docs = [dict(json.loads(r[0])) for r in rows]
+    return [dict(d, revoked=f"device:{d['cert_id']}" in revoked) for d in docs]
+
+
+def revoke_device(store: HqStore, cert_id_hex: str, reason: str = "") -> str:
+    """Put the device on the signed revocation list every till pulls."""
+    with store.db.read() as tx:
+        if tx.one("SELECT 1 FROM device_certs WHERE cert_id = ?", [cert_id_hex]) is None:
+            raise PaymentRefused(Code.DEVICE_CERT_UNKNOWN.value, f"no device certificate {cert_id_hex}")
+    return store.revoke("device", cert_id_hex, reason)
+
+
+# -- online confirmation ----------------------------------------------------------------------------
+
+
+def confirm(store: HqStore, terminal_id: str, request: dict[str, Any], now: int | None = None) -> dict[str, Any]:
+    """Confirm a payment-code payment a till is about to approve, or raise ``PaymentRefused``.
+
+    ``request``: code_id "<cert hex>:<counter>", member_id, amount, txn_id, and optionally the code
+    text (then its signature and time window are checked here too). A code id is confirmed once;
+    the same (terminal, txn_id) asking again gets the same answer (a retry)."""
+    code_id, member_id = str(request["code_id"]), str(request["member_id"])
+    amount, txn_id = int(request["amount"]), str(request["txn_id"])
+    at = int(time.time()) if now is None else now
+
+    def run(tx: Tx) -> dict[str, Any]:
+        held = tx.one("SELECT terminal_id, txn_id FROM payment_confirms WHERE code_id = ?", [code_id])
+        if held is not None:
+            if (held[0], held[1]) == (terminal_id, txn_id):
+                return {"confirmed": True, "code_id": code_id, "repeat": True}
+            raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was confirmed for another payment")
+        if tx.one("SELECT 1 FROM payment_codes WHERE code_id = ?", [code_id]) is not None:
+            raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was already used")
+        _check_device(tx, code_id, member_id, request.get("code"), at)
+        balance, status = _member_row(tx, member_id)
+        if status != "active":
+            raise PaymentRefused(Code.BLOCKED_MEMBER.value)
+        pending = tx.one("SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND NOT "
+                         "EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)", [member_id])
+        available = balance - int(pending[0] if pending else 0)
+        if amount > available:
+            raise PaymentRefused(Code.INSUFFICIENT_BALANCE.value, f"balance {available} does not cover {amount}")
+        tx.run("INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at) "
+               "VALUES (?, ?, ?, ?, ?, ?)", [code_id, member_id, terminal_id, txn_id, amount, utc_now()])
+        return {"confirmed": True, "code_id": code_id, "balance": available - amount}
+
+    try:
+        return store.db.transact(run)
+    except IntegrityFailed as exc:  # the same code confirmed by another till at this very moment
+        raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was confirmed for another payment") from exc
+
+
+def _check_device(tx: Tx, code_id: str, member_id: str, code_text: Any, at: int) -> None:
+    cert_hex = code_id.partition(":")[0]
+    row = tx.one("SELECT body FROM device_certs WHERE cert_id = ? AND deleted = 0", [cert_hex])
+    if row is None:
+        raise PaymentRefused(Code.DEVICE_CERT_UNKNOWN.value)
+    cert = pay.cert_from_doc(json.loads(row[0]))
+    if cert.member_id != member_id:
+        raise PaymentRefused(Code.PAYMENT_CODE_FORGED.value, "this payment code belongs to another member")
+    if tx.one("SELECT 1 FROM revocations WHERE revocation_id = ? AND deleted = 0", [f"device:{cert_hex}"]):
+        raise PaymentRefused(Code.DEVICE_CERT_REVOKED.value)
+    if not cert.issued_at <= at < cert.expires_at:
+        raise PaymentRefused(Code.DEVICE_CERT_EXPIRED.value)
+    if isinstance(code_text, str):
+        try:
+            code = pay.parse_code(code_text)
+            if code.code_id != code_id:
+                raise Rejected(Code.PAYMENT_CODE_FORGED, "the code is not the one named by code_id")
+            pay.verify_code(code, cert, at)
+        except Rejected as exc:
+            raise PaymentRefused(exc.code.value, exc.message) from exc

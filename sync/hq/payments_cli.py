@@ -1,0 +1,75 @@
+"""`tillpoint hq ...` commands for member payments (added by ``sync.hq.cli.register``):
+
+    topup MEMBER AMOUNT [--by NAME] [--note WHY] [--topup-id ID]   add stored value (minor units)
+    member-token MEMBER                 a member app token (device registration, balance); shown once
+    devices [MEMBER]                    device certificates and whether they are revoked
+    revoke-device CERT_ID [--reason]    put device:CERT_ID on the signed revocation list
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from sync.hq.cli import DEFAULT_DB, DbOpt, console, open_store
+
+
+def register(hq_app: typer.Typer) -> None:
+    @hq_app.command("topup")
+    def topup(member_id: str, amount: int, by: str = "cli", note: str = "",
+              topup_id: Annotated[Optional[str], typer.Option(help="Idempotency key: a retry changes nothing.")] = None,
+              db: DbOpt = DEFAULT_DB) -> None:
+        """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first."""
+        from sync.hq import payments
+
+        store = open_store(db)
+        try:
+            done = payments.topup(store, member_id, amount, by, note, topup_id)
+        except (payments.PaymentRefused, ValueError) as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+        finally:
+            store.close()
+        print(json.dumps({"topup_id": done.topup_id, "member_id": member_id, "amount": amount,
+                          "balance": done.balance_after, "recovered": done.recovered,
+                          "settled_items": done.settled_items}))
+
+    @hq_app.command("member-token")
+    def member_token(member_id: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Print a member app token for MEMBER (registers devices, reads the balance); shown once."""
+        from sync.hq import payments
+
+        store = open_store(db)
+        try:
+            print(payments.member_token(store, member_id))
+        except payments.PaymentRefused as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+        finally:
+            store.close()
+
+    @hq_app.command("devices")
+    def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB) -> None:
+        """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked."""
+        from sync.hq import payments
+
+        store = open_store(db)
+        rows = payments.devices(store, member_id)
+        store.close()
+        print(json.dumps(rows, indent=2))
+
+    @hq_app.command("revoke-device")
+    def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB) -> None:
+        """Revoke a member's device: tills refuse its payment codes once they pull the list."""
+        from sync.hq import payments
+
+        store = open_store(db)
+        try:
+            print(payments.revoke_device(store, cert_id, reason))
+        except payments.PaymentRefused as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from exc
+        finally:
+            store.close()

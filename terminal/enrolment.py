@@ -1,0 +1,93 @@
+"""Members joining at the till: a new card enrolled by the cashier, and the receipt's signed claim code.
+
+    enrol_on_tap(daemon, read, refused)   a tap refused as unknown while the cashier armed "new
+                                          member": enrol the card (offline too), then identify it
+    ClaimSigner(store, terminal_id, key_path)   the session's ``make_claim_token``: signs a
+                                          ``TPJ1:`` token for a sale with this till's claim key
+
+The claim key is an Ed25519 key made by the till and kept in a file beside the card key (0600).
+Its public half goes to head office as a journal entry of kind ``claim_key`` (once per key), so
+the till signs offline and head office verifies every token once the journal arrived
+(docs/enrolment.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from sync import claims
+from terminal.errors import Code, Rejected
+from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
+from terminal.service import Identified, new_txn_id
+from terminal.store import Store
+
+CLAIM_TTL = 30 * 24 * 3600
+"""Seconds a receipt's claim code stays good (a month to get home and scan it)."""
+TILL_CONSENT = "till-2026-11"
+"""The version of the words the cashier reads out before enrolling a card (docs/enrolment.md)."""
+
+
+def enrol_on_tap(daemon: Any, read: CardRead, refused: Rejected) -> Identified:
+    """The card of a refused tap, enrolled when the cashier armed "new member"; else ``refused`` again."""
+    session = daemon.session
+    if refused.code is not Code.UNKNOWN_CARD or session is None or not session.wants_enrol():
+        raise refused
+    made = daemon.service.enrol(read, consent=TILL_CONSENT)
+    daemon.emit({"type": "enrolled", "reader": read.reader, "member_id": made.member.member_id})
+    found: Identified = daemon.service.identify(read)
+    return found
+
+
+def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
+    if path.exists():
+        return Ed25519PrivateKey.from_private_bytes(path.read_bytes()[:32])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(raw)
+        out.flush()
+        os.fsync(out.fileno())
+    return key
+
+
+class ClaimSigner:
+    """Signs claim tokens for this till's sales; journals its public key the first time it signs."""
+
+    def __init__(self, store: Store, terminal_id: str, key_path: Path, clock: Any = time.time,
+                 ttl: int = CLAIM_TTL) -> None:
+        self.store, self.terminal_id, self.clock, self.ttl = store, terminal_id, clock, ttl
+        self.key = load_or_create_claim_key(key_path)
+        self.public = claims.public_bytes(self.key)
+        self.key_id = claims.key_id_of(self.public).hex()
+        self._last = ("", "")
+
+    def __call__(self, receipt: Receipt) -> str:
+        if self._last[0] != receipt.txn_id:  # the panel redraws often: one token per sale
+            self.register()
+            self._last = (receipt.txn_id, claims.sign(self.key, receipt.txn_id, int(self.clock()), self.ttl))
+        return self._last[1]
+
+    def register(self) -> None:
+        """Journal the public key once (head office ignores a second copy)."""
+        if self.store.state("claim_key_id") == self.key_id:
+            return
+        payload = {"key_id": self.key_id, "public_key": claims.b64(self.public), "alg": "ed25519"}
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "claim_key", payload, utc_iso(self.clock()))
+        self.store.record(entry)
+        self.store.set_state(claim_key_id=self.key_id)
+
+
+def claim_signer(daemon: Any) -> ClaimSigner:
+    cfg = daemon.config
+    return ClaimSigner(daemon.store, cfg.terminal.id, cfg.data_dir / "claim.key")
+
+
+__all__ = ["CLAIM_TTL", "ClaimSigner", "TILL_CONSENT", "claim_signer", "enrol_on_tap", "load_or_create_claim_key"]
