@@ -203,14 +203,23 @@ def _int(doc: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
     return value
 
 
+_NOTHING: frozenset[str] = frozenset()
+_WHEN_KEYS = frozenset({"hours", "weekdays", "starts", "ends", "stores"})
+_ALWAYS = When()
+
+
 def _strings(doc: Mapping[str, Any], key: str) -> frozenset[str]:
-    value = doc.get(key) or []
+    value = doc.get(key)
+    if not value:
+        return _NOTHING
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise DocumentError(f"{key}: expected a list of strings")
     return frozenset(value)
 
 
 def parse_when(doc: Mapping[str, Any]) -> When:
+    if _WHEN_KEYS.isdisjoint(doc.keys()):
+        return _ALWAYS
     hours = doc.get("hours")
     span = None
     if hours:

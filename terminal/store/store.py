@@ -38,6 +38,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    # The cache is read at every tap and quote: map it (no read() call per page) and keep 32 MB of
+    # pages in SQLite's own cache. A lookup in a 1 GB cache of a chain then costs tens of microseconds.
+    conn.execute("PRAGMA mmap_size=1073741824")
+    conn.execute("PRAGMA cache_size=-32768")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
