@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sync.client import HqRejected, SyncClient, enrol
-from sync.hq.app import ServerHandle, start_in_thread
+from sync.hq.app import ServerHandle
 from sync.hq.storage import EnrolmentRefused, HqStore
 from terminal.store import Store
 
@@ -20,13 +20,6 @@ def hq(hq_url: str) -> Iterator[HqStore]:
     store = HqStore(hq_url)
     yield store
     store.close()
-
-
-@pytest.fixture
-def server(hq: HqStore) -> Iterator[ServerHandle]:
-    handle = start_in_thread(hq, "127.0.0.1", 0, timeout=10)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sync.client import SyncClient
-from sync.hq.app import ServerHandle, start_in_thread
+from sync.hq.app import ServerHandle
 from sync.hq.storage import HqStore
 from sync.protocol import ERROR_STATUS, EodReport, ErrorCode, KindTotals
 from terminal.model import JournalEntry, Member
@@ -32,13 +32,6 @@ def hq(hq_url: str) -> Iterator[HqStore]:
     store.upsert_member("M-1", "Aiko", "gold", 100)
     yield store
     store.close()
-
-
-@pytest.fixture
-def server(hq: HqStore) -> Iterator[ServerHandle]:
-    handle = start_in_thread(hq, "127.0.0.1", 0, timeout=10)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture

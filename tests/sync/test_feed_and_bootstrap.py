@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sync.client import HqFailed, HqUnreachable, SyncClient, check_signature
-from sync.hq.app import ServerHandle, start_in_thread
+from sync.hq.app import ServerHandle
 from sync.hq.storage import HqStore
 from terminal.store import Store
 
@@ -34,13 +34,6 @@ def hq(hq_url: str) -> Iterator[HqStore]:
     store.revoke("card", "ee" * 32, "lost")
     yield store
     store.close()
-
-
-@pytest.fixture
-def server(hq: HqStore) -> Iterator[ServerHandle]:
-    handle = start_in_thread(hq, "127.0.0.1", 0, timeout=10)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture
