@@ -9,6 +9,7 @@ inputs from the cache (rule and coupon documents, the member's lots) and writes 
 from __future__ import annotations
 
 import functools
+from collections import deque
 import json
 import logging
 import time
@@ -40,6 +41,7 @@ class Identified:
     card: Card
     proof: credentials.CardProof = credentials.CardProof(credentials.Trust.UID_ONLY)
     uid_hash: str = ""
+    at: float = 0.0  # when the card was read: one physical tap (a replayed message is another read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class Service:
         office refuses, returns False when it cannot be reached (then the offline rules apply)."""
         self._program: tuple[int, ly.Program] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
+        self._used_taps: deque[tuple[str, int, float]] = deque(maxlen=1000)  # taps whose SUN counter a sale used
 
     # -- identify --------------------------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class Service:
         proof = credentials.CardProof(credentials.Trust.UID_ONLY)
         if self.hash_uid is not None:
             proof = credentials.verify_read(read, self.sun_master_key, self.hash_uid)
-        return Identified(member, card, proof, read.uid_hash)
+        return Identified(member, card, proof, read.uid_hash, read.at)
 
     def enrol(self, read: CardRead, display_name: str = "", consent: str | None = None) -> Identified:
         """Make a new member for an unknown card, on the spot and offline too: a member id made by
@@ -219,6 +222,11 @@ class Service:
         txn_id, now = new_txn_id(), self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
+        # A secure card's tap serves one sale: once its read counter is used, the same tap only
+        # identifies (a second sale, or paying again, needs the card on the reader again).
+        tapped = self._fresh(tapped)
+        if payment is not None and payment.card is not None:
+            payment = replace(payment, card=self._fresh(payment.card))
         paid = self._authorise(quote, payment, now, txn_id)
         if paid.sun_counter is None and tapped is not None and tapped.proof.counter is not None:
             paid = replace(paid, sun_counter=(tapped.uid_hash, tapped.proof.counter))
@@ -281,7 +289,17 @@ class Service:
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
+        for tap in (tapped, payment.card if payment is not None else None):
+            if tap is not None and tap.proof.counter is not None:
+                self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
         return self._approved(stored, quote.payable, delta, balance)
+
+    def _fresh(self, tap: Identified | None) -> Identified | None:
+        """``tap`` as it may be used now: a secure read whose counter already served a sale proves
+        nothing more than a UID."""
+        if tap is None or tap.proof.counter is None or (tap.uid_hash, tap.proof.counter, tap.at) not in self._used_taps:
+            return tap
+        return replace(tap, proof=credentials.CardProof(credentials.Trust.UID_ONLY))
 
     def _authorise(self, quote: Quote, payment: Payment | None, now: datetime, txn_id: str = "") -> _Paid:
         """Check the member's means of payment; the single-use parts are recorded by the commit."""

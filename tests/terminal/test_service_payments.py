@@ -128,8 +128,9 @@ def test_cards_pay_only_when_they_prove_themselves(till: tuple[Service, Store, C
     sun = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), "uid-1")
     service.commit(service.quote("M-1", BASKET), Payment(None, card=sun))
     assert store.stored_value("M-1") == 8000
-    with pytest.raises(Rejected) as info:  # the same SUN message again: counter did not rise
-        service.commit(service.quote("M-1", BASKET), Payment(None, card=sun))
+    replayed = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), "uid-1", at=1.0)
+    with pytest.raises(Rejected) as info:  # the same SUN message read again: the counter did not rise
+        service.commit(service.quote("M-1", BASKET), Payment(None, card=replayed))
     assert info.value.code is Code.REPLAYED_CARD
 
 
@@ -165,7 +166,21 @@ def test_a_secure_tap_is_used_once_even_just_to_earn(till: tuple[Service, Store,
     assert member is not None
     sun = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), "uid-1")
     service.commit(service.quote("M-1", BASKET), Payment(card=sun))
-    with pytest.raises(Rejected) as info:
-        service.commit(service.quote("M-1", BASKET), Payment(card=sun))
+    replayed = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), "uid-1", at=2.0)
+    with pytest.raises(Rejected) as info:  # a new read carrying the old message: a replay
+        service.commit(service.quote("M-1", BASKET), Payment(card=replayed))
     assert info.value.code is Code.REPLAYED_CARD
     assert len(store.entries()) == 1
+
+
+def test_one_secure_tap_serves_one_sale_then_only_identifies(till: tuple[Service, Store, Clock]) -> None:
+    service, store, _ = till
+    member = store.member("M-1")
+    assert member is not None
+    tap = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 9), "uid-1")
+    service.commit(service.quote("M-1", BASKET), tapped=tap)  # the tap's counter is stored with this sale
+    second = service.commit(service.quote("M-1", BASKET), tapped=tap)  # same tap, next sale: still earns
+    assert second.points_delta > 0 and len(store.entries()) == 2
+    with pytest.raises(Rejected) as info:  # but it cannot pay any more: tap again
+        service.commit(service.quote("M-1", BASKET), Payment(None, card=tap), tapped=tap)
+    assert info.value.code is Code.CARD_CANNOT_PAY
