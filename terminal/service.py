@@ -234,15 +234,15 @@ class Service:
         program = self.program()
         delta = quote.points_earned - quote.points_redeemed
         spent: list[tuple[str, int]] = []
-        fx = Effects(now=now)
+        # Use limits are checked again inside the transaction (a stale quote cannot use a coupon twice).
+        offers, _ = self.offers(quote.coupons, quote.member_id) if quote.coupons else ([], [])
+        limits = tuple(
+            (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member,
+             o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
+            for o in offers if o.coupon.coupon_id in quote.coupons
+        )
         if quote.member_id is not None:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
-            offers, _ = self.offers(quote.coupons, quote.member_id)
-            limits = tuple(
-                (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member,
-                 o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
-                for o in offers if o.coupon.coupon_id in quote.coupons
-            )
             grew = quote.points_earned if program.ladder.measure == "earned" else quote.payable
             member = self.store.member(quote.member_id)
             fx = Effects(
@@ -253,7 +253,7 @@ class Service:
                 tier=quote.tier_after if member is not None and quote.tier_after != member.tier else None, now=now,
             )
         else:
-            fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), now=now)
+            fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, now=now)
         state = _sale_state(quote, now, self.store_id, self.store.member(quote.member_id) if quote.member_id else None, spent)
         state["stored_value"] = paid.tender.stored_value
         fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,

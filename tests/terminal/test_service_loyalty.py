@@ -169,3 +169,14 @@ def test_enrol_an_unknown_card_offline_then_earn(till: tuple[Service, Store, Clo
         service.enrol(read)
     assert info.value.code is Code.CARD_ALREADY_ENROLLED
     assert len(store.entries()) == 2
+
+
+def test_an_anonymous_stale_quote_cannot_reuse_a_single_use_coupon(till: tuple[Service, Store, Clock]) -> None:
+    service, store, _ = till
+    store.put_docs("coupon_docs", {"ONCE": {"kind": "amount_off", "value": 100, "single_use": True}})
+    first = service.quote(None, BASKET, coupons=["ONCE"])
+    second = service.quote(None, BASKET, coupons=["ONCE"])
+    service.commit(first)
+    with pytest.raises(Rejected) as info:
+        service.commit(second)
+    assert info.value.code is Code.COUPON_USED_UP
