@@ -40,7 +40,8 @@ import numpy as np
 
 from drivers.decode import DEFAULT_FORMATS, check_formats, decode
 from drivers.errors import DriverUnavailable
-from terminal.model import QrRead, ReaderEvent
+from drivers.sinks import deliver, reader_event
+from terminal.model import QrRead
 from terminal.ports import QrSink, ReaderSink
 
 log = logging.getLogger(__name__)
@@ -488,17 +489,7 @@ class CameraScanner:
             self._emit_reader(kind, detail)
 
     def _emit_qr(self, read: QrRead) -> None:
-        if self._on_qr is None:
-            return
-        try:
-            self._on_qr(read)
-        except Exception:  # the consumer's bug must not stop the camera; the text stays unlogged
-            log.exception("QR sink failed")
+        deliver(self._on_qr, read, "QR")
 
     def _emit_reader(self, kind: str, detail: str) -> None:
-        if self._on_reader is None:
-            return
-        try:
-            self._on_reader(ReaderEvent(self.name, kind, detail, time.time()))
-        except Exception:
-            log.exception("reader sink failed")
+        reader_event(self._on_reader, self.name, kind, detail)

@@ -39,8 +39,9 @@ import nfc.tag.tt3_sony
 
 from drivers import ndef
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ReaderGone
+from drivers.sinks import deliver, reader_event
 from terminal.credentials import lite_s_card_key
-from terminal.model import CardRead, ReaderEvent
+from terminal.model import CardRead
 from terminal.ports import CardSink, ReaderSink, UidHasher
 
 log = logging.getLogger(__name__)
@@ -302,14 +303,8 @@ class _Loop:
             self.emit_reader("removed", detail)
 
     def emit_card(self, read: CardRead) -> None:
-        try:
-            self.on_card(read)
-        except Exception:
-            log.exception("card sink failed")
+        deliver(self.on_card, read, "card")
 
     def emit_reader(self, kind: str, detail: str) -> None:
-        try:
-            self.on_reader(ReaderEvent(self.reader.name, kind, detail, time.time()))
-        except Exception:
-            log.exception("reader sink failed")
+        reader_event(self.on_reader, self.reader.name, kind, detail)
 

@@ -46,7 +46,8 @@ from smartcard import scard
 
 from drivers import ndef
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
-from terminal.model import CardRead, ReaderEvent
+from drivers.sinks import deliver, reader_event
+from terminal.model import CardRead
 from terminal.ports import CardSink, ReaderSink, UidHasher
 
 log = logging.getLogger(__name__)
@@ -513,13 +514,7 @@ class _Monitor:
             self.emit_reader(name, "removed", detail)
 
     def emit_card(self, read: CardRead) -> None:
-        try:
-            self.on_card(read)
-        except Exception:  # the consumer's bug must not stop the reader
-            log.exception("card sink failed")
+        deliver(self.on_card, read, "card")
 
     def emit_reader(self, reader: str, kind: str, detail: str) -> None:
-        try:
-            self.on_reader(ReaderEvent(reader, kind, detail, time.time()))
-        except Exception:
-            log.exception("reader sink failed")
+        reader_event(self.on_reader, reader, kind, detail)

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from drivers.errors import DriverUnavailable
-from terminal.model import QrRead, ReaderEvent
+from drivers.sinks import deliver, reader_event
+from terminal.model import QrRead
 from terminal.ports import QrSink, ReaderSink
 
 log = logging.getLogger(__name__)
@@ -344,20 +345,10 @@ class _Scanner:
 
     def emit_scans(self, texts: Iterable[str]) -> None:
         for text in texts:
-            if self._on_qr is None:
-                continue
-            try:
-                self._on_qr(QrRead(self.name, text, time.time()))
-            except Exception:  # the text stays out of the log
-                log.exception("QR sink failed")
+            deliver(self._on_qr, QrRead(self.name, text, time.time()), "QR")
 
     def emit_reader(self, kind: str, detail: str) -> None:
-        if self._on_reader is None:
-            return
-        try:
-            self._on_reader(ReaderEvent(self.name, kind, detail, time.time()))
-        except Exception:
-            log.exception("reader sink failed")
+        reader_event(self._on_reader, self.name, kind, detail)
 
 
 def open_evdev(path: str) -> InputDevice:
