@@ -189,6 +189,14 @@ class Service:
             offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine))
         return offers, unknown
 
+    def _coupon_limits(self, coupon_ids: Sequence[str]) -> tuple[tuple[str, int, int, int, int], ...]:
+        """Each coupon's limits and the uses its document states, for the check at commit."""
+        limits = []
+        for coupon_id, text in sorted(self.store.coupon_texts(coupon_ids, None).items()):
+            coupon, stated, stated_mine = _parse_coupon(coupon_id, text)
+            limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine))
+        return tuple(limits)
+
     def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
         _, window, spendable = self.store.member_ledger(member.member_id, now)
         return pricing.Member(member.member_id, member.tier, max(0, spendable or 0), window)
@@ -235,16 +243,11 @@ class Service:
         delta = quote.points_earned - quote.points_redeemed
         spent: list[tuple[str, int]] = []
         # Use limits are checked again inside the transaction (a stale quote cannot use a coupon twice).
-        offers, _ = self.offers(quote.coupons, quote.member_id) if quote.coupons else ([], [])
-        limits = tuple(
-            (o.coupon.coupon_id, o.coupon.limit_global, o.coupon.limit_per_member,
-             o.used - self.store.coupon_uses(o.coupon.coupon_id, quote.member_id)[0])
-            for o in offers if o.coupon.coupon_id in quote.coupons
-        )
+        limits = self._coupon_limits(quote.coupons)
+        member = self.store.member(quote.member_id) if quote.member_id is not None else None
         if quote.member_id is not None:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
             grew = quote.points_earned if program.ladder.measure == "earned" else quote.payable
-            member = self.store.member(quote.member_id)
             fx = Effects(
                 member_id=quote.member_id, spend_points=quote.points_redeemed,
                 spend_lots=tuple((lot, n) for lot, n in spent if lot != HQ_LOT),
@@ -254,7 +257,7 @@ class Service:
             )
         else:
             fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, now=now)
-        state = _sale_state(quote, now, self.store_id, self.store.member(quote.member_id) if quote.member_id else None, spent)
+        state = _sale_state(quote, now, self.store_id, member, spent)
         state["stored_value"] = paid.tender.stored_value
         fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,
                      offline=paid.offline, sun_counter=paid.sun_counter)
@@ -314,8 +317,9 @@ class Service:
             raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
         code_id = sun = None
         method = "points" if not wants_value else "account"
+        cap: int | None = None  # the paying device's own offline cap
         if payment.code is not None:
-            code_id = self._check_code(payment.code, quote.member_id, now)
+            code_id, cap = self._check_code(payment.code, quote.member_id)
             method = "payment_code"
         elif payment.card is not None:
             credentials.require_spend(payment.card.proof)
@@ -334,13 +338,13 @@ class Service:
                      "txn_id": txn_id, "code": payment.code}
             if not self.confirm_online(asked):
                 offline = self.offline_state(quote.member_id, now, unreachable=True)
-        cap = self._device_cap(payment.code) if payment.code else None
         refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, cap)
         if refusal is not None:
             raise Rejected(refusal)
         return _Paid(tender, code_id, offline.offline_for_s is not None, sun, method)
 
-    def _check_code(self, text: str, member_id: str, now: datetime) -> str:
+    def _check_code(self, text: str, member_id: str) -> tuple[str, int]:
+        """Verify a payment code offline; its single-use id and the device's offline cap."""
         code = pay.parse_code(text)
         doc = self.store.device_cert(code.cert_id.hex())
         if doc is None:
@@ -352,11 +356,7 @@ class Service:
         pay.verify_code(code, cert, at)
         if cert.member_id != member_id:
             raise Rejected(Code.PAYMENT_CODE_FORGED, "This payment code belongs to another member.")
-        return code.code_id
-
-    def _device_cap(self, text: str) -> int | None:
-        doc = self.store.device_cert(pay.parse_code(text).cert_id.hex())
-        return pay.cert_from_doc(doc).offline_cap if doc else None
+        return code.code_id, cert.offline_cap
 
     def offline_state(self, member_id: str, now: datetime, unreachable: bool = False) -> pay.OfflineState:
         """How long head office has been unreachable and what was paid offline since (``unreachable``:

@@ -28,7 +28,8 @@ class Effects:
     restore_lots: tuple[tuple[str, int], ...] = ()  # lots given back points by a refund
     claw_lot: tuple[str, int] | None = None  # (lot id, points) taken back from a refunded sale's lot
     coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
-    coupon_limits: tuple[tuple[str, int, int, int], ...] = ()  # (coupon id, global, per member, known used)
+    coupon_limits: tuple[tuple[str, int, int, int, int], ...] = ()
+    """(coupon id, global limit, per-member limit, uses the document states, the member's uses it states)"""
     window_delta: int = 0
     tier: str | None = None
     sale_state: dict[str, Any] | None = field(default=None)
@@ -88,11 +89,13 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
     if fx.spend_points and (spendable_now is None or spendable_now < fx.spend_points):
         raise Rejected(Code.INSUFFICIENT_POINTS)
     _stored_value(conn, txn_id, fx)
-    for coupon_id, global_limit, member_limit, known in fx.coupon_limits:
+    for coupon_id, global_limit, member_limit, stated, stated_mine in fx.coupon_limits:
         total, mine = coupon_uses(conn, coupon_id, fx.member_id)
-        if global_limit and known + total >= global_limit:
+        row = conn.execute("SELECT uses FROM hq_coupon_uses WHERE coupon_id = ?", (coupon_id,)).fetchone()
+        chain = int(row[0]) if row else 0  # head office's count, which holds this till's acknowledged uses
+        if global_limit and max(stated, chain) + total >= global_limit:
             raise Rejected(Code.COUPON_USED_UP)
-        if member_limit and mine >= member_limit:
+        if member_limit and stated_mine + mine >= member_limit:
             raise Rejected(Code.COUPON_ALREADY_USED)
     for lot_id, taken in fx.spend_lots:
         conn.execute("UPDATE point_lots SET remaining = remaining - ? WHERE lot_id = ?", (taken, lot_id))
