@@ -416,11 +416,6 @@ class Store:
         """Whether head office's revocation list holds ``kind:subject``."""
         return bool(self._read("SELECT 1 FROM hq_revocations WHERE kind = ? AND subject = ?", [kind, subject]))
 
-    def hq_coupon_uses(self, coupon_id: str) -> int:
-        """Chain-wide uses of a coupon as head office counted them at the last pull."""
-        rows = self._read("SELECT uses FROM hq_coupon_uses WHERE coupon_id = ?", [coupon_id])
-        return int(rows[0][0]) if rows else 0
-
     def state(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
         return rows[0][0] if rows else None

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
 from terminal.session import code_body
 from tests.api.stack import base_url, running_till
-
-
-def wait_for(check: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
+from tests.waiting import wait_until
 
 
 def test_a_member_code_on_the_scanner_identifies_the_member(tmp_path: Path) -> None:
@@ -25,13 +16,13 @@ def test_a_member_code_on_the_scanner_identifies_the_member(tmp_path: Path) -> N
         assert [s.name for s in till.scanners] == ["sim:"]
         with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}) as client:
             assert client.post("/v1/sim/scan", json={"text": "TPM1:" + code_body("M-2")}).status_code == 202
-            assert wait_for(lambda: till.session.snapshot()["member"] is not None)
+            wait_until(lambda: till.session.snapshot()["member"] is not None)
             assert till.session.snapshot()["member"]["member_id"] == "M-2"
             kinds = [e.get("kind") for e in till.events_after(0) if e.get("type") == "scan"]
             assert kinds == ["member"]
             # a card number held up to the scanner is refused and never kept
             client.post("/v1/sim/scan", json={"text": "4111 1111 1111 1111"})
-            assert wait_for(lambda: len([e for e in till.events_after(0) if e.get("type") == "scan"]) == 2)
+            wait_until(lambda: len([e for e in till.events_after(0) if e.get("type") == "scan"]) == 2)
             assert "4111" not in repr(list(till.events_after(0)))
 
 

@@ -14,6 +14,7 @@ from drivers import open_reader
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
 from drivers.pcsc import GET_UID, PcscReader, error_for, is_new_tap, read_uid, tech_from_atr
 from terminal.credentials import card_uid_hash
+from tests.drivers.script import Script
 from tests.fixtures.pcsc import WAIT, CardFactory, Events, Pcscd
 from tests.vcard import STORAGE_ATR
 
@@ -187,24 +188,6 @@ def test_is_new_tap(previous: int, state: int, tap: bool) -> None:
 
 
 # --- byte level, no pcscd -----------------------------------------------------------------------
-
-
-class Script:
-    """A transmit that expects exactly these command APDUs, in order, and gives these answers."""
-
-    def __init__(self, *frames: tuple[bytes, bytes]) -> None:
-        self.frames = list(frames)
-        self.sent: list[bytes] = []
-
-    def __call__(self, apdu: bytes) -> bytes:
-        assert self.frames, f"unexpected extra APDU {apdu.hex(' ').upper()}"
-        expected, response = self.frames.pop(0)
-        assert apdu == expected, f"sent {apdu.hex(' ').upper()}, expected {expected.hex(' ').upper()}"
-        self.sent.append(apdu)
-        return response
-
-    def finished(self) -> bool:
-        return not self.frames
 
 
 def test_read_uid_sends_get_data_and_returns_the_uid() -> None:

@@ -27,6 +27,7 @@ from terminal.model import CardRead
 from terminal.store import Store
 from terminal.store.counters import bump_counter
 from tests.fixtures.pcsc import CardFactory, Events, Pcscd
+from tests.drivers.script import Script
 from tests.vcard import (
     ISO_DEP_ATR,
     STORAGE_ATR,
@@ -281,24 +282,6 @@ def test_parse_atr(atr: bytes, tech: str, chip: str, tag_type: int | None) -> No
 
 
 # --- byte level, no pcscd ----------------------------------------------------------------------------
-
-
-class Script:
-    """A transmit that expects exactly these command APDUs, in order, and gives these answers."""
-
-    def __init__(self, *frames: tuple[str, str]) -> None:
-        self.frames = [(bytes.fromhex(c), bytes.fromhex(r)) for c, r in frames]
-        self.sent: list[bytes] = []
-
-    def __call__(self, apdu: bytes) -> bytes:
-        assert self.frames, f"unexpected extra APDU {apdu.hex(' ').upper()}"
-        expected, response = self.frames.pop(0)
-        assert apdu == expected, f"sent {apdu.hex(' ').upper()}, expected {expected.hex(' ').upper()}"
-        self.sent.append(apdu)
-        return response
-
-    def finished(self) -> bool:
-        return not self.frames
 
 
 def test_type2_ndef_read_byte_by_byte() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import base_url, chromium, chromium_missing, running_till
 from tests.fixtures.hq import HqProcess
+from tests.waiting import wait_until
 
 NEW_UID = bytes.fromhex("04C0FFEE123456")
 CARD = "cd" * 32
@@ -38,16 +39,6 @@ def hq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HqProcess]:
     process.start()
     yield process
     process.kill()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def till(root: Path, terminal_id: str, hq: HqProcess, token: str, at: float = T0) -> tuple[Store, Service, SyncClient]:
@@ -184,14 +175,14 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         api(daemon, "POST", "/v1/session/total", amount=2500)
         assert api(daemon, "POST", "/v1/enrol/arm").json()["awaiting"] == "enrol"
         daemon.tap_sim(NEW_UID)
-        snap = wait_for(lambda: (s := daemon.session.snapshot())["member"] and s, "the enrolled member")
+        snap = wait_until(lambda: (s := daemon.session.snapshot())["member"] and s, 20.0, "the enrolled member")
         member_id = snap["member"]["member_id"]
         assert member_id.startswith("E-") and snap["member"]["via"] == "card" and snap["quote"]["points_earned"] > 0
         api(daemon, "POST", "/v1/session/pay")
         receipt = api(daemon, "POST", "/v1/session/commit").json()["receipt"]
         assert receipt["member_id"] == member_id
         admin = HqStore(hq.db)
-        wait_for(lambda: (m := admin.member(member_id)) and m.points >= receipt["points_delta"], "the member at HQ")
+        wait_until(lambda: (m := admin.member(member_id)) and m.points >= receipt["points_delta"], 20.0, "the member at HQ")
 
         # An anonymous sale: the receipt's QR, decoded from its PNG, opens head office's sign-up page.
         api(daemon, "POST", "/v1/session/new")
@@ -202,7 +193,7 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         gray = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
         (url,) = decode(gray)
         assert url.startswith(f"{hq.url}/join#TPJ1:")
-        wait_for(lambda: any(e.txn_id == anonymous["txn_id"] for e in admin.entries("T-JOIN")), "the sale at HQ")
+        wait_until(lambda: any(e.txn_id == anonymous["txn_id"] for e in admin.entries("T-JOIN")), 20.0, "the sale at HQ")
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 390, "height": 760}, bypass_csp=True)  # a phone
             page.set_default_timeout(10_000)
@@ -226,7 +217,7 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
 
         # Erasure at head office reaches the till: the card no longer identifies anyone.
         assert '"sales_anonymised"' in hq.cli("erase", member_id, "--by", "privacy desk")
-        wait_for(lambda: daemon.store.member(member_id) is None, "the tombstone at the till")
+        wait_until(lambda: daemon.store.member(member_id) is None, 20.0, "the tombstone at the till")
         with pytest.raises(Rejected) as refused:
             daemon.service.identify(tap(daemon.identified.uid_hash))
         assert refused.value.code is Code.UNKNOWN_CARD

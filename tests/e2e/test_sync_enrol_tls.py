@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,18 +15,9 @@ from terminal.config import validate
 from terminal.daemon import Daemon
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess, make_tls
+from tests.waiting import wait_until
 
 AIKO = bytes.fromhex("04A1B2C3D4E501")
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

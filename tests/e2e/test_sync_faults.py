@@ -10,10 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from terminal.model import JournalEntry, Member
 from terminal.store import Store
 from tests.fixtures.hq import FaultProxy, HqProcess
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
+from tests.waiting import wait_until
 
 ENTRIES = 60
 
@@ -42,16 +41,6 @@ def proxy(hq_proc: HqProcess) -> Iterator[FaultProxy]:
     p = FaultProxy(hq_proc.port, delay=1.5)
     yield p
     p.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def register(hq_proc: HqProcess, terminal_id: str, member_id: str) -> str:

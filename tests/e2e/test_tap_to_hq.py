@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from terminal.config import validate
 from terminal.daemon import Daemon
 from sync.hq.demo import DEMO_RULES
 from tests.fixtures.hq import HqProcess
+from tests.waiting import wait_until
 
 AIKO = bytes.fromhex("04A1B2C3D4E501")  # demo member M-0001, gold, 1200 points
 # A demo sale of 10.00 for Aiko under the demo rules (sync/hq/demo.py): base 10 + gold +50 % 5 + her
@@ -28,16 +29,6 @@ BLOCKED_CARD = bytes.fromhex("04A1B2C3D4E503")
 BLOCKED_MEMBER = bytes.fromhex("04A1B2C3D4E504")
 UNKNOWN = bytes.fromhex("04FFFFFFFFFF01")
 pytestmark = pytest.mark.pcsc
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Watched:
