@@ -368,7 +368,10 @@ class Daemon:
         self.emit({"type": "member", "reader": read.reader, "member_id": m.member_id,
                    "name": m.display_name, "tier": m.tier, "points": m.points})
         if self.config.sale.auto_amount > 0:
-            self.sell(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),)))
+            try:
+                self.sell(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),)))
+            except Rejected:
+                pass  # already a "rejected" event with its code; a refusal is not a reader fault
 
     def sell(
         self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0, *,
