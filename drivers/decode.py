@@ -10,11 +10,18 @@ How a frame is decoded (the figures behind each choice are in docs/performance.m
    rotation search (it only matters to linear codes, which are read in both directions anyway), its
    inverted-image pass and its downscaled passes: those cost about a third more on every frame and,
    on our test sets, found nothing the retries below do not. ``return_errors=True`` makes zxing-cpp
-   also report a code it located (finder patterns, grid) but could not decode.
-2. Only for such a located-but-failed code: cheap retries on a crop around it, stopping at the first
-   success: unsharpened (defocus), halved (a large blurry code, what zxing's downscaling would do),
-   doubled (small modules), binarised with a local threshold (glare, uneven light).
-   A frame with no code costs one pass and nothing more.
+   also report a code it located (finder patterns, grid) but could not decode. "qr" means QR Code
+   Model 2 only (zxing-cpp's "QRCode" is the whole family: searching for Model 1 and rMQR too costs
+   about 6 % more a frame and finds nothing we print).
+2. A QR search also looks for Micro QR codes, never reported unless configured: to zxing a Micro QR
+   code is a lone finder pattern, and a lone finder pattern is what is left of a QR code whose other
+   two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` finder sizes
+   around it.
+3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
+   crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
+   code, what zxing's downscaling would do), doubled (small modules), binarised with a local
+   threshold (uneven light), contrast stretched tile by tile (CLAHE: the faint modules at a glare's
+   edge). A frame with no code costs one pass and nothing more.
 
 With no zxing-cpp installed, ``decode`` falls back to ``cv2.QRCodeDetectorAruco`` (QR codes only);
 it decodes fewer frames at 20-40 times the cost, so the fallback is logged once as a warning.
@@ -33,9 +40,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Names used in the configuration -> zxing-cpp's format names.
+# Names used in the configuration -> zxing-cpp's format names ("QRCode" alone would be the whole
+# family: Model 1, Micro QR and rMQR too).
 FORMATS: dict[str, str] = {
-    "qr": "QRCode",
+    "qr": "QRCodeModel2",
     "micro_qr": "MicroQRCode",
     "code128": "Code128",
     "ean13": "EAN13",
@@ -45,6 +53,10 @@ FORMATS: dict[str, str] = {
 }
 DEFAULT_FORMATS: tuple[str, ...] = ("qr",)
 MAX_RETRIES = 2  # located-but-failed codes retried per frame
+# A lone finder pattern (what zxing reports as a Micro QR code it cannot read) may be the one corner
+# of a QR code that a glare left readable; its code lies within this many finder sizes around it.
+HINT_REACH = 2.5
+FINDER_HINTS = True  # look for those lone finder patterns in a QR-only search
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 Decoder = Callable[[np.ndarray, tuple[str, ...]], list[str]]
@@ -76,7 +88,7 @@ def default_backend() -> str:
 # -- zxing-cpp ------------------------------------------------------------------------------------
 
 _ZXING: list[ModuleType | None] = []
-_FORMAT_CACHE: dict[tuple[str, ...], Any] = {}
+_FORMAT_CACHE: dict[tuple[bool, tuple[str, ...]], tuple[Any, Any]] = {}
 
 
 def _zxing() -> ModuleType | None:
@@ -91,11 +103,16 @@ def _zxing() -> ModuleType | None:
     return _ZXING[0]
 
 
-def _zxing_formats(zx: ModuleType, formats: tuple[str, ...]) -> Any:
-    found = _FORMAT_CACHE.get(formats)
+def _zxing_formats(zx: ModuleType, formats: tuple[str, ...]) -> tuple[Any, Any]:
+    """(what to search for, the format that is only a hint or None): a QR search also looks for lone
+    finder patterns, which zxing reports as Micro QR codes, when Micro QR itself is not wanted."""
+    hints = FINDER_HINTS and "qr" in formats and "micro_qr" not in formats
+    found = _FORMAT_CACHE.get((hints, formats))
     if found is None:
-        found = zx.barcode_formats_from_str(",".join(FORMATS[f] for f in check_formats(formats)))
-        _FORMAT_CACHE[formats] = found
+        names = [FORMATS[f] for f in check_formats(formats)]
+        search = names + [FORMATS["micro_qr"]] if hints else names
+        found = (zx.barcode_formats_from_str(",".join(search)), zx.BarcodeFormat.MicroQRCode if hints else None)
+        _FORMAT_CACHE[(hints, formats)] = found
     return found
 
 
@@ -110,17 +127,33 @@ def decode_zxing(gray: np.ndarray, formats: tuple[str, ...]) -> list[str]:
     zx = _zxing()
     if zx is None:
         raise ModuleNotFoundError("zxing-cpp is not installed (pip install zxing-cpp)")
-    wanted = _zxing_formats(zx, formats)
+    search, hint = _zxing_formats(zx, formats)
     texts: list[str] = []
+    read: list[Box] = []
     failed: list[Box] = []
-    for result in _read(zx, gray, wanted, errors=True):
-        if result.valid:
+    for result in _read(zx, gray, search, errors=True):
+        if result.format == hint:
+            if not result.valid:  # a lone finder pattern: look around it for the QR code it belongs to
+                failed.append(_box(result.position, gray.shape, margin=HINT_REACH))
+        elif result.valid:
             texts.append(result.text)
+            read.append(_box(result.position, gray.shape))
         else:
             failed.append(_box(result.position, gray.shape))
-    for box in failed[:MAX_RETRIES]:
-        texts.extend(_retry(zx, gray, box, wanted))
+    for box in _distinct(failed, read)[:MAX_RETRIES]:
+        texts.extend(_retry(zx, gray, box, search, hint))
     return list(dict.fromkeys(texts))
+
+
+def _distinct(boxes: list[Box], read: list[Box]) -> list[Box]:
+    """The boxes to retry: not centred on a code already read, nor on a box already kept (one code
+    found twice, or a code and its own finder patterns)."""
+    kept: list[Box] = []
+    for box in boxes:
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        if not any(k[0] <= cx <= k[2] and k[1] <= cy <= k[3] for k in read + kept):
+            kept.append(box)
+    return kept
 
 
 def _box(position: Any, shape: tuple[int, ...], margin: float = 0.2) -> Box:
@@ -155,8 +188,19 @@ def local_threshold(image: np.ndarray) -> np.ndarray:
     return cv2.adaptiveThreshold(image, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 3)
 
 
+_CLAHE = threading.local()
+
+
+def local_contrast(image: np.ndarray) -> np.ndarray:
+    """Contrast stretched tile by tile (CLAHE): brings back the faint modules at a glare's edge."""
+    clahe = getattr(_CLAHE, "clahe", None)
+    if clahe is None:
+        clahe = _CLAHE.clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
+    return clahe.apply(image)
+
+
 Retry = Callable[[np.ndarray], "np.ndarray | None"]
-RETRIES: tuple[Retry, ...] = (unsharp, halved, doubled, local_threshold)
+RETRIES: tuple[Retry, ...] = (unsharp, halved, doubled, local_threshold, local_contrast)
 RETRY_MAX_SIDE = 640  # a bigger crop (a code filling the frame) is shrunk first: retries stay ~1 ms each
 
 
@@ -169,7 +213,7 @@ def crop_for_retry(gray: np.ndarray, box: Box) -> np.ndarray:
     return crop
 
 
-def _retry(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any) -> list[str]:
+def _retry(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any, hint: Any) -> list[str]:
     crop = crop_for_retry(gray, box)
     if crop.size == 0:
         return []
@@ -177,7 +221,7 @@ def _retry(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any) -> list[str
         image = step(crop)
         if image is None:
             continue
-        found = [r.text for r in _read(zx, image, formats, errors=False) if r.valid]
+        found = [r.text for r in _read(zx, image, formats, errors=False) if r.valid and r.format != hint]
         if found:
             return found
     return []
