@@ -15,8 +15,8 @@ How a frame is decoded (the figures behind each choice are in docs/performance.m
    about 6 % more a frame and finds nothing we print).
 2. A QR search also looks for Micro QR codes, never reported unless configured: to zxing a Micro QR
    code is a lone finder pattern, and a lone finder pattern is what is left of a QR code whose other
-   two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` finder sizes
-   around it.
+   two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` times the size
+   of the Micro QR code zxing took it for, on every side.
 3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
    crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
    code, what zxing's downscaling would do), doubled (small modules), binarised with a local
@@ -54,7 +54,8 @@ FORMATS: dict[str, str] = {
 DEFAULT_FORMATS: tuple[str, ...] = ("qr",)
 MAX_RETRIES = 2  # located-but-failed codes retried per frame
 # A lone finder pattern (what zxing reports as a Micro QR code it cannot read) may be the one corner
-# of a QR code that a glare left readable; its code lies within this many finder sizes around it.
+# of a QR code that a glare left readable; its code lies within this many times the size of the
+# Micro QR code zxing took it for (11-17 modules), on every side.
 HINT_REACH = 2.5
 FINDER_HINTS = True  # look for those lone finder patterns in a QR-only search
 
