@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -42,6 +44,22 @@ def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", wri
                                 write_off_stored_value=write_off_stored_value))
 
 
+@contextmanager
+def hq_store(db: str) -> Iterator[HqStore]:
+    """The store for one command, closed however the command ends."""
+    store = open_store(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def fail(message: object) -> NoReturn:
+    """A refused command: the reason in red, exit status 1."""
+    console.print(f"[red]{message}[/]")
+    raise typer.Exit(1)
+
+
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
     table = Table(*columns)
     for row in rows:
@@ -60,42 +78,34 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
     def enrol_code(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001",
                    hours: float = 72.0, db: DbOpt = DEFAULT_DB) -> None:
         """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
-        store = open_store(db)
-        print(store.enrol_code(terminal_id, store_id, hours))
-        store.close()
+        with hq_store(db) as store:
+            print(store.enrol_code(terminal_id, store_id, hours))
 
     @hq_app.command("rotate")
     def rotate(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001", hours: float = 72.0,
                db: DbOpt = DEFAULT_DB) -> None:
         """Re-key a terminal: print a new enrolment code; its current credential works until the code is used."""
-        store = open_store(db)
-        print(store.enrol_code(terminal_id, store_id, hours))
-        store.close()
+        enrol_code(terminal_id, store_id, hours, db)
 
     @hq_app.command("revoke")
     def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB) -> None:
         """Refuse a terminal's credential from now on (a new enrolment code lets it back in)."""
-        store = open_store(db)
-        found = store.revoke_terminal(terminal_id)
-        store.close()
-        if not found:
-            console.print(f"[red]no terminal {terminal_id}[/]")
-            raise typer.Exit(1)
+        with hq_store(db) as store:
+            if not store.revoke_terminal(terminal_id):
+                fail(f"no terminal {terminal_id}")
         console.print(f"revoked {terminal_id}")
 
     @hq_app.command("admin-token")
     def admin_token(name: str, db: DbOpt = DEFAULT_DB) -> None:
         """Print an administrator token for /v1/admin (shown once); NAME is who settles items."""
-        store = open_store(db)
-        print(store.add_admin(name))
-        store.close()
+        with hq_store(db) as store:
+            print(store.add_admin(name))
 
     @hq_app.command("terminals")
     def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Every terminal: acknowledged seq, highest seq held, last seen, clock offset."""
-        store = open_store(db)
-        rows = store.terminals()
-        store.close()
+        with hq_store(db) as store:
+            rows = store.terminals()
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -111,9 +121,8 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
         from sync.hq.reconcile import REPORT_COLUMNS, report_csv
 
-        store = open_store(db)
-        rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
-        store.close()
+        with hq_store(db) as store:
+            rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
         if fmt == "json":
             print(json.dumps(rows, indent=2))
         elif fmt == "csv":
@@ -126,10 +135,9 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
               terminal_id: Optional[str] = None, day: Optional[str] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Reconciliation items (state: open, settled_auto, settled_manual)."""
-        store = open_store(db)
-        found = [i.model_dump(mode="json") for i in store.items(state=state, store_id=store_id,
-                                                                   terminal_id=terminal_id, day=day)]
-        store.close()
+        with hq_store(db) as store:
+            found = [i.model_dump(mode="json") for i in store.items(state=state, store_id=store_id,
+                                                                       terminal_id=terminal_id, day=day)]
         if as_json:
             print(json.dumps(found, indent=2))
             return
@@ -141,71 +149,56 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         """Settle a reconciliation item by hand."""
         from sync.hq.reconcile import UnknownItem
 
-        store = open_store(db)
-        try:
-            item = store.settle(item_id, by, note)
-        except (UnknownItem, ValueError) as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
+        with hq_store(db) as store:
+            try:
+                item = store.settle(item_id, by, note)
+            except (UnknownItem, ValueError) as exc:
+                fail(exc)
         console.print(f"{item.item_id}: {item.state.value} by {item.settled_by}: {item.note}")
 
     @hq_app.command("put-coupon")
     def put_coupon(file: Path, db: DbOpt = DEFAULT_DB) -> None:
         """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits)."""
-        store = open_store(db)
-        print(store.put_coupon(json.loads(file.read_text(encoding="utf-8"))))
-        store.close()
+        with hq_store(db) as store:
+            print(store.put_coupon(json.loads(file.read_text(encoding="utf-8"))))
 
     @hq_app.command("put-rule")
     def put_rule(file: Path, db: DbOpt = DEFAULT_DB) -> None:
         """Store an earning-rule JSON document (its rule_id)."""
-        store = open_store(db)
-        print(store.put_rule_doc(json.loads(file.read_text(encoding="utf-8"))))
-        store.close()
+        with hq_store(db) as store:
+            print(store.put_rule_doc(json.loads(file.read_text(encoding="utf-8"))))
 
     @hq_app.command("delete")
     def delete(kind: str, item_id: str, db: DbOpt = DEFAULT_DB) -> None:
         """Delete a member, card, rule, rule_doc, coupon, key or revocation (tills get a tombstone)."""
-        store = open_store(db)
-        found = store.delete(kind, item_id)
-        store.close()
-        if not found:
-            console.print(f"[red]no live {kind} {item_id}[/]")
-            raise typer.Exit(1)
+        with hq_store(db) as store:
+            if not store.delete(kind, item_id):
+                fail(f"no live {kind} {item_id}")
 
     @hq_app.command("add-key")
     def add_key(purpose: str, db: DbOpt = DEFAULT_DB) -> None:
         """Make an Ed25519 signing key for PURPOSE (qr, payment_code, ...); tills get its public half."""
-        store = open_store(db)
-        print(store.create_signing_key(purpose))
-        store.close()
+        with hq_store(db) as store:
+            print(store.create_signing_key(purpose))
 
     @hq_app.command("revoke-subject")
     def revoke_subject(kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB) -> None:
         """Put KIND:SUBJECT (a card hash, a key id, a payment device...) on the signed revocation list."""
-        store = open_store(db)
-        print(store.revoke(kind, subject, reason))
-        store.close()
+        with hq_store(db) as store:
+            print(store.revoke(kind, subject, reason))
 
     @hq_app.command("erase")
     def erase(member_id: str, by: Annotated[str, typer.Option(help="Who asked for it.")] = "head office",
               db: DbOpt = DEFAULT_DB) -> None:
         """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones."""
-        from sync.hq import members
         from sync.hq.join import erase_member
+        from sync.hq.members import UnknownMember
 
-        store = open_store(db)
-        try:
-            if not store.db.transact(lambda tx: tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id])):
-                raise members.UnknownMember(member_id)
-            done = erase_member(store, member_id, by)
-        except members.UnknownMember:
-            console.print(f"[red]no member {member_id}[/]")
-            raise typer.Exit(1) from None
-        finally:
-            store.close()
+        with hq_store(db) as store:
+            try:
+                done = erase_member(store, member_id, by)
+            except UnknownMember as exc:
+                fail(exc)
         print(json.dumps({"member_id": member_id, **done}))
 
     from sync.hq.payments_cli import register as register_payments

@@ -72,7 +72,10 @@ def register(app: FastAPI, store: HqStore) -> None:
     @app.post("/v1/admin/members/{member_id}/erase", tags=["members"],
               responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
     def erase(member_id: str, admin: Admin) -> dict[str, Any]:
-        return {"member_id": member_id, **erase_member(store, member_id, admin)}
+        try:
+            return {"member_id": member_id, **erase_member(store, member_id, admin)}
+        except members.UnknownMember as exc:
+            raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
 
     @app.get("/v1/admin/members/{member_id}/consents", tags=["members"],
              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
@@ -82,11 +85,9 @@ def register(app: FastAPI, store: HqStore) -> None:
 
 
 def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
-    """Erase a member (see ``members.erase``) and revoke the payment devices it registered."""
-    try:
-        done = store.db.transact(lambda tx: members.erase(tx, member_id, by, utc_now()))
-    except members.UnknownMember as exc:
-        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    """Erase a member (see ``members.erase``) and revoke the payment devices it registered;
+    ``members.UnknownMember`` when there is no such member."""
+    done = store.db.transact(lambda tx: members.erase(tx, member_id, by, utc_now()))
     return {**done, "devices_revoked": members.forget_devices(store, member_id)}
 
 

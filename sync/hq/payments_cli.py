@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sync.hq.cli import DEFAULT_DB, DbOpt, console, open_store
+from sync.hq.cli import DEFAULT_DB, DbOpt, fail, hq_store
 
 
 def register(hq_app: typer.Typer) -> None:
@@ -24,14 +24,11 @@ def register(hq_app: typer.Typer) -> None:
         """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first."""
         from sync.hq import payments
 
-        store = open_store(db)
-        try:
-            done = payments.topup(store, member_id, amount, by, note, topup_id)
-        except (payments.PaymentRefused, ValueError) as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
+        with hq_store(db) as store:
+            try:
+                done = payments.topup(store, member_id, amount, by, note, topup_id)
+            except (payments.PaymentRefused, ValueError) as exc:
+                fail(exc)
         print(json.dumps({"topup_id": done.topup_id, "member_id": member_id, "amount": amount,
                           "balance": done.balance_after, "recovered": done.recovered,
                           "settled_items": done.settled_items}))
@@ -41,23 +38,19 @@ def register(hq_app: typer.Typer) -> None:
         """Print a member app token for MEMBER (registers devices, reads the balance); shown once."""
         from sync.hq import payments
 
-        store = open_store(db)
-        try:
-            print(payments.member_token(store, member_id))
-        except payments.PaymentRefused as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
+        with hq_store(db) as store:
+            try:
+                print(payments.member_token(store, member_id))
+            except payments.PaymentRefused as exc:
+                fail(exc)
 
     @hq_app.command("devices")
     def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB) -> None:
         """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked."""
         from sync.hq import payments
 
-        store = open_store(db)
-        rows = payments.devices(store, member_id)
-        store.close()
+        with hq_store(db) as store:
+            rows = payments.devices(store, member_id)
         print(json.dumps(rows, indent=2))
 
     @hq_app.command("revoke-device")
@@ -65,11 +58,8 @@ def register(hq_app: typer.Typer) -> None:
         """Revoke a member's device: tills refuse its payment codes once they pull the list."""
         from sync.hq import payments
 
-        store = open_store(db)
-        try:
-            print(payments.revoke_device(store, cert_id, reason))
-        except payments.PaymentRefused as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from exc
-        finally:
-            store.close()
+        with hq_store(db) as store:
+            try:
+                print(payments.revoke_device(store, cert_id, reason))
+            except payments.PaymentRefused as exc:
+                fail(exc)

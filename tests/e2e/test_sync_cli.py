@@ -43,3 +43,24 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
         ("T-CLI", "2026-06-01", 1, 1)]
     refused = tillpoint("hq", "settle", "nope", "--by", "Mio", "--note", "x", "--db", hq.db)
     assert refused.returncode == 1 and "no reconciliation item" in refused.stdout
+
+
+def test_head_office_commands_refuse_what_is_not_there(tmp_path: Path) -> None:
+    db = str(tmp_path / "hq.db")
+
+    def hq_cli(*args: str) -> tuple[int, str]:
+        done = tillpoint("hq", *args, "--db", db)
+        return done.returncode, done.stdout + done.stderr
+
+    assert hq_cli("erase", "M-NOPE") == (1, "no member M-NOPE\n")
+    assert hq_cli("revoke", "T-NOPE") == (1, "no terminal T-NOPE\n")
+    assert hq_cli("delete", "coupon", "C-NOPE") == (1, "no live coupon C-NOPE\n")
+    status, out = hq_cli("settle", "I-NOPE", "--by", "Mio", "--note", "x")
+    assert status == 1 and "I-NOPE" in out, out
+    status, out = hq_cli("topup", "M-NOPE", "500")
+    assert status == 1 and "M-NOPE" in out, out
+    status, first = hq_cli("enrol-code", "T-NEW")
+    assert status == 0 and first.strip(), first
+    status, second = hq_cli("rotate", "T-NEW")  # a fresh code: the first one is no longer the one to use
+    assert status == 0 and second.strip() and second != first, second
+    assert hq_cli("revoke", "T-NEW") == (1, "no terminal T-NEW\n")  # a code alone is not a terminal yet
