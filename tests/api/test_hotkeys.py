@@ -8,7 +8,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 from terminal.hotkeys import (DEFAULT_KEYS, KEY_CODES, BurstFilter, Chord, HotkeyListener, Hit, Unavailable, detect,
                               parse_chord, parse_keymap)
+from tests.fixtures.evdev import PipeDevice
 
 KEYMAP = parse_keymap(DEFAULT_KEYS)
 F9, F10, F11, ESC, ENTER = KEY_CODES["F9"], KEY_CODES["F10"], KEY_CODES["F11"], KEY_CODES["ESC"], KEY_CODES["ENTER"]
@@ -135,57 +135,6 @@ def test_key_names() -> None:
 # -- the listener ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Ev:
-    type: int
-    code: int
-    value: int
-    ts: float
-
-    def timestamp(self) -> float:
-        return self.ts
-
-
-class FakeKeyboard:
-    """An evdev device fed by the test through a pipe, so select() works on it."""
-
-    def __init__(self, path: str) -> None:
-        import os
-
-        self.path = path
-        self._r, self._w = os.pipe()
-        self.pending: queue.Queue[list[Ev]] = queue.Queue()
-        self.gone = False
-        self.closed = False
-
-    def fileno(self) -> int:
-        return self._r
-
-    def send(self, events: Events) -> None:
-        import os
-
-        now = time.time()
-        self.pending.put([Ev(1, code, value, now + at) for code, value, at in events])
-        os.write(self._w, b"x")
-
-    def unplug(self) -> None:
-        import os
-
-        self.gone = True
-        os.write(self._w, b"x")
-
-    def read(self) -> list[Ev]:
-        import os
-
-        os.read(self._r, 1)
-        if self.gone:
-            raise OSError(errno.ENODEV, "No such device")
-        return self.pending.get_nowait()
-
-    def close(self) -> None:
-        self.closed = True
-
-
 class Recorder:
     def __init__(self) -> None:
         self.actions: queue.Queue[str] = queue.Queue()
@@ -216,14 +165,14 @@ def listener(rec: Recorder, devices: list[str], **kw: Any) -> HotkeyListener:
 
 def test_the_listener_reads_hotkeys_and_ignores_scans() -> None:
     rec = Recorder()
-    board = FakeKeyboard("/dev/input/event7")
+    board = PipeDevice("/dev/input/event7")
     hk = listener(rec, ["/dev/input/event7"], opener=lambda p: board)
     hk.start()
     try:
         assert rec.wait_state("listening")["devices"] == ["/dev/input/event7"]
-        board.send(scan("12345", 0.0, extra=[ESC]))
+        board.send(scan("12345", 0.0, extra=[ESC]), offset=time.time())
         time.sleep(0.2)
-        board.send(press(F9, 0.0))
+        board.send(press(F9, 0.0), offset=time.time())
         assert rec.actions.get(timeout=2) == "identify"
         assert rec.actions.empty()
         board.unplug()

@@ -4,7 +4,6 @@ MJPG .avi files and on an HTTP MJPEG stream from 127.0.0.1), never a mocked capt
 from __future__ import annotations
 
 import os
-import queue
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,8 @@ from drivers import open_scanner
 from drivers.camera import CameraScanner, Dedupe, LatestFrame, MotionGate, crop_roi, describe, parse_source
 from drivers.errors import DriverUnavailable
 from terminal.config import Config
-from terminal.model import QrRead, ReaderEvent
+from terminal.model import QrRead
+from tests.fixtures.events import Recorder
 from tests.fixtures.video import Look, MjpegServer, background, blank, concat, render, still, write_video
 
 SIZE = (960, 540)
@@ -27,38 +27,16 @@ FPS = 30.0
 WAIT = 10.0  # seconds any one expected event may take on a loaded machine
 
 
-class Events:
+class Events(Recorder[QrRead]):
     def __init__(self) -> None:
-        self.reads: queue.Queue[QrRead] = queue.Queue()
-        self.status: queue.Queue[ReaderEvent] = queue.Queue()
-        self.history: list[ReaderEvent] = []
-
-    def on_reader(self, event: ReaderEvent) -> None:
-        self.history.append(event)
-        self.status.put(event)
+        super().__init__("QrRead", WAIT)
+        self.reads = self.items
 
     def read(self, timeout: float = WAIT) -> str:
-        try:
-            return self.reads.get(timeout=timeout).text
-        except queue.Empty:
-            pytest.fail(f"no QrRead within {timeout} s; scanner events: {self.history}")
+        return self.next(timeout).text
 
     def all_reads(self) -> list[str]:
-        out = []
-        while not self.reads.empty():
-            out.append(self.reads.get_nowait().text)
-        return out
-
-    def event(self, kind: str, containing: str = "", timeout: float = WAIT) -> ReaderEvent:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.status.get(timeout=left)
-            except queue.Empty:
-                break
-            if event.kind == kind and containing in event.detail:
-                return event
-        pytest.fail(f"no {kind!r} event containing {containing!r} within {timeout} s: {self.history}")
+        return [read.text for read in self.drain()]
 
 
 @contextmanager

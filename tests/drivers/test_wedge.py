@@ -4,11 +4,8 @@ loop calls; the loop itself on a pipe-backed device; serial scanners on a real p
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,7 +27,9 @@ from drivers.wedge import (
     decode_events,
     open_evdev,
 )
-from terminal.model import QrRead, ReaderEvent
+from terminal.model import QrRead
+from tests.fixtures.events import Recorder
+from tests.fixtures.evdev import PipeDevice
 
 Event = tuple[int, int, float]
 SHIFT = KEY_LEFTSHIFT
@@ -149,93 +148,12 @@ def test_serial_lines() -> None:
 # -- the device loops -----------------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.reads: queue.Queue[QrRead] = queue.Queue()
-        self.events: queue.Queue[ReaderEvent] = queue.Queue()
-        self.history: list[ReaderEvent] = []
-
-    def on_reader(self, event: ReaderEvent) -> None:
-        self.history.append(event)
-        self.events.put(event)
-
-    def read(self) -> QrRead:
-        try:
-            return self.reads.get(timeout=5)
-        except queue.Empty:
-            pytest.fail(f"no read within 5 s; events: {self.history}")
-
-    def event(self, kind: str) -> ReaderEvent:
-        deadline = time.monotonic() + 5
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            if event.kind == kind:
-                return event
-        pytest.fail(f"no {kind!r} event within 5 s: {self.history}")
-
-
-@dataclass
-class InputEvent:
-    type: int
-    code: int
-    value: int
-    at: float
-
-    def timestamp(self) -> float:
-        return self.at
-
-
-class PipeDevice:
-    """Stands in for evdev.InputDevice: a real pipe for select(), events queued by the test."""
-
-    def __init__(self) -> None:
-        self.rfd, self.wfd = os.pipe()
-        self.pending: list[InputEvent] = []
-        self.grabbed = False
-        self.gone = False
-        self.lock = threading.Lock()
-
-    def send(self, events: Iterable[Event]) -> None:
-        with self.lock:
-            self.pending += [InputEvent(1, c, v, t) for c, v, t in events]
-            self.pending.append(InputEvent(4, 4, 30, 0.0))  # an EV_MSC scan code: not a key, skipped
-        os.write(self.wfd, b"x")
-
-    def unplug(self) -> None:
-        self.gone = True
-        os.write(self.wfd, b"x")
-
-    def fileno(self) -> int:
-        return self.rfd
-
-    def read(self) -> list[InputEvent]:
-        os.read(self.rfd, 4096)
-        if self.gone:
-            raise OSError(19, "No such device")
-        with self.lock:
-            events, self.pending = self.pending, []
-        return events
-
-    def grab(self) -> None:
-        self.grabbed = True
-
-    def close(self) -> None:
-        for fd in (self.rfd, self.wfd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+def recorder() -> Recorder[QrRead]:
+    return Recorder("QrRead")
 
 
-def test_wedge_loop_reads_scans_and_survives_an_unplug(recorder: Recorder) -> None:
+def test_wedge_loop_reads_scans_and_survives_an_unplug(recorder: Recorder[QrRead]) -> None:
     devices: list[PipeDevice] = []
 
     def opener(path: str) -> Any:
@@ -249,17 +167,17 @@ def test_wedge_loop_reads_scans_and_survives_an_unplug(recorder: Recorder) -> No
 
     scanner = WedgeScanner("/dev/input/by-id/usb-scanner-event-kbd", layout="us", opener=opener)
     scanner.backoff_first = 0.05
-    scanner.start(recorder.reads.put, recorder.on_reader)
+    scanner.start(recorder.items.put, recorder.on_reader)
     try:
         assert "grabbed" in recorder.event("added").detail
         devices[0].send(US_TPM1)
-        read = recorder.read()
+        read = recorder.next()
         assert (read.scanner, read.text) == ("wedge:/dev/input/by-id/usb-scanner-event-kbd", "TPM1:Ab-_")
         devices[0].unplug()
         assert "unplugged" in recorder.event("removed").detail
         recorder.event("added")
         devices[1].send(press("a", "enter"))
-        assert recorder.read().text == "a"
+        assert recorder.next().text == "a"
     finally:
         scanner.stop()
 
@@ -281,14 +199,14 @@ def pty() -> Iterator[tuple[int, str]]:
         pass
 
 
-def test_serial_scanner_on_a_pseudo_terminal(pty: tuple[int, str], recorder: Recorder) -> None:
+def test_serial_scanner_on_a_pseudo_terminal(pty: tuple[int, str], recorder: Recorder[QrRead]) -> None:
     master, name = pty
     scanner = SerialScanner(name, baudrate=115200)
-    scanner.start(recorder.reads.put, recorder.on_reader)
+    scanner.start(recorder.items.put, recorder.on_reader)
     try:
         assert "115200 baud" in recorder.event("added").detail
         os.write(master, b"TPJ1:receipt-42\r\n")
-        read = recorder.read()
+        read = recorder.next()
         assert (read.scanner, read.text) == (f"serial:{name}", "TPJ1:receipt-42")
         before = scanner.last_progress  # the daemon's watchdog reads it: it moves while the loop runs
         time.sleep(0.3)
@@ -300,12 +218,12 @@ def test_serial_scanner_on_a_pseudo_terminal(pty: tuple[int, str], recorder: Rec
         scanner.stop()
 
 
-def test_sim_scanner(recorder: Recorder) -> None:
+def test_sim_scanner(recorder: Recorder[QrRead]) -> None:
     scanner = SimScanner()
-    scanner.start(recorder.reads.put, recorder.on_reader)
+    scanner.start(recorder.items.put, recorder.on_reader)
     try:
         recorder.event("added")
         scanner.scan("TPM1:demo")
-        assert recorder.read().text == "TPM1:demo"
+        assert recorder.next().text == "TPM1:demo"
     finally:
         scanner.stop()
