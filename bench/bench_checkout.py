@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from stats import nearest_rank
 from terminal.credentials import card_uid_hash
 from terminal.model import Basket, Card, CardRead, EarnRule, Line, Member
 from terminal.service import Service
@@ -39,11 +40,6 @@ def seed(store: Store, members: int) -> None:
             [EarnRule("base", 1, 100)] if start == 0 else [],
             cursor=start,
         )
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 4)
 
 
 def run(members: int, sales: int) -> dict[str, object]:
@@ -75,7 +71,7 @@ def run(members: int, sales: int) -> dict[str, object]:
         "members": members,
         "sales": sales,
         "seed_seconds": round(seed_s, 2),
-        **{f"{name}_ms": {"p50": pct(v, 0.50), "p99": pct(v, 0.99), "mean": round(statistics.fmean(v) * 1000, 4)}
+        **{f"{name}_ms": {"p50": round(nearest_rank(v, 0.50) * 1000, 4), "p99": round(nearest_rank(v, 0.99) * 1000, 4), "mean": round(statistics.fmean(v) * 1000, 4)}
            for name, v in steps.items()},
         "commits_per_s": round(sales / elapsed, 1),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},

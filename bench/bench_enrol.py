@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from stats import nearest_rank, timed  # noqa: E402
 from sync import claims  # noqa: E402
 from sync.hq import members  # noqa: E402
 from sync.hq.storage import HqStore  # noqa: E402
@@ -37,18 +37,8 @@ from terminal.store import Store  # noqa: E402
 
 
 def figures(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"n": len(ordered), "median_ms": round(statistics.median(ordered) * 1000, 3),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3)}
-
-
-def timed(fn: Callable[[int], Any], n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        start = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - start)
-    return out
+    return {"n": len(samples), "median_ms": round(statistics.median(samples) * 1000, 3),
+            "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 3)}
 
 
 def bench_till(root: Path, n: int) -> dict[str, float]:

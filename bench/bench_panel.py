@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from drivers import open_scanner  # noqa: E402
+from stats import nearest_rank  # noqa: E402
 from terminal.credentials import card_uid_hash  # noqa: E402
 from terminal.keys import load_or_create_key  # noqa: E402
 from terminal.model import Card  # noqa: E402
@@ -47,13 +48,8 @@ OBSERVER = """() => {
 }"""
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": pct(values, 0.5), "p99": pct(values, 0.99), "max": round(max(values), 1)}
+    return {"n": len(values), "p50": round(nearest_rank(values, 0.5), 1), "p99": round(nearest_rank(values, 0.99), 1), "max": round(max(values), 1)}
 
 
 def shown_at(page: Any, name: str, after: float, timeout: float = 10.0) -> float:

@@ -17,11 +17,11 @@ import json
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from stats import nearest_rank, timed
 from sync.client import SyncClient
 from sync.confirm import confirmer
 from sync.hq import payments as hq_payments
@@ -36,22 +36,9 @@ BASKET = Basket((Line("LUNCH", 1, 10),))
 WIDE = pay.RiskLimits(per_transaction=0, per_member_day=0, terminal_total=0)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 4)
-
-
 def figures(samples: list[float]) -> dict[str, float]:
-    return {"n": len(samples), "p50_ms": pct(samples, 0.5), "p99_ms": pct(samples, 0.99)}
-
-
-def timed(n: int, fn: Callable[[int], object]) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - t0)
-    return out
+    return {"n": len(samples), "p50_ms": round(nearest_rank(samples, 0.5) * 1000, 4),
+            "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 4)}
 
 
 def bench_verify(codes: int) -> dict[str, float]:
@@ -66,7 +53,7 @@ def bench_verify(codes: int) -> dict[str, float]:
         pay.check_cert(cert, issuers, now, False)
         pay.verify_code(code, cert, now)
 
-    return figures(timed(codes, verify))
+    return figures(timed(verify, codes))
 
 
 def chain(tmp: Path) -> tuple[HqStore, str, Store, Ed25519PrivateKey, pay.DeviceCert]:
@@ -95,9 +82,9 @@ def bench_pay(payments: int, online: int) -> dict[str, dict[str, float]]:
             code = pay.make_code(phone, cert.cert_id, int(time.time()), next(counter))
             service.commit(service.quote("M-1", BASKET), Payment(10, code))
 
-        local = timed(payments, one)
+        local = timed(one, payments)
         service.confirm_online = confirmer(client)
-        remote = timed(online, one)
+        remote = timed(one, online)
         client.close()
         till.close()
         server.stop()

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from smartcard import scard  # noqa: E402
 
 from drivers.pcsc import PcscReader, _call, _transmit, read_card  # noqa: E402
+from stats import nearest_rank  # noqa: E402
 from terminal.credentials import card_uid_hash, verify_read  # noqa: E402
 from terminal.model import CardRead  # noqa: E402
 from tests.fixtures.pcsc import Pcscd, _lock_session, _stop_other_pcscd  # noqa: E402
@@ -54,13 +55,8 @@ def hash_uid(uid: bytes) -> str:
     return card_uid_hash(KEY, uid)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summary(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(pct(ms, 0.99), 3), "n": len(ms)}
+    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(nearest_rank(ms, 0.99), 3), "n": len(ms)}
 
 
 def cards() -> dict[str, Callable[[], VirtualCard]]:

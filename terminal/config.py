@@ -19,6 +19,14 @@ ENV_CONFIG = "TILLPOINT_CONFIG"
 ENV_STATE = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
 
 
+def _device_specs(value: list[str], examples: str) -> list[str]:
+    """Device specs are ``kind:argument``; the driver registry checks the kind when it opens them."""
+    for spec in value:
+        if ":" not in spec:
+            raise ValueError(f"{spec!r} is not 'kind:argument' (e.g. {examples})")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,10 +64,7 @@ class ReaderSection(_Section):
     @field_validator("devices")
     @classmethod
     def _kinds_known(cls, value: list[str]) -> list[str]:
-        for spec in value:
-            if ":" not in spec:
-                raise ValueError(f"{spec!r} is not 'kind:argument' (e.g. 'pcsc:', 'sim:')")
-        return value
+        return _device_specs(value, "'pcsc:', 'sim:'")
 
 
 class HqSection(_Section):
@@ -226,10 +231,7 @@ class ScannerSection(_Section):
     @field_validator("devices")
     @classmethod
     def _scanner_specs(cls, value: list[str]) -> list[str]:
-        for spec in value:
-            if ":" not in spec:
-                raise ValueError(f"{spec!r} is not 'kind:argument' (e.g. 'camera:/dev/video0', 'sim:')")
-        return value
+        return _device_specs(value, "'camera:/dev/video0', 'sim:'")
 
     @field_validator("roi")
     @classmethod

@@ -31,6 +31,7 @@ def test_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[terminal]\ncurrency = 'euro'\n", "terminal.currency"),
         ("[terminal]\nid = 'bad id!'\n", "terminal.id"),
         ("[reader]\ndevices = ['pcsc']\n", "reader.devices"),
+        ("[scanner]\ndevices = ['camera']\n", "scanner.devices"),
         ("[hq]\nbogus = 1\n", "hq.bogus"),
         ("[nonsense]\nx = 1\n", "nonsense"),
     ],
@@ -41,6 +42,8 @@ def test_bad_values_name_their_key(tmp_path: Path, toml: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert info.value.key == key
+    if key.endswith(".devices"):
+        assert "is not 'kind:argument'" in str(info.value)
 
 
 def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
