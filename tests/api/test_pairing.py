@@ -9,14 +9,7 @@ import pytest
 
 from terminal.api.pairing import Pairing
 from terminal.errors import Code, Rejected
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fixtures.clock import Clock
 
 
 def refused(pairing: Pairing, code: str) -> None:

@@ -12,21 +12,14 @@ import pytest
 from terminal.config import validate
 from terminal.daemon import Daemon
 from terminal.metrics import Watchdog, watchdog_interval
+from tests.fixtures.clock import Clock
 from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import NotifyListener, wait_until
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_watchdog_pings_only_while_every_loop_progresses() -> None:
     sent: list[str] = []
-    clock = Clock()
+    clock = Clock(100.0)
     progress = {"sync": 100.0, "reader": 100.0}
     dog = Watchdog(sent.append, 0.5, clock=clock)
     dog.watch("sync", lambda: progress["sync"], limit=10)

@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from sync.hq.storage import HqStore
 from sync.memberapp import MemberApp, MemberAppError
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, Line
+from terminal.model import Basket, Line, utc_iso
 from terminal.service import Payment, Service
 from terminal.store import Store
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
@@ -103,12 +102,8 @@ def tills(chain: Chain) -> Iterator[tuple[Till, Till]]:
         till.store.close()
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
 def go_offline(till: Till) -> None:
-    till.store.set_state(offline_since=iso(time.time() - 5))
+    till.store.set_state(offline_since=utc_iso(time.time() - 5))
 
 
 # -- top-up and certificates by pull --------------------------------------------------------------

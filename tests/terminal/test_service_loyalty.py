@@ -12,6 +12,7 @@ from terminal.errors import Code, Rejected
 from terminal.model import Basket, EarnRule, Line, Member
 from terminal.service import Service
 from terminal.store import Store
+from tests.fixtures.clock import Clock
 
 MON_9AM = datetime(2026, 11, 23, 9, 0).timestamp()  # local time, as the till's clock reads it
 DAY = 86_400.0
@@ -29,14 +30,6 @@ COUPONS = {
                  "limits": {"per_member": 1}},
     "MINE": {"kind": "bonus_points", "value": 50, "member_id": "M-1"},
 }
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal import credentials
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, Card, EarnRule, Line, Member
+from terminal.model import Basket, Card, EarnRule, Line, Member, utc_iso
 from terminal.service import Identified, Payment, Service
 from terminal.store import Store
+from tests.fixtures.clock import Clock
 
 NOW = 1_795_000_000.0
 HQ_KEY = Ed25519PrivateKey.generate()
@@ -24,18 +24,6 @@ CERT = pay.issue_cert(HQ_KEY, "pay-1", bytes.fromhex("00000000000000a1"), "M-1",
 BASKET = Basket((Line("LUNCH", 1, 2000),))
 LIMITS = pay.RiskLimits(per_transaction=2500, per_member_day=4000, terminal_total=6000, max_offline_s=3600,
                         max_clock_age_s=7200)
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -48,8 +36,8 @@ def till(tmp_path: Path) -> tuple[Service, Store, Clock]:
         body = {"alg": "ed25519", "purpose": "payment", "status": "active", "public_key": pay.public_bytes(HQ_KEY).hex()}
         store.db.conn.execute("INSERT INTO hq_keys (key_id, body, sig) VALUES (?,?,?)", ("pay-1", json.dumps(body), ""))
     store.put_device_certs({CERT.cert_id.hex(): CERT.to_doc()})
-    clock = Clock()
-    store.set_state(last_sync_ok=iso(NOW - 5))  # head office reachable
+    clock = Clock(NOW)
+    store.set_state(last_sync_ok=utc_iso(NOW - 5))  # head office reachable
     return Service(store, "T-1", clock=clock, limits=LIMITS), store, clock
 
 
@@ -136,7 +124,7 @@ def test_cards_pay_only_when_they_prove_themselves(till: tuple[Service, Store, C
 
 def test_offline_limits(till: tuple[Service, Store, Clock]) -> None:
     service, store, clock = till
-    store.set_state(offline_since=iso(NOW - 600), last_sync_ok=iso(NOW - 700))
+    store.set_state(offline_since=utc_iso(NOW - 600), last_sync_ok=utc_iso(NOW - 700))
     small = Basket((Line("TEA", 1, 1600),))
     service.commit(service.quote("M-1", small), Payment(None, code(clock, 10)))  # 1600 offline: fine
     with pytest.raises(Rejected) as info:
