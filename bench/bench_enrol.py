@@ -30,7 +30,7 @@ from stats import nearest_rank, timed  # noqa: E402
 from sync import claims  # noqa: E402
 from sync.hq import members  # noqa: E402
 from sync.hq.storage import HqStore  # noqa: E402
-from sync.protocol import WireEntry  # noqa: E402
+from sync.protocol import SaleLine, SalePayload, WireEntry  # noqa: E402
 from terminal.model import CardRead  # noqa: E402
 from terminal.service import Service  # noqa: E402
 from terminal.store import Store  # noqa: E402
@@ -70,12 +70,14 @@ def bench_hq(root: Path, batches: int, size: int) -> dict[str, Any]:
     samples = []
     for b in range(batches):
         first = [entry("T-A", b * size + i + 1, "enrol", {"member_id": f"E-A{b}-{i}", "uid_hash": f"{b:08x}{i:056x}",
-                                                          "consent": "till-2026-11"}, "2026-11-20T09:00:00Z")
+                                                          "consent": "till-2026-11", "store_id": "S-1"},
+                       "2026-11-20T09:00:00Z")
                  for i in range(size)]
         store.ingest("T-A", first)
         second = [entry("T-B", b * size + i + 1, "enrol", {"member_id": f"E-B{b}-{i}",
                                                            "uid_hash": f"{b:08x}{i:056x}" if i % 2 else f"{b:08x}{i:055x}f",
-                                                           "consent": "till-2026-11"}, "2026-11-20T09:05:00Z")
+                                                           "consent": "till-2026-11", "store_id": "S-1"},
+                        "2026-11-20T09:05:00Z")
                   for i in range(size)]
         start = time.perf_counter()
         store.ingest("T-B", second)
@@ -86,13 +88,15 @@ def bench_hq(root: Path, batches: int, size: int) -> dict[str, Any]:
     store.ingest("T-A", [entry("T-A", batches * size + 1, "claim_key",
                                {"key_id": claims.key_id_of(public).hex(), "public_key": claims.b64(public)},
                                "2026-11-20T09:00:00Z")])
-    sales = [entry("T-A", batches * size + 2 + i, "sale", {"member_id": None, "points_earned": 10, "total": 1000},
-                   "2026-11-20T10:00:00Z") for i in range(200)]
+    anonymous = SalePayload(store_id="S-1", total=1000, payable=1000, pos_due=1000, local_time="2026-11-20T10:00:00",
+                            lines=[SaleLine(sku="SKU-1", quantity=1, unit_price=1000)]).wire()
+    sales = [entry("T-A", batches * size + 2 + i, "sale", anonymous, "2026-11-20T10:00:00Z") for i in range(200)]
     store.ingest("T-A", sales)
     tokens = [claims.sign(key, s.txn_id, int(time.time()), 3600) for s in sales]
     now = datetime.now(UTC)
     claimed = timed(lambda i: store.db.transact(lambda tx: members.claim(tx, tokens[i], "Bench",
                                                                           members.CONSENT_VERSION, now)), len(tokens))
+    assert store.quarantined() == [], "every benchmark entry must be one head office applies"
     store.close()
     return {"hq_ingest_batch": {**per_batch, "entries": size, "merged": size // 2},
             "hq_ingest_per_entry_ms": round(per_batch["median_ms"] / size, 3), "claim": figures(claimed)}

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from sync.client import SyncClient  # noqa: E402
 from sync.hq.storage import HqStore  # noqa: E402
-from sync.protocol import PushRequest, WireEntry  # noqa: E402
-from terminal.model import JournalEntry, Member, Status  # noqa: E402
+from sync.protocol import PushRequest, SaleLine, SalePayload, WireEntry  # noqa: E402
+from terminal.model import Member, Status  # noqa: E402
 from terminal.store import Store  # noqa: E402
 from tests.fixtures.postgres import PgServer  # noqa: E402
 
@@ -73,13 +73,12 @@ def hq_process(db: str) -> Iterator[str]:
         proc.wait(20)
 
 
-def entry_payload(member: str, n: int) -> dict[str, Any]:
-    """A sale as the till journals it: head office prices it again (base rule: 1 point per 100)."""
+def entry_payload(member: str, n: int, store_id: str = "S-1") -> dict[str, Any]:
+    """A sale as the till journals it (its typed payload): head office prices it again (base rule: 1 point per 100)."""
     price = 1250 + n % 7
-    return {"member_id": member, "store_id": "S-1", "tier": "basic", "total": price, "discount": 0, "payable": price,
-            "points_earned": 12, "points_redeemed": 0, "points_delta": 12, "coupons": [],
-            "lines": [{"sku": "SKU-1", "category": "food", "quantity": 1, "unit_price": price}],
-            "local_time": "2026-05-01T19:00:00"}
+    return SalePayload(member_id=member, store_id=store_id, tier="basic", total=price, payable=price, pos_due=price,
+                       points_earned=12, points_delta=12, local_time="2026-05-01T19:00:00",
+                       lines=[SaleLine(sku="SKU-1", category="food", quantity=1, unit_price=price)]).wire()
 
 
 def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:
@@ -107,8 +106,37 @@ def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:
         client.close()
     assert pushed == entries and till.pending_count() == 0
     till.close()
+    hq = HqStore(db)
+    assert hq.items() == [], "every benchmark entry must be one head office applies"
+    hq.close()
+    floor = drain_floor(tmp, entries)
     return {"figure": "drain", "entries": entries, "seconds": round(took, 2), "entries_per_s": round(entries / took),
-            "batch": 500, "hq_storage": "sqlite", "seed_s": round(seed, 2), "target": "<= 10 s"}
+            "batch": 500, "hq_storage": "sqlite", "seed_s": round(seed, 2), "floor_seconds": round(floor, 2),
+            "floor_over_drain": round(took / floor, 2), "target": "<= 10 s"}
+
+
+def drain_floor(tmp: Path, entries: int, batch: int = 500) -> float:
+    """The floor under drain: the same rows written straight into SQLite as head office opens it (WAL,
+    synchronous=FULL), one transaction a batch with the balance updates; no HTTP, no parsing, no checks."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(tmp / "floor.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE journal (seq INTEGER PRIMARY KEY, txn_id TEXT UNIQUE, payload TEXT)")
+    conn.execute("CREATE TABLE members (member_id TEXT PRIMARY KEY, points INTEGER)")
+    conn.executemany("INSERT INTO members VALUES (?, 0)", [(f"M-{m:03d}",) for m in range(100)])
+    rows = [(n + 1, f"tx-{n}", json.dumps(entry_payload(f"M-{n % 100:03d}", n))) for n in range(entries)]
+    t0 = time.perf_counter()
+    for start in range(0, entries, batch):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO journal VALUES (?, ?, ?)", rows[start:start + batch])
+        conn.executemany("UPDATE members SET points = points + 12 WHERE member_id = ?",
+                         [(f"M-{n % 100:03d}",) for n in range(start, min(start + batch, entries))])
+        conn.execute("COMMIT")
+    took = time.perf_counter() - t0
+    conn.close()
+    return took
 
 
 def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, Any]:
@@ -125,7 +153,7 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, A
         bodies[terminal_id] = []
         for start in range(0, per_terminal, batch):
             entries = [WireEntry(terminal_id=terminal_id, seq=n + 1, txn_id=f"{terminal_id}-{n}", kind="sale",
-                                 payload=entry_payload(f"M-{(n * 7 + t) % 1000:04d}", n),
+                                 payload=entry_payload(f"M-{(n * 7 + t) % 1000:04d}", n, f"S-{t % 5}"),
                                  created_at="2026-05-01T10:00:00.000Z")
                        for n in range(start, min(start + batch, per_terminal))]
             raw = PushRequest(terminal_id=terminal_id, entries=entries).model_dump_json().encode()
@@ -154,10 +182,46 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, A
     hq.close()
     total = terminals * per_terminal
     assert not errors and stored == total and flagged == 0, (errors[:3], stored, flagged)
+    floor = ingest_floor(url, bodies)
     return {"figure": "ingest", "terminals": terminals, "entries": total, "seconds": round(took, 2),
             "entries_per_s": round(total / took), "batch": batch, "hq_storage": "postgresql (fsync on)",
-            "sales_priced_again": True,
+            "sales_priced_again": True, "trust_rules_checked": True,
+            "floor_entries_per_s": round(total / floor), "floor_over_ingest": round(took / floor, 2),
             "target": ">= 2,000 entries/s"}
+
+
+def ingest_floor(url: str, bodies: dict[str, list[bytes]]) -> float:
+    """The floor under ingest, in the same server: each batch's rows written straight into PostgreSQL from as
+    many threads (one transaction a batch: COPY of the journal rows, one UPDATE ... FROM unnest of the
+    balances), with no HTTP, no parsing into models, no checks. Seconds for all of them."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE floor_journal (terminal_id TEXT, seq BIGINT, txn_id TEXT, kind TEXT, payload TEXT, "
+                     "created_at TEXT, PRIMARY KEY (terminal_id, seq))")
+    work = {t: [json.loads(gzip.decompress(b))["entries"] for b in batches] for t, batches in bodies.items()}
+
+    def write(terminal_id: str) -> None:
+        with psycopg.connect(url) as conn:
+            for entries in work[terminal_id]:
+                with conn.transaction(), conn.cursor() as cur:
+                    with cur.copy("COPY floor_journal FROM STDIN") as copy:
+                        for e in entries:
+                            copy.write_row((e["terminal_id"], e["seq"], e["txn_id"], e["kind"],
+                                            json.dumps(e["payload"]), e["created_at"]))
+                    members = [e["payload"]["member_id"] for e in entries]
+                    points = [e["payload"]["points_delta"] for e in entries]
+                    cur.execute("UPDATE members m SET points = m.points + d.p FROM (SELECT id, SUM(p) AS p FROM "
+                                "unnest(%s::text[], %s::bigint[]) AS u(id, p) GROUP BY id) d WHERE m.member_id = d.id",
+                                (members, points))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in work]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t0
 
 
 def bench_apply(tmp: Path, members: int) -> dict[str, Any]:

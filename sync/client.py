@@ -53,6 +53,8 @@ from sync.protocol import (
     ReconItem,
     SnapshotInfo,
     WireEntry,
+    canonical_json,
+    canonical_text,
     day_totals,
 )
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
@@ -164,7 +166,10 @@ def _b64(text: str) -> bytes:
 
 def check_signature(root_key: str, body: dict[str, Any], sig: str) -> bool:
     """An Ed25519 signature by head office's root key over the canonical JSON of ``body``."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        canonical = canonical_json(body)
+    except ValueError:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(_b64(root_key)).verify(_b64(sig), canonical)
     except (InvalidSignature, ValueError):
@@ -455,13 +460,13 @@ def _next_kind(kind: str) -> str:
 def _page_models(page: ChangesPage) -> tuple[list[Member], list[Card], list[EarnRule]]:
     members = [Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status), m.stored_value)
                for m in page.members]
-    cards = [Card(c.uid_hash, c.member_id, Status(c.status)) for c in page.cards]
+    cards = [Card(c.uid_hash, c.member_id, Status(c.status), c.counter) for c in page.cards]
     rules = [EarnRule(r.rule_id, r.points, r.per_minor) for r in page.rules]
     return members, cards, rules
 
 
 def _doc(body: dict[str, Any]) -> str:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_text(body)
 
 
 def _page_docs(page: ChangesPage) -> CacheDocs:

@@ -1,9 +1,10 @@
-"""The till's online confirmation of payment-code payments (``Service.confirm_online``).
+"""The till's online confirmation of spending (``Service.confirm_online``).
 
-While the till is online, head office confirms a payment-code payment before the till approves
-it (``POST /v1/payments/confirm``): it records the code id under a unique constraint and checks
-the member's balance, so a code replayed at another till that is online is refused at once, not
-only flagged later. Errors are translated here::
+While the till is online, head office confirms a spend authorised by a payment code or a secure
+card before the till approves it (``POST /v1/payments/confirm``, a ``sync.protocol.ConfirmRequest``):
+it records the code id, or the card's read counter, under a unique constraint and checks the
+member's balance, so a code or a card message replayed at another till that is online is refused
+at once, not only flagged later. Errors are translated here::
 
     head office refuses (409/404 with a payment code)  -> terminal.errors.Rejected(that code)
     head office unreachable, failing (5xx), or an auth
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.client import HqRejected, SyncClient, SyncError
+from sync.protocol import ConfirmRequest
 from terminal.errors import Code, Rejected
 
 log = logging.getLogger("tillpoint.sync")
@@ -26,7 +28,7 @@ CONFIRM_TIMEOUT = 3.0
 REFUSALS = frozenset({
     Code.PAYMENT_CODE_REPLAYED, Code.PAYMENT_CODE_FORGED, Code.PAYMENT_CODE_EXPIRED, Code.DEVICE_CERT_UNKNOWN,
     Code.DEVICE_CERT_REVOKED, Code.DEVICE_CERT_EXPIRED, Code.INSUFFICIENT_BALANCE, Code.UNKNOWN_MEMBER,
-    Code.BLOCKED_MEMBER,
+    Code.BLOCKED_MEMBER, Code.REPLAYED_CARD, Code.FORGED_CARD, Code.CARD_CANNOT_PAY,
 })
 
 
@@ -35,7 +37,9 @@ def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[
 
     def confirm(request: dict[str, Any]) -> bool:
         try:
-            client._call("POST", "/v1/payments/confirm", json=request, timeout=timeout)
+            body = ConfirmRequest.model_validate(request)
+            client._call("POST", "/v1/payments/confirm", json=body.model_dump(mode="json", exclude_none=True),
+                         timeout=timeout)
         except HqRejected as exc:
             refusal = _refusal(exc.code)
             if refusal is None:

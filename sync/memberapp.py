@@ -15,7 +15,6 @@ Errors: ``MemberAppError`` (httpx errors and head office's refusals are translat
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -25,10 +24,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from terminal import membercodes
 from terminal import payments as pay
-
-MEMBER_PREFIX = "TPM1:"
-
 
 class MemberAppError(Exception):
     pass
@@ -36,11 +33,6 @@ class MemberAppError(Exception):
 
 def default_dir(member_id: str) -> Path:
     return Path("var") / "member" / member_id
-
-
-def member_code(member_id: str) -> str:
-    """The member code the app shows to identify (``TPM1:`` + base64url of the member id)."""
-    return MEMBER_PREFIX + base64.urlsafe_b64encode(member_id.encode()).rstrip(b"=").decode()
 
 
 class MemberApp:
@@ -61,10 +53,14 @@ class MemberApp:
         return state
 
     def _save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Write the state atomically, readable by its owner only (it holds the member app token)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({**self.state, "member_id": self.member_id}, indent=2), encoding="utf-8")
-        with open(tmp, "rb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode otherwise
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({**self.state, "member_id": self.member_id}, indent=2))
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / "state.json")
 
@@ -72,7 +68,7 @@ class MemberApp:
         """The device key, made on first use."""
         path = self.dir / "device.key"
         if not path.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(Ed25519PrivateKey.generate().private_bytes_raw())
@@ -109,6 +105,8 @@ class MemberApp:
             raise MemberAppError("head office issued a certificate for another key or member")
         self.state.update(cert=doc, counter=int(self.state.get("counter", 0)))
         self._save()
+        self.state["member_code"] = self.account().get("member_code")
+        self._save()
         return cert
 
     def account(self) -> dict[str, Any]:
@@ -118,15 +116,31 @@ class MemberApp:
 
     # -- codes ----------------------------------------------------------------------------------
 
-    def next_code(self, now: float | None = None) -> str:
-        """A fresh one-time payment code (valid 60 s plus drift at a till)."""
+    def _next_counter(self) -> tuple[pay.DeviceCert, int]:
         cert = self.cert
         if cert is None:
             raise MemberAppError("this device has no certificate yet: register it first")
         counter = int(self.state.get("counter", 0)) + 1
         self.state["counter"] = counter
         self._save()  # before the code exists: a crash never makes two codes with one counter
+        return cert, counter
+
+    def next_code(self, now: float | None = None) -> str:
+        """A fresh one-time payment code (valid 60 s plus drift at a till)."""
+        cert, counter = self._next_counter()
         return pay.make_code(self.key(), cert.cert_id, int(time.time() if now is None else now), counter)
 
+    def fresh_member_code(self, now: float | None = None) -> str:
+        """A member code made by this device now: it identifies the member and, once, proves they are
+        at the till (what redeeming points needs). Single-use and short-lived like a payment code."""
+        cert, counter = self._next_counter()
+        return membercodes.device_code(self.key(), cert.cert_id, int(time.time() if now is None else now), counter)
+
     def member_code(self) -> str:
-        return member_code(self.member_id)
+        """The member's code signed by head office (it identifies, never spends)."""
+        code = self.state.get("member_code")
+        if not isinstance(code, str):
+            code = str(self.account()["member_code"])
+            self.state["member_code"] = code
+            self._save()
+        return code

@@ -21,14 +21,22 @@ stored, so the terminal can mark exactly those entries as pushed and resend the 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+
+from terminal.canonical import canonical_json as canonical_json
+from terminal.canonical import canonical_text as canonical_text
+from terminal.money import MAX_AMOUNT as MAX_AMOUNT
 
 PROTOCOL_VERSION = 1
 SUPPORTED_PROTOCOLS = frozenset({1})
 MAX_BATCH = 1000
+MAX_SEQ = 2**53
+"""The largest sequence number or version anything carries (far beyond any till's life)."""
 CLOCK_HEADER = "X-Tillpoint-Clock"
 SNAPSHOT_KINDS = ("members", "cards", "rules", "rule_docs", "coupons", "keys", "revocations", "device_certs")
 
@@ -67,6 +75,9 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     UNKNOWN_MEMBER = "unknown_member"
     BLOCKED_MEMBER = "blocked_member"
+    REPLAYED_CARD = "replayed_card"
+    FORGED_CARD = "forged_card"
+    CARD_CANNOT_PAY = "card_cannot_pay"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -100,6 +111,9 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.INSUFFICIENT_BALANCE: (409, "the member's balance does not cover the payment"),
     ErrorCode.UNKNOWN_MEMBER: (404, "no such member"),
     ErrorCode.BLOCKED_MEMBER: (409, "the member is blocked"),
+    ErrorCode.REPLAYED_CARD: (409, "this secure card message (its read counter) was already used in the chain"),
+    ErrorCode.FORGED_CARD: (409, "the secure card message does not verify with the chain's keys"),
+    ErrorCode.CARD_CANNOT_PAY: (409, "the card is not this member's, or cannot prove itself"),
 }
 
 
@@ -120,6 +134,19 @@ class Reason(StrEnum):
     MALFORMED_ENTRY = "malformed_entry"
     PRICE_MISMATCH = "price_mismatch"
     DUPLICATE_ENROLMENT = "duplicate_enrolment"
+    # The trust rules (sync/hq/policy.py): an entry that breaks one is stored and quarantined.
+    KIND_NOT_ALLOWED = "kind_not_allowed"
+    SIGN_NOT_ALLOWED = "sign_not_allowed"
+    WRONG_STORE = "wrong_store"
+    POINTS_ABOVE_RULES = "points_above_rules"
+    REFUND_UNKNOWN_SALE = "refund_unknown_sale"
+    REFUND_WRONG_MEMBER = "refund_wrong_member"
+    REFUND_EXCEEDS_SALE = "refund_exceeds_sale"
+    PROOF_MISSING = "proof_missing"
+    PROOF_INVALID = "proof_invalid"
+    PROOF_UNVERIFIED = "proof_unverified"
+    CARD_REPLAYED = "card_replayed"
+    DEVICE_REVOKED = "device_revoked"
 
 
 class ItemState(StrEnum):
@@ -132,17 +159,18 @@ class ItemState(StrEnum):
 
 
 class WireEntry(BaseModel):
-    terminal_id: str
-    seq: int = Field(ge=1)
-    txn_id: str
-    kind: str
+    terminal_id: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=1, le=MAX_SEQ)
+    txn_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=64)
     payload: dict[str, Any]
-    created_at: str
+    """The kind's typed payload (``PAYLOADS``); kept as it came, and read with that model."""
+    created_at: str = Field(min_length=1, max_length=64)
 
 
 class PushRequest(BaseModel):
-    protocol: int = PROTOCOL_VERSION
-    terminal_id: str
+    protocol: int = Field(default=PROTOCOL_VERSION, ge=0, le=1000)
+    terminal_id: str = Field(min_length=1, max_length=128)
     entries: list[WireEntry] = Field(max_length=MAX_BATCH)
 
 
@@ -172,6 +200,9 @@ class WireCard(BaseModel):
     uid_hash: str
     member_id: str
     status: Literal["active", "blocked"]
+    counter: int | None = None
+    """The highest SUN read counter head office saw used anywhere in the chain: tills refuse a
+    message at or below it."""
 
 
 class WireRule(BaseModel):
@@ -264,7 +295,7 @@ class SnapshotPage(BaseModel):
 
 SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "members": ("member_id", "display_name", "tier", "points", "status", "stored_value"),
-    "cards": ("uid_hash", "member_id", "status"),
+    "cards": ("uid_hash", "member_id", "status", "counter"),
     "rules": ("rule_id", "points", "per_minor"),
     "rule_docs": ("rule_id", "body"),
     "coupons": ("coupon_id", "member_id", "body", "uses"),
@@ -296,17 +327,17 @@ class EnrolResponse(BaseModel):
 
 
 class KindTotals(BaseModel):
-    count: int = 0
-    total: int = 0
-    points: int = 0
-    stored_value: int = 0
+    count: int = Field(default=0, ge=0, le=MAX_SEQ)
+    total: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
+    points: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
+    stored_value: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
 
 
 class EodReport(BaseModel):
     terminal_id: str
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    first_seq: int = Field(ge=1)
-    last_seq: int = Field(ge=0)
+    first_seq: int = Field(ge=1, le=MAX_SEQ)
+    last_seq: int = Field(ge=0, le=MAX_SEQ)
     totals: dict[str, KindTotals]
 
 
@@ -334,6 +365,8 @@ class ReconItem(BaseModel):
     settled_at: str | None = None
     settled_by: str | None = None
     note: str | None = None
+    quarantined: bool = False
+    """The entry changed no balance; an admin releases it (applied then) or rejects it."""
 
 
 class ErrorBody(BaseModel):
@@ -341,21 +374,329 @@ class ErrorBody(BaseModel):
     message: str
 
 
+# -- journal entries: one typed payload per kind ----------------------------------------------------
+#
+# The till writes each entry with these models and head office reads each entry with the same ones:
+# no payload is read by guessing at keys. A payload that is not its kind's model is stored as it came
+# (nothing lost) and quarantined at head office as ``malformed_entry``.
+
+
+Amount = Annotated[int, Strict(), Field(ge=0, le=MAX_AMOUNT)]
+Delta = Annotated[int, Strict(), Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Ident = Annotated[str, Strict(), Field(min_length=1, max_length=128)]
+Text = Annotated[str, Strict(), Field(max_length=200)]
+UidHash = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
+Flag = Annotated[bool, Strict()]
+Units = Annotated[int, Strict(), Field(ge=1, le=10_000)]
+
+
+class EntryKind(StrEnum):
+    SALE = "sale"
+    REFUND = "refund"
+    VOID = "void"
+    ENROL = "enrol"
+    CLAIM_KEY = "claim_key"
+    TOPUP = "topup"
+    """Head office's own: stored value an administrator added (``sync.hq.payments.topup``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Values:
+    """What an entry does to balances and to the day's totals, whatever its kind."""
+
+    member_id: str | None = None
+    points: int = 0
+    stored_value: int = 0
+    total: int = 0
+
+
+class Payload(BaseModel):
+    """Base of the entry payloads: unknown fields are refused, numbers are never coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict that travels in ``WireEntry.payload`` and is journalled."""
+        return self.model_dump(mode="json")
+
+    def values(self) -> Values:
+        return Values()
+
+
+class SaleLine(Payload):
+    sku: Annotated[str, Strict(), Field(min_length=1, max_length=64)]
+    category: Annotated[str, Strict(), Field(max_length=64)] = ""
+    quantity: Units
+    unit_price: Amount
+
+
+class Explained(Payload):
+    source: Text
+    kind: Text
+    points: Delta
+    amount: Delta
+
+
+class SecureTap(Payload):
+    """A secure card's tap that served this sale: what head office needs to check it again."""
+
+    uid_hash: UidHash
+    trust: Literal["sun", "mac"]
+    """``sun``: an NTAG 424 DNA SUN message (AES MAC and a read counter); ``mac``: a FeliCa Lite-S
+    authenticated and read with a MAC over the till's own challenge (head office cannot check it again)."""
+    counter: Annotated[int, Strict(), Field(ge=0, le=0xFFFFFF)] | None = None
+    sun: Annotated[str, Strict(), Field(min_length=1, max_length=1024)] | None = None
+    """The NDEF URL as read (its picc_data and cmac): head office verifies it when it holds the keys
+    (a SUN tap without it is then refused as a proof)."""
+
+    @model_validator(mode="after")
+    def _sun_has_counter(self) -> SecureTap:
+        if (self.trust == "sun") != (self.counter is not None):
+            raise ValueError("a SUN tap carries its read counter, a MAC read none")
+        return self
+
+
+class Proof(StrEnum):
+    """What authorised a sale to spend the member's points or stored value."""
+
+    CARD = "card"
+    """The secure tap in ``tap`` (SUN or Lite-S MAC)."""
+    PAYMENT_CODE = "payment_code"
+    """A one-time code signed by the member's device (``payment_code``: TPP1, or a fresh member code)."""
+    POS = "pos"
+    """Nothing: the deployment trusts its POS to vouch for the member (``payments.spend_needs_proof`` off)."""
+
+
+class SalePayload(Payload):
+    member_id: Ident | None = None
+    store_id: Ident
+    total: Amount
+    """The basket before discounts."""
+    discount: Amount = 0
+    payable: Amount
+    """What the member paid after coupons and points: ``stored_value`` + ``pos_due``."""
+    points_earned: Amount = 0
+    points_redeemed: Amount = 0
+    points_delta: Delta = 0
+    coupons: list[Ident] = Field(default_factory=list, max_length=50)
+    lines: list[SaleLine] = Field(min_length=1, max_length=500)
+    line_discounts: list[Amount] = Field(default_factory=list, max_length=500)
+    explain: list[Explained] = Field(default_factory=list, max_length=500)
+    tier: Text | None = None
+    tier_after: Text | None = None
+    lots_spent: list[tuple[Ident, Amount]] = Field(default_factory=list, max_length=1000)
+    local_time: Annotated[str, Strict(), Field(min_length=10, max_length=40)]
+    """The store's wall-clock time of the sale (what time-of-day rules and coupons saw)."""
+    uid_hash: UidHash | None = None
+    """The card that identified the member, if a card did (UID-only cards too)."""
+    stored_value: Amount = 0
+    stored_value_delta: Delta = 0
+    pos_due: Amount = 0
+    code_id: Text | None = None
+    paid_by: Text = "pos"
+    offline: Flag = False
+    tap: SecureTap | None = None
+    payment_code: Annotated[str, Strict(), Field(min_length=1, max_length=512)] | None = None
+    proof: Proof | None = None
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> SalePayload:
+        if sum(x.quantity * x.unit_price for x in self.lines) != self.total:
+            raise ValueError("total is not the sum of the lines")
+        if self.points_delta != self.points_earned - self.points_redeemed:
+            raise ValueError("points_delta is not points_earned - points_redeemed")
+        if self.stored_value_delta != -self.stored_value:
+            raise ValueError("stored_value_delta is not -stored_value")
+        if self.stored_value + self.pos_due != self.payable or self.payable + self.discount > self.total:
+            raise ValueError("payable is not stored_value + pos_due, or exceeds the total less the discount")
+        if (self.proof is Proof.CARD and self.tap is None) or (self.proof is Proof.PAYMENT_CODE and not self.payment_code):
+            raise ValueError(f"proof {self.proof} without what it names")
+        if self.payment_code is not None and self.code_id is None:
+            raise ValueError("a payment code without its code_id")
+        _check_time(self.local_time)
+        return self
+
+    @property
+    def spends(self) -> bool:
+        """Whether this sale takes points or stored value from the member (needs a proof)."""
+        return self.points_redeemed > 0 or self.stored_value > 0
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)
+
+
+class ReturnedUnits(Payload):
+    line: Annotated[int, Strict(), Field(ge=0, le=499)]
+    quantity: Units
+
+
+class RefundPayload(Payload):
+    member_id: Ident | None = None
+    store_id: Ident
+    original_txn: Ident
+    returned: list[ReturnedUnits] = Field(default_factory=list, max_length=500)
+    total: Delta
+    """``-money_back``."""
+    money_back: Amount
+    points_clawed: Amount = 0
+    points_restored: Amount = 0
+    points_delta: Delta = 0
+    coupons_restored: list[Ident] = Field(default_factory=list, max_length=50)
+    stored_value_delta: Amount = 0
+    """Stored value put back on the member's account (the rest goes back through the POS)."""
+    pos_refund: Amount = 0
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> RefundPayload:
+        if self.total != -self.money_back:
+            raise ValueError("total is not -money_back")
+        if self.points_delta != self.points_restored - self.points_clawed:
+            raise ValueError("points_delta is not points_restored - points_clawed")
+        if self.money_back != self.stored_value_delta + self.pos_refund:
+            raise ValueError("money_back is not stored_value_delta + pos_refund")
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)
+
+
+class VoidPayload(RefundPayload):
+    voided_txn_id: Ident
+
+    @model_validator(mode="after")
+    def _names_its_sale(self) -> VoidPayload:
+        if self.voided_txn_id != self.original_txn:
+            raise ValueError("voided_txn_id is not original_txn")
+        return self
+
+
+class EnrolPayload(Payload):
+    member_id: Ident | None
+    """None only once the member was erased."""
+    uid_hash: UidHash | None = None
+    display_name: Text = ""
+    tier: Text = ""
+    store_id: Ident
+    consent: Text | None = None
+    points_delta: Delta = 0
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points_delta)
+
+
+class ClaimKeyPayload(Payload):
+    key_id: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{16,64}$")]
+    public_key: Annotated[str, Strict(), Field(min_length=1, max_length=200)]
+    alg: Literal["ed25519"] = "ed25519"
+
+
+class TopupPayload(Payload):
+    member_id: Ident
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    note: Text = ""
+
+    def values(self) -> Values:
+        return Values(self.member_id, 0, self.amount)
+
+
+AnyPayload = Union[SalePayload, RefundPayload, VoidPayload, EnrolPayload, ClaimKeyPayload, TopupPayload]
+PAYLOADS: dict[EntryKind, type[Payload]] = {
+    EntryKind.SALE: SalePayload, EntryKind.REFUND: RefundPayload, EntryKind.VOID: VoidPayload,
+    EntryKind.ENROL: EnrolPayload, EntryKind.CLAIM_KEY: ClaimKeyPayload, EntryKind.TOPUP: TopupPayload,
+}
+
+
+class PayloadError(ValueError):
+    """A payload that is not its kind's model (``unknown`` when the kind itself is not one of ours)."""
+
+    def __init__(self, message: str, *, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+def _check_time(text: str) -> None:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO 8601 time") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "payload"
+    return f"{where}: {err.get('msg', 'invalid')}"[:300]
+
+
+def parse_payload(kind: str, payload: dict[str, Any]) -> AnyPayload:
+    """The typed payload of an entry of ``kind``; ``PayloadError`` says what is wrong."""
+    try:
+        model = PAYLOADS[EntryKind(kind)]
+    except ValueError as exc:
+        raise PayloadError(f"unknown entry kind {kind!r}", unknown=True) from exc
+    try:
+        return model.model_validate(payload)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise PayloadError(_first_error(exc)) from exc
+
+
+# -- online confirmation of a payment ------------------------------------------------------------
+
+
+class ConfirmRequest(BaseModel):
+    """``POST /v1/payments/confirm``: a till about to approve a spend asks head office first, naming the
+    device code (``code_id`` and the code itself, whose signature head office checks) or the secure card
+    tap that authorises it. The code, or the card's read counter, is then used, chain-wide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    member_id: Ident
+    amount: Amount
+    """Stored value to take (0: points only)."""
+    txn_id: Ident
+    code_id: Annotated[str, Strict(), Field(min_length=3, max_length=64)] | None = None
+    code: Annotated[str, Strict(), Field(min_length=1, max_length=512)] | None = None
+    card: SecureTap | None = None
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> ConfirmRequest:
+        if (self.card is None) == (self.code is None) or (self.code is None) != (self.code_id is None):
+            raise ValueError("name either a code (code_id and code) or a card")
+        return self
+
+    @property
+    def use_id(self) -> str:
+        """What makes this confirmation single-use: the code id, or the card and its read counter."""
+        if self.code_id is not None:
+            return self.code_id
+        assert self.card is not None
+        return f"card:{self.card.uid_hash}:{self.card.counter if self.card.counter is not None else self.txn_id}"
+
+
 # -- shared pure helpers -------------------------------------------------------------------------
 
 
-def _int(value: Any) -> int:
-    # bool is an int subclass; True must not become one point.
-    return value if type(value) is int else 0
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (no zone: UTC); None when it is not one."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def day_totals(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, KindTotals]:
-    """Counts and sums per kind of (kind, payload) pairs: both ends compute end-of-day totals with this."""
+    """Counts and sums per kind of (kind, payload) pairs: both ends compute end-of-day totals with this.
+    An entry that is not its kind's model counts, with nothing to add."""
     totals: dict[str, KindTotals] = {}
     for kind, payload in entries:
         t = totals.setdefault(kind, KindTotals())
         t.count += 1
-        t.total += _int(payload.get("total"))
-        t.points += _int(payload.get("points_delta"))
-        t.stored_value += _int(payload.get("stored_value_delta"))
+        try:
+            values = parse_payload(kind, payload).values()
+        except PayloadError:
+            continue
+        t.total += values.total
+        t.points += values.points
+        t.stored_value += values.stored_value
     return totals
+

@@ -441,13 +441,21 @@ def hq_serve(
     clock_skew: Annotated[float, typer.Option(help="Seconds a till's clock may be off before it is flagged.")] = 300.0,
     timezone: Annotated[str, typer.Option(help="The chain's business-day time zone (IANA).")] = "UTC",
     write_off_points: Annotated[int, typer.Option(help="Settle overspends of up to N points automatically.")] = 0,
+    sun_key_file: Annotated[Optional[Path], typer.Option(
+        help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid.")] = None,
+    card_key_file: Annotated[Optional[Path], typer.Option(
+        help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card).")] = None,
+    trust_pos: Annotated[bool, typer.Option(
+        help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md).")] = False,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
     from sync.hq.app import serve
     from sync.hq.cli import open_store
     from sync.hq.demo import seed_demo
 
-    store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points)
+    card_key_file = card_key_file or seed_demo_key
+    store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
+                       sun_key_file=sun_key_file, card_key_file=card_key_file, trust_pos=trust_pos)
     if seed_demo_key is not None:
         from terminal.keys import load_or_create_key
 
@@ -470,13 +478,21 @@ def hq_add_terminal(terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEF
 
 
 @hq_app.command("add-member")
-def hq_add_member(member_id: str, name: str, tier: str = "basic", points: int = 0, db: HqDbOpt = DEFAULT_HQ_DB) -> None:
-    """Create or update a member."""
+def hq_add_member(
+    member_id: str,
+    name: Annotated[Optional[str], typer.Argument(help="Display name (unchanged when omitted).")] = None,
+    tier: Annotated[Optional[str], typer.Option(help="Tier; a new member starts basic.")] = None,
+    points: Annotated[Optional[int], typer.Option(help="Set the points balance (an administrator's act).")] = None,
+    db: HqDbOpt = DEFAULT_HQ_DB,
+) -> None:
+    """Create a member, or change only what is given: balances, lots and tier survive an update."""
     from sync.hq.storage import HqStore
 
     store = HqStore(str(db))
-    store.upsert_member(member_id, name, tier, points)
-    store.close()
+    try:
+        store.upsert_member(member_id, name, tier, points)
+    finally:
+        store.close()
 
 
 @hq_app.command("add-card")
@@ -537,14 +553,17 @@ def member_payment_code(
     member_id: str, state_dir: StateDirOpt = None,
     png: Annotated[Optional[Path], typer.Option(help="Write the QR as PNG here (default: STATE_DIR/code.png).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the code text.")] = False,
+    identify: Annotated[bool, typer.Option(
+        "--identify", help="A fresh member code instead: it identifies you and, once, proves you are at the "
+                           "till (what redeeming points needs).")] = False,
 ) -> None:
-    """Show a fresh one-time payment code: QR in the terminal, a PNG, and the text."""
+    """Show a fresh one-time payment code (or member code): QR in the terminal, a PNG, and the text."""
     from sync.memberapp import MemberAppError
     from terminal import qrcodes
 
     member = _member_app(member_id, state_dir)
     try:
-        text = member.next_code()
+        text = member.fresh_member_code() if identify else member.next_code()
     except MemberAppError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
@@ -559,12 +578,16 @@ def member_payment_code(
 @member_app.command("show")
 def member_show(member_id: str, state_dir: StateDirOpt = None,
                 offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False) -> None:
-    """The member code (TPM1:...) as QR and text, the device certificate and the balance."""
+    """The member code head office signed (TPM2:...) as QR and text, the device certificate and the balance."""
     from sync.memberapp import MemberAppError
     from terminal import qrcodes
 
     member = _member_app(member_id, state_dir)
-    code = member.member_code()
+    try:
+        code = member.member_code()
+    except MemberAppError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
     info: dict[str, Any] = {"member_id": member_id, "member_code": code,
                             "cert_id": member.cert.cert_id.hex() if member.cert else None}
     if not offline:

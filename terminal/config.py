@@ -258,8 +258,10 @@ class PaymentsSection(_Section):
     """Seconds offline after which account payments are refused."""
     max_clock_age: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
     """Seconds since the last successful sync (the clock check) after which offline payments are refused."""
-    spend_needs_proof: bool = False
-    """Points too may be redeemed only with a payment code or a card that can pay."""
+    spend_needs_proof: bool = True
+    """Redeeming points needs the member's proof (a secure card tap, a payment code or a fresh member
+    code), as paying from stored value always does. Off: points are spent on the POS's word that the
+    member is present; head office must be started with --trust-pos too (a risk: docs/security.md)."""
 
 
 class Config(_Section):

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from sync import claims
+from sync.protocol import ClaimKeyPayload
 from terminal.errors import Code, Rejected
 from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
 from terminal.service import Identified, new_txn_id
@@ -79,7 +80,7 @@ class ClaimSigner:
         """Journal the public key once (head office ignores a second copy)."""
         if self.store.state("claim_key_id") == self.key_id:
             return
-        payload = {"key_id": self.key_id, "public_key": claims.b64(self.public), "alg": "ed25519"}
+        payload = ClaimKeyPayload(key_id=self.key_id, public_key=claims.b64(self.public)).wire()
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "claim_key", payload, utc_iso(self.clock()))
         self.store.record(entry)
         self.store.set_state(claim_key_id=self.key_id)

@@ -67,6 +67,9 @@ class Code(StrEnum):
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
+    PROOF_NEEDED = "proof_needed"
+    MEMBER_CODE_UNSIGNED = "member_code_unsigned"
+    MEMBER_CODE_FORGED = "member_code_forged"
     PAYMENT_CARD_REFUSED = "payment_card_refused"
     FOREIGN_PAYMENT_CODE = "foreign_payment_code"
     MALFORMED_CODE = "malformed_code"
@@ -132,6 +135,11 @@ MESSAGES: dict[Code, str] = {
     Code.REPLAYED_CARD: "This card's secure message was already used: tap the card again.",
     Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
+    Code.PROOF_NEEDED: "Spending points or balance needs the member's proof: a tap of their secure card, or the "
+                       "code their app shows. Knowing the member number is not enough.",
+    Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "
+                               "their app, or type the member number.",
+    Code.MEMBER_CODE_FORGED: "This member code's signature is wrong: do not accept it.",
     Code.PAYMENT_CARD_REFUSED: "That was a bank card number: the till does not take card numbers. Nothing was kept.",
     Code.FOREIGN_PAYMENT_CODE: "That is another wallet's payment code (EMV, Alipay, WeChat Pay): not taken here. Nothing was kept.",
     Code.MALFORMED_CODE: "This code is damaged or incomplete: scan it again.",

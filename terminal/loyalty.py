@@ -256,6 +256,10 @@ def parse_rule(rule_id: str, doc: Mapping[str, Any]) -> Rule:
     return rule if rule.text else replace(rule, text=_default_text(rule))
 
 
+DEFAULT_BASE_RULE = EarnRule("base", 1, 100)
+"""The base rule of a chain that has set none (1 point per 100 minor units): the till's and head office's."""
+
+
 def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None = None) -> Program:
     """Rule documents by id into a Program. Special ids: ``tiers`` (the ladder), ``redemption``
     and ``points_policy``; every other document is an earning rule. ``base`` (the skeleton's

@@ -28,6 +28,7 @@ class Card:
     uid_hash: str
     member_id: str
     status: Status = Status.ACTIVE
+    counter: int | None = None  # the chain-wide SUN read counter high-water mark head office sent
 
 
 @dataclass(frozen=True, slots=True)

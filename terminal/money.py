@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+MAX_AMOUNT = 10**12
+"""The largest amount or point count anything may carry: 10^12 minor units (ten billion euros, a
+trillion yen). Sums of millions of them still fit a signed 64-bit column; larger is refused at the door."""
+
 
 @dataclass(frozen=True, slots=True)
 class Currency:

@@ -19,7 +19,6 @@ certificate is signed by a head-office key the till knows, not expired and not r
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from terminal.canonical import canonical_json
 from terminal.errors import Code, Rejected
 
 PREFIX = "TPP1:"
@@ -58,7 +58,7 @@ class DeviceCert:
             "issued_at": self.issued_at, "expires_at": self.expires_at, "offline_cap": self.offline_cap,
             "issuer": self.issuer,
         }
-        return _CERT_DOMAIN + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return _CERT_DOMAIN + canonical_json(doc)
 
     def to_doc(self) -> dict[str, Any]:
         return {

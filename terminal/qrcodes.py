@@ -1,7 +1,7 @@
 """The QR codes the system makes: the receipt's claim/join code, coupon codes, member codes.
 
     claim_code(token, base_url=None) -> "TPJ1:..." or "https://.../join#TPJ1:..."
-    coupon_code(body), member_code(body) -> "TPC1:...", "TPM1:..."
+    coupon_code(body), member_code(body) -> "TPC1:...", "TPM2:..."
     png(text) -> bytes        for a receipt printer or a web page
     svg(text) -> str          for print layouts and the cashier panel
     terminal_text(text) -> str  for a terminal (two module rows per line, Unicode half blocks)
@@ -70,7 +70,8 @@ def coupon_code(body: str) -> str:
 
 
 def member_code(body: str) -> str:
-    return envelope(Kind.MEMBER, body)
+    """A signed member code's text (``TPM2:``; ``terminal.membercodes`` makes and checks the body)."""
+    return envelope(Kind.MEMBER, body, 2)
 
 
 # -- drawings -------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Pure: no I/O. Every text a scanner reads (camera, keyboard wedge, serial) passes
 
 Our codes (docs/scanning.md, "Code formats", is the reference)::
 
-    TPM1:<body>   member code          shown by the member app, printed on a member card
+    TPM2:<body>   member code          signed: printed on a member card, or made by the member's phone
+                                       (TPM1, unsigned, is recognised only to be refused)
     TPC1:<body>   coupon               printed or on a phone
     TPP1:<body>   payment code         the member app's short-lived one-time payment code
     TPJ1:<body>   claim / join token   printed on a receipt: claim its points, or join
@@ -41,7 +42,8 @@ class Kind(StrEnum):
 
 LETTERS: dict[str, Kind] = {"M": Kind.MEMBER, "C": Kind.COUPON, "P": Kind.PAYMENT, "J": Kind.CLAIM}
 PREFIX_LETTER: dict[Kind, str] = {kind: letter for letter, kind in LETTERS.items()}
-VERSIONS: dict[Kind, frozenset[int]] = {kind: frozenset({1}) for kind in LETTERS.values()}
+VERSIONS: dict[Kind, frozenset[int]] = {kind: frozenset({1}) for kind in LETTERS.values()} | {
+    Kind.MEMBER: frozenset({1, 2})}  # 1: the old unsigned member code, recognised only to be refused by name
 
 MAX_TEXT = 4096  # more than any QR code holds in byte mode (2,953): longer is not a scan
 MAX_BODY = 2048

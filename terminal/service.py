@@ -23,10 +23,13 @@ import uuid6
 from terminal import coupons as cp
 from terminal import credentials
 from terminal import loyalty as ly
+from terminal import membercodes
 from terminal import payments as pay
 from terminal import pricing
 from terminal.errors import Code, Rejected
+from terminal.money import MAX_AMOUNT
 from terminal.model import Basket, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt, Status, utc_iso
+from sync.protocol import EnrolPayload, Explained, Proof, RefundPayload, SaleLine, SalePayload, SecureTap, VoidPayload
 from terminal.store import Store
 from terminal.store.ledger import Effects
 
@@ -42,16 +45,37 @@ class Identified:
     proof: credentials.CardProof = credentials.CardProof(credentials.Trust.UID_ONLY)
     uid_hash: str = ""
     at: float = 0.0  # when the card was read: one physical tap (a replayed message is another read)
+    sun: str | None = None  # the SUN message as read, journalled so head office can check it again
+    replayed: bool = False  # a secure message whose counter the chain already used: it only identifies
+
+    def secure_tap(self) -> SecureTap | None:
+        """What the journal says of this tap, when it can prove itself (SUN or Lite-S MAC)."""
+        trust = self.proof.trust
+        if not trust.can_spend:
+            return None
+        if trust is credentials.Trust.SUN:
+            return SecureTap(uid_hash=self.uid_hash, trust="sun", counter=self.proof.counter, sun=self.sun)
+        return SecureTap(uid_hash=self.uid_hash, trust="mac")
 
 
 @dataclass(frozen=True, slots=True)
 class Payment:
     """How the member pays their part: stored value (None = as much as the balance covers, after
-    points), authorised by a one-time payment code or by a card that can prove itself."""
+    points), authorised by a one-time code from the member's device (a payment code, or a fresh
+    member code) or by a card that can prove itself."""
 
     stored_value: int | None = 0
     code: str | None = None
     card: Identified | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCodeRead:
+    """A member code the till verified: who, and the one-time proof a phone's fresh code carries."""
+
+    member_id: str
+    proof: str | None = None
+    """A payment code (``TPP1:``) the member's device made a moment ago: their proof for spending."""
 
 
 def new_txn_id() -> str:
@@ -71,19 +95,22 @@ def check_basket(basket: Basket) -> None:
     for line in basket.lines:
         if line.quantity <= 0 or line.unit_price < 0 or not line.sku:
             raise Rejected(Code.INVALID_BASKET, f"Line {line.sku!r}: quantity must be > 0 and price >= 0.")
+    if basket.total > MAX_AMOUNT:
+        raise Rejected(Code.INVALID_BASKET, f"The basket's total is above {MAX_AMOUNT} minor units.")
 
 
 class Service:
     def __init__(
         self, store: Store, terminal_id: str, clock: Clock = time.time, store_id: str = "S-001", *,
         sun_master_key: bytes | None = None, hash_uid: Callable[[bytes], str] | None = None,
-        limits: pay.RiskLimits = pay.RiskLimits(), spend_needs_proof: bool = False,
+        limits: pay.RiskLimits = pay.RiskLimits(), spend_needs_proof: bool = True,
     ) -> None:
         self.sun_master_key = sun_master_key
         self.hash_uid = hash_uid
         self.limits = limits
         self.spend_needs_proof = spend_needs_proof
-        """When set, points may be redeemed only with a payment code or a card that can spend."""
+        """Points may be redeemed only with a proof (a device code, a secure card); off only where the
+        chain trusts its POS to vouch for the member. Stored value always needs a proof."""
         self.store = store
         self.terminal_id = terminal_id
         self.store_id = store_id
@@ -114,7 +141,12 @@ class Service:
         proof = credentials.CardProof(credentials.Trust.UID_ONLY)
         if self.hash_uid is not None:
             proof = credentials.verify_read(read, self.sun_master_key, self.hash_uid)
-        return Identified(member, card, proof, read.uid_hash, read.at)
+        last = self.store.card_counter(read.uid_hash) if proof.counter is not None else None
+        if proof.counter is not None and last is not None and proof.counter <= last:
+            # A message the chain has seen used: the card is identified, it proves nothing more.
+            return Identified(member, card, credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash, read.at,
+                              replayed=True)
+        return Identified(member, card, proof, read.uid_hash, read.at, read.sun)
 
     def enrol(self, read: CardRead, display_name: str = "", consent: str | None = None) -> Identified:
         """Make a new member for an unknown card, on the spot and offline too: a member id made by
@@ -124,13 +156,10 @@ class Service:
             raise Rejected(Code.CARD_ALREADY_ENROLLED)
         member_id = f"E-{new_txn_id()}"
         now = self.clock()
-        payload: dict[str, Any] = {
-            "member_id": member_id, "uid_hash": read.uid_hash, "display_name": display_name, "tier": "",
-            "store_id": self.store_id, "consent": consent, "points_delta": 0,
-        }
-        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "enrol", payload, utc_iso(now))
         tier = self.program().ladder.levels[0].tier
-        payload["tier"] = tier
+        payload = EnrolPayload(member_id=member_id, uid_hash=read.uid_hash, display_name=display_name, tier=tier,
+                               store_id=self.store_id, consent=consent)
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "enrol", payload.wire(), utc_iso(now))
         member = Member(member_id, display_name or "New member", tier, 0)
         self.store.record(entry, enrol=(member, Card(read.uid_hash, member_id)))
         return Identified(member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY),
@@ -226,7 +255,8 @@ class Service:
         transaction: a quote made stale by a sale at the same moment is refused, never approved
         twice. ``payment``: the member's stored-value part and what authorises it. ``tapped``: the
         card tap that identified the member, if any: its hash goes in the journal for head office's
-        card checks, and a secure card's read counter is stored with this sale."""
+        card checks; a secure card's tap authorises spending in this sale and its read counter is
+        stored with it (and journalled, so head office sees it used chain-wide)."""
         txn_id, now = new_txn_id(), self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
@@ -235,9 +265,7 @@ class Service:
         tapped = self._fresh(tapped)
         if payment is not None and payment.card is not None:
             payment = replace(payment, card=self._fresh(payment.card))
-        paid = self._authorise(quote, payment, now, txn_id)
-        if paid.sun_counter is None and tapped is not None and tapped.proof.counter is not None:
-            paid = replace(paid, sun_counter=(tapped.uid_hash, tapped.proof.counter))
+        paid = self._authorise(quote, payment, tapped, now, txn_id)
         created = utc_iso(self.clock())
         program = self.program()
         delta = quote.points_earned - quote.points_redeemed
@@ -259,36 +287,11 @@ class Service:
             fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, now=now)
         state = _sale_state(quote, now, self.store_id, member, spent)
         state["stored_value"] = paid.tender.stored_value
+        sun = (paid.tap.uid_hash, paid.tap.counter) if paid.tap is not None and paid.tap.counter is not None else None
         fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,
-                     offline=paid.offline, sun_counter=paid.sun_counter)
-        payload: dict[str, Any] = {
-            "member_id": quote.member_id,
-            "store_id": self.store_id,
-            "total": quote.total,
-            "discount": quote.discount,
-            "payable": quote.payable,
-            "points_earned": quote.points_earned,
-            "points_redeemed": quote.points_redeemed,
-            "points_delta": delta,
-            "coupons": list(quote.coupons),
-            "lines": _lines_payload(quote.basket),
-            "line_discounts": list(quote.line_discounts),
-            "explain": [
-                {"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount} for x in quote.explain
-            ],
-            "tier": state["tier"],
-            "tier_after": quote.tier_after,
-            "lots_spent": [list(x) for x in spent],
-            "local_time": now.isoformat(timespec="seconds"),
-            "uid_hash": tapped.uid_hash if tapped is not None else None,
-            "stored_value": paid.tender.stored_value,
-            "stored_value_delta": -paid.tender.stored_value,
-            "pos_due": paid.tender.rest,
-            "code_id": paid.code_id,
-            "paid_by": paid.method,
-            "offline": paid.offline,
-        }
-        entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload, created)
+                     offline=paid.offline, sun_counter=sun)
+        payload = self._sale_payload(quote, paid, state, tapped, spent, now)
+        entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
@@ -297,6 +300,23 @@ class Service:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
         return self._approved(stored, quote.payable, delta, balance)
 
+    def _sale_payload(self, quote: Quote, paid: _Paid, state: dict[str, Any], tapped: Identified | None,
+                      spent: list[tuple[str, int]], now: datetime) -> SalePayload:
+        return SalePayload(
+            member_id=quote.member_id, store_id=self.store_id, total=quote.total, discount=quote.discount,
+            payable=quote.payable, points_earned=quote.points_earned, points_redeemed=quote.points_redeemed,
+            points_delta=quote.points_earned - quote.points_redeemed, coupons=list(quote.coupons),
+            lines=[SaleLine(sku=x.sku, category=x.category, quantity=x.quantity, unit_price=x.unit_price)
+                   for x in quote.basket.lines],
+            line_discounts=list(quote.line_discounts),
+            explain=[Explained(source=x.source, kind=x.kind, points=x.points, amount=x.amount) for x in quote.explain],
+            tier=state["tier"], tier_after=quote.tier_after, lots_spent=spent,
+            local_time=now.isoformat(timespec="seconds"),
+            uid_hash=tapped.uid_hash if tapped is not None else None, stored_value=paid.tender.stored_value,
+            stored_value_delta=-paid.tender.stored_value, pos_due=paid.tender.rest, code_id=paid.code_id,
+            paid_by=paid.method, offline=paid.offline, tap=paid.tap, payment_code=paid.code_text, proof=paid.proof,
+        )
+
     def _fresh(self, tap: Identified | None) -> Identified | None:
         """``tap`` as it may be used now: a secure read whose counter already served a sale proves
         nothing more than a UID."""
@@ -304,56 +324,97 @@ class Service:
             return tap
         return replace(tap, proof=credentials.CardProof(credentials.Trust.UID_ONLY))
 
-    def _authorise(self, quote: Quote, payment: Payment | None, now: datetime, txn_id: str = "") -> _Paid:
-        """Check the member's means of payment; the single-use parts are recorded by the commit."""
+    def _authorise(self, quote: Quote, payment: Payment | None, tapped: Identified | None, now: datetime,
+                   txn_id: str = "") -> _Paid:
+        """Check what authorises the member's spending (points or stored value); the single-use parts
+        (a code, a card's read counter) are recorded by the commit. Knowing the member is not enough:
+        spending needs a proof unless ``spend_needs_proof`` is off (then points only, on the POS's word)."""
         payment = payment or Payment()
         wants_value = payment.stored_value is None or payment.stored_value > 0
         spends = wants_value or quote.points_redeemed > 0
+        card = payment.card if payment.card is not None else tapped
         if not spends and payment.code is None:
-            card = payment.card
-            sun = (card.uid_hash, card.proof.counter) if card is not None and card.proof.counter is not None else None
-            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), sun_counter=sun)
+            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=card.secure_tap() if card is not None else None)
         if quote.member_id is None:
             raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
-        code_id = sun = None
-        method = "points" if not wants_value else "account"
-        cap: int | None = None  # the paying device's own offline cap
-        if payment.code is not None:
-            code_id, cap = self._check_code(payment.code, quote.member_id)
-            method = "payment_code"
-        elif payment.card is not None:
-            credentials.require_spend(payment.card.proof)
-            if payment.card.member.member_id != quote.member_id:
-                raise Rejected(Code.CARD_CANNOT_PAY, "This card belongs to another member.")
-            if payment.card.proof.counter is not None:
-                sun = (payment.card.uid_hash, payment.card.proof.counter)
-            method = f"card_{payment.card.proof.trust.label}"
-        elif wants_value or self.spend_needs_proof:
-            raise Rejected(Code.CARD_CANNOT_PAY, "Paying needs a payment code or a card that can pay.")
+        proof = self._proof(quote, payment, card, wants_value)
         balance = self.store.stored_value(quote.member_id)
         tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
         offline = self.offline_state(quote.member_id, now)
-        if code_id is not None and offline.offline_for_s is None and self.confirm_online is not None:
-            asked = {"code_id": code_id, "member_id": quote.member_id, "amount": tender.stored_value,
-                     "txn_id": txn_id, "code": payment.code}
-            if not self.confirm_online(asked):
+        if proof.proof is not Proof.POS and offline.offline_for_s is None and self.confirm_online is not None:
+            if not self.confirm_online(self._confirmation(quote.member_id, tender.stored_value, txn_id, proof)):
                 offline = self.offline_state(quote.member_id, now, unreachable=True)
-        refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, cap)
+        refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, proof.cap)
         if refusal is not None:
             raise Rejected(refusal)
-        return _Paid(tender, code_id, offline.offline_for_s is not None, sun, method)
+        return replace(proof, tender=tender, offline=offline.offline_for_s is not None)
 
-    def _check_code(self, text: str, member_id: str) -> tuple[str, int]:
-        """Verify a payment code offline; its single-use id and the device's offline cap."""
+    def _proof(self, quote: Quote, payment: Payment, card: Identified | None, wants_value: bool) -> _Paid:
+        """What authorises this spend: a device's one-time code, a secure card of the member, or (points
+        only, where the chain trusts its POS) nothing."""
+        assert quote.member_id is not None
+        empty = pay.split(0, 0, 0, 0, 0)
+        if payment.code is not None:
+            code_id, cap = self._check_code(payment.code, quote.member_id)
+            return _Paid(empty, code_id, method="payment_code", proof=Proof.PAYMENT_CODE, code_text=payment.code,
+                         cap=cap, tap=card.secure_tap() if card is not None else None)
+        if card is not None and card.proof.trust.can_spend:
+            if card.member.member_id != quote.member_id:
+                raise Rejected(Code.CARD_CANNOT_PAY, "This card belongs to another member.")
+            return _Paid(empty, method=f"card_{card.proof.trust.label}", proof=Proof.CARD, tap=card.secure_tap())
+        if payment.card is not None and payment.card.replayed:
+            raise Rejected(Code.REPLAYED_CARD)
+        if payment.card is not None:
+            credentials.require_spend(payment.card.proof)  # a card asked to pay that cannot: refused
+        if wants_value or self.spend_needs_proof:
+            if card is not None and card.replayed:
+                raise Rejected(Code.REPLAYED_CARD)
+            raise Rejected(Code.PROOF_NEEDED)
+        return _Paid(empty, method="points", proof=Proof.POS)
+
+    @staticmethod
+    def _confirmation(member_id: str, amount: int, txn_id: str, proof: _Paid) -> dict[str, Any]:
+        asked: dict[str, Any] = {"member_id": member_id, "amount": amount, "txn_id": txn_id}
+        if proof.proof is Proof.PAYMENT_CODE:
+            return {**asked, "code_id": proof.code_id, "code": proof.code_text}
+        assert proof.tap is not None
+        return {**asked, "card": proof.tap.wire()}
+
+    def read_member_code(self, version: int, body: str) -> MemberCodeRead:
+        """A scanned member code (``TPM<version>:<body>``), verified offline: one head office signed
+        identifies the member; one the member's phone made a moment ago identifies them and is their
+        proof for spending. Unsigned (version 1) and forged codes are refused."""
+        if version != 2:
+            raise Rejected(Code.MEMBER_CODE_UNSIGNED)
+        code = membercodes.parse(body)
+        if isinstance(code, membercodes.DeviceCode):
+            cert, _ = self._device_code(code.payment_code)
+            return MemberCodeRead(cert.member_id, code.payment_code)
+        return MemberCodeRead(membercodes.verify_issued(code, self.store.member_keys().get(code.key_id)))
+
+    def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool:
+        """Whether this sale holds the member's proof for spending points (or needs none)."""
+        if not self.spend_needs_proof or code is not None:
+            return True
+        fresh = self._fresh(tapped)
+        return fresh is not None and fresh.member.member_id == member_id and fresh.proof.trust.can_spend
+
+    def _device_code(self, text: str) -> tuple[pay.DeviceCert, pay.PaymentCode]:
+        """A device's one-time code checked offline: its certificate (head office's, current, not
+        revoked) and its signature and time window."""
         code = pay.parse_code(text)
         doc = self.store.device_cert(code.cert_id.hex())
         if doc is None:
             raise Rejected(Code.DEVICE_CERT_UNKNOWN)
         cert = pay.cert_from_doc(doc)
-        issuers = self.store.payment_keys()
         at = int(self.clock())
-        pay.check_cert(cert, issuers, at, self.store.revoked("device", cert.cert_id.hex()))
+        pay.check_cert(cert, self.store.payment_keys(), at, self.store.revoked("device", cert.cert_id.hex()))
         pay.verify_code(code, cert, at)
+        return cert, code
+
+    def _check_code(self, text: str, member_id: str) -> tuple[str, int]:
+        """Verify a payment code offline; its single-use id and the device's offline cap."""
+        cert, code = self._device_code(text)
         if cert.member_id != member_id:
             raise Rejected(Code.PAYMENT_CODE_FORGED, "This payment code belongs to another member.")
         return code.code_id, cert.offline_cap
@@ -429,22 +490,15 @@ class Service:
             coupon_uses=tuple((c, -1) for c in result.coupons_restored), window_delta=-shrink,
             sale_state=new_raw, state_of=txn_id, now=self.now(), stored_value=-sv_back,
         )
-        payload: dict[str, Any] = {
-            "member_id": member_id,
-            "store_id": self.store_id,
-            "original_txn": txn_id,
-            "returned": [{"line": i, "quantity": q} for i, q in sorted((returned or everything).items()) if q],
-            "total": -result.money_back,
-            "money_back": result.money_back,
-            "points_clawed": result.points_clawed,
-            "points_restored": result.points_restored,
-            "points_delta": delta,
-            "coupons_restored": list(result.coupons_restored),
-            "stored_value_delta": sv_back,
-            "pos_refund": result.money_back - sv_back,
-        }
-        if kind == "void":
-            payload["voided_txn_id"] = txn_id
+        fields: dict[str, Any] = dict(
+            member_id=member_id, store_id=self.store_id, original_txn=txn_id,
+            returned=[{"line": i, "quantity": q} for i, q in sorted((returned or everything).items()) if q],
+            total=-result.money_back, money_back=result.money_back, points_clawed=result.points_clawed,
+            points_restored=result.points_restored, points_delta=delta,
+            coupons_restored=list(result.coupons_restored), stored_value_delta=sv_back,
+            pos_refund=result.money_back - sv_back,
+        )
+        payload = (VoidPayload(**fields, voided_txn_id=txn_id) if kind == "void" else RefundPayload(**fields)).wire()
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind, payload, utc_iso(self.clock()))
         stored, balance = self.store.record(
             entry, points=(member_id, delta) if member_id else None,
@@ -465,8 +519,11 @@ class _Paid:
     tender: pay.Tender
     code_id: str | None = None
     offline: bool = False
-    sun_counter: tuple[str, int] | None = None
     method: str = "pos"
+    proof: Proof | None = None
+    code_text: str | None = None
+    cap: int | None = None  # the paying device's own offline cap
+    tap: SecureTap | None = None  # the secure tap journalled with the sale (its counter stored with it)
 
 
 def _epoch(iso: str) -> float:

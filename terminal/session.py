@@ -30,13 +30,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from terminal import qrcodes
 from terminal.coupons import Offer
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import Basket, Line, Member, Quote, Receipt
 from terminal.scan import Kind, Refusal, classify
+
+if TYPE_CHECKING:
+    from terminal.service import MemberCodeRead
 
 REDEEM_MAX = -1
 PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
@@ -82,6 +85,10 @@ class Till(Protocol):
     def commit(self, quote: Quote, payment: Any = None, tapped: Any = None) -> Receipt: ...
 
     def void(self, txn_id: str) -> Receipt: ...
+
+    def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
+
+    def may_spend(self, member_id: str, tapped: Any = None, code: str | None = None) -> bool: ...
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
 
@@ -131,6 +138,9 @@ class _Sale:
     voided: Receipt | None = None
     error: dict[str, str] | None = None
     notice: str = ""
+    proof: str | None = None
+    """A one-time code the member's phone showed to identify them (a fresh member code): their proof
+    for spending points or balance in this sale."""
 
 
 class Session:
@@ -146,7 +156,6 @@ class Session:
         redeem_default: str = "max",
         on_change: Callable[[dict[str, Any]], None] | None = None,
         make_claim_token: Callable[[Receipt], str] = claim_token,
-        member_of_code: Callable[[str], str] = id_from_body,
         coupon_of_code: Callable[[str], str] = id_from_body,
     ) -> None:
         self.till = till
@@ -155,9 +164,7 @@ class Session:
         self.redeem_default = REDEEM_MAX if redeem_default == "max" else 0
         self.on_change = on_change
         self.make_claim_token = make_claim_token
-        # A member / coupon code's body -> the id it stands for (Rejected when it does not verify).
-        # The default reads the provisional unsigned bodies; signed codes plug their verifier in here.
-        self.member_of_code = member_of_code
+        # A coupon code's body -> the coupon id it stands for (member codes are signed: the till reads them).
         self.coupon_of_code = coupon_of_code
         self.seq = 0
         self.tapped: Callable[[], Any] = lambda: None
@@ -201,7 +208,7 @@ class Session:
             "seq": self.seq,
             "state": s.state.value,
             "awaiting": s.awaiting.value if s.awaiting else None,
-            "member": _member_dict(s.member, s.via),
+            "member": _member_dict(s.member, s.via, self._may_spend() if s.member else False),
             "basket": _basket_dict(s.basket, s.basket_source),
             "coupons": list(s.coupons),
             "offers": self._offers(),
@@ -291,8 +298,9 @@ class Session:
         """The cashier pressed "new member": the next unknown card is enrolled (terminal.enrolment)."""
         return self._sale.awaiting is Awaiting.ENROL
 
-    def identify(self, member_id: str, via: str = "typed") -> dict[str, Any]:
-        """Identify the customer by member id (typed, or resolved from a tap or a member code)."""
+    def identify(self, member_id: str, via: str = "typed", proof: str | None = None) -> dict[str, Any]:
+        """Identify the customer by member id (typed, or resolved from a tap or a member code).
+        ``proof``: the fresh code the member's phone showed, if that is how they were identified."""
         with self._lock:
             s = self._sale
             if s.state is State.PAYMENT:
@@ -300,7 +308,7 @@ class Session:
             member = self._call(lambda: self.till.member(member_id))
             if s.state is State.DONE:
                 self._sale = s = _Sale()
-            s.member, s.via, s.awaiting, s.error, s.redeem = member, via, None, None, 0
+            s.member, s.via, s.awaiting, s.error, s.redeem, s.proof = member, via, None, None, 0, proof
             s.state = State.COUPONS if s.coupons else State.MEMBER
             self._requote()
             return self._changed()
@@ -384,7 +392,8 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "This sale is done: start the next one.")
             if s.basket is None:
                 self._refuse(Code.NO_BASKET)
-            wanted = redeem if redeem is not None else (self.redeem_default if s.member and s.member.points > 0 else 0)
+            default = self.redeem_default if s.member and s.member.points > 0 and self._may_spend() else 0
+            wanted = redeem if redeem is not None else default
             s.redeem = wanted if s.member else 0
             try:
                 self._requote()
@@ -420,7 +429,10 @@ class Session:
             return self.pay(0 if self._sale.redeem else REDEEM_MAX)
 
     def confirm(self) -> dict[str, Any]:
-        """Record the sale (one durable commit); the approval shows only after it returned."""
+        """Record the sale (one durable commit); the approval shows only after it returned. Points
+        are spent on the member's proof: their secure card's tap, or the fresh code their phone showed."""
+        from terminal.service import Payment
+
         with self._lock:
             s = self._sale
             if s.state is not State.PAYMENT or s.quote is None:
@@ -428,7 +440,8 @@ class Session:
                     self._refuse(Code.SESSION_BUSY, "Type or scan what is asked, or press Esc.")
                 self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
             quote = s.quote
-            receipt = self._call(lambda: self.till.commit(quote, tapped=self.tapped()))
+            payment = Payment(0, s.proof) if s.proof is not None and quote.points_redeemed > 0 else None
+            receipt = self._call(lambda: self.till.commit(quote, payment, tapped=self.tapped()))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()
 
@@ -471,7 +484,8 @@ class Session:
         if isinstance(found, Refusal):
             self._refuse(found.code)
         if found.kind is Kind.MEMBER:
-            return self.identify(self.member_of_code(found.body), via="code")
+            read: MemberCodeRead = self._call(lambda: self.till.read_member_code(found.version, found.body))
+            return self.identify(read.member_id, via="code", proof=read.proof)
         if found.kind is Kind.COUPON:
             return self.apply_coupon(text)
         if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.MEMBER:
@@ -509,6 +523,10 @@ class Session:
         basket = s.basket
         s.quote = self._call(lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem))
 
+    def _may_spend(self) -> bool:
+        s = self._sale
+        return s.member is not None and self.till.may_spend(s.member.member_id, self.tapped(), s.proof)
+
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
@@ -536,11 +554,11 @@ def _why(code: str) -> dict[str, Any]:
     return refusal_dict(code)
 
 
-def _member_dict(member: Member | None, via: str) -> dict[str, Any] | None:
+def _member_dict(member: Member | None, via: str, can_spend: bool) -> dict[str, Any] | None:
     if member is None:
         return None
     return {"member_id": member.member_id, "name": member.display_name, "tier": member.tier,
-            "points": member.points, "balance": None, "via": via}
+            "points": member.points, "balance": None, "via": via, "can_spend": can_spend}
 
 
 def _basket_dict(basket: Basket | None, source: str) -> dict[str, Any] | None:

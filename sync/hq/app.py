@@ -13,6 +13,8 @@
     GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
     GET  /v1/admin/items              admin token; reconciliation items
     POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
+    GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)
+    POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``sync.hq.payments_api``)
 
@@ -26,20 +28,20 @@ import json
 import logging
 import threading
 import time
-import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, NamedTuple
 
 import uvicorn
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sync.asgi import BodyGuard
 from sync.hq.demo import seed_demo
+from sync.hq.quarantine import NotQuarantined
 from sync.hq.reconcile import UnknownItem, report_csv
 from sync.hq.storage import (
     CredentialRevoked,
@@ -55,6 +57,7 @@ from sync.hq.storage import (
 from sync.protocol import (
     CLOCK_HEADER,
     ERROR_STATUS,
+    MAX_SEQ,
     PROTOCOL_VERSION,
     SNAPSHOT_KINDS,
     SUPPORTED_PROTOCOLS,
@@ -156,76 +159,6 @@ def _check_push(terminal_id: str, body: PushRequest) -> None:
         raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}; it may not push for {others}")
 
 
-# -- compressed request bodies ----------------------------------------------------------------------
-
-
-class GzipRequestMiddleware:
-    """Inflate ``Content-Encoding: gzip`` request bodies, refusing corrupt, truncated and oversized ones."""
-
-    def __init__(self, app: ASGIApp, max_size: int = MAX_BODY) -> None:
-        self.app, self.max_size = app, max_size
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-encoding"]
-        encoding = dict(scope["headers"]).get(b"content-encoding", b"identity").strip().lower()
-        if encoding in (b"", b"identity"):
-            await self.app(scope, receive, send)
-            return
-        if encoding != b"gzip":
-            await error_response(400, ErrorCode.BAD_ENCODING, f"unsupported Content-Encoding {encoding.decode()!r}")(
-                scope, receive, send)
-            return
-        body = await self._read(receive)
-        if body is None:
-            return  # the client went away mid-body: nothing to answer, nothing stored
-        try:
-            data = self._inflate(body)
-        except ApiError as exc:
-            await error_response(exc.status, exc.code, exc.message)(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(data)).encode())]
-        await self.app(dict(scope, headers=headers), _replay(data, receive), send)
-
-    async def _read(self, receive: Receive) -> bytes | None:
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_size or not message.get("more_body", False):
-                return b"".join(chunks)
-
-    def _inflate(self, body: bytes) -> bytes:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(body, self.max_size + 1)
-        except zlib.error as exc:
-            raise ApiError(ErrorCode.BAD_ENCODING, f"corrupt gzip body: {exc}") from exc
-        if len(data) > self.max_size or inflater.unconsumed_tail:
-            raise ApiError(ErrorCode.BODY_TOO_LARGE, f"the body inflates to more than {self.max_size} bytes")
-        if not inflater.eof:
-            raise ApiError(ErrorCode.BAD_ENCODING, "truncated gzip body")
-        return data
-
-
-def _replay(data: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 # -- the application ------------------------------------------------------------------------------
 
 
@@ -264,7 +197,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class SettleRequest(BaseModel):
-    note: str
+    note: str = Field(min_length=1, max_length=500)
 
 
 def create_app(store: HqStore) -> FastAPI:
@@ -275,7 +208,7 @@ def create_app(store: HqStore) -> FastAPI:
                               "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode))
     app.state.store = store
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
-    app.add_middleware(GzipRequestMiddleware)
+    app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read
     _install_error_handlers(app)
     _terminal_routes(app, store)
     _sync_routes(app, store)
@@ -337,8 +270,8 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
     @app.get("/v1/changes", response_model=ChangesPage, responses=pull_errors)
     def changes(
         terminal_id: Terminal,
-        since: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1)] = DEFAULT_CHANGES_LIMIT,
+        since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = DEFAULT_CHANGES_LIMIT,
         clock: Clock = None,
     ) -> ChangesPage:
         store.flag_clock(terminal_id, clock)
@@ -352,7 +285,8 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
     @app.get("/v1/snapshot/{kind}", response_model=SnapshotPage, responses=_errors(
         ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.NOT_FOUND))
     def snapshot_kind(
-        kind: str, terminal_id: Terminal, after: str = "", limit: Annotated[int, Query(ge=1)] = 5000,
+        kind: str, terminal_id: Terminal, after: Annotated[str, Query(max_length=256)] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 5000,
     ) -> Response:
         if kind not in SNAPSHOT_KINDS:
             raise ApiError(ErrorCode.NOT_FOUND, f"no snapshot kind {kind!r}; kinds: {', '.join(SNAPSHOT_KINDS)}")
@@ -382,6 +316,23 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
               state: str | None = None) -> list[ReconItem]:
         return store.items(store_id=store_id, terminal_id=terminal_id, day=day, state=state)
 
+    @app.get("/v1/admin/quarantine", responses=admin_errors)
+    def quarantined(admin: Admin) -> list[dict[str, Any]]:
+        """Entries held in quarantine: stored, changing no balance until released or rejected."""
+        return store.quarantined()
+
+    decide_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+
+    @app.post("/v1/admin/quarantine/{txn_id}/release", responses=decide_errors)
+    def release(txn_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> dict[str, str]:
+        """Apply a quarantined entry now (who: the admin; why: the note)."""
+        return {"txn_id": txn_id, "effect": _decide(lambda: store.release(txn_id, admin, body.note))}
+
+    @app.post("/v1/admin/quarantine/{txn_id}/reject", responses=decide_errors)
+    def reject(txn_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> dict[str, str]:
+        """Keep a quarantined entry from ever applying."""
+        return {"txn_id": txn_id, "effect": _decide(lambda: store.reject(txn_id, admin, body.note))}
+
     @app.post("/v1/admin/items/{item_id}/settle", response_model=ReconItem,
               responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
     def settle(item_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> ReconItem:
@@ -391,6 +342,15 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
             raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
         except ValueError as exc:
             raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _decide(decision: Callable[[], str]) -> str:
+    try:
+        return decision()
+    except NotQuarantined as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
 
 # -- running it -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
     report [--store-id] [--terminal-id] [--day-from] [--day-to] [--format table|json|csv]
     items [--state open] ...           reconciliation items
     settle ITEM --by NAME --note WHY   settle an item by hand
+    quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules
     put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
     delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
     add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
@@ -37,11 +38,19 @@ DEFAULT_DB = "var/hq/hq.db"
 
 
 def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", write_off_points: int = 0,
-               write_off_stored_value: int = 0) -> HqStore:
+               write_off_stored_value: int = 0, sun_key_file: Path | None = None, card_key_file: Path | None = None,
+               trust_pos: bool = False) -> HqStore:
+    """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
+    from sync.hq.policy import CardKeys
     from sync.hq.storage import HqStore, Settings
+    from terminal.credentials import card_uid_hash, parse_master_key
 
+    sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
+    card_key = card_key_file.read_bytes() if card_key_file else None
+    keys = CardKeys(sun, (lambda uid: card_uid_hash(card_key, uid)) if card_key else None)
     return HqStore(db, Settings(clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
-                                write_off_stored_value=write_off_stored_value))
+                                write_off_stored_value=write_off_stored_value, card_keys=keys,
+                                spend_needs_proof=not trust_pos))
 
 
 @contextmanager
@@ -71,6 +80,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     return "-" if value is None else str(value)
+
+
+def _decide(decision: Callable[[HqStore], str], db: str) -> None:
+    from sync.hq.quarantine import NotQuarantined
+
+    with hq_store(db) as store:
+        try:
+            effect = decision(store)
+        except (NotQuarantined, ValueError) as exc:
+            fail(exc)
+    console.print(f"now {effect}")
 
 
 def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function per command
@@ -111,6 +131,28 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             return
         _print_rows(rows, ["terminal_id", "store_id", "acked_seq", "max_seq", "entries", "last_seen", "clock_offset",
                            "revoked"])
+
+    @hq_app.command("quarantine")
+    def quarantine(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Entries held in quarantine (stored, changing no balance) and the rules they broke."""
+        with hq_store(db) as store:
+            rows = store.quarantined()
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return
+        _print_rows(rows, ["txn_id", "terminal_id", "seq", "kind", "member_id", "points", "stored_value", "reasons"])
+
+    @hq_app.command("release")
+    def release(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
+                note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+        """Apply a quarantined entry now: its points and stored value go to the member."""
+        _decide(lambda store: store.release(txn_id, by, note), db)
+
+    @hq_app.command("reject")
+    def reject(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
+               note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+        """Keep a quarantined entry from ever applying."""
+        _decide(lambda store: store.reject(txn_id, by, note), db)
 
     @hq_app.command("report")
     def report(

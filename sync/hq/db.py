@@ -18,6 +18,7 @@ Errors (lower-layer errors are translated here and in pg.py, never escape)::
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -165,6 +166,10 @@ class SqliteTx:
 def _sqlite_connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:  # readable by head office's user only, whatever the umask (WAL and -shm files follow it)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
     conn = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -340,6 +345,27 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE TABLE payment_confirms (code_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
         "txn_id TEXT NOT NULL, amount BIGINT NOT NULL, confirmed_at TEXT NOT NULL)",
         "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
+    ]),
+    # -- the trust rules (sync/hq/policy.py): quarantine, what each sale took and gave back, what
+    # authorised each spend, and every secure card counter used chain-wide.
+    ("m004_trust", [
+        "ALTER TABLE journal ADD COLUMN original_txn TEXT",
+        "ALTER TABLE journal ADD COLUMN proof TEXT",
+        "ALTER TABLE journal ADD COLUMN points_spent BIGINT NOT NULL DEFAULT 0",
+        "CREATE INDEX idx_journal_original_txn ON journal (original_txn)",
+        "CREATE INDEX idx_journal_effect ON journal (effect)",
+        "ALTER TABLE recon_items ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE cards ADD COLUMN counter BIGINT",
+        "CREATE TABLE sales (txn_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, member_id TEXT, "
+        "payable BIGINT NOT NULL, stored_value BIGINT NOT NULL, points_redeemed BIGINT NOT NULL, "
+        "money_back BIGINT NOT NULL DEFAULT 0, stored_value_back BIGINT NOT NULL DEFAULT 0, "
+        "points_restored BIGINT NOT NULL DEFAULT 0)",
+        "CREATE INDEX idx_sales_member ON sales (member_id)",
+        "CREATE TABLE card_taps (uid_hash TEXT NOT NULL, counter BIGINT NOT NULL, terminal_id TEXT NOT NULL, "
+        "txn_id TEXT NOT NULL, PRIMARY KEY (uid_hash, counter))",
+        "UPDATE journal SET effect = 'quarantined' WHERE effect = 'unknown_kind'",
+        "CREATE TABLE quarantine_decisions (txn_id TEXT PRIMARY KEY, decision TEXT NOT NULL, by_whom TEXT NOT NULL, "
+        "note TEXT NOT NULL, decided_at TEXT NOT NULL)",
     ]),
 ]
 

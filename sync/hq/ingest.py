@@ -1,12 +1,17 @@
-"""Ingest: store a terminal's journal batch exactly once and flag what breaks a rule.
+"""Ingest: store a terminal's journal batch exactly once, check every entry against the trust rules,
+apply what passes and flag what breaks a rule.
 
-Offline entries are facts: every new entry is stored and applied (its points and stored value go
-to the member's balance) even when it breaks a rule; the break becomes a reconciliation item
-(``sync.protocol.Reason``). One push is one transaction, in this order, so that concurrent pushes
-on PostgreSQL lock rows in one order and count correctly:
+Every entry is read with its kind's typed payload (``sync.protocol``). Offline facts are facts: an
+entry that breaks an offline rule (a coupon used twice, a balance overspent) is stored, applied and
+flagged. An entry that breaks a trust rule (``sync.hq.policy``: a kind or sign its actor may not
+produce, a refund of nothing or beyond its sale, spending without a valid proof, a replayed card, a
+revoked device, another store) is stored and **quarantined**: it changes no balance and raises a
+reconciliation item; an administrator releases or rejects it. One push is one transaction, in this
+order, so that concurrent pushes on PostgreSQL lock rows in one order and count correctly:
 
-    terminal row (FOR UPDATE) -> dedupe -> journal rows -> member balances (sorted)
-    -> payment codes (sorted) -> coupon counters (sorted) -> items -> version counter -> watermark
+    terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
+    -> prices -> proofs (payment codes, card taps) -> refunds against their sales -> journal rows
+    -> sales -> member balances (sorted) -> coupon counters (sorted) -> items -> versions -> watermark
 
 Balances and coupon counters are changed with one ``UPDATE ... RETURNING`` per member or coupon
 per batch; the running value before each entry is rebuilt from the returned end value, so an
@@ -19,18 +24,35 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sync.hq import policy
 from sync.hq.db import HqError, Tx
-from sync.hq.recompute import differences
-from sync.protocol import PushResponse, Reason, WireEntry
+from sync.hq.policy import Actor, Breach, ProofLevel
+from sync.hq.recompute import differences, program_of
+from sync.protocol import (
+    AnyPayload,
+    EntryKind,
+    PayloadError,
+    Proof,
+    PushResponse,
+    Reason,
+    RefundPayload,
+    SalePayload,
+    VoidPayload,
+    WireEntry,
+    canonical_text,
+    parse_payload,
+    parse_time,
+)
+from terminal import loyalty as ly
+from terminal.loyalty import DEFAULT_BASE_RULE
 from terminal.model import EarnRule
 
-KNOWN_KINDS = frozenset({"sale", "void", "refund", "payment", "enrol", "adjust", "topup", "claim_key"})
-REVERSING_KINDS = frozenset({"void", "refund"})
+REVERSING_KINDS = frozenset({EntryKind.REFUND.value, EntryKind.VOID.value})
 MAX_GAPS = 100
 HQ_ACTOR = "head office"
 
@@ -58,9 +80,13 @@ class Effect(StrEnum):
 
     APPLIED = "applied"
     NONE = "none"  # no member, or nothing to change
-    UNKNOWN_KIND = "unknown_kind"
-    UNKNOWN_MEMBER = "unknown_member"
-    MALFORMED = "malformed"
+    UNKNOWN_MEMBER = "unknown_member"  # applied once head office knows the member
+    MALFORMED = "malformed"  # not its kind's model: stored as it came, never applied
+    QUARANTINED = "quarantined"  # broke a trust rule: no balance changed until an admin releases it
+    REJECTED = "rejected"  # quarantined, then rejected by an admin: never applied
+
+
+NOT_APPLIED = frozenset({Effect.MALFORMED, Effect.QUARANTINED, Effect.REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +99,16 @@ class Settings:
     timezone: str = "UTC"
     """The chain's business-day time zone (reports group entries by day in it)."""
     recompute: bool = True
-    """Price each reported sale again with head office's documents and flag any figure that differs."""
+    """Price each reported sale again with head office's documents: earned points above the rules
+    are quarantined, any other figure that differs is flagged."""
+    spend_needs_proof: bool = True
+    """Spending points or stored value needs a proof (card, payment code); off only for a chain that
+    trusts its POS to vouch for the member (docs/security.md)."""
+    card_keys: policy.CardKeys = policy.CardKeys()
+    """The SUN master key and card-hash key, when head office holds them: SUN taps are then verified."""
+    attested_stored_value_per_day: int = 50_000
+    """Stored value one terminal may take per day on card proofs head office cannot check again."""
+    attested_points_per_day: int = 50_000
 
 
 # -- pure: what an entry claims -------------------------------------------------------------------
@@ -90,60 +125,25 @@ class Facts:
     code_id: str | None = None
     original_txn: str | None = None
     restored: tuple[str, ...] | None = None
-    """Coupons a refund or void gives back (``coupons_restored``); None: not said (a void gives all back)."""
-    problem: str | None = None
+    """Coupons a refund or void gives back (``coupons_restored``); None: all of them (a void)."""
+    spent_points: int = 0
 
 
-def _opt_str(payload: dict[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key} must be a string")
-    return value
-
-
-def _opt_int(payload: dict[str, Any], key: str) -> int:
-    value = payload.get(key, 0)
-    if value is None:
-        return 0
-    # bool is an int subclass; True must not become one point.
-    if type(value) is not int:
-        raise ValueError(f"{key} must be an integer")
-    return value
-
-
-def _coupon_ids(payload: dict[str, Any], key: str = "coupons") -> tuple[str, ...]:
-    raw = payload.get(key) or []
-    if not isinstance(raw, list):
-        raise ValueError(f"{key} must be a list")
-    ids = [c.get("coupon_id") if isinstance(c, dict) else c for c in raw]
-    named = [c for c in ids if isinstance(c, str)]
-    if len(named) != len(ids):
-        raise ValueError("coupons must be coupon ids")
-    return tuple(dict.fromkeys(named))  # a coupon counts once per transaction
-
-
-def facts_of(entry: WireEntry) -> Facts:
-    """Read the fields head office checks; anything else in the payload stays opaque."""
-    p = entry.payload
-    try:
-        original = _opt_str(p, "original_txn") or _opt_str(p, "voided_txn_id")
-        return Facts(
-            member_id=_opt_str(p, "member_id"), uid_hash=_opt_str(p, "uid_hash"),
-            points=_opt_int(p, "points_delta"), stored_value=_opt_int(p, "stored_value_delta"),
-            total=_opt_int(p, "total"), coupons=_coupon_ids(p), code_id=_opt_str(p, "code_id"),
-            original_txn=original,
-            restored=_coupon_ids(p, "coupons_restored") if "coupons_restored" in p else None,
-        )
-    except ValueError as exc:
-        return Facts(problem=str(exc))
-
-
-def parse_time(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
+    """The fields head office books, from the entry's typed payload (nothing for a malformed one)."""
+    if payload is None:
+        return Facts()
+    values = payload.values()
+    base = Facts(member_id=values.member_id, points=values.points, stored_value=values.stored_value,
+                 total=values.total, uid_hash=getattr(payload, "uid_hash", None))
+    if isinstance(payload, SalePayload):
+        return Facts(base.member_id, payload.uid_hash, base.points, base.stored_value, base.total,
+                     tuple(dict.fromkeys(payload.coupons)), payload.code_id, spent_points=payload.points_redeemed)
+    if isinstance(payload, RefundPayload):
+        restored = None if kind == EntryKind.VOID.value else tuple(dict.fromkeys(payload.coupons_restored))
+        return Facts(base.member_id, None, base.points, base.stored_value, base.total,
+                     original_txn=payload.original_txn, restored=restored)
+    return base
 
 
 def day_of(moment: datetime, timezone: str) -> str:
@@ -166,7 +166,11 @@ def contiguous(watermark: int, seqs: Iterable[int]) -> tuple[int, list[tuple[int
 
 
 def payload_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """How head office stores a payload or document: canonical JSON text."""
+    try:
+        return canonical_text(payload)
+    except ValueError:  # a lone surrogate cannot be stored as UTF-8: keep it escaped, nothing lost
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
 # -- the batch -----------------------------------------------------------------------------------
@@ -182,6 +186,7 @@ class Item:
     detail: dict[str, Any]
     state: str = "open"
     note: str | None = None
+    quarantined: bool = False
 
 
 @dataclass
@@ -191,18 +196,37 @@ class Batch:
     received_at: str
     settings: Settings
     entries: list[WireEntry]
+    payloads: list[AnyPayload | None] = field(default_factory=list)
     facts: list[Facts] = field(default_factory=list)
     days: list[str] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    proofs: list[ProofLevel | None] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
     touched_members: set[str] = field(default_factory=set)
     touched_coupons: set[str] = field(default_factory=set)
+    touched_cards: set[str] = field(default_factory=set)
+    actor: Actor = Actor.TERMINAL
 
     def flag(self, i: int, reason: Reason, subject: str = "", **detail: Any) -> Item:
         e = self.entries[i]
         item = Item(f"{e.txn_id}:{reason.value}:{subject}".rstrip(":"), e.seq, e.txn_id, self.days[i], reason, detail)
         self.items.append(item)
         return item
+
+    def quarantine(self, i: int, breach: Breach) -> Item:
+        """The entry broke a trust rule: stored, no balance changes, an item to release or reject."""
+        item = self.flag(i, breach.reason, breach.subject, **breach.detail)
+        item.quarantined = True
+        if self.effects[i] is not Effect.MALFORMED:
+            self.effects[i] = Effect.QUARANTINED
+        member_id = self.facts[i].member_id
+        if member_id:  # the till showed the entry's effect: it must pull head office's balance
+            self.touched_members.add(member_id)
+        return item
+
+    def sale(self, i: int) -> SalePayload | None:
+        payload = self.payloads[i]
+        return payload if isinstance(payload, SalePayload) and self.effects[i] is not Effect.MALFORMED else None
 
 
 def new_entries(tx: Tx, terminal_id: str, entries: list[WireEntry]) -> tuple[list[WireEntry], int]:
@@ -244,9 +268,31 @@ def _lookup(tx: Tx, sql: str, column: str, keys: set[str]) -> dict[str, tuple[An
     return {row[0]: tuple(row) for row in tx.all(sql.format(cond=cond), params)}
 
 
+def read_payloads(batch: Batch) -> None:
+    """Each entry's typed payload; one that is not its kind's model is noted, never guessed at."""
+    received = parse_time(batch.received_at)
+    assert received is not None
+    for entry in batch.entries:
+        created = parse_time(entry.created_at)
+        batch.days.append(day_of(created or received, batch.settings.timezone))
+        batch.proofs.append(None)
+        try:
+            payload: AnyPayload | None = parse_payload(entry.kind, entry.payload)
+            problem = None
+        except PayloadError as exc:
+            payload, problem = None, exc
+        batch.payloads.append(payload)
+        batch.facts.append(facts_of(entry.kind, payload))
+        batch.effects.append(Effect.NONE)
+        i = len(batch.effects) - 1
+        if problem is not None and not problem.unknown:
+            batch.effects[i] = Effect.MALFORMED
+            batch.quarantine(i, Breach(Reason.MALFORMED_ENTRY, "payload", {"problem": str(problem)}))
+
+
 def classify(tx: Tx, batch: Batch) -> None:
-    """Per entry: its day, its effect, and every rule it breaks that needs no counting."""
-    batch.facts = [facts_of(e) for e in batch.entries]
+    """Per entry: who may produce it, its store, its clock, and every offline rule it breaks that needs
+    no counting (blocked cards and members); then its effect."""
     members = _lookup(tx, "SELECT member_id, status, blocked_at, deleted FROM members WHERE {cond}", "member_id",
                       {f.member_id for f in batch.facts if f.member_id})
     cards = _lookup(tx, "SELECT uid_hash, member_id, status, blocked_at, deleted FROM cards WHERE {cond}", "uid_hash",
@@ -255,22 +301,23 @@ def classify(tx: Tx, batch: Batch) -> None:
     assert received is not None
     for i, (entry, facts) in enumerate(zip(batch.entries, batch.facts, strict=True)):
         created = parse_time(entry.created_at)
-        batch.days.append(day_of(created or received, batch.settings.timezone))
         if created is None:
             batch.flag(i, Reason.MALFORMED_ENTRY, "created_at", problem=f"created_at {entry.created_at!r} is not ISO 8601")
         elif (created - received).total_seconds() > batch.settings.clock_skew:
             batch.flag(i, Reason.CLOCK_AHEAD, ahead_seconds=round((created - received).total_seconds(), 1),
                        received_at=batch.received_at)
-        batch.effects.append(_effect(batch, i, entry, facts, members, cards))
+        if batch.effects[i] is Effect.MALFORMED:
+            continue
+        payload = batch.payloads[i]
+        breach = policy.check_actor(batch.actor, entry.kind, payload) or policy.check_store(payload, batch.store_id)
+        if breach is not None:
+            batch.quarantine(i, breach)
+            continue
+        batch.effects[i] = _effect(batch, i, entry, facts, members, cards)
 
 
 def _effect(batch: Batch, i: int, entry: WireEntry, facts: Facts,
             members: dict[str, tuple[Any, ...]], cards: dict[str, tuple[Any, ...]]) -> Effect:
-    if entry.kind not in KNOWN_KINDS:
-        return Effect.UNKNOWN_KIND
-    if facts.problem:
-        batch.flag(i, Reason.MALFORMED_ENTRY, "payload", problem=facts.problem)
-        return Effect.MALFORMED
     if facts.uid_hash:
         _check_card(batch, i, entry, cards.get(facts.uid_hash))
     if facts.member_id is None:
@@ -298,39 +345,316 @@ def _blocked_before(blocked_at: str | None, created_at: str) -> bool:
     return blocked is None or created is None or blocked <= created
 
 
-def check_prices(tx: Tx, batch: Batch) -> None:
-    """Price every reported sale again with head office's rule and coupon documents (``recompute``):
-    a figure that differs is flagged, never refused."""
-    sales = [i for i, e in enumerate(batch.entries) if e.kind == "sale" and batch.effects[i] is not Effect.MALFORMED
-             and "lines" in e.payload and "local_time" in e.payload]
-    if not batch.settings.recompute or not sales:
-        return
+def rule_documents(tx: Tx) -> tuple[dict[str, Any], EarnRule]:
+    """Head office's earning-rule documents and base rule, as the tills have them (the same default)."""
     rule_docs = {str(r[0]): json.loads(r[1]) for r in tx.all("SELECT rule_id, body FROM rule_docs WHERE deleted = 0")}
     row = tx.one("SELECT rule_id, points, per_minor FROM rules WHERE rule_id = 'base' AND deleted = 0")
-    base = EarnRule(str(row[0]), int(row[1]), int(row[2])) if row else None
+    return rule_docs, (EarnRule(str(row[0]), int(row[1]), int(row[2])) if row else DEFAULT_BASE_RULE)
+
+
+def check_prices(tx: Tx, batch: Batch) -> None:
+    """Price every reported sale again with head office's rule and coupon documents (``recompute``):
+    earned points above the rules are quarantined; any other figure that differs is flagged."""
+    sales = [i for i in range(len(batch.entries)) if batch.sale(i) is not None and batch.effects[i] not in NOT_APPLIED]
+    if not batch.settings.recompute or not sales:
+        return
+    rule_docs, base = rule_documents(tx)
     found = _lookup(tx, "SELECT coupon_id, body FROM coupons WHERE deleted = 0 AND {cond}", "coupon_id",
                     {c for i in sales for c in batch.facts[i].coupons})
     coupons = {k: json.loads(v[1]) for k, v in found.items()}
+    try:
+        program: ly.Program | Exception = program_of(rule_docs, base)
+    except Exception as exc:  # noqa: BLE001 - head office's own documents do not parse: nothing can be priced
+        program = exc
     for i in sales:
+        sale = batch.sale(i)
+        assert sale is not None
         try:
-            diff = differences(batch.entries[i].payload, rule_docs, coupons, base)
+            if isinstance(program, Exception):
+                raise program
+            diff = differences(sale, program, coupons)
         except Exception as exc:  # noqa: BLE001 - a sale head office cannot price is a fact to look at, not a failed push
             batch.flag(i, Reason.PRICE_MISMATCH, "unpriced", problem=f"head office could not price it: {exc!r}"[:300])
+            if (breach := policy.check_points(sale, None)) is not None:
+                batch.quarantine(i, breach)
             continue
+        earned = diff.pop("points_earned", None)
+        if earned is not None and (breach := policy.check_points(sale, earned[1])) is not None:
+            batch.quarantine(i, breach)
+        elif earned is not None:
+            diff["points_earned"] = earned
         if diff:
             batch.flag(i, Reason.PRICE_MISMATCH, figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()})
 
 
+# -- refunds and voids against their sales --------------------------------------------------------------
+
+
+def check_reversals(tx: Tx, batch: Batch) -> None:
+    """A refund or void names a sale head office holds (or an earlier entry of this batch) and gives
+    back at most what that sale took, less earlier refunds; to the same member."""
+    wanted = {f.original_txn for i, f in enumerate(batch.facts)
+              if f.original_txn and batch.entries[i].kind in REVERSING_KINDS}
+    held = _lookup(tx, "SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, "
+                       "s.money_back, s.stored_value_back, s.points_restored FROM sales s JOIN journal j "
+                       "ON j.txn_id = s.txn_id WHERE s.{cond}", "txn_id", {t for t in wanted if t})
+    left = {txn: _sale_left(row) for txn, row in held.items()}
+    for i, entry in enumerate(batch.entries):
+        sale = batch.sale(i)
+        if sale is not None:
+            left[entry.txn_id] = policy.SaleLeft(batch.facts[i].member_id, sale.payable, sale.stored_value,
+                                                 sale.points_redeemed, batch.effects[i] not in NOT_APPLIED)
+            continue
+        refund = batch.payloads[i]
+        if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED:
+            continue
+        before = left.get(refund.original_txn)
+        breach = policy.check_reversal(before, refund, batch.facts[i].member_id)
+        if breach is not None:
+            batch.quarantine(i, breach)
+        elif before is not None:
+            left[refund.original_txn] = _after(before, refund)
+
+
+def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
+    applied = row[5] not in {e.value for e in NOT_APPLIED}
+    return policy.SaleLeft(row[1], int(row[2]), int(row[3]), int(row[4]), applied, int(row[6]), int(row[7]),
+                           int(row[8]))
+
+
+def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
+    return policy.SaleLeft(left.member_id, left.payable, left.stored_value, left.points_redeemed, left.applied,
+                           left.money_back + refund.money_back, left.stored_value_back + refund.stored_value_delta,
+                           left.points_restored + refund.points_restored)
+
+
+SALE_COLUMNS = ("txn_id", "terminal_id", "member_id", "payable", "stored_value", "points_redeemed", "money_back",
+                "stored_value_back", "points_restored")
+
+
+def record_sales(tx: Tx, batch: Batch) -> None:
+    """Keep what each sale took, and add what each refund that counts gave back (``sales``)."""
+    rows = []
+    for i, entry in enumerate(batch.entries):
+        sale = batch.sale(i)
+        if sale is not None:
+            rows.append((entry.txn_id, entry.terminal_id, batch.facts[i].member_id, sale.payable, sale.stored_value,
+                         sale.points_redeemed, 0, 0, 0))
+    tx.insert_rows("sales", SALE_COLUMNS, rows)
+    for i, refund in enumerate(batch.payloads):
+        if isinstance(refund, RefundPayload) and batch.effects[i] not in NOT_APPLIED:
+            add_reversal(tx, refund)
+
+
+def release_waiting(tx: Tx, batch: Batch) -> None:
+    """Refunds that arrived before their sale (held as ``refund_unknown_sale``) are checked again now
+    that the sale is here, and applied when they pass: the result does not depend on arrival order."""
+    sales = [e.txn_id for i, e in enumerate(batch.entries) if batch.sale(i) is not None]
+    if not sales:
+        return
+    cond, params = tx.in_list("original_txn", sales)
+    rows = tx.all(f"SELECT txn_id, kind, payload, member_id, points, stored_value FROM journal WHERE {cond} "
+                  f"AND effect = ? ORDER BY terminal_id, seq", [*params, Effect.QUARANTINED.value])
+    for txn_id, kind, payload_text, member_id, points, value in rows:
+        holds = {str(r[0]) for r in tx.all("SELECT reason FROM recon_items WHERE txn_id = ? AND quarantine = 1 "
+                                           "AND state = 'open'", [txn_id])}
+        refund = parse_payload(str(kind), json.loads(str(payload_text)))
+        if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
+            continue
+        row = tx.one("SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, "
+                     "s.money_back, s.stored_value_back, s.points_restored FROM sales s JOIN journal j "
+                     "ON j.txn_id = s.txn_id WHERE s.txn_id = ?", [refund.original_txn])
+        if row is None or policy.check_reversal(_sale_left(tuple(row)), refund, member_id) is not None:
+            continue
+        _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
+
+
+def _apply_released(tx: Tx, batch: Batch, txn_id: str, refund: RefundPayload, member_id: str | None,
+                    points: int, value: int) -> None:
+    effect, coupons = apply_held(tx, txn_id, refund, member_id, points, value)
+    if effect is Effect.APPLIED and member_id:
+        batch.touched_members.add(member_id)
+    batch.touched_coupons.update(coupons)
+    tx.run("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE txn_id = ? "
+           "AND quarantine = 1 AND state = 'open'",
+           [batch.received_at, HQ_ACTOR, "its sale arrived later; checked against it and applied", txn_id])
+
+
+def apply_held(tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, points: int,
+               value: int) -> tuple[Effect, list[str]]:
+    """Apply an entry held until now (released by an administrator, or a refund whose sale arrived): its
+    balances go to its member (or wait for the member, like any entry naming one head office does not know
+    yet); a refund counts against its sale and gives its coupons back. Returns its effect and the coupons
+    whose counts changed (the caller moves their versions, and the member's)."""
+    known = member_id is not None and tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0",
+                                             [member_id]) is not None
+    effect = Effect.APPLIED if known and (points or value) else Effect.UNKNOWN_MEMBER if member_id and not known \
+        else Effect.NONE
+    if effect is Effect.APPLIED:
+        tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+               [points, value, member_id])
+    coupons: list[str] = []
+    if isinstance(payload, RefundPayload):
+        add_reversal(tx, payload)
+        only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
+        coupons = _release_coupons(tx, payload.original_txn, only)
+    tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
+    return effect, coupons
+
+
+def backfill_sales(tx: Tx) -> None:
+    """After the migration that added ``sales``: what each sale held already took and gave back."""
+    for txn_id, terminal_id, member_id, payload_text, effect in tx.all(
+            "SELECT txn_id, terminal_id, member_id, payload, effect FROM journal WHERE kind = 'sale' ORDER BY seq"):
+        try:
+            sale = parse_payload("sale", json.loads(str(payload_text)))
+        except (PayloadError, ValueError):
+            continue
+        assert isinstance(sale, SalePayload)
+        tx.insert_rows("sales", SALE_COLUMNS, [(txn_id, terminal_id, member_id, sale.payable, sale.stored_value,
+                                                sale.points_redeemed, 0, 0, 0)])
+    for txn_id, kind, payload_text, effect in tx.all(
+            "SELECT txn_id, kind, payload, effect FROM journal WHERE kind IN ('refund', 'void') ORDER BY seq"):
+        try:
+            refund = parse_payload(str(kind), json.loads(str(payload_text)))
+        except (PayloadError, ValueError):
+            continue
+        assert isinstance(refund, RefundPayload)
+        tx.run("UPDATE journal SET original_txn = ? WHERE txn_id = ?", [refund.original_txn, txn_id])
+        if effect not in {e.value for e in NOT_APPLIED}:
+            add_reversal(tx, refund)
+
+
+def add_reversal(tx: Tx, refund: RefundPayload) -> None:
+    tx.run("UPDATE sales SET money_back = money_back + ?, stored_value_back = stored_value_back + ?, "
+           "points_restored = points_restored + ? WHERE txn_id = ?",
+           [refund.money_back, refund.stored_value_delta, refund.points_restored, refund.original_txn])
+
+
+# -- proofs: what authorised each spend ------------------------------------------------------------------
+
+
+def check_proofs(tx: Tx, batch: Batch) -> None:
+    """Every sale that spends names a proof head office accepts: a payment code it verifies (and that
+    was never used before, chain-wide), or a secure card tap of the member's card whose counter was
+    never used before, chain-wide (verified when head office holds the card keys; else bounded per
+    terminal and day). Secure taps that only identified are recorded too, and their reuse flagged."""
+    settings = batch.settings
+    for i in range(len(batch.entries)):
+        sale = batch.sale(i)
+        if sale is None or batch.effects[i] in NOT_APPLIED:
+            continue
+        breach = policy.check_proof_named(sale, settings.spend_needs_proof)
+        if breach is not None:
+            batch.quarantine(i, breach)
+            continue
+        if sale.spends and sale.proof is Proof.PAYMENT_CODE:
+            batch.proofs[i] = ProofLevel.PAYMENT_CODE
+            if (breach := policy.check_payment_code(sale, batch.entries[i].created_at, _device(tx, sale))) is not None:
+                batch.quarantine(i, breach)
+        elif sale.spends and sale.proof is Proof.POS:
+            batch.proofs[i] = ProofLevel.POS
+    _check_taps(tx, batch)
+    check_payment_codes(tx, batch)
+
+
+def _device(tx: Tx, sale: SalePayload) -> policy.DeviceFacts:
+    cert_id = (sale.code_id or "").partition(":")[0]
+    row = tx.one("SELECT body FROM device_certs WHERE cert_id = ? AND deleted = 0", [cert_id])
+    revoked = tx.one("SELECT body FROM revocations WHERE revocation_id = ? AND deleted = 0", [f"device:{cert_id}"])
+    return policy.DeviceFacts(json.loads(row[0]) if row else None,
+                              str(json.loads(revoked[0]).get("revoked_at")) if revoked else None)
+
+
+def _check_taps(tx: Tx, batch: Batch) -> None:
+    taps = [(i, sale) for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None and sale.tap]
+    cards = _lookup(tx, "SELECT uid_hash, member_id FROM cards WHERE deleted = 0 AND {cond}", "uid_hash",
+                    {sale.tap.uid_hash for _, sale in taps if sale.tap})
+    for i, sale in taps:
+        assert sale.tap is not None
+        pays = sale.spends and sale.proof is Proof.CARD
+        if pays and batch.effects[i] not in NOT_APPLIED:
+            card = cards.get(sale.tap.uid_hash)
+            level, breach = policy.check_card_tap(sale.tap, card[1] if card else None, sale.member_id,
+                                                  batch.settings.card_keys)
+            batch.proofs[i] = level
+            breach = breach or policy.check_attested(level, _attested_today(tx, batch, i), sale, (
+                batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day))
+            if breach is not None:
+                batch.quarantine(i, breach)
+        if sale.tap.counter is not None:
+            _use_counter(tx, batch, i, sale, pays)
+
+
+def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
+    """Stored value and points this terminal took today on attested card proofs (stored and this batch)."""
+    row = tx.one("SELECT COALESCE(SUM(-stored_value), 0), COALESCE(SUM(points_spent), 0) FROM journal "
+                 "WHERE terminal_id = ? AND day = ? AND proof = ? AND effect NOT IN (?, ?, ?)",
+                 [batch.terminal_id, batch.days[i], ProofLevel.ATTESTED_CARD.value, *sorted(e.value for e in NOT_APPLIED)])
+    value, points = (int(row[0]), int(row[1])) if row else (0, 0)
+    for j in range(i):
+        if batch.proofs[j] is ProofLevel.ATTESTED_CARD and batch.days[j] == batch.days[i] \
+                and batch.effects[j] not in NOT_APPLIED:
+            value, points = value - batch.facts[j].stored_value, points + batch.facts[j].spent_points
+    return value, points
+
+
+def _use_counter(tx: Tx, batch: Batch, i: int, sale: SalePayload, pays: bool) -> None:
+    """A SUN counter serves one transaction chain-wide; the card's high-water mark goes to every till."""
+    assert sale.tap is not None and sale.tap.counter is not None
+    entry, tap = batch.entries[i], sale.tap
+    stored = tx.many_returning(
+        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id", [(tap.uid_hash, tap.counter, entry.terminal_id,
+                                                                        entry.txn_id)])
+    if stored[0] is None:
+        first = tx.one("SELECT terminal_id, txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?",
+                       [tap.uid_hash, tap.counter])
+        if first is not None and first[1] != entry.txn_id:
+            breach = Breach(Reason.CARD_REPLAYED, f"{tap.uid_hash[:16]}:{tap.counter}", {
+                "uid_hash": tap.uid_hash, "counter": tap.counter, "first_terminal": first[0], "first_txn": first[1],
+                "paid": pays})
+            if pays and batch.effects[i] not in NOT_APPLIED:
+                batch.quarantine(i, breach)
+            else:
+                batch.flag(i, breach.reason, breach.subject, **breach.detail)
+    if tx.run("UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
+              [tap.counter, tap.uid_hash, tap.counter]):
+        batch.touched_cards.add(tap.uid_hash)
+
+
+def check_payment_codes(tx: Tx, batch: Batch) -> None:
+    """A payment code (device id + counter) is good once, chain-wide: a second use is a replay, and a
+    replay that paid is quarantined (the member pays once)."""
+    uses = sorted((f.code_id, i) for i, f in enumerate(batch.facts) if f.code_id)
+    rows = [(code, batch.terminal_id, batch.entries[i].seq, batch.entries[i].txn_id) for code, i in uses]
+    stored = tx.many_returning(
+        "INSERT INTO payment_codes (code_id, terminal_id, seq, txn_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (code_id) DO NOTHING RETURNING code_id", rows,
+    )
+    replays = [(code, i) for (code, i), row in zip(uses, stored, strict=True) if row is None]
+    first = _lookup(tx, "SELECT code_id, terminal_id, seq, txn_id FROM payment_codes WHERE {cond}", "code_id",
+                    {code for code, _ in replays})
+    for code, i in replays:
+        held = first[code]
+        breach = Breach(Reason.PAYMENT_CODE_REPLAYED, code, {"code_id": code, "first_terminal": held[1],
+                                                             "first_seq": held[2], "first_txn": held[3]})
+        if batch.effects[i] in NOT_APPLIED:
+            batch.flag(i, breach.reason, breach.subject, **breach.detail)
+        else:
+            batch.quarantine(i, breach)
+
+
 JOURNAL_COLUMNS = ("terminal_id", "seq", "txn_id", "kind", "payload", "created_at", "received_at", "effect", "member_id",
-                   "store_id", "day", "total", "points", "stored_value")
+                   "store_id", "day", "total", "points", "stored_value", "original_txn", "proof", "points_spent")
 
 
 def store_journal(tx: Tx, batch: Batch) -> None:
     rows = []
-    for e, f, effect, day in zip(batch.entries, batch.facts, batch.effects, batch.days, strict=True):
+    for e, f, effect, day, proof in zip(batch.entries, batch.facts, batch.effects, batch.days, batch.proofs, strict=True):
         rows.append((e.terminal_id, e.seq, e.txn_id, e.kind, payload_json(e.payload), e.created_at,
                      batch.received_at, effect.value, f.member_id, batch.store_id, day, f.total, f.points,
-                     f.stored_value))
+                     f.stored_value, f.original_txn, proof.value if proof else None, f.spent_points))
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
 
 
@@ -371,27 +695,10 @@ def _write_off(item: Item, short: int, tolerance: int) -> None:
         item.state, item.note = "settled_auto", f"written off: {short} within the tolerance of {tolerance}"
 
 
-def check_payment_codes(tx: Tx, batch: Batch) -> None:
-    """A payment code (device id + counter) is good once, chain-wide; a second use is a replay."""
-    uses = sorted((f.code_id, i) for i, f in enumerate(batch.facts) if f.code_id and batch.effects[i] is not Effect.UNKNOWN_KIND)
-    rows = [(code, batch.terminal_id, batch.entries[i].seq, batch.entries[i].txn_id) for code, i in uses]
-    stored = tx.many_returning(
-        "INSERT INTO payment_codes (code_id, terminal_id, seq, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (code_id) DO NOTHING RETURNING code_id", rows,
-    )
-    replays = [(code, i) for (code, i), row in zip(uses, stored, strict=True) if row is None]
-    first = _lookup(tx, "SELECT code_id, terminal_id, seq, txn_id FROM payment_codes WHERE {cond}", "code_id",
-                    {code for code, _ in replays})
-    for code, i in replays:
-        held = first[code]
-        batch.flag(i, Reason.PAYMENT_CODE_REPLAYED, code, code_id=code, first_terminal=held[1], first_seq=held[2],
-                   first_txn=held[3])
-
-
 def count_coupons(tx: Tx, batch: Batch) -> None:
-    """Count every coupon use chain-wide and per member; flag uses beyond the coupon's limits."""
-    uses = [(c, i) for i, f in enumerate(batch.facts)
-            if batch.effects[i] not in (Effect.UNKNOWN_KIND, Effect.MALFORMED) for c in f.coupons]
+    """Count every coupon use chain-wide and per member (quarantined sales too: the coupon left the
+    till); flag uses beyond the coupon's limits."""
+    uses = [(c, i) for i, f in enumerate(batch.facts) if batch.effects[i] is not Effect.MALFORMED for c in f.coupons]
     docs = _lookup(tx, "SELECT coupon_id, body, deleted FROM coupons WHERE {cond}", "coupon_id", {c for c, _ in uses})
     known = [(c, i) for c, i in uses if c in docs and not docs[c][2]]
     for c, i in uses:
@@ -440,28 +747,28 @@ def _count(tx: Tx, batch: Batch, uses: list[tuple[str, int]], limits: dict[str, 
 
 
 def reverse(tx: Tx, batch: Batch) -> None:
-    """A void or refund gives back the coupon uses it restores; a void also settles the open items
-    of the sale it cancels (what it broke no longer happened)."""
+    """A void or refund that counts gives back the coupon uses it restores; a void also settles the open
+    items of the sale it cancels (what it broke no longer happened)."""
     for i, (entry, facts) in enumerate(zip(batch.entries, batch.facts, strict=True)):
-        if entry.kind not in REVERSING_KINDS or not facts.original_txn or batch.effects[i] is Effect.MALFORMED:
+        if entry.kind not in REVERSING_KINDS or not facts.original_txn or batch.effects[i] in NOT_APPLIED:
             continue
-        _release_coupons(tx, batch, facts.original_txn, facts.restored)
+        batch.touched_coupons.update(_release_coupons(tx, facts.original_txn, facts.restored))
         if entry.kind != "void":
             continue
-        tx.run(
-            "UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
-            "WHERE txn_id = ? AND state = 'open'",
-            (batch.received_at, HQ_ACTOR, f"reversed by {entry.kind} {entry.txn_id} (seq {entry.seq})",
-             facts.original_txn),
-        )
+        note = f"reversed by {entry.kind} {entry.txn_id} (seq {entry.seq})"
+        tx.run("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
+               "WHERE txn_id = ? AND state = 'open' AND quarantine = 0",
+               (batch.received_at, HQ_ACTOR, note, facts.original_txn))
         for item in batch.items:
-            if item.txn_id == facts.original_txn and item.state == "open":
-                item.state, item.note = "settled_auto", f"reversed by {entry.kind} {entry.txn_id} (seq {entry.seq})"
+            if item.txn_id == facts.original_txn and item.state == "open" and not item.quarantined:
+                item.state, item.note = "settled_auto", note
 
 
-def _release_coupons(tx: Tx, batch: Batch, original_txn: str, only: tuple[str, ...] | None) -> None:
+def _release_coupons(tx: Tx, original_txn: str, only: tuple[str, ...] | None) -> list[str]:
+    """Give back the coupon uses of ``original_txn`` (all, or ``only`` those); the coupons released."""
     rows = tx.all("SELECT coupon_id, member_id FROM coupon_uses WHERE txn_id = ? AND released = 0 ORDER BY coupon_id",
                   [original_txn])
+    released = []
     for coupon_id, member_id in rows:
         if only is not None and coupon_id not in only:
             continue
@@ -469,19 +776,21 @@ def _release_coupons(tx: Tx, batch: Batch, original_txn: str, only: tuple[str, .
         if member_id:
             tx.run("UPDATE coupon_member_uses SET uses = uses - 1 WHERE coupon_id = ? AND member_id = ?",
                    [coupon_id, member_id])
-        batch.touched_coupons.add(coupon_id)
+        released.append(str(coupon_id))
         tx.run("UPDATE coupon_uses SET released = 1 WHERE txn_id = ? AND coupon_id = ?", [original_txn, coupon_id])
+    return released
 
 
 def save_items(tx: Tx, store_id: str, terminal_id: str, items: list[Item], now: str) -> int:
     """Insert reconciliation items; an item id already held is kept as it is. Returns how many are new."""
     rows = [(it.item_id, store_id, terminal_id, it.day, it.seq, it.txn_id, it.reason.value,
              json.dumps(it.detail, sort_keys=True), it.state, now,
-             now if it.state != "open" else None, HQ_ACTOR if it.state != "open" else None, it.note)
+             now if it.state != "open" else None, HQ_ACTOR if it.state != "open" else None, it.note,
+             int(it.quarantined))
             for it in items]
     added = tx.many_returning(
         "INSERT INTO recon_items (item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, "
-        "settled_at, settled_by, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "settled_at, settled_by, note, quarantine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (item_id) DO NOTHING RETURNING item_id", rows,
     )
     return sum(row is not None for row in added)
@@ -536,19 +845,24 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
     batch = Batch(terminal_id, store_id, received_at, settings, fresh)
     from sync.hq import members  # enrolments, merges and erasures (imports this module)
 
+    read_payloads(batch)
     members.accept(tx, batch)
     classify(tx, batch)
     members.redirect(tx, batch)
     check_prices(tx, batch)
+    check_proofs(tx, batch)
+    check_reversals(tx, batch)
     store_journal(tx, batch)
+    record_sales(tx, batch)
+    release_waiting(tx, batch)
     apply_balances(tx, batch)
-    check_payment_codes(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)
     offset, skew = clock_item(terminal_id, clock, received_at, settings)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
     bump_versions(tx, "members", "member_id", batch.touched_members)
     bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
+    bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
     acked, gaps = advance(tx, terminal_id, watermark)
     tx.run("UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
            [received_at, offset, terminal_id])

@@ -22,7 +22,15 @@ from typing import Any
 
 from sync import claims as tokens
 from sync.hq.db import HqError, Tx, utc_now
-from sync.protocol import Reason
+from sync.protocol import (
+    ClaimKeyPayload,
+    EnrolPayload,
+    PayloadError,
+    Reason,
+    SalePayload,
+    parse_payload,
+    parse_time,
+)
 
 CONSENT_VERSION = "join-2026-11"
 CONSENT_TEXT = ("I agree that the shop group keeps my name and my purchases to credit my points and send me my "
@@ -49,36 +57,37 @@ class UnknownMember(HqError):
 
 
 def accept(tx: Tx, batch: Any) -> None:
-    """Enrolments and claim keys of a batch's new entries, before anything is classified."""
+    """Enrolments and claim keys of a batch's new entries (typed payloads), before anything is classified."""
     for i, entry in enumerate(batch.entries):
-        if entry.kind == "claim_key":
-            _register_key(tx, entry, batch.received_at)
-        elif entry.kind == "enrol" and isinstance(entry.payload.get("member_id"), str):
-            _enrol(tx, batch, i)
+        payload = batch.payloads[i]
+        if isinstance(payload, ClaimKeyPayload):
+            _register_key(tx, entry.terminal_id, payload, batch.received_at)
+        elif isinstance(payload, EnrolPayload) and payload.member_id is not None:
+            _enrol(tx, batch, i, payload)
 
 
-def _register_key(tx: Tx, entry: Any, now: str) -> None:
-    key_id, public = entry.payload.get("key_id"), entry.payload.get("public_key")
-    if not isinstance(key_id, str) or not isinstance(public, str):
+def _register_key(tx: Tx, terminal_id: str, key: ClaimKeyPayload, now: str) -> None:
+    try:
+        if tokens.key_id_of(tokens.unb64(key.public_key)).hex() != key.key_id:
+            return  # a key id that does not match its key is ignored; its tokens will not verify
+    except ValueError:
         return
-    if tokens.key_id_of(tokens.unb64(public)).hex() != key_id:
-        return  # a key id that does not match its key is ignored; its tokens will not verify
     tx.run("INSERT INTO claim_keys (key_id, terminal_id, public_key, created_at) VALUES (?, ?, ?, ?) "
-           "ON CONFLICT (key_id) DO NOTHING", [key_id, entry.terminal_id, public, now])
+           "ON CONFLICT (key_id) DO NOTHING", [key.key_id, terminal_id, key.public_key, now])
 
 
-def _enrol(tx: Tx, batch: Any, i: int) -> None:
+def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     e = batch.entries[i]
-    p = e.payload
-    member_id, uid_hash = str(p["member_id"]), str(p.get("uid_hash") or "")
+    assert p.member_id is not None
+    member_id, uid_hash = p.member_id, p.uid_hash or ""
     if tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id]) is not None:
         return
     tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, str(p.get("display_name") or ""), str(p.get("tier") or "")])
+           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, p.display_name, p.tier])
     tx.run("INSERT INTO enrolments (member_id, uid_hash, terminal_id, txn_id, created_at) VALUES (?, ?, ?, ?, ?)",
            [member_id, uid_hash, e.terminal_id, e.txn_id, e.created_at])
-    if isinstance(p.get("consent"), str) and p["consent"]:
-        _consent(tx, member_id, p["consent"], TILL_CHANNEL, e.created_at)
+    if p.consent:
+        _consent(tx, member_id, p.consent, TILL_CHANNEL, e.created_at)
     batch.touched_members.add(member_id)
     if not uid_hash:
         return
@@ -92,7 +101,7 @@ def _enrol(tx: Tx, batch: Any, i: int) -> None:
 
 
 def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
-    from sync.hq.ingest import Item, day_of, parse_time
+    from sync.hq.ingest import Item, day_of
 
     e = batch.entries[i]
     day = day_of(parse_time(e.created_at) or parse_time(batch.received_at) or datetime.now(UTC),
@@ -140,6 +149,7 @@ def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0", [loser])]
     tx.run("UPDATE cards SET member_id = ? WHERE member_id = ? AND deleted = 0", [winner, loser])
     tx.run("UPDATE journal SET member_id = ? WHERE member_id = ?", [winner, loser])
+    tx.run("UPDATE sales SET member_id = ? WHERE member_id = ?", [winner, loser])
     tx.run("UPDATE claims SET member_id = ? WHERE member_id = ?", [winner, loser])
     tx.run("INSERT INTO consents (member_id, wording_version, channel, given_at) SELECT ?, wording_version, channel, "
            "given_at FROM consents WHERE member_id = ? ON CONFLICT DO NOTHING", [winner, loser])
@@ -166,7 +176,7 @@ def redirect(tx: Tx, batch: Any) -> None:
         entry = batch.entries[i]
         if facts.member_id in erased:
             batch.facts[i] = replace(facts, member_id=None, uid_hash=None, points=0, stored_value=0)
-            batch.entries[i] = entry.model_copy(update={"payload": anonymised(entry.payload)})
+            batch.entries[i] = entry.model_copy(update={"payload": anonymised(entry.kind, entry.payload)})
             batch.effects[i] = Effect.NONE
         else:
             batch.facts[i] = replace(facts, member_id=merged[str(facts.member_id)])
@@ -204,16 +214,20 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
         raise ClaimRefused("claim_forged", "This claim code does not match its sale.")
     if sale[2] is not None or tx.one("SELECT 1 FROM claims WHERE txn_id = ?", [token.txn_id]) is not None:
         raise ClaimRefused("claim_used", "The points of this receipt have already been claimed.")
-    if tx.one("SELECT 1 FROM journal WHERE kind = 'void' AND payload LIKE ?", [f'%"voided_txn_id":"{token.txn_id}"%']):
+    if tx.one("SELECT 1 FROM journal WHERE kind = 'void' AND original_txn = ?", [token.txn_id]):
         raise ClaimRefused("claim_used", "This sale was cancelled at the till: it has no points to claim.")
-    payload = json.loads(str(sale[3]))
+    try:
+        payload = parse_payload("sale", json.loads(str(sale[3])))
+    except PayloadError as exc:
+        raise ClaimRefused("claim_forged", "This sale's record cannot be read: it has no points to claim.") from exc
+    assert isinstance(payload, SalePayload)
     member_id = f"J-{uuid.uuid4().hex[:20]}"
     points = claim_points(tx, payload, member_id)
     at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     tx.run("INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
            [token.txn_id, member_id, points, at])
     tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, str(payload.get("tier") or ""), points])
+           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, payload.tier or "", points])
     tx.run("UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
            [member_id, points, token.txn_id])
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
@@ -221,19 +235,16 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
 
 
-def claim_points(tx: Tx, payload: dict[str, Any], member_id: str) -> int:
+def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
     """What the sale earns its new member: priced again with head office's rules as a member's sale
-    (an anonymous sale earned nothing at the till)."""
-    if int(payload.get("points_earned") or 0) > 0:
-        return int(payload["points_earned"])
-    from sync.hq.recompute import recompute
-    from terminal.model import EarnRule
+    (an anonymous sale earned nothing at the till; what the till said it earned is not taken on trust)."""
+    from sync.hq.ingest import rule_documents
+    from sync.hq.recompute import program_of, recompute
 
-    docs = {str(r[0]): json.loads(str(r[1])) for r in tx.all("SELECT rule_id, body FROM rule_docs WHERE deleted = 0")}
-    row = tx.one("SELECT rule_id, points, per_minor FROM rules WHERE rule_id = 'base' AND deleted = 0")
-    base = EarnRule(str(row[0]), int(row[1]), int(row[2])) if row else None
+    docs, base = rule_documents(tx)
     try:
-        quote = recompute({**payload, "member_id": member_id, "coupons": [], "points_redeemed": 0}, docs, {}, base)
+        as_member = sale.model_copy(update={"member_id": member_id, "coupons": [], "points_redeemed": 0})
+        quote = recompute(as_member, program_of(docs, base), {})
     except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
         return 0
     return max(0, quote.points_earned)
@@ -253,9 +264,23 @@ def consents(tx: Tx, member_id: str) -> list[dict[str, str]]:
 # -- erasure -----------------------------------------------------------------------------------------
 
 
-def anonymised(payload: dict[str, Any]) -> dict[str, Any]:
-    """A journal payload without who: the member id, the card hash and the name go; the sale stays."""
-    return {**{k: v for k, v in payload.items() if k not in PERSONAL_KEYS}, "member_id": None, "erased": True}
+def anonymised(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A journal payload without who: the member id, the card hash, the secure tap and the name go;
+    the sale stays, still its kind's model (an unreadable payload keeps only what is not personal)."""
+    try:
+        typed = parse_payload(kind, payload)
+    except PayloadError:
+        return {k: v for k, v in payload.items() if k not in PERSONAL_KEYS}
+    blank: dict[str, Any] = {k: None for k in ("member_id", "uid_hash", "tap") if k in type(typed).model_fields}
+    if "display_name" in type(typed).model_fields:
+        blank["display_name"] = ""
+    return typed.model_copy(update=blank).wire()
+
+
+def _stored(payload: dict[str, Any]) -> str:
+    from sync.hq.ingest import payload_json
+
+    return payload_json(payload)
 
 
 def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
@@ -270,10 +295,10 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE coupons SET deleted = 1, body = '{}' WHERE member_id = ?", [member_id])
     tx.run("UPDATE coupon_uses SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM coupon_member_uses WHERE member_id = ?", [member_id])
-    rows = tx.all("SELECT terminal_id, seq, payload FROM journal WHERE member_id = ?", [member_id])
+    rows = tx.all("SELECT terminal_id, seq, kind, payload FROM journal WHERE member_id = ?", [member_id])
     tx.many("UPDATE journal SET member_id = NULL, payload = ? WHERE terminal_id = ? AND seq = ?",
-            [(json.dumps(anonymised(json.loads(str(p))), sort_keys=True, separators=(",", ":")), t, s)
-             for t, s, p in rows])
+            [(_stored(anonymised(str(k), json.loads(str(p)))), t, s) for t, s, k, p in rows])
+    tx.run("UPDATE sales SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
     tx.run("INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?) ON CONFLICT (member_id) DO NOTHING",

@@ -31,9 +31,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sync.hq import policy
 from sync.hq.db import HqError, IntegrityFailed, Tx, utc_now
 from sync.hq.ingest import HQ_ACTOR, bump_versions, payload_json
 from sync.hq.storage import HqStore, unb64
+from sync.protocol import ConfirmRequest, EntryKind, TopupPayload
+from terminal import membercodes
 from terminal import payments as pay
 from terminal.credentials import token_digest
 from terminal.errors import Code, Rejected
@@ -41,6 +44,7 @@ from terminal.errors import Code, Rejected
 CERT_LIFETIME_S = 365 * 86400
 OFFLINE_CAP = 10_000  # minor units a device may pay per day at a till that is offline
 PAYMENT_PURPOSE = "payment"
+MEMBER_PURPOSE = "member"
 
 
 class PaymentRefused(HqError):
@@ -74,8 +78,9 @@ def _member_row(tx: Tx, member_id: str) -> tuple[int, str]:
 def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", topup_id: str | None = None) -> TopUp:
     """Add ``amount`` to the member's stored value; idempotent by ``topup_id`` (a retried request
     with the same id changes nothing and gets the same answer)."""
-    if amount <= 0:
-        raise ValueError("a top-up is a positive amount in minor units")
+    fact = TopupPayload(member_id=member_id, amount=amount, note=note[:200]) if amount > 0 else None
+    if fact is None or policy.check_actor(policy.Actor.ADMIN, EntryKind.TOPUP, fact) is not None:
+        raise ValueError("a top-up is a positive amount in minor units, added by an administrator")
     topup_id = topup_id or f"TU-{secrets.token_hex(8)}"
 
     def run(tx: Tx) -> TopUp:
@@ -141,19 +146,33 @@ def member_of_token(store: HqStore, token: str) -> str | None:
 
 def payment_key(store: HqStore) -> tuple[str, Ed25519PrivateKey]:
     """Head office's active payment key (made on first use): (key id, private key)."""
-    found = _find_payment_key(store)
+    return signing_key(store, PAYMENT_PURPOSE)
+
+
+def signing_key(store: HqStore, purpose: str) -> tuple[str, Ed25519PrivateKey]:
+    """Head office's active signing key for ``purpose`` (made on first use): (key id, private key)."""
+    found = _find_key(store, purpose)
     if found is None:
-        store.create_signing_key(PAYMENT_PURPOSE)
-        found = _find_payment_key(store)
+        store.create_signing_key(purpose)
+        found = _find_key(store, purpose)
     assert found is not None
     return found
 
 
-def _find_payment_key(store: HqStore) -> tuple[str, Ed25519PrivateKey] | None:
+def member_code(store: HqStore, member_id: str, now: int | None = None) -> str:
+    """The member's signed code (``TPM2:``) to print on a card or keep in the wallet: it identifies the
+    member at any till of the chain (offline too) and never spends."""
+    if store.member(member_id) is None:
+        raise PaymentRefused(Code.UNKNOWN_MEMBER.value, f"no member {member_id}")
+    key_id, key = signing_key(store, MEMBER_PURPOSE)
+    return membercodes.issue(key, key_id, member_id, int(time.time()) if now is None else now)
+
+
+def _find_key(store: HqStore, purpose: str) -> tuple[str, Ed25519PrivateKey] | None:
     with store.db.read() as tx:
         rows = tx.all("SELECT key_id, body, private_key FROM signing_keys WHERE deleted = 0 AND private_key IS NOT NULL")
     live = [(json.loads(body).get("created_at", ""), key_id, private) for key_id, body, private in rows
-            if json.loads(body).get("purpose") == PAYMENT_PURPOSE and json.loads(body).get("status") == "active"]
+            if json.loads(body).get("purpose") == purpose and json.loads(body).get("status") == "active"]
     if not live:
         return None
     _, key_id, private = max(live)
@@ -207,25 +226,28 @@ def revoke_device(store: HqStore, cert_id_hex: str, reason: str = "") -> str:
 # -- online confirmation ----------------------------------------------------------------------------
 
 
-def confirm(store: HqStore, terminal_id: str, request: dict[str, Any], now: int | None = None) -> dict[str, Any]:
-    """Confirm a payment-code payment a till is about to approve, or raise ``PaymentRefused``.
+def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int | None = None) -> dict[str, Any]:
+    """Confirm a spend a till is about to approve, or raise ``PaymentRefused``.
 
-    ``request``: code_id "<cert hex>:<counter>", member_id, amount, txn_id, and optionally the code
-    text (then its signature and time window are checked here too). A code id is confirmed once;
-    the same (terminal, txn_id) asking again gets the same answer (a retry)."""
-    code_id, member_id = str(request["code_id"]), str(request["member_id"])
-    amount, txn_id = int(request["amount"]), str(request["txn_id"])
+    The proof is checked here as at ingest: a code's signature, time window and device (not revoked,
+    the member's own), or a card tap of the member's card whose SUN message verifies when head office
+    holds the keys and whose read counter was never used in the chain (it is used now). A proof is
+    confirmed once; the same (terminal, txn_id) asking again gets the same answer (a retry)."""
+    use_id, member_id, amount, txn_id = request.use_id, request.member_id, request.amount, request.txn_id
     at = int(time.time()) if now is None else now
 
     def run(tx: Tx) -> dict[str, Any]:
-        held = tx.one("SELECT terminal_id, txn_id FROM payment_confirms WHERE code_id = ?", [code_id])
+        held = tx.one("SELECT terminal_id, txn_id FROM payment_confirms WHERE code_id = ?", [use_id])
         if held is not None:
             if (held[0], held[1]) == (terminal_id, txn_id):
-                return {"confirmed": True, "code_id": code_id, "repeat": True}
-            raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was confirmed for another payment")
-        if tx.one("SELECT 1 FROM payment_codes WHERE code_id = ?", [code_id]) is not None:
-            raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was already used")
-        _check_device(tx, code_id, member_id, request.get("code"), at)
+                return {"confirmed": True, "code_id": use_id, "repeat": True}
+            raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment")
+        if request.card is not None:
+            _check_card(tx, store, terminal_id, request)
+        else:
+            if tx.one("SELECT 1 FROM payment_codes WHERE code_id = ?", [use_id]) is not None:
+                raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {use_id} was already used")
+            _check_device(tx, use_id, member_id, request.code, at)
         balance, status = _member_row(tx, member_id)
         if status != "active":
             raise PaymentRefused(Code.BLOCKED_MEMBER.value)
@@ -235,16 +257,45 @@ def confirm(store: HqStore, terminal_id: str, request: dict[str, Any], now: int 
         if amount > available:
             raise PaymentRefused(Code.INSUFFICIENT_BALANCE.value, f"balance {available} does not cover {amount}")
         tx.run("INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at) "
-               "VALUES (?, ?, ?, ?, ?, ?)", [code_id, member_id, terminal_id, txn_id, amount, utc_now()])
-        return {"confirmed": True, "code_id": code_id, "balance": available - amount}
+               "VALUES (?, ?, ?, ?, ?, ?)", [use_id, member_id, terminal_id, txn_id, amount, utc_now()])
+        return {"confirmed": True, "code_id": use_id, "balance": available - amount}
 
     try:
         return store.db.transact(run)
-    except IntegrityFailed as exc:  # the same code confirmed by another till at this very moment
-        raise PaymentRefused(Code.PAYMENT_CODE_REPLAYED.value, f"code {code_id} was confirmed for another payment") from exc
+    except IntegrityFailed as exc:  # the same proof confirmed by another till at this very moment
+        raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment") from exc
 
 
-def _check_device(tx: Tx, code_id: str, member_id: str, code_text: Any, at: int) -> None:
+def _replayed(request: ConfirmRequest) -> str:
+    return (Code.REPLAYED_CARD if request.card is not None else Code.PAYMENT_CODE_REPLAYED).value
+
+
+def _check_card(tx: Tx, store: HqStore, terminal_id: str, request: ConfirmRequest) -> None:
+    """The tap is of the member's card, its SUN message genuine (when head office holds the keys), and
+    its read counter unused in the chain: it is used from now on (``card_taps``)."""
+    tap = request.card
+    assert tap is not None
+    row = tx.one("SELECT member_id, status FROM cards WHERE uid_hash = ? AND deleted = 0", [tap.uid_hash])
+    if row is not None and row[1] == "blocked":
+        raise PaymentRefused(Code.CARD_CANNOT_PAY.value, "this card is blocked")
+    _, breach = policy.check_card_tap(tap, str(row[0]) if row else None, request.member_id,
+                                      store.settings.card_keys)
+    if breach is not None:
+        forged = breach.detail.get("problem", "") != "the card is not this member's"
+        raise PaymentRefused((Code.FORGED_CARD if forged else Code.CARD_CANNOT_PAY).value, str(breach.detail))
+    if tap.counter is None:
+        return
+    stored = tx.many_returning("INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
+                               "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
+                               [(tap.uid_hash, tap.counter, terminal_id, request.txn_id)])
+    if stored[0] is None:
+        raise PaymentRefused(Code.REPLAYED_CARD.value, "this card message was already used in the chain")
+    if tx.run("UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
+              [tap.counter, tap.uid_hash, tap.counter]):
+        bump_versions(tx, "cards", "uid_hash", [tap.uid_hash])
+
+
+def _check_device(tx: Tx, code_id: str, member_id: str, code_text: str | None, at: int) -> None:
     cert_hex = code_id.partition(":")[0]
     row = tx.one("SELECT body FROM device_certs WHERE cert_id = ? AND deleted = 0", [cert_hex])
     if row is None:
@@ -256,11 +307,10 @@ def _check_device(tx: Tx, code_id: str, member_id: str, code_text: Any, at: int)
         raise PaymentRefused(Code.DEVICE_CERT_REVOKED.value)
     if not cert.issued_at <= at < cert.expires_at:
         raise PaymentRefused(Code.DEVICE_CERT_EXPIRED.value)
-    if isinstance(code_text, str):
-        try:
-            code = pay.parse_code(code_text)
-            if code.code_id != code_id:
-                raise Rejected(Code.PAYMENT_CODE_FORGED, "the code is not the one named by code_id")
-            pay.verify_code(code, cert, at)
-        except Rejected as exc:
-            raise PaymentRefused(exc.code.value, exc.message) from exc
+    try:
+        code = pay.parse_code(code_text or "")
+        if code.code_id != code_id:
+            raise Rejected(Code.PAYMENT_CODE_FORGED, "the code is not the one named by code_id")
+        pay.verify_code(code, cert, at)
+    except Rejected as exc:
+        raise PaymentRefused(exc.code.value, exc.message) from exc

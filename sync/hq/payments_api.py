@@ -21,35 +21,27 @@ from pydantic import BaseModel, Field
 from sync.hq import payments
 from sync.hq.app import Admin, ApiError, Terminal
 from sync.hq.storage import HqStore
-from sync.protocol import ERROR_STATUS, ErrorCode
+from sync.protocol import ERROR_STATUS, MAX_AMOUNT, ConfirmRequest, ErrorCode
 from terminal.errors import Rejected
 
 
 class DeviceRequest(BaseModel):
     device_key: str = Field(min_length=64, max_length=64, description="raw Ed25519 public key, hex")
-    member_id: str | None = None
+    member_id: str | None = Field(default=None, min_length=1, max_length=128)
     """Needed with an admin token; with a member token it must be the token's member if given."""
-    offline_cap: int | None = Field(default=None, ge=0, description="admin only")
-    lifetime_s: int | None = Field(default=None, ge=1, description="admin only")
-
-
-class ConfirmRequest(BaseModel):
-    code_id: str = Field(min_length=3, max_length=64)
-    member_id: str
-    amount: int = Field(ge=0)
-    txn_id: str
-    code: str | None = Field(default=None, max_length=200)
+    offline_cap: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, description="admin only")
+    lifetime_s: int | None = Field(default=None, ge=1, le=10 * 366 * 86400, description="admin only")
 
 
 class TopUpRequest(BaseModel):
-    member_id: str
-    amount: int = Field(gt=0)
-    topup_id: str | None = None
-    note: str = ""
+    member_id: str = Field(min_length=1, max_length=128)
+    amount: int = Field(gt=0, le=MAX_AMOUNT)
+    topup_id: str | None = Field(default=None, min_length=1, max_length=128)
+    note: str = Field(default="", max_length=200)
 
 
 class RevokeRequest(BaseModel):
-    reason: str = ""
+    reason: str = Field(default="", max_length=200)
 
 
 def who(request: Request, authorization: Annotated[str | None, Header()] = None) -> tuple[str, str]:
@@ -108,17 +100,19 @@ def register(app: FastAPI, store: HqStore) -> None:
         member = store.member(member_id)
         if member is None:
             raise api_error(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
-        return {**member.model_dump(), "devices": payments.devices(store, member_id)}
+        return {**member.model_dump(), "devices": payments.devices(store, member_id),
+                "member_code": payments.member_code(store, member_id)}
 
     confirm_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.PAYMENT_CODE_REPLAYED, ErrorCode.PAYMENT_CODE_FORGED,
                              ErrorCode.PAYMENT_CODE_EXPIRED, ErrorCode.DEVICE_CERT_UNKNOWN,
                              ErrorCode.DEVICE_CERT_REVOKED, ErrorCode.DEVICE_CERT_EXPIRED,
-                             ErrorCode.INSUFFICIENT_BALANCE, ErrorCode.UNKNOWN_MEMBER, ErrorCode.BLOCKED_MEMBER)
+                             ErrorCode.INSUFFICIENT_BALANCE, ErrorCode.UNKNOWN_MEMBER, ErrorCode.BLOCKED_MEMBER,
+                             ErrorCode.REPLAYED_CARD, ErrorCode.FORGED_CARD, ErrorCode.CARD_CANNOT_PAY)
 
     @app.post("/v1/payments/confirm", responses=confirm_errors)
     def confirm(body: ConfirmRequest, terminal_id: Terminal) -> dict[str, Any]:
         try:
-            return payments.confirm(store, terminal_id, body.model_dump())
+            return payments.confirm(store, terminal_id, body)
         except (payments.PaymentRefused, Rejected, ValueError) as exc:
             raise refused(exc) from exc
 

@@ -44,6 +44,17 @@ def register(hq_app: typer.Typer) -> None:
             except payments.PaymentRefused as exc:
                 fail(exc)
 
+    @hq_app.command("member-code")
+    def member_code(member_id: str, db: DbOpt = DEFAULT_DB) -> None:
+        """Print MEMBER's signed member code (TPM2:...) for a printed card: it identifies, never spends."""
+        from sync.hq import payments
+
+        with hq_store(db) as store:
+            try:
+                print(payments.member_code(store, member_id))
+            except payments.PaymentRefused as exc:
+                fail(exc)
+
     @hq_app.command("devices")
     def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB) -> None:
         """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked."""

@@ -15,44 +15,35 @@ from typing import Any
 from terminal import coupons as cp
 from terminal import loyalty as ly
 from terminal import pricing
+from sync.protocol import SalePayload
 from terminal.model import Basket, EarnRule, Line, Quote
 
 CHECKED = ("total", "discount", "points_redeemed", "points_earned", "payable")
 
 
-def recompute(
-    payload: Mapping[str, Any],
-    rule_docs: Mapping[str, Mapping[str, Any]],
-    coupon_docs: Mapping[str, Mapping[str, Any]],
-    base: EarnRule | None = None,
-) -> Quote:
-    """The quote head office computes for a reported ``sale`` payload."""
-    lines = tuple(
-        Line(x["sku"], int(x["quantity"]), int(x["unit_price"]), x.get("category", "")) for x in payload["lines"]
-    )
-    member_id = payload.get("member_id")
-    tier = payload.get("tier")
-    at = datetime.fromisoformat(payload["local_time"])
-    ctx = ly.SaleContext(at, payload.get("store_id", ""), member_id, tier)
-    program = ly.parse_program(rule_docs, base)
-    used = [str(c) for c in payload.get("coupons", [])]
-    offers = [cp.Offer(cp.parse_coupon(cid, coupon_docs[cid])) for cid in used if cid in coupon_docs]
-    redeemed = int(payload.get("points_redeemed", 0))
+def program_of(rule_docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None = None) -> ly.Program:
+    """Head office's rule documents as the program the tills run (parse once, price many sales)."""
+    return ly.parse_program(rule_docs, base)
+
+
+def recompute(sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, Mapping[str, Any]]) -> Quote:
+    """The quote head office computes for a reported sale."""
+    lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
+    ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
+    offers = [cp.Offer(cp.parse_coupon(cid, coupon_docs[cid])) for cid in sale.coupons if cid in coupon_docs]
     # The till checked the balance; head office prices the points the till says were paid.
-    member = pricing.Member(member_id, tier or "", redeemed) if member_id else None
-    return pricing.price(program, Basket(lines), ctx, member, offers, redeemed)
+    member = pricing.Member(sale.member_id, sale.tier or "", sale.points_redeemed) if sale.member_id else None
+    return pricing.price(program, Basket(lines), ctx, member, offers, sale.points_redeemed)
 
 
-def differences(
-    payload: Mapping[str, Any],
-    rule_docs: Mapping[str, Mapping[str, Any]],
-    coupon_docs: Mapping[str, Mapping[str, Any]],
-    base: EarnRule | None = None,
-) -> dict[str, tuple[int, int]]:
+def differences(sale: SalePayload, program: ly.Program,
+                coupon_docs: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
     """Every checked figure where the till's report and head office's price differ: (till, hq)."""
-    quote = recompute(payload, rule_docs, coupon_docs, base)
+    quote = recompute(sale, program, coupon_docs)
     mine = {
         "total": quote.total, "discount": quote.discount, "points_redeemed": quote.points_redeemed,
         "points_earned": quote.points_earned, "payable": quote.payable,
     }
-    return {k: (int(payload.get(k, 0)), v) for k, v in mine.items() if int(payload.get(k, 0)) != v}
+    theirs = {"total": sale.total, "discount": sale.discount, "points_redeemed": sale.points_redeemed,
+              "points_earned": sale.points_earned, "payable": sale.payable}
+    return {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}

@@ -8,7 +8,8 @@ checked again whenever that terminal's entries arrive.
 
 Items (docs/reconciliation.md): ``open`` -> ``settled_auto`` (by head office: the transaction was
 voided, or a small overspend was written off, or a late member registration applied the entry) or
-``settled_manual`` (by a named person, with a note).
+``settled_manual`` (by a named person, with a note). An item that quarantined its entry is settled
+only by releasing or rejecting that entry (``sync.hq.quarantine``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sync.protocol import EodReport, EodResult, ItemState, KindTotals, ReconItem
 REPORT_COLUMNS = ("store_id", "terminal_id", "day", "entries", "total", "points", "stored_value", "open_items",
                   "settled_items", "open_reasons", "eod")
 _ITEM_COLUMNS = ("item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, settled_at, "
-                 "settled_by, note")
+                 "settled_by, note, quarantine")
 
 
 class UnknownItem(LookupError):
@@ -95,6 +96,7 @@ def _item(row: tuple[Any, ...]) -> ReconItem:
     names = [n.strip() for n in _ITEM_COLUMNS.split(",")]
     data = dict(zip(names, row, strict=True))
     data["detail"] = json.loads(data["detail"])
+    data["quarantined"] = bool(data.pop("quarantine"))
     return ReconItem.model_validate(data)
 
 
@@ -130,6 +132,8 @@ def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
         raise UnknownItem(f"no reconciliation item {item_id}")
     if row[8] == ItemState.SETTLED_MANUAL:
         raise ValueError(f"item {item_id} was already settled by {row[11]}")
+    if row[13] and row[8] == ItemState.OPEN:
+        raise ValueError(f"item {item_id} holds its entry in quarantine: release or reject transaction {row[5]}")
     tx.run("UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
            [ItemState.SETTLED_MANUAL.value, now, by, note, item_id])
     found = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])

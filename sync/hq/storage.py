@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sync.hq import ingest as ingest_mod
-from sync.hq import reconcile
+from sync.hq import quarantine, reconcile
 from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
 from sync.hq.ingest import (
     Effect,
@@ -50,6 +50,7 @@ from sync.hq.ingest import (
 )
 from sync.protocol import (
     SNAPSHOT_COLUMNS,
+    canonical_json,
     ChangesPage,
     EnrolResponse,
     EodReport,
@@ -89,10 +90,6 @@ class EnrolmentRefused(HqError):
     pass
 
 
-def canonical_json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -120,7 +117,7 @@ def _member(r: Sequence[Any]) -> WireMember:
 
 
 def _card(r: Sequence[Any]) -> WireCard:
-    return WireCard(uid_hash=r[0], member_id=r[1], status=r[2])
+    return WireCard(uid_hash=r[0], member_id=r[1], status=r[2], counter=r[3])
 
 
 def _rule(r: Sequence[Any]) -> WireRule:
@@ -177,7 +174,8 @@ class HqStore:
     def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16) -> None:
         self.settings = settings or Settings()
         self.db: Db = open_db(url, pool_size=pool_size)
-        migrate(self.db)
+        if "m004_trust" in migrate(self.db):
+            self.db.transact(ingest_mod.backfill_sales)
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
 
@@ -390,16 +388,23 @@ class HqStore:
 
     # -- master data ----------------------------------------------------------------------------
 
-    def upsert_member(self, member_id: str, display_name: str, tier: str, points: int = 0, status: str = "active",
-                      stored_value: int | None = None) -> None:
-        _check_status(status)
+    def upsert_member(self, member_id: str, display_name: str | None = None, tier: str | None = None,
+                      points: int | None = None, status: str | None = None, stored_value: int | None = None) -> None:
+        """Create a member, or change only the fields given (None: as it is; a new member starts at
+        0 points and stored value, tier ``basic``, active). Balances, lots and tier survive an update."""
+        if status is not None:
+            _check_status(status)
 
         def save(tx: Tx) -> None:
             held = tx.one(f"SELECT display_name, tier, points, status, stored_value, blocked_at, deleted FROM members "
                           f"WHERE member_id = ?{tx.for_update}", [member_id])
-            value = stored_value if stored_value is not None else (int(held[4]) if held else 0)
-            values = {"display_name": display_name, "tier": tier, "points": points, "status": status,
-                      "stored_value": value, "blocked_at": _blocked_at(held[5] if held else None, held and held[3], status),
+            old = held if held is not None and not held[6] else (display_name or "", "basic", 0, "active", 0, None, 0)
+            new_status = status if status is not None else str(old[3])
+            values = {"display_name": display_name if display_name is not None else old[0],
+                      "tier": tier if tier is not None else old[1],
+                      "points": points if points is not None else int(old[2]), "status": new_status,
+                      "stored_value": stored_value if stored_value is not None else int(old[4]),
+                      "blocked_at": _blocked_at(held[5] if held else None, held and held[3], new_status),
                       "deleted": 0}
             if _write_row(tx, "members", "member_id", member_id, values, held):
                 if held is None or held[6]:
@@ -586,6 +591,18 @@ class HqStore:
 
     def settle(self, item_id: str, by: str, note: str) -> ReconItem:
         return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, utc_now()))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Entries held in quarantine (changing no balance), with the reasons that hold them."""
+        with self.db.read() as tx:
+            return quarantine.held(tx)
+
+    def release(self, txn_id: str, by: str, note: str) -> str:
+        """Apply a quarantined entry (an administrator's decision, with who and why); its new effect."""
+        return self.db.transact(lambda tx: quarantine.release(tx, txn_id, by, note, utc_now()))
+
+    def reject(self, txn_id: str, by: str, note: str) -> str:
+        return self.db.transact(lambda tx: quarantine.reject(tx, txn_id, by, note, utc_now()))
 
     def report(self, **filters: Any) -> list[dict[str, Any]]:
         with self.db.read() as tx:

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from sync.asgi import BodyGuard
 from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.credentials import parse_uid
@@ -23,6 +24,7 @@ from terminal.errors import Rejected
 from terminal.model import Basket, Line
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
+MAX_BODY = 1024 * 1024  # a basket of 500 lines is ~50 KB; nothing the till takes is larger
 
 
 class LineIn(BaseModel):
@@ -66,11 +68,23 @@ class ScanIn(BaseModel):
     text: str = Field(min_length=1, max_length=4096)
 
 
+def _split_host(value: str) -> str | None:
+    """The host of a Host header (``host``, ``host:port``, ``[v6]`` or ``[v6]:port``); None when what
+    follows the host is anything but a numeric port."""
+    if value.startswith("["):
+        host, _, rest = value.partition("]")
+        host += "]"
+    else:
+        host, _, rest = value.partition(":")
+        rest = ":" + rest if _ else ""
+    if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit() and len(rest) <= 6):
+        return None
+    return host
+
+
 def _host_allowed(value: str | None, extra: frozenset[str] = frozenset()) -> bool:
-    if not value:
-        return False
-    host = value.rsplit(":", 1)[0] if not value.endswith("]") else value
-    return host in LOOPBACK_HOSTS or host in extra
+    host = _split_host(value) if value else None
+    return host is not None and (host in LOOPBACK_HOSTS or host in extra)
 
 
 def _origin_allowed(origin: str | None, extra_origins: frozenset[str] = frozenset()) -> bool:
@@ -85,7 +99,8 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
 
 
 def create_app(daemon: Any) -> FastAPI:
-    app = FastAPI(title="tillpoint local API", version="1")
+    # No /docs or /redoc: their pages load scripts from a CDN, on the origin where the panel keeps its token.
+    app = FastAPI(title="tillpoint local API", version="1", docs_url=None, redoc_url=None)
     api_cfg = getattr(getattr(daemon, "config", None), "api", None)
     extra_hosts = frozenset(getattr(api_cfg, "allowed_hosts", ()))
     extra_origins = frozenset(getattr(api_cfg, "allowed_origins", ()))
@@ -182,6 +197,7 @@ def create_app(daemon: Any) -> FastAPI:
     app.state.on_stop = [hub.close]
     app.include_router(cashier_router(daemon, token, hub))
     app.mount("/panel", panel_files(), name="panel")
+    app.add_middleware(BodyGuard, max_size=MAX_BODY)  # outermost but CORS: every body capped before it is read
     if extra_origins:  # explicit origins only, never a wildcard
         app.add_middleware(CORSMiddleware, allow_origins=sorted(extra_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])

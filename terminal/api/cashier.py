@@ -53,7 +53,7 @@ class TotalIn(BaseModel):
 class IdentifyIn(BaseModel):
     member_id: str | None = Field(default=None, min_length=1, max_length=64)
     code: str | None = Field(default=None, min_length=1, max_length=4096)
-    """A member code as scanned (``TPM1:...``), or a member number printed on a card."""
+    """A member code as scanned (``TPM2:...``, signed), or a member number printed on a card."""
 
 
 class CouponIn(BaseModel):

@@ -24,17 +24,27 @@ from typing import Any
 from sqlite_utils import Database
 
 from terminal.errors import Code, Rejected
-from terminal.loyalty import Lot
+from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs
 from terminal.store import ledger
 from terminal.store.schema import migrations
 
-DEFAULT_RULE = EarnRule("base", 1, 100)
+DEFAULT_RULE = DEFAULT_BASE_RULE
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, whatever the umask (SQLite gives its WAL
+    and shared-memory files the same mode); an existing file keeps its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -118,6 +128,11 @@ class Store:
     def card(self, uid_hash: str) -> Card | None:
         rows = self._read("SELECT uid_hash, member_id, status FROM cards WHERE uid_hash = ?", [uid_hash])
         return Card(rows[0][0], rows[0][1], Status(rows[0][2])) if rows else None
+
+    def card_counter(self, uid_hash: str) -> int | None:
+        """The highest SUN read counter used for this card, here or (pulled) anywhere in the chain."""
+        rows = self._read("SELECT counter FROM card_counters WHERE uid_hash = ?", [uid_hash])
+        return int(rows[0][0]) if rows else None
 
     def earn_rule(self) -> EarnRule:
         rows = self._read("SELECT rule_id, points, per_minor FROM rules WHERE rule_id = 'base'")
@@ -277,10 +292,17 @@ class Store:
 
     def payment_keys(self) -> dict[str, bytes]:
         """Head office's payment-signing public keys (Ed25519, raw) by key id."""
+        return self._keys("payment")
+
+    def member_keys(self) -> dict[str, bytes]:
+        """Head office's member-code signing public keys (Ed25519, raw) by key id."""
+        return self._keys("member")
+
+    def _keys(self, purpose: str) -> dict[str, bytes]:
         keys: dict[str, bytes] = {}
         for key_id, body in self._read("SELECT key_id, body FROM hq_keys"):
             doc = json.loads(body)
-            if doc.get("purpose") == "payment" and doc.get("status", "active") == "active":
+            if doc.get("purpose") == purpose and doc.get("status", "active") == "active":
                 keys[key_id] = _raw_key(str(doc["public_key"]))
         return keys
 
@@ -345,7 +367,7 @@ class Store:
         with self._write() as conn:
             _put_members(conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value, m.stored_value)
                                 for m in members])
-            _put_cards(conn, [(c.uid_hash, c.member_id, c.status.value) for c in cards])
+            _put_cards(conn, [(c.uid_hash, c.member_id, c.status.value, c.counter) for c in cards])
             _put_rules(conn, [(r.rule_id, r.points, r.per_minor) for r in rules])
             if docs is not None:
                 _put_docs(conn, docs)
@@ -358,7 +380,7 @@ class Store:
             if kind == "members":
                 _put_members(conn, [(r[0], r[1], r[2], r[3], r[4], r[5] if len(r) > 5 else 0) for r in rows])
             elif kind == "cards":
-                _put_cards(conn, [(r[0], r[1], r[2]) for r in rows])
+                _put_cards(conn, [(r[0], r[1], r[2], r[3] if len(r) > 3 else None) for r in rows])
             elif kind == "rules":
                 _put_rules(conn, [(r[0], r[1], r[2]) for r in rows])
             elif kind == "rule_docs":
@@ -470,11 +492,18 @@ def _put_members(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, 
     )
 
 
-def _put_cards(conn: sqlite3.Connection, rows: list[tuple[str, str, str]]) -> None:
+def _put_cards(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int | None]]) -> None:
     conn.executemany(
         "INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?) ON CONFLICT(uid_hash) DO UPDATE "
         "SET member_id=excluded.member_id, status=excluded.status",
-        rows,
+        [row[:3] for row in rows],
+    )
+    # The chain's high-water mark of each secure card's read counter: a message at or below it was
+    # used somewhere in the chain and is refused here too (``counters.bump_counter``).
+    conn.executemany(
+        "INSERT INTO card_counters (uid_hash, counter, updated_at) VALUES (?, ?, ?) ON CONFLICT(uid_hash) DO UPDATE "
+        "SET counter = MAX(card_counters.counter, excluded.counter), updated_at = excluded.updated_at",
+        [(row[0], row[3], utc_iso(time.time())) for row in rows if row[3] is not None],
     )
 
 

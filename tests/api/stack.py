@@ -20,7 +20,7 @@ from terminal.credentials import card_uid_hash
 from terminal.daemon import Daemon
 from terminal.keys import load_or_create_key
 from terminal.model import Card, EarnRule, Member
-from terminal.session import code_body
+from tests.fixtures.codes import install_member_key, member_code
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_PACKAGE = "chromium (apt-get install chromium)"
@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 AIKO_UID = bytes.fromhex("04A1B2C3D4E501")
-BEN_CODE = "TPM1:" + code_body("M-2")  # Ben's member QR (identify-only)
+BEN_CODE = member_code("M-2")  # Ben's member QR, signed by head office (identify-only)
 RULES = {
     "redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 50},
     "coffee": {"kind": "campaign", "multiplier_pct": 200, "categories": ["coffee"], "text": "double on coffee"},
@@ -45,12 +45,17 @@ def closed_port() -> int:
     return free_port()
 
 
+SUN_MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the chain's NTAG 424 DNA master key (tests)
+
+
 def till_config(root: Path, reader: str = "sim:", **sections: dict[str, Any]) -> Config:
-    """A till whose head office does not answer (offline: the panel's banner shows it)."""
+    """A till whose head office does not answer (offline: the panel's banner shows it); it verifies
+    NTAG 424 DNA cards made with ``SUN_MASTER``."""
+    (root / "sun.key").write_bytes(SUN_MASTER)
     raw: dict[str, Any] = {
         "terminal": {"id": "T-PANEL", "data_dir": str(root / "till"), "currency": "EUR"},
         "security": {"card_key_file": str(root / "card-hash.key")},
-        "reader": {"devices": [reader]},
+        "reader": {"devices": [reader], "sun_key_file": str(root / "sun.key")},
         "hq": {"url": f"http://127.0.0.1:{closed_port()}", "token": "t", "push_interval": 0.2,
                "pull_interval": 60, "backoff_max": 0.5, "timeout": 0.5},
         "api": {"port": 0},
@@ -70,6 +75,7 @@ def seed(daemon: Daemon) -> None:
     store.apply_changes(members, [Card(card_uid_hash(key, AIKO_UID), "M-1")], [EarnRule("base", 1, 100)], 1)
     store.put_docs("rule_docs", dict(RULES))
     store.put_docs("coupon_docs", dict(COUPONS))
+    install_member_key(store)
 
 
 @contextmanager

@@ -8,23 +8,52 @@ from typing import Any
 
 import pytest
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from terminal import membercodes
+from terminal import payments as pay
 from terminal.errors import Code, Rejected
 from terminal.model import EarnRule, Line, Member
 from terminal.service import Service
 from terminal.session import Action, Session, State, claim_token, code_body, id_from_body
 from terminal.store import Store
 from tests.api.stack import COUPONS, RULES
+from tests.fixtures.codes import install_member_key, member_code
+
+
+NOW = 1_790_000_000.0
+PHONE = Ed25519PrivateKey.generate()
+PAY_KEY = Ed25519PrivateKey.generate()
+CERT = pay.issue_cert(PAY_KEY, "K-pay", bytes.fromhex("00000000000000c1"), "M-1", pay.public_bytes(PHONE),
+                      int(NOW) - 60, 86_400, 5000)
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def store(tmp_path: Path) -> Iterator[Store]:
     store = Store.open(tmp_path / "terminal.db")
     store.apply_changes([Member("M-1", "Aiko", "gold", 1200), Member("M-2", "Ben", "basic", 0)], [],
                         [EarnRule("base", 1, 100)], 1)
     store.put_docs("rule_docs", dict(RULES))
     store.put_docs("coupon_docs", dict(COUPONS))
-    yield Service(store, "T-1", clock=lambda: 1_790_000_000.0)
+    install_member_key(store)
+    install_member_key(store, PAY_KEY, "K-pay")  # the same shape: a head-office key, here of purpose payment
+    with store.db.conn:
+        store.db.conn.execute("UPDATE hq_keys SET body = replace(body, '\"member\"', '\"payment\"') "
+                              "WHERE key_id = 'K-pay'")
+    store.put_device_certs({CERT.cert_id.hex(): CERT.to_doc()})
+    yield store
     store.close()
+
+
+@pytest.fixture
+def service(store: Store) -> Service:
+    return Service(store, "T-1", clock=lambda: NOW)
+
+
+@pytest.fixture
+def trusting(store: Store) -> Service:
+    """A till of a chain that trusts its POS to vouch for the member: points spend without a proof."""
+    return Service(store, "T-1", clock=lambda: NOW, spend_needs_proof=False)
 
 
 @pytest.fixture
@@ -43,7 +72,9 @@ def refused(code: Code, fn: Any, *args: Any) -> None:
     assert caught.value.code is code
 
 
-def test_the_whole_sale(session: Session, service: Service, changes: list[dict[str, Any]]) -> None:
+def test_the_whole_sale(trusting: Service, changes: list[dict[str, Any]]) -> None:
+    session = Session(trusting, join_url="https://members.example/join", on_change=changes.append)
+    service = trusting
     snap = session.snapshot()
     assert snap["state"] == "idle" and snap["customer_qr"]["kind"] == "join"
     assert session.press(Action.IDENTIFY)["awaiting"] == "member"
@@ -120,8 +151,39 @@ def test_an_anonymous_sale_gets_a_claim_qr_and_a_void(session: Session, service:
     assert receipt["txn_id"]
 
 
+def test_points_need_the_members_proof(session: Session, service: Service) -> None:
+    snap = session.scan(member_code("M-1"))  # the printed card's code: who, not a proof
+    assert snap["member"]["member_id"] == "M-1" and snap["member"]["can_spend"] is False
+    session.set_total(2500)
+    assert session.press(Action.PAY)["quote"]["points_redeemed"] == 0  # no proof: no points by default
+    assert session.press(Action.POINTS)["quote"]["points_redeemed"] == 1200  # the cashier asks anyway
+    refused(Code.PROOF_NEEDED, session.confirm)
+    assert service.store.entries() == []
+    session.cancel()
+    session.cancel()
+    fresh = membercodes.device_code(PHONE, CERT.cert_id, int(NOW), 1)  # the member's phone, just now
+    snap = session.scan(fresh)
+    assert snap["member"]["member_id"] == "M-1" and snap["member"]["can_spend"] is True
+    session.set_total(2500)
+    assert session.press(Action.PAY)["quote"]["points_redeemed"] == 1200  # a proof: the default applies
+    assert session.pay(500)["quote"]["points_redeemed"] == 500
+    assert session.confirm()["state"] == "done"
+    [entry] = service.store.entries()
+    assert (entry.payload["proof"], entry.payload["code_id"]) == ("payment_code", f"{CERT.cert_id.hex()}:1")
+    session.identify("M-1")
+    session.scan(fresh)  # the same code again: it identifies, but was used
+    session.set_total(2500)
+    assert session.pay(500)["quote"]["points_redeemed"] == 500
+    refused(Code.PAYMENT_CODE_REPLAYED, session.confirm)
+    assert len(service.store.entries()) == 1
+
+
 def test_scans_identify_apply_and_refuse(session: Session) -> None:
-    assert session.scan("TPM1:" + code_body("M-2"))["member"]["member_id"] == "M-2"
+    refused(Code.MEMBER_CODE_UNSIGNED, session.scan, "TPM1:" + code_body("M-2"))  # anybody can make those
+    forged = member_code("M-2", Ed25519PrivateKey.generate())  # signed, but not by head office's key
+    refused(Code.MEMBER_CODE_FORGED, session.scan, forged)
+    assert session.snapshot()["member"] is None
+    assert session.scan(member_code("M-2"))["member"]["member_id"] == "M-2"
     session.set_total(1000)
     assert session.scan("TPC1:" + code_body("WELCOME"))["coupons"] == ["WELCOME"]
     refused(Code.PAYMENT_CARD_REFUSED, session.scan, "4111 1111 1111 1111")
@@ -131,7 +193,8 @@ def test_scans_identify_apply_and_refuse(session: Session) -> None:
     assert "WELCOME" in session.scan("WELCOME")["coupons"]  # a printed id, when a coupon is asked for
     session.press(Action.IDENTIFY)
     assert session.scan("M-1")["member"]["member_id"] == "M-1"  # a member number barcode
-    refused(Code.MALFORMED_CODE, session.scan, "TPM1:@@")
+    refused(Code.MALFORMED_CODE, session.scan, "TPM2:@@")
+    refused(Code.MALFORMED_CODE, session.scan, "TPM2:AQ")
 
 
 def test_a_new_identification_after_done_starts_the_next_sale(session: Session) -> None:

@@ -28,13 +28,16 @@ LINES = [{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"
          {"sku": "BEANS", "quantity": 1, "unit_price": 1200, "category": "beans"}]
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[httpx.Client, Daemon]]:
+@pytest.fixture(params=[False], ids=["pos-trusted"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.Client, Daemon]]:
+    """A till whose POS vouches for the member (``spend_needs_proof`` off): points spend on its word.
+    Parametrised with True, the default: spending needs the member's proof."""
     cfg = validate({
         "terminal": {"id": "T-API", "data_dir": str(tmp_path / "till")},
         "reader": {"devices": ["sim:"]},
         "hq": {"url": f"http://127.0.0.1:{free_port()}", "token": "x", "push_interval": 5, "backoff_max": 5},
         "api": {"port": 0},
+        "payments": {"spend_needs_proof": request.param},
     })
     daemon = Daemon(cfg)
     daemon.start()
@@ -78,6 +81,19 @@ def test_quote_sale_and_refund_over_the_api(api: tuple[httpx.Client, Daemon]) ->
     assert too_much.status_code == 409 and too_much.json()["code"] == "invalid_refund"
     kinds = [e.kind for e in daemon.store.entries()]
     assert kinds == ["sale", "sale", "refund"]
+
+
+@pytest.mark.parametrize("api", [True], ids=["default"], indirect=True)
+def test_a_member_id_earns_but_never_spends(api: tuple[httpx.Client, Daemon]) -> None:
+    client, daemon = api
+    refused = post(client, "/v1/sales", {"member_id": "M-1", "lines": LINES, "redeem": -1})
+    assert (refused.status_code, refused.json()["code"]) == (409, "proof_needed")
+    paid = post(client, "/v1/sales", {"member_id": "M-1", "lines": LINES, "stored_value": 100})
+    assert (paid.status_code, paid.json()["code"]) == (409, "proof_needed")
+    assert daemon.store is not None and daemon.store.entries() == []  # nothing written
+    earned = post(client, "/v1/sales", {"member_id": "M-1", "lines": LINES})
+    assert earned.status_code == 200 and earned.json()["points_delta"] > 0
+    assert daemon.store.member("M-1").points == 1000 + earned.json()["points_delta"]  # type: ignore[union-attr]
 
 
 def test_points_refusal_is_a_409_with_its_code(api: tuple[httpx.Client, Daemon]) -> None:

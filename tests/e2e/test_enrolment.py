@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,9 @@ CARD = "cd" * 32
 T0 = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC).timestamp()
 
 
-@pytest.fixture(scope="module")
-def hq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HqProcess]:
-    process = HqProcess(tmp_path_factory.mktemp("hq"))
-    process.start()
-    yield process
-    process.kill()
+@pytest.fixture
+def hq(module_hq: HqProcess) -> HqProcess:
+    return module_hq
 
 
 def till(root: Path, terminal_id: str, hq: HqProcess, token: str, at: float = T0) -> tuple[Store, Service, SyncClient]:

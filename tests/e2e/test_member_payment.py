@@ -107,7 +107,7 @@ def test_member_app_code_through_the_camera_pays_and_reaches_head_office_once(hq
     finally:
         hq.close()
     shown = json.loads(member("show", "M-PAY", "--state-dir", str(phone)).strip().splitlines()[-1])
-    assert shown["stored_value"] == 2000 and shown["member_code"].startswith("TPM1:")
+    assert shown["stored_value"] == 2000 and shown["member_code"].startswith("TPM2:")
     assert shown["cert_id"] == cert["cert_id"]
 
 

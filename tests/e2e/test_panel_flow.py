@@ -18,8 +18,9 @@ import pytest
 
 from drivers import open_scanner
 from terminal.daemon import Daemon
-from tests.api.stack import AIKO_UID, BEN_CODE, chromium, chromium_missing, paired_page, running_till
+from tests.api.stack import AIKO_UID, BEN_CODE, SUN_MASTER, chromium, chromium_missing, paired_page, running_till
 from tests.fixtures.video import blank, concat, still, write_video
+from tests.vcard import ISO_DEP_ATR, Ntag424
 
 pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,12 +95,13 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         page.wait_for_selector("#offline:not([hidden])")  # head office does not answer
         shot(page, shots, "02-idle")
 
-        # The POS shows 25.00: the cashier types it in, then identifies the customer by a card tap.
+        # The POS shows 25.00: the cashier types it in, then identifies the customer by a tap of her
+        # secure card (NTAG 424 DNA): it proves she is here, so her points may pay.
         ask(page, "F8", "25.00")
         page.wait_for_function("document.querySelector('#t-payable').textContent.includes('25.00')")
         page.keyboard.press("F9")
         page.wait_for_selector("#prompt-input:focus")
-        card = virtual_card(uid=AIKO_UID)
+        card = virtual_card(uid=AIKO_UID, atr=ISO_DEP_ATR, handler=Ntag424(AIKO_UID, SUN_MASTER))
         card.insert()
         state(page, "member")
         assert page.inner_text("#member-name") == "Aiko Tanaka"
@@ -143,6 +145,7 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         [entry] = store.entries()
         assert entry.kind == "sale" and entry.payload["member_id"] == "M-1"
         assert entry.payload["coupons"] == ["WELCOME"] and entry.payload["points_redeemed"] == 1100
+        assert entry.payload["proof"] == "card" and entry.payload["tap"]["counter"] == 1
         page.wait_for_function("document.querySelector('#offline').textContent.includes('1 sales')")
         shot(page, shots, "07-done")
 

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from sync.hq.demo import DEMO_COUPONS, DEMO_RULES
+from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
+from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess, tillpoint
 
 
@@ -26,9 +28,9 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     again = tillpoint("sync", "--now", "--config", str(config))  # the code is spent; the saved token is used
     assert again.returncode == 0 and "pulled 0" in again.stdout, again.stdout + again.stderr
 
-    admin = HqStore(hq.db)
+    admin = HqStore(hq.db, Settings(spend_needs_proof=False, recompute=False))  # an overspend on the POS's word
     admin.ingest("T-CLI", [WireEntry(terminal_id="T-CLI", seq=1, txn_id="cli-1", kind="sale",
-                                     payload={"member_id": "M-0002", "points_delta": -500, "total": 100},
+                                     payload=entries.sale("M-0002", 600, redeemed=500, store_id="S-004"),
                                      created_at="2026-06-01T12:00:00Z")])
     admin.close()
     shown = tillpoint("reconcile", "--config", str(config))

@@ -17,7 +17,9 @@ import pytest
 
 from sync.client import SyncClient
 from sync.hq.storage import HqStore
-from terminal.model import JournalEntry, Member
+from terminal.credentials import CardProof, Trust
+from terminal.model import Basket, Card, Line
+from terminal.service import Identified, Service
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
@@ -34,28 +36,42 @@ def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProces
     process.kill()
 
 
-def offline_sale(till: Store, terminal_id: str, seq_hint: int) -> None:
-    created = (YESTERDAY + dt.timedelta(minutes=seq_hint)).astimezone(dt.UTC).isoformat(timespec="milliseconds")
-    payload = {"member_id": "M-OFF", "total": 2400, "points_redeemed": 800, "points_delta": -800,
-               "coupons": ["C-SINGLE"], "uid_hash": "ab" * 32}
-    till.record(JournalEntry(terminal_id, 0, f"{terminal_id}-sale", "sale", payload, created), points=("M-OFF", -800))
+CARD = "ab" * 32  # the member's secure card (its keyed hash)
+COUPON = {"coupon_id": "C-SINGLE", "member_id": "M-OFF", "limits": {"global": 1}, "kind": "amount_off", "value": 300}
+
+
+def offline_sale(till: Store, terminal_id: str, store_id: str, n: int) -> int:
+    """The member taps their secure card (a fresh read counter at each till) and pays 800 points and the
+    coupon: the till's own service records it. Returns the points the sale earned."""
+    at = (YESTERDAY + dt.timedelta(minutes=n)).timestamp()
+    service = Service(till, terminal_id, clock=lambda: at, store_id=store_id)
+    member = till.member("M-OFF")
+    assert member is not None
+    tap = Identified(member, Card(CARD, "M-OFF"), CardProof(Trust.SUN, 10 + n), CARD)
+    quote = service.quote("M-OFF", Basket((Line("ITEM", 1, 2400),)), ["C-SINGLE"], 800)
+    service.commit(quote, tapped=tap)
+    return quote.points_earned
 
 
 def test_two_offline_tills_one_coupon_one_balance_both_conflicts_found(hq_proc: HqProcess, tmp_path: Path) -> None:
     admin = HqStore(hq_proc.db)
     tokens = {"T-A": admin.add_terminal("T-A", "S-001"), "T-B": admin.add_terminal("T-B", "S-002")}
     admin.upsert_member("M-OFF", "Offline Olga", "gold", 1000)
-    admin.upsert_card("ab" * 32, "M-OFF")
-    admin.put_coupon({"coupon_id": "C-SINGLE", "member_id": "M-OFF", "limits": {"global": 1}, "value": 300})
+    admin.upsert_card(CARD, "M-OFF")
+    admin.put_coupon(COUPON)
     admin_token = admin.add_admin("Mio")
     admin.close()
 
     tills = {}
-    for n, terminal_id in enumerate(("T-A", "T-B")):
+    for n, (terminal_id, store_id) in enumerate((("T-A", "S-001"), ("T-B", "S-002"))):
         till = Store.open(tmp_path / terminal_id / "terminal.db")
-        till.apply_changes([Member("M-OFF", "Offline Olga", "gold", 1000)], [], [], cursor=0)
-        offline_sale(till, terminal_id, n)  # both approved: each till alone saw 1000 points and an unused coupon
-        assert till.member("M-OFF").points == 200  # type: ignore[union-attr]
+        first = SyncClient(till, terminal_id, hq_proc.url, tokens[terminal_id])
+        for _ in range(100):  # the chain's rules, the member, the card and the coupon; then the network goes
+            if not first.pull_once():
+                break
+        first.close()
+        earned = offline_sale(till, terminal_id, store_id, n)  # both approved: each saw 1000 points, an unused coupon
+        assert till.member("M-OFF").points == 200 + earned  # type: ignore[union-attr]
         tills[terminal_id] = till
     for terminal_id, till in tills.items():  # back online, A first
         client = SyncClient(till, terminal_id, hq_proc.url, tokens[terminal_id])
@@ -68,8 +84,9 @@ def test_two_offline_tills_one_coupon_one_balance_both_conflicts_found(hq_proc: 
     found = {(i["reason"], i["terminal_id"], i["store_id"], i["state"]) for i in items}
     assert found == {("coupon_overused", "T-B", "S-002", "open"), ("points_overspent", "T-B", "S-002", "open")}
     overspent = next(i for i in items if i["reason"] == "points_overspent")
-    assert (overspent["detail"]["balance_after"], overspent["detail"]["short"]) == (-600, 600)
-    assert tills["T-B"].member("M-OFF").points == -600  # type: ignore[union-attr]  # head office's truth came down
+    after = 1000 - 2 * 800 + 2 * earned
+    assert (overspent["detail"]["balance_after"], overspent["detail"]["short"]) == (after, -after)
+    assert tills["T-B"].member("M-OFF").points == after  # type: ignore[union-attr]  # head office's truth came down
 
     rows = httpx.get(f"{hq_proc.url}/v1/admin/reconciliation", headers=headers, timeout=10).json()
     assert {(r["store_id"], r["terminal_id"], r["open_items"], r["eod"]) for r in rows} == {

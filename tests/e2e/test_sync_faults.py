@@ -19,6 +19,7 @@ from sync.client import SyncClient, SyncError
 from sync.hq.storage import HqStore
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
+from tests.fixtures import entries
 from tests.fixtures.hq import FaultProxy, HqProcess
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
 from tests.waiting import wait_until
@@ -56,7 +57,7 @@ def fill(path: Path, terminal_id: str, member_id: str, count: int = ENTRIES) -> 
     till.apply_changes([Member(member_id, "Fault Tester", "basic", 0)], [], [], cursor=0)
     for n in range(count):
         till.record(JournalEntry(terminal_id, 0, f"{terminal_id}-tx-{n}", "sale",
-                                 {"member_id": member_id, "total": 100, "points_delta": 1},
+                                 entries.sale(member_id, 100, earned=1, store_id="S-001"),
                                  "2026-04-01T09:00:00.000Z"), points=(member_id, 1))
     till.close()
 

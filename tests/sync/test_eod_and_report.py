@@ -16,10 +16,12 @@ import pytest
 
 from sync.client import SyncClient
 from sync.hq.app import ServerHandle
+from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore
 from sync.protocol import ERROR_STATUS, EodReport, ErrorCode, KindTotals
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
+from tests.fixtures import entries
 
 TOKEN = "eod-terminal-token"
 YESTERDAY = dt.datetime.now().astimezone() - dt.timedelta(days=1)
@@ -27,7 +29,7 @@ YESTERDAY = dt.datetime.now().astimezone() - dt.timedelta(days=1)
 
 @pytest.fixture
 def hq(hq_url: str) -> Iterator[HqStore]:
-    store = HqStore(hq_url)
+    store = HqStore(hq_url, Settings(spend_needs_proof=False, recompute=False))  # overspends on the POS's word
     store.add_terminal("T1", "S1", TOKEN)
     store.upsert_member("M-1", "Aiko", "gold", 100)
     yield store
@@ -46,7 +48,7 @@ def ring(till: Store, n: int, when: dt.datetime, total: int = 1000, points: int 
     for i in range(n):
         created = (when + dt.timedelta(seconds=i)).astimezone(dt.UTC).isoformat(timespec="milliseconds")
         till.record(JournalEntry("T1", 0, f"tx-{when.date()}-{i}", "sale",
-                                 {"member_id": "M-1", "total": total, "points_delta": points}, created),
+                                 entries.sale("M-1", total, earned=points), created),
                     points=("M-1", points))
 
 
@@ -77,7 +79,7 @@ def test_head_office_names_what_is_missing_and_completes_the_day_when_it_arrives
 
     def entry(seq: int) -> WireEntry:
         return WireEntry(terminal_id="T1", seq=seq, txn_id=f"x{seq}", kind="sale",
-                         payload={"member_id": "M-1", "total": 100, "points_delta": 1}, created_at="2026-02-01T10:00:00Z")
+                         payload=entries.sale("M-1", 100, earned=1), created_at="2026-02-01T10:00:00Z")
 
     hq.ingest("T1", [entry(1), entry(2), entry(5)])
     report = EodReport(terminal_id="T1", day="2026-02-01", first_seq=1, last_seq=5,
@@ -94,7 +96,7 @@ def test_head_office_names_what_is_missing_and_completes_the_day_when_it_arrives
 def test_a_figure_that_differs_is_named(hq: HqStore) -> None:
     from sync.protocol import WireEntry
 
-    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=1, txn_id="x1", kind="sale", payload={"total": 100},
+    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=1, txn_id="x1", kind="sale", payload=entries.sale(None, 100),
                                created_at="2026-02-01T10:00:00Z")])
     result = hq.eod(EodReport(terminal_id="T1", day="2026-02-01", first_seq=1, last_seq=1,
                               totals={"sale": KindTotals(count=1, total=150)}))
@@ -106,7 +108,7 @@ def test_the_report_over_http_as_json_and_csv_and_settling_by_hand(hq: HqStore, 
     from sync.protocol import WireEntry
 
     hq.ingest("T1", [WireEntry(terminal_id="T1", seq=1, txn_id="x1", kind="sale",
-                               payload={"member_id": "M-1", "total": 900, "points_delta": -500},
+                               payload=entries.sale("M-1", 1400, redeemed=500),
                                created_at="2026-02-01T10:00:00Z")])
     admin = {"Authorization": f"Bearer {hq.add_admin('Mio')}"}
     rows = httpx.get(f"{server.url}/v1/admin/reconciliation", params={"store_id": "S1"}, headers=admin).json()
@@ -115,7 +117,7 @@ def test_the_report_over_http_as_json_and_csv_and_settling_by_hand(hq: HqStore, 
     text = httpx.get(f"{server.url}/v1/admin/reconciliation", params={"format": "csv"}, headers=admin)
     assert text.headers["content-type"].startswith("text/csv")
     parsed = list(csv.DictReader(io.StringIO(text.text)))
-    assert parsed[0]["open_reasons"] == "points_overspent=1" and parsed[0]["total"] == "900"
+    assert parsed[0]["open_reasons"] == "points_overspent=1" and parsed[0]["total"] == "1400"
     [item] = httpx.get(f"{server.url}/v1/admin/items", params={"state": "open"}, headers=admin).json()
     settled = httpx.post(f"{server.url}/v1/admin/items/{item['item_id']}/settle",
                          json={"note": "goodwill, approved by area manager"}, headers=admin).json()
@@ -144,7 +146,8 @@ def test_openapi_is_served_with_every_route_and_error_code(server: ServerHandle)
 def test_compressed_pushes_and_broken_compression(hq: HqStore, server: ServerHandle) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", "Content-Encoding": "gzip"}
     body = json.dumps({"terminal_id": "T1", "entries": [
-        {"terminal_id": "T1", "seq": 1, "txn_id": "g1", "kind": "sale", "payload": {}, "created_at": "2026-01-01T00:00:00Z"}]})
+        {"terminal_id": "T1", "seq": 1, "txn_id": "g1", "kind": "sale", "payload": entries.sale(None),
+         "created_at": "2026-01-01T00:00:00Z"}]})
     packed = gzip.compress(body.encode())
     assert httpx.post(f"{server.url}/v1/journal", content=packed, headers=headers).json()["acked_seq"] == 1
     for content, code, status in ((b"not gzip", "bad_encoding", 400), (packed[:-9], "bad_encoding", 400),

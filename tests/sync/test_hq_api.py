@@ -14,6 +14,7 @@ import pytest
 from sync.hq.app import ServerHandle, start_in_thread
 from sync.hq.demo import seed_demo
 from sync.hq.storage import HqStore, StorageFailed
+from tests.fixtures import entries
 from sync.protocol import ChangesPage, PushResponse, WireEntry
 
 KEY = bytes(range(32))
@@ -50,8 +51,9 @@ def auth(token: str) -> dict[str, str]:
 
 
 def sale(seq: int, member: str | None = "M-0001", delta: int = 12, terminal: str = "T1") -> dict[str, Any]:
+    store_id = {"T1": "S-001"}.get(terminal, "S-002")
     return WireEntry(terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind="sale",
-                     payload={"member_id": member, "points_delta": delta},
+                     payload=entries.sale(member, delta * 100, earned=delta, store_id=store_id),
                      created_at="2026-01-01T09:00:00.000Z").model_dump()
 
 

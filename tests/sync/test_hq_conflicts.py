@@ -13,19 +13,34 @@ import pytest
 from sync.hq.ingest import Settings
 from sync.hq.storage import Effect, HqStore
 from sync.protocol import ItemState, Reason, WireEntry
+from tests.fixtures import entries
 
 CREATED = "2026-03-01T10:00:00.000Z"
+STORES = {"T1": "S1", "T2": "S2"}
 
 
-def sale(seq: int, terminal: str = "T1", *, created: str = CREATED, kind: str = "sale", **payload: Any) -> WireEntry:
-    payload.setdefault("member_id", "M-1")
+def sale(seq: int, terminal: str = "T1", *, created: str = CREATED, kind: str = "sale", **fields: Any) -> WireEntry:
+    """A sale (or a void) as the till writes it; points_delta < 0 redeems, stored_value_delta < 0 pays."""
+    store_id = STORES.get(terminal, "S9")
+    if kind == "void":
+        payload = entries.refund(fields["original_txn"], fields.get("member_id", "M-1"), store_id=store_id, void=True,
+                                 coupons_restored=tuple(fields.get("coupons_restored", ())))
+    else:
+        delta = fields.pop("points_delta", 0)
+        fields.setdefault("earned", max(delta, 0))
+        fields.setdefault("redeemed", max(-delta, 0))
+        fields["stored_value"] = -fields.pop("stored_value_delta", 0)
+        fields.setdefault("total", max(1000, fields["redeemed"] + fields["stored_value"]))
+        payload = entries.sale(store_id=store_id, **fields)
     return WireEntry(terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind=kind, payload=payload,
                      created_at=created)
 
 
 @pytest.fixture
 def store(hq_url: str) -> Iterator[HqStore]:
-    hq = HqStore(hq_url, Settings(clock_skew=300, write_off_points=5))
+    # These are the offline conflicts: the chain trusts its POS here and does not price sales again
+    # (tests/security covers proofs and the rules).
+    hq = HqStore(hq_url, Settings(clock_skew=300, write_off_points=5, spend_needs_proof=False, recompute=False))
     hq.add_terminal("T1", "S1", "t1")
     hq.add_terminal("T2", "S2", "t2")
     hq.upsert_member("M-1", "Aiko", "gold", 1000, stored_value=5000)
@@ -74,8 +89,8 @@ def test_a_void_gives_the_coupon_back_and_settles_its_sale_automatically(store: 
 
 
 def test_balance_overspent_across_two_terminals(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, points_delta=-800, points_redeemed=800)])
-    store.ingest("T2", [sale(1, "T2", points_delta=-800, points_redeemed=800)])
+    store.ingest("T1", [sale(1, points_delta=-800)])
+    store.ingest("T2", [sale(1, "T2", points_delta=-800)])
     [item] = store.items()
     assert (item.reason, item.terminal_id, item.detail["balance_after"], item.detail["short"]) == (
         Reason.POINTS_OVERSPENT, "T2", -600, 600)
@@ -97,20 +112,21 @@ def test_small_overspends_are_written_off_automatically(store: HqStore) -> None:
 
 
 def test_stored_value_overspent(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, kind="payment", stored_value_delta=-4000, code_id="D1-1"),
-                        sale(2, kind="payment", stored_value_delta=-4000, code_id="D1-2")])
+    store.ingest("T1", [sale(1, stored_value_delta=-4000, code_id="D1-1"),
+                        sale(2, stored_value_delta=-4000, code_id="D1-2")])
     assert reasons(store) == [("stored_value_overspent", 2, "T1")]
     assert store.member("M-1").stored_value == -3000  # type: ignore[union-attr]
 
 
-def test_a_payment_code_replayed_at_another_terminal(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, kind="payment", stored_value_delta=-10, code_id="DEV9-17")])
-    store.ingest("T2", [sale(1, "T2", kind="payment", stored_value_delta=-10, code_id="DEV9-17"),
-                        sale(2, "T2", kind="payment", stored_value_delta=-10, code_id="DEV9-17")])
+def test_a_payment_code_replayed_at_another_terminal_is_quarantined(store: HqStore) -> None:
+    store.ingest("T1", [sale(1, stored_value_delta=-10, code_id="DEV9-17")])
+    store.ingest("T2", [sale(1, "T2", stored_value_delta=-10, code_id="DEV9-17"),
+                        sale(2, "T2", stored_value_delta=-10, code_id="DEV9-17")])
     items = store.items()
-    assert [(i.reason, i.terminal_id, i.seq) for i in items] == [
-        (Reason.PAYMENT_CODE_REPLAYED, "T2", 1), (Reason.PAYMENT_CODE_REPLAYED, "T2", 2)]
+    assert [(i.reason, i.terminal_id, i.seq, i.quarantined) for i in items] == [
+        (Reason.PAYMENT_CODE_REPLAYED, "T2", 1, True), (Reason.PAYMENT_CODE_REPLAYED, "T2", 2, True)]
     assert items[0].detail["first_terminal"] == "T1"
+    assert store.member("M-1").stored_value == 5000 - 10  # type: ignore[union-attr]  # the member pays once
 
 
 def test_blocked_and_unknown_cards_and_members(store: HqStore) -> None:
@@ -153,10 +169,14 @@ def test_clock_ahead_and_clock_skew(store: HqStore) -> None:
     assert store.terminals()[0]["clock_offset"] == pytest.approx(skew.detail["offset_seconds"], abs=5)
 
 
-def test_malformed_payloads_are_stored_and_flagged(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, points_delta="12"), sale(2, created="yesterday", points_delta=1)])
+def test_malformed_payloads_are_stored_and_quarantined(store: HqStore) -> None:
+    typed_as_text = {**sale(1).payload, "points_delta": "12"}
+    store.ingest("T1", [WireEntry(terminal_id="T1", seq=1, txn_id="T1-1", kind="sale", payload=typed_as_text,
+                                  created_at=CREATED), sale(2, created="yesterday", points_delta=1)])
     assert reasons(store) == [("malformed_entry", 1, "T1"), ("malformed_entry", 2, "T1")]
     assert store.journal_count("T1") == 2
+    assert store.effects("T1")[1] == Effect.MALFORMED
+    assert [i.quarantined for i in store.items()] == [True, False]  # a bad time is flagged, the sale stands
 
 
 def test_retried_batches_open_no_second_item(store: HqStore) -> None:
@@ -193,13 +213,54 @@ def test_concurrent_terminals_count_one_coupon_exactly(store: HqStore) -> None:
     assert store.member("M-1").points == 1000 - 8 * 200  # type: ignore[union-attr]
 
 
-def test_a_sale_head_office_prices_differently_is_flagged(store: HqStore) -> None:
+def test_points_above_the_rules_are_quarantined_and_other_differences_flagged(hq_url: str) -> None:
+    store = HqStore(hq_url)
+    store.add_terminal("T1", "S1", "t1")
+    store.upsert_member("M-1", "Aiko", "gold", 1000)
     store.set_rule("base", 1, 100)
-    priced = {"total": 1250, "discount": 0, "payable": 1250, "points_redeemed": 0, "points_delta": 12,
-              "lines": [{"sku": "SKU-1", "category": "food", "quantity": 1, "unit_price": 1250}],
-              "local_time": "2026-03-01T19:00:00", "store_id": "S1", "tier": "gold", "coupons": []}
-    store.ingest("T1", [sale(1, points_earned=12, **priced), sale(2, points_earned=40, **priced)])
-    [item] = store.items()
-    assert (item.reason, item.seq) == (Reason.PRICE_MISMATCH, 2)
-    assert item.detail["figures"] == {"points_earned": {"terminal": 40, "head_office": 12}}
-    assert store.member("M-1").points == 1000 + 24  # type: ignore[union-attr]  # the till's figures stand
+    priced = {"total": 1250, "lines": [{"sku": "SKU-1", "category": "food", "quantity": 1, "unit_price": 1250}],
+              "local_time": "2026-03-01T19:00:00", "tier": "gold"}
+    fewer = WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="sale", created_at=CREATED,
+                      payload=entries.sale(earned=5, **priced))  # type: ignore[arg-type]
+    store.ingest("T1", [sale(1, earned=12, **priced), sale(2, earned=40, **priced), fewer])
+    found = {(i.reason, i.seq): i for i in store.items()}
+    assert set(found) == {(Reason.POINTS_ABOVE_RULES, 2), (Reason.PRICE_MISMATCH, 3)}
+    assert found[(Reason.POINTS_ABOVE_RULES, 2)].detail == {"terminal": 40, "head_office": 12}
+    assert found[(Reason.POINTS_ABOVE_RULES, 2)].quarantined
+    assert found[(Reason.PRICE_MISMATCH, 3)].detail["figures"] == {"points_earned": {"terminal": 5, "head_office": 12}}
+    assert store.effects("T1") == {1: Effect.APPLIED, 2: Effect.QUARANTINED, 3: Effect.APPLIED}
+    assert store.member("M-1").points == 1000 + 12 + 5  # type: ignore[union-attr]  # at most what the rules give
+    store.close()
+
+
+def test_a_refund_that_arrives_before_its_sale_waits_and_then_applies(store: HqStore) -> None:
+    refund = WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED,
+                       payload=entries.refund("T1-1", money_back=700, restored=300, store_id="S1"))
+    store.ingest("T1", [refund])  # seq 1 (the sale) is still on its way
+    [held] = store.items()
+    assert (held.reason, held.quarantined) == (Reason.REFUND_UNKNOWN_SALE, True)
+    assert store.member("M-1").points == 1000  # type: ignore[union-attr]
+    store.ingest("T1", [sale(1, points_delta=-300, coupons=["C-TWICE-EACH"])])
+    [settled] = store.items()
+    assert (settled.state, settled.settled_by) == (ItemState.SETTLED_AUTO, "head office")
+    assert store.member("M-1").points == 1000  # type: ignore[union-attr]  # spent 300, given back 300
+    assert store.effects("T1") == {1: Effect.APPLIED, 2: Effect.APPLIED}
+
+
+def test_a_released_refund_counts_against_its_sale_and_gives_its_coupons_back(store: HqStore) -> None:
+    store.ingest("T1", [sale(1, points_delta=-300, coupons=["C-ONCE"])])
+    assert store.coupon_uses("C-ONCE") == 1
+    wrong = entries.refund("T1-1", money_back=700, restored=300, coupons_restored=("C-ONCE",), store_id="S2")
+    store.ingest("T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED,
+                                  payload=wrong)])
+    assert [(i.reason, i.quarantined) for i in store.items()] == [(Reason.WRONG_STORE, True)]
+    assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (700, 1)  # type: ignore[union-attr]
+    assert store.release("T1-2", "Mio", "the refund was rung at the other store's till") == "applied"
+    assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (1000, 0)  # type: ignore[union-attr]
+    again = entries.refund("T1-1", money_back=700, restored=300, store_id="S1")
+    store.ingest("T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED,
+                                  payload=again)])
+    assert Reason.REFUND_EXCEEDS_SALE in {i.reason for i in store.items()}  # the released one counted
+    assert store.member("M-1").points == 1000  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="who and why"):
+        store.reject("T1-3", "Mio", "")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from sync.client import SyncClient
 from sync.confirm import confirmer
@@ -22,6 +23,7 @@ from sync.hq import payments
 from sync.hq.app import ServerHandle, start_in_thread
 from sync.hq.storage import HqStore
 from sync.memberapp import MemberApp, MemberAppError
+from sync.protocol import ConfirmRequest
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line, utc_iso
@@ -234,20 +236,26 @@ def test_expired_tampered_and_forged_codes_are_refused(chain: Chain, tills: tupl
     assert till.store.stored_value("M-1") == 10_000 and till.store.entries() == []
 
 
-def test_head_office_checks_the_code_itself_when_given(chain: Chain) -> None:
+def test_head_office_checks_the_code_itself(chain: Chain) -> None:
     cert = chain.app.cert
     assert cert is not None
     code = chain.app.next_code()
     parsed = pay.parse_code(code)
     ask = {"code_id": parsed.code_id, "member_id": "M-1", "amount": 0, "txn_id": "x-1", "code": tampered(code)}
+
+    def confirm(**changes: object) -> dict[str, object]:
+        return payments.confirm(chain.hq, "T-1", ConfirmRequest.model_validate({**ask, **changes}))
+
     with pytest.raises(payments.PaymentRefused) as info:
-        payments.confirm(chain.hq, "T-1", ask)
+        confirm()
     assert info.value.code == "payment_code_forged"
     with pytest.raises(payments.PaymentRefused) as info:
-        payments.confirm(chain.hq, "T-1", dict(ask, member_id="M-2", code=code))
+        confirm(member_id="M-2", code=code)
     assert info.value.code == "payment_code_forged"
-    ok = payments.confirm(chain.hq, "T-1", dict(ask, code=code))
-    assert ok["confirmed"] and payments.confirm(chain.hq, "T-1", dict(ask, code=code))["repeat"]  # a retry
+    with pytest.raises(ValidationError):  # a code id alone proves nothing: the code itself is checked
+        confirm(code=None)
+    ok = confirm(code=code)
+    assert ok["confirmed"] and confirm(code=code)["repeat"]  # a retry
 
 
 def test_head_office_unreachable_falls_back_to_the_offline_rules(chain: Chain) -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.hq.recompute import differences
+from sync.hq.recompute import differences, program_of
+from sync.protocol import SalePayload
+from tests.fixtures import entries
 from terminal import pricing
 from terminal.model import Basket, EarnRule, Line, Member
 from terminal.service import Service
@@ -49,16 +51,15 @@ def test_head_office_recomputes_what_the_till_reported(
         store.apply_changes([Member("M-1", "Aiko", "gold" if gold else "basic", 2000)], [], [BASE], 1)
         store.put_docs("rule_docs", dict(RULES))
         store.put_docs("coupon_docs", dict(COUPONS))
-        service = Service(store, "T-1", clock=lambda: 1_790_000_000.0)
+        service = Service(store, "T-1", clock=lambda: 1_790_000_000.0, spend_needs_proof=False)
         service.commit(service.quote("M-1", basket, codes, pricing.REDEEM_MAX if redeem else 0))
         payload = store.entries()[-1].payload
     finally:
         store.close()
-    assert differences(payload, RULES, COUPONS, BASE) == {}
+    assert differences(SalePayload.model_validate(payload), program_of(RULES, BASE), COUPONS) == {}
 
 
 def test_a_tampered_report_is_named() -> None:
-    payload = {"member_id": "M-1", "tier": "basic", "store_id": "S-001", "local_time": "2026-11-23T09:00:00",
-               "lines": [{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"}],
-               "coupons": [], "total": 900, "discount": 0, "points_redeemed": 0, "points_earned": 99, "payable": 900}
-    assert differences(payload, RULES, COUPONS, BASE) == {"points_earned": (99, 18)}
+    payload = entries.sale("M-1", 900, earned=99, tier="basic", local_time="2026-11-23T09:00:00",
+                           lines=[{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"}])
+    assert differences(SalePayload.model_validate(payload), program_of(RULES, BASE), COUPONS) == {"points_earned": (99, 18)}

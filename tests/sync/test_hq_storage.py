@@ -24,15 +24,23 @@ from sync.hq.storage import (
 )
 from sync.protocol import WireEntry
 from terminal.credentials import card_uid_hash
+from tests.fixtures import entries
 
 KEY = bytes(range(32))
 
 
 def entry(seq: int, member: str | None = "M-1", delta: int = 10, *, kind: str = "sale",
           terminal: str = "T1", txn: str | None = None) -> WireEntry:
-    payload = {"member_id": member, "points_delta": delta}
+    """A sale earning ``delta`` points (on a basket the default rule gives exactly that; a negative
+    ``delta`` redeems, with no proof), or a void of this terminal's first entry clawing ``|delta|`` back."""
     if kind == "void":
-        payload["voided_txn_id"] = f"{terminal}-x"
+        payload = entries.refund(f"{terminal}-1", member, clawed=abs(delta), void=True)
+    elif kind == "sale":
+        earned = max(delta, 0) if member else 0
+        payload = entries.sale(member, total=max(delta, 1) * 100, earned=earned, redeemed=max(-delta, 0),
+                               proof="pos" if delta < 0 and member else None)
+    else:
+        payload = {"member_id": member, "points_delta": delta}
     return WireEntry(terminal_id=terminal, seq=seq, txn_id=txn or f"{terminal}-{seq}", kind=kind,
                      payload=payload, created_at="2026-01-01T00:00:00.000Z")
 
@@ -153,7 +161,7 @@ def test_facts_that_cannot_be_applied_are_stored_with_their_effect(store: HqStor
     assert (reply.stored, reply.acked_seq) == (4, 4)
     assert points(store) == 100
     assert store.member("M-404") is None
-    assert store.effects("T1") == {1: Effect.UNKNOWN_MEMBER, 2: Effect.UNKNOWN_KIND, 3: Effect.MALFORMED, 4: Effect.NONE}
+    assert store.effects("T1") == {1: Effect.UNKNOWN_MEMBER, 2: Effect.QUARANTINED, 3: Effect.MALFORMED, 4: Effect.NONE}
     assert store.entries("T1")[1].payload == odd[1].payload
 
 

@@ -22,7 +22,7 @@ def test_png_reads_back() -> None:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     symbol = encode(member_code("AbCdEf0123456789-_"))
     assert image.shape == (symbol.size * 6, symbol.size * 6)
-    assert decode(image) == ["TPM1:AbCdEf0123456789-_"]
+    assert decode(image) == ["TPM2:AbCdEf0123456789-_"]
 
 
 def _rasterise_svg(document: str, scale: int = 6) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_receipt_claim_code_opens_a_page_on_a_phone_and_reads_at_the_till() -> N
 
 
 def test_codes_we_make_classify_as_what_they_are() -> None:
-    assert classify(member_code("m1")) == Scan(Kind.MEMBER, 1, "m1")
+    assert classify(member_code("m1")) == Scan(Kind.MEMBER, 2, "m1")
     assert classify(coupon_code("c1")) == Scan(Kind.COUPON, 1, "c1")
     assert classify(claim_code("j1")) == Scan(Kind.CLAIM, 1, "j1")
 

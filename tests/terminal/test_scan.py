@@ -60,7 +60,7 @@ def test_codes_carried_in_a_url() -> None:
 
 
 @pytest.mark.parametrize(("text", "code"), [
-    ("TPM2:abc", Code.UNSUPPORTED_CODE_VERSION),
+    ("TPM3:abc", Code.UNSUPPORTED_CODE_VERSION),
     ("TPX1:abc", Code.UNSUPPORTED_CODE_VERSION),
     ("TPM1:", Code.MALFORMED_CODE),
     ("TPM1:has\ttab", Code.MALFORMED_CODE),

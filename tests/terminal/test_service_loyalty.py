@@ -16,6 +16,7 @@ from tests.fixtures.clock import Clock
 
 MON_9AM = datetime(2026, 11, 23, 9, 0).timestamp()  # local time, as the till's clock reads it
 DAY = 86_400.0
+NEW_CARD = "c0" * 32  # a card's keyed hash
 BASKET = Basket((Line("LATTE", 2, 450, "coffee"), Line("BEANS", 1, 1200, "beans")))  # 2100
 
 RULES = {
@@ -41,7 +42,9 @@ def till(tmp_path: Path) -> tuple[Service, Store, Clock]:
     store.put_docs("rule_docs", dict(RULES))
     store.put_docs("coupon_docs", dict(COUPONS))
     clock = Clock(MON_9AM)
-    return Service(store, "T-1", clock=clock), store, clock
+    # Loyalty arithmetic: the chain trusts its POS for points here (tests/terminal/test_service_payments.py
+    # and tests/security cover the proofs).
+    return Service(store, "T-1", clock=clock, spend_needs_proof=False), store, clock
 
 
 def test_sale_with_coupons_and_points_writes_everything_at_once(till: tuple[Service, Store, Clock]) -> None:
@@ -150,14 +153,14 @@ def test_enrol_an_unknown_card_offline_then_earn(till: tuple[Service, Store, Clo
     from terminal.model import CardRead
 
     service, store, _ = till
-    read = CardRead("sim:", "iso14443a", "hash-of-a-new-card")
+    read = CardRead("sim:", "iso14443a", NEW_CARD)
     found = service.enrol(read, "Chika", consent="v1")
     assert found.member.member_id.startswith("E-") and found.member.tier == "basic"
     assert service.identify(read).member.member_id == found.member.member_id
     sale = service.commit(service.quote(found.member.member_id, BASKET))
     assert sale.points_balance == 21
     assert [e.kind for e in store.entries()] == ["enrol", "sale"]
-    assert store.entries()[0].payload["uid_hash"] == "hash-of-a-new-card"
+    assert store.entries()[0].payload["uid_hash"] == NEW_CARD
     with pytest.raises(Rejected) as info:
         service.enrol(read)
     assert info.value.code is Code.CARD_ALREADY_ENROLLED

@@ -22,6 +22,7 @@ PHONE = Ed25519PrivateKey.generate()
 CERT = pay.issue_cert(HQ_KEY, "pay-1", bytes.fromhex("00000000000000a1"), "M-1", pay.public_bytes(PHONE),
                       int(NOW) - 60, 86_400 * 30, 3000)
 BASKET = Basket((Line("LUNCH", 1, 2000),))
+UID1 = "a1" * 32  # the card's keyed hash
 LIMITS = pay.RiskLimits(per_transaction=2500, per_member_day=4000, terminal_total=6000, max_offline_s=3600,
                         max_clock_age_s=7200)
 
@@ -30,7 +31,7 @@ LIMITS = pay.RiskLimits(per_transaction=2500, per_member_day=4000, terminal_tota
 def till(tmp_path: Path) -> tuple[Service, Store, Clock]:
     store = Store.open(tmp_path / "t.db")
     store.apply_changes([Member("M-1", "Aiko", "gold", 1000), Member("M-2", "Ben", "basic", 0)],
-                        [Card("uid-1", "M-1")], [EarnRule("base", 1, 100)], 1)
+                        [Card(UID1, "M-1")], [EarnRule("base", 1, 100)], 1)
     with store.db.conn:
         store.db.conn.execute("UPDATE members SET stored_value = 10000, hq_stored_value = 10000")
         body = {"alg": "ed25519", "purpose": "payment", "status": "active", "public_key": pay.public_bytes(HQ_KEY).hex()}
@@ -105,18 +106,18 @@ def test_cards_pay_only_when_they_prove_themselves(till: tuple[Service, Store, C
     service, store, _ = till
     member = store.member("M-1")
     assert member is not None
-    card = Card("uid-1", "M-1")
-    uid_only = Identified(member, card, credentials.CardProof(credentials.Trust.UID_ONLY), "uid-1")
+    card = Card(UID1, "M-1")
+    uid_only = Identified(member, card, credentials.CardProof(credentials.Trust.UID_ONLY), UID1)
     with pytest.raises(Rejected) as info:
         service.commit(service.quote("M-1", BASKET), Payment(None, card=uid_only))
     assert info.value.code is Code.CARD_CANNOT_PAY
     with pytest.raises(Rejected) as info:
         service.commit(service.quote("M-1", BASKET), Payment(500))  # no proof at all
-    assert info.value.code is Code.CARD_CANNOT_PAY
-    sun = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), "uid-1")
+    assert info.value.code is Code.PROOF_NEEDED
+    sun = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), UID1)
     service.commit(service.quote("M-1", BASKET), Payment(None, card=sun))
     assert store.stored_value("M-1") == 8000
-    replayed = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), "uid-1", at=1.0)
+    replayed = Identified(member, card, credentials.CardProof(credentials.Trust.SUN, 41), UID1, at=1.0)
     with pytest.raises(Rejected) as info:  # the same SUN message read again: the counter did not rise
         service.commit(service.quote("M-1", BASKET), Payment(None, card=replayed))
     assert info.value.code is Code.REPLAYED_CARD
@@ -152,9 +153,9 @@ def test_a_secure_tap_is_used_once_even_just_to_earn(till: tuple[Service, Store,
     service, store, _ = till
     member = store.member("M-1")
     assert member is not None
-    sun = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), "uid-1")
+    sun = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), UID1)
     service.commit(service.quote("M-1", BASKET), Payment(card=sun))
-    replayed = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), "uid-1", at=2.0)
+    replayed = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.SUN, 7), UID1, at=2.0)
     with pytest.raises(Rejected) as info:  # a new read carrying the old message: a replay
         service.commit(service.quote("M-1", BASKET), Payment(card=replayed))
     assert info.value.code is Code.REPLAYED_CARD
@@ -165,7 +166,7 @@ def test_one_secure_tap_serves_one_sale_then_only_identifies(till: tuple[Service
     service, store, _ = till
     member = store.member("M-1")
     assert member is not None
-    tap = Identified(member, Card("uid-1", "M-1"), credentials.CardProof(credentials.Trust.SUN, 9), "uid-1")
+    tap = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.SUN, 9), UID1)
     service.commit(service.quote("M-1", BASKET), tapped=tap)  # the tap's counter is stored with this sale
     second = service.commit(service.quote("M-1", BASKET), tapped=tap)  # same tap, next sale: still earns
     assert second.points_delta > 0 and len(store.entries()) == 2

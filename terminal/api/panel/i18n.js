@@ -65,6 +65,10 @@ export const STRINGS = {
     payment_card_refused: "銀行カード番号は受け付けません。記録されていません。",
     foreign_payment_code: "他社決済のコードです。ここでは使えません。", unknown_code: "当社のコードではありません。",
     malformed_code: "コードが読み取れません：もう一度読み取ってください。", storage_full: "ディスクが一杯です：記録されていません。",
+    proof_needed: "ポイント・残高の利用には会員本人の確認が必要です：セキュアカードのタッチか、アプリのコードを。会員番号だけでは使えません。",
+    member_code_unsigned: "旧形式の署名なし会員コードです：アプリのコードを見せてもらうか、会員番号を入力してください。",
+    member_code_forged: "この会員コードの署名が不正です：受け付けないでください。",
+    replayed_card: "このカードの認証情報は使用済みです：もう一度カードをタッチしてください。",
   },
   zh: {
     state_loading: "…", state_idle: "就绪", state_member: "会员", state_coupons: "优惠券",
@@ -97,6 +101,10 @@ export const STRINGS = {
     no_basket: "还没有合计：等待 POS 发送，或先输入合计。", pairing_refused: "配对码错误或已过期：请重新获取。",
     payment_card_refused: "不接受银行卡号，未保存任何信息。", foreign_payment_code: "这是其他钱包的付款码，此处不受理。",
     unknown_code: "这不是我们的码。", malformed_code: "码已损坏或不完整：请重新扫描。", storage_full: "磁盘已满：交易未记录。",
+    proof_needed: "使用积分或余额需要会员本人确认：刷安全卡或出示应用中的码。仅凭会员号不能消费。",
+    member_code_unsigned: "这是旧式未签名的会员码：请顾客出示应用中的码，或输入会员号。",
+    member_code_forged: "此会员码签名无效：请勿受理。",
+    replayed_card: "此卡的安全信息已被使用：请重新刷卡。",
   },
 };
 

@@ -1,0 +1,122 @@
+"""The door of both HTTP servers (head office and the till's local API): every request body is capped
+before it is read, inflated when gzip is allowed, and refused when it is JSON the application would
+choke on. The application then sees only bodies it can parse.
+
+    413 body_too_large   Content-Length above the cap (refused unread), or more bytes than the cap
+                         arrive (plain or inflated gzip alike)
+    400 bad_encoding     a Content-Encoding other than identity (or gzip where allowed); corrupt gzip
+    422 invalid_request  JSON with NaN or Infinity, a number beyond 64 bits, a lone surrogate, or not UTF-8
+
+Error bodies are ``{"code", "message"}``, as everywhere else in both APIs.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from terminal.canonical import strict_loads
+
+WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+async def _answer(send: Send, refused: Refused) -> None:
+    body = json.dumps({"code": refused.code, "message": refused.message}).encode()
+    await send({"type": "http.response.start", "status": refused.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyGuard:
+    """ASGI middleware: cap, inflate and check request bodies (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, max_size: int, *, gzip: bool = False) -> None:
+        self.app, self.max_size, self.gzip = app, max_size, gzip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        try:
+            headers, body = await self._body(scope, receive)
+        except Refused as refused:
+            await _answer(send, refused)
+            return
+        if body is None:
+            return  # the client went away mid-body: nothing to answer, nothing done
+        await self.app(dict(scope, headers=headers), _replay(body, receive), send)
+
+    async def _body(self, scope: Scope, receive: Receive) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        found = dict(scope["headers"])
+        self._check_length(found.get(b"content-length"))
+        encoding = found.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity") and not (self.gzip and encoding == b"gzip"):
+            raise Refused(400, "bad_encoding", f"unsupported Content-Encoding {encoding.decode(errors='replace')!r}")
+        body = await self._read(receive)
+        if body is None:
+            return [], None
+        if encoding == b"gzip":
+            body = self._inflate(body)
+        if found.get(b"content-type", b"").split(b";")[0].strip() == b"application/json" and body:
+            try:
+                strict_loads(body)
+            except ValueError as exc:
+                raise Refused(422, "invalid_request", f"the body is not JSON this API accepts: {exc}") from exc
+        kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
+        return kept + [(b"content-length", str(len(body)).encode())], body
+
+    def _check_length(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            length = int(value)
+        except ValueError as exc:
+            raise Refused(400, "bad_encoding", "Content-Length is not a number") from exc
+        if length > self.max_size:
+            raise Refused(413, "body_too_large", f"the body is larger than {self.max_size} bytes")
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_size:
+                raise Refused(413, "body_too_large", f"the body is larger than {self.max_size} bytes")
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _inflate(self, body: bytes) -> bytes:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(body, self.max_size + 1)
+        except zlib.error as exc:
+            raise Refused(400, "bad_encoding", f"corrupt gzip body: {exc}") from exc
+        if len(data) > self.max_size or inflater.unconsumed_tail:
+            raise Refused(413, "body_too_large", f"the body inflates to more than {self.max_size} bytes")
+        if not inflater.eof:
+            raise Refused(400, "bad_encoding", "truncated gzip body")
+        return data
+
+
+def _replay(data: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        return await receive()
+
+    return replay

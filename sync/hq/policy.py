@@ -1,0 +1,273 @@
+"""Who may do what: the trust rules head office checks every entry against. Pure: no database, no I/O.
+
+Only head office creates value. A till reports facts (sales, refunds and voids of sales, enrolments)
+and payments authorised by a proof; an administrator adds stored value; nobody else writes entries
+that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the signs of each value::
+
+    actor        kind        points     stored value
+    terminal     sale        any (1)    <= 0 (2)
+                 refund      any (3)    >= 0 (3)
+                 void        any (3)    >= 0 (3)
+                 enrol       0          0
+                 claim_key   0          0
+    admin        topup       0          > 0
+    member app   (none: it registers devices and reads its balances)
+    head office  (none as entries: claims, merges and settlements are its own acts)
+
+    (1) earned points at most what head office's rules give the reported basket (``points_above_rules``)
+    (2) spending points or stored value needs a proof (``proof_missing`` / ``proof_invalid``)
+    (3) a refund names a sale and returns at most what that sale took, less earlier refunds
+
+An entry that breaks a rule is stored and quarantined: it changes no balance and raises a
+reconciliation item with a stable ``Reason``; an administrator releases or rejects it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from sync.protocol import (
+    EntryKind,
+    Payload,
+    Proof,
+    Reason,
+    RefundPayload,
+    SalePayload,
+    SecureTap,
+    parse_time,
+)
+from terminal import credentials
+from terminal import payments as pay
+from terminal.errors import Code, Rejected
+
+
+class Actor(StrEnum):
+    TERMINAL = "terminal"
+    ADMIN = "admin"
+    MEMBER_APP = "member_app"
+    HEAD_OFFICE = "head_office"
+
+
+class Sign(Enum):
+    ZERO = "0"
+    POSITIVE = "> 0"
+    NOT_NEGATIVE = ">= 0"
+    NOT_POSITIVE = "<= 0"
+    ANY = "any"
+
+    def allows(self, value: int) -> bool:
+        return {Sign.ZERO: value == 0, Sign.POSITIVE: value > 0, Sign.NOT_NEGATIVE: value >= 0,
+                Sign.NOT_POSITIVE: value <= 0, Sign.ANY: True}[self]
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    points: Sign
+    stored_value: Sign
+
+
+MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
+    Actor.TERMINAL: {
+        EntryKind.SALE: Allowed(Sign.ANY, Sign.NOT_POSITIVE),
+        EntryKind.REFUND: Allowed(Sign.ANY, Sign.NOT_NEGATIVE),
+        EntryKind.VOID: Allowed(Sign.ANY, Sign.NOT_NEGATIVE),
+        EntryKind.ENROL: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.CLAIM_KEY: Allowed(Sign.ZERO, Sign.ZERO),
+    },
+    Actor.ADMIN: {EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE)},
+    Actor.MEMBER_APP: {},
+    Actor.HEAD_OFFICE: {},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A rule an entry breaks: the reason, what it is about, and the figures."""
+
+    reason: Reason
+    subject: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def check_actor(actor: Actor, kind: str, payload: Payload | None) -> Breach | None:
+    """Whether ``actor`` may produce an entry of ``kind`` with these values."""
+    known = EntryKind._value2member_map_.get(kind)
+    allowed = MAY_PRODUCE[actor].get(known) if isinstance(known, EntryKind) else None
+    if allowed is None:
+        return Breach(Reason.KIND_NOT_ALLOWED, kind, {"actor": actor.value, "kind": kind})
+    if payload is None:
+        return None
+    values = payload.values()
+    for name, sign, value in (("points", allowed.points, values.points),
+                              ("stored_value", allowed.stored_value, values.stored_value)):
+        if not sign.allows(value):
+            return Breach(Reason.SIGN_NOT_ALLOWED, name, {"actor": actor.value, "kind": kind, "value": name,
+                                                           "amount": value, "allowed": sign.value})
+    return None
+
+
+def check_store(payload: Payload | None, store_id: str) -> Breach | None:
+    """An entry must name the store its terminal belongs to."""
+    named = getattr(payload, "store_id", None)
+    if named is None or named == store_id:
+        return None
+    return Breach(Reason.WRONG_STORE, "", {"entry_store": named, "terminal_store": store_id})
+
+
+# -- refunds and voids ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaleLeft:
+    """What a sale took, what earlier refunds gave back, and whether its balances were applied."""
+
+    member_id: str | None
+    payable: int
+    stored_value: int
+    points_redeemed: int
+    applied: bool
+    money_back: int = 0
+    stored_value_back: int = 0
+    points_restored: int = 0
+
+
+def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
+    """A refund or void returns at most what its sale took, less earlier refunds, to that sale's member
+    (``member_id``: the refund's member as head office knows it, after merges and erasures)."""
+    if left is None:
+        return Breach(Reason.REFUND_UNKNOWN_SALE, refund.original_txn, {"original_txn": refund.original_txn})
+    if member_id != left.member_id:
+        return Breach(Reason.REFUND_WRONG_MEMBER, refund.original_txn,
+                      {"original_txn": refund.original_txn, "sale_member": left.member_id,
+                       "refund_member": member_id})
+    over = {
+        "money_back": (left.money_back + refund.money_back, left.payable),
+        "stored_value": (left.stored_value_back + refund.stored_value_delta, left.stored_value),
+        "points_restored": (left.points_restored + refund.points_restored, left.points_redeemed),
+    }
+    beyond = {k: {"returned": a, "sale_took": b} for k, (a, b) in over.items() if a > b}
+    if not left.applied and (refund.stored_value_delta or refund.points_restored):
+        beyond["sale_not_applied"] = {"returned": refund.points_restored + refund.stored_value_delta, "sale_took": 0}
+    if beyond:
+        return Breach(Reason.REFUND_EXCEEDS_SALE, refund.original_txn, {"original_txn": refund.original_txn, **beyond})
+    return None
+
+
+# -- points against the rules --------------------------------------------------------------------------
+
+
+def check_points(sale: SalePayload, rules_give: int | None) -> Breach | None:
+    """Earned points above what head office's rules give the reported basket (None: it could not price it)."""
+    if sale.points_earned <= 0 or (rules_give is not None and sale.points_earned <= rules_give):
+        return None
+    return Breach(Reason.POINTS_ABOVE_RULES, "", {"terminal": sale.points_earned, "head_office": rules_give})
+
+
+# -- proofs of spending ----------------------------------------------------------------------------------
+
+
+class ProofLevel(StrEnum):
+    """How far head office could check what authorised a spend (the journal's ``proof`` column)."""
+
+    VERIFIED_CARD = "card"
+    ATTESTED_CARD = "card_attested"  # a Lite-S MAC, or a SUN message without head office holding the keys
+    PAYMENT_CODE = "payment_code"
+    POS = "pos"
+
+
+def check_proof_named(sale: SalePayload, spend_needs_proof: bool) -> Breach | None:
+    """A sale that spends names what authorised it (or the chain trusts its POS)."""
+    if not sale.spends:
+        return None
+    if sale.member_id is None:
+        return Breach(Reason.PROOF_MISSING, "", {"problem": "spending without a member"})
+    if sale.proof is None or (sale.proof is Proof.POS and spend_needs_proof):
+        return Breach(Reason.PROOF_MISSING, "", {"points_redeemed": sale.points_redeemed,
+                                                 "stored_value": sale.stored_value, "proof": sale.proof})
+    return None
+
+
+def _epoch(text: str) -> int | None:
+    at = parse_time(text)
+    return int(at.timestamp()) if at is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What head office holds about the device a payment code names."""
+
+    cert_doc: dict[str, Any] | None
+    revoked_at: str | None
+
+
+def check_payment_code(sale: SalePayload, created_at: str, device: DeviceFacts) -> Breach | None:
+    """The code in the sale is the member's device's, signed, current when the sale was made, and not
+    from a device revoked before it."""
+    assert sale.payment_code is not None
+    try:
+        code = pay.parse_code(sale.payment_code)
+        if device.cert_doc is None:
+            raise Rejected(Code.DEVICE_CERT_UNKNOWN)
+        cert = pay.cert_from_doc(device.cert_doc)
+        at = _epoch(created_at)
+        if at is None:
+            raise Rejected(Code.PAYMENT_CODE_EXPIRED, "the entry's time is unreadable")
+        if cert.member_id != sale.member_id or code.code_id != sale.code_id:
+            raise Rejected(Code.PAYMENT_CODE_FORGED, "the code is another member's or another code's")
+        pay.verify_code(code, cert, at)
+        if not cert.issued_at <= at < cert.expires_at:
+            raise Rejected(Code.DEVICE_CERT_EXPIRED)
+    except Rejected as exc:
+        return Breach(Reason.PROOF_INVALID, "payment_code", {"code": exc.code.value, "problem": exc.message})
+    revoked = _epoch(device.revoked_at) if device.revoked_at else None
+    if revoked is not None and revoked <= at:
+        return Breach(Reason.DEVICE_REVOKED, cert.cert_id.hex(), {"cert_id": cert.cert_id.hex(),
+                                                                   "revoked_at": device.revoked_at})
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CardKeys:
+    """The chain's card keys head office holds (either may be missing: SUN taps are then only attested)."""
+
+    sun_master_key: bytes | None = None
+    hash_uid: Callable[[bytes], str] | None = None
+
+
+def check_card_tap(tap: SecureTap, card_member: str | None, member_id: str | None,
+                   keys: CardKeys) -> tuple[ProofLevel, Breach | None]:
+    """A secure tap: its card is the member's, and its SUN message is genuine when head office can tell."""
+    if card_member is None or card_member != member_id:
+        return ProofLevel.ATTESTED_CARD, Breach(Reason.PROOF_INVALID, "card", {
+            "uid_hash": tap.uid_hash, "problem": "the card is not this member's"})
+    if tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None:
+        return ProofLevel.ATTESTED_CARD, None
+    assert tap.counter is not None
+    try:
+        message = credentials.sun_from_url(tap.sun or "")
+        if message is None:
+            raise credentials.ForgedCard("the URL carries no SUN message")
+        found = credentials.verify_sun(message.picc_enc, message.cmac, keys.sun_master_key, message.mac_input)
+    except Rejected as exc:
+        return ProofLevel.VERIFIED_CARD, Breach(Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash,
+                                                                                "problem": exc.message})
+    if not hmac.compare_digest(keys.hash_uid(found.uid), tap.uid_hash) or found.counter != tap.counter:
+        return ProofLevel.VERIFIED_CARD, Breach(Reason.PROOF_INVALID, "card", {
+            "uid_hash": tap.uid_hash, "problem": "the SUN message is another card's, or another read's"})
+    return ProofLevel.VERIFIED_CARD, None
+
+
+def check_attested(level: ProofLevel, spent_today: tuple[int, int], sale: SalePayload,
+                   caps: tuple[int, int]) -> Breach | None:
+    """Spending on a proof head office cannot check again is bounded per terminal and day: (stored value, points)."""
+    if level is not ProofLevel.ATTESTED_CARD:
+        return None
+    value, points = spent_today[0] + sale.stored_value, spent_today[1] + sale.points_redeemed
+    if value <= caps[0] and points <= caps[1]:
+        return None
+    return Breach(Reason.PROOF_UNVERIFIED, "", {"stored_value_today": value, "points_today": points,
+                                                "cap_stored_value": caps[0], "cap_points": caps[1]})

@@ -1,0 +1,74 @@
+"""The one canonical JSON encoding of everything that is signed or compared byte for byte. Pure.
+
+Keys sorted, no whitespace, UTF-8 (not ``\\u`` escapes), and only what JSON can say exactly:
+NaN, Infinity and lone surrogates are refused (``ValueError``), so two parties that sign and
+verify the same document always hash the same bytes. Head office's signed keys and revocations,
+device certificates and stored journal payloads all go through ``canonical_json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+MAX_JSON_INT = 2**63 - 1
+"""No number beyond a signed 64-bit integer is read from JSON (the databases hold nothing larger)."""
+
+
+def canonical_text(value: Any) -> str:
+    """``value`` as canonical JSON text; ``ValueError`` for NaN, Infinity or a lone surrogate."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text holds a lone surrogate, which has no UTF-8 encoding") from exc
+    return text
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` as canonical JSON bytes (what is signed and verified)."""
+    return canonical_text(value).encode("utf-8")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_JSON_INT:
+        raise ValueError(f"the number {text[:24]}... does not fit 64 bits")
+    return value
+
+
+def _bounded_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_JSON_INT:
+        raise ValueError(f"the number {text[:24]} is out of range")
+    return value
+
+
+def _whole_text(value: Any) -> None:
+    if isinstance(value, str):
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _whole_text(key)
+            _whole_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _whole_text(item)
+
+
+def strict_loads(data: bytes) -> Any:
+    """JSON as the APIs accept it: UTF-8, no NaN or Infinity, no number beyond 64 bits, no lone
+    surrogate in any string. ``ValueError`` says what is wrong."""
+    text = data.decode("utf-8")
+    value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+    if "\\u" in text:  # a lone surrogate can only arrive escaped
+        try:
+            _whole_text(value)
+        except UnicodeEncodeError as exc:
+            raise ValueError("a string holds a lone surrogate (not text)") from exc
+    return value

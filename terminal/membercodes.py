@@ -1,0 +1,108 @@
+"""Signed member codes (``TPM2:``): who the member is, and on a phone, that the member is here. Pure.
+
+Two forms, base64url without padding after ``TPM2:``::
+
+    issued   0x01 | key id length u8 | key id | issued_at u32 | member id length u8 | member id | Ed25519 sig
+             signed by head office's "member" key over b"tillpoint-member/2" + everything before the
+             signature. Printed on a card or kept in the wallet: it identifies (earns), never spends.
+    device   0x02 | a payment code's bytes (``terminal.payments``: version, cert id, time step, counter,
+             the device's signature). Made by the member's phone a moment ago: it identifies the member
+             of the device certificate and, being single-use and short-lived like a payment code, is the
+             member's proof for spending in this sale.
+
+The unsigned ``TPM1:`` codes (base64 of the member id) are refused: anybody can make one.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from terminal import payments as pay
+from terminal.errors import Code, Rejected
+
+PREFIX = "TPM2:"
+ISSUED, DEVICE = 1, 2
+_DOMAIN = b"tillpoint-member/2"
+_SIG = 64
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    key_id: str
+    issued_at: int
+    member_id: str
+    signed: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCode:
+    """A fresh code from the member's device: ``payment_code`` is the same proof as a ``TPP1:`` code."""
+
+    payment_code: str
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _short(text: str, what: str) -> bytes:
+    raw = text.encode()
+    if not 1 <= len(raw) <= 255:
+        raise ValueError(f"a {what} is 1 to 255 bytes of UTF-8")
+    return bytes([len(raw)]) + raw
+
+
+def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int) -> str:
+    """Head office's side: the member's code, signed with its member key."""
+    body = bytes([ISSUED]) + _short(key_id, "key id") + struct.pack(">I", issued_at) + _short(member_id, "member id")
+    return PREFIX + _b64(body + key.sign(_DOMAIN + body))
+
+
+def device_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int) -> str:
+    """The member's phone: a member code that is also a one-time proof (made like a payment code)."""
+    raw = base64.urlsafe_b64decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX):] + "==")
+    return PREFIX + _b64(bytes([DEVICE]) + raw)
+
+
+def _take(raw: bytes, at: int) -> tuple[str, int]:
+    size = raw[at]
+    text = raw[at + 1:at + 1 + size]
+    if size == 0 or len(text) != size:
+        raise ValueError("truncated")
+    return text.decode(), at + 1 + size
+
+
+def parse(body: str) -> IssuedCode | DeviceCode:
+    """The code in a ``TPM2:`` body; ``Rejected(malformed_code)`` when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if raw[:1] == bytes([DEVICE]):
+            return DeviceCode(pay.PREFIX + _b64(raw[1:]))
+        if raw[:1] != bytes([ISSUED]):
+            raise ValueError("unknown form")
+        key_id, at = _take(raw, 1)
+        (issued_at,) = struct.unpack(">I", raw[at:at + 4])
+        member_id, end = _take(raw, at + 4)
+        if len(raw) != end + _SIG:
+            raise ValueError("wrong length")
+    except (ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
+        raise Rejected(Code.MALFORMED_CODE, "This member code is damaged or incomplete.") from exc
+    return IssuedCode(key_id, issued_at, member_id, raw[:end], raw[end:])
+
+
+def verify_issued(code: IssuedCode, public_key: bytes | None) -> str:
+    """The member id of a code head office issued; ``Rejected(member_code_forged)`` when its signature
+    is not by the named member key (``public_key``: that key, None when the till does not know it)."""
+    if public_key is None:
+        raise Rejected(Code.MEMBER_CODE_FORGED, f"This member code is signed by an unknown key ({code.key_id}).")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(code.signature, _DOMAIN + code.signed)
+    except (InvalidSignature, ValueError) as exc:
+        raise Rejected(Code.MEMBER_CODE_FORGED) from exc
+    return code.member_id

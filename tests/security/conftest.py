@@ -1,0 +1,1 @@
+from tests.security.chain import chain, tills  # noqa: F401 - fixtures

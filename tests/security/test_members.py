@@ -1,0 +1,93 @@
+"""Identify is not authorise: a member id or a printed member code earns, never spends; a forged or
+unsigned code is refused; a fresh code from the member's phone is a proof, once; a payment made offline
+by a device revoked before it is quarantined when it arrives. A real head-office process; the tills
+are the till's own code with a cashier session."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from terminal import membercodes
+from terminal.errors import Code, Rejected
+from terminal.model import Basket, Line
+from terminal.service import Payment
+from terminal.session import Session, code_body
+from tests.security.chain import Balance, Chain, Till
+
+
+def session(till: Till) -> Session:
+    return Session(till.service)
+
+
+def refused(code: Code, fn: object, *args: object) -> None:
+    with pytest.raises(Rejected) as caught:
+        fn(*args)  # type: ignore[operator]
+    assert caught.value.code is code
+
+
+def test_a_printed_member_code_identifies_and_earns_but_never_spends(chain: Chain, tills: tuple[Till, Till]) -> None:
+    a, _ = tills
+    printed = chain.hq.cli("member-code", "M-1").strip()  # head office signs it; the till pulled the key
+    cashier = session(a)
+    snap = cashier.scan(printed)
+    assert snap["member"]["member_id"] == "M-1" and snap["member"]["can_spend"] is False
+    cashier.set_total(2000)
+    assert cashier.pay()["quote"]["points_redeemed"] == 0
+    cashier.pay(-1)
+    refused(Code.PROOF_NEEDED, cashier.confirm)
+    cashier.pay(0)
+    assert cashier.confirm()["state"] == "done"  # it earns
+    a.client.sync_once()
+    assert chain.balance().points > 1000 and chain.balance().stored_value == 5000
+    # Typed or made up: an unsigned code, a code signed by someone else's key.
+    refused(Code.MEMBER_CODE_UNSIGNED, cashier.scan, "TPM1:" + code_body("M-1"))
+    forged = membercodes.issue(Ed25519PrivateKey.generate(), printed and "K-fake", "M-1", int(time.time()))
+    refused(Code.MEMBER_CODE_FORGED, cashier.scan, forged)
+
+
+def test_a_fresh_code_from_the_phone_is_a_proof_once(chain: Chain, tills: tuple[Till, Till]) -> None:
+    a, b = tills
+    before = chain.balance()
+    fresh = chain.phone.fresh_member_code()
+    cashier = session(a)
+    assert cashier.scan(fresh)["member"]["can_spend"] is True
+    cashier.set_total(2000)
+    assert cashier.pay(500)["quote"]["points_redeemed"] == 500
+    assert cashier.confirm()["state"] == "done"  # confirmed online: the code is used chain-wide
+    # Shown again at the other till (a photo of the phone): it identifies, it does not pay.
+    other = session(b)
+    other.scan(fresh)
+    other.set_total(2000)
+    other.pay(500)
+    refused(Code.PAYMENT_CODE_REPLAYED, other.confirm)
+    a.client.sync_once()
+    b.client.sync_once()
+    [sale] = a.store.entries()
+    assert chain.balance().points == before.points - 500 + sale.payload["points_earned"]
+    assert not [i for i in chain.items() if i.quarantined]
+
+
+def test_a_payment_by_a_device_revoked_before_it_is_quarantined(chain: Chain, tills: tuple[Till, Till]) -> None:
+    a, _ = tills
+    cert = chain.phone.cert
+    assert cert is not None
+    a.offline()  # the till lost its network before head office revoked the phone
+    revoked = httpx.post(f"{chain.hq.url}/v1/admin/devices/{cert.cert_id.hex()}/revoke", json={"reason": "stolen"},
+                         headers=chain.admin_headers, timeout=10)
+    assert revoked.status_code == 200
+    code = chain.phone.next_code()  # the thief's
+    quote = a.service.quote("M-1", Basket((Line("TV", 1, 1500),)))
+    a.service.commit(quote, Payment(None, code))  # the till cannot know, and its offline limits allow it
+    assert a.store.stored_value("M-1") == 5000 - 1500
+    a.client.sync_once()
+    assert chain.balance() == Balance(1000, 5000)  # the member does not pay for the thief
+    [item] = [i for i in chain.items() if i.quarantined]
+    assert (item.reason.value, item.detail["cert_id"]) == ("device_revoked", cert.cert_id.hex())
+    assert a.store.stored_value("M-1") == 5000  # head office's balance came down
+    # The till now knows: the next code of that phone is refused at once.
+    assert a.store.revoked("device", cert.cert_id.hex())
+    refused(Code.DEVICE_CERT_REVOKED, a.service.commit, quote, Payment(None, chain.phone.next_code()))

@@ -1,0 +1,167 @@
+"""A stolen till credential against a real head-office process: every trick to create value is stored,
+quarantined (no balance moves) and raises an item with a stable reason; an admin releases or rejects it.
+
+Each test states what happened to every balance it touches and which item appeared."""
+
+from __future__ import annotations
+
+import httpx
+
+from sync.protocol import ReconItem
+from tests.fixtures import entries
+from tests.security.chain import Balance, Chain, today_local
+
+
+def only_item(chain: Chain, reason: str) -> ReconItem:
+    found = [i for i in chain.items() if i.reason.value == reason]
+    assert len(found) == 1, [(i.reason, i.detail) for i in chain.items()]
+    return found[0]
+
+
+def test_kinds_a_till_never_writes_create_nothing(chain: Chain) -> None:
+    before = chain.balance()
+    for kind, payload in (
+        ("topup", {"member_id": "M-1", "amount": 100_000}),
+        ("adjust", {"member_id": "M-1", "points_delta": 50_000, "stored_value_delta": 50_000}),
+        ("payment", {"member_id": "M-1", "stored_value_delta": 70_000}),
+        ("bonus", {"member_id": "M-1", "points_delta": 9_999}),
+    ):
+        reply = chain.push("T-A", kind, payload)
+        assert reply.status_code == 200 and reply.json()["stored"] == 1  # stored: nothing lost
+    assert chain.balance() == before == Balance(1000, 5000)
+    items = chain.items()
+    assert sorted((i.reason.value, i.detail["kind"], i.quarantined) for i in items) == [
+        ("kind_not_allowed", k, True) for k in ("adjust", "bonus", "payment", "topup")]
+    assert {chain.effect(i.txn_id or "") for i in items} == {"quarantined"}
+
+
+def test_signs_a_till_may_not_produce_are_quarantined(chain: Chain) -> None:
+    before = chain.balance()
+    # an enrolment that brings points with it
+    enrol = {**entries.enrol("E-EVIL", store_id="S-A"), "points_delta": 5000}
+    assert chain.push("T-A", "enrol", enrol).status_code == 200
+    # a sale that raises stored value: the model itself refuses it (a sale never adds stored value)
+    raising = {**entries.sale("M-1", 1000, store_id="S-A"), "stored_value": 0, "stored_value_delta": 4000}
+    assert chain.push("T-A", "sale", raising).status_code == 200
+    # a sale earning more points than the chain's rules give its basket
+    greedy = entries.sale("M-1", 1000, earned=900, store_id="S-A", local_time=today_local())
+    assert chain.push("T-A", "sale", greedy).status_code == 200
+    assert chain.balance() == before
+    reasons = chain.reasons()
+    assert {("sign_not_allowed", True), ("malformed_entry", True), ("points_above_rules", True)} <= reasons
+    above = only_item(chain, "points_above_rules")
+    assert above.detail["terminal"] == 900 and above.detail["head_office"] < 900
+    assert chain.balance("M-1") == before
+
+
+def test_a_refund_of_nothing_and_beyond_its_sale(chain: Chain) -> None:
+    before = chain.balance()
+    ghost = entries.refund("no-such-sale", "M-1", store_id="S-A", money_back=3000, stored_value=3000, restored=800)
+    assert chain.push("T-A", "refund", ghost).status_code == 200
+    assert chain.balance() == before  # nothing came back from nothing
+    assert only_item(chain, "refund_unknown_sale").quarantined
+
+    # A real sale: 900 points paid, on a code from the member's phone (the proof head office checks).
+    sale = entries.sale("M-1", 2000, redeemed=900, proof="payment_code", payment_code=(code := chain.phone.next_code()),
+                        code_id=_code_id(code), store_id="S-A", local_time=today_local())
+    reply = chain.push("T-A", "sale", sale)
+    assert reply.status_code == 200
+    sale_txn = _last_txn(chain, "T-A")
+    after_sale = chain.balance()
+    assert after_sale.points == before.points - 900 + sale["points_earned"]
+    # Refund it once in full (fine), then again: the second gives back what was already given back.
+    full = entries.refund(sale_txn, "M-1", store_id="S-A", money_back=1100, restored=900)
+    assert chain.push("T-A", "refund", full).status_code == 200
+    assert chain.balance().points == after_sale.points + 900
+    assert chain.push("T-A", "refund", full).status_code == 200
+    assert chain.balance().points == after_sale.points + 900  # not twice
+    beyond = only_item(chain, "refund_exceeds_sale")
+    assert beyond.quarantined and beyond.detail["points_restored"] == {"returned": 1800, "sale_took": 900}
+    # Another member's sale cannot be refunded to Ben.
+    to_ben = entries.refund(sale_txn, "M-2", store_id="S-A", money_back=100)
+    assert chain.push("T-A", "refund", to_ben).status_code == 200
+    assert only_item(chain, "refund_wrong_member").quarantined
+    assert chain.balance("M-2") == Balance(500, 1000)
+
+
+def test_spending_needs_a_proof_head_office_accepts(chain: Chain) -> None:
+    before = chain.balance()
+    no_proof = entries.sale("M-1", 1000, redeemed=500, proof=None, store_id="S-A", local_time=today_local())
+    no_proof["proof"] = None
+    chain.push("T-A", "sale", no_proof)
+    on_the_pos_word = entries.sale("M-1", 1000, redeemed=500, proof="pos", store_id="S-A", local_time=today_local())
+    chain.push("T-A", "sale", on_the_pos_word)
+    assert chain.balance() == before
+    assert [i.reason.value for i in chain.items() if i.quarantined] == ["proof_missing", "proof_missing"]
+    # A code made by a key head office never certified, and the member's own code on Ben's sale.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from terminal import payments as pay
+
+    cert = chain.phone.cert
+    assert cert is not None
+    forged = pay.make_code(Ed25519PrivateKey.generate(), cert.cert_id, int(__import__("time").time()), 99)
+    chain.push("T-A", "sale", entries.sale("M-1", 1000, stored_value=800, proof="payment_code", payment_code=forged,
+                                           code_id=_code_id(forged), store_id="S-A", local_time=today_local()))
+    aikos = chain.phone.next_code()
+    chain.push("T-A", "sale", entries.sale("M-2", 1000, stored_value=800, proof="payment_code", payment_code=aikos,
+                                           code_id=_code_id(aikos), store_id="S-A", local_time=today_local()))
+    invalid = [i for i in chain.items() if i.reason.value == "proof_invalid"]
+    assert [(i.detail["code"], i.quarantined) for i in invalid] == [
+        ("payment_code_forged", True), ("payment_code_forged", True)]
+    assert chain.balance() == before and chain.balance("M-2") == Balance(500, 1000)
+
+
+def test_an_entry_naming_another_store_is_held_and_an_admin_decides(chain: Chain) -> None:
+    before = chain.balance()
+    elsewhere = entries.sale("M-1", 1000, earned=10, store_id="S-B", local_time=today_local())
+    chain.push("T-A", "sale", elsewhere)  # T-A belongs to S-A
+    item = only_item(chain, "wrong_store")
+    assert item.quarantined and item.detail == {"entry_store": "S-B", "terminal_store": "S-A"}
+    assert all(i.reason.value in ("wrong_store", "price_mismatch") for i in chain.items())
+    assert chain.balance() == before
+    settle = httpx.post(f"{chain.hq.url}/v1/admin/items/{item.item_id}/settle", json={"note": "fine"},
+                        headers=chain.admin_headers, timeout=10)
+    assert settle.status_code == 422  # a held entry is released or rejected, not settled around
+    held = httpx.get(f"{chain.hq.url}/v1/admin/quarantine", headers=chain.admin_headers, timeout=10).json()
+    assert [h["txn_id"] for h in held] == [item.txn_id] and held[0]["reasons"] == ["wrong_store"]
+    # A terminal's token is not an admin's.
+    as_till = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release", json={"note": "mine"},
+                         headers={"Authorization": f"Bearer {chain.tokens['T-A']}"}, timeout=10)
+    assert as_till.status_code in (401, 403)
+    released = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release",
+                          json={"note": "the till was moved to S-B; checked with the store"},
+                          headers=chain.admin_headers, timeout=10)
+    assert released.status_code == 200 and released.json()["effect"] == "applied"
+    assert chain.balance() == Balance(before.points + 10, before.stored_value)
+    [settled] = [i for i in chain.items() if i.quarantined]
+    assert (settled.state.value, settled.settled_by) == ("settled_manual", "Mio")
+    again = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/reject", json={"note": "no"},
+                       headers=chain.admin_headers, timeout=10)
+    assert again.status_code == 404  # decided once
+
+
+def test_a_rejected_entry_never_applies(chain: Chain) -> None:
+    before = chain.balance()
+    chain.push("T-A", "topup", {"member_id": "M-1", "amount": 100_000})
+    [item] = chain.items()
+    chain.hq.cli("reject", item.txn_id or "", "--by", "Mio", "--note", "a till never tops up")
+    assert chain.effect(item.txn_id or "") == "rejected"
+    assert chain.balance() == before
+    assert chain.items()[0].state.value == "settled_manual"
+
+
+def _code_id(code: str) -> str:
+    from terminal import payments as pay
+
+    return pay.parse_code(code).code_id
+
+
+def _last_txn(chain: Chain, terminal_id: str) -> str:
+    from sync.hq.storage import HqStore
+
+    store = HqStore(chain.hq.db)
+    try:
+        return store.entries(terminal_id)[-1].txn_id
+    finally:
+        store.close()

@@ -1,0 +1,128 @@
+"""Property: no sequence of entries signed with a till's credential raises the chain's stored value or
+points above what administrators and the earning rules granted. Whatever kinds, signs, refunds,
+proofs and stores a stolen credential makes up, head office stores them all and creates nothing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync.hq.recompute import program_of, recompute
+from sync.hq.storage import Effect, HqStore
+from sync.protocol import PayloadError, SalePayload, WireEntry, parse_payload
+from terminal.errors import Rejected
+from terminal.loyalty import DEFAULT_BASE_RULE
+from tests.fixtures import entries
+
+START = {"M-1": (1000, 5000), "M-2": (500, 1000)}
+MEMBERS = st.sampled_from(["M-1", "M-2", "M-404", None])
+STORE = st.sampled_from(["S1", "S1", "S1", "S2"])
+
+
+@st.composite
+def a_sale(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    total = draw(st.integers(1, 5000))
+    redeemed = draw(st.integers(0, total))
+    stored = draw(st.integers(0, total - redeemed))
+    proof = draw(st.sampled_from([None, "pos", "payment_code", "card"]))
+    extra: dict[str, Any] = {}
+    if proof == "payment_code":  # made up: no device head office certified signed it
+        extra = {"payment_code": "TPP1:" + "A" * 104, "code_id": f"{uuid.uuid4().hex[:16]}:{draw(st.integers(1, 9))}"}
+    if proof == "card":  # a tap the till says it saw: a SUN counter (head office holds no keys here) or a Lite-S MAC
+        sun = draw(st.booleans())
+        extra = {"tap": {"uid_hash": "ab" * 32, "trust": "sun" if sun else "mac",
+                         "counter": draw(st.integers(0, 20)) if sun else None}}
+    payload = entries.sale(draw(MEMBERS), total, earned=draw(st.integers(0, 300)), redeemed=redeemed,
+                           stored_value=stored, store_id=draw(STORE), proof=proof, **extra)
+    return "sale", payload
+
+
+@st.composite
+def a_refund(draw: st.DrawFn, txns: list[str]) -> tuple[str, dict[str, Any]]:
+    money = draw(st.integers(0, 5000))
+    original = draw(st.sampled_from(txns)) if txns and draw(st.booleans()) else "made-up"
+    return draw(st.sampled_from(["refund", "void"])), entries.refund(
+        original, draw(MEMBERS), store_id=draw(STORE), money_back=money, stored_value=draw(st.integers(0, money)),
+        restored=draw(st.integers(0, 2000)), clawed=draw(st.integers(0, 50)), void=False)
+
+
+def a_forgery(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    kind = draw(st.sampled_from(["topup", "adjust", "payment", "enrol", "bonus"]))
+    value = draw(st.integers(-10**6, 10**6))
+    if kind == "enrol":
+        return kind, {**entries.enrol(f"E-{uuid.uuid4().hex[:8]}", store_id="S1"), "points_delta": value}
+    return kind, {"member_id": draw(MEMBERS), "amount": abs(value) + 1, "points_delta": value,
+                  "stored_value_delta": value}
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> list[list[tuple[str, str, dict[str, Any]]]]:
+    made: list[tuple[str, str, dict[str, Any]]] = []
+    for _ in range(draw(st.integers(1, 16))):
+        pick = draw(st.integers(0, 9))
+        txn = str(uuid.uuid4())
+        if pick < 4:
+            kind, payload = draw(a_sale())
+        elif pick < 7:
+            kind, payload = draw(a_refund([t for t, k, _ in made if k == "sale"]))
+            if kind == "void":
+                payload = {**payload, "voided_txn_id": payload["original_txn"]}
+        else:
+            kind, payload = a_forgery(draw)
+        made.append((txn, kind, payload))
+    cuts = sorted(draw(st.lists(st.integers(0, len(made)), max_size=3)))
+    bounds = [0, *cuts, len(made)]
+    return [made[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def granted_by_rules(store: HqStore) -> dict[str, int]:
+    """What the earning rules give the sales head office applied, per member."""
+    found: dict[str, int] = {}
+    effects = store.effects("T1")
+    for entry in store.entries("T1"):
+        if entry.kind != "sale" or effects[entry.seq] is not Effect.APPLIED:
+            continue
+        try:
+            sale = parse_payload("sale", entry.payload)
+        except PayloadError:
+            continue
+        assert isinstance(sale, SalePayload) and sale.member_id
+        try:
+            earned = recompute(sale, program_of({}, DEFAULT_BASE_RULE), {}).points_earned
+        except Rejected:  # a sale the rules cannot price grants nothing
+            earned = 0
+        found[sale.member_id] = found.get(sale.member_id, 0) + earned
+    return found
+
+
+@settings(max_examples=80, deadline=None)
+@given(schedules())
+def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str, str, dict[str, Any]]]]) -> None:
+    store = HqStore(":memory:")
+    store.add_terminal("T1", "S1", "stolen")
+    for member_id, (points, value) in START.items():
+        store.upsert_member(member_id, member_id, "basic", points, stored_value=value)
+    store.upsert_card("ab" * 32, "M-1")
+    seq = 0
+    for batch in batches:
+        wire = []
+        for txn, kind, payload in batch:
+            seq += 1
+            wire.append(WireEntry(terminal_id="T1", seq=seq, txn_id=txn, kind=kind, payload=payload,
+                                  created_at="2026-03-01T10:00:00.000Z"))
+        assert store.ingest("T1", wire).stored == len(wire)  # every fact is stored, nothing lost
+    earned = granted_by_rules(store)
+    [(all_points, all_value)] = store._read("SELECT SUM(points), SUM(stored_value) FROM members WHERE deleted = 0")
+    assert all_value <= sum(v for _, v in START.values()), "the chain's stored value rose"
+    assert all_points <= sum(p for p, _ in START.values()) + sum(earned.values()), "the chain's points rose"
+    for member_id, (points, value) in START.items():
+        member = store.member(member_id)
+        assert member is not None
+        assert member.stored_value <= value, "stored value rose above what administrators granted"
+        assert member.points <= points + earned.get(member_id, 0), "points rose above what the rules granted"
+    assert store.member("M-404") is None
+    assert store.journal_count("T1") == seq
+    store.close()
