@@ -133,17 +133,15 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
     """The fields head office books, from the entry's typed payload (nothing for a malformed one)."""
     if payload is None:
         return Facts()
-    values = payload.values()
-    base = Facts(member_id=values.member_id, points=values.points, stored_value=values.stored_value,
-                 total=values.total, uid_hash=getattr(payload, "uid_hash", None))
+    v = payload.values()
     if isinstance(payload, SalePayload):
-        return Facts(base.member_id, payload.uid_hash, base.points, base.stored_value, base.total,
+        return Facts(v.member_id, payload.uid_hash, v.points, v.stored_value, v.total,
                      tuple(dict.fromkeys(payload.coupons)), payload.code_id, spent_points=payload.points_redeemed)
     if isinstance(payload, RefundPayload):
         restored = None if kind == EntryKind.VOID.value else tuple(dict.fromkeys(payload.coupons_restored))
-        return Facts(base.member_id, None, base.points, base.stored_value, base.total,
-                     original_txn=payload.original_txn, restored=restored)
-    return base
+        return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn,
+                     restored=restored)
+    return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
 def day_of(moment: datetime, timezone: str) -> str:
@@ -198,6 +196,7 @@ class Batch:
     entries: list[WireEntry]
     payloads: list[AnyPayload | None] = field(default_factory=list)
     facts: list[Facts] = field(default_factory=list)
+    created: list[datetime | None] = field(default_factory=list)
     days: list[str] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     proofs: list[ProofLevel | None] = field(default_factory=list)
@@ -274,6 +273,7 @@ def read_payloads(batch: Batch) -> None:
     assert received is not None
     for entry in batch.entries:
         created = parse_time(entry.created_at)
+        batch.created.append(created)
         batch.days.append(day_of(created or received, batch.settings.timezone))
         batch.proofs.append(None)
         try:
@@ -300,7 +300,7 @@ def classify(tx: Tx, batch: Batch) -> None:
     received = parse_time(batch.received_at)
     assert received is not None
     for i, (entry, facts) in enumerate(zip(batch.entries, batch.facts, strict=True)):
-        created = parse_time(entry.created_at)
+        created = batch.created[i]
         if created is None:
             batch.flag(i, Reason.MALFORMED_ENTRY, "created_at", problem=f"created_at {entry.created_at!r} is not ISO 8601")
         elif (created - received).total_seconds() > batch.settings.clock_skew:

@@ -60,8 +60,13 @@ class Sign(Enum):
     ANY = "any"
 
     def allows(self, value: int) -> bool:
-        return {Sign.ZERO: value == 0, Sign.POSITIVE: value > 0, Sign.NOT_NEGATIVE: value >= 0,
-                Sign.NOT_POSITIVE: value <= 0, Sign.ANY: True}[self]
+        return _ALLOWS[self](value)
+
+
+_ALLOWS: dict[Sign, Callable[[int], bool]] = {
+    Sign.ZERO: lambda v: v == 0, Sign.POSITIVE: lambda v: v > 0, Sign.NOT_NEGATIVE: lambda v: v >= 0,
+    Sign.NOT_POSITIVE: lambda v: v <= 0, Sign.ANY: lambda v: True,
+}
 
 
 @dataclass(frozen=True, slots=True)
