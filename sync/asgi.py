@@ -65,7 +65,7 @@ class BodyGuard:
             return [], None
         if encoding == b"gzip":
             body = self._inflate(body)
-        if found.get(b"content-type", b"").split(b";")[0].strip() == b"application/json" and body:
+        if _is_json(found.get(b"content-type", b"")) and body:
             try:
                 strict_loads(body)
             except ValueError as exc:
@@ -107,6 +107,12 @@ class BodyGuard:
         if not inflater.eof:
             raise Refused(400, "bad_encoding", "truncated gzip body")
         return data
+
+
+def _is_json(content_type: bytes) -> bool:
+    """``application/json`` or any ``+json`` type, in any case: what a framework will parse as JSON."""
+    media = content_type.split(b";")[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 def _replay(data: bytes, receive: Receive) -> Receive:

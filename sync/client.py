@@ -48,6 +48,8 @@ from sync.protocol import (
     EnrolResponse,
     EodReport,
     EodResult,
+    JournalState,
+    LostReport,
     PushRequest,
     PushResponse,
     ReconItem,
@@ -57,6 +59,7 @@ from sync.protocol import (
     canonical_text,
     day_totals,
 )
+from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs, SyncStore
 
@@ -208,6 +211,7 @@ class SyncClient:
         self.end_of_day = end_of_day
         self.clock = clock
         self._lock = threading.Lock()
+        self._unreachable = False
         self.http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -236,9 +240,41 @@ class SyncClient:
             "POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}), "push reply")
         if reply.gaps:
             log.warning("head office reports gaps %s; unacknowledged entries will be resent", reply.gaps)
+            self._report_lost(reply.gaps, "head office misses these seqs and this till's journal no longer holds them")
         if self.store.state("offline_since") is not None:
             self.store.set_state(offline_since=None, last_error=None)  # head office answered: online again
         return self.store.mark_pushed(reply.acked_seq, _now_iso())
+
+    def _report_lost(self, gaps: list[tuple[int, int]], reason: str) -> JournalState | None:
+        """Seqs neither head office nor this till holds can never be sent: say so (an item at head office)
+        instead of waiting for them forever."""
+        lost = [seq for first, last in gaps for seq in range(first, last + 1)
+                if seq not in self.store.held_seqs(first, last)]
+        if not lost:
+            return None
+        ranges = _ranges(sorted(lost))
+        log.error("journal seqs %s are lost (neither here nor at head office): reported", ranges)
+        body = LostReport(ranges=ranges[:100], reason=reason)
+        state: JournalState = _parse(JournalState, self._call("POST", "/v1/journal/lost", json=body.model_dump()),
+                                     "lost reply")
+        return state
+
+    def recover_seq(self) -> None:
+        """After a rebuild from a damaged file: learn where head office holds the journal, report what
+        neither side holds any more, and let the till record again above everything either side saw."""
+        if not self.store.recovering:
+            return
+        state = _parse(JournalState, self._call("GET", "/v1/journal/state"), "journal state")
+        top = max(self.store.max_seq(), state.max_seq)
+        held_hq = {s for s in range(state.acked_seq + 1, state.max_seq + 1)
+                   if not any(a <= s <= b for a, b in state.gaps)}
+        missing = [s for s in range(state.acked_seq + 1, top + 1)
+                   if s not in held_hq and s not in self.store.held_seqs(s, s)]
+        if missing:
+            self._report_lost(list(_ranges(missing)), "this till's database was damaged; these rows were unreadable")
+        self.store.finish_recovery(top)
+        log.warning("journal recovered after a rebuild: head office holds up to %s, next seq above %s",
+                    state.max_seq, top)
 
     def push_all(self, max_batches: int = 10_000) -> int:
         total = 0
@@ -419,15 +455,26 @@ class SyncClient:
         report finished days, fetch flags, rotate the credential when due."""
         with self._lock:
             try:
+                self._probe_if_unreachable()
+                self.recover_seq()
                 pushed = self.push_all()
                 pulled = self.pull_once() if pull else 0
                 if pull:
                     self._housekeeping()
             except SyncError as exc:
+                self._unreachable = isinstance(exc, HqUnreachable)
                 self._mark_offline(exc)
                 raise
+            self._unreachable = False
             self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None)
             return SyncResult(pushed, pulled)
+
+    def _probe_if_unreachable(self) -> None:
+        """After head office could not be reached, a small request first: while it stays unreachable, no
+        round reads and compresses a batch of the backlog only to fail (that work slowed offline selling
+        down as the backlog grew)."""
+        if self._unreachable:
+            self._call("GET", "/v1/health")
 
     def _housekeeping(self) -> None:
         if self.end_of_day:
@@ -442,6 +489,16 @@ class SyncClient:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    for seq in seqs:
+        if found and seq == found[-1][1] + 1:
+            found[-1] = (found[-1][0], seq)
+        else:
+            found.append((seq, seq))
+    return found
 
 
 def _local_day(created_at: str) -> str:
@@ -488,7 +545,13 @@ def backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = 
 
 class SyncLoop:
     """Runs ``sync_once`` in its own thread: every push interval, at once when woken by a commit,
-    pulling every pull interval, and backing off with jitter while head office is unreachable."""
+    pulling every pull interval, and backing off with jitter while head office is unreachable.
+
+    Nothing ends the thread but ``stop``. Head office failing (``SyncError``) or the till's own store
+    refusing (a full disk: ``Rejected``) is an expected state: kept in ``last_error``, retried with
+    backoff, and still progress for the watchdog. Anything else is a bug: logged with its traceback,
+    counted in ``crashes``, retried with backoff, and *not* progress, so a loop that keeps crashing
+    stops feeding systemd's watchdog and the daemon is restarted."""
 
     def __init__(self, client: SyncClient, push_interval: float, pull_interval: float, backoff_max: float) -> None:
         self.client = client
@@ -496,11 +559,14 @@ class SyncLoop:
         self.pull_interval = pull_interval
         self.backoff_max = backoff_max
         self.failures = 0
+        self.crashes = 0
+        self.last_error: str | None = None
+        """The last round's failure, kept in memory (a full disk cannot record it in the database)."""
         self.last_progress = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
-        self.on_result: list[Callable[[SyncResult | SyncError], None]] = []
+        self.on_result: list[Callable[[SyncResult | Exception], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -514,19 +580,28 @@ class SyncLoop:
         self._wake.set()
 
     def _round(self, pull: bool) -> float:
+        expected = True
         try:
-            result: SyncResult | SyncError = self.client.sync_once(pull=pull)
-            self.failures = 0
-            delay = self.push_interval
-        except SyncError as exc:
+            result: SyncResult | Exception = self.client.sync_once(pull=pull)
+            self.failures, self.last_error = 0, None
+        except (SyncError, Rejected) as exc:
             result = exc
+            log.info("sync failed (%s)", exc)
+        except Exception as exc:  # noqa: BLE001 - the loop outlives any bug; the watchdog judges it
+            result, expected = exc, False
+            self.crashes += 1
+            log.exception("sync round crashed (%d so far)", self.crashes)
+        if isinstance(result, Exception):
             self.failures += 1
-            delay = backoff(self.failures, self.push_interval, self.backoff_max)
-            log.info("sync failed (%s); retrying in %.1fs", exc, delay)
-        self.last_progress = time.monotonic()
+            self.last_error = f"{type(result).__name__}: {result}"[:300]
+        if expected:
+            self.last_progress = time.monotonic()
         for listener in self.on_result:
-            listener(result)
-        return delay
+            try:
+                listener(result)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the sync
+                log.exception("a sync listener failed")
+        return backoff(self.failures, self.push_interval, self.backoff_max) if self.failures else self.push_interval
 
     def _run(self) -> None:
         last_pull = 0.0

@@ -147,6 +147,11 @@ class Reason(StrEnum):
     PROOF_UNVERIFIED = "proof_unverified"
     CARD_REPLAYED = "card_replayed"
     DEVICE_REVOKED = "device_revoked"
+    JOURNAL_LOST = "journal_lost"
+    CLOCK_BEHIND = "clock_behind"
+    PAYMENT_EXCEEDS_CONFIRMED = "payment_exceeds_confirmed"
+    OFFLINE_CAP_EXCEEDED = "offline_cap_exceeded"
+    REFUND_KEEPS_POINTS = "refund_keeps_points"
 
 
 class ItemState(StrEnum):
@@ -182,6 +187,32 @@ class PushResponse(BaseModel):
     """Missing seq ranges (first, last), inclusive, below the highest seq head office holds."""
     flagged: int = 0
     """Reconciliation items this batch opened (the entries are stored all the same)."""
+
+
+class JournalState(BaseModel):
+    """``GET /v1/journal/state``: where head office holds this terminal's journal."""
+
+    acked_seq: int
+    """Every seq up to this one is held (or was reported lost)."""
+    max_seq: int
+    """The highest seq held: a till rebuilt from a damaged file numbers its next entries above it."""
+    gaps: list[tuple[int, int]] = Field(default_factory=list)
+    lost: list[tuple[int, int]] = Field(default_factory=list)
+    """Ranges the till reported it can never send (they count as held for ``acked_seq``)."""
+
+
+class LostReport(BaseModel):
+    """``POST /v1/journal/lost``: seq ranges the till no longer holds and head office never received."""
+
+    ranges: list[tuple[Annotated[int, Field(ge=1, le=MAX_SEQ)], Annotated[int, Field(ge=1, le=MAX_SEQ)]]] = Field(
+        min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=300)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LostReport:
+        if any(first > last for first, last in self.ranges):
+            raise ValueError("a range's first seq is after its last")
+        return self
 
 
 # -- pull ---------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config]
     try:
         daemon.start()
     except TerminalError as exc:
-        console.print(f"[red]cannot start:[/] {exc}")
+        console.print(f"[red]cannot start:[/] {exc}", soft_wrap=True)  # one line in a log, however narrow
         raise typer.Exit(1) from exc
     api = daemon.api_server.url if daemon.api_server else "off"
     console.print(f"tillpoint terminal {cfg.terminal.id} running; local API {api}{hq_url_note}. Ctrl-C stops.")

@@ -6,6 +6,7 @@ bounded ring that the local API serves, so the demo, the panel and tests all wat
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import itertools
 import json
@@ -32,7 +33,7 @@ from terminal.metrics import serve as serve_metrics
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import enrol_on_tap
 from terminal.errors import Code, Rejected
-from terminal.keys import load_or_create_key, load_or_create_token
+from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
 from terminal.payments import RiskLimits
 from terminal.ports import CardReader, QrScanner
@@ -126,14 +127,16 @@ class Daemon:
         self.session: Any = None  # terminal.session.Session: the cashier's sale (panel, hotkeys, API)
         self.pairing: Any = None  # terminal.api.pairing.Pairing: devices paired with a code
         self.hotkeys: Any = None  # terminal.hotkeys.HotkeyListener
+        self._lock_fd: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.config
-        key = load_or_create_key(cfg.card_key_path)
+        self._lock_data_dir()
         self.store = Store.open(cfg.db_path, repair=True)
         self._report_rebuild()
+        key = self._card_key()
         self.service = Service(
             self.store, cfg.terminal.id, store_id=cfg.terminal.store_id,
             sun_master_key=read_key_file(cfg.reader.sun_key_file), hash_uid=lambda uid: card_uid_hash(key, uid),
@@ -161,6 +164,34 @@ class Daemon:
         sd_notify(f"READY=1\nSTATUS={self._status_line()}")
         self.emit({"type": "started", "terminal": cfg.terminal.id})
 
+    def _lock_data_dir(self) -> None:
+        """One daemon per data directory, by an OS lock held for the process's life (released by the
+        kernel however the process ends)."""
+        directory = self.config.data_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            held = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError("terminal.data_dir", f"a directory no other daemon uses: {directory} is locked by "
+                                                   f"the daemon with pid {held}") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _card_key(self) -> bytes:
+        assert self.store is not None
+        try:
+            key, check = card_key(self.config.card_key_path, self.store.state("card_key_check"),
+                                  self.store.counts()["cards"])
+        except KeyLost as exc:
+            raise ConfigError("security.card_key_file", str(exc)) from exc
+        if self.store.state("card_key_check") is None:
+            self.store.set_state(card_key_check=check)
+        return key
+
     def stop(self) -> None:
         """SIGTERM: no new requests, let a commit in flight finish (the store's lock), then close."""
         sd_notify("STOPPING=1")
@@ -181,6 +212,9 @@ class Daemon:
             self.sync.client.close()
         if self.store is not None:
             self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the lock goes with it
+            self._lock_fd = None
 
     def _start_sync(self) -> None:
         hq = self.config.hq
@@ -261,12 +295,15 @@ class Daemon:
         if report is None:
             return
         self.metrics.store_rebuilds.inc()
+        lost = ", ".join(f"{a}-{b}" for a, b in report.journal_lost) or "none"
         log.error("the database was damaged and has been rebuilt: journal and local facts salvaged, the cache "
-                  "is pulled again from head office", extra={"reason": report.reason, "kept_as": report.kept_as,
-                                                             "salvaged": sum(report.salvaged.values()),
-                                                             "unreadable": sum(report.unreadable.values())})
+                  "is pulled again from head office; sales resume once head office has been reached; journal "
+                  "seqs unreadable: %s", lost, extra={"reason": report.reason, "kept_as": report.kept_as,
+                                                      "salvaged": sum(report.salvaged.values()),
+                                                      "unreadable": sum(report.unreadable.values())})
         self.emit({"type": "store_rebuilt", "reason": report.reason, "kept_as": report.kept_as,
-                   "salvaged": report.salvaged, "unreadable": report.unreadable})
+                   "salvaged": report.salvaged, "unreadable": report.unreadable,
+                   "journal_lost": [list(r) for r in report.journal_lost]})
 
     def _beat_sync(self) -> None:
         self._sync_beat = time.monotonic()
@@ -397,9 +434,10 @@ class Daemon:
         if self.sync is not None:
             self.sync.wake()
 
-    def _synced(self, result: SyncResult | SyncError) -> None:
-        if isinstance(result, SyncError):
-            self.emit({"type": "sync", "ok": False, "error": str(result)})
+    def _synced(self, result: SyncResult | Exception) -> None:
+        if isinstance(result, Exception):
+            self.metrics.loop_errors.labels("sync", type(result).__name__).inc()
+            self.emit({"type": "sync", "ok": False, "error": f"{type(result).__name__}: {result}"[:300]})
         elif result.pushed or result.pulled:
             self.emit({"type": "sync", "ok": True, "pushed": result.pushed, "pulled": result.pulled})
 
@@ -424,6 +462,9 @@ class Daemon:
         info["terminal_id"] = self.config.terminal.id
         info["readers"] = [{"name": name, "state": state} for name, state in self.reader_state.items()]
         info["sync_enabled"] = self.sync is not None
+        if self.sync is not None:
+            info["sync_error"] = self.sync.last_error  # in memory: shown even when the disk is full
+            info["sync_crashes"] = self.sync.crashes
         if self.hotkeys is not None:
             info["hotkeys"] = dict(self.hotkeys.status)
         return info

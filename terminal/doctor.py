@@ -34,6 +34,7 @@ import httpx
 from terminal import config as config_mod
 from terminal.config import Config
 from terminal.errors import ConfigError
+from terminal.keys import key_check
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 DISK_FAIL = 50 * 2**20  # below this the next sales may be refused with storage_full
@@ -114,7 +115,7 @@ def check_config(path: Path | None) -> tuple[Config | None, Check]:
 
 
 def check_secrets(cfg: Config) -> list[Check]:
-    found = [_check_card_key(cfg.card_key_path)]
+    found = [_check_card_key(cfg.card_key_path, _held_key_check(cfg.db_path))]
     if cfg.hq.token:
         found.append(ok("hq token", "set in the config file"))
     elif cfg.hq.token_file:
@@ -126,8 +127,28 @@ def check_secrets(cfg: Config) -> list[Check]:
     return found
 
 
-def _check_card_key(key: Path) -> Check:
+def _held_key_check(db: Path) -> tuple[str | None, int]:
+    """The card-key check the till's database keeps, and how many cards its cache holds (read-only)."""
+    if not db.exists():
+        return None, 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT value FROM sync_state WHERE key = 'card_key_check'").fetchone()
+            cards = int(conn.execute("SELECT COUNT(*) FROM cards").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None, 0
+    return (str(row[0]) if row else None), cards
+
+
+def _check_card_key(key: Path, held: tuple[str | None, int] = (None, 0)) -> Check:
+    check, cards = held
     if not key.exists():
+        if check is not None or cards:
+            return fail("card key", f"{key} is missing and the database holds {cards} cards hashed with it: "
+                                    "restore it from backup; the daemon will not start without it")
         return warn("card key", f"{key} does not exist yet: the daemon makes a new one, which only works "
                                 "if head office hashes cards with the same key")
     try:
@@ -136,9 +157,12 @@ def _check_card_key(key: Path) -> Check:
         return fail("card key", f"{key} cannot be read ({exc})")
     if size < 16:
         return fail("card key", f"{key} is {size} bytes; a card key needs at least 16")
+    if check is not None and key_check(key.read_bytes()) != check:
+        return fail("card key", f"{key} is not the key this till's cards were hashed with (its check differs "
+                                "from the database's): restore the right file")
     if mode & (stat.S_IRWXO):
         return warn("card key", f"{key} is readable by every user: chmod 0640 (or 0600) it")
-    return ok("card key", f"{key} present")
+    return ok("card key", f"{key} present" + (" and hashes this till's cards" if check else ""))
 
 
 # -- devices -----------------------------------------------------------------------------------------
@@ -353,6 +377,11 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
         status = reply.json()
     except (httpx.HTTPError, ValueError):
         return warn("daemon", f"no daemon answers on {url}: systemctl status tillpoint")
+    if status.get("sync_error") and "Rejected" in str(status.get("sync_error")):
+        return fail("daemon", f"running, but sync fails on this till: {status['sync_error']} "
+                              f"({status.get('pending')} entries waiting)")
+    if status.get("sync_crashes"):
+        return warn("daemon", f"running; its sync loop crashed {status['sync_crashes']} times: see the journal")
     since = status.get("offline_since")
     if since:
         age = time.time() - datetime.fromisoformat(since).timestamp()

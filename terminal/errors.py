@@ -68,6 +68,7 @@ class Code(StrEnum):
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
     PROOF_NEEDED = "proof_needed"
+    TILL_RECOVERING = "till_recovering"
     MEMBER_CODE_UNSIGNED = "member_code_unsigned"
     MEMBER_CODE_FORGED = "member_code_forged"
     PAYMENT_CARD_REFUSED = "payment_card_refused"
@@ -135,6 +136,8 @@ MESSAGES: dict[Code, str] = {
     Code.REPLAYED_CARD: "This card's secure message was already used: tap the card again.",
     Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
+    Code.TILL_RECOVERING: "This till's database was damaged and rebuilt: it records sales again once it has "
+                          "reached head office, which says where its journal stands. Nothing was recorded.",
     Code.PROOF_NEEDED: "Spending points or balance needs the member's proof: a tap of their secure card, or the "
                        "code their app shows. Knowing the member number is not enough.",
     Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "

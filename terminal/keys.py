@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -33,3 +35,35 @@ def load_or_create_token(path: Path) -> str:
     if not path.exists():
         _write_private(path, secrets.token_urlsafe(32).encode())
     return path.read_text().strip()
+
+
+KEY_CHECK_LABEL = b"tillpoint card-hash key check"
+
+
+def key_check(key: bytes) -> str:
+    """A value that tells this card-hash key from any other without giving it away (kept in the database)."""
+    return hmac.new(key, KEY_CHECK_LABEL, hashlib.sha256).hexdigest()[:32]
+
+
+class KeyLost(Exception):
+    """The card-hash key file is gone or is not the key this till's cards were hashed with."""
+
+
+def card_key(path: Path, held_check: str | None, cards: int) -> tuple[bytes, str]:
+    """The till's card-hash key and its check, made only for a till that has never hashed a card.
+
+    ``held_check``: the check the database keeps (None: none yet); ``cards``: cards in its cache. A
+    missing key on a till that has cards, or a key that is not the one its cards were hashed with, raises
+    ``KeyLost``: a new random key would turn every known card into an unknown one, silently."""
+    if not path.exists():
+        if held_check is not None or cards:
+            raise KeyLost(f"the card-hash key {path} is missing, and this till's database holds {cards} cards "
+                          "hashed with it: restore the file from backup (it is the chain's key: head office "
+                          "or another till has it). A new key would make every card unknown.")
+        _write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
+    key = load_or_create_key(path)
+    check = key_check(key)
+    if held_check is not None and not hmac.compare_digest(check, held_check):
+        raise KeyLost(f"the card-hash key {path} is not the key this till's cards were hashed with: restore "
+                      "the right file (its check does not match the database's)")
+    return key, check

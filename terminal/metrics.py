@@ -142,6 +142,9 @@ class Metrics:
         self.watchdog_healthy = Gauge("tillpoint_watchdog_healthy", "1 while every supervised loop makes progress.",
                                       registry=r)
         self.store_rebuilds = Counter("tillpoint_store_rebuilds", "Damaged caches rebuilt at start.", registry=r)
+        self.loop_errors = Counter("tillpoint_loop_errors", "Rounds of a supervised loop that failed, by loop and "
+                                   "error (SyncError: head office; Rejected: the till's store; others: bugs).",
+                                   ["loop", "error"], registry=r)
         self.clock = clock
 
     def watch_store(self, source: Callable[[], SyncFigures | None]) -> None:

@@ -70,6 +70,15 @@ class SyncStore(Protocol):
 
     def mark_pushed(self, up_to_seq: int, at: str) -> int: ...
 
+    recovering: bool
+    """Rebuilt from a damaged file: nothing is recorded until ``finish_recovery``."""
+
+    def held_seqs(self, first: int, last: int) -> set[int]: ...
+
+    def max_seq(self) -> int: ...
+
+    def finish_recovery(self, floor: int) -> None: ...
+
     def apply_changes(
         self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
         docs: CacheDocs | None = None,

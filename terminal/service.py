@@ -122,7 +122,7 @@ class Service:
         office refuses, returns False when it cannot be reached (then the offline rules apply)."""
         self._program: tuple[int, ly.Program] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
-        self._used_taps: deque[tuple[str, int, float]] = deque(maxlen=1000)  # taps whose SUN counter a sale used
+        self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
 
     # -- identify --------------------------------------------------------------------------------
 
@@ -296,7 +296,7 @@ class Service:
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
         for tap in (tapped, payment.card if payment is not None else None):
-            if tap is not None and tap.proof.counter is not None:
+            if tap is not None and tap.proof.trust.can_spend:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
         return self._approved(stored, quote.payable, delta, balance)
 
@@ -318,9 +318,9 @@ class Service:
         )
 
     def _fresh(self, tap: Identified | None) -> Identified | None:
-        """``tap`` as it may be used now: a secure read whose counter already served a sale proves
-        nothing more than a UID."""
-        if tap is None or tap.proof.counter is None or (tap.uid_hash, tap.proof.counter, tap.at) not in self._used_taps:
+        """``tap`` as it may be used now: a secure read (a SUN counter, or a Lite-S MAC read: one physical
+        tap) that already served a sale proves nothing more than a UID."""
+        if tap is None or not tap.proof.trust.can_spend or (tap.uid_hash, tap.proof.counter, tap.at) not in self._used_taps:
             return tap
         return replace(tap, proof=credentials.CardProof(credentials.Trust.UID_ONLY))
 

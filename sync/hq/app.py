@@ -9,6 +9,8 @@
     GET  /v1/snapshot, /v1/snapshot/{kind}   terminal token; bootstrap of a new terminal
     POST /v1/eod                      terminal token; end-of-day totals -> complete / what is missing
     GET  /v1/flags                    terminal token; the reconciliation items of this terminal
+    GET  /v1/journal/state            terminal token; acked and highest seq held, gaps, ranges reported lost
+    POST /v1/journal/lost             terminal token; seq ranges the till can never send (a damaged journal)
     GET  /v1/admin/terminals          admin token; every terminal, how far behind, last seen
     GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
     GET  /v1/admin/items              admin token; reconciliation items
@@ -68,6 +70,8 @@ from sync.protocol import (
     EodResult,
     ErrorBody,
     ErrorCode,
+    JournalState,
+    LostReport,
     PushRequest,
     PushResponse,
     ReconItem,
@@ -267,6 +271,20 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
 
     pull_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)
 
+    @app.get("/v1/journal/state", response_model=JournalState, responses=pull_errors)
+    def journal_state(terminal_id: Terminal, clock: Clock = None) -> JournalState:
+        """Where head office holds this terminal's journal: a till rebuilt from a damaged file asks first."""
+        store.flag_clock(terminal_id, clock)
+        return store.journal_state(terminal_id)
+
+    @app.post("/v1/journal/lost", response_model=JournalState, responses=pull_errors)
+    def journal_lost(body: LostReport, terminal_id: Terminal) -> JournalState:
+        """Seq ranges this till can never send (its journal was damaged): an item, and the watermark moves on."""
+        try:
+            return store.report_lost(terminal_id, [(a, b) for a, b in body.ranges], body.reason)
+        except ValueError as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
     @app.get("/v1/changes", response_model=ChangesPage, responses=pull_errors)
     def changes(
         terminal_id: Terminal,
@@ -275,6 +293,7 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
         clock: Clock = None,
     ) -> ChangesPage:
         store.flag_clock(terminal_id, clock)
+        store.note_pull(terminal_id)
         # Over-large pages are capped rather than refused: the cursor makes the rest reachable.
         return store.changes(since, min(limit, MAX_CHANGES_LIMIT))
 

@@ -364,8 +364,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE TABLE card_taps (uid_hash TEXT NOT NULL, counter BIGINT NOT NULL, terminal_id TEXT NOT NULL, "
         "txn_id TEXT NOT NULL, PRIMARY KEY (uid_hash, counter))",
         "UPDATE journal SET effect = 'quarantined' WHERE effect = 'unknown_kind'",
+        "CREATE TABLE journal_lost (terminal_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
+        "reason TEXT NOT NULL, reported_at TEXT NOT NULL, PRIMARY KEY (terminal_id, first_seq))",
         "CREATE TABLE quarantine_decisions (txn_id TEXT PRIMARY KEY, decision TEXT NOT NULL, by_whom TEXT NOT NULL, "
         "note TEXT NOT NULL, decided_at TEXT NOT NULL)",
+    ]),
+    # -- head office owns time and bounds what it cannot check again: when each terminal last pulled (every
+    # entry made before that was pushed by then), the device behind each code payment (its offline cap), how a
+    # card proves itself once head office has verified it, and what each sale earned and refunds took back.
+    ("m005_bounds", [
+        "ALTER TABLE terminals ADD COLUMN last_pull TEXT",
+        "ALTER TABLE journal ADD COLUMN device TEXT",
+        "CREATE INDEX idx_journal_device ON journal (device, received_at)",
+        "CREATE INDEX idx_journal_received ON journal (terminal_id, received_at)",
+        "ALTER TABLE cards ADD COLUMN secure TEXT",
+        "ALTER TABLE sales ADD COLUMN points_earned BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE sales ADD COLUMN points_clawed BIGINT NOT NULL DEFAULT 0",
     ]),
 ]
 

@@ -24,7 +24,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from sync.hq import policy
 from sync.hq.db import HqError, Tx
 from sync.hq.policy import Actor, Breach, ProofLevel
-from sync.hq.recompute import differences, program_of
+from sync.hq.recompute import differences, program_of, refund_claw
 from sync.protocol import (
     AnyPayload,
     EntryKind,
@@ -54,6 +54,7 @@ from terminal.model import EarnRule
 
 REVERSING_KINDS = frozenset({EntryKind.REFUND.value, EntryKind.VOID.value})
 MAX_GAPS = 100
+MAX_LOST = 100_000  # seqs one report of a damaged journal may name (a till's journal of years fits)
 HQ_ACTOR = "head office"
 
 
@@ -106,6 +107,9 @@ class Settings:
     trusts its POS to vouch for the member (docs/security.md)."""
     card_keys: policy.CardKeys = policy.CardKeys()
     """The SUN master key and card-hash key, when head office holds them: SUN taps are then verified."""
+    max_offline: float = 24 * 3600
+    """Seconds after its last pull a till may still take a payment head office never confirmed (the till's
+    own ``payments.max_offline`` default)."""
     attested_stored_value_per_day: int = 50_000
     """Stored value one terminal may take per day on card proofs head office cannot check again."""
     attested_points_per_day: int = 50_000
@@ -145,7 +149,12 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
 
 
 def day_of(moment: datetime, timezone: str) -> str:
-    return moment.astimezone(ZoneInfo(timezone)).date().isoformat()
+    """The business day of ``moment`` in the chain's time zone (a moment at the calendar's very edge,
+    which no till writes, falls on its UTC day)."""
+    try:
+        return moment.astimezone(ZoneInfo(timezone)).date().isoformat()
+    except OverflowError:
+        return moment.date().isoformat()
 
 
 def contiguous(watermark: int, seqs: Iterable[int]) -> tuple[int, list[tuple[int, int]]]:
@@ -197,9 +206,15 @@ class Batch:
     payloads: list[AnyPayload | None] = field(default_factory=list)
     facts: list[Facts] = field(default_factory=list)
     created: list[datetime | None] = field(default_factory=list)
+    effective: list[datetime] = field(default_factory=list)
+    """When head office holds each entry was made: the till's time, but never before the terminal's last
+    pull (a till pushes everything it has before it pulls) nor after it was received."""
+    last_pull: datetime | None = None
     days: list[str] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     proofs: list[ProofLevel | None] = field(default_factory=list)
+    devices: list[str | None] = field(default_factory=list)
+    """The device behind each payment head office did not confirm online (its offline cap bounds it)."""
     items: list[Item] = field(default_factory=list)
     touched_members: set[str] = field(default_factory=set)
     touched_coupons: set[str] = field(default_factory=set)
@@ -274,6 +289,9 @@ def read_payloads(batch: Batch) -> None:
     for entry in batch.entries:
         created = parse_time(entry.created_at)
         batch.created.append(created)
+        batch.devices.append(None)
+        batch.effective.append(min(received, max(created or received, batch.last_pull or datetime.min.replace(
+            tzinfo=received.tzinfo))))
         batch.days.append(day_of(created or received, batch.settings.timezone))
         batch.proofs.append(None)
         try:
@@ -306,6 +324,9 @@ def classify(tx: Tx, batch: Batch) -> None:
         elif (created - received).total_seconds() > batch.settings.clock_skew:
             batch.flag(i, Reason.CLOCK_AHEAD, ahead_seconds=round((created - received).total_seconds(), 1),
                        received_at=batch.received_at)
+        elif batch.last_pull is not None and (batch.last_pull - created).total_seconds() > batch.settings.clock_skew:
+            batch.flag(i, Reason.CLOCK_BEHIND, behind_seconds=round((batch.last_pull - created).total_seconds(), 1),
+                       last_pull=batch.last_pull.isoformat(), effective=batch.effective[i].isoformat())
         if batch.effects[i] is Effect.MALFORMED:
             continue
         payload = batch.payloads[i]
@@ -327,7 +348,7 @@ def _effect(batch: Batch, i: int, entry: WireEntry, facts: Facts,
         batch.flag(i, Reason.UNKNOWN_MEMBER, member_id=facts.member_id, points=facts.points,
                    stored_value=facts.stored_value)
         return Effect.UNKNOWN_MEMBER
-    if member[1] == "blocked" and _blocked_before(member[2], entry.created_at):
+    if member[1] == "blocked" and _blocked_before(member[2], batch.effective[i]):
         batch.flag(i, Reason.MEMBER_BLOCKED, member_id=facts.member_id, blocked_at=member[2])
     return Effect.APPLIED if facts.points or facts.stored_value else Effect.NONE
 
@@ -335,14 +356,15 @@ def _effect(batch: Batch, i: int, entry: WireEntry, facts: Facts,
 def _check_card(batch: Batch, i: int, entry: WireEntry, card: tuple[Any, ...] | None) -> None:
     if card is None or card[4]:
         batch.flag(i, Reason.UNKNOWN_CARD, uid_hash=batch.facts[i].uid_hash)
-    elif card[2] == "blocked" and _blocked_before(card[3], entry.created_at):
+    elif card[2] == "blocked" and _blocked_before(card[3], batch.effective[i]):
         batch.flag(i, Reason.CARD_BLOCKED, uid_hash=card[0], member_id=card[1], blocked_at=card[3])
 
 
-def _blocked_before(blocked_at: str | None, created_at: str) -> bool:
-    """Blocked at head office before the entry was made (unknown block time counts as before)."""
-    blocked, created = parse_time(blocked_at or ""), parse_time(created_at)
-    return blocked is None or created is None or blocked <= created
+def _blocked_before(blocked_at: str | None, made: datetime) -> bool:
+    """Blocked at head office before the entry was made, as head office holds it (unknown block time counts
+    as before)."""
+    blocked = parse_time(blocked_at or "")
+    return blocked is None or blocked <= made
 
 
 def rule_documents(tx: Tx) -> tuple[dict[str, Any], EarnRule]:
@@ -366,13 +388,15 @@ def check_prices(tx: Tx, batch: Batch) -> None:
         program: ly.Program | Exception = program_of(rule_docs, base)
     except Exception as exc:  # noqa: BLE001 - head office's own documents do not parse: nothing can be priced
         program = exc
+    tiers = _lookup(tx, "SELECT member_id, tier FROM members WHERE deleted = 0 AND {cond}", "member_id",
+                    {batch.facts[i].member_id or "" for i in sales} - {""})
     for i in sales:
         sale = batch.sale(i)
         assert sale is not None
         try:
             if isinstance(program, Exception):
                 raise program
-            diff = differences(sale, program, coupons)
+            diff = differences(_as_head_office_sees(batch, i, sale, tiers), program, coupons)
         except Exception as exc:  # noqa: BLE001 - a sale head office cannot price is a fact to look at, not a failed push
             batch.flag(i, Reason.PRICE_MISMATCH, "unpriced", problem=f"head office could not price it: {exc!r}"[:300])
             if (breach := policy.check_points(sale, None)) is not None:
@@ -387,6 +411,26 @@ def check_prices(tx: Tx, batch: Batch) -> None:
             batch.flag(i, Reason.PRICE_MISMATCH, figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()})
 
 
+LOCAL_TIME_SLACK = 14 * 3600  # a store's wall clock is within 14 hours of UTC, wherever it is
+
+
+def _as_head_office_sees(batch: Batch, i: int, sale: SalePayload, tiers: dict[str, tuple[Any, ...]]) -> SalePayload:
+    """The sale as head office prices it: in the member's tier as head office holds it (a till cannot
+    raise it), and at the store time the till reported only when that agrees with when head office holds
+    the sale was made (else at that time: an old campaign cannot be chosen by a date)."""
+    changes: dict[str, Any] = {}
+    member = tiers.get(batch.facts[i].member_id or "")
+    if member is not None and member[1] and member[1] != sale.tier:
+        changes["tier"] = str(member[1])
+    made = batch.effective[i]
+    local = datetime.fromisoformat(sale.local_time).replace(tzinfo=None)
+    if abs((local - made.astimezone(UTC).replace(tzinfo=None)).total_seconds()) > LOCAL_TIME_SLACK \
+            + batch.settings.clock_skew:
+        chain_time = made.astimezone(ZoneInfo(batch.settings.timezone)).replace(tzinfo=None)
+        changes["local_time"] = chain_time.isoformat(timespec="seconds")
+    return sale.model_copy(update=changes) if changes else sale
+
+
 # -- refunds and voids against their sales --------------------------------------------------------------
 
 
@@ -395,41 +439,105 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
     back at most what that sale took, less earlier refunds; to the same member."""
     wanted = {f.original_txn for i, f in enumerate(batch.facts)
               if f.original_txn and batch.entries[i].kind in REVERSING_KINDS}
-    held = _lookup(tx, "SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, "
-                       "s.money_back, s.stored_value_back, s.points_restored FROM sales s JOIN journal j "
-                       "ON j.txn_id = s.txn_id WHERE s.{cond}", "txn_id", {t for t in wanted if t})
+    held = _lookup(tx, SALE_LEFT_SQL + " WHERE s.{cond}", "txn_id", {t for t in wanted if t})
     left = {txn: _sale_left(row) for txn, row in held.items()}
+    pricer = _RefundPricer(tx, batch)
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
         if sale is not None:
             left[entry.txn_id] = policy.SaleLeft(batch.facts[i].member_id, sale.payable, sale.stored_value,
-                                                 sale.points_redeemed, batch.effects[i] not in NOT_APPLIED)
+                                                 sale.points_redeemed, batch.effects[i] in (Effect.APPLIED, Effect.NONE),
+                                                 points_earned=sale.points_earned)
+            pricer.sales[entry.txn_id] = sale
             continue
         refund = batch.payloads[i]
         if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED:
             continue
         before = left.get(refund.original_txn)
         breach = policy.check_reversal(before, refund, batch.facts[i].member_id)
+        if breach is None and before is not None:
+            breach = policy.check_clawback(before, refund, isinstance(refund, VoidPayload), pricer.claw(refund))
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
             left[refund.original_txn] = _after(before, refund)
+            pricer.earlier.setdefault(refund.original_txn, []).append(refund)
+
+
+SALE_LEFT_SQL = ("SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, s.money_back, "
+                 "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed FROM sales s "
+                 "JOIN journal j ON j.txn_id = s.txn_id")
+
+
+class _RefundPricer:
+    """What head office's rules take back for a partial refund: the sale and the refunds before it,
+    priced again (read once per sale and batch)."""
+
+    def __init__(self, tx: Tx, batch: Batch) -> None:
+        self.tx, self.batch = tx, batch
+        self.sales: dict[str, SalePayload] = {}
+        self.earlier: dict[str, list[RefundPayload]] = {}
+        self._program: ly.Program | None = None
+        self._coupons: dict[str, Any] = {}
+
+    def claw(self, refund: RefundPayload) -> int | None:
+        if isinstance(refund, VoidPayload) or not self.batch.settings.recompute:
+            return None
+        sale = self.sales.get(refund.original_txn) or self._stored_sale(refund.original_txn)
+        if sale is None:
+            return None
+        try:
+            return refund_claw(sale, self.earlier[refund.original_txn], refund, self._rules(), self._coupon_docs(sale))
+        except Exception:  # noqa: BLE001 - a refund head office cannot price is left to the till's figure
+            return None
+
+    def _stored_sale(self, txn_id: str) -> SalePayload | None:
+        rows = self.tx.all("SELECT kind, payload FROM journal WHERE txn_id = ? OR (original_txn = ? AND effect IN "
+                           "(?, ?, ?)) ORDER BY terminal_id, seq",
+                           [txn_id, txn_id, Effect.APPLIED.value, Effect.NONE.value, Effect.UNKNOWN_MEMBER.value])
+        sale, earlier = None, []
+        for kind, text in rows:
+            try:
+                payload = parse_payload(str(kind), json.loads(str(text)))
+            except (PayloadError, ValueError):
+                continue
+            if isinstance(payload, SalePayload):
+                sale = payload
+            elif isinstance(payload, RefundPayload):
+                earlier.append(payload)
+        if sale is not None:
+            self.sales[txn_id] = sale
+            self.earlier[txn_id] = earlier + self.earlier.get(txn_id, [])
+        return sale
+
+    def _rules(self) -> ly.Program:
+        if self._program is None:
+            self._program = program_of(*rule_documents(self.tx))
+        return self._program
+
+    def _coupon_docs(self, sale: SalePayload) -> dict[str, Any]:
+        wanted = set(sale.coupons) - set(self._coupons)
+        if wanted:
+            found = _lookup(self.tx, "SELECT coupon_id, body FROM coupons WHERE {cond}", "coupon_id", wanted)
+            self._coupons.update({k: json.loads(v[1]) for k, v in found.items()})
+        return self._coupons
 
 
 def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
-    applied = row[5] not in {e.value for e in NOT_APPLIED}
+    applied = row[5] in (Effect.APPLIED.value, Effect.NONE.value)  # not held, not waiting for its member
     return policy.SaleLeft(row[1], int(row[2]), int(row[3]), int(row[4]), applied, int(row[6]), int(row[7]),
-                           int(row[8]))
+                           int(row[8]), int(row[9]), int(row[10]))
 
 
 def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
     return policy.SaleLeft(left.member_id, left.payable, left.stored_value, left.points_redeemed, left.applied,
                            left.money_back + refund.money_back, left.stored_value_back + refund.stored_value_delta,
-                           left.points_restored + refund.points_restored)
+                           left.points_restored + refund.points_restored, left.points_earned,
+                           left.points_clawed + refund.points_clawed)
 
 
 SALE_COLUMNS = ("txn_id", "terminal_id", "member_id", "payable", "stored_value", "points_redeemed", "money_back",
-                "stored_value_back", "points_restored")
+                "stored_value_back", "points_restored", "points_earned", "points_clawed")
 
 
 def record_sales(tx: Tx, batch: Batch) -> None:
@@ -439,7 +547,7 @@ def record_sales(tx: Tx, batch: Batch) -> None:
         sale = batch.sale(i)
         if sale is not None:
             rows.append((entry.txn_id, entry.terminal_id, batch.facts[i].member_id, sale.payable, sale.stored_value,
-                         sale.points_redeemed, 0, 0, 0))
+                         sale.points_redeemed, 0, 0, 0, sale.points_earned, 0))
     tx.insert_rows("sales", SALE_COLUMNS, rows)
     for i, refund in enumerate(batch.payloads):
         if isinstance(refund, RefundPayload) and batch.effects[i] not in NOT_APPLIED:
@@ -461,10 +569,10 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         refund = parse_payload(str(kind), json.loads(str(payload_text)))
         if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
             continue
-        row = tx.one("SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, "
-                     "s.money_back, s.stored_value_back, s.points_restored FROM sales s JOIN journal j "
-                     "ON j.txn_id = s.txn_id WHERE s.txn_id = ?", [refund.original_txn])
-        if row is None or policy.check_reversal(_sale_left(tuple(row)), refund, member_id) is not None:
+        row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
+        left = _sale_left(tuple(row)) if row is not None else None
+        if left is None or policy.check_reversal(left, refund, member_id) is not None or policy.check_clawback(
+                left, refund, isinstance(refund, VoidPayload), _RefundPricer(tx, batch).claw(refund)) is not None:
             continue
         _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
 
@@ -502,6 +610,24 @@ def apply_held(tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, 
     return effect, coupons
 
 
+def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
+    """Entries stored for this member before head office knew it are applied now (a member registered by
+    an administrator, or enrolled by a till, later), and their unknown_member items settle automatically."""
+    rows = tx.all("SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
+                  [member_id, Effect.UNKNOWN_MEMBER.value])
+    if not rows:
+        return
+    points, value = sum(int(r[1]) for r in rows), sum(int(r[2]) for r in rows)
+    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+           [points, value, member_id])
+    tx.run("UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
+           [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value])
+    cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
+    tx.run(f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
+           f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
+           [now, HQ_ACTOR, "member registered at head office later; entry applied", *params])
+
+
 def backfill_sales(tx: Tx) -> None:
     """After the migration that added ``sales``: what each sale held already took and gave back."""
     for txn_id, terminal_id, member_id, payload_text, effect in tx.all(
@@ -512,7 +638,7 @@ def backfill_sales(tx: Tx) -> None:
             continue
         assert isinstance(sale, SalePayload)
         tx.insert_rows("sales", SALE_COLUMNS, [(txn_id, terminal_id, member_id, sale.payable, sale.stored_value,
-                                                sale.points_redeemed, 0, 0, 0)])
+                                                sale.points_redeemed, 0, 0, 0, sale.points_earned, 0)])
     for txn_id, kind, payload_text, effect in tx.all(
             "SELECT txn_id, kind, payload, effect FROM journal WHERE kind IN ('refund', 'void') ORDER BY seq"):
         try:
@@ -527,8 +653,9 @@ def backfill_sales(tx: Tx) -> None:
 
 def add_reversal(tx: Tx, refund: RefundPayload) -> None:
     tx.run("UPDATE sales SET money_back = money_back + ?, stored_value_back = stored_value_back + ?, "
-           "points_restored = points_restored + ? WHERE txn_id = ?",
-           [refund.money_back, refund.stored_value_delta, refund.points_restored, refund.original_txn])
+           "points_restored = points_restored + ?, points_clawed = points_clawed + ? WHERE txn_id = ?",
+           [refund.money_back, refund.stored_value_delta, refund.points_restored, refund.points_clawed,
+            refund.original_txn])
 
 
 # -- proofs: what authorised each spend ------------------------------------------------------------------
@@ -550,12 +677,45 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
             continue
         if sale.spends and sale.proof is Proof.PAYMENT_CODE:
             batch.proofs[i] = ProofLevel.PAYMENT_CODE
-            if (breach := policy.check_payment_code(sale, batch.entries[i].created_at, _device(tx, sale))) is not None:
+            device = _device(tx, sale)
+            breach = policy.check_payment_code(sale, batch.effective[i], device) or _code_amount(tx, batch, i, sale,
+                                                                                                  device)
+            if breach is not None:
                 batch.quarantine(i, breach)
         elif sale.spends and sale.proof is Proof.POS:
             batch.proofs[i] = ProofLevel.POS
     _check_taps(tx, batch)
     check_payment_codes(tx, batch)
+
+
+def _code_amount(tx: Tx, batch: Batch, i: int, sale: SalePayload, device: policy.DeviceFacts) -> Breach | None:
+    """A code head office confirmed pays at most what it confirmed, at that till, for that member. One it
+    never saw (the till was offline; the code itself binds no amount) is bounded as an honest till bounds
+    it: the device's offline cap per till and day, and no later than the till's offline limit after its
+    last pull."""
+    row = tx.one("SELECT terminal_id, member_id, amount FROM payment_confirms WHERE code_id = ?", [sale.code_id])
+    if row is not None:
+        if (str(row[0]), str(row[1])) != (batch.terminal_id, sale.member_id) or sale.stored_value > int(row[2]):
+            return Breach(Reason.PAYMENT_EXCEEDS_CONFIRMED, sale.code_id or "", {
+                "confirmed": int(row[2]), "paid": sale.stored_value, "confirmed_terminal": str(row[0])})
+        return None
+    cert = str((device.cert_doc or {}).get("cert_id", ""))
+    batch.devices[i] = cert
+    cap = int((device.cert_doc or {}).get("offline_cap", 0))
+    held = tx.one("SELECT COALESCE(SUM(-stored_value), 0) FROM journal WHERE device = ? AND terminal_id = ? "
+                  "AND day = ? AND effect NOT IN (?, ?, ?)",
+                  [cert, batch.terminal_id, batch.days[i], *sorted(e.value for e in NOT_APPLIED)])
+    spent = (int(held[0]) if held else 0) + sum(-batch.facts[j].stored_value for j in range(i)
+                                                if batch.devices[j] == cert and batch.days[j] == batch.days[i]
+                                                and batch.effects[j] not in NOT_APPLIED)
+    late = batch.last_pull is not None and (
+        batch.effective[i] - batch.last_pull).total_seconds() > batch.settings.max_offline + batch.settings.clock_skew
+    if spent + sale.stored_value <= cap and not late:
+        return None
+    return Breach(Reason.OFFLINE_CAP_EXCEEDED, cert, {
+        "cert_id": cert, "offline_cap": cap, "paid_offline_that_day": spent + sale.stored_value,
+        "hours_after_last_pull": round((batch.effective[i] - batch.last_pull).total_seconds() / 3600, 1)
+        if batch.last_pull else None})
 
 
 def _device(tx: Tx, sale: SalePayload) -> policy.DeviceFacts:
@@ -568,33 +728,47 @@ def _device(tx: Tx, sale: SalePayload) -> policy.DeviceFacts:
 
 def _check_taps(tx: Tx, batch: Batch) -> None:
     taps = [(i, sale) for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None and sale.tap]
-    cards = _lookup(tx, "SELECT uid_hash, member_id FROM cards WHERE deleted = 0 AND {cond}", "uid_hash",
+    cards = _lookup(tx, "SELECT uid_hash, member_id, secure FROM cards WHERE deleted = 0 AND {cond}", "uid_hash",
                     {sale.tap.uid_hash for _, sale in taps if sale.tap})
     for i, sale in taps:
         assert sale.tap is not None
         pays = sale.spends and sale.proof is Proof.CARD
+        card = cards.get(sale.tap.uid_hash)
         if pays and batch.effects[i] not in NOT_APPLIED:
-            card = cards.get(sale.tap.uid_hash)
             level, breach = policy.check_card_tap(sale.tap, card[1] if card else None, sale.member_id,
-                                                  batch.settings.card_keys)
+                                                  batch.settings.card_keys, card[2] if card else None)
             batch.proofs[i] = level
             breach = breach or policy.check_attested(level, _attested_today(tx, batch, i), sale, (
                 batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day))
             if breach is not None:
                 batch.quarantine(i, breach)
+            elif level is ProofLevel.VERIFIED_CARD and card is not None and card[2] != "sun":
+                # verified once: from now on this card proves itself with SUN, and a "MAC read" of it is made up
+                tx.run("UPDATE cards SET secure = 'sun' WHERE uid_hash = ?", [card[0]])
+                cards[card[0]] = (card[0], card[1], "sun")
         if sale.tap.counter is not None:
             _use_counter(tx, batch, i, sale, pays)
 
 
+def _day_start(batch: Batch) -> str:
+    """The start of head office's business day of this push, as UTC text (how ``received_at`` is stored)."""
+    received = parse_time(batch.received_at)
+    assert received is not None
+    local = received.astimezone(ZoneInfo(batch.settings.timezone))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(received.tzinfo)
+    return start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
-    """Stored value and points this terminal took today on attested card proofs (stored and this batch)."""
+    """Stored value and points this terminal took on attested card proofs in the entries head office
+    received today (its own clock: a till's times cannot spread them over other days)."""
     row = tx.one("SELECT COALESCE(SUM(-stored_value), 0), COALESCE(SUM(points_spent), 0) FROM journal "
-                 "WHERE terminal_id = ? AND day = ? AND proof = ? AND effect NOT IN (?, ?, ?)",
-                 [batch.terminal_id, batch.days[i], ProofLevel.ATTESTED_CARD.value, *sorted(e.value for e in NOT_APPLIED)])
+                 "WHERE terminal_id = ? AND received_at >= ? AND proof = ? AND effect NOT IN (?, ?, ?)",
+                 [batch.terminal_id, _day_start(batch), ProofLevel.ATTESTED_CARD.value,
+                  *sorted(e.value for e in NOT_APPLIED)])
     value, points = (int(row[0]), int(row[1])) if row else (0, 0)
     for j in range(i):
-        if batch.proofs[j] is ProofLevel.ATTESTED_CARD and batch.days[j] == batch.days[i] \
-                and batch.effects[j] not in NOT_APPLIED:
+        if batch.proofs[j] is ProofLevel.ATTESTED_CARD and batch.effects[j] not in NOT_APPLIED:
             value, points = value - batch.facts[j].stored_value, points + batch.facts[j].spent_points
     return value, points
 
@@ -646,15 +820,18 @@ def check_payment_codes(tx: Tx, batch: Batch) -> None:
 
 
 JOURNAL_COLUMNS = ("terminal_id", "seq", "txn_id", "kind", "payload", "created_at", "received_at", "effect", "member_id",
-                   "store_id", "day", "total", "points", "stored_value", "original_txn", "proof", "points_spent")
+                   "store_id", "day", "total", "points", "stored_value", "original_txn", "proof", "points_spent",
+                   "device")
 
 
 def store_journal(tx: Tx, batch: Batch) -> None:
     rows = []
-    for e, f, effect, day, proof in zip(batch.entries, batch.facts, batch.effects, batch.days, batch.proofs, strict=True):
+    for i, (e, f, effect, day, proof) in enumerate(zip(batch.entries, batch.facts, batch.effects, batch.days,
+                                                       batch.proofs, strict=True)):
         rows.append((e.terminal_id, e.seq, e.txn_id, e.kind, payload_json(e.payload), e.created_at,
                      batch.received_at, effect.value, f.member_id, batch.store_id, day, f.total, f.points,
-                     f.stored_value, f.original_txn, proof.value if proof else None, f.spent_points))
+                     f.stored_value, f.original_txn, proof.value if proof else None, f.spent_points,
+                     batch.devices[i]))
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
 
 
@@ -813,11 +990,70 @@ def bump_versions(tx: Tx, table: str, key: str, ids: Iterable[str]) -> None:
 
 
 def advance(tx: Tx, terminal_id: str, watermark: int) -> tuple[int, list[tuple[int, int]]]:
-    seqs = tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ? ORDER BY seq", [terminal_id, watermark])
-    acked, gaps = contiguous(watermark, (int(row[0]) for row in seqs))
+    """Move the terminal's watermark over every seq held, or reported lost by the till."""
+    seqs = {int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ?",
+                                       [terminal_id, watermark])}
+    for first, last in tx.all("SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? AND last_seq > ?",
+                              [terminal_id, watermark]):
+        seqs.update(range(max(int(first), watermark + 1), int(last) + 1))
+    acked, gaps = contiguous(watermark, sorted(seqs))
     if acked != watermark:
         tx.run("UPDATE terminals SET acked_seq = ? WHERE terminal_id = ?", [acked, terminal_id])
     return acked, gaps[:MAX_GAPS]
+
+
+def journal_state(tx: Tx, terminal_id: str) -> tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]]:
+    """(acked seq, highest seq held, gaps below it, ranges reported lost) of a terminal's journal."""
+    held = tx.one("SELECT acked_seq FROM terminals WHERE terminal_id = ?", [terminal_id])
+    if held is None:
+        raise UnknownTerminal(f"terminal {terminal_id} is not registered")
+    acked = int(held[0])
+    top = tx.one("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE terminal_id = ?", [terminal_id])
+    lost = [(int(a), int(b)) for a, b in tx.all(
+        "SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? ORDER BY first_seq", [terminal_id])]
+    highest = max([int(top[0]) if top else 0, *(b for _, b in lost), acked])
+    seqs = [int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ? ORDER BY seq",
+                                      [terminal_id, acked])]
+    return acked, highest, contiguous(acked, seqs)[1][:MAX_GAPS], lost
+
+
+def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason: str, now: str,
+                settings: Settings) -> None:
+    """A till says it can never send these seqs (its journal was damaged): head office keeps the report,
+    opens one ``journal_lost`` item, and counts them as held, so the terminal's watermark moves on."""
+    held = tx.one(f"SELECT store_id FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id])
+    if held is None:
+        raise UnknownTerminal(f"terminal {terminal_id} is not registered")
+    kept: list[tuple[int, int]] = []
+    if any(first > last for first, last in ranges):
+        raise ValueError("a range's first seq is after its last")
+    if sum(last - first + 1 for first, last in ranges) > MAX_LOST:
+        raise ValueError(f"a report names at most {MAX_LOST} seqs")
+    for first, last in sorted(ranges):
+        have = {int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
+                                          [terminal_id, first, last])}
+        for a, b in _spans([s for s in range(first, last + 1) if s not in have]):
+            tx.run("INSERT INTO journal_lost (terminal_id, first_seq, last_seq, reason, reported_at) "
+                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, first_seq) DO NOTHING",
+                   [terminal_id, a, b, reason, now])
+            kept.append((a, b))
+    if kept:
+        day = day_of(parse_time(now) or datetime.now().astimezone(), settings.timezone)
+        item = Item(f"lost:{terminal_id}:{kept[0][0]}-{kept[-1][1]}", kept[0][0], None, day, Reason.JOURNAL_LOST,
+                    {"ranges": [list(r) for r in kept], "entries": sum(b - a + 1 for a, b in kept), "reason": reason})
+        save_items(tx, str(held[0]), terminal_id, [item], now)
+    watermark = tx.one("SELECT acked_seq FROM terminals WHERE terminal_id = ?", [terminal_id])
+    advance(tx, terminal_id, int(watermark[0]) if watermark else 0)
+
+
+def _spans(seqs: list[int]) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    for seq in seqs:
+        if found and seq == found[-1][1] + 1:
+            found[-1] = (found[-1][0], seq)
+        else:
+            found.append((seq, seq))
+    return found
 
 
 def clock_item(terminal_id: str, clock: str | None, received_at: str, settings: Settings) -> tuple[float | None, Item | None]:
@@ -837,12 +1073,13 @@ def clock_item(terminal_id: str, clock: str | None, received_at: str, settings: 
 def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str,
            clock: str | None = None) -> PushResponse:
     """Store a batch of one terminal's journal and apply each new entry once (one transaction)."""
-    held = tx.one(f"SELECT store_id, acked_seq FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id])
+    held = tx.one(f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}",
+                  [terminal_id])
     if held is None:
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
-    batch = Batch(terminal_id, store_id, received_at, settings, fresh)
+    batch = Batch(terminal_id, store_id, received_at, settings, fresh, last_pull=parse_time(str(held[2] or "")))
     from sync.hq import members  # enrolments, merges and erasures (imports this module)
 
     read_payloads(batch)
@@ -854,12 +1091,12 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
     check_reversals(tx, batch)
     store_journal(tx, batch)
     record_sales(tx, batch)
-    release_waiting(tx, batch)
     apply_balances(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)
     offset, skew = clock_item(terminal_id, clock, received_at, settings)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
+    release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too
     bump_versions(tx, "members", "member_id", batch.touched_members)
     bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
     bump_versions(tx, "cards", "uid_hash", batch.touched_cards)

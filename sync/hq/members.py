@@ -35,7 +35,8 @@ from sync.protocol import (
 CONSENT_VERSION = "join-2026-11"
 CONSENT_TEXT = ("I agree that the shop group keeps my name and my purchases to credit my points and send me my "
                 "coupons. I can ask for my data to be erased at any time.")
-MERGE_RULE = "the earliest enrolment (created_at, then terminal id) keeps the card; a head-office member always does"
+MERGE_RULE = ("the member holding the card when the other enrolment reached head office keeps it (head office's "
+              "order, never a till's clock); a head-office member always does")
 PERSONAL_KEYS = ("member_id", "uid_hash", "display_name")
 TILL_CHANNEL, WEB_CHANNEL = "till", "web"
 
@@ -83,11 +84,14 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     if tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id]) is not None:
         return
     tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, p.display_name, p.tier])
+           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, p.display_name, first_tier(tx)])
     tx.run("INSERT INTO enrolments (member_id, uid_hash, terminal_id, txn_id, created_at) VALUES (?, ?, ?, ?, ?)",
            [member_id, uid_hash, e.terminal_id, e.txn_id, e.created_at])
     if p.consent:
         _consent(tx, member_id, p.consent, TILL_CHANNEL, e.created_at)
+    from sync.hq.ingest import apply_late_entries
+
+    apply_late_entries(tx, member_id, batch.received_at)  # another till's sales for it that came first
     batch.touched_members.add(member_id)
     if not uid_hash:
         return
@@ -95,7 +99,7 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     if held is None or held[1] or held[0] == member_id:
         _link_card(tx, uid_hash, member_id)
         return
-    winner, loser = _merge_order(tx, str(held[0]), member_id)
+    winner, loser = str(held[0]), member_id  # MERGE_RULE: the card's holder keeps it
     moved = merge(tx, batch, winner, loser)
     _merged_item(batch, i, uid_hash, winner, loser, moved)
 
@@ -113,28 +117,23 @@ def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, mov
                             f"merged {loser} into {winner}: {MERGE_RULE}"))
 
 
+def first_tier(tx: Tx) -> str:
+    """The tier a new member starts in: the lowest of head office's ladder (never what a till says)."""
+    from sync.hq.ingest import rule_documents
+    from sync.hq.recompute import program_of
+
+    docs, base = rule_documents(tx)
+    try:
+        return program_of(docs, base).ladder.levels[0].tier
+    except Exception:  # noqa: BLE001 - head office's own ladder does not parse: the default ladder's first tier
+        return program_of({}, base).ladder.levels[0].tier
+
+
 def _link_card(tx: Tx, uid_hash: str, member_id: str) -> None:
     tx.run("INSERT INTO cards (uid_hash, member_id, status, version, deleted) VALUES (?, ?, 'active', 0, 0) "
            "ON CONFLICT (uid_hash) DO UPDATE SET member_id = excluded.member_id, status = 'active', deleted = 0",
            [uid_hash, member_id])
     _bump(tx, "cards", "uid_hash", [uid_hash])
-
-
-def _merge_order(tx: Tx, owner: str, newcomer: str) -> tuple[str, str]:
-    """(kept, merged away) for two members holding one card, by ``MERGE_RULE``."""
-    rows = {str(r[0]): (_instant(str(r[1])), str(r[2])) for r in tx.all(
-        "SELECT member_id, created_at, terminal_id FROM enrolments WHERE member_id IN (?, ?)", [owner, newcomer])}
-    if owner not in rows:
-        return owner, newcomer
-    return (owner, newcomer) if rows[owner] <= rows[newcomer] else (newcomer, owner)
-
-
-def _instant(text: str) -> datetime:
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.max.replace(tzinfo=UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
@@ -227,7 +226,7 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
     tx.run("INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
            [token.txn_id, member_id, points, at])
     tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, payload.tier or "", points])
+           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, first_tier(tx), points])
     tx.run("UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
            [member_id, points, token.txn_id])
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
@@ -243,7 +242,8 @@ def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
 
     docs, base = rule_documents(tx)
     try:
-        as_member = sale.model_copy(update={"member_id": member_id, "coupons": [], "points_redeemed": 0})
+        as_member = sale.model_copy(update={"member_id": member_id, "coupons": [], "points_redeemed": 0,
+                                            "tier": first_tier(tx)})
         quote = recompute(as_member, program_of(docs, base), {})
     except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
         return 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -138,6 +139,19 @@ class SaleLeft:
     money_back: int = 0
     stored_value_back: int = 0
     points_restored: int = 0
+    points_earned: int = 0
+    points_clawed: int = 0
+
+
+def check_clawback(left: SaleLeft, refund: RefundPayload, is_void: bool, rules_take: int | None) -> Breach | None:
+    """A refund takes back at least the points the rules take back for what is returned (``rules_take``,
+    head office's own pricing; None: it could not price it); a void takes back all the sale still keeps."""
+    keeps = left.points_earned - left.points_clawed
+    needed = keeps if is_void else rules_take
+    if needed is None or refund.points_clawed >= min(needed, keeps):
+        return None
+    return Breach(Reason.REFUND_KEEPS_POINTS, refund.original_txn, {
+        "original_txn": refund.original_txn, "clawed": refund.points_clawed, "rules_take": min(needed, keeps)})
 
 
 def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
@@ -190,7 +204,8 @@ def check_proof_named(sale: SalePayload, spend_needs_proof: bool) -> Breach | No
         return None
     if sale.member_id is None:
         return Breach(Reason.PROOF_MISSING, "", {"problem": "spending without a member"})
-    if sale.proof is None or (sale.proof is Proof.POS and spend_needs_proof):
+    if sale.proof is None or (sale.proof is Proof.POS and (spend_needs_proof or sale.stored_value)):
+        # The POS's word can stand for points where the chain trusts it; never for the member's money.
         return Breach(Reason.PROOF_MISSING, "", {"points_redeemed": sale.points_redeemed,
                                                  "stored_value": sale.stored_value, "proof": sale.proof})
     return None
@@ -209,18 +224,16 @@ class DeviceFacts:
     revoked_at: str | None
 
 
-def check_payment_code(sale: SalePayload, created_at: str, device: DeviceFacts) -> Breach | None:
-    """The code in the sale is the member's device's, signed, current when the sale was made, and not
-    from a device revoked before it."""
+def check_payment_code(sale: SalePayload, made: datetime, device: DeviceFacts) -> Breach | None:
+    """The code in the sale is the member's device's, signed, current when the sale was made (as head
+    office holds it: ``made``), and not from a device revoked before it."""
     assert sale.payment_code is not None
+    at = int(made.timestamp())
     try:
         code = pay.parse_code(sale.payment_code)
         if device.cert_doc is None:
             raise Rejected(Code.DEVICE_CERT_UNKNOWN)
         cert = pay.cert_from_doc(device.cert_doc)
-        at = _epoch(created_at)
-        if at is None:
-            raise Rejected(Code.PAYMENT_CODE_EXPIRED, "the entry's time is unreadable")
         if cert.member_id != sale.member_id or code.code_id != sale.code_id:
             raise Rejected(Code.PAYMENT_CODE_FORGED, "the code is another member's or another code's")
         pay.verify_code(code, cert, at)
@@ -244,11 +257,16 @@ class CardKeys:
 
 
 def check_card_tap(tap: SecureTap, card_member: str | None, member_id: str | None,
-                   keys: CardKeys) -> tuple[ProofLevel, Breach | None]:
-    """A secure tap: its card is the member's, and its SUN message is genuine when head office can tell."""
+                   keys: CardKeys, card_secure: str | None = None) -> tuple[ProofLevel, Breach | None]:
+    """A secure tap: its card is the member's, it proves itself the way head office has seen it do
+    (``card_secure``: "sun" once a SUN message of it verified), and its SUN message is genuine when head
+    office can tell."""
     if card_member is None or card_member != member_id:
         return ProofLevel.ATTESTED_CARD, Breach(Reason.PROOF_INVALID, "card", {
             "uid_hash": tap.uid_hash, "problem": "the card is not this member's"})
+    if card_secure == "sun" and tap.trust != "sun":
+        return ProofLevel.ATTESTED_CARD, Breach(Reason.PROOF_INVALID, "card", {
+            "uid_hash": tap.uid_hash, "problem": "a SUN card claimed as a MAC read"})
     if tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None:
         return ProofLevel.ATTESTED_CARD, None
     assert tap.counter is not None

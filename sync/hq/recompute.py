@@ -8,14 +8,14 @@ sale is a fact); it is reported for reconciliation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from terminal import coupons as cp
 from terminal import loyalty as ly
 from terminal import pricing
-from sync.protocol import SalePayload
+from sync.protocol import RefundPayload, SalePayload
 from terminal.model import Basket, EarnRule, Line, Quote
 
 CHECKED = ("total", "discount", "points_redeemed", "points_earned", "payable")
@@ -47,3 +47,24 @@ def differences(sale: SalePayload, program: ly.Program,
     theirs = {"total": sale.total, "discount": sale.discount, "points_redeemed": sale.points_redeemed,
               "points_earned": sale.points_earned, "payable": sale.payable}
     return {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
+
+
+def refund_claw(sale: SalePayload, earlier: Sequence[RefundPayload], refund: RefundPayload, program: ly.Program,
+                coupon_docs: Mapping[str, Mapping[str, Any]]) -> int:
+    """The points head office's rules take back for ``refund`` of ``sale``, after the ``earlier`` refunds:
+    the basket that stays is priced again, as the till does (``terminal.pricing.refund``)."""
+    lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
+    state = pricing.SaleState(Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed,
+                              tuple(sale.coupons))
+    ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
+    used = [cp.parse_coupon(cid, coupon_docs[cid]) for cid in sale.coupons if cid in coupon_docs]
+    for before in earlier:
+        state = pricing.refund(program, state, _returned(before), ctx, used).after
+    return pricing.refund(program, state, _returned(refund), ctx, used).points_clawed
+
+
+def _returned(refund: RefundPayload) -> dict[int, int]:
+    units: dict[int, int] = {}
+    for x in refund.returned:
+        units[x.line] = units.get(x.line, 0) + x.quantity
+    return units

@@ -55,6 +55,7 @@ from sync.protocol import (
     EnrolResponse,
     EodReport,
     EodResult,
+    JournalState,
     PushResponse,
     ReconItem,
     SnapshotInfo,
@@ -277,6 +278,12 @@ class HqStore:
                        "WHERE terminal_id = ? AND next_token_sha256 = ?", [terminal_id, digest])
         return str(terminal_id)
 
+    def note_pull(self, terminal_id: str) -> None:
+        """The terminal pulls: a till pushes everything it has before it pulls, so no entry it makes later
+        can honestly carry an earlier time than this (``ingest`` checks)."""
+        self.db.transact(lambda tx: tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = ?",
+                                           [utc_now(), terminal_id]))
+
     def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:
         """Note that a terminal was seen (at most every 30 s per terminal: pulls are frequent)."""
         now = time.monotonic()
@@ -408,7 +415,7 @@ class HqStore:
                       "deleted": 0}
             if _write_row(tx, "members", "member_id", member_id, values, held):
                 if held is None or held[6]:
-                    _apply_late_entries(tx, member_id, self.settings)
+                    ingest_mod.apply_late_entries(tx, member_id, utc_now())
                 bump_versions(tx, "members", "member_id", [member_id])
 
         self.db.transact(save)
@@ -513,6 +520,17 @@ class HqStore:
         except IntegrityFailed as exc:
             # Only a concurrent push of the same txn_id by another terminal gets here.
             raise SeqConflict(entries[0], []) from exc
+
+    def journal_state(self, terminal_id: str) -> JournalState:
+        """Where head office holds this terminal's journal (a rebuilt till asks before it records anything)."""
+        with self.db.read() as tx:
+            acked, highest, gaps, lost = ingest_mod.journal_state(tx, terminal_id)
+        return JournalState(acked_seq=acked, max_seq=highest, gaps=gaps, lost=lost)
+
+    def report_lost(self, terminal_id: str, ranges: list[tuple[int, int]], reason: str) -> JournalState:
+        """The till can never send these seqs: recorded, an item opened, the watermark moves on."""
+        self.db.transact(lambda tx: ingest_mod.report_lost(tx, terminal_id, ranges, reason, utc_now(), self.settings))
+        return self.journal_state(terminal_id)
 
     def journal_count(self, terminal_id: str) -> int:
         return int(self._read("SELECT COUNT(*) FROM journal WHERE terminal_id = ?", [terminal_id])[0][0])
@@ -635,21 +653,3 @@ def _write_row(tx: Tx, table: str, key: str, key_value: str, values: dict[str, A
     tx.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
            f"ON CONFLICT ({key}) DO UPDATE SET {updates}", [key_value, *values.values(), 0])
     return True
-
-
-def _apply_late_entries(tx: Tx, member_id: str, settings: Settings) -> None:
-    """Entries stored for this member before head office knew it are applied now, and their
-    unknown_member items settle automatically."""
-    rows = tx.all("SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
-                  [member_id, Effect.UNKNOWN_MEMBER.value])
-    if not rows:
-        return
-    points, value = sum(int(r[1]) for r in rows), sum(int(r[2]) for r in rows)
-    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
-           [points, value, member_id])
-    tx.run("UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
-           [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value])
-    cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
-    tx.run(f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
-           f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
-           [utc_now(), ingest_mod.HQ_ACTOR, "member registered at head office later; entry applied", *params])

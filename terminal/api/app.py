@@ -124,7 +124,9 @@ def create_app(daemon: Any) -> FastAPI:
         if not given:
             raise Unauthorized()
         pairing = getattr(daemon, "pairing", None)  # devices paired with a code (terminal/api/pairing.py)
-        if not hmac.compare_digest(given, daemon.api_token) and (pairing is None or pairing.check(given) is None):
+        # bytes: compare_digest refuses str with characters beyond ASCII (a 500 instead of a 403)
+        if not hmac.compare_digest(given.encode(), daemon.api_token.encode()) and (
+                pairing is None or pairing.check(given) is None):
             raise Unauthorized()
 
     @app.exception_handler(Unauthorized)

@@ -27,10 +27,12 @@ from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs
-from terminal.store import ledger
+from terminal.store import ledger, pages
 from terminal.store.schema import migrations
 
 DEFAULT_RULE = DEFAULT_BASE_RULE
+SEQ_FLOOR, SEQ_CHECK = "seq_floor", "seq_check_needed"
+JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key"})
 
 
 def create_private(path: Path) -> None:
@@ -78,6 +80,10 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = threading.RLock()
+        self.seq_floor = int(self.state(SEQ_FLOOR) or 0)
+        """No entry gets a seq at or below this (after a rebuild: what the journal or head office had)."""
+        self.recovering = self.state(SEQ_CHECK) is not None
+        """Rebuilt from a damaged file: nothing is recorded until head office said where its journal stands."""
 
     rebuilt: Rebuild | None = None
     """Set by ``open(repair=True)`` when it found the file damaged and rebuilt it."""
@@ -156,8 +162,10 @@ class Store:
         """Write one transaction atomically: the member's points change, the sale row, the
         journal row (its seq assigned here, gapless), and the voided sale's mark. Returns the
         stored entry and the member's new balance, after COMMIT."""
+        if self.recovering:
+            raise Rejected(Code.TILL_RECOVERING)
         with self._write() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM journal").fetchone()[0]
+            seq = max(int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0]), self.seq_floor) + 1
             stored = JournalEntry(entry.terminal_id, seq, entry.txn_id, entry.kind, entry.payload, entry.created_at)
             conn.execute(
                 "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
@@ -351,10 +359,26 @@ class Store:
         return int(self._read("SELECT COUNT(*) FROM journal WHERE pushed_at IS NULL")[0][0])
 
     def mark_pushed(self, up_to_seq: int, at: str) -> int:
-        """Mark every entry up to ``up_to_seq`` as acknowledged by head office."""
+        """Mark every entry up to ``up_to_seq`` as acknowledged by head office (and remember how far that is)."""
         with self._write() as conn:
             cur = conn.execute("UPDATE journal SET pushed_at = ? WHERE seq <= ? AND pushed_at IS NULL", (at, up_to_seq))
+            _set_state(conn, "hq_acked_seq", str(up_to_seq))
             return cur.rowcount
+
+    def held_seqs(self, first: int, last: int) -> set[int]:
+        """The seqs from ``first`` to ``last`` this till's journal holds."""
+        return {int(r[0]) for r in self._read("SELECT seq FROM journal WHERE seq BETWEEN ? AND ?", [first, last])}
+
+    def max_seq(self) -> int:
+        return max(int(self._read("SELECT COALESCE(MAX(seq), 0) FROM journal")[0][0]), self.seq_floor)
+
+    def finish_recovery(self, floor: int) -> None:
+        """Head office said where the journal stands: seqs go on above ``floor``, recording resumes."""
+        with self._write() as conn:
+            self.seq_floor = max(self.seq_floor, floor)
+            _set_state(conn, SEQ_FLOOR, str(self.seq_floor))
+            _set_state(conn, SEQ_CHECK, None)
+        self.recovering = False
 
     def apply_changes(
         self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
@@ -580,8 +604,11 @@ def _set_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:
 #
 # Every readable row of every table is salvaged into a fresh file (this till's journal, sales, lots,
 # coupon uses and counters are facts only it holds); the sync cursors are then reset, so head office
-# sends the whole cache again and overwrites what was salvaged of it. The damaged file is kept beside
-# the new one as <name>.damaged-<time> for a post-mortem.
+# sends the whole cache again and overwrites what was salvaged of it. The journal is read by SQL where
+# SQLite still reaches it and page by page where it does not (``terminal.store.pages``); its index names
+# the rows whose pages are gone, reported by seq. The damaged file is kept beside the new one as
+# <name>.damaged-<time>, never deleted. A rebuilt till records nothing until head office has said where
+# its journal stands (``Store.recovering``): a seq is never given twice.
 
 _NOT_COPIED = {"_sqlite_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
 _MAX_PROBE = 5_000_000  # rowids tried one by one when a table's last page is unreadable
@@ -594,6 +621,8 @@ class Rebuild:
     kept_as: str
     salvaged: dict[str, int]
     unreadable: dict[str, int]  # rowids (about one a row) that could not be read, by table
+    journal_lost: tuple[tuple[int, int], ...] = ()
+    """Seq ranges (first, last) the journal's index names but whose rows could not be read."""
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -643,34 +672,116 @@ def rebuild(path: Path, reason: str) -> Rebuild:
     try:
         new = Database(conn)
         migrations.apply(new)
-        salvaged, unreadable = _salvage(path, conn, new)
+        salvaged, unreadable, lost = _salvage(path, conn, new)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     if _sibling(fresh, "-wal").exists():  # the last close folds the WAL in; anything else is unsafe
         raise OSError(f"{fresh}-wal was left behind")
     kept = _swap(path, fresh)
-    return Rebuild(reason, str(kept), salvaged, {k: v for k, v in unreadable.items() if v})
+    return Rebuild(reason, str(kept), salvaged, {k: v for k, v in unreadable.items() if v}, lost)
 
 
-def _salvage(path: Path, conn: sqlite3.Connection, new: Database) -> tuple[dict[str, int], dict[str, int]]:
+def _salvage(path: Path, conn: sqlite3.Connection,
+             new: Database) -> tuple[dict[str, int], dict[str, int], tuple[tuple[int, int], ...]]:
     salvaged: dict[str, int] = {}
     unreadable: dict[str, int] = {}
-    old = sqlite3.connect(str(path), timeout=10)
+    old = _open_damaged(path)
     try:
+        img = pages.image(path)
+        tables = _common_tables(old, conn)
+        if "journal" not in {t for t, _ in tables}:  # the schema is gone: the journal's pages may not be
+            tables.append(("journal", _columns(conn, "journal")))
         with new.atomic():  # the copy and its completion mark commit together, or not at all
-            for table, columns in _common_tables(old, conn):
-                rows, lost = _readable_rows(old, table, columns)
+            for table, columns in tables:
+                if table == "journal":
+                    rows, lost = _journal_rows(old, img, columns), 0
+                else:
+                    rows, lost = _readable_rows(old, table, columns)
                 marks = ",".join("?" * len(columns))
                 names = ",".join(f'"{c}"' for c in columns)
                 conn.executemany(f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})', rows)
                 salvaged[table], unreadable[table] = len(rows), lost
+            held = {int(r[0]) for r in conn.execute("SELECT seq FROM journal")}
+            named = _journal_index_seqs(img)
+            missing = sorted(named - held)
+            unreadable["journal"] = len(missing)
             # No cursor (and no half-done snapshot) makes the sync client bootstrap the cache afresh.
             conn.execute("DELETE FROM sync_state WHERE key LIKE '%cursor%' OR key LIKE 'bootstrap%'")
+            acked = conn.execute("SELECT value FROM sync_state WHERE key = 'hq_acked_seq'").fetchone()
+            floor = max([*held, *named, int(acked[0]) if acked else 0, 0])
+            _set_state(conn, SEQ_FLOOR, str(floor))
+            _set_state(conn, SEQ_CHECK, "1")
             _set_state(conn, "rebuilt_at", utc_iso(time.time()))
     finally:
         old.close()
-    return salvaged, unreadable
+    return salvaged, unreadable, _ranges(missing)
+
+
+def _open_damaged(path: Path) -> sqlite3.Connection:
+    """The damaged file, read-only (its WAL too), with a schema SQLite would refuse still read."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        conn.execute("PRAGMA writable_schema = ON")  # a schema entry pointing past the end is then skipped
+    except sqlite3.DatabaseError:
+        pass
+    return conn
+
+
+def _journal_rows(old: sqlite3.Connection, img: pages.Image, columns: list[str]) -> list[tuple[Any, ...]]:
+    """Every journal row SQL still reaches, and every other one whose page survived (found by its shape)."""
+    select = "SELECT " + ",".join(f'"{c}"' for c in columns) + ' FROM "journal"'
+    try:
+        by_seq = {int(r[0]): tuple(r) for r in old.execute(select).fetchall()}
+    except sqlite3.DatabaseError:
+        by_seq = {}
+    schema_order = ("seq", "txn_id", "terminal_id", "kind", "payload", "created_at", "pushed_at")
+    for cell in _journal_cells(img):
+        if cell.rowid in by_seq:
+            continue
+        values = dict(zip(schema_order, (cell.rowid, *cell.values[1:]), strict=True))
+        by_seq[cell.rowid] = tuple(values[c] for c in columns)
+    return [by_seq[k] for k in sorted(by_seq)]
+
+
+def _journal_cells(img: pages.Image) -> list[pages.Cell]:
+    found: dict[int, pages.Cell] = {}
+    for number in sorted(img.pages):
+        try:
+            cells = list(pages.leaf_cells(img, number))
+        except pages.Bad:
+            continue
+        for cell in cells:
+            if _looks_like_journal(cell.values) and (cell.rowid not in found or cell.values[6] is not None):
+                found[cell.rowid] = cell  # a copy already marked pushed is the later one
+    return list(found.values())
+
+
+def _looks_like_journal(v: tuple[Any, ...]) -> bool:
+    if len(v) != 7 or v[0] is not None or v[3] not in JOURNAL_KINDS:
+        return False
+    if not all(isinstance(x, str) for x in v[1:6]) or not (v[6] is None or isinstance(v[6], str)):
+        return False
+    return str(v[4]).startswith("{")
+
+
+def _journal_index_seqs(img: pages.Image) -> set[int]:
+    """The seqs the journal's txn_id index names (its entries end with the row's seq)."""
+    roots = [r[3] for r in pages.schema(img) if r[0] == "index" and r[2] == "journal" and "txn_id" in str(r[4])]
+    seqs: set[int] = set()
+    for root in roots:
+        seqs.update(int(e[-1]) for e in pages.index_entries(img, root) if e and isinstance(e[-1], int))
+    return seqs
+
+
+def _ranges(seqs: list[int]) -> tuple[tuple[int, int], ...]:
+    found: list[tuple[int, int]] = []
+    for seq in seqs:
+        if found and seq == found[-1][1] + 1:
+            found[-1] = (found[-1][0], seq)
+        else:
+            found.append((seq, seq))
+    return tuple(found)
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:

@@ -52,35 +52,37 @@ def sell(service: Service, member_id: str | None, amount: int = 2000) -> Any:
     return service.commit(service.quote(member_id, Basket((Line("SKU-1", 1, amount, "food"),))))
 
 
-def test_same_card_enrolled_at_two_offline_tills_is_merged_by_the_earliest(hq: HqProcess, tmp_path: Path) -> None:
+def test_same_card_enrolled_at_two_offline_tills_is_merged_into_the_first_to_arrive(hq: HqProcess,
+                                                                                      tmp_path: Path) -> None:
     tokens = {t: hq.add_terminal(t) for t in ("T-EA", "T-EB")}
-    a_store, a, a_sync = till(tmp_path, "T-EA", hq, tokens["T-EA"], T0)  # enrols first
+    a_store, a, a_sync = till(tmp_path, "T-EA", hq, tokens["T-EA"], T0)
     b_store, b, b_sync = till(tmp_path, "T-EB", hq, tokens["T-EB"], T0 + 60)
     # Offline: each till makes its own member for the same new card, and sells to it.
     first = a.enrol(tap(CARD), "Aki", consent="till-2026-11").member.member_id
     second = b.enrol(tap(CARD), "Aki S.", consent="till-2026-11").member.member_id
     earned_a, earned_b = sell(a, first).points_delta, sell(b, second, 3000).points_delta
     assert first.startswith("E-") and second.startswith("E-") and first != second and earned_a > 0 and earned_b > 0
-    # Back online, the later enrolment reaches head office first: the earlier one still wins.
+    # Back online, the later enrolment reaches head office first and keeps the card: head office's order of
+    # arrival decides, never a till's clock (which a till's credential could set back to take a member over).
     b_sync.sync_once()
     a_sync.sync_once()
     admin = HqStore(hq.db)
     try:
-        kept = admin.member(first)
+        kept = admin.member(second)
         assert kept is not None and kept.points == earned_a + earned_b
-        assert admin.member(second) is None
+        assert admin.member(first) is None
         items = [i for i in admin.items() if i.reason == "duplicate_enrolment" and i.detail["uid_hash"] == CARD]
         assert len(items) == 1 and items[0].state == "settled_auto"
-        assert (items[0].detail["kept"], items[0].detail["merged"]) == (first, second)
-        sales = [e for e in admin.entries("T-EB") if e.kind == "sale"]
-        assert sales and sales[0].payload["member_id"] == second  # the fact as the till told it
+        assert (items[0].detail["kept"], items[0].detail["merged"]) == (second, first)
+        sales = [e for e in admin.entries("T-EA") if e.kind == "sale"]
+        assert sales and sales[0].payload["member_id"] == first  # the fact as the till told it
     finally:
         admin.close()
     # Both tills learn the card's owner by pull; the merged-away member is a tombstone.
     for store, service, client in ((a_store, a, a_sync), (b_store, b, b_sync)):
         client.sync_once()
-        assert service.identify(tap(CARD)).member.member_id == first
-        assert store.member(second) is None
+        assert service.identify(tap(CARD)).member.member_id == second
+        assert store.member(first) is None
         client.close()
         store.close()
 

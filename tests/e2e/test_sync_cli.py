@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from sync.hq.demo import DEMO_COUPONS, DEMO_RULES
 from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
+from terminal.model import utc_iso
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess, tillpoint
 
@@ -28,10 +30,11 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     again = tillpoint("sync", "--now", "--config", str(config))  # the code is spent; the saved token is used
     assert again.returncode == 0 and "pulled 0" in again.stdout, again.stdout + again.stderr
 
+    made = utc_iso(time.time())  # the till's clock is right
     admin = HqStore(hq.db, Settings(spend_needs_proof=False, recompute=False))  # an overspend on the POS's word
     admin.ingest("T-CLI", [WireEntry(terminal_id="T-CLI", seq=1, txn_id="cli-1", kind="sale",
                                      payload=entries.sale("M-0002", 600, redeemed=500, store_id="S-004"),
-                                     created_at="2026-06-01T12:00:00Z")])
+                                     created_at=made)])
     admin.close()
     shown = tillpoint("reconcile", "--config", str(config))
     assert shown.returncode == 0 and "points_overspent" in shown.stdout, shown.stdout + shown.stderr
@@ -42,7 +45,7 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     assert "settled_manual by Mio" in settled
     report = json.loads(hq.cli("report", "--format", "json", "--store-id", "S-004"))
     assert [(r["terminal_id"], r["day"], r["entries"], r["settled_items"]) for r in report] == [
-        ("T-CLI", "2026-06-01", 1, 1)]
+        ("T-CLI", made[:10], 1, 1)]
     refused = tillpoint("hq", "settle", "nope", "--by", "Mio", "--note", "x", "--db", hq.db)
     assert refused.returncode == 1 and "no reconciliation item" in refused.stdout
 

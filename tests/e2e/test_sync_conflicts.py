@@ -24,7 +24,6 @@ from terminal.store import Store
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
 
-YESTERDAY = dt.datetime.now().astimezone() - dt.timedelta(days=1)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,7 +42,7 @@ COUPON = {"coupon_id": "C-SINGLE", "member_id": "M-OFF", "limits": {"global": 1}
 def offline_sale(till: Store, terminal_id: str, store_id: str, n: int) -> int:
     """The member taps their secure card (a fresh read counter at each till) and pays 800 points and the
     coupon: the till's own service records it. Returns the points the sale earned."""
-    at = (YESTERDAY + dt.timedelta(minutes=n)).timestamp()
+    at = dt.datetime.now().astimezone().timestamp() + n  # after the pull: the till's clock is right
     service = Service(till, terminal_id, clock=lambda: at, store_id=store_id)
     member = till.member("M-OFF")
     assert member is not None
@@ -76,6 +75,7 @@ def test_two_offline_tills_one_coupon_one_balance_both_conflicts_found(hq_proc: 
     for terminal_id, till in tills.items():  # back online, A first
         client = SyncClient(till, terminal_id, hq_proc.url, tokens[terminal_id])
         client.sync_once()
+        client.report_eod(until=dt.date.today() + dt.timedelta(days=2))  # `tillpoint reconcile --eod`: today too
         client.close()
         assert till.pending_count() == 0 and till.eod_reports()[0]["status"] == "complete"
 

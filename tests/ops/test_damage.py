@@ -17,7 +17,7 @@ from terminal.errors import Rejected
 from terminal.model import Basket, Line
 from terminal.store import Store
 from terminal.store import store as store_mod
-from tests.fixtures.hq import HqProcess
+from tests.fixtures.hq import HqProcess, tillpoint
 from tests.ops.helpers import Api, NotifyListener, TillProcess, corrupt_table, fill, hq_journal, integrity, metric
 from tests.ops.helpers import till_config, wait_until
 
@@ -169,3 +169,36 @@ def test_full_disk_refuses_sales_with_storage_full(tmp_path: Path, small_disk: P
     conn.close()
     assert all(journal.get(txn) == seq for txn, seq in acked)
     assert sorted(journal.values()) == list(range(1, len(journal) + 1)) and integrity(db) == "ok"
+
+
+def test_a_full_disk_does_not_stop_sync(tmp_path: Path, small_disk: Path, hq: HqProcess) -> None:
+    token = hq.add_terminal("T-FULLSYNC")
+    cfg = till_config(tmp_path, hq, token, "T-FULLSYNC")
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(cfg, notify)
+    api = Api(till)
+    try:
+        till.start()
+        assert api.sale(100).status_code == 200
+        wait_until(lambda: api.status()["pending"] == 0, 20, "the first sale pushed")
+        hq.kill()  # a sale waits in the journal while the disk fills
+        assert api.sale(100).status_code == 200
+        filler = fill(small_disk)
+        hq.start()  # head office is back, but the till cannot record what it acknowledges
+        wait_until(lambda: "Rejected" in str(api.status().get("sync_error")), 20, "the sync error shown in status")
+        assert api.status()["sync_enabled"] and api.sale(100).json()["code"] == "storage_full"
+        assert (metric(api.metrics(), "tillpoint_loop_errors_total", error="Rejected", loop="sync") or 0) >= 1
+        doctor = tillpoint("doctor", "--json", "--config", str(cfg))
+        assert '"daemon"' in doctor.stdout and "sync fails on this till" in doctor.stdout, doctor.stdout
+        filler.unlink()  # space is back: the same daemon, without a restart, sells and syncs again
+        after = api.sale(100)
+        assert after.status_code == 200, after.text
+        wait_until(lambda: api.status()["pending"] == 0 and api.status()["sync_error"] is None, 20,
+                   "every sale pushed once space was back")
+        assert till.starts == 1
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    assert [seq for seq, _ in hq_journal(Path(hq.db), "T-FULLSYNC")] == [1, 2, 3]

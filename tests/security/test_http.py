@@ -108,6 +108,16 @@ def test_the_till_caps_and_checks_bodies_too(till: Daemon) -> None:
     assert huge.status_code in (409, 422) and huge.json()["code"] in ("invalid_basket", "invalid_request")
 
 
+def test_json_in_any_spelling_is_checked_and_an_odd_token_is_a_403(till: Daemon, hq: HqProcess) -> None:
+    for url, path in ((base_url(till), "/v1/sales"), (hq.url, "/v1/claims")):
+        for media in ("Application/JSON", "application/merge-patch+json", "application/json; charset=utf-8"):
+            reply = httpx.post(f"{url}{path}", content=b'{"x": NaN}', headers={"Content-Type": media}, timeout=10)
+            assert reply.status_code in (403, 422), (url, media, reply.text)
+            assert reply.status_code != 403 or reply.json()["code"] == "bad_content_type"
+    odd = httpx.get(f"{base_url(till)}/v1/events", headers={"Authorization": b"Bearer caf\xe9"}, timeout=5)
+    assert (odd.status_code, odd.json()["code"]) == (403, "unauthorized")
+
+
 @pytest.mark.parametrize("host,allowed", [
     ("127.0.0.1", True), ("127.0.0.1:8732", True), ("localhost", True), ("[::1]:8732", True),
     ("127.0.0.1:evil", False), ("127.0.0.1:80:80", False), ("127.0.0.1:", False), ("evil.example", False),

@@ -5,6 +5,7 @@ proofs and stores a stolen credential makes up, head office stores them all and 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -17,9 +18,14 @@ from terminal.errors import Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE
 from tests.fixtures import entries
 
-START = {"M-1": (1000, 5000), "M-2": (500, 1000)}
-MEMBERS = st.sampled_from(["M-1", "M-2", "M-404", None])
+START = {"M-1": (1000, 5000), "M-2": (500, 1000), "E-1": (200, 3000)}
+MEMBERS = st.sampled_from(["M-1", "M-2", "E-1", "M-404", None])
 STORE = st.sampled_from(["S1", "S1", "S1", "S2"])
+TIERS = st.sampled_from([None, "basic", "gold"])
+# When the till says it made the entry: now, long ago, far ahead (head office holds its own time).
+CREATED = st.sampled_from(["now", "2026-03-01T10:00:00.000Z", "1970-01-01T00:00:00.000Z", "2099-12-31T23:00:00.000Z"])
+RULES = {"tiers": {"kind": "tiers", "levels": [{"tier": "basic", "threshold": 0}, {"tier": "gold", "threshold": 10**9}]},
+         "gold": {"kind": "tier", "tier": "gold", "multiplier_pct": 500}}
 
 
 @st.composite
@@ -36,7 +42,7 @@ def a_sale(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         extra = {"tap": {"uid_hash": "ab" * 32, "trust": "sun" if sun else "mac",
                          "counter": draw(st.integers(0, 20)) if sun else None}}
     payload = entries.sale(draw(MEMBERS), total, earned=draw(st.integers(0, 300)), redeemed=redeemed,
-                           stored_value=stored, store_id=draw(STORE), proof=proof, **extra)
+                           stored_value=stored, store_id=draw(STORE), proof=proof, tier=draw(TIERS), **extra)
     return "sale", payload
 
 
@@ -52,34 +58,37 @@ def a_refund(draw: st.DrawFn, txns: list[str]) -> tuple[str, dict[str, Any]]:
 def a_forgery(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     kind = draw(st.sampled_from(["topup", "adjust", "payment", "enrol", "bonus"]))
     value = draw(st.integers(-10**6, 10**6))
-    if kind == "enrol":
-        return kind, {**entries.enrol(f"E-{uuid.uuid4().hex[:8]}", store_id="S1"), "points_delta": value}
+    if kind == "enrol":  # a new member, taking over a card (M-1's or E-1's) if it can, bringing points if it can
+        card = draw(st.sampled_from([None, "ab" * 32, "cd" * 32]))
+        return kind, {**entries.enrol(f"E-{uuid.uuid4().hex[:8]}", card, store_id="S1"), "points_delta": value,
+                      "tier": draw(st.sampled_from(["", "gold"]))}
     return kind, {"member_id": draw(MEMBERS), "amount": abs(value) + 1, "points_delta": value,
                   "stored_value_delta": value}
 
 
 @st.composite
-def schedules(draw: st.DrawFn) -> list[list[tuple[str, str, dict[str, Any]]]]:
-    made: list[tuple[str, str, dict[str, Any]]] = []
+def schedules(draw: st.DrawFn) -> list[list[tuple[str, str, dict[str, Any], str]]]:
+    made: list[tuple[str, str, dict[str, Any], str]] = []
     for _ in range(draw(st.integers(1, 16))):
         pick = draw(st.integers(0, 9))
         txn = str(uuid.uuid4())
         if pick < 4:
             kind, payload = draw(a_sale())
         elif pick < 7:
-            kind, payload = draw(a_refund([t for t, k, _ in made if k == "sale"]))
+            kind, payload = draw(a_refund([t for t, k, _, _ in made if k == "sale"]))
             if kind == "void":
                 payload = {**payload, "voided_txn_id": payload["original_txn"]}
         else:
             kind, payload = a_forgery(draw)
-        made.append((txn, kind, payload))
+        made.append((txn, kind, payload, draw(CREATED)))
     cuts = sorted(draw(st.lists(st.integers(0, len(made)), max_size=3)))
     bounds = [0, *cuts, len(made)]
     return [made[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def granted_by_rules(store: HqStore) -> dict[str, int]:
-    """What the earning rules give the sales head office applied, per member."""
+    """What the earning rules give the sales head office applied, per member (in the member's tier as head
+    office holds it: every member here stays basic)."""
     found: dict[str, int] = {}
     effects = store.effects("T1")
     for entry in store.entries("T1"):
@@ -91,7 +100,8 @@ def granted_by_rules(store: HqStore) -> dict[str, int]:
             continue
         assert isinstance(sale, SalePayload) and sale.member_id
         try:
-            earned = recompute(sale, program_of({}, DEFAULT_BASE_RULE), {}).points_earned
+            earned = recompute(sale.model_copy(update={"tier": "basic"}), program_of(RULES, DEFAULT_BASE_RULE),
+                               {}).points_earned
         except Rejected:  # a sale the rules cannot price grants nothing
             earned = 0
         found[sale.member_id] = found.get(sale.member_id, 0) + earned
@@ -100,19 +110,26 @@ def granted_by_rules(store: HqStore) -> dict[str, int]:
 
 @settings(max_examples=80, deadline=None)
 @given(schedules())
-def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str, str, dict[str, Any]]]]) -> None:
+def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str, str, dict[str, Any], str]]]) -> None:
     store = HqStore(":memory:")
     store.add_terminal("T1", "S1", "stolen")
+    store.add_terminal("T0", "S1", "honest")
+    for rule_id, body in RULES.items():
+        store.put_rule_doc({**body, "rule_id": rule_id})
+    store.ingest("T0", [WireEntry(terminal_id="T0", seq=1, txn_id="enrol-e1", kind="enrol", payload=entries.enrol(
+        "E-1", "cd" * 32), created_at="2026-03-01T09:00:00.000Z")])  # a member a till enrolled, with a card
     for member_id, (points, value) in START.items():
         store.upsert_member(member_id, member_id, "basic", points, stored_value=value)
     store.upsert_card("ab" * 32, "M-1")
+    store.note_pull("T1")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
     seq = 0
     for batch in batches:
         wire = []
-        for txn, kind, payload in batch:
+        for txn, kind, payload, created in batch:
             seq += 1
             wire.append(WireEntry(terminal_id="T1", seq=seq, txn_id=txn, kind=kind, payload=payload,
-                                  created_at="2026-03-01T10:00:00.000Z"))
+                                  created_at=now if created == "now" else created))
         assert store.ingest("T1", wire).stored == len(wire)  # every fact is stored, nothing lost
     earned = granted_by_rules(store)
     [(all_points, all_value)] = store._read("SELECT SUM(points), SUM(stored_value) FROM members WHERE deleted = 0")
@@ -124,5 +141,6 @@ def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str,
         assert member.stored_value <= value, "stored value rose above what administrators granted"
         assert member.points <= points + earned.get(member_id, 0), "points rose above what the rules granted"
     assert store.member("M-404") is None
+    assert store.member("E-1") is not None  # no enrolment takes its card over
     assert store.journal_count("T1") == seq
     store.close()

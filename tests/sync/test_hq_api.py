@@ -13,6 +13,7 @@ import pytest
 
 from sync.hq.app import ServerHandle, start_in_thread
 from sync.hq.demo import seed_demo
+from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore, StorageFailed
 from tests.fixtures import entries
 from sync.protocol import ChangesPage, PushResponse, WireEntry
@@ -23,7 +24,7 @@ T1_TOKEN, T2_TOKEN = "t1-secret-token", "t2-secret-token"
 
 @pytest.fixture
 def store(hq_url: str) -> Iterator[HqStore]:
-    hq = HqStore(hq_url)
+    hq = HqStore(hq_url, Settings(recompute=False))  # the protocol here; pricing is tests/sync/test_hq_conflicts.py's
     seed_demo(hq, KEY)
     hq.add_terminal("T1", "S-001", T1_TOKEN)
     hq.add_terminal("T2", "S-002", T2_TOKEN)

@@ -4,6 +4,7 @@ against their sale, points against the rules, and what a card tap or a payment c
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -106,12 +107,12 @@ def test_a_payment_code_is_checked_against_the_sale_and_the_revocation() -> None
     now = int(time.time())
     cert = pay.issue_cert(issuer, "K-1", b"\x01" * 8, "M-1", pay.public_bytes(phone), now - 60, 3600, 1000)
     code = pay.make_code(phone, cert.cert_id, now, 3)
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    created = datetime.fromtimestamp(now, UTC)
     sale = SalePayload.model_validate(entries.sale(stored_value=500, proof="payment_code", payment_code=code,
                                                    code_id=pay.parse_code(code).code_id))
     device = DeviceFacts(cert.to_doc(), None)
     assert policy.check_payment_code(sale, created, device) is None
-    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600))
+    later = datetime.fromtimestamp(now + 3600, UTC)
     assert policy.check_payment_code(sale, later, device).reason is Reason.PROOF_INVALID  # type: ignore[union-attr]
     before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 5))
     revoked = policy.check_payment_code(sale, created, DeviceFacts(cert.to_doc(), before))

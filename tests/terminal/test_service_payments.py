@@ -173,3 +173,15 @@ def test_one_secure_tap_serves_one_sale_then_only_identifies(till: tuple[Service
     with pytest.raises(Rejected) as info:  # but it cannot pay any more: tap again
         service.commit(service.quote("M-1", BASKET), Payment(None, card=tap), tapped=tap)
     assert info.value.code is Code.CARD_CANNOT_PAY
+
+
+def test_a_lite_s_read_pays_for_one_sale_only(till: tuple[Service, Store, Clock]) -> None:
+    service, store, _ = till
+    member = store.member("M-1")
+    assert member is not None
+    mac = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.MAC), UID1, at=5.0)
+    service.commit(service.quote("M-1", BASKET), Payment(None, card=mac), tapped=mac)
+    with pytest.raises(Rejected) as info:  # the same read again (no counter to tell): it only identifies now
+        service.commit(service.quote("M-1", BASKET), Payment(None, card=mac), tapped=mac)
+    assert info.value.code is Code.CARD_CANNOT_PAY
+    assert store.stored_value("M-1") == 8000
