@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from terminal import pricing
-from terminal.model import Basket, EarnRule, Line, Member
+from terminal.model import Basket, EarnRule, Line
 from terminal.service import Service
 from terminal.store import Store
 

@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 from sync.client import SyncClient  # noqa: E402
 from sync.hq.storage import HqStore  # noqa: E402
 from sync.protocol import PushRequest, SaleLine, SalePayload, WireEntry  # noqa: E402
+from terminal.canonical import base_digest  # noqa: E402
+from terminal.loyalty import DEFAULT_BASE_RULE  # noqa: E402
 from terminal.model import Member, Status  # noqa: E402
 from terminal.store import Store  # noqa: E402
 from tests.fixtures.postgres import PgServer  # noqa: E402
@@ -73,12 +75,17 @@ def hq_process(db: str) -> Iterator[str]:
         proc.wait(20)
 
 
+PRICED_WITH = {"base": base_digest(DEFAULT_BASE_RULE.rule_id, DEFAULT_BASE_RULE.points, DEFAULT_BASE_RULE.per_minor)}
+"""The versions a till names: head office's default base rule (it holds no other document here)."""
+
+
 def entry_payload(member: str, n: int, store_id: str = "S-1") -> dict[str, Any]:
     """A sale as the till journals it (its typed payload): head office prices it again (base rule: 1 point per 100)."""
     price = 1250 + n % 7
     return SalePayload(member_id=member, store_id=store_id, tier="basic", total=price, payable=price, pos_due=price,
                        points_earned=12, points_delta=12, local_time="2026-05-01T19:00:00",
-                       lines=[SaleLine(sku="SKU-1", category="food", quantity=1, unit_price=price)]).wire()
+                       lines=[SaleLine(sku="SKU-1", category="food", quantity=1, unit_price=price)],
+                       priced_with=PRICED_WITH).wire()
 
 
 def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ after an interruption.
 from __future__ import annotations
 
 import base64
+import email.utils
 import gzip
 import json
 import logging
@@ -212,13 +213,25 @@ class SyncClient:
         self.clock = clock
         self._lock = threading.Lock()
         self._unreachable = False
+        self.hq_clock_offset: float | None = None
+        """This till's clock minus head office's, from the ``Date`` of head office's last answer."""
         self.http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             verify=tls_verify(verify) if isinstance(verify, str) else verify,
             transport=transport,
+            event_hooks={"response": [self._saw_date]},
         )
+
+    def _saw_date(self, response: httpx.Response) -> None:
+        """Head office owns time: each answer's ``Date`` tells how far this till's clock is off."""
+        try:
+            told = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+        except (TypeError, ValueError):
+            return
+        if told.tzinfo is not None:
+            self.hq_clock_offset = round(self.clock() - told.timestamp(), 1)
 
     def close(self) -> None:
         self.http.close()
@@ -466,7 +479,8 @@ class SyncClient:
                 self._mark_offline(exc)
                 raise
             self._unreachable = False
-            self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None)
+            offset = None if self.hq_clock_offset is None else str(self.hq_clock_offset)
+            self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None, hq_clock_offset=offset)
             return SyncResult(pushed, pulled)
 
     def _probe_if_unreachable(self) -> None:

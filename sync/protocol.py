@@ -152,6 +152,7 @@ class Reason(StrEnum):
     PAYMENT_EXCEEDS_CONFIRMED = "payment_exceeds_confirmed"
     OFFLINE_CAP_EXCEEDED = "offline_cap_exceeded"
     REFUND_KEEPS_POINTS = "refund_keeps_points"
+    UNKNOWN_DOC_VERSION = "unknown_doc_version"
 
 
 class ItemState(StrEnum):
@@ -400,6 +401,27 @@ class ReconItem(BaseModel):
     """The entry changed no balance; an admin releases it (applied then) or rejects it."""
 
 
+class ItemGroup(BaseModel):
+    """Items of one cause, one terminal, one business day and one state: what a person reads first."""
+
+    store_id: str
+    terminal_id: str
+    day: str
+    reason: Reason
+    state: ItemState
+    count: int
+    quarantined: int
+    """How many of them hold their entry in quarantine (released or rejected one by one)."""
+    first_at: str
+    last_at: str
+
+
+class GroupPage(BaseModel):
+    groups: list[ItemGroup]
+    next_cursor: str | None = None
+    """Pass as ``after`` for the next page; None: this was the last."""
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -418,6 +440,9 @@ Ident = Annotated[str, Strict(), Field(min_length=1, max_length=128)]
 Text = Annotated[str, Strict(), Field(max_length=200)]
 UidHash = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
 Flag = Annotated[bool, Strict()]
+Digest = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{16}$")]
+"""A document's version by content (``terminal.canonical.doc_digest``)."""
+PricedKey = Annotated[str, Strict(), Field(pattern=r"^(base|rule:.{1,128}|coupon:.{1,128})$")]
 Units = Annotated[int, Strict(), Field(ge=1, le=10_000)]
 
 
@@ -529,6 +554,10 @@ class SalePayload(Payload):
     tap: SecureTap | None = None
     payment_code: Annotated[str, Strict(), Field(min_length=1, max_length=512)] | None = None
     proof: Proof | None = None
+    priced_with: Annotated[dict[PricedKey, Digest], Field(max_length=500)] | None = None
+    """The versions of the documents the till priced the sale with: ``base`` (the base earning rule),
+    ``rule:ID`` for each rule document it held, ``coupon:ID`` for each coupon used. Head office prices
+    the sale again with exactly these (docs/reconciliation.md)."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> SalePayload:

@@ -8,6 +8,7 @@ device certificates and stored journal payloads all go through ``canonical_json`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -72,3 +73,15 @@ def strict_loads(data: bytes) -> Any:
         except UnicodeEncodeError as exc:
             raise ValueError("a string holds a lone surrogate (not text)") from exc
     return value
+
+
+def doc_digest(value: Any) -> str:
+    """A rule or coupon document's version by content: the first 16 hex digits of the SHA-256 of its
+    canonical JSON. A sale names the versions it was priced with; head office keeps every version it
+    issued, so it prices the sale again with exactly those."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+
+
+def base_digest(rule_id: str, points: int, per_minor: int) -> str:
+    """The base earning rule's version by content (``doc_digest`` of its three fields)."""
+    return doc_digest({"per_minor": per_minor, "points": points, "rule_id": rule_id})

@@ -258,6 +258,9 @@ class PaymentsSection(_Section):
     """Seconds offline after which account payments are refused."""
     max_clock_age: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
     """Seconds since the last successful sync (the clock check) after which offline payments are refused."""
+    max_clock_offset: Annotated[int, Field(ge=0)] = 300
+    """Seconds this till's clock may differ from head office's (as the last sync measured it) before offline
+    payments are refused and expired-looking payment codes are named ``till_clock_wrong``."""
     spend_needs_proof: bool = True
     """Redeeming points needs the member's proof (a secure card tap, a payment code or a fresh member
     code), as paying from stored value always does. Off: points are spent on the POS's word that the

@@ -81,7 +81,8 @@ def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:
 
 def payment_limits(config: Config) -> RiskLimits:
     p = config.payments
-    return RiskLimits(p.per_transaction, p.per_member_day, p.terminal_total, p.max_offline, p.max_clock_age)
+    return RiskLimits(p.per_transaction, p.per_member_day, p.terminal_total, p.max_offline, p.max_clock_age,
+                      p.max_clock_offset)
 
 
 def hq_token(config: Config) -> str:
@@ -465,6 +466,8 @@ class Daemon:
         if self.sync is not None:
             info["sync_error"] = self.sync.last_error  # in memory: shown even when the disk is full
             info["sync_crashes"] = self.sync.crashes
+        offset = self.store.state("hq_clock_offset")
+        info["clock_offset_s"] = float(offset) if offset else None  # this till minus head office, last measured
         if self.hotkeys is not None:
             info["hotkeys"] = dict(self.hotkeys.status)
         return info

@@ -69,6 +69,7 @@ class Code(StrEnum):
     CARD_CANNOT_PAY = "card_cannot_pay"
     PROOF_NEEDED = "proof_needed"
     TILL_RECOVERING = "till_recovering"
+    TILL_CLOCK_WRONG = "till_clock_wrong"
     MEMBER_CODE_UNSIGNED = "member_code_unsigned"
     MEMBER_CODE_FORGED = "member_code_forged"
     PAYMENT_CARD_REFUSED = "payment_card_refused"
@@ -138,6 +139,8 @@ MESSAGES: dict[Code, str] = {
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
     Code.TILL_RECOVERING: "This till's database was damaged and rebuilt: it records sales again once it has "
                           "reached head office, which says where its journal stands. Nothing was recorded.",
+    Code.TILL_CLOCK_WRONG: "This till's clock is wrong (head office's time differs): set the time on this PC, "
+                           "then try again.",
     Code.PROOF_NEEDED: "Spending points or balance needs the member's proof: a tap of their secure card, or the "
                        "code their app shows. Knowing the member number is not enough.",
     Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "

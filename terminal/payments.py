@@ -202,6 +202,7 @@ class RiskLimits:
     terminal_total: int = 100_000  # all offline payments on this till since the last sync
     max_offline_s: int = 24 * 3600  # refuse offline payments once offline longer than this
     max_clock_age_s: int = 7 * 24 * 3600  # since the till's clock was last checked against head office
+    max_clock_offset_s: int = 300  # how far the till's clock may be from head office's when last checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,12 @@ class OfflineState:
     clock_age_s: int | None  # None: never checked
     member_today: int  # stored value this member paid offline today on this till
     terminal_total: int  # stored value paid offline on this till since the last sync
+    clock_offset_s: float | None = None  # this till's clock minus head office's, when last checked
+
+
+def clock_wrong(offset_s: float | None, limits: RiskLimits) -> bool:
+    """Whether head office found this till's clock further off than the limit allows."""
+    return bool(limits.max_clock_offset_s) and offset_s is not None and abs(offset_s) > limits.max_clock_offset_s
 
 
 def offline_refusal(amount: int, state: OfflineState, limits: RiskLimits, device_cap: int | None) -> Code | None:
@@ -220,6 +227,8 @@ def offline_refusal(amount: int, state: OfflineState, limits: RiskLimits, device
         return Code.OFFLINE_TOO_LONG
     if limits.max_clock_age_s and (state.clock_age_s is None or state.clock_age_s > limits.max_clock_age_s):
         return Code.CLOCK_NOT_SYNCED
+    if clock_wrong(state.clock_offset_s, limits):
+        return Code.TILL_CLOCK_WRONG
     if limits.per_transaction and amount > limits.per_transaction:
         return Code.OFFLINE_LIMIT_TRANSACTION
     spent = state.member_today + amount

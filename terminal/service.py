@@ -26,6 +26,7 @@ from terminal import loyalty as ly
 from terminal import membercodes
 from terminal import payments as pay
 from terminal import pricing
+from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.money import MAX_AMOUNT
 from terminal.model import Basket, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt, Status, utc_iso
@@ -120,7 +121,7 @@ class Service:
         """Head office's confirmation of a payment-code payment while the till is online (set by the
         daemon): called with {code_id, member_id, amount, txn_id, code}; raises Rejected when head
         office refuses, returns False when it cannot be reached (then the offline rules apply)."""
-        self._program: tuple[int, ly.Program] | None = None
+        self._program: tuple[int, ly.Program, dict[str, str]] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
         self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
 
@@ -190,8 +191,18 @@ class Service:
                     docs[rule_id] = doc
                 except (ly.DocumentError, KeyError, TypeError) as exc:
                     log.warning("rule document %s ignored: %s", rule_id, exc)
-            self._program = (version, ly.parse_program(docs, self.store.earn_rule()))
+            base = self.store.earn_rule()
+            versions = {"base": base_digest(base.rule_id, base.points, base.per_minor),
+                        **{f"rule:{k}": doc_digest(v) for k, v in docs.items()}}
+            self._program = (version, ly.parse_program(docs, base), versions)
         return self._program[1]
+
+    def _priced_with(self, coupon_texts: dict[str, str]) -> dict[str, str]:
+        """The versions of the documents a sale is priced with: the base rule, every rule document in the
+        program, the coupons used (head office prices the sale again with exactly these)."""
+        self.program()
+        assert self._program is not None
+        return {**self._program[2], **{f"coupon:{k}": doc_digest(json.loads(v)) for k, v in coupon_texts.items()}}
 
     def _active(self, ctx: ly.SaleContext) -> ly.Active:
         """The active rules, computed once a minute per store (rules change by the minute at most)."""
@@ -218,10 +229,10 @@ class Service:
             offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine))
         return offers, unknown
 
-    def _coupon_limits(self, coupon_ids: Sequence[str]) -> tuple[tuple[str, int, int, int, int], ...]:
+    def _coupon_limits(self, texts: dict[str, str]) -> tuple[tuple[str, int, int, int, int], ...]:
         """Each coupon's limits and the uses its document states, for the check at commit."""
         limits = []
-        for coupon_id, text in sorted(self.store.coupon_texts(coupon_ids, None).items()):
+        for coupon_id, text in sorted(texts.items()):
             coupon, stated, stated_mine = _parse_coupon(coupon_id, text)
             limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine))
         return tuple(limits)
@@ -271,7 +282,8 @@ class Service:
         delta = quote.points_earned - quote.points_redeemed
         spent: list[tuple[str, int]] = []
         # Use limits are checked again inside the transaction (a stale quote cannot use a coupon twice).
-        limits = self._coupon_limits(quote.coupons)
+        used = self.store.coupon_texts(quote.coupons, None)
+        limits = self._coupon_limits(used)
         member = self.store.member(quote.member_id) if quote.member_id is not None else None
         if quote.member_id is not None:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
@@ -290,7 +302,7 @@ class Service:
         sun = (paid.tap.uid_hash, paid.tap.counter) if paid.tap is not None and paid.tap.counter is not None else None
         fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,
                      offline=paid.offline, sun_counter=sun)
-        payload = self._sale_payload(quote, paid, state, tapped, spent, now)
+        payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
@@ -301,7 +313,7 @@ class Service:
         return self._approved(stored, quote.payable, delta, balance)
 
     def _sale_payload(self, quote: Quote, paid: _Paid, state: dict[str, Any], tapped: Identified | None,
-                      spent: list[tuple[str, int]], now: datetime) -> SalePayload:
+                      spent: list[tuple[str, int]], now: datetime, priced_with: dict[str, str]) -> SalePayload:
         return SalePayload(
             member_id=quote.member_id, store_id=self.store_id, total=quote.total, discount=quote.discount,
             payable=quote.payable, points_earned=quote.points_earned, points_redeemed=quote.points_redeemed,
@@ -315,6 +327,7 @@ class Service:
             uid_hash=tapped.uid_hash if tapped is not None else None, stored_value=paid.tender.stored_value,
             stored_value_delta=-paid.tender.stored_value, pos_due=paid.tender.rest, code_id=paid.code_id,
             paid_by=paid.method, offline=paid.offline, tap=paid.tap, payment_code=paid.code_text, proof=paid.proof,
+            priced_with=priced_with,
         )
 
     def _fresh(self, tap: Identified | None) -> Identified | None:
@@ -408,9 +421,41 @@ class Service:
             raise Rejected(Code.DEVICE_CERT_UNKNOWN)
         cert = pay.cert_from_doc(doc)
         at = int(self.clock())
-        pay.check_cert(cert, self.store.payment_keys(), at, self.store.revoked("device", cert.cert_id.hex()))
-        pay.verify_code(code, cert, at)
+        revoked = self.store.revoked("device", cert.cert_id.hex())
+
+        def check(now: int) -> None:
+            pay.check_cert(cert, self.store.payment_keys(), now, revoked)
+            pay.verify_code(code, cert, now)
+
+        try:
+            check(at)
+        except Rejected as exc:
+            if exc.code in (Code.DEVICE_CERT_EXPIRED, Code.PAYMENT_CODE_EXPIRED):
+                self._blame_clock(exc, check)
+            raise
         return cert, code
+
+    def clock_offset(self) -> float | None:
+        """This till's clock minus head office's, as the last sync found it (None: never measured)."""
+        text = self.store.state("hq_clock_offset")
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return None
+
+    def _blame_clock(self, refused: Rejected, check: Callable[[int], None]) -> None:
+        """A time check failed: when this till's clock is known to be off and the check passes at head
+        office's time, the real cause is the clock (``till_clock_wrong``), not the member's code."""
+        offset = self.clock_offset()
+        if not pay.clock_wrong(offset, self.limits) or offset is None:
+            return
+        try:
+            check(int(self.clock() - offset))
+        except Rejected:
+            return
+        ahead = "ahead of" if offset > 0 else "behind"
+        raise Rejected(Code.TILL_CLOCK_WRONG, f"This till's clock is {abs(offset) / 60:.0f} min {ahead} head "
+                                              "office's: set the time on this PC, then scan again.") from refused
 
     def _check_code(self, text: str, member_id: str) -> tuple[str, int]:
         """Verify a payment code offline; its single-use id and the device's offline cap."""
@@ -430,7 +475,7 @@ class Service:
             return pay.OfflineState(None, None, 0, 0)
         clock_age = int(at - _epoch(last_ok)) if last_ok else None
         member_today, terminal_total = self.store.offline_paid(member_id, now.date().isoformat())
-        return pay.OfflineState(max(0, offline_for), clock_age, member_today, terminal_total)
+        return pay.OfflineState(max(0, offline_for), clock_age, member_today, terminal_total, self.clock_offset())
 
     def _spend_plan(self, member_id: str, points: int, now: datetime) -> list[tuple[str, int]]:
         """Which lots pay ``points``: this till's lots that expire first, then head office's balance."""

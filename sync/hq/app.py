@@ -13,8 +13,13 @@
     POST /v1/journal/lost             terminal token; seq ranges the till can never send (a damaged journal)
     GET  /v1/admin/terminals          admin token; every terminal, how far behind, last seen
     GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
-    GET  /v1/admin/items              admin token; reconciliation items
+    GET  /v1/admin/items              admin token; reconciliation items, a page at a time (X-Next-Cursor, ?after=)
+    GET  /v1/admin/item-groups        admin token; items by cause, terminal, business day, state, with counts
+    GET  /v1/admin/items/summary      admin token; open / settled per cause
     POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
+    POST /v1/admin/item-groups/settle admin token; settle a whole group by hand
+    GET  /v1/admin/stores, PUT /v1/admin/stores/{id}   admin token; each store's time zone and day cut-off
+    POST /v1/admin/members/{id}/block, /unblock, /v1/admin/cards/{hash}/block, /unblock   admin token
     GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)
     POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
@@ -31,10 +36,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import uvicorn
-from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
@@ -44,7 +49,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from sync.asgi import BodyGuard
 from sync.hq.demo import seed_demo
 from sync.hq.quarantine import NotQuarantined
-from sync.hq.reconcile import UnknownItem, report_csv
+from sync.hq.businessday import BadCalendar
+from sync.hq.reconcile import MAX_PAGE, BadCursor, UnknownItem, report_csv
 from sync.hq.storage import (
     CredentialRevoked,
     EnrolmentRefused,
@@ -69,6 +75,9 @@ from sync.protocol import (
     EodReport,
     EodResult,
     ErrorBody,
+    GroupPage,
+    ItemState,
+    Reason,
     ErrorCode,
     JournalState,
     LostReport,
@@ -204,6 +213,24 @@ class SettleRequest(BaseModel):
     note: str = Field(min_length=1, max_length=500)
 
 
+class BlockRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class GroupSettleRequest(BaseModel):
+    terminal_id: str = Field(min_length=1, max_length=128)
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    reason: Reason
+    note: str = Field(min_length=1, max_length=500)
+
+
+class StoreCalendar(BaseModel):
+    timezone: str = Field(min_length=1, max_length=64, description="IANA time zone, e.g. Asia/Tokyo")
+    day_starts: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                            description="When the business day starts, local HH:MM (04:00: a sale at 01:30 is "
+                                        "the day before's)")
+
+
 def create_app(store: HqStore) -> FastAPI:
     """The head-office API over ``store``."""
     app = FastAPI(title="tillpoint head office", version=f"protocol {PROTOCOL_VERSION}",
@@ -247,8 +274,10 @@ def _terminal_routes(app: FastAPI, store: HqStore) -> None:
 
     @app.get("/v1/flags", response_model=list[ReconItem],
              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
-    def flags(terminal_id: Terminal, state: str | None = None) -> list[ReconItem]:
-        return store.items(terminal_id=terminal_id, state=state)
+    def flags(terminal_id: Terminal, state: ItemState | None = None,
+              limit: Limit = FLAGS_SHOWN) -> list[ReconItem]:
+        """This terminal's items, the newest ``limit`` (what the till shows; head office holds them all)."""
+        return store.items(terminal_id=terminal_id, state=state.value if state else None, limit=limit, newest=True)
 
     @app.post("/v1/eod", response_model=EodResult,
               responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL))
@@ -330,10 +359,56 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
             return PlainTextResponse(report_csv(rows), media_type="text/csv")
         return JSONResponse(rows)
 
-    @app.get("/v1/admin/items", response_model=list[ReconItem], responses=admin_errors)
-    def items(admin: Admin, store_id: str | None = None, terminal_id: str | None = None, day: str | None = None,
-              state: str | None = None) -> list[ReconItem]:
-        return store.items(store_id=store_id, terminal_id=terminal_id, day=day, state=state)
+    page_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_REQUEST)
+
+    @app.get("/v1/admin/items", response_model=list[ReconItem], responses=page_errors)
+    def items(response: Response, admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
+              day: str | None = None, state: ItemState | None = None, reason: Reason | None = None,
+              after: str | None = None, limit: Limit = 500) -> list[ReconItem]:
+        """Items oldest first, a page at a time: ``X-Next-Cursor`` (pass as ``after``) when there are more."""
+        found, cursor = _paged(lambda: store.item_page(
+            after=after, limit=limit, store_id=store_id, terminal_id=terminal_id, day=day,
+            state=state.value if state else None, reason=reason.value if reason else None))
+        if cursor is not None:
+            response.headers[NEXT_CURSOR] = cursor
+        return found
+
+    @app.get("/v1/admin/item-groups", response_model=GroupPage, responses=page_errors)
+    def item_groups(admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
+                    day: str | None = None, state: ItemState | None = None, reason: Reason | None = None,
+                    after: str | None = None, limit: Limit = 100) -> GroupPage:
+        """Items grouped: one row per cause, terminal, business day and state with its count (newest day
+        first); ``/v1/admin/items`` with the same terminal, day and reason expands one."""
+        return _paged(lambda: store.item_groups(
+            after=after, limit=limit, store_id=store_id, terminal_id=terminal_id, day=day,
+            state=state.value if state else None, reason=reason.value if reason else None))
+
+    @app.get("/v1/admin/items/summary", responses=admin_errors)
+    def item_summary(admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
+                     day_from: str | None = None, day_to: str | None = None) -> dict[str, dict[str, int]]:
+        """Per cause: how many items are open (and of those held in quarantine), settled automatically, by hand."""
+        return store.item_summary(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+
+    @app.post("/v1/admin/item-groups/settle", responses=page_errors)
+    def settle_group(body: Annotated[GroupSettleRequest, Body()], admin: Admin) -> dict[str, int]:
+        """Settle by hand every open item of one group (not those holding an entry in quarantine)."""
+        try:
+            return {"settled": store.settle_group(body.terminal_id, body.day, body.reason.value, admin, body.note)}
+        except ValueError as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+    @app.get("/v1/admin/stores", responses=admin_errors)
+    def stores(admin: Admin) -> list[dict[str, str | None]]:
+        return store.stores()
+
+    @app.put("/v1/admin/stores/{store_id}", responses=page_errors)
+    def set_store(store_id: Annotated[str, Path(min_length=1, max_length=128)],
+                  body: Annotated[StoreCalendar, Body()], admin: Admin) -> dict[str, str]:
+        """Set a store's time zone and business-day cut-off: new entries are filed by it."""
+        try:
+            return store.set_store(store_id, body.timezone, body.day_starts)
+        except BadCalendar as exc:
+            raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
     @app.get("/v1/admin/quarantine", responses=admin_errors)
     def quarantined(admin: Admin) -> list[dict[str, Any]]:
@@ -361,6 +436,44 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
             raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
         except ValueError as exc:
             raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+    for kind in ("member", "card"):
+        _block_routes(app, store, kind)
+
+
+def _block_routes(app: FastAPI, store: HqStore, kind: str) -> None:
+    errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+
+    @app.post(f"/v1/admin/{kind}s/{{subject}}/block", responses=errors, name=f"block_{kind}")
+    def block(subject: Subject, body: Annotated[BlockRequest, Body()], admin: Admin) -> dict[str, Any]:
+        """Block it (a card by its keyed hash): tills refuse it once they pull; head office flags entries
+        made after the block by its own time. Who and why are kept."""
+        return _blocking(lambda: store.set_blocked(kind, subject, True, admin, body.reason))
+
+    @app.post(f"/v1/admin/{kind}s/{{subject}}/unblock", responses=errors, name=f"unblock_{kind}")
+    def unblock(subject: Subject, body: Annotated[BlockRequest, Body()], admin: Admin) -> dict[str, Any]:
+        return _blocking(lambda: store.set_blocked(kind, subject, False, admin, body.reason))
+
+
+NEXT_CURSOR = "X-Next-Cursor"
+FLAGS_SHOWN = 200
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Subject = Annotated[str, Path(min_length=1, max_length=128)]
+T = TypeVar("T")
+
+
+def _paged(read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except BadCursor as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _blocking(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return change()
+    except LookupError as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
 
 
 def _decide(decision: Callable[[], str]) -> str:

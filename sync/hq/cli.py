@@ -8,8 +8,13 @@
     admin-token NAME                   a token for /v1/admin (reports, settling items)
     terminals                          every terminal: how far behind, last seen, clock offset
     report [--store-id] [--terminal-id] [--day-from] [--day-to] [--format table|json|csv]
-    items [--state open] ...           reconciliation items
+    groups [--state open] ...          items by cause, terminal and business day, with counts (read this first)
+    items [--reason R --day D ...]     reconciliation items one by one, a page at a time (--after CURSOR)
+    summary                            open and settled items per cause
     settle ITEM --by NAME --note WHY   settle an item by hand
+    settle-group --terminal-id T --day D --reason R --by NAME --note WHY   settle a whole group
+    store STORE [--timezone TZ --day-starts HH:MM] / stores   each store's business day
+    block|unblock member|card ID --by NAME --reason WHY   stop (or allow again) a member or a card
     quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules
     put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
     delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
@@ -80,6 +85,33 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
     return "-" if value is None else str(value)
+
+
+def _more(cursor: str | None) -> None:
+    """Say that there is more, and how to read it (on stderr: stdout stays the page itself)."""
+    if cursor is not None:
+        typer.echo(f"more: run again with --after {cursor}", err=True)
+
+
+def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
+    verb = "block" if blocked else "unblock"
+
+    @hq_app.command(verb)
+    def change(kind: Annotated[str, typer.Argument(help="member or card")],
+               subject: Annotated[str, typer.Argument(help="The member id, or the card's keyed hash.")],
+               by: Annotated[str, typer.Option(help="Who decides.")],
+               reason: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+        if kind not in ("member", "card"):
+            fail(f"{verb} a member or a card, not {kind!r}")
+        with hq_store(db) as store:
+            try:
+                done = store.set_blocked(kind, subject, blocked, by, reason)
+            except (LookupError, ValueError) as exc:
+                fail(exc)
+        print(json.dumps(done))
+
+    change.__doc__ = (f"{verb.capitalize()} a member or a card: tills pull it; head office checks entries against "
+                      "the time it was blocked by its own clock. Who and why are kept.")
 
 
 def _decide(decision: Callable[[HqStore], str], db: str) -> None:
@@ -174,16 +206,109 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
 
     @hq_app.command("items")
     def items(db: DbOpt = DEFAULT_DB, state: Optional[str] = None, store_id: Optional[str] = None,
-              terminal_id: Optional[str] = None, day: Optional[str] = None,
+              terminal_id: Optional[str] = None, day: Optional[str] = None, reason: Optional[str] = None,
+              after: Annotated[Optional[str], typer.Option(help="The cursor a previous page printed.")] = None,
+              limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Reconciliation items (state: open, settled_auto, settled_manual)."""
+        """Reconciliation items one by one, oldest first, a page at a time (state: open, settled_auto,
+        settled_manual). `hq groups` shows them by cause, terminal and day first."""
+        from sync.hq.reconcile import BadCursor
+
         with hq_store(db) as store:
-            found = [i.model_dump(mode="json") for i in store.items(state=state, store_id=store_id,
-                                                                       terminal_id=terminal_id, day=day)]
+            try:
+                page, cursor = store.item_page(after=after, limit=limit, state=state, store_id=store_id,
+                                               terminal_id=terminal_id, day=day, reason=reason)
+            except BadCursor as exc:
+                fail(exc)
+        found = [i.model_dump(mode="json") for i in page]
+        if as_json:
+            print(json.dumps(found, indent=2))
+        else:
+            _print_rows(found, ["item_id", "terminal_id", "day", "seq", "reason", "state", "detail", "settled_by",
+                                "note"])
+        _more(cursor)
+
+    @hq_app.command("groups")
+    def groups(db: DbOpt = DEFAULT_DB, state: Optional[str] = "open", store_id: Optional[str] = None,
+               terminal_id: Optional[str] = None, day: Optional[str] = None, reason: Optional[str] = None,
+               after: Annotated[Optional[str], typer.Option(help="The cursor a previous page printed.")] = None,
+               limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Items grouped: one row per cause, terminal and business day with its count (newest day first;
+        open ones unless --state says otherwise). Expand one with `hq items --terminal-id T --day D --reason R`."""
+        from sync.hq.reconcile import BadCursor
+
+        with hq_store(db) as store:
+            try:
+                page = store.item_groups(after=after, limit=limit, state=state or None, store_id=store_id,
+                                         terminal_id=terminal_id, day=day, reason=reason)
+            except BadCursor as exc:
+                fail(exc)
+        rows = [g.model_dump(mode="json") for g in page.groups]
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_rows(rows, ["store_id", "terminal_id", "day", "reason", "state", "count", "quarantined"])
+        _more(page.next_cursor)
+
+    @hq_app.command("summary")
+    def summary(db: DbOpt = DEFAULT_DB, store_id: Optional[str] = None, day_from: Optional[str] = None,
+                day_to: Optional[str] = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """How many items are open per cause (and of those held in quarantine), settled automatically, by hand."""
+        with hq_store(db) as store:
+            found = store.item_summary(store_id=store_id, day_from=day_from, day_to=day_to)
         if as_json:
             print(json.dumps(found, indent=2))
             return
-        _print_rows(found, ["item_id", "terminal_id", "day", "seq", "reason", "state", "detail", "settled_by", "note"])
+        _print_rows([{"reason": k, **v} for k, v in found.items()],
+                    ["reason", "open", "quarantined", "settled_auto", "settled_manual"])
+
+    @hq_app.command("settle-group")
+    def settle_group(terminal_id: Annotated[str, typer.Option()], day: Annotated[str, typer.Option()],
+                     reason: Annotated[str, typer.Option()], by: Annotated[str, typer.Option(help="Who settles it.")],
+                     note: Annotated[str, typer.Option(help="Why, and how it was settled.")],
+                     db: DbOpt = DEFAULT_DB) -> None:
+        """Settle by hand every open item of one group (those holding an entry in quarantine are released or
+        rejected one by one)."""
+        with hq_store(db) as store:
+            try:
+                n = store.settle_group(terminal_id, day, reason, by, note)
+            except ValueError as exc:
+                fail(exc)
+        console.print(f"settled {n} item(s) of {reason} at {terminal_id} on {day}")
+
+    @hq_app.command("store")
+    def store_calendar(store_id: str,
+                       timezone: Annotated[Optional[str], typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
+                       day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
+                       db: DbOpt = DEFAULT_DB) -> None:
+        """Show a store's business day, or set its time zone and cut-off (new entries are filed by it)."""
+        from sync.hq.businessday import BadCalendar
+
+        with hq_store(db) as store:
+            if timezone is None:
+                found = [s for s in store.stores() if s["store_id"] == store_id]
+                if not found:
+                    fail(f"no store {store_id}: give --timezone to set one up")
+                print(json.dumps(found[0]))
+                return
+            try:
+                print(json.dumps(store.set_store(store_id, timezone, day_starts)))
+            except BadCalendar as exc:
+                fail(exc)
+
+    @hq_app.command("stores")
+    def stores(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Every store and the business day its entries are filed by."""
+        with hq_store(db) as store:
+            rows = store.stores()
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_rows(list(rows), ["store_id", "timezone", "day_starts", "updated_at"])
+
+    for blocked in (True, False):
+        _block_command(hq_app, blocked)
 
     @hq_app.command("settle")
     def settle(item_id: str, by: Annotated[str, typer.Option(help="Who settles it.")],

@@ -381,6 +381,23 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE sales ADD COLUMN points_earned BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE sales ADD COLUMN points_clawed BIGINT NOT NULL DEFAULT 0",
     ]),
+    # -- reconciliation a person can act on: each store's business day (its time zone and cut-off), every
+    # version of the pricing documents (a sale is priced again with the versions it names), items read by
+    # group (one cause, one till, one day) and by cursor.
+    ("m006_signal", [
+        "CREATE TABLE stores (store_id TEXT PRIMARY KEY, timezone TEXT NOT NULL, day_starts TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL)",
+        "CREATE TABLE doc_versions (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, "
+        "first_seen TEXT NOT NULL, PRIMARY KEY (kind, doc_id, digest))",
+        "CREATE INDEX idx_doc_versions_digest ON doc_versions (digest)",
+        "CREATE TABLE doc_events (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, at TEXT NOT NULL)",
+        "CREATE INDEX idx_doc_events ON doc_events (kind, doc_id, at)",
+        "CREATE INDEX idx_items_group ON recon_items (state, terminal_id, day, reason)",
+        "CREATE INDEX idx_items_cursor ON recon_items (created_at, item_id)",
+        "ALTER TABLE journal ADD COLUMN made_at TEXT",
+        "CREATE TABLE status_changes (kind TEXT NOT NULL, subject TEXT NOT NULL, status TEXT NOT NULL, "
+        "by_whom TEXT NOT NULL, reason TEXT NOT NULL, changed_at TEXT NOT NULL)",
+    ]),
 ]
 
 

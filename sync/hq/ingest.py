@@ -24,15 +24,15 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync.hq import policy
+from sync.hq import businessday, policy, versions
 from sync.hq.db import HqError, Tx
 from sync.hq.policy import Actor, Breach, ProofLevel
-from sync.hq.recompute import differences, program_of, refund_claw
+from sync.hq.recompute import differences, refund_claw
 from sync.protocol import (
     AnyPayload,
     EntryKind,
@@ -48,7 +48,6 @@ from sync.protocol import (
     parse_payload,
     parse_time,
 )
-from terminal import loyalty as ly
 from terminal.loyalty import DEFAULT_BASE_RULE
 from terminal.model import EarnRule
 
@@ -148,15 +147,6 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
-def day_of(moment: datetime, timezone: str) -> str:
-    """The business day of ``moment`` in the chain's time zone (a moment at the calendar's very edge,
-    which no till writes, falls on its UTC day)."""
-    try:
-        return moment.astimezone(ZoneInfo(timezone)).date().isoformat()
-    except OverflowError:
-        return moment.date().isoformat()
-
-
 def contiguous(watermark: int, seqs: Iterable[int]) -> tuple[int, list[tuple[int, int]]]:
     """The highest seq reachable from ``watermark`` without a hole, and the holes (first, last).
 
@@ -210,6 +200,10 @@ class Batch:
     """When head office holds each entry was made: the till's time, but never before the terminal's last
     pull (a till pushes everything it has before it pulls) nor after it was received."""
     last_pull: datetime | None = None
+    offset: float | None = None
+    """The till's clock minus head office's, measured on the request that brought the batch."""
+    calendar: businessday.BusinessDay = businessday.BusinessDay()
+    """The store's business day (its time zone and cut-off): ``days`` are in it."""
     days: list[str] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
     proofs: list[ProofLevel | None] = field(default_factory=list)
@@ -220,6 +214,7 @@ class Batch:
     touched_coupons: set[str] = field(default_factory=set)
     touched_cards: set[str] = field(default_factory=set)
     actor: Actor = Actor.TERMINAL
+    _documents: versions.Documents | None = None
 
     def flag(self, i: int, reason: Reason, subject: str = "", **detail: Any) -> Item:
         e = self.entries[i]
@@ -237,6 +232,12 @@ class Batch:
         if member_id:  # the till showed the entry's effect: it must pull head office's balance
             self.touched_members.add(member_id)
         return item
+
+    def documents(self, tx: Tx) -> versions.Documents:
+        """The pricing documents and their versions, read once a batch."""
+        if self._documents is None:
+            self._documents = versions.Documents(tx, window=self.settings.max_offline, slack=self.settings.clock_skew)
+        return self._documents
 
     def sale(self, i: int) -> SalePayload | None:
         payload = self.payloads[i]
@@ -290,9 +291,9 @@ def read_payloads(batch: Batch) -> None:
         created = parse_time(entry.created_at)
         batch.created.append(created)
         batch.devices.append(None)
-        batch.effective.append(min(received, max(created or received, batch.last_pull or datetime.min.replace(
-            tzinfo=received.tzinfo))))
-        batch.days.append(day_of(created or received, batch.settings.timezone))
+        batch.effective.append(businessday.effective(created, batch.offset, batch.settings.clock_skew,
+                                                     batch.last_pull, received))
+        batch.days.append(batch.calendar.of(batch.effective[-1]))
         batch.proofs.append(None)
         try:
             payload: AnyPayload | None = parse_payload(entry.kind, entry.payload)
@@ -308,6 +309,13 @@ def read_payloads(batch: Batch) -> None:
             batch.quarantine(i, Breach(Reason.MALFORMED_ENTRY, "payload", {"problem": str(problem)}))
 
 
+def _clock_detail(batch: Batch, i: int) -> dict[str, Any]:
+    """What an entry's clock flag shows: the till's time, head office's, and how it got there."""
+    return {"terminal_time": batch.entries[i].created_at, "effective": _utc_text(batch.effective[i]),
+            "measured_offset_seconds": batch.offset, "received_at": batch.received_at,
+            "last_pull": _utc_text(batch.last_pull) if batch.last_pull else None}
+
+
 def classify(tx: Tx, batch: Batch) -> None:
     """Per entry: who may produce it, its store, its clock, and every offline rule it breaks that needs
     no counting (blocked cards and members); then its effect."""
@@ -321,12 +329,10 @@ def classify(tx: Tx, batch: Batch) -> None:
         created = batch.created[i]
         if created is None:
             batch.flag(i, Reason.MALFORMED_ENTRY, "created_at", problem=f"created_at {entry.created_at!r} is not ISO 8601")
-        elif (created - received).total_seconds() > batch.settings.clock_skew:
-            batch.flag(i, Reason.CLOCK_AHEAD, ahead_seconds=round((created - received).total_seconds(), 1),
-                       received_at=batch.received_at)
-        elif batch.last_pull is not None and (batch.last_pull - created).total_seconds() > batch.settings.clock_skew:
-            batch.flag(i, Reason.CLOCK_BEHIND, behind_seconds=round((batch.last_pull - created).total_seconds(), 1),
-                       last_pull=batch.last_pull.isoformat(), effective=batch.effective[i].isoformat())
+        elif (off := (created - batch.effective[i]).total_seconds()) > batch.settings.clock_skew:
+            batch.flag(i, Reason.CLOCK_AHEAD, ahead_seconds=round(off, 1), **_clock_detail(batch, i))
+        elif -off > batch.settings.clock_skew:
+            batch.flag(i, Reason.CLOCK_BEHIND, behind_seconds=round(-off, 1), **_clock_detail(batch, i))
         if batch.effects[i] is Effect.MALFORMED:
             continue
         payload = batch.payloads[i]
@@ -375,28 +381,29 @@ def rule_documents(tx: Tx) -> tuple[dict[str, Any], EarnRule]:
 
 
 def check_prices(tx: Tx, batch: Batch) -> None:
-    """Price every reported sale again with head office's rule and coupon documents (``recompute``):
-    earned points above the rules are quarantined; any other figure that differs is flagged."""
+    """Price every reported sale again with the document versions it names (``sync.hq.versions``):
+    earned points above those rules are quarantined; any other figure that differs is flagged. A sale
+    naming versions head office never issued is priced with the current documents and flagged."""
     sales = [i for i in range(len(batch.entries)) if batch.sale(i) is not None and batch.effects[i] not in NOT_APPLIED]
     if not batch.settings.recompute or not sales:
         return
-    rule_docs, base = rule_documents(tx)
+    documents = batch.documents(tx)
+    documents.load([s for i in sales if (s := batch.sale(i)) is not None])
     found = _lookup(tx, "SELECT coupon_id, body FROM coupons WHERE deleted = 0 AND {cond}", "coupon_id",
                     {c for i in sales for c in batch.facts[i].coupons})
-    coupons = {k: json.loads(v[1]) for k, v in found.items()}
-    try:
-        program: ly.Program | Exception = program_of(rule_docs, base)
-    except Exception as exc:  # noqa: BLE001 - head office's own documents do not parse: nothing can be priced
-        program = exc
+    current_coupons = {k: json.loads(v[1]) for k, v in found.items()}
     tiers = _lookup(tx, "SELECT member_id, tier FROM members WHERE deleted = 0 AND {cond}", "member_id",
                     {batch.facts[i].member_id or "" for i in sales} - {""})
     for i in sales:
         sale = batch.sale(i)
         assert sale is not None
+        priced = documents.for_sale(sale, current_coupons, batch.effective[i])
+        if priced.unknown:
+            batch.flag(i, Reason.UNKNOWN_DOC_VERSION, versions=list(priced.unknown))
         try:
-            if isinstance(program, Exception):
-                raise program
-            diff = differences(_as_head_office_sees(batch, i, sale, tiers), program, coupons)
+            if isinstance(priced.program, Exception):
+                raise priced.program
+            diff = differences(_as_head_office_sees(batch, i, sale, tiers), priced.program, priced.coupons)
         except Exception as exc:  # noqa: BLE001 - a sale head office cannot price is a fact to look at, not a failed push
             batch.flag(i, Reason.PRICE_MISMATCH, "unpriced", problem=f"head office could not price it: {exc!r}"[:300])
             if (breach := policy.check_points(sale, None)) is not None:
@@ -407,8 +414,9 @@ def check_prices(tx: Tx, batch: Batch) -> None:
             batch.quarantine(i, breach)
         elif earned is not None:
             diff["points_earned"] = earned
-        if diff:
-            batch.flag(i, Reason.PRICE_MISMATCH, figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()})
+        if diff and not priced.unknown:  # versions head office never issued: flagged above, not compared
+            batch.flag(i, Reason.PRICE_MISMATCH, figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()},
+                       versions="named" if priced.named else "current")
 
 
 LOCAL_TIME_SLACK = 14 * 3600  # a store's wall clock is within 14 hours of UTC, wherever it is
@@ -426,7 +434,7 @@ def _as_head_office_sees(batch: Batch, i: int, sale: SalePayload, tiers: dict[st
     local = datetime.fromisoformat(sale.local_time).replace(tzinfo=None)
     if abs((local - made.astimezone(UTC).replace(tzinfo=None)).total_seconds()) > LOCAL_TIME_SLACK \
             + batch.settings.clock_skew:
-        chain_time = made.astimezone(ZoneInfo(batch.settings.timezone)).replace(tzinfo=None)
+        chain_time = made.astimezone(ZoneInfo(batch.calendar.timezone)).replace(tzinfo=None)
         changes["local_time"] = chain_time.isoformat(timespec="seconds")
     return sale.model_copy(update=changes) if changes else sale
 
@@ -477,7 +485,6 @@ class _RefundPricer:
         self.tx, self.batch = tx, batch
         self.sales: dict[str, SalePayload] = {}
         self.earlier: dict[str, list[RefundPayload]] = {}
-        self._program: ly.Program | None = None
         self._coupons: dict[str, Any] = {}
 
     def claw(self, refund: RefundPayload) -> int | None:
@@ -487,7 +494,12 @@ class _RefundPricer:
         if sale is None:
             return None
         try:
-            return refund_claw(sale, self.earlier[refund.original_txn], refund, self._rules(), self._coupon_docs(sale))
+            documents = self.batch.documents(self.tx)
+            documents.load([sale])
+            priced = documents.for_sale(sale, self._coupon_docs(sale))  # the versions the sale was priced with
+            if isinstance(priced.program, Exception):
+                return None
+            return refund_claw(sale, self.earlier[refund.original_txn], refund, priced.program, priced.coupons)
         except Exception:  # noqa: BLE001 - a refund head office cannot price is left to the till's figure
             return None
 
@@ -509,11 +521,6 @@ class _RefundPricer:
             self.sales[txn_id] = sale
             self.earlier[txn_id] = earlier + self.earlier.get(txn_id, [])
         return sale
-
-    def _rules(self) -> ly.Program:
-        if self._program is None:
-            self._program = program_of(*rule_documents(self.tx))
-        return self._program
 
     def _coupon_docs(self, sale: SalePayload) -> dict[str, Any]:
         wanted = set(sale.coupons) - set(self._coupons)
@@ -754,9 +761,7 @@ def _day_start(batch: Batch) -> str:
     """The start of head office's business day of this push, as UTC text (how ``received_at`` is stored)."""
     received = parse_time(batch.received_at)
     assert received is not None
-    local = received.astimezone(ZoneInfo(batch.settings.timezone))
-    start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(received.tzinfo)
-    return start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _utc_text(batch.calendar.start(received))
 
 
 def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
@@ -821,7 +826,15 @@ def check_payment_codes(tx: Tx, batch: Batch) -> None:
 
 JOURNAL_COLUMNS = ("terminal_id", "seq", "txn_id", "kind", "payload", "created_at", "received_at", "effect", "member_id",
                    "store_id", "day", "total", "points", "stored_value", "original_txn", "proof", "points_spent",
-                   "device")
+                   "device", "made_at")
+
+
+def _utc_text(moment: datetime) -> str:
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # at the calendar's very edge: as it is
+        pass
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def store_journal(tx: Tx, batch: Batch) -> None:
@@ -831,7 +844,7 @@ def store_journal(tx: Tx, batch: Batch) -> None:
         rows.append((e.terminal_id, e.seq, e.txn_id, e.kind, payload_json(e.payload), e.created_at,
                      batch.received_at, effect.value, f.member_id, batch.store_id, day, f.total, f.points,
                      f.stored_value, f.original_txn, proof.value if proof else None, f.spent_points,
-                     batch.devices[i]))
+                     batch.devices[i], _utc_text(batch.effective[i])))
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
 
 
@@ -1038,7 +1051,7 @@ def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason:
                    [terminal_id, a, b, reason, now])
             kept.append((a, b))
     if kept:
-        day = day_of(parse_time(now) or datetime.now().astimezone(), settings.timezone)
+        day = store_calendar(tx, str(held[0]), settings).of(parse_time(now) or datetime.now(UTC))
         item = Item(f"lost:{terminal_id}:{kept[0][0]}-{kept[-1][1]}", kept[0][0], None, day, Reason.JOURNAL_LOST,
                     {"ranges": [list(r) for r in kept], "entries": sum(b - a + 1 for a, b in kept), "reason": reason})
         save_items(tx, str(held[0]), terminal_id, [item], now)
@@ -1056,18 +1069,38 @@ def _spans(seqs: list[int]) -> list[tuple[int, int]]:
     return found
 
 
-def clock_item(terminal_id: str, clock: str | None, received_at: str, settings: Settings) -> tuple[float | None, Item | None]:
-    """The terminal's clock offset from its ``X-Tillpoint-Clock`` header, and an item if beyond the skew."""
+def store_calendar(tx: Tx, store_id: str, settings: Settings) -> businessday.BusinessDay:
+    """The store's business day as head office set it (``tillpoint hq store``), else the chain's time zone
+    with days from midnight."""
+    row = tx.one("SELECT timezone, day_starts FROM stores WHERE store_id = ?", [store_id])
+    try:
+        return businessday.calendar(str(row[0]), str(row[1])) if row else businessday.calendar(settings.timezone)
+    except businessday.BadCalendar:
+        return businessday.BusinessDay()
+
+
+def measure_clock(clock: str | None, received_at: str) -> float | None:
+    """The terminal's clock minus head office's (seconds), from its ``X-Tillpoint-Clock`` header."""
     theirs, ours = parse_time(clock or ""), parse_time(received_at)
     if theirs is None or ours is None:
-        return None, None
-    offset = round((theirs - ours).total_seconds(), 3)
-    if abs(offset) <= settings.clock_skew:
-        return offset, None
-    day = day_of(ours, settings.timezone)
+        return None
+    try:
+        return round((theirs - ours).total_seconds(), 3)
+    except OverflowError:
+        return None
+
+
+def clock_item(terminal_id: str, offset: float | None, received_at: str, settings: Settings,
+               calendar: businessday.BusinessDay) -> Item | None:
+    """One item per terminal and business day whose clock was found beyond the allowed skew."""
+    ours = parse_time(received_at)
+    if offset is None or ours is None or abs(offset) <= settings.clock_skew:
+        return None
+    clock = (ours + timedelta(seconds=offset)).isoformat() if abs(offset) < 1e9 else None
+    day = calendar.of(ours)
     item = Item(f"clock:{terminal_id}:{day}", None, None, day, Reason.CLOCK_SKEW,
                 {"offset_seconds": offset, "allowed_seconds": settings.clock_skew, "terminal_clock": clock})
-    return offset, item
+    return item
 
 
 def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str,
@@ -1079,7 +1112,10 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
-    batch = Batch(terminal_id, store_id, received_at, settings, fresh, last_pull=parse_time(str(held[2] or "")))
+    offset = measure_clock(clock, received_at)
+    calendar = store_calendar(tx, store_id, settings)
+    batch = Batch(terminal_id, store_id, received_at, settings, fresh, last_pull=parse_time(str(held[2] or "")),
+                  offset=offset, calendar=calendar)
     from sync.hq import members  # enrolments, merges and erasures (imports this module)
 
     read_payloads(batch)
@@ -1094,7 +1130,7 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
     apply_balances(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)
-    offset, skew = clock_item(terminal_id, clock, received_at, settings)
+    skew = clock_item(terminal_id, offset, received_at, settings, calendar)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
     release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too
     bump_versions(tx, "members", "member_id", batch.touched_members)

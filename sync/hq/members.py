@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sync import claims as tokens
@@ -29,7 +29,6 @@ from sync.protocol import (
     Reason,
     SalePayload,
     parse_payload,
-    parse_time,
 )
 
 CONSENT_VERSION = "join-2026-11"
@@ -105,11 +104,10 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
 
 
 def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
-    from sync.hq.ingest import Item, day_of
+    from sync.hq.ingest import Item
 
     e = batch.entries[i]
-    day = day_of(parse_time(e.created_at) or parse_time(batch.received_at) or datetime.now(UTC),
-                 batch.settings.timezone)
+    day = batch.days[i]
     detail = {"uid_hash": uid_hash, "kept": winner, "merged": loser, "points_moved": moved[0],
               "stored_value_moved": moved[1], "rule": MERGE_RULE}
     batch.items.append(Item(f"{e.txn_id}:{Reason.DUPLICATE_ENROLMENT.value}", e.seq, e.txn_id, day,

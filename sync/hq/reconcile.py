@@ -14,6 +14,7 @@ only by releasing or rejecting that entry (``sync.hq.quarantine``).
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from sync.hq.db import Tx
-from sync.protocol import EodReport, EodResult, ItemState, KindTotals, ReconItem, day_totals
+from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
 
 REPORT_COLUMNS = ("store_id", "terminal_id", "day", "entries", "total", "points", "stored_value", "open_items",
                   "settled_items", "open_reasons", "eod")
@@ -115,12 +116,105 @@ def _filters(tx: Tx, **values: str | None) -> tuple[str, list[Any]]:
     return " AND ".join(conds), params
 
 
+class BadCursor(ValueError):
+    pass
+
+
+MAX_PAGE = 1000
+
+
+def encode_cursor(*parts: str) -> str:
+    """An opaque cursor: the sort key of the last row shown."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[str]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise BadCursor("the cursor is not one this head office gave") from exc
+    if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):
+        raise BadCursor("the cursor is not one this head office gave")
+    return parts
+
+
 def items(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None, day: str | None = None,
-          state: str | None = None, limit: int = 1000) -> list[ReconItem]:
-    where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day=day, state=state)
+          state: str | None = None, reason: str | None = None, limit: int | None = None,
+          newest: bool = False) -> list[ReconItem]:
+    """Every item that matches, oldest first (``newest``: the newest first; ``item_page`` reads them a page
+    at a time)."""
+    where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day=day, state=state, reason=reason)
+    order = "created_at DESC, item_id DESC" if newest else "created_at, item_id"
+    sql = f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE {where} ORDER BY {order}"
+    if limit is not None:
+        sql, params = sql + " LIMIT ?", [*params, limit]
+    return [_item(r) for r in tx.all(sql, params)]
+
+
+def item_page(tx: Tx, *, after: str | None = None, limit: int = 100, **filters: str | None) -> tuple[
+        list[ReconItem], str | None]:
+    """One page of items, oldest first, and the cursor of the next page (None: no more)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    where, params = _filters(tx, **filters)
+    if after is not None:
+        created, item_id = decode_cursor(after, 2)
+        where += " AND (created_at > ? OR (created_at = ? AND item_id > ?))"
+        params += [created, created, item_id]
     rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE {where} ORDER BY created_at, item_id LIMIT ?",
-                  [*params, limit])
-    return [_item(r) for r in rows]
+                  [*params, limit + 1])
+    found = [_item(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return found, encode_cursor(found[-1].created_at, found[-1].item_id) if more and found else None
+
+
+_GROUP_KEY = ("day", "terminal_id", "reason", "state")
+
+
+def group_page(tx: Tx, *, after: str | None = None, limit: int = 100, **filters: str | None) -> GroupPage:
+    """Items grouped by business day, terminal, cause and state (newest day first), one page of groups."""
+    limit = max(1, min(limit, MAX_PAGE))
+    where, params = _filters(tx, **filters)
+    if after is not None:
+        day, terminal, reason, state = decode_cursor(after, 4)
+        # newest day first, then terminal, reason, state ascending
+        where += (" AND (day < ? OR (day = ? AND (terminal_id > ? OR (terminal_id = ? AND (reason > ? OR "
+                  "(reason = ? AND state > ?))))))")
+        params += [day, day, terminal, terminal, reason, reason, state]
+    rows = tx.all(
+        f"SELECT day, terminal_id, reason, state, MIN(store_id), COUNT(*), SUM(quarantine), MIN(created_at), "
+        f"MAX(created_at) FROM recon_items WHERE {where} GROUP BY day, terminal_id, reason, state "
+        f"ORDER BY day DESC, terminal_id, reason, state LIMIT ?", [*params, limit + 1])
+    groups = [ItemGroup(day=r[0], terminal_id=r[1], reason=r[2], state=r[3], store_id=r[4], count=int(r[5]),
+                        quarantined=int(r[6] or 0), first_at=r[7], last_at=r[8]) for r in rows[:limit]]
+    last = groups[-1] if groups else None
+    cursor = encode_cursor(last.day, last.terminal_id, last.reason.value, last.state.value) \
+        if last is not None and len(rows) > limit else None
+    return GroupPage(groups=groups, next_cursor=cursor)
+
+
+def summary(tx: Tx, **filters: str | None) -> dict[str, dict[str, int]]:
+    """Per cause: how many items are open (and of those, holding their entry in quarantine), settled by
+    head office, settled by a person."""
+    where, params = _filters(tx, **filters)
+    found: dict[str, dict[str, int]] = {}
+    for reason, state, n, held in tx.all(
+            f"SELECT reason, state, COUNT(*), SUM(quarantine) FROM recon_items WHERE {where} "
+            f"GROUP BY reason, state ORDER BY reason, state", params):
+        row = found.setdefault(str(reason), {"open": 0, "quarantined": 0, "settled_auto": 0, "settled_manual": 0})
+        row[str(state)] = int(n)
+        if state == ItemState.OPEN:
+            row["quarantined"] = int(held or 0)
+    return found
+
+
+def settle_group(tx: Tx, terminal_id: str, day: str, reason: str, by: str, note: str, now: str) -> int:
+    """Settle by hand every open item of one group that does not hold its entry in quarantine (those are
+    released or rejected one by one); returns how many."""
+    if not by.strip() or not note.strip():
+        raise ValueError("settling by hand needs who and why")
+    return tx.run("UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE terminal_id = ? "
+                  "AND day = ? AND reason = ? AND state = ? AND quarantine = 0",
+                  [ItemState.SETTLED_MANUAL.value, now, by, note, terminal_id, day, reason, ItemState.OPEN.value])
 
 
 def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sync.hq import ingest as ingest_mod
-from sync.hq import quarantine, reconcile
+from sync.hq import businessday, quarantine, reconcile, versions
 from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
 from sync.hq.ingest import (
     Effect,
@@ -55,6 +55,7 @@ from sync.protocol import (
     EnrolResponse,
     EodReport,
     EodResult,
+    GroupPage,
     JournalState,
     PushResponse,
     ReconItem,
@@ -175,8 +176,11 @@ class HqStore:
     def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16) -> None:
         self.settings = settings or Settings()
         self.db: Db = open_db(url, pool_size=pool_size)
-        if "m004_trust" in migrate(self.db):
+        applied = migrate(self.db)
+        if "m004_trust" in applied:
             self.db.transact(ingest_mod.backfill_sales)
+        if "m006_signal" in applied:  # the versions held when the history began
+            self.db.transact(lambda tx: versions.seed(tx, utc_now()))
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
 
@@ -473,6 +477,7 @@ class HqStore:
                 tx.many("UPDATE cards SET deleted = 1 WHERE uid_hash = ?", [(c,) for c in cards])
                 bump_versions(tx, "cards", "uid_hash", cards)
             bump_versions(tx, table, key, [item_id])
+            versions.forget(tx, table, item_id, utc_now())  # from now on no sale can be priced with it
             return True
 
         return self.db.transact(save)
@@ -483,6 +488,7 @@ class HqStore:
             held = tx.one(f"SELECT {', '.join(names)} FROM {table} WHERE {key} = ?{tx.for_update}", [key_value])
             if _write_row(tx, table, key, key_value, values, held):
                 bump_versions(tx, table, key, [key_value])
+                versions.remember(tx, table, key_value, values, utc_now())  # every version issued stays
 
         self.db.transact(save)
 
@@ -595,17 +601,87 @@ class HqStore:
 
     def flag_clock(self, terminal_id: str, clock: str | None) -> None:
         """Check a terminal's reported clock outside a push (pulls, end of day)."""
-        offset, item = ingest_mod.clock_item(terminal_id, clock, utc_now(), self.settings)
+        now = utc_now()
+        offset = ingest_mod.measure_clock(clock, now)
         store_id = self.store_of(terminal_id)
-        if item is not None and store_id is not None:
+        if offset is not None and abs(offset) > self.settings.clock_skew and store_id is not None:
             with self.db.write() as tx:
-                ingest_mod.save_items(tx, store_id, terminal_id, [item], utc_now())
+                calendar = ingest_mod.store_calendar(tx, store_id, self.settings)
+                item = ingest_mod.clock_item(terminal_id, offset, now, self.settings, calendar)
+                ingest_mod.save_items(tx, store_id, terminal_id, [item] if item else [], now)
         if offset is not None:
             self.touch(terminal_id, offset)
 
     def items(self, **filters: Any) -> list[ReconItem]:
         with self.db.read() as tx:
             return reconcile.items(tx, **filters)
+
+    def item_page(self, *, after: str | None = None, limit: int = 100,
+                  **filters: str | None) -> tuple[list[ReconItem], str | None]:
+        """A page of items and the next page's cursor (``reconcile.BadCursor`` for one not given here)."""
+        with self.db.read() as tx:
+            return reconcile.item_page(tx, after=after, limit=limit, **filters)
+
+    def item_groups(self, *, after: str | None = None, limit: int = 100, **filters: str | None) -> GroupPage:
+        with self.db.read() as tx:
+            return reconcile.group_page(tx, after=after, limit=limit, **filters)
+
+    def item_summary(self, **filters: str | None) -> dict[str, dict[str, int]]:
+        with self.db.read() as tx:
+            return reconcile.summary(tx, **filters)
+
+    def settle_group(self, terminal_id: str, day: str, reason: str, by: str, note: str) -> int:
+        return self.db.transact(lambda tx: reconcile.settle_group(tx, terminal_id, day, reason, by, note, utc_now()))
+
+    # -- stores' business days, blocking ---------------------------------------------------------
+
+    def set_store(self, store_id: str, timezone: str, day_starts: str = "00:00") -> dict[str, str]:
+        """Set a store's time zone and business-day cut-off (``businessday.BadCalendar`` if unusable).
+        Entries already filed keep their day; new ones are filed by it."""
+        day = businessday.calendar(timezone, day_starts)
+        now = utc_now()
+        with self.db.write() as tx:
+            tx.run("INSERT INTO stores (store_id, timezone, day_starts, updated_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (store_id) DO UPDATE SET timezone = excluded.timezone, "
+                   "day_starts = excluded.day_starts, updated_at = excluded.updated_at",
+                   [store_id, day.timezone, day.day_starts, now])
+        return {"store_id": store_id, "timezone": day.timezone, "day_starts": day.day_starts, "updated_at": now}
+
+    def stores(self) -> list[dict[str, str | None]]:
+        """Every store with terminals or a calendar, and the calendar its entries are filed by."""
+        with self.db.read() as tx:
+            set_up = {str(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in
+                      tx.all("SELECT store_id, timezone, day_starts, updated_at FROM stores")}
+            known = {str(r[0]) for r in tx.all("SELECT DISTINCT store_id FROM terminals")} | set(set_up)
+        default = (self.settings.timezone, "00:00", "")
+        return [{"store_id": s, "timezone": set_up.get(s, default)[0], "day_starts": set_up.get(s, default)[1],
+                 "updated_at": set_up.get(s, default)[2] or None} for s in sorted(known)]
+
+    def set_blocked(self, kind: str, subject: str, blocked: bool, by: str, reason: str) -> dict[str, Any]:
+        """Block or unblock a member or a card (``kind``: member, card): tills pull it; entries head office
+        holds were made after the block (by its own time) break ``member_blocked`` / ``card_blocked``.
+        Who and why are kept. Raises LookupError for an unknown one, ValueError without who or why."""
+        if not by.strip() or not reason.strip():
+            raise ValueError("blocking or unblocking needs who and why")
+        table, key = {"member": ("members", "member_id"), "card": ("cards", "uid_hash")}[kind]
+        status = "blocked" if blocked else "active"
+        now = utc_now()
+
+        def save(tx: Tx) -> dict[str, Any]:
+            held = tx.one(f"SELECT status, blocked_at FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}",
+                          [subject])
+            if held is None:
+                raise LookupError(f"no {kind} {subject}")
+            changed = str(held[0]) != status
+            if changed:
+                tx.run(f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
+                       [status, _blocked_at(held[1], held[0], status), subject])
+                bump_versions(tx, table, key, [subject])
+            tx.run("INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", [kind, subject, status, by, reason, now])
+            return {"kind": kind, "subject": subject, "status": status, "changed": changed, "by": by, "at": now}
+
+        return self.db.transact(save)
 
     def settle(self, item_id: str, by: str, note: str) -> ReconItem:
         return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, utc_now()))

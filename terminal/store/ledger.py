@@ -45,9 +45,13 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat(timespec="seconds") if at is not None else None
 
 
-def lots(conn: sqlite3.Connection, member_id: str) -> list[Lot]:
+def lots(conn: sqlite3.Connection, member_id: str, now: datetime) -> list[Lot]:
+    """The member's lots on this till that can still matter at ``now``: with points left, and locked or
+    expiring. A lot already unlocked that never expires is head office's balance like any other point,
+    so it is not read (a regular customer's history no longer slows each of their sales)."""
     rows = conn.execute(
-        "SELECT lot_id, points, remaining, available_at, expires_at FROM point_lots WHERE member_id = ?", (member_id,)
+        "SELECT lot_id, points, remaining, available_at, expires_at FROM point_lots WHERE member_id = ? "
+        "AND remaining > 0 AND (available_at > ? OR expires_at IS NOT NULL)", (member_id, _iso(now))
     ).fetchall()
     return [
         Lot(lot_id, points, remaining, datetime.fromisoformat(avail), datetime.fromisoformat(exp) if exp else None)
@@ -60,7 +64,7 @@ def spendable(conn: sqlite3.Connection, member_id: str, now: datetime) -> int | 
     row = conn.execute("SELECT points FROM members WHERE member_id = ?", (member_id,)).fetchone()
     if row is None:
         return None
-    return int(row[0]) - held(lots(conn, member_id), now)
+    return int(row[0]) - held(lots(conn, member_id, now), now)
 
 
 def held(member_lots: list[Lot], now: datetime) -> int:

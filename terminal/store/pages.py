@@ -276,7 +276,7 @@ def _chain(img: Image, page: bytes, pos: int, local: int, size: int) -> bytes:
 def index_entries(img: Image, root: int) -> list[tuple[Any, ...]]:
     """Every entry of the index b-tree at ``root`` that can be reached (an entry ends with its rowid)."""
     found: list[tuple[Any, ...]] = []
-    todo, seen = [root], set()
+    todo, seen = [root], set[int]()
     while todo and len(seen) < len(img.pages) + 1:
         number = todo.pop()
         if number in seen:

@@ -30,6 +30,9 @@ from terminal.ports import CacheDocs
 from terminal.store import ledger, pages
 from terminal.store.schema import migrations
 
+MAX_SEQ = 2**53
+"""The largest seq a journal row may carry (``sync.protocol.MAX_SEQ``: head office refuses anything above)."""
+
 DEFAULT_RULE = DEFAULT_BASE_RULE
 SEQ_FLOOR, SEQ_CHECK = "seq_floor", "seq_check_needed"
 JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key"})
@@ -272,7 +275,7 @@ class Store:
             row = conn.execute("SELECT window_value, points FROM members WHERE member_id = ?", (member_id,)).fetchone()
             if row is None:
                 return [], 0, None
-            lots = ledger.lots(conn, member_id)
+            lots = ledger.lots(conn, member_id, now)
             return lots, int(row[0]), int(row[1]) - ledger.held(lots, now)
 
     # -- payments --------------------------------------------------------------------------------
@@ -698,10 +701,8 @@ def _salvage(path: Path, conn: sqlite3.Connection,
                     rows, lost = _journal_rows(old, img, columns), 0
                 else:
                     rows, lost = _readable_rows(old, table, columns)
-                marks = ",".join("?" * len(columns))
-                names = ",".join(f'"{c}"' for c in columns)
-                conn.executemany(f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})', rows)
-                salvaged[table], unreadable[table] = len(rows), lost
+                kept = _insert_valid(conn, table, columns, rows)
+                salvaged[table], unreadable[table] = kept, lost + len(rows) - kept
             held = {int(r[0]) for r in conn.execute("SELECT seq FROM journal")}
             named = _journal_index_seqs(img)
             missing = sorted(named - held)
@@ -718,6 +719,30 @@ def _salvage(path: Path, conn: sqlite3.Connection,
     return salvaged, unreadable, _ranges(missing)
 
 
+def _insert_valid(conn: sqlite3.Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> int:
+    """Copy the rows the fresh schema accepts; a row a damaged page garbled (a NULL where none may be, a
+    duplicate key) is left out and counted, never the reason the rebuild fails. Returns how many were kept."""
+    marks = ",".join("?" * len(columns))
+    names = ",".join(f'"{c}"' for c in columns)
+    sql = f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ({marks})'
+    conn.execute("SAVEPOINT salvage_table")
+    try:
+        conn.executemany(sql, rows)
+        conn.execute("RELEASE salvage_table")
+        return len(rows)
+    except sqlite3.DatabaseError:
+        conn.execute("ROLLBACK TO salvage_table")
+        conn.execute("RELEASE salvage_table")
+    kept = 0
+    for row in rows:  # the slow way, only for a table that holds a garbled row
+        try:
+            conn.execute(sql, row)
+            kept += 1
+        except sqlite3.DatabaseError:
+            continue
+    return kept
+
+
 def _open_damaged(path: Path) -> sqlite3.Connection:
     """The damaged file, read-only (its WAL too), with a schema SQLite would refuse still read."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
@@ -732,12 +757,13 @@ def _journal_rows(old: sqlite3.Connection, img: pages.Image, columns: list[str])
     """Every journal row SQL still reaches, and every other one whose page survived (found by its shape)."""
     select = "SELECT " + ",".join(f'"{c}"' for c in columns) + ' FROM "journal"'
     try:
-        by_seq = {int(r[0]): tuple(r) for r in old.execute(select).fetchall()}
+        found = old.execute(select).fetchall()
     except sqlite3.DatabaseError:
-        by_seq = {}
+        found = []
+    by_seq = {int(r[0]): tuple(r) for r in found if _valid_journal_row(dict(zip(columns, r, strict=True)))}
     schema_order = ("seq", "txn_id", "terminal_id", "kind", "payload", "created_at", "pushed_at")
     for cell in _journal_cells(img):
-        if cell.rowid in by_seq:
+        if cell.rowid in by_seq or not 0 < cell.rowid <= MAX_SEQ:
             continue
         values = dict(zip(schema_order, (cell.rowid, *cell.values[1:]), strict=True))
         by_seq[cell.rowid] = tuple(values[c] for c in columns)
@@ -757,20 +783,34 @@ def _journal_cells(img: pages.Image) -> list[pages.Cell]:
     return list(found.values())
 
 
+def _valid_journal_row(row: dict[str, Any]) -> bool:
+    """A journal row read by SQL from a damaged file is kept only if it has the shape the till writes."""
+    seq = row.get("seq")
+    return (isinstance(seq, int) and 0 < seq <= MAX_SEQ and _looks_like_journal(
+        (None, row.get("txn_id"), row.get("terminal_id"), row.get("kind"), row.get("payload"), row.get("created_at"),
+         row.get("pushed_at"))))
+
+
 def _looks_like_journal(v: tuple[Any, ...]) -> bool:
     if len(v) != 7 or v[0] is not None or v[3] not in JOURNAL_KINDS:
         return False
     if not all(isinstance(x, str) for x in v[1:6]) or not (v[6] is None or isinstance(v[6], str)):
         return False
-    return str(v[4]).startswith("{")
+    if any("\x00" in x for x in v[1:7] if x is not None):  # SQLite reads past a cut file's end as zeros
+        return False
+    try:
+        return isinstance(json.loads(v[4]), dict)
+    except ValueError:
+        return False
 
 
 def _journal_index_seqs(img: pages.Image) -> set[int]:
     """The seqs the journal's txn_id index names (its entries end with the row's seq)."""
     roots = [r[3] for r in pages.schema(img) if r[0] == "index" and r[2] == "journal" and "txn_id" in str(r[4])]
     seqs: set[int] = set()
-    for root in roots:
-        seqs.update(int(e[-1]) for e in pages.index_entries(img, root) if e and isinstance(e[-1], int))
+    for root in roots:  # (txn_id, seq): anything else is a garbled entry, not a seq
+        seqs.update(e[1] for e in pages.index_entries(img, root)
+                    if len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int) and 0 < e[1] <= MAX_SEQ)
     return seqs
 
 

@@ -4,7 +4,6 @@ sells, syncs; without the CA it cannot connect; once revoked at head office it i
 from __future__ import annotations
 
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.client import SyncClient
 from sync.protocol import PushRequest, PushResponse, WireEntry
 from terminal.config import validate
 from terminal.daemon import Daemon

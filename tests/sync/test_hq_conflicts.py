@@ -165,7 +165,10 @@ def test_clock_ahead_and_clock_skew(store: HqStore) -> None:
     store.ingest("T1", [sale(1, created=future)], clock=wrong_clock)
     store.ingest("T1", [sale(2)], clock=wrong_clock)  # the same day's skew item is not repeated
     found = {(i.reason, i.seq) for i in store.items()}
-    assert found == {(Reason.CLOCK_AHEAD, 1), (Reason.CLOCK_SKEW, None)}
+    # sale 2's time is corrected by the measured offset (half an hour slow): off by as much, flagged
+    assert found == {(Reason.CLOCK_AHEAD, 1), (Reason.CLOCK_BEHIND, 2), (Reason.CLOCK_SKEW, None)}
+    behind = next(i for i in store.items() if i.reason == Reason.CLOCK_BEHIND)
+    assert 1700 < behind.detail["behind_seconds"] < 1900 and behind.detail["effective"].startswith("2026-03-01T10:")
     skew = next(i for i in store.items() if i.reason == Reason.CLOCK_SKEW)
     assert -1900 < skew.detail["offset_seconds"] < -1700
     assert store.terminals()[0]["clock_offset"] == pytest.approx(skew.detail["offset_seconds"], abs=5)
