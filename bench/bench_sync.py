@@ -9,7 +9,10 @@
     bootstrap  a new till loads B members and their cards (default 1,000,000 each) from a head-office
                process on PostgreSQL through /v1/snapshot, with its resumable bookkeeping   target <= 60 s
 
-    .venv/bin/python bench/bench_sync.py [--only drain,ingest,apply,bootstrap] [--entries 10000]
+    processes  the ingest against one and against two head-office processes (hq serve --workers 2)
+               on the same PostgreSQL, in one run: entries/s of each and the ratio
+
+    .venv/bin/python bench/bench_sync.py [--only drain,ingest,processes,apply,bootstrap] [--entries 10000]
         [--terminals 20] [--per-terminal 2000] [--members 1000000] [--bootstrap-members 1000000]
 
 Needs Debian's postgresql (initdb/pg_ctl) for ingest and bootstrap; each run starts its own server.
@@ -55,10 +58,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def hq_process(db: str) -> Iterator[str]:
+def hq_process(db: str, workers: int = 1) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", db, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", db, "--port", str(port),
+                             "--workers", str(workers)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -71,7 +75,7 @@ def hq_process(db: str) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, 15)  # the supervisor and its workers
         proc.wait(20)
 
 
@@ -146,7 +150,8 @@ def drain_floor(tmp: Path, entries: int, batch: int = 500) -> float:
     return took
 
 
-def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, Any]:
+def bench_ingest(pg: PgServer, terminals: int, per_terminal: int, workers: int = 1,
+                 floor: bool = True) -> dict[str, Any]:
     url = pg.fresh_schema()
     hq = HqStore(url)
     tokens = {f"T-{t:02d}": hq.add_terminal(f"T-{t:02d}", f"S-{t % 5}") for t in range(terminals)}
@@ -166,7 +171,7 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, A
             raw = PushRequest(terminal_id=terminal_id, entries=entries).model_dump_json().encode()
             bodies[terminal_id].append(gzip.compress(raw, 6))
     errors: list[str] = []
-    with hq_process(url) as base:
+    with hq_process(url, workers) as base:
         def push(terminal_id: str) -> None:
             headers = {"Authorization": f"Bearer {tokens[terminal_id]}", "Content-Type": "application/json",
                        "Content-Encoding": "gzip"}
@@ -189,12 +194,23 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, A
     hq.close()
     total = terminals * per_terminal
     assert not errors and stored == total and flagged == 0, (errors[:3], stored, flagged)
-    floor = ingest_floor(url, bodies)
-    return {"figure": "ingest", "terminals": terminals, "entries": total, "seconds": round(took, 2),
-            "entries_per_s": round(total / took), "batch": batch, "hq_storage": "postgresql (fsync on)",
-            "sales_priced_again": True, "trust_rules_checked": True,
-            "floor_entries_per_s": round(total / floor), "floor_over_ingest": round(took / floor, 2),
-            "target": ">= 2,000 entries/s"}
+    figures = {"figure": "ingest", "terminals": terminals, "entries": total, "seconds": round(took, 2),
+               "entries_per_s": round(total / took), "batch": batch, "hq_storage": "postgresql (fsync on)",
+               "hq_processes": workers, "sales_priced_again": True, "trust_rules_checked": True,
+               "target": ">= 2,000 entries/s"}
+    if floor:
+        took_floor = ingest_floor(url, bodies)
+        figures |= {"floor_entries_per_s": round(total / took_floor), "floor_over_ingest": round(took / took_floor, 2)}
+    return figures
+
+
+def bench_processes(pg: PgServer, terminals: int, per_terminal: int) -> dict[str, Any]:
+    """The same ingest against one and against two head-office processes (``--workers``), in one run."""
+    one = bench_ingest(pg, terminals, per_terminal, workers=1, floor=False)
+    two = bench_ingest(pg, terminals, per_terminal, workers=2, floor=False)
+    return {"figure": "ingest_processes", "terminals": terminals, "entries": one["entries"],
+            "one_process_entries_per_s": one["entries_per_s"], "two_processes_entries_per_s": two["entries_per_s"],
+            "two_over_one": round(two["entries_per_s"] / one["entries_per_s"], 2)}
 
 
 def ingest_floor(url: str, bodies: dict[str, list[bytes]]) -> float:
@@ -287,7 +303,7 @@ def bench_bootstrap(pg: PgServer, tmp: Path, members: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="drain,ingest,apply,bootstrap")
+    parser.add_argument("--only", default="drain,ingest,processes,apply,bootstrap")
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--terminals", type=int, default=20)
     parser.add_argument("--per-terminal", type=int, default=2000)
@@ -298,12 +314,14 @@ def main() -> None:
     machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pg = PgServer(durable=True).start() if only & {"ingest", "bootstrap"} else None
+        pg = PgServer(durable=True).start() if only & {"ingest", "processes", "bootstrap"} else None
         try:
             if "drain" in only:
                 print(json.dumps(bench_drain(tmp, args.entries) | machine), flush=True)
             if "ingest" in only and pg:
                 print(json.dumps(bench_ingest(pg, args.terminals, args.per_terminal) | machine), flush=True)
+            if "processes" in only and pg:
+                print(json.dumps(bench_processes(pg, args.terminals, args.per_terminal) | machine), flush=True)
             if "apply" in only:
                 print(json.dumps(bench_apply(tmp, args.members) | machine), flush=True)
             if "bootstrap" in only and pg:

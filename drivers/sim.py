@@ -56,12 +56,28 @@ class SimReader:
             on_card(read)
 
 
+class Delivered:
+    """A code held up to the simulated scanner: done once the till has handled it, with what its
+    ``on_qr`` sink returned (the daemon's: what the code was and what happened)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.result: object = None
+
+    def set(self, result: object) -> None:
+        self.result = result
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
 class SimScanner:
     """A simulated QR / barcode scanner: ``scan(text)`` delivers a ``QrRead`` on the scanner's own thread."""
 
     def __init__(self, name: str = "sim:") -> None:
         self.name = name
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Delivered] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def start(self, on_qr: QrSink, on_reader: ReaderSink) -> None:
@@ -74,10 +90,17 @@ class SimScanner:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def scan(self, text: str) -> None:
-        """Present a code with this text once."""
-        self._queue.put(text)
+    def scan(self, text: str) -> Delivered:
+        """Present a code with this text once; the handle says when (and how) the till handled it."""
+        delivered = Delivered()
+        self._queue.put((text, delivered))
+        return delivered
 
     def _run(self, on_qr: QrSink) -> None:
-        while (text := self._queue.get()) is not None:
-            on_qr(QrRead(self.name, text, time.time()))
+        while (item := self._queue.get()) is not None:
+            text, delivered = item
+            result: object = None
+            try:
+                result = on_qr(QrRead(self.name, text, time.time()))
+            finally:
+                delivered.set(result)

@@ -18,7 +18,7 @@ log = logging.getLogger("drivers")
 T = TypeVar("T")
 
 
-def deliver(sink: Callable[[T], None] | None, event: T, what: str) -> None:
+def deliver(sink: Callable[[T], object] | None, event: T, what: str) -> None:
     """Call ``sink(event)`` when there is a sink; log and swallow what it raises."""
     if sink is None:
         return

@@ -51,14 +51,17 @@ from sync.protocol import (
     EodResult,
     JournalState,
     LostReport,
+    PROTOCOL_VERSION,
     PushRequest,
     PushResponse,
     ReconItem,
     SnapshotInfo,
+    TillHealth,
     WireEntry,
     canonical_json,
     canonical_text,
     day_totals,
+    spoken_protocol,
 )
 from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
@@ -122,6 +125,8 @@ def _request(http: httpx.Client, method: str, url: str, **kwargs: Any) -> dict[s
         response = http.request(method, url, **kwargs)
     except httpx.TransportError as exc:
         raise HqUnreachable(f"head office unreachable: {exc.__class__.__name__}: {exc}") from exc
+    if response.status_code == 204:
+        return {}
     if response.status_code != 200:
         raise _error(response)
     try:
@@ -203,8 +208,13 @@ class SyncClient:
         rotate_after_days: float = 0.0,
         end_of_day: bool = True,
         clock: Callable[[], float] = time.time,
+        health: Callable[[int], TillHealth] | None = None,
     ) -> None:
         self.store = store
+        self.health = health
+        """Builds this till's health report for the fleet view (given the protocol spoken); None: none sent."""
+        self.protocol: int | None = None
+        """The protocol spoken with head office, learnt from its ``/v1/health`` at the first round."""
         self.terminal_id = terminal_id
         self.batch_size = batch_size
         self.save_token = save_token
@@ -247,7 +257,8 @@ class SyncClient:
         entries = self.store.unpushed(self.batch_size)
         if not entries:
             return 0
-        request = PushRequest(terminal_id=self.terminal_id, entries=[_wire(e) for e in entries])
+        request = PushRequest(protocol=self.protocol or PROTOCOL_VERSION, terminal_id=self.terminal_id,
+                              entries=[_wire(e) for e in entries])
         body = gzip.compress(request.model_dump_json().encode(), compresslevel=6)
         reply: PushResponse = _parse(PushResponse, self._call(
             "POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}), "push reply")
@@ -486,11 +497,22 @@ class SyncClient:
     def _probe_if_unreachable(self) -> None:
         """After head office could not be reached, a small request first: while it stays unreachable, no
         round reads and compresses a batch of the backlog only to fail (that work slowed offline selling
-        down as the backlog grew)."""
-        if self._unreachable:
-            self._call("GET", "/v1/health")
+        down as the backlog grew). The first round also learns which protocol head office speaks."""
+        if self._unreachable or self.protocol is None:
+            health = self._call("GET", "/v1/health")
+            announced = health.get("protocol") if isinstance(health, dict) else None
+            self.protocol = spoken_protocol(announced if isinstance(announced, int) else 1)
+
+    def report_health(self) -> bool:
+        """Send this till's health report (protocol 2 and later); False when head office is older."""
+        if self.health is None or (self.protocol or PROTOCOL_VERSION) < 2:
+            return False
+        report = self.health(self.protocol or PROTOCOL_VERSION)
+        self._call("POST", "/v1/terminal/health", content=report.model_dump_json(), headers=_JSON)
+        return True
 
     def _housekeeping(self) -> None:
+        self.report_health()
         if self.end_of_day:
             self.report_eod()
         self.flags()

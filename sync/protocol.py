@@ -11,6 +11,7 @@ Version 1, JSON over HTTPS (docs/protocol.md has the whole table, the OpenAPI do
     GET  /v1/snapshot                                 -> SnapshotInfo    (bootstrap: version + row counts)
     GET  /v1/snapshot/{kind}?after=K&limit=M          -> SnapshotPage    (rows by primary key)
     POST /v1/eod                        EodReport     -> EodResult
+    POST /v1/terminal/health            TillHealth    -> 204             (protocol 2: the fleet view)
     GET  /v1/flags                                    -> list[ReconItem] (what head office flagged for this terminal)
 
 Push is idempotent: an entry is stored once per (terminal_id, seq) and once per txn_id; a retried
@@ -32,8 +33,10 @@ from terminal.canonical import canonical_json as canonical_json
 from terminal.canonical import canonical_text as canonical_text
 from terminal.money import MAX_AMOUNT as MAX_AMOUNT
 
-PROTOCOL_VERSION = 1
-SUPPORTED_PROTOCOLS = frozenset({1})
+PROTOCOL_VERSION = 2
+"""2 added the till's health report (``POST /v1/terminal/health``); nothing else changed."""
+SUPPORTED_PROTOCOLS = frozenset({1, 2})
+"""What head office accepts: its own version and the one before, so tills can be upgraded after it."""
 MAX_BATCH = 1000
 MAX_SEQ = 2**53
 """The largest sequence number or version anything carries (far beyond any till's life)."""
@@ -161,6 +164,24 @@ class ItemState(StrEnum):
     SETTLED_MANUAL = "settled_manual"
 
 
+def protocol_problem(version: int) -> str | None:
+    """Why head office cannot take a request of protocol ``version``, naming who must be upgraded;
+    None when it can."""
+    if version in SUPPORTED_PROTOCOLS:
+        return None
+    if version > max(SUPPORTED_PROTOCOLS):
+        return (f"this till speaks protocol {version}, newer than this head office "
+                f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade head office first")
+    return (f"this till speaks protocol {version}, older than this head office accepts "
+            f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade the till")
+
+
+def spoken_protocol(hq_protocol: int) -> int:
+    """The protocol a till speaks to a head office that announced ``hq_protocol`` in ``/v1/health``:
+    its own, or head office's when head office is one version behind."""
+    return min(PROTOCOL_VERSION, max(hq_protocol, 1))
+
+
 # -- push ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +209,28 @@ class PushResponse(BaseModel):
     """Missing seq ranges (first, last), inclusive, below the highest seq head office holds."""
     flagged: int = 0
     """Reconciliation items this batch opened (the entries are stored all the same)."""
+
+
+class DeviceHealth(BaseModel):
+    """One reader or scanner as the till last saw it."""
+
+    name: str = Field(min_length=1, max_length=200)
+    state: str = Field(min_length=1, max_length=32)
+    """The last reader event: ``connected``, ``disconnected``, ``error``..."""
+
+
+class TillHealth(BaseModel):
+    """``POST /v1/terminal/health`` (protocol 2): what the fleet view shows of a till, sent each pull round."""
+
+    version: str = Field(min_length=1, max_length=32)
+    protocol: int = Field(ge=1, le=1000)
+    started_at: str = Field(min_length=1, max_length=64)
+    readers: list[DeviceHealth] = Field(default_factory=list, max_length=64)
+    pending: int = Field(ge=0, le=MAX_SEQ)
+    oldest_pending_at: str | None = Field(default=None, max_length=64)
+    free_disk_bytes: int | None = Field(default=None, ge=0, le=2**63)
+    last_error: str | None = Field(default=None, max_length=300)
+    loop_crashes: int = Field(default=0, ge=0, le=MAX_SEQ)
 
 
 class JournalState(BaseModel):

@@ -9,24 +9,42 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
+from sync.hq.cli import JsonOpt, make_console, show_json, table
 from sync.hq.cli import register as _register_hq
-from terminal.errors import ConfigError, TerminalError
+from terminal.errors import ConfigError, PortBusy, TerminalError
+from terminal.money import Currency
 
 app = typer.Typer(help="tillpoint: loyalty, coupons and member payments for shop tills.", no_args_is_help=True)
 hq_app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
 app.add_typer(hq_app, name="hq")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from sync.protocol import PROTOCOL_VERSION
+        from terminal import __version__
+
+        print(f"tillpoint {__version__} (protocol {PROTOCOL_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                help="Print the version and the protocol, and exit.")] = False) -> None:
+    """tillpoint: loyalty, coupons and member payments for shop tills."""
 _register_hq(hq_app)
-console = Console()
+console = make_console()
+err_console = make_console(stderr=True)
+EXIT_PORT_BUSY = 3  # a port the daemon or the demo needs is taken by another program (nothing was started)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
 HqDbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
@@ -77,9 +95,10 @@ def _print_event(event: dict[str, Any]) -> None:
     if kind == "member":
         console.print(f"[cyan]tap[/] {event['reader']}: [bold]{event['name']}[/] ({event['member_id']}, "
                       f"{event['tier']}) {event['points']} pt")
-    elif kind in ("sale", "void"):
-        console.print(f"[green]{kind}[/] #{event['seq']} {event['txn_id']} total {event['total']} "
-                      f"points {event['points_delta']:+d} -> balance {event['points_balance']}")
+    elif kind in ("sale", "void", "refund"):
+        member = (f"{event['member_id']}: points {event['points_delta']:+d} -> balance {event['points_balance']}"
+                  if event.get("member_id") else "no member")
+        console.print(f"[green]{kind}[/] #{event['seq']} {event['txn_id']} total {event['total']}; {member}")
     elif kind == "rejected":
         console.print(f"[red]rejected[/] {event['code']}: {event['message']}")
     elif kind == "sync":
@@ -89,8 +108,25 @@ def _print_event(event: dict[str, Any]) -> None:
         console.print(f"[blue]reader[/] {event['reader']} {event['kind']} {event.get('detail', '')}")
 
 
+def _port_busy(exc: PortBusy, what: str, option: str) -> NoReturn:
+    """One line on stderr naming the port and how to choose another; exit status ``EXIT_PORT_BUSY``."""
+    err_console.print(f"[red]port_busy:[/] port {exc.port} on {exc.host} ({what}) is already in use by another "
+                      f"program; choose another with {escape(option)}", soft_wrap=True)
+    raise typer.Exit(EXIT_PORT_BUSY) from exc
+
+
+def _check_port(host: str, port: int, what: str, option: str) -> None:
+    """Refuse at once a port another program listens on (before anything of ours starts)."""
+    from terminal.api.server import bind
+
+    try:
+        bind(host, port).close()
+    except PortBusy as exc:
+        _port_busy(exc, what, option)
+
+
 def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config] | None = None,
-                events: bool = True) -> None:
+                events: bool = True, api_port_option: str = "[api] port in the config file") -> None:
     from terminal.daemon import Daemon
 
     logs.setup(cfg.log.level, cfg.log.format)
@@ -99,8 +135,12 @@ def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config]
         daemon.subscribers.append(_print_event)
     try:
         daemon.start()
+    except PortBusy as exc:
+        daemon.stop()
+        _port_busy(exc, "the local API", api_port_option)
     except TerminalError as exc:
-        console.print(f"[red]cannot start:[/] {exc}", soft_wrap=True)  # one line in a log, however narrow
+        daemon.stop()
+        console.print(f"[red]cannot start:[/] {escape(str(exc))}", soft_wrap=True)  # one line in a log, however narrow
         raise typer.Exit(1) from exc
     api = daemon.api_server.url if daemon.api_server else "off"
     console.print(f"tillpoint terminal {cfg.terminal.id} running; local API {api}{hq_url_note}. Ctrl-C stops.")
@@ -146,68 +186,181 @@ def doctor(
 def demo(
     config: ConfigOpt = None,
     hq_port: Annotated[int, typer.Option(help="Port of the embedded head office.")] = 8731,
+    api_port: Annotated[Optional[int], typer.Option(
+        help="Port of the till's local API (default: [api] port, 8732); the other commands find it by themselves.")] = None,
     reader: Annotated[str, typer.Option(help="Reader: auto: (PC/SC if present, else simulated), sim:, pcsc:")] = "auto:",
     amount: Annotated[int, typer.Option(help="Each tap rings a sale of this many minor units.")] = 1250,
 ) -> None:
-    """Embedded head office seeded with demo members + the daemon; every tap earns points."""
+    """Embedded head office seeded with demo members + the daemon; every tap earns points.
+    A port already taken stops it at once (exit status 3), naming the option that moves it."""
     from sync.hq.demo import DEMO_CARDS, seed_demo
     from sync.hq.storage import HqStore
     from terminal.api.server import ThreadedServer
     from terminal.keys import load_or_create_key
     from sync.hq.app import create_app
 
-    base = _config(config)
+    api: dict[str, dict[str, Any]] = {"api": {"port": api_port}} if api_port is not None else {}
+    base = _config(config, **api)
+    _check_port("127.0.0.1", hq_port, "the embedded head office", "--hq-port N")
+    if base.api.enabled and base.api.host:
+        _check_port(base.api.host, base.api.port, "the local API", "--api-port N")
     key = load_or_create_key(base.card_key_path)
     hq_store = HqStore(str(base.data_dir.parent / "hq" / "hq.db"))
     seed_demo(hq_store, key)
     token = hq_store.add_terminal(base.terminal.id, base.terminal.store_id)
-    hq = ThreadedServer(create_app(hq_store), "127.0.0.1", hq_port).start()
-    cfg = _config(config, hq={"url": hq.url, "token": token, "pull_interval": 5.0},
+    try:
+        hq = ThreadedServer(create_app(hq_store), "127.0.0.1", hq_port).start()
+    except PortBusy as exc:  # taken since the check
+        hq_store.close()
+        _port_busy(exc, "the embedded head office", "--hq-port N")
+    # The console tells each event once: the log says only what goes wrong (or all of it, at debug level).
+    level = base.log.level if base.log.level in ("debug", "error") else "warning"
+    cfg = _config(config, **api, hq={"url": hq.url, "token": token, "pull_interval": 5.0}, log={"level": level},
                   reader={"devices": [reader]}, sale={"auto_amount": amount})
-    table = Table("card UID", "member", "what happens")
-    for card in DEMO_CARDS:
-        table.add_row(card.uid, f"{card.display_name} ({card.member_id})", card.note)
-    console.print(table)
+    console.print(table(["card UID", "member", "what happens"],
+                        [(c.uid, f"{c.display_name} ({c.member_id})", c.note) for c in DEMO_CARDS]))
     console.print("Tap a simulated card from another shell:  [bold].venv/bin/tillpoint tap 04A1B2C3D4E501[/]")
     try:
-        _run_daemon(cfg, f"; head office {hq.url}")
+        _run_daemon(cfg, f"; head office {hq.url}", api_port_option="--api-port N")
     finally:
         hq.stop()
         hq_store.close()
 
 
-def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
-    url = f"http://{cfg.api.host}:{cfg.api.port}{path}"
+def _api_url(cfg: Config) -> str:
+    """The running daemon's local API: the URL it wrote at start, else the config's ``[api]``."""
     try:
-        response = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        written = cfg.api_url_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        written = ""
+    return written or f"http://{cfg.api.host}:{cfg.api.port}"
+
+
+def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call to the running daemon's local API (always a JSON body: the API takes no other); a refusal
+    is printed with its stable code and ends the command with exit status 1."""
+    token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
+    url = f"{_api_url(cfg)}{path}"
+    try:
+        response = httpx.request(method, url, json={} if body is None else body,
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
     except httpx.TransportError as exc:
         console.print(f"[red]no daemon answers at {url}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?")
         raise typer.Exit(1) from exc
     if response.status_code >= 400:
-        console.print(f"[red]refused[/] {response.status_code}: {response.text}")
+        try:
+            refusal = response.json()
+            said = f"{refusal['code']}: {refusal['message']}"
+        except (ValueError, KeyError, TypeError):
+            said = response.text
+        console.print(f"[red]refused[/] {response.status_code} {escape(said)}")
         raise typer.Exit(1)
     return response.json()
 
 
+def _currency(cfg: Config) -> Currency:
+    return Currency(cfg.terminal.currency, cfg.terminal.currency_exponent)
+
+
+def _receipt_lines(receipt: dict[str, Any], money: Currency) -> list[str]:
+    """A receipt as the cashier reads it: the sale's subtotal, each discount, the points and the stored
+    value paid and left, and what the POS still collects (a void or refund: what was given back)."""
+    member = receipt["member_id"] or "none (anonymous)"
+    lines = [f"{receipt['kind']} {receipt['txn_id']} (#{receipt['seq']}), member {member}"]
+    b = receipt.get("breakdown")
+    if b is None:
+        lines.append(_row("total", money.format(receipt["total"])))
+        if receipt["member_id"]:
+            lines.append(_row("points", f"{receipt['points_delta']:+d} pt"))
+    else:
+        lines.append(_row("subtotal", money.format(b["subtotal"])))
+        lines += [_row(f"discount {d['source']}: {d['text']}", money.format(-d["amount"])) for d in b["discounts"]]
+        if b["points_redeemed"]:
+            lines.append(_row(f"points paid ({b['points_redeemed']} pt)", money.format(-b["points_value"])))
+        if b["stored_value"] or b["stored_value_balance"]:  # a member with an account
+            lines.append(_row("stored value paid", money.format(-b["stored_value"])))
+            lines.append(_row("stored value left", money.format(b["stored_value_balance"])))
+        lines.append(_row("due at the POS", money.format(b["pos_due"])))
+        if receipt["member_id"]:
+            lines.append(_row("points earned", f"+{b['points_earned']} pt"))
+            if b["points_redeemed"]:
+                lines.append(_row("points redeemed", f"-{b['points_redeemed']} pt"))
+    if receipt["member_id"]:
+        lines.append(_row("points balance", f"{receipt['points_balance']} pt"))
+    return lines
+
+
+def _quote_lines(quote: dict[str, Any], money: Currency) -> list[str]:
+    """A quote: the same lines as a receipt (nothing is recorded), why each number is what it is, and
+    the coupons refused with their codes."""
+    lines = [f"quote, member {quote['member_id'] or 'none (anonymous)'}", _row("subtotal", money.format(quote["total"]))]
+    for x in quote["explain"]:
+        if x["kind"] == "discount" and x["amount"]:
+            lines.append(_row(f"discount {x['source']}: {x['text']}", money.format(-x["amount"])))
+    if quote["points_redeemed"]:
+        lines.append(_row(f"points paid ({quote['points_redeemed']} pt)", money.format(-quote["redeem_value"])))
+    lines.append(_row("to pay", money.format(quote["payable"])))
+    lines.append(_row("points earned", f"+{quote['points_earned']} pt"))
+    lines += [f"  because {x['source']}: {x['text']} ({x['points']:+d} pt)" for x in quote["explain"] if x["points"]]
+    lines += [f"  coupon {cid} refused: {code}" for cid, code in quote["refused"]]
+    return lines
+
+
+def _row(label: str, value: str) -> str:
+    return f"  {label:<36} {value:>16}"
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+
+
 @app.command()
-def tap(uid: str, config: ConfigOpt = None) -> None:
+def tap(uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Tap a simulated card (hex UID) on the running daemon's simulated reader."""
-    _api(_config(config), "POST", "/v1/sim/tap", {"uid": uid})
-    console.print(f"tapped {uid}")
+    answer = _api(_config(config), "POST", "/v1/sim/tap", {"uid": uid})
+    if as_json:
+        show_json({**answer, "uid": uid})
+    else:
+        console.print(f"tapped {uid}")
 
 
 @app.command()
-def scan(text: str, config: ConfigOpt = None) -> None:
-    """Hold a code (member, coupon, payment code ...) up to the running daemon's simulated scanner."""
-    _api(_config(config), "POST", "/v1/sim/scan", {"text": text})
-    console.print("scanned")
+def scan(text: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Hold a code (member, coupon, payment code ...) up to the running daemon's simulated scanner; print
+    what the code was (never a payment code's text) and what happened. Exit status 1 when refused."""
+    report = _api(_config(config), "POST", "/v1/sim/scan", {"text": text})
+    if as_json:
+        show_json(report)
+    else:
+        _print_lines([f"scanned: {report.get('what', report.get('kind', '?'))}", f"  {_scan_outcome(report)}"])
+    if report.get("result") == "refused":
+        raise typer.Exit(1)
+
+
+def _scan_outcome(report: dict[str, Any]) -> str:
+    result = report.get("result")
+    if result == "member_identified":
+        m = report["member"]
+        return f"member identified: {m['name']} ({m['member_id']}, {m['tier']}, {m['points']} pt)"
+    if result == "coupon_added":
+        error = report.get("error")
+        return f"coupon {report['coupon_id']} added" + (
+            f", not usable in this sale: {error['code']}: {error['message']}" if error else "")
+    if result == "paid":
+        receipt = report.get("receipt") or {}
+        return f"payment code accepted: sale {receipt.get('txn_id')} recorded"
+    if result == "refused":
+        return f"refused {report['code']}: {report['message']}"
+    return str(result)
 
 
 @app.command()
 def sale(
     amount: Annotated[int, typer.Argument(help="Total in minor units.")],
-    member: Annotated[Optional[str], typer.Option(help="Member id; default: the last tapped member.")] = None,
+    member: Annotated[Optional[str], typer.Option(help="The member's id: the sale is rung on this member.")] = None,
+    tapped: Annotated[bool, typer.Option(
+        "--tapped", help="Ring it on the member of the last card tap (refused when no card was tapped).")] = False,
     sku: str = "MISC",
     category: str = "",
     coupon: Annotated[Optional[list[str]], typer.Option(help="Coupon id presented (repeatable).")] = None,
@@ -216,15 +369,23 @@ def sale(
     payment_code: Annotated[Optional[str], typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
     quote_only: Annotated[bool, typer.Option("--quote", help="Price it only; record nothing.")] = False,
     config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Ring a one-line sale through the running daemon (or --quote it: coupons, points, explanation)."""
+    """Ring a one-line sale through the running daemon (or --quote it: coupons, points, explanation) and
+    print its receipt. With neither --member nor --tapped the sale is anonymous: a tap never picks the member."""
     body: dict[str, Any] = {
-        "member_id": member, "lines": [{"sku": sku, "quantity": 1, "unit_price": amount, "category": category}],
+        "member_id": member, "use_identified": tapped,
+        "lines": [{"sku": sku, "quantity": 1, "unit_price": amount, "category": category}],
         "coupons": coupon or [], "redeem": redeem,
     }
     if not quote_only:
         body |= {"stored_value": stored_value, "payment_code": payment_code}
-    console.print_json(data=_api(_config(config), "POST", "/v1/quote" if quote_only else "/v1/sales", body))
+    cfg = _config(config)
+    answer = _api(cfg, "POST", "/v1/quote" if quote_only else "/v1/sales", body)
+    if as_json:
+        show_json(answer)
+    else:
+        _print_lines((_quote_lines if quote_only else _receipt_lines)(answer, _currency(cfg)))
 
 
 @app.command()
@@ -232,6 +393,7 @@ def refund(
     txn_id: str,
     line: Annotated[list[str], typer.Option(help="LINE=UNITS returned (0-based line index), repeatable.")],
     config: ConfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Refund units of a sale through the running daemon."""
     try:
@@ -239,31 +401,48 @@ def refund(
     except ValueError as exc:
         console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
         raise typer.Exit(2) from exc
-    console.print_json(data=_api(_config(config), "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines}))
+    cfg = _config(config)
+    answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines})
+    if as_json:
+        show_json(answer)
+    else:
+        _print_lines(_receipt_lines(answer, _currency(cfg)))
 
 
 @app.command("config-reference")
-def config_reference() -> None:
+def config_reference(as_json: JsonOpt = False) -> None:
     """Print every configuration key with its default and meaning (Markdown)."""
-    from terminal.config_doc import reference
+    from terminal.config_doc import entries, reference
 
-    print(reference())
+    if as_json:
+        show_json(entries())
+    else:
+        print(reference())
 
 
 @app.command()
-def pair(config: ConfigOpt = None) -> None:
+def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show a one-time pairing code for the cashier panel or a POS (valid for a short while)."""
     cfg = _config(config)
     answer = _api(cfg, "POST", "/v1/pair/code", {})
     code = answer.get("code", answer)
+    panel = f"{_api_url(cfg)}/panel/#pair={code}"
+    if as_json:
+        show_json({**answer, "panel": panel})
+        return
     console.print(f"pairing code: [bold]{code}[/]")
-    console.print(f"panel: http://{cfg.api.host}:{cfg.api.port}/panel/#pair={code}")
+    console.print(f"panel: {panel}")
 
 
 @app.command()
-def void(txn_id: str, config: ConfigOpt = None) -> None:
+def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
-    console.print_json(data=_api(_config(config), "POST", f"/v1/sales/{txn_id}/void"))
+    cfg = _config(config)
+    answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/void")
+    if as_json:
+        show_json(answer)
+    else:
+        _print_lines(_receipt_lines(answer, _currency(cfg)))
 
 
 @app.command()
@@ -322,8 +501,10 @@ def sync_cmd(
     config: ConfigOpt = None,
     now: Annotated[bool, typer.Option("--now", help="Sync now: push, pull, report finished days.")] = False,
     rotate: Annotated[bool, typer.Option(help="Also replace this till's head-office credential.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Sync with head office now. A new till first loads head office's snapshot, with a progress bar."""
+    """Sync with head office now. A new till first loads head office's snapshot, with a progress bar
+    (on stderr with --json)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from sync.client import SyncError
@@ -342,7 +523,7 @@ def sync_cmd(
         raise typer.Exit(1)
     try:
         with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=False) as bar:
+                      console=err_console if as_json else console, transient=False) as bar:
             tasks: dict[str, Any] = {}
 
             def progress(kind: str, done: int, total: int) -> None:
@@ -361,6 +542,9 @@ def sync_cmd(
         client.close()
         pending = store.pending_count()
         store.close()
+    if as_json:
+        show_json({"pushed": result.pushed, "pulled": result.pulled + loaded, "pending": pending, "rotated": rotate})
+        return
     console.print(f"pushed {result.pushed}, pulled {result.pulled + loaded}; {pending} entries pending"
                   + ("; credential rotated" if rotate else ""))
 
@@ -408,20 +592,17 @@ def reconcile(
         return
     for key in ("pending", "offline_since", "offline_seconds", "last_sync_ok", "head_office"):
         console.print(f"{key:>16}: {info[key]}")
-    days = Table("day", "seqs", "status", "missing", "mismatches", title="end of day")
-    for r in info["end_of_day"]:
-        days.add_row(r["day"], f"{r['first_seq']}-{r['last_seq']}", r["status"], str(r["missing"] or "-"),
-                     "; ".join(r["mismatches"] or []) or "-")
-    console.print(days)
-    flags = Table("item", "day", "seq", "reason", "state", "note", title="flagged by head office")
-    for f in info["flags"]:
-        flags.add_row(f["item_id"], f["day"], str(f["seq"] or "-"), f["reason"], f["state"], f.get("note") or "-")
-    console.print(flags)
+    console.print(table(["day", "seqs", "status", "missing", "mismatches"], title="end of day", rows=[
+        (r["day"], f"{r['first_seq']}-{r['last_seq']}", r["status"], str(r["missing"] or "-"),
+         "; ".join(r["mismatches"] or []) or "-") for r in info["end_of_day"]]))
+    console.print(table(["item", "day", "seq", "reason", "state", "note"], title="flagged by head office", rows=[
+        (f["item_id"], f["day"], str(f["seq"] or "-"), f["reason"], f["state"], f.get("note") or "-")
+        for f in info["flags"]]))
 
 
 def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
     try:
-        response = httpx.get(f"http://{cfg.api.host}:{cfg.api.port}/v1/status", timeout=2)
+        response = httpx.get(f"{_api_url(cfg)}/v1/status", timeout=2)
         return list(response.json()["readers"])
     except (httpx.HTTPError, ValueError, KeyError):
         return "daemon not running"
@@ -445,36 +626,68 @@ def hq_serve(
         help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid.")] = None,
     card_key_file: Annotated[Optional[Path], typer.Option(
         help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card).")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")] = 1,
+    backup: Annotated[bool, typer.Option(
+        help="Back the database up before an upgrade migrates it (--no-backup: you made one).")] = True,
     trust_pos: Annotated[bool, typer.Option(
         help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md).")] = False,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
     from sync.hq.app import serve
-    from sync.hq.cli import open_store
+    from sync.hq.cli import fail, open_store
     from sync.hq.demo import seed_demo
+    from sync.hq.db import HqError
+    from sync.hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
 
+    try:
+        check_workers(db, workers)
+    except (NeedsPostgres, ValueError) as exc:
+        fail(exc)
+    if seed_demo_key is not None:  # made on first use, before anything reads it
+        from terminal.keys import load_or_create_key
+
+        load_or_create_key(seed_demo_key)
     card_key_file = card_key_file or seed_demo_key
-    store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
-                       sun_key_file=sun_key_file, card_key_file=card_key_file, trust_pos=trust_pos)
+    try:  # an upgrade migrates here, once, after a backup (docs/install.md)
+        store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
+                           sun_key_file=sun_key_file, card_key_file=card_key_file, trust_pos=trust_pos,
+                           backup=backup)
+    except HqError as exc:
+        fail(f"cannot start head office: {exc}")
     if seed_demo_key is not None:
         from terminal.keys import load_or_create_key
 
         seed_demo(store, load_or_create_key(seed_demo_key))
+    certs = {"ssl_certfile": str(tls_cert) if tls_cert else None, "ssl_keyfile": str(tls_key) if tls_key else None}
+    if workers > 1:
+        store.close()  # migrated and seeded once, here; each worker opens its own pool
+        serve_workers(ServeOptions(db=db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
+                                   sun_key_file=str(sun_key_file) if sun_key_file else None,
+                                   card_key_file=str(card_key_file) if card_key_file else None,
+                                   trust_pos=trust_pos), host, port, workers, **certs)
+        return
     try:
-        serve(store, host, port, ssl_certfile=str(tls_cert) if tls_cert else None,
-              ssl_keyfile=str(tls_key) if tls_key else None)
+        serve(store, host, port, **certs)
     finally:
         store.close()
 
 
 @hq_app.command("add-terminal")
-def hq_add_terminal(terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB) -> None:
+def hq_add_terminal(terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB,
+                    as_json: JsonOpt = False) -> None:
     """Register a terminal and print its credential (shown once)."""
     from sync.hq.storage import HqStore
 
     store = HqStore(str(db))
-    print(store.add_terminal(terminal_id, store_id))
-    store.close()
+    try:
+        token = store.add_terminal(terminal_id, store_id)
+    finally:
+        store.close()
+    if as_json:
+        show_json({"terminal_id": terminal_id, "store_id": store_id, "token": token})
+    else:
+        print(token)
 
 
 @hq_app.command("add-member")
@@ -535,9 +748,9 @@ def _member_app(member_id: str, state_dir: Path | None) -> Any:
 def member_register(
     member_id: str, hq: Annotated[str, typer.Option("--hq", help="Head office URL.")],
     token: Annotated[str, typer.Option(help="Member app token (`tillpoint hq member-token MEMBER`).")],
-    state_dir: StateDirOpt = None,
+    state_dir: StateDirOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Register this simulated phone's payment key with head office and keep its certificate."""
+    """Register this simulated phone's payment key with head office and keep its certificate (printed as JSON)."""
     from sync.memberapp import MemberAppError
 
     try:
@@ -556,6 +769,7 @@ def member_payment_code(
     identify: Annotated[bool, typer.Option(
         "--identify", help="A fresh member code instead: it identifies you and, once, proves you are at the "
                            "till (what redeeming points needs).")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show a fresh one-time payment code (or member code): QR in the terminal, a PNG, and the text."""
     from sync.memberapp import MemberAppError
@@ -569,6 +783,10 @@ def member_payment_code(
         raise typer.Exit(1) from exc
     target = png or member.dir / "code.png"
     target.write_bytes(qrcodes.png(text))
+    if as_json:
+        show_json({"member_id": member_id, "kind": "member" if identify else "payment", "code": text,
+                   "png": str(target)})
+        return
     if not quiet:
         print(qrcodes.terminal_text(text))
         print(f"PNG: {target}")
@@ -577,7 +795,8 @@ def member_payment_code(
 
 @member_app.command("show")
 def member_show(member_id: str, state_dir: StateDirOpt = None,
-                offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False) -> None:
+                offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False,
+                as_json: JsonOpt = False) -> None:
     """The member code head office signed (TPM2:...) as QR and text, the device certificate and the balance."""
     from sync.memberapp import MemberAppError
     from terminal import qrcodes
@@ -596,6 +815,9 @@ def member_show(member_id: str, state_dir: StateDirOpt = None,
             info |= {"stored_value": account["stored_value"], "points": account["points"]}
         except MemberAppError as exc:
             info["error"] = str(exc)
+    if as_json:
+        show_json(info)
+        return
     print(qrcodes.terminal_text(code))
     print(json.dumps(info))
 

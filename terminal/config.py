@@ -302,6 +302,12 @@ class Config(_Section):
     def api_token_path(self) -> Path:
         return Path(self.security.api_token_file or self.data_dir / "api.token")
 
+    @property
+    def api_url_path(self) -> Path:
+        """Where the running daemon writes the URL its local API listens on (the CLI's commands read it:
+        ``demo --api-port`` or ``[api] port = 0`` put it elsewhere than ``[api] port``)."""
+        return self.data_dir / "api.url"
+
 
 def _key_of(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"])

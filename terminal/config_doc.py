@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+from typing import Any
 
 from terminal import config as config_module
 from terminal.config import Config
@@ -26,6 +27,15 @@ def _attribute_docs() -> dict[tuple[str, str], str]:
                     and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
                 docs[(node.name, this.target.id)] = " ".join(after.value.value.split())
     return docs
+
+
+def entries() -> list[dict[str, Any]]:
+    """Every key: its section, name, default (as JSON) and meaning (``config-reference --json``)."""
+    docs, cfg = _attribute_docs(), Config()
+    defaults = cfg.model_dump(mode="json")
+    return [{"section": name, "key": key, "default": defaults[name][key],
+             "meaning": docs.get((type(getattr(cfg, name)).__name__, key), "")}
+            for name in Config.model_fields for key in type(getattr(cfg, name)).model_fields]
 
 
 def reference() -> str:

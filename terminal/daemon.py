@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import socket
 import ssl
 import threading
@@ -24,8 +25,9 @@ from typing import Any
 
 from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
+from sync.protocol import DeviceHealth, TillHealth
 from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
-from terminal import logs
+from terminal import __version__, logs
 from terminal.config import Config
 from terminal.errors import ConfigError
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
@@ -129,6 +131,7 @@ class Daemon:
         self.pairing: Any = None  # terminal.api.pairing.Pairing: devices paired with a code
         self.hotkeys: Any = None  # terminal.hotkeys.HotkeyListener
         self._lock_fd: int | None = None
+        self.started_at = utc_iso(time.time())
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class Daemon:
 
             self.api_server = start_api_servers(self, cfg.api.host, cfg.api.port, cfg.api.unix_socket)
             logs.adopt("uvicorn", "uvicorn.error", "uvicorn.access")  # its errors are redacted too
+        self._note_api_url()
         cashier.start_hotkeys(self)
         self._start_metrics()
         self._start_watchdog()
@@ -181,6 +185,19 @@ class Daemon:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def _note_api_url(self) -> None:
+        """Where the local API listens, for the commands on this PC (``tillpoint sale``...); a full or
+        read-only disk costs them the note, never the till its start."""
+        path = self.config.api_url_path
+        url = self.api_server.url if self.api_server is not None else ""
+        try:
+            if url:
+                path.write_text(url + "\n", encoding="utf-8")
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not note the API address in %s: %s", path, exc)
 
     def _card_key(self) -> bytes:
         assert self.store is not None
@@ -214,6 +231,7 @@ class Daemon:
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:
+            self.config.api_url_path.unlink(missing_ok=True)  # ours: the lock says no other daemon runs here
             os.close(self._lock_fd)  # the lock goes with it
             self._lock_fd = None
 
@@ -230,7 +248,7 @@ class Daemon:
             _Beating(self.store, self._beat_sync), self.config.terminal.id, hq.url, token,
             timeout=hq.timeout, verify=verify, batch_size=hq.batch_size, transport=self.hq_transport,
             save_token=None if hq.token else (lambda new: write_token_file(path, new)),
-            rotate_after_days=hq.rotate_after_days, end_of_day=hq.end_of_day,
+            rotate_after_days=hq.rotate_after_days, end_of_day=hq.end_of_day, health=self.health_report,
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         if self.service is not None:
@@ -411,6 +429,18 @@ class Daemon:
             except Rejected:
                 pass  # already a "rejected" event with its code; a refusal is not a reader fault
 
+    def member_for_sale(self, member_id: str | None, tapped: bool = False) -> str | None:
+        """The member a sale is rung on: the one named, or with ``tapped`` the member of the last card
+        tap; otherwise none. Never a member nobody asked for (an old tap does not follow the next sale)."""
+        if not tapped:
+            return member_id
+        if self.identified is None:
+            raise Rejected(Code.NO_MEMBER, "No card was tapped: name the member, or ring the sale without one.")
+        last = self.identified.member.member_id
+        if member_id is not None and member_id != last:
+            raise Rejected(Code.MEMBER_MISMATCH)
+        return last
+
     def sell(
         self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0, *,
         stored_value: int | None = 0, payment_code: str | None = None, pay_by_card: bool = False,
@@ -450,12 +480,16 @@ class Daemon:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated reader is configured on this till.")
         sims[0].tap(uid)  # type: ignore[attr-defined]
 
-    def scan_sim(self, text: str) -> None:
-        """Hold a code up to the simulated scanner (demo, tests)."""
+    def scan_sim(self, text: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Hold a code up to the simulated scanner (demo, tests); once the till has handled it, what the
+        code was and what happened (``terminal.session.Session.scan_report``)."""
         sims = [s for s in self.scanners if s.name.startswith("sim:")]
         if not sims:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated scanner is configured on this till.")
-        sims[0].scan(text)  # type: ignore[attr-defined]
+        delivered = sims[0].scan(text)  # type: ignore[attr-defined]
+        if not delivered.wait(timeout):
+            raise Rejected(Code.SCANNER_UNAVAILABLE, f"The simulated scanner did not deliver the code within {timeout:.0f} s.")
+        return dict(delivered.result) if isinstance(delivered.result, dict) else {}
 
     def status(self) -> dict[str, Any]:
         assert self.store is not None
@@ -471,6 +505,18 @@ class Daemon:
         if self.hotkeys is not None:
             info["hotkeys"] = dict(self.hotkeys.status)
         return info
+
+    def health_report(self, protocol: int) -> TillHealth:
+        """What head office's fleet view shows of this till (sent with each pull round)."""
+        assert self.store is not None
+        figures = sync_figures(self.store)
+        return TillHealth(
+            version=__version__, protocol=protocol, started_at=self.started_at,
+            readers=[DeviceHealth(name=name[:200], state=state[:32]) for name, state in self.reader_state.items()][:64],
+            pending=figures.pending, oldest_pending_at=figures.oldest_pending_at,
+            free_disk_bytes=_free_bytes(self.config.data_dir),
+            last_error=((self.sync.last_error if self.sync else None) or self.store.state("last_error") or None),
+            loop_crashes=self.sync.crashes if self.sync else 0)
 
     def panel_config(self) -> dict[str, Any]:
         return cashier.panel_config(self.config)
@@ -497,6 +543,13 @@ def sync_figures(store: Store) -> SyncFigures:
     oldest = store.unpushed(1)
     return SyncFigures(store.pending_count(), oldest[0].created_at if oldest else None,
                        store.state("offline_since"), store.state("last_sync_ok"))
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
 
 
 def changed_keys(a: Config, b: Config) -> list[str]:

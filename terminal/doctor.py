@@ -371,7 +371,10 @@ def _token_check(client: httpx.Client, token: str) -> Check:
 def check_daemon(cfg: Config, timeout: float) -> Check:
     if not cfg.api.enabled:
         return skip("daemon", "local API disabled in the config")
-    url = f"http://{cfg.api.host}:{cfg.api.port}"
+    try:  # where the running daemon says its API is (demo --api-port, port 0), else the config's
+        url = cfg.api_url_path.read_text(encoding="utf-8").strip() or f"http://{cfg.api.host}:{cfg.api.port}"
+    except OSError:
+        url = f"http://{cfg.api.host}:{cfg.api.port}"
     try:
         reply = httpx.get(f"{url}/v1/status", timeout=timeout)
         status = reply.json()

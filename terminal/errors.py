@@ -25,6 +25,7 @@ class Code(StrEnum):
     NOT_A_SALE = "not_a_sale"
     STORAGE_FULL = "storage_full"
     STORAGE_FAILED = "storage_failed"
+    STORAGE_NEWER = "storage_newer"
     NO_MEMBER = "no_member"
     READER_UNAVAILABLE = "reader_unavailable"
     UNKNOWN_COUPON = "unknown_coupon"
@@ -81,6 +82,7 @@ class Code(StrEnum):
     SESSION_BUSY = "session_busy"
     NO_BASKET = "no_basket"
     PAIRING_REFUSED = "pairing_refused"
+    MEMBER_MISMATCH = "member_mismatch"
 
 
 MESSAGES: dict[Code, str] = {
@@ -95,6 +97,7 @@ MESSAGES: dict[Code, str] = {
     Code.NOT_A_SALE: "Only a sale can be voided.",
     Code.STORAGE_FULL: "The till's disk is full: the sale was NOT recorded.",
     Code.STORAGE_FAILED: "The till could not record this: the sale was NOT recorded.",
+    Code.STORAGE_NEWER: "The till's database comes from a newer tillpoint: run that release or restore its backup.",
     Code.NO_MEMBER: "No member identified for this sale.",
     Code.READER_UNAVAILABLE: "The card reader is not available.",
     Code.UNKNOWN_COUPON: "No such coupon.",
@@ -155,6 +158,7 @@ MESSAGES: dict[Code, str] = {
     Code.SESSION_BUSY: "That cannot be done at this step of the sale.",
     Code.NO_BASKET: "No total yet: the POS has not sent the basket, or type the total first.",
     Code.PAIRING_REFUSED: "That pairing code is wrong or has expired: ask for a new code on the till.",
+    Code.MEMBER_MISMATCH: "The member named is not the member of the last tap: name one or the other.",
 }
 
 
@@ -182,3 +186,12 @@ class ConfigError(TerminalError):
         self.key = key
         self.expected = expected
         super().__init__(f"config key {key!r}: {expected}")
+
+
+class PortBusy(TerminalError):
+    """A TCP port another process already listens on: nothing of ours was started on it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(f"{host}:{port} is already in use by another program")

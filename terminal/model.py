@@ -128,8 +128,39 @@ class Quote:
 
 
 @dataclass(frozen=True, slots=True)
+class Discount:
+    """One amount taken off a sale by a coupon or a rule, as a receipt prints it."""
+
+    source: str  # the coupon or rule id
+    text: str
+    amount: int  # minor units
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """A sale's receipt lines: what the basket came to, what was taken off and by what, and who pays
+    the rest. ``subtotal - sum(discounts) - points_value - stored_value == pos_due``."""
+
+    subtotal: int  # the basket before anything is taken off
+    discounts: tuple[Discount, ...]
+    points_earned: int
+    points_redeemed: int
+    points_value: int  # what the points paid
+    stored_value: int  # paid from the member's account
+    stored_value_balance: int | None  # the account's balance after this sale (None: no member)
+    pos_due: int  # what the POS still collects
+
+    @staticmethod
+    def of(quote: Quote, stored_value: int, stored_value_balance: int | None) -> Breakdown:
+        discounts = tuple(Discount(x.source, x.text, x.amount) for x in quote.explain if x.kind == "discount" and x.amount)
+        return Breakdown(quote.total, discounts, quote.points_earned, quote.points_redeemed, quote.redeem_value,
+                         stored_value, stored_value_balance, quote.payable - stored_value)
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
-    """What the till approved: returned only after the COMMIT holding the journal row returned."""
+    """What the till approved: returned only after the COMMIT holding the journal row returned.
+    ``total`` of a sale is what is paid after discounts and points; ``breakdown`` (sales only) says how."""
 
     txn_id: str
     seq: int
@@ -139,6 +170,7 @@ class Receipt:
     points_delta: int
     points_balance: int | None
     created_at: str
+    breakdown: Breakdown | None = None
 
 
 @dataclass(frozen=True, slots=True)

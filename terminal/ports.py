@@ -10,7 +10,7 @@ from terminal.model import Card, CardRead, EarnRule, JournalEntry, Member, QrRea
 
 CardSink = Callable[[CardRead], None]
 ReaderSink = Callable[[ReaderEvent], None]
-QrSink = Callable[[QrRead], None]
+QrSink = Callable[[QrRead], object]  # what it returns is for the caller who held the code up (sim)
 UidHasher = Callable[[bytes], str]
 
 

@@ -29,7 +29,8 @@ from terminal import pricing
 from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.money import MAX_AMOUNT
-from terminal.model import Basket, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt, Status, utc_iso
+from terminal.model import (Basket, Breakdown, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt,
+                            Status, utc_iso)
 from sync.protocol import EnrolPayload, Explained, Proof, RefundPayload, SaleLine, SalePayload, SecureTap, VoidPayload
 from terminal.store import Store
 from terminal.store.ledger import Effects
@@ -310,7 +311,9 @@ class Service:
         for tap in (tapped, payment.card if payment is not None else None):
             if tap is not None and tap.proof.trust.can_spend:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
-        return self._approved(stored, quote.payable, delta, balance)
+        account = self.store.stored_value(quote.member_id) if quote.member_id is not None else None
+        return self._approved(stored, quote.payable, delta, balance,
+                              Breakdown.of(quote, paid.tender.stored_value, account))
 
     def _sale_payload(self, quote: Quote, paid: _Paid, state: dict[str, Any], tapped: Identified | None,
                       spent: list[tuple[str, int]], now: datetime, priced_with: dict[str, str]) -> SalePayload:
@@ -551,9 +554,11 @@ class Service:
         )
         return self._approved(stored, -result.money_back, delta, balance)
 
-    def _approved(self, entry: JournalEntry, total: int, delta: int, balance: int | None) -> Receipt:
+    def _approved(self, entry: JournalEntry, total: int, delta: int, balance: int | None,
+                  breakdown: Breakdown | None = None) -> Receipt:
         member_id = entry.payload.get("member_id")
-        receipt = Receipt(entry.txn_id, entry.seq, entry.kind, member_id, total, delta, balance, entry.created_at)
+        receipt = Receipt(entry.txn_id, entry.seq, entry.kind, member_id, total, delta, balance, entry.created_at,
+                          breakdown)
         for listener in self.on_commit:
             listener(receipt)
         return receipt

@@ -36,7 +36,7 @@ from terminal import qrcodes
 from terminal.coupons import Offer
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import Basket, Line, Member, Quote, Receipt
-from terminal.scan import Kind, Refusal, classify
+from terminal.scan import Kind, Refusal, Scan, classify
 
 if TYPE_CHECKING:
     from terminal.service import MemberCodeRead
@@ -44,6 +44,13 @@ if TYPE_CHECKING:
 REDEEM_MAX = -1
 PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
 TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
+# What a scanned code was, in words (by ``scan_kind``): the kinds of our codes, then the refused reads.
+SCAN_KINDS = {
+    "member": "member code", "coupon": "coupon code", "payment": "payment code", "claim": "receipt claim code",
+    "unknown": "plain text, not one of our codes", "payment_card_refused": "bank card number",
+    "foreign_payment_code": "another wallet's payment code", "malformed_code": "damaged or incomplete code",
+    "unsupported_code_version": "code of a newer version than this till reads",
+}
 
 
 class State(StrEnum):
@@ -91,6 +98,11 @@ class Till(Protocol):
     def may_spend(self, member_id: str, tapped: Any = None, code: str | None = None) -> bool: ...
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
+
+
+def scan_kind(found: Scan | Refusal) -> str:
+    """A read's kind as the event stream names it: ours by kind, a refused one by its code."""
+    return found.code.value if isinstance(found, Refusal) else found.kind.value
 
 
 def claim_token(receipt: Receipt) -> str:
@@ -347,7 +359,9 @@ class Session:
 
     def apply_coupon(self, text: str) -> dict[str, Any]:
         """A coupon typed or scanned: a coupon code (``TPC1:``) or a coupon id as printed."""
-        coupon_id = self._coupon_id(text)
+        return self._add_coupon(self._coupon_id(text))
+
+    def _add_coupon(self, coupon_id: str) -> dict[str, Any]:
         with self._lock:
             s = self._sale
             if s.state in (State.PAYMENT, State.DONE):
@@ -480,22 +494,46 @@ class Session:
     def scan(self, text: str) -> dict[str, Any]:
         """A code read by a scanner: a member code identifies, a coupon code applies; what was armed
         decides for a plain printed id. Card numbers and other wallets' codes are refused unkept."""
+        return self._scan(classify(text), text)[2]
+
+    def scan_report(self, text: str) -> dict[str, Any]:
+        """``scan``, told to whoever held the code up: what it was (its kind, never its text: a payment
+        code is a secret) and what happened: ``member_identified`` (with the member), ``coupon_added``
+        (with the coupon and, when it cannot be used in this sale, why), ``paid`` (with the receipt), or
+        ``refused`` with the stable code and message."""
         found = classify(text)
+        kind = scan_kind(found)
+        report: dict[str, Any] = {"kind": kind, "what": SCAN_KINDS.get(kind, kind)}
+        try:
+            result, detail, _ = self._scan(found, text)
+        except Rejected as exc:
+            return report | {"result": "refused", "code": exc.code.value, "message": exc.message}
+        return report | {"result": result, **detail}
+
+    def _scan(self, found: Scan | Refusal, text: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(what the scan did, its details, the snapshot); ``Rejected`` when refused."""
         if isinstance(found, Refusal):
             self._refuse(found.code)
         if found.kind is Kind.MEMBER:
             read: MemberCodeRead = self._call(lambda: self.till.read_member_code(found.version, found.body))
-            return self.identify(read.member_id, via="code", proof=read.proof)
-        if found.kind is Kind.COUPON:
-            return self.apply_coupon(text)
+            return self._identified(self.identify(read.member_id, via="code", proof=read.proof))
+        if found.kind is Kind.COUPON or (found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.COUPON):
+            coupon_id = self._coupon_id(text if found.kind is Kind.COUPON else found.body)
+            snap = self._add_coupon(coupon_id)
+            return "coupon_added", {"coupon_id": coupon_id, "error": snap["error"]}, snap
         if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.MEMBER:
-            return self.identify(found.body, via="code")
-        if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.COUPON:
-            return self.apply_coupon(found.body)
+            return self._identified(self.identify(found.body, via="code"))
         if found.kind is Kind.PAYMENT:
-            return self.pay_with_code(text.strip())
+            snap = self.pay_with_code(text.strip())
+            return "paid", {"receipt": snap["receipt"]}, snap
         what = "a receipt's claim code" if found.kind is Kind.CLAIM else "not one of ours"
         self._refuse(Code.UNKNOWN_CODE, f"This code is {what}.")
+
+    @staticmethod
+    def _identified(snap: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        member = snap["member"] or {}
+        shown = {k: member.get(k) for k in ("member_id", "name", "tier", "points", "via")}
+        return "member_identified", {"member": shown}, snap
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -622,17 +660,15 @@ def follow(session: Session, event: dict[str, Any]) -> None:
         pass  # the snapshot carries the refusal
 
 
-def on_qr(daemon: Any, read: Any) -> None:
-    """A scanner read a code: the session gets the text, the event stream only its kind."""
-    found = classify(read.text)
-    kind = found.code.value if isinstance(found, Refusal) else found.kind.value
+def on_qr(daemon: Any, read: Any) -> dict[str, Any]:
+    """A scanner read a code: the session gets the text, the event stream only its kind. Returns what
+    the code was and what happened (``Session.scan_report``), for whoever held it up."""
+    kind = scan_kind(classify(read.text))
     daemon.emit({"type": "scan", "scanner": read.scanner, "kind": kind})
     if daemon.session is None:
-        return
-    try:
-        daemon.session.scan(read.text)
-    except Rejected:
-        pass
+        return {"kind": kind, "what": SCAN_KINDS.get(kind, kind), "result": "ignored"}
+    report: dict[str, Any] = daemon.session.scan_report(read.text)
+    return report
 
 
 def start_hotkeys(daemon: Any) -> None:

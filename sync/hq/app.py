@@ -11,7 +11,9 @@
     GET  /v1/flags                    terminal token; the reconciliation items of this terminal
     GET  /v1/journal/state            terminal token; acked and highest seq held, gaps, ranges reported lost
     POST /v1/journal/lost             terminal token; seq ranges the till can never send (a damaged journal)
-    GET  /v1/admin/terminals          admin token; every terminal, how far behind, last seen
+    POST /v1/terminal/health          terminal token (protocol 2); version, readers, backlog, disk, last error
+    GET  /v1/admin/terminals          admin token; the fleet: journal position, health report, ages
+    GET  /metrics                     admin token; the fleet as Prometheus gauges (deploy/prometheus/)
     GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
     GET  /v1/admin/items              admin token; reconciliation items, a page at a time (X-Next-Cursor, ?after=)
     GET  /v1/admin/item-groups        admin token; items by cause, terminal, business day, state, with counts
@@ -47,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 from sync.asgi import BodyGuard
+from sync.hq import fleet
 from sync.hq.demo import seed_demo
 from sync.hq.quarantine import NotQuarantined
 from sync.hq.businessday import BadCalendar
@@ -68,7 +71,6 @@ from sync.protocol import (
     MAX_SEQ,
     PROTOCOL_VERSION,
     SNAPSHOT_KINDS,
-    SUPPORTED_PROTOCOLS,
     ChangesPage,
     EnrolRequest,
     EnrolResponse,
@@ -84,8 +86,10 @@ from sync.protocol import (
     PushRequest,
     PushResponse,
     ReconItem,
+    TillHealth,
     SnapshotInfo,
     SnapshotPage,
+    protocol_problem,
 )
 
 log = logging.getLogger("tillpoint.hq")
@@ -163,9 +167,9 @@ Clock = Annotated[str | None, Header(alias=CLOCK_HEADER, description="The termin
 
 
 def _check_push(terminal_id: str, body: PushRequest) -> None:
-    if body.protocol not in SUPPORTED_PROTOCOLS:
-        raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL,
-                       f"protocol {body.protocol} unsupported; use {PROTOCOL_VERSION}")
+    problem = protocol_problem(body.protocol)
+    if problem is not None:
+        raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL, problem)
     claimed = {body.terminal_id, *(entry.terminal_id for entry in body.entries)}
     if claimed != {terminal_id}:
         others = ", ".join(sorted(claimed - {terminal_id}))
@@ -300,6 +304,16 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
 
     pull_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)
 
+    @app.post("/v1/terminal/health", status_code=204, response_class=Response,
+              responses=_errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
+    def terminal_health(body: TillHealth, terminal_id: Terminal, clock: Clock = None) -> Response:
+        """The fleet view: a till's version, readers, backlog, disk and last error (protocol 2)."""
+        problem = protocol_problem(body.protocol)
+        if problem is not None:
+            raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL, problem)
+        store.put_health(terminal_id, body, clock)
+        return Response(status_code=204)
+
     @app.get("/v1/journal/state", response_model=JournalState, responses=pull_errors)
     def journal_state(terminal_id: Terminal, clock: Clock = None) -> JournalState:
         """Where head office holds this terminal's journal: a till rebuilt from a damaged file asks first."""
@@ -347,7 +361,14 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
 
     @app.get("/v1/admin/terminals", responses=admin_errors)
     def terminals(admin: Admin) -> list[dict[str, Any]]:
-        return store.terminals()
+        """The fleet: each till's journal position, version, readers, backlog, clock, disk, last error."""
+        return store.fleet()
+
+    @app.get("/metrics", responses=admin_errors, response_class=PlainTextResponse)
+    def metrics(admin: Admin) -> Response:
+        """The fleet as Prometheus gauges (scrape with the administrator token as a bearer token)."""
+        body, content_type = fleet.exposition(store.fleet)
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/admin/reconciliation", responses=admin_errors)
     def reconciliation(
@@ -442,7 +463,7 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
 
 
 def _block_routes(app: FastAPI, store: HqStore, kind: str) -> None:
-    errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+    errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.INVALID_REQUEST)
 
     @app.post(f"/v1/admin/{kind}s/{{subject}}/block", responses=errors, name=f"block_{kind}")
     def block(subject: Subject, body: Annotated[BlockRequest, Body()], admin: Admin) -> dict[str, Any]:
@@ -474,6 +495,8 @@ def _blocking(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return change()
     except LookupError as exc:
         raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:  # no who or why (blank, or only spaces of any kind)
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
 
 def _decide(decision: Callable[[], str]) -> str:

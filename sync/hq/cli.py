@@ -7,7 +7,7 @@
     revoke TERMINAL                    refuse the terminal's credential at once
     admin-token NAME                   a token for /v1/admin (reports, settling items)
     terminals                          every terminal: how far behind, last seen, clock offset
-    report [--store-id] [--terminal-id] [--day-from] [--day-to] [--format table|json|csv]
+    report [--store-id] [--terminal-id] [--day-from] [--day-to] [--json | --csv]
     groups [--state open] ...          items by cause, terminal and business day, with counts (read this first)
     items [--reason R --day D ...]     reconciliation items one by one, a page at a time (--after CURSOR)
     summary                            open and settled items per cause
@@ -20,12 +20,16 @@
     delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
     add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
     erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
+
+Every command that prints data takes ``--json`` (one JSON document on stdout); those that print JSON
+anyway (block, store, erase, topup, devices) accept it too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
@@ -37,14 +41,47 @@ from rich.table import Table
 if TYPE_CHECKING:
     from sync.hq.storage import HqStore
 
-console = Console()
+UNBOUNDED = 10_000  # columns of output that is not a terminal: wide enough that nothing is ever cut
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The CLI's console: a terminal's own width on a terminal; elsewhere (a pipe, a file, a log) as wide
+    as the text, so that no id is cut and no line is wrapped."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=UNBOUNDED, soft_wrap=True)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None) -> Table:
+    """A table that never cuts a value: ids stay on one line (folded, whole, only on a terminal narrower
+    than one id), other columns wrap."""
+    shown = Table(title=title)
+    for name in columns:
+        shown.add_column(name, no_wrap=_is_id(name), overflow="fold")
+    for row in rows:
+        shown.add_row(*row)
+    return shown
+
+
+def _is_id(column: str) -> bool:
+    return column.endswith("id") or column in ("card UID", "txn", "item", "day", "seq", "seqs")
+
+
+def show_json(data: Any) -> None:
+    """One JSON document on stdout: what every ``--json`` prints."""
+    print(json.dumps(data, indent=2))
+
+
+console = make_console()
 DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
 DEFAULT_DB = "var/hq/hq.db"
 
 
 def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", write_off_points: int = 0,
                write_off_stored_value: int = 0, sun_key_file: Path | None = None, card_key_file: Path | None = None,
-               trust_pos: bool = False) -> HqStore:
+               trust_pos: bool = False, backup: bool = True) -> HqStore:
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
     from sync.hq.policy import CardKeys
     from sync.hq.storage import HqStore, Settings
@@ -55,13 +92,19 @@ def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", wri
     keys = CardKeys(sun, (lambda uid: card_uid_hash(card_key, uid)) if card_key else None)
     return HqStore(db, Settings(clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
                                 write_off_stored_value=write_off_stored_value, card_keys=keys,
-                                spend_needs_proof=not trust_pos))
+                                spend_needs_proof=not trust_pos), backup=backup)
 
 
 @contextmanager
 def hq_store(db: str) -> Iterator[HqStore]:
-    """The store for one command, closed however the command ends."""
-    store = open_store(db)
+    """The store for one command, closed however the command ends (a database this release cannot open,
+    or whose upgrade backup failed, is said in one line)."""
+    from sync.hq.db import BackupFailed, NewerSchema
+
+    try:
+        store = open_store(db)
+    except (NewerSchema, BackupFailed) as exc:
+        fail(f"cannot open head office's database: {exc}")
     try:
         yield store
     finally:
@@ -75,10 +118,7 @@ def fail(message: object) -> NoReturn:
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
-    console.print(table)
+    console.print(table(columns, ([_cell(row.get(c)) for c in columns] for row in rows)))
 
 
 def _cell(value: Any) -> str:
@@ -100,7 +140,8 @@ def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
     def change(kind: Annotated[str, typer.Argument(help="member or card")],
                subject: Annotated[str, typer.Argument(help="The member id, or the card's keyed hash.")],
                by: Annotated[str, typer.Option(help="Who decides.")],
-               reason: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+               reason: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
+               as_json: JsonOpt = False) -> None:
         if kind not in ("member", "card"):
             fail(f"{verb} a member or a card, not {kind!r}")
         with hq_store(db) as store:
@@ -108,13 +149,13 @@ def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
                 done = store.set_blocked(kind, subject, blocked, by, reason)
             except (LookupError, ValueError) as exc:
                 fail(exc)
-        print(json.dumps(done))
+        print(json.dumps(done))  # JSON either way (--json is accepted, as everywhere)
 
     change.__doc__ = (f"{verb.capitalize()} a member or a card: tills pull it; head office checks entries against "
-                      "the time it was blocked by its own clock. Who and why are kept.")
+                      "the time it was blocked by its own clock. Who and why are kept. Prints JSON.")
 
 
-def _decide(decision: Callable[[HqStore], str], db: str) -> None:
+def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_json: bool = False) -> None:
     from sync.hq.quarantine import NotQuarantined
 
     with hq_store(db) as store:
@@ -122,47 +163,63 @@ def _decide(decision: Callable[[HqStore], str], db: str) -> None:
             effect = decision(store)
         except (NotQuarantined, ValueError) as exc:
             fail(exc)
-    console.print(f"now {effect}")
+    if as_json:
+        show_json({"txn_id": txn_id, "now": effect})
+    else:
+        console.print(f"now {effect}")
 
 
 def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function per command
     @hq_app.command("enrol-code")
     def enrol_code(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001",
-                   hours: float = 72.0, db: DbOpt = DEFAULT_DB) -> None:
+                   hours: float = 72.0, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
         with hq_store(db) as store:
-            print(store.enrol_code(terminal_id, store_id, hours))
+            code = store.enrol_code(terminal_id, store_id, hours)
+        if as_json:
+            show_json({"terminal_id": terminal_id, "store_id": store_id, "enrol_code": code, "valid_hours": hours})
+        else:
+            print(code)
 
     @hq_app.command("rotate")
     def rotate(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001", hours: float = 72.0,
-               db: DbOpt = DEFAULT_DB) -> None:
+               db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Re-key a terminal: print a new enrolment code; its current credential works until the code is used."""
-        enrol_code(terminal_id, store_id, hours, db)
+        enrol_code(terminal_id, store_id, hours, db, as_json)
 
     @hq_app.command("revoke")
-    def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB) -> None:
+    def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Refuse a terminal's credential from now on (a new enrolment code lets it back in)."""
         with hq_store(db) as store:
             if not store.revoke_terminal(terminal_id):
                 fail(f"no terminal {terminal_id}")
-        console.print(f"revoked {terminal_id}")
+        if as_json:
+            show_json({"terminal_id": terminal_id, "revoked": True})
+        else:
+            console.print(f"revoked {terminal_id}")
 
     @hq_app.command("admin-token")
-    def admin_token(name: str, db: DbOpt = DEFAULT_DB) -> None:
+    def admin_token(name: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print an administrator token for /v1/admin (shown once); NAME is who settles items."""
         with hq_store(db) as store:
-            print(store.add_admin(name))
+            token = store.add_admin(name)
+        if as_json:
+            show_json({"name": name, "token": token})
+        else:
+            print(token)
 
     @hq_app.command("terminals")
     def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Every terminal: acknowledged seq, highest seq held, last seen, clock offset."""
+        """The fleet: each till's version, readers, backlog, clock offset, free disk, last error, uptime."""
         with hq_store(db) as store:
-            rows = store.terminals()
+            rows = store.fleet()
         if as_json:
             print(json.dumps(rows, indent=2))
             return
-        _print_rows(rows, ["terminal_id", "store_id", "acked_seq", "max_seq", "entries", "last_seen", "clock_offset",
-                           "revoked"])
+        for row in rows:
+            row["readers"] = ", ".join(f"{r['name']}: {r['state']}" for r in row["readers"]) or None
+        _print_rows(rows, ["terminal_id", "store_id", "version", "pending", "backlog_seconds", "silent_seconds",
+                           "clock_offset", "free_disk_bytes", "readers", "last_error", "uptime_seconds", "revoked"])
 
     @hq_app.command("quarantine")
     def quarantine(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -176,30 +233,41 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
 
     @hq_app.command("release")
     def release(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
-                note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+                note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
+                as_json: JsonOpt = False) -> None:
         """Apply a quarantined entry now: its points and stored value go to the member."""
-        _decide(lambda store: store.release(txn_id, by, note), db)
+        _decide(lambda store: store.release(txn_id, by, note), db, txn_id, as_json)
 
     @hq_app.command("reject")
     def reject(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
-               note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB) -> None:
+               note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
+               as_json: JsonOpt = False) -> None:
         """Keep a quarantined entry from ever applying."""
-        _decide(lambda store: store.reject(txn_id, by, note), db)
+        _decide(lambda store: store.reject(txn_id, by, note), db, txn_id, as_json)
 
     @hq_app.command("report")
     def report(
         db: DbOpt = DEFAULT_DB, store_id: Optional[str] = None, terminal_id: Optional[str] = None,
-        day_from: Optional[str] = None, day_to: Optional[str] = None,
-        fmt: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+        day_from: Optional[str] = None, day_to: Optional[str] = None, as_json: JsonOpt = False,
+        as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (for a spreadsheet) instead of a table.")] = False,
+        fmt: Annotated[Optional[str], typer.Option("--format", hidden=True,
+                                                   help="Deprecated: --json or --csv.")] = None,
     ) -> None:
         """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
         from sync.hq.reconcile import REPORT_COLUMNS, report_csv
 
+        if fmt is not None:  # the old spelling still works, and says what replaces it
+            if fmt not in ("table", "json", "csv"):
+                fail(f"--format takes table, json or csv (use --json or --csv), not {fmt!r}")
+            typer.echo(f"--format is deprecated: use {'--' + fmt if fmt != 'table' else 'no option'}", err=True)
+            as_json, as_csv = as_json or fmt == "json", as_csv or fmt == "csv"
+        if as_json and as_csv:
+            fail("--json or --csv, not both")
         with hq_store(db) as store:
             rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
-        if fmt == "json":
-            print(json.dumps(rows, indent=2))
-        elif fmt == "csv":
+        if as_json:
+            show_json(rows)
+        elif as_csv:
             print(report_csv(rows), end="")
         else:
             _print_rows(rows, list(REPORT_COLUMNS))
@@ -267,7 +335,7 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
     def settle_group(terminal_id: Annotated[str, typer.Option()], day: Annotated[str, typer.Option()],
                      reason: Annotated[str, typer.Option()], by: Annotated[str, typer.Option(help="Who settles it.")],
                      note: Annotated[str, typer.Option(help="Why, and how it was settled.")],
-                     db: DbOpt = DEFAULT_DB) -> None:
+                     db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Settle by hand every open item of one group (those holding an entry in quarantine are released or
         rejected one by one)."""
         with hq_store(db) as store:
@@ -275,14 +343,18 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
                 n = store.settle_group(terminal_id, day, reason, by, note)
             except ValueError as exc:
                 fail(exc)
-        console.print(f"settled {n} item(s) of {reason} at {terminal_id} on {day}")
+        if as_json:
+            show_json({"terminal_id": terminal_id, "day": day, "reason": reason, "settled": n})
+        else:
+            console.print(f"settled {n} item(s) of {reason} at {terminal_id} on {day}")
 
     @hq_app.command("store")
     def store_calendar(store_id: str,
                        timezone: Annotated[Optional[str], typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
                        day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
-                       db: DbOpt = DEFAULT_DB) -> None:
-        """Show a store's business day, or set its time zone and cut-off (new entries are filed by it)."""
+                       db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
+        Prints JSON."""
         from sync.hq.businessday import BadCalendar
 
         with hq_store(db) as store:
@@ -312,7 +384,8 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
 
     @hq_app.command("settle")
     def settle(item_id: str, by: Annotated[str, typer.Option(help="Who settles it.")],
-               note: Annotated[str, typer.Option(help="Why, and how it was settled.")], db: DbOpt = DEFAULT_DB) -> None:
+               note: Annotated[str, typer.Option(help="Why, and how it was settled.")], db: DbOpt = DEFAULT_DB,
+               as_json: JsonOpt = False) -> None:
         """Settle a reconciliation item by hand."""
         from sync.hq.reconcile import UnknownItem
 
@@ -321,19 +394,30 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
                 item = store.settle(item_id, by, note)
             except (UnknownItem, ValueError) as exc:
                 fail(exc)
-        console.print(f"{item.item_id}: {item.state.value} by {item.settled_by}: {item.note}")
+        if as_json:
+            show_json(item.model_dump(mode="json"))
+        else:
+            console.print(f"{item.item_id}: {item.state.value} by {item.settled_by}: {item.note}")
 
     @hq_app.command("put-coupon")
-    def put_coupon(file: Path, db: DbOpt = DEFAULT_DB) -> None:
-        """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits)."""
+    def put_coupon(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits); print its id."""
         with hq_store(db) as store:
-            print(store.put_coupon(json.loads(file.read_text(encoding="utf-8"))))
+            coupon_id = store.put_coupon(json.loads(file.read_text(encoding="utf-8")))
+        if as_json:
+            show_json({"coupon_id": coupon_id})
+        else:
+            print(coupon_id)
 
     @hq_app.command("put-rule")
-    def put_rule(file: Path, db: DbOpt = DEFAULT_DB) -> None:
-        """Store an earning-rule JSON document (its rule_id)."""
+    def put_rule(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Store an earning-rule JSON document (its rule_id); print its id."""
         with hq_store(db) as store:
-            print(store.put_rule_doc(json.loads(file.read_text(encoding="utf-8"))))
+            rule_id = store.put_rule_doc(json.loads(file.read_text(encoding="utf-8")))
+        if as_json:
+            show_json({"rule_id": rule_id})
+        else:
+            print(rule_id)
 
     @hq_app.command("delete")
     def delete(kind: str, item_id: str, db: DbOpt = DEFAULT_DB) -> None:
@@ -343,21 +427,31 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
                 fail(f"no live {kind} {item_id}")
 
     @hq_app.command("add-key")
-    def add_key(purpose: str, db: DbOpt = DEFAULT_DB) -> None:
-        """Make an Ed25519 signing key for PURPOSE (qr, payment_code, ...); tills get its public half."""
+    def add_key(purpose: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Make an Ed25519 signing key for PURPOSE (qr, payment_code, ...); tills get its public half. Prints its id."""
         with hq_store(db) as store:
-            print(store.create_signing_key(purpose))
+            key_id = store.create_signing_key(purpose)
+        if as_json:
+            show_json({"purpose": purpose, "key_id": key_id})
+        else:
+            print(key_id)
 
     @hq_app.command("revoke-subject")
-    def revoke_subject(kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB) -> None:
+    def revoke_subject(kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB,
+                       as_json: JsonOpt = False) -> None:
         """Put KIND:SUBJECT (a card hash, a key id, a payment device...) on the signed revocation list."""
         with hq_store(db) as store:
-            print(store.revoke(kind, subject, reason))
+            revocation_id = store.revoke(kind, subject, reason)
+        if as_json:
+            show_json({"revocation_id": revocation_id})
+        else:
+            print(revocation_id)
 
     @hq_app.command("erase")
     def erase(member_id: str, by: Annotated[str, typer.Option(help="Who asked for it.")] = "head office",
-              db: DbOpt = DEFAULT_DB) -> None:
-        """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones."""
+              db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones.
+        Prints JSON."""
         from sync.hq.join import erase_member
         from sync.hq.members import UnknownMember
 

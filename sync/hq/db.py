@@ -18,16 +18,18 @@ Errors (lower-layer errors are translated here and in pg.py, never escape)::
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("tillpoint.hq")
 Row = tuple[Any, ...]
 RETRIES = 5
 
@@ -97,6 +99,10 @@ class Db(Protocol):
     def read(self) -> AbstractContextManager[Tx]: ...
 
     def transact(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def backup(self, label: str) -> str:
+        """A full copy of the database before an upgrade; returns where it went (``BackupFailed``)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -193,8 +199,21 @@ class SqliteDb:
 
     def __init__(self, path: str) -> None:
         self._lock = threading.RLock()
+        self.path = path
         with sqlite_errors():
             self._conn = _sqlite_connect(path)
+
+    def backup(self, label: str) -> str:
+        """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database."""
+        target = f"{self.path}.pre-{label}-{backup_stamp()}"
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with self._lock, closing(sqlite3.connect(target)) as copy:
+                self._conn.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        except (OSError, sqlite3.Error) as exc:
+            raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
+        return target
 
     def close(self) -> None:
         with self._lock:
@@ -398,21 +417,57 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE TABLE status_changes (kind TEXT NOT NULL, subject TEXT NOT NULL, status TEXT NOT NULL, "
         "by_whom TEXT NOT NULL, reason TEXT NOT NULL, changed_at TEXT NOT NULL)",
     ]),
+    # The fleet view: each till's last health report (protocol 2), as it came, with head office's time.
+    ("m007_fleet", [
+        "CREATE TABLE terminal_health (terminal_id TEXT PRIMARY KEY, reported_at TEXT NOT NULL, body TEXT NOT NULL)",
+    ]),
 ]
 
 
-def migrate(db: Db) -> list[str]:
-    """Apply the migrations this database lacks, each in its own transaction; returns their names."""
+class BackupFailed(HqError):
+    """The copy an upgrade takes first could not be made: nothing was migrated."""
+
+
+class NewerSchema(HqError):
+    """The database was upgraded by a newer release than this one: refused, never written."""
+
+
+MIGRATION_LOCK = 7_461_230_001
+"""PostgreSQL advisory lock taken by each migration: head-office processes starting together on one
+database apply each migration once."""
+
+
+def migrate(db: Db, *, backup: bool = True) -> list[str]:
+    """Apply the migrations this database lacks (forward only), each in its own transaction, after a
+    backup of a database that already held data (``backup=False``: the operator made one); returns
+    their names. Refuses (``NewerSchema``) a database a newer release migrated."""
     with db.write() as tx:
         tx.run("CREATE TABLE IF NOT EXISTS hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         done = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
+    known = [name for name, _ in MIGRATIONS]
+    unknown = sorted(done - set(known))
+    if unknown:
+        raise NewerSchema(f"this head-office database was upgraded by a newer tillpoint (migrations {', '.join(unknown)}); "
+                          "run that release, or restore the backup taken before the upgrade")
+    pending = [name for name in known if name not in done]
+    if pending and done and backup:
+        where = db.backup(pending[0])
+        log.warning("head-office database backed up to %s before migrations %s", where, ", ".join(pending))
     applied = []
     for name, statements in MIGRATIONS:
         if name in done:
             continue
         with db.write() as tx:
+            if db.dialect == "postgres":
+                tx.one("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
+                if tx.one("SELECT name FROM hq_migrations WHERE name = ?", [name]) is not None:
+                    continue  # another process applied it while this one waited
             for statement in statements:
                 tx.run(statement)
             tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
         applied.append(name)
     return applied
+
+
+def backup_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

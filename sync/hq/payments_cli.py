@@ -13,15 +13,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from sync.hq.cli import DEFAULT_DB, DbOpt, fail, hq_store
+from sync.hq.cli import DEFAULT_DB, DbOpt, JsonOpt, fail, hq_store, show_json
 
 
 def register(hq_app: typer.Typer) -> None:
     @hq_app.command("topup")
     def topup(member_id: str, amount: int, by: str = "cli", note: str = "",
               topup_id: Annotated[Optional[str], typer.Option(help="Idempotency key: a retry changes nothing.")] = None,
-              db: DbOpt = DEFAULT_DB) -> None:
-        """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first."""
+              db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+        """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first. Prints JSON."""
         from sync.hq import payments
 
         with hq_store(db) as store:
@@ -34,30 +34,39 @@ def register(hq_app: typer.Typer) -> None:
                           "settled_items": done.settled_items}))
 
     @hq_app.command("member-token")
-    def member_token(member_id: str, db: DbOpt = DEFAULT_DB) -> None:
+    def member_token(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print a member app token for MEMBER (registers devices, reads the balance); shown once."""
         from sync.hq import payments
 
         with hq_store(db) as store:
             try:
-                print(payments.member_token(store, member_id))
+                token = payments.member_token(store, member_id)
             except payments.PaymentRefused as exc:
                 fail(exc)
+        if as_json:
+            show_json({"member_id": member_id, "token": token})
+        else:
+            print(token)
 
     @hq_app.command("member-code")
-    def member_code(member_id: str, db: DbOpt = DEFAULT_DB) -> None:
+    def member_code(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print MEMBER's signed member code (TPM2:...) for a printed card: it identifies, never spends."""
         from sync.hq import payments
 
         with hq_store(db) as store:
             try:
-                print(payments.member_code(store, member_id))
+                code = payments.member_code(store, member_id)
             except payments.PaymentRefused as exc:
                 fail(exc)
+        if as_json:
+            show_json({"member_id": member_id, "member_code": code})
+        else:
+            print(code)
 
     @hq_app.command("devices")
-    def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB) -> None:
-        """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked."""
+    def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB,
+                as_json: JsonOpt = False) -> None:
+        """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked. Prints JSON."""
         from sync.hq import payments
 
         with hq_store(db) as store:
@@ -65,12 +74,16 @@ def register(hq_app: typer.Typer) -> None:
         print(json.dumps(rows, indent=2))
 
     @hq_app.command("revoke-device")
-    def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB) -> None:
+    def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Revoke a member's device: tills refuse its payment codes once they pull the list."""
         from sync.hq import payments
 
         with hq_store(db) as store:
             try:
-                print(payments.revoke_device(store, cert_id, reason))
+                revocation_id = payments.revoke_device(store, cert_id, reason)
             except payments.PaymentRefused as exc:
                 fail(exc)
+        if as_json:
+            show_json({"revocation_id": revocation_id})
+        else:
+            print(revocation_id)

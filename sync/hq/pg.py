@@ -8,16 +8,21 @@ a stale count; a deadlock or serialization failure is retried by ``Db.transact``
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from sync.hq.db import IntegrityFailed, RetryableFailed, Row, StorageFailed, Tx, transact_with_retries
+from sync.hq.db import BackupFailed, IntegrityFailed, backup_stamp, RetryableFailed, Row, StorageFailed, Tx, transact_with_retries
 
 T = TypeVar("T")
 
@@ -118,6 +123,7 @@ class PgDb:
     dialect = "postgres"
 
     def __init__(self, conninfo: str, *, pool_size: int = 16, timeout: float = 10.0) -> None:
+        self.conninfo = conninfo
         with _pg_errors():
             self.pool = ConnectionPool(
                 conninfo, min_size=1, max_size=pool_size, timeout=timeout,
@@ -127,6 +133,25 @@ class PgDb:
 
     def close(self) -> None:
         self.pool.close()
+
+    def backup(self, label: str) -> str:
+        """``pg_dump --format=custom`` of the database into ``$TILLPOINT_HQ_BACKUP_DIR`` (default: the
+        working directory, head office's state directory under systemd), restorable with pg_restore."""
+        directory = Path(os.environ.get("TILLPOINT_HQ_BACKUP_DIR") or os.getcwd())
+        target = directory / f"hq-pre-{label}-{backup_stamp()}.dump"
+        dump = _pg_dump()
+        if dump is None:
+            raise BackupFailed("pg_dump was not found (Debian: postgresql-client); install it, or back up yourself and "
+                               "start once with --no-backup")
+        try:
+            done = subprocess.run([dump, "--format=custom", "--file", str(target), "--dbname", self.conninfo],
+                                  capture_output=True, text=True, timeout=3600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackupFailed(f"pg_dump failed: {exc}") from exc
+        if done.returncode != 0:
+            raise BackupFailed(f"pg_dump failed: {done.stderr.strip()[-500:]}")
+        os.chmod(target, 0o600)
+        return str(target)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -141,3 +166,12 @@ class PgDb:
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         return transact_with_retries(self, fn)
+
+
+def _pg_dump() -> str | None:
+    """pg_dump on PATH (Debian's wrapper picks the server's version), else the newest one installed."""
+    found = shutil.which("pg_dump")
+    if found:
+        return found
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), key=lambda p: int(Path(p).parts[-3]))
+    return versions[-1] if versions else None

@@ -61,7 +61,9 @@ from sync.protocol import (
     ReconItem,
     SnapshotInfo,
     SnapshotPage,
+    TillHealth,
     Tombstone,
+    parse_time,
     WireCard,
     WireCoupon,
     WireDeviceCert,
@@ -173,10 +175,14 @@ def _page(since: int, limit: int, rows: list[tuple[int, str, Any]]) -> ChangesPa
 class HqStore:
     """Head office's storage. Safe to share between threads (and processes, through the database)."""
 
-    def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16, backup: bool = True) -> None:
         self.settings = settings or Settings()
         self.db: Db = open_db(url, pool_size=pool_size)
-        applied = migrate(self.db)
+        try:
+            applied = migrate(self.db, backup=backup)
+        except BaseException:
+            self.db.close()
+            raise
         if "m004_trust" in applied:
             self.db.transact(ingest_mod.backfill_sales)
         if "m006_signal" in applied:  # the versions held when the history began
@@ -312,6 +318,21 @@ class HqStore:
             info["revoked"], info["max_seq"] = bool(info["revoked"]), int(info["max_seq"] or 0)
             out.append(info)
         return out
+
+    def put_health(self, terminal_id: str, health: TillHealth, clock: str | None) -> None:
+        """Keep a till's health report (the latest only) with head office's time of receipt."""
+        self.flag_clock(terminal_id, clock)
+        with self.db.write() as tx:
+            tx.run("INSERT INTO terminal_health (terminal_id, reported_at, body) VALUES (?, ?, ?) "
+                   "ON CONFLICT (terminal_id) DO UPDATE SET reported_at = excluded.reported_at, body = excluded.body",
+                   [terminal_id, utc_now(), health.model_dump_json()])
+
+    def fleet(self, now: str | None = None) -> list[dict[str, Any]]:
+        """Every terminal with its journal position and its last health report, ages measured at ``now``."""
+        with self.db.read() as tx:
+            reports = {str(r[0]): (str(r[1]), str(r[2])) for r in tx.all(
+                "SELECT terminal_id, reported_at, body FROM terminal_health")}
+        return [fleet_row(info, reports.get(info["terminal_id"]), now or utc_now()) for info in self.terminals()]
 
     def store_of(self, terminal_id: str) -> str | None:
         rows = self._read("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
@@ -729,3 +750,35 @@ def _write_row(tx: Tx, table: str, key: str, key_value: str, values: dict[str, A
     tx.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
            f"ON CONFLICT ({key}) DO UPDATE SET {updates}", [key_value, *values.values(), 0])
     return True
+
+
+def fleet_row(info: dict[str, Any], report: tuple[str, str] | None, now: str) -> dict[str, Any]:
+    """One terminal's line of the fleet view: its journal position, its last health report, and the
+    ages an alert needs (seconds since it was last heard of, age of its oldest unpushed entry)."""
+    at = parse_time(now)
+    row = dict(info)
+    row["silent_seconds"] = _age(at, info.get("last_seen"))
+    if report is None:
+        row.update(version=None, protocol=None, readers=[], pending=None, backlog_seconds=None,
+                   free_disk_bytes=None, last_error=None, uptime_seconds=None, loop_crashes=None, reported_at=None)
+        return row
+    reported_at, body = report
+    health = TillHealth.model_validate_json(body)
+    row.update(version=health.version, protocol=health.protocol,
+               readers=[r.model_dump() for r in health.readers], pending=health.pending,
+               backlog_seconds=_age(at, health.oldest_pending_at, info.get("clock_offset")) if health.pending else 0,
+               free_disk_bytes=health.free_disk_bytes, last_error=health.last_error,
+               uptime_seconds=_age(at, health.started_at, info.get("clock_offset")),
+               loop_crashes=health.loop_crashes, reported_at=reported_at)
+    return row
+
+
+def _age(now: datetime | None, then: str | None, offset: float | None = None) -> float | None:
+    """Seconds from ``then`` (a till's time when ``offset`` is its clock offset) to head office's ``now``."""
+    when = parse_time(then or "")
+    if now is None or when is None:
+        return None
+    try:
+        return round((now - when).total_seconds() + float(offset or 0.0), 1)
+    except OverflowError:
+        return None

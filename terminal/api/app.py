@@ -36,8 +36,10 @@ class LineIn(BaseModel):
 
 class SaleIn(BaseModel):
     member_id: str | None = None
-    use_identified: bool = True
-    """With no member_id, the member of the last tap (if any) earns the points."""
+    """The member the cashier named; none (and no ``use_identified``) rings an anonymous sale."""
+    use_identified: bool = False
+    """Ring it on the member of the last card tap (refused with ``no_member`` when no card was tapped;
+    ``member_mismatch`` when ``member_id`` names someone else). Never implied."""
     lines: list[LineIn] = Field(min_length=1, max_length=500)
     coupons: list[str] = Field(default_factory=list, max_length=50)
     """Coupon ids presented; the member's personal coupons are offered by themselves."""
@@ -150,9 +152,7 @@ def create_app(daemon: Any) -> FastAPI:
         return list(daemon.events_after(after))
 
     def _sale_args(body: SaleIn) -> tuple[str | None, Basket]:
-        member_id = body.member_id
-        if member_id is None and body.use_identified and daemon.identified is not None:
-            member_id = daemon.identified.member.member_id
+        member_id = daemon.member_for_sale(body.member_id, body.use_identified)
         return member_id, Basket(tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in body.lines))
 
     @app.post("/v1/quote", dependencies=[Depends(token)])
@@ -189,9 +189,9 @@ def create_app(daemon: Any) -> FastAPI:
         return {"status": "tapped"}
 
     @app.post("/v1/sim/scan", dependencies=[Depends(token)], status_code=202)
-    def scan(body: ScanIn) -> dict[str, str]:
-        daemon.scan_sim(body.text)
-        return {"status": "scanned"}
+    def scan(body: ScanIn) -> dict[str, Any]:
+        """What the code was (its kind, never its text) and what the till did with it (terminal/session.py)."""
+        return {"status": "scanned", **daemon.scan_sim(body.text)}
 
     # The cashier workflow: session, pairing, event stream (SSE) and the panel (docs/api.md).
     hub = EventHub(daemon.events_after)

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+from terminal.errors import PortBusy, TerminalError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port), ready for the server to listen on.
+    Bound here, before any thread starts, so that a busy port is a ``PortBusy`` naming it."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart is not refused
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortBusy(host, port) from exc
+        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 class ThreadedServer:
@@ -21,11 +44,18 @@ class ThreadedServer:
         self.uds = uds
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self.thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"http-{port}", daemon=True)
         self.host = host
         self.port = port
+        self._sockets: list[socket.socket] | None = None
+
+    def _run(self) -> None:
+        self.server.run(sockets=self._sockets)
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
+        """Listen and serve; ``PortBusy`` (before any thread starts) when the port is taken."""
+        if not self.uds:
+            self._sockets = [bind(self.host, self.port)]
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

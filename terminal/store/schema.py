@@ -121,3 +121,8 @@ def m006_payments(db: Database) -> None:
         {"txn_id": str, "member_id": str, "amount": int, "offline": int, "day": str, "created_at": str}, pk="txn_id"
     )
     db["sv_payments"].create_index(["member_id", "day"])
+
+
+def known_names() -> set[str]:
+    """Every migration this release knows (sqlite-utils lists only the pending and the applied ones)."""
+    return {migration.name for migration in migrations._migrations}

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs
 from terminal.store import ledger, pages
-from terminal.store.schema import migrations
+from terminal.store.schema import known_names, migrations
+
+log = logging.getLogger("tillpoint.store")
 
 MAX_SEQ = 2**53
 """The largest seq a journal row may carry (``sync.protocol.MAX_SEQ``: head office refuses anything above)."""
@@ -98,7 +101,7 @@ class Store:
         report = check_and_repair(Path(path)) if repair else None
         try:
             db = Database(_connect(Path(path)))
-            migrations.apply(db)
+            upgrade(Path(path), db)
         except sqlite3.Error as exc:
             raise _storage_error(exc) from exc
         store = cls(db)
@@ -476,6 +479,38 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self._read("PRAGMA quick_check")[0][0] == "ok"
+
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+UPGRADE_BACKUPS_KEPT = 2
+"""Copies taken before an upgrade that are kept (the newest); older ones are removed after a new one."""
+
+
+def upgrade(path: Path, db: Database) -> list[str]:
+    """Apply the schema migrations this file lacks, forward only, after a copy of a file that already
+    held data (``terminal.db.pre-<migration>-<time>``, 0600). A file that a newer release migrated is
+    refused (``Code.STORAGE_NEWER``), never written: a downgrade must restore that copy instead."""
+    applied = {m.name for m in migrations.applied(db)}
+    unknown = sorted(applied - known_names())
+    if unknown:
+        raise Rejected(Code.STORAGE_NEWER, f"{path} was upgraded by a newer tillpoint (migrations {', '.join(unknown)}): "
+                       "run that release, or restore the copy taken before the upgrade "
+                       f"({path.name}.pre-*)")
+    pending = [m.name for m in migrations.pending(db)]
+    if pending and applied and str(path) != ":memory:":
+        target = path.with_name(f"{path.name}.pre-{pending[0]}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
+        create_private(target)
+        with closing(sqlite3.connect(target)) as copy:
+            db.conn.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        log.warning("terminal database backed up to %s before migrations %s", target, ", ".join(pending))
+        copies = sorted((p for p in path.parent.glob(f"{path.name}.pre-*") if not p.name.endswith(_SIDE_FILES)),
+                        key=lambda p: p.stat().st_mtime_ns)
+        for old in copies[:-UPGRADE_BACKUPS_KEPT]:
+            for part in (old, *(old.with_name(old.name + side) for side in _SIDE_FILES)):
+                part.unlink(missing_ok=True)
+    migrations.apply(db)
+    return pending
 
 
 def _raw_key(text: str) -> bytes:

@@ -160,9 +160,15 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         finally:
             scanner.stop()
         assert "QR" in page.inner_text("#member-id")
+        # A slow network between the panel and the till: the amount's request takes 0.4 s, and the cashier
+        # presses F11 (pay) at once after Enter. The till must see the amount first, as it was typed first.
+        page.evaluate("""() => { const real = window.fetch;
+            window.fetch = (url, init) => String(url).includes('/v1/session/total')
+              ? new Promise((done) => setTimeout(done, 400)).then(() => real(url, init)) : real(url, init); }""")
         ask(page, "F8", "12.50")
         page.keyboard.press("F11")
         state(page, "payment")
+        assert page.inner_text("#t-payable").endswith("12.50")
         page.keyboard.press("F11")  # pay again is confirm
         state(page, "done")
         assert [e.payload["member_id"] for e in store.entries()] == ["M-1", "M-2"]

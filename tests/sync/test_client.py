@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient, backoff
+from sync.protocol import TillHealth
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
 
@@ -101,6 +102,8 @@ def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
             return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
         if request.url.path == "/v1/flags":
             return httpx.Response(200, json=[])
+        if request.url.path == "/v1/health":
+            return httpx.Response(200, json={"status": "ok", "protocol": 2})
         return httpx.Response(200, json=pages[int(request.url.params["since"])])
 
     store.set_state(offline_since="earlier")
@@ -114,3 +117,32 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     assert backoff(1, 2.0, 60.0, rand=lambda: 0.0) == 1.0
     assert backoff(3, 2.0, 60.0, rand=lambda: 1.0) == 8.0
     assert backoff(30, 2.0, 60.0, rand=lambda: 1.0) == 60.0
+
+
+@pytest.mark.parametrize(("announced", "spoken", "reports"), [(1, 1, False), (2, 2, True), (3, 2, True)])
+def test_the_till_speaks_the_protocol_head_office_announced(store: Store, announced: int, spoken: int,
+                                                          reports: bool) -> None:
+    """A till is upgraded before or after head office: it speaks head office's protocol when that is one
+    version behind (and sends no health report, which protocol 1 lacks), its own otherwise."""
+    seen: dict[str, list[dict]] = {"push": [], "health": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/health":
+            return httpx.Response(200, json={"status": "ok", "protocol": announced})
+        if path == "/v1/journal":
+            seen["push"].append(json.loads(gzip.decompress(request.content)))
+            return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
+        if path == "/v1/terminal/health":
+            seen["health"].append(json.loads(request.content))
+            return httpx.Response(204)
+        if path == "/v1/flags":
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json={"cursor": 0, "more": False})
+
+    health = TillHealth(version="9.9", protocol=spoken, started_at="2026-09-21T14:00:00Z", pending=0)
+    sync = SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler),
+                      end_of_day=False, clock=lambda: 1_790_000_000.0, health=lambda protocol: health)
+    sync.sync_once()
+    assert [body["protocol"] for body in seen["push"]] == [spoken]
+    assert [body["version"] for body in seen["health"]] == (["9.9"] if reports else [])

@@ -18,7 +18,7 @@ from sync.client import SyncClient
 from sync.hq.app import ServerHandle
 from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore
-from sync.protocol import ERROR_STATUS, EodReport, ErrorCode, KindTotals
+from sync.protocol import ERROR_STATUS, PROTOCOL_VERSION, EodReport, ErrorCode, KindTotals
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
 from tests.fixtures import entries
@@ -132,8 +132,8 @@ def test_the_report_over_http_as_json_and_csv_and_settling_by_hand(hq: HqStore, 
 
 def test_openapi_is_served_with_every_route_and_error_code(server: ServerHandle) -> None:
     spec = httpx.get(f"{server.url}/v1/openapi.json").json()
-    assert spec["info"]["version"] == "protocol 1"
-    for path in ("/v1/journal", "/v1/changes", "/v1/snapshot", "/v1/snapshot/{kind}", "/v1/enrol",
+    assert spec["info"]["version"] == f"protocol {PROTOCOL_VERSION}"
+    for path in ("/v1/journal", "/v1/terminal/health", "/metrics", "/v1/changes", "/v1/snapshot", "/v1/snapshot/{kind}", "/v1/enrol",
                  "/v1/credentials/rotate", "/v1/eod", "/v1/flags", "/v1/admin/reconciliation"):
         assert path in spec["paths"], path
     push = spec["paths"]["/v1/journal"]["post"]["responses"]

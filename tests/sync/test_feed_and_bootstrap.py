@@ -94,7 +94,8 @@ def test_an_interrupted_bootstrap_resumes_where_it_stopped(hq: HqStore, server: 
     asked: list[str] = []
 
     def log_after(request: httpx.Request) -> None:
-        asked.append(request.url.params.get("after", ""))
+        if request.url.path.startswith("/v1/snapshot/"):
+            asked.append(request.url.params.get("after", ""))
 
     resumed = SyncClient(till, "T1", server.url, TOKEN, end_of_day=False)
     resumed.http.event_hooks["request"] = [log_after]

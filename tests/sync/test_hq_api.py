@@ -16,7 +16,7 @@ from sync.hq.demo import seed_demo
 from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore, StorageFailed
 from tests.fixtures import entries
-from sync.protocol import ChangesPage, PushResponse, WireEntry
+from sync.protocol import SUPPORTED_PROTOCOLS, ChangesPage, PushResponse, WireEntry
 
 KEY = bytes(range(32))
 T1_TOKEN, T2_TOKEN = "t1-secret-token", "t2-secret-token"
@@ -155,9 +155,18 @@ def test_schema_errors_are_422_error_bodies(http: httpx.Client) -> None:
 
 
 def test_unsupported_protocol_and_unknown_paths(http: httpx.Client) -> None:
-    response = http.post("/v1/journal", json={"protocol": 2, "terminal_id": "T1", "entries": []},
+    newer = max(SUPPORTED_PROTOCOLS) + 1
+    response = http.post("/v1/journal", json={"protocol": newer, "terminal_id": "T1", "entries": []},
                          headers=auth(T1_TOKEN))
     assert_error(response, 400, "unsupported_protocol")
+    assert "upgrade head office first" in response.json()["message"]
+    older = http.post("/v1/journal", json={"protocol": 0, "terminal_id": "T1", "entries": []}, headers=auth(T1_TOKEN))
+    assert_error(older, 400, "unsupported_protocol")
+    assert "upgrade the till" in older.json()["message"]
+    for spoken in sorted(SUPPORTED_PROTOCOLS):  # this release's protocol and the one before
+        ok = http.post("/v1/journal", json={"protocol": spoken, "terminal_id": "T1", "entries": []},
+                       headers=auth(T1_TOKEN))
+        assert ok.status_code == 200, ok.text
     assert_error(http.get("/v1/nothing-here"), 404, "not_found")
     assert_error(http.delete("/v1/journal", headers=auth(T1_TOKEN)), 405, "method_not_allowed")
 

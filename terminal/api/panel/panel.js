@@ -39,8 +39,19 @@ async function api(method, path, body) {
   return data;
 }
 
-async function act(action) {
-  try { render(await api("POST", "/v1/session/action", { action })); } catch (e) { refused(e); }
+// The till sees the cashier's keys in the order they were pressed: each request that changes the sale
+// waits for the one before (a fast Enter then F11 must add the amount before it asks to pay).
+let chain = Promise.resolve();
+function inOrder(task) {
+  const run = chain.then(task, task);
+  chain = run.catch(() => {});
+  return run;
+}
+
+function act(action) {
+  return inOrder(async () => {
+    try { render(await api("POST", "/v1/session/action", { action })); } catch (e) { refused(e); }
+  });
 }
 
 function refused(e) {
@@ -106,10 +117,14 @@ function parseAmount(text) {
   return Number(whole) * 10 ** exp + Number((frac + "0".repeat(exp)).slice(0, exp) || 0);
 }
 
-async function submitPrompt() {
+function submitPrompt() {
   const input = $("prompt-input");
-  const text = input.value.trim();
-  if (!text || !snap) return;
+  const text = input.value.trim();  // what was typed when Enter was pressed
+  if (!text || !snap) return Promise.resolve();
+  return inOrder(() => sendPrompt(input, text));
+}
+
+async function sendPrompt(input, text) {
   try {
     if (snap.awaiting === "member") {
       render(await api("POST", "/v1/session/identify", text.startsWith("TP") ? { code: text } : { member_id: text }));
@@ -239,9 +254,13 @@ function drawDone(s) {
   if (done.hidden || !s.receipt) return;
   const r = s.receipt;
   $("done").querySelector(".approved").textContent = s.voided ? t(lang, "voided") : t(lang, "approved");
-  $("done-detail").textContent = r.member_id
+  const b = r.breakdown;
+  const account = b && b.stored_value
+    ? ` · ${t(lang, "done_account", { paid: money(b.stored_value), balance: money(b.stored_value_balance), due: money(b.pos_due) })}`
+    : "";
+  $("done-detail").textContent = (r.member_id
     ? t(lang, "done_member", { points: `${r.points_delta >= 0 ? "+" : ""}${r.points_delta}`, balance: `${r.points_balance} pt` })
-    : t(lang, "done_anonymous");
+    : t(lang, "done_anonymous")) + account;
 }
 
 function drawQr(s) {

@@ -1,0 +1,78 @@
+"""The fleet as Prometheus metrics: one set of gauges per till, read from the fleet view at scrape time.
+
+``GET /metrics`` on head office (administrator token) serves them; ``deploy/prometheus/tillpoint.rules.yml``
+alerts on them (a till silent, a backlog old, a clock off, a reader missing). Each scrape reads the
+fleet once; nothing is cached, so two head-office processes answer the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+READER_DOWN_STATES = frozenset({"removed"})
+"""The reader event after which a reader or scanner counts as missing. An ``error`` is a failed read (a
+mute card, a card pulled away too soon) on a reader that is still there; ``added`` brings it back."""
+
+Fleet = Callable[[], list[dict[str, Any]]]
+
+
+def families(rows: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
+    """The metric families of a fleet view (pure: rows in, families out)."""
+    labels = ["terminal", "store"]
+    out = {
+        "silent": GaugeMetricFamily("tillpoint_hq_terminal_silent_seconds",
+                                    "Seconds since head office last heard from the till", labels=labels),
+        "backlog": GaugeMetricFamily("tillpoint_hq_terminal_backlog_seconds",
+                                     "Age of the till's oldest entry not yet at head office", labels=labels),
+        "pending": GaugeMetricFamily("tillpoint_hq_terminal_pending_entries",
+                                     "Entries the till holds that head office has not", labels=labels),
+        "clock": GaugeMetricFamily("tillpoint_hq_terminal_clock_offset_seconds",
+                                   "The till's clock minus head office's", labels=labels),
+        "disk": GaugeMetricFamily("tillpoint_hq_terminal_free_disk_bytes",
+                                  "Free space where the till keeps its data", labels=labels),
+        "crashes": GaugeMetricFamily("tillpoint_hq_terminal_loop_crashes",
+                                     "Sync loop crashes since the till started", labels=labels),
+        "revoked": GaugeMetricFamily("tillpoint_hq_terminal_revoked", "1 when the till's credential is revoked",
+                                     labels=labels),
+        "reader": GaugeMetricFamily("tillpoint_hq_terminal_reader_up",
+                                    "1 when the reader or scanner's last event says it works",
+                                    labels=[*labels, "reader", "state"]),
+    }
+    for row in rows:
+        key = [str(row["terminal_id"]), str(row["store_id"])]
+        _add(out["silent"], key, row.get("silent_seconds"))
+        _add(out["backlog"], key, row.get("backlog_seconds"))
+        _add(out["pending"], key, row.get("pending"))
+        _add(out["clock"], key, row.get("clock_offset"))
+        _add(out["disk"], key, row.get("free_disk_bytes"))
+        _add(out["crashes"], key, row.get("loop_crashes"))
+        _add(out["revoked"], key, 1 if row.get("revoked") else 0)
+        for reader in row.get("readers") or []:
+            up = 0 if reader["state"] in READER_DOWN_STATES else 1
+            out["reader"].add_metric([*key, str(reader["name"]), str(reader["state"])], up)
+    return list(out.values())
+
+
+def _add(family: GaugeMetricFamily, labels: list[str], value: float | int | None) -> None:
+    if value is not None:
+        family.add_metric(labels, float(value))
+
+
+class _FleetCollector(Collector):
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self._fleet())
+
+
+def exposition(fleet: Fleet) -> tuple[bytes, str]:
+    """The Prometheus text of the fleet now, and its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_FleetCollector(fleet))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,145 @@
+"""The path users take: the wheel built from pyproject.toml, installed in a fresh virtualenv, starts the
+till and head office, and they serve the panel and the join page. The processes run from a directory
+outside the checkout with no PYTHONPATH, and the test checks that the code they import is the wheel's.
+
+The fresh virtualenv gets the wheel alone (``--no-deps``); its dependencies are reached through a
+``.pth`` line naming the test environment's site-packages, so the run needs no network and the
+source checkout is never on the path (a ``.pth`` line adds a directory, not the ``.pth`` files in it,
+so the test environment's own install of the project is not seen)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+import venv
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from terminal import __version__
+from tests.fixtures.hq import free_port
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wheels = list(out.glob("tillpoint-*.whl"))
+    assert len(wheels) == 1
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with the wheel installed; returns its bin directory."""
+    where = tmp_path_factory.mktemp("venv") / "venv"
+    venv.EnvBuilder(with_pip=False).create(where)
+    python = where / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    (Path(purelib) / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+                           str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return where / "bin"
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+
+
+def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "terminal" / "api" / "panel").iterdir() if p.is_file()}
+    assert shipped and shipped <= names, shipped - names
+    assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
+
+
+def test_the_installed_wheel_runs_the_till_and_head_office(installed: Path, tmp_path: Path) -> None:
+    tillpoint = str(installed / "tillpoint")
+    where = subprocess.run([str(installed / "python"), "-c", "import terminal, sync; print(terminal.__file__)"],
+                           capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path, env=clean_env())
+    assert where.stdout.strip().startswith(str(installed.parent)), where.stdout  # the wheel's code, not the checkout's
+
+    hq_port, api_port = free_port(), free_port()
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))  # the chain's card key, given to both before either starts
+    key.chmod(0o600)
+    config = tmp_path / "till.toml"
+    config.write_text(f"""
+[terminal]
+id = "T-WHEEL"
+data_dir = "{tmp_path / 'till'}"
+[security]
+card_key_file = "{tmp_path / 'card-hash.key'}"
+[reader]
+devices = ["sim:"]
+[api]
+port = {api_port}
+""")
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
+    try:
+        procs.append(subprocess.Popen([tillpoint, "hq", "serve", "--db", str(tmp_path / "hq.db"), "--port",
+                                       str(hq_port), "--seed-demo-key", str(tmp_path / "card-hash.key")],
+                                      cwd=tmp_path, env=clean_env(), stdout=logs["hq"], stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([tillpoint, "run", "--config", str(config)], cwd=tmp_path, env=clean_env(),
+                                      stdout=logs["till"], stderr=subprocess.STDOUT))
+
+        def answers(url: str) -> httpx.Response | None:
+            for proc, name in zip(procs, logs, strict=True):
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+            try:
+                reply = httpx.get(url, timeout=2)
+            except httpx.TransportError:
+                return None
+            return reply if reply.status_code == 200 else None
+
+        join = wait_until(lambda: answers(f"http://127.0.0.1:{hq_port}/join"), 60, "head office's join page")
+        assert '<form id="join">' in join.text
+        panel = wait_until(lambda: answers(f"http://127.0.0.1:{api_port}/panel/"), 60, "the till's panel")
+        assert 'id="' in panel.text and "panel.js" in panel.text
+        script = httpx.get(f"http://127.0.0.1:{api_port}/panel/panel.js", timeout=5)
+        assert script.status_code == 200 and len(script.text) > 1000
+        version = subprocess.run([tillpoint, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                                 env=clean_env(), check=False)
+        assert version.returncode == 0 and __version__ in version.stdout
+    finally:
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs.values():
+            log.close()
+
+
+def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
+    """Without its panel files the installed package cannot serve the panel: the check above would see it."""
+    purelib = installed.parent / "lib"
+    panels = list(purelib.glob("python3*/site-packages/terminal/api/panel"))
+    assert len(panels) == 1 and (panels[0] / "index.html").is_file()
+    hidden = panels[0].with_name("panel.hidden")
+    panels[0].rename(hidden)
+    try:
+        done = subprocess.run([str(installed / "python"), "-c", "from terminal.api.cashier import panel_files; "
+                               "panel_files()"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env=clean_env(), check=False)
+        assert done.returncode != 0 and "panel" in done.stderr
+    finally:
+        hidden.rename(panels[0])
