@@ -19,7 +19,6 @@ head office's part: a sale is claimed once (docs/enrolment.md).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import struct
 import uuid
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from terminal import b64url
 
 VERSION = 1
 DOMAIN = b"TPJ1"
@@ -54,12 +54,8 @@ class ClaimToken:
     sig: bytes
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+b64 = b64url.encode
+unb64 = b64url.decode
 
 
 def public_bytes(key: Ed25519PrivateKey) -> bytes:

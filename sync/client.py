@@ -18,7 +18,6 @@ after an interruption.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import json
@@ -66,6 +65,7 @@ from sync.protocol import (
 from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs, SyncStore
+from terminal import b64url
 
 log = logging.getLogger("tillpoint.sync")
 
@@ -169,10 +169,6 @@ def write_token_file(path: Path, token: str) -> None:
         os.close(dir_fd)
 
 
-def _b64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def check_signature(root_key: str, body: dict[str, Any], sig: str) -> bool:
     """An Ed25519 signature by head office's root key over the canonical JSON of ``body``."""
     try:
@@ -180,7 +176,7 @@ def check_signature(root_key: str, body: dict[str, Any], sig: str) -> bool:
     except ValueError:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(_b64(root_key)).verify(_b64(sig), canonical)
+        Ed25519PublicKey.from_public_bytes(b64url.decode(root_key)).verify(b64url.decode(sig), canonical)
     except (InvalidSignature, ValueError):
         return False
     return True

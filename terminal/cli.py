@@ -644,6 +644,7 @@ def hq_serve(
         check_workers(db, workers)
     except (NeedsPostgres, ValueError) as exc:
         fail(exc)
+    _check_port(host, port, "head office", "--port N")
     if seed_demo_key is not None:  # made on first use, before anything reads it
         from terminal.keys import load_or_create_key
 

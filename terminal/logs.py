@@ -30,6 +30,8 @@ import re
 import sys
 from typing import Any, TextIO
 
+from terminal.scan import is_card_number
+
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "journal", "json", "text")
 
@@ -56,14 +58,6 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 _handler: logging.Handler | None = None
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if index % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
 def _hex_id(match: re.Match[str]) -> str:
     text = match.group(0)
     has_digit = any(c.isdigit() for c in text)
@@ -74,7 +68,7 @@ def _hex_id(match: re.Match[str]) -> str:
 
 def _pan(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
-    return "[pan]" if luhn_ok(digits) else match.group(0)
+    return "[pan]" if is_card_number(digits) else match.group(0)
 
 
 def redact(text: str) -> str:

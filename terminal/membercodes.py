@@ -15,7 +15,6 @@ The unsigned ``TPM1:`` codes (base64 of the member id) are refused: anybody can 
 
 from __future__ import annotations
 
-import base64
 import struct
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
+from terminal import b64url
 
 PREFIX = "TPM2:"
 ISSUED, DEVICE = 1, 2
@@ -47,10 +47,6 @@ class DeviceCode:
     payment_code: str
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def _short(text: str, what: str) -> bytes:
     raw = text.encode()
     if not 1 <= len(raw) <= 255:
@@ -61,13 +57,13 @@ def _short(text: str, what: str) -> bytes:
 def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int) -> str:
     """Head office's side: the member's code, signed with its member key."""
     body = bytes([ISSUED]) + _short(key_id, "key id") + struct.pack(">I", issued_at) + _short(member_id, "member id")
-    return PREFIX + _b64(body + key.sign(_DOMAIN + body))
+    return PREFIX + b64url.encode(body + key.sign(_DOMAIN + body))
 
 
 def device_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int) -> str:
     """The member's phone: a member code that is also a one-time proof (made like a payment code)."""
-    raw = base64.urlsafe_b64decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX):] + "==")
-    return PREFIX + _b64(bytes([DEVICE]) + raw)
+    raw = b64url.decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX):])
+    return PREFIX + b64url.encode(bytes([DEVICE]) + raw)
 
 
 def _take(raw: bytes, at: int) -> tuple[str, int]:
@@ -81,9 +77,9 @@ def _take(raw: bytes, at: int) -> tuple[str, int]:
 def parse(body: str) -> IssuedCode | DeviceCode:
     """The code in a ``TPM2:`` body; ``Rejected(malformed_code)`` when it is not one."""
     try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        raw = b64url.decode(body)
         if raw[:1] == bytes([DEVICE]):
-            return DeviceCode(pay.PREFIX + _b64(raw[1:]))
+            return DeviceCode(pay.PREFIX + b64url.encode(raw[1:]))
         if raw[:1] != bytes([ISSUED]):
             raise ValueError("unknown form")
         key_id, at = _take(raw, 1)

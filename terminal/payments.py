@@ -18,7 +18,6 @@ certificate is signed by a head-office key the till knows, not expired and not r
 
 from __future__ import annotations
 
-import base64
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from terminal.canonical import canonical_json
 from terminal.errors import Code, Rejected
+from terminal import b64url
 
 PREFIX = "TPP1:"
 VERSION = 1
@@ -128,7 +128,7 @@ def make_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: 
     """The member's device: a fresh payment code as QR text."""
     step = now // STEP_SECONDS
     raw = _CODE.pack(VERSION, cert_id, step, counter) + device_key.sign(_signed(cert_id, step, counter))
-    return PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return PREFIX + b64url.encode(raw)
 
 
 def parse_code(text: str) -> PaymentCode:
@@ -137,7 +137,7 @@ def parse_code(text: str) -> PaymentCode:
         raise Rejected(Code.PAYMENT_CODE_MALFORMED, "Not a tillpoint payment code.")
     body = text[len(PREFIX):].strip()
     try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        raw = b64url.decode(body)
     except (ValueError, TypeError) as exc:
         raise Rejected(Code.PAYMENT_CODE_MALFORMED) from exc
     if len(raw) != _CODE.size + 64:

@@ -29,6 +29,8 @@ import string
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from stdnum import ean, luhn
+
 from terminal.errors import MESSAGES, Code, Rejected
 
 
@@ -92,24 +94,19 @@ class Refusal:
 
 
 def luhn_ok(digits: str) -> bool:
-    """The Luhn (mod 10) check every payment card number passes."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    """The Luhn (mod 10) check every payment card number passes (python-stdnum)."""
+    return digits.isdigit() and luhn.is_valid(digits)
 
 
 def ean13_ok(digits: str) -> bool:
-    """The EAN-13 / JAN check digit (weights 1, 3 from the left)."""
-    if len(digits) != 13 or not digits.isdigit():
-        return False
-    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(digits[:12]))
-    return (10 - total % 10) % 10 == int(digits[12])
+    """The EAN-13 / JAN check digit (python-stdnum)."""
+    return len(digits) == 13 and digits.isdigit() and ean.is_valid(digits)
+
+
+def is_card_number(digits: str) -> bool:
+    """13-19 digits that pass Luhn and are not an EAN-13 / JAN barcode (see ``looks_like_card_number``):
+    the one test for a payment card number, in scanning and in the logs alike."""
+    return 13 <= len(digits) <= 19 and luhn_ok(digits) and not ean13_ok(digits)
 
 
 def looks_like_card_number(text: str) -> bool:
@@ -120,7 +117,7 @@ def looks_like_card_number(text: str) -> bool:
     barcode in ten passes Luhn by chance and would otherwise be refused."""
     for match in _PAN.finditer(text):
         digits = _SEPARATORS.sub("", match.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits) and not ean13_ok(digits):
+        if is_card_number(digits):
             return True
     return False
 

@@ -22,7 +22,6 @@ carries the refusal as ``error`` so the panel can show it in plain words with it
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -33,15 +32,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from terminal import qrcodes
+from terminal.pricing import REDEEM_MAX
 from terminal.coupons import Offer
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import Basket, Line, Member, Quote, Receipt
 from terminal.scan import Kind, Refusal, Scan, classify
+from terminal import b64url
 
 if TYPE_CHECKING:
     from terminal.service import MemberCodeRead
 
-REDEEM_MAX = -1
 PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
 TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
 # What a scanned code was, in words (by ``scan_kind``): the kinds of our codes, then the refused reads.
@@ -109,18 +109,18 @@ def claim_token(receipt: Receipt) -> str:
     """This sale's claim token: the transaction id (a UUIDv7) as base64url. Provisional and unsigned:
     head office accepts a claim once per transaction; a signed, expiring token replaces it."""
     raw = uuid.UUID(receipt.txn_id).bytes
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return b64url.encode(raw)
 
 
 def code_body(value: str) -> str:
     """The body of a member or coupon code that carries an id: the id's UTF-8 as base64url."""
-    return base64.urlsafe_b64encode(value.encode()).rstrip(b"=").decode()
+    return b64url.encode(value.encode())
 
 
 def id_from_body(body: str) -> str:
     """The id a code body carries; ``Rejected(malformed_code)`` when it is not base64url of UTF-8."""
     try:
-        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        return b64url.decode(body).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise Rejected(Code.MALFORMED_CODE) from exc
 

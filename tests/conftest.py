@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -14,3 +15,29 @@ def _upgrade_backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TILLPOINT_HQ_BACKUP_DIR", str(where))
         yield where
+
+
+TESTS = Path(__file__).resolve().parent
+SLOW = ("pcsc", "e2e", "browser", "postgres", "ops")
+"""Markers given by what a test uses; ``-m "not (pcsc or e2e or browser or postgres or ops)"`` is the
+fast loop (README: the pure core and the unit tests, under a minute)."""
+
+
+@cache
+def _drives_a_browser(path: Path) -> bool:
+    return "chromium()" in path.read_text(encoding="utf-8")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        area = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else ""
+        if area in ("e2e", "ops"):
+            item.add_marker(area)
+        used = set(getattr(item, "fixturenames", ()))
+        if used & {"pg_server", "pg_url", "hq_url"}:
+            item.add_marker("postgres")
+        if used & {"pcscd", "virtual_card"}:
+            item.add_marker("pcsc")
+        if _drives_a_browser(path):
+            item.add_marker("browser")

@@ -14,7 +14,6 @@ only by releasing or rejecting that entry (``sync.hq.quarantine``).
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -23,6 +22,7 @@ from typing import Any, Literal
 
 from sync.hq.db import Tx
 from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
+from terminal import b64url
 
 REPORT_COLUMNS = ("store_id", "terminal_id", "day", "entries", "total", "points", "stored_value", "open_items",
                   "settled_items", "open_reasons", "eod")
@@ -125,12 +125,12 @@ MAX_PAGE = 1000
 
 def encode_cursor(*parts: str) -> str:
     """An opaque cursor: the sort key of the last row shown."""
-    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+    return b64url.encode(json.dumps(list(parts)).encode())
 
 
 def decode_cursor(cursor: str, size: int) -> list[str]:
     try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        parts = json.loads(b64url.decode(cursor))
     except (ValueError, TypeError) as exc:
         raise BadCursor("the cursor is not one this head office gave") from exc
     if not isinstance(parts, list) or len(parts) != size or not all(isinstance(p, str) for p in parts):

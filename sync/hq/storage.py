@@ -23,7 +23,6 @@ Errors::
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import threading
@@ -75,6 +74,7 @@ from sync.protocol import (
     WireRuleDoc,
 )
 from terminal.credentials import token_digest
+from terminal import b64url
 
 __all__ = [
     "CredentialRevoked", "Effect", "EnrolmentRefused", "HqError", "HqStore", "SeqConflict", "Settings",
@@ -94,12 +94,8 @@ class EnrolmentRefused(HqError):
     pass
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+b64 = b64url.encode
+unb64 = b64url.decode
 
 
 def normalise_code(code: str) -> str:

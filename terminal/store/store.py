@@ -8,7 +8,6 @@ only after that block's COMMIT returned. SQLite errors are translated here: a fu
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
 from terminal.ports import CacheDocs
 from terminal.store import ledger, pages
 from terminal.store.schema import known_names, migrations
+from terminal import b64url
 
 log = logging.getLogger("tillpoint.store")
 
@@ -517,7 +517,7 @@ def _raw_key(text: str) -> bytes:
     """A raw 32-byte key as head office publishes it (base64url, no padding) or as hex."""
     if len(text) == 64:
         return bytes.fromhex(text)
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return b64url.decode(text)
 
 
 def _add_points(conn: sqlite3.Connection, member_id: str, delta: int) -> int | None:

@@ -1,6 +1,9 @@
 """Every `tillpoint` command does what its help says, run as an operator runs it: a real head office
-(`tillpoint hq serve`) and a real till daemon (`tillpoint run`) as processes on 127.0.0.1, each command
-a process of its own, its text output checked and its `--json` output parsed.
+(`tillpoint hq serve`) and a real till daemon (`tillpoint run`) as processes on 127.0.0.1; each command
+runs through the command line's own entry point (in this process, with Typer's runner: the processes it
+talks to are real, and the installed command itself is started by tests/ops/test_wheel.py and
+test_deb.py), its text output checked and its `--json` output parsed. The demo, a busy port and a table
+written to a pipe run as processes of their own.
 
 The traps this keeps closed: `void` sends the JSON body the API wants; a sale without `--member` is
 anonymous even right after a tap; a receipt says what was taken off and who paid what; `scan` says what
@@ -17,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +28,16 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
+from terminal.cli import app as cli_app
 from terminal.credentials import card_uid_hash, parse_uid
 from terminal.model import utc_iso
 from tests.fixtures import entries
-from tests.fixtures.hq import HqProcess, free_port, tillpoint
+from tests.fixtures.hq import HqProcess, free_port
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
 from tests.waiting import wait_until
 
@@ -42,6 +48,19 @@ CARD_NUMBER = "4111 1111 1111 1111"  # a test Visa number: passes the Luhn check
 LONG_TERMINAL = "T-RECONCILIATION-TILL-0001"
 LONG_STORE = "S-FLAGSHIP-STORE-DOWNTOWN-0001"
 EXIT_PORT_BUSY = 3
+
+
+_RUNNER = CliRunner()
+
+
+def tillpoint(*args: str) -> subprocess.CompletedProcess[str]:
+    """``tillpoint ARGS`` through the CLI's entry point; an exception that escaped it is shown as a traceback
+    (``ok`` refuses those), as the process would print it."""
+    result = _RUNNER.invoke(cli_app, list(args), catch_exceptions=True)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["tillpoint", *args], result.exit_code, result.stdout, stderr)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -417,3 +436,15 @@ def test_the_demo_names_a_busy_port_and_how_to_change_it(tmp_path: Path, busy: s
     assert f"port {port} " in line and f"{busy} N" in line, text
     assert "Traceback" not in text
     assert not (tmp_path / "var" / "tillpoint" / "terminal.db").exists()  # refused before anything started
+
+
+def test_head_office_names_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", str(tmp_path / "hq.db"),
+                               "--port", str(port)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == EXIT_PORT_BUSY, done.stdout + done.stderr
+    assert f"port {port} " in done.stderr and "--port N" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "hq.db").exists()  # refused before the database was made
