@@ -29,6 +29,7 @@ def _drives_a_browser(path: Path) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by what it needs (``-m`` selects by them)."""
     for item in items:
         path = Path(str(item.fspath))
         area = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else ""
@@ -37,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         used = set(getattr(item, "fixturenames", ()))
         if used & {"pg_server", "pg_url", "hq_url"}:
             item.add_marker("postgres")
-        if used & {"pcscd", "virtual_card"}:
+        if used & {"pcscd", "virtual_card"} or item.get_closest_marker("pcsc"):
             item.add_marker("pcsc")
         if _drives_a_browser(path):
             item.add_marker("browser")

@@ -402,7 +402,7 @@ def test_the_demo_prints_each_event_once_and_its_api_port_is_found(tmp_path: Pat
         assert demo.poll() is None, log.read_text()
         assert f"local API http://127.0.0.1:{api_port}" in log.read_text()
         assert ok(tillpoint("tap", AIKO_UID, "--config", str(config))).strip() == f"tapped {AIKO_UID}"
-        wait_until(lambda: "sale #1 " in log.read_text(), 20, "the demo's sale")
+        wait_until(lambda: "sale #1 " in log.read_text(), 60, "the demo's sale")
         text = log.read_text()  # the log line of an event comes before its console line: both are in by now
         sale_lines = [line for line in text.splitlines() if "#1 " in line]
         assert len(sale_lines) == 1 and "M-0001" in sale_lines[0], text

@@ -1,4 +1,4 @@
-"""The crash harness, short version: ~30 SIGKILLs of a selling daemon (the long run is
+"""The crash harness, short version: 15 SIGKILLs of a selling daemon (the long run is
 bench/bench_crash.py; its figures are in docs/reliability.md)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.ops.crash import run_crash
 
-KILLS = 30
+KILLS = 15
 
 
 def test_no_acknowledged_sale_is_lost_or_duplicated_across_kills(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_damaged_cache_is_rebuilt_from_head_office(tmp_path: Path, hq: HqProcess
         earned = sum(r.points_delta for r in pushed + unpushed)
         assert member is not None and member.points == hq_points(hq, "M-0001") == 1200 + earned
         second.tap_sim(bytes.fromhex("04A1B2C3D4E501"))  # the re-pulled cards identify again
-        wait_until(lambda: any(e["type"] == "member" for e in list(events.queue)), 5, "the tap identified")
+        wait_until(lambda: any(e["type"] == "member" for e in list(events.queue)), 30, "the tap identified")
         assert any(e["type"] == "store_rebuilt" for e in list(events.queue))
         assert metric(second.metrics_exposition()[0].decode(), "tillpoint_store_rebuilds_total") == 1
     finally:
