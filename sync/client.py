@@ -508,7 +508,10 @@ class SyncClient:
         return True
 
     def _housekeeping(self) -> None:
-        self.report_health()
+        try:
+            self.report_health()
+        except (HqRejected, HqFailed) as exc:  # the fleet view misses a report; the till's sync goes on
+            log.warning("head office did not take this till's health report: %s", exc)
         if self.end_of_day:
             self.report_eod()
         self.flags()

@@ -10,6 +10,7 @@ so the test environment's own install of the project is not seen)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("wheel-src")  # a copy: building leaves build/ and egg-info beside the sources
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("terminal", "drivers", "sync"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=300, check=False,
+                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=300, check=False,
                           cwd=out)
     assert done.returncode == 0, done.stdout + done.stderr
     wheels = list(out.glob("tillpoint-*.whl"))

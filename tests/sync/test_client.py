@@ -146,3 +146,24 @@ def test_the_till_speaks_the_protocol_head_office_announced(store: Store, announ
     sync.sync_once()
     assert [body["protocol"] for body in seen["push"]] == [spoken]
     assert [body["version"] for body in seen["health"]] == (["9.9"] if reports else [])
+
+
+def test_a_refused_health_report_does_not_stop_the_round(store: Store) -> None:
+    """The fleet view is a report, not the sync: head office refusing it leaves the round a success."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/health":
+            return httpx.Response(200, json={"status": "ok", "protocol": 2})
+        if path == "/v1/journal":
+            return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
+        if path == "/v1/terminal/health":
+            return httpx.Response(422, json={"code": "invalid_request", "message": "no"})
+        if path == "/v1/flags":
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json={"cursor": 0, "more": False})
+
+    health = TillHealth(version="9.9", protocol=2, started_at="2026-09-21T14:00:00Z", pending=0)
+    sync = SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler),
+                      end_of_day=False, clock=lambda: 1_790_000_000.0, health=lambda protocol: health)
+    assert sync.sync_once().pushed == 3
+    assert store.state("last_sync_ok") and store.state("offline_since") is None
