@@ -63,7 +63,7 @@ from sync.protocol import (
     spoken_protocol,
 )
 from terminal.errors import Rejected
-from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
+from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, SyncStore
 from terminal import b64url
 
@@ -272,7 +272,7 @@ class SyncClient:
                 if seq not in self.store.held_seqs(first, last)]
         if not lost:
             return None
-        ranges = _ranges(sorted(lost))
+        ranges = seq_ranges(sorted(lost))
         log.error("journal seqs %s are lost (neither here nor at head office): reported", ranges)
         body = LostReport(ranges=ranges[:100], reason=reason)
         state: JournalState = _parse(JournalState, self._call("POST", "/v1/journal/lost", json=body.model_dump()),
@@ -291,7 +291,7 @@ class SyncClient:
         missing = [s for s in range(state.acked_seq + 1, top + 1)
                    if s not in held_hq and s not in self.store.held_seqs(s, s)]
         if missing:
-            self._report_lost(list(_ranges(missing)), "this till's database was damaged; these rows were unreadable")
+            self._report_lost(seq_ranges(missing), "this till's database was damaged; these rows were unreadable")
         self.store.finish_recovery(top)
         log.warning("journal recovered after a rebuild: head office holds up to %s, next seq above %s",
                     state.max_seq, top)
@@ -524,16 +524,6 @@ class SyncClient:
 
 
 _JSON = {"Content-Type": "application/json"}
-
-
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-    for seq in seqs:
-        if found and seq == found[-1][1] + 1:
-            found[-1] = (found[-1][0], seq)
-        else:
-            found.append((seq, seq))
-    return found
 
 
 def _local_day(created_at: str) -> str:

@@ -49,7 +49,7 @@ from sync.protocol import (
     parse_time,
 )
 from terminal.loyalty import DEFAULT_BASE_RULE
-from terminal.model import EarnRule
+from terminal.model import EarnRule, seq_ranges
 
 REVERSING_KINDS = frozenset({EntryKind.REFUND.value, EntryKind.VOID.value})
 MAX_GAPS = 100
@@ -1045,7 +1045,7 @@ def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason:
     for first, last in sorted(ranges):
         have = {int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
                                           [terminal_id, first, last])}
-        for a, b in _spans([s for s in range(first, last + 1) if s not in have]):
+        for a, b in seq_ranges([s for s in range(first, last + 1) if s not in have]):
             tx.run("INSERT INTO journal_lost (terminal_id, first_seq, last_seq, reason, reported_at) "
                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, first_seq) DO NOTHING",
                    [terminal_id, a, b, reason, now])
@@ -1057,16 +1057,6 @@ def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason:
         save_items(tx, str(held[0]), terminal_id, [item], now)
     watermark = tx.one("SELECT acked_seq FROM terminals WHERE terminal_id = ?", [terminal_id])
     advance(tx, terminal_id, int(watermark[0]) if watermark else 0)
-
-
-def _spans(seqs: list[int]) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-    for seq in seqs:
-        if found and seq == found[-1][1] + 1:
-            found[-1] = (found[-1][0], seq)
-        else:
-            found.append((seq, seq))
-    return found
 
 
 def store_calendar(tx: Tx, store_id: str, settings: Settings) -> businessday.BusinessDay:

@@ -25,7 +25,7 @@ from sqlite_utils import Database
 
 from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
-from terminal.model import Card, EarnRule, JournalEntry, Member, Status, utc_iso
+from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs
 from terminal.store import ledger, pages
 from terminal.store.schema import known_names, migrations
@@ -751,7 +751,7 @@ def _salvage(path: Path, conn: sqlite3.Connection,
             _set_state(conn, "rebuilt_at", utc_iso(time.time()))
     finally:
         old.close()
-    return salvaged, unreadable, _ranges(missing)
+    return salvaged, unreadable, tuple(seq_ranges(missing))
 
 
 def _insert_valid(conn: sqlite3.Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> int:
@@ -847,16 +847,6 @@ def _journal_index_seqs(img: pages.Image) -> set[int]:
         seqs.update(e[1] for e in pages.index_entries(img, root)
                     if len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int) and 0 < e[1] <= MAX_SEQ)
     return seqs
-
-
-def _ranges(seqs: list[int]) -> tuple[tuple[int, int], ...]:
-    found: list[tuple[int, int]] = []
-    for seq in seqs:
-        if found and seq == found[-1][1] + 1:
-            found[-1] = (found[-1][0], seq)
-        else:
-            found.append((seq, seq))
-    return tuple(found)
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
