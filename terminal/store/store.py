@@ -8,6 +8,7 @@ only after that block's COMMIT returned. SQLite errors are translated here: a fu
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -499,10 +500,17 @@ def upgrade(path: Path, db: Database) -> list[str]:
     pending = [m.name for m in migrations.pending(db)]
     if pending and applied and str(path) != ":memory:":
         target = path.with_name(f"{path.name}.pre-{pending[0]}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
-        create_private(target)
-        with closing(sqlite3.connect(target)) as copy:
-            db.conn.backup(copy)
-            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        try:
+            create_private(target)
+            with closing(sqlite3.connect(target)) as copy:
+                db.conn.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        except (OSError, sqlite3.Error) as exc:  # a full disk: no half copy left, nothing migrated
+            for part in (target, *(target.with_name(target.name + side) for side in _SIDE_FILES)):
+                part.unlink(missing_ok=True)
+            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "full" in str(exc)
+            raise Rejected(Code.STORAGE_FULL if full else Code.STORAGE_FAILED,
+                           f"could not copy {path} before upgrading it ({exc}): nothing was migrated") from exc
         log.warning("terminal database backed up to %s before migrations %s", target, ", ".join(pending))
         copies = sorted((p for p in path.parent.glob(f"{path.name}.pre-*") if not p.name.endswith(_SIDE_FILES)),
                         key=lambda p: p.stat().st_mtime_ns)

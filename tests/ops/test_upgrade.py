@@ -25,7 +25,7 @@ from terminal.store import Store
 from terminal.store.schema import known_names, migrations
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import PgServer, pg_bindir, pg_server  # noqa: F401 - fixture
-from tests.ops.helpers import Api, NotifyListener, TillProcess, till_config, wait_until
+from tests.ops.helpers import Api, NotifyListener, TillProcess, fill, till_config, wait_until
 
 RELEASE = Path(__file__).resolve().parents[1] / "fixtures" / "upgrade" / "0.1.0"
 CARD_KEY = bytes(range(32))  # what make.py hashed the demo cards with
@@ -189,3 +189,24 @@ def test_postgres_is_dumped_before_it_is_migrated(pg_server: PgServer, tmp_path:
     again = HqStore(url)  # nothing pending: no second dump
     again.close()
     assert len(list(tmp_path.glob("hq-pre-*.dump"))) == 1
+
+
+def test_a_full_disk_stops_the_upgrade_before_it_starts(small_disk: Path) -> None:
+    """The copy an upgrade takes first does not fit: the till refuses with storage_full, leaves no half copy
+    and migrates nothing (the file stays as the release left it, usable by it)."""
+    path = small_disk / "terminal.db"
+    names = [m.name for m in migrations._migrations]
+    with closing(sqlite3.connect(path)) as conn:
+        migrations.apply(Database(conn), stop_before=names[-1])
+        conn.execute("INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) "
+                     "VALUES (1, 'tx-full', 'T-1', 'sale', '{}', '2026-01-01T00:00:00.000Z')")
+        conn.commit()
+    before = digest(path)
+    fill(small_disk)
+    with pytest.raises(Rejected) as refused:
+        Store.open(path, repair=True)
+    assert refused.value.code is Code.STORAGE_FULL
+    assert not list(small_disk.glob("terminal.db.pre-*"))
+    (small_disk / "filler").unlink()
+    assert digest(path) == before
+    assert names[-1] not in {r[0] for r in rows(path, "SELECT name FROM _sqlite_migrations")}
