@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from stats import nearest_rank
+
 from terminal.credentials import card_uid_hash
 from terminal.model import Basket, Card, CardRead, EarnRule, Line, Member
 from terminal.service import Service
@@ -71,8 +72,14 @@ def run(members: int, sales: int) -> dict[str, object]:
         "members": members,
         "sales": sales,
         "seed_seconds": round(seed_s, 2),
-        **{f"{name}_ms": {"p50": round(nearest_rank(v, 0.50) * 1000, 4), "p99": round(nearest_rank(v, 0.99) * 1000, 4), "mean": round(statistics.fmean(v) * 1000, 4)}
-           for name, v in steps.items()},
+        **{
+            f"{name}_ms": {
+                "p50": round(nearest_rank(v, 0.50) * 1000, 4),
+                "p99": round(nearest_rank(v, 0.99) * 1000, 4),
+                "mean": round(statistics.fmean(v) * 1000, 4),
+            }
+            for name, v in steps.items()
+        },
         "commits_per_s": round(sales / elapsed, 1),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
     }

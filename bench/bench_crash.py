@@ -32,12 +32,15 @@ def render(report: CrashReport, wanted: int, minutes: float, seed: int) -> str:
     """The "## Last run" section of docs/reliability.md (the rest of the page is written by hand)."""
     r = report
     verdict = "**passed**" if r.ok else "**FAILED**"
-    stopped = (f"{r.kills} kills (asked for {wanted}; the {minutes:g}-minute budget ran out first)"
-               if r.kills < wanted else f"{r.kills} kills")
+    stopped = (
+        f"{r.kills} kills (asked for {wanted}; the {minutes:g}-minute budget ran out first)"
+        if r.kills < wanted
+        else f"{r.kills} kills"
+    )
     return f"""## Last run
 
 {verdict}: {stopped}, seed {seed}, {r.seconds:.0f} s, on {os.cpu_count()} CPU cores shared with other
-work (Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}, Debian, local disk).
+work (Python {platform.python_version()}, SQLite {__import__("sqlite3").sqlite_version}, Debian, local disk).
 
 | figure | value |
 | --- | --- |
@@ -82,8 +85,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         began = time.monotonic()
         report = run_crash(Path(tmp), args.kills, seed=args.seed, budget_s=args.minutes * 60)
-    print(json.dumps({**report.as_dict(), "asked_kills": args.kills, "budget_minutes": args.minutes,
-                      "wall_seconds": round(time.monotonic() - began, 1)}, indent=2))
+    print(
+        json.dumps(
+            {
+                **report.as_dict(),
+                "asked_kills": args.kills,
+                "budget_minutes": args.minutes,
+                "wall_seconds": round(time.monotonic() - began, 1),
+            },
+            indent=2,
+        )
+    )
     if not args.no_write:
         DOC.write_text(replace_section(DOC.read_text(), render(report, args.kills, args.minutes, args.seed)))
     sys.exit(0 if report.ok else 1)

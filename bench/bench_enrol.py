@@ -1,12 +1,12 @@
 """Members joining: enrolment at the till, claim tokens, head office accepting enrolments. Prints JSON.
 
-    .venv/bin/python bench/bench_enrol.py --enrols 300 --tokens 2000 --batches 20
+.venv/bin/python bench/bench_enrol.py --enrols 300 --tokens 2000 --batches 20
 
-    till_enrol      Service.enrol: one durable commit (member, card, journal row)
-    token_sign      sync.claims.sign (Ed25519) / token_verify: parse + verify at head office
-    hq_ingest       one push of ``--batch`` enrol entries into head office (SQLite), half of them a card
-                    another till enrolled first (merged), per batch and per entry
-    claim           POST-less: members.claim in one transaction (verify, credit, link the sale)
+till_enrol      Service.enrol: one durable commit (member, card, journal row)
+token_sign      sync.claims.sign (Ed25519) / token_verify: parse + verify at head office
+hq_ingest       one push of ``--batch`` enrol entries into head office (SQLite), half of them a card
+                another till enrolled first (merged), per batch and per entry
+claim           POST-less: members.claim in one transaction (verify, credit, link the sale)
 """
 
 from __future__ import annotations
@@ -24,21 +24,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from stats import nearest_rank, timed
 
-from stats import nearest_rank, timed  # noqa: E402
-from sync import claims  # noqa: E402
-from sync.hq import members  # noqa: E402
-from sync.hq.storage import HqStore  # noqa: E402
-from sync.protocol import SaleLine, SalePayload, WireEntry  # noqa: E402
-from terminal.model import CardRead  # noqa: E402
-from terminal.service import Service  # noqa: E402
-from terminal.store import Store  # noqa: E402
+from sync import claims
+from sync.hq import members
+from sync.hq.storage import HqStore
+from sync.protocol import SaleLine, SalePayload, WireEntry
+from terminal.model import CardRead
+from terminal.service import Service
+from terminal.store import Store
 
 
 def figures(samples: list[float]) -> dict[str, float]:
-    return {"n": len(samples), "median_ms": round(statistics.median(samples) * 1000, 3),
-            "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 3)}
+    return {
+        "n": len(samples),
+        "median_ms": round(statistics.median(samples) * 1000, 3),
+        "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 3),
+    }
 
 
 def bench_till(root: Path, n: int) -> dict[str, float]:
@@ -59,8 +62,9 @@ def bench_tokens(n: int) -> dict[str, Any]:
 
 
 def entry(terminal: str, seq: int, kind: str, payload: dict[str, Any], created: str) -> WireEntry:
-    return WireEntry(terminal_id=terminal, seq=seq, txn_id=str(uuid.uuid4()), kind=kind, payload=payload,
-                     created_at=created)
+    return WireEntry(
+        terminal_id=terminal, seq=seq, txn_id=str(uuid.uuid4()), kind=kind, payload=payload, created_at=created
+    )
 
 
 def bench_hq(root: Path, batches: int, size: int) -> dict[str, Any]:
@@ -69,37 +73,78 @@ def bench_hq(root: Path, batches: int, size: int) -> dict[str, Any]:
     store.add_terminal("T-B", "S-1", "b" * 32)
     samples = []
     for b in range(batches):
-        first = [entry("T-A", b * size + i + 1, "enrol", {"member_id": f"E-A{b}-{i}", "uid_hash": f"{b:08x}{i:056x}",
-                                                          "consent": "till-2026-11", "store_id": "S-1"},
-                       "2026-11-20T09:00:00Z")
-                 for i in range(size)]
+        first = [
+            entry(
+                "T-A",
+                b * size + i + 1,
+                "enrol",
+                {
+                    "member_id": f"E-A{b}-{i}",
+                    "uid_hash": f"{b:08x}{i:056x}",
+                    "consent": "till-2026-11",
+                    "store_id": "S-1",
+                },
+                "2026-11-20T09:00:00Z",
+            )
+            for i in range(size)
+        ]
         store.ingest("T-A", first)
-        second = [entry("T-B", b * size + i + 1, "enrol", {"member_id": f"E-B{b}-{i}",
-                                                           "uid_hash": f"{b:08x}{i:056x}" if i % 2 else f"{b:08x}{i:055x}f",
-                                                           "consent": "till-2026-11", "store_id": "S-1"},
-                        "2026-11-20T09:05:00Z")
-                  for i in range(size)]
+        second = [
+            entry(
+                "T-B",
+                b * size + i + 1,
+                "enrol",
+                {
+                    "member_id": f"E-B{b}-{i}",
+                    "uid_hash": f"{b:08x}{i:056x}" if i % 2 else f"{b:08x}{i:055x}f",
+                    "consent": "till-2026-11",
+                    "store_id": "S-1",
+                },
+                "2026-11-20T09:05:00Z",
+            )
+            for i in range(size)
+        ]
         start = time.perf_counter()
         store.ingest("T-B", second)
         samples.append(time.perf_counter() - start)
     per_batch = figures(samples)
     key = Ed25519PrivateKey.generate()
     public = claims.public_bytes(key)
-    store.ingest("T-A", [entry("T-A", batches * size + 1, "claim_key",
-                               {"key_id": claims.key_id_of(public).hex(), "public_key": claims.b64(public)},
-                               "2026-11-20T09:00:00Z")])
-    anonymous = SalePayload(store_id="S-1", total=1000, payable=1000, pos_due=1000, local_time="2026-11-20T10:00:00",
-                            lines=[SaleLine(sku="SKU-1", quantity=1, unit_price=1000)]).wire()
+    store.ingest(
+        "T-A",
+        [
+            entry(
+                "T-A",
+                batches * size + 1,
+                "claim_key",
+                {"key_id": claims.key_id_of(public).hex(), "public_key": claims.b64(public)},
+                "2026-11-20T09:00:00Z",
+            )
+        ],
+    )
+    anonymous = SalePayload(
+        store_id="S-1",
+        total=1000,
+        payable=1000,
+        pos_due=1000,
+        local_time="2026-11-20T10:00:00",
+        lines=[SaleLine(sku="SKU-1", quantity=1, unit_price=1000)],
+    ).wire()
     sales = [entry("T-A", batches * size + 2 + i, "sale", anonymous, "2026-11-20T10:00:00Z") for i in range(200)]
     store.ingest("T-A", sales)
     tokens = [claims.sign(key, s.txn_id, int(time.time()), 3600) for s in sales]
     now = datetime.now(UTC)
-    claimed = timed(lambda i: store.db.transact(lambda tx: members.claim(tx, tokens[i], "Bench",
-                                                                          members.CONSENT_VERSION, now)), len(tokens))
+    claimed = timed(
+        lambda i: store.db.transact(lambda tx: members.claim(tx, tokens[i], "Bench", members.CONSENT_VERSION, now)),
+        len(tokens),
+    )
     assert store.quarantined() == [], "every benchmark entry must be one head office applies"
     store.close()
-    return {"hq_ingest_batch": {**per_batch, "entries": size, "merged": size // 2},
-            "hq_ingest_per_entry_ms": round(per_batch["median_ms"] / size, 3), "claim": figures(claimed)}
+    return {
+        "hq_ingest_batch": {**per_batch, "entries": size, "merged": size // 2},
+        "hq_ingest_per_entry_ms": round(per_batch["median_ms"] / size, 3),
+        "claim": figures(claimed),
+    }
 
 
 def main() -> None:
@@ -111,8 +156,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        out = {"till_enrol": bench_till(root, args.enrols), **bench_tokens(args.tokens),
-               **bench_hq(root, args.batches, args.batch)}
+        out = {
+            "till_enrol": bench_till(root, args.enrols),
+            **bench_tokens(args.tokens),
+            **bench_hq(root, args.batches, args.batch),
+        }
     print(json.dumps(out, indent=2))
 
 

@@ -38,9 +38,15 @@ def run(root: Path, online: bool, sales: int, window: int) -> dict[str, object]:
         hq.upsert_member(m.member_id, "m", "basic", 1000)
     server = start_in_thread(hq) if online else None
     url = server.url if server else f"http://127.0.0.1:{free_port()}"
-    cfg = validate({"terminal": {"id": "T-BENCH", "data_dir": str(root / "till")}, "reader": {"devices": []},
-                    "hq": {"url": url, "token": token, "push_interval": 0.1, "backoff_max": 0.2},
-                    "api": {"enabled": False}, "hotkeys": {"enabled": False}})
+    cfg = validate(
+        {
+            "terminal": {"id": "T-BENCH", "data_dir": str(root / "till")},
+            "reader": {"devices": []},
+            "hq": {"url": url, "token": token, "push_interval": 0.1, "backoff_max": 0.2},
+            "api": {"enabled": False},
+            "hotkeys": {"enabled": False},
+        }
+    )
     daemon = Daemon(cfg)
     daemon.start()
     store = daemon.store
@@ -62,8 +68,11 @@ def run(root: Path, online: bool, sales: int, window: int) -> dict[str, object]:
     if server:
         server.stop()
     hq.close()
-    return {"head_office": "reachable" if online else "unreachable", "sales_per_s_by_window": rates,
-            "backlog_at_end": pending}
+    return {
+        "head_office": "reachable" if online else "unreachable",
+        "sales_per_s_by_window": rates,
+        "backlog_at_end": pending,
+    }
 
 
 def main() -> None:
@@ -71,8 +80,12 @@ def main() -> None:
     parser.add_argument("--sales", type=int, default=1500)
     parser.add_argument("--window", type=int, default=300)
     args = parser.parse_args()
-    out = {"benchmark": "offline", "sales": args.sales, "window": args.window,
-           "machine": {"python": platform.python_version()}}
+    out = {
+        "benchmark": "offline",
+        "sales": args.sales,
+        "window": args.window,
+        "machine": {"python": platform.python_version()},
+    }
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         out["online"] = run(Path(a), True, args.sales, args.window)
         out["offline"] = run(Path(b), False, args.sales, args.window)

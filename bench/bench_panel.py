@@ -27,16 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers import open_scanner  # noqa: E402
-from stats import nearest_rank  # noqa: E402
-from terminal.credentials import card_uid_hash  # noqa: E402
-from terminal.keys import load_or_create_key  # noqa: E402
-from terminal.model import Card  # noqa: E402
-from terminal.session import code_body  # noqa: E402
-from tests.api.stack import AIKO_UID, chromium, paired_page, running_till  # noqa: E402
-from tests.fixtures import pcsc  # noqa: E402
-from tests.fixtures.video import blank, concat, still, write_video  # noqa: E402
-from tests.vcard import VirtualCard  # noqa: E402
+from stats import nearest_rank
+
+from drivers import open_scanner
+from terminal.credentials import card_uid_hash
+from terminal.keys import load_or_create_key
+from terminal.model import Card
+from terminal.session import code_body
+from tests.api.stack import AIKO_UID, chromium, paired_page, running_till
+from tests.fixtures import pcsc
+from tests.fixtures.video import blank, concat, still, write_video
+from tests.vcard import VirtualCard
 
 BEN_UID = bytes.fromhex("04A1B2C3D4E502")
 WHO = {"M-1": "Aiko Tanaka", "M-2": "Ben Okafor"}
@@ -49,7 +50,12 @@ OBSERVER = """() => {
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": round(nearest_rank(values, 0.5), 1), "p99": round(nearest_rank(values, 0.99), 1), "max": round(max(values), 1)}
+    return {
+        "n": len(values),
+        "p50": round(nearest_rank(values, 0.5), 1),
+        "p99": round(nearest_rank(values, 0.99), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def shown_at(page: Any, name: str, after: float, timeout: float = 10.0) -> float:
@@ -96,13 +102,20 @@ def taps(daemon: Any, page: Any, reader: pcsc.Pcscd, n: int) -> dict[str, Any]:
         panel.append((t1 - event) * 1000)
         card.remove()
         reader.wait_card(present=False, timeout=5)
-    return {"tap_to_panel_ms": summary(total), "tap_to_member_event_ms": summary(stack),
-            "member_event_to_panel_ms": summary(panel)}
+    return {
+        "tap_to_panel_ms": summary(total),
+        "tap_to_member_event_ms": summary(stack),
+        "member_event_to_panel_ms": summary(panel),
+    }
 
 
 def scans(daemon: Any, page: Any, root: Path, n: int) -> dict[str, Any]:
-    videos = {m: write_video(root / f"{m}.avi", concat(still("TPM1:" + code_body(m), (1280, 720), 1.0, seed=7),
-                                                        blank((1280, 720), 0.3))) for m in WHO}
+    videos = {
+        m: write_video(
+            root / f"{m}.avi", concat(still("TPM1:" + code_body(m), (1280, 720), 1.0, seed=7), blank((1280, 720), 0.3))
+        )
+        for m in WHO
+    }
     total, camera, panel = [], [], []
     for i in range(n):
         member_id = ["M-1", "M-2"][i % 2]
@@ -117,8 +130,12 @@ def scans(daemon: Any, page: Any, root: Path, n: int) -> dict[str, Any]:
         total.append((t1 - t0) * 1000)
         camera.append((event - t0) * 1000)
         panel.append((t1 - event) * 1000)
-    return {"scan_to_panel_ms": summary(total), "scan_to_scan_event_ms": summary(camera),
-            "scan_event_to_panel_ms": summary(panel), "video": "1280x720 MJPG, code in the first frame"}
+    return {
+        "scan_to_panel_ms": summary(total),
+        "scan_to_scan_event_ms": summary(camera),
+        "scan_event_to_panel_ms": summary(panel),
+        "video": "1280x720 MJPG, code in the first frame",
+    }
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from stats import nearest_rank, timed
+
 from sync.client import SyncClient
 from sync.confirm import confirmer
 from sync.hq import payments as hq_payments
@@ -37,8 +37,11 @@ WIDE = pay.RiskLimits(per_transaction=0, per_member_day=0, terminal_total=0)
 
 
 def figures(samples: list[float]) -> dict[str, float]:
-    return {"n": len(samples), "p50_ms": round(nearest_rank(samples, 0.5) * 1000, 4),
-            "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 4)}
+    return {
+        "n": len(samples),
+        "p50_ms": round(nearest_rank(samples, 0.5) * 1000, 4),
+        "p99_ms": round(nearest_rank(samples, 0.99) * 1000, 4),
+    }
 
 
 def bench_verify(codes: int) -> dict[str, float]:

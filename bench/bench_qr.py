@@ -41,9 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import drivers.decode as decoding  # noqa: E402
-from drivers.camera import CameraScanner, jpeg_passthrough, open_capture, parse_source  # noqa: E402
-from tests.fixtures.video import background, concat, presentation, random_look, render, still, write_video  # noqa: E402
+import drivers.decode as decoding
+from drivers.camera import CameraScanner, jpeg_passthrough, open_capture, parse_source
+from tests.fixtures.video import background, concat, presentation, random_look, render, still, write_video
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 NO_CODE_SHARE = 0.2
@@ -127,17 +127,27 @@ def presentations(count: int, opencv_count: int, seed: int) -> dict[str, Any]:
     scenes = [background(size, rng) for _ in range(4)]
     result: dict[str, Any] = {}
     for name in decoders():
-        result[name] = {"presented": 0, "read": 0, "frames": 0, "frames_read": 0,
-                        "strong_glare_presented": 0, "strong_glare_read": 0,
-                        "strong_glare_frozen_presented": 0, "strong_glare_frozen_read": 0}
+        result[name] = {
+            "presented": 0,
+            "read": 0,
+            "frames": 0,
+            "frames_read": 0,
+            "strong_glare_presented": 0,
+            "strong_glare_read": 0,
+            "strong_glare_frozen_presented": 0,
+            "strong_glare_frozen_read": 0,
+        }
     for p in range(count):
         text = payload(rng)
         look = random_look(rng, size)
         frames = presentation(text, size, rng, 30, scenes[p % 4], look)
         strong = look.glare >= STRONG_GLARE
         # Stress case: the same presentation with the glare frozen in the frame whatever the carrier does.
-        frozen = presentation(text, size, np.random.default_rng(seed + p), 30, scenes[p % 4], look,
-                              glare_moves=False) if strong else []
+        frozen = (
+            presentation(text, size, np.random.default_rng(seed + p), 30, scenes[p % 4], look, glare_moves=False)
+            if strong
+            else []
+        )
         for name, decoder in decoders().items():
             if name == "opencv" and p >= opencv_count:
                 continue
@@ -170,8 +180,9 @@ def mixed_video(path: Path, seed: int) -> Path:
     size = SIZES["1080p"]
     rng = np.random.default_rng(seed + 2000)
     scene = background(size, rng)
-    parts = [presentation(payload(rng), size, rng, 30, scene) if i % 3 else still(None, size, 1.0, seed=i)
-             for i in range(3)]
+    parts = [
+        presentation(payload(rng), size, rng, 30, scene) if i % 3 else still(None, size, 1.0, seed=i) for i in range(3)
+    ]
     return write_video(path, concat(*parts), 30.0)
 
 
@@ -227,15 +238,22 @@ def run_scanner(scanner: CameraScanner, seconds: float) -> dict[str, float]:
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - cpu0
-    return {"seconds": wall, "cpu_seconds": cpu, "captured": scanner.stats.captured,
-            "decoded": scanner.stats.decoded, "skipped": scanner.stats.skipped}
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "captured": scanner.stats.captured,
+        "decoded": scanner.stats.decoded,
+        "skipped": scanner.stats.skipped,
+    }
 
 
 def static_scene(path: Path, seconds: float) -> dict[str, Any]:
     video = write_video(path, still(None, SIZES["1080p"], 2.0, seed=7), 30.0)  # replayed in a loop
     ran = run_scanner(CameraScanner(str(video), backoff_first=0.0, backoff_max=0.0), seconds)
     gated = CameraScanner(str(video))
-    jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in still(None, SIZES["1080p"], 0.2, seed=8)]
+    jpegs = [
+        cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in still(None, SIZES["1080p"], 0.2, seed=8)
+    ]
     gated.process(jpegs[0], 0.0)
     t0 = time.perf_counter()
     for jpeg in jpegs[1:] * 5:
@@ -263,9 +281,13 @@ def main() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, for every figure
     cv2.setNumThreads(1)
     out: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "opencv": cv2.__version__,
-                    "zxing_cpp": _zxing_version(), "cpu": platform.processor() or platform.machine(),
-                    "cores_used": 1},
+        "machine": {
+            "python": platform.python_version(),
+            "opencv": cv2.__version__,
+            "zxing_cpp": _zxing_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "cores_used": 1,
+        },
         "set": {"frames_per_resolution": args.frames, "no_code_share": NO_CODE_SHARE, "seed": args.seed},
     }
     out["per_frame"] = {label: per_frame(size, args.frames, args.seed) for label, size in SIZES.items()}
@@ -281,7 +303,7 @@ def _zxing_version() -> str:
         from importlib.metadata import version
 
         return version("zxing-cpp")
-    except Exception:
+    except ImportError:
         return "not installed"
 
 

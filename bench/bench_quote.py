@@ -111,10 +111,12 @@ def build(path: Path, members: int, coupons: int, rng: random.Random) -> dict[st
 
 
 def basket(rng: random.Random) -> Basket:
-    return Basket(tuple(
-        Line(f"SKU{rng.randrange(2000)}", rng.randint(1, 3), rng.randint(100, 3000), rng.choice(CATEGORIES))
-        for _ in range(rng.randint(2, 8))
-    ))
+    return Basket(
+        tuple(
+            Line(f"SKU{rng.randrange(2000)}", rng.randint(1, 3), rng.randint(100, 3000), rng.choice(CATEGORIES))
+            for _ in range(rng.randint(2, 8))
+        )
+    )
 
 
 def main() -> None:

@@ -34,8 +34,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.hq import HqProcess  # noqa: E402
-from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config, wait_until  # noqa: E402
+from tests.fixtures.hq import HqProcess
+from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config, wait_until
 
 MiB = 2**20
 DEMO_UIDS = ("04A1B2C3D4E501", "04A1B2C3D4E502")
@@ -98,8 +98,9 @@ def start_till(root: Path, hq: HqProcess, name: str, **extra: str) -> tuple[Till
     root.mkdir(parents=True, exist_ok=True)
     notify = NotifyListener(root / "notify.sock")
     config = till_config(root, hq, hq.add_terminal(name), name, **extra)
-    config.write_text(config.read_text().replace('format = "json"', 'format = "text"').replace(
-        'level = "info"', 'level = "warning"'))
+    config.write_text(
+        config.read_text().replace('format = "json"', 'format = "text"').replace('level = "info"', 'level = "warning"')
+    )
     till = TillProcess(config, notify)
     till.start()
     api = Api(till)
@@ -120,12 +121,18 @@ def idle_and_burst(root: Path, hq: HqProcess, idle: float, taps: int) -> dict[st
                 headers = {"Authorization": f"Bearer {till.token()}"}
                 for i in range(taps):
                     http.post("/v1/sim/tap", json={"uid": DEMO_UIDS[i % 2]}, headers=headers)
-            wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == taps, 120,
-                       "every tap's sale", 0.1)
+            wait_until(
+                lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == taps,
+                120,
+                "every tap's sale",
+                0.1,
+            )
         took = time.monotonic() - sent
         wait_until(lambda: api.status()["pending"] == 0, 60, "the burst pushed to head office", 0.2)
-        return {"idle": quiet.figures(),
-                "tap_burst": {**burst.figures(), "taps": taps, "taps_per_second": round(taps / took, 1)}}
+        return {
+            "idle": quiet.figures(),
+            "tap_burst": {**burst.figures(), "taps": taps, "taps_per_second": round(taps / took, 1)},
+        }
     finally:
         api.close()
         till.stop()
@@ -138,8 +145,11 @@ def camera_in_daemon(root: Path, hq: HqProcess, video: Path, seconds: float) -> 
     assert till.proc is not None
     try:
         try:
-            wait_until(lambda: any(str(r.get("name", "")).startswith("camera:") for r in api.status()["readers"]),
-                       8, "the camera scanner")
+            wait_until(
+                lambda: any(str(r.get("name", "")).startswith("camera:") for r in api.status()["readers"]),
+                8,
+                "the camera scanner",
+            )
         except AssertionError:
             return None
         time.sleep(2)
@@ -171,8 +181,12 @@ STANDALONE = textwrap.dedent("""
 
 
 def camera_alone(video: Path, seconds: float) -> dict[str, Any]:
-    proc = subprocess.Popen([sys.executable, "-c", STANDALONE, str(video)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STANDALONE, str(video)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     time.sleep(2)
@@ -181,9 +195,13 @@ def camera_alone(video: Path, seconds: float) -> dict[str, Any]:
     proc.terminate()
     captured, decoded, skipped = (float(x) for x in proc.stdout.readline().split())
     proc.wait(10)
-    return {**cam.figures(), "where": "the camera pipeline in a process of its own (the daemon does not run "
-            "[scanner] devices yet)", "frames_per_second": captured, "decoded_per_second": decoded,
-            "skipped_by_motion_gate_per_second": skipped}
+    return {
+        **cam.figures(),
+        "where": "the camera pipeline in a process of its own (the daemon does not run [scanner] devices yet)",
+        "frames_per_second": captured,
+        "decoded_per_second": decoded,
+        "skipped_by_motion_gate_per_second": skipped,
+    }
 
 
 def main() -> None:
@@ -200,12 +218,16 @@ def main() -> None:
             result: dict[str, Any] = idle_and_burst(root / "burst", hq, args.idle, args.taps)
             if args.camera > 0:
                 video = write_video(root / "no-code-720p.avi", args.camera + 15)
-                result["camera_720p_no_code"] = (camera_in_daemon(root / "cam", hq, video, args.camera)
-                                                 or camera_alone(video, args.camera))
+                result["camera_720p_no_code"] = camera_in_daemon(root / "cam", hq, video, args.camera) or camera_alone(
+                    video, args.camera
+                )
         finally:
             hq.kill()
-    result["machine"] = {"cpus": psutil.cpu_count(), "python": platform.python_version(),
-                         "load_avg_1m": round(psutil.getloadavg()[0], 2)}
+    result["machine"] = {
+        "cpus": psutil.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": round(psutil.getloadavg()[0], 2),
+    }
     print(json.dumps(result, indent=2))
 
 

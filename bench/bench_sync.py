@@ -60,9 +60,25 @@ def free_port() -> int:
 @contextmanager
 def hq_process(db: str, workers: int = 1) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", db, "--port", str(port),
-                             "--workers", str(workers)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "terminal.cli",
+            "hq",
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -86,10 +102,19 @@ PRICED_WITH = {"base": base_digest(DEFAULT_BASE_RULE.rule_id, DEFAULT_BASE_RULE.
 def entry_payload(member: str, n: int, store_id: str = "S-1") -> dict[str, Any]:
     """A sale as the till journals it (its typed payload): head office prices it again (base rule: 1 point per 100)."""
     price = 1250 + n % 7
-    return SalePayload(member_id=member, store_id=store_id, tier="basic", total=price, payable=price, pos_due=price,
-                       points_earned=12, points_delta=12, local_time="2026-05-01T19:00:00",
-                       lines=[SaleLine(sku="SKU-1", category="food", quantity=1, unit_price=price)],
-                       priced_with=PRICED_WITH).wire()
+    return SalePayload(
+        member_id=member,
+        store_id=store_id,
+        tier="basic",
+        total=price,
+        payable=price,
+        pos_due=price,
+        points_earned=12,
+        points_delta=12,
+        local_time="2026-05-01T19:00:00",
+        lines=[SaleLine(sku="SKU-1", category="food", quantity=1, unit_price=price)],
+        priced_with=PRICED_WITH,
+    ).wire()
 
 
 def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:
@@ -106,8 +131,15 @@ def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:
         for n in range(entries):
             till.db.conn.execute(
                 "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
-                (n + 1, f"tx-{n}", "T-DRAIN", "sale", json.dumps(entry_payload(f"M-{n % 100:03d}", n)),
-                 "2026-05-01T10:00:00.000Z"))
+                (
+                    n + 1,
+                    f"tx-{n}",
+                    "T-DRAIN",
+                    "sale",
+                    json.dumps(entry_payload(f"M-{n % 100:03d}", n)),
+                    "2026-05-01T10:00:00.000Z",
+                ),
+            )
     seed = time.perf_counter() - t0
     with hq_process(db) as url:
         client = SyncClient(till, "T-DRAIN", url, token, timeout=30, batch_size=500, end_of_day=False)
@@ -121,9 +153,18 @@ def bench_drain(tmp: Path, entries: int) -> dict[str, Any]:
     assert hq.items() == [], "every benchmark entry must be one head office applies"
     hq.close()
     floor = drain_floor(tmp, entries)
-    return {"figure": "drain", "entries": entries, "seconds": round(took, 2), "entries_per_s": round(entries / took),
-            "batch": 500, "hq_storage": "sqlite", "seed_s": round(seed, 2), "floor_seconds": round(floor, 2),
-            "floor_over_drain": round(took / floor, 2), "target": "<= 10 s"}
+    return {
+        "figure": "drain",
+        "entries": entries,
+        "seconds": round(took, 2),
+        "entries_per_s": round(entries / took),
+        "batch": 500,
+        "hq_storage": "sqlite",
+        "seed_s": round(seed, 2),
+        "floor_seconds": round(floor, 2),
+        "floor_over_drain": round(took / floor, 2),
+        "target": "<= 10 s",
+    }
 
 
 def drain_floor(tmp: Path, entries: int, batch: int = 500) -> float:
@@ -141,17 +182,20 @@ def drain_floor(tmp: Path, entries: int, batch: int = 500) -> float:
     t0 = time.perf_counter()
     for start in range(0, entries, batch):
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO journal VALUES (?, ?, ?)", rows[start:start + batch])
-        conn.executemany("UPDATE members SET points = points + 12 WHERE member_id = ?",
-                         [(f"M-{n % 100:03d}",) for n in range(start, min(start + batch, entries))])
+        conn.executemany("INSERT INTO journal VALUES (?, ?, ?)", rows[start : start + batch])
+        conn.executemany(
+            "UPDATE members SET points = points + 12 WHERE member_id = ?",
+            [(f"M-{n % 100:03d}",) for n in range(start, min(start + batch, entries))],
+        )
         conn.execute("COMMIT")
     took = time.perf_counter() - t0
     conn.close()
     return took
 
 
-def bench_ingest(pg: PgServer, terminals: int, per_terminal: int, workers: int = 1,
-                 floor: bool = True) -> dict[str, Any]:
+def bench_ingest(
+    pg: PgServer, terminals: int, per_terminal: int, workers: int = 1, floor: bool = True
+) -> dict[str, Any]:
     url = pg.fresh_schema()
     hq = HqStore(url)
     tokens = {f"T-{t:02d}": hq.add_terminal(f"T-{t:02d}", f"S-{t % 5}") for t in range(terminals)}
@@ -164,17 +208,28 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int, workers: int =
     for t, terminal_id in enumerate(tokens):
         bodies[terminal_id] = []
         for start in range(0, per_terminal, batch):
-            entries = [WireEntry(terminal_id=terminal_id, seq=n + 1, txn_id=f"{terminal_id}-{n}", kind="sale",
-                                 payload=entry_payload(f"M-{(n * 7 + t) % 1000:04d}", n, f"S-{t % 5}"),
-                                 created_at="2026-05-01T10:00:00.000Z")
-                       for n in range(start, min(start + batch, per_terminal))]
+            entries = [
+                WireEntry(
+                    terminal_id=terminal_id,
+                    seq=n + 1,
+                    txn_id=f"{terminal_id}-{n}",
+                    kind="sale",
+                    payload=entry_payload(f"M-{(n * 7 + t) % 1000:04d}", n, f"S-{t % 5}"),
+                    created_at="2026-05-01T10:00:00.000Z",
+                )
+                for n in range(start, min(start + batch, per_terminal))
+            ]
             raw = PushRequest(terminal_id=terminal_id, entries=entries).model_dump_json().encode()
             bodies[terminal_id].append(gzip.compress(raw, 6))
     errors: list[str] = []
     with hq_process(url, workers) as base:
+
         def push(terminal_id: str) -> None:
-            headers = {"Authorization": f"Bearer {tokens[terminal_id]}", "Content-Type": "application/json",
-                       "Content-Encoding": "gzip"}
+            headers = {
+                "Authorization": f"Bearer {tokens[terminal_id]}",
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            }
             with httpx.Client(base_url=base, timeout=120) as http:
                 for body in bodies[terminal_id]:
                     reply = http.post("/v1/journal", content=body, headers=headers)
@@ -194,10 +249,19 @@ def bench_ingest(pg: PgServer, terminals: int, per_terminal: int, workers: int =
     hq.close()
     total = terminals * per_terminal
     assert not errors and stored == total and flagged == 0, (errors[:3], stored, flagged)
-    figures = {"figure": "ingest", "terminals": terminals, "entries": total, "seconds": round(took, 2),
-               "entries_per_s": round(total / took), "batch": batch, "hq_storage": "postgresql (fsync on)",
-               "hq_processes": workers, "sales_priced_again": True, "trust_rules_checked": True,
-               "target": ">= 2,000 entries/s"}
+    figures = {
+        "figure": "ingest",
+        "terminals": terminals,
+        "entries": total,
+        "seconds": round(took, 2),
+        "entries_per_s": round(total / took),
+        "batch": batch,
+        "hq_storage": "postgresql (fsync on)",
+        "hq_processes": workers,
+        "sales_priced_again": True,
+        "trust_rules_checked": True,
+        "target": ">= 2,000 entries/s",
+    }
     if floor:
         took_floor = ingest_floor(url, bodies)
         figures |= {"floor_entries_per_s": round(total / took_floor), "floor_over_ingest": round(took / took_floor, 2)}
@@ -208,9 +272,14 @@ def bench_processes(pg: PgServer, terminals: int, per_terminal: int) -> dict[str
     """The same ingest against one and against two head-office processes (``--workers``), in one run."""
     one = bench_ingest(pg, terminals, per_terminal, workers=1, floor=False)
     two = bench_ingest(pg, terminals, per_terminal, workers=2, floor=False)
-    return {"figure": "ingest_processes", "terminals": terminals, "entries": one["entries"],
-            "one_process_entries_per_s": one["entries_per_s"], "two_processes_entries_per_s": two["entries_per_s"],
-            "two_over_one": round(two["entries_per_s"] / one["entries_per_s"], 2)}
+    return {
+        "figure": "ingest_processes",
+        "terminals": terminals,
+        "entries": one["entries"],
+        "one_process_entries_per_s": one["entries_per_s"],
+        "two_processes_entries_per_s": two["entries_per_s"],
+        "two_over_one": round(two["entries_per_s"] / one["entries_per_s"], 2),
+    }
 
 
 def ingest_floor(url: str, bodies: dict[str, list[bytes]]) -> float:
@@ -220,8 +289,10 @@ def ingest_floor(url: str, bodies: dict[str, list[bytes]]) -> float:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE floor_journal (terminal_id TEXT, seq BIGINT, txn_id TEXT, kind TEXT, payload TEXT, "
-                     "created_at TEXT, PRIMARY KEY (terminal_id, seq))")
+        conn.execute(
+            "CREATE TABLE floor_journal (terminal_id TEXT, seq BIGINT, txn_id TEXT, kind TEXT, payload TEXT, "
+            "created_at TEXT, PRIMARY KEY (terminal_id, seq))"
+        )
     work = {t: [json.loads(gzip.decompress(b))["entries"] for b in batches] for t, batches in bodies.items()}
 
     def write(terminal_id: str) -> None:
@@ -230,13 +301,23 @@ def ingest_floor(url: str, bodies: dict[str, list[bytes]]) -> float:
                 with conn.transaction(), conn.cursor() as cur:
                     with cur.copy("COPY floor_journal FROM STDIN") as copy:
                         for e in entries:
-                            copy.write_row((e["terminal_id"], e["seq"], e["txn_id"], e["kind"],
-                                            json.dumps(e["payload"]), e["created_at"]))
+                            copy.write_row(
+                                (
+                                    e["terminal_id"],
+                                    e["seq"],
+                                    e["txn_id"],
+                                    e["kind"],
+                                    json.dumps(e["payload"]),
+                                    e["created_at"],
+                                )
+                            )
                     members = [e["payload"]["member_id"] for e in entries]
                     points = [e["payload"]["points_delta"] for e in entries]
-                    cur.execute("UPDATE members m SET points = m.points + d.p FROM (SELECT id, SUM(p) AS p FROM "
-                                "unnest(%s::text[], %s::bigint[]) AS u(id, p) GROUP BY id) d WHERE m.member_id = d.id",
-                                (members, points))
+                    cur.execute(
+                        "UPDATE members m SET points = m.points + d.p FROM (SELECT id, SUM(p) AS p FROM "
+                        "unnest(%s::text[], %s::bigint[]) AS u(id, p) GROUP BY id) d WHERE m.member_id = d.id",
+                        (members, points),
+                    )
 
     threads = [threading.Thread(target=write, args=(t,)) for t in work]
     t0 = time.perf_counter()
@@ -252,14 +333,22 @@ def bench_apply(tmp: Path, members: int) -> dict[str, Any]:
     page = 5000
     t0 = time.perf_counter()
     for start in range(0, members, page):
-        rows = [Member(f"M-{n:07d}", f"Member {n}", "gold" if n % 10 == 0 else "basic", n % 5000, Status.ACTIVE)
-                for n in range(start, min(start + page, members))]
+        rows = [
+            Member(f"M-{n:07d}", f"Member {n}", "gold" if n % 10 == 0 else "basic", n % 5000, Status.ACTIVE)
+            for n in range(start, min(start + page, members))
+        ]
         till.apply_changes(rows, [], [], cursor=start + len(rows))
     took = time.perf_counter() - t0
     assert till.counts()["members"] == members
     till.close()
-    return {"figure": "apply", "rows": members, "seconds": round(took, 2), "rows_per_s": round(members / took),
-            "page": page, "target": ">= 20,000 rows/s"}
+    return {
+        "figure": "apply",
+        "rows": members,
+        "seconds": round(took, 2),
+        "rows_per_s": round(members / took),
+        "page": page,
+        "target": ">= 20,000 rows/s",
+    }
 
 
 def seed_pg_members(url: str, members: int) -> None:
@@ -267,8 +356,9 @@ def seed_pg_members(url: str, members: int) -> None:
 
     HqStore(url).close()  # the schema
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        with cur.copy("COPY members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            "COPY members (member_id, display_name, tier, points, status, version, stored_value, deleted) FROM STDIN"
+        ) as copy:
             for n in range(members):
                 copy.write_row((f"M-{n:07d}", f"Member {n}", "basic", n % 5000, "active", n + 1, 0, 0))
         with cur.copy("COPY cards (uid_hash, member_id, status, version, deleted) FROM STDIN") as copy:
@@ -296,9 +386,18 @@ def bench_bootstrap(pg: PgServer, tmp: Path, members: int) -> dict[str, Any]:
     counts = till.counts()
     till.close()
     assert counts["members"] == members and counts["cards"] == members, counts
-    return {"figure": "bootstrap", "members": members, "cards": members, "rows": loaded, "seconds": round(took, 2),
-            "rows_per_s": round(loaded / took), "page": 10_000, "hq_storage": "postgresql", "seed_s": round(seed, 1),
-            "target": "<= 60 s for 1,000,000 members"}
+    return {
+        "figure": "bootstrap",
+        "members": members,
+        "cards": members,
+        "rows": loaded,
+        "seconds": round(took, 2),
+        "rows_per_s": round(loaded / took),
+        "page": 10_000,
+        "hq_storage": "postgresql",
+        "seed_s": round(seed, 1),
+        "target": "<= 60 s for 1,000,000 members",
+    }
 
 
 def main() -> None:

@@ -28,14 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smartcard import scard  # noqa: E402
+from smartcard import scard
+from stats import nearest_rank
 
-from drivers.pcsc import PcscReader, _call, _transmit, read_card  # noqa: E402
-from stats import nearest_rank  # noqa: E402
-from terminal.credentials import card_uid_hash, verify_read  # noqa: E402
-from terminal.model import CardRead  # noqa: E402
-from tests.fixtures.pcsc import Pcscd, _lock_session, _stop_other_pcscd  # noqa: E402
-from tests.vcard import (  # noqa: E402
+from drivers.pcsc import PcscReader, _call, _transmit, read_card
+from terminal.credentials import card_uid_hash, verify_read
+from terminal.model import CardRead
+from tests.fixtures.pcsc import Pcscd, _lock_session, _stop_other_pcscd
+from tests.vcard import (
     ISO_DEP_ATR,
     STORAGE_ATR,
     ULTRALIGHT_ATR,
@@ -101,13 +101,19 @@ def driver_cost(pcscd: Pcscd, make: Callable[[], VirtualCard], atr: bytes, reads
     (hcontext,) = _call("SCardEstablishContext", scard.SCardEstablishContext, scard.SCARD_SCOPE_USER)
     totals, trips, apdus = [], [], 0
     try:
-        hcard, protocol = _call("SCardConnect", scard.SCardConnect, hcontext, pcscd.reader,
-                                scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+        hcard, protocol = _call(
+            "SCardConnect",
+            scard.SCardConnect,
+            hcontext,
+            pcscd.reader,
+            scard.SCARD_SHARE_SHARED,
+            scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1,
+        )
         for _ in range(reads):
             spent = [0.0]
             count = [0]
 
-            def transmit(apdu: bytes) -> bytes:
+            def transmit(apdu: bytes, spent: list[float] = spent, count: list[int] = count) -> bytes:
                 began = time.perf_counter()
                 response = _transmit(hcard, protocol, apdu)
                 spent[0] += time.perf_counter() - began
@@ -125,8 +131,12 @@ def driver_cost(pcscd: Pcscd, make: Callable[[], VirtualCard], atr: bytes, reads
         card.remove()
         wait_absent(pcscd)
     overhead = [t - r for t, r in zip(totals, trips, strict=True)]
-    return {"apdus_per_read": apdus, "read": summary(totals), "apdu_round_trips": summary(trips),
-            "driver_overhead": summary(overhead)}
+    return {
+        "apdus_per_read": apdus,
+        "read": summary(totals),
+        "apdu_round_trips": summary(trips),
+        "driver_overhead": summary(overhead),
+    }
 
 
 def sun_verify(count: int) -> dict[str, float]:
@@ -154,7 +164,9 @@ def main() -> None:
         pcscd.start()
         try:
             atrs = {"uid_only": STORAGE_ATR, "ntag21x_url": ULTRALIGHT_ATR, "ntag424_sun": ISO_DEP_ATR}
-            result["driver"] = {name: driver_cost(pcscd, make, atrs[name], args.reads) for name, make in cards().items()}
+            result["driver"] = {
+                name: driver_cost(pcscd, make, atrs[name], args.reads) for name, make in cards().items()
+            }
             result["tap_to_event"] = {name: tap_to_event(pcscd, make, args.taps) for name, make in cards().items()}
         finally:
             pcscd.stop()

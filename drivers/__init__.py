@@ -1,17 +1,17 @@
 """Device drivers, chosen by name from a registry; each SDK is imported lazily in its own module.
 
-    open_reader("sim:")                  simulated reader (demo, tests)
-    open_reader("pcsc:")                 every PC/SC reader pcscd offers
-    open_reader("pcsc:ACS ACR122U*")     PC/SC readers whose name matches the glob
-    open_reader("auto:")                 PC/SC when pcscd has a reader, else the simulator
-    open_reader("nfcpy:usb:054c:06c3")   a reader driven by nfcpy (Sony RC-S380; also "nfcpy:tty:USB0:pn532",
-                                         "nfcpy:udp:127.0.0.1:54321" for nfcpy's software reader)
-    Reader options: holdoff=seconds (debounce), felica_master_key=bytes (nfcpy: FeliCa Lite-S MAC reads).
+open_reader("sim:")                  simulated reader (demo, tests)
+open_reader("pcsc:")                 every PC/SC reader pcscd offers
+open_reader("pcsc:ACS ACR122U*")     PC/SC readers whose name matches the glob
+open_reader("auto:")                 PC/SC when pcscd has a reader, else the simulator
+open_reader("nfcpy:usb:054c:06c3")   a reader driven by nfcpy (Sony RC-S380; also "nfcpy:tty:USB0:pn532",
+                                     "nfcpy:udp:127.0.0.1:54321" for nfcpy's software reader)
+Reader options: holdoff=seconds (debounce), felica_master_key=bytes (nfcpy: FeliCa Lite-S MAC reads).
 
-    open_scanner("camera:/dev/video0")   a camera (also "camera:0", "camera:file.avi", "camera:rtsp://...")
-    open_scanner("wedge:/dev/input/by-id/usb-...-event-kbd")   a keyboard-wedge scanner, grabbed
-    open_scanner("serial:/dev/ttyACM0")  a serial (CDC-ACM) scanner
-    open_scanner("sim:")                 simulated scanner (demo, tests)
+open_scanner("camera:/dev/video0")   a camera (also "camera:0", "camera:file.avi", "camera:rtsp://...")
+open_scanner("wedge:/dev/input/by-id/usb-...-event-kbd")   a keyboard-wedge scanner, grabbed
+open_scanner("serial:/dev/ttyACM0")  a serial (CDC-ACM) scanner
+open_scanner("sim:")                 simulated scanner (demo, tests)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def _nfcpy(arg: str, hash_uid: UidHasher, options: dict[str, Any]) -> CardReader
         raise DriverUnavailable(f"nfcpy is not installed ({exc}): pip install 'tillpoint[nfc]'") from exc
 
     return NfcpyReader(
-        arg or "usb", hash_uid, holdoff=options.get("holdoff") or 0.0,
+        arg or "usb",
+        hash_uid,
+        holdoff=options.get("holdoff") or 0.0,
         felica_master_key=options.get("felica_master_key"),
     )
 

@@ -83,8 +83,9 @@ def describe(source: Source) -> str:
     return str(source.target)
 
 
-def open_capture(source: Source, resolution: tuple[int, int] | None, fps: float | None,
-                 timeout: float = 5.0) -> cv2.VideoCapture:
+def open_capture(
+    source: Source, resolution: tuple[int, int] | None, fps: float | None, timeout: float = 5.0
+) -> cv2.VideoCapture:
     """An opened capture; DriverUnavailable (with the reason) when OpenCV cannot open it."""
     if source.kind == "file" and not os.path.exists(str(source.target)):
         raise DriverUnavailable(f"video file not found: {source.target}")
@@ -159,7 +160,7 @@ def crop_roi(frame: np.ndarray, roi: Roi | None) -> np.ndarray:
     h, w = frame.shape[:2]
     x, y, rw, rh = roi
     x0, y0 = int(x * w), int(y * h)
-    return frame[y0:max(y0 + 1, int((y + rh) * h)), x0:max(x0 + 1, int((x + rw) * w))]
+    return frame[y0 : max(y0 + 1, int((y + rh) * h)), x0 : max(x0 + 1, int((x + rw) * w))]
 
 
 def thumbnail(frame: np.ndarray, scaled: bool = False) -> np.ndarray:

@@ -118,10 +118,17 @@ def _zxing_formats(zx: ModuleType, formats: tuple[str, ...]) -> tuple[Any, Any]:
 
 
 def _read(zx: ModuleType, image: np.ndarray, formats: Any, errors: bool) -> list[Any]:
-    return list(zx.read_barcodes(
-        image, formats=formats, try_rotate=False, try_invert=False, try_downscale=False,
-        text_mode=zx.TextMode.Plain, return_errors=errors,
-    ))
+    return list(
+        zx.read_barcodes(
+            image,
+            formats=formats,
+            try_rotate=False,
+            try_invert=False,
+            try_downscale=False,
+            text_mode=zx.TextMode.Plain,
+            return_errors=errors,
+        )
+    )
 
 
 def decode_zxing(gray: np.ndarray, formats: tuple[str, ...]) -> list[str]:
@@ -163,8 +170,12 @@ def _box(position: Any, shape: tuple[int, ...], margin: float = 0.2) -> Box:
     xs, ys = [p.x for p in corners], [p.y for p in corners]
     pad = margin * max(max(xs) - min(xs), max(ys) - min(ys), 8)
     h, w = shape[:2]
-    return (max(0, int(min(xs) - pad)), max(0, int(min(ys) - pad)),
-            min(w, int(max(xs) + pad) + 1), min(h, int(max(ys) + pad) + 1))
+    return (
+        max(0, int(min(xs) - pad)),
+        max(0, int(min(ys) - pad)),
+        min(w, int(max(xs) + pad) + 1),
+        min(h, int(max(ys) + pad) + 1),
+    )
 
 
 def unsharp(image: np.ndarray) -> np.ndarray:

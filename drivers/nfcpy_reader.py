@@ -85,12 +85,16 @@ def busy_message(path: str, claimant: str) -> str:
     """The operator's message for a reader someone else holds, with the fix."""
     if claimant == "usbfs":
         owner = "pcscd or another program using libusb (usbfs)"
-        fix = ("stop that program, or keep pcscd off this reader (remove it from libccid's Info.plist, see "
-               "docs/readers.md), or use it as 'pcsc:' instead of 'nfcpy:'")
+        fix = (
+            "stop that program, or keep pcscd off this reader (remove it from libccid's Info.plist, see "
+            "docs/readers.md), or use it as 'pcsc:' instead of 'nfcpy:'"
+        )
     else:
         owner = f"kernel driver {claimant}"
-        fix = (f"run `modprobe -r {claimant}` and install systemd/tillpoint-nfc-blacklist.conf in "
-               "/etc/modprobe.d/ so it stays unloaded")
+        fix = (
+            f"run `modprobe -r {claimant}` and install systemd/tillpoint-nfc-blacklist.conf in "
+            "/etc/modprobe.d/ so it stays unloaded"
+        )
     return f"nfcpy {path}: device busy/claimed by {owner}: fix: {fix}"
 
 
@@ -221,8 +225,15 @@ class NfcpyReader:
         mac = lite_s_mac_read(tag, self._felica_master_key)
         message = tag_message(tag)
         return CardRead(
-            self.name, tag_tech(tag), self._hash_uid(tag_uid(tag)), b"", message, ndef.sun_url(message),
-            time.time(), lite_s_mac=mac, chip=tag_chip(tag),
+            self.name,
+            tag_tech(tag),
+            self._hash_uid(tag_uid(tag)),
+            b"",
+            message,
+            ndef.sun_url(message),
+            time.time(),
+            lite_s_mac=mac,
+            chip=tag_chip(tag),
         )
 
 
@@ -265,8 +276,14 @@ class _Loop:
     def serve(self, clf: Any) -> None:
         self.reader._present, self.last_error, self.delay = True, None, self.reader.interval
         self.emit_reader("added", f"nfcpy {clf.device}")
-        options = {"targets": self.reader.targets, "on-connect": self.on_connect, "on-release": self.on_release,
-                   "iterations": 1, "interval": self.reader.interval, "beep-on-connect": False}
+        options = {
+            "targets": self.reader.targets,
+            "on-connect": self.on_connect,
+            "on-release": self.on_release,
+            "iterations": 1,
+            "interval": self.reader.interval,
+            "beep-on-connect": False,
+        }
         while not self.stopping.is_set():
             self.reader.last_progress = time.monotonic()
             try:
@@ -307,4 +324,3 @@ class _Loop:
 
     def emit_reader(self, kind: str, detail: str) -> None:
         reader_event(self.on_reader, self.reader.name, kind, detail)
-

@@ -397,7 +397,13 @@ class PcscReader:
 
     def make_read(self, reader: str, card: CardData, atr: bytes) -> CardRead:
         return CardRead(
-            reader, card.atr.tech, self._hash_uid(card.uid), atr, card.ndef, ndef.sun_url(card.ndef), time.time(),
+            reader,
+            card.atr.tech,
+            self._hash_uid(card.uid),
+            atr,
+            card.ndef,
+            ndef.sun_url(card.ndef),
+            time.time(),
             chip=card.atr.chip,
         )
 
@@ -405,9 +411,7 @@ class PcscReader:
 class _Monitor:
     """The reader's thread: one PC/SC context at a time, rebuilt whenever pcscd goes away."""
 
-    def __init__(
-        self, reader: PcscReader, on_card: CardSink, on_reader: ReaderSink, stopping: threading.Event
-    ) -> None:
+    def __init__(self, reader: PcscReader, on_card: CardSink, on_reader: ReaderSink, stopping: threading.Event) -> None:
         self.reader = reader
         self.on_card = on_card
         self.on_reader = on_reader

@@ -50,8 +50,23 @@ MAX_SCAN = 4096
 
 # Letter keys by their US (QWERTY) position.
 _LETTER_CODES = dict(zip("qwertyuiopasdfghjklzxcvbnm", [*range(16, 26), *range(30, 39), *range(44, 51)], strict=True))
-_KEYPAD = {71: "7", 72: "8", 73: "9", 74: "-", 75: "4", 76: "5", 77: "6", 78: "+", 79: "1", 80: "2", 81: "3",
-           82: "0", 83: ".", 55: "*", 98: "/"}
+_KEYPAD = {
+    71: "7",
+    72: "8",
+    73: "9",
+    74: "-",
+    75: "4",
+    76: "5",
+    77: "6",
+    78: "+",
+    79: "1",
+    80: "2",
+    81: "3",
+    82: "0",
+    83: ".",
+    55: "*",
+    98: "/",
+}
 _KEYPAD_DIGITS = {code: ch for code, ch in _KEYPAD.items() if ch.isdigit()}
 DEAD = "\u0000"  # marks a dead key in a layout entry: "^" + DEAD
 _COMBINING = {"^": "\u0302", "¨": "\u0308", "´": "\u0301", "`": "\u0300", "~": "\u0303"}
@@ -73,7 +88,7 @@ def _letters(swap: dict[str, str]) -> Keys:
 def _us() -> Keys:
     keys = _letters({})
     keys |= _row(range(2, 14), "1234567890-=", "!@#$%^&*()_+")
-    keys |= _row((26, 27, 43, 39, 40, 41, 51, 52, 53, 86), "[]\\;'`,./\\", "{}|:\"~<>?|")
+    keys |= _row((26, 27, 43, 39, 40, 41, 51, 52, 53, 86), "[]\\;'`,./\\", '{}|:"~<>?|')
     return keys
 
 
@@ -89,7 +104,7 @@ def _fr() -> Keys:
 
 def _de() -> Keys:
     keys = _letters({"y": "z", "z": "y"})
-    keys |= _row(range(2, 13), "1234567890ß", "!\"§$%&/()=?", " ²³   {[]}\\")
+    keys |= _row(range(2, 13), "1234567890ß", '!"§$%&/()=?', " ²³   {[]}\\")
     keys |= _row((26, 27, 39, 40, 43, 51, 52, 53, 86), "ü+öä#,.-<", "Ü*ÖÄ';:_>", " ~      |")
     keys[13] = ("´" + DEAD, "`" + DEAD, "")
     keys[41] = ("^" + DEAD, "°", "")
@@ -135,8 +150,9 @@ def _alt_code(digits: str) -> str:
 class KeyDecoder:
     """Turns one scanner's key events into scanned texts (pure: feed it events, get texts)."""
 
-    def __init__(self, layout: str = "us", terminators: Sequence[str] = ("enter", "tab"),
-                 idle_timeout: float = 0.25) -> None:
+    def __init__(
+        self, layout: str = "us", terminators: Sequence[str] = ("enter", "tab"), idle_timeout: float = 0.25
+    ) -> None:
         self.keys = LAYOUTS[check_layout(layout)]
         self.terminators = {code for name in terminators for code in TERMINATOR_KEYS[name]}
         self.idle_timeout = idle_timeout
@@ -168,7 +184,12 @@ class KeyDecoder:
 
     def flush(self, now: float) -> list[str]:
         """The scan in progress, when no key came for ``idle_timeout`` seconds (scanners with no suffix)."""
-        if self.idle_timeout > 0 and self.buffer and self.last_at is not None and now - self.last_at > self.idle_timeout:
+        if (
+            self.idle_timeout > 0
+            and self.buffer
+            and self.last_at is not None
+            and now - self.last_at > self.idle_timeout
+        ):
             return self._finish()
         return []
 
@@ -226,8 +247,12 @@ class KeyDecoder:
         return [text] if text else []
 
 
-def decode_events(events: Iterable[tuple[int, int, float]], layout: str = "us",
-                  terminators: Sequence[str] = ("enter", "tab"), idle_timeout: float = 0.25) -> list[str]:
+def decode_events(
+    events: Iterable[tuple[int, int, float]],
+    layout: str = "us",
+    terminators: Sequence[str] = ("enter", "tab"),
+    idle_timeout: float = 0.25,
+) -> list[str]:
     """Every scan in a recorded stream of (key code, value, timestamp), the idle one at the end included."""
     decoder = KeyDecoder(layout, terminators, idle_timeout)
     scans: list[str] = []
@@ -258,7 +283,12 @@ class LineSplitter:
         return scans
 
     def flush(self, now: float) -> list[str]:
-        if self.idle_timeout > 0 and self.buffer and self.last_at is not None and now - self.last_at > self.idle_timeout:
+        if (
+            self.idle_timeout > 0
+            and self.buffer
+            and self.last_at is not None
+            and now - self.last_at > self.idle_timeout
+        ):
             return self._finish()
         return []
 
@@ -356,7 +386,9 @@ def open_evdev(path: str) -> InputDevice:
     try:
         import evdev
     except ImportError as exc:
-        raise DriverUnavailable("keyboard-wedge scanners need the evdev package: pip install 'tillpoint[wedge]'") from exc
+        raise DriverUnavailable(
+            "keyboard-wedge scanners need the evdev package: pip install 'tillpoint[wedge]'"
+        ) from exc
     try:
         device: InputDevice = evdev.InputDevice(path)
     except OSError as exc:
@@ -372,9 +404,16 @@ def open_evdev(path: str) -> InputDevice:
 class WedgeScanner(_Scanner):
     """A keyboard-wedge scanner's evdev device, grabbed; implements ``terminal.ports.QrScanner``."""
 
-    def __init__(self, path: str, *, layout: str = "us", terminators: Sequence[str] = ("enter", "tab"),
-                 idle_timeout: float = 0.25, name: str | None = None,
-                 opener: Callable[[str], InputDevice] = open_evdev) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        layout: str = "us",
+        terminators: Sequence[str] = ("enter", "tab"),
+        idle_timeout: float = 0.25,
+        name: str | None = None,
+        opener: Callable[[str], InputDevice] = open_evdev,
+    ) -> None:
         super().__init__(name or f"wedge:{path}")
         self.path = path
         self.layout = check_layout(layout)

@@ -30,8 +30,13 @@ class Refused(Exception):
 
 async def _answer(send: Send, refused: Refused) -> None:
     body = json.dumps({"code": refused.code, "message": refused.message}).encode()
-    await send({"type": "http.response.start", "status": refused.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": refused.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from terminal import b64url
 
 VERSION = 1
@@ -81,8 +82,8 @@ def parse(text: str) -> ClaimToken:
         raise ClaimTokenError("forged", "This is not a claim code.") from exc
     if len(raw) != TOKEN_LEN or raw[0] != VERSION:
         raise ClaimTokenError("forged", "This is not a claim code of ours.")
-    _, key_id, txn, issued, expires = _HEAD.unpack(raw[:_HEAD.size])
-    return ClaimToken(key_id, str(uuid.UUID(bytes=txn)), issued, expires, raw[:_HEAD.size], raw[_HEAD.size:])
+    _, key_id, txn, issued, expires = _HEAD.unpack(raw[: _HEAD.size])
+    return ClaimToken(key_id, str(uuid.UUID(bytes=txn)), issued, expires, raw[: _HEAD.size], raw[_HEAD.size :])
 
 
 def verify(token: ClaimToken, public_key: bytes, now: float) -> None:

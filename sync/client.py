@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from sync.protocol import (
     CLOCK_HEADER,
+    PROTOCOL_VERSION,
     SNAPSHOT_COLUMNS,
     SNAPSHOT_KINDS,
     ChangesPage,
@@ -50,7 +51,6 @@ from sync.protocol import (
     EodResult,
     JournalState,
     LostReport,
-    PROTOCOL_VERSION,
     PushRequest,
     PushResponse,
     ReconItem,
@@ -62,10 +62,10 @@ from sync.protocol import (
     day_totals,
     spoken_protocol,
 )
+from terminal import b64url
 from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, SyncStore
-from terminal import b64url
 
 log = logging.getLogger("tillpoint.sync")
 
@@ -101,8 +101,14 @@ def _now_iso() -> str:
 
 
 def _wire(entry: JournalEntry) -> WireEntry:
-    return WireEntry(terminal_id=entry.terminal_id, seq=entry.seq, txn_id=entry.txn_id, kind=entry.kind,
-                     payload=entry.payload, created_at=entry.created_at)
+    return WireEntry(
+        terminal_id=entry.terminal_id,
+        seq=entry.seq,
+        txn_id=entry.txn_id,
+        kind=entry.kind,
+        payload=entry.payload,
+        created_at=entry.created_at,
+    )
 
 
 def _error(response: httpx.Response) -> SyncError:
@@ -143,8 +149,15 @@ def _parse(model: type[Any], body: Any, what: str) -> Any:
         raise HqFailed(200, f"unreadable {what}: {exc}") from exc
 
 
-def enrol(base_url: str, code: str, terminal_id: str | None = None, *, verify: ssl.SSLContext | bool = True,
-          timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> EnrolResponse:
+def enrol(
+    base_url: str,
+    code: str,
+    terminal_id: str | None = None,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> EnrolResponse:
     """Redeem a one-time enrolment code for this terminal's own credential."""
     with httpx.Client(base_url=base_url, timeout=timeout, verify=verify, transport=transport) as http:
         body = _request(http, "POST", "/v1/enrol", json=EnrolRequest(code=code, terminal_id=terminal_id).model_dump())
@@ -253,11 +266,17 @@ class SyncClient:
         entries = self.store.unpushed(self.batch_size)
         if not entries:
             return 0
-        request = PushRequest(protocol=self.protocol or PROTOCOL_VERSION, terminal_id=self.terminal_id,
-                              entries=[_wire(e) for e in entries])
+        request = PushRequest(
+            protocol=self.protocol or PROTOCOL_VERSION,
+            terminal_id=self.terminal_id,
+            entries=[_wire(e) for e in entries],
+        )
         body = gzip.compress(request.model_dump_json().encode(), compresslevel=6)
-        reply: PushResponse = _parse(PushResponse, self._call(
-            "POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}), "push reply")
+        reply: PushResponse = _parse(
+            PushResponse,
+            self._call("POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}),
+            "push reply",
+        )
         if reply.gaps:
             log.warning("head office reports gaps %s; unacknowledged entries will be resent", reply.gaps)
             self._report_lost(reply.gaps, "head office misses these seqs and this till's journal no longer holds them")
@@ -268,15 +287,20 @@ class SyncClient:
     def _report_lost(self, gaps: list[tuple[int, int]], reason: str) -> JournalState | None:
         """Seqs neither head office nor this till holds can never be sent: say so (an item at head office)
         instead of waiting for them forever."""
-        lost = [seq for first, last in gaps for seq in range(first, last + 1)
-                if seq not in self.store.held_seqs(first, last)]
+        lost = [
+            seq
+            for first, last in gaps
+            for seq in range(first, last + 1)
+            if seq not in self.store.held_seqs(first, last)
+        ]
         if not lost:
             return None
         ranges = seq_ranges(sorted(lost))
         log.error("journal seqs %s are lost (neither here nor at head office): reported", ranges)
         body = LostReport(ranges=ranges[:100], reason=reason)
-        state: JournalState = _parse(JournalState, self._call("POST", "/v1/journal/lost", json=body.model_dump()),
-                                     "lost reply")
+        state: JournalState = _parse(
+            JournalState, self._call("POST", "/v1/journal/lost", json=body.model_dump()), "lost reply"
+        )
         return state
 
     def recover_seq(self) -> None:
@@ -286,15 +310,18 @@ class SyncClient:
             return
         state = _parse(JournalState, self._call("GET", "/v1/journal/state"), "journal state")
         top = max(self.store.max_seq(), state.max_seq)
-        held_hq = {s for s in range(state.acked_seq + 1, state.max_seq + 1)
-                   if not any(a <= s <= b for a, b in state.gaps)}
-        missing = [s for s in range(state.acked_seq + 1, top + 1)
-                   if s not in held_hq and s not in self.store.held_seqs(s, s)]
+        held_hq = {
+            s for s in range(state.acked_seq + 1, state.max_seq + 1) if not any(a <= s <= b for a, b in state.gaps)
+        }
+        missing = [
+            s for s in range(state.acked_seq + 1, top + 1) if s not in held_hq and s not in self.store.held_seqs(s, s)
+        ]
         if missing:
             self._report_lost(seq_ranges(missing), "this till's database was damaged; these rows were unreadable")
         self.store.finish_recovery(top)
-        log.warning("journal recovered after a rebuild: head office holds up to %s, next seq above %s",
-                    state.max_seq, top)
+        log.warning(
+            "journal recovered after a rebuild: head office holds up to %s, next seq above %s", state.max_seq, top
+        )
 
     def push_all(self, max_batches: int = 10_000) -> int:
         total = 0
@@ -326,8 +353,9 @@ class SyncClient:
         count = 0
         for _ in range(MAX_PAGES_PER_PULL):
             since = int(self.store.state("cursor") or 0)
-            page: ChangesPage = _parse(ChangesPage, self._call("GET", "/v1/changes", params={"since": since, "limit": limit}),
-                                       "changes page")
+            page: ChangesPage = _parse(
+                ChangesPage, self._call("GET", "/v1/changes", params={"since": since, "limit": limit}), "changes page"
+            )
             self._check_page(page)
             self.store.apply_changes(*_page_models(page), cursor=page.cursor, docs=_page_docs(page))
             count += page.size()
@@ -351,8 +379,13 @@ class SyncClient:
         state = self.store.state
         if state("bootstrap_version") is None:
             info: SnapshotInfo = _parse(SnapshotInfo, self._call("GET", "/v1/snapshot"), "snapshot info")
-            self.store.set_state(bootstrap_version=str(info.version), bootstrap_kind=SNAPSHOT_KINDS[0],
-                                 bootstrap_after="", bootstrap_done="0", bootstrap_counts=json.dumps(info.counts))
+            self.store.set_state(
+                bootstrap_version=str(info.version),
+                bootstrap_kind=SNAPSHOT_KINDS[0],
+                bootstrap_after="",
+                bootstrap_done="0",
+                bootstrap_counts=json.dumps(info.counts),
+            )
         counts: dict[str, int] = json.loads(state("bootstrap_counts") or "{}")
         kind, after = state("bootstrap_kind") or "done", state("bootstrap_after") or ""
         done, loaded = int(state("bootstrap_done") or 0), 0
@@ -364,8 +397,11 @@ class SyncClient:
                     break
                 rows, following = pending.result()
                 kind_after = (kind, following) if following is not None else (_next_kind(kind), "")
-                pending = (ahead.submit(self._fetch_snapshot, *kind_after, page_size)
-                           if kind_after[0] in SNAPSHOT_KINDS else None)
+                pending = (
+                    ahead.submit(self._fetch_snapshot, *kind_after, page_size)
+                    if kind_after[0] in SNAPSHOT_KINDS
+                    else None
+                )
                 done = self._store_snapshot_page(kind, rows, following, done)
                 loaded += len(rows)
                 if progress is not None:
@@ -376,7 +412,11 @@ class SyncClient:
 
     def _fetch_snapshot(self, kind: str, after: str, page_size: int) -> tuple[list[list[Any]], str | None]:
         body = self._call("GET", f"/v1/snapshot/{kind}", params={"after": after, "limit": page_size})
-        if not isinstance(body, dict) or body.get("kind") != kind or tuple(body.get("columns", ())) != SNAPSHOT_COLUMNS[kind]:
+        if (
+            not isinstance(body, dict)
+            or body.get("kind") != kind
+            or tuple(body.get("columns", ())) != SNAPSHOT_COLUMNS[kind]
+        ):
             raise HqFailed(200, f"unexpected snapshot page for {kind}")
         following = body.get("next")
         return body["rows"], None if following is None else str(following)
@@ -408,12 +448,22 @@ class SyncClient:
                 break
             day, first, entries = found
             totals = day_totals((e.kind, e.payload) for e in entries)
-            report = EodReport(terminal_id=self.terminal_id, day=day, first_seq=first, last_seq=entries[-1].seq,
-                               totals=totals)
-            result: EodResult = _parse(EodResult, self._call("POST", "/v1/eod", content=report.model_dump_json(),
-                                                             headers=_JSON), "end-of-day reply")
-            self.store.record_eod(day, first, report.last_seq, json.dumps(report.model_dump()["totals"]),
-                                  result.status, result.model_dump_json())
+            report = EodReport(
+                terminal_id=self.terminal_id, day=day, first_seq=first, last_seq=entries[-1].seq, totals=totals
+            )
+            result: EodResult = _parse(
+                EodResult,
+                self._call("POST", "/v1/eod", content=report.model_dump_json(), headers=_JSON),
+                "end-of-day reply",
+            )
+            self.store.record_eod(
+                day,
+                first,
+                report.last_seq,
+                json.dumps(report.model_dump()["totals"]),
+                result.status,
+                result.model_dump_json(),
+            )
             results.append(result)
         return results
 
@@ -540,8 +590,9 @@ def _next_kind(kind: str) -> str:
 
 
 def _page_models(page: ChangesPage) -> tuple[list[Member], list[Card], list[EarnRule]]:
-    members = [Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status), m.stored_value)
-               for m in page.members]
+    members = [
+        Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status), m.stored_value) for m in page.members
+    ]
     cards = [Card(c.uid_hash, c.member_id, Status(c.status), c.counter) for c in page.cards]
     rules = [EarnRule(r.rule_id, r.points, r.per_minor) for r in page.rules]
     return members, cards, rules
@@ -612,7 +663,7 @@ class SyncLoop:
         except (SyncError, Rejected) as exc:
             result = exc
             log.info("sync failed (%s)", exc)
-        except Exception as exc:  # noqa: BLE001 - the loop outlives any bug; the watchdog judges it
+        except Exception as exc:
             result, expected = exc, False
             self.crashes += 1
             log.exception("sync round crashed (%d so far)", self.crashes)
@@ -624,7 +675,7 @@ class SyncLoop:
         for listener in self.on_result:
             try:
                 listener(result)
-            except Exception:  # noqa: BLE001 - a listener's bug must not stop the sync
+            except Exception:
                 log.exception("a sync listener failed")
         return backoff(self.failures, self.push_interval, self.backoff_max) if self.failures else self.push_interval
 

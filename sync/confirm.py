@@ -25,11 +25,22 @@ log = logging.getLogger("tillpoint.sync")
 
 CONFIRM_TIMEOUT = 3.0
 """Seconds the cashier waits for head office before the till falls back to its offline rules."""
-REFUSALS = frozenset({
-    Code.PAYMENT_CODE_REPLAYED, Code.PAYMENT_CODE_FORGED, Code.PAYMENT_CODE_EXPIRED, Code.DEVICE_CERT_UNKNOWN,
-    Code.DEVICE_CERT_REVOKED, Code.DEVICE_CERT_EXPIRED, Code.INSUFFICIENT_BALANCE, Code.UNKNOWN_MEMBER,
-    Code.BLOCKED_MEMBER, Code.REPLAYED_CARD, Code.FORGED_CARD, Code.CARD_CANNOT_PAY,
-})
+REFUSALS = frozenset(
+    {
+        Code.PAYMENT_CODE_REPLAYED,
+        Code.PAYMENT_CODE_FORGED,
+        Code.PAYMENT_CODE_EXPIRED,
+        Code.DEVICE_CERT_UNKNOWN,
+        Code.DEVICE_CERT_REVOKED,
+        Code.DEVICE_CERT_EXPIRED,
+        Code.INSUFFICIENT_BALANCE,
+        Code.UNKNOWN_MEMBER,
+        Code.BLOCKED_MEMBER,
+        Code.REPLAYED_CARD,
+        Code.FORGED_CARD,
+        Code.CARD_CANNOT_PAY,
+    }
+)
 
 
 def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
@@ -38,8 +49,9 @@ def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[
     def confirm(request: dict[str, Any]) -> bool:
         try:
             body = ConfirmRequest.model_validate(request)
-            client._call("POST", "/v1/payments/confirm", json=body.model_dump(mode="json", exclude_none=True),
-                         timeout=timeout)
+            client._call(
+                "POST", "/v1/payments/confirm", json=body.model_dump(mode="json", exclude_none=True), timeout=timeout
+            )
         except HqRejected as exc:
             refusal = _refusal(exc.code)
             if refusal is None:

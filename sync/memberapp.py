@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal import membercodes
 from terminal import payments as pay
 
+
 class MemberAppError(Exception):
     pass
 
@@ -36,8 +37,14 @@ def default_dir(member_id: str) -> Path:
 
 
 class MemberApp:
-    def __init__(self, member_id: str, state_dir: Path | None = None, *,
-                 transport: httpx.BaseTransport | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        member_id: str,
+        state_dir: Path | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.member_id = member_id
         self.dir = state_dir or default_dir(member_id)
         self.transport, self.timeout = transport, timeout
@@ -86,8 +93,12 @@ class MemberApp:
         if not hq or not token:
             raise MemberAppError("not registered: run `tillpoint member register MEMBER --hq URL --token TOKEN`")
         try:
-            with httpx.Client(base_url=hq, timeout=self.timeout, transport=self.transport,
-                              headers={"Authorization": f"Bearer {token}"}) as http:
+            with httpx.Client(
+                base_url=hq,
+                timeout=self.timeout,
+                transport=self.transport,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as http:
                 response = http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise MemberAppError(f"head office unreachable: {exc.__class__.__name__}: {exc}") from exc

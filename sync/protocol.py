@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
@@ -94,7 +94,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.FORBIDDEN: (403, "an administrator token is needed"),
     ErrorCode.NOT_FOUND: (404, "no such path or item"),
     ErrorCode.METHOD_NOT_ALLOWED: (405, "wrong HTTP method"),
-    ErrorCode.SEQ_CONFLICT: (409, "an entry reuses a stored (terminal, seq) or txn_id with other content; nothing stored"),
+    ErrorCode.SEQ_CONFLICT: (
+        409,
+        "an entry reuses a stored (terminal, seq) or txn_id with other content; nothing stored",
+    ),
     ErrorCode.BODY_TOO_LARGE: (413, "the (decompressed) body is larger than head office accepts"),
     ErrorCode.INVALID_REQUEST: (422, "the body or a parameter does not match the schema"),
     ErrorCode.INTERNAL: (500, "a bug at head office; retry later"),
@@ -170,10 +173,14 @@ def protocol_problem(version: int) -> str | None:
     if version in SUPPORTED_PROTOCOLS:
         return None
     if version > max(SUPPORTED_PROTOCOLS):
-        return (f"this till speaks protocol {version}, newer than this head office "
-                f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade head office first")
-    return (f"this till speaks protocol {version}, older than this head office accepts "
-            f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade the till")
+        return (
+            f"this till speaks protocol {version}, newer than this head office "
+            f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade head office first"
+        )
+    return (
+        f"this till speaks protocol {version}, older than this head office accepts "
+        f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade the till"
+    )
 
 
 def spoken_protocol(hq_protocol: int) -> int:
@@ -249,7 +256,8 @@ class LostReport(BaseModel):
     """``POST /v1/journal/lost``: seq ranges the till no longer holds and head office never received."""
 
     ranges: list[tuple[Annotated[int, Field(ge=1, le=MAX_SEQ)], Annotated[int, Field(ge=1, le=MAX_SEQ)]]] = Field(
-        min_length=1, max_length=100)
+        min_length=1, max_length=100
+    )
     reason: str = Field(min_length=1, max_length=300)
 
     @model_validator(mode="after")
@@ -612,7 +620,9 @@ class SalePayload(Payload):
             raise ValueError("stored_value_delta is not -stored_value")
         if self.stored_value + self.pos_due != self.payable or self.payable + self.discount > self.total:
             raise ValueError("payable is not stored_value + pos_due, or exceeds the total less the discount")
-        if (self.proof is Proof.CARD and self.tap is None) or (self.proof is Proof.PAYMENT_CODE and not self.payment_code):
+        if (self.proof is Proof.CARD and self.tap is None) or (
+            self.proof is Proof.PAYMENT_CODE and not self.payment_code
+        ):
             raise ValueError(f"proof {self.proof} without what it names")
         if self.payment_code is not None and self.code_id is None:
             raise ValueError("a payment code without its code_id")
@@ -702,10 +712,14 @@ class TopupPayload(Payload):
         return Values(self.member_id, 0, self.amount)
 
 
-AnyPayload = Union[SalePayload, RefundPayload, VoidPayload, EnrolPayload, ClaimKeyPayload, TopupPayload]
+AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload
 PAYLOADS: dict[EntryKind, type[Payload]] = {
-    EntryKind.SALE: SalePayload, EntryKind.REFUND: RefundPayload, EntryKind.VOID: VoidPayload,
-    EntryKind.ENROL: EnrolPayload, EntryKind.CLAIM_KEY: ClaimKeyPayload, EntryKind.TOPUP: TopupPayload,
+    EntryKind.SALE: SalePayload,
+    EntryKind.REFUND: RefundPayload,
+    EntryKind.VOID: VoidPayload,
+    EntryKind.ENROL: EnrolPayload,
+    EntryKind.CLAIM_KEY: ClaimKeyPayload,
+    EntryKind.TOPUP: TopupPayload,
 }
 
 
@@ -802,4 +816,3 @@ def day_totals(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, KindT
         t.points += values.points
         t.stored_value += values.stored_value
     return totals
-

@@ -9,17 +9,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.markup import escape
 
+from sync.hq.cli import JsonOpt, make_console, show_json, table
+from sync.hq.cli import register as _register_hq
 from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
-from sync.hq.cli import JsonOpt, make_console, show_json, table
-from sync.hq.cli import register as _register_hq
 from terminal.errors import ConfigError, PortBusy, TerminalError
 from terminal.money import Currency
 
@@ -38,15 +38,23 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
-                                                help="Print the version and the protocol, and exit.")] = False) -> None:
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and the protocol, and exit."
+        ),
+    ] = False,
+) -> None:
     """tillpoint: loyalty, coupons and member payments for shop tills."""
+
+
 _register_hq(hq_app)
 console = make_console()
 err_console = make_console(stderr=True)
 EXIT_PORT_BUSY = 3  # a port the daemon or the demo needs is taken by another program (nothing was started)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
 HqDbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
 DEFAULT_HQ_DB = "var/hq/hq.db"
 
@@ -93,11 +101,16 @@ def _wait_for_signal(on_hup: Callable[[], Any] | None = None) -> None:
 def _print_event(event: dict[str, Any]) -> None:
     kind = event["type"]
     if kind == "member":
-        console.print(f"[cyan]tap[/] {event['reader']}: [bold]{event['name']}[/] ({event['member_id']}, "
-                      f"{event['tier']}) {event['points']} pt")
+        console.print(
+            f"[cyan]tap[/] {event['reader']}: [bold]{event['name']}[/] ({event['member_id']}, "
+            f"{event['tier']}) {event['points']} pt"
+        )
     elif kind in ("sale", "void", "refund"):
-        member = (f"{event['member_id']}: points {event['points_delta']:+d} -> balance {event['points_balance']}"
-                  if event.get("member_id") else "no member")
+        member = (
+            f"{event['member_id']}: points {event['points_delta']:+d} -> balance {event['points_balance']}"
+            if event.get("member_id")
+            else "no member"
+        )
         console.print(f"[green]{kind}[/] #{event['seq']} {event['txn_id']} total {event['total']}; {member}")
     elif kind == "rejected":
         console.print(f"[red]rejected[/] {event['code']}: {event['message']}")
@@ -110,8 +123,11 @@ def _print_event(event: dict[str, Any]) -> None:
 
 def _port_busy(exc: PortBusy, what: str, option: str) -> NoReturn:
     """One line on stderr naming the port and how to choose another; exit status ``EXIT_PORT_BUSY``."""
-    err_console.print(f"[red]port_busy:[/] port {exc.port} on {exc.host} ({what}) is already in use by another "
-                      f"program; choose another with {escape(option)}", soft_wrap=True)
+    err_console.print(
+        f"[red]port_busy:[/] port {exc.port} on {exc.host} ({what}) is already in use by another "
+        f"program; choose another with {escape(option)}",
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_PORT_BUSY) from exc
 
 
@@ -125,8 +141,13 @@ def _check_port(host: str, port: int, what: str, option: str) -> None:
         _port_busy(exc, what, option)
 
 
-def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config] | None = None,
-                events: bool = True, api_port_option: str = "[api] port in the config file") -> None:
+def _run_daemon(
+    cfg: Config,
+    hq_url_note: str = "",
+    reload: Callable[[], Config] | None = None,
+    events: bool = True,
+    api_port_option: str = "[api] port in the config file",
+) -> None:
     from terminal.daemon import Daemon
 
     logs.setup(cfg.log.level, cfg.log.format)
@@ -153,15 +174,18 @@ def _run_daemon(cfg: Config, hq_url_note: str = "", reload: Callable[[], Config]
 @app.command()
 def run(
     config: ConfigOpt = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error (else [log] level).")] = None,
-    log_format: Annotated[Optional[str], typer.Option(help="auto, journal, json or text (else [log] format).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (else [log] level).")] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, journal, json or text (else [log] format).")] = None,
 ) -> None:
     """Run the daemon from its config (what the systemd service starts). SIGHUP reloads the config."""
     flags = {k: v for k, v in (("level", log_level), ("format", log_format)) if v is not None}
     overrides: dict[str, dict[str, Any]] = {"log": flags} if flags else {}
     # Under systemd stdout is the journal too: the cashier-style event lines (with member names) stay off.
-    _run_daemon(_config(config, **overrides), reload=lambda: _load(config, **overrides),
-                events=not logs.stderr_is_journal(sys.stdout))
+    _run_daemon(
+        _config(config, **overrides),
+        reload=lambda: _load(config, **overrides),
+        events=not logs.stderr_is_journal(sys.stdout),
+    )
 
 
 @app.command()
@@ -186,18 +210,24 @@ def doctor(
 def demo(
     config: ConfigOpt = None,
     hq_port: Annotated[int, typer.Option(help="Port of the embedded head office.")] = 8731,
-    api_port: Annotated[Optional[int], typer.Option(
-        help="Port of the till's local API (default: [api] port, 8732); the other commands find it by themselves.")] = None,
-    reader: Annotated[str, typer.Option(help="Reader: auto: (PC/SC if present, else simulated), sim:, pcsc:")] = "auto:",
+    api_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the till's local API (default: [api] port, 8732); the other commands find it by themselves."
+        ),
+    ] = None,
+    reader: Annotated[
+        str, typer.Option(help="Reader: auto: (PC/SC if present, else simulated), sim:, pcsc:")
+    ] = "auto:",
     amount: Annotated[int, typer.Option(help="Each tap rings a sale of this many minor units.")] = 1250,
 ) -> None:
     """Embedded head office seeded with demo members + the daemon; every tap earns points.
     A port already taken stops it at once (exit status 3), naming the option that moves it."""
+    from sync.hq.app import create_app
     from sync.hq.demo import DEMO_CARDS, seed_demo
     from sync.hq.storage import HqStore
     from terminal.api.server import ThreadedServer
     from terminal.keys import load_or_create_key
-    from sync.hq.app import create_app
 
     api: dict[str, dict[str, Any]] = {"api": {"port": api_port}} if api_port is not None else {}
     base = _config(config, **api)
@@ -215,10 +245,20 @@ def demo(
         _port_busy(exc, "the embedded head office", "--hq-port N")
     # The console tells each event once: the log says only what goes wrong (or all of it, at debug level).
     level = base.log.level if base.log.level in ("debug", "error") else "warning"
-    cfg = _config(config, **api, hq={"url": hq.url, "token": token, "pull_interval": 5.0}, log={"level": level},
-                  reader={"devices": [reader]}, sale={"auto_amount": amount})
-    console.print(table(["card UID", "member", "what happens"],
-                        [(c.uid, f"{c.display_name} ({c.member_id})", c.note) for c in DEMO_CARDS]))
+    cfg = _config(
+        config,
+        **api,
+        hq={"url": hq.url, "token": token, "pull_interval": 5.0},
+        log={"level": level},
+        reader={"devices": [reader]},
+        sale={"auto_amount": amount},
+    )
+    console.print(
+        table(
+            ["card UID", "member", "what happens"],
+            [(c.uid, f"{c.display_name} ({c.member_id})", c.note) for c in DEMO_CARDS],
+        )
+    )
     console.print("Tap a simulated card from another shell:  [bold].venv/bin/tillpoint tap 04A1B2C3D4E501[/]")
     try:
         _run_daemon(cfg, f"; head office {hq.url}", api_port_option="--api-port N")
@@ -242,10 +282,13 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
     token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
     url = f"{_api_url(cfg)}{path}"
     try:
-        response = httpx.request(method, url, json={} if body is None else body,
-                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        response = httpx.request(
+            method, url, json={} if body is None else body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
     except httpx.TransportError as exc:
-        console.print(f"[red]no daemon answers at {url}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?")
+        console.print(
+            f"[red]no daemon answers at {url}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?"
+        )
         raise typer.Exit(1) from exc
     if response.status_code >= 400:
         try:
@@ -293,7 +336,10 @@ def _receipt_lines(receipt: dict[str, Any], money: Currency) -> list[str]:
 def _quote_lines(quote: dict[str, Any], money: Currency) -> list[str]:
     """A quote: the same lines as a receipt (nothing is recorded), why each number is what it is, and
     the coupons refused with their codes."""
-    lines = [f"quote, member {quote['member_id'] or 'none (anonymous)'}", _row("subtotal", money.format(quote["total"]))]
+    lines = [
+        f"quote, member {quote['member_id'] or 'none (anonymous)'}",
+        _row("subtotal", money.format(quote["total"])),
+    ]
     for x in quote["explain"]:
         if x["kind"] == "discount" and x["amount"]:
             lines.append(_row(f"discount {x['source']}: {x['text']}", money.format(-x["amount"])))
@@ -346,7 +392,8 @@ def _scan_outcome(report: dict[str, Any]) -> str:
     if result == "coupon_added":
         error = report.get("error")
         return f"coupon {report['coupon_id']} added" + (
-            f", not usable in this sale: {error['code']}: {error['message']}" if error else "")
+            f", not usable in this sale: {error['code']}: {error['message']}" if error else ""
+        )
     if result == "paid":
         receipt = report.get("receipt") or {}
         return f"payment code accepted: sale {receipt.get('txn_id')} recorded"
@@ -358,15 +405,17 @@ def _scan_outcome(report: dict[str, Any]) -> str:
 @app.command()
 def sale(
     amount: Annotated[int, typer.Argument(help="Total in minor units.")],
-    member: Annotated[Optional[str], typer.Option(help="The member's id: the sale is rung on this member.")] = None,
-    tapped: Annotated[bool, typer.Option(
-        "--tapped", help="Ring it on the member of the last card tap (refused when no card was tapped).")] = False,
+    member: Annotated[str | None, typer.Option(help="The member's id: the sale is rung on this member.")] = None,
+    tapped: Annotated[
+        bool,
+        typer.Option("--tapped", help="Ring it on the member of the last card tap (refused when no card was tapped)."),
+    ] = False,
     sku: str = "MISC",
     category: str = "",
-    coupon: Annotated[Optional[list[str]], typer.Option(help="Coupon id presented (repeatable).")] = None,
+    coupon: Annotated[list[str] | None, typer.Option(help="Coupon id presented (repeatable).")] = None,
     redeem: Annotated[int, typer.Option(help="Points to pay with; -1: as many as allowed.")] = 0,
-    stored_value: Annotated[Optional[int], typer.Option(help="Stored value to pay with (minor units).")] = 0,
-    payment_code: Annotated[Optional[str], typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
+    stored_value: Annotated[int | None, typer.Option(help="Stored value to pay with (minor units).")] = 0,
+    payment_code: Annotated[str | None, typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
     quote_only: Annotated[bool, typer.Option("--quote", help="Price it only; record nothing.")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -374,9 +423,11 @@ def sale(
     """Ring a one-line sale through the running daemon (or --quote it: coupons, points, explanation) and
     print its receipt. With neither --member nor --tapped the sale is anonymous: a tap never picks the member."""
     body: dict[str, Any] = {
-        "member_id": member, "use_identified": tapped,
+        "member_id": member,
+        "use_identified": tapped,
         "lines": [{"sku": sku, "quantity": 1, "unit_price": amount, "category": category}],
-        "coupons": coupon or [], "redeem": redeem,
+        "coupons": coupon or [],
+        "redeem": redeem,
     }
     if not quote_only:
         body |= {"stored_value": stored_value, "payment_code": payment_code}
@@ -482,9 +533,17 @@ def _sync_client(cfg: Config, store: Any) -> Any:
     if not token:
         return None
     path = hq_token_path(cfg)
-    return SyncClient(store, cfg.terminal.id, cfg.hq.url, token, timeout=cfg.hq.timeout, verify=verify,
-                      batch_size=cfg.hq.batch_size, end_of_day=cfg.hq.end_of_day,
-                      save_token=None if cfg.hq.token else (lambda new: write_token_file(path, new)))
+    return SyncClient(
+        store,
+        cfg.terminal.id,
+        cfg.hq.url,
+        token,
+        timeout=cfg.hq.timeout,
+        verify=verify,
+        batch_size=cfg.hq.batch_size,
+        end_of_day=cfg.hq.end_of_day,
+        save_token=None if cfg.hq.token else (lambda new: write_token_file(path, new)),
+    )
 
 
 def _open_till(cfg: Config) -> Any:
@@ -522,8 +581,14 @@ def sync_cmd(
         console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
         raise typer.Exit(1)
     try:
-        with Progress(TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err_console if as_json else console, transient=False) as bar:
+        with Progress(
+            TextColumn("{task.description:>12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console if as_json else console,
+            transient=False,
+        ) as bar:
             tasks: dict[str, Any] = {}
 
             def progress(kind: str, done: int, total: int) -> None:
@@ -545,8 +610,10 @@ def sync_cmd(
     if as_json:
         show_json({"pushed": result.pushed, "pulled": result.pulled + loaded, "pending": pending, "rotated": rotate})
         return
-    console.print(f"pushed {result.pushed}, pulled {result.pulled + loaded}; {pending} entries pending"
-                  + ("; credential rotated" if rotate else ""))
+    console.print(
+        f"pushed {result.pushed}, pulled {result.pulled + loaded}; {pending} entries pending"
+        + ("; credential rotated" if rotate else "")
+    )
 
 
 @app.command()
@@ -577,13 +644,22 @@ def reconcile(
             client.close()
     offline = store.state("offline_since")
     info = {
-        "pending": store.pending_count(), "offline_since": offline,
-        "offline_seconds": None if not offline else round(time.time() - dt.datetime.fromisoformat(
-            offline.replace("Z", "+00:00")).timestamp()),
-        "last_sync_ok": store.state("last_sync_ok"), "head_office": hq_state, "now": utc_iso(time.time()),
-        "end_of_day": [{k: r[k] for k in ("day", "first_seq", "last_seq", "status", "reported_at")}
-                       | {"missing": json.loads(r["detail"]).get("missing"), "mismatches": json.loads(r["detail"]).get(
-                           "mismatches")} for r in store.eod_reports()],
+        "pending": store.pending_count(),
+        "offline_since": offline,
+        "offline_seconds": None
+        if not offline
+        else round(time.time() - dt.datetime.fromisoformat(offline.replace("Z", "+00:00")).timestamp()),
+        "last_sync_ok": store.state("last_sync_ok"),
+        "head_office": hq_state,
+        "now": utc_iso(time.time()),
+        "end_of_day": [
+            {k: r[k] for k in ("day", "first_seq", "last_seq", "status", "reported_at")}
+            | {
+                "missing": json.loads(r["detail"]).get("missing"),
+                "mismatches": json.loads(r["detail"]).get("mismatches"),
+            }
+            for r in store.eod_reports()
+        ],
         "flags": json.loads(store.state("hq_flags") or "[]"),
     }
     store.close()
@@ -592,12 +668,32 @@ def reconcile(
         return
     for key in ("pending", "offline_since", "offline_seconds", "last_sync_ok", "head_office"):
         console.print(f"{key:>16}: {info[key]}")
-    console.print(table(["day", "seqs", "status", "missing", "mismatches"], title="end of day", rows=[
-        (r["day"], f"{r['first_seq']}-{r['last_seq']}", r["status"], str(r["missing"] or "-"),
-         "; ".join(r["mismatches"] or []) or "-") for r in info["end_of_day"]]))
-    console.print(table(["item", "day", "seq", "reason", "state", "note"], title="flagged by head office", rows=[
-        (f["item_id"], f["day"], str(f["seq"] or "-"), f["reason"], f["state"], f.get("note") or "-")
-        for f in info["flags"]]))
+    console.print(
+        table(
+            ["day", "seqs", "status", "missing", "mismatches"],
+            title="end of day",
+            rows=[
+                (
+                    r["day"],
+                    f"{r['first_seq']}-{r['last_seq']}",
+                    r["status"],
+                    str(r["missing"] or "-"),
+                    "; ".join(r["mismatches"] or []) or "-",
+                )
+                for r in info["end_of_day"]
+            ],
+        )
+    )
+    console.print(
+        table(
+            ["item", "day", "seq", "reason", "state", "note"],
+            title="flagged by head office",
+            rows=[
+                (f["item_id"], f["day"], str(f["seq"] or "-"), f["reason"], f["state"], f.get("note") or "-")
+                for f in info["flags"]
+            ],
+        )
+    )
 
 
 def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
@@ -616,28 +712,40 @@ def hq_serve(
     db: HqDbOpt = DEFAULT_HQ_DB,
     host: str = "127.0.0.1",
     port: int = 8731,
-    seed_demo_key: Annotated[Optional[Path], typer.Option(help="Seed demo members, hashing card UIDs with this key file.")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM).")] = None,
+    seed_demo_key: Annotated[
+        Path | None, typer.Option(help="Seed demo members, hashing card UIDs with this key file.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
     clock_skew: Annotated[float, typer.Option(help="Seconds a till's clock may be off before it is flagged.")] = 300.0,
     timezone: Annotated[str, typer.Option(help="The chain's business-day time zone (IANA).")] = "UTC",
     write_off_points: Annotated[int, typer.Option(help="Settle overspends of up to N points automatically.")] = 0,
-    sun_key_file: Annotated[Optional[Path], typer.Option(
-        help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid.")] = None,
-    card_key_file: Annotated[Optional[Path], typer.Option(
-        help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card).")] = None,
-    workers: Annotated[int, typer.Option(
-        help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")] = 1,
-    backup: Annotated[bool, typer.Option(
-        help="Back the database up before an upgrade migrates it (--no-backup: you made one).")] = True,
-    trust_pos: Annotated[bool, typer.Option(
-        help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md).")] = False,
+    sun_key_file: Annotated[
+        Path | None,
+        typer.Option(help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid."),
+    ] = None,
+    card_key_file: Annotated[
+        Path | None,
+        typer.Option(help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")
+    ] = 1,
+    backup: Annotated[
+        bool, typer.Option(help="Back the database up before an upgrade migrates it (--no-backup: you made one).")
+    ] = True,
+    trust_pos: Annotated[
+        bool,
+        typer.Option(
+            help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
     from sync.hq.app import serve
     from sync.hq.cli import fail, open_store
-    from sync.hq.demo import seed_demo
     from sync.hq.db import HqError
+    from sync.hq.demo import seed_demo
     from sync.hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
 
     try:
@@ -651,9 +759,16 @@ def hq_serve(
         load_or_create_key(seed_demo_key)
     card_key_file = card_key_file or seed_demo_key
     try:  # an upgrade migrates here, once, after a backup (docs/install.md)
-        store = open_store(db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
-                           sun_key_file=sun_key_file, card_key_file=card_key_file, trust_pos=trust_pos,
-                           backup=backup)
+        store = open_store(
+            db,
+            clock_skew=clock_skew,
+            timezone=timezone,
+            write_off_points=write_off_points,
+            sun_key_file=sun_key_file,
+            card_key_file=card_key_file,
+            trust_pos=trust_pos,
+            backup=backup,
+        )
     except HqError as exc:
         fail(f"cannot start head office: {exc}")
     if seed_demo_key is not None:
@@ -663,10 +778,21 @@ def hq_serve(
     certs = {"ssl_certfile": str(tls_cert) if tls_cert else None, "ssl_keyfile": str(tls_key) if tls_key else None}
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
-        serve_workers(ServeOptions(db=db, clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
-                                   sun_key_file=str(sun_key_file) if sun_key_file else None,
-                                   card_key_file=str(card_key_file) if card_key_file else None,
-                                   trust_pos=trust_pos), host, port, workers, **certs)
+        serve_workers(
+            ServeOptions(
+                db=db,
+                clock_skew=clock_skew,
+                timezone=timezone,
+                write_off_points=write_off_points,
+                sun_key_file=str(sun_key_file) if sun_key_file else None,
+                card_key_file=str(card_key_file) if card_key_file else None,
+                trust_pos=trust_pos,
+            ),
+            host,
+            port,
+            workers,
+            **certs,
+        )
         return
     try:
         serve(store, host, port, **certs)
@@ -675,8 +801,9 @@ def hq_serve(
 
 
 @hq_app.command("add-terminal")
-def hq_add_terminal(terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB,
-                    as_json: JsonOpt = False) -> None:
+def hq_add_terminal(
+    terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB, as_json: JsonOpt = False
+) -> None:
     """Register a terminal and print its credential (shown once)."""
     from sync.hq.storage import HqStore
 
@@ -694,9 +821,9 @@ def hq_add_terminal(terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEF
 @hq_app.command("add-member")
 def hq_add_member(
     member_id: str,
-    name: Annotated[Optional[str], typer.Argument(help="Display name (unchanged when omitted).")] = None,
-    tier: Annotated[Optional[str], typer.Option(help="Tier; a new member starts basic.")] = None,
-    points: Annotated[Optional[int], typer.Option(help="Set the points balance (an administrator's act).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Display name (unchanged when omitted).")] = None,
+    tier: Annotated[str | None, typer.Option(help="Tier; a new member starts basic.")] = None,
+    points: Annotated[int | None, typer.Option(help="Set the points balance (an administrator's act).")] = None,
     db: HqDbOpt = DEFAULT_HQ_DB,
 ) -> None:
     """Create a member, or change only what is given: balances, lots and tier survive an update."""
@@ -729,10 +856,11 @@ def hq_add_card(
 
 # -- member app simulator -------------------------------------------------------------------------
 
-member_app = typer.Typer(help="A member-app simulator: register a device, show member and payment codes.",
-                         no_args_is_help=True)
+member_app = typer.Typer(
+    help="A member-app simulator: register a device, show member and payment codes.", no_args_is_help=True
+)
 app.add_typer(member_app, name="member")
-StateDirOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
 
 
 def _member_app(member_id: str, state_dir: Path | None) -> Any:
@@ -747,9 +875,11 @@ def _member_app(member_id: str, state_dir: Path | None) -> Any:
 
 @member_app.command("register")
 def member_register(
-    member_id: str, hq: Annotated[str, typer.Option("--hq", help="Head office URL.")],
+    member_id: str,
+    hq: Annotated[str, typer.Option("--hq", help="Head office URL.")],
     token: Annotated[str, typer.Option(help="Member app token (`tillpoint hq member-token MEMBER`).")],
-    state_dir: StateDirOpt = None, as_json: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Register this simulated phone's payment key with head office and keep its certificate (printed as JSON)."""
     from sync.memberapp import MemberAppError
@@ -764,12 +894,18 @@ def member_register(
 
 @member_app.command("code")
 def member_payment_code(
-    member_id: str, state_dir: StateDirOpt = None,
-    png: Annotated[Optional[Path], typer.Option(help="Write the QR as PNG here (default: STATE_DIR/code.png).")] = None,
+    member_id: str,
+    state_dir: StateDirOpt = None,
+    png: Annotated[Path | None, typer.Option(help="Write the QR as PNG here (default: STATE_DIR/code.png).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the code text.")] = False,
-    identify: Annotated[bool, typer.Option(
-        "--identify", help="A fresh member code instead: it identifies you and, once, proves you are at the "
-                           "till (what redeeming points needs).")] = False,
+    identify: Annotated[
+        bool,
+        typer.Option(
+            "--identify",
+            help="A fresh member code instead: it identifies you and, once, proves you are at the "
+            "till (what redeeming points needs).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a fresh one-time payment code (or member code): QR in the terminal, a PNG, and the text."""
@@ -785,8 +921,9 @@ def member_payment_code(
     target = png or member.dir / "code.png"
     target.write_bytes(qrcodes.png(text))
     if as_json:
-        show_json({"member_id": member_id, "kind": "member" if identify else "payment", "code": text,
-                   "png": str(target)})
+        show_json(
+            {"member_id": member_id, "kind": "member" if identify else "payment", "code": text, "png": str(target)}
+        )
         return
     if not quiet:
         print(qrcodes.terminal_text(text))
@@ -795,9 +932,12 @@ def member_payment_code(
 
 
 @member_app.command("show")
-def member_show(member_id: str, state_dir: StateDirOpt = None,
-                offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False,
-                as_json: JsonOpt = False) -> None:
+def member_show(
+    member_id: str,
+    state_dir: StateDirOpt = None,
+    offline: Annotated[bool, typer.Option(help="Do not ask head office for the balance.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """The member code head office signed (TPM2:...) as QR and text, the device certificate and the balance."""
     from sync.memberapp import MemberAppError
     from terminal import qrcodes
@@ -808,8 +948,11 @@ def member_show(member_id: str, state_dir: StateDirOpt = None,
     except MemberAppError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
-    info: dict[str, Any] = {"member_id": member_id, "member_code": code,
-                            "cert_id": member.cert.cert_id.hex() if member.cert else None}
+    info: dict[str, Any] = {
+        "member_id": member_id,
+        "member_code": code,
+        "cert_id": member.cert.cert_id.hex() if member.cert else None,
+    }
     if not offline:
         try:
             account = member.account()

@@ -174,8 +174,13 @@ class HotkeysSection(_Section):
         return value
 
     def keymap(self) -> dict[str, str]:
-        return {"identify": self.identify, "coupon": self.coupon, "pay": self.pay, "cancel": self.cancel,
-                "enrol": self.enrol}
+        return {
+            "identify": self.identify,
+            "coupon": self.coupon,
+            "pay": self.pay,
+            "cancel": self.cancel,
+            "enrol": self.enrol,
+        }
 
 
 class SaleSection(_Section):

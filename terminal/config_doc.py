@@ -22,9 +22,14 @@ def _attribute_docs() -> dict[tuple[str, str], str]:
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
-        for this, after in zip(node.body, node.body[1:]):
-            if (isinstance(this, ast.AnnAssign) and isinstance(this.target, ast.Name) and isinstance(after, ast.Expr)
-                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        for this, after in zip(node.body, node.body[1:], strict=False):
+            if (
+                isinstance(this, ast.AnnAssign)
+                and isinstance(this.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[(node.name, this.target.id)] = " ".join(after.value.value.split())
     return docs
 
@@ -33,9 +38,16 @@ def entries() -> list[dict[str, Any]]:
     """Every key: its section, name, default (as JSON) and meaning (``config-reference --json``)."""
     docs, cfg = _attribute_docs(), Config()
     defaults = cfg.model_dump(mode="json")
-    return [{"section": name, "key": key, "default": defaults[name][key],
-             "meaning": docs.get((type(getattr(cfg, name)).__name__, key), "")}
-            for name in Config.model_fields for key in type(getattr(cfg, name)).model_fields]
+    return [
+        {
+            "section": name,
+            "key": key,
+            "default": defaults[name][key],
+            "meaning": docs.get((type(getattr(cfg, name)).__name__, key), ""),
+        }
+        for name in Config.model_fields
+        for key in type(getattr(cfg, name)).model_fields
+    ]
 
 
 def reference() -> str:

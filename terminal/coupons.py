@@ -131,11 +131,23 @@ def parse_coupon(coupon_id: str, doc: Mapping[str, Any]) -> Coupon:
         raise DocumentError(f"coupon {coupon_id}: buy_x_get_y needs buy >= 1 and get >= 1")
     member_id = doc.get("member_id")
     return Coupon(
-        coupon_id, kind, value, target, parse_scope(doc), buy, get, parse_when(doc), _pos_int(doc, "min_spend"),
-        frozenset(doc.get("required_skus") or ()), bool(doc.get("member_only", False)),
-        str(member_id) if member_id else None, frozenset(doc.get("tiers") or ()),
-        1 if doc.get("single_use") else _pos_int(limits, "global"), _pos_int(limits, "per_member"),
-        bool(doc.get("exclusive", False)), str(doc.get("text", "")),
+        coupon_id,
+        kind,
+        value,
+        target,
+        parse_scope(doc),
+        buy,
+        get,
+        parse_when(doc),
+        _pos_int(doc, "min_spend"),
+        frozenset(doc.get("required_skus") or ()),
+        bool(doc.get("member_only", False)),
+        str(member_id) if member_id else None,
+        frozenset(doc.get("tiers") or ()),
+        1 if doc.get("single_use") else _pos_int(limits, "global"),
+        _pos_int(limits, "per_member"),
+        bool(doc.get("exclusive", False)),
+        str(doc.get("text", "")),
     )
 
 

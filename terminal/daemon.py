@@ -18,28 +18,27 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
-from sync.protocol import DeviceHealth, TillHealth
 from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
+from sync.protocol import DeviceHealth, TillHealth
 from terminal import __version__, logs
+from terminal import session as cashier
 from terminal.config import Config
-from terminal.errors import ConfigError
-from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
-from terminal.metrics import serve as serve_metrics
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import enrol_on_tap
-from terminal.errors import Code, Rejected
+from terminal.errors import Code, ConfigError, Rejected
 from terminal.keys import KeyLost, card_key, load_or_create_token
+from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
+from terminal.metrics import serve as serve_metrics
 from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
 from terminal.payments import RiskLimits
 from terminal.ports import CardReader, QrScanner
-from terminal import session as cashier
 from terminal.service import Identified, Payment, Service
 from terminal.store import Store
 
@@ -83,8 +82,9 @@ def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:
 
 def payment_limits(config: Config) -> RiskLimits:
     p = config.payments
-    return RiskLimits(p.per_transaction, p.per_member_day, p.terminal_total, p.max_offline, p.max_clock_age,
-                      p.max_clock_offset)
+    return RiskLimits(
+        p.per_transaction, p.per_member_day, p.terminal_total, p.max_offline, p.max_clock_age, p.max_clock_offset
+    )
 
 
 def hq_token(config: Config) -> str:
@@ -142,9 +142,13 @@ class Daemon:
         self._report_rebuild()
         key = self._card_key()
         self.service = Service(
-            self.store, cfg.terminal.id, store_id=cfg.terminal.store_id,
-            sun_master_key=read_key_file(cfg.reader.sun_key_file), hash_uid=lambda uid: card_uid_hash(key, uid),
-            limits=payment_limits(cfg), spend_needs_proof=cfg.payments.spend_needs_proof,
+            self.store,
+            cfg.terminal.id,
+            store_id=cfg.terminal.store_id,
+            sun_master_key=read_key_file(cfg.reader.sun_key_file),
+            hash_uid=lambda uid: card_uid_hash(key, uid),
+            limits=payment_limits(cfg),
+            spend_needs_proof=cfg.payments.spend_needs_proof,
         )
         self.service.on_commit.append(self._committed)
         self.api_token = load_or_create_token(cfg.api_token_path)
@@ -180,8 +184,10 @@ class Daemon:
         except BlockingIOError as exc:
             held = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise ConfigError("terminal.data_dir", f"a directory no other daemon uses: {directory} is locked by "
-                                                   f"the daemon with pid {held}") from exc
+            raise ConfigError(
+                "terminal.data_dir",
+                f"a directory no other daemon uses: {directory} is locked by the daemon with pid {held}",
+            ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -202,8 +208,9 @@ class Daemon:
     def _card_key(self) -> bytes:
         assert self.store is not None
         try:
-            key, check = card_key(self.config.card_key_path, self.store.state("card_key_check"),
-                                  self.store.counts()["cards"])
+            key, check = card_key(
+                self.config.card_key_path, self.store.state("card_key_check"), self.store.counts()["cards"]
+            )
         except KeyLost as exc:
             raise ConfigError("security.card_key_file", str(exc)) from exc
         if self.store.state("card_key_check") is None:
@@ -245,10 +252,18 @@ class Daemon:
             return
         path = hq_token_path(self.config)
         client = SyncClient(
-            _Beating(self.store, self._beat_sync), self.config.terminal.id, hq.url, token,
-            timeout=hq.timeout, verify=verify, batch_size=hq.batch_size, transport=self.hq_transport,
+            _Beating(self.store, self._beat_sync),
+            self.config.terminal.id,
+            hq.url,
+            token,
+            timeout=hq.timeout,
+            verify=verify,
+            batch_size=hq.batch_size,
+            transport=self.hq_transport,
             save_token=None if hq.token else (lambda new: write_token_file(path, new)),
-            rotate_after_days=hq.rotate_after_days, end_of_day=hq.end_of_day, health=self.health_report,
+            rotate_after_days=hq.rotate_after_days,
+            end_of_day=hq.end_of_day,
+            health=self.health_report,
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         if self.service is not None:
@@ -275,7 +290,9 @@ class Daemon:
         for spec in self.config.reader.devices:
             try:
                 reader = open_reader(
-                    spec, hasher, holdoff=self.config.reader.debounce,
+                    spec,
+                    hasher,
+                    holdoff=self.config.reader.debounce,
                     felica_master_key=read_key_file(self.config.reader.felica_key_file, "reader.felica_key_file"),
                 )
             except DriverError as exc:
@@ -306,7 +323,9 @@ class Daemon:
             except DriverError as exc:
                 log.warning("reader %s cannot list its devices: %s", reader.name, exc)
                 continue
-            log.info("reader %s lists %s", reader.name, ", ".join(found) or "no device yet", extra={"devices": len(found)})
+            log.info(
+                "reader %s lists %s", reader.name, ", ".join(found) or "no device yet", extra={"devices": len(found)}
+            )
 
     def _report_rebuild(self) -> None:
         assert self.store is not None
@@ -315,14 +334,28 @@ class Daemon:
             return
         self.metrics.store_rebuilds.inc()
         lost = ", ".join(f"{a}-{b}" for a, b in report.journal_lost) or "none"
-        log.error("the database was damaged and has been rebuilt: journal and local facts salvaged, the cache "
-                  "is pulled again from head office; sales resume once head office has been reached; journal "
-                  "seqs unreadable: %s", lost, extra={"reason": report.reason, "kept_as": report.kept_as,
-                                                      "salvaged": sum(report.salvaged.values()),
-                                                      "unreadable": sum(report.unreadable.values())})
-        self.emit({"type": "store_rebuilt", "reason": report.reason, "kept_as": report.kept_as,
-                   "salvaged": report.salvaged, "unreadable": report.unreadable,
-                   "journal_lost": [list(r) for r in report.journal_lost]})
+        log.error(
+            "the database was damaged and has been rebuilt: journal and local facts salvaged, the cache "
+            "is pulled again from head office; sales resume once head office has been reached; journal "
+            "seqs unreadable: %s",
+            lost,
+            extra={
+                "reason": report.reason,
+                "kept_as": report.kept_as,
+                "salvaged": sum(report.salvaged.values()),
+                "unreadable": sum(report.unreadable.values()),
+            },
+        )
+        self.emit(
+            {
+                "type": "store_rebuilt",
+                "reason": report.reason,
+                "kept_as": report.kept_as,
+                "salvaged": report.salvaged,
+                "unreadable": report.unreadable,
+                "journal_lost": [list(r) for r in report.journal_lost],
+            }
+        )
 
     def _beat_sync(self) -> None:
         self._sync_beat = time.monotonic()
@@ -374,14 +407,18 @@ class Daemon:
             return False
         old = self.config
         hq = old.hq.model_copy(update={key: getattr(new.hq, key) for key in LIVE_HQ})
-        applied = old.model_copy(update={"sale": new.sale, "hq": hq, "log": old.log.model_copy(
-            update={"level": new.log.level})})
+        applied = old.model_copy(
+            update={"sale": new.sale, "hq": hq, "log": old.log.model_copy(update={"level": new.log.level})}
+        )
         waiting = changed_keys(applied, new)
         self.config = applied
         logging.getLogger().setLevel(applied.log.level.upper())
         if self.sync is not None:
             self.sync.push_interval, self.sync.pull_interval, self.sync.backoff_max = (
-                hq.push_interval, hq.pull_interval, hq.backoff_max)
+                hq.push_interval,
+                hq.pull_interval,
+                hq.backoff_max,
+            )
             self._watch_sync()
         if waiting:
             log.warning("config reloaded; these changes need a restart: %s", ", ".join(waiting))
@@ -421,8 +458,16 @@ class Daemon:
             return
         self.identified = found
         m = found.member
-        self.emit({"type": "member", "reader": read.reader, "member_id": m.member_id,
-                   "name": m.display_name, "tier": m.tier, "points": m.points})
+        self.emit(
+            {
+                "type": "member",
+                "reader": read.reader,
+                "member_id": m.member_id,
+                "name": m.display_name,
+                "tier": m.tier,
+                "points": m.points,
+            }
+        )
         if self.config.sale.auto_amount > 0:
             try:
                 self.sell(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),)))
@@ -442,8 +487,15 @@ class Daemon:
         return last
 
     def sell(
-        self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0, *,
-        stored_value: int | None = 0, payment_code: str | None = None, pay_by_card: bool = False,
+        self,
+        member_id: str | None,
+        basket: Basket,
+        coupons: Sequence[str] = (),
+        redeem: int = 0,
+        *,
+        stored_value: int | None = 0,
+        payment_code: str | None = None,
+        pay_by_card: bool = False,
     ) -> Receipt:
         """Quote and commit a sale; the member's part is paid with stored value when asked, authorised
         by a one-time payment code or by the card of the last tap."""
@@ -488,7 +540,9 @@ class Daemon:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated scanner is configured on this till.")
         delivered = sims[0].scan(text)  # type: ignore[attr-defined]
         if not delivered.wait(timeout):
-            raise Rejected(Code.SCANNER_UNAVAILABLE, f"The simulated scanner did not deliver the code within {timeout:.0f} s.")
+            raise Rejected(
+                Code.SCANNER_UNAVAILABLE, f"The simulated scanner did not deliver the code within {timeout:.0f} s."
+            )
         return dict(delivered.result) if isinstance(delivered.result, dict) else {}
 
     def status(self) -> dict[str, Any]:
@@ -511,12 +565,16 @@ class Daemon:
         assert self.store is not None
         figures = sync_figures(self.store)
         return TillHealth(
-            version=__version__, protocol=protocol, started_at=self.started_at,
+            version=__version__,
+            protocol=protocol,
+            started_at=self.started_at,
             readers=[DeviceHealth(name=name[:200], state=state[:32]) for name, state in self.reader_state.items()][:64],
-            pending=figures.pending, oldest_pending_at=figures.oldest_pending_at,
+            pending=figures.pending,
+            oldest_pending_at=figures.oldest_pending_at,
             free_disk_bytes=_free_bytes(self.config.data_dir),
             last_error=((self.sync.last_error if self.sync else None) or self.store.state("last_error") or None),
-            loop_crashes=self.sync.crashes if self.sync else 0)
+            loop_crashes=self.sync.crashes if self.sync else 0,
+        )
 
     def panel_config(self) -> dict[str, Any]:
         return cashier.panel_config(self.config)
@@ -541,8 +599,12 @@ def store_status(store: Store) -> dict[str, Any]:
 def sync_figures(store: Store) -> SyncFigures:
     """Sync state for the metrics, read from the database."""
     oldest = store.unpushed(1)
-    return SyncFigures(store.pending_count(), oldest[0].created_at if oldest else None,
-                       store.state("offline_since"), store.state("last_sync_ok"))
+    return SyncFigures(
+        store.pending_count(),
+        oldest[0].created_at if oldest else None,
+        store.state("offline_since"),
+        store.state("last_sync_ok"),
+    )
 
 
 def _free_bytes(directory: Path) -> int | None:
@@ -555,8 +617,9 @@ def _free_bytes(directory: Path) -> int | None:
 def changed_keys(a: Config, b: Config) -> list[str]:
     """``section.key`` names whose values differ between two configs."""
     left, right = a.model_dump(), b.model_dump()
-    return [f"{section}.{key}" for section in left for key in left[section]
-            if left[section][key] != right[section][key]]
+    return [
+        f"{section}.{key}" for section in left for key in left[section] if left[section][key] != right[section][key]
+    ]
 
 
 class _Beating:
@@ -584,8 +647,11 @@ def log_event(event: Event) -> None:
     """One log line per event worth keeping; names and card data are never part of it."""
     kind = event["type"]
     if "txn_id" in event and "seq" in event:
-        log.info("%s approved", kind, extra={k: event.get(k) for k in ("seq", "txn_id", "member_id", "total",
-                                                                        "points_delta")})
+        log.info(
+            "%s approved",
+            kind,
+            extra={k: event.get(k) for k in ("seq", "txn_id", "member_id", "total", "points_delta")},
+        )
     elif kind == "rejected":
         log.info("refused: %s", event["code"], extra={"reader": event.get("reader", "")})
     elif kind == "reader":

@@ -85,8 +85,13 @@ def exit_code(checks: list[Check]) -> int:
 def render(checks: list[Check]) -> list[str]:
     lines = [f"{c.verdict.value.upper():<4}  {c.name:<11} {c.words}" for c in checks]
     worst = exit_code(checks)
-    lines.append(["This till looks healthy.", "This till works, but see the warnings above.",
-                  "This till has a problem: see FAIL above."][worst])
+    lines.append(
+        [
+            "This till looks healthy.",
+            "This till works, but see the warnings above.",
+            "This till has a problem: see FAIL above.",
+        ][worst]
+    )
     return lines
 
 
@@ -95,8 +100,16 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
     cfg, first = check_config(path)
     if cfg is None:
         return [first]
-    checks = [first, *check_secrets(cfg), *check_pcsc(cfg), *check_cameras(cfg), check_database(cfg),
-              check_disk(cfg), *check_hq(cfg, timeout), check_daemon(cfg, timeout)]
+    checks = [
+        first,
+        *check_secrets(cfg),
+        *check_pcsc(cfg),
+        *check_cameras(cfg),
+        check_database(cfg),
+        check_disk(cfg),
+        *check_hq(cfg, timeout),
+        check_daemon(cfg, timeout),
+    ]
     return checks
 
 
@@ -120,8 +133,11 @@ def check_secrets(cfg: Config) -> list[Check]:
         found.append(ok("hq token", "set in the config file"))
     elif cfg.hq.token_file:
         token = Path(cfg.hq.token_file)
-        found.append(ok("hq token", f"{token} is readable") if os.access(token, os.R_OK)
-                     else fail("hq token", f"{token} is missing or unreadable: sync cannot log in"))
+        found.append(
+            ok("hq token", f"{token} is readable")
+            if os.access(token, os.R_OK)
+            else fail("hq token", f"{token} is missing or unreadable: sync cannot log in")
+        )
     else:
         found.append(warn("hq token", "none configured: sync is off and sales stay in the journal"))
     return found
@@ -147,10 +163,16 @@ def _check_card_key(key: Path, held: tuple[str | None, int] = (None, 0)) -> Chec
     check, cards = held
     if not key.exists():
         if check is not None or cards:
-            return fail("card key", f"{key} is missing and the database holds {cards} cards hashed with it: "
-                                    "restore it from backup; the daemon will not start without it")
-        return warn("card key", f"{key} does not exist yet: the daemon makes a new one, which only works "
-                                "if head office hashes cards with the same key")
+            return fail(
+                "card key",
+                f"{key} is missing and the database holds {cards} cards hashed with it: "
+                "restore it from backup; the daemon will not start without it",
+            )
+        return warn(
+            "card key",
+            f"{key} does not exist yet: the daemon makes a new one, which only works "
+            "if head office hashes cards with the same key",
+        )
     try:
         size, mode = key.stat().st_size, key.stat().st_mode
     except OSError as exc:
@@ -158,8 +180,11 @@ def _check_card_key(key: Path, held: tuple[str | None, int] = (None, 0)) -> Chec
     if size < 16:
         return fail("card key", f"{key} is {size} bytes; a card key needs at least 16")
     if check is not None and key_check(key.read_bytes()) != check:
-        return fail("card key", f"{key} is not the key this till's cards were hashed with (its check differs "
-                                "from the database's): restore the right file")
+        return fail(
+            "card key",
+            f"{key} is not the key this till's cards were hashed with (its check differs "
+            "from the database's): restore the right file",
+        )
     if mode & (stat.S_IRWXO):
         return warn("card key", f"{key} is readable by every user: chmod 0640 (or 0600) it")
     return ok("card key", f"{key} present" + (" and hashes this till's cards" if check else ""))
@@ -207,13 +232,14 @@ def check_reader(spec: str) -> Check:
         devices = reader.readers()
     except ImportError as exc:
         return fail(name, f"the driver's library is not installed ({exc.name}): reinstall with the pcsc extra")
-    except Exception as exc:  # a driver's own error, in its words
+    except Exception as exc:  # noqa: BLE001 - a driver's own error, in its words
         return fail(name, f"cannot be opened: {exc}")
     if kind == "auto" and reader.name.startswith("sim:"):
         return warn(name, "no PC/SC reader found, so the daemon would use its simulated reader")
     if not devices:
-        return warn(name, "no reader plugged in (or pcscd has no driver for it): plug it in, then check "
-                          "`journalctl -u pcscd`")
+        return warn(
+            name, "no reader plugged in (or pcscd has no driver for it): plug it in, then check `journalctl -u pcscd`"
+        )
     return ok(name, f"sees {', '.join(devices)}")
 
 
@@ -226,7 +252,9 @@ def check_cameras(cfg: Config) -> list[Check]:
     cameras = [s for s in _scanner_specs(cfg) if s.startswith("camera:")]
     if not cameras:
         present = sorted(str(p) for p in Path("/dev").glob("video*"))
-        return [skip("camera", "no camera scanner configured" + (f" ({', '.join(present)} present)" if present else ""))]
+        return [
+            skip("camera", "no camera scanner configured" + (f" ({', '.join(present)} present)" if present else ""))
+        ]
     return [check_camera(spec.partition(":")[2]) for spec in cameras]
 
 
@@ -283,8 +311,11 @@ def check_database(cfg: Config) -> Check:
     except sqlite3.Error as exc:
         problems, pending = [str(exc)], None
     if problems:
-        return fail("database", f"{path} is damaged ({'; '.join(problems[:3])}): restart the daemon and it "
-                                "rebuilds the file, keeping the journal, and pulls the cache again")
+        return fail(
+            "database",
+            f"{path} is damaged ({'; '.join(problems[:3])}): restart the daemon and it "
+            "rebuilds the file, keeping the journal, and pulls the cache again",
+        )
     return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else ""))
 
 
@@ -332,15 +363,23 @@ def check_hq(cfg: Config, timeout: float) -> list[Check]:
             before = time.time()
             health = client.get("/v1/health")
             after = time.time()
-            checks = [ok("head office", f"{url} answers")] if health.status_code == 200 else [
-                fail("head office", f"{url} answered {health.status_code} to /v1/health")]
+            checks = (
+                [ok("head office", f"{url} answers")]
+                if health.status_code == 200
+                else [fail("head office", f"{url} answered {health.status_code} to /v1/health")]
+            )
             if health.status_code == 200:
                 checks.append(clock_check(health.json().get("time"), (before + after) / 2))
                 checks.append(_token_check(client, _token(cfg)))
             return checks
     except httpx.HTTPError as exc:
-        return [fail("head office", f"{url} cannot be reached ({exc.__class__.__name__}: {exc}); sales go on "
-                                    "offline, but check the network, the firewall and hq.url")]
+        return [
+            fail(
+                "head office",
+                f"{url} cannot be reached ({exc.__class__.__name__}: {exc}); sales go on "
+                "offline, but check the network, the firewall and hq.url",
+            )
+        ]
 
 
 def clock_check(hq_time: Any, local: float) -> Check:
@@ -359,12 +398,17 @@ def clock_check(hq_time: Any, local: float) -> Check:
 def _token_check(client: httpx.Client, token: str) -> Check:
     if not token:
         return skip("hq login", "no token configured")
-    reply = client.get("/v1/changes", params={"since": 10**15, "limit": 1}, headers={"Authorization": f"Bearer {token}"})
+    reply = client.get(
+        "/v1/changes", params={"since": 10**15, "limit": 1}, headers={"Authorization": f"Bearer {token}"}
+    )
     if reply.status_code == 200:
         return ok("hq login", "head office accepts this terminal's token")
     if reply.status_code == 401:
-        return fail("hq login", "head office refuses this terminal's token (wrong or revoked): ask head office "
-                                "for a new one (tillpoint hq add-terminal)")
+        return fail(
+            "hq login",
+            "head office refuses this terminal's token (wrong or revoked): ask head office "
+            "for a new one (tillpoint hq add-terminal)",
+        )
     return warn("hq login", f"head office answered {reply.status_code} to a login check")
 
 
@@ -381,14 +425,19 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
     except (httpx.HTTPError, ValueError):
         return warn("daemon", f"no daemon answers on {url}: systemctl status tillpoint")
     if status.get("sync_error") and "Rejected" in str(status.get("sync_error")):
-        return fail("daemon", f"running, but sync fails on this till: {status['sync_error']} "
-                              f"({status.get('pending')} entries waiting)")
+        return fail(
+            "daemon",
+            f"running, but sync fails on this till: {status['sync_error']} ({status.get('pending')} entries waiting)",
+        )
     if status.get("sync_crashes"):
         return warn("daemon", f"running; its sync loop crashed {status['sync_crashes']} times: see the journal")
     since = status.get("offline_since")
     if since:
         age = time.time() - datetime.fromisoformat(since).timestamp()
         if age > OFFLINE_WARN:
-            return warn("daemon", f"running, but offline from head office for {age / 3600:.1f} h "
-                                  f"({status.get('pending')} entries waiting)")
+            return warn(
+                "daemon",
+                f"running, but offline from head office for {age / 3600:.1f} h "
+                f"({status.get('pending')} entries waiting)",
+            )
     return ok("daemon", f"running on {url}, {status.get('pending')} entries waiting")

@@ -62,8 +62,9 @@ def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
 class ClaimSigner:
     """Signs claim tokens for this till's sales; journals its public key the first time it signs."""
 
-    def __init__(self, store: Store, terminal_id: str, key_path: Path, clock: Any = time.time,
-                 ttl: int = CLAIM_TTL) -> None:
+    def __init__(
+        self, store: Store, terminal_id: str, key_path: Path, clock: Any = time.time, ttl: int = CLAIM_TTL
+    ) -> None:
         self.store, self.terminal_id, self.clock, self.ttl = store, terminal_id, clock, ttl
         self.key = load_or_create_claim_key(key_path)
         self.public = claims.public_bytes(self.key)

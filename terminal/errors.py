@@ -141,13 +141,13 @@ MESSAGES: dict[Code, str] = {
     Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
     Code.TILL_RECOVERING: "This till's database was damaged and rebuilt: it records sales again once it has "
-                          "reached head office, which says where its journal stands. Nothing was recorded.",
+    "reached head office, which says where its journal stands. Nothing was recorded.",
     Code.TILL_CLOCK_WRONG: "This till's clock is wrong (head office's time differs): set the time on this PC, "
-                           "then try again.",
+    "then try again.",
     Code.PROOF_NEEDED: "Spending points or balance needs the member's proof: a tap of their secure card, or the "
-                       "code their app shows. Knowing the member number is not enough.",
+    "code their app shows. Knowing the member number is not enough.",
     Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "
-                               "their app, or type the member number.",
+    "their app, or type the member number.",
     Code.MEMBER_CODE_FORGED: "This member code's signature is wrong: do not accept it.",
     Code.PAYMENT_CARD_REFUSED: "That was a bank card number: the till does not take card numbers. Nothing was kept.",
     Code.FOREIGN_PAYMENT_CODE: "That is another wallet's payment code (EMV, Alipay, WeChat Pay): not taken here. Nothing was kept.",

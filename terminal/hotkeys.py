@@ -37,13 +37,34 @@ DEFAULT_GAP = 0.04
 
 # Linux input key codes (linux/input-event-codes.h) of the keys worth binding.
 KEY_CODES: dict[str, int] = {
-    "ESC": 1, "ENTER": 28, "KPENTER": 96, "TAB": 15, "BACKSPACE": 14, "SPACE": 57,
-    **{f"F{n}": 58 + n for n in range(1, 11)}, "F11": 87, "F12": 88,
+    "ESC": 1,
+    "ENTER": 28,
+    "KPENTER": 96,
+    "TAB": 15,
+    "BACKSPACE": 14,
+    "SPACE": 57,
+    **{f"F{n}": 58 + n for n in range(1, 11)},
+    "F11": 87,
+    "F12": 88,
     **{f"F{n}": 170 + n for n in range(13, 25)},
-    "PAUSE": 119, "SCROLLLOCK": 70, "SYSRQ": 99, "INSERT": 110, "DELETE": 111, "HOME": 102, "END": 107,
-    "PAGEUP": 104, "PAGEDOWN": 109, "UP": 103, "DOWN": 108, "LEFT": 105, "RIGHT": 106,
+    "PAUSE": 119,
+    "SCROLLLOCK": 70,
+    "SYSRQ": 99,
+    "INSERT": 110,
+    "DELETE": 111,
+    "HOME": 102,
+    "END": 107,
+    "PAGEUP": 104,
+    "PAGEDOWN": 109,
+    "UP": 103,
+    "DOWN": 108,
+    "LEFT": 105,
+    "RIGHT": 106,
     **{f"KP{n}": c for n, c in zip(range(10), (82, 79, 80, 81, 75, 76, 77, 71, 72, 73), strict=True)},
-    "KPPLUS": 78, "KPMINUS": 74, "KPASTERISK": 55, "KPSLASH": 98,
+    "KPPLUS": 78,
+    "KPMINUS": 74,
+    "KPASTERISK": 55,
+    "KPSLASH": 98,
 }
 ALIASES = {"ESCAPE": "ESC", "RETURN": "ENTER", "DEL": "DELETE", "INS": "INSERT", "PGUP": "PAGEUP", "PGDN": "PAGEDOWN"}
 MODIFIERS: dict[str, tuple[int, ...]] = {"CTRL": (29, 97), "SHIFT": (42, 54), "ALT": (56, 100), "META": (125, 126)}
@@ -141,7 +162,9 @@ class BurstFilter:
                 self.held.discard(name)
 
 
-def detect(events: Iterable[tuple[int, int, float]], keymap: Mapping[Chord, str], gap: float = DEFAULT_GAP) -> list[Hit]:
+def detect(
+    events: Iterable[tuple[int, int, float]], keymap: Mapping[Chord, str], gap: float = DEFAULT_GAP
+) -> list[Hit]:
     """Every hotkey in a finished stream of ``(code, value, at)`` key events."""
     flt = BurstFilter(keymap, gap)
     hits: list[Hit] = []
@@ -285,8 +308,13 @@ class HotkeyListener:
             try:
                 opened.append(self.opener(path))
             except PermissionError:
-                problems.append(("no_permission", f"no permission to read {path}: add the service user to the "
-                                                  "'input' group (systemd: SupplementaryGroups=input)"))
+                problems.append(
+                    (
+                        "no_permission",
+                        f"no permission to read {path}: add the service user to the "
+                        "'input' group (systemd: SupplementaryGroups=input)",
+                    )
+                )
             except (FileNotFoundError, OSError) as exc:
                 problems.append(("no_device", f"{path}: {exc.strerror or exc}"))
         if not opened:
@@ -344,5 +372,4 @@ def evdev_installed() -> bool:
     return True
 
 
-__all__ = ["BurstFilter", "Chord", "DEFAULT_KEYS", "Hit", "HotkeyListener", "detect", "parse_chord",
-           "parse_keymap"]
+__all__ = ["BurstFilter", "Chord", "DEFAULT_KEYS", "Hit", "HotkeyListener", "detect", "parse_chord", "parse_keymap"]

@@ -57,13 +57,17 @@ def card_key(path: Path, held_check: str | None, cards: int) -> tuple[bytes, str
     ``KeyLost``: a new random key would turn every known card into an unknown one, silently."""
     if not path.exists():
         if held_check is not None or cards:
-            raise KeyLost(f"the card-hash key {path} is missing, and this till's database holds {cards} cards "
-                          "hashed with it: restore the file from backup (it is the chain's key: head office "
-                          "or another till has it). A new key would make every card unknown.")
+            raise KeyLost(
+                f"the card-hash key {path} is missing, and this till's database holds {cards} cards "
+                "hashed with it: restore the file from backup (it is the chain's key: head office "
+                "or another till has it). A new key would make every card unknown."
+            )
         _write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
     key = load_or_create_key(path)
     check = key_check(key)
     if held_check is not None and not hmac.compare_digest(check, held_check):
-        raise KeyLost(f"the card-hash key {path} is not the key this till's cards were hashed with: restore "
-                      "the right file (its check does not match the database's)")
+        raise KeyLost(
+            f"the card-hash key {path} is not the key this till's cards were hashed with: restore "
+            "the right file (its check does not match the database's)"
+        )
     return key, check

@@ -36,10 +36,27 @@ LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "journal", "json", "text")
 
 # Keys of structured fields that always hold personal data or card secrets.
-SENSITIVE_KEYS = frozenset({
-    "name", "display_name", "member_name", "email", "phone", "address", "birthdate", "birthday",
-    "uid", "card_uid", "idm", "pan", "card_number", "qr", "qr_text", "text", "code_text",
-})
+SENSITIVE_KEYS = frozenset(
+    {
+        "name",
+        "display_name",
+        "member_name",
+        "email",
+        "phone",
+        "address",
+        "birthdate",
+        "birthday",
+        "uid",
+        "card_uid",
+        "idm",
+        "pan",
+        "card_number",
+        "qr",
+        "qr_text",
+        "text",
+        "code_text",
+    }
+)
 
 # 4-, 7- and 10-byte ISO 14443 UIDs and 8-byte FeliCa IDm, as hex (optionally with ':' between bytes).
 # A UUID's groups are excluded by refusing neighbours that are hex, '-' or word characters.

@@ -230,7 +230,10 @@ def parse_when(doc: Mapping[str, Any]) -> When:
     if not isinstance(weekdays, list) or not all(isinstance(d, int) and 0 <= d <= 6 for d in weekdays):
         raise DocumentError("weekdays: expected a list of 0 (Monday) .. 6 (Sunday)")
     return When(
-        _dt(doc.get("starts"), "starts"), _dt(doc.get("ends"), "ends"), frozenset(weekdays), span,
+        _dt(doc.get("starts"), "starts"),
+        _dt(doc.get("ends"), "ends"),
+        frozenset(weekdays),
+        span,
         _strings(doc, "stores"),
     )
 
@@ -249,9 +252,19 @@ def parse_rule(rule_id: str, doc: Mapping[str, Any]) -> Rule:
         raise DocumentError(f"rule {rule_id}: {exc}") from exc
     per_minor = _int(doc, "per_minor", 100, low=1)
     rule = Rule(
-        rule_id, kind, str(doc.get("text", "")), _int(doc, "priority", 100), mode, parse_when(doc), parse_scope(doc),
-        _int(doc, "points", 0), per_minor, _int(doc, "multiplier_pct", 100), str(doc.get("tier", "")),
-        bool(doc.get("per_unit", True)), _int(doc, "cap", 0),
+        rule_id,
+        kind,
+        str(doc.get("text", "")),
+        _int(doc, "priority", 100),
+        mode,
+        parse_when(doc),
+        parse_scope(doc),
+        _int(doc, "points", 0),
+        per_minor,
+        _int(doc, "multiplier_pct", 100),
+        str(doc.get("tier", "")),
+        bool(doc.get("per_unit", True)),
+        _int(doc, "cap", 0),
     )
     return rule if rule.text else replace(rule, text=_default_text(rule))
 
@@ -275,13 +288,17 @@ def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None =
             if not levels:
                 raise DocumentError("tiers: at least one level")
             ladder = Ladder(
-                tuple(sorted(levels, key=lambda x: x.threshold)), str(doc.get("measure", "earned")),
+                tuple(sorted(levels, key=lambda x: x.threshold)),
+                str(doc.get("measure", "earned")),
                 _int(doc, "window_days", 365, low=1),
             )
         elif kind == "redemption":
             redemption = Redemption(
-                _int(doc, "unit_points", 100, low=1), _int(doc, "unit_value", 100, low=1), _int(doc, "min_points", 0),
-                _int(doc, "max_points", 0), min(100, _int(doc, "max_pct", 100)),
+                _int(doc, "unit_points", 100, low=1),
+                _int(doc, "unit_value", 100, low=1),
+                _int(doc, "min_points", 0),
+                _int(doc, "max_points", 0),
+                min(100, _int(doc, "max_pct", 100)),
             )
         elif kind == "points_policy":
             lots = LotPolicy(_int(doc, "lock_days", 0), _int(doc, "expire_days", 0))
@@ -289,7 +306,9 @@ def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None =
             rules.append(parse_rule(rule_id, doc))
     if base is not None:
         # The skeleton's base rule sorts after every base document of default priority.
-        rules.append(Rule(base.rule_id, RuleKind.BASE, "base rate", 10_000, points=base.points, per_minor=base.per_minor))
+        rules.append(
+            Rule(base.rule_id, RuleKind.BASE, "base rate", 10_000, points=base.points, per_minor=base.per_minor)
+        )
     return Program(tuple(sorted(rules, key=lambda r: (r.priority, r.rule_id))), ladder, redemption, lots)
 
 
@@ -354,7 +373,9 @@ def active_rules(program: Program, ctx: SaleContext) -> Active:
         for category in rule.scope.categories:
             by_category.setdefault(category, []).append(pos)
     return Active(
-        rules, {k: tuple(v) for k, v in by_sku.items()}, {k: tuple(v) for k, v in by_category.items()},
+        rules,
+        {k: tuple(v) for k, v in by_sku.items()},
+        {k: tuple(v) for k, v in by_category.items()},
         tuple(everywhere),
     )
 
@@ -411,11 +432,15 @@ def earn(
         return 0, ()
     lines: list[QuoteLine] = []
     base = base_points(base_rule, sum(eligible))
-    lines.append(QuoteLine(base_rule.rule_id, base, base_rule.text or f"{base_rule.points} pt per {base_rule.per_minor}"))
+    lines.append(
+        QuoteLine(base_rule.rule_id, base, base_rule.text or f"{base_rule.points} pt per {base_rule.per_minor}")
+    )
     total = base
     tier_rule = prep.tier
     if tier_rule is not None and (extra := _extra(base, tier_rule.multiplier_pct)):
-        lines.append(QuoteLine(tier_rule.rule_id, extra, tier_rule.text or f"{prep.tier_name} x{tier_rule.multiplier_pct}%"))
+        lines.append(
+            QuoteLine(tier_rule.rule_id, extra, tier_rule.text or f"{prep.tier_name} x{tier_rule.multiplier_pct}%")
+        )
         total += extra
     campaign = _campaigns(prep, base_rule, eligible)
     lines.extend(campaign)
@@ -573,8 +598,11 @@ def consume(lots: Iterable[Lot], points: int, now: datetime) -> list[tuple[str, 
     the spendable lots do not hold enough (the caller checks the balance first)."""
     taken: list[tuple[str, int]] = []
     left = points
-    usable = [lot for lot in lots if lot.remaining > 0 and lot.available_at <= now
-              and (lot.expires_at is None or now < lot.expires_at)]
+    usable = [
+        lot
+        for lot in lots
+        if lot.remaining > 0 and lot.available_at <= now and (lot.expires_at is None or now < lot.expires_at)
+    ]
     for lot in sorted(usable, key=_spend_order):
         if left == 0:
             break
@@ -588,8 +616,11 @@ def consume(lots: Iterable[Lot], points: int, now: datetime) -> list[tuple[str, 
 
 def expire(lots: Iterable[Lot], now: datetime) -> list[tuple[str, int]]:
     """The lots (and how many points) that have expired by ``now`` and still hold points."""
-    return [(lot.lot_id, lot.remaining) for lot in lots
-            if lot.remaining > 0 and lot.expires_at is not None and now >= lot.expires_at]
+    return [
+        (lot.lot_id, lot.remaining)
+        for lot in lots
+        if lot.remaining > 0 and lot.expires_at is not None and now >= lot.expires_at
+    ]
 
 
 def allocate(amount: int, weights: Sequence[int]) -> list[int]:
@@ -604,4 +635,3 @@ def allocate(amount: int, weights: Sequence[int]) -> list[int]:
     for i in remainders[: amount - sum(shares)]:
         shares[i] += 1
     return shares
-

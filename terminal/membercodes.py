@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from terminal import b64url
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
-from terminal import b64url
 
 PREFIX = "TPM2:"
 ISSUED, DEVICE = 1, 2
@@ -62,13 +62,13 @@ def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int) -
 
 def device_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int) -> str:
     """The member's phone: a member code that is also a one-time proof (made like a payment code)."""
-    raw = b64url.decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX):])
+    raw = b64url.decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX) :])
     return PREFIX + b64url.encode(bytes([DEVICE]) + raw)
 
 
 def _take(raw: bytes, at: int) -> tuple[str, int]:
     size = raw[at]
-    text = raw[at + 1:at + 1 + size]
+    text = raw[at + 1 : at + 1 + size]
     if size == 0 or len(text) != size:
         raise ValueError("truncated")
     return text.decode(), at + 1 + size
@@ -83,7 +83,7 @@ def parse(body: str) -> IssuedCode | DeviceCode:
         if raw[:1] != bytes([ISSUED]):
             raise ValueError("unknown form")
         key_id, at = _take(raw, 1)
-        (issued_at,) = struct.unpack(">I", raw[at:at + 4])
+        (issued_at,) = struct.unpack(">I", raw[at : at + 4])
         member_id, end = _take(raw, at + 4)
         if len(raw) != end + _SIG:
             raise ValueError("wrong length")

@@ -86,17 +86,26 @@ class _SyncCollector(Collector):
         if figures is None:
             return
         now = self.clock()
-        offline, oldest, ok = (_epoch(x) for x in (figures.offline_since, figures.oldest_pending_at,
-                                                     figures.last_sync_ok))
-        yield GaugeMetricFamily("tillpoint_journal_pending", "Journal entries not yet acknowledged by head office.",
-                                value=figures.pending)
-        yield GaugeMetricFamily("tillpoint_offline_seconds", "Seconds since head office became unreachable (0 online).",
-                                value=max(0.0, now - offline) if offline else 0.0)
-        yield GaugeMetricFamily("tillpoint_sync_lag_seconds", "Age of the oldest unacknowledged journal entry.",
-                                value=max(0.0, now - oldest) if oldest else 0.0)
+        offline, oldest, ok = (
+            _epoch(x) for x in (figures.offline_since, figures.oldest_pending_at, figures.last_sync_ok)
+        )
+        yield GaugeMetricFamily(
+            "tillpoint_journal_pending", "Journal entries not yet acknowledged by head office.", value=figures.pending
+        )
+        yield GaugeMetricFamily(
+            "tillpoint_offline_seconds",
+            "Seconds since head office became unreachable (0 online).",
+            value=max(0.0, now - offline) if offline else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "tillpoint_sync_lag_seconds",
+            "Age of the oldest unacknowledged journal entry.",
+            value=max(0.0, now - oldest) if oldest else 0.0,
+        )
         if ok is not None:
-            yield GaugeMetricFamily("tillpoint_last_sync_ok_timestamp_seconds",
-                                    "Unix time of the last successful sync round.", value=ok)
+            yield GaugeMetricFamily(
+                "tillpoint_last_sync_ok_timestamp_seconds", "Unix time of the last successful sync round.", value=ok
+            )
 
 
 class _ScannerCollector(Collector):
@@ -109,8 +118,9 @@ class _ScannerCollector(Collector):
         self.last: dict[str, tuple[float, int]] = {}
 
     def collect(self) -> Iterator[Metric]:
-        fps = GaugeMetricFamily("tillpoint_decode_fps", "Frames the QR decoder got through per second.",
-                                labels=["scanner"])
+        fps = GaugeMetricFamily(
+            "tillpoint_decode_fps", "Frames the QR decoder got through per second.", labels=["scanner"]
+        )
         total = CounterMetricFamily("tillpoint_decoded_frames", "Frames decoded.", labels=["scanner"])
         now = self.clock()
         for scanner in list(self.source()):
@@ -135,16 +145,26 @@ class Metrics:
         self.scans = Counter("tillpoint_scans", "QR and barcode scans decoded, by scanner.", ["scanner"], registry=r)
         self.sales = Counter("tillpoint_sales", "Transactions approved, by kind.", ["kind"], registry=r)
         self.rejections = Counter("tillpoint_rejections", "Refusals, by rejection code.", ["code"], registry=r)
-        self.reader_up = Gauge("tillpoint_reader_up", "1 while the reader is present and working.", ["reader"],
-                               registry=r)
-        self.loop_age = Gauge("tillpoint_loop_seconds_since_progress", "Seconds since a supervised loop last "
-                              "made progress.", ["loop"], registry=r)
-        self.watchdog_healthy = Gauge("tillpoint_watchdog_healthy", "1 while every supervised loop makes progress.",
-                                      registry=r)
+        self.reader_up = Gauge(
+            "tillpoint_reader_up", "1 while the reader is present and working.", ["reader"], registry=r
+        )
+        self.loop_age = Gauge(
+            "tillpoint_loop_seconds_since_progress",
+            "Seconds since a supervised loop last made progress.",
+            ["loop"],
+            registry=r,
+        )
+        self.watchdog_healthy = Gauge(
+            "tillpoint_watchdog_healthy", "1 while every supervised loop makes progress.", registry=r
+        )
         self.store_rebuilds = Counter("tillpoint_store_rebuilds", "Damaged caches rebuilt at start.", registry=r)
-        self.loop_errors = Counter("tillpoint_loop_errors", "Rounds of a supervised loop that failed, by loop and "
-                                   "error (SyncError: head office; Rejected: the till's store; others: bugs).",
-                                   ["loop", "error"], registry=r)
+        self.loop_errors = Counter(
+            "tillpoint_loop_errors",
+            "Rounds of a supervised loop that failed, by loop and "
+            "error (SyncError: head office; Rejected: the till's store; others: bugs).",
+            ["loop", "error"],
+            registry=r,
+        )
         self.clock = clock
 
     def watch_store(self, source: Callable[[], SyncFigures | None]) -> None:
@@ -191,8 +211,13 @@ def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
 class Watchdog:
     """Checks the supervised loops every ``interval`` s and pings only while all make progress."""
 
-    def __init__(self, notify: Notify, interval: float | None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        notify: Notify,
+        interval: float | None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.notify = notify
         self.interval = interval
         self.metrics = metrics
@@ -227,8 +252,11 @@ class Watchdog:
         if late:
             if sorted(late) != self._stalled:
                 words = ", ".join(f"{name} ({age:.0f} s)" for name, age in sorted(late.items()))
-                log.error("watchdog: no progress in %s; not pinging systemd, so it restarts the service", words,
-                          extra={"loops": ",".join(sorted(late))})
+                log.error(
+                    "watchdog: no progress in %s; not pinging systemd, so it restarts the service",
+                    words,
+                    extra={"loops": ",".join(sorted(late))},
+                )
                 self.notify(f"STATUS=stalled: {words}")
             self._stalled = sorted(late)
             return False

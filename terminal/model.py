@@ -153,9 +153,19 @@ class Breakdown:
 
     @staticmethod
     def of(quote: Quote, stored_value: int, stored_value_balance: int | None) -> Breakdown:
-        discounts = tuple(Discount(x.source, x.text, x.amount) for x in quote.explain if x.kind == "discount" and x.amount)
-        return Breakdown(quote.total, discounts, quote.points_earned, quote.points_redeemed, quote.redeem_value,
-                         stored_value, stored_value_balance, quote.payable - stored_value)
+        discounts = tuple(
+            Discount(x.source, x.text, x.amount) for x in quote.explain if x.kind == "discount" and x.amount
+        )
+        return Breakdown(
+            quote.total,
+            discounts,
+            quote.points_earned,
+            quote.points_redeemed,
+            quote.redeem_value,
+            stored_value,
+            stored_value_balance,
+            quote.payable - stored_value,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from terminal import b64url
 from terminal.canonical import canonical_json
 from terminal.errors import Code, Rejected
-from terminal import b64url
 
 PREFIX = "TPP1:"
 VERSION = 1
@@ -54,25 +54,39 @@ class DeviceCert:
 
     def body(self) -> bytes:
         doc = {
-            "cert_id": self.cert_id.hex(), "member_id": self.member_id, "device_key": self.device_key.hex(),
-            "issued_at": self.issued_at, "expires_at": self.expires_at, "offline_cap": self.offline_cap,
+            "cert_id": self.cert_id.hex(),
+            "member_id": self.member_id,
+            "device_key": self.device_key.hex(),
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "offline_cap": self.offline_cap,
             "issuer": self.issuer,
         }
         return _CERT_DOMAIN + canonical_json(doc)
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "cert_id": self.cert_id.hex(), "member_id": self.member_id, "device_key": self.device_key.hex(),
-            "issued_at": self.issued_at, "expires_at": self.expires_at, "offline_cap": self.offline_cap,
-            "issuer": self.issuer, "signature": self.signature.hex(),
+            "cert_id": self.cert_id.hex(),
+            "member_id": self.member_id,
+            "device_key": self.device_key.hex(),
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "offline_cap": self.offline_cap,
+            "issuer": self.issuer,
+            "signature": self.signature.hex(),
         }
 
 
 def cert_from_doc(doc: Mapping[str, Any]) -> DeviceCert:
     try:
         return DeviceCert(
-            bytes.fromhex(doc["cert_id"]), str(doc["member_id"]), bytes.fromhex(doc["device_key"]),
-            int(doc["issued_at"]), int(doc["expires_at"]), int(doc["offline_cap"]), str(doc["issuer"]),
+            bytes.fromhex(doc["cert_id"]),
+            str(doc["member_id"]),
+            bytes.fromhex(doc["device_key"]),
+            int(doc["issued_at"]),
+            int(doc["expires_at"]),
+            int(doc["offline_cap"]),
+            str(doc["issuer"]),
             bytes.fromhex(doc["signature"]),
         )
     except (KeyError, ValueError, TypeError) as exc:
@@ -84,8 +98,14 @@ def public_bytes(key: Ed25519PrivateKey) -> bytes:
 
 
 def issue_cert(
-    issuer_key: Ed25519PrivateKey, issuer: str, cert_id: bytes, member_id: str, device_key: bytes,
-    issued_at: int, lifetime_s: int, offline_cap: int,
+    issuer_key: Ed25519PrivateKey,
+    issuer: str,
+    cert_id: bytes,
+    member_id: str,
+    device_key: bytes,
+    issued_at: int,
+    lifetime_s: int,
+    offline_cap: int,
 ) -> DeviceCert:
     """Head office's side: a device certificate signed with its payment key."""
     cert = DeviceCert(cert_id, member_id, device_key, issued_at, issued_at + lifetime_s, offline_cap, issuer)
@@ -135,7 +155,7 @@ def parse_code(text: str) -> PaymentCode:
     """Decode the QR text; anything malformed is refused with ``payment_code_malformed``."""
     if not text.startswith(PREFIX):
         raise Rejected(Code.PAYMENT_CODE_MALFORMED, "Not a tillpoint payment code.")
-    body = text[len(PREFIX):].strip()
+    body = text[len(PREFIX) :].strip()
     try:
         raw = b64url.decode(body)
     except (ValueError, TypeError) as exc:
@@ -145,7 +165,7 @@ def parse_code(text: str) -> PaymentCode:
     version, cert_id, step, counter = _CODE.unpack(raw[: _CODE.size])
     if version != VERSION:
         raise Rejected(Code.PAYMENT_CODE_MALFORMED, f"Unsupported payment code version {version}.")
-    return PaymentCode(cert_id, step, counter, raw[_CODE.size:])
+    return PaymentCode(cert_id, step, counter, raw[_CODE.size :])
 
 
 def verify_code(code: PaymentCode, cert: DeviceCert, now: int) -> None:

@@ -80,7 +80,11 @@ class SyncStore(Protocol):
     def finish_recovery(self, floor: int) -> None: ...
 
     def apply_changes(
-        self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
+        self,
+        members: list[Member],
+        cards: list[Card],
+        rules: list[EarnRule],
+        cursor: int,
         docs: CacheDocs | None = None,
     ) -> None: ...
 

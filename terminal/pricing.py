@@ -72,7 +72,10 @@ def _choose(
 
 
 def choose_coupons(
-    program: ly.Program, basket: Basket, ctx: ly.SaleContext, offers: Sequence[cp.Offer],
+    program: ly.Program,
+    basket: Basket,
+    ctx: ly.SaleContext,
+    offers: Sequence[cp.Offer],
     prep: ly.Prepared | None = None,
 ) -> tuple[_Option, list[tuple[str, str]]]:
     """The best usable combination and, for every other offer, why it was not used."""
@@ -135,11 +138,23 @@ def price(
     explain.extend(earn_lines)
     tier_after = None
     if member is not None:
-        grown = member.window_value + (earned if program.ladder.measure == "earned" else basket.total - discount - value)
+        grown = member.window_value + (
+            earned if program.ladder.measure == "earned" else basket.total - discount - value
+        )
         tier_after = ly.upgrade(member.tier, grown, program.ladder)
     return Quote(
-        member.member_id if member else None, basket, basket.total, earned, tuple(explain), discount, points_used, value,
-        tuple(sorted(c.coupon_id for c in option.coupons)), tuple(refused), option.applied.line_discounts, tier_after,
+        member.member_id if member else None,
+        basket,
+        basket.total,
+        earned,
+        tuple(explain),
+        discount,
+        points_used,
+        value,
+        tuple(sorted(c.coupon_id for c in option.coupons)),
+        tuple(refused),
+        option.applied.line_discounts,
+        tier_after,
     )
 
 
@@ -220,6 +235,9 @@ def refund(
     still = tuple(sorted(c.coupon_id for c in option.coupons))
     after = SaleState(rest, payable, earned, redeemed, still)
     return RefundResult(
-        state.payable - payable, state.earned - earned, state.redeemed - redeemed,
-        tuple(c for c in state.coupons if c not in still), after,
+        state.payable - payable,
+        state.earned - earned,
+        state.redeemed - redeemed,
+        tuple(c for c in state.coupons if c not in still),
+        after,
     )

@@ -45,7 +45,8 @@ class Kind(StrEnum):
 LETTERS: dict[str, Kind] = {"M": Kind.MEMBER, "C": Kind.COUPON, "P": Kind.PAYMENT, "J": Kind.CLAIM}
 PREFIX_LETTER: dict[Kind, str] = {kind: letter for letter, kind in LETTERS.items()}
 VERSIONS: dict[Kind, frozenset[int]] = {kind: frozenset({1}) for kind in LETTERS.values()} | {
-    Kind.MEMBER: frozenset({1, 2})}  # 1: the old unsigned member code, recognised only to be refused by name
+    Kind.MEMBER: frozenset({1, 2})
+}  # 1: the old unsigned member code, recognised only to be refused by name
 
 MAX_TEXT = 4096  # more than any QR code holds in byte mode (2,953): longer is not a scan
 MAX_BODY = 2048

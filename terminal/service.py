@@ -9,10 +9,10 @@ inputs from the cache (rule and coupon documents, the member's lots) and writes 
 from __future__ import annotations
 
 import functools
-from collections import deque
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,18 +20,27 @@ from typing import Any
 
 import uuid6
 
+from sync.protocol import EnrolPayload, Explained, Proof, RefundPayload, SaleLine, SalePayload, SecureTap, VoidPayload
 from terminal import coupons as cp
-from terminal import credentials
+from terminal import credentials, membercodes, pricing
 from terminal import loyalty as ly
-from terminal import membercodes
 from terminal import payments as pay
-from terminal import pricing
 from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
+from terminal.model import (
+    Basket,
+    Breakdown,
+    Card,
+    CardRead,
+    JournalEntry,
+    Line,
+    Member,
+    Quote,
+    Receipt,
+    Status,
+    utc_iso,
+)
 from terminal.money import MAX_AMOUNT
-from terminal.model import (Basket, Breakdown, Card, CardRead, JournalEntry, Line, Member, Quote, Receipt,
-                            Status, utc_iso)
-from sync.protocol import EnrolPayload, Explained, Proof, RefundPayload, SaleLine, SalePayload, SecureTap, VoidPayload
 from terminal.store import Store
 from terminal.store.ledger import Effects
 
@@ -103,9 +112,16 @@ def check_basket(basket: Basket) -> None:
 
 class Service:
     def __init__(
-        self, store: Store, terminal_id: str, clock: Clock = time.time, store_id: str = "S-001", *,
-        sun_master_key: bytes | None = None, hash_uid: Callable[[bytes], str] | None = None,
-        limits: pay.RiskLimits = pay.RiskLimits(), spend_needs_proof: bool = True,
+        self,
+        store: Store,
+        terminal_id: str,
+        clock: Clock = time.time,
+        store_id: str = "S-001",
+        *,
+        sun_master_key: bytes | None = None,
+        hash_uid: Callable[[bytes], str] | None = None,
+        limits: pay.RiskLimits = pay.RiskLimits(),
+        spend_needs_proof: bool = True,
     ) -> None:
         self.sun_master_key = sun_master_key
         self.hash_uid = hash_uid
@@ -146,8 +162,9 @@ class Service:
         last = self.store.card_counter(read.uid_hash) if proof.counter is not None else None
         if proof.counter is not None and last is not None and proof.counter <= last:
             # A message the chain has seen used: the card is identified, it proves nothing more.
-            return Identified(member, card, credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash, read.at,
-                              replayed=True)
+            return Identified(
+                member, card, credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash, read.at, replayed=True
+            )
         return Identified(member, card, proof, read.uid_hash, read.at, read.sun)
 
     def enrol(self, read: CardRead, display_name: str = "", consent: str | None = None) -> Identified:
@@ -159,13 +176,20 @@ class Service:
         member_id = f"E-{new_txn_id()}"
         now = self.clock()
         tier = self.program().ladder.levels[0].tier
-        payload = EnrolPayload(member_id=member_id, uid_hash=read.uid_hash, display_name=display_name, tier=tier,
-                               store_id=self.store_id, consent=consent)
+        payload = EnrolPayload(
+            member_id=member_id,
+            uid_hash=read.uid_hash,
+            display_name=display_name,
+            tier=tier,
+            store_id=self.store_id,
+            consent=consent,
+        )
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "enrol", payload.wire(), utc_iso(now))
         member = Member(member_id, display_name or "New member", tier, 0)
         self.store.record(entry, enrol=(member, Card(read.uid_hash, member_id)))
-        return Identified(member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY),
-                          read.uid_hash)
+        return Identified(
+            member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash
+        )
 
     def member(self, member_id: str) -> Member:
         member = self.store.member(member_id)
@@ -193,8 +217,10 @@ class Service:
                 except (ly.DocumentError, KeyError, TypeError) as exc:
                     log.warning("rule document %s ignored: %s", rule_id, exc)
             base = self.store.earn_rule()
-            versions = {"base": base_digest(base.rule_id, base.points, base.per_minor),
-                        **{f"rule:{k}": doc_digest(v) for k, v in docs.items()}}
+            versions = {
+                "base": base_digest(base.rule_id, base.points, base.per_minor),
+                **{f"rule:{k}": doc_digest(v) for k, v in docs.items()},
+            }
             self._program = (version, ly.parse_program(docs, base), versions)
         return self._program[1]
 
@@ -244,9 +270,7 @@ class Service:
 
     # -- quote, commit -------------------------------------------------------------------------------
 
-    def quote(
-        self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0
-    ) -> Quote:
+    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote:
         """Price a basket: the best usable coupons, points paid (``pricing.REDEEM_MAX`` for all that
         may be), points earned, each explained; coupons that cannot apply say why."""
         check_basket(basket)
@@ -290,19 +314,29 @@ class Service:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
             grew = quote.points_earned if program.ladder.measure == "earned" else quote.payable
             fx = Effects(
-                member_id=quote.member_id, spend_points=quote.points_redeemed,
+                member_id=quote.member_id,
+                spend_points=quote.points_redeemed,
                 spend_lots=tuple((lot, n) for lot, n in spent if lot != HQ_LOT),
                 new_lot=ly.new_lot(txn_id, quote.points_earned, now, program.lots),
-                coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, window_delta=grew,
-                tier=quote.tier_after if member is not None and quote.tier_after != member.tier else None, now=now,
+                coupon_uses=tuple((c, 1) for c in quote.coupons),
+                coupon_limits=limits,
+                window_delta=grew,
+                tier=quote.tier_after if member is not None and quote.tier_after != member.tier else None,
+                now=now,
             )
         else:
             fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, now=now)
         state = _sale_state(quote, now, self.store_id, member, spent)
         state["stored_value"] = paid.tender.stored_value
         sun = (paid.tap.uid_hash, paid.tap.counter) if paid.tap is not None and paid.tap.counter is not None else None
-        fx = replace(fx, sale_state=state, stored_value=paid.tender.stored_value, payment_code=paid.code_id,
-                     offline=paid.offline, sun_counter=sun)
+        fx = replace(
+            fx,
+            sale_state=state,
+            stored_value=paid.tender.stored_value,
+            payment_code=paid.code_id,
+            offline=paid.offline,
+            sun_counter=sun,
+        )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None
@@ -312,36 +346,67 @@ class Service:
             if tap is not None and tap.proof.trust.can_spend:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
         account = self.store.stored_value(quote.member_id) if quote.member_id is not None else None
-        return self._approved(stored, quote.payable, delta, balance,
-                              Breakdown.of(quote, paid.tender.stored_value, account))
+        return self._approved(
+            stored, quote.payable, delta, balance, Breakdown.of(quote, paid.tender.stored_value, account)
+        )
 
-    def _sale_payload(self, quote: Quote, paid: _Paid, state: dict[str, Any], tapped: Identified | None,
-                      spent: list[tuple[str, int]], now: datetime, priced_with: dict[str, str]) -> SalePayload:
+    def _sale_payload(
+        self,
+        quote: Quote,
+        paid: _Paid,
+        state: dict[str, Any],
+        tapped: Identified | None,
+        spent: list[tuple[str, int]],
+        now: datetime,
+        priced_with: dict[str, str],
+    ) -> SalePayload:
         return SalePayload(
-            member_id=quote.member_id, store_id=self.store_id, total=quote.total, discount=quote.discount,
-            payable=quote.payable, points_earned=quote.points_earned, points_redeemed=quote.points_redeemed,
-            points_delta=quote.points_earned - quote.points_redeemed, coupons=list(quote.coupons),
-            lines=[SaleLine(sku=x.sku, category=x.category, quantity=x.quantity, unit_price=x.unit_price)
-                   for x in quote.basket.lines],
+            member_id=quote.member_id,
+            store_id=self.store_id,
+            total=quote.total,
+            discount=quote.discount,
+            payable=quote.payable,
+            points_earned=quote.points_earned,
+            points_redeemed=quote.points_redeemed,
+            points_delta=quote.points_earned - quote.points_redeemed,
+            coupons=list(quote.coupons),
+            lines=[
+                SaleLine(sku=x.sku, category=x.category, quantity=x.quantity, unit_price=x.unit_price)
+                for x in quote.basket.lines
+            ],
             line_discounts=list(quote.line_discounts),
             explain=[Explained(source=x.source, kind=x.kind, points=x.points, amount=x.amount) for x in quote.explain],
-            tier=state["tier"], tier_after=quote.tier_after, lots_spent=spent,
+            tier=state["tier"],
+            tier_after=quote.tier_after,
+            lots_spent=spent,
             local_time=now.isoformat(timespec="seconds"),
-            uid_hash=tapped.uid_hash if tapped is not None else None, stored_value=paid.tender.stored_value,
-            stored_value_delta=-paid.tender.stored_value, pos_due=paid.tender.rest, code_id=paid.code_id,
-            paid_by=paid.method, offline=paid.offline, tap=paid.tap, payment_code=paid.code_text, proof=paid.proof,
+            uid_hash=tapped.uid_hash if tapped is not None else None,
+            stored_value=paid.tender.stored_value,
+            stored_value_delta=-paid.tender.stored_value,
+            pos_due=paid.tender.rest,
+            code_id=paid.code_id,
+            paid_by=paid.method,
+            offline=paid.offline,
+            tap=paid.tap,
+            payment_code=paid.code_text,
+            proof=paid.proof,
             priced_with=priced_with,
         )
 
     def _fresh(self, tap: Identified | None) -> Identified | None:
         """``tap`` as it may be used now: a secure read (a SUN counter, or a Lite-S MAC read: one physical
         tap) that already served a sale proves nothing more than a UID."""
-        if tap is None or not tap.proof.trust.can_spend or (tap.uid_hash, tap.proof.counter, tap.at) not in self._used_taps:
+        if (
+            tap is None
+            or not tap.proof.trust.can_spend
+            or (tap.uid_hash, tap.proof.counter, tap.at) not in self._used_taps
+        ):
             return tap
         return replace(tap, proof=credentials.CardProof(credentials.Trust.UID_ONLY))
 
-    def _authorise(self, quote: Quote, payment: Payment | None, tapped: Identified | None, now: datetime,
-                   txn_id: str = "") -> _Paid:
+    def _authorise(
+        self, quote: Quote, payment: Payment | None, tapped: Identified | None, now: datetime, txn_id: str = ""
+    ) -> _Paid:
         """Check what authorises the member's spending (points or stored value); the single-use parts
         (a code, a card's read counter) are recorded by the commit. Knowing the member is not enough:
         spending needs a proof unless ``spend_needs_proof`` is off (then points only, on the POS's word)."""
@@ -357,9 +422,13 @@ class Service:
         balance = self.store.stored_value(quote.member_id)
         tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
         offline = self.offline_state(quote.member_id, now)
-        if proof.proof is not Proof.POS and offline.offline_for_s is None and self.confirm_online is not None:
-            if not self.confirm_online(self._confirmation(quote.member_id, tender.stored_value, txn_id, proof)):
-                offline = self.offline_state(quote.member_id, now, unreachable=True)
+        if (
+            proof.proof is not Proof.POS
+            and offline.offline_for_s is None
+            and self.confirm_online is not None
+            and not self.confirm_online(self._confirmation(quote.member_id, tender.stored_value, txn_id, proof))
+        ):
+            offline = self.offline_state(quote.member_id, now, unreachable=True)
         refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, proof.cap)
         if refusal is not None:
             raise Rejected(refusal)
@@ -372,8 +441,15 @@ class Service:
         empty = pay.split(0, 0, 0, 0, 0)
         if payment.code is not None:
             code_id, cap = self._check_code(payment.code, quote.member_id)
-            return _Paid(empty, code_id, method="payment_code", proof=Proof.PAYMENT_CODE, code_text=payment.code,
-                         cap=cap, tap=card.secure_tap() if card is not None else None)
+            return _Paid(
+                empty,
+                code_id,
+                method="payment_code",
+                proof=Proof.PAYMENT_CODE,
+                code_text=payment.code,
+                cap=cap,
+                tap=card.secure_tap() if card is not None else None,
+            )
         if card is not None and card.proof.trust.can_spend:
             if card.member.member_id != quote.member_id:
                 raise Rejected(Code.CARD_CANNOT_PAY, "This card belongs to another member.")
@@ -457,8 +533,11 @@ class Service:
         except Rejected:
             return
         ahead = "ahead of" if offset > 0 else "behind"
-        raise Rejected(Code.TILL_CLOCK_WRONG, f"This till's clock is {abs(offset) / 60:.0f} min {ahead} head "
-                                              "office's: set the time on this PC, then scan again.") from refused
+        raise Rejected(
+            Code.TILL_CLOCK_WRONG,
+            f"This till's clock is {abs(offset) / 60:.0f} min {ahead} head "
+            "office's: set the time on this PC, then scan again.",
+        ) from refused
 
     def _check_code(self, text: str, member_id: str) -> tuple[str, int]:
         """Verify a payment code offline; its single-use id and the device's offline cap."""
@@ -533,32 +612,47 @@ class Service:
         program = self.program()
         shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
         fx = Effects(
-            member_id=member_id, restore_lots=tuple((lot, n) for lot, n in restore if lot != HQ_LOT),
+            member_id=member_id,
+            restore_lots=tuple((lot, n) for lot, n in restore if lot != HQ_LOT),
             claw_lot=(txn_id, result.points_clawed) if result.points_clawed else None,
-            coupon_uses=tuple((c, -1) for c in result.coupons_restored), window_delta=-shrink,
-            sale_state=new_raw, state_of=txn_id, now=self.now(), stored_value=-sv_back,
+            coupon_uses=tuple((c, -1) for c in result.coupons_restored),
+            window_delta=-shrink,
+            sale_state=new_raw,
+            state_of=txn_id,
+            now=self.now(),
+            stored_value=-sv_back,
         )
-        fields: dict[str, Any] = dict(
-            member_id=member_id, store_id=self.store_id, original_txn=txn_id,
-            returned=[{"line": i, "quantity": q} for i, q in sorted((returned or everything).items()) if q],
-            total=-result.money_back, money_back=result.money_back, points_clawed=result.points_clawed,
-            points_restored=result.points_restored, points_delta=delta,
-            coupons_restored=list(result.coupons_restored), stored_value_delta=sv_back,
-            pos_refund=result.money_back - sv_back,
-        )
+        fields: dict[str, Any] = {
+            "member_id": member_id,
+            "store_id": self.store_id,
+            "original_txn": txn_id,
+            "returned": [{"line": i, "quantity": q} for i, q in sorted((returned or everything).items()) if q],
+            "total": -result.money_back,
+            "money_back": result.money_back,
+            "points_clawed": result.points_clawed,
+            "points_restored": result.points_restored,
+            "points_delta": delta,
+            "coupons_restored": list(result.coupons_restored),
+            "stored_value_delta": sv_back,
+            "pos_refund": result.money_back - sv_back,
+        }
         payload = (VoidPayload(**fields, voided_txn_id=txn_id) if kind == "void" else RefundPayload(**fields)).wire()
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind, payload, utc_iso(self.clock()))
         stored, balance = self.store.record(
-            entry, points=(member_id, delta) if member_id else None,
-            voids=txn_id if kind == "void" else None, effects=fx,
+            entry,
+            points=(member_id, delta) if member_id else None,
+            voids=txn_id if kind == "void" else None,
+            effects=fx,
         )
         return self._approved(stored, -result.money_back, delta, balance)
 
-    def _approved(self, entry: JournalEntry, total: int, delta: int, balance: int | None,
-                  breakdown: Breakdown | None = None) -> Receipt:
+    def _approved(
+        self, entry: JournalEntry, total: int, delta: int, balance: int | None, breakdown: Breakdown | None = None
+    ) -> Receipt:
         member_id = entry.payload.get("member_id")
-        receipt = Receipt(entry.txn_id, entry.seq, entry.kind, member_id, total, delta, balance, entry.created_at,
-                          breakdown)
+        receipt = Receipt(
+            entry.txn_id, entry.seq, entry.kind, member_id, total, delta, balance, entry.created_at, breakdown
+        )
         for listener in self.on_commit:
             listener(receipt)
         return receipt
@@ -604,15 +698,21 @@ def _sale_state(
 ) -> dict[str, Any]:
     state = pricing.SaleState(quote.basket, quote.payable, quote.points_earned, quote.points_redeemed, quote.coupons)
     return {
-        **_state_dict(state), "at": now.isoformat(timespec="seconds"), "store_id": store_id,
-        "tier": member.tier if member else None, "lots_spent": [list(x) for x in spent],
+        **_state_dict(state),
+        "at": now.isoformat(timespec="seconds"),
+        "store_id": store_id,
+        "tier": member.tier if member else None,
+        "lots_spent": [list(x) for x in spent],
     }
 
 
 def _state_dict(state: pricing.SaleState) -> dict[str, Any]:
     return {
-        "lines": _lines_payload(state.basket), "payable": state.payable, "earned": state.earned,
-        "redeemed": state.redeemed, "coupons": list(state.coupons),
+        "lines": _lines_payload(state.basket),
+        "payable": state.payable,
+        "earned": state.earned,
+        "redeemed": state.redeemed,
+        "coupons": list(state.coupons),
     }
 
 

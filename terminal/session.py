@@ -31,13 +31,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from terminal import qrcodes
-from terminal.pricing import REDEEM_MAX
+from terminal import b64url, qrcodes
 from terminal.coupons import Offer
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import Basket, Line, Member, Quote, Receipt
+from terminal.pricing import REDEEM_MAX
 from terminal.scan import Kind, Refusal, Scan, classify
-from terminal import b64url
 
 if TYPE_CHECKING:
     from terminal.service import MemberCodeRead
@@ -46,9 +45,14 @@ PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless r
 TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
 # What a scanned code was, in words (by ``scan_kind``): the kinds of our codes, then the refused reads.
 SCAN_KINDS = {
-    "member": "member code", "coupon": "coupon code", "payment": "payment code", "claim": "receipt claim code",
-    "unknown": "plain text, not one of our codes", "payment_card_refused": "bank card number",
-    "foreign_payment_code": "another wallet's payment code", "malformed_code": "damaged or incomplete code",
+    "member": "member code",
+    "coupon": "coupon code",
+    "payment": "payment code",
+    "claim": "receipt claim code",
+    "unknown": "plain text, not one of our codes",
+    "payment_card_refused": "bank card number",
+    "foreign_payment_code": "another wallet's payment code",
+    "malformed_code": "damaged or incomplete code",
     "unsupported_code_version": "code of a newer version than this till reads",
 }
 
@@ -247,7 +251,9 @@ class Session:
         refused = dict(s.quote.refused) if s.quote else {}
         applied = set(s.quote.coupons) if s.quote else set()
         rows = [self._offer_row(o.coupon.coupon_id, o.coupon.text, applied, refused) for o in offers]
-        rows += [{"coupon_id": cid, "text": "", "usable": False, "applied": False, **_why(code)} for cid, code in unknown]
+        rows += [
+            {"coupon_id": cid, "text": "", "usable": False, "applied": False, **_why(code)} for cid, code in unknown
+        ]
         return rows
 
     def _offer_row(self, coupon_id: str, text: str, applied: set[str], refused: dict[str, str]) -> dict[str, Any]:
@@ -255,8 +261,12 @@ class Session:
         if coupon_id in refused:
             return {**row, "usable": False, **_why(refused[coupon_id])}
         pending = self._sale.quote is None
-        return {**row, "usable": None if pending else True, "code": None,
-                "message": "Checked once the basket is in." if pending else ""}
+        return {
+            **row,
+            "usable": None if pending else True,
+            "code": None,
+            "message": "Checked once the basket is in." if pending else "",
+        }
 
     def _customer_qr(self) -> dict[str, str] | None:
         """The customer's QR: claim this sale's points (an anonymous sale done), else join (idle)."""
@@ -595,28 +605,47 @@ def _why(code: str) -> dict[str, Any]:
 def _member_dict(member: Member | None, via: str, can_spend: bool) -> dict[str, Any] | None:
     if member is None:
         return None
-    return {"member_id": member.member_id, "name": member.display_name, "tier": member.tier,
-            "points": member.points, "balance": None, "via": via, "can_spend": can_spend}
+    return {
+        "member_id": member.member_id,
+        "name": member.display_name,
+        "tier": member.tier,
+        "points": member.points,
+        "balance": None,
+        "via": via,
+        "can_spend": can_spend,
+    }
 
 
 def _basket_dict(basket: Basket | None, source: str) -> dict[str, Any] | None:
     if basket is None:
         return None
-    lines = [{"sku": x.sku, "quantity": x.quantity, "unit_price": x.unit_price, "category": x.category,
-              "amount": x.amount} for x in basket.lines]
+    lines = [
+        {"sku": x.sku, "quantity": x.quantity, "unit_price": x.unit_price, "category": x.category, "amount": x.amount}
+        for x in basket.lines
+    ]
     return {"lines": lines, "total": basket.total, "source": source}
 
 
 def _quote_dict(quote: Quote | None) -> dict[str, Any] | None:
     if quote is None:
         return None
-    explain = [{"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount, "text": x.text}
-               for x in quote.explain]
+    explain = [
+        {"source": x.source, "kind": x.kind, "points": x.points, "amount": x.amount, "text": x.text}
+        for x in quote.explain
+    ]
     refused = [{"coupon_id": cid, **refusal_dict(code)} for cid, code in quote.refused]
-    return {"total": quote.total, "discount": quote.discount, "points_earned": quote.points_earned,
-            "points_redeemed": quote.points_redeemed, "redeem_value": quote.redeem_value,
-            "payable": quote.payable, "coupons": list(quote.coupons), "refused": refused,
-            "explain": explain, "tier_after": quote.tier_after}
+    return {
+        "total": quote.total,
+        "discount": quote.discount,
+        "points_earned": quote.points_earned,
+        "points_redeemed": quote.points_redeemed,
+        "redeem_value": quote.redeem_value,
+        "payable": quote.payable,
+        "coupons": list(quote.coupons),
+        "refused": refused,
+        "explain": explain,
+        "tier_after": quote.tier_after,
+    }
 
 
 # -- wiring into the daemon --------------------------------------------------------------------------
@@ -631,8 +660,11 @@ def attach(daemon: Any) -> Session:
 
     cfg = daemon.config
     session = Session(
-        daemon.service, currency=cfg.terminal.currency, exponent=cfg.terminal.currency_exponent,
-        join_url=cfg.panel.join_url, redeem_default=cfg.panel.redeem_default,
+        daemon.service,
+        currency=cfg.terminal.currency,
+        exponent=cfg.terminal.currency_exponent,
+        join_url=cfg.panel.join_url,
+        redeem_default=cfg.panel.redeem_default,
         on_change=lambda snap: daemon.emit({"type": "session", "session": snap}),
     )
     session.tapped = lambda: daemon.identified
@@ -684,7 +716,10 @@ def start_hotkeys(daemon: Any) -> None:
         daemon.emit({"type": "hotkeys", "state": "error", "detail": str(exc), "devices": []})
         return
     listener = HotkeyListener(
-        cfg.devices, keymap, daemon.session.hotkey, gap=cfg.burst_gap_ms / 1000,
+        cfg.devices,
+        keymap,
+        daemon.session.hotkey,
+        gap=cfg.burst_gap_ms / 1000,
         on_status=lambda status: daemon.emit({"type": "hotkeys", **status}),
     )
     daemon.hotkeys = listener
@@ -694,9 +729,14 @@ def start_hotkeys(daemon: Any) -> None:
 def panel_config(config: Any) -> dict[str, Any]:
     """What the panel needs to draw itself: keys, language, currency (no personal data)."""
     keys = {**PANEL_KEYS, **config.panel.keys, **config.hotkeys.keymap()}
-    return {"keys": keys, "language": config.panel.language, "languages": ["en", "ja", "zh"],
-            "currency": {"code": config.terminal.currency, "exponent": config.terminal.currency_exponent},
-            "terminal_id": config.terminal.id, "hotkeys": config.hotkeys.enabled}
+    return {
+        "keys": keys,
+        "language": config.panel.language,
+        "languages": ["en", "ja", "zh"],
+        "currency": {"code": config.terminal.currency, "exponent": config.terminal.currency_exponent},
+        "terminal_id": config.terminal.id,
+        "hotkeys": config.hotkeys.enabled,
+    }
 
 
 __all__ = ["Action", "Awaiting", "Session", "State", "Till", "claim_token", "code_body", "id_from_body"]

@@ -8,14 +8,54 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = ["model", "money", "errors", "ports", "loyalty", "coupons", "pricing", "payments", "credentials", "scan",
-        "canonical", "membercodes"]
-IO_LIBS = {"smartcard", "nfc", "cv2", "zxingcpp", "httpx", "sqlite3", "sqlite_utils", "fastapi", "uvicorn",
-           "drivers", "sync", "serial", "evdev", "requests", "socket", "psycopg"}
+PURE = [
+    "model",
+    "money",
+    "errors",
+    "ports",
+    "loyalty",
+    "coupons",
+    "pricing",
+    "payments",
+    "credentials",
+    "scan",
+    "canonical",
+    "membercodes",
+]
+IO_LIBS = {
+    "smartcard",
+    "nfc",
+    "cv2",
+    "zxingcpp",
+    "httpx",
+    "sqlite3",
+    "sqlite_utils",
+    "fastapi",
+    "uvicorn",
+    "drivers",
+    "sync",
+    "serial",
+    "evdev",
+    "requests",
+    "socket",
+    "psycopg",
+}
 # Outer layers may use only these parts of terminal/ (DESIGN.md section 1).
-TERMINAL_PUBLIC = {"terminal", "terminal.model", "terminal.ports", "terminal.errors", "terminal.credentials",
-                   "terminal.money", "terminal.loyalty", "terminal.coupons", "terminal.pricing", "terminal.payments",
-                   "terminal.scan", "terminal.canonical", "terminal.membercodes"}
+TERMINAL_PUBLIC = {
+    "terminal",
+    "terminal.model",
+    "terminal.ports",
+    "terminal.errors",
+    "terminal.credentials",
+    "terminal.money",
+    "terminal.loyalty",
+    "terminal.coupons",
+    "terminal.pricing",
+    "terminal.payments",
+    "terminal.scan",
+    "terminal.canonical",
+    "terminal.membercodes",
+}
 
 
 def imports(path: Path) -> set[str]:
@@ -48,8 +88,7 @@ def outer_modules() -> list[Path]:
 def test_outer_layers_use_only_the_public_core(path: Path) -> None:
     own = ".".join(path.relative_to(ROOT).parts[:2]) if path.parts[-3:-1] == ("terminal", "api") else "-"
     crossing = {
-        n for n in imports(path)
-        if n.startswith("terminal") and n not in TERMINAL_PUBLIC and not n.startswith(own)
+        n for n in imports(path) if n.startswith("terminal") and n not in TERMINAL_PUBLIC and not n.startswith(own)
     }
     assert not crossing, f"{path.relative_to(ROOT)} reaches into {sorted(crossing)}"
 

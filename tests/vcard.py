@@ -249,8 +249,12 @@ class Type4Tag:
     def cc(self) -> bytes:
         access = b"\x00" if self.readable else b"\x80"
         return (
-            bytes.fromhex("000F20") + self.max_read.to_bytes(2, "big") + bytes.fromhex("00FF0406E104")
-            + (0x0100).to_bytes(2, "big") + access + b"\x00"
+            bytes.fromhex("000F20")
+            + self.max_read.to_bytes(2, "big")
+            + bytes.fromhex("00FF0406E104")
+            + (0x0100).to_bytes(2, "big")
+            + access
+            + b"\x00"
         )
 
     def __call__(self, apdu: bytes) -> bytes | None:
@@ -301,7 +305,7 @@ def _an10922(master: bytes, data: bytes) -> bytes:
     message = b"\x01" + data
     key = k1 if len(message) == 32 else shift(k1)
     message = message + (b"\x80" + bytes(31 - len(message)) if len(message) < 32 else b"")
-    message = message[:16] + bytes(a ^ b for a, b in zip(message[16:], key))
+    message = message[:16] + bytes(a ^ b for a, b in zip(message[16:], key, strict=False))
     return Cipher(algorithms.AES(master), modes.CBC(bytes(16))).encryptor().update(message)[16:]
 
 

@@ -50,9 +50,9 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from sync.asgi import BodyGuard
 from sync.hq import fleet
+from sync.hq.businessday import BadCalendar
 from sync.hq.demo import seed_demo
 from sync.hq.quarantine import NotQuarantined
-from sync.hq.businessday import BadCalendar
 from sync.hq.reconcile import MAX_PAGE, BadCursor, UnknownItem, report_csv
 from sync.hq.storage import (
     CredentialRevoked,
@@ -77,18 +77,18 @@ from sync.protocol import (
     EodReport,
     EodResult,
     ErrorBody,
+    ErrorCode,
     GroupPage,
     ItemState,
-    Reason,
-    ErrorCode,
     JournalState,
     LostReport,
     PushRequest,
     PushResponse,
+    Reason,
     ReconItem,
-    TillHealth,
     SnapshotInfo,
     SnapshotPage,
+    TillHealth,
     protocol_problem,
 )
 
@@ -127,7 +127,9 @@ def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
     for code in (*codes, ErrorCode.INVALID_REQUEST, ErrorCode.INTERNAL, ErrorCode.STORAGE_UNAVAILABLE):
         status, meaning = ERROR_STATUS[code]
         by_status.setdefault(status, []).append(f"`{code.value}`: {meaning}")
-    return {status: {"model": ErrorBody, "description": "; ".join(lines)} for status, lines in sorted(by_status.items())}
+    return {
+        status: {"model": ErrorBody, "description": "; ".join(lines)} for status, lines in sorted(by_status.items())
+    }
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -136,8 +138,11 @@ def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
 def _bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(ErrorCode.UNAUTHORIZED, "an 'Authorization: Bearer <token>' header is required",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            "an 'Authorization: Bearer <token>' header is required",
+            {"WWW-Authenticate": "Bearer"},
+        )
     return token.strip()
 
 
@@ -230,17 +235,24 @@ class GroupSettleRequest(BaseModel):
 
 class StoreCalendar(BaseModel):
     timezone: str = Field(min_length=1, max_length=64, description="IANA time zone, e.g. Asia/Tokyo")
-    day_starts: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
-                            description="When the business day starts, local HH:MM (04:00: a sale at 01:30 is "
-                                        "the day before's)")
+    day_starts: str = Field(
+        "00:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="When the business day starts, local HH:MM (04:00: a sale at 01:30 is the day before's)",
+    )
 
 
 def create_app(store: HqStore) -> FastAPI:
     """The head-office API over ``store``."""
-    app = FastAPI(title="tillpoint head office", version=f"protocol {PROTOCOL_VERSION}",
-                  docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json",
-                  description="Store <-> head office sync protocol. Error bodies are "
-                              "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode))
+    app = FastAPI(
+        title="tillpoint head office",
+        version=f"protocol {PROTOCOL_VERSION}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+        description="Store <-> head office sync protocol. Error bodies are "
+        "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode),
+    )
     app.state.store = store
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
     app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read
@@ -269,22 +281,34 @@ def _terminal_routes(app: FastAPI, store: HqStore) -> None:
     def enrol(body: EnrolRequest) -> EnrolResponse:
         return store.enrol(body.code, body.terminal_id)
 
-    @app.post("/v1/credentials/rotate", response_model=EnrolResponse,
-              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
+    @app.post(
+        "/v1/credentials/rotate",
+        response_model=EnrolResponse,
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+    )
     def rotate(terminal_id: Terminal) -> EnrolResponse:
         token = store.rotate(terminal_id)
-        return EnrolResponse(terminal_id=terminal_id, store_id=store.store_of(terminal_id) or "", token=token,
-                             root_key=store.root_public_key())
+        return EnrolResponse(
+            terminal_id=terminal_id,
+            store_id=store.store_of(terminal_id) or "",
+            token=token,
+            root_key=store.root_public_key(),
+        )
 
-    @app.get("/v1/flags", response_model=list[ReconItem],
-             responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
-    def flags(terminal_id: Terminal, state: ItemState | None = None,
-              limit: Limit = FLAGS_SHOWN) -> list[ReconItem]:
+    @app.get(
+        "/v1/flags",
+        response_model=list[ReconItem],
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+    )
+    def flags(terminal_id: Terminal, state: ItemState | None = None, limit: Limit = FLAGS_SHOWN) -> list[ReconItem]:
         """This terminal's items, the newest ``limit`` (what the till shows; head office holds them all)."""
         return store.items(terminal_id=terminal_id, state=state.value if state else None, limit=limit, newest=True)
 
-    @app.post("/v1/eod", response_model=EodResult,
-              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL))
+    @app.post(
+        "/v1/eod",
+        response_model=EodResult,
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL),
+    )
     def eod(body: EodReport, terminal_id: Terminal, clock: Clock = None) -> EodResult:
         if body.terminal_id != terminal_id:
             raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}")
@@ -293,9 +317,16 @@ def _terminal_routes(app: FastAPI, store: HqStore) -> None:
 
 
 def _sync_routes(app: FastAPI, store: HqStore) -> None:
-    push_errors = _errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.BAD_ENCODING, ErrorCode.UNAUTHORIZED,
-                          ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL, ErrorCode.UNKNOWN_TERMINAL,
-                          ErrorCode.SEQ_CONFLICT, ErrorCode.BODY_TOO_LARGE)
+    push_errors = _errors(
+        ErrorCode.UNSUPPORTED_PROTOCOL,
+        ErrorCode.BAD_ENCODING,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.CREDENTIAL_REVOKED,
+        ErrorCode.WRONG_TERMINAL,
+        ErrorCode.UNKNOWN_TERMINAL,
+        ErrorCode.SEQ_CONFLICT,
+        ErrorCode.BODY_TOO_LARGE,
+    )
 
     @app.post("/v1/journal", response_model=PushResponse, responses=push_errors)
     def push(body: PushRequest, terminal_id: Terminal, clock: Clock = None) -> PushResponse:
@@ -304,8 +335,12 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
 
     pull_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)
 
-    @app.post("/v1/terminal/health", status_code=204, response_class=Response,
-              responses=_errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED))
+    @app.post(
+        "/v1/terminal/health",
+        status_code=204,
+        response_class=Response,
+        responses=_errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+    )
     def terminal_health(body: TillHealth, terminal_id: Terminal, clock: Clock = None) -> Response:
         """The fleet view: a till's version, readers, backlog, disk and last error (protocol 2)."""
         problem = protocol_problem(body.protocol)
@@ -344,10 +379,15 @@ def _sync_routes(app: FastAPI, store: HqStore) -> None:
     def snapshot(terminal_id: Terminal) -> SnapshotInfo:
         return store.snapshot_info()
 
-    @app.get("/v1/snapshot/{kind}", response_model=SnapshotPage, responses=_errors(
-        ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.NOT_FOUND))
+    @app.get(
+        "/v1/snapshot/{kind}",
+        response_model=SnapshotPage,
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.NOT_FOUND),
+    )
     def snapshot_kind(
-        kind: str, terminal_id: Terminal, after: Annotated[str, Query(max_length=256)] = "",
+        kind: str,
+        terminal_id: Terminal,
+        after: Annotated[str, Query(max_length=256)] = "",
         limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 5000,
     ) -> Response:
         if kind not in SNAPSHOT_KINDS:
@@ -372,8 +412,12 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
 
     @app.get("/v1/admin/reconciliation", responses=admin_errors)
     def reconciliation(
-        admin: Admin, store_id: str | None = None, terminal_id: str | None = None, day_from: str | None = None,
-        day_to: str | None = None, format: Literal["json", "csv"] = "json",
+        admin: Admin,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day_from: str | None = None,
+        day_to: str | None = None,
+        format: Literal["json", "csv"] = "json",
     ) -> Response:
         rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
         if format == "csv":
@@ -383,30 +427,66 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
     page_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_REQUEST)
 
     @app.get("/v1/admin/items", response_model=list[ReconItem], responses=page_errors)
-    def items(response: Response, admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
-              day: str | None = None, state: ItemState | None = None, reason: Reason | None = None,
-              after: str | None = None, limit: Limit = 500) -> list[ReconItem]:
+    def items(
+        response: Response,
+        admin: Admin,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day: str | None = None,
+        state: ItemState | None = None,
+        reason: Reason | None = None,
+        after: str | None = None,
+        limit: Limit = 500,
+    ) -> list[ReconItem]:
         """Items oldest first, a page at a time: ``X-Next-Cursor`` (pass as ``after``) when there are more."""
-        found, cursor = _paged(lambda: store.item_page(
-            after=after, limit=limit, store_id=store_id, terminal_id=terminal_id, day=day,
-            state=state.value if state else None, reason=reason.value if reason else None))
+        found, cursor = _paged(
+            lambda: store.item_page(
+                after=after,
+                limit=limit,
+                store_id=store_id,
+                terminal_id=terminal_id,
+                day=day,
+                state=state.value if state else None,
+                reason=reason.value if reason else None,
+            )
+        )
         if cursor is not None:
             response.headers[NEXT_CURSOR] = cursor
         return found
 
     @app.get("/v1/admin/item-groups", response_model=GroupPage, responses=page_errors)
-    def item_groups(admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
-                    day: str | None = None, state: ItemState | None = None, reason: Reason | None = None,
-                    after: str | None = None, limit: Limit = 100) -> GroupPage:
+    def item_groups(
+        admin: Admin,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day: str | None = None,
+        state: ItemState | None = None,
+        reason: Reason | None = None,
+        after: str | None = None,
+        limit: Limit = 100,
+    ) -> GroupPage:
         """Items grouped: one row per cause, terminal, business day and state with its count (newest day
         first); ``/v1/admin/items`` with the same terminal, day and reason expands one."""
-        return _paged(lambda: store.item_groups(
-            after=after, limit=limit, store_id=store_id, terminal_id=terminal_id, day=day,
-            state=state.value if state else None, reason=reason.value if reason else None))
+        return _paged(
+            lambda: store.item_groups(
+                after=after,
+                limit=limit,
+                store_id=store_id,
+                terminal_id=terminal_id,
+                day=day,
+                state=state.value if state else None,
+                reason=reason.value if reason else None,
+            )
+        )
 
     @app.get("/v1/admin/items/summary", responses=admin_errors)
-    def item_summary(admin: Admin, store_id: str | None = None, terminal_id: str | None = None,
-                     day_from: str | None = None, day_to: str | None = None) -> dict[str, dict[str, int]]:
+    def item_summary(
+        admin: Admin,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day_from: str | None = None,
+        day_to: str | None = None,
+    ) -> dict[str, dict[str, int]]:
         """Per cause: how many items are open (and of those held in quarantine), settled automatically, by hand."""
         return store.item_summary(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
 
@@ -423,8 +503,11 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
         return store.stores()
 
     @app.put("/v1/admin/stores/{store_id}", responses=page_errors)
-    def set_store(store_id: Annotated[str, Path(min_length=1, max_length=128)],
-                  body: Annotated[StoreCalendar, Body()], admin: Admin) -> dict[str, str]:
+    def set_store(
+        store_id: Annotated[str, Path(min_length=1, max_length=128)],
+        body: Annotated[StoreCalendar, Body()],
+        admin: Admin,
+    ) -> dict[str, str]:
         """Set a store's time zone and business-day cut-off: new entries are filed by it."""
         try:
             return store.set_store(store_id, body.timezone, body.day_starts)
@@ -448,8 +531,11 @@ def _admin_routes(app: FastAPI, store: HqStore) -> None:
         """Keep a quarantined entry from ever applying."""
         return {"txn_id": txn_id, "effect": _decide(lambda: store.reject(txn_id, admin, body.note))}
 
-    @app.post("/v1/admin/items/{item_id}/settle", response_model=ReconItem,
-              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
+    @app.post(
+        "/v1/admin/items/{item_id}/settle",
+        response_model=ReconItem,
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND),
+    )
     def settle(item_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> ReconItem:
         try:
             return store.settle(item_id, admin, body.note)
@@ -529,8 +615,15 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Run head office in the foreground until SIGINT/SIGTERM (what ``tillpoint hq serve`` calls)."""
-    config = uvicorn.Config(create_app(store), host=host, port=port, log_level=log_level,
-                            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        create_app(store),
+        host=host,
+        port=port,
+        log_level=log_level,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        timeout_keep_alive=30,
+    )
     uvicorn.Server(config).run()
 
 

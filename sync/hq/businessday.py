@@ -71,8 +71,9 @@ def corrected(created: datetime, offset: float | None, skew: float) -> datetime:
         return created
 
 
-def effective(created: datetime | None, offset: float | None, skew: float, last_pull: datetime | None,
-              received: datetime) -> datetime:
+def effective(
+    created: datetime | None, offset: float | None, skew: float, last_pull: datetime | None, received: datetime
+) -> datetime:
     """When head office holds the entry was made: the corrected till time, never before the till's last
     pull nor after the entry arrived (an entry with no readable time: when it arrived)."""
     if created is None:

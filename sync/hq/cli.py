@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -79,9 +79,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document i
 DEFAULT_DB = "var/hq/hq.db"
 
 
-def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", write_off_points: int = 0,
-               write_off_stored_value: int = 0, sun_key_file: Path | None = None, card_key_file: Path | None = None,
-               trust_pos: bool = False, backup: bool = True) -> HqStore:
+def open_store(
+    db: str,
+    *,
+    clock_skew: float = 300.0,
+    timezone: str = "UTC",
+    write_off_points: int = 0,
+    write_off_stored_value: int = 0,
+    sun_key_file: Path | None = None,
+    card_key_file: Path | None = None,
+    trust_pos: bool = False,
+    backup: bool = True,
+) -> HqStore:
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
     from sync.hq.policy import CardKeys
     from sync.hq.storage import HqStore, Settings
@@ -90,9 +99,18 @@ def open_store(db: str, *, clock_skew: float = 300.0, timezone: str = "UTC", wri
     sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
     card_key = card_key_file.read_bytes() if card_key_file else None
     keys = CardKeys(sun, (lambda uid: card_uid_hash(card_key, uid)) if card_key else None)
-    return HqStore(db, Settings(clock_skew=clock_skew, timezone=timezone, write_off_points=write_off_points,
-                                write_off_stored_value=write_off_stored_value, card_keys=keys,
-                                spend_needs_proof=not trust_pos), backup=backup)
+    return HqStore(
+        db,
+        Settings(
+            clock_skew=clock_skew,
+            timezone=timezone,
+            write_off_points=write_off_points,
+            write_off_stored_value=write_off_stored_value,
+            card_keys=keys,
+            spend_needs_proof=not trust_pos,
+        ),
+        backup=backup,
+    )
 
 
 @contextmanager
@@ -137,11 +155,14 @@ def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
     verb = "block" if blocked else "unblock"
 
     @hq_app.command(verb)
-    def change(kind: Annotated[str, typer.Argument(help="member or card")],
-               subject: Annotated[str, typer.Argument(help="The member id, or the card's keyed hash.")],
-               by: Annotated[str, typer.Option(help="Who decides.")],
-               reason: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
-               as_json: JsonOpt = False) -> None:
+    def change(
+        kind: Annotated[str, typer.Argument(help="member or card")],
+        subject: Annotated[str, typer.Argument(help="The member id, or the card's keyed hash.")],
+        by: Annotated[str, typer.Option(help="Who decides.")],
+        reason: Annotated[str, typer.Option(help="Why.")],
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         if kind not in ("member", "card"):
             fail(f"{verb} a member or a card, not {kind!r}")
         with hq_store(db) as store:
@@ -151,8 +172,10 @@ def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
                 fail(exc)
         print(json.dumps(done))  # JSON either way (--json is accepted, as everywhere)
 
-    change.__doc__ = (f"{verb.capitalize()} a member or a card: tills pull it; head office checks entries against "
-                      "the time it was blocked by its own clock. Who and why are kept. Prints JSON.")
+    change.__doc__ = (
+        f"{verb.capitalize()} a member or a card: tills pull it; head office checks entries against "
+        "the time it was blocked by its own clock. Who and why are kept. Prints JSON."
+    )
 
 
 def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_json: bool = False) -> None:
@@ -169,10 +192,15 @@ def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_js
         console.print(f"now {effect}")
 
 
-def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function per command
+def register(hq_app: typer.Typer) -> None:
     @hq_app.command("enrol-code")
-    def enrol_code(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001",
-                   hours: float = 72.0, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def enrol_code(
+        terminal_id: str,
+        store_id: Annotated[str, typer.Option()] = "S-001",
+        hours: float = 72.0,
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
         with hq_store(db) as store:
             code = store.enrol_code(terminal_id, store_id, hours)
@@ -182,8 +210,13 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             print(code)
 
     @hq_app.command("rotate")
-    def rotate(terminal_id: str, store_id: Annotated[str, typer.Option()] = "S-001", hours: float = 72.0,
-               db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def rotate(
+        terminal_id: str,
+        store_id: Annotated[str, typer.Option()] = "S-001",
+        hours: float = 72.0,
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Re-key a terminal: print a new enrolment code; its current credential works until the code is used."""
         enrol_code(terminal_id, store_id, hours, db, as_json)
 
@@ -218,8 +251,23 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             return
         for row in rows:
             row["readers"] = ", ".join(f"{r['name']}: {r['state']}" for r in row["readers"]) or None
-        _print_rows(rows, ["terminal_id", "store_id", "version", "pending", "backlog_seconds", "silent_seconds",
-                           "clock_offset", "free_disk_bytes", "readers", "last_error", "uptime_seconds", "revoked"])
+        _print_rows(
+            rows,
+            [
+                "terminal_id",
+                "store_id",
+                "version",
+                "pending",
+                "backlog_seconds",
+                "silent_seconds",
+                "clock_offset",
+                "free_disk_bytes",
+                "readers",
+                "last_error",
+                "uptime_seconds",
+                "revoked",
+            ],
+        )
 
     @hq_app.command("quarantine")
     def quarantine(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -232,26 +280,39 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         _print_rows(rows, ["txn_id", "terminal_id", "seq", "kind", "member_id", "points", "stored_value", "reasons"])
 
     @hq_app.command("release")
-    def release(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
-                note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
-                as_json: JsonOpt = False) -> None:
+    def release(
+        txn_id: str,
+        by: Annotated[str, typer.Option(help="Who decides.")],
+        note: Annotated[str, typer.Option(help="Why.")],
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Apply a quarantined entry now: its points and stored value go to the member."""
         _decide(lambda store: store.release(txn_id, by, note), db, txn_id, as_json)
 
     @hq_app.command("reject")
-    def reject(txn_id: str, by: Annotated[str, typer.Option(help="Who decides.")],
-               note: Annotated[str, typer.Option(help="Why.")], db: DbOpt = DEFAULT_DB,
-               as_json: JsonOpt = False) -> None:
+    def reject(
+        txn_id: str,
+        by: Annotated[str, typer.Option(help="Who decides.")],
+        note: Annotated[str, typer.Option(help="Why.")],
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Keep a quarantined entry from ever applying."""
         _decide(lambda store: store.reject(txn_id, by, note), db, txn_id, as_json)
 
     @hq_app.command("report")
     def report(
-        db: DbOpt = DEFAULT_DB, store_id: Optional[str] = None, terminal_id: Optional[str] = None,
-        day_from: Optional[str] = None, day_to: Optional[str] = None, as_json: JsonOpt = False,
-        as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV (for a spreadsheet) instead of a table.")] = False,
-        fmt: Annotated[Optional[str], typer.Option("--format", hidden=True,
-                                                   help="Deprecated: --json or --csv.")] = None,
+        db: DbOpt = DEFAULT_DB,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day_from: str | None = None,
+        day_to: str | None = None,
+        as_json: JsonOpt = False,
+        as_csv: Annotated[
+            bool, typer.Option("--csv", help="Print CSV (for a spreadsheet) instead of a table.")
+        ] = False,
+        fmt: Annotated[str | None, typer.Option("--format", hidden=True, help="Deprecated: --json or --csv.")] = None,
     ) -> None:
         """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
         from sync.hq.reconcile import REPORT_COLUMNS, report_csv
@@ -273,43 +334,70 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             _print_rows(rows, list(REPORT_COLUMNS))
 
     @hq_app.command("items")
-    def items(db: DbOpt = DEFAULT_DB, state: Optional[str] = None, store_id: Optional[str] = None,
-              terminal_id: Optional[str] = None, day: Optional[str] = None, reason: Optional[str] = None,
-              after: Annotated[Optional[str], typer.Option(help="The cursor a previous page printed.")] = None,
-              limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def items(
+        db: DbOpt = DEFAULT_DB,
+        state: str | None = None,
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day: str | None = None,
+        reason: str | None = None,
+        after: Annotated[str | None, typer.Option(help="The cursor a previous page printed.")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
         """Reconciliation items one by one, oldest first, a page at a time (state: open, settled_auto,
         settled_manual). `hq groups` shows them by cause, terminal and day first."""
         from sync.hq.reconcile import BadCursor
 
         with hq_store(db) as store:
             try:
-                page, cursor = store.item_page(after=after, limit=limit, state=state, store_id=store_id,
-                                               terminal_id=terminal_id, day=day, reason=reason)
+                page, cursor = store.item_page(
+                    after=after,
+                    limit=limit,
+                    state=state,
+                    store_id=store_id,
+                    terminal_id=terminal_id,
+                    day=day,
+                    reason=reason,
+                )
             except BadCursor as exc:
                 fail(exc)
         found = [i.model_dump(mode="json") for i in page]
         if as_json:
             print(json.dumps(found, indent=2))
         else:
-            _print_rows(found, ["item_id", "terminal_id", "day", "seq", "reason", "state", "detail", "settled_by",
-                                "note"])
+            _print_rows(
+                found, ["item_id", "terminal_id", "day", "seq", "reason", "state", "detail", "settled_by", "note"]
+            )
         _more(cursor)
 
     @hq_app.command("groups")
-    def groups(db: DbOpt = DEFAULT_DB, state: Optional[str] = "open", store_id: Optional[str] = None,
-               terminal_id: Optional[str] = None, day: Optional[str] = None, reason: Optional[str] = None,
-               after: Annotated[Optional[str], typer.Option(help="The cursor a previous page printed.")] = None,
-               limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def groups(
+        db: DbOpt = DEFAULT_DB,
+        state: str | None = "open",
+        store_id: str | None = None,
+        terminal_id: str | None = None,
+        day: str | None = None,
+        reason: str | None = None,
+        after: Annotated[str | None, typer.Option(help="The cursor a previous page printed.")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
         """Items grouped: one row per cause, terminal and business day with its count (newest day first;
         open ones unless --state says otherwise). Expand one with `hq items --terminal-id T --day D --reason R`."""
         from sync.hq.reconcile import BadCursor
 
         with hq_store(db) as store:
             try:
-                page = store.item_groups(after=after, limit=limit, state=state or None, store_id=store_id,
-                                         terminal_id=terminal_id, day=day, reason=reason)
+                page = store.item_groups(
+                    after=after,
+                    limit=limit,
+                    state=state or None,
+                    store_id=store_id,
+                    terminal_id=terminal_id,
+                    day=day,
+                    reason=reason,
+                )
             except BadCursor as exc:
                 fail(exc)
         rows = [g.model_dump(mode="json") for g in page.groups]
@@ -320,22 +408,34 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         _more(page.next_cursor)
 
     @hq_app.command("summary")
-    def summary(db: DbOpt = DEFAULT_DB, store_id: Optional[str] = None, day_from: Optional[str] = None,
-                day_to: Optional[str] = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def summary(
+        db: DbOpt = DEFAULT_DB,
+        store_id: str | None = None,
+        day_from: str | None = None,
+        day_to: str | None = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
         """How many items are open per cause (and of those held in quarantine), settled automatically, by hand."""
         with hq_store(db) as store:
             found = store.item_summary(store_id=store_id, day_from=day_from, day_to=day_to)
         if as_json:
             print(json.dumps(found, indent=2))
             return
-        _print_rows([{"reason": k, **v} for k, v in found.items()],
-                    ["reason", "open", "quarantined", "settled_auto", "settled_manual"])
+        _print_rows(
+            [{"reason": k, **v} for k, v in found.items()],
+            ["reason", "open", "quarantined", "settled_auto", "settled_manual"],
+        )
 
     @hq_app.command("settle-group")
-    def settle_group(terminal_id: Annotated[str, typer.Option()], day: Annotated[str, typer.Option()],
-                     reason: Annotated[str, typer.Option()], by: Annotated[str, typer.Option(help="Who settles it.")],
-                     note: Annotated[str, typer.Option(help="Why, and how it was settled.")],
-                     db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def settle_group(
+        terminal_id: Annotated[str, typer.Option()],
+        day: Annotated[str, typer.Option()],
+        reason: Annotated[str, typer.Option()],
+        by: Annotated[str, typer.Option(help="Who settles it.")],
+        note: Annotated[str, typer.Option(help="Why, and how it was settled.")],
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Settle by hand every open item of one group (those holding an entry in quarantine are released or
         rejected one by one)."""
         with hq_store(db) as store:
@@ -349,10 +449,13 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             console.print(f"settled {n} item(s) of {reason} at {terminal_id} on {day}")
 
     @hq_app.command("store")
-    def store_calendar(store_id: str,
-                       timezone: Annotated[Optional[str], typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
-                       day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
-                       db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def store_calendar(
+        store_id: str,
+        timezone: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
+        day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
         Prints JSON."""
         from sync.hq.businessday import BadCalendar
@@ -383,9 +486,13 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
         _block_command(hq_app, blocked)
 
     @hq_app.command("settle")
-    def settle(item_id: str, by: Annotated[str, typer.Option(help="Who settles it.")],
-               note: Annotated[str, typer.Option(help="Why, and how it was settled.")], db: DbOpt = DEFAULT_DB,
-               as_json: JsonOpt = False) -> None:
+    def settle(
+        item_id: str,
+        by: Annotated[str, typer.Option(help="Who settles it.")],
+        note: Annotated[str, typer.Option(help="Why, and how it was settled.")],
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Settle a reconciliation item by hand."""
         from sync.hq.reconcile import UnknownItem
 
@@ -437,8 +544,9 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             print(key_id)
 
     @hq_app.command("revoke-subject")
-    def revoke_subject(kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB,
-                       as_json: JsonOpt = False) -> None:
+    def revoke_subject(
+        kind: str, subject: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+    ) -> None:
         """Put KIND:SUBJECT (a card hash, a key id, a payment device...) on the signed revocation list."""
         with hq_store(db) as store:
             revocation_id = store.revoke(kind, subject, reason)
@@ -448,8 +556,12 @@ def register(hq_app: typer.Typer) -> None:  # noqa: C901 - one small function pe
             print(revocation_id)
 
     @hq_app.command("erase")
-    def erase(member_id: str, by: Annotated[str, typer.Option(help="Who asked for it.")] = "head office",
-              db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def erase(
+        member_id: str,
+        by: Annotated[str, typer.Option(help="Who asked for it.")] = "head office",
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones.
         Prints JSON."""
         from sync.hq.join import erase_member

@@ -80,8 +80,9 @@ class Tx(Protocol):
         """Insert new rows in bulk (PostgreSQL: COPY); a unique violation raises IntegrityFailed."""
         ...
 
-    def add_returning(self, table: str, key: str, columns: Sequence[str],
-                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+    def add_returning(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> dict[str, Row]:
         """``UPDATE table SET c = c + delta`` for each (key, *deltas) row, locking rows in key order;
         returns the new values by key (absent keys are missing from the answer)."""
         ...
@@ -154,8 +155,9 @@ class SqliteTx:
         marks = ", ".join("?" * len(columns))
         self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
-    def add_returning(self, table: str, key: str, columns: Sequence[str],
-                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+    def add_returning(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> dict[str, Row]:
         sets = ", ".join(f"{c} = {c} + ?" for c in columns)
         sql = f"UPDATE {table} SET {sets} WHERE {key} = ? RETURNING {key}, {', '.join(columns)}"
         found = {}
@@ -261,166 +263,190 @@ def open_db(url: str, *, pool_size: int = 16) -> Db:
 # m001 is the walking skeleton's schema, written so that it is a no-op on a database that
 # sqlite-utils created for it; m002 widens it for chains.
 MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("m001_initial", [
-        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        "INSERT INTO counters (name, value) VALUES ('version', 0) ON CONFLICT (name) DO NOTHING",
-        "CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, "
-        "token_sha256 TEXT NOT NULL, created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, "
-        "acked_seq BIGINT NOT NULL DEFAULT 0)",
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_terminals_token_sha256 ON terminals (token_sha256)",
-        "CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, "
-        "tier TEXT NOT NULL, points BIGINT NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS cards (uid_hash TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
-        "status TEXT NOT NULL, version BIGINT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS rules (rule_id TEXT PRIMARY KEY, points BIGINT NOT NULL, "
-        "per_minor BIGINT NOT NULL, version BIGINT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS idx_members_version ON members (version)",
-        "CREATE INDEX IF NOT EXISTS idx_cards_version ON cards (version)",
-        "CREATE INDEX IF NOT EXISTS idx_rules_version ON rules (version)",
-        "CREATE INDEX IF NOT EXISTS idx_cards_member_id ON cards (member_id)",
-        # Both keys are permanent unique constraints: an entry is stored once per (terminal, seq)
-        # and once per txn_id, whatever the retries.
-        "CREATE TABLE IF NOT EXISTS journal (terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, txn_id TEXT NOT NULL, "
-        "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL, "
-        "effect TEXT NOT NULL, PRIMARY KEY (terminal_id, seq))",
-        "CREATE UNIQUE INDEX IF NOT EXISTS idx_journal_txn_id ON journal (txn_id)",
-    ]),
-    ("m002_chain", [
-        "ALTER TABLE terminals ADD COLUMN next_token_sha256 TEXT",
-        "ALTER TABLE terminals ADD COLUMN last_seen TEXT",
-        "ALTER TABLE terminals ADD COLUMN clock_offset DOUBLE PRECISION",
-        "ALTER TABLE members ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE members ADD COLUMN blocked_at TEXT",
-        "ALTER TABLE members ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE cards ADD COLUMN blocked_at TEXT",
-        "ALTER TABLE cards ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE rules ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE journal ADD COLUMN member_id TEXT",
-        "ALTER TABLE journal ADD COLUMN store_id TEXT",
-        "ALTER TABLE journal ADD COLUMN day TEXT",
-        "ALTER TABLE journal ADD COLUMN total BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE journal ADD COLUMN points BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE journal ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
-        "CREATE INDEX idx_journal_member_id ON journal (member_id)",
-        "CREATE INDEX idx_journal_day ON journal (day, terminal_id)",
-        "CREATE TABLE rule_docs (rule_id TEXT PRIMARY KEY, body TEXT NOT NULL, version BIGINT NOT NULL, "
-        "deleted INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, member_id TEXT, body TEXT NOT NULL, "
-        "uses BIGINT NOT NULL DEFAULT 0, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE coupon_member_uses (coupon_id TEXT NOT NULL, member_id TEXT NOT NULL, "
-        "uses BIGINT NOT NULL, PRIMARY KEY (coupon_id, member_id))",
-        "CREATE TABLE coupon_uses (txn_id TEXT NOT NULL, coupon_id TEXT NOT NULL, member_id TEXT, "
-        "released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, coupon_id))",
-        "CREATE TABLE signing_keys (key_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
-        "private_key TEXT, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE revocations (revocation_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
-        "version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
-        "CREATE INDEX idx_rule_docs_version ON rule_docs (version)",
-        "CREATE INDEX idx_coupons_version ON coupons (version)",
-        "CREATE INDEX idx_signing_keys_version ON signing_keys (version)",
-        "CREATE INDEX idx_revocations_version ON revocations (version)",
-        "CREATE TABLE payment_codes (code_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, "
-        "txn_id TEXT NOT NULL)",
-        "CREATE TABLE recon_items (item_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
-        "day TEXT NOT NULL, seq BIGINT, txn_id TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, "
-        "state TEXT NOT NULL, created_at TEXT NOT NULL, settled_at TEXT, settled_by TEXT, note TEXT)",
-        "CREATE INDEX idx_recon_items_terminal ON recon_items (terminal_id, day)",
-        "CREATE INDEX idx_recon_items_txn ON recon_items (txn_id)",
-        "CREATE TABLE eod_reports (terminal_id TEXT NOT NULL, day TEXT NOT NULL, first_seq BIGINT NOT NULL, "
-        "last_seq BIGINT NOT NULL, totals TEXT NOT NULL, status TEXT NOT NULL, missing TEXT NOT NULL, "
-        "mismatches TEXT NOT NULL, reported_at TEXT NOT NULL, checked_at TEXT NOT NULL, "
-        "PRIMARY KEY (terminal_id, day))",
-        "CREATE TABLE enrol_codes (code_sha256 TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, store_id TEXT NOT NULL, "
-        "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, used_at TEXT)",
-        "CREATE TABLE admins (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, "
-        "revoked INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ]),
+    (
+        "m001_initial",
+        [
+            "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('version', 0) ON CONFLICT (name) DO NOTHING",
+            "CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, "
+            "token_sha256 TEXT NOT NULL, created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, "
+            "acked_seq BIGINT NOT NULL DEFAULT 0)",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_terminals_token_sha256 ON terminals (token_sha256)",
+            "CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, "
+            "tier TEXT NOT NULL, points BIGINT NOT NULL, status TEXT NOT NULL, version BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS cards (uid_hash TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
+            "status TEXT NOT NULL, version BIGINT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS rules (rule_id TEXT PRIMARY KEY, points BIGINT NOT NULL, "
+            "per_minor BIGINT NOT NULL, version BIGINT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS idx_members_version ON members (version)",
+            "CREATE INDEX IF NOT EXISTS idx_cards_version ON cards (version)",
+            "CREATE INDEX IF NOT EXISTS idx_rules_version ON rules (version)",
+            "CREATE INDEX IF NOT EXISTS idx_cards_member_id ON cards (member_id)",
+            # Both keys are permanent unique constraints: an entry is stored once per (terminal, seq)
+            # and once per txn_id, whatever the retries.
+            "CREATE TABLE IF NOT EXISTS journal (terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, txn_id TEXT NOT NULL, "
+            "kind TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, received_at TEXT NOT NULL, "
+            "effect TEXT NOT NULL, PRIMARY KEY (terminal_id, seq))",
+            "CREATE UNIQUE INDEX IF NOT EXISTS idx_journal_txn_id ON journal (txn_id)",
+        ],
+    ),
+    (
+        "m002_chain",
+        [
+            "ALTER TABLE terminals ADD COLUMN next_token_sha256 TEXT",
+            "ALTER TABLE terminals ADD COLUMN last_seen TEXT",
+            "ALTER TABLE terminals ADD COLUMN clock_offset DOUBLE PRECISION",
+            "ALTER TABLE members ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE members ADD COLUMN blocked_at TEXT",
+            "ALTER TABLE members ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE cards ADD COLUMN blocked_at TEXT",
+            "ALTER TABLE cards ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE rules ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE journal ADD COLUMN member_id TEXT",
+            "ALTER TABLE journal ADD COLUMN store_id TEXT",
+            "ALTER TABLE journal ADD COLUMN day TEXT",
+            "ALTER TABLE journal ADD COLUMN total BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE journal ADD COLUMN points BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE journal ADD COLUMN stored_value BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX idx_journal_member_id ON journal (member_id)",
+            "CREATE INDEX idx_journal_day ON journal (day, terminal_id)",
+            "CREATE TABLE rule_docs (rule_id TEXT PRIMARY KEY, body TEXT NOT NULL, version BIGINT NOT NULL, "
+            "deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE coupons (coupon_id TEXT PRIMARY KEY, member_id TEXT, body TEXT NOT NULL, "
+            "uses BIGINT NOT NULL DEFAULT 0, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE coupon_member_uses (coupon_id TEXT NOT NULL, member_id TEXT NOT NULL, "
+            "uses BIGINT NOT NULL, PRIMARY KEY (coupon_id, member_id))",
+            "CREATE TABLE coupon_uses (txn_id TEXT NOT NULL, coupon_id TEXT NOT NULL, member_id TEXT, "
+            "released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, coupon_id))",
+            "CREATE TABLE signing_keys (key_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
+            "private_key TEXT, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE revocations (revocation_id TEXT PRIMARY KEY, body TEXT NOT NULL, sig TEXT NOT NULL, "
+            "version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX idx_rule_docs_version ON rule_docs (version)",
+            "CREATE INDEX idx_coupons_version ON coupons (version)",
+            "CREATE INDEX idx_signing_keys_version ON signing_keys (version)",
+            "CREATE INDEX idx_revocations_version ON revocations (version)",
+            "CREATE TABLE payment_codes (code_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, "
+            "txn_id TEXT NOT NULL)",
+            "CREATE TABLE recon_items (item_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+            "day TEXT NOT NULL, seq BIGINT, txn_id TEXT, reason TEXT NOT NULL, detail TEXT NOT NULL, "
+            "state TEXT NOT NULL, created_at TEXT NOT NULL, settled_at TEXT, settled_by TEXT, note TEXT)",
+            "CREATE INDEX idx_recon_items_terminal ON recon_items (terminal_id, day)",
+            "CREATE INDEX idx_recon_items_txn ON recon_items (txn_id)",
+            "CREATE TABLE eod_reports (terminal_id TEXT NOT NULL, day TEXT NOT NULL, first_seq BIGINT NOT NULL, "
+            "last_seq BIGINT NOT NULL, totals TEXT NOT NULL, status TEXT NOT NULL, missing TEXT NOT NULL, "
+            "mismatches TEXT NOT NULL, reported_at TEXT NOT NULL, checked_at TEXT NOT NULL, "
+            "PRIMARY KEY (terminal_id, day))",
+            "CREATE TABLE enrol_codes (code_sha256 TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, store_id TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, expires_at TEXT NOT NULL, used_at TEXT)",
+            "CREATE TABLE admins (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, "
+            "revoked INTEGER NOT NULL DEFAULT 0)",
+            "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ],
+    ),
     # -- members made outside head office: enrolment at the till, claims by QR, erasure (sync/hq/members.py)
-    ("m003_members_enrolment", [
-        "CREATE TABLE enrolments (member_id TEXT PRIMARY KEY, uid_hash TEXT NOT NULL, terminal_id TEXT NOT NULL, "
-        "txn_id TEXT NOT NULL, created_at TEXT NOT NULL, merged_into TEXT)",
-        "CREATE INDEX idx_enrolments_merged ON enrolments (merged_into)",
-        "CREATE TABLE consents (member_id TEXT NOT NULL, wording_version TEXT NOT NULL, channel TEXT NOT NULL, "
-        "given_at TEXT NOT NULL, PRIMARY KEY (member_id, wording_version, channel))",
-        "CREATE TABLE claim_keys (key_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, public_key TEXT NOT NULL, "
-        "created_at TEXT NOT NULL)",
-        "CREATE TABLE claims (txn_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, points BIGINT NOT NULL, "
-        "claimed_at TEXT NOT NULL)",
-        "CREATE TABLE erasures (member_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL)",
-    ]),
+    (
+        "m003_members_enrolment",
+        [
+            "CREATE TABLE enrolments (member_id TEXT PRIMARY KEY, uid_hash TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+            "txn_id TEXT NOT NULL, created_at TEXT NOT NULL, merged_into TEXT)",
+            "CREATE INDEX idx_enrolments_merged ON enrolments (merged_into)",
+            "CREATE TABLE consents (member_id TEXT NOT NULL, wording_version TEXT NOT NULL, channel TEXT NOT NULL, "
+            "given_at TEXT NOT NULL, PRIMARY KEY (member_id, wording_version, channel))",
+            "CREATE TABLE claim_keys (key_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, public_key TEXT NOT NULL, "
+            "created_at TEXT NOT NULL)",
+            "CREATE TABLE claims (txn_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, points BIGINT NOT NULL, "
+            "claimed_at TEXT NOT NULL)",
+            "CREATE TABLE erasures (member_id TEXT PRIMARY KEY, erased_at TEXT NOT NULL, erased_by TEXT NOT NULL)",
+        ],
+    ),
     # -- end of members block
     # -- member payments (sync/hq/payments.py): device certificates, member app tokens, top-ups,
     # online confirmations of payment codes.
-    ("m003_payments", [
-        "CREATE TABLE device_certs (cert_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, body TEXT NOT NULL, "
-        "created_at TEXT NOT NULL, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
-        "CREATE INDEX idx_device_certs_version ON device_certs (version)",
-        "CREATE INDEX idx_device_certs_member ON device_certs (member_id)",
-        "CREATE TABLE member_tokens (token_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, created_at TEXT NOT NULL)",
-        "CREATE TABLE topups (topup_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, amount BIGINT NOT NULL, "
-        "balance_after BIGINT NOT NULL, by_whom TEXT NOT NULL, note TEXT NOT NULL, created_at TEXT NOT NULL)",
-        "CREATE INDEX idx_topups_member ON topups (member_id)",
-        "CREATE TABLE payment_confirms (code_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
-        "txn_id TEXT NOT NULL, amount BIGINT NOT NULL, confirmed_at TEXT NOT NULL)",
-        "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
-    ]),
+    (
+        "m003_payments",
+        [
+            "CREATE TABLE device_certs (cert_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, body TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, version BIGINT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX idx_device_certs_version ON device_certs (version)",
+            "CREATE INDEX idx_device_certs_member ON device_certs (member_id)",
+            "CREATE TABLE member_tokens (token_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE TABLE topups (topup_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, amount BIGINT NOT NULL, "
+            "balance_after BIGINT NOT NULL, by_whom TEXT NOT NULL, note TEXT NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX idx_topups_member ON topups (member_id)",
+            "CREATE TABLE payment_confirms (code_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+            "txn_id TEXT NOT NULL, amount BIGINT NOT NULL, confirmed_at TEXT NOT NULL)",
+            "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
+        ],
+    ),
     # -- the trust rules (sync/hq/policy.py): quarantine, what each sale took and gave back, what
     # authorised each spend, and every secure card counter used chain-wide.
-    ("m004_trust", [
-        "ALTER TABLE journal ADD COLUMN original_txn TEXT",
-        "ALTER TABLE journal ADD COLUMN proof TEXT",
-        "ALTER TABLE journal ADD COLUMN points_spent BIGINT NOT NULL DEFAULT 0",
-        "CREATE INDEX idx_journal_original_txn ON journal (original_txn)",
-        "CREATE INDEX idx_journal_effect ON journal (effect)",
-        "ALTER TABLE recon_items ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE cards ADD COLUMN counter BIGINT",
-        "CREATE TABLE sales (txn_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, member_id TEXT, "
-        "payable BIGINT NOT NULL, stored_value BIGINT NOT NULL, points_redeemed BIGINT NOT NULL, "
-        "money_back BIGINT NOT NULL DEFAULT 0, stored_value_back BIGINT NOT NULL DEFAULT 0, "
-        "points_restored BIGINT NOT NULL DEFAULT 0)",
-        "CREATE INDEX idx_sales_member ON sales (member_id)",
-        "CREATE TABLE card_taps (uid_hash TEXT NOT NULL, counter BIGINT NOT NULL, terminal_id TEXT NOT NULL, "
-        "txn_id TEXT NOT NULL, PRIMARY KEY (uid_hash, counter))",
-        "UPDATE journal SET effect = 'quarantined' WHERE effect = 'unknown_kind'",
-        "CREATE TABLE journal_lost (terminal_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
-        "reason TEXT NOT NULL, reported_at TEXT NOT NULL, PRIMARY KEY (terminal_id, first_seq))",
-        "CREATE TABLE quarantine_decisions (txn_id TEXT PRIMARY KEY, decision TEXT NOT NULL, by_whom TEXT NOT NULL, "
-        "note TEXT NOT NULL, decided_at TEXT NOT NULL)",
-    ]),
+    (
+        "m004_trust",
+        [
+            "ALTER TABLE journal ADD COLUMN original_txn TEXT",
+            "ALTER TABLE journal ADD COLUMN proof TEXT",
+            "ALTER TABLE journal ADD COLUMN points_spent BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX idx_journal_original_txn ON journal (original_txn)",
+            "CREATE INDEX idx_journal_effect ON journal (effect)",
+            "ALTER TABLE recon_items ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE cards ADD COLUMN counter BIGINT",
+            "CREATE TABLE sales (txn_id TEXT PRIMARY KEY, terminal_id TEXT NOT NULL, member_id TEXT, "
+            "payable BIGINT NOT NULL, stored_value BIGINT NOT NULL, points_redeemed BIGINT NOT NULL, "
+            "money_back BIGINT NOT NULL DEFAULT 0, stored_value_back BIGINT NOT NULL DEFAULT 0, "
+            "points_restored BIGINT NOT NULL DEFAULT 0)",
+            "CREATE INDEX idx_sales_member ON sales (member_id)",
+            "CREATE TABLE card_taps (uid_hash TEXT NOT NULL, counter BIGINT NOT NULL, terminal_id TEXT NOT NULL, "
+            "txn_id TEXT NOT NULL, PRIMARY KEY (uid_hash, counter))",
+            "UPDATE journal SET effect = 'quarantined' WHERE effect = 'unknown_kind'",
+            "CREATE TABLE journal_lost (terminal_id TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, "
+            "reason TEXT NOT NULL, reported_at TEXT NOT NULL, PRIMARY KEY (terminal_id, first_seq))",
+            "CREATE TABLE quarantine_decisions (txn_id TEXT PRIMARY KEY, decision TEXT NOT NULL, by_whom TEXT NOT NULL, "
+            "note TEXT NOT NULL, decided_at TEXT NOT NULL)",
+        ],
+    ),
     # -- head office owns time and bounds what it cannot check again: when each terminal last pulled (every
     # entry made before that was pushed by then), the device behind each code payment (its offline cap), how a
     # card proves itself once head office has verified it, and what each sale earned and refunds took back.
-    ("m005_bounds", [
-        "ALTER TABLE terminals ADD COLUMN last_pull TEXT",
-        "ALTER TABLE journal ADD COLUMN device TEXT",
-        "CREATE INDEX idx_journal_device ON journal (device, received_at)",
-        "CREATE INDEX idx_journal_received ON journal (terminal_id, received_at)",
-        "ALTER TABLE cards ADD COLUMN secure TEXT",
-        "ALTER TABLE sales ADD COLUMN points_earned BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE sales ADD COLUMN points_clawed BIGINT NOT NULL DEFAULT 0",
-    ]),
+    (
+        "m005_bounds",
+        [
+            "ALTER TABLE terminals ADD COLUMN last_pull TEXT",
+            "ALTER TABLE journal ADD COLUMN device TEXT",
+            "CREATE INDEX idx_journal_device ON journal (device, received_at)",
+            "CREATE INDEX idx_journal_received ON journal (terminal_id, received_at)",
+            "ALTER TABLE cards ADD COLUMN secure TEXT",
+            "ALTER TABLE sales ADD COLUMN points_earned BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE sales ADD COLUMN points_clawed BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
     # -- reconciliation a person can act on: each store's business day (its time zone and cut-off), every
     # version of the pricing documents (a sale is priced again with the versions it names), items read by
     # group (one cause, one till, one day) and by cursor.
-    ("m006_signal", [
-        "CREATE TABLE stores (store_id TEXT PRIMARY KEY, timezone TEXT NOT NULL, day_starts TEXT NOT NULL, "
-        "updated_at TEXT NOT NULL)",
-        "CREATE TABLE doc_versions (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, "
-        "first_seen TEXT NOT NULL, PRIMARY KEY (kind, doc_id, digest))",
-        "CREATE INDEX idx_doc_versions_digest ON doc_versions (digest)",
-        "CREATE TABLE doc_events (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, at TEXT NOT NULL)",
-        "CREATE INDEX idx_doc_events ON doc_events (kind, doc_id, at)",
-        "CREATE INDEX idx_items_group ON recon_items (state, terminal_id, day, reason)",
-        "CREATE INDEX idx_items_cursor ON recon_items (created_at, item_id)",
-        "ALTER TABLE journal ADD COLUMN made_at TEXT",
-        "CREATE TABLE status_changes (kind TEXT NOT NULL, subject TEXT NOT NULL, status TEXT NOT NULL, "
-        "by_whom TEXT NOT NULL, reason TEXT NOT NULL, changed_at TEXT NOT NULL)",
-    ]),
+    (
+        "m006_signal",
+        [
+            "CREATE TABLE stores (store_id TEXT PRIMARY KEY, timezone TEXT NOT NULL, day_starts TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL)",
+            "CREATE TABLE doc_versions (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, "
+            "first_seen TEXT NOT NULL, PRIMARY KEY (kind, doc_id, digest))",
+            "CREATE INDEX idx_doc_versions_digest ON doc_versions (digest)",
+            "CREATE TABLE doc_events (kind TEXT NOT NULL, doc_id TEXT NOT NULL, digest TEXT NOT NULL, at TEXT NOT NULL)",
+            "CREATE INDEX idx_doc_events ON doc_events (kind, doc_id, at)",
+            "CREATE INDEX idx_items_group ON recon_items (state, terminal_id, day, reason)",
+            "CREATE INDEX idx_items_cursor ON recon_items (created_at, item_id)",
+            "ALTER TABLE journal ADD COLUMN made_at TEXT",
+            "CREATE TABLE status_changes (kind TEXT NOT NULL, subject TEXT NOT NULL, status TEXT NOT NULL, "
+            "by_whom TEXT NOT NULL, reason TEXT NOT NULL, changed_at TEXT NOT NULL)",
+        ],
+    ),
     # The fleet view: each till's last health report (protocol 2), as it came, with head office's time.
-    ("m007_fleet", [
-        "CREATE TABLE terminal_health (terminal_id TEXT PRIMARY KEY, reported_at TEXT NOT NULL, body TEXT NOT NULL)",
-    ]),
+    (
+        "m007_fleet",
+        [
+            "CREATE TABLE terminal_health (terminal_id TEXT PRIMARY KEY, reported_at TEXT NOT NULL, body TEXT NOT NULL)",
+        ],
+    ),
 ]
 
 
@@ -447,8 +473,10 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
     known = [name for name, _ in MIGRATIONS]
     unknown = sorted(done - set(known))
     if unknown:
-        raise NewerSchema(f"this head-office database was upgraded by a newer tillpoint (migrations {', '.join(unknown)}); "
-                          "run that release, or restore the backup taken before the upgrade")
+        raise NewerSchema(
+            f"this head-office database was upgraded by a newer tillpoint (migrations {', '.join(unknown)}); "
+            "run that release, or restore the backup taken before the upgrade"
+        )
     pending = [name for name in known if name not in done]
     if pending and done and backup:
         where = db.backup(pending[0])

@@ -42,27 +42,66 @@ DEMO_CARDS: tuple[DemoCard, ...] = (
 
 
 DEMO_RULES: dict[str, dict[str, Any]] = {
-    "tiers": {"kind": "tiers", "levels": [{"tier": "basic", "threshold": 0}, {"tier": "silver", "threshold": 500},
-                                          {"tier": "gold", "threshold": 2000}], "window_days": 365},
+    "tiers": {
+        "kind": "tiers",
+        "levels": [
+            {"tier": "basic", "threshold": 0},
+            {"tier": "silver", "threshold": 500},
+            {"tier": "gold", "threshold": 2000},
+        ],
+        "window_days": 365,
+    },
     "redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 50},
     "points_policy": {"kind": "points_policy", "lock_days": 0, "expire_days": 730},
     "tier-silver": {"kind": "tier", "tier": "silver", "multiplier_pct": 125, "text": "silver +25%"},
     "tier-gold": {"kind": "tier", "tier": "gold", "multiplier_pct": 150, "text": "gold +50%"},
-    "coffee-weekend": {"kind": "campaign", "multiplier_pct": 200, "categories": ["coffee"], "weekdays": [5, 6],
-                       "hours": ["07:00", "11:00"], "text": "double points on coffee, weekend mornings"},
-    "beans-bonus": {"kind": "sku_bonus", "points": 50, "skus": ["BEANS-1KG"], "per_unit": False,
-                    "text": "+50 pt for a bag of beans"},
+    "coffee-weekend": {
+        "kind": "campaign",
+        "multiplier_pct": 200,
+        "categories": ["coffee"],
+        "weekdays": [5, 6],
+        "hours": ["07:00", "11:00"],
+        "text": "double points on coffee, weekend mornings",
+    },
+    "beans-bonus": {
+        "kind": "sku_bonus",
+        "points": 50,
+        "skus": ["BEANS-1KG"],
+        "per_unit": False,
+        "text": "+50 pt for a bag of beans",
+    },
     "cap": {"kind": "cap", "cap": 5000, "text": "at most 5000 pt per sale"},
 }
 DEMO_COUPONS: dict[str, dict[str, Any]] = {
-    "WELCOME": {"kind": "amount_off", "value": 200, "member_only": True, "limits": {"per_member": 1},
-                "text": "2.00 off, welcome"},
-    "COFFEE10": {"kind": "percent_off", "value": 10, "target": "items", "categories": ["coffee"],
-                 "text": "10% off coffee"},
-    "BIG-SPEND": {"kind": "amount_off", "value": 1000, "min_spend": 5000, "exclusive": True,
-                  "limits": {"global": 100}, "text": "10.00 off from 50.00"},
-    "AIKO-BDAY": {"kind": "bonus_points", "value": 300, "member_id": "M-0001", "limits": {"global": 1},
-                  "text": "birthday: +300 pt"},
+    "WELCOME": {
+        "kind": "amount_off",
+        "value": 200,
+        "member_only": True,
+        "limits": {"per_member": 1},
+        "text": "2.00 off, welcome",
+    },
+    "COFFEE10": {
+        "kind": "percent_off",
+        "value": 10,
+        "target": "items",
+        "categories": ["coffee"],
+        "text": "10% off coffee",
+    },
+    "BIG-SPEND": {
+        "kind": "amount_off",
+        "value": 1000,
+        "min_spend": 5000,
+        "exclusive": True,
+        "limits": {"global": 100},
+        "text": "10.00 off from 50.00",
+    },
+    "AIKO-BDAY": {
+        "kind": "bonus_points",
+        "value": 300,
+        "member_id": "M-0001",
+        "limits": {"global": 1},
+        "text": "birthday: +300 pt",
+    },
 }
 
 

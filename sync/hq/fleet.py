@@ -25,23 +25,34 @@ def families(rows: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
     """The metric families of a fleet view (pure: rows in, families out)."""
     labels = ["terminal", "store"]
     out = {
-        "silent": GaugeMetricFamily("tillpoint_hq_terminal_silent_seconds",
-                                    "Seconds since head office last heard from the till", labels=labels),
-        "backlog": GaugeMetricFamily("tillpoint_hq_terminal_backlog_seconds",
-                                     "Age of the till's oldest entry not yet at head office", labels=labels),
-        "pending": GaugeMetricFamily("tillpoint_hq_terminal_pending_entries",
-                                     "Entries the till holds that head office has not", labels=labels),
-        "clock": GaugeMetricFamily("tillpoint_hq_terminal_clock_offset_seconds",
-                                   "The till's clock minus head office's", labels=labels),
-        "disk": GaugeMetricFamily("tillpoint_hq_terminal_free_disk_bytes",
-                                  "Free space where the till keeps its data", labels=labels),
-        "crashes": GaugeMetricFamily("tillpoint_hq_terminal_loop_crashes",
-                                     "Sync loop crashes since the till started", labels=labels),
-        "revoked": GaugeMetricFamily("tillpoint_hq_terminal_revoked", "1 when the till's credential is revoked",
-                                     labels=labels),
-        "reader": GaugeMetricFamily("tillpoint_hq_terminal_reader_up",
-                                    "1 when the reader or scanner's last event says it works",
-                                    labels=[*labels, "reader", "state"]),
+        "silent": GaugeMetricFamily(
+            "tillpoint_hq_terminal_silent_seconds", "Seconds since head office last heard from the till", labels=labels
+        ),
+        "backlog": GaugeMetricFamily(
+            "tillpoint_hq_terminal_backlog_seconds",
+            "Age of the till's oldest entry not yet at head office",
+            labels=labels,
+        ),
+        "pending": GaugeMetricFamily(
+            "tillpoint_hq_terminal_pending_entries", "Entries the till holds that head office has not", labels=labels
+        ),
+        "clock": GaugeMetricFamily(
+            "tillpoint_hq_terminal_clock_offset_seconds", "The till's clock minus head office's", labels=labels
+        ),
+        "disk": GaugeMetricFamily(
+            "tillpoint_hq_terminal_free_disk_bytes", "Free space where the till keeps its data", labels=labels
+        ),
+        "crashes": GaugeMetricFamily(
+            "tillpoint_hq_terminal_loop_crashes", "Sync loop crashes since the till started", labels=labels
+        ),
+        "revoked": GaugeMetricFamily(
+            "tillpoint_hq_terminal_revoked", "1 when the till's credential is revoked", labels=labels
+        ),
+        "reader": GaugeMetricFamily(
+            "tillpoint_hq_terminal_reader_up",
+            "1 when the reader or scanner's last event says it works",
+            labels=[*labels, "reader", "state"],
+        ),
     }
     for row in rows:
         key = [str(row["terminal_id"]), str(row["store_id"])]

@@ -138,12 +138,21 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
         return Facts()
     v = payload.values()
     if isinstance(payload, SalePayload):
-        return Facts(v.member_id, payload.uid_hash, v.points, v.stored_value, v.total,
-                     tuple(dict.fromkeys(payload.coupons)), payload.code_id, spent_points=payload.points_redeemed)
+        return Facts(
+            v.member_id,
+            payload.uid_hash,
+            v.points,
+            v.stored_value,
+            v.total,
+            tuple(dict.fromkeys(payload.coupons)),
+            payload.code_id,
+            spent_points=payload.points_redeemed,
+        )
     if isinstance(payload, RefundPayload):
         restored = None if kind == EntryKind.VOID.value else tuple(dict.fromkeys(payload.coupons_restored))
-        return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn,
-                     restored=restored)
+        return Facts(
+            v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn, restored=restored
+        )
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
@@ -271,7 +280,9 @@ def _held(tx: Tx, terminal_id: str, entries: list[WireEntry]) -> list[tuple[Any,
         return []
     by_seq, p1 = tx.in_list("seq", [e.seq for e in entries])
     by_txn, p2 = tx.in_list("txn_id", [e.txn_id for e in entries])
-    rows = tx.all(f"SELECT terminal_id, seq, txn_id FROM journal WHERE terminal_id = ? AND {by_seq}", [terminal_id, *p1])
+    rows = tx.all(
+        f"SELECT terminal_id, seq, txn_id FROM journal WHERE terminal_id = ? AND {by_seq}", [terminal_id, *p1]
+    )
     rows += tx.all(f"SELECT terminal_id, seq, txn_id FROM journal WHERE {by_txn}", p2)
     return list(dict.fromkeys(tuple(r) for r in rows))
 
@@ -291,8 +302,9 @@ def read_payloads(batch: Batch) -> None:
         created = parse_time(entry.created_at)
         batch.created.append(created)
         batch.devices.append(None)
-        batch.effective.append(businessday.effective(created, batch.offset, batch.settings.clock_skew,
-                                                     batch.last_pull, received))
+        batch.effective.append(
+            businessday.effective(created, batch.offset, batch.settings.clock_skew, batch.last_pull, received)
+        )
         batch.days.append(batch.calendar.of(batch.effective[-1]))
         batch.proofs.append(None)
         try:
@@ -311,24 +323,38 @@ def read_payloads(batch: Batch) -> None:
 
 def _clock_detail(batch: Batch, i: int) -> dict[str, Any]:
     """What an entry's clock flag shows: the till's time, head office's, and how it got there."""
-    return {"terminal_time": batch.entries[i].created_at, "effective": _utc_text(batch.effective[i]),
-            "measured_offset_seconds": batch.offset, "received_at": batch.received_at,
-            "last_pull": _utc_text(batch.last_pull) if batch.last_pull else None}
+    return {
+        "terminal_time": batch.entries[i].created_at,
+        "effective": _utc_text(batch.effective[i]),
+        "measured_offset_seconds": batch.offset,
+        "received_at": batch.received_at,
+        "last_pull": _utc_text(batch.last_pull) if batch.last_pull else None,
+    }
 
 
 def classify(tx: Tx, batch: Batch) -> None:
     """Per entry: who may produce it, its store, its clock, and every offline rule it breaks that needs
     no counting (blocked cards and members); then its effect."""
-    members = _lookup(tx, "SELECT member_id, status, blocked_at, deleted FROM members WHERE {cond}", "member_id",
-                      {f.member_id for f in batch.facts if f.member_id})
-    cards = _lookup(tx, "SELECT uid_hash, member_id, status, blocked_at, deleted FROM cards WHERE {cond}", "uid_hash",
-                    {f.uid_hash for f in batch.facts if f.uid_hash})
+    members = _lookup(
+        tx,
+        "SELECT member_id, status, blocked_at, deleted FROM members WHERE {cond}",
+        "member_id",
+        {f.member_id for f in batch.facts if f.member_id},
+    )
+    cards = _lookup(
+        tx,
+        "SELECT uid_hash, member_id, status, blocked_at, deleted FROM cards WHERE {cond}",
+        "uid_hash",
+        {f.uid_hash for f in batch.facts if f.uid_hash},
+    )
     received = parse_time(batch.received_at)
     assert received is not None
     for i, (entry, facts) in enumerate(zip(batch.entries, batch.facts, strict=True)):
         created = batch.created[i]
         if created is None:
-            batch.flag(i, Reason.MALFORMED_ENTRY, "created_at", problem=f"created_at {entry.created_at!r} is not ISO 8601")
+            batch.flag(
+                i, Reason.MALFORMED_ENTRY, "created_at", problem=f"created_at {entry.created_at!r} is not ISO 8601"
+            )
         elif (off := (created - batch.effective[i]).total_seconds()) > batch.settings.clock_skew:
             batch.flag(i, Reason.CLOCK_AHEAD, ahead_seconds=round(off, 1), **_clock_detail(batch, i))
         elif -off > batch.settings.clock_skew:
@@ -343,16 +369,23 @@ def classify(tx: Tx, batch: Batch) -> None:
         batch.effects[i] = _effect(batch, i, entry, facts, members, cards)
 
 
-def _effect(batch: Batch, i: int, entry: WireEntry, facts: Facts,
-            members: dict[str, tuple[Any, ...]], cards: dict[str, tuple[Any, ...]]) -> Effect:
+def _effect(
+    batch: Batch,
+    i: int,
+    entry: WireEntry,
+    facts: Facts,
+    members: dict[str, tuple[Any, ...]],
+    cards: dict[str, tuple[Any, ...]],
+) -> Effect:
     if facts.uid_hash:
         _check_card(batch, i, entry, cards.get(facts.uid_hash))
     if facts.member_id is None:
         return Effect.NONE
     member = members.get(facts.member_id)
     if member is None or member[3]:
-        batch.flag(i, Reason.UNKNOWN_MEMBER, member_id=facts.member_id, points=facts.points,
-                   stored_value=facts.stored_value)
+        batch.flag(
+            i, Reason.UNKNOWN_MEMBER, member_id=facts.member_id, points=facts.points, stored_value=facts.stored_value
+        )
         return Effect.UNKNOWN_MEMBER
     if member[1] == "blocked" and _blocked_before(member[2], batch.effective[i]):
         batch.flag(i, Reason.MEMBER_BLOCKED, member_id=facts.member_id, blocked_at=member[2])
@@ -389,11 +422,19 @@ def check_prices(tx: Tx, batch: Batch) -> None:
         return
     documents = batch.documents(tx)
     documents.load([s for i in sales if (s := batch.sale(i)) is not None])
-    found = _lookup(tx, "SELECT coupon_id, body FROM coupons WHERE deleted = 0 AND {cond}", "coupon_id",
-                    {c for i in sales for c in batch.facts[i].coupons})
+    found = _lookup(
+        tx,
+        "SELECT coupon_id, body FROM coupons WHERE deleted = 0 AND {cond}",
+        "coupon_id",
+        {c for i in sales for c in batch.facts[i].coupons},
+    )
     current_coupons = {k: json.loads(v[1]) for k, v in found.items()}
-    tiers = _lookup(tx, "SELECT member_id, tier FROM members WHERE deleted = 0 AND {cond}", "member_id",
-                    {batch.facts[i].member_id or "" for i in sales} - {""})
+    tiers = _lookup(
+        tx,
+        "SELECT member_id, tier FROM members WHERE deleted = 0 AND {cond}",
+        "member_id",
+        {batch.facts[i].member_id or "" for i in sales} - {""},
+    )
     for i in sales:
         sale = batch.sale(i)
         assert sale is not None
@@ -415,8 +456,12 @@ def check_prices(tx: Tx, batch: Batch) -> None:
         elif earned is not None:
             diff["points_earned"] = earned
         if diff and not priced.unknown:  # versions head office never issued: flagged above, not compared
-            batch.flag(i, Reason.PRICE_MISMATCH, figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()},
-                       versions="named" if priced.named else "current")
+            batch.flag(
+                i,
+                Reason.PRICE_MISMATCH,
+                figures={k: {"terminal": a, "head_office": b} for k, (a, b) in diff.items()},
+                versions="named" if priced.named else "current",
+            )
 
 
 LOCAL_TIME_SLACK = 14 * 3600  # a store's wall clock is within 14 hours of UTC, wherever it is
@@ -432,8 +477,10 @@ def _as_head_office_sees(batch: Batch, i: int, sale: SalePayload, tiers: dict[st
         changes["tier"] = str(member[1])
     made = batch.effective[i]
     local = datetime.fromisoformat(sale.local_time).replace(tzinfo=None)
-    if abs((local - made.astimezone(UTC).replace(tzinfo=None)).total_seconds()) > LOCAL_TIME_SLACK \
-            + batch.settings.clock_skew:
+    if (
+        abs((local - made.astimezone(UTC).replace(tzinfo=None)).total_seconds())
+        > LOCAL_TIME_SLACK + batch.settings.clock_skew
+    ):
         chain_time = made.astimezone(ZoneInfo(batch.calendar.timezone)).replace(tzinfo=None)
         changes["local_time"] = chain_time.isoformat(timespec="seconds")
     return sale.model_copy(update=changes) if changes else sale
@@ -445,17 +492,23 @@ def _as_head_office_sees(batch: Batch, i: int, sale: SalePayload, tiers: dict[st
 def check_reversals(tx: Tx, batch: Batch) -> None:
     """A refund or void names a sale head office holds (or an earlier entry of this batch) and gives
     back at most what that sale took, less earlier refunds; to the same member."""
-    wanted = {f.original_txn for i, f in enumerate(batch.facts)
-              if f.original_txn and batch.entries[i].kind in REVERSING_KINDS}
+    wanted = {
+        f.original_txn for i, f in enumerate(batch.facts) if f.original_txn and batch.entries[i].kind in REVERSING_KINDS
+    }
     held = _lookup(tx, SALE_LEFT_SQL + " WHERE s.{cond}", "txn_id", {t for t in wanted if t})
     left = {txn: _sale_left(row) for txn, row in held.items()}
     pricer = _RefundPricer(tx, batch)
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
         if sale is not None:
-            left[entry.txn_id] = policy.SaleLeft(batch.facts[i].member_id, sale.payable, sale.stored_value,
-                                                 sale.points_redeemed, batch.effects[i] in (Effect.APPLIED, Effect.NONE),
-                                                 points_earned=sale.points_earned)
+            left[entry.txn_id] = policy.SaleLeft(
+                batch.facts[i].member_id,
+                sale.payable,
+                sale.stored_value,
+                sale.points_redeemed,
+                batch.effects[i] in (Effect.APPLIED, Effect.NONE),
+                points_earned=sale.points_earned,
+            )
             pricer.sales[entry.txn_id] = sale
             continue
         refund = batch.payloads[i]
@@ -472,9 +525,11 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
             pricer.earlier.setdefault(refund.original_txn, []).append(refund)
 
 
-SALE_LEFT_SQL = ("SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, s.money_back, "
-                 "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed FROM sales s "
-                 "JOIN journal j ON j.txn_id = s.txn_id")
+SALE_LEFT_SQL = (
+    "SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, s.money_back, "
+    "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed FROM sales s "
+    "JOIN journal j ON j.txn_id = s.txn_id"
+)
 
 
 class _RefundPricer:
@@ -504,9 +559,11 @@ class _RefundPricer:
             return None
 
     def _stored_sale(self, txn_id: str) -> SalePayload | None:
-        rows = self.tx.all("SELECT kind, payload FROM journal WHERE txn_id = ? OR (original_txn = ? AND effect IN "
-                           "(?, ?, ?)) ORDER BY terminal_id, seq",
-                           [txn_id, txn_id, Effect.APPLIED.value, Effect.NONE.value, Effect.UNKNOWN_MEMBER.value])
+        rows = self.tx.all(
+            "SELECT kind, payload FROM journal WHERE txn_id = ? OR (original_txn = ? AND effect IN "
+            "(?, ?, ?)) ORDER BY terminal_id, seq",
+            [txn_id, txn_id, Effect.APPLIED.value, Effect.NONE.value, Effect.UNKNOWN_MEMBER.value],
+        )
         sale, earlier = None, []
         for kind, text in rows:
             try:
@@ -532,19 +589,48 @@ class _RefundPricer:
 
 def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
     applied = row[5] in (Effect.APPLIED.value, Effect.NONE.value)  # not held, not waiting for its member
-    return policy.SaleLeft(row[1], int(row[2]), int(row[3]), int(row[4]), applied, int(row[6]), int(row[7]),
-                           int(row[8]), int(row[9]), int(row[10]))
+    return policy.SaleLeft(
+        row[1],
+        int(row[2]),
+        int(row[3]),
+        int(row[4]),
+        applied,
+        int(row[6]),
+        int(row[7]),
+        int(row[8]),
+        int(row[9]),
+        int(row[10]),
+    )
 
 
 def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
-    return policy.SaleLeft(left.member_id, left.payable, left.stored_value, left.points_redeemed, left.applied,
-                           left.money_back + refund.money_back, left.stored_value_back + refund.stored_value_delta,
-                           left.points_restored + refund.points_restored, left.points_earned,
-                           left.points_clawed + refund.points_clawed)
+    return policy.SaleLeft(
+        left.member_id,
+        left.payable,
+        left.stored_value,
+        left.points_redeemed,
+        left.applied,
+        left.money_back + refund.money_back,
+        left.stored_value_back + refund.stored_value_delta,
+        left.points_restored + refund.points_restored,
+        left.points_earned,
+        left.points_clawed + refund.points_clawed,
+    )
 
 
-SALE_COLUMNS = ("txn_id", "terminal_id", "member_id", "payable", "stored_value", "points_redeemed", "money_back",
-                "stored_value_back", "points_restored", "points_earned", "points_clawed")
+SALE_COLUMNS = (
+    "txn_id",
+    "terminal_id",
+    "member_id",
+    "payable",
+    "stored_value",
+    "points_redeemed",
+    "money_back",
+    "stored_value_back",
+    "points_restored",
+    "points_earned",
+    "points_clawed",
+)
 
 
 def record_sales(tx: Tx, batch: Batch) -> None:
@@ -553,8 +639,21 @@ def record_sales(tx: Tx, batch: Batch) -> None:
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
         if sale is not None:
-            rows.append((entry.txn_id, entry.terminal_id, batch.facts[i].member_id, sale.payable, sale.stored_value,
-                         sale.points_redeemed, 0, 0, 0, sale.points_earned, 0))
+            rows.append(
+                (
+                    entry.txn_id,
+                    entry.terminal_id,
+                    batch.facts[i].member_id,
+                    sale.payable,
+                    sale.stored_value,
+                    sale.points_redeemed,
+                    0,
+                    0,
+                    0,
+                    sale.points_earned,
+                    0,
+                )
+            )
     tx.insert_rows("sales", SALE_COLUMNS, rows)
     for i, refund in enumerate(batch.payloads):
         if isinstance(refund, RefundPayload) and batch.effects[i] not in NOT_APPLIED:
@@ -568,46 +667,72 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
     if not sales:
         return
     cond, params = tx.in_list("original_txn", sales)
-    rows = tx.all(f"SELECT txn_id, kind, payload, member_id, points, stored_value FROM journal WHERE {cond} "
-                  f"AND effect = ? ORDER BY terminal_id, seq", [*params, Effect.QUARANTINED.value])
+    rows = tx.all(
+        f"SELECT txn_id, kind, payload, member_id, points, stored_value FROM journal WHERE {cond} "
+        f"AND effect = ? ORDER BY terminal_id, seq",
+        [*params, Effect.QUARANTINED.value],
+    )
     for txn_id, kind, payload_text, member_id, points, value in rows:
-        holds = {str(r[0]) for r in tx.all("SELECT reason FROM recon_items WHERE txn_id = ? AND quarantine = 1 "
-                                           "AND state = 'open'", [txn_id])}
+        holds = {
+            str(r[0])
+            for r in tx.all(
+                "SELECT reason FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND state = 'open'", [txn_id]
+            )
+        }
         refund = parse_payload(str(kind), json.loads(str(payload_text)))
         if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
         left = _sale_left(tuple(row)) if row is not None else None
-        if left is None or policy.check_reversal(left, refund, member_id) is not None or policy.check_clawback(
-                left, refund, isinstance(refund, VoidPayload), _RefundPricer(tx, batch).claw(refund)) is not None:
+        if (
+            left is None
+            or policy.check_reversal(left, refund, member_id) is not None
+            or policy.check_clawback(
+                left, refund, isinstance(refund, VoidPayload), _RefundPricer(tx, batch).claw(refund)
+            )
+            is not None
+        ):
             continue
         _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
 
 
-def _apply_released(tx: Tx, batch: Batch, txn_id: str, refund: RefundPayload, member_id: str | None,
-                    points: int, value: int) -> None:
+def _apply_released(
+    tx: Tx, batch: Batch, txn_id: str, refund: RefundPayload, member_id: str | None, points: int, value: int
+) -> None:
     effect, coupons = apply_held(tx, txn_id, refund, member_id, points, value)
     if effect is Effect.APPLIED and member_id:
         batch.touched_members.add(member_id)
     batch.touched_coupons.update(coupons)
-    tx.run("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE txn_id = ? "
-           "AND quarantine = 1 AND state = 'open'",
-           [batch.received_at, HQ_ACTOR, "its sale arrived later; checked against it and applied", txn_id])
+    tx.run(
+        "UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE txn_id = ? "
+        "AND quarantine = 1 AND state = 'open'",
+        [batch.received_at, HQ_ACTOR, "its sale arrived later; checked against it and applied", txn_id],
+    )
 
 
-def apply_held(tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, points: int,
-               value: int) -> tuple[Effect, list[str]]:
+def apply_held(
+    tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, points: int, value: int
+) -> tuple[Effect, list[str]]:
     """Apply an entry held until now (released by an administrator, or a refund whose sale arrived): its
     balances go to its member (or wait for the member, like any entry naming one head office does not know
     yet); a refund counts against its sale and gives its coupons back. Returns its effect and the coupons
     whose counts changed (the caller moves their versions, and the member's)."""
-    known = member_id is not None and tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0",
-                                             [member_id]) is not None
-    effect = Effect.APPLIED if known and (points or value) else Effect.UNKNOWN_MEMBER if member_id and not known \
+    known = (
+        member_id is not None
+        and tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is not None
+    )
+    effect = (
+        Effect.APPLIED
+        if known and (points or value)
+        else Effect.UNKNOWN_MEMBER
+        if member_id and not known
         else Effect.NONE
+    )
     if effect is Effect.APPLIED:
-        tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
-               [points, value, member_id])
+        tx.run(
+            "UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+            [points, value, member_id],
+        )
     coupons: list[str] = []
     if isinstance(payload, RefundPayload):
         add_reversal(tx, payload)
@@ -620,34 +745,61 @@ def apply_held(tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, 
 def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
     """Entries stored for this member before head office knew it are applied now (a member registered by
     an administrator, or enrolled by a till, later), and their unknown_member items settle automatically."""
-    rows = tx.all("SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
-                  [member_id, Effect.UNKNOWN_MEMBER.value])
+    rows = tx.all(
+        "SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
+        [member_id, Effect.UNKNOWN_MEMBER.value],
+    )
     if not rows:
         return
     points, value = sum(int(r[1]) for r in rows), sum(int(r[2]) for r in rows)
-    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
-           [points, value, member_id])
-    tx.run("UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
-           [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value])
+    tx.run(
+        "UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+        [points, value, member_id],
+    )
+    tx.run(
+        "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
+        [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
+    )
     cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
-    tx.run(f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
-           f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
-           [now, HQ_ACTOR, "member registered at head office later; entry applied", *params])
+    tx.run(
+        f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
+        f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
+        [now, HQ_ACTOR, "member registered at head office later; entry applied", *params],
+    )
 
 
 def backfill_sales(tx: Tx) -> None:
     """After the migration that added ``sales``: what each sale held already took and gave back."""
-    for txn_id, terminal_id, member_id, payload_text, effect in tx.all(
-            "SELECT txn_id, terminal_id, member_id, payload, effect FROM journal WHERE kind = 'sale' ORDER BY seq"):
+    for txn_id, terminal_id, member_id, payload_text, _effect in tx.all(
+        "SELECT txn_id, terminal_id, member_id, payload, effect FROM journal WHERE kind = 'sale' ORDER BY seq"
+    ):
         try:
             sale = parse_payload("sale", json.loads(str(payload_text)))
         except (PayloadError, ValueError):
             continue
         assert isinstance(sale, SalePayload)
-        tx.insert_rows("sales", SALE_COLUMNS, [(txn_id, terminal_id, member_id, sale.payable, sale.stored_value,
-                                                sale.points_redeemed, 0, 0, 0, sale.points_earned, 0)])
+        tx.insert_rows(
+            "sales",
+            SALE_COLUMNS,
+            [
+                (
+                    txn_id,
+                    terminal_id,
+                    member_id,
+                    sale.payable,
+                    sale.stored_value,
+                    sale.points_redeemed,
+                    0,
+                    0,
+                    0,
+                    sale.points_earned,
+                    0,
+                )
+            ],
+        )
     for txn_id, kind, payload_text, effect in tx.all(
-            "SELECT txn_id, kind, payload, effect FROM journal WHERE kind IN ('refund', 'void') ORDER BY seq"):
+        "SELECT txn_id, kind, payload, effect FROM journal WHERE kind IN ('refund', 'void') ORDER BY seq"
+    ):
         try:
             refund = parse_payload(str(kind), json.loads(str(payload_text)))
         except (PayloadError, ValueError):
@@ -659,10 +811,17 @@ def backfill_sales(tx: Tx) -> None:
 
 
 def add_reversal(tx: Tx, refund: RefundPayload) -> None:
-    tx.run("UPDATE sales SET money_back = money_back + ?, stored_value_back = stored_value_back + ?, "
-           "points_restored = points_restored + ?, points_clawed = points_clawed + ? WHERE txn_id = ?",
-           [refund.money_back, refund.stored_value_delta, refund.points_restored, refund.points_clawed,
-            refund.original_txn])
+    tx.run(
+        "UPDATE sales SET money_back = money_back + ?, stored_value_back = stored_value_back + ?, "
+        "points_restored = points_restored + ?, points_clawed = points_clawed + ? WHERE txn_id = ?",
+        [
+            refund.money_back,
+            refund.stored_value_delta,
+            refund.points_restored,
+            refund.points_clawed,
+            refund.original_txn,
+        ],
+    )
 
 
 # -- proofs: what authorised each spend ------------------------------------------------------------------
@@ -685,8 +844,9 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
         if sale.spends and sale.proof is Proof.PAYMENT_CODE:
             batch.proofs[i] = ProofLevel.PAYMENT_CODE
             device = _device(tx, sale)
-            breach = policy.check_payment_code(sale, batch.effective[i], device) or _code_amount(tx, batch, i, sale,
-                                                                                                  device)
+            breach = policy.check_payment_code(sale, batch.effective[i], device) or _code_amount(
+                tx, batch, i, sale, device
+            )
             if breach is not None:
                 batch.quarantine(i, breach)
         elif sale.spends and sale.proof is Proof.POS:
@@ -703,50 +863,78 @@ def _code_amount(tx: Tx, batch: Batch, i: int, sale: SalePayload, device: policy
     row = tx.one("SELECT terminal_id, member_id, amount FROM payment_confirms WHERE code_id = ?", [sale.code_id])
     if row is not None:
         if (str(row[0]), str(row[1])) != (batch.terminal_id, sale.member_id) or sale.stored_value > int(row[2]):
-            return Breach(Reason.PAYMENT_EXCEEDS_CONFIRMED, sale.code_id or "", {
-                "confirmed": int(row[2]), "paid": sale.stored_value, "confirmed_terminal": str(row[0])})
+            return Breach(
+                Reason.PAYMENT_EXCEEDS_CONFIRMED,
+                sale.code_id or "",
+                {"confirmed": int(row[2]), "paid": sale.stored_value, "confirmed_terminal": str(row[0])},
+            )
         return None
     cert = str((device.cert_doc or {}).get("cert_id", ""))
     batch.devices[i] = cert
     cap = int((device.cert_doc or {}).get("offline_cap", 0))
-    held = tx.one("SELECT COALESCE(SUM(-stored_value), 0) FROM journal WHERE device = ? AND terminal_id = ? "
-                  "AND day = ? AND effect NOT IN (?, ?, ?)",
-                  [cert, batch.terminal_id, batch.days[i], *sorted(e.value for e in NOT_APPLIED)])
-    spent = (int(held[0]) if held else 0) + sum(-batch.facts[j].stored_value for j in range(i)
-                                                if batch.devices[j] == cert and batch.days[j] == batch.days[i]
-                                                and batch.effects[j] not in NOT_APPLIED)
-    late = batch.last_pull is not None and (
-        batch.effective[i] - batch.last_pull).total_seconds() > batch.settings.max_offline + batch.settings.clock_skew
+    held = tx.one(
+        "SELECT COALESCE(SUM(-stored_value), 0) FROM journal WHERE device = ? AND terminal_id = ? "
+        "AND day = ? AND effect NOT IN (?, ?, ?)",
+        [cert, batch.terminal_id, batch.days[i], *sorted(e.value for e in NOT_APPLIED)],
+    )
+    spent = (int(held[0]) if held else 0) + sum(
+        -batch.facts[j].stored_value
+        for j in range(i)
+        if batch.devices[j] == cert and batch.days[j] == batch.days[i] and batch.effects[j] not in NOT_APPLIED
+    )
+    late = (
+        batch.last_pull is not None
+        and (batch.effective[i] - batch.last_pull).total_seconds()
+        > batch.settings.max_offline + batch.settings.clock_skew
+    )
     if spent + sale.stored_value <= cap and not late:
         return None
-    return Breach(Reason.OFFLINE_CAP_EXCEEDED, cert, {
-        "cert_id": cert, "offline_cap": cap, "paid_offline_that_day": spent + sale.stored_value,
-        "hours_after_last_pull": round((batch.effective[i] - batch.last_pull).total_seconds() / 3600, 1)
-        if batch.last_pull else None})
+    return Breach(
+        Reason.OFFLINE_CAP_EXCEEDED,
+        cert,
+        {
+            "cert_id": cert,
+            "offline_cap": cap,
+            "paid_offline_that_day": spent + sale.stored_value,
+            "hours_after_last_pull": round((batch.effective[i] - batch.last_pull).total_seconds() / 3600, 1)
+            if batch.last_pull
+            else None,
+        },
+    )
 
 
 def _device(tx: Tx, sale: SalePayload) -> policy.DeviceFacts:
     cert_id = (sale.code_id or "").partition(":")[0]
     row = tx.one("SELECT body FROM device_certs WHERE cert_id = ? AND deleted = 0", [cert_id])
     revoked = tx.one("SELECT body FROM revocations WHERE revocation_id = ? AND deleted = 0", [f"device:{cert_id}"])
-    return policy.DeviceFacts(json.loads(row[0]) if row else None,
-                              str(json.loads(revoked[0]).get("revoked_at")) if revoked else None)
+    return policy.DeviceFacts(
+        json.loads(row[0]) if row else None, str(json.loads(revoked[0]).get("revoked_at")) if revoked else None
+    )
 
 
 def _check_taps(tx: Tx, batch: Batch) -> None:
     taps = [(i, sale) for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None and sale.tap]
-    cards = _lookup(tx, "SELECT uid_hash, member_id, secure FROM cards WHERE deleted = 0 AND {cond}", "uid_hash",
-                    {sale.tap.uid_hash for _, sale in taps if sale.tap})
+    cards = _lookup(
+        tx,
+        "SELECT uid_hash, member_id, secure FROM cards WHERE deleted = 0 AND {cond}",
+        "uid_hash",
+        {sale.tap.uid_hash for _, sale in taps if sale.tap},
+    )
     for i, sale in taps:
         assert sale.tap is not None
         pays = sale.spends and sale.proof is Proof.CARD
         card = cards.get(sale.tap.uid_hash)
         if pays and batch.effects[i] not in NOT_APPLIED:
-            level, breach = policy.check_card_tap(sale.tap, card[1] if card else None, sale.member_id,
-                                                  batch.settings.card_keys, card[2] if card else None)
+            level, breach = policy.check_card_tap(
+                sale.tap, card[1] if card else None, sale.member_id, batch.settings.card_keys, card[2] if card else None
+            )
             batch.proofs[i] = level
-            breach = breach or policy.check_attested(level, _attested_today(tx, batch, i), sale, (
-                batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day))
+            breach = breach or policy.check_attested(
+                level,
+                _attested_today(tx, batch, i),
+                sale,
+                (batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day),
+            )
             if breach is not None:
                 batch.quarantine(i, breach)
             elif level is ProofLevel.VERIFIED_CARD and card is not None and card[2] != "sun":
@@ -767,10 +955,11 @@ def _day_start(batch: Batch) -> str:
 def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
     """Stored value and points this terminal took on attested card proofs in the entries head office
     received today (its own clock: a till's times cannot spread them over other days)."""
-    row = tx.one("SELECT COALESCE(SUM(-stored_value), 0), COALESCE(SUM(points_spent), 0) FROM journal "
-                 "WHERE terminal_id = ? AND received_at >= ? AND proof = ? AND effect NOT IN (?, ?, ?)",
-                 [batch.terminal_id, _day_start(batch), ProofLevel.ATTESTED_CARD.value,
-                  *sorted(e.value for e in NOT_APPLIED)])
+    row = tx.one(
+        "SELECT COALESCE(SUM(-stored_value), 0), COALESCE(SUM(points_spent), 0) FROM journal "
+        "WHERE terminal_id = ? AND received_at >= ? AND proof = ? AND effect NOT IN (?, ?, ?)",
+        [batch.terminal_id, _day_start(batch), ProofLevel.ATTESTED_CARD.value, *sorted(e.value for e in NOT_APPLIED)],
+    )
     value, points = (int(row[0]), int(row[1])) if row else (0, 0)
     for j in range(i):
         if batch.proofs[j] is ProofLevel.ATTESTED_CARD and batch.effects[j] not in NOT_APPLIED:
@@ -784,21 +973,33 @@ def _use_counter(tx: Tx, batch: Batch, i: int, sale: SalePayload, pays: bool) ->
     entry, tap = batch.entries[i], sale.tap
     stored = tx.many_returning(
         "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id", [(tap.uid_hash, tap.counter, entry.terminal_id,
-                                                                        entry.txn_id)])
+        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
+        [(tap.uid_hash, tap.counter, entry.terminal_id, entry.txn_id)],
+    )
     if stored[0] is None:
-        first = tx.one("SELECT terminal_id, txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?",
-                       [tap.uid_hash, tap.counter])
+        first = tx.one(
+            "SELECT terminal_id, txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?", [tap.uid_hash, tap.counter]
+        )
         if first is not None and first[1] != entry.txn_id:
-            breach = Breach(Reason.CARD_REPLAYED, f"{tap.uid_hash[:16]}:{tap.counter}", {
-                "uid_hash": tap.uid_hash, "counter": tap.counter, "first_terminal": first[0], "first_txn": first[1],
-                "paid": pays})
+            breach = Breach(
+                Reason.CARD_REPLAYED,
+                f"{tap.uid_hash[:16]}:{tap.counter}",
+                {
+                    "uid_hash": tap.uid_hash,
+                    "counter": tap.counter,
+                    "first_terminal": first[0],
+                    "first_txn": first[1],
+                    "paid": pays,
+                },
+            )
             if pays and batch.effects[i] not in NOT_APPLIED:
                 batch.quarantine(i, breach)
             else:
                 batch.flag(i, breach.reason, breach.subject, **breach.detail)
-    if tx.run("UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
-              [tap.counter, tap.uid_hash, tap.counter]):
+    if tx.run(
+        "UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
+        [tap.counter, tap.uid_hash, tap.counter],
+    ):
         batch.touched_cards.add(tap.uid_hash)
 
 
@@ -809,24 +1010,50 @@ def check_payment_codes(tx: Tx, batch: Batch) -> None:
     rows = [(code, batch.terminal_id, batch.entries[i].seq, batch.entries[i].txn_id) for code, i in uses]
     stored = tx.many_returning(
         "INSERT INTO payment_codes (code_id, terminal_id, seq, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (code_id) DO NOTHING RETURNING code_id", rows,
+        "ON CONFLICT (code_id) DO NOTHING RETURNING code_id",
+        rows,
     )
     replays = [(code, i) for (code, i), row in zip(uses, stored, strict=True) if row is None]
-    first = _lookup(tx, "SELECT code_id, terminal_id, seq, txn_id FROM payment_codes WHERE {cond}", "code_id",
-                    {code for code, _ in replays})
+    first = _lookup(
+        tx,
+        "SELECT code_id, terminal_id, seq, txn_id FROM payment_codes WHERE {cond}",
+        "code_id",
+        {code for code, _ in replays},
+    )
     for code, i in replays:
         held = first[code]
-        breach = Breach(Reason.PAYMENT_CODE_REPLAYED, code, {"code_id": code, "first_terminal": held[1],
-                                                             "first_seq": held[2], "first_txn": held[3]})
+        breach = Breach(
+            Reason.PAYMENT_CODE_REPLAYED,
+            code,
+            {"code_id": code, "first_terminal": held[1], "first_seq": held[2], "first_txn": held[3]},
+        )
         if batch.effects[i] in NOT_APPLIED:
             batch.flag(i, breach.reason, breach.subject, **breach.detail)
         else:
             batch.quarantine(i, breach)
 
 
-JOURNAL_COLUMNS = ("terminal_id", "seq", "txn_id", "kind", "payload", "created_at", "received_at", "effect", "member_id",
-                   "store_id", "day", "total", "points", "stored_value", "original_txn", "proof", "points_spent",
-                   "device", "made_at")
+JOURNAL_COLUMNS = (
+    "terminal_id",
+    "seq",
+    "txn_id",
+    "kind",
+    "payload",
+    "created_at",
+    "received_at",
+    "effect",
+    "member_id",
+    "store_id",
+    "day",
+    "total",
+    "points",
+    "stored_value",
+    "original_txn",
+    "proof",
+    "points_spent",
+    "device",
+    "made_at",
+)
 
 
 def _utc_text(moment: datetime) -> str:
@@ -839,12 +1066,32 @@ def _utc_text(moment: datetime) -> str:
 
 def store_journal(tx: Tx, batch: Batch) -> None:
     rows = []
-    for i, (e, f, effect, day, proof) in enumerate(zip(batch.entries, batch.facts, batch.effects, batch.days,
-                                                       batch.proofs, strict=True)):
-        rows.append((e.terminal_id, e.seq, e.txn_id, e.kind, payload_json(e.payload), e.created_at,
-                     batch.received_at, effect.value, f.member_id, batch.store_id, day, f.total, f.points,
-                     f.stored_value, f.original_txn, proof.value if proof else None, f.spent_points,
-                     batch.devices[i], _utc_text(batch.effective[i])))
+    for i, (e, f, effect, day, proof) in enumerate(
+        zip(batch.entries, batch.facts, batch.effects, batch.days, batch.proofs, strict=True)
+    ):
+        rows.append(
+            (
+                e.terminal_id,
+                e.seq,
+                e.txn_id,
+                e.kind,
+                payload_json(e.payload),
+                e.created_at,
+                batch.received_at,
+                effect.value,
+                f.member_id,
+                batch.store_id,
+                day,
+                f.total,
+                f.points,
+                f.stored_value,
+                f.original_txn,
+                proof.value if proof else None,
+                f.spent_points,
+                batch.devices[i],
+                _utc_text(batch.effective[i]),
+            )
+        )
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
 
 
@@ -854,10 +1101,13 @@ def apply_balances(tx: Tx, batch: Batch) -> None:
     for i, (facts, effect) in enumerate(zip(batch.facts, batch.effects, strict=True)):
         if effect is Effect.APPLIED and facts.member_id:
             per_member[facts.member_id].append(i)
-    sums = {m: (sum(batch.facts[i].points for i in idx), sum(batch.facts[i].stored_value for i in idx))
-            for m, idx in per_member.items()}
-    ends = tx.add_returning("members", "member_id", ("points", "stored_value"),
-                            [(m, p, v) for m, (p, v) in sums.items()])
+    sums = {
+        m: (sum(batch.facts[i].points for i in idx), sum(batch.facts[i].stored_value for i in idx))
+        for m, idx in per_member.items()
+    }
+    ends = tx.add_returning(
+        "members", "member_id", ("points", "stored_value"), [(m, p, v) for m, (p, v) in sums.items()]
+    )
     for member_id in sorted(per_member):
         end = ends[member_id]
         points_sum, value_sum = sums[member_id]
@@ -911,18 +1161,24 @@ def _limits(body_json: str) -> dict[str, int]:
     return {k: v for k, v in limits.items() if k in ("global", "per_member") and type(v) is int}
 
 
-def _count(tx: Tx, batch: Batch, uses: list[tuple[str, int]], limits: dict[str, dict[str, int]], *, per_member: bool) -> None:
+def _count(
+    tx: Tx, batch: Batch, uses: list[tuple[str, int]], limits: dict[str, dict[str, int]], *, per_member: bool
+) -> None:
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for c, i in uses:
         groups[(c, batch.facts[i].member_id or "") if per_member else (c, "")].append(i)
     keys = sorted(groups)
     if per_member:
-        sql = ("INSERT INTO coupon_member_uses (coupon_id, member_id, uses) VALUES (?, ?, ?) ON CONFLICT (coupon_id, "
-               "member_id) DO UPDATE SET uses = coupon_member_uses.uses + excluded.uses RETURNING uses")
+        sql = (
+            "INSERT INTO coupon_member_uses (coupon_id, member_id, uses) VALUES (?, ?, ?) ON CONFLICT (coupon_id, "
+            "member_id) DO UPDATE SET uses = coupon_member_uses.uses + excluded.uses RETURNING uses"
+        )
         ends = tx.many_returning(sql, [(c, m, len(groups[(c, m)])) for c, m in keys])
     else:
-        ends = tx.many_returning("UPDATE coupons SET uses = uses + ? WHERE coupon_id = ? RETURNING uses",
-                                 [(len(groups[k]), k[0]) for k in keys])
+        ends = tx.many_returning(
+            "UPDATE coupons SET uses = uses + ? WHERE coupon_id = ? RETURNING uses",
+            [(len(groups[k]), k[0]) for k in keys],
+        )
         batch.touched_coupons.update(c for c, _ in keys)
     limit_name = "per_member" if per_member else "global"
     for (coupon, member), end in zip(keys, ends, strict=True):
@@ -932,8 +1188,16 @@ def _count(tx: Tx, batch: Batch, uses: list[tuple[str, int]], limits: dict[str, 
         for i in groups[(coupon, member)]:
             count += 1
             if limit is not None and count > limit:
-                batch.flag(i, Reason.COUPON_OVERUSED, f"{coupon}:{limit_name}", coupon_id=coupon, limit=limit_name,
-                           allowed=limit, use_number=count, member_id=batch.facts[i].member_id)
+                batch.flag(
+                    i,
+                    Reason.COUPON_OVERUSED,
+                    f"{coupon}:{limit_name}",
+                    coupon_id=coupon,
+                    limit=limit_name,
+                    allowed=limit,
+                    use_number=count,
+                    member_id=batch.facts[i].member_id,
+                )
 
 
 def reverse(tx: Tx, batch: Batch) -> None:
@@ -946,9 +1210,11 @@ def reverse(tx: Tx, batch: Batch) -> None:
         if entry.kind != "void":
             continue
         note = f"reversed by {entry.kind} {entry.txn_id} (seq {entry.seq})"
-        tx.run("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
-               "WHERE txn_id = ? AND state = 'open' AND quarantine = 0",
-               (batch.received_at, HQ_ACTOR, note, facts.original_txn))
+        tx.run(
+            "UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
+            "WHERE txn_id = ? AND state = 'open' AND quarantine = 0",
+            (batch.received_at, HQ_ACTOR, note, facts.original_txn),
+        )
         for item in batch.items:
             if item.txn_id == facts.original_txn and item.state == "open" and not item.quarantined:
                 item.state, item.note = "settled_auto", note
@@ -956,16 +1222,20 @@ def reverse(tx: Tx, batch: Batch) -> None:
 
 def _release_coupons(tx: Tx, original_txn: str, only: tuple[str, ...] | None) -> list[str]:
     """Give back the coupon uses of ``original_txn`` (all, or ``only`` those); the coupons released."""
-    rows = tx.all("SELECT coupon_id, member_id FROM coupon_uses WHERE txn_id = ? AND released = 0 ORDER BY coupon_id",
-                  [original_txn])
+    rows = tx.all(
+        "SELECT coupon_id, member_id FROM coupon_uses WHERE txn_id = ? AND released = 0 ORDER BY coupon_id",
+        [original_txn],
+    )
     released = []
     for coupon_id, member_id in rows:
         if only is not None and coupon_id not in only:
             continue
         tx.run("UPDATE coupons SET uses = uses - 1 WHERE coupon_id = ?", [coupon_id])
         if member_id:
-            tx.run("UPDATE coupon_member_uses SET uses = uses - 1 WHERE coupon_id = ? AND member_id = ?",
-                   [coupon_id, member_id])
+            tx.run(
+                "UPDATE coupon_member_uses SET uses = uses - 1 WHERE coupon_id = ? AND member_id = ?",
+                [coupon_id, member_id],
+            )
         released.append(str(coupon_id))
         tx.run("UPDATE coupon_uses SET released = 1 WHERE txn_id = ? AND coupon_id = ?", [original_txn, coupon_id])
     return released
@@ -973,15 +1243,30 @@ def _release_coupons(tx: Tx, original_txn: str, only: tuple[str, ...] | None) ->
 
 def save_items(tx: Tx, store_id: str, terminal_id: str, items: list[Item], now: str) -> int:
     """Insert reconciliation items; an item id already held is kept as it is. Returns how many are new."""
-    rows = [(it.item_id, store_id, terminal_id, it.day, it.seq, it.txn_id, it.reason.value,
-             json.dumps(it.detail, sort_keys=True), it.state, now,
-             now if it.state != "open" else None, HQ_ACTOR if it.state != "open" else None, it.note,
-             int(it.quarantined))
-            for it in items]
+    rows = [
+        (
+            it.item_id,
+            store_id,
+            terminal_id,
+            it.day,
+            it.seq,
+            it.txn_id,
+            it.reason.value,
+            json.dumps(it.detail, sort_keys=True),
+            it.state,
+            now,
+            now if it.state != "open" else None,
+            HQ_ACTOR if it.state != "open" else None,
+            it.note,
+            int(it.quarantined),
+        )
+        for it in items
+    ]
     added = tx.many_returning(
         "INSERT INTO recon_items (item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, "
         "settled_at, settled_by, note, quarantine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (item_id) DO NOTHING RETURNING item_id", rows,
+        "ON CONFLICT (item_id) DO NOTHING RETURNING item_id",
+        rows,
     )
     return sum(row is not None for row in added)
 
@@ -1004,10 +1289,12 @@ def bump_versions(tx: Tx, table: str, key: str, ids: Iterable[str]) -> None:
 
 def advance(tx: Tx, terminal_id: str, watermark: int) -> tuple[int, list[tuple[int, int]]]:
     """Move the terminal's watermark over every seq held, or reported lost by the till."""
-    seqs = {int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ?",
-                                       [terminal_id, watermark])}
-    for first, last in tx.all("SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? AND last_seq > ?",
-                              [terminal_id, watermark]):
+    seqs = {
+        int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ?", [terminal_id, watermark])
+    }
+    for first, last in tx.all(
+        "SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? AND last_seq > ?", [terminal_id, watermark]
+    ):
         seqs.update(range(max(int(first), watermark + 1), int(last) + 1))
     acked, gaps = contiguous(watermark, sorted(seqs))
     if acked != watermark:
@@ -1022,16 +1309,23 @@ def journal_state(tx: Tx, terminal_id: str) -> tuple[int, int, list[tuple[int, i
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
     acked = int(held[0])
     top = tx.one("SELECT COALESCE(MAX(seq), 0) FROM journal WHERE terminal_id = ?", [terminal_id])
-    lost = [(int(a), int(b)) for a, b in tx.all(
-        "SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? ORDER BY first_seq", [terminal_id])]
+    lost = [
+        (int(a), int(b))
+        for a, b in tx.all(
+            "SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = ? ORDER BY first_seq", [terminal_id]
+        )
+    ]
     highest = max([int(top[0]) if top else 0, *(b for _, b in lost), acked])
-    seqs = [int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ? ORDER BY seq",
-                                      [terminal_id, acked])]
+    seqs = [
+        int(r[0])
+        for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq > ? ORDER BY seq", [terminal_id, acked])
+    ]
     return acked, highest, contiguous(acked, seqs)[1][:MAX_GAPS], lost
 
 
-def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason: str, now: str,
-                settings: Settings) -> None:
+def report_lost(
+    tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason: str, now: str, settings: Settings
+) -> None:
     """A till says it can never send these seqs (its journal was damaged): head office keeps the report,
     opens one ``journal_lost`` item, and counts them as held, so the terminal's watermark moves on."""
     held = tx.one(f"SELECT store_id FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id])
@@ -1043,17 +1337,29 @@ def report_lost(tx: Tx, terminal_id: str, ranges: list[tuple[int, int]], reason:
     if sum(last - first + 1 for first, last in ranges) > MAX_LOST:
         raise ValueError(f"a report names at most {MAX_LOST} seqs")
     for first, last in sorted(ranges):
-        have = {int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = ? AND seq BETWEEN ? AND ?",
-                                          [terminal_id, first, last])}
+        have = {
+            int(r[0])
+            for r in tx.all(
+                "SELECT seq FROM journal WHERE terminal_id = ? AND seq BETWEEN ? AND ?", [terminal_id, first, last]
+            )
+        }
         for a, b in seq_ranges([s for s in range(first, last + 1) if s not in have]):
-            tx.run("INSERT INTO journal_lost (terminal_id, first_seq, last_seq, reason, reported_at) "
-                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, first_seq) DO NOTHING",
-                   [terminal_id, a, b, reason, now])
+            tx.run(
+                "INSERT INTO journal_lost (terminal_id, first_seq, last_seq, reason, reported_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (terminal_id, first_seq) DO NOTHING",
+                [terminal_id, a, b, reason, now],
+            )
             kept.append((a, b))
     if kept:
         day = store_calendar(tx, str(held[0]), settings).of(parse_time(now) or datetime.now(UTC))
-        item = Item(f"lost:{terminal_id}:{kept[0][0]}-{kept[-1][1]}", kept[0][0], None, day, Reason.JOURNAL_LOST,
-                    {"ranges": [list(r) for r in kept], "entries": sum(b - a + 1 for a, b in kept), "reason": reason})
+        item = Item(
+            f"lost:{terminal_id}:{kept[0][0]}-{kept[-1][1]}",
+            kept[0][0],
+            None,
+            day,
+            Reason.JOURNAL_LOST,
+            {"ranges": [list(r) for r in kept], "entries": sum(b - a + 1 for a, b in kept), "reason": reason},
+        )
         save_items(tx, str(held[0]), terminal_id, [item], now)
     watermark = tx.one("SELECT acked_seq FROM terminals WHERE terminal_id = ?", [terminal_id])
     advance(tx, terminal_id, int(watermark[0]) if watermark else 0)
@@ -1080,32 +1386,49 @@ def measure_clock(clock: str | None, received_at: str) -> float | None:
         return None
 
 
-def clock_item(terminal_id: str, offset: float | None, received_at: str, settings: Settings,
-               calendar: businessday.BusinessDay) -> Item | None:
+def clock_item(
+    terminal_id: str, offset: float | None, received_at: str, settings: Settings, calendar: businessday.BusinessDay
+) -> Item | None:
     """One item per terminal and business day whose clock was found beyond the allowed skew."""
     ours = parse_time(received_at)
     if offset is None or ours is None or abs(offset) <= settings.clock_skew:
         return None
     clock = (ours + timedelta(seconds=offset)).isoformat() if abs(offset) < 1e9 else None
     day = calendar.of(ours)
-    item = Item(f"clock:{terminal_id}:{day}", None, None, day, Reason.CLOCK_SKEW,
-                {"offset_seconds": offset, "allowed_seconds": settings.clock_skew, "terminal_clock": clock})
+    item = Item(
+        f"clock:{terminal_id}:{day}",
+        None,
+        None,
+        day,
+        Reason.CLOCK_SKEW,
+        {"offset_seconds": offset, "allowed_seconds": settings.clock_skew, "terminal_clock": clock},
+    )
     return item
 
 
-def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str,
-           clock: str | None = None) -> PushResponse:
+def ingest(
+    tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None = None
+) -> PushResponse:
     """Store a batch of one terminal's journal and apply each new entry once (one transaction)."""
-    held = tx.one(f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}",
-                  [terminal_id])
+    held = tx.one(
+        f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id]
+    )
     if held is None:
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
     offset = measure_clock(clock, received_at)
     calendar = store_calendar(tx, store_id, settings)
-    batch = Batch(terminal_id, store_id, received_at, settings, fresh, last_pull=parse_time(str(held[2] or "")),
-                  offset=offset, calendar=calendar)
+    batch = Batch(
+        terminal_id,
+        store_id,
+        received_at,
+        settings,
+        fresh,
+        last_pull=parse_time(str(held[2] or "")),
+        offset=offset,
+        calendar=calendar,
+    )
     from sync.hq import members  # enrolments, merges and erasures (imports this module)
 
     read_payloads(batch)
@@ -1127,6 +1450,8 @@ def ingest(tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry
     bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
     bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
     acked, gaps = advance(tx, terminal_id, watermark)
-    tx.run("UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
-           [received_at, offset, terminal_id])
+    tx.run(
+        "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
+        [received_at, offset, terminal_id],
+    )
     return PushResponse(acked_seq=acked, stored=len(fresh), duplicates=duplicates, gaps=gaps, flagged=flagged)

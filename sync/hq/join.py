@@ -26,7 +26,7 @@ from sync.protocol import ErrorCode
 
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                               "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -49,8 +49,13 @@ class ClaimOut(BaseModel):
 
 
 def register(app: FastAPI, store: HqStore) -> None:
-    claim_errors = _errors(ErrorCode.CLAIM_FORGED, ErrorCode.CLAIM_EXPIRED, ErrorCode.CLAIM_USED,
-                           ErrorCode.CLAIM_UNKNOWN_SALE, ErrorCode.CONSENT_REQUIRED)
+    claim_errors = _errors(
+        ErrorCode.CLAIM_FORGED,
+        ErrorCode.CLAIM_EXPIRED,
+        ErrorCode.CLAIM_USED,
+        ErrorCode.CLAIM_UNKNOWN_SALE,
+        ErrorCode.CONSENT_REQUIRED,
+    )
 
     @app.get("/join", include_in_schema=False)
     def join_page() -> HTMLResponse:
@@ -64,21 +69,29 @@ def register(app: FastAPI, store: HqStore) -> None:
     def claim(body: ClaimIn) -> ClaimOut:
         name = " ".join(body.display_name.split())
         try:
-            got = store.db.transact(lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC)))
+            got = store.db.transact(
+                lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC))
+            )
         except members.ClaimRefused as exc:
             raise ApiError(ErrorCode(exc.code), str(exc)) from exc
         return ClaimOut(**got)
 
-    @app.post("/v1/admin/members/{member_id}/erase", tags=["members"],
-              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND))
+    @app.post(
+        "/v1/admin/members/{member_id}/erase",
+        tags=["members"],
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND),
+    )
     def erase(member_id: str, admin: Admin) -> dict[str, Any]:
         try:
             return {"member_id": member_id, **erase_member(store, member_id, admin)}
         except members.UnknownMember as exc:
             raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
 
-    @app.get("/v1/admin/members/{member_id}/consents", tags=["members"],
-             responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
+    @app.get(
+        "/v1/admin/members/{member_id}/consents",
+        tags=["members"],
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN),
+    )
     def consents(member_id: str, admin: Admin) -> list[dict[str, str]]:
         with store.db.read() as tx:
             return members.consents(tx, member_id)
@@ -93,7 +106,8 @@ def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
 
 def page() -> str:
     return _PAGE.replace("{{TEXT}}", html.escape(members.CONSENT_TEXT)).replace(
-        "{{VERSION}}", html.escape(members.CONSENT_VERSION))
+        "{{VERSION}}", html.escape(members.CONSENT_VERSION)
+    )
 
 
 _PAGE = """<!doctype html>

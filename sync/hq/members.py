@@ -32,13 +32,16 @@ from sync.protocol import (
 )
 
 CONSENT_VERSION = "join-2026-11"
-CONSENT_TEXT = ("I agree that the shop group keeps my name and my purchases to credit my points and send me my "
-                "coupons. I can ask for my data to be erased at any time.")
-MERGE_RULE = ("the member holding the card when the other enrolment reached head office keeps it (head office's "
-              "order, never a till's clock); a head-office member always does")
+CONSENT_TEXT = (
+    "I agree that the shop group keeps my name and my purchases to credit my points and send me my "
+    "coupons. I can ask for my data to be erased at any time."
+)
+MERGE_RULE = (
+    "the member holding the card when the other enrolment reached head office keeps it (head office's "
+    "order, never a till's clock); a head-office member always does"
+)
 PERSONAL_KEYS = ("member_id", "uid_hash", "display_name")
 TILL_CHANNEL, WEB_CHANNEL = "till", "web"
-
 
 
 class ClaimRefused(HqError):
@@ -72,8 +75,11 @@ def _register_key(tx: Tx, terminal_id: str, key: ClaimKeyPayload, now: str) -> N
             return  # a key id that does not match its key is ignored; its tokens will not verify
     except ValueError:
         return
-    tx.run("INSERT INTO claim_keys (key_id, terminal_id, public_key, created_at) VALUES (?, ?, ?, ?) "
-           "ON CONFLICT (key_id) DO NOTHING", [key.key_id, terminal_id, key.public_key, now])
+    tx.run(
+        "INSERT INTO claim_keys (key_id, terminal_id, public_key, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (key_id) DO NOTHING",
+        [key.key_id, terminal_id, key.public_key, now],
+    )
 
 
 def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
@@ -82,10 +88,15 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     member_id, uid_hash = p.member_id, p.uid_hash or ""
     if tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id]) is not None:
         return
-    tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)", [member_id, p.display_name, first_tier(tx)])
-    tx.run("INSERT INTO enrolments (member_id, uid_hash, terminal_id, txn_id, created_at) VALUES (?, ?, ?, ?, ?)",
-           [member_id, uid_hash, e.terminal_id, e.txn_id, e.created_at])
+    tx.run(
+        "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
+        "VALUES (?, ?, ?, 0, 'active', 0, 0, 0)",
+        [member_id, p.display_name, first_tier(tx)],
+    )
+    tx.run(
+        "INSERT INTO enrolments (member_id, uid_hash, terminal_id, txn_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        [member_id, uid_hash, e.terminal_id, e.txn_id, e.created_at],
+    )
     if p.consent:
         _consent(tx, member_id, p.consent, TILL_CHANNEL, e.created_at)
     from sync.hq.ingest import apply_late_entries
@@ -108,11 +119,26 @@ def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, mov
 
     e = batch.entries[i]
     day = batch.days[i]
-    detail = {"uid_hash": uid_hash, "kept": winner, "merged": loser, "points_moved": moved[0],
-              "stored_value_moved": moved[1], "rule": MERGE_RULE}
-    batch.items.append(Item(f"{e.txn_id}:{Reason.DUPLICATE_ENROLMENT.value}", e.seq, e.txn_id, day,
-                            Reason.DUPLICATE_ENROLMENT, detail, "settled_auto",
-                            f"merged {loser} into {winner}: {MERGE_RULE}"))
+    detail = {
+        "uid_hash": uid_hash,
+        "kept": winner,
+        "merged": loser,
+        "points_moved": moved[0],
+        "stored_value_moved": moved[1],
+        "rule": MERGE_RULE,
+    }
+    batch.items.append(
+        Item(
+            f"{e.txn_id}:{Reason.DUPLICATE_ENROLMENT.value}",
+            e.seq,
+            e.txn_id,
+            day,
+            Reason.DUPLICATE_ENROLMENT,
+            detail,
+            "settled_auto",
+            f"merged {loser} into {winner}: {MERGE_RULE}",
+        )
+    )
 
 
 def first_tier(tx: Tx) -> str:
@@ -128,9 +154,11 @@ def first_tier(tx: Tx) -> str:
 
 
 def _link_card(tx: Tx, uid_hash: str, member_id: str) -> None:
-    tx.run("INSERT INTO cards (uid_hash, member_id, status, version, deleted) VALUES (?, ?, 'active', 0, 0) "
-           "ON CONFLICT (uid_hash) DO UPDATE SET member_id = excluded.member_id, status = 'active', deleted = 0",
-           [uid_hash, member_id])
+    tx.run(
+        "INSERT INTO cards (uid_hash, member_id, status, version, deleted) VALUES (?, ?, 'active', 0, 0) "
+        "ON CONFLICT (uid_hash) DO UPDATE SET member_id = excluded.member_id, status = 'active', deleted = 0",
+        [uid_hash, member_id],
+    )
     _bump(tx, "cards", "uid_hash", [uid_hash])
 
 
@@ -139,8 +167,10 @@ def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
     tombstone. Returns the (points, stored value) moved."""
     row = tx.one("SELECT points, stored_value FROM members WHERE member_id = ?", [loser])
     points, value = (int(row[0]), int(row[1])) if row else (0, 0)
-    tx.run("UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
-           [points, value, winner])
+    tx.run(
+        "UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
+        [points, value, winner],
+    )
     tx.run("UPDATE members SET points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?", [loser])
     tx.run("UPDATE enrolments SET merged_into = ? WHERE member_id = ? OR merged_into = ?", [winner, loser, loser])
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0", [loser])]
@@ -148,8 +178,11 @@ def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
     tx.run("UPDATE journal SET member_id = ? WHERE member_id = ?", [winner, loser])
     tx.run("UPDATE sales SET member_id = ? WHERE member_id = ?", [winner, loser])
     tx.run("UPDATE claims SET member_id = ? WHERE member_id = ?", [winner, loser])
-    tx.run("INSERT INTO consents (member_id, wording_version, channel, given_at) SELECT ?, wording_version, channel, "
-           "given_at FROM consents WHERE member_id = ? ON CONFLICT DO NOTHING", [winner, loser])
+    tx.run(
+        "INSERT INTO consents (member_id, wording_version, channel, given_at) SELECT ?, wording_version, channel, "
+        "given_at FROM consents WHERE member_id = ? ON CONFLICT DO NOTHING",
+        [winner, loser],
+    )
     tx.run("DELETE FROM consents WHERE member_id = ?", [loser])
     _bump(tx, "cards", "uid_hash", cards)
     batch.touched_members.update((winner, loser))
@@ -178,14 +211,19 @@ def redirect(tx: Tx, batch: Any) -> None:
         else:
             batch.facts[i] = replace(facts, member_id=merged[str(facts.member_id)])
             batch.effects[i] = Effect.APPLIED if facts.points or facts.stored_value else Effect.NONE
-        batch.items[:] = [it for it in batch.items
-                          if not (it.txn_id == entry.txn_id and it.reason is Reason.UNKNOWN_MEMBER)]
+        batch.items[:] = [
+            it for it in batch.items if not (it.txn_id == entry.txn_id and it.reason is Reason.UNKNOWN_MEMBER)
+        ]
 
 
 def _merged_into(tx: Tx, member_ids: set[Any]) -> dict[str, str]:
     cond, params = tx.in_list("member_id", sorted(str(m) for m in member_ids))
-    return {str(r[0]): str(r[1]) for r in tx.all(
-        f"SELECT member_id, merged_into FROM enrolments WHERE merged_into IS NOT NULL AND {cond}", params)}
+    return {
+        str(r[0]): str(r[1])
+        for r in tx.all(
+            f"SELECT member_id, merged_into FROM enrolments WHERE merged_into IS NOT NULL AND {cond}", params
+        )
+    }
 
 
 # -- claims ------------------------------------------------------------------------------------------
@@ -203,8 +241,9 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
         tokens.verify(token, tokens.unb64(str(key[1])), now.timestamp())
     except tokens.ClaimTokenError as exc:
         raise ClaimRefused(f"claim_{exc.reason}", str(exc)) from exc
-    sale = tx.one(f"SELECT terminal_id, kind, member_id, payload FROM journal WHERE txn_id = ?{tx.for_update}",
-                  [token.txn_id])
+    sale = tx.one(
+        f"SELECT terminal_id, kind, member_id, payload FROM journal WHERE txn_id = ?{tx.for_update}", [token.txn_id]
+    )
     if sale is None:
         raise ClaimRefused("claim_unknown_sale", "This sale has not reached us yet. Please try again in a few minutes.")
     if sale[0] != key[0] or sale[1] != "sale":
@@ -221,12 +260,19 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
     member_id = f"J-{uuid.uuid4().hex[:20]}"
     points = claim_points(tx, payload, member_id)
     at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    tx.run("INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
-           [token.txn_id, member_id, points, at])
-    tx.run("INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
-           "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)", [member_id, display_name, first_tier(tx), points])
-    tx.run("UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
-           [member_id, points, token.txn_id])
+    tx.run(
+        "INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
+        [token.txn_id, member_id, points, at],
+    )
+    tx.run(
+        "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
+        "VALUES (?, ?, ?, ?, 'active', 0, 0, 0)",
+        [member_id, display_name, first_tier(tx), points],
+    )
+    tx.run(
+        "UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
+        [member_id, points, token.txn_id],
+    )
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
     _bump(tx, "members", "member_id", [member_id])
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
@@ -240,8 +286,9 @@ def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
 
     docs, base = rule_documents(tx)
     try:
-        as_member = sale.model_copy(update={"member_id": member_id, "coupons": [], "points_redeemed": 0,
-                                            "tier": first_tier(tx)})
+        as_member = sale.model_copy(
+            update={"member_id": member_id, "coupons": [], "points_redeemed": 0, "tier": first_tier(tx)}
+        )
         quote = recompute(as_member, program_of(docs, base), {})
     except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
         return 0
@@ -249,13 +296,17 @@ def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
 
 
 def _consent(tx: Tx, member_id: str, version: str, channel: str, at: str) -> None:
-    tx.run("INSERT INTO consents (member_id, wording_version, channel, given_at) VALUES (?, ?, ?, ?) "
-           "ON CONFLICT DO NOTHING", [member_id, version, channel, at])
+    tx.run(
+        "INSERT INTO consents (member_id, wording_version, channel, given_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [member_id, version, channel, at],
+    )
 
 
 def consents(tx: Tx, member_id: str) -> list[dict[str, str]]:
-    rows = tx.all("SELECT wording_version, channel, given_at FROM consents WHERE member_id = ? ORDER BY given_at",
-                  [member_id])
+    rows = tx.all(
+        "SELECT wording_version, channel, given_at FROM consents WHERE member_id = ? ORDER BY given_at", [member_id]
+    )
     return [{"wording_version": str(r[0]), "channel": str(r[1]), "given_at": str(r[2])} for r in rows]
 
 
@@ -287,20 +338,26 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
         raise UnknownMember(f"no member {member_id}")
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ?", [member_id])]
     coupons = [str(r[0]) for r in tx.all("SELECT coupon_id FROM coupons WHERE member_id = ?", [member_id])]
-    tx.run("UPDATE members SET display_name = '', points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?",
-           [member_id])
+    tx.run(
+        "UPDATE members SET display_name = '', points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?",
+        [member_id],
+    )
     tx.run("UPDATE cards SET deleted = 1 WHERE member_id = ?", [member_id])
     tx.run("UPDATE coupons SET deleted = 1, body = '{}' WHERE member_id = ?", [member_id])
     tx.run("UPDATE coupon_uses SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM coupon_member_uses WHERE member_id = ?", [member_id])
     rows = tx.all("SELECT terminal_id, seq, kind, payload FROM journal WHERE member_id = ?", [member_id])
-    tx.many("UPDATE journal SET member_id = NULL, payload = ? WHERE terminal_id = ? AND seq = ?",
-            [(_stored(anonymised(str(k), json.loads(str(p)))), t, s) for t, s, k, p in rows])
+    tx.many(
+        "UPDATE journal SET member_id = NULL, payload = ? WHERE terminal_id = ? AND seq = ?",
+        [(_stored(anonymised(str(k), json.loads(str(p)))), t, s) for t, s, k, p in rows],
+    )
     tx.run("UPDATE sales SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
-    tx.run("INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?) ON CONFLICT (member_id) DO NOTHING",
-           [member_id, now, by])
+    tx.run(
+        "INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?) ON CONFLICT (member_id) DO NOTHING",
+        [member_id, now, by],
+    )
     _bump(tx, "members", "member_id", [member_id])
     _bump(tx, "cards", "uid_hash", cards)
     _bump(tx, "coupons", "coupon_id", coupons)
@@ -327,5 +384,15 @@ def _bump(tx: Tx, table: str, key: str, ids: list[str]) -> None:
     bump_versions(tx, table, key, ids)
 
 
-__all__ = ["CONSENT_TEXT", "CONSENT_VERSION", "ClaimRefused", "UnknownMember", "accept", "claim",
-           "erase", "merge", "redirect", "utc_now"]
+__all__ = [
+    "CONSENT_TEXT",
+    "CONSENT_VERSION",
+    "ClaimRefused",
+    "UnknownMember",
+    "accept",
+    "claim",
+    "erase",
+    "merge",
+    "redirect",
+    "utc_now",
+]

@@ -65,8 +65,9 @@ class TopUp:
 
 
 def _member_row(tx: Tx, member_id: str) -> tuple[int, str]:
-    row = tx.one(f"SELECT stored_value, status FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}",
-                 [member_id])
+    row = tx.one(
+        f"SELECT stored_value, status FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}", [member_id]
+    )
     if row is None:
         raise PaymentRefused(Code.UNKNOWN_MEMBER.value, f"no member {member_id}")
     return int(row[0]), str(row[1])
@@ -92,8 +93,11 @@ def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", 
         before, _ = _member_row(tx, member_id)
         after = before + amount
         tx.run("UPDATE members SET stored_value = ? WHERE member_id = ?", [after, member_id])
-        tx.run("INSERT INTO topups (topup_id, member_id, amount, balance_after, by_whom, note, created_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?)", [topup_id, member_id, amount, after, by, note, utc_now()])
+        tx.run(
+            "INSERT INTO topups (topup_id, member_id, amount, balance_after, by_whom, note, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [topup_id, member_id, amount, after, by, note, utc_now()],
+        )
         settled = _settle_overspends(tx, member_id, topup_id) if before < 0 <= after else []
         bump_versions(tx, "members", "member_id", [member_id])
         return TopUp(topup_id, member_id, amount, after, min(amount, max(0, -before)), settled)
@@ -106,15 +110,20 @@ def _settle_overspends(tx: Tx, member_id: str, topup_id: str) -> list[str]:
     rows = tx.all("SELECT item_id, detail FROM recon_items WHERE reason = 'stored_value_overspent' AND state = 'open'")
     ids = [str(r[0]) for r in rows if json.loads(r[1]).get("member_id") == member_id]
     note = f"negative balance recovered from top-up {topup_id}"
-    tx.many("UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
-            [(utc_now(), HQ_ACTOR, note, item_id) for item_id in ids])
+    tx.many(
+        "UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
+        [(utc_now(), HQ_ACTOR, note, item_id) for item_id in ids],
+    )
     return ids
 
 
 def topups(store: HqStore, member_id: str) -> list[dict[str, Any]]:
     with store.db.read() as tx:
-        rows = tx.all("SELECT topup_id, amount, balance_after, by_whom, note, created_at FROM topups "
-                      "WHERE member_id = ? ORDER BY created_at, topup_id", [member_id])
+        rows = tx.all(
+            "SELECT topup_id, amount, balance_after, by_whom, note, created_at FROM topups "
+            "WHERE member_id = ? ORDER BY created_at, topup_id",
+            [member_id],
+        )
     names = ("topup_id", "amount", "balance_after", "by", "note", "created_at")
     return [dict(zip(names, r, strict=True)) for r in rows]
 
@@ -128,8 +137,10 @@ def member_token(store: HqStore, member_id: str) -> str:
 
     def save(tx: Tx) -> None:
         _member_row(tx, member_id)
-        tx.run("INSERT INTO member_tokens (token_sha256, member_id, created_at) VALUES (?, ?, ?)",
-               [token_digest(token), member_id, utc_now()])
+        tx.run(
+            "INSERT INTO member_tokens (token_sha256, member_id, created_at) VALUES (?, ?, ?)",
+            [token_digest(token), member_id, utc_now()],
+        )
 
     store.db.transact(save)
     return token
@@ -170,17 +181,29 @@ def member_code(store: HqStore, member_id: str, now: int | None = None) -> str:
 
 def _find_key(store: HqStore, purpose: str) -> tuple[str, Ed25519PrivateKey] | None:
     with store.db.read() as tx:
-        rows = tx.all("SELECT key_id, body, private_key FROM signing_keys WHERE deleted = 0 AND private_key IS NOT NULL")
-    live = [(json.loads(body).get("created_at", ""), key_id, private) for key_id, body, private in rows
-            if json.loads(body).get("purpose") == purpose and json.loads(body).get("status") == "active"]
+        rows = tx.all(
+            "SELECT key_id, body, private_key FROM signing_keys WHERE deleted = 0 AND private_key IS NOT NULL"
+        )
+    live = [
+        (json.loads(body).get("created_at", ""), key_id, private)
+        for key_id, body, private in rows
+        if json.loads(body).get("purpose") == purpose and json.loads(body).get("status") == "active"
+    ]
     if not live:
         return None
     _, key_id, private = max(live)
     return str(key_id), Ed25519PrivateKey.from_private_bytes(unb64(str(private)))
 
 
-def register_device(store: HqStore, member_id: str, device_key_hex: str, *, lifetime_s: int = CERT_LIFETIME_S,
-                    offline_cap: int = OFFLINE_CAP, now: int | None = None) -> pay.DeviceCert:
+def register_device(
+    store: HqStore,
+    member_id: str,
+    device_key_hex: str,
+    *,
+    lifetime_s: int = CERT_LIFETIME_S,
+    offline_cap: int = OFFLINE_CAP,
+    now: int | None = None,
+) -> pay.DeviceCert:
     """Issue a certificate for the member's device key; it reaches the tills by pull."""
     try:
         device_key = bytes.fromhex(device_key_hex)
@@ -191,13 +214,24 @@ def register_device(store: HqStore, member_id: str, device_key_hex: str, *, life
     if lifetime_s <= 0 or offline_cap < 0:
         raise ValueError("lifetime must be positive and the offline cap not negative")
     key_id, private = payment_key(store)
-    cert = pay.issue_cert(private, key_id, secrets.token_bytes(8), member_id, device_key,
-                          int(time.time()) if now is None else now, lifetime_s, offline_cap)
+    cert = pay.issue_cert(
+        private,
+        key_id,
+        secrets.token_bytes(8),
+        member_id,
+        device_key,
+        int(time.time()) if now is None else now,
+        lifetime_s,
+        offline_cap,
+    )
 
     def save(tx: Tx) -> None:
         _member_row(tx, member_id)
-        tx.run("INSERT INTO device_certs (cert_id, member_id, body, created_at, version, deleted) "
-               "VALUES (?, ?, ?, ?, 0, 0)", [cert.cert_id.hex(), member_id, payload_json(cert.to_doc()), utc_now()])
+        tx.run(
+            "INSERT INTO device_certs (cert_id, member_id, body, created_at, version, deleted) "
+            "VALUES (?, ?, ?, ?, 0, 0)",
+            [cert.cert_id.hex(), member_id, payload_json(cert.to_doc()), utc_now()],
+        )
         bump_versions(tx, "device_certs", "cert_id", [cert.cert_id.hex()])
 
     store.db.transact(save)
@@ -209,8 +243,12 @@ def devices(store: HqStore, member_id: str | None = None) -> list[dict[str, Any]
     with store.db.read() as tx:
         where, params = ("member_id = ? AND ", [member_id]) if member_id else ("", [])
         rows = tx.all(f"SELECT body FROM device_certs WHERE {where}deleted = 0 ORDER BY created_at", params)
-        revoked = {str(r[0]) for r in tx.all("SELECT revocation_id FROM revocations WHERE deleted = 0 "
-                                              "AND revocation_id LIKE ?", ["device:%"])}
+        revoked = {
+            str(r[0])
+            for r in tx.all(
+                "SELECT revocation_id FROM revocations WHERE deleted = 0 AND revocation_id LIKE ?", ["device:%"]
+            )
+        }
     docs = [dict(json.loads(r[0])) for r in rows]
     return [dict(d, revoked=f"device:{d['cert_id']}" in revoked) for d in docs]
 
@@ -251,13 +289,19 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         balance, status = _member_row(tx, member_id)
         if status != "active":
             raise PaymentRefused(Code.BLOCKED_MEMBER.value)
-        pending = tx.one("SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND NOT "
-                         "EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)", [member_id])
+        pending = tx.one(
+            "SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND NOT "
+            "EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+            [member_id],
+        )
         available = balance - int(pending[0] if pending else 0)
         if amount > available:
             raise PaymentRefused(Code.INSUFFICIENT_BALANCE.value, f"balance {available} does not cover {amount}")
-        tx.run("INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at) "
-               "VALUES (?, ?, ?, ?, ?, ?)", [use_id, member_id, terminal_id, txn_id, amount, utc_now()])
+        tx.run(
+            "INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [use_id, member_id, terminal_id, txn_id, amount, utc_now()],
+        )
         return {"confirmed": True, "code_id": use_id, "balance": available - amount}
 
     try:
@@ -278,20 +322,23 @@ def _check_card(tx: Tx, store: HqStore, terminal_id: str, request: ConfirmReques
     row = tx.one("SELECT member_id, status FROM cards WHERE uid_hash = ? AND deleted = 0", [tap.uid_hash])
     if row is not None and row[1] == "blocked":
         raise PaymentRefused(Code.CARD_CANNOT_PAY.value, "this card is blocked")
-    _, breach = policy.check_card_tap(tap, str(row[0]) if row else None, request.member_id,
-                                      store.settings.card_keys)
+    _, breach = policy.check_card_tap(tap, str(row[0]) if row else None, request.member_id, store.settings.card_keys)
     if breach is not None:
         forged = breach.detail.get("problem", "") != "the card is not this member's"
         raise PaymentRefused((Code.FORGED_CARD if forged else Code.CARD_CANNOT_PAY).value, str(breach.detail))
     if tap.counter is None:
         return
-    stored = tx.many_returning("INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
-                               "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
-                               [(tap.uid_hash, tap.counter, terminal_id, request.txn_id)])
+    stored = tx.many_returning(
+        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
+        [(tap.uid_hash, tap.counter, terminal_id, request.txn_id)],
+    )
     if stored[0] is None:
         raise PaymentRefused(Code.REPLAYED_CARD.value, "this card message was already used in the chain")
-    if tx.run("UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
-              [tap.counter, tap.uid_hash, tap.counter]):
+    if tx.run(
+        "UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
+        [tap.counter, tap.uid_hash, tap.counter],
+    ):
         bump_versions(tx, "cards", "uid_hash", [tap.uid_hash])
 
 

@@ -74,20 +74,24 @@ def register(app: FastAPI, store: HqStore) -> None:
         known = ErrorCode(code) if code in ErrorCode._value2member_map_ else ErrorCode.INVALID_REQUEST
         return api_error(known, str(exc))
 
-
     @app.post("/v1/devices", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER))
     def register_device(body: DeviceRequest, caller: Who) -> dict[str, Any]:
         role, name = caller
-        if role == "member" and (body.member_id not in (None, name) or body.offline_cap is not None
-                                 or body.lifetime_s is not None):
+        if role == "member" and (
+            body.member_id not in (None, name) or body.offline_cap is not None or body.lifetime_s is not None
+        ):
             raise api_error(ErrorCode.FORBIDDEN, "a member token registers devices of its own member only")
         member_id = name if role == "member" else body.member_id
         if not member_id:
             raise api_error(ErrorCode.INVALID_REQUEST, "member_id is needed with an administrator token")
         try:
             cert = payments.register_device(
-                store, member_id, body.device_key, lifetime_s=body.lifetime_s or payments.CERT_LIFETIME_S,
-                offline_cap=payments.OFFLINE_CAP if body.offline_cap is None else body.offline_cap)
+                store,
+                member_id,
+                body.device_key,
+                lifetime_s=body.lifetime_s or payments.CERT_LIFETIME_S,
+                offline_cap=payments.OFFLINE_CAP if body.offline_cap is None else body.offline_cap,
+            )
         except (payments.PaymentRefused, ValueError) as exc:
             raise refused(exc) from exc
         return cert.to_doc()
@@ -100,14 +104,27 @@ def register(app: FastAPI, store: HqStore) -> None:
         member = store.member(member_id)
         if member is None:
             raise api_error(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
-        return {**member.model_dump(), "devices": payments.devices(store, member_id),
-                "member_code": payments.member_code(store, member_id)}
+        return {
+            **member.model_dump(),
+            "devices": payments.devices(store, member_id),
+            "member_code": payments.member_code(store, member_id),
+        }
 
-    confirm_errors = _errors(ErrorCode.UNAUTHORIZED, ErrorCode.PAYMENT_CODE_REPLAYED, ErrorCode.PAYMENT_CODE_FORGED,
-                             ErrorCode.PAYMENT_CODE_EXPIRED, ErrorCode.DEVICE_CERT_UNKNOWN,
-                             ErrorCode.DEVICE_CERT_REVOKED, ErrorCode.DEVICE_CERT_EXPIRED,
-                             ErrorCode.INSUFFICIENT_BALANCE, ErrorCode.UNKNOWN_MEMBER, ErrorCode.BLOCKED_MEMBER,
-                             ErrorCode.REPLAYED_CARD, ErrorCode.FORGED_CARD, ErrorCode.CARD_CANNOT_PAY)
+    confirm_errors = _errors(
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.PAYMENT_CODE_REPLAYED,
+        ErrorCode.PAYMENT_CODE_FORGED,
+        ErrorCode.PAYMENT_CODE_EXPIRED,
+        ErrorCode.DEVICE_CERT_UNKNOWN,
+        ErrorCode.DEVICE_CERT_REVOKED,
+        ErrorCode.DEVICE_CERT_EXPIRED,
+        ErrorCode.INSUFFICIENT_BALANCE,
+        ErrorCode.UNKNOWN_MEMBER,
+        ErrorCode.BLOCKED_MEMBER,
+        ErrorCode.REPLAYED_CARD,
+        ErrorCode.FORGED_CARD,
+        ErrorCode.CARD_CANNOT_PAY,
+    )
 
     @app.post("/v1/payments/confirm", responses=confirm_errors)
     def confirm(body: ConfirmRequest, terminal_id: Terminal) -> dict[str, Any]:
@@ -116,17 +133,27 @@ def register(app: FastAPI, store: HqStore) -> None:
         except (payments.PaymentRefused, Rejected, ValueError) as exc:
             raise refused(exc) from exc
 
-    @app.post("/v1/admin/topups", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER))
+    @app.post(
+        "/v1/admin/topups", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER)
+    )
     def topup(body: TopUpRequest, name: Admin) -> dict[str, Any]:
         try:
             done = payments.topup(store, body.member_id, body.amount, name, body.note, body.topup_id)
         except (payments.PaymentRefused, ValueError) as exc:
             raise refused(exc) from exc
-        return {"topup_id": done.topup_id, "member_id": done.member_id, "amount": done.amount,
-                "balance": done.balance_after, "recovered": done.recovered, "settled_items": done.settled_items}
+        return {
+            "topup_id": done.topup_id,
+            "member_id": done.member_id,
+            "amount": done.amount,
+            "balance": done.balance_after,
+            "recovered": done.recovered,
+            "settled_items": done.settled_items,
+        }
 
-    @app.post("/v1/admin/devices/{cert_id}/revoke",
-              responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.DEVICE_CERT_UNKNOWN))
+    @app.post(
+        "/v1/admin/devices/{cert_id}/revoke",
+        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.DEVICE_CERT_UNKNOWN),
+    )
     def revoke(cert_id: str, body: RevokeRequest, name: Admin) -> dict[str, Any]:
         try:
             return {"revocation_id": payments.revoke_device(store, cert_id, body.reason or f"by {name}")}

@@ -1,15 +1,15 @@
 """`tillpoint hq ...` commands for member payments (added by ``sync.hq.cli.register``):
 
-    topup MEMBER AMOUNT [--by NAME] [--note WHY] [--topup-id ID]   add stored value (minor units)
-    member-token MEMBER                 a member app token (device registration, balance); shown once
-    devices [MEMBER]                    device certificates and whether they are revoked
-    revoke-device CERT_ID [--reason]    put device:CERT_ID on the signed revocation list
+topup MEMBER AMOUNT [--by NAME] [--note WHY] [--topup-id ID]   add stored value (minor units)
+member-token MEMBER                 a member app token (device registration, balance); shown once
+devices [MEMBER]                    device certificates and whether they are revoked
+revoke-device CERT_ID [--reason]    put device:CERT_ID on the signed revocation list
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,15 @@ from sync.hq.cli import DEFAULT_DB, DbOpt, JsonOpt, fail, hq_store, show_json
 
 def register(hq_app: typer.Typer) -> None:
     @hq_app.command("topup")
-    def topup(member_id: str, amount: int, by: str = "cli", note: str = "",
-              topup_id: Annotated[Optional[str], typer.Option(help="Idempotency key: a retry changes nothing.")] = None,
-              db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    def topup(
+        member_id: str,
+        amount: int,
+        by: str = "cli",
+        note: str = "",
+        topup_id: Annotated[str | None, typer.Option(help="Idempotency key: a retry changes nothing.")] = None,
+        db: DbOpt = DEFAULT_DB,
+        as_json: JsonOpt = False,
+    ) -> None:
         """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first. Prints JSON."""
         from sync.hq import payments
 
@@ -29,9 +35,18 @@ def register(hq_app: typer.Typer) -> None:
                 done = payments.topup(store, member_id, amount, by, note, topup_id)
             except (payments.PaymentRefused, ValueError) as exc:
                 fail(exc)
-        print(json.dumps({"topup_id": done.topup_id, "member_id": member_id, "amount": amount,
-                          "balance": done.balance_after, "recovered": done.recovered,
-                          "settled_items": done.settled_items}))
+        print(
+            json.dumps(
+                {
+                    "topup_id": done.topup_id,
+                    "member_id": member_id,
+                    "amount": amount,
+                    "balance": done.balance_after,
+                    "recovered": done.recovered,
+                    "settled_items": done.settled_items,
+                }
+            )
+        )
 
     @hq_app.command("member-token")
     def member_token(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
@@ -64,8 +79,9 @@ def register(hq_app: typer.Typer) -> None:
             print(code)
 
     @hq_app.command("devices")
-    def devices(member_id: Annotated[Optional[str], typer.Argument()] = None, db: DbOpt = DEFAULT_DB,
-                as_json: JsonOpt = False) -> None:
+    def devices(
+        member_id: Annotated[str | None, typer.Argument()] = None, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+    ) -> None:
         """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked. Prints JSON."""
         from sync.hq import payments
 

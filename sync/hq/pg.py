@@ -22,7 +22,16 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from sync.hq.db import BackupFailed, IntegrityFailed, backup_stamp, RetryableFailed, Row, StorageFailed, Tx, transact_with_retries
+from sync.hq.db import (
+    BackupFailed,
+    IntegrityFailed,
+    RetryableFailed,
+    Row,
+    StorageFailed,
+    Tx,
+    backup_stamp,
+    transact_with_retries,
+)
 
 T = TypeVar("T")
 
@@ -82,8 +91,9 @@ class PgTx:
             for row in rows:
                 copy.write_row(row)
 
-    def add_returning(self, table: str, key: str, columns: Sequence[str],
-                      rows: Sequence[Sequence[Any]]) -> dict[str, Row]:
+    def add_returning(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> dict[str, Row]:
         if not rows:
             return {}
         keys = sorted(str(r[0]) for r in rows)
@@ -91,8 +101,10 @@ class PgTx:
         self.all(f"SELECT 1 FROM {table} WHERE {key} = ANY(?) ORDER BY {key} FOR UPDATE", [keys])
         unnest = ", ".join(f"unnest(?::bigint[]) AS d{n}" for n in range(len(columns)))
         sets = ", ".join(f"{c} = t.{c} + v.d{n}" for n, c in enumerate(columns))
-        sql = (f"UPDATE {table} AS t SET {sets} FROM (SELECT unnest(?::text[]) AS k, {unnest}) AS v "
-               f"WHERE t.{key} = v.k RETURNING t.{key}, {', '.join(f't.{c}' for c in columns)}")
+        sql = (
+            f"UPDATE {table} AS t SET {sets} FROM (SELECT unnest(?::text[]) AS k, {unnest}) AS v "
+            f"WHERE t.{key} = v.k RETURNING t.{key}, {', '.join(f't.{c}' for c in columns)}"
+        )
         params = [[str(r[0]) for r in rows], *[[int(r[n + 1]) for r in rows] for n in range(len(columns))]]
         return {str(r[0]): tuple(r[1:]) for r in self.all(sql, params)}
 
@@ -100,9 +112,11 @@ class PgTx:
         if not pairs:
             return
         ordered = sorted(pairs)
-        self.run(f"UPDATE {table} AS t SET {column} = v.val FROM (SELECT unnest(?::text[]) AS k, "
-                 f"unnest(?::bigint[]) AS val) AS v WHERE t.{key} = v.k",
-                 [[k for k, _ in ordered], [v for _, v in ordered]])
+        self.run(
+            f"UPDATE {table} AS t SET {column} = v.val FROM (SELECT unnest(?::text[]) AS k, "
+            f"unnest(?::bigint[]) AS val) AS v WHERE t.{key} = v.k",
+            [[k for k, _ in ordered], [v for _, v in ordered]],
+        )
 
 
 @contextmanager
@@ -126,8 +140,13 @@ class PgDb:
         self.conninfo = conninfo
         with _pg_errors():
             self.pool = ConnectionPool(
-                conninfo, min_size=1, max_size=pool_size, timeout=timeout,
-                kwargs={"autocommit": True}, open=False, name="tillpoint-hq",
+                conninfo,
+                min_size=1,
+                max_size=pool_size,
+                timeout=timeout,
+                kwargs={"autocommit": True},
+                open=False,
+                name="tillpoint-hq",
             )
             self.pool.open(wait=True, timeout=timeout)
 
@@ -141,11 +160,18 @@ class PgDb:
         target = directory / f"hq-pre-{label}-{backup_stamp()}.dump"
         dump = _pg_dump()
         if dump is None:
-            raise BackupFailed("pg_dump was not found (Debian: postgresql-client); install it, or back up yourself and "
-                               "start once with --no-backup")
+            raise BackupFailed(
+                "pg_dump was not found (Debian: postgresql-client); install it, or back up yourself and "
+                "start once with --no-backup"
+            )
         try:
-            done = subprocess.run([dump, "--format=custom", "--file", str(target), "--dbname", self.conninfo],
-                                  capture_output=True, text=True, timeout=3600, check=False)
+            done = subprocess.run(
+                [dump, "--format=custom", "--file", str(target), "--dbname", self.conninfo],
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BackupFailed(f"pg_dump failed: {exc}") from exc
         if done.returncode != 0:

@@ -65,8 +65,11 @@ class Sign(Enum):
 
 
 _ALLOWS: dict[Sign, Callable[[int], bool]] = {
-    Sign.ZERO: lambda v: v == 0, Sign.POSITIVE: lambda v: v > 0, Sign.NOT_NEGATIVE: lambda v: v >= 0,
-    Sign.NOT_POSITIVE: lambda v: v <= 0, Sign.ANY: lambda v: True,
+    Sign.ZERO: lambda v: v == 0,
+    Sign.POSITIVE: lambda v: v > 0,
+    Sign.NOT_NEGATIVE: lambda v: v >= 0,
+    Sign.NOT_POSITIVE: lambda v: v <= 0,
+    Sign.ANY: lambda v: True,
 }
 
 
@@ -108,11 +111,16 @@ def check_actor(actor: Actor, kind: str, payload: Payload | None) -> Breach | No
     if payload is None:
         return None
     values = payload.values()
-    for name, sign, value in (("points", allowed.points, values.points),
-                              ("stored_value", allowed.stored_value, values.stored_value)):
+    for name, sign, value in (
+        ("points", allowed.points, values.points),
+        ("stored_value", allowed.stored_value, values.stored_value),
+    ):
         if not sign.allows(value):
-            return Breach(Reason.SIGN_NOT_ALLOWED, name, {"actor": actor.value, "kind": kind, "value": name,
-                                                           "amount": value, "allowed": sign.value})
+            return Breach(
+                Reason.SIGN_NOT_ALLOWED,
+                name,
+                {"actor": actor.value, "kind": kind, "value": name, "amount": value, "allowed": sign.value},
+            )
     return None
 
 
@@ -150,8 +158,11 @@ def check_clawback(left: SaleLeft, refund: RefundPayload, is_void: bool, rules_t
     needed = keeps if is_void else rules_take
     if needed is None or refund.points_clawed >= min(needed, keeps):
         return None
-    return Breach(Reason.REFUND_KEEPS_POINTS, refund.original_txn, {
-        "original_txn": refund.original_txn, "clawed": refund.points_clawed, "rules_take": min(needed, keeps)})
+    return Breach(
+        Reason.REFUND_KEEPS_POINTS,
+        refund.original_txn,
+        {"original_txn": refund.original_txn, "clawed": refund.points_clawed, "rules_take": min(needed, keeps)},
+    )
 
 
 def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
@@ -160,9 +171,11 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
     if left is None:
         return Breach(Reason.REFUND_UNKNOWN_SALE, refund.original_txn, {"original_txn": refund.original_txn})
     if member_id != left.member_id:
-        return Breach(Reason.REFUND_WRONG_MEMBER, refund.original_txn,
-                      {"original_txn": refund.original_txn, "sale_member": left.member_id,
-                       "refund_member": member_id})
+        return Breach(
+            Reason.REFUND_WRONG_MEMBER,
+            refund.original_txn,
+            {"original_txn": refund.original_txn, "sale_member": left.member_id, "refund_member": member_id},
+        )
     over = {
         "money_back": (left.money_back + refund.money_back, left.payable),
         "stored_value": (left.stored_value_back + refund.stored_value_delta, left.stored_value),
@@ -206,8 +219,11 @@ def check_proof_named(sale: SalePayload, spend_needs_proof: bool) -> Breach | No
         return Breach(Reason.PROOF_MISSING, "", {"problem": "spending without a member"})
     if sale.proof is None or (sale.proof is Proof.POS and (spend_needs_proof or sale.stored_value)):
         # The POS's word can stand for points where the chain trusts it; never for the member's money.
-        return Breach(Reason.PROOF_MISSING, "", {"points_redeemed": sale.points_redeemed,
-                                                 "stored_value": sale.stored_value, "proof": sale.proof})
+        return Breach(
+            Reason.PROOF_MISSING,
+            "",
+            {"points_redeemed": sale.points_redeemed, "stored_value": sale.stored_value, "proof": sale.proof},
+        )
     return None
 
 
@@ -243,8 +259,9 @@ def check_payment_code(sale: SalePayload, made: datetime, device: DeviceFacts) -
         return Breach(Reason.PROOF_INVALID, "payment_code", {"code": exc.code.value, "problem": exc.message})
     revoked = _epoch(device.revoked_at) if device.revoked_at else None
     if revoked is not None and revoked <= at:
-        return Breach(Reason.DEVICE_REVOKED, cert.cert_id.hex(), {"cert_id": cert.cert_id.hex(),
-                                                                   "revoked_at": device.revoked_at})
+        return Breach(
+            Reason.DEVICE_REVOKED, cert.cert_id.hex(), {"cert_id": cert.cert_id.hex(), "revoked_at": device.revoked_at}
+        )
     return None
 
 
@@ -256,17 +273,20 @@ class CardKeys:
     hash_uid: Callable[[bytes], str] | None = None
 
 
-def check_card_tap(tap: SecureTap, card_member: str | None, member_id: str | None,
-                   keys: CardKeys, card_secure: str | None = None) -> tuple[ProofLevel, Breach | None]:
+def check_card_tap(
+    tap: SecureTap, card_member: str | None, member_id: str | None, keys: CardKeys, card_secure: str | None = None
+) -> tuple[ProofLevel, Breach | None]:
     """A secure tap: its card is the member's, it proves itself the way head office has seen it do
     (``card_secure``: "sun" once a SUN message of it verified), and its SUN message is genuine when head
     office can tell."""
     if card_member is None or card_member != member_id:
-        return ProofLevel.ATTESTED_CARD, Breach(Reason.PROOF_INVALID, "card", {
-            "uid_hash": tap.uid_hash, "problem": "the card is not this member's"})
+        return ProofLevel.ATTESTED_CARD, Breach(
+            Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash, "problem": "the card is not this member's"}
+        )
     if card_secure == "sun" and tap.trust != "sun":
-        return ProofLevel.ATTESTED_CARD, Breach(Reason.PROOF_INVALID, "card", {
-            "uid_hash": tap.uid_hash, "problem": "a SUN card claimed as a MAC read"})
+        return ProofLevel.ATTESTED_CARD, Breach(
+            Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash, "problem": "a SUN card claimed as a MAC read"}
+        )
     if tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None:
         return ProofLevel.ATTESTED_CARD, None
     assert tap.counter is not None
@@ -276,21 +296,29 @@ def check_card_tap(tap: SecureTap, card_member: str | None, member_id: str | Non
             raise credentials.ForgedCard("the URL carries no SUN message")
         found = credentials.verify_sun(message.picc_enc, message.cmac, keys.sun_master_key, message.mac_input)
     except Rejected as exc:
-        return ProofLevel.VERIFIED_CARD, Breach(Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash,
-                                                                                "problem": exc.message})
+        return ProofLevel.VERIFIED_CARD, Breach(
+            Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash, "problem": exc.message}
+        )
     if not hmac.compare_digest(keys.hash_uid(found.uid), tap.uid_hash) or found.counter != tap.counter:
-        return ProofLevel.VERIFIED_CARD, Breach(Reason.PROOF_INVALID, "card", {
-            "uid_hash": tap.uid_hash, "problem": "the SUN message is another card's, or another read's"})
+        return ProofLevel.VERIFIED_CARD, Breach(
+            Reason.PROOF_INVALID,
+            "card",
+            {"uid_hash": tap.uid_hash, "problem": "the SUN message is another card's, or another read's"},
+        )
     return ProofLevel.VERIFIED_CARD, None
 
 
-def check_attested(level: ProofLevel, spent_today: tuple[int, int], sale: SalePayload,
-                   caps: tuple[int, int]) -> Breach | None:
+def check_attested(
+    level: ProofLevel, spent_today: tuple[int, int], sale: SalePayload, caps: tuple[int, int]
+) -> Breach | None:
     """Spending on a proof head office cannot check again is bounded per terminal and day: (stored value, points)."""
     if level is not ProofLevel.ATTESTED_CARD:
         return None
     value, points = spent_today[0] + sale.stored_value, spent_today[1] + sale.points_redeemed
     if value <= caps[0] and points <= caps[1]:
         return None
-    return Breach(Reason.PROOF_UNVERIFIED, "", {"stored_value_today": value, "points_today": points,
-                                                "cap_stored_value": caps[0], "cap_points": caps[1]})
+    return Breach(
+        Reason.PROOF_UNVERIFIED,
+        "",
+        {"stored_value_today": value, "points_today": points, "cap_stored_value": caps[0], "cap_points": caps[1]},
+    )

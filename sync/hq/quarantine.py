@@ -25,21 +25,29 @@ class NotQuarantined(HqError):
 
 
 def held(tx: Tx, limit: int = 1000) -> list[dict[str, Any]]:
-    rows = tx.all("SELECT terminal_id, seq, txn_id, kind, member_id, day, points, stored_value, effect FROM journal "
-                  "WHERE effect IN (?, ?) ORDER BY received_at, terminal_id, seq LIMIT ?",
-                  [Effect.QUARANTINED.value, Effect.MALFORMED.value, limit])
+    rows = tx.all(
+        "SELECT terminal_id, seq, txn_id, kind, member_id, day, points, stored_value, effect FROM journal "
+        "WHERE effect IN (?, ?) ORDER BY received_at, terminal_id, seq LIMIT ?",
+        [Effect.QUARANTINED.value, Effect.MALFORMED.value, limit],
+    )
     names = ("terminal_id", "seq", "txn_id", "kind", "member_id", "day", "points", "stored_value", "effect")
     found = [dict(zip(names, r, strict=True)) for r in rows]
     for entry in found:
-        entry["reasons"] = [str(r[0]) for r in tx.all(
-            "SELECT reason FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND state = 'open' ORDER BY reason",
-            [entry["txn_id"]])]
+        entry["reasons"] = [
+            str(r[0])
+            for r in tx.all(
+                "SELECT reason FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND state = 'open' ORDER BY reason",
+                [entry["txn_id"]],
+            )
+        ]
     return [e for e in found if e["effect"] == Effect.QUARANTINED.value or e["reasons"]]
 
 
 def _entry(tx: Tx, txn_id: str) -> tuple[Any, ...]:
-    row = tx.one(f"SELECT kind, payload, member_id, points, stored_value, effect FROM journal WHERE txn_id = ?"
-                 f"{tx.for_update}", [txn_id])
+    row = tx.one(
+        f"SELECT kind, payload, member_id, points, stored_value, effect FROM journal WHERE txn_id = ?{tx.for_update}",
+        [txn_id],
+    )
     if row is None or row[5] not in (Effect.QUARANTINED.value, Effect.MALFORMED.value):
         raise NotQuarantined(f"transaction {txn_id} is not held in quarantine")
     return tuple(row)
@@ -48,10 +56,15 @@ def _entry(tx: Tx, txn_id: str) -> tuple[Any, ...]:
 def _decide(tx: Tx, txn_id: str, decision: str, by: str, note: str, now: str) -> None:
     if not by.strip() or not note.strip():
         raise ValueError("a quarantine decision needs who and why")
-    tx.run("INSERT INTO quarantine_decisions (txn_id, decision, by_whom, note, decided_at) VALUES (?, ?, ?, ?, ?)",
-           [txn_id, decision, by, note, now])
-    tx.run("UPDATE recon_items SET state = 'settled_manual', settled_at = ?, settled_by = ?, note = ? "
-           "WHERE txn_id = ? AND quarantine = 1 AND state = 'open'", [now, by, f"{decision}: {note}", txn_id])
+    tx.run(
+        "INSERT INTO quarantine_decisions (txn_id, decision, by_whom, note, decided_at) VALUES (?, ?, ?, ?, ?)",
+        [txn_id, decision, by, note, now],
+    )
+    tx.run(
+        "UPDATE recon_items SET state = 'settled_manual', settled_at = ?, settled_by = ?, note = ? "
+        "WHERE txn_id = ? AND quarantine = 1 AND state = 'open'",
+        [now, by, f"{decision}: {note}", txn_id],
+    )
 
 
 def release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sync.protocol import RefundPayload, SalePayload
 from terminal import coupons as cp
 from terminal import loyalty as ly
 from terminal import pricing
-from sync.protocol import RefundPayload, SalePayload
 from terminal.model import Basket, EarnRule, Line, Quote
 
 CHECKED = ("total", "discount", "points_redeemed", "points_earned", "payable")
@@ -36,26 +36,41 @@ def recompute(sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, 
     return pricing.price(program, Basket(lines), ctx, member, offers, sale.points_redeemed)
 
 
-def differences(sale: SalePayload, program: ly.Program,
-                coupon_docs: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+def differences(
+    sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[int, int]]:
     """Every checked figure where the till's report and head office's price differ: (till, hq)."""
     quote = recompute(sale, program, coupon_docs)
     mine = {
-        "total": quote.total, "discount": quote.discount, "points_redeemed": quote.points_redeemed,
-        "points_earned": quote.points_earned, "payable": quote.payable,
+        "total": quote.total,
+        "discount": quote.discount,
+        "points_redeemed": quote.points_redeemed,
+        "points_earned": quote.points_earned,
+        "payable": quote.payable,
     }
-    theirs = {"total": sale.total, "discount": sale.discount, "points_redeemed": sale.points_redeemed,
-              "points_earned": sale.points_earned, "payable": sale.payable}
+    theirs = {
+        "total": sale.total,
+        "discount": sale.discount,
+        "points_redeemed": sale.points_redeemed,
+        "points_earned": sale.points_earned,
+        "payable": sale.payable,
+    }
     return {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
 
 
-def refund_claw(sale: SalePayload, earlier: Sequence[RefundPayload], refund: RefundPayload, program: ly.Program,
-                coupon_docs: Mapping[str, Mapping[str, Any]]) -> int:
+def refund_claw(
+    sale: SalePayload,
+    earlier: Sequence[RefundPayload],
+    refund: RefundPayload,
+    program: ly.Program,
+    coupon_docs: Mapping[str, Mapping[str, Any]],
+) -> int:
     """The points head office's rules take back for ``refund`` of ``sale``, after the ``earlier`` refunds:
     the basket that stays is priced again, as the till does (``terminal.pricing.refund``)."""
     lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
-    state = pricing.SaleState(Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed,
-                              tuple(sale.coupons))
+    state = pricing.SaleState(
+        Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed, tuple(sale.coupons)
+    )
     ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
     used = [cp.parse_coupon(cid, coupon_docs[cid]) for cid in sale.coupons if cid in coupon_docs]
     for before in earlier:

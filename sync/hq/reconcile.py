@@ -24,10 +24,23 @@ from sync.hq.db import Tx
 from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
 from terminal import b64url
 
-REPORT_COLUMNS = ("store_id", "terminal_id", "day", "entries", "total", "points", "stored_value", "open_items",
-                  "settled_items", "open_reasons", "eod")
-_ITEM_COLUMNS = ("item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, settled_at, "
-                 "settled_by, note, quarantine")
+REPORT_COLUMNS = (
+    "store_id",
+    "terminal_id",
+    "day",
+    "entries",
+    "total",
+    "points",
+    "stored_value",
+    "open_items",
+    "settled_items",
+    "open_reasons",
+    "eod",
+)
+_ITEM_COLUMNS = (
+    "item_id, store_id, terminal_id, day, seq, txn_id, reason, detail, state, created_at, settled_at, "
+    "settled_by, note, quarantine"
+)
 
 
 class UnknownItem(LookupError):
@@ -68,27 +81,35 @@ def record_eod(tx: Tx, report: EodReport, now: str) -> EodResult:
 
 
 def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
-    row = tx.one("SELECT first_seq, last_seq, totals FROM eod_reports WHERE terminal_id = ? AND day = ?",
-                 [terminal_id, day])
+    row = tx.one(
+        "SELECT first_seq, last_seq, totals FROM eod_reports WHERE terminal_id = ? AND day = ?", [terminal_id, day]
+    )
     if row is None:
         raise UnknownItem(f"no end-of-day report of {terminal_id} for {day}")
     first, last = int(row[0]), int(row[1])
     reported = {k: KindTotals.model_validate(v) for k, v in json.loads(row[2]).items()}
-    entries = tx.all("SELECT seq, kind, payload FROM journal WHERE terminal_id = ? AND seq >= ? AND seq <= ? "
-                     "ORDER BY seq", [terminal_id, first, last])
+    entries = tx.all(
+        "SELECT seq, kind, payload FROM journal WHERE terminal_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+        [terminal_id, first, last],
+    )
     missing = missing_ranges(first, last, (int(r[0]) for r in entries))
     held = day_totals((str(r[1]), json.loads(r[2])) for r in entries)
     differ = mismatches(reported, held)
     status: Literal["complete", "incomplete"] = "complete" if not missing and not differ else "incomplete"
-    tx.run("UPDATE eod_reports SET status = ?, missing = ?, mismatches = ?, checked_at = ? WHERE terminal_id = ? "
-           "AND day = ?", [status, json.dumps(missing), json.dumps(differ), now, terminal_id, day])
+    tx.run(
+        "UPDATE eod_reports SET status = ?, missing = ?, mismatches = ?, checked_at = ? WHERE terminal_id = ? "
+        "AND day = ?",
+        [status, json.dumps(missing), json.dumps(differ), now, terminal_id, day],
+    )
     return EodResult(terminal_id=terminal_id, day=day, status=status, missing=missing, mismatches=differ)
 
 
 def recheck_days(tx: Tx, terminal_id: str, acked_seq: int, now: str) -> None:
     """Entries arrived: check again the incomplete days they may complete."""
-    rows = tx.all("SELECT day FROM eod_reports WHERE terminal_id = ? AND status = 'incomplete' AND first_seq <= ?",
-                  [terminal_id, acked_seq])
+    rows = tx.all(
+        "SELECT day FROM eod_reports WHERE terminal_id = ? AND status = 'incomplete' AND first_seq <= ?",
+        [terminal_id, acked_seq],
+    )
     for (day,) in rows:
         check_day(tx, terminal_id, str(day), now)
 
@@ -138,9 +159,17 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     return parts
 
 
-def items(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None, day: str | None = None,
-          state: str | None = None, reason: str | None = None, limit: int | None = None,
-          newest: bool = False) -> list[ReconItem]:
+def items(
+    tx: Tx,
+    *,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day: str | None = None,
+    state: str | None = None,
+    reason: str | None = None,
+    limit: int | None = None,
+    newest: bool = False,
+) -> list[ReconItem]:
     """Every item that matches, oldest first (``newest``: the newest first; ``item_page`` reads them a page
     at a time)."""
     where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day=day, state=state, reason=reason)
@@ -151,8 +180,9 @@ def items(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None
     return [_item(r) for r in tx.all(sql, params)]
 
 
-def item_page(tx: Tx, *, after: str | None = None, limit: int = 100, **filters: str | None) -> tuple[
-        list[ReconItem], str | None]:
+def item_page(
+    tx: Tx, *, after: str | None = None, limit: int = 100, **filters: str | None
+) -> tuple[list[ReconItem], str | None]:
     """One page of items, oldest first, and the cursor of the next page (None: no more)."""
     limit = max(1, min(limit, MAX_PAGE))
     where, params = _filters(tx, **filters)
@@ -160,8 +190,10 @@ def item_page(tx: Tx, *, after: str | None = None, limit: int = 100, **filters: 
         created, item_id = decode_cursor(after, 2)
         where += " AND (created_at > ? OR (created_at = ? AND item_id > ?))"
         params += [created, created, item_id]
-    rows = tx.all(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE {where} ORDER BY created_at, item_id LIMIT ?",
-                  [*params, limit + 1])
+    rows = tx.all(
+        f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE {where} ORDER BY created_at, item_id LIMIT ?",
+        [*params, limit + 1],
+    )
     found = [_item(r) for r in rows[:limit]]
     more = len(rows) > limit
     return found, encode_cursor(found[-1].created_at, found[-1].item_id) if more and found else None
@@ -177,18 +209,37 @@ def group_page(tx: Tx, *, after: str | None = None, limit: int = 100, **filters:
     if after is not None:
         day, terminal, reason, state = decode_cursor(after, 4)
         # newest day first, then terminal, reason, state ascending
-        where += (" AND (day < ? OR (day = ? AND (terminal_id > ? OR (terminal_id = ? AND (reason > ? OR "
-                  "(reason = ? AND state > ?))))))")
+        where += (
+            " AND (day < ? OR (day = ? AND (terminal_id > ? OR (terminal_id = ? AND (reason > ? OR "
+            "(reason = ? AND state > ?))))))"
+        )
         params += [day, day, terminal, terminal, reason, reason, state]
     rows = tx.all(
         f"SELECT day, terminal_id, reason, state, MIN(store_id), COUNT(*), SUM(quarantine), MIN(created_at), "
         f"MAX(created_at) FROM recon_items WHERE {where} GROUP BY day, terminal_id, reason, state "
-        f"ORDER BY day DESC, terminal_id, reason, state LIMIT ?", [*params, limit + 1])
-    groups = [ItemGroup(day=r[0], terminal_id=r[1], reason=r[2], state=r[3], store_id=r[4], count=int(r[5]),
-                        quarantined=int(r[6] or 0), first_at=r[7], last_at=r[8]) for r in rows[:limit]]
+        f"ORDER BY day DESC, terminal_id, reason, state LIMIT ?",
+        [*params, limit + 1],
+    )
+    groups = [
+        ItemGroup(
+            day=r[0],
+            terminal_id=r[1],
+            reason=r[2],
+            state=r[3],
+            store_id=r[4],
+            count=int(r[5]),
+            quarantined=int(r[6] or 0),
+            first_at=r[7],
+            last_at=r[8],
+        )
+        for r in rows[:limit]
+    ]
     last = groups[-1] if groups else None
-    cursor = encode_cursor(last.day, last.terminal_id, last.reason.value, last.state.value) \
-        if last is not None and len(rows) > limit else None
+    cursor = (
+        encode_cursor(last.day, last.terminal_id, last.reason.value, last.state.value)
+        if last is not None and len(rows) > limit
+        else None
+    )
     return GroupPage(groups=groups, next_cursor=cursor)
 
 
@@ -198,8 +249,10 @@ def summary(tx: Tx, **filters: str | None) -> dict[str, dict[str, int]]:
     where, params = _filters(tx, **filters)
     found: dict[str, dict[str, int]] = {}
     for reason, state, n, held in tx.all(
-            f"SELECT reason, state, COUNT(*), SUM(quarantine) FROM recon_items WHERE {where} "
-            f"GROUP BY reason, state ORDER BY reason, state", params):
+        f"SELECT reason, state, COUNT(*), SUM(quarantine) FROM recon_items WHERE {where} "
+        f"GROUP BY reason, state ORDER BY reason, state",
+        params,
+    ):
         row = found.setdefault(str(reason), {"open": 0, "quarantined": 0, "settled_auto": 0, "settled_manual": 0})
         row[str(state)] = int(n)
         if state == ItemState.OPEN:
@@ -212,9 +265,11 @@ def settle_group(tx: Tx, terminal_id: str, day: str, reason: str, by: str, note:
     released or rejected one by one); returns how many."""
     if not by.strip() or not note.strip():
         raise ValueError("settling by hand needs who and why")
-    return tx.run("UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE terminal_id = ? "
-                  "AND day = ? AND reason = ? AND state = ? AND quarantine = 0",
-                  [ItemState.SETTLED_MANUAL.value, now, by, note, terminal_id, day, reason, ItemState.OPEN.value])
+    return tx.run(
+        "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE terminal_id = ? "
+        "AND day = ? AND reason = ? AND state = ? AND quarantine = 0",
+        [ItemState.SETTLED_MANUAL.value, now, by, note, terminal_id, day, reason, ItemState.OPEN.value],
+    )
 
 
 def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
@@ -228,31 +283,58 @@ def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
         raise ValueError(f"item {item_id} was already settled by {row[11]}")
     if row[13] and row[8] == ItemState.OPEN:
         raise ValueError(f"item {item_id} holds its entry in quarantine: release or reject transaction {row[5]}")
-    tx.run("UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
-           [ItemState.SETTLED_MANUAL.value, now, by, note, item_id])
+    tx.run(
+        "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
+        [ItemState.SETTLED_MANUAL.value, now, by, note, item_id],
+    )
     found = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])
     assert found is not None
     return _item(found)
 
 
-def report(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = None, day_from: str | None = None,
-           day_to: str | None = None) -> list[dict[str, Any]]:
+def report(
+    tx: Tx,
+    *,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day_from: str | None = None,
+    day_to: str | None = None,
+) -> list[dict[str, Any]]:
     """One row per (store, terminal, day): what head office holds, its items and the end-of-day status."""
     where, params = _filters(tx, store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def row(store: str, terminal: str, day: str) -> dict[str, Any]:
-        return rows.setdefault((store, terminal, day), {
-            "store_id": store, "terminal_id": terminal, "day": day, "entries": 0, "total": 0, "points": 0,
-            "stored_value": 0, "open_items": 0, "settled_items": 0, "open_reasons": {}, "eod": "not reported"})
+        return rows.setdefault(
+            (store, terminal, day),
+            {
+                "store_id": store,
+                "terminal_id": terminal,
+                "day": day,
+                "entries": 0,
+                "total": 0,
+                "points": 0,
+                "stored_value": 0,
+                "open_items": 0,
+                "settled_items": 0,
+                "open_reasons": {},
+                "eod": "not reported",
+            },
+        )
 
     for s, t, d, n, total, points, value in tx.all(
         f"SELECT store_id, terminal_id, day, COUNT(*), SUM(total), SUM(points), SUM(stored_value) FROM journal "
-        f"WHERE {where} GROUP BY store_id, terminal_id, day", params):
-        row(s, t, d).update(entries=int(n), total=int(total or 0), points=int(points or 0), stored_value=int(value or 0))
+        f"WHERE {where} GROUP BY store_id, terminal_id, day",
+        params,
+    ):
+        row(s, t, d).update(
+            entries=int(n), total=int(total or 0), points=int(points or 0), stored_value=int(value or 0)
+        )
     for s, t, d, state, reason, n in tx.all(
         f"SELECT store_id, terminal_id, day, state, reason, COUNT(*) FROM recon_items WHERE {where} "
-        "GROUP BY store_id, terminal_id, day, state, reason", params):
+        "GROUP BY store_id, terminal_id, day, state, reason",
+        params,
+    ):
         r = row(s, t, d)
         if state == ItemState.OPEN:
             r["open_items"] += int(n)
@@ -263,12 +345,20 @@ def report(tx: Tx, *, store_id: str | None = None, terminal_id: str | None = Non
     return [rows[key] for key in sorted(rows, key=lambda k: (k[0], k[1], k[2]))]
 
 
-def _add_eod(tx: Tx, rows: dict[tuple[str, str, str], dict[str, Any]], row: Any, store_id: str | None,
-             terminal_id: str | None, day_from: str | None, day_to: str | None) -> None:
+def _add_eod(
+    tx: Tx,
+    rows: dict[tuple[str, str, str], dict[str, Any]],
+    row: Any,
+    store_id: str | None,
+    terminal_id: str | None,
+    day_from: str | None,
+    day_to: str | None,
+) -> None:
     where, params = _filters(tx, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
     stores: dict[str, str] = {str(t): str(st) for t, st in tx.all("SELECT terminal_id, store_id FROM terminals")}
-    for t, d, status, missing in tx.all(f"SELECT terminal_id, day, status, missing FROM eod_reports WHERE {where}",
-                                        params):
+    for t, d, status, missing in tx.all(
+        f"SELECT terminal_id, day, status, missing FROM eod_reports WHERE {where}", params
+    ):
         store = str(stores.get(t, "?"))
         if store_id is not None and store != store_id:
             continue

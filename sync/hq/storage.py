@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sync.hq import ingest as ingest_mod
 from sync.hq import businessday, quarantine, reconcile, versions
+from sync.hq import ingest as ingest_mod
 from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
 from sync.hq.ingest import (
     Effect,
@@ -49,7 +49,6 @@ from sync.hq.ingest import (
 )
 from sync.protocol import (
     SNAPSHOT_COLUMNS,
-    canonical_json,
     ChangesPage,
     EnrolResponse,
     EodReport,
@@ -62,7 +61,6 @@ from sync.protocol import (
     SnapshotPage,
     TillHealth,
     Tombstone,
-    parse_time,
     WireCard,
     WireCoupon,
     WireDeviceCert,
@@ -72,13 +70,26 @@ from sync.protocol import (
     WireRevocation,
     WireRule,
     WireRuleDoc,
+    canonical_json,
+    parse_time,
 )
-from terminal.credentials import token_digest
 from terminal import b64url
+from terminal.credentials import token_digest
 
 __all__ = [
-    "CredentialRevoked", "Effect", "EnrolmentRefused", "HqError", "HqStore", "SeqConflict", "Settings",
-    "StorageFailed", "UnknownTerminal", "WrongTerminal", "canonical_json", "contiguous", "utc_now",
+    "CredentialRevoked",
+    "Effect",
+    "EnrolmentRefused",
+    "HqError",
+    "HqStore",
+    "SeqConflict",
+    "Settings",
+    "StorageFailed",
+    "UnknownTerminal",
+    "WrongTerminal",
+    "canonical_json",
+    "contiguous",
+    "utc_now",
 ]
 
 STATUSES = ("active", "blocked")
@@ -225,8 +236,12 @@ class HqStore:
     def revoke_terminal(self, terminal_id: str) -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal."""
         with self.db.write() as tx:
-            return tx.run("UPDATE terminals SET revoked = 1, next_token_sha256 = NULL WHERE terminal_id = ?",
-                          [terminal_id]) == 1
+            return (
+                tx.run(
+                    "UPDATE terminals SET revoked = 1, next_token_sha256 = NULL WHERE terminal_id = ?", [terminal_id]
+                )
+                == 1
+            )
 
     def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:
         """A one-time code that enrols (or re-enrols) ``terminal_id`` of ``store_id``; shown once."""
@@ -234,9 +249,12 @@ class HqStore:
         expires = (datetime.now(UTC) + timedelta(hours=hours)).isoformat(timespec="seconds").replace("+00:00", "Z")
         with self.db.write() as tx:
             _check_store(tx, terminal_id, store_id)
-            tx.run("INSERT INTO enrol_codes (code_sha256, terminal_id, store_id, created_at, expires_at) "
-                   "VALUES (?, ?, ?, ?, ?)", [token_digest(code), terminal_id, store_id, utc_now(), expires])
-        return "-".join(code[i:i + 4] for i in range(0, 16, 4))
+            tx.run(
+                "INSERT INTO enrol_codes (code_sha256, terminal_id, store_id, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [token_digest(code), terminal_id, store_id, utc_now(), expires],
+            )
+        return "-".join(code[i : i + 4] for i in range(0, 16, 4))
 
     def enrol(self, code: str, terminal_id: str | None = None) -> EnrolResponse:
         """Redeem a one-time code for the terminal's own credential. An enrolment lifts a revocation:
@@ -245,15 +263,22 @@ class HqStore:
         now = utc_now()
 
         def redeem(tx: Tx) -> tuple[str, str]:
-            row = tx.one(f"SELECT terminal_id, store_id, expires_at, used_at FROM enrol_codes WHERE code_sha256 = ?"
-                         f"{tx.for_update}", [token_digest(normalise_code(code))])
+            row = tx.one(
+                f"SELECT terminal_id, store_id, expires_at, used_at FROM enrol_codes WHERE code_sha256 = ?"
+                f"{tx.for_update}",
+                [token_digest(normalise_code(code))],
+            )
             if row is None or row[3] is not None or row[2] < now[:19] + "Z" or (terminal_id and terminal_id != row[0]):
                 raise EnrolmentRefused("unknown, expired or already used enrolment code")
-            tx.run("UPDATE enrol_codes SET used_at = ? WHERE code_sha256 = ?", [now, token_digest(normalise_code(code))])
+            tx.run(
+                "UPDATE enrol_codes SET used_at = ? WHERE code_sha256 = ?", [now, token_digest(normalise_code(code))]
+            )
             tx.run(
                 "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
                 "VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (terminal_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
-                "next_token_sha256 = NULL, revoked = 0", [row[0], row[1], token_digest(token), now])
+                "next_token_sha256 = NULL, revoked = 0",
+                [row[0], row[1], token_digest(token), now],
+            )
             return str(row[0]), str(row[1])
 
         tid, sid = self.db.transact(redeem)
@@ -264,14 +289,18 @@ class HqStore:
         a terminal that crashes before saving the new token is not locked out."""
         token = secrets.token_urlsafe(32)
         with self.db.write() as tx:
-            tx.run("UPDATE terminals SET next_token_sha256 = ? WHERE terminal_id = ?", [token_digest(token), terminal_id])
+            tx.run(
+                "UPDATE terminals SET next_token_sha256 = ? WHERE terminal_id = ?", [token_digest(token), terminal_id]
+            )
         return token
 
     def authenticate(self, token: str) -> str | None:
         """The terminal this bearer token belongs to; None if unknown. Raises CredentialRevoked."""
         digest = token_digest(token)
-        rows = self._read("SELECT terminal_id, revoked, token_sha256 FROM terminals WHERE token_sha256 = ? "
-                          "OR next_token_sha256 = ?", [digest, digest])
+        rows = self._read(
+            "SELECT terminal_id, revoked, token_sha256 FROM terminals WHERE token_sha256 = ? OR next_token_sha256 = ?",
+            [digest, digest],
+        )
         if not rows:
             return None
         terminal_id, revoked, current = rows[0]
@@ -280,15 +309,19 @@ class HqStore:
         if current != digest:
             # First use of a rotated token: it replaces the old one for good.
             with self.db.write() as tx:
-                tx.run("UPDATE terminals SET token_sha256 = next_token_sha256, next_token_sha256 = NULL "
-                       "WHERE terminal_id = ? AND next_token_sha256 = ?", [terminal_id, digest])
+                tx.run(
+                    "UPDATE terminals SET token_sha256 = next_token_sha256, next_token_sha256 = NULL "
+                    "WHERE terminal_id = ? AND next_token_sha256 = ?",
+                    [terminal_id, digest],
+                )
         return str(terminal_id)
 
     def note_pull(self, terminal_id: str) -> None:
         """The terminal pulls: a till pushes everything it has before it pulls, so no entry it makes later
         can honestly carry an earlier time than this (``ingest`` checks)."""
-        self.db.transact(lambda tx: tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = ?",
-                                           [utc_now(), terminal_id]))
+        self.db.transact(
+            lambda tx: tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = ?", [utc_now(), terminal_id])
+        )
 
     def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:
         """Note that a terminal was seen (at most every 30 s per terminal: pulls are frequent)."""
@@ -298,15 +331,18 @@ class HqStore:
                 return
             self._seen[terminal_id] = now
         with self.db.write() as tx:
-            tx.run("UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
-                   [utc_now(), clock_offset, terminal_id])
+            tx.run(
+                "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
+                [utc_now(), clock_offset, terminal_id],
+            )
 
     def terminals(self) -> list[dict[str, Any]]:
         """Every terminal with what head office holds of its journal: who is offline or behind."""
         rows = self._read(
             "SELECT t.terminal_id, t.store_id, t.revoked, t.acked_seq, t.last_seen, t.clock_offset, "
             "(SELECT MAX(seq) FROM journal j WHERE j.terminal_id = t.terminal_id), "
-            "(SELECT COUNT(*) FROM journal j WHERE j.terminal_id = t.terminal_id) FROM terminals t ORDER BY t.terminal_id")
+            "(SELECT COUNT(*) FROM journal j WHERE j.terminal_id = t.terminal_id) FROM terminals t ORDER BY t.terminal_id"
+        )
         names = ("terminal_id", "store_id", "revoked", "acked_seq", "last_seen", "clock_offset", "max_seq", "entries")
         out = []
         for row in rows:
@@ -319,15 +355,19 @@ class HqStore:
         """Keep a till's health report (the latest only) with head office's time of receipt."""
         self.flag_clock(terminal_id, clock)
         with self.db.write() as tx:
-            tx.run("INSERT INTO terminal_health (terminal_id, reported_at, body) VALUES (?, ?, ?) "
-                   "ON CONFLICT (terminal_id) DO UPDATE SET reported_at = excluded.reported_at, body = excluded.body",
-                   [terminal_id, utc_now(), health.model_dump_json()])
+            tx.run(
+                "INSERT INTO terminal_health (terminal_id, reported_at, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (terminal_id) DO UPDATE SET reported_at = excluded.reported_at, body = excluded.body",
+                [terminal_id, utc_now(), health.model_dump_json()],
+            )
 
     def fleet(self, now: str | None = None) -> list[dict[str, Any]]:
         """Every terminal with its journal position and its last health report, ages measured at ``now``."""
         with self.db.read() as tx:
-            reports = {str(r[0]): (str(r[1]), str(r[2])) for r in tx.all(
-                "SELECT terminal_id, reported_at, body FROM terminal_health")}
+            reports = {
+                str(r[0]): (str(r[1]), str(r[2]))
+                for r in tx.all("SELECT terminal_id, reported_at, body FROM terminal_health")
+            }
         return [fleet_row(info, reports.get(info["terminal_id"]), now or utc_now()) for info in self.terminals()]
 
     def store_of(self, terminal_id: str) -> str | None:
@@ -340,9 +380,11 @@ class HqStore:
         """An administrator token (reports, settling items); shown once."""
         token = secrets.token_urlsafe(32)
         with self.db.write() as tx:
-            tx.run("INSERT INTO admins (name, token_sha256, created_at, revoked) VALUES (?, ?, ?, 0) "
-                   "ON CONFLICT (name) DO UPDATE SET token_sha256 = excluded.token_sha256, revoked = 0",
-                   [name, token_digest(token), utc_now()])
+            tx.run(
+                "INSERT INTO admins (name, token_sha256, created_at, revoked) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (name) DO UPDATE SET token_sha256 = excluded.token_sha256, revoked = 0",
+                [name, token_digest(token), utc_now()],
+            )
         return token
 
     def authenticate_admin(self, token: str) -> str | None:
@@ -355,7 +397,9 @@ class HqStore:
         row = tx.one("SELECT value FROM settings WHERE name = 'root_key'")
         if row is None:
             raw = Ed25519PrivateKey.generate().private_bytes_raw()
-            tx.run("INSERT INTO settings (name, value) VALUES ('root_key', ?) ON CONFLICT (name) DO NOTHING", [b64(raw)])
+            tx.run(
+                "INSERT INTO settings (name, value) VALUES ('root_key', ?) ON CONFLICT (name) DO NOTHING", [b64(raw)]
+            )
             row = tx.one("SELECT value FROM settings WHERE name = 'root_key'")
             assert row is not None
         return Ed25519PrivateKey.from_private_bytes(unb64(str(row[0])))
@@ -374,13 +418,21 @@ class HqStore:
         down to every till, signed by the root key. Returns the key id."""
         private = Ed25519PrivateKey.generate()
         key_id = f"K-{secrets.token_hex(4)}"
-        body = {"key_id": key_id, "alg": "ed25519", "purpose": purpose, "status": "active", "created_at": utc_now(),
-                "public_key": b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))}
+        body = {
+            "key_id": key_id,
+            "alg": "ed25519",
+            "purpose": purpose,
+            "status": "active",
+            "created_at": utc_now(),
+            "public_key": b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
+        }
 
         def save(tx: Tx) -> None:
             text, sig = self._signed(tx, body)
-            tx.run("INSERT INTO signing_keys (key_id, body, sig, private_key, version, deleted) VALUES (?, ?, ?, ?, 0, 0)",
-                   [key_id, text, sig, b64(private.private_bytes_raw())])
+            tx.run(
+                "INSERT INTO signing_keys (key_id, body, sig, private_key, version, deleted) VALUES (?, ?, ?, ?, 0, 0)",
+                [key_id, text, sig, b64(private.private_bytes_raw())],
+            )
             bump_versions(tx, "signing_keys", "key_id", [key_id])
 
         self.db.transact(save)
@@ -406,9 +458,11 @@ class HqStore:
 
         def save(tx: Tx) -> None:
             text, sig = self._signed(tx, body)
-            tx.run("INSERT INTO revocations (revocation_id, body, sig, version, deleted) VALUES (?, ?, ?, 0, 0) "
-                   "ON CONFLICT (revocation_id) DO UPDATE SET body = excluded.body, sig = excluded.sig, deleted = 0",
-                   [revocation_id, text, sig])
+            tx.run(
+                "INSERT INTO revocations (revocation_id, body, sig, version, deleted) VALUES (?, ?, ?, 0, 0) "
+                "ON CONFLICT (revocation_id) DO UPDATE SET body = excluded.body, sig = excluded.sig, deleted = 0",
+                [revocation_id, text, sig],
+            )
             bump_versions(tx, "revocations", "revocation_id", [revocation_id])
 
         self.db.transact(save)
@@ -416,24 +470,37 @@ class HqStore:
 
     # -- master data ----------------------------------------------------------------------------
 
-    def upsert_member(self, member_id: str, display_name: str | None = None, tier: str | None = None,
-                      points: int | None = None, status: str | None = None, stored_value: int | None = None) -> None:
+    def upsert_member(
+        self,
+        member_id: str,
+        display_name: str | None = None,
+        tier: str | None = None,
+        points: int | None = None,
+        status: str | None = None,
+        stored_value: int | None = None,
+    ) -> None:
         """Create a member, or change only the fields given (None: as it is; a new member starts at
         0 points and stored value, tier ``basic``, active). Balances, lots and tier survive an update."""
         if status is not None:
             _check_status(status)
 
         def save(tx: Tx) -> None:
-            held = tx.one(f"SELECT display_name, tier, points, status, stored_value, blocked_at, deleted FROM members "
-                          f"WHERE member_id = ?{tx.for_update}", [member_id])
+            held = tx.one(
+                f"SELECT display_name, tier, points, status, stored_value, blocked_at, deleted FROM members "
+                f"WHERE member_id = ?{tx.for_update}",
+                [member_id],
+            )
             old = held if held is not None and not held[6] else (display_name or "", "basic", 0, "active", 0, None, 0)
             new_status = status if status is not None else str(old[3])
-            values = {"display_name": display_name if display_name is not None else old[0],
-                      "tier": tier if tier is not None else old[1],
-                      "points": points if points is not None else int(old[2]), "status": new_status,
-                      "stored_value": stored_value if stored_value is not None else int(old[4]),
-                      "blocked_at": _blocked_at(held[5] if held else None, held and held[3], new_status),
-                      "deleted": 0}
+            values = {
+                "display_name": display_name if display_name is not None else old[0],
+                "tier": tier if tier is not None else old[1],
+                "points": points if points is not None else int(old[2]),
+                "status": new_status,
+                "stored_value": stored_value if stored_value is not None else int(old[4]),
+                "blocked_at": _blocked_at(held[5] if held else None, held and held[3], new_status),
+                "deleted": 0,
+            }
             if _write_row(tx, "members", "member_id", member_id, values, held):
                 if held is None or held[6]:
                     ingest_mod.apply_late_entries(tx, member_id, utc_now())
@@ -447,10 +514,16 @@ class HqStore:
             raise ValueError(f"no member {member_id} for card {uid_hash[:12]}...")
 
         def save(tx: Tx) -> None:
-            held = tx.one(f"SELECT member_id, status, blocked_at, deleted FROM cards WHERE uid_hash = ?{tx.for_update}",
-                          [uid_hash])
-            values = {"member_id": member_id, "status": status,
-                      "blocked_at": _blocked_at(held[2] if held else None, held and held[1], status), "deleted": 0}
+            held = tx.one(
+                f"SELECT member_id, status, blocked_at, deleted FROM cards WHERE uid_hash = ?{tx.for_update}",
+                [uid_hash],
+            )
+            values = {
+                "member_id": member_id,
+                "status": status,
+                "blocked_at": _blocked_at(held[2] if held else None, held and held[1], status),
+                "deleted": 0,
+            }
             if _write_row(tx, "cards", "uid_hash", uid_hash, values, held):
                 bump_versions(tx, "cards", "uid_hash", [uid_hash])
 
@@ -489,8 +562,10 @@ class HqStore:
                 return False
             cards = []
             if table == "members":
-                cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0",
-                                                   [item_id])]
+                cards = [
+                    str(r[0])
+                    for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0", [item_id])
+                ]
                 tx.many("UPDATE cards SET deleted = 1 WHERE uid_hash = ?", [(c,) for c in cards])
                 bump_versions(tx, "cards", "uid_hash", cards)
             bump_versions(tx, table, key, [item_id])
@@ -510,8 +585,11 @@ class HqStore:
         self.db.transact(save)
 
     def member(self, member_id: str) -> WireMember | None:
-        rows = self._read("SELECT member_id, display_name, tier, points, status, stored_value FROM members "
-                          "WHERE member_id = ? AND deleted = 0", [member_id])
+        rows = self._read(
+            "SELECT member_id, display_name, tier, points, status, stored_value FROM members "
+            "WHERE member_id = ? AND deleted = 0",
+            [member_id],
+        )
         return _member(rows[0]) if rows else None
 
     def coupon_uses(self, coupon_id: str) -> int:
@@ -559,10 +637,15 @@ class HqStore:
         return int(self._read("SELECT COUNT(*) FROM journal WHERE terminal_id = ?", [terminal_id])[0][0])
 
     def entries(self, terminal_id: str) -> list[WireEntry]:
-        rows = self._read("SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
-                          "WHERE terminal_id = ? ORDER BY seq", [terminal_id])
-        return [WireEntry(terminal_id=t, seq=s, txn_id=x, kind=k, payload=json.loads(p), created_at=c)
-                for t, s, x, k, p, c in rows]
+        rows = self._read(
+            "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
+            "WHERE terminal_id = ? ORDER BY seq",
+            [terminal_id],
+        )
+        return [
+            WireEntry(terminal_id=t, seq=s, txn_id=x, kind=k, payload=json.loads(p), created_at=c)
+            for t, s, x, k, p, c in rows
+        ]
 
     def effects(self, terminal_id: str) -> dict[int, Effect]:
         """What each stored entry did to balances, by seq (ops and reconciliation)."""
@@ -578,7 +661,7 @@ class HqStore:
         rows: list[tuple[int, str, Any]] = []
         with self.db.read() as tx:
             # Each table gives at most limit + 1 rows: enough to fill the page and to know if more remain.
-            for attr, table, key, kind, wire in FEED:
+            for attr, table, _key, kind, wire in FEED:
                 cols = ", ".join(SNAPSHOT_COLUMNS[attr])
                 sql = f"SELECT {cols}, version, deleted FROM {table} WHERE version > ? ORDER BY version LIMIT ?"
                 for row in tx.all(sql, [since, limit + 1]):
@@ -589,8 +672,9 @@ class HqStore:
     def snapshot_info(self) -> SnapshotInfo:
         with self.db.read() as tx:
             version = tx.one("SELECT value FROM counters WHERE name = 'version'")
-            counts = {attr: int(tx.all(f"SELECT COUNT(*) FROM {table} WHERE deleted = 0")[0][0])
-                      for attr, table, *_ in FEED}
+            counts = {
+                attr: int(tx.all(f"SELECT COUNT(*) FROM {table} WHERE deleted = 0")[0][0]) for attr, table, *_ in FEED
+            }
         assert version is not None
         return SnapshotInfo(version=int(version[0]), counts=counts)
 
@@ -601,12 +685,18 @@ class HqStore:
             raise KeyError(kind)
         _, table, key, _, _ = FEED_BY_KIND[kind]
         columns = SNAPSHOT_COLUMNS[kind]
-        rows = self._read(f"SELECT {', '.join(columns)} FROM {table} WHERE deleted = 0 AND {key} > ? ORDER BY {key} "
-                          f"LIMIT ?", [after, limit + 1])
+        rows = self._read(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE deleted = 0 AND {key} > ? ORDER BY {key} LIMIT ?",
+            [after, limit + 1],
+        )
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"kind": kind, "columns": list(columns), "rows": [list(r) for r in rows],
-                "next": str(rows[-1][0]) if more else None}
+        return {
+            "kind": kind,
+            "columns": list(columns),
+            "rows": [list(r) for r in rows],
+            "next": str(rows[-1][0]) if more else None,
+        }
 
     def snapshot_page(self, kind: str, after: str = "", limit: int = 5000) -> SnapshotPage:
         return SnapshotPage.model_validate(self.snapshot_rows(kind, after, limit))
@@ -633,8 +723,9 @@ class HqStore:
         with self.db.read() as tx:
             return reconcile.items(tx, **filters)
 
-    def item_page(self, *, after: str | None = None, limit: int = 100,
-                  **filters: str | None) -> tuple[list[ReconItem], str | None]:
+    def item_page(
+        self, *, after: str | None = None, limit: int = 100, **filters: str | None
+    ) -> tuple[list[ReconItem], str | None]:
         """A page of items and the next page's cursor (``reconcile.BadCursor`` for one not given here)."""
         with self.db.read() as tx:
             return reconcile.item_page(tx, after=after, limit=limit, **filters)
@@ -658,21 +749,32 @@ class HqStore:
         day = businessday.calendar(timezone, day_starts)
         now = utc_now()
         with self.db.write() as tx:
-            tx.run("INSERT INTO stores (store_id, timezone, day_starts, updated_at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (store_id) DO UPDATE SET timezone = excluded.timezone, "
-                   "day_starts = excluded.day_starts, updated_at = excluded.updated_at",
-                   [store_id, day.timezone, day.day_starts, now])
+            tx.run(
+                "INSERT INTO stores (store_id, timezone, day_starts, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (store_id) DO UPDATE SET timezone = excluded.timezone, "
+                "day_starts = excluded.day_starts, updated_at = excluded.updated_at",
+                [store_id, day.timezone, day.day_starts, now],
+            )
         return {"store_id": store_id, "timezone": day.timezone, "day_starts": day.day_starts, "updated_at": now}
 
     def stores(self) -> list[dict[str, str | None]]:
         """Every store with terminals or a calendar, and the calendar its entries are filed by."""
         with self.db.read() as tx:
-            set_up = {str(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in
-                      tx.all("SELECT store_id, timezone, day_starts, updated_at FROM stores")}
+            set_up = {
+                str(r[0]): (str(r[1]), str(r[2]), str(r[3]))
+                for r in tx.all("SELECT store_id, timezone, day_starts, updated_at FROM stores")
+            }
             known = {str(r[0]) for r in tx.all("SELECT DISTINCT store_id FROM terminals")} | set(set_up)
         default = (self.settings.timezone, "00:00", "")
-        return [{"store_id": s, "timezone": set_up.get(s, default)[0], "day_starts": set_up.get(s, default)[1],
-                 "updated_at": set_up.get(s, default)[2] or None} for s in sorted(known)]
+        return [
+            {
+                "store_id": s,
+                "timezone": set_up.get(s, default)[0],
+                "day_starts": set_up.get(s, default)[1],
+                "updated_at": set_up.get(s, default)[2] or None,
+            }
+            for s in sorted(known)
+        ]
 
     def set_blocked(self, kind: str, subject: str, blocked: bool, by: str, reason: str) -> dict[str, Any]:
         """Block or unblock a member or a card (``kind``: member, card): tills pull it; entries head office
@@ -685,17 +787,23 @@ class HqStore:
         now = utc_now()
 
         def save(tx: Tx) -> dict[str, Any]:
-            held = tx.one(f"SELECT status, blocked_at FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}",
-                          [subject])
+            held = tx.one(
+                f"SELECT status, blocked_at FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}", [subject]
+            )
             if held is None:
                 raise LookupError(f"no {kind} {subject}")
             changed = str(held[0]) != status
             if changed:
-                tx.run(f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
-                       [status, _blocked_at(held[1], held[0], status), subject])
+                tx.run(
+                    f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
+                    [status, _blocked_at(held[1], held[0], status), subject],
+                )
                 bump_versions(tx, table, key, [subject])
-            tx.run("INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) "
-                   "VALUES (?, ?, ?, ?, ?, ?)", [kind, subject, status, by, reason, now])
+            tx.run(
+                "INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [kind, subject, status, by, reason, now],
+            )
             return {"kind": kind, "subject": subject, "status": status, "changed": changed, "by": by, "at": now}
 
         return self.db.transact(save)
@@ -735,16 +843,20 @@ def _blocked_at(held_at: str | None, held_status: Any, status: str) -> str | Non
     return held_at if held_status == "blocked" and held_at else utc_now()
 
 
-def _write_row(tx: Tx, table: str, key: str, key_value: str, values: dict[str, Any],
-               held: tuple[Any, ...] | None) -> bool:
+def _write_row(
+    tx: Tx, table: str, key: str, key_value: str, values: dict[str, Any], held: tuple[Any, ...] | None
+) -> bool:
     """Upsert a row (its version is bumped by the caller, last); False if nothing changed."""
     names = list(values)
-    if held is not None and tuple(held[:len(names)]) == tuple(values.values()):
+    if held is not None and tuple(held[: len(names)]) == tuple(values.values()):
         return False
     columns = [key, *names, "version"]
     updates = ", ".join(f"{name} = excluded.{name}" for name in names)
-    tx.run(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-           f"ON CONFLICT ({key}) DO UPDATE SET {updates}", [key_value, *values.values(), 0])
+    tx.run(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        [key_value, *values.values(), 0],
+    )
     return True
 
 
@@ -755,17 +867,33 @@ def fleet_row(info: dict[str, Any], report: tuple[str, str] | None, now: str) ->
     row = dict(info)
     row["silent_seconds"] = _age(at, info.get("last_seen"))
     if report is None:
-        row.update(version=None, protocol=None, readers=[], pending=None, backlog_seconds=None,
-                   free_disk_bytes=None, last_error=None, uptime_seconds=None, loop_crashes=None, reported_at=None)
+        row.update(
+            version=None,
+            protocol=None,
+            readers=[],
+            pending=None,
+            backlog_seconds=None,
+            free_disk_bytes=None,
+            last_error=None,
+            uptime_seconds=None,
+            loop_crashes=None,
+            reported_at=None,
+        )
         return row
     reported_at, body = report
     health = TillHealth.model_validate_json(body)
-    row.update(version=health.version, protocol=health.protocol,
-               readers=[r.model_dump() for r in health.readers], pending=health.pending,
-               backlog_seconds=_age(at, health.oldest_pending_at, info.get("clock_offset")) if health.pending else 0,
-               free_disk_bytes=health.free_disk_bytes, last_error=health.last_error,
-               uptime_seconds=_age(at, health.started_at, info.get("clock_offset")),
-               loop_crashes=health.loop_crashes, reported_at=reported_at)
+    row.update(
+        version=health.version,
+        protocol=health.protocol,
+        readers=[r.model_dump() for r in health.readers],
+        pending=health.pending,
+        backlog_seconds=_age(at, health.oldest_pending_at, info.get("clock_offset")) if health.pending else 0,
+        free_disk_bytes=health.free_disk_bytes,
+        last_error=health.last_error,
+        uptime_seconds=_age(at, health.started_at, info.get("clock_offset")),
+        loop_crashes=health.loop_crashes,
+        reported_at=reported_at,
+    )
     return row
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime, timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync.hq.db import Tx
@@ -51,8 +51,11 @@ def remember(tx: Tx, table: str, key: str, values: Mapping[str, Any], now: str) 
     else:
         body = json.loads(str(values["body"]))
         digest = doc_digest(body)
-    tx.run("INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES (?, ?, ?, ?, ?) "
-           "ON CONFLICT (kind, doc_id, digest) DO NOTHING", [kind, key, digest, canonical_text(body), now])
+    tx.run(
+        "INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (kind, doc_id, digest) DO NOTHING",
+        [kind, key, digest, canonical_text(body), now],
+    )
     tx.run("INSERT INTO doc_events (kind, doc_id, digest, at) VALUES (?, ?, ?, ?)", [kind, key, digest, now])
 
 
@@ -94,8 +97,9 @@ def current_during(timeline: Timeline, start: str, end: str) -> set[str]:
     return {d for d in found if d is not None and d != DELETED}
 
 
-def implausible(named: Mapping[str, str], timelines: Mapping[str, Timeline], start: str, end: str,
-                default_base: str) -> list[str]:
+def implausible(
+    named: Mapping[str, str], timelines: Mapping[str, Timeline], start: str, end: str, default_base: str
+) -> list[str]:
     """What a sale made at ``end`` names that its till cannot have held if it pulled after ``start``: a version
     not current then, or a rule document current and unchanged all along that it leaves out. Pure."""
     problems = []
@@ -144,22 +148,36 @@ class Documents:
 
     def current(self) -> tuple[dict[str, Any], EarnRule]:
         if self._current is None:
-            docs = {str(r[0]): json.loads(r[1]) for r in
-                    self.tx.all("SELECT rule_id, body FROM rule_docs WHERE deleted = 0")}
+            docs = {
+                str(r[0]): json.loads(r[1])
+                for r in self.tx.all("SELECT rule_id, body FROM rule_docs WHERE deleted = 0")
+            }
             row = self.tx.one("SELECT rule_id, points, per_minor FROM rules WHERE rule_id = 'base' AND deleted = 0")
             self._current = docs, (EarnRule(str(row[0]), int(row[1]), int(row[2])) if row else DEFAULT_BASE_RULE)
             digests = {rule_id: doc_digest(body) for rule_id, body in docs.items()}
             for rule_id, body in docs.items():
                 self._bodies[("rule", rule_id, digests[rule_id])] = body
             base = self._current[1]
-            self._current_key = (("base", base_digest(base.rule_id, base.points, base.per_minor)),
-                                 *sorted((f"rule:{k}", d) for k, d in digests.items()))
+            self._current_key = (
+                ("base", base_digest(base.rule_id, base.points, base.per_minor)),
+                *sorted((f"rule:{k}", d) for k, d in digests.items()),
+            )
             self._bodies[("base", "base", base_digest(base.rule_id, base.points, base.per_minor))] = {
-                "per_minor": base.per_minor, "points": base.points, "rule_id": base.rule_id}
-            self._bodies[("base", "base", base_digest(DEFAULT_BASE_RULE.rule_id, DEFAULT_BASE_RULE.points,
-                                                      DEFAULT_BASE_RULE.per_minor))] = {
-                "per_minor": DEFAULT_BASE_RULE.per_minor, "points": DEFAULT_BASE_RULE.points,
-                "rule_id": DEFAULT_BASE_RULE.rule_id}
+                "per_minor": base.per_minor,
+                "points": base.points,
+                "rule_id": base.rule_id,
+            }
+            self._bodies[
+                (
+                    "base",
+                    "base",
+                    base_digest(DEFAULT_BASE_RULE.rule_id, DEFAULT_BASE_RULE.points, DEFAULT_BASE_RULE.per_minor),
+                )
+            ] = {
+                "per_minor": DEFAULT_BASE_RULE.per_minor,
+                "points": DEFAULT_BASE_RULE.points,
+                "rule_id": DEFAULT_BASE_RULE.rule_id,
+            }
         return self._current
 
     def load(self, sales: list[SalePayload]) -> None:
@@ -172,7 +190,8 @@ class Documents:
             return
         cond, params = self.tx.in_list("digest", sorted(wanted))
         for kind, doc_id, digest, body in self.tx.all(
-                f"SELECT kind, doc_id, digest, body FROM doc_versions WHERE {cond}", params):
+            f"SELECT kind, doc_id, digest, body FROM doc_versions WHERE {cond}", params
+        ):
             self._bodies[(str(kind), str(doc_id), str(digest))] = json.loads(body)
         self._looked_up |= wanted
 
@@ -185,8 +204,9 @@ class Documents:
         wanted = sorted(coupon_ids - self._coupons_timed)
         if wanted:
             cond, params = self.tx.in_list("doc_id", wanted)
-            rows += self.tx.all(f"SELECT kind, doc_id, digest, at FROM doc_events WHERE kind = 'coupon' AND {cond}",
-                                params)
+            rows += self.tx.all(
+                f"SELECT kind, doc_id, digest, at FROM doc_events WHERE kind = 'coupon' AND {cond}", params
+            )
             self._coupons_timed |= set(wanted)
         for kind, doc_id, digest, at in sorted(rows, key=lambda r: str(r[3])):
             key = "base" if kind == "base" else f"{kind}:{doc_id}"
@@ -202,8 +222,9 @@ class Documents:
         if made is not None:
             lines = {k: v for k, v in self._timelines.items() if not k.startswith("coupon:")}
             lines.update({f"coupon:{c}": self._timelines.get(f"coupon:{c}", []) for c in sale.coupons})
-            problems = implausible(named, lines, _text(_minus(made, self.window)), _text(_minus(made, -self.slack)),
-                                   _DEFAULT_BASE)
+            problems = implausible(
+                named, lines, _text(_minus(made, self.window)), _text(_minus(made, -self.slack)), _DEFAULT_BASE
+            )
             if problems:
                 return Priced(self._current_program(), dict(current_coupons), tuple(problems))
         rule_keys = tuple(sorted((k, d) for k, d in named.items() if not k.startswith("coupon:")))

@@ -40,8 +40,10 @@ def check_workers(db: str, workers: int) -> None:
     if workers < 1:
         raise ValueError("--workers must be 1 or more")
     if workers > 1 and not db.startswith(("postgresql://", "postgres://")):
-        raise NeedsPostgres("--workers above 1 needs head office on PostgreSQL (--db postgresql://...); "
-                            "a SQLite head office serves from one process")
+        raise NeedsPostgres(
+            "--workers above 1 needs head office on PostgreSQL (--db postgresql://...); "
+            "a SQLite head office serves from one process"
+        )
 
 
 def app_from_env() -> FastAPI:
@@ -50,17 +52,38 @@ def app_from_env() -> FastAPI:
     from sync.hq.cli import open_store
 
     options = ServeOptions.model_validate_json(os.environ[ENV])
-    store = open_store(options.db, clock_skew=options.clock_skew, timezone=options.timezone,
-                       write_off_points=options.write_off_points,
-                       sun_key_file=Path(options.sun_key_file) if options.sun_key_file else None,
-                       card_key_file=Path(options.card_key_file) if options.card_key_file else None,
-                       trust_pos=options.trust_pos)
+    store = open_store(
+        options.db,
+        clock_skew=options.clock_skew,
+        timezone=options.timezone,
+        write_off_points=options.write_off_points,
+        sun_key_file=Path(options.sun_key_file) if options.sun_key_file else None,
+        card_key_file=Path(options.card_key_file) if options.card_key_file else None,
+        trust_pos=options.trust_pos,
+    )
     return create_app(store)  # its pool closes with the process
 
 
-def serve_workers(options: ServeOptions, host: str, port: int, workers: int, *, ssl_certfile: str | None = None,
-                  ssl_keyfile: str | None = None, log_level: str = "warning") -> None:
+def serve_workers(
+    options: ServeOptions,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    log_level: str = "warning",
+) -> None:
     """Run ``workers`` head-office processes on one socket until SIGINT/SIGTERM."""
     os.environ[ENV] = options.model_dump_json()
-    uvicorn.run("sync.hq.workers:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, timeout_keep_alive=30)
+    uvicorn.run(
+        "sync.hq.workers:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        timeout_keep_alive=30,
+    )

@@ -128,7 +128,8 @@ def create_app(daemon: Any) -> FastAPI:
         pairing = getattr(daemon, "pairing", None)  # devices paired with a code (terminal/api/pairing.py)
         # bytes: compare_digest refuses str with characters beyond ASCII (a 500 instead of a 403)
         if not hmac.compare_digest(given.encode(), daemon.api_token.encode()) and (
-                pairing is None or pairing.check(given) is None):
+            pairing is None or pairing.check(given) is None
+        ):
             raise Unauthorized()
 
     @app.exception_handler(Unauthorized)
@@ -166,8 +167,13 @@ def create_app(daemon: Any) -> FastAPI:
     def sale(body: SaleIn) -> dict[str, Any]:
         member_id, basket = _sale_args(body)
         receipt = daemon.sell(
-            member_id, basket, body.coupons, body.redeem,
-            stored_value=body.stored_value, payment_code=body.payment_code, pay_by_card=body.pay_by_card,
+            member_id,
+            basket,
+            body.coupons,
+            body.redeem,
+            stored_value=body.stored_value,
+            payment_code=body.payment_code,
+            pay_by_card=body.pay_by_card,
         )
         return asdict(receipt)
 
@@ -201,6 +207,10 @@ def create_app(daemon: Any) -> FastAPI:
     app.mount("/panel", panel_files(), name="panel")
     app.add_middleware(BodyGuard, max_size=MAX_BODY)  # outermost but CORS: every body capped before it is read
     if extra_origins:  # explicit origins only, never a wildcard
-        app.add_middleware(CORSMiddleware, allow_origins=sorted(extra_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(extra_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
     return app

@@ -23,8 +23,8 @@ PANEL_DIR = Path(__file__).with_name("panel")
 PANEL_HEADERS = {
     # The panel loads only its own files and talks only to this origin; no other site may frame it.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-                               "form-action 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -105,7 +105,9 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
     def identify(body: IdentifyIn) -> dict[str, Any]:
         """Identify by member id, or by a member code; with neither, arm the till for a tap or scan."""
         if body.code:
-            return dict(session().scan(body.code) if body.code.startswith("TP") else session().identify(body.code, "code"))
+            return dict(
+                session().scan(body.code) if body.code.startswith("TP") else session().identify(body.code, "code")
+            )
         if body.member_id:
             return dict(session().identify(body.member_id, "typed"))
         return dict(session().press("identify"))
@@ -158,8 +160,13 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
         sale in progress earns its points."""
         return dict(session().press("enrol"))
 
-    @router.get("/v1/session/claim.png", dependencies=secured, tags=["session"], response_class=Response,
-                responses={200: {"content": {"image/png": {}}}, 404: {"description": "no claim code now"}})
+    @router.get(
+        "/v1/session/claim.png",
+        dependencies=secured,
+        tags=["session"],
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"description": "no claim code now"}},
+    )
     def claim_png() -> Response:
         """The receipt's claim QR (PNG, 1 mm modules at 203 dpi) of the anonymous sale just done."""
         png = session().claim_png()
@@ -204,10 +211,18 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
 
     # -- the event stream -------------------------------------------------------------------------
 
-    @router.get("/v1/stream", dependencies=secured, tags=["events"], response_class=StreamingResponse,
-                responses={200: {"content": {"text/event-stream": {}}}})
-    async def stream(after: int = Query(default=-1, ge=-1), types: str = Query(default="", max_length=500),
-                     last_event_id: str = Header(default="", max_length=20)) -> Response:
+    @router.get(
+        "/v1/stream",
+        dependencies=secured,
+        tags=["events"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        after: int = Query(default=-1, ge=-1),
+        types: str = Query(default="", max_length=500),
+        last_event_id: str = Header(default="", max_length=20),
+    ) -> Response:
         """Server-Sent Events: reader, scanner, member, sale, sync and session events. ``after``: replay
         the recent events after that id first (-1: live only); ``Last-Event-ID`` does the same on a
         reconnect. ``types``: comma-separated event types to keep (default: all)."""
@@ -215,8 +230,11 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
             return JSONResponse({"code": "too_many_streams", "message": "Too many event streams."}, status_code=503)
         start = int(last_event_id) if last_event_id.isdigit() else after
         wanted = [t for t in types.split(",") if t]
-        return StreamingResponse(hub.stream(start, wanted), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            hub.stream(start, wanted),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     # -- the panel --------------------------------------------------------------------------------
 

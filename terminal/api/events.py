@@ -56,7 +56,11 @@ class EventHub:
     """Fans the daemon's events out to SSE clients."""
 
     def __init__(
-        self, backlog: Callable[[int], Iterable[Event]], *, max_clients: int = 16, queue_size: int = 256,
+        self,
+        backlog: Callable[[int], Iterable[Event]],
+        *,
+        max_clients: int = 16,
+        queue_size: int = 256,
         heartbeat: float = 15.0,
     ) -> None:
         self.backlog = backlog

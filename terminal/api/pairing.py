@@ -55,8 +55,13 @@ class Pairing:
     """Pairing codes and paired devices; thread-safe; ``path`` None keeps devices in memory only."""
 
     def __init__(
-        self, path: Path | None, *, ttl: float = 120.0, attempts: int = 5,
-        clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+        self,
+        path: Path | None,
+        *,
+        ttl: float = 120.0,
+        attempts: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self.ttl = ttl
@@ -72,7 +77,7 @@ class Pairing:
 
     def new_code(self) -> PairingCode:
         """A fresh code; the previous one stops working."""
-        code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         with self._lock:
             self._code = (code, self.clock() + self.ttl)
             self._failures = 0
@@ -92,8 +97,9 @@ class Pairing:
                 raise Rejected(Code.PAIRING_REFUSED)
             self._code = None
             token = secrets.token_urlsafe(32)
-            device = Device(secrets.token_hex(6), name.strip()[:64] or "device", utc_iso(self.wall()),
-                            token_digest(token))
+            device = Device(
+                secrets.token_hex(6), name.strip()[:64] or "device", utc_iso(self.wall()), token_digest(token)
+            )
             self._devices[device.device_id] = device
             self._save()
         return device, token

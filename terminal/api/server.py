@@ -38,8 +38,16 @@ class ThreadedServer:
 
     def __init__(self, app: Any, host: str, port: int, uds: str | None = None) -> None:
         # Open event streams end at stop (app.state.on_stop); the grace period bounds anything else.
-        config = uvicorn.Config(app, host=host, port=port, uds=uds, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=3)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            uds=uds,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
         self.app = app
         self.uds = uds
         self.server = uvicorn.Server(config)

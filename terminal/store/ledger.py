@@ -51,7 +51,8 @@ def lots(conn: sqlite3.Connection, member_id: str, now: datetime) -> list[Lot]:
     so it is not read (a regular customer's history no longer slows each of their sales)."""
     rows = conn.execute(
         "SELECT lot_id, points, remaining, available_at, expires_at FROM point_lots WHERE member_id = ? "
-        "AND remaining > 0 AND (available_at > ? OR expires_at IS NOT NULL)", (member_id, _iso(now))
+        "AND remaining > 0 AND (available_at > ? OR expires_at IS NOT NULL)",
+        (member_id, _iso(now)),
     ).fetchall()
     return [
         Lot(lot_id, points, remaining, datetime.fromisoformat(avail), datetime.fromisoformat(exp) if exp else None)
@@ -70,7 +71,8 @@ def spendable(conn: sqlite3.Connection, member_id: str, now: datetime) -> int | 
 def held(member_lots: list[Lot], now: datetime) -> int:
     """Points of this till's lots that cannot pay now: still locked, or expired."""
     return sum(
-        lot.remaining for lot in member_lots
+        lot.remaining
+        for lot in member_lots
         if now < lot.available_at or (lot.expires_at is not None and now >= lot.expires_at)
     )
 
@@ -127,9 +129,7 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
             (fx.window_delta, fx.tier, fx.member_id),
         )
     if fx.sale_state is not None:
-        conn.execute(
-            "UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id)
-        )
+        conn.execute("UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id))
 
 
 def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:

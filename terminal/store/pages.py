@@ -63,11 +63,11 @@ def _value(serial: int, body: bytes, pos: int) -> tuple[Any, int]:
         size = _INT_SIZES[serial]
         if pos + size > len(body):
             raise Bad("integer runs off the record")
-        return int.from_bytes(body[pos:pos + size], "big", signed=True), pos + size
+        return int.from_bytes(body[pos : pos + size], "big", signed=True), pos + size
     if serial == 7:
         if pos + 8 > len(body):
             raise Bad("float runs off the record")
-        return struct.unpack(">d", body[pos:pos + 8])[0], pos + 8
+        return struct.unpack(">d", body[pos : pos + 8])[0], pos + 8
     if serial in (8, 9):
         return serial - 8, pos
     if serial < 12:
@@ -75,7 +75,7 @@ def _value(serial: int, body: bytes, pos: int) -> tuple[Any, int]:
     size = (serial - 12) // 2
     if pos + size > len(body):
         raise Bad("text or blob runs off the record")
-    raw = body[pos:pos + size]
+    raw = body[pos : pos + size]
     if serial % 2 == 0:
         return bytes(raw), pos + size
     try:
@@ -154,9 +154,9 @@ def _wal_pages(path: Path, page_size: int) -> dict[int, bytes]:
     pending: dict[int, bytes] = {}
     at = 32
     while at + 24 + page_size <= len(data):
-        number, commit, f_salt1, f_salt2, f0, f1 = struct.unpack(">6I", data[at:at + 24])
-        page = data[at + 24:at + 24 + page_size]
-        s0, s1 = _wal_checksum(data[at:at + 8] + page, s0, s1, big)
+        number, commit, f_salt1, f_salt2, f0, f1 = struct.unpack(">6I", data[at : at + 24])
+        page = data[at + 24 : at + 24 + page_size]
+        s0, s1 = _wal_checksum(data[at : at + 8] + page, s0, s1, big)
         if (f_salt1, f_salt2) != (salt1, salt2) or (s0, s1) != (f0, f1):
             break
         pending[number] = page
@@ -171,7 +171,7 @@ def image(path: Path) -> Image:
     """The database at ``path`` as its last commit left it, as far as its bytes go."""
     data = path.read_bytes()
     page_size, reserved = _header(data)
-    pages = {n + 1: data[n * page_size:(n + 1) * page_size] for n in range(len(data) // page_size)}
+    pages = {n + 1: data[n * page_size : (n + 1) * page_size] for n in range(len(data) // page_size)}
     pages.update(_wal_pages(path.with_name(path.name + "-wal"), page_size))
     return Image(pages, page_size, page_size - reserved)
 
@@ -189,7 +189,7 @@ def _payload(img: Image, page: bytes, pos: int, size: int) -> bytes:
     if pos + local > len(page):
         raise Bad("cell runs off the page")
     if local == size:
-        return page[pos:pos + local]
+        return page[pos : pos + local]
     return _chain(img, page, pos, local, size)
 
 
@@ -199,12 +199,12 @@ def leaf_cells(img: Image, number: int) -> Iterator[Cell]:
     start = 100 if number == 1 else 0
     if len(page) < start + 8 or page[start] != TABLE_LEAF:
         return
-    count = int.from_bytes(page[start + 3:start + 5], "big")
+    count = int.from_bytes(page[start + 3 : start + 5], "big")
     pointers = start + 8
     if pointers + 2 * count > len(page):
         return
     for i in range(count):
-        at = int.from_bytes(page[pointers + 2 * i:pointers + 2 * i + 2], "big")
+        at = int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big")
         try:
             size, pos = varint(page, at)
             rowid, pos = varint(page, pos)
@@ -248,7 +248,7 @@ def _index_payload(img: Image, page: bytes, pos: int, size: int) -> bytes:
     if size <= most:
         if pos + size > len(page):
             raise Bad("cell runs off the page")
-        return page[pos:pos + size]
+        return page[pos : pos + size]
     least = ((usable - 12) * 32 // 255) - 23
     local = least + ((size - least) % (usable - 4))
     local = local if local <= most else least
@@ -258,15 +258,15 @@ def _index_payload(img: Image, page: bytes, pos: int, size: int) -> bytes:
 def _chain(img: Image, page: bytes, pos: int, local: int, size: int) -> bytes:
     if pos + local + 4 > len(page):
         raise Bad("overflow pointer runs off the page")
-    parts, got = [page[pos:pos + local]], local
-    following = int.from_bytes(page[pos + local:pos + local + 4], "big")
+    parts, got = [page[pos : pos + local]], local
+    following = int.from_bytes(page[pos + local : pos + local + 4], "big")
     for _ in range(_MAX_OVERFLOW):
         if got >= size or following == 0:
             break
         chunk = img.page(following)
         following = int.from_bytes(chunk[:4], "big")
         take = min(size - got, img.usable - 4)
-        parts.append(chunk[4:4 + take])
+        parts.append(chunk[4 : 4 + take])
         got += take
     if got != size:
         raise Bad("overflow chain ends early")
@@ -291,15 +291,15 @@ def index_entries(img: Image, root: int) -> list[tuple[Any, ...]]:
         if kind not in (INDEX_LEAF, INDEX_INTERIOR):
             continue
         interior = kind == INDEX_INTERIOR
-        count = int.from_bytes(page[start + 3:start + 5], "big")
+        count = int.from_bytes(page[start + 3 : start + 5], "big")
         pointers = start + (12 if interior else 8)
         if interior:
-            todo.append(int.from_bytes(page[start + 8:start + 12], "big"))
+            todo.append(int.from_bytes(page[start + 8 : start + 12], "big"))
         for i in range(count):
-            at = int.from_bytes(page[pointers + 2 * i:pointers + 2 * i + 2], "big")
+            at = int.from_bytes(page[pointers + 2 * i : pointers + 2 * i + 2], "big")
             try:
                 if interior:
-                    todo.append(int.from_bytes(page[at:at + 4], "big"))
+                    todo.append(int.from_bytes(page[at : at + 4], "big"))
                     at += 4
                 size, pos = varint(page, at)
                 found.append(record(_index_payload(img, page, pos, size)))

@@ -79,9 +79,7 @@ def m005_loyalty_ledger(db: Database) -> None:
     db["coupon_uses"].create_index(["coupon_id", "member_id"])
     # What is left of a sale after refunds, to price the next refund (pricing.SaleState + context).
     db["sales"].add_column("state", str)
-    db.execute(
-        "CREATE TABLE doc_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
-    )
+    db.execute("CREATE TABLE doc_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
     db.execute("INSERT INTO doc_version (id, version) VALUES (1, 0)")
     for table in ("rule_docs", "coupon_docs", "rules"):
         for event in ("INSERT", "UPDATE", "DELETE"):
@@ -96,12 +94,21 @@ def m101_sync_docs(db: Database) -> None:
     # Pulled from head office: public keys (signed by its root key), the revocation list, and head
     # office's chain-wide count of each coupon's uses; and the end-of-day reports this till sent.
     db["hq_keys"].create({"key_id": str, "body": str, "sig": str}, pk="key_id")
-    db["hq_revocations"].create({"revocation_id": str, "kind": str, "subject": str, "body": str, "sig": str},
-                                pk="revocation_id")
+    db["hq_revocations"].create(
+        {"revocation_id": str, "kind": str, "subject": str, "body": str, "sig": str}, pk="revocation_id"
+    )
     db["hq_revocations"].create_index(["kind", "subject"])
     db["hq_coupon_uses"].create({"coupon_id": str, "uses": int}, pk="coupon_id")
     db["eod_reports"].create(
-        {"day": str, "first_seq": int, "last_seq": int, "totals": str, "status": str, "detail": str, "reported_at": str},
+        {
+            "day": str,
+            "first_seq": int,
+            "last_seq": int,
+            "totals": str,
+            "status": str,
+            "detail": str,
+            "reported_at": str,
+        },
         pk="day",
     )
 

@@ -24,13 +24,13 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from terminal import b64url
 from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs
 from terminal.store import ledger, pages
 from terminal.store.schema import known_names, migrations
-from terminal import b64url
 
 log = logging.getLogger("tillpoint.store")
 
@@ -186,8 +186,10 @@ class Store:
                     "INSERT INTO members (member_id, display_name, tier, points, hq_points, status) VALUES (?,?,?,?,?,?)",
                     (member.member_id, member.display_name, member.tier, 0, 0, member.status.value),
                 )
-                conn.execute("INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?)",
-                             (card.uid_hash, card.member_id, card.status.value))
+                conn.execute(
+                    "INSERT INTO cards (uid_hash, member_id, status) VALUES (?,?,?)",
+                    (card.uid_hash, card.member_id, card.status.value),
+                )
             spendable = None
             if effects is not None and effects.member_id is not None and effects.now is not None:
                 spendable = ledger.spendable(conn, effects.member_id, effects.now)
@@ -225,7 +227,7 @@ class Store:
         if member_id is not None:
             sql += " UNION SELECT coupon_id, body FROM coupon_docs WHERE member_id = ?"
             params.append(member_id)
-        return {coupon_id: body for coupon_id, body in self._read(sql, params)}
+        return dict(self._read(sql, params))
 
     def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int, int]]:
         """Uses of each coupon: (made on this till and not yet acknowledged by head office, made by
@@ -242,8 +244,9 @@ class Store:
             [member_id, *coupon_ids],
         )
         found = {coupon_id: (int(total), int(mine), 0) for coupon_id, total, mine in rows}
-        for coupon_id, uses in self._read(f"SELECT coupon_id, uses FROM hq_coupon_uses WHERE coupon_id IN ({marks})",
-                                          coupon_ids):
+        for coupon_id, uses in self._read(
+            f"SELECT coupon_id, uses FROM hq_coupon_uses WHERE coupon_id IN ({marks})", coupon_ids
+        ):
             total, mine, _ = found.get(coupon_id, (0, 0, 0))
             found[coupon_id] = (total, mine, int(uses))
         return found
@@ -339,7 +342,9 @@ class Store:
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def sale(self, txn_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT txn_id, member_id, total, points_delta, voided_by FROM sales WHERE txn_id = ?", [txn_id])
+        rows = self._read(
+            "SELECT txn_id, member_id, total, points_delta, voided_by FROM sales WHERE txn_id = ?", [txn_id]
+        )
         if not rows:
             return None
         return dict(zip(("txn_id", "member_id", "total", "points_delta", "voided_by"), rows[0], strict=True))
@@ -388,7 +393,11 @@ class Store:
         self.recovering = False
 
     def apply_changes(
-        self, members: list[Member], cards: list[Card], rules: list[EarnRule], cursor: int,
+        self,
+        members: list[Member],
+        cards: list[Card],
+        rules: list[EarnRule],
+        cursor: int,
         docs: CacheDocs | None = None,
     ) -> None:
         """Apply one page of head-office changes and its cursor in one transaction.
@@ -396,8 +405,9 @@ class Store:
         Head office's balance already holds every entry it acknowledged; the till adds back the
         deltas of its own entries not yet acknowledged, so a pull never loses a local sale."""
         with self._write() as conn:
-            _put_members(conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value, m.stored_value)
-                                for m in members])
+            _put_members(
+                conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value, m.stored_value) for m in members]
+            )
             _put_cards(conn, [(c.uid_hash, c.member_id, c.status.value, c.counter) for c in cards])
             _put_rules(conn, [(r.rule_id, r.points, r.per_minor) for r in rules])
             if docs is not None:
@@ -454,8 +464,10 @@ class Store:
 
     def eod_reports(self, limit: int = 14) -> list[dict[str, Any]]:
         """The latest end-of-day reports, newest first."""
-        rows = self._read("SELECT day, first_seq, last_seq, status, detail, reported_at FROM eod_reports "
-                          "ORDER BY day DESC LIMIT ?", [limit])
+        rows = self._read(
+            "SELECT day, first_seq, last_seq, status, detail, reported_at FROM eod_reports ORDER BY day DESC LIMIT ?",
+            [limit],
+        )
         names = ("day", "first_seq", "last_seq", "status", "detail", "reported_at")
         return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -494,9 +506,12 @@ def upgrade(path: Path, db: Database) -> list[str]:
     applied = {m.name for m in migrations.applied(db)}
     unknown = sorted(applied - known_names())
     if unknown:
-        raise Rejected(Code.STORAGE_NEWER, f"{path} was upgraded by a newer tillpoint (migrations {', '.join(unknown)}): "
-                       "run that release, or restore the copy taken before the upgrade "
-                       f"({path.name}.pre-*)")
+        raise Rejected(
+            Code.STORAGE_NEWER,
+            f"{path} was upgraded by a newer tillpoint (migrations {', '.join(unknown)}): "
+            "run that release, or restore the copy taken before the upgrade "
+            f"({path.name}.pre-*)",
+        )
     pending = [m.name for m in migrations.pending(db)]
     if pending and applied and str(path) != ":memory:":
         target = path.with_name(f"{path.name}.pre-{pending[0]}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}")
@@ -509,11 +524,15 @@ def upgrade(path: Path, db: Database) -> list[str]:
             for part in (target, *(target.with_name(target.name + side) for side in _SIDE_FILES)):
                 part.unlink(missing_ok=True)
             full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "full" in str(exc)
-            raise Rejected(Code.STORAGE_FULL if full else Code.STORAGE_FAILED,
-                           f"could not copy {path} before upgrading it ({exc}): nothing was migrated") from exc
+            raise Rejected(
+                Code.STORAGE_FULL if full else Code.STORAGE_FAILED,
+                f"could not copy {path} before upgrading it ({exc}): nothing was migrated",
+            ) from exc
         log.warning("terminal database backed up to %s before migrations %s", target, ", ".join(pending))
-        copies = sorted((p for p in path.parent.glob(f"{path.name}.pre-*") if not p.name.endswith(_SIDE_FILES)),
-                        key=lambda p: p.stat().st_mtime_ns)
+        copies = sorted(
+            (p for p in path.parent.glob(f"{path.name}.pre-*") if not p.name.endswith(_SIDE_FILES)),
+            key=lambda p: p.stat().st_mtime_ns,
+        )
         for old in copies[:-UPGRADE_BACKUPS_KEPT]:
             for part in (old, *(old.with_name(old.name + side) for side in _SIDE_FILES)):
                 part.unlink(missing_ok=True)
@@ -728,8 +747,9 @@ def rebuild(path: Path, reason: str) -> Rebuild:
     return Rebuild(reason, str(kept), salvaged, {k: v for k, v in unreadable.items() if v}, lost)
 
 
-def _salvage(path: Path, conn: sqlite3.Connection,
-             new: Database) -> tuple[dict[str, int], dict[str, int], tuple[tuple[int, int], ...]]:
+def _salvage(
+    path: Path, conn: sqlite3.Connection, new: Database
+) -> tuple[dict[str, int], dict[str, int], tuple[tuple[int, int], ...]]:
     salvaged: dict[str, int] = {}
     unreadable: dict[str, int] = {}
     old = _open_damaged(path)
@@ -829,9 +849,21 @@ def _journal_cells(img: pages.Image) -> list[pages.Cell]:
 def _valid_journal_row(row: dict[str, Any]) -> bool:
     """A journal row read by SQL from a damaged file is kept only if it has the shape the till writes."""
     seq = row.get("seq")
-    return (isinstance(seq, int) and 0 < seq <= MAX_SEQ and _looks_like_journal(
-        (None, row.get("txn_id"), row.get("terminal_id"), row.get("kind"), row.get("payload"), row.get("created_at"),
-         row.get("pushed_at"))))
+    return (
+        isinstance(seq, int)
+        and 0 < seq <= MAX_SEQ
+        and _looks_like_journal(
+            (
+                None,
+                row.get("txn_id"),
+                row.get("terminal_id"),
+                row.get("kind"),
+                row.get("payload"),
+                row.get("created_at"),
+                row.get("pushed_at"),
+            )
+        )
+    )
 
 
 def _looks_like_journal(v: tuple[Any, ...]) -> bool:
@@ -852,8 +884,11 @@ def _journal_index_seqs(img: pages.Image) -> set[int]:
     roots = [r[3] for r in pages.schema(img) if r[0] == "index" and r[2] == "journal" and "txn_id" in str(r[4])]
     seqs: set[int] = set()
     for root in roots:  # (txn_id, seq): anything else is a garbled entry, not a seq
-        seqs.update(e[1] for e in pages.index_entries(img, root)
-                    if len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int) and 0 < e[1] <= MAX_SEQ)
+        seqs.update(
+            e[1]
+            for e in pages.index_entries(img, root)
+            if len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int) and 0 < e[1] <= MAX_SEQ
+        )
     return seqs
 
 

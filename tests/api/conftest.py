@@ -20,6 +20,5 @@ def till(tmp_path: Path) -> Iterator[Daemon]:
 @pytest.fixture
 def client(till: Daemon) -> Iterator[httpx.Client]:
     """A client that sends the till's own token (what the CLI uses)."""
-    with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"},
-                      timeout=10) as c:
+    with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}, timeout=10) as c:
         yield c

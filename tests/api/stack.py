@@ -24,8 +24,16 @@ from tests.fixtures.codes import install_member_key, member_code
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_PACKAGE = "chromium (apt-get install chromium)"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 AIKO_UID = bytes.fromhex("04A1B2C3D4E501")
 BEN_CODE = member_code("M-2")  # Ben's member QR, signed by head office (identify-only)
@@ -56,8 +64,14 @@ def till_config(root: Path, reader: str = "sim:", **sections: dict[str, Any]) ->
         "terminal": {"id": "T-PANEL", "data_dir": str(root / "till"), "currency": "EUR"},
         "security": {"card_key_file": str(root / "card-hash.key")},
         "reader": {"devices": [reader], "sun_key_file": str(root / "sun.key")},
-        "hq": {"url": f"http://127.0.0.1:{closed_port()}", "token": "t", "push_interval": 0.2,
-               "pull_interval": 60, "backoff_max": 0.5, "timeout": 0.5},
+        "hq": {
+            "url": f"http://127.0.0.1:{closed_port()}",
+            "token": "t",
+            "push_interval": 0.2,
+            "pull_interval": 60,
+            "backoff_max": 0.5,
+            "timeout": 0.5,
+        },
         "api": {"port": 0},
         "hotkeys": {"devices": [str(root / "no-keyboard")]},
         "panel": {"join_url": "https://members.example/join"},
@@ -96,8 +110,9 @@ def base_url(daemon: Daemon) -> str:
 
 def pairing_code(daemon: Daemon) -> str:
     """What `tillpoint pair` shows on the till's console: a code asked for with the till's own token."""
-    reply = httpx.post(f"{base_url(daemon)}/v1/pair/code", json={},
-                       headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=5)
+    reply = httpx.post(
+        f"{base_url(daemon)}/v1/pair/code", json={}, headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=5
+    )
     reply.raise_for_status()
     return str(reply.json()["code"])
 

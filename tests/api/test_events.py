@@ -85,10 +85,17 @@ def test_a_slow_client_is_cut_off_and_close_ends_every_stream() -> None:
     asyncio.run(asyncio.wait_for(closing(), 5))
 
 
-def read_events(url: str, token: str, want: int, headers: dict[str, str] | None = None, **params: Any) -> list[dict[str, Any]]:
+def read_events(
+    url: str, token: str, want: int, headers: dict[str, str] | None = None, **params: Any
+) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    with httpx.stream("GET", f"{url}/v1/stream", params=params, timeout=5,
-                      headers={"Authorization": f"Bearer {token}", **(headers or {})}) as reply:
+    with httpx.stream(
+        "GET",
+        f"{url}/v1/stream",
+        params=params,
+        timeout=5,
+        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+    ) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         for line in reply.iter_lines():
@@ -105,7 +112,9 @@ def test_sse_over_http_carries_taps_and_session_changes(till: Daemon) -> None:
     reader = threading.Thread(target=lambda: got.extend(read_events(url, token, 2, types="member,session")))
     reader.start()
     time.sleep(0.3)
-    httpx.post(f"{url}/v1/sim/tap", json={"uid": "04A1B2C3D4E501"}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    httpx.post(
+        f"{url}/v1/sim/tap", json={"uid": "04A1B2C3D4E501"}, headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
     reader.join(10)
     assert [e["type"] for e in got] == ["member", "session"]
     assert got[1]["session"]["member"]["name"] == "Aiko Tanaka" and got[1]["session"]["member"]["via"] == "card"

@@ -15,16 +15,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terminal.hotkeys import (DEFAULT_KEYS, KEY_CODES, BurstFilter, Chord, HotkeyListener, Hit, Unavailable, detect,
-                              parse_chord, parse_keymap)
+from terminal.hotkeys import (
+    DEFAULT_KEYS,
+    KEY_CODES,
+    BurstFilter,
+    Chord,
+    Hit,
+    HotkeyListener,
+    Unavailable,
+    detect,
+    parse_chord,
+    parse_keymap,
+)
 from tests.fixtures.evdev import PipeDevice
 
 KEYMAP = parse_keymap(DEFAULT_KEYS)
 F9, F10, F11, ESC, ENTER = KEY_CODES["F9"], KEY_CODES["F10"], KEY_CODES["F11"], KEY_CODES["ESC"], KEY_CODES["ENTER"]
 CTRL, SHIFT = 29, 42
 # US layout key codes of what a scanner types
-CODES = {**dict(zip("1234567890", range(2, 12))), **dict(zip("qwertyuiop", range(16, 26))),
-         **dict(zip("asdfghjkl", range(30, 39))), **dict(zip("zxcvbnm", range(44, 51)))}
+CODES = {
+    **dict(zip("1234567890", range(2, 12), strict=False)),
+    **dict(zip("qwertyuiop", range(16, 26), strict=False)),
+    **dict(zip("asdfghjkl", range(30, 39), strict=False)),
+    **dict(zip("zxcvbnm", range(44, 51), strict=False)),
+}
 
 Events = list[tuple[int, int, float]]
 
@@ -100,8 +114,11 @@ def test_the_filter_decides_only_after_the_gap() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from([*CODES.values(), F9, F10, F11, ESC]), min_size=2, max_size=40),
-       st.floats(min_value=0.001, max_value=0.035), st.sampled_from([ENTER, None]))
+@given(
+    st.lists(st.sampled_from([*CODES.values(), F9, F10, F11, ESC]), min_size=2, max_size=40),
+    st.floats(min_value=0.001, max_value=0.035),
+    st.sampled_from([ENTER, None]),
+)
 def test_no_burst_ever_yields_a_hotkey(codes: list[int], per_key: float, suffix: int | None) -> None:
     events: Events = []
     for i, code in enumerate([*codes, *([suffix] if suffix else [])]):

@@ -31,7 +31,9 @@ def test_a_member_code_on_the_scanner_identifies_the_member(tmp_path: Path) -> N
 
 
 def test_no_scanner_configured_is_a_clear_refusal(tmp_path: Path) -> None:
-    with running_till(tmp_path) as till:
-        with httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}) as client:
-            response = client.post("/v1/sim/scan", json={"text": "x"})
-            assert response.status_code == 409 and response.json()["code"] == "reader_unavailable"
+    with (
+        running_till(tmp_path) as till,
+        httpx.Client(base_url=base_url(till), headers={"Authorization": f"Bearer {till.api_token}"}) as client,
+    ):
+        response = client.post("/v1/sim/scan", json={"text": "x"})
+        assert response.status_code == 409 and response.json()["code"] == "reader_unavailable"

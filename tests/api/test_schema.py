@@ -61,6 +61,15 @@ def test_no_server_error_without_a_token(live_till: Daemon) -> None:
 
 def test_the_openapi_document_names_the_cashier_routes(live_till: Daemon) -> None:
     paths = httpx.get(f"{base_url(live_till)}/openapi.json", timeout=5).json()["paths"]
-    for path in ("/v1/session", "/v1/session/identify", "/v1/session/basket", "/v1/session/coupons",
-                 "/v1/session/pay", "/v1/session/commit", "/v1/pair", "/v1/stream", "/v1/quote"):
+    for path in (
+        "/v1/session",
+        "/v1/session/identify",
+        "/v1/session/basket",
+        "/v1/session/coupons",
+        "/v1/session/pay",
+        "/v1/session/commit",
+        "/v1/pair",
+        "/v1/stream",
+        "/v1/quote",
+    ):
         assert path in paths

@@ -5,14 +5,23 @@ state change and for member data, pairing, no wildcard CORS, and the panel's pag
 from __future__ import annotations
 
 from pathlib import Path
+
 import httpx
 import pytest
 
 from terminal.daemon import Daemon
 from tests.api.stack import base_url, pairing_code, running_till
 
-PUBLIC = {("GET", "/v1/status"), ("GET", "/v1/panel/config"), ("POST", "/v1/pair"), ("GET", "/metrics"),
-          ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+PUBLIC = {
+    ("GET", "/v1/status"),
+    ("GET", "/v1/panel/config"),
+    ("POST", "/v1/pair"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
 GOOD_BODY = {"lines": [{"sku": "A", "quantity": 1, "unit_price": 100}]}
 
 
@@ -30,7 +39,9 @@ def test_every_operation_but_the_public_ones_needs_a_token(client: httpx.Client)
     assert len(guarded) >= 20  # session, pairing, stream, sales, quote, events ...
     for method, path in guarded:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
-            reply = httpx.request(method, f"{client.base_url}{concrete(path)}", json=GOOD_BODY, headers=headers, timeout=5)
+            reply = httpx.request(
+                method, f"{client.base_url}{concrete(path)}", json=GOOD_BODY, headers=headers, timeout=5
+            )
             assert reply.status_code == 403, (method, path, headers, reply.text)
             assert reply.json()["code"] == "unauthorized"
 
@@ -42,20 +53,27 @@ def test_a_foreign_host_is_refused(client: httpx.Client, host: str) -> None:
         assert reply.status_code == 403 and reply.json()["code"] == "bad_host", (method, path)
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example", "https://127.0.0.1.evil.example", "null",
-                                    "https://127.0.0.1:8732", "file://"])
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "https://127.0.0.1.evil.example", "null", "https://127.0.0.1:8732", "file://"]
+)
 def test_a_foreign_origin_is_refused(client: httpx.Client, origin: str) -> None:
     reply = client.post("/v1/session/action", json={"action": "identify"}, headers={"Origin": origin})
     assert reply.status_code == 403 and reply.json()["code"] == "bad_origin"
     assert client.get("/v1/session").json()["awaiting"] is None  # nothing happened
 
 
-@pytest.mark.parametrize("content_type,body", [
-    ("application/x-www-form-urlencoded", "action=identify"),
-    ("multipart/form-data; boundary=x", '--x\r\nContent-Disposition: form-data; name="action"\r\n\r\nidentify\r\n--x--'),
-    ("text/plain", '{"action": "identify"}'),
-    ("", '{"action": "identify"}'),
-])
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/x-www-form-urlencoded", "action=identify"),
+        (
+            "multipart/form-data; boundary=x",
+            '--x\r\nContent-Disposition: form-data; name="action"\r\n\r\nidentify\r\n--x--',
+        ),
+        ("text/plain", '{"action": "identify"}'),
+        ("", '{"action": "identify"}'),
+    ],
+)
 def test_only_json_bodies_are_accepted(client: httpx.Client, content_type: str, body: str) -> None:
     reply = client.post("/v1/session/action", content=body, headers={"Content-Type": content_type})
     assert reply.status_code == 403 and reply.json()["code"] == "bad_content_type"
@@ -109,14 +127,25 @@ def test_no_cors_unless_an_exact_origin_is_configured(tmp_path: Path, client: ht
     assert "access-control-allow-origin" not in client.options("/v1/session/action", headers=preflight).headers
     with running_till(tmp_path / "cors", api={"port": 0, "allowed_origins": ["https://pos.example"]}) as daemon:
         url, token = base_url(daemon), {"Authorization": f"Bearer {daemon.api_token}"}
-        reply = httpx.options(f"{url}/v1/session/action", headers={**preflight,
-                              "Access-Control-Request-Headers": "authorization,content-type"}, timeout=5)
+        reply = httpx.options(
+            f"{url}/v1/session/action",
+            headers={**preflight, "Access-Control-Request-Headers": "authorization,content-type"},
+            timeout=5,
+        )
         assert reply.headers["access-control-allow-origin"] == "https://pos.example"
-        done = httpx.post(f"{url}/v1/session/action", json={"action": "identify"},
-                          headers={**token, "Origin": "https://pos.example"}, timeout=5)
+        done = httpx.post(
+            f"{url}/v1/session/action",
+            json={"action": "identify"},
+            headers={**token, "Origin": "https://pos.example"},
+            timeout=5,
+        )
         assert done.status_code == 200 and done.headers["access-control-allow-origin"] == "https://pos.example"
-        other = httpx.post(f"{url}/v1/session/action", json={"action": "identify"},
-                           headers={**token, "Origin": "https://other.example"}, timeout=5)
+        other = httpx.post(
+            f"{url}/v1/session/action",
+            json={"action": "identify"},
+            headers={**token, "Origin": "https://other.example"},
+            timeout=5,
+        )
         assert other.status_code == 403
 
 
@@ -136,7 +165,10 @@ def test_the_api_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
         transport = httpx.HTTPTransport(uds=str(sock))
         with httpx.Client(transport=transport, base_url="http://localhost", timeout=5) as c:
             assert c.get("/v1/status").json()["terminal_id"] == "T-PANEL"
-            reply = c.post("/v1/session/action", json={"action": "identify"},
-                           headers={"Authorization": f"Bearer {daemon.api_token}"})
+            reply = c.post(
+                "/v1/session/action",
+                json={"action": "identify"},
+                headers={"Authorization": f"Bearer {daemon.api_token}"},
+            )
             assert reply.status_code == 200
             assert c.get("/v1/status", headers={"Host": "evil.example"}).status_code == 403

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from terminal import membercodes
@@ -20,26 +19,28 @@ from terminal.store import Store
 from tests.api.stack import COUPONS, RULES
 from tests.fixtures.codes import install_member_key, member_code
 
-
 NOW = 1_790_000_000.0
 PHONE = Ed25519PrivateKey.generate()
 PAY_KEY = Ed25519PrivateKey.generate()
-CERT = pay.issue_cert(PAY_KEY, "K-pay", bytes.fromhex("00000000000000c1"), "M-1", pay.public_bytes(PHONE),
-                      int(NOW) - 60, 86_400, 5000)
+CERT = pay.issue_cert(
+    PAY_KEY, "K-pay", bytes.fromhex("00000000000000c1"), "M-1", pay.public_bytes(PHONE), int(NOW) - 60, 86_400, 5000
+)
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     store = Store.open(tmp_path / "terminal.db")
-    store.apply_changes([Member("M-1", "Aiko", "gold", 1200), Member("M-2", "Ben", "basic", 0)], [],
-                        [EarnRule("base", 1, 100)], 1)
+    store.apply_changes(
+        [Member("M-1", "Aiko", "gold", 1200), Member("M-2", "Ben", "basic", 0)], [], [EarnRule("base", 1, 100)], 1
+    )
     store.put_docs("rule_docs", dict(RULES))
     store.put_docs("coupon_docs", dict(COUPONS))
     install_member_key(store)
     install_member_key(store, PAY_KEY, "K-pay")  # the same shape: a head-office key, here of purpose payment
     with store.db.conn:
-        store.db.conn.execute("UPDATE hq_keys SET body = replace(body, '\"member\"', '\"payment\"') "
-                              "WHERE key_id = 'K-pay'")
+        store.db.conn.execute(
+            "UPDATE hq_keys SET body = replace(body, '\"member\"', '\"payment\"') WHERE key_id = 'K-pay'"
+        )
     store.put_device_certs({CERT.cert_id.hex(): CERT.to_doc()})
     yield store
     store.close()

@@ -60,13 +60,16 @@ def wait_until_played(scanner: CameraScanner, frames: int, timeout: float = WAIT
 # -- sources and the registry ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("arg", "kind", "target"), [
-    ("0", "device", 0),
-    ("/dev/video2", "device", "/dev/video2"),
-    ("counter.avi", "file", "counter.avi"),
-    ("rtsp://user:secret@10.0.0.5/stream1", "url", "rtsp://user:secret@10.0.0.5/stream1"),
-    ("http://127.0.0.1:8080/video.mjpg", "url", "http://127.0.0.1:8080/video.mjpg"),
-])
+@pytest.mark.parametrize(
+    ("arg", "kind", "target"),
+    [
+        ("0", "device", 0),
+        ("/dev/video2", "device", "/dev/video2"),
+        ("counter.avi", "file", "counter.avi"),
+        ("rtsp://user:secret@10.0.0.5/stream1", "url", "rtsp://user:secret@10.0.0.5/stream1"),
+        ("http://127.0.0.1:8080/video.mjpg", "url", "http://127.0.0.1:8080/video.mjpg"),
+    ],
+)
 def test_sources_are_told_apart(arg: str, kind: str, target: object) -> None:
     assert parse_source(arg) == (source := parse_source(arg))
     assert (source.kind, source.target) == (kind, target)

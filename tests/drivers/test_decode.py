@@ -80,11 +80,17 @@ def test_retries_on_the_crop_rescue_located_codes(monkeypatch: pytest.MonkeyPatc
 # patterns: zxing sees a lone finder (it calls it a Micro QR code) and no QR code. Found by search with
 # these exact seeds; looking around the lone finder, with the contrast stretched, must rescue them.
 GLARE_FRAMES = [
-    (seed, Look(module_px=7, angle=angle, phone=True, glare=glare, glare_at=at, glare_size=0.5, noise=2,
-                jpeg_quality=80))
+    (
+        seed,
+        Look(module_px=7, angle=angle, phone=True, glare=glare, glare_at=at, glare_size=0.5, noise=2, jpeg_quality=80),
+    )
     for seed, angle, glare, at in [
-        (23, 89.0, 0.67, (0.597, 0.598)), (35, 159.64, 0.66, (0.471, 0.569)), (139, -127.04, 0.73, (0.427, 0.61)),
-        (145, -50.7, 0.69, (0.421, 0.532)), (151, -40.25, 0.75, (0.414, 0.524)), (181, 39.35, 0.67, (0.567, 0.41)),
+        (23, 89.0, 0.67, (0.597, 0.598)),
+        (35, 159.64, 0.66, (0.471, 0.569)),
+        (139, -127.04, 0.73, (0.427, 0.61)),
+        (145, -50.7, 0.69, (0.421, 0.532)),
+        (151, -40.25, 0.75, (0.414, 0.524)),
+        (181, 39.35, 0.67, (0.567, 0.41)),
     ]
 ]
 
@@ -107,8 +113,9 @@ def test_the_test_sets_glare_moves_by_the_mirror_law() -> None:
 
 
 def test_micro_qr_is_read_only_when_configured() -> None:
-    micro = zxingcpp.write_barcode_to_image(zxingcpp.create_barcode("TPM1:42", zxingcpp.BarcodeFormat.MicroQRCode),
-                                           scale=6)
+    micro = zxingcpp.write_barcode_to_image(
+        zxingcpp.create_barcode("TPM1:42", zxingcpp.BarcodeFormat.MicroQRCode), scale=6
+    )
     image = np.pad(np.asarray(micro), 40, constant_values=255)
     assert decode(image) == []  # searched for as a hint only, never reported
     assert decode(image, ("micro_qr",)) == ["TPM1:42"]
@@ -116,8 +123,9 @@ def test_micro_qr_is_read_only_when_configured() -> None:
 
 
 def test_formats_restrict_what_is_read() -> None:
-    barcode = zxingcpp.write_barcode_to_image(zxingcpp.create_barcode("COUPON-2026-0042", zxingcpp.BarcodeFormat.Code128),
-                                             scale=3)
+    barcode = zxingcpp.write_barcode_to_image(
+        zxingcpp.create_barcode("COUPON-2026-0042", zxingcpp.BarcodeFormat.Code128), scale=3
+    )
     image = np.pad(np.asarray(barcode), 40, constant_values=255)
     assert decode(image) == []  # QR only by default
     assert decode(image, ("qr", "code128")) == ["COUPON-2026-0042"]

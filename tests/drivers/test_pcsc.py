@@ -44,7 +44,9 @@ def events(pcscd: Pcscd) -> Iterator[Events]:
 # --- through pcscd + vpcd ---------------------------------------------------------------------
 
 
-def test_a_tap_is_one_card_read_with_the_keyed_uid_hash(pcscd: Pcscd, events: Events, virtual_card: CardFactory) -> None:
+def test_a_tap_is_one_card_read_with_the_keyed_uid_hash(
+    pcscd: Pcscd, events: Events, virtual_card: CardFactory
+) -> None:
     card = virtual_card(uid=UID)
     card.insert()
     read = events.card()
@@ -65,9 +67,7 @@ def test_a_card_held_on_the_reader_is_one_tap(events: Events, virtual_card: Card
     assert card.inserted
 
 
-def test_removed_and_presented_again_is_a_second_tap(
-    pcscd: Pcscd, events: Events, virtual_card: CardFactory
-) -> None:
+def test_removed_and_presented_again_is_a_second_tap(pcscd: Pcscd, events: Events, virtual_card: CardFactory) -> None:
     card = virtual_card(uid=UID)
     card.insert()
     first = events.card()

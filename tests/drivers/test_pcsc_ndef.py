@@ -26,8 +26,8 @@ from terminal.errors import Code, Rejected
 from terminal.model import CardRead
 from terminal.store import Store
 from terminal.store.counters import bump_counter
-from tests.fixtures.pcsc import CardFactory, Events, Pcscd
 from tests.drivers.script import Script
+from tests.fixtures.pcsc import CardFactory, Events, Pcscd
 from tests.vcard import (
     ISO_DEP_ATR,
     STORAGE_ATR,
@@ -176,9 +176,7 @@ def test_a_tampered_sun_message_is_rejected(events: Events, virtual_card: CardFa
 
 def test_a_card_pulled_during_the_ndef_read(pcscd: Pcscd, events: Events, virtual_card: CardFactory) -> None:
     message = uri_message(URL)
-    card = virtual_card(
-        uid=UID, atr=ULTRALIGHT_ATR, handler=Type2Tag(type2_memory(message)), pull_on=read_binary_t2(7)
-    )
+    card = virtual_card(uid=UID, atr=ULTRALIGHT_ATR, handler=Type2Tag(type2_memory(message)), pull_on=read_binary_t2(7))
     card.insert()
     error = events.reader_event("error")
     assert error.reader == pcscd.reader and "card removed during read" in error.detail
@@ -287,14 +285,15 @@ def test_parse_atr(atr: bytes, tech: str, chip: str, tag_type: int | None) -> No
 def test_type2_ndef_read_byte_by_byte() -> None:
     script = Script(
         # READ BINARY: CLA FF (reader pseudo-APDU), INS B0, P1 00, P2 03 (page 3 = CC), Le 10 (4 pages)
-        ("FF B0 00 03 10",
-         # CC E1 10 12 00 (NDEF 1.0, 144-byte area, free read); page 4: TLV 03 10 (NDEF, 16 bytes), D1 01
-         # (record header MB ME SR TNF 1, type length 1); page 5: payload length 0C, type 55 ("U"),
-         # 04 (https://), "t"; page 6: ".exa"; SW 90 00
-         "E1 10 12 00  03 10 D1 01  0C 55 04 74  2E 65 78 61  90 00"),
+        (
+            "FF B0 00 03 10",
+            # CC E1 10 12 00 (NDEF 1.0, 144-byte area, free read); page 4: TLV 03 10 (NDEF, 16 bytes), D1 01
+            # (record header MB ME SR TNF 1, type length 1); page 5: payload length 0C, type 55 ("U"),
+            # 04 (https://), "t"; page 6: ".exa"; SW 90 00
+            "E1 10 12 00  03 10 D1 01  0C 55 04 74  2E 65 78 61  90 00",
+        ),
         # READ BINARY from page 7: the rest of the TLV ("mple/m" + terminator FE)
-        ("FF B0 00 07 10",
-         "6D 70 6C 65  2F 6D FE 00  00 00 00 00  00 00 00 00  90 00"),
+        ("FF B0 00 07 10", "6D 70 6C 65  2F 6D FE 00  00 00 00 00  00 00 00 00  90 00"),
     )
     message = read_type2_ndef(script)
     assert message == bytes.fromhex("D1010C5504") + b"t.example/m"
@@ -344,10 +343,12 @@ def test_type4_ndef_read_byte_by_byte() -> None:
         # SELECT by file id, first or only, no FCI (P2 0C): Lc 02, E1 03 = capability container
         ("00 A4 00 0C 02 E1 03", "90 00"),
         # READ BINARY offset 0000, Le 0F: the 15-byte CC
-        ("00 B0 00 00 0F",
-         # CCLEN 000F, mapping 2.0, MLe 0004, MLc 00FF, NDEF file TLV 04 06: file E104, max 0100,
-         # read access 00 (free), write access 00; SW 90 00
-         "00 0F 20 00 04 00 FF 04 06 E1 04 01 00 00 00 90 00"),
+        (
+            "00 B0 00 00 0F",
+            # CCLEN 000F, mapping 2.0, MLe 0004, MLc 00FF, NDEF file TLV 04 06: file E104, max 0100,
+            # read access 00 (free), write access 00; SW 90 00
+            "00 0F 20 00 04 00 FF 04 06 E1 04 01 00 00 00 90 00",
+        ),
         # SELECT the NDEF file E1 04 named by the CC
         ("00 A4 00 0C 02 E1 04", "90 00"),
         # READ BINARY offset 0, Le 02: NLEN = 0009

@@ -28,15 +28,44 @@ from drivers.wedge import (
     open_evdev,
 )
 from terminal.model import QrRead
-from tests.fixtures.events import Recorder
 from tests.fixtures.evdev import PipeDevice
+from tests.fixtures.events import Recorder
 
 Event = tuple[int, int, float]
 SHIFT = KEY_LEFTSHIFT
 # Key codes from linux/input-event-codes.h, by the US key cap they sit under.
-K = {"1": 2, "2": 3, "0": 11, "-": 12, "=": 13, "q": 16, "w": 17, "e": 18, "t": 20, "y": 21, "p": 25,
-     "[": 26, "a": 30, "s": 31, "b": 48, "m": 50, ";": 39, "'": 40, ",": 51, ".": 52, "/": 53, "z": 44,
-     "space": 57, "capslock": 58, "lalt": 56, "ralt": 100, "kp0": 82, "kp5": 76, "kp8": 72, "lctrl": 29}
+K = {
+    "1": 2,
+    "2": 3,
+    "0": 11,
+    "-": 12,
+    "=": 13,
+    "q": 16,
+    "w": 17,
+    "e": 18,
+    "t": 20,
+    "y": 21,
+    "p": 25,
+    "[": 26,
+    "a": 30,
+    "s": 31,
+    "b": 48,
+    "m": 50,
+    ";": 39,
+    "'": 40,
+    ",": 51,
+    ".": 52,
+    "/": 53,
+    "z": 44,
+    "space": 57,
+    "capslock": 58,
+    "lalt": 56,
+    "ralt": 100,
+    "kp0": 82,
+    "kp5": 76,
+    "kp8": 72,
+    "lctrl": 29,
+}
 
 
 def press(*keys: str | tuple[str, ...], t0: float = 100.0, step: float = 0.003) -> list[Event]:
@@ -53,16 +82,29 @@ def press(*keys: str | tuple[str, ...], t0: float = 100.0, step: float = 0.003) 
 
 
 # "TPM1:Ab-_" as a US-programmed scanner types it: the key codes a US keyboard uses for each character.
-US_TPM1 = press(("shift", "t"), ("shift", "p"), ("shift", "m"), "1", ("shift", ";"), ("shift", "a"), "b", "-",
-                ("shift", "-"), "enter")
+US_TPM1 = press(
+    ("shift", "t"),
+    ("shift", "p"),
+    ("shift", "m"),
+    "1",
+    ("shift", ";"),
+    ("shift", "a"),
+    "b",
+    "-",
+    ("shift", "-"),
+    "enter",
+)
 
 
-@pytest.mark.parametrize(("layout", "expected"), [
-    ("us", "TPM1:Ab-_"),   # right: the scanner's own layout
-    ("fr", "TP?&MQb)°"),   # what an AZERTY host would make of the same keys
-    ("de", "TPM1ÖAbß?"),   # ... a QWERTZ host
-    ("jp", "TPM1+Ab-="),   # ... a JIS host
-])
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("us", "TPM1:Ab-_"),  # right: the scanner's own layout
+        ("fr", "TP?&MQb)°"),  # what an AZERTY host would make of the same keys
+        ("de", "TPM1ÖAbß?"),  # ... a QWERTZ host
+        ("jp", "TPM1+Ab-="),  # ... a JIS host
+    ],
+)
 def test_the_scanner_layout_decides_not_the_host(layout: str, expected: str) -> None:
     # The device is grabbed and read as raw key codes, so the till's own layout never applies:
     # ``layout`` must be the one the scanner is programmed for; the others show why.
@@ -78,7 +120,7 @@ def test_scanners_programmed_for_other_layouts() -> None:
     assert decode_events(qwertz, "de") == ["Zy:-_"]
     # JIS: ':' has its own key (the US apostrophe), '@' sits on '[', '"' is Shift+2.
     jis = press(("shift", "t"), ("shift", "p"), ("shift", "m"), "1", "'", "[", ("shift", "2"), "enter")
-    assert decode_events(jis, "jp") == ["TPM1:@\""]
+    assert decode_events(jis, "jp") == ['TPM1:@"']
 
 
 def test_terminators() -> None:
@@ -120,8 +162,12 @@ def test_caps_lock_alt_codes_altgr_and_dead_keys() -> None:
 
 
 # Inverse of the US table, for round trips of any text a US scanner can type.
-_US_KEYS = {ch: (code, shifted) for code, keys in LAYOUTS["us"].items()
-            for shifted, ch in ((False, keys[0]), (True, keys[1])) if ch}
+_US_KEYS = {
+    ch: (code, shifted)
+    for code, keys in LAYOUTS["us"].items()
+    for shifted, ch in ((False, keys[0]), (True, keys[1]))
+    if ch
+}
 
 
 @given(st.text(alphabet=sorted(set(_US_KEYS) | {" "}), min_size=1, max_size=60).filter(lambda s: s.strip() == s))

@@ -24,21 +24,25 @@ COUPONS = {
     "WELCOME": {"kind": "amount_off", "value": 300, "single_use": True, "text": "3.00 welcome"},
     "LATE": {"kind": "amount_off", "value": 100, "ends": "2020-01-01"},
 }
-LINES = [{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"},
-         {"sku": "BEANS", "quantity": 1, "unit_price": 1200, "category": "beans"}]
+LINES = [
+    {"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"},
+    {"sku": "BEANS", "quantity": 1, "unit_price": 1200, "category": "beans"},
+]
 
 
 @pytest.fixture(params=[False], ids=["pos-trusted"])
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.Client, Daemon]]:
     """A till whose POS vouches for the member (``spend_needs_proof`` off): points spend on its word.
     Parametrised with True, the default: spending needs the member's proof."""
-    cfg = validate({
-        "terminal": {"id": "T-API", "data_dir": str(tmp_path / "till")},
-        "reader": {"devices": ["sim:"]},
-        "hq": {"url": f"http://127.0.0.1:{free_port()}", "token": "x", "push_interval": 5, "backoff_max": 5},
-        "api": {"port": 0},
-        "payments": {"spend_needs_proof": request.param},
-    })
+    cfg = validate(
+        {
+            "terminal": {"id": "T-API", "data_dir": str(tmp_path / "till")},
+            "reader": {"devices": ["sim:"]},
+            "hq": {"url": f"http://127.0.0.1:{free_port()}", "token": "x", "push_interval": 5, "backoff_max": 5},
+            "api": {"port": 0},
+            "payments": {"spend_needs_proof": request.param},
+        }
+    )
     daemon = Daemon(cfg)
     daemon.start()
     try:

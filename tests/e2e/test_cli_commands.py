@@ -86,8 +86,9 @@ class Chain:
         return tillpoint("hq", *args, "--db", self.hq.db)
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.till.url, headers={"Authorization": f"Bearer {self.till.token()}"},
-                            timeout=10)
+        return httpx.Client(
+            base_url=self.till.url, headers={"Authorization": f"Bearer {self.till.token()}"}, timeout=10
+        )
 
     def till_db(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(f"file:{self.till.data / 'terminal.db'}?mode=ro", uri=True, timeout=10)
@@ -112,6 +113,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     notify = NotifyListener(root / "notify.sock")
     till: TillProcess | None = None
     try:
+
         def hq_cli(*args: str) -> str:
             return ok(tillpoint("hq", *args, "--db", hq.db))
 
@@ -123,16 +125,26 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         assert (topped["member_id"], topped["balance"]) == ("M-0002", 5000)
         member_token = hq_cli("member-token", "M-0002").strip()
         phone = root / "phone"
-        cert = json.loads(ok(tillpoint("member", "register", "M-0002", "--hq", hq.url, "--token", member_token,
-                                       "--state-dir", str(phone))))
+        cert = json.loads(
+            ok(
+                tillpoint(
+                    "member", "register", "M-0002", "--hq", hq.url, "--token", member_token, "--state-dir", str(phone)
+                )
+            )
+        )
         assert cert["member_id"] == "M-0002" and cert["cert_id"]
         config = till_config(root, hq, added["token"], TERMINAL, scanner='devices = ["sim:"]')
         till = TillProcess(config, notify)
         till.start()  # `tillpoint run`: returns at READY=1
         made = Chain(root, hq, till, config, phone)
-        wait_until(lambda: made.till_db("SELECT stored_value FROM members WHERE member_id = 'M-0002'") == [(5000,)]
-                   and made.till_db("SELECT COUNT(*) FROM device_certs") == [(1,)], 30,
-                   "the till's first pull (members, the phone's certificate)")
+        wait_until(
+            lambda: (
+                made.till_db("SELECT stored_value FROM members WHERE member_id = 'M-0002'") == [(5000,)]
+                and made.till_db("SELECT COUNT(*) FROM device_certs") == [(1,)]
+            ),
+            30,
+            "the till's first pull (members, the phone's certificate)",
+        )
         yield made
     finally:
         if till is not None:
@@ -153,8 +165,15 @@ def test_a_tap_never_picks_the_member_of_a_sale(chain: Chain) -> None:
     with chain.api() as api:
         seen = max([e["id"] for e in api.get("/v1/events").json()] or [0])
         assert json.loads(ok(chain.cli("tap", AIKO_UID, "--json"))) == {"status": "tapped", "uid": AIKO_UID}
-        wait_until(lambda: [e for e in api.get("/v1/events", params={"after": seen}).json()
-                            if e["type"] == "member" and e["member_id"] == "M-0001"], 10, "the tap identified Aiko")
+        wait_until(
+            lambda: [
+                e
+                for e in api.get("/v1/events", params={"after": seen}).json()
+                if e["type"] == "member" and e["member_id"] == "M-0001"
+            ],
+            10,
+            "the tap identified Aiko",
+        )
     anonymous = json.loads(ok(chain.cli("sale", "700", "--json")))
     assert anonymous["member_id"] is None and anonymous["points_delta"] == 0
     assert anonymous["breakdown"]["pos_due"] == 700
@@ -164,33 +183,64 @@ def test_a_tap_never_picks_the_member_of_a_sale(chain: Chain) -> None:
     assert tapped["member_id"] == "M-0001" and tapped["points_delta"] > 0
     mismatch = chain.cli("sale", "900", "--member", "M-0002", "--tapped")
     assert mismatch.returncode == 1 and "member_mismatch" in mismatch.stdout, mismatch.stdout + mismatch.stderr
-    at_hq = wait_until(lambda: {e.txn_id: e.payload for e in chain.hq_entries()}.get(anonymous["txn_id"]), 20,
-                       "the anonymous sale at head office")
+    at_hq = wait_until(
+        lambda: {e.txn_id: e.payload for e in chain.hq_entries()}.get(anonymous["txn_id"]),
+        20,
+        "the anonymous sale at head office",
+    )
     assert at_hq["member_id"] is None and at_hq["total"] == 700
 
 
 def test_receipts_show_the_discounts_points_and_stored_value(chain: Chain) -> None:
     code = ok(tillpoint("member", "code", "M-0002", "--state-dir", str(chain.phone), "-q")).strip().splitlines()[-1]
     assert code.startswith("TPP1:")
-    text = ok(chain.cli("sale", "3000", "--member", "M-0002", "--coupon", "WELCOME", "--redeem", "100",
-                        "--stored-value", "1000", "--payment-code", code))
+    text = ok(
+        chain.cli(
+            "sale",
+            "3000",
+            "--member",
+            "M-0002",
+            "--coupon",
+            "WELCOME",
+            "--redeem",
+            "100",
+            "--stored-value",
+            "1000",
+            "--payment-code",
+            code,
+        )
+    )
     lines = [" ".join(line.split()) for line in text.splitlines()]
-    for line in ("subtotal 30.00 EUR", "discount WELCOME: 2.00 off, welcome -2.00 EUR",
-                 "points paid (100 pt) -1.00 EUR", "stored value paid -10.00 EUR", "stored value left 40.00 EUR",
-                 "due at the POS 17.00 EUR", "points redeemed -100 pt"):
+    for line in (
+        "subtotal 30.00 EUR",
+        "discount WELCOME: 2.00 off, welcome -2.00 EUR",
+        "points paid (100 pt) -1.00 EUR",
+        "stored value paid -10.00 EUR",
+        "stored value left 40.00 EUR",
+        "due at the POS 17.00 EUR",
+        "points redeemed -100 pt",
+    ):
         assert line in lines, text
     earned = next(line for line in lines if line.startswith("points earned +"))
     balance = next(line for line in lines if line.startswith("points balance "))
     assert int(balance.split()[2]) == 300 - 100 + int(earned.split("+")[1].split()[0]), text
     assert code not in text
     receipt = json.loads(ok(chain.cli("sale", "500", "--member", "M-0002", "--json")))
-    assert receipt["breakdown"] == {"subtotal": 500, "discounts": [], "points_earned": receipt["points_delta"],
-                                    "points_redeemed": 0, "points_value": 0, "stored_value": 0,
-                                    "stored_value_balance": 4000, "pos_due": 500}
+    assert receipt["breakdown"] == {
+        "subtotal": 500,
+        "discounts": [],
+        "points_earned": receipt["points_delta"],
+        "points_redeemed": 0,
+        "points_value": 0,
+        "stored_value": 0,
+        "stored_value_balance": 4000,
+        "pos_due": 500,
+    }
     quoted = ok(chain.cli("sale", "1200", "--member", "M-0001", "--coupon", "BIG-SPEND", "--quote"))
     assert "quote, member M-0001" in quoted and "coupon BIG-SPEND refused: coupon_min_spend" in quoted, quoted
-    quote = json.loads(ok(chain.cli("sale", "6000", "--member", "M-0001", "--coupon", "BIG-SPEND", "--quote",
-                                    "--json")))
+    quote = json.loads(
+        ok(chain.cli("sale", "6000", "--member", "M-0001", "--coupon", "BIG-SPEND", "--quote", "--json"))
+    )
     assert (quote["total"], quote["discount"], quote["payable"]) == (6000, 1000, 5000)
 
 
@@ -223,7 +273,10 @@ def test_scan_says_what_the_code_was_and_what_happened(chain: Chain) -> None:
     held = chain.cli("scan", payment, "--json")
     report = json.loads(held.stdout)
     assert held.returncode == 1 and (report["kind"], report["result"], report["code"]) == (
-        "payment", "refused", "session_busy")
+        "payment",
+        "refused",
+        "session_busy",
+    )
     assert payment not in held.stdout and payment.split(":", 1)[1] not in held.stdout
     with chain.api() as api:
         assert api.post("/v1/session/new", json={}).status_code == 200
@@ -242,7 +295,9 @@ def test_pairing_sync_reconcile_doctor_and_the_config_reference(chain: Chain) ->
     assert json.loads(ok(chain.cli("reconcile", "--json")))["head_office"] == "reachable"
     doctor = chain.cli("doctor", "--json")  # exit 0, 1 (warnings) or 2 (broken): its help says so
     checks = json.loads(doctor.stdout)
-    assert doctor.returncode in (0, 1, 2) and checks and {c["verdict"] for c in checks} <= {"ok", "warn", "fail", "skip"}, doctor.stdout
+    assert (
+        doctor.returncode in (0, 1, 2) and checks and {c["verdict"] for c in checks} <= {"ok", "warn", "fail", "skip"}
+    ), doctor.stdout
     rendered = chain.cli("doctor")
     assert rendered.returncode == doctor.returncode and rendered.stdout.strip(), rendered.stdout
     assert "### [api]" in ok(tillpoint("config-reference"))
@@ -258,8 +313,10 @@ def test_terminal_credentials(chain: Chain) -> None:
     assert ok(chain.hq_cli("add-terminal", "T-GONE")).strip()
     assert ok(chain.hq_cli("revoke", "T-GONE")).strip() == "revoked T-GONE"
     ok(chain.hq_cli("add-terminal", "T-GONE-TOO"))
-    assert json.loads(ok(chain.hq_cli("revoke", "T-GONE-TOO", "--json"))) == {"terminal_id": "T-GONE-TOO",
-                                                                           "revoked": True}
+    assert json.loads(ok(chain.hq_cli("revoke", "T-GONE-TOO", "--json"))) == {
+        "terminal_id": "T-GONE-TOO",
+        "revoked": True,
+    }
     assert ok(chain.hq_cli("admin-token", "Mio")).strip()
     assert json.loads(ok(chain.hq_cli("admin-token", "Ken", "--json")))["name"] == "Ken"
     fleet = json.loads(ok(chain.hq_cli("terminals", "--json")))
@@ -279,8 +336,9 @@ def test_members_cards_coupons_rules_and_keys(chain: Chain, tmp_path: Path) -> N
     assert (card["kind"], card["status"]) == ("card", "blocked")
     coupon, rule = tmp_path / "coupon.json", tmp_path / "rule.json"
     coupon.write_text(json.dumps({"coupon_id": "CLI-5", "kind": "amount_off", "value": 500, "text": "5.00 off"}))
-    rule.write_text(json.dumps({"rule_id": "cli-bonus", "kind": "sku_bonus", "points": 5, "skus": ["CLI"],
-                                "text": "+5 pt"}))
+    rule.write_text(
+        json.dumps({"rule_id": "cli-bonus", "kind": "sku_bonus", "points": 5, "skus": ["CLI"], "text": "+5 pt"})
+    )
     assert ok(chain.hq_cli("put-coupon", str(coupon))).strip() == "CLI-5"
     assert json.loads(ok(chain.hq_cli("put-rule", str(rule), "--json"))) == {"rule_id": "cli-bonus"}
     assert ok(chain.hq_cli("delete", "coupon", "CLI-5")) == ""
@@ -297,8 +355,22 @@ def test_member_payments_and_the_member_app(chain: Chain, tmp_path: Path) -> Non
     assert topped["amount"] == 250 and topped["topup_id"] == "cli-topup-1"
     token = json.loads(ok(chain.hq_cli("member-token", "M-0003", "--json")))["token"]
     phone = tmp_path / "phone-3"
-    cert = json.loads(ok(tillpoint("member", "register", "M-0003", "--hq", chain.hq.url, "--token", token,
-                                   "--state-dir", str(phone), "--json")))
+    cert = json.loads(
+        ok(
+            tillpoint(
+                "member",
+                "register",
+                "M-0003",
+                "--hq",
+                chain.hq.url,
+                "--token",
+                token,
+                "--state-dir",
+                str(phone),
+                "--json",
+            )
+        )
+    )
     devices = json.loads(ok(chain.hq_cli("devices", "M-0003", "--json")))
     assert [d["cert_id"] for d in devices] == [cert["cert_id"]]
     made = json.loads(ok(tillpoint("member", "code", "M-0003", "--state-dir", str(phone), "--identify", "--json")))
@@ -317,8 +389,17 @@ def _ingest(chain: Chain, *, trusting: bool, payloads: list[dict[str, Any]], fir
     store = HqStore(chain.hq.db, Settings(spend_needs_proof=not trusting, recompute=False))
     try:
         made = utc_iso(time.time())
-        wire = [WireEntry(terminal_id=LONG_TERMINAL, seq=first_seq + n, txn_id=f"cli-recon-{first_seq + n}",
-                          kind="sale", payload=p, created_at=made) for n, p in enumerate(payloads)]
+        wire = [
+            WireEntry(
+                terminal_id=LONG_TERMINAL,
+                seq=first_seq + n,
+                txn_id=f"cli-recon-{first_seq + n}",
+                kind="sale",
+                payload=p,
+                created_at=made,
+            )
+            for n, p in enumerate(payloads)
+        ]
         store.ingest(LONG_TERMINAL, wire)
     finally:
         store.close()
@@ -331,16 +412,21 @@ def test_reconciliation_and_quarantine(chain: Chain) -> None:
     overspent = entries.sale("M-RECON", 600, redeemed=500, store_id=LONG_STORE)
     _ingest(chain, trusting=True, payloads=[overspent, overspent, overspent], first_seq=1)
     # Points spent on the POS's word alone: held in quarantine (Aiko has the points; only the proof is missing).
-    held = _ingest(chain, trusting=False, payloads=[entries.sale("M-0001", 300, redeemed=100, proof="pos",
-                                                                store_id=LONG_STORE)] * 2, first_seq=4)
+    held = _ingest(
+        chain,
+        trusting=False,
+        payloads=[entries.sale("M-0001", 300, redeemed=100, proof="pos", store_id=LONG_STORE)] * 2,
+        first_seq=4,
+    )
     quarantined = json.loads(ok(chain.hq_cli("quarantine", "--json")))
     assert {q["txn_id"] for q in quarantined} >= set(held)
     assert all(txn in ok(chain.hq_cli("quarantine")) for txn in held)
     assert ok(chain.hq_cli("release", held[0], "--by", "Mio", "--note", "the member confirmed")).startswith("now ")
     rejected = json.loads(ok(chain.hq_cli("reject", held[1], "--by", "Mio", "--note", "no proof", "--json")))
     assert rejected["txn_id"] == held[1] and rejected["now"]
-    items = json.loads(ok(chain.hq_cli("items", "--terminal-id", LONG_TERMINAL, "--reason", "points_overspent",
-                                       "--json")))
+    items = json.loads(
+        ok(chain.hq_cli("items", "--terminal-id", LONG_TERMINAL, "--reason", "points_overspent", "--json"))
+    )
     assert len(items) == 3 and {i["state"] for i in items} == {"open"}
     assert items[0]["item_id"] in ok(chain.hq_cli("items", "--terminal-id", LONG_TERMINAL))
     groups = json.loads(ok(chain.hq_cli("groups", "--terminal-id", LONG_TERMINAL, "--json")))
@@ -351,9 +437,24 @@ def test_reconciliation_and_quarantine(chain: Chain) -> None:
     assert "points_overspent" in ok(chain.hq_cli("summary", "--store-id", LONG_STORE))
     settled = ok(chain.hq_cli("settle", items[0]["item_id"], "--by", "Mio", "--note", "topped up at the desk"))
     assert f"{items[0]['item_id']}: settled_manual by Mio" in settled
-    group = json.loads(ok(chain.hq_cli("settle-group", "--terminal-id", LONG_TERMINAL, "--day", items[1]["day"],
-                                       "--reason", "points_overspent", "--by", "Mio", "--note", "written off",
-                                       "--json")))
+    group = json.loads(
+        ok(
+            chain.hq_cli(
+                "settle-group",
+                "--terminal-id",
+                LONG_TERMINAL,
+                "--day",
+                items[1]["day"],
+                "--reason",
+                "points_overspent",
+                "--by",
+                "Mio",
+                "--note",
+                "written off",
+                "--json",
+            )
+        )
+    )
     assert group["settled"] == 2
     report = json.loads(ok(chain.hq_cli("report", "--store-id", LONG_STORE, "--json")))
     assert [(r["terminal_id"], r["entries"]) for r in report] == [(LONG_TERMINAL, 5)]
@@ -372,14 +473,30 @@ def test_a_table_that_is_not_a_terminal_shows_whole_ids(chain: Chain) -> None:
     ok(chain.hq_cli("add-terminal", LONG_TERMINAL + "-B", "--store-id", LONG_STORE))
     store = HqStore(chain.hq.db)
     try:
-        store.ingest(LONG_TERMINAL + "-B", [WireEntry(
-            terminal_id=LONG_TERMINAL + "-B", seq=1, txn_id="cli-table-1", kind="sale",
-            payload=entries.sale(None, 400, store_id=LONG_STORE), created_at=utc_iso(time.time()))])
+        store.ingest(
+            LONG_TERMINAL + "-B",
+            [
+                WireEntry(
+                    terminal_id=LONG_TERMINAL + "-B",
+                    seq=1,
+                    txn_id="cli-table-1",
+                    kind="sale",
+                    payload=entries.sale(None, 400, store_id=LONG_STORE),
+                    created_at=utc_iso(time.time()),
+                )
+            ],
+        )
     finally:
         store.close()
     narrow = {**os.environ, "COLUMNS": "60"}  # what a pipe inherits from a small terminal
-    done = subprocess.run([sys.executable, "-m", "terminal.cli", "hq", "report", "--db", chain.hq.db],
-                          capture_output=True, text=True, timeout=60, env=narrow, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "terminal.cli", "hq", "report", "--db", chain.hq.db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=narrow,
+        check=False,
+    )
     text = ok(done)
     assert LONG_STORE in text and LONG_TERMINAL + "-B" in text and "…" not in text, text
     assert max(len(line) for line in text.splitlines()) > 60, "the table keeps its own width, not the terminal's"
@@ -387,9 +504,12 @@ def test_a_table_that_is_not_a_terminal_shows_whole_ids(chain: Chain) -> None:
 
 def _demo(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "terminal.cli", "demo", "--config", str(config),
-                                 "--reader", "sim:", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "COLUMNS": "80"})
+        return subprocess.Popen(
+            [sys.executable, "-m", "terminal.cli", "demo", "--config", str(config), "--reader", "sim:", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "80"},
+        )
 
 
 def test_the_demo_prints_each_event_once_and_its_api_port_is_found(tmp_path: Path) -> None:
@@ -443,8 +563,13 @@ def test_head_office_names_a_busy_port(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", str(tmp_path / "hq.db"),
-                               "--port", str(port)], capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", str(tmp_path / "hq.db"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == EXIT_PORT_BUSY, done.stdout + done.stderr
     assert f"port {port} " in done.stderr and "--port N" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "hq.db").exists()  # refused before the database was made

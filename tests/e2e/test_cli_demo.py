@@ -18,9 +18,21 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "terminal.cli", "demo", "--config", str(config), "--reader", "sim:",
-             "--hq-port", str(free_port())],
-            stdout=out, stderr=subprocess.STDOUT, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+            [
+                sys.executable,
+                "-m",
+                "terminal.cli",
+                "demo",
+                "--config",
+                str(config),
+                "--reader",
+                "sim:",
+                "--hq-port",
+                str(free_port()),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
         )
     try:
         deadline = time.monotonic() + 60  # generous: a loaded CI machine starts two servers here

@@ -52,8 +52,9 @@ def sell(service: Service, member_id: str | None, amount: int = 2000) -> Any:
     return service.commit(service.quote(member_id, Basket((Line("SKU-1", 1, amount, "food"),))))
 
 
-def test_same_card_enrolled_at_two_offline_tills_is_merged_into_the_first_to_arrive(hq: HqProcess,
-                                                                                      tmp_path: Path) -> None:
+def test_same_card_enrolled_at_two_offline_tills_is_merged_into_the_first_to_arrive(
+    hq: HqProcess, tmp_path: Path
+) -> None:
     tokens = {t: hq.add_terminal(t) for t in ("T-EA", "T-EB")}
     a_store, a, a_sync = till(tmp_path, "T-EA", hq, tokens["T-EA"], T0)
     b_store, b, b_sync = till(tmp_path, "T-EB", hq, tokens["T-EB"], T0 + 60)
@@ -112,8 +113,9 @@ def test_enrolled_offline_then_synced(hq: HqProcess, tmp_path: Path) -> None:
 
 
 def claim(hq: HqProcess, token: str, name: str = "Kim", version: str = "join-2026-11") -> httpx.Response:
-    return httpx.post(f"{hq.url}/v1/claims", json={"token": token, "display_name": name, "consent_version": version},
-                      timeout=10)
+    return httpx.post(
+        f"{hq.url}/v1/claims", json={"token": token, "display_name": name, "consent_version": version}, timeout=10
+    )
 
 
 def test_claims_once_and_refuses_expired_forged_and_early(hq: HqProcess, tmp_path: Path) -> None:
@@ -153,8 +155,13 @@ def test_claims_once_and_refuses_expired_forged_and_early(hq: HqProcess, tmp_pat
 
 
 def api(daemon: Any, method: str, path: str, **body: Any) -> httpx.Response:
-    reply = httpx.request(method, f"{base_url(daemon)}{path}", json=body if method == "POST" else None,
-                          headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=10)
+    reply = httpx.request(
+        method,
+        f"{base_url(daemon)}{path}",
+        json=body if method == "POST" else None,
+        headers={"Authorization": f"Bearer {daemon.api_token}"},
+        timeout=10,
+    )
     assert reply.status_code == 200, reply.text
     return reply
 
@@ -165,7 +172,8 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         pytest.fail(missing)
     token = hq.add_terminal("T-JOIN")
     sections: dict[str, Any] = {
-        "terminal": {"id": "T-JOIN"}, "panel": {"join_url": f"{hq.url}/join"},
+        "terminal": {"id": "T-JOIN"},
+        "panel": {"join_url": f"{hq.url}/join"},
         "hq": {"url": hq.url, "token": token, "pull_interval": 0.3, "push_interval": 0.2},
     }
     with running_till(tmp_path, **sections) as daemon:
@@ -180,7 +188,9 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         receipt = api(daemon, "POST", "/v1/session/commit").json()["receipt"]
         assert receipt["member_id"] == member_id
         admin = HqStore(hq.db)
-        wait_until(lambda: (m := admin.member(member_id)) and m.points >= receipt["points_delta"], 20.0, "the member at HQ")
+        wait_until(
+            lambda: (m := admin.member(member_id)) and m.points >= receipt["points_delta"], 20.0, "the member at HQ"
+        )
 
         # An anonymous sale: the receipt's QR, decoded from its PNG, opens head office's sign-up page.
         api(daemon, "POST", "/v1/session/new")
@@ -191,7 +201,9 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         gray = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
         (url,) = decode(gray)
         assert url.startswith(f"{hq.url}/join#TPJ1:")
-        wait_until(lambda: any(e.txn_id == anonymous["txn_id"] for e in admin.entries("T-JOIN")), 20.0, "the sale at HQ")
+        wait_until(
+            lambda: any(e.txn_id == anonymous["txn_id"] for e in admin.entries("T-JOIN")), 20.0, "the sale at HQ"
+        )
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 390, "height": 760}, bypass_csp=True)  # a phone
             page.set_default_timeout(10_000)
@@ -222,7 +234,10 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         mine = [e for e in admin.entries("T-JOIN") if e.txn_id == receipt["txn_id"]]
         assert mine[0].payload["member_id"] is None and mine[0].payload["total"] == 2500
         assert admin.member(member_id) is None
-        gone = httpx.post(f"{hq.url}/v1/admin/members/{member_id}-x/erase", timeout=5,
-                          headers={"Authorization": f"Bearer {admin.add_admin('dpo')}"})
+        gone = httpx.post(
+            f"{hq.url}/v1/admin/members/{member_id}-x/erase",
+            timeout=5,
+            headers={"Authorization": f"Bearer {admin.add_admin('dpo')}"},
+        )
         assert gone.status_code == 404
         admin.close()

@@ -9,8 +9,8 @@ exactly once with the balance right."""
 from __future__ import annotations
 
 import json
-import time
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +59,9 @@ def read_with_camera(video: Path, timeout: float = 20.0) -> str:
         scanner.stop()
 
 
-def test_member_app_code_through_the_camera_pays_and_reaches_head_office_once(hq_proc: HqProcess, tmp_path: Path) -> None:
+def test_member_app_code_through_the_camera_pays_and_reaches_head_office_once(
+    hq_proc: HqProcess, tmp_path: Path
+) -> None:
     hq_proc.cli("add-member", "M-PAY", "Pay Pat")
     topped = json.loads(hq_proc.cli("topup", "M-PAY", "5000", "--by", "Mio").strip().splitlines()[-1])
     assert topped["balance"] == 5000
@@ -101,7 +103,8 @@ def test_member_app_code_through_the_camera_pays_and_reaches_head_office_once(hq
     try:
         entries = hq.entries("T-PAY")
         assert [(e.kind, e.payload["stored_value"], e.payload["code_id"]) for e in entries] == [
-            ("sale", 3000, pay.parse_code(code).code_id)]
+            ("sale", 3000, pay.parse_code(code).code_id)
+        ]
         assert hq.member("M-PAY").stored_value == 2000  # type: ignore[union-attr]
         assert not [i for i in hq.items() if i.state.value == "open"]
     finally:
@@ -133,7 +136,9 @@ def test_revoking_a_device_from_the_cli_reaches_the_till(hq_proc: HqProcess, tmp
     till.close()
 
 
-def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(hq_proc: HqProcess, tmp_path: Path) -> None:
+def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(
+    hq_proc: HqProcess, tmp_path: Path
+) -> None:
     from terminal.config import validate
     from terminal.daemon import Daemon
 
@@ -147,12 +152,20 @@ def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(hq
     hq.close()
     phone = tmp_path / "phone"
     member("register", "M-API", "--hq", hq_proc.url, "--token", token, "--state-dir", str(phone))
-    cfg = validate({
-        "terminal": {"id": "T-DMN", "data_dir": str(tmp_path / "till")},
-        "hq": {"url": hq_proc.url, "token": terminal_token, "push_interval": 0.2, "pull_interval": 0.5,
-               "backoff_max": 1, "timeout": 3},
-        "api": {"port": 0},
-    })
+    cfg = validate(
+        {
+            "terminal": {"id": "T-DMN", "data_dir": str(tmp_path / "till")},
+            "hq": {
+                "url": hq_proc.url,
+                "token": terminal_token,
+                "push_interval": 0.2,
+                "pull_interval": 0.5,
+                "backoff_max": 1,
+                "timeout": 3,
+            },
+            "api": {"port": 0},
+        }
+    )
     daemon = Daemon(cfg)
     daemon.start()
     try:
@@ -165,8 +178,12 @@ def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(hq
         code = member("code", "M-API", "--state-dir", str(phone), "-q").strip().splitlines()[-1]
         url = f"http://127.0.0.1:{daemon.api_server.port}"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=10) as api:
-            body = {"member_id": "M-API", "lines": [{"sku": "SOBA", "quantity": 1, "unit_price": 1000}],
-                    "stored_value": 1000, "payment_code": code}
+            body = {
+                "member_id": "M-API",
+                "lines": [{"sku": "SOBA", "quantity": 1, "unit_price": 1000}],
+                "stored_value": 1000,
+                "payment_code": code,
+            }
             first = api.post("/v1/sales", json=body)
             assert first.status_code == 200, first.text
             again = api.post("/v1/sales", json=body)

@@ -150,8 +150,9 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         shot(page, shots, "07-done")
 
         # Next customer: the member QR on their phone, read by the camera (a generated video).
-        video = write_video(tmp_path / "ben.avi", concat(still(BEN_CODE, (640, 480), 1.5, seed=3),
-                                                          blank((640, 480), 0.5)))
+        video = write_video(
+            tmp_path / "ben.avi", concat(still(BEN_CODE, (640, 480), 1.5, seed=3), blank((640, 480), 0.5))
+        )
         scanner = open_scanner(f"camera:{video}")
         scanner.start(till.on_qr, till.on_reader)
         try:

@@ -39,10 +39,19 @@ def flood(hq: HqProcess, terminal_id: str, store_id: str, n: int) -> None:
     admin = HqStore(hq.db, Settings(recompute=False))
     try:
         made = utc_iso(time.time())
-        batch = [WireEntry(terminal_id=terminal_id, seq=s, txn_id=f"{terminal_id}-{s}", kind="sale", created_at=made,
-                           payload=entries.sale("M-NOBODY", 1000, store_id=store_id)) for s in range(1, n + 1)]
+        batch = [
+            WireEntry(
+                terminal_id=terminal_id,
+                seq=s,
+                txn_id=f"{terminal_id}-{s}",
+                kind="sale",
+                created_at=made,
+                payload=entries.sale("M-NOBODY", 1000, store_id=store_id),
+            )
+            for s in range(1, n + 1)
+        ]
         for start in range(0, n, 500):
-            admin.ingest(terminal_id, batch[start:start + 500])
+            admin.ingest(terminal_id, batch[start : start + 500])
     finally:
         admin.close()
 
@@ -85,13 +94,26 @@ def test_thousands_of_items_are_one_group_and_every_item_is_reached_once(hq: HqP
     assert sorted(api_seen) == sorted(seen)
     bad = httpx.get(f"{hq.url}/v1/admin/items", params={"after": "not-a-cursor"}, headers=headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
-    grouped = httpx.get(f"{hq.url}/v1/admin/item-groups", params={"terminal_id": "T-FLOOD"}, headers=headers,
-                        timeout=10).json()
+    grouped = httpx.get(
+        f"{hq.url}/v1/admin/item-groups", params={"terminal_id": "T-FLOOD"}, headers=headers, timeout=10
+    ).json()
     assert [g["count"] for g in grouped["groups"]] == [MANY] and grouped["next_cursor"] is None
 
     day = groups[0]["day"]
-    out, _ = cli(hq, "settle-group", "--terminal-id", "T-FLOOD", "--day", day, "--reason", "unknown_member",
-                 "--by", "Mio", "--note", "test sales of a till in the workshop")
+    out, _ = cli(
+        hq,
+        "settle-group",
+        "--terminal-id",
+        "T-FLOOD",
+        "--day",
+        day,
+        "--reason",
+        "unknown_member",
+        "--by",
+        "Mio",
+        "--note",
+        "test sales of a till in the workshop",
+    )
     assert f"settled {MANY} item(s)" in out
     after_settle = json.loads(cli(hq, "summary", "--store-id", "S-FLOOD", "--json")[0])
     assert after_settle["unknown_member"]["open"] == 0 and after_settle["unknown_member"]["settled_manual"] == MANY
@@ -139,8 +161,7 @@ def test_a_till_three_days_slow_is_corrected_and_names_its_clock(hq: HqProcess, 
     hq.cli("topup", "M-SLOW", "5000", "--by", "Mio")
     member_token = hq.cli("member-token", "M-SLOW").strip().splitlines()[-1]
     phone = tmp_path / "phone"
-    done = tillpoint("member", "register", "M-SLOW", "--hq", hq.url, "--token", member_token,
-                     "--state-dir", str(phone))
+    done = tillpoint("member", "register", "M-SLOW", "--hq", hq.url, "--token", member_token, "--state-dir", str(phone))
     assert done.returncode == 0, done.stderr
 
     token = hq.add_terminal("T-SLOW", "S-SLOW")

@@ -19,8 +19,11 @@ from tests.fixtures.hq import HqProcess, tillpoint
 def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Path) -> None:
     code = hq.cli("enrol-code", "T-CLI", "--store-id", "S-004").strip()
     config = tmp_path / "till.toml"
-    config.write_text(f'[terminal]\nid = "T-CLI"\nstore_id = "S-004"\ndata_dir = "{tmp_path / "till"}"\n'
-                      f'[hq]\nurl = "{hq.url}"\nenrol_code = "{code}"\n', encoding="utf-8")
+    config.write_text(
+        f'[terminal]\nid = "T-CLI"\nstore_id = "S-004"\ndata_dir = "{tmp_path / "till"}"\n'
+        f'[hq]\nurl = "{hq.url}"\nenrol_code = "{code}"\n',
+        encoding="utf-8",
+    )
     done = tillpoint("sync", "--now", "--config", str(config))
     assert done.returncode == 0, done.stderr + done.stdout
     assert "members" in done.stdout and "4/4" in done.stdout  # the bootstrap's progress bar: 4 demo members
@@ -32,9 +35,19 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
 
     made = utc_iso(time.time())  # the till's clock is right
     admin = HqStore(hq.db, Settings(spend_needs_proof=False, recompute=False))  # an overspend on the POS's word
-    admin.ingest("T-CLI", [WireEntry(terminal_id="T-CLI", seq=1, txn_id="cli-1", kind="sale",
-                                     payload=entries.sale("M-0002", 600, redeemed=500, store_id="S-004"),
-                                     created_at=made)])
+    admin.ingest(
+        "T-CLI",
+        [
+            WireEntry(
+                terminal_id="T-CLI",
+                seq=1,
+                txn_id="cli-1",
+                kind="sale",
+                payload=entries.sale("M-0002", 600, redeemed=500, store_id="S-004"),
+                created_at=made,
+            )
+        ],
+    )
     admin.close()
     shown = tillpoint("reconcile", "--config", str(config))
     assert shown.returncode == 0 and "points_overspent" in shown.stdout, shown.stdout + shown.stderr
@@ -45,7 +58,8 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     assert "settled_manual by Mio" in settled
     report = json.loads(hq.cli("report", "--format", "json", "--store-id", "S-004"))
     assert [(r["terminal_id"], r["day"], r["entries"], r["settled_items"]) for r in report] == [
-        ("T-CLI", made[:10], 1, 1)]
+        ("T-CLI", made[:10], 1, 1)
+    ]
     refused = tillpoint("hq", "settle", "nope", "--by", "Mio", "--note", "x", "--db", hq.db)
     assert refused.returncode == 1 and "no reconciliation item" in refused.stdout
 

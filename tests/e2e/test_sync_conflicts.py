@@ -25,7 +25,6 @@ from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
 
 
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
     db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
@@ -90,15 +89,20 @@ def test_two_offline_tills_one_coupon_one_balance_both_conflicts_found(hq_proc: 
 
     rows = httpx.get(f"{hq_proc.url}/v1/admin/reconciliation", headers=headers, timeout=10).json()
     assert {(r["store_id"], r["terminal_id"], r["open_items"], r["eod"]) for r in rows} == {
-        ("S-001", "T-A", 0, "complete"), ("S-002", "T-B", 2, "complete")}
+        ("S-001", "T-A", 0, "complete"),
+        ("S-002", "T-B", 2, "complete"),
+    }
     printed = hq_proc.cli("report", "--format", "csv")
     by_terminal = {r["terminal_id"]: r for r in csv.DictReader(io.StringIO(printed))}
     assert by_terminal["T-B"]["open_reasons"] == "coupon_overused=1 points_overspent=1"
 
     # The till that broke the rules sees what head office flagged, from its own command line.
     config = tmp_path / "till-b.toml"
-    config.write_text(f'[terminal]\nid = "T-B"\nstore_id = "S-002"\ndata_dir = "{tmp_path / "T-B"}"\n'
-                      f'[hq]\nurl = "{hq_proc.url}"\ntoken = "{tokens["T-B"]}"\n', encoding="utf-8")
+    config.write_text(
+        f'[terminal]\nid = "T-B"\nstore_id = "S-002"\ndata_dir = "{tmp_path / "T-B"}"\n'
+        f'[hq]\nurl = "{hq_proc.url}"\ntoken = "{tokens["T-B"]}"\n',
+        encoding="utf-8",
+    )
     for till in tills.values():
         till.close()
     done = tillpoint("reconcile", "--json", "--config", str(config))

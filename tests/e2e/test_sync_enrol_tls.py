@@ -28,19 +28,28 @@ def tls_hq(tmp_path: Path) -> Iterator[tuple[HqProcess, Path]]:
     process.kill()
 
 
-def test_enrol_over_tls_with_a_private_ca_then_sell_sync_and_be_revoked(tls_hq: tuple[HqProcess, Path],
-                                                                         tmp_path: Path) -> None:
+def test_enrol_over_tls_with_a_private_ca_then_sell_sync_and_be_revoked(
+    tls_hq: tuple[HqProcess, Path], tmp_path: Path
+) -> None:
     hq, ca = tls_hq
     code = hq.cli("enrol-code", "T-TLS", "--store-id", "S-009").strip()
-    cfg = validate({
-        "terminal": {"id": "T-TLS", "store_id": "S-009", "data_dir": str(tmp_path / "till")},
-        "security": {"card_key_file": str(hq.key_file)},
-        "reader": {"devices": ["sim:"]},
-        "hq": {"url": hq.url, "ca_file": str(ca), "enrol_code": code, "push_interval": 0.2, "pull_interval": 0.3,
-               "backoff_max": 0.5},
-        "api": {"enabled": False},
-        "sale": {"auto_amount": 1000},
-    })
+    cfg = validate(
+        {
+            "terminal": {"id": "T-TLS", "store_id": "S-009", "data_dir": str(tmp_path / "till")},
+            "security": {"card_key_file": str(hq.key_file)},
+            "reader": {"devices": ["sim:"]},
+            "hq": {
+                "url": hq.url,
+                "ca_file": str(ca),
+                "enrol_code": code,
+                "push_interval": 0.2,
+                "pull_interval": 0.3,
+                "backoff_max": 0.5,
+            },
+            "api": {"enabled": False},
+            "sale": {"auto_amount": 1000},
+        }
+    )
     daemon = Daemon(cfg)
     daemon.start()
     try:

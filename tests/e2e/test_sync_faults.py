@@ -56,9 +56,17 @@ def fill(path: Path, terminal_id: str, member_id: str, count: int = ENTRIES) -> 
     till = Store.open(path)
     till.apply_changes([Member(member_id, "Fault Tester", "basic", 0)], [], [], cursor=0)
     for n in range(count):
-        till.record(JournalEntry(terminal_id, 0, f"{terminal_id}-tx-{n}", "sale",
-                                 entries.sale(member_id, 100, earned=1, store_id="S-001"),
-                                 "2026-04-01T09:00:00.000Z"), points=(member_id, 1))
+        till.record(
+            JournalEntry(
+                terminal_id,
+                0,
+                f"{terminal_id}-tx-{n}",
+                "sale",
+                entries.sale(member_id, 100, earned=1, store_id="S-001"),
+                "2026-04-01T09:00:00.000Z",
+            ),
+            points=(member_id, 1),
+        )
     till.close()
 
 
@@ -75,10 +83,12 @@ def assert_exactly_once(hq_proc: HqProcess, terminal_id: str, member_id: str, co
         hq.close()
 
 
-@pytest.mark.parametrize("fault", ["status500", "reset_before", "reset_after", "truncate_request",
-                                   "truncate_response", "slow", "kill"])
-def test_every_entry_arrives_exactly_once_through_the_fault(hq_proc: HqProcess, proxy: FaultProxy, tmp_path: Path,
-                                                           fault: str) -> None:
+@pytest.mark.parametrize(
+    "fault", ["status500", "reset_before", "reset_after", "truncate_request", "truncate_response", "slow", "kill"]
+)
+def test_every_entry_arrives_exactly_once_through_the_fault(
+    hq_proc: HqProcess, proxy: FaultProxy, tmp_path: Path, fault: str
+) -> None:
     terminal_id, member_id = f"T-{fault}", f"M-{fault}"
     token = register(hq_proc, terminal_id, member_id)
     fill(tmp_path / "till.db", terminal_id, member_id)
@@ -104,8 +114,9 @@ def test_every_entry_arrives_exactly_once_through_the_fault(hq_proc: HqProcess, 
     assert_exactly_once(hq_proc, terminal_id, member_id)
 
 
-def test_the_daemon_killed_mid_push_resends_and_nothing_doubles(hq_proc: HqProcess, proxy: FaultProxy,
-                                                                 tmp_path: Path) -> None:
+def test_the_daemon_killed_mid_push_resends_and_nothing_doubles(
+    hq_proc: HqProcess, proxy: FaultProxy, tmp_path: Path
+) -> None:
     terminal_id, member_id, count = "T-SIGKILL", "M-SIGKILL", 150
     token = register(hq_proc, terminal_id, member_id)
     data = tmp_path / "till"

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from sync.hq.demo import DEMO_RULES
 from sync.protocol import PushRequest, PushResponse, WireEntry
 from terminal.config import validate
 from terminal.daemon import Daemon
-from sync.hq.demo import DEMO_RULES
 from tests.fixtures.hq import HqProcess
 from tests.waiting import wait_until
 
@@ -49,8 +49,12 @@ def member_points(hq: HqProcess, token: str, member_id: str) -> int:
     found = None
     since = 0
     for _ in range(100):
-        page = httpx.get(f"{hq.url}/v1/changes", params={"since": since, "limit": 500},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+        page = httpx.get(
+            f"{hq.url}/v1/changes",
+            params={"since": since, "limit": 500},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        ).json()
         for m in page["members"]:
             if m["member_id"] == member_id:
                 found = m["points"]
@@ -64,19 +68,27 @@ def member_points(hq: HqProcess, token: str, member_id: str) -> int:
 @pytest.fixture
 def till(tmp_path: Path, hq: HqProcess, pcscd: Any) -> Iterator[tuple[Watched, str]]:
     token = hq.add_terminal("T-E2E")
-    cfg = validate({
-        "terminal": {"id": "T-E2E", "data_dir": str(tmp_path / "till")},
-        "security": {"card_key_file": str(hq.key_file)},
-        "reader": {"devices": [f"pcsc:{pcscd.reader}"]},
-        "hq": {"url": hq.url, "token": token, "push_interval": 0.2, "pull_interval": 0.5, "backoff_max": 0.5},
-        "api": {"enabled": False},
-        "sale": {"auto_amount": 1000},
-    })
+    cfg = validate(
+        {
+            "terminal": {"id": "T-E2E", "data_dir": str(tmp_path / "till")},
+            "security": {"card_key_file": str(hq.key_file)},
+            "reader": {"devices": [f"pcsc:{pcscd.reader}"]},
+            "hq": {"url": hq.url, "token": token, "push_interval": 0.2, "pull_interval": 0.5, "backoff_max": 0.5},
+            "api": {"enabled": False},
+            "sale": {"auto_amount": 1000},
+        }
+    )
     daemon = Daemon(cfg)
     watched = Watched(daemon)
     daemon.start()
-    wait_until(lambda: daemon.store.counts()["cards"] >= 4 and len(daemon.store.rule_docs()) >= len(DEMO_RULES)
-               and "AIKO-BDAY" in daemon.store.coupon_docs([], "M-0001"), what="the first pull of the demo data")
+    wait_until(
+        lambda: (
+            daemon.store.counts()["cards"] >= 4
+            and len(daemon.store.rule_docs()) >= len(DEMO_RULES)
+            and "AIKO-BDAY" in daemon.store.coupon_docs([], "M-0001")
+        ),
+        what="the first pull of the demo data",
+    )
     yield watched, token
     daemon.stop()
 
@@ -98,11 +110,26 @@ def test_tap_becomes_a_sale_that_reaches_head_office_once(till, hq: HqProcess, v
 
     # The same batch pushed again (a retry after a lost reply) is stored once and gets the same answer.
     [entry] = store.entries()
-    batch = PushRequest(terminal_id="T-E2E", entries=[WireEntry(terminal_id=entry.terminal_id, seq=entry.seq,
-                        txn_id=entry.txn_id, kind=entry.kind, payload=entry.payload, created_at=entry.created_at)])
+    batch = PushRequest(
+        terminal_id="T-E2E",
+        entries=[
+            WireEntry(
+                terminal_id=entry.terminal_id,
+                seq=entry.seq,
+                txn_id=entry.txn_id,
+                kind=entry.kind,
+                payload=entry.payload,
+                created_at=entry.created_at,
+            )
+        ],
+    )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    replies = [PushResponse.model_validate(httpx.post(f"{hq.url}/v1/journal", content=batch.model_dump_json(),
-                                                      headers=headers, timeout=5).json()) for _ in range(2)]
+    replies = [
+        PushResponse.model_validate(
+            httpx.post(f"{hq.url}/v1/journal", content=batch.model_dump_json(), headers=headers, timeout=5).json()
+        )
+        for _ in range(2)
+    ]
     assert [(r.acked_seq, r.stored, r.duplicates) for r in replies] == [(1, 0, 1), (1, 0, 1)]
     assert member_points(hq, token, "M-0001") == AFTER
 
@@ -123,8 +150,12 @@ def test_head_office_down_never_blocks_a_sale(till, hq: HqProcess, virtual_card)
     assert store.state("offline_since") is None
     assert member_points(hq, token, "M-0001") == AFTER
     # Exactly once at head office, however many retries the outage caused.
-    held = httpx.post(f"{hq.url}/v1/journal", headers={"Authorization": f"Bearer {token}"},
-                      json={"terminal_id": "T-E2E", "entries": []}, timeout=5).json()
+    held = httpx.post(
+        f"{hq.url}/v1/journal",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"terminal_id": "T-E2E", "entries": []},
+        timeout=5,
+    ).json()
     assert held["acked_seq"] == 1
 
 

@@ -14,11 +14,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs of its own, to fill up (a real full disk, not a simulated one)."""
     where = tmp_path / "disk"
     where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(where)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.fail(f"the full-disk tests mount a small tmpfs and need root for it: {done.stderr.strip()}",
-                    pytrace=False)
+        pytest.fail(
+            f"the full-disk tests mount a small tmpfs and need root for it: {done.stderr.strip()}", pytrace=False
+        )
     try:
         yield where
     finally:

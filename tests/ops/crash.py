@@ -53,9 +53,17 @@ class CrashReport:
 
     @property
     def ok(self) -> bool:
-        return (not self.lost and not self.wrong_seq and not self.hq_duplicates and not self.local_gaps
-                and not self.hq_gaps and self.local_integrity == "ok" and self.hq_integrity == "ok"
-                and self.journal_entries == self.hq_entries and self.final_stop_exit == 0)
+        return (
+            not self.lost
+            and not self.wrong_seq
+            and not self.hq_duplicates
+            and not self.local_gaps
+            and not self.hq_gaps
+            and self.local_integrity == "ok"
+            and self.hq_integrity == "ok"
+            and self.journal_entries == self.hq_entries
+            and self.final_stop_exit == 0
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -77,8 +85,11 @@ class Seller(threading.Thread):
         token = self.till.token()
         while not self.stopping.is_set():
             member = self.rng.choice([None, "M-0001", "M-0002"])
-            body = {"member_id": member, "use_identified": False,
-                    "lines": [{"sku": "CRASH", "quantity": 1, "unit_price": self.rng.randint(100, 5000)}]}
+            body = {
+                "member_id": member,
+                "use_identified": False,
+                "lines": [{"sku": "CRASH", "quantity": 1, "unit_price": self.rng.randint(100, 5000)}],
+            }
             self.attempted += 1
             try:
                 reply = self.http.post("/v1/sales", json=body, headers={"Authorization": f"Bearer {token}"})
@@ -111,8 +122,9 @@ def _gaps(seqs: list[int]) -> list[int]:
     return [s for s in range(1, max(present, default=0) + 1) if s not in present][:20]
 
 
-def run_crash(root: Path, kills: int, seed: int = 1, budget_s: float | None = None,
-              gap: tuple[float, float] = (0.05, 0.6)) -> CrashReport:
+def run_crash(
+    root: Path, kills: int, seed: int = 1, budget_s: float | None = None, gap: tuple[float, float] = (0.05, 0.6)
+) -> CrashReport:
     """Kill the daemon ``kills`` times (fewer if ``budget_s`` runs out) while it sells; then check."""
     rng = random.Random(seed)
     report = CrashReport()
@@ -160,7 +172,7 @@ def _check(report: CrashReport, till: TillProcess, hq: HqProcess, seller: Seller
     db = till.data / "terminal.db"
     local = _journal(db)
     remote = hq_journal(hq.db, TERMINAL)
-    local_seq = dict((txn, seq) for seq, txn in local)
+    local_seq = {txn: seq for seq, txn in local}
     remote_txns = [txn for _, txn in remote]
     report.attempted, report.acknowledged = seller.attempted, len(seller.acked)
     report.refused, report.unanswered = seller.refused, seller.unanswered

@@ -69,13 +69,13 @@ class NotifyListener:
 def till_config(root: Path, hq: HqProcess | None, token: str | None, terminal_id: str = "T-OPS", **extra: str) -> Path:
     """A till config file as an operator writes it: data under ``root``, the sim reader, fast sync."""
     data = root / "till"
-    hq_part = (f'url = "{hq.url}"\ntoken = "{token}"\n' if hq is not None and token else "")
+    hq_part = f'url = "{hq.url}"\ntoken = "{token}"\n' if hq is not None and token else ""
     text = f"""
 [terminal]
 id = "{terminal_id}"
 data_dir = "{data}"
 [security]
-card_key_file = "{hq.key_file if hq is not None else root / 'card-hash.key'}"
+card_key_file = "{hq.key_file if hq is not None else root / "card-hash.key"}"
 [reader]
 devices = ["sim:"]
 [hq]
@@ -124,7 +124,11 @@ class TillProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "terminal.cli", "run", "--config", str(self.config)],
-                stdout=subprocess.DEVNULL, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=self.config.parent,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.config.parent,
             )
         self.starts += 1
         if wait_ready:
@@ -156,7 +160,7 @@ class TillProcess:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"daemon did not stop within {timeout:.0f} s of SIGTERM:\n{self.log_tail()}")
+            raise AssertionError(f"daemon did not stop within {timeout:.0f} s of SIGTERM:\n{self.log_tail()}") from None
 
     def token(self) -> str:
         return (self.data / "api.token").read_text().strip()
@@ -176,12 +180,17 @@ class Api:
         self.http = httpx.Client(base_url=till.url, timeout=timeout)
 
     def sale(self, amount: int, member_id: str | None = None) -> httpx.Response:
-        body = {"member_id": member_id, "use_identified": False,
-                "lines": [{"sku": "OPS", "quantity": 1, "unit_price": amount}]}
+        body = {
+            "member_id": member_id,
+            "use_identified": False,
+            "lines": [{"sku": "OPS", "quantity": 1, "unit_price": amount}],
+        }
         return self.http.post("/v1/sales", json=body, headers={"Authorization": f"Bearer {self.till.token()}"})
 
     def tap(self, uid: str) -> httpx.Response:
-        return self.http.post("/v1/sim/tap", json={"uid": uid}, headers={"Authorization": f"Bearer {self.till.token()}"})
+        return self.http.post(
+            "/v1/sim/tap", json={"uid": uid}, headers={"Authorization": f"Bearer {self.till.token()}"}
+        )
 
     def status(self) -> dict[str, Any]:
         return dict(self.http.get("/v1/status").json())

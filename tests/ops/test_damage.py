@@ -18,20 +18,32 @@ from terminal.model import Basket, Line
 from terminal.store import Store
 from terminal.store import store as store_mod
 from tests.fixtures.hq import HqProcess, tillpoint
-from tests.ops.helpers import Api, NotifyListener, TillProcess, corrupt_table, fill, hq_journal, integrity, metric
-from tests.ops.helpers import till_config, wait_until
+from tests.ops.helpers import (
+    Api,
+    NotifyListener,
+    TillProcess,
+    corrupt_table,
+    fill,
+    hq_journal,
+    integrity,
+    metric,
+    till_config,
+    wait_until,
+)
 
 BASKET = Basket((Line("DMG", 1, 1000),))
 
 
 def config(tmp_path: Path, hq: HqProcess, token: str) -> Config:
-    return validate({
-        "terminal": {"id": "T-DMG", "data_dir": str(tmp_path / "till")},
-        "security": {"card_key_file": str(hq.key_file)},
-        "reader": {"devices": ["sim:"]},
-        "hq": {"url": hq.url, "token": token, "push_interval": 0.1, "pull_interval": 0.3, "backoff_max": 0.2},
-        "api": {"enabled": False},
-    })
+    return validate(
+        {
+            "terminal": {"id": "T-DMG", "data_dir": str(tmp_path / "till")},
+            "security": {"card_key_file": str(hq.key_file)},
+            "reader": {"devices": ["sim:"]},
+            "hq": {"url": hq.url, "token": token, "push_interval": 0.1, "pull_interval": 0.3, "backoff_max": 0.2},
+            "api": {"enabled": False},
+        }
+    )
 
 
 def hq_points(hq: HqProcess, member_id: str) -> int:
@@ -72,8 +84,11 @@ def test_damaged_cache_is_rebuilt_from_head_office(tmp_path: Path, hq: HqProcess
         assert store is not None and store.rebuilt is not None
         assert store.rebuilt.salvaged["journal"] == 7 and "members" in store.rebuilt.unreadable
         assert [e.txn_id for e in store.entries()] == [r.txn_id for r in pushed + unpushed]
-        wait_until(lambda: store.pending_count() == 0 and store.counts()["members"] >= 4, 20,
-                   "the journal pushed and the cache pulled again")
+        wait_until(
+            lambda: store.pending_count() == 0 and store.counts()["members"] >= 4,
+            20,
+            "the journal pushed and the cache pulled again",
+        )
         assert [txn for _, txn in hq_journal(hq.db, "T-DMG")] == [r.txn_id for r in pushed + unpushed]
         member = store.member("M-0001")
         earned = sum(r.points_delta for r in pushed + unpushed)
@@ -194,8 +209,11 @@ def test_a_full_disk_does_not_stop_sync(tmp_path: Path, small_disk: Path, hq: Hq
         filler.unlink()  # space is back: the same daemon, without a restart, sells and syncs again
         after = api.sale(100)
         assert after.status_code == 200, after.text
-        wait_until(lambda: api.status()["pending"] == 0 and api.status()["sync_error"] is None, 20,
-                   "every sale pushed once space was back")
+        wait_until(
+            lambda: api.status()["pending"] == 0 and api.status()["sync_error"] is None,
+            20,
+            "every sale pushed once space was back",
+        )
         assert till.starts == 1
     finally:
         api.close()

@@ -74,16 +74,22 @@ class Build:
             env["TILLPOINT_DEB_VERSION"] = version
         self.log = out / "build.log"
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen(["bash", str(BUILD), "--out", str(out)], stdout=subprocess.PIPE,
-                                         stderr=log, stdin=subprocess.DEVNULL, env=env, text=True,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["bash", str(BUILD), "--out", str(out)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                text=True,
+                start_new_session=True,
+            )
 
     def wait(self) -> Path:
         try:
             out, _ = self.proc.communicate(timeout=BUILD_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"build.sh took more than {BUILD_TIMEOUT:.0f} s")
+            raise AssertionError(f"build.sh took more than {BUILD_TIMEOUT:.0f} s") from None
         tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
         assert self.proc.returncode == 0, f"build.sh failed ({self.proc.returncode}):\n{tail}"
         deb = Path(out.strip().splitlines()[-1])
@@ -107,16 +113,20 @@ class Debs:
         self._dir = upgrade_dir
         self._upgrade_deb: Path | None = None
         # lintian takes about a minute: it reads the package while the other tests run.
-        self.lintian = subprocess.Popen([tool("lintian", "lintian"), "--fail-on", "error", "--tag-display-limit", "0",
-                                         str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+        self.lintian = subprocess.Popen(
+            [tool("lintian", "lintian"), "--fail-on", "error", "--tag-display-limit", "0", str(deb)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     def lintian_result(self) -> subprocess.CompletedProcess[str]:
         try:
             out, err = self.lintian.communicate(timeout=900)
         except subprocess.TimeoutExpired:
             self.lintian.kill()
-            raise AssertionError("lintian ran for more than 15 minutes")
+            raise AssertionError("lintian ran for more than 15 minutes") from None
         return subprocess.CompletedProcess(self.lintian.args, self.lintian.returncode, out, err)
 
     def upgrade(self) -> Path:
@@ -248,8 +258,9 @@ runpy.run_path(launcher, run_name="__main__")
 def test_unpacked_imports_come_from_the_package(unpacked: Path, tmp_path: Path) -> None:
     report = tmp_path / "modules.json"
     launcher = unpacked / UNIT_EXE
-    done = run("/usr/bin/python3", "-ISB", "-c", WHERE_FROM, str(launcher), str(report), cwd=tmp_path,
-               env=clean_env(tmp_path))
+    done = run(
+        "/usr/bin/python3", "-ISB", "-c", WHERE_FROM, str(launcher), str(report), cwd=tmp_path, env=clean_env(tmp_path)
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     modules: dict[str, str] = json.loads(report.read_text())
     lib = f"{unpacked / LIB}/"
@@ -296,8 +307,14 @@ def test_unpacked_compiled_libraries_load(unpacked: Path, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert not result["failed"], f"compiled extensions that do not load: {result['failed']}"
-    for needed in ("cv2", "numpy._core._multiarray_umath", "zxingcpp", "pydantic_core._pydantic_core",
-                   "smartcard.scard._scard", "PIL._imaging"):
+    for needed in (
+        "cv2",
+        "numpy._core._multiarray_umath",
+        "zxingcpp",
+        "pydantic_core._pydantic_core",
+        "smartcard.scard._scard",
+        "PIL._imaging",
+    ):
         assert needed in result["loaded"], f"{needed} is not among the package's extensions: {result['loaded']}"
     assert result["zxing"] == ["TP1:deb-package"] and result["opencv"] == ["TP1:deb-package"], result
 
@@ -316,7 +333,7 @@ def stop(proc: subprocess.Popen[Any]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-            raise AssertionError("no exit within 20 s of SIGTERM")
+            raise AssertionError("no exit within 20 s of SIGTERM") from None
     return proc.returncode
 
 
@@ -324,11 +341,26 @@ def test_unpacked_head_office_answers_health(unpacked: Path, tmp_path: Path) -> 
     port = free_port()
     log = tmp_path / "hq.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(unpacked / APP / "bin/tillpoint"), "hq", "serve", "--db", str(tmp_path / "hq.db"),
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
-                                env=clean_env(tmp_path))
+        proc = subprocess.Popen(
+            [
+                str(unpacked / APP / "bin/tillpoint"),
+                "hq",
+                "serve",
+                "--db",
+                str(tmp_path / "hq.db"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=clean_env(tmp_path),
+        )
     try:
+
         def healthy() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"head office exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -350,10 +382,16 @@ def test_unpacked_till_starts_and_serves_the_panel(unpacked: Path, tmp_path: Pat
     log = tmp_path / "till.log"
     try:
         with log.open("wb") as out:
-            proc = subprocess.Popen([str(unpacked / UNIT_EXE), "run", "--config", str(config)],
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
-                                    env=clean_env(tmp_path, NOTIFY_SOCKET=str(notify.path)))
+            proc = subprocess.Popen(
+                [str(unpacked / UNIT_EXE), "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=tmp_path,
+                env=clean_env(tmp_path, NOTIFY_SOCKET=str(notify.path)),
+            )
         try:
+
             def ready() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"the till exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -368,7 +406,9 @@ def test_unpacked_till_starts_and_serves_the_panel(unpacked: Path, tmp_path: Pat
                 assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
                 assert "<title>tillpoint</title>" in page.text and "panel.js" in page.text
                 script = http.get("/panel/panel.js")
-                assert script.status_code == 200 and script.content == (ROOT / "terminal/api/panel/panel.js").read_bytes()
+                assert (
+                    script.status_code == 200 and script.content == (ROOT / "terminal/api/panel/panel.js").read_bytes()
+                )
             assert stop(proc) == 0, log.read_text()[-3000:]
         finally:
             stop(proc)
@@ -382,9 +422,14 @@ def test_unpacked_till_starts_and_serves_the_panel(unpacked: Path, tmp_path: Pat
 def system_state() -> dict[str, Any]:
     """What the package would touch on this system if a maintainer script escaped the root."""
     state: dict[str, Any] = {}
-    for path in ("/var/lib/tillpoint", "/etc/tillpoint", "/opt/tillpoint", "/usr/lib/sysusers.d/tillpoint.conf",
-                 "/etc/systemd/system/multi-user.target.wants/tillpoint.service",
-                 "/var/lib/systemd/deb-systemd-helper-enabled/tillpoint.service.dsh-also"):
+    for path in (
+        "/var/lib/tillpoint",
+        "/etc/tillpoint",
+        "/opt/tillpoint",
+        "/usr/lib/sysusers.d/tillpoint.conf",
+        "/etc/systemd/system/multi-user.target.wants/tillpoint.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/tillpoint.service.dsh-also",
+    ):
         try:
             st = os.lstat(path)
             state[path] = (st.st_mtime_ns, st.st_ino)
@@ -409,9 +454,19 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs: Debs, tmp_path: 
     env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # dpkg wants ldconfig & co.
 
     def dpkg(*args: str) -> str:
-        done = run(dpkg_bin, f"--root={root}", f"--log={tmp_path / 'dpkg.log'}", "--force-script-chrootless",
-                   "--force-depends", "--force-not-root", "--force-confdef", "--force-confold", *args,
-                   timeout=300, env=env)
+        done = run(
+            dpkg_bin,
+            f"--root={root}",
+            f"--log={tmp_path / 'dpkg.log'}",
+            "--force-script-chrootless",
+            "--force-depends",
+            "--force-not-root",
+            "--force-confdef",
+            "--force-confold",
+            *args,
+            timeout=300,
+            env=env,
+        )
         assert done.returncode == 0, f"dpkg {' '.join(args)}: {done.returncode}\n{done.stdout}{done.stderr}"
         return done.stdout
 
@@ -422,7 +477,9 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs: Debs, tmp_path: 
     # Install: files in place, the user, its directories and the enabled till unit, all under root.
     dpkg("--install", str(debs.deb))
     assert "Status: install ok installed" in status() and f"Version: {VERSION}\n" in status()
-    assert os.access(root / APP / "bin/tillpoint", os.X_OK) and (root / UNIT_EXE).resolve() == root / APP / "bin/tillpoint"
+    assert (
+        os.access(root / APP / "bin/tillpoint", os.X_OK) and (root / UNIT_EXE).resolve() == root / APP / "bin/tillpoint"
+    )
     found = re.search(r"^tillpoint:x:(\d+):(\d+):", (root / "etc/passwd").read_text(), re.M)
     assert found, "postinst did not make the tillpoint user (systemd-sysusers --root)"
     uid, gid = int(found.group(1)), int(found.group(2))
@@ -476,5 +533,8 @@ def test_lintian_reports_no_errors(debs: Debs) -> None:
     lines = done.stdout.splitlines()
     errors = [line for line in lines if line.startswith("E: ")]
     warnings = sum(1 for line in lines if line.startswith("W: "))
-    assert done.returncode == 0 and not errors, \
-        f"lintian exited with {done.returncode}; {len(errors)} errors ({warnings} warnings):\n" + "\n".join(errors) + done.stderr
+    assert done.returncode == 0 and not errors, (
+        f"lintian exited with {done.returncode}; {len(errors)} errors ({warnings} warnings):\n"
+        + "\n".join(errors)
+        + done.stderr
+    )

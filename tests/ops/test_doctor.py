@@ -20,8 +20,14 @@ from tests.ops.helpers import ROOT, corrupt_table, fill, till_config
 
 
 def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
-    done = subprocess.run([sys.executable, "-m", "terminal.cli", "doctor", "--config", str(config), "--json",
-                           "--timeout", "2", *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "terminal.cli", "doctor", "--config", str(config), "--json", "--timeout", "2", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
     return done.returncode, json.loads(done.stdout)
 
 
@@ -46,13 +52,18 @@ def test_healthy_till_then_broken_head_office_and_database(tmp_path: Path, hq: H
 
     config.write_text(config.read_text().replace('token = "', 'token = "wrong-'))
     code, checks = doctor(config)
-    assert code == 2 and verdicts(checks)["hq login"] == "fail" and "refuses this terminal's token" in words(
-        checks, "hq login")
+    assert (
+        code == 2
+        and verdicts(checks)["hq login"] == "fail"
+        and "refuses this terminal's token" in words(checks, "hq login")
+    )
 
     hq.kill()
     corrupt_table(db, "members")
     code, checks = doctor(config)
-    assert code == 2 and verdicts(checks)["head office"] == "fail" and "cannot be reached" in words(checks, "head office")
+    assert (
+        code == 2 and verdicts(checks)["head office"] == "fail" and "cannot be reached" in words(checks, "head office")
+    )
     assert verdicts(checks)["database"] == "fail" and "damaged" in words(checks, "database")
 
 

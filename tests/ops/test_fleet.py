@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from terminal import __version__
 from sync.protocol import PROTOCOL_VERSION
+from terminal import __version__
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.ops.helpers import Api, NotifyListener, TillProcess, till_config, wait_until
 
@@ -43,8 +43,11 @@ def test_each_till_reports_its_health_and_head_office_shows_the_fleet(tmp_path: 
     headers = admin_headers(hq)
     try:
         assert api.sale(1500).status_code == 200
-        wait_until(lambda: (fleet_row(hq, "T-FLEET", headers) or {}).get("version") is not None, 20,
-                   "the till's health report at head office")
+        wait_until(
+            lambda: (fleet_row(hq, "T-FLEET", headers) or {}).get("version") is not None,
+            20,
+            "the till's health report at head office",
+        )
         wait_until(lambda: (fleet_row(hq, "T-FLEET", headers) or {}).get("pending") == 0, 20, "the sale pushed")
         row = fleet_row(hq, "T-FLEET", headers)
         assert row is not None
@@ -81,20 +84,34 @@ def test_each_till_reports_its_health_and_head_office_shows_the_fleet(tmp_path: 
 
 
 def test_a_till_reports_only_itself_and_its_backlog_while_head_office_refuses_pushes(
-        tmp_path: Path, hq: HqProcess) -> None:
+    tmp_path: Path, hq: HqProcess
+) -> None:
     """The report carries no terminal id: the credential decides whose health it is. A till whose pushes
     fail still reports, so the fleet view shows its backlog growing and the error it meets."""
     config = till_config(tmp_path, hq, hq.add_terminal("T-SELF", "S-FLEET"), "T-SELF")
     token = config_token(config)
-    forged = httpx.post(f"{hq.url}/v1/terminal/health", headers={"Authorization": f"Bearer {token}"}, timeout=10,
-                        json={"terminal_id": "T-OTHER", "version": "0.0.1", "protocol": 2,
-                              "started_at": "2026-01-01T00:00:00Z", "pending": 0})
+    forged = httpx.post(
+        f"{hq.url}/v1/terminal/health",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+        json={
+            "terminal_id": "T-OTHER",
+            "version": "0.0.1",
+            "protocol": 2,
+            "started_at": "2026-01-01T00:00:00Z",
+            "pending": 0,
+        },
+    )
     assert forged.status_code == 204
     headers = admin_headers(hq)
     assert fleet_row(hq, "T-OTHER", headers) is None
     assert (fleet_row(hq, "T-SELF", headers) or {})["version"] == "0.0.1"
-    newer = httpx.post(f"{hq.url}/v1/terminal/health", headers={"Authorization": f"Bearer {token}"}, timeout=10,
-                       json={"version": "9.0.0", "protocol": 99, "started_at": "2026-01-01T00:00:00Z", "pending": 0})
+    newer = httpx.post(
+        f"{hq.url}/v1/terminal/health",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+        json={"version": "9.0.0", "protocol": 99, "started_at": "2026-01-01T00:00:00Z", "pending": 0},
+    )
     assert newer.status_code == 400 and newer.json()["code"] == "unsupported_protocol"
     assert "upgrade head office" in newer.json()["message"]
 
@@ -104,15 +121,29 @@ def test_the_alert_rules_fire_when_they_should(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is missing: the test command installs Debian's prometheus package", pytrace=False)
-    check = subprocess.run([promtool, "check", "rules", str(RULES / "tillpoint.rules.yml")], capture_output=True,
-                           text=True, timeout=60, check=False)
+    check = subprocess.run(
+        [promtool, "check", "rules", str(RULES / "tillpoint.rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     # The unit tests name the rules file relative to themselves: run them where they are.
-    done = subprocess.run([promtool, "test", "rules", "tillpoint.rules.test.yml"], cwd=RULES, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [promtool, "test", "rules", "tillpoint.rules.test.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    alerts = {rule["alert"] for group in yaml.safe_load((RULES / "tillpoint.rules.yml").read_text())["groups"]
-              for rule in group["rules"]}
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((RULES / "tillpoint.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
     tested = set(re.findall(r"alertname: (\w+)", (RULES / "tillpoint.rules.test.yml").read_text()))
     assert alerts <= tested, f"alerts without a unit test: {alerts - tested}"
 

@@ -31,29 +31,37 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-@pytest.mark.parametrize("text, hidden", [
-    (f"card {UID} read", UID),
-    ("uid=04:a1:b2:c3", "04:a1:b2:c3"),
-    ("IDm 0123456789abcdef seen", "0123456789abcdef"),
-    (f"scan {PAN} discarded", PAN),
-    ("scan 4111111111111111 discarded", "4111111111111111"),
-    ("mail aiko.tanaka@example.com", "aiko.tanaka@example.com"),
-])
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        (f"card {UID} read", UID),
+        ("uid=04:a1:b2:c3", "04:a1:b2:c3"),
+        ("IDm 0123456789abcdef seen", "0123456789abcdef"),
+        (f"scan {PAN} discarded", PAN),
+        ("scan 4111111111111111 discarded", "4111111111111111"),
+        ("mail aiko.tanaka@example.com", "aiko.tanaka@example.com"),
+    ],
+)
 def test_redact_hides_card_data(text: str, hidden: str) -> None:
     assert hidden not in logs.redact(text)
 
 
-@pytest.mark.parametrize("text", [
-    "txn 01a20896-d662-7f30-8e4d-fad3f17fb28b seq 12",  # ids stay traceable
-    "uid_hash " + "ab" * 32,  # the keyed hash is what the till stores
-    "total 12345678 points 1234567890123",  # amounts, and numbers that are not valid PANs
-    "member M-0001 tier gold",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "txn 01a20896-d662-7f30-8e4d-fad3f17fb28b seq 12",  # ids stay traceable
+        "uid_hash " + "ab" * 32,  # the keyed hash is what the till stores
+        "total 12345678 points 1234567890123",  # amounts, and numbers that are not valid PANs
+        "member M-0001 tier gold",
+    ],
+)
 def test_redact_keeps_what_is_not_personal(text: str) -> None:
     assert logs.redact(text) == text
 
 
-def test_records_are_redacted_in_message_args_fields_and_tracebacks(captured: tuple[io.StringIO, logging.Logger]) -> None:
+def test_records_are_redacted_in_message_args_fields_and_tracebacks(
+    captured: tuple[io.StringIO, logging.Logger],
+) -> None:
     stream, log = captured
     log.info("tap on %s", UID, extra={"display_name": "Aiko Tanaka", "member_id": "M-0001", "note": f"pan {PAN}"})
     try:
@@ -102,8 +110,11 @@ def test_a_running_daemon_logs_no_uid_and_no_name(tmp_path: Path, hq: HqProcess)
         wait_until(lambda: api.status()["cache"]["members"] >= 4, 20, "the cache to load")
         for uid in (UID, "04A1B2C3D4E503", "04FFFFFFFFFF01"):
             assert api.tap(uid).status_code == 202
-        wait_until(lambda: till.log.read_text().count("refused") >= 2 and "sale approved" in till.log.read_text(),
-                   10, "the taps in the log")
+        wait_until(
+            lambda: till.log.read_text().count("refused") >= 2 and "sale approved" in till.log.read_text(),
+            10,
+            "the taps in the log",
+        )
         assert till.stop() == 0
     finally:
         api.close()

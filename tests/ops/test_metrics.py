@@ -47,8 +47,14 @@ def test_events_become_counters() -> None:
 
 def test_metrics_of_a_running_daemon(tmp_path: Path, hq: HqProcess) -> None:
     listen = free_port()
-    config = till_config(tmp_path, hq, hq.add_terminal("T-MET"), "T-MET",
-                         metrics=f'listen = "127.0.0.1:{listen}"', sale="auto_amount = 500")
+    config = till_config(
+        tmp_path,
+        hq,
+        hq.add_terminal("T-MET"),
+        "T-MET",
+        metrics=f'listen = "127.0.0.1:{listen}"',
+        sale="auto_amount = 500",
+    )
     notify = NotifyListener(tmp_path / "notify.sock")
     till = TillProcess(config, notify)
     api = Api(till)

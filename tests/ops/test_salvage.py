@@ -27,17 +27,19 @@ def leaf_pages(db: Path) -> tuple[int, dict[int, set[int]]]:
     conn = sqlite3.connect(str(db))
     try:
         size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        leaves = conn.execute("SELECT pageno, ncell, path FROM dbstat WHERE name = 'journal' AND pagetype = 'leaf' "
-                              "ORDER BY path").fetchall()
-        overflow = conn.execute("SELECT pageno, path FROM dbstat WHERE name = 'journal' AND pagetype = 'overflow'"
-                                ).fetchall()
+        leaves = conn.execute(
+            "SELECT pageno, ncell, path FROM dbstat WHERE name = 'journal' AND pagetype = 'leaf' ORDER BY path"
+        ).fetchall()
+        overflow = conn.execute(
+            "SELECT pageno, path FROM dbstat WHERE name = 'journal' AND pagetype = 'overflow'"
+        ).fetchall()
         rowids = [int(r[0]) for r in conn.execute("SELECT seq FROM journal ORDER BY seq")]
     finally:
         conn.close()
     where: dict[int, set[int]] = {}
     at = 0
     for page, count, path in leaves:
-        for n, rowid in enumerate(rowids[at:at + count]):
+        for n, rowid in enumerate(rowids[at : at + count]):
             chain = {int(p) for p, opath in overflow if opath.startswith(f"{path}{n:03x}+")}
             where[rowid] = {int(page), *chain}
         at += count
@@ -58,8 +60,9 @@ def journal_db(path: Path, rows: int, big_every: int = 0) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.05, 0.999), overwrite=st.one_of(st.none(), st.floats(0.0, 0.99)))
-def test_salvage_keeps_every_row_whose_pages_survived(tmp_path_factory: pytest.TempPathFactory, cut: float,
-                                                      overwrite: float | None) -> None:
+def test_salvage_keeps_every_row_whose_pages_survived(
+    tmp_path_factory: pytest.TempPathFactory, cut: float, overwrite: float | None
+) -> None:
     db = tmp_path_factory.mktemp("salvage") / "terminal.db"
     journal_db(db, 600, big_every=25)
     size, where = leaf_pages(db)
@@ -73,7 +76,7 @@ def test_salvage_keeps_every_row_whose_pages_survived(tmp_path_factory: pytest.T
             handle.seek((page - 1) * size)
             handle.write(os.urandom(size))
             spoiled.add(page)
-    surviving = {p for p in range(1, keep // size + 1)} - spoiled
+    surviving = set(range(1, keep // size + 1)) - spoiled
     expected = {rowid for rowid, pages in where.items() if pages <= surviving}
     store = Store.open(db, repair=True)
     try:
@@ -93,8 +96,9 @@ DAMAGE = [("cut", 1), ("cut", 3), ("overwrite", 2)]
 
 
 @pytest.mark.parametrize(("how", "pages"), DAMAGE, ids=[f"{how}-{n}" for how, n in DAMAGE])
-def test_a_rebuilt_till_numbers_above_everything_and_reports_what_it_lost(tmp_path: Path, hq: HqProcess, how: str,
-                                                                          pages: int) -> None:
+def test_a_rebuilt_till_numbers_above_everything_and_reports_what_it_lost(
+    tmp_path: Path, hq: HqProcess, how: str, pages: int
+) -> None:
     token = hq.add_terminal("T-CUT")
     config = till_config(tmp_path, hq, token, "T-CUT")
     notify = NotifyListener(tmp_path / "notify.sock")
@@ -137,7 +141,7 @@ def test_a_rebuilt_till_numbers_above_everything_and_reports_what_it_lost(tmp_pa
         api.close()
         till.kill()
         notify.close()
-    held = dict((txn, seq) for seq, txn in hq_journal(Path(hq.db), "T-CUT"))
+    held = {txn: seq for seq, txn in hq_journal(Path(hq.db), "T-CUT")}
     conn = sqlite3.connect(f"file:{hq.db}?mode=ro", uri=True)
     lost_ranges = conn.execute("SELECT first_seq, last_seq FROM journal_lost WHERE terminal_id = 'T-CUT'").fetchall()
     items = conn.execute("SELECT reason, state FROM recon_items WHERE terminal_id = 'T-CUT'").fetchall()

@@ -45,15 +45,16 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqPro
         assert metric(api.metrics(), "tillpoint_sales_total", kind="sale") is None
         notify.wait_for("WATCHDOG=1", timeout=5)  # the watchdog pings a healthy daemon
 
-        config.write_text(original + '[sale]\nauto_amount = 700\n')
+        config.write_text(original + "[sale]\nauto_amount = 700\n")
         hup(till, notify)
         api.tap(AIKO)
         wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 1, 5, "a sale after reload")
 
         config.write_text(original + "[sale]\nauto_amount = 'lots'\n")  # bad value: refused, old config stays
         sent = hup(till, notify)
-        assert any(x.startswith("STATUS=config reload refused: config key 'sale.auto_amount'")
-                   for x in notify.lines(sent))
+        assert any(
+            x.startswith("STATUS=config reload refused: config key 'sale.auto_amount'") for x in notify.lines(sent)
+        )
         api.tap(AIKO)
         wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 2, 5, "old config in use")
 

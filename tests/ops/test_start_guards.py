@@ -21,8 +21,14 @@ def test_one_daemon_per_data_directory(tmp_path: Path, hq: HqProcess) -> None:
         first.start()
         assert api.sale(100).status_code == 200
         wait_until(lambda: len(hq_journal(Path(hq.db), "T-LOCK")) == 1, 20, "the first daemon's sale pushed")
-        second = subprocess.run([sys.executable, "-m", "terminal.cli", "run", "--config", str(config)],
-                                capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+        second = subprocess.run(
+            [sys.executable, "-m", "terminal.cli", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
         assert second.returncode == 1 and "locked by the daemon with pid" in second.stdout, second.stdout
         assert api.sale(100).status_code == 200  # the first one never noticed
         wait_until(lambda: len(hq_journal(Path(hq.db), "T-LOCK")) == 2, 20, "the second sale pushed")

@@ -23,8 +23,11 @@ MAX_EXPOSURE = 2.0
 def analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found is None:
-        pytest.fail("systemd-analyze is missing: install the Debian package systemd (apt-get install systemd; "
-                    "bash .ci/dev test does it as root)", pytrace=False)
+        pytest.fail(
+            "systemd-analyze is missing: install the Debian package systemd (apt-get install systemd; "
+            "bash .ci/dev test does it as root)",
+            pytrace=False,
+        )
     return found
 
 
@@ -38,8 +41,13 @@ def unit_settings(unit: str) -> dict[str, list[str]]:
 
 
 def exposure(unit_file: Path) -> float:
-    done = subprocess.run([analyze(), "security", "--offline=true", str(unit_file)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [analyze(), "security", "--offline=true", str(unit_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
     assert found, f"no exposure level in systemd-analyze output:\n{done.stdout}\n{done.stderr}"
     return float(found.group(1))
@@ -93,8 +101,9 @@ def test_install_files_agree_with_each_other() -> None:
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SYSTEMD / name), *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        ["bash", str(SYSTEMD / name), *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
@@ -104,16 +113,24 @@ def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
     key, token = tmp_path / "card.key", tmp_path / "hq.token"
     key.write_bytes(bytes(range(32)))
     token.write_text("terminal-token\n")
-    done = run_script("install.sh", "--root", str(root), "--no-venv", "--card-key", str(key), "--hq-token",
-                      str(token), "--with-hq")
+    done = run_script(
+        "install.sh", "--root", str(root), "--no-venv", "--card-key", str(key), "--hq-token", str(token), "--with-hq"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    for path in ("etc/systemd/system/tillpoint.service", "etc/systemd/system/tillpoint-hq.service",
-                 "etc/sysusers.d/tillpoint.conf", "etc/tmpfiles.d/tillpoint.conf",
-                 "etc/polkit-1/rules.d/50-tillpoint-pcscd.rules", "etc/tillpoint/tillpoint.toml",
-                 "opt/tillpoint/share/doc/install.md"):
+    for path in (
+        "etc/systemd/system/tillpoint.service",
+        "etc/systemd/system/tillpoint-hq.service",
+        "etc/sysusers.d/tillpoint.conf",
+        "etc/tmpfiles.d/tillpoint.conf",
+        "etc/polkit-1/rules.d/50-tillpoint-pcscd.rules",
+        "etc/tillpoint/tillpoint.toml",
+        "opt/tillpoint/share/doc/install.md",
+    ):
         assert (root / path).is_file(), path
-    for name, where in (("60-tillpoint-readers.rules", "etc/udev/rules.d"),
-                        ("tillpoint-nfc-blacklist.conf", "etc/modprobe.d")):
+    for name, where in (
+        ("60-tillpoint-readers.rules", "etc/udev/rules.d"),
+        ("tillpoint-nfc-blacklist.conf", "etc/modprobe.d"),
+    ):
         if (SYSTEMD / name).exists():
             assert (root / where / name).read_bytes() == (SYSTEMD / name).read_bytes()
     passwd = (root / "etc/passwd").read_text()

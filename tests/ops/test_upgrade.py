@@ -66,13 +66,25 @@ def test_the_release_upgrades_in_place_and_keeps_every_row(release: Path) -> Non
         backups = list((release / "hq").glob("hq.db.pre-*"))
         assert len(backups) == 1  # the file as the release left it, before any migration
         assert "m006_signal" not in {r[0] for r in rows(backups[0], "SELECT name FROM hq_migrations")}
-        assert rows(backups[0], "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
-                                "ORDER BY terminal_id, seq") == expected["hq"]["journal"]
+        assert (
+            rows(
+                backups[0],
+                "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal ORDER BY terminal_id, seq",
+            )
+            == expected["hq"]["journal"]
+        )
         assert "m007_fleet" in {r[0] for r in rows(hq_db, "SELECT name FROM hq_migrations")}
-        assert rows(hq_db, "SELECT member_id, points, stored_value, tier, status FROM members ORDER BY member_id") \
+        assert (
+            rows(hq_db, "SELECT member_id, points, stored_value, tier, status FROM members ORDER BY member_id")
             == expected["hq"]["members"]
-        assert rows(hq_db, "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal "
-                           "ORDER BY terminal_id, seq") == expected["hq"]["journal"]
+        )
+        assert (
+            rows(
+                hq_db,
+                "SELECT terminal_id, seq, txn_id, kind, payload, created_at FROM journal ORDER BY terminal_id, seq",
+            )
+            == expected["hq"]["journal"]
+        )
 
         token = hq.add_terminal("T-UP", "S-UP")  # a new credential for the till (the release's was shown once)
         till_db = release / "till" / "terminal.db"
@@ -82,8 +94,13 @@ def test_the_release_upgrades_in_place_and_keeps_every_row(release: Path) -> Non
         till_backups = list((release / "till").glob("terminal.db.pre-*"))
         assert len(till_backups) == (0 if had == known_names() else 1)
         for copy in till_backups:
-            assert rows(copy, "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at "
-                              "FROM journal ORDER BY seq") == expected["till"]["journal"]
+            assert (
+                rows(
+                    copy,
+                    "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at FROM journal ORDER BY seq",
+                )
+                == expected["till"]["journal"]
+            )
 
         api = Api(till)
         try:
@@ -93,10 +110,14 @@ def test_the_release_upgrades_in_place_and_keeps_every_row(release: Path) -> Non
         till.stop()
         kept = rows(till_db, "SELECT seq, txn_id, terminal_id, kind, payload, created_at FROM journal ORDER BY seq")
         assert kept == [r[:6] for r in expected["till"]["journal"]]  # every row, unchanged
-        at_hq = rows(hq_db, "SELECT seq, txn_id, terminal_id, kind, payload, created_at FROM journal "
-                            "WHERE terminal_id = 'T-UP' ORDER BY seq")
-        assert [r[:4] + [json.loads(str(r[4]))] + r[5:] for r in at_hq] == \
-            [r[:4] + [json.loads(str(r[4]))] + r[5:] for r in kept]  # the unpushed ones arrived, each once
+        at_hq = rows(
+            hq_db,
+            "SELECT seq, txn_id, terminal_id, kind, payload, created_at FROM journal "
+            "WHERE terminal_id = 'T-UP' ORDER BY seq",
+        )
+        assert [r[:4] + [json.loads(str(r[4]))] + r[5:] for r in at_hq] == [
+            r[:4] + [json.loads(str(r[4]))] + r[5:] for r in kept
+        ]  # the unpushed ones arrived, each once
         # Balances: head office now holds what the till held (its cache counted the unpushed sales).
         till_view = {r[0]: r[1] for r in expected["till"]["members"]}
         hq_points = dict(rows(hq_db, "SELECT member_id, points FROM members"))
@@ -119,8 +140,11 @@ def test_the_till_copies_its_database_before_a_migration(tmp_path: Path) -> None
         with closing(sqlite3.connect(path)) as conn:
             db = Database(conn)
             migrations.apply(db, stop_before=names[-1])
-            conn.execute("INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) "
-                         "VALUES (?, ?, 'T-1', 'sale', '{}', '2026-01-01T00:00:00.000Z')", (1, f"tx-{round_}"))
+            conn.execute(
+                "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) "
+                "VALUES (?, ?, 'T-1', 'sale', '{}', '2026-01-01T00:00:00.000Z')",
+                (1, f"tx-{round_}"),
+            )
             conn.commit()
         store = Store.open(path, repair=True)
         store.close()
@@ -134,8 +158,10 @@ def test_the_till_copies_its_database_before_a_migration(tmp_path: Path) -> None
 def test_a_database_from_a_newer_release_is_refused_untouched(release: Path) -> None:
     till_db, hq_db = release / "till" / "terminal.db", release / "hq" / "hq.db"
     with sqlite3.connect(till_db) as conn:
-        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
-                     "VALUES ('tillpoint.terminal', 'm999_from_the_future', '2027-01-01')")
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+            "VALUES ('tillpoint.terminal', 'm999_from_the_future', '2027-01-01')"
+        )
     with sqlite3.connect(hq_db) as conn:
         conn.execute("INSERT INTO hq_migrations (name, applied_at) VALUES ('m999_from_the_future', '2027-01-01')")
     before = digest(till_db), digest(hq_db)
@@ -157,8 +183,11 @@ def test_a_database_from_a_newer_release_is_refused_untouched(release: Path) -> 
     assert not list(release.rglob("*.pre-*"))  # and no backup taken of what is not migrated
 
 
-def test_postgres_is_dumped_before_it_is_migrated(pg_server: PgServer, tmp_path: Path,  # noqa: F811
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_is_dumped_before_it_is_migrated(
+    pg_server: PgServer,  # noqa: F811 - the fixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     url = pg_server.fresh_schema()
     db = open_db(url)  # the schema as the release before the newest migration left it
     try:
@@ -170,8 +199,10 @@ def test_postgres_is_dumped_before_it_is_migrated(pg_server: PgServer, tmp_path:
                     tx.run(statement)
                 tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
         with db.write() as tx:
-            tx.run("INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
-                   "VALUES ('T-PG', 'S-PG', 'x', '2026-01-01', 0, 7)")
+            tx.run(
+                "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
+                "VALUES ('T-PG', 'S-PG', 'x', '2026-01-01', 0, 7)"
+            )
     finally:
         db.close()
     monkeypatch.setenv("TILLPOINT_HQ_BACKUP_DIR", str(tmp_path))
@@ -183,8 +214,13 @@ def test_postgres_is_dumped_before_it_is_migrated(pg_server: PgServer, tmp_path:
         store.close()
     dumps = list(tmp_path.glob(f"hq-pre-{MIGRATIONS[-1][0]}-*.dump"))
     assert len(dumps) == 1 and dumps[0].stat().st_mode & 0o777 == 0o600
-    listing = subprocess.run([str(pg_bindir() / "pg_restore"), "--list", str(dumps[0])], capture_output=True,
-                             text=True, timeout=60, check=False)
+    listing = subprocess.run(
+        [str(pg_bindir() / "pg_restore"), "--list", str(dumps[0])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert listing.returncode == 0 and "TABLE DATA" in listing.stdout and "terminals" in listing.stdout
     again = HqStore(url)  # nothing pending: no second dump
     again.close()
@@ -198,8 +234,10 @@ def test_a_full_disk_stops_the_upgrade_before_it_starts(small_disk: Path) -> Non
     names = [m.name for m in migrations._migrations]
     with closing(sqlite3.connect(path)) as conn:
         migrations.apply(Database(conn), stop_before=names[-1])
-        conn.execute("INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) "
-                     "VALUES (1, 'tx-full', 'T-1', 'sale', '{}', '2026-01-01T00:00:00.000Z')")
+        conn.execute(
+            "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) "
+            "VALUES (1, 'tx-full', 'T-1', 'sale', '{}', '2026-01-01T00:00:00.000Z')"
+        )
         conn.commit()
     before = digest(path)
     fill(small_disk)

@@ -56,14 +56,22 @@ def pings_between(listener: NotifyListener, start: float, end: float) -> int:
 
 
 def test_a_stopped_loop_stops_the_pings(tmp_path: Path, hq: HqProcess, notify: NotifyListener) -> None:
-    cfg = validate({
-        "terminal": {"id": "T-DOG", "data_dir": str(tmp_path / "till")},
-        "security": {"card_key_file": str(hq.key_file)},
-        "reader": {"devices": ["sim:"]},
-        "hq": {"url": hq.url, "token": hq.add_terminal("T-DOG"), "push_interval": 0.1, "pull_interval": 0.5,
-               "backoff_max": 0.2, "timeout": 0.25},
-        "api": {"enabled": False},
-    })
+    cfg = validate(
+        {
+            "terminal": {"id": "T-DOG", "data_dir": str(tmp_path / "till")},
+            "security": {"card_key_file": str(hq.key_file)},
+            "reader": {"devices": ["sim:"]},
+            "hq": {
+                "url": hq.url,
+                "token": hq.add_terminal("T-DOG"),
+                "push_interval": 0.1,
+                "pull_interval": 0.5,
+                "backoff_max": 0.2,
+                "timeout": 0.25,
+            },
+            "api": {"enabled": False},
+        }
+    )
     # The sync loop's limit: 2 * (backoff_max + push_interval) + 4 * timeout = 1.6 s.
     daemon = Daemon(cfg)
     began = time.monotonic()

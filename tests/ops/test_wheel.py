@@ -37,9 +37,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(ROOT / name, src / name)
     for package in ("terminal", "drivers", "sync"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                           "-w", str(out), str(src)], capture_output=True, text=True, timeout=300, check=False,
-                          cwd=out)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=out,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     wheels = list(out.glob("tillpoint-*.whl"))
     assert len(wheels) == 1
@@ -52,11 +57,21 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("venv") / "venv"
     venv.EnvBuilder(with_pip=False).create(where)
     python = where / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
     (Path(purelib) / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
-                           str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return where / "bin"
 
@@ -74,8 +89,15 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
 
 def test_the_installed_wheel_runs_the_till_and_head_office(installed: Path, tmp_path: Path) -> None:
     tillpoint = str(installed / "tillpoint")
-    where = subprocess.run([str(installed / "python"), "-c", "import terminal, sync; print(terminal.__file__)"],
-                           capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path, env=clean_env())
+    where = subprocess.run(
+        [str(installed / "python"), "-c", "import terminal, sync; print(terminal.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
     assert where.stdout.strip().startswith(str(installed.parent)), where.stdout  # the wheel's code, not the checkout's
 
     hq_port, api_port = free_port(), free_port()
@@ -86,9 +108,9 @@ def test_the_installed_wheel_runs_the_till_and_head_office(installed: Path, tmp_
     config.write_text(f"""
 [terminal]
 id = "T-WHEEL"
-data_dir = "{tmp_path / 'till'}"
+data_dir = "{tmp_path / "till"}"
 [security]
-card_key_file = "{tmp_path / 'card-hash.key'}"
+card_key_file = "{tmp_path / "card-hash.key"}"
 [reader]
 devices = ["sim:"]
 [api]
@@ -97,11 +119,34 @@ port = {api_port}
     procs: list[subprocess.Popen[bytes]] = []
     logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
     try:
-        procs.append(subprocess.Popen([tillpoint, "hq", "serve", "--db", str(tmp_path / "hq.db"), "--port",
-                                       str(hq_port), "--seed-demo-key", str(tmp_path / "card-hash.key")],
-                                      cwd=tmp_path, env=clean_env(), stdout=logs["hq"], stderr=subprocess.STDOUT))
-        procs.append(subprocess.Popen([tillpoint, "run", "--config", str(config)], cwd=tmp_path, env=clean_env(),
-                                      stdout=logs["till"], stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    tillpoint,
+                    "hq",
+                    "serve",
+                    "--db",
+                    str(tmp_path / "hq.db"),
+                    "--port",
+                    str(hq_port),
+                    "--seed-demo-key",
+                    str(tmp_path / "card-hash.key"),
+                ],
+                cwd=tmp_path,
+                env=clean_env(),
+                stdout=logs["hq"],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [tillpoint, "run", "--config", str(config)],
+                cwd=tmp_path,
+                env=clean_env(),
+                stdout=logs["till"],
+                stderr=subprocess.STDOUT,
+            )
+        )
 
         def answers(url: str) -> httpx.Response | None:
             for proc, name in zip(procs, logs, strict=True):
@@ -119,8 +164,15 @@ port = {api_port}
         assert 'id="' in panel.text and "panel.js" in panel.text
         script = httpx.get(f"http://127.0.0.1:{api_port}/panel/panel.js", timeout=5)
         assert script.status_code == 200 and len(script.text) > 1000
-        version = subprocess.run([tillpoint, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                                 env=clean_env(), check=False)
+        version = subprocess.run(
+            [tillpoint, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=clean_env(),
+            check=False,
+        )
         assert version.returncode == 0 and __version__ in version.stdout
     finally:
         for proc in procs:
@@ -143,9 +195,15 @@ def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
     hidden = panels[0].with_name("panel.hidden")
     panels[0].rename(hidden)
     try:
-        done = subprocess.run([str(installed / "python"), "-c", "from terminal.api.cashier import panel_files; "
-                               "panel_files()"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                              env=clean_env(), check=False)
+        done = subprocess.run(
+            [str(installed / "python"), "-c", "from terminal.api.cashier import panel_files; panel_files()"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=clean_env(),
+            check=False,
+        )
         assert done.returncode != 0 and "panel" in done.stderr
     finally:
         hidden.rename(panels[0])

@@ -51,7 +51,7 @@ class Chain:
     phone: MemberApp
     card: Ntag424
     root: Path
-    seqs: dict[str, int] = field(default_factory=lambda: {t: 0 for t in STORES})
+    seqs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STORES, 0))
 
     @property
     def uid_hash(self) -> str:
@@ -81,10 +81,20 @@ class Chain:
     def push(self, terminal_id: str, kind: str, payload: dict[str, Any], *, token: str | None = None) -> httpx.Response:
         """What a stolen till credential sends: any kind, any payload, as the next entry of that till."""
         self.seqs[terminal_id] += 1
-        entry = WireEntry(terminal_id=terminal_id, seq=self.seqs[terminal_id], txn_id=str(uuid.uuid4()), kind=kind,
-                          payload=payload, created_at=utc_iso(time.time()))
-        return httpx.post(f"{self.hq.url}/v1/journal", json={"terminal_id": terminal_id, "entries": [entry.model_dump()]},
-                          headers={"Authorization": f"Bearer {token or self.tokens[terminal_id]}"}, timeout=10)
+        entry = WireEntry(
+            terminal_id=terminal_id,
+            seq=self.seqs[terminal_id],
+            txn_id=str(uuid.uuid4()),
+            kind=kind,
+            payload=payload,
+            created_at=utc_iso(time.time()),
+        )
+        return httpx.post(
+            f"{self.hq.url}/v1/journal",
+            json={"terminal_id": terminal_id, "entries": [entry.model_dump()]},
+            headers={"Authorization": f"Bearer {token or self.tokens[terminal_id]}"},
+            timeout=10,
+        )
 
     def effect(self, txn_id: str) -> str:
         store = HqStore(self.hq.db)
@@ -122,8 +132,14 @@ def open_till(chain: Chain, terminal_id: str, limits: pay.RiskLimits = WIDE) -> 
     store = Store.open(chain.root / terminal_id / "terminal.db")
     client = SyncClient(store, terminal_id, chain.hq.url, chain.tokens[terminal_id], timeout=5)
     client.sync_once()
-    service = Service(store, terminal_id, store_id=STORES[terminal_id], limits=limits, sun_master_key=SUN_MASTER,
-                      hash_uid=lambda uid: card_uid_hash(chain.hq.key, uid))
+    service = Service(
+        store,
+        terminal_id,
+        store_id=STORES[terminal_id],
+        limits=limits,
+        sun_master_key=SUN_MASTER,
+        hash_uid=lambda uid: card_uid_hash(chain.hq.key, uid),
+    )
     service.confirm_online = confirmer(client)
     return Till(terminal_id, store, client, service)
 

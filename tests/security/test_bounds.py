@@ -30,14 +30,16 @@ class Hq:
         self.store = store
         self.seq = 0
 
-    def push(self, kind: str, payload: dict[str, Any], created: datetime | str | None = None,
-             txn: str | None = None) -> str:
+    def push(
+        self, kind: str, payload: dict[str, Any], created: datetime | str | None = None, txn: str | None = None
+    ) -> str:
         self.seq += 1
         txn = txn or f"T1-{self.seq}"
         created = created or datetime.now(UTC)  # made now (a device registered a moment ago is current)
         at = created if isinstance(created, str) else created.isoformat(timespec="milliseconds")
-        self.store.ingest("T1", [WireEntry(terminal_id="T1", seq=self.seq, txn_id=txn, kind=kind, payload=payload,
-                                           created_at=at)])
+        self.store.ingest(
+            "T1", [WireEntry(terminal_id="T1", seq=self.seq, txn_id=txn, kind=kind, payload=payload, created_at=at)]
+        )
         return txn
 
     def held(self, txn: str) -> list[str]:
@@ -67,8 +69,11 @@ def today() -> str:
 def test_attested_card_reads_are_bounded_per_day_head_office_receives_them(hq: Hq) -> None:
     mac = {"uid_hash": CARD, "trust": "mac"}
     for days_ago in range(5):  # the till's clock spreads them over five days: head office counts its own day
-        hq.push("sale", entries.sale("M-1", 2000, stored_value=2000, proof="card", tap=mac, local_time=today()),
-                created=NOW - timedelta(days=days_ago))
+        hq.push(
+            "sale",
+            entries.sale("M-1", 2000, stored_value=2000, proof="card", tap=mac, local_time=today()),
+            created=NOW - timedelta(days=days_ago),
+        )
     assert hq.balance() == (1000, 20_000 - 2 * 2000)  # two fit the day's 5,000; three are held
     assert sum("proof_unverified" in hq.held(f"T1-{n}") for n in range(1, 6)) == 3
 
@@ -87,8 +92,12 @@ def test_a_card_seen_proving_itself_with_sun_cannot_be_claimed_as_a_mac_read(tmp
     hq, tag = Hq(store), Ntag424(uid, master)
     sun = {"uid_hash": uid_hash, "trust": "sun", "sun": tag.ndef_url(), "counter": tag.counter}
     hq.push("sale", entries.sale("M-1", 1000, stored_value=1000, proof="card", tap=sun, local_time=today()))
-    forged = hq.push("sale", entries.sale("M-1", 1000, stored_value=1000, proof="card", local_time=today(),
-                                          tap={"uid_hash": uid_hash, "trust": "mac"}))
+    forged = hq.push(
+        "sale",
+        entries.sale(
+            "M-1", 1000, stored_value=1000, proof="card", local_time=today(), tap={"uid_hash": uid_hash, "trust": "mac"}
+        ),
+    )
     assert hq.held(forged) == ["proof_invalid"] and hq.balance() == (0, 9000)
     store.close()
 
@@ -102,15 +111,42 @@ def test_a_code_pays_at_most_what_head_office_confirmed_or_the_devices_offline_c
         return pay.make_code(phone, cert.cert_id, now, n)
 
     confirmed = code(1)
-    payments.confirm(hq.store, "T1", ConfirmRequest(member_id="M-1", amount=500, txn_id="T1-1", code=confirmed,
-                                                     code_id=pay.parse_code(confirmed).code_id))
-    inflated = hq.push("sale", entries.sale("M-1", 9000, stored_value=9000, proof="payment_code",
-                                            payment_code=confirmed, code_id=pay.parse_code(confirmed).code_id,
-                                            local_time=today()), txn="T1-1")
+    payments.confirm(
+        hq.store,
+        "T1",
+        ConfirmRequest(
+            member_id="M-1", amount=500, txn_id="T1-1", code=confirmed, code_id=pay.parse_code(confirmed).code_id
+        ),
+    )
+    inflated = hq.push(
+        "sale",
+        entries.sale(
+            "M-1",
+            9000,
+            stored_value=9000,
+            proof="payment_code",
+            payment_code=confirmed,
+            code_id=pay.parse_code(confirmed).code_id,
+            local_time=today(),
+        ),
+        txn="T1-1",
+    )
     assert hq.held(inflated) == ["payment_exceeds_confirmed"] and hq.balance()[1] == 20_000
-    offline = [hq.push("sale", entries.sale("M-1", 2000, stored_value=2000, proof="payment_code", payment_code=c,
-                                            code_id=pay.parse_code(c).code_id, local_time=today()))
-               for c in (code(2), code(3))]
+    offline = [
+        hq.push(
+            "sale",
+            entries.sale(
+                "M-1",
+                2000,
+                stored_value=2000,
+                proof="payment_code",
+                payment_code=c,
+                code_id=pay.parse_code(c).code_id,
+                local_time=today(),
+            ),
+        )
+        for c in (code(2), code(3))
+    ]
     assert hq.held(offline[0]) == [] and hq.held(offline[1]) == ["offline_cap_exceeded"]  # 4,000 > the cap 3,000
     assert hq.balance()[1] == 20_000 - 2000
     del issuer
@@ -123,8 +159,19 @@ def test_a_device_revoked_before_the_tills_last_pull_cannot_be_backdated(hq: Hq)
     hq.store.note_pull("T1")  # the till pulled after the revocation: everything it made before was pushed then
     earlier = NOW - timedelta(minutes=30)
     text = pay.make_code(phone, cert.cert_id, int(earlier.timestamp()), 7)
-    backdated = hq.push("sale", entries.sale("M-1", 1000, stored_value=1000, proof="payment_code", payment_code=text,
-                                             code_id=pay.parse_code(text).code_id, local_time=today()), created=earlier)
+    backdated = hq.push(
+        "sale",
+        entries.sale(
+            "M-1",
+            1000,
+            stored_value=1000,
+            proof="payment_code",
+            payment_code=text,
+            code_id=pay.parse_code(text).code_id,
+            local_time=today(),
+        ),
+        created=earlier,
+    )
     assert "device_revoked" in hq.held(backdated) or "proof_invalid" in hq.held(backdated)
     assert "clock_behind" in {i.reason.value for i in hq.store.items() if i.txn_id == backdated}
     assert hq.balance()[1] == 20_000
@@ -140,8 +187,12 @@ def test_an_enrolment_cannot_take_over_a_card_by_its_clock(hq: Hq) -> None:
 
 
 def test_a_void_or_refund_keeps_no_points_the_rules_take_back(hq: Hq) -> None:
-    sale = hq.push("sale", entries.sale("M-1", 5000, earned=50, local_time=today(),
-                                        lines=[{"sku": "A", "quantity": 5, "unit_price": 1000}]))
+    sale = hq.push(
+        "sale",
+        entries.sale(
+            "M-1", 5000, earned=50, local_time=today(), lines=[{"sku": "A", "quantity": 5, "unit_price": 1000}]
+        ),
+    )
     kept = hq.push("void", entries.refund(sale, money_back=5000, clawed=0, void=True))
     assert hq.held(kept) == ["refund_keeps_points"]
     partial = entries.refund(sale, money_back=2000, clawed=0)
@@ -154,11 +205,15 @@ def test_a_void_or_refund_keeps_no_points_the_rules_take_back(hq: Hq) -> None:
 
 
 def test_tier_and_time_claims_do_not_raise_points(hq: Hq) -> None:
-    hq.store.put_rule_doc({"rule_id": "tiers", "kind": "tiers", "levels": [{"tier": "basic", "threshold": 0},
-                                                                            {"tier": "gold", "threshold": 10**9}]})
+    hq.store.put_rule_doc(
+        {
+            "rule_id": "tiers",
+            "kind": "tiers",
+            "levels": [{"tier": "basic", "threshold": 0}, {"tier": "gold", "threshold": 10**9}],
+        }
+    )
     hq.store.put_rule_doc({"rule_id": "gold", "kind": "tier", "tier": "gold", "multiplier_pct": 500})
-    hq.store.put_rule_doc({"rule_id": "old", "kind": "campaign", "multiplier_pct": 1000,
-                           "ends": "2025-12-01"})
+    hq.store.put_rule_doc({"rule_id": "old", "kind": "campaign", "multiplier_pct": 1000, "ends": "2025-12-01"})
     as_gold = hq.push("sale", entries.sale("M-1", 10_000, earned=500, tier="gold", local_time=today()))
     assert hq.held(as_gold) == ["points_above_rules"]
     long_ago = hq.push("sale", entries.sale("M-1", 10_000, earned=1000, local_time="2025-11-28T10:00:00"))
@@ -175,8 +230,17 @@ def test_the_pos_word_never_spends_money(tmp_path: Path) -> None:
     hq = Hq(store)
     money = hq.push("sale", entries.sale("M-1", 1000, stored_value=1000, proof="pos", local_time=today()))
     assert hq.held(money) == ["proof_missing"] and hq.balance() == (100, 30_000)
-    ghost = hq.push("sale", entries.sale("E-LATER", 50_000, stored_value=50_000, proof="card", local_time=today(),
-                                         tap={"uid_hash": CARD, "trust": "mac"}))
+    ghost = hq.push(
+        "sale",
+        entries.sale(
+            "E-LATER",
+            50_000,
+            stored_value=50_000,
+            proof="card",
+            local_time=today(),
+            tap={"uid_hash": CARD, "trust": "mac"},
+        ),
+    )
     hq.push("enrol", entries.enrol("E-LATER"))
     hq.push("refund", entries.refund(ghost, "E-LATER", money_back=50_000, stored_value=50_000))
     assert store.member("E-LATER").stored_value <= 0  # type: ignore[union-attr]
@@ -184,11 +248,24 @@ def test_the_pos_word_never_spends_money(tmp_path: Path) -> None:
 
 
 def test_a_refund_before_its_sale_in_one_batch_is_applied_when_the_sale_is(hq: Hq) -> None:
-    refund = WireEntry(terminal_id="T1", seq=1, txn_id="R", kind="refund", created_at=NOW.isoformat(),
-                       payload=entries.refund("S", money_back=700, restored=300))
-    sale = WireEntry(terminal_id="T1", seq=2, txn_id="S", kind="sale", created_at=NOW.isoformat(),
-                     payload=entries.sale("M-1", 1000, redeemed=300, proof="card", local_time=today(),
-                                          tap={"uid_hash": CARD, "trust": "mac"}))
+    refund = WireEntry(
+        terminal_id="T1",
+        seq=1,
+        txn_id="R",
+        kind="refund",
+        created_at=NOW.isoformat(),
+        payload=entries.refund("S", money_back=700, restored=300),
+    )
+    sale = WireEntry(
+        terminal_id="T1",
+        seq=2,
+        txn_id="S",
+        kind="sale",
+        created_at=NOW.isoformat(),
+        payload=entries.sale(
+            "M-1", 1000, redeemed=300, proof="card", local_time=today(), tap={"uid_hash": CARD, "trust": "mac"}
+        ),
+    )
     hq.store.ingest("T1", [refund, sale])
     assert hq.store.effects("T1") == {1: Effect.APPLIED, 2: Effect.APPLIED}
     assert hq.balance()[0] >= 1000

@@ -31,7 +31,9 @@ def refused(till: Till, url: str) -> Code:
     return caught.value.code
 
 
-def test_a_message_used_online_at_one_till_is_refused_online_at_the_next(chain: Chain, tills: tuple[Till, Till]) -> None:
+def test_a_message_used_online_at_one_till_is_refused_online_at_the_next(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
     a, b = tills
     url = chain.card.ndef_url()
     assert pay_by_card(a, url) == 1200  # confirmed online: the counter is used chain-wide from now on
@@ -61,7 +63,11 @@ def test_a_message_replayed_at_two_offline_tills_is_charged_once(chain: Chain, t
     assert chain.balance().stored_value == 5000 - 1200  # the member pays once
     [item] = [i for i in chain.items() if i.quarantined]
     assert (item.reason.value, item.terminal_id, item.detail["first_terminal"], item.detail["paid"]) == (
-        "card_replayed", "T-B", "T-A", True)
+        "card_replayed",
+        "T-B",
+        "T-A",
+        True,
+    )
     assert chain.effect(item.txn_id or "") == "quarantined"
     # Both tills learn the counter is spent; B's own balance follows head office's.
     assert b.store.card_counter(chain.uid_hash) == 1
@@ -70,21 +76,39 @@ def test_a_message_replayed_at_two_offline_tills_is_charged_once(chain: Chain, t
 
 def test_a_forged_or_borrowed_card_proof_from_a_stolen_credential(chain: Chain) -> None:
     before = chain.balance()
-    tap = {"uid_hash": chain.uid_hash, "trust": "sun", "counter": 77,
-           "sun": "https://tillpoint.example/c?picc_data=" + "00" * 16 + "&cmac=" + "00" * 8}
-    chain.push("T-A", "sale", entries.sale("M-1", 1000, stored_value=900, proof="card", tap=tap, store_id="S-A",
-                                           local_time=today_local()))
+    tap = {
+        "uid_hash": chain.uid_hash,
+        "trust": "sun",
+        "counter": 77,
+        "sun": "https://tillpoint.example/c?picc_data=" + "00" * 16 + "&cmac=" + "00" * 8,
+    }
+    chain.push(
+        "T-A",
+        "sale",
+        entries.sale("M-1", 1000, stored_value=900, proof="card", tap=tap, store_id="S-A", local_time=today_local()),
+    )
     genuine = chain.card.ndef_url()  # a real message of Aiko's card, spent on Ben's sale
     on_ben = {"uid_hash": chain.uid_hash, "trust": "sun", "counter": chain.card.counter, "sun": genuine}
-    chain.push("T-A", "sale", entries.sale("M-2", 1000, stored_value=900, proof="card", tap=on_ben, store_id="S-A",
-                                           local_time=today_local()))
+    chain.push(
+        "T-A",
+        "sale",
+        entries.sale("M-2", 1000, stored_value=900, proof="card", tap=on_ben, store_id="S-A", local_time=today_local()),
+    )
     # A Lite-S "MAC" read is the till's word only: bounded per terminal and day, then held.
     mac = {"uid_hash": chain.uid_hash, "trust": "mac"}
     for _ in range(3):
-        chain.push("T-A", "sale", entries.sale("M-1", 30_000, stored_value=20_000, proof="card", tap=mac,
-                                               store_id="S-A", local_time=today_local()))
+        chain.push(
+            "T-A",
+            "sale",
+            entries.sale(
+                "M-1", 30_000, stored_value=20_000, proof="card", tap=mac, store_id="S-A", local_time=today_local()
+            ),
+        )
     held = sorted((i.reason.value, i.detail.get("problem", "")[:24]) for i in chain.items() if i.quarantined)
-    assert held == [("proof_invalid", "This card failed its aut"), ("proof_invalid", "the card is not this mem"),
-                    ("proof_unverified", "")]
+    assert held == [
+        ("proof_invalid", "This card failed its aut"),
+        ("proof_invalid", "the card is not this mem"),
+        ("proof_unverified", ""),
+    ]
     assert chain.balance("M-2") == Balance(500, 1000)
     assert chain.balance().stored_value == before.stored_value - 2 * 20_000  # two within the day's bound

@@ -62,9 +62,19 @@ def test_add_member_on_an_existing_member_changes_only_what_it_is_given(tmp_path
     hq.upsert_member("M-1", "Aiko", "gold", 1200, stored_value=3000)
     from sync.protocol import WireEntry
 
-    hq.ingest("T-1", [WireEntry(terminal_id="T-1", seq=1, txn_id="t1", kind="sale",
-                                payload=entries.sale("M-1", 5000, earned=50, store_id="S-1"),
-                                created_at="2026-03-01T10:00:00Z")])
+    hq.ingest(
+        "T-1",
+        [
+            WireEntry(
+                terminal_id="T-1",
+                seq=1,
+                txn_id="t1",
+                kind="sale",
+                payload=entries.sale("M-1", 5000, earned=50, store_id="S-1"),
+                created_at="2026-03-01T10:00:00Z",
+            )
+        ],
+    )
     hq.close()
     done = tillpoint("hq", "add-member", "M-1", "Aiko Tanaka", "--db", db)  # "create or update": a new name
     assert done.returncode == 0, done.stderr

@@ -76,8 +76,12 @@ def test_a_payment_by_a_device_revoked_before_it_is_quarantined(chain: Chain, ti
     cert = chain.phone.cert
     assert cert is not None
     a.offline()  # the till lost its network before head office revoked the phone
-    revoked = httpx.post(f"{chain.hq.url}/v1/admin/devices/{cert.cert_id.hex()}/revoke", json={"reason": "stolen"},
-                         headers=chain.admin_headers, timeout=10)
+    revoked = httpx.post(
+        f"{chain.hq.url}/v1/admin/devices/{cert.cert_id.hex()}/revoke",
+        json={"reason": "stolen"},
+        headers=chain.admin_headers,
+        timeout=10,
+    )
     assert revoked.status_code == 200
     code = chain.phone.next_code()  # the thief's
     quote = a.service.quote("M-1", Basket((Line("TV", 1, 1500),)))

@@ -31,7 +31,8 @@ def test_kinds_a_till_never_writes_create_nothing(chain: Chain) -> None:
     assert chain.balance() == before == Balance(1000, 5000)
     items = chain.items()
     assert sorted((i.reason.value, i.detail["kind"], i.quarantined) for i in items) == [
-        ("kind_not_allowed", k, True) for k in ("adjust", "bonus", "payment", "topup")]
+        ("kind_not_allowed", k, True) for k in ("adjust", "bonus", "payment", "topup")
+    ]
     assert {chain.effect(i.txn_id or "") for i in items} == {"quarantined"}
 
 
@@ -62,8 +63,16 @@ def test_a_refund_of_nothing_and_beyond_its_sale(chain: Chain) -> None:
     assert only_item(chain, "refund_unknown_sale").quarantined
 
     # A real sale: 900 points paid, on a code from the member's phone (the proof head office checks).
-    sale = entries.sale("M-1", 2000, redeemed=900, proof="payment_code", payment_code=(code := chain.phone.next_code()),
-                        code_id=_code_id(code), store_id="S-A", local_time=today_local())
+    sale = entries.sale(
+        "M-1",
+        2000,
+        redeemed=900,
+        proof="payment_code",
+        payment_code=(code := chain.phone.next_code()),
+        code_id=_code_id(code),
+        store_id="S-A",
+        local_time=today_local(),
+    )
     reply = chain.push("T-A", "sale", sale)
     assert reply.status_code == 200
     sale_txn = _last_txn(chain, "T-A")
@@ -101,14 +110,40 @@ def test_spending_needs_a_proof_head_office_accepts(chain: Chain) -> None:
     cert = chain.phone.cert
     assert cert is not None
     forged = pay.make_code(Ed25519PrivateKey.generate(), cert.cert_id, int(__import__("time").time()), 99)
-    chain.push("T-A", "sale", entries.sale("M-1", 1000, stored_value=800, proof="payment_code", payment_code=forged,
-                                           code_id=_code_id(forged), store_id="S-A", local_time=today_local()))
+    chain.push(
+        "T-A",
+        "sale",
+        entries.sale(
+            "M-1",
+            1000,
+            stored_value=800,
+            proof="payment_code",
+            payment_code=forged,
+            code_id=_code_id(forged),
+            store_id="S-A",
+            local_time=today_local(),
+        ),
+    )
     aikos = chain.phone.next_code()
-    chain.push("T-A", "sale", entries.sale("M-2", 1000, stored_value=800, proof="payment_code", payment_code=aikos,
-                                           code_id=_code_id(aikos), store_id="S-A", local_time=today_local()))
+    chain.push(
+        "T-A",
+        "sale",
+        entries.sale(
+            "M-2",
+            1000,
+            stored_value=800,
+            proof="payment_code",
+            payment_code=aikos,
+            code_id=_code_id(aikos),
+            store_id="S-A",
+            local_time=today_local(),
+        ),
+    )
     invalid = [i for i in chain.items() if i.reason.value == "proof_invalid"]
     assert [(i.detail["code"], i.quarantined) for i in invalid] == [
-        ("payment_code_forged", True), ("payment_code_forged", True)]
+        ("payment_code_forged", True),
+        ("payment_code_forged", True),
+    ]
     assert chain.balance() == before and chain.balance("M-2") == Balance(500, 1000)
 
 
@@ -120,24 +155,39 @@ def test_an_entry_naming_another_store_is_held_and_an_admin_decides(chain: Chain
     assert item.quarantined and item.detail == {"entry_store": "S-B", "terminal_store": "S-A"}
     assert all(i.reason.value in ("wrong_store", "price_mismatch") for i in chain.items())
     assert chain.balance() == before
-    settle = httpx.post(f"{chain.hq.url}/v1/admin/items/{item.item_id}/settle", json={"note": "fine"},
-                        headers=chain.admin_headers, timeout=10)
+    settle = httpx.post(
+        f"{chain.hq.url}/v1/admin/items/{item.item_id}/settle",
+        json={"note": "fine"},
+        headers=chain.admin_headers,
+        timeout=10,
+    )
     assert settle.status_code == 422  # a held entry is released or rejected, not settled around
     held = httpx.get(f"{chain.hq.url}/v1/admin/quarantine", headers=chain.admin_headers, timeout=10).json()
     assert [h["txn_id"] for h in held] == [item.txn_id] and held[0]["reasons"] == ["wrong_store"]
     # A terminal's token is not an admin's.
-    as_till = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release", json={"note": "mine"},
-                         headers={"Authorization": f"Bearer {chain.tokens['T-A']}"}, timeout=10)
+    as_till = httpx.post(
+        f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release",
+        json={"note": "mine"},
+        headers={"Authorization": f"Bearer {chain.tokens['T-A']}"},
+        timeout=10,
+    )
     assert as_till.status_code in (401, 403)
-    released = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release",
-                          json={"note": "the till was moved to S-B; checked with the store"},
-                          headers=chain.admin_headers, timeout=10)
+    released = httpx.post(
+        f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/release",
+        json={"note": "the till was moved to S-B; checked with the store"},
+        headers=chain.admin_headers,
+        timeout=10,
+    )
     assert released.status_code == 200 and released.json()["effect"] == "applied"
     assert chain.balance() == Balance(before.points + 10, before.stored_value)
     [settled] = [i for i in chain.items() if i.quarantined]
     assert (settled.state.value, settled.settled_by) == ("settled_manual", "Mio")
-    again = httpx.post(f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/reject", json={"note": "no"},
-                       headers=chain.admin_headers, timeout=10)
+    again = httpx.post(
+        f"{chain.hq.url}/v1/admin/quarantine/{item.txn_id}/reject",
+        json={"note": "no"},
+        headers=chain.admin_headers,
+        timeout=10,
+    )
     assert again.status_code == 404  # decided once
 
 

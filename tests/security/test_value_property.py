@@ -24,8 +24,10 @@ STORE = st.sampled_from(["S1", "S1", "S1", "S2"])
 TIERS = st.sampled_from([None, "basic", "gold"])
 # When the till says it made the entry: now, long ago, far ahead (head office holds its own time).
 CREATED = st.sampled_from(["now", "2026-03-01T10:00:00.000Z", "1970-01-01T00:00:00.000Z", "2099-12-31T23:00:00.000Z"])
-RULES = {"tiers": {"kind": "tiers", "levels": [{"tier": "basic", "threshold": 0}, {"tier": "gold", "threshold": 10**9}]},
-         "gold": {"kind": "tier", "tier": "gold", "multiplier_pct": 500}}
+RULES = {
+    "tiers": {"kind": "tiers", "levels": [{"tier": "basic", "threshold": 0}, {"tier": "gold", "threshold": 10**9}]},
+    "gold": {"kind": "tier", "tier": "gold", "multiplier_pct": 500},
+}
 
 
 @st.composite
@@ -39,10 +41,24 @@ def a_sale(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         extra = {"payment_code": "TPP1:" + "A" * 104, "code_id": f"{uuid.uuid4().hex[:16]}:{draw(st.integers(1, 9))}"}
     if proof == "card":  # a tap the till says it saw: a SUN counter (head office holds no keys here) or a Lite-S MAC
         sun = draw(st.booleans())
-        extra = {"tap": {"uid_hash": "ab" * 32, "trust": "sun" if sun else "mac",
-                         "counter": draw(st.integers(0, 20)) if sun else None}}
-    payload = entries.sale(draw(MEMBERS), total, earned=draw(st.integers(0, 300)), redeemed=redeemed,
-                           stored_value=stored, store_id=draw(STORE), proof=proof, tier=draw(TIERS), **extra)
+        extra = {
+            "tap": {
+                "uid_hash": "ab" * 32,
+                "trust": "sun" if sun else "mac",
+                "counter": draw(st.integers(0, 20)) if sun else None,
+            }
+        }
+    payload = entries.sale(
+        draw(MEMBERS),
+        total,
+        earned=draw(st.integers(0, 300)),
+        redeemed=redeemed,
+        stored_value=stored,
+        store_id=draw(STORE),
+        proof=proof,
+        tier=draw(TIERS),
+        **extra,
+    )
     return "sale", payload
 
 
@@ -51,19 +67,33 @@ def a_refund(draw: st.DrawFn, txns: list[str]) -> tuple[str, dict[str, Any]]:
     money = draw(st.integers(0, 5000))
     original = draw(st.sampled_from(txns)) if txns and draw(st.booleans()) else "made-up"
     return draw(st.sampled_from(["refund", "void"])), entries.refund(
-        original, draw(MEMBERS), store_id=draw(STORE), money_back=money, stored_value=draw(st.integers(0, money)),
-        restored=draw(st.integers(0, 2000)), clawed=draw(st.integers(0, 50)), void=False)
+        original,
+        draw(MEMBERS),
+        store_id=draw(STORE),
+        money_back=money,
+        stored_value=draw(st.integers(0, money)),
+        restored=draw(st.integers(0, 2000)),
+        clawed=draw(st.integers(0, 50)),
+        void=False,
+    )
 
 
 def a_forgery(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     kind = draw(st.sampled_from(["topup", "adjust", "payment", "enrol", "bonus"]))
-    value = draw(st.integers(-10**6, 10**6))
+    value = draw(st.integers(-(10**6), 10**6))
     if kind == "enrol":  # a new member, taking over a card (M-1's or E-1's) if it can, bringing points if it can
         card = draw(st.sampled_from([None, "ab" * 32, "cd" * 32]))
-        return kind, {**entries.enrol(f"E-{uuid.uuid4().hex[:8]}", card, store_id="S1"), "points_delta": value,
-                      "tier": draw(st.sampled_from(["", "gold"]))}
-    return kind, {"member_id": draw(MEMBERS), "amount": abs(value) + 1, "points_delta": value,
-                  "stored_value_delta": value}
+        return kind, {
+            **entries.enrol(f"E-{uuid.uuid4().hex[:8]}", card, store_id="S1"),
+            "points_delta": value,
+            "tier": draw(st.sampled_from(["", "gold"])),
+        }
+    return kind, {
+        "member_id": draw(MEMBERS),
+        "amount": abs(value) + 1,
+        "points_delta": value,
+        "stored_value_delta": value,
+    }
 
 
 @st.composite
@@ -83,7 +113,7 @@ def schedules(draw: st.DrawFn) -> list[list[tuple[str, str, dict[str, Any], str]
         made.append((txn, kind, payload, draw(CREATED)))
     cuts = sorted(draw(st.lists(st.integers(0, len(made)), max_size=3)))
     bounds = [0, *cuts, len(made)]
-    return [made[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [made[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def granted_by_rules(store: HqStore) -> dict[str, int]:
@@ -100,8 +130,9 @@ def granted_by_rules(store: HqStore) -> dict[str, int]:
             continue
         assert isinstance(sale, SalePayload) and sale.member_id
         try:
-            earned = recompute(sale.model_copy(update={"tier": "basic"}), program_of(RULES, DEFAULT_BASE_RULE),
-                               {}).points_earned
+            earned = recompute(
+                sale.model_copy(update={"tier": "basic"}), program_of(RULES, DEFAULT_BASE_RULE), {}
+            ).points_earned
         except Rejected:  # a sale the rules cannot price grants nothing
             earned = 0
         found[sale.member_id] = found.get(sale.member_id, 0) + earned
@@ -116,8 +147,19 @@ def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str,
     store.add_terminal("T0", "S1", "honest")
     for rule_id, body in RULES.items():
         store.put_rule_doc({**body, "rule_id": rule_id})
-    store.ingest("T0", [WireEntry(terminal_id="T0", seq=1, txn_id="enrol-e1", kind="enrol", payload=entries.enrol(
-        "E-1", "cd" * 32), created_at="2026-03-01T09:00:00.000Z")])  # a member a till enrolled, with a card
+    store.ingest(
+        "T0",
+        [
+            WireEntry(
+                terminal_id="T0",
+                seq=1,
+                txn_id="enrol-e1",
+                kind="enrol",
+                payload=entries.enrol("E-1", "cd" * 32),
+                created_at="2026-03-01T09:00:00.000Z",
+            )
+        ],
+    )  # a member a till enrolled, with a card
     for member_id, (points, value) in START.items():
         store.upsert_member(member_id, member_id, "basic", points, stored_value=value)
     store.upsert_card("ab" * 32, "M-1")
@@ -128,8 +170,16 @@ def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str,
         wire = []
         for txn, kind, payload, created in batch:
             seq += 1
-            wire.append(WireEntry(terminal_id="T1", seq=seq, txn_id=txn, kind=kind, payload=payload,
-                                  created_at=now if created == "now" else created))
+            wire.append(
+                WireEntry(
+                    terminal_id="T1",
+                    seq=seq,
+                    txn_id=txn,
+                    kind=kind,
+                    payload=payload,
+                    created_at=now if created == "now" else created,
+                )
+            )
         assert store.ingest("T1", wire).stored == len(wire)  # every fact is stored, nothing lost
     earned = granted_by_rules(store)
     [(all_points, all_value)] = store._read("SELECT SUM(points), SUM(stored_value) FROM members WHERE deleted = 0")

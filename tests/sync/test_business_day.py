@@ -44,17 +44,31 @@ def test_a_day_across_a_daylight_saving_change_starts_at_its_local_cut_off() -> 
     assert berlin.of(datetime(2026, 10, 25, 1, 30, tzinfo=UTC)) == "2026-10-24"
 
 
-@pytest.mark.parametrize(("zone", "starts"), [("Mars/Olympus", "00:00"), ("UTC", "24:00"), ("UTC", "4:00"),
-                                              ("UTC", "04:60"), ("../etc/passwd", "00:00"), ("", "00:00")])
+@pytest.mark.parametrize(
+    ("zone", "starts"),
+    [
+        ("Mars/Olympus", "00:00"),
+        ("UTC", "24:00"),
+        ("UTC", "4:00"),
+        ("UTC", "04:60"),
+        ("../etc/passwd", "00:00"),
+        ("", "00:00"),
+    ],
+)
 def test_a_calendar_head_office_cannot_use_is_refused_by_name(zone: str, starts: str) -> None:
     with pytest.raises(BadCalendar):
         businessday.calendar(zone, starts)
 
 
-@given(created=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
-       offset=st.floats(-1e7, 1e7), pull_before=st.floats(0, 1e7), received_after=st.floats(0, 1e7))
+@given(
+    created=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    offset=st.floats(-1e7, 1e7),
+    pull_before=st.floats(0, 1e7),
+    received_after=st.floats(0, 1e7),
+)
 def test_the_time_head_office_holds_is_always_between_the_last_pull_and_arrival(
-        created: datetime, offset: float, pull_before: float, received_after: float) -> None:
+    created: datetime, offset: float, pull_before: float, received_after: float
+) -> None:
     received = datetime(2050, 1, 1, tzinfo=UTC) + timedelta(seconds=received_after)
     last_pull = received - timedelta(seconds=pull_before)
     moment = businessday.effective(created, offset, 300, last_pull, received)
@@ -85,8 +99,20 @@ def hq(hq_url: str) -> Iterator[HqStore]:
 
 
 def push(hq: HqStore, seq: int, made: datetime, clock: datetime, member: str = "M-1") -> None:
-    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=seq, txn_id=f"T1-{seq}", kind="sale", created_at=iso(made),
-                               payload=entries.sale(member, 1000, earned=10, store_id="S1"))], clock=iso(clock))
+    hq.ingest(
+        "T1",
+        [
+            WireEntry(
+                terminal_id="T1",
+                seq=seq,
+                txn_id=f"T1-{seq}",
+                kind="sale",
+                created_at=iso(made),
+                payload=entries.sale(member, 1000, earned=10, store_id="S1"),
+            )
+        ],
+        clock=iso(clock),
+    )
 
 
 def day_and_made(hq: HqStore, seq: int) -> tuple[str, str]:
@@ -112,7 +138,9 @@ def test_a_till_three_days_slow_files_its_sales_under_head_offices_day(hq: HqSto
 def test_a_store_with_a_cut_off_files_a_late_night_sale_under_the_day_before(hq: HqStore) -> None:
     hq.set_store("S1", "Asia/Tokyo", "04:00")
     with hq.db.write() as tx:  # the till pulled a day ago: its late-night sale can be that old
-        tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = 'T1'", [iso(datetime.now(UTC) - timedelta(days=1))])
+        tx.run(
+            "UPDATE terminals SET last_pull = ? WHERE terminal_id = 'T1'", [iso(datetime.now(UTC) - timedelta(days=1))]
+        )
     late = datetime.now(UTC) - timedelta(hours=1)
     late_tokyo = late.astimezone(ZoneInfo("Asia/Tokyo"))
     push(hq, 1, late, datetime.now(UTC))
@@ -134,8 +162,10 @@ def test_a_slow_till_cannot_backdate_a_sale_before_a_members_block(hq: HqStore) 
     assert hq.set_blocked("member", "M-1", False, "Mio", "found the card")["status"] == "active"
     with hq.db.read() as tx:
         kept = tx.all("SELECT status, by_whom, reason FROM status_changes WHERE subject = 'M-1'")
-    assert sorted(tuple(r) for r in kept) == [("active", "Mio", "found the card"),
-                                              ("blocked", "Mio", "card reported stolen")]
+    assert sorted(tuple(r) for r in kept) == [
+        ("active", "Mio", "found the card"),
+        ("blocked", "Mio", "card reported stolen"),
+    ]
 
 
 def test_an_entry_ahead_of_head_office_is_flagged_and_held_at_arrival(hq: HqStore) -> None:

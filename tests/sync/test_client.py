@@ -21,14 +21,23 @@ def store(tmp_path: Path) -> Store:
     s = Store.open(tmp_path / "t.db")
     s.apply_changes([Member("M-1", "A", "gold", 0)], [], [], cursor=0)
     for i in range(1, 4):
-        s.record(JournalEntry("T-1", 0, f"tx{i}", "sale", {"member_id": "M-1", "points_delta": i}, "t"), points=("M-1", i))
+        s.record(
+            JournalEntry("T-1", 0, f"tx{i}", "sale", {"member_id": "M-1", "points_delta": i}, "t"), points=("M-1", i)
+        )
     yield s
     s.close()
 
 
 def client(store: Store, handler) -> SyncClient:  # type: ignore[no-untyped-def]
-    return SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler), end_of_day=False,
-                      clock=lambda: 1_790_000_000.0)
+    return SyncClient(
+        store,
+        "T-1",
+        "http://hq.test",
+        "tok",
+        transport=httpx.MockTransport(handler),
+        end_of_day=False,
+        clock=lambda: 1_790_000_000.0,
+    )
 
 
 def test_push_marks_only_the_acknowledged_prefix(store: Store) -> None:
@@ -49,9 +58,20 @@ def test_push_marks_only_the_acknowledged_prefix(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "exc",
-    [httpx.ConnectError("refused"), httpx.ConnectTimeout("t"), httpx.ReadTimeout("t"), httpx.WriteTimeout("t"),
-     httpx.PoolTimeout("t"), httpx.ReadError("reset"), httpx.WriteError("w"), httpx.RemoteProtocolError("truncated"),
-     httpx.LocalProtocolError("l"), httpx.ProxyError("p"), httpx.UnsupportedProtocol("u"), httpx.CloseError("c")],
+    [
+        httpx.ConnectError("refused"),
+        httpx.ConnectTimeout("t"),
+        httpx.ReadTimeout("t"),
+        httpx.WriteTimeout("t"),
+        httpx.PoolTimeout("t"),
+        httpx.ReadError("reset"),
+        httpx.WriteError("w"),
+        httpx.RemoteProtocolError("truncated"),
+        httpx.LocalProtocolError("l"),
+        httpx.ProxyError("p"),
+        httpx.UnsupportedProtocol("u"),
+        httpx.CloseError("c"),
+    ],
     ids=lambda e: type(e).__name__,
 )
 def test_every_transport_error_is_mapped(store: Store, exc: httpx.TransportError) -> None:
@@ -71,9 +91,20 @@ def test_transport_error_classes_are_all_covered() -> None:
         subs = cls.__subclasses__()
         return {cls} if not subs else set().union(*(leaves(s) for s in subs))
 
-    covered = {httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout,
-               httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.LocalProtocolError,
-               httpx.ProxyError, httpx.UnsupportedProtocol, httpx.CloseError}
+    covered = {
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.ReadTimeout,
+        httpx.WriteTimeout,
+        httpx.PoolTimeout,
+        httpx.ReadError,
+        httpx.WriteError,
+        httpx.RemoteProtocolError,
+        httpx.LocalProtocolError,
+        httpx.ProxyError,
+        httpx.UnsupportedProtocol,
+        httpx.CloseError,
+    }
     assert leaves(httpx.TransportError) <= covered
 
 
@@ -93,7 +124,11 @@ def test_4xx_and_5xx(store: Store) -> None:
 
 def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
     pages = {
-        0: {"cursor": 5, "more": True, "members": [{"member_id": "M-2", "display_name": "B", "tier": "t", "points": 7, "status": "active"}]},
+        0: {
+            "cursor": 5,
+            "more": True,
+            "members": [{"member_id": "M-2", "display_name": "B", "tier": "t", "points": 7, "status": "active"}],
+        },
         5: {"cursor": 9, "more": False, "cards": [{"uid_hash": "h", "member_id": "M-2", "status": "blocked"}]},
     }
 
@@ -120,8 +155,9 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
 
 
 @pytest.mark.parametrize(("announced", "spoken", "reports"), [(1, 1, False), (2, 2, True), (3, 2, True)])
-def test_the_till_speaks_the_protocol_head_office_announced(store: Store, announced: int, spoken: int,
-                                                          reports: bool) -> None:
+def test_the_till_speaks_the_protocol_head_office_announced(
+    store: Store, announced: int, spoken: int, reports: bool
+) -> None:
     """A till is upgraded before or after head office: it speaks head office's protocol when that is one
     version behind (and sends no health report, which protocol 1 lacks), its own otherwise."""
     seen: dict[str, list[dict]] = {"push": [], "health": []}
@@ -141,8 +177,16 @@ def test_the_till_speaks_the_protocol_head_office_announced(store: Store, announ
         return httpx.Response(200, json={"cursor": 0, "more": False})
 
     health = TillHealth(version="9.9", protocol=spoken, started_at="2026-09-21T14:00:00Z", pending=0)
-    sync = SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler),
-                      end_of_day=False, clock=lambda: 1_790_000_000.0, health=lambda protocol: health)
+    sync = SyncClient(
+        store,
+        "T-1",
+        "http://hq.test",
+        "tok",
+        transport=httpx.MockTransport(handler),
+        end_of_day=False,
+        clock=lambda: 1_790_000_000.0,
+        health=lambda protocol: health,
+    )
     sync.sync_once()
     assert [body["protocol"] for body in seen["push"]] == [spoken]
     assert [body["version"] for body in seen["health"]] == (["9.9"] if reports else [])
@@ -150,6 +194,7 @@ def test_the_till_speaks_the_protocol_head_office_announced(store: Store, announ
 
 def test_a_refused_health_report_does_not_stop_the_round(store: Store) -> None:
     """The fleet view is a report, not the sync: head office refusing it leaves the round a success."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/health":
@@ -163,7 +208,15 @@ def test_a_refused_health_report_does_not_stop_the_round(store: Store) -> None:
         return httpx.Response(200, json={"cursor": 0, "more": False})
 
     health = TillHealth(version="9.9", protocol=2, started_at="2026-09-21T14:00:00Z", pending=0)
-    sync = SyncClient(store, "T-1", "http://hq.test", "tok", transport=httpx.MockTransport(handler),
-                      end_of_day=False, clock=lambda: 1_790_000_000.0, health=lambda protocol: health)
+    sync = SyncClient(
+        store,
+        "T-1",
+        "http://hq.test",
+        "tok",
+        transport=httpx.MockTransport(handler),
+        end_of_day=False,
+        clock=lambda: 1_790_000_000.0,
+        health=lambda protocol: health,
+    )
     assert sync.sync_once().pushed == 3
     assert store.state("last_sync_ok") and store.state("offline_since") is None

@@ -63,8 +63,9 @@ def test_rotation_keeps_the_old_token_until_the_new_one_is_used(hq: HqStore, ser
     client.close()
 
 
-def test_a_revoked_terminal_gets_credential_revoked_and_a_new_code_lets_it_back(hq: HqStore, server: ServerHandle,
-                                                                                 till: Store) -> None:
+def test_a_revoked_terminal_gets_credential_revoked_and_a_new_code_lets_it_back(
+    hq: HqStore, server: ServerHandle, till: Store
+) -> None:
     token = hq.add_terminal("T1", "S1")
     hq.revoke_terminal("T1")
     with pytest.raises(HqRejected) as refused:

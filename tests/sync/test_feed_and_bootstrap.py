@@ -47,8 +47,9 @@ def client(till: Store, server: ServerHandle, transport: httpx.BaseTransport | N
     return SyncClient(till, "T1", server.url, TOKEN, timeout=5, transport=transport, end_of_day=False)
 
 
-def test_a_new_terminal_bootstraps_with_progress_then_follows_the_feed(hq: HqStore, server: ServerHandle,
-                                                                        till: Store) -> None:
+def test_a_new_terminal_bootstraps_with_progress_then_follows_the_feed(
+    hq: HqStore, server: ServerHandle, till: Store
+) -> None:
     seen: list[tuple[str, int, int]] = []
     c = client(till, server)
     c.bootstrap(lambda kind, done, total: seen.append((kind, done, total)), page_size=7)
@@ -128,8 +129,9 @@ def test_keys_and_revocations_are_signed_by_the_root_key(hq: HqStore, server: Se
     assert till.state("hq_root_key") == root  # pinned on first use
 
 
-def test_a_forged_key_is_refused_and_nothing_of_its_page_is_applied(hq: HqStore, server: ServerHandle,
-                                                                     till: Store) -> None:
+def test_a_forged_key_is_refused_and_nothing_of_its_page_is_applied(
+    hq: HqStore, server: ServerHandle, till: Store
+) -> None:
     till.apply_changes([], [], [], cursor=0)
     till.set_state(hq_root_key=hq.root_public_key())
 
@@ -153,8 +155,10 @@ def test_a_pulled_balance_keeps_this_tills_unpushed_sales(hq: HqStore, server: S
     from terminal.model import JournalEntry
 
     client(till, server).bootstrap()
-    till.record(JournalEntry("T1", 0, "tx-1", "sale", {"member_id": "M-005", "points_delta": 7}, "2026-01-01T00:00:00Z"),
-                points=("M-005", 7))
+    till.record(
+        JournalEntry("T1", 0, "tx-1", "sale", {"member_id": "M-005", "points_delta": 7}, "2026-01-01T00:00:00Z"),
+        points=("M-005", 7),
+    )
     hq.upsert_member("M-005", "Member 5", "silver", 50)
     client(till, server).pull_once()
     assert till.member("M-005").points == 57  # type: ignore[union-attr]
@@ -164,7 +168,9 @@ def test_snapshot_pages_by_key_and_the_unknown_kind(hq: HqStore, server: ServerH
     headers = {"Authorization": f"Bearer {TOKEN}"}
     info = httpx.get(f"{server.url}/v1/snapshot", headers=headers).json()
     assert info["counts"]["members"] == 25 and info["counts"]["keys"] == 1
-    page = httpx.get(f"{server.url}/v1/snapshot/members", params={"limit": 10, "after": "M-010"}, headers=headers).json()
+    page = httpx.get(
+        f"{server.url}/v1/snapshot/members", params={"limit": 10, "after": "M-010"}, headers=headers
+    ).json()
     assert page["columns"][:2] == ["member_id", "display_name"]
     assert [r[0] for r in page["rows"]] == [f"M-{n:03d}" for n in range(11, 21)] and page["next"] == "M-020"
     missing = httpx.get(f"{server.url}/v1/snapshot/nothing", headers=headers)

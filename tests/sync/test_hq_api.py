@@ -15,8 +15,8 @@ from sync.hq.app import ServerHandle, start_in_thread
 from sync.hq.demo import seed_demo
 from sync.hq.ingest import Settings
 from sync.hq.storage import HqStore, StorageFailed
-from tests.fixtures import entries
 from sync.protocol import SUPPORTED_PROTOCOLS, ChangesPage, PushResponse, WireEntry
+from tests.fixtures import entries
 
 KEY = bytes(range(32))
 T1_TOKEN, T2_TOKEN = "t1-secret-token", "t2-secret-token"
@@ -53,15 +53,22 @@ def auth(token: str) -> dict[str, str]:
 
 def sale(seq: int, member: str | None = "M-0001", delta: int = 12, terminal: str = "T1") -> dict[str, Any]:
     store_id = {"T1": "S-001"}.get(terminal, "S-002")
-    return WireEntry(terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind="sale",
-                     payload=entries.sale(member, delta * 100, earned=delta, store_id=store_id),
-                     created_at="2026-01-01T09:00:00.000Z").model_dump()
+    return WireEntry(
+        terminal_id=terminal,
+        seq=seq,
+        txn_id=f"{terminal}-{seq}",
+        kind="sale",
+        payload=entries.sale(member, delta * 100, earned=delta, store_id=store_id),
+        created_at="2026-01-01T09:00:00.000Z",
+    ).model_dump()
 
 
-def push(http: httpx.Client, entries: list[dict[str, Any]], token: str = T1_TOKEN,
-         terminal: str = "T1") -> httpx.Response:
-    return http.post("/v1/journal", json={"protocol": 1, "terminal_id": terminal, "entries": entries},
-                     headers=auth(token))
+def push(
+    http: httpx.Client, entries: list[dict[str, Any]], token: str = T1_TOKEN, terminal: str = "T1"
+) -> httpx.Response:
+    return http.post(
+        "/v1/journal", json={"protocol": 1, "terminal_id": terminal, "entries": entries}, headers=auth(token)
+    )
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
@@ -86,8 +93,13 @@ def test_health_needs_no_token(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": T1_TOKEN}, {"Authorization": "Basic dDE6eA=="}, {"Authorization": "Bearer"},
-     auth("not-a-token")],
+    [
+        {},
+        {"Authorization": T1_TOKEN},
+        {"Authorization": "Basic dDE6eA=="},
+        {"Authorization": "Bearer"},
+        auth("not-a-token"),
+    ],
     ids=["missing", "no-scheme", "basic", "empty", "unknown"],
 )
 def test_requests_without_a_valid_token_get_401(http: httpx.Client, headers: dict[str, str]) -> None:
@@ -126,8 +138,19 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
     assert {(m.member_id, m.points) for m in page.members} == {("M-0001", 1212), ("M-0002", 303)}
     assert page.cursor > start.cursor and not page.more
     empty = http.get("/v1/changes", params={"since": page.cursor}, headers=auth(T2_TOKEN)).json()
-    assert empty == {"cursor": page.cursor, "more": False, "members": [], "cards": [], "rules": [], "rule_docs": [],
-                     "coupons": [], "keys": [], "revocations": [], "device_certs": [], "deleted": []}
+    assert empty == {
+        "cursor": page.cursor,
+        "more": False,
+        "members": [],
+        "cards": [],
+        "rules": [],
+        "rule_docs": [],
+        "coupons": [],
+        "keys": [],
+        "revocations": [],
+        "device_certs": [],
+        "deleted": [],
+    }
 
 
 def test_a_retried_batch_gets_the_same_answer_and_applies_once(http: httpx.Client, store: HqStore) -> None:
@@ -156,16 +179,18 @@ def test_schema_errors_are_422_error_bodies(http: httpx.Client) -> None:
 
 def test_unsupported_protocol_and_unknown_paths(http: httpx.Client) -> None:
     newer = max(SUPPORTED_PROTOCOLS) + 1
-    response = http.post("/v1/journal", json={"protocol": newer, "terminal_id": "T1", "entries": []},
-                         headers=auth(T1_TOKEN))
+    response = http.post(
+        "/v1/journal", json={"protocol": newer, "terminal_id": "T1", "entries": []}, headers=auth(T1_TOKEN)
+    )
     assert_error(response, 400, "unsupported_protocol")
     assert "upgrade head office first" in response.json()["message"]
     older = http.post("/v1/journal", json={"protocol": 0, "terminal_id": "T1", "entries": []}, headers=auth(T1_TOKEN))
     assert_error(older, 400, "unsupported_protocol")
     assert "upgrade the till" in older.json()["message"]
     for spoken in sorted(SUPPORTED_PROTOCOLS):  # this release's protocol and the one before
-        ok = http.post("/v1/journal", json={"protocol": spoken, "terminal_id": "T1", "entries": []},
-                       headers=auth(T1_TOKEN))
+        ok = http.post(
+            "/v1/journal", json={"protocol": spoken, "terminal_id": "T1", "entries": []}, headers=auth(T1_TOKEN)
+        )
         assert ok.status_code == 200, ok.text
     assert_error(http.get("/v1/nothing-here"), 404, "not_found")
     assert_error(http.delete("/v1/journal", headers=auth(T1_TOKEN)), 405, "method_not_allowed")

@@ -23,8 +23,13 @@ def sale(seq: int, terminal: str = "T1", *, created: str = CREATED, kind: str = 
     """A sale (or a void) as the till writes it; points_delta < 0 redeems, stored_value_delta < 0 pays."""
     store_id = STORES.get(terminal, "S9")
     if kind == "void":
-        payload = entries.refund(fields["original_txn"], fields.get("member_id", "M-1"), store_id=store_id, void=True,
-                                 coupons_restored=tuple(fields.get("coupons_restored", ())))
+        payload = entries.refund(
+            fields["original_txn"],
+            fields.get("member_id", "M-1"),
+            store_id=store_id,
+            void=True,
+            coupons_restored=tuple(fields.get("coupons_restored", ())),
+        )
     else:
         delta = fields.pop("points_delta", 0)
         fields.setdefault("earned", max(delta, 0))
@@ -34,8 +39,9 @@ def sale(seq: int, terminal: str = "T1", *, created: str = CREATED, kind: str = 
             fields.update(proof="card", tap={"uid_hash": "aa" * 32, "trust": "mac"})
         fields.setdefault("total", max(1000, fields["redeemed"] + fields["stored_value"]))
         payload = entries.sale(store_id=store_id, **fields)
-    return WireEntry(terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind=kind, payload=payload,
-                     created_at=created)
+    return WireEntry(
+        terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind=kind, payload=payload, created_at=created
+    )
 
 
 @pytest.fixture
@@ -65,13 +71,20 @@ def test_a_single_use_coupon_used_at_two_stores_is_flagged_on_the_second_use(sto
     assert (reply.stored, reply.flagged) == (1, 1)
     [item] = store.items()
     assert (item.reason, item.terminal_id, item.store_id, item.seq, item.state) == (
-        Reason.COUPON_OVERUSED, "T2", "S2", 1, ItemState.OPEN)
+        Reason.COUPON_OVERUSED,
+        "T2",
+        "S2",
+        1,
+        ItemState.OPEN,
+    )
     assert item.detail["allowed"] == 1 and item.detail["use_number"] == 2
     assert store.coupon_uses("C-ONCE") == 2
 
 
 def test_per_member_limits_count_each_member(store: HqStore) -> None:
-    batch = [sale(n, coupons=["C-TWICE-EACH"]) for n in (1, 2, 3)] + [sale(4, member_id="M-2", coupons=["C-TWICE-EACH"])]
+    batch = [sale(n, coupons=["C-TWICE-EACH"]) for n in (1, 2, 3)] + [
+        sale(4, member_id="M-2", coupons=["C-TWICE-EACH"])
+    ]
     store.ingest("T1", batch)
     assert reasons(store) == [("coupon_overused", 3, "T1")]
 
@@ -84,7 +97,9 @@ def test_unknown_coupons_are_flagged(store: HqStore) -> None:
 def test_a_void_gives_the_coupon_back_and_settles_its_sale_automatically(store: HqStore) -> None:
     store.ingest("T1", [sale(1, coupons=["C-ONCE"])])
     store.ingest("T2", [sale(1, "T2", coupons=["C-ONCE"])])
-    store.ingest("T2", [sale(2, "T2", kind="void", original_txn="T2-1", voided_txn_id="T2-1", coupons_restored=["C-ONCE"])])
+    store.ingest(
+        "T2", [sale(2, "T2", kind="void", original_txn="T2-1", voided_txn_id="T2-1", coupons_restored=["C-ONCE"])]
+    )
     [item] = store.items()
     assert item.state == ItemState.SETTLED_AUTO and "void T2-2" in (item.note or "")
     assert store.coupon_uses("C-ONCE") == 1
@@ -95,13 +110,19 @@ def test_balance_overspent_across_two_terminals(store: HqStore) -> None:
     store.ingest("T2", [sale(1, "T2", points_delta=-800)])
     [item] = store.items()
     assert (item.reason, item.terminal_id, item.detail["balance_after"], item.detail["short"]) == (
-        Reason.POINTS_OVERSPENT, "T2", -600, 600)
+        Reason.POINTS_OVERSPENT,
+        "T2",
+        -600,
+        600,
+    )
     assert store.member("M-1").points == -600  # type: ignore[union-attr]  # facts are applied
 
 
 def test_the_overspend_is_pinned_on_the_entry_that_crossed_zero(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, points_delta=-600), sale(2, points_delta=100), sale(3, points_delta=-550),
-                        sale(4, points_delta=-100)])
+    store.ingest(
+        "T1",
+        [sale(1, points_delta=-600), sale(2, points_delta=100), sale(3, points_delta=-550), sale(4, points_delta=-100)],
+    )
     assert reasons(store) == [("points_overspent", 3, "T1"), ("points_overspent", 4, "T1")]
     shorts = [i.detail["short"] for i in store.items()]
     assert shorts == [50, 100]  # seq 3 took 500 down to -50; seq 4 all of its 100
@@ -114,34 +135,49 @@ def test_small_overspends_are_written_off_automatically(store: HqStore) -> None:
 
 
 def test_stored_value_overspent(store: HqStore) -> None:
-    store.ingest("T1", [sale(1, stored_value_delta=-4000, code_id="D1-1"),
-                        sale(2, stored_value_delta=-4000, code_id="D1-2")])
+    store.ingest(
+        "T1", [sale(1, stored_value_delta=-4000, code_id="D1-1"), sale(2, stored_value_delta=-4000, code_id="D1-2")]
+    )
     assert reasons(store) == [("stored_value_overspent", 2, "T1")]
     assert store.member("M-1").stored_value == -3000  # type: ignore[union-attr]
 
 
 def test_a_payment_code_replayed_at_another_terminal_is_quarantined(store: HqStore) -> None:
     store.ingest("T1", [sale(1, stored_value_delta=-10, code_id="DEV9-17")])
-    store.ingest("T2", [sale(1, "T2", stored_value_delta=-10, code_id="DEV9-17"),
-                        sale(2, "T2", stored_value_delta=-10, code_id="DEV9-17")])
+    store.ingest(
+        "T2",
+        [
+            sale(1, "T2", stored_value_delta=-10, code_id="DEV9-17"),
+            sale(2, "T2", stored_value_delta=-10, code_id="DEV9-17"),
+        ],
+    )
     items = store.items()
     assert [(i.reason, i.terminal_id, i.seq, i.quarantined) for i in items] == [
-        (Reason.PAYMENT_CODE_REPLAYED, "T2", 1, True), (Reason.PAYMENT_CODE_REPLAYED, "T2", 2, True)]
+        (Reason.PAYMENT_CODE_REPLAYED, "T2", 1, True),
+        (Reason.PAYMENT_CODE_REPLAYED, "T2", 2, True),
+    ]
     assert items[0].detail["first_terminal"] == "T1"
     assert store.member("M-1").stored_value == 5000 - 10  # type: ignore[union-attr]  # the member pays once
 
 
 def test_blocked_and_unknown_cards_and_members(store: HqStore) -> None:
     store.upsert_member("M-3", "Chen", "basic", 0, status="blocked")
-    store.ingest("T1", [
-        sale(1, created=dt.datetime.now(dt.UTC).isoformat(), uid_hash="bb" * 32),
-        sale(2, uid_hash="cc" * 32),
-        sale(3, member_id="M-404", points_delta=40),
-        sale(4, created=dt.datetime.now(dt.UTC).isoformat(), member_id="M-3"),
-        sale(5, uid_hash="aa" * 32),
-    ])
-    assert reasons(store) == [("card_blocked", 1, "T1"), ("unknown_card", 2, "T1"), ("unknown_member", 3, "T1"),
-                              ("member_blocked", 4, "T1")]
+    store.ingest(
+        "T1",
+        [
+            sale(1, created=dt.datetime.now(dt.UTC).isoformat(), uid_hash="bb" * 32),
+            sale(2, uid_hash="cc" * 32),
+            sale(3, member_id="M-404", points_delta=40),
+            sale(4, created=dt.datetime.now(dt.UTC).isoformat(), member_id="M-3"),
+            sale(5, uid_hash="aa" * 32),
+        ],
+    )
+    assert reasons(store) == [
+        ("card_blocked", 1, "T1"),
+        ("unknown_card", 2, "T1"),
+        ("unknown_member", 3, "T1"),
+        ("member_blocked", 4, "T1"),
+    ]
 
 
 def test_a_card_blocked_after_the_sale_is_no_conflict(store: HqStore) -> None:
@@ -176,8 +212,13 @@ def test_clock_ahead_and_clock_skew(store: HqStore) -> None:
 
 def test_malformed_payloads_are_stored_and_quarantined(store: HqStore) -> None:
     typed_as_text = {**sale(1).payload, "points_delta": "12"}
-    store.ingest("T1", [WireEntry(terminal_id="T1", seq=1, txn_id="T1-1", kind="sale", payload=typed_as_text,
-                                  created_at=CREATED), sale(2, created="yesterday", points_delta=1)])
+    store.ingest(
+        "T1",
+        [
+            WireEntry(terminal_id="T1", seq=1, txn_id="T1-1", kind="sale", payload=typed_as_text, created_at=CREATED),
+            sale(2, created="yesterday", points_delta=1),
+        ],
+    )
     assert reasons(store) == [("malformed_entry", 1, "T1"), ("malformed_entry", 2, "T1")]
     assert store.journal_count("T1") == 2
     assert store.effects("T1")[1] == Effect.MALFORMED
@@ -198,7 +239,10 @@ def test_settling_by_hand_keeps_who_and_why(store: HqStore) -> None:
         store.settle(item.item_id, "", "no name")
     settled = store.settle(item.item_id, "Mio (store manager)", "customer paid the difference in cash")
     assert (settled.state, settled.settled_by, settled.note) == (
-        ItemState.SETTLED_MANUAL, "Mio (store manager)", "customer paid the difference in cash")
+        ItemState.SETTLED_MANUAL,
+        "Mio (store manager)",
+        "customer paid the difference in cash",
+    )
     with pytest.raises(ValueError, match="already settled"):
         store.settle(item.item_id, "someone", "again")
     assert store.items(state="open") == []
@@ -209,8 +253,11 @@ def test_concurrent_terminals_count_one_coupon_exactly(store: HqStore) -> None:
     for n in range(3, 11):
         store.add_terminal(f"T{n}", "S9", f"t{n}")
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda n: store.ingest(f"T{n}", [sale(1, f"T{n}", coupons=["C-ONCE"], points_delta=-200)]),
-                      range(3, 11)))
+        list(
+            pool.map(
+                lambda n: store.ingest(f"T{n}", [sale(1, f"T{n}", coupons=["C-ONCE"], points_delta=-200)]), range(3, 11)
+            )
+        )
     found = store.items()
     assert sum(i.reason == Reason.COUPON_OVERUSED for i in found) == 7
     assert sum(i.reason == Reason.POINTS_OVERSPENT for i in found) == 3  # 1000 covers five of eight
@@ -223,10 +270,20 @@ def test_points_above_the_rules_are_quarantined_and_other_differences_flagged(hq
     store.add_terminal("T1", "S1", "t1")
     store.upsert_member("M-1", "Aiko", "gold", 1000)
     store.set_rule("base", 1, 100)
-    priced = {"total": 1250, "lines": [{"sku": "SKU-1", "category": "food", "quantity": 1, "unit_price": 1250}],
-              "local_time": "2026-03-01T19:00:00", "tier": "gold"}
-    fewer = WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="sale", created_at=CREATED,
-                      payload=entries.sale(earned=5, **priced))  # type: ignore[arg-type]
+    priced = {
+        "total": 1250,
+        "lines": [{"sku": "SKU-1", "category": "food", "quantity": 1, "unit_price": 1250}],
+        "local_time": "2026-03-01T19:00:00",
+        "tier": "gold",
+    }
+    fewer = WireEntry(
+        terminal_id="T1",
+        seq=3,
+        txn_id="T1-3",
+        kind="sale",
+        created_at=CREATED,
+        payload=entries.sale(earned=5, **priced),
+    )  # type: ignore[arg-type]
     store.ingest("T1", [sale(1, earned=12, **priced), sale(2, earned=40, **priced), fewer])
     found = {(i.reason, i.seq): i for i in store.items()}
     assert set(found) == {(Reason.POINTS_ABOVE_RULES, 2), (Reason.PRICE_MISMATCH, 3)}
@@ -239,8 +296,14 @@ def test_points_above_the_rules_are_quarantined_and_other_differences_flagged(hq
 
 
 def test_a_refund_that_arrives_before_its_sale_waits_and_then_applies(store: HqStore) -> None:
-    refund = WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED,
-                       payload=entries.refund("T1-1", money_back=700, restored=300, store_id="S1"))
+    refund = WireEntry(
+        terminal_id="T1",
+        seq=2,
+        txn_id="T1-2",
+        kind="refund",
+        created_at=CREATED,
+        payload=entries.refund("T1-1", money_back=700, restored=300, store_id="S1"),
+    )
     store.ingest("T1", [refund])  # seq 1 (the sale) is still on its way
     [held] = store.items()
     assert (held.reason, held.quarantined) == (Reason.REFUND_UNKNOWN_SALE, True)
@@ -256,15 +319,17 @@ def test_a_released_refund_counts_against_its_sale_and_gives_its_coupons_back(st
     store.ingest("T1", [sale(1, points_delta=-300, coupons=["C-ONCE"])])
     assert store.coupon_uses("C-ONCE") == 1
     wrong = entries.refund("T1-1", money_back=700, restored=300, coupons_restored=("C-ONCE",), store_id="S2")
-    store.ingest("T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED,
-                                  payload=wrong)])
+    store.ingest(
+        "T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED, payload=wrong)]
+    )
     assert [(i.reason, i.quarantined) for i in store.items()] == [(Reason.WRONG_STORE, True)]
     assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (700, 1)  # type: ignore[union-attr]
     assert store.release("T1-2", "Mio", "the refund was rung at the other store's till") == "applied"
     assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (1000, 0)  # type: ignore[union-attr]
     again = entries.refund("T1-1", money_back=700, restored=300, store_id="S1")
-    store.ingest("T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED,
-                                  payload=again)])
+    store.ingest(
+        "T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED, payload=again)]
+    )
     assert Reason.REFUND_EXCEEDS_SALE in {i.reason for i in store.items()}  # the released one counted
     assert store.member("M-1").points == 1000  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="who and why"):

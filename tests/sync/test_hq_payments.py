@@ -143,7 +143,9 @@ def test_topups_are_idempotent_and_validated(chain: Chain) -> None:
     again = chain.api("POST", "/v1/admin/topups", json={"member_id": "M-1", "amount": 500, "topup_id": "TU-1"})
     assert first.json()["balance"] == again.json()["balance"] == 500
     assert chain.hq.member("M-1").stored_value == 500  # type: ignore[union-attr]
-    assert chain.api("POST", "/v1/admin/topups", json={"member_id": "M-9", "amount": 5}).json()["code"] == "unknown_member"
+    assert (
+        chain.api("POST", "/v1/admin/topups", json={"member_id": "M-9", "amount": 5}).json()["code"] == "unknown_member"
+    )
     assert chain.api("POST", "/v1/admin/topups", json={"member_id": "M-1", "amount": -5}).status_code == 422
     member = {"Authorization": f"Bearer {chain.app.state['token']}"}
     refused = httpx.post(f"{chain.server.url}/v1/admin/topups", json={"member_id": "M-1", "amount": 5}, headers=member)
@@ -167,14 +169,17 @@ def test_device_registration_needs_a_member_or_admin_token(chain: Chain) -> None
 
 
 def test_online_payment_is_confirmed_and_a_replay_elsewhere_is_refused_by_head_office(
-        chain: Chain, tills: tuple[Till, Till]) -> None:
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
     one, two = tills
     code = chain.app.next_code()
     assert one.pay(3000, code) == 3000
     assert one.store.stored_value("M-1") == 7000
     code_id = pay.parse_code(code).code_id
     with chain.hq.db.read() as tx:
-        assert tx.all("SELECT terminal_id, amount FROM payment_confirms WHERE code_id = ?", [code_id]) == [("T-1", 3000)]
+        assert tx.all("SELECT terminal_id, amount FROM payment_confirms WHERE code_id = ?", [code_id]) == [
+            ("T-1", 3000)
+        ]
     assert one.refused(1000, code) is Code.PAYMENT_CODE_REPLAYED  # this till's own record
     # The other till never saw the code: only head office can refuse it, and it does, before approval.
     before = len(two.store.entries())
@@ -194,7 +199,8 @@ def test_head_office_holds_confirmed_payments_not_yet_pushed(chain: Chain, tills
 
 
 def test_revocation_arrives_by_pull_and_head_office_refuses_the_device_meanwhile(
-        chain: Chain, tills: tuple[Till, Till]) -> None:
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
     one, two = tills
     cert = chain.app.cert
     assert cert is not None
@@ -229,8 +235,16 @@ def test_expired_tampered_and_forged_codes_are_refused(chain: Chain, tills: tupl
     assert till.refused(100, unknown) is Code.DEVICE_CERT_UNKNOWN
     # A certificate head office never signed, slipped into the till's cache: its codes are forged.
     phone = Ed25519PrivateKey.generate()
-    fake = pay.issue_cert(Ed25519PrivateKey.generate(), cert.issuer, b"\x01" * 8, "M-1", pay.public_bytes(phone),
-                          int(time.time()) - 10, 3600, 10_000)
+    fake = pay.issue_cert(
+        Ed25519PrivateKey.generate(),
+        cert.issuer,
+        b"\x01" * 8,
+        "M-1",
+        pay.public_bytes(phone),
+        int(time.time()) - 10,
+        3600,
+        10_000,
+    )
     till.store.put_device_certs({fake.cert_id.hex(): fake.to_doc()})
     assert till.refused(100, pay.make_code(phone, fake.cert_id, int(time.time()), 1)) is Code.PAYMENT_CODE_FORGED
     assert till.store.stored_value("M-1") == 10_000 and till.store.entries() == []
@@ -278,7 +292,8 @@ def test_head_office_unreachable_falls_back_to_the_offline_rules(chain: Chain) -
 
 
 def test_two_offline_tills_overspend_flagged_and_recovered_by_the_next_topup(
-        chain: Chain, tills: tuple[Till, Till]) -> None:
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
     one, two = tills
     for till in tills:
         go_offline(till)
@@ -321,6 +336,10 @@ def test_erasing_a_member_revokes_their_devices_and_tokens(chain: Chain) -> None
     done = erase_member(chain.hq, "M-1", "data protection request")
     assert done["devices_revoked"] == 1
     assert [d["revoked"] for d in payments.devices(chain.hq, "M-1")] == [True]
-    again = httpx.post(f"{chain.server.url}/v1/devices", json={"public_key": "00" * 32},
-                       headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    again = httpx.post(
+        f"{chain.server.url}/v1/devices",
+        json={"public_key": "00" * 32},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert again.status_code in (401, 403, 404, 409), again.text  # the old app token registers nothing more

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 
 from sync.hq.recompute import differences, program_of
 from sync.protocol import SalePayload
-from tests.fixtures import entries
 from terminal import pricing
 from terminal.model import Basket, EarnRule, Line, Member
 from terminal.service import Service
 from terminal.store import Store
+from tests.fixtures import entries
 
 BASE = EarnRule("base", 1, 100)
 RULES = {
@@ -40,8 +40,12 @@ baskets = st.lists(st.tuples(st.sampled_from(ITEMS), st.integers(1, 4)), min_siz
 
 
 @settings(max_examples=60, deadline=None)
-@given(basket=baskets, codes=st.lists(st.sampled_from(sorted(COUPONS)), max_size=4), redeem=st.booleans(),
-       gold=st.booleans())
+@given(
+    basket=baskets,
+    codes=st.lists(st.sampled_from(sorted(COUPONS)), max_size=4),
+    redeem=st.booleans(),
+    gold=st.booleans(),
+)
 def test_head_office_recomputes_what_the_till_reported(
     tmp_path_factory: object, basket: Basket, codes: list[str], redeem: bool, gold: bool
 ) -> None:
@@ -60,6 +64,14 @@ def test_head_office_recomputes_what_the_till_reported(
 
 
 def test_a_tampered_report_is_named() -> None:
-    payload = entries.sale("M-1", 900, earned=99, tier="basic", local_time="2026-11-23T09:00:00",
-                           lines=[{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"}])
-    assert differences(SalePayload.model_validate(payload), program_of(RULES, BASE), COUPONS) == {"points_earned": (99, 18)}
+    payload = entries.sale(
+        "M-1",
+        900,
+        earned=99,
+        tier="basic",
+        local_time="2026-11-23T09:00:00",
+        lines=[{"sku": "LATTE", "quantity": 2, "unit_price": 450, "category": "coffee"}],
+    )
+    assert differences(SalePayload.model_validate(payload), program_of(RULES, BASE), COUPONS) == {
+        "points_earned": (99, 18)
+    }

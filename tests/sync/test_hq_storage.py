@@ -29,20 +29,38 @@ from tests.fixtures import entries
 KEY = bytes(range(32))
 
 
-def entry(seq: int, member: str | None = "M-1", delta: int = 10, *, kind: str = "sale",
-          terminal: str = "T1", txn: str | None = None) -> WireEntry:
+def entry(
+    seq: int,
+    member: str | None = "M-1",
+    delta: int = 10,
+    *,
+    kind: str = "sale",
+    terminal: str = "T1",
+    txn: str | None = None,
+) -> WireEntry:
     """A sale earning ``delta`` points (on a basket the default rule gives exactly that; a negative
     ``delta`` redeems, with no proof), or a void of this terminal's first entry clawing ``|delta|`` back."""
     if kind == "void":
         payload = entries.refund(f"{terminal}-1", member, clawed=abs(delta), void=True)
     elif kind == "sale":
         earned = max(delta, 0) if member else 0
-        payload = entries.sale(member, total=max(delta, 1) * 100, earned=earned, redeemed=max(-delta, 0),
-                               proof="pos" if delta < 0 and member else None)
+        payload = entries.sale(
+            member,
+            total=max(delta, 1) * 100,
+            earned=earned,
+            redeemed=max(-delta, 0),
+            proof="pos" if delta < 0 and member else None,
+        )
     else:
         payload = {"member_id": member, "points_delta": delta}
-    return WireEntry(terminal_id=terminal, seq=seq, txn_id=txn or f"{terminal}-{seq}", kind=kind,
-                     payload=payload, created_at="2026-01-01T00:00:00.000Z")
+    return WireEntry(
+        terminal_id=terminal,
+        seq=seq,
+        txn_id=txn or f"{terminal}-{seq}",
+        kind=kind,
+        payload=payload,
+        created_at="2026-01-01T00:00:00.000Z",
+    )
 
 
 def points(store: HqStore, member_id: str = "M-1") -> int:
@@ -153,8 +171,14 @@ def test_facts_that_cannot_be_applied_are_stored_with_their_effect(store: HqStor
     odd = [
         entry(1, member="M-404", delta=50),
         entry(2, kind="coupon_redeemed"),
-        WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="sale",
-                  payload={"member_id": "M-1", "points_delta": True}, created_at="2026-01-01T00:00:00Z"),
+        WireEntry(
+            terminal_id="T1",
+            seq=3,
+            txn_id="T1-3",
+            kind="sale",
+            payload={"member_id": "M-1", "points_delta": True},
+            created_at="2026-01-01T00:00:00Z",
+        ),
         entry(4, member=None, delta=0),
     ]
     reply = store.ingest("T1", odd)
@@ -344,8 +368,12 @@ def test_seed_demo_cards_hash_their_uids_and_carry_their_statuses(tmp_path: Path
 
 # -- property: any order, any retries, same result ------------------------------------------------
 
-_ENTRY = st.tuples(st.sampled_from(["T1", "T2"]), st.sampled_from(["sale", "void", "note"]),
-                   st.sampled_from(["M-1", "M-2", "M-404", None]), st.integers(-50, 50))
+_ENTRY = st.tuples(
+    st.sampled_from(["T1", "T2"]),
+    st.sampled_from(["sale", "void", "note"]),
+    st.sampled_from(["M-1", "M-2", "M-404", None]),
+    st.integers(-50, 50),
+)
 
 
 @st.composite
@@ -359,7 +387,7 @@ def schedules(draw: st.DrawFn) -> tuple[list[list[WireEntry]], list[int]]:
         entries.append(entry(next_seq[terminal], member, delta, kind=kind, terminal=terminal))
     count = draw(st.integers(1, 5))
     owner = draw(st.lists(st.integers(0, count - 1), min_size=len(entries), max_size=len(entries)))
-    batches = [[e for e, b in zip(entries, owner) if b == i] for i in range(count)]
+    batches = [[e for e, b in zip(entries, owner, strict=False) if b == i] for i in range(count)]
     batches = [b for b in batches if b]
     resent = draw(st.lists(st.integers(0, len(batches) - 1), max_size=6))
     order = draw(st.permutations(list(range(len(batches))) + resent))

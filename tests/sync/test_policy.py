@@ -24,8 +24,13 @@ KEYS = CardKeys(MASTER, lambda uid: card_uid_hash(CARD_KEY, uid))
 
 
 def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
-    assert set(policy.MAY_PRODUCE[Actor.TERMINAL]) == {EntryKind.SALE, EntryKind.REFUND, EntryKind.VOID,
-                                                      EntryKind.ENROL, EntryKind.CLAIM_KEY}
+    assert set(policy.MAY_PRODUCE[Actor.TERMINAL]) == {
+        EntryKind.SALE,
+        EntryKind.REFUND,
+        EntryKind.VOID,
+        EntryKind.ENROL,
+        EntryKind.CLAIM_KEY,
+    }
     for kind in ("topup", "adjust", "payment", "anything"):
         breach = policy.check_actor(Actor.TERMINAL, kind, None)
         assert breach is not None and breach.reason is Reason.KIND_NOT_ALLOWED
@@ -92,11 +97,15 @@ def test_a_sun_tap_is_verified_when_head_office_holds_the_keys() -> None:
     assert policy.check_card_tap(no_message, "M-1", "M-1", KEYS)[1] is not None
 
 
-@pytest.mark.parametrize("spent,allowed", [((0, 0), True), ((49_000, 0), True), ((49_500, 0), False),
-                                           ((0, 50_000), False)])
+@pytest.mark.parametrize(
+    "spent,allowed", [((0, 0), True), ((49_000, 0), True), ((49_500, 0), False), ((0, 50_000), False)]
+)
 def test_attested_proofs_are_bounded_per_day(spent: tuple[int, int], allowed: bool) -> None:
-    sale = SalePayload.model_validate(entries.sale(total=2000, redeemed=1, stored_value=1000, proof="card",
-                                                   tap={"uid_hash": "ab" * 32, "trust": "mac"}))
+    sale = SalePayload.model_validate(
+        entries.sale(
+            total=2000, redeemed=1, stored_value=1000, proof="card", tap={"uid_hash": "ab" * 32, "trust": "mac"}
+        )
+    )
     breach = policy.check_attested(ProofLevel.ATTESTED_CARD, spent, sale, (50_000, 50_000))
     assert (breach is None) is allowed
     assert policy.check_attested(ProofLevel.VERIFIED_CARD, (10**9, 10**9), sale, (0, 0)) is None
@@ -108,8 +117,9 @@ def test_a_payment_code_is_checked_against_the_sale_and_the_revocation() -> None
     cert = pay.issue_cert(issuer, "K-1", b"\x01" * 8, "M-1", pay.public_bytes(phone), now - 60, 3600, 1000)
     code = pay.make_code(phone, cert.cert_id, now, 3)
     created = datetime.fromtimestamp(now, UTC)
-    sale = SalePayload.model_validate(entries.sale(stored_value=500, proof="payment_code", payment_code=code,
-                                                   code_id=pay.parse_code(code).code_id))
+    sale = SalePayload.model_validate(
+        entries.sale(stored_value=500, proof="payment_code", payment_code=code, code_id=pay.parse_code(code).code_id)
+    )
     device = DeviceFacts(cert.to_doc(), None)
     assert policy.check_payment_code(sale, created, device) is None
     later = datetime.fromtimestamp(now + 3600, UTC)

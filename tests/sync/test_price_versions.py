@@ -60,8 +60,19 @@ def sell(till: Store, coupons: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def push(hq: HqStore, seq: int, payload: dict[str, Any]) -> str:
     txn = f"T1-{seq}"
-    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=seq, txn_id=txn, kind="sale", payload=payload,
-                               created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))])
+    hq.ingest(
+        "T1",
+        [
+            WireEntry(
+                terminal_id="T1",
+                seq=seq,
+                txn_id=txn,
+                kind="sale",
+                payload=payload,
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+        ],
+    )
     return txn
 
 
@@ -71,8 +82,11 @@ def reasons(hq: HqStore, txn: str) -> list[str]:
 
 def test_a_sale_names_every_document_version_it_was_priced_with(till: Store) -> None:
     payload = sell(till, ("P10",))
-    assert payload["priced_with"] == {"base": doc_digest({"per_minor": 100, "points": 1, "rule_id": "base"}),
-                                      "rule:coffee": doc_digest(COFFEE_V1), "coupon:P10": doc_digest(P10)}
+    assert payload["priced_with"] == {
+        "base": doc_digest({"per_minor": 100, "points": 1, "rule_id": "base"}),
+        "rule:coffee": doc_digest(COFFEE_V1),
+        "coupon:P10": doc_digest(P10),
+    }
 
 
 def test_a_till_that_had_not_pulled_the_new_rules_raises_no_mismatch(hq: HqStore, till: Store) -> None:
@@ -94,7 +108,8 @@ def test_the_same_versions_disagreeing_still_raise_a_mismatch(hq: HqStore, till:
 
 
 def test_versions_head_office_never_issued_are_flagged_and_bounded_by_the_current_rules(
-        hq: HqStore, till: Store) -> None:
+    hq: HqStore, till: Store
+) -> None:
     generous = {"kind": "campaign", "multiplier_pct": 1000, "categories": ["coffee"]}
     till.put_docs("rule_docs", {"coffee": generous})  # a till's database edited by hand
     txn = push(hq, 1, sell(till))
@@ -116,10 +131,15 @@ def test_a_version_held_before_the_history_began_is_still_known(hq: HqStore, til
     with hq.db.write() as tx:  # as a head office that stored its documents before it kept versions
         tx.run("DELETE FROM doc_versions")
         tx.run("DELETE FROM hq_migrations WHERE name = 'm006_signal'")
-        for statement in ("DROP TABLE doc_versions", "DROP TABLE doc_events", "DROP TABLE stores",
-                          "DROP TABLE status_changes",
-                          "DROP INDEX idx_items_group", "DROP INDEX idx_items_cursor",
-                          "ALTER TABLE journal DROP COLUMN made_at"):
+        for statement in (
+            "DROP TABLE doc_versions",
+            "DROP TABLE doc_events",
+            "DROP TABLE stores",
+            "DROP TABLE status_changes",
+            "DROP INDEX idx_items_group",
+            "DROP INDEX idx_items_cursor",
+            "ALTER TABLE journal DROP COLUMN made_at",
+        ):
             tx.run(statement)
     hq.close()
     again = HqStore(hq_url, Settings(spend_needs_proof=False))  # the migration keeps the versions held now
@@ -140,8 +160,10 @@ def test_a_till_cannot_price_with_last_months_generous_campaign(hq: HqStore, til
     hq.put_rule_doc(dict(COFFEE_V1), "coffee")  # ... then back to normal
     with hq.db.write() as tx:  # (as head office's history holds it: both a month ago)
         tx.run("UPDATE doc_events SET at = ? WHERE doc_id = 'coffee'", ["2026-10-01T00:00:00.000Z"])
-        tx.run("UPDATE doc_events SET at = ? WHERE doc_id = 'coffee' AND digest = ?",
-               ["2026-10-08T00:00:00.000Z", doc_digest(COFFEE_V1)])
+        tx.run(
+            "UPDATE doc_events SET at = ? WHERE doc_id = 'coffee' AND digest = ?",
+            ["2026-10-08T00:00:00.000Z", doc_digest(COFFEE_V1)],
+        )
     till.put_docs("rule_docs", {"coffee": generous})  # a stolen credential's till names the old version
     txn = push(hq, 1, sell(till))
     assert reasons(hq, txn) == ["points_above_rules", "unknown_doc_version"]
@@ -157,7 +179,8 @@ def test_a_till_cannot_leave_out_a_cap_that_was_in_force(hq: HqStore, till: Stor
     txn = push(hq, 1, sell(till))  # the till names only the coffee campaign: 72 points, not 10
     assert reasons(hq, txn) == ["points_above_rules", "unknown_doc_version"]
     assert next(i for i in hq.items() if i.reason == Reason.UNKNOWN_DOC_VERSION).detail["versions"] == [
-        "rule:cap left out"]
+        "rule:cap left out"
+    ]
 
 
 def test_a_rule_added_while_the_till_was_offline_may_be_missing_from_its_sales(hq: HqStore, till: Store) -> None:
@@ -167,16 +190,24 @@ def test_a_rule_added_while_the_till_was_offline_may_be_missing_from_its_sales(h
 
 
 def test_the_versions_current_in_a_window_are_read_from_head_offices_history() -> None:
-    line = [("2026-10-01T00:00:00.000Z", "a" * 16), ("2026-10-08T00:00:00.000Z", "b" * 16),
-            ("2026-10-09T00:00:00.000Z", versions.DELETED)]
+    line = [
+        ("2026-10-01T00:00:00.000Z", "a" * 16),
+        ("2026-10-08T00:00:00.000Z", "b" * 16),
+        ("2026-10-09T00:00:00.000Z", versions.DELETED),
+    ]
     assert versions.current_at(line, "2026-09-30T00:00:00.000Z") is None
     assert versions.current_at(line, "2026-10-05T00:00:00.000Z") == "a" * 16
     assert versions.current_at(line, "2026-10-10T00:00:00.000Z") is None  # deleted
-    assert versions.current_during(line, "2026-10-07T00:00:00.000Z", "2026-10-08T12:00:00.000Z") == {"a" * 16,
-                                                                                                 "b" * 16}
+    assert versions.current_during(line, "2026-10-07T00:00:00.000Z", "2026-10-08T12:00:00.000Z") == {"a" * 16, "b" * 16}
     named = {"base": "c" * 16, "rule:x": "a" * 16}
-    problems = versions.implausible(named, {"rule:x": line}, "2026-10-08T12:00:00.000Z", "2026-10-09T12:00:00.000Z",
-                                    "c" * 16)
+    problems = versions.implausible(
+        named, {"rule:x": line}, "2026-10-08T12:00:00.000Z", "2026-10-09T12:00:00.000Z", "c" * 16
+    )
     assert problems == ["rule:x"]  # superseded before the window began
-    assert versions.implausible({"base": "c" * 16}, {"rule:y": [(versions.SINCE_EVER, "d" * 16)]},
-                                "2026-10-08T00:00:00.000Z", "2026-10-09T00:00:00.000Z", "c" * 16) == ["rule:y left out"]
+    assert versions.implausible(
+        {"base": "c" * 16},
+        {"rule:y": [(versions.SINCE_EVER, "d" * 16)]},
+        "2026-10-08T00:00:00.000Z",
+        "2026-10-09T00:00:00.000Z",
+        "c" * 16,
+    ) == ["rule:y left out"]

@@ -20,8 +20,10 @@ LATTE = Line("LATTE", 2, 450, "coffee")  # 900
 MUFFIN = Line("MUFFIN", 3, 300, "bakery")  # 900
 BEANS = Line("BEANS", 1, 1200, "beans")  # 1200
 BASKET = Basket((LATTE, MUFFIN, BEANS))  # 3000
-PROGRAM = ly.parse_program({"redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100,
-                                           "min_points": 100, "max_pct": 100}}, EarnRule("base", 1, 100))
+PROGRAM = ly.parse_program(
+    {"redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 100}},
+    EarnRule("base", 1, 100),
+)
 MEMBER_CTX = ly.SaleContext(MON_9AM, "S-001", "M-1", "silver")
 ANON_CTX = ly.SaleContext(MON_9AM, "S-001")
 
@@ -51,8 +53,10 @@ def test_discount_kinds(doc: dict[str, Any], discounts: tuple[int, ...]) -> None
 
 
 def test_points_coupons_add_points() -> None:
-    offers = [cp.Offer(coupon({"kind": "bonus_points", "value": 200}, "B")),
-              cp.Offer(coupon({"kind": "points_multiplier", "value": 300}, "X3"))]
+    offers = [
+        cp.Offer(coupon({"kind": "bonus_points", "value": 200}, "B")),
+        cp.Offer(coupon({"kind": "points_multiplier", "value": 300}, "X3")),
+    ]
     quote = pr.price(PROGRAM, BASKET, MEMBER_CTX, pr.Member("M-1", "silver", 0), offers)
     assert quote.points_earned == 30 + 200 + 60
     assert {(x.source, x.points) for x in quote.explain} == {("base", 30), ("B", 200), ("X3", 60)}
@@ -95,24 +99,32 @@ def test_not_applicable_and_not_combinable() -> None:
     quote = pr.price(PROGRAM, BASKET, MEMBER_CTX, pr.Member("M-1", "silver", 0), offers)
     assert quote.coupons == ("EX1000",)
     assert quote.discount == 1000
-    assert dict(quote.refused) == {"NOCAKE": "coupon_not_combinable", "A100": "coupon_not_combinable",
-                                   "EX500": "coupon_not_combinable"}
+    assert dict(quote.refused) == {
+        "NOCAKE": "coupon_not_combinable",
+        "A100": "coupon_not_combinable",
+        "EX500": "coupon_not_combinable",
+    }
     alone = pr.price(PROGRAM, BASKET, MEMBER_CTX, None, offers[:1])
     assert alone.refused == (("NOCAKE", "coupon_not_applicable"),) and alone.discount == 0
 
 
 def test_combinable_beat_a_smaller_exclusive() -> None:
-    offers = [cp.Offer(coupon({"kind": "percent_off", "value": 20}, "P20")),
-              cp.Offer(coupon({"kind": "amount_off", "value": 200}, "A200")),
-              cp.Offer(coupon({"kind": "amount_off", "value": 700, "exclusive": True}, "EX700"))]
+    offers = [
+        cp.Offer(coupon({"kind": "percent_off", "value": 20}, "P20")),
+        cp.Offer(coupon({"kind": "amount_off", "value": 200}, "A200")),
+        cp.Offer(coupon({"kind": "amount_off", "value": 700, "exclusive": True}, "EX700")),
+    ]
     quote = pr.price(PROGRAM, BASKET, MEMBER_CTX, None, offers)
     assert quote.coupons == ("A200", "P20") and quote.discount == 800  # 600 + 200 > 700
 
 
 @pytest.mark.parametrize(
     ("redeem", "balance", "code"),
-    [(150, 1000, Code.POINTS_NOT_WHOLE_UNITS), (2000, 1000, Code.INSUFFICIENT_POINTS),
-     (4000, 9999, Code.POINTS_EXCEED_SALE)],
+    [
+        (150, 1000, Code.POINTS_NOT_WHOLE_UNITS),
+        (2000, 1000, Code.INSUFFICIENT_POINTS),
+        (4000, 9999, Code.POINTS_EXCEED_SALE),
+    ],
 )
 def test_redeem_refusals(redeem: int, balance: int, code: Code) -> None:
     with pytest.raises(Rejected) as info:
@@ -134,38 +146,65 @@ def test_points_paid_earn_nothing() -> None:
 # -- properties ------------------------------------------------------------------------------
 
 lines = st.lists(
-    st.builds(Line, st.sampled_from(["A", "B", "C", "D"]), st.integers(1, 5), st.integers(0, 5000),
-              st.sampled_from(["x", "y", ""])),
-    min_size=1, max_size=5,
+    st.builds(
+        Line,
+        st.sampled_from(["A", "B", "C", "D"]),
+        st.integers(1, 5),
+        st.integers(0, 5000),
+        st.sampled_from(["x", "y", ""]),
+    ),
+    min_size=1,
+    max_size=5,
 ).map(lambda ls: Basket(tuple(ls)))
 
 coupon_docs = st.one_of(
     st.builds(lambda v: {"kind": "amount_off", "value": v}, st.integers(0, 10_000)),
-    st.builds(lambda v, s: {"kind": "amount_off", "value": v, "target": "items", "skus": s},
-              st.integers(0, 5000), st.lists(st.sampled_from("ABCD"), max_size=2)),
-    st.builds(lambda v, t: {"kind": "percent_off", "value": v, "target": t, "categories": ["x"]},
-              st.integers(1, 100), st.sampled_from(["basket", "items", "cheapest"])),
+    st.builds(
+        lambda v, s: {"kind": "amount_off", "value": v, "target": "items", "skus": s},
+        st.integers(0, 5000),
+        st.lists(st.sampled_from("ABCD"), max_size=2),
+    ),
+    st.builds(
+        lambda v, t: {"kind": "percent_off", "value": v, "target": t, "categories": ["x"]},
+        st.integers(1, 100),
+        st.sampled_from(["basket", "items", "cheapest"]),
+    ),
     st.builds(lambda s: {"kind": "free_item", "skus": s}, st.lists(st.sampled_from("ABCD"), min_size=1, max_size=2)),
-    st.builds(lambda b, g: {"kind": "buy_x_get_y", "buy": b, "get": g, "categories": ["x", "y"]},
-              st.integers(1, 3), st.integers(1, 2)),
+    st.builds(
+        lambda b, g: {"kind": "buy_x_get_y", "buy": b, "get": g, "categories": ["x", "y"]},
+        st.integers(1, 3),
+        st.integers(1, 2),
+    ),
     st.builds(lambda v: {"kind": "bonus_points", "value": v}, st.integers(0, 500)),
     st.builds(lambda v: {"kind": "points_multiplier", "value": v}, st.integers(100, 400)),
 )
-offer_lists = st.lists(
-    st.tuples(coupon_docs, st.booleans(), st.integers(0, 3000)), max_size=5
-).map(lambda docs: [cp.Offer(coupon({**d, "exclusive": ex, "min_spend": ms}, f"C{i}"))
-                    for i, (d, ex, ms) in enumerate(docs)])
+offer_lists = st.lists(st.tuples(coupon_docs, st.booleans(), st.integers(0, 3000)), max_size=5).map(
+    lambda docs: [
+        cp.Offer(coupon({**d, "exclusive": ex, "min_spend": ms}, f"C{i}")) for i, (d, ex, ms) in enumerate(docs)
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(basket=lines, offers=offer_lists, balance=st.integers(0, 20_000), redeem_max=st.booleans(),
-       seed=st.randoms(use_true_random=False))
-def test_pricing_properties(basket: Basket, offers: list[cp.Offer], balance: int, redeem_max: bool,
-                            seed: Any) -> None:
+@given(
+    basket=lines,
+    offers=offer_lists,
+    balance=st.integers(0, 20_000),
+    redeem_max=st.booleans(),
+    seed=st.randoms(use_true_random=False),
+)
+def test_pricing_properties(basket: Basket, offers: list[cp.Offer], balance: int, redeem_max: bool, seed: Any) -> None:
     member = pr.Member("M-1", "silver", balance)
     quote = pr.price(PROGRAM, basket, MEMBER_CTX, member, offers, pr.REDEEM_MAX if redeem_max else 0)
-    numbers = [quote.total, quote.discount, quote.points_earned, quote.points_redeemed, quote.redeem_value,
-               quote.payable, *quote.line_discounts]
+    numbers = [
+        quote.total,
+        quote.discount,
+        quote.points_earned,
+        quote.points_redeemed,
+        quote.redeem_value,
+        quote.payable,
+        *quote.line_discounts,
+    ]
     assert all(type(n) is int for n in numbers)  # integers only, no float anywhere
     assert quote.payable >= 0 and quote.points_earned >= 0
     # a discount never exceeds the line it applies to, and the lines add up
@@ -181,8 +220,9 @@ def test_pricing_properties(basket: Basket, offers: list[cp.Offer], balance: int
 
 @settings(max_examples=200, deadline=None)
 @given(basket=lines, offers=offer_lists, balance=st.integers(0, 20_000), data=st.data())
-def test_refunds_give_back_exactly_what_the_sale_took(basket: Basket, offers: list[cp.Offer], balance: int,
-                                                       data: st.DataObject) -> None:
+def test_refunds_give_back_exactly_what_the_sale_took(
+    basket: Basket, offers: list[cp.Offer], balance: int, data: st.DataObject
+) -> None:
     quote = pr.price(PROGRAM, basket, MEMBER_CTX, pr.Member("M-1", "silver", balance), offers, pr.REDEEM_MAX)
     state = pr.SaleState(basket, quote.payable, quote.points_earned, quote.points_redeemed, quote.coupons)
     used = [o.coupon for o in offers]
@@ -195,7 +235,11 @@ def test_refunds_give_back_exactly_what_the_sale_took(basket: Basket, offers: li
             returned = {i: line.quantity for i, line in enumerate(state.basket.lines)}
         result = pr.refund(PROGRAM, state, returned, MEMBER_CTX, used)
         assert min(result.money_back, result.points_clawed, result.points_restored) >= 0  # nothing gained
-        money, clawed, restored = money + result.money_back, clawed + result.points_clawed, restored + result.points_restored
+        money, clawed, restored = (
+            money + result.money_back,
+            clawed + result.points_clawed,
+            restored + result.points_restored,
+        )
         restored_coupons += result.coupons_restored
         state = result.after
     # refund(sale) puts every balance back where it was before the sale

@@ -81,7 +81,7 @@ def test_an12196_mac_over_encrypted_file_data_uses_the_url_text() -> None:
 def test_an10922_aes128_example() -> None:
     # AN10922 AES-128 example: M = UID 04782E21801D80 || AID 3042F5 || SysID "NXP Abu".
     master = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
-    data = bytes.fromhex("04782E21801D80" "3042F5" "4E585020416275")
+    data = bytes.fromhex("04782E21801D803042F54E585020416275")
     assert diversify_aes128(master, data) == bytes.fromhex("A8DD63A3B89D54B37CA802473FDA9175")
 
 
@@ -101,8 +101,12 @@ def test_an10922_refuses_bad_sizes(master: bytes, data: bytes) -> None:
 
 def test_keys_are_per_card_and_per_purpose() -> None:
     other = bytes.fromhex("04A1B2C3D4E581")
-    keys = {sun_meta_read_key(MASTER), sun_file_read_key(MASTER, UID), sun_file_read_key(MASTER, other),
-            lite_s_card_key(MASTER, bytes(8))}
+    keys = {
+        sun_meta_read_key(MASTER),
+        sun_file_read_key(MASTER, UID),
+        sun_file_read_key(MASTER, other),
+        lite_s_card_key(MASTER, bytes(8)),
+    }
     assert len(keys) == 4 and all(len(k) == 16 for k in keys)
 
 

@@ -31,8 +31,13 @@ def earned(docs: dict[str, Any], context: ly.SaleContext, basket: Basket = BASKE
     return points, [x.source for x in lines]
 
 
-COFFEE_WEEKEND = {"kind": "campaign", "multiplier_pct": 200, "categories": ["coffee"], "weekdays": [5, 6],
-                  "hours": ["07:00", "11:00"]}
+COFFEE_WEEKEND = {
+    "kind": "campaign",
+    "multiplier_pct": 200,
+    "categories": ["coffee"],
+    "weekdays": [5, 6],
+    "hours": ["07:00", "11:00"],
+}
 
 
 @pytest.mark.parametrize(
@@ -46,8 +51,12 @@ COFFEE_WEEKEND = {"kind": "campaign", "multiplier_pct": 200, "categories": ["cof
         ({"cw": COFFEE_WEEKEND}, ctx(MON_9AM), 21, ["base"]),  # not a weekend
         ({"cw": COFFEE_WEEKEND}, ctx(SAT_3PM), 21, ["base"]),  # weekend, but afternoon
         ({"bonus": {"kind": "sku_bonus", "points": 50, "skus": ["LATTE"]}}, ctx(), 121, ["base", "bonus"]),  # per unit
-        ({"bonus": {"kind": "sku_bonus", "points": 50, "skus": ["LATTE"], "per_unit": False}}, ctx(), 71,
-         ["base", "bonus"]),
+        (
+            {"bonus": {"kind": "sku_bonus", "points": 50, "skus": ["LATTE"], "per_unit": False}},
+            ctx(),
+            71,
+            ["base", "bonus"],
+        ),
         ({"bonus": {"kind": "sku_bonus", "points": 50, "skus": ["NONE"]}}, ctx(), 21, ["base"]),
         ({"s": {"kind": "campaign", "multiplier_pct": 300, "stores": ["S-002"]}}, ctx(), 21, ["base"]),
         ({"s": {"kind": "campaign", "multiplier_pct": 300, "stores": ["S-001"]}}, ctx(), 63, ["base", "s"]),
@@ -56,12 +65,33 @@ COFFEE_WEEKEND = {"kind": "campaign", "multiplier_pct": 200, "categories": ["cof
         ({"d": {"kind": "campaign", "multiplier_pct": 200, "ends": "2026-11-23T09:01"}}, ctx(), 42, ["base", "d"]),
         ({"cap": {"kind": "cap", "cap": 10}}, ctx(), 10, ["base", "cap"]),
         # stack: both campaigns add; replace: the later one drops the earlier; stop: ends evaluation
-        ({"a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1},
-          "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2}}, ctx(), 84, ["base", "a", "b"]),
-        ({"a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1},
-          "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2, "mode": "replace"}}, ctx(), 63, ["base", "b"]),
-        ({"a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1, "mode": "stop"},
-          "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2}}, ctx(), 42, ["base", "a"]),
+        (
+            {
+                "a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1},
+                "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2},
+            },
+            ctx(),
+            84,
+            ["base", "a", "b"],
+        ),
+        (
+            {
+                "a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1},
+                "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2, "mode": "replace"},
+            },
+            ctx(),
+            63,
+            ["base", "b"],
+        ),
+        (
+            {
+                "a": {"kind": "campaign", "multiplier_pct": 200, "priority": 1, "mode": "stop"},
+                "b": {"kind": "campaign", "multiplier_pct": 300, "priority": 2},
+            },
+            ctx(),
+            42,
+            ["base", "a"],
+        ),
     ],
     ids=lambda v: "" if not isinstance(v, int) else str(v),
 )
@@ -171,8 +201,16 @@ def test_lots_lock_expire_and_spend_oldest_first() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "weights", "parts"),
-    [(2, [1, 1, 1], [1, 1, 0]), (10, [1, 1, 1], [1, 1, 1]), (10, [2, 3, 5], [2, 3, 5]), (3, [1, 1, 1, 1], [1, 1, 1, 0]), (0, [5, 5], [0, 0]), (100, [30, 70], [30, 70]), (500, [30, 70], [30, 70]),
-     (7, [0, 10, 0], [0, 7, 0])],
+    [
+        (2, [1, 1, 1], [1, 1, 0]),
+        (10, [1, 1, 1], [1, 1, 1]),
+        (10, [2, 3, 5], [2, 3, 5]),
+        (3, [1, 1, 1, 1], [1, 1, 1, 0]),
+        (0, [5, 5], [0, 0]),
+        (100, [30, 70], [30, 70]),
+        (500, [30, 70], [30, 70]),
+        (7, [0, 10, 0], [0, 7, 0]),
+    ],
 )
 def test_allocate_is_exact(amount: int, weights: list[int], parts: list[int]) -> None:
     assert ly.allocate(amount, weights) == parts

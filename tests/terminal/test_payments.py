@@ -15,8 +15,9 @@ from terminal.errors import Code, Rejected
 NOW = 1_795_000_000
 HQ_KEY = Ed25519PrivateKey.generate()
 DEVICE = Ed25519PrivateKey.generate()
-CERT = pay.issue_cert(HQ_KEY, "hq-1", bytes.fromhex("0102030405060708"), "M-1", pay.public_bytes(DEVICE),
-                      NOW - 3600, 30 * 86400, 5000)
+CERT = pay.issue_cert(
+    HQ_KEY, "hq-1", bytes.fromhex("0102030405060708"), "M-1", pay.public_bytes(DEVICE), NOW - 3600, 30 * 86400, 5000
+)
 ISSUERS = {"hq-1": pay.public_bytes(HQ_KEY)}
 
 
@@ -38,7 +39,9 @@ def test_a_fresh_code_verifies_and_is_compact() -> None:
     assert len(text) <= 120  # fits a small QR (version 6 at level M)
 
 
-@pytest.mark.parametrize(("age", "ok"), [(0, True), (59, True), (60, True), (-31, True), (100, False), (120, False), (-60, False)])
+@pytest.mark.parametrize(
+    ("age", "ok"), [(0, True), (59, True), (60, True), (-31, True), (100, False), (120, False), (-60, False)]
+)
 def test_time_window_is_60s_plus_one_step(age: int, ok: bool) -> None:
     text = code_at(NOW - age)
     if ok:
@@ -92,8 +95,9 @@ def test_certificate_checks() -> None:
     assert pay.cert_from_doc(CERT.to_doc()) == CERT
 
 
-LIMITS = pay.RiskLimits(per_transaction=3000, per_member_day=5000, terminal_total=8000, max_offline_s=3600,
-                        max_clock_age_s=86400)
+LIMITS = pay.RiskLimits(
+    per_transaction=3000, per_member_day=5000, terminal_total=8000, max_offline_s=3600, max_clock_age_s=86400
+)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +118,9 @@ def test_offline_limits(amount: int, state: pay.OfflineState, cap: int | None, c
     assert pay.offline_refusal(amount, state, LIMITS, cap) == code
 
 
-@given(st.integers(0, 10**7), st.integers(0, 10**7), st.integers(-1000, 10**7), st.one_of(st.none(), st.integers(0, 10**7)))
+@given(
+    st.integers(0, 10**7), st.integers(0, 10**7), st.integers(-1000, 10**7), st.one_of(st.none(), st.integers(0, 10**7))
+)
 def test_split_tender_adds_up(due: int, points_value: int, balance: int, want: int | None) -> None:
     try:
         tender = pay.split(due, points_value // 100 * 100, points_value, balance, want)

@@ -33,7 +33,7 @@ def _rasterise_svg(document: str, scale: int = 6) -> np.ndarray:
     assert path is not None
     for x, y, run in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path.attrib["d"]):
         x0, y0 = int(x) * scale, int(y) * scale
-        image[y0:y0 + scale, x0:x0 + int(run) * scale] = 0
+        image[y0 : y0 + scale, x0 : x0 + int(run) * scale] = 0
     return image
 
 
@@ -65,7 +65,9 @@ def test_terminal_text_reads_back() -> None:
     symbol = encode(text, "L", border=2)
     assert len(lines.splitlines()) == (symbol.size + 1) // 2
     image = _rasterise_terminal(lines)
-    assert (image[: symbol.size * 6] < 128).tolist() == np.repeat(np.repeat(np.array(symbol.modules), 6, 0), 6, 1).tolist()
+    assert (image[: symbol.size * 6] < 128).tolist() == np.repeat(
+        np.repeat(np.array(symbol.modules), 6, 0), 6, 1
+    ).tolist()
     assert decode(image) == [text]
     # On a light terminal the dark modules are drawn instead.
     assert decode(255 - _rasterise_terminal(terminal_text(text, dark_background=False))) == [text]

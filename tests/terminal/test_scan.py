@@ -59,15 +59,18 @@ def test_codes_carried_in_a_url() -> None:
     assert isinstance(classify("https://x.example/#TPM9:abc"), Refusal)
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("TPM3:abc", Code.UNSUPPORTED_CODE_VERSION),
-    ("TPX1:abc", Code.UNSUPPORTED_CODE_VERSION),
-    ("TPM1:", Code.MALFORMED_CODE),
-    ("TPM1:has\ttab", Code.MALFORMED_CODE),
-    ("TPM1:caf\u00e9", Code.MALFORMED_CODE),
-    ("TPM1:" + "a" * 2049, Code.MALFORMED_CODE),
-    ("x" * 4097, Code.MALFORMED_CODE),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("TPM3:abc", Code.UNSUPPORTED_CODE_VERSION),
+        ("TPX1:abc", Code.UNSUPPORTED_CODE_VERSION),
+        ("TPM1:", Code.MALFORMED_CODE),
+        ("TPM1:has\ttab", Code.MALFORMED_CODE),
+        ("TPM1:caf\u00e9", Code.MALFORMED_CODE),
+        ("TPM1:" + "a" * 2049, Code.MALFORMED_CODE),
+        ("x" * 4097, Code.MALFORMED_CODE),
+    ],
+)
 def test_broken_or_newer_envelopes_are_refused(text: str, code: Code) -> None:
     assert classify(text) == Refusal(code)
 
@@ -115,7 +118,9 @@ def test_other_wallets_payment_codes_are_refused(text: str) -> None:
     assert classify(text) == Refusal(Code.FOREIGN_PAYMENT_CODE)
 
 
-@pytest.mark.parametrize("text", ["4111111111111112", "411111111111", "91234567890123456789012", "4111 1111  1111 1111"])
+@pytest.mark.parametrize(
+    "text", ["4111111111111112", "411111111111", "91234567890123456789012", "4111 1111  1111 1111"]
+)
 def test_near_misses_are_not_card_numbers(text: str) -> None:
     # Luhn fails; 12 digits; a 23-digit run is no card number; a double space breaks the number.
     assert not looks_like_card_number(text)
@@ -155,15 +160,19 @@ def test_envelope_and_url() -> None:
 BASE64URL = string.ascii_letters + string.digits + "-_"
 
 
-@given(st.sampled_from([Kind.MEMBER, Kind.COUPON, Kind.PAYMENT, Kind.CLAIM]),
-       st.text(alphabet=BASE64URL, min_size=1, max_size=300).filter(lambda b: not looks_like_card_number(b)))
+@given(
+    st.sampled_from([Kind.MEMBER, Kind.COUPON, Kind.PAYMENT, Kind.CLAIM]),
+    st.text(alphabet=BASE64URL, min_size=1, max_size=300).filter(lambda b: not looks_like_card_number(b)),
+)
 def test_every_envelope_classifies_back(kind: Kind, body: str) -> None:
     assert classify(envelope(kind, body)) == Scan(kind, 1, body)
 
 
-@given(st.integers(min_value=12, max_value=18).flatmap(lambda n: st.text(alphabet=string.digits, min_size=n, max_size=n)),
-       st.lists(st.sampled_from(["", " ", "-"]), min_size=19, max_size=19),
-       st.sampled_from(["", "PAN ", "TPM1:", "%B"]))
+@given(
+    st.integers(min_value=12, max_value=18).flatmap(lambda n: st.text(alphabet=string.digits, min_size=n, max_size=n)),
+    st.lists(st.sampled_from(["", " ", "-"]), min_size=19, max_size=19),
+    st.sampled_from(["", "PAN ", "TPM1:", "%B"]),
+)
 def test_every_luhn_valid_number_is_refused(payload: str, gaps: list[str], before: str) -> None:
     number = with_check_digit(payload)
     assert luhn_ok(number)
@@ -178,7 +187,11 @@ def test_ean13_barcodes_that_pass_luhn_are_not_taken_for_cards() -> None:
     from terminal.scan import looks_like_card_number
 
     # 4901234567894 is a valid JAN (EAN-13) code and passes Luhn by chance
-    barcode = next(f"49{n:010d}" + str(c) for n in range(10_000) for c in range(10)
-                   if ean13_ok(f"49{n:010d}{c}") and luhn_ok(f"49{n:010d}{c}"))
+    barcode = next(
+        f"49{n:010d}" + str(c)
+        for n in range(10_000)
+        for c in range(10)
+        if ean13_ok(f"49{n:010d}{c}") and luhn_ok(f"49{n:010d}{c}")
+    )
     assert not looks_like_card_number(barcode)
     assert looks_like_card_number("4111 1111 1111 1111")  # 16-digit test Visa still refused

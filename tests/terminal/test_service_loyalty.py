@@ -27,8 +27,13 @@ RULES = {
 }
 COUPONS = {
     "WELCOME": {"kind": "amount_off", "value": 500, "single_use": True},
-    "COFFEE10": {"kind": "percent_off", "value": 10, "target": "items", "categories": ["coffee"],
-                 "limits": {"per_member": 1}},
+    "COFFEE10": {
+        "kind": "percent_off",
+        "value": 10,
+        "target": "items",
+        "categories": ["coffee"],
+        "limits": {"per_member": 1},
+    },
     "MINE": {"kind": "bonus_points", "value": 50, "member_id": "M-1"},
 }
 
@@ -93,7 +98,9 @@ def test_earned_points_are_locked_then_spendable(till: tuple[Service, Store, Clo
         service.quote("M-2", BASKET, redeem=pricing.REDEEM_MAX) and service.quote("M-2", BASKET, redeem=100)
     assert info.value.code is Code.INSUFFICIENT_POINTS  # locked for 7 days
     clock.now += 8 * DAY
-    assert service.quote("M-2", Basket((Line("X", 1, 10_000),)), redeem=pricing.REDEEM_MAX).points_redeemed == 0  # < min
+    assert (
+        service.quote("M-2", Basket((Line("X", 1, 10_000),)), redeem=pricing.REDEEM_MAX).points_redeemed == 0
+    )  # < min
     clock.now += 400 * DAY
     lots, _, spendable = store.member_ledger("M-2", datetime.fromtimestamp(clock.now))
     assert spendable == 0 and lots[0].remaining == 21  # expired: no longer spendable

@@ -19,22 +19,33 @@ from tests.fixtures.clock import Clock
 NOW = 1_795_000_000.0
 HQ_KEY = Ed25519PrivateKey.generate()
 PHONE = Ed25519PrivateKey.generate()
-CERT = pay.issue_cert(HQ_KEY, "pay-1", bytes.fromhex("00000000000000a1"), "M-1", pay.public_bytes(PHONE),
-                      int(NOW) - 60, 86_400 * 30, 3000)
+CERT = pay.issue_cert(
+    HQ_KEY, "pay-1", bytes.fromhex("00000000000000a1"), "M-1", pay.public_bytes(PHONE), int(NOW) - 60, 86_400 * 30, 3000
+)
 BASKET = Basket((Line("LUNCH", 1, 2000),))
 UID1 = "a1" * 32  # the card's keyed hash
-LIMITS = pay.RiskLimits(per_transaction=2500, per_member_day=4000, terminal_total=6000, max_offline_s=3600,
-                        max_clock_age_s=7200)
+LIMITS = pay.RiskLimits(
+    per_transaction=2500, per_member_day=4000, terminal_total=6000, max_offline_s=3600, max_clock_age_s=7200
+)
 
 
 @pytest.fixture
 def till(tmp_path: Path) -> tuple[Service, Store, Clock]:
     store = Store.open(tmp_path / "t.db")
-    store.apply_changes([Member("M-1", "Aiko", "gold", 1000), Member("M-2", "Ben", "basic", 0)],
-                        [Card(UID1, "M-1")], [EarnRule("base", 1, 100)], 1)
+    store.apply_changes(
+        [Member("M-1", "Aiko", "gold", 1000), Member("M-2", "Ben", "basic", 0)],
+        [Card(UID1, "M-1")],
+        [EarnRule("base", 1, 100)],
+        1,
+    )
     with store.db.conn:
         store.db.conn.execute("UPDATE members SET stored_value = 10000, hq_stored_value = 10000")
-        body = {"alg": "ed25519", "purpose": "payment", "status": "active", "public_key": pay.public_bytes(HQ_KEY).hex()}
+        body = {
+            "alg": "ed25519",
+            "purpose": "payment",
+            "status": "active",
+            "public_key": pay.public_bytes(HQ_KEY).hex(),
+        }
         store.db.conn.execute("INSERT INTO hq_keys (key_id, body, sig) VALUES (?,?,?)", ("pay-1", json.dumps(body), ""))
     store.put_device_certs({CERT.cert_id.hex(): CERT.to_doc()})
     clock = Clock(NOW)
@@ -63,8 +74,18 @@ def test_pay_by_code_and_replay(till: tuple[Service, Store, Clock]) -> None:
 
 def test_split_tender_points_account_and_pos(till: tuple[Service, Store, Clock]) -> None:
     service, store, clock = till
-    store.put_docs("rule_docs", {"redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100,
-                                                "min_points": 100, "max_pct": 100}})
+    store.put_docs(
+        "rule_docs",
+        {
+            "redemption": {
+                "kind": "redemption",
+                "unit_points": 100,
+                "unit_value": 100,
+                "min_points": 100,
+                "max_pct": 100,
+            }
+        },
+    )
     quote = service.quote("M-1", BASKET, redeem=500)
     service.commit(quote, Payment(1000, code(clock, 2)))
     p = store.entries()[-1].payload
@@ -95,8 +116,10 @@ def test_revoked_device_and_other_member(till: tuple[Service, Store, Clock]) -> 
         service.commit(service.quote("M-2", BASKET), Payment(None, code(clock, 6)))
     assert info.value.code is Code.PAYMENT_CODE_FORGED  # M-1's phone cannot pay for M-2
     with store.db.conn:
-        store.db.conn.execute("INSERT INTO hq_revocations (revocation_id, kind, subject, body, sig) VALUES (?,?,?,?,?)",
-                              ("device:a1", "device", CERT.cert_id.hex(), "{}", ""))
+        store.db.conn.execute(
+            "INSERT INTO hq_revocations (revocation_id, kind, subject, body, sig) VALUES (?,?,?,?,?)",
+            ("device:a1", "device", CERT.cert_id.hex(), "{}", ""),
+        )
     with pytest.raises(Rejected) as info:
         service.commit(service.quote("M-1", BASKET), Payment(None, code(clock, 7)))
     assert info.value.code is Code.DEVICE_CERT_REVOKED
