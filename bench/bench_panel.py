@@ -8,7 +8,7 @@ Start times: just before the virtual card connects to vpcd (the "tap"), just bef
 scanner opens the video whose first frame holds the code (the code "held up").
 
 Prints JSON: p50/p99/max in ms of each, with the split at the daemon's event (reader/decoder part,
-then session + SSE + panel part). Needs root (it owns pcscd while it runs), like the PC/SC tests.
+then session + SSE + panel part). It runs a private pcscd, like the PC/SC tests (tests/fixtures/pcsc.py).
 
     .venv/bin/python bench/bench_panel.py [--taps 30] [--scans 15]
 """
@@ -92,7 +92,7 @@ def taps(daemon: Any, page: Any, reader: pcsc.Pcscd, n: int) -> dict[str, Any]:
     cards = [(AIKO_UID, "M-1"), (BEN_UID, "M-2")]
     for i in range(n):
         uid, member_id = cards[i % 2]
-        card = VirtualCard(uid)
+        card = VirtualCard(uid, port=reader.card_port)
         t0 = time.time()
         card.insert()
         t1 = shown_at(page, WHO[member_id], t0)
@@ -143,11 +143,8 @@ def main() -> None:
     parser.add_argument("--taps", type=int, default=30)
     parser.add_argument("--scans", type=int, default=15)
     args = parser.parse_args()
-    lock = pcsc._lock_session()
-    pcsc._stop_other_pcscd()
     root = Path(tempfile.mkdtemp(prefix="bench-panel-"))
-    reader = pcsc.Pcscd(root / "pcscd.log")
-    reader.start()
+    reader = pcsc.start_private(root / "pcscd")
     try:
         with running_till(root, f"pcsc:{reader.reader}") as daemon, chromium() as browser:
             key = load_or_create_key(daemon.config.card_key_path)
@@ -161,7 +158,6 @@ def main() -> None:
             result["chromium"] = browser.version
     finally:
         reader.stop()
-        lock.close()
     print(json.dumps(result, indent=2))
 
 

@@ -34,7 +34,7 @@ from stats import nearest_rank
 from drivers.pcsc import PcscReader, _call, _transmit, read_card
 from terminal.credentials import card_uid_hash, verify_read
 from terminal.model import CardRead
-from tests.fixtures.pcsc import Pcscd, _lock_session, _stop_other_pcscd
+from tests.fixtures.pcsc import Pcscd, start_private
 from tests.vcard import (
     ISO_DEP_ATR,
     STORAGE_ATR,
@@ -59,12 +59,14 @@ def summary(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(nearest_rank(ms, 0.99), 3), "n": len(ms)}
 
 
-def cards() -> dict[str, Callable[[], VirtualCard]]:
+def cards(port: int) -> dict[str, Callable[[], VirtualCard]]:
     url = "https://tillpoint.example/m/4711"
     return {
-        "uid_only": lambda: VirtualCard(UID, STORAGE_ATR),
-        "ntag21x_url": lambda: VirtualCard(UID, ULTRALIGHT_ATR, handler=Type2Tag(type2_memory(uri_message(url)))),
-        "ntag424_sun": lambda: VirtualCard(UID, ISO_DEP_ATR, handler=Ntag424(UID, MASTER)),
+        "uid_only": lambda: VirtualCard(UID, STORAGE_ATR, port=port),
+        "ntag21x_url": lambda: VirtualCard(
+            UID, ULTRALIGHT_ATR, handler=Type2Tag(type2_memory(uri_message(url))), port=port
+        ),
+        "ntag424_sun": lambda: VirtualCard(UID, ISO_DEP_ATR, handler=Ntag424(UID, MASTER), port=port),
     }
 
 
@@ -157,21 +159,14 @@ def main() -> None:
     parser.add_argument("--verifies", type=int, default=2000)
     args = parser.parse_args()
     result: dict[str, Any] = {"sun_verify": sun_verify(args.verifies)}
-    lock = _lock_session()
+    pcscd = start_private(Path(tempfile.mkdtemp(prefix="bench-tap-")))
     try:
-        _stop_other_pcscd()
-        pcscd = Pcscd(Path(tempfile.mkdtemp()) / "pcscd.log")
-        pcscd.start()
-        try:
-            atrs = {"uid_only": STORAGE_ATR, "ntag21x_url": ULTRALIGHT_ATR, "ntag424_sun": ISO_DEP_ATR}
-            result["driver"] = {
-                name: driver_cost(pcscd, make, atrs[name], args.reads) for name, make in cards().items()
-            }
-            result["tap_to_event"] = {name: tap_to_event(pcscd, make, args.taps) for name, make in cards().items()}
-        finally:
-            pcscd.stop()
+        atrs = {"uid_only": STORAGE_ATR, "ntag21x_url": ULTRALIGHT_ATR, "ntag424_sun": ISO_DEP_ATR}
+        made = cards(pcscd.card_port)
+        result["driver"] = {name: driver_cost(pcscd, make, atrs[name], args.reads) for name, make in made.items()}
+        result["tap_to_event"] = {name: tap_to_event(pcscd, make, args.taps) for name, make in made.items()}
     finally:
-        lock.close()
+        pcscd.stop()
     print(json.dumps(result, indent=2))
 
 

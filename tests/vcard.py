@@ -1,7 +1,7 @@
 """A virtual contactless card for the vsmartcard ``vpcd`` reader driver, written for the tests.
 
-vpcd (loaded by a real pcscd) listens on TCP 127.0.0.1:35963 for the first virtual reader; the card
-is the TCP client. Frames in both directions are a 2-byte big-endian length and a payload:
+vpcd (loaded by a real pcscd) listens on a TCP port of 127.0.0.1 for each virtual reader slot (the
+test session's pcscd picks the port: ``tests/fixtures/pcsc.py``); the card is the TCP client. Frames in both directions are a 2-byte big-endian length and a payload:
 
     vpcd -> card   1 byte   control: 0 power off, 1 power on, 2 reset, 4 "send your ATR"
     vpcd -> card   >1 byte  a command APDU; the card answers with data + SW1 SW2
@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
 VPCD_HOST = "127.0.0.1"
-VPCD_PORT = 35963  # vpcd's first reader, "Virtual PCD 00 00" (CHANNELID 0x8C7B in reader.conf.d)
 
 # PC/SC part 3 ATR of a contactless storage card (ISO 14443 A part 3, MIFARE Classic 1K): pcscd
 # and the PC/SC pseudo-APDU "FF CA 00 00 00" then treat the virtual card like a tag on a real PCD.
@@ -57,8 +56,8 @@ class VirtualCard:
         *,
         handler: ApduHandler | None = None,
         pull_on: bytes | None = None,
+        port: int,
         host: str = VPCD_HOST,
-        port: int = VPCD_PORT,
     ) -> None:
         self.uid = uid
         self.atr = atr

@@ -32,7 +32,6 @@ from tests.vcard import (
     ISO_DEP_ATR,
     STORAGE_ATR,
     ULTRALIGHT_ATR,
-    VPCD_PORT,
     Ntag424,
     Type2Tag,
     Type4Tag,
@@ -192,7 +191,7 @@ def test_two_readers_at_once(pcscd: Pcscd, virtual_card: CardFactory) -> None:
         added = {seen.reader_event("added").reader, seen.reader_event("added").reader}
         assert added == {pcscd.reader, SECOND_SLOT}
         other = bytes.fromhex("04010203040506")
-        slot2 = virtual_card(uid=other, port=VPCD_PORT + 1, insert=True)
+        slot2 = virtual_card(uid=other, port=pcscd.card_port + 1, insert=True)
         assert seen.card().reader == SECOND_SLOT
         virtual_card(uid=UID, insert=True)
         read = seen.card()
