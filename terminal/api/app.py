@@ -65,6 +65,14 @@ class Unauthorized(Exception):
     """A state change without the API token."""
 
 
+class BadRequest(Exception):
+    """A request whose body passed its schema but not a closer look: 422 with a code and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class TapIn(BaseModel):
     uid: str
 
@@ -144,6 +152,10 @@ def create_app(
         if not hmac.compare_digest(given.encode(), till.api_token.encode()) and pairing.check(given) is None:
             raise Unauthorized()
 
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return _refuse(422, exc.code, exc.message)
+
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Unauthorized) -> JSONResponse:
         return _refuse(403, "unauthorized", "A valid API token is required for this action.")
@@ -202,7 +214,7 @@ def create_app(
         try:
             uid = parse_uid(body.uid)
         except ValueError as exc:
-            return _refuse(422, "bad_uid", str(exc))  # type: ignore[return-value]
+            raise BadRequest("bad_uid", str(exc)) from exc
         till.tap_sim(uid)
         return {"status": "tapped"}
 
