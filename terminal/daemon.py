@@ -188,7 +188,8 @@ class Daemon:
         self.emit({"type": "started", "terminal": cfg.terminal.id})
 
     def _start_session(self, service: Service, store: Store) -> Session:
-        """The one sale path and the cashier's session on it, fed by the daemon's events (taps, refusals)."""
+        """The one sale path, the cashier's session on it (fed by the daemon's events: taps, refusals) and
+        the pairing of devices with the local API."""
         cfg = self.config
         self.checkout = Checkout(service, lambda: self.identified)
         session = Session(
