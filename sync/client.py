@@ -65,7 +65,7 @@ from sync.protocol import (
 from terminal import b64url
 from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
-from terminal.ports import CacheDocs, SyncStore
+from terminal.ports import CacheDocs, Clock, SyncStore
 
 log = logging.getLogger("tillpoint.sync")
 
@@ -216,7 +216,7 @@ class SyncClient:
         save_token: Callable[[str], None] | None = None,
         rotate_after_days: float = 0.0,
         end_of_day: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
         health: Callable[[int], TillHealth] | None = None,
     ) -> None:
         self.store = store

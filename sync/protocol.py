@@ -713,7 +713,7 @@ class TopupPayload(Payload):
 
 
 AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload
-PAYLOADS: dict[EntryKind, type[Payload]] = {
+PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
     EntryKind.REFUND: RefundPayload,
     EntryKind.VOID: VoidPayload,
@@ -751,7 +751,7 @@ def parse_payload(kind: str, payload: dict[str, Any]) -> AnyPayload:
     except ValueError as exc:
         raise PayloadError(f"unknown entry kind {kind!r}", unknown=True) from exc
     try:
-        return model.model_validate(payload)  # type: ignore[return-value]
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise PayloadError(_first_error(exc)) from exc
 

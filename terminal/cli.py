@@ -775,7 +775,7 @@ def hq_serve(
         from terminal.keys import load_or_create_key
 
         seed_demo(store, load_or_create_key(seed_demo_key))
-    certs = {"ssl_certfile": str(tls_cert) if tls_cert else None, "ssl_keyfile": str(tls_key) if tls_key else None}
+    certfile, keyfile = (str(tls_cert) if tls_cert else None), (str(tls_key) if tls_key else None)
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
         serve_workers(
@@ -791,11 +791,12 @@ def hq_serve(
             host,
             port,
             workers,
-            **certs,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
         return
     try:
-        serve(store, host, port, **certs)
+        serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
         store.close()
 
@@ -971,4 +972,4 @@ def main() -> None:  # pragma: no cover - console entry for `python -m terminal.
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

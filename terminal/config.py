@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from terminal.errors import ConfigError
 
@@ -203,6 +204,17 @@ class MetricsSection(_Section):
 
 
 BarcodeFormat = Literal["qr", "micro_qr", "code128", "ean13", "ean8", "upca", "datamatrix"]
+Terminator = Literal["enter", "tab"]
+
+
+def _qr_only() -> list[BarcodeFormat]:
+    return ["qr"]
+
+
+def _enter_or_tab() -> list[Terminator]:
+    return ["enter", "tab"]
+
+
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -216,7 +228,7 @@ class ScannerSection(_Section):
     """Camera capture size [width, height]; none: the camera's default."""
     fps: Annotated[float, Field(gt=0, le=240)] | None = None
     """Camera frame rate asked for; None: the camera's default."""
-    formats: list[BarcodeFormat] = Field(default_factory=lambda: ["qr"], min_length=1)
+    formats: list[BarcodeFormat] = Field(default_factory=_qr_only, min_length=1)
     """Camera decoding: "qr" only by default; "code128", "ean13" ... for legacy printed coupons."""
     dedupe_window: Annotated[float, Field(ge=0, le=60)] = 1.5
     """Seconds: the same text seen again within this long after its last sighting is the same read."""
@@ -226,7 +238,7 @@ class ScannerSection(_Section):
     """Percent of the frame that must change before a frame is decoded again; 0 decodes every frame."""
     layout: Literal["us", "fr", "de", "jp"] = "us"
     """The keyboard layout a keyboard-wedge scanner is programmed for (not the till's own layout)."""
-    terminators: list[Literal["enter", "tab"]] = Field(default_factory=lambda: ["enter", "tab"])
+    terminators: list[Terminator] = Field(default_factory=_enter_or_tab)
     """Keys that end a scan on a keyboard-wedge scanner."""
     idle_timeout: Annotated[float, Field(ge=0, le=5)] = 0.25
     """Wedge and serial scanners with no suffix: a scan ends after this many seconds without input."""
@@ -314,7 +326,7 @@ class Config(_Section):
         return self.data_dir / "api.url"
 
 
-def _key_of(error: dict[str, Any]) -> str:
+def _key_of(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"])
 
 

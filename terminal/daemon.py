@@ -21,30 +21,37 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
+from drivers.sim import SimReader, SimScanner
 from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
 from sync.protocol import DeviceHealth, TillHealth
 from terminal import __version__, logs
 from terminal import session as cashier
+from terminal.api.pairing import Pairing
+from terminal.checkout import Checkout
 from terminal.config import Config
 from terminal.credentials import card_uid_hash, parse_master_key
-from terminal.enrolment import enrol_on_tap
+from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, Rejected
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
-from terminal.model import Basket, CardRead, Line, ReaderEvent, Receipt, utc_iso
+from terminal.model import Basket, CardRead, Line, QrRead, ReaderEvent, Receipt, SaleOrder, utc_iso
 from terminal.payments import RiskLimits
-from terminal.ports import CardReader, QrScanner
-from terminal.service import Identified, Payment, Service
+from terminal.ports import CardReader, Event, QrScanner
+from terminal.service import Identified, Service
+from terminal.session import Session
 from terminal.store import Store
+
+if TYPE_CHECKING:
+    from terminal.api.server import ApiServers
+    from terminal.hotkeys import HotkeyListener
 
 log = logging.getLogger("tillpoint.daemon")
 
-Event = dict[str, Any]
 READER_STALL = 30.0  # seconds a reader or scanner loop may go without progress before the watchdog stops
 # Settings a SIGHUP applies at once; any other change is logged as waiting for a restart.
 LIVE_HQ = ("push_interval", "pull_interval", "backoff_max")
@@ -105,6 +112,15 @@ def enrol_terminal(config: Config, store: Store, verify: ssl.SSLContext | bool, 
     return reply.token
 
 
+@runtime_checkable
+class Progressing(Protocol):
+    """A reader or scanner loop that reports progress (the watchdog supervises it)."""
+
+    name: str
+    last_progress: float
+    """Monotonic time of the loop's last turn."""
+
+
 class Daemon:
     def __init__(self, config: Config, *, hq_transport: Any = None) -> None:
         self.config = config
@@ -115,7 +131,7 @@ class Daemon:
         self.scanners: list[QrScanner] = []
         self.reader_state: dict[str, str] = {}
         self.sync: SyncLoop | None = None
-        self.api_server: Any = None
+        self.api_server: ApiServers | None = None
         self.identified: Identified | None = None
         self.api_token = ""
         self.subscribers: list[Callable[[Event], None]] = []
@@ -127,9 +143,10 @@ class Daemon:
         self.watchdog: Watchdog | None = None
         self._stop_metrics: Callable[[], None] | None = None
         self._sync_beat = time.monotonic()
-        self.session: Any = None  # terminal.session.Session: the cashier's sale (panel, hotkeys, API)
-        self.pairing: Any = None  # terminal.api.pairing.Pairing: devices paired with a code
-        self.hotkeys: Any = None  # terminal.hotkeys.HotkeyListener
+        self.checkout: Checkout | None = None  # the one path that commits a sale
+        self.session: Session | None = None  # the cashier's sale (panel, hotkeys, API)
+        self.pairing: Pairing | None = None  # devices paired with a code
+        self.hotkeys: HotkeyListener | None = None
         self._lock_fd: int | None = None
         self.started_at = utc_iso(time.time())
 
@@ -153,17 +170,14 @@ class Daemon:
         self.service.on_commit.append(self._committed)
         self.api_token = load_or_create_token(cfg.api_token_path)
         self._start_sync()
-        cashier.attach(self)
+        session = self._start_session(self.service, self.store)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
         self._start_scanners()
         self._enumerate()
         if cfg.api.enabled:
-            from terminal.api.server import start_api_servers
-
-            self.api_server = start_api_servers(self, cfg.api.host, cfg.api.port, cfg.api.unix_socket)
-            logs.adopt("uvicorn", "uvicorn.error", "uvicorn.access")  # its errors are redacted too
+            self._start_api(self.service, session)
         self._note_api_url()
-        cashier.start_hotkeys(self)
+        self.hotkeys = cashier.start_hotkeys(cfg.hotkeys, session, self.emit)
         self._start_metrics()
         self._start_watchdog()
         # Everything loaded so far lives as long as the daemon: keep the collector from rescanning it
@@ -172,6 +186,44 @@ class Daemon:
         # READY only now: migrations ran, devices were enumerated, the API listens.
         sd_notify(f"READY=1\nSTATUS={self._status_line()}")
         self.emit({"type": "started", "terminal": cfg.terminal.id})
+
+    def _start_session(self, service: Service, store: Store) -> Session:
+        """The one sale path, the cashier's session on it (fed by the daemon's events: taps, refusals) and
+        the pairing of devices with the local API."""
+        cfg = self.config
+        self.checkout = Checkout(service, lambda: self.identified)
+        session = Session(
+            service,
+            self.checkout,
+            currency=cfg.terminal.currency,
+            exponent=cfg.terminal.currency_exponent,
+            join_url=cfg.panel.join_url,
+            redeem_default=cfg.panel.redeem_default,
+            on_change=lambda snap: self.emit({"type": "session", "session": snap}),
+            make_claim_token=claim_signer(store, cfg.terminal.id, cfg.data_dir),  # signed, expiring, single-use
+        )
+        self.session = session
+        self.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
+        self.subscribers.append(lambda event: cashier.follow(session, event))
+        return session
+
+    def _start_api(self, service: Service, session: Session) -> None:
+        from terminal.api.app import create_app
+        from terminal.api.server import start_api_servers
+
+        cfg = self.config
+        assert self.pairing is not None
+        app = create_app(
+            self,
+            service,
+            session,
+            self.pairing,
+            allowed_hosts=cfg.api.allowed_hosts,
+            allowed_origins=cfg.api.allowed_origins,
+            metrics_enabled=cfg.metrics.enabled,
+        )
+        self.api_server = start_api_servers(app, cfg.api.host, cfg.api.port, cfg.api.unix_socket)
+        logs.adopt("uvicorn", "uvicorn.error", "uvicorn.access")  # its errors are redacted too
 
     def _lock_data_dir(self) -> None:
         """One daemon per data directory, by an OS lock held for the process's life (released by the
@@ -311,7 +363,7 @@ class Daemon:
                 self.emit({"type": "reader", "reader": spec, "kind": "error", "detail": str(exc)})
                 continue
             self.scanners.append(scanner)
-            scanner.start(lambda read: self.on_qr(read), self.on_reader)
+            scanner.start(self.on_qr, self.on_reader)
 
     # -- operations: enumeration, watchdog, metrics, reload ----------------------------------------
 
@@ -372,16 +424,16 @@ class Daemon:
         self.watchdog = Watchdog(sd_notify, watchdog_interval(), self.metrics)
         self._watch_sync()
         # Loops that report progress (``last_progress``, monotonic seconds) are supervised.
-        for loop in [*self.readers, *getattr(self, "scanners", [])]:
-            if hasattr(loop, "last_progress"):
-                self.watchdog.watch(loop.name, lambda x=loop: x.last_progress, READER_STALL)
+        for loop in [*self.readers, *self.scanners]:
+            if isinstance(loop, Progressing):
+                self.watchdog.watch(loop.name, _progress_of(loop), READER_STALL)
         self.watchdog.start()
 
     def _start_metrics(self) -> None:
         store = self.store
         assert store is not None
         self.metrics.watch_store(lambda: sync_figures(store))
-        self.metrics.watch_scanners(lambda: getattr(self, "scanners", []))
+        self.metrics.watch_scanners(lambda: self.scanners)
         if self.config.metrics.listen:
             self._stop_metrics = serve_metrics(self.metrics, self.config.metrics.listen)
 
@@ -452,7 +504,7 @@ class Daemon:
             try:
                 found = self.service.identify(read)
             except Rejected as unknown:
-                found = enrol_on_tap(self, read, unknown)  # "new member" armed: enrol it, else refuse
+                found = enrol_on_tap(self.service, self.session, self.emit, read, unknown)  # "new member" armed
         except Rejected as exc:
             self.emit({"type": "rejected", "reader": read.reader, "code": exc.code.value, "message": exc.message})
             return
@@ -470,7 +522,7 @@ class Daemon:
         )
         if self.config.sale.auto_amount > 0:
             try:
-                self.sell(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),)))
+                self.pos_sale(SaleOrder(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),))))
             except Rejected:
                 pass  # already a "rejected" event with its code; a refusal is not a reader fault
 
@@ -498,19 +550,30 @@ class Daemon:
         pay_by_card: bool = False,
     ) -> Receipt:
         """Quote and commit a sale; the member's part is paid with stored value when asked, authorised
-        by a one-time payment code or by the card of the last tap."""
-        assert self.service is not None
-        card = self.identified if pay_by_card else None
-        if pay_by_card and card is None:
-            raise Rejected(Code.NO_MEMBER, "No card was tapped to pay with.")
-        payment = Payment(stored_value, payment_code, card)
-        try:
-            return self.service.commit(
-                self.service.quote(member_id, basket, coupons, redeem), payment, tapped=self.identified
-            )
-        except Rejected as exc:
-            self.emit({"type": "rejected", "code": exc.code.value, "message": exc.message})
-            raise
+        by a one-time payment code or by the card of the last tap (``pos_sale``)."""
+        order = SaleOrder(
+            member_id,
+            basket,
+            tuple(coupons),
+            redeem,
+            stored_value=stored_value,
+            code=payment_code,
+            pay_by_card=pay_by_card,
+        )
+        return self.pos_sale(order)
+
+    def pos_sale(self, order: SaleOrder) -> Receipt:
+        """A sale the POS rang (``POST /v1/sales``, the demo's sale on a tap): through the one sale path,
+        a refusal by its price or its commit also a ``rejected`` event."""
+        assert self.checkout is not None
+        return self.checkout.sell(order, refused=self._refused)
+
+    def _refused(self, exc: Rejected) -> None:
+        self.emit({"type": "rejected", "code": exc.code.value, "message": exc.message})
+
+    def on_qr(self, read: QrRead) -> dict[str, Any]:
+        """A scanner read a code: the cashier's session acts on it (``terminal.session.on_qr``)."""
+        return cashier.on_qr(self.emit, self.session, read)
 
     def _committed(self, receipt: Receipt) -> None:
         self.emit({"type": receipt.kind, **asdict(receipt)})
@@ -527,18 +590,18 @@ class Daemon:
     # -- queries ---------------------------------------------------------------------------------
 
     def tap_sim(self, uid: bytes) -> None:
-        sims = [r for r in self.readers if r.name.startswith("sim:")]
+        sims = [r for r in self.readers if isinstance(r, SimReader)]
         if not sims:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated reader is configured on this till.")
-        sims[0].tap(uid)  # type: ignore[attr-defined]
+        sims[0].tap(uid)
 
     def scan_sim(self, text: str, timeout: float = 5.0) -> dict[str, Any]:
         """Hold a code up to the simulated scanner (demo, tests); once the till has handled it, what the
         code was and what happened (``terminal.session.Session.scan_report``)."""
-        sims = [s for s in self.scanners if s.name.startswith("sim:")]
+        sims = [s for s in self.scanners if isinstance(s, SimScanner)]
         if not sims:
             raise Rejected(Code.READER_UNAVAILABLE, "No simulated scanner is configured on this till.")
-        delivered = sims[0].scan(text)  # type: ignore[attr-defined]
+        delivered = sims[0].scan(text)
         if not delivered.wait(timeout):
             raise Rejected(
                 Code.SCANNER_UNAVAILABLE, f"The simulated scanner did not deliver the code within {timeout:.0f} s."
@@ -582,6 +645,10 @@ class Daemon:
     def panel_focus(self, focused: bool) -> None:
         if self.session is not None:
             self.session.panel_focus(focused)
+
+
+def _progress_of(loop: Progressing) -> Callable[[], float]:
+    return lambda: loop.last_progress
 
 
 def store_status(store: Store) -> dict[str, Any]:

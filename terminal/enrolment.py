@@ -1,7 +1,7 @@
 """Members joining at the till: a new card enrolled by the cashier, and the receipt's signed claim code.
 
-    enrol_on_tap(daemon, read, refused)   a tap refused as unknown while the cashier armed "new
-                                          member": enrol the card (offline too), then identify it
+    enrol_on_tap(cards, armed, emit, read, refused)   a tap refused as unknown while the cashier
+                                          armed "new member": enrol the card (offline too), then identify it
     ClaimSigner(store, terminal_id, key_path)   the session's ``make_claim_token``: signs a
                                           ``TPJ1:`` token for a sale with this till's claim key
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -25,8 +24,8 @@ from sync import claims
 from sync.protocol import ClaimKeyPayload
 from terminal.errors import Code, Rejected
 from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
+from terminal.ports import CardDesk, ClaimJournal, Clock, Emit, EnrolArm
 from terminal.service import Identified, new_txn_id
-from terminal.store import Store
 
 CLAIM_TTL = 30 * 24 * 3600
 """Seconds a receipt's claim code stays good (a month to get home and scan it)."""
@@ -34,15 +33,14 @@ TILL_CONSENT = "till-2026-11"
 """The version of the words the cashier reads out before enrolling a card (docs/enrolment.md)."""
 
 
-def enrol_on_tap(daemon: Any, read: CardRead, refused: Rejected) -> Identified:
-    """The card of a refused tap, enrolled when the cashier armed "new member"; else ``refused`` again."""
-    session = daemon.session
-    if refused.code is not Code.UNKNOWN_CARD or session is None or not session.wants_enrol():
+def enrol_on_tap(cards: CardDesk, armed: EnrolArm | None, emit: Emit, read: CardRead, refused: Rejected) -> Identified:
+    """The card of a refused tap, enrolled when the cashier armed "new member" (``armed``: the
+    cashier's session); else ``refused`` again. The enrolment is an ``enrolled`` event."""
+    if refused.code is not Code.UNKNOWN_CARD or armed is None or not armed.wants_enrol():
         raise refused
-    made = daemon.service.enrol(read, consent=TILL_CONSENT)
-    daemon.emit({"type": "enrolled", "reader": read.reader, "member_id": made.member.member_id})
-    found: Identified = daemon.service.identify(read)
-    return found
+    made = cards.enrol(read, consent=TILL_CONSENT)
+    emit({"type": "enrolled", "reader": read.reader, "member_id": made.member.member_id})
+    return cards.identify(read)
 
 
 def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
@@ -63,7 +61,7 @@ class ClaimSigner:
     """Signs claim tokens for this till's sales; journals its public key the first time it signs."""
 
     def __init__(
-        self, store: Store, terminal_id: str, key_path: Path, clock: Any = time.time, ttl: int = CLAIM_TTL
+        self, store: ClaimJournal, terminal_id: str, key_path: Path, clock: Clock = time.time, ttl: int = CLAIM_TTL
     ) -> None:
         self.store, self.terminal_id, self.clock, self.ttl = store, terminal_id, clock, ttl
         self.key = load_or_create_claim_key(key_path)
@@ -87,9 +85,9 @@ class ClaimSigner:
         self.store.set_state(claim_key_id=self.key_id)
 
 
-def claim_signer(daemon: Any) -> ClaimSigner:
-    cfg = daemon.config
-    return ClaimSigner(daemon.store, cfg.terminal.id, cfg.data_dir / "claim.key")
+def claim_signer(store: ClaimJournal, terminal_id: str, data_dir: Path) -> ClaimSigner:
+    """This till's signer of claim codes, its key in ``claim.key`` of the data directory."""
+    return ClaimSigner(store, terminal_id, data_dir / "claim.key")
 
 
 __all__ = ["CLAIM_TTL", "ClaimSigner", "TILL_CONSENT", "claim_signer", "enrol_on_tap", "load_or_create_claim_key"]

@@ -46,6 +46,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from terminal.ports import Clock
+
 log = logging.getLogger("tillpoint.watchdog")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise on a till
 
@@ -73,7 +75,7 @@ def _epoch(iso: str | None) -> float | None:
 
 
 class _SyncCollector(Collector):
-    def __init__(self, source: Callable[[], SyncFigures | None], clock: Callable[[], float]) -> None:
+    def __init__(self, source: Callable[[], SyncFigures | None], clock: Clock) -> None:
         self.source = source
         self.clock = clock
 
@@ -111,7 +113,7 @@ class _SyncCollector(Collector):
 class _ScannerCollector(Collector):
     """Decode figures read from scanners that keep ``stats.decoded`` (drivers/camera.py does)."""
 
-    def __init__(self, source: Callable[[], Iterable[Any]], clock: Callable[[], float]) -> None:
+    def __init__(self, source: Callable[[], Iterable[Any]], clock: Clock) -> None:
         self.source = source
         self.clock = clock
         self.began = clock()
@@ -137,7 +139,7 @@ class _ScannerCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, terminal_id: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, terminal_id: str, clock: Clock = time.time) -> None:
         self.registry = CollectorRegistry()
         self.terminal_id = terminal_id
         r = self.registry
@@ -216,7 +218,7 @@ class Watchdog:
         notify: Notify,
         interval: float | None,
         metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.notify = notify
         self.interval = interval

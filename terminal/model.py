@@ -185,6 +185,50 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class SaleOrder:
+    """A sale as an entry point asks for it: the cashier's session (confirm, a payment code), the POS
+    (``POST /v1/sales``) and the demo's sale on each tap all build one and hand it to the one path
+    that commits sales (``terminal.checkout.Checkout.sell``).
+
+    ``quote``: the price the cashier was shown, committed as it is; without one the sale is priced
+    from ``member_id``, ``basket``, ``coupons`` and ``redeem``. ``stored_value``: the member's part paid
+    from their account (None: as much as the balance covers after points). ``code``: a one-time code
+    from the member's device (a payment code, or the fresh member code their phone showed) that
+    authorises spending. ``pay_by_card``: the card of the last tap authorises it."""
+
+    member_id: str | None
+    basket: Basket
+    coupons: tuple[str, ...] = ()
+    redeem: int = 0
+    stored_value: int | None = 0
+    code: str | None = None
+    pay_by_card: bool = False
+    quote: Quote | None = None
+
+    @classmethod
+    def of_quote(cls, quote: Quote, *, stored_value: int | None = 0, code: str | None = None) -> SaleOrder:
+        """The sale of a quote already shown (the cashier's session)."""
+        return cls(
+            quote.member_id,
+            quote.basket,
+            quote.coupons,
+            quote.points_redeemed,
+            stored_value=stored_value,
+            code=code,
+            quote=quote,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCodeRead:
+    """A member code the till verified: who, and the one-time proof a phone's fresh code carries."""
+
+    member_id: str
+    proof: str | None = None
+    """A payment code (``TPP1:``) the member's device made a moment ago: their proof for spending."""
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     terminal_id: str
     seq: int

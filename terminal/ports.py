@@ -1,12 +1,49 @@
-"""The protocols the core needs from the outside world; drivers, stores and clients implement them."""
+"""The protocols the core needs from the outside world; drivers, stores and clients implement them.
+
+And the seams inside the till: each part sees the others only through the small protocol here that
+names what it uses.
+
+    TillStore     what ``Service`` needs of the local database            (``terminal.store.Store``)
+    SyncStore     what the sync client needs of it                        (``terminal.store.Store``)
+    ClaimJournal  what the claim signer needs of it                       (``terminal.store.Store``)
+    SaleDesk      what the one sale path needs of the service             (``terminal.service.Service``)
+    Till          what the cashier's session reads from the service       (``terminal.service.Service``)
+    Ledger        what the local API prices and reverses with             (``terminal.service.Service``)
+    CardDesk      what enrolment at the till needs of the service         (``terminal.service.Service``)
+    Sales         the one path that commits a sale, as the session sees it (``terminal.checkout.Checkout``)
+    EnrolArm      whether the cashier armed "new member"                  (``terminal.session.Session``)
+    Cashier       the session as the local API drives it                  (``terminal.session.Session``)
+    PosTill       the daemon as the local API sees it                     (``terminal.daemon.Daemon``)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
-from terminal.model import Card, CardRead, EarnRule, JournalEntry, Member, QrRead, ReaderEvent
+from terminal.coupons import Offer
+from terminal.errors import Rejected
+from terminal.loyalty import Lot
+from terminal.model import (
+    Basket,
+    Card,
+    CardRead,
+    EarnRule,
+    JournalEntry,
+    Line,
+    Member,
+    MemberCodeRead,
+    QrRead,
+    Quote,
+    ReaderEvent,
+    Receipt,
+    SaleOrder,
+)
+
+if TYPE_CHECKING:  # types only: the core imports no outer layer at run time
+    from terminal.service import Identified, Payment
 
 CardSink = Callable[[CardRead], None]
 ReaderSink = Callable[[ReaderEvent], None]
@@ -37,9 +74,16 @@ class QrScanner(Protocol):
 
 
 class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds since the epoch."""
+    """The time: ``time.time``, ``time.monotonic``, or a clock a test moves by hand."""
+
+    def __call__(self) -> float:
+        """Seconds (since the epoch for a wall clock)."""
         ...
+
+
+Event = dict[str, Any]
+"""One of the daemon's events (JSON-ready): taps, members, sales, refusals, reader and sync changes."""
+Emit = Callable[[Event], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +146,209 @@ class SyncStore(Protocol):
     def state(self, key: str) -> str | None: ...
 
     def set_state(self, **values: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What a sale, void or refund changes besides the journal row and the points balance."""
+
+    member_id: str | None = None
+    spend_points: int = 0  # points redeemed: the member must hold them spendable at COMMIT time
+    spend_lots: tuple[tuple[str, int], ...] = ()  # local lots paying them (the rest is head office's)
+    new_lot: Lot | None = None
+    restore_lots: tuple[tuple[str, int], ...] = ()  # lots given back points by a refund
+    claw_lot: tuple[str, int] | None = None  # (lot id, points) taken back from a refunded sale's lot
+    coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
+    coupon_limits: tuple[tuple[str, int, int, int, int], ...] = ()
+    """(coupon id, global limit, per-member limit, uses the document states, the member's uses it states)"""
+    window_delta: int = 0
+    tier: str | None = None
+    sale_state: dict[str, Any] | None = field(default=None)
+    state_of: str | None = None  # the sale whose state a refund updates
+    now: datetime | None = None  # local time of the sale, for lots locked or expired
+    stored_value: int = 0  # stored value paid (> 0) or given back (< 0)
+    payment_code: str | None = None  # the one-time code's id: may pay once
+    offline: bool = False  # taken while head office was unreachable (counts against the limits)
+    sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
+
+
+class ClaimJournal(Protocol):
+    """What the claim signer needs of the local store: a journal row, and where it noted its key."""
+
+    def record(self, entry: JournalEntry) -> tuple[JournalEntry, int | None]: ...
+
+    def state(self, key: str) -> str | None: ...
+
+    def set_state(self, **values: str | None) -> None: ...
+
+
+class TillStore(ClaimJournal, Protocol):
+    """What ``terminal.service.Service`` needs of the local store: the cache it prices with, and the
+    one transaction that records a sale, void, refund or enrolment with all its effects."""
+
+    def record(
+        self,
+        entry: JournalEntry,
+        points: tuple[str, int] | None = None,
+        sale: dict[str, Any] | None = None,
+        voids: str | None = None,
+        effects: Effects | None = None,
+        enrol: tuple[Member, Card] | None = None,
+    ) -> tuple[JournalEntry, int | None]: ...
+
+    def member(self, member_id: str) -> Member | None: ...
+
+    def card(self, uid_hash: str) -> Card | None: ...
+
+    def card_counter(self, uid_hash: str) -> int | None: ...
+
+    def earn_rule(self) -> EarnRule: ...
+
+    def doc_version(self) -> int: ...
+
+    def rule_docs(self) -> dict[str, dict[str, Any]]: ...
+
+    def coupon_docs(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, dict[str, Any]]: ...
+
+    def coupon_texts(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, str]: ...
+
+    def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int, int]]: ...
+
+    def member_ledger(self, member_id: str, now: datetime) -> tuple[list[Lot], int, int | None]: ...
+
+    def stored_value(self, member_id: str) -> int: ...
+
+    def device_cert(self, cert_id_hex: str) -> dict[str, Any] | None: ...
+
+    def payment_keys(self) -> dict[str, bytes]: ...
+
+    def member_keys(self) -> dict[str, bytes]: ...
+
+    def revoked(self, kind: str, subject: str) -> bool: ...
+
+    def offline_paid(self, member_id: str, day: str) -> tuple[int, int]: ...
+
+    def sale(self, txn_id: str) -> dict[str, Any] | None: ...
+
+    def sale_state(self, txn_id: str) -> dict[str, Any] | None: ...
+
+
+# -- the seams inside the till ------------------------------------------------------------------------
+
+
+class Pricing(Protocol):
+    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote: ...
+
+
+class SaleDesk(Pricing, Protocol):
+    """What the one sale path needs of the service: a price, and the durable commit."""
+
+    def commit(self, quote: Quote, payment: Payment | None = None, tapped: Identified | None = None) -> Receipt: ...
+
+    def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool: ...
+
+
+class Till(Pricing, Protocol):
+    """What the cashier's session reads from the service (a sale is committed by ``Sales``)."""
+
+    def member(self, member_id: str) -> Member: ...
+
+    def void(self, txn_id: str) -> Receipt: ...
+
+    def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
+
+    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
+
+
+class Ledger(Pricing, Protocol):
+    """What the local API prices, voids and refunds with (a sale goes through ``PosTill.pos_sale``)."""
+
+    def void(self, txn_id: str) -> Receipt: ...
+
+    def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt: ...
+
+
+class CardDesk(Protocol):
+    """What enrolment at the till needs of the service: who a card is, and a new member for one."""
+
+    def identify(self, read: CardRead) -> Identified: ...
+
+    def enrol(self, read: CardRead, display_name: str = "", consent: str | None = None) -> Identified: ...
+
+
+class Sales(Protocol):
+    """The one path that commits a sale (``terminal.checkout.Checkout``), as the session sees it."""
+
+    def sell(self, order: SaleOrder, refused: Callable[[Rejected], object] | None = None) -> Receipt: ...
+
+    def may_spend(self, member_id: str, code: str | None = None) -> bool:
+        """Whether this sale holds the member's proof for spending points (the last tap, ``code``), or
+        needs none."""
+        ...
+
+
+class EnrolArm(Protocol):
+    def wants_enrol(self) -> bool:
+        """The cashier armed "new member": the next unknown card is enrolled."""
+        ...
+
+
+class Cashier(Protocol):
+    """The cashier's session as the local API drives it; each call returns the new snapshot."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def identify(self, member_id: str, via: str = "typed", proof: str | None = None) -> dict[str, Any]: ...
+
+    def scan(self, text: str) -> dict[str, Any]: ...
+
+    def press(self, action: str) -> dict[str, Any]: ...
+
+    def set_basket(self, lines: Sequence[Line], source: str = "pos") -> dict[str, Any]: ...
+
+    def set_total(self, amount: int) -> dict[str, Any]: ...
+
+    def apply_coupon(self, text: str) -> dict[str, Any]: ...
+
+    def remove_coupon(self, coupon_id: str) -> dict[str, Any]: ...
+
+    def pay(self, redeem: int | None = None) -> dict[str, Any]: ...
+
+    def confirm(self) -> dict[str, Any]: ...
+
+    def void(self) -> dict[str, Any]: ...
+
+    def cancel(self) -> dict[str, Any]: ...
+
+    def reset(self) -> dict[str, Any]: ...
+
+    def claim_png(self) -> bytes | None: ...
+
+
+class PosTill(Protocol):
+    """The daemon as the local API sees it: its state, its events, the POS's sales, the simulators."""
+
+    api_token: str
+    subscribers: list[Callable[[Event], None]]
+
+    def emit(self, event: Event) -> Event: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def events_after(self, after: int) -> list[Event]: ...
+
+    def metrics_exposition(self) -> tuple[bytes, str]: ...
+
+    def member_for_sale(self, member_id: str | None, tapped: bool = False) -> str | None: ...
+
+    def pos_sale(self, order: SaleOrder) -> Receipt:
+        """A sale the POS rang: through the one sale path; a refusal is also an event."""
+        ...
+
+    def tap_sim(self, uid: bytes) -> None: ...
+
+    def scan_sim(self, text: str, timeout: float = 5.0) -> dict[str, Any]: ...
+
+    def panel_config(self) -> dict[str, Any]: ...
+
+    def panel_focus(self, focused: bool) -> None: ...

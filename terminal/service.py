@@ -35,18 +35,16 @@ from terminal.model import (
     JournalEntry,
     Line,
     Member,
+    MemberCodeRead,
     Quote,
     Receipt,
     Status,
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
-from terminal.store import Store
-from terminal.store.ledger import Effects
+from terminal.ports import Clock, Effects, TillStore
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +78,6 @@ class Payment:
     card: Identified | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MemberCodeRead:
-    """A member code the till verified: who, and the one-time proof a phone's fresh code carries."""
-
-    member_id: str
-    proof: str | None = None
-    """A payment code (``TPP1:``) the member's device made a moment ago: their proof for spending."""
-
-
 def new_txn_id() -> str:
     return str(uuid6.uuid7())
 
@@ -113,7 +102,7 @@ def check_basket(basket: Basket) -> None:
 class Service:
     def __init__(
         self,
-        store: Store,
+        store: TillStore,
         terminal_id: str,
         clock: Clock = time.time,
         store_id: str = "S-001",

@@ -29,17 +29,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from terminal import b64url, qrcodes
-from terminal.coupons import Offer
 from terminal.errors import MESSAGES, Code, Rejected
-from terminal.model import Basket, Line, Member, Quote, Receipt
+from terminal.model import Basket, Line, Member, MemberCodeRead, QrRead, Quote, Receipt, SaleOrder
+from terminal.ports import Emit, Event, Sales, Till
 from terminal.pricing import REDEEM_MAX
 from terminal.scan import Kind, Refusal, Scan, classify
 
 if TYPE_CHECKING:
-    from terminal.service import MemberCodeRead
+    from terminal.config import Config, HotkeysSection
+    from terminal.hotkeys import HotkeyListener
+
+T = TypeVar("T")
 
 PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
 TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
@@ -84,24 +87,6 @@ class Action(StrEnum):
     POINTS = "points"
     NEW = "new"
     ENROL = "enrol"
-
-
-class Till(Protocol):
-    """What the session needs from ``terminal.service.Service``."""
-
-    def member(self, member_id: str) -> Member: ...
-
-    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote: ...
-
-    def commit(self, quote: Quote, payment: Any = None, tapped: Any = None) -> Receipt: ...
-
-    def void(self, txn_id: str) -> Receipt: ...
-
-    def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
-
-    def may_spend(self, member_id: str, tapped: Any = None, code: str | None = None) -> bool: ...
-
-    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
 
 
 def scan_kind(found: Scan | Refusal) -> str:
@@ -165,16 +150,19 @@ class Session:
     def __init__(
         self,
         till: Till,
+        sales: Sales,
         *,
         currency: str = "EUR",
         exponent: int = 2,
         join_url: str = "",
         redeem_default: str = "max",
-        on_change: Callable[[dict[str, Any]], None] | None = None,
+        on_change: Callable[[dict[str, Any]], object] | None = None,
         make_claim_token: Callable[[Receipt], str] = claim_token,
         coupon_of_code: Callable[[str], str] = id_from_body,
     ) -> None:
         self.till = till
+        self.sales = sales
+        """The one path that commits a sale (``terminal.checkout.Checkout``): confirm and a payment code."""
         self.currency = {"code": currency, "exponent": exponent}
         self.join_url = join_url
         self.redeem_default = REDEEM_MAX if redeem_default == "max" else 0
@@ -183,8 +171,6 @@ class Session:
         # A coupon code's body -> the coupon id it stands for (member codes are signed: the till reads them).
         self.coupon_of_code = coupon_of_code
         self.seq = 0
-        self.tapped: Callable[[], Any] = lambda: None
-        """The daemon's last identified tap (``service.Identified``), passed with the commit."""
         self._sale = _Sale()
         self._lock = threading.RLock()
         self._qr_cache: dict[str, str] = {}
@@ -435,14 +421,12 @@ class Session:
     def pay_with_code(self, text: str) -> dict[str, Any]:
         """The member's one-time payment code: their account pays what is left after points, and
         the sale is recorded at once (the code is single-use and expires within a minute)."""
-        from terminal.service import Payment
-
         with self._lock:
             s = self._sale
             if s.state is not State.PAYMENT or s.quote is None:
                 self._refuse(Code.SESSION_BUSY, "Press Pay first, then scan the member's payment code.")
-            quote = s.quote
-            receipt = self._call(lambda: self.till.commit(quote, Payment(None, text), tapped=self.tapped()))
+            order = SaleOrder.of_quote(s.quote, stored_value=None, code=text)
+            receipt = self._call(lambda: self.sales.sell(order))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()
 
@@ -455,17 +439,15 @@ class Session:
     def confirm(self) -> dict[str, Any]:
         """Record the sale (one durable commit); the approval shows only after it returned. Points
         are spent on the member's proof: their secure card's tap, or the fresh code their phone showed."""
-        from terminal.service import Payment
-
         with self._lock:
             s = self._sale
             if s.state is not State.PAYMENT or s.quote is None:
                 if s.awaiting is not None:
                     self._refuse(Code.SESSION_BUSY, "Type or scan what is asked, or press Esc.")
                 self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
-            quote = s.quote
-            payment = Payment(0, s.proof) if s.proof is not None and quote.points_redeemed > 0 else None
-            receipt = self._call(lambda: self.till.commit(quote, payment, tapped=self.tapped()))
+            proof = s.proof if s.proof is not None and s.quote.points_redeemed > 0 else None
+            order = SaleOrder.of_quote(s.quote, code=proof)
+            receipt = self._call(lambda: self.sales.sell(order))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()
 
@@ -573,9 +555,9 @@ class Session:
 
     def _may_spend(self) -> bool:
         s = self._sale
-        return s.member is not None and self.till.may_spend(s.member.member_id, self.tapped(), s.proof)
+        return s.member is not None and self.sales.may_spend(s.member.member_id, s.proof)
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except Rejected as exc:
@@ -654,33 +636,7 @@ log = logging.getLogger(__name__)
 PANEL_KEYS = {"total": "F8", "points": "F4", "confirm": "Enter", "language": "F2", "new": "F6"}
 
 
-def attach(daemon: Any) -> Session:
-    """Give the daemon its cashier session and pairing, fed by its events (taps, refusals)."""
-    from terminal.api.pairing import Pairing
-
-    cfg = daemon.config
-    session = Session(
-        daemon.service,
-        currency=cfg.terminal.currency,
-        exponent=cfg.terminal.currency_exponent,
-        join_url=cfg.panel.join_url,
-        redeem_default=cfg.panel.redeem_default,
-        on_change=lambda snap: daemon.emit({"type": "session", "session": snap}),
-    )
-    session.tapped = lambda: daemon.identified
-    if daemon.store is not None:
-        from terminal.enrolment import claim_signer
-
-        session.make_claim_token = claim_signer(daemon)  # signed, expiring, single-use claim codes
-    daemon.session = session
-    daemon.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
-    daemon.subscribers.append(lambda event: follow(session, event))
-    if not hasattr(daemon, "on_qr"):
-        daemon.on_qr = lambda read: on_qr(daemon, read)
-    return session
-
-
-def follow(session: Session, event: dict[str, Any]) -> None:
+def follow(session: Session, event: Event) -> None:
     """A daemon event the session acts on: a member identified by a tap, a tap refused."""
     kind = event.get("type")
     try:
@@ -692,43 +648,46 @@ def follow(session: Session, event: dict[str, Any]) -> None:
         pass  # the snapshot carries the refusal
 
 
-def on_qr(daemon: Any, read: Any) -> dict[str, Any]:
+def on_qr(emit: Emit, session: Session | None, read: QrRead) -> dict[str, Any]:
     """A scanner read a code: the session gets the text, the event stream only its kind. Returns what
     the code was and what happened (``Session.scan_report``), for whoever held it up."""
     kind = scan_kind(classify(read.text))
-    daemon.emit({"type": "scan", "scanner": read.scanner, "kind": kind})
-    if daemon.session is None:
+    emit({"type": "scan", "scanner": read.scanner, "kind": kind})
+    if session is None:
         return {"kind": kind, "what": SCAN_KINDS.get(kind, kind), "result": "ignored"}
-    report: dict[str, Any] = daemon.session.scan_report(read.text)
-    return report
+    return session.scan_report(read.text)
 
 
-def start_hotkeys(daemon: Any) -> None:
-    """The global hotkey listener, when enabled; its status changes become ``hotkeys`` events."""
+def start_hotkeys(config: HotkeysSection, session: Session, emit: Emit) -> HotkeyListener | None:
+    """The global hotkey listener, when enabled (started); its status changes become ``hotkeys`` events."""
     from terminal.hotkeys import HotkeyListener, parse_keymap
 
-    cfg = daemon.config.hotkeys
-    if not cfg.enabled or daemon.session is None:
-        return
+    if not config.enabled:
+        return None
     try:
-        keymap = parse_keymap(cfg.keymap())
+        keymap = parse_keymap(config.keymap())
     except ValueError as exc:
-        daemon.emit({"type": "hotkeys", "state": "error", "detail": str(exc), "devices": []})
-        return
+        emit({"type": "hotkeys", "state": "error", "detail": str(exc), "devices": []})
+        return None
     listener = HotkeyListener(
-        cfg.devices,
+        config.devices,
         keymap,
-        daemon.session.hotkey,
-        gap=cfg.burst_gap_ms / 1000,
-        on_status=lambda status: daemon.emit({"type": "hotkeys", **status}),
+        session.hotkey,
+        gap=config.burst_gap_ms / 1000,
+        on_status=lambda status: _emit_status(emit, status),
     )
-    daemon.hotkeys = listener
     listener.start()
+    return listener
 
 
-def panel_config(config: Any) -> dict[str, Any]:
+def _emit_status(emit: Emit, status: dict[str, Any]) -> None:
+    emit({"type": "hotkeys", **status})
+
+
+def panel_config(config: Config) -> dict[str, Any]:
     """What the panel needs to draw itself: keys, language, currency (no personal data)."""
-    keys = {**PANEL_KEYS, **config.panel.keys, **config.hotkeys.keymap()}
+    panel_keys = {str(action): key for action, key in config.panel.keys.items()}
+    keys = {**PANEL_KEYS, **panel_keys, **config.hotkeys.keymap()}
     return {
         "keys": keys,
         "language": config.panel.language,
@@ -739,4 +698,17 @@ def panel_config(config: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["Action", "Awaiting", "Session", "State", "Till", "claim_token", "code_body", "id_from_body"]
+__all__ = [
+    "Action",
+    "Awaiting",
+    "Session",
+    "State",
+    "Till",
+    "claim_token",
+    "code_body",
+    "follow",
+    "id_from_body",
+    "on_qr",
+    "panel_config",
+    "start_hotkeys",
+]

@@ -8,6 +8,7 @@ needs the bearer token from the daemon's token file; only JSON bodies are accept
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -19,9 +20,11 @@ from pydantic import BaseModel, Field
 from sync.asgi import BodyGuard
 from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
+from terminal.api.pairing import Pairing
 from terminal.credentials import parse_uid
 from terminal.errors import Rejected
-from terminal.model import Basket, Line
+from terminal.model import Basket, Line, SaleOrder
+from terminal.ports import Cashier, Ledger, PosTill
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 MAX_BODY = 1024 * 1024  # a basket of 500 lines is ~50 KB; nothing the till takes is larger
@@ -62,6 +65,14 @@ class Unauthorized(Exception):
     """A state change without the API token."""
 
 
+class BadRequest(Exception):
+    """A request whose body passed its schema but not a closer look: 422 with a code and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class TapIn(BaseModel):
     uid: str
 
@@ -100,12 +111,23 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
-def create_app(daemon: Any) -> FastAPI:
+def create_app(
+    till: PosTill,
+    ledger: Ledger,
+    cashier: Cashier,
+    pairing: Pairing,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
+    metrics_enabled: bool = False,
+) -> FastAPI:
+    """The local API of ``till`` (the daemon): sales and quotes on ``ledger`` (the service) and through
+    the till's one sale path, the cashier's session, devices paired with ``pairing``. ``allowed_hosts``
+    and ``allowed_origins`` beyond loopback (``[api]``); ``metrics_enabled``: serve GET /metrics."""
     # No /docs or /redoc: their pages load scripts from a CDN, on the origin where the panel keeps its token.
     app = FastAPI(title="tillpoint local API", version="1", docs_url=None, redoc_url=None)
-    api_cfg = getattr(getattr(daemon, "config", None), "api", None)
-    extra_hosts = frozenset(getattr(api_cfg, "allowed_hosts", ()))
-    extra_origins = frozenset(getattr(api_cfg, "allowed_origins", ()))
+    extra_hosts = frozenset(allowed_hosts)
+    extra_origins = frozenset(allowed_origins)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
@@ -125,12 +147,14 @@ def create_app(daemon: Any) -> FastAPI:
         given = authorization.removeprefix("Bearer ").strip()
         if not given:
             raise Unauthorized()
-        pairing = getattr(daemon, "pairing", None)  # devices paired with a code (terminal/api/pairing.py)
-        # bytes: compare_digest refuses str with characters beyond ASCII (a 500 instead of a 403)
-        if not hmac.compare_digest(given.encode(), daemon.api_token.encode()) and (
-            pairing is None or pairing.check(given) is None
-        ):
+        # The till's own token, or a device's paired with a code (terminal/api/pairing.py). Bytes:
+        # compare_digest refuses str with characters beyond ASCII (a 500 instead of a 403).
+        if not hmac.compare_digest(given.encode(), till.api_token.encode()) and pairing.check(given) is None:
             raise Unauthorized()
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return _refuse(422, exc.code, exc.message)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Unauthorized) -> JSONResponse:
@@ -138,72 +162,72 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:
-        return dict(daemon.status())
+        return dict(till.status())
 
-    if hasattr(daemon, "metrics_exposition") and daemon.config.metrics.enabled:
+    if metrics_enabled:
 
         @app.get("/metrics")
         def metrics() -> Response:
             """Prometheus text format; no personal data, so no token (loopback and Host checks apply)."""
-            body, content_type = daemon.metrics_exposition()
+            body, content_type = till.metrics_exposition()
             return Response(body, media_type=content_type)
 
     @app.get("/v1/events", dependencies=[Depends(token)])
     def events(after: int = 0) -> list[dict[str, Any]]:
-        return list(daemon.events_after(after))
+        return list(till.events_after(after))
 
     def _sale_args(body: SaleIn) -> tuple[str | None, Basket]:
-        member_id = daemon.member_for_sale(body.member_id, body.use_identified)
+        member_id = till.member_for_sale(body.member_id, body.use_identified)
         return member_id, Basket(tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in body.lines))
 
     @app.post("/v1/quote", dependencies=[Depends(token)])
     def quote(body: SaleIn) -> dict[str, Any]:
         """Price a basket without recording anything: coupons chosen and refused, points, explanation."""
         member_id, basket = _sale_args(body)
-        q = daemon.service.quote(member_id, basket, body.coupons, body.redeem)
+        q = ledger.quote(member_id, basket, body.coupons, body.redeem)
         return {**asdict(q), "payable": q.payable}
 
     @app.post("/v1/sales", dependencies=[Depends(token)])
     def sale(body: SaleIn) -> dict[str, Any]:
         member_id, basket = _sale_args(body)
-        receipt = daemon.sell(
+        order = SaleOrder(
             member_id,
             basket,
-            body.coupons,
+            tuple(body.coupons),
             body.redeem,
             stored_value=body.stored_value,
-            payment_code=body.payment_code,
+            code=body.payment_code,
             pay_by_card=body.pay_by_card,
         )
-        return asdict(receipt)
+        return asdict(till.pos_sale(order))
 
     @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
     def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:
-        return asdict(daemon.service.refund(txn_id, body.lines))
+        return asdict(ledger.refund(txn_id, body.lines))
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str) -> dict[str, Any]:
-        return asdict(daemon.service.void(txn_id))
+        return asdict(ledger.void(txn_id))
 
     @app.post("/v1/sim/tap", dependencies=[Depends(token)], status_code=202)
     def tap(body: TapIn) -> dict[str, str]:
         try:
             uid = parse_uid(body.uid)
         except ValueError as exc:
-            return _refuse(422, "bad_uid", str(exc))  # type: ignore[return-value]
-        daemon.tap_sim(uid)
+            raise BadRequest("bad_uid", str(exc)) from exc
+        till.tap_sim(uid)
         return {"status": "tapped"}
 
     @app.post("/v1/sim/scan", dependencies=[Depends(token)], status_code=202)
     def scan(body: ScanIn) -> dict[str, Any]:
         """What the code was (its kind, never its text) and what the till did with it (terminal/session.py)."""
-        return {"status": "scanned", **daemon.scan_sim(body.text)}
+        return {"status": "scanned", **till.scan_sim(body.text)}
 
     # The cashier workflow: session, pairing, event stream (SSE) and the panel (docs/api.md).
-    hub = EventHub(daemon.events_after)
-    daemon.subscribers.insert(0, hub.publish)  # first: an event reaches clients before what it causes
+    hub = EventHub(till.events_after)
+    till.subscribers.insert(0, hub.publish)  # first: an event reaches clients before what it causes
     app.state.on_stop = [hub.close]
-    app.include_router(cashier_router(daemon, token, hub))
+    app.include_router(cashier_router(till, cashier, pairing, token, hub))
     app.mount("/panel", panel_files(), name="panel")
     app.add_middleware(BodyGuard, max_size=MAX_BODY)  # outermost but CORS: every body capped before it is read
     if extra_origins:  # explicit origins only, never a wildcard

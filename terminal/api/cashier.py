@@ -2,12 +2,13 @@
 
 Included by ``terminal.api.app.create_app``; the guard middleware there (Host, Origin, JSON-only
 bodies) runs first. Everything that reads member data or changes state needs a token: the daemon's
-own (its token file, for the CLI) or a paired device's. The session lives on the daemon
-(``daemon.session``); this module only translates HTTP to its methods and back.
+own (its token file, for the CLI) or a paired device's. The session is the daemon's (``Cashier``
+in terminal/ports.py); this module only translates HTTP to its methods and back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from terminal.api.events import EventHub
+from terminal.api.pairing import Pairing
 from terminal.model import Line
+from terminal.ports import Cashier, PosTill
 
 PANEL_DIR = Path(__file__).with_name("panel")
 PANEL_HEADERS = {
@@ -87,12 +90,15 @@ class FocusIn(BaseModel):
     focused: bool
 
 
-def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
+def cashier_router(
+    till: PosTill, cashier: Cashier, pairing: Pairing, token: Callable[..., None], hub: EventHub
+) -> APIRouter:
+    """``token``: the dependency that checks a request's API token (terminal/api/app.py)."""
     router = APIRouter()
     secured = [Depends(token)]
 
-    def session() -> Any:
-        return daemon.session
+    def session() -> Cashier:
+        return cashier
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -189,23 +195,23 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
     @router.post("/v1/pair/code", dependencies=secured, tags=["pairing"])
     def pair_code() -> dict[str, Any]:
         """A new pairing code to show on the till (the previous one stops working)."""
-        code = daemon.pairing.new_code()
+        code = pairing.new_code()
         return {"code": code.code, "expires_in": code.expires_in}
 
     @router.post("/v1/pair", tags=["pairing"])
     def pair(body: PairIn) -> dict[str, Any]:
         """Trade the code shown on the till for this device's token (shown once)."""
-        device, secret = daemon.pairing.redeem(body.code, body.name)
-        daemon.emit({"type": "paired", "device_id": device.device_id, "name": device.name})
+        device, secret = pairing.redeem(body.code, body.name)
+        till.emit({"type": "paired", "device_id": device.device_id, "name": device.name})
         return {**device.public(), "token": secret}
 
     @router.get("/v1/pair/devices", dependencies=secured, tags=["pairing"])
     def devices() -> list[dict[str, str]]:
-        return list(daemon.pairing.devices())
+        return list(pairing.devices())
 
     @router.post("/v1/pair/devices/{device_id}/revoke", dependencies=secured, tags=["pairing"])
     def revoke(device_id: str) -> Response:
-        if not daemon.pairing.revoke(device_id):
+        if not pairing.revoke(device_id):
             return JSONResponse({"code": "unknown_device", "message": "No such paired device."}, status_code=404)
         return JSONResponse({"revoked": device_id})
 
@@ -241,12 +247,12 @@ def cashier_router(daemon: Any, token: Any, hub: EventHub) -> APIRouter:
     @router.get("/v1/panel/config", tags=["panel"])
     def panel_config() -> dict[str, Any]:
         """Keys, language and currency of the panel (no personal data: no token)."""
-        return dict(daemon.panel_config())
+        return dict(till.panel_config())
 
     @router.post("/v1/panel/focus", dependencies=secured, tags=["panel"])
     def panel_focus(body: FocusIn) -> dict[str, bool]:
         """The panel has (or lost) the keyboard: global hotkeys stay silent while it has."""
-        daemon.panel_focus(body.focused)
+        till.panel_focus(body.focused)
         return {"focused": body.focused}
 
     @router.get("/", include_in_schema=False)

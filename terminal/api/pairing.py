@@ -22,7 +22,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 from terminal.credentials import token_digest
 from terminal.errors import Code, Rejected
 from terminal.model import utc_iso
+from terminal.ports import Clock
 
 CODE_DIGITS = 6
 
@@ -60,8 +60,8 @@ class Pairing:
         *,
         ttl: float = 120.0,
         attempts: int = 5,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
     ) -> None:
         self.path = path
         self.ttl = ttl

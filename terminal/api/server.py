@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from terminal.errors import PortBusy, TerminalError
 
@@ -51,7 +52,6 @@ class ThreadedServer:
         self.app = app
         self.uds = uds
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self._run, name=f"http-{port}", daemon=True)
         self.host = host
         self.port = port
@@ -87,10 +87,8 @@ class ThreadedServer:
         self.thread.join(timeout)
 
 
-def start_api(daemon: Any, host: str, port: int) -> ThreadedServer:
-    from terminal.api.app import create_app
-
-    return ThreadedServer(create_app(daemon), host, port).start()
+def start_api(app: ASGIApp, host: str, port: int) -> ThreadedServer:
+    return ThreadedServer(app, host, port).start()
 
 
 class ApiServers:
@@ -112,11 +110,9 @@ class ApiServers:
             server.stop(timeout)
 
 
-def start_api_servers(daemon: Any, host: str, port: int, unix_socket: str = "") -> ApiServers:
-    """The local API on ``host:port`` (none when ``host`` is empty) and/or on a Unix socket, one app."""
-    from terminal.api.app import create_app
-
-    app = create_app(daemon)
+def start_api_servers(app: ASGIApp, host: str, port: int, unix_socket: str = "") -> ApiServers:
+    """The local API (``terminal.api.app.create_app``) on ``host:port`` (none when ``host`` is empty)
+    and/or on a Unix socket, one app."""
     servers = []
     if unix_socket:
         if os.path.exists(unix_socket):

@@ -8,37 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
+from terminal.ports import Effects  # what the transaction applies (defined with the store's port)
 from terminal.store.counters import bump_counter
-
-
-@dataclass(frozen=True, slots=True)
-class Effects:
-    """What a sale, void or refund changes besides the journal row and the points balance."""
-
-    member_id: str | None = None
-    spend_points: int = 0  # points redeemed: the member must hold them spendable at COMMIT time
-    spend_lots: tuple[tuple[str, int], ...] = ()  # local lots paying them (the rest is head office's)
-    new_lot: Lot | None = None
-    restore_lots: tuple[tuple[str, int], ...] = ()  # lots given back points by a refund
-    claw_lot: tuple[str, int] | None = None  # (lot id, points) taken back from a refunded sale's lot
-    coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
-    coupon_limits: tuple[tuple[str, int, int, int, int], ...] = ()
-    """(coupon id, global limit, per-member limit, uses the document states, the member's uses it states)"""
-    window_delta: int = 0
-    tier: str | None = None
-    sale_state: dict[str, Any] | None = field(default=None)
-    state_of: str | None = None  # the sale whose state a refund updates
-    now: datetime | None = None  # local time of the sale, for lots locked or expired
-    stored_value: int = 0  # stored value paid (> 0) or given back (< 0)
-    payment_code: str | None = None  # the one-time code's id: may pay once
-    offline: bool = False  # taken while head office was unreachable (counts against the limits)
-    sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -11,19 +11,19 @@ migrations = Migrations("tillpoint.terminal")
 @migrations()
 def m001_cache(db: Database) -> None:
     # points = hq_points + this till's not-yet-acknowledged deltas: what the cashier sees.
-    db["members"].create(
+    db.table("members").create(
         {"member_id": str, "display_name": str, "tier": str, "points": int, "hq_points": int, "status": str},
         pk="member_id",
     )
-    db["cards"].create({"uid_hash": str, "member_id": str, "status": str}, pk="uid_hash")
-    db["cards"].create_index(["member_id"])
-    db["rules"].create({"rule_id": str, "points": int, "per_minor": int}, pk="rule_id")
+    db.table("cards").create({"uid_hash": str, "member_id": str, "status": str}, pk="uid_hash")
+    db.table("cards").create_index(["member_id"])
+    db.table("rules").create({"rule_id": str, "points": int, "per_minor": int}, pk="rule_id")
 
 
 @migrations()
 def m002_journal(db: Database) -> None:
     # seq is the per-terminal gapless sequence; txn_id the time-sortable UUIDv7 of the transaction.
-    db["journal"].create(
+    db.table("journal").create(
         {
             "seq": int,
             "txn_id": str,
@@ -36,9 +36,9 @@ def m002_journal(db: Database) -> None:
         pk="seq",
         not_null={"txn_id", "terminal_id", "kind", "payload", "created_at"},
     )
-    db["journal"].create_index(["txn_id"], unique=True)
-    db["journal"].create_index(["pushed_at"])
-    db["sales"].create(
+    db.table("journal").create_index(["txn_id"], unique=True)
+    db.table("journal").create_index(["pushed_at"])
+    db.table("sales").create(
         {"txn_id": str, "member_id": str, "total": int, "points_delta": int, "voided_by": str},
         pk="txn_id",
     )
@@ -46,39 +46,39 @@ def m002_journal(db: Database) -> None:
 
 @migrations()
 def m003_sync_state(db: Database) -> None:
-    db["sync_state"].create({"key": str, "value": str}, pk="key")
+    db.table("sync_state").create({"key": str, "value": str}, pk="key")
 
 
 @migrations()
 def m004_loyalty_docs(db: Database) -> None:
     # Earning rules and coupons are data sent down by head office: one JSON document each (see
     # terminal/loyalty.py and terminal/coupons.py for their shape). member_id is set for personal coupons.
-    db["rule_docs"].create({"rule_id": str, "body": str}, pk="rule_id")
-    db["coupon_docs"].create({"coupon_id": str, "member_id": str, "body": str}, pk="coupon_id")
-    db["coupon_docs"].create_index(["member_id"])
+    db.table("rule_docs").create({"rule_id": str, "body": str}, pk="rule_id")
+    db.table("coupon_docs").create({"coupon_id": str, "member_id": str, "body": str}, pk="coupon_id")
+    db.table("coupon_docs").create_index(["member_id"])
 
 
 @migrations()
 def m301_card_counters(db: Database) -> None:
     # The last NTAG 424 DNA SUN read counter accepted per card: a later tap must show a higher one.
-    db["card_counters"].create({"uid_hash": str, "counter": int, "updated_at": str}, pk="uid_hash")
+    db.table("card_counters").create({"uid_hash": str, "counter": int, "updated_at": str}, pk="uid_hash")
 
 
 @migrations()
 def m005_loyalty_ledger(db: Database) -> None:
     # window_value: points earned (or spend) in the tier window as this till knows it.
-    db["members"].add_column("window_value", int, not_null_default=0)
+    db.table("members").add_column("window_value", int, not_null_default=0)
     # Lots of points earned on this till: locked until available_at, gone at expires_at.
-    db["point_lots"].create(
+    db.table("point_lots").create(
         {"lot_id": str, "member_id": str, "points": int, "remaining": int, "available_at": str, "expires_at": str},
         pk="lot_id",
     )
-    db["point_lots"].create_index(["member_id"])
+    db.table("point_lots").create_index(["member_id"])
     # Coupon uses made on this till (+1 on a sale, -1 when a refund gives the use back).
-    db["coupon_uses"].create({"txn_id": str, "coupon_id": str, "member_id": str, "uses": int})
-    db["coupon_uses"].create_index(["coupon_id", "member_id"])
+    db.table("coupon_uses").create({"txn_id": str, "coupon_id": str, "member_id": str, "uses": int})
+    db.table("coupon_uses").create_index(["coupon_id", "member_id"])
     # What is left of a sale after refunds, to price the next refund (pricing.SaleState + context).
-    db["sales"].add_column("state", str)
+    db.table("sales").add_column("state", str)
     db.execute("CREATE TABLE doc_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
     db.execute("INSERT INTO doc_version (id, version) VALUES (1, 0)")
     for table in ("rule_docs", "coupon_docs", "rules"):
@@ -93,13 +93,13 @@ def m005_loyalty_ledger(db: Database) -> None:
 def m101_sync_docs(db: Database) -> None:
     # Pulled from head office: public keys (signed by its root key), the revocation list, and head
     # office's chain-wide count of each coupon's uses; and the end-of-day reports this till sent.
-    db["hq_keys"].create({"key_id": str, "body": str, "sig": str}, pk="key_id")
-    db["hq_revocations"].create(
+    db.table("hq_keys").create({"key_id": str, "body": str, "sig": str}, pk="key_id")
+    db.table("hq_revocations").create(
         {"revocation_id": str, "kind": str, "subject": str, "body": str, "sig": str}, pk="revocation_id"
     )
-    db["hq_revocations"].create_index(["kind", "subject"])
-    db["hq_coupon_uses"].create({"coupon_id": str, "uses": int}, pk="coupon_id")
-    db["eod_reports"].create(
+    db.table("hq_revocations").create_index(["kind", "subject"])
+    db.table("hq_coupon_uses").create({"coupon_id": str, "uses": int}, pk="coupon_id")
+    db.table("eod_reports").create(
         {
             "day": str,
             "first_seq": int,
@@ -117,17 +117,17 @@ def m101_sync_docs(db: Database) -> None:
 def m006_payments(db: Database) -> None:
     # Stored value (minor units): what the till shows = head office's balance + this till's
     # unacknowledged deltas, as for points.
-    db["members"].add_column("stored_value", int, not_null_default=0)
-    db["members"].add_column("hq_stored_value", int, not_null_default=0)
+    db.table("members").add_column("stored_value", int, not_null_default=0)
+    db.table("members").add_column("hq_stored_value", int, not_null_default=0)
     # Device certificates of members' phones (sent down by head office) and every payment code
     # this till accepted: (cert, counter) may pay once.
-    db["device_certs"].create({"cert_id": str, "member_id": str, "body": str}, pk="cert_id")
-    db["payment_codes"].create({"code_id": str, "txn_id": str, "created_at": str}, pk="code_id")
+    db.table("device_certs").create({"cert_id": str, "member_id": str, "body": str}, pk="cert_id")
+    db.table("payment_codes").create({"code_id": str, "txn_id": str, "created_at": str}, pk="code_id")
     # Stored-value payments taken here, for the offline limits (day = the till's local date).
-    db["sv_payments"].create(
+    db.table("sv_payments").create(
         {"txn_id": str, "member_id": str, "amount": int, "offline": int, "day": str, "created_at": str}, pk="txn_id"
     )
-    db["sv_payments"].create_index(["member_id", "day"])
+    db.table("sv_payments").create_index(["member_id", "day"])
 
 
 def known_names() -> set[str]:

@@ -28,7 +28,7 @@ from terminal import b64url
 from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
-from terminal.ports import CacheDocs
+from terminal.ports import CacheDocs, Effects
 from terminal.store import ledger, pages
 from terminal.store.schema import known_names, migrations
 
@@ -163,7 +163,7 @@ class Store:
         points: tuple[str, int] | None = None,
         sale: dict[str, Any] | None = None,
         voids: str | None = None,
-        effects: ledger.Effects | None = None,
+        effects: Effects | None = None,
         enrol: tuple[Member, Card] | None = None,
     ) -> tuple[JournalEntry, int | None]:
         """Write one transaction atomically: the member's points change, the sale row, the
@@ -491,7 +491,7 @@ class Store:
                 _set_state(conn, key, value)
 
     def integrity_ok(self) -> bool:
-        return self._read("PRAGMA quick_check")[0][0] == "ok"
+        return bool(self._read("PRAGMA quick_check")[0][0] == "ok")
 
 
 _SIDE_FILES = ("-wal", "-shm", "-journal")

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from terminal import membercodes
 from terminal import payments as pay
+from terminal.checkout import Checkout
 from terminal.errors import Code, Rejected
 from terminal.model import EarnRule, Line, Member
 from terminal.service import Service
@@ -64,7 +65,7 @@ def changes() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def session(service: Service, changes: list[dict[str, Any]]) -> Session:
-    return Session(service, join_url="https://members.example/join", on_change=changes.append)
+    return Session(service, Checkout(service), join_url="https://members.example/join", on_change=changes.append)
 
 
 def refused(code: Code, fn: Any, *args: Any) -> None:
@@ -74,7 +75,7 @@ def refused(code: Code, fn: Any, *args: Any) -> None:
 
 
 def test_the_whole_sale(trusting: Service, changes: list[dict[str, Any]]) -> None:
-    session = Session(trusting, join_url="https://members.example/join", on_change=changes.append)
+    session = Session(trusting, Checkout(trusting), join_url="https://members.example/join", on_change=changes.append)
     service = trusting
     snap = session.snapshot()
     assert snap["state"] == "idle" and snap["customer_qr"]["kind"] == "join"

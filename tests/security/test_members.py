@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from terminal import membercodes
+from terminal.checkout import Checkout
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line
 from terminal.service import Payment
@@ -20,7 +21,7 @@ from tests.security.chain import Balance, Chain, Till
 
 
 def session(till: Till) -> Session:
-    return Session(till.service)
+    return Session(till.service, Checkout(till.service))
 
 
 def refused(code: Code, fn: object, *args: object) -> None:

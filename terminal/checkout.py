@@ -1,0 +1,55 @@
+"""The one path that commits a sale.
+
+Every way a sale is rung builds a ``SaleOrder`` and hands it to ``Checkout.sell``: the cashier's
+session (confirm, and a member's payment code), the POS (``POST /v1/sales``) and the demo's sale on
+each tap. Here, and only here, the order becomes a price (unless the cashier was already shown
+one), a payment (stored value, a device's code, the card of the last tap) and the durable commit,
+so the journal row of a sale has the same shape whoever asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from terminal.errors import Code, Rejected
+from terminal.model import Receipt, SaleOrder
+from terminal.ports import SaleDesk
+from terminal.service import Identified, Payment
+
+
+def no_tap() -> Identified | None:
+    return None
+
+
+class Checkout:
+    """Commits sales on ``desk`` (the service); ``last_tap`` is the card tap that identified the member
+    (the daemon's last one), journalled with the sale and, when it can prove itself, their proof."""
+
+    def __init__(self, desk: SaleDesk, last_tap: Callable[[], Identified | None] = no_tap) -> None:
+        self.desk = desk
+        self.last_tap = last_tap
+
+    def sell(self, order: SaleOrder, refused: Callable[[Rejected], object] | None = None) -> Receipt:
+        """Price ``order`` (unless it carries the quote shown) and record it; the receipt exists only
+        once the sale is durable. A refusal raises ``Rejected`` and records nothing; ``refused`` is told
+        of one by the price or the commit first (the POS's sales make it an event)."""
+        tapped = self.last_tap()
+        if order.pay_by_card and tapped is None:
+            raise Rejected(Code.NO_MEMBER, "No card was tapped to pay with.")
+        payment = Payment(order.stored_value, order.code, tapped if order.pay_by_card else None)
+        try:
+            quote = order.quote
+            if quote is None:
+                quote = self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem)
+            return self.desk.commit(quote, payment, tapped=tapped)
+        except Rejected as exc:
+            if refused is not None:
+                refused(exc)
+            raise
+
+    def may_spend(self, member_id: str, code: str | None = None) -> bool:
+        """Whether the sale in progress holds the member's proof for spending points, or needs none."""
+        return self.desk.may_spend(member_id, self.last_tap(), code)
+
+
+__all__ = ["Checkout", "no_tap"]
