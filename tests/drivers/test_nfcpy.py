@@ -14,7 +14,7 @@ import pytest
 from drivers import open_reader
 from drivers.errors import DriverUnavailable
 from drivers.ndef import first_uri
-from drivers.nfcpy_reader import HoldOff, NfcpyReader, busy_message, open_error, usb_claimant
+from drivers.nfcpy_reader import NfcpyReader, busy_message, open_error, usb_claimant
 from terminal.credentials import CardProof, Trust, card_uid_hash, lite_s_card_key, trust_of, verify_read
 from tests.fixtures.nfc import FelicaCard, IsoDepCard, free_udp_port
 from tests.fixtures.pcsc import Events
@@ -247,17 +247,6 @@ def test_a_device_held_by_pcscd_says_so(tmp_path: Path) -> None:
 )
 def test_other_open_errors(tmp_path: Path, code: int, text: str) -> None:
     assert text in str(open_error("usb:054c:06c3", OSError(code, "x"), tmp_path))
-
-
-def test_holdoff_rules() -> None:
-    holdoff = HoldOff(1.0)
-    assert holdoff.is_new_tap("A", at=10.0)
-    holdoff.left("A", at=11.0)
-    assert not holdoff.is_new_tap("A", at=11.5)
-    holdoff.left("A", at=12.0)
-    assert holdoff.is_new_tap("A", at=13.5)
-    holdoff.left("A", at=14.0)
-    assert holdoff.is_new_tap("B", at=14.1)
 
 
 def test_open_reader_knows_nfcpy() -> None:
