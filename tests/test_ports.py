@@ -55,3 +55,24 @@ def test_free_port_is_free_now() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_a_till_moves_off_an_api_port_taken_before_it_started(tmp_path: Path) -> None:
+    from tests.ops.helpers import Api, NotifyListener, TillProcess, till_config
+
+    config = till_config(tmp_path, None, None)
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", till.port))  # taken between the pick and the start
+        squatter.listen()
+        taken = till.port
+        try:
+            till.start()
+            assert till.port != taken and f"port = {till.port}" in config.read_text()
+            assert api.status()["terminal_id"] == "T-OPS"  # the API client follows the move
+        finally:
+            till.kill()
+            api.close()
+            notify.close()
