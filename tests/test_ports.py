@@ -76,3 +76,22 @@ def test_a_till_moves_off_an_api_port_taken_before_it_started(tmp_path: Path) ->
             till.kill()
             api.close()
             notify.close()
+
+
+def test_postgres_moves_off_a_port_taken_before_it_started() -> None:
+    from tests.fixtures.postgres import PgServer
+
+    try:
+        server = PgServer()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", server.port))
+        squatter.listen()
+        taken = server.port
+        try:
+            server.start()
+            assert server.port != taken
+            server.execute("SELECT 1")
+        finally:
+            server.stop()
