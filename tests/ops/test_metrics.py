@@ -11,8 +11,9 @@ import httpx
 
 from terminal.metrics import Metrics, SyncFigures
 from tests.fixtures.clock import Clock
-from tests.fixtures.hq import HqProcess, free_port
+from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config, wait_until
+from tests.ports import START_ATTEMPTS, free_port
 
 
 def test_events_become_counters() -> None:
@@ -50,20 +51,25 @@ def test_events_become_counters() -> None:
 
 
 def test_metrics_of_a_running_daemon(tmp_path: Path, hq: HqProcess) -> None:
-    listen = free_port()
-    config = till_config(
-        tmp_path,
-        hq,
-        hq.add_terminal("T-MET"),
-        "T-MET",
-        metrics=f'listen = "127.0.0.1:{listen}"',
-        sale="auto_amount = 500",
-    )
+    token = hq.add_terminal("T-MET")
     notify = NotifyListener(tmp_path / "notify.sock")
-    till = TillProcess(config, notify)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        # The metrics listener's port is named in the config: picked free, and picked again if
+        # another program took it before the daemon bound it (the daemon then stops at start).
+        listen = free_port()
+        config = till_config(
+            tmp_path, hq, token, "T-MET", metrics=f'listen = "127.0.0.1:{listen}"', sale="auto_amount = 500"
+        )
+        till = TillProcess(config, notify)
+        try:
+            till.start()
+            break
+        except AssertionError as exc:
+            if "Address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                notify.close()
+                raise
     api = Api(till)
     try:
-        till.start()
         wait_until(lambda: api.status()["cache"]["members"] >= 4, 20, "the cache to load")
         for uid in ("04A1B2C3D4E501", "04A1B2C3D4E502", "04A1B2C3D4E503", "04FFFFFFFFFF01"):
             api.tap(uid)
