@@ -41,6 +41,7 @@ import numpy as np
 from drivers.decode import DEFAULT_FORMATS, check_formats, decode
 from drivers.errors import DriverUnavailable
 from drivers.sinks import deliver, reader_event
+from terminal.backoff import Backoff
 from terminal.model import QrRead
 from terminal.ports import QrSink, ReaderSink
 
@@ -278,18 +279,6 @@ class Stats:
     decode_seconds: float = 0.0
 
 
-class _Backoff:
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
 # -- the scanner ----------------------------------------------------------------------------------
 
 
@@ -333,7 +322,7 @@ class CameraScanner:
         self._dedupe = Dedupe(dedupe_window)
         self._gate = MotionGate(motion_threshold)
         self._slot = LatestFrame()
-        self._backoff = _Backoff(backoff_first, backoff_max)
+        self._backoff = Backoff(backoff_first, backoff_max)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._on_qr: QrSink | None = None

@@ -39,7 +39,9 @@ import nfc.tag.tt3_sony
 
 from drivers import ndef
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ReaderGone
+from drivers.holdoff import HoldOff
 from drivers.sinks import deliver, reader_event
+from terminal.backoff import Backoff
 from terminal.credentials import lite_s_card_key
 from terminal.model import CardRead
 from terminal.ports import CardSink, ReaderSink, UidHasher
@@ -120,21 +122,6 @@ def open_frontend(path: str) -> Any:
         return nfc.ContactlessFrontend(path)
     except OSError as error:
         raise open_error(path, error) from error
-
-
-class HoldOff:
-    """Debounce: the same card back on the same reader within ``seconds`` of leaving is no new tap."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.last: tuple[str, float] | None = None  # (uid hash, left at)
-
-    def is_new_tap(self, uid_hash: str, at: float) -> bool:
-        last, self.last = self.last, None
-        return last is None or last[0] != uid_hash or at - last[1] >= self.seconds
-
-    def left(self, uid_hash: str, at: float) -> None:
-        self.last = (uid_hash, at)
 
 
 def tag_uid(tag: Any) -> bytes:
@@ -249,8 +236,7 @@ class _Loop:
         self.stopping = stopping
         self.holdoff = HoldOff(reader.holdoff)
         self.last_error: str | None = None
-        self.delay = reader.interval
-        self.current = ""  # uid hash of the tag in the field
+        self.backoff = Backoff(reader.interval, MAX_BACKOFF)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -270,11 +256,11 @@ class _Loop:
         if detail != self.last_error:  # one event per outage, not one per retry
             self.last_error = detail
             self.emit_reader("error", detail)
-        self.stopping.wait(self.delay)
-        self.delay = min(self.delay * 2, MAX_BACKOFF)
+        self.stopping.wait(self.backoff.next())
 
     def serve(self, clf: Any) -> None:
-        self.reader._present, self.last_error, self.delay = True, None, self.reader.interval
+        self.reader._present, self.last_error = True, None
+        self.backoff.reset()
         self.emit_reader("added", f"nfcpy {clf.device}")
         options = {
             "targets": self.reader.targets,
@@ -305,13 +291,12 @@ class _Loop:
             log.exception("reading the tag failed")
             self.emit_reader("error", f"card read failed: {exc!r}")
             return True
-        self.current = read.uid_hash
-        if self.holdoff.is_new_tap(read.uid_hash, time.monotonic()):
+        if self.holdoff.is_new_tap(self.reader.name, read.uid_hash, time.monotonic()):
             self.emit_card(read)
         return True  # keep the tag until it leaves: a card left on the reader is one tap
 
     def on_release(self, tag: Any) -> bool:
-        self.holdoff.left(self.current, time.monotonic())
+        self.holdoff.left(self.reader.name, time.monotonic())
         return True
 
     def gone(self, detail: str) -> None:

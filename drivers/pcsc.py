@@ -46,7 +46,9 @@ from smartcard import scard
 
 from drivers import ndef
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
+from drivers.holdoff import HoldOff
 from drivers.sinks import deliver, reader_event
+from terminal.backoff import Backoff
 from terminal.model import CardRead
 from terminal.ports import CardSink, ReaderSink, UidHasher
 
@@ -319,41 +321,6 @@ def is_new_tap(previous: int, state: int) -> bool:
     return not previous & scard.SCARD_STATE_PRESENT or _counter(previous) != _counter(state)
 
 
-class _Backoff:
-    """Delays between reconnect attempts: poll interval, doubling, capped at MAX_BACKOFF."""
-
-    def __init__(self, first: float) -> None:
-        self.first = first
-        self.delay = first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, MAX_BACKOFF)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
-class HoldOff:
-    """Debounce: the same card back on the same reader within ``seconds`` of leaving is no new tap."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.last: dict[str, tuple[str, float | None]] = {}  # reader -> (uid hash, left at)
-
-    def left(self, reader: str, at: float) -> None:
-        if reader in self.last and self.last[reader][1] is None:
-            self.last[reader] = (self.last[reader][0], at)
-
-    def is_new_tap(self, reader: str, uid_hash: str, at: float) -> bool:
-        previous = self.last.get(reader)
-        self.last[reader] = (uid_hash, None)
-        if previous is None or previous[0] != uid_hash or self.seconds <= 0:
-            return True
-        left_at = previous[1] if previous[1] is not None else at  # off and on between two polls
-        return at - left_at >= self.seconds
-
-
 class PcscReader:
     """Every PC/SC reader whose name matches ``pattern`` (an fnmatch glob; "*" is all readers)."""
 
@@ -418,7 +385,7 @@ class _Monitor:
         self.stopping = stopping
         self.states: dict[str, int] = {}  # reader name -> last event state we acted on
         self.pnp_state = scard.SCARD_STATE_UNAWARE
-        self.backoff = _Backoff(reader.poll_interval)
+        self.backoff = Backoff(reader.poll_interval, MAX_BACKOFF)
         self.last_error: str | None = None
         self.holdoff = HoldOff(reader.holdoff)
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from drivers.errors import DriverUnavailable
 from drivers.sinks import deliver, reader_event
+from terminal.backoff import Backoff
 from terminal.model import QrRead
 from terminal.ports import QrSink, ReaderSink
 
@@ -343,7 +344,7 @@ class _Scanner:
             self._thread = None
 
     def _run(self, stopping: threading.Event) -> None:
-        delay = self.backoff_first
+        backoff = Backoff(self.backoff_first, self.backoff_max)
         while not stopping.is_set():
             self.last_progress = time.monotonic()
             try:
@@ -354,11 +355,10 @@ class _Scanner:
                 log.exception("%s failed", self.name)
                 self.problem("error", f"internal error: {exc!r}")
             else:
-                delay = self.backoff_first
+                backoff.reset()
                 if not stopping.is_set():
                     self.problem("removed", detail)
-            stopping.wait(delay)
-            delay = min(delay * 2, self.backoff_max)
+            stopping.wait(backoff.next())
 
     def read_device(self, stopping: threading.Event) -> str:
         """Open the device, read until it goes away; returns why. DriverUnavailable if it cannot open."""

@@ -63,6 +63,8 @@ from sync.protocol import (
     spoken_protocol,
 )
 from terminal import b64url
+from terminal.backoff import Rand
+from terminal.backoff import delay as backoff_delay
 from terminal.errors import Rejected
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Clock, SyncStore
@@ -613,12 +615,6 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
     )
 
 
-def backoff(failures: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter: between half and all of min(cap, base * 2**(failures-1))."""
-    ceiling = min(cap, base * (2.0 ** max(0, failures - 1)))
-    return float(ceiling * (0.5 + 0.5 * rand()))
-
-
 class SyncLoop:
     """Runs ``sync_once`` in its own thread: every push interval, at once when woken by a commit,
     pulling every pull interval, and backing off with jitter while head office is unreachable.
@@ -629,11 +625,19 @@ class SyncLoop:
     counted in ``crashes``, retried with backoff, and *not* progress, so a loop that keeps crashing
     stops feeding systemd's watchdog and the daemon is restarted."""
 
-    def __init__(self, client: SyncClient, push_interval: float, pull_interval: float, backoff_max: float) -> None:
+    def __init__(
+        self,
+        client: SyncClient,
+        push_interval: float,
+        pull_interval: float,
+        backoff_max: float,
+        rand: Rand = random.random,
+    ) -> None:
         self.client = client
         self.push_interval = push_interval
         self.pull_interval = pull_interval
         self.backoff_max = backoff_max
+        self.rand = rand  # the backoff's jitter
         self.failures = 0
         self.crashes = 0
         self.last_error: str | None = None
@@ -677,7 +681,10 @@ class SyncLoop:
                 listener(result)
             except Exception:
                 log.exception("a sync listener failed")
-        return backoff(self.failures, self.push_interval, self.backoff_max) if self.failures else self.push_interval
+        if not self.failures:
+            return self.push_interval
+        # Jittered, so tills that lost head office together do not all come back at once.
+        return backoff_delay(self.failures, self.push_interval, self.backoff_max, self.rand)
 
     def _run(self) -> None:
         last_pull = 0.0

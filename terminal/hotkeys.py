@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from terminal.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 EV_KEY = 1
@@ -276,7 +278,7 @@ class HotkeyListener:
             self.on_status(dict(new))
 
     def _run(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, self.retry_max)
         while not self._stopping.is_set():
             self.last_progress = time.monotonic()
             try:
@@ -285,11 +287,10 @@ class HotkeyListener:
                 self._set("unavailable", str(exc))
                 return
             if opened:
-                delay = 0.5
+                backoff.reset()
                 self._pump(opened)
-            if self._stopping.wait(delay):
+            if self._stopping.wait(backoff.next()):
                 return
-            delay = min(delay * 2, self.retry_max)
 
     def _paths(self) -> list[str]:
         paths = [p for p in self.devices if p != "auto"]

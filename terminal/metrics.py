@@ -172,9 +172,10 @@ class Metrics:
     def watch_store(self, source: Callable[[], SyncFigures | None]) -> None:
         self.registry.register(_SyncCollector(source, self.clock))
 
-    def watch_scanners(self, source: Callable[[], Iterable[Any]]) -> None:
-        """Export decode figures of the scanners ``source()`` returns at each scrape."""
-        self.registry.register(_ScannerCollector(source, time.monotonic))
+    def watch_scanners(self, source: Callable[[], Iterable[Any]], clock: Callable[[], float] = time.monotonic) -> None:
+        """Export decode figures of the scanners ``source()`` returns at each scrape; rates are per
+        second of ``clock`` (monotonic)."""
+        self.registry.register(_ScannerCollector(source, clock))
 
     def observe(self, event: dict[str, Any]) -> None:
         """Count one daemon event (subscribe this to ``Daemon.subscribers``)."""

@@ -21,6 +21,7 @@ PURE = [
     "scan",
     "canonical",
     "membercodes",
+    "backoff",
 ]
 IO_LIBS = {
     "smartcard",
@@ -55,6 +56,7 @@ TERMINAL_PUBLIC = {
     "terminal.scan",
     "terminal.canonical",
     "terminal.membercodes",
+    "terminal.backoff",
 }
 
 

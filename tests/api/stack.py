@@ -21,6 +21,7 @@ from terminal.daemon import Daemon
 from terminal.keys import load_or_create_key
 from terminal.model import Card, EarnRule, Member
 from tests.fixtures.codes import install_member_key, member_code
+from tests.ports import closed_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_PACKAGE = "chromium (apt-get install chromium)"
@@ -45,12 +46,6 @@ COUPONS = {
     "WELCOME": {"kind": "amount_off", "value": 300, "text": "3.00 welcome"},
     "BIGSPEND": {"kind": "amount_off", "value": 500, "min_spend": 10000, "member_id": "M-1", "text": "5.00 off 100.00"},
 }
-
-
-def closed_port() -> int:
-    from tests.fixtures.hq import free_port
-
-    return free_port()
 
 
 SUN_MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the chain's NTAG 424 DNA master key (tests)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,9 +19,18 @@ def ring(events: list[dict[str, Any]]) -> Any:
     return lambda after: [e for e in events if e["id"] > after]
 
 
-async def collect(hub: EventHub, after: int, n: int, types: tuple[str, ...] = ()) -> list[bytes]:
+async def subscribe(hub: EventHub, after: int, types: tuple[str, ...] = ()) -> AsyncIterator[bytes]:
+    """A stream already registered with the hub: its first chunk (": connected") is sent once the
+    client is subscribed, so what is published after this returns reaches it."""
+    stream = hub.stream(after, types)
+    assert await asyncio.wait_for(stream.__anext__(), 5) == b": connected\n\n"
+    assert hub.clients >= 1
+    return stream
+
+
+async def collect(stream: AsyncIterator[bytes], n: int) -> list[bytes]:
     out: list[bytes] = []
-    async for chunk in hub.stream(after, types):
+    async for chunk in stream:
         if chunk.startswith(b"id:"):
             out.append(chunk)
             if len(out) == n:
@@ -34,8 +43,7 @@ def test_backlog_then_live_events_from_another_thread() -> None:
     hub = EventHub(ring(past))
 
     async def run() -> list[bytes]:
-        task = asyncio.create_task(collect(hub, 0, 4))
-        await asyncio.sleep(0.05)
+        task = asyncio.create_task(collect(await subscribe(hub, 0), 4))
         threading.Thread(target=lambda: [hub.publish({"id": i, "type": "session"}) for i in (2, 3, 4)]).start()
         return await asyncio.wait_for(task, 5)
 
@@ -49,8 +57,7 @@ def test_live_only_and_a_type_filter() -> None:
     hub = EventHub(ring([{"id": 1, "type": "member"}]))
 
     async def run() -> list[bytes]:
-        task = asyncio.create_task(collect(hub, -1, 1, ("sale",)))
-        await asyncio.sleep(0.05)
+        task = asyncio.create_task(collect(await subscribe(hub, -1, ("sale",)), 1))
         hub.publish({"id": 2, "type": "member"})
         hub.publish({"id": 3, "type": "sale"})
         return await asyncio.wait_for(task, 5)
@@ -68,7 +75,11 @@ def test_a_slow_client_is_cut_off_and_close_ends_every_stream() -> None:
         await stream.__anext__()  # connected
         for i in range(1, 10):  # more than the queue holds, before the client reads anything
             hub.publish({"id": i, "type": "sale"})
-        await asyncio.sleep(0.05)
+        # publish() hands each event to the loop with call_soon_threadsafe, in order: once this
+        # marker has run, all nine offers have reached the client's queue.
+        delivered = asyncio.Event()
+        asyncio.get_running_loop().call_soon_threadsafe(delivered.set)
+        await asyncio.wait_for(delivered.wait(), 5)
         async for _ in stream:
             got += 1
         return got
@@ -78,6 +89,7 @@ def test_a_slow_client_is_cut_off_and_close_ends_every_stream() -> None:
     async def closing() -> None:
         stream = hub.stream(-1)
         await stream.__anext__()
+        # Closed from another thread, whenever it runs: before or while the stream waits, it ends.
         threading.Timer(0.05, hub.close).start()
         async for _ in stream:
             pass
@@ -86,8 +98,14 @@ def test_a_slow_client_is_cut_off_and_close_ends_every_stream() -> None:
 
 
 def read_events(
-    url: str, token: str, want: int, headers: dict[str, str] | None = None, **params: Any
+    url: str,
+    token: str,
+    want: int,
+    headers: dict[str, str] | None = None,
+    connected: threading.Event | None = None,
+    **params: Any,
 ) -> list[dict[str, Any]]:
+    """The first ``want`` events; ``connected`` is set when the daemon says this client is subscribed."""
     found: list[dict[str, Any]] = []
     with httpx.stream(
         "GET",
@@ -99,6 +117,8 @@ def read_events(
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
         for line in reply.iter_lines():
+            if line == ": connected" and connected is not None:
+                connected.set()
             if line.startswith("data: "):
                 found.append(json.loads(line[6:]))
                 if len(found) == want:
@@ -109,9 +129,12 @@ def read_events(
 def test_sse_over_http_carries_taps_and_session_changes(till: Daemon) -> None:
     url, token = base_url(till), till.api_token
     got: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: got.extend(read_events(url, token, 2, types="member,session")))
+    subscribed = threading.Event()
+    reader = threading.Thread(
+        target=lambda: got.extend(read_events(url, token, 2, connected=subscribed, types="member,session"))
+    )
     reader.start()
-    time.sleep(0.3)
+    assert subscribed.wait(10), "the event stream never said the client was subscribed"
     httpx.post(
         f"{url}/v1/sim/tap", json={"uid": "04A1B2C3D4E501"}, headers={"Authorization": f"Bearer {token}"}, timeout=5
     )

@@ -188,6 +188,8 @@ def test_the_listener_reads_hotkeys_and_ignores_scans() -> None:
     try:
         assert rec.wait_state("listening")["devices"] == ["/dev/input/event7"]
         board.send(scan("12345", 0.0, extra=[ESC]), offset=time.time())
+        # A person's key comes well after the scan's last key (more than the 40 ms gap): that pause
+        # is what makes F9 a hotkey and not part of the burst; it is the subject, not a readiness wait.
         time.sleep(0.2)
         board.send(press(F9, 0.0), offset=time.time())
         assert rec.actions.get(timeout=2) == "identify"

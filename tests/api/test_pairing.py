@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from terminal.api import pairing as pairing_module
 from terminal.api.pairing import Pairing
 from terminal.errors import Code, Rejected
 from tests.fixtures.clock import Clock
@@ -46,13 +49,34 @@ def test_wrong_tries_drop_the_code(tmp_path: Path) -> None:
     assert pairing.redeem(fresh, "pos")[0].name == "pos"
 
 
-def test_a_new_code_replaces_the_old_one() -> None:
+def scripted_codes(monkeypatch: pytest.MonkeyPatch, *draws: int) -> None:
+    """The codes ``new_code`` draws, in order (the tokens stay random)."""
+    numbers = iter(draws)
+    fake = SimpleNamespace(
+        randbelow=lambda _n: next(numbers), token_urlsafe=secrets.token_urlsafe, token_hex=secrets.token_hex
+    )
+    monkeypatch.setattr(pairing_module, "secrets", fake)
+
+
+def test_a_new_code_replaces_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted_codes(monkeypatch, 123456, 654321)  # two different codes, never by luck
     pairing = Pairing(None)
     old = pairing.new_code().code
     new = pairing.new_code().code
-    if old != new:
-        refused(pairing, old)
+    assert (old, new) == ("123456", "654321")
+    refused(pairing, old)
     assert pairing.redeem(new, "pos")
+    refused(pairing, new)  # used once
+
+
+def test_a_new_code_that_happens_to_equal_the_old_one_is_still_one_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted_codes(monkeypatch, 42, 42)  # the 1-in-a-million draw, on purpose
+    pairing = Pairing(None)
+    old = pairing.new_code().code
+    new = pairing.new_code().code
+    assert old == new == "000042"  # zero-padded to six digits
+    assert pairing.redeem(new, "pos")
+    refused(pairing, old)
 
 
 def test_no_code_no_pairing() -> None:

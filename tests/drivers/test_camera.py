@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers import open_scanner
+from drivers import camera, open_scanner
 from drivers.camera import CameraScanner, Dedupe, LatestFrame, MotionGate, crop_roi, describe, parse_source
 from drivers.errors import DriverUnavailable
 from terminal.config import Config
 from terminal.model import QrRead
 from tests.fixtures.events import Recorder
 from tests.fixtures.video import Look, MjpegServer, background, blank, concat, render, still, write_video
+from tests.waiting import wait_until
 
 SIZE = (960, 540)
 FPS = 30.0
@@ -51,10 +52,29 @@ def running(source: str, **options: Any) -> Iterator[tuple[CameraScanner, Events
 
 
 def wait_until_played(scanner: CameraScanner, frames: int, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while scanner.stats.captured < frames and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # the decode thread finishes the last frame
+    """At least ``frames`` captured, and every captured frame dealt with by the decode thread:
+    decoded, skipped by the motion gate, or dropped from the slot for a newer one."""
+    stats = scanner.stats
+    wait_until(lambda: stats.captured >= frames, timeout, f"{frames} frames captured")
+    wait_until(
+        lambda: stats.decoded + stats.skipped + scanner.dropped >= stats.captured,
+        timeout,
+        "the decode thread to finish the frames captured",
+    )
+
+
+@pytest.fixture
+def open_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every time a scanner tried to open its source (its reconnect attempts)."""
+    attempts: list[str] = []
+    real = camera.open_capture
+
+    def counting(source: Any, *args: Any) -> Any:
+        attempts.append(describe(source))
+        return real(source, *args)
+
+    monkeypatch.setattr(camera, "open_capture", counting)
+    return attempts
 
 
 # -- sources and the registry ---------------------------------------------------------------------
@@ -228,10 +248,10 @@ def test_a_stream_that_dies_midway_and_comes_back() -> None:
         server.stop()
 
 
-def test_a_missing_camera_is_a_status_not_a_crash() -> None:
+def test_a_missing_camera_is_a_status_not_a_crash(open_attempts: list[str]) -> None:
     with running("/dev/video-missing", backoff_first=0.1, backoff_max=0.2) as (scanner, events):
         events.event("error", "no such camera device")
-        time.sleep(0.5)
+        wait_until(lambda: len(open_attempts) >= 4, WAIT, "a few reconnect attempts")
     assert [e.kind for e in events.history] == ["error"]  # one event per outage, not one per retry
     assert scanner.stats.opened == 0
 
@@ -251,7 +271,7 @@ def test_a_slow_decoder_drops_old_frames_instead_of_queueing_them(tmp_path: Path
     video = write_video(tmp_path / "busy.avi", blank(SIZE, 2.0), FPS)
 
     def slow(gray: np.ndarray, formats: object) -> list[str]:
-        time.sleep(0.1)  # three frame periods
+        time.sleep(0.1)  # three frame periods: the slow decoder is what this test is about
         return []
 
     with running(str(video), decoder=slow, motion_threshold=0) as (scanner, events):
@@ -297,5 +317,5 @@ def test_progress_for_the_watchdog_moves_while_the_camera_is_missing() -> None:
     with running("/dev/video-missing", backoff_first=0.1, backoff_max=0.2) as (scanner, events):
         events.event("error")
         before = scanner.last_progress
-        time.sleep(0.6)
+        wait_until(lambda: scanner.last_progress > before, WAIT, "the capture loop to go round")
         assert scanner.last_progress > before

@@ -6,17 +6,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from smartcard import scard
 
-from drivers import open_reader
+from drivers import open_reader, pcsc
 from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolError, ReaderGone
 from drivers.pcsc import GET_UID, PcscReader, error_for, is_new_tap, read_uid, tech_from_atr
 from terminal.credentials import card_uid_hash
 from tests.drivers.script import Script
 from tests.fixtures.pcsc import WAIT, CardFactory, Events, Pcscd
 from tests.vcard import STORAGE_ATR
+from tests.waiting import wait_until
 
 KEY = b"tillpoint-test-card-hash-key-0001"
 UID = bytes.fromhex("04A22B1C5D6E80")
@@ -117,7 +119,17 @@ def test_pcscd_restart_removes_and_adds_the_reader_and_taps_still_work(
     assert events.card().uid_hash == hash_uid(UID)
 
 
-def test_no_pcscd_is_an_error_event_then_the_reader_recovers(pcscd: Pcscd, virtual_card: CardFactory) -> None:
+def test_no_pcscd_is_an_error_event_then_the_reader_recovers(
+    pcscd: Pcscd, virtual_card: CardFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[float] = []  # every PC/SC context the driver tried to open: its reconnect attempts
+    real_context = pcsc._context
+
+    def counting() -> Any:
+        attempts.append(time.monotonic())
+        return real_context()
+
+    monkeypatch.setattr(pcsc, "_context", counting)
     seen = Events()
     reader = PcscReader(pcscd.reader, hash_uid, poll_interval=0.1)
     pcscd.stop()
@@ -126,7 +138,8 @@ def test_no_pcscd_is_an_error_event_then_the_reader_recovers(pcscd: Pcscd, virtu
         reader.start(seen.cards.put, seen.on_reader)
         error = seen.reader_event("error")
         assert error.reader == f"pcsc:{pcscd.reader}" and "pcscd" in error.detail
-        time.sleep(0.8)  # a few reconnect attempts while pcscd is still down
+        tried = len(attempts)
+        wait_until(lambda: len(attempts) >= tried + 3, 10, "a few reconnect attempts while pcscd is down")
         pcscd.start()
         assert seen.reader_event("added", timeout=10).reader == pcscd.reader
         card = virtual_card(uid=UID)

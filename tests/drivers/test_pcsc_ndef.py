@@ -14,7 +14,6 @@ from drivers import ndef as ndef_codec
 from drivers.errors import CardGone, ProtocolError
 from drivers.pcsc import (
     GET_UID,
-    HoldOff,
     PcscReader,
     parse_atr,
     read_card,
@@ -239,21 +238,6 @@ def test_holdoff_makes_a_quick_lift_and_return_one_tap(pcscd: Pcscd, virtual_car
         assert seen.card().uid_hash == hash_uid(bytes.fromhex("04999999999999"))
     finally:
         reader.stop()
-
-
-# --- debounce without pcscd ------------------------------------------------------------------------
-
-
-def test_holdoff_rules() -> None:
-    holdoff = HoldOff(1.0)
-    assert holdoff.is_new_tap("r", "A", at=10.0)
-    holdoff.left("r", at=12.0)
-    assert not holdoff.is_new_tap("r", "A", at=12.5)  # back 0.5 s after leaving: a wobble
-    holdoff.left("r", at=13.0)
-    assert holdoff.is_new_tap("r", "A", at=14.5)  # 1.5 s after leaving: lifted and tapped again
-    assert holdoff.is_new_tap("r", "B", at=14.6)  # another card is always a tap
-    assert holdoff.is_new_tap("other reader", "B", at=14.7)
-    assert HoldOff(0.0).is_new_tap("r", "A", at=1.0) and HoldOff(0.0).is_new_tap("r", "A", at=1.0)
 
 
 # --- ATRs -----------------------------------------------------------------------------------------

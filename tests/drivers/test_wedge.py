@@ -4,7 +4,6 @@ loop calls; the loop itself on a pipe-backed device; serial scanners on a real p
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from drivers.wedge import (
 from terminal.model import QrRead
 from tests.fixtures.evdev import PipeDevice
 from tests.fixtures.events import Recorder
+from tests.waiting import wait_until
 
 Event = tuple[int, int, float]
 SHIFT = KEY_LEFTSHIFT
@@ -255,7 +255,7 @@ def test_serial_scanner_on_a_pseudo_terminal(pty: tuple[int, str], recorder: Rec
         read = recorder.next()
         assert (read.scanner, read.text) == (f"serial:{name}", "TPJ1:receipt-42")
         before = scanner.last_progress  # the daemon's watchdog reads it: it moves while the loop runs
-        time.sleep(0.3)
+        wait_until(lambda: scanner.last_progress > before, 5, "the serial loop to go round")
         assert scanner.last_progress > before
         os.close(master)  # the scanner's USB cable pulled
         assert "unplugged" in recorder.event("removed").detail

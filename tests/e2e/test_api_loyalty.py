@@ -14,7 +14,7 @@ import pytest
 from terminal.config import validate
 from terminal.daemon import Daemon
 from terminal.model import EarnRule, Member
-from tests.fixtures.hq import free_port
+from tests.ports import closed_port
 
 RULES = {
     "redemption": {"kind": "redemption", "unit_points": 100, "unit_value": 100, "min_points": 100, "max_pct": 50},
@@ -38,7 +38,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[httpx.
         {
             "terminal": {"id": "T-API", "data_dir": str(tmp_path / "till")},
             "reader": {"devices": ["sim:"]},
-            "hq": {"url": f"http://127.0.0.1:{free_port()}", "token": "x", "push_interval": 5, "backoff_max": 5},
+            "hq": {"url": f"http://127.0.0.1:{closed_port()}", "token": "x", "push_interval": 5, "backoff_max": 5},
             "api": {"port": 0},
             "payments": {"spend_needs_proof": request.param},
         }

@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ from terminal.cli import app as cli_app
 from terminal.credentials import card_uid_hash, parse_uid
 from terminal.model import utc_iso
 from tests.fixtures import entries
-from tests.fixtures.hq import HqProcess, free_port
+from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
+from tests.ports import START_ATTEMPTS, free_port
 from tests.waiting import wait_until
 
 TERMINAL = "T-CLI-COMMANDS"
@@ -512,13 +514,21 @@ def _demo(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _up_or_ended(demo: subprocess.Popen[bytes], log: Path) -> bool:
+    return "running" in log.read_text() or demo.poll() is not None
+
+
 def test_the_demo_prints_each_event_once_and_its_api_port_is_found(tmp_path: Path) -> None:
     config = tmp_path / "till.toml"
-    config.write_text(f'[terminal]\ndata_dir = "{tmp_path / "var" / "tillpoint"}"\n[api]\nport = {free_port()}\n')
-    api_port, log = free_port(), tmp_path / "demo.log"
-    demo = _demo(config, "--hq-port", str(free_port()), "--api-port", str(api_port), log=log)
+    config.write_text(f'[terminal]\ndata_dir = "{tmp_path / "var" / "tillpoint"}"\n[api]\nport = 0\n')
+    log = tmp_path / "demo.log"
+    for _ in range(START_ATTEMPTS):  # the API port is named (the option is the subject): a fresh one if taken
+        api_port = free_port()
+        demo = _demo(config, "--hq-port", "0", "--api-port", str(api_port), log=log)
+        wait_until(partial(_up_or_ended, demo, log), 60, "the demo running")
+        if demo.poll() != EXIT_PORT_BUSY:
+            break
     try:
-        wait_until(lambda: "running" in log.read_text() or demo.poll() is not None, 60, "the demo running")
         assert demo.poll() is None, log.read_text()
         assert f"local API http://127.0.0.1:{api_port}" in log.read_text()
         assert ok(tillpoint("tap", AIKO_UID, "--config", str(config))).strip() == f"tapped {AIKO_UID}"
@@ -541,7 +551,7 @@ def test_the_demo_names_a_busy_port_and_how_to_change_it(tmp_path: Path, busy: s
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        ports = {"--hq-port": str(free_port()), "--api-port": str(free_port()), busy: str(port)}
+        ports = {"--hq-port": "0", "--api-port": "0", busy: str(port)}  # 0: the server picks a free one
         log = tmp_path / "demo.log"
         demo = _demo(config, *[x for kv in ports.items() for x in kv], log=log)
         try:

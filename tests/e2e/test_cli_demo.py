@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.fixtures.hq import free_port, tillpoint
+from tests.fixtures.hq import tillpoint
 
 
 def test_demo_tap_and_status(tmp_path: Path) -> None:
     config = tmp_path / "till.toml"
-    config.write_text(f'[terminal]\ndata_dir = "{tmp_path / "var" / "tillpoint"}"\n[api]\nport = {free_port()}\n')
+    # Port 0 for both servers: each binds a free port itself, so two runs never race for one; the
+    # till writes its API URL where `tillpoint tap` and `tillpoint status` look for it.
+    config.write_text(f'[terminal]\ndata_dir = "{tmp_path / "var" / "tillpoint"}"\n[api]\nport = 0\n')
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         demo = subprocess.Popen(
@@ -28,7 +30,7 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
                 "--reader",
                 "sim:",
                 "--hq-port",
-                str(free_port()),
+                "0",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -5,12 +5,18 @@ claim QR; the three languages and a small second screen.
 
 Screenshots of each state go to a temporary directory, or to docs/screenshots/ with
 TILLPOINT_SCREENSHOTS=1 (how the committed ones are made).
+
+Every keystroke waits for what the one before did, on the till and on the page: the panel opens
+its prompt at the key press, before the till has armed it, so typing at once can race a request
+still in flight (an earlier key's late answer redraws the prompt and empties what was typed). So
+``ask`` types only once the till's session awaits that input and the page has drawn that snapshot.
+Every wait is bounded, and generously (``WAIT``): a loaded machine is slow, not wrong.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +27,12 @@ from terminal.daemon import Daemon
 from tests.api.stack import AIKO_UID, BEN_CODE, SUN_MASTER, chromium, chromium_missing, paired_page, running_till
 from tests.fixtures.video import blank, concat, still, write_video
 from tests.vcard import ISO_DEP_ATR, Ntag424
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parents[2]
+WAIT = 30_000  # ms: the bound of any one wait for the page or the till
+ASKS = {"F8": "total", "F9": "member", "F10": "coupon"}  # the keys that open a prompt, and for what
 
 
 @pytest.fixture
@@ -44,7 +53,7 @@ def till(tmp_path: Path, pcscd: Any) -> Iterator[Daemon]:
 
 def shot(page: Any, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(150)  # let the last frame paint
+    painted(page)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     assert path.stat().st_size > 5_000
@@ -60,14 +69,41 @@ def small(path: Path) -> None:
     reduced.save(path, optimize=True)
 
 
-def state(page: Any, name: str, timeout: float = 10_000) -> None:
+def painted(page: Any) -> None:
+    """Two animation frames later: what the last render drew is on screen."""
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def state(page: Any, name: str, timeout: float = WAIT) -> None:
     page.wait_for_selector(f"body[data-state='{name}']", timeout=timeout)
 
 
-def ask(page: Any, key: str, text: str) -> None:
-    """Press a shortcut, wait for its prompt to have the keyboard, type, Enter."""
+def drawn(page: Any, till: Daemon, check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """Wait until the till's session satisfies ``check``, then until the page has drawn that
+    snapshot (or a later one); returns the snapshot."""
+    assert till.session is not None
+    session = till.session
+
+    def matching() -> dict[str, Any] | None:
+        snap = session.snapshot()
+        return snap if check(snap) else None
+
+    snap: dict[str, Any] = wait_until(matching, WAIT / 1000, f"the till's session: {what}")
+    page.wait_for_function(f"Number(document.body.dataset.seq) >= {snap['seq']}", timeout=WAIT)
+    return snap
+
+
+def armed(page: Any, till: Daemon, key: str) -> None:
+    """Press a prompt's key; return once the till awaits that input and the page's prompt,
+    drawn from the till's snapshot, has the keyboard."""
     page.keyboard.press(key)
-    page.wait_for_selector("#prompt-input:focus")
+    drawn(page, till, lambda s: s["awaiting"] == ASKS[key], f"awaiting {ASKS[key]}")
+    page.wait_for_selector(f"#prompt[data-for='{ASKS[key]}']:not([hidden]) #prompt-input:focus", timeout=WAIT)
+
+
+def ask(page: Any, till: Daemon, key: str, text: str) -> None:
+    """Press a shortcut, wait for the till to arm its prompt, type, Enter."""
+    armed(page, till, key)
     page.keyboard.type(text)
     page.keyboard.press("Enter")
 
@@ -77,7 +113,7 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
     assert store is not None
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1024, "height": 600}, bypass_csp=True)
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(WAIT)
         from tests.api.stack import base_url, pairing_code
 
         page.goto(f"{base_url(till)}/panel/")
@@ -97,10 +133,9 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
 
         # The POS shows 25.00: the cashier types it in, then identifies the customer by a tap of her
         # secure card (NTAG 424 DNA): it proves she is here, so her points may pay.
-        ask(page, "F8", "25.00")
+        ask(page, till, "F8", "25.00")
         page.wait_for_function("document.querySelector('#t-payable').textContent.includes('25.00')")
-        page.keyboard.press("F9")
-        page.wait_for_selector("#prompt-input:focus")
+        armed(page, till, "F9")  # the till awaits a member before the card comes: no tap races the key
         card = virtual_card(uid=AIKO_UID, atr=ISO_DEP_ATR, handler=Ntag424(AIKO_UID, SUN_MASTER))
         card.insert()
         state(page, "member")
@@ -111,13 +146,15 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         card.remove()
 
         # A coupon that does not exist: refused in plain words with its code; then a good one.
-        ask(page, "F10", "NOPE")
+        ask(page, till, "F10", "NOPE")
+        drawn(page, till, lambda s: bool(s["error"]), "the coupon refused")
         page.wait_for_selector("#error:not([hidden])")
         assert "[unknown_coupon]" in page.inner_text("#error")
         shot(page, shots, "04-refused")
         page.keyboard.press("Escape")
+        drawn(page, till, lambda s: s["awaiting"] is None and s["state"] == "member", "the prompt dropped")
         page.wait_for_selector("#prompt", state="hidden")
-        ask(page, "F10", "WELCOME")
+        ask(page, till, "F10", "WELCOME")
         state(page, "coupons")
         page.wait_for_selector("#offers li.applied[data-coupon='WELCOME']")
         assert "[coupon_min_spend]" in page.inner_text("#offers li[data-coupon='BIGSPEND']")
@@ -166,7 +203,7 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         page.evaluate("""() => { const real = window.fetch;
             window.fetch = (url, init) => String(url).includes('/v1/session/total')
               ? new Promise((done) => setTimeout(done, 400)).then(() => real(url, init)) : real(url, init); }""")
-        ask(page, "F8", "12.50")
+        ask(page, till, "F8", "12.50")
         page.keyboard.press("F11")
         state(page, "payment")
         assert page.inner_text("#t-payable").endswith("12.50")
@@ -177,7 +214,7 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         # An anonymous sale: no member; the customer gets the QR to claim its points.
         page.keyboard.press("F6")
         state(page, "idle")
-        ask(page, "F8", "8.00")
+        ask(page, till, "F8", "8.00")
         page.keyboard.press("F11")
         state(page, "payment")
         page.keyboard.press("Enter")
@@ -202,10 +239,7 @@ def test_the_cashier_flow_by_keyboard_alone(till: Daemon, virtual_card: Any, tmp
         page.set_viewport_size({"width": 480, "height": 320})
         page.keyboard.press("F6")
         state(page, "idle")
-        page.keyboard.press("F9")
-        page.wait_for_selector("#prompt-input:focus")
-        page.keyboard.type("M-1")
-        page.keyboard.press("Enter")
+        ask(page, till, "F9", "M-1")
         state(page, "member")
         box = page.locator("#member-name").bounding_box()
         assert box is not None and box["x"] + box["width"] <= 480

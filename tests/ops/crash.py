@@ -95,7 +95,7 @@ class Seller(threading.Thread):
                 reply = self.http.post("/v1/sales", json=body, headers={"Authorization": f"Bearer {token}"})
             except httpx.HTTPError:
                 self.unanswered += 1
-                time.sleep(0.005)
+                time.sleep(0.005)  # pacing: the till is down (being killed); the next sale tries again
                 continue
             if reply.status_code == 200:
                 receipt = reply.json()
@@ -141,11 +141,11 @@ def run_crash(
             for _ in range(kills):
                 if budget_s is not None and time.monotonic() - began > budget_s:
                     break
-                time.sleep(rng.uniform(*gap))
+                time.sleep(rng.uniform(*gap))  # a random moment to kill at: the subject of the test
                 till.kill()
                 report.kills += 1
                 ready.append(till.start())
-            time.sleep(rng.uniform(*gap))
+            time.sleep(rng.uniform(*gap))  # sales after the last restart, for the same random span
         finally:
             seller.stop()
         _drain(till)

@@ -4,6 +4,7 @@ config file, a NOTIFY_SOCKET the test owns (READY=1, WATCHDOG=1, STATUS=...), an
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -17,7 +18,8 @@ from typing import Any
 import httpx
 
 from terminal.config import load
-from tests.fixtures.hq import HqProcess, free_port
+from tests.fixtures.hq import EXIT_PORT_BUSY, HqProcess
+from tests.ports import START_ATTEMPTS, free_port
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,10 @@ format = "json"
     return path
 
 
+class PortTaken(AssertionError):
+    """The daemon exited at start: its API port is another program's."""
+
+
 class TillProcess:
     """`tillpoint run --config FILE` in a subprocess, with the test's notify socket."""
 
@@ -115,7 +121,28 @@ class TillProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> float:
-        """Start; return the seconds until READY=1 reached the notify socket."""
+        """Start; return the seconds until READY=1 reached the notify socket.
+
+        The API port was picked free when the config was written; if another program took it
+        meanwhile, the daemon exits "port busy" at once, and a first start moves the config to a
+        fresh port and starts again (START_ATTEMPTS times at most). READY=1 comes after the daemon
+        bound its port, so a till that is ready holds its own port. Restarts keep the port."""
+        for _ in range(START_ATTEMPTS - 1 if self.starts == 0 and wait_ready else 0):
+            try:
+                return self._start(wait_ready, timeout)
+            except PortTaken:
+                self.move_port()
+        return self._start(wait_ready, timeout)
+
+    def move_port(self) -> None:
+        text = self.config.read_text()
+        moved, found = re.subn(r"(\[api\]\nport = )\d+", lambda m: f"{m.group(1)}{free_port()}", text)
+        if not found:
+            raise AssertionError(f"the API port was taken, and {self.config} has no [api] port to move")
+        self.config.write_text(moved)
+        self.port = load(self.config).api.port
+
+    def _start(self, wait_ready: bool, timeout: float) -> float:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT)}
         env.pop("WATCHDOG_USEC", None)
         if self.watchdog_usec:
@@ -135,6 +162,8 @@ class TillProcess:
             deadline = time.monotonic() + timeout
             while self.notify.count("READY=1", began) == 0:
                 if self.proc.poll() is not None:
+                    if self.proc.returncode == EXIT_PORT_BUSY:
+                        raise PortTaken(self.log_tail())
                     raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no READY=1 within {timeout:.0f} s:\n{self.log_tail()}")
@@ -177,7 +206,14 @@ class Api:
 
     def __init__(self, till: TillProcess, timeout: float = 5.0) -> None:
         self.till = till
-        self.http = httpx.Client(base_url=till.url, timeout=timeout)
+        self._http = httpx.Client(base_url=till.url, timeout=timeout)
+
+    @property
+    def http(self) -> httpx.Client:
+        """The client, pointed at the till's port (a first start may have moved it)."""
+        if str(self._http.base_url).rstrip("/") != self.till.url:
+            self._http.base_url = httpx.URL(self.till.url)
+        return self._http
 
     def sale(self, amount: int, member_id: str | None = None) -> httpx.Response:
         body = {

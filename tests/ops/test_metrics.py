@@ -3,19 +3,22 @@ journal entries, offline age and sync lag; and the separate metrics-only listene
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 
 from terminal.metrics import Metrics, SyncFigures
-from tests.fixtures.hq import HqProcess, free_port
+from tests.fixtures.clock import Clock
+from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config, wait_until
+from tests.ports import START_ATTEMPTS, free_port
 
 
 def test_events_become_counters() -> None:
-    m = Metrics("T-1")
+    clock = Clock(datetime(2026, 1, 1, 2, 0, tzinfo=UTC).timestamp())  # two hours after the oldest entry
+    m = Metrics("T-1", clock=clock)
     for event in (
         {"type": "member", "reader": "r1", "member_id": "M-1"},
         {"type": "rejected", "reader": "r1", "code": "unknown_card"},
@@ -27,12 +30,13 @@ def test_events_become_counters() -> None:
         m.observe(event)
     m.watch_store(lambda: SyncFigures(3, "2026-01-01T00:00:00.000Z", None, None))
     camera = SimpleNamespace(name="camera:/dev/video0", stats=SimpleNamespace(decoded=0))
-    m.watch_scanners(lambda: [camera, SimpleNamespace(name="wedge:kbd")])
+    m.watch_scanners(lambda: [camera, SimpleNamespace(name="wedge:kbd")], clock=clock)
     m.exposition()
     camera.stats.decoded = 30
-    time.sleep(0.5)
+    clock.now += 0.5
     text = m.exposition()[0].decode()
     assert 20 < (metric(text, "tillpoint_decode_fps", scanner="camera:/dev/video0") or 0) < 61
+    assert metric(text, "tillpoint_decode_fps", scanner="camera:/dev/video0") == 60.0  # 30 frames in 0.5 s
     assert metric(text, "tillpoint_decoded_frames_total", scanner="camera:/dev/video0") == 30
     assert metric(text, "tillpoint_decode_fps", scanner="wedge:kbd") is None  # keeps no decode stats
     assert metric(text, "tillpoint_taps_total", reader="r1") == 2
@@ -43,23 +47,29 @@ def test_events_become_counters() -> None:
     assert metric(text, "tillpoint_reader_up", reader="r1") == 0
     assert metric(text, "tillpoint_journal_pending") == 3
     assert (metric(text, "tillpoint_sync_lag_seconds") or 0) > 3600
+    assert metric(text, "tillpoint_sync_lag_seconds") == 7200.5  # two hours, then the 0.5 s above
 
 
 def test_metrics_of_a_running_daemon(tmp_path: Path, hq: HqProcess) -> None:
-    listen = free_port()
-    config = till_config(
-        tmp_path,
-        hq,
-        hq.add_terminal("T-MET"),
-        "T-MET",
-        metrics=f'listen = "127.0.0.1:{listen}"',
-        sale="auto_amount = 500",
-    )
+    token = hq.add_terminal("T-MET")
     notify = NotifyListener(tmp_path / "notify.sock")
-    till = TillProcess(config, notify)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        # The metrics listener's port is named in the config: picked free, and picked again if
+        # another program took it before the daemon bound it (the daemon then stops at start).
+        listen = free_port()
+        config = till_config(
+            tmp_path, hq, token, "T-MET", metrics=f'listen = "127.0.0.1:{listen}"', sale="auto_amount = 500"
+        )
+        till = TillProcess(config, notify)
+        try:
+            till.start()
+            break
+        except AssertionError as exc:
+            if "Address already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                notify.close()
+                raise
     api = Api(till)
     try:
-        till.start()
         wait_until(lambda: api.status()["cache"]["members"] >= 4, 20, "the cache to load")
         for uid in ("04A1B2C3D4E501", "04A1B2C3D4E502", "04A1B2C3D4E503", "04FFFFFFFFFF01"):
             api.tap(uid)

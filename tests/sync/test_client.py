@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient, backoff
+from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient
 from sync.protocol import TillHealth
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
@@ -146,12 +146,6 @@ def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
     assert (result.pushed, result.pulled) == (3, 2)
     assert store.state("cursor") == "9" and store.card("h").status.value == "blocked"
     assert store.state("offline_since") is None and store.state("last_sync_ok")
-
-
-def test_backoff_grows_with_jitter_and_caps() -> None:
-    assert backoff(1, 2.0, 60.0, rand=lambda: 0.0) == 1.0
-    assert backoff(3, 2.0, 60.0, rand=lambda: 1.0) == 8.0
-    assert backoff(30, 2.0, 60.0, rand=lambda: 1.0) == 60.0
 
 
 @pytest.mark.parametrize(("announced", "spoken", "reports"), [(1, 1, False), (2, 2, True), (3, 2, True)])

@@ -30,6 +30,7 @@ from terminal.model import Basket, Line, utc_iso
 from terminal.service import Payment, Service
 from terminal.store import Store
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+from tests.ports import closed_port
 
 WIDE = pay.RiskLimits(per_transaction=0, per_member_day=0, terminal_total=0)
 
@@ -274,7 +275,7 @@ def test_head_office_checks_the_code_itself(chain: Chain) -> None:
 
 def test_head_office_unreachable_falls_back_to_the_offline_rules(chain: Chain) -> None:
     chain.topup(10_000)
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"  # refused at once, and nobody can take it
     limits = pay.RiskLimits(per_transaction=2500, per_member_day=4000, terminal_total=6000)
     till = open_till(chain, "T-1", limits)
     till.client.close()
@@ -310,14 +311,6 @@ def test_two_offline_tills_overspend_flagged_and_recovered_by_the_next_topup(
     assert settled.state.value == "settled_auto" and "top-up" in (settled.note or "")
     one.client.sync_once()
     assert one.store.stored_value("M-1") == 3000
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_payment_routes_are_in_the_openapi_document(chain: Chain) -> None:

@@ -1,0 +1,90 @@
+"""TCP ports for the servers the tests start, without two test runs racing for one.
+
+Picking a port by binding to port 0 and closing the socket (``free_port``) leaves a gap in which
+another run can take it. So:
+
+- a server that can bind port 0 itself and say which port it got is started that way (the till's
+  daemon writes its API URL; in-process servers read their socket back);
+- a server started with a port number (head office through the CLI, a till in a subprocess) is
+  started with ``free_port()`` and started again on a fresh pick when it reports the port busy,
+  a bounded number of times, and is only trusted once ``listening(pid, port)`` says the socket is
+  its own (not another run's server that took the port first);
+- a port that must refuse connections (a head office that is down) is ``closed_port()``: bound,
+  never listened on, and held until the test process ends, so nobody else can take it.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+START_ATTEMPTS = 5
+"""How many fresh ports a server start may try before the test fails."""
+
+_held: list[socket.socket] = []
+
+
+def free_port() -> int:
+    """A port free a moment ago; pair it with a retry on "port busy" (see the module's doc)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where a connection is refused at once, for as long as this process runs.
+
+    The socket is bound but never listens: the kernel refuses connections to it, and no other
+    program can bind the port meanwhile (we do not set SO_REUSEADDR)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _held.append(sock)
+    return int(sock.getsockname()[1])
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
+
+
+def _family(pid: int) -> set[int]:
+    """``pid`` and its children (head office's worker processes)."""
+    found = {pid}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or a child of it) holds the socket listening on ``port``."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    for member in _family(pid):
+        try:
+            fds = list(Path(f"/proc/{member}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = fd.readlink().name
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    return False
