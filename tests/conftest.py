@@ -18,9 +18,10 @@ def _upgrade_backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
 
 TESTS = Path(__file__).resolve().parent
-SLOW = ("pcsc", "e2e", "browser", "postgres", "ops")
-"""Markers given by what a test uses; ``-m "not (pcsc or e2e or browser or postgres or ops)"`` is the
-fast loop (README: the pure core and the unit tests, under a minute)."""
+SLOW = ("pcsc", "e2e", "browser", "postgres", "ops", "slow")
+"""Markers given by what a test uses; ``-m "not (pcsc or e2e or browser or postgres or ops or slow)"`` is
+the fast loop (README: the pure core and the unit tests, under a minute)."""
+HQ_PROCESSES = {"hq", "module_hq", "hq_proc", "chain", "tills"}  # fixtures that start a head-office process
 
 
 @cache
@@ -36,6 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if area in ("e2e", "ops"):
             item.add_marker(area)
         used = set(getattr(item, "fixturenames", ()))
+        if used & HQ_PROCESSES:
+            item.add_marker("slow")
         if used & {"pg_server", "pg_url", "hq_url"}:
             item.add_marker("postgres")
         if used & {"pcscd", "virtual_card"} or item.get_closest_marker("pcsc"):

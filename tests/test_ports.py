@@ -36,6 +36,7 @@ def test_listening_knows_whose_socket_it_is() -> None:
     assert not listening(os.getpid(), port)
 
 
+@pytest.mark.slow
 def test_head_office_moves_off_a_port_taken_before_it_started(tmp_path: Path) -> None:
     hq = HqProcess(tmp_path)
     with socket.socket() as squatter:  # another run's server, on the port picked for us
@@ -57,6 +58,7 @@ def test_free_port_is_free_now() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+@pytest.mark.slow
 def test_a_till_moves_off_an_api_port_taken_before_it_started(tmp_path: Path) -> None:
     from tests.ops.helpers import Api, NotifyListener, TillProcess, till_config
 
@@ -78,6 +80,7 @@ def test_a_till_moves_off_an_api_port_taken_before_it_started(tmp_path: Path) ->
             notify.close()
 
 
+@pytest.mark.slow
 def test_postgres_moves_off_a_port_taken_before_it_started() -> None:
     from tests.fixtures.postgres import PgServer
 

@@ -46,6 +46,7 @@ def fuzz(op: Any, headers: dict[str, str], examples: int) -> int:
     return calls
 
 
+@pytest.mark.slow
 def test_no_server_error_with_the_token(live_till: Daemon) -> None:
     ops = operations(live_till)
     assert len(ops) >= 20
@@ -54,6 +55,7 @@ def test_no_server_error_with_the_token(live_till: Daemon) -> None:
     assert httpx.get(f"{base_url(live_till)}/v1/status", timeout=5).status_code == 200  # still alive
 
 
+@pytest.mark.slow
 def test_no_server_error_without_a_token(live_till: Daemon) -> None:
     for op in operations(live_till):
         fuzz(op, {}, 5)

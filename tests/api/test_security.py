@@ -34,6 +34,7 @@ def concrete(path: str) -> str:
     return path.replace("{txn_id}", "01900000-0000-7000-8000-000000000000").replace("{device_id}", "abc")
 
 
+@pytest.mark.slow
 def test_every_operation_but_the_public_ones_needs_a_token(client: httpx.Client) -> None:
     guarded = [op for op in operations(client) if op not in PUBLIC]
     assert len(guarded) >= 20  # session, pairing, stream, sales, quote, events ...

@@ -141,6 +141,7 @@ def _presentations(texts: list[str], looks: list[Look], seconds: float = 0.5) ->
     return frames
 
 
+@pytest.mark.slow
 def test_degraded_codes_in_a_video_file_are_each_read_once(tmp_path: Path) -> None:
     scale = SIZE[1] / 1080
     looks = {
@@ -170,6 +171,7 @@ def test_frames_decoded_by_opencv_take_the_same_path() -> None:
     assert scanner.stats.decoded == 1 and scanner.stats.skipped == 1
 
 
+@pytest.mark.slow
 def test_the_same_code_held_two_seconds_is_one_read(tmp_path: Path) -> None:
     frames = concat(blank(SIZE, 0.3), still("TPC1:held-for-two-seconds", SIZE, 2.0, seed=1), blank(SIZE, 0.3))
     video = write_video(tmp_path / "held.avi", frames, FPS)
@@ -183,6 +185,7 @@ def test_the_same_code_held_two_seconds_is_one_read(tmp_path: Path) -> None:
     assert scanner.stats.decoded >= 40
 
 
+@pytest.mark.slow
 def test_the_same_code_shown_again_later_is_a_new_read(tmp_path: Path) -> None:
     code = still("TPC1:twice", SIZE, 0.5, seed=1)
     video = write_video(tmp_path / "twice.avi", concat(code, blank(SIZE, 1.5), code, blank(SIZE, 0.3)), FPS)
@@ -190,6 +193,7 @@ def test_the_same_code_shown_again_later_is_a_new_read(tmp_path: Path) -> None:
         assert [events.read(), events.read()] == ["TPC1:twice", "TPC1:twice"]
 
 
+@pytest.mark.slow
 def test_a_static_scene_is_not_decoded_again(tmp_path: Path) -> None:
     video = write_video(tmp_path / "idle.avi", concat(blank(SIZE, 1.5), still("TPM1:x", SIZE, 1.0)), FPS)
     with running(str(video)) as (scanner, events):
@@ -217,6 +221,7 @@ def test_region_of_interest(tmp_path: Path) -> None:
 # -- sources that fail, end and come back ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_file_that_ends_and_reappears(tmp_path: Path) -> None:
     path = tmp_path / "feed.avi"
     write_video(path, concat(still("TPM1:first", SIZE, 0.4), blank(SIZE, 0.2)), FPS)
@@ -267,6 +272,7 @@ def test_stop_is_prompt() -> None:
 # -- newest frame only ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_slow_decoder_drops_old_frames_instead_of_queueing_them(tmp_path: Path) -> None:
     video = write_video(tmp_path / "busy.avi", blank(SIZE, 2.0), FPS)
 

@@ -105,6 +105,7 @@ def test_a_felica_card_is_read_by_idm_with_its_ndef(bench: Bench) -> None:
     assert trust_of(read) is Trust.UID_ONLY
 
 
+@pytest.mark.slow
 def test_a_card_held_is_one_tap_and_lifted_and_tapped_again_is_a_new_one(bench: Bench) -> None:
     card = bench.card(FelicaCard(bench.port, IDM, uri_message(URL)))
     card.tap()
@@ -116,6 +117,7 @@ def test_a_card_held_is_one_tap_and_lifted_and_tapped_again_is_a_new_one(bench: 
     assert bench.events.card(WAIT).uid_hash == hash_uid(IDM)
 
 
+@pytest.mark.slow
 def test_holdoff_makes_a_quick_return_the_same_tap(bench: Bench) -> None:
     card = bench.card(FelicaCard(bench.port, IDM, uri_message(URL)))
     card.tap()

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +140,7 @@ def granted_by_rules(store: HqStore) -> dict[str, int]:
     return found
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(schedules())
 def test_no_sequence_of_till_entries_creates_value(batches: list[list[tuple[str, str, dict[str, Any], str]]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ baskets = st.lists(st.tuples(st.sampled_from(ITEMS), st.integers(1, 4)), min_siz
     redeem=st.booleans(),
     gold=st.booleans(),
 )
+@pytest.mark.slow
 def test_head_office_recomputes_what_the_till_reported(
     tmp_path_factory: object, basket: Basket, codes: list[str], redeem: bool, gold: bool
 ) -> None:

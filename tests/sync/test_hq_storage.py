@@ -411,6 +411,7 @@ def _push(hq: HqStore, batch: list[WireEntry]) -> int:
     return stored
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(schedules())
 def test_any_permutation_and_duplication_of_batches_gives_the_in_order_result(
