@@ -15,8 +15,8 @@ import httpx
 import typer
 from rich.markup import escape
 
-from sync.hq.cli import JsonOpt, make_console, show_json, table
-from sync.hq.cli import register as _register_hq
+from hq.cli.common import JsonOpt, make_console, show_json, table
+from hq.cli.common import register as _register_hq
 from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
@@ -223,9 +223,9 @@ def demo(
 ) -> None:
     """Embedded head office seeded with demo members + the daemon; every tap earns points.
     A port already taken stops it at once (exit status 3), naming the option that moves it."""
-    from sync.hq.app import create_app
-    from sync.hq.demo import DEMO_CARDS, seed_demo
-    from sync.hq.storage import HqStore
+    from hq.api.app import create_app
+    from hq.demo import DEMO_CARDS, seed_demo
+    from hq.store import HqStore
     from terminal.api.server import ThreadedServer
     from terminal.keys import load_or_create_key
 
@@ -742,11 +742,11 @@ def hq_serve(
     ] = False,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
-    from sync.hq.app import serve
-    from sync.hq.cli import fail, open_store
-    from sync.hq.db import HqError
-    from sync.hq.demo import seed_demo
-    from sync.hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
+    from hq.api.app import serve
+    from hq.cli.common import fail, open_store
+    from hq.db.schema import HqError
+    from hq.demo import seed_demo
+    from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
 
     try:
         check_workers(db, workers)
@@ -805,7 +805,7 @@ def hq_add_terminal(
     terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB, as_json: JsonOpt = False
 ) -> None:
     """Register a terminal and print its credential (shown once)."""
-    from sync.hq.storage import HqStore
+    from hq.store import HqStore
 
     store = HqStore(str(db))
     try:
@@ -827,7 +827,7 @@ def hq_add_member(
     db: HqDbOpt = DEFAULT_HQ_DB,
 ) -> None:
     """Create a member, or change only what is given: balances, lots and tier survive an update."""
-    from sync.hq.storage import HqStore
+    from hq.store import HqStore
 
     store = HqStore(str(db))
     try:
@@ -845,7 +845,7 @@ def hq_add_card(
     db: HqDbOpt = DEFAULT_HQ_DB,
 ) -> None:
     """Link a card (hex UID, stored only as its keyed hash) to a member."""
-    from sync.hq.storage import HqStore
+    from hq.store import HqStore
     from terminal.credentials import card_uid_hash, parse_uid
 
     key = card_key_file.read_bytes()

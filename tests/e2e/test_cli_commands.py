@@ -30,8 +30,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.protocol import WireEntry
 from terminal.cli import app as cli_app
 from terminal.credentials import card_uid_hash, parse_uid

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line, utc_iso

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.storage import HqStore
 from terminal.credentials import CardProof, Trust
 from terminal.model import Basket, Card, Line
 from terminal.service import Identified, Service

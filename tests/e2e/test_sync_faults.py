@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hq.store import HqStore
 from sync.client import SyncClient, SyncError
-from sync.hq.storage import HqStore
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
 from tests.fixtures import entries

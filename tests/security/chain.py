@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from hq import payments
+from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from sync.hq import payments
-from sync.hq.storage import HqStore
 from sync.memberapp import MemberApp
 from sync.protocol import ReconItem, WireEntry
 from terminal import payments as pay

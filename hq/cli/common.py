@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from sync.hq.storage import HqStore
+    from hq.store import HqStore
 
 UNBOUNDED = 10_000  # columns of output that is not a terminal: wide enough that nothing is ever cut
 
@@ -92,8 +92,8 @@ def open_store(
     backup: bool = True,
 ) -> HqStore:
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
-    from sync.hq.policy import CardKeys
-    from sync.hq.storage import HqStore, Settings
+    from hq.policy import CardKeys
+    from hq.store import HqStore, Settings
     from terminal.credentials import card_uid_hash, parse_master_key
 
     sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
@@ -117,7 +117,7 @@ def open_store(
 def hq_store(db: str) -> Iterator[HqStore]:
     """The store for one command, closed however the command ends (a database this release cannot open,
     or whose upgrade backup failed, is said in one line)."""
-    from sync.hq.db import BackupFailed, NewerSchema
+    from hq.db.schema import BackupFailed, NewerSchema
 
     try:
         store = open_store(db)
@@ -179,7 +179,7 @@ def _block_command(hq_app: typer.Typer, blocked: bool) -> None:
 
 
 def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_json: bool = False) -> None:
-    from sync.hq.quarantine import NotQuarantined
+    from hq.quarantine import NotQuarantined
 
     with hq_store(db) as store:
         try:
@@ -315,7 +315,7 @@ def register(hq_app: typer.Typer) -> None:
         fmt: Annotated[str | None, typer.Option("--format", hidden=True, help="Deprecated: --json or --csv.")] = None,
     ) -> None:
         """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
-        from sync.hq.reconcile import REPORT_COLUMNS, report_csv
+        from hq.reconcile import REPORT_COLUMNS, report_csv
 
         if fmt is not None:  # the old spelling still works, and says what replaces it
             if fmt not in ("table", "json", "csv"):
@@ -347,7 +347,7 @@ def register(hq_app: typer.Typer) -> None:
     ) -> None:
         """Reconciliation items one by one, oldest first, a page at a time (state: open, settled_auto,
         settled_manual). `hq groups` shows them by cause, terminal and day first."""
-        from sync.hq.reconcile import BadCursor
+        from hq.reconcile import BadCursor
 
         with hq_store(db) as store:
             try:
@@ -385,7 +385,7 @@ def register(hq_app: typer.Typer) -> None:
     ) -> None:
         """Items grouped: one row per cause, terminal and business day with its count (newest day first;
         open ones unless --state says otherwise). Expand one with `hq items --terminal-id T --day D --reason R`."""
-        from sync.hq.reconcile import BadCursor
+        from hq.reconcile import BadCursor
 
         with hq_store(db) as store:
             try:
@@ -458,7 +458,7 @@ def register(hq_app: typer.Typer) -> None:
     ) -> None:
         """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
         Prints JSON."""
-        from sync.hq.businessday import BadCalendar
+        from hq.businessday import BadCalendar
 
         with hq_store(db) as store:
             if timezone is None:
@@ -494,7 +494,7 @@ def register(hq_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Settle a reconciliation item by hand."""
-        from sync.hq.reconcile import UnknownItem
+        from hq.reconcile import UnknownItem
 
         with hq_store(db) as store:
             try:
@@ -564,8 +564,8 @@ def register(hq_app: typer.Typer) -> None:
     ) -> None:
         """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones.
         Prints JSON."""
-        from sync.hq.join import erase_member
-        from sync.hq.members import UnknownMember
+        from hq.api.join import erase_member
+        from hq.members import UnknownMember
 
         with hq_store(db) as store:
             try:
@@ -574,6 +574,6 @@ def register(hq_app: typer.Typer) -> None:
                 fail(exc)
         print(json.dumps({"member_id": member_id, **done}))
 
-    from sync.hq.payments_cli import register as register_payments
+    from hq.cli.payments import register as register_payments
 
     register_payments(hq_app)

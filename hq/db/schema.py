@@ -250,7 +250,7 @@ class SqliteDb:
 def open_db(url: str, *, pool_size: int = 16) -> Db:
     """``postgresql://...`` (or ``postgres://``) opens PostgreSQL; anything else is a SQLite file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        from sync.hq.pg import PgDb
+        from hq.db.pg import PgDb
 
         return PgDb(url, pool_size=pool_size)
     if url.startswith("sqlite:///"):
@@ -344,7 +344,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ],
     ),
-    # -- members made outside head office: enrolment at the till, claims by QR, erasure (sync/hq/members.py)
+    # -- members made outside head office: enrolment at the till, claims by QR, erasure (hq/members.py)
     (
         "m003_members_enrolment",
         [
@@ -361,7 +361,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     # -- end of members block
-    # -- member payments (sync/hq/payments.py): device certificates, member app tokens, top-ups,
+    # -- member payments (hq/payments.py): device certificates, member app tokens, top-ups,
     # online confirmations of payment codes.
     (
         "m003_payments",
@@ -379,7 +379,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
         ],
     ),
-    # -- the trust rules (sync/hq/policy.py): quarantine, what each sale took and gave back, what
+    # -- the trust rules (hq/policy.py): quarantine, what each sale took and gave back, what
     # authorised each spend, and every secure card counter used chain-wide.
     (
         "m004_trust",

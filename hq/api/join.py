@@ -6,7 +6,7 @@
     POST /v1/admin/members/{id}/erase     admin token; erase a member (tombstones go down to every till)
     GET  /v1/admin/members/{id}/consents  admin token; what the member agreed to, when, where
 
-``register(app, store)`` is called by ``sync.hq.app.create_app``.
+``register(app, store)`` is called by ``hq.api.app.create_app``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from sync.hq import members
-from sync.hq.app import Admin, ApiError, _errors
-from sync.hq.storage import HqStore, utc_now
+from hq import members
+from hq.api.app import Admin, ApiError, _errors
+from hq.store import HqStore, utc_now
 from sync.protocol import ErrorCode
 
 PAGE_HEADERS = {

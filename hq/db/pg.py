@@ -22,7 +22,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from sync.hq.db import (
+from hq.db.schema import (
     BackupFailed,
     IntegrityFailed,
     RetryableFailed,

@@ -1,4 +1,4 @@
-"""`tillpoint hq ...` commands for member payments (added by ``sync.hq.cli.register``):
+"""`tillpoint hq ...` commands for member payments (added by ``hq.cli.common.register``):
 
 topup MEMBER AMOUNT [--by NAME] [--note WHY] [--topup-id ID]   add stored value (minor units)
 member-token MEMBER                 a member app token (device registration, balance); shown once
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from sync.hq.cli import DEFAULT_DB, DbOpt, JsonOpt, fail, hq_store, show_json
+from hq.cli.common import DEFAULT_DB, DbOpt, JsonOpt, fail, hq_store, show_json
 
 
 def register(hq_app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def register(hq_app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first. Prints JSON."""
-        from sync.hq import payments
+        from hq import payments
 
         with hq_store(db) as store:
             try:
@@ -51,7 +51,7 @@ def register(hq_app: typer.Typer) -> None:
     @hq_app.command("member-token")
     def member_token(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print a member app token for MEMBER (registers devices, reads the balance); shown once."""
-        from sync.hq import payments
+        from hq import payments
 
         with hq_store(db) as store:
             try:
@@ -66,7 +66,7 @@ def register(hq_app: typer.Typer) -> None:
     @hq_app.command("member-code")
     def member_code(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Print MEMBER's signed member code (TPM2:...) for a printed card: it identifies, never spends."""
-        from sync.hq import payments
+        from hq import payments
 
         with hq_store(db) as store:
             try:
@@ -83,7 +83,7 @@ def register(hq_app: typer.Typer) -> None:
         member_id: Annotated[str | None, typer.Argument()] = None, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
     ) -> None:
         """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked. Prints JSON."""
-        from sync.hq import payments
+        from hq import payments
 
         with hq_store(db) as store:
             rows = payments.devices(store, member_id)
@@ -92,7 +92,7 @@ def register(hq_app: typer.Typer) -> None:
     @hq_app.command("revoke-device")
     def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         """Revoke a member's device: tills refuse its payment codes once they pull the list."""
-        from sync.hq import payments
+        from hq import payments
 
         with hq_store(db) as store:
             try:

@@ -3,7 +3,7 @@ apply what passes and flag what breaks a rule.
 
 Every entry is read with its kind's typed payload (``sync.protocol``). Offline facts are facts: an
 entry that breaks an offline rule (a coupon used twice, a balance overspent) is stored, applied and
-flagged. An entry that breaks a trust rule (``sync.hq.policy``: a kind or sign its actor may not
+flagged. An entry that breaks a trust rule (``hq.policy``: a kind or sign its actor may not
 produce, a refund of nothing or beyond its sale, spending without a valid proof, a replayed card, a
 revoked device, another store) is stored and **quarantined**: it changes no balance and raises a
 reconciliation item; an administrator releases or rejects it. One push is one transaction, in this
@@ -29,10 +29,10 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync.hq import businessday, policy, versions
-from sync.hq.db import HqError, Tx
-from sync.hq.policy import Actor, Breach, ProofLevel
-from sync.hq.recompute import differences, refund_claw
+from hq import businessday, policy, versions
+from hq.db.schema import HqError, Tx
+from hq.policy import Actor, Breach, ProofLevel
+from hq.recompute import differences, refund_claw
 from sync.protocol import (
     AnyPayload,
     EntryKind,
@@ -414,7 +414,7 @@ def rule_documents(tx: Tx) -> tuple[dict[str, Any], EarnRule]:
 
 
 def check_prices(tx: Tx, batch: Batch) -> None:
-    """Price every reported sale again with the document versions it names (``sync.hq.versions``):
+    """Price every reported sale again with the document versions it names (``hq.versions``):
     earned points above those rules are quarantined; any other figure that differs is flagged. A sale
     naming versions head office never issued is priced with the current documents and flagged."""
     sales = [i for i in range(len(batch.entries)) if batch.sale(i) is not None and batch.effects[i] not in NOT_APPLIED]
@@ -1429,7 +1429,7 @@ def ingest(
         offset=offset,
         calendar=calendar,
     )
-    from sync.hq import members  # enrolments, merges and erasures (imports this module)
+    from hq import members  # enrolments, merges and erasures (imports this module)
 
     read_payloads(batch)
     members.accept(tx, batch)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sync.hq.db import HqError, Tx
-from sync.hq.ingest import Effect, apply_held, bump_versions
+from hq.db.schema import HqError, Tx
+from hq.ingest import Effect, apply_held, bump_versions
 from sync.protocol import PayloadError, parse_payload
 
 

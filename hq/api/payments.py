@@ -1,4 +1,4 @@
-"""Head office's member-payment routes (added to the app by ``sync.hq.app.create_app``).
+"""Head office's member-payment routes (added to the app by ``hq.api.app.create_app``).
 
     POST /v1/devices                        member app token (or admin token + member_id): register the
                                             device's Ed25519 public key -> its DeviceCert document
@@ -18,9 +18,9 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from pydantic import BaseModel, Field
 
-from sync.hq import payments
-from sync.hq.app import Admin, ApiError, Terminal
-from sync.hq.storage import HqStore
+from hq import payments
+from hq.api.app import Admin, ApiError, Terminal
+from hq.store import HqStore
 from sync.protocol import ERROR_STATUS, MAX_AMOUNT, ConfirmRequest, ErrorCode
 from terminal.errors import Rejected
 
@@ -64,7 +64,7 @@ Who = Annotated[tuple[str, str], Depends(who)]
 
 
 def register(app: FastAPI, store: HqStore) -> None:
-    """Add the member-payment routes to head office's app (imported by ``create_app``, after ``sync.hq.app``)."""
+    """Add the member-payment routes to head office's app (imported by ``create_app``, after ``hq.api.app``)."""
     api_error = ApiError
 
     def refused(exc: payments.PaymentRefused | Rejected | ValueError) -> ApiError:

@@ -25,7 +25,7 @@
     GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)
     POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
-    POST /v1/admin/devices/{cert_id}/revoke   member payments (``sync.hq.payments_api``)
+    POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
 
 Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
@@ -48,13 +48,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
-from sync.asgi import BodyGuard
-from sync.hq import fleet
-from sync.hq.businessday import BadCalendar
-from sync.hq.demo import seed_demo
-from sync.hq.quarantine import NotQuarantined
-from sync.hq.reconcile import MAX_PAGE, BadCursor, UnknownItem, report_csv
-from sync.hq.storage import (
+from hq import fleet
+from hq.businessday import BadCalendar
+from hq.demo import seed_demo
+from hq.quarantine import NotQuarantined
+from hq.reconcile import MAX_PAGE, BadCursor, UnknownItem, report_csv
+from hq.store import (
     CredentialRevoked,
     EnrolmentRefused,
     HqError,
@@ -65,6 +64,7 @@ from sync.hq.storage import (
     WrongTerminal,
     utc_now,
 )
+from sync.asgi import BodyGuard
 from sync.protocol import (
     CLOCK_HEADER,
     ERROR_STATUS,
@@ -260,10 +260,10 @@ def create_app(store: HqStore) -> FastAPI:
     _terminal_routes(app, store)
     _sync_routes(app, store)
     _admin_routes(app, store)
-    from sync.hq import payments_api  # imports this module: only once it is loaded
+    from hq.api import payments as payments_api  # imports this module: only once it is loaded
 
     payments_api.register(app, store)
-    from sync.hq import join  # the sign-up page, claims and erasure; imports this module too
+    from hq.api import join  # the sign-up page, claims and erasure; imports this module too
 
     join.register(app, store)
     return app

@@ -31,10 +31,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync.hq import policy
-from sync.hq.db import HqError, IntegrityFailed, Tx, utc_now
-from sync.hq.ingest import HQ_ACTOR, bump_versions, payload_json
-from sync.hq.storage import HqStore, unb64
+from hq import policy
+from hq.db.schema import HqError, IntegrityFailed, Tx, utc_now
+from hq.ingest import HQ_ACTOR, bump_versions, payload_json
+from hq.store import HqStore, unb64
 from sync.protocol import ConfirmRequest, EntryKind, TopupPayload
 from terminal import membercodes
 from terminal import payments as pay

@@ -1,7 +1,7 @@
 """Head office's storage: terminals and their credentials, master data, the journal, the changes feed.
 
 ``HqStore(url)`` runs over SQLite (a file path, the default: one command, no server) or PostgreSQL
-(``postgresql://...``, for chains) through ``sync.hq.db``; the statements are the same on both.
+(``postgresql://...``, for chains) through ``hq.db.schema``; the statements are the same on both.
 Ingest lives in ``ingest.py``, end of day and reconciliation in ``reconcile.py``.
 
 Versions: one global counter numbers every change to a member, card, rule, document, key or
@@ -34,10 +34,10 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sync.hq import businessday, quarantine, reconcile, versions
-from sync.hq import ingest as ingest_mod
-from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
-from sync.hq.ingest import (
+from hq import businessday, quarantine, reconcile, versions
+from hq import ingest as ingest_mod
+from hq.db.schema import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
+from hq.ingest import (
     Effect,
     SeqConflict,
     Settings,

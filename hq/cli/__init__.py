@@ -1,0 +1,1 @@
+"""The `tillpoint hq ...` commands."""
