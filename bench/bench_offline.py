@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hq.api.app import start_in_thread  # noqa: E402
+from hq.api.server import start_in_thread  # noqa: E402
 from hq.store import HqStore  # noqa: E402
 from terminal.config import validate  # noqa: E402
 from terminal.daemon import Daemon  # noqa: E402

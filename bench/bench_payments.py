@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stats import nearest_rank, timed
 
 from hq import payments as hq_payments
-from hq.api.app import start_in_thread
+from hq.api.server import start_in_thread
 from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer

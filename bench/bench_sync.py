@@ -64,7 +64,7 @@ def hq_process(db: str, workers: int = 1) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "terminal.cli",
+            "tillpoint.cli",
             "hq",
             "serve",
             "--db",

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hq.db.schema import HqError, Tx
+from hq.db.engine import Tx
+from hq.errors import HqError
 from hq.ingest import Effect, apply_held, bump_versions
 from sync.protocol import PayloadError, parse_payload
 

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from hq.db.schema import Tx
+from hq.db.engine import Tx
 from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
 from terminal import b64url
 

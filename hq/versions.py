@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hq.db.schema import Tx
+from hq.db.engine import Tx
 from hq.recompute import program_of
 from sync.protocol import SalePayload
 from terminal import loyalty as ly

@@ -17,6 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from hq.api.app import create_app
+from hq.store import open_store
+
 ENV = "TILLPOINT_HQ_SERVE"
 
 
@@ -48,9 +51,6 @@ def check_workers(db: str, workers: int) -> None:
 
 def app_from_env() -> FastAPI:
     """The application of one worker (uvicorn calls this in each worker process)."""
-    from hq.api.app import create_app
-    from hq.cli.common import open_store
-
     options = ServeOptions.model_validate_json(os.environ[ENV])
     store = open_store(
         options.db,

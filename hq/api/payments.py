@@ -1,4 +1,4 @@
-"""Head office's member-payment routes (added to the app by ``hq.api.app.create_app``).
+"""Head office's member-payment routes (``router``, included by ``hq.api.app.create_app``).
 
     POST /v1/devices                        member app token (or admin token + member_id): register the
                                             device's Ed25519 public key -> its DeviceCert document
@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 
 from hq import payments
-from hq.api.app import Admin, ApiError, Terminal
+from hq.api.deps import Admin, Store, Terminal
+from hq.api.errors import ApiError, errors
 from hq.store import HqStore
-from sync.protocol import ERROR_STATUS, MAX_AMOUNT, ConfirmRequest, ErrorCode
+from sync.protocol import MAX_AMOUNT, ConfirmRequest, ErrorCode
 from terminal.errors import Rejected
+
+router = APIRouter()
 
 
 class DeviceRequest(BaseModel):
@@ -63,107 +66,106 @@ def who(request: Request, authorization: Annotated[str | None, Header()] = None)
 Who = Annotated[tuple[str, str], Depends(who)]
 
 
-def register(app: FastAPI, store: HqStore) -> None:
-    """Add the member-payment routes to head office's app (imported by ``create_app``, after ``hq.api.app``)."""
-    api_error = ApiError
-
-    def refused(exc: payments.PaymentRefused | Rejected | ValueError) -> ApiError:
-        if isinstance(exc, ValueError):
-            return api_error(ErrorCode.INVALID_REQUEST, str(exc))
-        code = exc.code if isinstance(exc, payments.PaymentRefused) else exc.code.value
-        known = ErrorCode(code) if code in ErrorCode._value2member_map_ else ErrorCode.INVALID_REQUEST
-        return api_error(known, str(exc))
-
-    @app.post("/v1/devices", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER))
-    def register_device(body: DeviceRequest, caller: Who) -> dict[str, Any]:
-        role, name = caller
-        if role == "member" and (
-            body.member_id not in (None, name) or body.offline_cap is not None or body.lifetime_s is not None
-        ):
-            raise api_error(ErrorCode.FORBIDDEN, "a member token registers devices of its own member only")
-        member_id = name if role == "member" else body.member_id
-        if not member_id:
-            raise api_error(ErrorCode.INVALID_REQUEST, "member_id is needed with an administrator token")
-        try:
-            cert = payments.register_device(
-                store,
-                member_id,
-                body.device_key,
-                lifetime_s=body.lifetime_s or payments.CERT_LIFETIME_S,
-                offline_cap=payments.OFFLINE_CAP if body.offline_cap is None else body.offline_cap,
-            )
-        except (payments.PaymentRefused, ValueError) as exc:
-            raise refused(exc) from exc
-        return cert.to_doc()
-
-    @app.get("/v1/members/me", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
-    def me(caller: Who) -> dict[str, Any]:
-        role, member_id = caller
-        if role != "member":
-            raise api_error(ErrorCode.FORBIDDEN, "a member app token is needed")
-        member = store.member(member_id)
-        if member is None:
-            raise api_error(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
-        return {
-            **member.model_dump(),
-            "devices": payments.devices(store, member_id),
-            "member_code": payments.member_code(store, member_id),
-        }
-
-    confirm_errors = _errors(
-        ErrorCode.UNAUTHORIZED,
-        ErrorCode.PAYMENT_CODE_REPLAYED,
-        ErrorCode.PAYMENT_CODE_FORGED,
-        ErrorCode.PAYMENT_CODE_EXPIRED,
-        ErrorCode.DEVICE_CERT_UNKNOWN,
-        ErrorCode.DEVICE_CERT_REVOKED,
-        ErrorCode.DEVICE_CERT_EXPIRED,
-        ErrorCode.INSUFFICIENT_BALANCE,
-        ErrorCode.UNKNOWN_MEMBER,
-        ErrorCode.BLOCKED_MEMBER,
-        ErrorCode.REPLAYED_CARD,
-        ErrorCode.FORGED_CARD,
-        ErrorCode.CARD_CANNOT_PAY,
-    )
-
-    @app.post("/v1/payments/confirm", responses=confirm_errors)
-    def confirm(body: ConfirmRequest, terminal_id: Terminal) -> dict[str, Any]:
-        try:
-            return payments.confirm(store, terminal_id, body)
-        except (payments.PaymentRefused, Rejected, ValueError) as exc:
-            raise refused(exc) from exc
-
-    @app.post(
-        "/v1/admin/topups", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER)
-    )
-    def topup(body: TopUpRequest, name: Admin) -> dict[str, Any]:
-        try:
-            done = payments.topup(store, body.member_id, body.amount, name, body.note, body.topup_id)
-        except (payments.PaymentRefused, ValueError) as exc:
-            raise refused(exc) from exc
-        return {
-            "topup_id": done.topup_id,
-            "member_id": done.member_id,
-            "amount": done.amount,
-            "balance": done.balance_after,
-            "recovered": done.recovered,
-            "settled_items": done.settled_items,
-        }
-
-    @app.post(
-        "/v1/admin/devices/{cert_id}/revoke",
-        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.DEVICE_CERT_UNKNOWN),
-    )
-    def revoke(cert_id: str, body: RevokeRequest, name: Admin) -> dict[str, Any]:
-        try:
-            return {"revocation_id": payments.revoke_device(store, cert_id, body.reason or f"by {name}")}
-        except payments.PaymentRefused as exc:
-            raise refused(exc) from exc
-
-
 def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
-    by_status: dict[int, list[str]] = {}
-    for code in (*codes, ErrorCode.INVALID_REQUEST, ErrorCode.INTERNAL, ErrorCode.STORAGE_UNAVAILABLE):
-        status, meaning = ERROR_STATUS[code]
-        by_status.setdefault(status, []).append(f"`{code.value}`: {meaning}")
-    return {status: {"description": "; ".join(lines)} for status, lines in sorted(by_status.items())}
+    """These routes' OpenAPI ``responses``: the codes and what they mean, without the body schema."""
+    return errors(*codes, with_model=False)
+
+
+def refused(exc: payments.PaymentRefused | Rejected | ValueError) -> ApiError:
+    if isinstance(exc, ValueError):
+        return ApiError(ErrorCode.INVALID_REQUEST, str(exc))
+    code = exc.code if isinstance(exc, payments.PaymentRefused) else exc.code.value
+    known = ErrorCode(code) if code in ErrorCode._value2member_map_ else ErrorCode.INVALID_REQUEST
+    return ApiError(known, str(exc))
+
+
+@router.post("/v1/devices", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER))
+def register_device(store: Store, body: DeviceRequest, caller: Who) -> dict[str, Any]:
+    role, name = caller
+    if role == "member" and (
+        body.member_id not in (None, name) or body.offline_cap is not None or body.lifetime_s is not None
+    ):
+        raise ApiError(ErrorCode.FORBIDDEN, "a member token registers devices of its own member only")
+    member_id = name if role == "member" else body.member_id
+    if not member_id:
+        raise ApiError(ErrorCode.INVALID_REQUEST, "member_id is needed with an administrator token")
+    try:
+        cert = payments.register_device(
+            store,
+            member_id,
+            body.device_key,
+            lifetime_s=body.lifetime_s or payments.CERT_LIFETIME_S,
+            offline_cap=payments.OFFLINE_CAP if body.offline_cap is None else body.offline_cap,
+        )
+    except (payments.PaymentRefused, ValueError) as exc:
+        raise refused(exc) from exc
+    return cert.to_doc()
+
+
+@router.get("/v1/members/me", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
+def me(store: Store, caller: Who) -> dict[str, Any]:
+    role, member_id = caller
+    if role != "member":
+        raise ApiError(ErrorCode.FORBIDDEN, "a member app token is needed")
+    member = store.member(member_id)
+    if member is None:
+        raise ApiError(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
+    return {
+        **member.model_dump(),
+        "devices": payments.devices(store, member_id),
+        "member_code": payments.member_code(store, member_id),
+    }
+
+
+confirm_errors = _errors(
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.PAYMENT_CODE_REPLAYED,
+    ErrorCode.PAYMENT_CODE_FORGED,
+    ErrorCode.PAYMENT_CODE_EXPIRED,
+    ErrorCode.DEVICE_CERT_UNKNOWN,
+    ErrorCode.DEVICE_CERT_REVOKED,
+    ErrorCode.DEVICE_CERT_EXPIRED,
+    ErrorCode.INSUFFICIENT_BALANCE,
+    ErrorCode.UNKNOWN_MEMBER,
+    ErrorCode.BLOCKED_MEMBER,
+    ErrorCode.REPLAYED_CARD,
+    ErrorCode.FORGED_CARD,
+    ErrorCode.CARD_CANNOT_PAY,
+)
+
+
+@router.post("/v1/payments/confirm", responses=confirm_errors)
+def confirm(store: Store, body: ConfirmRequest, terminal_id: Terminal) -> dict[str, Any]:
+    try:
+        return payments.confirm(store, terminal_id, body)
+    except (payments.PaymentRefused, Rejected, ValueError) as exc:
+        raise refused(exc) from exc
+
+
+@router.post(
+    "/v1/admin/topups", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER)
+)
+def topup(store: Store, body: TopUpRequest, name: Admin) -> dict[str, Any]:
+    try:
+        done = payments.topup(store, body.member_id, body.amount, name, body.note, body.topup_id)
+    except (payments.PaymentRefused, ValueError) as exc:
+        raise refused(exc) from exc
+    return {
+        "topup_id": done.topup_id,
+        "member_id": done.member_id,
+        "amount": done.amount,
+        "balance": done.balance_after,
+        "recovered": done.recovered,
+        "settled_items": done.settled_items,
+    }
+
+
+@router.post(
+    "/v1/admin/devices/{cert_id}/revoke",
+    responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.DEVICE_CERT_UNKNOWN),
+)
+def revoke(store: Store, cert_id: str, body: RevokeRequest, name: Admin) -> dict[str, Any]:
+    try:
+        return {"revocation_id": payments.revoke_device(store, cert_id, body.reason or f"by {name}")}
+    except payments.PaymentRefused as exc:
+        raise refused(exc) from exc

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from hq.db.schema import MIGRATIONS, NewerSchema, open_db
+from hq.db.schema import MIGRATIONS, open_db
+from hq.errors import NewerSchema
 from hq.store import HqStore
 from terminal.errors import Code, Rejected
 from terminal.store import Store

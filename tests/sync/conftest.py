@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hq.api.app import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hq.api.app import ServerHandle
+from hq.api.server import ServerHandle
 from hq.store import EnrolmentRefused, HqStore
 from sync.client import HqRejected, SyncClient, enrol
 from terminal.store import Store

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hq.api.app import ServerHandle
+from hq.api.server import ServerHandle
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.client import SyncClient

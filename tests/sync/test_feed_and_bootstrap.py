@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hq.api.app import ServerHandle
+from hq.api.server import ServerHandle
 from hq.store import HqStore
 from sync.client import HqFailed, HqUnreachable, SyncClient, check_signature
 from terminal.store import Store

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hq.api.app import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle, start_in_thread
 from hq.demo import seed_demo
 from hq.ingest import Settings
 from hq.store import HqStore, StorageFailed

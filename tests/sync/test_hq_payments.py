@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from hq import payments
-from hq.api.app import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
@@ -328,7 +328,7 @@ def test_payment_routes_are_in_the_openapi_document(chain: Chain) -> None:
 
 
 def test_erasing_a_member_revokes_their_devices_and_tokens(chain: Chain) -> None:
-    from hq.api.join import erase_member
+    from hq.erasure import erase_member
 
     cert = chain.app.cert
     assert cert is not None
