@@ -6,8 +6,9 @@ entry that breaks an offline rule (a coupon used twice, a balance overspent) is 
 flagged. An entry that breaks a trust rule (``hq.policy``: a kind or sign its actor may not
 produce, a refund of nothing or beyond its sale, spending without a valid proof, a replayed card, a
 revoked device, another store) is stored and **quarantined**: it changes no balance and raises a
-reconciliation item; an administrator releases or rejects it. One push is one transaction, in this
-order, so that concurrent pushes on PostgreSQL lock rows in one order and count correctly:
+reconciliation item; an administrator releases or rejects it. One push is one transaction running
+these stages in this order (``hq.push``, which adds the member stages of ``hq.members``), so that
+concurrent pushes on PostgreSQL lock rows in one order and count correctly:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> prices -> proofs (payment codes, card taps) -> refunds against their sales -> journal rows

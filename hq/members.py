@@ -22,7 +22,7 @@ from typing import Any
 
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
-from hq.ingest import Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
+from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
 from hq.recompute import program_of, recompute
 from sync import claims as tokens
 from sync.protocol import (
@@ -62,7 +62,7 @@ class UnknownMember(HqError):
 # -- the batch hooks --------------------------------------------------------------------------------
 
 
-def accept(tx: Tx, batch: Any) -> None:
+def accept(tx: Tx, batch: Batch) -> None:
     """Enrolments and claim keys of a batch's new entries (typed payloads), before anything is classified."""
     for i, entry in enumerate(batch.entries):
         payload = batch.payloads[i]
@@ -85,7 +85,7 @@ def _register_key(tx: Tx, terminal_id: str, key: ClaimKeyPayload, now: str) -> N
     )
 
 
-def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
+def _enrol(tx: Tx, batch: Batch, i: int, p: EnrolPayload) -> None:
     e = batch.entries[i]
     assert p.member_id is not None
     member_id, uid_hash = p.member_id, p.uid_hash or ""
@@ -116,7 +116,7 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     _merged_item(batch, i, uid_hash, winner, loser, moved)
 
 
-def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
+def _merged_item(batch: Batch, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
 
     e = batch.entries[i]
     day = batch.days[i]
@@ -161,7 +161,7 @@ def _link_card(tx: Tx, uid_hash: str, member_id: str) -> None:
     _bump(tx, "cards", "uid_hash", [uid_hash])
 
 
-def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
+def merge(tx: Tx, batch: Batch, winner: str, loser: str) -> tuple[int, int]:
     """Move ``loser``'s balances, cards, sales, claims and consents to ``winner``; ``loser`` becomes a
     tombstone. Returns the (points, stored value) moved."""
     row = tx.one("SELECT points, stored_value FROM members WHERE member_id = ?", [loser])
@@ -188,7 +188,7 @@ def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
     return points, value
 
 
-def redirect(tx: Tx, batch: Any) -> None:
+def redirect(tx: Tx, batch: Batch) -> None:
     """Entries naming a member merged away count for the member kept; entries naming an erased member
     are kept without the member (anonymised); either way no ``unknown_member`` item."""
 
