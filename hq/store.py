@@ -1,8 +1,9 @@
 """Head office's storage: terminals and their credentials, master data, the journal, the changes feed.
 
 ``HqStore(url)`` runs over SQLite (a file path, the default: one command, no server) or PostgreSQL
-(``postgresql://...``, for chains) through ``hq.db.schema``; the statements are the same on both.
-Ingest lives in ``ingest.py``, end of day and reconciliation in ``reconcile.py``.
+(``postgresql://...``, for chains) through ``hq.db`` (``open_db``); the statements are the same on both.
+A push runs through ``push.py`` (the stages in ``ingest.py``), end of day and reconciliation in
+``reconcile.py``. ``open_store`` makes one with the options of ``hq serve``.
 
 Versions: one global counter numbers every change to a member, card, rule, document, key or
 revocation; ``changes(since)`` returns rows with a higher version, deleted rows as tombstones. The

@@ -6,7 +6,9 @@ imports this package (the import contracts in pyproject.toml). ``demo`` lives he
 office embedded in the process, seeded with demo members, and the daemon against it.
 
 ``app`` is the ``tillpoint`` console script (pyproject ``[project.scripts]``); ``python -m tillpoint``
-runs the same.
+runs the same. Commands import what they run (FastAPI, uvicorn, head office's store ...) when they run,
+not when the command line is built, so that every command starts quickly; the import contracts see those
+imports like any other.
 """
 
 from __future__ import annotations
@@ -15,16 +17,11 @@ from typing import Annotated, Any
 
 import typer
 
-from hq.api.app import create_app
 from hq.cli import app as hq_app
-from hq.demo import DEMO_CARDS, seed_demo
-from hq.store import HqStore
 from terminal import cli as till
-from terminal.api.server import ThreadedServer
 from terminal.cli import ConfigOpt, cli_config, console, run_daemon
 from terminal.console import check_port, port_busy, table
 from terminal.errors import PortBusy
-from terminal.keys import load_or_create_key
 
 app = typer.Typer(help=till.HELP, no_args_is_help=True)
 app.callback()(till.main_options)
@@ -46,6 +43,12 @@ def demo(
 ) -> None:
     """Embedded head office seeded with demo members + the daemon; every tap earns points.
     A port already taken stops it at once (exit status 3), naming the option that moves it."""
+    from hq.api.app import create_app
+    from hq.demo import DEMO_CARDS, seed_demo
+    from hq.store import HqStore
+    from terminal.api.server import ThreadedServer
+    from terminal.keys import load_or_create_key
+
     api: dict[str, dict[str, Any]] = {"api": {"port": api_port}} if api_port is not None else {}
     base = cli_config(config, **api)
     check_port("127.0.0.1", hq_port, "the embedded head office", "--hq-port N")

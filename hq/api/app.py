@@ -1,4 +1,5 @@
-"""Head office's HTTP API (protocol version 1, see ``sync.protocol`` and docs/protocol.md) and helpers to run it.
+"""Head office's HTTP API (see ``sync.protocol`` and docs/protocol.md): ``create_app`` includes each area's
+router (``hq.api.terminals``, ``journal``, ``admin``, ``payments``, ``join``); ``hq.api.server`` runs it.
 
     GET  /v1/health                   no auth
     GET  /v1/openapi.json             no auth: the machine-readable protocol, error codes included
@@ -26,6 +27,8 @@
     POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
+    GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
+                                      sign-up, claims, erasure, consents (``hq.api.join``)
 
 Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.

@@ -26,6 +26,10 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
 
+Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
+not when the command line is built, so that every `tillpoint` command, the till's too, starts without
+loading them; the import contracts (pyproject.toml) check those imports like any other.
+
 Every command that prints data takes ``--json`` (one JSON document on stdout); those that print JSON
 anyway (block, store, erase, topup, devices) accept it too.
 """

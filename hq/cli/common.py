@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from hq.errors import BackupFailed, NewerSchema
-from hq.store import HqStore, open_store
 from terminal.console import make_console, table
+
+if TYPE_CHECKING:
+    from hq.store import HqStore
 
 console = make_console()
 DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
@@ -22,6 +24,8 @@ DEFAULT_DB = "var/hq/hq.db"
 def hq_store(db: str) -> Iterator[HqStore]:
     """The store for one command, closed however the command ends (a database this release cannot open,
     or whose upgrade backup failed, is said in one line)."""
+    from hq.store import open_store
+
     try:
         store = open_store(db)
     except (NewerSchema, BackupFailed) as exc:

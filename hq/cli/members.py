@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
-from hq.erasure import erase_member
-from hq.members import UnknownMember
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -55,6 +53,9 @@ def erase(
 ) -> None:
     """Erase a member: its cards and personal coupons go, its sales stay anonymised; tills get tombstones.
     Prints JSON."""
+    from hq.erasure import erase_member
+    from hq.members import UnknownMember
+
     with hq_store(db) as store:
         try:
             done = erase_member(store, member_id, by)

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from hq import payments
 from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
 from terminal.console import JsonOpt, show_json
 
@@ -31,6 +30,8 @@ def topup(
     as_json: JsonOpt = False,
 ) -> None:
     """Add AMOUNT (minor units) to MEMBER's stored value; a negative balance is recovered first. Prints JSON."""
+    from hq import payments
+
     with hq_store(db) as store:
         try:
             done = payments.topup(store, member_id, amount, by, note, topup_id)
@@ -53,6 +54,8 @@ def topup(
 @app.command("member-token")
 def member_token(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Print a member app token for MEMBER (registers devices, reads the balance); shown once."""
+    from hq import payments
+
     with hq_store(db) as store:
         try:
             token = payments.member_token(store, member_id)
@@ -67,6 +70,8 @@ def member_token(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = Fals
 @app.command("member-code")
 def member_code(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Print MEMBER's signed member code (TPM2:...) for a printed card: it identifies, never spends."""
+    from hq import payments
+
     with hq_store(db) as store:
         try:
             code = payments.member_code(store, member_id)
@@ -83,6 +88,8 @@ def devices(
     member_id: Annotated[str | None, typer.Argument()] = None, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
     """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked. Prints JSON."""
+    from hq import payments
+
     with hq_store(db) as store:
         rows = payments.devices(store, member_id)
     print(json.dumps(rows, indent=2))
@@ -91,6 +98,8 @@ def devices(
 @app.command("revoke-device")
 def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Revoke a member's device: tills refuse its payment codes once they pull the list."""
+    from hq import payments
+
     with hq_store(db) as store:
         try:
             revocation_id = payments.revoke_device(store, cert_id, reason)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
-from hq.quarantine import NotQuarantined
-from hq.store import HqStore
 from terminal.console import JsonOpt, show_json
+
+if TYPE_CHECKING:
+    from hq.store import HqStore
 
 app = typer.Typer()
 
 
 def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_json: bool = False) -> None:
+    from hq.quarantine import NotQuarantined
+
     with hq_store(db) as store:
         try:
             effect = decision(store)

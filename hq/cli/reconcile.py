@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, more, print_rows
-from hq.reconcile import REPORT_COLUMNS, BadCursor, UnknownItem, report_csv
 from terminal.console import JsonOpt, show_json
 
 app = typer.Typer()
@@ -26,6 +25,8 @@ def report(
     fmt: Annotated[str | None, typer.Option("--format", hidden=True, help="Deprecated: --json or --csv.")] = None,
 ) -> None:
     """Reconciliation by store, terminal and day: entries, sums, open and settled items, end of day."""
+    from hq.reconcile import REPORT_COLUMNS, report_csv
+
     if fmt is not None:  # the old spelling still works, and says what replaces it
         if fmt not in ("table", "json", "csv"):
             fail(f"--format takes table, json or csv (use --json or --csv), not {fmt!r}")
@@ -57,6 +58,8 @@ def items(
 ) -> None:
     """Reconciliation items one by one, oldest first, a page at a time (state: open, settled_auto,
     settled_manual). `hq groups` shows them by cause, terminal and day first."""
+    from hq.reconcile import BadCursor
+
     with hq_store(db) as store:
         try:
             page, cursor = store.item_page(
@@ -92,6 +95,8 @@ def groups(
 ) -> None:
     """Items grouped: one row per cause, terminal and business day with its count (newest day first;
     open ones unless --state says otherwise). Expand one with `hq items --terminal-id T --day D --reason R`."""
+    from hq.reconcile import BadCursor
+
     with hq_store(db) as store:
         try:
             page = store.item_groups(
@@ -165,6 +170,8 @@ def settle(
     as_json: JsonOpt = False,
 ) -> None:
     """Settle a reconciliation item by hand."""
+    from hq.reconcile import UnknownItem
+
     with hq_store(db) as store:
         try:
             item = store.settle(item_id, by, note)

@@ -7,15 +7,8 @@ from typing import Annotated
 
 import typer
 
-from hq.api.server import serve
 from hq.cli.common import DEFAULT_DB, DbOpt, fail
-from hq.demo import seed_demo
-from hq.errors import HqError
-from hq.store import HqStore, open_store
-from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
 from terminal.console import JsonOpt, check_port, show_json
-from terminal.credentials import card_uid_hash, parse_uid
-from terminal.keys import load_or_create_key
 
 app = typer.Typer()
 
@@ -55,6 +48,13 @@ def hq_serve(
     ] = False,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
+    from hq.api.server import serve
+    from hq.demo import seed_demo
+    from hq.errors import HqError
+    from hq.store import open_store
+    from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
+    from terminal.keys import load_or_create_key
+
     try:
         check_workers(db, workers)
     except (NeedsPostgres, ValueError) as exc:
@@ -109,6 +109,8 @@ def hq_add_terminal(
     terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
     """Register a terminal and print its credential (shown once)."""
+    from hq.store import HqStore
+
     store = HqStore(str(db))
     try:
         token = store.add_terminal(terminal_id, store_id)
@@ -129,6 +131,8 @@ def hq_add_member(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Create a member, or change only what is given: balances, lots and tier survive an update."""
+    from hq.store import HqStore
+
     store = HqStore(str(db))
     try:
         store.upsert_member(member_id, name, tier, points)
@@ -145,6 +149,9 @@ def hq_add_card(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Link a card (hex UID, stored only as its keyed hash) to a member."""
+    from hq.store import HqStore
+    from terminal.credentials import card_uid_hash, parse_uid
+
     key = card_key_file.read_bytes()
     store = HqStore(str(db))
     store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")

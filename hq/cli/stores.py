@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from hq.businessday import BadCalendar
 from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
@@ -24,6 +23,8 @@ def store_calendar(
 ) -> None:
     """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
     Prints JSON."""
+    from hq.businessday import BadCalendar
+
     with hq_store(db) as store:
         if timezone is None:
             found = [s for s in store.stores() if s["store_id"] == store_id]
