@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stats import nearest_rank, timed
 
+from hq import members
+from hq.store import HqStore
 from sync import claims
-from sync.hq import members
-from sync.hq.storage import HqStore
 from sync.protocol import SaleLine, SalePayload, WireEntry
 from terminal.model import CardRead
 from terminal.service import Service

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sync.hq.app import start_in_thread  # noqa: E402
-from sync.hq.storage import HqStore  # noqa: E402
+from hq.api.server import start_in_thread  # noqa: E402
+from hq.store import HqStore  # noqa: E402
 from terminal.config import validate  # noqa: E402
 from terminal.daemon import Daemon  # noqa: E402
 from terminal.model import Basket, EarnRule, Line, Member  # noqa: E402

@@ -22,14 +22,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stats import nearest_rank, timed
 
+from hq import payments as hq_payments
+from hq.api.server import start_in_thread
+from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from sync.hq import payments as hq_payments
-from sync.hq.app import start_in_thread
-from sync.hq.storage import HqStore
 from terminal import payments as pay
+from terminal.identity import Payment
 from terminal.model import Basket, Line
-from terminal.service import Payment, Service
+from terminal.service import Service
 from terminal.store import Store
 
 BASKET = Basket((Line("LUNCH", 1, 10),))

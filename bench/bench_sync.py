@@ -41,8 +41,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hq.store import HqStore  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
-from sync.hq.storage import HqStore  # noqa: E402
 from sync.protocol import PushRequest, SaleLine, SalePayload, WireEntry  # noqa: E402
 from terminal.canonical import base_digest  # noqa: E402
 from terminal.loyalty import DEFAULT_BASE_RULE  # noqa: E402
@@ -64,7 +64,7 @@ def hq_process(db: str, workers: int = 1) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "terminal.cli",
+            "tillpoint.cli",
             "hq",
             "serve",
             "--db",

@@ -8,16 +8,22 @@ choke on. The application then sees only bodies it can parse.
     422 invalid_request  JSON with NaN or Infinity, a number beyond 64 bits, a lone surrogate, or not UTF-8
 
 Error bodies are ``{"code", "message"}``, as everywhere else in both APIs.
+
+``bind`` opens both servers' listening socket before any thread starts, so a busy port is a
+``PortBusy`` naming it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import zlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from terminal.canonical import strict_loads
+from terminal.errors import PortBusy, TerminalError
 
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
@@ -131,3 +137,22 @@ def _replay(data: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: a free port), ready for the server to listen on.
+    Bound here, before any thread starts, so that a busy port is a ``PortBusy`` naming it."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart is not refused
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortBusy(host, port) from exc
+        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock

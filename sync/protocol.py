@@ -140,7 +140,7 @@ class Reason(StrEnum):
     MALFORMED_ENTRY = "malformed_entry"
     PRICE_MISMATCH = "price_mismatch"
     DUPLICATE_ENROLMENT = "duplicate_enrolment"
-    # The trust rules (sync/hq/policy.py): an entry that breaks one is stored and quarantined.
+    # The trust rules (hq/policy.py): an entry that breaks one is stored and quarantined.
     KIND_NOT_ALLOWED = "kind_not_allowed"
     SIGN_NOT_ALLOWED = "sign_not_allowed"
     WRONG_STORE = "wrong_store"
@@ -504,7 +504,7 @@ class EntryKind(StrEnum):
     ENROL = "enrol"
     CLAIM_KEY = "claim_key"
     TOPUP = "topup"
-    """Head office's own: stored value an administrator added (``sync.hq.payments.topup``)."""
+    """Head office's own: stored value an administrator added (``hq.payments.topup``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from terminal.errors import Code, Rejected
+from terminal.identity import Identified, Payment
 from terminal.model import Receipt, SaleOrder
 from terminal.ports import SaleDesk
-from terminal.service import Identified, Payment
 
 
 def no_tap() -> Identified | None:

@@ -1,4 +1,6 @@
-"""`tillpoint ...`: a thin shell over the daemon, the store, the local API and the head office."""
+"""The till's own `tillpoint ...` commands: a thin shell over the daemon, the store, the local API, and the
+member-app simulator. ``tillpoint.cli`` adds head office's ``hq`` group and ``demo`` to these; this package
+never imports head office."""
 
 from __future__ import annotations
 
@@ -9,23 +11,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.markup import escape
 
-from sync.hq.cli import JsonOpt, make_console, show_json, table
-from sync.hq.cli import register as _register_hq
 from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
+from terminal.console import JsonOpt, make_console, port_busy, show_json, table
 from terminal.errors import ConfigError, PortBusy, TerminalError
 from terminal.money import Currency
 
-app = typer.Typer(help="tillpoint: loyalty, coupons and member payments for shop tills.", no_args_is_help=True)
-hq_app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
-app.add_typer(hq_app, name="hq")
+commands = typer.Typer()
+"""The till's commands, without the group's options: ``app`` below and ``tillpoint.cli`` both add them."""
 
 
 def _show_version(value: bool) -> None:
@@ -37,8 +37,7 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _main(
+def main_options(
     version: Annotated[
         bool,
         typer.Option(
@@ -49,14 +48,10 @@ def _main(
     """tillpoint: loyalty, coupons and member payments for shop tills."""
 
 
-_register_hq(hq_app)
 console = make_console()
 err_console = make_console(stderr=True)
-EXIT_PORT_BUSY = 3  # a port the daemon or the demo needs is taken by another program (nothing was started)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
-HqDbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
-DEFAULT_HQ_DB = "var/hq/hq.db"
 
 
 def _load(path: Path | None, **overrides: dict[str, Any]) -> Config:
@@ -69,7 +64,7 @@ def _load(path: Path | None, **overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-def _config(path: Path | None, **overrides: dict[str, Any]) -> Config:
+def cli_config(path: Path | None, **overrides: dict[str, Any]) -> Config:
     try:
         return _load(path, **overrides)
     except ConfigError as exc:
@@ -121,27 +116,7 @@ def _print_event(event: dict[str, Any]) -> None:
         console.print(f"[blue]reader[/] {event['reader']} {event['kind']} {event.get('detail', '')}")
 
 
-def _port_busy(exc: PortBusy, what: str, option: str) -> NoReturn:
-    """One line on stderr naming the port and how to choose another; exit status ``EXIT_PORT_BUSY``."""
-    err_console.print(
-        f"[red]port_busy:[/] port {exc.port} on {exc.host} ({what}) is already in use by another "
-        f"program; choose another with {escape(option)}",
-        soft_wrap=True,
-    )
-    raise typer.Exit(EXIT_PORT_BUSY) from exc
-
-
-def _check_port(host: str, port: int, what: str, option: str) -> None:
-    """Refuse at once a port another program listens on (before anything of ours starts)."""
-    from terminal.api.server import bind
-
-    try:
-        bind(host, port).close()
-    except PortBusy as exc:
-        _port_busy(exc, what, option)
-
-
-def _run_daemon(
+def run_daemon(
     cfg: Config,
     hq_url_note: str = "",
     reload: Callable[[], Config] | None = None,
@@ -158,7 +133,7 @@ def _run_daemon(
         daemon.start()
     except PortBusy as exc:
         daemon.stop()
-        _port_busy(exc, "the local API", api_port_option)
+        port_busy(exc, "the local API", api_port_option)
     except TerminalError as exc:
         daemon.stop()
         console.print(f"[red]cannot start:[/] {escape(str(exc))}", soft_wrap=True)  # one line in a log, however narrow
@@ -171,7 +146,7 @@ def _run_daemon(
         daemon.stop()
 
 
-@app.command()
+@commands.command()
 def run(
     config: ConfigOpt = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (else [log] level).")] = None,
@@ -181,14 +156,14 @@ def run(
     flags = {k: v for k, v in (("level", log_level), ("format", log_format)) if v is not None}
     overrides: dict[str, dict[str, Any]] = {"log": flags} if flags else {}
     # Under systemd stdout is the journal too: the cashier-style event lines (with member names) stay off.
-    _run_daemon(
-        _config(config, **overrides),
+    run_daemon(
+        cli_config(config, **overrides),
         reload=lambda: _load(config, **overrides),
         events=not logs.stderr_is_journal(sys.stdout),
     )
 
 
-@app.command()
+@commands.command()
 def doctor(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -204,67 +179,6 @@ def doctor(
     else:
         print("\n".join(doctor_mod.render(checks)))
     raise typer.Exit(doctor_mod.exit_code(checks))
-
-
-@app.command()
-def demo(
-    config: ConfigOpt = None,
-    hq_port: Annotated[int, typer.Option(help="Port of the embedded head office.")] = 8731,
-    api_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Port of the till's local API (default: [api] port, 8732); the other commands find it by themselves."
-        ),
-    ] = None,
-    reader: Annotated[
-        str, typer.Option(help="Reader: auto: (PC/SC if present, else simulated), sim:, pcsc:")
-    ] = "auto:",
-    amount: Annotated[int, typer.Option(help="Each tap rings a sale of this many minor units.")] = 1250,
-) -> None:
-    """Embedded head office seeded with demo members + the daemon; every tap earns points.
-    A port already taken stops it at once (exit status 3), naming the option that moves it."""
-    from sync.hq.app import create_app
-    from sync.hq.demo import DEMO_CARDS, seed_demo
-    from sync.hq.storage import HqStore
-    from terminal.api.server import ThreadedServer
-    from terminal.keys import load_or_create_key
-
-    api: dict[str, dict[str, Any]] = {"api": {"port": api_port}} if api_port is not None else {}
-    base = _config(config, **api)
-    _check_port("127.0.0.1", hq_port, "the embedded head office", "--hq-port N")
-    if base.api.enabled and base.api.host:
-        _check_port(base.api.host, base.api.port, "the local API", "--api-port N")
-    key = load_or_create_key(base.card_key_path)
-    hq_store = HqStore(str(base.data_dir.parent / "hq" / "hq.db"))
-    seed_demo(hq_store, key)
-    token = hq_store.add_terminal(base.terminal.id, base.terminal.store_id)
-    try:
-        hq = ThreadedServer(create_app(hq_store), "127.0.0.1", hq_port).start()
-    except PortBusy as exc:  # taken since the check
-        hq_store.close()
-        _port_busy(exc, "the embedded head office", "--hq-port N")
-    # The console tells each event once: the log says only what goes wrong (or all of it, at debug level).
-    level = base.log.level if base.log.level in ("debug", "error") else "warning"
-    cfg = _config(
-        config,
-        **api,
-        hq={"url": hq.url, "token": token, "pull_interval": 5.0},
-        log={"level": level},
-        reader={"devices": [reader]},
-        sale={"auto_amount": amount},
-    )
-    console.print(
-        table(
-            ["card UID", "member", "what happens"],
-            [(c.uid, f"{c.display_name} ({c.member_id})", c.note) for c in DEMO_CARDS],
-        )
-    )
-    console.print("Tap a simulated card from another shell:  [bold].venv/bin/tillpoint tap 04A1B2C3D4E501[/]")
-    try:
-        _run_daemon(cfg, f"; head office {hq.url}", api_port_option="--api-port N")
-    finally:
-        hq.stop()
-        hq_store.close()
 
 
 def _api_url(cfg: Config) -> str:
@@ -361,21 +275,21 @@ def _print_lines(lines: list[str]) -> None:
         console.print(line, markup=False, highlight=False)
 
 
-@app.command()
+@commands.command()
 def tap(uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Tap a simulated card (hex UID) on the running daemon's simulated reader."""
-    answer = _api(_config(config), "POST", "/v1/sim/tap", {"uid": uid})
+    answer = _api(cli_config(config), "POST", "/v1/sim/tap", {"uid": uid})
     if as_json:
         show_json({**answer, "uid": uid})
     else:
         console.print(f"tapped {uid}")
 
 
-@app.command()
+@commands.command()
 def scan(text: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Hold a code (member, coupon, payment code ...) up to the running daemon's simulated scanner; print
     what the code was (never a payment code's text) and what happened. Exit status 1 when refused."""
-    report = _api(_config(config), "POST", "/v1/sim/scan", {"text": text})
+    report = _api(cli_config(config), "POST", "/v1/sim/scan", {"text": text})
     if as_json:
         show_json(report)
     else:
@@ -402,7 +316,7 @@ def _scan_outcome(report: dict[str, Any]) -> str:
     return str(result)
 
 
-@app.command()
+@commands.command()
 def sale(
     amount: Annotated[int, typer.Argument(help="Total in minor units.")],
     member: Annotated[str | None, typer.Option(help="The member's id: the sale is rung on this member.")] = None,
@@ -431,7 +345,7 @@ def sale(
     }
     if not quote_only:
         body |= {"stored_value": stored_value, "payment_code": payment_code}
-    cfg = _config(config)
+    cfg = cli_config(config)
     answer = _api(cfg, "POST", "/v1/quote" if quote_only else "/v1/sales", body)
     if as_json:
         show_json(answer)
@@ -439,7 +353,7 @@ def sale(
         _print_lines((_quote_lines if quote_only else _receipt_lines)(answer, _currency(cfg)))
 
 
-@app.command()
+@commands.command()
 def refund(
     txn_id: str,
     line: Annotated[list[str], typer.Option(help="LINE=UNITS returned (0-based line index), repeatable.")],
@@ -452,7 +366,7 @@ def refund(
     except ValueError as exc:
         console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
         raise typer.Exit(2) from exc
-    cfg = _config(config)
+    cfg = cli_config(config)
     answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines})
     if as_json:
         show_json(answer)
@@ -460,7 +374,7 @@ def refund(
         _print_lines(_receipt_lines(answer, _currency(cfg)))
 
 
-@app.command("config-reference")
+@commands.command("config-reference")
 def config_reference(as_json: JsonOpt = False) -> None:
     """Print every configuration key with its default and meaning (Markdown)."""
     from terminal.config_doc import entries, reference
@@ -471,10 +385,10 @@ def config_reference(as_json: JsonOpt = False) -> None:
         print(reference())
 
 
-@app.command()
+@commands.command()
 def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show a one-time pairing code for the cashier panel or a POS (valid for a short while)."""
-    cfg = _config(config)
+    cfg = cli_config(config)
     answer = _api(cfg, "POST", "/v1/pair/code", {})
     code = answer.get("code", answer)
     panel = f"{_api_url(cfg)}/panel/#pair={code}"
@@ -485,10 +399,10 @@ def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     console.print(f"panel: {panel}")
 
 
-@app.command()
+@commands.command()
 def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
-    cfg = _config(config)
+    cfg = cli_config(config)
     answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/void")
     if as_json:
         show_json(answer)
@@ -496,13 +410,13 @@ def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
         _print_lines(_receipt_lines(answer, _currency(cfg)))
 
 
-@app.command()
+@commands.command()
 def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Readers, pending journal entries, last successful sync and offline time."""
     from terminal.daemon import store_status
     from terminal.store import Store
 
-    cfg = _config(config)
+    cfg = cli_config(config)
     if not cfg.db_path.exists():
         console.print(f"no terminal database at {cfg.db_path} yet: start `tillpoint run` or `tillpoint demo` first")
         raise typer.Exit(1)
@@ -555,7 +469,7 @@ def _open_till(cfg: Config) -> Any:
     return Store.open(cfg.db_path)
 
 
-@app.command("sync")
+@commands.command("sync")
 def sync_cmd(
     config: ConfigOpt = None,
     now: Annotated[bool, typer.Option("--now", help="Sync now: push, pull, report finished days.")] = False,
@@ -571,7 +485,7 @@ def sync_cmd(
     if not now:
         console.print("say --now to sync at once (the daemon syncs by itself every hq.push_interval)")
         raise typer.Exit(2)
-    cfg = _config(config)
+    cfg = cli_config(config)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     from terminal.store import Store
 
@@ -616,7 +530,7 @@ def sync_cmd(
     )
 
 
-@app.command()
+@commands.command()
 def reconcile(
     config: ConfigOpt = None,
     eod: Annotated[bool, typer.Option("--eod", help="Also report today's totals so far.")] = False,
@@ -628,7 +542,7 @@ def reconcile(
     from sync.client import SyncError
     from terminal.model import utc_iso
 
-    cfg = _config(config)
+    cfg = cli_config(config)
     store = _open_till(cfg)
     client = _sync_client(cfg, store)
     hq_state = "no credential"
@@ -704,163 +618,12 @@ def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
         return "daemon not running"
 
 
-# -- head office --------------------------------------------------------------------------------
-
-
-@hq_app.command("serve")
-def hq_serve(
-    db: HqDbOpt = DEFAULT_HQ_DB,
-    host: str = "127.0.0.1",
-    port: int = 8731,
-    seed_demo_key: Annotated[
-        Path | None, typer.Option(help="Seed demo members, hashing card UIDs with this key file.")
-    ] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
-    clock_skew: Annotated[float, typer.Option(help="Seconds a till's clock may be off before it is flagged.")] = 300.0,
-    timezone: Annotated[str, typer.Option(help="The chain's business-day time zone (IANA).")] = "UTC",
-    write_off_points: Annotated[int, typer.Option(help="Settle overspends of up to N points automatically.")] = 0,
-    sun_key_file: Annotated[
-        Path | None,
-        typer.Option(help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid."),
-    ] = None,
-    card_key_file: Annotated[
-        Path | None,
-        typer.Option(help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card)."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option(help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")
-    ] = 1,
-    backup: Annotated[
-        bool, typer.Option(help="Back the database up before an upgrade migrates it (--no-backup: you made one).")
-    ] = True,
-    trust_pos: Annotated[
-        bool,
-        typer.Option(
-            help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md)."
-        ),
-    ] = False,
-) -> None:
-    """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
-    from sync.hq.app import serve
-    from sync.hq.cli import fail, open_store
-    from sync.hq.db import HqError
-    from sync.hq.demo import seed_demo
-    from sync.hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
-
-    try:
-        check_workers(db, workers)
-    except (NeedsPostgres, ValueError) as exc:
-        fail(exc)
-    _check_port(host, port, "head office", "--port N")
-    if seed_demo_key is not None:  # made on first use, before anything reads it
-        from terminal.keys import load_or_create_key
-
-        load_or_create_key(seed_demo_key)
-    card_key_file = card_key_file or seed_demo_key
-    try:  # an upgrade migrates here, once, after a backup (docs/install.md)
-        store = open_store(
-            db,
-            clock_skew=clock_skew,
-            timezone=timezone,
-            write_off_points=write_off_points,
-            sun_key_file=sun_key_file,
-            card_key_file=card_key_file,
-            trust_pos=trust_pos,
-            backup=backup,
-        )
-    except HqError as exc:
-        fail(f"cannot start head office: {exc}")
-    if seed_demo_key is not None:
-        from terminal.keys import load_or_create_key
-
-        seed_demo(store, load_or_create_key(seed_demo_key))
-    certfile, keyfile = (str(tls_cert) if tls_cert else None), (str(tls_key) if tls_key else None)
-    if workers > 1:
-        store.close()  # migrated and seeded once, here; each worker opens its own pool
-        serve_workers(
-            ServeOptions(
-                db=db,
-                clock_skew=clock_skew,
-                timezone=timezone,
-                write_off_points=write_off_points,
-                sun_key_file=str(sun_key_file) if sun_key_file else None,
-                card_key_file=str(card_key_file) if card_key_file else None,
-                trust_pos=trust_pos,
-            ),
-            host,
-            port,
-            workers,
-            ssl_certfile=certfile,
-            ssl_keyfile=keyfile,
-        )
-        return
-    try:
-        serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
-    finally:
-        store.close()
-
-
-@hq_app.command("add-terminal")
-def hq_add_terminal(
-    terminal_id: str, store_id: str = "S-001", db: HqDbOpt = DEFAULT_HQ_DB, as_json: JsonOpt = False
-) -> None:
-    """Register a terminal and print its credential (shown once)."""
-    from sync.hq.storage import HqStore
-
-    store = HqStore(str(db))
-    try:
-        token = store.add_terminal(terminal_id, store_id)
-    finally:
-        store.close()
-    if as_json:
-        show_json({"terminal_id": terminal_id, "store_id": store_id, "token": token})
-    else:
-        print(token)
-
-
-@hq_app.command("add-member")
-def hq_add_member(
-    member_id: str,
-    name: Annotated[str | None, typer.Argument(help="Display name (unchanged when omitted).")] = None,
-    tier: Annotated[str | None, typer.Option(help="Tier; a new member starts basic.")] = None,
-    points: Annotated[int | None, typer.Option(help="Set the points balance (an administrator's act).")] = None,
-    db: HqDbOpt = DEFAULT_HQ_DB,
-) -> None:
-    """Create a member, or change only what is given: balances, lots and tier survive an update."""
-    from sync.hq.storage import HqStore
-
-    store = HqStore(str(db))
-    try:
-        store.upsert_member(member_id, name, tier, points)
-    finally:
-        store.close()
-
-
-@hq_app.command("add-card")
-def hq_add_card(
-    uid: str,
-    member_id: str,
-    card_key_file: Annotated[Path, typer.Option(help="The chain's card-hash key.")],
-    blocked: bool = False,
-    db: HqDbOpt = DEFAULT_HQ_DB,
-) -> None:
-    """Link a card (hex UID, stored only as its keyed hash) to a member."""
-    from sync.hq.storage import HqStore
-    from terminal.credentials import card_uid_hash, parse_uid
-
-    key = card_key_file.read_bytes()
-    store = HqStore(str(db))
-    store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")
-    store.close()
-
-
 # -- member app simulator -------------------------------------------------------------------------
 
 member_app = typer.Typer(
     help="A member-app simulator: register a device, show member and payment codes.", no_args_is_help=True
 )
-app.add_typer(member_app, name="member")
+commands.add_typer(member_app, name="member")
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
 
 
@@ -967,7 +730,13 @@ def member_show(
     print(json.dumps(info))
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m terminal.cli`
+HELP = "tillpoint: loyalty, coupons and member payments for shop tills."
+app = typer.Typer(help=HELP, no_args_is_help=True)
+app.callback()(main_options)
+app.add_typer(commands)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m terminal.cli` (the till's commands)
     app()
 
 

@@ -51,8 +51,9 @@ def token_digest(token: str) -> str:
 
 # --- cards that cannot be cloned ------------------------------------------------------------------
 #
-# Trust levels (DESIGN.md section 5): a card known only by its UID/IDm identifies a member and earns
-# points; spending needs a credential that cannot be replayed. Drivers carry what they read; the
+# Trust levels: a UID or IDm is printed in clear on every read and anyone can copy it, so a card known
+# only by it identifies a member and earns points (a copy gains nothing it could take); spending needs
+# a credential that cannot be replayed. Drivers carry what they read; the
 # service verifies it here, with the keys, and stores the SUN read counter in the sale's transaction.
 #
 #   NTAG 424 DNA SUN (NXP AN12196): the card's NDEF URL holds PICCData encrypted (AES-128-CBC, zero IV)

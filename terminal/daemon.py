@@ -36,13 +36,14 @@ from terminal.config import Config
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, Rejected
+from terminal.identity import Identified
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
 from terminal.model import Basket, CardRead, Line, QrRead, ReaderEvent, Receipt, SaleOrder, utc_iso
 from terminal.payments import RiskLimits
 from terminal.ports import CardReader, Event, QrScanner
-from terminal.service import Identified, Service
+from terminal.service import Service
 from terminal.session import Session
 from terminal.store import Store
 

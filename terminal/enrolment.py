@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from sync import claims
 from sync.protocol import ClaimKeyPayload
 from terminal.errors import Code, Rejected
+from terminal.identity import Identified
 from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
 from terminal.ports import CardDesk, ClaimJournal, Clock, Emit, EnrolArm
-from terminal.service import Identified, new_txn_id
+from terminal.service import new_txn_id
 
 CLAIM_TTL = 30 * 24 * 3600
 """Seconds a receipt's claim code stays good (a month to get home and scan it)."""

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from terminal.coupons import Offer
 from terminal.errors import Rejected
+from terminal.identity import Identified, Payment
 from terminal.loyalty import Lot
 from terminal.model import (
     Basket,
@@ -41,9 +42,6 @@ from terminal.model import (
     Receipt,
     SaleOrder,
 )
-
-if TYPE_CHECKING:  # types only: the core imports no outer layer at run time
-    from terminal.service import Identified, Payment
 
 CardSink = Callable[[CardRead], None]
 ReaderSink = Callable[[ReaderEvent], None]

@@ -1,7 +1,7 @@
 """The quote: coupons, points as money and earning put together, explained line by line. Pure.
 
 ``price`` is what the till runs for every quote and what head office runs to check a sale a till
-reported (``sync.hq`` recomputes with the same function and the same documents).
+reported (``hq.recompute`` recomputes with the same function and the same documents).
 
 Choosing coupons: every offered coupon that passes its checks is a candidate. The candidates that
 combine are applied together (adding a coupon never raises what the customer pays, so all of them is

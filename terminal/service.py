@@ -27,6 +27,7 @@ from terminal import loyalty as ly
 from terminal import payments as pay
 from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
+from terminal.identity import Identified, Payment
 from terminal.model import (
     Basket,
     Breakdown,
@@ -47,35 +48,14 @@ from terminal.ports import Clock, Effects, TillStore
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Identified:
-    member: Member
-    card: Card
-    proof: credentials.CardProof = credentials.CardProof(credentials.Trust.UID_ONLY)
-    uid_hash: str = ""
-    at: float = 0.0  # when the card was read: one physical tap (a replayed message is another read)
-    sun: str | None = None  # the SUN message as read, journalled so head office can check it again
-    replayed: bool = False  # a secure message whose counter the chain already used: it only identifies
-
-    def secure_tap(self) -> SecureTap | None:
-        """What the journal says of this tap, when it can prove itself (SUN or Lite-S MAC)."""
-        trust = self.proof.trust
-        if not trust.can_spend:
-            return None
-        if trust is credentials.Trust.SUN:
-            return SecureTap(uid_hash=self.uid_hash, trust="sun", counter=self.proof.counter, sun=self.sun)
-        return SecureTap(uid_hash=self.uid_hash, trust="mac")
-
-
-@dataclass(frozen=True, slots=True)
-class Payment:
-    """How the member pays their part: stored value (None = as much as the balance covers, after
-    points), authorised by a one-time code from the member's device (a payment code, or a fresh
-    member code) or by a card that can prove itself."""
-
-    stored_value: int | None = 0
-    code: str | None = None
-    card: Identified | None = None
+def secure_tap(tapped: Identified) -> SecureTap | None:
+    """What the journal says of this tap, when it can prove itself (SUN or Lite-S MAC)."""
+    trust = tapped.proof.trust
+    if not trust.can_spend:
+        return None
+    if trust is credentials.Trust.SUN:
+        return SecureTap(uid_hash=tapped.uid_hash, trust="sun", counter=tapped.proof.counter, sun=tapped.sun)
+    return SecureTap(uid_hash=tapped.uid_hash, trust="mac")
 
 
 def new_txn_id() -> str:
@@ -404,7 +384,7 @@ class Service:
         spends = wants_value or quote.points_redeemed > 0
         card = payment.card if payment.card is not None else tapped
         if not spends and payment.code is None:
-            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=card.secure_tap() if card is not None else None)
+            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=secure_tap(card) if card is not None else None)
         if quote.member_id is None:
             raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
         proof = self._proof(quote, payment, card, wants_value)
@@ -437,12 +417,12 @@ class Service:
                 proof=Proof.PAYMENT_CODE,
                 code_text=payment.code,
                 cap=cap,
-                tap=card.secure_tap() if card is not None else None,
+                tap=secure_tap(card) if card is not None else None,
             )
         if card is not None and card.proof.trust.can_spend:
             if card.member.member_id != quote.member_id:
                 raise Rejected(Code.CARD_CANNOT_PAY, "This card belongs to another member.")
-            return _Paid(empty, method=f"card_{card.proof.trust.label}", proof=Proof.CARD, tap=card.secure_tap())
+            return _Paid(empty, method=f"card_{card.proof.trust.label}", proof=Proof.CARD, tap=secure_tap(card))
         if payment.card is not None and payment.card.replayed:
             raise Rejected(Code.REPLAYED_CARD)
         if payment.card is not None:

@@ -70,7 +70,7 @@ mkdir -p "$pkg/DEBIAN" "$out"
 
 # 1. The wheel, from a copy of the sources (the checkout stays as it is).
 mkdir "$work/src"
-tar -C "$src" --exclude=__pycache__ -cf - pyproject.toml README.md terminal drivers sync | tar -C "$work/src" -xf -
+tar -C "$src" --exclude=__pycache__ -cf - pyproject.toml README.md terminal drivers hq tillpoint sync | tar -C "$work/src" -xf -
 say "building the wheel of tillpoint $upstream"
 "$python" -m pip wheel -q --no-deps -w "$work/wheel" "$work/src"
 wheel="$(echo "$work"/wheel/tillpoint-*.whl)"

@@ -1,8 +1,10 @@
 """The local API: status, events, sales and voids, and a simulated tap for the demo.
 
-Security (DESIGN.md section 5): loopback only; Host and Origin checked against an allowlist so a
-web page cannot reach the till through DNS rebinding or a cross-site request; every state change
-needs the bearer token from the daemon's token file; only JSON bodies are accepted.
+Security: the API listens on loopback only, because anything on the shop's network could otherwise
+ring sales; Host and Origin are checked against an allowlist so a web page the cashier opens cannot
+reach the till through DNS rebinding or a cross-site request; every state change needs the bearer
+token from the daemon's token file (a local program must be given it); only JSON bodies are accepted,
+so a plain HTML form can never post one.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import threading
@@ -12,26 +11,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from terminal.errors import PortBusy, TerminalError
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (0: a free port), ready for the server to listen on.
-    Bound here, before any thread starts, so that a busy port is a ``PortBusy`` naming it."""
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart is not refused
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortBusy(host, port) from exc
-        raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
+from sync.asgi import bind
 
 
 class ThreadedServer:

@@ -2,7 +2,9 @@
 tests (tests/e2e/test_panel_*.py, tests/api/) and bench/bench_panel.py.
 
 Chromium is never downloaded: Playwright drives the Debian package's /usr/bin/chromium with the
-flags that work headless as root (TESTING.md), each browser with a fresh profile directory.
+flags that work headless as root (``CHROMIUM_FLAGS``: no sandbox, since Chromium's sandbox refuses to run
+as root; no GPU, QUIC, first-run page or background network, so nothing but the page under test reaches
+the network), each browser with a fresh profile directory.
 """
 
 from __future__ import annotations

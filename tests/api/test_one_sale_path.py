@@ -23,8 +23,9 @@ from terminal import payments as pay
 from terminal.checkout import Checkout
 from terminal.daemon import Daemon
 from terminal.errors import Rejected
+from terminal.identity import Identified, Payment
 from terminal.model import Basket, JournalEntry, Line, Quote, Receipt, SaleOrder
-from terminal.service import Identified, Payment, Service
+from terminal.service import Service
 from tests.api.stack import AIKO_UID, base_url, running_till
 from tests.fixtures.codes import install_member_key
 from tests.waiting import wait_until

@@ -31,10 +31,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.protocol import WireEntry
-from terminal.cli import app as cli_app
 from terminal.credentials import card_uid_hash, parse_uid
 from terminal.model import utc_iso
 from tests.fixtures import entries
@@ -42,6 +41,7 @@ from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
 from tests.ports import START_ATTEMPTS, free_port
 from tests.waiting import wait_until
+from tillpoint.cli import app as cli_app
 
 TERMINAL = "T-CLI-COMMANDS"
 AIKO_UID = "04A1B2C3D4E501"
@@ -492,7 +492,7 @@ def test_a_table_that_is_not_a_terminal_shows_whole_ids(chain: Chain) -> None:
         store.close()
     narrow = {**os.environ, "COLUMNS": "60"}  # what a pipe inherits from a small terminal
     done = subprocess.run(
-        [sys.executable, "-m", "terminal.cli", "hq", "report", "--db", chain.hq.db],
+        [sys.executable, "-m", "tillpoint.cli", "hq", "report", "--db", chain.hq.db],
         capture_output=True,
         text=True,
         timeout=60,
@@ -507,7 +507,7 @@ def test_a_table_that_is_not_a_terminal_shows_whole_ids(chain: Chain) -> None:
 def _demo(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "terminal.cli", "demo", "--config", str(config), "--reader", "sim:", *args],
+            [sys.executable, "-m", "tillpoint.cli", "demo", "--config", str(config), "--reader", "sim:", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "80"},
@@ -574,7 +574,17 @@ def test_head_office_names_a_busy_port(tmp_path: Path) -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "terminal.cli", "hq", "serve", "--db", str(tmp_path / "hq.db"), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "tillpoint.cli",
+                "hq",
+                "serve",
+                "--db",
+                str(tmp_path / "hq.db"),
+                "--port",
+                str(port),
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -23,7 +23,7 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "terminal.cli",
+                "tillpoint.cli",
                 "demo",
                 "--config",
                 str(config),

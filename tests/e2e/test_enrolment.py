@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from drivers.decode import decode
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.storage import HqStore
 from terminal.enrolment import ClaimSigner
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, CardRead, Line

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from hq.store import HqStore
 from sync.client import SyncClient, SyncError
-from sync.hq.storage import HqStore
 from terminal.store import Store
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess, tillpoint

@@ -18,13 +18,14 @@ import httpx
 import pytest
 
 from drivers import open_scanner
+from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from sync.hq.storage import HqStore
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
+from terminal.identity import Payment
 from terminal.model import Basket, Line, QrRead, ReaderEvent
-from terminal.service import Payment, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.video import blank, concat, still, write_video
@@ -144,7 +145,7 @@ def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(
 
     hq = HqStore(hq_proc.db)
     hq.upsert_member("M-API", "Api Ann", "basic", 0)
-    from sync.hq import payments
+    from hq import payments
 
     payments.topup(hq, "M-API", 3000, "Mio")
     token = payments.member_token(hq, "M-API")

@@ -14,13 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
 from sync.protocol import WireEntry
 from terminal.errors import Code, Rejected
+from terminal.identity import Payment
 from terminal.model import Basket, Line, utc_iso
-from terminal.service import Payment, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess, tillpoint

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from sync.hq.demo import DEMO_COUPONS, DEMO_RULES
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
+from hq.demo import DEMO_COUPONS, DEMO_RULES
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.protocol import WireEntry
 from terminal.model import utc_iso
 from tests.fixtures import entries

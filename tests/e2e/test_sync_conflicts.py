@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.storage import HqStore
 from terminal.credentials import CardProof, Trust
+from terminal.identity import Identified
 from terminal.model import Basket, Card, Line
-from terminal.service import Identified, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture

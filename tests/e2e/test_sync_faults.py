@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hq.store import HqStore
 from sync.client import SyncClient, SyncError
-from sync.hq.storage import HqStore
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
 from tests.fixtures import entries
@@ -130,7 +130,7 @@ def test_the_daemon_killed_mid_push_resends_and_nothing_doubles(
         encoding="utf-8",
     )
     proxy.script("hold")  # head office answers the first batch; the till never hears it
-    cmd = [sys.executable, "-m", "terminal.cli", "run", "--config", str(config)]
+    cmd = [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(config)]
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert proxy.holding.wait(30), "the daemon never pushed"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.hq.demo import DEMO_RULES
+from hq.demo import DEMO_RULES
 from sync.protocol import PushRequest, PushResponse, WireEntry
 from terminal.config import validate
 from terminal.daemon import Daemon
@@ -20,7 +20,7 @@ from tests.fixtures.hq import HqProcess
 from tests.waiting import wait_until
 
 AIKO = bytes.fromhex("04A1B2C3D4E501")  # demo member M-0001, gold, 1200 points
-# A demo sale of 10.00 for Aiko under the demo rules (sync/hq/demo.py): base 10 + gold +50 % 5 + her
+# A demo sale of 10.00 for Aiko under the demo rules (hq/demo.py): base 10 + gold +50 % 5 + her
 # personal birthday coupon (+300, single use) = 315 points.
 EARNED = 315
 AFTER = 1200 + EARNED

@@ -150,7 +150,7 @@ class TillProcess:
         began = time.monotonic()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "terminal.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=out,
                 stdin=subprocess.DEVNULL,

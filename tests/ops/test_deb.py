@@ -266,6 +266,7 @@ def test_unpacked_imports_come_from_the_package(unpacked: Path, tmp_path: Path) 
     lib = f"{unpacked / LIB}/"
     assert modules["terminal"] == f"{lib}terminal/__init__.py"
     assert modules["terminal.cli"].startswith(lib) and modules["typer"].startswith(lib)
+    assert modules["tillpoint.cli"].startswith(lib) and modules["hq.cli"].startswith(lib)  # the command, both sides
     stdlib = "/usr/lib/python3.11/"
     strays = {name: f for name, f in modules.items() if not f.startswith((lib, stdlib))}
     assert not strays, f"modules from outside the package and the standard library: {strays}"

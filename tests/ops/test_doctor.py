@@ -21,7 +21,7 @@ from tests.ops.helpers import ROOT, corrupt_table, fill, till_config
 
 def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
     done = subprocess.run(
-        [sys.executable, "-m", "terminal.cli", "doctor", "--config", str(config), "--json", "--timeout", "2", *args],
+        [sys.executable, "-m", "tillpoint.cli", "doctor", "--config", str(config), "--json", "--timeout", "2", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -22,7 +22,7 @@ def test_one_daemon_per_data_directory(tmp_path: Path, hq: HqProcess) -> None:
         assert api.sale(100).status_code == 200
         wait_until(lambda: len(hq_journal(Path(hq.db), "T-LOCK")) == 1, 20, "the first daemon's sale pushed")
         second = subprocess.run(
-            [sys.executable, "-m", "terminal.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from sync.hq.db import MIGRATIONS, NewerSchema, open_db
-from sync.hq.storage import HqStore
+from hq.db.schema import MIGRATIONS, open_db
+from hq.errors import NewerSchema
+from hq.store import HqStore
 from terminal.errors import Code, Rejected
 from terminal.store import Store
 from terminal.store.schema import known_names, migrations

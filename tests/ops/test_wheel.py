@@ -35,7 +35,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("wheel-src")  # a copy: building leaves build/ and egg-info beside the sources
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for package in ("terminal", "drivers", "sync"):
+    for package in ("terminal", "drivers", "sync", "hq", "tillpoint"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
@@ -85,6 +85,7 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "terminal" / "api" / "panel").iterdir() if p.is_file()}
     assert shipped and shipped <= names, shipped - names
     assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
+    assert {"hq/__init__.py", "hq/cli/__init__.py", "tillpoint/cli.py"} <= names  # head office and the command
 
 
 def test_the_installed_wheel_runs_the_till_and_head_office(installed: Path, tmp_path: Path) -> None:

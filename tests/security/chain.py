@@ -17,16 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
+from hq import payments
+from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from sync.hq import payments
-from sync.hq.storage import HqStore
 from sync.memberapp import MemberApp
 from sync.protocol import ReconItem, WireEntry
 from terminal import payments as pay
 from terminal.credentials import card_uid_hash
+from terminal.identity import Identified
 from terminal.model import CardRead, utc_iso
-from terminal.service import Identified, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess
 from tests.vcard import Ntag424

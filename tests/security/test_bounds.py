@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync.hq import payments
-from sync.hq.ingest import Effect, Settings
-from sync.hq.storage import HqStore
+from hq import payments
+from hq.ingest import Effect, Settings
+from hq.store import HqStore
 from sync.protocol import ConfirmRequest, WireEntry
 from terminal import payments as pay
 from tests.fixtures import entries
@@ -79,7 +79,7 @@ def test_attested_card_reads_are_bounded_per_day_head_office_receives_them(hq: H
 
 
 def test_a_card_seen_proving_itself_with_sun_cannot_be_claimed_as_a_mac_read(tmp_path: Path) -> None:
-    from sync.hq.policy import CardKeys
+    from hq.policy import CardKeys
     from terminal.credentials import card_uid_hash
     from tests.vcard import Ntag424
 

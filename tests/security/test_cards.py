@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from terminal.errors import Code, Rejected
+from terminal.identity import Payment
 from terminal.model import Basket, Line
-from terminal.service import Payment
 from tests.fixtures import entries
 from tests.security.chain import Balance, Chain, Till, today_local
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.hq.storage import HqStore
+from hq.store import HqStore
 from sync.memberapp import MemberApp
 from terminal.model import Member
 from terminal.store import Store

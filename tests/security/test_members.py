@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal import membercodes
 from terminal.checkout import Checkout
 from terminal.errors import Code, Rejected
+from terminal.identity import Payment
 from terminal.model import Basket, Line
-from terminal.service import Payment
 from terminal.session import Session, code_body
 from tests.security.chain import Balance, Chain, Till
 

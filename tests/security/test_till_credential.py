@@ -208,7 +208,7 @@ def _code_id(code: str) -> str:
 
 
 def _last_txn(chain: Chain, terminal_id: str) -> str:
-    from sync.hq.storage import HqStore
+    from hq.store import HqStore
 
     store = HqStore(chain.hq.db)
     try:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.hq.recompute import program_of, recompute
-from sync.hq.storage import Effect, HqStore
+from hq.recompute import program_of, recompute
+from hq.store import Effect, HqStore
 from sync.protocol import PayloadError, SalePayload, WireEntry, parse_payload
 from terminal.errors import Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE

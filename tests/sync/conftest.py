@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.hq.app import ServerHandle, start_in_thread
-from sync.hq.storage import HqStore
+from hq.api.server import ServerHandle, start_in_thread
+from hq.store import HqStore
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 

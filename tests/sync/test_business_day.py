@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.hq import businessday
-from sync.hq.businessday import BadCalendar, BusinessDay
-from sync.hq.ingest import Settings
-from sync.hq.storage import Effect, HqStore
+from hq import businessday
+from hq.businessday import BadCalendar, BusinessDay
+from hq.ingest import Settings
+from hq.store import Effect, HqStore
 from sync.protocol import Reason, WireEntry
 from tests.fixtures import entries
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.api.server import ServerHandle
+from hq.store import EnrolmentRefused, HqStore
 from sync.client import HqRejected, SyncClient, enrol
-from sync.hq.app import ServerHandle
-from sync.hq.storage import EnrolmentRefused, HqStore
 from terminal.store import Store
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.api.server import ServerHandle
+from hq.ingest import Settings
+from hq.store import HqStore
 from sync.client import SyncClient
-from sync.hq.app import ServerHandle
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore
 from sync.protocol import ERROR_STATUS, PROTOCOL_VERSION, EodReport, ErrorCode, KindTotals
 from terminal.model import JournalEntry, Member
 from terminal.store import Store

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hq.api.server import ServerHandle
+from hq.store import HqStore
 from sync.client import HqFailed, HqUnreachable, SyncClient, check_signature
-from sync.hq.app import ServerHandle
-from sync.hq.storage import HqStore
 from terminal.store import Store
 
 TOKEN = "feed-terminal-token"

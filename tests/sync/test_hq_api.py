@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.hq.app import ServerHandle, start_in_thread
-from sync.hq.demo import seed_demo
-from sync.hq.ingest import Settings
-from sync.hq.storage import HqStore, StorageFailed
+from hq.api.server import ServerHandle, start_in_thread
+from hq.demo import seed_demo
+from hq.ingest import Settings
+from hq.store import HqStore, StorageFailed
 from sync.protocol import SUPPORTED_PROTOCOLS, ChangesPage, PushResponse, WireEntry
 from tests.fixtures import entries
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sync.hq.ingest import Settings
-from sync.hq.storage import Effect, HqStore
+from hq.ingest import Settings
+from hq.store import Effect, HqStore
 from sync.protocol import ItemState, Reason, WireEntry
 from tests.fixtures import entries
 

@@ -17,17 +17,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from hq import payments
+from hq.api.server import ServerHandle, start_in_thread
+from hq.store import HqStore
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from sync.hq import payments
-from sync.hq.app import ServerHandle, start_in_thread
-from sync.hq.storage import HqStore
 from sync.memberapp import MemberApp, MemberAppError
 from sync.protocol import ConfirmRequest
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
+from terminal.identity import Payment
 from terminal.model import Basket, Line, utc_iso
-from terminal.service import Payment, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 from tests.ports import closed_port
@@ -321,7 +322,7 @@ def test_payment_routes_are_in_the_openapi_document(chain: Chain) -> None:
 
 
 def test_erasing_a_member_revokes_their_devices_and_tokens(chain: Chain) -> None:
-    from sync.hq.join import erase_member
+    from hq.erasure import erase_member
 
     cert = chain.app.cert
     assert cert is not None

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.hq.recompute import differences, program_of
+from hq.recompute import differences, program_of
 from sync.protocol import SalePayload
 from terminal import pricing
 from terminal.model import Basket, EarnRule, Line, Member

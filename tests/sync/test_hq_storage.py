@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.hq.demo import DEMO_CARDS, seed_demo
-from sync.hq.storage import (
+from hq.demo import DEMO_CARDS, seed_demo
+from hq.store import (
     CredentialRevoked,
     Effect,
     HqStore,

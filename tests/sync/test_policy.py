@@ -1,4 +1,4 @@
-"""The trust rules as pure functions (sync/hq/policy.py): the table of who may produce what, refunds
+"""The trust rules as pure functions (hq/policy.py): the table of who may produce what, refunds
 against their sale, points against the rules, and what a card tap or a payment code proves."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync.hq import policy
-from sync.hq.policy import Actor, CardKeys, DeviceFacts, ProofLevel, SaleLeft
+from hq import policy
+from hq.policy import Actor, CardKeys, DeviceFacts, ProofLevel, SaleLeft
 from sync.protocol import EntryKind, Reason, RefundPayload, SalePayload, SecureTap, parse_payload
 from terminal import payments as pay
 from terminal.credentials import card_uid_hash

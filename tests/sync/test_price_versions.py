@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from sync.hq import versions
-from sync.hq.ingest import Settings
-from sync.hq.storage import Effect, HqStore
+from hq import versions
+from hq.ingest import Settings
+from hq.store import Effect, HqStore
 from sync.protocol import Reason, WireEntry
 from terminal.canonical import doc_digest
 from terminal.model import Basket, EarnRule, Line, Member

@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal import credentials
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
+from terminal.identity import Identified, Payment
 from terminal.model import Basket, Card, EarnRule, Line, Member, utc_iso
-from terminal.service import Identified, Payment, Service
+from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.clock import Clock
 

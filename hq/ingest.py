@@ -3,11 +3,12 @@ apply what passes and flag what breaks a rule.
 
 Every entry is read with its kind's typed payload (``sync.protocol``). Offline facts are facts: an
 entry that breaks an offline rule (a coupon used twice, a balance overspent) is stored, applied and
-flagged. An entry that breaks a trust rule (``sync.hq.policy``: a kind or sign its actor may not
+flagged. An entry that breaks a trust rule (``hq.policy``: a kind or sign its actor may not
 produce, a refund of nothing or beyond its sale, spending without a valid proof, a replayed card, a
 revoked device, another store) is stored and **quarantined**: it changes no balance and raises a
-reconciliation item; an administrator releases or rejects it. One push is one transaction, in this
-order, so that concurrent pushes on PostgreSQL lock rows in one order and count correctly:
+reconciliation item; an administrator releases or rejects it. One push is one transaction running
+these stages in this order (``hq.push``, which adds the member stages of ``hq.members``), so that
+concurrent pushes on PostgreSQL lock rows in one order and count correctly:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> prices -> proofs (payment codes, card taps) -> refunds against their sales -> journal rows
@@ -29,16 +30,16 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sync.hq import businessday, policy, versions
-from sync.hq.db import HqError, Tx
-from sync.hq.policy import Actor, Breach, ProofLevel
-from sync.hq.recompute import differences, refund_claw
+from hq import businessday, policy, versions
+from hq.db.engine import Tx
+from hq.errors import HqError
+from hq.policy import Actor, Breach, ProofLevel
+from hq.recompute import differences, refund_claw
 from sync.protocol import (
     AnyPayload,
     EntryKind,
     PayloadError,
     Proof,
-    PushResponse,
     Reason,
     RefundPayload,
     SalePayload,
@@ -414,7 +415,7 @@ def rule_documents(tx: Tx) -> tuple[dict[str, Any], EarnRule]:
 
 
 def check_prices(tx: Tx, batch: Batch) -> None:
-    """Price every reported sale again with the document versions it names (``sync.hq.versions``):
+    """Price every reported sale again with the document versions it names (``hq.versions``):
     earned points above those rules are quarantined; any other figure that differs is flagged. A sale
     naming versions head office never issued is priced with the current documents and flagged."""
     sales = [i for i in range(len(batch.entries)) if batch.sale(i) is not None and batch.effects[i] not in NOT_APPLIED]
@@ -1404,54 +1405,3 @@ def clock_item(
         {"offset_seconds": offset, "allowed_seconds": settings.clock_skew, "terminal_clock": clock},
     )
     return item
-
-
-def ingest(
-    tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None = None
-) -> PushResponse:
-    """Store a batch of one terminal's journal and apply each new entry once (one transaction)."""
-    held = tx.one(
-        f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id]
-    )
-    if held is None:
-        raise UnknownTerminal(f"terminal {terminal_id} is not registered")
-    store_id, watermark = str(held[0]), int(held[1])
-    fresh, duplicates = new_entries(tx, terminal_id, entries)
-    offset = measure_clock(clock, received_at)
-    calendar = store_calendar(tx, store_id, settings)
-    batch = Batch(
-        terminal_id,
-        store_id,
-        received_at,
-        settings,
-        fresh,
-        last_pull=parse_time(str(held[2] or "")),
-        offset=offset,
-        calendar=calendar,
-    )
-    from sync.hq import members  # enrolments, merges and erasures (imports this module)
-
-    read_payloads(batch)
-    members.accept(tx, batch)
-    classify(tx, batch)
-    members.redirect(tx, batch)
-    check_prices(tx, batch)
-    check_proofs(tx, batch)
-    check_reversals(tx, batch)
-    store_journal(tx, batch)
-    record_sales(tx, batch)
-    apply_balances(tx, batch)
-    count_coupons(tx, batch)
-    reverse(tx, batch)
-    skew = clock_item(terminal_id, offset, received_at, settings, calendar)
-    flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
-    release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too
-    bump_versions(tx, "members", "member_id", batch.touched_members)
-    bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
-    bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
-    acked, gaps = advance(tx, terminal_id, watermark)
-    tx.run(
-        "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
-        [received_at, offset, terminal_id],
-    )
-    return PushResponse(acked_seq=acked, stored=len(fresh), duplicates=duplicates, gaps=gaps, flagged=flagged)

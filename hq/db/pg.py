@@ -1,6 +1,6 @@
 """Head office on PostgreSQL (psycopg 3 with a connection pool), for chains.
 
-The same statements as on SQLite (see ``db.py``); ``?`` placeholders become ``%s`` here.
+The same statements as on SQLite (see ``sqlite.py``); ``?`` placeholders become ``%s`` here.
 Writers run READ COMMITTED and lock what they count (the terminal row, member and coupon rows,
 the version counter) in one fixed order, so concurrent pushes of different terminals never see
 a stale count; a deadlock or serialization failure is retried by ``Db.transact``.
@@ -22,16 +22,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from sync.hq.db import (
-    BackupFailed,
-    IntegrityFailed,
-    RetryableFailed,
-    Row,
-    StorageFailed,
-    Tx,
-    backup_stamp,
-    transact_with_retries,
-)
+from hq.db.engine import Row, Tx, backup_stamp, transact_with_retries
+from hq.errors import BackupFailed, IntegrityFailed, RetryableFailed, StorageFailed
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@
     POST /v1/admin/members/{id}/erase     admin token; erase a member (tombstones go down to every till)
     GET  /v1/admin/members/{id}/consents  admin token; what the member agreed to, when, where
 
-``register(app, store)`` is called by ``sync.hq.app.create_app``.
+``router`` is included by ``hq.api.app.create_app``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from sync.hq import members
-from sync.hq.app import Admin, ApiError, _errors
-from sync.hq.storage import HqStore, utc_now
+from hq import members
+from hq.api.deps import Admin, Store
+from hq.api.errors import ApiError, errors
+from hq.erasure import erase_member
 from sync.protocol import ErrorCode
 
+router = APIRouter()
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -48,60 +50,55 @@ class ClaimOut(BaseModel):
     txn_id: str
 
 
-def register(app: FastAPI, store: HqStore) -> None:
-    claim_errors = _errors(
-        ErrorCode.CLAIM_FORGED,
-        ErrorCode.CLAIM_EXPIRED,
-        ErrorCode.CLAIM_USED,
-        ErrorCode.CLAIM_UNKNOWN_SALE,
-        ErrorCode.CONSENT_REQUIRED,
-    )
-
-    @app.get("/join", include_in_schema=False)
-    def join_page() -> HTMLResponse:
-        return HTMLResponse(page(), headers=PAGE_HEADERS)
-
-    @app.get("/v1/join/terms", tags=["members"])
-    def terms() -> dict[str, str]:
-        return {"version": members.CONSENT_VERSION, "text": members.CONSENT_TEXT}
-
-    @app.post("/v1/claims", response_model=ClaimOut, responses=claim_errors, tags=["members"])
-    def claim(body: ClaimIn) -> ClaimOut:
-        name = " ".join(body.display_name.split())
-        try:
-            got = store.db.transact(
-                lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC))
-            )
-        except members.ClaimRefused as exc:
-            raise ApiError(ErrorCode(exc.code), str(exc)) from exc
-        return ClaimOut(**got)
-
-    @app.post(
-        "/v1/admin/members/{member_id}/erase",
-        tags=["members"],
-        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND),
-    )
-    def erase(member_id: str, admin: Admin) -> dict[str, Any]:
-        try:
-            return {"member_id": member_id, **erase_member(store, member_id, admin)}
-        except members.UnknownMember as exc:
-            raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
-
-    @app.get(
-        "/v1/admin/members/{member_id}/consents",
-        tags=["members"],
-        responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN),
-    )
-    def consents(member_id: str, admin: Admin) -> list[dict[str, str]]:
-        with store.db.read() as tx:
-            return members.consents(tx, member_id)
+claim_errors = errors(
+    ErrorCode.CLAIM_FORGED,
+    ErrorCode.CLAIM_EXPIRED,
+    ErrorCode.CLAIM_USED,
+    ErrorCode.CLAIM_UNKNOWN_SALE,
+    ErrorCode.CONSENT_REQUIRED,
+)
 
 
-def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
-    """Erase a member (see ``members.erase``) and revoke the payment devices it registered;
-    ``members.UnknownMember`` when there is no such member."""
-    done = store.db.transact(lambda tx: members.erase(tx, member_id, by, utc_now()))
-    return {**done, "devices_revoked": members.forget_devices(store, member_id)}
+@router.get("/join", include_in_schema=False)
+def join_page(store: Store) -> HTMLResponse:
+    return HTMLResponse(page(), headers=PAGE_HEADERS)
+
+
+@router.get("/v1/join/terms", tags=["members"])
+def terms(store: Store) -> dict[str, str]:
+    return {"version": members.CONSENT_VERSION, "text": members.CONSENT_TEXT}
+
+
+@router.post("/v1/claims", response_model=ClaimOut, responses=claim_errors, tags=["members"])
+def claim(store: Store, body: ClaimIn) -> ClaimOut:
+    name = " ".join(body.display_name.split())
+    try:
+        got = store.db.transact(lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC)))
+    except members.ClaimRefused as exc:
+        raise ApiError(ErrorCode(exc.code), str(exc)) from exc
+    return ClaimOut(**got)
+
+
+@router.post(
+    "/v1/admin/members/{member_id}/erase",
+    tags=["members"],
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND),
+)
+def erase(store: Store, member_id: str, admin: Admin) -> dict[str, Any]:
+    try:
+        return {"member_id": member_id, **erase_member(store, member_id, admin)}
+    except members.UnknownMember as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+
+
+@router.get(
+    "/v1/admin/members/{member_id}/consents",
+    tags=["members"],
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN),
+)
+def consents(store: Store, member_id: str, admin: Admin) -> list[dict[str, str]]:
+    with store.db.read() as tx:
+        return members.consents(tx, member_id)
 
 
 def page() -> str:
@@ -160,4 +157,4 @@ form.addEventListener("submit", async (ev) => {
 </script></body></html>
 """
 
-__all__ = ["ClaimIn", "ClaimOut", "erase_member", "page", "register"]
+__all__ = ["ClaimIn", "ClaimOut", "page", "router"]

@@ -9,7 +9,7 @@ checked again whenever that terminal's entries arrive.
 Items (docs/reconciliation.md): ``open`` -> ``settled_auto`` (by head office: the transaction was
 voided, or a small overspend was written off, or a late member registration applied the entry) or
 ``settled_manual`` (by a named person, with a note). An item that quarantined its entry is settled
-only by releasing or rejecting that entry (``sync.hq.quarantine``).
+only by releasing or rejecting that entry (``hq.quarantine``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from sync.hq.db import Tx
+from hq.db.engine import Tx
 from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
 from terminal import b64url
 

@@ -1,8 +1,9 @@
 """Head office's storage: terminals and their credentials, master data, the journal, the changes feed.
 
 ``HqStore(url)`` runs over SQLite (a file path, the default: one command, no server) or PostgreSQL
-(``postgresql://...``, for chains) through ``sync.hq.db``; the statements are the same on both.
-Ingest lives in ``ingest.py``, end of day and reconciliation in ``reconcile.py``.
+(``postgresql://...``, for chains) through ``hq.db`` (``open_db``); the statements are the same on both.
+A push runs through ``push.py`` (the stages in ``ingest.py``), end of day and reconciliation in
+``reconcile.py``. ``open_store`` makes one with the options of ``hq serve``.
 
 Versions: one global counter numbers every change to a member, card, rule, document, key or
 revocation; ``changes(since)`` returns rows with a higher version, deleted rows as tombstones. The
@@ -29,15 +30,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sync.hq import businessday, quarantine, reconcile, versions
-from sync.hq import ingest as ingest_mod
-from sync.hq.db import Db, HqError, IntegrityFailed, StorageFailed, Tx, migrate, open_db, utc_now
-from sync.hq.ingest import (
+from hq import businessday, push, quarantine, reconcile, versions
+from hq import ingest as ingest_mod
+from hq.db.engine import Db, Tx, utc_now
+from hq.db.schema import migrate, open_db
+from hq.errors import HqError, IntegrityFailed, StorageFailed
+from hq.ingest import (
     Effect,
     SeqConflict,
     Settings,
@@ -47,6 +51,7 @@ from sync.hq.ingest import (
     contiguous,
     payload_json,
 )
+from hq.policy import CardKeys
 from sync.protocol import (
     SNAPSHOT_COLUMNS,
     ChangesPage,
@@ -74,7 +79,7 @@ from sync.protocol import (
     parse_time,
 )
 from terminal import b64url
-from terminal.credentials import token_digest
+from terminal.credentials import card_uid_hash, parse_master_key, token_digest
 
 __all__ = [
     "CredentialRevoked",
@@ -89,6 +94,7 @@ __all__ = [
     "WrongTerminal",
     "canonical_json",
     "contiguous",
+    "open_store",
     "utc_now",
 ]
 
@@ -611,7 +617,7 @@ class HqStore:
 
         def run(tx: Tx) -> PushResponse:
             received = utc_now()
-            reply = ingest_mod.ingest(tx, self.settings, terminal_id, entries, received, clock)
+            reply = push.ingest(tx, self.settings, terminal_id, entries, received, clock)
             if reply.stored:
                 reconcile.recheck_days(tx, terminal_id, reply.acked_seq, received)
             return reply
@@ -906,3 +912,33 @@ def _age(now: datetime | None, then: str | None, offset: float | None = None) ->
         return round((now - when).total_seconds() + float(offset or 0.0), 1)
     except OverflowError:
         return None
+
+
+def open_store(
+    db: str,
+    *,
+    clock_skew: float = 300.0,
+    timezone: str = "UTC",
+    write_off_points: int = 0,
+    write_off_stored_value: int = 0,
+    sun_key_file: Path | None = None,
+    card_key_file: Path | None = None,
+    trust_pos: bool = False,
+    backup: bool = True,
+) -> HqStore:
+    """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
+    sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
+    card_key = card_key_file.read_bytes() if card_key_file else None
+    keys = CardKeys(sun, (lambda uid: card_uid_hash(card_key, uid)) if card_key else None)
+    return HqStore(
+        db,
+        Settings(
+            clock_skew=clock_skew,
+            timezone=timezone,
+            write_off_points=write_off_points,
+            write_off_stored_value=write_off_stored_value,
+            card_keys=keys,
+            spend_needs_proof=not trust_pos,
+        ),
+        backup=backup,
+    )

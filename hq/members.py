@@ -20,8 +20,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from hq.db.engine import Tx, utc_now
+from hq.errors import HqError
+from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
+from hq.recompute import program_of, recompute
 from sync import claims as tokens
-from sync.hq.db import HqError, Tx, utc_now
 from sync.protocol import (
     ClaimKeyPayload,
     EnrolPayload,
@@ -59,7 +62,7 @@ class UnknownMember(HqError):
 # -- the batch hooks --------------------------------------------------------------------------------
 
 
-def accept(tx: Tx, batch: Any) -> None:
+def accept(tx: Tx, batch: Batch) -> None:
     """Enrolments and claim keys of a batch's new entries (typed payloads), before anything is classified."""
     for i, entry in enumerate(batch.entries):
         payload = batch.payloads[i]
@@ -82,7 +85,7 @@ def _register_key(tx: Tx, terminal_id: str, key: ClaimKeyPayload, now: str) -> N
     )
 
 
-def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
+def _enrol(tx: Tx, batch: Batch, i: int, p: EnrolPayload) -> None:
     e = batch.entries[i]
     assert p.member_id is not None
     member_id, uid_hash = p.member_id, p.uid_hash or ""
@@ -99,7 +102,6 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     )
     if p.consent:
         _consent(tx, member_id, p.consent, TILL_CHANNEL, e.created_at)
-    from sync.hq.ingest import apply_late_entries
 
     apply_late_entries(tx, member_id, batch.received_at)  # another till's sales for it that came first
     batch.touched_members.add(member_id)
@@ -114,8 +116,7 @@ def _enrol(tx: Tx, batch: Any, i: int, p: EnrolPayload) -> None:
     _merged_item(batch, i, uid_hash, winner, loser, moved)
 
 
-def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
-    from sync.hq.ingest import Item
+def _merged_item(batch: Batch, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:
 
     e = batch.entries[i]
     day = batch.days[i]
@@ -143,8 +144,6 @@ def _merged_item(batch: Any, i: int, uid_hash: str, winner: str, loser: str, mov
 
 def first_tier(tx: Tx) -> str:
     """The tier a new member starts in: the lowest of head office's ladder (never what a till says)."""
-    from sync.hq.ingest import rule_documents
-    from sync.hq.recompute import program_of
 
     docs, base = rule_documents(tx)
     try:
@@ -162,7 +161,7 @@ def _link_card(tx: Tx, uid_hash: str, member_id: str) -> None:
     _bump(tx, "cards", "uid_hash", [uid_hash])
 
 
-def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
+def merge(tx: Tx, batch: Batch, winner: str, loser: str) -> tuple[int, int]:
     """Move ``loser``'s balances, cards, sales, claims and consents to ``winner``; ``loser`` becomes a
     tombstone. Returns the (points, stored value) moved."""
     row = tx.one("SELECT points, stored_value FROM members WHERE member_id = ?", [loser])
@@ -189,10 +188,9 @@ def merge(tx: Tx, batch: Any, winner: str, loser: str) -> tuple[int, int]:
     return points, value
 
 
-def redirect(tx: Tx, batch: Any) -> None:
+def redirect(tx: Tx, batch: Batch) -> None:
     """Entries naming a member merged away count for the member kept; entries naming an erased member
     are kept without the member (anonymised); either way no ``unknown_member`` item."""
-    from sync.hq.ingest import Effect
 
     lost = {f.member_id for i, f in enumerate(batch.facts) if batch.effects[i] is Effect.UNKNOWN_MEMBER}
     if not lost:
@@ -281,8 +279,6 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
 def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
     """What the sale earns its new member: priced again with head office's rules as a member's sale
     (an anonymous sale earned nothing at the till; what the till said it earned is not taken on trust)."""
-    from sync.hq.ingest import rule_documents
-    from sync.hq.recompute import program_of, recompute
 
     docs, base = rule_documents(tx)
     try:
@@ -327,7 +323,6 @@ def anonymised(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stored(payload: dict[str, Any]) -> str:
-    from sync.hq.ingest import payload_json
 
     return payload_json(payload)
 
@@ -364,22 +359,7 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     return {"cards": len(cards), "coupons": len(coupons), "sales_anonymised": len(rows)}
 
 
-def forget_devices(store: Any, member_id: str) -> int:
-    """After an erasure: the member's payment devices go on the revocation list and their member-app
-    tokens are deleted, so nothing the member held can pay or register again."""
-    from sync.hq import payments
-
-    revoked = 0
-    for device in payments.devices(store, member_id):
-        if not device.get("revoked"):
-            payments.revoke_device(store, str(device["cert_id"]), "member erased")
-            revoked += 1
-    store.db.transact(lambda tx: tx.run("DELETE FROM member_tokens WHERE member_id = ?", [member_id]))
-    return revoked
-
-
 def _bump(tx: Tx, table: str, key: str, ids: list[str]) -> None:
-    from sync.hq.ingest import bump_versions
 
     bump_versions(tx, table, key, ids)
 

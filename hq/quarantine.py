@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sync.hq.db import HqError, Tx
-from sync.hq.ingest import Effect, apply_held, bump_versions
+from hq.db.engine import Tx
+from hq.errors import HqError
+from hq.ingest import Effect, apply_held, bump_versions
 from sync.protocol import PayloadError, parse_payload
 
 

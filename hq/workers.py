@@ -17,6 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from hq.api.app import create_app
+from hq.store import open_store
+
 ENV = "TILLPOINT_HQ_SERVE"
 
 
@@ -48,9 +51,6 @@ def check_workers(db: str, workers: int) -> None:
 
 def app_from_env() -> FastAPI:
     """The application of one worker (uvicorn calls this in each worker process)."""
-    from sync.hq.app import create_app
-    from sync.hq.cli import open_store
-
     options = ServeOptions.model_validate_json(os.environ[ENV])
     store = open_store(
         options.db,
@@ -77,7 +77,7 @@ def serve_workers(
     """Run ``workers`` head-office processes on one socket until SIGINT/SIGTERM."""
     os.environ[ENV] = options.model_dump_json()
     uvicorn.run(
-        "sync.hq.workers:app_from_env",
+        "hq.workers:app_from_env",
         factory=True,
         host=host,
         port=port,

@@ -31,10 +31,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync.hq import policy
-from sync.hq.db import HqError, IntegrityFailed, Tx, utc_now
-from sync.hq.ingest import HQ_ACTOR, bump_versions, payload_json
-from sync.hq.storage import HqStore, unb64
+from hq import policy
+from hq.db.engine import Tx, utc_now
+from hq.errors import HqError, IntegrityFailed
+from hq.ingest import HQ_ACTOR, bump_versions, payload_json
+from hq.store import HqStore, unb64
 from sync.protocol import ConfirmRequest, EntryKind, TopupPayload
 from terminal import membercodes
 from terminal import payments as pay
@@ -262,6 +263,18 @@ def revoke_device(store: HqStore, cert_id_hex: str, reason: str = "") -> str:
 
 
 # -- online confirmation ----------------------------------------------------------------------------
+
+
+def forget_devices(store: HqStore, member_id: str) -> int:
+    """After an erasure: the member's payment devices go on the revocation list and their member-app
+    tokens are deleted, so nothing the member held can pay or register again."""
+    revoked = 0
+    for device in devices(store, member_id):
+        if not device.get("revoked"):
+            revoke_device(store, str(device["cert_id"]), "member erased")
+            revoked += 1
+    store.db.transact(lambda tx: tx.run("DELETE FROM member_tokens WHERE member_id = ?", [member_id]))
+    return revoked
 
 
 def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int | None = None) -> dict[str, Any]:

@@ -1,256 +1,20 @@
-"""One small database interface over SQLite (sqlite3, the default) and PostgreSQL (psycopg 3, ``pg.py``).
-
-Head office's SQL is written once, with ``?`` placeholders and only what both engines share
-(``ON CONFLICT`` upserts, ``RETURNING``, ``BIGINT``/``TEXT``); a ``Tx`` adapts the rest:
-placeholders, ``IN`` lists (``= ANY(?)`` on PostgreSQL), ``FOR UPDATE`` and ``executemany ... RETURNING``.
-
-    Db.write()   a read-write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED)
-    Db.read()    a consistent read-only snapshot (PostgreSQL: REPEATABLE READ READ ONLY)
-    Db.transact(fn)  fn(tx) in a write transaction, retried on deadlock / serialization failure
-
-Errors (lower-layer errors are translated here and in pg.py, never escape)::
-
-    HqError
-     +-- StorageFailed        the database failed or is unreachable (503)
-          +-- IntegrityFailed a unique constraint refused a row
-          +-- RetryableFailed a deadlock or serialization failure; transact() retries it
-"""
+"""Head office's schema, its forward-only migrations, and ``open_db`` choosing the engine by URL."""
 
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, closing, contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
-T = TypeVar("T")
+from hq.db.engine import Db, utc_now
+from hq.db.sqlite import SqliteDb
+from hq.errors import NewerSchema
+
 log = logging.getLogger("tillpoint.hq")
-Row = tuple[Any, ...]
-RETRIES = 5
-
-
-class HqError(Exception):
-    pass
-
-
-class StorageFailed(HqError):
-    pass
-
-
-class IntegrityFailed(StorageFailed):
-    pass
-
-
-class RetryableFailed(StorageFailed):
-    pass
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Tx(Protocol):
-    dialect: str
-    for_update: str
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute a statement; returns the row count."""
-        ...
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
-        """Execute once per row; the first returned row of each (None when nothing matched)."""
-        ...
-
-    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        """A ``column IN (...)`` condition and its parameters."""
-        ...
-
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert new rows in bulk (PostgreSQL: COPY); a unique violation raises IntegrityFailed."""
-        ...
-
-    def add_returning(
-        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> dict[str, Row]:
-        """``UPDATE table SET c = c + delta`` for each (key, *deltas) row, locking rows in key order;
-        returns the new values by key (absent keys are missing from the answer)."""
-        ...
-
-    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
-        """``UPDATE table SET column = value WHERE key = k`` for each (k, value), in key order."""
-        ...
-
-
-class Db(Protocol):
-    dialect: str
-
-    def write(self) -> AbstractContextManager[Tx]: ...
-
-    def read(self) -> AbstractContextManager[Tx]: ...
-
-    def transact(self, fn: Callable[[Tx], T]) -> T: ...
-
-    def backup(self, label: str) -> str:
-        """A full copy of the database before an upgrade; returns where it went (``BackupFailed``)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def transact_with_retries(db: Db, fn: Callable[[Tx], T]) -> T:
-    for attempt in range(RETRIES):
-        try:
-            with db.write() as tx:
-                return fn(tx)
-        except RetryableFailed:
-            if attempt == RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-# -- SQLite ---------------------------------------------------------------------------------------
-
-
-class SqliteTx:
-    dialect = "sqlite"
-    for_update = ""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql, tuple(params)).fetchall()
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql, tuple(params)).fetchone()
-        return row
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql, tuple(params)).rowcount
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
-
-    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
-        # sqlite3's executemany cannot return rows; in-process statements are cheap one by one.
-        return [self.conn.execute(sql, tuple(row)).fetchone() for row in rows]
-
-    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        if not values:
-            return "0 = 1", []
-        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
-
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        marks = ", ".join("?" * len(columns))
-        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-
-    def add_returning(
-        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> dict[str, Row]:
-        sets = ", ".join(f"{c} = {c} + ?" for c in columns)
-        sql = f"UPDATE {table} SET {sets} WHERE {key} = ? RETURNING {key}, {', '.join(columns)}"
-        found = {}
-        for row in sorted(rows, key=lambda r: r[0]):
-            got = self.conn.execute(sql, (*row[1:], row[0])).fetchone()
-            if got is not None:
-                found[str(got[0])] = tuple(got[1:])
-        return found
-
-    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
-        self.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", [(v, k) for k, v in sorted(pairs)])
-
-
-def _sqlite_connect(path: str) -> sqlite3.Connection:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:  # readable by head office's user only, whatever the umask (WAL and -shm files follow it)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-@contextmanager
-def sqlite_errors() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.IntegrityError as exc:
-        raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
-    except sqlite3.Error as exc:
-        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
-
-
-class SqliteDb:
-    """One connection guarded by a lock: SQLite has one writer anyway, and the lock keeps reads simple."""
-
-    dialect = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        self._lock = threading.RLock()
-        self.path = path
-        with sqlite_errors():
-            self._conn = _sqlite_connect(path)
-
-    def backup(self, label: str) -> str:
-        """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database."""
-        target = f"{self.path}.pre-{label}-{backup_stamp()}"
-        try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            with self._lock, closing(sqlite3.connect(target)) as copy:
-                self._conn.backup(copy)
-                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-        except (OSError, sqlite3.Error) as exc:
-            raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
-        return target
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def write(self) -> Iterator[Tx]:
-        # IMMEDIATE takes the write lock up front, so another process writing the same file
-        # makes us wait (busy timeout) instead of failing when a read turns into a write.
-        with self._lock, sqlite_errors():
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SqliteTx(self._conn)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def read(self) -> Iterator[Tx]:
-        with self._lock, sqlite_errors():
-            self._conn.execute("BEGIN")
-            try:
-                yield SqliteTx(self._conn)
-            finally:
-                self._conn.execute("ROLLBACK")
-
-    def transact(self, fn: Callable[[Tx], T]) -> T:
-        return transact_with_retries(self, fn)
 
 
 def open_db(url: str, *, pool_size: int = 16) -> Db:
     """``postgresql://...`` (or ``postgres://``) opens PostgreSQL; anything else is a SQLite file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        from sync.hq.pg import PgDb
+        from hq.db.pg import PgDb  # psycopg is the optional `postgres` extra: loaded only for PostgreSQL
 
         return PgDb(url, pool_size=pool_size)
     if url.startswith("sqlite:///"):
@@ -344,7 +108,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ],
     ),
-    # -- members made outside head office: enrolment at the till, claims by QR, erasure (sync/hq/members.py)
+    # -- members made outside head office: enrolment at the till, claims by QR, erasure (hq/members.py)
     (
         "m003_members_enrolment",
         [
@@ -361,7 +125,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     # -- end of members block
-    # -- member payments (sync/hq/payments.py): device certificates, member app tokens, top-ups,
+    # -- member payments (hq/payments.py): device certificates, member app tokens, top-ups,
     # online confirmations of payment codes.
     (
         "m003_payments",
@@ -379,7 +143,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_payment_confirms_member ON payment_confirms (member_id)",
         ],
     ),
-    # -- the trust rules (sync/hq/policy.py): quarantine, what each sale took and gave back, what
+    # -- the trust rules (hq/policy.py): quarantine, what each sale took and gave back, what
     # authorised each spend, and every secure card counter used chain-wide.
     (
         "m004_trust",
@@ -450,14 +214,6 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]
 
 
-class BackupFailed(HqError):
-    """The copy an upgrade takes first could not be made: nothing was migrated."""
-
-
-class NewerSchema(HqError):
-    """The database was upgraded by a newer release than this one: refused, never written."""
-
-
 MIGRATION_LOCK = 7_461_230_001
 """PostgreSQL advisory lock taken by each migration: head-office processes starting together on one
 database apply each migration once."""
@@ -495,7 +251,3 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
             tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
         applied.append(name)
     return applied
-
-
-def backup_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

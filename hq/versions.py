@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sync.hq.db import Tx
-from sync.hq.recompute import program_of
+from hq.db.engine import Tx
+from hq.recompute import program_of
 from sync.protocol import SalePayload
 from terminal import loyalty as ly
 from terminal.canonical import base_digest, canonical_text, doc_digest

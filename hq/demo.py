@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sync.hq.storage import HqStore
+from hq.store import HqStore
 from terminal.credentials import card_uid_hash
 
 BASE_RULE_ID = "base"

@@ -1,0 +1,35 @@
+"""Head office: the server every till syncs with, deployed on its own (``tillpoint hq serve``, the
+``tillpoint-hq`` unit). It takes each terminal's journal, serves the data every terminal pulls, prices
+and checks every entry again, and reconciles.
+
+Each area is a module or a subpackage; each imports only the ones listed below it (the ``hq-layers``
+import-linter contract in pyproject.toml; a new module must be given its place there):
+
+    cli/          the `tillpoint hq ...` commands: one Typer sub-app per area, assembled in cli/__init__.py
+    workers.py    `hq serve --workers N`: several processes on one PostgreSQL
+    api/          the HTTP API: one APIRouter per area, included by api/app.py's create_app(); serve()
+    demo.py       the demo members, cards, rules and coupons, and seed_demo()
+    erasure.py    erasing a member: its data, then its payment devices
+    payments.py   member payments: stored value, top-ups, member tokens and codes, devices, confirmations
+    store.py      HqStore: terminals and credentials, master data, documents, keys, feed and snapshot;
+                  open_store() with the serve options
+    push.py       one push: the ingest stages in their order, in one transaction
+    members.py    members made outside head office: enrolments, merges, claims, erasure of the data
+    quarantine.py entries the trust rules hold, released or rejected by an administrator
+    reconcile.py  end-of-day checks, items and their settlement, the report (table, JSON, CSV)
+    fleet.py      the fleet's health as Prometheus gauges
+    ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
+    versions.py   the versions of the rules each sale was priced with
+    businessday.py  each store's business day
+    policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs
+    recompute.py  head office's own pricing of a sale, with the till's pure pricing functions
+    db/           the storage engines behind one protocol (db/engine.py): SQLite, PostgreSQL; the schema
+    errors.py     HqError and the storage errors every layer may see
+
+From the till, head office imports only its pure core (``terminal.model``, ``money``, ``loyalty``,
+``pricing``, ``credentials`` ...), the wire protocol (``sync.protocol``, ``sync.claims``), the body cap
+both servers share (``sync.asgi``), how every command prints (``terminal.console``) and the card-hash
+key file (``terminal.keys``): it evaluates shared rules exactly as the tills do without depending on
+the till's store, daemon, API or drivers. The till never imports head office; only the ``tillpoint``
+command (``tillpoint.cli``) sees both.
+"""

@@ -1,0 +1,257 @@
+"""Head office's administration routes (administrator token): the fleet, reconciliation reports and
+items, stores' business days, quarantine decisions, blocking members and cards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Body, Path
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from hq import fleet
+from hq.api.deps import NEXT_CURSOR, Admin, Limit, Store, Subject
+from hq.api.errors import ApiError, errors
+from hq.businessday import BadCalendar
+from hq.quarantine import NotQuarantined
+from hq.reconcile import BadCursor, UnknownItem, report_csv
+from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+class SettleRequest(BaseModel):
+    note: str = Field(min_length=1, max_length=500)
+
+
+class BlockRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class GroupSettleRequest(BaseModel):
+    terminal_id: str = Field(min_length=1, max_length=128)
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    reason: Reason
+    note: str = Field(min_length=1, max_length=500)
+
+
+class StoreCalendar(BaseModel):
+    timezone: str = Field(min_length=1, max_length=64, description="IANA time zone, e.g. Asia/Tokyo")
+    day_starts: str = Field(
+        "00:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="When the business day starts, local HH:MM (04:00: a sale at 01:30 is the day before's)",
+    )
+
+
+admin_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+
+
+@router.get("/v1/admin/terminals", responses=admin_errors)
+def terminals(store: Store, admin: Admin) -> list[dict[str, Any]]:
+    """The fleet: each till's journal position, version, readers, backlog, clock, disk, last error."""
+    return store.fleet()
+
+
+@router.get("/metrics", responses=admin_errors, response_class=PlainTextResponse)
+def metrics(store: Store, admin: Admin) -> Response:
+    """The fleet as Prometheus gauges (scrape with the administrator token as a bearer token)."""
+    body, content_type = fleet.exposition(store.fleet)
+    return Response(body, media_type=content_type)
+
+
+@router.get("/v1/admin/reconciliation", responses=admin_errors)
+def reconciliation(
+    store: Store,
+    admin: Admin,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day_from: str | None = None,
+    day_to: str | None = None,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+    if format == "csv":
+        return PlainTextResponse(report_csv(rows), media_type="text/csv")
+    return JSONResponse(rows)
+
+
+page_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.INVALID_REQUEST)
+
+
+@router.get("/v1/admin/items", response_model=list[ReconItem], responses=page_errors)
+def items(
+    store: Store,
+    response: Response,
+    admin: Admin,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day: str | None = None,
+    state: ItemState | None = None,
+    reason: Reason | None = None,
+    after: str | None = None,
+    limit: Limit = 500,
+) -> list[ReconItem]:
+    """Items oldest first, a page at a time: ``X-Next-Cursor`` (pass as ``after``) when there are more."""
+    found, cursor = _paged(
+        lambda: store.item_page(
+            after=after,
+            limit=limit,
+            store_id=store_id,
+            terminal_id=terminal_id,
+            day=day,
+            state=state.value if state else None,
+            reason=reason.value if reason else None,
+        )
+    )
+    if cursor is not None:
+        response.headers[NEXT_CURSOR] = cursor
+    return found
+
+
+@router.get("/v1/admin/item-groups", response_model=GroupPage, responses=page_errors)
+def item_groups(
+    store: Store,
+    admin: Admin,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day: str | None = None,
+    state: ItemState | None = None,
+    reason: Reason | None = None,
+    after: str | None = None,
+    limit: Limit = 100,
+) -> GroupPage:
+    """Items grouped: one row per cause, terminal, business day and state with its count (newest day
+    first); ``/v1/admin/items`` with the same terminal, day and reason expands one."""
+    return _paged(
+        lambda: store.item_groups(
+            after=after,
+            limit=limit,
+            store_id=store_id,
+            terminal_id=terminal_id,
+            day=day,
+            state=state.value if state else None,
+            reason=reason.value if reason else None,
+        )
+    )
+
+
+@router.get("/v1/admin/items/summary", responses=admin_errors)
+def item_summary(
+    store: Store,
+    admin: Admin,
+    store_id: str | None = None,
+    terminal_id: str | None = None,
+    day_from: str | None = None,
+    day_to: str | None = None,
+) -> dict[str, dict[str, int]]:
+    """Per cause: how many items are open (and of those held in quarantine), settled automatically, by hand."""
+    return store.item_summary(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
+
+
+@router.post("/v1/admin/item-groups/settle", responses=page_errors)
+def settle_group(store: Store, body: Annotated[GroupSettleRequest, Body()], admin: Admin) -> dict[str, int]:
+    """Settle by hand every open item of one group (not those holding an entry in quarantine)."""
+    try:
+        return {"settled": store.settle_group(body.terminal_id, body.day, body.reason.value, admin, body.note)}
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+@router.get("/v1/admin/stores", responses=admin_errors)
+def stores(store: Store, admin: Admin) -> list[dict[str, str | None]]:
+    return store.stores()
+
+
+@router.put("/v1/admin/stores/{store_id}", responses=page_errors)
+def set_store(
+    store: Store,
+    store_id: Annotated[str, Path(min_length=1, max_length=128)],
+    body: Annotated[StoreCalendar, Body()],
+    admin: Admin,
+) -> dict[str, str]:
+    """Set a store's time zone and business-day cut-off: new entries are filed by it."""
+    try:
+        return store.set_store(store_id, body.timezone, body.day_starts)
+    except BadCalendar as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+@router.get("/v1/admin/quarantine", responses=admin_errors)
+def quarantined(store: Store, admin: Admin) -> list[dict[str, Any]]:
+    """Entries held in quarantine: stored, changing no balance until released or rejected."""
+    return store.quarantined()
+
+
+decide_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+
+
+@router.post("/v1/admin/quarantine/{txn_id}/release", responses=decide_errors)
+def release(store: Store, txn_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> dict[str, str]:
+    """Apply a quarantined entry now (who: the admin; why: the note)."""
+    return {"txn_id": txn_id, "effect": _decide(lambda: store.release(txn_id, admin, body.note))}
+
+
+@router.post("/v1/admin/quarantine/{txn_id}/reject", responses=decide_errors)
+def reject(store: Store, txn_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> dict[str, str]:
+    """Keep a quarantined entry from ever applying."""
+    return {"txn_id": txn_id, "effect": _decide(lambda: store.reject(txn_id, admin, body.note))}
+
+
+@router.post(
+    "/v1/admin/items/{item_id}/settle",
+    response_model=ReconItem,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND),
+)
+def settle(store: Store, item_id: str, body: Annotated[SettleRequest, Body()], admin: Admin) -> ReconItem:
+    try:
+        return store.settle(item_id, admin, body.note)
+    except UnknownItem as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _block_routes(kind: str) -> None:
+    errors_ = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.INVALID_REQUEST)
+
+    @router.post(f"/v1/admin/{kind}s/{{subject}}/block", responses=errors_, name=f"block_{kind}")
+    def block(store: Store, subject: Subject, body: Annotated[BlockRequest, Body()], admin: Admin) -> dict[str, Any]:
+        """Block it (a card by its keyed hash): tills refuse it once they pull; head office flags entries
+        made after the block by its own time. Who and why are kept."""
+        return _blocking(lambda: store.set_blocked(kind, subject, True, admin, body.reason))
+
+    @router.post(f"/v1/admin/{kind}s/{{subject}}/unblock", responses=errors_, name=f"unblock_{kind}")
+    def unblock(store: Store, subject: Subject, body: Annotated[BlockRequest, Body()], admin: Admin) -> dict[str, Any]:
+        return _blocking(lambda: store.set_blocked(kind, subject, False, admin, body.reason))
+
+
+for _kind in ("member", "card"):
+    _block_routes(_kind)
+
+
+def _paged(read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except BadCursor as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _blocking(change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return change()
+    except LookupError as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:  # no who or why (blank, or only spaces of any kind)
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _decide(decision: Callable[[], str]) -> str:
+    try:
+        return decision()
+    except NotQuarantined as exc:
+        raise ApiError(ErrorCode.NOT_FOUND, str(exc)) from exc
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc

@@ -1,0 +1,71 @@
+"""Head office's HTTP API (see ``sync.protocol`` and docs/protocol.md): ``create_app`` includes each area's
+router (``hq.api.terminals``, ``journal``, ``admin``, ``payments``, ``join``); ``hq.api.server`` runs it.
+
+    GET  /v1/health                   no auth
+    GET  /v1/openapi.json             no auth: the machine-readable protocol, error codes included
+    POST /v1/enrol                    one-time code -> the terminal's own credential
+    POST /v1/credentials/rotate       terminal token -> a new token (the old one works until the new one is used)
+    POST /v1/journal                  terminal token; body may be gzip (Content-Encoding: gzip)
+    GET  /v1/changes                  terminal token; ?since=N&limit=M (limit capped at 5000)
+    GET  /v1/snapshot, /v1/snapshot/{kind}   terminal token; bootstrap of a new terminal
+    POST /v1/eod                      terminal token; end-of-day totals -> complete / what is missing
+    GET  /v1/flags                    terminal token; the reconciliation items of this terminal
+    GET  /v1/journal/state            terminal token; acked and highest seq held, gaps, ranges reported lost
+    POST /v1/journal/lost             terminal token; seq ranges the till can never send (a damaged journal)
+    POST /v1/terminal/health          terminal token (protocol 2); version, readers, backlog, disk, last error
+    GET  /v1/admin/terminals          admin token; the fleet: journal position, health report, ages
+    GET  /metrics                     admin token; the fleet as Prometheus gauges (deploy/prometheus/)
+    GET  /v1/admin/reconciliation     admin token; report by store, terminal, day (?format=json|csv)
+    GET  /v1/admin/items              admin token; reconciliation items, a page at a time (X-Next-Cursor, ?after=)
+    GET  /v1/admin/item-groups        admin token; items by cause, terminal, business day, state, with counts
+    GET  /v1/admin/items/summary      admin token; open / settled per cause
+    POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
+    POST /v1/admin/item-groups/settle admin token; settle a whole group by hand
+    GET  /v1/admin/stores, PUT /v1/admin/stores/{id}   admin token; each store's time zone and day cut-off
+    POST /v1/admin/members/{id}/block, /unblock, /v1/admin/cards/{hash}/block, /unblock   admin token
+    GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)
+    POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
+    POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
+    POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
+    GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
+                                      sign-up, claims, erasure, consents (``hq.api.join``)
+
+Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
+Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
+
+from hq.api import admin, join, journal, payments, terminals
+from hq.api.errors import install_error_handlers
+from hq.store import HqStore
+from sync.asgi import BodyGuard
+from sync.protocol import PROTOCOL_VERSION, ErrorCode
+
+MAX_BODY = 32 * 1024 * 1024
+ROUTERS = (terminals.router, journal.router, admin.router, payments.router, join.router)
+"""Each area's routes, in the order they are matched (and listed in OpenAPI)."""
+
+
+def create_app(store: HqStore) -> FastAPI:
+    """The head-office API over ``store``: every area's router, the error handlers, the body cap."""
+    app = FastAPI(
+        title="tillpoint head office",
+        version=f"protocol {PROTOCOL_VERSION}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+        description="Store <-> head office sync protocol. Error bodies are "
+        "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode),
+    )
+    app.state.store = store
+    app.state.root_key = store.root_public_key()  # public: a terminal with a bare token pins it on first use
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
+    app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,56 @@
+"""What head office's routes depend on: the store, the caller (a terminal or an administrator by its
+bearer token), the terminal's clock header, and the parameters several routers share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Query, Request
+
+from hq.api.errors import ApiError
+from hq.reconcile import MAX_PAGE
+from hq.store import HqStore
+from sync.protocol import CLOCK_HEADER, ErrorCode
+
+
+def current_store(request: Request) -> HqStore:
+    """The store the application was made over (``create_app(store)``)."""
+    store: HqStore = request.app.state.store
+    return store
+
+
+def _bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            ErrorCode.UNAUTHORIZED,
+            "an 'Authorization: Bearer <token>' header is required",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+def authenticated_terminal(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The terminal id of the request's bearer token; 401 otherwise."""
+    terminal_id = current_store(request).authenticate(_bearer_token(authorization))
+    if terminal_id is None:
+        raise ApiError(ErrorCode.UNAUTHORIZED, "unknown terminal token", {"WWW-Authenticate": "Bearer"})
+    return terminal_id
+
+
+def authenticated_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    name = current_store(request).authenticate_admin(_bearer_token(authorization))
+    if name is None:
+        raise ApiError(ErrorCode.FORBIDDEN, "an administrator token is needed for /v1/admin")
+    return name
+
+
+Terminal = Annotated[str, Depends(authenticated_terminal)]
+Admin = Annotated[str, Depends(authenticated_admin)]
+Clock = Annotated[str | None, Header(alias=CLOCK_HEADER, description="The terminal's UTC time, ISO 8601")]
+
+
+Store = Annotated[HqStore, Depends(current_store)]
+NEXT_CURSOR = "X-Next-Cursor"
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Subject = Annotated[str, Path(min_length=1, max_length=128)]

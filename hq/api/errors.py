@@ -1,0 +1,87 @@
+"""How head office's API says no: ``ApiError``, the ``ErrorBody`` every refusal is, the error codes a
+route documents in OpenAPI, and the handlers that turn storage and validation errors into codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hq.errors import HqError, StorageFailed
+from hq.ingest import SeqConflict, UnknownTerminal, WrongTerminal
+from hq.store import CredentialRevoked, EnrolmentRefused
+from sync.protocol import ERROR_STATUS, ErrorBody, ErrorCode
+
+log = logging.getLogger("tillpoint.hq")
+
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+_STORAGE_ERRORS: dict[type[HqError], ErrorCode] = {
+    SeqConflict: ErrorCode.SEQ_CONFLICT,
+    WrongTerminal: ErrorCode.WRONG_TERMINAL,
+    UnknownTerminal: ErrorCode.UNKNOWN_TERMINAL,
+    CredentialRevoked: ErrorCode.CREDENTIAL_REVOKED,
+    EnrolmentRefused: ErrorCode.ENROL_CODE_INVALID,
+    StorageFailed: ErrorCode.STORAGE_UNAVAILABLE,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = ERROR_STATUS[code][0]
+        self.code, self.message, self.headers = code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorBody(code=code, message=message).model_dump(), status_code=status, headers=headers)
+
+
+def errors(*codes: ErrorCode, with_model: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` naming every error code a route can answer (``with_model``: and the
+    ``ErrorBody`` schema of the answer)."""
+    by_status: dict[int, list[str]] = {}
+    for code in (*codes, ErrorCode.INVALID_REQUEST, ErrorCode.INTERNAL, ErrorCode.STORAGE_UNAVAILABLE):
+        status, meaning = ERROR_STATUS[code]
+        by_status.setdefault(status, []).append(f"`{code.value}`: {meaning}")
+    return {
+        status: ({"model": ErrorBody} if with_model else {}) | {"description": "; ".join(lines)}
+        for status, lines in sorted(by_status.items())
+    }
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()]
+    return "; ".join(parts)[:500] or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(HqError)
+    def storage_error(_: Request, exc: HqError) -> JSONResponse:
+        code = _STORAGE_ERRORS.get(type(exc), ErrorCode.INTERNAL)
+        status = ERROR_STATUS[code][0]
+        if status >= 500:
+            log.error("request failed: %s", exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, code, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, ErrorCode.INVALID_REQUEST, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    # Starlette still re-raises after this response, so uvicorn logs the traceback once.
+    @app.exception_handler(Exception)
+    def internal(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(500, ErrorCode.INTERNAL, "head office hit an internal error; retry later")

@@ -1,0 +1,131 @@
+"""Head office's sync routes: a terminal pushes its journal and health, pulls changes and snapshots,
+and asks where head office holds its journal."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from hq.api.deps import Clock, Store, Terminal
+from hq.api.errors import ApiError, errors
+from sync.protocol import (
+    MAX_SEQ,
+    SNAPSHOT_KINDS,
+    ChangesPage,
+    ErrorCode,
+    JournalState,
+    LostReport,
+    PushRequest,
+    PushResponse,
+    SnapshotInfo,
+    SnapshotPage,
+    TillHealth,
+    protocol_problem,
+)
+
+router = APIRouter()
+MAX_CHANGES_LIMIT = 5000
+DEFAULT_CHANGES_LIMIT = 500
+MAX_SNAPSHOT_LIMIT = 50_000
+
+
+def _check_push(terminal_id: str, body: PushRequest) -> None:
+    problem = protocol_problem(body.protocol)
+    if problem is not None:
+        raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL, problem)
+    claimed = {body.terminal_id, *(entry.terminal_id for entry in body.entries)}
+    if claimed != {terminal_id}:
+        others = ", ".join(sorted(claimed - {terminal_id}))
+        raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}; it may not push for {others}")
+
+
+push_errors = errors(
+    ErrorCode.UNSUPPORTED_PROTOCOL,
+    ErrorCode.BAD_ENCODING,
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.CREDENTIAL_REVOKED,
+    ErrorCode.WRONG_TERMINAL,
+    ErrorCode.UNKNOWN_TERMINAL,
+    ErrorCode.SEQ_CONFLICT,
+    ErrorCode.BODY_TOO_LARGE,
+)
+
+
+@router.post("/v1/journal", response_model=PushResponse, responses=push_errors)
+def push(store: Store, body: PushRequest, terminal_id: Terminal, clock: Clock = None) -> PushResponse:
+    _check_push(terminal_id, body)
+    return store.ingest(terminal_id, body.entries, clock)
+
+
+pull_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)
+
+
+@router.post(
+    "/v1/terminal/health",
+    status_code=204,
+    response_class=Response,
+    responses=errors(ErrorCode.UNSUPPORTED_PROTOCOL, ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+)
+def terminal_health(store: Store, body: TillHealth, terminal_id: Terminal, clock: Clock = None) -> Response:
+    """The fleet view: a till's version, readers, backlog, disk and last error (protocol 2)."""
+    problem = protocol_problem(body.protocol)
+    if problem is not None:
+        raise ApiError(ErrorCode.UNSUPPORTED_PROTOCOL, problem)
+    store.put_health(terminal_id, body, clock)
+    return Response(status_code=204)
+
+
+@router.get("/v1/journal/state", response_model=JournalState, responses=pull_errors)
+def journal_state(store: Store, terminal_id: Terminal, clock: Clock = None) -> JournalState:
+    """Where head office holds this terminal's journal: a till rebuilt from a damaged file asks first."""
+    store.flag_clock(terminal_id, clock)
+    return store.journal_state(terminal_id)
+
+
+@router.post("/v1/journal/lost", response_model=JournalState, responses=pull_errors)
+def journal_lost(store: Store, body: LostReport, terminal_id: Terminal) -> JournalState:
+    """Seq ranges this till can never send (its journal was damaged): an item, and the watermark moves on."""
+    try:
+        return store.report_lost(terminal_id, [(a, b) for a, b in body.ranges], body.reason)
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+@router.get("/v1/changes", response_model=ChangesPage, responses=pull_errors)
+def changes(
+    store: Store,
+    terminal_id: Terminal,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = DEFAULT_CHANGES_LIMIT,
+    clock: Clock = None,
+) -> ChangesPage:
+    store.flag_clock(terminal_id, clock)
+    store.note_pull(terminal_id)
+    # Over-large pages are capped rather than refused: the cursor makes the rest reachable.
+    return store.changes(since, min(limit, MAX_CHANGES_LIMIT))
+
+
+@router.get("/v1/snapshot", response_model=SnapshotInfo, responses=pull_errors)
+def snapshot(store: Store, terminal_id: Terminal) -> SnapshotInfo:
+    return store.snapshot_info()
+
+
+@router.get(
+    "/v1/snapshot/{kind}",
+    response_model=SnapshotPage,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.NOT_FOUND),
+)
+def snapshot_kind(
+    store: Store,
+    kind: str,
+    terminal_id: Terminal,
+    after: Annotated[str, Query(max_length=256)] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 5000,
+) -> Response:
+    if kind not in SNAPSHOT_KINDS:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no snapshot kind {kind!r}; kinds: {', '.join(SNAPSHOT_KINDS)}")
+    page = store.snapshot_rows(kind, after, min(limit, MAX_SNAPSHOT_LIMIT))
+    return Response(json.dumps(page, separators=(",", ":")), media_type="application/json")

@@ -1,0 +1,75 @@
+"""Head office's routes for a terminal's credential and its own view: health, enrolment, rotation,
+its flagged items, end of day."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from hq.api.deps import Clock, Limit, Store, Terminal
+from hq.api.errors import ApiError, errors
+from hq.db.engine import utc_now
+from sync.protocol import (
+    PROTOCOL_VERSION,
+    EnrolRequest,
+    EnrolResponse,
+    EodReport,
+    EodResult,
+    ErrorCode,
+    ItemState,
+    ReconItem,
+)
+
+router = APIRouter()
+FLAGS_SHOWN = 200
+
+
+@router.get("/v1/health")
+def health(request: Request) -> dict[str, Any]:
+    # The root public key is public: a terminal configured with a bare token pins it on first use.
+    return {"status": "ok", "time": utc_now(), "protocol": PROTOCOL_VERSION, "root_key": request.app.state.root_key}
+
+
+@router.post("/v1/enrol", response_model=EnrolResponse, responses=errors(ErrorCode.ENROL_CODE_INVALID))
+def enrol(store: Store, body: EnrolRequest) -> EnrolResponse:
+    return store.enrol(body.code, body.terminal_id)
+
+
+@router.post(
+    "/v1/credentials/rotate",
+    response_model=EnrolResponse,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+)
+def rotate(store: Store, terminal_id: Terminal) -> EnrolResponse:
+    token = store.rotate(terminal_id)
+    return EnrolResponse(
+        terminal_id=terminal_id,
+        store_id=store.store_of(terminal_id) or "",
+        token=token,
+        root_key=store.root_public_key(),
+    )
+
+
+@router.get(
+    "/v1/flags",
+    response_model=list[ReconItem],
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+)
+def flags(
+    store: Store, terminal_id: Terminal, state: ItemState | None = None, limit: Limit = FLAGS_SHOWN
+) -> list[ReconItem]:
+    """This terminal's items, the newest ``limit`` (what the till shows; head office holds them all)."""
+    return store.items(terminal_id=terminal_id, state=state.value if state else None, limit=limit, newest=True)
+
+
+@router.post(
+    "/v1/eod",
+    response_model=EodResult,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL),
+)
+def eod(store: Store, body: EodReport, terminal_id: Terminal, clock: Clock = None) -> EodResult:
+    if body.terminal_id != terminal_id:
+        raise ApiError(ErrorCode.WRONG_TERMINAL, f"this token is terminal {terminal_id}")
+    store.flag_clock(terminal_id, clock)
+    return store.eod(body)

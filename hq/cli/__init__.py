@@ -1,0 +1,48 @@
+"""`tillpoint hq ...`: head office's server and administration, a thin shell over ``HqStore``.
+
+``app`` is the whole ``hq`` command group, assembled here from one Typer sub-app per area (each module
+of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under the name ``hq``:
+
+    serve [--db --host --port --workers ...]   the head-office API (serve.py; also add-terminal,
+                                       add-member, add-card for a new database)
+
+    enrol-code TERMINAL --store-id S   a one-time code the till redeems for its own credential
+    rotate TERMINAL --store-id S       a fresh enrolment code; the till's current token works until it is used
+    revoke TERMINAL                    refuse the terminal's credential at once
+    admin-token NAME                   a token for /v1/admin (reports, settling items)
+    terminals                          every terminal: how far behind, last seen, clock offset
+    report [--store-id] [--terminal-id] [--day-from] [--day-to] [--json | --csv]
+    groups [--state open] ...          items by cause, terminal and business day, with counts (read this first)
+    items [--reason R --day D ...]     reconciliation items one by one, a page at a time (--after CURSOR)
+    summary                            open and settled items per cause
+    settle ITEM --by NAME --note WHY   settle an item by hand
+    settle-group --terminal-id T --day D --reason R --by NAME --note WHY   settle a whole group
+    store STORE [--timezone TZ --day-starts HH:MM] / stores   each store's business day
+    block|unblock member|card ID --by NAME --reason WHY   stop (or allow again) a member or a card
+    quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules
+    put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
+    delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
+    add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
+    erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
+    topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
+
+Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
+not when the command line is built, so that every `tillpoint` command, the till's too, starts without
+loading them; the import contracts (pyproject.toml) check those imports like any other.
+
+Every command that prints data takes ``--json`` (one JSON document on stdout); those that print JSON
+anyway (block, store, erase, topup, devices) accept it too.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hq.cli import documents, members, payments, quarantine, reconcile, serve, stores, terminals
+
+AREAS = (terminals, quarantine, reconcile, stores, members, documents, payments, serve)
+"""Each area's commands, in the order ``tillpoint hq --help`` lists them."""
+
+app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
+for _area in AREAS:
+    app.add_typer(_area.app)

@@ -1,0 +1,58 @@
+"""What every `tillpoint hq ...` command shares: the ``--db`` option, the store of one command, the way a
+refusal ends a command, and the rows it prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from hq.errors import BackupFailed, NewerSchema
+from terminal.console import make_console, table
+
+if TYPE_CHECKING:
+    from hq.store import HqStore
+
+console = make_console()
+DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+DEFAULT_DB = "var/hq/hq.db"
+
+
+@contextmanager
+def hq_store(db: str) -> Iterator[HqStore]:
+    """The store for one command, closed however the command ends (a database this release cannot open,
+    or whose upgrade backup failed, is said in one line)."""
+    from hq.store import open_store
+
+    try:
+        store = open_store(db)
+    except (NewerSchema, BackupFailed) as exc:
+        fail(f"cannot open head office's database: {exc}")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def fail(message: object) -> NoReturn:
+    """A refused command: the reason in red, exit status 1."""
+    console.print(f"[red]{message}[/]")
+    raise typer.Exit(1)
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    console.print(table(columns, ([_cell(row.get(c)) for c in columns] for row in rows)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+    return "-" if value is None else str(value)
+
+
+def more(cursor: str | None) -> None:
+    """Say that there is more, and how to read it (on stderr: stdout stays the page itself)."""
+    if cursor is not None:
+        typer.echo(f"more: run again with --after {cursor}", err=True)

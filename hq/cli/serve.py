@@ -1,0 +1,158 @@
+"""`tillpoint hq ...`: running head office, and the first terminal, member and card of a new database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hq.cli.common import DEFAULT_DB, DbOpt, fail
+from terminal.console import JsonOpt, check_port, show_json
+
+app = typer.Typer()
+
+
+@app.command("serve")
+def hq_serve(
+    db: DbOpt = DEFAULT_DB,
+    host: str = "127.0.0.1",
+    port: int = 8731,
+    seed_demo_key: Annotated[
+        Path | None, typer.Option(help="Seed demo members, hashing card UIDs with this key file.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
+    clock_skew: Annotated[float, typer.Option(help="Seconds a till's clock may be off before it is flagged.")] = 300.0,
+    timezone: Annotated[str, typer.Option(help="The chain's business-day time zone (IANA).")] = "UTC",
+    write_off_points: Annotated[int, typer.Option(help="Settle overspends of up to N points automatically.")] = 0,
+    sun_key_file: Annotated[
+        Path | None,
+        typer.Option(help="The chain's NTAG 424 DNA master key: head office verifies every SUN tap that paid."),
+    ] = None,
+    card_key_file: Annotated[
+        Path | None,
+        typer.Option(help="The chain's card-hash key (with --sun-key-file: ties a SUN message to its card)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")
+    ] = 1,
+    backup: Annotated[
+        bool, typer.Option(help="Back the database up before an upgrade migrates it (--no-backup: you made one).")
+    ] = True,
+    trust_pos: Annotated[
+        bool,
+        typer.Option(
+            help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md)."
+        ),
+    ] = False,
+) -> None:
+    """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
+    from hq.api.server import serve
+    from hq.demo import seed_demo
+    from hq.errors import HqError
+    from hq.store import open_store
+    from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
+    from terminal.keys import load_or_create_key
+
+    try:
+        check_workers(db, workers)
+    except (NeedsPostgres, ValueError) as exc:
+        fail(exc)
+    check_port(host, port, "head office", "--port N")
+    if seed_demo_key is not None:  # made on first use, before anything reads it
+        load_or_create_key(seed_demo_key)
+    card_key_file = card_key_file or seed_demo_key
+    try:  # an upgrade migrates here, once, after a backup (docs/install.md)
+        store = open_store(
+            db,
+            clock_skew=clock_skew,
+            timezone=timezone,
+            write_off_points=write_off_points,
+            sun_key_file=sun_key_file,
+            card_key_file=card_key_file,
+            trust_pos=trust_pos,
+            backup=backup,
+        )
+    except HqError as exc:
+        fail(f"cannot start head office: {exc}")
+    if seed_demo_key is not None:
+        seed_demo(store, load_or_create_key(seed_demo_key))
+    certfile, keyfile = (str(tls_cert) if tls_cert else None), (str(tls_key) if tls_key else None)
+    if workers > 1:
+        store.close()  # migrated and seeded once, here; each worker opens its own pool
+        serve_workers(
+            ServeOptions(
+                db=db,
+                clock_skew=clock_skew,
+                timezone=timezone,
+                write_off_points=write_off_points,
+                sun_key_file=str(sun_key_file) if sun_key_file else None,
+                card_key_file=str(card_key_file) if card_key_file else None,
+                trust_pos=trust_pos,
+            ),
+            host,
+            port,
+            workers,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
+        return
+    try:
+        serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+    finally:
+        store.close()
+
+
+@app.command("add-terminal")
+def hq_add_terminal(
+    terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+) -> None:
+    """Register a terminal and print its credential (shown once)."""
+    from hq.store import HqStore
+
+    store = HqStore(str(db))
+    try:
+        token = store.add_terminal(terminal_id, store_id)
+    finally:
+        store.close()
+    if as_json:
+        show_json({"terminal_id": terminal_id, "store_id": store_id, "token": token})
+    else:
+        print(token)
+
+
+@app.command("add-member")
+def hq_add_member(
+    member_id: str,
+    name: Annotated[str | None, typer.Argument(help="Display name (unchanged when omitted).")] = None,
+    tier: Annotated[str | None, typer.Option(help="Tier; a new member starts basic.")] = None,
+    points: Annotated[int | None, typer.Option(help="Set the points balance (an administrator's act).")] = None,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Create a member, or change only what is given: balances, lots and tier survive an update."""
+    from hq.store import HqStore
+
+    store = HqStore(str(db))
+    try:
+        store.upsert_member(member_id, name, tier, points)
+    finally:
+        store.close()
+
+
+@app.command("add-card")
+def hq_add_card(
+    uid: str,
+    member_id: str,
+    card_key_file: Annotated[Path, typer.Option(help="The chain's card-hash key.")],
+    blocked: bool = False,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Link a card (hex UID, stored only as its keyed hash) to a member."""
+    from hq.store import HqStore
+    from terminal.credentials import card_uid_hash, parse_uid
+
+    key = card_key_file.read_bytes()
+    store = HqStore(str(db))
+    store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")
+    store.close()

@@ -1,0 +1,49 @@
+"""`tillpoint hq ...`: stores and the business day each one's entries are filed by."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
+from terminal.console import JsonOpt
+
+app = typer.Typer()
+
+
+@app.command("store")
+def store_calendar(
+    store_id: str,
+    timezone: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
+    day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
+    Prints JSON."""
+    from hq.businessday import BadCalendar
+
+    with hq_store(db) as store:
+        if timezone is None:
+            found = [s for s in store.stores() if s["store_id"] == store_id]
+            if not found:
+                fail(f"no store {store_id}: give --timezone to set one up")
+            print(json.dumps(found[0]))
+            return
+        try:
+            print(json.dumps(store.set_store(store_id, timezone, day_starts)))
+        except BadCalendar as exc:
+            fail(exc)
+
+
+@app.command("stores")
+def stores(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every store and the business day its entries are filed by."""
+    with hq_store(db) as store:
+        rows = store.stores()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_rows(list(rows), ["store_id", "timezone", "day_starts", "updated_at"])

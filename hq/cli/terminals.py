@@ -1,0 +1,94 @@
+"""`tillpoint hq ...`: terminals and their credentials: enrolment codes, rotation, revocation, administrator tokens, the fleet."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
+from terminal.console import JsonOpt, show_json
+
+app = typer.Typer()
+
+
+@app.command("enrol-code")
+def enrol_code(
+    terminal_id: str,
+    store_id: Annotated[str, typer.Option()] = "S-001",
+    hours: float = 72.0,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
+    with hq_store(db) as store:
+        code = store.enrol_code(terminal_id, store_id, hours)
+    if as_json:
+        show_json({"terminal_id": terminal_id, "store_id": store_id, "enrol_code": code, "valid_hours": hours})
+    else:
+        print(code)
+
+
+@app.command("rotate")
+def rotate(
+    terminal_id: str,
+    store_id: Annotated[str, typer.Option()] = "S-001",
+    hours: float = 72.0,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-key a terminal: print a new enrolment code; its current credential works until the code is used."""
+    enrol_code(terminal_id, store_id, hours, db, as_json)
+
+
+@app.command("revoke")
+def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Refuse a terminal's credential from now on (a new enrolment code lets it back in)."""
+    with hq_store(db) as store:
+        if not store.revoke_terminal(terminal_id):
+            fail(f"no terminal {terminal_id}")
+    if as_json:
+        show_json({"terminal_id": terminal_id, "revoked": True})
+    else:
+        console.print(f"revoked {terminal_id}")
+
+
+@app.command("admin-token")
+def admin_token(name: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Print an administrator token for /v1/admin (shown once); NAME is who settles items."""
+    with hq_store(db) as store:
+        token = store.add_admin(name)
+    if as_json:
+        show_json({"name": name, "token": token})
+    else:
+        print(token)
+
+
+@app.command("terminals")
+def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The fleet: each till's version, readers, backlog, clock offset, free disk, last error, uptime."""
+    with hq_store(db) as store:
+        rows = store.fleet()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        row["readers"] = ", ".join(f"{r['name']}: {r['state']}" for r in row["readers"]) or None
+    print_rows(
+        rows,
+        [
+            "terminal_id",
+            "store_id",
+            "version",
+            "pending",
+            "backlog_seconds",
+            "silent_seconds",
+            "clock_offset",
+            "free_disk_bytes",
+            "readers",
+            "last_error",
+            "uptime_seconds",
+            "revoked",
+        ],
+    )

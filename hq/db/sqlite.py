@@ -1,0 +1,141 @@
+"""The SQLite engine (sqlite3, the default): one connection, WAL, a lock per transaction."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hq.db.engine import Row, Tx, backup_stamp, transact_with_retries
+from hq.errors import BackupFailed, IntegrityFailed, StorageFailed
+
+T = TypeVar("T")
+
+
+class SqliteTx:
+    dialect = "sqlite"
+    for_update = ""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, tuple(params)).fetchone()
+        return row
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, tuple(params)).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def many_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Row | None]:
+        # sqlite3's executemany cannot return rows; in-process statements are cheap one by one.
+        return [self.conn.execute(sql, tuple(row)).fetchone() for row in rows]
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        if not values:
+            return "0 = 1", []
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def add_returning(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> dict[str, Row]:
+        sets = ", ".join(f"{c} = {c} + ?" for c in columns)
+        sql = f"UPDATE {table} SET {sets} WHERE {key} = ? RETURNING {key}, {', '.join(columns)}"
+        found = {}
+        for row in sorted(rows, key=lambda r: r[0]):
+            got = self.conn.execute(sql, (*row[1:], row[0])).fetchone()
+            if got is not None:
+                found[str(got[0])] = tuple(got[1:])
+        return found
+
+    def set_values(self, table: str, key: str, column: str, pairs: Sequence[tuple[str, int]]) -> None:
+        self.conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", [(v, k) for k, v in sorted(pairs)])
+
+
+def _sqlite_connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:  # readable by head office's user only, whatever the umask (WAL and -shm files follow it)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@contextmanager
+def sqlite_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+class SqliteDb:
+    """One connection guarded by a lock: SQLite has one writer anyway, and the lock keeps reads simple."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self._lock = threading.RLock()
+        self.path = path
+        with sqlite_errors():
+            self._conn = _sqlite_connect(path)
+
+    def backup(self, label: str) -> str:
+        """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database."""
+        target = f"{self.path}.pre-{label}-{backup_stamp()}"
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            with self._lock, closing(sqlite3.connect(target)) as copy:
+                self._conn.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        except (OSError, sqlite3.Error) as exc:
+            raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
+        return target
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        # IMMEDIATE takes the write lock up front, so another process writing the same file
+        # makes us wait (busy timeout) instead of failing when a read turns into a write.
+        with self._lock, sqlite_errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTx(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        with self._lock, sqlite_errors():
+            self._conn.execute("BEGIN")
+            try:
+                yield SqliteTx(self._conn)
+            finally:
+                self._conn.execute("ROLLBACK")
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        return transact_with_retries(self, fn)

@@ -1,0 +1,38 @@
+"""Head office's errors that cross its layers: storage failures every part may see and translate.
+
+    HqError                   any refusal or failure of head office's own
+     +-- StorageFailed        the database failed or is unreachable (503)
+     |    +-- IntegrityFailed a unique constraint refused a row
+     |    +-- RetryableFailed a deadlock or serialization failure; ``Db.transact`` retries it
+     +-- BackupFailed         the copy an upgrade takes first could not be made
+     +-- NewerSchema          the database was migrated by a newer release
+
+The errors of one area (ingest's ``SeqConflict``, payments' ``PaymentRefused`` ...) subclass ``HqError``
+in that area's module; the API maps them all to error codes in ``hq.api.errors``.
+"""
+
+from __future__ import annotations
+
+
+class HqError(Exception):
+    pass
+
+
+class StorageFailed(HqError):
+    pass
+
+
+class IntegrityFailed(StorageFailed):
+    pass
+
+
+class RetryableFailed(StorageFailed):
+    pass
+
+
+class BackupFailed(HqError):
+    """The copy an upgrade takes first could not be made: nothing was migrated."""
+
+
+class NewerSchema(HqError):
+    """The database was upgraded by a newer release than this one: refused, never written."""

@@ -1,0 +1,87 @@
+"""One push: a terminal's journal batch through every ingest stage, in one transaction.
+
+The stages live in ``hq.ingest`` (and the member stages in ``hq.members``); this module only orders them,
+so that ``members`` may use ingest's stages while ingest knows nothing of members:
+
+    terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
+    -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
+    -> sales -> member balances -> coupon counters -> reversals -> items -> versions -> watermark
+"""
+
+from __future__ import annotations
+
+from hq import members
+from hq.db.engine import Tx
+from hq.ingest import (
+    Batch,
+    Settings,
+    UnknownTerminal,
+    advance,
+    apply_balances,
+    bump_versions,
+    check_prices,
+    check_proofs,
+    check_reversals,
+    classify,
+    clock_item,
+    count_coupons,
+    measure_clock,
+    new_entries,
+    read_payloads,
+    record_sales,
+    release_waiting,
+    reverse,
+    save_items,
+    store_calendar,
+    store_journal,
+)
+from sync.protocol import PushResponse, WireEntry, parse_time
+
+
+def ingest(
+    tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None = None
+) -> PushResponse:
+    """Store a batch of one terminal's journal and apply each new entry once (one transaction)."""
+    held = tx.one(
+        f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id]
+    )
+    if held is None:
+        raise UnknownTerminal(f"terminal {terminal_id} is not registered")
+    store_id, watermark = str(held[0]), int(held[1])
+    fresh, duplicates = new_entries(tx, terminal_id, entries)
+    offset = measure_clock(clock, received_at)
+    calendar = store_calendar(tx, store_id, settings)
+    batch = Batch(
+        terminal_id,
+        store_id,
+        received_at,
+        settings,
+        fresh,
+        last_pull=parse_time(str(held[2] or "")),
+        offset=offset,
+        calendar=calendar,
+    )
+    read_payloads(batch)
+    members.accept(tx, batch)
+    classify(tx, batch)
+    members.redirect(tx, batch)
+    check_prices(tx, batch)
+    check_proofs(tx, batch)
+    check_reversals(tx, batch)
+    store_journal(tx, batch)
+    record_sales(tx, batch)
+    apply_balances(tx, batch)
+    count_coupons(tx, batch)
+    reverse(tx, batch)
+    skew = clock_item(terminal_id, offset, received_at, settings, calendar)
+    flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
+    release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too
+    bump_versions(tx, "members", "member_id", batch.touched_members)
+    bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
+    bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
+    acked, gaps = advance(tx, terminal_id, watermark)
+    tx.run(
+        "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
+        [received_at, offset, terminal_id],
+    )
+    return PushResponse(acked_seq=acked, stored=len(fresh), duplicates=duplicates, gaps=gaps, flagged=flagged)

@@ -1,0 +1,5 @@
+"""``python -m tillpoint``: the `tillpoint` command."""
+
+from tillpoint.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""The `tillpoint` command: the till's own commands, head office's ``hq`` group and ``demo``.
+
+This is the one place that knows both sides: the till (``terminal``, ``drivers``, ``sync``) never imports
+head office, head office (``hq``) imports only the till's pure core and the wire protocol, and neither
+imports this package (the import contracts in pyproject.toml). ``demo`` lives here because it runs both: a head
+office embedded in the process, seeded with demo members, and the daemon against it.
+
+``app`` is the ``tillpoint`` console script (pyproject ``[project.scripts]``); ``python -m tillpoint``
+runs the same. Commands import what they run (FastAPI, uvicorn, head office's store ...) when they run,
+not when the command line is built, so that every command starts quickly; the import contracts see those
+imports like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from hq.cli import app as hq_app
+from terminal import cli as till
+from terminal.cli import ConfigOpt, cli_config, console, run_daemon
+from terminal.console import check_port, port_busy, table
+from terminal.errors import PortBusy
+
+app = typer.Typer(help=till.HELP, no_args_is_help=True)
+app.callback()(till.main_options)
+
+
+def demo(
+    config: ConfigOpt = None,
+    hq_port: Annotated[int, typer.Option(help="Port of the embedded head office.")] = 8731,
+    api_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the till's local API (default: [api] port, 8732); the other commands find it by themselves."
+        ),
+    ] = None,
+    reader: Annotated[
+        str, typer.Option(help="Reader: auto: (PC/SC if present, else simulated), sim:, pcsc:")
+    ] = "auto:",
+    amount: Annotated[int, typer.Option(help="Each tap rings a sale of this many minor units.")] = 1250,
+) -> None:
+    """Embedded head office seeded with demo members + the daemon; every tap earns points.
+    A port already taken stops it at once (exit status 3), naming the option that moves it."""
+    from hq.api.app import create_app
+    from hq.demo import DEMO_CARDS, seed_demo
+    from hq.store import HqStore
+    from terminal.api.server import ThreadedServer
+    from terminal.keys import load_or_create_key
+
+    api: dict[str, dict[str, Any]] = {"api": {"port": api_port}} if api_port is not None else {}
+    base = cli_config(config, **api)
+    check_port("127.0.0.1", hq_port, "the embedded head office", "--hq-port N")
+    if base.api.enabled and base.api.host:
+        check_port(base.api.host, base.api.port, "the local API", "--api-port N")
+    key = load_or_create_key(base.card_key_path)
+    hq_store = HqStore(str(base.data_dir.parent / "hq" / "hq.db"))
+    seed_demo(hq_store, key)
+    token = hq_store.add_terminal(base.terminal.id, base.terminal.store_id)
+    try:
+        hq = ThreadedServer(create_app(hq_store), "127.0.0.1", hq_port).start()
+    except PortBusy as exc:  # taken since the check
+        hq_store.close()
+        port_busy(exc, "the embedded head office", "--hq-port N")
+    # The console tells each event once: the log says only what goes wrong (or all of it, at debug level).
+    level = base.log.level if base.log.level in ("debug", "error") else "warning"
+    cfg = cli_config(
+        config,
+        **api,
+        hq={"url": hq.url, "token": token, "pull_interval": 5.0},
+        log={"level": level},
+        reader={"devices": [reader]},
+        sale={"auto_amount": amount},
+    )
+    console.print(
+        table(
+            ["card UID", "member", "what happens"],
+            [(c.uid, f"{c.display_name} ({c.member_id})", c.note) for c in DEMO_CARDS],
+        )
+    )
+    console.print("Tap a simulated card from another shell:  [bold].venv/bin/tillpoint tap 04A1B2C3D4E501[/]")
+    try:
+        run_daemon(cfg, f"; head office {hq.url}", api_port_option="--api-port N")
+    finally:
+        hq.stop()
+        hq_store.close()
+
+
+app.add_typer(till.commands)  # run, doctor, tap, ... and the member-app simulator
+app.command()(demo)
+app.add_typer(hq_app, name="hq")
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m tillpoint.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
