@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -23,6 +23,11 @@ from terminal.config import Config
 from terminal.console import JsonOpt, make_console, port_busy, show_json, table
 from terminal.errors import ConfigError, PortBusy, TerminalError
 from terminal.money import Currency
+
+if TYPE_CHECKING:  # imported where used, so that a quick command does not load them
+    from sync.client import SyncClient
+    from sync.memberapp import MemberApp
+    from terminal.store import Store
 
 commands = typer.Typer()
 """The till's commands, without the group's options: ``app`` below and ``tillpoint.cli`` both add them."""
@@ -431,7 +436,7 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         console.print(f"{key:>14}: {value}")
 
 
-def _sync_client(cfg: Config, store: Any) -> Any:
+def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     """A head-office client for one-off commands; enrols first when only an enrolment code is set."""
     from sync.client import SyncClient, SyncError, tls_verify, write_token_file
     from terminal.daemon import enrol_terminal, hq_token, hq_token_path
@@ -460,7 +465,7 @@ def _sync_client(cfg: Config, store: Any) -> Any:
     )
 
 
-def _open_till(cfg: Config) -> Any:
+def _open_till(cfg: Config) -> Store:
     from terminal.store import Store
 
     if not cfg.db_path.exists():
@@ -627,7 +632,7 @@ commands.add_typer(member_app, name="member")
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
 
 
-def _member_app(member_id: str, state_dir: Path | None) -> Any:
+def _member_app(member_id: str, state_dir: Path | None) -> MemberApp:
     from sync.memberapp import MemberApp, MemberAppError
 
     try:

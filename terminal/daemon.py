@@ -23,6 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import httpx
+
 from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
@@ -40,9 +42,22 @@ from terminal.identity import Identified
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
-from terminal.model import Basket, CardRead, Line, QrRead, ReaderEvent, Receipt, SaleOrder, utc_iso
+from terminal.model import (
+    Basket,
+    Card,
+    CardRead,
+    EarnRule,
+    JournalEntry,
+    Line,
+    Member,
+    QrRead,
+    ReaderEvent,
+    Receipt,
+    SaleOrder,
+    utc_iso,
+)
 from terminal.payments import RiskLimits
-from terminal.ports import CardReader, Event, QrScanner
+from terminal.ports import CacheDocs, CardReader, Event, QrScanner
 from terminal.service import Service
 from terminal.session import Session
 from terminal.store import Store
@@ -102,7 +117,9 @@ def hq_token(config: Config) -> str:
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
 
-def enrol_terminal(config: Config, store: Store, verify: ssl.SSLContext | bool, transport: Any = None) -> str:
+def enrol_terminal(
+    config: Config, store: Store, verify: ssl.SSLContext | bool, transport: httpx.BaseTransport | None = None
+) -> str:
     """Redeem ``hq.enrol_code``, keep the credential in the token file and pin head office's root
     key; returns the token. Raises SyncError."""
     hq = config.hq
@@ -123,7 +140,7 @@ class Progressing(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: Config, *, hq_transport: Any = None) -> None:
+    def __init__(self, config: Config, *, hq_transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         self.hq_transport = hq_transport
         self.store: Store | None = None
@@ -699,16 +716,68 @@ class _Beating:
         self._store = store
         self._beat = beat
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
+    @property
+    def recovering(self) -> bool:
+        return self._store.recovering
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._beat()
-            return attr(*args, **kwargs)
+    def unpushed(self, limit: int) -> list[JournalEntry]:
+        self._beat()
+        return self._store.unpushed(limit)
 
-        return call
+    def entries(self, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        self._beat()
+        return self._store.entries(after_seq, limit)
+
+    def mark_pushed(self, up_to_seq: int, at: str) -> int:
+        self._beat()
+        return self._store.mark_pushed(up_to_seq, at)
+
+    def held_seqs(self, first: int, last: int) -> set[int]:
+        self._beat()
+        return self._store.held_seqs(first, last)
+
+    def max_seq(self) -> int:
+        self._beat()
+        return self._store.max_seq()
+
+    def finish_recovery(self, floor: int) -> None:
+        self._beat()
+        self._store.finish_recovery(floor)
+
+    def apply_changes(
+        self,
+        members: list[Member],
+        cards: list[Card],
+        rules: list[EarnRule],
+        cursor: int,
+        docs: CacheDocs | None = None,
+    ) -> None:
+        self._beat()
+        self._store.apply_changes(members, cards, rules, cursor, docs)
+
+    def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
+        self._beat()
+        self._store.bootstrap_rows(kind, rows, position)
+
+    def finish_bootstrap(self, version: int) -> None:
+        self._beat()
+        self._store.finish_bootstrap(version)
+
+    def record_eod(self, day: str, first_seq: int, last_seq: int, totals: str, status: str, detail: str) -> None:
+        self._beat()
+        self._store.record_eod(day, first_seq, last_seq, totals, status, detail)
+
+    def eod_first_seq(self, day: str) -> int | None:
+        self._beat()
+        return self._store.eod_first_seq(day)
+
+    def state(self, key: str) -> str | None:
+        self._beat()
+        return self._store.state(key)
+
+    def set_state(self, **values: str | None) -> None:
+        self._beat()
+        self._store.set_state(**values)
 
 
 def log_event(event: Event) -> None:

@@ -112,8 +112,10 @@ class SyncStore(Protocol):
 
     def mark_pushed(self, up_to_seq: int, at: str) -> int: ...
 
-    recovering: bool
-    """Rebuilt from a damaged file: nothing is recorded until ``finish_recovery``."""
+    @property
+    def recovering(self) -> bool:
+        """Rebuilt from a damaged file: nothing is recorded until ``finish_recovery``."""
+        ...
 
     def held_seqs(self, first: int, last: int) -> set[int]: ...
 

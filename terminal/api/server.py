@@ -6,10 +6,9 @@ import os
 import socket
 import threading
 import time
-from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
 
 from sync.asgi import bind
 
@@ -17,7 +16,7 @@ from sync.asgi import bind
 class ThreadedServer:
     """A uvicorn server in its own thread; ``port`` 0 picks a free port, read back after start."""
 
-    def __init__(self, app: Any, host: str, port: int, uds: str | None = None) -> None:
+    def __init__(self, app: Starlette, host: str, port: int, uds: str | None = None) -> None:
         # Open event streams end at stop (app.state.on_stop); the grace period bounds anything else.
         config = uvicorn.Config(
             app,
@@ -61,13 +60,13 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
-        for hook in getattr(getattr(self.app, "state", None), "on_stop", []):
+        for hook in getattr(self.app.state, "on_stop", []):
             hook()
         self.server.should_exit = True
         self.thread.join(timeout)
 
 
-def start_api(app: ASGIApp, host: str, port: int) -> ThreadedServer:
+def start_api(app: Starlette, host: str, port: int) -> ThreadedServer:
     return ThreadedServer(app, host, port).start()
 
 
@@ -90,7 +89,7 @@ class ApiServers:
             server.stop(timeout)
 
 
-def start_api_servers(app: ASGIApp, host: str, port: int, unix_socket: str = "") -> ApiServers:
+def start_api_servers(app: Starlette, host: str, port: int, unix_socket: str = "") -> ApiServers:
     """The local API (``terminal.api.app.create_app``) on ``host:port`` (none when ``host`` is empty)
     and/or on a Unix socket, one app."""
     servers = []
