@@ -211,6 +211,33 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE TABLE terminal_health (terminal_id TEXT PRIMARY KEY, reported_at TEXT NOT NULL, body TEXT NOT NULL)",
         ],
     ),
+    # Closing the loop (hq/stats.py, hq/segments.py): each member's profile and attributes, and the statistics
+    # kept at ingest in the sale's own transaction. Visits and spend are kept per business day and store (and
+    # spend per category per day), so any window (30/90/365 days, or a campaign's) is a sum over days: exact,
+    # with no decay job. A sale adds one visit and its net spend to the day it was made on; a void takes both
+    # back on that day, a refund takes back what it returned. member_totals holds the lifetime figures.
+    (
+        "m008_member_stats",
+        [
+            "CREATE TABLE member_profiles (member_id TEXT PRIMARY KEY, birthday TEXT, birth_md TEXT, "
+            "updated_at TEXT NOT NULL)",
+            "CREATE INDEX idx_member_profiles_birth_md ON member_profiles (birth_md)",
+            "CREATE TABLE member_attributes (member_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, "
+            "PRIMARY KEY (member_id, name))",
+            "CREATE INDEX idx_member_attributes ON member_attributes (name, value)",
+            "ALTER TABLE consents ADD COLUMN withdrawn_at TEXT",
+            "CREATE TABLE member_totals (member_id TEXT PRIMARY KEY, first_visit TEXT, last_visit TEXT, "
+            "visits BIGINT NOT NULL DEFAULT 0, spend BIGINT NOT NULL DEFAULT 0, "
+            "coupons_redeemed BIGINT NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)",
+            "CREATE INDEX idx_member_totals_last_visit ON member_totals (last_visit)",
+            "CREATE TABLE member_days (member_id TEXT NOT NULL, day TEXT NOT NULL, store_id TEXT NOT NULL, "
+            "visits BIGINT NOT NULL, spend BIGINT NOT NULL, PRIMARY KEY (member_id, day, store_id))",
+            "CREATE INDEX idx_member_days_day ON member_days (day, member_id)",
+            "CREATE TABLE member_category_days (member_id TEXT NOT NULL, day TEXT NOT NULL, category TEXT NOT NULL, "
+            "spend BIGINT NOT NULL, quantity BIGINT NOT NULL, PRIMARY KEY (member_id, day, category))",
+            "CREATE INDEX idx_member_category_days ON member_category_days (category, day)",
+        ],
+    ),
 ]
 
 
