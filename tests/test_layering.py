@@ -21,6 +21,10 @@ PURE = [
     "scan",
     "canonical",
     "membercodes",
+    "receipts/escpos",
+    "receipts/templates",
+    "receipts/block",
+    "receipts/desk",
 ]
 IO_LIBS = {
     "smartcard",
