@@ -13,6 +13,7 @@ rest of the stream.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -75,6 +76,7 @@ _GS_FIXED = {
 }  # fmt: skip
 _FS_FIXED = {0x26: 2, 0x2E: 2, 0x43: 3, 0x21: 3, 0x2D: 3, 0x53: 4, 0x57: 3, 0x70: 4, 0x32: 76, 0x3F: 4}
 _CUT_ESC = {0x69, 0x6D}
+_CONTROL = re.compile(rb"[\x00-\x1f]")
 _ALIGN = {0: "left", 1: "center", 2: "right", 48: "left", 49: "center", 50: "right"}
 
 
@@ -114,9 +116,8 @@ class Tokenizer:
         while i < n and not self._skip:
             b = buf[i]
             if b >= 0x20:
-                j = i + 1
-                while j < n and buf[j] >= 0x20:
-                    j += 1
+                m = _CONTROL.search(buf, i + 1)
+                j = m.start() if m else n
                 yield Token(Kind.TEXT, bytes(buf[i:j]), self._pos + i, self._pos + j)
                 i = j
                 continue
