@@ -90,12 +90,19 @@ class PortLink:
         self.closed = threading.Event()
 
     def recv(self, size: int) -> bytes:
+        serial_port = hasattr(self.port, "in_waiting")
         while not self.closed.is_set():
-            data: bytes = self.port.read(size) or b""
+            try:
+                # a serial port: one byte (waiting up to its timeout), then whatever else has arrived
+                data: bytes = self.port.read(1 if serial_port else size) or b""
+                if data and serial_port and self.port.in_waiting:
+                    data += self.port.read(min(self.port.in_waiting, size - 1))
+            except (OSError, TypeError, AttributeError):
+                if self.closed.is_set():
+                    return b""
+                raise
             if data:
                 return data
-            if not hasattr(self.port, "in_waiting"):  # a device file: nothing to read now
-                time.sleep(self.poll)
         return b""
 
     def send(self, data: bytes) -> None:
@@ -419,6 +426,7 @@ class PrinterProxy:
         self._server: socket.socket | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._current: Relay | None = None
 
     def start(self) -> None:
         kind, _, rest = self.listen.partition(":")
@@ -435,6 +443,9 @@ class PrinterProxy:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._current is not None:  # a serial relay runs until stopped
+            self._current.pos.close()
+            self._current.printer.close()
         if self._server is not None:
             with contextlib.suppress(OSError):
                 self._server.shutdown(socket.SHUT_RDWR)
@@ -486,7 +497,8 @@ class PrinterProxy:
                 log.warning("printer relay %s -> %s: %s", self.listen, self.printer, exc)
                 self._stop.wait(2.0)
                 continue
-            self._relay(pos, printer).run()
+            self._current = self._relay(pos, printer)
+            self._current.run()
 
 
 __all__ = ["Link", "PortLink", "PrinterProxy", "Relay", "SocketLink", "Stats", "open_link"]

@@ -325,3 +325,51 @@ def test_a_printer_that_stalls_stalls_the_pos_as_it_would_without_tillpoint(tmp_
     finally:
         proxy.stop()
         printer.stop()
+
+
+def read_for(fd: int, size: int, timeout: float = 10.0) -> bytes:
+    import os
+    import select
+
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < size and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            got += os.read(fd, 65536)
+    return got
+
+
+def test_a_serial_pos_and_a_serial_printer(tmp_path: Path) -> None:
+    """The POS prints to a serial port and the printer is on another (pseudo-terminals stand in for the
+    null-modem cables): the bytes reach the printer unchanged, the receipt is read, status comes back."""
+    import os
+    import tty
+
+    pos_master, pos_slave = os.openpty()
+    printer_master, printer_slave = os.openpty()
+    for fd in (pos_master, printer_master):
+        tty.setraw(fd)
+    sales = FakeSales()
+    proxy = PrinterProxy(
+        f"serial:{os.ttyname(pos_slave)}:19200",
+        f"serial:{os.ttyname(printer_slave)}:19200",
+        desk_for("en", sales, Kept()),
+    )
+    proxy.start()
+    try:
+        sale = Sale((Item("Apples", "1001", 2, 150),))
+        receipt = make("en", sale)
+        wait_until(lambda: proxy._current is not None, what="the serial relay open")
+        os.write(pos_master, b"\x10\x04\x01")
+        assert read_for(printer_master, 3) == b"\x10\x04\x01"
+        os.write(printer_master, b"\x16")  # the printer's status reply
+        assert read_for(pos_master, 1) == b"\x16"
+        os.write(pos_master, receipt)
+        assert read_for(printer_master, len(receipt)) == receipt
+        wait_until(lambda: len(sales.sold) == 1, what="the serial receipt's sale")
+        assert sales.sold[0][0].total == 300
+    finally:
+        proxy.stop()
+        for fd in (pos_master, pos_slave, printer_master, printer_slave):
+            os.close(fd)
