@@ -269,6 +269,10 @@ class Till(Pricing, Protocol):
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
 
+    def tier_progress(self, member_id: str) -> str | None:
+        """The member's tier and what the next one still needs (a receipt's loyalty block)."""
+        ...
+
 
 class Ledger(Pricing, Protocol):
     """What the local API prices, voids and refunds with (a sale goes through ``PosTill.pos_sale``)."""

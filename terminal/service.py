@@ -254,6 +254,20 @@ class Service:
             limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine))
         return tuple(limits)
 
+    def tier_progress(self, member_id: str) -> str | None:
+        """The member's tier and what the next one still needs, as a receipt prints it."""
+        member = self.store.member(member_id)
+        if member is None:
+            return None
+        _, window, _ = self.store.member_ledger(member_id, self.now())
+        ladder = self.program().ladder
+        found = ly.next_tier(member.tier, window, ladder)
+        if found is None:
+            return f"Tier: {member.tier}"
+        tier, needed = found
+        unit = "points" if ladder.measure == "earned" else "to spend"
+        return f"Tier: {member.tier}, {needed} {unit} to {tier}"
+
     def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
         _, window, spendable = self.store.member_ledger(member.member_id, now)
         return pricing.Member(member.member_id, member.tier, max(0, spendable or 0), window)

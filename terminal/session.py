@@ -132,6 +132,8 @@ class ReceiptSold:
     """An anonymous sale's claim code (text of the QR)."""
     offer: str | None = None
     """The member's next personal offer."""
+    tier: str | None = None
+    """The member's tier and what the next one still needs."""
 
 
 @dataclass
@@ -375,12 +377,14 @@ class Session:
             offers = self._offers() if member is not None else []
             s.basket, s.basket_source = basket, "receipt"
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
-            claim = None
+            claim = progress = None
             if member is None:
                 claim = qrcodes.claim_code(self.make_claim_token(receipt), self.join_url or None)
+            else:
+                progress = self.till.tier_progress(member.member_id)
             self._changed()
             offer = next((str(x["text"]) for x in offers if x["text"] and x["coupon_id"] not in order.coupons), None)
-            return ReceiptSold(receipt, member, claim, offer or None)
+            return ReceiptSold(receipt, member, claim, offer or None, progress)
 
     def set_total(self, amount: int) -> dict[str, Any]:
         """Cashier-only mode: the total read off the POS screen and typed in."""

@@ -34,7 +34,7 @@ def block_info(sold: ReceiptSold, title: str) -> BlockInfo:
         member=(member.display_name or member.member_id) if member else None,
         points_earned=r.points_delta if member else 0,
         balance=r.points_balance if member else None,
-        tier=f"Tier: {member.tier}" if member and member.tier else None,
+        tier=sold.tier or (f"Tier: {member.tier}" if member and member.tier else None),
         offer=sold.offer,
         claim_url=sold.claim,
     )

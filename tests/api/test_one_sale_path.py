@@ -150,6 +150,7 @@ def test_every_entry_point_commits_through_the_one_sale_path(till: Daemon, paths
         digest = "ab" * 32
         sold = till.session.receipt_sale(Basket(tuple(Line(**x) for x in LINES)), ReceiptRef(digest, "R-1", "POS-1"))
         assert sold.member is not None and sold.claim is None
+        assert sold.tier is not None and sold.tier.startswith(f"Tier: {sold.member.tier}")
         # a dishonest cashier cannot attach the same receipt to a second sale
         with pytest.raises(Rejected) as twice:
             till.session.receipt_sale(Basket(tuple(Line(**x) for x in LINES)), ReceiptRef(digest, "R-1", "POS-1"))

@@ -207,3 +207,12 @@ def test_receipt_try_shows_what_a_template_read(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("name = 1", encoding="utf-8")
     bad = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "bad.toml"), str(tmp_path / "en.bin")])
     assert bad.exit_code == 2
+
+
+def test_tier_progress_names_the_next_tier_and_what_it_needs() -> None:
+    from terminal.loyalty import Ladder, TierLevel, next_tier
+
+    ladder = Ladder((TierLevel("basic", 0), TierLevel("silver", 500), TierLevel("gold", 2000)))
+    assert next_tier("basic", 120, ladder) == ("silver", 380)
+    assert next_tier("silver", 2500, ladder) == ("gold", 0)
+    assert next_tier("gold", 0, ladder) is None
