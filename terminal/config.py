@@ -304,6 +304,16 @@ class PrinterSection(_Section):
     connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds to reach the printer for each POS connection before the POS's connection is reset."""
 
+    @field_validator("listen", "target")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        kind, _, rest = value.partition(":")
+        if value and (kind not in ("tcp", "serial", "device") or not rest):
+            raise ValueError(f"{value!r} is not tcp:HOST:PORT, serial:PORT[:BAUD] or device:PATH")
+        if kind == "tcp" and not rest.rpartition(":")[2].isdigit():
+            raise ValueError(f"{value!r} has no port number")
+        return value
+
 
 class ReceiptsSection(_Section):
     """What is done with the receipts the printer in the middle captures (docs/receipts.md)."""

@@ -216,3 +216,16 @@ def test_tier_progress_names_the_next_tier_and_what_it_needs() -> None:
     assert next_tier("basic", 120, ladder) == ("silver", 380)
     assert next_tier("silver", 2500, ladder) == ("gold", 0)
     assert next_tier("gold", 0, ladder) is None
+
+
+def test_printer_and_receipts_are_off_by_default_and_bad_specs_name_the_key() -> None:
+    from terminal.config import Config, validate
+    from terminal.errors import ConfigError
+
+    cfg = Config()
+    assert not cfg.printer.listen and not cfg.printer.target
+    assert not cfg.receipts.attach and not cfg.receipts.enrich
+    for bad in ("lpt1", "tcp:printer", "ftp:x"):
+        with pytest.raises(ConfigError) as refused:
+            validate({"printer": {"target": bad}})
+        assert refused.value.key == "printer.target"
