@@ -18,6 +18,32 @@ LEFT, CENTER = ESC + b"a\x00", ESC + b"a\x01"
 BOLD_ON, BOLD_OFF = ESC + b"E\x01", ESC + b"E\x00"
 
 
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "member": "Member",
+        "earned": "Points earned",
+        "balance": "Points balance",
+        "offer": "Next offer",
+        "scan": "Scan to collect your points",
+    },
+    "ja": {
+        "member": "会員",
+        "earned": "今回獲得ポイント",
+        "balance": "ポイント残高",
+        "offer": "次回のおすすめ",
+        "scan": "QRコードを読み取ってポイントを受け取る",
+    },
+    "zh": {
+        "member": "会员",
+        "earned": "本次积分",
+        "balance": "积分余额",
+        "offer": "下次优惠",
+        "scan": "扫码领取积分",
+    },
+}
+"""The block's words in the receipt's language (the template's ``language``; English otherwise)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BlockInfo:
     """What the block says; ``claim_url``: an anonymous sale's signed claim, printed as a QR code."""
@@ -30,6 +56,7 @@ class BlockInfo:
     """Tier progress, e.g. "Gold: 120 points to Platinum"."""
     offer: str | None = None
     claim_url: str | None = None
+    language: str = "en"
 
 
 def text_width(text: str) -> int:
@@ -54,19 +81,20 @@ def _line(text: str, width: int, encoding: str) -> bytes:
 
 
 def block_lines(info: BlockInfo) -> list[str]:
+    words = LABELS.get(info.language, LABELS["en"])
     lines = [info.title]
     if info.member:
-        lines.append(f"Member: {info.member}")
+        lines.append(f"{words['member']}: {info.member}")
     if info.member or info.points_earned:
-        lines.append(f"Points earned: {info.points_earned}")
+        lines.append(f"{words['earned']}: {info.points_earned}")
     if info.balance is not None:
-        lines.append(f"Points balance: {info.balance}")
+        lines.append(f"{words['balance']}: {info.balance}")
     if info.tier:
         lines.append(info.tier)
     if info.offer:
-        lines.append(f"Next offer: {info.offer}")
+        lines.append(f"{words['offer']}: {info.offer}")
     if info.claim_url:
-        lines.append("Scan to collect your points")
+        lines.append(words["scan"])
     return lines
 
 

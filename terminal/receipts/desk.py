@@ -13,7 +13,7 @@ from typing import Protocol
 from terminal.errors import Rejected
 from terminal.model import Basket, ReceiptRef
 from terminal.ports import Emit
-from terminal.receipts.block import BlockInfo, render
+from terminal.receipts.block import LABELS, BlockInfo, render
 from terminal.receipts.escpos import Captured, ReceiptParser
 from terminal.receipts.templates import Template, first_reading
 from terminal.session import ReceiptSold
@@ -26,7 +26,7 @@ class ReceiptSales(Protocol):
     def receipt_sale(self, basket: Basket, ref: ReceiptRef) -> ReceiptSold: ...
 
 
-def block_info(sold: ReceiptSold, title: str) -> BlockInfo:
+def block_info(sold: ReceiptSold, title: str, language: str = "en") -> BlockInfo:
     r = sold.receipt
     member = sold.member
     return BlockInfo(
@@ -37,7 +37,19 @@ def block_info(sold: ReceiptSold, title: str) -> BlockInfo:
         tier=sold.tier or (f"Tier: {member.tier}" if member and member.tier else None),
         offer=sold.offer,
         claim_url=sold.claim,
+        language=language,
     )
+
+
+def _printable(language: str, encoding: str) -> bool:
+    words = LABELS.get(language)
+    if words is None:
+        return False
+    try:
+        "".join(words.values()).encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 class Desk:
@@ -85,8 +97,11 @@ class Desk:
         self._event(receipt, "sold", None, got.number, sold.receipt.txn_id)
         if not self.enrich:
             return None
-        width = self.by_name[got.template].width
-        return render(block_info(sold, self.title), width, receipt.encoding, self.native_qr)
+        template = self.by_name[got.template]
+        # words the receipt's code page cannot print (Japanese on a cp437 line) fall back to English
+        language = template.language if _printable(template.language, receipt.encoding) else "en"
+        info = block_info(sold, self.title, language)
+        return render(info, template.width, receipt.encoding, self.native_qr)
 
     def _event(
         self, receipt: Captured, state: str, code: str | None, number: str | None = None, txn_id: str | None = None

@@ -22,7 +22,7 @@ import pytest
 from drivers.printer import PrinterProxy
 from terminal.model import Basket, Member, Receipt, ReceiptRef
 from terminal.receipts.desk import Desk
-from terminal.receipts.escpos import Captured, ReceiptParser
+from terminal.receipts.escpos import Captured, ReceiptParser, parse
 from terminal.session import ReceiptSold
 from tests.fixtures.printer import RecordingPrinter, decode_rasters, start_printer, stored_qr
 from tests.fixtures.receipts import Item, Sale, make, random_sale, templates
@@ -131,18 +131,29 @@ def test_enrichment_prints_the_loyalty_block_and_a_claim_qr_before_the_cut(
     assert proxy.stats.enriched == 1
 
 
-def test_a_members_block_is_in_the_receipts_code_page(printer: RecordingPrinter) -> None:
-    sale = Sale((Item("ラーメン", "1", 2, 800),))
-    stream = make("ja", sale)
+@pytest.mark.parametrize(
+    ("language", "codec", "name", "member_line", "earned_line"),
+    [
+        ("ja", "cp932", "ラーメン", "会員: 山田 花子", "今回獲得ポイント: 16"),
+        ("zh", "gb18030", "苹果", "会员: 山田 花子", "本次积分: 16"),
+    ],
+)
+def test_a_members_block_is_in_the_receipts_language_and_code_page(
+    printer: RecordingPrinter, language: str, codec: str, name: str, member_line: str, earned_line: str
+) -> None:
+    sale = Sale((Item(name, "1", 2, 800),))
+    stream = make(language, sale)
     member = Member("M-1", "山田 花子", "gold", 1200)
-    proxy = proxy_to(printer.port, desk_for("ja", FakeSales(member), Kept(), enrich=True), enrich=True)
+    proxy = proxy_to(printer.port, desk_for(language, FakeSales(member), Kept(), enrich=True), enrich=True)
     try:
         pos_print(proxy.port, stream)
         got = printer.wait_for(len(stream) + 50)
     finally:
         proxy.stop()
-    assert "Member: 山田 花子".encode("cp932") in got
-    assert b"Points earned: 16" in got and b"Tier: gold" in got
+    assert member_line.encode(codec) in got and earned_line.encode(codec) in got
+    assert b"Tier: gold" in got
+    (printed,) = parse(got, "cp437", codec, kanji_default=(language == "zh"))
+    assert member_line in printed.text  # decodes back in the printer's own mode
 
 
 class Crashing(ReceiptParser):
