@@ -3,6 +3,8 @@
     PrinterProxy("tcp:0.0.0.0:9100", "tcp:192.168.1.50:9100", desk)      network printers (raw port 9100)
     PrinterProxy("tcp:127.0.0.1:9100", "device:/dev/usb/lp0", desk)      a USB printer (usblp)
     PrinterProxy("serial:/dev/ttyS1:19200", "serial:/dev/ttyS0:19200")    a serial printer (pyserial URLs too)
+    PrinterProxy("device:/dev/g_printer0", "device:/dev/usb/lp0")          the POS's USB cable to the till PC's
+                                                                          USB printer gadget, the printer on usblp
 
 Printing never depends on tillpoint's parsing. For each POS connection three threads run:
 
@@ -435,10 +437,10 @@ class PrinterProxy:
             self._server = socket.create_server((host, int(port)), reuse_port=False)
             self.port = self._server.getsockname()[1]
             self._thread = threading.Thread(target=self._accept, name="printer-proxy", daemon=True)
-        elif kind == "serial":
+        elif kind in ("serial", "device"):
             self._thread = threading.Thread(target=self._serial, name="printer-proxy", daemon=True)
         else:
-            raise ValueError(f"{self.listen!r} is not tcp:HOST:PORT or serial:PORT[:BAUD]")
+            raise ValueError(f"{self.listen!r} is not tcp:HOST:PORT, serial:PORT[:BAUD] or device:PATH")
         self._thread.start()
 
     def stop(self) -> None:

@@ -289,8 +289,9 @@ class PrinterSection(_Section):
     one (docs/receipts.md). Off unless both ``listen`` and ``target`` are set."""
 
     listen: str = ""
-    """Where the POS prints: "tcp:0.0.0.0:9100" (a network printer's raw port) or "serial:/dev/ttyS1:19200"
-    (the POS's serial printer port, through a null-modem cable or a virtual pair); empty: off."""
+    """Where the POS prints: "tcp:0.0.0.0:9100" (a network printer's raw port), "serial:/dev/ttyS1:19200"
+    (the POS's serial printer port, through a null-modem cable or a virtual pair) or "device:/dev/g_printer0"
+    (a USB printer gadget the POS is cabled to); empty: off."""
     target: str = ""
     """The real printer: "tcp:192.168.1.50:9100", "device:/dev/usb/lp0" (USB) or "serial:/dev/ttyS0:19200"."""
     pos_id: Annotated[str, Field(min_length=1, max_length=64)] = "POS-1"

@@ -351,9 +351,11 @@ def read_for(fd: int, size: int, timeout: float = 10.0) -> bytes:
     return got
 
 
-def test_a_serial_pos_and_a_serial_printer(tmp_path: Path) -> None:
-    """The POS prints to a serial port and the printer is on another (pseudo-terminals stand in for the
-    null-modem cables): the bytes reach the printer unchanged, the receipt is read, status comes back."""
+@pytest.mark.parametrize(("pos_kind", "printer_kind"), [("serial", "serial"), ("device", "device")])
+def test_a_serial_pos_and_a_serial_printer(tmp_path: Path, pos_kind: str, printer_kind: str) -> None:
+    """The POS prints to a serial port (or a device file, as a USB printer gadget is) and the printer is
+    on another (a serial port, or a device file as usblp's is); pseudo-terminals stand in for the cables:
+    the bytes reach the printer unchanged, the receipt is read, status comes back."""
     import os
     import tty
 
@@ -362,9 +364,10 @@ def test_a_serial_pos_and_a_serial_printer(tmp_path: Path) -> None:
     for fd in (pos_master, printer_master):
         tty.setraw(fd)
     sales = FakeSales()
+    suffix = {"serial": ":19200", "device": ""}
     proxy = PrinterProxy(
-        f"serial:{os.ttyname(pos_slave)}:19200",
-        f"serial:{os.ttyname(printer_slave)}:19200",
+        f"{pos_kind}:{os.ttyname(pos_slave)}{suffix[pos_kind]}",
+        f"{printer_kind}:{os.ttyname(printer_slave)}{suffix[printer_kind]}",
         desk_for("en", sales, Kept()),
     )
     proxy.start()
