@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures.printer import RecordingPrinter, start_printer, stored_qr
 from tests.fixtures.receipts import EN, Item, Sale, english
-from tests.ops.helpers import Api, NotifyListener, TillProcess, till_config
+from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +95,10 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         wait_until(lambda: list((till.data / "receipts" / "unread").glob("*.code")), what="the unread receipt flagged")
         code = next((till.data / "receipts" / "unread").glob("*.code")).read_text().strip()
         assert code == "receipt_unread"
+        counted = api.metrics()
+        assert metric(counted, "tillpoint_receipts_total", code="", state="sold") == 1
+        assert metric(counted, "tillpoint_receipts_total", code="receipt_already_used", state="refused") == 1
+        assert metric(counted, "tillpoint_receipts_total", code="receipt_unread", state="unread") == 1
     finally:
         api.close()
         assert till.stop() == 0
