@@ -387,3 +387,34 @@ def test_a_serial_pos_and_a_serial_printer(tmp_path: Path, pos_kind: str, printe
         proxy.stop()
         for fd in (pos_master, pos_slave, printer_master, printer_slave):
             os.close(fd)
+
+
+def test_a_receipt_sent_in_small_pieces_prints_whole_with_at_most_one_block(printer: RecordingPrinter) -> None:
+    """Pieces of any size (a cut may arrive split across two reads): the printer gets the POS's bytes in
+    order, with the block, if any, only right before the cut."""
+    stream = make("en", Sale((Item("Apples", "1001", 2, 150),)))
+    cut = stream.rindex(b"\x1dV")
+    proxy = proxy_to(printer.port, desk_for("en", FakeSales(), Kept(), enrich=True), enrich=True)
+    total = 0
+    try:
+        for size in (1, 2, 3, 7, 64):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(0, len(stream), size):
+                    s.sendall(stream[i : i + size])
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(4096):
+                    pass
+            wait_until(
+                lambda start=total: (
+                    len(printer.received()) >= start + len(stream) and printer.received().endswith(stream[cut:])
+                ),
+                what="the receipt printed",
+            )
+            got = printer.received()[total:]
+            total += len(got)
+            assert got.startswith(stream[:cut]) and got.endswith(stream[cut:])
+            block = got[cut : len(got) - (len(stream) - cut)]
+            assert block == b"" or (block.startswith(b"\x1ba\x00-") and stored_qr(block) == [CLAIM])
+    finally:
+        proxy.stop()
