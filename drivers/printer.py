@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import socket
 import threading
 import time
@@ -153,7 +154,6 @@ class _DeviceFile:
 
     def read(self, size: int) -> bytes:
         import os
-        import select
 
         ready, _, _ = select.select([self.fd], [], [], 0.2)
         return os.read(self.fd, size) if ready else b""
@@ -192,7 +192,7 @@ class _Copy:
     def __init__(self, size: int) -> None:
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=size)
         self.cond = threading.Condition()
-        self.parsed = 0  # stream bytes the parser has been fed
+        self.parsed = 0  # stream offset the parser has read up to (``StreamParser.position``)
         self.blocks: dict[int, bytes] = {}  # cut offset -> bytes to print before it
         self.cuts: set[int] = set()  # cut offsets the parser has seen (with a block or not)
         self.dead = False
@@ -211,8 +211,8 @@ class _Copy:
             while True:
                 if offset in self.blocks:
                     return self.blocks.pop(offset)
-                if self.dead or offset in self.cuts or self.parsed >= offset + 4:
-                    return None
+                if self.dead or offset in self.cuts or self.parsed > offset:
+                    return None  # the parser read past it: not a cut (or a cut with nothing to add)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
@@ -261,14 +261,24 @@ class Relay:
     # -- forward: POS -> printer, never waiting on the parser except at a cut when enriching ------------
 
     def _forward(self) -> None:
-        sent = 0  # stream offset of the next byte the POS sent
-        tail = b""
+        sent = 0  # stream offset of the next byte to go to the printer
+        held = b""  # enriching: the start of a cut command split across two reads
         while True:
             try:
-                data = self.pos.recv(CHUNK)
+                data = self._recv(held)
             except OSError:
                 return
+            if data is None:  # nothing more came within the hold: the held byte goes out alone
+                try:
+                    self.printer.send(held)
+                except OSError:
+                    return
+                sent, held = sent + len(held), b""
+                continue
             if not data:
+                if held:
+                    with contextlib.suppress(OSError):
+                        self.printer.send(held)
                 return
             copy = self.copy
             if copy is not None and not copy.dead and not copy.put(data):
@@ -276,24 +286,30 @@ class Relay:
                 # more holds on this connection (the copy's offsets no longer match the stream's)
                 copy.lost = True
                 self.enrich = False
+            chunk, held = held + data, b""
             try:
                 if self.enrich and copy is not None and not copy.dead:
-                    self._forward_enriched(data, sent, tail)
+                    if isinstance(self.pos, SocketLink):
+                        chunk, held = split_partial_cut(chunk)
+                    self._forward_enriched(chunk, sent)
                 else:
-                    self.printer.send(data)
+                    self.printer.send(chunk)
             except OSError:
                 return  # the printer went away: the back thread closes the POS
             self.stats.bytes_forwarded += len(data)
-            sent += len(data)
-            tail = data[-1:]
+            sent += len(chunk)
 
-    def _forward_enriched(self, data: bytes, base: int, tail: bytes) -> None:
+    def _recv(self, held: bytes) -> bytes | None:
+        """The POS's next bytes; None when a byte is held and nothing came within ``hold``."""
+        if not held or not isinstance(self.pos, SocketLink):
+            return self.pos.recv(CHUNK)
+        ready, _, _ = select.select([self.pos.sock], [], [], self.hold)
+        return self.pos.recv(CHUNK) if ready else None
+
+    def _forward_enriched(self, data: bytes, base: int) -> None:
         assert self.copy is not None
         start = 0
-        for at in _cut_marks(tail + data):
-            at -= len(tail)
-            if at < 0:  # the cut began in the chunk already sent
-                continue
+        for at in _cut_marks(data):
             if self.copy.parsed < self._behind:
                 continue  # a hold timed out and the parser has not caught up since: no more waiting
             self.printer.send(data[start:at])
@@ -364,7 +380,7 @@ class Relay:
                 for receipt in got:
                     self._receipt(desk, receipt)
                 with copy.cond:
-                    copy.parsed += len(chunk)
+                    copy.parsed = parser.position
                     copy.cond.notify_all()
         except Exception:
             log.exception("receipt capture failed; printing goes on without it")
@@ -391,6 +407,22 @@ class Relay:
                 if block:
                     self.copy.blocks[receipt.cut_offset] = block
             self.copy.cond.notify_all()
+
+
+def split_partial_cut(chunk: bytes) -> tuple[bytes, bytes]:
+    """``chunk`` less a cut command it ends in the middle of (ESC or GS alone, GS V, GS V m that needs its
+    n), and that part: it goes out with the next read, or alone after the hold."""
+    for k in (3, 2, 1):
+        tail = chunk[-k:]
+        if len(tail) < k:
+            continue
+        if k == 1 and tail[0] in (0x1B, 0x1D):
+            return chunk[:-1], tail
+        if k == 2 and tail == b"\x1dV":
+            return chunk[:-2], tail
+        if k == 3 and tail[:2] == b"\x1dV" and tail[2] not in (0, 1, 48, 49):
+            return chunk[:-3], tail
+    return chunk, b""
 
 
 def _cut_marks(data: bytes) -> list[int]:

@@ -373,6 +373,11 @@ class StreamParser(Protocol):
 
     def feed(self, data: bytes) -> list[Captured]: ...
 
+    @property
+    def position(self) -> int:
+        """Stream offset up to which every byte has been read (a command not all there starts here)."""
+        ...
+
     def gap(self) -> None:
         """Bytes of the stream were lost: the receipt in progress is damaged."""
         ...

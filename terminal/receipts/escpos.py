@@ -351,6 +351,12 @@ class ReceiptParser:
         if len(self._raw) < MAX_RAW:
             self._raw += data[: MAX_RAW - len(self._raw)]
 
+    @property
+    def position(self) -> int:
+        """Stream offset up to which every byte has been read as a command or text (a command that has
+        not all arrived yet starts here)."""
+        return self.tokens._pos
+
     def gap(self) -> None:
         """Bytes of the stream were lost (the copy overflowed): the receipt in progress is damaged."""
         self._damaged = True
