@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import select
 import socket
@@ -87,9 +88,8 @@ class SocketLink:
 class PortLink:
     """A serial port (pyserial, any of its URLs) or a printer device file (``/dev/usb/lp0``)."""
 
-    def __init__(self, port: Any, poll: float = 0.2) -> None:
+    def __init__(self, port: Any) -> None:
         self.port = port
-        self.poll = poll
         self.closed = threading.Event()
 
     def recv(self, size: int) -> bytes:
@@ -135,8 +135,6 @@ def open_link(spec: str, timeout: float = 5.0) -> Link:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return SocketLink(sock)
     if kind == "device":
-        import os
-
         fd = os.open(rest, os.O_RDWR | os.O_NONBLOCK)
         os.set_blocking(fd, True)
         return PortLink(_DeviceFile(fd))
@@ -149,23 +147,19 @@ def open_link(spec: str, timeout: float = 5.0) -> Link:
 
 
 class _DeviceFile:
+    """A printer device file (usblp, a USB printer gadget) read with a short wait, like a serial port."""
+
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def read(self, size: int) -> bytes:
-        import os
-
         ready, _, _ = select.select([self.fd], [], [], 0.2)
         return os.read(self.fd, size) if ready else b""
 
     def write(self, data: memoryview) -> int:
-        import os
-
         return os.write(self.fd, data)
 
     def close(self) -> None:
-        import os
-
         os.close(self.fd)
 
 
