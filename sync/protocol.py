@@ -609,6 +609,13 @@ class SalePayload(Payload):
     """The versions of the documents the till priced the sale with: ``base`` (the base earning rule),
     ``rule:ID`` for each rule document it held, ``coupon:ID`` for each coupon used. Head office prices
     the sale again with exactly these (docs/reconciliation.md)."""
+    receipt_digest: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """The POS's printed receipt the basket was read from: sha256 of its raw print bytes (docs/receipts.md).
+    Optional: tills before receipt capture send none."""
+    receipt_number: Text | None = None
+    """The receipt number the POS printed on it."""
+    pos_id: Text | None = None
+    """Which POS printed it."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> SalePayload:

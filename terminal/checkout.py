@@ -41,7 +41,7 @@ class Checkout:
             quote = order.quote
             if quote is None:
                 quote = self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem)
-            return self.desk.commit(quote, payment, tapped=tapped)
+            return self.desk.commit(quote, payment, tapped=tapped, receipt=order.receipt)
         except Rejected as exc:
             if refused is not None:
                 refused(exc)

@@ -735,6 +735,57 @@ def member_show(
     print(json.dumps(info))
 
 
+receipt_app = typer.Typer(help="Receipts the POS prints: templates that read them.", no_args_is_help=True)
+commands.add_typer(receipt_app, name="receipt")
+
+
+@receipt_app.command("try")
+def receipt_try(
+    template: Annotated[Path, typer.Argument(help="A receipt template (TOML).")],
+    files: Annotated[list[Path], typer.Argument(help="Saved print streams (raw ESC/POS bytes).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Read saved receipts with a template and show what it read; exits 1 if a receipt is not read."""
+    from terminal.errors import Rejected
+    from terminal.receipts.templates import load_template, try_template
+
+    try:
+        tpl = load_template(template.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        err_console.print(f"[red]cannot read {escape(str(template))}: {escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    except Rejected as exc:
+        err_console.print(f"[red]{exc.code.value}: {escape(exc.message)}[/]")
+        raise typer.Exit(2) from exc
+    results: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            stream = path.read_bytes()
+        except OSError as exc:
+            err_console.print(f"[red]cannot read {escape(str(path))}: {escape(str(exc))}[/]")
+            raise typer.Exit(2) from exc
+        results += [{"file": str(path)} | row for row in try_template(tpl, stream)]
+    if as_json:
+        show_json({"template": tpl.name, "receipts": results})
+    else:
+        for row in results:
+            got = row["read"]
+            state = f"[red]{row['refused']['code']}[/]" if row["refused"] else "[green]read[/]"
+            console.print(f"{escape(row['file'])} {row['digest'][:12]} {state}")
+            rows = [
+                [x["sku"], x["name"], str(x["quantity"]), str(x["unit_price"]), str(x["amount"])] for x in got["items"]
+            ]
+            console.print(table(["sku", "name", "quantity", "unit_price", "amount"], rows))
+            console.print(
+                f"discounts {got['discounts']}  total {got['total']}  tax {got['tax']}  "
+                f"number {escape(str(got['number']))}  time {escape(str(got['time']))}"
+            )
+            for line in got["unread"]:
+                console.print(f"  [dim]unread:[/] {escape(line)}")
+    if not results or any(row["refused"] for row in results):
+        raise typer.Exit(1)
+
+
 HELP = "tillpoint: loyalty, coupons and member payments for shop tills."
 app = typer.Typer(help=HELP, no_args_is_help=True)
 app.callback()(main_options)

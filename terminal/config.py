@@ -284,6 +284,53 @@ class PaymentsSection(_Section):
     member is present; head office must be started with --trust-pos too (a risk: docs/security.md)."""
 
 
+class PrinterSection(_Section):
+    """The printer in the middle: tillpoint offers the POS a printer and forwards every byte to the real
+    one (docs/receipts.md). Off unless both ``listen`` and ``target`` are set."""
+
+    listen: str = ""
+    """Where the POS prints: "tcp:0.0.0.0:9100" (a network printer's raw port), "serial:/dev/ttyS1:19200"
+    (the POS's serial printer port, through a null-modem cable or a virtual pair) or "device:/dev/g_printer0"
+    (a USB printer gadget the POS is cabled to); empty: off."""
+    target: str = ""
+    """The real printer: "tcp:192.168.1.50:9100", "device:/dev/usb/lp0" (USB) or "serial:/dev/ttyS0:19200"."""
+    pos_id: Annotated[str, Field(min_length=1, max_length=64)] = "POS-1"
+    """The POS that prints here, as the journal names it beside each receipt."""
+    hold: Annotated[float, Field(ge=0.0, le=2.0)] = 0.15
+    """Seconds the bytes from a cut on may be held while the loyalty block is made; then they go out unchanged."""
+    queue_chunks: Annotated[int, Field(ge=1, le=65536)] = 256
+    """Chunks of the print stream the parser may fall behind by; beyond, that receipt's capture is abandoned."""
+    native_qr: bool = True
+    """The printer has the QR commands (GS ( k); false: QR codes are sent as raster images (GS v 0)."""
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds to reach the printer for each POS connection before the POS's connection is reset."""
+
+    @field_validator("listen", "target")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        kind, _, rest = value.partition(":")
+        if value and (kind not in ("tcp", "serial", "device") or not rest):
+            raise ValueError(f"{value!r} is not tcp:HOST:PORT, serial:PORT[:BAUD] or device:PATH")
+        if kind == "tcp" and not rest.rpartition(":")[2].isdigit():
+            raise ValueError(f"{value!r} has no port number")
+        return value
+
+
+class ReceiptsSection(_Section):
+    """What is done with the receipts the printer in the middle captures (docs/receipts.md)."""
+
+    templates: list[str] = Field(default_factory=list)
+    """Receipt template files (TOML), tried in order; the first reads each receipt's code pages too."""
+    attach: bool = False
+    """Record a sale from each receipt a template reads: the cashier session's member, else anonymous."""
+    enrich: bool = False
+    """Print the loyalty block before the cut (needs attach); off until a template reads this POS's receipts."""
+    keep_dir: str = ""
+    """Where captured receipts are kept (unread ones flagged); empty: <data_dir>/receipts."""
+    title: Annotated[str, Field(max_length=64)] = "Loyalty"
+    """The loyalty block's first line."""
+
+
 class Config(_Section):
     terminal: TerminalSection = TerminalSection()
     payments: PaymentsSection = PaymentsSection()
@@ -297,6 +344,8 @@ class Config(_Section):
     scanner: ScannerSection = ScannerSection()
     panel: PanelSection = PanelSection()
     hotkeys: HotkeysSection = HotkeysSection()
+    printer: PrinterSection = PrinterSection()
+    receipts: ReceiptsSection = ReceiptsSection()
 
     @property
     def data_dir(self) -> Path:

@@ -58,11 +58,13 @@ from terminal.model import (
 )
 from terminal.payments import RiskLimits
 from terminal.ports import CacheDocs, CardReader, Event, QrScanner
+from terminal.receipts.escpos import Captured
 from terminal.service import Service
 from terminal.session import Session
 from terminal.store import Store
 
 if TYPE_CHECKING:
+    from drivers.printer import PrinterProxy
     from terminal.api.server import ApiServers
     from terminal.hotkeys import HotkeyListener
 
@@ -165,6 +167,7 @@ class Daemon:
         self.session: Session | None = None  # the cashier's sale (panel, hotkeys, API)
         self.pairing: Pairing | None = None  # devices paired with a code
         self.hotkeys: HotkeyListener | None = None
+        self.printer: PrinterProxy | None = None  # the printer in the middle (docs/receipts.md)
         self._lock_fd: int | None = None
         self.started_at = utc_iso(time.time())
 
@@ -191,6 +194,7 @@ class Daemon:
         session = self._start_session(self.service, self.store)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
         self._start_scanners()
+        self._start_printer(session)
         self._enumerate()
         if cfg.api.enabled:
             self._start_api(self.service, session)
@@ -294,6 +298,8 @@ class Daemon:
             self.api_server.stop()  # uvicorn lets requests in flight finish
         if self.hotkeys is not None:
             self.hotkeys.stop()
+        if self.printer is not None:
+            self.printer.stop()
         for reader in self.readers:
             reader.stop()
         for scanner in self.scanners:
@@ -370,6 +376,46 @@ class Daemon:
                 continue
             self.readers.append(reader)
             reader.start(self.on_card, self.on_reader)
+
+    def _start_printer(self, session: Session) -> None:
+        """The printer in the middle (``[printer]``): receipts go to a ``Desk`` that keeps them, reads them
+        with ``[receipts] templates``, records their sales on the session and makes the loyalty block."""
+        from drivers.printer import PrinterProxy
+        from terminal.receipts.desk import Desk
+        from terminal.receipts.templates import load_template
+
+        printer, receipts = self.config.printer, self.config.receipts
+        if not printer.listen or not printer.target:
+            return
+        templates = []
+        for path in receipts.templates:
+            try:
+                templates.append(load_template(Path(path).read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, Rejected) as exc:
+                raise ConfigError("receipts.templates", f"a readable receipt template ({path}: {exc})") from exc
+        keep_dir = Path(receipts.keep_dir) if receipts.keep_dir else self.config.data_dir / "receipts"
+        desk = Desk(
+            templates,
+            session if receipts.attach else None,
+            lambda receipt, code: keep_receipt(keep_dir, receipt, code),
+            pos_id=printer.pos_id,
+            enrich=receipts.enrich,
+            native_qr=printer.native_qr,
+            title=receipts.title,
+            emit=self.emit,
+        )
+        self.printer = PrinterProxy(
+            printer.listen,
+            printer.target,
+            desk,
+            enrich=receipts.enrich and receipts.attach,
+            hold=printer.hold,
+            queue_chunks=printer.queue_chunks,
+            connect_timeout=printer.connect_timeout,
+            emit=self.emit,
+        )
+        self.printer.start()
+        log.info("printer in the middle: %s -> %s", printer.listen, printer.target)
 
     def _start_scanners(self) -> None:
         """QR / barcode scanners from ``[scanner] devices``; their reads go to the cashier session."""
@@ -639,6 +685,17 @@ class Daemon:
         info["clock_offset_s"] = float(offset) if offset else None  # this till minus head office, last measured
         if self.hotkeys is not None:
             info["hotkeys"] = dict(self.hotkeys.status)
+        if self.printer is not None:
+            st = self.printer.stats
+            info["printer"] = {
+                "port": self.printer.port,
+                "connections": st.connections,
+                "receipts": st.receipts,
+                "abandoned": st.abandoned,
+                "enriched": st.enriched,
+                "hold_timeouts": st.hold_timeouts,
+                "printer_unreachable": st.printer_unreachable,
+            }
         return info
 
     def health_report(self, protocol: int) -> TillHealth:
@@ -796,3 +853,16 @@ def log_event(event: Event) -> None:
         log.log(level, "reader %s %s: %s", event["reader"], event["kind"], event.get("detail", ""))
     elif kind == "member":
         log.debug("member identified", extra={"member_id": event["member_id"], "reader": event["reader"]})
+
+
+def keep_receipt(directory: Path, receipt: Captured, refused: str | None) -> None:
+    """A captured receipt's bytes, kept as ``DIGEST.bin`` (read) or ``unread/DIGEST.bin`` (flagged, with
+    ``DIGEST.code`` saying why): never dropped, readable again with ``tillpoint receipt try``."""
+    where = directory / "unread" if refused else directory
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        (where / f"{receipt.digest}.bin").write_bytes(receipt.raw)
+        if refused:
+            (where / f"{receipt.digest}.code").write_text(refused + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot keep receipt %s: %s", receipt.digest[:12], exc)

@@ -83,6 +83,11 @@ class Code(StrEnum):
     NO_BASKET = "no_basket"
     PAIRING_REFUSED = "pairing_refused"
     MEMBER_MISMATCH = "member_mismatch"
+    TEMPLATE_INVALID = "template_invalid"
+    RECEIPT_UNREAD = "receipt_unread"
+    RECEIPT_TOTAL_MISMATCH = "receipt_total_mismatch"
+    RECEIPT_DAMAGED = "receipt_damaged"
+    RECEIPT_ALREADY_USED = "receipt_already_used"
 
 
 MESSAGES: dict[Code, str] = {
@@ -159,6 +164,11 @@ MESSAGES: dict[Code, str] = {
     Code.NO_BASKET: "No total yet: the POS has not sent the basket, or type the total first.",
     Code.PAIRING_REFUSED: "That pairing code is wrong or has expired: ask for a new code on the till.",
     Code.MEMBER_MISMATCH: "The member named is not the member of the last tap: name one or the other.",
+    Code.TEMPLATE_INVALID: "This receipt template is not valid.",
+    Code.RECEIPT_UNREAD: "No receipt template read this receipt (no items or no total): it is kept and flagged.",
+    Code.RECEIPT_TOTAL_MISMATCH: "The receipt's items less its discounts do not come to its total: it is kept and flagged.",
+    Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
+    Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
 }
 
 

@@ -497,6 +497,15 @@ def tier_for(value: int, ladder: Ladder) -> str:
     return reached[-1].tier if reached else ladder.levels[0].tier
 
 
+def next_tier(current: str, value: int, ladder: Ladder) -> tuple[str, int] | None:
+    """The next tier above ``current`` and how much window value it still needs; None at the top."""
+    rank = _rank(current, ladder)
+    if rank + 1 >= len(ladder.levels):
+        return None
+    level = ladder.levels[rank + 1]
+    return level.tier, max(0, level.threshold - value)
+
+
 def _rank(tier: str, ladder: Ladder) -> int:
     names = [level.tier for level in ladder.levels]
     return names.index(tier) if tier in names else 0

@@ -147,6 +147,13 @@ class Metrics:
         self.scans = Counter("tillpoint_scans", "QR and barcode scans decoded, by scanner.", ["scanner"], registry=r)
         self.sales = Counter("tillpoint_sales", "Transactions approved, by kind.", ["kind"], registry=r)
         self.rejections = Counter("tillpoint_rejections", "Refusals, by rejection code.", ["code"], registry=r)
+        self.receipts = Counter(
+            "tillpoint_receipts",
+            "Receipts captured from the POS's print stream, by what became of them (sold, read, unread, "
+            "refused) and code.",
+            ["state", "code"],
+            registry=r,
+        )
         self.reader_up = Gauge(
             "tillpoint_reader_up", "1 while the reader is present and working.", ["reader"], registry=r
         )
@@ -188,6 +195,8 @@ class Metrics:
             self.sales.labels(kind).inc()
         elif kind == "rejected":
             self.rejections.labels(str(event.get("code", "unknown"))).inc()
+        elif kind == "receipt":
+            self.receipts.labels(str(event.get("state", "?")), str(event.get("code") or "")).inc()
         elif kind == "reader" and event.get("reader"):
             self.reader_up.labels(str(event["reader"])).set(1 if event.get("kind") == "added" else 0)
 

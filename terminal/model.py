@@ -185,6 +185,19 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptRef:
+    """The POS's own printed receipt a sale was made from (captured by the printer in the middle):
+    head office ties the sale to the POS's record by it."""
+
+    digest: str
+    """sha256 of the receipt's raw print bytes, hex: one sale per receipt."""
+    number: str | None = None
+    """The receipt number the POS printed."""
+    pos_id: str | None = None
+    """Which POS printed it (the printer port's name)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SaleOrder:
     """A sale as an entry point asks for it: the cashier's session (confirm, a payment code), the POS
     (``POST /v1/sales``) and the demo's sale on each tap all build one and hand it to the one path
@@ -194,7 +207,8 @@ class SaleOrder:
     from ``member_id``, ``basket``, ``coupons`` and ``redeem``. ``stored_value``: the member's part paid
     from their account (None: as much as the balance covers after points). ``code``: a one-time code
     from the member's device (a payment code, or the fresh member code their phone showed) that
-    authorises spending. ``pay_by_card``: the card of the last tap authorises it."""
+    authorises spending. ``pay_by_card``: the card of the last tap authorises it. ``receipt``: the POS's
+    printed receipt the basket was read from (its digest may serve one sale only)."""
 
     member_id: str | None
     basket: Basket
@@ -204,6 +218,7 @@ class SaleOrder:
     code: str | None = None
     pay_by_card: bool = False
     quote: Quote | None = None
+    receipt: ReceiptRef | None = None
 
     @classmethod
     def of_quote(cls, quote: Quote, *, stored_value: int | None = 0, code: str | None = None) -> SaleOrder:
@@ -253,3 +268,17 @@ def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
 def utc_iso(ts: float) -> str:
     """A timestamp as ISO 8601 UTC with milliseconds: ``2026-11-23T09:30:00.123Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptSold:
+    """A sale made from a printed receipt: what the loyalty block on that receipt says."""
+
+    receipt: Receipt
+    member: Member | None
+    claim: str | None
+    """An anonymous sale's claim code (text of the QR)."""
+    offer: str | None = None
+    """The member's next personal offer."""
+    tier: str | None = None
+    """The member's tier and what the next one still needs."""

@@ -14,6 +14,7 @@ names what it uses.
     EnrolArm      whether the cashier armed "new member"                  (``terminal.session.Session``)
     Cashier       the session as the local API drives it                  (``terminal.session.Session``)
     PosTill       the daemon as the local API sees it                     (``terminal.daemon.Daemon``)
+    ReceiptDesk   what the printer in the middle hands receipts to        (``terminal.receipts.desk.Desk``)
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from terminal.model import (
     Quote,
     ReaderEvent,
     Receipt,
+    ReceiptRef,
     SaleOrder,
 )
+from terminal.receipts.escpos import Captured
 
 CardSink = Callable[[CardRead], None]
 ReaderSink = Callable[[ReaderEvent], None]
@@ -170,6 +173,7 @@ class Effects:
     payment_code: str | None = None  # the one-time code's id: may pay once
     offline: bool = False  # taken while head office was unreachable (counts against the limits)
     sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
+    receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
 
 
 class ClaimJournal(Protocol):
@@ -243,7 +247,13 @@ class Pricing(Protocol):
 class SaleDesk(Pricing, Protocol):
     """What the one sale path needs of the service: a price, and the durable commit."""
 
-    def commit(self, quote: Quote, payment: Payment | None = None, tapped: Identified | None = None) -> Receipt: ...
+    def commit(
+        self,
+        quote: Quote,
+        payment: Payment | None = None,
+        tapped: Identified | None = None,
+        receipt: ReceiptRef | None = None,
+    ) -> Receipt: ...
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool: ...
 
@@ -258,6 +268,10 @@ class Till(Pricing, Protocol):
     def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
+
+    def tier_progress(self, member_id: str) -> str | None:
+        """The member's tier and what the next one still needs (a receipt's loyalty block)."""
+        ...
 
 
 class Ledger(Pricing, Protocol):
@@ -352,3 +366,33 @@ class PosTill(Protocol):
     def panel_config(self) -> dict[str, Any]: ...
 
     def panel_focus(self, focused: bool) -> None: ...
+
+
+class StreamParser(Protocol):
+    """A receipt parser for one print stream (``terminal.receipts.escpos.ReceiptParser``)."""
+
+    def feed(self, data: bytes) -> list[Captured]: ...
+
+    @property
+    def position(self) -> int:
+        """Stream offset up to which every byte has been read (a command not all there starts here)."""
+        ...
+
+    def gap(self) -> None:
+        """Bytes of the stream were lost: the receipt in progress is damaged."""
+        ...
+
+    def close(self) -> Captured | None: ...
+
+
+class ReceiptDesk(Protocol):
+    """What the printer in the middle (``drivers.printer``) hands the receipts it captured to."""
+
+    def parser(self) -> StreamParser:
+        """A parser for a new connection, set up for the POS's printer (code pages)."""
+        ...
+
+    def captured(self, receipt: Captured) -> bytes | None:
+        """A receipt the POS printed: kept, read and attached to the sale; the bytes to print before
+        its cut (the loyalty block), or None."""
+        ...

@@ -39,6 +39,7 @@ from terminal.model import (
     MemberCodeRead,
     Quote,
     Receipt,
+    ReceiptRef,
     Status,
     utc_iso,
 )
@@ -233,6 +234,20 @@ class Service:
             limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine))
         return tuple(limits)
 
+    def tier_progress(self, member_id: str) -> str | None:
+        """The member's tier and what the next one still needs, as a receipt prints it."""
+        member = self.store.member(member_id)
+        if member is None:
+            return None
+        _, window, _ = self.store.member_ledger(member_id, self.now())
+        ladder = self.program().ladder
+        found = ly.next_tier(member.tier, window, ladder)
+        if found is None:
+            return f"Tier: {member.tier}"
+        tier, needed = found
+        unit = "points" if ladder.measure == "earned" else "to spend"
+        return f"Tier: {member.tier}, {needed} {unit} to {tier}"
+
     def _pricing_member(self, member: Member, now: datetime) -> pricing.Member:
         _, window, spendable = self.store.member_ledger(member.member_id, now)
         return pricing.Member(member.member_id, member.tier, max(0, spendable or 0), window)
@@ -253,7 +268,13 @@ class Service:
             quote = _with_refused(quote, unknown)
         return quote
 
-    def commit(self, quote: Quote, payment: Payment | None = None, tapped: Identified | None = None) -> Receipt:
+    def commit(
+        self,
+        quote: Quote,
+        payment: Payment | None = None,
+        tapped: Identified | None = None,
+        receipt: ReceiptRef | None = None,
+    ) -> Receipt:
         """Record the sale; returns only after its journal row (and every effect) is durable.
 
         Points, coupon uses, stored value and one-time codes are checked again inside the
@@ -261,7 +282,9 @@ class Service:
         twice. ``payment``: the member's stored-value part and what authorises it. ``tapped``: the
         card tap that identified the member, if any: its hash goes in the journal for head office's
         card checks; a secure card's tap authorises spending in this sale and its read counter is
-        stored with it (and journalled, so head office sees it used chain-wide)."""
+        stored with it (and journalled, so head office sees it used chain-wide). ``receipt``: the POS's
+        printed receipt the basket was read from; a second sale of the same receipt is refused
+        (``receipt_already_used``) inside the transaction."""
         txn_id, now = new_txn_id(), self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
@@ -305,8 +328,13 @@ class Service:
             payment_code=paid.code_id,
             offline=paid.offline,
             sun_counter=sun,
+            receipt_digest=receipt.digest if receipt is not None else None,
         )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
+        if receipt is not None:
+            payload = payload.model_copy(
+                update={"receipt_digest": receipt.digest, "receipt_number": receipt.number, "pos_id": receipt.pos_id}
+            )
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}

@@ -33,7 +33,18 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from terminal import b64url, qrcodes
 from terminal.errors import MESSAGES, Code, Rejected
-from terminal.model import Basket, Line, Member, MemberCodeRead, QrRead, Quote, Receipt, SaleOrder
+from terminal.model import (
+    Basket,
+    Line,
+    Member,
+    MemberCodeRead,
+    QrRead,
+    Quote,
+    Receipt,
+    ReceiptRef,
+    ReceiptSold,
+    SaleOrder,
+)
 from terminal.ports import Emit, Event, Sales, Till
 from terminal.pricing import REDEEM_MAX
 from terminal.scan import Kind, Refusal, Scan, classify
@@ -346,6 +357,31 @@ class Session:
                 s.awaiting = None
             s.error = None
             return self._changed()
+
+    def receipt_sale(self, basket: Basket, ref: ReceiptRef) -> ReceiptSold:
+        """A receipt the POS printed (captured by the printer in the middle) is this session's basket,
+        and the sale is recorded through the one sale path: for the member identified at the till (with
+        the coupons applied), else anonymous with a claim code. The POS took the payment already."""
+        with self._lock:
+            s = self._sale
+            if s.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "A payment is in progress: finish or cancel it first.")
+            if s.state is State.DONE:
+                self._sale = s = _Sale()
+            member = s.member
+            order = SaleOrder(member.member_id if member else None, basket, tuple(s.coupons), receipt=ref)
+            receipt = self._call(lambda: self.sales.sell(order))
+            offers = self._offers() if member is not None else []
+            s.basket, s.basket_source = basket, "receipt"
+            s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
+            claim = progress = None
+            if member is None:
+                claim = qrcodes.claim_code(self.make_claim_token(receipt), self.join_url or None)
+            else:
+                progress = self.till.tier_progress(member.member_id)
+            self._changed()
+            offer = next((str(x["text"]) for x in offers if x["text"] and x["coupon_id"] not in order.coupons), None)
+            return ReceiptSold(receipt, member, claim, offer or None, progress)
 
     def set_total(self, amount: int) -> dict[str, Any]:
         """Cashier-only mode: the total read off the POS screen and typed in."""
@@ -705,6 +741,7 @@ __all__ = [
     "State",
     "Till",
     "claim_token",
+    "ReceiptSold",
     "code_body",
     "follow",
     "id_from_body",

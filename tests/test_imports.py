@@ -34,6 +34,7 @@ PURE = {
     "membercodes",
     "backoff",
     "identity",
+    "receipts",
 }
 IO_LIBS = {
     "smartcard",

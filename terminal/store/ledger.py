@@ -118,6 +118,13 @@ def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
         )
     if fx.sun_counter is not None:
         bump_counter(conn, *fx.sun_counter)
+    if fx.receipt_digest is not None:
+        if conn.execute("SELECT 1 FROM receipt_digests WHERE digest = ?", (fx.receipt_digest,)).fetchone():
+            raise Rejected(Code.RECEIPT_ALREADY_USED)
+        conn.execute(
+            "INSERT INTO receipt_digests (digest, txn_id, created_at) VALUES (?,?,?)",
+            (fx.receipt_digest, txn_id, _iso(fx.now)),
+        )
     if not fx.stored_value or fx.member_id is None:
         return
     if fx.stored_value > 0:

@@ -133,3 +133,9 @@ def m006_payments(db: Database) -> None:
 def known_names() -> set[str]:
     """Every migration this release knows (sqlite-utils lists only the pending and the applied ones)."""
     return {migration.name for migration in migrations._migrations}
+
+
+@migrations()
+def m007_receipts(db: Database) -> None:
+    # The POS receipts sales were read from (sha256 of the raw print bytes): one sale per receipt.
+    db.table("receipt_digests").create({"digest": str, "txn_id": str, "created_at": str}, pk="digest")

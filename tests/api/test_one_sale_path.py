@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from terminal import payments as pay
 from terminal.checkout import Checkout
 from terminal.daemon import Daemon
-from terminal.errors import Rejected
+from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
-from terminal.model import Basket, JournalEntry, Line, Quote, Receipt, SaleOrder
+from terminal.model import Basket, JournalEntry, Line, Quote, Receipt, ReceiptRef, SaleOrder
 from terminal.service import Service
 from tests.api.stack import AIKO_UID, base_url, running_till
 from tests.fixtures.codes import install_member_key
@@ -77,10 +77,14 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Paths:
             seen.leave()
 
     def watched_commit(
-        self: Service, quote: Quote, payment: Payment | None = None, tapped: Identified | None = None
+        self: Service,
+        quote: Quote,
+        payment: Payment | None = None,
+        tapped: Identified | None = None,
+        receipt: ReceiptRef | None = None,
     ) -> Receipt:
         seen.commits.append(seen.depth() > 0)
-        return commit(self, quote, payment, tapped)
+        return commit(self, quote, payment, tapped, receipt)
 
     monkeypatch.setattr(Checkout, "sell", watched_sell)
     monkeypatch.setattr(Service, "commit", watched_commit)
@@ -141,17 +145,39 @@ def test_every_entry_point_commits_through_the_one_sale_path(till: Daemon, paths
         code = pay.make_code(PHONE, CERT.cert_id, int(time.time()), 1)
         assert post(client, "/v1/session/scan", {"text": code})["state"] == "done"
 
+        # 5. A receipt the POS printed (the printer in the middle): the session's member, then anonymous.
+        assert till.session is not None
+        post(client, "/v1/session/identify", {"member_id": "M-2"})
+        digest = "ab" * 32
+        sold = till.session.receipt_sale(Basket(tuple(Line(**x) for x in LINES)), ReceiptRef(digest, "R-1", "POS-1"))
+        assert sold.member is not None and sold.claim is None
+        assert sold.tier is not None and sold.tier.startswith(f"Tier: {sold.member.tier}")
+        # a dishonest cashier cannot attach the same receipt to a second sale
+        with pytest.raises(Rejected) as twice:
+            till.session.receipt_sale(Basket(tuple(Line(**x) for x in LINES)), ReceiptRef(digest, "R-1", "POS-1"))
+        assert twice.value.code is Code.RECEIPT_ALREADY_USED
+
     recorded = sales(till)
-    assert len(recorded) == 4
-    assert paths.commits == [True] * 4, "a sale was committed outside Checkout.sell"
-    assert len(paths.orders) == 4
-    # The path priced what the POS and the demo asked for, and committed the quotes the cashier saw.
-    assert [o.quote is None for o in paths.orders] == [True, True, False, False]
+    assert len(recorded) == 5
+    # (six commits: the second sale of the same receipt was refused inside its transaction)
+    assert paths.commits == [True] * 6, "a sale was committed outside Checkout.sell"
+    assert len(paths.orders) == 6
+    # The path priced what the POS, the demo and the receipts asked for, and committed the quotes the
+    # cashier saw.
+    assert [o.quote is None for o in paths.orders] == [True, True, False, False, True, True]
+    assert recorded[4].payload["receipt_digest"] == digest and recorded[4].payload["receipt_number"] == "R-1"
+    assert recorded[4].payload["pos_id"] == "POS-1" and recorded[3].payload["receipt_digest"] is None
     # One path, one journal shape: the same fields in every sale's entry, whoever rang it.
     shapes = {frozenset(entry.payload) for entry in recorded}
     assert len(shapes) == 1, shapes
     by = [(e.payload["member_id"], e.payload["total"], e.payload["paid_by"]) for e in recorded]
-    assert by == [("M-1", 700, "pos"), ("M-2", 900, "pos"), ("M-2", 900, "pos"), ("M-1", 900, "payment_code")]
+    assert by == [
+        ("M-1", 700, "pos"),
+        ("M-2", 900, "pos"),
+        ("M-2", 900, "pos"),
+        ("M-1", 900, "payment_code"),
+        ("M-2", 900, "pos"),
+    ]
     # The till's last tap (Aiko's card) goes with her sales, whichever entry point rang them.
     assert recorded[0].payload["uid_hash"] and recorded[3].payload["uid_hash"] == recorded[0].payload["uid_hash"]
     assert recorded[1].payload["uid_hash"] is None

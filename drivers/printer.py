@@ -1,0 +1,532 @@
+"""A printer in the middle: tillpoint offers the POS a printer and forwards every byte to the real one.
+
+    PrinterProxy("tcp:0.0.0.0:9100", "tcp:192.168.1.50:9100", desk)      network printers (raw port 9100)
+    PrinterProxy("tcp:127.0.0.1:9100", "device:/dev/usb/lp0", desk)      a USB printer (usblp)
+    PrinterProxy("serial:/dev/ttyS1:19200", "serial:/dev/ttyS0:19200")    a serial printer (pyserial URLs too)
+    PrinterProxy("device:/dev/g_printer0", "device:/dev/usb/lp0")          the POS's USB cable to the till PC's
+                                                                          USB printer gadget, the printer on usblp
+
+Printing never depends on tillpoint's parsing. For each POS connection three threads run:
+
+* forward: reads the POS and writes the printer at once; the parser gets a *copy* of each chunk
+  through a bounded queue (``put_nowait``: a full queue drops the copy, and that receipt's capture is
+  abandoned and flagged, printing goes on);
+* back: the printer's replies (``DLE EOT`` / ``GS r`` status, automatic status back) go to the POS
+  as they come, so the POS sees the printer's own state (off, cover open, out of paper);
+* parse: feeds the copy to the receipt parser and hands each receipt to the desk
+  (``terminal.ports.ReceiptDesk``); an exception there ends capture on that connection, nothing else.
+
+Enrichment (a loyalty block before the cut) is the one place where bytes are held: at a byte sequence
+that may be a cut, the forward thread waits, at most ``hold`` seconds, for the parser to say whether it is
+one and what goes before it; otherwise the original bytes go out unchanged.
+
+When the printer cannot be reached, the POS's connection is reset at once (as an unreachable
+printer's would be); when the printer stalls, tillpoint stops reading the POS, so the POS stalls too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from terminal.ports import Event, ReceiptDesk
+
+log = logging.getLogger(__name__)
+
+CUT_MARKS = (b"\x1dV", b"\x1bi", b"\x1bm")
+CHUNK = 65536
+
+
+class Link(Protocol):
+    """One side of a relay: a socket, a serial port or a printer device file."""
+
+    def recv(self, size: int) -> bytes:
+        """Bytes that arrived (blocking); b"" at the end; OSError when it failed."""
+        ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close_write(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SocketLink:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_write(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        """Close with RST (what the POS sees of a printer that went away)."""
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class PortLink:
+    """A serial port (pyserial, any of its URLs) or a printer device file (``/dev/usb/lp0``)."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.closed = threading.Event()
+
+    def recv(self, size: int) -> bytes:
+        serial_port = hasattr(self.port, "in_waiting")
+        while not self.closed.is_set():
+            try:
+                # a serial port: one byte (waiting up to its timeout), then whatever else has arrived
+                data: bytes = self.port.read(1 if serial_port else size) or b""
+                if data and serial_port and self.port.in_waiting:
+                    data += self.port.read(min(self.port.in_waiting, size - 1))
+            except (OSError, TypeError, AttributeError):
+                if self.closed.is_set():
+                    return b""
+                raise
+            if data:
+                return data
+        return b""
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self.port.write(view)
+            view = view[n or 0 :]
+        with contextlib.suppress(OSError, AttributeError):
+            self.port.flush()
+
+    def close_write(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(OSError, AttributeError):
+            self.port.close()
+
+
+def open_link(spec: str, timeout: float = 5.0) -> Link:
+    """``tcp:HOST:PORT``, ``device:/dev/usb/lp0``, ``serial:PORT[:BAUD]`` (PORT may be a pyserial URL)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return SocketLink(sock)
+    if kind == "device":
+        fd = os.open(rest, os.O_RDWR | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        return PortLink(_DeviceFile(fd))
+    if kind == "serial":
+        import serial
+
+        name, _, baud = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "")
+        return PortLink(serial.serial_for_url(name, baudrate=int(baud or 9600), timeout=0.2))
+    raise ValueError(f"{spec!r} is not tcp:HOST:PORT, device:PATH or serial:PORT[:BAUD]")
+
+
+class _DeviceFile:
+    """A printer device file (usblp, a USB printer gadget) read with a short wait, like a serial port."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], 0.2)
+        return os.read(self.fd, size) if ready else b""
+
+    def write(self, data: memoryview) -> int:
+        return os.write(self.fd, data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class Stats:
+    """What the proxy did, for status and metrics."""
+
+    connections: int = 0
+    bytes_forwarded: int = 0
+    receipts: int = 0
+    abandoned: int = 0
+    """Receipts whose capture was abandoned (the copy's queue overflowed, or the parser failed)."""
+    parser_failures: int = 0
+    enriched: int = 0
+    hold_timeouts: int = 0
+    printer_unreachable: int = 0
+    holds: list[float] = field(default_factory=list)
+    """Seconds each hold at a cut lasted (the last 1000)."""
+
+
+class _Copy:
+    """The parser's side of one connection: what it has seen, and the blocks it made for cuts."""
+
+    def __init__(self, size: int) -> None:
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=size)
+        self.cond = threading.Condition()
+        self.parsed = 0  # stream offset the parser has read up to (``StreamParser.position``)
+        self.blocks: dict[int, bytes] = {}  # cut offset -> bytes to print before it
+        self.cuts: set[int] = set()  # cut offsets the parser has seen (with a block or not)
+        self.dead = False
+        self.lost = False  # a chunk was dropped and the parser not told yet
+
+    def put(self, data: bytes) -> bool:
+        try:
+            self.q.put_nowait(data)
+            return True
+        except queue.Full:
+            return False
+
+    def wait_cut(self, offset: int, deadline: float) -> bytes | None:
+        """The block for a cut at ``offset``; None: not a cut, no block, or the deadline passed."""
+        with self.cond:
+            while True:
+                if offset in self.blocks:
+                    return self.blocks.pop(offset)
+                if self.dead or offset in self.cuts or self.parsed > offset:
+                    return None  # the parser read past it: not a cut (or a cut with nothing to add)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.cond.wait(left)
+
+
+class Relay:
+    """One POS connection relayed to the printer."""
+
+    def __init__(
+        self,
+        pos: Link,
+        printer: Link,
+        desk: ReceiptDesk | None,
+        stats: Stats,
+        *,
+        enrich: bool = False,
+        hold: float = 0.15,
+        queue_chunks: int = 256,
+        emit: Callable[[Event], object] | None = None,
+    ) -> None:
+        self.pos, self.printer, self.desk, self.stats = pos, printer, desk, stats
+        self.enrich = enrich and desk is not None
+        self.hold = hold
+        self.emit = emit
+        self.copy: _Copy | None = _Copy(queue_chunks) if desk is not None else None
+        self.done = threading.Event()
+        self._behind = 0  # after a hold timed out: no hold until the parser got this far
+
+    def run(self) -> None:
+        back = threading.Thread(target=self._back, name="printer-back", daemon=True)
+        back.start()
+        if self.copy is not None:
+            threading.Thread(target=self._parse, name="printer-parse", daemon=True).start()
+        try:
+            self._forward()
+        finally:
+            if self.copy is not None:
+                self._put_end()
+            self.printer.close_write()
+            back.join(5.0)
+            self.printer.close()
+            self.pos.close()
+            self.done.set()
+
+    # -- forward: POS -> printer, never waiting on the parser except at a cut when enriching ------------
+
+    def _forward(self) -> None:
+        sent = 0  # stream offset of the next byte to go to the printer
+        held = b""  # enriching: the start of a cut command split across two reads
+        while True:
+            try:
+                data = self._recv(held)
+            except OSError:
+                return
+            if data is None:  # nothing more came within the hold: the held byte goes out alone
+                try:
+                    self.printer.send(held)
+                except OSError:
+                    return
+                sent, held = sent + len(held), b""
+                continue
+            if not data:
+                if held:
+                    with contextlib.suppress(OSError):
+                        self.printer.send(held)
+                return
+            copy = self.copy
+            if copy is not None and not copy.dead and not copy.put(data):
+                # the parser fell behind: this receipt's capture is abandoned (flagged damaged), and no
+                # more holds on this connection (the copy's offsets no longer match the stream's)
+                copy.lost = True
+                self.enrich = False
+            chunk, held = held + data, b""
+            try:
+                if self.enrich and copy is not None and not copy.dead:
+                    if isinstance(self.pos, SocketLink):
+                        chunk, held = split_partial_cut(chunk)
+                    self._forward_enriched(chunk, sent)
+                else:
+                    self.printer.send(chunk)
+            except OSError:
+                return  # the printer went away: the back thread closes the POS
+            self.stats.bytes_forwarded += len(data)
+            sent += len(chunk)
+
+    def _recv(self, held: bytes) -> bytes | None:
+        """The POS's next bytes; None when a byte is held and nothing came within ``hold``."""
+        if not held or not isinstance(self.pos, SocketLink):
+            return self.pos.recv(CHUNK)
+        ready, _, _ = select.select([self.pos.sock], [], [], self.hold)
+        return self.pos.recv(CHUNK) if ready else None
+
+    def _forward_enriched(self, data: bytes, base: int) -> None:
+        assert self.copy is not None
+        start = 0
+        for at in _cut_marks(data):
+            if self.copy.parsed < self._behind:
+                continue  # a hold timed out and the parser has not caught up since: no more waiting
+            self.printer.send(data[start:at])
+            start = at
+            began = time.monotonic()
+            try:
+                block = self.copy.wait_cut(base + at, began + self.hold)
+            except TimeoutError:
+                self.stats.hold_timeouts += 1
+                self._behind = base + len(data)
+                block = None
+            self._held(time.monotonic() - began)
+            if block:
+                self.printer.send(block)
+                self.stats.enriched += 1
+        self.printer.send(data[start:])
+
+    def _held(self, seconds: float) -> None:
+        holds = self.stats.holds
+        holds.append(seconds)
+        if len(holds) > 1000:
+            del holds[:100]
+
+    def _put_end(self) -> None:
+        assert self.copy is not None
+        try:
+            self.copy.q.put(None, timeout=self.hold)
+        except queue.Full:
+            self.copy.dead = True
+
+    # -- back: printer -> POS (status replies, ASB) -----------------------------------------------------
+
+    def _back(self) -> None:
+        while True:
+            try:
+                data = self.printer.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                self.pos.send(data)
+            except OSError:
+                break
+        if not self.done.is_set() and isinstance(self.pos, SocketLink):
+            # the printer closed or failed: the POS sees it go away, as it would without tillpoint
+            self.pos.close_write()
+
+    # -- parse: the copy -> receipts -> the desk ----------------------------------------------------------
+
+    def _parse(self) -> None:
+        copy, desk = self.copy, self.desk
+        assert copy is not None and desk is not None
+        try:
+            parser = desk.parser()
+            while True:
+                chunk = copy.q.get()
+                if copy.lost:
+                    copy.lost = False
+                    parser.gap()
+                    self.stats.abandoned += 1
+                if chunk is None:
+                    last = parser.close()
+                    if last is not None and (last.lines or last.size):
+                        self._receipt(desk, last)
+                    return
+                got = parser.feed(chunk)
+                for receipt in got:
+                    self._receipt(desk, receipt)
+                with copy.cond:
+                    copy.parsed = parser.position
+                    copy.cond.notify_all()
+        except Exception:
+            log.exception("receipt capture failed; printing goes on without it")
+            self.stats.parser_failures += 1
+            self.stats.abandoned += 1
+            with copy.cond:
+                copy.dead = True
+                copy.cond.notify_all()
+            while True:  # drain, so the forward thread's copies never block
+                try:
+                    if copy.q.get(timeout=1.0) is None:
+                        return
+                except queue.Empty:
+                    if self.done.is_set():
+                        return
+
+    def _receipt(self, desk: ReceiptDesk, receipt: Any) -> None:
+        assert self.copy is not None
+        self.stats.receipts += 1
+        block = desk.captured(receipt)
+        with self.copy.cond:
+            if receipt.cut:
+                self.copy.cuts.add(receipt.cut_offset)
+                if block:
+                    self.copy.blocks[receipt.cut_offset] = block
+            self.copy.cond.notify_all()
+
+
+def split_partial_cut(chunk: bytes) -> tuple[bytes, bytes]:
+    """``chunk`` less a cut command it ends in the middle of (ESC or GS alone, GS V, GS V m that needs its
+    n), and that part: it goes out with the next read, or alone after the hold."""
+    for k in (3, 2, 1):
+        tail = chunk[-k:]
+        if len(tail) < k:
+            continue
+        if k == 1 and tail[0] in (0x1B, 0x1D):
+            return chunk[:-1], tail
+        if k == 2 and tail == b"\x1dV":
+            return chunk[:-2], tail
+        if k == 3 and tail[:2] == b"\x1dV" and tail[2] not in (0, 1, 48, 49):
+            return chunk[:-3], tail
+    return chunk, b""
+
+
+def _cut_marks(data: bytes) -> list[int]:
+    found: list[int] = []
+    for mark in CUT_MARKS:
+        at = data.find(mark)
+        while at >= 0:
+            found.append(at)
+            at = data.find(mark, at + 1)
+    return sorted(found)
+
+
+class PrinterProxy:
+    """Listens where the POS prints (``tcp:HOST:PORT``) and relays each connection to ``printer``.
+    ``start`` returns once it listens; ``port`` is the port it got (for ``tcp:HOST:0``)."""
+
+    def __init__(
+        self,
+        listen: str,
+        printer: str,
+        desk: ReceiptDesk | None = None,
+        *,
+        enrich: bool = False,
+        hold: float = 0.15,
+        queue_chunks: int = 256,
+        connect_timeout: float = 5.0,
+        emit: Callable[[Event], object] | None = None,
+    ) -> None:
+        self.listen, self.printer, self.desk = listen, printer, desk
+        self.enrich, self.hold, self.queue_chunks = enrich, hold, queue_chunks
+        self.connect_timeout = connect_timeout
+        self.emit = emit
+        self.stats = Stats()
+        self.port = 0
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._current: Relay | None = None
+
+    def start(self) -> None:
+        kind, _, rest = self.listen.partition(":")
+        if kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            self._server = socket.create_server((host, int(port)), reuse_port=False)
+            self.port = self._server.getsockname()[1]
+            self._thread = threading.Thread(target=self._accept, name="printer-proxy", daemon=True)
+        elif kind in ("serial", "device"):
+            self._thread = threading.Thread(target=self._serial, name="printer-proxy", daemon=True)
+        else:
+            raise ValueError(f"{self.listen!r} is not tcp:HOST:PORT, serial:PORT[:BAUD] or device:PATH")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._current is not None:  # a serial relay runs until stopped
+            self._current.pos.close()
+            self._current.printer.close()
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _relay(self, pos: Link, printer: Link) -> Relay:
+        return Relay(
+            pos,
+            printer,
+            self.desk,
+            self.stats,
+            enrich=self.enrich,
+            hold=self.hold,
+            queue_chunks=self.queue_chunks,
+            emit=self.emit,
+        )
+
+    def _accept(self) -> None:
+        assert self._server is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(SocketLink(conn),), name="printer-relay", daemon=True).start()
+
+    def _serve(self, pos: SocketLink) -> None:
+        self.stats.connections += 1
+        try:
+            printer = open_link(self.printer, self.connect_timeout)
+        except (OSError, ValueError) as exc:
+            self.stats.printer_unreachable += 1
+            log.warning("printer %s unreachable: %s", self.printer, exc)
+            if self.emit is not None:
+                self.emit({"type": "printer", "state": "unreachable", "detail": str(exc)})
+            pos.reset()
+            return
+        self._relay(pos, printer).run()
+
+    def _serial(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pos = open_link(self.listen)
+                printer = open_link(self.printer, self.connect_timeout)
+            except (OSError, ValueError) as exc:
+                log.warning("printer relay %s -> %s: %s", self.listen, self.printer, exc)
+                self._stop.wait(2.0)
+                continue
+            self._current = self._relay(pos, printer)
+            self._current.run()
+
+
+__all__ = ["Link", "PortLink", "PrinterProxy", "Relay", "SocketLink", "Stats", "open_link"]

@@ -1,0 +1,293 @@
+"""Receipt templates: a POS's receipt layout as data, and what a template reads from a receipt. Pure.
+
+A chain writes one template per POS model and language (TOML)::
+
+    name = "acme-pos5-en"
+    pos_model = "ACME POS 5"
+    language = "en"
+    encoding = "cp437"            # the printer's single-byte code page
+    multibyte = "cp932"           # Kanji mode: cp932 (Japanese) or gb18030 (Chinese)
+    kanji_default = false         # the printer starts in Kanji mode (Chinese printers do)
+    width = 42                    # characters per line (Font A)
+    decimals = 2                  # digits after the decimal separator in printed prices
+    [patterns]
+    item = '^(?P<name>.+?)\\s+(?P<qty>\\d+)\\s*x\\s*(?P<price>[\\d.,]+)\\s+(?P<amount>[\\d.,]+)$'
+    discount = '^Discount.*?-(?P<amount>[\\d.,]+)$'
+    total = '^TOTAL\\s+(?P<amount>[\\d.,]+)$'
+    tax = '^VAT.*?(?P<amount>[\\d.,]+)$'
+    number = '^Receipt\\s*#?\\s*(?P<number>\\S+)'
+    time = '(?P<time>\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2})'
+
+A ``sku`` pattern reads a line under an item that gives its sku. An item line needs ``amount`` or ``price`` (unit price), may have ``qty`` (default 1, or amount/price)
+and ``sku`` or ``name`` (the line's sku is the sku, else the name). A receipt is read when it has at
+least one item and a total, and the items less the discounts come to the total; otherwise it is
+refused with a stable code and kept, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from terminal.errors import Code, Rejected
+from terminal.model import Basket, Line
+from terminal.receipts.escpos import Captured
+
+FIELDS = ("item", "sku", "discount", "total", "tax", "number", "time")
+
+
+class Patterns(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item: str
+    total: str
+    sku: str | None = None
+    """A line under an item giving its sku (group ``sku``)."""
+    discount: str | None = None
+    tax: str | None = None
+    number: str | None = None
+    time: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+
+class Template(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    pos_model: str = ""
+    language: str = ""
+    encoding: str = "cp437"
+    multibyte: str = "cp932"
+    kanji_default: bool = False
+    width: Annotated[int, Field(ge=16, le=80)] = 42
+    decimals: Annotated[int, Field(ge=0, le=4)] = 2
+    patterns: Patterns
+
+    @field_validator("encoding", "multibyte")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        try:
+            "".encode(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}") from exc
+        return value
+
+    @field_validator("patterns")
+    @classmethod
+    def _groups(cls, value: Patterns) -> Patterns:
+        item = re.compile(value.item).groupindex
+        if "amount" not in item and "price" not in item:
+            raise ValueError("the item pattern needs a group 'amount' or 'price'")
+        if "sku" not in item and "name" not in item:
+            raise ValueError("the item pattern needs a group 'sku' or 'name'")
+        if "amount" not in re.compile(value.total).groupindex:
+            raise ValueError("the total pattern needs a group 'amount'")
+        return value
+
+
+def load_template(text: str) -> Template:
+    """A template from its TOML text; ``Rejected(template_invalid)`` naming what is wrong."""
+    try:
+        return Template.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise Rejected(Code.TEMPLATE_INVALID, f"not TOML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise Rejected(Code.TEMPLATE_INVALID, f"{where}: {first['msg']}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLine:
+    name: str
+    sku: str
+    quantity: int
+    unit_price: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceipt:
+    """What a template read from one receipt (amounts in minor units)."""
+
+    template: str
+    items: tuple[ReadLine, ...]
+    discounts: tuple[int, ...]
+    total: int | None
+    tax: int | None
+    number: str | None
+    time: str | None
+    unread: tuple[str, ...]
+    """Lines that no pattern matched (headers, footers, payment lines)."""
+
+    @property
+    def basket(self) -> Basket:
+        return Basket(tuple(Line(x.sku, x.quantity, x.unit_price) for x in self.items))
+
+    @property
+    def discount(self) -> int:
+        return sum(self.discounts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "template": self.template,
+            "items": [
+                {"name": x.name, "sku": x.sku, "quantity": x.quantity, "unit_price": x.unit_price, "amount": x.amount}
+                for x in self.items
+            ],
+            "discounts": list(self.discounts),
+            "total": self.total,
+            "tax": self.tax,
+            "number": self.number,
+            "time": self.time,
+            "unread": list(self.unread),
+        }
+
+
+def money(text: str, decimals: int) -> int:
+    """A printed amount in minor units: "1,234.50" (2) -> 123450, "¥1,200" (0) -> 1200, "12,50" -> 1250."""
+    digits = re.sub(r"[^\d.,]", "", text)
+    if not digits or not any(c.isdigit() for c in digits):
+        raise ValueError(f"no amount in {text!r}")
+    if decimals:
+        m = re.fullmatch(r"(.*?)[.,](\d{" + str(decimals) + "})", digits)
+        whole: str = m.group(1) if m else digits
+        frac: str = m.group(2) if m else "0"
+    else:
+        whole, frac = digits, "0"
+    units = int(re.sub(r"[.,]", "", whole) or "0")
+    return units * int(10**decimals) + int(frac)
+
+
+def _item(m: re.Match[str], decimals: int) -> ReadLine:
+    g = m.groupdict()
+    qty = int(g["qty"]) if g.get("qty") else None
+    price = money(g["price"], decimals) if g.get("price") else None
+    amount = money(g["amount"], decimals) if g.get("amount") else None
+    if qty is None:
+        qty = amount // price if price and amount and amount % price == 0 else 1
+    if price is None:
+        if amount is None or amount % max(qty, 1):
+            raise ValueError("an amount that is not quantity times a unit price")
+        price = amount // max(qty, 1)
+    name = (g.get("name") or "").strip()
+    sku = (g.get("sku") or name).strip()[:64]
+    if qty < 1 or not sku:
+        raise ValueError("an item without quantity or name")
+    return ReadLine(name or sku, sku, qty, price, qty * price if amount is None else amount)
+
+
+def read(template: Template, lines: list[str] | tuple[str, ...]) -> ReadReceipt:
+    """Apply ``template`` to a receipt's text lines; raises nothing (``check`` decides)."""
+    p = template.patterns
+    rx = {k: re.compile(v) for k in FIELDS if (v := getattr(p, k)) is not None}
+    items: list[ReadLine] = []
+    discounts: list[int] = []
+    total = tax = None
+    number = time = None
+    unread: list[str] = []
+    for text in lines:
+        line = text.strip()
+        if not line:
+            continue
+        hit = False
+        if "total" in rx and total is None and (m := rx["total"].search(line)):
+            total, hit = _amount(m, template.decimals), True
+        elif "discount" in rx and (m := rx["discount"].search(line)):
+            got = _amount(m, template.decimals)
+            if got is not None:
+                discounts.append(got)
+                hit = True
+        elif "tax" in rx and tax is None and (m := rx["tax"].search(line)):
+            tax, hit = _amount(m, template.decimals), True
+        elif "sku" in rx and items and total is None and (m := rx["sku"].search(line)):
+            last = items[-1]
+            sku = (m.groupdict().get("sku") or "").strip()[:64]
+            if sku:
+                items[-1] = ReadLine(last.name, sku, last.quantity, last.unit_price, last.amount)
+                hit = True
+        elif total is None and (m := rx["item"].search(line)):
+            try:
+                items.append(_item(m, template.decimals))
+                hit = True
+            except ValueError:
+                hit = False
+        if "number" in rx and number is None and (m := rx["number"].search(line)):
+            number, hit = str(m.groupdict().get("number") or m.group(0)), True
+        if "time" in rx and time is None and (m := rx["time"].search(line)):
+            time, hit = str(m.groupdict().get("time") or m.group(0)), True
+        if not hit:
+            unread.append(line)
+    return ReadReceipt(template.name, tuple(items), tuple(discounts), total, tax, number, time, tuple(unread))
+
+
+def _amount(m: re.Match[str], decimals: int) -> int | None:
+    try:
+        return money(m.group("amount"), decimals)
+    except (IndexError, ValueError):
+        return None
+
+
+def check(got: ReadReceipt) -> ReadReceipt:
+    """``got`` if it is a receipt a sale can be made of; else ``Rejected`` with a stable code."""
+    if not got.items or got.total is None:
+        raise Rejected(Code.RECEIPT_UNREAD)
+    if sum(x.amount for x in got.items) - got.discount != got.total:
+        raise Rejected(Code.RECEIPT_TOTAL_MISMATCH)
+    if any(x.amount != x.quantity * x.unit_price for x in got.items):
+        raise Rejected(Code.RECEIPT_TOTAL_MISMATCH, "An item's amount is not its quantity times its price.")
+    return got
+
+
+def read_captured(template: Template, captured: Captured) -> ReadReceipt:
+    """A captured receipt read and checked (``Rejected`` when it cannot be a sale)."""
+    if captured.damaged:
+        raise Rejected(Code.RECEIPT_DAMAGED)
+    return check(read(template, [x.text for x in captured.lines]))
+
+
+def first_reading(templates: list[Template], captured: Captured) -> ReadReceipt:
+    """The reading of the first template that reads ``captured``; the first refusal when none does."""
+    refusal: Rejected | None = None
+    for t in templates:
+        try:
+            return read_captured(t, captured)
+        except Rejected as exc:
+            refusal = refusal or exc
+    raise refusal or Rejected(Code.RECEIPT_UNREAD, "No receipt template is configured.")
+
+
+def try_template(template: Template, stream: bytes) -> list[dict[str, Any]]:
+    """What ``template`` reads from each receipt of a saved print stream (``tillpoint receipt try``):
+    per receipt its text lines, the reading, and the refusal code when it cannot be a sale."""
+    from terminal.receipts.escpos import parse
+
+    shown: list[dict[str, Any]] = []
+    for captured in parse(stream, template.encoding, template.multibyte, template.kanji_default):
+        got = read(template, [x.text for x in captured.lines])
+        row: dict[str, Any] = {
+            "digest": captured.digest,
+            "cut": captured.cut,
+            "lines": [x.text for x in captured.lines],
+            "read": got.as_json(),
+            "refused": None,
+        }
+        try:
+            read_captured(template, captured)
+        except Rejected as exc:
+            row["refused"] = {"code": exc.code.value, "message": exc.message}
+        shown.append(row)
+    return shown

@@ -1,0 +1,231 @@
+"""The pure receipt core: the ESC/POS parser (commands, code pages, cuts), the templates that read a
+receipt's lines, the loyalty block, and ``tillpoint receipt try``. Receipts are made with python-escpos."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from terminal.cli import app as cli_app
+from terminal.errors import Code, Rejected
+from terminal.receipts.block import BlockInfo, qr_native, qr_raster, render, text_width
+from terminal.receipts.escpos import Kind, ReceiptParser, Tokenizer, parse
+from terminal.receipts.templates import first_reading, load_template, money, read, read_captured
+from tests.fixtures.receipts import EN, JA, ZH, Item, Sale, chinese, english, japanese, make, random_sale, templates
+
+T = templates()
+SALE = Sale((Item("Apples", "1001", 2, 150), Item("Whole milk 1L", "1002", 1, 99)), discount=20)
+
+
+def parsed(language: str, stream: bytes) -> list:  # type: ignore[type-arg]
+    t = T[language]
+    return parse(stream, t.encoding, t.multibyte, t.kanji_default)
+
+
+def expected(language: str, sale: Sale) -> list[tuple[str, int, int]]:
+    return [(x.name if language == "ja" else x.sku, x.quantity, x.unit_price) for x in sale.items]
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_generated_receipts_read_back_as_generated(language: str) -> None:
+    rng = random.Random(language)
+    for _ in range(40):
+        sale = random_sale(rng, language, rng.randint(1, 15))
+        (captured,) = parsed(language, make(language, sale))
+        got = read_captured(T[language], captured)
+        assert [(x.sku, x.quantity, x.unit_price) for x in got.items] == expected(language, sale)
+        assert got.total == sale.total
+        assert got.discount == sale.discount
+        assert got.number == sale.number
+        assert got.time == sale.time
+        assert captured.cut
+
+
+def test_code_pages_kanji_and_layout() -> None:
+    (ja,) = parsed("ja", japanese(SALE))
+    assert ja.lines[0].text == "アクメ商店" and ja.lines[0].align == "center" and ja.lines[0].bold
+    assert ja.kanji and ja.encoding == "cp932"
+    (zh,) = parsed("zh", chinese(SALE))
+    assert zh.lines[0].text == "顶点超市"
+    assert any(x.text == "合计 ¥3.79" for x in zh.lines)
+    (en,) = parsed("en", english(Sale((Item("Café crème", "1", 1, 300),)), page="cp858"))
+    assert en.lines[0].size == (1, 2)  # double height
+    assert any(x.text.startswith("Café crème") for x in en.lines)
+
+
+def test_image_data_that_looks_like_a_cut_is_not_a_cut() -> None:
+    # the logo's raster data holds GS V and ESC i: the tokenizer skips image data by its length
+    (captured,) = parsed("en", english(SALE))
+    assert captured.lines[0].text == "ACME STORES"
+
+
+def test_cuts_separate_receipts_and_digests_cover_each_receipts_bytes() -> None:
+    import hashlib
+
+    a, b = english(SALE), japanese(SALE)
+    got = parsed("ja", a + b + b"no cut yet\n")
+    assert [x.cut for x in got] == [True, True, False]
+    assert got[0].digest == hashlib.sha256(a).hexdigest() and got[0].raw == a
+    assert got[1].digest == hashlib.sha256(b).hexdigest()
+    assert got[2].lines[-1].text == "no cut yet"
+
+
+@given(st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_any_split_of_the_stream_parses_the_same(sizes: list[int]) -> None:
+    stream = english(SALE) + japanese(SALE) + chinese(SALE)
+    whole = parse(stream, "cp437", "cp932")
+    p = ReceiptParser("cp437", "cp932")
+    got, i, k = [], 0, 0
+    while i < len(stream):
+        n = sizes[k % len(sizes)]
+        got += p.feed(stream[i : i + n])
+        i, k = i + n, k + 1
+    last = p.close()
+    assert last is None or not last.lines
+    assert [(x.lines, x.digest, x.cut_offset) for x in got] == [(x.lines, x.digest, x.cut_offset) for x in whole]
+
+
+@given(st.binary(max_size=4000))
+@settings(max_examples=200, deadline=None)
+def test_garbage_never_raises_and_every_byte_is_accounted_for(data: bytes) -> None:
+    got = parse(data, "cp437", "gb18030", kanji_default=True)
+    assert sum(x.size for x in got) == len(data)
+
+
+def test_truncated_commands_and_unknown_commands() -> None:
+    for cut_at in range(1, 60):
+        parse(english(SALE)[:cut_at])  # never raises
+    got = parse(b"\x1b\xffhello\n\x1dV")
+    assert got[0].lines[0].text == "hello" and got[0].unknown == 1 and not got[0].cut
+    tokens = list(Tokenizer().feed(b"\x10\x04\x01\x1dr\x01\x1dV\x41\x03"))
+    assert [t.kind for t in tokens] == [Kind.STATUS, Kind.STATUS, Kind.CUT]
+
+
+def test_huge_images_are_skipped_without_being_held() -> None:
+    t = Tokenizer()
+    head = b"\x1dv0\x00" + (100).to_bytes(2, "little") + (60000).to_bytes(2, "little")
+    list(t.feed(head))
+    for _ in range(600):
+        assert not list(t.feed(b"\x1dV\x00" * 3333 + b"\x00"))
+        assert len(t._buf) == 0
+    assert [x.kind for x in t.feed(b"\x1dV\x00")] == [Kind.CUT]
+
+
+def test_money() -> None:
+    assert money("1,234.50", 2) == 123450
+    assert money("￥1,200", 0) == 1200
+    assert money("12,50", 2) == 1250
+    assert money("7", 2) == 700
+    with pytest.raises(ValueError):
+        money("--", 2)
+
+
+def test_a_receipt_no_template_reads_is_refused_with_a_stable_code() -> None:
+    (en,) = parsed("en", english(SALE))
+    with pytest.raises(Rejected) as refused:
+        first_reading([T["ja"], T["zh"]], en)
+    assert refused.value.code is Code.RECEIPT_UNREAD
+    assert first_reading([T["ja"], T["en"]], en).template == "acme-en"
+    bad_total = read(T["en"], ["Apples 1 x 1.00 1.00", "TOTAL 2.00"])
+    assert bad_total.total == 200
+    with pytest.raises(Rejected) as mismatch:
+        from terminal.receipts.templates import check
+
+        check(bad_total)
+    assert mismatch.value.code is Code.RECEIPT_TOTAL_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("name = 'x'\n[patterns]\nitem = '(?P<name>.+)'\ntotal = '(?P<amount>.+)'", "patterns"),
+        ("name = 'x'\n[patterns]\nitem = '(?P<name>.+)(?P<amount>\\d+)'\ntotal = '(unclosed'", "patterns.total"),
+        (
+            "name = 'x'\nencoding = 'klingon'\n[patterns]\nitem = '(?P<sku>.)(?P<price>.)'\ntotal = '(?P<amount>.)'",
+            "encoding",
+        ),
+        ("name = 'x'\nsurprise = 1\n[patterns]\nitem = '(?P<sku>.)(?P<price>.)'\ntotal = '(?P<amount>.)'", "surprise"),
+        ("not toml [", "TOML"),
+    ],
+)
+def test_bad_templates_are_refused_naming_the_key(text: str, where: str) -> None:
+    with pytest.raises(Rejected) as refused:
+        load_template(text)
+    assert refused.value.code is Code.TEMPLATE_INVALID
+    assert where in refused.value.message
+
+
+def test_the_loyalty_block_in_the_receipts_code_page_and_width() -> None:
+    info = BlockInfo(
+        member="山田 花子", points_earned=35, balance=1200, tier="Gold: 300 to Platinum", offer="お茶 半額"
+    )
+    block = render(info, 32, "cp932")
+    (captured,) = parse(japanese(SALE)[:-3] + b"\x1c&" + block + b"\x1dV\x00", "cp437", "cp932")
+    text = captured.text
+    assert "Member: 山田 花子" in text and "Points earned: 35" in text and "Next offer: お茶 半額" in text
+    assert all(text_width(x.text) <= 42 for x in captured.lines)
+    narrow = parse(render(BlockInfo(offer="x" * 100), 32, "cp437"), "cp437")[0]
+    assert max(text_width(x.text) for x in narrow.lines) == 32
+    assert b"\x1b@" not in block
+
+
+def test_qr_commands_hold_the_claim() -> None:
+    native = qr_native("https://claim.example/c/ABC")
+    assert b"\x1d(k" in native and b"1P0https://claim.example/c/ABC" in native
+    raster = qr_raster("https://claim.example/c/ABC")
+    assert raster.startswith(b"\x1dv0\x00")
+    from tests.fixtures.printer import decode_rasters
+
+    assert decode_rasters(raster) == ["https://claim.example/c/ABC"]
+
+
+def test_receipt_try_shows_what_a_template_read(tmp_path: Path) -> None:
+    (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
+    (tmp_path / "ja.toml").write_text(JA, encoding="utf-8")
+    (tmp_path / "zh.toml").write_text(ZH, encoding="utf-8")
+    (tmp_path / "en.bin").write_bytes(english(SALE) + english(SALE))
+    (tmp_path / "ja.bin").write_bytes(japanese(Sale((Item("ラーメン", "1", 2, 800),))))
+    runner = CliRunner()
+    ok = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "en.toml"), str(tmp_path / "en.bin"), "--json"])
+    assert ok.exit_code == 0, ok.output
+    shown = json.loads(ok.stdout)
+    assert len(shown["receipts"]) == 2
+    assert shown["receipts"][0]["read"]["total"] == SALE.total
+    assert [x["sku"] for x in shown["receipts"][0]["read"]["items"]] == ["1001", "1002"]
+    text = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "ja.toml"), str(tmp_path / "ja.bin")])
+    assert text.exit_code == 0 and "ラーメン" in text.stdout and "unread: アクメ商店" in text.stdout
+    wrong = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "zh.toml"), str(tmp_path / "en.bin"), "--json"])
+    assert wrong.exit_code == 1
+    assert json.loads(wrong.stdout)["receipts"][0]["refused"]["code"] == "receipt_unread"
+    (tmp_path / "bad.toml").write_text("name = 1", encoding="utf-8")
+    bad = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "bad.toml"), str(tmp_path / "en.bin")])
+    assert bad.exit_code == 2
+
+
+def test_tier_progress_names_the_next_tier_and_what_it_needs() -> None:
+    from terminal.loyalty import Ladder, TierLevel, next_tier
+
+    ladder = Ladder((TierLevel("basic", 0), TierLevel("silver", 500), TierLevel("gold", 2000)))
+    assert next_tier("basic", 120, ladder) == ("silver", 380)
+    assert next_tier("silver", 2500, ladder) == ("gold", 0)
+    assert next_tier("gold", 0, ladder) is None
+
+
+def test_printer_and_receipts_are_off_by_default_and_bad_specs_name_the_key() -> None:
+    from terminal.config import Config, validate
+    from terminal.errors import ConfigError
+
+    cfg = Config()
+    assert not cfg.printer.listen and not cfg.printer.target
+    assert not cfg.receipts.attach and not cfg.receipts.enrich
+    for bad in ("lpt1", "tcp:printer", "ftp:x"):
+        with pytest.raises(ConfigError) as refused:
+            validate({"printer": {"target": bad}})
+        assert refused.value.key == "printer.target"
