@@ -22,6 +22,10 @@ Two threads per scanner:
   After ``idle_after`` seconds without change it looks at ``idle_fps`` frames a second only, until
   something moves: an idle camera costs a few percent of one core (docs/performance.md).
 
+Camera controls (``Controls``: exposure, focus, gain; and resolution, frame rate) are set through
+OpenCV's capture properties each time the source is opened, and read back: ``control_reports`` and the
+"added" event say what the camera made of each; a camera that ignores one is reported, not an error.
+
 Decoded texts are never logged: they may be one-time payment codes (or a payment card number,
 which ``terminal.scan`` refuses later).
 """
