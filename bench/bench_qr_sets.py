@@ -163,6 +163,7 @@ def main() -> None:
                 else measuring.frames(size, args.frames, NO_CODE_SHARE, args.seed)
             )
             out["per_frame"][which][label] = per_frame(frames)
+            print(f"{which} {label}: done", file=sys.stderr)
         if args.presentations:
             out["presentations_1080p"][which] = presentations(which, args.presentations, args.seed)
     print(json.dumps(out, indent=1))
