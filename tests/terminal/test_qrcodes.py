@@ -166,3 +166,16 @@ def test_compact_codes_are_made_directly_too() -> None:
     issued = membercodes.issue(key, "member-2026-11", "M-0001234567", 1_790_000_000, compact=True)
     assert issued == qr_text(_our_codes()["member issued"])
     assert classify(issued).kind is Kind.MEMBER and classify(compact).kind is Kind.PAYMENT
+
+
+def test_a_body_in_neither_form_is_refused() -> None:
+    from terminal.errors import Code, Rejected
+
+    for body in ("A" * 122, "A" * 108, "a$" * 61, "%" * 121):
+        with pytest.raises(Rejected) as caught:
+            pay.parse_code("TPP1:" + body)
+        assert caught.value.code is Code.PAYMENT_CODE_MALFORMED
+    for body in ("A" * 140, "a$" * 70):
+        with pytest.raises(Rejected) as caught:
+            membercodes.parse(body)
+        assert caught.value.code is Code.MALFORMED_CODE
