@@ -17,8 +17,11 @@ Figures:
                                      cv2.setNumThreads(1)), motion gate off; and CameraScanner's two
                                      threads on the same file played at 30 fps
   static_scene_1080p                 CPU % of a CameraScanner on a 30 fps static scene (motion gate on)
-Decoders: "zxing" is drivers.decode.decode (one pass + crop retries), "zxing_one_pass" the same without
-retries (lone-finder leads included, but nothing is retried), "opencv" the fallback (cv2.QRCodeDetectorAruco).
+Decoders: "zxing" is drivers.decode.decode (one pass, a half-size pass when nothing was located, crop
+retries), "zxing_one_pass" the same without the half-size pass and the retries (lone-finder leads
+included, but nothing is retried), "opencv" the fallback (cv2.QRCodeDetectorAruco).
+The comparison with raw zxing-cpp per kind of frame, on a tuning and a measuring set, is
+bench/bench_qr_sets.py.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ Decoder = Callable[[np.ndarray], list[str]]
 def decoders() -> dict[str, Decoder]:
     def one_pass(gray: np.ndarray) -> list[str]:
         saved, decoding.RETRIES = decoding.RETRIES, ()
+        halved, decoding.HALVED_PASS = decoding.HALVED_PASS, False
         try:
             return decoding.decode(gray)
         finally:
-            decoding.RETRIES = saved
+            decoding.RETRIES, decoding.HALVED_PASS = saved, halved
 
     return {
         "zxing": lambda g: decoding.decode(g, backend="zxing"),

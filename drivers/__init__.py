@@ -86,9 +86,17 @@ def _pick(options: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _camera(arg: str, options: dict[str, Any]) -> QrScanner:
-    from drivers.camera import CameraScanner
+    from drivers.camera import CameraScanner, Controls
 
-    return CameraScanner(arg, **_pick(options, CAMERA_OPTIONS))
+    picked = _pick(options, CAMERA_OPTIONS)
+    own = (options.get("cameras") or {}).get(f"camera:{arg}")
+    if own is None:
+        return CameraScanner(arg, **picked)
+    if own.resolution is not None:
+        picked["resolution"] = own.resolution
+    if own.fps is not None:
+        picked["fps"] = own.fps
+    return CameraScanner(arg, controls=Controls(own.exposure, own.focus, own.gain), **picked)
 
 
 def _wedge(arg: str, options: dict[str, Any]) -> QrScanner:
@@ -116,7 +124,8 @@ def open_scanner(spec: str, **options: Any) -> QrScanner:
     """Open a scanner by its ``kind:argument`` name; not started yet (call ``start``).
 
     Options (each kind uses its own, ignores the others; None means the driver's default):
-    camera: resolution=(w, h), fps, formats, dedupe_window, roi=(x, y, w, h) fractions, motion_threshold;
+    camera: resolution=(w, h), fps, formats, dedupe_window, roi=(x, y, w, h) fractions, motion_threshold,
+    cameras={spec: terminal.config.CameraSettings} (that camera's resolution, fps, exposure, focus, gain);
     wedge: layout, terminators, idle_timeout; serial: baudrate, idle_timeout.
     An unknown kind, an empty argument or a bad option raises DriverUnavailable; a device that is
     missing is not an error here: the scanner reports it as a ReaderEvent and keeps retrying.

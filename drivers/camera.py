@@ -22,6 +22,10 @@ Two threads per scanner:
   After ``idle_after`` seconds without change it looks at ``idle_fps`` frames a second only, until
   something moves: an idle camera costs a few percent of one core (docs/performance.md).
 
+Camera controls (``Controls``: exposure, focus, gain; and resolution, frame rate) are set through
+OpenCV's capture properties each time the source is opened, and read back: ``control_reports`` and the
+"added" event say what the camera made of each; a camera that ignores one is reported, not an error.
+
 Decoded texts are never logged: they may be one-time payment codes (or a payment card number,
 which ``terminal.scan`` refuses later).
 """
@@ -38,7 +42,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from drivers.decode import DEFAULT_FORMATS, check_formats, decode
+from drivers.decode import DEFAULT_FORMATS, FrameStack, check_formats
 from drivers.errors import DriverUnavailable
 from drivers.sinks import deliver, reader_event
 from terminal.backoff import Backoff
@@ -149,6 +153,81 @@ def _configure_device(cap: cv2.VideoCapture, resolution: tuple[int, int] | None,
 def capture_info(cap: cv2.VideoCapture) -> tuple[int, int, float]:
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     return width, height, float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+
+# -- camera controls ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What to ask of a camera; None leaves the camera's own setting (``[scanner.cameras."<spec>"]``)."""
+
+    exposure: float | str | None = None  # "auto" or a value in the driver's unit (V4L2: 100 us)
+    focus: int | str | None = None  # "auto" or a focus position
+    gain: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReport:
+    """One property asked for: what was asked, what the camera reports afterwards, whether it took it."""
+
+    name: str
+    asked: float
+    reported: float
+    applied: bool
+
+    def __str__(self) -> str:
+        if self.applied:
+            return f"{self.name} {self.reported:g}"
+        return f"{self.name} {self.asked:g} ignored (reports {self.reported:g})"
+
+
+# V4L2's auto-exposure menu as OpenCV passes it: 1 manual, 3 aperture priority (automatic).
+AUTO_EXPOSURE_MANUAL, AUTO_EXPOSURE_AUTO = 1.0, 3.0
+
+
+def control_requests(controls: Controls) -> list[tuple[str, int, float]]:
+    """The capture properties to set, in order (an automatic mode off before its manual value): pure."""
+    asks: list[tuple[str, int, float]] = []
+    if controls.exposure == "auto":
+        asks.append(("auto_exposure", cv2.CAP_PROP_AUTO_EXPOSURE, AUTO_EXPOSURE_AUTO))
+    elif controls.exposure is not None:
+        asks.append(("auto_exposure", cv2.CAP_PROP_AUTO_EXPOSURE, AUTO_EXPOSURE_MANUAL))
+        asks.append(("exposure", cv2.CAP_PROP_EXPOSURE, float(controls.exposure)))
+    if controls.focus == "auto":
+        asks.append(("autofocus", cv2.CAP_PROP_AUTOFOCUS, 1.0))
+    elif controls.focus is not None:
+        asks.append(("autofocus", cv2.CAP_PROP_AUTOFOCUS, 0.0))
+        asks.append(("focus", cv2.CAP_PROP_FOCUS, float(controls.focus)))
+    if controls.gain is not None:
+        asks.append(("gain", cv2.CAP_PROP_GAIN, float(controls.gain)))
+    return asks
+
+
+def apply_controls(cap: cv2.VideoCapture, controls: Controls) -> list[ControlReport]:
+    """Set each control and read it back. A camera (or a file, or a stream) that does not take a
+    property is reported as ignoring it, never an error: many UVC cameras lack focus or gain."""
+    reports = []
+    for name, prop, value in control_requests(controls):
+        try:
+            took = bool(cap.set(prop, value))
+            reported = float(cap.get(prop))
+        except cv2.error:
+            took, reported = False, float("nan")
+        reports.append(ControlReport(name, value, reported, took and abs(reported - value) <= max(0.5, 0.01 * value)))
+    return reports
+
+
+def capture_report(cap: cv2.VideoCapture, asked: tuple[int, int] | None, fps: float | None) -> list[ControlReport]:
+    """Resolution and frame rate asked for against what the capture reports."""
+    width, height, got_fps = capture_info(cap)
+    reports = []
+    if asked:
+        reports.append(ControlReport("width", asked[0], width, width == asked[0]))
+        reports.append(ControlReport("height", asked[1], height, height == asked[1]))
+    if fps:
+        reports.append(ControlReport("fps", fps, got_fps, abs(got_fps - fps) < 0.5))
+    return reports
 
 
 # -- what happens to a frame ----------------------------------------------------------------------
@@ -297,7 +376,8 @@ class CameraScanner:
         roi: Roi | None = None,
         motion_threshold: float = 0.5,
         realtime: bool | None = None,
-        decoder: FrameDecoder = decode,
+        decoder: FrameDecoder | None = None,
+        controls: Controls | None = None,
         backoff_first: float = 0.5,
         backoff_max: float = 10.0,
         timeout: float = 5.0,
@@ -312,7 +392,10 @@ class CameraScanner:
         self.roi = roi
         # A file is played at its own frame rate, like a camera, unless told otherwise (benchmarks).
         self.realtime = self.source.kind == "file" if realtime is None else realtime
-        self.decoder = decoder
+        # The default decoder combines consecutive frames of a presentation when none reads alone.
+        self.decoder: FrameDecoder = FrameStack() if decoder is None else decoder
+        self.controls = controls or Controls()
+        self.control_reports: list[ControlReport] = []  # what the camera made of resolution, fps and controls
         self.timeout = timeout
         self.idle_after = idle_after
         self.idle_fps = idle_fps
@@ -383,12 +466,18 @@ class CameraScanner:
             width, height, fps = capture_info(cap)
             codec = fourcc(cap) or "?"
             passthrough = jpeg_passthrough(cap, self.source)
+            self.control_reports = capture_report(cap, self.resolution, self.fps) + apply_controls(cap, self.controls)
             self.stats.opened += 1
             self._last_problem = None
             self._gate.reset()
             self._unchanged_since = None
             how = "JPEG passthrough" if passthrough else "decoded by OpenCV"
-            self._emit_reader("added", f"{self.source.kind} {width}x{height} @ {fps:g} fps, {codec} ({how})")
+            controls = "; ".join(str(r) for r in self.control_reports)
+            self._emit_reader(
+                "added",
+                f"{self.source.kind} {width}x{height} @ {fps:g} fps, {codec} ({how})"
+                + (f"; {controls}" if controls else ""),
+            )
             detail = self._pump(cap, stopping, fps)
         except cv2.error as exc:
             detail = f"camera lost: {exc}"

@@ -8,20 +8,27 @@ How a frame is decoded (the figures behind each choice are in docs/performance.m
 
 1. One zxing-cpp pass over the whole frame, restricted to the configured formats, without its
    rotation search (it only matters to linear codes, which are read in both directions anyway), its
-   inverted-image pass and its downscaled passes: those cost about a third more on every frame and,
-   on our test sets, found nothing the retries below do not. ``return_errors=True`` makes zxing-cpp
-   also report a code it located (finder patterns, grid) but could not decode. "qr" means QR Code
-   Model 2 only (zxing-cpp's "QRCode" is the whole family: searching for Model 1 and rMQR too costs
-   about 6 % more a frame and finds nothing we print).
+   inverted-image pass and its downscaled passes. ``return_errors=True`` makes zxing-cpp also report
+   a code it located (finder patterns, grid) but could not decode. "qr" means QR Code Model 2 only
+   (zxing-cpp's "QRCode" is the whole family: searching for Model 1 and rMQR too costs about 6 % more
+   a frame and finds nothing we print).
 2. A QR search also looks for Micro QR codes, never reported unless configured: to zxing a Micro QR
    code is a lone finder pattern, and a lone finder pattern is what is left of a QR code whose other
    two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` times the size
    of the Micro QR code zxing took it for, on every side.
-3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
+3. When that pass neither read nor located anything: the same pass on the frame at half size
+   (``halved_pass``: a quarter of the cost). A large code (10-30 px a module) that is blurred or low
+   in contrast has edges too soft for the full-size pass; halved they are sharp again. This is what
+   zxing-cpp's own downscaling would find, at a fraction of its cost, and only when needed.
+4. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
    crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
-   code, what zxing's downscaling would do), doubled (small modules), binarised with a local
-   threshold (uneven light), contrast stretched tile by tile (CLAHE: the faint modules at a glare's
-   edge). A frame with no code costs one pass and nothing more.
+   code), enlarged two to four times (small modules), deblurred (a stronger
+   sharpening, for sigma >= 1.5 blur), binarised with a local threshold (uneven light), contrast
+   stretched tile by tile (CLAHE: the faint modules at a glare's edge, low contrast). A frame with no
+   code costs one pass and a quarter.
+5. ``FrameStack`` (used by the camera): when a located code is read in no single frame, the crops
+   around it in the last few frames of the presentation are aligned (phase correlation) and averaged:
+   sensor noise and JPEG artefacts average out, then the retries run on the mean.
 
 With no zxing-cpp installed, ``decode`` falls back to ``cv2.QRCodeDetectorAruco`` (QR codes only);
 it decodes fewer frames at 20-40 times the cost, so the fallback is logged once as a warning.
@@ -32,6 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -58,6 +66,8 @@ MAX_RETRIES = 2  # located-but-failed codes retried per frame
 # Micro QR code zxing took it for (11-17 modules), on every side.
 HINT_REACH = 2.5
 FINDER_HINTS = True  # look for those lone finder patterns in a QR-only search
+HALVED_PASS = True  # a frame where nothing was located is looked at again at half size
+HALVED_MIN_SIDE = 360  # ... when it is at least this tall once halved (720p and up)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 Decoder = Callable[[np.ndarray, tuple[str, ...]], list[str]]
@@ -76,10 +86,22 @@ def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
 
 def decode(gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS, *, backend: str | None = None) -> list[str]:
     """Texts of the codes in ``gray`` (2-D uint8; a BGR frame is converted), each once, in frame order."""
-    if gray.ndim == 3:
-        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
     name = backend or default_backend()
-    return BACKENDS[name](np.ascontiguousarray(gray), tuple(formats))
+    return BACKENDS[name](_grey(gray), tuple(formats))
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return np.ascontiguousarray(image)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one frame gave: the texts read, and the boxes of codes located but not read (leads)."""
+
+    texts: list[str]
+    leads: list[Box] = field(default_factory=list)
 
 
 def default_backend() -> str:
@@ -132,25 +154,58 @@ def _read(zx: ModuleType, image: np.ndarray, formats: Any, errors: bool) -> list
 
 
 def decode_zxing(gray: np.ndarray, formats: tuple[str, ...]) -> list[str]:
+    return decode_detail(gray, formats).texts
+
+
+def decode_detail(gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) -> Decoded:
+    """``decode`` with zxing-cpp, also giving the leads it could not read (for ``FrameStack``)."""
     zx = _zxing()
     if zx is None:
         raise ModuleNotFoundError("zxing-cpp is not installed (pip install zxing-cpp)")
-    search, hint = _zxing_formats(zx, formats)
+    gray = _grey(gray)
+    search, hint = _zxing_formats(zx, tuple(formats))
+    texts, read, failed = _pass(zx, gray, search, hint, 1)
+    if HALVED_PASS and not texts and not failed and gray.shape[0] >= 2 * HALVED_MIN_SIDE:
+        small = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        texts, read, failed = _pass(zx, small, search, hint, 2)
+        failed = [_clip(b, gray.shape) for b in failed]
+    leads = _distinct(failed, read)[:MAX_RETRIES]
+    missed: list[Box] = []
+    for box in leads:
+        found = _retry(zx, crop_for_retry(gray, box), search, hint)
+        texts.extend(found)
+        if not found:
+            missed.append(box)
+    return Decoded(list(dict.fromkeys(texts)), missed)
+
+
+def _pass(
+    zx: ModuleType, image: np.ndarray, search: Any, hint: Any, scale: int
+) -> tuple[list[str], list[Box], list[Box]]:
+    """One zxing-cpp pass: (texts read, their boxes, boxes located but not read), boxes in frame
+    pixels (``scale`` times the image's)."""
     texts: list[str] = []
     read: list[Box] = []
     failed: list[Box] = []
-    for result in _read(zx, gray, search, errors=True):
+    for result in _read(zx, image, search, errors=True):
         if result.format == hint:
             if not result.valid:  # a lone finder pattern: look around it for the QR code it belongs to
-                failed.append(_box(result.position, gray.shape, margin=HINT_REACH))
+                failed.append(_scaled(_box(result.position, image.shape, margin=HINT_REACH), scale))
         elif result.valid:
             texts.append(result.text)
-            read.append(_box(result.position, gray.shape))
+            read.append(_scaled(_box(result.position, image.shape), scale))
         else:
-            failed.append(_box(result.position, gray.shape))
-    for box in _distinct(failed, read)[:MAX_RETRIES]:
-        texts.extend(_retry(zx, gray, box, search, hint))
-    return list(dict.fromkeys(texts))
+            failed.append(_scaled(_box(result.position, image.shape), scale))
+    return texts, read, failed
+
+
+def _scaled(box: Box, scale: int) -> Box:
+    return (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
+
+
+def _clip(box: Box, shape: tuple[int, ...]) -> Box:
+    h, w = shape[:2]
+    return (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3]))
 
 
 def _distinct(boxes: list[Box], read: list[Box]) -> list[Box]:
@@ -189,10 +244,24 @@ def halved(image: np.ndarray) -> np.ndarray | None:
     return cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
 
 
-def doubled(image: np.ndarray) -> np.ndarray | None:
-    if max(image.shape[:2]) > RETRY_MAX_SIDE // 2:
+def enlarged(image: np.ndarray) -> np.ndarray | None:
+    """Small modules: the crop enlarged two to four times (cubic; the smaller the crop, the more),
+    then sharpened, so a module of 1.5-3 px becomes 6 px or more; skipped on crops that are large
+    already (a large crop has large modules)."""
+    side = max(image.shape[:2])
+    factor = min(4.0, RETRY_MAX_SIDE * 1.5 / max(1, side))
+    if factor < 2.0:
         return None
-    return unsharp(cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
+    big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    return unsharp(big)
+
+
+def deblurred(image: np.ndarray) -> np.ndarray:
+    """A strong blur (sigma 1.5 and more): a wide, strong unsharp mask, then a median to tame the noise
+    it brings up."""
+    smooth = cv2.medianBlur(image, 3)
+    blurred = cv2.GaussianBlur(smooth, (0, 0), 2.5)
+    return cv2.addWeighted(smooth, 3.0, blurred, -2.0, 0)
 
 
 def local_threshold(image: np.ndarray) -> np.ndarray:
@@ -212,7 +281,13 @@ def local_contrast(image: np.ndarray) -> np.ndarray:
 
 
 Retry = Callable[[np.ndarray], "np.ndarray | None"]
-RETRIES: tuple[Retry, ...] = (unsharp, halved, doubled, local_threshold, local_contrast)
+
+
+def _as_is(image: np.ndarray) -> np.ndarray:
+    return image
+
+
+RETRIES: tuple[Retry, ...] = (unsharp, halved, enlarged, deblurred, local_threshold, local_contrast)
 RETRY_MAX_SIDE = 640  # a bigger crop (a code filling the frame) is shrunk first: retries stay ~1 ms each
 
 
@@ -225,11 +300,12 @@ def crop_for_retry(gray: np.ndarray, box: Box) -> np.ndarray:
     return crop
 
 
-def _retry(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any, hint: Any) -> list[str]:
-    crop = crop_for_retry(gray, box)
+def _retry(
+    zx: ModuleType, crop: np.ndarray, formats: Any, hint: Any, steps: Sequence[Retry] | None = None
+) -> list[str]:
     if crop.size == 0:
         return []
-    for step in RETRIES:
+    for step in RETRIES if steps is None else steps:
         image = step(crop)
         if image is None:
             continue
@@ -237,6 +313,68 @@ def _retry(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any, hint: Any) 
         if found:
             return found
     return []
+
+
+# -- several frames of one presentation -----------------------------------------------------------
+
+STACK_DEPTH = 4  # frames of one presentation averaged when none reads alone
+
+
+def aligned_mean(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """The crops (same size, the newest last) shifted onto the newest by phase correlation and averaged."""
+    ref = crops[-1].astype(np.float32)
+    window = cv2.createHanningWindow((ref.shape[1], ref.shape[0]), cv2.CV_32F)
+    total = ref.copy()
+    for crop in crops[:-1]:
+        moving = crop.astype(np.float32)
+        # phaseCorrelate may apply the window to its inputs in place: it gets copies
+        (dx, dy), _response = cv2.phaseCorrelate(ref.copy(), moving.copy(), window)
+        shift = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+        total += cv2.warpAffine(moving, shift, (ref.shape[1], ref.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(total / len(crops), 0, 255).astype(np.uint8)
+
+
+class FrameStack:
+    """Decodes the frames of one camera in turn; when a located code is read in none of them, the
+    crops around it in the last ``depth`` frames are aligned and averaged and the retries run on that.
+
+    A frame where nothing was located, or where something was read, empties the stack: the frames
+    combined are always consecutive frames of one presentation.
+    """
+
+    def __init__(self, depth: int = STACK_DEPTH) -> None:
+        self.depth = depth
+        self.frames: list[np.ndarray] = []
+        self.combined_reads = 0  # reads only the combination gave (metrics, tests)
+
+    def decode(self, gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) -> list[str]:
+        zx = _zxing()
+        if zx is None:
+            return decode(gray, formats)
+        gray = _grey(gray)
+        result = decode_detail(gray, formats)
+        if result.texts or not result.leads or self.depth < 2:
+            self.frames.clear()
+            return result.texts
+        if self.frames and self.frames[-1].shape != gray.shape:
+            self.frames.clear()
+        self.frames = [*self.frames[-(self.depth - 1) :], gray]
+        if len(self.frames) < 2:
+            return []
+        search, hint = _zxing_formats(zx, tuple(formats))
+        for box in result.leads:
+            x0, y0, x1, y1 = box
+            mean = aligned_mean([f[y0:y1, x0:x1] for f in self.frames])
+            crop = crop_for_retry(mean, (0, 0, mean.shape[1], mean.shape[0]))
+            found = _retry(zx, crop, search, hint, (_as_is, *RETRIES))
+            if found:
+                self.combined_reads += 1
+                self.frames.clear()
+                return list(dict.fromkeys(found))
+        return []
+
+    def __call__(self, gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) -> list[str]:
+        return self.decode(gray, formats)
 
 
 # -- OpenCV fallback ------------------------------------------------------------------------------

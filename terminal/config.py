@@ -218,13 +218,33 @@ def _enter_or_tab() -> list[Terminator]:
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
+Resolution = tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]]
+
+
+class CameraSettings(_Section):
+    """One camera's controls, ``[scanner.cameras."camera:/dev/video0"]``; a key left out keeps the
+    section's value (resolution, fps) or the camera's own setting (the others)."""
+
+    resolution: Resolution | None = None
+    """Capture size [width, height] for this camera; none: [scanner] resolution."""
+    fps: Annotated[float, Field(gt=0, le=240)] | None = None
+    """Frame rate for this camera; none: [scanner] fps."""
+    exposure: Literal["auto"] | Annotated[float, Field(gt=0, le=10_000)] | None = None
+    """"auto", or a fixed exposure in the driver's unit (V4L2: 100 microseconds; 50-100 = 5-10 ms reads phone
+    screens without smearing); none: leave the camera's setting."""
+    focus: Literal["auto"] | Annotated[int, Field(ge=0, le=1023)] | None = None
+    """"auto", or a fixed focus position (V4L2 focus_absolute; larger is nearer on most UVC cameras); none: leave it."""
+    gain: Annotated[float, Field(ge=0, le=1023)] | None = None
+    """Sensor gain in the driver's unit; none: leave it."""
+
+
 class ScannerSection(_Section):
     """QR / barcode scanners (docs/scanning.md). Each kind uses the keys that concern it."""
 
     devices: list[str] = Field(default_factory=list)
     """"camera:/dev/video0", "camera:0", "camera:file.avi", "camera:rtsp://...", "wedge:/dev/input/by-id/...",
     "serial:/dev/ttyACM0", "sim:"; empty: no scanner."""
-    resolution: tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]] | None = None
+    resolution: Resolution | None = None
     """Camera capture size [width, height]; none: the camera's default."""
     fps: Annotated[float, Field(gt=0, le=240)] | None = None
     """Camera frame rate asked for; None: the camera's default."""
@@ -244,6 +264,9 @@ class ScannerSection(_Section):
     """Wedge and serial scanners with no suffix: a scan ends after this many seconds without input."""
     baudrate: Annotated[int, Field(ge=300, le=4_000_000)] = 9600
     """Serial scanner speed (CDC-ACM scanners ignore it)."""
+    cameras: dict[str, CameraSettings] = Field(default_factory=dict)
+    """Per-camera controls by device spec: [scanner.cameras."camera:/dev/video0"] with resolution, fps,
+    exposure, focus, gain (see [scanner.cameras."<spec>"] below)."""
 
     @field_validator("devices")
     @classmethod
@@ -257,9 +280,19 @@ class ScannerSection(_Section):
             raise ValueError("roi [x, y, width, height] must have a size and lie inside the frame (fractions 0..1)")
         return value
 
+    @field_validator("cameras")
+    @classmethod
+    def _camera_specs(cls, value: dict[str, CameraSettings]) -> dict[str, CameraSettings]:
+        for spec in value:
+            if not spec.startswith("camera:") or not spec.partition(":")[2]:
+                raise ValueError(f"{spec!r} is not a camera device spec (e.g. 'camera:/dev/video0')")
+        return value
+
     def driver_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``drivers.open_scanner``."""
-        return self.model_dump(exclude={"devices"})
+        """Keyword arguments for ``drivers.open_scanner`` (``cameras``: each camera's own settings)."""
+        options = self.model_dump(exclude={"devices", "cameras"})
+        options["cameras"] = dict(self.cameras)
+        return options
 
 
 class PaymentsSection(_Section):

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from terminal import config as config_mod
-from terminal.config import Config
+from terminal.config import CameraSettings, Config
 from terminal.errors import ConfigError
 from terminal.keys import key_check
 
@@ -255,35 +255,82 @@ def check_cameras(cfg: Config) -> list[Check]:
         return [
             skip("camera", "no camera scanner configured" + (f" ({', '.join(present)} present)" if present else ""))
         ]
-    return [check_camera(spec.partition(":")[2]) for spec in cameras]
+    section = cfg.scanner
+    return [
+        check_camera(
+            spec.partition(":")[2], settings=section.cameras.get(spec), resolution=section.resolution, fps=section.fps
+        )
+        for spec in cameras
+    ]
 
 
-def check_camera(device: str, timeout: float = 5.0) -> Check:
+def check_camera(
+    device: str,
+    timeout: float = 5.0,
+    settings: CameraSettings | None = None,
+    resolution: tuple[int, int] | None = None,
+    fps: float | None = None,
+) -> Check:
+    """Opens the camera with its configured controls and says what it reports for each (a control the
+    camera ignores is a warning: the setting has no effect on this model)."""
     name = f"camera {device}"
     if device.startswith("/dev/"):
         if not os.path.exists(device):
             return fail(name, "no such device: is the camera plugged in?")
         if not os.access(device, os.R_OK | os.W_OK):
             return fail(name, "exists but this user may not open it (video group, DeviceAllow=)")
-    opened = _bounded(lambda: _grab_frame(device), timeout)
+    if settings is not None:
+        resolution = settings.resolution or resolution
+        fps = settings.fps or fps
+    opened = _bounded(lambda: _grab_frame(device, settings, resolution, fps), timeout)
     if opened is None:
         return fail(name, f"opening it took more than {timeout:.0f} s")
-    return ok(name, opened) if not opened.startswith("!") else fail(name, opened[1:])
+    if opened.startswith("!"):
+        return fail(name, opened[1:])
+    return warn(name, opened[1:]) if opened.startswith("?") else ok(name, opened)
 
 
-def _grab_frame(device: str) -> str:
+def _grab_frame(
+    device: str, settings: CameraSettings | None, resolution: tuple[int, int] | None, fps: float | None
+) -> str:
+    """What the camera gives and reports; "!" leads a failure, "?" a warning (a control ignored)."""
     try:
-        import cv2
+        from drivers.camera import Controls, apply_controls, capture_report, open_capture, parse_source
+        from drivers.errors import DriverUnavailable
     except ImportError:
         return "present (OpenCV not installed here, so no frame was read)"
-    capture = cv2.VideoCapture(device)
     try:
-        good, frame = capture.read() if capture.isOpened() else (False, None)
+        capture = open_capture(parse_source(device), resolution, fps)
+    except DriverUnavailable as exc:
+        return f"!{exc}"
+    try:
+        controls = Controls(settings.exposure, settings.focus, settings.gain) if settings else Controls()
+        reports = capture_report(capture, resolution, fps) + apply_controls(capture, controls)
+        good, frame = capture.read()
         if not good or frame is None:
             return "!opens but gives no picture"
-        return f"gives {frame.shape[1]}x{frame.shape[0]} frames"
+        shape = frame.shape
+        said = "; ".join(str(r) for r in reports) or "no control configured"
+        reported = _reported(capture)
+        text = f"gives {shape[1]}x{shape[0]} frames; {said}; reports {reported}"
+        return ("?" if any(not r.applied for r in reports) else "") + text
     finally:
         capture.release()
+
+
+def _reported(capture: Any) -> str:
+    """Every control the camera reports, as OpenCV reads it (-1 or 0 where the driver has none)."""
+    import cv2
+
+    props = {
+        "fps": cv2.CAP_PROP_FPS,
+        "auto_exposure": cv2.CAP_PROP_AUTO_EXPOSURE,
+        "exposure": cv2.CAP_PROP_EXPOSURE,
+        "autofocus": cv2.CAP_PROP_AUTOFOCUS,
+        "focus": cv2.CAP_PROP_FOCUS,
+        "gain": cv2.CAP_PROP_GAIN,
+    }
+    return ", ".join(f"{name} {float(capture.get(prop)):g}" for name, prop in props.items())
 
 
 def _bounded(work: Callable[[], str], timeout: float) -> str | None:

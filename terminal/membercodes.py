@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from terminal import b64url
+from terminal import b64url, base45
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
 
@@ -54,16 +54,36 @@ def _short(text: str, what: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int) -> str:
-    """Head office's side: the member's code, signed with its member key."""
+def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int, compact: bool = False) -> str:
+    """Head office's side: the member's code, signed with its member key (``compact``: base45 body)."""
     body = bytes([ISSUED]) + _short(key_id, "key id") + struct.pack(">I", issued_at) + _short(member_id, "member id")
-    return PREFIX + b64url.encode(body + key.sign(_DOMAIN + body))
+    return _text(body + key.sign(_DOMAIN + body), compact)
 
 
-def device_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int) -> str:
+def device_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int, compact: bool = False) -> str:
     """The member's phone: a member code that is also a one-time proof (made like a payment code)."""
     raw = b64url.decode(pay.make_code(device_key, cert_id, now, counter)[len(pay.PREFIX) :])
-    return PREFIX + b64url.encode(bytes([DEVICE]) + raw)
+    return _text(bytes([DEVICE]) + raw, compact)
+
+
+def _text(raw: bytes, compact: bool) -> str:
+    return PREFIX + (base45.encode(raw) if compact else b64url.encode(raw))
+
+
+def _forms(body: str) -> list[bytes]:
+    """The bytes a body may stand for: base64url (the first form) when it is written in that alphabet,
+    then base45; the structure of the bytes (form, lengths) tells which one was meant."""
+    forms = []
+    if set(body) <= pay.BASE64URL_CHARS:
+        forms.append(b64url.decode)
+    forms.append(base45.decode)
+    out = []
+    for read in forms:
+        try:
+            out.append(read(body))
+        except ValueError:
+            continue
+    return out
 
 
 def _take(raw: bytes, at: int) -> tuple[str, int]:
@@ -75,20 +95,29 @@ def _take(raw: bytes, at: int) -> tuple[str, int]:
 
 
 def parse(body: str) -> IssuedCode | DeviceCode:
-    """The code in a ``TPM2:`` body; ``Rejected(malformed_code)`` when it is not one."""
-    try:
-        raw = b64url.decode(body)
-        if raw[:1] == bytes([DEVICE]):
-            return DeviceCode(pay.PREFIX + b64url.encode(raw[1:]))
-        if raw[:1] != bytes([ISSUED]):
-            raise ValueError("unknown form")
-        key_id, at = _take(raw, 1)
-        (issued_at,) = struct.unpack(">I", raw[at : at + 4])
-        member_id, end = _take(raw, at + 4)
-        if len(raw) != end + _SIG:
+    """The code in a ``TPM2:`` body, written in base64url or base45; ``Rejected(malformed_code)`` when it
+    is neither form of a code."""
+    failure: Exception = ValueError("empty")
+    for raw in _forms(body):
+        try:
+            return _parse(raw)
+        except (ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
+            failure = exc
+    raise Rejected(Code.MALFORMED_CODE, "This member code is damaged or incomplete.") from failure
+
+
+def _parse(raw: bytes) -> IssuedCode | DeviceCode:
+    if raw[:1] == bytes([DEVICE]):
+        if len(raw) != 1 + pay.CODE_BYTES:
             raise ValueError("wrong length")
-    except (ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
-        raise Rejected(Code.MALFORMED_CODE, "This member code is damaged or incomplete.") from exc
+        return DeviceCode(pay.PREFIX + b64url.encode(raw[1:]))
+    if raw[:1] != bytes([ISSUED]):
+        raise ValueError("unknown form")
+    key_id, at = _take(raw, 1)
+    (issued_at,) = struct.unpack(">I", raw[at : at + 4])
+    member_id, end = _take(raw, at + 4)
+    if len(raw) != end + _SIG:
+        raise ValueError("wrong length")
     return IssuedCode(key_id, issued_at, member_id, raw[:end], raw[end:])
 
 

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from terminal import b64url
+from terminal import b64url, base45
 from terminal.canonical import canonical_json
 from terminal.errors import Code, Rejected
 
@@ -144,11 +144,34 @@ def _signed(cert_id: bytes, step: int, counter: int) -> bytes:
     return _DOMAIN + _CODE.pack(VERSION, cert_id, step, counter)
 
 
-def make_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int) -> str:
-    """The member's device: a fresh payment code as QR text."""
+def make_code(device_key: Ed25519PrivateKey, cert_id: bytes, now: int, counter: int, compact: bool = False) -> str:
+    """The member's device: a fresh payment code as QR text (``compact``: the body in base45, which keeps
+    the code at QR version 5; see ``body_bytes``)."""
     step = now // STEP_SECONDS
     raw = _CODE.pack(VERSION, cert_id, step, counter) + device_key.sign(_signed(cert_id, step, counter))
-    return PREFIX + b64url.encode(raw)
+    return PREFIX + (base45.encode(raw) if compact else b64url.encode(raw))
+
+
+CODE_BYTES = _CODE.size + 64  # a payment code's bytes: version, cert id, step, counter, signature
+
+
+def body_bytes(body: str, size: int | None = None) -> bytes:
+    """A code body's bytes, written in base64url (the first form) or base45 (the compact one).
+
+    base64url is tried first; a body that is not valid base64url, or (with ``size``) does not give
+    ``size`` bytes that way, is read as base45. The two forms of one size differ in length (4/3 and 3/2
+    characters a byte), so a fixed-size body is never ambiguous. ValueError when neither reads."""
+    if set(body) <= BASE64URL_CHARS:
+        try:
+            raw = b64url.decode(body)
+            if size is None or len(raw) == size:
+                return raw
+        except ValueError:
+            pass
+    return base45.decode(body)
+
+
+BASE64URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def parse_code(text: str) -> PaymentCode:
@@ -157,7 +180,7 @@ def parse_code(text: str) -> PaymentCode:
         raise Rejected(Code.PAYMENT_CODE_MALFORMED, "Not a tillpoint payment code.")
     body = text[len(PREFIX) :].strip()
     try:
-        raw = b64url.decode(body)
+        raw = body_bytes(body, _CODE.size + 64)
     except (ValueError, TypeError) as exc:
         raise Rejected(Code.PAYMENT_CODE_MALFORMED) from exc
     if len(raw) != _CODE.size + 64:

@@ -35,6 +35,7 @@ PURE = {
     "backoff",
     "identity",
     "receipts",
+    "base45",
 }
 IO_LIBS = {
     "smartcard",

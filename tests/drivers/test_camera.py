@@ -325,3 +325,111 @@ def test_progress_for_the_watchdog_moves_while_the_camera_is_missing() -> None:
         before = scanner.last_progress
         wait_until(lambda: scanner.last_progress > before, WAIT, "the capture loop to go round")
         assert scanner.last_progress > before
+
+
+# -- camera controls --------------------------------------------------------------------------------
+
+
+class _Camera:
+    """A capture that keeps what it is told (a UVC camera with every control), or ignores ``deaf`` ones."""
+
+    def __init__(self, deaf: tuple[int, ...] = ()) -> None:
+        self.deaf = deaf
+        self.props: dict[int, float] = {}
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop in self.deaf:
+            return False
+        self.props[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+
+def test_controls_are_asked_in_order_manual_mode_before_its_value() -> None:
+    import cv2
+
+    asks = camera.control_requests(camera.Controls(exposure=80, focus=30, gain=4))
+    assert [(n, p) for n, p, _ in asks] == [
+        ("auto_exposure", cv2.CAP_PROP_AUTO_EXPOSURE),
+        ("exposure", cv2.CAP_PROP_EXPOSURE),
+        ("autofocus", cv2.CAP_PROP_AUTOFOCUS),
+        ("focus", cv2.CAP_PROP_FOCUS),
+        ("gain", cv2.CAP_PROP_GAIN),
+    ]
+    assert [v for _, _, v in asks] == [camera.AUTO_EXPOSURE_MANUAL, 80.0, 0.0, 30.0, 4.0]
+    auto = camera.control_requests(camera.Controls(exposure="auto", focus="auto"))
+    assert [(n, v) for n, _, v in auto] == [("auto_exposure", camera.AUTO_EXPOSURE_AUTO), ("autofocus", 1.0)]
+    assert camera.control_requests(camera.Controls()) == []
+
+
+def test_a_camera_that_takes_the_controls_reports_them_applied() -> None:
+    import cv2
+
+    cam = _Camera()
+    reports = camera.apply_controls(cam, camera.Controls(exposure=80, focus=30))  # type: ignore[arg-type]
+    assert all(r.applied for r in reports)
+    assert cam.props[cv2.CAP_PROP_EXPOSURE] == 80 and cam.props[cv2.CAP_PROP_FOCUS] == 30
+    deaf = camera.apply_controls(_Camera(deaf=(cv2.CAP_PROP_FOCUS,)), camera.Controls(focus=30))  # type: ignore[arg-type]
+    assert [(r.name, r.applied) for r in deaf] == [("autofocus", True), ("focus", False)]
+    assert str(deaf[1]) == "focus 30 ignored (reports 0)"
+
+
+def test_a_video_source_that_ignores_the_controls_is_reported_not_a_crash(tmp_path: Path) -> None:
+    # OpenCV's FFmpeg capture of a file has no exposure, focus or gain: like a camera without them.
+    video = write_video(tmp_path / "controls.avi", still("TPM1:controls", SIZE, 0.5), FPS)
+    controls = camera.Controls(exposure=80, focus=30, gain=4)
+    with running(str(video), controls=controls, resolution=(1280, 720), fps=15.0) as (scanner, events):
+        assert events.read() == "TPM1:controls"
+    reports = {r.name: r for r in scanner.control_reports}
+    assert set(reports) == {"width", "height", "fps", "auto_exposure", "exposure", "autofocus", "focus", "gain"}
+    assert not reports["exposure"].applied and not reports["focus"].applied
+    assert reports["width"].reported == SIZE[0] and not reports["width"].applied
+    assert reports["fps"].reported == FPS
+    added = events.history[0]
+    assert (
+        added.kind == "added"
+        and "exposure 80 ignored" in added.detail
+        and "width 1280 ignored (reports 960)" in added.detail
+    )
+
+
+def test_each_camera_gets_its_own_settings_from_the_config() -> None:
+    from terminal.config import validate
+
+    cfg = validate(
+        {
+            "scanner": {
+                "devices": ["camera:/dev/video0", "camera:/dev/video2"],
+                "resolution": [1280, 720],
+                "cameras": {
+                    "camera:/dev/video2": {"resolution": [1920, 1080], "fps": 30, "exposure": 60, "focus": "auto"}
+                },
+            }
+        }
+    )
+    first = open_scanner("camera:/dev/video0", **cfg.scanner.driver_options())
+    second = open_scanner("camera:/dev/video2", **cfg.scanner.driver_options())
+    assert isinstance(first, CameraScanner) and isinstance(second, CameraScanner)
+    assert first.resolution == (1280, 720) and first.controls == camera.Controls()
+    assert second.resolution == (1920, 1080) and second.fps == 30
+    assert second.controls == camera.Controls(exposure=60, focus="auto")
+
+
+@pytest.mark.parametrize(
+    ("cameras", "key"),
+    [
+        ({"/dev/video0": {}}, "scanner.cameras"),
+        ({"camera:/dev/video0": {"exposure": -5}}, "scanner.cameras.camera:/dev/video0.exposure"),
+        ({"camera:/dev/video0": {"focus": "manual"}}, "scanner.cameras.camera:/dev/video0.focus"),
+        ({"camera:/dev/video0": {"zoom": 2}}, "scanner.cameras.camera:/dev/video0.zoom"),
+    ],
+)
+def test_bad_camera_settings_are_refused_naming_the_key(cameras: dict[str, Any], key: str) -> None:
+    from terminal.config import validate
+    from terminal.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate({"scanner": {"cameras": cameras}})
+    assert caught.value.key.startswith(key)

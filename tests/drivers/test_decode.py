@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import zxingcpp
@@ -151,3 +153,105 @@ def test_fallback_is_chosen_when_zxing_is_missing(monkeypatch: pytest.MonkeyPatc
     assert decode(frame) == [TEXT]
     with pytest.raises(ModuleNotFoundError, match="zxing-cpp"):
         decode(frame, backend="zxing")
+
+
+# -- the stages added for the kinds of frame raw zxing-cpp reads worst ------------------------------
+# Each list was found by search with these exact seeds: frames that this one stage reads and the rest
+# of the decoder does not; removing the stage must lose them.
+
+
+def _frames(cases: list[tuple[int, Look]], size: tuple[int, int] = SIZE) -> list[np.ndarray]:
+    return [render(TEXT, size, look, np.random.default_rng(seed)) for seed, look in cases]
+
+
+# Large modules (12-24 px) under a strong blur and low contrast at 1080p: the full-size pass locates
+# nothing, the same pass on the halved frame reads them.
+LARGE_SOFT = [
+    (93, Look(module_px=23.826, angle=-5.216, blur_sigma=3.630, contrast=0.411, noise=3, jpeg_quality=80)),
+    (108, Look(module_px=22.272, angle=-11.949, blur_sigma=3.897, contrast=0.291, noise=3, jpeg_quality=80)),
+    (110, Look(module_px=23.166, angle=0.178, blur_sigma=3.537, contrast=0.499, noise=3, jpeg_quality=80)),
+    (126, Look(module_px=12.074, angle=38.324, blur_sigma=4.825, contrast=0.273, noise=3, jpeg_quality=80)),
+]
+
+
+def test_a_frame_where_nothing_was_located_is_read_again_at_half_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _frames(LARGE_SOFT, (1920, 1080))
+    assert sum(decode(f) == [TEXT] for f in frames) >= 3
+    monkeypatch.setattr(decoding, "HALVED_PASS", False)
+    assert sum(decode(f) == [TEXT] for f in frames) == 0
+
+
+# Strong defocus (sigma 2.5-3.2) on 4-6 px modules: only the deblurring retry reads them.
+STRONG_BLUR = [
+    (44, Look(module_px=4.368, angle=-19.351, blur_sigma=2.487, noise=2, jpeg_quality=85)),
+    (56, Look(module_px=6.178, angle=-38.648, blur_sigma=3.177, noise=2, jpeg_quality=85)),
+    (81, Look(module_px=5.302, angle=-23.070, blur_sigma=3.094, noise=2, jpeg_quality=85)),
+    (187, Look(module_px=4.763, angle=-11.992, blur_sigma=2.606, noise=2, jpeg_quality=85)),
+]
+
+
+def test_a_strong_blur_is_read_by_the_deblurring_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _frames(STRONG_BLUR)
+    assert sum(decode(f) == [TEXT] for f in frames) >= 3
+    monkeypatch.setattr(decoding, "RETRIES", tuple(r for r in decoding.RETRIES if r is not decoding.deblurred))
+    assert sum(decode(f) == [TEXT] for f in frames) <= 1
+
+
+def test_modules_of_1_6_px_are_read_by_enlarging_the_located_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = render(
+        TEXT,
+        SIZE,
+        Look(module_px=1.607, angle=35.34, blur_sigma=0.546, noise=2, jpeg_quality=85),
+        np.random.default_rng(126),
+    )
+    assert decode(frame) == [TEXT]
+    monkeypatch.setattr(decoding, "RETRIES", tuple(r for r in decoding.RETRIES if r is not decoding.enlarged))
+    assert decode(frame) == []
+
+
+def test_enlarging_leaves_large_crops_alone() -> None:
+    assert decoding.enlarged(np.zeros((100, 100), np.uint8)).shape == (400, 400)
+    assert decoding.enlarged(np.zeros((300, 300), np.uint8)).shape == (960, 960)
+    assert decoding.enlarged(np.zeros((500, 500), np.uint8)) is None
+
+
+def _faint_presentation() -> list[np.ndarray]:
+    """Two consecutive frames of a faint, noisy code moving a few pixels (contrast 0.094, noise 12.9):
+    zxing locates it in each but reads neither."""
+    base = Look(module_px=6.61, angle=-12.8, contrast=0.094, noise=12.9, jpeg_quality=90)
+    return [
+        render(TEXT, SIZE, replace(base, center=(0.5 + 0.004 * i, 0.5 - 0.003 * i)), np.random.default_rng(90 + i))
+        for i in (2, 3)
+    ]
+
+
+def test_consecutive_frames_combined_read_what_no_single_frame_reads() -> None:
+    frames = _faint_presentation()
+    assert [decode(f) for f in frames] == [[], []]
+    assert all(decoding.decode_detail(f).leads for f in frames)
+    stack = decoding.FrameStack()
+    assert [stack.decode(f) for f in frames] == [[], [TEXT]]
+    assert stack.combined_reads == 1 and stack.frames == []
+    alone = decoding.FrameStack(depth=1)
+    assert [alone.decode(f) for f in frames] == [[], []]
+
+
+def test_a_frame_with_nothing_located_empties_the_stack() -> None:
+    first, second = _faint_presentation()
+    stack = decoding.FrameStack()
+    assert stack.decode(first) == [] and len(stack.frames) == 1
+    assert stack.decode(np.full(first.shape[:2], 128, np.uint8)) == []
+    assert stack.frames == []
+    assert stack.decode(second) == []  # alone again: nothing to combine it with
+
+
+def test_aligned_mean_undoes_a_shift() -> None:
+    rng = np.random.default_rng(4)
+    image = (rng.random((64, 64)) * 255).astype(np.uint8)
+    image = cv2.GaussianBlur(image, (0, 0), 2)
+    shifted = np.roll(image, (3, -2), axis=(0, 1))
+    mean = decoding.aligned_mean([shifted, image])
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(mean[inner].astype(int) - image[inner]).mean() < 2
+    naive = ((shifted.astype(int) + image) // 2)[inner]
+    assert np.abs(naive - image[inner]).mean() > 4

@@ -98,3 +98,21 @@ def test_full_disk_is_a_failure(tmp_path: Path, small_disk: Path) -> None:
     fill(small_disk)
     result = check_disk(load(config))
     assert result.verdict is Verdict.FAIL and "storage_full" in result.words
+
+
+def test_a_camera_is_reported_with_what_it_made_of_each_control(tmp_path: Path) -> None:
+    from terminal.config import CameraSettings
+    from terminal.doctor import check_camera
+    from tests.fixtures.video import still, write_video
+
+    # A video file through OpenCV's FFmpeg capture: a source with no exposure, focus or gain.
+    video = write_video(tmp_path / "camera.avi", still("TPM1:doctor", (640, 360), 0.3), 30.0)
+    plain = check_camera(str(video))
+    assert plain.verdict is Verdict.OK and "gives 640x360 frames; no control configured" in plain.words
+    assert "reports fps 30" in plain.words
+    settings = CameraSettings(exposure=80, focus=30)
+    told = check_camera(str(video), settings=settings)
+    assert told.verdict is Verdict.WARN
+    assert "exposure 80 ignored" in told.words and "focus 30 ignored" in told.words
+    missing = check_camera(str(tmp_path / "gone.avi"), settings=settings)
+    assert missing.verdict is Verdict.FAIL and "not found" in missing.words

@@ -10,7 +10,20 @@ import numpy as np
 import pytest
 
 from drivers.decode import decode
-from terminal.qrcodes import claim_code, coupon_code, encode, member_code, png, svg, terminal_text
+from terminal import b64url, base45, membercodes
+from terminal import payments as pay
+from terminal.qrcodes import (
+    choose_level,
+    claim_code,
+    coupon_code,
+    encode,
+    member_code,
+    png,
+    qr_text,
+    svg,
+    terminal_text,
+    version_of,
+)
 from terminal.scan import Kind, Scan, classify
 
 TOKEN = "r-2026-11-23-T001-000042"
@@ -20,9 +33,10 @@ def test_png_reads_back() -> None:
     data = png(member_code("AbCdEf0123456789-_"), scale=6)
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    symbol = encode(member_code("AbCdEf0123456789-_"))
+    symbol = encode(qr_text(member_code("AbCdEf0123456789-_")))
     assert image.shape == (symbol.size * 6, symbol.size * 6)
-    assert decode(image) == ["TPM2:AbCdEf0123456789-_"]
+    assert decode(image) == [qr_text("TPM2:AbCdEf0123456789-_")]
+    assert b64url.decode("AbCdEf0123456789-_") == base45.decode(decode(image)[0][5:])
 
 
 def _rasterise_svg(document: str, scale: int = 6) -> np.ndarray:
@@ -98,3 +112,70 @@ def test_bad_input_is_refused() -> None:
 def test_more_error_correction_makes_a_bigger_code() -> None:
     text = coupon_code("A" * 60)
     assert encode(text, "H").version > encode(text, "L").version
+
+
+# -- sizes: our codes stay at version 5 or below ------------------------------------------------------
+
+
+def _our_codes() -> dict[str, str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    return {
+        "member issued": membercodes.issue(key, "member-2026-11", "M-0001234567", 1_790_000_000),
+        "member device": membercodes.device_code(key, bytes(range(8)), 1_790_000_000, 41),
+        "payment": pay.make_code(key, bytes(range(8)), 1_790_000_000, 42),
+    }
+
+
+@pytest.mark.parametrize("name", ["member issued", "member device", "payment"])
+def test_signed_codes_are_drawn_at_version_5_and_read_back_to_the_same_code(name: str) -> None:
+    text = _our_codes()[name]
+    assert version_of(text, "L") >= 6  # in base64url they would not fit version 5 even at level L
+    drawn = qr_text(text)
+    assert drawn != text and set(drawn) <= set(base45.ALPHABET)
+    assert encode(drawn).version <= 5 and choose_level(drawn) == "L"
+    image = cv2.imdecode(np.frombuffer(png(text, scale=4), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decode(image) == [drawn]
+    if text.startswith(pay.PREFIX):
+        assert pay.parse_code(drawn) == pay.parse_code(text)
+    else:
+        assert membercodes.parse(drawn[5:]) == membercodes.parse(text[5:])
+
+
+def test_the_level_is_the_strongest_that_keeps_version_5() -> None:
+    short = claim_code(TOKEN)
+    assert choose_level(short) == "H" and encode(short).version <= 5
+    assert choose_level("TPC1:" + "A" * 60) in ("Q", "M")
+    long_coupon = "TPC1:" + "Ab" * 120
+    assert choose_level(long_coupon) == "L" and encode(long_coupon).version > 5  # too long for 5: smallest it can be
+
+
+def test_other_texts_are_drawn_as_they_are() -> None:
+    assert qr_text(claim_code(TOKEN)) == claim_code(TOKEN)
+    assert qr_text(coupon_code("Zx9_-")) == coupon_code("Zx9_-")
+    assert qr_text("TPP1:NOT$B64") == "TPP1:NOT$B64"
+
+
+def test_compact_codes_are_made_directly_too() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    compact = pay.make_code(key, bytes(range(8)), 1_790_000_000, 42, compact=True)
+    assert compact == qr_text(_our_codes()["payment"])
+    issued = membercodes.issue(key, "member-2026-11", "M-0001234567", 1_790_000_000, compact=True)
+    assert issued == qr_text(_our_codes()["member issued"])
+    assert classify(issued).kind is Kind.MEMBER and classify(compact).kind is Kind.PAYMENT
+
+
+def test_a_body_in_neither_form_is_refused() -> None:
+    from terminal.errors import Code, Rejected
+
+    for body in ("A" * 122, "A" * 108, "a$" * 61, "%" * 121):
+        with pytest.raises(Rejected) as caught:
+            pay.parse_code("TPP1:" + body)
+        assert caught.value.code is Code.PAYMENT_CODE_MALFORMED
+    for body in ("A" * 140, "a$" * 70):
+        with pytest.raises(Rejected) as caught:
+            membercodes.parse(body)
+        assert caught.value.code is Code.MALFORMED_CODE
