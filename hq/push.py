@@ -5,7 +5,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> sales -> member balances -> coupon counters -> reversals -> items -> versions -> watermark
+    -> member statistics -> sales -> member balances -> coupon counters -> reversals -> items -> versions -> watermark
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hq.ingest import (
     classify,
     clock_item,
     count_coupons,
+    count_stats,
     measure_clock,
     new_entries,
     read_payloads,
@@ -69,6 +70,7 @@ def ingest(
     check_proofs(tx, batch)
     check_reversals(tx, batch)
     store_journal(tx, batch)
+    count_stats(tx, batch)
     record_sales(tx, batch)
     apply_balances(tx, batch)
     count_coupons(tx, batch)
