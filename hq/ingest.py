@@ -1102,14 +1102,17 @@ def store_journal(tx: Tx, batch: Batch) -> None:
 def count_stats(tx: Tx, batch: Batch) -> None:
     """The members' statistics (``hq.stats``): every sale, refund and void of the batch that counts, in
     this transaction, so a sale is in its member's statistics as soon as head office holds it."""
-    stats.apply(
-        tx,
-        [
-            e.txn_id
-            for e, effect in zip(batch.entries, batch.effects, strict=True)
-            if effect in STATS_EFFECTS and e.kind in STATS_KINDS
-        ],
-    )
+    counted = [
+        i
+        for i, (e, effect) in enumerate(zip(batch.entries, batch.effects, strict=True))
+        if effect in STATS_EFFECTS and e.kind in STATS_KINDS
+    ]
+    typed = {
+        batch.entries[i].txn_id: p
+        for i, p in enumerate(batch.payloads)
+        if isinstance(p, SalePayload | RefundPayload) and batch.effects[i] is not Effect.MALFORMED
+    }
+    stats.apply(tx, [batch.entries[i].txn_id for i in counted], typed)
 
 
 STATS_EFFECTS = frozenset({Effect.APPLIED, Effect.NONE})

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -178,7 +178,8 @@ def _payload(kind: str, text: str) -> Any:
         return None
 
 
-def _sale_rows(tx: Tx, txn_ids: Sequence[str]) -> dict[str, SaleRow]:
+def _sale_rows(tx: Tx, txn_ids: Sequence[str], known: Mapping[str, Any] | None = None) -> dict[str, SaleRow]:
+    """The counted sales among ``txn_ids`` (``known``: payloads already read, by txn id, not parsed again)."""
     if not txn_ids:
         return {}
     cond, params = tx.in_list("txn_id", list(txn_ids))
@@ -189,13 +190,15 @@ def _sale_rows(tx: Tx, txn_ids: Sequence[str]) -> dict[str, SaleRow]:
     )
     found = {}
     for txn_id, member_id, day, store_id, made_at, text in rows:
-        sale = _payload("sale", str(text))
+        sale = (known or {}).get(str(txn_id)) or _payload("sale", str(text))
         if isinstance(sale, SalePayload):
             found[str(txn_id)] = SaleRow(str(txn_id), str(member_id), str(day), str(store_id), str(made_at), sale)
     return found
 
 
-def _reversals(tx: Tx, sale_txns: Sequence[str]) -> dict[str, list[tuple[str, RefundPayload]]]:
+def _reversals(
+    tx: Tx, sale_txns: Sequence[str], known: Mapping[str, Any] | None = None
+) -> dict[str, list[tuple[str, RefundPayload]]]:
     """The counted refunds and voids of each sale: (txn_id, payload)."""
     found: dict[str, list[tuple[str, RefundPayload]]] = defaultdict(list)
     if not sale_txns:
@@ -207,15 +210,16 @@ def _reversals(tx: Tx, sale_txns: Sequence[str]) -> dict[str, list[tuple[str, Re
         [*params, *COUNTED],
     )
     for original, txn_id, kind, text in rows:
-        refund = _payload(str(kind), str(text))
+        refund = (known or {}).get(str(txn_id)) or _payload(str(kind), str(text))
         if isinstance(refund, RefundPayload):
             found[str(original)].append((str(txn_id), refund))
     return found
 
 
-def apply(tx: Tx, txn_ids: Iterable[str]) -> int:
+def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None) -> int:
     """Entries that now count (their journal rows already say so): add what they change. One call per
-    transaction and stage; returns how many sales' figures changed."""
+    transaction and stage (``known``: typed payloads the caller holds, by txn id, so they are not parsed
+    again); returns how many sales were read."""
     entries = sorted(set(txn_ids))
     if not entries:
         return 0
@@ -225,8 +229,8 @@ def apply(tx: Tx, txn_ids: Iterable[str]) -> int:
     sales = sorted(
         {str(t) if k == "sale" else str(o) for t, k, o in rows if k == "sale" or (k in ("refund", "void") and o)}
     )
-    held = _sale_rows(tx, sales)
-    reversals = _reversals(tx, sorted(held))
+    held = _sale_rows(tx, sales, known)
+    reversals = _reversals(tx, sorted(held), known)
     deltas = Deltas()
     for txn_id in sorted(held):
         row = held[txn_id]
