@@ -4,10 +4,12 @@ statistics; erasure leaves nothing of the profile."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -217,3 +219,38 @@ def test_erasure_removes_the_profile_attributes_and_consents(store: HqStore) -> 
     with store.db.read() as tx:
         for table in ("member_profiles", "member_attributes", "consents"):
             assert tx.all(f"SELECT * FROM {table} WHERE member_id = 'M-1'") == [], table
+
+
+def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = str(tmp_path / "hq.db")
+    hq = HqStore(db)
+    hq.add_terminal("T1", "S1", "till-token")
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    entry = WireEntry(
+        terminal_id="T1",
+        seq=1,
+        txn_id="T1-1",
+        kind="sale",
+        payload=entries.sale("M-1", 1500),
+        created_at="2026-01-01T10:00:00.000Z",
+    )
+    hq.ingest("T1", [entry])
+    hq.close()
+    runner = CliRunner()
+    args = ["profile", "M-1", "--birthday", "1990-05-17", "--attr", "age_band=30-39", "--consent", "marketing:v2"]
+    done = runner.invoke(app, [*args, "--db", db])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["attributes"] == {"age_band": "30-39"}
+    refused = runner.invoke(app, ["profile", "M-1", "--attr", "shoe_size=42", "--db", db])
+    assert refused.exit_code == 1 and "unknown_attribute" in refused.output
+    withdrawn = runner.invoke(app, ["profile", "M-1", "--withdraw-consent", "marketing", "--db", db])
+    assert json.loads(withdrawn.output)["marketing"] is False
+    rebuilt = runner.invoke(app, ["stats", "rebuild", "--json", "--db", db])
+    assert json.loads(rebuilt.output) == {"member_totals": 1, "member_days": 1, "member_category_days": 1}
+    shown = runner.invoke(app, ["stats", "show", "M-1", "--as-of", "2026-01-02", "--json", "--db", db])
+    got = json.loads(shown.output)
+    assert got["visits_30"] == 1 and got["spend"] == 1500 and got["stores_visited"] == ["S1"]
