@@ -184,12 +184,14 @@ def _sale_rows(tx: Tx, txn_ids: Sequence[str], known: Mapping[str, Any] | None =
         return {}
     cond, params = tx.in_list("txn_id", list(txn_ids))
     rows = tx.all(
-        f"SELECT txn_id, member_id, day, store_id, COALESCE(made_at, created_at), payload FROM journal "
-        f"WHERE {cond} AND kind = 'sale' AND member_id IS NOT NULL AND effect IN (?, ?)",
-        [*params, *COUNTED],
+        f"SELECT txn_id, member_id, day, store_id, COALESCE(made_at, created_at), payload, effect FROM journal "
+        f"WHERE {cond} AND kind = 'sale' AND member_id IS NOT NULL",
+        params,
     )
     found = {}
-    for txn_id, member_id, day, store_id, made_at, text in rows:
+    for txn_id, member_id, day, store_id, made_at, text, effect in rows:
+        if effect not in COUNTED:
+            continue
         sale = (known or {}).get(str(txn_id)) or _payload("sale", str(text))
         if isinstance(sale, SalePayload):
             found[str(txn_id)] = SaleRow(str(txn_id), str(member_id), str(day), str(store_id), str(made_at), sale)
@@ -204,12 +206,14 @@ def _reversals(
     if not sale_txns:
         return found
     cond, params = tx.in_list("original_txn", list(sale_txns))
-    rows = tx.all(
-        f"SELECT original_txn, txn_id, kind, payload FROM journal WHERE {cond} AND kind IN ('refund', 'void') "
-        f"AND effect IN (?, ?) ORDER BY txn_id",
-        [*params, *COUNTED],
+    rows = tx.all(  # the effect is checked here: a condition on it would lead SQLite to the effect index
+        f"SELECT original_txn, txn_id, kind, payload, effect FROM journal WHERE {cond} "
+        f"AND kind IN ('refund', 'void') ORDER BY txn_id",
+        params,
     )
-    for original, txn_id, kind, text in rows:
+    for original, txn_id, kind, text, effect in rows:
+        if effect not in COUNTED:
+            continue
         refund = (known or {}).get(str(txn_id)) or _payload(str(kind), str(text))
         if isinstance(refund, RefundPayload):
             found[str(original)].append((str(txn_id), refund))
@@ -291,10 +295,8 @@ def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
     back: a void or a whole refund; reads the member's counted sales)."""
     txns = [
         str(r[0])
-        for r in tx.all(
-            "SELECT txn_id FROM journal WHERE member_id = ? AND kind = 'sale' AND effect IN (?, ?)",
-            [member_id, *COUNTED],
-        )
+        for r in tx.all("SELECT txn_id, effect FROM journal WHERE member_id = ? AND kind = 'sale'", [member_id])
+        if r[1] in COUNTED
     ]
     held = _sale_rows(tx, txns)
     reversals = _reversals(tx, sorted(held))
