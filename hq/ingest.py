@@ -12,7 +12,8 @@ concurrent pushes on PostgreSQL lock rows in one order and count correctly:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> prices -> proofs (payment codes, card taps) -> refunds against their sales -> journal rows
-    -> sales -> member balances (sorted) -> coupon counters (sorted) -> items -> versions -> watermark
+    -> sales -> member balances (sorted) -> coupon counters (sorted) -> member statistics (sorted, hq.stats)
+    -> items -> versions -> watermark
 
 Balances and coupon counters are changed with one ``UPDATE ... RETURNING`` per member or coupon
 per batch; the running value before each entry is rebuilt from the returned end value, so an

@@ -5,7 +5,8 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> member statistics -> sales -> member balances -> coupon counters -> reversals -> items -> versions -> watermark
+    -> sales -> member balances -> coupon counters -> reversals -> member statistics (hq.stats) -> items
+    -> versions -> watermark
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ def ingest(
     check_proofs(tx, batch)
     check_reversals(tx, batch)
     store_journal(tx, batch)
-    count_stats(tx, batch)
     record_sales(tx, batch)
     apply_balances(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)
+    count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes
     skew = clock_item(terminal_id, offset, received_at, settings, calendar)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
     release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too
