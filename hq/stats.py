@@ -58,6 +58,8 @@ class Figures:
     """(category, spend, quantity), sorted by category."""
 
     def minus(self, other: Figures) -> Figures:
+        if other.empty:
+            return self
         cats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for name, spend, qty in self.categories:
             cats[name][0] += spend
@@ -99,7 +101,7 @@ def figures(sale: SalePayload | None, refunds: Sequence[RefundPayload] = ()) -> 
     """What ``sale`` contributes given the reversals of it that count (nothing when ``sale`` is None)."""
     if sale is None or any(isinstance(r, VoidPayload) for r in refunds):
         return NOTHING
-    back = returned_units(sale, refunds)
+    back = returned_units(sale, refunds) if refunds else [0] * len(sale.lines)
     whole = all(b >= line.quantity for b, line in zip(back, sale.lines, strict=True))
     spend = net_spend(sale)
     if whole:
@@ -114,7 +116,7 @@ def figures(sale: SalePayload | None, refunds: Sequence[RefundPayload] = ()) -> 
         cats[line.category][0] += line_spend
         cats[line.category][1] += line.quantity - b
     restored = {c for r in refunds for c in r.coupons_restored}
-    coupons = len({c for c in sale.coupons if c not in restored})
+    coupons = len({c for c in sale.coupons if c not in restored}) if sale.coupons else 0
     return Figures(
         0 if whole else 1,
         spend,
