@@ -143,7 +143,10 @@ def stats_show(
     """A member's statistics: last visit, visits and spend over 30/90/365 days, by category, stores,
     average basket, coupons redeemed."""
     with hq_store(db) as store:
-        got = store.member_stats(member_id, as_of).as_dict()
+        try:
+            got = store.member_stats(member_id, as_of).as_dict()
+        except ValueError as exc:
+            fail(f"--as-of {as_of!r} is not a day (YYYY-MM-DD): {exc}")
     if as_json:
         print(json.dumps(got))
         return
