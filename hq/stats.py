@@ -250,9 +250,10 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
     now = now or utc_now()
-    tx.many(
+    _upsert(
+        tx,
         "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) DO UPDATE SET "
+        "VALUES {values} ON CONFLICT (member_id) DO UPDATE SET "
         "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
         "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
         "ELSE member_totals.first_visit END, "
@@ -265,8 +266,9 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         [(m, *deltas.first_last.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
     )
     days = sorted(deltas.days.items())
-    tx.many(
-        "INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES (?, ?, ?, ?, ?) "
+    _upsert(
+        tx,
+        "INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES {values} "
         "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
         "spend = member_days.spend + excluded.spend",
         [(*k, v[0], v[1]) for k, v in days],
@@ -276,8 +278,9 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         [k for k, v in days if v[0] < 0 or v[1] < 0],
     )
     cats = sorted(deltas.categories.items())
-    tx.many(
-        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES (?, ?, ?, ?, ?) "
+    _upsert(
+        tx,
+        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES {values} "
         "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
         "quantity = member_category_days.quantity + excluded.quantity",
         [(*k, v[0], v[1]) for k, v in cats],
@@ -290,6 +293,18 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     for member_id in sorted(deltas.lost_visit):
         first, last = visit_span(tx, member_id)
         tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+
+
+UPSERT_ROWS = 1000
+
+
+def _upsert(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT ...`` per thousand rows (one round trip
+    rather than one per row; the rows' keys are distinct, as an upsert of one statement needs)."""
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        tx.run(sql.format(values=", ".join([one] * len(chunk))), [v for row in chunk for v in row])
 
 
 def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
