@@ -3,7 +3,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from hq import stats
 from hq.store import HqStore
 from sync.protocol import RefundPayload, SalePayload, VoidPayload, WireEntry
 from tests.fixtures import entries
+from tests.fixtures.postgres import PgServer
 
 CREATED = "2026-01-0{}T10:00:00.000Z"
 
@@ -261,13 +262,22 @@ step = st.one_of(
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """A new empty head-office database for each example: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.fresh_schema
+
+
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(step, min_size=1, max_size=14), st.integers(1, 4))
 def test_random_sequences_rebuild_to_what_ingest_kept(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[Any, ...]], batch: int
+    fresh_url: Callable[[], str], steps: list[tuple[Any, ...]], batch: int
 ) -> None:
-    hq = HqStore(str(tmp_path_factory.mktemp("hq") / "hq.db"))
+    hq = HqStore(fresh_url())
     try:
         hq.upsert_member("M-1", "Aiko", "basic", 0)
         hq.upsert_member("M-2", "Ben", "basic", 0)
