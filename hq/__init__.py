@@ -19,6 +19,9 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     reconcile.py  end-of-day checks, items and their settlement, the report (table, JSON, CSV)
     fleet.py      the fleet's health as Prometheus gauges
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
+    stats.py      members' statistics kept at ingest (visits, spend per day, store and category), rebuilt
+                  from the journal
+    profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
     versions.py   the versions of the rules each sale was priced with
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs

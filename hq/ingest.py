@@ -12,7 +12,8 @@ concurrent pushes on PostgreSQL lock rows in one order and count correctly:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> prices -> proofs (payment codes, card taps) -> refunds against their sales -> journal rows
-    -> sales -> member balances (sorted) -> coupon counters (sorted) -> items -> versions -> watermark
+    -> sales -> member balances (sorted) -> coupon counters (sorted) -> member statistics (sorted, hq.stats)
+    -> items -> versions -> watermark
 
 Balances and coupon counters are changed with one ``UPDATE ... RETURNING`` per member or coupon
 per batch; the running value before each entry is rebuilt from the returned end value, so an
@@ -30,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, policy, versions
+from hq import businessday, policy, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -740,6 +741,8 @@ def apply_held(
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
+    if effect in STATS_EFFECTS:
+        stats.apply(tx, [txn_id])
     return effect, coupons
 
 
@@ -761,6 +764,7 @@ def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
         [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
     )
+    stats.apply(tx, [str(r[0]) for r in rows])
     cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
     tx.run(
         f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
@@ -1094,6 +1098,26 @@ def store_journal(tx: Tx, batch: Batch) -> None:
             )
         )
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
+
+
+def count_stats(tx: Tx, batch: Batch) -> None:
+    """The members' statistics (``hq.stats``): every sale, refund and void of the batch that counts, in
+    this transaction, so a sale is in its member's statistics as soon as head office holds it."""
+    counted = [
+        i
+        for i, (e, effect) in enumerate(zip(batch.entries, batch.effects, strict=True))
+        if effect in STATS_EFFECTS and e.kind in STATS_KINDS
+    ]
+    typed = {
+        batch.entries[i].txn_id: p
+        for i, p in enumerate(batch.payloads)
+        if isinstance(p, SalePayload | RefundPayload) and batch.effects[i] is not Effect.MALFORMED
+    }
+    stats.apply(tx, [batch.entries[i].txn_id for i in counted], typed)
+
+
+STATS_EFFECTS = frozenset({Effect.APPLIED, Effect.NONE})
+STATS_KINDS = frozenset({EntryKind.SALE.value, *REVERSING_KINDS})
 
 
 def apply_balances(tx: Tx, batch: Batch) -> None:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from hq import profiles, stats
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
@@ -183,6 +184,7 @@ def merge(tx: Tx, batch: Batch, winner: str, loser: str) -> tuple[int, int]:
         [winner, loser],
     )
     tx.run("DELETE FROM consents WHERE member_id = ?", [loser])
+    stats.move(tx, loser, winner)
     _bump(tx, "cards", "uid_hash", cards)
     batch.touched_members.update((winner, loser))
     return points, value
@@ -227,8 +229,16 @@ def _merged_into(tx: Tx, member_ids: set[Any]) -> dict[str, str]:
 # -- claims ------------------------------------------------------------------------------------------
 
 
-def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datetime) -> dict[str, Any]:
-    """Redeem a claim token: a new member with the sale's points, once. Raises ClaimRefused."""
+def claim(
+    tx: Tx,
+    text: str,
+    display_name: str,
+    consent_version: str,
+    now: datetime,
+    profile: profiles.ProfileChange | None = None,
+) -> dict[str, Any]:
+    """Redeem a claim token: a new member with the sale's points, once, and the profile the member filled
+    in (birthday, attributes, marketing consent). Raises ClaimRefused, or ProfileRefused (nothing is kept)."""
     if consent_version != CONSENT_VERSION:
         raise ClaimRefused("consent_required", "Please read and accept the current terms to join.")
     try:
@@ -271,7 +281,10 @@ def claim(tx: Tx, text: str, display_name: str, consent_version: str, now: datet
         "UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
         [member_id, points, token.txn_id],
     )
+    stats.apply(tx, [token.txn_id])
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
+    if profile is not None:
+        profiles.update(tx, member_id, profile, now.date(), at)
     _bump(tx, "members", "member_id", [member_id])
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
 
@@ -349,6 +362,8 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE sales SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
+    stats.forget(tx, member_id)
+    profiles.forget(tx, member_id)
     tx.run(
         "INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?) ON CONFLICT (member_id) DO NOTHING",
         [member_id, now, by],

@@ -5,7 +5,8 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> sales -> member balances -> coupon counters -> reversals -> items -> versions -> watermark
+    -> sales -> member balances -> coupon counters -> reversals -> member statistics (hq.stats) -> items
+    -> versions -> watermark
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hq.ingest import (
     classify,
     clock_item,
     count_coupons,
+    count_stats,
     measure_clock,
     new_entries,
     read_payloads,
@@ -73,6 +75,7 @@ def ingest(
     apply_balances(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)
+    count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes
     skew = clock_item(terminal_id, offset, received_at, settings, calendar)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
     release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, push, quarantine, reconcile, versions
+from hq import businessday, profiles, push, quarantine, reconcile, stats, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -200,6 +200,8 @@ class HqStore:
             self.db.transact(ingest_mod.backfill_sales)
         if "m006_signal" in applied:  # the versions held when the history began
             self.db.transact(lambda tx: versions.seed(tx, utc_now()))
+        if "m009_profile_attributes" in applied:  # the attributes collected until the chain sets its own
+            self.db.transact(lambda tx: profiles.seed_rules(tx, utc_now()))
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
 
@@ -597,6 +599,38 @@ class HqStore:
             [member_id],
         )
         return _member(rows[0]) if rows else None
+
+    # -- profiles and statistics ------------------------------------------------------------------
+
+    def profile(self, member_id: str) -> dict[str, Any]:
+        """The member's birthday, attributes and consents (``profiles.ProfileRefused`` unknown_member)."""
+        with self.db.read() as tx:
+            if tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is None:
+                raise profiles.ProfileRefused("unknown_member", f"no member {member_id}")
+            return profiles.profile(tx, member_id)
+
+    def update_profile(self, member_id: str, change: profiles.ProfileChange) -> dict[str, Any]:
+        """Change a member's profile (an administrator, or the member's own join); refusals are
+        ``profiles.ProfileRefused`` with a stable code."""
+        today = datetime.now(UTC).date()
+        return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, utc_now()))
+
+    def attribute_rules(self) -> list[dict[str, Any]]:
+        with self.db.read() as tx:
+            return [r.as_dict() for r in profiles.attribute_rules(tx).values()]
+
+    def set_attribute_rule(self, rule: profiles.AttributeRule) -> None:
+        self.db.transact(lambda tx: profiles.set_attribute_rule(tx, rule, utc_now()))
+
+    def member_stats(self, member_id: str, as_of: str | None = None) -> stats.MemberStats:
+        """The member's statistics as of a business day (default: today in the chain's time zone)."""
+        day = as_of or businessday.BusinessDay(self.settings.timezone).of(datetime.now(UTC))
+        with self.db.read() as tx:
+            return stats.member_stats(tx, member_id, day)
+
+    def rebuild_stats(self) -> dict[str, int]:
+        """Every member statistic computed again from the journal, in one transaction."""
+        return self.db.transact(stats.rebuild)
 
     def coupon_uses(self, coupon_id: str) -> int:
         rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])

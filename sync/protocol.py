@@ -81,6 +81,11 @@ class ErrorCode(StrEnum):
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
+    # member profiles (head office's admin routes and the join page)
+    BAD_BIRTHDAY = "bad_birthday"
+    UNKNOWN_ATTRIBUTE = "unknown_attribute"
+    BAD_ATTRIBUTE_VALUE = "bad_attribute_value"
+    BAD_CONSENT = "bad_consent"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -120,6 +125,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REPLAYED_CARD: (409, "this secure card message (its read counter) was already used in the chain"),
     ErrorCode.FORGED_CARD: (409, "the secure card message does not verify with the chain's keys"),
     ErrorCode.CARD_CANNOT_PAY: (409, "the card is not this member's, or cannot prove itself"),
+    ErrorCode.BAD_BIRTHDAY: (422, "the birthday is not a date (YYYY-MM-DD), or is in the future"),
+    ErrorCode.UNKNOWN_ATTRIBUTE: (422, "the chain does not collect a profile attribute of that name"),
+    ErrorCode.BAD_ATTRIBUTE_VALUE: (422, "the value is not one the chain allows for that attribute"),
+    ErrorCode.BAD_CONSENT: (422, "the consent names no known channel or no wording version"),
 }
 
 

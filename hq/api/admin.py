@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,7 @@ from hq import fleet
 from hq.api.deps import NEXT_CURSOR, Admin, Limit, Store, Subject
 from hq.api.errors import ApiError, errors
 from hq.businessday import BadCalendar
+from hq.profiles import ProfileChange, ProfileRefused, parse_consent
 from hq.quarantine import NotQuarantined
 from hq.reconcile import BadCursor, UnknownItem, report_csv
 from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem
@@ -46,7 +47,77 @@ class StoreCalendar(BaseModel):
     )
 
 
+class ProfileIn(BaseModel):
+    """A change of a member's profile; what is not given stays as it is."""
+
+    birthday: str | None = Field(None, max_length=10, description="YYYY-MM-DD; an empty string removes it")
+    attributes: dict[str, Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=dict, max_length=32, description="name -> value (an empty value removes it)"
+    )
+    consents: list[Annotated[str, Field(max_length=80)]] = Field(
+        default_factory=list, max_length=4, description="CHANNEL:VERSION given now, e.g. marketing:v2"
+    )
+    withdraw: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=4, description="channels whose consent is withdrawn now"
+    )
+
+
 admin_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN)
+profile_errors = errors(
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.UNKNOWN_MEMBER,
+    ErrorCode.BAD_BIRTHDAY,
+    ErrorCode.UNKNOWN_ATTRIBUTE,
+    ErrorCode.BAD_ATTRIBUTE_VALUE,
+    ErrorCode.BAD_CONSENT,
+)
+
+
+@router.get("/v1/admin/members/{member_id}/profile", responses=profile_errors, tags=["members"])
+def get_profile(store: Store, member_id: Subject, admin: Admin) -> dict[str, Any]:
+    """The member's birthday, attributes and consents (marketing: whether it holds now)."""
+    return _profile(lambda: store.profile(member_id))
+
+
+@router.put("/v1/admin/members/{member_id}/profile", responses=profile_errors, tags=["members"])
+def put_profile(store: Store, member_id: Subject, body: Annotated[ProfileIn, Body()], admin: Admin) -> dict[str, Any]:
+    """Change the member's profile: every part is checked before any is written."""
+
+    def change() -> dict[str, Any]:
+        return store.update_profile(
+            member_id,
+            ProfileChange(
+                birthday=body.birthday or None,
+                clear_birthday=body.birthday == "",
+                attributes=dict(body.attributes),
+                consents=tuple(parse_consent(c) for c in body.consents),
+                withdraw=tuple(body.withdraw),
+            ),
+        )
+
+    return _profile(change)
+
+
+@router.get("/v1/admin/members/{member_id}/stats", responses=admin_errors, tags=["members"])
+def member_stats(
+    store: Store,
+    member_id: Subject,
+    admin: Admin,
+    as_of: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+) -> dict[str, Any]:
+    """The member's statistics as of a business day (default today): see docs/members.md."""
+    try:
+        return store.member_stats(member_id, as_of).as_dict()
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _profile(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return read()
+    except ProfileRefused as exc:
+        raise ApiError(ErrorCode(exc.code), str(exc)) from exc
 
 
 @router.get("/v1/admin/terminals", responses=admin_errors)

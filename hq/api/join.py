@@ -1,8 +1,10 @@
 """Head office's member routes: the sign-up page a receipt's QR opens, claims, erasure.
 
     GET  /join                            the sign-up page (the claim code rides in the URL fragment)
-    GET  /v1/join/terms                   the consent wording and its version
-    POST /v1/claims                       claim code + name + consent -> a new member with the sale's points
+    GET  /v1/join/terms                   the consent wording and its version, the marketing wording and
+                                          its version, the profile attributes the chain collects
+    POST /v1/claims                       claim code + name + consent (+ birthday, attributes, marketing
+                                          consent) -> a new member with the sale's points
     POST /v1/admin/members/{id}/erase     admin token; erase a member (tombstones go down to every till)
     GET  /v1/admin/members/{id}/consents  admin token; what the member agreed to, when, where
 
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 import html
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from hq import members
+from hq import members, profiles
 from hq.api.deps import Admin, Store
 from hq.api.errors import ApiError, errors
 from hq.erasure import erase_member
@@ -41,6 +43,12 @@ class ClaimIn(BaseModel):
     display_name: str = Field(min_length=1, max_length=64)
     consent_version: str = Field(min_length=1, max_length=64)
     """The version of the wording the member agreed to (``GET /v1/join/terms``)."""
+    birthday: str | None = Field(None, max_length=10)
+    """``YYYY-MM-DD``, optional."""
+    attributes: dict[str, Annotated[str, Field(max_length=64)]] = Field(default_factory=dict, max_length=32)
+    """Profile attributes the chain collects (``GET /v1/join/terms``), optional."""
+    marketing_version: str | None = Field(None, max_length=64)
+    """The version of the marketing wording the member ticked; absent: no marketing consent."""
 
 
 class ClaimOut(BaseModel):
@@ -56,25 +64,44 @@ claim_errors = errors(
     ErrorCode.CLAIM_USED,
     ErrorCode.CLAIM_UNKNOWN_SALE,
     ErrorCode.CONSENT_REQUIRED,
+    ErrorCode.BAD_BIRTHDAY,
+    ErrorCode.UNKNOWN_ATTRIBUTE,
+    ErrorCode.BAD_ATTRIBUTE_VALUE,
+    ErrorCode.BAD_CONSENT,
 )
 
 
 @router.get("/join", include_in_schema=False)
 def join_page(store: Store) -> HTMLResponse:
-    return HTMLResponse(page(), headers=PAGE_HEADERS)
+    return HTMLResponse(page(store.attribute_rules()), headers=PAGE_HEADERS)
 
 
 @router.get("/v1/join/terms", tags=["members"])
-def terms(store: Store) -> dict[str, str]:
-    return {"version": members.CONSENT_VERSION, "text": members.CONSENT_TEXT}
+def terms(store: Store) -> dict[str, Any]:
+    return {
+        "version": members.CONSENT_VERSION,
+        "text": members.CONSENT_TEXT,
+        "marketing_version": profiles.MARKETING_VERSION,
+        "marketing_text": profiles.MARKETING_TEXT,
+        "attributes": store.attribute_rules(),
+    }
 
 
 @router.post("/v1/claims", response_model=ClaimOut, responses=claim_errors, tags=["members"])
 def claim(store: Store, body: ClaimIn) -> ClaimOut:
     name = " ".join(body.display_name.split())
+    if body.marketing_version is not None and body.marketing_version != profiles.MARKETING_VERSION:
+        raise ApiError(ErrorCode.BAD_CONSENT, "Please read and tick the current marketing wording again.")
+    profile = profiles.ProfileChange(
+        birthday=body.birthday or None,
+        attributes={k: v for k, v in body.attributes.items() if v},
+        consents=((profiles.MARKETING, body.marketing_version),) if body.marketing_version else (),
+    )
     try:
-        got = store.db.transact(lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC)))
-    except members.ClaimRefused as exc:
+        got = store.db.transact(
+            lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC), profile)
+        )
+    except (members.ClaimRefused, profiles.ProfileRefused) as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from exc
     return ClaimOut(**got)
 
@@ -101,9 +128,27 @@ def consents(store: Store, member_id: str, admin: Admin) -> list[dict[str, str]]
         return members.consents(tx, member_id)
 
 
-def page() -> str:
-    return _PAGE.replace("{{TEXT}}", html.escape(members.CONSENT_TEXT)).replace(
-        "{{VERSION}}", html.escape(members.CONSENT_VERSION)
+def page(rules: list[dict[str, Any]] | None = None) -> str:
+    """The sign-up page, rendered here with the chain's profile attributes (nothing loaded from elsewhere)."""
+    return (
+        _PAGE.replace("{{TEXT}}", html.escape(members.CONSENT_TEXT))
+        .replace("{{VERSION}}", html.escape(members.CONSENT_VERSION))
+        .replace("{{MARKETING_TEXT}}", html.escape(profiles.MARKETING_TEXT))
+        .replace("{{MARKETING_VERSION}}", html.escape(profiles.MARKETING_VERSION))
+        .replace("{{ATTRIBUTES}}", "".join(_attribute_field(r) for r in rules or []))
+    )
+
+
+def _attribute_field(rule: dict[str, Any]) -> str:
+    """One optional attribute: a choice of its allowed values, or a text field with its pattern."""
+    name, label = html.escape(str(rule["name"])), html.escape(str(rule["label"]))
+    head = f'<label for="attr-{name}">{label} (optional)</label>'
+    if rule["allowed"]:
+        options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in rule["allowed"])
+        return f'{head}<select id="attr-{name}" class="attr" data-name="{name}"><option value=""></option>{options}</select>'
+    pattern = html.escape(str(rule["pattern"] or ""))
+    return (
+        f'{head}<input id="attr-{name}" class="attr" data-name="{name}" type="text" maxlength="64" pattern="{pattern}">'
     )
 
 
@@ -114,7 +159,7 @@ _PAGE = """<!doctype html>
 <style>
 body{font:17px/1.45 system-ui,sans-serif;margin:0;padding:1rem;max-width:28rem;margin-inline:auto;color:#111}
 h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .3rem}
-input[type=text]{width:100%;box-sizing:border-box;font-size:1.1rem;padding:.6rem;border:1px solid #888;border-radius:6px}
+input[type=text],input[type=date],select{width:100%;box-sizing:border-box;font-size:1.1rem;padding:.6rem;border:1px solid #888;border-radius:6px}
 .consent{display:flex;gap:.6rem;align-items:flex-start;background:#f4f4f4;padding:.7rem;border-radius:6px}
 .consent input{width:1.4rem;height:1.4rem;flex:none}
 button{width:100%;font-size:1.15rem;padding:.8rem;margin-top:1rem;border:0;border-radius:6px;background:#0a5;color:#fff}
@@ -126,9 +171,15 @@ button:disabled{background:#999}#result{margin-top:1rem;padding:.8rem;border-rad
 <form id="join">
 <label for="name">Your name</label>
 <input id="name" name="name" type="text" autocomplete="name" maxlength="64" required>
+<label for="birthday">Your birthday (optional: a treat on the day)</label>
+<input id="birthday" name="birthday" type="date" autocomplete="bday">
+{{ATTRIBUTES}}
 <div class="consent"><input id="consent" type="checkbox" required>
 <label for="consent" id="consent-text">{{TEXT}}</label></div>
 <input id="version" type="hidden" value="{{VERSION}}">
+<div class="consent"><input id="marketing" type="checkbox">
+<label for="marketing" id="marketing-text">{{MARKETING_TEXT}} (optional)</label></div>
+<input id="marketing-version" type="hidden" value="{{MARKETING_VERSION}}">
 <button id="submit" type="submit">Join and collect my points</button>
 </form>
 <div id="result" role="status" hidden></div>
@@ -137,14 +188,22 @@ const token = decodeURIComponent(location.hash.slice(1));
 const form = document.getElementById("join"), result = document.getElementById("result");
 function show(text, ok) { result.hidden = false; result.className = ok ? "ok" : "bad"; result.textContent = text; }
 if (!token.startsWith("TPJ1:")) { form.hidden = true; show("Scan the QR code on your receipt to join.", false); }
+function claimBody() {
+  const body = {token, display_name: document.getElementById("name").value,
+                consent_version: document.getElementById("version").value, attributes: {}};
+  const birthday = document.getElementById("birthday").value;
+  if (birthday) body.birthday = birthday;
+  for (const field of document.querySelectorAll(".attr")) if (field.value) body.attributes[field.dataset.name] = field.value;
+  if (document.getElementById("marketing").checked) body.marketing_version = document.getElementById("marketing-version").value;
+  return body;
+}
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const button = document.getElementById("submit");
   button.disabled = true;
   try {
     const reply = await fetch("/v1/claims", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({token, display_name: document.getElementById("name").value,
-                            consent_version: document.getElementById("version").value})});
+      body: JSON.stringify(claimBody())});
     const body = await reply.json();
     if (reply.ok) {
       form.hidden = true;

@@ -24,6 +24,9 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     delete KIND ID                     delete a member, card, rule, rule_doc, coupon, key or revocation
     add-key PURPOSE / revoke-subject KIND SUBJECT   signing keys and the revocation list
     erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
+    profile MEMBER [--birthday --attr NAME=VALUE --consent marketing:V --withdraw-consent marketing]
+    attribute NAME --label L (--allowed a,b | --pattern P)   an attribute the chain collects
+    stats rebuild / stats show MEMBER [--as-of DAY]   members' statistics (docs/members.md)
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,

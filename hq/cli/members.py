@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
+from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -62,3 +62,93 @@ def erase(
         except UnknownMember as exc:
             fail(exc)
     print(json.dumps({"member_id": member_id, **done}))
+
+
+@app.command("profile")
+def profile(
+    member_id: str,
+    birthday: Annotated[str | None, typer.Option(help="YYYY-MM-DD ('' removes it).")] = None,
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="NAME=VALUE (NAME= removes it); repeat.")] = None,
+    consent: Annotated[list[str] | None, typer.Option(help="CHANNEL:VERSION given now, e.g. marketing:v2.")] = None,
+    withdraw_consent: Annotated[list[str] | None, typer.Option(help="CHANNEL whose consent is withdrawn.")] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a member's profile, or change it: birthday, the attributes the chain collects, marketing
+    consent. Prints JSON."""
+    from hq.profiles import ProfileChange, ProfileRefused, parse_attribute, parse_consent
+
+    with hq_store(db) as store:
+        try:
+            if birthday is None and not attr and not consent and not withdraw_consent:
+                done = store.profile(member_id)
+            else:
+                change = ProfileChange(
+                    birthday=birthday or None,
+                    clear_birthday=birthday == "",
+                    attributes=dict(parse_attribute(a) for a in attr or []),
+                    consents=tuple(parse_consent(c) for c in consent or []),
+                    withdraw=tuple(withdraw_consent or []),
+                )
+                done = store.update_profile(member_id, change)
+        except ProfileRefused as exc:
+            fail(f"{exc.code}: {exc}")
+    print(json.dumps(done))
+
+
+@app.command("attribute")
+def attribute(
+    name: str,
+    label: Annotated[str, typer.Option(help="What the join page calls it.")],
+    allowed: Annotated[str | None, typer.Option(help="The allowed values, comma separated.")] = None,
+    pattern: Annotated[str | None, typer.Option(help="A pattern a value matches whole.")] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Configure an attribute the chain collects on member profiles (allowed values or a pattern).
+    Prints JSON: every attribute."""
+    from hq.profiles import AttributeRule, ProfileRefused
+
+    rule = AttributeRule(name, label, tuple(v.strip() for v in (allowed or "").split(",") if v.strip()), pattern)
+    with hq_store(db) as store:
+        try:
+            store.set_attribute_rule(rule)
+        except ProfileRefused as exc:
+            fail(f"{exc.code}: {exc}")
+        print(json.dumps(store.attribute_rules()))
+
+
+stats_app = typer.Typer(help="Member statistics kept at ingest: rebuild them from the journal, show a member's.")
+app.add_typer(stats_app, name="stats")
+
+
+@stats_app.command("rebuild")
+def stats_rebuild(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Compute every member statistic again from the journal, in one transaction. Prints the rows per table."""
+    with hq_store(db) as store:
+        done = store.rebuild_stats()
+    if as_json:
+        print(json.dumps(done))
+    else:
+        console.print(" ".join(f"{table}={count}" for table, count in done.items()))
+
+
+@stats_app.command("show")
+def stats_show(
+    member_id: str,
+    as_of: Annotated[str | None, typer.Option(help="The business day windows end on (default: today).")] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """A member's statistics: last visit, visits and spend over 30/90/365 days, by category, stores,
+    average basket, coupons redeemed."""
+    with hq_store(db) as store:
+        try:
+            got = store.member_stats(member_id, as_of).as_dict()
+        except ValueError as exc:
+            fail(f"--as-of {as_of!r} is not a day (YYYY-MM-DD): {exc}")
+    if as_json:
+        print(json.dumps(got))
+        return
+    for key, value in got.items():
+        console.print(f"{key:22} {value}")

@@ -238,6 +238,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_member_category_days ON member_category_days (category, day)",
         ],
     ),
+    # The profile attributes a chain collects (hq/profiles.py): allowed values (a JSON list) or a pattern a
+    # value must match whole; seeded with the defaults when this migration is applied. Statistics are
+    # found by member id, and a merge or a visit taken back reads a member's counted sales.
+    (
+        "m009_profile_attributes",
+        [
+            "CREATE TABLE profile_attributes (name TEXT PRIMARY KEY, label TEXT NOT NULL, allowed TEXT NOT NULL, "
+            "pattern TEXT, updated_at TEXT NOT NULL)",
+            "CREATE INDEX idx_member_category_days_member ON member_category_days (member_id, category)",
+        ],
+    ),
 ]
 
 

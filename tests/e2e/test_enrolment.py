@@ -209,7 +209,10 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
             page.set_default_timeout(10_000)
             page.goto(url)
             page.fill("#name", "Rin Phone")
+            page.fill("#birthday", "1994-07-21")
+            page.select_option("#attr-age_band", "30-39")
             page.check("#consent")
+            page.check("#marketing")
             page.click("#submit")
             page.wait_for_selector("#result.ok")
             joined = page.get_attribute("#result", "data-member-id")
@@ -224,6 +227,9 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
             assert "already been claimed" in page.inner_text("#result")
         held = admin.member(str(joined))
         assert held is not None and held.display_name == "Rin Phone" and held.points > 0 == anonymous["points_delta"]
+        profile = admin.profile(str(joined))
+        assert profile["birthday"] == "1994-07-21" and profile["attributes"] == {"age_band": "30-39"}
+        assert profile["marketing"] and admin.member_stats(str(joined)).visits == 1
 
         # Erasure at head office reaches the till: the card no longer identifies anyone.
         assert '"sales_anonymised"' in hq.cli("erase", member_id, "--by", "privacy desk")

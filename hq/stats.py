@@ -1,0 +1,521 @@
+"""Member statistics, kept at ingest in the sale's own transaction and rebuildable from the journal.
+
+The journal is the truth. A sale *counts* when its journal row names a member and its effect is
+``applied`` or ``none`` (head office knew the member and nothing holds the entry); a refund or void
+counts when its effect is ``applied`` or ``none``, and it acts on the sale it names (for that sale's
+member, on that sale's business day and store). Quarantined, malformed, rejected entries and entries
+waiting for their member count for nothing until they are applied.
+
+What a sale contributes is a pure function of the sale and the set of its reversals that count
+(``figures``), so the result does not depend on the order in which they arrive:
+
+    visits      1, or 0 once the sale is voided or every unit of every line was refunded
+    spend       the merchandise total after discounts: ``total - discount`` of the sale (before the split
+                between stored value, points and the POS), less what refunds took back: a refund takes
+                back ``floor(spend * returned gross / total)`` of the units returned so far, all of it
+                once everything is returned; 0 once voided
+    categories  per category of its lines: the line's amount less its own line discount (``line_discounts``,
+                so the basket-level discount is not spread over categories) and its quantity, less the
+                units returned (``floor(line spend * returned / quantity)``); nothing once voided
+    coupons     the distinct coupons the sale used, less those a refund gave back; 0 once voided
+
+``apply(tx, txn_ids)`` is the one stage: whenever entries start to count (ingest, a quarantined entry
+released, a refund whose sale arrived, an entry waiting for its member, a claimed sale) it adds, per
+sale concerned, ``figures(after) - figures(before)`` to the tables (``member_totals``, ``member_days``,
+``member_category_days``). ``rebuild(tx)`` computes the same tables from the journal. ``move`` (a member
+merged into another) and ``forget`` (erasure) keep the tables equal to a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from hq.db.engine import Tx, utc_now
+from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
+
+COUNTED = ("applied", "none")
+"""The effects of a journal entry that counts (see ``hq.ingest.Effect``)."""
+WINDOWS = (30, 90, 365)
+STATS_TABLES = ("member_totals", "member_days", "member_category_days")
+
+
+# -- pure: what one sale contributes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one sale contributes to its member's statistics (or a difference of two such)."""
+
+    visits: int = 0
+    spend: int = 0
+    coupons: int = 0
+    categories: tuple[tuple[str, int, int], ...] = ()
+    """(category, spend, quantity), sorted by category."""
+
+    def minus(self, other: Figures) -> Figures:
+        if other.empty:
+            return self
+        cats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for name, spend, qty in self.categories:
+            cats[name][0] += spend
+            cats[name][1] += qty
+        for name, spend, qty in other.categories:
+            cats[name][0] -= spend
+            cats[name][1] -= qty
+        return Figures(
+            self.visits - other.visits,
+            self.spend - other.spend,
+            self.coupons - other.coupons,
+            tuple((n, s, q) for n, (s, q) in sorted(cats.items()) if s or q),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.visits or self.spend or self.coupons or self.categories)
+
+
+NOTHING = Figures()
+
+
+def net_spend(sale: SalePayload) -> int:
+    """The sale's spend: the merchandise total after every discount, before the tender split."""
+    return sale.total - sale.discount
+
+
+def returned_units(sale: SalePayload, refunds: Iterable[RefundPayload]) -> list[int]:
+    """Units returned so far per line of the sale (capped at the line's quantity)."""
+    back = [0] * len(sale.lines)
+    for refund in refunds:
+        for r in refund.returned:
+            if r.line < len(back):
+                back[r.line] += r.quantity
+    return [min(b, line.quantity) for b, line in zip(back, sale.lines, strict=True)]
+
+
+def figures(sale: SalePayload | None, refunds: Sequence[RefundPayload] = ()) -> Figures:
+    """What ``sale`` contributes given the reversals of it that count (nothing when ``sale`` is None)."""
+    if sale is None or any(isinstance(r, VoidPayload) for r in refunds):
+        return NOTHING
+    back = returned_units(sale, refunds) if refunds else [0] * len(sale.lines)
+    whole = all(b >= line.quantity for b, line in zip(back, sale.lines, strict=True))
+    spend = net_spend(sale)
+    if whole:
+        spend = 0
+    elif sale.total > 0:
+        gross_back = sum(b * line.unit_price for b, line in zip(back, sale.lines, strict=True))
+        spend -= spend * gross_back // sale.total
+    cats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for i, (line, b) in enumerate(zip(sale.lines, back, strict=True)):
+        line_spend = line.quantity * line.unit_price - (sale.line_discounts[i] if i < len(sale.line_discounts) else 0)
+        line_spend -= line_spend * b // line.quantity if line.quantity else 0
+        cats[line.category][0] += line_spend
+        cats[line.category][1] += line.quantity - b
+    restored = {c for r in refunds for c in r.coupons_restored}
+    coupons = len({c for c in sale.coupons if c not in restored}) if sale.coupons else 0
+    return Figures(
+        0 if whole else 1,
+        spend,
+        coupons,
+        tuple((n, s, q) for n, (s, q) in sorted(cats.items()) if s or q),
+    )
+
+
+# -- the stage ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRow:
+    """A counted sale as the journal holds it: whose, where, when."""
+
+    txn_id: str
+    member_id: str
+    day: str
+    store_id: str
+    made_at: str
+    sale: SalePayload
+
+
+@dataclass
+class Deltas:
+    """What to add to the tables, gathered over many sales, written in key order."""
+
+    totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
+    days: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    categories: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    lost_visit: set[str] = field(default_factory=set)
+
+    def add(self, row: SaleRow, delta: Figures) -> None:
+        m = row.member_id
+        t = self.totals[m]  # a member with a counted sale has a totals row, even when it was voided
+        if delta.empty:
+            return
+        t[0] += delta.visits
+        t[1] += delta.spend
+        t[2] += delta.coupons
+        if delta.visits > 0:
+            first, last = self.first_last.get(m, (row.made_at, row.made_at))
+            self.first_last[m] = (min(first, row.made_at), max(last, row.made_at))
+        elif delta.visits < 0:
+            self.lost_visit.add(m)
+        if delta.visits or delta.spend:
+            d = self.days[(m, row.day, row.store_id)]
+            d[0] += delta.visits
+            d[1] += delta.spend
+        for name, spend, qty in delta.categories:
+            c = self.categories[(m, row.day, name)]
+            c[0] += spend
+            c[1] += qty
+
+
+def _payload(kind: str, text: str) -> Any:
+    try:
+        return parse_payload(kind, json.loads(text))
+    except (PayloadError, ValueError):
+        return None
+
+
+def _sale_rows(tx: Tx, txn_ids: Sequence[str], known: Mapping[str, Any] | None = None) -> dict[str, SaleRow]:
+    """The counted sales among ``txn_ids`` (``known``: payloads already read, by txn id, not parsed again)."""
+    if not txn_ids:
+        return {}
+    cond, params = tx.in_list("txn_id", list(txn_ids))
+    rows = tx.all(
+        f"SELECT txn_id, member_id, day, store_id, COALESCE(made_at, created_at), payload, effect FROM journal "
+        f"WHERE {cond} AND kind = 'sale' AND member_id IS NOT NULL",
+        params,
+    )
+    found = {}
+    for txn_id, member_id, day, store_id, made_at, text, effect in rows:
+        if effect not in COUNTED:
+            continue
+        sale = (known or {}).get(str(txn_id)) or _payload("sale", str(text))
+        if isinstance(sale, SalePayload):
+            found[str(txn_id)] = SaleRow(str(txn_id), str(member_id), str(day), str(store_id), str(made_at), sale)
+    return found
+
+
+def _reversals(
+    tx: Tx, sale_txns: Sequence[str], known: Mapping[str, Any] | None = None
+) -> dict[str, list[tuple[str, RefundPayload]]]:
+    """The counted refunds and voids of each sale: (txn_id, payload)."""
+    found: dict[str, list[tuple[str, RefundPayload]]] = defaultdict(list)
+    if not sale_txns:
+        return found
+    cond, params = tx.in_list("original_txn", list(sale_txns))
+    rows = tx.all(  # the effect is checked here: a condition on it would lead SQLite to the effect index
+        f"SELECT original_txn, txn_id, kind, payload, effect FROM journal WHERE {cond} "
+        f"AND kind IN ('refund', 'void') ORDER BY txn_id",
+        params,
+    )
+    for original, txn_id, kind, text, effect in rows:
+        if effect not in COUNTED:
+            continue
+        refund = (known or {}).get(str(txn_id)) or _payload(str(kind), str(text))
+        if isinstance(refund, RefundPayload):
+            found[str(original)].append((str(txn_id), refund))
+    return found
+
+
+def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None) -> int:
+    """Entries that now count (their journal rows already say so): add what they change. One call per
+    transaction and stage (``known``: typed payloads the caller holds, by txn id, so they are not parsed
+    again); returns how many sales were read."""
+    entries = sorted(set(txn_ids))
+    if not entries:
+        return 0
+    cond, params = tx.in_list("txn_id", entries)
+    rows = tx.all(f"SELECT txn_id, kind, original_txn FROM journal WHERE {cond}", params)
+    new = set(entries)
+    sales = sorted(
+        {str(t) if k == "sale" else str(o) for t, k, o in rows if k == "sale" or (k in ("refund", "void") and o)}
+    )
+    held = _sale_rows(tx, sales, known)
+    reversals = _reversals(tx, sorted(held), known)
+    deltas = Deltas()
+    for txn_id in sorted(held):
+        row = held[txn_id]
+        mine = reversals.get(txn_id, [])
+        before = figures(None if txn_id in new else row.sale, [r for t, r in mine if t not in new])
+        deltas.add(row, figures(row.sale, [r for _, r in mine]).minus(before))
+    write(tx, deltas)
+    return len(held)
+
+
+def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
+    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
+    now = now or utc_now()
+    _upsert(
+        tx,
+        "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
+        "VALUES {values} ON CONFLICT (member_id) DO UPDATE SET "
+        "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
+        "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
+        "ELSE member_totals.first_visit END, "
+        "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
+        "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
+        "ELSE member_totals.last_visit END, "
+        "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
+        "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
+        "updated_at = excluded.updated_at",
+        [(m, *deltas.first_last.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
+    )
+    days = sorted(deltas.days.items())
+    _upsert(
+        tx,
+        "INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES {values} "
+        "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
+        "spend = member_days.spend + excluded.spend",
+        [(*k, v[0], v[1]) for k, v in days],
+    )
+    tx.many(
+        "DELETE FROM member_days WHERE member_id = ? AND day = ? AND store_id = ? AND visits = 0 AND spend = 0",
+        [k for k, v in days if v[0] < 0 or v[1] < 0],
+    )
+    cats = sorted(deltas.categories.items())
+    _upsert(
+        tx,
+        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES {values} "
+        "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
+        "quantity = member_category_days.quantity + excluded.quantity",
+        [(*k, v[0], v[1]) for k, v in cats],
+    )
+    tx.many(
+        "DELETE FROM member_category_days WHERE member_id = ? AND day = ? AND category = ? AND spend = 0 "
+        "AND quantity = 0",
+        [k for k, v in cats if v[0] < 0 or v[1] < 0],
+    )
+    for member_id in sorted(deltas.lost_visit):
+        first, last = visit_span(tx, member_id)
+        tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+
+
+UPSERT_ROWS = 1000
+
+
+def _upsert(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """One multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT ...`` per thousand rows (one round trip
+    rather than one per row; the rows' keys are distinct, as an upsert of one statement needs)."""
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
+        tx.run(sql.format(values=", ".join([one] * len(chunk))), [v for row in chunk for v in row])
+
+
+def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
+    """The first and last time of the member's sales that still count a visit (after a visit was taken
+    back: a void or a whole refund; reads the member's counted sales)."""
+    txns = [
+        str(r[0])
+        for r in tx.all("SELECT txn_id, effect FROM journal WHERE member_id = ? AND kind = 'sale'", [member_id])
+        if r[1] in COUNTED
+    ]
+    held = _sale_rows(tx, txns)
+    reversals = _reversals(tx, sorted(held))
+    times = [r.made_at for t, r in held.items() if figures(r.sale, [p for _, p in reversals.get(t, [])]).visits > 0]
+    return (min(times), max(times)) if times else (None, None)
+
+
+# -- merges, erasure, rebuild ------------------------------------------------------------------------
+
+
+def move(tx: Tx, loser: str, winner: str) -> None:
+    """A member merged into another: the loser's statistics are added to the winner's, then removed."""
+    now = utc_now()
+    tx.run(
+        "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
+        "SELECT ?, first_visit, last_visit, visits, spend, coupons_redeemed, ? FROM member_totals WHERE member_id = ? "
+        "ON CONFLICT (member_id) DO UPDATE SET "
+        "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
+        "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
+        "ELSE member_totals.first_visit END, "
+        "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
+        "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
+        "ELSE member_totals.last_visit END, "
+        "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
+        "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
+        "updated_at = excluded.updated_at",
+        [winner, now, loser],
+    )
+    tx.run(
+        "INSERT INTO member_days (member_id, day, store_id, visits, spend) "
+        "SELECT ?, day, store_id, visits, spend FROM member_days WHERE member_id = ? "
+        "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
+        "spend = member_days.spend + excluded.spend",
+        [winner, loser],
+    )
+    tx.run(
+        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) "
+        "SELECT ?, day, category, spend, quantity FROM member_category_days WHERE member_id = ? "
+        "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
+        "quantity = member_category_days.quantity + excluded.quantity",
+        [winner, loser],
+    )
+    forget(tx, loser)
+
+
+def forget(tx: Tx, member_id: str) -> int:
+    """Every statistics row of the member goes (erasure; a merged-away member). Returns rows deleted."""
+    return sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in STATS_TABLES)
+
+
+def compute(tx: Tx) -> Deltas:
+    """Every statistic, from the journal alone."""
+    sales = [
+        str(r[0])
+        for r in tx.all(
+            "SELECT txn_id FROM journal WHERE kind = 'sale' AND member_id IS NOT NULL AND effect IN (?, ?) "
+            "ORDER BY txn_id",
+            list(COUNTED),
+        )
+    ]
+    deltas = Deltas()
+    for start in range(0, len(sales), 500):
+        chunk = sales[start : start + 500]
+        held = _sale_rows(tx, chunk)
+        reversals = _reversals(tx, sorted(held))
+        for txn_id in sorted(held):
+            row = held[txn_id]
+            deltas.add(row, figures(row.sale, [r for _, r in reversals.get(txn_id, [])]))
+    return deltas
+
+
+def rebuild(tx: Tx) -> dict[str, int]:
+    """Recompute every statistic from the journal, replacing the tables (one transaction); returns the
+    rows written per table."""
+    deltas = compute(tx)
+    for table in STATS_TABLES:
+        tx.run(f"DELETE FROM {table}")
+    now = utc_now()
+    spans = deltas.first_last  # widened only by sales that still count a visit
+    tx.insert_rows(
+        "member_totals",
+        ("member_id", "first_visit", "last_visit", "visits", "spend", "coupons_redeemed", "updated_at"),
+        [(m, *spans.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
+    )
+    days = [(*k, v[0], v[1]) for k, v in sorted(deltas.days.items()) if v[0] or v[1]]
+    tx.insert_rows("member_days", ("member_id", "day", "store_id", "visits", "spend"), days)
+    cats = [(*k, v[0], v[1]) for k, v in sorted(deltas.categories.items()) if v[0] or v[1]]
+    tx.insert_rows("member_category_days", ("member_id", "day", "category", "spend", "quantity"), cats)
+    return {"member_totals": len(deltas.totals), "member_days": len(days), "member_category_days": len(cats)}
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    """A member's statistics as of a business day (see docs/members.md for each figure)."""
+
+    member_id: str
+    as_of: str
+    first_visit: str | None
+    last_visit: str | None
+    visits: int
+    spend: int
+    coupons_redeemed: int
+    average_basket: int
+    visits_by_window: dict[int, int]
+    spend_by_window: dict[int, int]
+    spend_by_category: dict[str, int]
+    quantity_by_category: dict[str, int]
+    stores_visited: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id,
+            "as_of": self.as_of,
+            "first_visit": self.first_visit,
+            "last_visit": self.last_visit,
+            "visits": self.visits,
+            "spend": self.spend,
+            "coupons_redeemed": self.coupons_redeemed,
+            "average_basket": self.average_basket,
+            **{f"visits_{n}": self.visits_by_window[n] for n in WINDOWS},
+            **{f"spend_{n}": self.spend_by_window[n] for n in WINDOWS},
+            "spend_by_category": self.spend_by_category,
+            "quantity_by_category": self.quantity_by_category,
+            "stores_visited": self.stores_visited,
+        }
+
+
+def window_start(as_of: str, days: int) -> str:
+    """The first day of a window of ``days``: days ``>= as_of - days`` (and ``<= as_of``) count."""
+    return (date.fromisoformat(as_of) - timedelta(days=days)).isoformat()
+
+
+def member_stats(tx: Tx, member_id: str, as_of_day: str) -> MemberStats:
+    """The member's statistics as of the business day ``as_of_day`` (lifetime figures count everything
+    up to now; windows count days from ``as_of_day - N`` to ``as_of_day``)."""
+    total = tx.one(
+        "SELECT first_visit, last_visit, visits, spend, coupons_redeemed FROM member_totals WHERE member_id = ?",
+        [member_id],
+    )
+    first, last, visits, spend, coupons = (
+        (total[0], total[1], int(total[2]), int(total[3]), int(total[4])) if total else (None, None, 0, 0, 0)
+    )
+    by_visits, by_spend = {}, {}
+    for n in WINDOWS:
+        row = tx.one(
+            "SELECT COALESCE(SUM(visits), 0), COALESCE(SUM(spend), 0) FROM member_days "
+            "WHERE member_id = ? AND day >= ? AND day <= ?",
+            [member_id, window_start(as_of_day, n), as_of_day],
+        )
+        assert row is not None
+        by_visits[n], by_spend[n] = int(row[0]), int(row[1])
+    cats = tx.all(
+        "SELECT category, SUM(spend), SUM(quantity) FROM member_category_days WHERE member_id = ? "
+        "GROUP BY category ORDER BY category",
+        [member_id],
+    )
+    stores = tx.all(
+        "SELECT store_id FROM member_days WHERE member_id = ? GROUP BY store_id HAVING SUM(visits) > 0 "
+        "ORDER BY store_id",
+        [member_id],
+    )
+    return MemberStats(
+        member_id,
+        as_of_day,
+        None if first is None else str(first),
+        None if last is None else str(last),
+        visits,
+        spend,
+        coupons,
+        spend // visits if visits > 0 else 0,
+        by_visits,
+        by_spend,
+        {str(c[0]): int(c[1]) for c in cats},
+        {str(c[0]): int(c[2]) for c in cats},
+        [str(s[0]) for s in stores],
+    )
+
+
+def snapshot(tx: Tx) -> dict[str, list[tuple[Any, ...]]]:
+    """The statistics tables as they are, sorted (without ``updated_at``): for comparing with a rebuild."""
+    return {
+        "member_totals": [
+            tuple(r)
+            for r in tx.all(
+                "SELECT member_id, first_visit, last_visit, visits, spend, coupons_redeemed FROM member_totals "
+                "ORDER BY member_id"
+            )
+        ],
+        "member_days": [
+            tuple(r)
+            for r in tx.all(
+                "SELECT member_id, day, store_id, visits, spend FROM member_days ORDER BY member_id, day, store_id"
+            )
+        ],
+        "member_category_days": [
+            tuple(r)
+            for r in tx.all(
+                "SELECT member_id, day, category, spend, quantity FROM member_category_days "
+                "ORDER BY member_id, day, category"
+            )
+        ],
+    }

@@ -1,0 +1,307 @@
+"""Member statistics kept at ingest (hq/stats.py): the pure arithmetic, then through a real head office
+on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from the journal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hq import stats
+from hq.store import HqStore
+from sync.protocol import RefundPayload, SalePayload, VoidPayload, WireEntry
+from tests.fixtures import entries
+from tests.fixtures.postgres import PgServer
+
+CREATED = "2026-01-0{}T10:00:00.000Z"
+
+
+def lines(*spec: tuple[str, int, int]) -> list[dict[str, Any]]:
+    return [{"sku": f"SKU-{i}", "category": c, "quantity": q, "unit_price": p} for i, (c, q, p) in enumerate(spec)]
+
+
+def sale_payload(**kw: Any) -> SalePayload:
+    body = entries.sale(**kw)
+    return SalePayload.model_validate(body)
+
+
+def refund_payload(original: str = "X", **kw: Any) -> RefundPayload:
+    body = entries.refund(original, **kw)
+    return VoidPayload.model_validate(body) if kw.get("void") else RefundPayload.model_validate(body)
+
+
+# -- pure -----------------------------------------------------------------------------------------------
+
+
+BASKET = lines(("food", 2, 300), ("drink", 1, 400))  # 1000
+
+
+def test_a_sale_is_one_visit_its_net_spend_and_its_categories() -> None:
+    got = stats.figures(sale_payload(total=1000, lines=BASKET, coupons=["C1", "C1", "C2"]))
+    assert got == stats.Figures(1, 1000, 2, (("drink", 400, 1), ("food", 600, 2)))
+
+
+def test_spend_is_the_total_after_discounts_before_the_tender_split() -> None:
+    body = entries.sale(total=1000, lines=BASKET, redeemed=200)
+    body.update(discount=100, payable=700, pos_due=700, line_discounts=[60, 0])
+    sale = SalePayload.model_validate(body)
+    got = stats.figures(sale)
+    assert got.spend == 900  # points paid 200 of it: still spend
+    assert got.categories == (("drink", 400, 1), ("food", 540, 2))  # only the line's own discount
+
+
+def test_a_void_takes_everything_back() -> None:
+    sale = sale_payload(total=1000, lines=BASKET, coupons=["C1"])
+    assert stats.figures(sale, [refund_payload(void=True)]) == stats.NOTHING
+
+
+def test_a_partial_refund_takes_back_what_it_returned_and_keeps_the_visit() -> None:
+    sale = sale_payload(total=1000, lines=BASKET, coupons=["C1", "C2"])
+    got = stats.figures(sale, [refund_payload(money_back=300, returned=[(0, 1)], coupons_restored=("C2",))])
+    assert got == stats.Figures(1, 700, 1, (("drink", 400, 1), ("food", 300, 1)))
+
+
+def test_the_whole_sale_refunded_takes_back_the_visit_in_any_order() -> None:
+    sale = sale_payload(total=1000, lines=BASKET)
+    parts = [refund_payload(returned=[(0, 1)]), refund_payload(returned=[(0, 1), (1, 1)])]
+    assert stats.figures(sale, parts) == stats.figures(sale, parts[::-1]) == stats.NOTHING
+
+
+def test_a_difference_of_figures_is_what_a_refund_changes() -> None:
+    sale = sale_payload(total=1000, lines=BASKET)
+    before = stats.figures(sale)
+    after = stats.figures(sale, [refund_payload(returned=[(1, 1)])])
+    assert after.minus(before) == stats.Figures(0, -400, 0, (("drink", -400, -1),))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(1, 2)), max_size=5),
+    st.randoms(use_true_random=False),
+)
+def test_figures_do_not_depend_on_the_order_of_refunds(returns: list[tuple[int, int]], rnd: Any) -> None:
+    sale = sale_payload(total=1000, lines=BASKET)
+    refunds = [refund_payload(returned=[r]) for r in returns]
+    shuffled = list(refunds)
+    rnd.shuffle(shuffled)
+    got = stats.figures(sale, refunds)
+    assert got == stats.figures(sale, shuffled)
+    assert 0 <= got.spend <= 1000 and got.visits in (0, 1)
+
+
+def test_windows_count_days_from_the_reference_day_less_n() -> None:
+    assert stats.window_start("2026-03-31", 30) == "2026-03-01"
+
+
+# -- through a real head office -------------------------------------------------------------------------
+
+
+class Till:
+    """A terminal pushing by hand, one entry a push unless told."""
+
+    def __init__(self, hq: HqStore, terminal_id: str, store_id: str = "S1") -> None:
+        self.hq, self.terminal_id, self.seq = hq, terminal_id, 0
+        hq.add_terminal(terminal_id, store_id, f"token-{terminal_id}")
+
+    def entry(self, kind: str, payload: dict[str, Any], day: int = 1) -> WireEntry:
+        self.seq += 1
+        return WireEntry(
+            terminal_id=self.terminal_id,
+            seq=self.seq,
+            txn_id=f"{self.terminal_id}-{self.seq}",
+            kind=kind,
+            payload=payload,
+            created_at=CREATED.format(day),
+        )
+
+    def push(self, kind: str, payload: dict[str, Any], day: int = 1) -> str:
+        e = self.entry(kind, payload, day)
+        self.hq.ingest(self.terminal_id, [e])
+        return e.txn_id
+
+
+def snapshot(hq: HqStore) -> dict[str, list[tuple[Any, ...]]]:
+    with hq.db.read() as tx:
+        return stats.snapshot(tx)
+
+
+def rebuilt(hq: HqStore) -> dict[str, list[tuple[Any, ...]]]:
+    hq.db.transact(stats.rebuild)
+    return snapshot(hq)
+
+
+def scenario(hq: HqStore) -> HqStore:
+    """Sales, partial and full refunds, a void, coupon uses, a quarantined and released sale, a merge and
+    an erasure, through the real ingest path."""
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.upsert_member("M-3", "Chie", "basic", 0)
+    hq.put_coupon({"coupon_id": "C1", "kind": "amount_off", "amount": 100}, "C1")
+    hq.upsert_card("c" * 64, "M-1")
+    t1, t2 = Till(hq, "T1"), Till(hq, "T2", "S2")
+    t1.push("sale", entries.sale("M-1", 1000, lines=BASKET, coupons=["C1"]), day=1)
+    s2 = t1.push("sale", entries.sale("M-1", 500, lines=lines(("food", 5, 100))), day=2)
+    t1.push("refund", entries.refund(s2, "M-1", money_back=200, returned=[(0, 2)]), day=3)
+    s3 = t2.push("sale", entries.sale("M-1", 700, store_id="S2"), day=3)
+    t2.push("refund", entries.refund(s3, "M-1", store_id="S2", money_back=700, returned=[(0, 1)]), day=4)
+    s4 = t2.push("sale", entries.sale("M-2", 300, store_id="S2", coupons=["C1"]), day=4)
+    t2.push("void", entries.refund(s4, "M-2", store_id="S2", void=True), day=4)
+    t1.push("sale", entries.sale("M-3", 900), day=5)
+    t1.push("sale", entries.sale(None, 400), day=5)  # anonymous: nobody's statistics
+    # A batch holding a sale and its void.
+    batch = [t1.entry("sale", entries.sale("M-2", 250), 6)]
+    batch.append(t1.entry("void", entries.refund(batch[0].txn_id, "M-2", void=True), 6))
+    hq.ingest("T1", batch)
+    # Another store's sale from T1: quarantined (wrong store) until released.
+    held = t1.push("sale", entries.sale("M-1", 800, store_id="S9"), day=6)
+    assert stats_of(hq, "M-1").visits == 2
+    hq.release(held, "admin", "checked with the store")
+    assert stats_of(hq, "M-1").visits == 3
+    # A merge: M-4's sale waits for its member; its enrolment names M-1's card, so M-4 merges into M-1.
+    t2.push("sale", entries.sale("M-4", 600, store_id="S2"), day=7)
+    t2.push("enrol", entries.enrol("M-4", "c" * 64, store_id="S2"), day=7)
+    # An erasure.
+    from hq.erasure import erase_member
+
+    erase_member(hq, "M-3", "admin")
+    return hq
+
+
+def stats_of(hq: HqStore, member_id: str, day: str = "2026-01-07") -> stats.MemberStats:
+    with hq.db.read() as tx:
+        return stats.member_stats(tx, member_id, day)
+
+
+@pytest.fixture
+def hq(hq_url: str) -> Iterator[HqStore]:
+    store = HqStore(hq_url)
+    yield store
+    store.close()
+
+
+def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) -> None:
+    scenario(hq)
+    kept = snapshot(hq)
+    assert kept == rebuilt(hq)
+    assert kept == EXPECTED
+
+
+EXPECTED: dict[str, list[tuple[Any, ...]]] = {
+    "member_totals": [
+        ("M-1", "2026-01-01T10:00:00.000Z", "2026-01-07T10:00:00.000Z", 4, 2700, 1),
+        ("M-2", None, None, 0, 0, 0),
+    ],
+    "member_days": [
+        ("M-1", "2026-01-01", "S1", 1, 1000),
+        ("M-1", "2026-01-02", "S1", 1, 300),
+        ("M-1", "2026-01-06", "S1", 1, 800),
+        ("M-1", "2026-01-07", "S2", 1, 600),
+    ],
+    "member_category_days": [
+        ("M-1", "2026-01-01", "drink", 400, 1),
+        ("M-1", "2026-01-01", "food", 600, 2),
+        ("M-1", "2026-01-02", "food", 300, 3),
+        ("M-1", "2026-01-06", "", 800, 1),
+        ("M-1", "2026-01-07", "", 600, 1),
+    ],
+}
+
+
+def test_the_reader_gives_windows_categories_stores_and_the_average_basket(hq: HqStore) -> None:
+    scenario(hq)
+    got = stats_of(hq, "M-1", "2026-01-07")
+    assert got.visits == 4 and got.spend == 2700 and got.average_basket == 675
+    assert got.spend_by_window == {30: 2700, 90: 2700, 365: 2700}
+    assert got.spend_by_category == {"": 1400, "drink": 400, "food": 900}
+    assert got.stores_visited == ["S1", "S2"]
+    assert got.coupons_redeemed == 1
+    late = stats_of(hq, "M-1", "2026-02-05")  # 30 days back from Feb 5 is Jan 6
+    assert late.visits_by_window[30] == 2 and late.spend_by_window[30] == 1400
+
+
+def test_erasure_leaves_no_statistics_and_no_profile(hq: HqStore) -> None:
+    scenario(hq)
+    with hq.db.read() as tx:
+        for table in (*stats.STATS_TABLES, "member_profiles", "member_attributes", "consents"):
+            assert tx.all(f"SELECT * FROM {table} WHERE member_id = ?", ["M-3"]) == [], table
+        assert tx.all("SELECT * FROM member_totals WHERE member_id = ?", ["M-4"]) == []  # merged away
+
+
+def test_a_quarantined_sale_counts_only_once_released(hq: HqStore) -> None:
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    till = Till(hq, "T1")
+    held = till.push("sale", entries.sale("M-1", 800, store_id="S9"))
+    assert snapshot(hq) == {"member_totals": [], "member_days": [], "member_category_days": []}
+    assert rebuilt(hq)["member_totals"] == []
+    hq.release(held, "admin", "the store moved")
+    assert stats_of(hq, "M-1").spend == 800
+    assert snapshot(hq) == rebuilt(hq)
+
+
+def test_both_engines_keep_the_same_statistics(tmp_path: Path, pg_url: str) -> None:
+    got = []
+    for url in (str(tmp_path / "hq.db"), pg_url):
+        store = HqStore(url)
+        try:
+            got.append(snapshot(scenario(store)))
+        finally:
+            store.close()
+    assert got[0] == got[1]
+
+
+# -- random sequences -----------------------------------------------------------------------------------
+
+step = st.one_of(
+    st.tuples(st.just("sale"), st.sampled_from(["M-1", "M-2", None]), st.integers(1, 3), st.integers(1, 5)),
+    st.tuples(st.just("refund"), st.integers(0, 20), st.integers(0, 1), st.integers(1, 2)),
+    st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """A new empty head-office database for each example: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.fresh_schema
+
+
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(step, min_size=1, max_size=14), st.integers(1, 4))
+def test_random_sequences_rebuild_to_what_ingest_kept(
+    fresh_url: Callable[[], str], steps: list[tuple[Any, ...]], batch: int
+) -> None:
+    hq = HqStore(fresh_url())
+    try:
+        hq.upsert_member("M-1", "Aiko", "basic", 0)
+        hq.upsert_member("M-2", "Ben", "basic", 0)
+        till = Till(hq, "T1")
+        sales: list[tuple[str, str | None, int]] = []
+        pending: list[WireEntry] = []
+        for kind, a, b, c in steps:
+            if kind == "sale":
+                e = till.entry("sale", entries.sale(a, 100 * (b + c), lines=lines(("x", b, 100), ("y", c, 100))))
+                sales.append((e.txn_id, a, b + c))
+            elif sales:
+                txn, member, _ = sales[a % len(sales)]
+                if kind == "void":
+                    e = till.entry("void", entries.refund(txn, member, void=True))
+                else:
+                    e = till.entry("refund", entries.refund(txn, member, returned=[(b, c)]))
+            else:
+                continue
+            pending.append(e)
+            if len(pending) >= batch:
+                hq.ingest("T1", pending)
+                pending = []
+        if pending:
+            hq.ingest("T1", pending)
+        assert snapshot(hq) == rebuilt(hq)
+    finally:
+        hq.close()
