@@ -247,22 +247,28 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
     return len(held)
 
 
+# Adding a row of lifetime figures to a member's: counts add up, first and last visits widen.
+_ADD_TO_TOTALS = (
+    "ON CONFLICT (member_id) DO UPDATE SET "
+    "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
+    "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
+    "ELSE member_totals.first_visit END, "
+    "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
+    "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
+    "ELSE member_totals.last_visit END, "
+    "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
+    "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
+    "updated_at = excluded.updated_at"
+)
+
+
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
     now = now or utc_now()
     _upsert(
         tx,
         "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
-        "VALUES {values} ON CONFLICT (member_id) DO UPDATE SET "
-        "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
-        "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
-        "ELSE member_totals.first_visit END, "
-        "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
-        "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
-        "ELSE member_totals.last_visit END, "
-        "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
-        "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
-        "updated_at = excluded.updated_at",
+        "VALUES {values} " + _ADD_TO_TOTALS,
         [(m, *deltas.first_last.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
     )
     days = sorted(deltas.days.items())
@@ -330,16 +336,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     tx.run(
         "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
         "SELECT ?, first_visit, last_visit, visits, spend, coupons_redeemed, ? FROM member_totals WHERE member_id = ? "
-        "ON CONFLICT (member_id) DO UPDATE SET "
-        "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
-        "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
-        "ELSE member_totals.first_visit END, "
-        "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
-        "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
-        "ELSE member_totals.last_visit END, "
-        "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
-        "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
-        "updated_at = excluded.updated_at",
+        + _ADD_TO_TOTALS,
         [winner, now, loser],
     )
     tx.run(
