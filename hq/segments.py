@@ -20,14 +20,14 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
-from hq.db.engine import Db, Tx
+from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError
 from sync.protocol import ErrorCode
 from terminal.canonical import canonical_text
@@ -674,6 +674,49 @@ def listed(tx: Tx) -> list[dict[str, Any]]:
 def delete(tx: Tx, segment_id: str) -> None:
     if tx.run("DELETE FROM segments WHERE segment_id = ?", [segment_id]) == 0:
         raise UnknownSegment(f"no segment {segment_id[:64]!r}")
+
+
+# -- the services the commands and the routes call ----------------------------------------------------
+
+
+def reference_day(as_of: str | None) -> date:
+    """The day a segment is evaluated on: ``as_of`` (YYYY-MM-DD), or today in UTC."""
+    return parse_day(as_of) if as_of is not None else datetime.now(UTC).date()
+
+
+def save(db: Db, segment_id: str, name: str, data: Any, by: str) -> dict[str, Any]:
+    """Check and store a definition (parsed JSON); ``SegmentInvalid`` says why it is refused."""
+    definition = parse_definition(data)
+    check_id(segment_id)
+    return db.transact(lambda tx: put(tx, segment_id, name, definition, by, utc_now()))
+
+
+def show(db: Db, segment_id: str) -> dict[str, Any]:
+    with db.read() as tx:
+        return get(tx, segment_id)
+
+
+def remove(db: Db, segment_id: str) -> None:
+    db.transact(lambda tx: delete(tx, segment_id))
+
+
+def all_segments(db: Db) -> list[dict[str, Any]]:
+    with db.read() as tx:
+        return listed(tx)
+
+
+def preview_saved(db: Db, segment_id: str, as_of: str | None, size: int) -> dict[str, Any]:
+    """A stored segment's count and sample on ``as_of`` (default: today)."""
+    day = reference_day(as_of)
+    with db.read() as tx:
+        return {"segment_id": segment_id, **preview(tx, definition_of(tx, segment_id), day, size)}
+
+
+def preview_definition(db: Db, data: Any, as_of: str | None, size: int) -> dict[str, Any]:
+    """The count and sample of a definition not stored (yet)."""
+    definition, day = parse_definition(data), reference_day(as_of)
+    with db.read() as tx:
+        return preview(tx, definition, day, size)
 
 
 __all__ = [
