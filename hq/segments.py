@@ -454,10 +454,10 @@ def _window_sum(cond: Visits | Spend, as_of: date) -> Part:
 
 def _lapsed(cond: Lapsed, as_of: date) -> Part:
     first, last = window(as_of, cond.days)
-    return (
-        "m.member_id IN (SELECT d.member_id FROM member_days d WHERE d.day < ? AND d.visits > 0) AND "
-        "m.member_id NOT IN (SELECT d.member_id FROM member_days d WHERE d.day >= ? AND d.day <= ? AND d.visits > 0)",
-        [first, first, last],
+    return _in(
+        "SELECT d.member_id FROM member_days d WHERE d.visits > 0 AND d.day <= ? GROUP BY d.member_id "
+        "HAVING MAX(d.day) < ?",
+        [last, first],
     )
 
 
