@@ -586,10 +586,19 @@ def sample(tx: Tx, definition: SegmentDefinition, as_of: date, size: int) -> lis
 
 
 def preview(tx: Tx, definition: SegmentDefinition, as_of: date, size: int = 20) -> dict[str, Any]:
+    """The count and the first ``size`` members by member id, in one pass over the segment."""
+    if size <= 0:
+        return {"as_of": as_of.isoformat(), "count": count(tx, definition, as_of), "sample": []}
+    compiled = compile_segment(definition, as_of, tx.dialect)
+    _prepare(tx)
+    rows = tx.all(
+        f"SELECT q.member_id, COUNT(*) OVER () FROM ({compiled.sql}) q ORDER BY q.member_id LIMIT ?",
+        [*compiled.params, min(size, MAX_SAMPLE)],
+    )
     return {
         "as_of": as_of.isoformat(),
-        "count": count(tx, definition, as_of),
-        "sample": sample(tx, definition, as_of, size) if size > 0 else [],
+        "count": int(rows[0][1]) if rows else 0,
+        "sample": [str(r[0]) for r in rows],
     }
 
 
