@@ -498,21 +498,24 @@ def _birthday(days: list[str]) -> Part:
     return _in(f"SELECT p.member_id FROM member_profiles p WHERE p.birth_md IN ({_marks(days)})", days)
 
 
+_RFM_ORDER = {"r": "a.last_day", "f": "a.visits", "mo": "a.spend"}
+
+
 def _rfm(cond: Rfm, as_of: date, dialect: str) -> Part:
+    """Only the scores the condition names are computed (each is a sort of every scored member)."""
     first, last = window(as_of, cond.days)
     by_id = 'a.member_id COLLATE "C"' if dialect == "postgres" else "a.member_id"
     ok, ok_params = eligible("e")
+    tiles: list[str] = []
     scores: list[str] = []
     params: list[Any] = [first, last, *ok_params]
     for column, scored in (("r", cond.recency), ("f", cond.frequency), ("mo", cond.monetary)):
         if scored is not None:
+            tiles.append(f"NTILE(5) OVER (ORDER BY {_RFM_ORDER[column]}, {by_id}) AS {column}")
             scores.append(f"s.{column} BETWEEN ? AND ?")
             params += list(scored)
     return _in(
-        "SELECT s.member_id FROM (SELECT a.member_id, "
-        f"NTILE(5) OVER (ORDER BY a.last_day, {by_id}) AS r, "
-        f"NTILE(5) OVER (ORDER BY a.visits, {by_id}) AS f, "
-        f"NTILE(5) OVER (ORDER BY a.spend, {by_id}) AS mo "
+        f"SELECT s.member_id FROM (SELECT a.member_id, {', '.join(tiles)} "
         "FROM (SELECT d.member_id, MAX(CASE WHEN d.visits > 0 THEN d.day END) AS last_day, "
         "SUM(d.visits) AS visits, SUM(d.spend) AS spend FROM member_days d "
         "JOIN members e ON e.member_id = d.member_id "
