@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import random
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: the PostgreSQL server is stopped too
     started = time.perf_counter()
     rows = population(args.members)
     generated = time.perf_counter() - started
