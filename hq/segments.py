@@ -111,7 +111,7 @@ Text = Annotated[StrictStr, AfterValidator(_text)]
 Values = Annotated[list[Text], AfterValidator(_values)]
 Amount = Annotated[StrictInt, AfterValidator(_amount)]
 Scores = Annotated[tuple[StrictInt, StrictInt], AfterValidator(_scores)]
-Share = Annotated[float, Field(strict=False), AfterValidator(_share)]
+Share = Annotated[float, Field(strict=True), AfterValidator(_share)]
 
 
 class _Condition(BaseModel):

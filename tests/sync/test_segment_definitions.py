@@ -59,6 +59,11 @@ BAD: list[tuple[str, Any, ErrorCode]] = [
         {"where": {"kind": "category_affinity", "category": "x", "min_share": 0.123456}},
         ErrorCode.SEGMENT_BAD_VALUE,
     ),
+    (
+        "share as text",
+        {"where": {"kind": "category_affinity", "category": "x", "min_share": "0.5"}},
+        ErrorCode.SEGMENT_MALFORMED,
+    ),
     ("negative amount", {"where": {"kind": "spend", "days": 30, "min": -1}}, ErrorCode.SEGMENT_BAD_VALUE),
     ("huge amount", {"where": {"kind": "spend", "days": 30, "min": 10**16}}, ErrorCode.SEGMENT_BAD_VALUE),
     ("no tiers", {"where": {"kind": "tier", "tiers": []}}, ErrorCode.SEGMENT_BAD_VALUE),
