@@ -18,6 +18,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     quarantine.py entries the trust rules hold, released or rejected by an administrator
     reconcile.py  end-of-day checks, items and their settlement, the report (table, JSON, CSV)
     fleet.py      the fleet's health as Prometheus gauges
+    segments.py   segments of members as data: the definition, its SQL for both engines, preview, the table
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
     stats.py      members' statistics kept at ingest (visits, spend per day, store and category), rebuilt
                   from the journal

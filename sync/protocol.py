@@ -86,6 +86,15 @@ class ErrorCode(StrEnum):
     UNKNOWN_ATTRIBUTE = "unknown_attribute"
     BAD_ATTRIBUTE_VALUE = "bad_attribute_value"
     BAD_CONSENT = "bad_consent"
+    # segments (hq/segments.py, docs/segments.md): why a definition was refused
+    SEGMENT_MALFORMED = "segment_malformed"
+    SEGMENT_UNKNOWN_KIND = "segment_unknown_kind"
+    SEGMENT_TOO_DEEP = "segment_too_deep"
+    SEGMENT_TOO_LARGE = "segment_too_large"
+    SEGMENT_BAD_WINDOW = "segment_bad_window"
+    SEGMENT_BAD_RANGE = "segment_bad_range"
+    SEGMENT_BAD_VALUE = "segment_bad_value"
+    SEGMENT_BAD_DAY = "segment_bad_day"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -129,6 +138,14 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNKNOWN_ATTRIBUTE: (422, "the chain does not collect a profile attribute of that name"),
     ErrorCode.BAD_ATTRIBUTE_VALUE: (422, "the value is not one the chain allows for that attribute"),
     ErrorCode.BAD_CONSENT: (422, "the consent names no known channel or no wording version"),
+    ErrorCode.SEGMENT_MALFORMED: (422, "the segment definition is not the definition language (a field, a type)"),
+    ErrorCode.SEGMENT_UNKNOWN_KIND: (422, "a condition's kind is not one the definition language has"),
+    ErrorCode.SEGMENT_TOO_DEEP: (422, "conditions are nested deeper than a segment may be"),
+    ErrorCode.SEGMENT_TOO_LARGE: (422, "the segment has more conditions than a segment may have"),
+    ErrorCode.SEGMENT_BAD_WINDOW: (422, "a window of days is outside 1..3660 (birthdays: 1..366)"),
+    ErrorCode.SEGMENT_BAD_RANGE: (422, "a range is empty or bounds nothing (min above max, scores outside 1..5)"),
+    ErrorCode.SEGMENT_BAD_VALUE: (422, "a value is empty, too long, not printable, or there are too many"),
+    ErrorCode.SEGMENT_BAD_DAY: (422, "the reference day is not a YYYY-MM-DD date"),
 }
 
 

@@ -1,5 +1,6 @@
 """Head office's HTTP API (see ``sync.protocol`` and docs/protocol.md): ``create_app`` includes each area's
-router (``hq.api.terminals``, ``journal``, ``admin``, ``payments``, ``join``); ``hq.api.server`` runs it.
+router (``hq.api.terminals``, ``journal``, ``admin``, ``segments``, ``payments``, ``join``); ``hq.api.server``
+runs it.
 
     GET  /v1/health                   no auth
     GET  /v1/openapi.json             no auth: the machine-readable protocol, error codes included
@@ -25,6 +26,8 @@ router (``hq.api.terminals``, ``journal``, ``admin``, ``payments``, ``join``); `
     POST /v1/admin/members/{id}/block, /unblock, /v1/admin/cards/{hash}/block, /unblock   admin token
     GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)
     POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
+    PUT/GET/DELETE /v1/admin/segments/{id}, GET /v1/admin/segments, POST /v1/admin/segments/{id}/preview,
+    POST /v1/admin/segments/preview   admin token; segments of members as data (``hq.api.segments``)
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
     GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
@@ -39,14 +42,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, join, journal, payments, terminals
+from hq.api import admin, join, journal, payments, segments, terminals
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from sync.asgi import BodyGuard
 from sync.protocol import PROTOCOL_VERSION, ErrorCode
 
 MAX_BODY = 32 * 1024 * 1024
-ROUTERS = (terminals.router, journal.router, admin.router, payments.router, join.router)
+ROUTERS = (terminals.router, journal.router, admin.router, segments.router, payments.router, join.router)
 """Each area's routes, in the order they are matched (and listed in OpenAPI)."""
 
 

@@ -28,6 +28,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     attribute NAME --label L (--allowed a,b | --pattern P)   an attribute the chain collects
     stats rebuild / stats show MEMBER [--as-of DAY]   members' statistics (docs/members.md)
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
+    segment put ID FILE / show ID / list / delete ID / preview ID [--as-of DAY] [--sample N]
+                                       segments of members as data (segments.py, docs/segments.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -41,9 +43,9 @@ from __future__ import annotations
 
 import typer
 
-from hq.cli import documents, members, payments, quarantine, reconcile, serve, stores, terminals
+from hq.cli import documents, members, payments, quarantine, reconcile, segments, serve, stores, terminals
 
-AREAS = (terminals, quarantine, reconcile, stores, members, documents, payments, serve)
+AREAS = (terminals, quarantine, reconcile, stores, members, segments, documents, payments, serve)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)

@@ -249,6 +249,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_member_category_days_member ON member_category_days (member_id, category)",
         ],
     ),
+    # Segments as data (hq/segments.py, docs/segments.md): each definition as canonical JSON; version counts
+    # its changes.
+    (
+        "m010_segments",
+        [
+            "CREATE TABLE segments (segment_id TEXT PRIMARY KEY, name TEXT NOT NULL, definition TEXT NOT NULL, "
+            "created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL)",
+        ],
+    ),
 ]
 
 
