@@ -36,9 +36,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from terminal.ports import Event, ReceiptDesk
+from terminal.receipts.escpos import Captured
+
+if TYPE_CHECKING:  # pyserial is imported when a serial printer is opened
+    import serial
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +89,32 @@ class SocketLink:
             self.sock.close()
 
 
+class Channel(Protocol):
+    """A byte channel read with a short wait: a serial port or a printer device file."""
+
+    def read_some(self, size: int) -> bytes:
+        """Up to ``size`` bytes, or b"" after a short wait with nothing to read."""
+        ...
+
+    def write(self, data: memoryview) -> int | None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class PortLink:
     """A serial port (pyserial, any of its URLs) or a printer device file (``/dev/usb/lp0``)."""
 
-    def __init__(self, port: Any) -> None:
+    def __init__(self, port: Channel) -> None:
         self.port = port
         self.closed = threading.Event()
 
     def recv(self, size: int) -> bytes:
-        serial_port = hasattr(self.port, "in_waiting")
         while not self.closed.is_set():
             try:
-                # a serial port: one byte (waiting up to its timeout), then whatever else has arrived
-                data: bytes = self.port.read(1 if serial_port else size) or b""
-                if data and serial_port and self.port.in_waiting:
-                    data += self.port.read(min(self.port.in_waiting, size - 1))
-            except (OSError, TypeError, AttributeError):
+                data = self.port.read_some(size)
+            except (OSError, TypeError):
                 if self.closed.is_set():
                     return b""
                 raise
@@ -113,7 +127,7 @@ class PortLink:
         while view:
             n = self.port.write(view)
             view = view[n or 0 :]
-        with contextlib.suppress(OSError, AttributeError):
+        with contextlib.suppress(OSError):
             self.port.flush()
 
     def close_write(self) -> None:
@@ -121,7 +135,7 @@ class PortLink:
 
     def close(self) -> None:
         self.closed.set()
-        with contextlib.suppress(OSError, AttributeError):
+        with contextlib.suppress(OSError):
             self.port.close()
 
 
@@ -142,7 +156,7 @@ def open_link(spec: str, timeout: float = 5.0) -> Link:
         import serial
 
         name, _, baud = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "")
-        return PortLink(serial.serial_for_url(name, baudrate=int(baud or 9600), timeout=0.2))
+        return PortLink(_SerialPort(serial.serial_for_url(name, baudrate=int(baud or 9600), timeout=0.2)))
     raise ValueError(f"{spec!r} is not tcp:HOST:PORT, device:PATH or serial:PORT[:BAUD]")
 
 
@@ -152,15 +166,41 @@ class _DeviceFile:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def read(self, size: int) -> bytes:
+    def read_some(self, size: int) -> bytes:
         ready, _, _ = select.select([self.fd], [], [], 0.2)
         return os.read(self.fd, size) if ready else b""
 
     def write(self, data: memoryview) -> int:
         return os.write(self.fd, data)
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         os.close(self.fd)
+
+
+class _SerialPort:
+    """A pyserial port: one byte (waiting up to its timeout), then whatever else has arrived."""
+
+    def __init__(self, port: serial.SerialBase) -> None:
+        self.port = port
+
+    def read_some(self, size: int) -> bytes:
+        data = bytes(self.port.read(1) or b"")
+        waiting: int = self.port.in_waiting  # type: ignore[attr-defined]  # every port class of pyserial has it; the stub puts it on each subclass
+        if data and waiting:
+            data += self.port.read(min(waiting, size - 1))
+        return data
+
+    def write(self, data: memoryview) -> int | None:
+        return self.port.write(data)
+
+    def flush(self) -> None:
+        self.port.flush()
+
+    def close(self) -> None:
+        self.port.close()
 
 
 @dataclass
@@ -391,7 +431,7 @@ class Relay:
                     if self.done.is_set():
                         return
 
-    def _receipt(self, desk: ReceiptDesk, receipt: Any) -> None:
+    def _receipt(self, desk: ReceiptDesk, receipt: Captured) -> None:
         assert self.copy is not None
         self.stats.receipts += 1
         block = desk.captured(receipt)
