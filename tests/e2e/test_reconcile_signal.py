@@ -189,5 +189,7 @@ def test_a_till_three_days_slow_is_corrected_and_names_its_clock(hq: HqProcess, 
     today = datetime.now(UTC).date().isoformat()
     rows = json.loads(cli(hq, "report", "--terminal-id", "T-SLOW", "--format", "json")[0])
     assert [(r["day"], r["entries"]) for r in rows if r["entries"]] == [(today, 1)]  # head office's day, not 3 days ago
+    stats = json.loads(cli(hq, "stats", "show", "M-SLOW", "--json")[0])  # the member's visit: that day too
+    assert stats["visits"] == 1 and (stats["last_visit"] or "")[:10] == today, stats
     groups = json.loads(cli(hq, "groups", "--terminal-id", "T-SLOW", "--json")[0])
     assert {g["reason"] for g in groups} >= {"clock_skew", "clock_behind"}
