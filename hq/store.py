@@ -324,11 +324,16 @@ class HqStore:
                 )
         return str(terminal_id)
 
-    def note_pull(self, terminal_id: str) -> None:
+    def note_pull(self, terminal_id: str, since: int = 0) -> None:
         """The terminal pulls: a till pushes everything it has before it pulls, so no entry it makes later
-        can honestly carry an earlier time than this (``ingest`` checks)."""
+        can honestly carry an earlier time than this (``ingest`` checks). A till asks ``since`` the last
+        version it applied: what reached it (campaign reports count coupons delivered by it)."""
         self.db.transact(
-            lambda tx: tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = ?", [utc_now(), terminal_id])
+            lambda tx: tx.run(
+                "UPDATE terminals SET last_pull = ?, pulled_version = CASE WHEN pulled_version < ? THEN ? "
+                "ELSE pulled_version END WHERE terminal_id = ?",
+                [utc_now(), since, since, terminal_id],
+            )
         )
 
     def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:

@@ -103,7 +103,7 @@ def changes(
     clock: Clock = None,
 ) -> ChangesPage:
     store.flag_clock(terminal_id, clock)
-    store.note_pull(terminal_id)
+    store.note_pull(terminal_id, since)
     # Over-large pages are capped rather than refused: the cursor makes the rest reachable.
     return store.changes(since, min(limit, MAX_CHANGES_LIMIT))
 
