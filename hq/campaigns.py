@@ -715,8 +715,9 @@ def _pages(db: Db, spec: CampaignSpec, day: date) -> Iterator[list[tuple[str, st
 
 
 def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
-    """Every active campaign whose schedule is due at ``now``, in id order; what each run did.
-    A finished ``once`` run is not repeated; a daily run reruns harmlessly (it decides only the new)."""
+    """Every active campaign whose schedule is due at ``now``, in id order; what each run did (or
+    ``error`` for one that failed: the next call tries it again). A finished ``once`` run is not repeated;
+    a daily run reruns harmlessly (it decides only the new)."""
     with db.read() as tx:
         ids = [
             str(r[0]) for r in tx.all("SELECT campaign_id FROM campaigns WHERE state = 'active' ORDER BY campaign_id")
@@ -732,7 +733,11 @@ def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
         found = due(spec, now)
         if found is None or (found.run_key == "once" and (campaign_id, "once") in finished):
             continue
-        result = run_one(db, campaign_id, now)
+        try:
+            result = run_one(db, campaign_id, now)
+        except HqError as exc:  # one campaign's failure (its segment deleted ...) does not stop the others
+            done.append({"campaign_id": campaign_id, "run_key": found.run_key, "error": str(exc)})
+            continue
         if result is not None:
             done.append(result)
     return done
