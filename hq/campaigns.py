@@ -38,7 +38,7 @@ from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import bump_versions
 from sync.protocol import ErrorCode
-from terminal.canonical import canonical_text, doc_digest
+from terminal.canonical import canonical_text, text_digest
 from terminal.coupons import parse_coupon
 from terminal.loyalty import DocumentError
 
@@ -494,8 +494,9 @@ class RunCounts:
         }
 
 
-def _candidates(tx: Tx, spec: CampaignSpec, day: date, after: str | None) -> list[tuple[str, str]]:
-    """The next page of (member id, occasion) the schedule and the segment hold on ``day``."""
+def _candidates(tx: Tx, spec: CampaignSpec, day: date) -> list[tuple[str, str]]:
+    """Every (member id, occasion) the schedule and the segment hold on ``day``, in member id order: the
+    segment is evaluated once (a page at a time would evaluate it once a page)."""
     definition = segments.definition_of(tx, spec.segment)
     compiled = segments.compile_segment(definition, day, tx.dialect)
     sql = f"SELECT q.member_id, {{occasion}} FROM ({compiled.sql}) q {{join}} WHERE 1 = 1"
@@ -518,11 +519,7 @@ def _candidates(tx: Tx, spec: CampaignSpec, day: date, after: str | None) -> lis
             " AND q.member_id IN (SELECT k.member_id FROM consents k WHERE k.channel = 'marketing' "
             "AND k.withdrawn_at IS NULL)"
         )
-    if after is not None:
-        sql += " AND q.member_id > ?"
-        params.append(after)
-    sql += " ORDER BY q.member_id LIMIT ?"
-    params.append(CHUNK)
+    sql += " ORDER BY q.member_id"
     segments.prepare(tx)
     rows = tx.all(sql, params)
     found: list[tuple[str, str]] = []
@@ -614,28 +611,27 @@ def _decide_chunk(
             coupons.append((coupon_id, member_id, canonical_text(body)))
             counts.issued[arm] = counts.issued.get(arm, 0) + 1
         decided.append((campaign_id, member_id, occasion, arm, coupon_id, day.isoformat(), until, now))
+    given = _issue(tx, coupons, now)
     tx.many(
-        "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, issued_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, member_id, occasion) DO NOTHING",
-        decided,
+        "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, issued_at, "
+        "version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, member_id, occasion) DO NOTHING",
+        [(*row, given.get(str(row[4]), 0)) for row in decided],
     )
-    _issue(tx, coupons, now)
     return counts
 
 
-def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> None:
+def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> dict[str, int]:
     """Store personal coupons on the one path a coupon takes to the tills: a row, a new version, and the
-    version remembered (head office prices a sale again with the version the till used)."""
+    version remembered (head office prices a sale again with the version the till used); the versions."""
     if not coupons:
-        return
+        return {}
     tx.many(
         "INSERT INTO coupons (coupon_id, member_id, body, uses, version, deleted) VALUES (?, ?, ?, 0, 0, 0) "
         "ON CONFLICT (coupon_id) DO NOTHING",
         coupons,
     )
-    ids = [c for c, _, _ in coupons]
-    bump_versions(tx, "coupons", "coupon_id", ids)
-    digests = [(c, doc_digest(json.loads(body)), body) for c, _, body in coupons]
+    given = bump_versions(tx, "coupons", "coupon_id", [c for c, _, _ in coupons])
+    digests = [(c, text_digest(body), body) for c, _, body in coupons]
     tx.many(
         "INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES ('coupon', ?, ?, ?, ?) "
         "ON CONFLICT (kind, doc_id, digest) DO NOTHING",
@@ -645,12 +641,7 @@ def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> None:
         "INSERT INTO doc_events (kind, doc_id, digest, at) VALUES ('coupon', ?, ?, ?)",
         [(c, d, now) for c, d, _ in digests],
     )
-    marks = ", ".join("?" for _ in ids)
-    tx.run(
-        f"UPDATE campaign_members SET version = (SELECT c.version FROM coupons c WHERE c.coupon_id = "
-        f"campaign_members.coupon_id) WHERE coupon_id IN ({marks})",
-        ids,
-    )
+    return given
 
 
 def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | None = None) -> dict[str, Any] | None:
@@ -703,15 +694,10 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
 
 
 def _pages(db: Db, spec: CampaignSpec, day: date) -> Iterator[list[tuple[str, str]]]:
-    after: str | None = None
-    while True:
-        with db.read() as tx:
-            page = _candidates(tx, spec, day, after)
-        if page:
-            yield page
-        if len(page) < CHUNK:
-            return
-        after = page[-1][0]
+    with db.read() as tx:
+        found = _candidates(tx, spec, day)
+    for at in range(0, len(found), CHUNK):
+        yield found[at : at + CHUNK]
 
 
 def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
