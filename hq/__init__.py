@@ -8,11 +8,15 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     cli/          the `tillpoint hq ...` commands: one Typer sub-app per area, assembled in cli/__init__.py
     workers.py    `hq serve --workers N`: several processes on one PostgreSQL
     api/          the HTTP API: one APIRouter per area, included by api/app.py's create_app(); serve()
+    scheduler.py  the campaign timer the server runs: every due campaign, every N seconds
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
     payments.py   member payments: stored value, top-ups, member tokens and codes, devices, confirmations
     store.py      HqStore: terminals and credentials, master data, documents, keys, feed and snapshot;
                   open_store() with the serve options
+    outcomes.py   what a campaign earned: per arm, treated against control with a 95 % interval; CSV, SVG
+    campaigns.py  campaigns: a segment, offer variants, a schedule, a control group, the chain-wide cap
+                  and holdout; deciding and issuing personal coupons, idempotently
     push.py       one push: the ingest stages in their order, in one transaction
     members.py    members made outside head office: enrolments, merges, claims, erasure of the data
     quarantine.py entries the trust rules hold, released or rejected by an administrator
