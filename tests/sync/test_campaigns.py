@@ -341,3 +341,27 @@ def test_once_is_not_repeated_by_later_timers(hq: HqStore) -> None:
     assert campaigns.run_due(hq.db, at("2026-03-02T01:00:00Z")) == []
     assert Daily(kind="daily").at == "06:00"
     assert datetime.now(UTC) > MORNING
+
+
+def test_a_campaign_coupon_works_only_for_its_member_in_its_days_and_once() -> None:
+    """A dishonest cashier cannot move an offer to another member, nor use it after its days or twice."""
+    from terminal.coupons import Offer, refusal
+    from terminal.loyalty import SaleContext
+    from terminal.model import Basket, Line
+
+    s = parse_spec(spec())
+    coupon_id = campaigns.coupon_id_of("welcome", "M-1", "2026-03-01")
+    body = campaigns.coupon_body("welcome", s, s.variants[0], "M-1", coupon_id, date(2026, 3, 1))
+    coupon = parse_coupon(coupon_id, body)
+    basket = Basket((Line("SKU-1", 1, 1000),))
+
+    def why(member: str | None, day: str, used_by_member: int = 0) -> str | None:
+        ctx = SaleContext(datetime.fromisoformat(f"{day}T12:00"), "S1", member)
+        return refusal(Offer(coupon, used_by_member=used_by_member), basket, ctx)
+
+    assert why("M-1", "2026-03-01") is None and why("M-1", "2026-03-07") is None
+    assert why("M-2", "2026-03-02") == "coupon_not_this_member"
+    assert why(None, "2026-03-02") == "coupon_members_only"
+    assert why("M-1", "2026-03-08") == "coupon_expired"
+    assert why("M-1", "2026-02-28") == "coupon_not_yet_valid"
+    assert why("M-1", "2026-03-02", used_by_member=1) == "coupon_already_used"
