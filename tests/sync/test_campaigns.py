@@ -365,3 +365,34 @@ def test_a_campaign_coupon_works_only_for_its_member_in_its_days_and_once() -> N
     assert why("M-1", "2026-03-08") == "coupon_expired"
     assert why("M-1", "2026-02-28") == "coupon_not_yet_valid"
     assert why("M-1", "2026-03-02", used_by_member=1) == "coupon_already_used"
+
+
+def test_a_run_cut_half_way_resumes_without_issuing_twice(hq: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Head office killed (or its disk full) in the middle of a run: what committed stays, the rerun does the rest."""
+    from hq.errors import StorageFailed
+
+    monkeypatch.setattr(campaigns, "CHUNK", 25)
+    campaigns.save(hq.db, "welcome", spec(), "test")
+    real = campaigns._decide_chunk
+    calls = {"n": 0}
+
+    def failing(tx: Any, **kw: Any) -> campaigns.RunCounts:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise StorageFailed("database or disk is full")
+        return real(tx, **kw)
+
+    monkeypatch.setattr(campaigns, "_decide_chunk", failing)
+    with pytest.raises(StorageFailed):
+        campaigns.run_one(hq.db, "welcome", MORNING)
+    half = decided(hq, "welcome")
+    assert len(half) == 50  # two chunks committed, the third rolled back whole
+    monkeypatch.setattr(campaigns, "_decide_chunk", real)
+    rest = campaigns.run_one(hq.db, "welcome", MORNING)
+    assert rest is not None and rest["already"] == 50
+    rows = decided(hq, "welcome")
+    assert len(rows) == len({m for _, m, *_ in rows}) == rest["targeted"]
+    with hq.db.read() as tx:
+        coupons = tx.one("SELECT COUNT(*) FROM coupons")[0]  # type: ignore[index]
+        finished = tx.one("SELECT finished_at FROM campaign_runs WHERE campaign_id = 'welcome'")[0]  # type: ignore[index]
+    assert coupons == sum(1 for r in rows if r[3] is not None) and finished is not None
