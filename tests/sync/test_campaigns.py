@@ -219,6 +219,11 @@ def test_the_next_pull_carries_the_coupons_and_the_report_counts_what_reached_a_
     after = outcomes.campaign_report(hq.db, "welcome", date(2026, 3, 1))
     assert sum(a["delivered"] for a in after["arms"]) == len(treated)
     assert {a["arm"]: a["delivered"] for a in after["arms"]}["control"] == 0
+    # a till claiming to have applied versions not issued yet cannot mark tomorrow's coupons delivered
+    hq.note_pull("T1", 10**12)
+    campaigns.run_one(hq.db, "welcome", at("2026-03-02T01:00:00Z"))
+    later = outcomes.campaign_report(hq.db, "welcome", date(2026, 3, 2))
+    assert sum(a["delivered"] for a in later["arms"]) == len(treated)
 
 
 def test_held_out_members_receive_no_campaign_at_all(hq: HqStore) -> None:
