@@ -12,8 +12,9 @@ For each, on each engine:
 
   issue      ``hq.campaigns.run_one``: the segment evaluated once, then, per chunk of 2,000 members and in
              one transaction each, the member rows locked, the decisions, the coupons and their versions
-  floor      the same rows written by plain INSERTs in the same chunks (campaign_members, coupons, the
-             version bump and the two version-history rows), in the same process on the same database
+  floor      the same rows, made beforehand, written in bulk in the same chunks (coupons at new versions of
+             the feed, the two version-history rows, campaign_members; PostgreSQL: COPY), in the same
+             process on the same database: the database's own cost
   rerun      ``run_one`` again: nothing to issue (what idempotency costs)
   pull       ``HqStore.changes`` pages of 500 from the version before the campaign to the end (a till's
              next pull), against the floor: the same ``SELECT ... WHERE version > ? ORDER BY version
@@ -43,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hq import campaigns, segments  # noqa: E402
-from hq.ingest import bump_versions  # noqa: E402
+from hq.ingest import next_versions  # noqa: E402
 from hq.store import HqStore  # noqa: E402
 from terminal.canonical import canonical_text, doc_digest  # noqa: E402
 from tests.fixtures.postgres import PgServer  # noqa: E402
@@ -133,7 +134,7 @@ def floor(store: HqStore, rows: list[tuple[str, str]], spec: campaigns.CampaignS
             cid = "floor-" + campaigns.coupon_id_of("floor", member_id, occasion)
             body = campaigns.coupon_body("floor", spec, variant, member_id, cid, DAY)
             text, digest = canonical_text(body), doc_digest(body)
-            decided.append((member_id, occasion, cid, DAY.isoformat(), "2026-03-09", now))
+            decided.append((member_id, occasion, "a", cid, DAY.isoformat(), "2026-03-09", now))
             coupons.append((cid, member_id, text))
             versions.append((cid, digest, text, now))
             events.append((cid, digest, now))
@@ -141,21 +142,31 @@ def floor(store: HqStore, rows: list[tuple[str, str]], spec: campaigns.CampaignS
     started = time.perf_counter()
     for decided, coupons, versions, events in chunks:
         with store.db.write() as tx:
-            tx.many(
-                "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, "
-                "issued_at) VALUES ('floor', ?, ?, 'a', ?, ?, ?, ?)",
-                decided,
+            first = next_versions(tx, len(coupons))
+            tx.insert_rows(
+                "coupons",
+                ["coupon_id", "member_id", "body", "uses", "version", "deleted"],
+                [(c, m, b, 0, first + n, 0) for n, (c, m, b) in enumerate(coupons)],
             )
-            tx.many(
-                "INSERT INTO coupons (coupon_id, member_id, body, uses, version, deleted) VALUES (?, ?, ?, 0, 0, 0)",
-                coupons,
+            tx.insert_rows(
+                "doc_versions", ["kind", "doc_id", "digest", "body", "first_seen"], [("coupon", *v) for v in versions]
             )
-            bump_versions(tx, "coupons", "coupon_id", [c[0] for c in coupons])
-            tx.many(
-                "INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES ('coupon', ?, ?, ?, ?)",
-                versions,
+            tx.insert_rows("doc_events", ["kind", "doc_id", "digest", "at"], [("coupon", *e) for e in events])
+            tx.insert_rows(
+                "campaign_members",
+                [
+                    "campaign_id",
+                    "member_id",
+                    "occasion",
+                    "arm",
+                    "coupon_id",
+                    "day",
+                    "until_day",
+                    "issued_at",
+                    "version",
+                ],
+                [("floor", *d, first + n) for n, d in enumerate(decided)],
             )
-            tx.many("INSERT INTO doc_events (kind, doc_id, digest, at) VALUES ('coupon', ?, ?, ?)", events)
     return time.perf_counter() - started
 
 

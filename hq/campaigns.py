@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from hq import segments
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError
-from hq.ingest import bump_versions
+from hq.ingest import next_versions
 from sync.protocol import ErrorCode
 from terminal.canonical import canonical_text, text_digest
 from terminal.coupons import parse_coupon
@@ -612,35 +612,37 @@ def _decide_chunk(
             counts.issued[arm] = counts.issued.get(arm, 0) + 1
         decided.append((campaign_id, member_id, occasion, arm, coupon_id, day.isoformat(), until, now))
     given = _issue(tx, coupons, now)
-    tx.many(
-        "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, issued_at, "
-        "version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, member_id, occasion) DO NOTHING",
+    # New rows only: the members are locked and were not decided for this occasion (a unique violation
+    # would mean another writer broke that rule: the chunk rolls back and the next run retries it).
+    tx.insert_rows(
+        "campaign_members",
+        ["campaign_id", "member_id", "occasion", "arm", "coupon_id", "day", "until_day", "issued_at", "version"],
         [(*row, given.get(str(row[4]), 0)) for row in decided],
     )
     return counts
 
 
 def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> dict[str, int]:
-    """Store personal coupons on the one path a coupon takes to the tills: a row, a new version, and the
-    version remembered (head office prices a sale again with the version the till used); the versions."""
+    """Store personal coupons on the one path a coupon takes to the tills: a row at a new version of the
+    changes feed (in coupon id order, as ``bump_versions`` gives them), and the version remembered (head
+    office prices a sale again with the version the till used); the versions given."""
     if not coupons:
         return {}
-    tx.many(
-        "INSERT INTO coupons (coupon_id, member_id, body, uses, version, deleted) VALUES (?, ?, ?, 0, 0, 0) "
-        "ON CONFLICT (coupon_id) DO NOTHING",
-        coupons,
+    ordered = sorted(coupons)
+    first = next_versions(tx, len(ordered))
+    given = {c: first + n for n, (c, _, _) in enumerate(ordered)}
+    tx.insert_rows(
+        "coupons",
+        ["coupon_id", "member_id", "body", "uses", "version", "deleted"],
+        [(c, m, body, 0, given[c], 0) for c, m, body in ordered],
     )
-    given = bump_versions(tx, "coupons", "coupon_id", [c for c, _, _ in coupons])
-    digests = [(c, text_digest(body), body) for c, _, body in coupons]
-    tx.many(
-        "INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES ('coupon', ?, ?, ?, ?) "
-        "ON CONFLICT (kind, doc_id, digest) DO NOTHING",
-        [(c, d, b, now) for c, d, b in digests],
+    digests = [(c, text_digest(body), body) for c, _, body in ordered]
+    tx.insert_rows(
+        "doc_versions",
+        ["kind", "doc_id", "digest", "body", "first_seen"],
+        [("coupon", c, d, b, now) for c, d, b in digests],
     )
-    tx.many(
-        "INSERT INTO doc_events (kind, doc_id, digest, at) VALUES ('coupon', ?, ?, ?)",
-        [(c, d, now) for c, d, _ in digests],
-    )
+    tx.insert_rows("doc_events", ["kind", "doc_id", "digest", "at"], [("coupon", c, d, now) for c, d, _ in digests])
     return given
 
 
