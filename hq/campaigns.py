@@ -544,20 +544,20 @@ def _occasion(schedule: Once | Daily | Birthday | AfterVisit, day: date, key: st
 def _lock(tx: Tx, members: list[str]) -> None:
     """Lock the members' rows, in id order like every run: a concurrent run of this or another campaign
     waits here, then sees what this one decided (PostgreSQL; SQLite's writer holds the whole database)."""
-    marks = ", ".join("?" for _ in members)
-    tx.all(f"SELECT member_id FROM members WHERE member_id IN ({marks}) ORDER BY member_id{tx.for_update}", members)
+    where, params = tx.in_list("member_id", members)
+    tx.all(f"SELECT member_id FROM members WHERE {where} ORDER BY member_id{tx.for_update}", params)
 
 
 def _offers(tx: Tx, cap: OfferCap, members: list[str], day: date) -> dict[str, int]:
     """Offers each member received in the cap's window ending on ``day``, across every campaign."""
     if not members or cap.max == 0:
         return {}
-    marks = ", ".join("?" for _ in members)
+    where, params = tx.in_list("member_id", members)
     low = (day - timedelta(days=cap.days - 1)).isoformat()
     rows = tx.all(
-        f"SELECT member_id, COUNT(*) FROM campaign_members WHERE member_id IN ({marks}) AND arm <> ? "
-        "AND day >= ? AND day <= ? GROUP BY member_id",
-        [*members, CONTROL, low, day.isoformat()],
+        f"SELECT member_id, COUNT(*) FROM campaign_members WHERE {where} AND arm <> ? AND day >= ? AND day <= ? "
+        "GROUP BY member_id",
+        [*params, CONTROL, low, day.isoformat()],
     )
     return {str(r[0]): int(r[1]) for r in rows}
 
@@ -581,12 +581,12 @@ def _decide_chunk(
     if not kept:
         return counts
     _lock(tx, sorted({m for m, _ in kept}))
-    marks = ", ".join("?" for _ in kept)
+    where, params = tx.in_list("member_id", sorted({m for m, _ in kept}))
     done = {
         (str(r[0]), str(r[1]))
         for r in tx.all(
-            f"SELECT member_id, occasion FROM campaign_members WHERE campaign_id = ? AND member_id IN ({marks})",
-            [campaign_id, *[m for m, _ in kept]],
+            f"SELECT member_id, occasion FROM campaign_members WHERE campaign_id = ? AND {where}",
+            [campaign_id, *params],
         )
     }
     fresh = [(m, o) for m, o in kept if (m, o) not in done]
