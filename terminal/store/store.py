@@ -632,9 +632,7 @@ _TOMBSTONES = {
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
-        conn.executemany(
-            "INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations
-        )
+        conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)
     conn.executemany(
         "INSERT INTO rule_docs (rule_id, body) VALUES (?,?) ON CONFLICT(rule_id) DO UPDATE SET body = excluded.body",
         docs.rule_docs,

@@ -80,7 +80,9 @@ def hq(hq_url: str) -> Iterator[HqStore]:
 
 def sale(terminal: str, seq: int, coupons: tuple[str, ...] = ("FLASH",), kind: str = "sale", **more: Any) -> WireEntry:
     payload = (
-        entries.refund(more["original_txn"], "M-1", void=True) if kind == "void" else entries.sale("M-1", coupons=coupons)
+        entries.refund(more["original_txn"], "M-1", void=True)
+        if kind == "void"
+        else entries.sale("M-1", coupons=coupons)
     )
     return WireEntry(
         terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind=kind, payload=payload, created_at=CREATED
