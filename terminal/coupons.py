@@ -99,6 +99,12 @@ class Offer:
     holds no allocation of the pool (never granted, or the pool is closed)."""
 
 
+def offer_again(coupon: Coupon) -> Offer:
+    """A coupon a sale already used, priced again (a refund's remaining lines, head office's check): its use
+    and its pool's unit were taken when the sale was made, so no use limit or allocation is checked again."""
+    return Offer(coupon, pool_headroom=None if coupon.pool is None else 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """The effect of a set of coupons on a basket."""

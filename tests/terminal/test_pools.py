@@ -164,3 +164,16 @@ def test_a_rebuilt_till_counts_head_offices_figure_of_its_uses(till: tuple[Servi
     assert store.pool_headroom(["DROP-1"]) == {"DROP-1": 1}
     assert sell(service) != "coupon_allocation_used"
     assert sell(service) == "coupon_allocation_used"
+
+
+def test_a_partial_refund_keeps_a_pooled_coupon_that_still_applies(till: tuple[Service, Store]) -> None:
+    service, store = till
+    allot(store, 1)
+    two = Basket((Line("LATTE", 1, 450, "coffee"), Line("BEANS", 1, 1200, "beans")))
+    quote = service.quote("M-1", two, ["FLASH"])
+    assert quote.coupons == ("FLASH",)
+    sold = service.commit(quote)
+    service.refund(sold.txn_id, {1: 1})  # the beans go back; the coupon still applies to the latte
+    assert store.entries()[-1].payload["coupons_restored"] == []
+    assert store.entries()[-1].payload["money_back"] == 1200
+    assert store.pool_headroom(["DROP-1"]) == {"DROP-1": 0}
