@@ -175,27 +175,41 @@ def _held(tx: Tx, terminal_id: str) -> dict[str, tuple[int, int]]:
     return {str(p): (int(a), int(u)) for p, a, u in rows}
 
 
-def grant(tx: Tx, terminal_id: str, now: str) -> list[Allocation]:
-    """Top up this till's allocation of every open pool that needs it; returns its allocations of the open
-    pools. A pool is read without a lock first; one that needs a top-up is locked and read again, so
-    concurrent pulls (several head-office processes) never allocate past the quantity."""
+def wanted(tx: Tx, terminal_id: str) -> list[str]:
+    """The open pools this till's allocation of needs a top-up from, as far as a read without a lock shows
+    (``grant`` computes again under the pool's lock); most pulls need none and write nothing."""
     pools = tx.all("SELECT pool_id, quantity, chunk FROM pools WHERE closed = 0 ORDER BY pool_id")
+    if not pools:
+        return []
     held = _held(tx, terminal_id)
     totals = {
         str(p): int(n)
         for p, n in tx.all("SELECT pool_id, SUM(allowed) FROM pool_allocations GROUP BY pool_id")  # one scan
     }
-    for pool_id, quantity, chunk in pools:
-        allowed, used = held.get(str(pool_id), (0, 0))
-        if top_up(int(quantity), int(chunk), totals.get(str(pool_id), 0), allowed, used) == 0:
-            continue
-        _grant_one(tx, str(pool_id), terminal_id, now)
+    return [
+        str(pool_id)
+        for pool_id, quantity, chunk in pools
+        if top_up(int(quantity), int(chunk), totals.get(str(pool_id), 0), *held.get(str(pool_id), (0, 0))) > 0
+    ]
+
+
+def allocations(tx: Tx, terminal_id: str) -> list[Allocation]:
+    """This till's allocations of the open pools."""
     rows = tx.all(
         "SELECT a.pool_id, a.allowed, a.used FROM pool_allocations a JOIN pools p ON p.pool_id = a.pool_id "
         "WHERE a.terminal_id = ? AND p.closed = 0 ORDER BY a.pool_id",
         [terminal_id],
     )
     return [Allocation(str(p), terminal_id, int(a), int(u)) for p, a, u in rows]
+
+
+def grant(tx: Tx, terminal_id: str, now: str) -> list[Allocation]:
+    """Top up this till's allocation of every open pool that needs it; returns its allocations of the open
+    pools. A pool is read without a lock first; one that needs a top-up is locked and read again, so
+    concurrent pulls (several head-office processes) never allocate past the quantity."""
+    for pool_id in wanted(tx, terminal_id):
+        _grant_one(tx, pool_id, terminal_id, now)
+    return allocations(tx, terminal_id)
 
 
 def _grant_one(tx: Tx, pool_id: str, terminal_id: str, now: str) -> int:

@@ -645,7 +645,11 @@ class HqStore:
         return self.db.transact(lambda tx: pools.close(tx, pool_id))
 
     def grant_pools(self, terminal_id: str) -> list[pools.Allocation]:
-        """The till pulls: top up its allocations; its allocations of every open pool."""
+        """The till pulls: top up its allocations; its allocations of every open pool. A pull that needs no
+        top-up (most of them) only reads."""
+        with self.db.read() as tx:
+            if not pools.wanted(tx, terminal_id):
+                return pools.allocations(tx, terminal_id)
         return self.db.transact(lambda tx: pools.grant(tx, terminal_id, utc_now()))
 
     def pool_state(self, pool_id: str) -> pools.PoolState:
