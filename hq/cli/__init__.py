@@ -30,6 +30,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
     segment put ID FILE / show ID / list / delete ID / preview ID [--as-of DAY] [--sample N]
                                        segments of members as data (segments.py, docs/segments.md)
+    pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -43,9 +44,9 @@ from __future__ import annotations
 
 import typer
 
-from hq.cli import documents, members, payments, quarantine, reconcile, segments, serve, stores, terminals
+from hq.cli import documents, members, payments, pools, quarantine, reconcile, segments, serve, stores, terminals
 
-AREAS = (terminals, quarantine, reconcile, stores, members, segments, documents, payments, serve)
+AREAS = (terminals, quarantine, reconcile, stores, members, segments, pools, documents, payments, serve)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)

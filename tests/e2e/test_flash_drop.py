@@ -8,6 +8,7 @@ and it is granted nothing more."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from terminal.model import Basket, Line, utc_iso
 from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures import entries
-from tests.fixtures.hq import HqProcess
+from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
 
 TILLS = {"T-A": "S-1", "T-B": "S-1", "T-C": "S-2"}
@@ -159,6 +160,9 @@ def test_a_flash_drop_is_never_redeemed_more_than_its_quantity(hq_proc: HqProces
             till.client.sync_once()
         assert pool(hq_proc)[:2] == (N, N)
         assert pool_items(hq_proc, everything=True) == []  # honest tills: nothing to reconcile, prices agree
+        shown = json.loads(hq_proc.cli("pool", "show", "DROP", "--json"))  # `tillpoint hq pool show`
+        assert (shown["quantity"], shown["allocated"], shown["used"]) == (N, N, N)
+        assert {a["terminal_id"]: a["allowed"] for a in shown["allocations"]} == {"T-A": 4, "T-B": 3, "T-C": 3}
     finally:
         for till in tills.values():
             till.close()
@@ -168,8 +172,8 @@ def test_a_stolen_till_credential_is_flagged_and_granted_nothing_more(hq_proc: H
     admin = HqStore(hq_proc.db)
     tokens = {t: admin.add_terminal(t, s) for t, s in TILLS.items()}
     admin.put_coupon(FLASH)
-    admin.create_pool("DROP", N, chunk=CHUNK)
     admin.close()
+    hq_proc.cli("pool", "create", "DROP", str(N), "--chunk", str(CHUNK))  # `tillpoint hq pool create`
     till = Till(tmp_path, "T-C", hq_proc.url, tokens["T-C"])
     try:
         till.client.sync_once()
@@ -217,6 +221,8 @@ def test_a_stolen_till_credential_is_flagged_and_granted_nothing_more(hq_proc: H
             assert other.allowed() == CHUNK
         finally:
             other.close()
-        assert pool(hq_proc)[0] <= N
+        assert pool(hq_proc)[0] == 2 * CHUNK <= N
+        lowered = tillpoint("hq", "pool", "create", "DROP", str(CHUNK), "--db", hq_proc.db)
+        assert lowered.returncode != 0 and "pool_below_allocated" in lowered.stderr + lowered.stdout
     finally:
         till.close()
