@@ -36,7 +36,7 @@ from sync.protocol import ErrorCode
 
 MAX_DEFAULT_CHUNK = 100
 MAX_QUANTITY = 10_000_000
-POOL_ID_MAX = 64
+POOL_ID_MAX = 128
 
 
 class PoolRefused(HqError):

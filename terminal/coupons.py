@@ -125,7 +125,7 @@ def _pos_int(doc: Mapping[str, Any], key: str, default: int = 0) -> int:
     return value
 
 
-POOL_ID_MAX = 64
+POOL_ID_MAX = 128
 
 
 def parse_pool(coupon_id: str, doc: Mapping[str, Any]) -> str | None:
