@@ -1340,12 +1340,15 @@ def next_versions(tx: Tx, count: int) -> int:
     return int(row[0]) - count + 1
 
 
-def bump_versions(tx: Tx, table: str, key: str, ids: Iterable[str]) -> None:
+def bump_versions(tx: Tx, table: str, key: str, ids: Iterable[str]) -> dict[str, int]:
+    """Give each row a new version of the changes feed, in key order; the versions given."""
     ordered = sorted(ids)
     if not ordered:
-        return
+        return {}
     first = next_versions(tx, len(ordered))
-    tx.set_values(table, key, "version", [(k, first + n) for n, k in enumerate(ordered)])
+    given = [(k, first + n) for n, k in enumerate(ordered)]
+    tx.set_values(table, key, "version", given)
+    return dict(given)
 
 
 def advance(tx: Tx, terminal_id: str, watermark: int) -> tuple[int, list[tuple[int, int]]]:

@@ -362,6 +362,7 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE sales SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
+    tx.run("DELETE FROM campaign_members WHERE member_id = ?", [member_id])  # its decisions leave the reports
     stats.forget(tx, member_id)
     profiles.forget(tx, member_id)
     tx.run(

@@ -568,14 +568,14 @@ def compile_segment(definition: SegmentDefinition, as_of: date, dialect: str) ->
 # -- reading a segment's members ---------------------------------------------------------------------
 
 
-def _prepare(tx: Tx) -> None:
+def prepare(tx: Tx) -> None:
     if tx.dialect == "postgres":  # IN (subquery) under OR / NOT is a hashed subplan only if it fits
         tx.run("SET LOCAL work_mem = '256MB'")
 
 
 def count(tx: Tx, definition: SegmentDefinition, as_of: date) -> int:
     compiled = compile_segment(definition, as_of, tx.dialect)
-    _prepare(tx)
+    prepare(tx)
     row = tx.one(f"SELECT COUNT(*) FROM ({compiled.sql}) q", compiled.params)
     return int(row[0]) if row else 0
 
@@ -583,7 +583,7 @@ def count(tx: Tx, definition: SegmentDefinition, as_of: date) -> int:
 def sample(tx: Tx, definition: SegmentDefinition, as_of: date, size: int) -> list[str]:
     """The first ``size`` members by member id (deterministic: the same day gives the same sample)."""
     compiled = compile_segment(definition, as_of, tx.dialect)
-    _prepare(tx)
+    prepare(tx)
     rows = tx.all(f"{compiled.sql} ORDER BY m.member_id LIMIT ?", [*compiled.params, min(max(size, 0), MAX_SAMPLE)])
     return [str(r[0]) for r in rows]
 
@@ -593,7 +593,7 @@ def preview(tx: Tx, definition: SegmentDefinition, as_of: date, size: int = 20) 
     if size <= 0:
         return {"as_of": as_of.isoformat(), "count": count(tx, definition, as_of), "sample": []}
     compiled = compile_segment(definition, as_of, tx.dialect)
-    _prepare(tx)
+    prepare(tx)
     rows = tx.all(
         f"SELECT q.member_id, COUNT(*) OVER () FROM ({compiled.sql}) q ORDER BY q.member_id LIMIT ?",
         [*compiled.params, min(size, MAX_SAMPLE)],
@@ -611,7 +611,7 @@ def member_ids(db: Db, definition: SegmentDefinition, as_of: date, page: int = P
     while True:
         with db.read() as tx:
             compiled = compile_segment(definition, as_of, tx.dialect)
-            _prepare(tx)
+            prepare(tx)
             more = "" if after is None else " AND m.member_id > ?"
             params = [*compiled.params, *([] if after is None else [after]), page]
             rows = tx.all(f"{compiled.sql}{more} ORDER BY m.member_id LIMIT ?", params)
@@ -749,6 +749,7 @@ __all__ = [
     "member_ids",
     "parse_definition",
     "parse_json",
+    "prepare",
     "preview",
     "put",
     "sample",

@@ -188,8 +188,18 @@ def _page(since: int, limit: int, rows: list[tuple[int, str, Any]]) -> ChangesPa
 class HqStore:
     """Head office's storage. Safe to share between threads (and processes, through the database)."""
 
-    def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 16, backup: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: Settings | None = None,
+        *,
+        pool_size: int = 16,
+        backup: bool = True,
+        clock: Callable[[], str] = utc_now,
+    ) -> None:
         self.settings = settings or Settings()
+        self.now = clock
+        """Head office's time (UTC, ISO with milliseconds and Z): the system clock, or a simulated one."""
         self.db: Db = open_db(url, pool_size=pool_size)
         try:
             applied = migrate(self.db, backup=backup)
@@ -199,9 +209,9 @@ class HqStore:
         if "m004_trust" in applied:
             self.db.transact(ingest_mod.backfill_sales)
         if "m006_signal" in applied:  # the versions held when the history began
-            self.db.transact(lambda tx: versions.seed(tx, utc_now()))
+            self.db.transact(lambda tx: versions.seed(tx, self.now()))
         if "m009_profile_attributes" in applied:  # the attributes collected until the chain sets its own
-            self.db.transact(lambda tx: profiles.seed_rules(tx, utc_now()))
+            self.db.transact(lambda tx: profiles.seed_rules(tx, self.now()))
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
 
@@ -232,7 +242,7 @@ class HqStore:
                 "INSERT INTO terminals (terminal_id, store_id, token_sha256, created_at, revoked, acked_seq) "
                 "VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (terminal_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
                 "next_token_sha256 = NULL",
-                [terminal_id, store_id, token_digest(token), utc_now()],
+                [terminal_id, store_id, token_digest(token), self.now()],
             )
 
         try:
@@ -260,7 +270,7 @@ class HqStore:
             tx.run(
                 "INSERT INTO enrol_codes (code_sha256, terminal_id, store_id, created_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [token_digest(code), terminal_id, store_id, utc_now(), expires],
+                [token_digest(code), terminal_id, store_id, self.now(), expires],
             )
         return "-".join(code[i : i + 4] for i in range(0, 16, 4))
 
@@ -268,7 +278,7 @@ class HqStore:
         """Redeem a one-time code for the terminal's own credential. An enrolment lifts a revocation:
         issuing a code is the administrator's decision to let this terminal in again."""
         token = secrets.token_urlsafe(32)
-        now = utc_now()
+        now = self.now()
 
         def redeem(tx: Tx) -> tuple[str, str]:
             row = tx.one(
@@ -324,11 +334,16 @@ class HqStore:
                 )
         return str(terminal_id)
 
-    def note_pull(self, terminal_id: str) -> None:
+    def note_pull(self, terminal_id: str, since: int = 0) -> None:
         """The terminal pulls: a till pushes everything it has before it pulls, so no entry it makes later
-        can honestly carry an earlier time than this (``ingest`` checks)."""
+        can honestly carry an earlier time than this (``ingest`` checks). A till asks ``since`` the last
+        version it applied: what reached it (campaign reports count coupons delivered by it)."""
         self.db.transact(
-            lambda tx: tx.run("UPDATE terminals SET last_pull = ? WHERE terminal_id = ?", [utc_now(), terminal_id])
+            lambda tx: tx.run(
+                "UPDATE terminals SET last_pull = ?, pulled_version = CASE WHEN pulled_version < ? THEN ? "
+                "ELSE pulled_version END WHERE terminal_id = ?",
+                [self.now(), since, since, terminal_id],
+            )
         )
 
     def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:
@@ -341,7 +356,7 @@ class HqStore:
         with self.db.write() as tx:
             tx.run(
                 "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",
-                [utc_now(), clock_offset, terminal_id],
+                [self.now(), clock_offset, terminal_id],
             )
 
     def terminals(self) -> list[dict[str, Any]]:
@@ -366,7 +381,7 @@ class HqStore:
             tx.run(
                 "INSERT INTO terminal_health (terminal_id, reported_at, body) VALUES (?, ?, ?) "
                 "ON CONFLICT (terminal_id) DO UPDATE SET reported_at = excluded.reported_at, body = excluded.body",
-                [terminal_id, utc_now(), health.model_dump_json()],
+                [terminal_id, self.now(), health.model_dump_json()],
             )
 
     def fleet(self, now: str | None = None) -> list[dict[str, Any]]:
@@ -376,7 +391,7 @@ class HqStore:
                 str(r[0]): (str(r[1]), str(r[2]))
                 for r in tx.all("SELECT terminal_id, reported_at, body FROM terminal_health")
             }
-        return [fleet_row(info, reports.get(info["terminal_id"]), now or utc_now()) for info in self.terminals()]
+        return [fleet_row(info, reports.get(info["terminal_id"]), now or self.now()) for info in self.terminals()]
 
     def store_of(self, terminal_id: str) -> str | None:
         rows = self._read("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
@@ -391,7 +406,7 @@ class HqStore:
             tx.run(
                 "INSERT INTO admins (name, token_sha256, created_at, revoked) VALUES (?, ?, ?, 0) "
                 "ON CONFLICT (name) DO UPDATE SET token_sha256 = excluded.token_sha256, revoked = 0",
-                [name, token_digest(token), utc_now()],
+                [name, token_digest(token), self.now()],
             )
         return token
 
@@ -431,7 +446,7 @@ class HqStore:
             "alg": "ed25519",
             "purpose": purpose,
             "status": "active",
-            "created_at": utc_now(),
+            "created_at": self.now(),
             "public_key": b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)),
         }
 
@@ -462,7 +477,7 @@ class HqStore:
     def revoke(self, kind: str, subject: str, reason: str = "") -> str:
         """Add ``kind:subject`` to the revocation list every till pulls; returns its id."""
         revocation_id = f"{kind}:{subject}"
-        body = {"kind": kind, "subject": subject, "reason": reason, "revoked_at": utc_now()}
+        body = {"kind": kind, "subject": subject, "reason": reason, "revoked_at": self.now()}
 
         def save(tx: Tx) -> None:
             text, sig = self._signed(tx, body)
@@ -511,7 +526,7 @@ class HqStore:
             }
             if _write_row(tx, "members", "member_id", member_id, values, held):
                 if held is None or held[6]:
-                    ingest_mod.apply_late_entries(tx, member_id, utc_now())
+                    ingest_mod.apply_late_entries(tx, member_id, self.now())
                 bump_versions(tx, "members", "member_id", [member_id])
 
         self.db.transact(save)
@@ -577,7 +592,7 @@ class HqStore:
                 tx.many("UPDATE cards SET deleted = 1 WHERE uid_hash = ?", [(c,) for c in cards])
                 bump_versions(tx, "cards", "uid_hash", cards)
             bump_versions(tx, table, key, [item_id])
-            versions.forget(tx, table, item_id, utc_now())  # from now on no sale can be priced with it
+            versions.forget(tx, table, item_id, self.now())  # from now on no sale can be priced with it
             return True
 
         return self.db.transact(save)
@@ -588,7 +603,7 @@ class HqStore:
             held = tx.one(f"SELECT {', '.join(names)} FROM {table} WHERE {key} = ?{tx.for_update}", [key_value])
             if _write_row(tx, table, key, key_value, values, held):
                 bump_versions(tx, table, key, [key_value])
-                versions.remember(tx, table, key_value, values, utc_now())  # every version issued stays
+                versions.remember(tx, table, key_value, values, self.now())  # every version issued stays
 
         self.db.transact(save)
 
@@ -613,14 +628,14 @@ class HqStore:
         """Change a member's profile (an administrator, or the member's own join); refusals are
         ``profiles.ProfileRefused`` with a stable code."""
         today = datetime.now(UTC).date()
-        return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, utc_now()))
+        return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, self.now()))
 
     def attribute_rules(self) -> list[dict[str, Any]]:
         with self.db.read() as tx:
             return [r.as_dict() for r in profiles.attribute_rules(tx).values()]
 
     def set_attribute_rule(self, rule: profiles.AttributeRule) -> None:
-        self.db.transact(lambda tx: profiles.set_attribute_rule(tx, rule, utc_now()))
+        self.db.transact(lambda tx: profiles.set_attribute_rule(tx, rule, self.now()))
 
     def member_stats(self, member_id: str, as_of: str | None = None) -> stats.MemberStats:
         """The member's statistics as of a business day (default: today in the chain's time zone)."""
@@ -639,7 +654,7 @@ class HqStore:
     # -- flash-drop pools (hq/pools.py) -----------------------------------------------------------
 
     def create_pool(self, pool_id: str, quantity: int, chunk: int | None = None) -> pools.PoolState:
-        return self.db.transact(lambda tx: pools.create(tx, pool_id, quantity, utc_now(), chunk))
+        return self.db.transact(lambda tx: pools.create(tx, pool_id, quantity, self.now(), chunk))
 
     def close_pool(self, pool_id: str) -> bool:
         return self.db.transact(lambda tx: pools.close(tx, pool_id))
@@ -650,7 +665,7 @@ class HqStore:
         with self.db.read() as tx:
             if not pools.wanted(tx, terminal_id):
                 return pools.allocations(tx, terminal_id)
-        return self.db.transact(lambda tx: pools.grant(tx, terminal_id, utc_now()))
+        return self.db.transact(lambda tx: pools.grant(tx, terminal_id, self.now()))
 
     def pool_state(self, pool_id: str) -> pools.PoolState:
         with self.db.read() as tx:
@@ -670,7 +685,7 @@ class HqStore:
             raise WrongTerminal(f"terminal {terminal_id} cannot push entries of {', '.join(foreign)}")
 
         def run(tx: Tx) -> PushResponse:
-            received = utc_now()
+            received = self.now()
             reply = push.ingest(tx, self.settings, terminal_id, entries, received, clock)
             if reply.stored:
                 reconcile.recheck_days(tx, terminal_id, reply.acked_seq, received)
@@ -690,7 +705,7 @@ class HqStore:
 
     def report_lost(self, terminal_id: str, ranges: list[tuple[int, int]], reason: str) -> JournalState:
         """The till can never send these seqs: recorded, an item opened, the watermark moves on."""
-        self.db.transact(lambda tx: ingest_mod.report_lost(tx, terminal_id, ranges, reason, utc_now(), self.settings))
+        self.db.transact(lambda tx: ingest_mod.report_lost(tx, terminal_id, ranges, reason, self.now(), self.settings))
         return self.journal_state(terminal_id)
 
     def journal_count(self, terminal_id: str) -> int:
@@ -764,11 +779,11 @@ class HqStore:
     # -- end of day and reconciliation ------------------------------------------------------------
 
     def eod(self, report: EodReport) -> EodResult:
-        return self.db.transact(lambda tx: reconcile.record_eod(tx, report, utc_now()))
+        return self.db.transact(lambda tx: reconcile.record_eod(tx, report, self.now()))
 
     def flag_clock(self, terminal_id: str, clock: str | None) -> None:
         """Check a terminal's reported clock outside a push (pulls, end of day)."""
-        now = utc_now()
+        now = self.now()
         offset = ingest_mod.measure_clock(clock, now)
         store_id = self.store_of(terminal_id)
         if offset is not None and abs(offset) > self.settings.clock_skew and store_id is not None:
@@ -799,7 +814,7 @@ class HqStore:
             return reconcile.summary(tx, **filters)
 
     def settle_group(self, terminal_id: str, day: str, reason: str, by: str, note: str) -> int:
-        return self.db.transact(lambda tx: reconcile.settle_group(tx, terminal_id, day, reason, by, note, utc_now()))
+        return self.db.transact(lambda tx: reconcile.settle_group(tx, terminal_id, day, reason, by, note, self.now()))
 
     # -- stores' business days, blocking ---------------------------------------------------------
 
@@ -807,7 +822,7 @@ class HqStore:
         """Set a store's time zone and business-day cut-off (``businessday.BadCalendar`` if unusable).
         Entries already filed keep their day; new ones are filed by it."""
         day = businessday.calendar(timezone, day_starts)
-        now = utc_now()
+        now = self.now()
         with self.db.write() as tx:
             tx.run(
                 "INSERT INTO stores (store_id, timezone, day_starts, updated_at) VALUES (?, ?, ?, ?) "
@@ -844,7 +859,7 @@ class HqStore:
             raise ValueError("blocking or unblocking needs who and why")
         table, key = {"member": ("members", "member_id"), "card": ("cards", "uid_hash")}[kind]
         status = "blocked" if blocked else "active"
-        now = utc_now()
+        now = self.now()
 
         def save(tx: Tx) -> dict[str, Any]:
             held = tx.one(
@@ -869,7 +884,7 @@ class HqStore:
         return self.db.transact(save)
 
     def settle(self, item_id: str, by: str, note: str) -> ReconItem:
-        return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, utc_now()))
+        return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, self.now()))
 
     def quarantined(self) -> list[dict[str, Any]]:
         """Entries held in quarantine (changing no balance), with the reasons that hold them."""
@@ -878,10 +893,10 @@ class HqStore:
 
     def release(self, txn_id: str, by: str, note: str) -> str:
         """Apply a quarantined entry (an administrator's decision, with who and why); its new effect."""
-        return self.db.transact(lambda tx: quarantine.release(tx, txn_id, by, note, utc_now()))
+        return self.db.transact(lambda tx: quarantine.release(tx, txn_id, by, note, self.now()))
 
     def reject(self, txn_id: str, by: str, note: str) -> str:
-        return self.db.transact(lambda tx: quarantine.reject(tx, txn_id, by, note, utc_now()))
+        return self.db.transact(lambda tx: quarantine.reject(tx, txn_id, by, note, self.now()))
 
     def report(self, **filters: Any) -> list[dict[str, Any]]:
         with self.db.read() as tx:

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hq.api.app import create_app
+from hq.scheduler import CampaignTimer
 from hq.store import open_store
 
 ENV = "TILLPOINT_HQ_SERVE"
@@ -33,6 +34,7 @@ class ServeOptions(BaseModel):
     sun_key_file: str | None = None
     card_key_file: str | None = None
     trust_pos: bool = False
+    campaign_interval: float = 60.0
 
 
 class NeedsPostgres(ValueError):
@@ -61,6 +63,8 @@ def app_from_env() -> FastAPI:
         card_key_file=Path(options.card_key_file) if options.card_key_file else None,
         trust_pos=options.trust_pos,
     )
+    if options.campaign_interval > 0:  # each worker's timer: runs are idempotent (hq/scheduler.py)
+        CampaignTimer(store.db, options.campaign_interval).start()
     return create_app(store)  # its pool closes with the process
 
 

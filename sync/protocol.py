@@ -95,6 +95,8 @@ class ErrorCode(StrEnum):
     SEGMENT_BAD_RANGE = "segment_bad_range"
     SEGMENT_BAD_VALUE = "segment_bad_value"
     SEGMENT_BAD_DAY = "segment_bad_day"
+    CAMPAIGN_MALFORMED = "campaign_malformed"
+    CAMPAIGN_ENDED = "campaign_ended"
     # flash-drop quantity pools (hq/pools.py): why creating or changing a pool was refused
     POOL_INVALID = "pool_invalid"
     POOL_BELOW_ALLOCATED = "pool_below_allocated"
@@ -149,6 +151,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.SEGMENT_BAD_RANGE: (422, "a range is empty or bounds nothing (min above max, scores outside 1..5)"),
     ErrorCode.SEGMENT_BAD_VALUE: (422, "a value is empty, too long, not printable, or there are too many"),
     ErrorCode.SEGMENT_BAD_DAY: (422, "the reference day is not a YYYY-MM-DD date"),
+    ErrorCode.CAMPAIGN_MALFORMED: (
+        422,
+        "the campaign, its schedule, an offer or a setting is not valid (a field, a type)",
+    ),
+    ErrorCode.CAMPAIGN_ENDED: (409, "the campaign has ended: it cannot be changed or resumed"),
     ErrorCode.POOL_INVALID: (422, "a pool's id, quantity or chunk is out of bounds"),
     ErrorCode.POOL_BELOW_ALLOCATED: (409, "a pool's quantity may not go below what head office already allocated"),
 }

@@ -79,7 +79,12 @@ def doc_digest(value: Any) -> str:
     """A rule or coupon document's version by content: the first 16 hex digits of the SHA-256 of its
     canonical JSON. A sale names the versions it was priced with; head office keeps every version it
     issued, so it prices the sale again with exactly those."""
-    return hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+    return text_digest(canonical_text(value))
+
+
+def text_digest(text: str) -> str:
+    """``doc_digest`` of a document already in canonical JSON text (``canonical_text``)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def base_digest(rule_id: str, points: int, per_minor: int) -> str:

@@ -45,6 +45,7 @@ def demo(
     A port already taken stops it at once (exit status 3), naming the option that moves it."""
     from hq.api.app import create_app
     from hq.demo import DEMO_CARDS, seed_demo
+    from hq.scheduler import CampaignTimer
     from hq.store import HqStore
     from terminal.api.server import ThreadedServer
     from terminal.keys import load_or_create_key
@@ -80,9 +81,11 @@ def demo(
         )
     )
     console.print("Tap a simulated card from another shell:  [bold].venv/bin/tillpoint tap 04A1B2C3D4E501[/]")
+    timer = CampaignTimer(hq_store.db).start()  # campaigns put into the demo's head office run as scheduled
     try:
         run_daemon(cfg, f"; head office {hq.url}", api_port_option="--api-port N")
     finally:
+        timer.stop()
         hq.stop()
         hq_store.close()
 

@@ -28,6 +28,8 @@ runs it.
     POST /v1/admin/quarantine/{txn}/release, /reject   admin token; apply it now, or never
     PUT/GET/DELETE /v1/admin/segments/{id}, GET /v1/admin/segments, POST /v1/admin/segments/{id}/preview,
     POST /v1/admin/segments/preview   admin token; segments of members as data (``hq.api.segments``)
+    /v1/admin/campaigns..., /v1/admin/programme, /v1/admin/campaign-settings   admin token; campaigns,
+                                      their reports and the chain-wide settings (``hq.api.campaigns``)
     POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
     GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
@@ -42,14 +44,22 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, join, journal, payments, segments, terminals
+from hq.api import admin, campaigns, join, journal, payments, segments, terminals
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from sync.asgi import BodyGuard
 from sync.protocol import PROTOCOL_VERSION, ErrorCode
 
 MAX_BODY = 32 * 1024 * 1024
-ROUTERS = (terminals.router, journal.router, admin.router, segments.router, payments.router, join.router)
+ROUTERS = (
+    terminals.router,
+    journal.router,
+    admin.router,
+    segments.router,
+    campaigns.router,
+    payments.router,
+    join.router,
+)
 """Each area's routes, in the order they are matched (and listed in OpenAPI)."""
 
 

@@ -104,7 +104,7 @@ def changes(
     clock: Clock = None,
 ) -> ChangesPage:
     store.flag_clock(terminal_id, clock)
-    store.note_pull(terminal_id)
+    store.note_pull(terminal_id, since)
     # This till's allocations of the flash-drop pools, topped up as it pulls (hq/pools.py); the rest of the
     # page is the chain-wide feed. Over-large pages are capped rather than refused: the cursor makes the rest
     # reachable.

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 
 from hq.api.deps import Clock, Limit, Store, Terminal
 from hq.api.errors import ApiError, errors
-from hq.db.engine import utc_now
 from sync.protocol import (
     PROTOCOL_VERSION,
     EnrolRequest,
@@ -26,9 +25,9 @@ FLAGS_SHOWN = 200
 
 
 @router.get("/v1/health")
-def health(request: Request) -> dict[str, Any]:
+def health(request: Request, store: Store) -> dict[str, Any]:
     # The root public key is public: a terminal configured with a bare token pins it on first use.
-    return {"status": "ok", "time": utc_now(), "protocol": PROTOCOL_VERSION, "root_key": request.app.state.root_key}
+    return {"status": "ok", "time": store.now(), "protocol": PROTOCOL_VERSION, "root_key": request.app.state.root_key}
 
 
 @router.post("/v1/enrol", response_model=EnrolResponse, responses=errors(ErrorCode.ENROL_CODE_INVALID))

@@ -30,6 +30,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
     segment put ID FILE / show ID / list / delete ID / preview ID [--as-of DAY] [--sample N]
                                        segments of members as data (segments.py, docs/segments.md)
+    campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
+        [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
@@ -44,9 +46,21 @@ from __future__ import annotations
 
 import typer
 
-from hq.cli import documents, members, payments, pools, quarantine, reconcile, segments, serve, stores, terminals
+from hq.cli import (
+    campaigns,
+    documents,
+    members,
+    payments,
+    pools,
+    quarantine,
+    reconcile,
+    segments,
+    serve,
+    stores,
+    terminals,
+)
 
-AREAS = (terminals, quarantine, reconcile, stores, members, segments, pools, documents, payments, serve)
+AREAS = (terminals, quarantine, reconcile, stores, members, segments, campaigns, pools, documents, payments, serve)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)

@@ -46,6 +46,10 @@ def hq_serve(
             help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md)."
         ),
     ] = False,
+    campaign_interval: Annotated[
+        float,
+        typer.Option(help="Run the campaigns that are due every N seconds (0: off, run them from elsewhere)."),
+    ] = 60.0,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
     from hq.api.server import serve
@@ -90,6 +94,7 @@ def hq_serve(
                 sun_key_file=str(sun_key_file) if sun_key_file else None,
                 card_key_file=str(card_key_file) if card_key_file else None,
                 trust_pos=trust_pos,
+                campaign_interval=campaign_interval,
             ),
             host,
             port,
@@ -98,9 +103,14 @@ def hq_serve(
             ssl_keyfile=keyfile,
         )
         return
+    from hq.scheduler import CampaignTimer
+
+    timer = CampaignTimer(store.db, campaign_interval).start() if campaign_interval > 0 else None
     try:
         serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
+        if timer is not None:
+            timer.stop()
         store.close()
 
 

@@ -258,6 +258,28 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL)",
         ],
     ),
+    # Campaigns (hq/campaigns.py, docs/campaigns.md): each campaign's spec as canonical JSON; one row per run of
+    # its schedule; one row per member and occasion it was decided for (the arm: a variant, or the control
+    # group), which is what makes issuing idempotent and what measurement reads. The chain-wide holdout's
+    # periods; the changes version each till last pulled from (what reached the tills).
+    (
+        "m011_campaigns",
+        [
+            "CREATE TABLE campaigns (campaign_id TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, "
+            "state TEXT NOT NULL, created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "version BIGINT NOT NULL)",
+            "CREATE TABLE campaign_runs (campaign_id TEXT NOT NULL, run_key TEXT NOT NULL, day TEXT NOT NULL, "
+            "started_at TEXT NOT NULL, finished_at TEXT, counts TEXT NOT NULL, PRIMARY KEY (campaign_id, run_key))",
+            "CREATE TABLE campaign_members (campaign_id TEXT NOT NULL, member_id TEXT NOT NULL, occasion TEXT NOT NULL, "
+            "arm TEXT NOT NULL, coupon_id TEXT, day TEXT NOT NULL, until_day TEXT NOT NULL, issued_at TEXT NOT NULL, "
+            "version BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (campaign_id, member_id, occasion))",
+            "CREATE INDEX idx_campaign_members_member ON campaign_members (member_id, day)",
+            "CREATE INDEX idx_campaign_members_coupon ON campaign_members (coupon_id)",
+            "CREATE TABLE holdout_periods (period_id TEXT PRIMARY KEY, starts TEXT NOT NULL, ends TEXT NOT NULL, "
+            "share_bp INTEGER NOT NULL, seed TEXT NOT NULL)",
+            "ALTER TABLE terminals ADD COLUMN pulled_version BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
     # Flash-drop quantity pools (hq/pools.py, docs/loyalty.md): a chain-wide quantity, each till's allocation
     # (allowed: granted in all, never more than the quantity summed over tills; used: its redemptions, net of
     # give-backs), and every redemption counted once, with the till that made it.

@@ -208,3 +208,47 @@ def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
         assert done.returncode != 0 and "panel" in done.stderr
     finally:
         hidden.rename(panels[0])
+
+
+def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Path, tmp_path: Path) -> None:
+    """Head office's operator path: a segment, a campaign, a run and its report, all from the wheel."""
+    import json
+
+    db = str(tmp_path / "hq.db")
+    (tmp_path / "everyone.json").write_text(json.dumps({"where": {"kind": "tier", "tiers": ["basic"]}}))
+    (tmp_path / "welcome.json").write_text(
+        json.dumps(
+            {
+                "name": "Welcome",
+                "segment": "everyone",
+                "variants": [{"variant": "a", "coupon": {"kind": "amount_off", "value": 100}}],
+                "schedule": {"kind": "once", "at": "2026-03-01T09:00"},
+                "control_share": 0.5,
+                "require_consent": False,
+            }
+        )
+    )
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [str(installed / "tillpoint"), "hq", *args, "--db", db],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    for n in range(6):
+        run("add-member", f"M-{n:03d}", "--tier", "basic")
+    run("segment", "put", "everyone", str(tmp_path / "everyone.json"))
+    run("campaign", "put", "welcome", str(tmp_path / "welcome.json"))
+    (done,) = json.loads(run("campaign", "run", "--now", "2026-03-01T10:00:00Z"))
+    assert done["targeted"] == 6 and done["control"] + sum(done["issued"].values()) == 6
+    assert json.loads(run("campaign", "run", "--now", "2026-03-02T10:00:00Z")) == []  # once is once
+    report = run("campaign", "report", "welcome", "--as-of", "2026-03-05", "--format", "csv")
+    arms = {line.split(",")[2]: line.split(",")[3] for line in report.split("\n\n")[0].splitlines()[1:]}
+    assert report.startswith("campaign_id,as_of,arm,") and sum(int(n) for n in arms.values()) == 6

@@ -101,6 +101,15 @@ def load(db: Db, pop: Population) -> None:
             "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES (?, ?, ?, ?, ?)",
             pop.category_days,
         )
+        totals: dict[str, list[Any]] = {}
+        for mid, day, _store, visits, spend in pop.days:
+            t = totals.setdefault(mid, [day, day, 0, 0])
+            t[0], t[1], t[2], t[3] = min(t[0], day), max(t[1], day), t[2] + visits, t[3] + spend
+        tx.many(
+            "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+            [(mid, *t, now) for mid, t in totals.items()],
+        )
         tx.many(
             "INSERT INTO erasures (member_id, erased_at, erased_by) VALUES (?, ?, ?)",
             [(mid, now, "test") for mid in pop.erased],

@@ -1,0 +1,787 @@
+"""Campaigns (docs/campaigns.md): a segment, offer variants, a validity, a schedule, a control group, an
+optional chain-wide quantity; issued as personal coupons that reach tills with their next pull.
+
+The pure part: the spec (pydantic models; every refusal a ``CampaignInvalid`` with a stable
+``sync.protocol.ErrorCode``), when a schedule is due (``due``: the run of a local day, in the campaign's
+time zone), which birthdays a day serves (a 29 February birthday is served on 28 February in other
+years), and the arm a member falls in (``arm_of``: a keyed hash of the campaign and the member, so a
+member stays in the same arm across runs and processes).
+
+The I/O part, through a ``Tx``: ``run`` decides, for every member the segment holds on the day, in
+member id order and in chunks of ``CHUNK``: left out by the chain-wide holdout; already decided for this
+occasion (nothing happens twice: the row ``campaign_members (campaign, member, occasion)`` is the key);
+over the chain-wide offer cap (``offer_cap``: at most ``max`` offers per member in ``days`` days, across
+all campaigns; decided under the member rows' locks, so two campaigns issuing at once cannot both give
+the last one); in the control group (recorded, nothing issued); otherwise a variant's coupon, issued.
+
+Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``); ``after_visit``
+(``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from hq import segments
+from hq.db.engine import Db, Tx, utc_now
+from hq.errors import HqError
+from hq.ingest import bump_versions
+from sync.protocol import ErrorCode
+from terminal.canonical import canonical_text, text_digest
+from terminal.coupons import parse_coupon
+from terminal.loyalty import DocumentError
+
+CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+VARIANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+CHUNK = 2000
+"""Members decided per transaction: a run interrupted half-way resumes where it stopped."""
+CATCH_UP_DAYS = 3
+"""A birthday or an anniversary of a visit is still served this many days late (a run missed)."""
+BP = 10_000
+CONTROL = "control"
+STATES = ("active", "paused", "ended")
+POOL_PREFIX = "campaign:"
+TEMPLATE_KEYS_REFUSED = frozenset({"coupon_id", "member_id", "starts", "ends", "pool", "campaign"})
+"""Set by the campaign on each coupon it issues; a template cannot name them."""
+
+
+class CampaignInvalid(HqError):
+    """A campaign spec, a setting or a request refused; ``code`` says why, stably."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.detail = message
+
+
+class UnknownCampaign(HqError):
+    pass
+
+
+# -- the spec -----------------------------------------------------------------------------------------
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Tokyo)") from exc
+    return value
+
+
+def _hhmm(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError("a time of day is HH:MM, 00:00..23:59")
+    return value
+
+
+def _coupon_template(value: dict[str, Any]) -> dict[str, Any]:
+    named = TEMPLATE_KEYS_REFUSED & value.keys()
+    if named:
+        raise ValueError(f"a coupon template cannot set {', '.join(sorted(named))}: the campaign sets them")
+    try:
+        parse_coupon("template", value)
+    except DocumentError as exc:
+        raise ValueError(f"the coupon template is not a coupon: {exc}") from exc
+    return value
+
+
+Zone = Annotated[StrictStr, AfterValidator(_zone)]
+HHMM = Annotated[StrictStr, AfterValidator(_hhmm)]
+Template = Annotated[dict[str, Any], AfterValidator(_coupon_template)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Once(_Model):
+    """One run, at a local date and time."""
+
+    kind: Literal["once"]
+    at: datetime
+
+
+class Daily(_Model):
+    """A run each local day at ``at``: that day's members; a day missed is not issued late."""
+
+    kind: Literal["daily"]
+    at: HHMM = "06:00"
+
+
+class Birthday(_Model):
+    """A run each local day at ``at``: members whose birthday is ``days_before`` days ahead (or was, up to
+    ``CATCH_UP_DAYS`` days ago: a missed run); one offer per member per year."""
+
+    kind: Literal["birthday"]
+    at: HHMM = "06:00"
+    days_before: Annotated[StrictInt, Field(ge=0, le=60)] = 0
+
+
+class AfterVisit(_Model):
+    """A run each local day at ``at``: members whose last visit was ``days`` days ago (or up to
+    ``CATCH_UP_DAYS`` more); once per last visit."""
+
+    kind: Literal["after_visit"]
+    at: HHMM = "06:00"
+    days: Annotated[StrictInt, Field(ge=1, le=730)]
+
+
+Schedule = Annotated[Once | Daily | Birthday | AfterVisit, Field(discriminator="kind")]
+
+
+class Variant(_Model):
+    """One offer: a coupon template (any coupon kind of the loyalty engine, points bonuses included)."""
+
+    variant: Annotated[StrictStr, Field(pattern=VARIANT_ID.pattern)]
+    weight: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    coupon: Template
+
+
+class CampaignSpec(_Model):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    segment: Annotated[StrictStr, Field(pattern=segments.SEGMENT_ID.pattern)]
+    """A stored segment's id; each run reads its definition as it is then."""
+    variants: Annotated[list[Variant], Field(min_length=1, max_length=10)]
+    schedule: Schedule
+    timezone: Zone = "UTC"
+    valid_days: Annotated[StrictInt, Field(ge=1, le=366)] = 7
+    """Each coupon is valid from its local day of issue for this many days."""
+    starts: date | None = None
+    ends: date | None = None
+    """Runs happen on local days in [starts, ends] (both optional)."""
+    control_share: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    quantity: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+    """A flash drop: at most this many redemptions chain-wide (tills redeem within their allocation)."""
+    measure_days: Annotated[StrictInt, Field(ge=1, le=366)] | None = None
+    """Each member's outcome window from the day it was decided (default: ``valid_days``)."""
+    require_consent: bool = True
+    """Only members whose marketing consent is given and not withdrawn."""
+
+    def window(self) -> int:
+        return self.measure_days or self.valid_days
+
+
+def parse_spec(data: Any) -> CampaignSpec:
+    if not isinstance(data, dict):
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, "a campaign is a JSON object")
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "campaign"
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{where}: {first.get('msg', 'invalid')}") from exc
+    names = [v.variant for v in spec.variants]
+    if len(set(names)) != len(names) or CONTROL in names:
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"variant names must be distinct and not {CONTROL!r}")
+    if spec.starts and spec.ends and spec.ends < spec.starts:
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, "ends is before starts")
+    return spec
+
+
+def canonical(spec: CampaignSpec) -> str:
+    return canonical_text(spec.model_dump(mode="json", exclude_none=True))
+
+
+def check_id(campaign_id: str) -> str:
+    if not CAMPAIGN_ID.fullmatch(campaign_id):
+        raise CampaignInvalid(
+            ErrorCode.CAMPAIGN_MALFORMED, "a campaign id is 1..64 of A-Z a-z 0-9 . _ - (first: A-Z a-z 0-9)"
+        )
+    return campaign_id
+
+
+# -- pure: when a schedule is due, and for whom -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A run of a campaign: its key (at most one run per key ever finishes) and its local day."""
+
+    run_key: str
+    day: date
+
+
+def local_now(spec: CampaignSpec, now: datetime) -> datetime:
+    return now.astimezone(ZoneInfo(spec.timezone))
+
+
+def due(spec: CampaignSpec, now: datetime) -> Due | None:
+    """The run the schedule asks for at ``now`` (an aware time), or None; within [starts, ends]."""
+    local = local_now(spec, now)
+    today = local.date()
+    schedule = spec.schedule
+    if isinstance(schedule, Once):
+        at = schedule.at.replace(tzinfo=ZoneInfo(spec.timezone)) if schedule.at.tzinfo is None else schedule.at
+        if now < at:
+            return None
+        found = Due("once", at.astimezone(ZoneInfo(spec.timezone)).date())
+    else:
+        hour, minute = (int(p) for p in schedule.at.split(":"))
+        if (local.hour, local.minute) < (hour, minute):
+            return None
+        found = Due(today.isoformat(), today)
+    if spec.starts and found.day < spec.starts or spec.ends and found.day > spec.ends:
+        return None
+    return found
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def birthday_occasions(day: date, days_before: int) -> list[tuple[str, str]]:
+    """(birth month-day ``MM-DD``, occasion) pairs a run on ``day`` serves: the birthdays ``days_before``
+    days ahead, and up to ``CATCH_UP_DAYS`` earlier ones; a 29 February birthday is kept on 28 February
+    in a year without one."""
+    found: list[tuple[str, str]] = []
+    for late in range(CATCH_UP_DAYS + 1):
+        target = day + timedelta(days=days_before - late)
+        occasion = f"birthday:{target.year}"
+        found.append((target.strftime("%m-%d"), occasion))
+        if target.month == 2 and target.day == 28 and not _leap(target.year):
+            found.append(("02-29", occasion))
+    return found
+
+
+def visit_days(day: date, days: int) -> tuple[str, str]:
+    """The last-visit days (inclusive) a run on ``day`` serves: ``days`` ago, or up to ``CATCH_UP_DAYS`` more."""
+    return (day - timedelta(days=days + CATCH_UP_DAYS)).isoformat(), (day - timedelta(days=days)).isoformat()
+
+
+def bucket(key: str, member_id: str) -> int:
+    """A uniform number in [0, BP) for (key, member): the same everywhere, unpredictable without the key."""
+    digest = hashlib.sha256(f"{key}\x00{member_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BP
+
+
+def arm_of(campaign_id: str, spec: CampaignSpec, member_id: str) -> str:
+    """``control`` for ``control_share`` of the members, else a variant in proportion to the weights."""
+    if bucket(f"{campaign_id}:control", member_id) < round(spec.control_share * BP):
+        return CONTROL
+    total = sum(v.weight for v in spec.variants)
+    pick = bucket(f"{campaign_id}:variant", member_id) % total
+    for variant in spec.variants:
+        if pick < variant.weight:
+            return variant.variant
+        pick -= variant.weight
+    raise AssertionError("weights cover every pick")
+
+
+def coupon_id_of(campaign_id: str, member_id: str, occasion: str) -> str:
+    digest = hashlib.sha256(f"{campaign_id}\x00{member_id}\x00{occasion}".encode()).hexdigest()[:20]
+    return f"cmp-{campaign_id}-{digest}"
+
+
+def coupon_body(
+    campaign_id: str, spec: CampaignSpec, variant: Variant, member_id: str, coupon_id: str, day: date
+) -> dict[str, Any]:
+    body = dict(variant.coupon)
+    body.update(
+        coupon_id=coupon_id,
+        member_id=member_id,
+        campaign=campaign_id,
+        starts=day.isoformat(),
+        ends=(day + timedelta(days=spec.valid_days)).isoformat(),
+    )
+    body.setdefault("limits", {"per_member": 1})
+    if spec.quantity is not None:
+        body["pool"] = POOL_PREFIX + campaign_id
+    return body
+
+
+# -- settings: the offer cap, the holdout, category margins -------------------------------------------
+
+
+class OfferCap(_Model):
+    """At most ``max`` offers per member in any ``days`` consecutive days, across every campaign
+    (control decisions are not offers). ``max = 0``: no cap."""
+
+    max: Annotated[StrictInt, Field(ge=0, le=1000)] = 1
+    days: Annotated[StrictInt, Field(ge=1, le=366)] = 1
+
+
+class Holdout(_Model):
+    """A chain-wide share of members that receives no campaign at all, drawn again every ``days`` days."""
+
+    share: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    days: Annotated[StrictInt, Field(ge=1, le=3660)] = 90
+
+
+class Settings(_Model):
+    offer_cap: OfferCap = OfferCap()
+    holdout: Holdout = Holdout()
+    margins: dict[Annotated[StrictStr, Field(min_length=1, max_length=64)], Annotated[float, Field(ge=0, le=100)]] = (
+        Field(default_factory=dict)
+    )
+    """Gross margin per category in percent; ``*`` for any other category (default 30)."""
+    default_margin: Annotated[float, Field(ge=0, le=100)] = 30.0
+
+    def margin(self, category: str) -> float:
+        return self.margins.get(category, self.margins.get("*", self.default_margin))
+
+
+SETTINGS_KEY = "campaign_settings"
+
+
+def read_settings(tx: Tx) -> Settings:
+    row = tx.one("SELECT value FROM settings WHERE name = ?", [SETTINGS_KEY])
+    return Settings.model_validate_json(str(row[0])) if row else Settings()
+
+
+def parse_settings(data: Any) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{where}: {first.get('msg', 'invalid')}") from exc
+
+
+def write_settings(tx: Tx, settings: Settings) -> None:
+    tx.run(
+        "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [SETTINGS_KEY, settings.model_dump_json()],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    period_id: str
+    starts: date
+    ends: date
+    share_bp: int
+    seed: str
+
+    def holds(self, member_id: str) -> bool:
+        return bucket(f"holdout:{self.seed}", member_id) < self.share_bp
+
+
+def holdout_period(tx: Tx, settings: Settings, day: date) -> Period | None:
+    """The holdout period holding ``day``, drawn (a new random seed) when the last one ended."""
+    row = tx.one(
+        f"SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods WHERE starts <= ? AND ends > ? "
+        f"ORDER BY starts DESC LIMIT 1{tx.for_update}",
+        [day.isoformat(), day.isoformat()],
+    )
+    if row is not None:
+        return Period(str(row[0]), date.fromisoformat(row[1]), date.fromisoformat(row[2]), int(row[3]), str(row[4]))
+    share = round(settings.holdout.share * BP)
+    if share == 0:
+        return None
+    period = Period(
+        f"h{day.isoformat()}", day, day + timedelta(days=settings.holdout.days), share, secrets.token_hex(16)
+    )
+    tx.run(
+        "INSERT INTO holdout_periods (period_id, starts, ends, share_bp, seed) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (period_id) DO NOTHING",
+        [period.period_id, period.starts.isoformat(), period.ends.isoformat(), period.share_bp, period.seed],
+    )
+    return holdout_period(tx, settings, day)
+
+
+def periods(tx: Tx) -> list[Period]:
+    rows = tx.all("SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods ORDER BY starts")
+    return [Period(str(r[0]), date.fromisoformat(r[1]), date.fromisoformat(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+
+# -- the campaigns table ------------------------------------------------------------------------------
+
+
+_COLUMNS = "campaign_id, name, spec, state, created_by, created_at, updated_at, version"
+
+
+def _row(row: Sequence[Any]) -> dict[str, Any]:
+    keys = ("campaign_id", "name", "spec", "state", "created_by", "created_at", "updated_at", "version")
+    found = dict(zip(keys, row, strict=True))
+    found["spec"] = json.loads(str(found["spec"]))
+    found["version"] = int(found["version"])
+    return found
+
+
+def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict[str, Any]:
+    """Store (or replace) a campaign; a replaced spec applies to the runs after it. An ended campaign
+    cannot be changed (``campaign_ended``)."""
+    check_id(campaign_id)
+    segments.get(tx, spec.segment)  # UnknownSegment when it does not exist
+    text = canonical(spec)
+    held = tx.one(f"SELECT spec, state FROM campaigns WHERE campaign_id = ?{tx.for_update}", [campaign_id])
+    if held is None:
+        tx.run(
+            f"INSERT INTO campaigns ({_COLUMNS}) VALUES (?, ?, ?, 'active', ?, ?, ?, 1)",
+            [campaign_id, spec.name, text, by, now, now],
+        )
+    elif held[1] == "ended":
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_ENDED, f"campaign {campaign_id} has ended")
+    elif held[0] != text:
+        tx.run(
+            "UPDATE campaigns SET name = ?, spec = ?, updated_at = ?, version = version + 1 WHERE campaign_id = ?",
+            [spec.name, text, now, campaign_id],
+        )
+    return get(tx, campaign_id)
+
+
+def get(tx: Tx, campaign_id: str) -> dict[str, Any]:
+    row = tx.one(f"SELECT {_COLUMNS} FROM campaigns WHERE campaign_id = ?", [campaign_id])
+    if row is None:
+        raise UnknownCampaign(f"no campaign {campaign_id[:64]!r}")
+    return _row(row)
+
+
+def spec_of(tx: Tx, campaign_id: str) -> CampaignSpec:
+    return CampaignSpec.model_validate(get(tx, campaign_id)["spec"])
+
+
+def listed(tx: Tx) -> list[dict[str, Any]]:
+    return [_row(r) for r in tx.all(f"SELECT {_COLUMNS} FROM campaigns ORDER BY campaign_id")]
+
+
+def set_state(tx: Tx, campaign_id: str, state: str, now: str) -> dict[str, Any]:
+    if state not in STATES:
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"a state is one of {', '.join(STATES)}")
+    held = get(tx, campaign_id)
+    if held["state"] == "ended" and state != "ended":
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_ENDED, f"campaign {campaign_id} has ended")
+    tx.run(
+        "UPDATE campaigns SET state = ?, updated_at = ?, version = version + 1 WHERE campaign_id = ? AND state <> ?",
+        [state, now, campaign_id, state],
+    )
+    return get(tx, campaign_id)
+
+
+# -- a run: deciding and issuing ----------------------------------------------------------------------
+
+
+@dataclass
+class RunCounts:
+    """What one run did (a rerun of a finished run adds what it newly decided)."""
+
+    targeted: int = 0
+    held_out: int = 0
+    already: int = 0
+    capped: int = 0
+    control: int = 0
+    issued: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: RunCounts) -> None:
+        self.targeted += other.targeted
+        self.held_out += other.held_out
+        self.already += other.already
+        self.capped += other.capped
+        self.control += other.control
+        for arm, n in other.issued.items():
+            self.issued[arm] = self.issued.get(arm, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "targeted": self.targeted,
+            "held_out": self.held_out,
+            "already": self.already,
+            "capped": self.capped,
+            "control": self.control,
+            "issued": dict(sorted(self.issued.items())),
+        }
+
+
+def _candidates(tx: Tx, spec: CampaignSpec, day: date) -> list[tuple[str, str]]:
+    """Every (member id, occasion) the schedule and the segment hold on ``day``, in member id order: the
+    segment is evaluated once (a page at a time would evaluate it once a page)."""
+    definition = segments.definition_of(tx, spec.segment)
+    compiled = segments.compile_segment(definition, day, tx.dialect)
+    sql = f"SELECT q.member_id, {{occasion}} FROM ({compiled.sql}) q {{join}} WHERE 1 = 1"
+    params: list[Any] = [*compiled.params]
+    schedule = spec.schedule
+    if isinstance(schedule, Birthday):
+        pairs = birthday_occasions(day, schedule.days_before)
+        sql = sql.format(occasion="p.birth_md", join="JOIN member_profiles p ON p.member_id = q.member_id")
+        sql += f" AND p.birth_md IN ({', '.join('?' for _ in pairs)})"
+        params += [md for md, _ in pairs]
+    elif isinstance(schedule, AfterVisit):
+        low, high = visit_days(day, schedule.days)
+        sql = sql.format(occasion="t.last_visit", join="JOIN member_totals t ON t.member_id = q.member_id")
+        sql += " AND t.last_visit >= ? AND t.last_visit <= ? AND t.visits > 0"
+        params += [low, high]
+    else:
+        sql = sql.format(occasion="''", join="")
+    if spec.require_consent:
+        sql += (
+            " AND q.member_id IN (SELECT k.member_id FROM consents k WHERE k.channel = 'marketing' "
+            "AND k.withdrawn_at IS NULL)"
+        )
+    sql += " ORDER BY q.member_id"
+    segments.prepare(tx)
+    rows = tx.all(sql, params)
+    found: list[tuple[str, str]] = []
+    for member_id, key in rows:
+        found.append((str(member_id), _occasion(schedule, day, str(key or ""))))
+    return found
+
+
+def _occasion(schedule: Once | Daily | Birthday | AfterVisit, day: date, key: str) -> str:
+    if isinstance(schedule, Once):
+        return "once"
+    if isinstance(schedule, Daily):
+        return day.isoformat()
+    if isinstance(schedule, Birthday):
+        for md, occasion in birthday_occasions(day, schedule.days_before):
+            if md == key:
+                return occasion
+        raise AssertionError(f"birthday {key} is not served on {day}")
+    return f"visit:{key}"
+
+
+def _lock(tx: Tx, members: list[str]) -> None:
+    """Lock the members' rows, in id order like every run: a concurrent run of this or another campaign
+    waits here, then sees what this one decided (PostgreSQL; SQLite's writer holds the whole database)."""
+    marks = ", ".join("?" for _ in members)
+    tx.all(f"SELECT member_id FROM members WHERE member_id IN ({marks}) ORDER BY member_id{tx.for_update}", members)
+
+
+def _offers(tx: Tx, cap: OfferCap, members: list[str], day: date) -> dict[str, int]:
+    """Offers each member received in the cap's window ending on ``day``, across every campaign."""
+    if not members or cap.max == 0:
+        return {}
+    marks = ", ".join("?" for _ in members)
+    low = (day - timedelta(days=cap.days - 1)).isoformat()
+    rows = tx.all(
+        f"SELECT member_id, COUNT(*) FROM campaign_members WHERE member_id IN ({marks}) AND arm <> ? "
+        "AND day >= ? AND day <= ? GROUP BY member_id",
+        [*members, CONTROL, low, day.isoformat()],
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _decide_chunk(
+    tx: Tx,
+    *,
+    campaign_id: str,
+    spec: CampaignSpec,
+    settings: Settings,
+    period: Period | None,
+    day: date,
+    chunk: list[tuple[str, str]],
+    now: str,
+) -> RunCounts:
+    """Decide one chunk of (member, occasion) in one transaction; what it did (nothing is counted twice
+    when the transaction is retried: the caller adds what the committed attempt returned)."""
+    counts = RunCounts(targeted=len(chunk))
+    kept = [(m, o) for m, o in chunk if period is None or not period.holds(m)]
+    counts.held_out = len(chunk) - len(kept)
+    if not kept:
+        return counts
+    _lock(tx, sorted({m for m, _ in kept}))
+    marks = ", ".join("?" for _ in kept)
+    done = {
+        (str(r[0]), str(r[1]))
+        for r in tx.all(
+            f"SELECT member_id, occasion FROM campaign_members WHERE campaign_id = ? AND member_id IN ({marks})",
+            [campaign_id, *[m for m, _ in kept]],
+        )
+    }
+    fresh = [(m, o) for m, o in kept if (m, o) not in done]
+    counts.already = len(kept) - len(fresh)
+    offers = _offers(tx, settings.offer_cap, sorted({m for m, _ in fresh}), day)
+    variants = {v.variant: v for v in spec.variants}
+    until = (day + timedelta(days=spec.window())).isoformat()
+    decided: list[tuple[Any, ...]] = []
+    coupons: list[tuple[str, str, str]] = []
+    for member_id, occasion in fresh:
+        arm = arm_of(campaign_id, spec, member_id)
+        coupon_id = None
+        if arm == CONTROL:
+            counts.control += 1
+        elif settings.offer_cap.max and offers.get(member_id, 0) >= settings.offer_cap.max:
+            counts.capped += 1
+            continue
+        else:
+            offers[member_id] = offers.get(member_id, 0) + 1
+            coupon_id = coupon_id_of(campaign_id, member_id, occasion)
+            body = coupon_body(campaign_id, spec, variants[arm], member_id, coupon_id, day)
+            coupons.append((coupon_id, member_id, canonical_text(body)))
+            counts.issued[arm] = counts.issued.get(arm, 0) + 1
+        decided.append((campaign_id, member_id, occasion, arm, coupon_id, day.isoformat(), until, now))
+    given = _issue(tx, coupons, now)
+    tx.many(
+        "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, issued_at, "
+        "version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (campaign_id, member_id, occasion) DO NOTHING",
+        [(*row, given.get(str(row[4]), 0)) for row in decided],
+    )
+    return counts
+
+
+def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> dict[str, int]:
+    """Store personal coupons on the one path a coupon takes to the tills: a row, a new version, and the
+    version remembered (head office prices a sale again with the version the till used); the versions."""
+    if not coupons:
+        return {}
+    tx.many(
+        "INSERT INTO coupons (coupon_id, member_id, body, uses, version, deleted) VALUES (?, ?, ?, 0, 0, 0) "
+        "ON CONFLICT (coupon_id) DO NOTHING",
+        coupons,
+    )
+    given = bump_versions(tx, "coupons", "coupon_id", [c for c, _, _ in coupons])
+    digests = [(c, text_digest(body), body) for c, _, body in coupons]
+    tx.many(
+        "INSERT INTO doc_versions (kind, doc_id, digest, body, first_seen) VALUES ('coupon', ?, ?, ?, ?) "
+        "ON CONFLICT (kind, doc_id, digest) DO NOTHING",
+        [(c, d, b, now) for c, d, b in digests],
+    )
+    tx.many(
+        "INSERT INTO doc_events (kind, doc_id, digest, at) VALUES ('coupon', ?, ?, ?)",
+        [(c, d, now) for c, d, _ in digests],
+    )
+    return given
+
+
+def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | None = None) -> dict[str, Any] | None:
+    """Run the campaign if its schedule is due at ``now`` (or for ``occasion_day``, a local day, when given:
+    an operator's rerun); None when nothing is due. Idempotent: a rerun issues only what was not decided."""
+    stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with db.read() as tx:
+        held = get(tx, campaign_id)
+    if held["state"] != "active":
+        return None
+    spec = CampaignSpec.model_validate(held["spec"])
+    found = due(spec, now) if occasion_day is None else Due(occasion_day.isoformat(), occasion_day)
+    if found is None:
+        return None
+    if isinstance(spec.schedule, Once) and occasion_day is not None:
+        found = Due("once", found.day)
+
+    def begin(tx: Tx) -> tuple[Settings, Period | None]:
+        settings = read_settings(tx)
+        tx.run(
+            "INSERT INTO campaign_runs (campaign_id, run_key, day, started_at, counts) VALUES (?, ?, ?, ?, '{}') "
+            "ON CONFLICT (campaign_id, run_key) DO NOTHING",
+            [campaign_id, found.run_key, found.day.isoformat(), stamp],
+        )
+        return settings, holdout_period(tx, settings, found.day)
+
+    settings, period = db.transact(begin)
+    counts = RunCounts()
+    for chunk in _pages(db, spec, found.day):
+        decide = partial(
+            _decide_chunk,
+            campaign_id=campaign_id,
+            spec=spec,
+            settings=settings,
+            period=period,
+            day=found.day,
+            chunk=chunk,
+            now=stamp,
+        )
+        counts.add(db.transact(decide))
+
+    def finish(tx: Tx) -> None:
+        tx.run(
+            "UPDATE campaign_runs SET finished_at = ?, counts = ? WHERE campaign_id = ? AND run_key = ?",
+            [stamp, json.dumps(counts.as_dict()), campaign_id, found.run_key],
+        )
+
+    db.transact(finish)
+    return {"campaign_id": campaign_id, "run_key": found.run_key, "day": found.day.isoformat(), **counts.as_dict()}
+
+
+def _pages(db: Db, spec: CampaignSpec, day: date) -> Iterator[list[tuple[str, str]]]:
+    with db.read() as tx:
+        found = _candidates(tx, spec, day)
+    for at in range(0, len(found), CHUNK):
+        yield found[at : at + CHUNK]
+
+
+def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
+    """Every active campaign whose schedule is due at ``now``, in id order; what each run did (or
+    ``error`` for one that failed: the next call tries it again). A finished ``once`` run is not repeated;
+    a daily run reruns harmlessly (it decides only the new)."""
+    with db.read() as tx:
+        ids = [
+            str(r[0]) for r in tx.all("SELECT campaign_id FROM campaigns WHERE state = 'active' ORDER BY campaign_id")
+        ]
+        finished = {
+            (str(r[0]), str(r[1]))
+            for r in tx.all("SELECT campaign_id, run_key FROM campaign_runs WHERE finished_at IS NOT NULL")
+        }
+    done = []
+    for campaign_id in ids:
+        with db.read() as tx:
+            spec = spec_of(tx, campaign_id)
+        found = due(spec, now)
+        if found is None or (found.run_key == "once" and (campaign_id, "once") in finished):
+            continue
+        try:
+            result = run_one(db, campaign_id, now)
+        except HqError as exc:  # one campaign's failure (its segment deleted ...) does not stop the others
+            done.append({"campaign_id": campaign_id, "run_key": found.run_key, "error": str(exc)})
+            continue
+        if result is not None:
+            done.append(result)
+    return done
+
+
+def runs(tx: Tx, campaign_id: str) -> list[dict[str, Any]]:
+    rows = tx.all(
+        "SELECT run_key, day, started_at, finished_at, counts FROM campaign_runs WHERE campaign_id = ? ORDER BY day, run_key",
+        [campaign_id],
+    )
+    return [
+        {"run_key": r[0], "day": r[1], "started_at": r[2], "finished_at": r[3], "counts": json.loads(str(r[4]))}
+        for r in rows
+    ]
+
+
+# -- the services the commands and the routes call ----------------------------------------------------
+
+
+def save(db: Db, campaign_id: str, data: Any, by: str) -> dict[str, Any]:
+    spec = parse_spec(data)
+    check_id(campaign_id)
+    return db.transact(lambda tx: put(tx, campaign_id, spec, by, utc_now()))
+
+
+def show(db: Db, campaign_id: str) -> dict[str, Any]:
+    with db.read() as tx:
+        return {**get(tx, campaign_id), "runs": runs(tx, campaign_id)}
+
+
+def all_campaigns(db: Db) -> list[dict[str, Any]]:
+    with db.read() as tx:
+        return listed(tx)
+
+
+def change_state(db: Db, campaign_id: str, state: str) -> dict[str, Any]:
+    return db.transact(lambda tx: set_state(tx, campaign_id, state, utc_now()))
+
+
+def settings_of(db: Db) -> Settings:
+    with db.read() as tx:
+        return read_settings(tx)
+
+
+def save_settings(db: Db, data: Any) -> Settings:
+    settings = parse_settings(data)
+    db.transact(lambda tx: write_settings(tx, settings))
+    return settings
+
+
+def parse_now(text: str | None) -> datetime:
+    """``--now`` of the commands: an ISO time with an offset (default: the clock)."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{text!r} is not an ISO time") from exc
+    if moment.tzinfo is None:
+        raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{text!r} needs an offset (Z or +09:00)")
+    return moment

@@ -1,0 +1,72 @@
+"""Head office's campaign timer: every ``interval`` seconds, in a background thread of the server, run
+the campaigns whose schedule is due (``hq.campaigns.run_due``).
+
+Runs are idempotent, so several servers (workers, hosts) may each run a timer on one database: the
+decisions are keyed, and the member rows are locked while they are taken. A run that fails is logged
+and counted, and the next tick tries again; a tick never overlaps the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from hq import campaigns
+from hq.db.engine import Db
+from hq.errors import HqError
+
+log = logging.getLogger("tillpoint.hq.campaigns")
+
+
+def system_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CampaignTimer:
+    def __init__(self, db: Db, interval: float = 60.0, now: Callable[[], datetime] = system_now) -> None:
+        if interval <= 0:
+            raise ValueError("a campaign timer's interval is above 0 seconds")
+        self.db, self.interval, self.now = db, interval, now
+        self.ticks = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hq-campaigns", daemon=True)
+
+    def tick(self) -> list[dict[str, Any]]:
+        """One pass: every due campaign run; a failure is logged and counted, never raised."""
+        self.ticks += 1
+        try:
+            done = campaigns.run_due(self.db, self.now())
+        except (HqError, ValueError) as exc:
+            self.failures += 1
+            log.error("campaign run failed (tried again in %.0f s): %s", self.interval, exc)
+            return []
+        for run in done:
+            if "error" in run:
+                self.failures += 1
+                log.error(
+                    "campaign %s run %s failed (tried again next tick): %s",
+                    run["campaign_id"],
+                    run["run_key"],
+                    run["error"],
+                )
+            else:
+                log.info("campaign %s run %s: %s", run["campaign_id"], run["run_key"], run)
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.interval)
+
+    def start(self) -> CampaignTimer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,343 @@
+"""Campaigns (hq/campaigns.py): the pure schedule (midnight, time zones, leap days), the arms, the spec's
+refusals; then through a real head office on SQLite and PostgreSQL: issuing is idempotent, control and
+held-out members never receive the offer, the cap holds across campaigns issuing at once, erasure takes a
+member out of every future run, and what is issued reaches a till's next pull."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hq import campaigns, members, segments
+from hq.campaigns import CampaignInvalid, Daily, birthday_occasions, due, parse_spec
+from hq.db.engine import utc_now
+from hq.store import HqStore
+from sync.protocol import ErrorCode
+from terminal.coupons import parse_coupon
+from tests.sync.segment_population import AS_OF, Population, eligible, generate, load
+
+EVERYONE = {"kind": "visits", "days": 3660, "max": 10**9}
+
+
+def spec(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "Welcome back",
+        "segment": "everyone",
+        "variants": [
+            {"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}},
+            {"variant": "bonus", "coupon": {"kind": "bonus_points", "value": 50}},
+        ],
+        "schedule": {"kind": "daily", "at": "09:00"},
+        "timezone": "Asia/Tokyo",
+        "control_share": 0.2,
+    }
+    base.update(kw)
+    return base
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# -- pure --------------------------------------------------------------------------------------------
+
+
+def test_a_daily_run_is_due_from_its_local_time_on_its_local_day() -> None:
+    tokyo = parse_spec(spec())
+    assert due(tokyo, at("2026-03-01T23:59:00Z")) is None  # 08:59 on 2 March in Tokyo
+    found = due(tokyo, at("2026-03-02T00:00:00Z"))  # 09:00 on 2 March in Tokyo
+    assert found is not None and (found.run_key, found.day) == ("2026-03-02", date(2026, 3, 2))
+    # late in the UTC day it is already the next day in Tokyo: the local day decides, not UTC's
+    late = due(tokyo, at("2026-03-02T15:30:00Z"))  # 00:30 on 3 March in Tokyo: before 09:00
+    assert late is None
+    ny = parse_spec(spec(timezone="America/New_York"))
+    found = due(ny, at("2026-03-02T03:00:00Z"))  # 22:00 on 1 March in New York
+    assert found is not None and found.day == date(2026, 3, 1)
+
+
+def test_a_run_at_midnight_belongs_to_the_new_day() -> None:
+    midnight = parse_spec(spec(schedule={"kind": "daily", "at": "00:00"}))
+    assert due(midnight, at("2026-03-01T14:59:59Z")).day == date(2026, 3, 1)  # type: ignore[union-attr]
+    assert due(midnight, at("2026-03-01T15:00:00Z")).day == date(2026, 3, 2)  # type: ignore[union-attr]
+
+
+def test_once_runs_from_its_local_moment_and_the_window_bounds_every_run() -> None:
+    once = parse_spec(spec(schedule={"kind": "once", "at": "2026-03-05T10:00"}))
+    assert due(once, at("2026-03-05T00:59:00Z")) is None
+    assert due(once, at("2026-03-05T01:00:00Z")).run_key == "once"  # type: ignore[union-attr]
+    bounded = parse_spec(spec(starts="2026-03-03", ends="2026-03-04"))
+    assert due(bounded, at("2026-03-02T01:00:00Z")) is None
+    assert due(bounded, at("2026-03-03T01:00:00Z")) is not None
+    assert due(bounded, at("2026-03-05T01:00:00Z")) is None
+
+
+def test_a_leap_day_birthday_is_kept_on_28_february_in_other_years() -> None:
+    assert ("02-29", "birthday:2027") in birthday_occasions(date(2027, 2, 28), 0)
+    assert ("02-29", "birthday:2028") not in birthday_occasions(date(2028, 2, 28), 0)
+    assert ("02-29", "birthday:2028") in birthday_occasions(date(2028, 2, 29), 0)
+    # three days late (a run missed) still serves it, under the same occasion: no second offer
+    assert ("02-29", "birthday:2027") in birthday_occasions(date(2027, 3, 3), 0)
+    # ahead of the day, across the year end: the birthday's own year names the occasion
+    assert ("01-01", "birthday:2027") in birthday_occasions(date(2026, 12, 29), 3)
+
+
+def test_arms_are_stable_and_in_proportion() -> None:
+    s = parse_spec(
+        spec(
+            control_share=0.25,
+            variants=[
+                {"variant": "a", "weight": 3, "coupon": {"kind": "amount_off", "value": 100}},
+                {"variant": "b", "weight": 1, "coupon": {"kind": "amount_off", "value": 200}},
+            ],
+        )
+    )
+    ids = [f"M-{n}" for n in range(20_000)]
+    arms = [campaigns.arm_of("c1", s, m) for m in ids]
+    assert arms == [campaigns.arm_of("c1", s, m) for m in ids]
+    share = {a: arms.count(a) / len(arms) for a in ("control", "a", "b")}
+    assert abs(share["control"] - 0.25) < 0.015
+    assert abs(share["a"] - 0.75 * 0.75) < 0.015 and abs(share["b"] - 0.75 * 0.25) < 0.015
+    other = [campaigns.arm_of("c2", s, m) for m in ids]  # another campaign draws its own control group
+    assert sum(1 for x, y in zip(arms, other, strict=True) if (x == "control") != (y == "control")) > 1000
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timezone": "Mars/Olympus"},
+        {"schedule": {"kind": "weekly"}},
+        {"schedule": {"kind": "daily", "at": "25:00"}},
+        {"variants": []},
+        {"variants": [{"variant": "control", "coupon": {"kind": "amount_off", "value": 1}}]},
+        {"variants": [{"variant": "a", "coupon": {"kind": "mystery", "value": 1}}]},
+        {"variants": [{"variant": "a", "coupon": {"kind": "amount_off", "value": 1, "member_id": "M-1"}}]},
+        {"variants": [{"variant": "a", "coupon": {"kind": "percent_off", "value": 400}}]},
+        {"control_share": 0.9},
+        {"starts": "2026-03-05", "ends": "2026-03-01"},
+        {"quantity": 0},
+        {"surprise": True},
+    ],
+)
+def test_a_bad_spec_is_refused_with_its_code(change: dict[str, Any]) -> None:
+    with pytest.raises(CampaignInvalid) as refused:
+        parse_spec(spec(**change))
+    assert refused.value.code is ErrorCode.CAMPAIGN_MALFORMED
+
+
+# -- through a real head office ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def population() -> Population:
+    return generate(seed=11, size=400)
+
+
+@pytest.fixture
+def hq(hq_url: str, population: Population) -> Iterator[HqStore]:
+    store = HqStore(hq_url)
+    load(store.db, population)
+    segments.save(store.db, "everyone", "everyone", {"where": EVERYONE}, "test")
+    yield store
+    store.close()
+
+
+def decided(hq: HqStore, campaign_id: str | None = None) -> list[tuple[str, str, str, str | None, str]]:
+    with hq.db.read() as tx:
+        rows = tx.all(
+            "SELECT campaign_id, member_id, arm, coupon_id, occasion FROM campaign_members"
+            + (" WHERE campaign_id = ?" if campaign_id else "")
+            + " ORDER BY campaign_id, member_id, occasion",
+            [campaign_id] if campaign_id else [],
+        )
+    return [(str(r[0]), str(r[1]), str(r[2]), r[3], str(r[4])) for r in rows]
+
+
+def consenting(population: Population) -> set[str]:
+    return {m for m, channel, withdrawn in population.consents if channel == "marketing" and withdrawn is None}
+
+
+MORNING = at("2026-03-01T01:00:00Z")  # 10:00 in Tokyo on 1 March
+
+
+def test_a_run_decides_every_member_once_and_issues_only_to_the_treated(hq: HqStore, population: Population) -> None:
+    campaigns.save(hq.db, "welcome", spec(), "test")
+    first = campaigns.run_one(hq.db, "welcome", MORNING)
+    assert first is not None
+    rows = decided(hq, "welcome")
+    targeted = eligible(population) & consenting(population)
+    assert {m for _, m, *_ in rows} == targeted  # consent is required by default
+    assert first["targeted"] == len(targeted) and sum(first["issued"].values()) + first["control"] == len(targeted)
+    control = [r for r in rows if r[2] == "control"]
+    assert control and all(r[3] is None for r in control)
+    treated = [r for r in rows if r[2] != "control"]
+    assert all(r[3] is not None for r in treated)
+    # the coupons are personal, valid for the campaign's days from the local day of issue, and tills parse them
+    with hq.db.read() as tx:
+        coupons = {
+            str(r[0]): (r[1], json.loads(str(r[2]))) for r in tx.all("SELECT coupon_id, member_id, body FROM coupons")
+        }
+    for _, member_id, _arm, coupon_id, _ in treated:
+        owner, body = coupons[str(coupon_id)]
+        assert owner == member_id and body["member_id"] == member_id and body["campaign"] == "welcome"
+        assert (body["starts"], body["ends"]) == ("2026-03-01", "2026-03-08")
+        assert parse_coupon(str(coupon_id), body).member_id == member_id
+    control_ids = {m for _, m, arm, *_ in control}
+    assert not control_ids & {owner for owner, _ in coupons.values()}
+    # a rerun, later the same day or by a second timer, decides and issues nothing again
+    again = campaigns.run_one(hq.db, "welcome", at("2026-03-01T05:00:00Z"))
+    assert again is not None and again["issued"] == {} and again["already"] == len(targeted)
+    assert decided(hq, "welcome") == rows
+    with hq.db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM coupons")[0] == len(treated)  # type: ignore[index]
+
+
+def test_the_next_pull_carries_the_coupons_and_the_report_counts_what_reached_a_till(hq: HqStore) -> None:
+    from hq import outcomes
+
+    hq.add_terminal("T1", "S1", "token-T1")
+    campaigns.save(hq.db, "welcome", spec(), "test")
+    campaigns.run_one(hq.db, "welcome", MORNING)
+    treated = {r[3] for r in decided(hq) if r[3]}
+    before = outcomes.campaign_report(hq.db, "welcome", date(2026, 3, 1))
+    assert sum(a["delivered"] for a in before["arms"]) == 0
+    cursor, pulled = 0, set()
+    while True:  # a till pulls every page, naming what it applied
+        hq.note_pull("T1", cursor)
+        page = hq.changes(cursor, 500)
+        pulled |= {c.coupon_id for c in page.coupons}
+        cursor = page.cursor
+        if not page.more:
+            break
+    hq.note_pull("T1", cursor)
+    assert treated <= pulled
+    after = outcomes.campaign_report(hq.db, "welcome", date(2026, 3, 1))
+    assert sum(a["delivered"] for a in after["arms"]) == len(treated)
+    assert {a["arm"]: a["delivered"] for a in after["arms"]}["control"] == 0
+
+
+def test_held_out_members_receive_no_campaign_at_all(hq: HqStore) -> None:
+    campaigns.save_settings(hq.db, {"holdout": {"share": 0.3, "days": 90}, "offer_cap": {"max": 0}})
+    campaigns.save(hq.db, "a", spec(), "test")
+    campaigns.save(hq.db, "b", spec(name="Other"), "test")
+    done = campaigns.run_due(hq.db, MORNING)
+    assert [d["campaign_id"] for d in done] == ["a", "b"] and all(d["held_out"] > 0 for d in done)
+    with hq.db.read() as tx:
+        (period,) = campaigns.periods(tx)
+    got = {m for _, m, *_ in decided(hq)}
+    assert got and not any(period.holds(m) for m in got)
+    assert done[0]["held_out"] == done[1]["held_out"]  # one chain-wide holdout, the same members for both
+
+
+def test_the_offer_cap_holds_across_campaigns_run_at_once(hq_url: str, population: Population) -> None:
+    store = HqStore(hq_url)
+    try:
+        load(store.db, population)
+        segments.save(store.db, "everyone", "everyone", {"where": EVERYONE}, "test")
+        campaigns.save_settings(store.db, {"offer_cap": {"max": 1, "days": 1}})
+        for n in range(4):
+            campaigns.save(store.db, f"c{n}", spec(name=f"C{n}", control_share=0.0), "test")
+        errors: list[BaseException] = []
+
+        def go(campaign_id: str) -> None:
+            try:
+                campaigns.run_one(store.db, campaign_id, MORNING)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=go, args=(f"c{n}",)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        offers: dict[str, int] = {}
+        for _, member_id, arm, coupon_id, _ in decided(store):
+            if arm != "control":
+                assert coupon_id is not None
+                offers[member_id] = offers.get(member_id, 0) + 1
+        assert offers and max(offers.values()) == 1
+        # the next day the cap has room again
+        nxt = campaigns.run_one(store.db, "c0", at("2026-03-02T01:00:00Z"))
+        assert nxt is not None and sum(nxt["issued"].values()) > 0
+    finally:
+        store.close()
+
+
+def test_birthday_campaigns_serve_the_leap_day_once(hq: HqStore, population: Population) -> None:
+    campaigns.save(
+        hq.db, "bday", spec(schedule={"kind": "birthday", "at": "06:00"}, control_share=0.0, timezone="UTC"), "test"
+    )
+    campaigns.run_one(hq.db, "bday", at("2027-02-28T07:00:00Z"))
+    campaigns.run_one(hq.db, "bday", at("2027-03-01T07:00:00Z"))  # 1 March: its own birthdays, and catch-up
+    rows = decided(hq, "bday")
+    leap = {m for m, md in population.birth_md.items() if md == "02-29"} & eligible(population) & consenting(population)
+    feb28 = (
+        {m for m, md in population.birth_md.items() if md == "02-28"} & eligible(population) & consenting(population)
+    )
+    got = {(m, occ) for _, m, _, _, occ in rows}
+    assert leap and {(m, "birthday:2027") for m in leap} <= got
+    assert {(m, "birthday:2027") for m in feb28} <= got
+    assert len(rows) == len({m for _, m, *_ in rows})  # nobody twice in one year
+
+
+def test_after_visit_serves_each_last_visit_once(hq: HqStore, population: Population) -> None:
+    campaigns.save(hq.db, "lapse", spec(schedule={"kind": "after_visit", "days": 30}, control_share=0.0), "test")
+    day = AS_OF
+    with hq.db.read() as tx:
+        last = {str(r[0]): str(r[1]) for r in tx.all("SELECT member_id, last_visit FROM member_totals")}
+    campaigns.run_one(hq.db, "lapse", at(f"{day.isoformat()}T01:00:00Z"))
+    rows = decided(hq, "lapse")
+    assert rows
+    for _, member_id, _, _, occasion in rows:
+        assert occasion == f"visit:{last[member_id]}"
+        gap = (day - date.fromisoformat(last[member_id])).days
+        assert 30 <= gap <= 30 + campaigns.CATCH_UP_DAYS
+
+
+def test_an_erased_member_leaves_the_reports_and_every_future_run(hq: HqStore) -> None:
+    campaigns.save(hq.db, "welcome", spec(control_share=0.0), "test")
+    campaigns.run_one(hq.db, "welcome", MORNING)
+    victim = decided(hq)[0][1]
+    hq.db.transact(lambda tx: members.erase(tx, victim, "test", utc_now()))
+    assert victim not in {m for _, m, *_ in decided(hq)}
+    campaigns.run_one(hq.db, "welcome", at("2026-03-02T01:00:00Z"))
+    assert victim not in {m for _, m, *_ in decided(hq)}
+    with hq.db.read() as tx:
+        assert tx.all("SELECT coupon_id FROM coupons WHERE member_id = ? AND deleted = 0", [victim]) == []
+
+
+def test_a_paused_or_ended_campaign_does_not_run(hq: HqStore) -> None:
+    campaigns.save(hq.db, "welcome", spec(), "test")
+    campaigns.change_state(hq.db, "welcome", "paused")
+    assert campaigns.run_due(hq.db, MORNING) == []
+    campaigns.change_state(hq.db, "welcome", "ended")
+    with pytest.raises(CampaignInvalid) as refused:
+        campaigns.change_state(hq.db, "welcome", "active")
+    assert refused.value.code is ErrorCode.CAMPAIGN_ENDED
+    with pytest.raises(CampaignInvalid):
+        campaigns.save(hq.db, "welcome", spec(name="changed"), "test")
+    assert decided(hq) == []
+
+
+def test_a_campaign_on_an_unknown_segment_is_refused(tmp_path: Path) -> None:
+    store = HqStore(str(tmp_path / "hq.db"))
+    try:
+        with pytest.raises(segments.UnknownSegment):
+            campaigns.save(store.db, "welcome", spec(segment="nobody"), "test")
+    finally:
+        store.close()
+
+
+def test_once_is_not_repeated_by_later_timers(hq: HqStore) -> None:
+    campaigns.save(hq.db, "drop", spec(schedule={"kind": "once", "at": "2026-03-01T09:30"}), "test")
+    first = campaigns.run_due(hq.db, MORNING)
+    assert len(first) == 1
+    assert campaigns.run_due(hq.db, at("2026-03-02T01:00:00Z")) == []
+    assert Daily(kind="daily").at == "06:00"
+    assert datetime.now(UTC) > MORNING
