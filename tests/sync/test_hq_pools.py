@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hq import pools
+from hq import campaigns, pools, segments
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.protocol import ErrorCode, Reason, WireEntry
@@ -214,3 +214,25 @@ def test_concurrent_grants_never_allocate_past_the_quantity(pg_url: str) -> None
     assert all(a.allowed <= 3 for a in state.allocations)
     for store in stores:
         store.close()
+
+
+def test_a_flash_drop_campaign_creates_its_pool(hq: HqStore) -> None:
+    """A campaign with a quantity issues coupons naming the pool ``campaign:<id>``: storing it creates that
+    pool, so tills are granted allocations of it; its quantity cannot go below what tills hold."""
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 10**9}}, "test")
+    spec = {
+        "name": "Flash",
+        "segment": "everyone",
+        "variants": [{"variant": "v", "coupon": {"kind": "amount_off", "value": 100}}],
+        "schedule": {"kind": "daily", "at": "09:00"},
+        "quantity": 9,
+    }
+    campaigns.save(hq.db, "FLASH-1", spec, "test")
+    state = hq.pool_state(campaigns.POOL_PREFIX + "FLASH-1")
+    assert (state.quantity, state.allocated) == (9, 0)
+    assert state.chunk == 1  # the default: 9 // (4 x 3 tills), at least 1
+    assert [a.pool_id for a in hq.grant_pools("T1")] == ["campaign:FLASH-1"]
+    hq.grant_pools("T2")
+    with pytest.raises(campaigns.CampaignInvalid) as info:
+        campaigns.save(hq.db, "FLASH-1", {**spec, "quantity": 1}, "test")
+    assert info.value.code is ErrorCode.POOL_BELOW_ALLOCATED
