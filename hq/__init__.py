@@ -27,6 +27,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     stats.py      members' statistics kept at ingest (visits, spend per day, store and category), rebuilt
                   from the journal
     profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
+    pools.py      flash-drop quantity pools: each till's allocation, granted at pull, counted at ingest
     versions.py   the versions of the rules each sale was priced with
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs

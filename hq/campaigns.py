@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from hq import segments
+from hq import pools, segments
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import next_versions
@@ -429,6 +429,11 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
             "UPDATE campaigns SET name = ?, spec = ?, updated_at = ?, version = version + 1 WHERE campaign_id = ?",
             [spec.name, text, now, campaign_id],
         )
+    if spec.quantity is not None:  # a flash drop: its pool, which the tills' allocations come from (hq.pools)
+        try:
+            pools.create(tx, POOL_PREFIX + campaign_id, spec.quantity, now)
+        except pools.PoolRefused as exc:
+            raise CampaignInvalid(exc.code, str(exc)) from exc
     return get(tx, campaign_id)
 
 

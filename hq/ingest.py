@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, policy, stats, versions
+from hq import businessday, policy, pools, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -1176,6 +1176,41 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
         "INSERT INTO coupon_uses (txn_id, coupon_id, member_id) VALUES (?, ?, ?) ON CONFLICT (txn_id, coupon_id) DO NOTHING",
         [(batch.entries[i].txn_id, c, batch.facts[i].member_id) for c, i in known],
     )
+    _count_pools(tx, batch, [(c, i, pools.pool_of(docs[c][1])) for c, i in known])
+
+
+def _count_pools(tx: Tx, batch: Batch, uses: list[tuple[str, int, str | None]]) -> None:
+    """Count each pooled coupon's use against (pool, this terminal); flag a use beyond the till's allowance
+    (only a stolen credential gets there: an honest till refuses first) or beyond the pool's quantity."""
+    pooled = [(c, i, pool) for c, i, pool in uses if pool is not None]
+    if not pooled:
+        return
+    counted = pools.count(
+        tx, batch.terminal_id, [(batch.entries[i].txn_id, c, pool) for c, i, pool in pooled], batch.received_at
+    )
+    for (coupon, i, pool), use in zip(pooled, counted, strict=True):
+        if use is None:
+            continue
+        if use.beyond_allocation:
+            batch.flag(
+                i,
+                Reason.POOL_ALLOCATION_EXCEEDED,
+                pool,
+                pool_id=pool,
+                coupon_id=coupon,
+                allowed=use.allowed,
+                use_number=use.terminal_use,
+            )
+        if use.beyond_quantity:
+            batch.flag(
+                i,
+                Reason.POOL_OVERUSED,
+                pool,
+                pool_id=pool,
+                coupon_id=coupon,
+                quantity=use.quantity,
+                use_number=use.chain_use,
+            )
 
 
 def _limits(body_json: str) -> dict[str, int]:
@@ -1232,6 +1267,7 @@ def reverse(tx: Tx, batch: Batch) -> None:
         if entry.kind not in REVERSING_KINDS or not facts.original_txn or batch.effects[i] in NOT_APPLIED:
             continue
         batch.touched_coupons.update(_release_coupons(tx, facts.original_txn, facts.restored))
+        pools.release(tx, facts.original_txn, facts.restored, batch.received_at)
         if entry.kind != "void":
             continue
         note = f"reversed by {entry.kind} {entry.txn_id} (seq {entry.seq})"

@@ -30,7 +30,8 @@ def recompute(sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, 
     """The quote head office computes for a reported sale."""
     lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
     ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
-    offers = [cp.Offer(cp.parse_coupon(cid, coupon_docs[cid])) for cid in sale.coupons if cid in coupon_docs]
+    # Use limits and flash-drop pools are not checked again here: ingest counts them (hq.pools).
+    offers = [cp.offer_again(cp.parse_coupon(cid, coupon_docs[cid])) for cid in sale.coupons if cid in coupon_docs]
     # The till checked the balance; head office prices the points the till says were paid.
     member = pricing.Member(sale.member_id, sale.tier or "", sale.points_redeemed) if sale.member_id else None
     return pricing.price(program, Basket(lines), ctx, member, offers, sale.points_redeemed)

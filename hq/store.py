@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, profiles, push, quarantine, reconcile, stats, versions
+from hq import businessday, pools, profiles, push, quarantine, reconcile, stats, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -656,6 +656,26 @@ class HqStore:
     def coupon_uses(self, coupon_id: str) -> int:
         rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])
         return int(rows[0][0]) if rows else 0
+
+    # -- flash-drop pools (hq/pools.py) -----------------------------------------------------------
+
+    def create_pool(self, pool_id: str, quantity: int, chunk: int | None = None) -> pools.PoolState:
+        return self.db.transact(lambda tx: pools.create(tx, pool_id, quantity, self.now(), chunk))
+
+    def close_pool(self, pool_id: str) -> bool:
+        return self.db.transact(lambda tx: pools.close(tx, pool_id))
+
+    def grant_pools(self, terminal_id: str) -> list[pools.Allocation]:
+        """The till pulls: top up its allocations; its allocations of every open pool. A pull that needs no
+        top-up (most of them) only reads."""
+        with self.db.read() as tx:
+            if not pools.wanted(tx, terminal_id):
+                return pools.allocations(tx, terminal_id)
+        return self.db.transact(lambda tx: pools.grant(tx, terminal_id, self.now()))
+
+    def pool_state(self, pool_id: str) -> pools.PoolState:
+        with self.db.read() as tx:
+            return pools.state(tx, pool_id)
 
     # -- journal --------------------------------------------------------------------------------
 

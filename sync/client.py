@@ -612,6 +612,7 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         revocations=[(r.revocation_id, _doc(r.body), r.sig) for r in page.revocations],
         device_certs=[(d.cert_id, _doc(d.body)) for d in page.device_certs],
         deleted=[(t.kind, t.id) for t in page.deleted],
+        allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
     )
 
 

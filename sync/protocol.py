@@ -97,6 +97,9 @@ class ErrorCode(StrEnum):
     SEGMENT_BAD_DAY = "segment_bad_day"
     CAMPAIGN_MALFORMED = "campaign_malformed"
     CAMPAIGN_ENDED = "campaign_ended"
+    # flash-drop quantity pools (hq/pools.py): why creating or changing a pool was refused
+    POOL_INVALID = "pool_invalid"
+    POOL_BELOW_ALLOCATED = "pool_below_allocated"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -153,6 +156,8 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         "the campaign, its schedule, an offer or a setting is not valid (a field, a type)",
     ),
     ErrorCode.CAMPAIGN_ENDED: (409, "the campaign has ended: it cannot be changed or resumed"),
+    ErrorCode.POOL_INVALID: (422, "a pool's id, quantity or chunk is out of bounds"),
+    ErrorCode.POOL_BELOW_ALLOCATED: (409, "a pool's quantity may not go below what head office already allocated"),
 }
 
 
@@ -192,6 +197,10 @@ class Reason(StrEnum):
     OFFLINE_CAP_EXCEEDED = "offline_cap_exceeded"
     REFUND_KEEPS_POINTS = "refund_keeps_points"
     UNKNOWN_DOC_VERSION = "unknown_doc_version"
+    # Flash-drop pools (hq/pools.py): a till redeemed beyond the allocation it was granted, or the pool's uses
+    # chain-wide went beyond its quantity.
+    POOL_ALLOCATION_EXCEEDED = "pool_allocation_exceeded"
+    POOL_OVERUSED = "pool_overused"
 
 
 class ItemState(StrEnum):
@@ -370,6 +379,15 @@ class WireDeviceCert(BaseModel):
     body: dict[str, Any]
 
 
+class WireAllocation(BaseModel):
+    """This till's allocation of an open flash-drop pool (hq/pools.py): it may redeem coupons of the pool
+    ``allowed`` times in all; ``used`` is head office's count of its redemptions (net of give-backs)."""
+
+    pool_id: str
+    allowed: int = Field(ge=0)
+    used: int = Field(default=0, ge=0)
+
+
 class Tombstone(BaseModel):
     kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert"]
     id: str
@@ -388,6 +406,9 @@ class ChangesPage(BaseModel):
     revocations: list[WireRevocation] = Field(default_factory=list)
     device_certs: list[WireDeviceCert] = Field(default_factory=list)
     deleted: list[Tombstone] = Field(default_factory=list)
+    allocations: list[WireAllocation] | None = None
+    """This terminal's allocations of every open pool, whole, on every page (the rest of the feed is
+    chain-wide); a pool not listed is not held. None: head office sends none (the till keeps what it holds)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))

@@ -16,7 +16,8 @@ Checks, in order, each with a stable code: validity window (``coupon_not_yet_val
 ``coupon_expired``), weekday (``coupon_wrong_day``), hours (``coupon_wrong_time``), store
 (``coupon_wrong_store``), member only (``coupon_members_only``), one member
 (``coupon_not_this_member``), tier (``coupon_wrong_tier``), global use limit (``coupon_used_up``),
-per-member limit (``coupon_already_used``), minimum spend on the basket before discounts
+this till's allocation of the coupon's flash-drop pool (``coupon_allocation_used``: none held, or all of it
+redeemed here), per-member limit (``coupon_already_used``), minimum spend on the basket before discounts
 (``coupon_min_spend``), required items (``coupon_required_items``), and after application a coupon
 that takes nothing off and adds no points is ``coupon_not_applicable``.
 """
@@ -77,6 +78,9 @@ class Coupon:
     limit_per_member: int = 0
     exclusive: bool = False
     text: str = ""
+    pool: str | None = None
+    """The flash-drop quantity pool this coupon redeems from (head office's ``hq.pools``): a till redeems
+    it only within the allocation head office granted it."""
 
     @property
     def needs_member(self) -> bool:
@@ -90,6 +94,15 @@ class Offer:
     coupon: Coupon
     used: int = 0
     used_by_member: int = 0
+    pool_headroom: int | None = None
+    """For a pooled coupon: units of this till's allocation not yet redeemed here; None when the till
+    holds no allocation of the pool (never granted, or the pool is closed)."""
+
+
+def offer_again(coupon: Coupon) -> Offer:
+    """A coupon a sale already used, priced again (a refund's remaining lines, head office's check): its use
+    and its pool's unit were taken when the sale was made, so no use limit or allocation is checked again."""
+    return Offer(coupon, pool_headroom=None if coupon.pool is None else 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,22 @@ def _pos_int(doc: Mapping[str, Any], key: str, default: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise DocumentError(f"{key}: expected an integer >= 0, got {value!r}")
     return value
+
+
+POOL_ID_MAX = 128
+
+
+def parse_pool(coupon_id: str, doc: Mapping[str, Any]) -> str | None:
+    """The coupon's pool id (``"pool": "FLASH-1"``), None when it has none."""
+    if "pool" not in doc or doc["pool"] is None:
+        return None
+    pool = doc["pool"]
+    if not isinstance(pool, str) or not 0 < len(pool) <= POOL_ID_MAX or pool != pool.strip():
+        raise DocumentError(
+            f"coupon {coupon_id}: pool must be a pool id (1..{POOL_ID_MAX} characters, no surrounding spaces), "
+            f"got {pool!r}"
+        )
+    return pool
 
 
 def parse_coupon(coupon_id: str, doc: Mapping[str, Any]) -> Coupon:
@@ -148,6 +177,7 @@ def parse_coupon(coupon_id: str, doc: Mapping[str, Any]) -> Coupon:
         _pos_int(limits, "per_member"),
         bool(doc.get("exclusive", False)),
         str(doc.get("text", "")),
+        parse_pool(coupon_id, doc),
     )
 
 
@@ -164,6 +194,8 @@ def refusal(offer: Offer, basket: Basket, ctx: SaleContext) -> str | None:
         return "coupon_wrong_tier"
     if coupon.limit_global and offer.used >= coupon.limit_global:
         return "coupon_used_up"
+    if coupon.pool is not None and (offer.pool_headroom is None or offer.pool_headroom < 1):
+        return "coupon_allocation_used"
     if coupon.limit_per_member and offer.used_by_member >= coupon.limit_per_member:
         return "coupon_already_used"
     if coupon.min_spend and basket.total < coupon.min_spend:

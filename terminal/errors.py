@@ -39,6 +39,7 @@ class Code(StrEnum):
     COUPON_WRONG_TIER = "coupon_wrong_tier"
     COUPON_USED_UP = "coupon_used_up"
     COUPON_ALREADY_USED = "coupon_already_used"
+    COUPON_ALLOCATION_USED = "coupon_allocation_used"
     COUPON_MIN_SPEND = "coupon_min_spend"
     COUPON_REQUIRED_ITEMS = "coupon_required_items"
     COUPON_NOT_APPLICABLE = "coupon_not_applicable"
@@ -116,6 +117,7 @@ MESSAGES: dict[Code, str] = {
     Code.COUPON_WRONG_TIER: "This coupon is not for this member's tier.",
     Code.COUPON_USED_UP: "This coupon has been used as often as it may be.",
     Code.COUPON_ALREADY_USED: "This member has already used this coupon.",
+    Code.COUPON_ALLOCATION_USED: "This till has redeemed all the units of this offer head office allotted it.",
     Code.COUPON_MIN_SPEND: "The basket does not reach this coupon's minimum spend.",
     Code.COUPON_REQUIRED_ITEMS: "The basket lacks the items this coupon needs.",
     Code.COUPON_NOT_APPLICABLE: "Nothing in the basket is eligible for this coupon.",

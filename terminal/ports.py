@@ -104,6 +104,9 @@ class CacheDocs:
     """(cert_id hex, body): member devices' certificates, signed by head office's payment key"""
     deleted: list[tuple[str, str]] = field(default_factory=list)
     """(kind, id) tombstones: member, card, rule, rule_doc, coupon, key, revocation"""
+    allocations: list[tuple[str, int, int]] | None = None
+    """(pool_id, allowed, used as head office counts it): this till's whole allocation of every open pool,
+    replacing what it held; None: the page carries none (the held ones stay)"""
 
 
 class SyncStore(Protocol):
@@ -164,6 +167,9 @@ class Effects:
     coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
     coupon_limits: tuple[tuple[str, int, int, int, int], ...] = ()
     """(coupon id, global limit, per-member limit, uses the document states, the member's uses it states)"""
+    coupon_pools: tuple[tuple[str, str], ...] = ()
+    """(coupon id, pool id) of the pooled coupons a sale uses: each takes a unit of this till's allocation,
+    checked again inside the transaction (a refund's give-back finds the pool on the sale's own use)"""
     window_delta: int = 0
     tier: str | None = None
     sale_state: dict[str, Any] | None = field(default=None)
@@ -217,6 +223,11 @@ class TillStore(ClaimJournal, Protocol):
     def coupon_texts(self, coupon_ids: Iterable[str], member_id: str | None) -> dict[str, str]: ...
 
     def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int, int]]: ...
+
+    def pool_headroom(self, pool_ids: Iterable[str]) -> dict[str, int]:
+        """Units of this till's allocation of each pool not yet redeemed here; a pool it holds no
+        allocation of is absent."""
+        ...
 
     def member_ledger(self, member_id: str, now: datetime) -> tuple[list[Lot], int, int | None]: ...
 

@@ -222,7 +222,7 @@ def refund(
         after = SaleState(rest, 0, 0, 0, ())
         return RefundResult(state.payable, state.earned, state.redeemed, state.coupons, after)
     lean = Basket(tuple(kept))
-    offers = [cp.Offer(c) for c in used_coupons if c.coupon_id in state.coupons]
+    offers = [cp.offer_again(c) for c in used_coupons if c.coupon_id in state.coupons]
     option, _ = choose_coupons(program, lean, replace(ctx), offers)
     due = lean.total - option.applied.discount
     redeemed = min(state.redeemed, ly.max_redeemable(state.redeemed, due, program.redemption))

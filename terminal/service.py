@@ -213,18 +213,32 @@ class Service:
         """The coupons presented plus the member's personal ones, with the uses this till knows."""
         texts = self.store.coupon_texts(coupon_ids, member_id)
         unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in texts]
-        offers: list[cp.Offer] = []
+        parsed: list[tuple[cp.Coupon, int, int]] = []
         uses = self.store.coupon_uses_many(sorted(texts), member_id)
         for coupon_id, text in sorted(texts.items()):
             try:
-                coupon, known, known_mine = _parse_coupon(coupon_id, text)
+                parsed.append(_parse_coupon(coupon_id, text))
             except (ly.DocumentError, TypeError, ValueError) as exc:
                 log.warning("coupon document %s ignored: %s", coupon_id, exc)
                 unknown.append((coupon_id, Code.UNKNOWN_COUPON.value))
-                continue
-            local, mine, chain = uses.get(coupon_id, (0, 0, 0))
-            offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine))
+        pools = {coupon.pool for coupon, _, _ in parsed if coupon.pool is not None}
+        headroom = self.store.pool_headroom(pools) if pools else {}
+        offers: list[cp.Offer] = []
+        for coupon, known, known_mine in parsed:
+            local, mine, chain = uses.get(coupon.coupon_id, (0, 0, 0))
+            room = headroom.get(coupon.pool) if coupon.pool is not None else None
+            offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine, room))
         return offers, unknown
+
+    @staticmethod
+    def _coupon_pools(texts: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        """The pooled coupons among those a sale uses, with their pool, for the check at commit."""
+        pooled = []
+        for coupon_id, text in sorted(texts.items()):
+            pool = _parse_coupon(coupon_id, text)[0].pool
+            if pool is not None:
+                pooled.append((coupon_id, pool))
+        return tuple(pooled)
 
     def _coupon_limits(self, texts: dict[str, str]) -> tuple[tuple[str, int, int, int, int], ...]:
         """Each coupon's limits and the uses its document states, for the check at commit."""
@@ -301,6 +315,7 @@ class Service:
         # Use limits are checked again inside the transaction (a stale quote cannot use a coupon twice).
         used = self.store.coupon_texts(quote.coupons, None)
         limits = self._coupon_limits(used)
+        pooled = self._coupon_pools(used)
         member = self.store.member(quote.member_id) if quote.member_id is not None else None
         if quote.member_id is not None:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
@@ -312,12 +327,15 @@ class Service:
                 new_lot=ly.new_lot(txn_id, quote.points_earned, now, program.lots),
                 coupon_uses=tuple((c, 1) for c in quote.coupons),
                 coupon_limits=limits,
+                coupon_pools=pooled,
                 window_delta=grew,
                 tier=quote.tier_after if member is not None and quote.tier_after != member.tier else None,
                 now=now,
             )
         else:
-            fx = Effects(coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, now=now)
+            fx = Effects(
+                coupon_uses=tuple((c, 1) for c in quote.coupons), coupon_limits=limits, coupon_pools=pooled, now=now
+            )
         state = _sale_state(quote, now, self.store_id, member, spent)
         state["stored_value"] = paid.tender.stored_value
         sun = (paid.tap.uid_hash, paid.tap.counter) if paid.tap is not None and paid.tap.counter is not None else None

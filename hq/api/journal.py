@@ -23,6 +23,7 @@ from sync.protocol import (
     SnapshotInfo,
     SnapshotPage,
     TillHealth,
+    WireAllocation,
     protocol_problem,
 )
 
@@ -104,8 +105,12 @@ def changes(
 ) -> ChangesPage:
     store.flag_clock(terminal_id, clock)
     store.note_pull(terminal_id, since)
-    # Over-large pages are capped rather than refused: the cursor makes the rest reachable.
-    return store.changes(since, min(limit, MAX_CHANGES_LIMIT))
+    # This till's allocations of the flash-drop pools, topped up as it pulls (hq/pools.py); the rest of the
+    # page is the chain-wide feed. Over-large pages are capped rather than refused: the cursor makes the rest
+    # reachable.
+    held = [WireAllocation(pool_id=a.pool_id, allowed=a.allowed, used=a.used) for a in store.grant_pools(terminal_id)]
+    page = store.changes(since, min(limit, MAX_CHANGES_LIMIT))
+    return page.model_copy(update={"allocations": held})
 
 
 @router.get("/v1/snapshot", response_model=SnapshotInfo, responses=pull_errors)

@@ -32,6 +32,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
                                        segments of members as data (segments.py, docs/segments.md)
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
+    pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -50,6 +51,7 @@ from hq.cli import (
     documents,
     members,
     payments,
+    pools,
     quarantine,
     reconcile,
     segments,
@@ -58,7 +60,7 @@ from hq.cli import (
     terminals,
 )
 
-AREAS = (terminals, quarantine, reconcile, stores, members, segments, campaigns, documents, payments, serve)
+AREAS = (terminals, quarantine, reconcile, stores, members, segments, campaigns, pools, documents, payments, serve)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)

@@ -64,6 +64,57 @@ def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None)
     return int(total), int(mine)
 
 
+def pool_headroom(conn: sqlite3.Connection, pool_ids: list[str]) -> dict[str, int]:
+    """Units of this till's allocation of each pool not yet redeemed here (absent: no allocation held).
+
+    What this till has used of a pool is the larger of two lower bounds: its own uses (net of the ones
+    refunds gave back), and head office's count of them plus those not yet acknowledged (a till rebuilt
+    from a damaged file no longer holds all of its own)."""
+    if not pool_ids:
+        return {}
+    marks = ",".join("?" * len(pool_ids))
+    held = conn.execute(
+        f"SELECT pool_id, allowed, hq_used FROM pool_allocations WHERE pool_id IN ({marks})", pool_ids
+    ).fetchall()
+    local = {
+        str(pool): (int(net), int(unacked))
+        for pool, net, unacked in conn.execute(
+            "SELECT u.pool, COALESCE(SUM(u.uses), 0), COALESCE(SUM(CASE WHEN j.pushed_at IS NULL THEN u.uses END), 0) "
+            f"FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.pool IN ({marks}) GROUP BY u.pool",
+            pool_ids,
+        ).fetchall()
+    }
+    found = {}
+    for pool_id, allowed, hq_used in held:
+        net, unacked = local.get(str(pool_id), (0, 0))
+        found[str(pool_id)] = int(allowed) - max(net, int(hq_used) + unacked)
+    return found
+
+
+def _check_pools(conn: sqlite3.Connection, pools: tuple[tuple[str, str], ...]) -> None:
+    """Every pooled coupon of the sale takes a unit of this till's allocation of its pool."""
+    wanted: dict[str, int] = {}
+    for _, pool_id in pools:
+        wanted[pool_id] = wanted.get(pool_id, 0) + 1
+    headroom = pool_headroom(conn, sorted(wanted))
+    for pool_id, units in wanted.items():
+        if headroom.get(pool_id, 0) < units:
+            raise Rejected(Code.COUPON_ALLOCATION_USED)
+
+
+def _pool_of(conn: sqlite3.Connection, fx: Effects, coupon_id: str, uses: int) -> str | None:
+    """The pool a coupon use counts against: a sale's from its coupon document, a give-back's from the use
+    it gives back (so a refund returns the unit to the pool it was taken from, whatever the document says now)."""
+    if uses > 0:
+        return dict(fx.coupon_pools).get(coupon_id)
+    if fx.state_of is None:
+        return None
+    row = conn.execute(
+        "SELECT pool FROM coupon_uses WHERE txn_id = ? AND coupon_id = ? AND uses > 0", (fx.state_of, coupon_id)
+    ).fetchone()
+    return str(row[0]) if row is not None and row[0] is not None else None
+
+
 def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int | None) -> None:
     """Write ``fx`` for transaction ``txn_id``; raises Rejected (rolling the whole transaction
     back) when the points or a coupon were used up by another sale since the quote."""
@@ -78,6 +129,7 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
             raise Rejected(Code.COUPON_USED_UP)
         if member_limit and stated_mine + mine >= member_limit:
             raise Rejected(Code.COUPON_ALREADY_USED)
+    _check_pools(conn, fx.coupon_pools)
     for lot_id, taken in fx.spend_lots:
         conn.execute("UPDATE point_lots SET remaining = remaining - ? WHERE lot_id = ?", (taken, lot_id))
     for lot_id, back in fx.restore_lots:
@@ -95,8 +147,8 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
             (lot.lot_id, fx.member_id, lot.points, lot.remaining, _iso(lot.available_at), _iso(lot.expires_at)),
         )
     conn.executemany(
-        "INSERT INTO coupon_uses (txn_id, coupon_id, member_id, uses) VALUES (?,?,?,?)",
-        [(txn_id, coupon_id, fx.member_id, uses) for coupon_id, uses in fx.coupon_uses],
+        "INSERT INTO coupon_uses (txn_id, coupon_id, member_id, uses, pool) VALUES (?,?,?,?,?)",
+        [(txn_id, c, fx.member_id, uses, _pool_of(conn, fx, c, uses)) for c, uses in fx.coupon_uses],
     )
     if fx.member_id is not None and (fx.window_delta or fx.tier):
         conn.execute(

@@ -139,3 +139,14 @@ def known_names() -> set[str]:
 def m007_receipts(db: Database) -> None:
     # The POS receipts sales were read from (sha256 of the raw print bytes): one sale per receipt.
     db.table("receipt_digests").create({"digest": str, "txn_id": str, "created_at": str}, pk="digest")
+
+
+@migrations()
+def m008_pools(db: Database) -> None:
+    # Flash-drop quantity pools (docs/loyalty.md): each coupon use made here names the pool it redeemed from
+    # (a refund's give-back names it too), and this till's allocation of each open pool as head office last sent
+    # it, replaced whole by every pulled page that carries allocations (hq_used: head office's count of this
+    # till's uses, for a till rebuilt without its own).
+    db.table("coupon_uses").add_column("pool", str)
+    db.table("coupon_uses").create_index(["pool"])
+    db.table("pool_allocations").create({"pool_id": str, "allowed": int, "hq_used": int}, pk="pool_id")

@@ -251,6 +251,19 @@ class Store:
             found[coupon_id] = (total, mine, int(uses))
         return found
 
+    def pool_headroom(self, pool_ids: Iterable[str]) -> dict[str, int]:
+        """Units of this till's allocation of each pool not yet redeemed here (absent: none held)."""
+        with self._lock:
+            try:
+                return ledger.pool_headroom(self.db.conn, sorted(set(pool_ids)))
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+
+    def pool_allocations(self) -> dict[str, tuple[int, int]]:
+        """This till's allocations as head office last sent them: pool id -> (allowed, used by its count)."""
+        rows = self._read("SELECT pool_id, allowed, hq_used FROM pool_allocations ORDER BY pool_id")
+        return {str(p): (int(a), int(u)) for p, a, u in rows}
+
     def coupon_uses(self, coupon_id: str, member_id: str | None) -> tuple[int, int]:
         with self._lock:
             return ledger.coupon_uses(self.db.conn, coupon_id, member_id)
@@ -617,6 +630,9 @@ _TOMBSTONES = {
 
 
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
+    if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
+        conn.execute("DELETE FROM pool_allocations")
+        conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)
     conn.executemany(
         "INSERT INTO rule_docs (rule_id, body) VALUES (?,?) ON CONFLICT(rule_id) DO UPDATE SET body = excluded.body",
         docs.rule_docs,

@@ -150,6 +150,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         "revocations": [],
         "device_certs": [],
         "deleted": [],
+        "allocations": [],  # this terminal's flash-drop allocations: on every page, none held here
     }
 
 
