@@ -695,6 +695,7 @@ class Daemon:
                 "enriched": st.enriched,
                 "hold_timeouts": st.hold_timeouts,
                 "printer_unreachable": st.printer_unreachable,
+                "listening": st.listening,
             }
         return info
 
