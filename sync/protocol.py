@@ -185,6 +185,9 @@ class Reason(StrEnum):
     OFFLINE_CAP_EXCEEDED = "offline_cap_exceeded"
     REFUND_KEEPS_POINTS = "refund_keeps_points"
     UNKNOWN_DOC_VERSION = "unknown_doc_version"
+    RECEIPT_SOLD_TWICE = "receipt_sold_twice"
+    """A sale read from a printed receipt head office already holds a sale of (same digest), at another till
+    or the same one (docs/receipts.md)."""
 
 
 class ItemState(StrEnum):
