@@ -360,6 +360,12 @@ class ReceiptsSection(_Section):
     """Print the loyalty block before the cut (needs attach); off until a template reads this POS's receipts."""
     keep_dir: str = ""
     """Where captured receipts are kept (unread ones flagged); empty: <data_dir>/receipts."""
+    keep_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
+    """Days a kept receipt (read, or unread under unread/) is kept; older ones are deleted when tillpoint
+    starts and once a day; 0: no age limit."""
+    keep_max_mb: Annotated[float, Field(ge=0)] = 200.0
+    """Largest total size of the kept receipts, in MB (10^6 bytes); beyond it the oldest are deleted first; 0: no
+    cap."""
     title: Annotated[str, Field(max_length=64)] = "Loyalty"
     """The loyalty block's first line."""
 
