@@ -337,6 +337,9 @@ class PrinterSection(_Section):
     """The printer has the QR commands (GS ( k); false: QR codes are sent as raster images (GS v 0)."""
     connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds to reach the printer for each POS connection before the POS's connection is reset."""
+    probe_max: Annotated[float, Field(ge=0.5, le=300)] = 10.0
+    """While the printer is unreachable tillpoint does not listen (the POS is refused, as by the printer) and
+    probes it, first after 0.5 s, then doubling up to this many seconds; it listens again once it answers."""
 
     @field_validator("listen", "target")
     @classmethod

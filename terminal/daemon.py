@@ -419,6 +419,7 @@ class Daemon:
             hold=printer.hold,
             queue_chunks=printer.queue_chunks,
             connect_timeout=printer.connect_timeout,
+            probe_cap=printer.probe_max,
             emit=self.emit,
         )
         self.printer.start()

@@ -167,3 +167,19 @@ def test_the_receipt_command(store: HqStore, hq_url: str) -> None:
     assert table.exit_code == 0 and "T1-2" in table.output
     refused = runner.invoke(app, ["receipt", "--db", hq_url])
     assert refused.exit_code == 1 and "digest or its number" in refused.output
+
+
+def test_one_receipt_pushed_by_two_tills_at_once_is_flagged_exactly_once(store: HqStore) -> None:
+    """Concurrent pushes (PostgreSQL: two transactions at once; a lock per receipt makes the later one see
+    the first): each receipt sold at both tills is one item, never none and never two."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rounds = 12
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(1, rounds + 1):
+            a = pool.submit(store.ingest, "T1", [sale("T1", n, f"same-{n}")])
+            b = pool.submit(store.ingest, "T2", [sale("T2", n, f"same-{n}")])
+            assert a.result().flagged + b.result().flagged == 1, n
+    flagged = sold_twice(store)
+    assert len(flagged) == rounds
+    assert sorted(d["receipt_digest"] for _, d in flagged) == sorted(digest(f"same-{n}") for n in range(1, rounds + 1))
