@@ -104,7 +104,7 @@ class SocketLink:
 class Channel(Protocol):
     """A byte channel read with a short wait: a serial port or a printer device file."""
 
-    def read_some(self, size: int, wait: float = 0.2) -> bytes:
+    def read_some(self, size: int, wait: float = WAIT) -> bytes:
         """Up to ``size`` bytes, or b"" after ``wait`` seconds with nothing to read."""
         ...
 
