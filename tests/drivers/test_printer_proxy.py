@@ -24,7 +24,7 @@ from terminal.model import Basket, Member, Receipt, ReceiptRef, ReceiptSold
 from terminal.receipts.desk import Desk
 from terminal.receipts.escpos import Captured, ReceiptParser, parse
 from tests.fixtures.printer import RecordingPrinter, decode_rasters, start_printer, stored_qr
-from tests.fixtures.receipts import Item, Sale, make, random_sale, templates
+from tests.fixtures.receipts import Item, Sale, make, make_two_lines, random_sale, templates, two_line_templates
 from tests.waiting import wait_until
 
 T = templates()
@@ -103,6 +103,27 @@ def test_unchanged_bytes_reach_the_printer_and_the_receipts_read_as_generated(
         assert ref.number == sale.number and ref.pos_id == "POS-7"
     assert [ref.digest for _, ref in sales.sold] == [hashlib.sha256(make(language, s)).hexdigest() for s in sales_made]
     assert all(code is None for _, code in kept.receipts)
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_receipts_printing_each_item_over_two_lines_are_read_through_the_relay(
+    printer: RecordingPrinter, language: str
+) -> None:
+    rng = random.Random(f"two-lines-{language}")
+    sales_made = [random_sale(rng, language, rng.randint(1, 8)) for _ in range(3)]
+    stream = b"".join(make_two_lines(language, s) for s in sales_made)
+    sales = FakeSales()
+    proxy = proxy_to(printer.port, Desk([two_line_templates()[language]], sales, Kept(), pos_id="POS-7"))
+    try:
+        pos_print(proxy.port, stream)
+        assert printer.wait_for(len(stream)) == stream
+        wait_until(lambda: len(sales.sold) == 3, what="three sales")
+    finally:
+        proxy.stop()
+    for (basket, ref), sale in zip(sales.sold, sales_made, strict=True):
+        want = [(x.name if language == "ja" else x.sku, x.quantity, x.unit_price) for x in sale.items]
+        assert [(x.sku, x.quantity, x.unit_price) for x in basket.lines] == want
+        assert ref.number == sale.number
 
 
 @pytest.mark.parametrize("native_qr", [True, False])
