@@ -368,7 +368,7 @@ def test_a_printer_switched_off_and_on_again_is_followed_by_the_relay(tmp_path: 
         printer = start_printer(tmp_path / "p2", "--port", str(printer.port))
         back = time.monotonic()
         wait_until(lambda: proxy.listening, timeout=5, what="the relay listening again")
-        assert time.monotonic() - back < 1.0  # at most the backoff's cap, plus a probe
+        assert time.monotonic() - back < 2.0  # at most the backoff's cap (0.4 s), plus a probe
         assert proxy.port == port
         assert pos_outcome(port, receipt, 10) == "closed"
         assert printer.wait_for(len(receipt)) == receipt
@@ -558,4 +558,4 @@ def test_a_held_escape_byte_on_a_serial_or_device_relay_goes_out_within_the_hold
         proxy.stop()
         for fd in fds:
             os.close(fd)
-    assert 0.25 <= waited < 1.0
+    assert 0.25 <= waited < 1.5  # held for the hold (0.3 s), not until the next byte
