@@ -537,6 +537,7 @@ class PrinterProxy:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._current: Relay | None = None
+        self._said = ""  # the printer's state last said in an event
 
     def start(self) -> None:
         kind, _, rest = self.listen.partition(":")
@@ -599,6 +600,8 @@ class PrinterProxy:
             open_link(self.printer, self.connect_timeout).close()
         except (OSError, ValueError) as exc:
             self._unreachable(exc)
+        else:
+            self._event("reachable", "")
         while not self._stop.is_set():
             if self._down.is_set():
                 self._await_printer()
@@ -657,6 +660,10 @@ class PrinterProxy:
         self._event("unreachable", str(exc))
 
     def _event(self, state: str, detail: str) -> None:
+        """An event ``printer`` when its state (reachable or not) is first known or changes."""
+        if state == self._said:
+            return
+        self._said = state
         if self.emit is not None:
             self.emit({"type": "printer", "state": state, "detail": detail})
 
@@ -676,6 +683,7 @@ class PrinterProxy:
                 self._stop.wait(self.backoff.next())
                 continue
             self.backoff.reset()
+            self._event("reachable", "")
             self._current = self._relay(pos, printer)
             self._current.run()
 

@@ -149,6 +149,7 @@ class Keeper:
         """Receipts that could not be kept (printed all the same)."""
         self.failing: str | None = None
         """The code of the current failure to keep; None while receipts are kept."""
+        self._known = False  # whether the state (kept, or failing) was said yet
         self.last_prune: float | None = None
         self.last: Pruned | None = None
         self._since = 0  # bytes written since the last pruning
@@ -168,7 +169,8 @@ class Keeper:
             if refused:
                 _write(where / f"{receipt.digest}.code", (refused + "\n").encode())
         except OSError as exc:
-            self._failed(receipt, exc)
+            self.failures += 1
+            self._failed(receipt.digest[:12], exc)
             return False
         self._kept()
         with self._lock:
@@ -180,13 +182,27 @@ class Keeper:
             self.prune()
         return True
 
-    def _failed(self, receipt: Captured, exc: OSError) -> None:
+    def check(self) -> bool:
+        """Whether receipts can be kept now (a file written and deleted); said as keeping a receipt would be:
+        an event ``receipts`` (``kept``, or ``keep_failed`` and its code) when the state is first known or
+        changes."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".check"
+            _write(probe, b"ok\n")
+            probe.unlink()
+        except OSError as exc:
+            self._failed("(check)", exc)
+            return False
+        self._kept()
+        return True
+
+    def _failed(self, what: str, exc: OSError) -> None:
         code = problem_code(exc)
-        self.failures += 1
         if self.failing == code:
-            log.debug("receipt %s not kept (%s): %s", receipt.digest[:12], code, exc)
+            log.debug("receipt %s not kept (%s): %s", what, code, exc)
             return
-        self.failing = code
+        self.failing, self._known = code, True
         log.error(
             "%s: cannot keep captured receipts in %s (%s); printing goes on, receipts are not kept",
             code,
@@ -198,10 +214,11 @@ class Keeper:
             self.emit({"type": "receipts", "state": "keep_failed", "code": code, "detail": str(exc)})
 
     def _kept(self) -> None:
-        if self.failing is None:
+        if self.failing is None and self._known:
             return
-        log.warning("receipts are kept in %s again (after %s)", self.directory, self.failing)
-        self.failing = None
+        if self.failing is not None:
+            log.warning("receipts are kept in %s again (after %s)", self.directory, self.failing)
+        self.failing, self._known = None, True
         if self.emit is not None:
             self.emit({"type": "receipts", "state": "kept", "code": None, "detail": ""})
 
@@ -229,7 +246,9 @@ class Keeper:
         return self.prune()
 
     def start(self, every: float = 600.0) -> None:
-        """Prune now, then check every ``every`` seconds whether a day has passed (a thread)."""
+        """Check the directory can be written and prune now, then check every ``every`` seconds whether a day
+        has passed (a thread)."""
+        self.check()
         self.tick()
         self._thread = threading.Thread(target=self._run, args=(every,), name="receipts-prune", daemon=True)
         self._thread.start()

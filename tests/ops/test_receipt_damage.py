@@ -76,7 +76,12 @@ def test_a_read_only_receipts_directory_never_stops_printing(
     events: list[dict[str, object]] = []
     keeper = Keeper(read_only_dir / "receipts", emit=events.append)
     with caplog.at_level("INFO", logger="tillpoint.receipts"):
-        print_through(printer, keeper, 3)
+        keeper.start()  # said when the till starts, before any receipt
+        assert [(e["state"], e["code"]) for e in events] == [("keep_failed", "receipts_dir_read_only")]
+        try:
+            print_through(printer, keeper, 3)
+        finally:
+            keeper.stop()
     assert keeper.failures == 3 and keeper.failing == "receipts_dir_read_only"
     assert [(e["state"], e["code"]) for e in events] == [("keep_failed", "receipts_dir_read_only")]
     said = [r for r in caplog.records if "receipts_dir_read_only" in r.getMessage()]

@@ -80,10 +80,12 @@ def test_the_keeper_prunes_at_start_then_once_a_day(tmp_path: Path) -> None:
     clock = Clock()
     put(tmp_path, "a", 10, 40)
     put(tmp_path, "b", 10, 20)
-    keeper = Keeper(tmp_path, Retention(days=30, max_bytes=0), clock=clock)
+    events: list[dict[str, object]] = []
+    keeper = Keeper(tmp_path, Retention(days=30, max_bytes=0), clock=clock, emit=events.append)
     keeper.start(every=3600)
     try:
         assert sorted(p.stem for p in tmp_path.rglob("*.bin")) == ["b"]  # at start
+        assert [e["state"] for e in events] == ["kept"] and names(tmp_path) == {"b.bin"}  # checked, nothing left
         clock.now += 9.9 * DAY  # b is 29.9 days old: kept
         assert keeper.tick() is not None and (tmp_path / "b.bin").exists()
         clock.now += 0.5 * DAY  # b is 30.4 days old, but no day has passed since the last pruning
