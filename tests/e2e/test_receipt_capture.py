@@ -109,6 +109,8 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         assert metric(counted, "tillpoint_receipts_total", code="", state="sold") == 1
         assert metric(counted, "tillpoint_receipts_total", code="receipt_already_used", state="refused") == 1
         assert metric(counted, "tillpoint_receipts_total", code="receipt_unread", state="unread") == 1
+        assert metric(counted, "tillpoint_printer_reachable") == 1
+        assert metric(counted, "tillpoint_receipts_kept_ok") == 1
     finally:
         api.close()
         assert till.stop() == 0
