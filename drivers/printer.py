@@ -20,8 +20,10 @@ Enrichment (a loyalty block before the cut) is the one place where bytes are hel
 that may be a cut, the forward thread waits, at most ``hold`` seconds, for the parser to say whether it is
 one and what goes before it; otherwise the original bytes go out unchanged.
 
-When the printer cannot be reached, the POS's connection is reset at once (as an unreachable
-printer's would be); when the printer stalls, tillpoint stops reading the POS, so the POS stalls too.
+When the printer cannot be reached, tillpoint stops listening (``tcp:`` only): the POS's next connection
+is refused, as a switched-off network printer's would be; the printer is probed with a bounded backoff and
+tillpoint listens again, on the same port, as soon as it answers. When the printer stalls, tillpoint stops
+reading the POS, so the POS stalls too.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from terminal.backoff import Backoff
 from terminal.ports import Event, ReceiptDesk
 from terminal.receipts.escpos import Captured
 
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CUT_MARKS = (b"\x1dV", b"\x1bi", b"\x1bm")
 CHUNK = 65536
+WAIT = 0.2  # seconds a serial port or device file is waited on at a time (so a relay notices it was stopped)
 
 
 class Link(Protocol):
@@ -55,6 +59,10 @@ class Link(Protocol):
 
     def recv(self, size: int) -> bytes:
         """Bytes that arrived (blocking); b"" at the end; OSError when it failed."""
+        ...
+
+    def recv_within(self, size: int, seconds: float) -> bytes | None:
+        """As ``recv``, but None when nothing arrived within ``seconds``."""
         ...
 
     def send(self, data: bytes) -> None: ...
@@ -70,6 +78,10 @@ class SocketLink:
 
     def recv(self, size: int) -> bytes:
         return self.sock.recv(size)
+
+    def recv_within(self, size: int, seconds: float) -> bytes | None:
+        ready, _, _ = select.select([self.sock], [], [], seconds)
+        return self.sock.recv(size) if ready else None
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -92,8 +104,8 @@ class SocketLink:
 class Channel(Protocol):
     """A byte channel read with a short wait: a serial port or a printer device file."""
 
-    def read_some(self, size: int) -> bytes:
-        """Up to ``size`` bytes, or b"" after a short wait with nothing to read."""
+    def read_some(self, size: int, wait: float = WAIT) -> bytes:
+        """Up to ``size`` bytes, or b"" after ``wait`` seconds with nothing to read."""
         ...
 
     def write(self, data: memoryview) -> int | None: ...
@@ -112,20 +124,37 @@ class PortLink:
 
     def recv(self, size: int) -> bytes:
         while not self.closed.is_set():
-            try:
-                data = self.port.read_some(size)
-            except (OSError, TypeError):
-                if self.closed.is_set():
-                    return b""
-                raise
+            data = self._read(size, WAIT)
             if data:
                 return data
         return b""
 
+    def recv_within(self, size: int, seconds: float) -> bytes | None:
+        deadline = time.monotonic() + seconds
+        while not self.closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            data = self._read(size, min(left, WAIT))
+            if data:
+                return data
+        return b""
+
+    def _read(self, size: int, wait: float) -> bytes:
+        try:
+            return self.port.read_some(size, wait)
+        except (OSError, TypeError):
+            if self.closed.is_set():
+                return b""
+            raise
+
     def send(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            n = self.port.write(view)
+            try:
+                n = self.port.write(view)
+            except TypeError as exc:  # pyserial's port closed under a write (the relay was stopped)
+                raise OSError(f"port closed: {exc}") from exc
             view = view[n or 0 :]
         with contextlib.suppress(OSError):
             self.port.flush()
@@ -156,7 +185,7 @@ def open_link(spec: str, timeout: float = 5.0) -> Link:
         import serial
 
         name, _, baud = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "")
-        return PortLink(_SerialPort(serial.serial_for_url(name, baudrate=int(baud or 9600), timeout=0.2)))
+        return PortLink(_SerialPort(serial.serial_for_url(name, baudrate=int(baud or 9600), timeout=WAIT)))
     raise ValueError(f"{spec!r} is not tcp:HOST:PORT, device:PATH or serial:PORT[:BAUD]")
 
 
@@ -166,8 +195,8 @@ class _DeviceFile:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def read_some(self, size: int) -> bytes:
-        ready, _, _ = select.select([self.fd], [], [], 0.2)
+    def read_some(self, size: int, wait: float = WAIT) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], wait)
         return os.read(self.fd, size) if ready else b""
 
     def write(self, data: memoryview) -> int:
@@ -186,7 +215,9 @@ class _SerialPort:
     def __init__(self, port: serial.SerialBase) -> None:
         self.port = port
 
-    def read_some(self, size: int) -> bytes:
+    def read_some(self, size: int, wait: float = WAIT) -> bytes:
+        if self.port.timeout != wait:  # only while a split cut is held: a shorter wait
+            self.port.timeout = wait
         data = bytes(self.port.read(1) or b"")
         waiting: int = self.port.in_waiting  # type: ignore[attr-defined]  # every port class of pyserial has it; the stub puts it on each subclass
         if data and waiting:
@@ -216,6 +247,9 @@ class Stats:
     enriched: int = 0
     hold_timeouts: int = 0
     printer_unreachable: int = 0
+    """Times the printer could not be reached (a POS connection, or a probe while it was off)."""
+    listening: bool = False
+    """``tcp:``: whether the POS can connect now (false while the printer is unreachable)."""
     holds: list[float] = field(default_factory=list)
     """Seconds each hold at a cut lasted (the last 1000)."""
 
@@ -323,8 +357,7 @@ class Relay:
             chunk, held = held + data, b""
             try:
                 if self.enrich and copy is not None and not copy.dead:
-                    if isinstance(self.pos, SocketLink):
-                        chunk, held = split_partial_cut(chunk)
+                    chunk, held = split_partial_cut(chunk)
                     self._forward_enriched(chunk, sent)
                 else:
                     self.printer.send(chunk)
@@ -335,10 +368,9 @@ class Relay:
 
     def _recv(self, held: bytes) -> bytes | None:
         """The POS's next bytes; None when a byte is held and nothing came within ``hold``."""
-        if not held or not isinstance(self.pos, SocketLink):
+        if not held:
             return self.pos.recv(CHUNK)
-        ready, _, _ = select.select([self.pos.sock], [], [], self.hold)
-        return self.pos.recv(CHUNK) if ready else None
+        return self.pos.recv_within(CHUNK, self.hold)
 
     def _forward_enriched(self, data: bytes, base: int) -> None:
         assert self.copy is not None
@@ -471,7 +503,11 @@ def _cut_marks(data: bytes) -> list[int]:
 
 class PrinterProxy:
     """Listens where the POS prints (``tcp:HOST:PORT``) and relays each connection to ``printer``.
-    ``start`` returns once it listens; ``port`` is the port it got (for ``tcp:HOST:0``)."""
+    ``start`` returns once it listens; ``port`` is the port it got (for ``tcp:HOST:0``).
+
+    While the printer cannot be reached it does not listen: the POS's connections are refused, as a
+    switched-off printer's are. It probes the printer (connects and closes; ``probe_first`` seconds after
+    the failure, doubling up to ``probe_cap``) and listens again on the same port once it answers."""
 
     def __init__(
         self,
@@ -483,25 +519,32 @@ class PrinterProxy:
         hold: float = 0.15,
         queue_chunks: int = 256,
         connect_timeout: float = 5.0,
+        probe_first: float = 0.5,
+        probe_cap: float = 10.0,
         emit: Callable[[Event], object] | None = None,
     ) -> None:
         self.listen, self.printer, self.desk = listen, printer, desk
         self.enrich, self.hold, self.queue_chunks = enrich, hold, queue_chunks
         self.connect_timeout = connect_timeout
+        self.backoff = Backoff(probe_first, probe_cap)
         self.emit = emit
         self.stats = Stats()
+        self.host = ""
         self.port = 0
         self._server: socket.socket | None = None
+        self._lock = threading.Lock()  # the listening socket: opened and closed by the accept and relay threads
+        self._down = threading.Event()  # the printer did not answer: stop listening until a probe reaches it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._current: Relay | None = None
+        self._said = ""  # the printer's state last said in an event
 
     def start(self) -> None:
         kind, _, rest = self.listen.partition(":")
         if kind == "tcp":
             host, _, port = rest.rpartition(":")
-            self._server = socket.create_server((host, int(port)), reuse_port=False)
-            self.port = self._server.getsockname()[1]
+            self.host, self.port = host, int(port)
+            self._open_server()
             self._thread = threading.Thread(target=self._accept, name="printer-proxy", daemon=True)
         elif kind in ("serial", "device"):
             self._thread = threading.Thread(target=self._serial, name="printer-proxy", daemon=True)
@@ -514,12 +557,31 @@ class PrinterProxy:
         if self._current is not None:  # a serial relay runs until stopped
             self._current.pos.close()
             self._current.printer.close()
-        if self._server is not None:
-            with contextlib.suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)
-            self._server.close()
+        self._close_server()
         if self._thread is not None:
             self._thread.join(5.0)
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def _open_server(self) -> None:
+        server = socket.create_server((self.host, self.port), reuse_port=False)
+        server.settimeout(WAIT)  # so the accept loop notices a printer gone and a stop
+        with self._lock:
+            self._server = server
+            self.port = server.getsockname()[1]
+            self.stats.listening = True
+
+    def _close_server(self) -> None:
+        """Stop listening: connections not accepted yet are reset, new ones refused."""
+        with self._lock:
+            server, self._server = self._server, None
+            self.stats.listening = False
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
 
     def _relay(self, pos: Link, printer: Link) -> Relay:
         return Relay(
@@ -534,37 +596,94 @@ class PrinterProxy:
         )
 
     def _accept(self) -> None:
-        assert self._server is not None
+        try:  # a printer already off when tillpoint starts: refuse from the first connection on
+            open_link(self.printer, self.connect_timeout).close()
+        except (OSError, ValueError) as exc:
+            self._unreachable(exc)
+        else:
+            self._event("reachable", "")
         while not self._stop.is_set():
+            if self._down.is_set():
+                self._await_printer()
+                continue
+            server = self._server
+            if server is None:
+                self._stop.wait(WAIT)
+                continue
             try:
-                conn, _ = self._server.accept()
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
             except OSError:
-                return
+                continue  # closed: stopped, or the printer went away
+            conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._serve, args=(SocketLink(conn),), name="printer-relay", daemon=True).start()
+
+    def _await_printer(self) -> None:
+        """Not listening: probe the printer after a backoff; listen again once it answers."""
+        self._close_server()
+        if self._stop.wait(self.backoff.next()):
+            return
+        try:
+            open_link(self.printer, self.connect_timeout).close()
+        except (OSError, ValueError) as exc:
+            self.stats.printer_unreachable += 1
+            log.debug("printer %s still unreachable: %s", self.printer, exc)
+            return
+        try:
+            self._open_server()
+        except OSError as exc:  # the port was taken meanwhile: try again after the next delay
+            log.warning("cannot listen on %s again: %s", self.listen, exc)
+            return
+        self.backoff.reset()
+        self._down.clear()
+        log.info("printer %s answers again; listening on %s", self.printer, self.listen)
+        self._event("reachable", "")
 
     def _serve(self, pos: SocketLink) -> None:
         self.stats.connections += 1
         try:
             printer = open_link(self.printer, self.connect_timeout)
         except (OSError, ValueError) as exc:
-            self.stats.printer_unreachable += 1
-            log.warning("printer %s unreachable: %s", self.printer, exc)
-            if self.emit is not None:
-                self.emit({"type": "printer", "state": "unreachable", "detail": str(exc)})
+            self._unreachable(exc)
             pos.reset()
             return
         self._relay(pos, printer).run()
+
+    def _unreachable(self, exc: Exception) -> None:
+        self.stats.printer_unreachable += 1
+        if self.listen.startswith("tcp:"):
+            self._close_server()  # refuse the POS's next connections, as the printer does
+            self._down.set()
+        log.warning("printer %s unreachable: %s", self.printer, exc)
+        self._event("unreachable", str(exc))
+
+    def _event(self, state: str, detail: str) -> None:
+        """An event ``printer`` when its state (reachable or not) is first known or changes."""
+        if state == self._said:
+            return
+        self._said = state
+        if self.emit is not None:
+            self.emit({"type": "printer", "state": state, "detail": detail})
 
     def _serial(self) -> None:
         while not self._stop.is_set():
             try:
                 pos = open_link(self.listen)
+            except (OSError, ValueError) as exc:
+                log.warning("printer relay %s: %s", self.listen, exc)
+                self._stop.wait(self.backoff.next())
+                continue
+            try:
                 printer = open_link(self.printer, self.connect_timeout)
             except (OSError, ValueError) as exc:
-                log.warning("printer relay %s -> %s: %s", self.listen, self.printer, exc)
-                self._stop.wait(2.0)
+                pos.close()
+                self._unreachable(exc)
+                self._stop.wait(self.backoff.next())
                 continue
+            self.backoff.reset()
+            self._event("reachable", "")
             self._current = self._relay(pos, printer)
             self._current.run()
 

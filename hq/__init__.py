@@ -23,6 +23,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     reconcile.py  end-of-day checks, items and their settlement, the report (table, JSON, CSV)
     fleet.py      the fleet's health as Prometheus gauges
     segments.py   segments of members as data: the definition, its SQL for both engines, preview, the table
+    receipts.py   sales read from POS receipts, by digest and printed number; one receipt sold twice flagged
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
     stats.py      members' statistics kept at ingest (visits, spend per day, store and category), rebuilt
                   from the journal

@@ -5,13 +5,13 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> sales -> member balances -> coupon counters -> reversals -> member statistics (hq.stats) -> items
+    -> sales -> receipts (hq.receipts) -> member balances -> coupon counters -> reversals -> member statistics (hq.stats) -> items
     -> versions -> watermark
 """
 
 from __future__ import annotations
 
-from hq import members
+from hq import members, receipts
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -72,6 +72,7 @@ def ingest(
     check_reversals(tx, batch)
     store_journal(tx, batch)
     record_sales(tx, batch)
+    receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one
     apply_balances(tx, batch)
     count_coupons(tx, batch)
     reverse(tx, batch)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, pools, profiles, push, quarantine, reconcile, stats, versions
+from hq import businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -210,6 +210,8 @@ class HqStore:
             self.db.transact(ingest_mod.backfill_sales)
         if "m006_signal" in applied:  # the versions held when the history began
             self.db.transact(lambda tx: versions.seed(tx, self.now()))
+        if "m013_receipts" in applied:  # the sales read from receipts held before the index
+            self.db.transact(receipts.backfill)
         if "m009_profile_attributes" in applied:  # the attributes collected until the chain sets its own
             self.db.transact(lambda tx: profiles.seed_rules(tx, self.now()))
         self._seen: dict[str, float] = {}
@@ -907,6 +909,14 @@ class HqStore:
     def report(self, **filters: Any) -> list[dict[str, Any]]:
         with self.db.read() as tx:
             return reconcile.report(tx, **filters)
+
+    def receipt_sales(
+        self, *, digest: str | None = None, number: str | None = None, store_id: str | None = None, limit: int = 100
+    ) -> list[receipts.ReceiptSale]:
+        """The sales read from a printed receipt, by its digest (or a prefix) and/or its printed number, in
+        the order head office received them (ValueError without either)."""
+        with self.db.read() as tx:
+            return receipts.find(tx, digest=digest, number=number, store_id=store_id, limit=limit)
 
 
 # -- helpers inside write transactions ------------------------------------------------------------

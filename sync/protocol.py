@@ -201,6 +201,9 @@ class Reason(StrEnum):
     # chain-wide went beyond its quantity.
     POOL_ALLOCATION_EXCEEDED = "pool_allocation_exceeded"
     POOL_OVERUSED = "pool_overused"
+    RECEIPT_SOLD_TWICE = "receipt_sold_twice"
+    """A sale read from a printed receipt head office already holds a sale of (same digest), at another till
+    or the same one (docs/receipts.md)."""
 
 
 class ItemState(StrEnum):

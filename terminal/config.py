@@ -337,6 +337,9 @@ class PrinterSection(_Section):
     """The printer has the QR commands (GS ( k); false: QR codes are sent as raster images (GS v 0)."""
     connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Seconds to reach the printer for each POS connection before the POS's connection is reset."""
+    probe_max: Annotated[float, Field(ge=0.5, le=300)] = 10.0
+    """While the printer is unreachable tillpoint does not listen (the POS is refused, as by the printer) and
+    probes it, first after 0.5 s, then doubling up to this many seconds; it listens again once it answers."""
 
     @field_validator("listen", "target")
     @classmethod
@@ -360,6 +363,12 @@ class ReceiptsSection(_Section):
     """Print the loyalty block before the cut (needs attach); off until a template reads this POS's receipts."""
     keep_dir: str = ""
     """Where captured receipts are kept (unread ones flagged); empty: <data_dir>/receipts."""
+    keep_days: Annotated[float, Field(ge=0, le=3650)] = 30.0
+    """Days a kept receipt (read, or unread under unread/) is kept; older ones are deleted when tillpoint
+    starts and once a day; 0: no age limit."""
+    keep_max_mb: Annotated[float, Field(ge=0)] = 200.0
+    """Largest total size of the kept receipts, in MB (10^6 bytes); beyond it the oldest are deleted first; 0: no
+    cap."""
     title: Annotated[str, Field(max_length=64)] = "Loyalty"
     """The loyalty block's first line."""
 

@@ -58,7 +58,6 @@ from terminal.model import (
 )
 from terminal.payments import RiskLimits
 from terminal.ports import CacheDocs, CardReader, Event, QrScanner
-from terminal.receipts.escpos import Captured
 from terminal.service import Service
 from terminal.session import Session
 from terminal.store import Store
@@ -67,6 +66,7 @@ if TYPE_CHECKING:
     from drivers.printer import PrinterProxy
     from terminal.api.server import ApiServers
     from terminal.hotkeys import HotkeyListener
+    from terminal.receiptfiles import Keeper
 
 log = logging.getLogger("tillpoint.daemon")
 
@@ -168,6 +168,7 @@ class Daemon:
         self.pairing: Pairing | None = None  # devices paired with a code
         self.hotkeys: HotkeyListener | None = None
         self.printer: PrinterProxy | None = None  # the printer in the middle (docs/receipts.md)
+        self.keeper: Keeper | None = None  # the captured receipts on disk, pruned (docs/receipts.md)
         self._lock_fd: int | None = None
         self.started_at = utc_iso(time.time())
 
@@ -300,6 +301,8 @@ class Daemon:
             self.hotkeys.stop()
         if self.printer is not None:
             self.printer.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         for reader in self.readers:
             reader.stop()
         for scanner in self.scanners:
@@ -381,6 +384,7 @@ class Daemon:
         """The printer in the middle (``[printer]``): receipts go to a ``Desk`` that keeps them, reads them
         with ``[receipts] templates``, records their sales on the session and makes the loyalty block."""
         from drivers.printer import PrinterProxy
+        from terminal.receiptfiles import Keeper, Retention
         from terminal.receipts.desk import Desk
         from terminal.receipts.templates import load_template
 
@@ -394,10 +398,13 @@ class Daemon:
             except (OSError, UnicodeDecodeError, Rejected) as exc:
                 raise ConfigError("receipts.templates", f"a readable receipt template ({path}: {exc})") from exc
         keep_dir = Path(receipts.keep_dir) if receipts.keep_dir else self.config.data_dir / "receipts"
+        retention = Retention(receipts.keep_days, int(receipts.keep_max_mb * 1_000_000))
+        self.keeper = Keeper(keep_dir, retention, emit=self.emit)
+        self.keeper.start()  # pruned now and once a day
         desk = Desk(
             templates,
             session if receipts.attach else None,
-            lambda receipt, code: keep_receipt(keep_dir, receipt, code),
+            self.keeper,
             pos_id=printer.pos_id,
             enrich=receipts.enrich,
             native_qr=printer.native_qr,
@@ -412,6 +419,7 @@ class Daemon:
             hold=printer.hold,
             queue_chunks=printer.queue_chunks,
             connect_timeout=printer.connect_timeout,
+            probe_cap=printer.probe_max,
             emit=self.emit,
         )
         self.printer.start()
@@ -695,6 +703,16 @@ class Daemon:
                 "enriched": st.enriched,
                 "hold_timeouts": st.hold_timeouts,
                 "printer_unreachable": st.printer_unreachable,
+                "listening": st.listening,
+            }
+        if self.keeper is not None:
+            last = self.keeper.last
+            info["receipts_kept"] = {
+                "problem": self.keeper.failing,  # receipts_dir_read_only, receipts_dir_full ... or None
+                "not_kept": self.keeper.failures,
+                "files": last.kept if last else None,
+                "bytes": last.kept_bytes if last else None,
+                "last_prune": utc_iso(self.keeper.last_prune) if self.keeper.last_prune else None,
             }
         return info
 
@@ -853,16 +871,3 @@ def log_event(event: Event) -> None:
         log.log(level, "reader %s %s: %s", event["reader"], event["kind"], event.get("detail", ""))
     elif kind == "member":
         log.debug("member identified", extra={"member_id": event["member_id"], "reader": event["reader"]})
-
-
-def keep_receipt(directory: Path, receipt: Captured, refused: str | None) -> None:
-    """A captured receipt's bytes, kept as ``DIGEST.bin`` (read) or ``unread/DIGEST.bin`` (flagged, with
-    ``DIGEST.code`` saying why): never dropped, readable again with ``tillpoint receipt try``."""
-    where = directory / "unread" if refused else directory
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        (where / f"{receipt.digest}.bin").write_bytes(receipt.raw)
-        if refused:
-            (where / f"{receipt.digest}.code").write_text(refused + "\n", encoding="utf-8")
-    except OSError as exc:
-        log.warning("cannot keep receipt %s: %s", receipt.digest[:12], exc)

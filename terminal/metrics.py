@@ -138,6 +138,10 @@ class _ScannerCollector(Collector):
         yield total
 
 
+PRINTER_REACHABLE = "1 while the printer in the middle reaches the real printer (0: the POS is refused, as by it)."
+RECEIPTS_KEPT = "1 while captured receipts are kept on disk (0: the receipts directory is read-only or full)."
+
+
 class Metrics:
     def __init__(self, terminal_id: str, clock: Clock = time.time) -> None:
         self.registry = CollectorRegistry()
@@ -154,6 +158,7 @@ class Metrics:
             ["state", "code"],
             registry=r,
         )
+        self._gauges: dict[str, Gauge] = {}  # made at their first event: a till without a printer has none
         self.reader_up = Gauge(
             "tillpoint_reader_up", "1 while the reader is present and working.", ["reader"], registry=r
         )
@@ -197,8 +202,21 @@ class Metrics:
             self.rejections.labels(str(event.get("code", "unknown"))).inc()
         elif kind == "receipt":
             self.receipts.labels(str(event.get("state", "?")), str(event.get("code") or "")).inc()
+        elif kind == "printer":
+            self._gauge("tillpoint_printer_reachable", PRINTER_REACHABLE).set(
+                0 if event.get("state") == "unreachable" else 1
+            )
+        elif kind == "receipts":
+            self._gauge("tillpoint_receipts_kept_ok", RECEIPTS_KEPT).set(
+                0 if event.get("state") == "keep_failed" else 1
+            )
         elif kind == "reader" and event.get("reader"):
             self.reader_up.labels(str(event["reader"])).set(1 if event.get("kind") == "added" else 0)
+
+    def _gauge(self, name: str, meaning: str) -> Gauge:
+        if name not in self._gauges:
+            self._gauges[name] = Gauge(name, meaning, registry=self.registry)
+        return self._gauges[name]
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text format of every metric, and its content type."""

@@ -16,6 +16,7 @@ from hq.api.errors import ApiError, errors
 from hq.businessday import BadCalendar
 from hq.profiles import ProfileChange, ProfileRefused, parse_consent
 from hq.quarantine import NotQuarantined
+from hq.receipts import ReceiptSale
 from hq.reconcile import BadCursor, UnknownItem, report_csv
 from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem
 
@@ -227,6 +228,24 @@ def settle_group(store: Store, body: Annotated[GroupSettleRequest, Body()], admi
     """Settle by hand every open item of one group (not those holding an entry in quarantine)."""
     try:
         return {"settled": store.settle_group(body.terminal_id, body.day, body.reason.value, admin, body.note)}
+    except ValueError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+@router.get("/v1/admin/receipts", response_model=list[ReceiptSale], responses=page_errors, tags=["receipts"])
+def receipt_sales(
+    store: Store,
+    admin: Admin,
+    digest: Annotated[str | None, Query(min_length=8, max_length=64, pattern=r"^[0-9a-fA-F]+$")] = None,
+    number: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    store_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Limit = 100,
+) -> list[ReceiptSale]:
+    """The sales read from a POS's printed receipt, by its digest (or a prefix of 8 or more hex digits)
+    and/or the number printed on it (within a store with ``store_id``), first received first; ``sold_twice``
+    marks each one flagged ``receipt_sold_twice``. ``invalid_request`` without a digest or a number."""
+    try:
+        return store.receipt_sales(digest=digest, number=number, store_id=store_id, limit=limit)
     except ValueError as exc:
         raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 

@@ -22,6 +22,7 @@ runs it.
     GET  /v1/admin/items/summary      admin token; open / settled per cause
     POST /v1/admin/items/{id}/settle  admin token; settle by hand (who = the admin, why = note)
     POST /v1/admin/item-groups/settle admin token; settle a whole group by hand
+    GET  /v1/admin/receipts           admin token; sales read from a POS's receipt (?digest=, ?number=, ?store_id=)
     GET  /v1/admin/stores, PUT /v1/admin/stores/{id}   admin token; each store's time zone and day cut-off
     POST /v1/admin/members/{id}/block, /unblock, /v1/admin/cards/{hash}/block, /unblock   admin token
     GET  /v1/admin/quarantine         admin token; entries held in quarantine (no balance changed)

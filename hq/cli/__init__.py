@@ -17,6 +17,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     summary                            open and settled items per cause
     settle ITEM --by NAME --note WHY   settle an item by hand
     settle-group --terminal-id T --day D --reason R --by NAME --note WHY   settle a whole group
+    receipt [--digest D] [--number N] [--store-id S]   the sales read from a POS's printed receipt
     store STORE [--timezone TZ --day-starts HH:MM] / stores   each store's business day
     block|unblock member|card ID --by NAME --reason WHY   stop (or allow again) a member or a card
     quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules

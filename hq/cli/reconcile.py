@@ -1,4 +1,5 @@
-"""`tillpoint hq ...`: reconciliation: the report, items one by one and by group, their summary, settling by hand."""
+"""`tillpoint hq ...`: reconciliation: the report, items one by one and by group, their summary, settling by hand,
+the sales read from a POS's printed receipt."""
 
 from __future__ import annotations
 
@@ -181,3 +182,42 @@ def settle(
         show_json(item.model_dump(mode="json"))
     else:
         console.print(f"{item.item_id}: {item.state.value} by {item.settled_by}: {item.note}")
+
+
+@app.command("receipt")
+def receipt(
+    db: DbOpt = DEFAULT_DB,
+    digest: Annotated[
+        str | None, typer.Option(help="The receipt's sha256 digest, or 8 or more of its first digits.")
+    ] = None,
+    number: Annotated[str | None, typer.Option(help="The receipt number the POS printed.")] = None,
+    store_id: str | None = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """The sales read from a POS's printed receipt, by its digest and/or printed number, first received
+    first (`sold_twice`: a `receipt_sold_twice` item was raised on it)."""
+    with hq_store(db) as store:
+        try:
+            found = store.receipt_sales(digest=digest, number=number, store_id=store_id, limit=limit)
+        except ValueError as exc:
+            fail(exc)
+    rows = [r.model_dump(mode="json") for r in found]
+    if as_json:
+        show_json(rows)
+        return
+    print_rows(
+        rows,
+        [
+            "receipt_number",
+            "pos_id",
+            "store_id",
+            "terminal_id",
+            "seq",
+            "day",
+            "txn_id",
+            "total",
+            "effect",
+            "sold_twice",
+        ],
+    )

@@ -295,6 +295,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "terminal_id TEXT NOT NULL, released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, coupon_id))",
         ],
     ),
+    # Receipts (hq/receipts.py, docs/receipts.md): each sale read from a POS's printed receipt, by the
+    # receipt's digest and printed number, the POS and the store; filled from the journal when applied.
+    (
+        "m013_receipts",
+        [
+            "CREATE TABLE receipt_sales (txn_id TEXT PRIMARY KEY, receipt_digest TEXT NOT NULL, receipt_number TEXT, "
+            "pos_id TEXT, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, seq BIGINT NOT NULL, day TEXT NOT NULL, "
+            "received_at TEXT NOT NULL)",
+            "CREATE INDEX idx_receipt_sales_digest ON receipt_sales (receipt_digest, received_at)",
+            "CREATE INDEX idx_receipt_sales_number ON receipt_sales (receipt_number, store_id)",
+        ],
+    ),
 ]
 
 

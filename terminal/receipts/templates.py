@@ -18,6 +18,12 @@ A chain writes one template per POS model and language (TOML)::
     number = '^Receipt\\s*#?\\s*(?P<number>\\S+)'
     time = '(?P<time>\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2})'
 
+An item printed over two lines (or up to four) is a list of patterns, one per line, matched against
+consecutive lines; the groups of all its lines make the item::
+
+    item = ['^(?P<name>\\D.*)$',                                      # Whole milk 1L
+            '^(?P<qty>\\d+) x (?P<price>[\\d.,]+)\\s+(?P<amount>[\\d.,]+)$']   #   2 x 1.50      3.00
+
 A ``sku`` pattern reads a line under an item that gives its sku. An item line needs ``amount`` or ``price`` (unit price), may have ``qty`` (default 1, or amount/price)
 and ``sku`` or ``name`` (the line's sku is the sku, else the name). A receipt is read when it has at
 least one item and a total, and the items less the discounts come to the total; otherwise it is
@@ -37,13 +43,15 @@ from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line
 from terminal.receipts.escpos import Captured
 
-FIELDS = ("item", "sku", "discount", "total", "tax", "number", "time")
+FIELDS = ("sku", "discount", "total", "tax", "number", "time")
+MAX_ITEM_LINES = 4
 
 
 class Patterns(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    item: str
+    item: str | tuple[str, ...]
+    """One pattern, or one per line of an item printed over several lines (at most ``MAX_ITEM_LINES``)."""
     total: str
     sku: str | None = None
     """A line under an item giving its sku (group ``sku``)."""
@@ -54,13 +62,20 @@ class Patterns(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _compiles(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        if isinstance(value, tuple) and not 1 <= len(value) <= MAX_ITEM_LINES:
+            raise ValueError(f"an item is printed over 1 to {MAX_ITEM_LINES} lines, not {len(value)}")
+        for pattern in (value,) if isinstance(value, str) else value or ():
             try:
-                re.compile(value)
+                re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"not a regular expression: {exc}") from exc
         return value
+
+    @property
+    def item_lines(self) -> tuple[str, ...]:
+        """The item's patterns, one per printed line."""
+        return (self.item,) if isinstance(self.item, str) else self.item
 
 
 class Template(BaseModel):
@@ -88,7 +103,7 @@ class Template(BaseModel):
     @field_validator("patterns")
     @classmethod
     def _groups(cls, value: Patterns) -> Patterns:
-        item = re.compile(value.item).groupindex
+        item = {g for pattern in value.item_lines for g in re.compile(pattern).groupindex}
         if "amount" not in item and "price" not in item:
             raise ValueError("the item pattern needs a group 'amount' or 'price'")
         if "sku" not in item and "name" not in item:
@@ -172,11 +187,23 @@ def money(text: str, decimals: int) -> int:
     return units * int(10**decimals) + int(frac)
 
 
-def _item(m: re.Match[str], decimals: int) -> ReadLine:
-    g = m.groupdict()
-    qty = int(g["qty"]) if g.get("qty") else None
-    price = money(g["price"], decimals) if g.get("price") else None
-    amount = money(g["amount"], decimals) if g.get("amount") else None
+def _match_item(patterns: tuple[re.Pattern[str], ...], lines: list[str], at: int) -> dict[str, str | None] | None:
+    """The groups of an item starting at ``lines[at]`` (one line per pattern, merged); None: no item there."""
+    if at + len(patterns) > len(lines):
+        return None
+    groups: dict[str, str | None] = {}
+    for pattern, line in zip(patterns, lines[at : at + len(patterns)], strict=True):
+        m = pattern.search(line)
+        if m is None:
+            return None
+        groups.update({k: v for k, v in m.groupdict().items() if v is not None or k not in groups})
+    return groups
+
+
+def _item(g: dict[str, str | None], decimals: int) -> ReadLine:
+    qty = int(g["qty"] or "") if g.get("qty") else None
+    price = money(g["price"] or "", decimals) if g.get("price") else None
+    amount = money(g["amount"] or "", decimals) if g.get("amount") else None
     if qty is None:
         qty = amount // price if price and amount and amount % price == 0 else 1
     if price is None:
@@ -194,15 +221,17 @@ def read(template: Template, lines: list[str] | tuple[str, ...]) -> ReadReceipt:
     """Apply ``template`` to a receipt's text lines; raises nothing (``check`` decides)."""
     p = template.patterns
     rx = {k: re.compile(v) for k in FIELDS if (v := getattr(p, k)) is not None}
+    item_rx = tuple(re.compile(x) for x in p.item_lines)
     items: list[ReadLine] = []
     discounts: list[int] = []
     total = tax = None
     number = time = None
     unread: list[str] = []
-    for text in lines:
-        line = text.strip()
-        if not line:
-            continue
+    texts = [stripped for text in lines if (stripped := text.strip())]
+    at = 0
+    while at < len(texts):
+        line = texts[at]
+        at += 1
         hit = False
         if "total" in rx and total is None and (m := rx["total"].search(line)):
             total, hit = _amount(m, template.decimals), True
@@ -219,10 +248,11 @@ def read(template: Template, lines: list[str] | tuple[str, ...]) -> ReadReceipt:
             if sku:
                 items[-1] = ReadLine(last.name, sku, last.quantity, last.unit_price, last.amount)
                 hit = True
-        elif total is None and (m := rx["item"].search(line)):
+        elif total is None and (g := _match_item(item_rx, texts, at - 1)) is not None:
             try:
-                items.append(_item(m, template.decimals))
+                items.append(_item(g, template.decimals))
                 hit = True
+                at += len(item_rx) - 1  # the item's other lines are read
             except ValueError:
                 hit = False
         if "number" in rx and number is None and (m := rx["number"].search(line)):

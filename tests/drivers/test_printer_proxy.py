@@ -24,7 +24,7 @@ from terminal.model import Basket, Member, Receipt, ReceiptRef, ReceiptSold
 from terminal.receipts.desk import Desk
 from terminal.receipts.escpos import Captured, ReceiptParser, parse
 from tests.fixtures.printer import RecordingPrinter, decode_rasters, start_printer, stored_qr
-from tests.fixtures.receipts import Item, Sale, make, random_sale, templates
+from tests.fixtures.receipts import Item, Sale, make, make_two_lines, random_sale, templates, two_line_templates
 from tests.waiting import wait_until
 
 T = templates()
@@ -103,6 +103,27 @@ def test_unchanged_bytes_reach_the_printer_and_the_receipts_read_as_generated(
         assert ref.number == sale.number and ref.pos_id == "POS-7"
     assert [ref.digest for _, ref in sales.sold] == [hashlib.sha256(make(language, s)).hexdigest() for s in sales_made]
     assert all(code is None for _, code in kept.receipts)
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_receipts_printing_each_item_over_two_lines_are_read_through_the_relay(
+    printer: RecordingPrinter, language: str
+) -> None:
+    rng = random.Random(f"two-lines-{language}")
+    sales_made = [random_sale(rng, language, rng.randint(1, 8)) for _ in range(3)]
+    stream = b"".join(make_two_lines(language, s) for s in sales_made)
+    sales = FakeSales()
+    proxy = proxy_to(printer.port, Desk([two_line_templates()[language]], sales, Kept(), pos_id="POS-7"))
+    try:
+        pos_print(proxy.port, stream)
+        assert printer.wait_for(len(stream)) == stream
+        wait_until(lambda: len(sales.sold) == 3, what="three sales")
+    finally:
+        proxy.stop()
+    for (basket, ref), sale in zip(sales.sold, sales_made, strict=True):
+        want = [(x.name if language == "ja" else x.sku, x.quantity, x.unit_price) for x in sale.items]
+        assert [(x.sku, x.quantity, x.unit_price) for x in basket.lines] == want
+        assert ref.number == sale.number
 
 
 @pytest.mark.parametrize("native_qr", [True, False])
@@ -310,19 +331,52 @@ def test_a_printer_that_disconnects_mid_receipt_looks_the_same_through_tillpoint
     assert direct in ("reset", "closed") and relayed in ("reset", "closed")
 
 
-def test_a_printer_that_is_down_fails_the_pos_at_once(tmp_path: Path) -> None:
+def test_a_printer_that_is_down_refuses_the_pos_as_it_would_without_tillpoint(tmp_path: Path) -> None:
+    """The printer is off when tillpoint starts: tillpoint does not listen, so the POS's connection is
+    refused exactly as the printer's own would be (not accepted and then reset)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # bound, never listening: connections are refused
-        proxy = proxy_to(dead, desk_for("en", FakeSales(), Kept()))
+        proxy = proxy_to(dead, desk_for("en", FakeSales(), Kept()), probe_first=0.2, probe_cap=0.5)
         try:
             assert pos_outcome(dead, b"hello\n", 5) == "refused"
-            began = time.monotonic()
-            assert pos_outcome(proxy.port, b"hello\n", 5) in ("reset", "closed")
-            assert time.monotonic() - began < 2.0
-            assert proxy.stats.printer_unreachable == 1
+            wait_until(lambda: not proxy.listening, timeout=5, what="the relay stopped listening")
+            assert pos_outcome(proxy.port, b"hello\n", 5) == "refused"
+            assert proxy.stats.printer_unreachable >= 1 and not proxy.stats.listening
+            time.sleep(1.0)  # probes go on with a bounded backoff, and each is counted
+            assert pos_outcome(proxy.port, b"hello\n", 5) == "refused"
+            assert 2 <= proxy.stats.printer_unreachable <= 8
         finally:
             proxy.stop()
+
+
+def test_a_printer_switched_off_and_on_again_is_followed_by_the_relay(tmp_path: Path) -> None:
+    """Printing, then the printer goes off: the connection in flight fails as it would, the next ones are
+    refused; the printer comes back on its port: the relay listens again on its own port within the probe's
+    backoff, and a receipt prints whole."""
+    printer = start_printer(tmp_path / "p1")
+    events: list[dict[str, object]] = []
+    proxy = proxy_to(printer.port, None, probe_first=0.1, probe_cap=0.4, emit=events.append)
+    port, receipt = proxy.port, make("en", Sale((Item("Apples", "1001", 2, 150),)))
+    try:
+        assert pos_outcome(port, receipt, 10) == "closed"
+        assert printer.wait_for(len(receipt)) == receipt
+        printer.stop()
+        assert pos_outcome(port, receipt, 5) in ("reset", "closed")  # accepted before anyone knew
+        wait_until(lambda: not proxy.listening, timeout=5, what="the relay stopped listening")
+        assert pos_outcome(port, receipt, 5) == "refused"
+        printer = start_printer(tmp_path / "p2", "--port", str(printer.port))
+        back = time.monotonic()
+        wait_until(lambda: proxy.listening, timeout=5, what="the relay listening again")
+        assert time.monotonic() - back < 2.0  # at most the backoff's cap (0.4 s), plus a probe
+        assert proxy.port == port
+        assert pos_outcome(port, receipt, 10) == "closed"
+        assert printer.wait_for(len(receipt)) == receipt
+    finally:
+        proxy.stop()
+        printer.stop()
+    states = [e["state"] for e in events if e["type"] == "printer"]
+    assert states == ["reachable", "unreachable", "reachable"]  # each change said once
 
 
 def test_a_printer_that_stalls_stalls_the_pos_as_it_would_without_tillpoint(tmp_path: Path) -> None:
@@ -435,3 +489,73 @@ def test_a_last_escape_byte_is_not_held_past_the_hold(printer: RecordingPrinter)
         assert printer.wait_for(8) == b"hello\n\x1b@"
     finally:
         proxy.stop()
+
+
+def pty_relay(pos_kind: str, printer_kind: str, desk: Desk, **options: object) -> tuple[PrinterProxy, list[int]]:
+    """A relay between two pseudo-terminal pairs (the POS's cable and the printer's): the masters are the
+    POS's and the printer's ends, returned with the slaves (to close)."""
+    import os
+    import tty
+
+    pos_master, pos_slave = os.openpty()
+    printer_master, printer_slave = os.openpty()
+    for fd in (pos_master, printer_master):
+        tty.setraw(fd)
+    suffix = {"serial": ":19200", "device": ""}
+    proxy = PrinterProxy(
+        f"{pos_kind}:{os.ttyname(pos_slave)}{suffix[pos_kind]}",
+        f"{printer_kind}:{os.ttyname(printer_slave)}{suffix[printer_kind]}",
+        desk,
+        **options,  # type: ignore[arg-type]
+    )
+    proxy.start()
+    wait_until(lambda: proxy._current is not None, what="the relay open")
+    return proxy, [pos_master, printer_master, pos_slave, printer_slave]
+
+
+@pytest.mark.parametrize("kind", ["serial", "device"])
+@pytest.mark.parametrize("split", [1, 2])  # GS | V m, and GS V | m
+def test_a_cut_split_across_two_reads_on_a_serial_or_device_relay_is_held_for_its_rest(kind: str, split: int) -> None:
+    """The POS's cable delivers the cut command in two pieces: the first waits (at most the hold) for the
+    rest, so the loyalty block still goes in right before the cut and no hold times out."""
+    import os
+
+    stream = make("en", Sale((Item("Apples", "1001", 2, 150),)))
+    cut = stream.rindex(b"\x1dV")
+    proxy, fds = pty_relay(kind, kind, desk_for("en", FakeSales(), Kept(), enrich=True), enrich=True, hold=1.0)
+    pos, printer = fds[0], fds[1]
+    try:
+        os.write(pos, stream[: cut + split])
+        time.sleep(0.1)  # the relay reads the first piece alone
+        os.write(pos, stream[cut + split :])
+        got = read_for(printer, len(stream) + 50)
+        got += read_for(printer, 1 << 20, timeout=0.5)
+    finally:
+        proxy.stop()
+        for fd in fds:
+            os.close(fd)
+    assert got.startswith(stream[:cut]) and got.endswith(stream[cut:])
+    block = got[cut : len(got) - (len(stream) - cut)]
+    assert block.startswith(b"\x1ba\x00-") and stored_qr(block) == [CLAIM]
+    assert proxy.stats.enriched == 1 and proxy.stats.hold_timeouts == 0
+
+
+@pytest.mark.parametrize("kind", ["serial", "device"])
+def test_a_held_escape_byte_on_a_serial_or_device_relay_goes_out_within_the_hold(kind: str) -> None:
+    """A POS that sends an ESC and waits: the byte reaches the printer after at most the hold."""
+    import os
+
+    proxy, fds = pty_relay(kind, kind, desk_for("en", FakeSales(), Kept(), enrich=True), enrich=True, hold=0.3)
+    pos, printer = fds[0], fds[1]
+    try:
+        began = time.monotonic()
+        os.write(pos, b"hello\n\x1b")
+        assert read_for(printer, 7, timeout=5) == b"hello\n\x1b"
+        waited = time.monotonic() - began
+        os.write(pos, b"@")
+        assert read_for(printer, 1, timeout=5) == b"@"
+    finally:
+        proxy.stop()
+        for fd in fds:
+            os.close(fd)
+    assert 0.25 <= waited < 1.5  # held for the hold (0.3 s), not until the next byte

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,10 +61,18 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
     )
     notify = NotifyListener(tmp_path / "notify.sock")
     till = TillProcess(config, notify)
+    old = till.data / "receipts" / "unread" / ("0" * 64 + ".bin")  # kept 40 days ago: past keep_days (30)
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an old receipt\n")
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
     till.start()
     api = Api(till)
     try:
-        port = int(api.status()["printer"]["port"])
+        status = api.status()
+        port = int(status["printer"]["port"])
+        assert status["printer"]["listening"] is True
+        assert not old.exists()  # pruned when the till started
+        assert status["receipts_kept"]["problem"] is None and status["receipts_kept"]["last_prune"]
         sale = Sale((Item("Apples", "1001", 2, 150), Item("Cheddar", "1002", 1, 420)), number="778899")
         receipt = english(sale)
         pos_print(port, receipt)
@@ -99,6 +109,8 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         assert metric(counted, "tillpoint_receipts_total", code="", state="sold") == 1
         assert metric(counted, "tillpoint_receipts_total", code="receipt_already_used", state="refused") == 1
         assert metric(counted, "tillpoint_receipts_total", code="receipt_unread", state="unread") == 1
+        assert metric(counted, "tillpoint_printer_reachable") == 1
+        assert metric(counted, "tillpoint_receipts_kept_ok") == 1
     finally:
         api.close()
         assert till.stop() == 0

@@ -50,6 +50,25 @@ def test_events_become_counters() -> None:
     assert metric(text, "tillpoint_sync_lag_seconds") == 7200.5  # two hours, then the 0.5 s above
 
 
+def test_the_printer_and_the_kept_receipts_are_gauges_following_their_events() -> None:
+    m = Metrics("T-1")
+    text = m.exposition()[0].decode()  # a till without a printer in the middle has neither
+    assert metric(text, "tillpoint_printer_reachable") is None and metric(text, "tillpoint_receipts_kept_ok") is None
+    seen: list[tuple[float | None, float | None]] = []
+    for event in (
+        {"type": "printer", "state": "reachable", "detail": ""},
+        {"type": "receipts", "state": "kept", "code": None},
+        {"type": "printer", "state": "unreachable", "detail": "refused"},
+        {"type": "receipts", "state": "keep_failed", "code": "receipts_dir_full"},
+        {"type": "printer", "state": "reachable", "detail": ""},
+        {"type": "receipts", "state": "kept", "code": None},
+    ):
+        m.observe(event)
+        text = m.exposition()[0].decode()
+        seen.append((metric(text, "tillpoint_printer_reachable"), metric(text, "tillpoint_receipts_kept_ok")))
+    assert seen == [(1, None), (1, 1), (0, 1), (0, 0), (1, 0), (1, 1)]
+
+
 def test_metrics_of_a_running_daemon(tmp_path: Path, hq: HqProcess) -> None:
     token = hq.add_terminal("T-MET")
     notify = NotifyListener(tmp_path / "notify.sock")

@@ -214,3 +214,36 @@ def test_a_refused_health_report_does_not_stop_the_round(store: Store) -> None:
     )
     assert sync.sync_once().pushed == 3
     assert store.state("last_sync_ok") and store.state("offline_since") is None
+
+
+def test_a_flag_with_a_reason_this_till_does_not_know_leaves_the_round_a_success(store: Store) -> None:
+    """Head office is upgraded first: a reason added after this till's release (``receipt_sold_twice`` was
+    one) is left out of the till's cached flags; the round, and the till's online state, are not affected."""
+    known = {
+        "item_id": "tx1:points_overspent",
+        "store_id": "S1",
+        "terminal_id": "T-1",
+        "day": "2026-09-21",
+        "seq": 1,
+        "txn_id": "tx1",
+        "reason": "points_overspent",
+        "detail": {},
+        "state": "open",
+        "created_at": "2026-09-21T14:00:00Z",
+    }
+    newer = known | {"item_id": "tx2:a_reason_of_a_later_release", "reason": "a_reason_of_a_later_release"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/health":
+            return httpx.Response(200, json={"status": "ok", "protocol": 2})
+        if path == "/v1/journal":
+            return httpx.Response(200, json={"acked_seq": 3, "stored": 3, "duplicates": 0})
+        if path == "/v1/flags":
+            return httpx.Response(200, json=[newer, known])
+        return httpx.Response(200, json={"cursor": 0, "more": False})
+
+    sync = client(store, handler)
+    assert sync.sync_once().pushed == 3
+    assert store.state("last_sync_ok") and store.state("offline_since") is None
+    assert [i["item_id"] for i in json.loads(store.state("hq_flags") or "[]")] == ["tx1:points_overspent"]

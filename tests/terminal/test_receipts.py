@@ -17,7 +17,22 @@ from terminal.errors import Code, Rejected
 from terminal.receipts.block import BlockInfo, qr_native, qr_raster, render, text_width
 from terminal.receipts.escpos import Kind, ReceiptParser, Tokenizer, parse
 from terminal.receipts.templates import first_reading, load_template, money, read, read_captured
-from tests.fixtures.receipts import EN, JA, ZH, Item, Sale, chinese, english, japanese, make, random_sale, templates
+from tests.fixtures.receipts import (
+    EN,
+    EN2,
+    JA,
+    ZH,
+    Item,
+    Sale,
+    chinese,
+    english,
+    japanese,
+    make,
+    make_two_lines,
+    random_sale,
+    templates,
+    two_line_templates,
+)
 
 T = templates()
 SALE = Sale((Item("Apples", "1001", 2, 150), Item("Whole milk 1L", "1002", 1, 99)), discount=20)
@@ -45,6 +60,73 @@ def test_generated_receipts_read_back_as_generated(language: str) -> None:
         assert got.number == sale.number
         assert got.time == sale.time
         assert captured.cut
+
+
+T2 = two_line_templates()
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_items_printed_over_two_lines_read_back_as_generated(language: str) -> None:
+    """Name on one line, ``qty x price  amount`` on the next (and a SKU line under it in English)."""
+    rng = random.Random(f"two-{language}")
+    t = T2[language]
+    for _ in range(40):
+        sale = random_sale(rng, language, rng.randint(1, 15))
+        (captured,) = parse(make_two_lines(language, sale), t.encoding, t.multibyte, t.kanji_default)
+        got = read_captured(t, captured)
+        assert [(x.name, x.sku, x.quantity, x.unit_price, x.amount) for x in got.items] == [
+            (x.name, x.name if language == "ja" else x.sku, x.quantity, x.unit_price, x.amount) for x in sale.items
+        ]
+        assert (got.total, got.discount, got.number, got.time) == (sale.total, sale.discount, sale.number, sale.time)
+        assert [x.text for x in captured.lines][0] in got.unread  # the header is no item, though its pattern fits
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_a_two_line_receipt_is_not_read_by_a_one_line_template_nor_a_lone_name_line_as_an_item(
+    language: str,
+) -> None:
+    sale = Sale((Item(random_sale(random.Random(3), language, 1).items[0].name, "1001", 2, 150),))
+    t = T2[language]
+    (captured,) = parse(make_two_lines(language, sale), t.encoding, t.multibyte, t.kanji_default)
+    with pytest.raises(Rejected) as one_line:
+        read_captured(T[language], captured)
+    assert one_line.value.code in (Code.RECEIPT_UNREAD, Code.RECEIPT_TOTAL_MISMATCH)
+    lines = [x.text for x in captured.lines]
+    detail = next(i for i, x in enumerate(lines) if x.strip()[:1].isdigit())  # the item's second line
+    got = read(t, lines[:detail] + lines[detail + 1 :])  # a name line with nothing under it
+    assert got.items == () and sale.items[0].name in " ".join(got.unread)
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ("['(?P<name>.+)', '(?P<qty>\\d+)']", "group 'amount' or 'price'"),
+        ("['(?P<amount>\\d+)', '(?P<qty>\\d+)']", "group 'sku' or 'name'"),
+        ("['(?P<name>.+)', '(unclosed']", "not a regular expression"),
+        ("['(?P<name>.+)', 'a', 'b', 'c', '(?P<amount>.+)']", "1 to 4 lines"),
+        ("[]", "1 to 4 lines"),
+    ],
+)
+def test_a_bad_multi_line_item_is_refused_naming_what_is_wrong(item: str, problem: str) -> None:
+    with pytest.raises(Rejected) as refused:
+        load_template(f"name = 'x'\n[patterns]\nitem = {item}\ntotal = '(?P<amount>.+)'")
+    assert refused.value.code is Code.TEMPLATE_INVALID and problem in refused.value.message
+
+
+def test_receipt_try_reads_a_two_line_template(tmp_path: Path) -> None:
+    sale = Sale((Item("Whole milk 1L", "1002", 3, 99), Item("Apples", "1001", 2, 150)), discount=20)
+    (tmp_path / "en2.toml").write_text(EN2, encoding="utf-8")
+    (tmp_path / "en2.bin").write_bytes(make_two_lines("en", sale))
+    ok = CliRunner().invoke(
+        cli_app, ["receipt", "try", str(tmp_path / "en2.toml"), str(tmp_path / "en2.bin"), "--json"]
+    )
+    assert ok.exit_code == 0, ok.output
+    (shown,) = json.loads(ok.stdout)["receipts"]
+    assert [(x["name"], x["sku"], x["quantity"]) for x in shown["read"]["items"]] == [
+        ("Whole milk 1L", "1002", 3),
+        ("Apples", "1001", 2),
+    ]
+    assert shown["read"]["total"] == sale.total and shown["refused"] is None
 
 
 def test_code_pages_kanji_and_layout() -> None:
