@@ -35,7 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 
 from hq import pools, segments
 from hq.db.engine import Db, Tx, utc_now
-from hq.errors import HqError
+from hq.errors import HqError, Refused
 from hq.ingest import next_versions
 from sync.protocol import ErrorCode
 from terminal.canonical import canonical_text, text_digest
@@ -56,13 +56,8 @@ TEMPLATE_KEYS_REFUSED = frozenset({"coupon_id", "member_id", "starts", "ends", "
 """Set by the campaign on each coupon it issues; a template cannot name them."""
 
 
-class CampaignInvalid(HqError):
+class CampaignInvalid(Refused):
     """A campaign spec, a setting or a request refused; ``code`` says why, stably."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code.value}: {message}")
-        self.code = code
-        self.detail = message
 
 
 class UnknownCampaign(HqError):

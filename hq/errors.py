@@ -1,6 +1,7 @@
 """Head office's errors that cross its layers: storage failures every part may see and translate.
 
     HqError                   any refusal or failure of head office's own
+     +-- Refused              a request refused for a stable reason (its ``ErrorCode``)
      +-- StorageFailed        the database failed or is unreachable (503)
      |    +-- IntegrityFailed a unique constraint refused a row
      |    +-- RetryableFailed a deadlock or serialization failure; ``Db.transact`` retries it
@@ -13,9 +14,21 @@ in that area's module; the API maps them all to error codes in ``hq.api.errors``
 
 from __future__ import annotations
 
+from sync.protocol import ErrorCode
+
 
 class HqError(Exception):
     pass
+
+
+class Refused(HqError):
+    """A request refused for a stable reason: ``code`` (a ``sync.protocol.ErrorCode``) says why, ``detail``
+    what exactly; the message is both."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.detail = message
 
 
 class StorageFailed(HqError):

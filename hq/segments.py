@@ -28,7 +28,7 @@ from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
 from hq.db.engine import Db, Tx, utc_now
-from hq.errors import HqError
+from hq.errors import HqError, Refused
 from sync.protocol import ErrorCode
 from terminal.canonical import canonical_text
 
@@ -48,13 +48,8 @@ SHARE_SCALE = 10_000
 SEGMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class SegmentInvalid(HqError):
+class SegmentInvalid(Refused):
     """A definition (or a reference day) that is refused; ``code`` says why, stably."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code.value}: {message}")
-        self.code = code
-        self.detail = message
 
 
 class UnknownSegment(HqError):
