@@ -36,7 +36,8 @@ The truth printed beside the report, per variant:
     .venv/bin/python bench/chain_sim.py --engine postgres        # head office on its own PostgreSQL
 
 Prints JSON lines: ``setup``, ``phase``, ``report`` (``hq.outcomes.campaign_report``), ``programme``,
-``truth`` (one per variant: planted, oracle, measured and its interval, ``inside``) and ``checks``.
+``truth`` (one per variant: planted, oracle, measured and its interval, ``inside``), ``programme_truth``
+(the same for everyone outside the holdout against the holdout) and ``checks``.
 """
 
 from __future__ import annotations
@@ -561,34 +562,86 @@ def finish(
     emit("report", report=report)
     emit("programme", periods=programme)
     by_id = {m.member_id: m for m in members}
-    truths = []
-    for variant, (_, uplift) in params.variants().items():
-        valid = [min(params.valid_days, (last_day - d.day).days + 1) for d in log.decisions]
-        expected = [
-            planted(by_id[d.member_id], uplift, params.redeem, v) for d, v in zip(log.decisions, valid, strict=True)
-        ]
-        mine = [d for d in log.decisions if d.arm == variant]
-        oracle = [log.extra.get((d.member_id, d.coupon_id or ""), 0) for d in mine]
-        effect = next(e for e in report["effects"] if e["variant"] == variant and e["metric"] == "visits")
-        truth = {
-            "variant": variant,
-            "uplift": uplift,
-            "decisions": len(mine),
-            "planted": round(sum(expected) / len(expected), 4) if expected else None,
-            "oracle": round(sum(oracle) / len(oracle), 4) if oracle else None,
-            "measured": effect["difference"],
-            "low": effect["low"],
-            "high": effect["high"],
-        }
-        truth["inside"] = truth["planted"] is not None and effect["low"] <= truth["planted"] <= effect["high"]
-        truth["excludes_zero"] = effect["significant"]
-        truths.append(truth)
+    truths = [variant_truth(report, params, by_id, log, last_day, variant) for variant in params.variants()]
+    for truth in truths:
         emit("truth", **truth)
+    if programme:
+        emit("programme_truth", **programme_truth(programme[-1], params, by_id, log, last_day))
+    checks = checks_of(chain, report, log, started)
+    emit("checks", **checks)
+    return {"report": report, "programme": programme, "truth": truths, "checks": checks}
+
+
+def valid_days(decision: Decision, params: Params, last_day: date) -> int:
+    """The days of a decision's window the report counts (the window is cut at the report's day)."""
+    return min(params.valid_days, (last_day - decision.day).days + 1)
+
+
+def variant_truth(
+    report: dict[str, Any], params: Params, by_id: dict[str, SimMember], log: Log, last_day: date, variant: str
+) -> dict[str, Any]:
+    """The planted effect of ``variant`` over every decided member, the oracle over its treated members,
+    and what head office measured."""
+    uplift = params.variants()[variant][1]
+    expected = [
+        planted(by_id[d.member_id], uplift, params.redeem, valid_days(d, params, last_day)) for d in log.decisions
+    ]
+    mine = [d for d in log.decisions if d.arm == variant]
+    oracle = [log.extra.get((d.member_id, d.coupon_id or ""), 0) for d in mine]
+    effect = next(e for e in report["effects"] if e["variant"] == variant and e["metric"] == "visits")
+    truth: dict[str, Any] = {
+        "variant": variant,
+        "uplift": uplift,
+        "decisions": len(mine),
+        "planted": round(sum(expected) / len(expected), 4) if expected else None,
+        "oracle": round(sum(oracle) / len(oracle), 4) if oracle else None,
+        "measured": effect["difference"],
+        "low": effect["low"],
+        "high": effect["high"],
+    }
+    truth["inside"] = _inside(truth["planted"], effect["low"], effect["high"])
+    truth["excludes_zero"] = effect["significant"]
+    return truth
+
+
+def programme_truth(
+    period: dict[str, Any], params: Params, by_id: dict[str, SimMember], log: Log, last_day: date
+) -> dict[str, Any]:
+    """The programme's planted effect per member outside the holdout: every treated decision's expected
+    extra visits, spread over all of them (members never treated add none)."""
+    uplifts = {name: u for name, (_, u) in params.variants().items()}
+    treated = [d for d in log.decisions if d.coupon_id is not None]
+    expected = math.fsum(
+        planted(by_id[d.member_id], uplifts[d.arm], params.redeem, valid_days(d, params, last_day)) for d in treated
+    )
+    oracle = sum(log.extra.get((d.member_id, d.coupon_id or ""), 0) for d in treated)
+    n = period["programme_members"]
+    effect = next(e for e in period["effects"] if e["metric"] == "visits")
+    found = {
+        "period_id": period["period_id"],
+        "programme_members": n,
+        "holdout_members": period["holdout_members"],
+        "planted": round(expected / n, 4) if n else None,
+        "oracle": round(oracle / n, 4) if n else None,
+        "measured": effect["difference"],
+        "low": effect["low"],
+        "high": effect["high"],
+    }
+    found["inside"] = _inside(found["planted"], effect["low"], effect["high"])
+    return found
+
+
+def _inside(value: float | None, low: float | None, high: float | None) -> bool:
+    return value is not None and low is not None and high is not None and low <= value <= high
+
+
+def checks_of(chain: Chain, report: dict[str, Any], log: Log, started: float) -> dict[str, Any]:
+    """What the simulation did beside what head office holds."""
     arms = {a["arm"]: a for a in report["arms"]}
     terminals = [t.terminal_id for row in chain.tills for t in row]
-    checks = {
+    return {
         "sales_simulated": log.sales,
-        "journal_at_head_office": sum(hq.journal_count(t) for t in terminals),
+        "journal_at_head_office": sum(chain.hq.journal_count(t) for t in terminals),
         "redeemed_simulated": log.redeemed,
         "redeemed_at_head_office": {a: arms[a]["redeemed"] for a in arms},
         "control_tries": log.control_tries,
@@ -597,8 +650,6 @@ def finish(
         "treated_refused": log.treated_refused,
         "seconds": _since(started),
     }
-    emit("checks", **checks)
-    return {"report": report, "programme": programme, "truth": truths, "checks": checks}
 
 
 def main(argv: list[str] | None = None) -> None:
