@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -654,6 +655,8 @@ def checks_of(chain: Chain, report: dict[str, Any], log: Log, started: float) ->
 
 def main(argv: list[str] | None = None) -> None:
     params = parse(argv)
+    os.environ["TZ"] = "UTC"  # the tills' PCs keep the chain's time zone, as the campaign and head office do
+    time.tzset()
     root = params.keep or Path(tempfile.mkdtemp(prefix="chain-sim-"))
     try:
         simulate(params, root)
