@@ -221,6 +221,10 @@ class HqStore:
     def dialect(self) -> str:
         return self.db.dialect
 
+    def moment(self) -> datetime:
+        """Head office's time now (``now``) as an aware UTC datetime."""
+        return datetime.fromisoformat(self.now().replace("Z", "+00:00"))
+
     def close(self) -> None:
         self.db.close()
 
@@ -266,7 +270,7 @@ class HqStore:
     def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:
         """A one-time code that enrols (or re-enrols) ``terminal_id`` of ``store_id``; shown once."""
         code = "".join(secrets.choice(ENROL_ALPHABET) for _ in range(16))
-        expires = (datetime.now(UTC) + timedelta(hours=hours)).isoformat(timespec="seconds").replace("+00:00", "Z")
+        expires = (self.moment() + timedelta(hours=hours)).isoformat(timespec="seconds").replace("+00:00", "Z")
         with self.db.write() as tx:
             _check_store(tx, terminal_id, store_id)
             tx.run(
@@ -529,7 +533,7 @@ class HqStore:
                 "points": points if points is not None else int(old[2]),
                 "status": new_status,
                 "stored_value": stored_value if stored_value is not None else int(old[4]),
-                "blocked_at": _blocked_at(held[5] if held else None, held and held[3], new_status),
+                "blocked_at": _blocked_at(held[5] if held else None, held and held[3], new_status, self.now()),
                 "deleted": 0,
             }
             if _write_row(tx, "members", "member_id", member_id, values, held):
@@ -552,7 +556,7 @@ class HqStore:
             values = {
                 "member_id": member_id,
                 "status": status,
-                "blocked_at": _blocked_at(held[2] if held else None, held and held[1], status),
+                "blocked_at": _blocked_at(held[2] if held else None, held and held[1], status, self.now()),
                 "deleted": 0,
             }
             if _write_row(tx, "cards", "uid_hash", uid_hash, values, held):
@@ -635,7 +639,7 @@ class HqStore:
     def update_profile(self, member_id: str, change: profiles.ProfileChange) -> dict[str, Any]:
         """Change a member's profile (an administrator, or the member's own join); refusals are
         ``profiles.ProfileRefused`` with a stable code."""
-        today = datetime.now(UTC).date()
+        today = self.moment().astimezone(UTC).date()
         return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, self.now()))
 
     def attribute_rules(self) -> list[dict[str, Any]]:
@@ -647,7 +651,7 @@ class HqStore:
 
     def member_stats(self, member_id: str, as_of: str | None = None) -> stats.MemberStats:
         """The member's statistics as of a business day (default: today in the chain's time zone)."""
-        day = as_of or businessday.BusinessDay(self.settings.timezone).of(datetime.now(UTC))
+        day = as_of or businessday.BusinessDay(self.settings.timezone).of(self.moment())
         with self.db.read() as tx:
             return stats.member_stats(tx, member_id, day)
 
@@ -879,7 +883,7 @@ class HqStore:
             if changed:
                 tx.run(
                     f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
-                    [status, _blocked_at(held[1], held[0], status), subject],
+                    [status, _blocked_at(held[1], held[0], status, now), subject],
                 )
                 bump_versions(tx, table, key, [subject])
             tx.run(
@@ -928,10 +932,10 @@ def _check_store(tx: Tx, terminal_id: str, store_id: str) -> None:
         raise ValueError(f"terminal {terminal_id} belongs to store {held[0]}, not {store_id}")
 
 
-def _blocked_at(held_at: str | None, held_status: Any, status: str) -> str | None:
+def _blocked_at(held_at: str | None, held_status: Any, status: str, now: str) -> str | None:
     if status != "blocked":
         return None
-    return held_at if held_status == "blocked" and held_at else utc_now()
+    return held_at if held_status == "blocked" and held_at else now
 
 
 def _write_row(

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter
@@ -99,7 +98,7 @@ def claim(store: Store, body: ClaimIn) -> ClaimOut:
     )
     try:
         got = store.db.transact(
-            lambda tx: members.claim(tx, body.token, name, body.consent_version, datetime.now(UTC), profile)
+            lambda tx: members.claim(tx, body.token, name, body.consent_version, store.moment(), profile)
         )
     except (members.ClaimRefused, profiles.ProfileRefused) as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from exc
