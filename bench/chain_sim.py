@@ -345,6 +345,12 @@ def set_up_campaign(hq: HqStore, params: Params, first_day: date) -> None:
     }
     campaigns.save(hq.db, CAMPAIGN, spec, "chain-sim")
     campaigns.save_settings(hq.db, {"holdout": {"share": params.holdout, "days": 365}, "offer_cap": {"max": 1}})
+    # The chain's campaign secret keys the arms; the simulation derives it from its seed, so a run repeats.
+    hq.db.transact(
+        lambda tx: tx.run(
+            "INSERT INTO settings (name, value) VALUES (?, ?)", [campaigns.SECRET_KEY, f"chain-sim-{params.seed}"]
+        )
+    )
 
 
 # -- a day -------------------------------------------------------------------------------------------

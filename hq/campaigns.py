@@ -21,6 +21,7 @@ Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``)
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -78,6 +79,12 @@ def _zone(value: str) -> str:
 def _hhmm(value: str) -> str:
     if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
         raise ValueError("a time of day is HH:MM, 00:00..23:59")
+    return value
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("a name is printable text (no control characters)")
     return value
 
 
@@ -145,7 +152,7 @@ class Variant(_Model):
 
 
 class CampaignSpec(_Model):
-    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_printable)]
     segment: Annotated[StrictStr, Field(pattern=segments.SEGMENT_ID.pattern)]
     """A stored segment's id; each run reads its definition as it is then."""
     variants: Annotated[list[Variant], Field(min_length=1, max_length=10)]
@@ -256,17 +263,19 @@ def visit_days(day: date, days: int) -> tuple[str, str]:
 
 
 def bucket(key: str, member_id: str) -> int:
-    """A uniform number in [0, BP) for (key, member): the same everywhere, unpredictable without the key."""
-    digest = hashlib.sha256(f"{key}\x00{member_id}".encode()).digest()
+    """A uniform number in [0, BP) for (key, member): the same everywhere; unpredictable to whoever does not
+    hold the secret in ``key`` (the holdout's seed, the chain's campaign secret)."""
+    digest = hmac.new(key.encode(), member_id.encode(), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") % BP
 
 
-def arm_of(campaign_id: str, spec: CampaignSpec, member_id: str) -> str:
-    """``control`` for ``control_share`` of the members, else a variant in proportion to the weights."""
-    if bucket(f"{campaign_id}:control", member_id) < round(spec.control_share * BP):
+def arm_of(campaign_id: str, spec: CampaignSpec, member_id: str, secret: str = "") -> str:
+    """``control`` for ``control_share`` of the members, else a variant in proportion to the weights; keyed
+    with the chain's campaign ``secret``, so a till that sees coupons cannot tell who is in control."""
+    if bucket(f"{secret}:{campaign_id}:control", member_id) < round(spec.control_share * BP):
         return CONTROL
     total = sum(v.weight for v in spec.variants)
-    pick = bucket(f"{campaign_id}:variant", member_id) % total
+    pick = bucket(f"{secret}:{campaign_id}:variant", member_id) % total
     for variant in spec.variants:
         if pick < variant.weight:
             return variant.variant
@@ -290,7 +299,9 @@ def coupon_body(
         starts=day.isoformat(),
         ends=(day + timedelta(days=spec.valid_days)).isoformat(),
     )
-    body.setdefault("limits", {"per_member": 1})
+    limits = dict(body.get("limits") or {})
+    limits.setdefault("per_member", 1)  # a personal offer is used once unless the template says otherwise
+    body["limits"] = limits
     if spec.quantity is not None:
         body["pool"] = POOL_PREFIX + campaign_id
     return body
@@ -328,6 +339,18 @@ class Settings(_Model):
 
 
 SETTINGS_KEY = "campaign_settings"
+SECRET_KEY = "campaign_secret"
+
+
+def secret(tx: Tx) -> str:
+    """The chain's campaign secret (made on first use, never leaves head office): it keys the arms."""
+    tx.run(
+        "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        [SECRET_KEY, secrets.token_hex(32)],
+    )
+    row = tx.one("SELECT value FROM settings WHERE name = ?", [SECRET_KEY])
+    assert row is not None
+    return str(row[0])
 
 
 def read_settings(tx: Tx) -> Settings:
@@ -364,31 +387,59 @@ class Period:
 
 
 def holdout_period(tx: Tx, settings: Settings, day: date) -> Period | None:
-    """The holdout period holding ``day``, drawn (a new random seed) when the last one ended."""
+    """The holdout period holding ``day`` (a UTC day: one chain-wide calendar, whatever the campaigns' time
+    zones). Periods follow each other without overlap: a new one starts where the last ended (or on
+    ``day`` when there was none, or when the last ended before a holdout was wanted again), with a new random
+    seed, so the members held out change. ``share: 0``: no period."""
     row = tx.one(
-        f"SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods WHERE starts <= ? AND ends > ? "
-        f"ORDER BY starts DESC LIMIT 1{tx.for_update}",
+        "SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods WHERE starts <= ? AND ends > ? "
+        "ORDER BY starts DESC LIMIT 1",
         [day.isoformat(), day.isoformat()],
     )
     if row is not None:
-        return Period(str(row[0]), date.fromisoformat(row[1]), date.fromisoformat(row[2]), int(row[3]), str(row[4]))
+        return _period(row)
     share = round(settings.holdout.share * BP)
     if share == 0:
         return None
+    last = tx.one("SELECT MAX(ends) FROM holdout_periods WHERE starts <= ?", [day.isoformat()])
+    starts = day
+    if last is not None and last[0] is not None:
+        ended = date.fromisoformat(str(last[0]))
+        whole = (day - ended).days // settings.holdout.days
+        starts = ended + timedelta(days=whole * settings.holdout.days) if whole < 2 else day
     period = Period(
-        f"h{day.isoformat()}", day, day + timedelta(days=settings.holdout.days), share, secrets.token_hex(16)
+        f"h{starts.isoformat()}", starts, starts + timedelta(days=settings.holdout.days), share, secrets.token_hex(16)
     )
     tx.run(
         "INSERT INTO holdout_periods (period_id, starts, ends, share_bp, seed) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (period_id) DO NOTHING",
         [period.period_id, period.starts.isoformat(), period.ends.isoformat(), period.share_bp, period.seed],
+    )  # two runs drawing at once compute the same period id: the first seed stays, both read it back
+    held = tx.one(
+        "SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods WHERE period_id = ?", [period.period_id]
     )
-    return holdout_period(tx, settings, day)
+    assert held is not None
+    return _period(held)
+
+
+def _period(row: Sequence[Any]) -> Period:
+    return Period(
+        str(row[0]), date.fromisoformat(str(row[1])), date.fromisoformat(str(row[2])), int(row[3]), str(row[4])
+    )
+
+
+def end_holdout(tx: Tx, day: date) -> None:
+    """The holdout's settings changed: the current period ends on ``day`` (the next run draws a new one)."""
+    tx.run(
+        "UPDATE holdout_periods SET ends = ? WHERE starts < ? AND ends > ?",
+        [day.isoformat(), day.isoformat(), day.isoformat()],
+    )
+    tx.run("DELETE FROM holdout_periods WHERE starts >= ?", [day.isoformat()])
 
 
 def periods(tx: Tx) -> list[Period]:
     rows = tx.all("SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods ORDER BY starts")
-    return [Period(str(r[0]), date.fromisoformat(r[1]), date.fromisoformat(r[2]), int(r[3]), str(r[4])) for r in rows]
+    return [_period(r) for r in rows]
 
 
 # -- the campaigns table ------------------------------------------------------------------------------
@@ -469,14 +520,25 @@ class RunCounts:
 
     targeted: int = 0
     held_out: int = 0
+    gone: int = 0
+    """Erased, blocked or no longer consenting between reading the segment and deciding."""
     already: int = 0
     capped: int = 0
     control: int = 0
     issued: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, held: dict[str, Any]) -> RunCounts:
+        names = ("targeted", "held_out", "gone", "already", "capped", "control")
+        return cls(
+            **{k: int(held.get(k, 0)) for k in names},
+            issued={str(k): int(v) for k, v in held.get("issued", {}).items()},
+        )
+
     def add(self, other: RunCounts) -> None:
         self.targeted += other.targeted
         self.held_out += other.held_out
+        self.gone += other.gone
         self.already += other.already
         self.capped += other.capped
         self.control += other.control
@@ -487,6 +549,7 @@ class RunCounts:
         return {
             "targeted": self.targeted,
             "held_out": self.held_out,
+            "gone": self.gone,
             "already": self.already,
             "capped": self.capped,
             "control": self.control,
@@ -548,70 +611,106 @@ def _lock(tx: Tx, members: list[str]) -> None:
     tx.all(f"SELECT member_id FROM members WHERE {where} ORDER BY member_id{tx.for_update}", params)
 
 
-def _offers(tx: Tx, cap: OfferCap, members: list[str], day: date) -> dict[str, int]:
-    """Offers each member received in the cap's window ending on ``day``, across every campaign."""
+def _offers(tx: Tx, cap: OfferCap, members: list[str], now: datetime) -> dict[str, int]:
+    """Offers each member received in the ``cap.days`` × 24 hours before ``now``, across every campaign
+    (an instant, not a local day: campaigns in two time zones share one cap)."""
     if not members or cap.max == 0:
         return {}
     where, params = tx.in_list("member_id", members)
-    low = (day - timedelta(days=cap.days - 1)).isoformat()
+    since = _stamp(now - timedelta(days=cap.days))
     rows = tx.all(
-        f"SELECT member_id, COUNT(*) FROM campaign_members WHERE {where} AND arm <> ? AND day >= ? AND day <= ? "
+        f"SELECT member_id, COUNT(*) FROM campaign_members WHERE {where} AND arm <> ? AND issued_at > ? "
         "GROUP BY member_id",
-        [*params, CONTROL, low, day.isoformat()],
+        [*params, CONTROL, since],
     )
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-def _decide_chunk(
-    tx: Tx,
-    *,
-    campaign_id: str,
-    spec: CampaignSpec,
-    settings: Settings,
-    period: Period | None,
-    day: date,
-    chunk: list[tuple[str, str]],
-    now: str,
-) -> RunCounts:
+def _still_eligible(tx: Tx, spec: CampaignSpec, members: list[str]) -> set[str]:
+    """Of ``members`` (locked), those still eligible now: not erased, deleted or blocked since the segment
+    was read, and still consenting when the campaign needs it."""
+    where, params = tx.in_list("m.member_id", members)
+    sql = (
+        f"SELECT m.member_id FROM members m WHERE {where} AND m.deleted = 0 AND m.status <> 'blocked' "
+        "AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.member_id = m.member_id)"
+    )
+    if spec.require_consent:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM consents k WHERE k.member_id = m.member_id AND k.channel = 'marketing' "
+            "AND k.withdrawn_at IS NULL)"
+        )
+    return {str(r[0]) for r in tx.all(sql, params)}
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every chunk of one run shares."""
+
+    campaign_id: str
+    spec: CampaignSpec
+    settings: Settings
+    period: Period | None
+    day: date
+    now: datetime
+    secret: str
+
+
+def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> RunCounts:
     """Decide one chunk of (member, occasion) in one transaction; what it did (nothing is counted twice
     when the transaction is retried: the caller adds what the committed attempt returned)."""
     counts = RunCounts(targeted=len(chunk))
-    kept = [(m, o) for m, o in chunk if period is None or not period.holds(m)]
+    kept = [(m, o) for m, o in chunk if run.period is None or not run.period.holds(m)]
     counts.held_out = len(chunk) - len(kept)
     if not kept:
         return counts
-    _lock(tx, sorted({m for m, _ in kept}))
+    members = sorted({m for m, _ in kept})
+    _lock(tx, members)
+    eligible = _still_eligible(tx, run.spec, members)
+    counts.gone = sum(1 for m, _ in kept if m not in eligible)
+    kept = [(m, o) for m, o in kept if m in eligible]
     where, params = tx.in_list("member_id", sorted({m for m, _ in kept}))
-    done = {
-        (str(r[0]), str(r[1]))
-        for r in tx.all(
-            f"SELECT member_id, occasion FROM campaign_members WHERE campaign_id = ? AND {where}",
-            [campaign_id, *params],
-        )
-    }
+    done = (
+        {
+            (str(r[0]), str(r[1]))
+            for r in tx.all(
+                f"SELECT member_id, occasion FROM campaign_members WHERE campaign_id = ? AND {where}",
+                [run.campaign_id, *params],
+            )
+        }
+        if kept
+        else set()
+    )
     fresh = [(m, o) for m, o in kept if (m, o) not in done]
     counts.already = len(kept) - len(fresh)
-    offers = _offers(tx, settings.offer_cap, sorted({m for m, _ in fresh}), day)
-    variants = {v.variant: v for v in spec.variants}
-    until = (day + timedelta(days=spec.window())).isoformat()
+    cap = run.settings.offer_cap
+    offers = _offers(tx, cap, sorted({m for m, _ in fresh}), run.now)
+    variants = {v.variant: v for v in run.spec.variants}
+    until = (run.day + timedelta(days=run.spec.window())).isoformat()
+    stamp = _stamp(run.now)
     decided: list[tuple[Any, ...]] = []
     coupons: list[tuple[str, str, str]] = []
     for member_id, occasion in fresh:
-        arm = arm_of(campaign_id, spec, member_id)
+        # The cap comes before the arm, for control and treated alike: both arms stay alike (a member
+        # another campaign just reached is in neither).
+        if cap.max and offers.get(member_id, 0) >= cap.max:
+            counts.capped += 1
+            continue
+        arm = arm_of(run.campaign_id, run.spec, member_id, run.secret)
         coupon_id = None
         if arm == CONTROL:
             counts.control += 1
-        elif settings.offer_cap.max and offers.get(member_id, 0) >= settings.offer_cap.max:
-            counts.capped += 1
-            continue
         else:
             offers[member_id] = offers.get(member_id, 0) + 1
-            coupon_id = coupon_id_of(campaign_id, member_id, occasion)
-            body = coupon_body(campaign_id, spec, variants[arm], member_id, coupon_id, day)
+            coupon_id = coupon_id_of(run.campaign_id, member_id, occasion)
+            body = coupon_body(run.campaign_id, run.spec, variants[arm], member_id, coupon_id, run.day)
             coupons.append((coupon_id, member_id, canonical_text(body)))
             counts.issued[arm] = counts.issued.get(arm, 0) + 1
-        decided.append((campaign_id, member_id, occasion, arm, coupon_id, day.isoformat(), until, now))
-    given = _issue(tx, coupons, now)
+        decided.append((run.campaign_id, member_id, occasion, arm, coupon_id, run.day.isoformat(), until, stamp))
+    given = _issue(tx, coupons, stamp)
     # New rows only: the members are locked and were not decided for this occasion (a unique violation
     # would mean another writer broke that rule: the chunk rolls back and the next run retries it).
     tx.insert_rows(
@@ -648,51 +747,53 @@ def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> dict[str, i
 
 def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | None = None) -> dict[str, Any] | None:
     """Run the campaign if its schedule is due at ``now`` (or for ``occasion_day``, a local day, when given:
-    an operator's rerun); None when nothing is due. Idempotent: a rerun issues only what was not decided."""
-    stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    an operator's rerun, still within ``starts``..``ends``); None when nothing is due. Idempotent: a rerun
+    issues only what was not decided, and adds what it did to the run's record."""
+    stamp = _stamp(now)
     with db.read() as tx:
         held = get(tx, campaign_id)
     if held["state"] != "active":
         return None
     spec = CampaignSpec.model_validate(held["spec"])
-    found = due(spec, now) if occasion_day is None else Due(occasion_day.isoformat(), occasion_day)
+    found = due(spec, now) if occasion_day is None else _rerun(spec, occasion_day)
     if found is None:
         return None
-    if isinstance(spec.schedule, Once) and occasion_day is not None:
-        found = Due("once", found.day)
 
-    def begin(tx: Tx) -> tuple[Settings, Period | None]:
+    def begin(tx: Tx) -> RunContext:
         settings = read_settings(tx)
         tx.run(
             "INSERT INTO campaign_runs (campaign_id, run_key, day, started_at, counts) VALUES (?, ?, ?, ?, '{}') "
             "ON CONFLICT (campaign_id, run_key) DO NOTHING",
             [campaign_id, found.run_key, found.day.isoformat(), stamp],
         )
-        return settings, holdout_period(tx, settings, found.day)
+        period = holdout_period(tx, settings, now.astimezone(UTC).date())
+        return RunContext(campaign_id, spec, settings, period, found.day, now, secret(tx))
 
-    settings, period = db.transact(begin)
+    run = db.transact(begin)
     counts = RunCounts()
     for chunk in _pages(db, spec, found.day):
-        decide = partial(
-            _decide_chunk,
-            campaign_id=campaign_id,
-            spec=spec,
-            settings=settings,
-            period=period,
-            day=found.day,
-            chunk=chunk,
-            now=stamp,
-        )
-        counts.add(db.transact(decide))
+        counts.add(db.transact(partial(_decide_chunk, run=run, chunk=chunk)))
 
     def finish(tx: Tx) -> None:
+        row = tx.one(
+            f"SELECT counts FROM campaign_runs WHERE campaign_id = ? AND run_key = ?{tx.for_update}",
+            [campaign_id, found.run_key],
+        )
+        total = RunCounts.of(json.loads(str(row[0]))) if row else RunCounts()
+        total.add(counts)
         tx.run(
             "UPDATE campaign_runs SET finished_at = ?, counts = ? WHERE campaign_id = ? AND run_key = ?",
-            [stamp, json.dumps(counts.as_dict()), campaign_id, found.run_key],
+            [stamp, json.dumps(total.as_dict()), campaign_id, found.run_key],
         )
 
     db.transact(finish)
     return {"campaign_id": campaign_id, "run_key": found.run_key, "day": found.day.isoformat(), **counts.as_dict()}
+
+
+def _rerun(spec: CampaignSpec, day: date) -> Due | None:
+    if spec.starts and day < spec.starts or spec.ends and day > spec.ends:
+        return None
+    return Due("once" if isinstance(spec.schedule, Once) else day.isoformat(), day)
 
 
 def _pages(db: Db, spec: CampaignSpec, day: date) -> Iterator[list[tuple[str, str]]]:
@@ -703,9 +804,10 @@ def _pages(db: Db, spec: CampaignSpec, day: date) -> Iterator[list[tuple[str, st
 
 
 def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
-    """Every active campaign whose schedule is due at ``now``, in id order; what each run did (or
-    ``error`` for one that failed: the next call tries it again). A finished ``once`` run is not repeated;
-    a daily run reruns harmlessly (it decides only the new)."""
+    """Every active campaign whose schedule is due at ``now`` and whose run for that key has not finished,
+    in id order; what each run did (or ``error`` for one that failed, its spec unreadable included: the next
+    call tries it again, and it stops no other). An operator reruns a finished key with ``run_one(...,
+    occasion_day=...)``."""
     with db.read() as tx:
         ids = [
             str(r[0]) for r in tx.all("SELECT campaign_id FROM campaigns WHERE state = 'active' ORDER BY campaign_id")
@@ -716,15 +818,15 @@ def run_due(db: Db, now: datetime) -> list[dict[str, Any]]:
         }
     done = []
     for campaign_id in ids:
-        with db.read() as tx:
-            spec = spec_of(tx, campaign_id)
-        found = due(spec, now)
-        if found is None or (found.run_key == "once" and (campaign_id, "once") in finished):
-            continue
         try:
+            with db.read() as tx:
+                spec = spec_of(tx, campaign_id)
+            found = due(spec, now)
+            if found is None or (campaign_id, found.run_key) in finished:
+                continue
             result = run_one(db, campaign_id, now)
-        except HqError as exc:  # one campaign's failure (its segment deleted ...) does not stop the others
-            done.append({"campaign_id": campaign_id, "run_key": found.run_key, "error": str(exc)})
+        except (HqError, ValueError, KeyError) as exc:  # a spec another release wrote, a zone this host lacks ...
+            done.append({"campaign_id": campaign_id, "error": f"{type(exc).__name__}: {exc}"[:500]})
             continue
         if result is not None:
             done.append(result)
@@ -770,9 +872,18 @@ def settings_of(db: Db) -> Settings:
         return read_settings(tx)
 
 
-def save_settings(db: Db, data: Any) -> Settings:
+def save_settings(db: Db, data: Any, today: date | None = None) -> Settings:
+    """Store the settings; a changed holdout ends the current period today (UTC), so the next run draws
+    one with the new share and length."""
     settings = parse_settings(data)
-    db.transact(lambda tx: write_settings(tx, settings))
+    day = today or datetime.now(UTC).date()
+
+    def save(tx: Tx) -> None:
+        if read_settings(tx).holdout != settings.holdout:
+            end_holdout(tx, day)
+        write_settings(tx, settings)
+
+    db.transact(save)
     return settings
 
 

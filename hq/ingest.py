@@ -1195,7 +1195,7 @@ def _count_pools(tx: Tx, batch: Batch, uses: list[tuple[str, int, str | None]]) 
             batch.flag(
                 i,
                 Reason.POOL_ALLOCATION_EXCEEDED,
-                pool,
+                f"{pool}:{coupon}",
                 pool_id=pool,
                 coupon_id=coupon,
                 allowed=use.allowed,
@@ -1205,7 +1205,7 @@ def _count_pools(tx: Tx, batch: Batch, uses: list[tuple[str, int, str | None]]) 
             batch.flag(
                 i,
                 Reason.POOL_OVERUSED,
-                pool,
+                f"{pool}:{coupon}",
                 pool_id=pool,
                 coupon_id=coupon,
                 quantity=use.quantity,

@@ -3,11 +3,11 @@ reached by a till, redeemed it; and per variant against the control group, the d
 spend and margin per member over each member's window, with a 95 % confidence interval. The same for
 the chain-wide holdout against everyone else: what the whole programme earns.
 
-The unit is a decision (a member on an occasion): a treated member and a control member are decided the
-same way on the same day, so the difference of their means estimates what the offer caused. Outcomes are
-read from the statistics kept at ingest (``member_days``, ``member_category_days``) over
-[the decision's day, its ``until_day``) and up to the reference day, so a report reflects a sale as soon
-as head office has ingested it.
+The unit is a member: a treated member and a control member are decided the same way on the same day, so
+the difference of their means estimates what the offer caused. Outcomes are read from the statistics kept
+at ingest (``member_days``, ``member_category_days``) over [the member's first decision's day, its last
+decision's ``until_day``) and up to the reference day, so a report reflects a sale as soon as head office
+has ingested it.
 
 Margin: each category's spend times its margin (``Settings.margins``), less the discounts the basket
 level took off (the spend of the categories less the sale's spend): an offer's cost is in it.
@@ -86,33 +86,34 @@ Outcome = tuple[float, float, float]
 
 
 def _outcomes(tx: Tx, campaign_id: str, as_of: date, settings: campaigns.Settings) -> dict[str, list[Outcome]]:
-    """Each arm's outcomes, one per decision, over [day, until_day) up to ``as_of``."""
+    """Each arm's outcomes, one per member: over [its first decision's day, its last decision's until_day),
+    up to ``as_of``. A member decided on several occasions (a daily campaign) stays in one arm (the arm is
+    keyed by campaign and member), and is one unit: its days are not counted twice, and the interval does
+    not take repeated decisions of one member for independent ones."""
     day = as_of.isoformat()
+    spans = (
+        "SELECT arm, member_id, MIN(day) AS first_day, MAX(until_day) AS last_day FROM campaign_members "
+        "WHERE campaign_id = ? AND day <= ? GROUP BY arm, member_id"
+    )
     base = tx.all(
-        "SELECT cm.arm, cm.member_id, cm.occasion, COALESCE(SUM(md.visits), 0), COALESCE(SUM(md.spend), 0) "
-        "FROM campaign_members cm LEFT JOIN member_days md ON md.member_id = cm.member_id AND md.day >= cm.day "
-        "AND md.day < cm.until_day AND md.day <= ? WHERE cm.campaign_id = ? AND cm.day <= ? "
-        "GROUP BY cm.arm, cm.member_id, cm.occasion",
-        [day, campaign_id, day],
+        f"SELECT s.arm, s.member_id, COALESCE(SUM(md.visits), 0), COALESCE(SUM(md.spend), 0) FROM ({spans}) s "
+        "LEFT JOIN member_days md ON md.member_id = s.member_id AND md.day >= s.first_day AND md.day < s.last_day "
+        "AND md.day <= ? GROUP BY s.arm, s.member_id",
+        [campaign_id, day, day],
     )
     cats = tx.all(
-        "SELECT cm.member_id, cm.occasion, mc.category, SUM(mc.spend) FROM campaign_members cm "
-        "JOIN member_category_days mc ON mc.member_id = cm.member_id AND mc.day >= cm.day AND mc.day < cm.until_day "
-        "AND mc.day <= ? WHERE cm.campaign_id = ? AND cm.day <= ? GROUP BY cm.member_id, cm.occasion, mc.category",
-        [day, campaign_id, day],
+        f"SELECT s.arm, s.member_id, mc.category, SUM(mc.spend) FROM ({spans}) s JOIN member_category_days mc "
+        "ON mc.member_id = s.member_id AND mc.day >= s.first_day AND mc.day < s.last_day AND mc.day <= ? "
+        "GROUP BY s.arm, s.member_id, mc.category",
+        [campaign_id, day, day],
     )
-    by_decision: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for member_id, occasion, category, spend in cats:
-        by_decision[(str(member_id), str(occasion))].append((str(category), int(spend)))
+    by_member: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for arm, member_id, category, spend in cats:
+        by_member[(str(arm), str(member_id))].append((str(category), int(spend)))
     arms: dict[str, list[Outcome]] = defaultdict(list)
-    for arm, member_id, occasion, visits, spend in base:
-        arms[str(arm)].append(
-            (
-                float(visits),
-                float(spend),
-                margin(int(spend), by_decision.get((str(member_id), str(occasion)), []), settings),
-            )
-        )
+    for arm, member_id, visits, spend in base:
+        found = by_member.get((str(arm), str(member_id)), [])
+        arms[str(arm)].append((float(visits), float(spend), margin(int(spend), found, settings)))
     return arms
 
 

@@ -101,14 +101,21 @@ def default_chunk(quantity: int, tills: int) -> int:
     return min(MAX_DEFAULT_CHUNK, max(1, quantity // (4 * max(1, tills))))
 
 
-def top_up(quantity: int, chunk: int, allocated: int, allowed: int, used: int) -> int:
+def ceiling(quantity: int, chunk: int, tills: int) -> int:
+    """The most one till is ever allowed of a pool: twice an even share, at least a chunk. What bounds a
+    stolen till credential that redeems, pulls and redeems again: the other tills' share stays theirs."""
+    return min(quantity, max(chunk, -(-2 * quantity // max(1, tills))))
+
+
+def top_up(quantity: int, chunk: int, allocated: int, allowed: int, used: int, most: int | None = None) -> int:
     """Units to add to a till's allowance: when its headroom fell below half a chunk, up to a chunk of
-    headroom, never beyond what the pool has not allocated (so the sum of allowances stays <= quantity).
-    A till that redeemed beyond its allowance gets nothing."""
+    headroom, never beyond what the pool has not allocated (so the sum of allowances stays <= quantity)
+    nor beyond the till's ceiling (``most``). A till that redeemed beyond its allowance gets nothing."""
     headroom = allowed - used
     if headroom < 0 or 2 * headroom >= chunk:
         return 0
-    return max(0, min(chunk - headroom, quantity - allocated))
+    room = quantity - allocated if most is None else min(quantity - allocated, most - allowed)
+    return max(0, min(chunk - headroom, room))
 
 
 def pool_of(body_json: str) -> str | None:
@@ -171,8 +178,14 @@ def _allocated(tx: Tx, pool_id: str) -> int:
 
 
 def _held(tx: Tx, terminal_id: str) -> dict[str, tuple[int, int]]:
-    rows = tx.all("SELECT pool_id, allowed, used FROM pool_allocations WHERE terminal_id = ?", [terminal_id])
-    return {str(p): (int(a), int(u)) for p, a, u in rows}
+    """This till's (allowed, used) per pool; a blocked allocation shows no headroom ever again."""
+    rows = tx.all("SELECT pool_id, allowed, used, blocked FROM pool_allocations WHERE terminal_id = ?", [terminal_id])
+    return {str(p): (int(a), max(int(u), int(a) + 1) if int(b) else int(u)) for p, a, u, b in rows}
+
+
+def _tills(tx: Tx) -> int:
+    row = tx.one("SELECT COUNT(*) FROM terminals WHERE revoked = 0")
+    return int(row[0]) if row else 0
 
 
 def wanted(tx: Tx, terminal_id: str) -> list[str]:
@@ -186,10 +199,18 @@ def wanted(tx: Tx, terminal_id: str) -> list[str]:
         str(p): int(n)
         for p, n in tx.all("SELECT pool_id, SUM(allowed) FROM pool_allocations GROUP BY pool_id")  # one scan
     }
+    tills = _tills(tx)
     return [
         str(pool_id)
         for pool_id, quantity, chunk in pools
-        if top_up(int(quantity), int(chunk), totals.get(str(pool_id), 0), *held.get(str(pool_id), (0, 0))) > 0
+        if top_up(
+            int(quantity),
+            int(chunk),
+            totals.get(str(pool_id), 0),
+            *held.get(str(pool_id), (0, 0)),
+            ceiling(int(quantity), int(chunk), tills),
+        )
+        > 0
     ]
 
 
@@ -218,10 +239,14 @@ def _grant_one(tx: Tx, pool_id: str, terminal_id: str, now: str) -> int:
     if row is None or int(row[2]):
         return 0
     mine = tx.one(
-        "SELECT allowed, used FROM pool_allocations WHERE pool_id = ? AND terminal_id = ?", [pool_id, terminal_id]
+        "SELECT allowed, used, blocked FROM pool_allocations WHERE pool_id = ? AND terminal_id = ?",
+        [pool_id, terminal_id],
     )
+    if mine is not None and int(mine[2]):
+        return 0  # it redeemed beyond its allowance once: voids of its own sales do not lift that
     allowed, used = (int(mine[0]), int(mine[1])) if mine else (0, 0)
-    more = top_up(int(row[0]), int(row[1]), _allocated(tx, pool_id), allowed, used)
+    quantity, chunk = int(row[0]), int(row[1])
+    more = top_up(quantity, chunk, _allocated(tx, pool_id), allowed, used, ceiling(quantity, chunk, _tills(tx)))
     if more > 0:
         tx.run(
             "INSERT INTO pool_allocations (pool_id, terminal_id, allowed, used, updated_at) VALUES (?, ?, ?, 0, ?) "
@@ -265,7 +290,21 @@ def count(tx: Tx, terminal_id: str, uses: Sequence[tuple[str, str, str]], now: s
         for n in indexes:
             chain_use, terminal_use = chain_use + 1, terminal_use + 1
             answers[n] = Counted(pool_id, terminal_use, allowed, chain_use, quantity)
+        if int(mine[0]) > allowed:  # beyond its allowance: no more grants for this till, whatever it voids
+            tx.run(
+                "UPDATE pool_allocations SET blocked = 1 WHERE pool_id = ? AND terminal_id = ?", [pool_id, terminal_id]
+            )
     return answers
+
+
+def strand(tx: Tx, terminal_id: str, now: str) -> None:
+    """A revoked till keeps only what it used: the rest of its allowances go back to the pools (its pushes
+    are refused from now on, so it cannot redeem them anyway)."""
+    tx.run(
+        "UPDATE pool_allocations SET allowed = CASE WHEN used > 0 THEN used ELSE 0 END, updated_at = ? "
+        "WHERE terminal_id = ? AND allowed > used",
+        [now, terminal_id],
+    )
 
 
 def release(tx: Tx, original_txn: str, only: Sequence[str] | None, now: str) -> list[str]:

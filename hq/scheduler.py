@@ -47,12 +47,7 @@ class CampaignTimer:
         for run in done:
             if "error" in run:
                 self.failures += 1
-                log.error(
-                    "campaign %s run %s failed (tried again next tick): %s",
-                    run["campaign_id"],
-                    run["run_key"],
-                    run["error"],
-                )
+                log.error("campaign %s failed (tried again next tick): %s", run["campaign_id"], run["error"])
             else:
                 log.info("campaign %s run %s: %s", run["campaign_id"], run["run_key"], run)
         return done

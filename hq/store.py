@@ -258,14 +258,17 @@ class HqStore:
         return token
 
     def revoke_terminal(self, terminal_id: str) -> bool:
-        """Refuse the terminal's credential from now on; False if no such terminal."""
+        """Refuse the terminal's credential from now on; False if no such terminal. What it held of the
+        flash-drop pools and had not used goes back to them."""
         with self.db.write() as tx:
-            return (
+            found = (
                 tx.run(
                     "UPDATE terminals SET revoked = 1, next_token_sha256 = NULL WHERE terminal_id = ?", [terminal_id]
                 )
                 == 1
             )
+            pools.strand(tx, terminal_id, self.now())
+            return found
 
     def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:
         """A one-time code that enrols (or re-enrols) ``terminal_id`` of ``store_id``; shown once."""

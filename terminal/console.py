@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sync.asgi import bind
 from terminal.errors import PortBusy
@@ -36,8 +37,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | No
     shown = Table(title=title)
     for name in columns:
         shown.add_column(name, no_wrap=_is_id(name), overflow="fold")
-    for row in rows:
-        shown.add_row(*row)
+    for row in rows:  # cells are data (ids, names, what a till or a receipt said): shown as they are, never markup
+        shown.add_row(*(Text(cell) for cell in row))
     return shown
 
 

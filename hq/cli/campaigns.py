@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
 from terminal.console import JsonOpt
@@ -156,7 +157,7 @@ def report(
     elif fmt == "csv":
         print(as_csv(found), end="")
     else:
-        console.print(f"[bold]{found['name']}[/] ({campaign_id}) as of {found['as_of']}", highlight=False)
+        console.print(f"[bold]{escape(found['name'])}[/] ({campaign_id}) as of {found['as_of']}", highlight=False)
         print_rows(
             found["arms"],
             ["arm", "targeted", "issued", "delivered", "redeemed", "redemption_rate", "visits", "spend", "margin"],

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from hq.errors import BackupFailed, NewerSchema
 from terminal.console import make_console, table
@@ -38,7 +39,7 @@ def hq_store(db: str) -> Iterator[HqStore]:
 
 def fail(message: object) -> NoReturn:
     """A refused command: the reason in red, exit status 1."""
-    console.print(f"[red]{message}[/]")
+    console.print(f"[red]{escape(str(message))}[/]")
     raise typer.Exit(1)
 
 

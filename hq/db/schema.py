@@ -282,14 +282,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     # Flash-drop quantity pools (hq/pools.py, docs/loyalty.md): a chain-wide quantity, each till's allocation
     # (allowed: granted in all, never more than the quantity summed over tills; used: its redemptions, net of
-    # give-backs), and every redemption counted once, with the till that made it.
+    # give-backs; blocked: it once redeemed beyond its allowance, and gets no more), and every redemption counted
+    # once, with the till that made it.
     (
         "m012_pools",
         [
             "CREATE TABLE pools (pool_id TEXT PRIMARY KEY, quantity BIGINT NOT NULL, chunk BIGINT NOT NULL, "
             "used BIGINT NOT NULL DEFAULT 0, created_at TEXT NOT NULL, closed INTEGER NOT NULL DEFAULT 0)",
             "CREATE TABLE pool_allocations (pool_id TEXT NOT NULL, terminal_id TEXT NOT NULL, allowed BIGINT NOT NULL, "
-            "used BIGINT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (pool_id, terminal_id))",
+            "used BIGINT NOT NULL, updated_at TEXT NOT NULL, blocked INTEGER NOT NULL DEFAULT 0, "
+            "PRIMARY KEY (pool_id, terminal_id))",
             "CREATE INDEX idx_pool_allocations_terminal ON pool_allocations (terminal_id)",
             "CREATE TABLE pool_uses (txn_id TEXT NOT NULL, coupon_id TEXT NOT NULL, pool_id TEXT NOT NULL, "
             "terminal_id TEXT NOT NULL, released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (txn_id, coupon_id))",
