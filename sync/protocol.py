@@ -97,6 +97,14 @@ class ErrorCode(StrEnum):
     SEGMENT_BAD_DAY = "segment_bad_day"
     CAMPAIGN_MALFORMED = "campaign_malformed"
     CAMPAIGN_ENDED = "campaign_ended"
+    WALLET_CODE_WRONG = "wallet_code_wrong"
+    WALLET_CODE_EXPIRED = "wallet_code_expired"
+    WALLET_TOO_MANY_ATTEMPTS = "wallet_too_many_attempts"
+    WALLET_RATE_LIMITED = "wallet_rate_limited"
+    WALLET_BAD_CONTACT = "wallet_bad_contact"
+    WALLET_CONTACT_TAKEN = "wallet_contact_taken"
+    WALLET_SIGN_IN_REQUIRED = "wallet_sign_in_required"
+    WALLET_BAD_ORIGIN = "wallet_bad_origin"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -153,6 +161,14 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         "the campaign, its schedule, an offer or a setting is not valid (a field, a type)",
     ),
     ErrorCode.CAMPAIGN_ENDED: (409, "the campaign has ended: it cannot be changed or resumed"),
+    ErrorCode.WALLET_CODE_WRONG: (401, "the wallet sign-in code is not the one sent (attempts are counted)"),
+    ErrorCode.WALLET_CODE_EXPIRED: (401, "no live sign-in code for that contact: expired, used, or never sent"),
+    ErrorCode.WALLET_TOO_MANY_ATTEMPTS: (429, "too many wrong codes: the code is dead; ask for a new one later"),
+    ErrorCode.WALLET_RATE_LIMITED: (429, "too many sign-in codes asked for this contact or from here; wait"),
+    ErrorCode.WALLET_BAD_CONTACT: (422, "not an email address or a phone number (+ and 8 to 15 digits)"),
+    ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
+    ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
+    ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
 }
 
 
