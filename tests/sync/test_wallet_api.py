@@ -1,0 +1,232 @@
+"""The wallet over a real head-office server (uvicorn in a thread on 127.0.0.1, SQLite) with the file
+sender: asking for a code, signing in, a wrong, expired, reused code, too many tries, the cookie's flags,
+POSTs from another origin, signing out, forged and ended cookies, another member's coupons, the pages'
+headers, and the member code verified by a real till (its own store, pulled keys and verifier)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hq.api.server import ServerHandle, start_in_thread
+from hq.store import HqStore
+from hq.wallet import signin
+from hq.wallet.senders import FileSender
+from sync.client import SyncClient
+from terminal.errors import Code, Rejected
+from terminal.service import Service
+from terminal.store import Store
+
+AIKO, BEN = "aiko@example.com", "ben@example.com"
+
+
+@dataclass
+class Wallet:
+    hq: HqStore
+    server: ServerHandle
+    outbox: Path
+    admin: dict[str, str]
+    tmp: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Origin": self.url}, timeout=10, follow_redirects=False)
+
+    def last_code(self, to: str) -> str:
+        sent = [json.loads(p.read_text()) for p in sorted(self.outbox.glob("*.json"))]
+        mine = [m for m in sent if m["to"] == to]
+        assert mine, f"no code sent to {to}"
+        assert mine[-1]["code"] in mine[-1]["text"]
+        return str(mine[-1]["code"])
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> Iterator[Wallet]:
+    hq = HqStore(str(tmp_path / "hq.db"))
+    hq.upsert_member("M-A", "Aiko", "basic", 120)
+    hq.upsert_member("M-B", "Ben", "basic", 50)
+    hq.put_coupon({"coupon_id": "AIKO-5", "member_id": "M-A", "kind": "amount_off", "value": 500, "text": "5.00 off"})
+    hq.put_coupon({"coupon_id": "BEN-9", "member_id": "M-B", "kind": "amount_off", "value": 900, "text": "BEN ONLY"})
+    hq.put_coupon({"coupon_id": "EVERYONE", "kind": "percent_off", "value": 10, "text": "10% for all"})
+    admin = {"Authorization": f"Bearer {hq.add_admin('Mio')}"}
+    outbox = tmp_path / "outbox"
+    server = start_in_thread(hq, wallet_sender=FileSender(outbox))
+    found = Wallet(hq, server, outbox, admin, tmp_path)
+    for member, email in (("M-A", AIKO), ("M-B", BEN)):
+        reply = httpx.put(f"{server.url}/v1/admin/members/{member}/contacts", json={"email": email}, headers=admin)
+        assert reply.status_code == 200 and reply.json() == {"email": email}, reply.text
+    yield found
+    server.stop()
+    hq.close()
+
+
+def error_code(reply: httpx.Response) -> str:
+    found = re.search(r'id="error"[^>]*data-code="([a-z_]+)"', reply.text)
+    return found.group(1) if found else ""
+
+
+def sign_in(wallet: Wallet, client: httpx.Client, email: str = AIKO) -> httpx.Response:
+    asked = client.post("/wallet/sign-in/code", data={"contact": email})
+    assert asked.status_code == 200 and 'id="code-form"' in asked.text, asked.text
+    return client.post("/wallet/sign-in", data={"contact": email, "code": wallet.last_code(email)})
+
+
+def test_sign_in_by_code_sets_a_strict_http_only_cookie_and_shows_the_wallet(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        page = client.get("/wallet/")
+        assert page.status_code == 303 and page.headers["location"] == "/wallet/sign-in"
+        form = client.get("/wallet/sign-in")
+        assert form.status_code == 200 and 'for="contact"' in form.text
+        done = sign_in(wallet, client)
+        assert done.status_code == 303 and done.headers["location"] == "/wallet/"
+        cookie = done.headers["set-cookie"]
+        assert cookie.startswith("tp_wallet=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert "Path=/" in cookie and "Secure" not in cookie  # plain HTTP on loopback; HTTPS adds Secure
+        home = client.get("/wallet/")
+        assert home.status_code == 200 and 'id="points">120<' in home.text and "Aiko" in home.text
+        assert home.headers["content-security-policy"].startswith("default-src 'none'")
+        assert home.headers["cache-control"] == "no-store" and "http" not in home.headers["content-security-policy"]
+        code = client.get("/wallet/member-code").json()
+        assert code["code"].startswith("TPM2:") and code["svg"].startswith("<svg") and 1 <= code["renew_in"] <= 30
+
+
+def test_wrong_expired_reused_and_too_many_codes_are_refused_with_their_codes(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        client.post("/wallet/sign-in/code", data={"contact": AIKO})
+        right = wallet.last_code(AIKO)
+        wrong = f"{(int(right) + 1) % 10**8:08d}"
+        bad = client.post("/wallet/sign-in", data={"contact": AIKO, "code": wrong})
+        assert bad.status_code == 401 and error_code(bad) == "wallet_code_wrong" and "set-cookie" not in bad.headers
+        assert client.post("/wallet/sign-in", data={"contact": AIKO, "code": right}).status_code == 303
+        again = client.post("/wallet/sign-in", data={"contact": AIKO, "code": right})
+        assert again.status_code == 401 and error_code(again) == "wallet_code_expired"
+
+        client.post("/wallet/sign-in/code", data={"contact": BEN})
+        ben = wallet.last_code(BEN)
+        wallet.hq.db.transact(lambda tx: tx.run("UPDATE wallet_codes SET expires_at = ?", [int(time.time()) - 1]))
+        late = client.post("/wallet/sign-in", data={"contact": BEN, "code": ben})
+        assert late.status_code == 401 and error_code(late) == "wallet_code_expired"
+
+        client.post("/wallet/sign-in/code", data={"contact": BEN})
+        ben = wallet.last_code(BEN)
+        wrong = f"{(int(ben) + 1) % 10**8:08d}"
+        tries = [
+            client.post("/wallet/sign-in", data={"contact": BEN, "code": wrong}) for _ in range(signin.MAX_ATTEMPTS)
+        ]
+        assert [error_code(t) for t in tries][-1] == "wallet_too_many_attempts" and tries[-1].status_code == 429
+        dead = client.post("/wallet/sign-in", data={"contact": BEN, "code": ben})
+        assert error_code(dead) == "wallet_code_expired"
+        limited = client.post("/wallet/sign-in/code", data={"contact": BEN})
+        assert limited.status_code == 200  # the second of three
+        limited = client.post("/wallet/sign-in/code", data={"contact": BEN})
+        assert limited.status_code == 429 and error_code(limited) == "wallet_rate_limited"
+        bad_contact = client.post("/wallet/sign-in/code", data={"contact": "not an address"})
+        assert bad_contact.status_code == 422 and error_code(bad_contact) == "wallet_bad_contact"
+
+
+def test_an_unknown_contact_looks_the_same_and_gets_no_message(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        known = client.post("/wallet/sign-in/code", data={"contact": AIKO})
+        unknown = client.post("/wallet/sign-in/code", data={"contact": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 200
+    assert known.text.replace(AIKO, "X") == unknown.text.replace("nobody@example.com", "X")
+    assert all(json.loads(p.read_text())["to"] != "nobody@example.com" for p in wallet.outbox.glob("*.json"))
+
+
+def test_posts_from_another_origin_or_without_one_are_refused(wallet: Wallet) -> None:
+    for headers in ({"Origin": "https://evil.example"}, {}, {"Origin": wallet.url, "Sec-Fetch-Site": "cross-site"}):
+        with httpx.Client(base_url=wallet.url, headers=headers, timeout=10) as client:
+            for path, data in (
+                ("/wallet/sign-in/code", {"contact": AIKO}),
+                ("/wallet/sign-in", {"contact": AIKO, "code": "12345678"}),
+                ("/wallet/sign-out", {}),
+            ):
+                reply = client.post(path, data=data)
+                assert reply.status_code == 403 and reply.json()["code"] == "wallet_bad_origin", (headers, path)
+    assert not list(wallet.outbox.glob("*.json"))
+
+
+def test_sign_out_ends_the_session_and_a_forged_or_old_cookie_is_refused(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        sign_in(wallet, client)
+        token = client.cookies["tp_wallet"]
+        out = client.post("/wallet/sign-out")
+        assert out.status_code == 303 and out.headers["location"] == "/wallet/sign-in?out=1"
+        assert 'tp_wallet=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+    for cookie in (token, token[:-1] + ("A" if token[-1] != "A" else "B"), "x" * 43, "x" * 400):
+        with httpx.Client(base_url=wallet.url, cookies={"tp_wallet": cookie}, timeout=10) as stranger:
+            assert stranger.get("/wallet/").status_code == 303
+            assert stranger.get("/wallet/coupons").status_code == 303
+            code = stranger.get("/wallet/member-code")
+            assert code.status_code == 401 and code.json()["code"] == "wallet_sign_in_required"
+
+
+def test_a_member_sees_only_its_own_coupons(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        sign_in(wallet, client)
+        page = client.get("/wallet/coupons")
+    assert page.status_code == 200
+    assert 'data-coupon="AIKO-5"' in page.text and "5.00 off" in page.text
+    assert "BEN" not in page.text and "EVERYONE" not in page.text
+    assert 'data-code="TPC1:' in page.text and "<svg" in page.text
+
+
+def test_another_members_code_and_contact_never_sign_in_the_first(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        client.post("/wallet/sign-in/code", data={"contact": AIKO})
+        aiko = wallet.last_code(AIKO)
+        crossed = client.post("/wallet/sign-in", data={"contact": BEN, "code": aiko})
+        assert crossed.status_code == 401 and "set-cookie" not in crossed.headers
+        assert client.post("/wallet/sign-in", data={"contact": AIKO, "code": aiko}).status_code == 303
+        assert "Aiko" in client.get("/wallet/").text and "Ben" not in client.get("/wallet/").text
+
+
+def test_pages_speak_the_members_language(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        assert '<html lang="ja">' in client.get("/wallet/sign-in", headers={"Accept-Language": "ja,en;q=0.5"}).text
+        assert '<html lang="zh">' in client.get("/wallet/sign-in", headers={"Accept-Language": "zh-CN"}).text
+        assert '<html lang="en">' in client.get("/wallet/sign-in", headers={"Accept-Language": "fr"}).text
+        chosen = client.get("/wallet/sign-in?lang=zh", headers={"Accept-Language": "ja"})
+        assert '<html lang="zh">' in chosen.text
+        assert '<html lang="zh">' in client.get("/wallet/sign-in", headers={"Accept-Language": "ja"}).text
+
+
+def test_the_shell_manifest_and_service_worker_are_served_from_the_package(wallet: Wallet) -> None:
+    manifest = httpx.get(f"{wallet.url}/wallet/manifest.webmanifest")
+    assert manifest.status_code == 200 and manifest.json()["start_url"] == "/wallet/"
+    assert "manifest+json" in manifest.headers["content-type"]
+    worker = httpx.get(f"{wallet.url}/wallet/sw.js")
+    assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
+    for name in ("wallet.css", "wallet.js", "icon.svg", "icon-192.png", "icon-512.png"):
+        assert httpx.get(f"{wallet.url}/wallet/static/{name}").status_code == 200, name
+    for name in ("..%2Fpages.py", "pages.py", ".hidden", "nothing.css"):
+        assert httpx.get(f"{wallet.url}/wallet/static/{name}").status_code == 404, name
+    assert httpx.get(f"{wallet.url}/wallet/offline").status_code == 200
+
+
+def test_the_wallets_member_code_is_read_by_a_real_till_and_a_stale_one_refused(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        sign_in(wallet, client)
+        code = client.get("/wallet/member-code").json()["code"]
+    token = wallet.hq.add_terminal("T-1", "S-001")
+    store = Store.open(wallet.tmp / "till" / "t.db")
+    sync = SyncClient(store, "T-1", wallet.url, token, timeout=5)
+    sync.sync_once()  # the member key comes down with the other signed keys
+    till = Service(store, "T-1")
+    assert till.read_member_code(2, code[len("TPM2:") :]).member_id == "M-A"
+    later = Service(store, "T-1", clock=lambda: time.time() + 180)
+    with pytest.raises(Rejected) as refused:
+        later.read_member_code(2, code[len("TPM2:") :])
+    assert refused.value.code is Code.MEMBER_CODE_EXPIRED
+    sync.close()
+    store.close()
