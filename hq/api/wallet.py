@@ -54,7 +54,9 @@ CSP = (
 )
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the pages' own form
+    # POSTs, and the Origin check needs the real one; other sites still get no referrer at all.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -199,7 +201,7 @@ def sign_out(request: Request, store: Store) -> Response:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
     clear_session_cookie(reply, request)
-    reply.headers["Clear-Site-Data"] = '"cache", "storage"'
+    reply.headers["Clear-Site-Data"] = '"cache"'
     return reply
 
 

@@ -144,7 +144,12 @@ def test_an_unknown_contact_looks_the_same_and_gets_no_message(wallet: Wallet) -
 
 
 def test_posts_from_another_origin_or_without_one_are_refused(wallet: Wallet) -> None:
-    for headers in ({"Origin": "https://evil.example"}, {}, {"Origin": wallet.url, "Sec-Fetch-Site": "cross-site"}):
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {},
+        {"Origin": wallet.url, "Sec-Fetch-Site": "cross-site"},
+    ):
         with httpx.Client(base_url=wallet.url, headers=headers, timeout=10) as client:
             for path, data in (
                 ("/wallet/sign-in/code", {"contact": AIKO}),
