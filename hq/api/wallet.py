@@ -7,7 +7,8 @@
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
-    POST /wallet/sign-out          ends the session and clears the cookie
+    POST /wallet/sign-out          ends the session and clears the cookie (``everywhere=1``: every session
+                                   of the member, a lost phone's too)
     GET  /wallet/offline, /wallet/manifest.webmanifest, /wallet/sw.js, /wallet/static/{name}
     GET/PUT /v1/admin/members/{id}/contacts   admin token; the member's email address and phone number
 
@@ -195,9 +196,12 @@ def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Respons
 
 
 @router.post("/wallet/sign-out", include_in_schema=False, dependencies=[Depends(same_origin)])
-def sign_out(request: Request, store: Store) -> Response:
+def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Response:
+    """Ends this session; with ``everywhere=1``, every session of the member (a lost phone)."""
     token = session_token(request)
-    if token is not None:
+    if member is not None and fields.get("everywhere") == "1":
+        signin.end_all_sessions(store, member, now_s())
+    elif token is not None:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
     clear_session_cookie(reply, request)

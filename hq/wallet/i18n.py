@@ -15,6 +15,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "coupons": ("Coupons", "クーポン", "优惠券"),
     "language": ("Language", "言語", "语言"),
     "sign_out": ("Sign out", "ログアウト", "退出登录"),
+    "sign_out_everywhere": (
+        "Sign out on every device (a lost phone)",
+        "すべての端末でログアウト（紛失した端末も）",
+        "在所有设备上退出（含丢失的手机）",
+    ),
     "sign_in": ("Sign in to your wallet", "ウォレットにログイン", "登录钱包"),
     "contact": ("Email address or phone number (+…)", "メールアドレスまたは電話番号（+…）", "电子邮箱或手机号（+…）"),
     "send_code": ("Send me a code", "コードを送る", "发送验证码"),

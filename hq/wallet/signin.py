@@ -237,6 +237,15 @@ def end_session(store: HqStore, token: str, now: int) -> bool:
     return changed == 1
 
 
+def end_all_sessions(store: HqStore, member_id: str, now: int) -> int:
+    """Sign out everywhere: every live session of the member ends; returns how many."""
+    return store.db.transact(
+        lambda tx: tx.run(
+            "UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id]
+        )
+    )
+
+
 def forget(tx: Tx, member_id: str, now: int) -> None:
     """After an erasure: the member's contacts go, its sessions end, its codes die."""
     tx.run("DELETE FROM member_contacts WHERE member_id = ?", [member_id])
@@ -253,6 +262,7 @@ __all__ = [
     "WalletRefused",
     "contact_of",
     "contacts",
+    "end_all_sessions",
     "end_session",
     "forget",
     "open_session",

@@ -235,3 +235,24 @@ def test_the_wallets_member_code_is_read_by_a_real_till_and_a_stale_one_refused(
     assert refused.value.code is Code.MEMBER_CODE_EXPIRED
     sync.close()
     store.close()
+
+
+def test_sign_out_everywhere_ends_the_lost_phones_session_too(wallet: Wallet) -> None:
+    with wallet.client() as lost, wallet.client() as new:
+        sign_in(wallet, lost)
+        client_b = sign_in(wallet, new)
+        assert client_b.status_code == 303 and lost.get("/wallet/").status_code == 200
+        out = new.post("/wallet/sign-out", data={"everywhere": "1"})
+        assert out.status_code == 303
+        assert lost.get("/wallet/").status_code == 303 and new.get("/wallet/").status_code == 303
+
+
+def test_the_demo_members_can_sign_in(tmp_path: Path) -> None:
+    from hq.demo import DEMO_CONTACTS, seed_demo
+
+    hq = HqStore(str(tmp_path / "demo.db"))
+    seed_demo(hq, b"k" * 32)
+    seed_demo(hq, b"k" * 32)  # idempotent
+    for member_id, email in DEMO_CONTACTS.items():
+        assert signin.request_code(hq, email, "127.0.0.1", int(time.time())).member_id == member_id
+    hq.close()

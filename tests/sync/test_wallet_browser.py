@@ -168,6 +168,16 @@ def test_join_see_points_and_coupon_show_the_member_code_sign_out_and_in_again(
             "/wallet/sw.js"
         )
 
+        # With no network, the service worker answers with the cached offline page (nothing personal is cached).
+        context.set_offline(True)
+        page.goto(f"{server.url}/wallet/coupons")
+        page.wait_for_selector("body[data-page=offline]")
+        assert "RIN-WELCOME" not in page.content()
+        check_page(page)
+        context.set_offline(False)
+        page.goto(f"{server.url}/wallet/")
+        page.wait_for_selector("body[data-page=overview]")
+
         # Sign out; sign in again with the code the sender wrote.
         page.click("#sign-out")
         page.wait_for_selector("body[data-page=sign-in]")
