@@ -176,6 +176,15 @@ def test_sign_out_ends_the_session_and_a_forged_or_old_cookie_is_refused(wallet:
             assert code.status_code == 401 and code.json()["code"] == "wallet_sign_in_required"
 
 
+def test_an_expired_session_is_refused(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        sign_in(wallet, client)
+        assert client.get("/wallet/").status_code == 200
+        wallet.hq.db.transact(lambda tx: tx.run("UPDATE wallet_sessions SET expires_at = ?", [int(time.time()) - 1]))
+        assert client.get("/wallet/").status_code == 303
+        assert client.get("/wallet/member-code").json()["code"] == "wallet_sign_in_required"
+
+
 def test_a_member_sees_only_its_own_coupons(wallet: Wallet) -> None:
     with wallet.client() as client:
         sign_in(wallet, client)
