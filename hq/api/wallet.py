@@ -30,6 +30,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from hq.api.deps import (
     Admin,
@@ -164,13 +165,17 @@ def request_code(request: Request, store: Store, lang: Lang, fields: Form) -> Re
         issued = signin.request_code(store, contact, source, now_s())
     except signin.WalletRefused as exc:
         return sign_in_page(request, lang, contact=contact, code=exc.code)
-    if issued.member_id is not None:
-        sender: Sender = request.app.state.wallet_sender
-        try:
-            sender.send(_message(issued))
-        except SendFailed as exc:
-            log.warning("wallet sign-in code not sent: %s", exc)
-    return sign_in_page(request, lang, step="code", contact=issued.contact.value)
+    reply = sign_in_page(request, lang, step="code", contact=issued.contact.value)
+    if issued.member_id is not None:  # sent after the answer: a known contact answers as fast as an unknown one
+        reply.background = BackgroundTask(_send, request.app.state.wallet_sender, _message(issued))
+    return reply
+
+
+def _send(sender: Sender, message: Message) -> None:
+    try:
+        sender.send(message)
+    except SendFailed as exc:
+        log.warning("wallet sign-in code not sent: %s", exc)
 
 
 def _message(issued: signin.IssuedCode) -> Message:

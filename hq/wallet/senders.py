@@ -62,17 +62,20 @@ class ConsoleSender:
 
 
 class FileSender:
-    """Development and tests: each message as ``<time>-<random>.json`` in ``directory`` (mode 0600)."""
+    """Development and tests: each message as ``<time>-<random>.json`` in ``directory`` (mode 0600),
+    written whole under another name first, so a reader never sees half a message."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def send(self, message: Message) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+        part = self.directory / f".{name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(asdict(message), out, ensure_ascii=False)
+        os.replace(part, self.directory / f"{name}.json")
 
 
 @dataclass(frozen=True, slots=True)

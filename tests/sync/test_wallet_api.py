@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from sync.client import SyncClient
 from terminal.errors import Code, Rejected
 from terminal.service import Service
 from terminal.store import Store
+from tests.waiting import wait_until
 
 AIKO, BEN = "aiko@example.com", "ben@example.com"
 
@@ -34,6 +35,8 @@ class Wallet:
     outbox: Path
     admin: dict[str, str]
     tmp: Path
+    seen: dict[str, int] = field(default_factory=dict)
+    """How many codes each contact had when a test last read one."""
 
     @property
     def url(self) -> str:
@@ -43,9 +46,14 @@ class Wallet:
         return httpx.Client(base_url=self.url, headers={"Origin": self.url}, timeout=10, follow_redirects=False)
 
     def last_code(self, to: str) -> str:
-        sent = [json.loads(p.read_text()) for p in sorted(self.outbox.glob("*.json"))]
-        mine = [m for m in sent if m["to"] == to]
-        assert mine, f"no code sent to {to}"
+        """The code last sent to ``to``: sent after the answer, so it may take a moment to arrive."""
+
+        def sent() -> list[dict[str, str]]:
+            return [m for p in sorted(self.outbox.glob("*.json")) if (m := json.loads(p.read_text()))["to"] == to]
+
+        before = self.seen.get(to, 0)
+        mine = wait_until(lambda: (found := sent()) and len(found) > before and found, 5.0, f"a code for {to}")
+        self.seen[to] = len(mine)
         assert mine[-1]["code"] in mine[-1]["text"]
         return str(mine[-1]["code"])
 

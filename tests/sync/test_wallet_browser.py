@@ -28,6 +28,7 @@ from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import chromium, chromium_missing
 from tests.fixtures import entries
+from tests.waiting import wait_until
 
 PHONE = {"width": 360, "height": 740}
 EMAIL = "rin@example.com"
@@ -91,8 +92,12 @@ def check_page(page: Any) -> None:
 
 
 def last_code(outbox: Path) -> str:
-    sent = [json.loads(p.read_text()) for p in sorted(outbox.glob("*.json"))]
-    return str([m for m in sent if m["to"] == EMAIL][-1]["code"])
+    """The code the sender wrote (it sends after answering: wait for the file)."""
+
+    def sent() -> list[dict[str, str]]:
+        return [m for p in sorted(outbox.glob("*.json")) if (m := json.loads(p.read_text()))["to"] == EMAIL]
+
+    return str(wait_until(sent, 5.0, "the sign-in code")[-1]["code"])
 
 
 def test_join_see_points_and_coupon_show_the_member_code_sign_out_and_in_again(
