@@ -113,11 +113,6 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "このフォームはウォレットのページから送信してください。",
         "请从钱包页面提交此表单。",
     ),
-    "send_failed": (
-        "The code could not be sent just now: try again later.",
-        "コードを送信できませんでした。後でもう一度お試しください。",
-        "验证码暂时无法发送，请稍后再试。",
-    ),
 }
 
 

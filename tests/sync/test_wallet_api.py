@@ -223,6 +223,19 @@ def test_pages_speak_the_members_language(wallet: Wallet) -> None:
         assert '<html lang="zh">' in client.get("/wallet/sign-in", headers={"Accept-Language": "ja"}).text
 
 
+def test_every_page_renders_in_every_language(wallet: Wallet) -> None:
+    with wallet.client() as client:
+        sign_in(wallet, client)
+        for lang in ("en", "ja", "zh"):
+            for path in ("/wallet/", "/wallet/activity", "/wallet/coupons", "/wallet/offline"):
+                reply = client.get(f"{path}?lang={lang}")
+                assert reply.status_code == 200 and f'<html lang="{lang}">' in reply.text, (path, lang)
+                assert reply.text.count("<h1") == 1 and "<main" in reply.text
+        client.post("/wallet/sign-out")
+        for lang in ("en", "ja", "zh"):
+            assert f'<html lang="{lang}">' in client.get(f"/wallet/sign-in?lang={lang}").text
+
+
 def test_the_shell_manifest_and_service_worker_are_served_from_the_package(wallet: Wallet) -> None:
     manifest = httpx.get(f"{wallet.url}/wallet/manifest.webmanifest")
     assert manifest.status_code == 200 and manifest.json()["start_url"] == "/wallet/"
