@@ -100,11 +100,15 @@ def same_origin(request: Request) -> None:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """The urlencoded fields of a form POST (at most 4 KiB; the last value of each name)."""
+    """The urlencoded fields of a form POST (at most 4 KiB and 10 fields, else none; the last value of each
+    name, 300 characters at most)."""
     body = await request.body()
     if len(body) > 4096:
         return {}
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    except ValueError:
+        return {}
     return {name: values[-1][:300] for name, values in fields.items()}
 
 

@@ -140,6 +140,11 @@ def test_wrong_expired_reused_and_too_many_codes_are_refused_with_their_codes(wa
         assert limited.status_code == 429 and error_code(limited) == "wallet_rate_limited"
         bad_contact = client.post("/wallet/sign-in/code", data={"contact": "not an address"})
         assert bad_contact.status_code == 422 and error_code(bad_contact) == "wallet_bad_contact"
+        for junk in ("&".join(f"f{n}=1" for n in range(50)), "contact=" + "a" * 5000, "\xff\xfe"):
+            odd = client.post(
+                "/wallet/sign-in/code", content=junk, headers={"Content-Type": "application/x-www-form-urlencoded"}
+            )
+            assert odd.status_code == 422 and error_code(odd) == "wallet_bad_contact"
 
 
 def test_an_unknown_contact_looks_the_same_and_gets_no_message(wallet: Wallet) -> None:
