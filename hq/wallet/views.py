@@ -97,13 +97,20 @@ def _when(text: str) -> datetime:
 
 
 def _sales(tx: Tx, member_id: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(txn id, time, payload) of the member's counted sales, oldest first."""
+    """(txn id, time, payload) of the member's counted sales, oldest first. ``points_earned`` is what the
+    sale earned: the till's figure, or for a sale claimed on the join page (anonymous at the till) what
+    head office credited (``journal.points``)."""
     rows = tx.all(
-        "SELECT txn_id, COALESCE(made_at, created_at), payload FROM journal WHERE member_id = ? AND kind = 'sale' "
-        "AND effect IN ('applied', 'none') ORDER BY created_at",
+        "SELECT txn_id, COALESCE(made_at, created_at), payload, points FROM journal WHERE member_id = ? "
+        "AND kind = 'sale' AND effect IN ('applied', 'none') ORDER BY created_at",
         [member_id],
     )
-    return [(str(txn), str(at), json.loads(text)) for txn, at, text in rows]
+    out = []
+    for txn, at, text, credited in rows:
+        sale = json.loads(text)
+        earned = int(sale.get("points_earned", 0))
+        out.append((str(txn), str(at), {**sale, "points_earned": earned if earned > 0 else max(0, int(credited))}))
+    return out
 
 
 def _progress(
@@ -165,13 +172,13 @@ def overview(store: HqStore, member_id: str, now: datetime) -> Overview | None:
 def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]:
     with store.db.read() as tx:
         rows = tx.all(
-            "SELECT kind, COALESCE(made_at, created_at), store_id, payload FROM journal WHERE member_id = ? "
+            "SELECT kind, COALESCE(made_at, created_at), store_id, payload, points FROM journal WHERE member_id = ? "
             "AND kind IN ('sale', 'refund', 'void') AND effect IN ('applied', 'none') "
             "ORDER BY created_at DESC LIMIT ?",
             [member_id, limit],
         )
     out = []
-    for kind, at, store_id, text in rows:
+    for kind, at, store_id, text, points in rows:
         body = json.loads(text)
         out.append(
             Visit(
@@ -180,7 +187,7 @@ def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]
                 str(store_id or body.get("store_id") or ""),
                 int(body.get("total", 0)),
                 int(body.get("payable", body.get("refund", 0)) or 0),
-                int(body.get("points_delta", 0)),
+                int(points or 0),
             )
         )
     return out

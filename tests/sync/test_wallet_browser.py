@@ -136,6 +136,7 @@ def test_join_see_points_and_coupon_show_the_member_code_sign_out_and_in_again(
         page.click("#wallet-link")
         page.wait_for_selector("body[data-page=overview]")
         assert page.inner_text("#points") == "20" and page.inner_text("#member-id") == member_id
+        assert page.locator("#lots tbody tr").count() == 1 and "20" in page.inner_text("#lots tbody")
         assert "Rin Phone" in page.inner_text("h1")
         check_page(page)
         page.keyboard.press("Tab")
@@ -164,6 +165,7 @@ def test_join_see_points_and_coupon_show_the_member_code_sign_out_and_in_again(
         check_page(page)
         page.click("nav a[href='/wallet/activity']")
         page.wait_for_selector("#visits")
+        assert page.locator("#visits tbody tr").count() == 1 and "+20" in page.inner_text("#visits")
         check_page(page)
 
         # The shell is installable: the service worker is running.
