@@ -306,3 +306,24 @@ def test_the_contact_command_sets_shows_and_refuses(tmp_path: Path) -> None:
     bad = tillpoint("hq", "contact", "M-9", "--email", "nope", "--db", db)
     assert bad.returncode == 1 and "wallet_bad_contact" in bad.stderr + bad.stdout
     assert tillpoint("hq", "contact", "M-404", "--db", db).returncode == 1
+
+
+def test_over_https_the_cookie_is_secure_and_host_prefixed() -> None:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from hq.api.deps import session_token, set_session_cookie
+
+    def request(scheme: str, cookie: str = "") -> Request:
+        headers = [(b"host", b"hq.example")] + ([(b"cookie", cookie.encode())] if cookie else [])
+        port = 443 if scheme == "https" else 80
+        scope = {"type": "http", "scheme": scheme, "method": "POST", "path": "/wallet/sign-in", "query_string": b""}
+        return Request({**scope, "headers": headers, "server": ("hq.example", port)})
+
+    reply = Response()
+    set_session_cookie(reply, request("https"), "t0ken", 60)
+    cookie = reply.headers["set-cookie"]
+    assert cookie.startswith("__Host-tp_wallet=t0ken;") and "Secure" in cookie and "Domain" not in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert session_token(request("https", "__Host-tp_wallet=t0ken")) == "t0ken"
+    assert session_token(request("https", "tp_wallet=t0ken")) is None  # a plain-HTTP cookie is not read over HTTPS
