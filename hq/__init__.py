@@ -11,6 +11,8 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     scheduler.py  the campaign timer the server runs: every due campaign, every N seconds
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
+    wallet/       the member's wallet on the phone: contacts, one-time sign-in codes and their senders,
+                  sessions, what the pages show, the timed member code, templates and static files
     payments.py   member payments: stored value, top-ups, member tokens and codes, devices, confirmations
     store.py      HqStore: terminals and credentials, master data, documents, keys, feed and snapshot;
                   open_store() with the serve options

@@ -7,15 +7,22 @@ balance it has earned since, because those balances are facts pushed by the till
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from hq.db.engine import Tx
 from hq.store import HqStore
+from hq.wallet import signin
 from terminal.credentials import card_uid_hash
 
 BASE_RULE_ID = "base"
 BASE_RULE_POINTS = 1
 BASE_RULE_PER_MINOR = 100
+
+
+DEMO_CONTACTS = {"M-0001": "aiko@example.com", "M-0002": "ben@example.com"}
+"""Demo members' email addresses: sign in to the wallet (``/wallet/``) with one; the code is on the console."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +113,8 @@ DEMO_COUPONS: dict[str, dict[str, Any]] = {
 
 
 def seed_demo(store: HqStore, card_key: bytes) -> None:
-    """Write the demo members, their cards (UIDs hashed under ``card_key``), the base rule, and the
-    demo earning rules and coupons (documents as in docs/loyalty.md)."""
+    """Write the demo members, their cards (UIDs hashed under ``card_key``), the base rule, the demo
+    earning rules and coupons (documents as in docs/loyalty.md) and two members' wallet contacts."""
     for card in DEMO_CARDS:
         _seed_member(store, card)
         store.upsert_card(card_uid_hash(card_key, bytes.fromhex(card.uid)), card.member_id, card.card_status)
@@ -116,6 +123,16 @@ def seed_demo(store: HqStore, card_key: bytes) -> None:
         store.put_rule_doc(body, rule_id)
     for coupon_id, body in DEMO_COUPONS.items():
         store.put_coupon(body, coupon_id)
+    now = int(time.time())
+    for member_id, email in DEMO_CONTACTS.items():
+        _seed_contact(store, member_id, signin.contact_of(email), now)
+
+
+def _seed_contact(store: HqStore, member_id: str, contact: signin.Contact, now: int) -> None:
+    def save(tx: Tx) -> None:
+        signin.set_contact(tx, member_id, contact, "demo", now, take=True)
+
+    store.db.transact(save)
 
 
 def _seed_member(store: HqStore, card: DemoCard) -> None:

@@ -1,15 +1,25 @@
 """Erasing a member: the member's data in one transaction (``hq.members.erase``), then its payment
-devices revoked (``hq.payments.forget_devices``). What the ``erase`` command and the erasure route call."""
+devices revoked (``hq.payments.forget_devices``); its wallet contacts go and its wallet sessions end in the
+same transaction (``hq.wallet.signin.forget``). What the ``erase`` command and the erasure route call."""
 
 from __future__ import annotations
 
+import time
+
 from hq import members, payments
-from hq.db.engine import utc_now
+from hq.db.engine import Tx, utc_now
 from hq.store import HqStore
+from hq.wallet import signin
 
 
 def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
     """Erase a member (see ``members.erase``) and revoke the payment devices it registered;
     ``members.UnknownMember`` when there is no such member."""
-    done = store.db.transact(lambda tx: members.erase(tx, member_id, by, utc_now()))
+
+    def erase(tx: Tx) -> dict[str, int]:
+        done = members.erase(tx, member_id, by, utc_now())
+        signin.forget(tx, member_id, int(time.time()))
+        return done
+
+    done = store.db.transact(erase)
     return {**done, "devices_revoked": payments.forget_devices(store, member_id)}

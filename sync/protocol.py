@@ -100,6 +100,14 @@ class ErrorCode(StrEnum):
     # flash-drop quantity pools (hq/pools.py): why creating or changing a pool was refused
     POOL_INVALID = "pool_invalid"
     POOL_BELOW_ALLOCATED = "pool_below_allocated"
+    WALLET_CODE_WRONG = "wallet_code_wrong"
+    WALLET_CODE_EXPIRED = "wallet_code_expired"
+    WALLET_TOO_MANY_ATTEMPTS = "wallet_too_many_attempts"
+    WALLET_RATE_LIMITED = "wallet_rate_limited"
+    WALLET_BAD_CONTACT = "wallet_bad_contact"
+    WALLET_CONTACT_TAKEN = "wallet_contact_taken"
+    WALLET_SIGN_IN_REQUIRED = "wallet_sign_in_required"
+    WALLET_BAD_ORIGIN = "wallet_bad_origin"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -158,6 +166,14 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CAMPAIGN_ENDED: (409, "the campaign has ended: it cannot be changed or resumed"),
     ErrorCode.POOL_INVALID: (422, "a pool's id, quantity or chunk is out of bounds"),
     ErrorCode.POOL_BELOW_ALLOCATED: (409, "a pool's quantity may not go below what head office already allocated"),
+    ErrorCode.WALLET_CODE_WRONG: (401, "the wallet sign-in code is not the one sent (attempts are counted)"),
+    ErrorCode.WALLET_CODE_EXPIRED: (401, "no live sign-in code for that contact: expired, used, or never sent"),
+    ErrorCode.WALLET_TOO_MANY_ATTEMPTS: (429, "too many wrong codes: the code is dead; ask for a new one later"),
+    ErrorCode.WALLET_RATE_LIMITED: (429, "too many sign-in codes asked for this contact or from here; wait"),
+    ErrorCode.WALLET_BAD_CONTACT: (422, "not an email address or a phone number (+ and 8 to 15 digits)"),
+    ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
+    ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
+    ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
 }
 
 

@@ -74,6 +74,7 @@ class Code(StrEnum):
     TILL_CLOCK_WRONG = "till_clock_wrong"
     MEMBER_CODE_UNSIGNED = "member_code_unsigned"
     MEMBER_CODE_FORGED = "member_code_forged"
+    MEMBER_CODE_EXPIRED = "member_code_expired"
     PAYMENT_CARD_REFUSED = "payment_card_refused"
     FOREIGN_PAYMENT_CODE = "foreign_payment_code"
     MALFORMED_CODE = "malformed_code"
@@ -156,6 +157,8 @@ MESSAGES: dict[Code, str] = {
     Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "
     "their app, or type the member number.",
     Code.MEMBER_CODE_FORGED: "This member code's signature is wrong: do not accept it.",
+    Code.MEMBER_CODE_EXPIRED: "This member code is too old (a screenshot?): ask the member to show the live code "
+    "in their wallet.",
     Code.PAYMENT_CARD_REFUSED: "That was a bank card number: the till does not take card numbers. Nothing was kept.",
     Code.FOREIGN_PAYMENT_CODE: "That is another wallet's payment code (EMV, Alipay, WeChat Pay): not taken here. Nothing was kept.",
     Code.MALFORMED_CODE: "This code is damaged or incomplete: scan it again.",

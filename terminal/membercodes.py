@@ -9,6 +9,11 @@ Two forms, base64url without padding after ``TPM2:``::
              the device's signature). Made by the member's phone a moment ago: it identifies the member
              of the device certificate and, being single-use and short-lived like a payment code, is the
              member's proof for spending in this sale.
+    timed    0x03 | key id length u8 | key id | time step u32 | member id length u8 | member id | Ed25519 sig
+             signed by head office's "member" key like the issued form; the time step is unix time / 30 s
+             (``pay.STEP_SECONDS``). Shown by the member's wallet and made again every step: it identifies
+             (earns), never spends, and a till refuses it outside the payment codes' window
+             (``member_code_expired``), so a screenshot stops working within about a minute and a half.
 
 The unsigned ``TPM1:`` codes (base64 of the member id) are refused: anybody can make one.
 """
@@ -26,7 +31,7 @@ from terminal import payments as pay
 from terminal.errors import Code, Rejected
 
 PREFIX = "TPM2:"
-ISSUED, DEVICE = 1, 2
+ISSUED, DEVICE, TIMED = 1, 2, 3
 _DOMAIN = b"tillpoint-member/2"
 _SIG = 64
 
@@ -35,6 +40,17 @@ _SIG = 64
 class IssuedCode:
     key_id: str
     issued_at: int
+    member_id: str
+    signed: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimedCode:
+    """A code head office signed for one time step (the wallet's): ``time_step`` is unix time // 30."""
+
+    key_id: str
+    time_step: int
     member_id: str
     signed: bytes
     signature: bytes
@@ -57,6 +73,17 @@ def _short(text: str, what: str) -> bytes:
 def issue(key: Ed25519PrivateKey, key_id: str, member_id: str, issued_at: int, compact: bool = False) -> str:
     """Head office's side: the member's code, signed with its member key (``compact``: base45 body)."""
     body = bytes([ISSUED]) + _short(key_id, "key id") + struct.pack(">I", issued_at) + _short(member_id, "member id")
+    return _text(body + key.sign(_DOMAIN + body), compact)
+
+
+def issue_timed(key: Ed25519PrivateKey, key_id: str, member_id: str, now: int, compact: bool = False) -> str:
+    """Head office's side, for the wallet: the member's code for the time step of ``now``."""
+    body = (
+        bytes([TIMED])
+        + _short(key_id, "key id")
+        + struct.pack(">I", now // pay.STEP_SECONDS)
+        + _short(member_id, "member id")
+    )
     return _text(body + key.sign(_DOMAIN + body), compact)
 
 
@@ -94,7 +121,7 @@ def _take(raw: bytes, at: int) -> tuple[str, int]:
     return text.decode(), at + 1 + size
 
 
-def parse(body: str) -> IssuedCode | DeviceCode:
+def parse(body: str) -> IssuedCode | TimedCode | DeviceCode:
     """The code in a ``TPM2:`` body, written in base64url or base45; ``Rejected(malformed_code)`` when it
     is neither form of a code."""
     failure: Exception = ValueError("empty")
@@ -106,22 +133,24 @@ def parse(body: str) -> IssuedCode | DeviceCode:
     raise Rejected(Code.MALFORMED_CODE, "This member code is damaged or incomplete.") from failure
 
 
-def _parse(raw: bytes) -> IssuedCode | DeviceCode:
+def _parse(raw: bytes) -> IssuedCode | TimedCode | DeviceCode:
     if raw[:1] == bytes([DEVICE]):
         if len(raw) != 1 + pay.CODE_BYTES:
             raise ValueError("wrong length")
         return DeviceCode(pay.PREFIX + b64url.encode(raw[1:]))
-    if raw[:1] != bytes([ISSUED]):
+    if raw[:1] not in (bytes([ISSUED]), bytes([TIMED])):
         raise ValueError("unknown form")
     key_id, at = _take(raw, 1)
-    (issued_at,) = struct.unpack(">I", raw[at : at + 4])
+    (number,) = struct.unpack(">I", raw[at : at + 4])
     member_id, end = _take(raw, at + 4)
     if len(raw) != end + _SIG:
         raise ValueError("wrong length")
-    return IssuedCode(key_id, issued_at, member_id, raw[:end], raw[end:])
+    if raw[0] == TIMED:
+        return TimedCode(key_id, number, member_id, raw[:end], raw[end:])
+    return IssuedCode(key_id, number, member_id, raw[:end], raw[end:])
 
 
-def verify_issued(code: IssuedCode, public_key: bytes | None) -> str:
+def verify_issued(code: IssuedCode | TimedCode, public_key: bytes | None) -> str:
     """The member id of a code head office issued; ``Rejected(member_code_forged)`` when its signature
     is not by the named member key (``public_key``: that key, None when the till does not know it)."""
     if public_key is None:
@@ -131,3 +160,13 @@ def verify_issued(code: IssuedCode, public_key: bytes | None) -> str:
     except (InvalidSignature, ValueError) as exc:
         raise Rejected(Code.MEMBER_CODE_FORGED) from exc
     return code.member_id
+
+
+def verify_timed(code: TimedCode, public_key: bytes | None, now: int) -> str:
+    """The member id of a wallet's timed code: signed by the named member key (``member_code_forged``)
+    and made within the payment codes' window of ``now`` (``member_code_expired``)."""
+    member_id = verify_issued(code, public_key)
+    step = now // pay.STEP_SECONDS
+    if not step - pay.WINDOW_STEPS - pay.DRIFT_STEPS < code.time_step <= step + pay.DRIFT_STEPS:
+        raise Rejected(Code.MEMBER_CODE_EXPIRED)
+    return member_id

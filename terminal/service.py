@@ -497,7 +497,10 @@ class Service:
         if isinstance(code, membercodes.DeviceCode):
             cert, _ = self._device_code(code.payment_code)
             return MemberCodeRead(cert.member_id, code.payment_code)
-        return MemberCodeRead(membercodes.verify_issued(code, self.store.member_keys().get(code.key_id)))
+        key = self.store.member_keys().get(code.key_id)
+        if isinstance(code, membercodes.TimedCode):
+            return MemberCodeRead(membercodes.verify_timed(code, key, int(self.clock())))
+        return MemberCodeRead(membercodes.verify_issued(code, key))
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool:
         """Whether this sale holds the member's proof for spending points (or needs none)."""

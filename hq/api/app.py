@@ -1,5 +1,6 @@
 """Head office's HTTP API (see ``sync.protocol`` and docs/protocol.md): ``create_app`` includes each area's
-router (``hq.api.terminals``, ``journal``, ``admin``, ``segments``, ``payments``, ``join``); ``hq.api.server``
+router (``hq.api.terminals``, ``journal``, ``admin``, ``segments``, ``payments``, ``join``,
+``wallet``); ``hq.api.server``
 runs it.
 
     GET  /v1/health                   no auth
@@ -35,6 +36,8 @@ runs it.
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
     GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
                                       sign-up, claims, erasure, consents (``hq.api.join``)
+    /wallet/..., GET/PUT /v1/admin/members/{id}/contacts   the member's wallet: sign-in by one-time code,
+                                      session cookie, pages, member code (``hq.api.wallet``)
 
 Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
@@ -42,12 +45,15 @@ Storage calls are synchronous, so endpoints are plain ``def`` and run in the thr
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, campaigns, join, journal, payments, segments, terminals
+from hq.api import admin, campaigns, join, journal, payments, segments, terminals, wallet
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
+from hq.wallet.senders import Sender, sender_from_spec
 from sync.asgi import BodyGuard
 from sync.protocol import PROTOCOL_VERSION, ErrorCode
 
@@ -60,12 +66,19 @@ ROUTERS = (
     campaigns.router,
     payments.router,
     join.router,
+    wallet.router,
 )
 """Each area's routes, in the order they are matched (and listed in OpenAPI)."""
 
 
-def create_app(store: HqStore) -> FastAPI:
-    """The head-office API over ``store``: every area's router, the error handlers, the body cap."""
+WALLET_SENDER_ENV = "TILLPOINT_WALLET_SENDER"
+"""How the wallet's sign-in codes are sent when ``create_app`` is given no sender (``hq.wallet.senders.
+sender_from_spec``: ``console`` by default, ``file:DIR``, ``smtp://...``); ``hq serve --wallet-sender`` sets it."""
+
+
+def create_app(store: HqStore, wallet_sender: Sender | None = None) -> FastAPI:
+    """The head-office API over ``store``: every area's router, the error handlers, the body cap;
+    ``wallet_sender`` sends the wallet's sign-in codes (default: ``$TILLPOINT_WALLET_SENDER``, else the console)."""
     app = FastAPI(
         title="tillpoint head office",
         version=f"protocol {PROTOCOL_VERSION}",
@@ -76,6 +89,7 @@ def create_app(store: HqStore) -> FastAPI:
         "{code, message}; codes: " + ", ".join(c.value for c in ErrorCode),
     )
     app.state.store = store
+    app.state.wallet_sender = wallet_sender or sender_from_spec(os.environ.get(WALLET_SENDER_ENV) or "console")
     app.state.root_key = store.root_public_key()  # public: a terminal with a bare token pins it on first use
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
     app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read

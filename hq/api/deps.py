@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request, Response
 
 from hq.api.errors import ApiError
 from hq.reconcile import MAX_PAGE
@@ -54,3 +54,39 @@ Store = Annotated[HqStore, Depends(current_store)]
 NEXT_CURSOR = "X-Next-Cursor"
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Subject = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+# -- the wallet's session cookie (set by the wallet's sign-in and by the join page) ----------------------
+
+SESSION_COOKIE = "tp_wallet"
+SECURE_SESSION_COOKIE = "__Host-tp_wallet"
+"""Over HTTPS the cookie is ``Secure`` and named with the ``__Host-`` prefix (no Domain, Path=/): a
+sibling host cannot set or shadow it."""
+
+
+def _cookie_name(request: Request) -> str:
+    return SECURE_SESSION_COOKIE if request.url.scheme == "https" else SESSION_COOKIE
+
+
+def session_token(request: Request) -> str | None:
+    """The wallet session token the request's cookie carries, if any."""
+    return request.cookies.get(_cookie_name(request)) or None
+
+
+def set_session_cookie(response: Response, request: Request, token: str, max_age: int) -> None:
+    """HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it), Secure over HTTPS."""
+    response.set_cookie(
+        _cookie_name(request),
+        token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="strict",
+    )
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        _cookie_name(request), path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"
+    )

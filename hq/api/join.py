@@ -16,14 +16,16 @@ from __future__ import annotations
 import html
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from hq import members, profiles
-from hq.api.deps import Admin, Store
+from hq.api.deps import Admin, Store, set_session_cookie
 from hq.api.errors import ApiError, errors
+from hq.db.engine import Tx
 from hq.erasure import erase_member
+from hq.wallet import signin
 from sync.protocol import ErrorCode
 
 router = APIRouter()
@@ -48,6 +50,8 @@ class ClaimIn(BaseModel):
     """Profile attributes the chain collects (``GET /v1/join/terms``), optional."""
     marketing_version: str | None = Field(None, max_length=64)
     """The version of the marketing wording the member ticked; absent: no marketing consent."""
+    contact: str | None = Field(None, max_length=254)
+    """An email address or a phone number (``+`` and digits) to sign in to the wallet later, optional."""
 
 
 class ClaimOut(BaseModel):
@@ -67,6 +71,8 @@ claim_errors = errors(
     ErrorCode.UNKNOWN_ATTRIBUTE,
     ErrorCode.BAD_ATTRIBUTE_VALUE,
     ErrorCode.BAD_CONSENT,
+    ErrorCode.WALLET_BAD_CONTACT,
+    ErrorCode.WALLET_CONTACT_TAKEN,
 )
 
 
@@ -87,7 +93,8 @@ def terms(store: Store) -> dict[str, Any]:
 
 
 @router.post("/v1/claims", response_model=ClaimOut, responses=claim_errors, tags=["members"])
-def claim(store: Store, body: ClaimIn) -> ClaimOut:
+def claim(store: Store, body: ClaimIn, request: Request, response: Response) -> ClaimOut:
+    """A new member with the sale's points, signed in to the wallet at once (the session cookie)."""
     name = " ".join(body.display_name.split())
     if body.marketing_version is not None and body.marketing_version != profiles.MARKETING_VERSION:
         raise ApiError(ErrorCode.BAD_CONSENT, "Please read and tick the current marketing wording again.")
@@ -97,11 +104,25 @@ def claim(store: Store, body: ClaimIn) -> ClaimOut:
         consents=((profiles.MARKETING, body.marketing_version),) if body.marketing_version else (),
     )
     try:
-        got = store.db.transact(
-            lambda tx: members.claim(tx, body.token, name, body.consent_version, store.moment(), profile)
-        )
+        contact = signin.contact_of(body.contact) if body.contact else None
+    except signin.WalletRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    now = store.moment()  # head office's clock
+
+    def join(tx: Tx) -> tuple[dict[str, Any], str]:
+        got = members.claim(tx, body.token, name, body.consent_version, now, profile)
+        stamp = int(now.timestamp())
+        if contact is not None:
+            signin.set_contact(tx, str(got["member_id"]), contact, "join", stamp)
+        return got, signin.open_session(tx, str(got["member_id"]), "join", stamp)
+
+    try:
+        got, token = store.db.transact(join)
     except (members.ClaimRefused, profiles.ProfileRefused) as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from exc
+    except signin.WalletRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    set_session_cookie(response, request, token, signin.SESSION_TTL)
     return ClaimOut(**got)
 
 
@@ -173,6 +194,8 @@ button:disabled{background:#999}#result{margin-top:1rem;padding:.8rem;border-rad
 <label for="birthday">Your birthday (optional: a treat on the day)</label>
 <input id="birthday" name="birthday" type="date" autocomplete="bday">
 {{ATTRIBUTES}}
+<label for="contact">Email or phone (optional: to sign in to your wallet later)</label>
+<input id="contact" name="contact" type="text" autocomplete="email" maxlength="254">
 <div class="consent"><input id="consent" type="checkbox" required>
 <label for="consent" id="consent-text">{{TEXT}}</label></div>
 <input id="version" type="hidden" value="{{VERSION}}">
@@ -182,6 +205,7 @@ button:disabled{background:#999}#result{margin-top:1rem;padding:.8rem;border-rad
 <button id="submit" type="submit">Join and collect my points</button>
 </form>
 <div id="result" role="status" hidden></div>
+<p id="wallet" hidden><a id="wallet-link" href="/wallet/">Open your wallet: points, coupons and your member code</a></p>
 <script>
 const token = decodeURIComponent(location.hash.slice(1));
 const form = document.getElementById("join"), result = document.getElementById("result");
@@ -194,6 +218,8 @@ function claimBody() {
   if (birthday) body.birthday = birthday;
   for (const field of document.querySelectorAll(".attr")) if (field.value) body.attributes[field.dataset.name] = field.value;
   if (document.getElementById("marketing").checked) body.marketing_version = document.getElementById("marketing-version").value;
+  const contact = document.getElementById("contact").value.trim();
+  if (contact) body.contact = contact;
   return body;
 }
 form.addEventListener("submit", async (ev) => {
@@ -208,6 +234,7 @@ form.addEventListener("submit", async (ev) => {
       form.hidden = true;
       show(`Welcome, ${body.display_name}! Your member number is ${body.member_id}; ${body.points} points were added.`, true);
       result.dataset.memberId = body.member_id;
+      document.getElementById("wallet").hidden = false;
     } else { show(body.message || "Something went wrong; please try again.", false); result.dataset.code = body.code || ""; }
   } catch (e) { show("No connection: please try again.", false); }
   button.disabled = false;

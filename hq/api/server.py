@@ -14,6 +14,7 @@ import uvicorn
 from hq.api.app import create_app
 from hq.demo import seed_demo
 from hq.store import HqStore
+from hq.wallet.senders import Sender
 
 log = logging.getLogger("tillpoint.hq")
 
@@ -65,13 +66,22 @@ class ServerHandle(NamedTuple):
         self.thread.join(timeout)
 
 
-def start_in_thread(store: HqStore, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0) -> ServerHandle:
-    """Serve ``store`` from a daemon thread (embedded demo, tests); port 0 picks a free port.
+def start_in_thread(
+    store: HqStore,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    timeout: float = 10.0,
+    wallet_sender: Sender | None = None,
+) -> ServerHandle:
+    """Serve ``store`` from a daemon thread (embedded demo, tests); port 0 picks a free port;
+    ``wallet_sender`` sends the wallet's sign-in codes (``hq.api.app.create_app``).
 
     Returns once the socket is bound, or raises RuntimeError / TimeoutError within ``timeout``.
     Uvicorn only installs signal handlers in the main thread, so the caller's handlers stay.
     """
-    config = uvicorn.Config(create_app(store), host=host, port=port, log_level="warning", lifespan="off")
+    app = create_app(store, wallet_sender)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=_run_quietly, args=(server,), name=f"hq-{host}:{port}", daemon=True)
     thread.start()

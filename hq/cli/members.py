@@ -1,4 +1,4 @@
-"""`tillpoint hq ...`: members and cards: block or unblock one, erase a member."""
+"""`tillpoint hq ...`: members and cards: block or unblock one, erase a member, its wallet contacts."""
 
 from __future__ import annotations
 
@@ -152,3 +152,35 @@ def stats_show(
         return
     for key, value in got.items():
         console.print(f"{key:22} {value}")
+
+
+@app.command("contact")
+def contact(
+    member_id: str,
+    email: Annotated[str | None, typer.Option(help="The member's email address (wallet sign-in codes).")] = None,
+    phone: Annotated[str | None, typer.Option(help="The member's phone number: + country code and number.")] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set (or with no option, show) the member's contacts for wallet sign-in; a contact another member
+    has moves to this one (docs/wallet.md). Prints JSON."""
+    import time
+
+    from hq.db.engine import Tx
+    from hq.wallet import signin
+
+    with hq_store(db) as store:
+        if store.member(member_id) is None:
+            fail(f"no member {member_id}")
+        try:
+            wanted = [signin.contact_of(text) for text in (email, phone) if text]
+        except signin.WalletRefused as exc:
+            fail(f"{exc.code.value}: {exc}")
+        now = int(time.time())
+
+        def save(tx: Tx) -> dict[str, str]:
+            for one in wanted:
+                signin.set_contact(tx, member_id, one, "admin:command", now, take=True)
+            return signin.contacts(tx, member_id)
+
+        print(json.dumps({"member_id": member_id, **store.db.transact(save)}))

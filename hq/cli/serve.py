@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -50,17 +51,29 @@ def hq_serve(
         float,
         typer.Option(help="Run the campaigns that are due every N seconds (0: off, run them from elsewhere)."),
     ] = 60.0,
+    wallet_sender: Annotated[
+        str | None,
+        typer.Option(
+            help="How wallet sign-in codes are sent: console, file:DIR or smtp://host:port?from=ADDR "
+            "(+sms=URL for phone numbers): docs/wallet.md. Default: $TILLPOINT_WALLET_SENDER, else console."
+        ),
+    ] = None,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
+    from hq.api.app import WALLET_SENDER_ENV
     from hq.api.server import serve
     from hq.demo import seed_demo
     from hq.errors import HqError
     from hq.store import open_store
+    from hq.wallet.senders import sender_from_spec
     from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
     from terminal.keys import load_or_create_key
 
     try:
         check_workers(db, workers)
+        if wallet_sender is not None:
+            sender_from_spec(wallet_sender)  # refused here, before anything starts
+            os.environ[WALLET_SENDER_ENV] = wallet_sender  # every worker process reads it
     except (NeedsPostgres, ValueError) as exc:
         fail(exc)
     check_port(host, port, "head office", "--port N")

@@ -309,6 +309,26 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_receipt_sales_number ON receipt_sales (receipt_number, store_id)",
         ],
     ),
+    # The member's wallet (hq/wallet/, docs/wallet.md): each member's contacts (an email address or a phone
+    # number, one member each) that sign-in codes go to; each one-time code as a digest with its expiry, its
+    # wrong attempts and its use; each session as the digest of its cookie's token. Self-contained: it reads
+    # no table of another migration.
+    (
+        "m015_wallet",
+        [
+            "CREATE TABLE member_contacts (kind TEXT NOT NULL, contact TEXT NOT NULL, member_id TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (kind, contact))",
+            "CREATE INDEX idx_member_contacts_member ON member_contacts (member_id)",
+            "CREATE TABLE wallet_codes (code_id TEXT PRIMARY KEY, contact TEXT NOT NULL, member_id TEXT, "
+            "code_sha256 TEXT NOT NULL, source TEXT NOT NULL, created_at BIGINT NOT NULL, "
+            "expires_at BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, used_at BIGINT)",
+            "CREATE INDEX idx_wallet_codes_contact ON wallet_codes (contact, created_at)",
+            "CREATE INDEX idx_wallet_codes_source ON wallet_codes (source, created_at)",
+            "CREATE TABLE wallet_sessions (token_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, via TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, ended_at BIGINT)",
+            "CREATE INDEX idx_wallet_sessions_member ON wallet_sessions (member_id)",
+        ],
+    ),
 ]
 
 

@@ -1,0 +1,361 @@
+"""The member's wallet on the phone (``router``, included by ``hq.api.app.create_app``; docs/wallet.md).
+
+    GET  /wallet/                  overview: tier and progress, points and their lots, balance, member code
+    GET  /wallet/activity          recent sales, refunds and voids
+    GET  /wallet/coupons           the member's own coupons: terms, validity, the code to show at the till
+    GET  /wallet/member-code       JSON: the member code signed for this time step, as text and SVG
+    GET  /wallet/sign-in           asks for an email address or a phone number
+    POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
+    POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
+    POST /wallet/sign-out          ends the session and clears the cookie (``everywhere=1``: every session
+                                   of the member, a lost phone's too)
+    GET  /wallet/offline, /wallet/manifest.webmanifest, /wallet/sw.js, /wallet/static/{name}
+    GET/PUT /v1/admin/members/{id}/contacts   admin token; the member's email address and phone number
+
+Pages answer HTML in the member's language (``?lang=`` sets it) with a strict Content-Security-Policy;
+a page that needs a session sends a browser without one to the sign-in page. Every POST must come from
+head office's own pages (its ``Origin``; the cookie is SameSite=Strict as well), else 403
+``wallet_bad_origin``. Refusals keep their stable code in the page (``#error[data-code]``) and the
+HTTP status of ``sync.protocol.ERROR_STATUS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from hq.api.deps import (
+    Admin,
+    Store,
+    clear_session_cookie,
+    session_token,
+    set_session_cookie,
+)
+from hq.api.errors import ApiError, errors
+from hq.db.engine import Tx
+from hq.store import HqStore
+from hq.wallet import i18n, pages, qr, signin, views
+from hq.wallet.senders import Message, Sender, SendFailed
+from sync.protocol import ERROR_STATUS, ErrorCode
+from terminal import payments as pay
+
+log = logging.getLogger("tillpoint.hq")
+router = APIRouter()
+LANG_COOKIE = "tp_lang"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "manifest-src 'self'; worker-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the pages' own form
+    # POSTs, and the Origin check needs the real one; other sites still get no referrer at all.
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+# -- what every page needs ------------------------------------------------------------------------
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def language(request: Request) -> str:
+    chosen = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    return i18n.pick(request.headers.get("accept-language"), chosen)
+
+
+Lang = Annotated[str, Depends(language)]
+
+
+def member_of(request: Request) -> str | None:
+    """The member of the request's session cookie, or None."""
+    token = session_token(request)
+    return None if token is None else signin.session_member(request.app.state.store, token, now_s())
+
+
+Member = Annotated[str | None, Depends(member_of)]
+
+
+def same_origin(request: Request) -> None:
+    """A POST from head office's own pages: its Origin is this server's (browsers send it on every POST)."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    site = request.headers.get("sec-fetch-site")
+    if not origin or not host or origin != f"{request.url.scheme}://{host}" or site not in (None, "same-origin"):
+        raise ApiError(ErrorCode.WALLET_BAD_ORIGIN, "a wallet form must be sent from the wallet's own page")
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The urlencoded fields of a form POST (at most 4 KiB and 10 fields, else none; the last value of each
+    name, 300 characters at most)."""
+    body = await request.body()
+    if len(body) > 4096:
+        return {}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=10)
+    except ValueError:
+        return {}
+    return {name: values[-1][:300] for name, values in fields.items()}
+
+
+Form = Annotated[dict[str, str], Depends(form)]
+
+
+def page(request: Request, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+    defaults: dict[str, Any] = {"signed_in": False, "current": name}
+    reply = HTMLResponse(pages.render(name, lang, **(defaults | context)), status_code=status, headers=PAGE_HEADERS)
+    if request.query_params.get("lang") in i18n.LANGUAGES:
+        reply.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="strict", path="/wallet")
+    return reply
+
+
+def to_sign_in() -> RedirectResponse:
+    return RedirectResponse("/wallet/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def sign_in_page(
+    request: Request,
+    lang: str,
+    *,
+    step: str = "contact",
+    contact: str = "",
+    code: ErrorCode | None = None,
+    notice: str = "",
+) -> HTMLResponse:
+    words = i18n.words(lang)
+    return page(
+        request,
+        "sign_in",
+        lang,
+        ERROR_STATUS[code][0] if code else 200,
+        step=step,
+        contact=contact,
+        error=words.get(code.value, code.value) if code else "",
+        error_code=code.value if code else "",
+        notice=notice,
+    )
+
+
+# -- signing in and out -------------------------------------------------------------------------------
+
+
+@router.get("/wallet/sign-in", include_in_schema=False)
+def sign_in_form(request: Request, lang: Lang, member: Member) -> Response:
+    if member is not None:
+        return RedirectResponse("/wallet/", status_code=303)
+    notice = i18n.words(lang)["signed_out"] if request.query_params.get("out") else ""
+    return sign_in_page(request, lang, notice=notice)
+
+
+@router.post("/wallet/sign-in/code", include_in_schema=False, dependencies=[Depends(same_origin)])
+def request_code(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
+    contact = fields.get("contact", "")
+    source = request.client.host if request.client else "unknown"
+    try:
+        issued = signin.request_code(store, contact, source, now_s())
+    except signin.WalletRefused as exc:
+        return sign_in_page(request, lang, contact=contact, code=exc.code)
+    reply = sign_in_page(request, lang, step="code", contact=issued.contact.value)
+    if issued.member_id is not None:  # sent after the answer: a known contact answers as fast as an unknown one
+        reply.background = BackgroundTask(_send, request.app.state.wallet_sender, _message(issued))
+    return reply
+
+
+def _send(sender: Sender, message: Message) -> None:
+    try:
+        sender.send(message)
+    except SendFailed as exc:
+        log.warning("wallet sign-in code not sent: %s", exc)
+
+
+def _message(issued: signin.IssuedCode) -> Message:
+    minutes = signin.CODE_TTL // 60
+    text = (
+        f"Your wallet sign-in code is {issued.code}. It works once, for {minutes} minutes. "
+        "If you did not ask for it, ignore this message: nobody can sign in without it."
+    )
+    return Message(issued.contact.kind, issued.contact.value, "Your wallet sign-in code", text, issued.code)
+
+
+@router.post("/wallet/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
+def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
+    contact = fields.get("contact", "")
+    try:
+        _, token = signin.sign_in(store, contact, fields.get("code", ""), now_s())
+    except signin.WalletRefused as exc:
+        step = "contact" if exc.code in (ErrorCode.WALLET_BAD_CONTACT, ErrorCode.WALLET_TOO_MANY_ATTEMPTS) else "code"
+        return sign_in_page(request, lang, step=step, contact=contact, code=exc.code)
+    reply = RedirectResponse("/wallet/", status_code=303, headers={"Cache-Control": "no-store"})
+    set_session_cookie(reply, request, token, signin.SESSION_TTL)
+    return reply
+
+
+@router.post("/wallet/sign-out", include_in_schema=False, dependencies=[Depends(same_origin)])
+def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Response:
+    """Ends this session; with ``everywhere=1``, every session of the member (a lost phone)."""
+    token = session_token(request)
+    if member is not None and fields.get("everywhere") == "1":
+        signin.end_all_sessions(store, member, now_s())
+    elif token is not None:
+        signin.end_session(store, token, now_s())
+    reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
+    clear_session_cookie(reply, request)
+    reply.headers["Clear-Site-Data"] = '"cache"'
+    return reply
+
+
+# -- the pages ------------------------------------------------------------------------------------------
+
+
+def _code_view(store: HqStore, member_id: str, lang: str) -> dict[str, Any]:
+    now = now_s()
+    code = views.member_code(store, member_id, now)
+    step_end = (now // pay.STEP_SECONDS + 1) * pay.STEP_SECONDS
+    return {
+        "code": code,
+        "svg": qr.svg(code, i18n.words(lang)["member_code_qr"]),
+        "step": now // pay.STEP_SECONDS,
+        "renew_in": max(1, step_end - now),
+    }
+
+
+@router.get("/wallet/", include_in_schema=False)
+def overview(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    if member is None:
+        return to_sign_in()
+    seen = views.overview(store, member, datetime.now(UTC))
+    if seen is None:
+        return to_sign_in()
+    code = _code_view(store, member, lang)
+    return page(
+        request,
+        "overview",
+        lang,
+        signed_in=True,
+        o=seen,
+        code=code["code"],
+        code_svg=code["svg"],
+        renew_in=code["renew_in"],
+    )
+
+
+@router.get("/wallet/activity", include_in_schema=False)
+def activity(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    if member is None:
+        return to_sign_in()
+    return page(request, "activity", lang, signed_in=True, visits=views.activity(store, member))
+
+
+@router.get("/wallet/coupons", include_in_schema=False)
+def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    if member is None:
+        return to_sign_in()
+    label = i18n.words(lang)["coupon_qr"]
+    shown = [
+        {**_fields(c), "svg": qr.svg(c.code, label.format(name=c.text))}
+        for c in views.coupons(store, member, datetime.now(UTC))
+    ]
+    return page(request, "coupons", lang, signed_in=True, coupons=shown)
+
+
+def _fields(coupon: views.CouponView) -> dict[str, Any]:
+    return {name: getattr(coupon, name) for name in coupon.__slots__}
+
+
+@router.get("/wallet/member-code", include_in_schema=False)
+def member_code(store: Store, lang: Lang, member: Member) -> JSONResponse:
+    if member is None:
+        raise ApiError(ErrorCode.WALLET_SIGN_IN_REQUIRED, "sign in to the wallet first")
+    return JSONResponse(_code_view(store, member, lang), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/wallet/offline", include_in_schema=False)
+def offline(request: Request, lang: Lang) -> Response:
+    reply = page(request, "offline", lang)
+    reply.headers["Cache-Control"] = "no-cache"
+    return reply
+
+
+@router.get("/wallet/manifest.webmanifest", include_in_schema=False)
+def manifest() -> Response:
+    return _static("manifest.webmanifest")
+
+
+@router.get("/wallet/sw.js", include_in_schema=False)
+def service_worker() -> Response:
+    reply = _static("sw.js")
+    reply.headers["Cache-Control"] = "no-cache"
+    return reply
+
+
+@router.get("/wallet/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    return _static(name)
+
+
+def _static(name: str) -> Response:
+    found = pages.static_file(name)
+    if found is None:
+        raise ApiError(ErrorCode.NOT_FOUND, "no such file")
+    content, kind = found
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    return Response(content, media_type=kind, headers=headers)
+
+
+# -- administration -------------------------------------------------------------------------------------
+
+
+class ContactsIn(BaseModel):
+    email: str | None = Field(None, max_length=254)
+    phone: str | None = Field(None, max_length=32)
+
+
+contact_errors = errors(
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.UNKNOWN_MEMBER,
+    ErrorCode.WALLET_BAD_CONTACT,
+)
+
+
+@router.put("/v1/admin/members/{member_id}/contacts", tags=["wallet"], responses=contact_errors)
+def put_contacts(store: Store, member_id: str, body: ContactsIn, admin: Admin) -> dict[str, str]:
+    """Set the member's email address and/or phone number (taken from another member if it had it)."""
+    if store.member(member_id) is None:
+        raise ApiError(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
+    try:
+        wanted = [signin.contact_of(text) for text in (body.email, body.phone) if text]
+    except signin.WalletRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    now = now_s()
+
+    def save(tx: Tx) -> dict[str, str]:
+        for contact in wanted:
+            signin.set_contact(tx, member_id, contact, f"admin:{admin}", now, take=True)
+        return signin.contacts(tx, member_id)
+
+    result: dict[str, str] = store.db.transact(save)
+    return result
+
+
+@router.get("/v1/admin/members/{member_id}/contacts", tags=["wallet"], responses=contact_errors)
+def get_contacts(store: Store, member_id: str, admin: Admin) -> dict[str, str]:
+    with store.db.read() as tx:
+        return signin.contacts(tx, member_id)
+
+
+__all__ = ["CSP", "router"]

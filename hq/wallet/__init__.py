@@ -1,0 +1,13 @@
+"""The member's wallet on the phone, served by head office at ``/wallet/`` (docs/wallet.md).
+
+    senders   how a one-time sign-in code reaches the member: ``Sender`` (console, files, SMTP) and
+              ``SmsGateway`` (an HTTP webhook), chosen by ``sender_from_spec``
+    signin    contacts (an email address or a phone number per member), one-time codes (a digest, a short
+              life, counted attempts, single use, rate limits) and sessions (a cookie's digest)
+    views     what the pages show: tier and progress, points and their lots, stored value, visits, the
+              member's own coupons, the member code signed for the current time step
+    qr        QR codes drawn as inline SVG (the ``qrcode`` library encodes)
+    i18n      the pages' words in English, Japanese and Chinese, chosen by Accept-Language or a switch
+
+The routes are ``hq.api.wallet``; the templates and static files ship inside this package.
+"""

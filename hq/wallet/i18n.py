@@ -1,0 +1,144 @@
+"""The wallet's words in English, Japanese and Chinese (simplified). A page's language is the one the
+member picked (the switch sets a cookie), else the first of Accept-Language the wallet speaks, else English."""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "ja", "zh")
+NAMES = {"en": "English", "ja": "日本語", "zh": "中文"}
+
+_WORDS: dict[str, tuple[str, str, str]] = {
+    "wallet": ("Your wallet", "ウォレット", "我的钱包"),
+    "skip": ("Skip to the content", "本文へ移動", "跳到正文"),
+    "nav": ("Wallet sections", "ウォレットのメニュー", "钱包栏目"),
+    "overview": ("Overview", "概要", "概览"),
+    "activity": ("Visits", "ご利用履歴", "消费记录"),
+    "coupons": ("Coupons", "クーポン", "优惠券"),
+    "language": ("Language", "言語", "语言"),
+    "sign_out": ("Sign out", "ログアウト", "退出登录"),
+    "sign_out_everywhere": (
+        "Sign out on every device (a lost phone)",
+        "すべての端末でログアウト（紛失した端末も）",
+        "在所有设备上退出（含丢失的手机）",
+    ),
+    "sign_in": ("Sign in to your wallet", "ウォレットにログイン", "登录钱包"),
+    "contact": ("Email address or phone number (+…)", "メールアドレスまたは電話番号（+…）", "电子邮箱或手机号（+…）"),
+    "send_code": ("Send me a code", "コードを送る", "发送验证码"),
+    "code_sent": (
+        "If this contact belongs to a member, a code is on its way. It works once, for 10 minutes.",
+        "会員の連絡先であれば、コードを送りました。10分間、1回だけ使えます。",
+        "如果该联系方式属于会员，验证码已发送。10分钟内有效，仅可使用一次。",
+    ),
+    "code": ("The code we sent you", "届いたコード", "收到的验证码"),
+    "check_code": ("Sign in", "ログイン", "登录"),
+    "another_code": ("Ask for another code", "コードを再送する", "重新获取验证码"),
+    "hello": ("Hello, {name}", "{name} さん", "{name}，您好"),
+    "member_no": ("Member number", "会員番号", "会员号"),
+    "tier": ("Tier", "ランク", "等级"),
+    "next_tier": (
+        "{needed} more to reach {tier}",
+        "{tier} まであと {needed}",
+        "还差 {needed} 升至 {tier}",
+    ),
+    "top_tier": ("You are at the top tier.", "最上位ランクです。", "您已是最高等级。"),
+    "progress": ("Progress to the next tier", "次のランクまでの進み具合", "升级进度"),
+    "points": ("Points", "ポイント", "积分"),
+    "stored_value": ("Balance", "残高", "余额"),
+    "lots": ("Your points and when they expire", "ポイントの有効期限", "积分及到期时间"),
+    "earned_on": ("Earned", "獲得日", "获得日期"),
+    "remaining": ("Left", "残り", "剩余"),
+    "expires": ("Expires", "有効期限", "到期"),
+    "never": ("never", "なし", "永久"),
+    "no_lots": ("No points yet.", "ポイントはまだありません。", "暂无积分。"),
+    "member_code": ("Your member code", "会員コード", "会员码"),
+    "member_code_help": (
+        "Show it at the till to collect points. It changes every 30 seconds.",
+        "レジで見せるとポイントがたまります。30秒ごとに変わります。",
+        "结账时出示即可积分。每30秒更新一次。",
+    ),
+    "member_code_qr": ("QR code of your member code", "会員コードのQRコード", "会员码二维码"),
+    "offline": (
+        "No connection: the member code needs head office. Points and coupons show again when you are online.",
+        "接続がありません：会員コードの表示には通信が必要です。",
+        "无网络连接：会员码需要联网显示。",
+    ),
+    "when": ("When", "日時", "时间"),
+    "store": ("Store", "店舗", "门店"),
+    "kind": ("What", "内容", "类型"),
+    "total": ("Total", "合計", "金额"),
+    "paid": ("Paid", "支払", "实付"),
+    "sale": ("Purchase", "お買い上げ", "购物"),
+    "refund": ("Refund", "返品", "退货"),
+    "void": ("Cancelled", "取消", "取消"),
+    "no_visits": ("No visits yet.", "ご利用はまだありません。", "暂无消费记录。"),
+    "no_coupons": (
+        "No coupons for you right now.",
+        "現在ご利用いただけるクーポンはありません。",
+        "当前没有可用的优惠券。",
+    ),
+    "valid_from": ("From", "開始", "开始"),
+    "valid_until": ("Until", "終了", "截止"),
+    "min_spend": ("Minimum spend", "最低利用金額", "最低消费"),
+    "used": ("Used", "使用済み", "已使用"),
+    "show_at_till": ("Show this code at the till", "レジでこのコードを見せてください", "结账时出示此码"),
+    "coupon_qr": ("QR code of coupon {name}", "クーポン {name} のQRコード", "优惠券 {name} 的二维码"),
+    "error": ("Sorry", "エラー", "出错了"),
+    "signed_out": ("You are signed out.", "ログアウトしました。", "您已退出登录。"),
+    "wallet_bad_contact": (
+        "Type an email address, or a phone number starting with +.",
+        "メールアドレスか、+で始まる電話番号を入力してください。",
+        "请输入电子邮箱，或以+开头的手机号。",
+    ),
+    "wallet_rate_limited": (
+        "Too many codes asked for: wait a few minutes.",
+        "コードの要求が多すぎます。数分待ってください。",
+        "请求验证码次数过多，请稍候再试。",
+    ),
+    "wallet_code_wrong": (
+        "That is not the code we sent: check it and try again.",
+        "コードが違います。確認してもう一度入力してください。",
+        "验证码不正确，请检查后重试。",
+    ),
+    "wallet_code_expired": (
+        "That code has expired or was used: ask for a new one.",
+        "コードの有効期限が切れたか、使用済みです。新しいコードを求めてください。",
+        "验证码已过期或已使用，请重新获取。",
+    ),
+    "wallet_too_many_attempts": (
+        "Too many wrong codes: ask for a new one in a few minutes.",
+        "間違いが多すぎます。数分後に新しいコードを求めてください。",
+        "错误次数过多，请几分钟后重新获取验证码。",
+    ),
+    "wallet_bad_origin": (
+        "This form must be sent from the wallet's own page.",
+        "このフォームはウォレットのページから送信してください。",
+        "请从钱包页面提交此表单。",
+    ),
+}
+
+
+def pick(accept_language: str | None, chosen: str | None = None) -> str:
+    """The page's language: ``chosen`` if the wallet speaks it, else the best of Accept-Language."""
+    if chosen in LANGUAGES:
+        return str(chosen)
+    weighted: list[tuple[float, int, str]] = []
+    for index, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and quality > 0:
+            weighted.append((-quality, index, primary))
+    return min(weighted)[2] if weighted else "en"
+
+
+def words(lang: str) -> dict[str, str]:
+    """Every word of the pages in ``lang`` (English for a language the wallet does not speak)."""
+    at = LANGUAGES.index(lang) if lang in LANGUAGES else 0
+    return {key: texts[at] for key, texts in _WORDS.items()}
+
+
+__all__ = ["LANGUAGES", "NAMES", "pick", "words"]

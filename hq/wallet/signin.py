@@ -1,0 +1,273 @@
+"""Signing in to the wallet: contacts, one-time codes, sessions. Every function takes ``now`` (unix
+seconds) so that the rules can be tested without waiting.
+
+    contact   an email address (lower case) or a phone number (``+`` and 8 to 15 digits); one member each
+              (``member_contacts``), set on the join page or by an administrator
+    code      8 random digits, sent to the contact; only ``sha256(code_id:code)`` is stored, with its expiry
+              (``CODE_TTL``), its wrong attempts (``MAX_ATTEMPTS``, then it is dead) and its use (once).
+              Asking again kills the codes still live for that contact: one live code at a time.
+    limits    ``MAX_CODES`` codes per contact and ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
+              a contact no member has still counts and gets the same answer (nothing is sent): the
+              answer never says whether a contact is known
+    session   a random token in the member's cookie; ``wallet_sessions`` keeps its sha256, the member,
+              how it began (``code`` or ``join``), its expiry (``SESSION_TTL``) and when it was ended
+
+Refusals are ``WalletRefused(code)`` with a ``sync.protocol.ErrorCode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hq.db.engine import Tx
+from hq.errors import HqError
+from hq.store import HqStore
+from sync.protocol import ErrorCode
+
+CODE_DIGITS = 8
+CODE_TTL = 600
+MAX_ATTEMPTS = 5
+RATE_WINDOW = 900
+MAX_CODES = 3
+MAX_CODES_FROM = 20
+SESSION_TTL = 14 * 86400
+EMAIL, PHONE = "email", "phone"
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+_PHONE = re.compile(r"\+[1-9][0-9]{7,14}")
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+
+
+class WalletRefused(HqError):
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.value)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    """A code to send: ``member_id`` is None when no member has the contact (then nothing is sent)."""
+
+    contact: Contact
+    member_id: str | None
+    code: str
+    expires_at: int
+
+
+def contact_of(text: str) -> Contact:
+    """The normalised contact of what the member typed; ``WalletRefused(wallet_bad_contact)`` otherwise."""
+    text = text.strip()
+    if "@" in text:
+        email = text.lower()
+        if len(email) <= 254 and _EMAIL.fullmatch(email):
+            return Contact(EMAIL, email)
+    else:
+        phone = _PHONE_PUNCTUATION.sub("", text)
+        if _PHONE.fullmatch(phone):
+            return Contact(PHONE, phone)
+    raise WalletRefused(ErrorCode.WALLET_BAD_CONTACT, "Type an email address, or a phone number starting with +.")
+
+
+def digest(code_id: str, code: str) -> str:
+    return hashlib.sha256(f"{code_id}:{code}".encode()).hexdigest()
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _stamp(now: int) -> str:
+    return datetime.fromtimestamp(now, UTC).isoformat()
+
+
+# -- contacts -----------------------------------------------------------------------------------------
+
+
+def set_contact(tx: Tx, member_id: str, contact: Contact, by: str, now: int, *, take: bool = False) -> None:
+    """Give ``member_id`` this contact (replacing the member's contact of that kind). A contact another
+    member holds is refused (``wallet_contact_taken``) unless ``take`` (an administrator moves it)."""
+    held = tx.one(
+        f"SELECT member_id FROM member_contacts WHERE kind = ? AND contact = ?{tx.for_update}",
+        [contact.kind, contact.value],
+    )
+    if held is not None and str(held[0]) != member_id and not take:
+        raise WalletRefused(ErrorCode.WALLET_CONTACT_TAKEN, "That contact belongs to another member.")
+    tx.run("DELETE FROM member_contacts WHERE member_id = ? AND kind = ?", [member_id, contact.kind])
+    tx.run("DELETE FROM member_contacts WHERE kind = ? AND contact = ?", [contact.kind, contact.value])
+    tx.run(
+        "INSERT INTO member_contacts (kind, contact, member_id, created_at, set_by) VALUES (?, ?, ?, ?, ?)",
+        [contact.kind, contact.value, member_id, _stamp(now), by],
+    )
+
+
+def contacts(tx: Tx, member_id: str) -> dict[str, str]:
+    rows = tx.all("SELECT kind, contact FROM member_contacts WHERE member_id = ? ORDER BY kind", [member_id])
+    return {str(kind): str(value) for kind, value in rows}
+
+
+def _member_of(tx: Tx, contact: Contact) -> str | None:
+    row = tx.one(
+        "SELECT c.member_id FROM member_contacts c JOIN members m ON m.member_id = c.member_id "
+        "WHERE c.kind = ? AND c.contact = ? AND m.deleted = 0 AND m.status = 'active'",
+        [contact.kind, contact.value],
+    )
+    return None if row is None else str(row[0])
+
+
+# -- one-time codes -----------------------------------------------------------------------------------
+
+
+def request_code(store: HqStore, text: str, source: str, now: int) -> IssuedCode:
+    """A new code for the contact in ``text``, asked from ``source`` (the client's address). Refused with
+    ``wallet_bad_contact`` or ``wallet_rate_limited``; the caller sends it when ``member_id`` is set."""
+    contact = contact_of(text)
+    key = f"{contact.kind}:{contact.value}"
+
+    def issue(tx: Tx) -> IssuedCode:
+        since = now - RATE_WINDOW
+        (asked,) = tx.one("SELECT COUNT(*) FROM wallet_codes WHERE contact = ? AND created_at > ?", [key, since]) or (
+            0,
+        )
+        (from_source,) = tx.one(
+            "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND created_at > ?", [source, since]
+        ) or (0,)
+        if int(asked) >= MAX_CODES or int(from_source) >= MAX_CODES_FROM:
+            raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, "Too many codes asked for: wait a few minutes.")
+        member_id = _member_of(tx, contact)
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        code_id = secrets.token_hex(16)
+        tx.run("UPDATE wallet_codes SET used_at = ? WHERE contact = ? AND used_at IS NULL", [now, key])
+        tx.run(
+            "INSERT INTO wallet_codes (code_id, contact, member_id, code_sha256, source, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [code_id, key, member_id, digest(code_id, code), source, now, now + CODE_TTL],
+        )
+        return IssuedCode(contact, member_id, code, now + CODE_TTL)
+
+    return store.db.transact(issue)
+
+
+def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
+    """(member id, session token) for the live code of the contact in ``text``. The code is used once;
+    a wrong one counts (``wallet_code_wrong``) and the ``MAX_ATTEMPTS``-th wrong one kills it
+    (``wallet_too_many_attempts``); no live code is ``wallet_code_expired``."""
+    contact = contact_of(text)
+    key = f"{contact.kind}:{contact.value}"
+    typed = "".join(code.split())
+
+    def check(tx: Tx) -> tuple[ErrorCode | None, str, str]:
+        row = tx.one(
+            "SELECT code_id, member_id, code_sha256, attempts FROM wallet_codes "
+            f"WHERE contact = ? AND used_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1{tx.for_update}",
+            [key, now],
+        )
+        if row is None:
+            return ErrorCode.WALLET_CODE_EXPIRED, "", ""
+        code_id, member_id, held, attempts = str(row[0]), row[1], str(row[2]), int(row[3])
+        right = hmac.compare_digest(digest(code_id, typed), held)
+        if right and member_id is not None and _member_of(tx, contact) == member_id:
+            tx.run("UPDATE wallet_codes SET used_at = ? WHERE code_id = ?", [now, code_id])
+            return None, str(member_id), open_session(tx, str(member_id), "code", now)
+        attempts += 1
+        dead = attempts >= MAX_ATTEMPTS
+        tx.run(
+            "UPDATE wallet_codes SET attempts = ?, used_at = ? WHERE code_id = ?",
+            [attempts, now if dead else None, code_id],
+        )
+        return (ErrorCode.WALLET_TOO_MANY_ATTEMPTS if dead else ErrorCode.WALLET_CODE_WRONG), "", ""
+
+    refused, member_id, token = store.db.transact(check)
+    if refused is not None:
+        raise WalletRefused(refused, _MESSAGES[refused])
+    return member_id, token
+
+
+_MESSAGES = {
+    ErrorCode.WALLET_CODE_EXPIRED: "That code has expired or was used: ask for a new one.",
+    ErrorCode.WALLET_CODE_WRONG: "That is not the code we sent: check it and try again.",
+    ErrorCode.WALLET_TOO_MANY_ATTEMPTS: "Too many wrong codes: ask for a new one in a few minutes.",
+}
+
+
+# -- sessions -----------------------------------------------------------------------------------------
+
+
+def open_session(tx: Tx, member_id: str, via: str, now: int) -> str:
+    """A new session for the member (``via``: "code" or "join"); returns the cookie's token."""
+    token = secrets.token_urlsafe(32)
+    tx.run(
+        "INSERT INTO wallet_sessions (token_sha256, member_id, via, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        [token_digest(token), member_id, via, now, now + SESSION_TTL],
+    )
+    return token
+
+
+def session_member(store: HqStore, token: str, now: int) -> str | None:
+    """The member of a live session's token (not expired, not ended, the member still active)."""
+    if not token or len(token) > 128:
+        return None
+    with store.db.read() as tx:
+        row = tx.one(
+            "SELECT s.member_id FROM wallet_sessions s JOIN members m ON m.member_id = s.member_id "
+            "WHERE s.token_sha256 = ? AND s.ended_at IS NULL AND s.expires_at > ? AND m.deleted = 0 "
+            "AND m.status = 'active'",
+            [token_digest(token), now],
+        )
+    return None if row is None else str(row[0])
+
+
+def end_session(store: HqStore, token: str, now: int) -> bool:
+    """Sign out: the session's token works no more. False when it was not a live session."""
+    changed = store.db.transact(
+        lambda tx: tx.run(
+            "UPDATE wallet_sessions SET ended_at = ? WHERE token_sha256 = ? AND ended_at IS NULL",
+            [now, token_digest(token)],
+        )
+    )
+    return changed == 1
+
+
+def end_all_sessions(store: HqStore, member_id: str, now: int) -> int:
+    """Sign out everywhere: every live session of the member ends; returns how many."""
+    return store.db.transact(
+        lambda tx: tx.run(
+            "UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id]
+        )
+    )
+
+
+def forget(tx: Tx, member_id: str, now: int) -> None:
+    """After an erasure: the member's contacts go, its sessions end, its codes die."""
+    tx.run("DELETE FROM member_contacts WHERE member_id = ?", [member_id])
+    tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
+    tx.run("UPDATE wallet_codes SET used_at = ? WHERE member_id = ? AND used_at IS NULL", [now, member_id])
+
+
+__all__ = [
+    "CODE_TTL",
+    "MAX_ATTEMPTS",
+    "SESSION_TTL",
+    "Contact",
+    "IssuedCode",
+    "WalletRefused",
+    "contact_of",
+    "contacts",
+    "end_all_sessions",
+    "end_session",
+    "forget",
+    "open_session",
+    "request_code",
+    "session_member",
+    "set_contact",
+    "sign_in",
+]

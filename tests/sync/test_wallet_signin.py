@@ -1,0 +1,138 @@
+"""Signing in to the wallet, the rules alone (``hq.wallet.signin`` over a real head-office database, on
+SQLite and PostgreSQL), with the clock passed in: a code is stored only as a digest, lives 10 minutes,
+works once, dies after 5 wrong tries, is one of at most 3 an hour-quarter per contact; a code for member
+A never signs in B; sessions expire, end at sign-out and at erasure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+
+from hq.erasure import erase_member
+from hq.store import HqStore
+from hq.wallet import signin
+from hq.wallet.signin import WalletRefused
+from sync.protocol import ErrorCode
+from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+
+T0 = 1_800_000_000
+AIKO, BEN = "aiko@example.com", "+819012345678"
+
+
+@pytest.fixture
+def hq(hq_url: str) -> Iterator[HqStore]:  # noqa: F811 - the fixture
+    store = HqStore(hq_url)
+    store.upsert_member("M-A", "Aiko", "basic", 0)
+    store.upsert_member("M-B", "Ben", "basic", 0)
+    store.db.transact(lambda tx: signin.set_contact(tx, "M-A", signin.contact_of(" Aiko@Example.COM "), "test", T0))
+    store.db.transact(lambda tx: signin.set_contact(tx, "M-B", signin.contact_of("+81 90-1234-5678"), "test", T0))
+    yield store
+    store.close()
+
+
+def refused(call: object) -> ErrorCode:
+    assert callable(call)
+    with pytest.raises(WalletRefused) as info:
+        call()
+    return info.value.code
+
+
+def test_contacts_are_normalised_and_bad_ones_refused() -> None:
+    assert signin.contact_of(" Aiko@Example.COM ") == signin.Contact("email", "aiko@example.com")
+    assert signin.contact_of("+81 (90) 1234-5678") == signin.Contact("phone", "+819012345678")
+    for bad in ("", "aiko", "aiko@", "@example.com", "09012345678", "+0123456789", "+12", "a b@example.com"):
+        assert refused(lambda bad=bad: signin.contact_of(bad)) is ErrorCode.WALLET_BAD_CONTACT, bad
+
+
+def test_a_code_signs_in_once_and_only_its_digest_is_stored(hq: HqStore) -> None:
+    issued = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    assert issued.member_id == "M-A" and len(issued.code) == signin.CODE_DIGITS and issued.code.isdigit()
+    with hq.db.read() as tx:
+        rows = tx.all("SELECT code_id, code_sha256 FROM wallet_codes")
+        dump = repr(tx.all("SELECT * FROM wallet_codes"))
+    assert issued.code not in dump
+    assert rows[0][1] == hashlib.sha256(f"{rows[0][0]}:{issued.code}".encode()).hexdigest()
+    member, token = signin.sign_in(hq, "AIKO@example.com", issued.code, T0 + 5)
+    assert member == "M-A" and signin.session_member(hq, token, T0 + 6) == "M-A"
+    with hq.db.read() as tx:
+        assert token not in repr(tx.all("SELECT * FROM wallet_sessions"))
+    assert refused(lambda: signin.sign_in(hq, AIKO, issued.code, T0 + 7)) is ErrorCode.WALLET_CODE_EXPIRED
+
+
+def test_an_expired_code_is_refused(hq: HqStore) -> None:
+    issued = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    late = T0 + signin.CODE_TTL
+    assert refused(lambda: signin.sign_in(hq, AIKO, issued.code, late)) is ErrorCode.WALLET_CODE_EXPIRED
+
+
+def test_five_wrong_codes_kill_the_code(hq: HqStore) -> None:
+    issued = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    wrong = f"{(int(issued.code) + 1) % 10**signin.CODE_DIGITS:0{signin.CODE_DIGITS}d}"
+    codes = [refused(lambda: signin.sign_in(hq, AIKO, wrong, T0 + 1)) for _ in range(signin.MAX_ATTEMPTS)]
+    assert codes == [ErrorCode.WALLET_CODE_WRONG] * (signin.MAX_ATTEMPTS - 1) + [ErrorCode.WALLET_TOO_MANY_ATTEMPTS]
+    assert refused(lambda: signin.sign_in(hq, AIKO, issued.code, T0 + 2)) is ErrorCode.WALLET_CODE_EXPIRED
+
+
+def test_asking_again_kills_the_earlier_code_and_requests_are_limited(hq: HqStore) -> None:
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    second = signin.request_code(hq, AIKO, "10.0.0.2", T0 + 1)
+    if first.code != second.code:
+        assert refused(lambda: signin.sign_in(hq, AIKO, first.code, T0 + 2)) is ErrorCode.WALLET_CODE_WRONG
+    signin.request_code(hq, AIKO, "10.0.0.3", T0 + 2)
+    assert refused(lambda: signin.request_code(hq, AIKO, "10.0.0.4", T0 + 3)) is ErrorCode.WALLET_RATE_LIMITED
+    assert signin.request_code(hq, AIKO, "10.0.0.4", T0 + signin.RATE_WINDOW + 1).member_id == "M-A"
+
+
+def test_one_address_may_ask_for_a_bounded_number_of_codes(hq: HqStore) -> None:
+    for n in range(signin.MAX_CODES_FROM):
+        signin.request_code(hq, f"someone{n}@example.com", "10.9.9.9", T0 + n)
+    more = lambda: signin.request_code(hq, AIKO, "10.9.9.9", T0 + 100)  # noqa: E731
+    assert refused(more) is ErrorCode.WALLET_RATE_LIMITED
+
+
+def test_an_unknown_contact_gets_the_same_answer_and_nothing_to_send(hq: HqStore) -> None:
+    issued = signin.request_code(hq, "nobody@example.com", "10.0.0.1", T0)
+    assert issued.member_id is None
+    assert refused(lambda: signin.sign_in(hq, "nobody@example.com", issued.code, T0 + 1)) is ErrorCode.WALLET_CODE_WRONG
+
+
+def test_a_code_for_member_a_cannot_sign_in_b(hq: HqStore) -> None:
+    code_a = signin.request_code(hq, AIKO, "10.0.0.1", T0).code
+    assert refused(lambda: signin.sign_in(hq, BEN, code_a, T0 + 1)) is ErrorCode.WALLET_CODE_EXPIRED
+    code_b = signin.request_code(hq, BEN, "10.0.0.1", T0 + 2).code
+    if code_a != code_b:
+        assert refused(lambda: signin.sign_in(hq, BEN, code_a, T0 + 3)) is ErrorCode.WALLET_CODE_WRONG
+    assert signin.sign_in(hq, BEN, code_b, T0 + 4)[0] == "M-B"
+    assert signin.sign_in(hq, AIKO, code_a, T0 + 5)[0] == "M-A"
+
+
+def test_a_contact_belongs_to_one_member(hq: HqStore) -> None:
+    take = lambda: hq.db.transact(lambda tx: signin.set_contact(tx, "M-B", signin.contact_of(AIKO), "join", T0))  # noqa: E731
+    assert refused(take) is ErrorCode.WALLET_CONTACT_TAKEN
+    hq.db.transact(lambda tx: signin.set_contact(tx, "M-B", signin.contact_of(AIKO), "admin:x", T0, take=True))
+    with hq.db.read() as tx:
+        assert signin.contacts(tx, "M-B") == {"email": AIKO, "phone": BEN}
+        assert signin.contacts(tx, "M-A") == {}
+
+
+def test_a_code_asked_before_its_contact_moved_signs_in_nobody(hq: HqStore) -> None:
+    issued = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    hq.db.transact(lambda tx: signin.set_contact(tx, "M-B", signin.contact_of(AIKO), "admin:x", T0, take=True))
+    assert refused(lambda: signin.sign_in(hq, AIKO, issued.code, T0 + 1)) is ErrorCode.WALLET_CODE_WRONG
+
+
+def test_sessions_expire_end_at_sign_out_and_at_erasure(hq: HqStore) -> None:
+    token = hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", T0))
+    assert signin.session_member(hq, token, T0 + signin.SESSION_TTL - 1) == "M-A"
+    assert signin.session_member(hq, token, T0 + signin.SESSION_TTL) is None
+    assert signin.session_member(hq, token + "x", T0) is None and signin.session_member(hq, "", T0) is None
+    assert signin.end_session(hq, token, T0 + 1) and signin.session_member(hq, token, T0 + 2) is None
+    assert not signin.end_session(hq, token, T0 + 3)
+    other = hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "join", T0))
+    erase_member(hq, "M-A", "privacy desk")
+    assert signin.session_member(hq, other, T0 + 1) is None
+    with hq.db.read() as tx:
+        assert signin.contacts(tx, "M-A") == {}
+    assert signin.request_code(hq, AIKO, "10.0.0.1", T0 + 10).member_id is None
