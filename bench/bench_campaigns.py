@@ -109,7 +109,7 @@ def other_spec() -> dict[str, Any]:
 
 
 def prepare_other(store: HqStore) -> None:
-    """The holdout, the cap, and an earlier campaign issued to a third of the members today."""
+    """The holdout, the cap, and an earlier campaign that reached a third of the members 13 hours before."""
     campaigns.save_settings(store.db, {"holdout": {"share": 0.05, "days": 90}, "offer_cap": {"max": 1, "days": 1}})
     with store.db.read() as tx:
         ids = [str(r[0]) for r in tx.all("SELECT member_id FROM members ORDER BY member_id")]
@@ -117,7 +117,7 @@ def prepare_other(store: HqStore) -> None:
     with store.db.write() as tx:
         tx.many(
             "INSERT INTO campaign_members (campaign_id, member_id, occasion, arm, coupon_id, day, until_day, issued_at) "
-            f"VALUES ('earlier', ?, 'once', 'a', NULL, '{DAY.isoformat()}', '2026-03-09', '2026-03-01T00:00:00Z')",
+            f"VALUES ('earlier', ?, 'once', 'a', NULL, '{DAY.isoformat()}', '2026-03-09', '2026-03-01T12:00:00.000Z')",
             earlier,
         )
 
