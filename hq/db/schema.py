@@ -258,6 +258,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL)",
         ],
     ),
+    # The chain's scale (docs/performance.md, bench/bench_scale.py): every statistics row is written at ingest,
+    # so an index no query reads costs every sale. Members' statistics are found through the primary keys
+    # (member_id first); no query orders or filters on the last visit or on a category's days.
+    (
+        "m014_scale_indexes",
+        [
+            "DROP INDEX IF EXISTS idx_member_totals_last_visit",
+            "DROP INDEX IF EXISTS idx_member_category_days_member",
+            "DROP INDEX IF EXISTS idx_member_category_days",
+        ],
+    ),
 ]
 
 
