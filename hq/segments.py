@@ -580,11 +580,23 @@ def count(tx: Tx, definition: SegmentDefinition, as_of: date) -> int:
     return int(row[0]) if row else 0
 
 
+def _whole(compiled: Compiled, dialect: str) -> str:
+    """``WITH q AS (the segment)``: on PostgreSQL a materialised CTE, planned for every member. Left to see
+    ``ORDER BY member_id LIMIT n`` above it, the planner walks the statistics in member order through
+    their primary keys (a merge join that stops early), though a count needs every member: at a million
+    members, minutes instead of the seconds of hashing them."""
+    fence = " MATERIALIZED" if dialect == "postgres" else ""
+    return f"WITH q AS{fence} ({compiled.sql}) "
+
+
 def sample(tx: Tx, definition: SegmentDefinition, as_of: date, size: int) -> list[str]:
     """The first ``size`` members by member id (deterministic: the same day gives the same sample)."""
     compiled = compile_segment(definition, as_of, tx.dialect)
     _prepare(tx)
-    rows = tx.all(f"{compiled.sql} ORDER BY m.member_id LIMIT ?", [*compiled.params, min(max(size, 0), MAX_SAMPLE)])
+    rows = tx.all(
+        f"{_whole(compiled, tx.dialect)}SELECT q.member_id FROM q ORDER BY q.member_id LIMIT ?",
+        [*compiled.params, min(max(size, 0), MAX_SAMPLE)],
+    )
     return [str(r[0]) for r in rows]
 
 
@@ -595,7 +607,7 @@ def preview(tx: Tx, definition: SegmentDefinition, as_of: date, size: int = 20) 
     compiled = compile_segment(definition, as_of, tx.dialect)
     _prepare(tx)
     rows = tx.all(
-        f"SELECT q.member_id, COUNT(*) OVER () FROM ({compiled.sql}) q ORDER BY q.member_id LIMIT ?",
+        f"{_whole(compiled, tx.dialect)}SELECT q.member_id, COUNT(*) OVER () FROM q ORDER BY q.member_id LIMIT ?",
         [*compiled.params, min(size, MAX_SAMPLE)],
     )
     return {
