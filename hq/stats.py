@@ -148,7 +148,8 @@ class Deltas:
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
     days: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     categories: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    lost_visit: set[str] = field(default_factory=set)
+    lost_visit: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Members whose sales lost their visit, and those sales' times."""
 
     def add(self, row: SaleRow, delta: Figures) -> None:
         m = row.member_id
@@ -162,7 +163,7 @@ class Deltas:
             first, last = self.first_last.get(m, (row.made_at, row.made_at))
             self.first_last[m] = (min(first, row.made_at), max(last, row.made_at))
         elif delta.visits < 0:
-            self.lost_visit.add(m)
+            self.lost_visit[m].add(row.made_at)
         if delta.visits or delta.spend:
             d = self.days[(m, row.day, row.store_id)]
             d[0] += delta.visits
@@ -342,9 +343,22 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         "AND quantity = 0",
         [k for k, v in cats if v[0] < 0 or v[1] < 0],
     )
-    for member_id in sorted(deltas.lost_visit):
+    for member_id in _span_moved(tx, deltas.lost_visit):
         first, last = visit_span(tx, member_id)
         tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+
+
+def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
+    """The members whose first or last visit may have gone: a sale that lost its visit was made at that
+    very time. (A sale strictly between them leaves both standing: the sales made then still count.)"""
+    if not lost:
+        return []
+    cond, params = tx.in_list("member_id", sorted(lost))
+    spans = {
+        str(r[0]): (r[1], r[2])
+        for r in tx.all(f"SELECT member_id, first_visit, last_visit FROM member_totals WHERE {cond}", params)
+    }
+    return [m for m in sorted(lost) if m not in spans or lost[m] & {str(t) for t in spans[m] if t is not None}]
 
 
 UPSERT_ROWS = 1000
