@@ -508,18 +508,20 @@ def _rfm(cond: Rfm, as_of: date, dialect: str) -> Part:
     ok, ok_params = eligible("e")
     tiles: list[str] = []
     scores: list[str] = []
-    params: list[Any] = [first, last, *ok_params]
+    params: list[Any] = [first, last, *ok_params]  # the day window, then who is eligible, then the scores
     for column, scored in (("r", cond.recency), ("f", cond.frequency), ("mo", cond.monetary)):
         if scored is not None:
             tiles.append(f"NTILE(5) OVER (ORDER BY {_RFM_ORDER[column]}, {by_id}) AS {column}")
             scores.append(f"s.{column} BETWEEN ? AND ?")
             params += list(scored)
+    # Each member's days are summed first, then the eligible ones kept: the join sees one row a member, not
+    # one a day (a year of a million members is about ten million day rows).
     return _in(
         f"SELECT s.member_id FROM (SELECT a.member_id, {', '.join(tiles)} "
         "FROM (SELECT d.member_id, MAX(CASE WHEN d.visits > 0 THEN d.day END) AS last_day, "
         "SUM(d.visits) AS visits, SUM(d.spend) AS spend FROM member_days d "
-        "JOIN members e ON e.member_id = d.member_id "
-        f"WHERE d.day >= ? AND d.day <= ? AND {ok} GROUP BY d.member_id HAVING SUM(d.visits) > 0) a) s "
+        "WHERE d.day >= ? AND d.day <= ? GROUP BY d.member_id HAVING SUM(d.visits) > 0) a "
+        f"JOIN members e ON e.member_id = a.member_id WHERE {ok}) s "
         f"WHERE {' AND '.join(scores)}",
         params,
     )
