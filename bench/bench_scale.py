@@ -185,26 +185,37 @@ class Cluster:
     def url(self) -> str:
         return f"{self.server.url}?options=-csearch_path%3D{SCHEMA}"
 
-    def start(self) -> bool:
-        """Start the cluster; True when it already held a generated database."""
+    def start(self, shared_buffers: str | None = None) -> bool:
+        """Start the cluster; True when it already held a generated database. ``shared_buffers`` (e.g.
+        ``4GB``; the tests' server, and so the default here, keeps 128MB)."""
         held = (self.server.data / "PG_VERSION").exists()
-        if held:
-            if self.server.as_user:
-                shutil.chown(self.server.root, self.server.as_user, self.server.as_user)
-            self.server._start_on_port()
-        else:
-            self.server.start()
+        if not held:
+            self.server.start()  # initdb, then the tests' server
+            self._pg_ctl("stop")
+        if self.server.as_user:
+            shutil.chown(self.server.root, self.server.as_user, self.server.as_user)
+        options = [
+            f"-p {self.server.port}",
+            f"-k {self.server.root}",
+            "-c listen_addresses=127.0.0.1",
+            "-c max_connections=200",
+            f"-c shared_buffers={shared_buffers or '128MB'}",
+        ]
+        self._pg_ctl("start", "-l", str(self.server.root / "server.log"), "-o", " ".join(options))
         for name, value in SERVER_SETTINGS.items():
             self.server.execute(f"ALTER SYSTEM SET {name} = {value}")
         self.server.execute("SELECT pg_reload_conf()")
         return held and (self.server.root / "generated.json").exists()
+
+    def _pg_ctl(self, action: str, *args: str) -> None:
+        self.server._run("pg_ctl", "-D", str(self.server.data), *args, "-m", "fast", "-w", "-t", "120", action)
 
     def stop(self) -> None:
         if self.keep is None:
             self.server.stop()  # deletes the cluster
             return
         try:
-            self.server._run("pg_ctl", "-D", str(self.server.data), "-m", "fast", "-w", "-t", "120", "stop")
+            self._pg_ctl("stop")
         except RuntimeError:
             pass
 
@@ -787,6 +798,7 @@ def main() -> None:
     parser.add_argument("--coupons", type=int, default=100_000)
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--only", default="ingest,segments,coupons")
+    parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default: 128MB, as the tests)")
     args = parser.parse_args()
     if args.quick:
         args.members, args.sales, args.coupons = 20_000, 400_000, 10_000
@@ -795,7 +807,7 @@ def main() -> None:
     cluster = Cluster(args.keep)
     run = datetime.now(UTC).strftime("%H%M%S")
     try:
-        held = cluster.start()
+        held = cluster.start(args.shared_buffers)
         marker = cluster.server.root / "generated.json"
         if held:
             generated = json.loads(marker.read_text())
