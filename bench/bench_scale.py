@@ -2,7 +2,7 @@
 
 A population generated inside PostgreSQL (``INSERT ... SELECT ... FROM generate_series``, seeded hashes,
 nothing row by row from Python): M members (tiers, 1% blocked, 0.5% erased, birthdays for 80%, marketing
-consent for 60% (a tenth of it withdrawn), a preferred store for half), S journaled sales over the two
+consent for 66% (a tenth of it withdrawn), a preferred store for half), S journaled sales over the two
 years before the reference day (each visiting member comes back every 1 to 8 weeks; 12% never came, one
 visitor in six lapsed 2 to 13 months before the reference day) with the ``sales`` rows head office keeps
 and the statistics tables (``member_totals``, ``member_days``, ``member_category_days``) consistent with
@@ -19,7 +19,7 @@ those sales (checked against ``hq.stats.rebuild`` when ``--check``, the default 
                ``campaign`` (issuing them through hq/campaigns.py) is a hook, not measured yet.
 
     .venv/bin/python bench/bench_scale.py --quick                       # a smoke run, with the rebuild check
-    .venv/bin/python bench/bench_scale.py --members 1000000 --sales 20000000 --keep /var/tmp/scale-db
+    .venv/bin/python bench/bench_scale.py --members 1000000 --sales 20000000 --keep DIR
 
 ``--keep DIR`` keeps the PostgreSQL cluster in DIR: a later run with the same DIR (and sizes) reuses the
 generated database instead of generating it again. Without it the cluster is deleted at the end.
