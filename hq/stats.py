@@ -148,7 +148,8 @@ class Deltas:
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
     days: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     categories: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    lost_visit: set[str] = field(default_factory=set)
+    lost_visit: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Members whose sales lost their visit, and those sales' times."""
 
     def add(self, row: SaleRow, delta: Figures) -> None:
         m = row.member_id
@@ -162,7 +163,7 @@ class Deltas:
             first, last = self.first_last.get(m, (row.made_at, row.made_at))
             self.first_last[m] = (min(first, row.made_at), max(last, row.made_at))
         elif delta.visits < 0:
-            self.lost_visit.add(m)
+            self.lost_visit[m].add(row.made_at)
         if delta.visits or delta.spend:
             d = self.days[(m, row.day, row.store_id)]
             d[0] += delta.visits
@@ -229,14 +230,8 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
     entries = sorted(set(txn_ids))
     if not entries:
         return 0
-    cond, params = tx.in_list("txn_id", entries)
-    rows = tx.all(f"SELECT txn_id, kind, original_txn FROM journal WHERE {cond}", params)
     new = set(entries)
-    sales = sorted(
-        {str(t) if k == "sale" else str(o) for t, k, o in rows if k == "sale" or (k in ("refund", "void") and o)}
-    )
-    held = _sale_rows(tx, sales, known)
-    reversals = _reversals(tx, sorted(held), known)
+    held, reversals = _concerned(tx, entries, known)
     deltas = Deltas()
     for txn_id in sorted(held):
         row = held[txn_id]
@@ -245,6 +240,42 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
         deltas.add(row, figures(row.sale, [r for _, r in mine]).minus(before))
     write(tx, deltas)
     return len(held)
+
+
+def _concerned(
+    tx: Tx, entries: Sequence[str], known: Mapping[str, Any] | None
+) -> tuple[dict[str, SaleRow], dict[str, list[tuple[str, RefundPayload]]]]:
+    """The counted sales the entries are or reverse, and the counted reversals of each, in one read (one
+    round trip a push): what ``_sale_rows`` and ``_reversals`` read, for the sales the entries name."""
+    cond, params = tx.in_list("e.txn_id", list(entries))
+    rows = tx.all(
+        "WITH s AS (SELECT DISTINCT CASE WHEN e.kind = 'sale' THEN e.txn_id ELSE e.original_txn END AS txn_id "
+        f"FROM journal e WHERE {cond} AND (e.kind = 'sale' OR (e.kind IN ('refund', 'void') "
+        "AND e.original_txn IS NOT NULL AND e.original_txn <> ''))) "
+        "SELECT 0, j.txn_id, j.member_id, j.day, j.store_id, COALESCE(j.made_at, j.created_at), j.payload, j.effect, "
+        "j.kind FROM s JOIN journal j ON j.txn_id = s.txn_id WHERE j.kind = 'sale' AND j.member_id IS NOT NULL "
+        "UNION ALL SELECT 1, r.original_txn, r.txn_id, NULL, NULL, NULL, r.payload, r.effect, r.kind "
+        "FROM s JOIN journal r ON r.original_txn = s.txn_id WHERE r.kind IN ('refund', 'void')",
+        params,
+    )
+    known = known or {}
+    held: dict[str, SaleRow] = {}
+    for _, txn_id, member_id, day, store_id, made_at, text, effect, _kind in (r for r in rows if r[0] == 0):
+        sale = (known.get(str(txn_id)) or _payload("sale", str(text))) if effect in COUNTED else None
+        if isinstance(sale, SalePayload):
+            held[str(txn_id)] = SaleRow(str(txn_id), str(member_id), str(day), str(store_id), str(made_at), sale)
+    found: dict[str, list[tuple[str, RefundPayload]]] = defaultdict(list)
+    for _, original, txn_id, _m, _d, _s, text, effect, kind in sorted((r for r in rows if r[0] == 1), key=_by_txn):
+        if effect not in COUNTED or str(original) not in held:
+            continue
+        refund = known.get(str(txn_id)) or _payload(str(kind), str(text))
+        if isinstance(refund, RefundPayload):
+            found[str(original)].append((str(txn_id), refund))
+    return held, found
+
+
+def _by_txn(row: Sequence[Any]) -> str:
+    return str(row[2])
 
 
 # Adding a row of lifetime figures to a member's: counts add up, first and last visits widen.
@@ -262,55 +293,93 @@ _ADD_TO_TOTALS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Adding rows to a statistics table: its columns, their PostgreSQL types, and how a held row adds up."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    on_conflict: str
+
+
+TOTALS = Upsert(
+    "member_totals",
+    ("member_id", "first_visit", "last_visit", "visits", "spend", "coupons_redeemed", "updated_at"),
+    ("text", "text", "text", "bigint", "bigint", "bigint", "text"),
+    _ADD_TO_TOTALS,
+)
+DAYS = Upsert(
+    "member_days",
+    ("member_id", "day", "store_id", "visits", "spend"),
+    ("text", "text", "text", "bigint", "bigint"),
+    "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
+    "spend = member_days.spend + excluded.spend",
+)
+CATEGORY_DAYS = Upsert(
+    "member_category_days",
+    ("member_id", "day", "category", "spend", "quantity"),
+    ("text", "text", "text", "bigint", "bigint"),
+    "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
+    "quantity = member_category_days.quantity + excluded.quantity",
+)
+
+
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
     now = now or utc_now()
-    _upsert(
-        tx,
-        "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
-        "VALUES {values} " + _ADD_TO_TOTALS,
-        [(m, *deltas.first_last.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
-    )
+    totals = [(m, *deltas.first_last.get(m, (None, None)), *t, now) for m, t in sorted(deltas.totals.items())]
+    upsert(tx, TOTALS, totals)
     days = sorted(deltas.days.items())
-    _upsert(
-        tx,
-        "INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES {values} "
-        "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
-        "spend = member_days.spend + excluded.spend",
-        [(*k, v[0], v[1]) for k, v in days],
-    )
+    upsert(tx, DAYS, [(*k, v[0], v[1]) for k, v in days])
     tx.many(
         "DELETE FROM member_days WHERE member_id = ? AND day = ? AND store_id = ? AND visits = 0 AND spend = 0",
         [k for k, v in days if v[0] < 0 or v[1] < 0],
     )
     cats = sorted(deltas.categories.items())
-    _upsert(
-        tx,
-        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES {values} "
-        "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
-        "quantity = member_category_days.quantity + excluded.quantity",
-        [(*k, v[0], v[1]) for k, v in cats],
-    )
+    upsert(tx, CATEGORY_DAYS, [(*k, v[0], v[1]) for k, v in cats])
     tx.many(
         "DELETE FROM member_category_days WHERE member_id = ? AND day = ? AND category = ? AND spend = 0 "
         "AND quantity = 0",
         [k for k, v in cats if v[0] < 0 or v[1] < 0],
     )
-    for member_id in sorted(deltas.lost_visit):
+    for member_id in _span_moved(tx, deltas.lost_visit):
         first, last = visit_span(tx, member_id)
         tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+
+
+def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
+    """The members whose first or last visit may have gone: a sale that lost its visit was made at that
+    very time. (A sale strictly between them leaves both standing: the sales made then still count.)"""
+    if not lost:
+        return []
+    cond, params = tx.in_list("member_id", sorted(lost))
+    spans = {
+        str(r[0]): (r[1], r[2])
+        for r in tx.all(f"SELECT member_id, first_visit, last_visit FROM member_totals WHERE {cond}", params)
+    }
+    return [m for m in sorted(lost) if m not in spans or lost[m] & {str(t) for t in spans[m] if t is not None}]
 
 
 UPSERT_ROWS = 1000
 
 
-def _upsert(tx: Tx, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """One multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT ...`` per thousand rows (one round trip
-    rather than one per row; the rows' keys are distinct, as an upsert of one statement needs)."""
+def upsert(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]]) -> None:
+    """Add ``rows`` (distinct keys, in key order) to the table in one statement. PostgreSQL: the rows go as
+    one array a column (``INSERT ... SELECT * FROM unnest(...)``: one round trip, a plan of a few nodes
+    whatever the number of rows); SQLite: a multi-row ``VALUES`` per thousand rows."""
+    if not rows:
+        return
+    head = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
+    if tx.dialect == "postgres":
+        arrays = ", ".join(f"?::{t}[]" for t in spec.types)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        tx.run(f"{head}SELECT * FROM unnest({arrays}) {spec.on_conflict}", columns)
+        return
     for start in range(0, len(rows), UPSERT_ROWS):
         chunk = rows[start : start + UPSERT_ROWS]
-        one = "(" + ", ".join("?" * len(chunk[0])) + ")"
-        tx.run(sql.format(values=", ".join([one] * len(chunk))), [v for row in chunk for v in row])
+        one = "(" + ", ".join("?" * len(spec.columns)) + ")"
+        tx.run(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict}", [v for row in chunk for v in row])
 
 
 def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:

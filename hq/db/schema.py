@@ -309,6 +309,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_receipt_sales_number ON receipt_sales (receipt_number, store_id)",
         ],
     ),
+    # The chain's scale (docs/performance.md, bench/bench_scale.py): every statistics row is written at ingest,
+    # so an index no query reads costs every sale. Members' statistics are found through the primary keys
+    # (member_id first); no query orders or filters on the last visit or on a category's days.
+    (
+        "m014_scale_indexes",
+        [
+            "DROP INDEX IF EXISTS idx_member_totals_last_visit",
+            "DROP INDEX IF EXISTS idx_member_category_days_member",
+            "DROP INDEX IF EXISTS idx_member_category_days",
+        ],
+    ),
     # The member's wallet (hq/wallet/, docs/wallet.md): each member's contacts (an email address or a phone
     # number, one member each) that sign-in codes go to; each one-time code as a digest with its expiry, its
     # wrong attempts and its use; each session as the digest of its cookie's token. Self-contained: it reads
