@@ -584,16 +584,25 @@ def valid_days(decision: Decision, params: Params, last_day: date) -> int:
     return min(params.valid_days, (last_day - decision.day).days + 1)
 
 
+def _first_decisions(decisions: list[Decision]) -> dict[str, Decision]:
+    first: dict[str, Decision] = {}
+    for d in sorted(decisions, key=lambda d: d.day):
+        first.setdefault(d.member_id, d)
+    return first
+
+
 def variant_truth(
     report: dict[str, Any], params: Params, by_id: dict[str, SimMember], log: Log, last_day: date, variant: str
 ) -> dict[str, Any]:
-    """The planted effect of ``variant`` over every decided member, the oracle over its treated members,
-    and what head office measured."""
+    """The planted effect of ``variant`` per decided member (over its first decision's window, as the report
+    counts), the oracle per treated member, and what head office measured."""
     uplift = params.variants()[variant][1]
+    # The report's unit is the member over its first decision's window, so the truth is too.
+    first = _first_decisions(log.decisions)
     expected = [
-        planted(by_id[d.member_id], uplift, params.redeem, valid_days(d, params, last_day)) for d in log.decisions
+        planted(by_id[d.member_id], uplift, params.redeem, valid_days(d, params, last_day)) for d in first.values()
     ]
-    mine = [d for d in log.decisions if d.arm == variant]
+    mine = [d for d in first.values() if d.arm == variant]
     oracle = [log.extra.get((d.member_id, d.coupon_id or ""), 0) for d in mine]
     effect = next(e for e in report["effects"] if e["variant"] == variant and e["metric"] == "visits")
     truth: dict[str, Any] = {

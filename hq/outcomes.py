@@ -4,10 +4,9 @@ spend and margin per member over each member's window, with a 95 % confidence in
 the chain-wide holdout against everyone else: what the whole programme earns.
 
 The unit is a member: a treated member and a control member are decided the same way on the same day, so
-the difference of their means estimates what the offer caused. Outcomes are read from the statistics kept
-at ingest (``member_days``, ``member_category_days``) over [the member's first decision's day, its last
-decision's ``until_day``) and up to the reference day, so a report reflects a sale as soon as head office
-has ingested it.
+the difference of their means estimates what being assigned the offer caused. Outcomes are read from the
+statistics kept at ingest (``member_days``, ``member_category_days``) over the window of the member's first
+decision and up to the reference day, so a report reflects a sale as soon as head office has ingested it.
 
 Margin: each category's spend times its margin (``Settings.margins``), less the discounts the basket
 level took off (the spend of the categories less the sale's spend): an offer's cost is in it.
@@ -86,13 +85,15 @@ Outcome = tuple[float, float, float]
 
 
 def _outcomes(tx: Tx, campaign_id: str, as_of: date, settings: campaigns.Settings) -> dict[str, list[Outcome]]:
-    """Each arm's outcomes, one per member: over [its first decision's day, its last decision's until_day),
-    up to ``as_of``. A member decided on several occasions (a daily campaign) stays in one arm (the arm is
-    keyed by campaign and member), and is one unit: its days are not counted twice, and the interval does
-    not take repeated decisions of one member for independent ones."""
+    """Each arm's outcomes, one per member, over the window of its **first** decision ([day, until_day), up
+    to ``as_of``). A member decided on several occasions (a daily campaign) stays in one arm (the arm is keyed
+    by campaign and member) and is one unit, so the interval does not take repeated decisions of one member
+    for independent ones; and every member's window has the same length whatever it did after (a window
+    stretched to its last decision would be longer for members whose visits brought them new occasions:
+    ``after_visit`` re-decides members who came back, which the offer causes)."""
     day = as_of.isoformat()
     spans = (
-        "SELECT arm, member_id, MIN(day) AS first_day, MAX(until_day) AS last_day FROM campaign_members "
+        "SELECT arm, member_id, MIN(day) AS first_day, MIN(until_day) AS last_day FROM campaign_members "
         "WHERE campaign_id = ? AND day <= ? GROUP BY arm, member_id"
     )
     base = tx.all(
