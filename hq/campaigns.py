@@ -4,15 +4,17 @@ optional chain-wide quantity; issued as personal coupons that reach tills with t
 The pure part: the spec (pydantic models; every refusal a ``CampaignInvalid`` with a stable
 ``sync.protocol.ErrorCode``), when a schedule is due (``due``: the run of a local day, in the campaign's
 time zone), which birthdays a day serves (a 29 February birthday is served on 28 February in other
-years), and the arm a member falls in (``arm_of``: a keyed hash of the campaign and the member, so a
-member stays in the same arm across runs and processes).
+years), and the arm a member falls in (``arm_of``: an HMAC keyed by the chain's campaign secret, the
+campaign and the member, so a member stays in the same arm across runs and processes, and a till that
+sees the coupons cannot tell who is in control).
 
-The I/O part, through a ``Tx``: ``run`` decides, for every member the segment holds on the day, in
-member id order and in chunks of ``CHUNK``: left out by the chain-wide holdout; already decided for this
-occasion (nothing happens twice: the row ``campaign_members (campaign, member, occasion)`` is the key);
-over the chain-wide offer cap (``offer_cap``: at most ``max`` offers per member in ``days`` days, across
-all campaigns; decided under the member rows' locks, so two campaigns issuing at once cannot both give
-the last one); in the control group (recorded, nothing issued); otherwise a variant's coupon, issued.
+The I/O part, through a ``Tx``: ``run_one`` reads the segment once, then decides its members in member id
+order, in chunks of ``CHUNK`` (one transaction each, the member rows locked): left out by the chain-wide
+holdout; gone since the segment was read (erased, blocked, no longer consenting); already decided for
+this occasion (nothing happens twice: the row ``campaign_members (campaign, member, occasion)`` is the
+key); over the chain-wide offer cap (at most ``max`` offers in ``days`` × 24 hours across all campaigns,
+before the arm is drawn, so both arms stay alike); in the control group (recorded, nothing issued);
+otherwise a variant's coupon, issued. ``run_due`` runs every campaign whose key is due and not done.
 
 Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``); ``after_visit``
 (``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again).
