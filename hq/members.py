@@ -366,6 +366,8 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM campaign_members WHERE member_id = ?", [member_id])  # its decisions leave the reports
+    # its gifts: a pending one dies (its coupon, held, is erased above), and no record names it any more
+    tx.run("DELETE FROM gifts WHERE giver = ? OR receiver = ?", [member_id, member_id])
     stats.forget(tx, member_id)
     profiles.forget(tx, member_id)
     tx.run(
