@@ -73,6 +73,25 @@ def test_tills_ignore_the_transfer_terms() -> None:
         assert gifts.transfer_of({"transfer": bad}) is None, bad
 
 
+def test_a_campaign_template_may_carry_the_transfer_terms_onto_each_coupon_it_issues() -> None:
+    from datetime import date
+
+    from hq import campaigns
+
+    template = {"kind": "amount_off", "value": 100, "transfer": {"times": 1, "claim_hours": 12}}
+    spec = campaigns.parse_spec(
+        {
+            "name": "Bring a friend",
+            "segment": "everyone",
+            "variants": [{"variant": "gift", "coupon": template}],
+            "schedule": {"kind": "daily", "at": "09:00"},
+            "timezone": "Asia/Tokyo",
+        }
+    )
+    body = campaigns.coupon_body("c1", spec, spec.variants[0], "M-A", "cmp-c1-x", date(2026, 3, 1))
+    assert gifts.transfer_of(body) == gifts.Transfer(1, 12) and body["member_id"] == "M-A"
+
+
 def test_an_offer_holds_the_coupon_and_a_claim_moves_it_to_a_new_coupon(hq: HqStore) -> None:
     cursor = hq.changes(0, 5000).cursor
     given = offer(hq, "M-A", "GIFT-1")
