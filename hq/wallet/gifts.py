@@ -112,10 +112,10 @@ def ended(body: dict[str, Any], now: int) -> bool:
 
 def offer(tx: Tx, member_id: str, coupon_id: str, now: int) -> Offer:
     """Make a gift link for the member's own coupon and hold the coupon (a tombstone to the tills)."""
+    row = tx.one(f"SELECT member_id, body, deleted, uses FROM coupons WHERE coupon_id = ?{tx.for_update}", [coupon_id])
     live = tx.one("SELECT giver FROM gifts WHERE coupon_id = ? AND state = ?", [coupon_id, OFFERED])
     if live is not None and str(live[0]) == member_id:
         raise GiftRefused(ErrorCode.GIFT_OFFERED, "the coupon is already offered: one link at a time")
-    row = tx.one(f"SELECT member_id, body, deleted, uses FROM coupons WHERE coupon_id = ?{tx.for_update}", [coupon_id])
     if row is None or row[0] != member_id or row[2]:
         raise GiftRefused(ErrorCode.GIFT_UNKNOWN, "no such coupon of yours")
     body = json.loads(str(row[1]))
@@ -141,12 +141,21 @@ def _check_offer(tx: Tx, body: dict[str, Any], coupon_id: str, member_id: str, u
         raise GiftRefused(ErrorCode.GIFT_NOT_TRANSFERABLE, "this coupon cannot be passed on")
     if terms.times < 1:
         raise GiftRefused(ErrorCode.GIFT_USED_UP, "this coupon has moved as often as its campaign allows")
-    mine = tx.one("SELECT uses FROM coupon_member_uses WHERE coupon_id = ? AND member_id = ?", [coupon_id, member_id])
-    if uses > 0 or (mine is not None and int(mine[0]) > 0):
+    if uses > 0 or _used(tx, coupon_id, member_id):
         raise GiftRefused(ErrorCode.GIFT_COUPON_USED, "this coupon was used at a till")
     if ended(body, now):
         raise GiftRefused(ErrorCode.GIFT_EXPIRED, "this coupon has ended")
     return terms
+
+
+def _used(tx: Tx, coupon_id: str, member_id: str) -> bool:
+    """Head office counted a use of the coupon (by anyone, or by the member)."""
+    held = tx.one(
+        "SELECT c.uses, COALESCE(u.uses, 0) FROM coupons c LEFT JOIN coupon_member_uses u "
+        "ON u.coupon_id = c.coupon_id AND u.member_id = ? WHERE c.coupon_id = ?",
+        [member_id, coupon_id],
+    )
+    return held is not None and (int(held[0]) > 0 or int(held[1]) > 0)
 
 
 # -- reading and claiming -------------------------------------------------------------------------------
@@ -176,6 +185,8 @@ def claim(tx: Tx, token: str, member_id: str, now: int) -> str:
         raise GiftRefused(ErrorCode.GIFT_OWN, "you cannot claim your own gift")
     if tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is None:
         raise GiftRefused(ErrorCode.GIFT_UNKNOWN, "no such member")
+    if _used(tx, gift.coupon_id, gift.giver):  # by a till that had not pulled the tombstone yet
+        raise GiftRefused(ErrorCode.GIFT_COUPON_USED, "the giver used this coupon at a till meanwhile")
     terms = transfer_of(gift.body)
     assert terms is not None  # checked when offered, and the body kept since
     move = (_count(gift.body["transfer"].get("moved", 0)) or 0) + 1

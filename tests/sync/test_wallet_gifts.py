@@ -128,6 +128,13 @@ def test_a_link_works_once_never_for_the_giver_and_only_within_its_window(hq: Hq
     assert refused(lambda: claim(hq, given.token, "M-B")) is ErrorCode.GIFT_CLAIMED
 
 
+def test_a_use_that_arrives_while_offered_stops_the_claim(hq: HqStore) -> None:
+    given = offer(hq, "M-A", "GIFT-1")
+    hq.db.transact(lambda tx: tx.run("UPDATE coupons SET uses = 1 WHERE coupon_id = 'GIFT-1'"))  # an offline till
+    assert refused(lambda: claim(hq, given.token, "M-B")) is ErrorCode.GIFT_COUPON_USED
+    assert hq.db.transact(lambda tx: gifts.expire(tx, T0 + 24 * HOUR)) == 1  # it goes back, used
+
+
 def test_offers_are_refused_with_their_codes(hq: HqStore) -> None:
     assert refused(lambda: offer(hq, "M-A", "PLAIN")) is ErrorCode.GIFT_NOT_TRANSFERABLE
     assert refused(lambda: offer(hq, "M-A", "OLD")) is ErrorCode.GIFT_EXPIRED
