@@ -341,7 +341,8 @@ def _stored(payload: dict[str, Any]) -> str:
 
 
 def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
-    """Erase a member: tombstones for it, its cards and personal coupons; its sales anonymised."""
+    """Erase a member: tombstones for it, its cards and personal coupons; its sales anonymised; the gifts
+    naming it deleted (a pending one dies: nothing goes back to an erased giver)."""
     if tx.one(f"SELECT 1 FROM members WHERE member_id = ?{tx.for_update}", [member_id]) is None:
         raise UnknownMember(f"no member {member_id}")
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ?", [member_id])]
