@@ -7,6 +7,7 @@
     POST /wallet/coupons/{id}/gift passes a transferable coupon on: the coupon is held, the page shows the link
     GET  /wallet/gift/{token}      a gift link: the coupon's terms, "Claim it" (or the ways to sign in or join)
     POST /wallet/gift/{token}      claims it for the signed-in member (a new coupon of theirs), then its coupons
+    POST /wallet/coupons/{id}/take-back   the giver ends a gift nobody claimed: the coupon is theirs again
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
@@ -287,7 +288,13 @@ def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Respo
         for c in views.coupons(store, member, datetime.now(UTC))
     ]
     notice = i18n.words(lang)["gift_claimed_ok"] if request.query_params.get("claimed") else ""
-    return page(request, "coupons", lang, signed_in=True, coupons=shown, notice=notice)
+    _expire(store)
+    with store.db.read() as tx:
+        waiting = [
+            {"coupon_id": w.coupon_id, "until": _until(w.expires_at), **_terms(w.body)}
+            for w in gifts.offered_by(tx, member)
+        ]
+    return page(request, "coupons", lang, signed_in=True, coupons=shown, notice=notice, waiting=waiting)
 
 
 def _fields(coupon: views.CouponView) -> dict[str, Any]:
@@ -340,6 +347,18 @@ def pass_on(request: Request, store: Store, lang: Lang, member: Member, coupon_i
         return gift_page(request, lang, member=member, code=exc.code)
     link = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}/wallet/gift/{made.token}"
     return gift_page(request, lang, member=member, coupon=_terms(held.body), until=_until(made.expires_at), link=link)
+
+
+@router.post("/wallet/coupons/{coupon_id}/take-back", include_in_schema=False, dependencies=[Depends(same_origin)])
+def take_back(request: Request, store: Store, lang: Lang, member: Member, coupon_id: str) -> Response:
+    if member is None:
+        return to_sign_in()
+    now = now_s()
+    try:
+        store.db.transact(lambda tx: gifts.take_back(tx, member, coupon_id, now))
+    except gifts.GiftRefused as exc:
+        return gift_page(request, lang, member=member, code=exc.code)
+    return RedirectResponse("/wallet/coupons", status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def _token(token: str) -> str:

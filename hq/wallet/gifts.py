@@ -9,6 +9,7 @@ transaction and ``now`` (unix seconds), so that the rules can be tested without 
                   (``gift_coupon_id``: from the old id and the move number), the same terms, ``times``
                   one less; the old coupon stays deleted; a token works once
     expire        gifts past their window go back to the giver (the coupon again, at a new version)
+    take_back     the giver ends its gift before anyone claims it (the same as expiring it now)
 
 Coupons change only on the one path they take to the tills: the row at a new version of the changes feed
 (``bump_versions``, taken last) and each version issued remembered (``hq.versions``). Refusals are
@@ -222,20 +223,46 @@ def expire(tx: Tx, now: int) -> int:
         f"SELECT token_sha256, coupon_id, body FROM gifts WHERE state = ? AND expires_at <= ?{tx.for_update}",
         [OFFERED, now],
     )
-    back: list[str] = []
-    for token_sha256, coupon_id, body in rows:
-        tx.run("UPDATE gifts SET state = ?, ended_at = ? WHERE token_sha256 = ?", [RETURNED, now, token_sha256])
-        if tx.run("UPDATE coupons SET deleted = 0 WHERE coupon_id = ? AND deleted = 1", [coupon_id]) == 1:
-            versions.remember(tx, "coupons", str(coupon_id), {"body": str(body)}, _stamp(now))
-            back.append(str(coupon_id))
+    back = [str(c) for t, c, b in rows if _give_back(tx, str(t), str(c), str(b), now)]
     bump_versions(tx, "coupons", "coupon_id", back)
     return len(back)
 
 
-def offered_by(tx: Tx, member_id: str) -> list[str]:
-    """The coupons the member has offered and nobody claimed yet."""
-    rows = tx.all("SELECT coupon_id FROM gifts WHERE giver = ? AND state = ? ORDER BY coupon_id", [member_id, OFFERED])
-    return [str(r[0]) for r in rows]
+def take_back(tx: Tx, member_id: str, coupon_id: str, now: int) -> None:
+    """The giver ends its own gift before anyone claims it: the link dies, the coupon is the giver's again."""
+    row = tx.one(
+        f"SELECT token_sha256, body FROM gifts WHERE coupon_id = ? AND giver = ? AND state = ?{tx.for_update}",
+        [coupon_id, member_id, OFFERED],
+    )
+    if row is None:
+        raise GiftRefused(ErrorCode.GIFT_UNKNOWN, "no gift of yours waits for this coupon")
+    if _give_back(tx, str(row[0]), coupon_id, str(row[1]), now):
+        bump_versions(tx, "coupons", "coupon_id", [coupon_id])
+
+
+def _give_back(tx: Tx, token_sha256: str, coupon_id: str, body: str, now: int) -> bool:
+    """End the gift as returned and make its coupon live again (the version is the caller's to bump)."""
+    tx.run("UPDATE gifts SET state = ?, ended_at = ? WHERE token_sha256 = ?", [RETURNED, now, token_sha256])
+    if tx.run("UPDATE coupons SET deleted = 0 WHERE coupon_id = ? AND deleted = 1", [coupon_id]) != 1:
+        return False
+    versions.remember(tx, "coupons", coupon_id, {"body": body}, _stamp(now))
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    coupon_id: str
+    body: dict[str, Any]
+    expires_at: int
+
+
+def offered_by(tx: Tx, member_id: str) -> list[Waiting]:
+    """The member's gifts nobody claimed yet: the coupon, its document, until when the link works."""
+    rows = tx.all(
+        "SELECT coupon_id, body, expires_at FROM gifts WHERE giver = ? AND state = ? ORDER BY coupon_id",
+        [member_id, OFFERED],
+    )
+    return [Waiting(str(c), json.loads(str(b)), int(e)) for c, b, e in rows]
 
 
 __all__ = [
@@ -244,6 +271,7 @@ __all__ = [
     "GiftRefused",
     "Offer",
     "Transfer",
+    "Waiting",
     "claim",
     "digest",
     "ended",
@@ -252,5 +280,6 @@ __all__ = [
     "offer",
     "offered_by",
     "read",
+    "take_back",
     "transfer_of",
 ]

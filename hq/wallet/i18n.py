@@ -124,6 +124,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "请把此链接发送给好友。链接仅可使用一次：第一位领取的会员获得优惠券。"
         "在此之前您无法使用该优惠券；如在 {until} 前无人领取，优惠券将退回给您。",
     ),
+    "gifts_waiting": (
+        "Passed on, waiting for your friend",
+        "譲り手続き中（受け取り待ち）",
+        "已转赠，等待好友领取",
+    ),
+    "take_back": ("Take it back", "取り消して戻す", "收回"),
     "gift_until": ("Claim by", "受け取り期限", "领取截止"),
     "claim": ("Claim it", "受け取る", "领取"),
     "gift_sign_in": (

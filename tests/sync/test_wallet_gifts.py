@@ -167,6 +167,23 @@ def test_a_gift_not_claimed_goes_back_to_the_giver(hq: HqStore) -> None:
     assert again.token != given.token
 
 
+def test_the_giver_takes_a_gift_back_before_anyone_claims_it(hq: HqStore) -> None:
+    given = offer(hq, "M-A", "GIFT-1")
+    with hq.db.read() as tx:
+        assert [w.coupon_id for w in gifts.offered_by(tx, "M-A")] == ["GIFT-1"] and not gifts.offered_by(tx, "M-B")
+    assert refused(lambda: hq.db.transact(lambda tx: gifts.take_back(tx, "M-B", "GIFT-1", T0))) is (
+        ErrorCode.GIFT_UNKNOWN
+    )
+    cursor = hq.changes(0, 5000).cursor
+    hq.db.transact(lambda tx: gifts.take_back(tx, "M-A", "GIFT-1", T0 + HOUR))
+    assert [c.coupon_id for c in hq.changes(cursor, 5000).coupons] == ["GIFT-1"]
+    assert "GIFT-1" in wallet_ids(hq, "M-A")
+    assert refused(lambda: claim(hq, given.token, "M-B")) is ErrorCode.GIFT_EXPIRED
+    assert refused(lambda: hq.db.transact(lambda tx: gifts.take_back(tx, "M-A", "GIFT-1", T0))) is (
+        ErrorCode.GIFT_UNKNOWN
+    )
+
+
 def test_the_campaign_timer_gives_back_gifts_past_their_window(hq: HqStore) -> None:
     offer(hq, "M-A", "GIFT-1")
     CampaignTimer(hq.db, now=lambda: datetime.fromtimestamp(T0 + 23 * HOUR, UTC)).tick()

@@ -99,6 +99,18 @@ def test_refusals_carry_their_codes_and_every_post_needs_the_wallets_origin(wall
         for lang in ("en", "ja", "zh"):
             page = aiko.get(f"/wallet/gift/{token}?lang={lang}")
             assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and page.text.count("<h1") == 1
+            listed = aiko.get(f"/wallet/coupons?lang={lang}")
+            assert listed.status_code == 200 and 'id="waiting-GIFT-A"' in listed.text
+        foreign_back = aiko.post("/wallet/coupons/GIFT-A/take-back", headers={"Origin": "https://evil.example"})
+        assert foreign_back.status_code == 403
+        taken = aiko.post("/wallet/coupons/GIFT-A/take-back")
+        assert taken.status_code == 303 and taken.headers["location"] == "/wallet/coupons"
+        listed = aiko.get("/wallet/coupons").text
+        assert 'id="coupon-GIFT-A"' in listed and 'id="waiting-GIFT-A"' not in listed
+        dead = aiko.get(f"/wallet/gift/{token}")
+        assert dead.status_code == 410 and error_code(dead) == "gift_expired"
+        again = aiko.post("/wallet/coupons/GIFT-A/take-back")
+        assert again.status_code == 404 and error_code(again) == "gift_unknown"
 
 
 def test_a_real_till_refuses_the_held_coupon_to_the_giver_and_takes_the_new_one_from_the_receiver_only(

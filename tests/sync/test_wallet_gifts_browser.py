@@ -45,7 +45,8 @@ def test_a_member_passes_a_coupon_on_and_a_friend_claims_it_in_the_browser(walle
         assert link.startswith(f"{wallet.url}/wallet/gift/")
         check_page(aiko)
         aiko.goto(f"{wallet.url}/wallet/coupons")
-        assert aiko.locator("#coupon-GIFT-A").count() == 0
+        assert aiko.locator("#coupon-GIFT-A").count() == 0 and aiko.locator("#waiting-GIFT-A").count() == 1
+        check_page(aiko)
 
         ben.goto(link)
         assert "2.00 off, pass it on" in ben.inner_text("#gift-coupon")
