@@ -40,9 +40,13 @@ class CampaignTimer:
     def tick(self) -> list[dict[str, Any]]:
         """One pass: every due campaign run; a failure is logged and counted, never raised."""
         self.ticks += 1
+        now = self.now()
+        try:  # gifts nobody claimed in time go back to their givers
+            self.db.transact(lambda tx: gifts.expire(tx, int(now.timestamp())))
+        except HqError as exc:
+            self.failures += 1
+            log.error("giving back expired gifts failed (tried again in %.0f s): %s", self.interval, exc)
         try:
-            now = self.now()
-            self.db.transact(lambda tx: gifts.expire(tx, int(now.timestamp())))  # gifts not claimed go back
             done = campaigns.run_due(self.db, now)
         except (HqError, ValueError) as exc:
             self.failures += 1
