@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,12 @@ from hq.scheduler import CampaignTimer
 from hq.store import HqStore
 from hq.wallet import gifts, views
 from hq.wallet.gifts import GiftRefused
+from sync.client import _page_docs, _page_models
 from sync.protocol import ErrorCode, Tombstone
 from terminal.coupons import parse_coupon
+from terminal.model import Basket, Line
+from terminal.service import Service
+from terminal.store import Store
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 T0 = 1_800_000_000
@@ -116,6 +121,34 @@ def test_an_offer_holds_the_coupon_and_a_claim_moves_it_to_a_new_coupon(hq: HqSt
     assert "GIFT-1" not in wallet_ids(hq, "M-A") | wallet_ids(hq, "M-B")
     with hq.db.read() as tx:  # the new coupon's version is kept for pricing its sales again
         assert tx.one("SELECT 1 FROM doc_versions WHERE kind = 'coupon' AND doc_id = ?", [new_id]) is not None
+
+
+def pull(till: Store, hq: HqStore) -> None:
+    """What a till's pull applies: every page of the changes feed after its cursor."""
+    while True:
+        page = hq.changes(int(till.state("cursor") or 0), 5000)
+        till.apply_changes(*_page_models(page), cursor=page.cursor, docs=_page_docs(page))
+        if not page.more:
+            return
+
+
+def test_a_till_drops_the_held_coupon_and_takes_the_moved_one_for_its_receiver_only(
+    hq: HqStore, tmp_path: Path
+) -> None:
+    till = Store.open(tmp_path / "till.db")
+    service, basket = Service(till, "T-1"), Basket((Line("BEANS", 3, 1200, "beans"),))
+    try:
+        pull(till, hq)
+        assert "GIFT-1" in service.quote("M-A", basket, coupons=["GIFT-1"]).coupons
+        given = offer(hq, "M-A", "GIFT-1")
+        pull(till, hq)
+        assert ("GIFT-1", "unknown_coupon") in service.quote("M-A", basket, coupons=["GIFT-1"]).refused
+        new_id = claim(hq, given.token, "M-B")
+        pull(till, hq)
+        assert new_id in service.quote("M-B", basket, coupons=[new_id]).coupons
+        assert (new_id, "coupon_not_this_member") in service.quote("M-A", basket, coupons=[new_id]).refused
+    finally:
+        till.close()
 
 
 def test_a_link_works_once_never_for_the_giver_and_only_within_its_window(hq: HqStore) -> None:
