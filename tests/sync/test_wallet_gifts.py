@@ -1,5 +1,6 @@
 """Passing a coupon on, the rules alone (``hq.wallet.gifts`` over a real head-office database, on SQLite
-and PostgreSQL), with the clock passed in: an offer holds the coupon (a tombstone down the feed), a claim
+and PostgreSQL), with the clock passed in: an offer holds the coupon (a tombstone down the feed, which a
+till pulling it drops), a claim
 by another member gives it a new coupon (the same terms, one move less), a link works once, within its
 window, never for the giver; refusals carry their codes; a gift not claimed goes back to the giver (lazily
 and from the campaign timer); concurrent claims: one wins; erasure removes the member's gifts."""
