@@ -341,7 +341,8 @@ def _stored(payload: dict[str, Any]) -> str:
 
 
 def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
-    """Erase a member: tombstones for it, its cards and personal coupons; its sales anonymised."""
+    """Erase a member: tombstones for it, its cards and personal coupons; its sales anonymised; the gifts
+    naming it deleted (a pending one dies: nothing goes back to an erased giver)."""
     if tx.one(f"SELECT 1 FROM members WHERE member_id = ?{tx.for_update}", [member_id]) is None:
         raise UnknownMember(f"no member {member_id}")
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ?", [member_id])]
@@ -366,6 +367,8 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM campaign_members WHERE member_id = ?", [member_id])  # its decisions leave the reports
+    # its gifts: a pending one dies (its coupon, held, is erased above), and no record names it any more
+    tx.run("DELETE FROM gifts WHERE giver = ? OR receiver = ?", [member_id, member_id])
     stats.forget(tx, member_id)
     profiles.forget(tx, member_id)
     tx.run(

@@ -1,5 +1,6 @@
 """Head office's campaign timer: every ``interval`` seconds, in a background thread of the server, run
-the campaigns whose schedule is due (``hq.campaigns.run_due``).
+the campaigns whose schedule is due (``hq.campaigns.run_due``), after giving back the gifts of coupons
+nobody claimed in time (``hq.wallet.gifts.expire``).
 
 Runs are idempotent, so several servers (workers, hosts) may each run a timer on one database: the
 decisions are keyed, and the member rows are locked while they are taken. A run that fails is logged
@@ -17,6 +18,7 @@ from typing import Any
 from hq import campaigns
 from hq.db.engine import Db
 from hq.errors import HqError
+from hq.wallet import gifts
 
 log = logging.getLogger("tillpoint.hq.campaigns")
 
@@ -38,8 +40,14 @@ class CampaignTimer:
     def tick(self) -> list[dict[str, Any]]:
         """One pass: every due campaign run; a failure is logged and counted, never raised."""
         self.ticks += 1
+        now = self.now()
+        try:  # gifts nobody claimed in time go back to their givers
+            self.db.transact(lambda tx: gifts.expire(tx, int(now.timestamp())))
+        except HqError as exc:
+            self.failures += 1
+            log.error("giving back expired gifts failed (tried again in %.0f s): %s", self.interval, exc)
         try:
-            done = campaigns.run_due(self.db, self.now())
+            done = campaigns.run_due(self.db, now)
         except (HqError, ValueError) as exc:
             self.failures += 1
             log.error("campaign run failed (tried again in %.0f s): %s", self.interval, exc)

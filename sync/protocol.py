@@ -108,6 +108,14 @@ class ErrorCode(StrEnum):
     WALLET_CONTACT_TAKEN = "wallet_contact_taken"
     WALLET_SIGN_IN_REQUIRED = "wallet_sign_in_required"
     WALLET_BAD_ORIGIN = "wallet_bad_origin"
+    GIFT_UNKNOWN = "gift_unknown"
+    GIFT_NOT_TRANSFERABLE = "gift_not_transferable"
+    GIFT_USED_UP = "gift_used_up"
+    GIFT_COUPON_USED = "gift_coupon_used"
+    GIFT_EXPIRED = "gift_expired"
+    GIFT_OFFERED = "gift_offered"
+    GIFT_CLAIMED = "gift_claimed"
+    GIFT_OWN = "gift_own"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -174,6 +182,14 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
     ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
     ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
+    ErrorCode.GIFT_UNKNOWN: (404, "no such coupon of the member's, or no such gift link"),
+    ErrorCode.GIFT_NOT_TRANSFERABLE: (409, "the coupon's document does not allow passing it on"),
+    ErrorCode.GIFT_USED_UP: (409, "the coupon has moved as many times as its campaign allows"),
+    ErrorCode.GIFT_COUPON_USED: (409, "the coupon was used at a till: it cannot be passed on"),
+    ErrorCode.GIFT_EXPIRED: (410, "the coupon has ended, or the gift link's claim window has passed"),
+    ErrorCode.GIFT_OFFERED: (409, "the coupon is already offered as a gift: one link at a time"),
+    ErrorCode.GIFT_CLAIMED: (409, "the gift link was claimed already: it works once"),
+    ErrorCode.GIFT_OWN: (409, "the giver cannot claim their own gift"),
 }
 
 

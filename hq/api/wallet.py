@@ -4,6 +4,10 @@
     GET  /wallet/activity          recent sales, refunds and voids
     GET  /wallet/coupons           the member's own coupons: terms, validity, the code to show at the till
     GET  /wallet/member-code       JSON: the member code signed for this time step, as text and SVG
+    POST /wallet/coupons/{id}/gift passes a transferable coupon on: the coupon is held, the page shows the link
+    GET  /wallet/gift/{token}      a gift link: the coupon's terms, "Claim it" (or the ways to sign in or join)
+    POST /wallet/gift/{token}      claims it for the signed-in member (a new coupon of theirs), then its coupons
+    POST /wallet/coupons/{id}/take-back   the giver ends a gift nobody claimed: the coupon is theirs again
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
@@ -22,6 +26,7 @@ HTTP status of ``sync.protocol.ERROR_STATUS``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -42,7 +47,7 @@ from hq.api.deps import (
 from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
 from hq.store import HqStore
-from hq.wallet import i18n, pages, qr, signin, views
+from hq.wallet import gifts, i18n, pages, qr, signin, views
 from hq.wallet.senders import Message, Sender, SendFailed
 from sync.protocol import ERROR_STATUS, ErrorCode
 from terminal import payments as pay
@@ -127,6 +132,14 @@ def to_sign_in() -> RedirectResponse:
     return RedirectResponse("/wallet/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
 
+_NEXT = re.compile(r"/wallet/gift/[A-Za-z0-9_-]{1,100}")
+
+
+def next_page(value: str | None) -> str:
+    """Where signing in leads: back to a gift link, else the overview (never another site)."""
+    return value if value and _NEXT.fullmatch(value) else ""
+
+
 def sign_in_page(
     request: Request,
     lang: str,
@@ -135,6 +148,7 @@ def sign_in_page(
     contact: str = "",
     code: ErrorCode | None = None,
     notice: str = "",
+    after: str = "",
 ) -> HTMLResponse:
     words = i18n.words(lang)
     return page(
@@ -144,6 +158,7 @@ def sign_in_page(
         ERROR_STATUS[code][0] if code else 200,
         step=step,
         contact=contact,
+        after=after,
         error=words.get(code.value, code.value) if code else "",
         error_code=code.value if code else "",
         notice=notice,
@@ -155,21 +170,23 @@ def sign_in_page(
 
 @router.get("/wallet/sign-in", include_in_schema=False)
 def sign_in_form(request: Request, lang: Lang, member: Member) -> Response:
+    after = next_page(request.query_params.get("next"))
     if member is not None:
-        return RedirectResponse("/wallet/", status_code=303)
+        return RedirectResponse(after or "/wallet/", status_code=303)
     notice = i18n.words(lang)["signed_out"] if request.query_params.get("out") else ""
-    return sign_in_page(request, lang, notice=notice)
+    return sign_in_page(request, lang, notice=notice, after=after)
 
 
 @router.post("/wallet/sign-in/code", include_in_schema=False, dependencies=[Depends(same_origin)])
 def request_code(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
     contact = fields.get("contact", "")
+    after = next_page(fields.get("next"))
     source = request.client.host if request.client else "unknown"
     try:
         issued = signin.request_code(store, contact, source, now_s())
     except signin.WalletRefused as exc:
-        return sign_in_page(request, lang, contact=contact, code=exc.code)
-    reply = sign_in_page(request, lang, step="code", contact=issued.contact.value)
+        return sign_in_page(request, lang, contact=contact, code=exc.code, after=after)
+    reply = sign_in_page(request, lang, step="code", contact=issued.contact.value, after=after)
     if issued.member_id is not None:  # sent after the answer: a known contact answers as fast as an unknown one
         reply.background = BackgroundTask(_send, request.app.state.wallet_sender, _message(issued))
     return reply
@@ -194,12 +211,13 @@ def _message(issued: signin.IssuedCode) -> Message:
 @router.post("/wallet/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
 def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
     contact = fields.get("contact", "")
+    after = next_page(fields.get("next"))
     try:
         _, token = signin.sign_in(store, contact, fields.get("code", ""), now_s())
     except signin.WalletRefused as exc:
         step = "contact" if exc.code in (ErrorCode.WALLET_BAD_CONTACT, ErrorCode.WALLET_TOO_MANY_ATTEMPTS) else "code"
-        return sign_in_page(request, lang, step=step, contact=contact, code=exc.code)
-    reply = RedirectResponse("/wallet/", status_code=303, headers={"Cache-Control": "no-store"})
+        return sign_in_page(request, lang, step=step, contact=contact, code=exc.code, after=after)
+    reply = RedirectResponse(after or "/wallet/", status_code=303, headers={"Cache-Control": "no-store"})
     set_session_cookie(reply, request, token, signin.SESSION_TTL)
     return reply
 
@@ -269,11 +287,116 @@ def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Respo
         {**_fields(c), "svg": qr.svg(c.code, label.format(name=c.text))}
         for c in views.coupons(store, member, datetime.now(UTC))
     ]
-    return page(request, "coupons", lang, signed_in=True, coupons=shown)
+    notice = i18n.words(lang)["gift_claimed_ok"] if request.query_params.get("claimed") else ""
+    _expire(store)
+    with store.db.read() as tx:
+        waiting = [
+            {"coupon_id": w.coupon_id, "until": _until(w.expires_at), **_terms(w.body)}
+            for w in gifts.offered_by(tx, member)
+        ]
+    return page(request, "coupons", lang, signed_in=True, coupons=shown, notice=notice, waiting=waiting)
 
 
 def _fields(coupon: views.CouponView) -> dict[str, Any]:
     return {name: getattr(coupon, name) for name in coupon.__slots__}
+
+
+# -- passing a coupon on ----------------------------------------------------------------------------------
+
+
+def _terms(body: dict[str, Any]) -> dict[str, Any]:
+    text, ends, spend = body.get("text"), body.get("ends"), body.get("min_spend")
+    return {
+        "text": text if isinstance(text, str) and text else str(body.get("coupon_id", "")),
+        "ends": ends if isinstance(ends, str) else None,
+        "min_spend": spend if isinstance(spend, int) and not isinstance(spend, bool) else None,
+    }
+
+
+def _until(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def gift_page(
+    request: Request, lang: str, *, member: str | None, status: int = 200, code: ErrorCode | None = None, **context: Any
+) -> HTMLResponse:
+    defaults: dict[str, Any] = {"coupon": None, "until": "", "link": "", "mode": "", "token": ""}
+    words = i18n.words(lang)
+    status = ERROR_STATUS[code][0] if code else status
+    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    return page(
+        request, "gift", lang, status, signed_in=member is not None, **(defaults | {"error": ""} | error | context)
+    )
+
+
+def _expire(store: HqStore) -> None:
+    """Gifts past their window go back to their givers before one is read (the timer does it too)."""
+    store.db.transact(lambda tx: gifts.expire(tx, now_s()))
+
+
+@router.post("/wallet/coupons/{coupon_id}/gift", include_in_schema=False, dependencies=[Depends(same_origin)])
+def pass_on(request: Request, store: Store, lang: Lang, member: Member, coupon_id: str) -> Response:
+    if member is None:
+        return to_sign_in()
+    now = now_s()
+    try:
+        made = store.db.transact(lambda tx: gifts.offer(tx, member, coupon_id, now))
+        with store.db.read() as tx:
+            held = gifts.read(tx, made.token)
+    except gifts.GiftRefused as exc:
+        return gift_page(request, lang, member=member, code=exc.code)
+    link = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}/wallet/gift/{made.token}"
+    return gift_page(request, lang, member=member, coupon=_terms(held.body), until=_until(made.expires_at), link=link)
+
+
+@router.post("/wallet/coupons/{coupon_id}/take-back", include_in_schema=False, dependencies=[Depends(same_origin)])
+def take_back(request: Request, store: Store, lang: Lang, member: Member, coupon_id: str) -> Response:
+    if member is None:
+        return to_sign_in()
+    now = now_s()
+    try:
+        store.db.transact(lambda tx: gifts.take_back(tx, member, coupon_id, now))
+    except gifts.GiftRefused as exc:
+        return gift_page(request, lang, member=member, code=exc.code)
+    return RedirectResponse("/wallet/coupons", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _token(token: str) -> str:
+    if not _NEXT.fullmatch(f"/wallet/gift/{token}"):
+        raise gifts.GiftRefused(ErrorCode.GIFT_UNKNOWN, "no such gift link")
+    return token
+
+
+@router.get("/wallet/gift/{token}", include_in_schema=False)
+def gift(request: Request, store: Store, lang: Lang, member: Member, token: str) -> Response:
+    _expire(store)
+    try:
+        with store.db.read() as tx:
+            held = gifts.read(tx, _token(token))
+    except gifts.GiftRefused as exc:
+        return gift_page(request, lang, member=member, code=exc.code)
+    shown: dict[str, Any] = {"coupon": _terms(held.body), "token": token}
+    if held.state == gifts.CLAIMED:
+        return gift_page(request, lang, member=member, code=ErrorCode.GIFT_CLAIMED, **shown)
+    if held.state != gifts.OFFERED:
+        return gift_page(request, lang, member=member, code=ErrorCode.GIFT_EXPIRED, **shown)
+    mode = "sign_in" if member is None else "own" if member == held.giver else "claim"
+    return gift_page(request, lang, member=member, until=_until(held.expires_at), mode=mode, **shown)
+
+
+@router.post("/wallet/gift/{token}", include_in_schema=False, dependencies=[Depends(same_origin)])
+def claim_gift(request: Request, store: Store, lang: Lang, member: Member, token: str) -> Response:
+    if member is None:
+        return gift_page(
+            request, lang, member=None, code=ErrorCode.WALLET_SIGN_IN_REQUIRED, mode="sign_in", token=token
+        )
+    _expire(store)
+    now = now_s()
+    try:
+        store.db.transact(lambda tx: gifts.claim(tx, _token(token), member, now))
+    except gifts.GiftRefused as exc:
+        return gift_page(request, lang, member=member, code=exc.code)
+    return RedirectResponse("/wallet/coupons?claimed=1", status_code=303, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/wallet/member-code", include_in_schema=False)

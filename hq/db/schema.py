@@ -340,6 +340,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_wallet_sessions_member ON wallet_sessions (member_id)",
         ],
     ),
+    # Passing a coupon on (hq/wallet/gifts.py, docs/wallet.md): each gift link as the digest of its token, the
+    # coupon it holds (and that coupon's document when offered, to give back), the giver, the window, and how
+    # it ended (claimed by a receiver into a new coupon, or returned). At most one live gift a coupon.
+    (
+        "m016_gifts",
+        [
+            "CREATE TABLE gifts (token_sha256 TEXT PRIMARY KEY, coupon_id TEXT NOT NULL, giver TEXT NOT NULL, "
+            "body TEXT NOT NULL, state TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, "
+            "receiver TEXT, new_coupon_id TEXT, ended_at BIGINT)",
+            "CREATE UNIQUE INDEX idx_gifts_live ON gifts (coupon_id) WHERE state = 'offered'",
+            "CREATE INDEX idx_gifts_due ON gifts (state, expires_at)",
+            "CREATE INDEX idx_gifts_giver ON gifts (giver)",
+            "CREATE INDEX idx_gifts_receiver ON gifts (receiver)",
+        ],
+    ),
 ]
 
 

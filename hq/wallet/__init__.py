@@ -6,6 +6,8 @@
               life, counted attempts, single use, rate limits) and sessions (a cookie's digest)
     views     what the pages show: tier and progress, points and their lots, stored value, visits, the
               member's own coupons, the member code signed for the current time step
+    gifts     passing a coupon on: a gift link (a token's digest) holds the coupon, a claim moves it to a
+              new coupon of the receiver's, a gift not claimed in time goes back to the giver
     qr        QR codes drawn as inline SVG (the ``qrcode`` library encodes)
     i18n      the pages' words in English, Japanese and Chinese, chosen by Accept-Language or a switch
 

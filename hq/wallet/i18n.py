@@ -113,6 +113,74 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "このフォームはウォレットのページから送信してください。",
         "请从钱包页面提交此表单。",
     ),
+    "pass_on": ("Pass it on", "友だちに譲る", "转赠好友"),
+    "gift": ("A coupon for you", "クーポンのプレゼント", "送给您的优惠券"),
+    "gift_link": ("Your gift link", "プレゼント用リンク", "转赠链接"),
+    "gift_link_help": (
+        "Send this link to a friend. It works once: the first member to claim it gets the coupon. "
+        "Until then you cannot use the coupon; if nobody claims it by {until}, it comes back to you.",
+        "このリンクを友だちに送ってください。使えるのは1回だけで、最初に受け取った会員のものになります。"
+        "それまでクーポンは使えません。{until} までに受け取られなければ、あなたに戻ります。",
+        "请把此链接发送给好友。链接仅可使用一次：第一位领取的会员获得优惠券。"
+        "在此之前您无法使用该优惠券；如在 {until} 前无人领取，优惠券将退回给您。",
+    ),
+    "gifts_waiting": (
+        "Passed on, waiting for your friend",
+        "譲り手続き中（受け取り待ち）",
+        "已转赠，等待好友领取",
+    ),
+    "take_back": ("Take it back", "取り消して戻す", "收回"),
+    "gift_until": ("Claim by", "受け取り期限", "领取截止"),
+    "claim": ("Claim it", "受け取る", "领取"),
+    "gift_sign_in": (
+        "Sign in to claim it, then open this link again",
+        "受け取るにはログインしてください（その後このリンクに戻ります）",
+        "请先登录再领取（登录后返回此链接）",
+    ),
+    "gift_join": (
+        "Not a member yet? Join with a receipt, then open this link again",
+        "まだ会員でない方は、レシートから入会してからこのリンクを開き直してください",
+        "还不是会员？请凭小票入会，然后重新打开此链接",
+    ),
+    "gift_yours": (
+        "This is your own gift: send the link to a friend.",
+        "あなたが贈ったクーポンです。リンクを友だちに送ってください。",
+        "这是您转赠的优惠券，请把链接发送给好友。",
+    ),
+    "gift_claimed_ok": (
+        "The coupon is yours now: it is with your coupons.",
+        "クーポンを受け取りました。クーポン一覧にあります。",
+        "优惠券已领取，可在优惠券列表中查看。",
+    ),
+    "gift_unknown": (
+        "There is no such coupon or gift link.",
+        "そのクーポンまたはリンクはありません。",
+        "没有此优惠券或链接。",
+    ),
+    "gift_not_transferable": ("This coupon cannot be passed on.", "このクーポンは譲れません。", "此优惠券不可转赠。"),
+    "gift_used_up": (
+        "This coupon has been passed on as often as it may.",
+        "このクーポンはこれ以上譲れません。",
+        "此优惠券的转赠次数已用完。",
+    ),
+    "gift_coupon_used": ("This coupon was used already.", "このクーポンは使用済みです。", "此优惠券已使用。"),
+    "gift_expired": (
+        "This coupon or gift link has expired.",
+        "このクーポンまたはリンクは期限切れです。",
+        "此优惠券或链接已过期。",
+    ),
+    "gift_offered": (
+        "This coupon is already offered: share the link you made.",
+        "このクーポンはすでに譲る手続き中です。",
+        "此优惠券已在转赠中。",
+    ),
+    "gift_claimed": (
+        "This gift was claimed already.",
+        "このプレゼントはすでに受け取られています。",
+        "此礼物已被领取。",
+    ),
+    "gift_own": ("You cannot claim your own gift.", "自分のプレゼントは受け取れません。", "不能领取自己转赠的优惠券。"),
+    "wallet_sign_in_required": ("Sign in first.", "先にログインしてください。", "请先登录。"),
 }
 
 

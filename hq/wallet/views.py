@@ -25,6 +25,7 @@ from hq.db.engine import Tx
 from hq.ingest import rule_documents
 from hq.recompute import program_of
 from hq.store import HqStore
+from hq.wallet import gifts
 from terminal import b64url, membercodes
 from terminal import loyalty as ly
 from terminal.scan import Kind, envelope
@@ -89,6 +90,8 @@ class CouponView:
     min_spend: int | None
     used: bool
     code: str
+    transferable: bool = False
+    """It may be passed on (its ``transfer`` allows another move) and is not used."""
 
 
 def _when(text: str) -> datetime:
@@ -236,9 +239,15 @@ def coupons(store: HqStore, member_id: str, now: datetime) -> list[CouponView]:
                 _number(body.get("min_spend")),
                 once and int(uses) > 0,
                 coupon_code(str(coupon_id)),
+                _movable(body) and int(uses) == 0,
             )
         )
     return out
+
+
+def _movable(body: dict[str, Any]) -> bool:
+    terms = gifts.transfer_of(body)
+    return terms is not None and terms.times >= 1
 
 
 def _ended(ends: str, now: datetime) -> bool:
