@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows, read_json
 from terminal.console import JsonOpt
 
 app = typer.Typer(name="campaign", help="Campaigns: put, show, list, pause, resume, end, run, report, settings.")
@@ -32,10 +32,7 @@ def put(
     from hq.campaigns import CampaignInvalid, save
     from hq.segments import UnknownSegment
 
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(f"cannot read {file}: {exc}")
+    data = read_json(file)
     with hq_store(db) as store:
         try:
             done = save(store.db, campaign_id, data, by)
@@ -205,10 +202,8 @@ def settings(
         if file is None:
             print(settings_of(store.db).model_dump_json(indent=2))
             return
+        data = read_json(file)
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
             print(save_settings(store.db, data).model_dump_json(indent=2))
-        except (OSError, ValueError) as exc:
-            fail(f"cannot read {file}: {exc}")
         except CampaignInvalid as exc:
             fail(exc)

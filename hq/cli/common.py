@@ -3,8 +3,10 @@ refusal ends a command, and the rows it prints."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -41,6 +43,14 @@ def fail(message: object) -> NoReturn:
     """A refused command: the reason in red, exit status 1."""
     console.print(f"[red]{escape(str(message))}[/]")
     raise typer.Exit(1)
+
+
+def read_json(file: Path) -> Any:
+    """A JSON file a command was given; a file that cannot be read or is not JSON fails the command."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read {file}: {exc}")
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:

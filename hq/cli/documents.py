@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
+from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, read_json
 from terminal.console import JsonOpt, show_json
 
 app = typer.Typer()
@@ -16,8 +15,9 @@ app = typer.Typer()
 @app.command("put-coupon")
 def put_coupon(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits); print its id."""
+    body = read_json(file)
     with hq_store(db) as store:
-        coupon_id = store.put_coupon(json.loads(file.read_text(encoding="utf-8")))
+        coupon_id = store.put_coupon(body)
     if as_json:
         show_json({"coupon_id": coupon_id})
     else:
@@ -27,8 +27,9 @@ def put_coupon(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
 @app.command("put-rule")
 def put_rule(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Store an earning-rule JSON document (its rule_id); print its id."""
+    body = read_json(file)
     with hq_store(db) as store:
-        rule_id = store.put_rule_doc(json.loads(file.read_text(encoding="utf-8")))
+        rule_id = store.put_rule_doc(body)
     if as_json:
         show_json({"rule_id": rule_id})
     else:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows, read_json
 from terminal.console import JsonOpt
 
 app = typer.Typer(name="segment", help="Segments of members as data: put, show, list, delete, preview.")
@@ -27,10 +27,7 @@ def put(
     """Check a definition and store it under ID (replacing what was there). Prints JSON."""
     from hq.segments import SegmentInvalid, save
 
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(f"cannot read {file}: {exc}")
+    data = read_json(file)
     with hq_store(db) as store:
         try:
             done = save(store.db, segment_id, name or segment_id, data, by)

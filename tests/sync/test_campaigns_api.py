@@ -211,3 +211,24 @@ def test_a_served_head_office_runs_due_campaigns_by_itself(tmp_path: Path) -> No
     finally:
         proc.kill()
         hq.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["put-coupon"],
+        ["put-rule"],
+        ["segment", "put", "everyone"],
+        ["campaign", "put", "welcome"],
+        ["campaign", "settings"],
+    ],
+)
+def test_every_command_given_a_file_says_it_cannot_read_it(tmp_path: Path, args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    (tmp_path / "broken.json").write_text('{"not": json')
+    for file in (tmp_path / "missing.json", tmp_path / "broken.json"):
+        done = CliRunner().invoke(app, [*args, str(file), "--db", str(tmp_path / "hq.db")])
+        assert done.exit_code == 1 and f"cannot read {file}" in done.output.replace("\n", ""), done.output
