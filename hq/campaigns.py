@@ -27,7 +27,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -559,51 +559,54 @@ class RunCounts:
         }
 
 
+def _schedule_part(schedule: Once | Daily | Birthday | AfterVisit, day: date) -> tuple[str, str, str, list[Any]]:
+    """What the schedule adds to the segment's query: the column naming each member's occasion, a join, a
+    condition and its parameters."""
+    if isinstance(schedule, Birthday):
+        pairs = birthday_occasions(day, schedule.days_before)
+        marks = ", ".join("?" for _ in pairs)
+        return (
+            "p.birth_md",
+            "JOIN member_profiles p ON p.member_id = q.member_id",
+            f"p.birth_md IN ({marks})",
+            [md for md, _ in pairs],
+        )
+    if isinstance(schedule, AfterVisit):
+        low, high = visit_days(day, schedule.days)
+        where = "t.last_visit >= ? AND t.last_visit <= ? AND t.visits > 0"
+        return "t.last_visit", "JOIN member_totals t ON t.member_id = q.member_id", where, [low, high]
+    return "''", "", "1 = 1", []
+
+
 def _candidates(tx: Tx, spec: CampaignSpec, day: date) -> list[tuple[str, str]]:
     """Every (member id, occasion) the schedule and the segment hold on ``day``, in member id order: the
     segment is evaluated once (a page at a time would evaluate it once a page)."""
-    definition = segments.definition_of(tx, spec.segment)
-    compiled = segments.compile_segment(definition, day, tx.dialect)
-    sql = f"SELECT q.member_id, {{occasion}} FROM ({compiled.sql}) q {{join}} WHERE 1 = 1"
-    params: list[Any] = [*compiled.params]
-    schedule = spec.schedule
-    if isinstance(schedule, Birthday):
-        pairs = birthday_occasions(day, schedule.days_before)
-        sql = sql.format(occasion="p.birth_md", join="JOIN member_profiles p ON p.member_id = q.member_id")
-        sql += f" AND p.birth_md IN ({', '.join('?' for _ in pairs)})"
-        params += [md for md, _ in pairs]
-    elif isinstance(schedule, AfterVisit):
-        low, high = visit_days(day, schedule.days)
-        sql = sql.format(occasion="t.last_visit", join="JOIN member_totals t ON t.member_id = q.member_id")
-        sql += " AND t.last_visit >= ? AND t.last_visit <= ? AND t.visits > 0"
-        params += [low, high]
-    else:
-        sql = sql.format(occasion="''", join="")
-    if spec.require_consent:
-        sql += (
-            " AND q.member_id IN (SELECT k.member_id FROM consents k WHERE k.channel = 'marketing' "
-            "AND k.withdrawn_at IS NULL)"
-        )
-    sql += " ORDER BY q.member_id"
+    compiled = segments.compile_segment(segments.definition_of(tx, spec.segment), day, tx.dialect)
+    key, join, where, params = _schedule_part(spec.schedule, day)
+    consent = (
+        " AND q.member_id IN (SELECT k.member_id FROM consents k WHERE k.channel = 'marketing' "
+        "AND k.withdrawn_at IS NULL)"
+        if spec.require_consent
+        else ""
+    )
+    sql = f"SELECT q.member_id, {key} FROM ({compiled.sql}) q {join} WHERE {where}{consent} ORDER BY q.member_id"
     segments.prepare(tx)
-    rows = tx.all(sql, params)
-    found: list[tuple[str, str]] = []
-    for member_id, key in rows:
-        found.append((str(member_id), _occasion(schedule, day, str(key or ""))))
-    return found
+    occasion = _occasions(spec.schedule, day)
+    return [
+        (str(member_id), occasion(str(found or ""))) for member_id, found in tx.all(sql, [*compiled.params, *params])
+    ]
 
 
-def _occasion(schedule: Once | Daily | Birthday | AfterVisit, day: date, key: str) -> str:
+def _occasions(schedule: Once | Daily | Birthday | AfterVisit, day: date) -> Callable[[str], str]:
+    """How a run on ``day`` names a member's occasion from the key its query found."""
     if isinstance(schedule, Once):
-        return "once"
+        return lambda _: "once"
     if isinstance(schedule, Daily):
-        return day.isoformat()
+        return lambda _: day.isoformat()
     if isinstance(schedule, Birthday):
-        for md, occasion in birthday_occasions(day, schedule.days_before):
-            if md == key:
-                return occasion
-        raise AssertionError(f"birthday {key} is not served on {day}")
-    return f"visit:{key}"
+        by_md = dict(birthday_occasions(day, schedule.days_before))  # each month-day is served once a run
+        return lambda md: by_md[md]
+    return lambda last_visit: f"visit:{last_visit}"
 
 
 def _lock(tx: Tx, members: list[str]) -> None:
