@@ -347,19 +347,15 @@ class HqStore:
         """The terminal pulls: a till pushes everything it has before it pulls, so no entry it makes later
         can honestly carry an earlier time than this (``ingest`` checks). A till asks ``since`` the last
         version it applied: what reached it (campaign reports count coupons delivered by it)."""
-        # A till cannot claim more than head office has issued (what campaign reports count as delivered).
+        # One statement: a till cannot claim more than head office has issued (what campaign reports count).
         self.db.transact(
             lambda tx: tx.run(
-                "UPDATE terminals SET last_pull = ?, pulled_version = CASE WHEN pulled_version < ? THEN ? "
-                "ELSE pulled_version END WHERE terminal_id = ?",
-                [self.now(), since, min(since, self._feed_version(tx)), terminal_id],
+                "UPDATE terminals SET last_pull = ?, pulled_version = CASE WHEN pulled_version >= ? THEN pulled_version "
+                "ELSE (SELECT CASE WHEN c.value < ? THEN c.value ELSE ? END FROM counters c WHERE c.name = 'version') "
+                "END WHERE terminal_id = ?",
+                [self.now(), since, since, since, terminal_id],
             )
         )
-
-    @staticmethod
-    def _feed_version(tx: Tx) -> int:
-        row = tx.one("SELECT value FROM counters WHERE name = 'version'")
-        return int(row[0]) if row else 0
 
     def touch(self, terminal_id: str, clock_offset: float | None = None) -> None:
         """Note that a terminal was seen (at most every 30 s per terminal: pulls are frequent)."""
