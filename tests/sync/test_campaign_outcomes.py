@@ -51,6 +51,9 @@ def hq(hq_url: str) -> Iterator[HqStore]:
             "INSERT INTO consents (member_id, wording_version, channel, given_at) VALUES (?, 'v1', 'marketing', ?)",
             [(f"M-{n:04d}", "2026-01-01T00:00:00Z") for n in range(600)],
         )
+        # The chain's campaign secret draws the arms; a fixed one makes the draw, and so each interval, the
+        # same every run (a fresh random secret would miss the planted value one run in twenty, by design).
+        tx.run("INSERT INTO settings (name, value) VALUES (?, 'outcomes-test')", [campaigns.SECRET_KEY])
     segments.save(store.db, "everyone", "everyone", {"where": {"kind": "tier", "tiers": ["basic"]}}, "test")
     yield store
     store.close()
