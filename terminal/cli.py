@@ -300,7 +300,8 @@ def checkin_code(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         show_json({k: shown[k] for k in ("code", "link", "step", "renew_in")})
         return
     console.print(qrcodes.terminal_text(shown["link"]), markup=False, highlight=False)
-    _print_lines([shown["link"], f"renewed in {shown['renew_in']} s (a code is accepted for 30 to 60 s)"])
+    console.print(shown["link"], markup=False, highlight=False, soft_wrap=True)  # whole, to copy
+    console.print(f"renewed in {shown['renew_in']} s (a code is accepted for 30 to 60 s)", markup=False)
 
 
 @commands.command()

@@ -19,7 +19,7 @@ from hq import campaigns, segments
 from hq.store import HqStore
 from hq.wallet import signin
 from tests.api.stack import chromium, chromium_missing
-from tests.fixtures.hq import HqProcess
+from tests.fixtures.hq import HqProcess, tillpoint
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
 from tests.sync.test_wallet_browser import PHONE, check_page
 from tests.waiting import wait_until
@@ -106,6 +106,13 @@ def test_a_phone_checks_in_by_the_tills_rotating_qr_once(chain: tuple[HqProcess,
     if missing:
         pytest.fail(missing)
     hq, till, outbox = chain
+    printed = tillpoint("checkin-code", "--json", "--config", str(till.config))  # the till's command
+    assert printed.returncode == 0, printed.stderr
+    shown = json.loads(printed.stdout)
+    assert shown["link"] == f"{hq.url}/wallet/checkin?c={shown['code']}" and 1 <= shown["renew_in"] <= 30
+    drawn = tillpoint("checkin-code", "--config", str(till.config))
+    assert drawn.returncode == 0 and any(block in drawn.stdout for block in "\u2580\u2584\u2588"), drawn.stdout
+    assert any(line.startswith(f"{hq.url}/wallet/checkin?c=") and len(line) > 140 for line in drawn.stdout.splitlines())
     requested: list[str] = []
     with chromium() as browser:
         display = browser.new_page(viewport={"width": 800, "height": 800})
