@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import campaigns, segments
+from hq import campaigns, segments, stats
 from hq.db.engine import utc_now
 from hq.store import HqStore
 from hq.wallet import checkin
@@ -232,3 +232,26 @@ def test_a_stolen_till_credential_mints_no_more_than_its_store_days_cap(hq: HqSt
     with hq.db.read() as tx:
         row = tx.one("SELECT effect, points, stored_value FROM journal WHERE txn_id = ?", [forged])
     assert row is not None and (row[0], int(row[1]), int(row[2])) == ("malformed", 0, 0)
+
+
+def test_erasing_a_member_takes_its_check_ins_and_keeps_its_door_taps_anonymised(hq: HqStore) -> None:
+    from hq.erasure import erase_member
+
+    checkin_campaign(hq)
+    till = TillKey(hq, "T-1")
+    tap = till.door_tap("M-A")
+    campaigns.reward_pending(hq.db, campaigns.parse_now(None))
+    assert check_in(hq, "M-B", till.code()).rewards
+    erase_member(hq, "M-A", "admin")
+    assert count(hq, "SELECT COUNT(*) FROM checkins WHERE member_id = ?", "M-A") == 0
+    assert count(hq, "SELECT COUNT(*) FROM member_totals WHERE member_id = ?", "M-A") == 0
+    assert count(hq, "SELECT COUNT(*) FROM campaign_members WHERE member_id = ?", "M-A") == 0
+    with hq.db.read() as tx:
+        row = tx.one("SELECT member_id, payload FROM journal WHERE txn_id = ?", [tap])
+    assert row is not None and row[0] is None and '"member_id":null' in str(row[1])
+    assert count(hq, "SELECT COUNT(*) FROM checkins") == 1  # M-B's stays
+    with hq.db.read() as tx:
+        kept = stats.snapshot(tx)
+    hq.rebuild_stats()
+    with hq.db.read() as tx:
+        assert stats.snapshot(tx) == kept  # what erasure left is what the journal and the check-ins give
