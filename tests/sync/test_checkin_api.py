@@ -45,6 +45,8 @@ def test_the_tills_link_leads_a_member_through_sign_in_to_check_in_and_its_rewar
         assert done.status_code == 200 and 'id="checked-in"' in done.text, done.text
         assert "+50 points for visiting" in done.text and 'data-coupon="cmp-visit-' in done.text
         assert "+50 points for visiting" in aiko.get("/wallet/coupons").text
+        visits = aiko.get("/wallet/activity").text  # the visit is in the member's activity
+        assert re.search(r"<td>Check in</td><td>-</td><td>-</td>", visits) and "S-CHK" in visits
         again = check_in(aiko, till.code())
         assert again.status_code == 409 and error_code(again) == "checkin_used"
     with wallet.client() as ben:  # another member scanning the same code: fine
