@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from hq import campaigns, segments
 from hq.store import HqStore
 from hq.wallet import signin
-from tests.api.stack import chromium, chromium_missing
+from tests.api.stack import CHROMIUM, CHROMIUM_FLAGS, chromium_missing
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
 from tests.sync.test_wallet_browser import PHONE, check_page
@@ -65,6 +66,31 @@ def chain(tmp_path: Path) -> Iterator[tuple[HqProcess, TillProcess, Path]]:
         till.stop()
         notify.close()
         hq.kill()
+
+
+# A phone browser's BarcodeDetector (Chrome on Android has one; Chromium on desktop Linux has none): this
+# stand-in answers what the camera sees with the text the test read from the display's screen with zxing-cpp.
+DETECTOR = """window.BarcodeDetector = class {
+  constructor(options) { window.__detectorFormats = options.formats; }
+  async detect(source) {
+    window.__detectedFrom = source.tagName + ":" + (source.srcObject ? source.srcObject.getVideoTracks().length : 0);
+    return window.__seen ? [{rawValue: window.__seen, format: "qr_code"}] : [];
+  }
+};"""
+
+
+@contextmanager
+def browser_with_a_camera() -> Iterator[Any]:
+    """Debian's Chromium with a fake camera (a test pattern) that pages may open without a prompt."""
+    from playwright.sync_api import sync_playwright
+
+    flags = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def read_qr(png: bytes) -> str:
@@ -114,7 +140,7 @@ def test_a_phone_checks_in_by_the_tills_rotating_qr_once(chain: tuple[HqProcess,
     assert drawn.returncode == 0 and any(block in drawn.stdout for block in "\u2580\u2584\u2588"), drawn.stdout
     assert any(line.startswith(f"{hq.url}/wallet/checkin?c=") and len(line) > 140 for line in drawn.stdout.splitlines())
     requested: list[str] = []
-    with chromium() as browser:
+    with browser_with_a_camera() as browser:
         display = browser.new_page(viewport={"width": 800, "height": 800})
         display.set_default_timeout(10_000)
         display.goto(f"{till.url}/panel/checkin.html")
@@ -161,6 +187,24 @@ def test_a_phone_checks_in_by_the_tills_rotating_qr_once(chain: tuple[HqProcess,
         page.click("#checkin-submit")
         page.wait_for_selector("#error")
         assert page.get_attribute("#error", "data-code") == "checkin_used"
+
+        # The check-in page itself: the code pasted (this browser has no BarcodeDetector: no camera button) ...
+        page.goto(f"{hq.url}/wallet/checkin")
+        assert page.evaluate("() => 'BarcodeDetector' in window") is False and page.is_hidden("#checkin-camera")
+        page.fill("#checkin-code", fresh)
+        page.click("#checkin-submit")
+        page.wait_for_selector("#error")
+        assert page.get_attribute("#error", "data-code") == "checkin_used"
+        # ... and, where the browser has one, the camera: the page opens it, the detector's text is sent.
+        page.add_init_script(DETECTOR)
+        page.goto(f"{hq.url}/wallet/checkin")
+        page.wait_for_selector("#checkin-camera:not([hidden])")
+        page.click("#checkin-camera")
+        page.wait_for_selector("#checkin-video:not([hidden])")
+        page.evaluate("(text) => { window.__seen = text; }", display_link(display))
+        page.wait_for_selector("#error")
+        assert page.get_attribute("#error", "data-code") == "checkin_used"  # the camera's code reached head office
+        assert page.url == f"{hq.url}/wallet/checkin"
     assert count(hq.db, "SELECT COUNT(*) FROM checkins") == 1
     assert count(hq.db, "SELECT COUNT(*) FROM coupons WHERE member_id = 'M-A'") == 1
     assert count(hq.db, "SELECT visits FROM member_totals WHERE member_id = 'M-A'") == 1
