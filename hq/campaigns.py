@@ -894,7 +894,13 @@ def _checkin_campaigns(tx: Tx, store_id: str, day: date) -> list[tuple[str, Camp
 
 
 def _in_segment(tx: Tx, spec: CampaignSpec, member_id: str, day: date) -> bool:
-    compiled = segments.compile_segment(segments.definition_of(tx, spec.segment), day, tx.dialect)
+    """Whether the campaign's segment holds the member on ``day``; a segment deleted or unreadable since the
+    campaign was saved holds nobody (the check-in itself still counts)."""
+    try:
+        definition = segments.definition_of(tx, spec.segment)
+    except HqError:
+        return False
+    compiled = segments.compile_segment(definition, day, tx.dialect)
     segments.prepare(tx)
     sql = f"SELECT 1 FROM ({compiled.sql}) q WHERE q.member_id = ?"
     return tx.one(sql, [*compiled.params, member_id]) is not None

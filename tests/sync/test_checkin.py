@@ -255,3 +255,10 @@ def test_erasing_a_member_takes_its_check_ins_and_keeps_its_door_taps_anonymised
     hq.rebuild_stats()
     with hq.db.read() as tx:
         assert stats.snapshot(tx) == kept  # what erasure left is what the journal and the check-ins give
+
+
+def test_a_campaign_whose_segment_was_deleted_rewards_nobody_and_the_visit_still_counts(hq: HqStore) -> None:
+    checkin_campaign(hq)
+    hq.db.transact(lambda tx: segments.delete(tx, "everyone"))
+    done = check_in(hq, "M-A", TillKey(hq, "T-1").code())
+    assert done.rewards == [] and visits(hq, "M-A") == (1, 0)
