@@ -69,6 +69,10 @@ class UnknownCampaign(HqError):
     pass
 
 
+class RewardsFailed(HqError):
+    """Some pending check-ins could not be decided (the others were): they stay pending for the next try."""
+
+
 # -- the spec -----------------------------------------------------------------------------------------
 
 
@@ -954,6 +958,7 @@ def reward_pending(db: Db, now: datetime) -> int:
     with db.read() as tx:
         waiting = checkins.pending(tx)
     decided = 0
+    failed: list[str] = []
     for visit in waiting:
 
         def decide(tx: Tx, visit: checkins.Visit = visit) -> bool:
@@ -962,7 +967,12 @@ def reward_pending(db: Db, now: datetime) -> int:
             reward_checkin(tx, visit.member_id, visit.store_id, visit.day, now)
             return True
 
-        decided += db.transact(decide)
+        try:
+            decided += db.transact(decide)
+        except (HqError, ValueError) as exc:  # one that fails stops no other; it stays pending, tried again
+            failed.append(f"{visit.member_id} at {visit.store_id} on {visit.day}: {exc}"[:300])
+    if failed:
+        raise RewardsFailed(f"{len(failed)} check-in rewards not decided (first: {failed[0]})")
     return decided
 
 
