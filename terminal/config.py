@@ -444,10 +444,18 @@ def _key_of(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"])
 
 
+def _door_apart(cfg: Config) -> Config:
+    """A reader is the till's or the door's, never both: a tap is a sale's member or a check-in."""
+    shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
+    if shared:
+        raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
+    return cfg
+
+
 def validate(raw: dict[str, Any]) -> Config:
     """Check a parsed TOML document; the first bad value becomes a ConfigError naming its key."""
     try:
-        return Config.model_validate(raw)
+        return _door_apart(Config.model_validate(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = first["msg"]
