@@ -38,6 +38,10 @@ def test_the_tills_link_leads_a_member_through_sign_in_to_check_in_and_its_rewar
             data={"contact": AIKO, "code": wallet.last_code(AIKO), "next": f"/wallet/checkin?c={code}"},
         )
         assert back.status_code == 303 and back.headers["location"] == f"/wallet/checkin?c={code}"
+        # A browser that keeps the SameSite=Strict cookie from a link another app opened shows "Sign in": one tap
+        # on it, already signed in, leads straight back to the check-in.
+        again_in = aiko.get(f"/wallet/sign-in?next=/wallet/checkin?c={code}")
+        assert again_in.status_code == 303 and again_in.headers["location"] == f"/wallet/checkin?c={code}"
         shown = aiko.get(back.headers["location"])
         assert shown.status_code == 200 and 'data-store="S-CHK"' in shown.text and 'id="checkin-submit"' in shown.text
         assert count(wallet.hq, "SELECT COUNT(*) FROM checkins") == 0  # a GET records nothing
