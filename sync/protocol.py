@@ -108,6 +108,8 @@ class ErrorCode(StrEnum):
     WALLET_CONTACT_TAKEN = "wallet_contact_taken"
     WALLET_SIGN_IN_REQUIRED = "wallet_sign_in_required"
     WALLET_BAD_ORIGIN = "wallet_bad_origin"
+    WALLET_SIGN_IN_AGAIN = "wallet_sign_in_again"
+    WALLET_TOO_MANY_DEVICES = "wallet_too_many_devices"
     GIFT_UNKNOWN = "gift_unknown"
     GIFT_NOT_TRANSFERABLE = "gift_not_transferable"
     GIFT_USED_UP = "gift_used_up"
@@ -185,6 +187,8 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
     ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
     ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
+    ErrorCode.WALLET_SIGN_IN_AGAIN: (401, "setting up paying on a phone needs a sign-in of the last 10 minutes"),
+    ErrorCode.WALLET_TOO_MANY_DEVICES: (409, "the member has as many paying phones as allowed: remove one first"),
     ErrorCode.GIFT_UNKNOWN: (404, "no such coupon of the member's, or no such gift link"),
     ErrorCode.GIFT_NOT_TRANSFERABLE: (409, "the coupon's document does not allow passing it on"),
     ErrorCode.GIFT_USED_UP: (409, "the coupon has moved as many times as its campaign allows"),

@@ -226,6 +226,15 @@ def session_member(store: HqStore, token: str, now: int) -> str | None:
     return None if row is None else str(row[0])
 
 
+def session_started(store: HqStore, token: str, now: int) -> int | None:
+    """When a live session began (unix seconds): what the steps that need a recent sign-in ask."""
+    if not token or len(token) > 128 or session_member(store, token, now) is None:
+        return None
+    with store.db.read() as tx:
+        row = tx.one("SELECT created_at FROM wallet_sessions WHERE token_sha256 = ?", [token_digest(token)])
+    return None if row is None else int(row[0])
+
+
 def end_session(store: HqStore, token: str, now: int) -> bool:
     """Sign out: the session's token works no more. False when it was not a live session."""
     changed = store.db.transact(
@@ -268,6 +277,7 @@ __all__ = [
     "open_session",
     "request_code",
     "session_member",
+    "session_started",
     "set_contact",
     "sign_in",
 ]

@@ -87,9 +87,14 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
         ROOT / "hq" / "wallet" / "templates",
         ROOT / "hq" / "wallet" / "static",
     )
-    shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.iterdir() if p.is_file()}
+    shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.rglob("*") if p.is_file()}
     assert shipped and shipped <= names, shipped - names
     assert "hq/wallet/templates/overview.html" in shipped and "hq/wallet/static/sw.js" in shipped
+    assert {
+        "hq/wallet/static/pay.js",
+        "hq/wallet/static/vendor/qrcode.js",
+        "hq/wallet/static/vendor/LICENSE",
+    } <= shipped
     assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
     assert {"hq/__init__.py", "hq/cli/__init__.py", "tillpoint/cli.py"} <= names  # head office and the command
 
