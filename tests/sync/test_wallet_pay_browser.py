@@ -33,6 +33,7 @@ from terminal.model import Basket, Line
 from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import chromium, chromium_missing
+from tests.sync.test_wallet_browser import check_page
 
 PHONE = {"width": 360, "height": 740}
 MAKE = """async ([pkcs8, certId, now, counter]) => {
@@ -302,3 +303,28 @@ class other_origin:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("lang", "title"), [("en", "Pay with this phone"), ("ja", "このスマホで支払う"), ("zh", "用本机付款")]
+)
+def test_the_pay_page_speaks_the_members_language_at_360_px_and_works_by_keyboard(
+    head_office: tuple[HqStore, ServerHandle], browser: Any, lang: str, title: str
+) -> None:
+    hq, server = head_office
+    page = signed_in(browser, hq, server, "M-A")
+    page.goto(f"{server.url}/wallet/pay?lang={lang}")
+    page.wait_for_selector("#pay[data-state=setup]")
+    assert page.inner_text("h1") == title and page.get_attribute("html", "lang") == lang
+    assert page.get_attribute("nav a[href='/wallet/pay']", "aria-current") == "page"
+    check_page(page)
+    page.focus("#pay-setup-button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#pay[data-state=ready]")
+    page.wait_for_selector("#pay-device-list li")
+    check_page(page)
+    page.keyboard.press("Tab")  # from "New code" to "Remove this phone"
+    assert page.evaluate("() => document.activeElement.id") == "pay-remove"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#pay[data-state=setup]")
+    assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True]
