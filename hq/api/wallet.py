@@ -14,8 +14,9 @@
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
-    POST /wallet/sign-out          ends the session and clears the cookie (``everywhere=1``: every session
-                                   of the member, a lost phone's too)
+    POST /wallet/sign-out          ends the session, clears the cookie and the browser's storage (``everywhere=1``:
+                                   every session of the member, a lost phone's too; ``device``: the paying
+                                   phone this browser held is revoked)
     GET  /wallet/pay               the pay page: a shell with no personal data (the service worker keeps it);
                                    its script holds the device key and makes payment codes offline
     GET  /wallet/devices           JSON: the member's paying phones (device certificates, revoked or not)
@@ -237,14 +238,24 @@ def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Respons
 def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Response:
     """Ends this session; with ``everywhere=1``, every session of the member (a lost phone)."""
     token = session_token(request)
+    if member is not None and fields.get("device"):
+        _forget_phone(store, member, fields["device"])
     if member is not None and fields.get("everywhere") == "1":
         signin.end_all_sessions(store, member, now_s())
     elif token is not None:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
     clear_session_cookie(reply, request)
-    reply.headers["Clear-Site-Data"] = '"cache"'
+    reply.headers["Clear-Site-Data"] = '"cache", "storage"'
     return reply
+
+
+def _forget_phone(store: HqStore, member: str, cert_id: str) -> None:
+    """The browser signing out held a paying phone's key: it is revoked (the answer clears the key too)."""
+    try:
+        devices.remove(store, member, cert_id)
+    except signin.WalletRefused:
+        log.info("sign-out named no paying phone of the member's")
 
 
 # -- the pages ------------------------------------------------------------------------------------------

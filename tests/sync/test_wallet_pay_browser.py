@@ -328,3 +328,16 @@ def test_the_pay_page_speaks_the_members_language_at_360_px_and_works_by_keyboar
     page.keyboard.press("Enter")
     page.wait_for_selector("#pay[data-state=setup]")
     assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True]
+
+
+def test_signing_out_removes_the_phone_and_its_key_so_the_next_member_on_it_starts_afresh(
+    head_office: tuple[HqStore, ServerHandle], browser: Any
+) -> None:
+    hq, server = head_office
+    page = signed_in(browser, hq, server, "M-A")
+    device = set_up_phone(page, server)
+    page.wait_for_selector("#sign-out + input[name=device]", state="attached")
+    page.click("#sign-out")
+    page.wait_for_selector("body[data-page=sign-in]")
+    assert [(d["cert_id"], d["revoked"]) for d in payments.devices(hq, "M-A")] == [(device["cert"]["cert_id"], True)]
+    assert page.evaluate(DEVICE) is None  # the answer cleared the browser's storage: the key is gone

@@ -1,4 +1,4 @@
-// The pay page's script (same origin, no inline code). This phone's device key is an Ed25519 key made by
+// The pay page's script (same origin, no inline code; every page loads it for signing out). This phone's device key is an Ed25519 key made by
 // WebCrypto whose private half cannot be read out of the browser; it is kept in IndexedDB with the device
 // certificate head office issued for it and the counter of the codes made. A payment code is the till's
 // own format (terminal/payments.py), made here with no network:
@@ -94,12 +94,14 @@ const TillpointPay = (function () {
     });
   }
 
-  function save(device) {
-    return withStore("readwrite", (store) => store.put(device, THIS));
+  async function save(device) {
+    await withStore("readwrite", (store) => store.put(device, THIS));
+    await markSignOut();
   }
 
-  function forget() {
-    return withStore("readwrite", (store) => store.delete(THIS));
+  async function forget() {
+    await withStore("readwrite", (store) => store.delete(THIS));
+    await markSignOut();
   }
 
   // The next counter, written in the same transaction that reads it: two tabs never get the same one.
@@ -325,6 +327,24 @@ const TillpointPay = (function () {
     });
   }
 
+  // Signing out in this browser removes this phone too: the forms carry its certificate id, head office
+  // revokes it, and the answer clears the browser's storage (the key with it).
+  async function markSignOut() {
+    const forms = document.querySelectorAll("form[action='/wallet/sign-out']");
+    if (!forms.length || !window.indexedDB) return;
+    const device = await load().catch(() => null);
+    for (const form of forms) {
+      form.querySelectorAll("input[name=device]").forEach((field) => field.remove());
+      if (!device) continue;
+      const field = document.createElement("input");
+      field.type = "hidden";
+      field.name = "device";
+      field.value = device.cert.cert_id;
+      form.append(field);
+    }
+  }
+
   if (document.getElementById("pay")) page();
+  markSignOut();
   return {makeCode: makeCode, header: header, base64url: base64url, load: load, forget: forget};
 })();
