@@ -15,8 +15,8 @@
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
     POST /wallet/sign-out          ends the session, clears the cookie and the browser's storage (``everywhere=1``:
-                                   every session of the member, a lost phone's too; ``device``: the paying
-                                   phone this browser held is revoked)
+                                   every session of the member and every paying phone, a lost phone's too;
+                                   ``device``: the paying phone this browser held is revoked)
     GET  /wallet/pay               the pay page: a shell with no personal data (the service worker keeps it);
                                    its script holds the device key and makes payment codes offline
     GET  /wallet/devices           JSON: the member's paying phones (device certificates, revoked or not)
@@ -242,6 +242,7 @@ def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Re
         _forget_phone(store, member, fields["device"])
     if member is not None and fields.get("everywhere") == "1":
         signin.end_all_sessions(store, member, now_s())
+        devices.remove_all(store, member)
     elif token is not None:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})

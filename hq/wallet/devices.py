@@ -8,7 +8,8 @@ makes one-time payment codes with it that tills verify offline (``terminal.payme
     register   a session begun less than ``FRESH_S`` ago (a sign-in code or joining, not a two-week old
                cookie: a thief holding only the cookie cannot make a paying device), at most
                ``MAX_DEVICES`` live devices a member
-    remove     the member's own device onto the revocation list (``hq.payments.revoke_device``)
+    remove     the member's own device onto the revocation list (``hq.payments.revoke_device``); signing
+               out in the browser that holds it does it too, and signing out everywhere removes them all
     listed     the member's devices, live first
 
 Refusals are ``signin.WalletRefused`` with a ``sync.protocol.ErrorCode``.
@@ -48,6 +49,14 @@ def register(store: HqStore, member_id: str, session_started: int, device_key_he
         raise WalletRefused(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
 
+def remove_all(store: HqStore, member_id: str) -> int:
+    """Revoke every live device of the member ("sign out on every device": a lost phone pays no more)."""
+    live = [str(d["cert_id"]) for d in payments.devices(store, member_id) if not d["revoked"]]
+    for cert_id in live:
+        payments.revoke_device(store, cert_id, REMOVED)
+    return len(live)
+
+
 def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:
     """Revoke one of the member's own devices; another member's, or none, is ``device_cert_unknown``."""
     if not any(d["cert_id"] == cert_id_hex for d in payments.devices(store, member_id)):
@@ -55,4 +64,4 @@ def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:
     return payments.revoke_device(store, cert_id_hex, REMOVED)
 
 
-__all__ = ["FRESH_S", "MAX_DEVICES", "listed", "register", "remove"]
+__all__ = ["FRESH_S", "MAX_DEVICES", "listed", "register", "remove", "remove_all"]

@@ -112,3 +112,15 @@ def test_at_most_max_devices_live_and_only_the_members_own_are_removed(server: t
         assert aiko.post("/wallet/devices", json={"device_key": new_key()}).status_code == 200  # room again
     revoked = {d["cert_id"]: d["revoked"] for d in payments.devices(hq, "M-A")}
     assert revoked[first] is True and sum(revoked.values()) == 1
+
+
+def test_signing_out_everywhere_removes_every_paying_phone_of_the_member(server: tuple[HqStore, ServerHandle]) -> None:
+    hq, handle = server
+    with session(hq, handle.url, "M-A") as aiko, session(hq, handle.url, "M-B") as ben:
+        for _ in range(2):
+            assert aiko.post("/wallet/devices", json={"device_key": new_key()}).status_code == 200
+        assert ben.post("/wallet/devices", json={"device_key": new_key()}).status_code == 200
+        reply = aiko.post("/wallet/sign-out", data={"everywhere": "1"})
+        assert reply.status_code == 303 and reply.headers["clear-site-data"] == '"cache", "storage"'
+    assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True, True]
+    assert [d["revoked"] for d in payments.devices(hq, "M-B")] == [False]  # another member's are untouched

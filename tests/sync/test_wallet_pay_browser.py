@@ -30,6 +30,7 @@ from terminal import payments as pay
 from terminal.errors import Code, Rejected
 from terminal.identity import Payment
 from terminal.model import Basket, Line
+from terminal.qrcodes import qr_text
 from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import chromium, chromium_missing
@@ -150,6 +151,7 @@ def test_a_code_made_in_chromium_is_the_simulators_byte_for_byte(
         assert (code.cert_id, code.time_step, code.counter) == (cert_id, now // pay.STEP_SECONDS, counter)
         pay.verify_code(code, cert, now)  # the till's pure verifier
         assert len(made) == len(pay.PREFIX) + 108 and "=" not in made  # 81 bytes in base64url, as documented
+        assert page.evaluate("(code) => TillpointPay.qrText(code)", made) == qr_text(made)  # the QR's text
     # The same bytes with one bit of the signature changed: the verifier refuses the browser's code too.
     made = page.evaluate(MAKE, [pkcs8, cert_id.hex(), 1_800_000_000, 9])
     raw = bytearray(b64url.decode(made[len(pay.PREFIX) :]))
@@ -174,6 +176,7 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
     first = shown_code(page)
     assert pay.parse_code(first).counter == 1
     assert page.locator("#pay-code[role=img][aria-label]").count() == 1
+    assert page.evaluate("() => document.querySelector('#pay-code svg').viewBox.baseVal.width") == 37 + 8  # version 5
     assert page.locator("#pay-device-list li").count() == 1 and "(this phone)" in page.inner_text("#pay-device-list")
 
     one, two = till(tmp_path, server), till(tmp_path, server, "T2", "till-token-2")

@@ -5,8 +5,8 @@
 //   code    version u8 (1) | cert_id 8 bytes | time_step u32 | counter u32 | Ed25519 signature 64 bytes
 //   signed  "tillpoint-pay/1" | version | cert_id | time_step | counter          (time_step = unix time / 30)
 //   text    "TPP1:" + base64url(code), no padding
-// The counter is saved before a code is shown, so no two codes share one. The QR is drawn by the vendored
-// qrcode-generator (static/vendor/qrcode.js, MIT).
+// The counter is saved before a code is shown, so no two codes share one. The QR carries the same bytes in
+// base45 (as the till's own codes do) and is drawn by the vendored qrcode-generator (static/vendor/qrcode.js, MIT).
 "use strict";
 const TillpointPay = (function () {
   const PREFIX = "TPP1:";
@@ -16,6 +16,7 @@ const TillpointPay = (function () {
   const DB_NAME = "tillpoint-pay";
   const STORE = "device";
   const THIS = "this";
+  const MAX_MODULES = 37; // QR version 5
   const RENEWALS = 6; // a shown code is renewed every step for three minutes, then "New code" makes another
 
   function hexToBytes(hex) {
@@ -33,6 +34,33 @@ const TillpointPay = (function () {
     let text = "";
     for (const b of bytes) text += String.fromCharCode(b);
     return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  // RFC 9285, as terminal/base45.py: the QR shows the code's bytes in base45, so the whole text is in the QR
+  // alphanumeric mode and the code stays at version 5 (the same bytes, the same signature: tills read both).
+  const BASE45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
+
+  function base45(bytes) {
+    let out = "";
+    for (let i = 0; i + 1 < bytes.length; i += 2) {
+      const n = bytes[i] * 256 + bytes[i + 1];
+      out += BASE45[n % 45] + BASE45[Math.floor(n / 45) % 45] + BASE45[Math.floor(n / 2025)];
+    }
+    if (bytes.length % 2) {
+      const n = bytes[bytes.length - 1];
+      out += BASE45[n % 45] + BASE45[Math.floor(n / 45)];
+    }
+    return out;
+  }
+
+  function fromBase64url(text) {
+    const padded = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
+    return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+  }
+
+  // What the QR carries for a code text: its prefix and its bytes in base45 (terminal/qrcodes.py qr_text).
+  function qrText(code) {
+    return PREFIX + base45(fromBase64url(code.slice(PREFIX.length)));
   }
 
   // version | cert_id | time_step | counter: the code's first 17 bytes, big-endian like struct ">B8sII".
@@ -148,10 +176,20 @@ const TillpointPay = (function () {
 
   // -- the page ---------------------------------------------------------------------------------------
 
-  function drawQr(box, text) {
-    const qr = qrcode(0, "M");
-    qr.addData(text, "Byte");
-    qr.make();
+  // The strongest error correction that keeps the code at version 5 (37 modules), as the till's codes.
+  function encodeQr(text) {
+    let qr = null;
+    for (const level of ["H", "Q", "M", "L"]) {
+      qr = qrcode(0, level);
+      qr.addData(text, "Alphanumeric");
+      qr.make();
+      if (qr.getModuleCount() <= MAX_MODULES) break;
+    }
+    return qr;
+  }
+
+  function drawQr(box, code) {
+    const qr = encodeQr(qrText(code));
     const count = qr.getModuleCount();
     const quiet = 4;
     const size = count + 2 * quiet;
@@ -178,7 +216,7 @@ const TillpointPay = (function () {
     ink.setAttribute("d", runs.join(""));
     svg.append(paper, ink);
     box.replaceChildren(svg);
-    box.dataset.code = text;
+    box.dataset.code = code;
   }
 
   function page() {
@@ -346,5 +384,5 @@ const TillpointPay = (function () {
 
   if (document.getElementById("pay")) page();
   markSignOut();
-  return {makeCode: makeCode, header: header, base64url: base64url, load: load, forget: forget};
+  return {makeCode: makeCode, qrText: qrText, load: load, forget: forget};
 })();
