@@ -235,7 +235,15 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "レジで見せてください。1回だけ、約1分間使えます。",
         "请在结账时出示。仅可使用一次，有效期约1分钟。",
     ),
-    "pay_new_code": ("New code", "新しいコード", "新付款码"),
+    "pay_new_code": ("New code", "新しいコード", "刷新二维码"),
+    "pay_show_member": ("Show my member code", "会員コードを表示", "显示会员码"),
+    "pay_show_pay": ("Show a payment code", "支払いコードを表示", "显示付款码"),
+    "pay_member_help": (
+        "Show it at the till to be recognised and collect points, with or without a connection. It works once, "
+        "for about a minute.",
+        "レジで見せると会員として認識され、ポイントがたまります（通信がなくても使えます）。1回だけ、約1分間使えます。",
+        "结账时出示即可识别会员并积分（无网络也可使用）。仅可使用一次，有效期约1分钟。",
+    ),
     "pay_remove": ("Remove this phone", "このスマホを解除", "解除本机"),
     "pay_removed": (
         "This phone can no longer pay. Tills refuse its codes once they are up to date.",

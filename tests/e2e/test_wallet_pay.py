@@ -4,8 +4,8 @@ lost head office too.
 A real head-office process (the file sender for the sign-in code); the member signs in through the pages and
 sets the phone up with the keyboard; a till (SQLite store, service, sync client with online confirmation)
 pulls the device certificate; then the phone goes offline (the service worker serves the pay page and its
-scripts, the code is made from IndexedDB) and head office stops; the page's screenshot is held up to the
-till's camera pipeline (OpenCV reading a video of it, zxing-cpp decoding); the till approves the payment under
+scripts, the codes are made from IndexedDB) and head office stops; the phone's own member code identifies the
+member; the page's screenshot of a payment code is held up to the till's camera pipeline (OpenCV reading a video of it, zxing-cpp decoding); the till approves the payment under
 its offline rules; when head office is back the sale reaches it once, with the balance right."""
 
 from __future__ import annotations
@@ -143,8 +143,19 @@ def test_a_code_made_in_the_wallet_with_no_network_pays_at_an_offline_till_throu
         page.goto(f"{hq_proc.url}/wallet/pay")  # answered by the service worker
         page.wait_for_selector("#pay[data-state=ready]")
         page.wait_for_selector("#pay-offline:not([hidden])")
+        assert pay.parse_code(str(page.get_attribute("#pay-code", "data-code"))).counter == 2
+
+        # The member code the phone makes itself identifies the member at the till, neither side online.
+        page.click("#pay-switch")
+        page.wait_for_selector("#pay-code[data-kind=member][data-code^='TPM2:']")
+        found = zxingcpp.read_barcodes(cv2.imdecode(np.frombuffer(page.screenshot(), np.uint8), cv2.IMREAD_GRAYSCALE))
+        assert len(found) == 1 and found[0].text.startswith("TPM2:")
+        assert service.read_member_code(2, found[0].text[5:]).member_id == "M-PAT"
+
+        page.click("#pay-switch")
+        page.wait_for_selector("#pay-code[data-kind=pay][data-code^='TPP1:']")
         code = str(page.get_attribute("#pay-code", "data-code"))
-        assert code != online_code and pay.parse_code(code).counter == pay.parse_code(online_code).counter + 1
+        assert code != online_code and pay.parse_code(code).counter == 4
         shot = page.screenshot()
         found = zxingcpp.read_barcodes(cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_GRAYSCALE))
         assert [b.text for b in found] == [qr_text(code)]  # the same bytes in base45, as the till's own codes

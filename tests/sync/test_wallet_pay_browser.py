@@ -25,7 +25,7 @@ from hq.wallet import signin
 from hq.wallet.senders import FileSender
 from sync.client import SyncClient
 from sync.confirm import confirmer
-from terminal import b64url
+from terminal import b64url, membercodes
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
 from terminal.identity import Payment
@@ -152,6 +152,9 @@ def test_a_code_made_in_chromium_is_the_simulators_byte_for_byte(
         pay.verify_code(code, cert, now)  # the till's pure verifier
         assert len(made) == len(pay.PREFIX) + 108 and "=" not in made  # 81 bytes in base64url, as documented
         assert page.evaluate("(code) => TillpointPay.qrText(code)", made) == qr_text(made)  # the QR's text
+        member = page.evaluate(MAKE.replace("makeCode", "makeMemberCode"), [pkcs8, cert_id.hex(), now, counter])
+        assert member == membercodes.device_code(key, cert_id, now, counter)  # the fresh member code, form 2
+        assert page.evaluate("(code) => TillpointPay.qrText(code)", member) == qr_text(member)
     # The same bytes with one bit of the signature changed: the verifier refuses the browser's code too.
     made = page.evaluate(MAKE, [pkcs8, cert_id.hex(), 1_800_000_000, 9])
     raw = bytearray(b64url.decode(made[len(pay.PREFIX) :]))
@@ -195,6 +198,17 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
     stale = Service(two.store, "T2", clock=lambda: time.time() + 120)
     assert refusal(stale, "M-A", second) is Code.PAYMENT_CODE_EXPIRED
     assert spend(two, "M-A", second) == 300
+
+    # The member code the phone makes itself: the till knows the member from it, offline, and once only.
+    page.click("#pay-switch")
+    member_code = shown_code(page, second)
+    assert member_code.startswith("TPM2:") and page.inner_text("#pay-title-code") == "Your member code"
+    read = two.read_member_code(2, member_code[5:])
+    assert read.member_id == "M-A" and read.proof is not None
+    assert pay.parse_code(read.proof).counter == 3
+    assert two.read_member_code(2, qr_text(member_code)[5:]).member_id == "M-A"  # what the QR carries
+    page.click("#pay-switch")
+    assert pay.parse_code(shown_code(page, member_code)).counter == 4
 
 
 def test_removing_the_phone_in_the_wallet_stops_its_codes_once_the_till_pulled(
@@ -316,6 +330,9 @@ def test_the_pay_page_speaks_the_members_language_at_360_px_and_works_by_keyboar
 ) -> None:
     hq, server = head_office
     page = signed_in(browser, hq, server, "M-A")
+    errors: list[str] = []  # a script error or a CSP violation (the vendored encoder under script-src 'self')
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(f"{server.url}/wallet/pay?lang={lang}")
     page.wait_for_selector("#pay[data-state=setup]")
     assert page.inner_text("h1") == title and page.get_attribute("html", "lang") == lang
@@ -331,6 +348,7 @@ def test_the_pay_page_speaks_the_members_language_at_360_px_and_works_by_keyboar
     page.keyboard.press("Enter")
     page.wait_for_selector("#pay[data-state=setup]")
     assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True]
+    assert errors == []
 
 
 def test_signing_out_removes_the_phone_and_its_key_so_the_next_member_on_it_starts_afresh(

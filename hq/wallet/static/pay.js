@@ -10,6 +10,8 @@
 "use strict";
 const TillpointPay = (function () {
   const PREFIX = "TPP1:";
+  const MEMBER_PREFIX = "TPM2:";
+  const MEMBER_DEVICE_FORM = 2;
   const VERSION = 1;
   const STEP_SECONDS = 30;
   const DOMAIN = new TextEncoder().encode("tillpoint-pay/1");
@@ -58,9 +60,10 @@ const TillpointPay = (function () {
     return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
   }
 
-  // What the QR carries for a code text: its prefix and its bytes in base45 (terminal/qrcodes.py qr_text).
+  // What the QR carries for a code text (TPP1: or TPM2:): its prefix and its bytes in base45
+  // (terminal/qrcodes.py qr_text).
   function qrText(code) {
-    return PREFIX + base45(fromBase64url(code.slice(PREFIX.length)));
+    return code.slice(0, 5) + base45(fromBase64url(code.slice(5)));
   }
 
   // version | cert_id | time_step | counter: the code's first 17 bytes, big-endian like struct ">B8sII".
@@ -82,10 +85,21 @@ const TillpointPay = (function () {
     return out;
   }
 
-  async function makeCode(privateKey, certIdHex, nowSeconds, counter) {
+  async function codeBytes(privateKey, certIdHex, nowSeconds, counter) {
     const head = header(hexToBytes(certIdHex), Math.floor(nowSeconds / STEP_SECONDS), counter);
     const signature = await crypto.subtle.sign({name: "Ed25519"}, privateKey, concat(DOMAIN, head));
-    return PREFIX + base64url(concat(head, new Uint8Array(signature)));
+    return concat(head, new Uint8Array(signature));
+  }
+
+  async function makeCode(privateKey, certIdHex, nowSeconds, counter) {
+    return PREFIX + base64url(await codeBytes(privateKey, certIdHex, nowSeconds, counter));
+  }
+
+  // A fresh member code (terminal/membercodes.py, form 2): "TPM2:" + base64url(0x02 | a payment code's bytes).
+  // It tells the till who the member is with no network on either side, and proves once that they are there.
+  async function makeMemberCode(privateKey, certIdHex, nowSeconds, counter) {
+    const raw = await codeBytes(privateKey, certIdHex, nowSeconds, counter);
+    return MEMBER_PREFIX + base64url(concat(Uint8Array.of(MEMBER_DEVICE_FORM), raw));
   }
 
   // -- IndexedDB: one record, the device -------------------------------------------------------------
@@ -250,11 +264,22 @@ const TillpointPay = (function () {
       }
     }
 
+    // One QR at a time: the payment code, or the member code ("pay-switch" changes which).
+    function mode(kind) {
+      const box = $("pay-code");
+      box.dataset.kind = kind;
+      box.setAttribute("aria-label", box.dataset[kind === "member" ? "labelMember" : "labelPay"]);
+      for (const id of ["pay-title-code", "pay-help", "pay-switch"]) {
+        $(id).textContent = $(id).dataset[kind];
+      }
+    }
+
     async function show() {
       clearTimeout(timer);
       const device = await nextCounter();
       if (!device) { state("setup"); return; }
-      const text = await makeCode(device.privateKey, device.cert.cert_id, Date.now() / 1000, device.counter);
+      const make = $("pay-code").dataset.kind === "member" ? makeMemberCode : makeCode;
+      const text = await make(device.privateKey, device.cert.cert_id, Date.now() / 1000, device.counter);
       drawQr($("pay-code"), text);
       state("ready");
       const left = STEP_SECONDS * 1000 - (Date.now() % (STEP_SECONDS * 1000));
@@ -350,6 +375,11 @@ const TillpointPay = (function () {
       }
       $("pay-setup-button").addEventListener("click", setUp);
       $("pay-new").addEventListener("click", () => { renewals = 0; show(); });
+      $("pay-switch").addEventListener("click", () => {
+        mode($("pay-code").dataset.kind === "member" ? "pay" : "member");
+        renewals = 0;
+        show();
+      });
       $("pay-remove").addEventListener("click", async () => {
         const device = await load();
         if (device) removeDevice(device.cert.cert_id);
@@ -384,5 +414,5 @@ const TillpointPay = (function () {
 
   if (document.getElementById("pay")) page();
   markSignOut();
-  return {makeCode: makeCode, qrText: qrText, load: load, forget: forget};
+  return {makeCode: makeCode, makeMemberCode: makeMemberCode, qrText: qrText, load: load, forget: forget};
 })();
