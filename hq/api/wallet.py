@@ -503,12 +503,10 @@ class DeviceIn(BaseModel):
 
 def _session(request: Request, store: HqStore) -> tuple[str, int]:
     """(member, when the session began) of the request's live session, else ``wallet_sign_in_required``."""
-    token = session_token(request) or ""
-    now = now_s()
-    member, started = signin.session_member(store, token, now), signin.session_started(store, token, now)
-    if member is None or started is None:
+    found = signin.live_session(store, session_token(request) or "", now_s())
+    if found is None:
         raise ApiError(ErrorCode.WALLET_SIGN_IN_REQUIRED, "sign in to the wallet first")
-    return member, started
+    return found
 
 
 def _json(reply: dict[str, Any]) -> JSONResponse:

@@ -343,7 +343,9 @@ def test_the_pay_page_speaks_the_members_language_at_360_px_and_works_by_keyboar
     page.wait_for_selector("#pay[data-state=ready]")
     page.wait_for_selector("#pay-device-list li")
     check_page(page)
-    page.keyboard.press("Tab")  # from "New code" to "Remove this phone"
+    page.keyboard.press("Tab")  # from "New code" to "Show my member code", then "Remove this phone"
+    assert page.evaluate("() => document.activeElement.id") == "pay-switch"
+    page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.id") == "pay-remove"
     page.keyboard.press("Enter")
     page.wait_for_selector("#pay[data-state=setup]")
@@ -362,3 +364,29 @@ def test_signing_out_removes_the_phone_and_its_key_so_the_next_member_on_it_star
     page.wait_for_selector("body[data-page=sign-in]")
     assert [(d["cert_id"], d["revoked"]) for d in payments.devices(hq, "M-A")] == [(device["cert"]["cert_id"], True)]
     assert page.evaluate(DEVICE) is None  # the answer cleared the browser's storage: the key is gone
+
+
+def test_a_phone_whose_certificate_ended_asks_to_be_set_up_again(
+    head_office: tuple[HqStore, ServerHandle], browser: Any
+) -> None:
+    hq, server = head_office
+    page = signed_in(browser, hq, server, "M-A")
+    set_up_phone(page, server)
+    page.evaluate(
+        """async () => {
+          const d = await TillpointPay.load();
+          d.cert.expires_at = Math.floor(Date.now() / 1000) - 1;
+          await new Promise((ok, fail) => {
+            const asked = indexedDB.open("tillpoint-pay", 1);
+            asked.onsuccess = () => {
+              const tx = asked.result.transaction("device", "readwrite");
+              tx.objectStore("device").put(d, "this");
+              tx.oncomplete = () => { asked.result.close(); ok(); };
+              tx.onerror = () => fail(tx.error);
+            };
+          });
+        }"""
+    )
+    page.click("#pay-new")
+    page.wait_for_selector("#pay[data-state=setup]")
+    assert page.evaluate(DEVICE) is None and page.get_attribute("#pay-code", "data-code") == ""

@@ -69,6 +69,7 @@ const TillpointPay = (function () {
   // version | cert_id | time_step | counter: the code's first 17 bytes, big-endian like struct ">B8sII".
   function header(certId, step, counter) {
     if (certId.length !== 8) throw new Error("a certificate id is 8 bytes");
+    if (!(counter >= 0 && counter <= 0xffffffff)) throw new Error("a counter is 32 bits");
     const out = new Uint8Array(17);
     const view = new DataView(out.buffer);
     out[0] = VERSION;
@@ -276,7 +277,9 @@ const TillpointPay = (function () {
 
     async function show() {
       clearTimeout(timer);
-      const device = await nextCounter();
+      let device = await load();
+      if (device && device.cert.expires_at * 1000 <= Date.now()) await forget(); // tills refuse it: set up anew
+      device = await nextCounter();
       if (!device) { state("setup"); return; }
       const make = $("pay-code").dataset.kind === "member" ? makeMemberCode : makeCode;
       const text = await make(device.privateKey, device.cert.cert_id, Date.now() / 1000, device.counter);
@@ -296,7 +299,12 @@ const TillpointPay = (function () {
         $("pay-new").focus();
         listDevices();
       } catch (e) {
-        showError(e instanceof Refused ? e.code : "");
+        if (e && e.name === "NotSupportedError") {  // a browser without Ed25519 in WebCrypto
+          $("pay-unsupported").hidden = false;
+          state("unsupported");
+        } else {
+          showError(e instanceof Refused ? e.code : "");
+        }
       } finally {
         $("pay-setup-button").disabled = false;
       }
