@@ -18,6 +18,7 @@ from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from hq.wallet import devices, signin
 from terminal import payments as pay
+from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -124,3 +125,33 @@ def test_signing_out_everywhere_removes_every_paying_phone_of_the_member(server:
         assert reply.status_code == 303 and reply.headers["clear-site-data"] == '"cache", "storage"'
     assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True, True]
     assert [d["revoked"] for d in payments.devices(hq, "M-B")] == [False]  # another member's are untouched
+
+
+@pytest.fixture
+def store(hq_url: str) -> Iterator[HqStore]:  # noqa: F811 - the fixture
+    found = HqStore(hq_url)
+    found.upsert_member("M-A", "Aiko", "basic", 0)
+    found.upsert_member("M-B", "Ben", "basic", 0)
+    yield found
+    found.close()
+
+
+def test_the_rules_on_both_engines(store: HqStore) -> None:
+    now = int(time.time())
+    token = store.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", now - 60))
+    assert signin.live_session(store, token, now) == ("M-A", now - 60)
+    too_old = now - devices.FRESH_S - 1
+    with pytest.raises(signin.WalletRefused) as info:
+        devices.register(store, "M-A", too_old, new_key(), now)
+    assert info.value.code.value == "wallet_sign_in_again"
+    made = [devices.register(store, "M-A", now - 60, new_key(), now) for _ in range(devices.MAX_DEVICES)]
+    with pytest.raises(signin.WalletRefused) as info:
+        devices.register(store, "M-A", now - 60, new_key(), now)
+    assert info.value.code.value == "wallet_too_many_devices"
+    with pytest.raises(signin.WalletRefused) as info:
+        devices.remove(store, "M-B", made[0].cert_id.hex())
+    assert info.value.code.value == "device_cert_unknown"
+    assert devices.remove(store, "M-A", made[0].cert_id.hex()) == f"device:{made[0].cert_id.hex()}"
+    assert [d["revoked"] for d in devices.listed(store, "M-A")] == [False] * (devices.MAX_DEVICES - 1) + [True]
+    assert devices.remove_all(store, "M-A") == devices.MAX_DEVICES - 1
+    assert all(d["revoked"] for d in devices.listed(store, "M-A"))
