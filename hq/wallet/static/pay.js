@@ -294,6 +294,7 @@ const TillpointPay = (function () {
       $("pay-setup-button").disabled = true;
       try {
         await register();
+        $("pay-removed").hidden = true;
         renewals = 0;
         await show();
         $("pay-new").focus();
