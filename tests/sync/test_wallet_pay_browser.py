@@ -95,24 +95,46 @@ def set_up_phone(page: Any, server: ServerHandle) -> dict[str, Any]:
     return device
 
 
-def shown_code(page: Any, after: str = "") -> str:
-    """The code on the page (a new one, when ``after`` was shown before)."""
+def shown_code(page: Any, after: str = "", prefix: str = "TPP1:") -> str:
+    """The code on the page (a new one, when ``after`` was shown before; of the kind ``prefix`` names)."""
     page.wait_for_function(
-        "(before) => { const c = document.getElementById('pay-code').dataset.code; return c && c !== before; }",
-        arg=after,
+        """([before, prefix]) => {
+          const c = document.getElementById('pay-code').dataset.code;
+          return c && c !== before && c.startsWith(prefix);
+        }""",
+        arg=[after, prefix],
     )
     return str(page.get_attribute("#pay-code", "data-code"))
 
 
-def till(tmp_path: Path, server: ServerHandle, terminal: str = "T1", token: str = "till-token") -> Service:
-    """A till that pulled head office (the member, the payment key, the certificates) and, while online,
-    asks head office to confirm each spend before approving it, as the daemon wires it."""
-    store = Store.open(tmp_path / terminal / "t.db")
-    client = SyncClient(store, terminal, server.url, token, timeout=5)
-    client.sync_once()
-    service = Service(store, terminal)
-    service.confirm_online = confirmer(client)
-    return service
+class Tills:
+    """Tills that pulled head office (the member, the payment key, the certificates) and, while online, ask
+    head office to confirm each spend before approving it, as the daemon wires it; closed after the test."""
+
+    def __init__(self, root: Path, server: ServerHandle) -> None:
+        self.root, self.server = root, server
+        self.open: list[tuple[Store, SyncClient]] = []
+
+    def __call__(self, terminal: str = "T1", token: str = "till-token") -> Service:
+        store = Store.open(self.root / terminal / "t.db")
+        client = SyncClient(store, terminal, self.server.url, token, timeout=5)
+        self.open.append((store, client))
+        client.sync_once()
+        service = Service(store, terminal)
+        service.confirm_online = confirmer(client)
+        return service
+
+    def close(self) -> None:
+        for store, client in self.open:
+            client.close()
+            store.close()
+
+
+@pytest.fixture
+def till(head_office: tuple[HqStore, ServerHandle], tmp_path: Path) -> Iterator[Tills]:
+    found = Tills(tmp_path / "tills", head_office[1])
+    yield found
+    found.close()
 
 
 def pull(service: Service, server: ServerHandle, token: str = "till-token") -> None:
@@ -165,24 +187,26 @@ def test_a_code_made_in_chromium_is_the_simulators_byte_for_byte(
 
 
 def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign_are_refused(
-    head_office: tuple[HqStore, ServerHandle], browser: Any, tmp_path: Path
+    head_office: tuple[HqStore, ServerHandle], browser: Any, till: Tills
 ) -> None:
     hq, server = head_office
     page = signed_in(browser, hq, server, "M-A")
     device = set_up_phone(page, server)
     assert device["alg"] == "Ed25519" and device["extractable"] is False and device["exported"] == "InvalidAccessError"
-    assert device["cert"]["member_id"] == "M-A" and device["counter"] == 1
+    assert device["cert"]["member_id"] == "M-A" and device["counter"] >= 1
     held = payments.devices(hq, "M-A")
     assert [(d["cert_id"], d["device_key"], d["revoked"]) for d in held] == [
         (device["cert"]["cert_id"], device["cert"]["device_key"], False)
     ]
     first = shown_code(page)
-    assert pay.parse_code(first).counter == 1
+    # Every code shown has a counter above the last (the page also renews the code at each 30 s step, so a
+    # step's end during the test may have made one more in between).
+    assert pay.parse_code(first).counter >= 1
     assert page.locator("#pay-code[role=img][aria-label]").count() == 1
     assert page.evaluate("() => document.querySelector('#pay-code svg').viewBox.baseVal.width") == 37 + 8  # version 5
     assert page.locator("#pay-device-list li").count() == 1 and "(this phone)" in page.inner_text("#pay-device-list")
 
-    one, two = till(tmp_path, server), till(tmp_path, server, "T2", "till-token-2")
+    one, two = till(), till("T2", "till-token-2")
     assert spend(one, "M-A", first) == 300
     assert refusal(one, "M-A", first) is Code.PAYMENT_CODE_REPLAYED  # the same till
     assert refusal(two, "M-A", first) is Code.PAYMENT_CODE_REPLAYED  # another till: head office confirms once
@@ -190,7 +214,7 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
 
     page.click("#pay-new")
     second = shown_code(page, first)
-    assert pay.parse_code(second).counter == 2
+    assert pay.parse_code(second).counter > pay.parse_code(first).counter
     assert refusal(two, "M-B", second) is Code.PAYMENT_CODE_FORGED  # made for another member
     raw = bytearray(b64url.decode(second[len(pay.PREFIX) :]))
     raw[-5] ^= 0x40
@@ -201,24 +225,24 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
 
     # The member code the phone makes itself: the till knows the member from it, offline, and once only.
     page.click("#pay-switch")
-    member_code = shown_code(page, second)
+    member_code = shown_code(page, second, "TPM2:")
     assert member_code.startswith("TPM2:") and page.inner_text("#pay-title-code") == "Your member code"
     read = two.read_member_code(2, member_code[5:])
     assert read.member_id == "M-A" and read.proof is not None
-    assert pay.parse_code(read.proof).counter == 3
+    assert pay.parse_code(read.proof).counter > pay.parse_code(second).counter
     assert two.read_member_code(2, qr_text(member_code)[5:]).member_id == "M-A"  # what the QR carries
     page.click("#pay-switch")
-    assert pay.parse_code(shown_code(page, member_code)).counter == 4
+    assert pay.parse_code(shown_code(page, member_code)).counter > pay.parse_code(read.proof).counter
 
 
 def test_removing_the_phone_in_the_wallet_stops_its_codes_once_the_till_pulled(
-    head_office: tuple[HqStore, ServerHandle], browser: Any, tmp_path: Path
+    head_office: tuple[HqStore, ServerHandle], browser: Any, till: Tills
 ) -> None:
     hq, server = head_office
     page = signed_in(browser, hq, server, "M-A")
     device = set_up_phone(page, server)
     kept = shown_code(page)
-    service = till(tmp_path, server)
+    service = till()
     page.click("#pay-remove")
     page.wait_for_selector("#pay[data-state=setup]")
     assert page.is_visible("#pay-removed") and page.evaluate(DEVICE) is None  # the key is gone from the browser
@@ -230,13 +254,13 @@ def test_removing_the_phone_in_the_wallet_stops_its_codes_once_the_till_pulled(
 
 
 def test_a_phone_removed_by_head_office_is_refused_and_the_page_forgets_its_key(
-    head_office: tuple[HqStore, ServerHandle], browser: Any, tmp_path: Path
+    head_office: tuple[HqStore, ServerHandle], browser: Any, till: Tills
 ) -> None:
     hq, server = head_office
     page = signed_in(browser, hq, server, "M-A")
     device = set_up_phone(page, server)
     kept = shown_code(page)
-    service = till(tmp_path, server)
+    service = till()
     admin = {"Authorization": f"Bearer {hq.add_admin('Mio')}"}
     cert_id = device["cert"]["cert_id"]
     reply = httpx.post(f"{server.url}/v1/admin/devices/{cert_id}/revoke", json={"reason": "lost"}, headers=admin)
@@ -387,6 +411,6 @@ def test_a_phone_whose_certificate_ended_asks_to_be_set_up_again(
           });
         }"""
     )
-    page.click("#pay-new")
+    page.evaluate("() => document.getElementById('pay-new').click()")  # or the step's renewal, whichever is first
     page.wait_for_selector("#pay[data-state=setup]")
     assert page.evaluate(DEVICE) is None and page.get_attribute("#pay-code", "data-code") == ""
