@@ -44,6 +44,7 @@ REPORT_COLUMNS = (
     "total",
     "points",
     "stored_value",
+    "topups",
     "open_items",
     "settled_items",
     "open_reasons",
@@ -355,6 +356,7 @@ def report(
                 "total": 0,
                 "points": 0,
                 "stored_value": 0,
+                "topups": 0,
                 "open_items": 0,
                 "settled_items": 0,
                 "open_reasons": {},
@@ -370,6 +372,12 @@ def report(
         row(s, t, d).update(
             entries=int(n), total=int(total or 0), points=int(points or 0), stored_value=int(value or 0)
         )
+    for s, t, d, credited in tx.all(  # top-ups sold at the till that head office credited, less their voids
+        f"SELECT store_id, terminal_id, day, SUM(stored_value) FROM journal WHERE {where} AND kind IN (?, ?) "
+        "AND effect = ? GROUP BY store_id, terminal_id, day",
+        [*params, *TOPUP_KINDS, Effect.APPLIED.value],
+    ):
+        row(s, t, d)["topups"] = int(credited or 0)
     for s, t, d, state, reason, n in tx.all(
         f"SELECT store_id, terminal_id, day, state, reason, COUNT(*) FROM recon_items WHERE {where} "
         "GROUP BY store_id, terminal_id, day, state, reason",

@@ -172,6 +172,8 @@ def test_a_topup_taken_offline_is_credited_once_when_the_till_syncs(hq_proc: HqP
     offline = [e.payload["offline"] for e in till.store.entries(0) if e.txn_id in (first.txn_id, second.txn_id)]
     assert offline == [True, True]
     assert [i.reason for i in items(hq_proc, "T-TOP") if i.quarantined] == []
+    report = json.loads(hq_proc.cli("report", "--terminal-id", "T-TOP", "--json"))
+    assert sum(row["topups"] for row in report) == 10000  # the till's top-up takings, as head office credited them
 
 
 def test_topups_beyond_the_limits_are_refused_at_the_till_and_quarantined_at_head_office(
@@ -225,6 +227,8 @@ def test_a_till_head_office_did_not_enable_credits_nothing_and_its_end_of_day_is
     results = till.client.report_eod(until=date.today() + timedelta(days=2))
     assert results and results[-1].status == "incomplete"
     assert "top-ups credited: terminal 2000, head office 0" in results[-1].mismatches
+    report = json.loads(hq_proc.cli("report", "--terminal-id", "T-TOP", "--json"))
+    assert [(row["topups"], row["stored_value"]) for row in report] == [(0, 2000)]  # held, not credited
     flagged = [i for i in items(hq_proc, "T-TOP") if i.reason.value == "topup_takings_mismatch"]
     assert len(flagged) == 1 and flagged[0].detail == {
         "declared": 2000,
