@@ -666,9 +666,17 @@ class HqStore:
     # -- top-ups sold at tills (hq/topups.py) -----------------------------------------------------
 
     def topup_policy(self, terminal_id: str) -> TopupPolicy:
-        """The till's top-up policy (sent down with every pull)."""
+        """The till's top-up policy."""
         with self.db.read() as tx:
             return topups.policy(tx, terminal_id)
+
+    def topup_policy_doc(self, terminal_id: str) -> dict[str, Any]:
+        """The till's top-up policy with its store's business day, as it goes down with every pull."""
+        with self.db.read() as tx:
+            held = topups.policy(tx, terminal_id)
+            store_id = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+            day = ingest_mod.store_calendar(tx, str(store_id[0]) if store_id else "", self.settings)
+        return {**held.to_doc(), "timezone": day.timezone, "day_starts": day.day_starts}
 
     def put_topup_policy(self, terminal_id: str, policy: TopupPolicy, by: str) -> TopupPolicy:
         return self.db.transact(lambda tx: topups.put_policy(tx, terminal_id, policy, by, self.now()))

@@ -438,8 +438,8 @@ class WireAllocation(BaseModel):
     used: int = Field(default=0, ge=0)
 
 
-class WireTopupPolicy(BaseModel):
-    """Whether this till may sell stored value (top-ups), and its limits in minor units (hq/topups.py).
+class TopupLimits(BaseModel):
+    """Whether a till may sell stored value (top-ups), and its limits in minor units (hq/topups.py).
     Every limit of an enabled till is above zero; ``offline_total`` 0 means no top-ups while offline."""
 
     enabled: bool = False
@@ -450,6 +450,14 @@ class WireTopupPolicy(BaseModel):
     """One member's top-ups at this till in one business day."""
     offline_total: int = Field(default=0, ge=0, le=MAX_AMOUNT)
     """Top-ups taken while head office is unreachable and not acknowledged yet."""
+
+
+class WireTopupPolicy(TopupLimits):
+    """A till's top-up limits with its store's business day (``tillpoint hq store``), so that the till counts
+    its day's top-ups by the day head office files them under."""
+
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    day_starts: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class Tombstone(BaseModel):

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import uuid6
@@ -687,7 +687,8 @@ class Service:
             raise Rejected(Code.TOPUP_BAD_AMOUNT)
         member = self.member(member_id)
         now = self.now()
-        policy = tp.policy_from_doc(self.store.topup_policy())
+        doc = self.store.topup_policy()
+        policy, day = tp.policy_from_doc(doc), self._business_day(doc)
         offline = self.offline_state(member.member_id, now)
 
         def refusal(tally: tp.Tally) -> Code | None:
@@ -702,7 +703,7 @@ class Service:
             local_time=now.isoformat(timespec="seconds"),
             offline=taken_offline,
         )
-        write = TopupWrite(member.member_id, amount, now.date().isoformat(), taken_offline, refusal=refusal)
+        write = TopupWrite(member.member_id, amount, day, taken_offline, refusal=refusal)
         return self._record_topup(EntryKind.TILL_TOPUP, payload.wire(), write, now, amount)
 
     def void_topup(self, txn_id: str) -> Receipt:
@@ -720,8 +721,12 @@ class Service:
             stored_value_delta=-sold.amount,
             local_time=now.isoformat(timespec="seconds"),
         )
-        write = TopupWrite(sold.member_id, -sold.amount, now.date().isoformat(), voids=txn_id)
+        write = TopupWrite(sold.member_id, -sold.amount, self._business_day(self.store.topup_policy()), voids=txn_id)
         return self._record_topup(EntryKind.TOPUP_VOID, payload.wire(), write, now, -sold.amount)
+
+    def _business_day(self, doc: dict[str, Any] | None) -> str:
+        """Today's business day as head office files this till's entries (its store's calendar)."""
+        return tp.business_day(datetime.fromtimestamp(self.clock(), UTC), doc)
 
     def _record_topup(
         self, kind: EntryKind, payload: dict[str, Any], write: TopupWrite, now: datetime, total: int

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from terminal import payments as pay
 from terminal.errors import Code
@@ -69,6 +71,17 @@ def policy_from_doc(doc: Mapping[str, Any] | None) -> TopupPolicy:
         return TopupPolicy(doc.get("enabled") is True, *numbers)
     except (TypeError, ValueError, AttributeError):
         return TopupPolicy()
+
+
+def business_day(moment: datetime, doc: Mapping[str, Any] | None) -> str:
+    """The business day of ``moment`` (an aware time) in the store's calendar the policy carries (its time
+    zone, and the local HH:MM its day starts), as head office files entries; without one, the local date."""
+    try:
+        zone = ZoneInfo(str((doc or {})["timezone"]))
+        hours, minutes = (int(x) for x in str((doc or {}).get("day_starts", "00:00")).split(":"))
+        return (moment.astimezone(zone) - timedelta(hours=hours, minutes=minutes)).date().isoformat()
+    except (KeyError, ValueError, TypeError, ZoneInfoNotFoundError, OverflowError):
+        return moment.astimezone().date().isoformat()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from hq.profiles import ProfileChange, ProfileRefused, parse_consent
 from hq.quarantine import NotQuarantined
 from hq.receipts import ReceiptSale
 from hq.reconcile import BadCursor, UnknownItem, report_csv
-from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem, WireTopupPolicy
+from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem, TopupLimits, WireTopupPolicy
 from terminal.topups import TopupPolicy
 
 router = APIRouter()
@@ -128,19 +128,19 @@ topup_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT
 
 @router.get("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=admin_errors)
 def get_topup_policy(store: Store, terminal_id: str, name: Admin) -> WireTopupPolicy:
-    """Whether this till may sell top-ups, and its limits (docs/stored-value.md)."""
-    return WireTopupPolicy.model_validate(store.topup_policy(terminal_id).to_doc())
+    """Whether this till may sell top-ups, its limits, and its store's business day (docs/stored-value.md)."""
+    return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
 
 
 @router.put("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=topup_errors)
-def put_topup_policy(store: Store, terminal_id: str, body: WireTopupPolicy, name: Admin) -> WireTopupPolicy:
+def put_topup_policy(store: Store, terminal_id: str, body: TopupLimits, name: Admin) -> WireTopupPolicy:
     """Enable or disable a till for top-ups and set its limits; it reaches the till with its next pull."""
     wanted = TopupPolicy(body.enabled, body.per_transaction, body.per_day, body.per_member_day, body.offline_total)
     try:
-        held = store.put_topup_policy(terminal_id, wanted, name)
+        store.put_topup_policy(terminal_id, wanted, name)
     except Refused as exc:
         raise ApiError(exc.code, exc.detail) from exc
-    return WireTopupPolicy.model_validate(held.to_doc())
+    return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
 
 
 @router.get("/v1/admin/terminals", responses=admin_errors)

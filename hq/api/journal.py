@@ -111,7 +111,7 @@ def changes(
     # reachable.
     # Its top-up policy too (hq/topups.py), whole on every page: a till sells top-ups only as head office says.
     held = [WireAllocation(pool_id=a.pool_id, allowed=a.allowed, used=a.used) for a in store.grant_pools(terminal_id)]
-    topup_policy = WireTopupPolicy.model_validate(store.topup_policy(terminal_id).to_doc())
+    topup_policy = WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
     page = store.changes(since, min(limit, MAX_CHANGES_LIMIT))
     return page.model_copy(update={"allocations": held, "topup_policy": topup_policy})
 

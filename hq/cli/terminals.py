@@ -127,10 +127,11 @@ def till_topups(
                 _or(offline_total, held.offline_total),
             )
             try:
-                held = store.put_topup_policy(terminal_id, wanted, by)
+                store.put_topup_policy(terminal_id, wanted, by)
             except Refused as exc:
                 fail(exc)
-    show_json({"terminal_id": terminal_id, **held.to_doc()})
+        shown = store.topup_policy_doc(terminal_id)
+    show_json({"terminal_id": terminal_id, **shown})
 
 
 def _or(given: int | None, held: int) -> int:

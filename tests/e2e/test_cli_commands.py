@@ -600,7 +600,7 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
     sell and take back stored value through the local API, and head office credits what is left."""
     shown = json.loads(ok(chain.hq_cli("till-topups", TERMINAL)))
     assert shown == {"terminal_id": TERMINAL, "enabled": False, "per_transaction": 0, "per_day": 0,
-                     "per_member_day": 0, "offline_total": 0}  # fmt: skip
+                     "per_member_day": 0, "offline_total": 0, "timezone": "UTC", "day_starts": "00:00"}  # fmt: skip
     refused = chain.cli("topup", "1000", "--member", "M-0003")
     assert refused.returncode == 1 and "topup_not_enabled" in refused.stdout, refused.stdout + refused.stderr
     bad = chain.hq_cli("till-topups", TERMINAL, "--enable")  # an enabled till with no limits: refused

@@ -179,8 +179,11 @@ def test_a_topup_taken_offline_is_credited_once_when_the_till_syncs(hq_proc: HqP
 def test_topups_beyond_the_limits_are_refused_at_the_till_and_quarantined_at_head_office(
     hq_proc: HqProcess, till: Till
 ) -> None:
+    hq_proc.cli("store", "S-001", "--timezone", "Asia/Tokyo", "--day-starts", "04:00")  # its business day
     enable(hq_proc)
     till.client.sync_once()
+    held = till.store.topup_policy()
+    assert held is not None and (held["timezone"], held["day_starts"]) == ("Asia/Tokyo", "04:00")
     assert till.refused(5001) == Code.TOPUP_LIMIT_TRANSACTION.value
     till.service.topup(MEMBER, 5000)
     till.service.topup(MEMBER, 5000)
@@ -220,6 +223,8 @@ def test_a_till_head_office_did_not_enable_credits_nothing_and_its_end_of_day_is
         "per_day": 0,
         "per_member_day": 0,
         "offline_total": 0,
+        "timezone": "UTC",
+        "day_starts": "00:00",
     }
     held = [i for i in items(hq_proc, "T-TOP") if i.quarantined]
     assert [(i.reason.value, i.txn_id) for i in held] == [("topup_not_enabled", taken.txn_id)]

@@ -3,12 +3,21 @@ office, so what an honest till accepts, head office credits, and nothing passes 
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from terminal import payments as pay
 from terminal import topups as tp
-from terminal.errors import Code
+from terminal.errors import Code, Rejected
+from terminal.model import Member, utc_iso
+from terminal.ports import CacheDocs
+from terminal.service import Service
+from terminal.store import Store
 
 POLICY = tp.TopupPolicy(True, per_transaction=5000, per_day=12000, per_member_day=7000, offline_total=6000)
 ONLINE = pay.OfflineState(None, None, 0, 0)
@@ -75,3 +84,35 @@ def test_accepted_topups_never_pass_a_limit(attempts: list[tuple[str, int]]) -> 
             day[member] = day.get(member, 0) + amount
     assert sum(day.values()) <= POLICY.per_day
     assert all(v <= POLICY.per_member_day for v in day.values())
+
+
+def test_the_business_day_is_the_stores_as_head_office_files_it() -> None:
+    tokyo = {"timezone": "Asia/Tokyo", "day_starts": "04:00"}
+    late = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # 23:00 in Tokyo on the 2nd
+    night = datetime(2026, 12, 2, 16, 30, tzinfo=UTC)  # 01:30 on the 3rd: still the 2nd's business day
+    morning = datetime(2026, 12, 2, 19, 30, tzinfo=UTC)  # 04:30 on the 3rd: the 3rd's
+    assert [tp.business_day(t, tokyo) for t in (late, night, morning)] == ["2026-12-02", "2026-12-02", "2026-12-03"]
+    assert tp.business_day(night, {"timezone": "Nowhere/Atlantis"}) == night.astimezone().date().isoformat()
+    assert tp.business_day(night, None) == night.astimezone().date().isoformat()
+
+
+def test_the_till_counts_its_day_across_midnight_when_the_stores_day_starts_later(tmp_path: Path) -> None:
+    """A store whose day starts at 04:00: a top-up at 23:00 and one at 01:30 are one business day's, as head
+    office counts them, so the till refuses the second beyond the day's limit; at 04:30 a new day begins."""
+    clock = [datetime(2026, 12, 2, 14, 0, tzinfo=UTC).timestamp()]
+    store = Store.open(tmp_path / "t.db")
+    store.apply_changes([Member("M-1", "Aiko", "gold", 0)], [], [], 1)
+    doc = {**POLICY.to_doc(), "per_day": 8000, "timezone": "Asia/Tokyo", "day_starts": "04:00"}
+    store.apply_changes([], [], [], 2, CacheDocs(topup_policy=json.dumps(doc)))
+    store.set_state(last_sync_ok=utc_iso(clock[0]))
+    service = Service(store, "T-1", clock=lambda: clock[0])
+    assert service.topup("M-1", 5000).stored_value == 5000
+    clock[0] += 2.5 * 3600  # 01:30 the next calendar day
+    store.set_state(last_sync_ok=utc_iso(clock[0]))
+    with pytest.raises(Rejected) as refused:
+        service.topup("M-1", 4000)
+    assert refused.value.code is Code.TOPUP_LIMIT_DAY
+    clock[0] += 3 * 3600  # 04:30: the next business day
+    store.set_state(last_sync_ok=utc_iso(clock[0]))
+    assert service.topup("M-1", 4000).stored_value == 9000
+    store.close()
