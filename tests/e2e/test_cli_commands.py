@@ -623,6 +623,8 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
     assert (back["kind"], back["total"], back["stored_value"]) == ("topup_void", -1500, 2500)
     again = chain.cli("void-topup", kept["txn_id"])
     assert again.returncode == 1 and "already_voided" in again.stdout, again.stdout
+    status = json.loads(ok(chain.cli("status", "--json")))["topups"]
+    assert (status["enabled"], status["sold_today"], status["per_day"]) == (True, 2500, 9000)
 
     def credited() -> int | None:
         store = HqStore(chain.hq.db)
