@@ -12,6 +12,7 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
                  claim_key   0          0
                  till_topup  0          > 0 (4)
                  topup_void  0          < 0 (4)
+                 checkin     0          0      (a door tap: a visit; head office grants any reward)
     admin        topup       0          > 0
     member app   (none: it registers devices and reads its balances)
     head office  (none as entries: claims, merges and settlements are its own acts)
@@ -91,6 +92,7 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.CLAIM_KEY: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.TILL_TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
         EntryKind.TOPUP_VOID: Allowed(Sign.ZERO, Sign.NOT_POSITIVE),
+        EntryKind.CHECKIN: Allowed(Sign.ZERO, Sign.ZERO),
     },
     Actor.ADMIN: {EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE)},
     Actor.MEMBER_APP: {},

@@ -118,6 +118,9 @@ class ErrorCode(StrEnum):
     GIFT_OWN = "gift_own"
     # top-ups at the till (docs/stored-value.md): an administrator's per-till policy refused
     TOPUP_POLICY_INVALID = "topup_policy_invalid"
+    CHECKIN_FORGED = "checkin_forged"
+    CHECKIN_EXPIRED = "checkin_expired"
+    CHECKIN_USED = "checkin_used"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -196,6 +199,12 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         422,
         "a till enabled for top-ups needs every limit above zero, each within bounds, per-day at least per-transaction",
     ),
+    ErrorCode.CHECKIN_FORGED: (
+        403,
+        "not a check-in code, or not signed by a registered till of its store (unknown or revoked till, bad signature)",
+    ),
+    ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
+    ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
 }
 
 
@@ -638,6 +647,8 @@ class EntryKind(StrEnum):
     """Stored value sold at a till enabled for it: the POS took the money (docs/stored-value.md)."""
     TOPUP_VOID = "topup_void"
     """A till's void of its own top-up, the same business day, while the balance still holds it."""
+    CHECKIN = "checkin"
+    """A member's card tapped on the till's door reader: a visit (docs/checkin.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -896,6 +907,20 @@ class TopupVoidPayload(Payload):
         return Values(self.member_id, 0, -self.amount, -self.amount)
 
 
+class CheckinPayload(Payload):
+    """A member checked in at the door reader: a visit, no value (head office grants a check-in campaign's
+    reward, once per member, store and day)."""
+
+    member_id: Ident | None
+    """None only once the member was erased."""
+    store_id: Ident
+    uid_hash: UidHash | None = None
+    reader: Text = ""
+
+    def values(self) -> Values:
+        return Values(self.member_id)
+
+
 AnyPayload = (
     SalePayload
     | RefundPayload
@@ -905,6 +930,7 @@ AnyPayload = (
     | TopupPayload
     | TillTopupPayload
     | TopupVoidPayload
+    | CheckinPayload
 )
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
@@ -915,6 +941,7 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.TOPUP: TopupPayload,
     EntryKind.TILL_TOPUP: TillTopupPayload,
     EntryKind.TOPUP_VOID: TopupVoidPayload,
+    EntryKind.CHECKIN: CheckinPayload,
 }
 
 

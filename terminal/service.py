@@ -21,6 +21,7 @@ from typing import Any
 import uuid6
 
 from sync.protocol import (
+    CheckinPayload,
     EnrolPayload,
     EntryKind,
     Explained,
@@ -173,6 +174,19 @@ class Service:
         return Identified(
             member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash
         )
+
+    def check_in(self, found: Identified, reader: str) -> JournalEntry:
+        """A member tapped the door reader: a ``checkin`` journal entry (a visit, no value), offline too; head
+        office counts one visit and grants a check-in campaign's reward once per member, store and day."""
+        payload = CheckinPayload(
+            member_id=found.member.member_id,
+            store_id=self.store_id,
+            uid_hash=found.uid_hash or None,
+            reader=reader[:200],
+        )
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "checkin", payload.wire(), utc_iso(self.clock()))
+        stored, _ = self.store.record(entry)
+        return stored
 
     def member(self, member_id: str) -> Member:
         member = self.store.member(member_id)
