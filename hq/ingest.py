@@ -44,6 +44,7 @@ from sync.protocol import (
     Reason,
     RefundPayload,
     SalePayload,
+    TopupVoidPayload,
     VoidPayload,
     WireEntry,
     canonical_text,
@@ -155,6 +156,8 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
         return Facts(
             v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn, restored=restored
         )
+    if isinstance(payload, TopupVoidPayload):
+        return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn)
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 

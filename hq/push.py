@@ -4,7 +4,8 @@ The stages live in ``hq.ingest`` (and the member stages in ``hq.members``); this
 so that ``members`` may use ingest's stages while ingest knows nothing of members:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
-    -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
+    -> merged and erased members -> prices -> proofs -> refunds against their sales
+    -> top-ups against the till's policy (hq.topups) -> journal rows
     -> sales -> receipts (hq.receipts) -> member balances -> coupon counters -> reversals -> member statistics (hq.stats)
     -> door check-ins (hq.checkins) -> items
     -> versions -> watermark
@@ -12,7 +13,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
 from __future__ import annotations
 
-from hq import members, receipts
+from hq import members, receipts, topups
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -72,6 +73,7 @@ def ingest(
     check_prices(tx, batch)
     check_proofs(tx, batch)
     check_reversals(tx, batch)
+    topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
     store_journal(tx, batch)
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
+from hq import businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, topups, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -80,6 +80,7 @@ from sync.protocol import (
 )
 from terminal import b64url
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
+from terminal.topups import TopupPolicy
 
 __all__ = [
     "CredentialRevoked",
@@ -661,6 +662,24 @@ class HqStore:
     def coupon_uses(self, coupon_id: str) -> int:
         rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])
         return int(rows[0][0]) if rows else 0
+
+    # -- top-ups sold at tills (hq/topups.py) -----------------------------------------------------
+
+    def topup_policy(self, terminal_id: str) -> TopupPolicy:
+        """The till's top-up policy."""
+        with self.db.read() as tx:
+            return topups.policy(tx, terminal_id)
+
+    def topup_policy_doc(self, terminal_id: str) -> dict[str, Any]:
+        """The till's top-up policy with its store's business day, as it goes down with every pull."""
+        with self.db.read() as tx:
+            held = topups.policy(tx, terminal_id)
+            store_id = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+            day = ingest_mod.store_calendar(tx, str(store_id[0]) if store_id else "", self.settings)
+        return {**held.to_doc(), "timezone": day.timezone, "day_starts": day.day_starts}
+
+    def put_topup_policy(self, terminal_id: str, policy: TopupPolicy, by: str) -> TopupPolicy:
+        return self.db.transact(lambda tx: topups.put_policy(tx, terminal_id, policy, by, self.now()))
 
     # -- flash-drop pools (hq/pools.py) -----------------------------------------------------------
 

@@ -36,6 +36,7 @@ PURE = {
     "identity",
     "receipts",
     "base45",
+    "topups",
 }
 IO_LIBS = {
     "smartcard",

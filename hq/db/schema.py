@@ -371,6 +371,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_campaign_members_occasion ON campaign_members (campaign_id, occasion)",
         ],
     ),
+    # Top-ups sold at tills (hq/topups.py, docs/stored-value.md): each till's policy, set by an administrator
+    # and sent down with every pull (a till with no row is not enabled); the day's tallies are read from the
+    # journal, so its top-ups and their voids are indexed by terminal and business day.
+    (
+        "m021_topups",
+        [
+            "CREATE TABLE till_topup_policies (terminal_id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, "
+            "per_transaction BIGINT NOT NULL, per_day BIGINT NOT NULL, per_member_day BIGINT NOT NULL, "
+            "offline_total BIGINT NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
+            "CREATE INDEX idx_journal_topups ON journal (terminal_id, day) WHERE kind IN ('till_topup', 'topup_void')",
+        ],
+    ),
 ]
 
 
