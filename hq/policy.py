@@ -11,12 +11,14 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
                  enrol       0          0
                  claim_key   0          0
     admin        topup       0          > 0
+                 adjust      any        any     (4)
     member app   (none: it registers devices and reads its balances)
     head office  (none as entries: claims, merges and settlements are its own acts)
 
     (1) earned points at most what head office's rules give the reported basket (``points_above_rules``)
     (2) spending points or stored value needs a proof (``proof_missing`` / ``proof_invalid``)
     (3) a refund names a sale and returns at most what that sale took, less earlier refunds
+    (4) with a reason, approved by a second person, never taking a balance below zero (``hq.adjustments``)
 
 An entry that breaks a rule is stored and quarantined: it changes no balance and raises a
 reconciliation item with a stable ``Reason``; an administrator releases or rejects it.
@@ -87,7 +89,10 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.ENROL: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.CLAIM_KEY: Allowed(Sign.ZERO, Sign.ZERO),
     },
-    Actor.ADMIN: {EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE)},
+    Actor.ADMIN: {
+        EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
+        EntryKind.ADJUST: Allowed(Sign.ANY, Sign.ANY),
+    },
     Actor.MEMBER_APP: {},
     Actor.HEAD_OFFICE: {},
 }

@@ -594,6 +594,9 @@ class EntryKind(StrEnum):
     CLAIM_KEY = "claim_key"
     TOPUP = "topup"
     """Head office's own: stored value an administrator added (``hq.payments.topup``)."""
+    ADJUST = "adjust"
+    """Head office's own: points or stored value put right by hand, with a reason, once a second person
+    approved it (``hq.adjustments``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,7 +811,23 @@ class TopupPayload(Payload):
         return Values(self.member_id, 0, self.amount)
 
 
-AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload
+class AdjustPayload(Payload):
+    member_id: Ident
+    points: Delta = 0
+    stored_value: Delta = 0
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _moves_something(self) -> AdjustPayload:
+        if self.points == 0 and self.stored_value == 0:
+            raise ValueError("an adjustment moves points or stored value")
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points, self.stored_value)
+
+
+AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload | AdjustPayload
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
     EntryKind.REFUND: RefundPayload,
@@ -816,6 +835,7 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.ENROL: EnrolPayload,
     EntryKind.CLAIM_KEY: ClaimKeyPayload,
     EntryKind.TOPUP: TopupPayload,
+    EntryKind.ADJUST: AdjustPayload,
 }
 
 
