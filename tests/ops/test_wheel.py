@@ -86,10 +86,14 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
         ROOT / "terminal" / "api" / "panel",
         ROOT / "hq" / "wallet" / "templates",
         ROOT / "hq" / "wallet" / "static",
+        ROOT / "hq" / "backoffice" / "templates",
+        ROOT / "hq" / "backoffice" / "static",
     )
     shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.iterdir() if p.is_file()}
     assert shipped and shipped <= names, shipped - names
     assert "hq/wallet/templates/overview.html" in shipped and "hq/wallet/static/sw.js" in shipped
+    assert {"hq/backoffice/templates/member.html", "hq/backoffice/static/htmx.min.js"} <= shipped
+    assert "hq/backoffice/static/htmx.LICENSE.txt" in shipped  # the vendored library's licence travels with it
     assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
     assert {"hq/__init__.py", "hq/cli/__init__.py", "tillpoint/cli.py"} <= names  # head office and the command
 
