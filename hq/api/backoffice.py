@@ -8,6 +8,7 @@
     POST /backoffice/members/{id}/block|unblock, /backoffice/cards/{hash}/block|unblock   form {reason}
     POST /backoffice/members/{id}/adjust                   form {points, stored_value, reason}: a request
     POST /backoffice/members/{id}/erase                    form {reason, confirm = the member id}
+    GET  /backoffice/campaigns, POST /backoffice/campaigns/launch   form {campaign_id, spec (JSON), reason}: a request
     GET  /backoffice/approvals, POST /backoffice/approvals/{id}/approve|reject   four eyes
     GET  /backoffice/audit                                 the newest audit records and whether the chain holds
     GET  /backoffice/static/{name}
@@ -31,7 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hq.api.deps import Store
-from hq.backoffice import approvals, audit, i18n, members, pages, sessions, staff
+from hq.backoffice import approvals, audit, campaigns, i18n, members, pages, sessions, staff
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.db.engine import Tx
@@ -117,16 +118,16 @@ def same_origin(request: Request) -> None:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """The urlencoded fields of a form POST (at most 8 KiB and 20 fields; the last value of each name,
-    500 characters at most)."""
+    """The urlencoded fields of a form POST (at most 128 KiB and 20 fields, else none; the last value of each
+    name). Each service bounds its own fields (a reason 200 characters, a campaign spec 32 KiB)."""
     body = await request.body()
-    if len(body) > 8192:
+    if len(body) > 128 * 1024:
         return {}
     try:
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
     except ValueError:
         return {}
-    return {name: values[-1][:500] for name, values in fields.items()}
+    return {name: values[-1] for name, values in fields.items()}
 
 
 Form = Annotated[dict[str, str], Depends(form)]
@@ -354,6 +355,22 @@ def erase(request: Request, store: Store, lang: Lang, session: Session, fields: 
         raise BackofficeRefused(Code.REASON_REQUIRED, "type the member id to confirm")
     members.erase(store, session.staff, member_id, fields.get("reason", ""))
     return page(request, "members", lang, q="", found=[], notice=i18n.words(lang)["erased"].format(id=member_id))
+
+
+@route("GET", "/campaigns", Action.CAMPAIGNS_READ)
+def campaigns_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        shown = campaigns.listed(tx, session.staff)
+        waiting = [r for r in approvals.listed(tx) if r.kind == approvals.CAMPAIGN]
+    return page(request, "campaigns", lang, campaigns=shown, waiting=waiting, notice=notice_of(request, lang))
+
+
+@route("POST", "/campaigns/launch", Action.CAMPAIGNS_LAUNCH)
+def launch(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+    asked = campaigns.ask_launch(
+        store, session.staff, fields.get("campaign_id", "").strip(), fields.get("spec", ""), fields.get("reason", "")
+    )
+    return back("/campaigns", "asked", asked.request_id)
 
 
 @route("GET", "/approvals", Action.APPROVALS_READ)

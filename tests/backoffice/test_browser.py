@@ -3,7 +3,8 @@ PostgreSQL: each role signs in through the form and finds only its own sections;
 another store's member; a store manager asks for an adjustment, finance approves it, the member's page
 shows it; the pages work at 1280 x 800 and at a tablet's width, in English, Japanese and Chinese, under the
 Content-Security-Policy (htmx searches as one types, no error in the console); and markup typed into every
-field the back office shows again (a name, a search, every reason and note, a staff id) never runs: no
+field the back office shows again (a name, a search, every reason and note, a staff id, a campaign's name)
+never runs: no
 dialog opens and no element is made of it."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hq import segments
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice import staff
 from hq.backoffice.roles import Action, Role, may
@@ -26,7 +28,12 @@ from tests.backoffice.chain import PASSWORD, STAFF, chain, sale
 
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 768, "height": 1024}
-SECTIONS = {"members": Action.MEMBERS_READ, "approvals": Action.APPROVALS_READ, "audit": Action.AUDIT_READ}
+SECTIONS = {
+    "members": Action.MEMBERS_READ,
+    "campaigns": Action.CAMPAIGNS_READ,
+    "approvals": Action.APPROVALS_READ,
+    "audit": Action.AUDIT_READ,
+}
 MARKUP = ('<script>alert("s")</script>', '"><img src=x onerror=alert("i")>', "'><svg onload=alert('v')>")
 MADE_OF_MARKUP = """() => ({
   scripts: [...document.scripts].filter((s) => s.textContent.includes("alert")).length,
@@ -35,6 +42,11 @@ MADE_OF_MARKUP = """() => ({
   text: document.body.innerText,
 })"""
 OVERFLOW = "() => document.documentElement.scrollWidth"
+CAMPAIGN = {
+    "segment": "everyone",
+    "variants": [{"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}}],
+    "schedule": {"kind": "daily", "at": "09:00"},
+}
 REFUSAL = re.compile(r"Failed to load resource: the server responded with a status of (401|403|429)")
 """A refusal is a page with its status (the tests look for it): Chromium reports the status, nothing ran."""
 
@@ -166,6 +178,7 @@ def test_markup_in_every_field_is_shown_as_text_and_never_runs(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
 ) -> None:
     hq, _, server = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
     for n, text in enumerate(MARKUP):
         hq.upsert_member(f"M-X{n}", f"Xena {text}", "basic", 0)
         hq.upsert_card(f"c{n}" * 32, f"M-X{n}")
@@ -216,14 +229,27 @@ def test_markup_in_every_field_is_shown_as_text_and_never_runs(
             page.click("#cards button")
             page.wait_for_selector("#cards .status-blocked")
 
+            page.goto(f"{server.url}/backoffice/campaigns")
+            page.fill("#launch-id", f"c{n}")
+            page.fill("#launch-spec", json.dumps({**CAMPAIGN, "name": f"camp {text}"}))
+            page.fill("#launch-reason", f"launch {text}")
+            page.click("#launch-submit")
+            page.wait_for_selector("#waiting li")
+            harmless("campaign request", f"launch {text}")
+
             sign_in(page, server.url, "admin")
             page.goto(f"{server.url}/backoffice/approvals")
-            harmless("approvals", f"adjust {text}")
-            row = page.locator("#requests tbody tr").first
+            harmless("approvals", f"adjust {text}", f"camp {text}", f"launch {text}")
+            page.click("#requests tr[data-kind=campaign] button.approve")
+            page.wait_for_selector("#notice")
+            row = page.locator("#requests tr[data-kind=adjustment]").first
             row.locator("input[name=note]").fill(f"note {text}")
             row.locator("button.reject").click()
             page.wait_for_selector("#notice")
             harmless("decided", f"note {text}")
+            page.goto(f"{server.url}/backoffice/campaigns")
+            page.wait_for_selector(f"#campaigns tr[data-id=c{n}]")
+            harmless("campaigns", f"camp {text}")
             page.goto(f"{server.url}/backoffice/members/M-X{n}")
             page.fill("#erase-reason", f"erase {text}")
             page.fill("#erase-confirm", f"M-X{n}")

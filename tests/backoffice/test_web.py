@@ -6,6 +6,7 @@ token; failed sign-ins lock the account; sign-out, idle and absolute expiry and 
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from hq import segments
 from hq.api import backoffice as web
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice import sessions, staff
@@ -282,3 +284,38 @@ def test_sign_out_a_disabled_account_and_idle_or_old_sessions_end(
         at += sessions.IDLE_S // 2
         assert hq.db.transact(lambda tx, at=at: sessions.find(tx, token, at)) is not None
     assert hq.db.transact(lambda tx: sessions.find(tx, token, started + sessions.ABSOLUTE_S)) is None
+
+
+def test_a_campaign_launch_asked_on_the_page_starts_when_someone_else_approves_it(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
+    spec = {
+        "name": "Spring <b>push</b>",
+        "segment": "everyone",
+        "variants": [{"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}}],
+        "schedule": {"kind": "daily", "at": "09:00"},
+    }
+    market, csrf = signed_in(server.url, "market")
+    bad = market.post(
+        "/backoffice/campaigns/launch", data={"csrf": csrf, "campaign_id": "spring", "spec": "{not json", "reason": "r"}
+    )
+    assert bad.status_code == 422 and code_of(bad) == "campaign_invalid"
+    asked = market.post(
+        "/backoffice/campaigns/launch",
+        data={"csrf": csrf, "campaign_id": "spring", "spec": json.dumps(spec), "reason": "spring push"},
+    )
+    assert asked.status_code == 303 and "request=AR-" in asked.headers["location"]
+    listing = market.get("/backoffice/campaigns")
+    assert "spring push" in listing.text and 'data-id="spring"' not in listing.text
+    request_id = re.search(r"AR-[0-9a-f]{16}", asked.headers["location"]).group(0)  # type: ignore[union-attr]
+    own = market.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": csrf})
+    assert own.status_code == 403 and code_of(own) == "own_request"
+    admin, admin_csrf = signed_in(server.url, "admin")
+    assert "Spring &lt;b&gt;push&lt;/b&gt;" in admin.get("/backoffice/approvals").text
+    assert admin.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": admin_csrf}).status_code == 303
+    listing = market.get("/backoffice/campaigns")
+    assert 'data-id="spring"' in listing.text and "Spring &lt;b&gt;push&lt;/b&gt;" in listing.text
+    with hq.db.read() as tx:
+        assert tx.one("SELECT state, created_by FROM campaigns WHERE campaign_id = 'spring'") == ("active", "market")
