@@ -35,7 +35,6 @@ from hq.api.deps import Store
 from hq.backoffice import approvals, audit, campaigns, i18n, members, pages, sessions, staff
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
-from hq.db.engine import Tx
 from hq.store import HqStore
 
 router = APIRouter()
@@ -237,15 +236,9 @@ def sign_in_form(request: Request, lang: Lang) -> Response:
 
 @router.post(PREFIX + "/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
 def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
-    staff_id, password = fields.get("staff_id", "").strip(), fields.get("password", "")
+    staff_id, password = fields.get("staff_id", "").strip()[:64], fields.get("password", "")
     source = request.client.host if request.client else "unknown"
-    brought = token_of(request)
-
-    def run(tx: Tx) -> str | Code:
-        who = staff.verify(tx, staff_id, password, source, now_s())
-        return who if isinstance(who, Code) else sessions.start(tx, who, now_s(), brought)
-
-    made = store.db.transact(run)
+    made = sessions.sign_in(store.db, staff_id, password, source, now_s(), token_of(request))
     if isinstance(made, Code):
         words = i18n.words(lang)
         return page(

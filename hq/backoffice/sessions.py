@@ -14,7 +14,8 @@ import secrets
 from dataclasses import dataclass
 
 from hq.backoffice import staff
-from hq.db.engine import Tx
+from hq.backoffice.errors import Code
+from hq.db.engine import Db, Tx
 
 IDLE_S = 30 * 60
 ABSOLUTE_S = 12 * 3600
@@ -44,6 +45,15 @@ def start(tx: Tx, who: staff.Staff, now: int, replaced: str | None = None) -> st
     return token
 
 
+def sign_in(db: Db, staff_id: str, password: str, source: str, now: int, brought: str | None) -> str | Code:
+    """A new session's token for the account whose password this is (``brought``: the token the browser
+    came with, ended), or why not (``staff.verify``)."""
+    who = staff.verify(db, staff_id, password, source, now)
+    if isinstance(who, Code):
+        return who
+    return db.transact(lambda tx: start(tx, who, now, brought))
+
+
 def find(tx: Tx, token: str, now: int) -> Session | None:
     """The live session of ``token`` (its idle clock restarts), else None."""
     row = tx.one(
@@ -66,4 +76,4 @@ def csrf_ok(session: Session, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(session.csrf.encode(), (sent or "").encode())
 
 
-__all__ = ["ABSOLUTE_S", "IDLE_S", "Session", "csrf_ok", "digest", "end", "find", "start"]
+__all__ = ["ABSOLUTE_S", "IDLE_S", "Session", "csrf_ok", "digest", "end", "find", "sign_in", "start"]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Role
-from hq.db.engine import Tx, utc_now
+from hq.db.engine import Db, Tx, utc_now
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_LEN = 2**14, 8, 1, 32
-MIN_PASSWORD = 12
+MIN_PASSWORD, MAX_PASSWORD = 12, 1024
 WINDOW_S = 15 * 60
 ACCOUNT_FAILURES = 5
 SOURCE_FAILURES = 50
@@ -77,8 +77,8 @@ _DUMMY = hash_password(secrets.token_urlsafe(16))
 
 
 def check_new_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD or len(password) > 1024:
-        raise BackofficeRefused(Code.BAD_STAFF, f"a password has {MIN_PASSWORD} to 1024 characters")
+    if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
+        raise BackofficeRefused(Code.BAD_STAFF, f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
 # -- the staff table --------------------------------------------------------------------------------
@@ -175,20 +175,24 @@ def _locked(tx: Tx, staff_id: str, source: str, now: int) -> bool:
     )
 
 
-def verify(tx: Tx, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
+def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
     """The account whose password this is, or why not: ``locked_out`` after too many failures (checked
     first, so a locked account's password is not even tried), else ``bad_credentials`` for any other
-    refusal. A refusal is returned, not raised: the failure it counts must be committed."""
-    if _locked(tx, staff_id, source, now):
-        return Code.LOCKED_OUT
-    row = tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
-    good = check_password(password, str(row[0]) if row else _DUMMY)
+    refusal (a failure counted). The hash is checked outside any transaction: a sign-in never holds the
+    database's write lock while scrypt runs."""
+    with db.read() as tx:
+        if _locked(tx, staff_id, source, now):
+            return Code.LOCKED_OUT
+        row = tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
+    good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _DUMMY)
     if row is None or not good or bool(row[1]):
-        tx.many(
-            "INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)",
-            [(f"staff:{staff_id[:64]}", now), (f"source:{source}", now)],
-        )
+        failed = [(f"staff:{staff_id[:64]}", now), (f"source:{source}", now)]
+        db.transact(lambda tx: tx.many("INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)", failed))
         return Code.BAD_CREDENTIALS
+    return db.transact(lambda tx: _signed_in(tx, staff_id, now))
+
+
+def _signed_in(tx: Tx, staff_id: str, now: int) -> Staff:
     tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [f"staff:{staff_id}", now - WINDOW_S])
     return _held(tx, staff_id)
 

@@ -49,20 +49,15 @@ def test_staff_accounts_from_the_command_line(hq_url: str) -> None:
         with hq.db.read() as tx:
             stored = tx.one("SELECT password FROM staff WHERE staff_id = 'ken'")
         assert stored is not None and str(stored[0]).startswith("scrypt$16384$8$1$") and GOOD not in str(stored[0])
-        assert isinstance(hq.db.transact(lambda tx: staff.verify(tx, "ken", GOOD, "test", 1)), staff.Staff)
+        assert isinstance(staff.verify(hq.db, "ken", GOOD, "test", 1), staff.Staff)
 
         assert run(hq_url, "staff", "passwd", "ken", "--password-stdin", stdin="a brand new password\n")[0] == 0
-        assert hq.db.transact(lambda tx: staff.verify(tx, "ken", GOOD, "test", 2)) is Code.BAD_CREDENTIALS
-        assert isinstance(
-            hq.db.transact(lambda tx: staff.verify(tx, "ken", "a brand new password", "test", 3)), staff.Staff
-        )
+        assert staff.verify(hq.db, "ken", GOOD, "test", 2) is Code.BAD_CREDENTIALS
+        assert isinstance(staff.verify(hq.db, "ken", "a brand new password", "test", 3), staff.Staff)
 
         status, out = run(hq_url, "staff", "disable", "ken", "--reason", "left the company")
         assert status == 0 and json.loads(out)["disabled"] is True
-        assert (
-            hq.db.transact(lambda tx: staff.verify(tx, "ken", "a brand new password", "test", 4))
-            is Code.BAD_CREDENTIALS
-        )
+        assert staff.verify(hq.db, "ken", "a brand new password", "test", 4) is Code.BAD_CREDENTIALS
 
         with hq.db.read() as tx:
             records = [(r.actor, r.action, r.target, r.reason) for r in reversed(audit.recent(tx))]
