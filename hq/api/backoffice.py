@@ -291,7 +291,8 @@ def home(request: Request, store: Store, lang: Lang, session: Session) -> Respon
 def _search(request: Request, store: HqStore, session: sessions.Session) -> dict[str, Any]:
     q = request.query_params.get("q", "")[:200]
     with store.db.read() as tx:
-        return {"q": q, "found": members.search(tx, session.staff, q) if q.strip() else []}
+        found = members.search(tx, session.staff, q, store.settings.card_keys.hash_uid) if q.strip() else []
+    return {"q": q, "found": found}
 
 
 @route("GET", "/members", Action.MEMBERS_READ)

@@ -1,7 +1,8 @@
 """The members pages' reading and their changes, each checked against the role table first.
 
 search     by member id (exact), name (prefix, case-folded: ``idx_members_name``), email or phone (the
-           wallet's contacts, exact after normalising) or card (the 64-hex hash of its UID, exact)
+           wallet's contacts, exact after normalising) or card (the 64-hex hash of its UID, or the UID
+           itself when head office holds the chain's card-hash key)
 stores_of  the stores a member belongs to: those it visited (``member_days``) and the one whose till
            enrolled it. A store manager finds and acts on the members of their own stores only.
 page       profile, tier and progress, points and their lots with expiry, stored value, cards, recent
@@ -12,6 +13,7 @@ block / adjust (asks for approval) / erase   each audited in the transaction of 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,8 @@ from hq.wallet import signin, views
 
 LIMIT = 50
 _UID_HASH = re.compile(r"[0-9a-f]{64}")
+_UID = re.compile(r"(?:[0-9a-f]{2}){4}|(?:[0-9a-f]{2}){7}|(?:[0-9a-f]{2}){10}")
+HashUid = Callable[[bytes], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,7 @@ def need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
         raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
 
 
-def _ids(tx: Tx, query: str) -> list[str]:
+def _ids(tx: Tx, query: str, hash_uid: HashUid | None) -> list[str]:
     """Member ids matching ``query`` by each key, id first."""
     q = query.strip()
     if not q:
@@ -79,16 +83,22 @@ def _ids(tx: Tx, query: str) -> list[str]:
         ]
     except signin.WalletRefused:
         pass
-    if _UID_HASH.fullmatch(low):
-        found += [str(r[0]) for r in tx.all("SELECT member_id FROM cards WHERE uid_hash = ? AND deleted = 0", [low])]
+    hashes = [low] if _UID_HASH.fullmatch(low) else []
+    if hash_uid is not None and _UID.fullmatch(low):  # a card's UID as printed or read (4, 7 or 10 bytes)
+        hashes.append(hash_uid(bytes.fromhex(low)))
+    for uid_hash in hashes:
+        found += [
+            str(r[0]) for r in tx.all("SELECT member_id FROM cards WHERE uid_hash = ? AND deleted = 0", [uid_hash])
+        ]
     return list(dict.fromkeys(found))
 
 
-def search(tx: Tx, who: Staff, query: str) -> list[Found]:
-    """The members ``query`` finds that ``who`` may see (a store manager: its stores' members)."""
+def search(tx: Tx, who: Staff, query: str, hash_uid: HashUid | None = None) -> list[Found]:
+    """The members ``query`` finds that ``who`` may see (a store manager: its stores' members);
+    ``hash_uid``: the chain's card-hash function, when head office holds the key (a UID is then found too)."""
     need(who, Action.MEMBERS_READ, None)
     out = []
-    for member_id in _ids(tx, query):
+    for member_id in _ids(tx, query, hash_uid):
         if not allowed(who.role, Action.MEMBERS_READ, Scope(who.stores, stores_of(tx, member_id))):
             continue
         row = tx.one(
