@@ -126,6 +126,18 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "action": ("What", "操作", "操作"),
     "target": ("On", "対象", "对象"),
     "details": ("Details", "詳細", "详情"),
+    # values shown in the tables
+    "status_active": ("active", "有効", "正常"),
+    "status_blocked": ("blocked", "停止中", "已冻结"),
+    "kind_sale": ("sale", "売上", "销售"),
+    "kind_refund": ("refund", "返品", "退货"),
+    "kind_void": ("void", "取消", "作废"),
+    "state_pending": ("waiting", "承認待ち", "待审批"),
+    "state_approved": ("approved", "承認済み", "已批准"),
+    "state_rejected": ("rejected", "却下", "已驳回"),
+    "state_active": ("active", "実施中", "进行中"),
+    "state_paused": ("paused", "一時停止", "已暂停"),
+    "state_ended": ("ended", "終了", "已结束"),
     # refusals (hq.backoffice.errors.Code)
     "bad_credentials": ("Wrong staff id or password.", "スタッフIDまたはパスワードが違います。", "账号或密码错误。"),
     "locked_out": (

@@ -42,6 +42,25 @@ MADE_OF_MARKUP = """() => ({
   text: document.body.innerText,
 })"""
 OVERFLOW = "() => document.documentElement.scrollWidth"
+STRUCTURE = """() => ({
+  unlabelled: [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+    .filter((f) => f.labels.length === 0 && !f.getAttribute("aria-label")).map((f) => f.id || f.name),
+  h1: document.querySelectorAll("h1").length,
+  main: document.querySelectorAll("main").length,
+  lang: document.documentElement.lang,
+  skip: document.querySelector("a.skip") === document.querySelector("body a"),
+})"""
+
+
+def well_formed(page: Any, width: int) -> None:
+    """Every field labelled, one h1 and one main, a language, the skip link first, nothing wider than the
+    window."""
+    found = page.evaluate(STRUCTURE)
+    assert found == {"unlabelled": [], "h1": 1, "main": 1, "lang": found["lang"], "skip": True}, found
+    assert found["lang"] in ("en", "ja", "zh")
+    assert page.evaluate(OVERFLOW) <= width
+
+
 CAMPAIGN = {
     "segment": "everyone",
     "variants": [{"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}}],
@@ -120,6 +139,7 @@ def test_each_role_signs_in_and_finds_only_its_sections(office: tuple[HqStore, d
                 page.goto(f"{server.url}/backoffice/{section}")
                 if may(role, action):
                     page.wait_for_selector(f"body[data-page={section}]")
+                    well_formed(page, DESKTOP["width"])
                 else:
                     assert page.get_attribute("#error", "data-code") == "forbidden", (staff_id, section)
                 page.goto(f"{server.url}/backoffice/")
@@ -129,6 +149,7 @@ def test_each_role_signs_in_and_finds_only_its_sections(office: tuple[HqStore, d
                 assert "Bo Ni" not in page.inner_text("body")
             elif may(role, Action.MEMBERS_READ):
                 assert page.inner_text("#member-id") == "M-S2"
+                well_formed(page, DESKTOP["width"])
             assert page.evaluate(OVERFLOW) <= DESKTOP["width"]
             page.click("#sign-out")
             page.wait_for_selector("body[data-page=sign-in] #notice")
@@ -151,7 +172,7 @@ def test_a_manager_asks_finance_approves_and_the_member_page_shows_it(
         page.wait_for_selector("body[data-page=member]")
         assert page.locator("#lots tbody tr").count() == 1 and page.inner_text("#visit-count") == "1"
         assert "S1" in page.inner_text("#stores") and page.locator("#erase").count() == 0
-        assert page.evaluate(OVERFLOW) <= TABLET["width"]
+        well_formed(page, TABLET["width"])
         page.fill("#adjust-points", "300")
         page.fill("#adjust-reason", "machine ate the card")
         page.click("#adjust-submit")
@@ -169,6 +190,8 @@ def test_a_manager_asks_finance_approves_and_the_member_page_shows_it(
         finance.wait_for_selector("#no-requests")
         finance.goto(f"{server.url}/backoffice/members/M-S1?lang=zh")
         assert finance.get_attribute("html", "lang") == "zh" and "积分" in finance.inner_text("body")
+        assert "销售" in finance.inner_text("#recent") and "正常" in finance.inner_text("#status")
+        well_formed(finance, DESKTOP["width"])
         assert finance.inner_text("#points") == str(points_before + 300)
         assert "machine ate the card" in finance.inner_text("#adjustments")
         watch2.clean()
