@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from hq.backoffice import audit
@@ -115,3 +117,37 @@ def test_concurrent_appends_are_serialised_into_one_chain(pg_url: str) -> None:
         assert verdict.ok and verdict.records == 80, verdict
     finally:
         hq.close()
+
+
+FIELDS = ("at", "actor", "action", "target", "reason", "details")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    count=st.integers(1, 6),
+    pick=st.integers(0, 5),
+    field=st.sampled_from(FIELDS),
+    text=st.text(min_size=1, max_size=20),
+)
+def test_any_change_to_any_field_of_any_record_is_named(count: int, pick: int, field: str, text: str) -> None:
+    """The pure check over stored rows: a change to one field of one record names that record."""
+    prev, rows = audit.GENESIS, []
+    for n in range(1, count + 1):
+        at, details = f"2026-12-02T10:00:0{n}.000Z", {"n": n}
+        digest = audit.record_hash(prev, n, at, "mio", "block_member", f"M-{n}", "why", details)
+        rows.append([n, at, "mio", "block_member", f"M-{n}", "why", json.dumps(details), prev, digest])
+        prev = digest
+    seq = pick % count + 1
+    column = 1 + FIELDS.index(field)
+    changed = json.dumps({"n": text}) if field == "details" else text
+    if rows[seq - 1][column] == changed:
+        return
+    rows[seq - 1][column] = changed
+    link = audit.GENESIS
+    for n, row in enumerate(rows, start=1):
+        why = audit.check(link, n, tuple(row))
+        if why:
+            assert n == seq, (n, seq, why)
+            return
+        link = row[8]
+    raise AssertionError(f"the change to record {seq}'s {field} went unnoticed")

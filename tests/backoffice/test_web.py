@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from hq import segments
 from hq.api import backoffice as web
 from hq.api.server import ServerHandle, start_in_thread
+from hq.backoffice import members as bo_members
 from hq.backoffice import sessions, staff
 from hq.backoffice.roles import Role, may
 from hq.backoffice.staff import Staff
@@ -124,7 +125,7 @@ def test_each_role_reaches_exactly_the_pages_its_table_allows(
 def test_a_store_manager_sees_and_changes_only_its_stores_members(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
 ) -> None:
-    hq, _, server = office
+    hq, made, server = office
     client, csrf = signed_in(server.url, "manager")
     found = (
         client.get("/backoffice/members", params={"q": "M-S"}).text
@@ -143,11 +144,16 @@ def test_a_store_manager_sees_and_changes_only_its_stores_members(
         reply = client.post(path, data={**data, "csrf": csrf})
         assert reply.status_code == 403 and code_of(reply) == "forbidden", path
     assert hq.member("M-S2") is not None and hq.member("M-S2").status == "active"  # type: ignore[union-attr]
+    others = bo_members.ask_adjustment(hq, made["admin"], "M-S2", 10, 0, "another store's request")
+    listed = client.get("/backoffice/approvals").text
+    assert others.request_id not in listed and "another store" not in listed
+    decided = client.post(f"/backoffice/approvals/{others.request_id}/approve", data={"csrf": csrf})
+    assert decided.status_code == 403 and code_of(decided) == "forbidden"
     blocked = client.post("/backoffice/cards/" + "a" * 64 + "/block", data={"csrf": csrf, "reason": "card lost"})
     assert blocked.status_code == 303
     with hq.db.read() as tx:
         assert tx.one("SELECT status FROM cards WHERE uid_hash = ?", ["a" * 64]) == ("blocked",)
-        assert tx.one("SELECT COUNT(*) FROM approvals") == (0,)
+        assert tx.one("SELECT COUNT(*) FROM approvals WHERE subject = 'M-S1'") == (0,)
 
 
 def test_every_change_needs_the_pages_origin_and_the_sessions_csrf_token(
