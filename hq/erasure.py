@@ -5,26 +5,22 @@ same transaction (``hq.wallet.signin.forget``). What the ``erase`` command and t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-from hq import members, payments
+from hq import audit, members, payments
 from hq.db.engine import Tx, utc_now
 from hq.store import HqStore
 from hq.wallet import signin
 
 
-def erase_member(
-    store: HqStore, member_id: str, by: str, record: Callable[[Tx, dict[str, int]], None] | None = None
-) -> dict[str, int]:
+def erase_member(store: HqStore, member_id: str, by: str, reason: str = "") -> dict[str, int]:
     """Erase a member (see ``members.erase``) and revoke the payment devices it registered;
-    ``members.UnknownMember`` when there is no such member. ``record`` runs in the erasure's transaction
-    with what was erased (the back office's audit record)."""
+    ``members.UnknownMember`` when there is no such member. Who and why go to the audit log in the
+    erasure's transaction."""
 
     def erase(tx: Tx) -> dict[str, int]:
         done = members.erase(tx, member_id, by, utc_now())
         signin.forget(tx, member_id, int(time.time()))
-        if record is not None:
-            record(tx, done)
+        audit.append(tx, by, "erase_member", member_id, reason, dict(done))
         return done
 
     done = store.db.transact(erase)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
+from hq import audit, businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -912,7 +912,10 @@ def set_blocked(tx: Tx, kind: str, subject: str, blocked: bool, by: str, reason:
         raise ValueError("blocking or unblocking needs who and why")
     table, key = {"member": ("members", "member_id"), "card": ("cards", "uid_hash")}[kind]
     status = "blocked" if blocked else "active"
-    held = tx.one(f"SELECT status, blocked_at FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}", [subject])
+    owner = "member_id" if kind == "card" else key
+    held = tx.one(
+        f"SELECT status, blocked_at, {owner} FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}", [subject]
+    )
     if held is None:
         raise LookupError(f"no {kind} {subject}")
     changed = str(held[0]) != status
@@ -926,6 +929,7 @@ def set_blocked(tx: Tx, kind: str, subject: str, blocked: bool, by: str, reason:
         "INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
         [kind, subject, status, by, reason, now],
     )
+    audit.append(tx, by, f"{'block' if blocked else 'unblock'}_{kind}", subject, reason, {"member_id": str(held[2])})
     return {"kind": kind, "subject": subject, "status": status, "changed": changed, "by": by, "at": now}
 
 

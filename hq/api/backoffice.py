@@ -31,8 +31,9 @@ from urllib.parse import parse_qs, quote
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from hq import audit
 from hq.api.deps import Store
-from hq.backoffice import approvals, audit, campaigns, i18n, members, pages, sessions, staff
+from hq.backoffice import approvals, campaigns, i18n, members, pages, sessions, staff
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore

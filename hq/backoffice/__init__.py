@@ -4,12 +4,11 @@
     errors     ``BackofficeRefused`` and its stable codes
     staff      staff accounts: scrypt password hashes, roles, store managers' stores, failed sign-ins
     sessions   server-side sessions (a fresh token at sign-in, idle and absolute expiry, a CSRF token each)
-    audit      the audit log, each record chained to the one before by its hash; ``verify``
     approvals  four eyes: a change asked for by one person, applied when another approves it
     members    the members pages' reading and changes (search, page, block, adjust, erase)
     campaigns  the campaigns page: the list, and asking for a launch (approved by a second person)
     i18n       the pages' words in English, Japanese and Chinese
     pages      the Jinja2 templates and static files (htmx vendored) of this package
 
-The routes are ``hq.api.backoffice``; the commands ``hq.cli.backoffice`` (``staff``, ``audit verify``).
+Changes are recorded in head office's audit log (``hq.audit``). The routes are ``hq.api.backoffice``; the commands ``hq.cli.backoffice`` (``staff``, ``audit verify``).
 """

@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hq import adjustments, campaigns
-from hq.backoffice import audit
+from hq import adjustments, audit, campaigns
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed
 from hq.backoffice.staff import Staff

@@ -20,7 +20,7 @@ from typing import Any
 
 from hq import adjustments, erasure
 from hq import members as hq_members
-from hq.backoffice import approvals, audit
+from hq.backoffice import approvals
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed
 from hq.backoffice.staff import Staff
@@ -177,10 +177,7 @@ def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, re
                 raise BackofficeRefused(Code.NOT_FOUND, "no such card")
             owner = str(row[0])
         need(who, Action.MEMBERS_BLOCK, _member_stores(tx, owner))
-        done = set_blocked(tx, kind, subject, blocked, who.staff_id, why, store.now())
-        audit.append(
-            tx, who.staff_id, f"{'block' if blocked else 'unblock'}_{kind}", subject, why, {"member_id": owner}
-        )
+        done = set_blocked(tx, kind, subject, blocked, who.staff_id, why, store.now())  # audited there
         return {**done, "member_id": owner}
 
     return store.db.transact(change)
@@ -204,11 +201,8 @@ def erase(store: HqStore, who: Staff, member_id: str, reason: str) -> dict[str, 
     with store.db.read() as tx:
         need(who, Action.MEMBERS_ERASE, _member_stores(tx, member_id))
 
-    def record(tx: Tx, done: dict[str, int]) -> None:
-        audit.append(tx, who.staff_id, "erase_member", member_id, why, dict(done))
-
     try:
-        return erasure.erase_member(store, member_id, f"staff:{who.staff_id}", record)
+        return erasure.erase_member(store, member_id, who.staff_id, why)  # audited there
     except hq_members.UnknownMember as exc:
         raise BackofficeRefused(Code.NOT_FOUND, "no such member") from exc
 

@@ -51,7 +51,7 @@ def _shown(who: Staff) -> dict[str, object]:
 
 def _audited(tx: Tx, who: Staff, action: str, reason: str) -> Staff:
     """``who`` after the change, recorded in the audit log in the change's transaction."""
-    from hq.backoffice import audit
+    from hq import audit
 
     audit.append(tx, ACTOR, action, who.staff_id, reason, {"role": who.role.value, "stores": sorted(who.stores)})
     return who
@@ -134,7 +134,7 @@ def passwd(
 def verify(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Walk the audit log's hash chain: exit 0 and its head when it holds, else exit 1 naming the first
     broken record."""
-    from hq.backoffice import audit
+    from hq import audit
 
     with hq_store(db) as hq:
         verdict = audit.verify(hq.db)

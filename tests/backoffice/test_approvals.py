@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hq import segments
-from hq.backoffice import approvals, audit
+from hq import audit, segments
+from hq.backoffice import approvals
 from hq.backoffice import members as bo_members
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.staff import Staff

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hq.backoffice import audit
+from hq import audit
 from hq.cli import app as hq_commands
 from hq.store import HqStore
 
@@ -151,3 +151,36 @@ def test_any_change_to_any_field_of_any_record_is_named(count: int, pick: int, f
             return
         link = row[8]
     raise AssertionError(f"the change to record {seq}'s {field} went unnoticed")
+
+
+def test_changes_made_outside_the_back_office_are_in_the_chain_too(hq_url: str) -> None:
+    """The admin API's and the commands' paths for blocks, top-ups, erasures and campaigns record as well."""
+    from hq import campaigns, payments, segments
+    from hq.erasure import erase_member
+    from tests.backoffice.chain import chain
+
+    with chain(hq_url) as (hq, _):
+        hq.set_blocked("member", "M-S1", True, "api-admin", "fraud suspected")
+        payments.topup(hq, "M-S2", 500, "till desk", "cash at the desk", "TU-1")
+        payments.topup(hq, "M-S2", 500, "till desk", "cash at the desk", "TU-1")  # a retry: no second record
+        segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 30, "max": 9}}, "t")
+        spec = campaigns.parse_spec(
+            {
+                "name": "N",
+                "segment": "everyone",
+                "variants": [{"variant": "a", "coupon": {"kind": "amount_off", "value": 1}}],
+                "schedule": {"kind": "daily", "at": "09:00"},
+            }
+        )
+        for _ in range(2):  # the same spec again changes nothing, and records nothing
+            hq.db.transact(lambda tx: campaigns.put(tx, "c1", spec, "mio", "2026-12-02T00:00:00Z"))
+        erase_member(hq, "M-S1", "privacy desk", "the member asked")
+        with hq.db.read() as tx:
+            found = [(r.actor, r.action, r.target, r.reason) for r in reversed(audit.recent(tx))]
+        assert found == [
+            ("api-admin", "block_member", "M-S1", "fraud suspected"),
+            ("till desk", "topup", "M-S2", "cash at the desk"),
+            ("mio", "put_campaign", "c1", ""),
+            ("privacy desk", "erase_member", "M-S1", "the member asked"),
+        ]
+        assert audit.verify(hq.db).ok

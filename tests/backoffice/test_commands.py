@@ -9,7 +9,8 @@ import json
 
 from typer.testing import CliRunner
 
-from hq.backoffice import audit, staff
+from hq import audit
+from hq.backoffice import staff
 from hq.backoffice.errors import Code
 from hq.cli import app as hq_commands
 from hq.store import HqStore

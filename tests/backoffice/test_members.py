@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hq.backoffice import audit
+from hq import audit
 from hq.backoffice import members as bo
 from hq.backoffice.staff import Staff
 from hq.policy import CardKeys

@@ -1,5 +1,8 @@
-"""The audit log: every change made in the back office, who made it, when, what, on what and why, in an
-append-only table where each record is chained to the one before it by a hash.
+"""The audit log: who changed what by hand, when, on what and why, in an append-only table where each record
+is chained to the one before it by a hash. Every change made in the back office writes one, and so do the
+changes an administrator makes through the admin API or the `hq` commands that go through one path for
+all: blocking and unblocking (``hq.store.set_blocked``), top-ups (``hq.payments.topup``), erasures
+(``hq.erasure.erase_member``) and stored campaigns (``hq.campaigns.put``).
 
     hash(n) = sha256( prev_hash(n) as hex + "\\n" + canonical JSON of {seq, at, actor, action, target,
                       reason, details} )            prev_hash(1) = 64 zeros
