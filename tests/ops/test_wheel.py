@@ -171,6 +171,10 @@ port = {api_port}
 
         join = wait_until(lambda: answers(f"http://127.0.0.1:{hq_port}/join"), 60, "head office's join page")
         assert '<form id="join">' in join.text
+        sign_in = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/sign-in", timeout=5)  # the back office's template
+        assert sign_in.status_code == 200 and 'id="sign-in"' in sign_in.text
+        htmx = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/static/htmx.min.js", timeout=5)
+        assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
         panel = wait_until(lambda: answers(f"http://127.0.0.1:{api_port}/panel/"), 60, "the till's panel")
         assert 'id="' in panel.text and "panel.js" in panel.text
         script = httpx.get(f"http://127.0.0.1:{api_port}/panel/panel.js", timeout=5)
