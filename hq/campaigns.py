@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from hq import checkins, pools, segments
+from hq import audit, checkins, pools, segments
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from hq.ingest import next_versions
@@ -502,6 +502,8 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
             pools.create(tx, POOL_PREFIX + campaign_id, spec.quantity, now)
         except pools.PoolRefused as exc:
             raise CampaignInvalid(exc.code, str(exc)) from exc
+    if held is None or held[0] != text:
+        audit.append(tx, by, "put_campaign", campaign_id, "", {"spec": json.loads(text)})
     return get(tx, campaign_id)
 
 

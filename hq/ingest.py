@@ -321,7 +321,8 @@ def read_payloads(batch: Batch) -> None:
         batch.facts.append(facts_of(entry.kind, payload))
         batch.effects.append(Effect.NONE)
         i = len(batch.effects) - 1
-        if problem is not None and not problem.unknown:
+        # A kind its actor may never produce is refused as that (kind_not_allowed, in classify), whatever its body.
+        if problem is not None and not problem.unknown and policy.check_actor(batch.actor, entry.kind, None) is None:
             batch.effects[i] = Effect.MALFORMED
             batch.quarantine(i, Breach(Reason.MALFORMED_ENTRY, "payload", {"problem": str(problem)}))
 

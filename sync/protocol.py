@@ -653,6 +653,9 @@ class EntryKind(StrEnum):
     """A till's void of its own top-up, the same business day, while the balance still holds it."""
     CHECKIN = "checkin"
     """A member's card tapped on the till's door reader: a visit (docs/checkin.md)."""
+    ADJUST = "adjust"
+    """Head office's own: points or stored value put right by hand, with a reason, once a second person
+    approved it (``hq.adjustments``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -925,6 +928,22 @@ class CheckinPayload(Payload):
         return Values(self.member_id)
 
 
+class AdjustPayload(Payload):
+    member_id: Ident
+    points: Delta = 0
+    stored_value: Delta = 0
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _moves_something(self) -> AdjustPayload:
+        if self.points == 0 and self.stored_value == 0:
+            raise ValueError("an adjustment moves points or stored value")
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points, self.stored_value)
+
+
 AnyPayload = (
     SalePayload
     | RefundPayload
@@ -935,6 +954,7 @@ AnyPayload = (
     | TillTopupPayload
     | TopupVoidPayload
     | CheckinPayload
+    | AdjustPayload
 )
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
@@ -946,6 +966,7 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.TILL_TOPUP: TillTopupPayload,
     EntryKind.TOPUP_VOID: TopupVoidPayload,
     EntryKind.CHECKIN: CheckinPayload,
+    EntryKind.ADJUST: AdjustPayload,
 }
 
 

@@ -34,6 +34,9 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
+    staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
+    audit verify                       walk the back office's audit chain, naming the first broken record
+                                       (backoffice.py, docs/backoffice.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -48,6 +51,7 @@ from __future__ import annotations
 import typer
 
 from hq.cli import (
+    backoffice,
     campaigns,
     documents,
     members,
@@ -61,7 +65,20 @@ from hq.cli import (
     terminals,
 )
 
-AREAS = (terminals, quarantine, reconcile, stores, members, segments, campaigns, pools, documents, payments, serve)
+AREAS = (
+    terminals,
+    quarantine,
+    reconcile,
+    stores,
+    members,
+    segments,
+    campaigns,
+    pools,
+    documents,
+    payments,
+    backoffice,
+    serve,
+)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)

@@ -371,6 +371,37 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_campaign_members_occasion ON campaign_members (campaign_id, occasion)",
         ],
     ),
+    # The back office (hq/backoffice/, docs/backoffice.md): staff accounts (scrypt hashes), their sessions (the
+    # digest of the cookie's token, a CSRF token each) and failed sign-ins by account and address; the audit log,
+    # each record chained to the one before by its hash, and its head (one row, locked by each append);
+    # four-eyes requests; the adjustments they applied (hq/adjustments.py); members found by name.
+    (
+        "m019_backoffice",
+        [
+            "CREATE TABLE staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, "
+            "role TEXT NOT NULL, stores TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL)",
+            "CREATE TABLE staff_sessions (token_sha256 TEXT PRIMARY KEY, staff_id TEXT NOT NULL, csrf TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL, seen_at BIGINT NOT NULL)",
+            "CREATE INDEX idx_staff_sessions_staff ON staff_sessions (staff_id)",
+            "CREATE TABLE staff_signin_failures (subject TEXT NOT NULL, at BIGINT NOT NULL)",
+            "CREATE INDEX idx_staff_signin_failures ON staff_signin_failures (subject, at)",
+            "CREATE TABLE audit_log (seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, "
+            "action TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, details TEXT NOT NULL, "
+            "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+            "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+            f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{'0' * 64}')",
+            "CREATE TABLE approvals (request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, "
+            "stores TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, "
+            "requested_at TEXT NOT NULL, state TEXT NOT NULL, decided_by TEXT, decided_at TEXT, note TEXT, result TEXT)",
+            "CREATE INDEX idx_approvals_state ON approvals (state, requested_at)",
+            "CREATE TABLE adjustments (adjustment_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, points BIGINT NOT NULL, "
+            "stored_value BIGINT NOT NULL, points_after BIGINT NOT NULL, stored_value_after BIGINT NOT NULL, "
+            "reason TEXT NOT NULL, requested_by TEXT NOT NULL, approved_by TEXT NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX idx_adjustments_member ON adjustments (member_id)",
+            "CREATE INDEX idx_members_name ON members (lower(display_name))",
+        ],
+    ),
     # Top-ups sold at tills (hq/topups.py, docs/stored-value.md): each till's policy, set by an administrator
     # and sent down with every pull (a till with no row is not enabled); the day's tallies are read from the
     # journal, so its top-ups and their voids are indexed by terminal and business day.

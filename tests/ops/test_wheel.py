@@ -86,6 +86,8 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
         ROOT / "terminal" / "api" / "panel",
         ROOT / "hq" / "wallet" / "templates",
         ROOT / "hq" / "wallet" / "static",
+        ROOT / "hq" / "backoffice" / "templates",
+        ROOT / "hq" / "backoffice" / "static",
     )
     shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.rglob("*") if p.is_file()}
     assert shipped and shipped <= names, shipped - names
@@ -95,6 +97,8 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
         "hq/wallet/static/vendor/qrcode.js",
         "hq/wallet/static/vendor/LICENSE",
     } <= shipped
+    assert {"hq/backoffice/templates/member.html", "hq/backoffice/static/htmx.min.js"} <= shipped
+    assert "hq/backoffice/static/htmx.LICENSE.txt" in shipped  # the vendored library's licence travels with it
     assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
     assert {"hq/__init__.py", "hq/cli/__init__.py", "tillpoint/cli.py"} <= names  # head office and the command
 
@@ -172,6 +176,10 @@ port = {api_port}
 
         join = wait_until(lambda: answers(f"http://127.0.0.1:{hq_port}/join"), 60, "head office's join page")
         assert '<form id="join">' in join.text
+        sign_in = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/sign-in", timeout=5)  # the back office's template
+        assert sign_in.status_code == 200 and 'id="sign-in"' in sign_in.text
+        htmx = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/static/htmx.min.js", timeout=5)
+        assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
         panel = wait_until(lambda: answers(f"http://127.0.0.1:{api_port}/panel/"), 60, "the till's panel")
         assert 'id="' in panel.text and "panel.js" in panel.text
         script = httpx.get(f"http://127.0.0.1:{api_port}/panel/panel.js", timeout=5)
