@@ -199,7 +199,8 @@ class Deltas:
         self._add_windows(row, delta, t)
 
     def _add_windows(self, row: SaleRow, delta: Figures, t: list[int]) -> None:
-        """The sale's day is in a rolled window when it is at most that many days before the rolled day."""
+        """The sale's day is in a rolled window of ``days`` when it is one of the ``days`` days ending with the
+        rolled day (both included, as a segment's window)."""
         if self.rolled is None:
             return
         age = windows_age(self.rolled, row.day)
@@ -207,7 +208,7 @@ class Deltas:
             return
         m = row.member_id
         for i, days in enumerate(ROLLED):
-            if age <= days:
+            if age < days:
                 t[3 + 2 * i] += delta.visits
                 t[4 + 2 * i] += delta.spend
         if delta.visits > 0:
@@ -217,7 +218,7 @@ class Deltas:
         for name, spend, _qty in delta.categories:
             w = self.category_windows[(m, name)]
             for i, days in enumerate(ROLLED):
-                if age <= days:
+                if age < days:
                     w[i] += spend
 
 
@@ -610,7 +611,7 @@ def build_windows(tx: Tx, rolled: date) -> int:
     """Every member's rolled windows and last visit day as of ``rolled``, from the daily rows (a rebuild;
     a roll over many days). Returns the category window rows written."""
     day = rolled.isoformat()
-    starts = [window_start(day, days) for days in ROLLED]
+    starts = [(rolled - timedelta(days=days - 1)).isoformat() for days in ROLLED]
     zeros = ", ".join(f"{c} = 0" for c in WINDOW_COLUMNS)
     tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros}")
     tx.run("DELETE FROM member_category_windows")
@@ -657,7 +658,7 @@ def roll(tx: Tx, to: date) -> int:
 
 def _step(tx: Tx, day: date) -> None:
     """The windows as of ``day``, from those as of the day before: ``day`` enters every window, and the
-    day ``days + 1`` before it leaves each window of ``days``."""
+    day ``days`` before it leaves each window of ``days``."""
     entering = day.isoformat()
     added = ", ".join(f"{c} = member_totals.{c} + x.{'v' if c.startswith('visits') else 's'}" for c in WINDOW_COLUMNS)
     tx.run(
@@ -675,7 +676,7 @@ def _step(tx: Tx, day: date) -> None:
         [entering, entering],
     )
     for days in ROLLED:
-        leaving = (day - timedelta(days=days + 1)).isoformat()
+        leaving = (day - timedelta(days=days)).isoformat()
         tx.run(
             f"UPDATE member_totals SET visits_{days} = member_totals.visits_{days} - x.v, "
             f"spend_{days} = member_totals.spend_{days} - x.s "
