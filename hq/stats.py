@@ -638,11 +638,16 @@ def build_windows(tx: Tx, rolled: date) -> int:
     return int(row[0]) if row else 0
 
 
-def roll(tx: Tx, to: date) -> int:
-    """Roll the windows forward to the business day ``to`` (never back): each day that enters is added and
-    each day that leaves a window is taken away, from the daily rows; over more than ``ROLL_STEPS`` days,
-    or the first time, they are built from the daily rows. Returns the days rolled (0: already there)."""
+def roll(tx: Tx, to: date, *, back: bool = False) -> int:
+    """Roll the windows forward to the business day ``to``: each day that enters is added and each day that
+    leaves a window is taken away, from the daily rows; over more than ``ROLL_STEPS`` days, or the first
+    time, they are built from the daily rows. Never back, unless ``back`` (an operator, after a clock that
+    ran ahead): then they are built as of ``to``. Returns the days moved (0: already there)."""
     rolled = windows_day(tx, update=True)
+    if back and rolled is not None and to < rolled:
+        build_windows(tx, to)
+        tx.run("UPDATE stats_windows SET day = ? WHERE id = 1", [to.isoformat()])
+        return (rolled - to).days
     if rolled is not None and to <= rolled:
         return 0
     if rolled is None or (to - rolled).days > ROLL_STEPS:

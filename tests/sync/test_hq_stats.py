@@ -413,3 +413,42 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
         assert snapshot(hq) == rebuilt(hq)
     finally:
         hq.close()
+
+
+@pytest.mark.slow
+def test_rolls_racing_pushes_on_postgres_keep_the_windows_exact(pg_url: str) -> None:
+    """A till pushes sales of the days being rolled into while another connection rolls day by day: each
+    sale is added to the windows by its push or by the roll, never both, never neither (the push holds the
+    rolled day until it commits; the roll waits for it)."""
+    import threading
+
+    hq = HqStore(pg_url)
+    try:
+        hq.upsert_member("M-1", "Aiko", "basic", 0)
+        hq.upsert_member("M-2", "Ben", "basic", 0)
+        till = Till(hq, "T1")
+        start = date(2026, 3, 1)
+        roll(hq, start.isoformat())
+        errors: list[BaseException] = []
+
+        def push() -> None:
+            try:
+                for n in range(120):  # each sale on one of the next 40 days: entering as the roll passes
+                    made = (start + timedelta(days=n % 40)).isoformat()
+                    e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
+                    hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        for n in range(1, 41):
+            roll(hq, (start + timedelta(days=n)).isoformat())
+        pusher.join(timeout=300)
+        assert not pusher.is_alive() and errors == []
+        kept = snapshot(hq)
+        assert kept == rebuilt(hq)
+        last_day, visits_30, _, visits_60, *_ = windows(hq)["totals"]["M-1"]
+        assert (last_day, visits_30, visits_60) == ("2026-04-08", 42, 60)  # M-1's 60 sales: on even days 0..38
+    finally:
+        hq.close()
