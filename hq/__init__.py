@@ -12,13 +12,14 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
     wallet/       the member's wallet on the phone: contacts, one-time sign-in codes and their senders,
-                  sessions, what the pages show, the timed member code, templates and static files
+                  sessions, what the pages show, the timed member code, check-ins by a till's code,
+                  templates and static files
     payments.py   member payments: stored value, top-ups, member tokens and codes, devices, confirmations
     store.py      HqStore: terminals and credentials, master data, documents, keys, feed and snapshot;
                   open_store() with the serve options
     outcomes.py   what a campaign earned: per arm, treated against control with a 95 % interval; CSV, SVG
     campaigns.py  campaigns: a segment, offer variants, a schedule, a control group, the chain-wide cap
-                  and holdout; deciding and issuing personal coupons, idempotently
+                  and holdout; deciding and issuing personal coupons, idempotently; check-in campaigns
     push.py       one push: the ingest stages in their order, in one transaction
     members.py    members made outside head office: enrolments, merges, claims, erasure of the data
     quarantine.py entries the trust rules hold, released or rejected by an administrator
@@ -27,6 +28,8 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     segments.py   segments of members as data: the definition, its SQL for both engines, preview, the table
     receipts.py   sales read from POS receipts, by digest and printed number; one receipt sold twice flagged
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
+    checkins.py   check-ins: a visit once per member, store and day (wallet scan or door tap), the till
+                  that signed a check-in code
     stats.py      members' statistics kept at ingest (visits, spend per day, store and category), rebuilt
                   from the journal
     profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
@@ -39,7 +42,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     errors.py     HqError and the storage errors every layer may see
 
 From the till, head office imports only its pure core (``terminal.model``, ``money``, ``loyalty``,
-``pricing``, ``credentials`` ...), the wire protocol (``sync.protocol``, ``sync.claims``), the body cap
+``pricing``, ``credentials`` ...), the wire protocol (``sync.protocol``, ``sync.claims``, ``sync.checkins``), the body cap
 both servers share (``sync.asgi``), how every command prints (``terminal.console``) and the card-hash
 key file (``terminal.keys``): it evaluates shared rules exactly as the tills do without depending on
 the till's store, daemon, API or drivers. The till never imports head office; only the ``tillpoint``

@@ -17,7 +17,9 @@ before the arm is drawn, so both arms stay alike); in the control group (recorde
 otherwise a variant's coupon, issued. ``run_due`` runs every campaign whose key is due and not done.
 
 Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``); ``after_visit``
-(``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again).
+(``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again);
+``checkin`` (``checkin:STORE:DAY``, the store's business day: no timer runs it, a member's check-in does,
+through ``reward_checkin``, the same decision for one member: docs/checkin.md).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from hq import pools, segments, stats
+from hq import checkins, pools, segments, stats
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from hq.ingest import next_versions
@@ -65,6 +67,10 @@ class CampaignInvalid(Refused):
 
 class UnknownCampaign(HqError):
     pass
+
+
+class RewardsFailed(HqError):
+    """Some pending check-ins could not be decided (the others were): they stay pending for the next try."""
 
 
 # -- the spec -----------------------------------------------------------------------------------------
@@ -142,7 +148,19 @@ class AfterVisit(_Model):
     days: Annotated[StrictInt, Field(ge=1, le=730)]
 
 
-Schedule = Annotated[Once | Daily | Birthday | AfterVisit, Field(discriminator="kind")]
+class Checkin(_Model):
+    """No timer: each member who checks in at a store (the wallet's scan of a till's code, a tap on a door
+    reader) is decided once per store and business day of that store; ``stores`` empty: every store."""
+
+    kind: Literal["checkin"]
+    stores: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=1000)] = []
+    max_per_store_day: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    """At most this many rewards (control decisions not counted) per store and day: what a till's stolen
+    credential can mint at its store in a day."""
+
+
+AnySchedule = Once | Daily | Birthday | AfterVisit | Checkin
+Schedule = Annotated[AnySchedule, Field(discriminator="kind")]
 
 
 class Variant(_Model):
@@ -226,6 +244,8 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
     local = local_now(spec, now)
     today = local.date()
     schedule = spec.schedule
+    if isinstance(schedule, Checkin):
+        return None  # a member's check-in decides it, not the timer
     if isinstance(schedule, Once):
         at = schedule.at.replace(tzinfo=ZoneInfo(spec.timezone)) if schedule.at.tzinfo is None else schedule.at
         if now < at:
@@ -559,7 +579,7 @@ class RunCounts:
         }
 
 
-def _schedule_part(schedule: Once | Daily | Birthday | AfterVisit, day: date) -> tuple[str, str, str, list[Any]]:
+def _schedule_part(schedule: AnySchedule, day: date) -> tuple[str, str, str, list[Any]]:
     """What the schedule adds to the segment's query: the column naming each member's occasion, a join, a
     condition and its parameters."""
     if isinstance(schedule, Birthday):
@@ -597,7 +617,7 @@ def _candidates(tx: Tx, spec: CampaignSpec, day: date) -> list[tuple[str, str]]:
     ]
 
 
-def _occasions(schedule: Once | Daily | Birthday | AfterVisit, day: date) -> Callable[[str], str]:
+def _occasions(schedule: AnySchedule, day: date) -> Callable[[str], str]:
     """How a run on ``day`` names a member's occasion from the key its query found."""
     if isinstance(schedule, Once):
         return lambda _: "once"
@@ -798,6 +818,8 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
 
 
 def _rerun(spec: CampaignSpec, day: date) -> Due | None:
+    if isinstance(spec.schedule, Checkin):
+        return None
     if spec.starts and day < spec.starts or spec.ends and day > spec.ends:
         return None
     return Due("once" if isinstance(spec.schedule, Once) else day.isoformat(), day)
@@ -849,6 +871,111 @@ def runs(tx: Tx, campaign_id: str) -> list[dict[str, Any]]:
         {"run_key": r[0], "day": r[1], "started_at": r[2], "finished_at": r[3], "counts": json.loads(str(r[4]))}
         for r in rows
     ]
+
+
+# -- check-in campaigns: one member decided when it checks in -------------------------------------------
+
+
+def checkin_occasion(store_id: str, day: str) -> str:
+    return f"checkin:{store_id}:{day}"
+
+
+def _checkin_campaigns(tx: Tx, store_id: str, day: date) -> list[tuple[str, CampaignSpec]]:
+    """The active check-in campaigns that hold ``store_id`` on ``day`` (a spec that cannot be read is skipped)."""
+    found = []
+    for campaign_id, text in tx.all(
+        "SELECT campaign_id, spec FROM campaigns WHERE state = 'active' ORDER BY campaign_id"
+    ):
+        try:
+            spec = CampaignSpec.model_validate_json(str(text))
+        except ValidationError:
+            continue
+        schedule = spec.schedule
+        if not isinstance(schedule, Checkin) or (schedule.stores and store_id not in schedule.stores):
+            continue
+        if spec.starts and day < spec.starts or spec.ends and day > spec.ends:
+            continue
+        found.append((str(campaign_id), spec))
+    return found
+
+
+def _in_segment(tx: Tx, spec: CampaignSpec, member_id: str, day: date) -> bool:
+    """Whether the campaign's segment holds the member on ``day``; a segment deleted or unreadable since the
+    campaign was saved holds nobody (the check-in itself still counts)."""
+    try:
+        definition = segments.definition_of(tx, spec.segment)
+    except HqError:
+        return False
+    compiled = segments.compile_segment(definition, day, tx.dialect)
+    segments.prepare(tx)
+    sql = f"SELECT 1 FROM ({compiled.sql}) q WHERE q.member_id = ?"
+    return tx.one(sql, [*compiled.params, member_id]) is not None
+
+
+def _store_day_full(tx: Tx, campaign_id: str, cap: int | None, occasion: str) -> bool:
+    """Whether the campaign gave ``cap`` rewards at this store and day already. The campaign's row is locked
+    first: concurrent check-ins at one store count one after the other, so the cap holds exactly."""
+    if cap is None:
+        return False
+    tx.one(f"SELECT campaign_id FROM campaigns WHERE campaign_id = ?{tx.for_update}", [campaign_id])
+    row = tx.one(
+        "SELECT COUNT(*) FROM campaign_members WHERE campaign_id = ? AND occasion = ? AND arm <> ?",
+        [campaign_id, occasion, CONTROL],
+    )
+    return row is not None and int(row[0]) >= cap
+
+
+def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetime) -> list[str]:
+    """Decide the member's check-in at ``store_id`` on its business day ``day`` for every active check-in
+    campaign of that store, as a run decides a member (holdout, still eligible, once per occasion, offer cap,
+    arm, coupon): the coupon ids it holds for that check-in. The caller records the visit and claims its
+    reward in this transaction (``hq.checkins``), so each check-in is decided once."""
+    local_day = date.fromisoformat(day)
+    held = _checkin_campaigns(tx, store_id, local_day)
+    if not held:
+        return []
+    settings = read_settings(tx)
+    period = holdout_period(tx, settings, now.astimezone(UTC).date())
+    key = secret(tx)
+    occasion = checkin_occasion(store_id, day)
+    for campaign_id, spec in held:
+        assert isinstance(spec.schedule, Checkin)
+        if not _in_segment(tx, spec, member_id, local_day):
+            continue
+        if _store_day_full(tx, campaign_id, spec.schedule.max_per_store_day, occasion):
+            continue
+        run = RunContext(campaign_id, spec, settings, period, local_day, now, key)
+        _decide_chunk(tx, run=run, chunk=[(member_id, occasion)])
+    rows = tx.all(
+        "SELECT coupon_id FROM campaign_members WHERE member_id = ? AND occasion = ? AND coupon_id IS NOT NULL "
+        "ORDER BY coupon_id",
+        [member_id, occasion],
+    )
+    return [str(r[0]) for r in rows]
+
+
+def reward_pending(db: Db, now: datetime) -> int:
+    """Decide the rewards of the check-ins still pending (door taps ingest recorded), one transaction each;
+    how many were decided here (another process deciding one first is not counted)."""
+    with db.read() as tx:
+        waiting = checkins.pending(tx)
+    decided = 0
+    failed: list[str] = []
+    for visit in waiting:
+
+        def decide(tx: Tx, visit: checkins.Visit = visit) -> bool:
+            if not checkins.claim_reward(tx, visit, _stamp(now)):
+                return False
+            reward_checkin(tx, visit.member_id, visit.store_id, visit.day, now)
+            return True
+
+        try:
+            decided += db.transact(decide)
+        except (HqError, ValueError) as exc:  # one that fails stops no other; it stays pending, tried again
+            failed.append(f"{visit.member_id} at {visit.store_id} on {visit.day}: {exc}"[:300])
+    if failed:
+        raise RewardsFailed(f"{len(failed)} check-in rewards not decided (first: {failed[0]})")
+    return decided
 
 
 # -- the services the commands and the routes call ----------------------------------------------------

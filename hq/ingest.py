@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, policy, pools, stats, versions
+from hq import businessday, checkins, policy, pools, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -1114,6 +1114,19 @@ def count_stats(tx: Tx, batch: Batch) -> None:
         if isinstance(p, SalePayload | RefundPayload) and batch.effects[i] is not Effect.MALFORMED
     }
     stats.apply(tx, [batch.entries[i].txn_id for i in counted], typed)
+
+
+def record_checkins(tx: Tx, batch: Batch) -> None:
+    """Door taps (``checkin`` entries) of members head office knows: a visit each, once per member, store and
+    day (``hq.checkins.record``, with its statistics); their rewards are decided after the push
+    (``hq.campaigns.reward_pending``), outside the journal's transaction."""
+    for i, (entry, effect) in enumerate(zip(batch.entries, batch.effects, strict=True)):
+        member_id = batch.facts[i].member_id  # after redirect: a member merged away counts for the one kept
+        if entry.kind != EntryKind.CHECKIN.value or effect not in STATS_EFFECTS or member_id is None:
+            continue
+        at = _utc_text(batch.effective[i])
+        visit = checkins.Visit(member_id, batch.store_id, batch.days[i], at, batch.terminal_id, "door", entry.txn_id)
+        checkins.record(tx, visit)
 
 
 STATS_EFFECTS = frozenset({Effect.APPLIED, Effect.NONE})

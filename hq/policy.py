@@ -10,6 +10,7 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
                  void        any (3)    >= 0 (3)
                  enrol       0          0
                  claim_key   0          0
+                 checkin     0          0      (a door tap: a visit; head office grants any reward)
     admin        topup       0          > 0
     member app   (none: it registers devices and reads its balances)
     head office  (none as entries: claims, merges and settlements are its own acts)
@@ -86,6 +87,7 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.VOID: Allowed(Sign.ANY, Sign.NOT_NEGATIVE),
         EntryKind.ENROL: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.CLAIM_KEY: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.CHECKIN: Allowed(Sign.ZERO, Sign.ZERO),
     },
     Actor.ADMIN: {EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE)},
     Actor.MEMBER_APP: {},

@@ -5,7 +5,8 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> sales -> receipts (hq.receipts) -> member balances -> coupon counters -> reversals -> member statistics (hq.stats) -> items
+    -> sales -> receipts (hq.receipts) -> member balances -> coupon counters -> reversals -> member statistics (hq.stats)
+    -> door check-ins (hq.checkins) -> items
     -> versions -> watermark
 """
 
@@ -30,6 +31,7 @@ from hq.ingest import (
     measure_clock,
     new_entries,
     read_payloads,
+    record_checkins,
     record_sales,
     release_waiting,
     reverse,
@@ -77,6 +79,7 @@ def ingest(
     count_coupons(tx, batch)
     reverse(tx, batch)
     count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes
+    record_checkins(tx, batch)  # door taps: a visit once a member, store and day
     skew = clock_item(terminal_id, offset, received_at, settings, calendar)
     flagged = save_items(tx, store_id, terminal_id, batch.items + ([skew] if skew else []), received_at)
     release_waiting(tx, batch)  # after the items are saved: a refund held earlier in this very batch counts too

@@ -1,6 +1,7 @@
 """Head office's campaign timer: every ``interval`` seconds, in a background thread of the server, run
 the campaigns whose schedule is due (``hq.campaigns.run_due``), after giving back the gifts of coupons
-nobody claimed in time (``hq.wallet.gifts.expire``).
+nobody claimed in time (``hq.wallet.gifts.expire``) and deciding the rewards of door check-ins still pending
+(``hq.campaigns.reward_pending``).
 
 Runs are idempotent, so several servers (workers, hosts) may each run a timer on one database: the
 decisions are keyed, and the member rows are locked while they are taken. A run that fails is logged
@@ -46,6 +47,11 @@ class CampaignTimer:
         except HqError as exc:
             self.failures += 1
             log.error("giving back expired gifts failed (tried again in %.0f s): %s", self.interval, exc)
+        try:  # door check-ins whose reward a push could not decide
+            campaigns.reward_pending(self.db, now)
+        except HqError as exc:
+            self.failures += 1
+            log.error("deciding check-in rewards failed (tried again in %.0f s): %s", self.interval, exc)
         try:  # the members' windows follow the day (segments previewed today read them)
             self.db.transact(lambda tx: stats.roll(tx, now.astimezone(UTC).date()))
         except HqError as exc:

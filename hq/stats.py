@@ -24,6 +24,11 @@ released, a refund whose sale arrived, an entry waiting for its member, a claime
 sale concerned, ``figures(after) - figures(before)`` to the tables (``member_totals``, ``member_days``,
 ``member_category_days``). ``rebuild(tx)`` computes the same tables from the journal. ``move`` (a member
 merged into another) and ``forget`` (erasure) keep the tables equal to a rebuild.
+
+A check-in (``checkins``: one row a member, store and business day, from the wallet's scan of a till's code
+or a door reader's tap, docs/checkin.md) is a visit and nothing else: one visit on its day and store, and its
+time widens the first and last visit; no spend, no category, no coupon. ``checkin_visit`` adds it when
+``hq.checkins`` records the row; a rebuild reads the rows with the journal's sales.
 """
 
 from __future__ import annotations
@@ -175,6 +180,21 @@ class Deltas:
     lost_day: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """Members whose sales lost their visit on a day up to the rolled day, and those days."""
 
+    def add_visit(self, member_id: str, day: str, store_id: str, at: str) -> None:
+        """A check-in: one visit, no spend."""
+        t = self.totals[member_id]
+        t[0] += 1
+        first, last = self.first_last.get(member_id, (at, at))
+        self.first_last[member_id] = (min(first, at), max(last, at))
+        self.days[(member_id, day, store_id)][0] += 1
+        age = windows_age(self.rolled, day) if self.rolled is not None else None
+        if age is None:
+            return
+        for i, days in enumerate(ROLLED):
+            if age < days:
+                t[3 + 2 * i] += 1
+        self.last_day[member_id] = max(self.last_day.get(member_id, day), day)
+
     def add(self, row: SaleRow, delta: Figures) -> None:
         m = row.member_id
         t = self.totals[m]  # a member with a counted sale has a totals row, even when it was voided
@@ -229,6 +249,20 @@ def windows_age(rolled: date, day: str) -> int | None:
     except ValueError:
         return None
     return age if age >= 0 else None
+
+
+def checkin_visit(tx: Tx, member_id: str, day: str, store_id: str, at: str) -> None:
+    """A check-in ``hq.checkins`` has just recorded (its row is new): its visit, in the same transaction."""
+    deltas = Deltas(rolled=windows_day(tx, hold=True))
+    deltas.add_visit(member_id, day, store_id, at)
+    write(tx, deltas)
+
+
+def _checkins(tx: Tx, where: str = "1 = 1", params: Sequence[Any] = ()) -> list[tuple[str, str, str, str]]:
+    rows = tx.all(
+        f"SELECT member_id, day, store_id, at FROM checkins WHERE {where} ORDER BY member_id, day, store_id", params
+    )
+    return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
 def _payload(kind: str, text: str) -> Any:
@@ -497,6 +531,7 @@ def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
     held = _sale_rows(tx, txns)
     reversals = _reversals(tx, sorted(held))
     times = [r.made_at for t, r in held.items() if figures(r.sale, [p for _, p in reversals.get(t, [])]).visits > 0]
+    times += [at for _, _, _, at in _checkins(tx, "member_id = ?", [member_id])]
     return (min(times), max(times)) if times else (None, None)
 
 
@@ -504,10 +539,21 @@ def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
 
 
 def move(tx: Tx, loser: str, winner: str) -> None:
-    """A member merged into another: the loser's statistics are added to the winner's, then removed."""
+    """A member merged into another: the loser's statistics are added to the winner's, then removed. Its
+    check-ins become the winner's, but one a store and day: a day both checked in at a store stays one visit."""
     now = utc_now()
     windows_day(tx, hold=True)  # both members' windows are as of one day: no roll in between
     copied = ", ".join(TOTALS_COLUMNS[1:-1])
+    both = [
+        (day, store)
+        for _, day, store, _ in _checkins(tx, "member_id = ?", [loser])
+        if _checked_in(tx, winner, store, day)
+    ]
+    tx.run(
+        "UPDATE checkins SET member_id = ? WHERE member_id = ? AND NOT EXISTS (SELECT 1 FROM checkins w "
+        "WHERE w.member_id = ? AND w.store_id = checkins.store_id AND w.day = checkins.day)",
+        [winner, loser, winner],
+    )
     tx.run(
         f"INSERT INTO member_totals ({', '.join(TOTALS_COLUMNS)}) "
         f"SELECT ?, {copied}, ? FROM member_totals WHERE member_id = ? " + _ADD_TO_TOTALS,
@@ -534,15 +580,47 @@ def move(tx: Tx, loser: str, winner: str) -> None:
         [winner, loser],
     )
     forget(tx, loser)
+    if both:
+        _one_visit_a_day(tx, winner, both)
+
+
+def _checked_in(tx: Tx, member_id: str, store_id: str, day: str) -> bool:
+    found = tx.one(
+        "SELECT 1 FROM checkins WHERE member_id = ? AND store_id = ? AND day = ?", [member_id, store_id, day]
+    )
+    return found is not None
+
+
+def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]]) -> None:
+    """After a merge: the visits of the check-ins the two members had on the same store and day, counted twice
+    by the move, are counted once (the loser's row is gone), and the visit span is read again."""
+    tx.many(
+        "UPDATE member_days SET visits = visits - 1 WHERE member_id = ? AND day = ? AND store_id = ?",
+        [(member_id, day, store) for day, store in both],
+    )
+    tx.run("DELETE FROM member_days WHERE member_id = ? AND visits = 0 AND spend = 0", [member_id])
+    first, last = visit_span(tx, member_id)
+    tx.run(
+        "UPDATE member_totals SET visits = visits - ?, first_visit = ?, last_visit = ? WHERE member_id = ?",
+        [len(both), first, last, member_id],
+    )
+    rolled = windows_day(tx)  # held by the move; the day keeps a visit, so the last visit day stands
+    for day, _store in both:
+        age = windows_age(rolled, day) if rolled is not None else None
+        held = [f"visits_{days} = visits_{days} - 1" for days in ROLLED if age is not None and age < days]
+        if held:
+            tx.run(f"UPDATE member_totals SET {', '.join(held)} WHERE member_id = ?", [member_id])
 
 
 def forget(tx: Tx, member_id: str) -> int:
-    """Every statistics row of the member goes (erasure; a merged-away member). Returns rows deleted."""
+    """Every statistics row of the member goes, its check-ins too (erasure; a merged-away member). Returns
+    rows deleted."""
+    tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
     return sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in STATS_TABLES)
 
 
 def compute(tx: Tx) -> Deltas:
-    """Every statistic, from the journal alone."""
+    """Every statistic, from the journal's sales and the check-ins."""
     sales = [
         str(r[0])
         for r in tx.all(
@@ -559,6 +637,8 @@ def compute(tx: Tx) -> Deltas:
         for txn_id in sorted(held):
             row = held[txn_id]
             deltas.add(row, figures(row.sale, [r for _, r in reversals.get(txn_id, [])]))
+    for member_id, day, store_id, at in _checkins(tx):
+        deltas.add_visit(member_id, day, store_id, at)
     return deltas
 
 

@@ -116,6 +116,9 @@ class ErrorCode(StrEnum):
     GIFT_OFFERED = "gift_offered"
     GIFT_CLAIMED = "gift_claimed"
     GIFT_OWN = "gift_own"
+    CHECKIN_FORGED = "checkin_forged"
+    CHECKIN_EXPIRED = "checkin_expired"
+    CHECKIN_USED = "checkin_used"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -190,6 +193,12 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.GIFT_OFFERED: (409, "the coupon is already offered as a gift: one link at a time"),
     ErrorCode.GIFT_CLAIMED: (409, "the gift link was claimed already: it works once"),
     ErrorCode.GIFT_OWN: (409, "the giver cannot claim their own gift"),
+    ErrorCode.CHECKIN_FORGED: (
+        403,
+        "not a check-in code, or not signed by a registered till of its store (unknown or revoked till, bad signature)",
+    ),
+    ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
+    ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
 }
 
 
@@ -594,6 +603,8 @@ class EntryKind(StrEnum):
     CLAIM_KEY = "claim_key"
     TOPUP = "topup"
     """Head office's own: stored value an administrator added (``hq.payments.topup``)."""
+    CHECKIN = "checkin"
+    """A member's card tapped on the till's door reader: a visit (docs/checkin.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,7 +819,21 @@ class TopupPayload(Payload):
         return Values(self.member_id, 0, self.amount)
 
 
-AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload
+class CheckinPayload(Payload):
+    """A member checked in at the door reader: a visit, no value (head office grants a check-in campaign's
+    reward, once per member, store and day)."""
+
+    member_id: Ident | None
+    """None only once the member was erased."""
+    store_id: Ident
+    uid_hash: UidHash | None = None
+    reader: Text = ""
+
+    def values(self) -> Values:
+        return Values(self.member_id)
+
+
+AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload | CheckinPayload
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
     EntryKind.REFUND: RefundPayload,
@@ -816,6 +841,7 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.ENROL: EnrolPayload,
     EntryKind.CLAIM_KEY: ClaimKeyPayload,
     EntryKind.TOPUP: TopupPayload,
+    EntryKind.CHECKIN: CheckinPayload,
 }
 
 

@@ -290,6 +290,20 @@ def tap(uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         console.print(f"tapped {uid}")
 
 
+@commands.command("checkin-code")
+def checkin_code(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The running till's check-in code for this 30-second step: the link members' phones open, and its QR."""
+    from terminal import qrcodes
+
+    shown = _api(cli_config(config), "GET", "/v1/checkin/code")
+    if as_json:
+        show_json({k: shown[k] for k in ("code", "link", "step", "renew_in")})
+        return
+    console.print(qrcodes.terminal_text(shown["link"]), markup=False, highlight=False)
+    console.print(shown["link"], markup=False, highlight=False, soft_wrap=True)  # whole, to copy
+    console.print(f"renewed in {shown['renew_in']} s (a code is accepted for 30 to 60 s)", markup=False)
+
+
 @commands.command()
 def scan(text: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Hold a code (member, coupon, payment code ...) up to the running daemon's simulated scanner; print

@@ -96,6 +96,27 @@ class HqSection(_Section):
     """Report each finished business day's totals to head office."""
 
 
+class DoorSection(_Section):
+    """A second reader at the door: a member's tap there is a check-in (docs/checkin.md), never a sale."""
+
+    devices: list[str] = Field(default_factory=list)
+    """Door readers, like [reader] devices ("pcsc:<name glob>", "nfcpy:udp:HOST:PORT" ...); none: no door reader.
+    A reader is either the till's or the door's, never both."""
+
+    @field_validator("devices")
+    @classmethod
+    def _kinds_known(cls, value: list[str]) -> list[str]:
+        return _device_specs(value, "'pcsc:', 'nfcpy:'")
+
+
+class CheckinSection(_Section):
+    """The rotating check-in code the till shows (panel page /panel/checkin.html, `tillpoint checkin-code`)."""
+
+    wallet_url: Annotated[str, Field(pattern=r"^$|^https?://[^?#\s]+$")] = ""
+    """Head office's address as members' phones reach it: the code's QR is a link to its wallet's check-in
+    page; empty: [hq] url."""
+
+
 class ApiSection(_Section):
     host: str = "127.0.0.1"
     """Loopback address to listen on; empty: no TCP listener (the Unix socket only)."""
@@ -379,6 +400,8 @@ class Config(_Section):
     security: SecuritySection = SecuritySection()
     reader: ReaderSection = ReaderSection()
     hq: HqSection = HqSection()
+    door: DoorSection = DoorSection()
+    checkin: CheckinSection = CheckinSection()
     api: ApiSection = ApiSection()
     sale: SaleSection = SaleSection()
     log: LogSection = LogSection()
@@ -421,10 +444,18 @@ def _key_of(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"])
 
 
+def _door_apart(cfg: Config) -> Config:
+    """A reader is the till's or the door's, never both: a tap is a sale's member or a check-in."""
+    shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
+    if shared:
+        raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
+    return cfg
+
+
 def validate(raw: dict[str, Any]) -> Config:
     """Check a parsed TOML document; the first bad value becomes a ConfigError naming its key."""
     try:
-        return Config.model_validate(raw)
+        return _door_apart(Config.model_validate(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         expected = first["msg"]

@@ -33,6 +33,7 @@ from sync.protocol import DeviceHealth, TillHealth
 from terminal import __version__, logs
 from terminal import session as cashier
 from terminal.api.pairing import Pairing
+from terminal.checkin import CheckinCodes
 from terminal.checkout import Checkout
 from terminal.config import Config
 from terminal.credentials import card_uid_hash, parse_master_key
@@ -165,6 +166,8 @@ class Daemon:
         self._sync_beat = time.monotonic()
         self.checkout: Checkout | None = None  # the one path that commits a sale
         self.session: Session | None = None  # the cashier's sale (panel, hotkeys, API)
+        self.checkin: CheckinCodes | None = None  # the rotating check-in code (docs/checkin.md)
+        self.door_readers: list[CardReader] = []  # taps there are check-ins, never sales
         self.pairing: Pairing | None = None  # devices paired with a code
         self.hotkeys: HotkeyListener | None = None
         self.printer: PrinterProxy | None = None  # the printer in the middle (docs/receipts.md)
@@ -194,6 +197,7 @@ class Daemon:
         self._start_sync()
         session = self._start_session(self.service, self.store)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
+        self._start_door(lambda uid: card_uid_hash(key, uid))
         self._start_scanners()
         self._start_printer(session)
         self._enumerate()
@@ -215,6 +219,8 @@ class Daemon:
         the pairing of devices with the local API."""
         cfg = self.config
         self.checkout = Checkout(service, lambda: self.identified)
+        claims = claim_signer(store, cfg.terminal.id, cfg.data_dir)
+        self.checkin = CheckinCodes(claims, cfg.terminal.store_id, cfg.checkin.wallet_url or cfg.hq.url)
         session = Session(
             service,
             self.checkout,
@@ -223,7 +229,7 @@ class Daemon:
             join_url=cfg.panel.join_url,
             redeem_default=cfg.panel.redeem_default,
             on_change=lambda snap: self.emit({"type": "session", "session": snap}),
-            make_claim_token=claim_signer(store, cfg.terminal.id, cfg.data_dir),  # signed, expiring, single-use
+            make_claim_token=claims,  # signed, expiring, single-use
         )
         self.session = session
         self.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
@@ -303,7 +309,7 @@ class Daemon:
             self.printer.stop()
         if self.keeper is not None:
             self.keeper.stop()
-        for reader in self.readers:
+        for reader in [*self.readers, *self.door_readers]:
             reader.stop()
         for scanner in self.scanners:
             scanner.stop()
@@ -379,6 +385,17 @@ class Daemon:
                 continue
             self.readers.append(reader)
             reader.start(self.on_card, self.on_reader)
+
+    def _start_door(self, hasher: Callable[[bytes], str]) -> None:
+        """The door readers (``[door] devices``): their taps go to ``on_door_card``."""
+        for spec in self.config.door.devices:
+            try:
+                reader = open_reader(spec, hasher, holdoff=self.config.reader.debounce)
+            except DriverError as exc:
+                self.emit({"type": "reader", "reader": spec, "kind": "error", "detail": str(exc)})
+                continue
+            self.door_readers.append(reader)
+            reader.start(self.on_door_card, self.on_reader)
 
     def _start_printer(self, session: Session) -> None:
         """The printer in the middle (``[printer]``): receipts go to a ``Desk`` that keeps them, reads them
@@ -597,6 +614,25 @@ class Daemon:
                 self.pos_sale(SaleOrder(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),))))
             except Rejected:
                 pass  # already a "rejected" event with its code; a refusal is not a reader fault
+
+    def on_door_card(self, read: CardRead) -> None:
+        """A tap on a door reader: the member's check-in, journalled (offline too); never the cashier's member."""
+        assert self.service is not None
+        try:
+            found = self.service.identify(read)
+            entry = self.service.check_in(found, read.reader)
+        except Rejected as exc:
+            self.emit({"type": "rejected", "reader": read.reader, "code": exc.code.value, "message": exc.message})
+            return
+        self.emit(
+            {"type": "checkin", "reader": read.reader, "member_id": found.member.member_id, "txn_id": entry.txn_id}
+        )
+        if self.sync is not None:
+            self.sync.wake()
+
+    def checkin_code(self) -> dict[str, Any]:
+        assert self.checkin is not None
+        return self.checkin.shown()
 
     def member_for_sale(self, member_id: str | None, tapped: bool = False) -> str | None:
         """The member a sale is rung on: the one named, or with ``tapped`` the member of the last card

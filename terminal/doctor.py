@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -198,12 +198,16 @@ def _kinds(specs: list[str]) -> set[str]:
 
 
 def check_pcsc(cfg: Config) -> list[Check]:
-    specs = cfg.reader.devices
+    """pcscd when a reader needs it, then each reader: the till's, then the door's (``[door]``)."""
+    specs = [*cfg.reader.devices, *cfg.door.devices]
     checks: list[Check] = []
     if _kinds(specs) & {"pcsc", "auto"}:
         checks.append(check_pcscd())
-    for spec in specs:
+    for spec in cfg.reader.devices:
         checks.append(check_reader(spec))
+    for spec in cfg.door.devices:
+        found = check_reader(spec)
+        checks.append(replace(found, name=f"door {found.name}"))
     return checks
 
 

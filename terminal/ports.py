@@ -378,6 +378,10 @@ class PosTill(Protocol):
 
     def panel_focus(self, focused: bool) -> None: ...
 
+    def checkin_code(self) -> dict[str, Any]:
+        """The till's check-in code for the current 30 s step: code, link, step, renew_in, svg."""
+        ...
+
 
 class StreamParser(Protocol):
     """A receipt parser for one print stream (``terminal.receipts.escpos.ReceiptParser``)."""

@@ -20,7 +20,17 @@ from typing import Any
 
 import uuid6
 
-from sync.protocol import EnrolPayload, Explained, Proof, RefundPayload, SaleLine, SalePayload, SecureTap, VoidPayload
+from sync.protocol import (
+    CheckinPayload,
+    EnrolPayload,
+    Explained,
+    Proof,
+    RefundPayload,
+    SaleLine,
+    SalePayload,
+    SecureTap,
+    VoidPayload,
+)
 from terminal import coupons as cp
 from terminal import credentials, membercodes, pricing
 from terminal import loyalty as ly
@@ -160,6 +170,19 @@ class Service:
         return Identified(
             member, Card(read.uid_hash, member_id), credentials.CardProof(credentials.Trust.UID_ONLY), read.uid_hash
         )
+
+    def check_in(self, found: Identified, reader: str) -> JournalEntry:
+        """A member tapped the door reader: a ``checkin`` journal entry (a visit, no value), offline too; head
+        office counts one visit and grants a check-in campaign's reward once per member, store and day."""
+        payload = CheckinPayload(
+            member_id=found.member.member_id,
+            store_id=self.store_id,
+            uid_hash=found.uid_hash or None,
+            reader=reader[:200],
+        )
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), "checkin", payload.wire(), utc_iso(self.clock()))
+        stored, _ = self.store.record(entry)
+        return stored
 
     def member(self, member_id: str) -> Member:
         member = self.store.member(member_id)

@@ -4,17 +4,23 @@ and asks where head office holds its journal."""
 from __future__ import annotations
 
 import json
+import logging
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from hq import campaigns
 from hq.api.deps import Clock, Store, Terminal
 from hq.api.errors import ApiError, errors
+from hq.errors import HqError
+from hq.store import HqStore
 from sync.protocol import (
     MAX_SEQ,
     SNAPSHOT_KINDS,
     ChangesPage,
+    EntryKind,
     ErrorCode,
     JournalState,
     LostReport,
@@ -54,11 +60,25 @@ push_errors = errors(
     ErrorCode.BODY_TOO_LARGE,
 )
 
+log = logging.getLogger("tillpoint.hq")
+
 
 @router.post("/v1/journal", response_model=PushResponse, responses=push_errors)
 def push(store: Store, body: PushRequest, terminal_id: Terminal, clock: Clock = None) -> PushResponse:
     _check_push(terminal_id, body)
-    return store.ingest(terminal_id, body.entries, clock)
+    answer = store.ingest(terminal_id, body.entries, clock)
+    if any(e.kind == EntryKind.CHECKIN.value for e in body.entries):
+        _reward_checkins(store)
+    return answer
+
+
+def _reward_checkins(store: HqStore) -> None:
+    """Door check-ins just pushed get their reward now, after the journal's transaction; one that fails here
+    is decided by the campaign timer's next tick (a check-in is decided once, whoever comes first)."""
+    try:
+        campaigns.reward_pending(store.db, datetime.now(UTC))
+    except HqError as exc:
+        log.warning("deciding check-in rewards failed (the campaign timer tries again): %s", exc)
 
 
 pull_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED)

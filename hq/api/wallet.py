@@ -8,6 +8,9 @@
     GET  /wallet/gift/{token}      a gift link: the coupon's terms, "Claim it" (or the ways to sign in or join)
     POST /wallet/gift/{token}      claims it for the signed-in member (a new coupon of theirs), then its coupons
     POST /wallet/coupons/{id}/take-back   the giver ends a gift nobody claimed: the coupon is theirs again
+    GET  /wallet/checkin           check in: the camera reader and a field for the code (``?c=``: the till's
+                                   link, a phone's camera app opens it: the store and "Check in")
+    POST /wallet/checkin           form {c}: the visit, once per store and day, and its reward (docs/checkin.md)
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
@@ -47,7 +50,7 @@ from hq.api.deps import (
 from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
 from hq.store import HqStore
-from hq.wallet import gifts, i18n, pages, qr, signin, views
+from hq.wallet import checkin, gifts, i18n, pages, qr, signin, views
 from hq.wallet.senders import Message, Sender, SendFailed
 from sync.protocol import ERROR_STATUS, ErrorCode
 from terminal import payments as pay
@@ -132,11 +135,12 @@ def to_sign_in() -> RedirectResponse:
     return RedirectResponse("/wallet/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
 
-_NEXT = re.compile(r"/wallet/gift/[A-Za-z0-9_-]{1,100}")
+_NEXT = re.compile(r"/wallet/gift/[A-Za-z0-9_-]{1,100}|/wallet/checkin(\?c=[A-Za-z0-9_-]{1,200})?")
 
 
 def next_page(value: str | None) -> str:
-    """Where signing in leads: back to a gift link, else the overview (never another site)."""
+    """Where signing in leads: back to a gift link or the check-in page, else the overview (never another
+    site)."""
     return value if value and _NEXT.fullmatch(value) else ""
 
 
@@ -397,6 +401,64 @@ def claim_gift(request: Request, store: Store, lang: Lang, member: Member, token
     except gifts.GiftRefused as exc:
         return gift_page(request, lang, member=member, code=exc.code)
     return RedirectResponse("/wallet/coupons?claimed=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+# -- checking in ----------------------------------------------------------------------------------------
+
+CHECKIN_HEADERS = {"Permissions-Policy": "camera=(self), microphone=(), geolocation=()"}
+"""The check-in page may use the camera (its own script reads the till's QR); every other page may not."""
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def checkin_page(
+    request: Request, lang: str, *, member: str | None, code: ErrorCode | None = None, **context: Any
+) -> HTMLResponse:
+    words = i18n.words(lang)
+    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    defaults: dict[str, Any] = {
+        "mode": "scan",
+        "error": "",
+        "store_id": "",
+        "rewards": [],
+        "checkin_code": "",
+        "after": "",
+    }
+    status = ERROR_STATUS[code][0] if code else 200
+    reply = page(request, "checkin", lang, status, signed_in=member is not None, **(defaults | error | context))
+    reply.headers.update(CHECKIN_HEADERS)
+    return reply
+
+
+@router.get("/wallet/checkin", include_in_schema=False)
+def checkin_form(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    """With ``?c=`` (the link a till's QR carries): the store and "Check in"; nothing is recorded by a GET."""
+    code = request.query_params.get("c", "")
+    code = code if _CODE.fullmatch(code) else ""
+    if member is None:
+        after = f"/wallet/checkin?c={code}" if code else "/wallet/checkin"
+        return checkin_page(request, lang, member=None, mode="sign_in", after=after)
+    if not code:
+        return checkin_page(request, lang, member=member)
+    try:
+        with store.db.read() as tx:
+            till = checkin.till_of_code(tx, code, time.time())
+    except checkin.CheckinRefused as exc:
+        return checkin_page(request, lang, member=member, code=exc.code)
+    return checkin_page(request, lang, member=member, mode="confirm", checkin_code=code, store_id=till.store_id)
+
+
+@router.post("/wallet/checkin", include_in_schema=False, dependencies=[Depends(same_origin)])
+def check_in(request: Request, store: Store, lang: Lang, member: Member, fields: Form) -> Response:
+    if member is None:
+        return checkin_page(
+            request, lang, member=None, code=ErrorCode.WALLET_SIGN_IN_REQUIRED, mode="sign_in", after="/wallet/checkin"
+        )
+    text, now = fields.get("c", ""), time.time()
+    try:
+        done = store.db.transact(lambda tx: checkin.check_in(tx, store.settings, member, text, now))
+    except checkin.CheckinRefused as exc:
+        return checkin_page(request, lang, member=member, code=exc.code)
+    return checkin_page(request, lang, member=member, mode="done", store_id=done.store_id, rewards=done.rewards)
 
 
 @router.get("/wallet/member-code", include_in_schema=False)

@@ -355,6 +355,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_gifts_receiver ON gifts (receiver)",
         ],
     ),
+    # Check-ins (hq/checkins.py, docs/checkin.md): one row a member, store and store's business day, whether it
+    # came from the wallet's scan of a till's code or from a tap on a door reader (the key is what makes a visit
+    # and its reward once a day); rewarded_at is set in the transaction that decides the check-in campaigns for
+    # it (NULL: a door tap ingest recorded, still to decide). A check-in campaign counts its rewards per store
+    # and day by occasion.
+    (
+        "m017_checkin",
+        [
+            "CREATE TABLE checkins (member_id TEXT NOT NULL, store_id TEXT NOT NULL, day TEXT NOT NULL, "
+            "at TEXT NOT NULL, terminal_id TEXT NOT NULL, source TEXT NOT NULL, txn_id TEXT, rewarded_at TEXT, "
+            "PRIMARY KEY (member_id, store_id, day))",
+            "CREATE INDEX idx_checkins_pending ON checkins (day) WHERE rewarded_at IS NULL",
+            "CREATE INDEX idx_checkins_store_day ON checkins (store_id, day)",
+            "CREATE INDEX idx_campaign_members_occasion ON campaign_members (campaign_id, occasion)",
+        ],
+    ),
     # Rolled windows (hq/stats.py, docs/segments.md): each member's visits and spend over the last 30, 60, 90,
     # 180 and 365 days, and the day of the last visit, kept beside the lifetime figures as of one business
     # day (stats_windows.day), with each category's spend over the same windows: a segment over those windows

@@ -181,6 +181,44 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     ),
     "gift_own": ("You cannot claim your own gift.", "自分のプレゼントは受け取れません。", "不能领取自己转赠的优惠券。"),
     "wallet_sign_in_required": ("Sign in first.", "先にログインしてください。", "请先登录。"),
+    "checkin": ("Check in", "チェックイン", "签到"),
+    "checkin_help": (
+        "Scan the check-in code the till or the door shows, with your phone's camera or here.",
+        "レジや入口に表示されたチェックインコードを、スマートフォンのカメラかこの画面で読み取ってください。",
+        "用手机相机或在此页面扫描收银台或门口显示的签到码。",
+    ),
+    "checkin_camera": ("Scan with the camera", "カメラで読み取る", "用相机扫描"),
+    "checkin_camera_video": ("The camera's picture", "カメラの映像", "相机画面"),
+    "checkin_paste": ("Or paste the code or its link", "またはコードかリンクを貼り付け", "或粘贴签到码或链接"),
+    "checkin_send": ("Check in", "チェックインする", "签到"),
+    "checkin_at": ("Check in at store {store}", "店舗 {store} でチェックイン", "在门店 {store} 签到"),
+    "checkin_done": (
+        "You checked in at store {store}. Thank you for visiting!",
+        "店舗 {store} でチェックインしました。ご来店ありがとうございます。",
+        "已在门店 {store} 签到，感谢光临！",
+    ),
+    "checkin_reward": ("Your reward", "特典", "您的奖励"),
+    "checkin_no_reward": (
+        "Your visit counts. There is no check-in reward at this store today.",
+        "来店を記録しました。本日この店舗のチェックイン特典はありません。",
+        "已记录到店。本店今日没有签到奖励。",
+    ),
+    "checkin_sign_in": ("Sign in to check in", "ログインしてチェックイン", "登录后签到"),
+    "checkin_forged": (
+        "This is not a check-in code of ours.",
+        "当社のチェックインコードではありません。",
+        "这不是本店的签到码。",
+    ),
+    "checkin_expired": (
+        "This check-in code has expired: scan the one shown now.",
+        "このチェックインコードは期限切れです。いま表示されているコードを読み取ってください。",
+        "此签到码已过期，请扫描当前显示的签到码。",
+    ),
+    "checkin_used": (
+        "You have checked in at this store today already.",
+        "本日この店舗ではすでにチェックイン済みです。",
+        "您今天已在本店签到过。",
+    ),
 }
 
 

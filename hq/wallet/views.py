@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hq import payments
+from hq import checkins, payments
 from hq.db.engine import Tx
 from hq.ingest import rule_documents
 from hq.recompute import program_of
@@ -173,7 +173,9 @@ def overview(store: HqStore, member_id: str, now: datetime) -> Overview | None:
 
 
 def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]:
+    """The member's latest sales, refunds and voids, and check-ins (a visit with no money: docs/checkin.md)."""
     with store.db.read() as tx:
+        visited = checkins.visits_of(tx, member_id, limit)
         rows = tx.all(
             "SELECT kind, COALESCE(made_at, created_at), store_id, payload, points FROM journal WHERE member_id = ? "
             "AND kind IN ('sale', 'refund', 'void') AND effect IN ('applied', 'none') "
@@ -193,7 +195,8 @@ def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]
                 int(points or 0),
             )
         )
-    return out
+    out += [Visit(_when(v.at).strftime("%Y-%m-%d %H:%M"), "checkin", v.store_id, 0, 0, 0) for v in visited]
+    return sorted(out, key=lambda v: v.at, reverse=True)[:limit]
 
 
 def coupon_code(coupon_id: str) -> str:

@@ -249,6 +249,12 @@ def cashier_router(
         """Keys, language and currency of the panel (no personal data: no token)."""
         return dict(till.panel_config())
 
+    @router.get("/v1/checkin/code", tags=["panel"])
+    def checkin_code() -> JSONResponse:
+        """The till's check-in code for the current 30 s step: the link its QR carries, the QR as SVG and when
+        the next one comes (no personal data: no token; a door display shows it, docs/checkin.md)."""
+        return JSONResponse(dict(till.checkin_code()), headers={"Cache-Control": "no-store"})
+
     @router.post("/v1/panel/focus", dependencies=secured, tags=["panel"])
     def panel_focus(body: FocusIn) -> dict[str, bool]:
         """The panel has (or lost) the keyboard: global hotkeys stay silent while it has."""

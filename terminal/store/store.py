@@ -39,7 +39,7 @@ MAX_SEQ = 2**53
 
 DEFAULT_RULE = DEFAULT_BASE_RULE
 SEQ_FLOOR, SEQ_CHECK = "seq_floor", "seq_check_needed"
-JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key"})
+JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key", "checkin"})
 
 
 def create_private(path: Path) -> None:

@@ -86,6 +86,14 @@ def test_pcscd_missing_and_present(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert by_name["pcscd"].verdict is Verdict.FAIL and "not running" in by_name["pcscd"].words
 
 
+def test_a_door_reader_is_checked_like_the_tills_own(tmp_path: Path) -> None:
+    config = till_config(tmp_path, None, None, "T-DOOR", door='devices = ["sim:door"]')
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert by_name["reader sim:"].verdict is Verdict.WARN
+    door = by_name["door reader sim:door"]
+    assert door.verdict is Verdict.WARN and "simulated" in door.words
+
+
 @pytest.mark.parametrize("skew, verdict", [(1.0, Verdict.OK), (60.0, Verdict.WARN), (-400.0, Verdict.FAIL)])
 def test_clock_skew(skew: float, verdict: Verdict) -> None:
     now = time.time()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import httpx
 
+from hq.store import HqStore
 from sync.protocol import ReconItem
 from tests.fixtures import entries
 from tests.security.chain import Balance, Chain, today_local
@@ -215,3 +216,25 @@ def _last_txn(chain: Chain, terminal_id: str) -> str:
         return store.entries(terminal_id)[-1].txn_id
     finally:
         store.close()
+
+
+def test_door_check_ins_from_a_stolen_credential_create_no_value(chain: Chain) -> None:
+    """A ``checkin`` entry is a visit: with values smuggled in it is malformed, for another store it is held;
+    the ones that count change no balance (a check-in campaign's reward would be a personal coupon)."""
+    before = chain.balance()
+    door = {"member_id": "M-1", "store_id": "S-A", "reader": "door"}
+    for _ in range(3):  # tapped again and again: stored, one visit
+        assert chain.push("T-A", "checkin", door).status_code == 200
+    assert chain.push("T-A", "checkin", {**door, "points_delta": 5000}).status_code == 200
+    assert chain.push("T-A", "checkin", {**door, "store_id": "S-B"}).status_code == 200
+    assert chain.balance() == before
+    assert {("malformed_entry", True), ("wrong_store", True)} <= chain.reasons()
+    hq = HqStore(chain.hq.db)
+    try:
+        with hq.db.read() as tx:
+            visits = tx.all("SELECT member_id, store_id FROM checkins")
+            effects = sorted(str(r[0]) for r in tx.all("SELECT effect FROM journal WHERE kind = 'checkin'"))
+    finally:
+        hq.close()
+    assert [tuple(v) for v in visits] == [("M-1", "S-A")]
+    assert effects == ["malformed", "none", "none", "none", "quarantined"]

@@ -4,7 +4,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import stats
+from hq import checkins, stats
+from hq.db.engine import Tx
 from hq.store import HqStore
+from hq.wallet import checkin
+from sync import checkins as codes
 from sync.protocol import RefundPayload, SalePayload, VoidPayload, WireEntry
 from tests.fixtures import entries
 from tests.fixtures.postgres import PgServer
+from tests.sync.test_checkin import TillKey
 
 CREATED = "2026-01-0{}T10:00:00.000Z"
 
@@ -274,6 +278,44 @@ def test_the_reader_gives_windows_categories_stores_and_the_average_basket(hq: H
     assert late.visits_by_window[30] == 2 and late.spend_by_window[30] == 1400
 
 
+def merge(tx: Tx, loser: str, winner: str) -> None:
+    """What a merge does to the journal and the statistics (hq.members.merge)."""
+    tx.run("UPDATE journal SET member_id = ? WHERE member_id = ?", [winner, loser])
+    stats.move(tx, loser, winner)
+
+
+def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq: HqStore) -> None:
+    roll(hq, "2026-01-09")  # the rolled windows are kept through it all, check-ins and the merge included
+    scenario(hq)
+    door = Till(hq, "T3", "S3")
+    door.push("checkin", {"member_id": "M-1", "store_id": "S3", "reader": "door"}, day=8)
+    door.push("checkin", {"member_id": "M-1", "store_id": "S3", "reader": "door"}, day=8)  # again: one visit
+    door.push("checkin", {"member_id": "M-2", "store_id": "S3"}, day=9)
+    till = TillKey(hq, "T4", "S1")  # a wallet scan of a till's code, 9 January 12:00 UTC
+    noon = datetime(2026, 1, 9, 12, tzinfo=UTC).timestamp()
+    hq.db.transact(lambda tx: checkin.check_in(tx, hq.settings, "M-1", till.code(codes.step_of(noon)), noon))
+    assert snapshot(hq) == rebuilt(hq)
+    got = stats_of(hq, "M-1", "2026-01-09")
+    assert (got.visits, got.spend, got.average_basket) == (6, 2700, 450)
+    assert got.last_visit == "2026-01-09T12:00:00.000Z" and got.stores_visited == ["S1", "S2", "S3"]
+    assert got.visits_by_window[30] == 6 and got.spend_by_window[30] == 2700
+    # Two members who both checked in at S3 on 8 January merge: one visit that day, still what a rebuild finds.
+    hq.db.transact(
+        lambda tx: checkins.record(tx, checkins.Visit("M-2", "S3", "2026-01-08", CREATED.format(8), "T3", "door"))
+    )
+    hq.db.transact(lambda tx: merge(tx, "M-2", "M-1"))
+    kept = snapshot(hq)
+    assert kept == rebuilt(hq)
+    assert ("M-1", "2026-01-08", "S3", 1, 0) in kept["member_days"] and ("M-1", "2026-01-09", "S3", 1, 0) in kept[
+        "member_days"
+    ]
+    assert stats_of(hq, "M-1", "2026-01-09").visits == 7
+    assert windows(hq)["totals"]["M-1"] == ("2026-01-09", *[7, 2700] * 5)
+    hq.db.transact(lambda tx: stats.forget(tx, "M-1"))  # erasure: its check-ins go with its statistics
+    with hq.db.read() as tx:
+        assert tx.all("SELECT * FROM checkins WHERE member_id = ?", ["M-1"]) == []
+
+
 def test_erasure_leaves_no_statistics_and_no_profile(hq: HqStore) -> None:
     scenario(hq)
     with hq.db.read() as tx:
@@ -315,6 +357,7 @@ step = st.one_of(
     st.tuples(st.just("sale"), st.sampled_from(["M-1", "M-2", None]), st.integers(1, 3), st.integers(1, 5)),
     st.tuples(st.just("refund"), st.integers(0, 20), st.integers(0, 1), st.integers(1, 2)),
     st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
+    st.tuples(st.just("checkin"), st.sampled_from(["M-1", "M-2", "M-9"]), st.integers(1, 3), st.just(0)),
 )
 
 
@@ -341,7 +384,9 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
         sales: list[tuple[str, str | None, int]] = []
         pending: list[WireEntry] = []
         for kind, a, b, c in steps:
-            if kind == "sale":
+            if kind == "checkin":  # a door tap: a visit once a member, store and day
+                e = till.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"}, day=b)
+            elif kind == "sale":
                 e = till.entry("sale", entries.sale(a, 100 * (b + c), lines=lines(("x", b, 100), ("y", c, 100))))
                 sales.append((e.txn_id, a, b + c))
             elif sales:

@@ -30,7 +30,12 @@ def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
         EntryKind.VOID,
         EntryKind.ENROL,
         EntryKind.CLAIM_KEY,
+        EntryKind.CHECKIN,
     }
+    checkin = parse_payload("checkin", {"member_id": "M-1", "store_id": "S1"})
+    assert checkin.values().points == 0 and checkin.values().stored_value == 0  # a visit creates no value
+    assert policy.check_actor(Actor.TERMINAL, "checkin", checkin) is None
+    assert policy.check_store(checkin, "S2") is not None  # a door tap names its till's store
     for kind in ("topup", "adjust", "payment", "anything"):
         breach = policy.check_actor(Actor.TERMINAL, kind, None)
         assert breach is not None and breach.reason is Reason.KIND_NOT_ALLOWED

@@ -32,6 +32,8 @@ def test_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[terminal]\nid = 'bad id!'\n", "terminal.id"),
         ("[reader]\ndevices = ['pcsc']\n", "reader.devices"),
         ("[scanner]\ndevices = ['camera']\n", "scanner.devices"),
+        ("[door]\ndevices = ['nfcpy']\n", "door.devices"),
+        ("[checkin]\nwallet_url = 'wallet.example'\n", "checkin.wallet_url"),
         ("[hq]\nbogus = 1\n", "hq.bogus"),
         ("[nonsense]\nx = 1\n", "nonsense"),
     ],
@@ -53,3 +55,13 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         config.load(broken)
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "missing.toml")
+
+
+def test_a_reader_is_the_tills_or_the_doors_never_both(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    path.write_text("[reader]\ndevices = ['pcsc:ACS*']\n[door]\ndevices = ['pcsc:ACS*']\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "door.devices" and "'pcsc:ACS*'" in str(info.value)
+    path.write_text("[reader]\ndevices = ['pcsc:ACS*']\n[door]\ndevices = ['nfcpy:usb:054c:06c3']\n")
+    assert config.load(path).door.devices == ["nfcpy:usb:054c:06c3"]
