@@ -743,48 +743,57 @@ def roll(tx: Tx, to: date, *, back: bool = False) -> int:
 
 def _step(tx: Tx, day: date) -> None:
     """The windows as of ``day``, from those as of the day before: ``day`` enters every window, and the
-    day ``days`` before it leaves each window of ``days``."""
+    day ``days`` before it leaves each window of ``days``. Written as any change is (``write``: upserts
+    through the primary keys, whatever the size of the tables)."""
+    deltas = Deltas()
     entering = day.isoformat()
-    added = ", ".join(f"{c} = member_totals.{c} + x.{'v' if c.startswith('visits') else 's'}" for c in WINDOW_COLUMNS)
-    tx.run(
-        f"UPDATE member_totals SET {added}, last_day = CASE WHEN x.v > 0 AND (member_totals.last_day IS NULL "
-        "OR member_totals.last_day < ?) THEN ? ELSE member_totals.last_day END "
-        "FROM (SELECT member_id, SUM(visits) AS v, SUM(spend) AS s FROM member_days WHERE day = ? "
-        "GROUP BY member_id) x WHERE member_totals.member_id = x.member_id",
-        [entering, entering, entering],
-    )
-    tx.run(
-        f"INSERT INTO member_category_windows (member_id, category, {', '.join(CATEGORY_WINDOW_COLUMNS)}) "
-        f"SELECT c.member_id, c.category, {', '.join('SUM(c.spend)' for _ in ROLLED)} "
-        f"FROM {_DAY_CATEGORIES} WHERE c.spend <> 0 GROUP BY c.member_id, c.category "
-        f"HAVING SUM(c.spend) <> 0 " + CATEGORY_WINDOWS.on_conflict,
-        [entering, entering],
-    )
-    for days in ROLLED:
-        leaving = (day - timedelta(days=days)).isoformat()
-        tx.run(
-            f"UPDATE member_totals SET visits_{days} = member_totals.visits_{days} - x.v, "
-            f"spend_{days} = member_totals.spend_{days} - x.s "
-            "FROM (SELECT member_id, SUM(visits) AS v, SUM(spend) AS s FROM member_days WHERE day = ? "
-            "GROUP BY member_id) x WHERE member_totals.member_id = x.member_id",
-            [leaving],
-        )
-        tx.run(
-            f"UPDATE member_category_windows SET spend_{days} = member_category_windows.spend_{days} - x.s "
-            f"FROM (SELECT c.member_id, c.category, SUM(c.spend) AS s FROM {_DAY_CATEGORIES} "
-            "GROUP BY c.member_id, c.category) x "
-            "WHERE member_category_windows.member_id = x.member_id AND member_category_windows.category = x.category",
-            [leaving, leaving],
-        )
-    tx.run(f"DELETE FROM member_category_windows WHERE {_CATEGORY_WINDOWS_EMPTY}")
+    members, categories = _day_rows(tx, entering)
+    for member_id, (visits, spend) in members.items():
+        t = deltas.totals[member_id]
+        for i in range(len(ROLLED)):
+            t[3 + 2 * i] += visits
+            t[4 + 2 * i] += spend
+        if visits > 0:
+            deltas.last_day[member_id] = entering
+    for key, spend in categories.items():
+        w = deltas.category_windows[key]
+        for i in range(len(ROLLED)):
+            w[i] += spend
+    for i, days in enumerate(ROLLED):
+        members, categories = _day_rows(tx, (day - timedelta(days=days)).isoformat())
+        for member_id, (visits, spend) in members.items():
+            t = deltas.totals[member_id]
+            t[3 + 2 * i] -= visits
+            t[4 + 2 * i] -= spend
+        for key, spend in categories.items():
+            deltas.category_windows[key][i] -= spend
+    write(tx, deltas)
 
 
-_DAY_CATEGORIES = (
-    "(SELECT DISTINCT member_id FROM member_days WHERE day = ?) d "
-    "JOIN member_category_days c ON c.member_id = d.member_id AND c.day = ?"
-)
-"""One day's category rows, found through the members with a daily row that day (``member_days`` has an
-index on the day; a category row exists only beside a daily row: a category's spend comes with a visit)."""
+DAY_PAGE = 5000
+
+
+def _day_rows(tx: Tx, day: str) -> tuple[dict[str, tuple[int, int]], dict[tuple[str, str], int]]:
+    """One business day's daily rows: each member's visits and spend (through the index on the day), and
+    each of those members' spend per category that day (through the primary key, a page of members at a
+    time: a category row exists only beside a daily row, as a category's spend comes with a visit)."""
+    members = {
+        str(r[0]): (int(r[1]), int(r[2]))
+        for r in tx.all(
+            "SELECT member_id, SUM(visits), SUM(spend) FROM member_days WHERE day = ? GROUP BY member_id", [day]
+        )
+    }
+    categories: dict[tuple[str, str], int] = {}
+    ids = sorted(members)
+    for start in range(0, len(ids), DAY_PAGE):
+        cond, params = tx.in_list("member_id", ids[start : start + DAY_PAGE])
+        rows = tx.all(
+            f"SELECT member_id, category, SUM(spend) FROM member_category_days WHERE {cond} AND day = ? "
+            "GROUP BY member_id, category",
+            [*params, day],
+        )
+        categories.update({(str(r[0]), str(r[1])): int(r[2]) for r in rows if int(r[2])})
+    return members, categories
 
 
 # -- reading -----------------------------------------------------------------------------------------
