@@ -492,21 +492,42 @@ def _lapsed(cond: Lapsed, scope: Scope) -> Part:
 
 def _category(cond: CategoryAffinity, scope: Scope) -> Part:
     first, last = window(scope.as_of, cond.days)
-    params: list[Any] = []
-    if scope.window(cond.days):
-        spend, source = f"c.spend_{cond.days}", "member_category_windows c"
-    else:
-        spend, source = "c.spend", "member_category_days c WHERE c.day >= ? AND c.day <= ?"
-        params += [first, last]
-    mine = f"SUM(CASE WHEN c.category = ? THEN {spend} ELSE 0 END)"
+    if scope.window(cond.days) and (cond.min_share is not None or (cond.min_spend or 0) > 0):
+        return _rolled_category(cond)
+    mine = "SUM(CASE WHEN c.category = ? THEN c.spend ELSE 0 END)"
     having: list[str] = []
+    params: list[Any] = [first, last]
     if cond.min_share is not None:
-        having.append(f"SUM({spend}) > 0 AND {mine} * {SHARE_SCALE} >= ? * SUM({spend})")
+        having.append(f"SUM(c.spend) > 0 AND {mine} * {SHARE_SCALE} >= ? * SUM(c.spend)")
         params += [cond.category, round(cond.min_share * SHARE_SCALE)]
     if cond.min_spend is not None:
         having.append(f"{mine} >= ?")
         params += [cond.category, cond.min_spend]
-    return _in(f"SELECT c.member_id FROM {source} GROUP BY c.member_id HAVING {' AND '.join(having)}", params)
+    return _in(
+        "SELECT c.member_id FROM member_category_days c WHERE c.day >= ? AND c.day <= ? "
+        f"GROUP BY c.member_id HAVING {' AND '.join(having)}",
+        params,
+    )
+
+
+def _rolled_category(cond: CategoryAffinity) -> Part:
+    """The category's rolled row beside the member's spend of every category in the same window: one row a
+    member who bought it. Only when the condition needs some spend in the category (a share, or a minimum
+    above 0): a member with none has no row (``min_spend: 0`` alone reads the daily rows)."""
+    mine, whole = f"c.spend_{cond.days}", f"t.category_spend_{cond.days}"
+    held: list[str] = []
+    params: list[Any] = [cond.category]
+    if cond.min_share is not None:
+        held.append(f"{whole} > 0 AND {mine} * {SHARE_SCALE} >= ? * {whole}")
+        params.append(round(cond.min_share * SHARE_SCALE))
+    if cond.min_spend is not None:
+        held.append(f"{mine} >= ?")
+        params.append(cond.min_spend)
+    return _in(
+        "SELECT c.member_id FROM member_category_windows c JOIN member_totals t ON t.member_id = c.member_id "
+        f"WHERE c.category = ? AND {' AND '.join(held)}",
+        params,
+    )
 
 
 def _store(cond: Store, scope: Scope) -> Part:

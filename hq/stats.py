@@ -50,7 +50,10 @@ ROLLED = (30, 60, 90, 180, 365)
 """The windows kept rolled per member as of one business day (``stats_windows``, migration m020_windows)."""
 ROLL_STEPS = 14
 """A roll over more days than this builds the windows again from the daily rows instead of day by day."""
-WINDOW_COLUMNS = tuple(f"{kind}_{days}" for days in ROLLED for kind in ("visits", "spend"))
+WINDOW_KINDS = ("visits", "spend", "category_spend")
+"""What each rolled window keeps in ``member_totals``: visits, spend and the spend of every category together
+(the whole a category's share is of)."""
+WINDOW_COLUMNS = tuple(f"{kind}_{days}" for days in ROLLED for kind in WINDOW_KINDS)
 CATEGORY_WINDOW_COLUMNS = tuple(f"spend_{days}" for days in ROLLED)
 STATS_TABLES = ("member_totals", "member_days", "member_category_days", "member_category_windows")
 
@@ -155,6 +158,11 @@ def _no_totals() -> list[int]:
     return [0] * (3 + len(WINDOW_COLUMNS))
 
 
+def slot(window: int, kind: str) -> int:
+    """Where the ``window``-th rolled window's ``kind`` is in a totals row of ``Deltas``."""
+    return 3 + len(WINDOW_KINDS) * window + WINDOW_KINDS.index(kind)
+
+
 def _no_category_windows() -> list[int]:
     return [0] * len(ROLLED)
 
@@ -166,7 +174,7 @@ class Deltas:
 
     rolled: date | None = None
     totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_totals))
-    """visits, spend, coupons, then visits and spend of each rolled window (``WINDOW_COLUMNS``)."""
+    """visits, spend, coupons, then each rolled window's ``WINDOW_KINDS`` (``WINDOW_COLUMNS``, see ``slot``)."""
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
     last_day: dict[str, str] = field(default_factory=dict)
     """The latest day, up to the rolled day, on which a sale added a visit."""
@@ -192,7 +200,7 @@ class Deltas:
             return
         for i, days in enumerate(ROLLED):
             if age < days:
-                t[3 + 2 * i] += 1
+                t[slot(i, "visits")] += 1
         self.last_day[member_id] = max(self.last_day.get(member_id, day), day)
 
     def add(self, row: SaleRow, delta: Figures) -> None:
@@ -229,8 +237,9 @@ class Deltas:
         m = row.member_id
         for i, days in enumerate(ROLLED):
             if age < days:
-                t[3 + 2 * i] += delta.visits
-                t[4 + 2 * i] += delta.spend
+                t[slot(i, "visits")] += delta.visits
+                t[slot(i, "spend")] += delta.spend
+                t[slot(i, "category_spend")] += sum(spend for _, spend, _ in delta.categories)
         if delta.visits > 0:
             self.last_day[m] = max(self.last_day.get(m, row.day), row.day)
         elif delta.visits < 0:
@@ -695,13 +704,17 @@ def build_windows(tx: Tx, rolled: date) -> int:
     zeros = ", ".join(f"{c} = 0" for c in WINDOW_COLUMNS)
     tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros}")
     tx.run("DELETE FROM member_category_windows")
-    sums = ", ".join(f"{_in_window(c.split('_')[0])} AS {c}" for c in WINDOW_COLUMNS)
-    tx.run(
-        f"UPDATE member_totals SET ({', '.join(WINDOW_COLUMNS)}) = ({', '.join('x.' + c for c in WINDOW_COLUMNS)}) "
-        f"FROM (SELECT member_id, {sums} FROM member_days WHERE day >= ? AND day <= ? GROUP BY member_id) x "
-        "WHERE member_totals.member_id = x.member_id",
-        [*[start for start in starts for _ in ("visits", "spend")], starts[-1], day],
-    )
+    for table, kinds in (("member_days", ("visits", "spend")), ("member_category_days", ("category_spend",))):
+        columns = [f"{kind}_{days}" for days in ROLLED for kind in kinds]
+        sums = ", ".join(
+            f"{_in_window(kind.removeprefix('category_'))} AS {kind}_{days}" for days in ROLLED for kind in kinds
+        )
+        tx.run(
+            f"UPDATE member_totals SET ({', '.join(columns)}) = ({', '.join('x.' + c for c in columns)}) "
+            f"FROM (SELECT member_id, {sums} FROM {table} WHERE day >= ? AND day <= ? GROUP BY member_id) x "
+            "WHERE member_totals.member_id = x.member_id",
+            [*[start for start in starts for _ in kinds], starts[-1], day],
+        )
     tx.run(
         "UPDATE member_totals SET last_day = x.last_day FROM (SELECT member_id, MAX(day) AS last_day "
         "FROM member_days WHERE visits > 0 AND day <= ? GROUP BY member_id) x "
@@ -754,22 +767,25 @@ def _step(tx: Tx, day: date) -> None:
     for member_id, (visits, spend) in members.items():
         t = deltas.totals[member_id]
         for i in range(len(ROLLED)):
-            t[3 + 2 * i] += visits
-            t[4 + 2 * i] += spend
+            t[slot(i, "visits")] += visits
+            t[slot(i, "spend")] += spend
         if visits > 0:
             deltas.last_day[member_id] = entering
-    for key, spend in categories.items():
-        w = deltas.category_windows[key]
+    for (member_id, category), spend in categories.items():
+        w = deltas.category_windows[(member_id, category)]
+        t = deltas.totals[member_id]
         for i in range(len(ROLLED)):
             w[i] += spend
+            t[slot(i, "category_spend")] += spend
     for i, days in enumerate(ROLLED):
         members, categories = _day_rows(tx, (day - timedelta(days=days)).isoformat())
         for member_id, (visits, spend) in members.items():
             t = deltas.totals[member_id]
-            t[3 + 2 * i] -= visits
-            t[4 + 2 * i] -= spend
-        for key, spend in categories.items():
-            deltas.category_windows[key][i] -= spend
+            t[slot(i, "visits")] -= visits
+            t[slot(i, "spend")] -= spend
+        for (member_id, category), spend in categories.items():
+            deltas.category_windows[(member_id, category)][i] -= spend
+            deltas.totals[member_id][slot(i, "category_spend")] -= spend
     write(tx, deltas)
 
 

@@ -371,8 +371,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_campaign_members_occasion ON campaign_members (campaign_id, occasion)",
         ],
     ),
-    # Rolled windows (hq/stats.py, docs/segments.md): each member's visits and spend over the last 30, 60, 90,
-    # 180 and 365 days, and the day of the last visit, kept beside the lifetime figures as of one business
+    # Rolled windows (hq/stats.py, docs/segments.md): each member's visits, spend and spend of every category
+    # together over the last 30, 60, 90, 180 and 365 days, and the day of the last visit, kept beside the lifetime figures as of one business
     # day (stats_windows.day), with each category's spend over the same windows: a segment over those windows
     # on that day reads one row a member instead of a row a visit day. NULL day: not built yet (segments read
     # the daily rows). Ingest adds to them in the sale's transaction; rolling to the next day adds the day
@@ -384,7 +384,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             *[
                 f"ALTER TABLE member_totals ADD COLUMN {kind}{days} BIGINT NOT NULL DEFAULT 0"
                 for days in (30, 60, 90, 180, 365)
-                for kind in ("visits_", "spend_")
+                for kind in ("visits_", "spend_", "category_spend_")
             ],
             "CREATE TABLE member_category_windows (member_id TEXT NOT NULL, category TEXT NOT NULL, "
             "spend_30 BIGINT NOT NULL DEFAULT 0, spend_60 BIGINT NOT NULL DEFAULT 0, "

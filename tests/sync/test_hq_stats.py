@@ -218,7 +218,7 @@ def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) ->
     assert daily(kept) == EXPECTED
     # As of Jan 5: M-1's visits of Jan 1 and 2 (Jan 3's was refunded whole); Jan 6 and 7 are after it.
     assert windows(hq) == {
-        "totals": {"M-1": ("2026-01-02", *[2, 1300] * 5), "M-2": (None, *[0, 0] * 5)},
+        "totals": {"M-1": ("2026-01-02", *[2, 1300, 1300] * 5), "M-2": (None, *[0, 0, 0] * 5)},
         "categories": {("M-1", "drink"): (400,) * 5, ("M-1", "food"): (900,) * 5},
     }
 
@@ -227,13 +227,13 @@ def test_rolling_the_windows_forward_equals_building_them_on_that_day(hq: HqStor
     roll(hq, "2026-01-05")
     scenario(hq)
     assert roll(hq, "2026-01-07") == 2 and snapshot(hq) == rebuilt(hq)
-    assert windows(hq)["totals"]["M-1"] == ("2026-01-07", *[4, 2700] * 5)
+    assert windows(hq)["totals"]["M-1"] == ("2026-01-07", *[4, 2700, 2700] * 5)
     assert roll(hq, "2026-01-20") == 13 and roll(hq, "2026-02-01") == 12  # day by day
     assert roll(hq, "2026-01-25") == 0  # never back
     # Feb 1: the 30 days start on Jan 3, so the visits of Jan 1 (drink 400, food 600) and Jan 2 (food 300)
     # have left them.
     got = windows(hq)
-    assert got["totals"]["M-1"] == ("2026-01-07", 2, 1400, *[4, 2700] * 4)
+    assert got["totals"]["M-1"] == ("2026-01-07", 2, 1400, 1400, *[4, 2700, 2700] * 4)
     assert got["categories"] == {
         ("M-1", ""): (1400,) * 5,
         ("M-1", "drink"): (0, 400, 400, 400, 400),
@@ -241,7 +241,10 @@ def test_rolling_the_windows_forward_equals_building_them_on_that_day(hq: HqStor
     }
     assert snapshot(hq) == rebuilt(hq)
     assert roll(hq, "2027-01-08") == 341  # over a year: built, and every window is empty
-    assert windows(hq) == {"totals": {"M-1": ("2026-01-07", *[0, 0] * 5), "M-2": (None, *[0, 0] * 5)}, "categories": {}}
+    assert windows(hq) == {
+        "totals": {"M-1": ("2026-01-07", *[0, 0, 0] * 5), "M-2": (None, *[0, 0, 0] * 5)},
+        "categories": {},
+    }
     assert snapshot(hq) == rebuilt(hq)
 
 
@@ -310,7 +313,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
         "member_days"
     ]
     assert stats_of(hq, "M-1", "2026-01-09").visits == 7
-    assert windows(hq)["totals"]["M-1"] == ("2026-01-09", *[7, 2700] * 5)
+    assert windows(hq)["totals"]["M-1"] == ("2026-01-09", *[7, 2700, 2700] * 5)
     hq.db.transact(lambda tx: stats.forget(tx, "M-1"))  # erasure: its check-ins go with its statistics
     with hq.db.read() as tx:
         assert tx.all("SELECT * FROM checkins WHERE member_id = ?", ["M-1"]) == []
@@ -493,7 +496,7 @@ def test_rolls_racing_pushes_on_postgres_keep_the_windows_exact(pg_url: str) -> 
         assert not pusher.is_alive() and errors == []
         kept = snapshot(hq)
         assert kept == rebuilt(hq)
-        last_day, visits_30, _, visits_60, *_ = windows(hq)["totals"]["M-1"]
+        last_day, visits_30, _, _, visits_60, *_ = windows(hq)["totals"]["M-1"]
         assert (last_day, visits_30, visits_60) == ("2026-04-08", 42, 60)  # M-1's 60 sales: on even days 0..38
     finally:
         hq.close()

@@ -367,7 +367,7 @@ def test_a_rolled_window_is_read_only_on_the_day_it_is_rolled_to(store: HqStore)
     assert "member_totals" not in sql(AS_OF)  # not rolled yet: every window from the daily rows
     roll(store, AS_OF)
     rolled_sql = sql(AS_OF)
-    for column in ("t.visits_30", "c.spend_365", "t.visits_90"):
+    for column in ("t.visits_30", "c.spend_365", "t.category_spend_365", "t.visits_90"):
         assert column in rolled_sql
     assert "member_days d WHERE d.day >= ?" in rolled_sql  # the 45 days
     assert "member_totals" not in sql(date.fromordinal(AS_OF.toordinal() - 1))  # another day
