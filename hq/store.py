@@ -29,7 +29,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -658,6 +658,15 @@ class HqStore:
     def rebuild_stats(self) -> dict[str, int]:
         """Every member statistic computed again from the journal, in one transaction."""
         return self.db.transact(stats.rebuild)
+
+    def roll_windows(self, to: date | None = None, *, back: bool = False) -> dict[str, Any]:
+        """Roll the members' rolled windows to the business day ``to`` (default: today in UTC, as a
+        segment's default reference day); what moved and the day they are as of."""
+        day = to or self.moment().date()
+        moved = self.db.transact(lambda tx: stats.roll(tx, day, back=back))
+        with self.db.read() as tx:
+            rolled = stats.windows_day(tx)
+        return {"days": moved, "as_of": rolled.isoformat() if rolled else None}
 
     def coupon_uses(self, coupon_id: str) -> int:
         rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])

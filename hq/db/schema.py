@@ -402,6 +402,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_members_name ON members (lower(display_name))",
         ],
     ),
+    # Rolled windows (hq/stats.py, docs/segments.md): each member's visits, spend and spend of every category
+    # together over the last 30, 60, 90, 180 and 365 days, and the day of the last visit, kept beside the lifetime figures as of one business
+    # day (stats_windows.day), with each category's spend over the same windows: a segment over those windows
+    # on that day reads one row a member instead of a row a visit day. NULL day: not built yet (segments read
+    # the daily rows). Ingest adds to them in the sale's transaction; rolling to the next day adds the day
+    # that enters and takes away each day that leaves, from the daily rows.
+    (
+        "m020_windows",
+        [
+            "ALTER TABLE member_totals ADD COLUMN last_day TEXT",
+            *[
+                f"ALTER TABLE member_totals ADD COLUMN {kind}{days} BIGINT NOT NULL DEFAULT 0"
+                for days in (30, 60, 90, 180, 365)
+                for kind in ("visits_", "spend_", "category_spend_")
+            ],
+            "CREATE TABLE member_category_windows (member_id TEXT NOT NULL, category TEXT NOT NULL, "
+            "spend_30 BIGINT NOT NULL DEFAULT 0, spend_60 BIGINT NOT NULL DEFAULT 0, "
+            "spend_90 BIGINT NOT NULL DEFAULT 0, spend_180 BIGINT NOT NULL DEFAULT 0, "
+            "spend_365 BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (member_id, category))",
+            "CREATE TABLE stats_windows (id INTEGER PRIMARY KEY, day TEXT)",
+            "INSERT INTO stats_windows (id, day) VALUES (1, NULL)",
+        ],
+    ),
     # Top-ups sold at tills (hq/topups.py, docs/stored-value.md): each till's policy, set by an administrator
     # and sent down with every pull (a till with no row is not enabled); the day's tallies are read from the
     # journal, so its top-ups and their voids are indexed by terminal and business day.
