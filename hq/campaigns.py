@@ -36,9 +36,18 @@ from functools import partial
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from hq import audit, checkins, pools, segments, stats
+from hq import adjustments, audit, checkins, pools, segments, stats
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from hq.ingest import next_versions
@@ -57,6 +66,10 @@ BP = 10_000
 CONTROL = "control"
 STATES = ("active", "paused", "ended")
 POOL_PREFIX = "campaign:"
+MAX_POINTS = 100_000
+"""The most points a points variant credits a member for one occasion."""
+POINTS_PREFIX = "pts-"
+"""A points grant's adjustment id starts with it (a campaign's coupon id with ``cmp-``)."""
 TEMPLATE_KEYS_REFUSED = frozenset({"coupon_id", "member_id", "starts", "ends", "pool", "campaign"})
 """Set by the campaign on each coupon it issues; a template cannot name them."""
 
@@ -164,11 +177,19 @@ Schedule = Annotated[AnySchedule, Field(discriminator="kind")]
 
 
 class Variant(_Model):
-    """One offer: a coupon template (any coupon kind of the loyalty engine, points bonuses included)."""
+    """One offer: a coupon template (any coupon kind of the loyalty engine, points bonuses included), or
+    ``points`` credited at once when a member is decided into the variant (an adjustment, ``hq.adjustments``)."""
 
     variant: Annotated[StrictStr, Field(pattern=VARIANT_ID.pattern)]
     weight: Annotated[StrictInt, Field(ge=1, le=100)] = 1
-    coupon: Template
+    coupon: Template | None = None
+    points: Annotated[StrictInt, Field(ge=1, le=MAX_POINTS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_offer(self) -> Variant:
+        if (self.coupon is None) == (self.points is None):
+            raise ValueError("a variant has exactly one of coupon and points")
+        return self
 
 
 class CampaignSpec(_Model):
@@ -209,6 +230,10 @@ def parse_spec(data: Any) -> CampaignSpec:
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"variant names must be distinct and not {CONTROL!r}")
     if spec.starts and spec.ends and spec.ends < spec.starts:
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, "ends is before starts")
+    if spec.quantity is not None and any(v.points is not None for v in spec.variants):
+        raise CampaignInvalid(
+            ErrorCode.CAMPAIGN_MALFORMED, "a flash drop's quantity bounds coupons: its variants cannot credit points"
+        )
     return spec
 
 
@@ -305,14 +330,28 @@ def arm_of(campaign_id: str, spec: CampaignSpec, member_id: str, secret: str = "
     raise AssertionError("weights cover every pick")
 
 
+def _digest(campaign_id: str, member_id: str, occasion: str) -> str:
+    return hashlib.sha256(f"{campaign_id}\x00{member_id}\x00{occasion}".encode()).hexdigest()[:20]
+
+
 def coupon_id_of(campaign_id: str, member_id: str, occasion: str) -> str:
-    digest = hashlib.sha256(f"{campaign_id}\x00{member_id}\x00{occasion}".encode()).hexdigest()[:20]
-    return f"cmp-{campaign_id}-{digest}"
+    return f"cmp-{campaign_id}-{_digest(campaign_id, member_id, occasion)}"
+
+
+def points_id_of(campaign_id: str, member_id: str, occasion: str) -> str:
+    """The adjustment id of a points variant's credit: one per (campaign, member, occasion), so a rerun or a
+    second decision at the same moment credits once (``hq.adjustments.apply`` is idempotent by id)."""
+    return f"{POINTS_PREFIX}{campaign_id}-{_digest(campaign_id, member_id, occasion)}"
+
+
+def points_reason(campaign_id: str, occasion: str) -> str:
+    return f"campaign {campaign_id}, {occasion}"[:200]
 
 
 def coupon_body(
     campaign_id: str, spec: CampaignSpec, variant: Variant, member_id: str, coupon_id: str, day: date
 ) -> dict[str, Any]:
+    assert variant.coupon is not None, "a points variant issues no coupon"
     body = dict(variant.coupon)
     body.update(
         coupon_id=coupon_id,
@@ -720,6 +759,7 @@ def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> R
     stamp = _stamp(run.now)
     decided: list[tuple[Any, ...]] = []
     coupons: list[tuple[str, str, str]] = []
+    grants: list[Grant] = []
     for member_id, occasion in fresh:
         # The cap comes before the arm, for control and treated alike: both arms stay alike (a member
         # another campaign just reached is in neither).
@@ -732,12 +772,17 @@ def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> R
             counts.control += 1
         else:
             offers[member_id] = offers.get(member_id, 0) + 1
-            coupon_id = coupon_id_of(run.campaign_id, member_id, occasion)
-            body = coupon_body(run.campaign_id, run.spec, variants[arm], member_id, coupon_id, run.day)
-            coupons.append((coupon_id, member_id, canonical_text(body)))
+            variant = variants[arm]
+            if variant.points is not None:  # credited now; the decision records the adjustment's id
+                coupon_id = points_id_of(run.campaign_id, member_id, occasion)
+                grants.append(Grant(coupon_id, member_id, occasion, variant.points))
+            else:
+                coupon_id = coupon_id_of(run.campaign_id, member_id, occasion)
+                body = coupon_body(run.campaign_id, run.spec, variant, member_id, coupon_id, run.day)
+                coupons.append((coupon_id, member_id, canonical_text(body)))
             counts.issued[arm] = counts.issued.get(arm, 0) + 1
         decided.append((run.campaign_id, member_id, occasion, arm, coupon_id, run.day.isoformat(), until, stamp))
-    given = _issue(tx, coupons, stamp)
+    given = _issue(tx, coupons, stamp) | _grant(tx, run, grants)
     # New rows only: the members are locked and were not decided for this occasion (a unique violation
     # would mean another writer broke that rule: the chunk rolls back and the next run retries it).
     tx.insert_rows(
@@ -746,6 +791,56 @@ def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> R
         [(*row, given.get(str(row[4]), 0)) for row in decided],
     )
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A points variant's credit to one member for one occasion."""
+
+    adjustment_id: str
+    member_id: str
+    occasion: str
+    points: int
+
+
+def launch_approver(tx: Tx, campaign_id: str, spec: CampaignSpec) -> str | None:
+    """Who approved the launch of the campaign as it now stands (the back office's four eyes: the last
+    approved ``approvals`` request of kind ``campaign`` for it, when its spec is the one stored), else None
+    (stored by an administrator's command, or changed since the approval)."""
+    row = tx.one(
+        "SELECT decided_by, payload FROM approvals WHERE kind = 'campaign' AND subject = ? AND state = 'approved' "
+        "ORDER BY decided_at DESC LIMIT 1",
+        [campaign_id],
+    )
+    if row is None or row[0] is None:
+        return None
+    try:
+        approved = parse_spec(json.loads(str(row[1])).get("spec"))
+    except (CampaignInvalid, ValueError, AttributeError):
+        return None
+    return str(row[0]) if canonical(approved) == canonical(spec) else None
+
+
+def _grant(tx: Tx, run: RunContext, grants: list[Grant]) -> dict[str, int]:
+    """Credit the points of the grants on the one path points move outside a sale (``hq.adjustments``: once
+    per id, the member's version bumped so the tills learn the balance with their next pull), each in the
+    audit log; the member's version after each credit (what "delivered" measures)."""
+    if not grants:
+        return {}
+    requested_by = f"{POOL_PREFIX}{run.campaign_id}"
+    approved_by = launch_approver(tx, run.campaign_id, run.spec) or requested_by
+    given: dict[str, int] = {}
+    for grant in grants:
+        reason = points_reason(run.campaign_id, grant.occasion)
+        made = adjustments.fact(grant.member_id, grant.points, 0, reason)
+        done = adjustments.apply(tx, grant.adjustment_id, made, requested_by, approved_by)
+        details = {"adjustment_id": grant.adjustment_id, "points": grant.points, "points_after": done.points_after}
+        audit.append(
+            tx, requested_by, "campaign_points", grant.member_id, reason, {**details, "approved_by": approved_by}
+        )
+        row = tx.one("SELECT version FROM members WHERE member_id = ?", [grant.member_id])
+        given[grant.adjustment_id] = int(row[0]) if row else 0
+    return given
 
 
 def _issue(tx: Tx, coupons: list[tuple[str, str, str]], now: str) -> dict[str, int]:
@@ -930,7 +1025,8 @@ def _store_day_full(tx: Tx, campaign_id: str, cap: int | None, occasion: str) ->
 def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetime) -> list[str]:
     """Decide the member's check-in at ``store_id`` on its business day ``day`` for every active check-in
     campaign of that store, as a run decides a member (holdout, still eligible, once per occasion, offer cap,
-    arm, coupon): the coupon ids it holds for that check-in. The caller records the visit and claims its
+    arm, coupon or points): the rewards it holds for that check-in, coupon ids and the adjustment ids
+    (``points_id_of``) of points credited. The caller records the visit and claims its
     reward in this transaction (``hq.checkins``), so each check-in is decided once."""
     local_day = date.fromisoformat(day)
     held = _checkin_campaigns(tx, store_id, local_day)

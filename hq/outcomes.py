@@ -140,13 +140,22 @@ def _counts(tx: Tx, campaign_id: str) -> dict[str, dict[str, int]]:
             [campaign_id],
         )
     )
+    # A points variant's grant is its adjustment (its id in ``coupon_id``): issued, and redeemed, when credited;
+    # delivered once a till pulled past the member's version the credit gave.
+    credited: dict[Any, Any] = dict(
+        tx.all(
+            "SELECT cm.arm, COUNT(*) FROM campaign_members cm JOIN adjustments a ON a.adjustment_id = cm.coupon_id "
+            "WHERE cm.campaign_id = ? GROUP BY cm.arm",
+            [campaign_id],
+        )
+    )
     found = {}
     for arm, targeted, issued, delivered in rows:
         found[str(arm)] = {
             "targeted": int(targeted),
             "issued": int(issued),
             "delivered": int(delivered or 0),
-            "redeemed": int(used.get(arm, 0)),
+            "redeemed": int(used.get(arm, 0)) + int(credited.get(arm, 0)),
         }
     return found
 

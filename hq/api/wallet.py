@@ -1,7 +1,7 @@
 """The member's wallet on the phone (``router``, included by ``hq.api.app.create_app``; docs/wallet.md).
 
     GET  /wallet/                  overview: tier and progress, points and their lots, balance, member code
-    GET  /wallet/activity          recent sales, refunds and voids
+    GET  /wallet/activity          recent sales, refunds, voids, check-ins and adjustments
     GET  /wallet/coupons           the member's own coupons: terms, validity, the code to show at the till
     GET  /wallet/member-code       JSON: the member code signed for this time step, as text and SVG
     POST /wallet/coupons/{id}/gift passes a transferable coupon on: the coupon is held, the page shows the link

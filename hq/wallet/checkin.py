@@ -7,7 +7,7 @@
                                             the code checked again, the visit recorded once per member, store
                                             and the store's business day (``checkin_used`` the second time),
                                             and the store's check-in campaigns decided for it, in one
-                                            transaction: its reward (a personal coupon) is the member's once
+                                            transaction: its reward (a personal coupon, or points credited) is the member's once
 
 Another member scanning the same code checks in too: the code proves someone saw the till's screen within
 the last minute; who it is comes from the wallet's session.
@@ -36,7 +36,9 @@ class CheckinRefused(Refused):
 @dataclass(frozen=True, slots=True)
 class Reward:
     coupon_id: str
+    """The coupon's id, or the adjustment id of points credited (``points`` > 0)."""
     text: str
+    points: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,14 @@ def check_in(tx: Tx, settings: Settings, member_id: str, text: str, now: float) 
         raise CheckinRefused(ErrorCode.CHECKIN_USED, f"checked in at {till.store_id} on {day} already")
     checkins.claim_reward(tx, visit, at)
     given = campaigns.reward_checkin(tx, member_id, till.store_id, day, moment)
-    return CheckedIn(till.store_id, day, [Reward(c, _text_of(tx, c)) for c in given])
+    return CheckedIn(till.store_id, day, [_reward_of(tx, c) for c in given])
+
+
+def _reward_of(tx: Tx, reward_id: str) -> Reward:
+    credited = tx.one("SELECT points FROM adjustments WHERE adjustment_id = ?", [reward_id])
+    if credited is not None:
+        return Reward(reward_id, f"{int(credited[0]):+,}", int(credited[0]))
+    return Reward(reward_id, _text_of(tx, reward_id))
 
 
 def _text_of(tx: Tx, coupon_id: str) -> str:

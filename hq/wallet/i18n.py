@@ -69,6 +69,8 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "sale": ("Purchase", "お買い上げ", "购物"),
     "refund": ("Refund", "返品", "退货"),
     "void": ("Cancelled", "取消", "取消"),
+    "bonus": ("Bonus points", "ボーナスポイント", "奖励积分"),
+    "adjust": ("Adjusted by the shop", "店舗による調整", "门店调整"),
     "no_visits": ("No visits yet.", "ご利用はまだありません。", "暂无消费记录。"),
     "no_coupons": (
         "No coupons for you right now.",

@@ -3,7 +3,7 @@
     overview      the member, tier and the progress to the next tier (the ladder of the rule documents, over
                   its window), points and their lots (earned by each sale, spendable from, expiring at:
                   the points policy), stored value
-    activity      the member's recent sales, refunds and voids
+    activity      the member's recent sales, refunds, voids, check-ins and adjustments (campaign points included)
     coupons       the member's own coupons only (``coupons.member_id``), with their terms and the code a
                   till scans (``TPC1:`` + base64url of the coupon id)
     member_code   the member code signed for the current 30 s step (``terminal.membercodes`` form 3)
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hq import checkins, payments
+from hq import adjustments, checkins, payments
 from hq.db.engine import Tx
 from hq.ingest import rule_documents
 from hq.recompute import program_of
@@ -173,9 +173,12 @@ def overview(store: HqStore, member_id: str, now: datetime) -> Overview | None:
 
 
 def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]:
-    """The member's latest sales, refunds and voids, and check-ins (a visit with no money: docs/checkin.md)."""
+    """The member's latest sales, refunds and voids, check-ins (a visit with no money: docs/checkin.md) and
+    the points and stored value head office credited or took (``hq.adjustments``: a campaign's points, an
+    approved adjustment)."""
     with store.db.read() as tx:
         visited = checkins.visits_of(tx, member_id, limit)
+        moved = adjustments.of_member(tx, member_id)
         rows = tx.all(
             "SELECT kind, COALESCE(made_at, created_at), store_id, payload, points FROM journal WHERE member_id = ? "
             "AND kind IN ('sale', 'refund', 'void') AND effect IN ('applied', 'none') "
@@ -196,7 +199,16 @@ def activity(store: HqStore, member_id: str, limit: int = RECENT) -> list[Visit]
             )
         )
     out += [Visit(_when(v.at).strftime("%Y-%m-%d %H:%M"), "checkin", v.store_id, 0, 0, 0) for v in visited]
+    out += [_credit(a) for a in moved[:limit]]
     return sorted(out, key=lambda v: v.at, reverse=True)[:limit]
+
+
+def _credit(adjusted: dict[str, object]) -> Visit:
+    """An adjustment as a line of the activity: ``bonus`` when a campaign credited it, else ``adjust`` (its
+    reason is head office's own note and is not shown)."""
+    kind = "bonus" if str(adjusted["requested_by"]).startswith("campaign:") else "adjust"
+    at = _when(str(adjusted["created_at"])).strftime("%Y-%m-%d %H:%M")
+    return Visit(at, kind, "", int(str(adjusted["stored_value"])), 0, int(str(adjusted["points"])))
 
 
 def coupon_code(coupon_id: str) -> str:

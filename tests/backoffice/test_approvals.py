@@ -185,3 +185,39 @@ def test_two_approvers_at_once_apply_it_exactly_once(pg_url: str) -> None:
         assert balances(hq, "M-S1") == (before[0] + 40, before[1])
         with hq.db.read() as tx:
             assert tx.one("SELECT COUNT(*) FROM adjustments WHERE member_id = 'M-S1'") == (1,)
+
+
+def test_a_points_campaign_credits_in_the_name_of_whoever_approved_its_launch(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hq import campaigns
+
+    hq, staff = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
+    points_spec = {
+        **CAMPAIGN,
+        "variants": [{"variant": "pts", "points": 250}],
+        "control_share": 0,
+        "require_consent": False,
+    }
+    asked = hq.db.transact(
+        lambda tx: approvals.ask(tx, staff["market"], approvals.CAMPAIGN, "welcome", None, {"spec": points_spec}, "pts")
+    )
+    hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], asked.request_id))
+    before = balances(hq, "M-S1")
+    now = datetime.now(UTC).replace(hour=10)
+    assert campaigns.run_one(hq.db, "welcome", now) is not None
+    assert balances(hq, "M-S1") == (before[0] + 250, before[1])
+    with hq.db.read() as tx:
+        made = tx.all("SELECT requested_by, approved_by FROM adjustments WHERE member_id = 'M-S1'")
+    assert made == [("campaign:welcome", "admin")]
+    # changed since by a command, without a second person: the credit names no approver it did not have
+    campaigns.save(hq.db, "welcome", {**points_spec, "variants": [{"variant": "pts", "points": 900}]}, "ops")
+    campaigns.save_settings(hq.db, {"offer_cap": {"max": 0}})
+    rerun = campaigns.run_one(hq.db, "welcome", now, occasion_day=now.date() - timedelta(days=1))
+    assert rerun is not None
+    with hq.db.read() as tx:
+        later = tx.all("SELECT approved_by FROM adjustments WHERE member_id = 'M-S1' AND points = 900")
+    assert later == [("campaign:welcome",)]
