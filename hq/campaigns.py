@@ -1,5 +1,6 @@
 """Campaigns (docs/campaigns.md): a segment, offer variants, a validity, a schedule, a control group, an
-optional chain-wide quantity; issued as personal coupons that reach tills with their next pull.
+optional chain-wide quantity; issued as personal coupons that reach tills with their next pull, or as points
+credited at once through ``hq.adjustments`` (a points variant: tills learn the balance with their next pull).
 
 The pure part: the spec (pydantic models; every refusal a ``CampaignInvalid`` with a stable
 ``sync.protocol.ErrorCode``), when a schedule is due (``due``: the run of a local day, in the campaign's
@@ -14,7 +15,7 @@ holdout; gone since the segment was read (erased, blocked, no longer consenting)
 this occasion (nothing happens twice: the row ``campaign_members (campaign, member, occasion)`` is the
 key); over the chain-wide offer cap (at most ``max`` offers in ``days`` × 24 hours across all campaigns,
 before the arm is drawn, so both arms stay alike); in the control group (recorded, nothing issued);
-otherwise a variant's coupon, issued. ``run_due`` runs every campaign whose key is due and not done.
+otherwise a variant's coupon, issued, or its points, credited (``_grant``). ``run_due`` runs every campaign whose key is due and not done.
 
 Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``); ``after_visit``
 (``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again);

@@ -13,7 +13,7 @@ entry of kind ``checkin``, recorded by ingest). Both call ``record``:
     pending(tx)              door check-ins whose reward is still to decide
 
 Nothing here moves a balance: a check-in campaign's reward is a personal coupon, issued on the one path
-coupons take (``hq.campaigns``).
+coupons take, or a points variant's credit, through ``hq.adjustments`` (both decided by ``hq.campaigns``).
 """
 
 from __future__ import annotations

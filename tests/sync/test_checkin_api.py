@@ -89,3 +89,30 @@ def test_forged_expired_and_foreign_check_ins_are_refused_with_their_codes(walle
             assert shown.status_code == 200 and f'<html lang="{lang}">' in shown.text
             assert shown.text.count("<h1") == 1 and i18n.words(lang)["checkin_paste"] in shown.text
         assert re.search(r'href="/wallet/checkin" aria-current="page"', page.text)
+
+
+def test_a_points_reward_shows_on_the_check_in_page_and_in_the_activity(wallet: Wallet) -> None:  # noqa: F811 - the fixture
+    from hq import campaigns, segments
+
+    segments.save(wallet.hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 10**9}}, "t")
+    spec = {
+        "name": "Points for visiting",
+        "segment": "everyone",
+        "variants": [{"variant": "pts", "points": 1200}],
+        "schedule": {"kind": "checkin"},
+        "control_share": 0,
+        "require_consent": False,
+    }
+    campaigns.save(wallet.hq.db, "visit-pts", spec, "test")
+    till = TillKey(wallet.hq, "T-1")
+    with wallet.client() as aiko:
+        sign_in(wallet, aiko, AIKO)
+        member = "M-A"
+        before = wallet.hq.member(member)
+        assert before is not None
+        done = check_in(aiko, till.code())
+        assert done.status_code == 200 and 'data-points="1200"' in done.text and "+1,200 Points" in done.text
+        after = wallet.hq.member(member)
+        assert after is not None and after.points == before.points + 1200
+        visits = aiko.get("/wallet/activity").text
+        assert re.search(r"<td>Bonus points</td><td>-</td><td>\+1,200</td>", visits), visits
