@@ -15,7 +15,8 @@ holdout; gone since the segment was read (erased, blocked, no longer consenting)
 this occasion (nothing happens twice: the row ``campaign_members (campaign, member, occasion)`` is the
 key); over the chain-wide offer cap (at most ``max`` offers in ``days`` × 24 hours across all campaigns,
 before the arm is drawn, so both arms stay alike); in the control group (recorded, nothing issued);
-otherwise a variant's coupon, issued, or its points, credited (``_grant``). ``run_due`` runs every campaign whose key is due and not done.
+otherwise a variant's coupon, issued, or its points, credited (``_grant``). ``run_due`` runs every
+campaign whose key is due and not done.
 
 Occasions: ``once``; ``daily`` (the local day); ``birthday`` (``birthday:YEAR``); ``after_visit``
 (``visit:DAY``: once per last visit, so a member who comes back and lapses again gets it again);
