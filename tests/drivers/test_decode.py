@@ -12,7 +12,7 @@ import zxingcpp
 
 import drivers.decode as decoding
 from drivers.decode import check_formats, decode
-from tests.fixtures.video import Look, reflection, render
+from tests.fixtures.video import Look, code_corners, in_view, qr_modules, reflection, render
 
 TEXT = "TPC1:" + "Zx9_-" * 9
 SIZE = (1280, 720)
@@ -112,6 +112,21 @@ def test_the_test_sets_glare_moves_by_the_mirror_law() -> None:
     assert y == 0.6 and (x - 0.4) * 1920 == pytest.approx(1920 * math.tan(math.radians(2)))  # ~67 px
     x, y = reflection((0.4, 0.6), np.array([-0.5, 0.0]), size)
     assert x == 0.4 and (y - 0.6) * 1080 == pytest.approx(-1920 * math.tan(math.radians(1)))
+
+
+def test_the_test_sets_know_where_the_code_lies() -> None:
+    """``code_corners`` is where zxing finds the code's corners; ``in_view`` says when a corner is cut off."""
+    look = Look(module_px=7, center=(0.45, 0.55), angle=30, tilt=(15, -10))
+    modules = qr_modules(TEXT).shape[0]
+    frame = render(TEXT, SIZE, look, np.random.default_rng(3))
+    (found,) = zxingcpp.read_barcodes(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), formats=zxingcpp.BarcodeFormat.QRCode)
+    p = found.position
+    seen = np.array([[c.x, c.y] for c in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)], float)
+    drawn = code_corners(look, modules, SIZE)
+    assert min(np.abs(np.roll(drawn, k, axis=0) - seen).max() for k in range(4)) < 2 * look.module_px
+    assert in_view(look, modules, SIZE)
+    assert not in_view(replace(look, center=(0.97, 0.55)), modules, SIZE)
+    assert not in_view(replace(look, module_px=25), modules, SIZE)
 
 
 def test_micro_qr_is_read_only_when_configured() -> None:
