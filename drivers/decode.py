@@ -6,13 +6,14 @@ One plain function is what the camera pipeline, the tests and bench/bench_qr.py 
 
 How a frame is decoded (the figures behind each choice are in docs/performance.md, "QR scanning"):
 
-1. One zxing-cpp pass over the whole frame and zxing-cpp's own pyramid of it (``MULTI_SCALE``: by
-   default the frame downscaled by 3 while it is over 500 px, a ninth of the pixels more), restricted to the configured
-   formats, without its rotation search (it only matters to linear codes, which are read in both
-   directions anyway) and its inverted-image pass (our codes are dark on light). The pyramid reads
-   large codes (10-30 px a module) that are blurred or low in contrast, whose edges are too soft at
-   full size; with it the first pass reads whatever raw zxing-cpp reads, but light-on-dark codes and
-   linear codes lying at an angle. ``return_errors=True`` makes zxing-cpp also report
+1. One zxing-cpp pass over the whole frame and zxing-cpp's own pyramid of it (``MULTI_SCALE``:
+   downscaled layers while the smaller side is over 500 px, so none at 480p; about a ninth of the
+   pixels more at 720p and 1080p),
+   restricted to the configured formats, without its rotation search (it only matters to linear
+   codes, which are read in both directions anyway) and its inverted-image pass (our codes are dark
+   on light). The pyramid reads large codes (10-30 px a module) that are blurred or low in contrast,
+   whose edges are too soft at full size; with it, the first pass reads the QR codes raw zxing-cpp
+   reads, except light-on-dark ones. ``return_errors=True`` makes zxing-cpp also report
    a code it located (finder patterns, grid) but could not decode. "qr" means QR Code Model 2 only
    (zxing-cpp's "QRCode" is the whole family: searching for Model 1 and rMQR too costs about 6 % more
    a frame and finds nothing we print).
