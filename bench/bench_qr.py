@@ -17,8 +17,8 @@ Figures:
                                      cv2.setNumThreads(1)), motion gate off; and CameraScanner's two
                                      threads on the same file played at 30 fps
   static_scene_1080p                 CPU % of a CameraScanner on a 30 fps static scene (motion gate on)
-Decoders: "zxing" is drivers.decode.decode (one pass, a half-size pass when nothing was located, crop
-retries), "zxing_one_pass" the same without the half-size pass and the retries (lone-finder leads
+Decoders: "zxing" is drivers.decode.decode (one multi-scale pass, crop
+retries), "zxing_one_pass" one full-size pass without the downscaled layers and the retries (lone-finder leads
 included, but nothing is retried), "opencv" the fallback (cv2.QRCodeDetectorAruco).
 The comparison with raw zxing-cpp per kind of frame, on a tuning and a measuring set, is
 bench/bench_qr_sets.py.
@@ -58,11 +58,11 @@ Decoder = Callable[[np.ndarray], list[str]]
 def decoders() -> dict[str, Decoder]:
     def one_pass(gray: np.ndarray) -> list[str]:
         saved, decoding.RETRIES = decoding.RETRIES, ()
-        halved, decoding.HALVED_PASS = decoding.HALVED_PASS, False
+        multi, decoding.MULTI_SCALE = decoding.MULTI_SCALE, False
         try:
             return decoding.decode(gray)
         finally:
-            decoding.RETRIES, decoding.HALVED_PASS = saved, halved
+            decoding.RETRIES, decoding.MULTI_SCALE = saved, multi
 
     return {
         "zxing": lambda g: decoding.decode(g, backend="zxing"),

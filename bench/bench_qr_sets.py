@@ -8,7 +8,10 @@ Prints JSON.
 Figures, for each set (``tuning``: bench/qr_sets.py; ``measuring``: bench/qr_measure_set.py, never
 used to tune) and each of 480p, 720p, 1080p:
   per_frame.<set>.<res>.<category>   {ours, zxing, n}: share of frames with a code read by each
-  per_frame.<set>.<res>.false_positives, .no_code_ms_median, .code_ms_median, .time_ratio (ours / zxing)
+  per_frame.<set>.<res>.false_positives, .no_code_ms_median, .code_ms_median, .time_ratio (ours / zxing),
+                                     the same in CPU time (.no_code_cpu_ms_median, ...: the machine may be shared),
+                                     .cpu_ms_p95 and .cpu_ms_max over all frames (the retries' worst cases)
+  categories code_in_view / code_partly_outside: whether the whole code lies inside the frame
   presentations_1080p.<set>          one second (30 frames) of a code held up: read in any frame,
                                      ours with FrameStack (several frames combined), zxing frame by frame
 """
@@ -58,30 +61,35 @@ def tuning_frames(size: Size, count: int, seed: int) -> list[Frame]:
     return out
 
 
-def timed(fn: Callable[[np.ndarray], list[str]], gray: np.ndarray) -> tuple[list[str], float]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[np.ndarray], list[str]], gray: np.ndarray) -> tuple[list[str], float, float]:
+    """What ``fn`` read, its wall time and its CPU time (this thread's: what a loaded machine's other
+    work does not add to; both in s)."""
+    t0, c0 = time.perf_counter(), time.thread_time()
     got = fn(gray)
-    return got, time.perf_counter() - t0
+    return got, time.perf_counter() - t0, time.thread_time() - c0
 
 
-def ms(values: list[float]) -> float:
-    return round(float(np.median(values)) * 1000, 2) if values else float("nan")
+def ms(values: list[float], q: float = 50) -> float:
+    return round(float(np.percentile(values, q)) * 1000, 2) if values else float("nan")
 
 
 def per_frame(frames: list[Frame]) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
     fp = {"ours": 0, "zxing": 0}
     times: dict[str, dict[str, list[float]]] = {n: {"code": [], "empty": []} for n in fp}
+    cpu: dict[str, dict[str, list[float]]] = {n: {"code": [], "empty": []} for n in fp}
     for text, look, bgr in frames:
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         got = {}
         for name, fn in (("ours", decode), ("zxing", raw_zxing)):
-            got[name], seconds = timed(fn, gray)
+            got[name], seconds, cpu_seconds = timed(fn, gray)
             times[name]["code" if text else "empty"].append(seconds)
+            cpu[name]["code" if text else "empty"].append(cpu_seconds)
             fp[name] += any(t != text for t in got[name])
         if text is None:
             continue
-        for cat in tuning.categories(look, tuning.version_of(text)):
+        size = (gray.shape[1], gray.shape[0])
+        for cat in tuning.categories(look, tuning.version_of(text), tuning.in_frame(look, text, size)):
             entry = counts.setdefault(cat, {"n": 0, "ours": 0, "zxing": 0})
             entry["n"] += 1
             entry["ours"] += text in got["ours"]
@@ -98,6 +106,12 @@ def per_frame(frames: list[Frame]) -> dict[str, Any]:
     out["no_code_ms_median"] = {n: ms(times[n]["empty"]) for n in fp}
     out["code_ms_median"] = {n: ms(times[n]["code"]) for n in fp}
     out["time_ratio_ours_to_zxing"] = round(sum(all_ours) / max(1e-9, sum(all_zx)), 2)
+    out["no_code_cpu_ms_median"] = {n: ms(cpu[n]["empty"]) for n in fp}
+    out["code_cpu_ms_median"] = {n: ms(cpu[n]["code"]) for n in fp}
+    out["cpu_ms_p95"] = {n: ms(cpu[n]["code"] + cpu[n]["empty"], 95) for n in fp}
+    out["cpu_ms_max"] = {n: ms(cpu[n]["code"] + cpu[n]["empty"], 100) for n in fp}
+    cpu_ours, cpu_zx = (sum(cpu[n]["code"]) + sum(cpu[n]["empty"]) for n in ("ours", "zxing"))
+    out["cpu_time_ratio_ours_to_zxing"] = round(cpu_ours / max(1e-9, cpu_zx), 2)
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from tests.fixtures.video import Look, Size, qr_modules, random_look
+from tests.fixtures.video import Look, Size, in_view, qr_modules, random_look
 
 Rng = np.random.Generator
 
@@ -38,6 +38,8 @@ CATEGORY_NAMES = (
     "paper",
     "tilt_25_and_up",
     "large_and_soft",
+    "code_in_view",
+    "code_partly_outside",
 )
 
 
@@ -46,7 +48,10 @@ def version_of(text: str) -> int:
     return (qr_modules(text, border=0).shape[0] - 17) // 4
 
 
-def categories(look: Look, version: int) -> list[str]:
+def categories(look: Look, version: int, whole: bool | None = None) -> list[str]:
+    """The kinds of frame a code drawn with ``look`` at QR ``version`` belongs to; ``whole``: whether
+    the whole code lies inside the frame (``in_frame``), when known. A code reaching past the frame's
+    edge cannot be read by any decoder, so the sets' figures are also given for the codes in view."""
     px = look.module_px
     soft = look.blur_sigma >= 1.5 or look.contrast < 0.6 or look.gain < 0.55
     found = ["all"]
@@ -73,7 +78,13 @@ def categories(look: Look, version: int) -> list[str]:
         found.append("tilt_25_and_up")
     if px >= 10 and soft:
         found.append("large_and_soft")
+    if whole is not None:
+        found.append("code_in_view" if whole else "code_partly_outside")
     return found
+
+
+def in_frame(look: Look, text: str, size: Size) -> bool:
+    return in_view(look, qr_modules(text).shape[0], size)
 
 
 # -- the tuning set --------------------------------------------------------------------------------

@@ -6,9 +6,14 @@ One plain function is what the camera pipeline, the tests and bench/bench_qr.py 
 
 How a frame is decoded (the figures behind each choice are in docs/performance.md, "QR scanning"):
 
-1. One zxing-cpp pass over the whole frame, restricted to the configured formats, without its
-   rotation search (it only matters to linear codes, which are read in both directions anyway), its
-   inverted-image pass and its downscaled passes. ``return_errors=True`` makes zxing-cpp also report
+1. One zxing-cpp pass over the whole frame and zxing-cpp's own pyramid of it (``MULTI_SCALE``:
+   downscaled layers while the smaller side is over 500 px, so none at 480p; about a ninth of the
+   pixels more at 720p and 1080p),
+   restricted to the configured formats, without its rotation search (it only matters to linear
+   codes, which are read in both directions anyway) and its inverted-image pass (our codes are dark
+   on light). The pyramid reads large codes (10-30 px a module) that are blurred or low in contrast,
+   whose edges are too soft at full size; with it, the first pass reads the QR codes raw zxing-cpp
+   reads, except light-on-dark ones. ``return_errors=True`` makes zxing-cpp also report
    a code it located (finder patterns, grid) but could not decode. "qr" means QR Code Model 2 only
    (zxing-cpp's "QRCode" is the whole family: searching for Model 1 and rMQR too costs about 6 % more
    a frame and finds nothing we print).
@@ -16,17 +21,13 @@ How a frame is decoded (the figures behind each choice are in docs/performance.m
    code is a lone finder pattern, and a lone finder pattern is what is left of a QR code whose other
    two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` times the size
    of the Micro QR code zxing took it for, on every side.
-3. When that pass neither read nor located anything: the same pass on the frame at half size
-   (``halved_pass``: a quarter of the cost). A large code (10-30 px a module) that is blurred or low
-   in contrast has edges too soft for the full-size pass; halved they are sharp again. This is what
-   zxing-cpp's own downscaling would find, at a fraction of its cost, and only when needed.
-4. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
+3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
    crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
    code), enlarged two to four times (small modules), deblurred (a stronger
    sharpening, for sigma >= 1.5 blur), binarised with a local threshold (uneven light), contrast
    stretched tile by tile (CLAHE: the faint modules at a glare's edge, low contrast). A frame with no
-   code costs one pass and a quarter.
-5. ``FrameStack`` (used by the camera): when a located code is read in no single frame, the crops
+   code costs the first pass alone.
+4. ``FrameStack`` (used by the camera): when a located code is read in no single frame, the crops
    around it in the last few frames of the presentation are aligned (phase correlation) and averaged:
    sensor noise and JPEG artefacts average out, then the retries run on the mean.
 
@@ -66,8 +67,7 @@ MAX_RETRIES = 2  # located-but-failed codes retried per frame
 # Micro QR code zxing took it for (11-17 modules), on every side.
 HINT_REACH = 2.5
 FINDER_HINTS = True  # look for those lone finder patterns in a QR-only search
-HALVED_PASS = True  # a frame where nothing was located is looked at again at half size
-HALVED_MIN_SIDE = 360  # ... when it is at least this tall once halved (720p and up)
+MULTI_SCALE = True  # the first pass also reads the frame downscaled (zxing-cpp's own pyramid)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 Decoder = Callable[[np.ndarray, tuple[str, ...]], list[str]]
@@ -139,14 +139,14 @@ def _zxing_formats(zx: ModuleType, formats: tuple[str, ...]) -> tuple[Any, Any]:
     return found
 
 
-def _read(zx: ModuleType, image: np.ndarray, formats: Any, errors: bool) -> list[Any]:
+def _read(zx: ModuleType, image: np.ndarray, formats: Any, errors: bool, downscale: bool = False) -> list[Any]:
     return list(
         zx.read_barcodes(
             image,
             formats=formats,
             try_rotate=False,
             try_invert=False,
-            try_downscale=False,
+            try_downscale=downscale,
             text_mode=zx.TextMode.Plain,
             return_errors=errors,
         )
@@ -164,11 +164,7 @@ def decode_detail(gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) ->
         raise ModuleNotFoundError("zxing-cpp is not installed (pip install zxing-cpp)")
     gray = _grey(gray)
     search, hint = _zxing_formats(zx, tuple(formats))
-    texts, read, failed = _pass(zx, gray, search, hint, 1)
-    if HALVED_PASS and not texts and not failed and gray.shape[0] >= 2 * HALVED_MIN_SIDE:
-        small = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-        texts, read, failed = _pass(zx, small, search, hint, 2)
-        failed = [_clip(b, gray.shape) for b in failed]
+    texts, read, failed = _pass(zx, gray, search, hint, MULTI_SCALE)
     leads = _distinct(failed, read)[:MAX_RETRIES]
     missed: list[Box] = []
     for box in leads:
@@ -180,32 +176,22 @@ def decode_detail(gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) ->
 
 
 def _pass(
-    zx: ModuleType, image: np.ndarray, search: Any, hint: Any, scale: int
+    zx: ModuleType, image: np.ndarray, search: Any, hint: Any, multi_scale: bool
 ) -> tuple[list[str], list[Box], list[Box]]:
-    """One zxing-cpp pass: (texts read, their boxes, boxes located but not read), boxes in frame
-    pixels (``scale`` times the image's)."""
+    """One zxing-cpp pass: (texts read, their boxes, boxes located but not read), in frame pixels."""
     texts: list[str] = []
     read: list[Box] = []
     failed: list[Box] = []
-    for result in _read(zx, image, search, errors=True):
+    for result in _read(zx, image, search, errors=True, downscale=multi_scale):
         if result.format == hint:
             if not result.valid:  # a lone finder pattern: look around it for the QR code it belongs to
-                failed.append(_scaled(_box(result.position, image.shape, margin=HINT_REACH), scale))
+                failed.append(_box(result.position, image.shape, margin=HINT_REACH))
         elif result.valid:
             texts.append(result.text)
-            read.append(_scaled(_box(result.position, image.shape), scale))
+            read.append(_box(result.position, image.shape))
         else:
-            failed.append(_scaled(_box(result.position, image.shape), scale))
+            failed.append(_box(result.position, image.shape))
     return texts, read, failed
-
-
-def _scaled(box: Box, scale: int) -> Box:
-    return (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
-
-
-def _clip(box: Box, shape: tuple[int, ...]) -> Box:
-    h, w = shape[:2]
-    return (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3]))
 
 
 def _distinct(boxes: list[Box], read: list[Box]) -> list[Box]:

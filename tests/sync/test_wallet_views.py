@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from hq.campaigns import coupon_id_of
 from hq.ingest import Settings
 from hq.store import HqStore
 from hq.wallet import views
 from sync.protocol import WireEntry
+from terminal.qrcodes import encode
 from tests.fixtures import entries
 
 NOW = datetime.now(UTC)
@@ -76,3 +78,11 @@ def test_only_the_members_own_live_coupons(hq: HqStore) -> None:
     assert (mine.coupon_id, mine.min_spend, mine.used) == ("MINE", 1000, False)
     assert mine.code == "TPC1:TUlORQ"  # base64url of the id: what the till's coupon scan reads back
     assert [c.coupon_id for c in views.coupons(hq, "M-2", NOW)] == ["THEIRS"]
+
+
+@pytest.mark.parametrize("campaign_chars", [1, 20, 36])
+def test_a_campaign_coupon_code_is_drawn_at_version_5_at_most(campaign_chars: int) -> None:
+    """The wallet's coupon code (``TPC1:`` + the coupon id, base64url) stays a version-5 code for
+    campaign ids up to 36 characters, so a phone shows it with large modules (docs/scanning.md)."""
+    text = views.coupon_code(coupon_id_of("c" * campaign_chars, "member-0001", "2026-12-24"))
+    assert encode(text).version <= 5
