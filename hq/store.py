@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
+from hq import businessday, ledger, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -536,6 +536,12 @@ class HqStore:
                 "deleted": 0,
             }
             if _write_row(tx, "members", "member_id", member_id, values, held):
+                before = (int(old[2]), int(old[4])) if held is not None and not held[6] else (0, 0)
+                after = (
+                    points if points is not None else before[0],
+                    stored_value if stored_value is not None else before[1],
+                )
+                ledger.adjust(tx, member_id, after[0] - before[0], after[1] - before[1], self.now())
                 if held is None or held[6]:
                     ingest_mod.apply_late_entries(tx, member_id, self.now())
                 bump_versions(tx, "members", "member_id", [member_id])

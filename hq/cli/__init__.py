@@ -18,7 +18,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     settle ITEM --by NAME --note WHY   settle an item by hand
     settle-group --terminal-id T --day D --reason R --by NAME --note WHY   settle a whole group
     receipt [--digest D] [--number N] [--store-id S]   the sales read from a POS's printed receipt
-    store STORE [--timezone TZ --day-starts HH:MM] / stores   each store's business day
+    store STORE [--timezone TZ --day-starts HH:MM] [--merchant M] / stores   each store's business day and merchant
     block|unblock member|card ID --by NAME --reason WHY   stop (or allow again) a member or a card
     quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules
     put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
@@ -34,6 +34,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
+    merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
+    ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -50,6 +52,7 @@ import typer
 from hq.cli import (
     campaigns,
     documents,
+    ledger,
     members,
     payments,
     pools,
@@ -61,7 +64,20 @@ from hq.cli import (
     terminals,
 )
 
-AREAS = (terminals, quarantine, reconcile, stores, members, segments, campaigns, pools, documents, payments, serve)
+AREAS = (
+    terminals,
+    quarantine,
+    reconcile,
+    stores,
+    members,
+    segments,
+    campaigns,
+    pools,
+    documents,
+    payments,
+    ledger,
+    serve,
+)
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
