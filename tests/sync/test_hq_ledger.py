@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -415,3 +417,87 @@ def _apply(
         held = store.member(members[step[1]])
         assert held is not None
         store.upsert_member(members[step[1]], points=held.points + step[2])
+
+
+def test_the_campaign_timer_expires_points(store: HqStore) -> None:
+    from hq.scheduler import CampaignTimer
+
+    new_member(store, "M-1")
+    till = Till(store, "S2")
+    till.sale("M-1", 0, earn=30)
+    till.push()
+    CampaignTimer(store.db, now=lambda: BASE + dt.timedelta(days=EXPIRE_DAYS - 1)).tick()
+    assert store.member("M-1").points == 30  # type: ignore[union-attr]
+    CampaignTimer(store.db, now=lambda: BASE + dt.timedelta(days=EXPIRE_DAYS)).tick()
+    assert store.member("M-1").points == 0  # type: ignore[union-attr]
+    assert merchant_positions(store, "M-B")["points_breakage"] == 30
+    assert books(store) == []
+
+
+LEDGER_TABLES = ("ledger_lot_uses", "ledger_lots", "ledger_postings", "ledger_txns", "merchants")
+
+
+def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> None:
+    hq = HqStore(hq_url, Settings(clock_skew=10**9, spend_needs_proof=False, recompute=False))
+    hq.add_terminal("T1", "S1", "t")
+    with hq.db.write() as tx:  # the database as it was before m022_ledger, with balances of every sign
+        for table in LEDGER_TABLES:
+            tx.run(f"DROP TABLE {table}")
+        tx.run("ALTER TABLE stores DROP COLUMN merchant_id")
+        tx.run("ALTER TABLE coupons DROP COLUMN merchant_id")
+        tx.run("DELETE FROM hq_migrations WHERE name = 'm022_ledger'")
+        tx.many(
+            "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
+            "VALUES (?, '', 'basic', ?, 'active', 0, ?, 0)",
+            [("M-1", 120, 500), ("M-2", -15, 0), ("M-3", 0, -40), ("M-4", 0, 0)],
+        )
+    hq.close()
+    again = HqStore(hq_url, Settings(clock_skew=10**9, spend_needs_proof=False, recompute=False), backup=False)
+    try:
+        assert books(again) == []
+        with again.db.read() as tx:
+            assert [tuple(r) for r in tx.all("SELECT member_id, merchant_id, remaining FROM ledger_lots")] == [
+                ("M-1", "chain", 120)
+            ]
+            assert ledger.balances_of(tx, "M-2") == {ledger.Kind.MEMBER_POINTS: -15, ledger.Kind.MEMBER_OVERDRAFT: 15}
+            assert [m.merchant_id for m in merchants.all_merchants(tx)] == [merchants.CHAIN_MERCHANT]
+        CARDS["M-2"] = "cc" * 32
+        again.upsert_card(CARDS["M-2"], "M-2")
+        till = Till(again, "S1")
+        till.sale("M-2", 0, earn=20)
+        till.push()
+        assert books(again) == []
+        assert merchant_positions(again, merchants.CHAIN_MERCHANT)["points_outstanding"] == 125
+    finally:
+        again.close()
+
+
+def test_the_commands_add_merchants_give_stores_and_check_the_books(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = ["--db", str(tmp_path / "hq.db")]
+    run = CliRunner().invoke
+    added = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--cost-per-100", "150", *db])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.output)["cost_per_100"] == 150
+    assert run(app, ["store", "S1", "--merchant", "M-A", *db]).exit_code == 0
+    refused = run(app, ["store", "S2", "--merchant", "M-Z", *db])
+    assert refused.exit_code == 1 and "unknown_merchant" in refused.output
+    shown = json.loads(run(app, ["merchant", "show", "M-A", *db]).output)
+    assert shown["stores"] == ["S1"] and shown["positions"]["points_outstanding"] == 0
+    listed = json.loads(run(app, ["merchant", "list", "--json", *db]).output)
+    assert [m["merchant_id"] for m in listed] == ["M-A", "chain"]
+    checked = run(app, ["ledger", "check", *db])
+    assert checked.exit_code == 0 and json.loads(checked.output)["ok"] is True
+    expired = run(app, ["ledger", "expire", "--as-of", "2026-07-01", *db])
+    assert expired.exit_code == 0 and json.loads(expired.output)["points"] == 0
+    hq = HqStore(str(tmp_path / "hq.db"), Settings())
+    with hq.db.write() as tx:
+        tx.run(
+            "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) VALUES ('M-1', '', 'basic', 7, 'active', 0, 0, 0)"
+        )
+    hq.close()
+    failed = run(app, ["ledger", "check", *db])
+    assert failed.exit_code == 1 and "member_points_differ: M-1" in failed.output
