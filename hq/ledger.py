@@ -106,10 +106,10 @@ def points(account: Account, amount: int) -> Posting:
 
 def combine(postings: Iterable[Posting]) -> list[Posting]:
     """One posting per (account, unit), in a stable order, without zeros."""
-    sums: dict[tuple[Account, Unit], int] = defaultdict(int)
+    sums: dict[tuple[str, str, str], int] = defaultdict(int)
     for p in postings:
-        sums[(p.account, p.unit)] += p.amount
-    return [Posting(a, u, n) for (a, u), n in sorted(sums.items()) if n]
+        sums[(p.account.kind.value, p.account.owner, p.unit.value)] += p.amount
+    return [Posting(Account(Kind(k), o), Unit(u), n) for (k, o, u), n in sorted(sums.items()) if n]
 
 
 def unbalanced(postings: Iterable[Posting]) -> dict[Unit, int]:
@@ -285,14 +285,15 @@ def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str]) -> Entry | N
     txn_id, kind, member_id, store_id, day, net, value, spent, payload, original, made_at = row
     if kind not in RULES or member_id is None:
         return None
-    base = Entry(str(txn_id), str(kind), str(member_id), merchant_of(str(store_id)), str(day), str(made_at))
-    base = replace(base, value=int(value), original=str(original) if original else None)
+    earned = spent_ = clawed = restored = 0
     if kind == "sale":  # earned = net + spent: a claimed receipt's points are the journal's, not the payload's
-        return replace(base, earned=int(net) + int(spent or 0), spent=int(spent or 0))
-    if kind in ("refund", "void"):
+        spent_ = int(spent or 0)
+        earned = int(net) + spent_
+    elif kind in ("refund", "void"):
         clawed, restored = _refund_points(str(payload), int(net))
-        return replace(base, clawed=clawed, restored=restored)
-    return base
+    merchant_id, orig = merchant_of(str(store_id)), str(original) if original else None
+    base = (str(txn_id), str(kind), str(member_id), merchant_id, str(day), str(made_at))
+    return Entry(*base, earned, spent_, clawed, restored, int(value), orig)
 
 
 def _refund_points(payload: str, net: int) -> tuple[int, int]:
@@ -321,14 +322,14 @@ def post_journal(tx: Tx, txn_ids: Sequence[str]) -> int:
     cond, params = tx.in_list("txn_id", list(txn_ids))
     rows = {str(r[0]): r for r in tx.all(JOURNAL_ROW.format(cond=cond), params)}
     merchant_of = merchants.resolver(tx)
-    policy: list[ly.LotPolicy] = []
-    posted = 0
-    for txn_id in txn_ids:
-        entry = entry_of(rows[txn_id], merchant_of) if txn_id in rows else None
-        if entry is not None:
-            if not policy:
-                policy.append(lot_policy(tx))
-            posted += post(tx, entry, policy[0])
+    found = [entry_of(rows[t], merchant_of) for t in txn_ids if t in rows]
+    todo = [e for e in found if e is not None]
+    if not todo:
+        return 0
+    writer = Writer(tx, {e.member_id for e in todo}, [e.source for e in todo])
+    policy = lot_policy(tx)
+    posted = sum(writer.post(e, policy) for e in todo)
+    writer.flush()
     return posted
 
 
@@ -343,130 +344,201 @@ def lot_policy(tx: Tx) -> ly.LotPolicy:
 
 
 def post(tx: Tx, entry: Entry, policy: ly.LotPolicy) -> int:
-    """Post one entry (the one path every balance change takes into the ledger); 0 if already posted."""
-    rule = RULES[entry.kind]
-    if not _open_txn(tx, entry):
-        return 0
-    postings = value_postings(entry, rule)
-    if rule.points:
-        postings += _points_postings(tx, entry, policy)
-    _write(tx, entry.source, postings)
-    return 1
-
-
-def _open_txn(tx: Tx, entry: Entry) -> bool:
-    row = tx.one(
-        "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ledger_txn_id) DO NOTHING RETURNING ledger_txn_id",
-        [entry.source, entry.kind, entry.member_id, entry.merchant_id, entry.day, entry.day[:7], entry.at],
-    )
-    return row is not None
-
-
-def _write(tx: Tx, source: str, postings: Iterable[Posting]) -> None:
-    postings = combine(postings)
-    if unbalanced(postings):
-        raise Unbalanced(f"ledger transaction {source} does not balance: {unbalanced(postings)}")
-    rows = [(source, n, p.account.kind.value, p.account.owner, p.unit.value, p.amount) for n, p in enumerate(postings)]
-    tx.insert_rows("ledger_postings", POSTING_COLUMNS, rows)
+    """Post one entry on its own; 0 if already posted."""
+    writer = Writer(tx, [entry.member_id], [entry.source])
+    posted = writer.post(entry, policy)
+    writer.flush()
+    return posted
 
 
 POSTING_COLUMNS = ("ledger_txn_id", "n", "kind", "owner", "unit", "amount")
-
-
-def _points_postings(tx: Tx, e: Entry, policy: ly.LotPolicy) -> list[Posting]:
-    """Restore, claw, spend, then earn (and pay any overdraft back from the new lot)."""
-    out: list[Posting] = []
-    if e.restored:
-        out += _restore(tx, e)
-    if e.clawed:
-        out += _consume(tx, e, e.clawed, None, first=e.original)
-    if e.spent:
-        out += _consume(tx, e, e.spent, e.merchant_id)
-    if e.earned > 0:
-        out += _earn(tx, e, policy)
-    return out
-
-
-def lots_of(tx: Tx, member_id: str) -> list[Lot]:
-    rows = tx.all(
-        "SELECT lot_id, merchant_id, remaining, earned_at, expires_at FROM ledger_lots "
-        f"WHERE member_id = ? AND remaining > 0 ORDER BY lot_id{tx.for_update}",
-        [member_id],
-    )
-    return [Lot(str(r[0]), str(r[1]), int(r[2]), str(r[3]), r[4] and str(r[4])) for r in rows]
-
-
-def _use_lots(tx: Tx, source: str, uses: Sequence[Use], sign: int, purpose: str, against: str | None = None) -> None:
-    """Take (sign 1) or give back (sign -1) points of lots, and keep what was taken for settlement."""
-    tx.many(
-        "UPDATE ledger_lots SET remaining = remaining - ? WHERE lot_id = ?", [(sign * u.points, u.lot_id) for u in uses]
-    )
-    tx.many(
-        "INSERT INTO ledger_lot_uses (ledger_txn_id, purpose, lot_id, merchant_id, points, against) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(source, purpose, u.lot_id, u.merchant_id, sign * u.points, against) for u in uses],
-    )
-
-
-def _consume(tx: Tx, e: Entry, amount: int, accepted_by: str | None, first: str | None = None) -> list[Posting]:
-    uses, short = take(lots_of(tx, e.member_id), amount, e.at, first)
-    _use_lots(tx, e.source, uses, 1, "spend" if accepted_by else "claw")
-    return spend_postings(e.member_id, uses, short, accepted_by)
-
-
-def _earn(tx: Tx, e: Entry, policy: ly.LotPolicy) -> list[Posting]:
-    made = parse_time(e.at) or datetime.now(UTC)
-    tx.run(
-        "INSERT INTO ledger_lots (lot_id, member_id, merchant_id, points, remaining, earned_at, earned_day, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [e.source, e.member_id, e.merchant_id, e.earned, e.earned, e.at, e.day, expiry(made, policy)],
-    )
-    out = earn_postings(e.member_id, e.merchant_id, e.earned)
-    owed = overdraft_of(tx, e.member_id)
-    if owed > 0:
-        lot = Lot(e.source, e.merchant_id, e.earned, e.at, None)
-        uses, _ = take([lot], min(owed, e.earned), e.at)
-        _use_lots(tx, e.source, uses, 1, "repay")
-        out += repay_postings(e.member_id, uses)
-    return out
-
-
-def overdraft_of(tx: Tx, member_id: str) -> int:
-    row = tx.one(
-        "SELECT COALESCE(SUM(amount), 0) FROM ledger_postings WHERE kind = ? AND owner = ?",
-        [Kind.MEMBER_OVERDRAFT.value, member_id],
-    )
-    return int(row[0]) if row else 0
-
-
+TXN_COLUMNS = ("ledger_txn_id", "kind", "member_id", "merchant_id", "day", "period", "at")
+LOT_COLUMNS = ("lot_id", "member_id", "merchant_id", "points", "remaining", "earned_at", "earned_day", "expires_at")
+USE_COLUMNS = ("ledger_txn_id", "purpose", "lot_id", "merchant_id", "points", "against")
 SPENT_BY_SALE = (
-    "SELECT u.lot_id, u.merchant_id, SUM(u.points) FROM ledger_lot_uses u JOIN ledger_lots l ON l.lot_id = u.lot_id "
+    "SELECT u.lot_id, u.merchant_id, SUM(u.points), l.remaining, l.earned_at, l.expires_at FROM ledger_lot_uses u "
+    "JOIN ledger_lots l ON l.lot_id = u.lot_id "
     "WHERE (u.ledger_txn_id = ? AND u.purpose = 'spend') OR (u.purpose = 'restore' AND u.against = ?) "
-    "GROUP BY u.lot_id, u.merchant_id, l.expires_at, l.earned_at HAVING SUM(u.points) > 0 "
+    "GROUP BY u.lot_id, u.merchant_id, l.remaining, l.expires_at, l.earned_at HAVING SUM(u.points) > 0 "
     "ORDER BY COALESCE(l.expires_at, '9999'), l.earned_at, u.lot_id"
 )
 
 
-def _restore(tx: Tx, e: Entry) -> list[Posting]:
-    """Give points back into the lots the original sale spent and no refund gave back yet (even a lot
-    expired since: the next expiry run takes them again, as the till does), then pay the member's overdraft,
-    then the rest as new points of the chain."""
-    spent = [Use(str(r[0]), str(r[1]), int(r[2])) for r in tx.all(SPENT_BY_SALE, [e.original or "", e.original or ""])]
-    back, rest = give_back(spent, e.restored)
-    _use_lots(tx, e.source, back, -1, "restore", e.original)
-    owed = min(rest, overdraft_of(tx, e.member_id))
-    if rest - owed:
-        _chain_lot(tx, e, rest - owed)
-    return restore_postings(e.member_id, back, rest - owed, owed, e.merchant_id)
+class Writer:
+    """The one path every posting takes: the ledger's writes of one call, kept in memory and written in a few
+    statements (``flush``). The lots and overdrafts of the members it posts for are read once (the lots
+    locked), and kept current as entries take from them, so a batch reads what its own entries did."""
+
+    def __init__(self, tx: Tx, members: Iterable[str], sources: Sequence[str] = ()) -> None:
+        self.tx = tx
+        self.lots: dict[str, dict[str, Lot]] = {}
+        self.owed: dict[str, int] = defaultdict(int)
+        self.held = self._held(sources)
+        self.checked = set(sources)
+        self.txns: list[tuple[Any, ...]] = []
+        self.postings: list[tuple[Any, ...]] = []
+        self.new_lots: dict[str, tuple[Any, ...]] = {}
+        self.taken: dict[str, int] = defaultdict(int)
+        self.uses: list[tuple[Any, ...]] = []
+        self._load(sorted(set(members)))
+
+    def _held(self, sources: Sequence[str]) -> set[str]:
+        if not sources:
+            return set()
+        cond, params = self.tx.in_list("ledger_txn_id", list(sources))
+        return {str(r[0]) for r in self.tx.all(f"SELECT ledger_txn_id FROM ledger_txns WHERE {cond}", params)}
+
+    def _load(self, members: list[str]) -> None:
+        members = [m for m in members if m not in self.lots]
+        if not members:
+            return
+        for m in members:
+            self.lots[m] = {}
+        cond, params = self.tx.in_list("member_id", members)
+        for r in self.tx.all(
+            "SELECT member_id, lot_id, merchant_id, remaining, earned_at, expires_at FROM ledger_lots "
+            f"WHERE remaining > 0 AND {cond} ORDER BY lot_id{self.tx.for_update}",
+            params,
+        ):
+            self.lots[str(r[0])][str(r[1])] = Lot(str(r[1]), str(r[2]), int(r[3]), str(r[4]), r[5] and str(r[5]))
+        cond, params = self.tx.in_list("owner", members)
+        for owner, n in self.tx.all(
+            f"SELECT owner, SUM(amount) FROM ledger_postings WHERE kind = ? AND {cond} GROUP BY owner",
+            [Kind.MEMBER_OVERDRAFT.value, *params],
+        ):
+            self.owed[str(owner)] = int(n)
+
+    def open(self, entry: Entry) -> bool:
+        """Start the entry's ledger transaction; False if it was posted already (a replay)."""
+        if entry.source not in self.checked:
+            self.held |= self._held([entry.source])
+            self.checked.add(entry.source)
+        if entry.source in self.held:
+            return False
+        self.held.add(entry.source)
+        e = entry
+        self.txns.append((e.source, e.kind, e.member_id, e.merchant_id, e.day, e.day[:7], e.at))
+        return True
+
+    def book(self, source: str, postings: Iterable[Posting]) -> None:
+        out = combine(postings)
+        if unbalanced(out):
+            raise Unbalanced(f"ledger transaction {source} does not balance: {unbalanced(out)}")
+        self.postings += [
+            (source, n, p.account.kind.value, p.account.owner, p.unit.value, p.amount) for n, p in enumerate(out)
+        ]
+        for p in out:
+            if p.account.kind is Kind.MEMBER_OVERDRAFT:
+                self.owed[p.account.owner] += p.amount
+
+    def member_lots(self, member_id: str) -> list[Lot]:
+        self._load([member_id])
+        return [lot for lot in self.lots[member_id].values() if lot.remaining > 0]
+
+    def use(
+        self, member_id: str, source: str, uses: Sequence[Use], sign: int, purpose: str, against: str | None = None
+    ) -> None:
+        """Take (sign 1) or give back (sign -1) points of lots, and keep what was taken for settlement."""
+        held = self.lots[member_id]
+        for u in uses:
+            if u.lot_id in held:
+                held[u.lot_id] = replace(held[u.lot_id], remaining=held[u.lot_id].remaining - sign * u.points)
+            self.taken[u.lot_id] += sign * u.points
+            self.uses.append((source, purpose, u.lot_id, u.merchant_id, sign * u.points, against))
+
+    def new_lot(self, member_id: str, lot: Lot, day: str) -> None:
+        self._load([member_id])
+        self.lots[member_id][lot.lot_id] = lot
+        self.new_lots[lot.lot_id] = (
+            lot.lot_id,
+            member_id,
+            lot.merchant_id,
+            lot.remaining,
+            lot.remaining,
+            lot.earned_at,
+            day,
+            lot.expires_at,
+        )
+
+    def post(self, entry: Entry, policy: ly.LotPolicy) -> int:
+        """Post one entry (the one path every balance change takes into the ledger); 0 if already posted."""
+        rule = RULES[entry.kind]
+        if not self.open(entry):
+            return 0
+        postings = value_postings(entry, rule)
+        if rule.points:
+            postings += self._points(entry, policy)
+        self.book(entry.source, postings)
+        return 1
+
+    def _points(self, e: Entry, policy: ly.LotPolicy) -> list[Posting]:
+        """Restore, claw, spend, then earn (and pay any overdraft back from the new lot)."""
+        out: list[Posting] = []
+        if e.restored:
+            out += self._restore(e)
+        if e.clawed:
+            out += self.consume(e, e.clawed, None, first=e.original)
+        if e.spent:
+            out += self.consume(e, e.spent, e.merchant_id)
+        if e.earned > 0:
+            out += self._earn(e, policy, sum(p.amount for p in out if p.account == overdraft(e.member_id)))
+        return out
+
+    def consume(self, e: Entry, amount: int, accepted_by: str | None, first: str | None = None) -> list[Posting]:
+        uses, short = take(self.member_lots(e.member_id), amount, e.at, first)
+        self.use(e.member_id, e.source, uses, 1, "spend" if accepted_by else "claw")
+        return spend_postings(e.member_id, uses, short, accepted_by)
+
+    def _earn(self, e: Entry, policy: ly.LotPolicy, owed_now: int) -> list[Posting]:
+        """A new lot of the entry's merchant; it pays the member's overdraft first (``owed_now``: what this
+        very entry added to it)."""
+        made = parse_time(e.at) or datetime.now(UTC)
+        self.new_lot(e.member_id, Lot(e.source, e.merchant_id, e.earned, e.at, expiry(made, policy)), e.day)
+        out = earn_postings(e.member_id, e.merchant_id, e.earned)
+        owed = self.owed[e.member_id] + owed_now
+        if owed > 0:
+            uses = [Use(e.source, e.merchant_id, min(owed, e.earned))]
+            self.use(e.member_id, e.source, uses, 1, "repay")
+            out += repay_postings(e.member_id, uses)
+        return out
+
+    def _restore(self, e: Entry) -> list[Posting]:
+        """Give points back into the lots the original sale spent and no refund gave back yet (even a lot
+        expired since: the next expiry run takes them again, as the till does), then pay the member's
+        overdraft, then the rest as new points of the chain."""
+        self.flush()  # the sale and earlier refunds of it may be in this very batch
+        original = e.original or ""
+        rows = self.tx.all(SPENT_BY_SALE, [original, original])
+        held = self.lots[e.member_id]
+        for r in rows:  # a lot spent to nothing was not read with the member's lots
+            held.setdefault(str(r[0]), Lot(str(r[0]), str(r[1]), int(r[3]), str(r[4]), r[5] and str(r[5])))
+        spent = [Use(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+        back, rest = give_back(spent, e.restored)
+        self.use(e.member_id, e.source, back, -1, "restore", e.original)
+        owed = min(rest, max(0, self.owed[e.member_id]))
+        if rest - owed:
+            self.new_lot(e.member_id, Lot(f"{e.source}:restored", CHAIN_MERCHANT, rest - owed, e.at, None), e.day)
+        return restore_postings(e.member_id, back, rest - owed, owed, e.merchant_id)
+
+    def flush(self) -> None:
+        """Write what is queued: transactions, new lots (as they stand now), lots taken from, uses, postings."""
+        tx = self.tx
+        tx.insert_rows("ledger_txns", TXN_COLUMNS, self.txns)
+        fresh = [(*row[:4], self._remaining(str(row[0]), int(row[3])), *row[5:]) for row in self.new_lots.values()]
+        tx.insert_rows("ledger_lots", LOT_COLUMNS, fresh)
+        changed = sorted((lot, n) for lot, n in self.taken.items() if lot not in self.new_lots and n)
+        tx.many("UPDATE ledger_lots SET remaining = remaining - ? WHERE lot_id = ?", [(n, lot) for lot, n in changed])
+        tx.insert_rows("ledger_lot_uses", USE_COLUMNS, self.uses)
+        tx.insert_rows("ledger_postings", POSTING_COLUMNS, self.postings)
+        self.txns, self.postings, self.uses = [], [], []
+        self.new_lots, self.taken = {}, defaultdict(int)
+
+    def _remaining(self, lot_id: str, points: int) -> int:
+        return points - self.taken.get(lot_id, 0)
 
 
-def _chain_lot(tx: Tx, e: Entry, amount: int) -> None:
-    tx.run(
-        "INSERT INTO ledger_lots (lot_id, member_id, merchant_id, points, remaining, earned_at, earned_day, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-        [f"{e.source}:restored", e.member_id, CHAIN_MERCHANT, amount, amount, e.at, e.day],
-    )
+def lots_of(tx: Tx, member_id: str) -> list[Lot]:
+    return Writer(tx, [member_id]).member_lots(member_id)
 
 
 # -- administrators' actions ---------------------------------------------------------------------------
@@ -504,24 +576,27 @@ def merge(tx: Tx, winner: str, loser: str, at: str) -> None:
     if not moved:
         return
     entry = Entry(f"merge:{loser}", "merge", winner, CHAIN_MERCHANT, at[:10], at)
-    if _open_txn(tx, entry):
+    writer = Writer(tx, [], [entry.source])
+    if writer.open(entry):
         out = []
         for k in moved:
             unit = Unit.VALUE if k is Kind.MEMBER_VALUE else Unit.POINTS
             out += [Posting(Account(k, loser), unit, -held[k]), Posting(Account(k, winner), unit, held[k])]
-        _write(tx, entry.source, out)
+        writer.book(entry.source, out)
+        writer.flush()
 
 
 def forfeit(tx: Tx, member_id: str, at: str) -> None:
     """An erased member's balances end: its lots are breakage of their issuers, its overdraft is written
     off, its stored value is the chain's."""
-    lots = lots_of(tx, member_id)
-    held = balances_of(tx, member_id)
     entry = Entry(f"erase:{member_id}", "erase", member_id, CHAIN_MERCHANT, at[:10], at)
-    if not (lots or held) or not _open_txn(tx, entry):
+    writer = Writer(tx, [member_id], [entry.source])
+    lots = writer.member_lots(member_id)
+    held = balances_of(tx, member_id)
+    if not (lots or held) or not writer.open(entry):
         return
     uses = [Use(lot.lot_id, lot.merchant_id, lot.remaining) for lot in lots]
-    _use_lots(tx, entry.source, uses, 1, "forfeit")
+    writer.use(member_id, entry.source, uses, 1, "forfeit")
     owed, value = held.get(Kind.MEMBER_OVERDRAFT, 0), held.get(Kind.MEMBER_VALUE, 0)
     out = breakage_postings(member_id, uses) + [
         points(member_points(member_id), owed),
@@ -529,7 +604,8 @@ def forfeit(tx: Tx, member_id: str, at: str) -> None:
     ]
     out += [Posting(Account(Kind.MEMBER_VALUE, member_id), Unit.VALUE, -value)]
     out += [Posting(Account(Kind.CHAIN_FORFEITED, CHAIN), Unit.VALUE, value)]
-    _write(tx, entry.source, out)
+    writer.book(entry.source, out)
+    writer.flush()
 
 
 # -- expiry ----------------------------------------------------------------------------------------------
@@ -568,9 +644,11 @@ def _expire_member(tx: Tx, member_id: str, uses: list[Use], until: str) -> Expir
     n = tx.one("SELECT COUNT(*) FROM ledger_txns WHERE member_id = ? AND kind = 'expire'", [member_id])
     source = f"expire:{member_id}:{until}:{int(n[0]) if n else 0}"
     entry = Entry(source, "expire", member_id, CHAIN_MERCHANT, until[:10], until)
-    _open_txn(tx, entry)
-    _use_lots(tx, entry.source, uses, 1, "expire")
-    _write(tx, entry.source, breakage_postings(member_id, uses))
+    writer = Writer(tx, [member_id], [source])
+    writer.open(entry)
+    writer.use(member_id, source, uses, 1, "expire")
+    writer.book(source, breakage_postings(member_id, uses))
+    writer.flush()
     tx.run("UPDATE members SET points = points - ? WHERE member_id = ?", [total, member_id])
     _bump_member(tx, member_id)
     by: dict[str, int] = defaultdict(int)
