@@ -589,7 +589,11 @@ class HqStore:
         member_id = body.get("member_id")
         if member_id is not None and not isinstance(member_id, str):
             raise ValueError("a coupon's member_id must be a string")
-        self._put("coupons", "coupon_id", coupon_id, {"member_id": member_id, "body": payload_json(body), "deleted": 0})
+        merchant_id = body.get("merchant_id")  # the merchant whose tills alone take it (docs/ledger.md)
+        if merchant_id is not None and not isinstance(merchant_id, str):
+            raise ValueError("a coupon's merchant_id must be a string")
+        fields = {"member_id": member_id, "merchant_id": merchant_id, "body": payload_json(body), "deleted": 0}
+        self._put("coupons", "coupon_id", coupon_id, fields)
         return coupon_id
 
     def delete(self, kind: str, item_id: str) -> bool:

@@ -501,3 +501,13 @@ def test_the_commands_add_merchants_give_stores_and_check_the_books(tmp_path: Pa
     hq.close()
     failed = run(app, ["ledger", "check", *db])
     assert failed.exit_code == 1 and "member_points_differ: M-1" in failed.output
+
+
+def test_a_merchants_coupon_is_stored_as_its_own(store: HqStore) -> None:
+    store.put_coupon({"coupon_id": "C-A", "kind": "amount_off", "value": 100, "merchant_id": "M-A"})
+    store.put_coupon({"coupon_id": "C-ALL", "kind": "amount_off", "value": 100})
+    with store.db.read() as tx:
+        owners = [tuple(r) for r in tx.all("SELECT coupon_id, merchant_id FROM coupons ORDER BY coupon_id")]
+    assert owners == [("C-A", "M-A"), ("C-ALL", None)]
+    with pytest.raises(ValueError):
+        store.put_coupon({"coupon_id": "C-X", "kind": "amount_off", "value": 100, "merchant_id": 7})
