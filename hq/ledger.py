@@ -626,42 +626,60 @@ def end_of(day: date) -> datetime:
 def expire(tx: Tx, now: datetime) -> list[Expired]:
     """Expire every lot whose expiry moment has come by ``now`` (the till's rule: expired once
     ``now >= expires_at``) and that still holds points: breakage of its issuer, the member's balance
-    lowered (tills learn it with their next pull)."""
+    lowered and its version moved (tills learn it with their next pull). Locks the members, then their
+    lots, in the order a push takes them."""
     until = utc_text(now)
-    rows = tx.all(
-        "SELECT member_id, lot_id, merchant_id, remaining FROM ledger_lots WHERE remaining > 0 AND expires_at IS NOT "
-        f"NULL AND expires_at <= ? ORDER BY member_id, lot_id{tx.for_update}",
-        [until],
+    due = sorted(
+        {
+            str(r[0])
+            for r in tx.all(
+                "SELECT DISTINCT member_id FROM ledger_lots WHERE remaining > 0 AND expires_at IS NOT NULL "
+                "AND expires_at <= ?",
+                [until],
+            )
+        }
     )
-    per_member: dict[str, list[Use]] = defaultdict(list)
-    for member_id, lot_id, merchant_id, remaining in rows:
-        per_member[str(member_id)].append(Use(str(lot_id), str(merchant_id), int(remaining)))
-    return [_expire_member(tx, m, uses, until) for m, uses in sorted(per_member.items())]
+    if not due:
+        return []
+    cond, params = tx.in_list("member_id", due)
+    tx.all(f"SELECT member_id FROM members WHERE {cond} ORDER BY member_id{tx.for_update}", params)
+    writer, run = Writer(tx, due), secrets.token_hex(4)
+    done = [x for x in (_expire_member(writer, m, until, run) for m in due) if x.points]
+    writer.flush()
+    tx.many("UPDATE members SET points = points - ? WHERE member_id = ?", [(x.points, x.member_id) for x in done])
+    _bump_members(tx, [x.member_id for x in done])
+    return done
 
 
-def _expire_member(tx: Tx, member_id: str, uses: list[Use], until: str) -> Expired:
+def _expire_member(writer: Writer, member_id: str, until: str, run: str) -> Expired:
+    lots = writer.member_lots(member_id)
+    uses = [
+        Use(x.lot_id, x.merchant_id, x.remaining) for x in lots if x.expires_at is not None and x.expires_at <= until
+    ]
     total = sum(u.points for u in uses)
-    n = tx.one("SELECT COUNT(*) FROM ledger_txns WHERE member_id = ? AND kind = 'expire'", [member_id])
-    source = f"expire:{member_id}:{until}:{int(n[0]) if n else 0}"
-    entry = Entry(source, "expire", member_id, CHAIN_MERCHANT, until[:10], until)
-    writer = Writer(tx, [member_id], [source])
-    writer.open(entry)
+    if not total:
+        return Expired(member_id, 0, {})
+    source = f"expire:{member_id}:{until}:{run}"
+    writer.checked.add(source)  # a new run's own key: nothing to look up
+    writer.open(Entry(source, "expire", member_id, CHAIN_MERCHANT, until[:10], until))
     writer.use(member_id, source, uses, 1, "expire")
     writer.book(source, breakage_postings(member_id, uses))
-    writer.flush()
-    tx.run("UPDATE members SET points = points - ? WHERE member_id = ?", [total, member_id])
-    _bump_member(tx, member_id)
     by: dict[str, int] = defaultdict(int)
     for u in uses:
         by[u.merchant_id] += u.points
     return Expired(member_id, total, dict(by))
 
 
-def _bump_member(tx: Tx, member_id: str) -> None:
-    """A new version of the member in the changes feed: the tills pull its lowered balance."""
-    row = tx.one("UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value")
+def _bump_members(tx: Tx, member_ids: list[str]) -> None:
+    """New versions of the members in the changes feed, in key order: the tills pull their lowered balances."""
+    if not member_ids:
+        return
+    row = tx.one("UPDATE counters SET value = value + ? WHERE name = 'version' RETURNING value", [len(member_ids)])
     assert row is not None
-    tx.run("UPDATE members SET version = ? WHERE member_id = ?", [int(row[0]), member_id])
+    first = int(row[0]) - len(member_ids) + 1
+    tx.many(
+        "UPDATE members SET version = ? WHERE member_id = ?", [(first + n, m) for n, m in enumerate(sorted(member_ids))]
+    )
 
 
 # -- the check -------------------------------------------------------------------------------------------
