@@ -536,10 +536,10 @@ class HqStore:
                 "deleted": 0,
             }
             if _write_row(tx, "members", "member_id", member_id, values, held):
-                before = (int(old[2]), int(old[4])) if held is not None and not held[6] else (0, 0)
+                before = (int(held[2]), int(held[4])) if held is not None else (0, 0)  # a tombstone keeps its own
                 after = (
-                    points if points is not None else before[0],
-                    stored_value if stored_value is not None else before[1],
+                    points if points is not None else int(old[2]),
+                    stored_value if stored_value is not None else int(old[4]),
                 )
                 ledger.adjust(tx, member_id, after[0] - before[0], after[1] - before[1], self.now())
                 if held is None or held[6]:

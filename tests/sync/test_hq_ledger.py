@@ -552,3 +552,12 @@ def test_concurrent_pushes_and_expiry_keep_the_books(store: HqStore) -> None:
         == 0
     )
     assert books(store) == []
+
+
+def test_a_member_deleted_and_added_again_starts_from_zero_in_the_books(store: HqStore) -> None:
+    new_member(store, "M-1", points=40, stored_value=300)
+    assert store.delete("member", "M-1")
+    assert books(store) == []  # a tombstone keeps its balances, and so does the ledger
+    store.upsert_member("M-1", "Aiko again")
+    assert (store.member("M-1").points, store.member("M-1").stored_value) == (0, 0)  # type: ignore[union-attr]
+    assert books(store) == []
