@@ -678,20 +678,82 @@ def bench_segment_set(
             with store.db.read() as tx:
                 return fn(tx)
 
+        def daily(tx: Tx, d: segments.SegmentDefinition = definition) -> int:
+            compiled = segments.compile_segment(d, AS_OF, tx.dialect, None)  # as if no window were rolled
+            segments.prepare(tx)
+            return int(tx.one(f"SELECT COUNT(*) FROM ({compiled.sql}) q", compiled.params)[0])
+
+        with store.db.read() as tx:
+            rolled = stats.windows_day(tx) == AS_OF
         count_s, n = _timed(lambda d=definition: read(lambda tx: segments.count(tx, d, AS_OF)))
         preview_s, shown = _timed(lambda d=definition: read(lambda tx: segments.preview(tx, d, AS_OF, 20)))
+        daily_s, k = _timed(lambda: read(daily))
         sql, params = floors[name]
         floor_s, m = _timed(lambda sql=sql, params=params: read(lambda tx: int(tx.one(sql, params)[0])))
-        if not n == m == shown["count"]:
-            raise AssertionError(f"{name}: count {n}, preview {shown['count']}, hand-written {m}")
+        if not n == m == k == shown["count"]:
+            raise AssertionError(f"{name}: count {n}, preview {shown['count']}, daily rows {k}, hand-written {m}")
         out[name] = {
             "members": n,
+            "windows_rolled": rolled,
             "count_s": round(count_s, 2),
             "preview_s": round(preview_s, 2),
+            "daily_rows_s": round(daily_s, 2),
             "floor_s": round(floor_s, 2),
             "ratio": round(count_s / floor_s, 2) if floor_s else None,
         }
     return out
+
+
+# -- the members' rolled windows ---------------------------------------------------------------------------
+
+
+class _Undone(Exception):
+    """Raised inside a transaction to roll it back after timing it."""
+
+
+def _timed_undone(store: HqStore, fn: Callable[[Tx], Any]) -> tuple[float, Any]:
+    """``fn`` in a write transaction, timed, then rolled back: the database is left as it was."""
+    took, result = 0.0, None
+    try:
+        with store.db.write() as tx:
+            took, result = _timed(lambda: fn(tx))
+            raise _Undone
+    except _Undone:
+        pass
+    return took, result
+
+
+def bench_windows(store: HqStore) -> dict[str, Any]:
+    """Building every member's rolled windows from the daily rows as of the reference day (the first time, a
+    rebuild, a roll over more than two weeks; skipped when a kept database has them), then rolling them one
+    day on (what head office's timer does once a day; rolled back, so they stay as of the reference day),
+    beside the floor: one hand-written aggregate of a year of the same daily rows."""
+    with store.db.read() as tx:
+        held = stats.windows_day(tx)
+    build_s = None
+    if held != AS_OF:
+        build_s, _ = _timed(lambda: store.db.transact(lambda tx: stats.roll(tx, AS_OF, back=True)))
+    roll_s, moved = _timed_undone(store, lambda tx: stats.roll(tx, AS_OF + timedelta(days=1)))
+    if moved != 1:
+        raise AssertionError(f"rolled {moved} days")
+    first = (AS_OF - timedelta(days=364)).isoformat()
+    with store.db.read() as tx:
+        floor_s, _ = _timed(
+            lambda: tx.all(
+                "SELECT COUNT(*) FROM (SELECT member_id, SUM(visits), SUM(spend) FROM member_days "
+                "WHERE day >= ? AND day <= ? GROUP BY member_id) x",
+                [first, AS_OF.isoformat()],
+            )
+        )
+        rows = tx.one("SELECT COUNT(*) FROM member_category_windows")
+    return {
+        "figure": "windows",
+        "as_of": AS_OF.isoformat(),
+        "build_s": None if build_s is None else round(build_s, 2),
+        "roll_one_day_s": round(roll_s, 2),
+        "floor_one_year_aggregate_s": round(floor_s, 2),
+        "category_window_rows": int(rows[0]) if rows else 0,
+    }
 
 
 # -- coupons: the campaign's floor, and a till pulling its share -------------------------------------------
@@ -837,7 +899,7 @@ def main() -> None:
     parser.add_argument("--batches", default="20,500", help="batch sizes of the ingest figure")
     parser.add_argument("--coupons", type=int, default=100_000)
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--only", default="ingest,segments,coupons")
+    parser.add_argument("--only", default="windows,ingest,segments,coupons")
     parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default: 128MB, as the tests)")
     args = parser.parse_args()
     if args.quick:
@@ -863,6 +925,8 @@ def main() -> None:
             if args.check if args.check is not None else args.quick and not held:  # a kept one holds ingested entries
                 emit(check_rebuild(store))
             only = args.only.split(",")
+            if "windows" in only:  # first: the pushes below keep them, as head office does
+                emit(bench_windows(store))
             if "ingest" in only:
                 for size in (int(b) for b in args.batches.split(",")):
                     emit(bench_ingest(store, args.members, args.entries, size, run, args.seed))

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from hq import checkins, pools, segments
+from hq import audit, checkins, pools, segments, stats
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from hq.ingest import next_versions
@@ -502,6 +502,8 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
             pools.create(tx, POOL_PREFIX + campaign_id, spec.quantity, now)
         except pools.PoolRefused as exc:
             raise CampaignInvalid(exc.code, str(exc)) from exc
+    if held is None or held[0] != text:
+        audit.append(tx, by, "put_campaign", campaign_id, "", {"spec": json.loads(text)})
     return get(tx, campaign_id)
 
 
@@ -601,7 +603,7 @@ def _schedule_part(schedule: AnySchedule, day: date) -> tuple[str, str, str, lis
 def _candidates(tx: Tx, spec: CampaignSpec, day: date) -> list[tuple[str, str]]:
     """Every (member id, occasion) the schedule and the segment hold on ``day``, in member id order: the
     segment is evaluated once (a page at a time would evaluate it once a page)."""
-    compiled = segments.compile_segment(segments.definition_of(tx, spec.segment), day, tx.dialect)
+    compiled = segments.compiled_in(tx, segments.definition_of(tx, spec.segment), day)
     key, join, where, params = _schedule_part(spec.schedule, day)
     consent = (
         " AND q.member_id IN (SELECT k.member_id FROM consents k WHERE k.channel = 'marketing' "
@@ -795,6 +797,8 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
         return RunContext(campaign_id, spec, settings, period, found.day, now, secret(tx))
 
     run = db.transact(begin)
+    if occasion_day is None:  # the segment reads the windows rolled to its day (a rerun of a past day: the daily rows)
+        db.transact(lambda tx: stats.roll(tx, found.day))
     counts = RunCounts()
     for chunk in _pages(db, spec, found.day):
         counts.add(db.transact(partial(_decide_chunk, run=run, chunk=chunk)))

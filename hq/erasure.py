@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import time
 
-from hq import members, payments
+from hq import audit, members, payments
 from hq.db.engine import Tx, utc_now
 from hq.store import HqStore
 from hq.wallet import signin
 
 
-def erase_member(store: HqStore, member_id: str, by: str) -> dict[str, int]:
+def erase_member(store: HqStore, member_id: str, by: str, reason: str = "") -> dict[str, int]:
     """Erase a member (see ``members.erase``) and revoke the payment devices it registered;
-    ``members.UnknownMember`` when there is no such member."""
+    ``members.UnknownMember`` when there is no such member. Who and why go to the audit log in the
+    erasure's transaction."""
 
     def erase(tx: Tx) -> dict[str, int]:
         done = members.erase(tx, member_id, by, utc_now())
         signin.forget(tx, member_id, int(time.time()))
+        audit.append(tx, by, "erase_member", member_id, reason, dict(done))
         return done
 
     done = store.db.transact(erase)

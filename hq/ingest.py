@@ -44,6 +44,7 @@ from sync.protocol import (
     Reason,
     RefundPayload,
     SalePayload,
+    TopupVoidPayload,
     VoidPayload,
     WireEntry,
     canonical_text,
@@ -155,6 +156,8 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
         return Facts(
             v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn, restored=restored
         )
+    if isinstance(payload, TopupVoidPayload):
+        return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn)
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
@@ -318,7 +321,8 @@ def read_payloads(batch: Batch) -> None:
         batch.facts.append(facts_of(entry.kind, payload))
         batch.effects.append(Effect.NONE)
         i = len(batch.effects) - 1
-        if problem is not None and not problem.unknown:
+        # A kind its actor may never produce is refused as that (kind_not_allowed, in classify), whatever its body.
+        if problem is not None and not problem.unknown and policy.check_actor(batch.actor, entry.kind, None) is None:
             batch.effects[i] = Effect.MALFORMED
             batch.quarantine(i, Breach(Reason.MALFORMED_ENTRY, "payload", {"problem": str(problem)}))
 

@@ -207,6 +207,8 @@ RULES: dict[str, Rule] = {
     "void": Rule(points=True, value_counter=Kind.VALUE_ACCEPTED),
     "topup": Rule(points=False, value_counter=Kind.CHAIN_FLOAT, merchant_owned=False),
     "adjust": Rule(points=True, value_counter=Kind.CHAIN_FLOAT, merchant_owned=False),
+    "till_topup": Rule(points=False, value_counter=Kind.MERCHANT_CASH),
+    "topup_void": Rule(points=False, value_counter=Kind.MERCHANT_CASH),
 }
 """One row per entry kind that changes balances; a kind absent here posts nothing."""
 
@@ -550,13 +552,16 @@ def post_topup(tx: Tx, topup_id: str, member_id: str, amount: int, at: str) -> i
     return post(tx, entry, ly.LotPolicy())
 
 
-def adjust(tx: Tx, member_id: str, points_delta: int, value_delta: int, at: str | None = None) -> int:
-    """An administrator set a member's balances (``HqStore.upsert_member``): points added are a lot of the
-    chain's, points taken come out of the member's lots like a claw; stored value against the chain's float."""
+def adjust(
+    tx: Tx, member_id: str, points_delta: int, value_delta: int, at: str | None = None, action_id: str | None = None
+) -> int:
+    """An administrator set or moved a member's balances (``HqStore.upsert_member``, the back office's
+    ``hq.adjustments``, keyed by its ``action_id``): points added are a lot of the chain's, points taken come
+    out of the member's lots like a claw; stored value against the chain's float."""
     if not (points_delta or value_delta):
         return 0
     at = at or utc_now()
-    source = f"adjust:{member_id}:{secrets.token_hex(8)}"
+    source = f"adjust:{action_id}" if action_id else f"adjust:{member_id}:{secrets.token_hex(8)}"
     entry = Entry(source, "adjust", member_id, CHAIN_MERCHANT, at[:10], at, value=value_delta)
     entry = replace(entry, earned=max(points_delta, 0), clawed=max(-points_delta, 0))
     return post(tx, entry, lot_policy(tx))

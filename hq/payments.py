@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import ledger, policy
+from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import HQ_ACTOR, bump_versions, payload_json
@@ -102,6 +102,7 @@ def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", 
         ledger.post_topup(tx, topup_id, member_id, amount, utc_now())
         settled = _settle_overspends(tx, member_id, topup_id) if before < 0 <= after else []
         bump_versions(tx, "members", "member_id", [member_id])
+        audit.append(tx, by, "topup", member_id, note, {"topup_id": topup_id, "amount": amount, "balance_after": after})
         return TopUp(topup_id, member_id, amount, after, min(amount, max(0, -before)), settled)
 
     return store.db.transact(run)

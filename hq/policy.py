@@ -10,14 +10,19 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
                  void        any (3)    >= 0 (3)
                  enrol       0          0
                  claim_key   0          0
+                 till_topup  0          > 0 (4)
+                 topup_void  0          < 0 (4)
                  checkin     0          0      (a door tap: a visit; head office grants any reward)
     admin        topup       0          > 0
+                 adjust      any        any     (5)
     member app   (none: it registers devices and reads its balances)
     head office  (none as entries: claims, merges and settlements are its own acts)
 
     (1) earned points at most what head office's rules give the reported basket (``points_above_rules``)
     (2) spending points or stored value needs a proof (``proof_missing`` / ``proof_invalid``)
     (3) a refund names a sale and returns at most what that sale took, less earlier refunds
+    (4) only a till head office enabled, within its limits; a void undoes its own top-up of that day (hq.topups)
+    (5) with a reason, approved by a second person, never taking a balance below zero (``hq.adjustments``)
 
 An entry that breaks a rule is stored and quarantined: it changes no balance and raises a
 reconciliation item with a stable ``Reason``; an administrator releases or rejects it.
@@ -87,9 +92,14 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.VOID: Allowed(Sign.ANY, Sign.NOT_NEGATIVE),
         EntryKind.ENROL: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.CLAIM_KEY: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.TILL_TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
+        EntryKind.TOPUP_VOID: Allowed(Sign.ZERO, Sign.NOT_POSITIVE),
         EntryKind.CHECKIN: Allowed(Sign.ZERO, Sign.ZERO),
     },
-    Actor.ADMIN: {EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE)},
+    Actor.ADMIN: {
+        EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
+        EntryKind.ADJUST: Allowed(Sign.ANY, Sign.ANY),
+    },
     Actor.MEMBER_APP: {},
     Actor.HEAD_OFFICE: {},
 }

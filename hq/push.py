@@ -4,15 +4,17 @@ The stages live in ``hq.ingest`` (and the member stages in ``hq.members``); this
 so that ``members`` may use ingest's stages while ingest knows nothing of members:
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
-    -> merged and erased members -> prices -> proofs -> refunds against their sales -> journal rows
-    -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals -> member statistics (hq.stats)
+    -> merged and erased members -> prices -> proofs -> refunds against their sales
+    -> top-ups against the till's policy (hq.topups) -> journal rows
+    -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals
+    -> member statistics (hq.stats)
     -> door check-ins (hq.checkins) -> items
     -> versions -> watermark
 """
 
 from __future__ import annotations
 
-from hq import ledger, members, receipts
+from hq import ledger, members, receipts, topups
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -73,6 +75,7 @@ def ingest(
     check_prices(tx, batch)
     check_proofs(tx, batch)
     check_reversals(tx, batch)
+    topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
     store_journal(tx, batch)
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one

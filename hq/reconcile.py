@@ -21,7 +21,19 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from hq.db.engine import Tx
-from sync.protocol import EodReport, EodResult, GroupPage, ItemGroup, ItemState, KindTotals, ReconItem, day_totals
+from hq.ingest import Effect, Item, save_items
+from sync.protocol import (
+    EntryKind,
+    EodReport,
+    EodResult,
+    GroupPage,
+    ItemGroup,
+    ItemState,
+    KindTotals,
+    Reason,
+    ReconItem,
+    day_totals,
+)
 from terminal import b64url
 
 REPORT_COLUMNS = (
@@ -32,6 +44,7 @@ REPORT_COLUMNS = (
     "total",
     "points",
     "stored_value",
+    "topups",
     "open_items",
     "settled_items",
     "open_reasons",
@@ -95,6 +108,8 @@ def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
     missing = missing_ranges(first, last, (int(r[0]) for r in entries))
     held = day_totals((str(r[1]), json.loads(r[2])) for r in entries)
     differ = mismatches(reported, held)
+    if not missing:
+        differ += check_topups(tx, terminal_id, day, (first, last), reported, now)
     status: Literal["complete", "incomplete"] = "complete" if not missing and not differ else "incomplete"
     tx.run(
         "UPDATE eod_reports SET status = ?, missing = ?, mismatches = ?, checked_at = ? WHERE terminal_id = ? "
@@ -102,6 +117,32 @@ def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
         [status, json.dumps(missing), json.dumps(differ), now, terminal_id, day],
     )
     return EodResult(terminal_id=terminal_id, day=day, status=status, missing=missing, mismatches=differ)
+
+
+TOPUP_KINDS = (EntryKind.TILL_TOPUP.value, EntryKind.TOPUP_VOID.value)
+
+
+def check_topups(
+    tx: Tx, terminal_id: str, day: str, seqs: tuple[int, int], reported: dict[str, KindTotals], now: str
+) -> list[str]:
+    """What the till says it took in top-ups that day (its top-ups less their voids) against what head
+    office credited of them: a difference (a top-up quarantined, or held for a member head office does not
+    know) is named and raises a ``topup_takings_mismatch`` item, one per till and day."""
+    declared = sum(reported.get(kind, KindTotals()).stored_value for kind in TOPUP_KINDS)
+    rows = tx.all(
+        "SELECT txn_id, stored_value, effect FROM journal WHERE terminal_id = ? AND seq >= ? AND seq <= ? "
+        "AND kind IN (?, ?) ORDER BY seq",
+        [terminal_id, *seqs, *TOPUP_KINDS],
+    )
+    credited = sum(int(r[1]) for r in rows if r[2] == Effect.APPLIED.value)
+    if declared == credited:
+        return []
+    store = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+    not_credited = [str(r[0]) for r in rows if r[2] != Effect.APPLIED.value]
+    detail = {"declared": declared, "credited": credited, "not_credited": not_credited[:100]}
+    item = Item(f"topups:{terminal_id}:{day}", None, None, day, Reason.TOPUP_TAKINGS_MISMATCH, detail)
+    save_items(tx, str(store[0]) if store else "", terminal_id, [item], now)
+    return [f"top-ups credited: terminal {declared}, head office {credited}"]
 
 
 def recheck_days(tx: Tx, terminal_id: str, acked_seq: int, now: str) -> None:
@@ -315,6 +356,7 @@ def report(
                 "total": 0,
                 "points": 0,
                 "stored_value": 0,
+                "topups": 0,
                 "open_items": 0,
                 "settled_items": 0,
                 "open_reasons": {},
@@ -330,6 +372,12 @@ def report(
         row(s, t, d).update(
             entries=int(n), total=int(total or 0), points=int(points or 0), stored_value=int(value or 0)
         )
+    for s, t, d, credited in tx.all(  # top-ups sold at the till that head office credited, less their voids
+        f"SELECT store_id, terminal_id, day, SUM(stored_value) FROM journal WHERE {where} AND kind IN (?, ?) "
+        "AND effect = ? GROUP BY store_id, terminal_id, day",
+        [*params, *TOPUP_KINDS, Effect.APPLIED.value],
+    ):
+        row(s, t, d)["topups"] = int(credited or 0)
     for s, t, d, state, reason, n in tx.all(
         f"SELECT store_id, terminal_id, day, state, reason, COUNT(*) FROM recon_items WHERE {where} "
         "GROUP BY store_id, terminal_id, day, state, reason",

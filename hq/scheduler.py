@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hq import campaigns, ledger
+from hq import campaigns, ledger, stats
 from hq.db.engine import Db
 from hq.errors import HqError
 from hq.wallet import gifts
@@ -58,6 +58,11 @@ class CampaignTimer:
         except HqError as exc:
             self.failures += 1
             log.error("deciding check-in rewards failed (tried again in %.0f s): %s", self.interval, exc)
+        try:  # the members' windows follow the day (segments previewed today read them)
+            self.db.transact(lambda tx: stats.roll(tx, now.astimezone(UTC).date()))
+        except HqError as exc:
+            self.failures += 1
+            log.error("rolling the members' windows failed (tried again in %.0f s): %s", self.interval, exc)
         try:
             done = campaigns.run_due(self.db, now)
         except (HqError, ValueError) as exc:

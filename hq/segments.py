@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
+from hq import stats
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from sync.protocol import ErrorCode
@@ -437,18 +438,51 @@ def _sum_between(column: str, low: int | None, high: int | None) -> Part:
     return " AND ".join(parts), params
 
 
-def _window_sum(cond: Visits | Spend, as_of: date) -> Part:
-    first, last = window(as_of, cond.days)
-    having, hparams = _sum_between(f"d.{cond.kind}", cond.min, cond.max)
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a segment is compiled for: its reference day, the engine, and whether the rolled windows
+    (``hq.stats.ROLLED``, ``member_totals`` and ``member_category_windows``) are as of that very day, so
+    a window of one of those lengths reads one row a member instead of a row a visit day."""
+
+    as_of: date
+    dialect: str
+    rolled: bool = False
+
+    def window(self, days: int) -> bool:
+        return self.rolled and days in stats.ROLLED
+
+
+def _between(column: str, low: int | None, high: int | None) -> Part:
+    parts, params = [], []
+    if low is not None:
+        parts.append(f"{column} >= ?")
+        params.append(low)
+    if high is not None:
+        parts.append(f"{column} <= ?")
+        params.append(high)
+    return " AND ".join(parts), params
+
+
+def _window_sum(cond: Visits | Spend, scope: Scope) -> Part:
+    first, last = window(scope.as_of, cond.days)
     zero_holds = (cond.min is None or cond.min <= 0) and (cond.max is None or cond.max >= 0)
-    inner = "SELECT d.member_id FROM member_days d WHERE d.day >= ? AND d.day <= ? GROUP BY d.member_id HAVING "
+    params: list[Any] = []
+    if scope.window(cond.days):
+        held, hparams = _between(f"t.{cond.kind}_{cond.days}", cond.min, cond.max)
+        inner = "SELECT t.member_id FROM member_totals t WHERE "
+    else:
+        held, hparams = _sum_between(f"d.{cond.kind}", cond.min, cond.max)
+        inner = "SELECT d.member_id FROM member_days d WHERE d.day >= ? AND d.day <= ? GROUP BY d.member_id HAVING "
+        params += [first, last]
     if zero_holds:  # members with no row (0) are in: leave out those whose sum fails
-        return f"m.member_id NOT IN ({inner}NOT ({having}))", [first, last, *hparams]
-    return _in(inner + having, [first, last, *hparams])
+        return f"m.member_id NOT IN ({inner}NOT ({held}))", [*params, *hparams]
+    return _in(inner + held, [*params, *hparams])
 
 
-def _lapsed(cond: Lapsed, as_of: date) -> Part:
-    first, last = window(as_of, cond.days)
+def _lapsed(cond: Lapsed, scope: Scope) -> Part:
+    first, last = window(scope.as_of, cond.days)
+    if scope.rolled:  # the last visit day up to the rolled day is kept, whatever the window
+        return _in("SELECT t.member_id FROM member_totals t WHERE t.last_day < ?", [first])
     return _in(
         "SELECT d.member_id FROM member_days d WHERE d.visits > 0 AND d.day <= ? GROUP BY d.member_id "
         "HAVING MAX(d.day) < ?",
@@ -456,8 +490,10 @@ def _lapsed(cond: Lapsed, as_of: date) -> Part:
     )
 
 
-def _category(cond: CategoryAffinity, as_of: date) -> Part:
-    first, last = window(as_of, cond.days)
+def _category(cond: CategoryAffinity, scope: Scope) -> Part:
+    first, last = window(scope.as_of, cond.days)
+    if scope.window(cond.days) and (cond.min_share is not None or (cond.min_spend or 0) > 0):
+        return _rolled_category(cond)
     mine = "SUM(CASE WHEN c.category = ? THEN c.spend ELSE 0 END)"
     having: list[str] = []
     params: list[Any] = [first, last]
@@ -474,14 +510,34 @@ def _category(cond: CategoryAffinity, as_of: date) -> Part:
     )
 
 
-def _store(cond: Store, as_of: date) -> Part:
+def _rolled_category(cond: CategoryAffinity) -> Part:
+    """The category's rolled row beside the member's spend of every category in the same window: one row a
+    member who bought it. Only when the condition needs some spend in the category (a share, or a minimum
+    above 0): a member with none has no row (``min_spend: 0`` alone reads the daily rows)."""
+    mine, whole = f"c.spend_{cond.days}", f"t.category_spend_{cond.days}"
+    held: list[str] = []
+    params: list[Any] = [cond.category]
+    if cond.min_share is not None:
+        held.append(f"{whole} > 0 AND {mine} * {SHARE_SCALE} >= ? * {whole}")
+        params.append(round(cond.min_share * SHARE_SCALE))
+    if cond.min_spend is not None:
+        held.append(f"{mine} >= ?")
+        params.append(cond.min_spend)
+    return _in(
+        "SELECT c.member_id FROM member_category_windows c JOIN member_totals t ON t.member_id = c.member_id "
+        f"WHERE c.category = ? AND {' AND '.join(held)}",
+        params,
+    )
+
+
+def _store(cond: Store, scope: Scope) -> Part:
     stores = list(cond.stores)
     if cond.via == "preferred":
         return _in(
             f"SELECT a.member_id FROM member_attributes a WHERE a.name = ? AND a.value IN ({_marks(stores)})",
             ["preferred_store", *stores],
         )
-    first, last = window(as_of, cond.days or 1)
+    first, last = window(scope.as_of, cond.days or 1)
     return _in(
         "SELECT d.member_id FROM member_days d WHERE d.day >= ? AND d.day <= ? AND d.visits > 0 "
         f"AND d.store_id IN ({_marks(stores)})",
@@ -496,53 +552,66 @@ def _birthday(days: list[str]) -> Part:
 _RFM_ORDER = {"r": "a.last_day", "f": "a.visits", "mo": "a.spend"}
 
 
-def _rfm(cond: Rfm, as_of: date, dialect: str) -> Part:
+def _rfm_base(cond: Rfm, scope: Scope) -> Part:
+    """Each member with a visit in the window: the last visit day in it, the visits and the spend."""
+    if scope.window(cond.days):  # a visit in the window: the last visit day up to the rolled day is in it
+        days = cond.days
+        return (
+            f"SELECT t.member_id, t.last_day, t.visits_{days} AS visits, t.spend_{days} AS spend "
+            f"FROM member_totals t WHERE t.visits_{days} > 0",
+            [],
+        )
+    first, last = window(scope.as_of, cond.days)
+    # Each member's days are summed first, then the eligible ones kept: the join sees one row a member, not
+    # one a day (a year of a million members is about ten million day rows).
+    return (
+        "SELECT d.member_id, MAX(CASE WHEN d.visits > 0 THEN d.day END) AS last_day, "
+        "SUM(d.visits) AS visits, SUM(d.spend) AS spend FROM member_days d "
+        "WHERE d.day >= ? AND d.day <= ? GROUP BY d.member_id HAVING SUM(d.visits) > 0",
+        [first, last],
+    )
+
+
+def _rfm(cond: Rfm, scope: Scope) -> Part:
     """Only the scores the condition names are computed (each is a sort of every scored member)."""
-    first, last = window(as_of, cond.days)
-    by_id = 'a.member_id COLLATE "C"' if dialect == "postgres" else "a.member_id"
+    by_id = 'a.member_id COLLATE "C"' if scope.dialect == "postgres" else "a.member_id"
+    base, params = _rfm_base(cond, scope)
     ok, ok_params = eligible("e")
+    params = [*params, *ok_params]  # the members scored, then who is eligible, then the scores
     tiles: list[str] = []
     scores: list[str] = []
-    params: list[Any] = [first, last, *ok_params]  # the day window, then who is eligible, then the scores
     for column, scored in (("r", cond.recency), ("f", cond.frequency), ("mo", cond.monetary)):
         if scored is not None:
             tiles.append(f"NTILE(5) OVER (ORDER BY {_RFM_ORDER[column]}, {by_id}) AS {column}")
             scores.append(f"s.{column} BETWEEN ? AND ?")
             params += list(scored)
-    # Each member's days are summed first, then the eligible ones kept: the join sees one row a member, not
-    # one a day (a year of a million members is about ten million day rows).
     return _in(
-        f"SELECT s.member_id FROM (SELECT a.member_id, {', '.join(tiles)} "
-        "FROM (SELECT d.member_id, MAX(CASE WHEN d.visits > 0 THEN d.day END) AS last_day, "
-        "SUM(d.visits) AS visits, SUM(d.spend) AS spend FROM member_days d "
-        "WHERE d.day >= ? AND d.day <= ? GROUP BY d.member_id HAVING SUM(d.visits) > 0) a "
-        f"JOIN members e ON e.member_id = a.member_id WHERE {ok}) s "
-        f"WHERE {' AND '.join(scores)}",
+        f"SELECT s.member_id FROM (SELECT a.member_id, {', '.join(tiles)} FROM ({base}) a "
+        f"JOIN members e ON e.member_id = a.member_id WHERE {ok}) s WHERE {' AND '.join(scores)}",
         params,
     )
 
 
-def _predicate(cond: Any, as_of: date, dialect: str) -> Part:
+def _predicate(cond: Any, scope: Scope) -> Part:
     if isinstance(cond, AllOf | AnyOf):
-        parts = [_predicate(child, as_of, dialect) for child in cond.conditions]
+        parts = [_predicate(child, scope) for child in cond.conditions]
         joiner = " AND " if isinstance(cond, AllOf) else " OR "
         return "(" + joiner.join(f"({sql})" for sql, _ in parts) + ")", [p for _, ps in parts for p in ps]
     if isinstance(cond, Not):
-        sql, params = _predicate(cond.condition, as_of, dialect)
+        sql, params = _predicate(cond.condition, scope)
         return f"NOT ({sql})", params
-    if isinstance(cond, Rfm):
-        return _rfm(cond, as_of, dialect)
-    return _SIMPLE[type(cond)](cond, as_of)
+    return _SIMPLE[type(cond)](cond, scope)
 
 
-_SIMPLE: dict[type[Any], Callable[[Any, date], Part]] = {
+_SIMPLE: dict[type[Any], Callable[[Any, Scope], Part]] = {
+    Rfm: _rfm,
     Lapsed: _lapsed,
     Visits: _window_sum,
     Spend: _window_sum,
     CategoryAffinity: _category,
     Store: _store,
     Tier: lambda c, _: (f"m.tier IN ({_marks(c.tiers)})", list(c.tiers)),
-    BirthdayWithin: lambda c, as_of: _birthday(birthday_days(as_of, c.days)),
+    BirthdayWithin: lambda c, scope: _birthday(birthday_days(scope.as_of, c.days)),
     Consent: lambda c, _: _in(
         "SELECT k.member_id FROM consents k WHERE k.channel = ? AND k.withdrawn_at IS NULL", [c.channel]
     ),
@@ -553,13 +622,22 @@ _SIMPLE: dict[type[Any], Callable[[Any, date], Part]] = {
 }
 
 
-def compile_segment(definition: SegmentDefinition, as_of: date, dialect: str) -> Compiled:
-    """``SELECT m.member_id FROM members m WHERE ...``: the segment's members on ``as_of``."""
+def compile_segment(definition: SegmentDefinition, as_of: date, dialect: str, rolled: date | None = None) -> Compiled:
+    """``SELECT m.member_id FROM members m WHERE ...``: the segment's members on ``as_of``. ``rolled``: the
+    day the rolled windows are as of (``hq.stats.windows_day``, read in the transaction that runs the
+    query); when it is ``as_of``, windows of their lengths read them (the same members either way)."""
     if dialect not in ("sqlite", "postgres"):
         raise ValueError(f"no SQL dialect {dialect!r}")
     ok, ok_params = eligible("m")
-    sql, params = _predicate(definition.where, as_of, dialect)
+    sql, params = _predicate(definition.where, Scope(as_of, dialect, rolled == as_of))
     return Compiled(f"SELECT m.member_id FROM members m WHERE {ok} AND ({sql})", (*ok_params, *params))
+
+
+def compiled_in(tx: Tx, definition: SegmentDefinition, as_of: date, *, hold: bool = False) -> Compiled:
+    """The segment compiled for the transaction that runs it (its rolled windows when they are as of
+    ``as_of``). ``hold``: a write transaction keeps the windows' day until it ends (a read transaction
+    reads one snapshot)."""
+    return compile_segment(definition, as_of, tx.dialect, stats.windows_day(tx, hold=hold))
 
 
 # -- reading a segment's members ---------------------------------------------------------------------
@@ -571,7 +649,7 @@ def prepare(tx: Tx) -> None:
 
 
 def count(tx: Tx, definition: SegmentDefinition, as_of: date) -> int:
-    compiled = compile_segment(definition, as_of, tx.dialect)
+    compiled = compiled_in(tx, definition, as_of)
     prepare(tx)
     row = tx.one(f"SELECT COUNT(*) FROM ({compiled.sql}) q", compiled.params)
     return int(row[0]) if row else 0
@@ -588,7 +666,7 @@ def _whole(compiled: Compiled, dialect: str) -> str:
 
 def sample(tx: Tx, definition: SegmentDefinition, as_of: date, size: int) -> list[str]:
     """The first ``size`` members by member id (deterministic: the same day gives the same sample)."""
-    compiled = compile_segment(definition, as_of, tx.dialect)
+    compiled = compiled_in(tx, definition, as_of)
     prepare(tx)
     rows = tx.all(
         f"{_whole(compiled, tx.dialect)}SELECT q.member_id FROM q ORDER BY q.member_id LIMIT ?",
@@ -601,7 +679,7 @@ def preview(tx: Tx, definition: SegmentDefinition, as_of: date, size: int = 20) 
     """The count and the first ``size`` members by member id, in one pass over the segment."""
     if size <= 0:
         return {"as_of": as_of.isoformat(), "count": count(tx, definition, as_of), "sample": []}
-    compiled = compile_segment(definition, as_of, tx.dialect)
+    compiled = compiled_in(tx, definition, as_of)
     prepare(tx)
     rows = tx.all(
         f"{_whole(compiled, tx.dialect)}SELECT q.member_id, COUNT(*) OVER () FROM q ORDER BY q.member_id LIMIT ?",
@@ -619,7 +697,7 @@ def member_ids(db: Db, definition: SegmentDefinition, as_of: date, page: int = P
     after: str | None = None
     while True:
         with db.read() as tx:
-            compiled = compile_segment(definition, as_of, tx.dialect)
+            compiled = compiled_in(tx, definition, as_of)
             prepare(tx)
             more = "" if after is None else " AND m.member_id > ?"
             params = [*compiled.params, *([] if after is None else [after]), page]

@@ -46,7 +46,16 @@ from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload,
 COUNTED = ("applied", "none")
 """The effects of a journal entry that counts (see ``hq.ingest.Effect``)."""
 WINDOWS = (30, 90, 365)
-STATS_TABLES = ("member_totals", "member_days", "member_category_days")
+ROLLED = (30, 60, 90, 180, 365)
+"""The windows kept rolled per member as of one business day (``stats_windows``, migration m020_windows)."""
+ROLL_STEPS = 14
+"""A roll over more days than this builds the windows again from the daily rows instead of day by day."""
+WINDOW_KINDS = ("visits", "spend", "category_spend")
+"""What each rolled window keeps in ``member_totals``: visits, spend and the spend of every category together
+(the whole a category's share is of)."""
+WINDOW_COLUMNS = tuple(f"{kind}_{days}" for days in ROLLED for kind in WINDOW_KINDS)
+CATEGORY_WINDOW_COLUMNS = tuple(f"spend_{days}" for days in ROLLED)
+STATS_TABLES = ("member_totals", "member_days", "member_category_days", "member_category_windows")
 
 
 # -- pure: what one sale contributes -----------------------------------------------------------------
@@ -145,23 +154,54 @@ class SaleRow:
     sale: SalePayload
 
 
+def _no_totals() -> list[int]:
+    return [0] * (3 + len(WINDOW_COLUMNS))
+
+
+def slot(window: int, kind: str) -> int:
+    """Where the ``window``-th rolled window's ``kind`` is in a totals row of ``Deltas``."""
+    return 3 + len(WINDOW_KINDS) * window + WINDOW_KINDS.index(kind)
+
+
+def _no_category_windows() -> list[int]:
+    return [0] * len(ROLLED)
+
+
 @dataclass
 class Deltas:
-    """What to add to the tables, gathered over many sales, written in key order."""
+    """What to add to the tables, gathered over many sales, written in key order. ``rolled``: the day the
+    windows are rolled to (None: they are not kept), read under a share lock by the one who adds."""
 
-    totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    rolled: date | None = None
+    totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_totals))
+    """visits, spend, coupons, then each rolled window's ``WINDOW_KINDS`` (``WINDOW_COLUMNS``, see ``slot``)."""
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
+    last_day: dict[str, str] = field(default_factory=dict)
+    """The latest day, up to the rolled day, on which a sale added a visit."""
     days: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     categories: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    category_windows: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(_no_category_windows)
+    )
     lost_visit: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """Members whose sales lost their visit, and those sales' times."""
+    lost_day: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Members whose sales lost their visit on a day up to the rolled day, and those days."""
 
     def add_visit(self, member_id: str, day: str, store_id: str, at: str) -> None:
         """A check-in: one visit, no spend."""
-        self.totals[member_id][0] += 1
+        t = self.totals[member_id]
+        t[0] += 1
         first, last = self.first_last.get(member_id, (at, at))
         self.first_last[member_id] = (min(first, at), max(last, at))
         self.days[(member_id, day, store_id)][0] += 1
+        age = windows_age(self.rolled, day) if self.rolled is not None else None
+        if age is None:
+            return
+        for i, days in enumerate(ROLLED):
+            if age < days:
+                t[slot(i, "visits")] += 1
+        self.last_day[member_id] = max(self.last_day.get(member_id, day), day)
 
     def add(self, row: SaleRow, delta: Figures) -> None:
         m = row.member_id
@@ -184,11 +224,45 @@ class Deltas:
             c = self.categories[(m, row.day, name)]
             c[0] += spend
             c[1] += qty
+        self._add_windows(row, delta, t)
+
+    def _add_windows(self, row: SaleRow, delta: Figures, t: list[int]) -> None:
+        """The sale's day is in a rolled window of ``days`` when it is one of the ``days`` days ending with the
+        rolled day (both included, as a segment's window)."""
+        if self.rolled is None:
+            return
+        age = windows_age(self.rolled, row.day)
+        if age is None:
+            return
+        m = row.member_id
+        for i, days in enumerate(ROLLED):
+            if age < days:
+                t[slot(i, "visits")] += delta.visits
+                t[slot(i, "spend")] += delta.spend
+                t[slot(i, "category_spend")] += sum(spend for _, spend, _ in delta.categories)
+        if delta.visits > 0:
+            self.last_day[m] = max(self.last_day.get(m, row.day), row.day)
+        elif delta.visits < 0:
+            self.lost_day[m].add(row.day)
+        for name, spend, _qty in delta.categories:
+            w = self.category_windows[(m, name)]
+            for i, days in enumerate(ROLLED):
+                if age < days:
+                    w[i] += spend
+
+
+def windows_age(rolled: date, day: str) -> int | None:
+    """How many days ``day`` is before the rolled day, or None when it is after it (or no day)."""
+    try:
+        age = (rolled - date.fromisoformat(day)).days
+    except ValueError:
+        return None
+    return age if age >= 0 else None
 
 
 def checkin_visit(tx: Tx, member_id: str, day: str, store_id: str, at: str) -> None:
     """A check-in ``hq.checkins`` has just recorded (its row is new): its visit, in the same transaction."""
-    deltas = Deltas()
+    deltas = Deltas(rolled=windows_day(tx, hold=True))
     deltas.add_visit(member_id, day, store_id, at)
     write(tx, deltas)
 
@@ -258,7 +332,7 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
         return 0
     new = set(entries)
     held, reversals = _concerned(tx, entries, known)
-    deltas = Deltas()
+    deltas = Deltas(rolled=windows_day(tx, hold=True))
     for txn_id in sorted(held):
         row = held[txn_id]
         mine = reversals.get(txn_id, [])
@@ -313,9 +387,24 @@ _ADD_TO_TOTALS = (
     "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
     "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
     "ELSE member_totals.last_visit END, "
+    "last_day = CASE WHEN excluded.last_day IS NOT NULL AND (member_totals.last_day IS NULL "
+    "OR excluded.last_day > member_totals.last_day) THEN excluded.last_day "
+    "ELSE member_totals.last_day END, "
     "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
     "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
-    "updated_at = excluded.updated_at"
+    + "".join(f"{c} = member_totals.{c} + excluded.{c}, " for c in WINDOW_COLUMNS)
+    + "updated_at = excluded.updated_at"
+)
+TOTALS_COLUMNS = (
+    "member_id",
+    "first_visit",
+    "last_visit",
+    "last_day",
+    "visits",
+    "spend",
+    "coupons_redeemed",
+    *WINDOW_COLUMNS,
+    "updated_at",
 )
 
 
@@ -331,8 +420,8 @@ class Upsert:
 
 TOTALS = Upsert(
     "member_totals",
-    ("member_id", "first_visit", "last_visit", "visits", "spend", "coupons_redeemed", "updated_at"),
-    ("text", "text", "text", "bigint", "bigint", "bigint", "text"),
+    TOTALS_COLUMNS,
+    ("text", "text", "text", "text", "bigint", "bigint", "bigint", *["bigint"] * len(WINDOW_COLUMNS), "text"),
     _ADD_TO_TOTALS,
 )
 DAYS = Upsert(
@@ -349,12 +438,23 @@ CATEGORY_DAYS = Upsert(
     "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
     "quantity = member_category_days.quantity + excluded.quantity",
 )
+CATEGORY_WINDOWS = Upsert(
+    "member_category_windows",
+    ("member_id", "category", *CATEGORY_WINDOW_COLUMNS),
+    ("text", "text", *["bigint"] * len(ROLLED)),
+    "ON CONFLICT (member_id, category) DO UPDATE SET "
+    + ", ".join(f"{c} = member_category_windows.{c} + excluded.{c}" for c in CATEGORY_WINDOW_COLUMNS),
+)
+_CATEGORY_WINDOWS_EMPTY = " AND ".join(f"{c} = 0" for c in CATEGORY_WINDOW_COLUMNS)
 
 
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
     now = now or utc_now()
-    totals = [(m, *deltas.first_last.get(m, (None, None)), *t, now) for m, t in sorted(deltas.totals.items())]
+    totals = [
+        (m, *deltas.first_last.get(m, (None, None)), deltas.last_day.get(m), *t, now)
+        for m, t in sorted(deltas.totals.items())
+    ]
     upsert(tx, TOTALS, totals)
     days = sorted(deltas.days.items())
     upsert(tx, DAYS, [(*k, v[0], v[1]) for k, v in days])
@@ -369,9 +469,30 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         "AND quantity = 0",
         [k for k, v in cats if v[0] < 0 or v[1] < 0],
     )
+    windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
+    upsert(tx, CATEGORY_WINDOWS, [(*k, *v) for k, v in windows])
+    tx.many(
+        f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
+        [k for k, v in windows if min(v) < 0],
+    )
     for member_id in _span_moved(tx, deltas.lost_visit):
         first, last = visit_span(tx, member_id)
         tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+    if deltas.rolled is not None and deltas.lost_day:
+        _last_day_lost(tx, deltas.lost_day, deltas.rolled)
+
+
+def _last_day_lost(tx: Tx, lost: Mapping[str, set[str]], rolled: date) -> None:
+    """Members whose last visit day (up to the rolled day) lost its visit: found again in their daily rows."""
+    cond, params = tx.in_list("member_id", sorted(lost))
+    held = {str(r[0]): r[1] for r in tx.all(f"SELECT member_id, last_day FROM member_totals WHERE {cond}", params)}
+    for member_id in sorted(lost):
+        if member_id in held and held[member_id] in lost[member_id]:
+            tx.run(
+                "UPDATE member_totals SET last_day = (SELECT MAX(day) FROM member_days WHERE member_id = ? "
+                "AND visits > 0 AND day <= ?) WHERE member_id = ?",
+                [member_id, rolled.isoformat(), member_id],
+            )
 
 
 def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
@@ -430,6 +551,8 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     """A member merged into another: the loser's statistics are added to the winner's, then removed. Its
     check-ins become the winner's, but one a store and day: a day both checked in at a store stays one visit."""
     now = utc_now()
+    windows_day(tx, hold=True)  # both members' windows are as of one day: no roll in between
+    copied = ", ".join(TOTALS_COLUMNS[1:-1])
     both = [
         (day, store)
         for _, day, store, _ in _checkins(tx, "member_id = ?", [loser])
@@ -441,9 +564,8 @@ def move(tx: Tx, loser: str, winner: str) -> None:
         [winner, loser, winner],
     )
     tx.run(
-        "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, updated_at) "
-        "SELECT ?, first_visit, last_visit, visits, spend, coupons_redeemed, ? FROM member_totals WHERE member_id = ? "
-        + _ADD_TO_TOTALS,
+        f"INSERT INTO member_totals ({', '.join(TOTALS_COLUMNS)}) "
+        f"SELECT ?, {copied}, ? FROM member_totals WHERE member_id = ? " + _ADD_TO_TOTALS,
         [winner, now, loser],
     )
     tx.run(
@@ -458,6 +580,12 @@ def move(tx: Tx, loser: str, winner: str) -> None:
         "SELECT ?, day, category, spend, quantity FROM member_category_days WHERE member_id = ? "
         "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
         "quantity = member_category_days.quantity + excluded.quantity",
+        [winner, loser],
+    )
+    moved = ", ".join(CATEGORY_WINDOW_COLUMNS)
+    tx.run(
+        f"INSERT INTO member_category_windows (member_id, category, {moved}) "
+        f"SELECT ?, category, {moved} FROM member_category_windows WHERE member_id = ? " + CATEGORY_WINDOWS.on_conflict,
         [winner, loser],
     )
     forget(tx, loser)
@@ -485,6 +613,12 @@ def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]]) ->
         "UPDATE member_totals SET visits = visits - ?, first_visit = ?, last_visit = ? WHERE member_id = ?",
         [len(both), first, last, member_id],
     )
+    rolled = windows_day(tx)  # held by the move; the day keeps a visit, so the last visit day stands
+    for day, _store in both:
+        age = windows_age(rolled, day) if rolled is not None else None
+        held = [f"visits_{days} = visits_{days} - 1" for days in ROLLED if age is not None and age < days]
+        if held:
+            tx.run(f"UPDATE member_totals SET {', '.join(held)} WHERE member_id = ?", [member_id])
 
 
 def forget(tx: Tx, member_id: str) -> int:
@@ -518,8 +652,9 @@ def compute(tx: Tx) -> Deltas:
 
 
 def rebuild(tx: Tx) -> dict[str, int]:
-    """Recompute every statistic from the journal, replacing the tables (one transaction); returns the
-    rows written per table."""
+    """Recompute every statistic from the journal, replacing the tables (one transaction), the rolled
+    windows from the daily rows as of the day they were rolled to; returns the rows written per table."""
+    rolled = windows_day(tx, hold=True, update=True)
     deltas = compute(tx)
     for table in STATS_TABLES:
         tx.run(f"DELETE FROM {table}")
@@ -534,7 +669,150 @@ def rebuild(tx: Tx) -> dict[str, int]:
     tx.insert_rows("member_days", ("member_id", "day", "store_id", "visits", "spend"), days)
     cats = [(*k, v[0], v[1]) for k, v in sorted(deltas.categories.items()) if v[0] or v[1]]
     tx.insert_rows("member_category_days", ("member_id", "day", "category", "spend", "quantity"), cats)
-    return {"member_totals": len(deltas.totals), "member_days": len(days), "member_category_days": len(cats)}
+    windows = build_windows(tx, rolled) if rolled is not None else 0
+    return {
+        "member_totals": len(deltas.totals),
+        "member_days": len(days),
+        "member_category_days": len(cats),
+        "member_category_windows": windows,
+    }
+
+
+# -- the rolled windows ------------------------------------------------------------------------------
+
+
+def windows_day(tx: Tx, *, hold: bool = False, update: bool = False) -> date | None:
+    """The business day the rolled windows are as of (None: not built). ``hold``: on PostgreSQL, a share
+    lock on it until the transaction ends, so no roll moves it while this transaction adds to the windows
+    (``update``: the exclusive lock a roll or a rebuild takes). SQLite's one writer holds everything."""
+    lock = ""
+    if tx.dialect == "postgres" and (hold or update):
+        lock = " FOR UPDATE" if update else " FOR SHARE"
+    row = tx.one(f"SELECT day FROM stats_windows WHERE id = 1{lock}")
+    return None if row is None or row[0] is None else date.fromisoformat(str(row[0]))
+
+
+def _in_window(column: str) -> str:
+    return f"SUM(CASE WHEN day >= ? THEN {column} ELSE 0 END)"
+
+
+def build_windows(tx: Tx, rolled: date) -> int:
+    """Every member's rolled windows and last visit day as of ``rolled``, from the daily rows (a rebuild;
+    a roll over many days). Returns the category window rows written."""
+    day = rolled.isoformat()
+    starts = [(rolled - timedelta(days=days - 1)).isoformat() for days in ROLLED]
+    zeros = ", ".join(f"{c} = 0" for c in WINDOW_COLUMNS)
+    tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros}")
+    tx.run("DELETE FROM member_category_windows")
+    for table, kinds in (("member_days", ("visits", "spend")), ("member_category_days", ("category_spend",))):
+        columns = [f"{kind}_{days}" for days in ROLLED for kind in kinds]
+        sums = ", ".join(
+            f"{_in_window(kind.removeprefix('category_'))} AS {kind}_{days}" for days in ROLLED for kind in kinds
+        )
+        tx.run(
+            f"UPDATE member_totals SET ({', '.join(columns)}) = ({', '.join('x.' + c for c in columns)}) "
+            f"FROM (SELECT member_id, {sums} FROM {table} WHERE day >= ? AND day <= ? GROUP BY member_id) x "
+            "WHERE member_totals.member_id = x.member_id",
+            [*[start for start in starts for _ in kinds], starts[-1], day],
+        )
+    tx.run(
+        "UPDATE member_totals SET last_day = x.last_day FROM (SELECT member_id, MAX(day) AS last_day "
+        "FROM member_days WHERE visits > 0 AND day <= ? GROUP BY member_id) x "
+        "WHERE member_totals.member_id = x.member_id",
+        [day],
+    )
+    tx.run(
+        f"INSERT INTO member_category_windows (member_id, category, {', '.join(CATEGORY_WINDOW_COLUMNS)}) "
+        f"SELECT member_id, category, {', '.join(_in_window('spend') for _ in ROLLED)} FROM member_category_days "
+        "WHERE day >= ? AND day <= ? GROUP BY member_id, category HAVING SUM(spend) <> 0",
+        [*starts, starts[-1], day],
+    )
+    if tx.dialect == "postgres":  # every row changed: the planner's figures for them are stale
+        tx.run("ANALYZE member_totals")
+        tx.run("ANALYZE member_category_windows")
+    row = tx.one("SELECT COUNT(*) FROM member_category_windows")
+    return int(row[0]) if row else 0
+
+
+def roll(tx: Tx, to: date, *, back: bool = False) -> int:
+    """Roll the windows forward to the business day ``to``: each day that enters is added and each day that
+    leaves a window is taken away, from the daily rows; over more than ``ROLL_STEPS`` days, or the first
+    time, they are built from the daily rows. Never back, unless ``back`` (an operator, after a clock that
+    ran ahead): then they are built as of ``to``. Returns the days moved (0: already there)."""
+    rolled = windows_day(tx, update=True)
+    if back and rolled is not None and to < rolled:
+        build_windows(tx, to)
+        tx.run("UPDATE stats_windows SET day = ? WHERE id = 1", [to.isoformat()])
+        return (rolled - to).days
+    if rolled is not None and to <= rolled:
+        return 0
+    if rolled is None or (to - rolled).days > ROLL_STEPS:
+        build_windows(tx, to)
+        steps = (to - rolled).days if rolled is not None else 1
+    else:
+        steps = (to - rolled).days
+        for n in range(1, steps + 1):
+            _step(tx, rolled + timedelta(days=n))
+    tx.run("UPDATE stats_windows SET day = ? WHERE id = 1", [to.isoformat()])
+    return steps
+
+
+def _step(tx: Tx, day: date) -> None:
+    """The windows as of ``day``, from those as of the day before: ``day`` enters every window, and the
+    day ``days`` before it leaves each window of ``days``. Written as any change is (``write``: upserts
+    through the primary keys, whatever the size of the tables)."""
+    deltas = Deltas()
+    entering = day.isoformat()
+    members, categories = _day_rows(tx, entering)
+    for member_id, (visits, spend) in members.items():
+        t = deltas.totals[member_id]
+        for i in range(len(ROLLED)):
+            t[slot(i, "visits")] += visits
+            t[slot(i, "spend")] += spend
+        if visits > 0:
+            deltas.last_day[member_id] = entering
+    for (member_id, category), spend in categories.items():
+        w = deltas.category_windows[(member_id, category)]
+        t = deltas.totals[member_id]
+        for i in range(len(ROLLED)):
+            w[i] += spend
+            t[slot(i, "category_spend")] += spend
+    for i, days in enumerate(ROLLED):
+        members, categories = _day_rows(tx, (day - timedelta(days=days)).isoformat())
+        for member_id, (visits, spend) in members.items():
+            t = deltas.totals[member_id]
+            t[slot(i, "visits")] -= visits
+            t[slot(i, "spend")] -= spend
+        for (member_id, category), spend in categories.items():
+            deltas.category_windows[(member_id, category)][i] -= spend
+            deltas.totals[member_id][slot(i, "category_spend")] -= spend
+    write(tx, deltas)
+
+
+DAY_PAGE = 5000
+
+
+def _day_rows(tx: Tx, day: str) -> tuple[dict[str, tuple[int, int]], dict[tuple[str, str], int]]:
+    """One business day's daily rows: each member's visits and spend (through the index on the day), and
+    each of those members' spend per category that day (through the primary key, a page of members at a
+    time: a category row exists only beside a daily row, as a category's spend comes with a visit)."""
+    members = {
+        str(r[0]): (int(r[1]), int(r[2]))
+        for r in tx.all(
+            "SELECT member_id, SUM(visits), SUM(spend) FROM member_days WHERE day = ? GROUP BY member_id", [day]
+        )
+    }
+    categories: dict[tuple[str, str], int] = {}
+    ids = sorted(members)
+    for start in range(0, len(ids), DAY_PAGE):
+        cond, params = tx.in_list("member_id", ids[start : start + DAY_PAGE])
+        rows = tx.all(
+            f"SELECT member_id, category, SUM(spend) FROM member_category_days WHERE {cond} AND day = ? "
+            "GROUP BY member_id, category",
+            [*params, day],
+        )
+        categories.update({(str(r[0]), str(r[1])): int(r[2]) for r in rows if int(r[2])})
+    return members, categories
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -633,8 +911,15 @@ def snapshot(tx: Tx) -> dict[str, list[tuple[Any, ...]]]:
         "member_totals": [
             tuple(r)
             for r in tx.all(
-                "SELECT member_id, first_visit, last_visit, visits, spend, coupons_redeemed FROM member_totals "
-                "ORDER BY member_id"
+                "SELECT member_id, first_visit, last_visit, visits, spend, coupons_redeemed, last_day, "
+                f"{', '.join(WINDOW_COLUMNS)} FROM member_totals ORDER BY member_id"
+            )
+        ],
+        "member_category_windows": [
+            tuple(r)
+            for r in tx.all(
+                f"SELECT member_id, category, {', '.join(CATEGORY_WINDOW_COLUMNS)} FROM member_category_windows "
+                "ORDER BY member_id, category"
             )
         ],
         "member_days": [

@@ -29,14 +29,27 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import businessday, ledger, pools, profiles, push, quarantine, receipts, reconcile, stats, versions
+from hq import (
+    audit,
+    businessday,
+    ledger,
+    pools,
+    profiles,
+    push,
+    quarantine,
+    receipts,
+    reconcile,
+    stats,
+    topups,
+    versions,
+)
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -80,6 +93,7 @@ from sync.protocol import (
 )
 from terminal import b64url
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
+from terminal.topups import TopupPolicy
 
 __all__ = [
     "CredentialRevoked",
@@ -668,9 +682,36 @@ class HqStore:
         """Every member statistic computed again from the journal, in one transaction."""
         return self.db.transact(stats.rebuild)
 
+    def roll_windows(self, to: date | None = None, *, back: bool = False) -> dict[str, Any]:
+        """Roll the members' rolled windows to the business day ``to`` (default: today in UTC, as a
+        segment's default reference day); what moved and the day they are as of."""
+        day = to or self.moment().date()
+        moved = self.db.transact(lambda tx: stats.roll(tx, day, back=back))
+        with self.db.read() as tx:
+            rolled = stats.windows_day(tx)
+        return {"days": moved, "as_of": rolled.isoformat() if rolled else None}
+
     def coupon_uses(self, coupon_id: str) -> int:
         rows = self._read("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])
         return int(rows[0][0]) if rows else 0
+
+    # -- top-ups sold at tills (hq/topups.py) -----------------------------------------------------
+
+    def topup_policy(self, terminal_id: str) -> TopupPolicy:
+        """The till's top-up policy."""
+        with self.db.read() as tx:
+            return topups.policy(tx, terminal_id)
+
+    def topup_policy_doc(self, terminal_id: str) -> dict[str, Any]:
+        """The till's top-up policy with its store's business day, as it goes down with every pull."""
+        with self.db.read() as tx:
+            held = topups.policy(tx, terminal_id)
+            store_id = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+            day = ingest_mod.store_calendar(tx, str(store_id[0]) if store_id else "", self.settings)
+        return {**held.to_doc(), "timezone": day.timezone, "day_starts": day.day_starts}
+
+    def put_topup_policy(self, terminal_id: str, policy: TopupPolicy, by: str) -> TopupPolicy:
+        return self.db.transact(lambda tx: topups.put_policy(tx, terminal_id, policy, by, self.now()))
 
     # -- flash-drop pools (hq/pools.py) -----------------------------------------------------------
 
@@ -876,33 +917,8 @@ class HqStore:
         """Block or unblock a member or a card (``kind``: member, card): tills pull it; entries head office
         holds were made after the block (by its own time) break ``member_blocked`` / ``card_blocked``.
         Who and why are kept. Raises LookupError for an unknown one, ValueError without who or why."""
-        if not by.strip() or not reason.strip():
-            raise ValueError("blocking or unblocking needs who and why")
-        table, key = {"member": ("members", "member_id"), "card": ("cards", "uid_hash")}[kind]
-        status = "blocked" if blocked else "active"
         now = self.now()
-
-        def save(tx: Tx) -> dict[str, Any]:
-            held = tx.one(
-                f"SELECT status, blocked_at FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}", [subject]
-            )
-            if held is None:
-                raise LookupError(f"no {kind} {subject}")
-            changed = str(held[0]) != status
-            if changed:
-                tx.run(
-                    f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
-                    [status, _blocked_at(held[1], held[0], status, now), subject],
-                )
-                bump_versions(tx, table, key, [subject])
-            tx.run(
-                "INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [kind, subject, status, by, reason, now],
-            )
-            return {"kind": kind, "subject": subject, "status": status, "changed": changed, "by": by, "at": now}
-
-        return self.db.transact(save)
+        return self.db.transact(lambda tx: set_blocked(tx, kind, subject, blocked, by, reason, now))
 
     def settle(self, item_id: str, by: str, note: str) -> ReconItem:
         return self.db.transact(lambda tx: reconcile.settle(tx, item_id, by, note, self.now()))
@@ -939,6 +955,33 @@ def _check_store(tx: Tx, terminal_id: str, store_id: str) -> None:
     held = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
     if held is not None and held[0] != store_id:
         raise ValueError(f"terminal {terminal_id} belongs to store {held[0]}, not {store_id}")
+
+
+def set_blocked(tx: Tx, kind: str, subject: str, blocked: bool, by: str, reason: str, now: str) -> dict[str, Any]:
+    """``HqStore.set_blocked`` in the caller's transaction (the back office records it in its audit log there)."""
+    if not by.strip() or not reason.strip():
+        raise ValueError("blocking or unblocking needs who and why")
+    table, key = {"member": ("members", "member_id"), "card": ("cards", "uid_hash")}[kind]
+    status = "blocked" if blocked else "active"
+    owner = "member_id" if kind == "card" else key
+    held = tx.one(
+        f"SELECT status, blocked_at, {owner} FROM {table} WHERE {key} = ? AND deleted = 0{tx.for_update}", [subject]
+    )
+    if held is None:
+        raise LookupError(f"no {kind} {subject}")
+    changed = str(held[0]) != status
+    if changed:
+        tx.run(
+            f"UPDATE {table} SET status = ?, blocked_at = ? WHERE {key} = ?",
+            [status, _blocked_at(held[1], held[0], status, now), subject],
+        )
+        bump_versions(tx, table, key, [subject])
+    tx.run(
+        "INSERT INTO status_changes (kind, subject, status, by_whom, reason, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [kind, subject, status, by, reason, now],
+    )
+    audit.append(tx, by, f"{'block' if blocked else 'unblock'}_{kind}", subject, reason, {"member_id": str(held[2])})
+    return {"kind": kind, "subject": subject, "status": status, "changed": changed, "by": by, "at": now}
 
 
 def _blocked_at(held_at: str | None, held_status: Any, status: str, now: str) -> str | None:

@@ -622,6 +622,7 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         device_certs=[(d.cert_id, _doc(d.body)) for d in page.device_certs],
         deleted=[(t.kind, t.id) for t in page.deleted],
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
+        topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
     )
 
 

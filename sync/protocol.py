@@ -108,6 +108,8 @@ class ErrorCode(StrEnum):
     WALLET_CONTACT_TAKEN = "wallet_contact_taken"
     WALLET_SIGN_IN_REQUIRED = "wallet_sign_in_required"
     WALLET_BAD_ORIGIN = "wallet_bad_origin"
+    WALLET_SIGN_IN_AGAIN = "wallet_sign_in_again"
+    WALLET_TOO_MANY_DEVICES = "wallet_too_many_devices"
     GIFT_UNKNOWN = "gift_unknown"
     GIFT_NOT_TRANSFERABLE = "gift_not_transferable"
     GIFT_USED_UP = "gift_used_up"
@@ -116,6 +118,8 @@ class ErrorCode(StrEnum):
     GIFT_OFFERED = "gift_offered"
     GIFT_CLAIMED = "gift_claimed"
     GIFT_OWN = "gift_own"
+    # top-ups at the till (docs/stored-value.md): an administrator's per-till policy refused
+    TOPUP_POLICY_INVALID = "topup_policy_invalid"
     CHECKIN_FORGED = "checkin_forged"
     CHECKIN_EXPIRED = "checkin_expired"
     CHECKIN_USED = "checkin_used"
@@ -185,6 +189,8 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
     ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
     ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
+    ErrorCode.WALLET_SIGN_IN_AGAIN: (401, "setting up paying on a phone needs a sign-in of the last 10 minutes"),
+    ErrorCode.WALLET_TOO_MANY_DEVICES: (409, "the member has as many paying phones as allowed: remove one first"),
     ErrorCode.GIFT_UNKNOWN: (404, "no such coupon of the member's, or no such gift link"),
     ErrorCode.GIFT_NOT_TRANSFERABLE: (409, "the coupon's document does not allow passing it on"),
     ErrorCode.GIFT_USED_UP: (409, "the coupon has moved as many times as its campaign allows"),
@@ -193,6 +199,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.GIFT_OFFERED: (409, "the coupon is already offered as a gift: one link at a time"),
     ErrorCode.GIFT_CLAIMED: (409, "the gift link was claimed already: it works once"),
     ErrorCode.GIFT_OWN: (409, "the giver cannot claim their own gift"),
+    ErrorCode.TOPUP_POLICY_INVALID: (
+        422,
+        "a till enabled for top-ups needs every limit above zero, each within bounds, per-day at least per-transaction",
+    ),
     ErrorCode.CHECKIN_FORGED: (
         403,
         "not a check-in code, or not signed by a registered till of its store (unknown or revoked till, bad signature)",
@@ -245,6 +255,15 @@ class Reason(StrEnum):
     RECEIPT_SOLD_TWICE = "receipt_sold_twice"
     """A sale read from a printed receipt head office already holds a sale of (same digest), at another till
     or the same one (docs/receipts.md)."""
+    # Top-ups at the till (hq/topups.py, docs/stored-value.md): the first three quarantine the entry.
+    TOPUP_NOT_ENABLED = "topup_not_enabled"
+    """A till head office has not enabled for top-ups (whatever the till says) credited stored value."""
+    TOPUP_OVER_LIMIT = "topup_over_limit"
+    """A top-up beyond the till's per-transaction, per-day or per-member-day limit."""
+    TOPUP_VOID_INVALID = "topup_void_invalid"
+    """A void of a top-up this till never credited, already voided, of another day, member or amount."""
+    TOPUP_TAKINGS_MISMATCH = "topup_takings_mismatch"
+    """End of day: what the till says it took in top-ups is not what head office credited for that day."""
 
 
 class ItemState(StrEnum):
@@ -432,6 +451,28 @@ class WireAllocation(BaseModel):
     used: int = Field(default=0, ge=0)
 
 
+class TopupLimits(BaseModel):
+    """Whether a till may sell stored value (top-ups), and its limits in minor units (hq/topups.py).
+    Every limit of an enabled till is above zero; ``offline_total`` 0 means no top-ups while offline."""
+
+    enabled: bool = False
+    per_transaction: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    per_day: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    """All top-ups of this till in one business day."""
+    per_member_day: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    """One member's top-ups at this till in one business day."""
+    offline_total: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    """Top-ups taken while head office is unreachable and not acknowledged yet."""
+
+
+class WireTopupPolicy(TopupLimits):
+    """A till's top-up limits with its store's business day (``tillpoint hq store``), so that the till counts
+    its day's top-ups by the day head office files them under."""
+
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    day_starts: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
 class Tombstone(BaseModel):
     kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert"]
     id: str
@@ -453,6 +494,9 @@ class ChangesPage(BaseModel):
     allocations: list[WireAllocation] | None = None
     """This terminal's allocations of every open pool, whole, on every page (the rest of the feed is
     chain-wide); a pool not listed is not held. None: head office sends none (the till keeps what it holds)."""
+    topup_policy: WireTopupPolicy | None = None
+    """This terminal's top-up policy, whole, on every page (None: an older head office; the till then sells
+    no top-ups)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))
@@ -603,8 +647,15 @@ class EntryKind(StrEnum):
     CLAIM_KEY = "claim_key"
     TOPUP = "topup"
     """Head office's own: stored value an administrator added (``hq.payments.topup``)."""
+    TILL_TOPUP = "till_topup"
+    """Stored value sold at a till enabled for it: the POS took the money (docs/stored-value.md)."""
+    TOPUP_VOID = "topup_void"
+    """A till's void of its own top-up, the same business day, while the balance still holds it."""
     CHECKIN = "checkin"
     """A member's card tapped on the till's door reader: a visit (docs/checkin.md)."""
+    ADJUST = "adjust"
+    """Head office's own: points or stored value put right by hand, with a reason, once a second person
+    approved it (``hq.adjustments``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -819,6 +870,50 @@ class TopupPayload(Payload):
         return Values(self.member_id, 0, self.amount)
 
 
+class TillTopupPayload(Payload):
+    """A top-up sold at the till: the POS took ``amount`` and the member's stored value rises by it."""
+
+    member_id: Ident
+    store_id: Ident
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    stored_value_delta: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    """= ``amount`` (the till's pending balance reads this field of every entry)."""
+    local_time: Annotated[str, Strict(), Field(min_length=10, max_length=40)]
+    offline: Flag = False
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> TillTopupPayload:
+        if self.stored_value_delta != self.amount:
+            raise ValueError("stored_value_delta is not amount")
+        _check_time(self.local_time)
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, 0, self.amount, self.amount)
+
+
+class TopupVoidPayload(Payload):
+    """The void of a top-up of this till: the whole amount goes back through the POS."""
+
+    member_id: Ident
+    store_id: Ident
+    original_txn: Ident
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    stored_value_delta: Annotated[int, Strict(), Field(ge=-MAX_AMOUNT, lt=0)]
+    """= ``-amount``."""
+    local_time: Annotated[str, Strict(), Field(min_length=10, max_length=40)]
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> TopupVoidPayload:
+        if self.stored_value_delta != -self.amount:
+            raise ValueError("stored_value_delta is not -amount")
+        _check_time(self.local_time)
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, 0, -self.amount, -self.amount)
+
+
 class CheckinPayload(Payload):
     """A member checked in at the door reader: a visit, no value (head office grants a check-in campaign's
     reward, once per member, store and day)."""
@@ -833,7 +928,34 @@ class CheckinPayload(Payload):
         return Values(self.member_id)
 
 
-AnyPayload = SalePayload | RefundPayload | VoidPayload | EnrolPayload | ClaimKeyPayload | TopupPayload | CheckinPayload
+class AdjustPayload(Payload):
+    member_id: Ident
+    points: Delta = 0
+    stored_value: Delta = 0
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _moves_something(self) -> AdjustPayload:
+        if self.points == 0 and self.stored_value == 0:
+            raise ValueError("an adjustment moves points or stored value")
+        return self
+
+    def values(self) -> Values:
+        return Values(self.member_id, self.points, self.stored_value)
+
+
+AnyPayload = (
+    SalePayload
+    | RefundPayload
+    | VoidPayload
+    | EnrolPayload
+    | ClaimKeyPayload
+    | TopupPayload
+    | TillTopupPayload
+    | TopupVoidPayload
+    | CheckinPayload
+    | AdjustPayload
+)
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
     EntryKind.REFUND: RefundPayload,
@@ -841,7 +963,10 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.ENROL: EnrolPayload,
     EntryKind.CLAIM_KEY: ClaimKeyPayload,
     EntryKind.TOPUP: TopupPayload,
+    EntryKind.TILL_TOPUP: TillTopupPayload,
+    EntryKind.TOPUP_VOID: TopupVoidPayload,
     EntryKind.CHECKIN: CheckinPayload,
+    EntryKind.ADJUST: AdjustPayload,
 }
 
 

@@ -393,6 +393,42 @@ def refund(
         _print_lines(_receipt_lines(answer, _currency(cfg)))
 
 
+@commands.command()
+def topup(
+    amount: Annotated[int, typer.Argument(help="What the POS took, in minor units.")],
+    member: Annotated[str | None, typer.Option(help="The member's id: the money goes to their stored value.")] = None,
+    tapped: Annotated[bool, typer.Option("--tapped", help="Top up the member of the last card tap.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sell stored value through the running daemon: the member's balance rises by AMOUNT, within the
+    limits head office set for this till (docs/stored-value.md)."""
+    cfg = cli_config(config)
+    answer = _api(cfg, "POST", "/v1/topups", {"member_id": member, "use_identified": tapped, "amount": amount})
+    _show_topup(answer, cfg, as_json)
+
+
+@commands.command("void-topup")
+def void_topup(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Void a top-up of this till (its business day only, while the member's balance still holds it)."""
+    cfg = cli_config(config)
+    _show_topup(_api(cfg, "POST", f"/v1/topups/{txn_id}/void"), cfg, as_json)
+
+
+def _show_topup(answer: dict[str, Any], cfg: Config, as_json: bool) -> None:
+    if as_json:
+        show_json(answer)
+        return
+    money = _currency(cfg)
+    _print_lines(
+        [
+            f"{answer['kind']} {answer['txn_id']} (#{answer['seq']}), member {answer['member_id']}",
+            _row("amount", money.format(answer["total"])),
+            _row("stored value now", money.format(answer["stored_value"] or 0)),
+        ]
+    )
+
+
 @commands.command("config-reference")
 def config_reference(as_json: JsonOpt = False) -> None:
     """Print every configuration key with its default and meaning (Markdown)."""

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -30,7 +31,7 @@ from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
 from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
 from sync.protocol import DeviceHealth, TillHealth
-from terminal import __version__, logs
+from terminal import __version__, logs, topups
 from terminal import session as cashier
 from terminal.api.pairing import Pairing
 from terminal.checkin import CheckinCodes
@@ -789,6 +790,22 @@ def store_status(store: Store) -> dict[str, Any]:
         "last_error": store.state("last_error"),
         "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
         "cache": store.counts(),
+        "topups": topup_status(store),
+    }
+
+
+def topup_status(store: Store) -> dict[str, Any]:
+    """Whether head office lets this till sell top-ups, and what it sold today (docs/stored-value.md)."""
+    doc = store.topup_policy()
+    policy = topups.policy_from_doc(doc)
+    day = topups.business_day(datetime.now(UTC), doc)
+    tally = store.topup_tally("", day)
+    return {
+        "enabled": policy.enabled,
+        "day": day,
+        "sold_today": tally.till_day,
+        "per_day": policy.per_day,
+        "offline_pending": tally.offline_pending,
     }
 
 

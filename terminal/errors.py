@@ -91,6 +91,15 @@ class Code(StrEnum):
     RECEIPT_TOTAL_MISMATCH = "receipt_total_mismatch"
     RECEIPT_DAMAGED = "receipt_damaged"
     RECEIPT_ALREADY_USED = "receipt_already_used"
+    TOPUP_NOT_ENABLED = "topup_not_enabled"
+    TOPUP_BAD_AMOUNT = "topup_bad_amount"
+    TOPUP_LIMIT_TRANSACTION = "topup_limit_transaction"
+    TOPUP_LIMIT_DAY = "topup_limit_day"
+    TOPUP_LIMIT_MEMBER_DAY = "topup_limit_member_day"
+    TOPUP_LIMIT_OFFLINE = "topup_limit_offline"
+    NOT_A_TOPUP = "not_a_topup"
+    TOPUP_VOID_OTHER_DAY = "topup_void_other_day"
+    TOPUP_VOID_SPENT = "topup_void_spent"
 
 
 MESSAGES: dict[Code, str] = {
@@ -176,6 +185,15 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_TOTAL_MISMATCH: "The receipt's items less its discounts do not come to its total: it is kept and flagged.",
     Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
     Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
+    Code.TOPUP_NOT_ENABLED: "Head office has not enabled this till to sell top-ups.",
+    Code.TOPUP_BAD_AMOUNT: "A top-up is an amount above zero.",
+    Code.TOPUP_LIMIT_TRANSACTION: "Too large for one top-up at this till.",
+    Code.TOPUP_LIMIT_DAY: "This till's top-up limit for today is reached.",
+    Code.TOPUP_LIMIT_MEMBER_DAY: "This member's top-up limit at this till for today is reached.",
+    Code.TOPUP_LIMIT_OFFLINE: "This till's offline top-up limit is reached until it syncs.",
+    Code.NOT_A_TOPUP: "No top-up of that number on this till.",
+    Code.TOPUP_VOID_OTHER_DAY: "A top-up can be voided only on the business day it was sold.",
+    Code.TOPUP_VOID_SPENT: "The member has already spent part of this top-up: it cannot be voided.",
 }
 
 

@@ -182,6 +182,8 @@ class Receipt:
     points_balance: int | None
     created_at: str
     breakdown: Breakdown | None = None
+    stored_value: int | None = None
+    """The member's stored value after a top-up or its void (None for other kinds)."""
 
 
 @dataclass(frozen=True, slots=True)

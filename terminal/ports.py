@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from terminal.coupons import Offer
-from terminal.errors import Rejected
+from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
 from terminal.loyalty import Lot
 from terminal.model import (
@@ -45,6 +45,7 @@ from terminal.model import (
     SaleOrder,
 )
 from terminal.receipts.escpos import Captured
+from terminal.topups import Sold, Tally
 
 CardSink = Callable[[CardRead], None]
 ReaderSink = Callable[[ReaderEvent], None]
@@ -107,6 +108,9 @@ class CacheDocs:
     allocations: list[tuple[str, int, int]] | None = None
     """(pool_id, allowed, used as head office counts it): this till's whole allocation of every open pool,
     replacing what it held; None: the page carries none (the held ones stay)"""
+    topup_policy: str | None = None
+    """Head office's top-up policy for this till (JSON text), replacing what it held; None: the page
+    carries none (the held one stays)"""
 
 
 class SyncStore(Protocol):
@@ -155,6 +159,19 @@ class SyncStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class TopupWrite:
+    """A top-up sold here (``amount`` > 0) or the void of one (``voids``: its txn, ``amount`` < 0), checked
+    again inside the transaction that records it: ``refusal`` sees the tallies as they are at COMMIT."""
+
+    member_id: str
+    amount: int
+    day: str
+    offline: bool = False
+    voids: str | None = None
+    refusal: Callable[[Tally], Code | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What a sale, void or refund changes besides the journal row and the points balance."""
 
@@ -180,6 +197,7 @@ class Effects:
     offline: bool = False  # taken while head office was unreachable (counts against the limits)
     sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
     receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
+    topup: TopupWrite | None = None  # a top-up sold here, or its void
 
 
 class ClaimJournal(Protocol):
@@ -243,6 +261,14 @@ class TillStore(ClaimJournal, Protocol):
 
     def offline_paid(self, member_id: str, day: str) -> tuple[int, int]: ...
 
+    def topup_policy(self) -> dict[str, Any] | None:
+        """Head office's top-up policy for this till as last pulled (None: none pulled)."""
+        ...
+
+    def topup_tally(self, member_id: str, day: str) -> Tally: ...
+
+    def topup(self, txn_id: str) -> Sold | None: ...
+
     def sale(self, txn_id: str) -> dict[str, Any] | None: ...
 
     def sale_state(self, txn_id: str) -> dict[str, Any] | None: ...
@@ -276,6 +302,10 @@ class Till(Pricing, Protocol):
 
     def void(self, txn_id: str) -> Receipt: ...
 
+    def topup(self, member_id: str, amount: int) -> Receipt: ...
+
+    def void_topup(self, txn_id: str) -> Receipt: ...
+
     def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
@@ -291,6 +321,12 @@ class Ledger(Pricing, Protocol):
     def void(self, txn_id: str) -> Receipt: ...
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt: ...
+
+    def topup(self, member_id: str, amount: int) -> Receipt:
+        """Credit ``amount`` the POS took to the member's stored value (docs/stored-value.md)."""
+        ...
+
+    def void_topup(self, txn_id: str) -> Receipt: ...
 
 
 class CardDesk(Protocol):

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import uuid6
@@ -23,18 +23,22 @@ import uuid6
 from sync.protocol import (
     CheckinPayload,
     EnrolPayload,
+    EntryKind,
     Explained,
     Proof,
     RefundPayload,
     SaleLine,
     SalePayload,
     SecureTap,
+    TillTopupPayload,
+    TopupVoidPayload,
     VoidPayload,
 )
 from terminal import coupons as cp
 from terminal import credentials, membercodes, pricing
 from terminal import loyalty as ly
 from terminal import payments as pay
+from terminal import topups as tp
 from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
@@ -54,7 +58,7 @@ from terminal.model import (
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
-from terminal.ports import Clock, Effects, TillStore
+from terminal.ports import Clock, Effects, TillStore, TopupWrite
 
 log = logging.getLogger(__name__)
 
@@ -686,6 +690,77 @@ class Service:
             effects=fx,
         )
         return self._approved(stored, -result.money_back, delta, balance)
+
+    # -- top-ups ------------------------------------------------------------------------------------
+
+    def topup(self, member_id: str, amount: int) -> Receipt:
+        """Sell ``amount`` of stored value to the member: the POS took the money. Head office's policy for
+        this till decides, within its limits, and offline within the offline rules (``terminal.topups``);
+        the limits are checked inside the transaction that credits the balance and journals the entry."""
+        if not 0 < amount <= MAX_AMOUNT:
+            raise Rejected(Code.TOPUP_BAD_AMOUNT)
+        member = self.member(member_id)
+        now = self.now()
+        doc = self.store.topup_policy()
+        policy, day = tp.policy_from_doc(doc), self._business_day(doc)
+        offline = self.offline_state(member.member_id, now)
+
+        def refusal(tally: tp.Tally) -> Code | None:
+            return tp.refusal(amount, policy, tally, offline, self.limits)
+
+        taken_offline = offline.offline_for_s is not None
+        payload = TillTopupPayload(
+            member_id=member.member_id,
+            store_id=self.store_id,
+            amount=amount,
+            stored_value_delta=amount,
+            local_time=now.isoformat(timespec="seconds"),
+            offline=taken_offline,
+        )
+        write = TopupWrite(member.member_id, amount, day, taken_offline, refusal=refusal)
+        return self._record_topup(EntryKind.TILL_TOPUP, payload.wire(), write, now, amount)
+
+    def void_topup(self, txn_id: str) -> Receipt:
+        """Void a top-up of this till: the whole amount, on the business day it was sold, while the member's
+        balance here still holds it (checked inside the transaction); the POS pays the money back."""
+        sold = self.store.topup(txn_id)
+        if sold is None:
+            raise Rejected(Code.NOT_A_TOPUP)
+        now = self.now()
+        payload = TopupVoidPayload(
+            member_id=sold.member_id,
+            store_id=self.store_id,
+            original_txn=txn_id,
+            amount=sold.amount,
+            stored_value_delta=-sold.amount,
+            local_time=now.isoformat(timespec="seconds"),
+        )
+        write = TopupWrite(sold.member_id, -sold.amount, self._business_day(self.store.topup_policy()), voids=txn_id)
+        return self._record_topup(EntryKind.TOPUP_VOID, payload.wire(), write, now, -sold.amount)
+
+    def _business_day(self, doc: dict[str, Any] | None) -> str:
+        """Today's business day as head office files this till's entries (its store's calendar)."""
+        return tp.business_day(datetime.fromtimestamp(self.clock(), UTC), doc)
+
+    def _record_topup(
+        self, kind: EntryKind, payload: dict[str, Any], write: TopupWrite, now: datetime, total: int
+    ) -> Receipt:
+        entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind.value, payload, utc_iso(self.clock()))
+        stored, _ = self.store.record(entry, effects=Effects(member_id=write.member_id, now=now, topup=write))
+        receipt = Receipt(
+            stored.txn_id,
+            stored.seq,
+            stored.kind,
+            write.member_id,
+            total,
+            0,
+            None,
+            stored.created_at,
+            stored_value=self.store.stored_value(write.member_id),
+        )
+        for listener in self.on_commit:
+            listener(receipt)
+        return receipt
 
     def _approved(
         self, entry: JournalEntry, total: int, delta: int, balance: int | None, breakdown: Breakdown | None = None

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from sync.protocol import EntryKind
 from terminal import b64url, qrcodes
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import (
@@ -98,6 +99,7 @@ class Action(StrEnum):
     POINTS = "points"
     NEW = "new"
     ENROL = "enrol"
+    TOPUP = "topup"
 
 
 def scan_kind(found: Scan | Refusal) -> str:
@@ -300,6 +302,7 @@ class Session:
             Action.POINTS: self.toggle_points,
             Action.NEW: self.reset,
             Action.ENROL: lambda: self.arm(Awaiting.ENROL),
+            Action.TOPUP: self.topup,
         }
         return handlers[act]()
 
@@ -487,14 +490,31 @@ class Session:
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()
 
+    def topup(self) -> dict[str, Any]:
+        """Sell stored value to the identified member: the amount typed as the total, which the POS took
+        (docs/stored-value.md). Head office's limits for this till decide; a refusal shows its code."""
+        with self._lock:
+            s = self._sale
+            if s.state in (State.PAYMENT, State.DONE) or s.awaiting is not None:
+                self._refuse(
+                    Code.SESSION_BUSY, "A top-up starts from a new sale: identify the member, type the amount."
+                )
+            if s.member is None or s.basket is None:
+                self._refuse(Code.SESSION_BUSY, "A top-up needs the member identified and the amount typed.")
+            member_id, amount = s.member.member_id, s.basket.total
+            receipt = self._call(lambda: self.till.topup(member_id, amount))
+            s.receipt, s.state, s.error = receipt, State.DONE, None
+            return self._changed()
+
     def void(self) -> dict[str, Any]:
-        """Void the sale just done (the customer changed their mind at the till)."""
+        """Void the sale (or top-up) just done (the customer changed their mind at the till)."""
         with self._lock:
             s = self._sale
             if s.state is not State.DONE or s.receipt is None or s.voided is not None:
                 self._refuse(Code.SESSION_BUSY, "Only the sale just done can be voided here.")
             txn = s.receipt.txn_id
-            s.voided = self._call(lambda: self.till.void(txn))
+            undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
+            s.voided = self._call(lambda: undo(txn))
             s.error = None
             return self._changed()
 
@@ -669,7 +689,7 @@ def _quote_dict(quote: Quote | None) -> dict[str, Any] | None:
 # -- wiring into the daemon --------------------------------------------------------------------------
 
 log = logging.getLogger(__name__)
-PANEL_KEYS = {"total": "F8", "points": "F4", "confirm": "Enter", "language": "F2", "new": "F6"}
+PANEL_KEYS = {"total": "F8", "points": "F4", "confirm": "Enter", "language": "F2", "new": "F6", "topup": "F3"}
 
 
 def follow(session: Session, event: Event) -> None:

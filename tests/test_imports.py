@@ -36,6 +36,7 @@ PURE = {
     "identity",
     "receipts",
     "base45",
+    "topups",
 }
 IO_LIBS = {
     "smartcard",
@@ -137,6 +138,9 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("hq/ingest.py", "from hq.members import accept", "hq-layers"),
         ("hq/db/engine.py", "from hq.db.sqlite import SqliteDb", "hq-db-layers"),
         ("hq/api/deps.py", "from hq.api.admin import router", "hq-api-layers"),
+        ("hq/audit.py", "from hq.store import HqStore", "hq-layers"),
+        ("hq/backoffice/staff.py", "from hq.backoffice.members import search", "hq-backoffice-layers"),
+        ("hq/backoffice/roles.py", "import sqlite3", "hq-backoffice-pure"),
     ],
 )
 def test_a_crossing_breaks_its_contract(copy: Path, module: str, line: str, contract: str) -> None:

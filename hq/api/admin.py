@@ -14,11 +14,13 @@ from hq import fleet
 from hq.api.deps import NEXT_CURSOR, Admin, Limit, Store, Subject
 from hq.api.errors import ApiError, errors
 from hq.businessday import BadCalendar
+from hq.errors import Refused
 from hq.profiles import ProfileChange, ProfileRefused, parse_consent
 from hq.quarantine import NotQuarantined
 from hq.receipts import ReceiptSale
 from hq.reconcile import BadCursor, UnknownItem, report_csv
-from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem
+from sync.protocol import ErrorCode, GroupPage, ItemState, Reason, ReconItem, TopupLimits, WireTopupPolicy
+from terminal.topups import TopupPolicy
 
 router = APIRouter()
 T = TypeVar("T")
@@ -119,6 +121,26 @@ def _profile(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return read()
     except ProfileRefused as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from exc
+
+
+topup_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.TOPUP_POLICY_INVALID)
+
+
+@router.get("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=admin_errors)
+def get_topup_policy(store: Store, terminal_id: str, name: Admin) -> WireTopupPolicy:
+    """Whether this till may sell top-ups, its limits, and its store's business day (docs/stored-value.md)."""
+    return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
+
+
+@router.put("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=topup_errors)
+def put_topup_policy(store: Store, terminal_id: str, body: TopupLimits, name: Admin) -> WireTopupPolicy:
+    """Enable or disable a till for top-ups and set its limits; it reaches the till with its next pull."""
+    wanted = TopupPolicy(body.enabled, body.per_transaction, body.per_day, body.per_member_day, body.offline_total)
+    try:
+        store.put_topup_policy(terminal_id, wanted, name)
+    except Refused as exc:
+        raise ApiError(exc.code, exc.detail) from exc
+    return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
 
 
 @router.get("/v1/admin/terminals", responses=admin_errors)

@@ -38,6 +38,8 @@ runs it.
                                       sign-up, claims, erasure, consents (``hq.api.join``)
     /wallet/..., GET/PUT /v1/admin/members/{id}/contacts   the member's wallet: sign-in by one-time code,
                                       session cookie, pages, member code (``hq.api.wallet``)
+    /backoffice/...                   the staff back office: sign-in, members, approvals, audit log
+                                      (``hq.api.backoffice``, docs/backoffice.md)
 
 Every error is an ``ErrorBody`` whose code is one of ``sync.protocol.ErrorCode``.
 Storage calls are synchronous, so endpoints are plain ``def`` and run in the threadpool.
@@ -50,7 +52,7 @@ import os
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, campaigns, join, journal, payments, segments, terminals, wallet
+from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, terminals, wallet
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from hq.wallet.senders import Sender, sender_from_spec
@@ -67,6 +69,7 @@ ROUTERS = (
     payments.router,
     join.router,
     wallet.router,
+    backoffice.router,
 )
 """Each area's routes, in the order they are matched (and listed in OpenAPI)."""
 
@@ -94,6 +97,7 @@ def create_app(store: HqStore, wallet_sender: Sender | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
     app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read
     install_error_handlers(app)
+    backoffice.install(app)
     for router in ROUTERS:
         app.include_router(router)
     return app

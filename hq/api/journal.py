@@ -30,6 +30,7 @@ from sync.protocol import (
     SnapshotPage,
     TillHealth,
     WireAllocation,
+    WireTopupPolicy,
     protocol_problem,
 )
 
@@ -128,9 +129,11 @@ def changes(
     # This till's allocations of the flash-drop pools, topped up as it pulls (hq/pools.py); the rest of the
     # page is the chain-wide feed. Over-large pages are capped rather than refused: the cursor makes the rest
     # reachable.
+    # Its top-up policy too (hq/topups.py), whole on every page: a till sells top-ups only as head office says.
     held = [WireAllocation(pool_id=a.pool_id, allowed=a.allowed, used=a.used) for a in store.grant_pools(terminal_id)]
+    topup_policy = WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
     page = store.changes(since, min(limit, MAX_CHANGES_LIMIT))
-    return page.model_copy(update={"allocations": held})
+    return page.model_copy(update={"allocations": held, "topup_policy": topup_policy})
 
 
 @router.get("/v1/snapshot", response_model=SnapshotInfo, responses=pull_errors)

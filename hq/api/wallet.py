@@ -14,9 +14,17 @@
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
     POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
-    POST /wallet/sign-out          ends the session and clears the cookie (``everywhere=1``: every session
-                                   of the member, a lost phone's too)
-    GET  /wallet/offline, /wallet/manifest.webmanifest, /wallet/sw.js, /wallet/static/{name}
+    POST /wallet/sign-out          ends the session, clears the cookie and the browser's storage (``everywhere=1``:
+                                   every session of the member and every paying phone, a lost phone's too;
+                                   ``device``: the paying phone this browser held is revoked)
+    GET  /wallet/pay               the pay page: a shell with no personal data (the service worker keeps it);
+                                   its script holds the device key and makes payment codes offline
+    GET  /wallet/devices           JSON: the member's paying phones (device certificates, revoked or not)
+    POST /wallet/devices           JSON {device_key}: registers the browser's Ed25519 key (a recent sign-in)
+                                   -> the device certificate, as ``POST /v1/devices`` answers it
+    POST /wallet/devices/{cert_id}/remove   revokes one of the member's phones -> {revocation_id}
+    GET  /wallet/offline, /wallet/manifest.webmanifest, /wallet/sw.js, /wallet/static/{name},
+         /wallet/static/vendor/{name}
     GET/PUT /v1/admin/members/{id}/contacts   admin token; the member's email address and phone number
 
 Pages answer HTML in the member's language (``?lang=`` sets it) with a strict Content-Security-Policy;
@@ -50,7 +58,7 @@ from hq.api.deps import (
 from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
 from hq.store import HqStore
-from hq.wallet import checkin, gifts, i18n, pages, qr, signin, views
+from hq.wallet import checkin, devices, gifts, i18n, pages, qr, signin, views
 from hq.wallet.senders import Message, Sender, SendFailed
 from sync.protocol import ERROR_STATUS, ErrorCode
 from terminal import payments as pay
@@ -230,14 +238,25 @@ def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Respons
 def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Response:
     """Ends this session; with ``everywhere=1``, every session of the member (a lost phone)."""
     token = session_token(request)
+    if member is not None and fields.get("device"):
+        _forget_phone(store, member, fields["device"])
     if member is not None and fields.get("everywhere") == "1":
         signin.end_all_sessions(store, member, now_s())
+        devices.remove_all(store, member)
     elif token is not None:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
     clear_session_cookie(reply, request)
-    reply.headers["Clear-Site-Data"] = '"cache"'
+    reply.headers["Clear-Site-Data"] = '"cache", "storage"'
     return reply
+
+
+def _forget_phone(store: HqStore, member: str, cert_id: str) -> None:
+    """The browser signing out held a paying phone's key: it is revoked (the answer clears the key too)."""
+    try:
+        devices.remove(store, member, cert_id)
+    except signin.WalletRefused:
+        log.info("sign-out named no paying phone of the member's")
 
 
 # -- the pages ------------------------------------------------------------------------------------------
@@ -468,6 +487,59 @@ def member_code(store: Store, lang: Lang, member: Member) -> JSONResponse:
     return JSONResponse(_code_view(store, member, lang), headers={"Cache-Control": "no-store"})
 
 
+# -- paying with this phone ----------------------------------------------------------------------------
+
+
+@router.get("/wallet/pay", include_in_schema=False)
+def pay_page(request: Request, lang: Lang, member: Member) -> Response:
+    """The same shell for everyone (the device key and its certificate live in the browser), so the service
+    worker may keep it for when there is no network."""
+    return page(request, "pay", lang, signed_in=member is not None)
+
+
+class DeviceIn(BaseModel):
+    device_key: str = Field(pattern="^[0-9a-f]{64}$", description="raw Ed25519 public key, hex")
+
+
+def _session(request: Request, store: HqStore) -> tuple[str, int]:
+    """(member, when the session began) of the request's live session, else ``wallet_sign_in_required``."""
+    found = signin.live_session(store, session_token(request) or "", now_s())
+    if found is None:
+        raise ApiError(ErrorCode.WALLET_SIGN_IN_REQUIRED, "sign in to the wallet first")
+    return found
+
+
+def _json(reply: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(reply, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/wallet/devices", include_in_schema=False)
+def list_devices(request: Request, store: Store) -> JSONResponse:
+    member, _ = _session(request, store)
+    shown = ("cert_id", "issued_at", "expires_at", "revoked")
+    found = [{name: d[name] for name in shown} for d in devices.listed(store, member)]
+    return _json({"member_id": member, "devices": found})
+
+
+@router.post("/wallet/devices", include_in_schema=False, dependencies=[Depends(same_origin)])
+def add_device(request: Request, store: Store, body: DeviceIn) -> JSONResponse:
+    member, started = _session(request, store)
+    try:
+        cert = devices.register(store, member, started, body.device_key, now_s())
+    except signin.WalletRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+    return _json(cert.to_doc())
+
+
+@router.post("/wallet/devices/{cert_id}/remove", include_in_schema=False, dependencies=[Depends(same_origin)])
+def remove_device(request: Request, store: Store, cert_id: str) -> JSONResponse:
+    member, _ = _session(request, store)
+    try:
+        return _json({"revocation_id": devices.remove(store, member, cert_id)})
+    except signin.WalletRefused as exc:
+        raise ApiError(exc.code, str(exc)) from exc
+
+
 @router.get("/wallet/offline", include_in_schema=False)
 def offline(request: Request, lang: Lang) -> Response:
     reply = page(request, "offline", lang)
@@ -490,6 +562,12 @@ def service_worker() -> Response:
 @router.get("/wallet/static/{name}", include_in_schema=False)
 def static(name: str) -> Response:
     return _static(name)
+
+
+@router.get("/wallet/static/vendor/{name}", include_in_schema=False)
+def vendored(name: str) -> Response:
+    """Third-party code the wallet ships as its own copy (docs/wallet.md, "Vendored code")."""
+    return _static(f"vendor/{name}")
 
 
 def _static(name: str) -> Response:

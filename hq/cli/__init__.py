@@ -34,6 +34,9 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
+    staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
+    audit verify                       walk the back office's audit chain, naming the first broken record
+                                       (backoffice.py, docs/backoffice.md)
     merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
     ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
 
@@ -50,6 +53,7 @@ from __future__ import annotations
 import typer
 
 from hq.cli import (
+    backoffice,
     campaigns,
     documents,
     ledger,
@@ -76,6 +80,7 @@ AREAS = (
     documents,
     payments,
     ledger,
+    backoffice,
     serve,
 )
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Annotated
 
 import typer
@@ -131,6 +132,29 @@ def stats_rebuild(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         print(json.dumps(done))
     else:
         console.print(" ".join(f"{table}={count}" for table, count in done.items()))
+
+
+@stats_app.command("roll")
+def stats_roll(
+    to: Annotated[
+        str | None, typer.Option(help="The business day to roll to (YYYY-MM-DD; default: today in UTC).")
+    ] = None,
+    back: Annotated[bool, typer.Option(help="Build them as of an earlier day (after a clock that ran ahead).")] = False,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Roll each member's windows (visits and spend over 30, 60, 90, 180, 365 days) to a business day: head
+    office's timer and each campaign run do it; segments on that day read them."""
+    try:
+        day = date.fromisoformat(to) if to is not None else None
+    except ValueError as exc:
+        fail(f"--to {to!r} is not a day (YYYY-MM-DD): {exc}")
+    with hq_store(db) as store:
+        got = store.roll_windows(day, back=back)
+    if as_json:
+        print(json.dumps(got))
+    else:
+        console.print(f"windows as of {got['as_of']} (moved {got['days']} days)")
 
 
 @stats_app.command("show")

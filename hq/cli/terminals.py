@@ -1,4 +1,5 @@
-"""`tillpoint hq ...`: terminals and their credentials: enrolment codes, rotation, revocation, administrator tokens, the fleet."""
+"""`tillpoint hq ...`: terminals and their credentials: enrolment codes, rotation, revocation, administrator tokens, the fleet,
+and which tills may sell top-ups (``till-topups``)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,46 @@ def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--j
             "revoked",
         ],
     )
+
+
+@app.command("till-topups")
+def till_topups(
+    terminal_id: str,
+    enable: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Let this till sell top-ups, or stop it.")
+    ] = None,
+    per_transaction: Annotated[int | None, typer.Option(help="Most one top-up may be (minor units).")] = None,
+    per_day: Annotated[int | None, typer.Option(help="Most this till may sell in one business day.")] = None,
+    per_member_day: Annotated[
+        int | None, typer.Option(help="Most one member may top up here in one business day.")
+    ] = None,
+    offline_total: Annotated[
+        int | None, typer.Option(help="Most taken offline until head office acknowledges it (0: none).")
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who sets it.")] = "admin",
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Show or set a till's top-up policy (it reaches the till with its next pull); prints it as JSON."""
+    from hq.errors import Refused
+    from terminal.topups import TopupPolicy
+
+    with hq_store(db) as store:
+        held = store.topup_policy(terminal_id)
+        if (enable, per_transaction, per_day, per_member_day, offline_total) != (None,) * 5:
+            wanted = TopupPolicy(
+                held.enabled if enable is None else enable,
+                _or(per_transaction, held.per_transaction),
+                _or(per_day, held.per_day),
+                _or(per_member_day, held.per_member_day),
+                _or(offline_total, held.offline_total),
+            )
+            try:
+                store.put_topup_policy(terminal_id, wanted, by)
+            except Refused as exc:
+                fail(exc)
+        shown = store.topup_policy_doc(terminal_id)
+    show_json({"terminal_id": terminal_id, **shown})
+
+
+def _or(given: int | None, held: int) -> int:
+    return held if given is None else given

@@ -371,6 +371,72 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_campaign_members_occasion ON campaign_members (campaign_id, occasion)",
         ],
     ),
+    # The back office (hq/backoffice/, docs/backoffice.md): staff accounts (scrypt hashes), their sessions (the
+    # digest of the cookie's token, a CSRF token each) and failed sign-ins by account and address; the audit log,
+    # each record chained to the one before by its hash, and its head (one row, locked by each append);
+    # four-eyes requests; the adjustments they applied (hq/adjustments.py); members found by name.
+    (
+        "m019_backoffice",
+        [
+            "CREATE TABLE staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL, password TEXT NOT NULL, "
+            "role TEXT NOT NULL, stores TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL)",
+            "CREATE TABLE staff_sessions (token_sha256 TEXT PRIMARY KEY, staff_id TEXT NOT NULL, csrf TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL, seen_at BIGINT NOT NULL)",
+            "CREATE INDEX idx_staff_sessions_staff ON staff_sessions (staff_id)",
+            "CREATE TABLE staff_signin_failures (subject TEXT NOT NULL, at BIGINT NOT NULL)",
+            "CREATE INDEX idx_staff_signin_failures ON staff_signin_failures (subject, at)",
+            "CREATE TABLE audit_log (seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, "
+            "action TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL, details TEXT NOT NULL, "
+            "prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
+            "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+            f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{'0' * 64}')",
+            "CREATE TABLE approvals (request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, "
+            "stores TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT NOT NULL, requested_by TEXT NOT NULL, "
+            "requested_at TEXT NOT NULL, state TEXT NOT NULL, decided_by TEXT, decided_at TEXT, note TEXT, result TEXT)",
+            "CREATE INDEX idx_approvals_state ON approvals (state, requested_at)",
+            "CREATE TABLE adjustments (adjustment_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, points BIGINT NOT NULL, "
+            "stored_value BIGINT NOT NULL, points_after BIGINT NOT NULL, stored_value_after BIGINT NOT NULL, "
+            "reason TEXT NOT NULL, requested_by TEXT NOT NULL, approved_by TEXT NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE INDEX idx_adjustments_member ON adjustments (member_id)",
+            "CREATE INDEX idx_members_name ON members (lower(display_name))",
+        ],
+    ),
+    # Rolled windows (hq/stats.py, docs/segments.md): each member's visits, spend and spend of every category
+    # together over the last 30, 60, 90, 180 and 365 days, and the day of the last visit, kept beside the lifetime figures as of one business
+    # day (stats_windows.day), with each category's spend over the same windows: a segment over those windows
+    # on that day reads one row a member instead of a row a visit day. NULL day: not built yet (segments read
+    # the daily rows). Ingest adds to them in the sale's transaction; rolling to the next day adds the day
+    # that enters and takes away each day that leaves, from the daily rows.
+    (
+        "m020_windows",
+        [
+            "ALTER TABLE member_totals ADD COLUMN last_day TEXT",
+            *[
+                f"ALTER TABLE member_totals ADD COLUMN {kind}{days} BIGINT NOT NULL DEFAULT 0"
+                for days in (30, 60, 90, 180, 365)
+                for kind in ("visits_", "spend_", "category_spend_")
+            ],
+            "CREATE TABLE member_category_windows (member_id TEXT NOT NULL, category TEXT NOT NULL, "
+            "spend_30 BIGINT NOT NULL DEFAULT 0, spend_60 BIGINT NOT NULL DEFAULT 0, "
+            "spend_90 BIGINT NOT NULL DEFAULT 0, spend_180 BIGINT NOT NULL DEFAULT 0, "
+            "spend_365 BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (member_id, category))",
+            "CREATE TABLE stats_windows (id INTEGER PRIMARY KEY, day TEXT)",
+            "INSERT INTO stats_windows (id, day) VALUES (1, NULL)",
+        ],
+    ),
+    # Top-ups sold at tills (hq/topups.py, docs/stored-value.md): each till's policy, set by an administrator
+    # and sent down with every pull (a till with no row is not enabled); the day's tallies are read from the
+    # journal, so its top-ups and their voids are indexed by terminal and business day.
+    (
+        "m021_topups",
+        [
+            "CREATE TABLE till_topup_policies (terminal_id TEXT PRIMARY KEY, enabled INTEGER NOT NULL, "
+            "per_transaction BIGINT NOT NULL, per_day BIGINT NOT NULL, per_member_day BIGINT NOT NULL, "
+            "offline_total BIGINT NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
+            "CREATE INDEX idx_journal_topups ON journal (terminal_id, day) WHERE kind IN ('till_topup', 'topup_void')",
+        ],
+    ),
     # Merchants and the ledger (hq/merchants.py, hq/ledger.py, docs/ledger.md): every store belongs to a
     # merchant (the chain's own, ``chain``, unless set); a coupon to one merchant or (NULL) to the chain. Each
     # balance change posts one ledger transaction whose postings sum to zero per unit; points live in lots of

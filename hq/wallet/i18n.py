@@ -219,6 +219,62 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "本日この店舗ではすでにチェックイン済みです。",
         "您今天已在本店签到过。",
     ),
+    "pay": ("Pay", "支払う", "付款"),
+    "pay_title": ("Pay with this phone", "このスマホで支払う", "用本机付款"),
+    "pay_setup_help": (
+        "Set up this phone once to pay from your balance and points. It then makes payment codes even "
+        "with no connection.",
+        "一度設定すると、残高とポイントで支払えます。設定後は通信がなくても支払いコードを表示できます。",
+        "设置一次即可用余额和积分付款。设置后即使没有网络也能生成付款码。",
+    ),
+    "pay_setup": ("Set up paying on this phone", "このスマホで支払えるようにする", "在本机开通付款"),
+    "pay_code": ("Your payment code", "支払いコード", "付款码"),
+    "pay_code_qr": ("QR code to pay at the till", "レジで支払うためのQRコード", "结账付款二维码"),
+    "pay_code_help": (
+        "Show it at the till. It works once, for about a minute.",
+        "レジで見せてください。1回だけ、約1分間使えます。",
+        "请在结账时出示。仅可使用一次，有效期约1分钟。",
+    ),
+    "pay_new_code": ("New code", "新しいコード", "刷新二维码"),
+    "pay_show_member": ("Show my member code", "会員コードを表示", "显示会员码"),
+    "pay_show_pay": ("Show a payment code", "支払いコードを表示", "显示付款码"),
+    "pay_member_help": (
+        "Show it at the till to be recognised and collect points, with or without a connection. It works once, "
+        "for about a minute.",
+        "レジで見せると会員として認識され、ポイントがたまります（通信がなくても使えます）。1回だけ、約1分間使えます。",
+        "结账时出示即可识别会员并积分（无网络也可使用）。仅可使用一次，有效期约1分钟。",
+    ),
+    "pay_remove": ("Remove this phone", "このスマホを解除", "解除本机"),
+    "pay_removed": (
+        "This phone can no longer pay. Tills refuse its codes once they are up to date.",
+        "このスマホでは支払えなくなりました。レジが更新されると、そのコードは使えません。",
+        "本机已不能付款。收银机更新后将拒绝其付款码。",
+    ),
+    "pay_unsupported": (
+        "This browser cannot keep a payment key. Use an up-to-date browser.",
+        "このブラウザでは支払いキーを保存できません。最新のブラウザをご利用ください。",
+        "此浏览器无法保存付款密钥，请使用最新版浏览器。",
+    ),
+    "pay_offline": (
+        "No connection: payment codes still work; the list of your phones needs the network.",
+        "通信がありません：支払いコードは使えます。スマホの一覧の表示には通信が必要です。",
+        "无网络连接：付款码仍可使用；手机列表需要联网。",
+    ),
+    "pay_devices": ("Phones that can pay", "支払いできるスマホ", "可付款的手机"),
+    "pay_device": ("Set up on {date}", "{date} に設定", "{date} 开通"),
+    "pay_this_device": ("(this phone)", "（このスマホ）", "（本机）"),
+    "pay_device_remove": ("Remove", "解除", "解除"),
+    "wallet_sign_in_again": (
+        "For your safety, sign in again to set up paying on this phone.",
+        "安全のため、支払いの設定にはもう一度ログインしてください。",
+        "为安全起见，开通付款前请重新登录。",
+    ),
+    "wallet_too_many_devices": (
+        "You have as many paying phones as allowed: remove one you no longer use.",
+        "支払いできるスマホの上限です。使っていないスマホを解除してください。",
+        "可付款的手机已达上限，请先解除不再使用的手机。",
+    ),
+    "device_cert_unknown": ("There is no such phone of yours.", "そのスマホは登録されていません。", "没有此手机。"),
 }
 
 

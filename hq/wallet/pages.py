@@ -43,10 +43,12 @@ def render(name: str, lang: str, **context: Any) -> str:
 
 
 def static_file(name: str) -> tuple[bytes, str] | None:
-    """A static file's bytes and media type; None for a name that is not one of them."""
+    """A static file's bytes and media type (``name`` in ``static/`` or ``static/vendor/``); None for a name
+    that is not one of them."""
+    folder, _, base = name.rpartition("/")
     path = STATIC / name
     kind = STATIC_TYPES.get(path.suffix)
-    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
+    if kind is None or folder not in ("", "vendor") or base.startswith(".") or not path.is_file():
         return None
     return path.read_bytes(), kind
 

@@ -212,18 +212,24 @@ def open_session(tx: Tx, member_id: str, via: str, now: int) -> str:
     return token
 
 
-def session_member(store: HqStore, token: str, now: int) -> str | None:
-    """The member of a live session's token (not expired, not ended, the member still active)."""
+def live_session(store: HqStore, token: str, now: int) -> tuple[str, int] | None:
+    """(member, when it began) of a live session's token: not expired, not ended, the member still active."""
     if not token or len(token) > 128:
         return None
     with store.db.read() as tx:
         row = tx.one(
-            "SELECT s.member_id FROM wallet_sessions s JOIN members m ON m.member_id = s.member_id "
+            "SELECT s.member_id, s.created_at FROM wallet_sessions s JOIN members m ON m.member_id = s.member_id "
             "WHERE s.token_sha256 = ? AND s.ended_at IS NULL AND s.expires_at > ? AND m.deleted = 0 "
             "AND m.status = 'active'",
             [token_digest(token), now],
         )
-    return None if row is None else str(row[0])
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def session_member(store: HqStore, token: str, now: int) -> str | None:
+    """The member of a live session's token."""
+    found = live_session(store, token, now)
+    return None if found is None else found[0]
 
 
 def end_session(store: HqStore, token: str, now: int) -> bool:
@@ -265,6 +271,7 @@ __all__ = [
     "end_all_sessions",
     "end_session",
     "forget",
+    "live_session",
     "open_session",
     "request_code",
     "session_member",

@@ -1,4 +1,4 @@
-"""The local API: status, events, sales and voids, and a simulated tap for the demo.
+"""The local API: status, events, sales and voids, top-ups, and a simulated tap for the demo.
 
 Security: the API listens on loopback only, because anything on the shop's network could otherwise
 ring sales; Host and Origin are checked against an allowlist so a web page the cashier opens cannot
@@ -24,7 +24,7 @@ from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
 from terminal.credentials import parse_uid
-from terminal.errors import Rejected
+from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line, SaleOrder
 from terminal.ports import Cashier, Ledger, PosTill
 
@@ -56,6 +56,14 @@ class SaleIn(BaseModel):
     """A one-time payment code (QR text "TPP1:...") authorising the stored-value part."""
     pay_by_card: bool = False
     """Authorise with the card of the last tap (it must be able to pay: SUN or Lite-S MAC)."""
+
+
+class TopupIn(BaseModel):
+    member_id: str | None = Field(default=None, max_length=128)
+    """The member whose stored value the money goes to; or ``use_identified`` (the last card tap)."""
+    use_identified: bool = False
+    amount: int = Field(gt=0, le=10**12)
+    """What the POS took, in minor units."""
 
 
 class RefundIn(BaseModel):
@@ -210,6 +218,19 @@ def create_app(
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str) -> dict[str, Any]:
         return asdict(ledger.void(txn_id))
+
+    @app.post("/v1/topups", dependencies=[Depends(token)])
+    def topup(body: TopupIn) -> dict[str, Any]:
+        """Credit a top-up the POS took the money for (docs/stored-value.md); 409 with the refusal's code."""
+        member_id = till.member_for_sale(body.member_id, body.use_identified)
+        if member_id is None:
+            raise Rejected(Code.NO_MEMBER, "Name the member (member_id) or use the member of the last tap.")
+        return asdict(ledger.topup(member_id, body.amount))
+
+    @app.post("/v1/topups/{txn_id}/void", dependencies=[Depends(token)])
+    def void_topup(txn_id: str) -> dict[str, Any]:
+        """Void a top-up of this till, the same business day, while the balance still holds it."""
+        return asdict(ledger.void_topup(txn_id))
 
     @app.post("/v1/sim/tap", dependencies=[Depends(token)], status_code=202)
     def tap(body: TapIn) -> dict[str, str]:

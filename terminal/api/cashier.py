@@ -34,7 +34,7 @@ PANEL_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-ActionName = Literal["identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new", "enrol"]
+ActionName = Literal["identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new", "enrol", "topup"]
 
 
 class LineIn(BaseModel):

@@ -150,3 +150,22 @@ def m008_pools(db: Database) -> None:
     db.table("coupon_uses").add_column("pool", str)
     db.table("coupon_uses").create_index(["pool"])
     db.table("pool_allocations").create({"pool_id": str, "allowed": int, "hq_used": int}, pk="pool_id")
+
+
+@migrations()
+def m010_topups(db: Database) -> None:
+    # Top-ups sold here (docs/stored-value.md): the till's day tallies, the offline total and the void of a
+    # top-up read them; head office's policy for this till comes with every pull (sync_state "topup_policy").
+    db.table("topups").create(
+        {
+            "txn_id": str,
+            "member_id": str,
+            "amount": int,
+            "day": str,
+            "offline": int,
+            "created_at": str,
+            "voided_by": str,
+        },
+        pk="txn_id",
+    )
+    db.table("topups").create_index(["day", "member_id"])

@@ -29,8 +29,9 @@ from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Effects
-from terminal.store import ledger, pages
+from terminal.store import ledger, pages, topups
 from terminal.store.schema import known_names, migrations
+from terminal.topups import Sold, Tally
 
 log = logging.getLogger("tillpoint.store")
 
@@ -350,6 +351,29 @@ class Store:
         )[0][0]
         return int(mine), int(total)
 
+    def topup_policy(self) -> dict[str, Any] | None:
+        """Head office's top-up policy for this till as last pulled (None: none pulled)."""
+        text = self.state(TOPUP_POLICY)
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def topup_tally(self, member_id: str, day: str) -> Tally:
+        with self._lock:
+            try:
+                return topups.tally(self.db.conn, member_id, day)
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+
+    def topup(self, txn_id: str) -> Sold | None:
+        with self._lock:
+            try:
+                return topups.sold(self.db.conn, txn_id)
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+
     def sale_state(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT state FROM sales WHERE txn_id = ?", [txn_id])
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
@@ -629,7 +653,12 @@ _TOMBSTONES = {
 }
 
 
+TOPUP_POLICY = "topup_policy"
+
+
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
+    if docs.topup_policy is not None:  # the whole policy: it replaces the one held
+        _set_state(conn, TOPUP_POLICY, docs.topup_policy)
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
         conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)

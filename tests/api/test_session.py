@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from terminal import membercodes
 from terminal import payments as pay
 from terminal.checkout import Checkout
 from terminal.errors import Code, Rejected
-from terminal.model import EarnRule, Line, Member
+from terminal.model import EarnRule, Line, Member, utc_iso
+from terminal.ports import CacheDocs
 from terminal.service import Service
 from terminal.session import Action, Session, State, claim_token, code_body, id_from_body
 from terminal.store import Store
@@ -233,3 +235,26 @@ def test_code_bodies_round_trip() -> None:
     assert id_from_body(code_body("M-0001/é")) == "M-0001/é"
     assert len(claim_token(type("R", (), {"txn_id": "01900000-0000-7000-8000-000000000000"})())) == 22  # type: ignore[arg-type]
     assert State("payment") is State.PAYMENT
+
+
+def test_a_topup_from_the_session_and_its_void(session: Session, service: Service, store: Store) -> None:
+    """Identify, type the amount, press top-up: the member's stored value rises; a void takes it back."""
+    store.set_state(last_sync_ok=utc_iso(NOW), offline_since=None)  # online: the offline rules do not apply
+    session.identify("M-1")
+    session.set_total(3000)
+    refused(Code.TOPUP_NOT_ENABLED, session.press, Action.TOPUP)  # head office has not enabled this till
+    assert session.snapshot()["error"]["code"] == "topup_not_enabled" and service.store.entries() == []
+    policy = {"enabled": True, "per_transaction": 5000, "per_day": 8000, "per_member_day": 5000, "offline_total": 0}
+    store.apply_changes([], [], [], 2, CacheDocs(topup_policy=json.dumps(policy)))
+    snap = session.press(Action.TOPUP)
+    assert snap["state"] == "done" and snap["receipt"]["kind"] == "till_topup"
+    assert (snap["receipt"]["total"], snap["receipt"]["stored_value"]) == (3000, 3000)
+    refused(Code.SESSION_BUSY, session.press, Action.TOPUP)  # one top-up per session: a new one starts over
+    snap = session.void()
+    assert snap["voided"]["kind"] == "topup_void" and snap["voided"]["stored_value"] == 0
+    assert [e.kind for e in service.store.entries()] == ["till_topup", "topup_void"]
+    session.reset()
+    session.identify("M-1")
+    session.set_total(5001)
+    refused(Code.TOPUP_LIMIT_TRANSACTION, session.press, Action.TOPUP)
+    assert store.stored_value("M-1") == 0

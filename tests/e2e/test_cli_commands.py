@@ -593,3 +593,46 @@ def test_head_office_names_a_busy_port(tmp_path: Path) -> None:
     assert done.returncode == EXIT_PORT_BUSY, done.stdout + done.stderr
     assert f"port {port} " in done.stderr and "--port N" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "hq.db").exists()  # refused before the database was made
+
+
+def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) -> None:
+    """`hq till-topups` enables the till (its limits checked), the daemon pulls it, `topup` and `void-topup`
+    sell and take back stored value through the local API, and head office credits what is left."""
+    shown = json.loads(ok(chain.hq_cli("till-topups", TERMINAL)))
+    assert shown == {"terminal_id": TERMINAL, "enabled": False, "per_transaction": 0, "per_day": 0,
+                     "per_member_day": 0, "offline_total": 0, "timezone": "UTC", "day_starts": "00:00"}  # fmt: skip
+    refused = chain.cli("topup", "1000", "--member", "M-0003")
+    assert refused.returncode == 1 and "topup_not_enabled" in refused.stdout, refused.stdout + refused.stderr
+    bad = chain.hq_cli("till-topups", TERMINAL, "--enable")  # an enabled till with no limits: refused
+    assert bad.returncode == 1 and "topup_policy_invalid" in bad.stdout, bad.stdout + bad.stderr
+    limits = ("--per-transaction", "3000", "--per-day", "9000", "--per-member-day", "4000")
+    enabled = json.loads(ok(chain.hq_cli("till-topups", TERMINAL, "--enable", *limits, "--by", "Mio")))
+    assert enabled["enabled"] and enabled["per_member_day"] == 4000 and enabled["offline_total"] == 0
+    wait_until(
+        lambda: '"enabled":true' in str(chain.till_db("SELECT value FROM sync_state WHERE key = 'topup_policy'")),
+        30,
+        "the till's pull of its top-up policy",
+    )
+    text = ok(chain.cli("topup", "2500", "--member", "M-0003"))
+    assert "till_topup" in text and "stored value now" in text
+    kept = json.loads(ok(chain.cli("topup", "1500", "--member", "M-0003", "--json")))
+    assert (kept["kind"], kept["total"], kept["stored_value"]) == ("till_topup", 1500, 4000)
+    over = chain.cli("topup", "100", "--member", "M-0003")
+    assert over.returncode == 1 and "topup_limit_member_day" in over.stdout, over.stdout
+    back = json.loads(ok(chain.cli("void-topup", kept["txn_id"], "--json")))
+    assert (back["kind"], back["total"], back["stored_value"]) == ("topup_void", -1500, 2500)
+    again = chain.cli("void-topup", kept["txn_id"])
+    assert again.returncode == 1 and "already_voided" in again.stdout, again.stdout
+    status = json.loads(ok(chain.cli("status", "--json")))["topups"]
+    assert (status["enabled"], status["sold_today"], status["per_day"]) == (True, 2500, 9000)
+
+    def credited() -> int | None:
+        store = HqStore(chain.hq.db)
+        try:
+            member = store.member("M-0003")
+            held = {e.txn_id for e in store.entries(TERMINAL)}
+        finally:
+            store.close()
+        return member.stored_value if member is not None and back["txn_id"] in held else None
+
+    assert wait_until(credited, 20, "head office's credit of the top-ups") == 2500

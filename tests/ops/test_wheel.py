@@ -86,10 +86,19 @@ def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
         ROOT / "terminal" / "api" / "panel",
         ROOT / "hq" / "wallet" / "templates",
         ROOT / "hq" / "wallet" / "static",
+        ROOT / "hq" / "backoffice" / "templates",
+        ROOT / "hq" / "backoffice" / "static",
     )
-    shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.iterdir() if p.is_file()}
+    shipped = {p.relative_to(ROOT).as_posix() for folder in served for p in folder.rglob("*") if p.is_file()}
     assert shipped and shipped <= names, shipped - names
     assert "hq/wallet/templates/overview.html" in shipped and "hq/wallet/static/sw.js" in shipped
+    assert {
+        "hq/wallet/static/pay.js",
+        "hq/wallet/static/vendor/qrcode.js",
+        "hq/wallet/static/vendor/LICENSE",
+    } <= shipped
+    assert {"hq/backoffice/templates/member.html", "hq/backoffice/static/htmx.min.js"} <= shipped
+    assert "hq/backoffice/static/htmx.LICENSE.txt" in shipped  # the vendored library's licence travels with it
     assert f"tillpoint-{__version__}.dist-info/METADATA" in names  # the one version number
     assert {"hq/__init__.py", "hq/cli/__init__.py", "tillpoint/cli.py"} <= names  # head office and the command
 
@@ -167,6 +176,10 @@ port = {api_port}
 
         join = wait_until(lambda: answers(f"http://127.0.0.1:{hq_port}/join"), 60, "head office's join page")
         assert '<form id="join">' in join.text
+        sign_in = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/sign-in", timeout=5)  # the back office's template
+        assert sign_in.status_code == 200 and 'id="sign-in"' in sign_in.text
+        htmx = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/static/htmx.min.js", timeout=5)
+        assert htmx.status_code == 200 and "htmx" in htmx.text[:200]
         panel = wait_until(lambda: answers(f"http://127.0.0.1:{api_port}/panel/"), 60, "the till's panel")
         assert 'id="' in panel.text and "panel.js" in panel.text
         script = httpx.get(f"http://127.0.0.1:{api_port}/panel/panel.js", timeout=5)
@@ -258,3 +271,97 @@ def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Pa
     report = run("campaign", "report", "welcome", "--as-of", "2026-03-05", "--format", "csv")
     arms = {line.split(",")[2]: line.split(",")[3] for line in report.split("\n\n")[0].splitlines()[1:]}
     assert report.startswith("campaign_id,as_of,arm,") and sum(int(n) for n in arms.values()) == 6
+
+
+def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, tmp_path: Path) -> None:
+    """Stored value sold at the till, from the wheel: head office enables the till by its command, the daemon
+    pulls the policy, `tillpoint topup` sells through the daemon's API and head office credits it."""
+    import json
+    import sqlite3
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
+        )
+        assert not check or done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    limits = ("--per-transaction", "5000", "--per-day", "10000", "--per-member-day", "5000")
+    assert json.loads(run("hq", "till-topups", "T-W", "--enable", *limits, "--db", db).stdout)["enabled"]
+    hq_port, api_port = free_port(), free_port()
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    config = tmp_path / "till.toml"
+    config.write_text(f"""
+[terminal]
+id = "T-W"
+data_dir = "{tmp_path / "till"}"
+[security]
+card_key_file = "{key}"
+[reader]
+devices = ["sim:"]
+[hq]
+url = "http://127.0.0.1:{hq_port}"
+token = "{token}"
+push_interval = 0.1
+pull_interval = 0.5
+backoff_max = 0.2
+[api]
+port = {api_port}
+""")
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
+    serve = [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port), "--seed-demo-key", str(key)]
+    procs = [
+        subprocess.Popen(serve, cwd=tmp_path, env=clean_env(), stdout=logs["hq"], stderr=subprocess.STDOUT),
+        subprocess.Popen(
+            [tillpoint, "run", "--config", str(config)],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=logs["till"],
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    try:
+
+        def sold() -> dict[str, object] | None:
+            for proc, name in zip(procs, logs, strict=True):
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+            done = run("topup", "2000", "--member", "M-W", "--json", "--config", str(config), check=False)
+            if done.returncode != 0:  # not up yet, or the policy not pulled yet: nothing was sold
+                assert (
+                    "topup_not_enabled" in done.stdout or "no daemon" in done.stdout or "unknown_member" in done.stdout
+                )
+                return None
+            answer: dict[str, object] = json.loads(done.stdout)
+            return answer
+
+        receipt = wait_until(sold, 60, "a top-up once the till pulled its policy")
+        assert (receipt["kind"], receipt["stored_value"]) == ("till_topup", 2000)
+        over = run("topup", "5001", "--member", "M-W", "--config", str(config), check=False)
+        assert over.returncode == 1 and "topup_limit_transaction" in over.stdout, over.stdout
+
+        def credited() -> int | None:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+            try:
+                row = conn.execute("SELECT stored_value FROM members WHERE member_id = 'M-W'").fetchone()
+            finally:
+                conn.close()
+            return int(row[0]) if row and row[0] else None
+
+        assert wait_until(credited, 30, "head office's credit of the top-up") == 2000
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs.values():
+            log.close()

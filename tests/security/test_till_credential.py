@@ -5,6 +5,8 @@ Each test states what happened to every balance it touches and which item appear
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from hq.store import HqStore
@@ -216,6 +218,67 @@ def _last_txn(chain: Chain, terminal_id: str) -> str:
         return store.entries(terminal_id)[-1].txn_id
     finally:
         store.close()
+
+
+def _topup(member_id: str, amount: int, store_id: str = "S-A") -> dict[str, Any]:
+    return {
+        "member_id": member_id,
+        "store_id": store_id,
+        "amount": amount,
+        "stored_value_delta": amount,
+        "local_time": today_local(),
+    }
+
+
+def test_topups_only_where_enabled_within_the_tills_limits_and_voids_only_of_its_own(chain: Chain) -> None:
+    m1, m2 = chain.balance("M-1"), chain.balance("M-2")
+    # Not enabled: stored, quarantined, nothing credited.
+    assert chain.push("T-A", "till_topup", _topup("M-1", 100_000)).status_code == 200
+    assert only_item(chain, "topup_not_enabled").quarantined and chain.balance("M-1") == m1
+    # The till's credential cannot enable itself; an administrator can, and only with real limits.
+    policy = {"enabled": True, "per_transaction": 5000, "per_day": 12000, "per_member_day": 8000, "offline_total": 0}
+    url = f"{chain.hq.url}/v1/admin/terminals/T-A/topups"
+    stolen = {"Authorization": f"Bearer {chain.tokens['T-A']}"}
+    assert httpx.put(url, json=policy, headers=stolen, timeout=10).status_code == 403
+    unlimited = {**policy, "per_day": 0}
+    refused = httpx.put(url, json=unlimited, headers=chain.admin_headers, timeout=10)
+    assert refused.status_code == 422 and refused.json()["code"] == "topup_policy_invalid"
+    shown = httpx.put(url, json=policy, headers=chain.admin_headers, timeout=10).json()
+    assert shown == {**policy, "timezone": "UTC", "day_starts": "00:00"}  # with its store's business day
+    # Within the limits: credited, naming the till and its business day. Beyond: quarantined.
+    for member_id, amount in (("M-1", 5000), ("M-1", 5000), ("M-2", 5000), ("M-2", 5000), ("M-1", 5001)):
+        assert chain.push("T-A", "till_topup", _topup(member_id, amount)).status_code == 200
+    assert chain.balance("M-1").stored_value == m1.stored_value + 5000
+    assert chain.balance("M-2").stored_value == m2.stored_value + 5000
+    over = sorted(i.detail["code"] for i in chain.items() if i.reason.value == "topup_over_limit")
+    assert over == ["topup_limit_day", "topup_limit_member_day", "topup_limit_transaction"]
+    # Another till voids T-A's top-up: it undoes nothing of its own.
+    credited = next(i for i in _topups(chain) if i[1] == "applied" and i[2] == "M-1")
+    void = {**_topup("M-1", 5000, "S-B"), "original_txn": credited[0], "stored_value_delta": -5000}
+    assert chain.push("T-B", "topup_void", void).status_code == 200
+    bad = only_item(chain, "topup_void_invalid")
+    assert bad.quarantined and bad.detail["problem"] == "no credited top-up of this till by that number"
+    assert chain.balance("M-1").stored_value == m1.stored_value + 5000
+    # An administrator's release of the first, held top-up credits it after all.
+    held = only_item(chain, "topup_not_enabled").txn_id
+    reply = httpx.post(
+        f"{chain.hq.url}/v1/admin/quarantine/{held}/release", json={"note": "cash counted"}, headers=chain.admin_headers
+    )
+    assert reply.status_code == 200, reply.text
+    assert chain.balance("M-1").stored_value == m1.stored_value + 105_000
+
+
+def _topups(chain: Chain) -> list[tuple[str, str, str]]:
+    """(txn, effect, member) of the top-ups head office holds, in the order they came."""
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.read() as tx:
+            rows = tx.all(
+                "SELECT txn_id, effect, member_id FROM journal WHERE kind = 'till_topup' ORDER BY received_at, seq"
+            )
+    finally:
+        store.close()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]
 
 
 def test_door_check_ins_from_a_stolen_credential_create_no_value(chain: Chain) -> None:

@@ -80,8 +80,18 @@ def a_refund(draw: st.DrawFn, txns: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def a_forgery(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    kind = draw(st.sampled_from(["topup", "adjust", "payment", "enrol", "bonus"]))
+    kind = draw(st.sampled_from(["topup", "adjust", "payment", "enrol", "bonus", "till_topup", "topup_void"]))
     value = draw(st.integers(-(10**6), 10**6))
+    if kind in ("till_topup", "topup_void"):  # stored value sold at a till head office never enabled for it
+        amount = abs(value) + 1
+        return kind, {
+            "member_id": draw(MEMBERS) or "M-1",
+            "store_id": draw(STORE),
+            "amount": amount,
+            "stored_value_delta": amount if kind == "till_topup" else -amount,
+            "local_time": "2026-03-01T11:00:00",
+            **({"original_txn": "made-up"} if kind == "topup_void" else {}),
+        }
     if kind == "enrol":  # a new member, taking over a card (M-1's or E-1's) if it can, bringing points if it can
         card = draw(st.sampled_from([None, "ab" * 32, "cd" * 32]))
         return kind, {

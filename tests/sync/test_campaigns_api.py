@@ -9,13 +9,14 @@ import io
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from hq import segments
+from hq import segments, stats
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from tests.fixtures.hq import tillpoint
@@ -182,6 +183,8 @@ def test_the_timer_runs_what_is_due_and_one_failing_campaign_stops_no_other(tmp_
         failed, fine = timer.tick()
         assert "no segment" in failed["error"] and timer.failures == 1
         assert fine["campaign_id"] == "b-fine" and fine["run_key"] == "2026-03-02"
+        with hq.db.read() as tx:  # each tick rolls the members' windows to the day
+            assert stats.windows_day(tx) == date(2026, 3, 2)
     finally:
         hq.close()
 

@@ -151,6 +151,15 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         "device_certs": [],
         "deleted": [],
         "allocations": [],  # this terminal's flash-drop allocations: on every page, none held here
+        "topup_policy": {  # this terminal's top-up policy, on every page: head office never enabled it
+            "enabled": False,
+            "per_transaction": 0,
+            "per_day": 0,
+            "per_member_day": 0,
+            "offline_total": 0,
+            "timezone": "UTC",
+            "day_starts": "00:00",
+        },
     }
 
 

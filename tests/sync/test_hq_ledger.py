@@ -561,3 +561,38 @@ def test_a_member_deleted_and_added_again_starts_from_zero_in_the_books(store: H
     store.upsert_member("M-1", "Aiko again")
     assert (store.member("M-1").points, store.member("M-1").stored_value) == (0, 0)  # type: ignore[union-attr]
     assert books(store) == []
+
+
+def test_till_topups_and_their_voids_are_the_tills_merchants_cash(store: HqStore) -> None:
+    from terminal.topups import TopupPolicy
+
+    new_member(store, "M-1")
+    till = Till(store, "S2")
+    store.put_topup_policy(till.terminal_id, TopupPolicy(True, 5000, 8000, 8000, 0), "Mio")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    topup = {"member_id": "M-1", "store_id": "S2", "amount": 3000, "stored_value_delta": 3000}
+    local = now.replace(tzinfo=None).isoformat(timespec="seconds")
+    first = till.write("till_topup", {**topup, "local_time": local}, 0)
+    till.write("till_topup", {**topup, "amount": 1000, "stored_value_delta": 1000, "local_time": local}, 0)
+    void = {**topup, "stored_value_delta": -3000, "original_txn": first, "local_time": local}
+    till.write("topup_void", void, 0)
+    for entry in till.pending:  # head office checks a top-up against the day it arrives on
+        entry.created_at = ledger.utc_text(now)
+    till.push()
+    assert store.member("M-1").stored_value == 1000  # type: ignore[union-attr]
+    assert merchant_positions(store, "M-B")["cash_taken"] == 1000
+    assert books(store) == []
+
+
+def test_a_back_office_adjustment_is_posted_once(store: HqStore) -> None:
+    from hq import adjustments
+    from sync.protocol import AdjustPayload
+
+    new_member(store, "M-1", points=10)
+    made = AdjustPayload(member_id="M-1", points=25, stored_value=-0, reason="goodwill")
+    for _ in range(2):
+        with store.db.write() as tx:
+            adjustments.apply(tx, "ADJ-1", made, "Mio", "Ken")
+    assert one(store, "SELECT COUNT(*) FROM ledger_txns WHERE ledger_txn_id = 'adjust:ADJ-1'") == 1
+    assert store.member("M-1").points == 35  # type: ignore[union-attr]
+    assert books(store) == []

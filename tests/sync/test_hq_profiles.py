@@ -250,7 +250,29 @@ def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
     withdrawn = runner.invoke(app, ["profile", "M-1", "--withdraw-consent", "marketing", "--db", db])
     assert json.loads(withdrawn.output)["marketing"] is False
     rebuilt = runner.invoke(app, ["stats", "rebuild", "--json", "--db", db])
-    assert json.loads(rebuilt.output) == {"member_totals": 1, "member_days": 1, "member_category_days": 1}
+    assert json.loads(rebuilt.output) == {
+        "member_totals": 1,
+        "member_days": 1,
+        "member_category_days": 1,
+        "member_category_windows": 0,  # not rolled yet
+    }
+    rolled = runner.invoke(app, ["stats", "roll", "--to", "2026-01-30", "--json", "--db", db])
+    assert json.loads(rolled.output) == {"days": 1, "as_of": "2026-01-30"}
+    ahead = runner.invoke(app, ["stats", "roll", "--to", "2026-01-31", "--json", "--db", db])
+    assert json.loads(ahead.output) == {"days": 1, "as_of": "2026-01-31"}  # Jan 1 has left the 30 days
+    assert json.loads(runner.invoke(app, ["stats", "roll", "--to", "2026-01-02", "--json", "--db", db]).output) == {
+        "days": 0,
+        "as_of": "2026-01-31",
+    }  # never back, unless asked
+    back = runner.invoke(app, ["stats", "roll", "--to", "2026-01-02", "--back", "--json", "--db", db])
+    assert json.loads(back.output) == {"days": 29, "as_of": "2026-01-02"}
+    bad = runner.invoke(app, ["stats", "roll", "--to", "yesterday", "--db", db])
+    assert bad.exit_code == 1 and "not a day" in bad.output
+    reopened = HqStore(db)
+    with reopened.db.read() as tx:
+        row = tx.one("SELECT last_day, visits_30, spend_30 FROM member_totals WHERE member_id = 'M-1'")
+    reopened.close()
+    assert row == ("2026-01-01", 1, 1500)
     shown = runner.invoke(app, ["stats", "show", "M-1", "--as-of", "2026-01-02", "--json", "--db", db])
     got = json.loads(shown.output)
     assert got["visits_30"] == 1 and got["spend"] == 1500 and got["stores_visited"] == ["S1"]

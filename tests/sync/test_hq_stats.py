@@ -4,7 +4,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +188,64 @@ def hq(hq_url: str) -> Iterator[HqStore]:
     store.close()
 
 
+def daily(snap: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The lifetime and daily figures of a snapshot (without the rolled windows)."""
+    return {
+        "member_totals": [row[:6] for row in snap["member_totals"]],
+        "member_days": snap["member_days"],
+        "member_category_days": snap["member_category_days"],
+    }
+
+
+def windows(hq: HqStore) -> dict[str, Any]:
+    """Each member's last visit day and rolled windows, and each category's windows."""
+    snap = snapshot(hq)
+    return {
+        "totals": {row[0]: row[6:] for row in snap["member_totals"]},
+        "categories": {(row[0], row[1]): row[2:] for row in snap["member_category_windows"]},
+    }
+
+
+def roll(hq: HqStore, day: str) -> int:
+    return hq.db.transact(lambda tx: stats.roll(tx, date.fromisoformat(day)))
+
+
 def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) -> None:
+    assert roll(hq, "2026-01-05") == 1  # built: the windows are kept through the whole scenario
     scenario(hq)
     kept = snapshot(hq)
     assert kept == rebuilt(hq)
-    assert kept == EXPECTED
+    assert daily(kept) == EXPECTED
+    # As of Jan 5: M-1's visits of Jan 1 and 2 (Jan 3's was refunded whole); Jan 6 and 7 are after it.
+    assert windows(hq) == {
+        "totals": {"M-1": ("2026-01-02", *[2, 1300, 1300] * 5), "M-2": (None, *[0, 0, 0] * 5)},
+        "categories": {("M-1", "drink"): (400,) * 5, ("M-1", "food"): (900,) * 5},
+    }
+
+
+def test_rolling_the_windows_forward_equals_building_them_on_that_day(hq: HqStore) -> None:
+    roll(hq, "2026-01-05")
+    scenario(hq)
+    assert roll(hq, "2026-01-07") == 2 and snapshot(hq) == rebuilt(hq)
+    assert windows(hq)["totals"]["M-1"] == ("2026-01-07", *[4, 2700, 2700] * 5)
+    assert roll(hq, "2026-01-20") == 13 and roll(hq, "2026-02-01") == 12  # day by day
+    assert roll(hq, "2026-01-25") == 0  # never back
+    # Feb 1: the 30 days start on Jan 3, so the visits of Jan 1 (drink 400, food 600) and Jan 2 (food 300)
+    # have left them.
+    got = windows(hq)
+    assert got["totals"]["M-1"] == ("2026-01-07", 2, 1400, 1400, *[4, 2700, 2700] * 4)
+    assert got["categories"] == {
+        ("M-1", ""): (1400,) * 5,
+        ("M-1", "drink"): (0, 400, 400, 400, 400),
+        ("M-1", "food"): (0, 900, 900, 900, 900),
+    }
+    assert snapshot(hq) == rebuilt(hq)
+    assert roll(hq, "2027-01-08") == 341  # over a year: built, and every window is empty
+    assert windows(hq) == {
+        "totals": {"M-1": ("2026-01-07", *[0, 0, 0] * 5), "M-2": (None, *[0, 0, 0] * 5)},
+        "categories": {},
+    }
+    assert snapshot(hq) == rebuilt(hq)
 
 
 EXPECTED: dict[str, list[tuple[Any, ...]]] = {
@@ -235,6 +288,7 @@ def merge(tx: Tx, loser: str, winner: str) -> None:
 
 
 def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq: HqStore) -> None:
+    roll(hq, "2026-01-09")  # the rolled windows are kept through it all, check-ins and the merge included
     scenario(hq)
     door = Till(hq, "T3", "S3")
     door.push("checkin", {"member_id": "M-1", "store_id": "S3", "reader": "door"}, day=8)
@@ -259,6 +313,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
         "member_days"
     ]
     assert stats_of(hq, "M-1", "2026-01-09").visits == 7
+    assert windows(hq)["totals"]["M-1"] == ("2026-01-09", *[7, 2700, 2700] * 5)
     hq.db.transact(lambda tx: stats.forget(tx, "M-1"))  # erasure: its check-ins go with its statistics
     with hq.db.read() as tx:
         assert tx.all("SELECT * FROM checkins WHERE member_id = ?", ["M-1"]) == []
@@ -276,7 +331,12 @@ def test_a_quarantined_sale_counts_only_once_released(hq: HqStore) -> None:
     hq.upsert_member("M-1", "Aiko", "basic", 0)
     till = Till(hq, "T1")
     held = till.push("sale", entries.sale("M-1", 800, store_id="S9"))
-    assert snapshot(hq) == {"member_totals": [], "member_days": [], "member_category_days": []}
+    assert snapshot(hq) == {
+        "member_totals": [],
+        "member_days": [],
+        "member_category_days": [],
+        "member_category_windows": [],
+    }
     assert rebuilt(hq)["member_totals"] == []
     hq.release(held, "admin", "the store moved")
     assert stats_of(hq, "M-1").spend == 800
@@ -347,5 +407,96 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
         if pending:
             hq.ingest("T1", pending)
         assert snapshot(hq) == rebuilt(hq)
+    finally:
+        hq.close()
+
+
+dated = st.one_of(
+    st.tuples(
+        st.just("sale"),
+        st.sampled_from(["M-1", "M-2"]),
+        st.integers(1, 3),
+        st.one_of(st.sampled_from([-60, -59, -30, -29, -1, 0, 1]), st.integers(-70, 5)),  # days from the rolled day
+    ),
+    st.tuples(st.just("refund"), st.integers(0, 20), st.integers(0, 1), st.integers(1, 2)),
+    st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
+    st.tuples(st.just("roll"), st.one_of(st.integers(0, 2), st.integers(0, 16)), st.just(0), st.just(0)),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(dated, min_size=1, max_size=24))
+def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
+    fresh_url: Callable[[], str], steps: list[tuple[Any, ...]]
+) -> None:
+    """Sales on days before and after the rolled day (often on a window's first day or the day before it),
+    refunds and voids of any of them, and rolls of 0 to 16 days (up to 14 day by day, more built): the
+    windows are always what building them gives."""
+    hq = HqStore(fresh_url())
+    try:
+        hq.upsert_member("M-1", "Aiko", "basic", 0)
+        hq.upsert_member("M-2", "Ben", "basic", 0)
+        till = Till(hq, "T1")
+        rolled = date(2026, 3, 5)
+        roll(hq, rolled.isoformat())
+        sales: list[tuple[str, str]] = []
+        for kind, a, b, c in steps:
+            if kind == "roll":
+                rolled += timedelta(days=a)
+                roll(hq, rolled.isoformat())
+            elif kind == "sale":
+                made = (rolled + timedelta(days=c)).isoformat()  # on the edges of windows, before and after
+                e = till.entry("sale", entries.sale(a, 100 * b, lines=lines(("x", b, 100))))
+                hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+                sales.append((e.txn_id, a))
+            elif sales:
+                txn, member = sales[a % len(sales)]
+                body = (
+                    entries.refund(txn, member, void=True)
+                    if kind == "void"
+                    else entries.refund(txn, member, returned=[(0, c)])
+                )
+                hq.ingest("T1", [till.entry(kind, body)])
+        assert snapshot(hq) == rebuilt(hq)
+    finally:
+        hq.close()
+
+
+@pytest.mark.slow
+def test_rolls_racing_pushes_on_postgres_keep_the_windows_exact(pg_url: str) -> None:
+    """A till pushes sales of the days being rolled into while another connection rolls day by day: each
+    sale is added to the windows by its push or by the roll, never both, never neither (the push holds the
+    rolled day until it commits; the roll waits for it)."""
+    import threading
+
+    hq = HqStore(pg_url)
+    try:
+        hq.upsert_member("M-1", "Aiko", "basic", 0)
+        hq.upsert_member("M-2", "Ben", "basic", 0)
+        till = Till(hq, "T1")
+        start = date(2026, 3, 1)
+        roll(hq, start.isoformat())
+        errors: list[BaseException] = []
+
+        def push() -> None:
+            try:
+                for n in range(120):  # each sale on one of the next 40 days: entering as the roll passes
+                    made = (start + timedelta(days=n % 40)).isoformat()
+                    e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
+                    hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        for n in range(1, 41):
+            roll(hq, (start + timedelta(days=n)).isoformat())
+        pusher.join(timeout=300)
+        assert not pusher.is_alive() and errors == []
+        kept = snapshot(hq)
+        assert kept == rebuilt(hq)
+        last_day, visits_30, _, _, visits_60, *_ = windows(hq)["totals"]["M-1"]
+        assert (last_day, visits_30, visits_60) == ("2026-04-08", 42, 60)  # M-1's 60 sales: on even days 0..38
     finally:
         hq.close()

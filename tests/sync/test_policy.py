@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import policy
 from hq.policy import Actor, CardKeys, DeviceFacts, ProofLevel, SaleLeft
-from sync.protocol import EntryKind, Reason, RefundPayload, SalePayload, SecureTap, parse_payload
+from sync.protocol import EntryKind, PayloadError, Reason, RefundPayload, SalePayload, SecureTap, parse_payload
 from terminal import payments as pay
 from terminal.credentials import card_uid_hash
 from tests.fixtures import entries
@@ -30,6 +30,8 @@ def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
         EntryKind.VOID,
         EntryKind.ENROL,
         EntryKind.CLAIM_KEY,
+        EntryKind.TILL_TOPUP,
+        EntryKind.TOPUP_VOID,
         EntryKind.CHECKIN,
     }
     checkin = parse_payload("checkin", {"member_id": "M-1", "store_id": "S1"})
@@ -47,6 +49,21 @@ def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
     assert policy.check_actor(Actor.ADMIN, "topup", topup) is None
     assert policy.check_actor(Actor.TERMINAL, "topup", topup) is not None
     assert policy.check_actor(Actor.MEMBER_APP, "sale", None) is not None
+    # A till's top-up only raises stored value, its void only lowers it (its limits: hq.topups).
+    sold = {
+        "member_id": "M-1",
+        "store_id": "S1",
+        "amount": 100,
+        "stored_value_delta": 100,
+        "local_time": "2026-12-02T10:00:00",
+    }
+    assert policy.check_actor(Actor.TERMINAL, "till_topup", parse_payload("till_topup", sold)) is None
+    undone = {**sold, "original_txn": "t1", "stored_value_delta": -100}
+    assert policy.check_actor(Actor.TERMINAL, "topup_void", parse_payload("topup_void", undone)) is None
+    with pytest.raises(PayloadError):  # a top-up that lowers a balance, or a void that raises one, is no model
+        parse_payload("till_topup", {**sold, "amount": -100, "stored_value_delta": -100})
+    with pytest.raises(PayloadError):
+        parse_payload("topup_void", {**undone, "stored_value_delta": 100})
 
 
 def test_refunds_return_at_most_what_their_sale_took() -> None:

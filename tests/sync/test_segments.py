@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import members, segments
+from hq import members, segments, stats
 from hq.db.engine import utc_now
 from hq.segments import SegmentInvalid, UnknownSegment, parse_definition
 from hq.store import HqStore
@@ -203,8 +203,7 @@ def test_birthday_windows(birthdays: HqStore, as_of: str, days: int, expected: s
 # -- random definitions against the oracle (SQLite) -------------------------------------------------
 
 
-def _leaves() -> st.SearchStrategy[dict[str, Any]]:
-    days = st.integers(1, 400)
+def _leaves(days: st.SearchStrategy[int]) -> st.SearchStrategy[dict[str, Any]]:
     score = st.tuples(st.integers(1, 5), st.integers(1, 5)).map(lambda t: sorted(t))
     bound = st.one_of(st.none(), st.integers(0, 30_000))
 
@@ -261,15 +260,20 @@ def _leaves() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-definitions = st.recursive(
-    _leaves(),
-    lambda inner: st.one_of(
-        st.builds(lambda c: {"kind": "all_of", "conditions": c}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda c: {"kind": "any_of", "conditions": c}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda c: {"kind": "not", "condition": c}, inner),
-    ),
-    max_leaves=8,
-)
+def _definitions(days: st.SearchStrategy[int]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.recursive(
+        _leaves(days),
+        lambda inner: st.one_of(
+            st.builds(lambda c: {"kind": "all_of", "conditions": c}, st.lists(inner, min_size=1, max_size=3)),
+            st.builds(lambda c: {"kind": "any_of", "conditions": c}, st.lists(inner, min_size=1, max_size=3)),
+            st.builds(lambda c: {"kind": "not", "condition": c}, inner),
+        ),
+        max_leaves=8,
+    )
+
+
+definitions = _definitions(st.integers(1, 400))
+rolled_definitions = _definitions(st.one_of(st.sampled_from(stats.ROLLED), st.integers(1, 400)))
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +320,79 @@ def test_segments_are_stored_as_canonical_definitions(store: HqStore) -> None:
     store.db.transact(lambda tx: segments.delete(tx, "vip"))
     with pytest.raises(UnknownSegment), store.db.read() as tx:
         segments.get(tx, "vip")
+
+
+# -- the rolled windows ------------------------------------------------------------------------------
+
+
+def roll(store: HqStore, day: date) -> int:
+    return store.db.transact(lambda tx: stats.roll(tx, day))
+
+
+@pytest.fixture
+def rolled(store: HqStore) -> HqStore:
+    """The population with its windows rolled to the reference day."""
+    roll(store, AS_OF)
+    return store
+
+
+@pytest.mark.parametrize("where", CONDITIONS, ids=[f"{i}-{c['kind']}" for i, c in enumerate(CONDITIONS)])
+def test_each_condition_gives_the_oracles_members_through_the_rolled_windows(
+    rolled: HqStore, population: Population, where: dict[str, Any]
+) -> None:
+    expected = oracle(population, where, AS_OF)
+    assert found(rolled, where) == expected
+    with rolled.db.read() as tx:
+        shown = segments.preview(tx, segment(where), AS_OF, 5)
+    assert shown["count"] == len(expected) and shown["sample"] == sorted(expected)[:5]
+
+
+def test_a_rolled_window_is_read_only_on_the_day_it_is_rolled_to(store: HqStore) -> None:
+    definition = segment(
+        {
+            "kind": "all_of",
+            "conditions": [
+                {"kind": "visits", "days": 30, "min": 1},
+                {"kind": "category_affinity", "category": "wine", "days": 365, "min_share": 0.3},
+                {"kind": "rfm", "recency": [4, 5], "days": 90},
+                {"kind": "spend", "days": 45, "min": 1},  # not a rolled length: the daily rows
+            ],
+        }
+    )
+
+    def sql(as_of: date) -> str:
+        with store.db.read() as tx:
+            return segments.compiled_in(tx, definition, as_of).sql
+
+    assert "member_totals" not in sql(AS_OF)  # not rolled yet: every window from the daily rows
+    roll(store, AS_OF)
+    rolled_sql = sql(AS_OF)
+    for column in ("t.visits_30", "c.spend_365", "t.category_spend_365", "t.visits_90"):
+        assert column in rolled_sql
+    assert "member_days d WHERE d.day >= ?" in rolled_sql  # the 45 days
+    assert "member_totals" not in sql(date.fromordinal(AS_OF.toordinal() - 1))  # another day
+
+
+@pytest.fixture(scope="module")
+def rolled_lite(tmp_path_factory: pytest.TempPathFactory, population: Population) -> Iterator[HqStore]:
+    hq = HqStore(str(tmp_path_factory.mktemp("rolled") / "hq.db"))
+    load(hq.db, population)
+    roll(hq, AS_OF)
+    yield hq
+    hq.close()
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(where=rolled_definitions)
+def test_random_definitions_through_the_rolled_windows_match_the_oracle(
+    rolled_lite: HqStore, population: Population, where: dict[str, Any]
+) -> None:
+    try:
+        definition = segment(where)
+    except SegmentInvalid:
+        return
+    with rolled_lite.db.read() as tx:
+        compiled = segments.compiled_in(tx, definition, AS_OF)
+        got = {str(r[0]) for r in tx.all(compiled.sql, compiled.params)}
+    assert got == oracle(population, definition.model_dump(mode="json")["where"], AS_OF)

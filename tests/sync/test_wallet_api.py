@@ -249,7 +249,10 @@ def test_the_shell_manifest_and_service_worker_are_served_from_the_package(walle
     assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
     for name in ("wallet.css", "wallet.js", "icon.svg", "icon-192.png", "icon-512.png"):
         assert httpx.get(f"{wallet.url}/wallet/static/{name}").status_code == 200, name
-    for name in ("..%2Fpages.py", "pages.py", ".hidden", "nothing.css"):
+    for name in ("pay.js", "vendor/qrcode.js"):
+        script = httpx.get(f"{wallet.url}/wallet/static/{name}")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
+    for name in ("..%2Fpages.py", "pages.py", ".hidden", "nothing.css", "vendor/LICENSE", "vendor/..%2Fpay.js"):
         assert httpx.get(f"{wallet.url}/wallet/static/{name}").status_code == 404, name
     assert httpx.get(f"{wallet.url}/wallet/offline").status_code == 200
 

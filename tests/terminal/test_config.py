@@ -35,6 +35,7 @@ def test_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[door]\ndevices = ['nfcpy']\n", "door.devices"),
         ("[checkin]\nwallet_url = 'wallet.example'\n", "checkin.wallet_url"),
         ("[hq]\nbogus = 1\n", "hq.bogus"),
+        ("[hotkeys]\ntopup = 'F99'\n", "hotkeys.topup"),
         ("[nonsense]\nx = 1\n", "nonsense"),
     ],
 )
@@ -65,3 +66,13 @@ def test_a_reader_is_the_tills_or_the_doors_never_both(tmp_path: Path) -> None:
     assert info.value.key == "door.devices" and "'pcsc:ACS*'" in str(info.value)
     path.write_text("[reader]\ndevices = ['pcsc:ACS*']\n[door]\ndevices = ['nfcpy:usb:054c:06c3']\n")
     assert config.load(path).door.devices == ["nfcpy:usb:054c:06c3"]
+
+
+def test_the_topup_hotkey_is_global_only_when_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel's F3 sells a top-up; as a global hotkey it is off until a key is bound (the POS's keys)."""
+    monkeypatch.delenv("TILLPOINT_CONFIG", raising=False)
+    assert "topup" not in config.load(None).hotkeys.keymap()
+    path = tmp_path / "t.toml"
+    path.write_text("[hotkeys]\ntopup = 'Ctrl+F3'\n[panel]\nkeys = { topup = 'F12' }\n")
+    cfg = config.load(path)
+    assert cfg.hotkeys.keymap()["topup"] == "Ctrl+F3" and cfg.panel.keys["topup"] == "F12"

@@ -5,7 +5,7 @@ import { LANGUAGES, LOCALES, has, t } from "./i18n.js";
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "tillpoint.token";
 const LANG_KEY = "tillpoint.lang";
-const ACTIONS = ["identify", "enrol", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "language"];
+const ACTIONS = ["identify", "enrol", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "topup", "language"];
 const STREAM_TYPES = "session,sync,hotkeys,scan,reader";
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
@@ -254,6 +254,10 @@ function drawDone(s) {
   if (done.hidden || !s.receipt) return;
   const r = s.receipt;
   $("done").querySelector(".approved").textContent = s.voided ? t(lang, "voided") : t(lang, "approved");
+  if (r.kind === "till_topup") {
+    $("done-detail").textContent = t(lang, "done_topup", { amount: money(r.total), balance: money(r.stored_value) });
+    return;
+  }
   const b = r.breakdown;
   const account = b && b.stored_value
     ? ` · ${t(lang, "done_account", { paid: money(b.stored_value), balance: money(b.stored_value_balance), due: money(b.pos_due) })}`
@@ -281,6 +285,7 @@ function drawKeys(s) {
     identify: s.state !== "payment", enrol: s.state !== "payment", coupon: ["idle", "member", "coupons"].includes(s.state),
     total: s.state !== "payment", pay: Boolean(s.basket) && s.state !== "done", points: s.state === "payment",
     confirm: s.state === "payment" || Boolean(s.awaiting), cancel: true, new: s.state !== "payment", language: true,
+    topup: Boolean(s.member) && Boolean(s.basket) && !["payment", "done"].includes(s.state),
   };
   for (const b of bindings) {
     const item = el("span", undefined, usable[b.action] ? "" : "off");

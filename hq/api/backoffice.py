@@ -1,0 +1,423 @@
+"""The back office on the web (``router``, included by ``hq.api.app.create_app``; docs/backoffice.md).
+
+    GET  /backoffice/sign-in, POST /backoffice/sign-in     staff id + password -> a fresh session cookie
+    POST /backoffice/sign-out                              ends the session
+    GET  /backoffice/                                      what the role may open, requests waiting
+    GET  /backoffice/members?q=, /backoffice/members/results?q=   search (the second: the htmx fragment)
+    GET  /backoffice/members/{id}                          the member's page
+    POST /backoffice/members/{id}/block|unblock, /backoffice/cards/{hash}/block|unblock   form {reason}
+    POST /backoffice/members/{id}/adjust                   form {points, stored_value, reason}: a request
+    POST /backoffice/members/{id}/erase                    form {reason, confirm = the member id}
+    GET  /backoffice/campaigns, POST /backoffice/campaigns/launch   form {campaign_id, spec (JSON), reason}: a request
+    GET  /backoffice/approvals, POST /backoffice/approvals/{id}/approve|reject   four eyes
+    GET  /backoffice/audit                                 the newest audit records and whether the chain holds
+    GET  /backoffice/static/{name}
+
+Every page but sign-in needs a session (a browser without one is sent to sign in) and names the ``Action``
+it performs (``ACTIONS``); the role table decides, here for the page and again in the service for the
+subject (a store manager and a member of another store). Every POST must come from the back office's own
+pages (``Origin``, and ``Sec-Fetch-Site`` when sent) and, once signed in, carry the session's CSRF token.
+Refusals are pages with their stable code in ``#error[data-code]`` and the status of ``errors.STATUS``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from hq import audit
+from hq.api.deps import Store
+from hq.backoffice import approvals, campaigns, i18n, members, pages, sessions, staff
+from hq.backoffice.errors import STATUS, BackofficeRefused, Code
+from hq.backoffice.roles import Action, Scope, allowed, may
+from hq.store import HqStore
+
+router = APIRouter()
+PREFIX = "/backoffice"
+COOKIE, SECURE_COOKIE = "tp_staff", "__Host-tp_staff"
+LANG_COOKIE = "tp_bo_lang"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+ACTIONS: dict[tuple[str, str], tuple[Action, ...]] = {}
+"""The actions each route performs, by (method, path): a role that may do none of them is refused before the
+page runs (deciding a request is either kind of approval)."""
+PUBLIC = {
+    ("GET", "/backoffice/sign-in"),
+    ("POST", "/backoffice/sign-in"),
+    ("POST", "/backoffice/sign-out"),
+    ("GET", "/backoffice/static/{name}"),
+    ("GET", "/backoffice/"),
+}
+"""Routes open without an action: signing in and out, static files, and the home page (any signed-in role)."""
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+# -- the request's language, session and form ------------------------------------------------------------
+
+
+def language(request: Request) -> str:
+    return i18n.pick(
+        request.headers.get("accept-language"), request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    )
+
+
+Lang = Annotated[str, Depends(language)]
+
+
+def _cookie(request: Request) -> str:
+    return SECURE_COOKIE if request.url.scheme == "https" else COOKIE
+
+
+def token_of(request: Request) -> str | None:
+    return request.cookies.get(_cookie(request)) or None
+
+
+def session_of(request: Request) -> sessions.Session | None:
+    token = token_of(request)
+    if token is None:
+        return None
+    store: HqStore = request.app.state.store
+    return store.db.transact(lambda tx: sessions.find(tx, token, now_s()))
+
+
+def signed_in(request: Request) -> sessions.Session:
+    found = session_of(request)
+    if found is None:
+        raise BackofficeRefused(Code.SIGN_IN_REQUIRED, "sign in first")
+    request.state.staff_session = found
+    return found
+
+
+Session = Annotated[sessions.Session, Depends(signed_in)]
+
+
+def same_origin(request: Request) -> None:
+    origin, host = request.headers.get("origin"), request.headers.get("host")
+    site = request.headers.get("sec-fetch-site")
+    if not origin or not host or origin != f"{request.url.scheme}://{host}" or site not in (None, "same-origin"):
+        raise BackofficeRefused(Code.BAD_ORIGIN, "a back-office form must be sent from its own page")
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The urlencoded fields of a form POST (at most 128 KiB and 20 fields, else none; the last value of each
+    name). Each service bounds its own fields (a reason 200 characters, a campaign spec 32 KiB)."""
+    body = await request.body()
+    if len(body) > 128 * 1024:
+        return {}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+    except ValueError:
+        return {}
+    return {name: values[-1] for name, values in fields.items()}
+
+
+Form = Annotated[dict[str, str], Depends(form)]
+
+
+def needs(*actions: Action) -> Callable[[Request, sessions.Session, dict[str, str]], sessions.Session]:
+    """A route's guard: a session whose role may do one of ``actions`` somewhere; for a POST also the Origin
+    and the session's CSRF token (a form field, or the header htmx sends)."""
+
+    def guard(request: Request, session: Session, fields: Form) -> sessions.Session:
+        if request.method == "POST":
+            same_origin(request)
+            if not sessions.csrf_ok(session, fields.get("csrf") or request.headers.get("x-csrf-token")):
+                raise BackofficeRefused(Code.BAD_CSRF, "the form's CSRF token is missing or wrong")
+        if not any(may(session.staff.role, action) for action in actions):
+            raise BackofficeRefused(Code.FORBIDDEN, f"{session.staff.role} may not do this")
+        return session
+
+    return guard
+
+
+def route(method: str, path: str, *actions: Action) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Register a page performing one of ``actions`` (its guard runs before the page)."""
+    ACTIONS[(method, PREFIX + path)] = actions
+    add = router.get if method == "GET" else router.post
+    return add(PREFIX + path, include_in_schema=False, dependencies=[Depends(needs(*actions))])
+
+
+def page(request: Request, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+    session: sessions.Session | None = getattr(request.state, "staff_session", None)
+    me = session.staff if session else None
+    defaults: dict[str, Any] = {
+        "me": me,
+        "csrf": session.csrf if session else "",
+        "current": name,
+        "error": "",
+        "error_code": "",
+        "notice": "",
+    }
+    html = pages.render(name, lang, me.role if me else None, **(defaults | context))
+    reply = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+    if request.query_params.get("lang") in i18n.LANGUAGES:
+        reply.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="strict", path="/backoffice")
+    return reply
+
+
+def refused_page(request: Request, exc: BackofficeRefused) -> Response:
+    """A refusal as a page: signing in again for a lost session on a GET, else the code and its words."""
+    if exc.code is Code.SIGN_IN_REQUIRED and request.method == "GET":
+        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
+    lang = language(request)
+    words = i18n.words(lang)
+    return page(
+        request, "refused", lang, exc.status, error=words.get(exc.code.value, exc.code.value), error_code=exc.code.value
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Refusals of the back office answer as pages (more specific than the JSON handler of ``HqError``)."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BackofficeRefused)
+        return refused_page(request, exc)
+
+    app.add_exception_handler(BackofficeRefused, handler)
+
+
+NOTICES = ("done", "asked")
+"""What a page may say after a change (``?done=``): a key of its words, never text from the address."""
+_REQUEST_ID = re.compile(r"AR-[0-9a-f]{16}")
+
+
+def back(path: str, notice: str, request_id: str = "") -> RedirectResponse:
+    """After a change: the page again, saying ``notice`` (one of ``NOTICES``)."""
+    where = f"{PREFIX}{path}?done={notice}" + (f"&request={request_id}" if request_id else "")
+    return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def notice_of(request: Request, lang: str) -> str:
+    key = request.query_params.get("done", "")
+    if key not in NOTICES:
+        return ""
+    request_id = request.query_params.get("request", "")
+    return i18n.words(lang)[key].format(id=request_id if _REQUEST_ID.fullmatch(request_id) else "")
+
+
+# -- signing in and out ----------------------------------------------------------------------------------
+
+
+def _set_cookie(reply: Response, request: Request, token: str) -> None:
+    reply.set_cookie(
+        _cookie(request),
+        token,
+        max_age=sessions.ABSOLUTE_S,
+        path="/",
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="strict",
+    )
+
+
+@router.get(PREFIX + "/sign-in", include_in_schema=False)
+def sign_in_form(request: Request, lang: Lang) -> Response:
+    notice = i18n.words(lang)["signed_out"] if request.query_params.get("out") else ""
+    return page(request, "sign_in", lang, staff_id="", notice=notice)
+
+
+@router.post(PREFIX + "/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
+def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
+    staff_id, password = fields.get("staff_id", "").strip()[:64], fields.get("password", "")
+    source = request.client.host if request.client else "unknown"
+    made = sessions.sign_in(store.db, staff_id, password, source, now_s(), token_of(request))
+    if isinstance(made, Code):
+        words = i18n.words(lang)
+        return page(
+            request, "sign_in", lang, STATUS[made], staff_id=staff_id, error=words[made.value], error_code=made.value
+        )
+    reply = RedirectResponse(PREFIX + "/", status_code=303, headers={"Cache-Control": "no-store"})
+    _set_cookie(reply, request, made)
+    return reply
+
+
+@router.post(PREFIX + "/sign-out", include_in_schema=False, dependencies=[Depends(same_origin)])
+def sign_out(request: Request, store: Store, fields: Form) -> Response:
+    """Ends the session (with its CSRF token: another site cannot sign a member of staff out)."""
+    token = token_of(request)
+    found = session_of(request)
+    if token is not None and found is not None:
+        if not sessions.csrf_ok(found, fields.get("csrf") or request.headers.get("x-csrf-token")):
+            raise BackofficeRefused(Code.BAD_CSRF, "the form's CSRF token is missing or wrong")
+        store.db.transact(lambda tx: sessions.end(tx, token))
+    reply = RedirectResponse(PREFIX + "/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
+    reply.delete_cookie(
+        _cookie(request), path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"
+    )
+    reply.headers["Clear-Site-Data"] = '"cache"'
+    return reply
+
+
+# -- pages ---------------------------------------------------------------------------------------------------
+
+
+def _visible(
+    who: staff.Staff, requests: list[approvals.Request], action: Action = Action.APPROVALS_READ
+) -> list[approvals.Request]:
+    return [
+        r
+        for r in requests
+        if allowed(who.role, action, Scope(who.stores, r.stores if r.stores is not None else frozenset()))
+    ]
+
+
+@router.get(PREFIX + "/", include_in_schema=False)
+def home(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        waiting = (
+            _visible(session.staff, approvals.listed(tx)) if may(session.staff.role, Action.APPROVALS_READ) else []
+        )
+    return page(request, "home", lang, pending=len(waiting))
+
+
+def _search(request: Request, store: HqStore, session: sessions.Session) -> dict[str, Any]:
+    q = request.query_params.get("q", "")[:200]
+    with store.db.read() as tx:
+        found = members.search(tx, session.staff, q, store.settings.card_keys.hash_uid) if q.strip() else []
+    return {"q": q, "found": found}
+
+
+@route("GET", "/members", Action.MEMBERS_READ)
+def member_search(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return page(request, "members", lang, **_search(request, store, session))
+
+
+@route("GET", "/members/results", Action.MEMBERS_READ)
+def member_results(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return page(request, "results", lang, **_search(request, store, session))
+
+
+@route("GET", "/members/{member_id}", Action.MEMBERS_READ)
+def member_page(request: Request, store: Store, lang: Lang, session: Session, member_id: str) -> Response:
+    shown = members.page(store, session.staff, member_id)
+    return page(request, "member", lang, m=shown, notice=notice_of(request, lang))
+
+
+def _member_path(member_id: str) -> str:
+    return f"/members/{quote(member_id, safe='')}"
+
+
+def _blocking(kind: str, blocked: bool) -> Callable[..., Response]:
+    def change(request: Request, store: Store, lang: Lang, session: Session, fields: Form, subject: str) -> Response:
+        done = members.block(store, session.staff, kind, subject, blocked, fields.get("reason", ""))
+        return back(_member_path(str(done["member_id"])), "done")
+
+    return change
+
+
+for _kind, _path in (("member", "/members/{subject}"), ("card", "/cards/{subject}")):
+    for _verb, _blocked in (("block", True), ("unblock", False)):
+        route("POST", f"{_path}/{_verb}", Action.MEMBERS_BLOCK)(_blocking(_kind, _blocked))
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text.strip() or "0")
+    except ValueError as exc:
+        raise BackofficeRefused(Code.BAD_AMOUNT, "amounts are whole numbers") from exc
+    return value
+
+
+@route("POST", "/members/{member_id}/adjust", Action.MEMBERS_ADJUST)
+def adjust(request: Request, store: Store, lang: Lang, session: Session, fields: Form, member_id: str) -> Response:
+    points, value = _whole(fields.get("points", "")), _whole(fields.get("stored_value", ""))
+    asked = members.ask_adjustment(store, session.staff, member_id, points, value, fields.get("reason", ""))
+    return back(_member_path(member_id), "asked", asked.request_id)
+
+
+@route("POST", "/members/{member_id}/erase", Action.MEMBERS_ERASE)
+def erase(request: Request, store: Store, lang: Lang, session: Session, fields: Form, member_id: str) -> Response:
+    if fields.get("confirm", "") != member_id:
+        raise BackofficeRefused(Code.REASON_REQUIRED, "type the member id to confirm")
+    members.erase(store, session.staff, member_id, fields.get("reason", ""))
+    return page(request, "members", lang, q="", found=[], notice=i18n.words(lang)["erased"].format(id=member_id))
+
+
+@route("GET", "/campaigns", Action.CAMPAIGNS_READ)
+def campaigns_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        shown = campaigns.listed(tx, session.staff)
+        waiting = [r for r in approvals.listed(tx) if r.kind == approvals.CAMPAIGN]
+    return page(request, "campaigns", lang, campaigns=shown, waiting=waiting, notice=notice_of(request, lang))
+
+
+@route("POST", "/campaigns/launch", Action.CAMPAIGNS_LAUNCH)
+def launch(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+    asked = campaigns.ask_launch(
+        store, session.staff, fields.get("campaign_id", "").strip(), fields.get("spec", ""), fields.get("reason", "")
+    )
+    return back("/campaigns", "asked", asked.request_id)
+
+
+@route("GET", "/approvals", Action.APPROVALS_READ)
+def approvals_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    who = session.staff
+    with store.db.read() as tx:
+        pending = _visible(who, approvals.listed(tx))
+        decided = [r for r in _visible(who, approvals.listed(tx, None, 100)) if r.state != approvals.PENDING]
+    rows = [{"decidable": _decidable(who, r), **{name: getattr(r, name) for name in r.__slots__}} for r in pending]
+    return page(request, "approvals", lang, pending=rows, decided=decided, notice=notice_of(request, lang))
+
+
+def _decidable(who: staff.Staff, held: approvals.Request) -> bool:
+    """Whether the page offers ``who`` to decide it (the service checks again)."""
+    scope = Scope(who.stores, held.stores if held.stores is not None else frozenset())
+    return held.requested_by != who.staff_id and allowed(who.role, approvals.APPROVE[held.kind], scope)
+
+
+def _decision(approve: bool) -> Callable[..., Response]:
+    def decide(request: Request, store: Store, lang: Lang, session: Session, fields: Form, request_id: str) -> Response:
+        note = fields.get("note", "")
+        if approve:
+            store.db.transact(lambda tx: approvals.approve(tx, session.staff, request_id, note))
+        else:
+            store.db.transact(lambda tx: approvals.reject(tx, session.staff, request_id, note))
+        return back("/approvals", "done")
+
+    return decide
+
+
+# Whether the role may decide this request's kind in its stores is the service's check.
+for _verb, _approve in (("approve", True), ("reject", False)):
+    route("POST", f"/approvals/{{request_id}}/{_verb}", Action.APPROVE_ADJUSTMENT, Action.APPROVE_CAMPAIGN)(
+        _decision(_approve)
+    )
+
+
+@route("GET", "/audit", Action.AUDIT_READ)
+def audit_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        records = audit.recent(tx, 200)
+    return page(request, "audit", lang, records=records, verdict=audit.verify(store.db))
+
+
+@router.get(PREFIX + "/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    found = pages.static_file(name)
+    if found is None:
+        raise BackofficeRefused(Code.NOT_FOUND, "no such file")
+    content, kind = found
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+    return Response(content, media_type=kind, headers=headers)
+
+
+__all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]

@@ -1,0 +1,185 @@
+"""Four eyes: a change that moves money or points by hand, or launches a campaign, is asked for by one
+staff member and applied only when a different one, whose role may approve that kind, approves it.
+
+    kind          asked for with              approved with            applied by
+    adjustment    members_adjust (member's)   approve_adjustment       hq.adjustments.apply
+    campaign      campaigns_launch            approve_campaign         hq.campaigns.put
+
+A request is stored ``pending`` with what it would do (checked by the same rules when asked for and
+again when applied), its reason and the stores it concerns. Approving locks the request's row, applies
+the change through its service and marks it ``approved`` in one transaction, so it applies exactly once
+whoever clicks twice; rejecting marks it ``rejected`` and changes nothing else. The requester can
+neither approve nor reject their own. Every step writes an audit record in its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hq import adjustments, audit, campaigns
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Action, Scope, allowed
+from hq.backoffice.staff import Staff
+from hq.db.engine import Tx, utc_now
+from hq.errors import HqError
+from terminal.canonical import canonical_text
+
+ADJUSTMENT, CAMPAIGN = "adjustment", "campaign"
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+ASK: dict[str, Action] = {ADJUSTMENT: Action.MEMBERS_ADJUST, CAMPAIGN: Action.CAMPAIGNS_LAUNCH}
+APPROVE: dict[str, Action] = {ADJUSTMENT: Action.APPROVE_ADJUSTMENT, CAMPAIGN: Action.APPROVE_CAMPAIGN}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: str
+    kind: str
+    subject: str
+    stores: frozenset[str] | None
+    """The stores the subject belongs to (a member's); None for a chain-wide change (a campaign)."""
+    payload: dict[str, Any]
+    reason: str
+    requested_by: str
+    requested_at: str
+    state: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    note: str | None = None
+
+
+_COLUMNS = "request_id, kind, subject, stores, payload, reason, requested_by, requested_at, state, decided_by, decided_at, note"
+
+
+def _request(row: tuple[Any, ...]) -> Request:
+    stores = json.loads(str(row[3]))
+    return Request(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        None if stores is None else frozenset(stores),
+        json.loads(str(row[4])),
+        str(row[5]),
+        str(row[6]),
+        str(row[7]),
+        str(row[8]),
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+def _need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
+    # A chain-wide change belongs to no store: a store-wide reach never covers it.
+    if not allowed(who.role, action, Scope(who.stores, stores if stores is not None else frozenset())):
+        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
+
+
+def reason_of(text: str) -> str:
+    reason = " ".join(text.split())
+    if not reason or len(reason) > 200:
+        raise BackofficeRefused(Code.REASON_REQUIRED, "a reason of 1 to 200 characters is required")
+    return reason
+
+
+def _check(kind: str, subject: str, payload: dict[str, Any], reason: str) -> None:
+    """What the request would do passes its service's rules (checked again when applied)."""
+    try:
+        if kind == ADJUSTMENT:
+            adjustments.fact(subject, int(payload["points"]), int(payload["stored_value"]), reason)
+        else:
+            campaigns.check_id(subject)
+            campaigns.parse_spec(payload.get("spec"))
+    except campaigns.CampaignInvalid as exc:
+        raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
+    except adjustments.AdjustRefused as exc:
+        raise BackofficeRefused(Code.BAD_AMOUNT, str(exc)) from exc
+
+
+def ask(
+    tx: Tx, who: Staff, kind: str, subject: str, stores: frozenset[str] | None, payload: dict[str, Any], reason: str
+) -> Request:
+    """Store a pending request (``forbidden`` when ``who`` may not ask for it there)."""
+    _need(who, ASK[kind], stores)
+    reason = reason_of(reason)
+    _check(kind, subject, payload, reason)
+    request_id = f"AR-{secrets.token_hex(8)}"
+    now = utc_now()
+    shown = None if stores is None else sorted(stores)
+    tx.run(
+        f"INSERT INTO approvals ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+        [request_id, kind, subject, json.dumps(shown), canonical_text(payload), reason, who.staff_id, now, PENDING],
+    )
+    audit.append(tx, who.staff_id, f"request_{kind}", subject, reason, {"request_id": request_id, **payload})
+    return get(tx, request_id)
+
+
+def get(tx: Tx, request_id: str, lock: bool = False) -> Request:
+    row = tx.one(f"SELECT {_COLUMNS} FROM approvals WHERE request_id = ?{tx.for_update if lock else ''}", [request_id])
+    if row is None:
+        raise BackofficeRefused(Code.NOT_FOUND, f"no request {request_id[:64]}")
+    return _request(row)
+
+
+def listed(tx: Tx, state: str | None = PENDING, limit: int = 200) -> list[Request]:
+    where, params = ("WHERE state = ?", [state]) if state else ("", [])
+    rows = tx.all(f"SELECT {_COLUMNS} FROM approvals {where} ORDER BY requested_at DESC LIMIT ?", [*params, limit])
+    return [_request(r) for r in rows]
+
+
+def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
+    held = get(tx, request_id, lock=True)
+    if held.state != PENDING:
+        raise BackofficeRefused(Code.ALREADY_DECIDED, f"request {request_id} was {held.state} already")
+    if held.requested_by == who.staff_id:
+        raise BackofficeRefused(Code.OWN_REQUEST, "a request is decided by someone other than who asked for it")
+    _need(who, APPROVE[held.kind], held.stores)
+    return held
+
+
+def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
+    try:
+        if held.kind == ADJUSTMENT:
+            made = adjustments.fact(
+                held.subject, int(held.payload["points"]), int(held.payload["stored_value"]), held.reason
+            )
+            done = adjustments.apply(tx, held.request_id, made, held.requested_by, by)
+            return {"points_after": done.points_after, "stored_value_after": done.stored_value_after}
+        spec = campaigns.parse_spec(held.payload.get("spec"))
+        return {"state": campaigns.put(tx, held.subject, spec, held.requested_by, utc_now())["state"]}
+    except adjustments.BelowZero as exc:
+        raise BackofficeRefused(Code.BELOW_ZERO, str(exc)) from exc
+    except campaigns.CampaignInvalid as exc:
+        raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
+    except HqError as exc:
+        raise BackofficeRefused(Code.NOT_FOUND, str(exc)) from exc
+
+
+def _decide(
+    tx: Tx, who: Staff, request_id: str, note: str, state: str, change: Callable[[Tx, Request], dict[str, Any]]
+) -> Request:
+    held = _decidable(tx, who, request_id)
+    result = change(tx, held)
+    tx.run(
+        "UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, note = ?, result = ? WHERE request_id = ?",
+        [state, who.staff_id, utc_now(), note, canonical_text(result), request_id],
+    )
+    verb = {APPROVED: "approve", REJECTED: "reject"}[state]
+    details = {"request_id": request_id, **result}
+    audit.append(tx, who.staff_id, f"{verb}_{held.kind}", held.subject, note or held.reason, details)
+    return get(tx, request_id)
+
+
+def approve(tx: Tx, who: Staff, request_id: str, note: str = "") -> Request:
+    """Apply the request through its service and mark it approved, in ``tx``."""
+    return _decide(tx, who, request_id, note.strip()[:200], APPROVED, lambda t, held: _apply(t, held, who.staff_id))
+
+
+def reject(tx: Tx, who: Staff, request_id: str, note: str) -> Request:
+    return _decide(tx, who, request_id, reason_of(note), REJECTED, lambda t, held: {})
+
+
+__all__ = ["ADJUSTMENT", "APPROVE", "ASK", "CAMPAIGN", "Request", "approve", "ask", "get", "listed", "reject"]

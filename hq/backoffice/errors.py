@@ -1,0 +1,57 @@
+"""How the back office says no: ``Refused(code)`` with a stable ``Code`` (shown in the page as
+``#error[data-code]``) and the HTTP status of each code.
+
+    HqError
+     └── BackofficeRefused      code: Code, status: STATUS[code]
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from hq.errors import HqError
+
+
+class Code(StrEnum):
+    BAD_CREDENTIALS = "bad_credentials"
+    LOCKED_OUT = "locked_out"
+    SIGN_IN_REQUIRED = "sign_in_required"
+    BAD_ORIGIN = "bad_origin"
+    BAD_CSRF = "bad_csrf"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    REASON_REQUIRED = "reason_required"
+    BAD_AMOUNT = "bad_amount"
+    BELOW_ZERO = "below_zero"
+    OWN_REQUEST = "own_request"
+    ALREADY_DECIDED = "already_decided"
+    BAD_STAFF = "bad_staff"
+    CAMPAIGN_INVALID = "campaign_invalid"
+
+
+STATUS: dict[Code, int] = {
+    Code.BAD_CREDENTIALS: 401,
+    Code.LOCKED_OUT: 429,
+    Code.SIGN_IN_REQUIRED: 401,
+    Code.BAD_ORIGIN: 403,
+    Code.BAD_CSRF: 403,
+    Code.FORBIDDEN: 403,
+    Code.NOT_FOUND: 404,
+    Code.REASON_REQUIRED: 422,
+    Code.BAD_AMOUNT: 422,
+    Code.BELOW_ZERO: 409,
+    Code.OWN_REQUEST: 403,
+    Code.ALREADY_DECIDED: 409,
+    Code.BAD_STAFF: 422,
+    Code.CAMPAIGN_INVALID: 422,
+}
+
+
+class BackofficeRefused(HqError):
+    def __init__(self, code: Code, message: str = "") -> None:
+        super().__init__(message or code.value)
+        self.code = code
+        self.status = STATUS[code]
+
+
+__all__ = ["STATUS", "BackofficeRefused", "Code"]

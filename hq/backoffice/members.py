@@ -1,0 +1,210 @@
+"""The members pages' reading and their changes, each checked against the role table first.
+
+search     by member id (exact), name (prefix, case-folded: ``idx_members_name``), email or phone (the
+           wallet's contacts, exact after normalising) or card (the 64-hex hash of its UID, or the UID
+           itself when head office holds the chain's card-hash key)
+stores_of  the stores a member belongs to: those it visited (``member_days``) and the one whose till
+           enrolled it. A store manager finds and acts on the members of their own stores only.
+page       profile, tier and progress, points and their lots with expiry, stored value, cards, recent
+           sales and visits, adjustments, pending requests
+block / adjust (asks for approval) / erase   each audited in the transaction of its change
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hq import adjustments, erasure
+from hq import members as hq_members
+from hq.backoffice import approvals
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Action, Scope, allowed
+from hq.backoffice.staff import Staff
+from hq.db.engine import Tx
+from hq.store import HqStore, set_blocked
+from hq.wallet import signin, views
+
+LIMIT = 50
+_UID_HASH = re.compile(r"[0-9a-f]{64}")
+_UID = re.compile(r"(?:[0-9a-f]{2}){4}|(?:[0-9a-f]{2}){7}|(?:[0-9a-f]{2}){10}")
+HashUid = Callable[[bytes], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    member_id: str
+    name: str
+    tier: str
+    status: str
+    points: int
+    stored_value: int
+
+
+def stores_of(tx: Tx, member_id: str) -> frozenset[str]:
+    rows = tx.all(
+        "SELECT DISTINCT store_id FROM member_days WHERE member_id = ? UNION "
+        "SELECT t.store_id FROM enrolments e JOIN terminals t ON t.terminal_id = e.terminal_id WHERE e.member_id = ?",
+        [member_id, member_id],
+    )
+    return frozenset(str(r[0]) for r in rows)
+
+
+def need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
+    if not allowed(who.role, action, Scope(who.stores, stores)):
+        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
+
+
+def _ids(tx: Tx, query: str, hash_uid: HashUid | None) -> list[str]:
+    """Member ids matching ``query`` by each key, id first."""
+    q = query.strip()
+    if not q:
+        return []
+    found = [str(r[0]) for r in tx.all("SELECT member_id FROM members WHERE member_id = ? AND deleted = 0", [q])]
+    low = q.lower()
+    found += [
+        str(r[0])
+        for r in tx.all(
+            "SELECT member_id FROM members WHERE lower(display_name) >= ? AND lower(display_name) < ? AND deleted = 0 "
+            "ORDER BY lower(display_name), member_id LIMIT ?",
+            [low, low + "\U0010ffff", LIMIT * 4],
+        )
+    ]
+    try:
+        contact = signin.contact_of(q)
+        found += [
+            str(r[0])
+            for r in tx.all(
+                "SELECT member_id FROM member_contacts WHERE kind = ? AND contact = ?", [contact.kind, contact.value]
+            )
+        ]
+    except signin.WalletRefused:
+        pass
+    hashes = [low] if _UID_HASH.fullmatch(low) else []
+    if hash_uid is not None and _UID.fullmatch(low):  # a card's UID as printed or read (4, 7 or 10 bytes)
+        hashes.append(hash_uid(bytes.fromhex(low)))
+    for uid_hash in hashes:
+        found += [
+            str(r[0]) for r in tx.all("SELECT member_id FROM cards WHERE uid_hash = ? AND deleted = 0", [uid_hash])
+        ]
+    return list(dict.fromkeys(found))
+
+
+def search(tx: Tx, who: Staff, query: str, hash_uid: HashUid | None = None) -> list[Found]:
+    """The members ``query`` finds that ``who`` may see (a store manager: its stores' members);
+    ``hash_uid``: the chain's card-hash function, when head office holds the key (a UID is then found too)."""
+    need(who, Action.MEMBERS_READ, None)
+    out = []
+    for member_id in _ids(tx, query, hash_uid):
+        if not allowed(who.role, Action.MEMBERS_READ, Scope(who.stores, stores_of(tx, member_id))):
+            continue
+        row = tx.one(
+            "SELECT member_id, display_name, tier, status, points, stored_value FROM members WHERE member_id = ?",
+            [member_id],
+        )
+        if row is not None:
+            out.append(Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5])))
+        if len(out) >= LIMIT:
+            break
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPage:
+    found: Found
+    stores: frozenset[str]
+    blocked_at: str | None
+    overview: views.Overview | None
+    visits: list[views.Visit]
+    totals: dict[str, Any]
+    cards: list[dict[str, Any]]
+    adjustments: list[dict[str, object]]
+    pending: list[approvals.Request]
+
+
+def _totals(tx: Tx, member_id: str) -> dict[str, Any]:
+    row = tx.one("SELECT first_visit, last_visit, visits, spend FROM member_totals WHERE member_id = ?", [member_id])
+    names = ("first_visit", "last_visit", "visits", "spend")
+    return dict(zip(names, row, strict=True)) if row else dict.fromkeys(names)
+
+
+def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:
+    with store.db.read() as tx:
+        row = tx.one(
+            "SELECT member_id, display_name, tier, status, points, stored_value, blocked_at FROM members "
+            "WHERE member_id = ? AND deleted = 0",
+            [member_id],
+        )
+        if row is None:
+            raise BackofficeRefused(Code.NOT_FOUND, "no such member")
+        stores = stores_of(tx, member_id)
+        need(who, Action.MEMBERS_READ, stores)
+        cards = [
+            {"uid_hash": str(c[0]), "status": str(c[1])}
+            for c in tx.all(
+                "SELECT uid_hash, status FROM cards WHERE member_id = ? AND deleted = 0 ORDER BY uid_hash", [member_id]
+            )
+        ]
+        made = adjustments.of_member(tx, member_id)
+        pending = [r for r in approvals.listed(tx) if r.kind == approvals.ADJUSTMENT and r.subject == member_id]
+        totals = _totals(tx, member_id)
+    found = Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5]))
+    overview = views.overview(store, member_id, datetime.now(UTC))
+    return MemberPage(found, stores, row[6], overview, views.activity(store, member_id), totals, cards, made, pending)
+
+
+# -- changes -----------------------------------------------------------------------------------------------
+
+
+def _member_stores(tx: Tx, member_id: str) -> frozenset[str]:
+    if tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is None:
+        raise BackofficeRefused(Code.NOT_FOUND, "no such member")
+    return stores_of(tx, member_id)
+
+
+def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, reason: str) -> dict[str, Any]:
+    """Block or unblock a member or a card (``kind``), in the member's stores only for a store manager."""
+    why = approvals.reason_of(reason)
+
+    def change(tx: Tx) -> dict[str, Any]:
+        owner = subject
+        if kind == "card":
+            row = tx.one("SELECT member_id FROM cards WHERE uid_hash = ? AND deleted = 0", [subject])
+            if row is None:
+                raise BackofficeRefused(Code.NOT_FOUND, "no such card")
+            owner = str(row[0])
+        need(who, Action.MEMBERS_BLOCK, _member_stores(tx, owner))
+        done = set_blocked(tx, kind, subject, blocked, who.staff_id, why, store.now())  # audited there
+        return {**done, "member_id": owner}
+
+    return store.db.transact(change)
+
+
+def ask_adjustment(
+    store: HqStore, who: Staff, member_id: str, points: int, stored_value: int, reason: str
+) -> approvals.Request:
+    """A pending adjustment of the member's points and/or stored value (applied when someone else approves)."""
+
+    def change(tx: Tx) -> approvals.Request:
+        stores = _member_stores(tx, member_id)
+        payload = {"member_id": member_id, "points": points, "stored_value": stored_value}
+        return approvals.ask(tx, who, approvals.ADJUSTMENT, member_id, stores, payload, reason)
+
+    return store.db.transact(change)
+
+
+def erase(store: HqStore, who: Staff, member_id: str, reason: str) -> dict[str, int]:
+    why = approvals.reason_of(reason)
+    with store.db.read() as tx:
+        need(who, Action.MEMBERS_ERASE, _member_stores(tx, member_id))
+
+    try:
+        return erasure.erase_member(store, member_id, who.staff_id, why)  # audited there
+    except hq_members.UnknownMember as exc:
+        raise BackofficeRefused(Code.NOT_FOUND, "no such member") from exc
+
+
+__all__ = ["Found", "MemberPage", "ask_adjustment", "block", "erase", "need", "page", "search", "stores_of"]

@@ -1,0 +1,131 @@
+"""Who may do what in the back office: one typed table, read by one pure function. No I/O.
+
+Every route names the ``Action`` it performs and asks ``allowed(role, action, scope)`` before it reads or
+changes anything (``hq.api.backoffice``). ``scope`` says which stores the thing acted on belongs to:
+
+    Scope(own, None)        a list or page that is not one store's (a search, the approvals): a store-wide
+                            reach sees it, filtered to ``own`` by the caller
+    Scope(own, frozenset)   one subject (a member: the stores it visited); a store-wide reach needs one of
+                            ``own`` among them
+
+    role            members  block  adjust  erase  approve adj.  launch  approve campaign  audit
+    chain_admin     chain    chain  chain   chain  chain         chain   chain             chain
+    marketing       chain    -      -       -      -             chain   chain             -
+    store_manager   stores   stores stores  -      -             -       -                 -
+    finance         chain    -      chain   -      chain         -       -                 chain
+    auditor         chain    -      -       -      -             -       -                 chain
+
+Reading pages (``*_read``) is granted as listed in ``PERMISSIONS``; the auditor reads and never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+
+
+class Role(StrEnum):
+    CHAIN_ADMIN = "chain_admin"
+    MARKETING = "marketing"
+    STORE_MANAGER = "store_manager"
+    FINANCE = "finance"
+    AUDITOR = "auditor"
+
+
+class Action(StrEnum):
+    MEMBERS_READ = "members_read"
+    """Search members, open a member's page."""
+    MEMBERS_BLOCK = "members_block"
+    """Block or unblock a member or one of its cards."""
+    MEMBERS_ADJUST = "members_adjust"
+    """Ask for a points or stored-value adjustment (applied once another person approves it)."""
+    MEMBERS_ERASE = "members_erase"
+    APPROVALS_READ = "approvals_read"
+    APPROVE_ADJUSTMENT = "approve_adjustment"
+    CAMPAIGNS_READ = "campaigns_read"
+    CAMPAIGNS_LAUNCH = "campaigns_launch"
+    """Ask for a campaign to be launched (applied once another person approves it)."""
+    APPROVE_CAMPAIGN = "approve_campaign"
+    AUDIT_READ = "audit_read"
+
+
+WRITES = frozenset(
+    {
+        Action.MEMBERS_BLOCK,
+        Action.MEMBERS_ADJUST,
+        Action.MEMBERS_ERASE,
+        Action.APPROVE_ADJUSTMENT,
+        Action.CAMPAIGNS_LAUNCH,
+        Action.APPROVE_CAMPAIGN,
+    }
+)
+"""The actions that change something (each leaves a record in the audit log)."""
+
+
+class Reach(Enum):
+    STORES = "stores"
+    """Only what belongs to the staff member's own stores."""
+    CHAIN = "chain"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    own: frozenset[str] = frozenset()
+    """The staff member's stores (a store manager's; empty for the others)."""
+    target: frozenset[str] | None = None
+    """The stores of the subject acted on; None for a list (filtered to ``own`` for a store-wide reach)."""
+
+
+_C, _S = Reach.CHAIN, Reach.STORES
+PERMISSIONS: dict[Role, dict[Action, Reach]] = {
+    Role.CHAIN_ADMIN: dict.fromkeys(Action, _C),
+    Role.MARKETING: {
+        Action.MEMBERS_READ: _C,
+        Action.APPROVALS_READ: _C,
+        Action.CAMPAIGNS_READ: _C,
+        Action.CAMPAIGNS_LAUNCH: _C,
+        Action.APPROVE_CAMPAIGN: _C,
+    },
+    Role.STORE_MANAGER: {
+        Action.MEMBERS_READ: _S,
+        Action.MEMBERS_BLOCK: _S,
+        Action.MEMBERS_ADJUST: _S,
+        Action.APPROVALS_READ: _S,
+    },
+    Role.FINANCE: {
+        Action.MEMBERS_READ: _C,
+        Action.MEMBERS_ADJUST: _C,
+        Action.APPROVALS_READ: _C,
+        Action.APPROVE_ADJUSTMENT: _C,
+        Action.AUDIT_READ: _C,
+    },
+    Role.AUDITOR: {
+        Action.MEMBERS_READ: _C,
+        Action.APPROVALS_READ: _C,
+        Action.CAMPAIGNS_READ: _C,
+        Action.AUDIT_READ: _C,
+    },
+}
+
+
+def reach(role: Role, action: Action) -> Reach | None:
+    """How far ``role`` may do ``action``; None: not at all."""
+    return PERMISSIONS[role].get(action)
+
+
+def allowed(role: Role, action: Action, scope: Scope) -> bool:
+    """Whether ``role`` may do ``action`` on what ``scope`` describes."""
+    found = reach(role, action)
+    if found is Reach.CHAIN:
+        return True
+    if found is Reach.STORES:
+        return scope.target is None or bool(scope.target & scope.own)
+    return False
+
+
+def may(role: Role, action: Action) -> bool:
+    """Whether ``role`` may do ``action`` anywhere at all (what the navigation shows)."""
+    return reach(role, action) is not None
+
+
+__all__ = ["WRITES", "Action", "Reach", "Role", "Scope", "allowed", "may", "reach"]

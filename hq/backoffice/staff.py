@@ -1,0 +1,211 @@
+"""Staff accounts: who signs in to the back office, with which role and, for a store manager, which stores.
+
+Passwords are kept as scrypt hashes (``hashlib.scrypt`` of the standard library: n=2**14, r=8, p=1, a 16-byte
+random salt, a 32-byte key; the parameters are stored with each hash, so they can be raised later). A wrong
+password counts against the account and against the address it came from (``staff_signin_failures``): five
+in 15 minutes lock the account, fifty lock the address, for the rest of that window. An unknown account costs
+as much time as a known one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Role
+from hq.db.engine import Db, Tx, utc_now
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_LEN = 2**14, 8, 1, 32
+MIN_PASSWORD, MAX_PASSWORD = 12, 1024
+WINDOW_S = 15 * 60
+ACCOUNT_FAILURES = 5
+SOURCE_FAILURES = 50
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Staff:
+    staff_id: str
+    name: str
+    role: Role
+    stores: frozenset[str]
+    disabled: bool = False
+
+
+# -- passwords ---------------------------------------------------------------------------------------
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=KEY_LEN)
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$key`` (base64)."""
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(
+        [
+            "scrypt",
+            str(SCRYPT_N),
+            str(SCRYPT_R),
+            str(SCRYPT_P),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(key).decode(),
+        ]
+    )
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, key = stored.split("$")
+        if kind != "scrypt":
+            return False
+        made = _scrypt(password, base64.b64decode(salt), int(n), int(r), int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(made, base64.b64decode(key))
+
+
+_DUMMY = hash_password(secrets.token_urlsafe(16))
+"""Checked against when the account does not exist: the answer takes as long as for one that does."""
+
+
+def check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
+        raise BackofficeRefused(Code.BAD_STAFF, f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+# -- the staff table --------------------------------------------------------------------------------
+
+
+def _staff(row: tuple[object, ...]) -> Staff:
+    return Staff(str(row[0]), str(row[1]), Role(str(row[2])), frozenset(json.loads(str(row[3]))), bool(row[4]))
+
+
+def get(tx: Tx, staff_id: str) -> Staff | None:
+    row = tx.one("SELECT staff_id, name, role, stores, disabled FROM staff WHERE staff_id = ?", [staff_id])
+    return None if row is None else _staff(row)
+
+
+def listed(tx: Tx) -> list[Staff]:
+    return [_staff(r) for r in tx.all("SELECT staff_id, name, role, stores, disabled FROM staff ORDER BY staff_id")]
+
+
+def check_account(staff_id: str, name: str, role: str, stores: list[str]) -> Staff:
+    """A new account's fields, checked: an id of lower-case letters, digits, ``.``, ``_``, ``-``; a known
+    role; stores for a store manager and only for one."""
+    if not _ID.fullmatch(staff_id):
+        raise BackofficeRefused(Code.BAD_STAFF, "a staff id is 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
+    if not name.strip() or len(name) > 200:
+        raise BackofficeRefused(Code.BAD_STAFF, "a name has 1 to 200 characters")
+    if role not in Role._value2member_map_:
+        raise BackofficeRefused(Code.BAD_STAFF, f"a role is one of {', '.join(Role)}")
+    if (role == Role.STORE_MANAGER) != bool(stores):
+        raise BackofficeRefused(Code.BAD_STAFF, "a store manager has stores (--store), and only a store manager")
+    return Staff(staff_id, name.strip(), Role(role), frozenset(stores))
+
+
+def add(tx: Tx, account: Staff, password: str) -> Staff:
+    check_new_password(password)
+    if get(tx, account.staff_id) is not None:
+        raise BackofficeRefused(Code.BAD_STAFF, f"staff {account.staff_id} exists already")
+    now = utc_now()
+    tx.run(
+        "INSERT INTO staff (staff_id, name, password, role, stores, disabled, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        [
+            account.staff_id,
+            account.name,
+            hash_password(password),
+            account.role.value,
+            json.dumps(sorted(account.stores)),
+            now,
+            now,
+        ],
+    )
+    return account
+
+
+def _held(tx: Tx, staff_id: str) -> Staff:
+    found = get(tx, staff_id)
+    if found is None:
+        raise BackofficeRefused(Code.NOT_FOUND, f"no staff {staff_id}")
+    return found
+
+
+def disable(tx: Tx, staff_id: str) -> Staff:
+    """The account can no longer sign in, and its sessions end now."""
+    _held(tx, staff_id)
+    tx.run("UPDATE staff SET disabled = 1, updated_at = ? WHERE staff_id = ?", [utc_now(), staff_id])
+    tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
+    return _held(tx, staff_id)
+
+
+def set_password(tx: Tx, staff_id: str, password: str) -> Staff:
+    """A new password; the account's sessions end and its failed sign-ins are forgotten."""
+    check_new_password(password)
+    _held(tx, staff_id)
+    tx.run(
+        "UPDATE staff SET password = ?, updated_at = ? WHERE staff_id = ?",
+        [hash_password(password), utc_now(), staff_id],
+    )
+    tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
+    tx.run("DELETE FROM staff_signin_failures WHERE subject = ?", [f"staff:{staff_id}"])
+    return _held(tx, staff_id)
+
+
+# -- signing in ------------------------------------------------------------------------------------
+
+
+def _failures(tx: Tx, subject: str, now: int) -> int:
+    row = tx.one("SELECT COUNT(*) FROM staff_signin_failures WHERE subject = ? AND at > ?", [subject, now - WINDOW_S])
+    return int(row[0]) if row else 0
+
+
+def _locked(tx: Tx, staff_id: str, source: str, now: int) -> bool:
+    return (
+        _failures(tx, f"staff:{staff_id}", now) >= ACCOUNT_FAILURES
+        or _failures(tx, f"source:{source}", now) >= SOURCE_FAILURES
+    )
+
+
+def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
+    """The account whose password this is, or why not: ``locked_out`` after too many failures (checked
+    first, so a locked account's password is not even tried), else ``bad_credentials`` for any other
+    refusal (a failure counted). The hash is checked outside any transaction: a sign-in never holds the
+    database's write lock while scrypt runs."""
+    with db.read() as tx:
+        if _locked(tx, staff_id, source, now):
+            return Code.LOCKED_OUT
+        row = tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
+    good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _DUMMY)
+    if row is None or not good or bool(row[1]):
+        failed = [(f"staff:{staff_id[:64]}", now), (f"source:{source}", now)]
+        db.transact(lambda tx: tx.many("INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)", failed))
+        return Code.BAD_CREDENTIALS
+    return db.transact(lambda tx: _signed_in(tx, staff_id, now))
+
+
+def _signed_in(tx: Tx, staff_id: str, now: int) -> Staff:
+    tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [f"staff:{staff_id}", now - WINDOW_S])
+    return _held(tx, staff_id)
+
+
+__all__ = [
+    "Staff",
+    "add",
+    "check_account",
+    "check_password",
+    "disable",
+    "get",
+    "hash_password",
+    "listed",
+    "set_password",
+    "verify",
+]

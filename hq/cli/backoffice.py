@@ -1,0 +1,155 @@
+"""`tillpoint hq staff ...` and `tillpoint hq audit verify`: the back office's staff accounts and its audit
+log (docs/backoffice.md). Passwords are read from the terminal (asked twice) or, with ``--password-stdin``,
+as one line of standard input; never from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
+from terminal.console import JsonOpt
+
+if TYPE_CHECKING:
+    from hq.backoffice.staff import Staff
+    from hq.db.engine import Tx
+
+app = typer.Typer()
+staff_app = typer.Typer(
+    name="staff", help="Back-office staff accounts: add, list, disable, passwd.", no_args_is_help=True
+)
+audit_app = typer.Typer(name="audit", help="The back office's audit log: verify its hash chain.", no_args_is_help=True)
+app.add_typer(staff_app)
+app.add_typer(audit_app)
+StdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the password as one line of standard input.")]
+ReasonOpt = Annotated[str, typer.Option(help="Why (kept in the audit log).")]
+ACTOR = "command line"
+"""Who the audit log names for a change made with these commands (whoever may run them on head office's host)."""
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = typer.prompt("Password", hide_input=True)
+    if typer.prompt("Again", hide_input=True) != first:
+        fail("the two passwords differ")
+    return str(first)
+
+
+def _shown(who: Staff) -> dict[str, object]:
+    return {
+        "staff_id": who.staff_id,
+        "name": who.name,
+        "role": who.role.value,
+        "stores": sorted(who.stores),
+        "disabled": who.disabled,
+    }
+
+
+def _audited(tx: Tx, who: Staff, action: str, reason: str) -> Staff:
+    """``who`` after the change, recorded in the audit log in the change's transaction."""
+    from hq import audit
+
+    audit.append(tx, ACTOR, action, who.staff_id, reason, {"role": who.role.value, "stores": sorted(who.stores)})
+    return who
+
+
+@staff_app.command("add")
+def add(
+    staff_id: str,
+    name: Annotated[str, typer.Option(help="The name people read.")],
+    role: Annotated[str, typer.Option(help="chain_admin, marketing, store_manager, finance or auditor.")],
+    store: Annotated[
+        list[str] | None, typer.Option("--store", help="A store manager's store (repeat for more).")
+    ] = None,
+    password_stdin: StdinOpt = False,
+    reason: ReasonOpt = "account opened",
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a staff account. Prints JSON."""
+    from hq.backoffice import staff
+    from hq.backoffice.errors import BackofficeRefused
+
+    password = _password(password_stdin)
+    with hq_store(db) as hq:
+        try:
+            account = staff.check_account(staff_id, name, role, list(store or []))
+            made = hq.db.transact(lambda tx: _audited(tx, staff.add(tx, account, password), "staff_add", reason))
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps(_shown(made)))
+
+
+@staff_app.command("list")
+def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Every staff account."""
+    from hq.backoffice import staff
+
+    with hq_store(db) as hq, hq.db.read() as tx:
+        rows = [_shown(s) for s in staff.listed(tx)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_rows(rows, ["staff_id", "name", "role", "stores", "disabled"])
+
+
+@staff_app.command("disable")
+def disable(
+    staff_id: str, reason: ReasonOpt = "account closed", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+) -> None:
+    """Stop an account from signing in; its sessions end at once. Prints JSON."""
+    from hq.backoffice import staff
+    from hq.backoffice.errors import BackofficeRefused
+
+    with hq_store(db) as hq:
+        try:
+            done = hq.db.transact(lambda tx: _audited(tx, staff.disable(tx, staff_id), "staff_disable", reason))
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps(_shown(done)))
+
+
+@staff_app.command("passwd")
+def passwd(
+    staff_id: str, password_stdin: StdinOpt = False, reason: ReasonOpt = "password changed", db: DbOpt = DEFAULT_DB
+) -> None:
+    """Set an account's password; its sessions end and its failed sign-ins are forgotten."""
+    from hq.backoffice import staff
+    from hq.backoffice.errors import BackofficeRefused
+
+    password = _password(password_stdin)
+    with hq_store(db) as hq:
+        try:
+            hq.db.transact(lambda tx: _audited(tx, staff.set_password(tx, staff_id, password), "staff_passwd", reason))
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps({"staff_id": staff_id, "password": "changed"}))
+
+
+@audit_app.command("verify")
+def verify(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Walk the audit log's hash chain: exit 0 and its head when it holds, else exit 1 naming the first
+    broken record."""
+    from hq import audit
+
+    with hq_store(db) as hq:
+        verdict = audit.verify(hq.db)
+    shown = {
+        "ok": verdict.ok,
+        "records": verdict.records,
+        "head": verdict.head,
+        "broken": verdict.broken,
+        "why": verdict.why,
+    }
+    if as_json:
+        print(json.dumps(shown))
+    elif verdict.ok:
+        print(f"the audit chain holds: {verdict.records} records, head {verdict.head}")
+    else:
+        print(f"the audit chain is broken at record {verdict.broken}: {verdict.why}")
+    if not verdict.ok:
+        raise typer.Exit(1)

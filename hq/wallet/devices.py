@@ -1,0 +1,67 @@
+"""Paying with the wallet: the browser's own device key, registered and removed through the member's session.
+
+The wallet's pay page (``/wallet/pay``) makes an Ed25519 key with WebCrypto (the private half cannot be
+read out of the browser) and registers its public half here; head office issues the same device
+certificate the member-app simulator gets (``hq.payments.register_device``, the one path), and the page
+makes one-time payment codes with it that tills verify offline (``terminal.payments``).
+
+    register   a session begun less than ``FRESH_S`` ago (a sign-in code or joining, not a two-week old
+               cookie: a thief holding only the cookie cannot make a paying device), at most
+               ``MAX_DEVICES`` live devices a member
+    remove     the member's own device onto the revocation list (``hq.payments.revoke_device``); signing
+               out in the browser that holds it does it too, and signing out everywhere removes them all
+    listed     the member's devices, live first
+
+Refusals are ``signin.WalletRefused`` with a ``sync.protocol.ErrorCode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hq import payments
+from hq.store import HqStore
+from hq.wallet.signin import WalletRefused
+from sync.protocol import ErrorCode
+from terminal import payments as pay
+
+FRESH_S = 600
+MAX_DEVICES = 5
+REMOVED = "removed by the member in the wallet"
+
+
+def listed(store: HqStore, member_id: str) -> list[dict[str, Any]]:
+    """The member's device certificates (``revoked`` set on each), live ones first, newest first."""
+    found = payments.devices(store, member_id)
+    return sorted(found, key=lambda d: (bool(d["revoked"]), -int(d["issued_at"])))
+
+
+def register(store: HqStore, member_id: str, session_started: int, device_key_hex: str, now: int) -> pay.DeviceCert:
+    """A device certificate for the browser's key, or ``WalletRefused``."""
+    if now - session_started > FRESH_S:
+        raise WalletRefused(ErrorCode.WALLET_SIGN_IN_AGAIN, "Sign in again to set up paying on this phone.")
+    live = [d for d in payments.devices(store, member_id) if not d["revoked"]]
+    if len(live) >= MAX_DEVICES:
+        raise WalletRefused(ErrorCode.WALLET_TOO_MANY_DEVICES, "Remove a phone you no longer use first.")
+    try:
+        return payments.register_device(store, member_id, device_key_hex, now=now)
+    except ValueError as exc:
+        raise WalletRefused(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def remove_all(store: HqStore, member_id: str) -> int:
+    """Revoke every live device of the member ("sign out on every device": a lost phone pays no more)."""
+    live = [str(d["cert_id"]) for d in payments.devices(store, member_id) if not d["revoked"]]
+    for cert_id in live:
+        payments.revoke_device(store, cert_id, REMOVED)
+    return len(live)
+
+
+def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:
+    """Revoke one of the member's own devices; another member's, or none, is ``device_cert_unknown``."""
+    if not any(d["cert_id"] == cert_id_hex for d in payments.devices(store, member_id)):
+        raise WalletRefused(ErrorCode.DEVICE_CERT_UNKNOWN, "No such phone of yours.")
+    return payments.revoke_device(store, cert_id_hex, REMOVED)
+
+
+__all__ = ["FRESH_S", "MAX_DEVICES", "listed", "register", "remove", "remove_all"]

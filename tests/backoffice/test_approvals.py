@@ -1,0 +1,187 @@
+"""Four eyes, on SQLite and PostgreSQL: an adjustment or a campaign launch is stored pending and changes
+nothing; a different person whose role may approve it applies it through its service, exactly once (two
+approvers at once on PostgreSQL: one applies it, the other is told it was decided); the requester can
+decide neither way; a store manager cannot ask outside its stores; every step is in the audit chain."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from hq import audit, segments
+from hq.backoffice import approvals
+from hq.backoffice import members as bo_members
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.staff import Staff
+from hq.store import HqStore
+from tests.backoffice.chain import chain
+
+CAMPAIGN = {
+    "name": "Welcome back",
+    "segment": "everyone",
+    "variants": [{"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}}],
+    "schedule": {"kind": "daily", "at": "09:00"},
+}
+
+
+@pytest.fixture
+def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff]]]:
+    with chain(hq_url) as made:
+        yield made
+
+
+def balances(hq: HqStore, member_id: str) -> tuple[int, int]:
+    member = hq.member(member_id)
+    assert member is not None
+    return member.points, member.stored_value
+
+
+def refused(code: Code, call: object) -> None:
+    with pytest.raises(BackofficeRefused) as caught:
+        assert callable(call)
+        call()
+    assert caught.value.code is code, caught.value
+
+
+def test_an_adjustment_applies_once_when_someone_else_approves_it(office: tuple[HqStore, dict[str, Staff]]) -> None:
+    hq, staff = office
+    before = balances(hq, "M-S1")
+    asked = bo_members.ask_adjustment(hq, staff["manager"], "M-S1", 500, 1200, "goodwill: broken machine")
+    assert asked.state == approvals.PENDING and balances(hq, "M-S1") == before
+
+    refused(
+        Code.OWN_REQUEST, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["manager"], asked.request_id))
+    )
+    refused(Code.FORBIDDEN, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["market"], asked.request_id)))
+    refused(
+        Code.FORBIDDEN, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["auditor"], asked.request_id))
+    )
+    assert balances(hq, "M-S1") == before
+
+    done = hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id, "checked the receipt"))
+    assert done.state == approvals.APPROVED and done.decided_by == "finance"
+    assert balances(hq, "M-S1") == (before[0] + 500, before[1] + 1200)
+    refused(
+        Code.ALREADY_DECIDED, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], asked.request_id))
+    )
+    assert balances(hq, "M-S1") == (before[0] + 500, before[1] + 1200)
+
+    with hq.db.read() as tx:
+        actions = [(r.actor, r.action, r.target) for r in reversed(audit.recent(tx))]
+    assert actions == [("manager", "request_adjustment", "M-S1"), ("finance", "approve_adjustment", "M-S1")]
+    assert audit.verify(hq.db).ok
+
+
+def test_the_requester_can_neither_approve_nor_reject_and_a_rejection_changes_nothing(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    hq, staff = office
+    before = balances(hq, "M-S2")
+    asked = bo_members.ask_adjustment(hq, staff["finance"], "M-S2", -10, 0, "points given twice")
+    refused(
+        Code.OWN_REQUEST, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
+    )
+    refused(
+        Code.OWN_REQUEST,
+        lambda: hq.db.transact(lambda tx: approvals.reject(tx, staff["finance"], asked.request_id, "no")),
+    )
+    refused(
+        Code.REASON_REQUIRED,
+        lambda: hq.db.transact(lambda tx: approvals.reject(tx, staff["admin"], asked.request_id, " ")),
+    )
+    done = hq.db.transact(lambda tx: approvals.reject(tx, staff["admin"], asked.request_id, "they were not"))
+    assert done.state == approvals.REJECTED and balances(hq, "M-S2") == before
+    refused(
+        Code.ALREADY_DECIDED,
+        lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["admin2"], asked.request_id)),
+    )
+
+
+def test_a_store_manager_asks_only_for_its_stores_members_and_always_with_a_reason(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    hq, staff = office
+    refused(Code.FORBIDDEN, lambda: bo_members.ask_adjustment(hq, staff["manager"], "M-S2", 100, 0, "a favour"))
+    refused(Code.REASON_REQUIRED, lambda: bo_members.ask_adjustment(hq, staff["manager"], "M-S1", 100, 0, "   "))
+    refused(Code.BAD_AMOUNT, lambda: bo_members.ask_adjustment(hq, staff["manager"], "M-S1", 0, 0, "nothing"))
+    refused(Code.FORBIDDEN, lambda: bo_members.ask_adjustment(hq, staff["auditor"], "M-S1", 1, 0, "auditors read"))
+    refused(Code.NOT_FOUND, lambda: bo_members.ask_adjustment(hq, staff["admin"], "M-NONE", 1, 0, "nobody"))
+    with hq.db.read() as tx:
+        assert approvals.listed(tx) == []
+
+
+def test_an_adjustment_never_takes_more_than_the_balance_holds(office: tuple[HqStore, dict[str, Staff]]) -> None:
+    hq, staff = office
+    points, _ = balances(hq, "M-S1")
+    asked = bo_members.ask_adjustment(hq, staff["admin"], "M-S1", -(points + 1), 0, "clawback")
+    refused(
+        Code.BELOW_ZERO, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
+    )
+    with hq.db.read() as tx:
+        assert approvals.get(tx, asked.request_id).state == approvals.PENDING
+    assert balances(hq, "M-S1")[0] == points
+
+
+def test_a_campaign_launch_waits_for_a_second_person(office: tuple[HqStore, dict[str, Staff]]) -> None:
+    hq, staff = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
+    refused(
+        Code.CAMPAIGN_INVALID,
+        lambda: hq.db.transact(
+            lambda tx: approvals.ask(tx, staff["market"], approvals.CAMPAIGN, "bad", None, {"spec": {}}, "x")
+        ),
+    )
+    refused(
+        Code.FORBIDDEN,
+        lambda: hq.db.transact(
+            lambda tx: approvals.ask(
+                tx, staff["manager"], approvals.CAMPAIGN, "welcome", None, {"spec": CAMPAIGN}, "spring"
+            )
+        ),
+    )
+    asked = hq.db.transact(
+        lambda tx: approvals.ask(
+            tx, staff["market"], approvals.CAMPAIGN, "welcome", None, {"spec": CAMPAIGN}, "spring push"
+        )
+    )
+    with hq.db.read() as tx:
+        assert tx.one("SELECT 1 FROM campaigns WHERE campaign_id = 'welcome'") is None
+    refused(
+        Code.OWN_REQUEST, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["market"], asked.request_id))
+    )
+    refused(
+        Code.FORBIDDEN, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
+    )
+    done = hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], asked.request_id))
+    assert done.state == approvals.APPROVED
+    with hq.db.read() as tx:
+        row = tx.one("SELECT state, created_by FROM campaigns WHERE campaign_id = 'welcome'")
+    assert row == ("active", "market")
+
+
+def test_two_approvers_at_once_apply_it_exactly_once(pg_url: str) -> None:
+    with chain(pg_url) as (hq, staff):
+        before = balances(hq, "M-S1")
+        asked = bo_members.ask_adjustment(hq, staff["manager"], "M-S1", 40, 0, "two clicks")
+        outcomes: list[str] = []
+        start = threading.Barrier(2)
+
+        def approve(who: Staff) -> None:
+            start.wait(10)
+            try:
+                hq.db.transact(lambda tx: approvals.approve(tx, who, asked.request_id))
+                outcomes.append("approved")
+            except BackofficeRefused as exc:
+                outcomes.append(exc.code.value)
+
+        threads = [threading.Thread(target=approve, args=(staff[w],)) for w in ("admin", "finance")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["already_decided", "approved"]
+        assert balances(hq, "M-S1") == (before[0] + 40, before[1])
+        with hq.db.read() as tx:
+            assert tx.one("SELECT COUNT(*) FROM adjustments WHERE member_id = 'M-S1'") == (1,)

@@ -1,0 +1,84 @@
+"""The role table, exhaustively: every role, every action, every kind of scope, against the table the issue
+asks for written out again here; and what the table promises as a whole (the auditor never writes, a store
+manager never reaches beyond its stores)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from hq.backoffice.roles import PERMISSIONS, WRITES, Action, Reach, Role, Scope, allowed, may
+
+A = Action
+EXPECTED: dict[Role, dict[Action, str]] = {
+    Role.CHAIN_ADMIN: dict.fromkeys(Action, "chain"),
+    Role.MARKETING: {
+        A.MEMBERS_READ: "chain",
+        A.APPROVALS_READ: "chain",
+        A.CAMPAIGNS_READ: "chain",
+        A.CAMPAIGNS_LAUNCH: "chain",
+        A.APPROVE_CAMPAIGN: "chain",
+    },
+    Role.STORE_MANAGER: {
+        A.MEMBERS_READ: "stores",
+        A.MEMBERS_BLOCK: "stores",
+        A.MEMBERS_ADJUST: "stores",
+        A.APPROVALS_READ: "stores",
+    },
+    Role.FINANCE: {
+        A.MEMBERS_READ: "chain",
+        A.MEMBERS_ADJUST: "chain",
+        A.APPROVALS_READ: "chain",
+        A.APPROVE_ADJUSTMENT: "chain",
+        A.AUDIT_READ: "chain",
+    },
+    Role.AUDITOR: {
+        A.MEMBERS_READ: "chain",
+        A.APPROVALS_READ: "chain",
+        A.CAMPAIGNS_READ: "chain",
+        A.AUDIT_READ: "chain",
+    },
+}
+OWN = frozenset({"S1", "S2"})
+SCOPES = {
+    "list": Scope(OWN, None),
+    "own store": Scope(OWN, frozenset({"S2"})),
+    "own and other": Scope(OWN, frozenset({"S2", "S9"})),
+    "other store": Scope(OWN, frozenset({"S9"})),
+    "no store": Scope(OWN, frozenset()),
+    "no own stores": Scope(frozenset(), frozenset({"S1"})),
+}
+INSIDE = {"list", "own store", "own and other"}
+
+
+@pytest.mark.parametrize(("role", "action", "scope"), list(itertools.product(Role, Action, SCOPES)))
+def test_allowed_is_the_table_for_every_role_action_and_scope(role: Role, action: Action, scope: str) -> None:
+    reach = EXPECTED[role].get(action)
+    want = reach == "chain" or (reach == "stores" and scope in INSIDE)
+    assert allowed(role, action, SCOPES[scope]) is want
+    assert may(role, action) is (reach is not None)
+
+
+def test_the_table_has_every_role_and_nothing_else() -> None:
+    assert set(PERMISSIONS) == set(Role)
+    assert {r: {a: x.value for a, x in t.items()} for r, t in PERMISSIONS.items()} == EXPECTED
+
+
+def test_the_auditor_reads_and_never_writes() -> None:
+    assert not any(may(Role.AUDITOR, action) for action in WRITES)
+    assert all(action.value.endswith("_read") for action in PERMISSIONS[Role.AUDITOR])
+
+
+def test_a_store_manager_never_reaches_beyond_its_stores() -> None:
+    assert set(PERMISSIONS[Role.STORE_MANAGER].values()) == {Reach.STORES}
+    for action in Action:
+        assert not allowed(Role.STORE_MANAGER, action, SCOPES["other store"])
+        assert not allowed(Role.STORE_MANAGER, action, SCOPES["no store"])
+
+
+def test_money_moved_by_hand_is_asked_for_and_approved_by_roles_that_can_be_two_people() -> None:
+    """Every role that may ask for an adjustment or a launch has another role that may approve it."""
+    for ask, approve in ((A.MEMBERS_ADJUST, A.APPROVE_ADJUSTMENT), (A.CAMPAIGNS_LAUNCH, A.APPROVE_CAMPAIGN)):
+        askers = [r for r in Role if may(r, ask)]
+        assert askers and all(any(may(o, approve) for o in Role) for _ in askers)

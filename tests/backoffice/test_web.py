@@ -1,0 +1,327 @@
+"""The back office over HTTP against a real head-office server on 127.0.0.1, on SQLite and PostgreSQL:
+every page needs a session and names its action; each role reaches exactly the pages its table allows; a
+store manager neither sees nor changes another store's members; sign-in gives a fresh session (a planted
+cookie is never adopted) with a strict cookie; every POST needs the page's Origin and the session's CSRF
+token; failed sign-ins lock the account; sign-out, idle and absolute expiry and a disabled account end it."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from hq import segments
+from hq.api import backoffice as web
+from hq.api.server import ServerHandle, start_in_thread
+from hq.backoffice import members as bo_members
+from hq.backoffice import sessions, staff
+from hq.backoffice.roles import Role, may
+from hq.backoffice.staff import Staff
+from hq.store import HqStore
+from tests.backoffice.chain import PASSWORD, STAFF, chain
+from tests.fixtures.hq import HqProcess, make_tls
+
+PATH_VALUES = {"member_id": "M-S1", "subject": "M-S1", "request_id": "AR-0000000000000000"}
+
+
+@pytest.fixture
+def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
+    with chain(hq_url) as (hq, made):
+        server = start_in_thread(hq)
+        try:
+            yield hq, made, server
+        finally:
+            server.stop()
+
+
+def browser(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Origin": url}, follow_redirects=False, timeout=30, trust_env=False)
+
+
+def signed_in(url: str, staff_id: str) -> tuple[httpx.Client, str]:
+    """A client signed in as ``staff_id`` and its session's CSRF token (read from a page, as a form has it)."""
+    client = browser(url)
+    reply = client.post("/backoffice/sign-in", data={"staff_id": staff_id, "password": PASSWORD})
+    assert reply.status_code == 303 and reply.headers["location"] == "/backoffice/", reply.text[:500]
+    return client, csrf_of(client.get("/backoffice/").text)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def code_of(reply: httpx.Response) -> str | None:
+    found = re.search(r'id="error"[^>]*data-code="([^"]+)"', reply.text)
+    return found.group(1) if found else None
+
+
+def filled(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES.get(m.group(1), "x"), path)
+
+
+def backoffice_routes() -> set[tuple[str, str]]:
+    found = set()
+    for route in web.router.routes:
+        assert isinstance(route, APIRoute)
+        for method in route.methods:
+            found.add((method, route.path))
+    return found
+
+
+def test_every_page_names_its_action_or_is_one_of_the_few_public_ones() -> None:
+    routes = backoffice_routes()
+    assert routes == set(web.ACTIONS) | web.PUBLIC
+    assert not set(web.ACTIONS) & web.PUBLIC
+
+
+def test_without_a_session_every_page_sends_to_sign_in_and_every_change_is_refused(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    _, _, server = office
+    client = browser(server.url)
+    for method, path in sorted(web.ACTIONS):
+        reply = client.request(method, filled(path), data={"reason": "r", "csrf": "x"})
+        if method == "GET":
+            assert reply.status_code == 303 and reply.headers["location"] == "/backoffice/sign-in", path
+        else:
+            assert reply.status_code == 401 and code_of(reply) == "sign_in_required", path
+    assert client.get("/backoffice/").status_code == 303
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_role_reaches_exactly_the_pages_its_table_allows(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle], role: Role
+) -> None:
+    _, made, server = office
+    staff_id = next(s for s, (_, r, _) in STAFF.items() if r == role.value)
+    client, csrf = signed_in(server.url, staff_id)
+    for (method, path), actions in sorted(web.ACTIONS.items()):
+        if path.endswith("/erase"):
+            continue  # it would erase the member the other pages read; its refusal is below
+        reply = client.request(
+            method, filled(path), data={"csrf": csrf, "reason": "because", "note": "n", "points": "1"}
+        )
+        allowed = any(may(role, a) for a in actions)
+        if allowed:
+            assert code_of(reply) != "forbidden" and reply.status_code != 403, (role, method, path, reply.text[:300])
+        else:
+            assert reply.status_code == 403 and code_of(reply) == "forbidden", (role, method, path)
+    erased = client.post("/backoffice/members/M-S2/erase", data={"csrf": csrf, "reason": "asked", "confirm": "M-S2"})
+    if role is Role.CHAIN_ADMIN:
+        assert erased.status_code == 200 and made  # the chain administrator erases
+    else:
+        assert erased.status_code == 403 and code_of(erased) == "forbidden"
+
+
+def test_a_store_manager_sees_and_changes_only_its_stores_members(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, made, server = office
+    client, csrf = signed_in(server.url, "manager")
+    found = (
+        client.get("/backoffice/members", params={"q": "M-S"}).text
+        + client.get("/backoffice/members/results", params={"q": "bo"}).text
+    )
+    assert "M-S2" not in found
+    assert "M-S1" in client.get("/backoffice/members/results", params={"q": "aiko"}).text
+    assert client.get("/backoffice/members/M-S1").status_code == 200
+    other = client.get("/backoffice/members/M-S2")
+    assert other.status_code == 403 and code_of(other) == "forbidden" and "Bo Ni" not in other.text
+    for path, data in (
+        ("/backoffice/members/M-S2/adjust", {"points": "100", "stored_value": "0", "reason": "a favour"}),
+        ("/backoffice/members/M-S2/block", {"reason": "why not"}),
+        ("/backoffice/cards/" + "b" * 64 + "/block", {"reason": "why not"}),
+    ):
+        reply = client.post(path, data={**data, "csrf": csrf})
+        assert reply.status_code == 403 and code_of(reply) == "forbidden", path
+    assert hq.member("M-S2") is not None and hq.member("M-S2").status == "active"  # type: ignore[union-attr]
+    others = bo_members.ask_adjustment(hq, made["admin"], "M-S2", 10, 0, "another store's request")
+    listed = client.get("/backoffice/approvals").text
+    assert others.request_id not in listed and "another store" not in listed
+    decided = client.post(f"/backoffice/approvals/{others.request_id}/approve", data={"csrf": csrf})
+    assert decided.status_code == 403 and code_of(decided) == "forbidden"
+    blocked = client.post("/backoffice/cards/" + "a" * 64 + "/block", data={"csrf": csrf, "reason": "card lost"})
+    assert blocked.status_code == 303
+    with hq.db.read() as tx:
+        assert tx.one("SELECT status FROM cards WHERE uid_hash = ?", ["a" * 64]) == ("blocked",)
+        assert tx.one("SELECT COUNT(*) FROM approvals WHERE subject = 'M-S1'") == (0,)
+
+
+def test_every_change_needs_the_pages_origin_and_the_sessions_csrf_token(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    client, csrf = signed_in(server.url, "admin")
+    _, other_csrf = signed_in(server.url, "admin2")
+    form = {"reason": "card lost"}
+    for sent, code in (({}, "bad_csrf"), ({"csrf": "guess"}, "bad_csrf"), ({"csrf": other_csrf}, "bad_csrf")):
+        reply = client.post("/backoffice/members/M-S1/block", data={**form, **sent})
+        assert reply.status_code == 403 and code_of(reply) == code
+    for origin in ("https://evil.example", "null", ""):
+        reply = client.post("/backoffice/members/M-S1/block", data={**form, "csrf": csrf}, headers={"Origin": origin})
+        assert reply.status_code == 403 and code_of(reply) == "bad_origin"
+    cross = client.post(
+        "/backoffice/members/M-S1/block", data={**form, "csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross.status_code == 403 and code_of(cross) == "bad_origin"
+    assert hq.member("M-S1").status == "active"  # type: ignore[union-attr]
+    header = client.post("/backoffice/members/M-S1/block", data=form, headers={"X-CSRF-Token": csrf})
+    assert header.status_code == 303 and hq.member("M-S1").status == "blocked"  # type: ignore[union-attr]
+    signin_elsewhere = browser(server.url).post(
+        "/backoffice/sign-in",
+        data={"staff_id": "admin", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert signin_elsewhere.status_code == 403 and code_of(signin_elsewhere) == "bad_origin"
+
+
+def test_sign_in_makes_a_fresh_session_and_never_adopts_one_a_browser_brought(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    _, _, server = office
+    attacker, _ = signed_in(server.url, "auditor")
+    planted = attacker.cookies["tp_staff"]
+    victim = with_cookie(server.url, planted)
+    reply = victim.post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD})
+    cookie = reply.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    fresh = given(reply)
+    assert fresh != planted and len(fresh) >= 40
+    assert 'data-role="chain_admin"' in with_cookie(server.url, fresh).get("/backoffice/").text
+    assert with_cookie(server.url, planted).get("/backoffice/").status_code == 303  # the planted session ended
+    invented = with_cookie(server.url, "chosen-by-the-attacker")
+    assert given(invented.post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD})) not in (
+        "chosen-by-the-attacker",
+        planted,
+        fresh,
+    )
+
+
+def given(reply: httpx.Response) -> str:
+    """The session token a sign-in's Set-Cookie gives."""
+    found = re.search(r"tp_staff=([^;]+)", reply.headers.get("set-cookie", ""))
+    assert found, reply.headers
+    return found.group(1)
+
+
+def with_cookie(url: str, token: str) -> httpx.Client:
+    """A browser that holds ``token`` as its session cookie."""
+    client = browser(url)
+    client.headers["Cookie"] = f"tp_staff={token}"
+    return client
+
+
+def test_the_cookie_is_secure_and_host_only_over_https(tmp_path: Path) -> None:
+    """A head-office process serving TLS (``hq serve --tls-cert --tls-key``) with a CA of the test's own."""
+    ca, cert, key = make_tls(tmp_path)
+    process = HqProcess(tmp_path, tls=(cert, key))
+    with chain(process.db):
+        pass
+    process.start()
+    try:
+        with httpx.Client(
+            base_url=process.url, verify=ssl.create_default_context(cafile=str(ca)), trust_env=False, timeout=30
+        ) as client:
+            reply = client.post(
+                "/backoffice/sign-in",
+                data={"staff_id": "admin", "password": PASSWORD},
+                headers={"Origin": process.url},
+            )
+        cookie = reply.headers["set-cookie"]
+        assert reply.status_code == 303 and cookie.startswith("__Host-tp_staff=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+    finally:
+        process.kill()
+
+
+def test_failed_sign_ins_lock_the_account_for_a_while(office: tuple[HqStore, dict[str, Staff], ServerHandle]) -> None:
+    hq, _, server = office
+    client = browser(server.url)
+    for _ in range(staff.ACCOUNT_FAILURES):
+        wrong = client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": "not it at all"})
+        assert wrong.status_code == 401 and code_of(wrong) == "bad_credentials"
+    locked = client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD})
+    assert locked.status_code == 429 and code_of(locked) == "locked_out" and "tp_staff" not in client.cookies
+    assert (
+        browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD}).status_code
+        == 303
+    )
+    unknown = client.post("/backoffice/sign-in", data={"staff_id": "nobody", "password": PASSWORD})
+    assert unknown.status_code == 401 and code_of(unknown) == "bad_credentials"
+    hq.db.transact(lambda tx: staff.set_password(tx, "finance", PASSWORD))  # an administrator resets it
+    assert client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD}).status_code == 303
+
+
+def test_sign_out_a_disabled_account_and_idle_or_old_sessions_end(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    client, csrf = signed_in(server.url, "finance")
+    token = client.cookies["tp_staff"]
+    assert client.post("/backoffice/sign-out", data={"csrf": csrf}).status_code == 303
+    assert with_cookie(server.url, token).get("/backoffice/").status_code == 303
+
+    client, _ = signed_in(server.url, "auditor")
+    hq.db.transact(lambda tx: staff.disable(tx, "auditor"))
+    assert client.get("/backoffice/").status_code == 303
+    disabled = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "auditor", "password": PASSWORD})
+    assert disabled.status_code == 401
+
+    who = staff.Staff("market", "Mia", Role.MARKETING, frozenset())
+    started = 1_000_000
+    token = hq.db.transact(lambda tx: sessions.start(tx, who, started))
+    found: list[Any] = []
+    for at in (started + sessions.IDLE_S - 1, started + 2 * sessions.IDLE_S - 2):
+        found.append(hq.db.transact(lambda tx, at=at: sessions.find(tx, token, at)))
+    assert all(s is not None for s in found)  # each request restarts the idle clock
+    assert hq.db.transact(lambda tx: sessions.find(tx, token, started + 3 * sessions.IDLE_S)) is None
+    token = hq.db.transact(lambda tx: sessions.start(tx, who, started))
+    at = started
+    while at + sessions.IDLE_S // 2 < started + sessions.ABSOLUTE_S:
+        at += sessions.IDLE_S // 2
+        assert hq.db.transact(lambda tx, at=at: sessions.find(tx, token, at)) is not None
+    assert hq.db.transact(lambda tx: sessions.find(tx, token, started + sessions.ABSOLUTE_S)) is None
+
+
+def test_a_campaign_launch_asked_on_the_page_starts_when_someone_else_approves_it(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
+    spec = {
+        "name": "Spring <b>push</b>",
+        "segment": "everyone",
+        "variants": [{"variant": "yen100", "coupon": {"kind": "amount_off", "value": 100}}],
+        "schedule": {"kind": "daily", "at": "09:00"},
+    }
+    market, csrf = signed_in(server.url, "market")
+    bad = market.post(
+        "/backoffice/campaigns/launch", data={"csrf": csrf, "campaign_id": "spring", "spec": "{not json", "reason": "r"}
+    )
+    assert bad.status_code == 422 and code_of(bad) == "campaign_invalid"
+    asked = market.post(
+        "/backoffice/campaigns/launch",
+        data={"csrf": csrf, "campaign_id": "spring", "spec": json.dumps(spec), "reason": "spring push"},
+    )
+    assert asked.status_code == 303 and "request=AR-" in asked.headers["location"]
+    listing = market.get("/backoffice/campaigns")
+    assert "spring push" in listing.text and 'data-id="spring"' not in listing.text
+    request_id = re.search(r"AR-[0-9a-f]{16}", asked.headers["location"]).group(0)  # type: ignore[union-attr]
+    own = market.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": csrf})
+    assert own.status_code == 403 and code_of(own) == "own_request"
+    admin, admin_csrf = signed_in(server.url, "admin")
+    assert "Spring &lt;b&gt;push&lt;/b&gt;" in admin.get("/backoffice/approvals").text
+    assert admin.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": admin_csrf}).status_code == 303
+    listing = market.get("/backoffice/campaigns")
+    assert 'data-id="spring"' in listing.text and "Spring &lt;b&gt;push&lt;/b&gt;" in listing.text
+    with hq.db.read() as tx:
+        assert tx.one("SELECT state, created_by FROM campaigns WHERE campaign_id = 'spring'") == ("active", "market")
