@@ -8,7 +8,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     cli/          the `tillpoint hq ...` commands: one Typer sub-app per area, assembled in cli/__init__.py
     workers.py    `hq serve --workers N`: several processes on one PostgreSQL
     api/          the HTTP API: one APIRouter per area, included by api/app.py's create_app(); serve()
-    scheduler.py  the campaign timer the server runs: every due campaign, every N seconds
+    scheduler.py  the campaign timer the server runs: every due campaign and points expiry, every N seconds
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
     wallet/       the member's wallet on the phone: contacts, one-time sign-in codes and their senders,
@@ -34,9 +34,12 @@ import-linter contract in pyproject.toml; a new module must be given its place t
                   from the journal
     profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
     pools.py      flash-drop quantity pools: each till's allocation, granted at pull, counted at ingest
+    ledger.py     the double-entry ledger of points and stored value: posting rules, points lots of their
+                  issuing merchants, expiry as breakage, the check that proves every balance
     versions.py   the versions of the rules each sale was priced with
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs
+    merchants.py  the chain's merchants: their stores, what they pay and are paid per 100 points
     recompute.py  head office's own pricing of a sale, with the till's pure pricing functions
     db/           the storage engines behind one protocol (db/engine.py): SQLite, PostgreSQL; the schema
     errors.py     HqError and the storage errors every layer may see

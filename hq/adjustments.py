@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hq import policy
+from hq import ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import bump_versions
@@ -72,6 +72,7 @@ def apply(tx: Tx, adjustment_id: str, made: AdjustPayload, requested_by: str, ap
     if (made.points < 0 and points < 0) or (made.stored_value < 0 and value < 0):  # taking more than is there
         raise BelowZero(f"the adjustment would leave {points} points and {value} stored value")
     tx.run("UPDATE members SET points = ?, stored_value = ? WHERE member_id = ?", [points, value, made.member_id])
+    ledger.adjust(tx, made.member_id, made.points, made.stored_value, utc_now(), adjustment_id)
     tx.run(
         "INSERT INTO adjustments (adjustment_id, member_id, points, stored_value, points_after, stored_value_after, "
         "reason, requested_by, approved_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, checkins, policy, pools, stats, versions
+from hq import businessday, checkins, ledger, policy, pools, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -745,6 +745,7 @@ def apply_held(
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
+    ledger.post_journal(tx, [txn_id])
     if effect in STATS_EFFECTS:
         stats.apply(tx, [txn_id])
     return effect, coupons
@@ -768,6 +769,7 @@ def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
         [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
     )
+    ledger.post_journal(tx, sorted(str(r[0]) for r in rows))  # UUIDv7: in the order they were made
     stats.apply(tx, [str(r[0]) for r in rows])
     cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
     tx.run(

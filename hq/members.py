@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from hq import profiles, stats
+from hq import ledger, profiles, stats
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
@@ -172,6 +172,7 @@ def merge(tx: Tx, batch: Batch, winner: str, loser: str) -> tuple[int, int]:
         [points, value, winner],
     )
     tx.run("UPDATE members SET points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?", [loser])
+    ledger.merge(tx, winner, loser, batch.received_at)
     tx.run("UPDATE enrolments SET merged_into = ? WHERE member_id = ? OR merged_into = ?", [winner, loser, loser])
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ? AND deleted = 0", [loser])]
     tx.run("UPDATE cards SET member_id = ? WHERE member_id = ? AND deleted = 0", [winner, loser])
@@ -281,6 +282,7 @@ def claim(
         "UPDATE journal SET member_id = ?, points = ?, effect = 'applied' WHERE txn_id = ?",
         [member_id, points, token.txn_id],
     )
+    ledger.post_journal(tx, [token.txn_id])
     stats.apply(tx, [token.txn_id])
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
     if profile is not None:
@@ -347,6 +349,7 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
         raise UnknownMember(f"no member {member_id}")
     cards = [str(r[0]) for r in tx.all("SELECT uid_hash FROM cards WHERE member_id = ?", [member_id])]
     coupons = [str(r[0]) for r in tx.all("SELECT coupon_id FROM coupons WHERE member_id = ?", [member_id])]
+    ledger.forfeit(tx, member_id, now)
     tx.run(
         "UPDATE members SET display_name = '', points = 0, stored_value = 0, deleted = 1 WHERE member_id = ?",
         [member_id],

@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import audit, policy
+from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import HQ_ACTOR, bump_versions, payload_json
@@ -99,6 +99,7 @@ def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", 
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [topup_id, member_id, amount, after, by, note, utc_now()],
         )
+        ledger.post_topup(tx, topup_id, member_id, amount, utc_now())
         settled = _settle_overspends(tx, member_id, topup_id) if before < 0 <= after else []
         bump_versions(tx, "members", "member_id", [member_id])
         audit.append(tx, by, "topup", member_id, note, {"topup_id": topup_id, "amount": amount, "balance_after": after})

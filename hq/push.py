@@ -6,17 +6,19 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales
     -> top-ups against the till's policy (hq.topups) -> journal rows
-    -> sales -> receipts (hq.receipts) -> member balances -> coupon counters -> reversals -> member statistics (hq.stats)
+    -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals
+    -> member statistics (hq.stats)
     -> door check-ins (hq.checkins) -> items
     -> versions -> watermark
 """
 
 from __future__ import annotations
 
-from hq import members, receipts, topups
+from hq import ledger, members, receipts, topups
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
+    Effect,
     Settings,
     UnknownTerminal,
     advance,
@@ -78,6 +80,7 @@ def ingest(
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one
     apply_balances(tx, batch)
+    ledger.post_journal(tx, [e.txn_id for e, x in zip(fresh, batch.effects, strict=True) if x is Effect.APPLIED])
     count_coupons(tx, batch)
     reverse(tx, batch)
     count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes

@@ -36,7 +36,20 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import audit, businessday, pools, profiles, push, quarantine, receipts, reconcile, stats, topups, versions
+from hq import (
+    audit,
+    businessday,
+    ledger,
+    pools,
+    profiles,
+    push,
+    quarantine,
+    receipts,
+    reconcile,
+    stats,
+    topups,
+    versions,
+)
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
@@ -537,6 +550,12 @@ class HqStore:
                 "deleted": 0,
             }
             if _write_row(tx, "members", "member_id", member_id, values, held):
+                before = (int(held[2]), int(held[4])) if held is not None else (0, 0)  # a tombstone keeps its own
+                after = (
+                    points if points is not None else int(old[2]),
+                    stored_value if stored_value is not None else int(old[4]),
+                )
+                ledger.adjust(tx, member_id, after[0] - before[0], after[1] - before[1], self.now())
                 if held is None or held[6]:
                     ingest_mod.apply_late_entries(tx, member_id, self.now())
                 bump_versions(tx, "members", "member_id", [member_id])
@@ -584,7 +603,11 @@ class HqStore:
         member_id = body.get("member_id")
         if member_id is not None and not isinstance(member_id, str):
             raise ValueError("a coupon's member_id must be a string")
-        self._put("coupons", "coupon_id", coupon_id, {"member_id": member_id, "body": payload_json(body), "deleted": 0})
+        merchant_id = body.get("merchant_id")  # the merchant whose tills alone take it (docs/ledger.md)
+        if merchant_id is not None and not isinstance(merchant_id, str):
+            raise ValueError("a coupon's merchant_id must be a string")
+        fields = {"member_id": member_id, "merchant_id": merchant_id, "body": payload_json(body), "deleted": 0}
+        self._put("coupons", "coupon_id", coupon_id, fields)
         return coupon_id
 
     def delete(self, kind: str, item_id: str) -> bool:

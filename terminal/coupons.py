@@ -14,7 +14,8 @@ proportion (``loyalty.allocate``).
 
 Checks, in order, each with a stable code: validity window (``coupon_not_yet_valid``,
 ``coupon_expired``), weekday (``coupon_wrong_day``), hours (``coupon_wrong_time``), store
-(``coupon_wrong_store``), member only (``coupon_members_only``), one member
+(``coupon_wrong_store``), merchant (``coupon_other_merchant``: a merchant's coupon at another merchant's
+till; a chain-wide coupon, or a till that does not know its merchant yet, passes), member only (``coupon_members_only``), one member
 (``coupon_not_this_member``), tier (``coupon_wrong_tier``), global use limit (``coupon_used_up``),
 this till's allocation of the coupon's flash-drop pool (``coupon_allocation_used``: none held, or all of it
 redeemed here), per-member limit (``coupon_already_used``), minimum spend on the basket before discounts
@@ -81,6 +82,8 @@ class Coupon:
     pool: str | None = None
     """The flash-drop quantity pool this coupon redeems from (head office's ``hq.pools``): a till redeems
     it only within the allocation head office granted it."""
+    merchant_id: str | None = None
+    """The merchant whose stores alone take this coupon; None: the whole chain's."""
 
     @property
     def needs_member(self) -> bool:
@@ -178,6 +181,7 @@ def parse_coupon(coupon_id: str, doc: Mapping[str, Any]) -> Coupon:
         bool(doc.get("exclusive", False)),
         str(doc.get("text", "")),
         parse_pool(coupon_id, doc),
+        str(doc["merchant_id"]) if doc.get("merchant_id") else None,
     )
 
 
@@ -186,6 +190,8 @@ def refusal(offer: Offer, basket: Basket, ctx: SaleContext) -> str | None:
     coupon = offer.coupon
     if (code := coupon.when.refusal(ctx)) is not None:
         return code
+    if coupon.merchant_id is not None and ctx.merchant_id is not None and coupon.merchant_id != ctx.merchant_id:
+        return "coupon_other_merchant"
     if coupon.needs_member and ctx.member_id is None:
         return "coupon_members_only"
     if coupon.member_id is not None and coupon.member_id != ctx.member_id:

@@ -34,6 +34,7 @@ class Code(StrEnum):
     COUPON_WRONG_DAY = "coupon_wrong_day"
     COUPON_WRONG_TIME = "coupon_wrong_time"
     COUPON_WRONG_STORE = "coupon_wrong_store"
+    COUPON_OTHER_MERCHANT = "coupon_other_merchant"
     COUPON_MEMBERS_ONLY = "coupon_members_only"
     COUPON_NOT_THIS_MEMBER = "coupon_not_this_member"
     COUPON_WRONG_TIER = "coupon_wrong_tier"
@@ -122,6 +123,7 @@ MESSAGES: dict[Code, str] = {
     Code.COUPON_WRONG_DAY: "This coupon is not valid today.",
     Code.COUPON_WRONG_TIME: "This coupon is not valid at this time of day.",
     Code.COUPON_WRONG_STORE: "This coupon is not valid in this store.",
+    Code.COUPON_OTHER_MERCHANT: "This coupon belongs to another merchant of the chain.",
     Code.COUPON_MEMBERS_ONLY: "This coupon is for members: identify the member first.",
     Code.COUPON_NOT_THIS_MEMBER: "This coupon belongs to another member.",
     Code.COUPON_WRONG_TIER: "This coupon is not for this member's tier.",

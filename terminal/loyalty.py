@@ -59,6 +59,8 @@ class SaleContext:
     store_id: str
     member_id: str | None = None
     tier: str | None = None
+    merchant_id: str | None = None
+    """The merchant the till's store belongs to (head office's ``hq.merchants``); None: not known yet."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     settle ITEM --by NAME --note WHY   settle an item by hand
     settle-group --terminal-id T --day D --reason R --by NAME --note WHY   settle a whole group
     receipt [--digest D] [--number N] [--store-id S]   the sales read from a POS's printed receipt
-    store STORE [--timezone TZ --day-starts HH:MM] / stores   each store's business day
+    store STORE [--timezone TZ --day-starts HH:MM] [--merchant M] / stores   each store's business day and merchant
     block|unblock member|card ID --by NAME --reason WHY   stop (or allow again) a member or a card
     quarantine / release TXN / reject TXN --by NAME --note WHY   entries held by the trust rules
     put-coupon FILE / put-rule FILE    store a coupon or earning-rule JSON document
@@ -37,6 +37,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
+    merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
+    ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -54,6 +56,7 @@ from hq.cli import (
     backoffice,
     campaigns,
     documents,
+    ledger,
     members,
     payments,
     pools,
@@ -76,6 +79,7 @@ AREAS = (
     pools,
     documents,
     payments,
+    ledger,
     backoffice,
     serve,
 )

@@ -18,14 +18,25 @@ def store_calendar(
     store_id: str,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
     day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
+    merchant: Annotated[str | None, typer.Option(help="Give the store to this merchant (hq merchant add).")] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a store's business day, or set its time zone and cut-off (new entries are filed by it).
-    Prints JSON."""
+    """Show a store's business day, or set its time zone and cut-off (new entries are filed by it), or
+    give it to a merchant (its new entries are that merchant's). Prints JSON."""
+    from hq import merchants
     from hq.businessday import BadCalendar
 
     with hq_store(db) as store:
+        if merchant is not None:
+            try:
+                with store.db.write() as tx:
+                    merchants.assign_store(tx, store_id, merchant, timezone or store.settings.timezone)
+            except merchants.MerchantError as exc:
+                fail(f"{exc.code}: {exc}")
+            if timezone is None:
+                print(json.dumps({"store_id": store_id, "merchant_id": merchant}))
+                return
         if timezone is None:
             found = [s for s in store.stores() if s["store_id"] == store_id]
             if not found:

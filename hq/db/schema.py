@@ -437,6 +437,57 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_journal_topups ON journal (terminal_id, day) WHERE kind IN ('till_topup', 'topup_void')",
         ],
     ),
+    # Merchants and the ledger (hq/merchants.py, hq/ledger.py, docs/ledger.md): every store belongs to a
+    # merchant (the chain's own, ``chain``, unless set); a coupon to one merchant or (NULL) to the chain. Each
+    # balance change posts one ledger transaction whose postings sum to zero per unit; points live in lots of
+    # the merchant that issued them. Balances held before the ledger are opening transactions: the points a
+    # lot of the chain's that never expires (or an overdraft if negative), the stored value against the float.
+    (
+        "m022_ledger",
+        [
+            "CREATE TABLE merchants (merchant_id TEXT PRIMARY KEY, name TEXT NOT NULL, cost_per_100 BIGINT NOT NULL, "
+            "reimburse_per_100 BIGINT NOT NULL, created_at TEXT NOT NULL)",
+            "INSERT INTO merchants (merchant_id, name, cost_per_100, reimburse_per_100, created_at) "
+            "VALUES ('chain', 'The chain', 0, 0, '')",
+            "ALTER TABLE stores ADD COLUMN merchant_id TEXT NOT NULL DEFAULT 'chain'",
+            "ALTER TABLE coupons ADD COLUMN merchant_id TEXT",
+            "CREATE TABLE ledger_txns (ledger_txn_id TEXT PRIMARY KEY, kind TEXT NOT NULL, member_id TEXT, "
+            "merchant_id TEXT NOT NULL, day TEXT NOT NULL, period TEXT NOT NULL, at TEXT NOT NULL)",
+            "CREATE INDEX idx_ledger_txns_member ON ledger_txns (member_id, kind)",
+            "CREATE INDEX idx_ledger_txns_period ON ledger_txns (period, merchant_id)",
+            "CREATE TABLE ledger_postings (ledger_txn_id TEXT NOT NULL, n INTEGER NOT NULL, kind TEXT NOT NULL, "
+            "owner TEXT NOT NULL, unit TEXT NOT NULL, amount BIGINT NOT NULL, PRIMARY KEY (ledger_txn_id, n))",
+            "CREATE INDEX idx_ledger_postings_account ON ledger_postings (owner, kind)",
+            "CREATE TABLE ledger_lots (lot_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, merchant_id TEXT NOT NULL, "
+            "points BIGINT NOT NULL, remaining BIGINT NOT NULL, earned_at TEXT NOT NULL, earned_day TEXT NOT NULL, "
+            "expires_at TEXT)",
+            "CREATE INDEX idx_ledger_lots_member ON ledger_lots (member_id) WHERE remaining > 0",
+            "CREATE INDEX idx_ledger_lots_expiry ON ledger_lots (expires_at) WHERE remaining > 0",
+            "CREATE TABLE ledger_lot_uses (ledger_txn_id TEXT NOT NULL, purpose TEXT NOT NULL, lot_id TEXT NOT NULL, "
+            "merchant_id TEXT NOT NULL, points BIGINT NOT NULL, against TEXT, "
+            "PRIMARY KEY (ledger_txn_id, purpose, lot_id))",
+            "CREATE INDEX idx_ledger_lot_uses_against ON ledger_lot_uses (against) WHERE against IS NOT NULL",
+            "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
+            "SELECT 'open:' || member_id, 'opening', member_id, 'chain', '', '', '' FROM members "
+            "WHERE points <> 0 OR stored_value <> 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'open:' || member_id, 0, 'member_points', member_id, 'points', points FROM members WHERE points <> 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'open:' || member_id, 1, 'merchant_issued', 'chain', 'points', -points FROM members WHERE points > 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'open:' || member_id, 1, 'member_overdraft', member_id, 'points', -points FROM members "
+            "WHERE points < 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'open:' || member_id, 2, 'member_value', member_id, 'value', stored_value FROM members "
+            "WHERE stored_value <> 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'open:' || member_id, 3, 'chain_float', '', 'value', -stored_value FROM members "
+            "WHERE stored_value <> 0",
+            "INSERT INTO ledger_lots (lot_id, member_id, merchant_id, points, remaining, earned_at, earned_day, "
+            "expires_at) SELECT 'open:' || member_id, member_id, 'chain', points, points, '', '', NULL FROM members "
+            "WHERE points > 0",
+        ],
+    ),
 ]
 
 

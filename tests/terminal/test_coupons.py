@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +71,10 @@ def test_points_coupons_add_points() -> None:
         ({"weekdays": [5, 6]}, {}, MEMBER_CTX, "coupon_wrong_day"),
         ({"hours": ["12:00", "14:00"]}, {}, MEMBER_CTX, "coupon_wrong_time"),
         ({"stores": ["S-999"]}, {}, MEMBER_CTX, "coupon_wrong_store"),
+        ({"merchant_id": "M-B"}, {}, replace(MEMBER_CTX, merchant_id="M-A"), "coupon_other_merchant"),
+        ({"merchant_id": "M-A"}, {}, replace(MEMBER_CTX, merchant_id="M-A"), None),
+        ({"merchant_id": "M-B"}, {}, MEMBER_CTX, None),  # a till that does not know its merchant yet
+        ({}, {}, replace(MEMBER_CTX, merchant_id="M-A"), None),  # a chain-wide coupon
         ({"member_only": True}, {}, ANON_CTX, "coupon_members_only"),
         ({"member_id": "M-2"}, {}, MEMBER_CTX, "coupon_not_this_member"),
         ({"tiers": ["gold"]}, {}, MEMBER_CTX, "coupon_wrong_tier"),
