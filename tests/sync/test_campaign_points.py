@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hq import campaigns, erasure, outcomes, segments
+from hq import campaigns, erasure, ledger, outcomes, segments
 from hq.campaigns import CampaignInvalid, parse_spec
 from hq.store import HqStore
 from hq.wallet import views
@@ -131,6 +131,9 @@ def test_a_run_credits_the_treated_once_through_the_adjustments(hq: HqStore) -> 
     # the next day is another occasion: credited again (the offer cap is one a day)
     campaigns.run_one(hq.db, "back", datetime.fromisoformat("2026-03-02T01:00:00+00:00"))
     assert balances(hq) == {m: 2 * BONUS if m in treated else 0 for m in MEMBERS}
+    with hq.db.read() as tx:  # every credit is in the books: balances are the ledger's sums
+        assert ledger.check(tx) == []
+        assert tx.one("SELECT COUNT(*) FROM ledger_lots")[0] == 2 * len(treated)
 
 
 def test_the_report_counts_a_credit_issued_and_redeemed_and_delivered_once_a_till_pulled_it(hq: HqStore) -> None:
