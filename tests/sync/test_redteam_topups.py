@@ -1,0 +1,79 @@
+"""Top-up limits at head office against a till that names a member by an id merged into another member."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from hq.ingest import Settings
+from hq.store import HqStore
+from sync.protocol import WireEntry
+from terminal.topups import TopupPolicy
+from tests.fixtures import entries
+
+NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+CARD = "c" * 64
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Till:
+    def __init__(self, url: str) -> None:
+        self.store = HqStore(url, Settings(), clock=lambda: iso(NOW))
+        self.store.add_terminal("T1", "S1", "t1")
+        self.store.upsert_member("M-1", "Aiko", "basic", 0)
+        self.store.upsert_card(CARD, "M-1")
+        # per_member_day (3000) well below per_day (9000)
+        self.store.put_topup_policy("T1", TopupPolicy(True, 3000, 9000, 3000, 0), "Mio")
+        self.seq = 0
+
+    def push(self, kind: str, payload: dict[str, Any]) -> str:
+        self.seq += 1
+        txn = f"T1-{self.seq}"
+        entry = WireEntry(terminal_id="T1", seq=self.seq, txn_id=txn, kind=kind, payload=payload, created_at=iso(NOW))
+        self.store.ingest("T1", [entry], clock=iso(NOW))
+        return txn
+
+    def topup(self, member_id: str, amount: int) -> str:
+        return self.push(
+            "till_topup",
+            {
+                "member_id": member_id,
+                "store_id": "S1",
+                "amount": amount,
+                "stored_value_delta": amount,
+                "local_time": NOW.replace(tzinfo=None).isoformat(timespec="seconds"),
+            },
+        )
+
+    def value(self, member_id: str) -> int:
+        member = self.store.member(member_id)
+        assert member is not None
+        return member.stored_value
+
+
+@pytest.fixture
+def till(hq_url: str) -> Iterator[Till]:
+    made = Till(hq_url)
+    yield made
+    made.store.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="per_member_day is counted by the member id the till names, not the member credited: a till enrols "
+    "new ids with a member's card (merged into that member), and top-ups naming each alias are credited to "
+    "the member beyond per_member_day (hq/topups.py _tally uses the payload's member_id, not the redirected one)",
+)
+def test_per_member_day_holds_for_ids_merged_into_the_member(till: Till) -> None:
+    till.topup("M-1", 3000)  # the member's whole per_member_day
+    assert till.value("M-1") == 3000
+    for alias in ("M-ALIAS-1", "M-ALIAS-2"):
+        till.push("enrol", entries.enrol(alias, CARD))  # the card's holder keeps it: the alias merges into M-1
+        till.topup(alias, 3000)
+    assert till.value("M-1") == 3000, "credited beyond per_member_day to one member at one till in one day"
