@@ -1011,9 +1011,11 @@ def _in_segment(tx: Tx, spec: CampaignSpec, member_id: str, day: date) -> bool:
     return tx.one(sql, [*compiled.params, member_id]) is not None
 
 
-def _store_day_full(tx: Tx, campaign_id: str, cap: int | None, occasion: str) -> bool:
-    """Whether the campaign gave ``cap`` rewards at this store and day already. The campaign's row is locked
-    first: concurrent check-ins at one store count one after the other, so the cap holds exactly."""
+def _store_day_full(tx: Tx, campaign_id: str, cap: int | None, store_id: str, occasion: str, now: datetime) -> bool:
+    """Whether the campaign gave ``cap`` rewards at this store and day already, or at this store in the 24
+    hours before ``now`` by head office's clock (a till's clock dating check-ins on other days cannot spread
+    them over more caps). The campaign's row is locked first: concurrent check-ins at one store count one
+    after the other, so the cap holds exactly."""
     if cap is None:
         return False
     tx.one(f"SELECT campaign_id FROM campaigns WHERE campaign_id = ?{tx.for_update}", [campaign_id])
@@ -1021,7 +1023,15 @@ def _store_day_full(tx: Tx, campaign_id: str, cap: int | None, occasion: str) ->
         "SELECT COUNT(*) FROM campaign_members WHERE campaign_id = ? AND occasion = ? AND arm <> ?",
         [campaign_id, occasion, CONTROL],
     )
-    return row is not None and int(row[0]) >= cap
+    if row is not None and int(row[0]) >= cap:
+        return True
+    prefix = checkin_occasion(store_id, "")
+    recent = tx.one(
+        "SELECT COUNT(*) FROM campaign_members WHERE campaign_id = ? AND substr(occasion, 1, ?) = ? AND arm <> ? "
+        "AND issued_at > ?",
+        [campaign_id, len(prefix), prefix, CONTROL, _stamp(now - timedelta(days=1))],
+    )
+    return recent is not None and int(recent[0]) >= cap
 
 
 def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetime) -> list[str]:
@@ -1042,7 +1052,7 @@ def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetim
         assert isinstance(spec.schedule, Checkin)
         if not _in_segment(tx, spec, member_id, local_day):
             continue
-        if _store_day_full(tx, campaign_id, spec.schedule.max_per_store_day, occasion):
+        if _store_day_full(tx, campaign_id, spec.schedule.max_per_store_day, store_id, occasion, now):
             continue
         run = RunContext(campaign_id, spec, settings, period, local_day, now, key)
         _decide_chunk(tx, run=run, chunk=[(member_id, occasion)])

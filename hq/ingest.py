@@ -956,7 +956,7 @@ def _check_taps(tx: Tx, batch: Batch) -> None:
             _use_counter(tx, batch, i, sale, pays)
 
 
-def _day_start(batch: Batch) -> str:
+def day_start(batch: Batch) -> str:
     """The start of head office's business day of this push, as UTC text (how ``received_at`` is stored)."""
     received = parse_time(batch.received_at)
     assert received is not None
@@ -969,7 +969,7 @@ def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
     row = tx.one(
         "SELECT COALESCE(SUM(-stored_value), 0), COALESCE(SUM(points_spent), 0) FROM journal "
         "WHERE terminal_id = ? AND received_at >= ? AND proof = ? AND effect NOT IN (?, ?, ?)",
-        [batch.terminal_id, _day_start(batch), ProofLevel.ATTESTED_CARD.value, *sorted(e.value for e in NOT_APPLIED)],
+        [batch.terminal_id, day_start(batch), ProofLevel.ATTESTED_CARD.value, *sorted(e.value for e in NOT_APPLIED)],
     )
     value, points = (int(row[0]), int(row[1])) if row else (0, 0)
     for j in range(i):

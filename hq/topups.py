@@ -22,7 +22,7 @@ from typing import Any
 
 from hq.db.engine import Tx
 from hq.errors import Refused
-from hq.ingest import NOT_APPLIED, Batch
+from hq.ingest import NOT_APPLIED, Batch, day_start
 from hq.policy import Breach
 from sync.protocol import EntryKind, ErrorCode, Reason, TillTopupPayload, TopupVoidPayload
 from terminal import topups as tp
@@ -95,17 +95,22 @@ def check(tx: Tx, batch: Batch) -> None:
 
 
 def _over_limit(tx: Tx, batch: Batch, i: int, topup: TillTopupPayload, held: tp.TopupPolicy) -> Breach | None:
-    tally = _tally(tx, batch, i, topup.member_id)
+    member_id = batch.facts[i].member_id or topup.member_id  # credited to: an id merged into one counts as it
+    tally = _tally(tx, batch, i, member_id)
     code = tp.over_limit(topup.amount, held, tally)
+    received = _received_today(tx, batch, i)
+    if code is None and received + topup.amount > held.per_day + held.offline_total:
+        code = Code.TOPUP_LIMIT_DAY  # dated on other days by the till's clock, received today by head office's
     if code is None:
         return None
     detail: dict[str, Any] = {
         "code": code.value,
         "amount": topup.amount,
-        "member_id": topup.member_id,
+        "member_id": member_id,
         "day": batch.days[i],
         "credited_that_day": tally.till_day,
         "credited_to_member_that_day": tally.member_day,
+        "received_today": received,
         **held.to_doc(),
     }
     reason = Reason.TOPUP_NOT_ENABLED if code is Code.TOPUP_NOT_ENABLED else Reason.TOPUP_OVER_LIMIT
@@ -127,6 +132,20 @@ def _tally(tx: Tx, batch: Batch, i: int, member_id: str) -> tp.Tally:
             till_day += batch.facts[j].stored_value
             member_day += batch.facts[j].stored_value if batch.facts[j].member_id == member_id else 0
     return tp.Tally(till_day, member_day)
+
+
+def _received_today(tx: Tx, batch: Batch, i: int) -> int:
+    """What head office credited this till in top-ups (less voids) among the entries it received on its own
+    business day of this push, and the batch's entries before ``i``: a till's clock cannot spread them over
+    other days. An honest till takes at most ``per_day`` a day online plus ``offline_total`` it took offline
+    and had not sent yet, so that is the bound."""
+    row = tx.one(
+        "SELECT COALESCE(SUM(stored_value), 0) FROM journal WHERE terminal_id = ? AND received_at >= ? "
+        "AND kind IN (?, ?) AND effect NOT IN (?, ?, ?)",
+        [batch.terminal_id, day_start(batch), *KINDS, *_NOT_APPLIED],
+    )
+    received = int(row[0]) if row else 0
+    return received + sum(batch.facts[j].stored_value for j in _earlier(batch, i))
 
 
 def _earlier(batch: Batch, i: int) -> Sequence[int]:

@@ -4,7 +4,6 @@ is the JSON document ``tillpoint hq campaign put`` reads (docs/campaigns.md)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hq import campaigns as hq_campaigns
@@ -14,6 +13,7 @@ from hq.backoffice.roles import Action, Scope, allowed
 from hq.backoffice.staff import Staff
 from hq.db.engine import Tx
 from hq.store import HqStore
+from terminal.canonical import strict_loads
 
 MAX_SPEC = 32 * 1024
 
@@ -31,7 +31,7 @@ def ask_launch(store: HqStore, who: Staff, campaign_id: str, text: str, reason: 
     if len(text) > MAX_SPEC:
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, "a campaign spec has at most 32 KiB")
     try:
-        spec = json.loads(text)
+        spec = strict_loads(text.encode("utf-8", "surrogatepass"))  # no NaN, no lone surrogate: as the APIs read JSON
     except ValueError as exc:
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, f"the spec is not JSON: {exc}") from exc
     payload = {"spec": spec}

@@ -65,12 +65,6 @@ def till(hq_url: str) -> Iterator[Till]:
     made.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="per_member_day is counted by the member id the till names, not the member credited: a till enrols "
-    "new ids with a member's card (merged into that member), and top-ups naming each alias are credited to "
-    "the member beyond per_member_day (hq/topups.py _tally uses the payload's member_id, not the redirected one)",
-)
 def test_per_member_day_holds_for_ids_merged_into_the_member(till: Till) -> None:
     till.topup("M-1", 3000)  # the member's whole per_member_day
     assert till.value("M-1") == 3000
@@ -80,13 +74,6 @@ def test_per_member_day_holds_for_ids_merged_into_the_member(till: Till) -> None
     assert till.value("M-1") == 3000, "credited beyond per_member_day to one member at one till in one day"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="per_day is counted per business day of the entry's own (till-supplied) time, not of when head office "
-    "received it: a till that has not pulled since dates each top-up on an earlier day, and one push credits "
-    "per_day once for every such day (hq/topups.py _tally keys on batch.days; offline_total 0 is not checked "
-    "at head office either)",
-)
 def test_one_push_credits_at_most_per_day_whatever_days_the_till_dates_its_topups(till: Till) -> None:
     till.clock = NOW - timedelta(days=2, hours=1)
     till.store.note_pull("T1")  # the till's last pull, before it was taken away (a weekend)
