@@ -1006,7 +1006,7 @@ def _in_segment(tx: Tx, spec: CampaignSpec, member_id: str, day: date) -> bool:
     except HqError:
         return False
     compiled = segments.compile_segment(definition, day, tx.dialect)
-    segments.prepare(tx)
+    segments.prepare(tx, whole=False)
     sql = f"SELECT 1 FROM ({compiled.sql}) q WHERE q.member_id = ?"
     return tx.one(sql, [*compiled.params, member_id]) is not None
 

@@ -643,9 +643,16 @@ def compiled_in(tx: Tx, definition: SegmentDefinition, as_of: date, *, hold: boo
 # -- reading a segment's members ---------------------------------------------------------------------
 
 
-def prepare(tx: Tx) -> None:
+def prepare(tx: Tx, *, whole: bool = True) -> None:
+    """Settings for the transaction that reads a segment (PostgreSQL). ``whole``: the segment is read for
+    every member (a count, a preview, a campaign's run), not checked for one: nested loops are turned off.
+    The planner cannot estimate what a filter on a window function (RFM's quintiles) keeps (it expects a
+    few rows of 262,000 at a million members) and probes members and consents one by one; hash joins read
+    each table once (the RFM segment at a million members: 3.7 s instead of 5.5 to 9.9 s)."""
     if tx.dialect == "postgres":  # IN (subquery) under OR / NOT is a hashed subplan only if it fits
         tx.run("SET LOCAL work_mem = '256MB'")
+        if whole:
+            tx.run("SET LOCAL enable_nestloop = off")
 
 
 def count(tx: Tx, definition: SegmentDefinition, as_of: date) -> int:
