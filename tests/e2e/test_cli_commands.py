@@ -531,6 +531,7 @@ def test_the_demo_prints_each_event_once_and_its_api_port_is_found(tmp_path: Pat
     try:
         assert demo.poll() is None, log.read_text()
         assert f"local API http://127.0.0.1:{api_port}" in log.read_text()
+        wait_until(lambda: "sync ok" in log.read_text(), 60, "the till's first pull (it knows the demo's cards)")
         assert ok(tillpoint("tap", AIKO_UID, "--config", str(config))).strip() == f"tapped {AIKO_UID}"
         wait_until(lambda: "sale #1 " in log.read_text(), 60, "the demo's sale")
         text = log.read_text()  # the log line of an event comes before its console line: both are in by now
