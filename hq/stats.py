@@ -623,7 +623,8 @@ def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]]) ->
 
 def forget(tx: Tx, member_id: str) -> int:
     """Every statistics row of the member goes, its check-ins too (erasure; a merged-away member). Returns
-    rows deleted."""
+    rows deleted. Holds the windows' day: a roll running meanwhile would write the member's rows again."""
+    windows_day(tx, hold=True)
     tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
     return sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in STATS_TABLES)
 
