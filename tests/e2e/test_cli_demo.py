@@ -38,7 +38,7 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
         )
     try:
         deadline = time.monotonic() + 60  # generous: a loaded CI machine starts two servers here
-        while "running" not in log.read_text() and time.monotonic() < deadline:
+        while "sync ok" not in log.read_text() and time.monotonic() < deadline:  # running, and its cards pulled
             assert demo.poll() is None, log.read_text()
             time.sleep(0.1)
         for uid in ("04A1B2C3D4E501", "04A1B2C3D4E503"):
