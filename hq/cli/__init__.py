@@ -27,7 +27,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     erase MEMBER [--by NAME]           erase a member (tombstones to tills, sales kept anonymised)
     profile MEMBER [--birthday --attr NAME=VALUE --consent marketing:V --withdraw-consent marketing]
     attribute NAME --label L (--allowed a,b | --pattern P)   an attribute the chain collects
-    stats rebuild / stats show MEMBER [--as-of DAY]   members' statistics (docs/members.md)
+    stats rebuild / stats roll / stats show MEMBER [--as-of DAY]   members' statistics (docs/members.md)
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
     segment put ID FILE / show ID / list / delete ID / preview ID [--as-of DAY] [--sample N]
                                        segments of members as data (segments.py, docs/segments.md)
