@@ -332,6 +332,8 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
         return 0
     new = set(entries)
     held, reversals = _concerned(tx, entries, known)
+    if not held:  # no member's sale among them (anonymous sales, enrolments ...): nothing to add, no lock
+        return 0
     deltas = Deltas(rolled=windows_day(tx, hold=True))
     for txn_id in sorted(held):
         row = held[txn_id]

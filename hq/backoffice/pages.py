@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
+from hq import web
 from hq.backoffice import i18n
 from hq.backoffice.roles import Action, Role, may
 
@@ -20,24 +19,8 @@ STATIC_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def money(minor: int | None) -> str:
-    """Minor units as an amount with two decimals (``1250`` -> ``12.50``)."""
-    if minor is None:
-        return "-"
-    sign = "-" if minor < 0 else ""
-    return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
-
-
-_ENV.filters["money"] = money
+_ENV = web.environment(HERE / "templates")
+money = web.money
 
 
 def render(name: str, lang: str, role: Role | None, **context: Any) -> str:
@@ -53,11 +36,7 @@ def render(name: str, lang: str, role: Role | None, **context: Any) -> str:
 
 def static_file(name: str) -> tuple[bytes, str] | None:
     """A static file's bytes and media type; None for a name that is not one of them."""
-    path = STATIC / name
-    kind = STATIC_TYPES.get(path.suffix)
-    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
-        return None
-    return path.read_bytes(), kind
+    return web.static_file(STATIC, name, STATIC_TYPES)
 
 
 __all__ = ["money", "render", "static_file"]

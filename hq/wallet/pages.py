@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
+from hq import web
 from hq.wallet import i18n
 
 HERE = Path(__file__).resolve().parent
@@ -19,22 +18,8 @@ STATIC_TYPES = {
     ".png": "image/png",
     ".webmanifest": "application/manifest+json",
 }
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def money(minor: int) -> str:
-    """Minor units as an amount with two decimals (``1250`` -> ``12.50``; negative balances keep the sign)."""
-    sign = "-" if minor < 0 else ""
-    return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
-
-
-_ENV.filters["money"] = money
+_ENV = web.environment(HERE / "templates")
+money = web.money
 
 
 def render(name: str, lang: str, **context: Any) -> str:
@@ -45,12 +30,7 @@ def render(name: str, lang: str, **context: Any) -> str:
 def static_file(name: str) -> tuple[bytes, str] | None:
     """A static file's bytes and media type (``name`` in ``static/`` or ``static/vendor/``); None for a name
     that is not one of them."""
-    folder, _, base = name.rpartition("/")
-    path = STATIC / name
-    kind = STATIC_TYPES.get(path.suffix)
-    if kind is None or folder not in ("", "vendor") or base.startswith(".") or not path.is_file():
-        return None
-    return path.read_bytes(), kind
+    return web.static_file(STATIC, name, STATIC_TYPES, ("", "vendor"))
 
 
 __all__ = ["money", "render", "static_file"]

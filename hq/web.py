@@ -1,0 +1,47 @@
+"""What head office's web pages share (the wallet, the back office): a Jinja2 environment over a package's own
+templates, autoescaped, with the ``money`` filter; and its static files served by name, from its own folders
+only. Nothing is loaded from elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import jinja2
+
+
+def money(minor: int | None) -> str:
+    """Minor units as an amount with two decimals (``1250`` -> ``12.50``; the sign kept; None -> ``-``)."""
+    if minor is None:
+        return "-"
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+
+
+def environment(templates: Path) -> jinja2.Environment:
+    """Templates of ``templates``, every value escaped unless marked, a missing one an error."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = money
+    return env
+
+
+def static_file(
+    static: Path, name: str, types: Mapping[str, str], folders: tuple[str, ...] = ("",)
+) -> tuple[bytes, str] | None:
+    """A static file's bytes and media type: ``name`` in ``static`` or one of its ``folders``, of a known
+    type, not hidden; None for any other name."""
+    folder, _, base = name.rpartition("/")
+    path = static / name
+    kind = types.get(path.suffix)
+    if kind is None or folder not in folders or base.startswith(".") or not path.is_file():
+        return None
+    return path.read_bytes(), kind
+
+
+__all__ = ["environment", "money", "static_file"]
