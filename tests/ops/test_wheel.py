@@ -268,6 +268,9 @@ def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Pa
     (done,) = json.loads(run("campaign", "run", "--now", "2026-03-01T10:00:00Z"))
     assert done["targeted"] == 6 and done["control"] + sum(done["issued"].values()) == 6
     assert json.loads(run("campaign", "run", "--now", "2026-03-02T10:00:00Z")) == []  # once is once
+    # the run rolled the members' windows to its day; the operator rolls them on
+    assert json.loads(run("stats", "roll", "--to", "2026-03-01", "--json")) == {"days": 0, "as_of": "2026-03-01"}
+    assert json.loads(run("stats", "roll", "--to", "2026-03-05", "--json")) == {"days": 4, "as_of": "2026-03-05"}
     report = run("campaign", "report", "welcome", "--as-of", "2026-03-05", "--format", "csv")
     arms = {line.split(",")[2]: line.split(",")[3] for line in report.split("\n\n")[0].splitlines()[1:]}
     assert report.startswith("campaign_id,as_of,arm,") and sum(int(n) for n in arms.values()) == 6

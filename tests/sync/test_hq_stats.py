@@ -500,3 +500,27 @@ def test_rolls_racing_pushes_on_postgres_keep_the_windows_exact(pg_url: str) -> 
         assert (last_day, visits_30, visits_60) == ("2026-04-08", 42, 60)  # M-1's 60 sales: on even days 0..38
     finally:
         hq.close()
+
+
+def test_a_roll_that_dies_halfway_leaves_the_windows_as_they_were(hq: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A roll over several days is one transaction: a failure on its second day (a killed process, a full
+    disk) leaves the windows and their day as before, and the next roll does the whole of it."""
+    roll(hq, "2026-01-05")
+    scenario(hq)
+    before = snapshot(hq)
+    real_step, steps = stats._step, []
+
+    def dying(tx: Any, day: date) -> None:
+        steps.append(day)
+        if len(steps) == 2:
+            raise OSError("No space left on device")
+        real_step(tx, day)
+
+    monkeypatch.setattr(stats, "_step", dying)
+    with pytest.raises(OSError):
+        roll(hq, "2026-01-08")
+    assert snapshot(hq) == before
+    with hq.db.read() as tx:
+        assert stats.windows_day(tx) == date(2026, 1, 5)
+    monkeypatch.setattr(stats, "_step", real_step)
+    assert roll(hq, "2026-01-08") == 3 and snapshot(hq) == rebuilt(hq)
