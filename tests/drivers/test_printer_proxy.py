@@ -9,6 +9,7 @@ stalls looks to the POS as it would without tillpoint."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import socket
@@ -311,6 +312,10 @@ def pos_outcome(port: int, data: bytes, timeout: float) -> str:
             result.append("reset")
         except TimeoutError:
             result.append("stalled")
+        except OSError as exc:  # the peer reset the connection before our own end was shut: ENOTCONN
+            if exc.errno != errno.ENOTCONN:
+                raise
+            result.append("reset")
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
