@@ -166,6 +166,8 @@ def test_a_manager_asks_finance_approves_and_the_member_page_shows_it(
         page, watch = open_page(browser, TABLET)
         sign_in(page, server.url, "manager")
         page.click('header nav a[href="/backoffice/members"]')
+        page.wait_for_selector("body[data-page=members]")
+        page.wait_for_load_state("load")  # htmx has bound the field: a value typed before would send nothing
         page.fill("#q", "aik")  # htmx asks for the results as one types
         page.wait_for_selector("#found a[href='/backoffice/members/M-S1']")
         page.click("#found a[href='/backoffice/members/M-S1']")
