@@ -275,14 +275,22 @@ const TillpointPay = (function () {
       }
     }
 
+    // Each call draws only if no later call began while it awaited: a renewal already under way when the
+    // member switches codes must not draw the other kind over the one just asked for.
+    let drawing = 0;
+
     async function show() {
       clearTimeout(timer);
+      const mine = ++drawing;
+      const kind = $("pay-code").dataset.kind;
       let device = await load();
       if (device && device.cert.expires_at * 1000 <= Date.now()) await forget(); // tills refuse it: set up anew
       device = await nextCounter();
+      if (mine !== drawing) return;
       if (!device) { state("setup"); return; }
-      const make = $("pay-code").dataset.kind === "member" ? makeMemberCode : makeCode;
+      const make = kind === "member" ? makeMemberCode : makeCode;
       const text = await make(device.privateKey, device.cert.cert_id, Date.now() / 1000, device.counter);
+      if (mine !== drawing) return;
       drawQr($("pay-code"), text);
       state("ready");
       const left = STEP_SECONDS * 1000 - (Date.now() % (STEP_SECONDS * 1000));
