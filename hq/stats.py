@@ -684,14 +684,22 @@ def rebuild(tx: Tx) -> dict[str, int]:
 # -- the rolled windows ------------------------------------------------------------------------------
 
 
+WINDOWS_LOCK = 7_461_230_019
+"""The advisory lock key of the rolled windows' day (``windows_day``)."""
+
+
 def windows_day(tx: Tx, *, hold: bool = False, update: bool = False) -> date | None:
     """The business day the rolled windows are as of (None: not built). ``hold``: on PostgreSQL, a share
     lock on it until the transaction ends, so no roll moves it while this transaction adds to the windows
-    (``update``: the exclusive lock a roll or a rebuild takes). SQLite's one writer holds everything."""
-    lock = ""
+    (``update``: the exclusive lock a roll or a rebuild takes). SQLite's one writer holds everything.
+
+    The lock is a transaction-level advisory lock, taken before the day is read (read committed: the read
+    then sees the day of the last roll that committed). A row lock ``FOR SHARE`` would do the same, but every
+    push taking it writes the row's lock into the table (a multixact once two pushes hold it), and a push
+    pays that in every transaction; an advisory lock lives only in memory."""
     if tx.dialect == "postgres" and (hold or update):
-        lock = " FOR UPDATE" if update else " FOR SHARE"
-    row = tx.one(f"SELECT day FROM stats_windows WHERE id = 1{lock}")
+        tx.one(f"SELECT {'pg_advisory_xact_lock' if update else 'pg_advisory_xact_lock_shared'}(?)", [WINDOWS_LOCK])
+    row = tx.one("SELECT day FROM stats_windows WHERE id = 1")
     return None if row is None or row[0] is None else date.fromisoformat(str(row[0]))
 
 
@@ -858,13 +866,14 @@ class MemberStats:
 
 
 def window_start(as_of: str, days: int) -> str:
-    """The first day of a window of ``days``: days ``>= as_of - days`` (and ``<= as_of``) count."""
-    return (date.fromisoformat(as_of) - timedelta(days=days)).isoformat()
+    """The first day of a window of ``days``: the ``days`` business days ending with ``as_of`` count, as in
+    segments (``hq.segments.window``) and the rolled windows."""
+    return (date.fromisoformat(as_of) - timedelta(days=days - 1)).isoformat()
 
 
 def member_stats(tx: Tx, member_id: str, as_of_day: str) -> MemberStats:
     """The member's statistics as of the business day ``as_of_day`` (lifetime figures count everything
-    up to now; windows count days from ``as_of_day - N`` to ``as_of_day``)."""
+    up to now; a window of N days counts the N days ending with ``as_of_day``)."""
     total = tx.one(
         "SELECT first_visit, last_visit, visits, spend, coupons_redeemed FROM member_totals WHERE member_id = ?",
         [member_id],

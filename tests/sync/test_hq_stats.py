@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import checkins, stats
+from hq import checkins, segments, stats
 from hq.db.engine import Tx
 from hq.store import HqStore
 from hq.wallet import checkin
@@ -98,8 +98,10 @@ def test_figures_do_not_depend_on_the_order_of_refunds(returns: list[tuple[int, 
     assert 0 <= got.spend <= 1000 and got.visits in (0, 1)
 
 
-def test_windows_count_days_from_the_reference_day_less_n() -> None:
-    assert stats.window_start("2026-03-31", 30) == "2026-03-01"
+def test_a_window_of_n_days_ends_with_the_reference_day_as_segments_count_it() -> None:
+    assert stats.window_start("2026-03-31", 30) == "2026-03-02"
+    assert stats.window_start("2026-03-31", 1) == "2026-03-31"
+    assert segments.window(date(2026, 3, 31), 30) == (stats.window_start("2026-03-31", 30), "2026-03-31")
 
 
 # -- through a real head office -------------------------------------------------------------------------
