@@ -279,8 +279,10 @@ def test_the_reader_gives_windows_categories_stores_and_the_average_basket(hq: H
     assert got.spend_by_category == {"": 1400, "drink": 400, "food": 900}
     assert got.stores_visited == ["S1", "S2"]
     assert got.coupons_redeemed == 1
-    late = stats_of(hq, "M-1", "2026-02-05")  # 30 days back from Feb 5 is Jan 6
+    late = stats_of(hq, "M-1", "2026-02-04")  # the 30 days ending with Feb 4 begin on Jan 6
     assert late.visits_by_window[30] == 2 and late.spend_by_window[30] == 1400
+    later = stats_of(hq, "M-1", "2026-02-05")  # ... and with Feb 5, on Jan 7: Jan 6 has left
+    assert later.visits_by_window[30] == 1 and later.spend_by_window[30] == 600
 
 
 def merge(tx: Tx, loser: str, winner: str) -> None:
