@@ -580,14 +580,21 @@ def one_item(tx: Tx, item_id: str) -> ReconItem:
     return _item(row)
 
 
-RELATED_KEYS = ("first_txn", "original_txn", "kept", "merged")
+RELATED_KEYS = ("first_txn", "original_txn")
+RELATED_USES = 20
 """Detail fields that name another transaction of the same story (the first use of a code, a refunded sale)."""
 
 
 def entries_of(tx: Tx, item: ReconItem) -> list[dict[str, Any]]:
-    """The journal entries an item is about: its own and those its detail names, oldest first."""
+    """The journal entries an item is about: its own, those its detail names and, for a coupon, the first
+    ``RELATED_USES`` that used it (the other till's sale of a coupon used twice); in order of arrival."""
     txns = [item.txn_id] if item.txn_id else []
     txns += [str(item.detail[k]) for k in RELATED_KEYS if isinstance(item.detail.get(k), str)]
+    coupon = item.detail.get("coupon_id")
+    if isinstance(coupon, str):
+        used = tx.all("SELECT txn_id FROM coupon_uses WHERE coupon_id = ? LIMIT ?", [coupon, RELATED_USES])
+        txns += [str(r[0]) for r in used]
+    txns = list(dict.fromkeys(txns))
     if not txns:
         return []
     rows = tx.all(

@@ -128,6 +128,7 @@ def test_the_csv_export_is_the_sql_rows_and_no_cell_is_a_formula(office: Office)
     flagged(hq, "=cmd|' /C calc'!A0", 900, "+SUM(A1:A9)")
     flagged(hq, "T1", 1200, "@coupon")
     flagged(hq, "T2", 300, "-2+3")
+    flagged(hq, "T2", 400, 'a,"b"\nc')
     admin, _ = signed_in(server.url, "admin")
     reply = admin.get("/backoffice/recon/export.csv", params={"state": "any"})
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/csv")
@@ -138,7 +139,7 @@ def test_the_csv_export_is_the_sql_rows_and_no_cell_is_a_formula(office: Office)
             "SELECT i.item_id, i.terminal_id, i.store_id, i.reason, i.state, i.day, j.total, j.points, i.txn_id "
             "FROM recon_items i LEFT JOIN journal j ON j.txn_id = i.txn_id ORDER BY i.item_id"
         )
-    assert len(rows) == len(sql) == 3
+    assert len(rows) == len(sql) == 4
 
     def plain(cell: str) -> str:
         return cell[1:] if cell.startswith("'") else cell
@@ -154,9 +155,10 @@ def test_the_csv_export_is_the_sql_rows_and_no_cell_is_a_formula(office: Office)
             assert not row[column].startswith(("=", "+", "-", "@")), (column, row[column])
     formula = next(r for r in rows if "calc" in r["terminal_id"])
     assert (formula["terminal_id"], formula["txn_id"]) == ("'=cmd|' /C calc'!A0", "'+SUM(A1:A9)")
-    assert {r["txn_id"][:2] for r in rows} == {"'+", "'@", "'-"}
+    assert {r["txn_id"][:2] for r in rows} == {"'+", "'@", "'-", "a,"}
+    assert 'a,"b"\nc' in {r["txn_id"] for r in rows}  # quoted by the CSV library, read back whole
     only = list(csv.DictReader(io.StringIO(admin.get("/backoffice/recon/export.csv", params={"till": "T2"}).text)))
-    assert [r["terminal_id"] for r in only] == ["T2"]
+    assert [r["terminal_id"] for r in only] == ["T2", "T2"]
 
 
 def test_a_store_manager_neither_sees_nor_settles_another_stores_items_or_tills(office: Office) -> None:
@@ -399,3 +401,49 @@ def test_every_page_refuses_a_browser_without_a_session(office: Office) -> None:
         assert reply.status_code == 303 and reply.headers["location"] == "/backoffice/sign-in", path
     reply = client.post("/backoffice/recon/settle", data={"item_id": "x", "note": "n"})
     assert (reply.status_code, code_of(reply)) == (401, "sign_in_required")
+
+
+def test_a_replayed_or_oversized_settle_changes_nothing_more(office: Office) -> None:
+    hq, _, server = office
+    first, second = flagged(hq, "T1", 100), flagged(hq, "T1", 200)
+    finance, csrf = signed_in(server.url, "finance")
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    group = {"till": "T1", "day": day, "kind": "unknown_member", "note": "written off", "csrf": csrf}
+    assert finance.post("/backoffice/recon/settle-group", data=group).headers["location"].endswith("settled=2")
+    replayed = finance.post("/backoffice/recon/settle-group", data=group)
+    assert replayed.status_code == 303 and replayed.headers["location"].endswith("settled=0")
+    assert len(audited(hq, "settle_item_group")) == 1
+    assert {i.settled_at for i in hq.items() if i.item_id in (first, second)} != {None}
+    third = flagged(hq, "T1", 300)
+    huge = {"item_id": third, "note": "n" * (200 * 1024), "csrf": csrf}  # beyond the form's cap: read as empty
+    reply = finance.post("/backoffice/recon/settle", data=huge)
+    assert (reply.status_code, code_of(reply)) == (403, "bad_csrf")
+    garbled = finance.post(
+        "/backoffice/recon/settle",
+        content=b"item_id=" + third.encode() + b"&note=%FF%FE&csrf=" + csrf.encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert garbled.status_code == 303  # undecodable bytes are replaced, the note is still one
+    assert state_of(hq, third) == "settled_manual"
+
+
+def test_a_settle_whose_audit_record_cannot_be_written_settles_nothing(office: Office) -> None:
+    hq, _, server = office
+    item = flagged(hq, "T1", 100)
+    finance, csrf = signed_in(server.url, "finance")
+    with hq.db.write() as tx:  # the audit log's head row damaged: no record can be appended
+        head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        tx.run("DELETE FROM audit_head WHERE id = 1")
+    try:
+        reply = finance.post("/backoffice/recon/settle", data={"item_id": item, "note": "n", "csrf": csrf})
+        assert reply.status_code == 500
+        assert state_of(hq, item) == "open"  # the settle and its record are one transaction
+    finally:
+        assert head is not None
+        with hq.db.write() as tx:
+            tx.run("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", [head[0], head[1]])
+    finance, csrf = signed_in(server.url, "finance")  # the server closed the connection that failed
+    assert (
+        finance.post("/backoffice/recon/settle", data={"item_id": item, "note": "n", "csrf": csrf}).status_code == 303
+    )
+    assert audit.verify(hq.db).ok
