@@ -517,7 +517,7 @@ def recon_settle_group(request: Request, store: Store, session: Session, fields:
 
 @route("GET", "/recon/eod", Action.RECON_READ)
 def recon_eod(request: Request, store: Store, lang: Lang, session: Session) -> Response:
-    f = recon.filter_of(session.staff, _recon_query(request))
+    f = recon.eod_window(recon.filter_of(session.staff, _recon_query(request)), store.moment().date())
     with store.db.read() as tx:
         days = recon.eod(tx, session.staff, f)
         offered = recon.choices(tx, session.staff)

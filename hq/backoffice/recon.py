@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
 from typing import Any
 
 from hq import fleet, reconcile
@@ -157,6 +158,17 @@ def export(tx: Tx, who: Staff, f: ItemFilter) -> str:
     return reconcile.export_csv(reconcile.item_rows(tx, f))
 
 
+EOD_DAYS = 14
+"""The business days the end-of-day page shows when the filter names none (the journal is not read whole)."""
+
+
+def eod_window(f: ItemFilter, today: date) -> ItemFilter:
+    """``f``, or when it names no day, the last ``EOD_DAYS`` days to ``today`` (pure)."""
+    if f.day_from is not None or f.day_to is not None:
+        return f
+    return replace(f, day_from=(today - timedelta(days=EOD_DAYS - 1)).isoformat())
+
+
 def eod(tx: Tx, who: Staff, f: ItemFilter) -> list[StoreDay]:
     _check_till(tx, who, f)
     return reconcile.eod_days(tx, f)
@@ -259,6 +271,7 @@ __all__ = [
     "Till",
     "choices",
     "eod",
+    "eod_window",
     "export",
     "filter_of",
     "item_view",

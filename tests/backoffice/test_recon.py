@@ -8,6 +8,7 @@ through the admin API) is in the audit log; the fleet page lists what is wrong f
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
 import time
@@ -330,6 +331,10 @@ def test_end_of_day_per_store_and_day(office: Office) -> None:
     assert f'<tr data-store="S1" data-day="{day}" data-status="complete">' in page
     assert f'<tr data-store="S2" data-day="{day}" data-status="incomplete">' in page
     assert 'data-till="T2" data-status="incomplete">T2: incomplete; Missing entries 2-3' in page
+    long_ago = (dt.date.today() - dt.timedelta(days=20)).isoformat()
+    hq.eod(EodReport(terminal_id="T1", day=long_ago, first_seq=1, last_seq=1, totals={}))
+    assert f'data-day="{long_ago}"' not in admin.get("/backoffice/recon/eod").text  # the last 14 days
+    assert f'data-day="{long_ago}"' in admin.get("/backoffice/recon/eod", params={"from": long_ago}).text
     manager, _ = signed_in(server.url, "manager")
     mine = manager.get("/backoffice/recon/eod").text
     assert 'data-store="S1"' in mine and 'data-store="S2"' not in mine
