@@ -440,10 +440,10 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> str | int:
     if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in sorted(value.items()))
-    return str(value)
+        return safe_cell(" ".join(f"{k}={v}" for k, v in sorted(value.items())))
+    return safe_cell(value)
 
 
 # -- the back office's reading: items by cause, store, till and day, with their amounts ------------------------

@@ -452,3 +452,12 @@ def test_a_settle_whose_audit_record_cannot_be_written_settles_nothing(office: O
         finance.post("/backoffice/recon/settle", data={"item_id": item, "note": "n", "csrf": csrf}).status_code == 303
     )
     assert audit.verify(hq.db).ok
+
+
+def test_the_report_csv_is_formula_safe_too() -> None:
+    from hq import reconcile
+
+    row = dict.fromkeys(reconcile.REPORT_COLUMNS, 0) | {"terminal_id": "=1+1", "open_reasons": {}, "eod": "-x"}
+    (parsed,) = csv.DictReader(io.StringIO(reconcile.report_csv([row])))
+    assert (parsed["terminal_id"], parsed["eod"], parsed["total"]) == ("'=1+1", "'-x", "0")
+    assert reconcile.safe_cell(-5) == -5 and reconcile.safe_cell("@SUM") == "'@SUM" and reconcile.safe_cell(None) == ""
