@@ -3,11 +3,15 @@
 ``GET /metrics`` on head office (administrator token) serves them; ``deploy/prometheus/tillpoint.rules.yml``
 alerts on them (a till silent, a backlog old, a clock off, a reader missing). Each scrape reads the
 fleet once; nothing is cached, so two head-office processes answer the same.
+
+``problems`` names what is wrong with one till by the same limits as those alerts, and ``worst_first``
+orders the fleet by it (the back office's fleet page).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -87,3 +91,75 @@ def exposition(fleet: Fleet) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_FleetCollector(fleet))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+SILENT_S = 600.0
+"""Silent longer than this (seconds since head office last heard from it): offline (alert ``TillSilent``)."""
+BACKLOG_S = 1800.0
+CLOCK_S = 120.0
+LOW_DISK_BYTES = 500_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something wrong with a till: a stable code and how bad (higher first)."""
+
+    code: str
+    weight: int
+
+
+PROBLEMS = {
+    "offline": 60,
+    "reader_missing": 50,
+    "backlog_old": 40,
+    "never_reported": 30,
+    "clock_wrong": 25,
+    "disk_low": 20,
+    "loop_crashed": 10,
+    "last_error": 5,
+    "revoked": 1,
+}
+"""Every problem code and its weight: a till that cannot sell or sync comes before one that only warns."""
+
+
+def problems(row: dict[str, Any]) -> list[Problem]:
+    """What is wrong with one till of the fleet view, worst first (pure; the alert rules' limits). A revoked
+    till is only that."""
+    if row.get("revoked"):
+        return [Problem("revoked", PROBLEMS["revoked"])]  # out of service on purpose: nothing else matters
+    found: list[str] = []
+    silent, backlog = row.get("silent_seconds"), row.get("backlog_seconds")
+    if silent is None or silent > SILENT_S:
+        found.append("offline")
+    if any(r["state"] in READER_DOWN_STATES for r in row.get("readers") or []):
+        found.append("reader_missing")
+    if backlog is not None and backlog > BACKLOG_S:
+        found.append("backlog_old")
+    if row.get("reported_at") is None:
+        found.append("never_reported")
+    if row.get("clock_offset") is not None and abs(float(row["clock_offset"])) > CLOCK_S:
+        found.append("clock_wrong")
+    if row.get("free_disk_bytes") is not None and int(row["free_disk_bytes"]) < LOW_DISK_BYTES:
+        found.append("disk_low")
+    if row.get("loop_crashes"):
+        found.append("loop_crashed")
+    if row.get("last_error"):
+        found.append("last_error")
+    return sorted((Problem(code, PROBLEMS[code]) for code in found), key=lambda p: -p.weight)
+
+
+def worst_first(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[Problem]]]:
+    """The fleet with each till's problems, what is wrong first: by the sum of their weights, then the
+    longest silent, then the till's id (pure)."""
+    rated = [(row, problems(row)) for row in rows]
+
+    def key(rated_row: tuple[dict[str, Any], list[Problem]]) -> tuple[int, float, str]:
+        row, found = rated_row
+        silent = row.get("silent_seconds")
+        return (
+            -sum(p.weight for p in found),
+            -(float("inf") if silent is None else float(silent)),
+            str(row["terminal_id"]),
+        )
+
+    return sorted(rated, key=key)

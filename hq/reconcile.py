@@ -18,8 +18,10 @@ import csv
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from hq import audit
 from hq.db.engine import Tx
 from hq.ingest import Effect, Item, save_items
 from sync.protocol import (
@@ -58,6 +60,14 @@ _ITEM_COLUMNS = (
 
 class UnknownItem(LookupError):
     pass
+
+
+class AlreadySettled(ValueError):
+    """The item was settled by hand already (it stays so)."""
+
+
+class HeldInQuarantine(ValueError):
+    """The item holds its entry in quarantine: only releasing or rejecting that entry settles it."""
 
 
 def missing_ranges(first: int, last: int, held: Iterable[int]) -> list[tuple[int, int]]:
@@ -303,31 +313,38 @@ def summary(tx: Tx, **filters: str | None) -> dict[str, dict[str, int]]:
 
 def settle_group(tx: Tx, terminal_id: str, day: str, reason: str, by: str, note: str, now: str) -> int:
     """Settle by hand every open item of one group that does not hold its entry in quarantine (those are
-    released or rejected one by one); returns how many."""
+    released or rejected one by one); returns how many. Recorded in the audit log when it settled any."""
     if not by.strip() or not note.strip():
         raise ValueError("settling by hand needs who and why")
-    return tx.run(
+    done = tx.run(
         "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE terminal_id = ? "
         "AND day = ? AND reason = ? AND state = ? AND quarantine = 0",
         [ItemState.SETTLED_MANUAL.value, now, by, note, terminal_id, day, reason, ItemState.OPEN.value],
     )
+    if done:
+        details = {"terminal_id": terminal_id, "day": day, "reason": reason, "settled": done}
+        audit.append(tx, by, "settle_item_group", f"{terminal_id}/{day}/{reason}", note, details)
+    return done
 
 
 def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
-    """Settle an item by hand: who and why are kept. An item settled by hand stays so."""
+    """Settle an item by hand: who and why are kept, and recorded in the audit log in this transaction (the
+    admin API, the command and the back office all settle here). An item settled by hand stays so."""
     if not by.strip() or not note.strip():
         raise ValueError("settling by hand needs who and why")
     row = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?{tx.for_update}", [item_id])
     if row is None:
         raise UnknownItem(f"no reconciliation item {item_id}")
     if row[8] == ItemState.SETTLED_MANUAL:
-        raise ValueError(f"item {item_id} was already settled by {row[11]}")
+        raise AlreadySettled(f"item {item_id} was already settled by {row[11]}")
     if row[13] and row[8] == ItemState.OPEN:
-        raise ValueError(f"item {item_id} holds its entry in quarantine: release or reject transaction {row[5]}")
+        raise HeldInQuarantine(f"item {item_id} holds its entry in quarantine: release or reject transaction {row[5]}")
     tx.run(
         "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
         [ItemState.SETTLED_MANUAL.value, now, by, note, item_id],
     )
+    details = {"terminal_id": str(row[2]), "store_id": str(row[1]), "day": str(row[3]), "reason": str(row[6])}
+    audit.append(tx, by, "settle_item", item_id, note, details | {"txn_id": row[5], "was": str(row[8])})
     found = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])
     assert found is not None
     return _item(found)
@@ -423,7 +440,262 @@ def report_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> str | int:
     if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in sorted(value.items()))
-    return str(value)
+        return safe_cell(" ".join(f"{k}={v}" for k, v in sorted(value.items())))
+    return safe_cell(value)
+
+
+# -- the back office's reading: items by cause, store, till and day, with their amounts ------------------------
+
+EXPORT_LIMIT = 100_000
+"""The most items one CSV export holds (narrow the filters for more)."""
+EXPORT_COLUMNS = (
+    "item_id",
+    "reason",
+    "state",
+    "store_id",
+    "terminal_id",
+    "day",
+    "seq",
+    "txn_id",
+    "kind",
+    "total",
+    "points",
+    "stored_value",
+    "quarantined",
+    "created_at",
+    "settled_at",
+    "settled_by",
+    "note",
+    "detail",
+)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is read as a formula by a spreadsheet (CSV injection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    """What a reader of items asked for; None: any. ``stores`` limits everything to those stores (a store
+    manager's); None: the whole chain."""
+
+    reason: str | None = None
+    store_id: str | None = None
+    terminal_id: str | None = None
+    day_from: str | None = None
+    day_to: str | None = None
+    state: str | None = None
+    stores: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """An item with the figures of the entry it names (zero when it names none or head office lacks it)."""
+
+    item: ReconItem
+    kind: str | None
+    total: int
+    points: int
+    stored_value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Items of one cause, store, till, business day and state, counted, with their entries' sums."""
+
+    reason: str
+    store_id: str
+    terminal_id: str
+    day: str
+    state: str
+    count: int
+    quarantined: int
+    total: int
+    points: int
+    stored_value: int
+
+
+def where_of(f: ItemFilter, alias: str = "i", day_alias: str | None = None) -> tuple[str, list[Any]]:
+    """The SQL condition and parameters of a filter over ``recon_items`` as ``alias`` (the day read from
+    ``day_alias`` when given; pure)."""
+    conds, params = ["1 = 1"], []
+    for column, value in (
+        ("reason", f.reason),
+        ("store_id", f.store_id),
+        ("terminal_id", f.terminal_id),
+        ("state", f.state),
+    ):
+        if value is not None:
+            conds.append(f"{alias}.{column} = ?")
+            params.append(value)
+    if f.day_from is not None:
+        conds.append(f"{day_alias or alias}.day >= ?")
+        params.append(f.day_from)
+    if f.day_to is not None:
+        conds.append(f"{day_alias or alias}.day <= ?")
+        params.append(f.day_to)
+    if f.stores is not None:
+        own = sorted(f.stores)
+        conds.append(f"{alias}.store_id IN ({', '.join('?' * len(own))})" if own else "1 = 0")
+        params += own
+    return " AND ".join(conds), params
+
+
+_JOINED = f"{', '.join('i.' + c.strip() for c in _ITEM_COLUMNS.split(','))}, j.kind, j.total, j.points, j.stored_value"
+
+
+def groups(tx: Tx, f: ItemFilter, limit: int = 500) -> list[Group]:
+    """Items grouped by cause, store, till, day and state, newest day first, with the sums of their entries."""
+    where, params = where_of(f)
+    rows = tx.all(
+        "SELECT i.reason, i.store_id, i.terminal_id, i.day, i.state, COUNT(*), SUM(i.quarantine), "
+        "SUM(COALESCE(j.total, 0)), SUM(COALESCE(j.points, 0)), SUM(COALESCE(j.stored_value, 0)) "
+        f"FROM recon_items i LEFT JOIN journal j ON j.txn_id = i.txn_id WHERE {where} "
+        "GROUP BY i.reason, i.store_id, i.terminal_id, i.day, i.state "
+        "ORDER BY i.day DESC, i.store_id, i.terminal_id, i.reason, i.state LIMIT ?",
+        [*params, max(1, min(limit, MAX_PAGE))],
+    )
+    return [Group(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), *(int(v or 0) for v in r[5:10])) for r in rows]
+
+
+def item_rows(tx: Tx, f: ItemFilter, limit: int = EXPORT_LIMIT) -> list[ItemRow]:
+    """The items a filter finds, newest day first, then as they were opened, with their entries' figures."""
+    where, params = where_of(f)
+    rows = tx.all(
+        f"SELECT {_JOINED} FROM recon_items i LEFT JOIN journal j ON j.txn_id = i.txn_id WHERE {where} "
+        "ORDER BY i.day DESC, i.created_at, i.item_id LIMIT ?",
+        [*params, max(1, min(limit, EXPORT_LIMIT))],
+    )
+    width = len(_ITEM_COLUMNS.split(","))
+    return [
+        ItemRow(_item(r[:width]), None if r[width] is None else str(r[width]), *(int(v or 0) for v in r[width + 1 :]))
+        for r in rows
+    ]
+
+
+def one_item(tx: Tx, item_id: str) -> ReconItem:
+    row = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])
+    if row is None:
+        raise UnknownItem(f"no reconciliation item {item_id}")
+    return _item(row)
+
+
+RELATED_KEYS = ("first_txn", "original_txn")
+RELATED_USES = 20
+"""Detail fields that name another transaction of the same story (the first use of a code, a refunded sale)."""
+
+
+def entries_of(tx: Tx, item: ReconItem) -> list[dict[str, Any]]:
+    """The journal entries an item is about: its own, those its detail names and, for a coupon, the first
+    ``RELATED_USES`` that used it (the other till's sale of a coupon used twice); in order of arrival."""
+    txns = [item.txn_id] if item.txn_id else []
+    txns += [str(item.detail[k]) for k in RELATED_KEYS if isinstance(item.detail.get(k), str)]
+    coupon = item.detail.get("coupon_id")
+    if isinstance(coupon, str):
+        used = tx.all("SELECT txn_id FROM coupon_uses WHERE coupon_id = ? LIMIT ?", [coupon, RELATED_USES])
+        txns += [str(r[0]) for r in used]
+    txns = list(dict.fromkeys(txns))
+    if not txns:
+        return []
+    rows = tx.all(
+        "SELECT terminal_id, seq, txn_id, kind, store_id, day, total, points, stored_value, effect, created_at, "
+        f"member_id FROM journal WHERE txn_id IN ({', '.join('?' * len(txns))}) ORDER BY received_at, terminal_id, seq",
+        txns,
+    )
+    names = (
+        "terminal_id",
+        "seq",
+        "txn_id",
+        "kind",
+        "store_id",
+        "day",
+        "total",
+        "points",
+        "stored_value",
+        "effect",
+        "created_at",
+        "member_id",
+    )
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def items_of_txn(tx: Tx, txn_id: str) -> list[ReconItem]:
+    return [
+        _item(r)
+        for r in tx.all(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE txn_id = ? ORDER BY created_at", [txn_id])
+    ]
+
+
+def safe_cell(value: Any) -> str | int:
+    """A CSV cell a spreadsheet shows as text: text starting with = + - @ (or a tab or carriage return) gets a
+    leading apostrophe; integers head office counted stay numbers (pure)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def export_csv(rows: Iterable[ItemRow]) -> str:
+    """The items as CSV (``EXPORT_COLUMNS``; the detail as JSON), every text cell formula-safe (pure)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for r in rows:
+        i = r.item
+        values = {
+            **i.model_dump(mode="json"),
+            "kind": r.kind,
+            "total": r.total,
+            "points": r.points,
+            "stored_value": r.stored_value,
+            "detail": json.dumps(i.detail, sort_keys=True, ensure_ascii=False),
+        }
+        writer.writerow([safe_cell(values[c]) for c in EXPORT_COLUMNS])
+    return out.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class TillDay:
+    """One till's end of day as head office checked it (``not reported``: it sold that day, sent no report)."""
+
+    terminal_id: str
+    status: str
+    missing: list[tuple[int, int]]
+    mismatches: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDay:
+    store_id: str
+    day: str
+    tills: list[TillDay]
+
+    @property
+    def status(self) -> str:
+        """``complete`` when every till of the store that sold or reported that day checked complete."""
+        return "complete" if all(t.status == "complete" for t in self.tills) else "incomplete"
+
+
+def eod_days(tx: Tx, f: ItemFilter, limit: int = 1000) -> list[StoreDay]:
+    """End of day per store and business day (newest first): each till that reported or sold that day."""
+    only = ItemFilter(store_id=f.store_id, day_from=f.day_from, day_to=f.day_to, stores=f.stores)
+    where, params = where_of(only)
+    found: dict[tuple[str, str], dict[str, TillDay]] = {}
+    for store, terminal, day in tx.all(
+        f"SELECT DISTINCT i.store_id, i.terminal_id, i.day FROM journal i WHERE {where} AND i.day IS NOT NULL",
+        params,
+    ):
+        found.setdefault((str(store), str(day)), {})[str(terminal)] = TillDay(str(terminal), "not reported", [], [])
+    eod_where, eod_params = where_of(only, day_alias="e")
+    for store, terminal, day, status, missing, differ in tx.all(
+        "SELECT i.store_id, e.terminal_id, e.day, e.status, e.missing, e.mismatches FROM eod_reports e "
+        f"JOIN terminals i ON i.terminal_id = e.terminal_id WHERE {eod_where}",
+        eod_params,
+    ):
+        gaps = [(int(a), int(b)) for a, b in json.loads(missing)]
+        till = TillDay(str(terminal), str(status), gaps, [str(m) for m in json.loads(differ)])
+        found.setdefault((str(store), str(day)), {})[str(terminal)] = till
+    keys = sorted(found, key=lambda k: (k[1], k[0]), reverse=True)[:limit]
+    return [StoreDay(s, d, [found[(s, d)][t] for t in sorted(found[(s, d)])]) for s, d in keys]

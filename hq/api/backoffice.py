@@ -11,6 +11,7 @@
     GET  /backoffice/campaigns, POST /backoffice/campaigns/launch   form {campaign_id, spec (JSON), reason}: a request
     GET  /backoffice/approvals, POST /backoffice/approvals/{id}/approve|reject   four eyes
     GET  /backoffice/audit                                 the newest audit records and whether the chain holds
+    GET  /backoffice/recon..., /backoffice/fleet            reconciliation items and the fleet (at the end)
     GET  /backoffice/static/{name}
 
 Every page but sign-in needs a session (a browser without one is sent to sign in) and names the ``Action``
@@ -26,14 +27,14 @@ import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hq import audit
 from hq.api.deps import Store
-from hq.backoffice import approvals, campaigns, i18n, members, pages, sessions, staff
+from hq.backoffice import approvals, campaigns, i18n, members, pages, recon, sessions, staff
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
@@ -421,3 +422,108 @@ def static(name: str) -> Response:
 
 
 __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]
+
+
+# -- reconciliation and the fleet ------------------------------------------------------------------------------
+#   GET  /backoffice/recon?kind=&store=&till=&from=&to=&state=   items grouped, with counts and amounts
+#   GET  /backoffice/recon/results?...                           the same groups (the htmx fragment)
+#   GET  /backoffice/recon/export.csv?...                        the filtered items as CSV
+#   GET  /backoffice/recon/items?...                             the filtered items (a group's), one by one
+#   GET  /backoffice/recon/item?id=                              one item and its entries
+#   POST /backoffice/recon/settle, /backoffice/recon/settle-group   form {item_id | till, day, kind; note}
+#   GET  /backoffice/recon/eod?store=&from=&to=                  end of day per store and business day
+#   GET  /backoffice/fleet                                       every till's health, what is wrong first
+
+
+def _recon_query(request: Request) -> dict[str, str]:
+    return {name: request.query_params.get(name, "") for name in recon.FILTER_FIELDS}
+
+
+def _recon_context(request: Request, store: HqStore, session: sessions.Session) -> dict[str, Any]:
+    f = recon.filter_of(session.staff, _recon_query(request))
+    with store.db.read() as tx:
+        found = recon.listing(tx, session.staff, f)
+        offered = recon.choices(tx, session.staff)
+    query = recon.query_of(f)
+    return {"groups": found, "f": f, "query": query, "qs": urlencode(query), "choices": offered}
+
+
+@route("GET", "/recon", Action.RECON_READ)
+def recon_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    shown = _recon_context(request, store, session)
+    settled = request.query_params.get("settled", "")
+    notice = i18n.words(lang)["settled_n"].format(n=int(settled)) if settled.isdigit() else ""
+    return page(request, "recon", lang, notice=notice, **shown)
+
+
+@route("GET", "/recon/results", Action.RECON_READ)
+def recon_results(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return page(request, "recon_results", lang, **_recon_context(request, store, session))
+
+
+@route("GET", "/recon/export.csv", Action.RECON_READ)
+def recon_export(request: Request, store: Store, session: Session) -> Response:
+    f = recon.filter_of(session.staff, _recon_query(request))
+    with store.db.read() as tx:
+        body = recon.export(tx, session.staff, f)
+    headers = PAGE_HEADERS | {"Content-Disposition": 'attachment; filename="reconciliation-items.csv"'}
+    return Response(body.encode("utf-8"), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@route("GET", "/recon/items", Action.RECON_READ)
+def recon_items(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    """The items of the filter (a group's, from its link), the first ``ITEMS_SHOWN``."""
+    f = recon.filter_of(session.staff, _recon_query(request))
+    with store.db.read() as tx:
+        rows = recon.rows(tx, session.staff, f)
+    return page(request, "recon_items", lang, rows=rows, qs=urlencode(recon.query_of(f)))
+
+
+@route("GET", "/recon/item", Action.RECON_READ)
+def recon_item(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        shown = recon.item_view(tx, session.staff, request.query_params.get("id", ""))
+    notice = i18n.words(lang)["done"] if request.query_params.get("done") == "done" else ""
+    return page(request, "recon_item", lang, v=shown, notice=notice)
+
+
+def _item_path(item_id: str) -> str:
+    return f"/recon/item?id={quote(item_id, safe='')}"
+
+
+@route("POST", "/recon/settle", Action.RECON_SETTLE)
+def recon_settle(request: Request, store: Store, session: Session, fields: Form) -> Response:
+    item_id = fields.get("item_id", "")
+    recon.settle(store, session.staff, item_id, fields.get("note", ""))
+    where = f"{PREFIX}{_item_path(item_id)}&done=done"
+    return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@route("POST", "/recon/settle-group", Action.RECON_SETTLE)
+def recon_settle_group(request: Request, store: Store, session: Session, fields: Form) -> Response:
+    """Settles one group; back to the list with the filters it was settled from (validated again)."""
+    kept = recon.query_of(recon.filter_of(session.staff, {k: fields.get(f"f_{k}", "") for k in recon.FILTER_FIELDS}))
+    n = recon.settle_group(
+        store,
+        session.staff,
+        fields.get("till", ""),
+        fields.get("day", ""),
+        fields.get("kind", ""),
+        fields.get("note", ""),
+    )
+    where = f"{PREFIX}/recon?{urlencode({**kept, 'settled': str(n)})}"
+    return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@route("GET", "/recon/eod", Action.RECON_READ)
+def recon_eod(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    f = recon.eod_window(recon.filter_of(session.staff, _recon_query(request)), store.moment().date())
+    with store.db.read() as tx:
+        days = recon.eod(tx, session.staff, f)
+        offered = recon.choices(tx, session.staff)
+    return page(request, "recon_eod", lang, days=days, f=f, choices=offered)
+
+
+@route("GET", "/fleet", Action.FLEET_READ)
+def fleet_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return page(request, "fleet", lang, tills=recon.tills(store, session.staff))

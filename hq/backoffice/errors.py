@@ -27,6 +27,11 @@ class Code(StrEnum):
     ALREADY_DECIDED = "already_decided"
     BAD_STAFF = "bad_staff"
     CAMPAIGN_INVALID = "campaign_invalid"
+    # reconciliation
+    BAD_FILTER = "bad_filter"
+    ALREADY_SETTLED = "already_settled"
+    HELD_IN_QUARANTINE = "held_in_quarantine"
+    NOTE_REQUIRED = "note_required"
 
 
 STATUS: dict[Code, int] = {
@@ -44,6 +49,10 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_DECIDED: 409,
     Code.BAD_STAFF: 422,
     Code.CAMPAIGN_INVALID: 422,
+    Code.BAD_FILTER: 422,
+    Code.ALREADY_SETTLED: 409,
+    Code.HELD_IN_QUARANTINE: 409,
+    Code.NOTE_REQUIRED: 422,
 }
 
 

@@ -15,6 +15,13 @@ changes anything (``hq.api.backoffice``). ``scope`` says which stores the thing 
     finance         chain    -      chain   -      chain         -       -                 chain
     auditor         chain    -      -       -      -             -       -                 chain
 
+    role            reconciliation  settle items  fleet
+    chain_admin     chain           chain         chain
+    marketing       -               -             -
+    store_manager   stores          stores        stores
+    finance         chain           chain         chain
+    auditor         chain           -             chain
+
 Reading pages (``*_read``) is granted as listed in ``PERMISSIONS``; the auditor reads and never writes.
 """
 
@@ -47,6 +54,13 @@ class Action(StrEnum):
     """Ask for a campaign to be launched (applied once another person approves it)."""
     APPROVE_CAMPAIGN = "approve_campaign"
     AUDIT_READ = "audit_read"
+    # reconciliation and the fleet
+    RECON_READ = "recon_read"
+    """Reconciliation items by cause, store, till and day, an item's page, end of day, the CSV export."""
+    RECON_SETTLE = "recon_settle"
+    """Settle an item, or a group of them, by hand with a note."""
+    FLEET_READ = "fleet_read"
+    """Every till with its health as reported in its pushes."""
 
 
 WRITES = frozenset(
@@ -57,6 +71,7 @@ WRITES = frozenset(
         Action.APPROVE_ADJUSTMENT,
         Action.CAMPAIGNS_LAUNCH,
         Action.APPROVE_CAMPAIGN,
+        Action.RECON_SETTLE,
     }
 )
 """The actions that change something (each leaves a record in the audit log)."""
@@ -91,6 +106,9 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.MEMBERS_BLOCK: _S,
         Action.MEMBERS_ADJUST: _S,
         Action.APPROVALS_READ: _S,
+        Action.RECON_READ: _S,
+        Action.RECON_SETTLE: _S,
+        Action.FLEET_READ: _S,
     },
     Role.FINANCE: {
         Action.MEMBERS_READ: _C,
@@ -98,12 +116,17 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.APPROVALS_READ: _C,
         Action.APPROVE_ADJUSTMENT: _C,
         Action.AUDIT_READ: _C,
+        Action.RECON_READ: _C,
+        Action.RECON_SETTLE: _C,
+        Action.FLEET_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
         Action.APPROVALS_READ: _C,
         Action.CAMPAIGNS_READ: _C,
         Action.AUDIT_READ: _C,
+        Action.RECON_READ: _C,
+        Action.FLEET_READ: _C,
     },
 }
 

@@ -27,3 +27,12 @@ def test_the_sign_in_and_refusal_pages_render_in_each_language(lang: str) -> Non
     assert f'<html lang="{lang}">' in html and i18n.words(lang)["sign_in"] in html
     refused = pages.render("refused", lang, Role.AUDITOR, **(common | {"error": "x", "error_code": "forbidden"}))
     assert 'data-code="forbidden"' in refused
+
+
+def test_every_kind_of_item_state_and_fleet_problem_has_words() -> None:
+    from hq.fleet import PROBLEMS
+    from sync.protocol import ItemState, Reason
+
+    keys = {f"reason_{r.value}" for r in Reason} | {f"istate_{s.value}" for s in ItemState} | {"istate_any"}
+    keys |= {f"problem_{p}" for p in PROBLEMS} | {"eod_complete", "eod_incomplete", "eod_not_reported"}
+    assert keys <= set(_WORDS), sorted(keys - set(_WORDS))

@@ -25,6 +25,9 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.MEMBERS_BLOCK: "stores",
         A.MEMBERS_ADJUST: "stores",
         A.APPROVALS_READ: "stores",
+        A.RECON_READ: "stores",
+        A.RECON_SETTLE: "stores",
+        A.FLEET_READ: "stores",
     },
     Role.FINANCE: {
         A.MEMBERS_READ: "chain",
@@ -32,12 +35,17 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.APPROVALS_READ: "chain",
         A.APPROVE_ADJUSTMENT: "chain",
         A.AUDIT_READ: "chain",
+        A.RECON_READ: "chain",
+        A.RECON_SETTLE: "chain",
+        A.FLEET_READ: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
         A.APPROVALS_READ: "chain",
         A.CAMPAIGNS_READ: "chain",
         A.AUDIT_READ: "chain",
+        A.RECON_READ: "chain",
+        A.FLEET_READ: "chain",
     },
 }
 OWN = frozenset({"S1", "S2"})
