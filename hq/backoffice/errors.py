@@ -27,6 +27,7 @@ class Code(StrEnum):
     ALREADY_DECIDED = "already_decided"
     BAD_STAFF = "bad_staff"
     CAMPAIGN_INVALID = "campaign_invalid"
+    BAD_PERIOD = "bad_period"
 
 
 STATUS: dict[Code, int] = {
@@ -44,6 +45,7 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_DECIDED: 409,
     Code.BAD_STAFF: 422,
     Code.CAMPAIGN_INVALID: 422,
+    Code.BAD_PERIOD: 422,
 }
 
 

@@ -47,6 +47,8 @@ class Action(StrEnum):
     """Ask for a campaign to be launched (applied once another person approves it)."""
     APPROVE_CAMPAIGN = "approve_campaign"
     AUDIT_READ = "audit_read"
+    REPORTS_READ = "reports_read"
+    """The report pages: figures by store and day (a store manager: its own stores')."""
 
 
 WRITES = frozenset(
@@ -85,12 +87,14 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.CAMPAIGNS_READ: _C,
         Action.CAMPAIGNS_LAUNCH: _C,
         Action.APPROVE_CAMPAIGN: _C,
+        Action.REPORTS_READ: _C,
     },
     Role.STORE_MANAGER: {
         Action.MEMBERS_READ: _S,
         Action.MEMBERS_BLOCK: _S,
         Action.MEMBERS_ADJUST: _S,
         Action.APPROVALS_READ: _S,
+        Action.REPORTS_READ: _S,
     },
     Role.FINANCE: {
         Action.MEMBERS_READ: _C,
@@ -98,12 +102,14 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.APPROVALS_READ: _C,
         Action.APPROVE_ADJUSTMENT: _C,
         Action.AUDIT_READ: _C,
+        Action.REPORTS_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
         Action.APPROVALS_READ: _C,
         Action.CAMPAIGNS_READ: _C,
         Action.AUDIT_READ: _C,
+        Action.REPORTS_READ: _C,
     },
 }
 
