@@ -169,6 +169,10 @@ class Recorder:
         self.statements.append((sql, list(params)))
         return self.tx.one(sql, params)
 
+    def run(self, sql: str, params: Any = ()) -> int:
+        self.statements.append((sql, list(params)))
+        return self.tx.run(sql, params)
+
     def in_list(self, column: str, values: Any) -> tuple[str, list[Any]]:
         return self.tx.in_list(column, values)
 
@@ -189,7 +193,9 @@ def floor_times(url: str, statements: list[tuple[str, list[Any]]], runs: int) ->
         for i in range(runs + 2):
             t0 = time.perf_counter()
             for sql, params in statements:
-                conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+                done = conn.execute(sql.replace("?", "%s").replace("SET LOCAL", "SET"), params)  # type: ignore[arg-type]
+                if done.description is not None:
+                    done.fetchall()
             if i >= 2:  # two warm-up rounds, as the page gets
                 out.append((time.perf_counter() - t0) * 1000)
     return out

@@ -120,11 +120,19 @@ def widened(found: Grid, stores: Iterable[str]) -> Grid:
 
 def read(tx: Tx, name: str, wanted: Filter) -> Grid:
     """The report ``name`` (one of ``GRIDS``), with a column for every store asked for."""
+    quick(tx)
     found = GRIDS[name](tx, wanted)
     return found if wanted.stores is None else widened(found, wanted.stores)
 
 
 # -- reading ------------------------------------------------------------------------------------------------
+
+
+def quick(tx: Tx) -> None:
+    """No JIT compilation for the report's statements (PostgreSQL): each reads the period's rows and probes
+    by key, which the planner over-costs; compiling them took longer than running them."""
+    if tx.dialect == "postgres":
+        tx.run("SET LOCAL jit = off")
 
 
 def _stores(tx: Tx, column: str, wanted: Filter) -> tuple[str, list[Any]]:
@@ -160,27 +168,30 @@ def members(tx: Tx, wanted: Filter) -> Grid:
 
 
 def points(tx: Tx, wanted: Filter) -> Grid:
-    """Points issued, redeemed (net of what refunds gave back) and expired, by the store of each."""
-    cond, params = _stores(tx, "j.store_id", wanted)
+    """Points issued, redeemed (net of what refunds gave back) and expired, by the store of each.
+
+    Each is read from the rows of the period's days (by index) and, for each of those, its own postings, lot
+    or journal row by key: the statements never read the ledger beyond the period."""
+    cond, params = _stores(tx, "store_id", wanted)
     period = _period(wanted)
     issued = tx.all(
-        f"SELECT l.earned_day, COALESCE(j.store_id, '{HEAD_OFFICE}'), SUM(l.points) FROM ledger_lots l "
-        "LEFT JOIN journal j ON j.txn_id = l.lot_id "
-        f"WHERE l.earned_day >= ? AND l.earned_day <= ? AND {cond} GROUP BY l.earned_day, j.store_id",
+        "SELECT earned_day, store_id, SUM(points) FROM (SELECT l.earned_day, l.points, "
+        f"COALESCE((SELECT j.store_id FROM journal j WHERE j.txn_id = l.lot_id), '{HEAD_OFFICE}') AS store_id "
+        f"FROM ledger_lots l WHERE l.earned_day >= ? AND l.earned_day <= ?) x WHERE {cond} "
+        "GROUP BY earned_day, store_id",
         [*period, *params],
     )
     redeemed = tx.all(
-        "SELECT t.day, j.store_id, SUM(p.amount) FROM ledger_txns t "
-        "JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'merchant_accepted' "
-        f"JOIN journal j ON j.txn_id = t.ledger_txn_id WHERE t.day >= ? AND t.day <= ? AND {cond} "
-        "GROUP BY t.day, j.store_id",
+        "SELECT day, store_id, SUM((SELECT SUM(p.amount) FROM ledger_postings p WHERE p.ledger_txn_id = j.txn_id "
+        "AND p.kind = 'merchant_accepted')) FROM journal j WHERE day >= ? AND day <= ? "
+        f"AND kind IN ('sale', 'refund', 'void') AND {cond} GROUP BY day, store_id",
         [*period, *params],
     )
     expired = tx.all(
-        f"SELECT t.day, COALESCE(j.store_id, '{HEAD_OFFICE}'), SUM(u.points) FROM ledger_txns t "
-        "JOIN ledger_lot_uses u ON u.ledger_txn_id = t.ledger_txn_id AND u.purpose = 'expire' "
-        "LEFT JOIN journal j ON j.txn_id = u.lot_id "
-        f"WHERE t.day >= ? AND t.day <= ? AND t.kind = 'expire' AND {cond} GROUP BY t.day, j.store_id",
+        "SELECT day, store_id, SUM(points) FROM (SELECT t.day, u.points, "
+        f"COALESCE((SELECT j.store_id FROM journal j WHERE j.txn_id = u.lot_id), '{HEAD_OFFICE}') AS store_id "
+        "FROM ledger_txns t JOIN ledger_lot_uses u ON u.ledger_txn_id = t.ledger_txn_id AND u.purpose = 'expire' "
+        f"WHERE t.day >= ? AND t.day <= ? AND t.kind = 'expire') x WHERE {cond} GROUP BY day, store_id",
         [*period, *params],
     )
     days = wanted.days()
@@ -216,8 +227,8 @@ def _chain_balance(tx: Tx, wanted: Filter, column: str, figure: str) -> Grid:
     after = {
         str(d): int(n or 0)
         for d, n in tx.all(
-            "SELECT t.day, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p "
-            "ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = ? WHERE t.day > ? GROUP BY t.day",
+            "SELECT t.day, SUM((SELECT SUM(p.amount) FROM ledger_postings p WHERE p.ledger_txn_id = t.ledger_txn_id "
+            "AND p.kind = ?)) FROM ledger_txns t WHERE t.day > ? GROUP BY t.day",
             [_BALANCES[column], wanted.first.isoformat()],
         )
     }
@@ -227,12 +238,13 @@ def _chain_balance(tx: Tx, wanted: Filter, column: str, figure: str) -> Grid:
 
 def coupons(tx: Tx, wanted: Filter) -> Grid:
     """Coupons redeemed in counted sales (less those a refund gave back), and those of them a campaign issued."""
-    cond, params = _stores(tx, "j.store_id", wanted)
+    cond, params = _stores(tx, "store_id", wanted)
     rows = tx.all(
-        "SELECT j.day, j.store_id, COUNT(*), SUM(CASE WHEN EXISTS (SELECT 1 FROM campaign_members cm "
-        "WHERE cm.coupon_id = u.coupon_id) THEN 1 ELSE 0 END) FROM coupon_uses u "
-        "JOIN journal j ON j.txn_id = u.txn_id WHERE u.released = 0 AND j.day >= ? AND j.day <= ? "
-        f"AND j.effect IN ('applied', 'none') AND {cond} GROUP BY j.day, j.store_id",
+        "SELECT day, store_id, SUM((SELECT COUNT(*) FROM coupon_uses u WHERE u.txn_id = j.txn_id AND u.released = 0)), "
+        "SUM((SELECT COUNT(*) FROM coupon_uses u WHERE u.txn_id = j.txn_id AND u.released = 0 AND EXISTS "
+        "(SELECT 1 FROM campaign_members cm WHERE cm.coupon_id = u.coupon_id))) FROM journal j "
+        f"WHERE day >= ? AND day <= ? AND kind = 'sale' AND effect IN ('applied', 'none') AND {cond} "
+        "GROUP BY day, store_id",
         [*_period(wanted), *params],
     )
     return grid(("redeemed", "campaign"), wanted.days(), rows)
@@ -266,6 +278,7 @@ __all__ = [
     "members",
     "merged",
     "points",
+    "quick",
     "read",
     "running",
     "sales",

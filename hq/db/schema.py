@@ -494,7 +494,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "m024_reports",
         [
             "CREATE INDEX idx_ledger_lots_earned_day ON ledger_lots (earned_day)",
-            "CREATE INDEX idx_ledger_txns_day ON ledger_txns (day)",
+            "CREATE INDEX idx_ledger_txns_day ON ledger_txns (day, kind)",
         ],
     ),
 ]

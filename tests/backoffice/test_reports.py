@@ -119,6 +119,8 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
             add("sales.amount", store, day, int(total))
             add("value.paid", store, day, int(paid or 0))
             add("value.topped_up", store, day, 0)
+            add("coupons.redeemed", store, day, 0)  # a store that sold shows its coupons, none or some
+            add("coupons.campaign", store, day, 0)
             if member is not None:
                 active[(store, day)].add(str(member))
                 add("points.issued", store, day, int(earned or 0))
