@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -34,7 +35,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hq import audit
 from hq.api.deps import Store
-from hq.backoffice import approvals, campaigns, i18n, members, pages, recon, sessions, staff
+from hq.backoffice import approvals, campaigns, i18n, members, pages, recon, reports, sessions, staff
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
@@ -419,6 +420,28 @@ def static(name: str) -> Response:
     content, kind = found
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache", "Content-Security-Policy": CSP}
     return Response(content, media_type=kind, headers=headers)
+
+
+# -- reports: figures by store and day, each a table and a chart (docs/reports.md) ----------------------------
+
+_REPORT_STORES = 50
+"""At most this many ``store`` parameters are read."""
+
+
+def _report(name: str) -> Callable[..., Response]:
+    def show(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+        params = request.query_params
+        stores = params.getlist("store")[:_REPORT_STORES]
+        query: dict[str, Any] = {"from": params.get("from", ""), "to": params.get("to", ""), "store": stores}
+        shown = reports.build(store, session.staff, name, query, datetime.now(UTC).date())
+        return page(request, "reports", lang, r=shown, names=reports.NAMES, money=reports.MONEY)
+
+    return show
+
+
+for _name in reports.NAMES:
+    _needs = Action.CAMPAIGNS_READ if _name == "campaigns" else Action.REPORTS_READ
+    route("GET", f"/reports/{_name}", _needs)(_report(_name))
 
 
 __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]

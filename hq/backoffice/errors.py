@@ -32,6 +32,7 @@ class Code(StrEnum):
     ALREADY_SETTLED = "already_settled"
     HELD_IN_QUARANTINE = "held_in_quarantine"
     NOTE_REQUIRED = "note_required"
+    BAD_PERIOD = "bad_period"
 
 
 STATUS: dict[Code, int] = {
@@ -53,6 +54,7 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_SETTLED: 409,
     Code.HELD_IN_QUARANTINE: 409,
     Code.NOTE_REQUIRED: 422,
+    Code.BAD_PERIOD: 422,
 }
 
 

@@ -61,6 +61,8 @@ class Action(StrEnum):
     """Settle an item, or a group of them, by hand with a note."""
     FLEET_READ = "fleet_read"
     """Every till with its health as reported in its pushes."""
+    REPORTS_READ = "reports_read"
+    """The report pages: figures by store and day (a store manager: its own stores')."""
 
 
 WRITES = frozenset(
@@ -100,6 +102,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.CAMPAIGNS_READ: _C,
         Action.CAMPAIGNS_LAUNCH: _C,
         Action.APPROVE_CAMPAIGN: _C,
+        Action.REPORTS_READ: _C,
     },
     Role.STORE_MANAGER: {
         Action.MEMBERS_READ: _S,
@@ -109,6 +112,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RECON_READ: _S,
         Action.RECON_SETTLE: _S,
         Action.FLEET_READ: _S,
+        Action.REPORTS_READ: _S,
     },
     Role.FINANCE: {
         Action.MEMBERS_READ: _C,
@@ -119,6 +123,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RECON_READ: _C,
         Action.RECON_SETTLE: _C,
         Action.FLEET_READ: _C,
+        Action.REPORTS_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
@@ -127,6 +132,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.AUDIT_READ: _C,
         Action.RECON_READ: _C,
         Action.FLEET_READ: _C,
+        Action.REPORTS_READ: _C,
     },
 }
 

@@ -488,6 +488,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "WHERE points > 0",
         ],
     ),
+    # The back office's reports (hq/reports.py, docs/reports.md) read the ledger by business day: points issued by
+    # the day their lots were earned, redeemed and expired by the day of their transaction.
+    (
+        "m024_reports",
+        [
+            "CREATE INDEX idx_ledger_lots_earned_day ON ledger_lots (earned_day)",
+            "CREATE INDEX idx_ledger_txns_day ON ledger_txns (day, kind)",
+        ],
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.CAMPAIGNS_READ: "chain",
         A.CAMPAIGNS_LAUNCH: "chain",
         A.APPROVE_CAMPAIGN: "chain",
+        A.REPORTS_READ: "chain",
     },
     Role.STORE_MANAGER: {
         A.MEMBERS_READ: "stores",
@@ -28,6 +29,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RECON_READ: "stores",
         A.RECON_SETTLE: "stores",
         A.FLEET_READ: "stores",
+        A.REPORTS_READ: "stores",
     },
     Role.FINANCE: {
         A.MEMBERS_READ: "chain",
@@ -38,6 +40,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RECON_READ: "chain",
         A.RECON_SETTLE: "chain",
         A.FLEET_READ: "chain",
+        A.REPORTS_READ: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
@@ -46,6 +49,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.AUDIT_READ: "chain",
         A.RECON_READ: "chain",
         A.FLEET_READ: "chain",
+        A.REPORTS_READ: "chain",
     },
 }
 OWN = frozenset({"S1", "S2"})

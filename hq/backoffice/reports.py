@@ -1,0 +1,96 @@
+"""The report pages' reading: the period and stores a request asks for, checked against the role table, and
+the figures of ``hq.reports`` for them (docs/reports.md).
+
+A store manager reads its own stores only: asking for no store is asking for its stores, asking for another
+store (an edited address) is ``forbidden``; the chain's own figures (outstanding points, the float, what head
+office posted with no store) are for chain-wide roles. A period is two days ``YYYY-MM-DD``, the first not
+after the last, at most ``hq.reports.MAX_DAYS`` long; otherwise ``bad_period``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from hq import reports
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
+from hq.backoffice.staff import Staff
+from hq.store import HqStore
+
+NAMES = ("sales", "members", "points", "value", "coupons", "campaigns")
+"""The report pages, in the order the navigation shows them."""
+DEFAULT_DAYS = 14
+MONEY = frozenset({"amount", "spend", "topped_up", "paid", "float"})
+"""Figures in minor currency units (the others are counts or points)."""
+_STORE_ID = 64
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPage:
+    name: str
+    wanted: reports.Filter
+    stores: list[str]
+    """The stores the reader may pick from."""
+    picked: list[str]
+    """The stores asked for (empty: every store the reader may see)."""
+    grid: reports.Grid | None = None
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _day(text: str, fallback: date) -> date:
+    if not text:
+        return fallback
+    try:
+        if not _DAY.fullmatch(text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise BackofficeRefused(Code.BAD_PERIOD, "a day is YYYY-MM-DD") from exc
+
+
+def period_of(first: str, last: str, today: date) -> tuple[date, date]:
+    """The days asked for (``from``/``to``); by default the last ``DEFAULT_DAYS`` days up to ``today``."""
+    end = _day(last.strip(), today)
+    start = _day(first.strip(), end - timedelta(days=DEFAULT_DAYS - 1))
+    if start > end or (end - start).days + 1 > reports.MAX_DAYS:
+        raise BackofficeRefused(Code.BAD_PERIOD, f"the period is one day to {reports.MAX_DAYS} days, first to last")
+    return start, end
+
+
+def stores_for(who: Staff, asked: Sequence[str]) -> frozenset[str] | None:
+    """The stores a report reads for ``who``: those asked for, each one ``who`` may read; none asked: every
+    store (None) for a chain-wide role, its own for a store manager."""
+    picked = frozenset(s.strip()[:_STORE_ID] for s in asked if s.strip())
+    found = reach(who.role, Action.REPORTS_READ)
+    if found is None:
+        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not read reports")
+    if not picked:
+        return who.stores if found is Reach.STORES else None
+    for store_id in picked:
+        if not allowed(who.role, Action.REPORTS_READ, Scope(who.stores, frozenset({store_id}))):
+            raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not read store {store_id}'s figures")
+    return picked
+
+
+def build(store: HqStore, who: Staff, name: str, query: Mapping[str, Any], today: date) -> ReportPage:
+    """The report ``name`` for ``who`` over what ``query`` asks (``from``, ``to``, ``store`` repeated)."""
+    if name not in NAMES:
+        raise BackofficeRefused(Code.NOT_FOUND, "no such report")
+    first, last = period_of(str(query.get("from", "")), str(query.get("to", "")), today)
+    stores = stores_for(who, list(query.get("store", [])))
+    wanted = reports.Filter(first, last, stores)
+    with store.db.read() as tx:
+        known = reports.known_stores(tx)
+        if name == "campaigns":
+            return ReportPage(name, wanted, known, [], campaigns=reports.campaigns(tx, wanted))
+        found = reports.read(tx, name, wanted)
+    mine = known if reach(who.role, Action.REPORTS_READ) is Reach.CHAIN else sorted(who.stores)
+    return ReportPage(name, wanted, mine, sorted(stores or ()), grid=found)
+
+
+__all__ = ["DEFAULT_DAYS", "MONEY", "NAMES", "ReportPage", "build", "period_of", "stores_for"]
