@@ -27,6 +27,8 @@ class Code(StrEnum):
     ALREADY_DECIDED = "already_decided"
     BAD_STAFF = "bad_staff"
     CAMPAIGN_INVALID = "campaign_invalid"
+    DOCUMENT_INVALID = "document_invalid"
+    LAST_ADMIN = "last_admin"
 
 
 STATUS: dict[Code, int] = {
@@ -44,6 +46,8 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_DECIDED: 409,
     Code.BAD_STAFF: 422,
     Code.CAMPAIGN_INVALID: 422,
+    Code.DOCUMENT_INVALID: 422,
+    Code.LAST_ADMIN: 409,
 }
 
 

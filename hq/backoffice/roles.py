@@ -8,12 +8,14 @@ changes anything (``hq.api.backoffice``). ``scope`` says which stores the thing 
     Scope(own, frozenset)   one subject (a member: the stores it visited); a store-wide reach needs one of
                             ``own`` among them
 
-    role            members  block  adjust  erase  approve adj.  launch  approve campaign  audit
-    chain_admin     chain    chain  chain   chain  chain         chain   chain             chain
-    marketing       chain    -      -       -      -             chain   chain             -
-    store_manager   stores   stores stores  -      -             -       -                 -
-    finance         chain    -      chain   -      chain         -       -                 chain
-    auditor         chain    -      -       -      -             -       -                 chain
+    role            members  block  adjust  erase  approve adj.  launch  approve campaign  audit  rules  edit  staff
+    chain_admin     chain    chain  chain   chain  chain         chain   chain             chain  chain  chain chain
+    marketing       chain    -      -       -      -             chain   chain             -      chain  chain -
+    store_manager   stores   stores stores  -      -             -       -                 -      read   -     -
+    finance         chain    -      chain   -      chain         -       -                 chain  chain  -     -
+    auditor         chain    -      -       -      -             -       -                 chain  chain  -     -
+
+The rules and coupons are the whole chain's: a store manager reads them all (a list scope) and edits none.
 
 Reading pages (``*_read``) is granted as listed in ``PERMISSIONS``; the auditor reads and never writes.
 """
@@ -47,6 +49,12 @@ class Action(StrEnum):
     """Ask for a campaign to be launched (applied once another person approves it)."""
     APPROVE_CAMPAIGN = "approve_campaign"
     AUDIT_READ = "audit_read"
+    RULES_READ = "rules_read"
+    """Read the earning rules, tier settings and coupons head office sends to the tills."""
+    RULES_EDIT = "rules_edit"
+    """Create, change and retire earning rules, tier settings and coupons (with the quote preview)."""
+    STAFF_MANAGE = "staff_manage"
+    """Create staff accounts, set their role and stores, reset passwords, disable accounts."""
 
 
 WRITES = frozenset(
@@ -57,6 +65,8 @@ WRITES = frozenset(
         Action.APPROVE_ADJUSTMENT,
         Action.CAMPAIGNS_LAUNCH,
         Action.APPROVE_CAMPAIGN,
+        Action.RULES_EDIT,
+        Action.STAFF_MANAGE,
     }
 )
 """The actions that change something (each leaves a record in the audit log)."""
@@ -85,12 +95,15 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.CAMPAIGNS_READ: _C,
         Action.CAMPAIGNS_LAUNCH: _C,
         Action.APPROVE_CAMPAIGN: _C,
+        Action.RULES_READ: _C,
+        Action.RULES_EDIT: _C,
     },
     Role.STORE_MANAGER: {
         Action.MEMBERS_READ: _S,
         Action.MEMBERS_BLOCK: _S,
         Action.MEMBERS_ADJUST: _S,
         Action.APPROVALS_READ: _S,
+        Action.RULES_READ: _S,
     },
     Role.FINANCE: {
         Action.MEMBERS_READ: _C,
@@ -98,12 +111,14 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.APPROVALS_READ: _C,
         Action.APPROVE_ADJUSTMENT: _C,
         Action.AUDIT_READ: _C,
+        Action.RULES_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
         Action.APPROVALS_READ: _C,
         Action.CAMPAIGNS_READ: _C,
         Action.AUDIT_READ: _C,
+        Action.RULES_READ: _C,
     },
 }
 

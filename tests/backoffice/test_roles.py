@@ -19,12 +19,15 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.CAMPAIGNS_READ: "chain",
         A.CAMPAIGNS_LAUNCH: "chain",
         A.APPROVE_CAMPAIGN: "chain",
+        A.RULES_READ: "chain",
+        A.RULES_EDIT: "chain",
     },
     Role.STORE_MANAGER: {
         A.MEMBERS_READ: "stores",
         A.MEMBERS_BLOCK: "stores",
         A.MEMBERS_ADJUST: "stores",
         A.APPROVALS_READ: "stores",
+        A.RULES_READ: "stores",
     },
     Role.FINANCE: {
         A.MEMBERS_READ: "chain",
@@ -32,12 +35,14 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.APPROVALS_READ: "chain",
         A.APPROVE_ADJUSTMENT: "chain",
         A.AUDIT_READ: "chain",
+        A.RULES_READ: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
         A.APPROVALS_READ: "chain",
         A.CAMPAIGNS_READ: "chain",
         A.AUDIT_READ: "chain",
+        A.RULES_READ: "chain",
     },
 }
 OWN = frozenset({"S1", "S2"})
