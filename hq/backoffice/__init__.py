@@ -7,6 +7,8 @@
     approvals  four eyes: a change asked for by one person, applied when another approves it
     members    the members pages' reading and changes (search, page, block, adjust, erase)
     campaigns  the campaigns page: the list, and asking for a launch (approved by a second person)
+    editors    the rule and coupon editors: lists, save, retire, the quote preview
+    team       staff management on the web (chain administrators); the last administrator stays
     i18n       the pages' words in English, Japanese and Chinese
     pages      the Jinja2 templates and static files (htmx vendored) of this package
 
