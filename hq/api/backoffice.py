@@ -461,7 +461,7 @@ def _edit_page(kind: str) -> Callable[..., Response]:
                 doc = editors.held(tx, kind, doc_id)
             if doc is None:
                 raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {doc_id}")
-            form = editors.form_of(kind, doc_id, doc) | {"editing": doc_id}
+            form = editors.form_of(kind, doc_id, doc)
         return _editor(request, kind, lang, session.staff, form)
 
     return shown

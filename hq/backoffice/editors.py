@@ -25,6 +25,7 @@ from hq.ingest import rule_documents
 from hq.store import HqStore
 from terminal import loyalty as ly
 from terminal import pricing
+from terminal.canonical import doc_digest
 
 RULE, COUPON = "rule", "coupon"
 KINDS = (RULE, COUPON)
@@ -118,7 +119,10 @@ def held(tx: Tx, kind: str, doc_id: str) -> dict[str, Any] | None:
 
 
 def form_of(kind: str, doc_id: str, doc: dict[str, Any]) -> dict[str, str]:
-    return documents.rule_form(doc_id, doc) if kind == RULE else documents.coupon_form(doc_id, doc)
+    """The editor's form of a stored document, with the version it shows (``digest``: a save of a form
+    opened before someone else saved is refused)."""
+    shown = documents.rule_form(doc_id, doc) if kind == RULE else documents.coupon_form(doc_id, doc)
+    return shown | {"editing": doc_id, "digest": doc_digest(doc)}
 
 
 def _document(kind: str, form: dict[str, str], before: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
@@ -138,6 +142,8 @@ def checked(tx: Tx, kind: str, form: dict[str, str]) -> tuple[str, dict[str, Any
     before = held(tx, kind, editing) if editing else None
     if editing and before is None:
         raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {editing}")
+    if before is not None and form.get("digest", "") != doc_digest(before):
+        raise BackofficeRefused(Code.EDITED_MEANWHILE, f"{kind} {editing} was saved since the form was opened")
     doc_id, doc = _document(kind, form, before)
     field = _id_field(kind)
     if editing and doc_id != editing:
@@ -164,6 +170,7 @@ def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
     details = {"document": doc, "created": before is None}
 
     def record(tx: Tx) -> None:
+        _unchanged_since(tx, kind, doc_id, before)  # again, inside the write (after the row's lock)
         audit.append(tx, who.staff_id, f"{kind}_put", doc_id, reason, details)
 
     if kind == RULE:
@@ -171,6 +178,14 @@ def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
     else:
         store.put_coupon(doc, doc_id, also=record)
     return doc_id
+
+
+def _unchanged_since(tx: Tx, kind: str, doc_id: str, before: dict[str, Any] | None) -> None:
+    now = held(tx, kind, doc_id)
+    if before is None and now is not None:
+        raise documents.DocumentInvalid([documents.FieldError(_id_field(kind), documents.Code.EXISTS)])
+    if before is not None and (now is None or doc_digest(now) != doc_digest(before)):
+        raise BackofficeRefused(Code.EDITED_MEANWHILE, f"{kind} {doc_id} was saved or retired meanwhile")
 
 
 def retire(store: HqStore, who: Staff, kind: str, doc_id: str, reason_text: str) -> None:

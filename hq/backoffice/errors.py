@@ -29,6 +29,7 @@ class Code(StrEnum):
     CAMPAIGN_INVALID = "campaign_invalid"
     DOCUMENT_INVALID = "document_invalid"
     LAST_ADMIN = "last_admin"
+    EDITED_MEANWHILE = "edited_meanwhile"
 
 
 STATUS: dict[Code, int] = {
@@ -48,6 +49,7 @@ STATUS: dict[Code, int] = {
     Code.CAMPAIGN_INVALID: 422,
     Code.DOCUMENT_INVALID: 422,
     Code.LAST_ADMIN: 409,
+    Code.EDITED_MEANWHILE: 409,
 }
 
 

@@ -188,6 +188,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "最後のチェーン管理者は無効化・変更できません。",
         "最后一位连锁管理员不能被停用或改变角色。",
     ),
+    "edited_meanwhile": (
+        "Someone saved this document since you opened it: open it again.",
+        "開いた後に別の担当者が保存しました。開き直してください。",
+        "在您打开后已有他人保存了此文档，请重新打开。",
+    ),
     "rules": ("Rules", "ルール", "规则"),
     "coupons": ("Coupons", "クーポン", "优惠券"),
     "staff": ("Staff", "スタッフ", "员工"),

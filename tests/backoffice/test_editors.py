@@ -72,6 +72,12 @@ def audit_count(hq: HqStore) -> int:
         return len(audit.recent(tx, 10_000))
 
 
+def digest_of(html: str) -> str:
+    found = re.search(r'name="digest" value="([0-9a-f]+)"', html)
+    assert found, html[:300]
+    return found.group(1)
+
+
 def figures(html: str, side: str) -> dict[str, int]:
     found = re.findall(rf'data-figure="(\w+)">.*?class="{side}" data-value="(-?\d+)"', html, re.S)
     return {name: int(value) for name, value in found}
@@ -159,7 +165,8 @@ def test_a_coupon_is_previewed_saved_edited_and_retired_and_the_till_follows(
         hq.put_coupon(coupon_docs(hq)["TEN-OFF"] | {"used": 3, "pool": "P-1"}, "TEN-OFF")
         page = client.get("/backoffice/coupons/edit?id=TEN-OFF")
         assert 'name="value" value="10"' in page.text and 'name="editing" value="TEN-OFF"' in page.text
-        changed = coupon | {"value": "20", "editing": "TEN-OFF", "csrf": csrf, "reason": "better"}
+        changed = coupon | {"value": "20", "editing": "TEN-OFF", "digest": digest_of(page.text), "csrf": csrf}
+        changed["reason"] = "better"
         assert client.post("/backoffice/coupons/save", data=changed).status_code == 303
         held = coupon_docs(hq)["TEN-OFF"]
         assert (held["value"], held["used"], held["pool"]) == (20, 3, "P-1")
@@ -375,10 +382,34 @@ def test_a_replayed_create_makes_nothing_twice(office: tuple[HqStore, dict[str, 
     assert first.status_code == 303 and again.status_code == 422
     assert 'data-field="rule_id"' in again.text and 'data-code="exists"' in again.text
     assert rule_docs(hq)["coffee-3x"]["multiplier_pct"] == 300
+    digest = digest_of(client.get("/backoffice/rules/edit?id=coffee-3x").text)
     renamed = client.post(
-        "/backoffice/rules/save", data=COFFEE_TRIPLE | {"csrf": csrf, "editing": "coffee-3x", "rule_id": "other"}
+        "/backoffice/rules/save",
+        data=COFFEE_TRIPLE | {"csrf": csrf, "editing": "coffee-3x", "digest": digest, "rule_id": "other"},
     )
     assert renamed.status_code == 422 and "other" not in rule_docs(hq)
+
+
+def test_a_form_opened_before_someone_else_saved_is_refused_and_changes_nothing(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    hq.put_rule_doc({"rule_id": "cap-1", "kind": "cap", "cap": 500})
+    mia, mia_csrf = signed_in(server.url, "market")
+    ada, ada_csrf = signed_in(server.url, "admin")
+    mine = digest_of(mia.get("/backoffice/rules/edit?id=cap-1").text)
+    theirs = digest_of(ada.get("/backoffice/rules/edit?id=cap-1").text)
+    edit = {"rule_id": "cap-1", "kind": "cap", "editing": "cap-1", "reason": "r"}
+    assert (
+        ada.post("/backoffice/rules/save", data=edit | {"cap": "800", "digest": theirs, "csrf": ada_csrf}).status_code
+        == 303
+    )
+    late = mia.post("/backoffice/rules/save", data=edit | {"cap": "100", "digest": mine, "csrf": mia_csrf})
+    assert late.status_code == 409 and code_of(late) == "edited_meanwhile"
+    forged = mia.post("/backoffice/rules/save", data=edit | {"cap": "100", "csrf": mia_csrf})
+    assert forged.status_code == 409 and code_of(forged) == "edited_meanwhile"
+    assert rule_docs(hq)["cap-1"]["cap"] == 800
+    ada.close()
 
 
 def test_tier_settings_are_edited_like_any_rule(office: tuple[HqStore, dict[str, Staff], ServerHandle]) -> None:
