@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hq import audit, documents
 from hq.backoffice.errors import BackofficeRefused, Code
@@ -226,6 +227,15 @@ def _member(tx: Tx, member_id: str) -> pricing.Member | None:
     return pricing.Member(member_id, str(row[0]), max(0, int(row[1])))
 
 
+def _local_now(tx: Tx, store_id: str) -> datetime:
+    """The store's wall-clock time, as its tills see it: in its time zone when head office has its calendar
+    (``hq.businessday``), else head office's own."""
+    row = tx.one("SELECT timezone FROM stores WHERE store_id = ?", [store_id]) if store_id else None
+    if row is None:
+        return datetime.now()
+    return datetime.now(ZoneInfo(str(row[0]))).replace(tzinfo=None)
+
+
 def preview(store: HqStore, who: Staff, kind: str, form: dict[str, str], at: datetime | None = None) -> Preview:
     """What the basket of ``form`` earns and pays for its member now and with the edited document."""
     need(who, Action.RULES_EDIT)
@@ -244,19 +254,20 @@ def preview(store: HqStore, who: Staff, kind: str, form: dict[str, str], at: dat
             errors: dict[str, str] = {}
         except documents.DocumentInvalid as exc:
             edited, errors = None, exc.by_field()
+        store_id = form.get("store", "").strip()[:64]
+        moment = at or _local_now(tx, store_id)
     ctx = ly.SaleContext(
-        at or datetime.now(),
-        form.get("store", "").strip()[:64],
+        moment,
+        store_id,
         member.member_id if member else None,
         member.tier if member else None,
     )
     if kind == RULE:
-        now_docs: dict[str, Any] = {}
         then = documents.quote(docs, base, basket, ctx, member)
         after = documents.quote(docs | {edited[0]: edited[1]}, base, basket, ctx, member) if edited else None
     else:
-        now_docs = {editing: before} if editing and before is not None else {}
-        then = documents.quote(docs, base, basket, ctx, member, now_docs)
+        offered = {editing: before} if before is not None else {}
+        then = documents.quote(docs, base, basket, ctx, member, offered)
         after = documents.quote(docs, base, basket, ctx, member, {edited[0]: edited[1]}) if edited else None
     return Preview(then, after, errors)
 

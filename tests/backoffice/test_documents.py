@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -201,3 +202,29 @@ def test_two_administrators_disabling_each_other_at_once_leave_one(office: tuple
     with hq.db.read() as tx:
         left = [s.staff_id for s in staff.listed(tx) if s.role is staff.Role.CHAIN_ADMIN and not s.disabled]
     assert len(left) == 1
+
+
+def test_the_preview_runs_at_the_stores_wall_clock_when_head_office_knows_its_time_zone(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    """A rule of Tokyo's morning hours applies in the preview when it is morning in Tokyo, whatever head
+    office's own clock says: the hours are chosen around Tokyo's time now."""
+    hq, made = office
+    hq.set_store("S-TYO", "Asia/Tokyo")
+    tokyo = datetime.now(ZoneInfo("Asia/Tokyo"))
+    start, end = (tokyo - timedelta(hours=1)).strftime("%H:00"), (tokyo + timedelta(hours=2)).strftime("%H:00")
+    form = {"rule_id": "tyo", "kind": "sku_bonus", "points": "7", "skus": "A", "hours": f"{start}-{end}"}
+    shown = editors.preview(
+        hq, made["market"], editors.RULE, form | {"basket": "A 1 100", "member": "M-S1", "store": "S-TYO"}
+    )
+    assert shown.edited is not None and shown.current is not None
+    assert shown.edited.points_earned == shown.current.points_earned + 7
+    outside = f"{(tokyo + timedelta(hours=3)).strftime('%H:00')}-{(tokyo + timedelta(hours=4)).strftime('%H:00')}"
+    later = editors.preview(
+        hq,
+        made["market"],
+        editors.RULE,
+        form | {"hours": outside, "basket": "A 1 100", "member": "M-S1", "store": "S-TYO"},
+    )
+    assert later.edited is not None and later.current is not None
+    assert later.edited.points_earned == later.current.points_earned
