@@ -114,6 +114,8 @@ __all__ = [
 
 STATUSES = ("active", "blocked")
 T = TypeVar("T")
+Also = Callable[[Tx], object]
+"""More work for the transaction of a change (its audit record)."""
 ENROL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -587,16 +589,18 @@ class HqStore:
         WireRule(rule_id=rule_id, points=points, per_minor=per_minor)  # same bounds as on the wire
         self._put("rules", "rule_id", rule_id, {"points": points, "per_minor": per_minor, "deleted": 0})
 
-    def put_rule_doc(self, body: dict[str, Any], rule_id: str | None = None) -> str:
-        """Store an earning-rule document as it is (the tills read it); its id is ``body["rule_id"]``."""
+    def put_rule_doc(self, body: dict[str, Any], rule_id: str | None = None, also: Also | None = None) -> str:
+        """Store an earning-rule document as it is (the tills read it); its id is ``body["rule_id"]``.
+        ``also`` runs in the same transaction (the back office's audit record of the change)."""
         rule_id = rule_id or body.get("rule_id")
         if not isinstance(rule_id, str) or not rule_id:
             raise ValueError("a rule document needs a string rule_id")
-        self._put("rule_docs", "rule_id", rule_id, {"body": payload_json(body), "deleted": 0})
+        self._put("rule_docs", "rule_id", rule_id, {"body": payload_json(body), "deleted": 0}, also)
         return rule_id
 
-    def put_coupon(self, body: dict[str, Any], coupon_id: str | None = None) -> str:
-        """Store a coupon document as it is; its use limits are ``body["limits"]`` ({"global", "per_member"})."""
+    def put_coupon(self, body: dict[str, Any], coupon_id: str | None = None, also: Also | None = None) -> str:
+        """Store a coupon document as it is; its use limits are ``body["limits"]`` ({"global", "per_member"}).
+        ``also`` runs in the same transaction."""
         coupon_id = coupon_id or body.get("coupon_id")
         if not isinstance(coupon_id, str) or not coupon_id:
             raise ValueError("a coupon document needs a string coupon_id")
@@ -607,12 +611,12 @@ class HqStore:
         if merchant_id is not None and not isinstance(merchant_id, str):
             raise ValueError("a coupon's merchant_id must be a string")
         fields = {"member_id": member_id, "merchant_id": merchant_id, "body": payload_json(body), "deleted": 0}
-        self._put("coupons", "coupon_id", coupon_id, fields)
+        self._put("coupons", "coupon_id", coupon_id, fields, also)
         return coupon_id
 
-    def delete(self, kind: str, item_id: str) -> bool:
+    def delete(self, kind: str, item_id: str, also: Also | None = None) -> bool:
         """Delete a member, card, rule, rule_doc, coupon, key or revocation: a tombstone goes down the
-        feed. Deleting a member deletes its cards."""
+        feed. Deleting a member deletes its cards. ``also`` runs in the same transaction, once deleted."""
         attr, table, key, _, _ = TABLE_OF_TOMBSTONE[kind]
 
         def save(tx: Tx) -> bool:
@@ -626,16 +630,20 @@ class HqStore:
                 ]
                 tx.many("UPDATE cards SET deleted = 1 WHERE uid_hash = ?", [(c,) for c in cards])
                 bump_versions(tx, "cards", "uid_hash", cards)
+            if also is not None:
+                also(tx)
             bump_versions(tx, table, key, [item_id])
             versions.forget(tx, table, item_id, self.now())  # from now on no sale can be priced with it
             return True
 
         return self.db.transact(save)
 
-    def _put(self, table: str, key: str, key_value: str, values: dict[str, Any]) -> None:
+    def _put(self, table: str, key: str, key_value: str, values: dict[str, Any], also: Also | None = None) -> None:
         def save(tx: Tx) -> None:
             names = list(values)
             held = tx.one(f"SELECT {', '.join(names)} FROM {table} WHERE {key} = ?{tx.for_update}", [key_value])
+            if also is not None:
+                also(tx)
             if _write_row(tx, table, key, key_value, values, held):
                 bump_versions(tx, table, key, [key_value])
                 versions.remember(tx, table, key_value, values, self.now())  # every version issued stays

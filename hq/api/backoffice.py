@@ -33,9 +33,9 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from hq import audit
+from hq import audit, documents
 from hq.api.deps import Store
-from hq.backoffice import approvals, campaigns, i18n, members, pages, recon, reports, sessions, staff
+from hq.backoffice import approvals, campaigns, editors, i18n, members, pages, recon, reports, sessions, staff, team
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
@@ -120,13 +120,13 @@ def same_origin(request: Request) -> None:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """The urlencoded fields of a form POST (at most 128 KiB and 20 fields, else none; the last value of each
+    """The urlencoded fields of a form POST (at most 128 KiB and 64 fields, else none; the last value of each
     name). Each service bounds its own fields (a reason 200 characters, a campaign spec 32 KiB)."""
     body = await request.body()
     if len(body) > 128 * 1024:
         return {}
     try:
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=20)
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=64)
     except ValueError:
         return {}
     return {name: values[-1] for name, values in fields.items()}
@@ -550,3 +550,123 @@ def recon_eod(request: Request, store: Store, lang: Lang, session: Session) -> R
 @route("GET", "/fleet", Action.FLEET_READ)
 def fleet_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
     return page(request, "fleet", lang, tills=recon.tills(store, session.staff))
+
+
+# -- rule and coupon editors (with the quote preview), staff management ---------------------------------------
+
+
+def _editor(
+    request: Request, kind: str, lang: str, who: staff.Staff, form: dict[str, str], status: int = 200, **more: Any
+) -> HTMLResponse:
+    context: dict[str, Any] = {
+        "kind": kind,
+        "fields": editors.FORMS[kind],
+        "form": form,
+        "editing": form.get("editing", ""),
+        "field_errors": {},
+        "editable": may(who.role, Action.RULES_EDIT),
+    }
+    return page(request, "editor", lang, status, **(context | more))
+
+
+def _documents_page(kind: str) -> Callable[..., Response]:
+    def shown(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+        with store.db.read() as tx:
+            found = editors.listed(tx, session.staff, kind)
+        notice = notice_of(request, lang)
+        editable = may(session.staff.role, Action.RULES_EDIT)
+        return page(request, "documents", lang, kind=kind, documents=found, notice=notice, editable=editable)
+
+    return shown
+
+
+def _edit_page(kind: str) -> Callable[..., Response]:
+    def shown(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+        doc_id = request.query_params.get("id", "")
+        form: dict[str, str] = {}
+        if doc_id:
+            with store.db.read() as tx:
+                editors.need(session.staff, Action.RULES_READ)
+                doc = editors.held(tx, kind, doc_id)
+            if doc is None:
+                raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {doc_id}")
+            form = editors.form_of(kind, doc_id, doc)
+        return _editor(request, kind, lang, session.staff, form)
+
+    return shown
+
+
+def _save(kind: str) -> Callable[..., Response]:
+    def saved(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+        try:
+            editors.save(store, session.staff, kind, fields)
+        except documents.DocumentInvalid as exc:
+            code = Code.DOCUMENT_INVALID
+            words = i18n.words(lang)
+            return _editor(
+                request,
+                kind,
+                lang,
+                session.staff,
+                fields,
+                STATUS[code],
+                field_errors=exc.by_field(),
+                error=words[code.value],
+                error_code=code.value,
+            )
+        return back(f"/{kind}s", "done")
+
+    return saved
+
+
+def _preview(kind: str) -> Callable[..., Response]:
+    def previewed(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+        if not fields.get("basket", "").strip():
+            return page(request, "preview", lang, shown=None, empty=True)
+        return page(request, "preview", lang, shown=editors.preview(store, session.staff, kind, fields), empty=False)
+
+    return previewed
+
+
+def _retire(kind: str) -> Callable[..., Response]:
+    def retired(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+        editors.retire(store, session.staff, kind, fields.get("id", ""), fields.get("reason", ""))
+        return back(f"/{kind}s", "done")
+
+    return retired
+
+
+for _doc_kind in editors.KINDS:
+    route("GET", f"/{_doc_kind}s", Action.RULES_READ)(_documents_page(_doc_kind))
+    route("GET", f"/{_doc_kind}s/edit", Action.RULES_READ)(_edit_page(_doc_kind))
+    route("POST", f"/{_doc_kind}s/save", Action.RULES_EDIT)(_save(_doc_kind))
+    route("POST", f"/{_doc_kind}s/preview", Action.RULES_EDIT)(_preview(_doc_kind))
+    route("POST", f"/{_doc_kind}s/retire", Action.RULES_EDIT)(_retire(_doc_kind))
+
+
+@route("GET", "/staff", Action.STAFF_MANAGE)
+def staff_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    with store.db.read() as tx:
+        accounts = team.listed(tx, session.staff)
+    return page(request, "staff", lang, accounts=accounts, notice=notice_of(request, lang))
+
+
+@route("POST", "/staff/add", Action.STAFF_MANAGE)
+def staff_add(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+    team.create(store, session.staff, fields)
+    return back("/staff", "done")
+
+
+_STAFF_CHANGES = {"role": team.set_role, "password": team.reset_password, "disable": team.disable}
+
+
+def _staff_change(verb: str) -> Callable[..., Response]:
+    def change(request: Request, store: Store, lang: Lang, session: Session, fields: Form, staff_id: str) -> Response:
+        _STAFF_CHANGES[verb](store, session.staff, staff_id, fields)
+        return back("/staff", "done")
+
+    return change
+
+
+for _staff_verb in _STAFF_CHANGES:
+    route("POST", f"/staff/{{staff_id}}/{_staff_verb}", Action.STAFF_MANAGE)(_staff_change(_staff_verb))

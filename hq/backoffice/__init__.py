@@ -8,6 +8,8 @@
     members    the members pages' reading and changes (search, page, block, adjust, erase)
     campaigns  the campaigns page: the list, and asking for a launch (approved by a second person)
     recon      the reconciliation pages (items grouped, settling, end of day, CSV) and the fleet page
+    editors    the rule and coupon editors: lists, save, retire, the quote preview
+    team       staff management on the web (chain administrators); the last administrator stays
     i18n       the pages' words in English, Japanese and Chinese
     pages      the Jinja2 templates and static files (htmx vendored) of this package
 

@@ -33,6 +33,9 @@ class Code(StrEnum):
     HELD_IN_QUARANTINE = "held_in_quarantine"
     NOTE_REQUIRED = "note_required"
     BAD_PERIOD = "bad_period"
+    DOCUMENT_INVALID = "document_invalid"
+    LAST_ADMIN = "last_admin"
+    EDITED_MEANWHILE = "edited_meanwhile"
 
 
 STATUS: dict[Code, int] = {
@@ -55,6 +58,9 @@ STATUS: dict[Code, int] = {
     Code.HELD_IN_QUARANTINE: 409,
     Code.NOTE_REQUIRED: 422,
     Code.BAD_PERIOD: 422,
+    Code.DOCUMENT_INVALID: 422,
+    Code.LAST_ADMIN: 409,
+    Code.EDITED_MEANWHILE: 409,
 }
 
 

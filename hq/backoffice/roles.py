@@ -8,12 +8,14 @@ changes anything (``hq.api.backoffice``). ``scope`` says which stores the thing 
     Scope(own, frozenset)   one subject (a member: the stores it visited); a store-wide reach needs one of
                             ``own`` among them
 
-    role            members  block  adjust  erase  approve adj.  launch  approve campaign  audit
-    chain_admin     chain    chain  chain   chain  chain         chain   chain             chain
-    marketing       chain    -      -       -      -             chain   chain             -
-    store_manager   stores   stores stores  -      -             -       -                 -
-    finance         chain    -      chain   -      chain         -       -                 chain
-    auditor         chain    -      -       -      -             -       -                 chain
+    role            members  block  adjust  erase  approve adj.  launch  approve campaign  audit  rules  edit  staff
+    chain_admin     chain    chain  chain   chain  chain         chain   chain             chain  chain  chain chain
+    marketing       chain    -      -       -      -             chain   chain             -      chain  chain -
+    store_manager   stores   stores stores  -      -             -       -                 -      read   -     -
+    finance         chain    -      chain   -      chain         -       -                 chain  chain  -     -
+    auditor         chain    -      -       -      -             -       -                 chain  chain  -     -
+
+The rules and coupons are the whole chain's: a store manager reads them all (a list scope) and edits none.
 
     role            reconciliation  settle items  fleet
     chain_admin     chain           chain         chain
@@ -63,6 +65,12 @@ class Action(StrEnum):
     """Every till with its health as reported in its pushes."""
     REPORTS_READ = "reports_read"
     """The report pages: figures by store and day (a store manager: its own stores')."""
+    RULES_READ = "rules_read"
+    """Read the earning rules, tier settings and coupons head office sends to the tills."""
+    RULES_EDIT = "rules_edit"
+    """Create, change and retire earning rules, tier settings and coupons (with the quote preview)."""
+    STAFF_MANAGE = "staff_manage"
+    """Create staff accounts, set their role and stores, reset passwords, disable accounts."""
 
 
 WRITES = frozenset(
@@ -74,6 +82,8 @@ WRITES = frozenset(
         Action.CAMPAIGNS_LAUNCH,
         Action.APPROVE_CAMPAIGN,
         Action.RECON_SETTLE,
+        Action.RULES_EDIT,
+        Action.STAFF_MANAGE,
     }
 )
 """The actions that change something (each leaves a record in the audit log)."""
@@ -103,6 +113,8 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.CAMPAIGNS_LAUNCH: _C,
         Action.APPROVE_CAMPAIGN: _C,
         Action.REPORTS_READ: _C,
+        Action.RULES_READ: _C,
+        Action.RULES_EDIT: _C,
     },
     Role.STORE_MANAGER: {
         Action.MEMBERS_READ: _S,
@@ -113,6 +125,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RECON_SETTLE: _S,
         Action.FLEET_READ: _S,
         Action.REPORTS_READ: _S,
+        Action.RULES_READ: _S,
     },
     Role.FINANCE: {
         Action.MEMBERS_READ: _C,
@@ -124,6 +137,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RECON_SETTLE: _C,
         Action.FLEET_READ: _C,
         Action.REPORTS_READ: _C,
+        Action.RULES_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
@@ -133,6 +147,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RECON_READ: _C,
         Action.FLEET_READ: _C,
         Action.REPORTS_READ: _C,
+        Action.RULES_READ: _C,
     },
 }
 

@@ -139,10 +139,38 @@ def _held(tx: Tx, staff_id: str) -> Staff:
     return found
 
 
+def _keeps_an_admin(tx: Tx, staff_id: str) -> None:
+    """Some other enabled chain administrator remains (locked, so two at once cannot both leave)."""
+    rows = tx.all(
+        f"SELECT staff_id FROM staff WHERE role = ? AND disabled = 0 ORDER BY staff_id{tx.for_update}",
+        [Role.CHAIN_ADMIN.value],
+    )
+    if not any(str(row[0]) != staff_id for row in rows):
+        raise BackofficeRefused(Code.LAST_ADMIN, "the last enabled chain administrator stays one")
+
+
 def disable(tx: Tx, staff_id: str) -> Staff:
-    """The account can no longer sign in, and its sessions end now."""
-    _held(tx, staff_id)
+    """The account can no longer sign in, and its sessions end now. The last enabled chain administrator
+    cannot be disabled (``last_admin``): someone must be able to manage the staff."""
+    held = _held(tx, staff_id)
+    if held.role is Role.CHAIN_ADMIN and not held.disabled:
+        _keeps_an_admin(tx, staff_id)
     tx.run("UPDATE staff SET disabled = 1, updated_at = ? WHERE staff_id = ?", [utc_now(), staff_id])
+    tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
+    return _held(tx, staff_id)
+
+
+def set_role(tx: Tx, staff_id: str, role: str, stores: list[str]) -> Staff:
+    """A new role (and a store manager's stores); the account's sessions end, so the next page it opens
+    is under the new role. The last enabled chain administrator keeps that role (``last_admin``)."""
+    held = _held(tx, staff_id)
+    wanted = check_account(held.staff_id, held.name, role, stores)
+    if held.role is Role.CHAIN_ADMIN and wanted.role is not Role.CHAIN_ADMIN and not held.disabled:
+        _keeps_an_admin(tx, staff_id)
+    tx.run(
+        "UPDATE staff SET role = ?, stores = ?, updated_at = ? WHERE staff_id = ?",
+        [wanted.role.value, json.dumps(sorted(wanted.stores)), utc_now(), staff_id],
+    )
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
     return _held(tx, staff_id)
 
@@ -207,5 +235,6 @@ __all__ = [
     "hash_password",
     "listed",
     "set_password",
+    "set_role",
     "verify",
 ]

@@ -20,6 +20,8 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.CAMPAIGNS_LAUNCH: "chain",
         A.APPROVE_CAMPAIGN: "chain",
         A.REPORTS_READ: "chain",
+        A.RULES_READ: "chain",
+        A.RULES_EDIT: "chain",
     },
     Role.STORE_MANAGER: {
         A.MEMBERS_READ: "stores",
@@ -30,6 +32,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RECON_SETTLE: "stores",
         A.FLEET_READ: "stores",
         A.REPORTS_READ: "stores",
+        A.RULES_READ: "stores",
     },
     Role.FINANCE: {
         A.MEMBERS_READ: "chain",
@@ -41,6 +44,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RECON_SETTLE: "chain",
         A.FLEET_READ: "chain",
         A.REPORTS_READ: "chain",
+        A.RULES_READ: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
@@ -50,6 +54,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RECON_READ: "chain",
         A.FLEET_READ: "chain",
         A.REPORTS_READ: "chain",
+        A.RULES_READ: "chain",
     },
 }
 OWN = frozenset({"S1", "S2"})

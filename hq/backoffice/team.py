@@ -1,0 +1,89 @@
+"""Staff management on the web (chain administrators): create an account, set its role and stores, reset its
+password, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
+use) with its audit record in the same transaction; the last enabled chain administrator can be neither
+disabled nor given another role (``last_admin``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hq import audit
+from hq.backoffice import staff
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Action, Scope, allowed
+from hq.backoffice.staff import Staff
+from hq.db.engine import Tx
+from hq.store import HqStore
+
+
+def need(who: Staff) -> None:
+    if not allowed(who.role, Action.STAFF_MANAGE, Scope(who.stores, None)):
+        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not manage staff")
+
+
+def listed(tx: Tx, who: Staff) -> list[Staff]:
+    need(who)
+    return staff.listed(tx)
+
+
+def stores_of(text: str) -> list[str]:
+    """A store manager's stores typed as ``S1, S2``."""
+    return sorted({part.strip() for part in text.split(",") if part.strip()})
+
+
+def _reason(text: str) -> str:
+    reason = " ".join(text.split())
+    if not reason or len(reason) > 200:
+        raise BackofficeRefused(Code.REASON_REQUIRED, "a reason of 1 to 200 characters is required")
+    return reason
+
+
+def _audited(who: Staff, action: str, reason: str, change: Callable[[Tx], Staff]) -> Callable[[Tx], Staff]:
+    def run(tx: Tx) -> Staff:
+        done = change(tx)
+        details = {"role": done.role.value, "stores": sorted(done.stores), "disabled": done.disabled}
+        audit.append(tx, who.staff_id, action, done.staff_id, reason, details)
+        return done
+
+    return run
+
+
+def create(store: HqStore, who: Staff, fields: dict[str, str]) -> Staff:
+    need(who)
+    account = staff.check_account(
+        fields.get("staff_id", "").strip(),
+        fields.get("name", ""),
+        fields.get("role", ""),
+        stores_of(fields.get("stores", "")),
+    )
+    password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
+    staff.check_new_password(password)
+    return store.db.transact(_audited(who, "staff_add", reason, lambda tx: staff.add(tx, account, password)))
+
+
+def set_role(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    need(who)
+    role, stores, reason = (
+        fields.get("role", ""),
+        stores_of(fields.get("stores", "")),
+        _reason(fields.get("reason", "")),
+    )
+    return store.db.transact(_audited(who, "staff_role", reason, lambda tx: staff.set_role(tx, staff_id, role, stores)))
+
+
+def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    need(who)
+    password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
+    staff.check_new_password(password)
+    return store.db.transact(
+        _audited(who, "staff_passwd", reason, lambda tx: staff.set_password(tx, staff_id, password))
+    )
+
+
+def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    need(who)
+    reason = _reason(fields.get("reason", ""))
+    return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id)))
+
+
+__all__ = ["create", "disable", "listed", "reset_password", "set_role", "stores_of"]
