@@ -123,6 +123,12 @@ class ErrorCode(StrEnum):
     CHECKIN_FORGED = "checkin_forged"
     CHECKIN_EXPIRED = "checkin_expired"
     CHECKIN_USED = "checkin_used"
+    # settlement (hq/periods.py, hq/settlement.py, docs/settlement.md): why a period or statement was refused
+    BAD_PERIOD = "bad_period"
+    PERIOD_NOT_OVER = "period_not_over"
+    PERIOD_CLOSED = "period_closed"
+    EARLIER_PERIOD_OPEN = "earlier_period_open"
+    UNKNOWN_MERCHANT = "unknown_merchant"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -209,6 +215,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ),
     ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
     ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
+    ErrorCode.BAD_PERIOD: (400, "a settlement period is a month, YYYY-MM"),
+    ErrorCode.PERIOD_NOT_OVER: (409, "the period has not ended yet: it cannot be closed"),
+    ErrorCode.PERIOD_CLOSED: (409, "the period is closed already"),
+    ErrorCode.EARLIER_PERIOD_OPEN: (409, "periods close in order: an earlier period is still open"),
+    ErrorCode.UNKNOWN_MERCHANT: (404, "no such merchant (in that period)"),
 }
 
 

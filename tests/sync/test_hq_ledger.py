@@ -437,7 +437,15 @@ def test_the_campaign_timer_expires_points(store: HqStore) -> None:
     assert books(store) == []
 
 
-LEDGER_TABLES = ("ledger_lot_uses", "ledger_lots", "ledger_postings", "ledger_txns", "merchants")
+LEDGER_TABLES = (
+    "ledger_lot_uses",
+    "ledger_lots",
+    "ledger_postings",
+    "ledger_txns",
+    "merchants",
+    "ledger_calendar",  # m026_periods: the settlement calendar over the ledger
+    "ledger_closes",
+)
 
 
 def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> None:
@@ -448,7 +456,7 @@ def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> No
             tx.run(f"DROP TABLE {table}")
         tx.run("ALTER TABLE stores DROP COLUMN merchant_id")
         tx.run("ALTER TABLE coupons DROP COLUMN merchant_id")
-        tx.run("DELETE FROM hq_migrations WHERE name = 'm022_ledger'")
+        tx.run("DELETE FROM hq_migrations WHERE name IN ('m022_ledger', 'm026_periods')")
         tx.many(
             "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
             "VALUES (?, '', 'basic', ?, 'active', 0, ?, 0)",
