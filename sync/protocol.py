@@ -275,6 +275,13 @@ class Reason(StrEnum):
     """A void of a top-up this till never credited, already voided, of another day, member or amount."""
     TOPUP_TAKINGS_MISMATCH = "topup_takings_mismatch"
     """End of day: what the till says it took in top-ups is not what head office credited for that day."""
+    # Merchants (hq/merchants.py, docs/settlement.md): stored and applied, for an administrator to look at.
+    COUPON_OTHER_MERCHANT = "coupon_other_merchant"
+    """A merchant's coupon redeemed at another merchant's store: a till that knew its merchant refuses it, so
+    a till that did not know it yet, or a dishonest one."""
+    MERCHANT_MISMATCH = "merchant_mismatch"
+    """An entry names a merchant that is not its store's as head office holds it (a store moved to another
+    merchant while the till was offline, or a dishonest till); it is booked to the store's merchant."""
 
 
 class ItemState(StrEnum):
@@ -316,6 +323,10 @@ class WireEntry(BaseModel):
     payload: dict[str, Any]
     """The kind's typed payload (``PAYLOADS``); kept as it came, and read with that model."""
     created_at: str = Field(min_length=1, max_length=64)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The merchant the till knew its store belonged to when it wrote the entry (``ChangesPage.merchant_id``);
+    None: an older till, or one that had not pulled it yet. Head office books the entry to its store's merchant
+    as head office holds it, and flags an entry that names another (``merchant_mismatch``)."""
 
 
 class PushRequest(BaseModel):
@@ -508,6 +519,9 @@ class ChangesPage(BaseModel):
     topup_policy: WireTopupPolicy | None = None
     """This terminal's top-up policy, whole, on every page (None: an older head office; the till then sells
     no top-ups)."""
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The merchant this terminal's store belongs to, on every page (None: an older head office; the till
+    keeps what it holds). The till refuses another merchant's coupons (``coupon_other_merchant``)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))

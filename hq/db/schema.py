@@ -500,6 +500,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "reason TEXT NOT NULL, rates TEXT NOT NULL)",
             "ALTER TABLE ledger_txns ADD COLUMN moved_from TEXT",
             "CREATE INDEX idx_ledger_txns_moved ON ledger_txns (period, merchant_id) WHERE moved_from IS NOT NULL",
+            # the merchant an entry named on the wire (NULL: an older till, or one that did not know it yet)
+            "ALTER TABLE journal ADD COLUMN merchant_id TEXT",
         ],
     ),
 ]

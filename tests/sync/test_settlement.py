@@ -307,3 +307,23 @@ def test_a_till_or_no_token_reads_no_statement_and_closes_nothing(store: HqStore
         shut = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "x"}, headers=headers)
         assert shut.status_code in (401, 403)
     assert settlement.calendar(store.db)["closed_through"] is None
+
+
+def test_a_close_that_fails_halfway_closes_nothing(store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit record is written last, in the close's transaction: when it fails, the calendar, the frozen
+    rates and the postings filed afterwards are as if the close was never asked for."""
+    new_member(store, "X")
+    offline = Till(store, "S1")
+    offline.sale("X", 4, earn=30)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(audit, "append", broken)
+    with pytest.raises(RuntimeError):
+        close(store, JUNE)
+    monkeypatch.undo()
+    assert settlement.calendar(store.db) == {"closed_through": None, "closes": []}
+    offline.push()
+    june = stmt(store, JUNE, "M-A")
+    assert (june.state, june.figures.issued, june.late) == ("open", 30, ())
