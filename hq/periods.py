@@ -36,6 +36,8 @@ class Code(StrEnum):
     PERIOD_NOT_OVER = "period_not_over"
     PERIOD_CLOSED = "period_closed"
     EARLIER_PERIOD_OPEN = "earlier_period_open"
+    BAD_LENGTH = "bad_period_length"
+    PERIOD_IN_USE = "period_in_use"
 
 
 class PeriodError(HqError):
@@ -56,14 +58,20 @@ def parse(period: str) -> tuple[int, int]:
     return int(found.group(1)), int(found.group(2))
 
 
-def period_of(day: str) -> str:
-    """The period of a business day (``YYYY-MM-DD``)."""
-    return day[:7]
+def add_months(period: str, n: int) -> str:
+    year, month = parse(period)
+    i = year * 12 + month - 1 + n
+    return f"{i // 12:04d}-{i % 12 + 1:02d}"
+
+
+def months_between(start: str, end: str) -> int:
+    (y0, m0), (y1, m1) = parse(start), parse(end)
+    return (y1 * 12 + m1) - (y0 * 12 + m0)
 
 
 def following(period: str) -> str:
-    year, month = parse(period)
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+    """The month after ``period``."""
+    return add_months(period, 1)
 
 
 def first_day(period: str) -> date:
@@ -71,10 +79,36 @@ def first_day(period: str) -> date:
     return date(year, month, 1)
 
 
+LENGTHS = (1, 2, 3, 4, 6, 12)
+"""How many months a period may span (a divisor of a year, so periods stay aligned with it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Calendar:
     closed_through: str | None
     """The last period closed (every period up to it is closed); None: none closed yet."""
+    lengths: tuple[tuple[str, int], ...] = ()
+    """(first period, months each) from that month on, oldest first; before the first, a month each."""
+
+    def span(self, month: str) -> tuple[str, int]:
+        """The (anchor, months) that applies to ``month``."""
+        found = ("0000-01", 1)
+        for anchor, months in self.lengths:
+            if anchor <= month:
+                found = (anchor, months)
+        return found
+
+    def period_of(self, day: str) -> str:
+        """The period of a business day (``YYYY-MM-DD``), named by its first month."""
+        month = day[:7]
+        anchor, months = self.span(month)
+        return add_months(anchor, months_between(anchor, month) // months * months)
+
+    def following(self, period: str) -> str:
+        return add_months(period, self.span(period)[1])
+
+    def is_start(self, period: str) -> bool:
+        return self.period_of(f"{period}-01") == period
 
     def is_closed(self, period: str) -> bool:
         return self.closed_through is not None and period <= self.closed_through
@@ -82,21 +116,45 @@ class Calendar:
     def place(self, day: str) -> tuple[str, str | None]:
         """The period a posting of business day ``day`` is filed under, and the closed period it belongs to
         when that is not the same (a late entry)."""
-        own = period_of(day)
+        own = self.period_of(day)
         if self.closed_through is None or own > self.closed_through:
             return own, None
-        return following(self.closed_through), own
+        return self.following(self.closed_through), own
+
+    def check(self, period: str) -> None:
+        """``bad_period`` unless ``period`` is a month that starts a period."""
+        parse(period)
+        if not self.is_start(period):
+            raise PeriodError(
+                Code.BAD_PERIOD, f"{period} does not start a period (it is in {self.period_of(period + '-01')})"
+            )
 
     def refusal(self, period: str, today: date) -> PeriodError | None:
         """Why ``period`` cannot be closed on ``today`` (None: it can)."""
-        if first_day(following(period)) > today:
+        try:
+            self.check(period)
+        except PeriodError as exc:
+            return exc
+        if first_day(self.following(period)) > today:
             return PeriodError(Code.PERIOD_NOT_OVER, f"{period} is not over yet")
         if self.is_closed(period):
             return PeriodError(Code.PERIOD_CLOSED, f"{period} is closed already")
-        if self.closed_through is not None and period != following(self.closed_through):
-            return PeriodError(
-                Code.EARLIER_PERIOD_OPEN, f"close {following(self.closed_through)} first (periods close in order)"
-            )
+        if self.closed_through is not None and period != self.following(self.closed_through):
+            due = self.following(self.closed_through)
+            return PeriodError(Code.EARLIER_PERIOD_OPEN, f"close {due} first (periods close in order)")
+        return None
+
+    def length_refusal(self, starting: str, months: int) -> PeriodError | None:
+        """Why periods of ``months`` cannot start at ``starting`` (None: they can); entries filed from then on
+        are checked by the caller."""
+        if months not in LENGTHS:
+            return PeriodError(Code.BAD_LENGTH, f"a period is {', '.join(map(str, LENGTHS))} months")
+        try:
+            self.check(starting)
+        except PeriodError as exc:
+            return exc
+        if self.is_closed(starting):
+            return PeriodError(Code.PERIOD_CLOSED, f"{starting} is closed already")
         return None
 
 
@@ -114,7 +172,24 @@ def calendar(tx: Tx, lock: Lock = Lock.NONE) -> Calendar:
     """The calendar; on PostgreSQL held against a close (``Lock.POSTING``) or for one (``Lock.CLOSE``)."""
     held = lock.value if tx.dialect == "postgres" else ""
     row = tx.one(f"SELECT closed_through FROM ledger_calendar WHERE id = 1{held}")
-    return Calendar(str(row[0]) if row and row[0] else None)
+    lengths = tuple((str(r[0]), int(r[1])) for r in tx.all("SELECT anchor, months FROM ledger_lengths ORDER BY anchor"))
+    return Calendar(str(row[0]) if row and row[0] else None, lengths)
+
+
+def set_length(tx: Tx, starting: str, months: int, actor: str, reason: str) -> Calendar:
+    """Periods of ``months`` from ``starting`` on (audited): it must start a period, not be closed, and hold
+    no entries yet, so that no posting ever changes its period."""
+    held = calendar(tx, Lock.CLOSE)
+    refused = held.length_refusal(starting, months)
+    if refused is not None:
+        raise refused
+    row = tx.one("SELECT MIN(period) FROM ledger_txns WHERE period >= ?", [starting])
+    if row and row[0]:
+        raise PeriodError(Code.PERIOD_IN_USE, f"entries are filed under {row[0]} already: start later")
+    tx.run("DELETE FROM ledger_lengths WHERE anchor >= ?", [starting])
+    tx.run("INSERT INTO ledger_lengths (anchor, months) VALUES (?, ?)", [starting, months])
+    audit.append(tx, actor, "set_period_length", starting, reason, {"months": months})
+    return calendar(tx)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class Statement:
     """When the period was closed (its statement is final); None: open, the statement is provisional."""
     figures: Figures
     late: tuple[Late, ...] = field(default=())
+    months: int = 1
+    """How many months the period spans (from ``period`` on)."""
 
     @property
     def state(self) -> str:
@@ -130,6 +132,7 @@ class Statement:
         m = self.merchant
         return {
             "period": self.period,
+            "months": self.months,
             "merchant_id": m.merchant_id,
             "name": m.name,
             "cost_per_100": m.cost_per_100,
@@ -164,7 +167,7 @@ def rows(stmt: Statement) -> list[tuple[str, str, str]]:
     return head + points + money + settle + late
 
 
-HEAD = ("merchant_id", "name", "period", "state", "closed_at", "cost_per_100", "reimburse_per_100")
+HEAD = ("merchant_id", "name", "period", "months", "state", "closed_at", "cost_per_100", "reimburse_per_100")
 
 
 def to_csv(stmt: Statement) -> bytes:
@@ -299,35 +302,48 @@ def read_late(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, 
 # -- statements --------------------------------------------------------------------------------------------
 
 
-def _terms(tx: Tx, period: str) -> tuple[str | None, list[merchants.Merchant]]:
-    """When the period closed and the merchants as it froze them; open: now and the current ones."""
-    periods.parse(period)
+@dataclass(frozen=True, slots=True)
+class Terms:
+    closed_at: str | None
+    """When the period closed; None: open."""
+    merchants: list[merchants.Merchant]
+    """The merchants as the close froze them; open: the current ones."""
+    months: int
+
+
+def _terms(tx: Tx, period: str) -> Terms:
+    held = periods.calendar(tx)
+    held.check(period)
+    months = held.span(period)[1]
     done = periods.closing(tx, period)
     if done is not None:
-        return done.closed_at, list(done.rates)
-    return None, merchants.all_merchants(tx)
+        return Terms(done.closed_at, list(done.rates), months)
+    return Terms(None, merchants.all_merchants(tx), months)
 
 
 def statement(tx: Tx, period: str, merchant_id: str) -> Statement:
-    closed_at, held = _terms_checked(tx, period)
-    found = next((m for m in held if m.merchant_id == merchant_id), None)
+    terms = _terms_checked(tx, period)
+    found = next((m for m in terms.merchants if m.merchant_id == merchant_id), None)
     if found is None:
         raise SettlementError(Code.UNKNOWN_MERCHANT, f"no merchant {merchant_id} in {period}")
     figures = read_figures(tx, period, merchant_id).get(merchant_id, Figures())
-    return Statement(period, found, closed_at, figures, read_late(tx, period, merchant_id).get(merchant_id, ()))
+    late = read_late(tx, period, merchant_id).get(merchant_id, ())
+    return Statement(period, found, terms.closed_at, figures, late, terms.months)
 
 
 def statements(tx: Tx, period: str) -> list[Statement]:
     """Every merchant's statement for ``period``, in merchant order."""
-    closed_at, held = _terms_checked(tx, period)
+    terms = _terms_checked(tx, period)
     figures, late = read_figures(tx, period), read_late(tx, period)
     return [
-        Statement(period, m, closed_at, figures.get(m.merchant_id, Figures()), late.get(m.merchant_id, ()))
-        for m in held
+        Statement(
+            period, m, terms.closed_at, figures.get(m.merchant_id, Figures()), late.get(m.merchant_id, ()), terms.months
+        )
+        for m in terms.merchants
     ]
 
 
-def _terms_checked(tx: Tx, period: str) -> tuple[str | None, list[merchants.Merchant]]:
+def _terms_checked(tx: Tx, period: str) -> Terms:
     try:
         return _terms(tx, period)
     except periods.PeriodError as exc:
@@ -353,6 +369,12 @@ def close_period(db: Db, period: str, actor: str, reason: str, today: date) -> p
         return periods.close(tx, period, actor, reason, today)
 
 
+def set_length(db: Db, starting: str, months: int, actor: str, reason: str) -> periods.Calendar:
+    """Periods of ``months`` from ``starting`` on (audited); ``periods.PeriodError`` says why not."""
+    with db.write() as tx:
+        return periods.set_length(tx, starting, months, actor, reason)
+
+
 def read_statement(db: Db, period: str, merchant_id: str) -> Statement:
     with db.read() as tx:
         return statement(tx, period, merchant_id)
@@ -369,6 +391,7 @@ def calendar(db: Db) -> dict[str, Any]:
         held, done = periods.calendar(tx), periods.closes(tx)
     return {
         "closed_through": held.closed_through,
+        "lengths": [{"from": anchor, "months": months} for anchor, months in held.lengths],
         "closes": [
             {"period": c.period, "closed_at": c.closed_at, "closed_by": c.closed_by, "reason": c.reason} for c in done
         ],

@@ -129,6 +129,8 @@ class ErrorCode(StrEnum):
     PERIOD_CLOSED = "period_closed"
     EARLIER_PERIOD_OPEN = "earlier_period_open"
     UNKNOWN_MERCHANT = "unknown_merchant"
+    BAD_PERIOD_LENGTH = "bad_period_length"
+    PERIOD_IN_USE = "period_in_use"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -215,11 +217,13 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ),
     ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
     ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
-    ErrorCode.BAD_PERIOD: (400, "a settlement period is a month, YYYY-MM"),
+    ErrorCode.BAD_PERIOD: (400, "a settlement period is named by its first month, YYYY-MM"),
     ErrorCode.PERIOD_NOT_OVER: (409, "the period has not ended yet: it cannot be closed"),
     ErrorCode.PERIOD_CLOSED: (409, "the period is closed already"),
     ErrorCode.EARLIER_PERIOD_OPEN: (409, "periods close in order: an earlier period is still open"),
     ErrorCode.UNKNOWN_MERCHANT: (404, "no such merchant (in that period)"),
+    ErrorCode.BAD_PERIOD_LENGTH: (422, "a settlement period is 1, 2, 3, 4, 6 or 12 months"),
+    ErrorCode.PERIOD_IN_USE: (409, "entries are filed in or after that period already: a new length starts later"),
 }
 
 

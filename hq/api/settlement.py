@@ -28,6 +28,12 @@ class CloseRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class LengthRequest(BaseModel):
+    starting: str = Field(pattern=r"^\d{4}-\d{2}$", description="the first month of the first such period")
+    months: int = Field(ge=1, le=12, description="1, 2, 3, 4, 6 or 12")
+    reason: str = Field(min_length=1, max_length=500)
+
+
 read_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.BAD_PERIOD, ErrorCode.UNKNOWN_MERCHANT)
 close_errors = errors(
     ErrorCode.UNAUTHORIZED,
@@ -54,6 +60,26 @@ def close(store: Store, period: Period, body: Annotated[CloseRequest, Body()], a
     except PeriodError as exc:
         raise ApiError(ErrorCode(exc.code.value), exc.detail) from exc
     return {"period": done.period, "closed_at": done.closed_at, "closed_by": done.closed_by, "reason": done.reason}
+
+
+length_errors = errors(
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.BAD_PERIOD,
+    ErrorCode.BAD_PERIOD_LENGTH,
+    ErrorCode.PERIOD_CLOSED,
+    ErrorCode.PERIOD_IN_USE,
+)
+
+
+@router.put("/v1/admin/settlement/periods/length", responses=length_errors)
+def set_length(store: Store, body: Annotated[LengthRequest, Body()], admin: Admin) -> dict[str, Any]:
+    """Periods of ``months`` from ``starting`` on: it must start a period, be open and hold no entries yet."""
+    try:
+        settlement.set_length(store.db, body.starting, body.months, admin, body.reason)
+    except PeriodError as exc:
+        raise ApiError(ErrorCode(exc.code.value), exc.detail) from exc
+    return settlement.calendar(store.db)
 
 
 @router.get("/v1/admin/settlement/{period}", responses=read_errors)

@@ -119,6 +119,27 @@ def close(
     print(json.dumps({"period": done.period, "closed_at": done.closed_at, "closed_by": done.closed_by}))
 
 
+@settlement_app.command("length")
+def length(
+    months: Annotated[int, typer.Argument(help="Months a period spans: 1, 2, 3, 4, 6 or 12.")],
+    starting: Annotated[str, typer.Option("--from", help="The first month of the first such period, YYYY-MM.")],
+    by: Annotated[str, typer.Option("--by", help="Who sets it (the audit log names them).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (the audit log keeps it).")],
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Periods of MONTHS from --from on (a month each by default). --from must start a period, be open and
+    hold no entries yet: a posting never changes its period. Prints JSON."""
+    from hq import periods, settlement
+
+    with hq_store(db) as store:
+        try:
+            settlement.set_length(store.db, starting, months, by, reason)
+        except periods.PeriodError as exc:
+            fail(exc)
+        print(json.dumps(settlement.calendar(store.db)))
+
+
 @settlement_app.command("periods")
 def list_periods(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """The last period closed and every close."""

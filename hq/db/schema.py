@@ -489,8 +489,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     # Settlement periods (hq/periods.py, hq/settlement.py, docs/settlement.md): the calendar (every period up to
-    # ``closed_through`` is closed), each close with the merchants' names and rates it froze, and the closed
-    # period a late entry belongs to when it was filed under the first open one (``moved_from``).
+    # ``closed_through`` is closed; a month each, or ``months`` from each ``anchor`` on), each close with the
+    # merchants' names and rates it froze, and the closed period a late entry belongs to when it was filed under
+    # the first open one (``moved_from``).
     (
         "m026_periods",
         [
@@ -498,6 +499,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "INSERT INTO ledger_calendar (id, closed_through) VALUES (1, NULL)",
             "CREATE TABLE ledger_closes (period TEXT PRIMARY KEY, closed_at TEXT NOT NULL, closed_by TEXT NOT NULL, "
             "reason TEXT NOT NULL, rates TEXT NOT NULL)",
+            "CREATE TABLE ledger_lengths (anchor TEXT PRIMARY KEY, months INTEGER NOT NULL)",
             "ALTER TABLE ledger_txns ADD COLUMN moved_from TEXT",
             "CREATE INDEX idx_ledger_txns_moved ON ledger_txns (period, merchant_id) WHERE moved_from IS NOT NULL",
             # the merchant an entry named on the wire (NULL: an older till, or one that did not know it yet)

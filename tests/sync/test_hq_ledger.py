@@ -485,6 +485,7 @@ LEDGER_TABLES = (
     "merchants",
     "ledger_calendar",  # m026_periods: the settlement calendar over the ledger
     "ledger_closes",
+    "ledger_lengths",
 )
 
 

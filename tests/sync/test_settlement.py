@@ -323,7 +323,55 @@ def test_a_close_that_fails_halfway_closes_nothing(store: HqStore, monkeypatch: 
     with pytest.raises(RuntimeError):
         close(store, JUNE)
     monkeypatch.undo()
-    assert settlement.calendar(store.db) == {"closed_through": None, "closes": []}
+    assert settlement.calendar(store.db) == {"closed_through": None, "lengths": [], "closes": []}
     offline.push()
     june = stmt(store, JUNE, "M-A")
     assert (june.state, june.figures.issued, june.late) == ("open", 30, ())
+
+
+# -- periods of several months ------------------------------------------------------------------------------
+
+
+def test_periods_of_several_months_are_named_by_their_first_month() -> None:
+    quarters = periods.Calendar(None, (("2026-07", 3),))
+    assert [quarters.period_of(d) for d in ("2026-06-30", "2026-07-01", "2026-09-30", "2026-10-01")] == [
+        "2026-06",
+        "2026-07",
+        "2026-07",
+        "2026-10",
+    ]
+    assert (quarters.following("2026-06"), quarters.following("2026-07")) == ("2026-07", "2026-10")
+    assert quarters.refusal("2026-08", dt.date(2027, 1, 1)).code is periods.Code.BAD_PERIOD  # type: ignore[union-attr]
+    assert quarters.refusal("2026-07", dt.date(2026, 9, 30)).code is periods.Code.PERIOD_NOT_OVER  # type: ignore[union-attr]
+    assert quarters.refusal("2026-07", dt.date(2026, 10, 1)) is None
+    closed = periods.Calendar("2026-07", (("2026-07", 3),))
+    assert closed.place("2026-08-15") == ("2026-10", "2026-07")
+    assert closed.length_refusal("2027-01", 5).code is periods.Code.BAD_LENGTH  # type: ignore[union-attr]
+
+
+def test_a_chain_settles_by_quarter_from_a_month_with_no_entries_yet(store: HqStore) -> None:
+    new_member(store, "X")
+    till = Till(store, "S1")
+    till.sale("X", 3, earn=10)  # June
+    till.push()
+    with pytest.raises(periods.PeriodError) as used:
+        settlement.set_length(store.db, JUNE, 3, "Mio", "quarters")
+    assert used.value.code is periods.Code.PERIOD_IN_USE
+    settlement.set_length(store.db, JULY, 3, "Mio", "quarters from the third")
+    with store.db.read() as tx:
+        assert audit.recent(tx, 1)[0].action == "set_period_length"
+    till.sale("X", 31, earn=20)  # July 2
+    till.sale("X", 70, earn=40)  # August 10
+    till.push()
+    quarter = stmt(store, JULY, "M-A")
+    assert (quarter.months, quarter.figures.issued) == (3, 60)
+    assert csv_rows(settlement.to_csv(quarter))[("statement", "months")] == "3"
+    with pytest.raises(settlement.SettlementError) as inside:
+        stmt(store, "2026-08", "M-A")
+    assert inside.value.code is settlement.Code.BAD_PERIOD
+    close(store, JUNE)
+    with pytest.raises(periods.PeriodError) as early:
+        close(store, JULY, dt.date(2026, 9, 30))
+    assert early.value.code is periods.Code.PERIOD_NOT_OVER
+    close(store, JULY, dt.date(2026, 10, 1))
+    assert settlement.calendar(store.db)["lengths"] == [{"from": JULY, "months": 3}]
