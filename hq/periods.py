@@ -26,7 +26,7 @@ from hq import audit, merchants
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD = re.compile(r"^([1-9]\d{3})-(0[1-9]|1[0-2])$")
 
 
 class Code(StrEnum):
@@ -54,7 +54,7 @@ def parse(period: str) -> tuple[int, int]:
     """``YYYY-MM`` as (year, month); ``bad_period`` otherwise."""
     found = PERIOD.match(period)
     if not found:
-        raise PeriodError(Code.BAD_PERIOD, f"a period is a month, YYYY-MM: {period!r}")
+        raise PeriodError(Code.BAD_PERIOD, f"a period is named by its first month, YYYY-MM: {period!r}")
     return int(found.group(1)), int(found.group(2))
 
 
@@ -92,7 +92,7 @@ class Calendar:
 
     def span(self, month: str) -> tuple[str, int]:
         """The (anchor, months) that applies to ``month``."""
-        found = ("0000-01", 1)
+        found = ("", 1)
         for anchor, months in self.lengths:
             if anchor <= month:
                 found = (anchor, months)
@@ -102,6 +102,8 @@ class Calendar:
         """The period of a business day (``YYYY-MM-DD``), named by its first month."""
         month = day[:7]
         anchor, months = self.span(month)
+        if months == 1:
+            return month
         return add_months(anchor, months_between(anchor, month) // months * months)
 
     def following(self, period: str) -> str:
