@@ -27,6 +27,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     fleet.py      the fleet's health as Prometheus gauges
     segments.py   segments of members as data: the definition, its SQL for both engines, preview, the table
     receipts.py   sales read from POS receipts, by digest and printed number; one receipt sold twice flagged
+    settlement.py each merchant's statement per period from the ledger (CSV, PDF, byte for byte)
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
     checkins.py   check-ins: a visit once per member, store and day (wallet scan or door tap), the till
                   that signed a check-in code
@@ -36,6 +37,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     pools.py      flash-drop quantity pools: each till's allocation, granted at pull, counted at ingest
     ledger.py     the double-entry ledger of points and stored value: posting rules, points lots of their
                   issuing merchants, expiry as breakage, the check that proves every balance
+    periods.py    settlement periods: a month each, closed in order (audited); where a late entry is filed
     versions.py   the versions of the rules each sale was priced with
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs

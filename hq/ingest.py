@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, checkins, ledger, policy, pools, stats, versions
+from hq import businessday, checkins, ledger, merchants, policy, pools, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -1064,6 +1064,7 @@ JOURNAL_COLUMNS = (
     "points_spent",
     "device",
     "made_at",
+    "merchant_id",
 )
 
 
@@ -1101,6 +1102,7 @@ def store_journal(tx: Tx, batch: Batch) -> None:
                 f.spent_points,
                 batch.devices[i],
                 _utc_text(batch.effective[i]),
+                e.merchant_id,
             )
         )
     tx.insert_rows("journal", JOURNAL_COLUMNS, rows)
@@ -1196,6 +1198,42 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
         [(batch.entries[i].txn_id, c, batch.facts[i].member_id) for c, i in known],
     )
     _count_pools(tx, batch, [(c, i, pools.pool_of(docs[c][1])) for c, i in known])
+    _other_merchants(tx, batch, [(c, i, _merchant_of(docs[c][1])) for c, i in known])
+
+
+def _merchant_of(body_json: str) -> str | None:
+    try:
+        found = json.loads(body_json).get("merchant_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(found) if found else None
+
+
+def _other_merchants(tx: Tx, batch: Batch, uses: list[tuple[str, int, str | None]]) -> None:
+    """A merchant's coupon redeemed at another merchant's store: a till that knows its merchant refuses it
+    (``coupon_other_merchant``), so this is a till that did not know it yet, or a dishonest one. Flagged and
+    counted all the same (the coupon left the till)."""
+    owned = [(c, i, m) for c, i, m in uses if m is not None]
+    if not owned:
+        return
+    here = merchants.resolver(tx)(batch.store_id)
+    for coupon, i, owner in owned:
+        if owner != here:
+            batch.flag(
+                i, Reason.COUPON_OTHER_MERCHANT, coupon, coupon_id=coupon, merchant_id=owner, store_merchant=here
+            )
+
+
+def check_merchants(tx: Tx, batch: Batch) -> None:
+    """An entry that names another merchant than its store's (``WireEntry.merchant_id``): flagged; it is
+    booked to its store's merchant as head office holds it, whatever the till says."""
+    named = [(i, e.merchant_id) for i, e in enumerate(batch.entries) if e.merchant_id is not None]
+    if not named:
+        return
+    here = merchants.resolver(tx)(batch.store_id)
+    for i, claimed in named:
+        if claimed != here:
+            batch.flag(i, Reason.MERCHANT_MISMATCH, str(claimed), merchant_id=claimed, store_merchant=here)
 
 
 def _count_pools(tx: Tx, batch: Batch, uses: list[tuple[str, int, str | None]]) -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from hq import merchants
+from hq import merchants, periods
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from sync.protocol import PayloadError, RefundPayload, parse_payload, parse_time
@@ -354,7 +354,7 @@ def post(tx: Tx, entry: Entry, policy: ly.LotPolicy) -> int:
 
 
 POSTING_COLUMNS = ("ledger_txn_id", "n", "kind", "owner", "unit", "amount")
-TXN_COLUMNS = ("ledger_txn_id", "kind", "member_id", "merchant_id", "day", "period", "at")
+TXN_COLUMNS = ("ledger_txn_id", "kind", "member_id", "merchant_id", "day", "period", "at", "moved_from")
 LOT_COLUMNS = ("lot_id", "member_id", "merchant_id", "points", "remaining", "earned_at", "earned_day", "expires_at")
 USE_COLUMNS = ("ledger_txn_id", "purpose", "lot_id", "merchant_id", "points", "against")
 SPENT_BY_SALE = (
@@ -382,6 +382,7 @@ class Writer:
         self.new_lots: dict[str, tuple[Any, ...]] = {}
         self.taken: dict[str, int] = defaultdict(int)
         self.uses: list[tuple[Any, ...]] = []
+        self._calendar: periods.Calendar | None = None
         self._load(sorted(set(members)))
 
     def _held(self, sources: Sequence[str]) -> set[str]:
@@ -419,8 +420,16 @@ class Writer:
             return False
         self.held.add(entry.source)
         e = entry
-        self.txns.append((e.source, e.kind, e.member_id, e.merchant_id, e.day, e.day[:7], e.at))
+        period, moved_from = self.calendar().place(e.day)
+        self.txns.append((e.source, e.kind, e.member_id, e.merchant_id, e.day, period, e.at, moved_from))
         return True
+
+    def calendar(self) -> periods.Calendar:
+        """The settlement calendar, read (and held against a close) once per writer: a late entry of a
+        closed period is filed under the first open one."""
+        if self._calendar is None:
+            self._calendar = periods.calendar(self.tx, periods.Lock.POSTING)
+        return self._calendar
 
     def book(self, source: str, postings: Iterable[Posting]) -> None:
         out = combine(postings)

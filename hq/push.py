@@ -24,6 +24,7 @@ from hq.ingest import (
     advance,
     apply_balances,
     bump_versions,
+    check_merchants,
     check_prices,
     check_proofs,
     check_reversals,
@@ -82,6 +83,7 @@ def ingest(
     apply_balances(tx, batch)
     ledger.post_journal(tx, [e.txn_id for e, x in zip(fresh, batch.effects, strict=True) if x is Effect.APPLIED])
     count_coupons(tx, batch)
+    check_merchants(tx, batch)
     reverse(tx, batch)
     count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes
     record_checkins(tx, batch)  # door taps: a visit once a member, store and day

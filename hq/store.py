@@ -40,6 +40,7 @@ from hq import (
     audit,
     businessday,
     ledger,
+    merchants,
     pools,
     profiles,
     push,
@@ -717,6 +718,12 @@ class HqStore:
             store_id = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
             day = ingest_mod.store_calendar(tx, str(store_id[0]) if store_id else "", self.settings)
         return {**held.to_doc(), "timezone": day.timezone, "day_starts": day.day_starts}
+
+    def terminal_merchant(self, terminal_id: str) -> str:
+        """The merchant of the till's store, as it goes down with every pull (a store without one: the chain's)."""
+        with self.db.read() as tx:
+            row = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+            return merchants.resolver(tx)(str(row[0]) if row else "")
 
     def put_topup_policy(self, terminal_id: str, policy: TopupPolicy, by: str) -> TopupPolicy:
         return self.db.transact(lambda tx: topups.put_policy(tx, terminal_id, policy, by, self.now()))

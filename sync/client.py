@@ -110,6 +110,7 @@ def _wire(entry: JournalEntry) -> WireEntry:
         kind=entry.kind,
         payload=entry.payload,
         created_at=entry.created_at,
+        merchant_id=entry.merchant_id,
     )
 
 
@@ -623,6 +624,7 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         deleted=[(t.kind, t.id) for t in page.deleted],
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
+        merchant_id=page.merchant_id,
     )
 
 

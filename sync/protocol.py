@@ -123,6 +123,14 @@ class ErrorCode(StrEnum):
     CHECKIN_FORGED = "checkin_forged"
     CHECKIN_EXPIRED = "checkin_expired"
     CHECKIN_USED = "checkin_used"
+    # settlement (hq/periods.py, hq/settlement.py, docs/settlement.md): why a period or statement was refused
+    BAD_PERIOD = "bad_period"
+    PERIOD_NOT_OVER = "period_not_over"
+    PERIOD_CLOSED = "period_closed"
+    EARLIER_PERIOD_OPEN = "earlier_period_open"
+    UNKNOWN_MERCHANT = "unknown_merchant"
+    BAD_PERIOD_LENGTH = "bad_period_length"
+    PERIOD_IN_USE = "period_in_use"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -209,6 +217,13 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ),
     ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
     ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
+    ErrorCode.BAD_PERIOD: (400, "a settlement period is named by its first month, YYYY-MM"),
+    ErrorCode.PERIOD_NOT_OVER: (409, "the period has not ended yet: it cannot be closed"),
+    ErrorCode.PERIOD_CLOSED: (409, "the period is closed already"),
+    ErrorCode.EARLIER_PERIOD_OPEN: (409, "periods close in order: an earlier period is still open"),
+    ErrorCode.UNKNOWN_MERCHANT: (404, "no such merchant (in that period)"),
+    ErrorCode.BAD_PERIOD_LENGTH: (422, "a settlement period is 1, 2, 3, 4, 6 or 12 months"),
+    ErrorCode.PERIOD_IN_USE: (409, "entries are filed in or after that period already: a new length starts later"),
 }
 
 
@@ -264,6 +279,13 @@ class Reason(StrEnum):
     """A void of a top-up this till never credited, already voided, of another day, member or amount."""
     TOPUP_TAKINGS_MISMATCH = "topup_takings_mismatch"
     """End of day: what the till says it took in top-ups is not what head office credited for that day."""
+    # Merchants (hq/merchants.py, docs/settlement.md): stored and applied, for an administrator to look at.
+    COUPON_OTHER_MERCHANT = "coupon_other_merchant"
+    """A merchant's coupon redeemed at another merchant's store: a till that knew its merchant refuses it, so
+    a till that did not know it yet, or a dishonest one."""
+    MERCHANT_MISMATCH = "merchant_mismatch"
+    """An entry names a merchant that is not its store's as head office holds it (a store moved to another
+    merchant while the till was offline, or a dishonest till); it is booked to the store's merchant."""
 
 
 class ItemState(StrEnum):
@@ -305,6 +327,10 @@ class WireEntry(BaseModel):
     payload: dict[str, Any]
     """The kind's typed payload (``PAYLOADS``); kept as it came, and read with that model."""
     created_at: str = Field(min_length=1, max_length=64)
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The merchant the till knew its store belonged to when it wrote the entry (``ChangesPage.merchant_id``);
+    None: an older till, or one that had not pulled it yet. Head office books the entry to its store's merchant
+    as head office holds it, and flags an entry that names another (``merchant_mismatch``)."""
 
 
 class PushRequest(BaseModel):
@@ -497,6 +523,9 @@ class ChangesPage(BaseModel):
     topup_policy: WireTopupPolicy | None = None
     """This terminal's top-up policy, whole, on every page (None: an older head office; the till then sells
     no top-ups)."""
+    merchant_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The merchant this terminal's store belongs to, on every page (None: an older head office; the till
+    keeps what it holds). The till refuses another merchant's coupons (``coupon_other_merchant``)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))

@@ -254,6 +254,8 @@ class JournalEntry:
     payload: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     pushed_at: str | None = None
+    merchant_id: str | None = None
+    """The merchant of the till's store when the entry was written, as head office last said (None: unknown)."""
 
 
 def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:

@@ -111,6 +111,9 @@ class CacheDocs:
     topup_policy: str | None = None
     """Head office's top-up policy for this till (JSON text), replacing what it held; None: the page
     carries none (the held one stays)"""
+    merchant_id: str | None = None
+    """The merchant of this till's store, replacing what it held; None: the page carries none (the held one
+    stays)"""
 
 
 class SyncStore(Protocol):
@@ -263,6 +266,10 @@ class TillStore(ClaimJournal, Protocol):
 
     def topup_policy(self) -> dict[str, Any] | None:
         """Head office's top-up policy for this till as last pulled (None: none pulled)."""
+        ...
+
+    def merchant_id(self) -> str | None:
+        """The merchant of this till's store as head office last said (None: not known yet)."""
         ...
 
     def topup_tally(self, member_id: str, day: str) -> Tally: ...

@@ -301,7 +301,13 @@ class Service:
         check_basket(basket)
         member = self.member(member_id) if member_id else None
         now = self.now()
-        ctx = ly.SaleContext(now, self.store_id, member.member_id if member else None, member.tier if member else None)
+        ctx = ly.SaleContext(
+            now,
+            self.store_id,
+            member.member_id if member else None,
+            member.tier if member else None,
+            self.store.merchant_id(),
+        )
         offers, unknown = self.offers(coupons, member.member_id if member else None)
         who = self._pricing_member(member, now) if member else None
         quote = pricing.price(self.program(), basket, ctx, who, offers, redeem, self._active(ctx))
@@ -645,7 +651,8 @@ class Service:
             raise Rejected(Code.NOTHING_TO_REFUND)
         everything = {i: line.quantity for i, line in enumerate(state.basket.lines) if line.quantity}
         member_id = sale["member_id"]
-        ctx = ly.SaleContext(datetime.fromisoformat(raw["at"]), raw["store_id"], member_id, raw.get("tier"))
+        at = datetime.fromisoformat(raw["at"])
+        ctx = ly.SaleContext(at, raw["store_id"], member_id, raw.get("tier"), self.store.merchant_id())
         used = [cp.parse_coupon(cid, doc) for cid, doc in self.store.coupon_docs(state.coupons, None).items()]
         result = pricing.refund(self.program(), state, returned or everything, ctx, used)
         delta = result.points_restored - result.points_clawed

@@ -36,6 +36,9 @@ runs it.
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
     GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
                                       sign-up, claims, erasure, consents (``hq.api.join``)
+    GET  /v1/admin/settlement/{period}[/{merchant}?format=json|csv|pdf], GET /v1/admin/settlement/periods,
+    POST /v1/admin/settlement/periods/{period}/close   admin token; statements and closed periods
+                                      (``hq.api.settlement``)
     /wallet/..., GET/PUT /v1/admin/members/{id}/contacts   the member's wallet: sign-in by one-time code,
                                       session cookie, pages, member code (``hq.api.wallet``)
     /backoffice/...                   the staff back office: sign-in, members, approvals, audit log
@@ -52,7 +55,7 @@ import os
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, terminals, wallet
+from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, settlement, terminals, wallet
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from hq.wallet.senders import Sender, sender_from_spec
@@ -70,6 +73,7 @@ ROUTERS = (
     join.router,
     wallet.router,
     backoffice.router,
+    settlement.router,
 )
 """Each area's routes, in the order they are matched (and listed in OpenAPI)."""
 

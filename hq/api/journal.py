@@ -130,10 +130,12 @@ def changes(
     # page is the chain-wide feed. Over-large pages are capped rather than refused: the cursor makes the rest
     # reachable.
     # Its top-up policy too (hq/topups.py), whole on every page: a till sells top-ups only as head office says.
+    # And its store's merchant (hq/merchants.py): the till refuses another merchant's coupons.
     held = [WireAllocation(pool_id=a.pool_id, allowed=a.allowed, used=a.used) for a in store.grant_pools(terminal_id)]
     topup_policy = WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
     page = store.changes(since, min(limit, MAX_CHANGES_LIMIT))
-    return page.model_copy(update={"allocations": held, "topup_policy": topup_policy})
+    update = {"allocations": held, "topup_policy": topup_policy, "merchant_id": store.terminal_merchant(terminal_id)}
+    return page.model_copy(update=update)
 
 
 @router.get("/v1/snapshot", response_model=SnapshotInfo, responses=pull_errors)

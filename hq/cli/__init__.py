@@ -39,6 +39,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
                                        (backoffice.py, docs/backoffice.md)
     merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
     ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
+    settlement statement PERIOD MERCHANT [--format json|csv|pdf --out F] / statements PERIOD [--dir D]
+        / close PERIOD --by NAME --reason WHY / periods   settlement between merchants (docs/settlement.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
@@ -64,6 +66,7 @@ from hq.cli import (
     reconcile,
     segments,
     serve,
+    settlement,
     stores,
     terminals,
 )
@@ -80,6 +83,7 @@ AREAS = (
     documents,
     payments,
     ledger,
+    settlement,
     backoffice,
     serve,
 )

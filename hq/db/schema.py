@@ -497,6 +497,24 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_ledger_txns_day ON ledger_txns (day, kind)",
         ],
     ),
+    # Settlement periods (hq/periods.py, hq/settlement.py, docs/settlement.md): the calendar (every period up to
+    # ``closed_through`` is closed; a month each, or ``months`` from each ``anchor`` on), each close with the
+    # merchants' names and rates it froze, and the closed period a late entry belongs to when it was filed under
+    # the first open one (``moved_from``).
+    (
+        "m026_periods",
+        [
+            "CREATE TABLE ledger_calendar (id INTEGER PRIMARY KEY, closed_through TEXT)",
+            "INSERT INTO ledger_calendar (id, closed_through) VALUES (1, NULL)",
+            "CREATE TABLE ledger_closes (period TEXT PRIMARY KEY, closed_at TEXT NOT NULL, closed_by TEXT NOT NULL, "
+            "reason TEXT NOT NULL, rates TEXT NOT NULL)",
+            "CREATE TABLE ledger_lengths (anchor TEXT PRIMARY KEY, months INTEGER NOT NULL)",
+            "ALTER TABLE ledger_txns ADD COLUMN moved_from TEXT",
+            "CREATE INDEX idx_ledger_txns_moved ON ledger_txns (period, merchant_id) WHERE moved_from IS NOT NULL",
+            # the merchant an entry named on the wire (NULL: an older till, or one that did not know it yet)
+            "ALTER TABLE journal ADD COLUMN merchant_id TEXT",
+        ],
+    ),
 ]
 
 

@@ -169,3 +169,10 @@ def m010_topups(db: Database) -> None:
         pk="txn_id",
     )
     db.table("topups").create_index(["day", "member_id"])
+
+
+@migrations()
+def m011_merchant(db: Database) -> None:
+    # The merchant of this till's store (docs/settlement.md): head office sends it with every pull (sync_state
+    # "merchant_id"); each journal entry keeps the one the till knew when it wrote it, and carries it on the wire.
+    db.table("journal").add_column("merchant_id", str)

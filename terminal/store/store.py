@@ -80,8 +80,8 @@ def _member(row: sqlite3.Row | tuple[Any, ...] | None) -> Member | None:
 
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    seq, txn_id, terminal_id, kind, payload, created_at, pushed_at = row
-    return JournalEntry(terminal_id, seq, txn_id, kind, json.loads(payload), created_at, pushed_at)
+    seq, txn_id, terminal_id, kind, payload, created_at, pushed_at, merchant_id = row
+    return JournalEntry(terminal_id, seq, txn_id, kind, json.loads(payload), created_at, pushed_at, merchant_id)
 
 
 class Store:
@@ -174,10 +174,22 @@ class Store:
             raise Rejected(Code.TILL_RECOVERING)
         with self._write() as conn:
             seq = max(int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0]), self.seq_floor) + 1
-            stored = JournalEntry(entry.terminal_id, seq, entry.txn_id, entry.kind, entry.payload, entry.created_at)
+            merchant = _get_state(conn, MERCHANT_ID)  # the entry carries the merchant the till knew when it wrote it
+            stored = JournalEntry(
+                entry.terminal_id, seq, entry.txn_id, entry.kind, entry.payload, entry.created_at, None, merchant
+            )
             conn.execute(
-                "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at) VALUES (?,?,?,?,?,?)",
-                (seq, stored.txn_id, stored.terminal_id, stored.kind, json.dumps(stored.payload), stored.created_at),
+                "INSERT INTO journal (seq, txn_id, terminal_id, kind, payload, created_at, merchant_id) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    seq,
+                    stored.txn_id,
+                    stored.terminal_id,
+                    stored.kind,
+                    json.dumps(stored.payload),
+                    stored.created_at,
+                    merchant,
+                ),
             )
             if enrol is not None:
                 member, card = enrol
@@ -351,6 +363,10 @@ class Store:
         )[0][0]
         return int(mine), int(total)
 
+    def merchant_id(self) -> str | None:
+        """The merchant of this till's store as head office last said (None: not known yet)."""
+        return self.state(MERCHANT_ID)
+
     def topup_policy(self) -> dict[str, Any] | None:
         """Head office's top-up policy for this till as last pulled (None: none pulled)."""
         text = self.state(TOPUP_POLICY)
@@ -390,7 +406,7 @@ class Store:
 
     def unpushed(self, limit: int) -> list[JournalEntry]:
         rows = self._read(
-            "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at FROM journal "
+            "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at, merchant_id FROM journal "
             "WHERE pushed_at IS NULL ORDER BY seq LIMIT ?",
             [limit],
         )
@@ -398,7 +414,7 @@ class Store:
 
     def entries(self, after_seq: int = 0, limit: int = 1000) -> list[JournalEntry]:
         rows = self._read(
-            "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at FROM journal "
+            "SELECT seq, txn_id, terminal_id, kind, payload, created_at, pushed_at, merchant_id FROM journal "
             "WHERE seq > ? ORDER BY seq LIMIT ?",
             [after_seq, limit],
         )
@@ -654,11 +670,14 @@ _TOMBSTONES = {
 
 
 TOPUP_POLICY = "topup_policy"
+MERCHANT_ID = "merchant_id"
 
 
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
     if docs.topup_policy is not None:  # the whole policy: it replaces the one held
         _set_state(conn, TOPUP_POLICY, docs.topup_policy)
+    if docs.merchant_id is not None:
+        _set_state(conn, MERCHANT_ID, docs.merchant_id)
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
         conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)
@@ -698,6 +717,11 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
     for kind, item_id in docs.deleted:
         for table, key in _TOMBSTONES.get(kind, []):
             conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (item_id,))
+
+
+def _get_state(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
 
 
 def _set_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:
@@ -869,11 +893,12 @@ def _journal_rows(old: sqlite3.Connection, img: pages.Image, columns: list[str])
     except sqlite3.DatabaseError:
         found = []
     by_seq = {int(r[0]): tuple(r) for r in found if _valid_journal_row(dict(zip(columns, r, strict=True)))}
-    schema_order = ("seq", "txn_id", "terminal_id", "kind", "payload", "created_at", "pushed_at")
+    schema_order = ("seq", "txn_id", "terminal_id", "kind", "payload", "created_at", "pushed_at", "merchant_id")
     for cell in _journal_cells(img):
         if cell.rowid in by_seq or not 0 < cell.rowid <= MAX_SEQ:
             continue
-        values = dict(zip(schema_order, (cell.rowid, *cell.values[1:]), strict=True))
+        padded = (cell.rowid, *cell.values[1:], None)[: len(schema_order)]  # a row written before m011 has 7
+        values = dict(zip(schema_order, padded, strict=True))
         by_seq[cell.rowid] = tuple(values[c] for c in columns)
     return [by_seq[k] for k in sorted(by_seq)]
 
@@ -912,6 +937,11 @@ def _valid_journal_row(row: dict[str, Any]) -> bool:
 
 
 def _looks_like_journal(v: tuple[Any, ...]) -> bool:
+    """A journal record: 7 values, or 8 since m011 (the merchant, text or NULL)."""
+    if len(v) == 8:
+        if not (v[7] is None or isinstance(v[7], str)):
+            return False
+        v = v[:7]
     if len(v) != 7 or v[0] is not None or v[3] not in JOURNAL_KINDS:
         return False
     if not all(isinstance(x, str) for x in v[1:6]) or not (v[6] is None or isinstance(v[6], str)):

@@ -160,6 +160,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
             "timezone": "UTC",
             "day_starts": "00:00",
         },
+        "merchant_id": "chain",  # the merchant of this terminal's store, on every page: none set, the chain's
     }
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import erasure, ledger, merchants, payments
+from hq import erasure, ledger, merchants, payments, periods, settlement
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.protocol import WireEntry
@@ -356,6 +356,7 @@ op = st.one_of(
     st.tuples(st.just("topup"), st.sampled_from(MEMBERS), st.integers(1, 500)),
     st.tuples(st.just("adjust"), st.sampled_from(MEMBERS), st.integers(-50, 50)),
     st.tuples(st.just("erase"), st.sampled_from(MEMBERS)),
+    st.tuples(st.just("close")),
 )
 
 
@@ -363,6 +364,8 @@ op = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(op, min_size=1, max_size=25))
 def test_the_books_hold_after_every_step(store: HqStore, ops: list[tuple[Any, ...]]) -> None:
+    """... with settlement periods closed mid-sequence while tills are offline: every closed period's
+    statements stay the same bytes, and every period's merchant positions sum to the chain's liability."""
     run = uuid.uuid4().hex[:6]
     members = {m: f"{m}-{run}" for m in MEMBERS}
     for m in members.values():
@@ -370,12 +373,49 @@ def test_the_books_hold_after_every_step(store: HqStore, ops: list[tuple[Any, ..
     tills = [Till(store, s) for s in STORES]
     sales: list[tuple[Till, str, str, dict[str, Any]]] = []
     clock = itertools.count(0, 2)
+    frozen: dict[str, list[bytes]] = {}
     for step in ops:
-        _apply(store, step, tills, members, sales, next(clock))
+        if step[0] == "close":
+            _close_next(store, frozen)
+        else:
+            _apply(store, step, tills, members, sales, next(clock))
         assert books(store) == [], step
     for till in tills:
         till.push()
     assert books(store) == []
+    assert {p: _documents(store, p) for p in frozen} == frozen
+    for period, held, liability in _positions_by_period(store):
+        assert held == liability, period
+
+
+def _close_next(store: HqStore, frozen: dict[str, list[bytes]]) -> None:
+    """Close the month after the last closed (June first), and keep its statements as they are now."""
+    calendar = settlement.calendar(store.db)["closed_through"]
+    period = periods.following(calendar) if calendar else "2026-06"
+    settlement.close_period(store.db, period, "Mio", "month end", dt.date(2100, 1, 1))
+    frozen[period] = _documents(store, period)
+
+
+def _documents(store: HqStore, period: str) -> list[bytes]:
+    return [settlement.to_csv(s) for s in settlement.read_statements(store.db, period)]
+
+
+def _positions_by_period(store: HqStore) -> list[tuple[str, int, int]]:
+    """Per period filed: the merchants' outstanding points at its end (their statements), and the members'
+    points and overdrafts at its end (the ledger's postings up to it)."""
+    with store.db.read() as tx:
+        found = [str(r[0]) for r in tx.all("SELECT DISTINCT period FROM ledger_txns ORDER BY period")]
+        member_sql = (
+            "SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p JOIN ledger_txns t "
+            "ON t.ledger_txn_id = p.ledger_txn_id WHERE t.period <= ? AND p.kind IN (?, ?)"
+        )
+        kinds = [ledger.Kind.MEMBER_POINTS.value, ledger.Kind.MEMBER_OVERDRAFT.value]
+        liability = {p: int(tx.one(member_sql, [p, *kinds])[0]) for p in found}  # type: ignore[index]
+    out = []
+    for p in found:
+        held = sum(s.figures.outstanding_end for s in settlement.read_statements(store.db, p))
+        out.append((p, held, liability[p]))
+    return out
 
 
 def _apply(
@@ -437,7 +477,16 @@ def test_the_campaign_timer_expires_points(store: HqStore) -> None:
     assert books(store) == []
 
 
-LEDGER_TABLES = ("ledger_lot_uses", "ledger_lots", "ledger_postings", "ledger_txns", "merchants")
+LEDGER_TABLES = (
+    "ledger_lot_uses",
+    "ledger_lots",
+    "ledger_postings",
+    "ledger_txns",
+    "merchants",
+    "ledger_calendar",  # m026_periods: the settlement calendar over the ledger
+    "ledger_closes",
+    "ledger_lengths",
+)
 
 
 def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> None:
@@ -448,7 +497,8 @@ def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> No
             tx.run(f"DROP TABLE {table}")
         tx.run("ALTER TABLE stores DROP COLUMN merchant_id")
         tx.run("ALTER TABLE coupons DROP COLUMN merchant_id")
-        tx.run("DELETE FROM hq_migrations WHERE name = 'm022_ledger'")
+        tx.run("ALTER TABLE journal DROP COLUMN merchant_id")  # m026_periods: the merchant an entry named
+        tx.run("DELETE FROM hq_migrations WHERE name IN ('m022_ledger', 'm026_periods')")
         tx.many(
             "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
             "VALUES (?, '', 'basic', ?, 'active', 0, ?, 0)",

@@ -1,0 +1,402 @@
+"""Settlement statements: per merchant and period, what its stores issued and accepted, what it owes the
+chain or the chain owes it, read from the ledger alone, as CSV and PDF that are the same bytes every time.
+
+    statement(tx, period, merchant_id)   one merchant's statement (``SettlementError`` says why not)
+    statements(tx, period)               every merchant's, from one set of grouped reads
+    to_csv(statement) / to_pdf(statement)   the documents, byte for byte reproducible
+
+A period's figures are the ledger transactions filed under it (``ledger_txns.period``; a late entry of a
+closed period is filed under the first open one and listed on the statement with the period it belongs to,
+``hq.periods``). A closed period's statement uses the names and rates frozen by its close, so it never
+changes; an open period's is provisional and uses the merchants' current rates.
+
+The points economics (``docs/settlement.md``), every amount in the chain's minor currency units, computed
+once on a figure's total and rounded down (``merchants.money_for``):
+
+    charge         (points issued - points clawed back by refunds) x cost_per_100 / 100     merchant -> chain
+    reimbursement  points accepted (net of refunds) x reimburse_per_100 / 100               chain -> merchant
+    chain margin   charge - reimbursement
+    net            reimbursement + stored value accepted - charge - cash taken for top-ups  (> 0: chain pays)
+
+The documents carry no time of making: what is in them is what the ledger holds, and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from hq import merchants, periods
+from hq.db.engine import Db, Tx
+from hq.errors import HqError
+from hq.ledger import Kind
+
+PDF_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+"""The creation date every PDF states: a statement's bytes depend on the ledger alone."""
+
+
+class Code(StrEnum):
+    """Why a statement cannot be made; stable, for scripts and the admin API."""
+
+    BAD_PERIOD = "bad_period"
+    UNKNOWN_MERCHANT = "unknown_merchant"
+
+
+class SettlementError(HqError):
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.detail = message
+
+
+# -- pure: figures, money, documents -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One merchant's points and stored value in one period (points unless named ``value``/``cash``)."""
+
+    issued: int = 0
+    """Points of the lots its stores' sales earned (the chain's also: points given back as new lots)."""
+    clawed: int = 0
+    """Points of its lots that refunds and voids took back."""
+    accepted: int = 0
+    """Points members spent at its stores, net of what refunds gave back."""
+    own_spent_elsewhere: int = 0
+    """Points of its lots spent at other merchants' stores (net of refunds)."""
+    others_spent_here: int = 0
+    """Points of other merchants' lots spent at its stores (net of refunds)."""
+    breakage: int = 0
+    """Points of its lots that expired or were forfeited."""
+    outstanding_start: int = 0
+    """Points of its lots members held when the period began (its points liability)."""
+    outstanding_end: int = 0
+    """... and when it ended."""
+    value_accepted: int = 0
+    """Stored value members paid at its stores (minor units)."""
+    cash_taken: int = 0
+    """Cash its tills took for stored value they topped up (minor units)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A late entry: filed under this period, belonging to the closed period ``belongs_to``."""
+
+    txn_id: str
+    kind: str
+    day: str
+    belongs_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    period: str
+    merchant: merchants.Merchant
+    closed_at: str | None
+    """When the period was closed (its statement is final); None: open, the statement is provisional."""
+    figures: Figures
+    late: tuple[Late, ...] = field(default=())
+    months: int = 1
+    """How many months the period spans (from ``period`` on)."""
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.closed_at else "open"
+
+    @property
+    def charge(self) -> int:
+        f = self.figures
+        return merchants.money_for(f.issued - f.clawed, self.merchant.cost_per_100)
+
+    @property
+    def reimbursement(self) -> int:
+        return merchants.money_for(self.figures.accepted, self.merchant.reimburse_per_100)
+
+    @property
+    def margin(self) -> int:
+        return self.charge - self.reimbursement
+
+    @property
+    def net(self) -> int:
+        """What the chain pays the merchant (negative: what the merchant pays the chain)."""
+        return self.reimbursement + self.figures.value_accepted - self.charge - self.figures.cash_taken
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.merchant
+        return {
+            "period": self.period,
+            "months": self.months,
+            "merchant_id": m.merchant_id,
+            "name": m.name,
+            "cost_per_100": m.cost_per_100,
+            "reimburse_per_100": m.reimburse_per_100,
+            "state": self.state,
+            "closed_at": self.closed_at,
+            "points": {f.name: getattr(self.figures, f.name) for f in fields(Figures)},
+            "money": self.money(),
+            "late": [{"txn_id": x.txn_id, "kind": x.kind, "day": x.day, "belongs_to": x.belongs_to} for x in self.late],
+        }
+
+    def money(self) -> dict[str, int]:
+        return {
+            "charge": self.charge,
+            "reimbursement": self.reimbursement,
+            "chain_margin": self.margin,
+            "value_accepted": self.figures.value_accepted,
+            "cash_taken": self.figures.cash_taken,
+            "net": self.net,
+        }
+
+
+def rows(stmt: Statement) -> list[tuple[str, str, str]]:
+    """The statement as (section, item, value) rows: what both documents print, in this order."""
+    d = stmt.as_dict()
+    head = [("statement", k, "" if d[k] is None else str(d[k])) for k in HEAD]
+    points = [("points", k, str(v)) for k, v in d["points"].items() if k not in ("value_accepted", "cash_taken")]
+    money = [("money", k, str(v)) for k, v in d["money"].items()]
+    who = "chain_pays_merchant" if stmt.net >= 0 else "merchant_pays_chain"
+    settle = [("settle", who, str(abs(stmt.net))), ("late", "entries", str(len(stmt.late)))]
+    late = [("late", x.txn_id, f"{x.kind} {x.day} belongs to {x.belongs_to}") for x in stmt.late]
+    return head + points + money + settle + late
+
+
+HEAD = ("merchant_id", "name", "period", "months", "state", "closed_at", "cost_per_100", "reimburse_per_100")
+
+
+def to_csv(stmt: Statement) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "item", "value"])
+    writer.writerows(rows(stmt))
+    return out.getvalue().encode("utf-8")
+
+
+def printable(text: str) -> str:
+    """Text the PDF's built-in font can draw (Latin-1); other characters as their code points (U+30D9):
+    the CSV keeps the name as it is."""
+    return "".join(c if ord(c) < 256 else f"U+{ord(c):04X}" for c in text)
+
+
+def to_pdf(stmt: Statement) -> bytes:
+    """One A4 page (more if the late entries need them), built-in font, a fixed creation date."""
+    from fpdf import FPDF  # one library for one document format, loaded when a PDF is asked for
+
+    pdf = FPDF(format="A4")
+    pdf.set_creation_date(PDF_DATE)
+    pdf.set_producer("tillpoint")
+    pdf.set_title(printable(f"Settlement {stmt.period} {stmt.merchant.merchant_id}"))
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 14)
+    pdf.cell(
+        0, 10, printable(f"Settlement statement {stmt.period}: {stmt.merchant.name}"), new_x="LMARGIN", new_y="NEXT"
+    )
+    pdf.set_font("Helvetica", size=9)
+    section = ""
+    for sec, item, value in rows(stmt):
+        if sec != section:
+            section = sec
+            pdf.set_font("Helvetica", "B", 10)
+            pdf.cell(0, 8, sec, new_x="LMARGIN", new_y="NEXT")
+            pdf.set_font("Helvetica", size=9)
+        pdf.cell(70, 5, printable(item))
+        pdf.cell(0, 5, printable(value), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+# -- reading the ledger ------------------------------------------------------------------------------------
+
+POSTINGS = (
+    "SELECT p.owner, p.kind, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p "
+    "ON p.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND p.kind IN (?, ?, ?, ?, ?){only} "
+    "GROUP BY p.owner, p.kind"
+)
+OPENING = (
+    "SELECT p.owner, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id "
+    "WHERE t.period < ? AND p.kind = ?{only} GROUP BY p.owner"
+)
+ISSUED = (
+    "SELECT l.merchant_id, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l ON l.lot_id = t.ledger_txn_id "
+    "WHERE t.period = ?{only} GROUP BY l.merchant_id"
+)
+RESTORED = (
+    "SELECT l.merchant_id, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l "
+    "ON l.lot_id = t.ledger_txn_id || ':restored' WHERE t.period = ?{only} GROUP BY l.merchant_id"
+)
+USES = (
+    "SELECT u.merchant_id, t.merchant_id, u.purpose, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
+    "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('claw', 'spend', 'restore') "
+    "GROUP BY u.merchant_id, t.merchant_id, u.purpose"
+)
+LATE = (
+    "SELECT merchant_id, ledger_txn_id, kind, day, moved_from FROM ledger_txns "
+    "WHERE period = ? AND moved_from IS NOT NULL{only} ORDER BY merchant_id, ledger_txn_id"
+)
+KINDS = (Kind.ISSUED, Kind.ACCEPTED, Kind.BREAKAGE, Kind.VALUE_ACCEPTED, Kind.MERCHANT_CASH)
+
+
+def _only(column: str, merchant_id: str | None) -> tuple[str, list[str]]:
+    return (f" AND {column} = ?", [merchant_id]) if merchant_id else ("", [])
+
+
+def read_figures(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, Figures]:
+    """Every merchant's figures for ``period`` (or one merchant's), from a few grouped reads."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    only, arg = _only("p.owner", merchant_id)
+    for owner, kind, n in tx.all(POSTINGS.format(only=only), [period, *(k.value for k in KINDS), *arg]):
+        _posting(out[str(owner)], Kind(str(kind)), int(n))
+    for owner, n in tx.all(OPENING.format(only=only), [period, Kind.ISSUED.value, *arg]):
+        out[str(owner)]["outstanding_start"] = -int(n)
+    only, arg = _only("l.merchant_id", merchant_id)
+    for sql in (ISSUED, RESTORED):
+        for owner, n in tx.all(sql.format(only=only), [period, *arg]):
+            out[str(owner)]["issued"] += int(n)
+    for lot_owner, accepted_by, purpose, n in tx.all(USES, [period]):
+        _use(out, str(lot_owner), str(accepted_by), str(purpose), int(n))
+    return {m: _figures(v) for m, v in out.items() if merchant_id is None or m == merchant_id}
+
+
+def _posting(into: dict[str, int], kind: Kind, amount: int) -> None:
+    if kind is Kind.ISSUED:
+        into["outstanding_change"] = -amount
+    elif kind is Kind.ACCEPTED:
+        into["accepted"] = amount
+    elif kind is Kind.BREAKAGE:
+        into["breakage"] = amount
+    elif kind is Kind.VALUE_ACCEPTED:
+        into["value_accepted"] = amount
+    elif kind is Kind.MERCHANT_CASH:
+        into["cash_taken"] = -amount
+
+
+def _use(out: dict[str, dict[str, int]], lot_owner: str, accepted_by: str, purpose: str, n: int) -> None:
+    if purpose == "claw":
+        out[lot_owner]["clawed"] += n
+    elif lot_owner != accepted_by:
+        out[lot_owner]["own_spent_elsewhere"] += n
+        out[accepted_by]["others_spent_here"] += n
+
+
+def _figures(raw: dict[str, int]) -> Figures:
+    start = raw.get("outstanding_start", 0)
+    end = start + raw.get("outstanding_change", 0)
+    names = {f.name for f in fields(Figures)}
+    return replace(Figures(**{k: v for k, v in raw.items() if k in names}), outstanding_end=end)
+
+
+def read_late(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, tuple[Late, ...]]:
+    only, arg = _only("merchant_id", merchant_id)
+    found: dict[str, list[Late]] = defaultdict(list)
+    for m, txn, kind, day, belongs in tx.all(LATE.format(only=only), [period, *arg]):
+        found[str(m)].append(Late(str(txn), str(kind), str(day), str(belongs)))
+    return {m: tuple(v) for m, v in found.items()}
+
+
+# -- statements --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    closed_at: str | None
+    """When the period closed; None: open."""
+    merchants: list[merchants.Merchant]
+    """The merchants as the close froze them; open: the current ones."""
+    months: int
+
+
+def _terms(tx: Tx, period: str) -> Terms:
+    held = periods.calendar(tx)
+    held.check(period)
+    months = held.span(period)[1]
+    done = periods.closing(tx, period)
+    if done is not None:
+        return Terms(done.closed_at, list(done.rates), months)
+    return Terms(None, merchants.all_merchants(tx), months)
+
+
+def statement(tx: Tx, period: str, merchant_id: str) -> Statement:
+    terms = _terms_checked(tx, period)
+    found = next((m for m in terms.merchants if m.merchant_id == merchant_id), None)
+    if found is None:
+        raise SettlementError(Code.UNKNOWN_MERCHANT, f"no merchant {merchant_id} in {period}")
+    figures = read_figures(tx, period, merchant_id).get(merchant_id, Figures())
+    late = read_late(tx, period, merchant_id).get(merchant_id, ())
+    return Statement(period, found, terms.closed_at, figures, late, terms.months)
+
+
+def statements(tx: Tx, period: str) -> list[Statement]:
+    """Every merchant's statement for ``period``, in merchant order."""
+    terms = _terms_checked(tx, period)
+    figures, late = read_figures(tx, period), read_late(tx, period)
+    return [
+        Statement(
+            period, m, terms.closed_at, figures.get(m.merchant_id, Figures()), late.get(m.merchant_id, ()), terms.months
+        )
+        for m in terms.merchants
+    ]
+
+
+def _terms_checked(tx: Tx, period: str) -> Terms:
+    try:
+        return _terms(tx, period)
+    except periods.PeriodError as exc:
+        raise SettlementError(Code.BAD_PERIOD, exc.detail) from exc
+
+
+def totals(found: Iterable[Statement]) -> dict[str, int]:
+    """The chain's side of a period: what all merchants' statements sum to."""
+    out: dict[str, int] = defaultdict(int)
+    for s in found:
+        for k, v in s.money().items():
+            out[k] += v
+        out["outstanding_end"] += s.figures.outstanding_end
+    return dict(out)
+
+
+# -- the service the commands and the admin API call -------------------------------------------------------
+
+
+def close_period(db: Db, period: str, actor: str, reason: str, today: date) -> periods.Closed:
+    """Close ``period`` (audited); ``periods.PeriodError`` says why not."""
+    with db.write() as tx:
+        return periods.close(tx, period, actor, reason, today)
+
+
+def set_length(db: Db, starting: str, months: int, actor: str, reason: str) -> periods.Calendar:
+    """Periods of ``months`` from ``starting`` on (audited); ``periods.PeriodError`` says why not."""
+    with db.write() as tx:
+        return periods.set_length(tx, starting, months, actor, reason)
+
+
+def read_statement(db: Db, period: str, merchant_id: str) -> Statement:
+    with db.read() as tx:
+        return statement(tx, period, merchant_id)
+
+
+def read_statements(db: Db, period: str) -> list[Statement]:
+    with db.read() as tx:
+        return statements(tx, period)
+
+
+def calendar(db: Db) -> dict[str, Any]:
+    """The last period closed and every close (who, when, why)."""
+    with db.read() as tx:
+        held, done = periods.calendar(tx), periods.closes(tx)
+    return {
+        "closed_through": held.closed_through,
+        "lengths": [{"from": anchor, "months": months} for anchor, months in held.lengths],
+        "closes": [
+            {"period": c.period, "closed_at": c.closed_at, "closed_by": c.closed_by, "reason": c.reason} for c in done
+        ],
+    }
+
+
+def json_bytes(stmt: Statement) -> bytes:
+    return json.dumps(stmt.as_dict(), sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,377 @@
+"""Settlement between merchants: statements per merchant and period from the ledger, byte for byte the same
+every time, closed periods that never change, and late entries of an offline till filed under the next open
+period. Every test on a database runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hq import audit, ledger, merchants, periods, settlement
+from hq.api.server import ServerHandle, start_in_thread
+from hq.ingest import Settings
+from hq.store import HqStore
+from tests.sync.test_hq_ledger import STORES, Till, new_member
+
+JUNE, JULY = "2026-06", "2026-07"
+AFTER_JUNE = dt.date(2026, 7, 5)
+"""Days below are counted from 2026-06-01 (``test_hq_ledger.made``): 0-29 are June, 30-60 July."""
+
+
+@pytest.fixture
+def store(hq_url: str) -> Iterator[HqStore]:
+    hq = HqStore(hq_url, Settings(clock_skew=10**9, spend_needs_proof=False, recompute=False))
+    with hq.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90)
+        merchants.add(tx, "M-B", "Books", cost_per_100=120, reimburse_per_100=100)
+        for store_id, merchant_id in STORES.items():
+            merchants.assign_store(tx, store_id, merchant_id, "UTC")
+    hq.put_rule_doc({"rule_id": "policy", "kind": "points_policy", "expire_days": 365})
+    yield hq
+    hq.close()
+
+
+def stmt(hq: HqStore, period: str, merchant_id: str) -> settlement.Statement:
+    return settlement.read_statement(hq.db, period, merchant_id)
+
+
+def documents(hq: HqStore, period: str, merchant_id: str) -> tuple[bytes, bytes]:
+    found = stmt(hq, period, merchant_id)
+    return settlement.to_csv(found), settlement.to_pdf(found)
+
+
+def close(hq: HqStore, period: str, today: dt.date = AFTER_JUNE) -> periods.Closed:
+    return settlement.close_period(hq.db, period, "Mio", "month end", today)
+
+
+def csv_rows(body: bytes) -> dict[tuple[str, str], str]:
+    return {(r[0], r[1]): r[2] for r in csv.reader(io.StringIO(body.decode()))}
+
+
+# -- the pure core ---------------------------------------------------------------------------------------
+
+
+def test_the_money_is_computed_once_on_each_total_and_rounded_down() -> None:
+    m = merchants.Merchant("M-A", "Bakery", cost_per_100=150, reimburse_per_100=120, created_at="")
+    s = settlement.Statement(
+        JUNE, m, None, settlement.Figures(issued=333, clawed=10, accepted=77, value_accepted=500, cash_taken=200)
+    )
+    assert s.charge == 323 * 150 // 100 == 484
+    assert s.reimbursement == 77 * 120 // 100 == 92
+    assert s.margin == 484 - 92
+    assert s.net == 92 + 500 - 484 - 200 == -92
+    rows = csv_rows(settlement.to_csv(s))
+    assert rows[("settle", "merchant_pays_chain")] == "92"
+    assert rows[("statement", "state")] == "open"
+
+
+def test_a_period_is_placed_and_closed_in_order() -> None:
+    none = periods.Calendar(None)
+    assert none.place("2026-06-30") == ("2026-06", None)
+    june = periods.Calendar("2026-06")
+    assert june.place("2026-05-03") == ("2026-07", "2026-05")
+    assert june.place("2026-07-01") == ("2026-07", None)
+    assert periods.Calendar("2026-12").place("2026-12-31") == ("2027-01", "2026-12")
+    refusals = {
+        p: (june.refusal(p, AFTER_JUNE) or periods.PeriodError(periods.Code.BAD_PERIOD, "")).code
+        for p in ("2026-05", "2026-06", "2026-07")
+    }
+    assert refusals == {
+        "2026-05": periods.Code.PERIOD_CLOSED,
+        "2026-06": periods.Code.PERIOD_CLOSED,
+        "2026-07": periods.Code.PERIOD_NOT_OVER,
+    }
+    assert june.refusal("2026-07", dt.date(2026, 8, 1)) is None
+    assert june.refusal("2026-08", dt.date(2026, 9, 1)).code is periods.Code.EARLIER_PERIOD_OPEN  # type: ignore[union-attr]
+    with pytest.raises(periods.PeriodError) as bad:
+        periods.parse("2026-13")
+    assert bad.value.code is periods.Code.BAD_PERIOD
+
+
+def test_a_name_the_pdf_font_cannot_draw_is_spelt_by_code_point() -> None:
+    m = merchants.Merchant("M-J", "ベーカリー Café", 100, 90, "")
+    s = settlement.Statement(JUNE, m, None, settlement.Figures())
+    assert settlement.printable(m.name).endswith(" Café")
+    assert settlement.to_pdf(s).startswith(b"%PDF-")
+    assert "ベーカリー Café" in settlement.to_csv(s).decode()
+
+
+# -- statements from the ledger ----------------------------------------------------------------------------
+
+
+def test_a_statement_shows_what_each_merchant_issued_accepted_and_owes(store: HqStore) -> None:
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)  # the bakery issues 200
+    a.push()
+    b.sale("X", 2, earn=50, redeem=80)  # the bookshop accepts 80 of the bakery's points, issues 50
+    b.sale("X", 3, pay=0, redeem=20)  # ... and 20 more
+    b.push()
+    a.sale("X", 40, earn=10)  # July: not June's
+    a.push()
+    bakery, books = stmt(store, JUNE, "M-A"), stmt(store, JUNE, "M-B")
+    assert bakery.figures == settlement.Figures(issued=200, own_spent_elsewhere=100, outstanding_end=100)
+    assert books.figures == settlement.Figures(issued=50, accepted=100, others_spent_here=100, outstanding_end=50)
+    assert (bakery.charge, bakery.reimbursement, bakery.net) == (200, 0, -200)
+    assert (books.charge, books.reimbursement, books.net) == (60, 100, 40)
+    assert bakery.state == "open" and bakery.late == ()
+    july = stmt(store, JULY, "M-A").figures
+    assert (july.issued, july.outstanding_start, july.outstanding_end) == (10, 100, 110)
+    everyone = settlement.read_statements(store.db, JUNE)
+    assert [s.merchant.merchant_id for s in everyone] == ["M-A", "M-B", "chain"]
+    with store.db.read() as tx:
+        liability = -sum(n for (k, _), n in ledger.read_books(tx).accounts.items() if k is ledger.Kind.ISSUED)
+    assert settlement.totals(everyone)["outstanding_end"] + 10 == liability == 160
+
+
+def test_a_refund_takes_back_what_the_sale_issued_and_gives_back_what_it_accepted(store: HqStore) -> None:
+    from tests.fixtures import entries
+
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=100)
+    a.push()
+    txn = b.sale("X", 2, earn=40, redeem=60)
+    refund = entries.refund(txn, "X", store_id="S2", money_back=500, restored=30, clawed=20)
+    b.write("refund", refund, 3)
+    b.push()
+    books = stmt(store, JUNE, "M-B").figures
+    assert (books.issued, books.clawed, books.accepted, books.others_spent_here) == (40, 20, 30, 30)
+    assert stmt(store, JUNE, "M-A").figures.own_spent_elsewhere == 30
+
+
+def test_statements_are_the_same_bytes_however_often_they_are_made(store: HqStore) -> None:
+    new_member(store, "X", stored_value=5000)
+    new_member(store, "Y")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=120, pay=300)
+    b.sale("X", 2, redeem=70)
+    for t in (a, b):
+        t.push()
+    june = documents(store, JUNE, "M-A"), documents(store, JUNE, "M-B")
+    assert june == (documents(store, JUNE, "M-A"), documents(store, JUNE, "M-B"))
+    a.sale("Y", 35, earn=99)  # July: activity of the same merchants, their members, later
+    b.sale("X", 36, redeem=10, earn=3)
+    for t in (a, b):
+        t.push()
+    with store.db.write() as tx:
+        ledger.expire(tx, dt.datetime(2027, 12, 31, tzinfo=dt.UTC))  # breakage, filed under today's period
+    assert (documents(store, JUNE, "M-A"), documents(store, JUNE, "M-B")) == june
+    assert june[0][1].startswith(b"%PDF-") and b"CreationDate (D:20000101" in june[0][1]
+
+
+def test_a_closed_period_never_changes_and_its_late_entries_post_to_the_next(store: HqStore) -> None:
+    new_member(store, "X")
+    online, offline = Till(store, "S1"), Till(store, "S1")
+    online.sale("X", 3, earn=100)
+    online.push()
+    late = offline.sale("X", 20, earn=40)  # June 21, still in the offline till when June closes
+    close(store, JUNE)
+    closed_june = documents(store, JUNE, "M-A")
+    store.upsert_member("X", points=0)  # an administrator's change after the close, and new rates
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery & Co", cost_per_100=500, reimburse_per_100=1)
+    offline.push()  # the late entry arrives
+    offline.sale("X", 33, earn=7)
+    offline.push()
+    assert documents(store, JUNE, "M-A") == closed_june
+    with store.db.read() as tx:
+        row = tx.one("SELECT day, period, moved_from FROM ledger_txns WHERE ledger_txn_id = ?", [late])
+    assert tuple(row or ()) == ("2026-06-21", JULY, JUNE)
+    july = stmt(store, JULY, "M-A")
+    assert july.late == (settlement.Late(late, "sale", "2026-06-21", JUNE),)
+    assert july.figures.issued == 47 and july.merchant.cost_per_100 == 500
+    assert csv_rows(settlement.to_csv(july))[("late", late)] == "sale 2026-06-21 belongs to 2026-06"
+    frozen = stmt(store, JUNE, "M-A")
+    assert frozen.state == "closed" and frozen.merchant.name == "Bakery" and frozen.figures.issued == 100
+    assert ledger.check.__name__ and _books_hold(store)
+
+
+def _books_hold(hq: HqStore) -> bool:
+    with hq.db.read() as tx:
+        return ledger.check(tx) == []
+
+
+def test_closing_is_audited_in_order_and_refused_with_a_code(store: HqStore) -> None:
+    done = close(store, JUNE)
+    assert (done.period, done.closed_by) == (JUNE, "Mio")
+    with store.db.read() as tx:
+        last = audit.recent(tx, 1)[0]
+    assert (last.actor, last.action, last.target, last.reason) == ("Mio", "close_period", JUNE, "month end")
+    codes = {}
+    for period, today in (
+        (JUNE, AFTER_JUNE),
+        ("2026-05", AFTER_JUNE),
+        (JULY, AFTER_JUNE),
+        ("2026-08", dt.date(2026, 9, 2)),
+        ("2026-6", AFTER_JUNE),
+    ):
+        with pytest.raises(periods.PeriodError) as refused:
+            close(store, period, today)
+        codes[period] = refused.value.code.value
+    assert codes == {
+        JUNE: "period_closed",
+        "2026-05": "period_closed",
+        JULY: "period_not_over",
+        "2026-08": "earlier_period_open",
+        "2026-6": "bad_period",
+    }
+    assert settlement.calendar(store.db)["closed_through"] == JUNE
+    assert stmt(store, "2026-05", "M-A").state == "closed"  # before the first close: closed by it
+
+
+def test_a_merchant_added_after_a_close_has_no_statement_for_it(store: HqStore) -> None:
+    close(store, JUNE)
+    with store.db.write() as tx:
+        merchants.add(tx, "M-C", "Cafe")
+    with pytest.raises(settlement.SettlementError) as refused:
+        stmt(store, JUNE, "M-C")
+    assert refused.value.code is settlement.Code.UNKNOWN_MERCHANT
+    assert stmt(store, JULY, "M-C").figures == settlement.Figures()
+
+
+# -- the command and the admin API ------------------------------------------------------------------------
+
+
+def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = ["--db", str(tmp_path / "hq.db")]
+    run = CliRunner().invoke
+    assert run(app, ["merchant", "add", "M-A", "--name", "Bakery", *db]).exit_code == 0
+    first = run(app, ["settlement", "statement", JUNE, "M-A", "--format", "csv", *db])
+    assert first.exit_code == 0 and "merchant_id,M-A" in first.output
+    out = tmp_path / "june.pdf"
+    assert run(app, ["settlement", "statement", JUNE, "M-A", "--format", "pdf", "--out", str(out), *db]).exit_code == 0
+    assert out.read_bytes().startswith(b"%PDF-")
+    closing = ["settlement", "close", JUNE, "--by", "Mio", "--reason", "month end", "--today", "2026-07-02", *db]
+    assert run(app, closing).exit_code == 0
+    again = run(app, closing)
+    assert again.exit_code == 1 and "period_closed" in again.output
+    listed = json.loads(run(app, ["settlement", "periods", "--json", *db]).output)
+    assert listed["closed_through"] == JUNE and listed["closes"][0]["closed_by"] == "Mio"
+    made = run(app, ["settlement", "statements", JUNE, "--dir", str(tmp_path / "out"), "--json", *db])
+    assert made.exit_code == 0 and json.loads(made.output)["statements"][0]["state"] == "closed"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:2] == [
+        "settlement-2026-06-M-A.csv",
+        "settlement-2026-06-M-A.pdf",
+    ]
+    unknown = run(app, ["settlement", "statement", JUNE, "M-Z", *db])
+    assert unknown.exit_code == 1 and "unknown_merchant" in unknown.output
+
+
+@pytest.fixture
+def http(store: HqStore) -> Iterator[httpx.Client]:
+    handle: ServerHandle = start_in_thread(store, "127.0.0.1", 0, timeout=10)
+    with httpx.Client(base_url=handle.url, timeout=10, trust_env=False) as client:
+        yield client
+    handle.stop()
+
+
+def test_the_admin_api_serves_statements_and_closes_periods(store: HqStore, http: httpx.Client) -> None:
+    new_member(store, "X")
+    till = Till(store, "S1")
+    till.sale("X", 2, earn=150)
+    till.push()
+    admin = {"Authorization": f"Bearer {store.add_admin('Mio')}"}
+    got = http.get(f"/v1/admin/settlement/{JUNE}/M-A", params={"format": "csv"}, headers=admin)
+    assert got.status_code == 200 and got.content == documents(store, JUNE, "M-A")[0]
+    pdf = http.get(f"/v1/admin/settlement/{JUNE}/M-A", params={"format": "pdf"}, headers=admin)
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content == documents(store, JUNE, "M-A")[1]
+    whole = http.get(f"/v1/admin/settlement/{JUNE}", headers=admin).json()
+    assert whole["totals"]["charge"] == 150 and len(whole["statements"]) == 3
+    closed = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "month end"}, headers=admin)
+    assert closed.status_code == 200 and closed.json()["closed_by"] == "Mio"
+    again = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "again"}, headers=admin)
+    assert (again.status_code, again.json()["code"]) == (409, "period_closed")
+    unknown = http.get(f"/v1/admin/settlement/{JUNE}/M-Z", headers=admin)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_merchant")
+    month = http.get("/v1/admin/settlement/2026-13/M-A", headers=admin)
+    assert (month.status_code, month.json()["code"]) == (400, "bad_period")
+
+
+def test_a_till_or_no_token_reads_no_statement_and_closes_nothing(store: HqStore, http: httpx.Client) -> None:
+    """A stolen till credential is not an administrator's."""
+    store.add_terminal("T-1", "S1", "till-token-0123456789")
+    for headers in ({}, {"Authorization": "Bearer till-token-0123456789"}):
+        assert http.get(f"/v1/admin/settlement/{JUNE}/M-A", headers=headers).status_code in (401, 403)
+        shut = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "x"}, headers=headers)
+        assert shut.status_code in (401, 403)
+    assert settlement.calendar(store.db)["closed_through"] is None
+
+
+def test_a_close_that_fails_halfway_closes_nothing(store: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit record is written last, in the close's transaction: when it fails, the calendar, the frozen
+    rates and the postings filed afterwards are as if the close was never asked for."""
+    new_member(store, "X")
+    offline = Till(store, "S1")
+    offline.sale("X", 4, earn=30)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(audit, "append", broken)
+    with pytest.raises(RuntimeError):
+        close(store, JUNE)
+    monkeypatch.undo()
+    assert settlement.calendar(store.db) == {"closed_through": None, "lengths": [], "closes": []}
+    offline.push()
+    june = stmt(store, JUNE, "M-A")
+    assert (june.state, june.figures.issued, june.late) == ("open", 30, ())
+
+
+# -- periods of several months ------------------------------------------------------------------------------
+
+
+def test_periods_of_several_months_are_named_by_their_first_month() -> None:
+    quarters = periods.Calendar(None, (("2026-07", 3),))
+    assert [quarters.period_of(d) for d in ("2026-06-30", "2026-07-01", "2026-09-30", "2026-10-01")] == [
+        "2026-06",
+        "2026-07",
+        "2026-07",
+        "2026-10",
+    ]
+    assert (quarters.following("2026-06"), quarters.following("2026-07")) == ("2026-07", "2026-10")
+    assert quarters.refusal("2026-08", dt.date(2027, 1, 1)).code is periods.Code.BAD_PERIOD  # type: ignore[union-attr]
+    assert quarters.refusal("2026-07", dt.date(2026, 9, 30)).code is periods.Code.PERIOD_NOT_OVER  # type: ignore[union-attr]
+    assert quarters.refusal("2026-07", dt.date(2026, 10, 1)) is None
+    closed = periods.Calendar("2026-07", (("2026-07", 3),))
+    assert closed.place("2026-08-15") == ("2026-10", "2026-07")
+    assert closed.length_refusal("2027-01", 5).code is periods.Code.BAD_LENGTH  # type: ignore[union-attr]
+
+
+def test_a_chain_settles_by_quarter_from_a_month_with_no_entries_yet(store: HqStore) -> None:
+    new_member(store, "X")
+    till = Till(store, "S1")
+    till.sale("X", 3, earn=10)  # June
+    till.push()
+    with pytest.raises(periods.PeriodError) as used:
+        settlement.set_length(store.db, JUNE, 3, "Mio", "quarters")
+    assert used.value.code is periods.Code.PERIOD_IN_USE
+    settlement.set_length(store.db, JULY, 3, "Mio", "quarters from the third")
+    with store.db.read() as tx:
+        assert audit.recent(tx, 1)[0].action == "set_period_length"
+    till.sale("X", 31, earn=20)  # July 2
+    till.sale("X", 70, earn=40)  # August 10
+    till.push()
+    quarter = stmt(store, JULY, "M-A")
+    assert (quarter.months, quarter.figures.issued) == (3, 60)
+    assert csv_rows(settlement.to_csv(quarter))[("statement", "months")] == "3"
+    with pytest.raises(settlement.SettlementError) as inside:
+        stmt(store, "2026-08", "M-A")
+    assert inside.value.code is settlement.Code.BAD_PERIOD
+    close(store, JUNE)
+    with pytest.raises(periods.PeriodError) as early:
+        close(store, JULY, dt.date(2026, 9, 30))
+    assert early.value.code is periods.Code.PERIOD_NOT_OVER
+    close(store, JULY, dt.date(2026, 10, 1))
+    assert settlement.calendar(store.db)["lengths"] == [{"from": JULY, "months": 3}]
