@@ -623,6 +623,10 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         deleted=[(t.kind, t.id) for t in page.deleted],
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
+        vouchers=[(v.voucher_id, _doc(v.body)) for v in page.vouchers],
+        voucher_stock=None
+        if page.voucher_stock is None
+        else (page.voucher_stock.offline_total, page.voucher_stock.codes),
     )
 
 

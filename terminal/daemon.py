@@ -353,9 +353,10 @@ class Daemon:
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         if self.service is not None:
-            from sync.confirm import confirmer
+            from sync.confirm import confirmer, voucher_confirmer
 
             self.service.confirm_online = confirmer(client, min(hq.timeout, 3.0))
+            self.service.confirm_voucher = voucher_confirmer(client, min(hq.timeout, 3.0))
         self.sync.on_result.append(self._synced)
         self.sync.start()
 

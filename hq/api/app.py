@@ -52,7 +52,7 @@ import os
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, terminals, wallet
+from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, terminals, vouchers, wallet
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from hq.wallet.senders import Sender, sender_from_spec
@@ -67,6 +67,7 @@ ROUTERS = (
     segments.router,
     campaigns.router,
     payments.router,
+    vouchers.router,
     join.router,
     wallet.router,
     backoffice.router,

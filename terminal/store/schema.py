@@ -169,3 +169,31 @@ def m010_topups(db: Database) -> None:
         pk="txn_id",
     )
     db.table("topups").create_index(["day", "member_id"])
+
+
+@migrations()
+def m012_vouchers(db: Database) -> None:
+    # Prepaid vouchers (docs/stored-value.md, "Vouchers"): this till's stock of signed codes as head office
+    # last sent it (sold_txn: sold here), the state of every sold voucher head office sends down (and this
+    # till's own sales until it does), and each voucher this till redeemed or refunded: once, by primary key;
+    # the offline ones count against the offline total until head office acknowledges their entries.
+    db.table("voucher_stock").create(
+        {
+            "voucher_id": str,
+            "code": str,
+            "kind": str,
+            "value": int,
+            "sku": str,
+            "expires_at": int,
+            "sold_txn": str,
+            "sold_at": str,
+        },
+        pk="voucher_id",
+    )
+    db.table("voucher_stock").create_index(["kind", "value", "sku"])
+    db.table("voucher_states").create({"voucher_id": str, "body": str}, pk="voucher_id")
+    db.table("voucher_uses").create(
+        {"voucher_id": str, "txn_id": str, "action": str, "value": int, "offline": int, "created_at": str},
+        pk="voucher_id",
+    )
+    db.table("voucher_uses").create_index(["txn_id"])
