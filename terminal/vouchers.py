@@ -121,7 +121,7 @@ def parse(text: str) -> Voucher:
         raise Rejected(Code.VOUCHER_MALFORMED)
     try:
         return _parse(b64url.decode(text[len(PREFIX) :]))
-    except (ValueError, UnicodeDecodeError, IndexError, struct.error) as exc:
+    except (ValueError, UnicodeDecodeError, IndexError, KeyError, struct.error) as exc:
         raise Rejected(Code.VOUCHER_MALFORMED) from exc
 
 
