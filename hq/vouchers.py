@@ -136,6 +136,17 @@ def report(tx: Tx, voucher_id: str) -> dict[str, Any]:
     return {**_report(found), "use": used}
 
 
+def of_member(tx: Tx, member_id: str, now: int) -> list[dict[str, Any]]:
+    """The active vouchers sold to the member (their wallet shows them, with the code that pays), by expiry."""
+    rows = tx.all(
+        "SELECT voucher_id, kind, value, sku, expires_at, code FROM vouchers WHERE member_id = ? AND state = ? "
+        "AND expires_at > ? ORDER BY expires_at, voucher_id",
+        [member_id, vc.State.ACTIVE.value, now],
+    )
+    names = ("voucher_id", "kind", "value", "sku", "expires_at", "code")
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 def public_keys(tx: Tx) -> dict[str, bytes]:
     """Head office's voucher keys (public halves, raw) by key id: any it made, so that a code issued under
     a key retired since still reads as head office's."""
