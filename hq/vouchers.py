@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq.db.engine import Tx
 from hq.errors import Refused
-from hq.ingest import NOT_APPLIED, Batch, bump_versions
+from hq.ingest import NOT_APPLIED, Batch, bump_versions, payload_json
 from hq.policy import Breach
 from sync.protocol import (
     EntryKind,
@@ -145,6 +145,19 @@ def of_member(tx: Tx, member_id: str, now: int) -> list[dict[str, Any]]:
     )
     names = ("voucher_id", "kind", "value", "sku", "expires_at", "code")
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def forget_member(tx: Tx, member_id: str) -> int:
+    """An erased member: the vouchers sold to them, and their sales' entries, no longer name them (the
+    vouchers stay valid: a code pays whoever holds it). How many vouchers named them."""
+    rows = tx.all("SELECT voucher_id, sold_txn FROM vouchers WHERE member_id = ?", [member_id])
+    for _, txn in rows:
+        entry = tx.one("SELECT payload FROM journal WHERE txn_id = ?", [txn])
+        if entry is not None:
+            payload = {**json.loads(str(entry[0])), "member_id": None}
+            tx.run("UPDATE journal SET payload = ? WHERE txn_id = ?", [payload_json(payload), txn])
+    tx.run("UPDATE vouchers SET member_id = NULL WHERE member_id = ?", [member_id])
+    return len(rows)
 
 
 def public_keys(tx: Tx) -> dict[str, bytes]:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hq.erasure import erase_member
 from hq.payments import signing_key
 from hq.vouchers import IssueSpec
 from sync.client import SyncClient
@@ -72,6 +73,11 @@ def test_a_voucher_sold_to_a_member_shows_in_their_wallet_only(wallet: Wallet, t
             assert page.locator(f"#voucher-{hers.voucher_id}").count() == 0  # used: no longer in the wallet
             context.close()
         assert requested and all(urlsplit(url).hostname == "127.0.0.1" for url in requested), requested
+        # Erased, Aiko is named by no voucher and no voucher sale; the voucher itself is untouched.
+        assert erase_member(wallet.hq, "M-A", "privacy desk")["vouchers_unnamed"] == 1
+        assert wallet.hq.voucher(hers.voucher_id)["member_id"] is None
+        sale = next(e for e in wallet.hq.entries("T-W") if e.txn_id == hers.txn_id)
+        assert sale.payload["member_id"] is None and sale.payload["amount"] == 3000
     finally:
         client.close()
         till.close()
