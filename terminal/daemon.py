@@ -792,7 +792,15 @@ def store_status(store: Store) -> dict[str, Any]:
         "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
         "cache": store.counts(),
         "topups": topup_status(store),
+        "vouchers": voucher_status(store),
     }
+
+
+def voucher_status(store: Store) -> dict[str, Any]:
+    """This till's unsold voucher stock, and its offline redemptions against its offline total
+    (docs/stored-value.md, "Vouchers")."""
+    pending, total = store.voucher_offline()
+    return {"stock": store.voucher_stock(), "offline_pending": pending, "offline_total": total}
 
 
 def topup_status(store: Store) -> dict[str, Any]:

@@ -684,5 +684,8 @@ def test_vouchers_sold_redeemed_and_refunded_through_the_tills_commands(chain: C
     assert damaged.returncode == 1 and "voucher_malformed" in damaged.stdout, damaged.stdout
     shown = json.loads(ok(chain.hq_cli("voucher", "show", refunded["voucher_id"])))
     assert shown["state"] == "refunded" and shown["use"]["action"] == "refund"
+    status = json.loads(ok(chain.cli("status", "--json")))["vouchers"]
+    assert status == {"stock": [{"kind": "amount", "value": 1500, "sku": "", "count": 1}], "offline_pending": 0,
+                      "offline_total": 0}  # fmt: skip
     listed = json.loads(ok(chain.hq_cli("voucher", "list", "--terminal", TERMINAL, "--json")))
     assert sorted(row["state"] for row in listed) == ["redeemed", "refunded", "stock"]
