@@ -194,6 +194,8 @@ def test_a_voucher_sold_at_one_store_is_redeemed_at_another_once(hq_proc: HqProc
     # The sale counts in the selling till's takings: the entry's total is what the POS took.
     kinds = [(e.kind, e.payload.get("amount")) for e in a.store.entries(0)]
     assert kinds == [("voucher_sale", 2500), ("voucher_sale", 450)]
+    report = json.loads(hq_proc.cli("report", "--terminal-id", "T-A", "--json"))
+    assert [row["vouchers"] for row in report] == [2950]
 
 
 def test_offline_a_voucher_redeemed_twice_is_flagged_and_each_till_is_bounded(
@@ -279,6 +281,11 @@ def test_a_voucher_refunded_before_use_is_refused_everywhere_and_one_used_is_not
         assert [i for i in items(hq_proc, till.terminal_id) if i.reason.value.startswith("voucher")] == []
     totals = [(e.kind, e.payload.get("amount")) for e in a2.store.entries(0)]
     assert totals == [("voucher_refund", 2500)]
+    takings = {
+        t: sum(r["vouchers"] for r in json.loads(hq_proc.cli("report", "--terminal-id", t, "--json")))
+        for t in ("T-A", "T-A2")
+    }
+    assert takings == {"T-A": 5000, "T-A2": -2500}  # the selling store took 5000 and paid 2500 back
 
 
 def test_a_stolen_till_credential_cannot_make_a_voucher(hq_proc: HqProcess, tills: dict[str, Till]) -> None:
@@ -325,6 +332,8 @@ def test_a_stolen_till_credential_cannot_make_a_voucher(hq_proc: HqProcess, till
         (seq + 5, "voucher_not_sold"),
     ]
     assert voucher(hq_proc, of_b)["state"] == "stock"  # still B's to sell, valid nowhere
+    report = json.loads(hq_proc.cli("report", "--terminal-id", "T-A", "--json"))
+    assert [row["vouchers"] for row in report] == [2500]  # only the one sale of its own stock counts
     # None of them pays anywhere: refused by every till, online or not.
     c.client.sync_once()
     assert c.refused("redeem_voucher", forger) == Code.VOUCHER_FORGED.value
