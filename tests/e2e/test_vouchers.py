@@ -37,13 +37,15 @@ from tests.fixtures.hq import HqProcess
 from tests.fixtures.postgres import pg_server  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+START_S = 120.0
+"""How long head office may take to answer after it is started: bounded, generous for a loaded machine."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
     db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
     process = HqProcess(tmp_path / "hq", db)
-    process.start()
+    process.start(START_S)
     yield process
     process.kill()
 
@@ -221,7 +223,7 @@ def test_offline_a_voucher_redeemed_twice_is_flagged_and_each_till_is_bounded(
     assert b.refused("redeem_voucher", late.code) == Code.VOUCHER_NOT_ACTIVE.value
     assert b.refused("redeem_voucher", first.code) == Code.VOUCHER_USED.value
 
-    hq_proc.start()
+    hq_proc.start(START_S)
     b.client.sync_once()
     c.client.sync_once()
     assert [i for i in items(hq_proc, "T-B") if i.reason.value.startswith("voucher")] == []
@@ -270,7 +272,7 @@ def test_a_voucher_refunded_before_use_is_refused_everywhere_and_one_used_is_not
     b.offline()
     assert b.refused("redeem_voucher", refunded.code) == Code.VOUCHER_REFUNDED.value  # offline: what it pulled
     assert a.refused("refund_voucher", used.code) == Code.VOUCHER_REFUND_OFFLINE.value
-    hq_proc.start()
+    hq_proc.start(START_S)
     b.client.sync_once()
 
     b.service.redeem_voucher(used.code or "")
