@@ -13,6 +13,7 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
                  till_topup  0          > 0 (4)
                  topup_void  0          < 0 (4)
                  checkin     0          0      (a door tap: a visit; head office grants any reward)
+                 voucher_*   0          0      (6)
     admin        topup       0          > 0
                  adjust      any        any     (5)
     member app   (none: it registers devices and reads its balances)
@@ -23,6 +24,8 @@ that move balances. Per actor, ``MAY_PRODUCE`` names the entry kinds and the sig
     (3) a refund names a sale and returns at most what that sale took, less earlier refunds
     (4) only a till head office enabled, within its limits; a void undoes its own top-up of that day (hq.topups)
     (5) with a reason, approved by a second person, never taking a balance below zero (``hq.adjustments``)
+    (6) a sale of a voucher of the till's own stock; a redemption or refund of a voucher head office signed
+        and holds sold, used once (``hq.vouchers``)
 
 An entry that breaks a rule is stored and quarantined: it changes no balance and raises a
 reconciliation item with a stable ``Reason``; an administrator releases or rejects it.
@@ -95,6 +98,9 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.TILL_TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
         EntryKind.TOPUP_VOID: Allowed(Sign.ZERO, Sign.NOT_POSITIVE),
         EntryKind.CHECKIN: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.VOUCHER_SALE: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.VOUCHER_REDEEM: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.VOUCHER_REFUND: Allowed(Sign.ZERO, Sign.ZERO),
     },
     Actor.ADMIN: {
         EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),

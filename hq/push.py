@@ -5,7 +5,8 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales
-    -> top-ups against the till's policy (hq.topups) -> journal rows
+    -> top-ups against the till's policy (hq.topups) -> vouchers against the till's stock and their one use
+    (hq.vouchers) -> journal rows
     -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals
     -> member statistics (hq.stats)
     -> door check-ins (hq.checkins) -> items
@@ -14,7 +15,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
 from __future__ import annotations
 
-from hq import ledger, members, receipts, topups
+from hq import ledger, members, receipts, topups, vouchers
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -77,6 +78,7 @@ def ingest(
     check_proofs(tx, batch)
     check_reversals(tx, batch)
     topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
+    sold_or_used = vouchers.check(tx, batch)  # the vouchers whose state every till must learn
     store_journal(tx, batch)
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one
@@ -93,6 +95,7 @@ def ingest(
     bump_versions(tx, "members", "member_id", batch.touched_members)
     bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
     bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
+    vouchers.bump(tx, sold_or_used)
     acked, gaps = advance(tx, terminal_id, watermark)
     tx.run(
         "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from hq import audit
 from hq.db.engine import Tx
-from hq.ingest import Effect, Item, save_items
+from hq.ingest import NOT_APPLIED, Effect, Item, save_items
 from sync.protocol import (
     EntryKind,
     EodReport,
@@ -47,6 +47,7 @@ REPORT_COLUMNS = (
     "points",
     "stored_value",
     "topups",
+    "vouchers",
     "open_items",
     "settled_items",
     "open_reasons",
@@ -130,6 +131,7 @@ def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
 
 
 TOPUP_KINDS = (EntryKind.TILL_TOPUP.value, EntryKind.TOPUP_VOID.value)
+VOUCHER_TAKINGS = (EntryKind.VOUCHER_SALE.value, EntryKind.VOUCHER_REFUND.value)
 
 
 def check_topups(
@@ -374,6 +376,7 @@ def report(
                 "points": 0,
                 "stored_value": 0,
                 "topups": 0,
+                "vouchers": 0,
                 "open_items": 0,
                 "settled_items": 0,
                 "open_reasons": {},
@@ -395,6 +398,12 @@ def report(
         [*params, *TOPUP_KINDS, Effect.APPLIED.value],
     ):
         row(s, t, d)["topups"] = int(credited or 0)
+    for s, t, d, taken in tx.all(  # vouchers the till sold that head office activated, less their refunds
+        f"SELECT store_id, terminal_id, day, SUM(total) FROM journal WHERE {where} AND kind IN (?, ?) "
+        "AND effect NOT IN (?, ?, ?) GROUP BY store_id, terminal_id, day",
+        [*params, *VOUCHER_TAKINGS, *sorted(e.value for e in NOT_APPLIED)],
+    ):
+        row(s, t, d)["vouchers"] = int(taken or 0)
     for s, t, d, state, reason, n in tx.all(
         f"SELECT store_id, terminal_id, day, state, reason, COUNT(*) FROM recon_items WHERE {where} "
         "GROUP BY store_id, terminal_id, day, state, reason",

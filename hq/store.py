@@ -50,11 +50,12 @@ from hq import (
     stats,
     topups,
     versions,
+    vouchers,
 )
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import migrate, open_db
-from hq.errors import HqError, IntegrityFailed, StorageFailed
+from hq.errors import HqError, IntegrityFailed, Refused, StorageFailed
 from hq.ingest import (
     Effect,
     SeqConflict,
@@ -72,6 +73,7 @@ from sync.protocol import (
     EnrolResponse,
     EodReport,
     EodResult,
+    ErrorCode,
     GroupPage,
     JournalState,
     PushResponse,
@@ -80,6 +82,7 @@ from sync.protocol import (
     SnapshotPage,
     TillHealth,
     Tombstone,
+    VoucherConfirmRequest,
     WireCard,
     WireCoupon,
     WireDeviceCert,
@@ -89,6 +92,8 @@ from sync.protocol import (
     WireRevocation,
     WireRule,
     WireRuleDoc,
+    WireVoucher,
+    WireVoucherStock,
     canonical_json,
     parse_time,
 )
@@ -178,6 +183,10 @@ def _device_cert(r: Sequence[Any]) -> WireDeviceCert:
     return WireDeviceCert(cert_id=r[0], member_id=r[1], body=json.loads(r[2]))
 
 
+def _voucher(r: Sequence[Any]) -> WireVoucher:
+    return WireVoucher(voucher_id=r[0], body=json.loads(r[1]))
+
+
 # (page attribute, table, key column, tombstone kind, row -> wire model)
 FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("members", "members", "member_id", "member", _member),
@@ -188,6 +197,7 @@ FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("keys", "signing_keys", "key_id", "key", _key),
     ("revocations", "revocations", "revocation_id", "revocation", _revocation),
     ("device_certs", "device_certs", "cert_id", "device_cert", _device_cert),
+    ("vouchers", "voucher_states", "voucher_id", "voucher", _voucher),
 )
 FEED_BY_KIND = {spec[0]: spec for spec in FEED}
 TABLE_OF_TOMBSTONE = {spec[3]: spec for spec in FEED}
@@ -747,6 +757,36 @@ class HqStore:
     def pool_state(self, pool_id: str) -> pools.PoolState:
         with self.db.read() as tx:
             return pools.state(tx, pool_id)
+
+    # -- prepaid vouchers (hq/vouchers.py) ---------------------------------------------------------
+
+    def issue_vouchers(
+        self, terminal_id: str, spec: vouchers.IssueSpec, signer: tuple[str, Ed25519PrivateKey], by: str
+    ) -> list[str]:
+        """Sign vouchers into a till's stock (``signer``: head office's voucher key); their ids."""
+        return self.db.transact(lambda tx: vouchers.issue(tx, signer, terminal_id, spec, by, self.now()))
+
+    def put_voucher_offline_total(self, terminal_id: str, total: int, by: str) -> int:
+        return self.db.transact(lambda tx: vouchers.put_offline_total(tx, terminal_id, total, by, self.now()))
+
+    def voucher_stock(self, terminal_id: str) -> WireVoucherStock:
+        with self.db.read() as tx:
+            return vouchers.stock(tx, terminal_id)
+
+    def confirm_voucher(self, terminal_id: str, request: VoucherConfirmRequest) -> dict[str, Any]:
+        """Record a voucher's one use before a till approves it (``hq.errors.Refused`` when it may not)."""
+        try:
+            return self.db.transact(lambda tx: vouchers.confirm(tx, terminal_id, request, self.now()))
+        except IntegrityFailed as exc:  # another till confirmed it at this very moment
+            raise Refused(ErrorCode.VOUCHER_USED, "the voucher was used") from exc
+
+    def voucher(self, voucher_id: str) -> dict[str, Any]:
+        with self.db.read() as tx:
+            return vouchers.report(tx, voucher_id)
+
+    def vouchers(self, terminal_id: str | None = None) -> list[dict[str, Any]]:
+        with self.db.read() as tx:
+            return vouchers.listing(tx, terminal_id)
 
     # -- journal --------------------------------------------------------------------------------
 

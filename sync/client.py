@@ -625,6 +625,10 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
         merchant_id=page.merchant_id,
+        vouchers=[(v.voucher_id, _doc(v.body)) for v in page.vouchers],
+        voucher_stock=None
+        if page.voucher_stock is None
+        else (page.voucher_stock.offline_total, page.voucher_stock.codes),
     )
 
 

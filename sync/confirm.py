@@ -9,6 +9,9 @@ at once, not only flagged later. Errors are translated here::
     head office refuses (409/404 with a payment code)  -> terminal.errors.Rejected(that code)
     head office unreachable, failing (5xx), or an auth
     or protocol refusal it should not have given        -> False: the till applies its offline rules
+
+A voucher's use (``voucher_confirmer``, ``POST /v1/vouchers/confirm``) is confirmed the same way: head
+office records the voucher's one use (docs/stored-value.md, "Vouchers").
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.client import HqRejected, SyncClient, SyncError
-from sync.protocol import ConfirmRequest
+from sync.protocol import ConfirmRequest, VoucherConfirmRequest
 from terminal.errors import Code, Rejected
 
 log = logging.getLogger("tillpoint.sync")
@@ -66,9 +69,43 @@ def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[
     return confirm
 
 
-def _refusal(code: str) -> Code | None:
+VOUCHER_REFUSALS = frozenset(
+    {
+        Code.VOUCHER_MALFORMED,
+        Code.VOUCHER_FORGED,
+        Code.VOUCHER_EXPIRED,
+        Code.VOUCHER_NOT_SOLD,
+        Code.VOUCHER_USED,
+        Code.VOUCHER_REFUNDED,
+        Code.VOUCHER_OTHER_STORE,
+    }
+)
+
+
+def voucher_confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
+    """A ``Service.confirm_voucher`` hook over the till's head-office client."""
+
+    def confirm(request: dict[str, Any]) -> bool:
+        try:
+            body = VoucherConfirmRequest.model_validate(request)
+            client._call("POST", "/v1/vouchers/confirm", json=body.model_dump(mode="json"), timeout=timeout)
+        except HqRejected as exc:
+            refusal = _refusal(exc.code, VOUCHER_REFUSALS)
+            if refusal is None:
+                log.warning("voucher confirmation refused oddly (%s); offline rules apply", exc)
+                return False
+            raise Rejected(refusal, f"Head office refused: {exc}") from exc
+        except SyncError as exc:
+            log.info("voucher confirmation failed (%s); offline rules apply", exc)
+            return False
+        return True
+
+    return confirm
+
+
+def _refusal(code: str, known: frozenset[Code] = REFUSALS) -> Code | None:
     try:
         found = Code(code)
     except ValueError:
         return None
-    return found if found in REFUSALS else None
+    return found if found in known else None

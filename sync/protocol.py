@@ -41,7 +41,17 @@ MAX_BATCH = 1000
 MAX_SEQ = 2**53
 """The largest sequence number or version anything carries (far beyond any till's life)."""
 CLOCK_HEADER = "X-Tillpoint-Clock"
-SNAPSHOT_KINDS = ("members", "cards", "rules", "rule_docs", "coupons", "keys", "revocations", "device_certs")
+SNAPSHOT_KINDS = (
+    "members",
+    "cards",
+    "rules",
+    "rule_docs",
+    "coupons",
+    "keys",
+    "revocations",
+    "device_certs",
+    "vouchers",
+)
 
 
 class ErrorCode(StrEnum):
@@ -131,6 +141,16 @@ class ErrorCode(StrEnum):
     UNKNOWN_MERCHANT = "unknown_merchant"
     BAD_PERIOD_LENGTH = "bad_period_length"
     PERIOD_IN_USE = "period_in_use"
+    # prepaid vouchers (hq/vouchers.py, docs/stored-value.md "Vouchers"): a refused confirmation carries the
+    # till's own rejection code; an administrator's issue refused
+    VOUCHER_MALFORMED = "voucher_malformed"
+    VOUCHER_FORGED = "voucher_forged"
+    VOUCHER_EXPIRED = "voucher_expired"
+    VOUCHER_NOT_SOLD = "voucher_not_sold"
+    VOUCHER_USED = "voucher_used"
+    VOUCHER_REFUNDED = "voucher_refunded"
+    VOUCHER_OTHER_STORE = "voucher_other_store"
+    VOUCHER_ISSUE_INVALID = "voucher_issue_invalid"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -224,6 +244,14 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNKNOWN_MERCHANT: (404, "no such merchant (in that period)"),
     ErrorCode.BAD_PERIOD_LENGTH: (422, "a settlement period is 1, 2, 3, 4, 6 or 12 months"),
     ErrorCode.PERIOD_IN_USE: (409, "entries are filed in or after that period already: a new length starts later"),
+    ErrorCode.VOUCHER_MALFORMED: (422, "not a whole TPV1 voucher code (damaged, truncated or padded)"),
+    ErrorCode.VOUCHER_FORGED: (409, "the voucher code is not signed by head office's voucher key"),
+    ErrorCode.VOUCHER_EXPIRED: (409, "the voucher has expired"),
+    ErrorCode.VOUCHER_NOT_SOLD: (409, "head office holds no sale of this voucher: it is not valid yet"),
+    ErrorCode.VOUCHER_USED: (409, "the voucher was redeemed already (or is being refunded)"),
+    ErrorCode.VOUCHER_REFUNDED: (409, "the voucher was refunded"),
+    ErrorCode.VOUCHER_OTHER_STORE: (409, "a voucher is refunded only at the store that sold it"),
+    ErrorCode.VOUCHER_ISSUE_INVALID: (422, "a voucher issue needs a count, a value and an expiry within bounds"),
 }
 
 
@@ -286,6 +314,17 @@ class Reason(StrEnum):
     MERCHANT_MISMATCH = "merchant_mismatch"
     """An entry names a merchant that is not its store's as head office holds it (a store moved to another
     merchant while the till was offline, or a dishonest till); it is booked to the store's merchant."""
+    # Prepaid vouchers (hq/vouchers.py, docs/stored-value.md "Vouchers"): the first three quarantine the entry.
+    VOUCHER_FORGED = "voucher_forged"
+    """A voucher entry whose code head office's voucher key did not sign, or whose fields are not the code's."""
+    VOUCHER_NOT_ALLOCATED = "voucher_not_allocated"
+    """A sale of a voucher that is not in this till's stock (another till's, sold already, or unknown)."""
+    VOUCHER_REFUND_INVALID = "voucher_refund_invalid"
+    """A refund of a voucher never sold, sold at another store, or already redeemed."""
+    VOUCHER_NOT_SOLD = "voucher_not_sold"
+    """A redemption of a voucher head office holds no sale of: quarantined."""
+    VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
+    """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
 
 
 class ItemState(StrEnum):
@@ -499,8 +538,25 @@ class WireTopupPolicy(TopupLimits):
     day_starts: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+class WireVoucher(BaseModel):
+    """A sold voucher's state, chain-wide (hq/vouchers.py): a till redeems offline only a voucher it holds as
+    ``active``; ``redeemed`` and ``refunded`` ones it refuses."""
+
+    voucher_id: str
+    body: dict[str, Any]
+    """{"voucher_id", "state", "kind", "value", "sku", "store_id", "expires_at"}"""
+
+
+class WireVoucherStock(BaseModel):
+    """This till's stock of vouchers to sell (their signed codes, issued by head office and not yet sold) and
+    its offline total of voucher redemptions (minor units; 0: none offline)."""
+
+    offline_total: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    codes: list[Annotated[str, Field(min_length=5, max_length=400)]] = Field(default_factory=list, max_length=10_000)
+
+
 class Tombstone(BaseModel):
-    kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert"]
+    kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert", "voucher"]
     id: str
 
 
@@ -516,6 +572,7 @@ class ChangesPage(BaseModel):
     keys: list[WireKey] = Field(default_factory=list)
     revocations: list[WireRevocation] = Field(default_factory=list)
     device_certs: list[WireDeviceCert] = Field(default_factory=list)
+    vouchers: list[WireVoucher] = Field(default_factory=list)
     deleted: list[Tombstone] = Field(default_factory=list)
     allocations: list[WireAllocation] | None = None
     """This terminal's allocations of every open pool, whole, on every page (the rest of the feed is
@@ -526,6 +583,8 @@ class ChangesPage(BaseModel):
     merchant_id: str | None = Field(default=None, min_length=1, max_length=64)
     """The merchant this terminal's store belongs to, on every page (None: an older head office; the till
     keeps what it holds). The till refuses another merchant's coupons (``coupon_other_merchant``)."""
+    voucher_stock: WireVoucherStock | None = None
+    """This terminal's unsold voucher stock, whole, on every page (None: the till keeps what it holds)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))
@@ -556,6 +615,7 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "keys": ("key_id", "body", "sig"),
     "revocations": ("revocation_id", "body", "sig"),
     "device_certs": ("cert_id", "member_id", "body"),
+    "vouchers": ("voucher_id", "body"),
 }
 """Body columns travel as JSON text inside the row, so a page is parsed once, not per document."""
 
@@ -685,6 +745,12 @@ class EntryKind(StrEnum):
     ADJUST = "adjust"
     """Head office's own: points or stored value put right by hand, with a reason, once a second person
     approved it (``hq.adjustments``)."""
+    VOUCHER_SALE = "voucher_sale"
+    """A voucher of this till's stock sold: the POS took its value (docs/stored-value.md, "Vouchers")."""
+    VOUCHER_REDEEM = "voucher_redeem"
+    """A voucher used to pay (amount) or for its product; once, chain-wide."""
+    VOUCHER_REFUND = "voucher_refund"
+    """A voucher refunded before use at the store that sold it: the POS paid its value back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -943,6 +1009,70 @@ class TopupVoidPayload(Payload):
         return Values(self.member_id, 0, -self.amount, -self.amount)
 
 
+Hex16 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{16}$")]
+VoucherCode = Annotated[str, Strict(), Field(min_length=5, max_length=400)]
+VoucherKind = Literal["amount", "product"]
+
+
+class VoucherPayload(Payload):
+    """What every voucher entry names: the voucher (its code, which head office verifies again, and the
+    fields the code states), the store, and the till's time."""
+
+    voucher_id: Hex16
+    code: VoucherCode
+    kind: VoucherKind
+    value: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    sku: Annotated[str, Strict(), Field(max_length=64)] = ""
+    store_id: Ident
+    local_time: Annotated[str, Strict(), Field(min_length=10, max_length=40)]
+    offline: Flag = False
+
+    @model_validator(mode="after")
+    def _timed(self) -> VoucherPayload:
+        _check_time(self.local_time)
+        return self
+
+
+class VoucherSalePayload(VoucherPayload):
+    """A voucher sold: the POS took ``amount`` (its value); sent to ``member_id``'s wallet when one is named."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    member_id: Ident | None = None
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> VoucherSalePayload:
+        if self.amount != self.value:
+            raise ValueError("amount is not the voucher's value")
+        return self
+
+    def values(self) -> Values:
+        return Values(None, 0, 0, self.amount)
+
+
+class VoucherRedeemPayload(VoucherPayload):
+    """A voucher used: an amount voucher paid ``value`` of the sale ``sale_ref`` the POS rang, a product
+    voucher took ``value`` at most off one unit of its sku."""
+
+    sale_ref: Annotated[str, Strict(), Field(max_length=128)] = ""
+    confirmed: Flag = False
+    """Head office confirmed it online before the till approved it."""
+
+
+class VoucherRefundPayload(VoucherPayload):
+    """A voucher refunded before use: the POS paid ``amount`` (its value) back."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> VoucherRefundPayload:
+        if self.amount != self.value:
+            raise ValueError("amount is not the voucher's value")
+        return self
+
+    def values(self) -> Values:
+        return Values(None, 0, 0, -self.amount)
+
+
 class CheckinPayload(Payload):
     """A member checked in at the door reader: a visit, no value (head office grants a check-in campaign's
     reward, once per member, store and day)."""
@@ -984,6 +1114,9 @@ AnyPayload = (
     | TopupVoidPayload
     | CheckinPayload
     | AdjustPayload
+    | VoucherSalePayload
+    | VoucherRedeemPayload
+    | VoucherRefundPayload
 )
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
@@ -996,6 +1129,9 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.TOPUP_VOID: TopupVoidPayload,
     EntryKind.CHECKIN: CheckinPayload,
     EntryKind.ADJUST: AdjustPayload,
+    EntryKind.VOUCHER_SALE: VoucherSalePayload,
+    EntryKind.VOUCHER_REDEEM: VoucherRedeemPayload,
+    EntryKind.VOUCHER_REFUND: VoucherRefundPayload,
 }
 
 
@@ -1063,6 +1199,18 @@ class ConfirmRequest(BaseModel):
             return self.code_id
         assert self.card is not None
         return f"card:{self.card.uid_hash}:{self.card.counter if self.card.counter is not None else self.txn_id}"
+
+
+class VoucherConfirmRequest(BaseModel):
+    """``POST /v1/vouchers/confirm``: a till about to approve a voucher's redemption (or, at the store that
+    sold it, its refund) asks head office first; head office records the voucher's one use under a unique
+    constraint, so a second till is refused at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["redeem", "refund"]
+    txn_id: Ident
+    code: VoucherCode
 
 
 # -- shared pure helpers -------------------------------------------------------------------------

@@ -330,6 +330,10 @@ def _scan_outcome(report: dict[str, Any]) -> str:
     if result == "paid":
         receipt = report.get("receipt") or {}
         return f"payment code accepted: sale {receipt.get('txn_id')} recorded"
+    if result == "voucher_redeemed":
+        v = report["voucher"]
+        what = f"one {v['sku']}, up to {v['value']}" if v["voucher_kind"] == "product" else str(v["value"])
+        return f"voucher {v['voucher_id']} redeemed: {what} off the sale ({v['txn_id']})"
     if result == "refused":
         return f"refused {report['code']}: {report['message']}"
     return str(result)
@@ -783,6 +787,81 @@ def member_show(
         return
     print(qrcodes.terminal_text(code))
     print(json.dumps(info))
+
+
+voucher_app = typer.Typer(
+    help="Prepaid vouchers through the running daemon: sell, redeem, refund (docs/stored-value.md).",
+    no_args_is_help=True,
+)
+commands.add_typer(voucher_app, name="voucher")
+
+
+@voucher_app.command("sell")
+def voucher_sell(
+    value: Annotated[int | None, typer.Option(help="An amount voucher of this face value (minor units).")] = None,
+    sku: Annotated[str | None, typer.Option(help="A product voucher of this sku.")] = None,
+    member: Annotated[str | None, typer.Option(help="The member whose wallet shows the voucher.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write the voucher's QR as PNG here, to print.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sell a voucher of this till's stock (the POS took its value): its signed code as a QR and as text."""
+    from terminal import qrcodes
+
+    cfg = cli_config(config)
+    sold = _api(cfg, "POST", "/v1/vouchers/sell", {"value": value, "sku": sku, "member_id": member})
+    if png is not None:
+        png.write_bytes(qrcodes.png(sold["code"], compact=False))
+    if as_json:
+        show_json(sold | ({"png": str(png)} if png else {}))
+        return
+    print(qrcodes.terminal_text(sold["code"], compact=False))
+    _show_voucher(sold, cfg)
+    print(sold["code"])
+
+
+@voucher_app.command("redeem")
+def voucher_redeem(
+    code: Annotated[str, typer.Argument(help="The voucher's TPV1:... text, as scanned or typed.")],
+    sale_ref: Annotated[str, typer.Option(help="The POS's reference of the sale it pays.")] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Use a voucher once: what the POS takes off the sale (its value, or one unit of its product)."""
+    cfg = cli_config(config)
+    used = _api(cfg, "POST", "/v1/vouchers/redeem", {"code": code, "sale_ref": sale_ref})
+    if as_json:
+        show_json(used)
+        return
+    _show_voucher(used, cfg)
+
+
+@voucher_app.command("refund")
+def voucher_refund(
+    code: Annotated[str, typer.Argument(help="The voucher's TPV1:... text.")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refund an unused voucher at the store that sold it (while head office answers); the POS pays it back."""
+    cfg = cli_config(config)
+    back = _api(cfg, "POST", "/v1/vouchers/refund", {"code": code})
+    if as_json:
+        show_json(back)
+        return
+    _show_voucher(back, cfg)
+
+
+def _show_voucher(answer: dict[str, Any], cfg: Config) -> None:
+    money = _currency(cfg)
+    what = f"one {answer['sku']}, up to" if answer["voucher_kind"] == "product" else "amount"
+    _print_lines(
+        [
+            f"{answer['kind']} {answer['txn_id']} (#{answer['seq']}), voucher {answer['voucher_id']}",
+            _row(what, money.format(answer["value"])),
+            _row("expires", time.strftime("%Y-%m-%d", time.gmtime(answer["expires_at"]))),
+            _row("taken", "offline" if answer["offline"] else "online"),
+        ]
+    )
 
 
 receipt_app = typer.Typer(help="Receipts the POS prints: templates that read them.", no_args_is_help=True)

@@ -353,9 +353,10 @@ class Daemon:
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         if self.service is not None:
-            from sync.confirm import confirmer
+            from sync.confirm import confirmer, voucher_confirmer
 
             self.service.confirm_online = confirmer(client, min(hq.timeout, 3.0))
+            self.service.confirm_voucher = voucher_confirmer(client, min(hq.timeout, 3.0))
         self.sync.on_result.append(self._synced)
         self.sync.start()
 
@@ -791,7 +792,15 @@ def store_status(store: Store) -> dict[str, Any]:
         "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
         "cache": store.counts(),
         "topups": topup_status(store),
+        "vouchers": voucher_status(store),
     }
+
+
+def voucher_status(store: Store) -> dict[str, Any]:
+    """This till's unsold voucher stock, and its offline redemptions against its offline total
+    (docs/stored-value.md, "Vouchers")."""
+    pending, total = store.voucher_offline()
+    return {"stock": store.voucher_stock(), "offline_pending": pending, "offline_total": total}
 
 
 def topup_status(store: Store) -> dict[str, Any]:

@@ -100,6 +100,19 @@ class Code(StrEnum):
     NOT_A_TOPUP = "not_a_topup"
     TOPUP_VOID_OTHER_DAY = "topup_void_other_day"
     TOPUP_VOID_SPENT = "topup_void_spent"
+    # prepaid vouchers (terminal/vouchers.py, docs/stored-value.md "Vouchers")
+    VOUCHER_MALFORMED = "voucher_malformed"
+    VOUCHER_FORGED = "voucher_forged"
+    VOUCHER_EXPIRED = "voucher_expired"
+    VOUCHER_OUT_OF_STOCK = "voucher_out_of_stock"
+    VOUCHER_NOT_SOLD = "voucher_not_sold"
+    VOUCHER_NOT_ACTIVE = "voucher_not_active"
+    VOUCHER_USED = "voucher_used"
+    VOUCHER_REFUNDED = "voucher_refunded"
+    VOUCHER_LIMIT_OFFLINE = "voucher_limit_offline"
+    VOUCHER_OTHER_STORE = "voucher_other_store"
+    VOUCHER_REFUND_OFFLINE = "voucher_refund_offline"
+    VOUCHER_BAD_REQUEST = "voucher_bad_request"
 
 
 MESSAGES: dict[Code, str] = {
@@ -194,6 +207,18 @@ MESSAGES: dict[Code, str] = {
     Code.NOT_A_TOPUP: "No top-up of that number on this till.",
     Code.TOPUP_VOID_OTHER_DAY: "A top-up can be voided only on the business day it was sold.",
     Code.TOPUP_VOID_SPENT: "The member has already spent part of this top-up: it cannot be voided.",
+    Code.VOUCHER_MALFORMED: "This voucher code is damaged or incomplete: scan it again or type it whole.",
+    Code.VOUCHER_FORGED: "This voucher was not issued by head office.",
+    Code.VOUCHER_EXPIRED: "This voucher has expired.",
+    Code.VOUCHER_OUT_OF_STOCK: "This till holds no voucher of that kind to sell: head office issues its stock.",
+    Code.VOUCHER_NOT_SOLD: "This voucher was never sold: it is not valid yet.",
+    Code.VOUCHER_NOT_ACTIVE: "Head office is unreachable and this till has not seen this voucher sold yet.",
+    Code.VOUCHER_USED: "This voucher has already been used.",
+    Code.VOUCHER_REFUNDED: "This voucher was refunded: it is no longer valid.",
+    Code.VOUCHER_LIMIT_OFFLINE: "This till's offline voucher limit is reached until it syncs.",
+    Code.VOUCHER_OTHER_STORE: "A voucher is refunded only at the store that sold it.",
+    Code.VOUCHER_REFUND_OFFLINE: "A voucher is refunded only while head office is reachable.",
+    Code.VOUCHER_BAD_REQUEST: "Name a value or a product (sku) for the voucher.",
 }
 
 

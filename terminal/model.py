@@ -187,6 +187,27 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class VoucherReceipt:
+    """A voucher sold, redeemed or refunded here (docs/stored-value.md, "Vouchers"), after its COMMIT.
+
+    ``code`` (the signed ``TPV1:`` text to print as a QR) only for a sale: a voucher's code is what pays.
+    A redemption tells the POS what to take off: ``value`` of the sale (an amount voucher), or one unit of
+    ``sku`` up to ``value`` (a product voucher)."""
+
+    txn_id: str
+    seq: int
+    kind: str
+    voucher_id: str
+    voucher_kind: str
+    value: int
+    sku: str
+    expires_at: int
+    offline: bool
+    code: str | None = None
+    member_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptRef:
     """The POS's own printed receipt a sale was made from (captured by the printer in the middle):
     head office ties the sale to the POS's record by it."""

@@ -43,6 +43,7 @@ from terminal.model import (
     Receipt,
     ReceiptRef,
     SaleOrder,
+    VoucherReceipt,
 )
 from terminal.receipts.escpos import Captured
 from terminal.topups import Sold, Tally
@@ -114,6 +115,11 @@ class CacheDocs:
     merchant_id: str | None = None
     """The merchant of this till's store, replacing what it held; None: the page carries none (the held one
     stays)"""
+    vouchers: list[tuple[str, str]] = field(default_factory=list)
+    """(voucher_id, body): sold vouchers' states, chain-wide"""
+    voucher_stock: tuple[int, list[str]] | None = None
+    """(offline total, codes): this till's whole unsold voucher stock, replacing what it held; None: the page
+    carries none"""
 
 
 class SyncStore(Protocol):
@@ -175,6 +181,21 @@ class TopupWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class VoucherWrite:
+    """A voucher of this till's stock sold (``action`` "sell"), or a voucher used here ("redeem", "refund"),
+    checked again inside the transaction that records it: a voucher is sold once and used once at this till,
+    and ``refusal`` sees this till's offline redemptions not yet acknowledged as they are at COMMIT."""
+
+    action: str
+    voucher_id: str
+    value: int
+    state_doc: str
+    """The voucher's state after this (JSON text), as the till holds it until head office's comes down."""
+    offline: bool = False
+    refusal: Callable[[int], Code | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What a sale, void or refund changes besides the journal row and the points balance."""
 
@@ -201,6 +222,7 @@ class Effects:
     sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
     receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
     topup: TopupWrite | None = None  # a top-up sold here, or its void
+    voucher: VoucherWrite | None = None  # a voucher sold, redeemed or refunded here
 
 
 class ClaimJournal(Protocol):
@@ -262,6 +284,27 @@ class TillStore(ClaimJournal, Protocol):
 
     def revoked(self, kind: str, subject: str) -> bool: ...
 
+    def voucher_keys(self) -> dict[str, bytes]:
+        """Head office's voucher-signing public keys (Ed25519, raw) by key id."""
+        ...
+
+    def voucher_state(self, voucher_id: str) -> dict[str, Any] | None:
+        """The voucher's state as this till knows it (head office's, or its own sale's); None: unknown."""
+        ...
+
+    def voucher_in_stock(self, kind: str, value: int | None, sku: str | None, now: int) -> str | None:
+        """The code of an unsold, unexpired voucher of this till's stock of that kind and value (or sku)."""
+        ...
+
+    def voucher_used(self, voucher_id: str) -> bool:
+        """Whether this till redeemed or refunded the voucher already."""
+        ...
+
+    def voucher_offline(self) -> tuple[int, int]:
+        """(voucher value this till redeemed offline that head office has not acknowledged, the offline
+        total head office allows it)."""
+        ...
+
     def offline_paid(self, member_id: str, day: str) -> tuple[int, int]: ...
 
     def topup_policy(self) -> dict[str, Any] | None:
@@ -313,6 +356,10 @@ class Till(Pricing, Protocol):
 
     def void_topup(self, txn_id: str) -> Receipt: ...
 
+    def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt:
+        """Use a voucher (its ``TPV1:`` code): what the POS takes off the sale."""
+        ...
+
     def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
@@ -334,6 +381,14 @@ class Ledger(Pricing, Protocol):
         ...
 
     def void_topup(self, txn_id: str) -> Receipt: ...
+
+    def sell_voucher(self, value: int | None, sku: str | None, member_id: str | None = None) -> VoucherReceipt:
+        """Sell a voucher of this till's stock (the POS took its value): its code, to print."""
+        ...
+
+    def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt: ...
+
+    def refund_voucher(self, text: str) -> VoucherReceipt: ...
 
 
 class CardDesk(Protocol):

@@ -10,6 +10,7 @@ Our codes (docs/scanning.md, "Code formats", is the reference)::
     TPC1:<body>   coupon               printed or on a phone
     TPP1:<body>   payment code         the member app's short-lived one-time payment code
     TPJ1:<body>   claim / join token   printed on a receipt: claim its points, or join
+    TPV1:<body>   prepaid voucher      printed at the till that sold it, signed by head office
     https://host/path#TPJ1:<body>      the same, carried in a URL so a phone camera opens a page
 
 The prefix is ``TP`` + a kind letter + a version number + ``:``. The body is base64url (RFC 4648
@@ -39,10 +40,11 @@ class Kind(StrEnum):
     COUPON = "coupon"
     PAYMENT = "payment"
     CLAIM = "claim"
+    VOUCHER = "voucher"
     UNKNOWN = "unknown"
 
 
-LETTERS: dict[str, Kind] = {"M": Kind.MEMBER, "C": Kind.COUPON, "P": Kind.PAYMENT, "J": Kind.CLAIM}
+LETTERS: dict[str, Kind] = {"M": Kind.MEMBER, "C": Kind.COUPON, "P": Kind.PAYMENT, "J": Kind.CLAIM, "V": Kind.VOUCHER}
 PREFIX_LETTER: dict[Kind, str] = {kind: letter for letter, kind in LETTERS.items()}
 VERSIONS: dict[Kind, frozenset[int]] = {kind: frozenset({1}) for kind in LETTERS.values()} | {
     Kind.MEMBER: frozenset({1, 2})

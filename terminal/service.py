@@ -33,12 +33,16 @@ from sync.protocol import (
     TillTopupPayload,
     TopupVoidPayload,
     VoidPayload,
+    VoucherRedeemPayload,
+    VoucherRefundPayload,
+    VoucherSalePayload,
 )
 from terminal import coupons as cp
 from terminal import credentials, membercodes, pricing
 from terminal import loyalty as ly
 from terminal import payments as pay
 from terminal import topups as tp
+from terminal import vouchers as vc
 from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
@@ -55,10 +59,11 @@ from terminal.model import (
     Receipt,
     ReceiptRef,
     Status,
+    VoucherReceipt,
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
-from terminal.ports import Clock, Effects, TillStore, TopupWrite
+from terminal.ports import Clock, Effects, TillStore, TopupWrite, VoucherWrite
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,9 @@ class Service:
         """Head office's confirmation of a payment-code payment while the till is online (set by the
         daemon): called with {code_id, member_id, amount, txn_id, code}; raises Rejected when head
         office refuses, returns False when it cannot be reached (then the offline rules apply)."""
+        self.confirm_voucher: Callable[[dict[str, Any]], bool] | None = None
+        """Head office's confirmation of a voucher's one use (set by the daemon): called with {action, txn_id,
+        code}; raises Rejected when head office refuses, returns False when it cannot be reached."""
         self._program: tuple[int, ly.Program, dict[str, str]] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
         self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
@@ -768,6 +776,128 @@ class Service:
         for listener in self.on_commit:
             listener(receipt)
         return receipt
+
+    # -- vouchers ----------------------------------------------------------------------------------
+
+    def sell_voucher(self, value: int | None, sku: str | None, member_id: str | None = None) -> VoucherReceipt:
+        """Sell a voucher of this till's stock (docs/stored-value.md, "Vouchers"): an amount voucher of
+        ``value``, or a product voucher of ``sku``; the POS took its value. Offline too: the stock is head
+        office's, signed, and each code is sold once. ``member_id``: the member whose wallet shows it."""
+        if (value is None) == (sku is None):
+            raise Rejected(Code.VOUCHER_BAD_REQUEST)
+        if member_id is not None:
+            member_id = self.member(member_id).member_id
+        kind = vc.Kind.AMOUNT if sku is None else vc.Kind.PRODUCT
+        text = self.store.voucher_in_stock(kind.value, value, sku, int(self.clock()))
+        if text is None:
+            raise Rejected(Code.VOUCHER_OUT_OF_STOCK)
+        voucher = vc.read(text, self.store.voucher_keys())
+        now = self.now()
+        offline = self.offline_state("", now).offline_for_s is not None
+        payload = VoucherSalePayload(
+            **self._voucher_fields(voucher, text, now, offline), amount=voucher.value, member_id=member_id
+        )
+        state = {**voucher.to_doc(), "state": vc.State.ACTIVE.value, "store_id": self.store_id}
+        write = VoucherWrite("sell", voucher.voucher_id, voucher.value, json.dumps(state), offline)
+        return self._record_voucher(EntryKind.VOUCHER_SALE, payload.wire(), write, voucher, code=text, member=member_id)
+
+    def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt:
+        """Use a voucher: head office's signature and expiry checked here, its one use confirmed by head
+        office first while it answers; offline only a voucher this till holds as sold, within its offline
+        total. What the POS takes off: ``value`` of the sale, or one unit of ``sku`` up to ``value``."""
+        voucher = vc.read(text, self.store.voucher_keys(), int(self.clock()))
+        state = self._voucher_known(voucher)
+        txn_id, now = new_txn_id(), self.now()
+        request = {"action": "redeem", "txn_id": txn_id, "code": text.strip()}
+        confirmed = self._voucher_online(request, now)
+        offline = not confirmed
+        pending_total = self.store.voucher_offline()[1]
+
+        def refusal(pending: int) -> Code | None:
+            if confirmed:
+                return None
+            return vc.offline_refusal(
+                voucher.value, state, pending, pending_total, self.offline_state("", now, unreachable=True), self.limits
+            )
+
+        payload = VoucherRedeemPayload(
+            **self._voucher_fields(voucher, text.strip(), now, offline), sale_ref=sale_ref, confirmed=confirmed
+        )
+        doc = json.dumps({**voucher.to_doc(), "state": vc.State.REDEEMED.value})
+        write = VoucherWrite("redeem", voucher.voucher_id, voucher.value, doc, offline, refusal)
+        return self._record_voucher(EntryKind.VOUCHER_REDEEM, payload.wire(), write, voucher, txn_id=txn_id)
+
+    def refund_voucher(self, text: str) -> VoucherReceipt:
+        """Refund an unused voucher at the store that sold it (the POS pays its value back): only while head
+        office answers, which records the refund as the voucher's one use; every till then refuses it."""
+        voucher = vc.read(text, self.store.voucher_keys())
+        self._voucher_known(voucher)
+        held = self.store.voucher_state(voucher.voucher_id) or {}
+        if held.get("store_id") not in (None, self.store_id):
+            raise Rejected(Code.VOUCHER_OTHER_STORE)
+        txn_id, now = new_txn_id(), self.now()
+        if not self._voucher_online({"action": "refund", "txn_id": txn_id, "code": text.strip()}, now):
+            raise Rejected(Code.VOUCHER_REFUND_OFFLINE)
+        payload = VoucherRefundPayload(**self._voucher_fields(voucher, text.strip(), now, False), amount=voucher.value)
+        doc = json.dumps({**voucher.to_doc(), "state": vc.State.REFUNDED.value, "store_id": self.store_id})
+        write = VoucherWrite("refund", voucher.voucher_id, voucher.value, doc)
+        return self._record_voucher(EntryKind.VOUCHER_REFUND, payload.wire(), write, voucher, txn_id=txn_id)
+
+    def _voucher_known(self, voucher: vc.Voucher) -> vc.State | None:
+        """The voucher's state as this till knows it; refused when that already says it was used."""
+        state = vc.state_of(self.store.voucher_state(voucher.voucher_id))
+        if self.store.revoked("voucher", voucher.voucher_id):
+            state = vc.State.REFUNDED
+        code = vc.held_refusal(state, self.store.voucher_used(voucher.voucher_id))
+        if code is not None:
+            raise Rejected(code)
+        return state
+
+    def _voucher_online(self, request: dict[str, Any], now: datetime) -> bool:
+        """Whether head office confirmed the use (Rejected when it refused); False when this till is offline
+        or head office did not answer."""
+        if self.confirm_voucher is None or self.offline_state("", now).offline_for_s is not None:
+            return False
+        return self.confirm_voucher(request)
+
+    def _voucher_fields(self, voucher: vc.Voucher, text: str, now: datetime, offline: bool) -> dict[str, Any]:
+        return {
+            "voucher_id": voucher.voucher_id,
+            "code": text,
+            "kind": voucher.kind.value,
+            "value": voucher.value,
+            "sku": voucher.sku,
+            "store_id": self.store_id,
+            "local_time": now.isoformat(timespec="seconds"),
+            "offline": offline,
+        }
+
+    def _record_voucher(
+        self,
+        kind: EntryKind,
+        payload: dict[str, Any],
+        write: VoucherWrite,
+        voucher: vc.Voucher,
+        *,
+        txn_id: str | None = None,
+        code: str | None = None,
+        member: str | None = None,
+    ) -> VoucherReceipt:
+        entry = JournalEntry(self.terminal_id, 0, txn_id or new_txn_id(), kind.value, payload, utc_iso(self.clock()))
+        stored, _ = self.store.record(entry, effects=Effects(now=self.now(), voucher=write))
+        return VoucherReceipt(
+            stored.txn_id,
+            stored.seq,
+            stored.kind,
+            voucher.voucher_id,
+            voucher.kind.value,
+            voucher.value,
+            voucher.sku,
+            voucher.expires_at,
+            write.offline,
+            code,
+            member,
+        )
 
     def _approved(
         self, entry: JournalEntry, total: int, delta: int, balance: int | None, breakdown: Breakdown | None = None

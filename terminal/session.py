@@ -64,6 +64,7 @@ SCAN_KINDS = {
     "coupon": "coupon code",
     "payment": "payment code",
     "claim": "receipt claim code",
+    "voucher": "prepaid voucher",
     "unknown": "plain text, not one of our codes",
     "payment_card_refused": "bank card number",
     "foreign_payment_code": "another wallet's payment code",
@@ -574,6 +575,10 @@ class Session:
         if found.kind is Kind.PAYMENT:
             snap = self.pay_with_code(text.strip())
             return "paid", {"receipt": snap["receipt"]}, snap
+        if found.kind is Kind.VOUCHER:  # used once, now: the POS takes what it says off the sale
+            used = self._call(lambda: self.till.redeem_voucher(text.strip()))
+            shown = {k: getattr(used, k) for k in ("txn_id", "voucher_id", "voucher_kind", "value", "sku", "offline")}
+            return "voucher_redeemed", {"voucher": shown}, self._changed()
         what = "a receipt's claim code" if found.kind is Kind.CLAIM else "not one of ours"
         self._refuse(Code.UNKNOWN_CODE, f"This code is {what}.")
 

@@ -37,6 +37,7 @@ PURE = {
     "receipts",
     "base45",
     "topups",
+    "vouchers",
 }
 IO_LIBS = {
     "smartcard",

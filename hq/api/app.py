@@ -55,7 +55,19 @@ import os
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
-from hq.api import admin, backoffice, campaigns, join, journal, payments, segments, settlement, terminals, wallet
+from hq.api import (
+    admin,
+    backoffice,
+    campaigns,
+    join,
+    journal,
+    payments,
+    segments,
+    settlement,
+    terminals,
+    vouchers,
+    wallet,
+)
 from hq.api.errors import install_error_handlers
 from hq.store import HqStore
 from hq.wallet.senders import Sender, sender_from_spec
@@ -70,6 +82,7 @@ ROUTERS = (
     segments.router,
     campaigns.router,
     payments.router,
+    vouchers.router,
     join.router,
     wallet.router,
     backoffice.router,

@@ -134,7 +134,14 @@ def changes(
     held = [WireAllocation(pool_id=a.pool_id, allowed=a.allowed, used=a.used) for a in store.grant_pools(terminal_id)]
     topup_policy = WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
     page = store.changes(since, min(limit, MAX_CHANGES_LIMIT))
-    update = {"allocations": held, "topup_policy": topup_policy, "merchant_id": store.terminal_merchant(terminal_id)}
+    # And its voucher stock (hq/vouchers.py), whole on every page: the signed codes it may sell.
+    stock = store.voucher_stock(terminal_id)
+    update = {
+        "allocations": held,
+        "topup_policy": topup_policy,
+        "merchant_id": store.terminal_merchant(terminal_id),
+        "voucher_stock": stock,
+    }
     return page.model_copy(update=update)
 
 

@@ -48,6 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from hq import vouchers
 from hq.api.deps import (
     Admin,
     Store,
@@ -317,7 +318,31 @@ def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Respo
             {"coupon_id": w.coupon_id, "until": _until(w.expires_at), **_terms(w.body)}
             for w in gifts.offered_by(tx, member)
         ]
-    return page(request, "coupons", lang, signed_in=True, coupons=shown, notice=notice, waiting=waiting)
+    return page(
+        request,
+        "coupons",
+        lang,
+        signed_in=True,
+        coupons=shown,
+        notice=notice,
+        waiting=waiting,
+        vouchers=_vouchers(store, member, lang),
+    )
+
+
+def _vouchers(store: HqStore, member_id: str, lang: str) -> list[dict[str, Any]]:
+    """The member's active vouchers (docs/stored-value.md, "Vouchers"), each with its QR to show at a till."""
+    label = i18n.words(lang)["voucher_qr"]
+    with store.db.read() as tx:
+        held = vouchers.of_member(tx, member_id, int(time.time()))
+    return [
+        {
+            **v,
+            "expires": datetime.fromtimestamp(int(v["expires_at"]), UTC).date().isoformat(),
+            "svg": qr.svg(str(v["code"]), label.format(name=v["voucher_id"])),
+        }
+        for v in held
+    ]
 
 
 def _fields(coupon: views.CouponView) -> dict[str, Any]:

@@ -34,6 +34,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
+    voucher issue TERMINAL --count N --value V [--sku S] / offline-total TERMINAL N / show ID / list
+                                       prepaid vouchers (vouchers.py, docs/stored-value.md)
     staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
@@ -69,6 +71,7 @@ from hq.cli import (
     settlement,
     stores,
     terminals,
+    vouchers,
 )
 
 AREAS = (
@@ -82,6 +85,7 @@ AREAS = (
     pools,
     documents,
     payments,
+    vouchers,
     ledger,
     settlement,
     backoffice,

@@ -515,6 +515,27 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE journal ADD COLUMN merchant_id TEXT",
         ],
     ),
+    # Prepaid vouchers (hq/vouchers.py, docs/stored-value.md "Vouchers"): every code head office issued, with
+    # the till whose stock it is and its state; the states of sold vouchers, versioned for the changes feed
+    # (stock never leaves head office but to its own till); one use per voucher (a redemption or a refund)
+    # under its primary key; each till's offline total of voucher redemptions.
+    (
+        "m027_vouchers",
+        [
+            "CREATE TABLE vouchers (voucher_id TEXT PRIMARY KEY, code TEXT NOT NULL, kind TEXT NOT NULL, "
+            "value BIGINT NOT NULL, sku TEXT NOT NULL, expires_at BIGINT NOT NULL, terminal_id TEXT NOT NULL, "
+            "issued_at TEXT NOT NULL, issued_by TEXT NOT NULL, state TEXT NOT NULL, sold_txn TEXT, "
+            "sold_terminal TEXT, sold_store TEXT, sold_at TEXT, member_id TEXT)",
+            "CREATE INDEX idx_vouchers_stock ON vouchers (terminal_id, state)",
+            "CREATE TABLE voucher_states (voucher_id TEXT PRIMARY KEY, body TEXT NOT NULL, version BIGINT NOT NULL, "
+            "deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX idx_voucher_states_version ON voucher_states (version)",
+            "CREATE TABLE voucher_uses (voucher_id TEXT PRIMARY KEY, action TEXT NOT NULL, txn_id TEXT NOT NULL, "
+            "terminal_id TEXT NOT NULL, used_at TEXT NOT NULL)",
+            "CREATE TABLE voucher_tills (terminal_id TEXT PRIMARY KEY, offline_total BIGINT NOT NULL, "
+            "updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
+        ],
+    ),
 ]
 
 

@@ -277,6 +277,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "可付款的手机已达上限，请先解除不再使用的手机。",
     ),
     "device_cert_unknown": ("There is no such phone of yours.", "そのスマホは登録されていません。", "没有此手机。"),
+    # prepaid vouchers sold to the member (docs/stored-value.md, "Vouchers")
+    "vouchers": ("Vouchers", "プリペイドバウチャー", "预付券"),
+    "voucher_pays": ("Pays {value}", "{value} 分のお支払いに使えます", "可抵 {value}"),
+    "voucher_for": ("One {sku}, up to {value}", "{sku} 1点（{value} まで）", "{sku} 一件（最多 {value}）"),
+    "voucher_expires": ("Valid until", "有効期限", "有效期至"),
+    "voucher_qr": ("QR code of voucher {name}", "バウチャー {name} のQRコード", "预付券 {name} 的二维码"),
 }
 
 

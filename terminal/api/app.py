@@ -1,4 +1,4 @@
-"""The local API: status, events, sales and voids, top-ups, and a simulated tap for the demo.
+"""The local API: status, events, sales and voids, top-ups, vouchers, and a simulated tap for the demo.
 
 Security: the API listens on loopback only, because anything on the shop's network could otherwise
 ring sales; Host and Origin are checked against an allowlist so a web page the cashier opens cannot
@@ -64,6 +64,22 @@ class TopupIn(BaseModel):
     use_identified: bool = False
     amount: int = Field(gt=0, le=10**12)
     """What the POS took, in minor units."""
+
+
+class VoucherSellIn(BaseModel):
+    value: int | None = Field(default=None, gt=0, le=10**12)
+    """An amount voucher of this face value (minor units); or ``sku``."""
+    sku: str | None = Field(default=None, min_length=1, max_length=64)
+    """A product voucher of this sku."""
+    member_id: str | None = Field(default=None, min_length=1, max_length=128)
+    """The member whose wallet shows the voucher (optional)."""
+
+
+class VoucherCodeIn(BaseModel):
+    code: str = Field(min_length=1, max_length=400)
+    """The voucher's ``TPV1:`` text, as scanned or typed."""
+    sale_ref: str = Field(default="", max_length=128)
+    """The POS's own reference of the sale the voucher pays (redemption only)."""
 
 
 class RefundIn(BaseModel):
@@ -231,6 +247,22 @@ def create_app(
     def void_topup(txn_id: str) -> dict[str, Any]:
         """Void a top-up of this till, the same business day, while the balance still holds it."""
         return asdict(ledger.void_topup(txn_id))
+
+    @app.post("/v1/vouchers/sell", dependencies=[Depends(token)])
+    def sell_voucher(body: VoucherSellIn) -> dict[str, Any]:
+        """Sell a voucher of this till's stock (the POS took its value): its signed code, to print as a QR
+        (docs/stored-value.md, "Vouchers"); 409 with the refusal's code."""
+        return asdict(ledger.sell_voucher(body.value, body.sku, body.member_id))
+
+    @app.post("/v1/vouchers/redeem", dependencies=[Depends(token)])
+    def redeem_voucher(body: VoucherCodeIn) -> dict[str, Any]:
+        """Use a voucher once: what the POS takes off the sale (``value``, or one unit of ``sku``)."""
+        return asdict(ledger.redeem_voucher(body.code, body.sale_ref))
+
+    @app.post("/v1/vouchers/refund", dependencies=[Depends(token)])
+    def refund_voucher(body: VoucherCodeIn) -> dict[str, Any]:
+        """Refund an unused voucher at the store that sold it, while head office answers."""
+        return asdict(ledger.refund_voucher(body.code))
 
     @app.post("/v1/sim/tap", dependencies=[Depends(token)], status_code=202)
     def tap(body: TapIn) -> dict[str, str]:

@@ -176,3 +176,30 @@ def m011_merchant(db: Database) -> None:
     # The merchant of this till's store (docs/settlement.md): head office sends it with every pull (sync_state
     # "merchant_id"); each journal entry keeps the one the till knew when it wrote it, and carries it on the wire.
     db.table("journal").add_column("merchant_id", str)
+
+
+def m012_vouchers(db: Database) -> None:
+    # Prepaid vouchers (docs/stored-value.md, "Vouchers"): this till's stock of signed codes as head office
+    # last sent it (sold_txn: sold here), the state of every sold voucher head office sends down (and this
+    # till's own sales until it does), and each voucher this till redeemed or refunded: once, by primary key;
+    # the offline ones count against the offline total until head office acknowledges their entries.
+    db.table("voucher_stock").create(
+        {
+            "voucher_id": str,
+            "code": str,
+            "kind": str,
+            "value": int,
+            "sku": str,
+            "expires_at": int,
+            "sold_txn": str,
+            "sold_at": str,
+        },
+        pk="voucher_id",
+    )
+    db.table("voucher_stock").create_index(["kind", "value", "sku"])
+    db.table("voucher_states").create({"voucher_id": str, "body": str}, pk="voucher_id")
+    db.table("voucher_uses").create(
+        {"voucher_id": str, "txn_id": str, "action": str, "value": int, "offline": int, "created_at": str},
+        pk="voucher_id",
+    )
+    db.table("voucher_uses").create_index(["txn_id"])

@@ -29,9 +29,10 @@ from terminal.errors import Code, Rejected
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Effects
-from terminal.store import ledger, pages, topups
+from terminal.store import ledger, pages, topups, vouchers
 from terminal.store.schema import known_names, migrations
 from terminal.topups import Sold, Tally
+from terminal.vouchers import PURPOSE
 
 log = logging.getLogger("tillpoint.store")
 
@@ -342,6 +343,43 @@ class Store:
         """Head office's member-code signing public keys (Ed25519, raw) by key id."""
         return self._keys("member")
 
+    def voucher_keys(self) -> dict[str, bytes]:
+        """Head office's voucher-signing public keys (Ed25519, raw) by key id."""
+        return self._keys(PURPOSE)
+
+    def voucher_state(self, voucher_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT body FROM voucher_states WHERE voucher_id = ?", [voucher_id])
+        try:
+            doc = json.loads(rows[0][0]) if rows else None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def voucher_in_stock(self, kind: str, value: int | None, sku: str | None, now: int) -> str | None:
+        rows = self._read(
+            "SELECT code FROM voucher_stock WHERE sold_txn IS NULL AND kind = ? AND expires_at > ? "
+            "AND (? IS NULL OR value = ?) AND (? IS NULL OR sku = ?) ORDER BY expires_at, voucher_id LIMIT 1",
+            [kind, now, value, value, sku, sku],
+        )
+        return str(rows[0][0]) if rows else None
+
+    def voucher_used(self, voucher_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM voucher_uses WHERE voucher_id = ?", [voucher_id]))
+
+    def voucher_offline(self) -> tuple[int, int]:
+        total = self.state(VOUCHER_OFFLINE_TOTAL)
+        with self._lock:
+            pending = vouchers.offline_pending(self.db.conn)
+        return pending, int(total) if total and total.isdigit() else 0
+
+    def voucher_stock(self) -> list[dict[str, Any]]:
+        """This till's unsold stock by kind, value and sku, with how many of each (for ``status``)."""
+        rows = self._read(
+            "SELECT kind, value, sku, COUNT(*) FROM voucher_stock WHERE sold_txn IS NULL GROUP BY kind, value, sku "
+            "ORDER BY kind, value, sku"
+        )
+        return [{"kind": k, "value": int(v), "sku": s, "count": int(n)} for k, v, s, n in rows]
+
     def _keys(self, purpose: str) -> dict[str, bytes]:
         keys: dict[str, bytes] = {}
         for key_id, body in self._read("SELECT key_id, body FROM hq_keys"):
@@ -487,6 +525,8 @@ class Store:
                 _put_docs(conn, CacheDocs(revocations=[(r[0], r[1], r[2]) for r in rows]))
             elif kind == "device_certs":
                 _put_docs(conn, CacheDocs(device_certs=[(r[0], r[2]) for r in rows]))
+            elif kind == "vouchers":
+                _put_docs(conn, CacheDocs(vouchers=[(r[0], r[1]) for r in rows]))
             else:
                 raise ValueError(f"unknown snapshot kind {kind!r}")
             for key, value in position.items():
@@ -666,11 +706,13 @@ _TOMBSTONES = {
     "key": [("hq_keys", "key_id")],
     "revocation": [("hq_revocations", "revocation_id")],
     "device_cert": [("device_certs", "cert_id")],
+    "voucher": [("voucher_states", "voucher_id")],
 }
 
 
 TOPUP_POLICY = "topup_policy"
 MERCHANT_ID = "merchant_id"
+VOUCHER_OFFLINE_TOTAL = "voucher_offline_total"
 
 
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
@@ -678,6 +720,14 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
         _set_state(conn, TOPUP_POLICY, docs.topup_policy)
     if docs.merchant_id is not None:
         _set_state(conn, MERCHANT_ID, docs.merchant_id)
+    if docs.voucher_stock is not None:  # the whole stock, and the offline total with it
+        _set_state(conn, VOUCHER_OFFLINE_TOTAL, str(docs.voucher_stock[0]))
+        vouchers.put_stock(conn, docs.voucher_stock[1])
+    conn.executemany(
+        "INSERT INTO voucher_states (voucher_id, body) VALUES (?,?) ON CONFLICT(voucher_id) DO UPDATE SET body = "
+        "excluded.body",
+        docs.vouchers,
+    )
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
         conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)

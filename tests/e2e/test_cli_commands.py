@@ -36,6 +36,7 @@ from hq.store import HqStore
 from sync.protocol import WireEntry
 from terminal.credentials import card_uid_hash, parse_uid
 from terminal.model import utc_iso
+from terminal.vouchers import parse as parse_voucher
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
@@ -637,3 +638,54 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
         return member.stored_value if member is not None and back["txn_id"] in held else None
 
     assert wait_until(credited, 20, "head office's credit of the top-ups") == 2500
+
+
+def test_vouchers_sold_redeemed_and_refunded_through_the_tills_commands(chain: Chain, tmp_path: Path) -> None:
+    """`hq voucher issue` signs a stock into the till, the daemon pulls it; `voucher sell` prints the code as a
+    QR (and a PNG to print), the scanner redeems one once, `voucher refund` takes an unused one back, and head
+    office holds each voucher's one use."""
+    issued = json.loads(ok(chain.hq_cli("voucher", "issue", TERMINAL, "--count", "3", "--value", "1500")))
+    assert len(issued["voucher_ids"]) == 3
+    bad = chain.hq_cli("voucher", "issue", TERMINAL, "--count", "0", "--value", "1500")
+    assert bad.returncode == 1 and "voucher_issue_invalid" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    wait_until(
+        lambda: chain.till_db("SELECT COUNT(*) FROM voucher_stock WHERE sold_txn IS NULL") == [(3,)],
+        30,
+        "the till's pull of its voucher stock",
+    )
+    png = tmp_path / "voucher.png"
+    text = ok(chain.cli("voucher", "sell", "--value", "1500", "--png", str(png)))
+    assert "voucher_sale" in text and "\u2588" in text and png.read_bytes()[:4] == b"\x89PNG"
+    code = text.strip().splitlines()[-1]
+    first = parse_voucher(code).voucher_id
+    assert first in issued["voucher_ids"]
+    refunded = json.loads(ok(chain.cli("voucher", "sell", "--value", "1500", "--json")))
+    none = chain.cli("voucher", "sell", "--sku", "NOPE")
+    assert none.returncode == 1 and "voucher_out_of_stock" in none.stdout, none.stdout
+
+    def sold_at_hq() -> bool:
+        store = HqStore(chain.hq.db)
+        try:
+            return all(store.voucher(v)["state"] == "active" for v in (first, refunded["voucher_id"]))
+        finally:
+            store.close()
+
+    wait_until(sold_at_hq, 20, "head office's record of the sales")
+    scanned = json.loads(ok(chain.cli("scan", code, "--json")))
+    assert (scanned["kind"], scanned["result"], scanned["voucher"]["value"]) == ("voucher", "voucher_redeemed", 1500)
+    assert code not in json.dumps(scanned)  # the code pays: never echoed
+    again = chain.cli("voucher", "redeem", code)
+    assert again.returncode == 1 and "voucher_used" in again.stdout, again.stdout
+    back = json.loads(ok(chain.cli("voucher", "refund", refunded["code"], "--json")))
+    assert (back["kind"], back["value"], back["offline"]) == ("voucher_refund", 1500, False)
+    gone = chain.cli("voucher", "redeem", refunded["code"])
+    assert gone.returncode == 1 and "voucher_refunded" in gone.stdout, gone.stdout
+    damaged = chain.cli("voucher", "redeem", code[:-5])
+    assert damaged.returncode == 1 and "voucher_malformed" in damaged.stdout, damaged.stdout
+    shown = json.loads(ok(chain.hq_cli("voucher", "show", refunded["voucher_id"])))
+    assert shown["state"] == "refunded" and shown["use"]["action"] == "refund"
+    status = json.loads(ok(chain.cli("status", "--json")))["vouchers"]
+    assert status == {"stock": [{"kind": "amount", "value": 1500, "sku": "", "count": 1}], "offline_pending": 0,
+                      "offline_total": 0}  # fmt: skip
+    listed = json.loads(ok(chain.hq_cli("voucher", "list", "--terminal", TERMINAL, "--json")))
+    assert sorted(row["state"] for row in listed) == ["redeemed", "refunded", "stock"]

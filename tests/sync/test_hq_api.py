@@ -149,6 +149,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         "keys": [],
         "revocations": [],
         "device_certs": [],
+        "vouchers": [],
         "deleted": [],
         "allocations": [],  # this terminal's flash-drop allocations: on every page, none held here
         "topup_policy": {  # this terminal's top-up policy, on every page: head office never enabled it
@@ -161,6 +162,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
             "day_starts": "00:00",
         },
         "merchant_id": "chain",  # the merchant of this terminal's store, on every page: none set, the chain's
+        "voucher_stock": {"offline_total": 0, "codes": []},  # this terminal's voucher stock: none issued to it
     }
 
 

@@ -33,6 +33,9 @@ def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
         EntryKind.TILL_TOPUP,
         EntryKind.TOPUP_VOID,
         EntryKind.CHECKIN,
+        EntryKind.VOUCHER_SALE,
+        EntryKind.VOUCHER_REDEEM,
+        EntryKind.VOUCHER_REFUND,
     }
     checkin = parse_payload("checkin", {"member_id": "M-1", "store_id": "S1"})
     assert checkin.values().points == 0 and checkin.values().stored_value == 0  # a visit creates no value

@@ -41,6 +41,7 @@ CLASSIFIED = [
     ("TPC1:Zx9_-Zx9_-", Kind.COUPON, "Zx9_-Zx9_-"),
     ("TPP1:6BFOXN*TS0BI$ZD8UH:./+%", Kind.PAYMENT, "6BFOXN*TS0BI$ZD8UH:./+%"),  # base45
     ("TPJ1:r-2026-11-23-T001-42", Kind.CLAIM, "r-2026-11-23-T001-42"),
+    ("TPV1:AQlLLWFiY2RlZmdo", Kind.VOUCHER, "AQlLLWFiY2RlZmdo"),
     ("TPM1:abc\r\n", Kind.MEMBER, "abc"),  # a wedge or serial terminator left on
 ]
 
