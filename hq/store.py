@@ -46,6 +46,7 @@ from hq import (
     quarantine,
     receipts,
     reconcile,
+    rewards,
     stats,
     topups,
     versions,
@@ -93,6 +94,7 @@ from sync.protocol import (
 )
 from terminal import b64url
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
+from terminal.rewards import Reward
 from terminal.topups import TopupPolicy
 
 __all__ = [
@@ -734,6 +736,28 @@ class HqStore:
             return pools.state(tx, pool_id)
 
     # -- journal --------------------------------------------------------------------------------
+
+    # -- the rewards catalogue (hq/rewards.py, docs/rewards.md) -----------------------------------------
+
+    def put_reward(self, doc: dict[str, Any]) -> Reward:
+        return self.db.transact(lambda tx: rewards.put(tx, doc, self.now()))
+
+    def add_reward_codes(self, reward_id: str, codes: list[str]) -> int:
+        return self.db.transact(lambda tx: rewards.add_codes(tx, reward_id, codes, self.now()))
+
+    def reward_catalogue(self, *, active_only: bool = False) -> list[rewards.Offered]:
+        with self.db.read() as tx:
+            return rewards.catalogue(tx, active_only=active_only)
+
+    def buy_reward(self, member_id: str, reward_id: str, purchase_id: str) -> rewards.Purchase:
+        return self.db.transact(lambda tx: rewards.buy(tx, member_id, reward_id, purchase_id, self.now()))
+
+    def refund_reward(self, purchase_id: str) -> rewards.Purchase:
+        return self.db.transact(lambda tx: rewards.refund(tx, purchase_id, self.now()))
+
+    def reward_purchases(self, member_id: str) -> list[rewards.Purchase]:
+        with self.db.read() as tx:
+            return rewards.of_member(tx, member_id)
 
     def ingest(self, terminal_id: str, entries: list[WireEntry], clock: str | None = None) -> PushResponse:
         """Store a batch of one terminal's journal in one transaction and apply each new entry once.

@@ -123,6 +123,12 @@ class ErrorCode(StrEnum):
     CHECKIN_FORGED = "checkin_forged"
     CHECKIN_EXPIRED = "checkin_expired"
     CHECKIN_USED = "checkin_used"
+    # the rewards catalogue (hq/rewards.py, docs/rewards.md)
+    REWARD_INVALID = "reward_invalid"
+    REWARD_UNKNOWN = "reward_unknown"
+    REWARD_SOLD_OUT = "reward_sold_out"
+    REWARD_NOT_REFUNDABLE = "reward_not_refundable"
+    INSUFFICIENT_POINTS = "insufficient_points"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -209,6 +215,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ),
     ErrorCode.CHECKIN_EXPIRED: (410, "the check-in code is older than the current 30-second step and the one before"),
     ErrorCode.CHECKIN_USED: (409, "the member has checked in at this store today already: one visit and one reward"),
+    ErrorCode.REWARD_INVALID: (422, "a reward's document, or the partner codes given for it, are not valid"),
+    ErrorCode.REWARD_UNKNOWN: (404, "no such reward in the catalogue, or it is not offered now"),
+    ErrorCode.REWARD_SOLD_OUT: (409, "the reward's stock is all taken (or held by tills for their offline sales)"),
+    ErrorCode.REWARD_NOT_REFUNDABLE: (409, "the purchase was refunded already, or what it gave was used"),
+    ErrorCode.INSUFFICIENT_POINTS: (409, "the member does not hold the points the reward costs"),
 }
 
 
@@ -264,6 +275,11 @@ class Reason(StrEnum):
     """A void of a top-up this till never credited, already voided, of another day, member or amount."""
     TOPUP_TAKINGS_MISMATCH = "topup_takings_mismatch"
     """End of day: what the till says it took in top-ups is not what head office credited for that day."""
+    # The rewards catalogue (hq/rewards.py, docs/rewards.md): both quarantine the sale.
+    REWARD_INVALID = "reward_invalid"
+    """A sale took a reward the catalogue does not hold, or at other than its price in points."""
+    REWARD_ALLOCATION_EXCEEDED = "reward_allocation_exceeded"
+    """A till took a reward with a limited stock beyond the allocation head office granted it."""
 
 
 class ItemState(StrEnum):
@@ -725,6 +741,13 @@ class Proof(StrEnum):
     """Nothing: the deployment trusts its POS to vouch for the member (``payments.spend_needs_proof`` off)."""
 
 
+class RewardTaken(Payload):
+    """A reward of the catalogue bought with points in a sale (docs/rewards.md)."""
+
+    reward_id: Ident
+    points: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+
+
 class SalePayload(Payload):
     member_id: Ident | None = None
     store_id: Ident
@@ -767,9 +790,17 @@ class SalePayload(Payload):
     """The receipt number the POS printed on it."""
     pos_id: Text | None = None
     """Which POS printed it."""
+    rewards: list[RewardTaken] = Field(default_factory=list, max_length=20)
+    """Rewards of the catalogue bought in this sale, one unit each (docs/rewards.md)."""
+    reward_points: Amount = 0
+    """The part of ``points_redeemed`` that paid for ``rewards`` (the rest paid money)."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> SalePayload:
+        if self.reward_points != sum(r.points for r in self.rewards) or self.reward_points > self.points_redeemed:
+            raise ValueError("reward_points is not the sum of the rewards' points, or exceeds points_redeemed")
+        if len({r.reward_id for r in self.rewards}) != len(self.rewards):
+            raise ValueError("a reward appears twice in one sale")
         if sum(x.quantity * x.unit_price for x in self.lines) != self.total:
             raise ValueError("total is not the sum of the lines")
         if self.points_delta != self.points_earned - self.points_redeemed:
@@ -791,6 +822,10 @@ class SalePayload(Payload):
     def spends(self) -> bool:
         """Whether this sale takes points or stored value from the member (needs a proof)."""
         return self.points_redeemed > 0 or self.stored_value > 0
+
+    def wire(self) -> dict[str, Any]:
+        """A sale without rewards travels as it did before the catalogue (an older head office reads it)."""
+        return self.model_dump(mode="json", exclude=None if self.rewards else {"rewards", "reward_points"})
 
     def values(self) -> Values:
         return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)
