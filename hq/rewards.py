@@ -30,7 +30,7 @@ from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import NOT_APPLIED, Batch, Effect, bump_versions, payload_json
 from hq.policy import Breach
-from sync.protocol import ErrorCode, Reason, RefundPayload, SalePayload
+from sync.protocol import ErrorCode, Reason, RefundPayload, SalePayload, VoidPayload
 from terminal import loyalty as ly
 from terminal.rewards import PREFIX, Reward, RewardError, RewardKind, doc_id, parse_reward, pool_of
 
@@ -339,6 +339,14 @@ def _withdraw(tx: Tx, coupon_id: str, now: str) -> bool:
     return True
 
 
+def _line_skus(tx: Tx, txn_id: str) -> list[str]:
+    row = tx.one("SELECT payload FROM journal WHERE txn_id = ?", [txn_id])
+    try:
+        return [str(line["sku"]) for line in json.loads(str(row[0]))["lines"]] if row else []
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
 # -- a till's sales that took rewards: ingest stages (ordered by hq.push) -------------------------------------
 
 
@@ -412,7 +420,7 @@ def count(tx: Tx, batch: Batch) -> None:
             _took(tx, batch, txn_id, sale.member_id, r.reward_id, r.points, now)
     for i, payload in enumerate(batch.payloads):
         if isinstance(payload, RefundPayload) and batch.effects[i] is Effect.APPLIED and payload.points_restored > 0:
-            _given_back(tx, payload.original_txn, now)
+            _given_back(tx, payload, now)
 
 
 def _took(tx: Tx, batch: Batch, txn_id: str, member_id: str, reward_id: str, points: int, now: str) -> None:
@@ -434,12 +442,19 @@ def _took(tx: Tx, batch: Batch, txn_id: str, member_id: str, reward_id: str, poi
     _record(tx, made)
 
 
-def _given_back(tx: Tx, original_txn: str, now: str) -> None:
+def _given_back(tx: Tx, refund: RefundPayload, now: str) -> None:
+    """A reward goes back with its line (a void returns every line): its stock unit to the till's
+    allocation, its coupon withdrawn if not used, the purchase marked refunded."""
+    original_txn = refund.original_txn
     rows = tx.all(
         f"SELECT {PURCHASE_COLUMNS} FROM reward_purchases WHERE txn_id = ? AND refunded_at IS NULL", [original_txn]
     )
     if not rows:
         return
+    if not isinstance(refund, VoidPayload):
+        skus = _line_skus(tx, original_txn)
+        returned = {skus[x.line] for x in refund.returned if x.line < len(skus)}
+        rows = [r for r in rows if unit_of(str(r[1])) in returned]
     pools.release(tx, original_txn, [unit_of(str(r[1])) for r in rows], now)
     for made in map(_purchase, rows):
         if made.coupon_id is not None:

@@ -278,7 +278,14 @@ class TillStore(ClaimJournal, Protocol):
 
 
 class Pricing(Protocol):
-    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote: ...
+    def quote(
+        self,
+        member_id: str | None,
+        basket: Basket,
+        coupons: Sequence[str] = (),
+        redeem: int = 0,
+        rewards: Sequence[str] = (),
+    ) -> Quote: ...
 
 
 class SaleDesk(Pricing, Protocol):

@@ -59,8 +59,9 @@ class Reward:
 
     @property
     def line_sku(self) -> str:
-        """The sku of the line a till sells it on, at price 0: the item itself, or the reward."""
-        return self.sku if self.kind is RewardKind.ITEM and self.sku else PREFIX + self.reward_id
+        """The sku of the line a till sells it on, at price 0 (never the item's own sku: a bonus rule on the
+        item must not earn points on a reward)."""
+        return PREFIX + self.reward_id
 
     def doc(self) -> dict[str, Any]:
         """The document the tills receive (and head office stores as the reward's rule document)."""
