@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hq import ledger, merchants, pools, versions
+from hq import audit, ledger, merchants, pools, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import NOT_APPLIED, Batch, Effect, bump_versions, payload_json
@@ -94,7 +94,7 @@ def _parse(doc: dict[str, Any]) -> Reward:
     return reward
 
 
-def put(tx: Tx, doc: dict[str, Any], now: str) -> Reward:
+def put(tx: Tx, doc: dict[str, Any], now: str, by: str = "") -> Reward:
     """Define or change a reward; its document goes down to the tills and its stock is its pool's quantity
     (never below what tills already hold: ``reward_invalid``)."""
     reward = _parse(doc)
@@ -114,6 +114,7 @@ def put(tx: Tx, doc: dict[str, Any], now: str) -> Reward:
         [reward.reward_id, reward.kind.value, reward.points, body, int(reward.active), now, now],
     )
     _publish(tx, doc_id(reward.reward_id), body, now)
+    audit.append(tx, by or "head office", "reward.put", reward.reward_id, "", reward.doc())
     return reward
 
 
@@ -128,7 +129,7 @@ def _publish(tx: Tx, rule_id: str, body: str, now: str) -> None:
     versions.remember(tx, "rule_docs", rule_id, {"body": body}, now)
 
 
-def add_codes(tx: Tx, reward_id: str, codes: Sequence[str], now: str) -> int:
+def add_codes(tx: Tx, reward_id: str, codes: Sequence[str], now: str, by: str = "") -> int:
     """Load partner codes for a ``partner_code`` reward (each once; one already held is skipped); the
     reward's stock becomes every code loaded. How many were new."""
     reward = get(tx, reward_id)
@@ -146,7 +147,11 @@ def add_codes(tx: Tx, reward_id: str, codes: Sequence[str], now: str) -> int:
     )
     total = tx.one("SELECT COUNT(*) FROM reward_codes WHERE reward_id = ?", [reward_id])
     pools.create(tx, pool_of(reward_id), int(total[0]) if total else 0, now)
-    return sum(row is not None for row in added)
+    new = sum(row is not None for row in added)
+    audit.append(
+        tx, by or "head office", "reward.codes", reward_id, "", {"added": new, "held": int(total[0]) if total else 0}
+    )
+    return new
 
 
 def get(tx: Tx, reward_id: str) -> Reward:
@@ -301,7 +306,7 @@ def _give(tx: Tx, reward: Reward, member_id: str, purchase_id: str, now: str) ->
     return coupon_id, None
 
 
-def refund(tx: Tx, purchase_id: str, now: str) -> Purchase:
+def refund(tx: Tx, purchase_id: str, now: str, by: str = "") -> Purchase:
     """Give a wallet purchase back: its points return to the lots they came from, its coupon is withdrawn and
     its stock unit goes back to the pool. A partner code is retired, never handed out again (the member has
     seen it), so its unit stays spent. ``reward_not_refundable``: refunded already, its coupon was used, or
@@ -327,6 +332,9 @@ def refund(tx: Tx, purchase_id: str, now: str) -> Purchase:
     )  # fmt: skip
     ledger.post(tx, back, ly.LotPolicy())
     tx.run("UPDATE reward_purchases SET refunded_at = ? WHERE purchase_id = ?", [now, purchase_id])
+    audit.append(
+        tx, by or "head office", "reward.refund", purchase_id, "", {"member_id": made.member_id, "points": made.points}
+    )
     return purchase(tx, purchase_id) or made
 
 

@@ -739,11 +739,11 @@ class HqStore:
 
     # -- the rewards catalogue (hq/rewards.py, docs/rewards.md) -----------------------------------------
 
-    def put_reward(self, doc: dict[str, Any]) -> Reward:
-        return self.db.transact(lambda tx: rewards.put(tx, doc, self.now()))
+    def put_reward(self, doc: dict[str, Any], by: str = "") -> Reward:
+        return self.db.transact(lambda tx: rewards.put(tx, doc, self.now(), by))
 
-    def add_reward_codes(self, reward_id: str, codes: list[str]) -> int:
-        return self.db.transact(lambda tx: rewards.add_codes(tx, reward_id, codes, self.now()))
+    def add_reward_codes(self, reward_id: str, codes: list[str], by: str = "") -> int:
+        return self.db.transact(lambda tx: rewards.add_codes(tx, reward_id, codes, self.now(), by))
 
     def reward_catalogue(self, *, active_only: bool = False) -> list[rewards.Offered]:
         with self.db.read() as tx:
@@ -752,8 +752,8 @@ class HqStore:
     def buy_reward(self, member_id: str, reward_id: str, purchase_id: str) -> rewards.Purchase:
         return self.db.transact(lambda tx: rewards.buy(tx, member_id, reward_id, purchase_id, self.now()))
 
-    def refund_reward(self, purchase_id: str) -> rewards.Purchase:
-        return self.db.transact(lambda tx: rewards.refund(tx, purchase_id, self.now()))
+    def refund_reward(self, purchase_id: str, by: str = "") -> rewards.Purchase:
+        return self.db.transact(lambda tx: rewards.refund(tx, purchase_id, self.now(), by))
 
     def reward_purchases(self, member_id: str) -> list[rewards.Purchase]:
         with self.db.read() as tx:

@@ -37,6 +37,7 @@ PURE = {
     "receipts",
     "base45",
     "topups",
+    "rewards",
 }
 IO_LIBS = {
     "smartcard",

@@ -34,6 +34,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
         [--format table|json|csv --svg FILE] / programme / settings [FILE]   campaigns (docs/campaigns.md)
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
+    reward put FILE / codes ID FILE / list / purchases MEMBER / refund PURCHASE   the rewards catalogue
+                                       (rewards.py, docs/rewards.md)
     staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
@@ -62,6 +64,7 @@ from hq.cli import (
     pools,
     quarantine,
     reconcile,
+    rewards,
     segments,
     serve,
     stores,
@@ -77,6 +80,7 @@ AREAS = (
     segments,
     campaigns,
     pools,
+    rewards,
     documents,
     payments,
     ledger,
