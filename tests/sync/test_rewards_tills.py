@@ -76,9 +76,9 @@ class Shop:
         allocated = self.read("SELECT COALESCE(SUM(allowed), 0) FROM pool_allocations WHERE pool_id = ?", [pool_id])
         return int(used), int(allocated[0][0])
 
-    def push(self, terminal_id: str, seq: int, payload: dict[str, Any]) -> str:
+    def push(self, terminal_id: str, seq: int, payload: dict[str, Any], txn: str | None = None) -> str:
         """What a stolen till credential sends: any sale, as the next entry of that till; its txn id."""
-        txn = str(uuid.uuid4())
+        txn = txn or str(uuid.uuid4())
         entry = WireEntry(
             terminal_id=terminal_id, seq=seq, txn_id=txn, kind="sale", payload=payload, created_at=utc_iso(time.time())
         )
@@ -244,4 +244,27 @@ def test_a_stolen_till_credential_takes_no_reward_beyond_its_allocation_or_witho
     assert shop.points() == 1000 and shop.pool() == (0, 1)
     assert shop.read("SELECT COUNT(*) FROM reward_purchases")[0][0] == 0
     assert shop.read("SELECT COUNT(*) FROM coupons WHERE member_id = 'M-1'")[0][0] == 0
+    shop.books_balance()
+
+
+def test_a_till_killed_after_the_sale_pushes_it_once_and_a_replay_counts_nothing(
+    shop: Shop, tills: tuple[Till, Till]
+) -> None:
+    a, _ = tills
+    sold = a.buy("M-1", "LATTE", code=shop.phone.next_code())
+    a.client.close()
+    a.store.close()  # the till stops before it pushed: the sale is in its journal file only
+    again = open_till(shop, "T-A")  # started again on the same file: it pushes, then pulls
+    try:
+        assert shop.points() == 700 and shop.pool() == (1, 1)
+        entry = again.store.entries()[0]
+        assert entry.txn_id == sold
+        shop.push("T-A", entry.seq, entry.payload, txn=sold)  # the same entry replayed by whoever holds it
+        assert shop.points() == 700 and shop.pool() == (1, 1)
+        assert shop.read("SELECT COUNT(*) FROM reward_purchases")[0][0] == 1
+        assert again.store.pool_headroom(["reward:LATTE"]) == {"reward:LATTE": 0}
+        refused(Code.REWARD_ALLOCATION_USED, again.buy, "M-1", "LATTE", code=shop.phone.next_code())
+    finally:
+        again.client.close()
+        again.store.close()
     shop.books_balance()
