@@ -19,7 +19,7 @@ names what it uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from terminal.model import (
     SaleOrder,
 )
 from terminal.receipts.escpos import Captured
+from terminal.rewards import Reward
 from terminal.topups import Sold, Tally
 
 CardSink = Callable[[CardRead], None]
@@ -321,6 +322,10 @@ class Till(Pricing, Protocol):
         """The member's tier and what the next one still needs (a receipt's loyalty block)."""
         ...
 
+    def rewards(self) -> Mapping[str, Reward]:
+        """The rewards catalogue head office sent (docs/rewards.md)."""
+        ...
+
 
 class Ledger(Pricing, Protocol):
     """What the local API prices, voids and refunds with (a sale goes through ``PosTill.pos_sale``)."""
@@ -379,6 +384,10 @@ class Cashier(Protocol):
     def apply_coupon(self, text: str) -> dict[str, Any]: ...
 
     def remove_coupon(self, coupon_id: str) -> dict[str, Any]: ...
+
+    def add_reward(self, reward_id: str) -> dict[str, Any]: ...
+
+    def remove_reward(self, reward_id: str) -> dict[str, Any]: ...
 
     def pay(self, redeem: int | None = None) -> dict[str, Any]: ...
 
