@@ -425,16 +425,31 @@ def count(tx: Tx, batch: Batch) -> None:
             continue
         txn_id = batch.entries[i].txn_id
         for r in sale.rewards:
-            _took(tx, batch, txn_id, sale.member_id, r.reward_id, r.points, now)
+            _took(tx, batch.terminal_id, txn_id, sale.member_id, r.reward_id, r.points, now)
     for i, payload in enumerate(batch.payloads):
         if isinstance(payload, RefundPayload) and batch.effects[i] is Effect.APPLIED and payload.points_restored > 0:
             _given_back(tx, payload, now)
 
 
-def _took(tx: Tx, batch: Batch, txn_id: str, member_id: str, reward_id: str, points: int, now: str) -> None:
+def released(tx: Tx, txn_id: str, now: str) -> None:
+    """A quarantined sale an administrator released and head office applied: its rewards are counted against
+    the till's allocation (one beyond it blocks the till for that stock, as ``hq.pools`` does) and handed out."""
+    row = tx.one("SELECT terminal_id, payload, effect FROM journal WHERE txn_id = ? AND kind = 'sale'", [txn_id])
+    if row is None or str(row[2]) != Effect.APPLIED.value:
+        return
+    try:
+        sale = SalePayload.model_validate(json.loads(str(row[1])))
+    except ValueError:
+        return
+    for r in sale.rewards:
+        if sale.member_id is not None and tx.one("SELECT 1 FROM rewards WHERE reward_id = ?", [r.reward_id]):
+            _took(tx, str(row[0]), txn_id, sale.member_id, r.reward_id, r.points, now)
+
+
+def _took(tx: Tx, terminal_id: str, txn_id: str, member_id: str, reward_id: str, points: int, now: str) -> None:
     reward = get(tx, reward_id)
     if reward.pool_id is not None:
-        pools.count(tx, batch.terminal_id, [(txn_id, unit_of(reward_id), reward.pool_id)], now)
+        pools.count(tx, terminal_id, [(txn_id, unit_of(reward_id), reward.pool_id)], now)
     purchase_id = f"{txn_id}:{reward_id}"
     if purchase(tx, purchase_id) is not None:
         return
@@ -444,9 +459,7 @@ def _took(tx: Tx, batch: Batch, txn_id: str, member_id: str, reward_id: str, poi
             coupon_id, code = _give(tx, reward, member_id, purchase_id, now)
         except RewardRefused:  # no code left: the pool prevents it; the purchase stays visible without one
             pass
-    made = Purchase(
-        purchase_id, reward_id, member_id, points, TILL, coupon_id, code, now, None, batch.terminal_id, txn_id
-    )
+    made = Purchase(purchase_id, reward_id, member_id, points, TILL, coupon_id, code, now, None, terminal_id, txn_id)
     _record(tx, made)
 
 

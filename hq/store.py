@@ -954,7 +954,13 @@ class HqStore:
 
     def release(self, txn_id: str, by: str, note: str) -> str:
         """Apply a quarantined entry (an administrator's decision, with who and why); its new effect."""
-        return self.db.transact(lambda tx: quarantine.release(tx, txn_id, by, note, self.now()))
+
+        def run(tx: Tx) -> str:
+            effect = quarantine.release(tx, txn_id, by, note, self.now())
+            rewards.released(tx, txn_id, self.now())  # a sale's rewards count and are handed out once applied
+            return effect
+
+        return self.db.transact(run)
 
     def reject(self, txn_id: str, by: str, note: str) -> str:
         return self.db.transact(lambda tx: quarantine.reject(tx, txn_id, by, note, self.now()))
