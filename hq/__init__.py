@@ -35,6 +35,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
                   from the journal
     profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
     pools.py      flash-drop quantity pools: each till's allocation, granted at pull, counted at ingest
+    rewards.py    the rewards catalogue: rewards bought with points at a till or in the wallet (docs/rewards.md)
     ledger.py     the double-entry ledger of points and stored value: posting rules, points lots of their
                   issuing merchants, expiry as breakage, the check that proves every balance
     periods.py    settlement periods: a month each, closed in order (audited); where a late entry is filed

@@ -344,3 +344,34 @@ def state(tx: Tx, pool_id: str) -> PoolState:
         int(row[3]),
         tuple(Allocation(pool_id, str(t), int(a), int(u)) for t, a, u in tills),
     )
+
+
+HEAD_OFFICE = "head office"
+"""The holder, among a pool's allocations, of the units head office hands out itself (the wallet's rewards)."""
+
+
+def take(tx: Tx, pool_id: str, txn_id: str, unit_id: str, now: str) -> bool:
+    """Head office takes one unit of a pool for itself (``txn_id``, ``unit_id``: what a give-back names),
+    under the pool row's lock: from what it holds, else from what no till holds, so the sum of allowances
+    stays <= quantity. False: the pool is closed, unknown or all of it is allocated."""
+    row = tx.one(f"SELECT quantity, closed FROM pools WHERE pool_id = ?{tx.for_update}", [pool_id])
+    if row is None or int(row[1]):
+        return False
+    mine = tx.one(
+        "SELECT allowed, used FROM pool_allocations WHERE pool_id = ? AND terminal_id = ?", [pool_id, HEAD_OFFICE]
+    )
+    more = 0 if mine is not None and int(mine[0]) > int(mine[1]) else 1
+    if more and _allocated(tx, pool_id) >= int(row[0]):
+        return False
+    tx.run(
+        "INSERT INTO pool_allocations (pool_id, terminal_id, allowed, used, updated_at) VALUES (?, ?, ?, 1, ?) "
+        "ON CONFLICT (pool_id, terminal_id) DO UPDATE SET allowed = pool_allocations.allowed + ?, "
+        "used = pool_allocations.used + 1, updated_at = excluded.updated_at",
+        [pool_id, HEAD_OFFICE, more, now, more],
+    )
+    tx.run("UPDATE pools SET used = used + 1 WHERE pool_id = ?", [pool_id])
+    tx.run(
+        "INSERT INTO pool_uses (txn_id, coupon_id, pool_id, terminal_id, released) VALUES (?, ?, ?, ?, 0)",
+        [txn_id, unit_id, pool_id, HEAD_OFFICE],
+    )
+    return True

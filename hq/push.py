@@ -6,8 +6,9 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales
     -> top-ups against the till's policy (hq.topups) -> vouchers against the till's stock and their one use
-    (hq.vouchers) -> journal rows
+    (hq.vouchers) -> rewards against the catalogue (hq.rewards) -> journal rows
     -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals
+    -> rewards taken and given back (hq.rewards)
     -> member statistics (hq.stats)
     -> door check-ins (hq.checkins) -> items
     -> versions -> watermark
@@ -15,7 +16,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
 from __future__ import annotations
 
-from hq import ledger, members, receipts, topups, vouchers
+from hq import ledger, members, receipts, rewards, topups, vouchers
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -79,6 +80,7 @@ def ingest(
     check_reversals(tx, batch)
     topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
     sold_or_used = vouchers.check(tx, batch)  # the vouchers whose state every till must learn
+    rewards.check(tx, batch)  # rewards of the catalogue at its price, within the till's allocation
     store_journal(tx, batch)
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one
@@ -87,6 +89,7 @@ def ingest(
     count_coupons(tx, batch)
     check_merchants(tx, batch)
     reverse(tx, batch)
+    rewards.count(tx, batch)  # after the coupon counters: pool rows are locked in one order
     count_stats(tx, batch)  # after balances and coupons: rows are locked in the order a release takes
     record_checkins(tx, batch)  # door taps: a visit once a member, store and day
     skew = clock_item(terminal_id, offset, received_at, settings, calendar)

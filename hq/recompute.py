@@ -32,9 +32,11 @@ def recompute(sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, 
     ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
     # Use limits and flash-drop pools are not checked again here: ingest counts them (hq.pools).
     offers = [cp.offer_again(cp.parse_coupon(cid, coupon_docs[cid])) for cid in sale.coupons if cid in coupon_docs]
-    # The till checked the balance; head office prices the points the till says were paid.
-    member = pricing.Member(sale.member_id, sale.tier or "", sale.points_redeemed) if sale.member_id else None
-    return pricing.price(program, Basket(lines), ctx, member, offers, sale.points_redeemed)
+    # The till checked the balance; head office prices the points the till says were paid as money (the
+    # points that bought rewards of the catalogue are checked against the catalogue, hq.rewards).
+    paid = sale.points_redeemed - sale.reward_points
+    member = pricing.Member(sale.member_id, sale.tier or "", paid) if sale.member_id else None
+    return pricing.price(program, Basket(lines), ctx, member, offers, paid)
 
 
 def differences(
@@ -45,7 +47,7 @@ def differences(
     mine = {
         "total": quote.total,
         "discount": quote.discount,
-        "points_redeemed": quote.points_redeemed,
+        "points_redeemed": quote.points_redeemed + sale.reward_points,
         "points_earned": quote.points_earned,
         "payable": quote.payable,
     }
@@ -70,7 +72,7 @@ def refund_claw(
     the basket that stays is priced again, as the till does (``terminal.pricing.refund``)."""
     lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
     state = pricing.SaleState(
-        Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed, tuple(sale.coupons)
+        Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed - sale.reward_points, tuple(sale.coupons)
     )
     ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
     used = [cp.parse_coupon(cid, coupon_docs[cid]) for cid in sale.coupons if cid in coupon_docs]

@@ -47,6 +47,7 @@ from hq import (
     quarantine,
     receipts,
     reconcile,
+    rewards,
     stats,
     topups,
     versions,
@@ -99,6 +100,7 @@ from sync.protocol import (
 )
 from terminal import b64url
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
+from terminal.rewards import Reward
 from terminal.topups import TopupPolicy
 
 __all__ = [
@@ -790,6 +792,28 @@ class HqStore:
 
     # -- journal --------------------------------------------------------------------------------
 
+    # -- the rewards catalogue (hq/rewards.py, docs/rewards.md) -----------------------------------------
+
+    def put_reward(self, doc: dict[str, Any], by: str = "") -> Reward:
+        return self.db.transact(lambda tx: rewards.put(tx, doc, self.now(), by))
+
+    def add_reward_codes(self, reward_id: str, codes: list[str], by: str = "") -> int:
+        return self.db.transact(lambda tx: rewards.add_codes(tx, reward_id, codes, self.now(), by))
+
+    def reward_catalogue(self, *, active_only: bool = False) -> list[rewards.Offered]:
+        with self.db.read() as tx:
+            return rewards.catalogue(tx, active_only=active_only)
+
+    def buy_reward(self, member_id: str, reward_id: str, purchase_id: str) -> rewards.Purchase:
+        return self.db.transact(lambda tx: rewards.buy(tx, member_id, reward_id, purchase_id, self.now()))
+
+    def refund_reward(self, purchase_id: str, by: str = "") -> rewards.Purchase:
+        return self.db.transact(lambda tx: rewards.refund(tx, purchase_id, self.now(), by))
+
+    def reward_purchases(self, member_id: str) -> list[rewards.Purchase]:
+        with self.db.read() as tx:
+            return rewards.of_member(tx, member_id)
+
     def ingest(self, terminal_id: str, entries: list[WireEntry], clock: str | None = None) -> PushResponse:
         """Store a batch of one terminal's journal in one transaction and apply each new entry once.
 
@@ -985,7 +1009,13 @@ class HqStore:
 
     def release(self, txn_id: str, by: str, note: str) -> str:
         """Apply a quarantined entry (an administrator's decision, with who and why); its new effect."""
-        return self.db.transact(lambda tx: quarantine.release(tx, txn_id, by, note, self.now()))
+
+        def run(tx: Tx) -> str:
+            effect = quarantine.release(tx, txn_id, by, note, self.now())
+            rewards.released(tx, txn_id, self.now())  # a sale's rewards count and are handed out once applied
+            return effect
+
+        return self.db.transact(run)
 
     def reject(self, txn_id: str, by: str, note: str) -> str:
         return self.db.transact(lambda tx: quarantine.reject(tx, txn_id, by, note, self.now()))

@@ -151,6 +151,12 @@ class ErrorCode(StrEnum):
     VOUCHER_REFUNDED = "voucher_refunded"
     VOUCHER_OTHER_STORE = "voucher_other_store"
     VOUCHER_ISSUE_INVALID = "voucher_issue_invalid"
+    # the rewards catalogue (hq/rewards.py, docs/rewards.md)
+    REWARD_INVALID = "reward_invalid"
+    REWARD_UNKNOWN = "reward_unknown"
+    REWARD_SOLD_OUT = "reward_sold_out"
+    REWARD_NOT_REFUNDABLE = "reward_not_refundable"
+    INSUFFICIENT_POINTS = "insufficient_points"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -252,6 +258,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.VOUCHER_REFUNDED: (409, "the voucher was refunded"),
     ErrorCode.VOUCHER_OTHER_STORE: (409, "a voucher is refunded only at the store that sold it"),
     ErrorCode.VOUCHER_ISSUE_INVALID: (422, "a voucher issue needs a count, a value and an expiry within bounds"),
+    ErrorCode.REWARD_INVALID: (422, "a reward's document, or the partner codes given for it, are not valid"),
+    ErrorCode.REWARD_UNKNOWN: (404, "no such reward in the catalogue, or it is not offered now"),
+    ErrorCode.REWARD_SOLD_OUT: (409, "the reward's stock is all taken (or held by tills for their offline sales)"),
+    ErrorCode.REWARD_NOT_REFUNDABLE: (409, "the purchase was refunded already, or what it gave was used"),
+    ErrorCode.INSUFFICIENT_POINTS: (409, "the member does not hold the points the reward costs"),
 }
 
 
@@ -325,6 +336,11 @@ class Reason(StrEnum):
     """A redemption of a voucher head office holds no sale of: quarantined."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
     """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
+    # The rewards catalogue (hq/rewards.py, docs/rewards.md): both quarantine the sale.
+    REWARD_INVALID = "reward_invalid"
+    """A sale took a reward the catalogue does not hold, or at other than its price in points."""
+    REWARD_ALLOCATION_EXCEEDED = "reward_allocation_exceeded"
+    """A till took a reward with a limited stock beyond the allocation head office granted it."""
 
 
 class ItemState(StrEnum):
@@ -820,6 +836,13 @@ class Proof(StrEnum):
     """Nothing: the deployment trusts its POS to vouch for the member (``payments.spend_needs_proof`` off)."""
 
 
+class RewardTaken(Payload):
+    """A reward of the catalogue bought with points in a sale (docs/rewards.md)."""
+
+    reward_id: Ident
+    points: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+
+
 class SalePayload(Payload):
     member_id: Ident | None = None
     store_id: Ident
@@ -862,9 +885,17 @@ class SalePayload(Payload):
     """The receipt number the POS printed on it."""
     pos_id: Text | None = None
     """Which POS printed it."""
+    rewards: list[RewardTaken] = Field(default_factory=list, max_length=20)
+    """Rewards of the catalogue bought in this sale, one unit each (docs/rewards.md)."""
+    reward_points: Amount = 0
+    """The part of ``points_redeemed`` that paid for ``rewards`` (the rest paid money)."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> SalePayload:
+        if self.reward_points != sum(r.points for r in self.rewards) or self.reward_points > self.points_redeemed:
+            raise ValueError("reward_points is not the sum of the rewards' points, or exceeds points_redeemed")
+        if len({r.reward_id for r in self.rewards}) != len(self.rewards):
+            raise ValueError("a reward appears twice in one sale")
         if sum(x.quantity * x.unit_price for x in self.lines) != self.total:
             raise ValueError("total is not the sum of the lines")
         if self.points_delta != self.points_earned - self.points_redeemed:
@@ -886,6 +917,10 @@ class SalePayload(Payload):
     def spends(self) -> bool:
         """Whether this sale takes points or stored value from the member (needs a proof)."""
         return self.points_redeemed > 0 or self.stored_value > 0
+
+    def wire(self) -> dict[str, Any]:
+        """A sale without rewards travels as it did before the catalogue (an older head office reads it)."""
+        return self.model_dump(mode="json", exclude=None if self.rewards else {"rewards", "reward_points"})
 
     def values(self) -> Values:
         return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)

@@ -40,7 +40,7 @@ class Checkout:
         try:
             quote = order.quote
             if quote is None:
-                quote = self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem)
+                quote = self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem, order.rewards)
             return self.desk.commit(quote, payment, tapped=tapped, receipt=order.receipt)
         except Rejected as exc:
             if refused is not None:

@@ -353,6 +353,9 @@ def sale(
     redeem: Annotated[int, typer.Option(help="Points to pay with; -1: as many as allowed.")] = 0,
     stored_value: Annotated[int | None, typer.Option(help="Stored value to pay with (minor units).")] = 0,
     payment_code: Annotated[str | None, typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
+    reward: Annotated[
+        list[str] | None, typer.Option(help="A reward of the catalogue bought with points (repeatable).")
+    ] = None,
     quote_only: Annotated[bool, typer.Option("--quote", help="Price it only; record nothing.")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -365,7 +368,10 @@ def sale(
         "lines": [{"sku": sku, "quantity": 1, "unit_price": amount, "category": category}],
         "coupons": coupon or [],
         "redeem": redeem,
+        "rewards": reward or [],
     }
+    if amount == 0 and reward:  # only rewards: no line of goods
+        body["lines"] = []
     if not quote_only:
         body |= {"stored_value": stored_value, "payment_code": payment_code}
     cfg = cli_config(config)

@@ -49,6 +49,8 @@ class Code(StrEnum):
     POINTS_BELOW_MINIMUM = "points_below_minimum"
     POINTS_ABOVE_MAXIMUM = "points_above_maximum"
     INSUFFICIENT_POINTS = "insufficient_points"
+    REWARD_UNKNOWN = "reward_unknown"
+    REWARD_ALLOCATION_USED = "reward_allocation_used"
     POINTS_EXCEED_SALE = "points_exceed_sale"
     INVALID_REFUND = "invalid_refund"
     NOTHING_TO_REFUND = "nothing_to_refund"
@@ -151,6 +153,8 @@ MESSAGES: dict[Code, str] = {
     Code.POINTS_BELOW_MINIMUM: "Fewer points than the minimum that can be paid.",
     Code.POINTS_ABOVE_MAXIMUM: "More points than may be paid in one sale.",
     Code.INSUFFICIENT_POINTS: "The member does not have enough spendable points.",
+    Code.REWARD_UNKNOWN: "This till does not offer that reward (not in the catalogue head office sent, or withdrawn).",
+    Code.REWARD_ALLOCATION_USED: "This till has sold all the units of this reward head office allotted it.",
     Code.POINTS_EXCEED_SALE: "Points may not pay that much of this sale.",
     Code.INVALID_REFUND: "The refund does not match the sale's lines.",
     Code.NOTHING_TO_REFUND: "Everything of this sale has already been refunded.",

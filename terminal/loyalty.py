@@ -304,6 +304,8 @@ def parse_program(docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None =
             )
         elif kind == "points_policy":
             lots = LotPolicy(_int(doc, "lock_days", 0), _int(doc, "expire_days", 0))
+        elif kind == "reward":
+            continue  # the rewards catalogue (terminal.rewards) travels with the rules but earns nothing
         else:
             rules.append(parse_rule(rule_id, doc))
     if base is not None:

@@ -122,6 +122,13 @@ class Quote:
     refused: tuple[tuple[str, str], ...] = ()  # (coupon_id, rejection code) of coupons not used
     line_discounts: tuple[int, ...] = ()
     tier_after: str | None = None
+    rewards: tuple[tuple[str, int], ...] = ()
+    """(reward id, points) of the catalogue's rewards bought in this sale, each on a line of its own at
+    price 0; their points are part of ``points_redeemed`` (docs/rewards.md)."""
+
+    @property
+    def reward_points(self) -> int:
+        return sum(points for _, points in self.rewards)
 
     @property
     def payable(self) -> int:
@@ -242,6 +249,8 @@ class SaleOrder:
     pay_by_card: bool = False
     quote: Quote | None = None
     receipt: ReceiptRef | None = None
+    rewards: tuple[str, ...] = ()
+    """Rewards of the catalogue the member buys with points in this sale (their proof is needed)."""
 
     @classmethod
     def of_quote(cls, quote: Quote, *, stored_value: int | None = 0, code: str | None = None) -> SaleOrder:
@@ -250,10 +259,11 @@ class SaleOrder:
             quote.member_id,
             quote.basket,
             quote.coupons,
-            quote.points_redeemed,
+            quote.points_redeemed - quote.reward_points,
             stored_value=stored_value,
             code=code,
             quote=quote,
+            rewards=tuple(reward_id for reward_id, _ in quote.rewards),
         )
 
 

@@ -19,7 +19,7 @@ names what it uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,6 +46,7 @@ from terminal.model import (
     VoucherReceipt,
 )
 from terminal.receipts.escpos import Captured
+from terminal.rewards import Reward
 from terminal.topups import Sold, Tally
 
 CardSink = Callable[[CardRead], None]
@@ -328,7 +329,14 @@ class TillStore(ClaimJournal, Protocol):
 
 
 class Pricing(Protocol):
-    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote: ...
+    def quote(
+        self,
+        member_id: str | None,
+        basket: Basket,
+        coupons: Sequence[str] = (),
+        redeem: int = 0,
+        rewards: Sequence[str] = (),
+    ) -> Quote: ...
 
 
 class SaleDesk(Pricing, Protocol):
@@ -366,6 +374,10 @@ class Till(Pricing, Protocol):
 
     def tier_progress(self, member_id: str) -> str | None:
         """The member's tier and what the next one still needs (a receipt's loyalty block)."""
+        ...
+
+    def rewards(self) -> Mapping[str, Reward]:
+        """The rewards catalogue head office sent (docs/rewards.md)."""
         ...
 
 
@@ -434,6 +446,10 @@ class Cashier(Protocol):
     def apply_coupon(self, text: str) -> dict[str, Any]: ...
 
     def remove_coupon(self, coupon_id: str) -> dict[str, Any]: ...
+
+    def add_reward(self, reward_id: str) -> dict[str, Any]: ...
+
+    def remove_reward(self, reward_id: str) -> dict[str, Any]: ...
 
     def pay(self, redeem: int | None = None) -> dict[str, Any]: ...
 

@@ -27,6 +27,7 @@ from sync.protocol import (
     Explained,
     Proof,
     RefundPayload,
+    RewardTaken,
     SaleLine,
     SalePayload,
     SecureTap,
@@ -41,6 +42,7 @@ from terminal import coupons as cp
 from terminal import credentials, membercodes, pricing
 from terminal import loyalty as ly
 from terminal import payments as pay
+from terminal import rewards as rw
 from terminal import topups as tp
 from terminal import vouchers as vc
 from terminal.canonical import base_digest, doc_digest
@@ -303,9 +305,20 @@ class Service:
 
     # -- quote, commit -------------------------------------------------------------------------------
 
-    def quote(self, member_id: str | None, basket: Basket, coupons: Sequence[str] = (), redeem: int = 0) -> Quote:
+    def quote(
+        self,
+        member_id: str | None,
+        basket: Basket,
+        coupons: Sequence[str] = (),
+        redeem: int = 0,
+        rewards: Sequence[str] = (),
+    ) -> Quote:
         """Price a basket: the best usable coupons, points paid (``pricing.REDEEM_MAX`` for all that
-        may be), points earned, each explained; coupons that cannot apply say why."""
+        may be), points earned, each explained; coupons that cannot apply say why. ``rewards``: rewards of
+        the catalogue bought with points, each on a line of its own at price 0 (docs/rewards.md)."""
+        taken = self._rewards(rewards, member_id)
+        if taken:
+            basket = Basket(basket.lines + tuple(Line(r.line_sku, 1, 0, "reward") for r in taken))
         check_basket(basket)
         member = self.member(member_id) if member_id else None
         now = self.now()
@@ -318,10 +331,53 @@ class Service:
         )
         offers, unknown = self.offers(coupons, member.member_id if member else None)
         who = self._pricing_member(member, now) if member else None
+        cost = sum(r.points for r in taken)
+        if who is not None and cost:
+            if who.balance < cost:
+                raise Rejected(Code.INSUFFICIENT_POINTS, f"The rewards cost {cost} points; {who.balance} can be spent.")
+            who = replace(who, balance=who.balance - cost)  # what is left may pay money
         quote = pricing.price(self.program(), basket, ctx, who, offers, redeem, self._active(ctx))
+        if taken:
+            quote = replace(
+                quote,
+                points_redeemed=quote.points_redeemed + cost,
+                rewards=tuple((r.reward_id, r.points) for r in taken),
+            )
         if unknown:
             quote = _with_refused(quote, unknown)
         return quote
+
+    def rewards(self) -> dict[str, rw.Reward]:
+        """The rewards catalogue head office sent (the rule documents ``reward:<id>``)."""
+        return rw.catalogue(self.store.rule_docs())
+
+    def _rewards(self, reward_ids: Sequence[str], member_id: str | None) -> tuple[rw.Reward, ...]:
+        """The rewards a sale buys: offered now, for a member, within this till's allocation of each stock."""
+        if not reward_ids:
+            return ()
+        if member_id is None:
+            raise Rejected(Code.NO_MEMBER, "A reward is bought with a member's points.")
+        if len(set(reward_ids)) != len(reward_ids):
+            raise Rejected(Code.INVALID_BASKET, "One unit of each reward per sale.")
+        catalogue = self.rewards()
+        taken = tuple(catalogue.get(r) for r in reward_ids)
+        found = tuple(r for r in taken if r is not None and r.active)
+        if len(found) != len(taken):
+            raise Rejected(Code.REWARD_UNKNOWN)
+        pools = [r.pool_id for r in found if r.pool_id is not None]
+        headroom = self.store.pool_headroom(pools) if pools else {}
+        if any(headroom.get(p, 0) < 1 for p in pools):
+            raise Rejected(Code.REWARD_ALLOCATION_USED)
+        return found
+
+    def _reward_pools(self, quote: Quote) -> tuple[tuple[str, str], ...]:
+        """(unit, pool) of the rewards with a limited stock a sale buys: each takes a unit of this till's
+        allocation, checked again inside the transaction like a pooled coupon's."""
+        if not quote.rewards:
+            return ()
+        catalogue = self.rewards()
+        pooled = [(r, catalogue[r].pool_id) for r, _ in quote.rewards if r in catalogue]
+        return tuple((rw.PREFIX + reward_id, pool) for reward_id, pool in pooled if pool is not None)
 
     def commit(
         self,
@@ -356,7 +412,7 @@ class Service:
         # Use limits are checked again inside the transaction (a stale quote cannot use a coupon twice).
         used = self.store.coupon_texts(quote.coupons, None)
         limits = self._coupon_limits(used)
-        pooled = self._coupon_pools(used)
+        pooled = self._coupon_pools(used) + self._reward_pools(quote)
         member = self.store.member(quote.member_id) if quote.member_id is not None else None
         if quote.member_id is not None:
             spent = self._spend_plan(quote.member_id, quote.points_redeemed, now)
@@ -366,7 +422,7 @@ class Service:
                 spend_points=quote.points_redeemed,
                 spend_lots=tuple((lot, n) for lot, n in spent if lot != HQ_LOT),
                 new_lot=ly.new_lot(txn_id, quote.points_earned, now, program.lots),
-                coupon_uses=tuple((c, 1) for c in quote.coupons),
+                coupon_uses=tuple((c, 1) for c in quote.coupons) + tuple((rw.PREFIX + r, 1) for r, _ in quote.rewards),
                 coupon_limits=limits,
                 coupon_pools=pooled,
                 window_delta=grew,
@@ -447,6 +503,8 @@ class Service:
             payment_code=paid.code_text,
             proof=paid.proof,
             priced_with=priced_with,
+            rewards=[RewardTaken(reward_id=r, points=p) for r, p in quote.rewards],
+            reward_points=quote.reward_points,
         )
 
     def _fresh(self, tap: Identified | None) -> Identified | None:
@@ -663,19 +721,28 @@ class Service:
         ctx = ly.SaleContext(at, raw["store_id"], member_id, raw.get("tier"), self.store.merchant_id())
         used = [cp.parse_coupon(cid, doc) for cid, doc in self.store.coupon_docs(state.coupons, None).items()]
         result = pricing.refund(self.program(), state, returned or everything, ctx, used)
-        delta = result.points_restored - result.points_clawed
+        kept, rewards_back = _rewards_back(raw, state, returned or everything)
+        restored = result.points_restored + sum(points for _, points in rewards_back)
+        delta = restored - result.points_clawed
         spent = [(str(lot), int(n)) for lot, n in raw.get("lots_spent", [])]
-        restore, left = _give_back(spent, result.points_restored)
+        restore, left = _give_back(spent, restored)
         sv_left = int(raw.get("stored_value", 0))
         sv_back = min(result.money_back, sv_left)  # money goes back to the account first
-        new_raw = {**raw, **_state_dict(result.after), "lots_spent": left, "stored_value": sv_left - sv_back}
+        new_raw = {
+            **raw,
+            **_state_dict(result.after),
+            "lots_spent": left,
+            "stored_value": sv_left - sv_back,
+            "rewards": kept,
+        }
         program = self.program()
         shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
         fx = Effects(
             member_id=member_id,
             restore_lots=tuple((lot, n) for lot, n in restore if lot != HQ_LOT),
             claw_lot=(txn_id, result.points_clawed) if result.points_clawed else None,
-            coupon_uses=tuple((c, -1) for c in result.coupons_restored),
+            coupon_uses=tuple((c, -1) for c in result.coupons_restored)
+            + tuple((rw.PREFIX + reward_id, -1) for reward_id, _ in rewards_back),
             window_delta=-shrink,
             sale_state=new_raw,
             state_of=txn_id,
@@ -690,7 +757,7 @@ class Service:
             "total": -result.money_back,
             "money_back": result.money_back,
             "points_clawed": result.points_clawed,
-            "points_restored": result.points_restored,
+            "points_restored": restored,
             "points_delta": delta,
             "coupons_restored": list(result.coupons_restored),
             "stored_value_delta": sv_back,
@@ -949,14 +1016,34 @@ def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
 def _sale_state(
     quote: Quote, now: datetime, store_id: str, member: Member | None, spent: list[tuple[str, int]]
 ) -> dict[str, Any]:
-    state = pricing.SaleState(quote.basket, quote.payable, quote.points_earned, quote.points_redeemed, quote.coupons)
+    # ``redeemed``: the points that paid money (a refund prices them again); the rewards' points are kept apart
+    # and go back when a reward's line is returned.
+    redeemed = quote.points_redeemed - quote.reward_points
+    state = pricing.SaleState(quote.basket, quote.payable, quote.points_earned, redeemed, quote.coupons)
     return {
         **_state_dict(state),
+        "rewards": [list(x) for x in quote.rewards],
         "at": now.isoformat(timespec="seconds"),
         "store_id": store_id,
         "tier": member.tier if member else None,
         "lots_spent": [list(x) for x in spent],
     }
+
+
+def _rewards_back(
+    raw: dict[str, Any], state: pricing.SaleState, returned: dict[int, int]
+) -> tuple[list[list[Any]], list[tuple[str, int]]]:
+    """The rewards a refund gives back (their line is returned: their points and their stock unit), and
+    those the sale keeps."""
+    lines = {line.sku: i for i, line in enumerate(state.basket.lines) if line.quantity}
+    kept: list[list[Any]] = []
+    back: list[tuple[str, int]] = []
+    for reward_id, points in raw.get("rewards", []):
+        if returned.get(lines.get(rw.PREFIX + str(reward_id), -1), 0) > 0:
+            back.append((str(reward_id), int(points)))
+        else:
+            kept.append([reward_id, points])
+    return kept, back
 
 
 def _state_dict(state: pricing.SaleState) -> dict[str, Any]:

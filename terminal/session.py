@@ -147,6 +147,8 @@ class _Sale:
     basket: Basket | None = None
     basket_source: str = ""
     coupons: list[str] = field(default_factory=list)
+    rewards: list[str] = field(default_factory=list)
+    """Rewards of the catalogue the member buys with points in this sale (docs/rewards.md)."""
     redeem: int = 0
     quote: Quote | None = None
     receipt: Receipt | None = None
@@ -228,6 +230,8 @@ class Session:
             "basket": _basket_dict(s.basket, s.basket_source),
             "coupons": list(s.coupons),
             "offers": self._offers(),
+            "rewards": list(s.rewards),
+            "catalogue": self._catalogue(),
             "redeem": s.redeem,
             "quote": _quote_dict(s.quote),
             "receipt": asdict(s.receipt) if s.receipt else None,
@@ -237,6 +241,43 @@ class Session:
             "notice": s.notice,
             "currency": self.currency,
         }
+
+    def _catalogue(self) -> list[dict[str, Any]]:
+        """The rewards the identified member may buy here (the cashier's buttons), cheapest first."""
+        if self._sale.member is None:
+            return []
+        offered = sorted((r for r in self.till.rewards().values() if r.active), key=lambda r: (r.points, r.reward_id))
+        return [{"reward_id": r.reward_id, "title": r.title, "points": r.points} for r in offered]
+
+    def add_reward(self, reward_id: str) -> dict[str, Any]:
+        """The member buys a reward with points in this sale (their proof is asked for at the payment)."""
+        with self._lock:
+            s = self._sale
+            if s.state in (State.PAYMENT, State.DONE):
+                self._refuse(Code.SESSION_BUSY, "Rewards go in before the payment.")
+            if s.member is None:
+                self._refuse(Code.NO_MEMBER, "Identify the member first: a reward is bought with their points.")
+            if reward_id not in s.rewards:
+                s.rewards.append(reward_id)
+                try:
+                    self._requote()
+                except Rejected:
+                    s.rewards.remove(reward_id)
+                    self._requote()
+                    raise
+            s.error, s.awaiting = None, None
+            return self._changed()
+
+    def remove_reward(self, reward_id: str) -> dict[str, Any]:
+        with self._lock:
+            s = self._sale
+            if s.state in (State.PAYMENT, State.DONE):
+                self._refuse(Code.SESSION_BUSY, "Rewards change before the payment only.")
+            if reward_id in s.rewards:
+                s.rewards.remove(reward_id)
+            s.error = None
+            self._requote()
+            return self._changed()
 
     def _offers(self) -> list[dict[str, Any]]:
         """Coupons of this sale: the member's own and those presented, each usable or not, and why."""
@@ -440,7 +481,7 @@ class Session:
             s = self._sale
             if s.state is State.DONE:
                 self._refuse(Code.SESSION_BUSY, "This sale is done: start the next one.")
-            if s.basket is None:
+            if s.basket is None and not s.rewards:
                 self._refuse(Code.NO_BASKET)
             default = self.redeem_default if s.member and s.member.points > 0 and self._may_spend() else 0
             wanted = redeem if redeem is not None else default
@@ -607,12 +648,12 @@ class Session:
 
     def _requote(self) -> None:
         s = self._sale
-        if s.basket is None:
+        if s.basket is None and not s.rewards:
             s.quote = None
             return
         member_id = s.member.member_id if s.member else None
-        basket = s.basket
-        s.quote = self._call(lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem))
+        basket = s.basket or Basket(())  # only rewards: no goods
+        s.quote = self._call(lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem, list(s.rewards)))
 
     def _may_spend(self) -> bool:
         s = self._sale

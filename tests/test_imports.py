@@ -38,6 +38,7 @@ PURE = {
     "base45",
     "topups",
     "vouchers",
+    "rewards",
 }
 IO_LIBS = {
     "smartcard",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -58,6 +59,7 @@ from hq.api.deps import (
 )
 from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
+from hq.rewards import RewardRefused
 from hq.store import HqStore
 from hq.wallet import checkin, devices, gifts, i18n, pages, qr, signin, views
 from hq.wallet.senders import Message, Sender, SendFailed
@@ -644,6 +646,65 @@ def put_contacts(store: Store, member_id: str, body: ContactsIn, admin: Admin) -
 def get_contacts(store: Store, member_id: str, admin: Admin) -> dict[str, str]:
     with store.db.read() as tx:
         return signin.contacts(tx, member_id)
+
+
+# -- the rewards catalogue (docs/rewards.md) ------------------------------------------------------------------
+
+_PURCHASE = re.compile(r"w-[A-Za-z0-9_-]{16,64}")
+
+
+def rewards_page(
+    request: Request, store: HqStore, lang: str, member: str, *, code: ErrorCode | None = None, bought: str = ""
+) -> HTMLResponse:
+    """The catalogue with what the member can afford, and the member's purchases (their partner codes)."""
+    words = i18n.words(lang)
+    held = store.member(member)
+    points = held.points if held is not None else 0
+    catalogue = store.reward_catalogue(active_only=True)
+    offered = [
+        {"reward": o.reward, "left": o.left, "affordable": o.reward.points <= points, "sold_out": o.left == 0}
+        for o in catalogue
+    ]
+    titles = {o.reward.reward_id: o.reward.title for o in catalogue}
+    mine = [{**p.as_dict(), "title": titles.get(p.reward_id, p.reward_id)} for p in store.reward_purchases(member)]
+    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    return page(
+        request,
+        "rewards",
+        lang,
+        ERROR_STATUS[code][0] if code else 200,
+        signed_in=True,
+        points=points,
+        offered=offered,
+        mine=mine,
+        purchase=f"w-{secrets.token_urlsafe(18)}",
+        notice=words["reward_bought"] if bought and any(p["purchase_id"] == bought for p in mine) else "",
+        **({"error": ""} | error),
+    )
+
+
+@router.get("/wallet/rewards", include_in_schema=False)
+def rewards(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    if member is None:
+        return to_sign_in()
+    return rewards_page(request, store, lang, member, bought=request.query_params.get("bought", "")[:100])
+
+
+@router.post("/wallet/rewards/{reward_id}/buy", include_in_schema=False, dependencies=[Depends(same_origin)])
+def buy_reward(request: Request, store: Store, lang: Lang, member: Member, reward_id: str, fields: Form) -> Response:
+    """Buy one unit with points; the form's ``purchase`` id makes a second submit of the same form a no-op."""
+    if member is None:
+        return to_sign_in()
+    purchase_id = fields.get("purchase", "")
+    if not _PURCHASE.fullmatch(purchase_id):
+        return rewards_page(request, store, lang, member, code=ErrorCode.INVALID_REQUEST)
+    try:
+        made = store.buy_reward(member, reward_id[:48], purchase_id)
+    except RewardRefused as exc:
+        return rewards_page(request, store, lang, member, code=exc.code)
+    return RedirectResponse(
+        f"/wallet/rewards?bought={made.purchase_id}", status_code=303, headers={"Cache-Control": "no-store"}
+    )
 
 
 __all__ = ["CSP", "router"]

@@ -36,6 +36,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     pool create ID QUANTITY [--chunk N] / show ID / close ID   flash-drop quantity pools (pools.py, docs/loyalty.md)
     voucher issue TERMINAL --count N --value V [--sku S] / offline-total TERMINAL N / show ID / list
                                        prepaid vouchers (vouchers.py, docs/stored-value.md)
+    reward put FILE / codes ID FILE / list / purchases MEMBER / refund PURCHASE   the rewards catalogue
+                                       (rewards.py, docs/rewards.md)
     staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
@@ -66,6 +68,7 @@ from hq.cli import (
     pools,
     quarantine,
     reconcile,
+    rewards,
     segments,
     serve,
     settlement,
@@ -83,6 +86,7 @@ AREAS = (
     segments,
     campaigns,
     pools,
+    rewards,
     documents,
     payments,
     vouchers,

@@ -536,6 +536,24 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
         ],
     ),
+    # The rewards catalogue (hq/rewards.py, docs/rewards.md): each reward (its document also goes down to the
+    # tills as the rule document ``reward:<id>``), the partner codes held in stock and handed out once, and
+    # every purchase, in the wallet or at a till (a till's is keyed by its sale, once).
+    (
+        "m028_rewards",
+        [
+            "CREATE TABLE rewards (reward_id TEXT PRIMARY KEY, kind TEXT NOT NULL, points BIGINT NOT NULL, "
+            "body TEXT NOT NULL, active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            "CREATE TABLE reward_codes (reward_id TEXT NOT NULL, code TEXT NOT NULL, purchase_id TEXT, "
+            "added_at TEXT NOT NULL, PRIMARY KEY (reward_id, code))",
+            "CREATE INDEX idx_reward_codes_free ON reward_codes (reward_id, code) WHERE purchase_id IS NULL",
+            "CREATE TABLE reward_purchases (purchase_id TEXT PRIMARY KEY, reward_id TEXT NOT NULL, "
+            "member_id TEXT NOT NULL, points BIGINT NOT NULL, channel TEXT NOT NULL, terminal_id TEXT, txn_id TEXT, "
+            "coupon_id TEXT, code TEXT, created_at TEXT NOT NULL, refunded_at TEXT)",
+            "CREATE UNIQUE INDEX idx_reward_purchases_txn ON reward_purchases (txn_id, reward_id)",
+            "CREATE INDEX idx_reward_purchases_member ON reward_purchases (member_id, created_at)",
+        ],
+    ),
 ]
 
 

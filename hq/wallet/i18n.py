@@ -283,6 +283,38 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "voucher_for": ("One {sku}, up to {value}", "{sku} 1点（{value} まで）", "{sku} 一件（最多 {value}）"),
     "voucher_expires": ("Valid until", "有効期限", "有效期至"),
     "voucher_qr": ("QR code of voucher {name}", "バウチャー {name} のQRコード", "预付券 {name} 的二维码"),
+    # the rewards catalogue (docs/rewards.md)
+    "rewards": ("Rewards", "特典交換", "积分兑换"),
+    "rewards_balance": ("You have {points} points to spend.", "ご利用可能なポイント：{points}", "可用积分：{points}"),
+    "reward_points": ("{points} points", "{points} ポイント", "{points} 积分"),
+    "reward_left": ("{left} left", "残り {left}", "剩余 {left}"),
+    "reward_stock": ("Stock", "在庫", "库存"),
+    "reward_buy": ("Get it for {points} points", "{points} ポイントで交換", "用 {points} 积分兑换"),
+    "reward_not_enough": ("Not enough points yet", "ポイントが足りません", "积分不足"),
+    "reward_bought": (
+        "Done: your reward is below (a coupon is with your coupons).",
+        "交換しました。特典は下にあります（クーポンはクーポン画面にあります）。",
+        "兑换成功：奖励见下方（优惠券在优惠券页面）。",
+    ),
+    "rewards_mine": ("Your rewards", "交換した特典", "我的奖励"),
+    "reward_code": ("Your code", "あなたのコード", "您的兑换码"),
+    "reward_in_coupons": ("With your coupons", "クーポン画面にあります", "在优惠券页面"),
+    "reward_at_till": ("Taken at the till", "店頭で受け取り済み", "已在门店领取"),
+    "reward_refunded": ("Given back", "取り消し済み", "已退回"),
+    "no_rewards": ("No rewards on offer right now.", "現在交換できる特典はありません。", "目前没有可兑换的奖励。"),
+    "insufficient_points": (
+        "You do not have enough points for this reward.",
+        "この特典に必要なポイントが足りません。",
+        "您的积分不足以兑换此奖励。",
+    ),
+    "reward_unknown": ("This reward is not on offer.", "この特典は現在交換できません。", "此奖励目前无法兑换。"),
+    "reward_sold_out": ("This reward is sold out.", "この特典は品切れです。", "此奖励已兑完。"),
+    "blocked_member": (
+        "Your membership is on hold: please ask at a store.",
+        "会員資格が停止されています。店舗にお問い合わせください。",
+        "您的会员资格已暂停，请到门店咨询。",
+    ),
+    "invalid_request": ("Please try again from the page.", "ページからもう一度お試しください。", "请从页面重新操作。"),
 }
 
 

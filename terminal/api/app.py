@@ -12,12 +12,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from sync.asgi import BodyGuard
 from terminal.api.cashier import cashier_router, panel_files
@@ -45,7 +45,8 @@ class SaleIn(BaseModel):
     use_identified: bool = False
     """Ring it on the member of the last card tap (refused with ``no_member`` when no card was tapped;
     ``member_mismatch`` when ``member_id`` names someone else). Never implied."""
-    lines: list[LineIn] = Field(min_length=1, max_length=500)
+    lines: list[LineIn] = Field(default_factory=list, max_length=500)
+    """At least one line, unless the sale only buys rewards."""
     coupons: list[str] = Field(default_factory=list, max_length=50)
     """Coupon ids presented; the member's personal coupons are offered by themselves."""
     redeem: int = Field(default=0, ge=-1)
@@ -56,6 +57,15 @@ class SaleIn(BaseModel):
     """A one-time payment code (QR text "TPP1:...") authorising the stored-value part."""
     pay_by_card: bool = False
     """Authorise with the card of the last tap (it must be able to pay: SUN or Lite-S MAC)."""
+    rewards: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(default_factory=list, max_length=20)
+    """Rewards of the catalogue the member buys with points (docs/rewards.md): the member's proof is needed,
+    as for any spend; each is a line of its own at price 0."""
+
+    @model_validator(mode="after")
+    def _buys_something(self) -> SaleIn:
+        if not self.lines and not self.rewards:
+            raise ValueError("a sale has at least one line or one reward")
+        return self
 
 
 class TopupIn(BaseModel):
@@ -210,7 +220,7 @@ def create_app(
     def quote(body: SaleIn) -> dict[str, Any]:
         """Price a basket without recording anything: coupons chosen and refused, points, explanation."""
         member_id, basket = _sale_args(body)
-        q = ledger.quote(member_id, basket, body.coupons, body.redeem)
+        q = ledger.quote(member_id, basket, body.coupons, body.redeem, body.rewards)
         return {**asdict(q), "payable": q.payable}
 
     @app.post("/v1/sales", dependencies=[Depends(token)])
@@ -224,6 +234,7 @@ def create_app(
             stored_value=body.stored_value,
             code=body.payment_code,
             pay_by_card=body.pay_by_card,
+            rewards=tuple(body.rewards),
         )
         return asdict(till.pos_sale(order))
 

@@ -68,6 +68,10 @@ class CouponOut(BaseModel):
     coupon_id: str = Field(min_length=1, max_length=256)
 
 
+class RewardIn(BaseModel):
+    reward_id: str = Field(min_length=1, max_length=48)
+
+
 class PayIn(BaseModel):
     redeem: int | None = Field(default=None, ge=-1, le=10**12)
     """Points to pay with (-1: as many as allowed; none: the till's default)."""
@@ -136,6 +140,15 @@ def cashier_router(
     @router.post("/v1/session/coupons/remove", dependencies=secured, tags=["session"])
     def remove_coupon(body: CouponOut) -> dict[str, Any]:
         return dict(session().remove_coupon(body.coupon_id))
+
+    @router.post("/v1/session/rewards", dependencies=secured, tags=["session"])
+    def add_reward(body: RewardIn) -> dict[str, Any]:
+        """The identified member buys a reward of the catalogue with points (docs/rewards.md)."""
+        return dict(session().add_reward(body.reward_id))
+
+    @router.post("/v1/session/rewards/remove", dependencies=secured, tags=["session"])
+    def remove_reward(body: RewardIn) -> dict[str, Any]:
+        return dict(session().remove_reward(body.reward_id))
 
     @router.post("/v1/session/pay", dependencies=secured, tags=["session"])
     def pay(body: PayIn) -> dict[str, Any]:

@@ -99,8 +99,10 @@ def _check_pools(conn: sqlite3.Connection, pools: tuple[tuple[str, str], ...]) -
         wanted[pool_id] = wanted.get(pool_id, 0) + 1
     headroom = pool_headroom(conn, sorted(wanted))
     for pool_id, units in wanted.items():
-        if headroom.get(pool_id, 0) < units:
-            raise Rejected(Code.COUPON_ALLOCATION_USED)
+        if headroom.get(pool_id, 0) < units:  # a reward's stock is a pool too (terminal.rewards)
+            raise Rejected(
+                Code.REWARD_ALLOCATION_USED if pool_id.startswith("reward:") else Code.COUPON_ALLOCATION_USED
+            )
 
 
 def _pool_of(conn: sqlite3.Connection, fx: Effects, coupon_id: str, uses: int) -> str | None:

@@ -30,6 +30,9 @@ export const STRINGS = {
     no_total: "Waiting for the POS total ({key} to type it)", via_card: "card", via_code: "QR", via_typed: "typed",
     unknown_card: "This card is not registered to any member.",
     blocked_card: "This card has been blocked. Ask the customer for another card.",
+    rewards: "Rewards", no_rewards: "No rewards",
+    reward_unknown: "This till does not offer that reward.",
+    reward_allocation_used: "This till has sold all the units of this reward it was allotted.",
   },
   ja: {
     state_loading: "…", state_idle: "待機中", state_member: "会員", state_coupons: "クーポン",
@@ -74,6 +77,9 @@ export const STRINGS = {
     member_code_forged: "この会員コードの署名が不正です：受け付けないでください。",
     member_code_expired: "この会員コードは古すぎます（スクリーンショット？）：ウォレットの最新のコードを見せてもらってください。",
     replayed_card: "このカードの認証情報は使用済みです：もう一度カードをタッチしてください。",
+    rewards: "特典交換", no_rewards: "交換できる特典はありません",
+    reward_unknown: "この端末ではその特典を交換できません。",
+    reward_allocation_used: "この端末に割り当てられた特典の数量を使い切りました。",
   },
   zh: {
     state_loading: "…", state_idle: "就绪", state_member: "会员", state_coupons: "优惠券",
@@ -113,6 +119,9 @@ export const STRINGS = {
     member_code_forged: "此会员码签名无效：请勿受理。",
     member_code_expired: "此会员码已过期（截图？）：请顾客出示钱包中的实时会员码。",
     replayed_card: "此卡的安全信息已被使用：请重新刷卡。",
+    rewards: "积分兑换", no_rewards: "暂无可兑换的奖励",
+    reward_unknown: "本收银台不提供该奖励。",
+    reward_allocation_used: "本收银台分配的奖励数量已用完。",
   },
 };
 

@@ -210,6 +210,28 @@ function drawOffers(s) {
   }
 }
 
+// The rewards catalogue (docs/rewards.md): one button a reward; pressed again, it takes the reward out.
+function drawRewards(s) {
+  const list = $("rewards");
+  list.replaceChildren();
+  const offered = s.catalogue ?? [];
+  if (!offered.length) { list.append(el("li", t(lang, "no_rewards"), "muted")); return; }
+  for (const r of offered) {
+    const li = el("li");
+    li.dataset.reward = r.reward_id;
+    const taken = (s.rewards ?? []).includes(r.reward_id);
+    const button = el("button", `${r.title} – ${r.points.toLocaleString(LOCALES[lang])} pt${taken ? ` (${t(lang, "applied")})` : ""}`);
+    button.type = "button";
+    button.setAttribute("aria-pressed", String(taken));
+    button.addEventListener("click", async () => {
+      const path = taken ? "/v1/session/rewards/remove" : "/v1/session/rewards";
+      try { render(await api("POST", path, { reward_id: r.reward_id })); } catch (e) { refused(e); }
+    });
+    li.append(button);
+    list.append(li);
+  }
+}
+
 function drawSale(s) {
   const body = $("lines").tBodies[0];
   body.replaceChildren();
@@ -303,6 +325,7 @@ function render(s) {
   $("state").textContent = t(lang, `state_${s.state}`);
   drawMember(s);
   drawOffers(s);
+  drawRewards(s);
   drawSale(s);
   drawPrompt(s);
   drawDone(s);
