@@ -178,6 +178,7 @@ def m011_merchant(db: Database) -> None:
     db.table("journal").add_column("merchant_id", str)
 
 
+@migrations()
 def m012_vouchers(db: Database) -> None:
     # Prepaid vouchers (docs/stored-value.md, "Vouchers"): this till's stock of signed codes as head office
     # last sent it (sold_txn: sold here), the state of every sold voucher head office sends down (and this
