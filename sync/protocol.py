@@ -131,6 +131,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_MERCHANT = "unknown_merchant"
     BAD_PERIOD_LENGTH = "bad_period_length"
     PERIOD_IN_USE = "period_in_use"
+    CLOSE_DAMAGED = "close_damaged"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -224,6 +225,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNKNOWN_MERCHANT: (404, "no such merchant (in that period)"),
     ErrorCode.BAD_PERIOD_LENGTH: (422, "a settlement period is 1, 2, 3, 4, 6 or 12 months"),
     ErrorCode.PERIOD_IN_USE: (409, "entries are filed in or after that period already: a new length starts later"),
+    ErrorCode.CLOSE_DAMAGED: (500, "the rates a period's close froze cannot be read: restore the database"),
 }
 
 
