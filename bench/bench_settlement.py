@@ -4,9 +4,10 @@ figure.
 For each data set (``--sales``, a comma-separated list: one data set per size), a fresh schema holds a
 ledger as ``ledger.Writer`` writes it, made in bulk by SQL (``generate_series``) so that millions of sales
 build in minutes: S sales in the month (2026-05) at the stores of M merchants (default 400), each earning a
-lot of its merchant; one in four redeeming 10 points of the previous sale's lot (another merchant's), one in
-ten paying 300 of stored value, one in a thousand a late entry of the month before; and ``--history`` months
-before it of the same size (what ``outstanding_start`` reads). Then, alternating for R rounds (default 3):
+lot of its merchant; one in four redeeming 10 points of the same member's earlier lot of the month (another
+merchant's), one in ten paying 300 of stored value, one in a thousand a late entry of the month before; and
+``--history`` months before it of the same size (what ``outstanding_start`` reads). ``--check`` proves the
+generated books with ``ledger.check``. Then, alternating for R rounds (default 3):
 
     statements   ``settlement.statements`` of the month: every merchant's figures and late entries (seconds)
     floor        the raw SQL aggregate a statement cannot do without: one grouped pass over the month's
@@ -14,7 +15,7 @@ before it of the same size (what ``outstanding_start`` reads). Then, alternating
     documents    every merchant's CSV and PDF made from them (seconds, and per statement)
 
     .venv/bin/python bench/bench_settlement.py [--sales 200000,1000000] [--merchants 400] [--members 100000]
-        [--history 1] [--rounds 3]
+        [--history 1] [--rounds 3] [--check]
 
 The PostgreSQL server is the tests' own (``tests.fixtures.postgres``), fsync on, on this machine.
 """

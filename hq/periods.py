@@ -38,6 +38,8 @@ class Code(StrEnum):
     EARLIER_PERIOD_OPEN = "earlier_period_open"
     BAD_LENGTH = "bad_period_length"
     PERIOD_IN_USE = "period_in_use"
+    CLOSE_DAMAGED = "close_damaged"
+    """The rates a close froze cannot be read (a damaged database): restore it rather than guess."""
 
 
 class PeriodError(HqError):
@@ -224,14 +226,17 @@ def closed(tx: Tx, period: str) -> Closed | None:
     row = tx.one("SELECT period, closed_at, closed_by, reason, rates FROM ledger_closes WHERE period = ?", [period])
     if row is None:
         return None
-    rates = tuple(merchants.Merchant(**m) for m in json.loads(str(row[4])))
+    try:
+        rates = tuple(merchants.Merchant(**m) for m in json.loads(str(row[4])))
+    except (ValueError, TypeError) as exc:
+        raise PeriodError(Code.CLOSE_DAMAGED, f"the close of {period} cannot be read: {exc}") from exc
     return Closed(str(row[0]), str(row[1]), str(row[2]), str(row[3]), rates)
 
 
 def closes(tx: Tx) -> list[Closed]:
-    """Every close, oldest first."""
-    rows = tx.all("SELECT period FROM ledger_closes ORDER BY period")
-    return [c for c in (closed(tx, str(r[0])) for r in rows) if c is not None]
+    """Every close, oldest first, without the rates it froze (``closed`` reads them)."""
+    rows = tx.all("SELECT period, closed_at, closed_by, reason FROM ledger_closes ORDER BY period")
+    return [Closed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), ()) for r in rows]
 
 
 def closing(tx: Tx, period: str) -> Closed | None:

@@ -47,6 +47,7 @@ class Code(StrEnum):
 
     BAD_PERIOD = "bad_period"
     UNKNOWN_MERCHANT = "unknown_merchant"
+    CLOSE_DAMAGED = "close_damaged"
 
 
 class SettlementError(HqError):
@@ -347,7 +348,8 @@ def _terms_checked(tx: Tx, period: str) -> Terms:
     try:
         return _terms(tx, period)
     except periods.PeriodError as exc:
-        raise SettlementError(Code.BAD_PERIOD, exc.detail) from exc
+        code = Code.CLOSE_DAMAGED if exc.code is periods.Code.CLOSE_DAMAGED else Code.BAD_PERIOD
+        raise SettlementError(code, exc.detail) from exc
 
 
 def totals(found: Iterable[Statement]) -> dict[str, int]:

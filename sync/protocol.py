@@ -157,6 +157,7 @@ class ErrorCode(StrEnum):
     REWARD_SOLD_OUT = "reward_sold_out"
     REWARD_NOT_REFUNDABLE = "reward_not_refundable"
     INSUFFICIENT_POINTS = "insufficient_points"
+    CLOSE_DAMAGED = "close_damaged"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -263,6 +264,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REWARD_SOLD_OUT: (409, "the reward's stock is all taken (or held by tills for their offline sales)"),
     ErrorCode.REWARD_NOT_REFUNDABLE: (409, "the purchase was refunded already, or what it gave was used"),
     ErrorCode.INSUFFICIENT_POINTS: (409, "the member does not hold the points the reward costs"),
+    ErrorCode.CLOSE_DAMAGED: (500, "the rates a period's close froze cannot be read: restore the database"),
 }
 
 

@@ -34,7 +34,13 @@ class LengthRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-read_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.BAD_PERIOD, ErrorCode.UNKNOWN_MERCHANT)
+read_errors = errors(
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.BAD_PERIOD,
+    ErrorCode.UNKNOWN_MERCHANT,
+    ErrorCode.CLOSE_DAMAGED,
+)
 close_errors = errors(
     ErrorCode.UNAUTHORIZED,
     ErrorCode.FORBIDDEN,

@@ -375,3 +375,39 @@ def test_a_chain_settles_by_quarter_from_a_month_with_no_entries_yet(store: HqSt
     assert early.value.code is periods.Code.PERIOD_NOT_OVER
     close(store, JULY, dt.date(2026, 10, 1))
     assert settlement.calendar(store.db)["lengths"] == [{"from": JULY, "months": 3}]
+
+
+def test_a_close_waits_for_a_push_in_flight_and_the_push_stays_in_its_period(store: HqStore) -> None:
+    """A push holds the calendar while it posts (FOR SHARE on PostgreSQL, the one writer on SQLite): a close
+    asked meanwhile waits for it, so the push's June entry is in June's closed statement, never after it."""
+    import threading
+
+    done: list[periods.Closed] = []
+    with store.db.write() as tx:
+        assert periods.calendar(tx, periods.Lock.POSTING).place("2026-06-20") == (JUNE, None)
+        closing = threading.Thread(target=lambda: done.append(close(store, JUNE)))
+        closing.start()
+        closing.join(timeout=1.0)
+        waited = closing.is_alive()
+        tx.run(
+            "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
+            "VALUES ('T-in-flight', 'sale', 'X', 'M-A', '2026-06-20', ?, '2026-06-20T10:00:00Z')",
+            [JUNE],
+        )
+        tx.run(
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) VALUES "
+            "('T-in-flight', 0, 'merchant_accepted', 'M-A', 'points', 5), "
+            "('T-in-flight', 1, 'chain_points', '', 'points', -5)"
+        )
+    closing.join(timeout=30)
+    assert waited and done and done[0].period == JUNE
+    assert stmt(store, JUNE, "M-A").figures.accepted == 5
+
+
+def test_a_damaged_close_record_is_a_clear_error_not_a_guess(store: HqStore) -> None:
+    close(store, JUNE)
+    with store.db.write() as tx:
+        tx.run("UPDATE ledger_closes SET rates = '[{\"merchant_id\": 7' WHERE period = ?", [JUNE])
+    with pytest.raises(settlement.SettlementError) as damaged:
+        stmt(store, JUNE, "M-A")
+    assert damaged.value.code is settlement.Code.CLOSE_DAMAGED
