@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hq import ledger
+from hq import ledger, merchants, settlement
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.protocol import SalePayload, WireEntry
@@ -190,3 +190,26 @@ def test_redteam_a_withdrawn_reward_is_not_sold_by_a_stolen_till_credential(hq: 
     sold = till.push("sale", reward_sale("TENOFF", 200))
     assert till.effect(sold) == "quarantined"
     assert json.dumps(purchases(hq)) == "[]"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a till's reward purchase books its points as a spend accepted by the store's merchant: a franchise "
+    "is reimbursed in money for a coupon or partner code the chain's catalogue supplies (the wallet books the "
+    "same purchase to the chain)",
+)
+def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supplies(hq: HqStore) -> None:
+    with hq.db.write() as tx:
+        merchants.add(tx, "M-F", "Franchise", cost_per_100=100, reimburse_per_100=100)
+        merchants.assign_store(tx, "S1", "M-F", "UTC")
+    hq.put_reward(CINEMA)
+    hq.add_reward_codes("CINEMA", ["CIN-1"])
+    hq.grant_pools("T1")
+    till = Till(hq)
+    bought = till.push("sale", reward_sale("CINEMA", 500))
+    assert till.effect(bought) == "applied" and purchases(hq)[0][1] == "CIN-1"
+    with hq.db.read() as tx:
+        (period,) = tx.one("SELECT period FROM ledger_txns WHERE ledger_txn_id = ?", [bought])
+    statement = settlement.read_statement(hq.db, str(period), "M-F")
+    # the franchise handed over the chain's cinema code; the chain owes it nothing for the 500 points
+    assert statement.figures.accepted == 0 and statement.reimbursement == 0, statement.figures
