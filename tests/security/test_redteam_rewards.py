@@ -15,8 +15,9 @@ import pytest
 
 from hq import ledger, merchants, settlement
 from hq.ingest import Settings
+from hq.rewards import RewardRefused
 from hq.store import HqStore
-from sync.protocol import SalePayload, WireEntry
+from sync.protocol import ErrorCode, SalePayload, WireEntry
 from tests.fixtures import entries
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
@@ -213,3 +214,23 @@ def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supp
     statement = settlement.read_statement(hq.db, str(period), "M-F")
     # the franchise handed over the chain's cinema code; the chain owes it nothing for the 500 points
     assert statement.figures.accepted == 0 and statement.reimbursement == 0, statement.figures
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the wallet's purchase checks the member's whole balance, locked lots included (points_policy "
+    "lock_days): points earned a minute ago buy a partner code, then a refund of the earning sale claws them "
+    "back into a debt while the code is kept; a till refuses to spend locked points",
+)
+def test_redteam_the_wallet_never_spends_points_still_locked(hq: HqStore) -> None:
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.set_rule("base", 1, 100)
+    hq.put_rule_doc({"rule_id": "policy", "kind": "points_policy", "lock_days": 14, "expire_days": 365})
+    hq.put_reward(CINEMA)
+    hq.add_reward_codes("CINEMA", ["CIN-1"])
+    till = Till(hq)
+    earned = till.push("sale", entries.sale("M-2", total=50000, earned=500))  # 500 points, locked for 14 days
+    assert till.effect(earned) == "applied"
+    with pytest.raises(RewardRefused) as refused:
+        hq.buy_reward("M-2", "CINEMA", "w-locked")  # the points are not spendable yet
+    assert refused.value.code is ErrorCode.INSUFFICIENT_POINTS
