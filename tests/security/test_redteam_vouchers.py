@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hq import audit
 from hq.ingest import Settings
 from hq.payments import signing_key
 from hq.store import HqStore
@@ -78,3 +79,19 @@ def test_redteam_a_confirmed_redemption_cannot_be_journaled_as_a_cash_refund(hq:
     refund = till.push("voucher_refund", code, "USE-1", amount=2500)
     state = hq.voucher(vc.parse(code).voucher_id)
     assert state["state"] == "redeemed" and till.effect(refund) == "quarantined", (state["state"], state["use"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="vouchers.issue and vouchers.put_offline_total write no audit record: an administrator (or a stolen "
+    "admin token) signs value into a till's stock and widens its offline exposure with no trace in the "
+    "hash-chained audit log, where a reward's change or a period's length leaves one",
+)
+def test_redteam_issuing_vouchers_and_setting_the_offline_total_are_audited(hq: HqStore) -> None:
+    spec = IssueSpec(10, 50000, int((NOW + timedelta(days=30)).timestamp()))
+    hq.issue_vouchers("T1", spec, signing_key(hq, vc.PURPOSE), "Mio")
+    hq.put_voucher_offline_total("T1", 500000, "Mio")
+    with hq.db.read() as tx:
+        records = audit.recent(tx, 100)
+    about = [(r.actor, r.action, r.target) for r in records if "voucher" in r.action]
+    assert len(about) >= 2 and all(actor == "Mio" for actor, _, _ in about), about
