@@ -10,8 +10,10 @@ Periods are closed one after the other (the first one closed may be any: all bef
 and only once they are over; both rules keep every closed statement's figures, the outstanding points at
 its end too, out of reach of later postings.
 
-Locking: a posting reads the calendar row with ``FOR SHARE`` (PostgreSQL), a close takes it ``FOR UPDATE``,
-so a close waits for the pushes in flight and a push that starts after it sees the period closed.
+Locking (PostgreSQL): a posting takes the calendar's advisory lock shared before it reads the calendar, a
+close takes it exclusive, so a close waits for the pushes in flight and a push that starts after it sees the
+period closed. An advisory lock, not a row lock ``FOR SHARE``: that would write the lock into the calendar's
+row in every push (a multixact once two pushes hold it).
 """
 
 from __future__ import annotations
@@ -167,15 +169,20 @@ class Calendar:
 
 class Lock(StrEnum):
     NONE = ""
-    POSTING = " FOR SHARE"
+    POSTING = "pg_advisory_xact_lock_shared"
     """Held by a posting transaction: a close waits for it."""
-    CLOSE = " FOR UPDATE"
+    CLOSE = "pg_advisory_xact_lock"
+
+
+CALENDAR_LOCK = 7_461_230_026
+"""The advisory lock key of the settlement calendar (``calendar``)."""
 
 
 def calendar(tx: Tx, lock: Lock = Lock.NONE) -> Calendar:
     """The calendar; on PostgreSQL held against a close (``Lock.POSTING``) or for one (``Lock.CLOSE``)."""
-    held = lock.value if tx.dialect == "postgres" else ""
-    row = tx.one(f"SELECT closed_through FROM ledger_calendar WHERE id = 1{held}")
+    if lock is not Lock.NONE and tx.dialect == "postgres":
+        tx.one(f"SELECT {lock.value}(?)", [CALENDAR_LOCK])
+    row = tx.one("SELECT closed_through FROM ledger_calendar WHERE id = 1")
     lengths = tuple((str(r[0]), int(r[1])) for r in tx.all("SELECT anchor, months FROM ledger_lengths ORDER BY anchor"))
     return Calendar(str(row[0]) if row and row[0] else None, lengths)
 

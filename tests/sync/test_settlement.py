@@ -19,6 +19,7 @@ from hq.api.server import ServerHandle, start_in_thread
 from hq.ingest import Settings
 from hq.store import HqStore
 from tests.sync.test_hq_ledger import STORES, Till, new_member
+from tests.waiting import wait_until
 
 JUNE, JULY = "2026-06", "2026-07"
 AFTER_JUNE = dt.date(2026, 7, 5)
@@ -377,8 +378,15 @@ def test_a_chain_settles_by_quarter_from_a_month_with_no_entries_yet(store: HqSt
     assert settlement.calendar(store.db)["lengths"] == [{"from": JULY, "months": 3}]
 
 
+def advisory_waiters(store: HqStore) -> int:
+    """Transactions waiting for an advisory lock (PostgreSQL), seen from a connection of their own."""
+    with store.db.read() as tx:
+        row = tx.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    return int(row[0]) if row else 0
+
+
 def test_a_close_waits_for_a_push_in_flight_and_the_push_stays_in_its_period(store: HqStore) -> None:
-    """A push holds the calendar while it posts (FOR SHARE on PostgreSQL, the one writer on SQLite): a close
+    """A push holds the calendar while it posts (its advisory lock on PostgreSQL, the one writer on SQLite): a close
     asked meanwhile waits for it, so the push's June entry is in June's closed statement, never after it."""
     import threading
 
@@ -387,7 +395,10 @@ def test_a_close_waits_for_a_push_in_flight_and_the_push_stays_in_its_period(sto
         assert periods.calendar(tx, periods.Lock.POSTING).place("2026-06-20") == (JUNE, None)
         closing = threading.Thread(target=lambda: done.append(close(store, JUNE)))
         closing.start()
-        closing.join(timeout=1.0)
+        if store.db.dialect == "postgres":  # the close is seen waiting for the calendar's lock
+            assert wait_until(lambda: advisory_waiters(store) > 0, timeout=30)
+        else:  # SQLite: the close waits for the one writer, which this transaction is
+            closing.join(timeout=1.0)
         waited = closing.is_alive()
         tx.run(
             "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
