@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hq import audit
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import NOT_APPLIED, Batch, bump_versions, payload_json
@@ -219,6 +220,8 @@ def issue(
             [raw.hex(), code, spec.kind.value, spec.value, spec.sku, spec.expires_at, terminal_id, now, by, "stock"],
         )
         made.append(raw.hex())
+    details = {"count": spec.count, "kind": spec.kind.value, "value": spec.value, "sku": spec.sku}
+    audit.append(tx, by, "voucher_issue", terminal_id, f"{spec.count} vouchers into its stock", details)
     return made
 
 
@@ -234,6 +237,7 @@ def put_offline_total(tx: Tx, terminal_id: str, total: int, by: str, now: str) -
         "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         [terminal_id, total, now, by],
     )
+    audit.append(tx, by, "voucher_offline_total", terminal_id, "offline total of voucher redemptions", {"total": total})
     return total
 
 
@@ -373,7 +377,9 @@ def _use(tx: Tx, batch: Batch, i: int, v: Held, action: str) -> tuple[str, str, 
         )
         return None
     first = (str(row[0]), str(row[1]), str(row[2]))
-    return None if first[1] == txn else first
+    # The use confirmed for this very entry is this one only if it is the same use: a redemption head office
+    # confirmed (goods handed over) journaled as a refund (money out of the drawer) is another.
+    return None if first[1] == txn and first[0] == action else first
 
 
 def _redeem(tx: Tx, batch: Batch, i: int, v: Held) -> tuple[Breach | None, set[str]]:

@@ -112,9 +112,13 @@ def listed(tx: Tx, who: Staff, kind: str) -> list[dict[str, Any]]:
     return shown
 
 
-def held(tx: Tx, kind: str, doc_id: str) -> dict[str, Any] | None:
+def held(tx: Tx, kind: str, doc_id: str, *, taken: bool = False) -> dict[str, Any] | None:
+    """The live document the editor may open, edit or retire: a member's personal coupon (a reward bought
+    with points, a campaign's) is not one of them; ``taken``: any live document of that id, personal ones too
+    (an id a new document may not take)."""
     table, key, _ = _kind(kind)
-    row = tx.one(f"SELECT body FROM {table} WHERE {key} = ? AND deleted = 0", [doc_id])
+    personal = " AND member_id IS NULL" if kind == COUPON and not taken else ""
+    row = tx.one(f"SELECT body FROM {table} WHERE {key} = ? AND deleted = 0{personal}", [doc_id])
     loaded = json.loads(str(row[0])) if row else None
     return loaded if isinstance(loaded, dict) else None
 
@@ -149,7 +153,7 @@ def checked(tx: Tx, kind: str, form: dict[str, str]) -> tuple[str, dict[str, Any
     field = _id_field(kind)
     if editing and doc_id != editing:
         raise documents.DocumentInvalid([documents.FieldError(field, documents.Code.BAD_ID)])
-    if not editing and held(tx, kind, doc_id) is not None:
+    if not editing and held(tx, kind, doc_id, taken=True) is not None:
         raise documents.DocumentInvalid([documents.FieldError(field, documents.Code.EXISTS)])
     return doc_id, doc, before
 
@@ -182,7 +186,7 @@ def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
 
 
 def _unchanged_since(tx: Tx, kind: str, doc_id: str, before: dict[str, Any] | None) -> None:
-    now = held(tx, kind, doc_id)
+    now = held(tx, kind, doc_id, taken=before is None)
     if before is None and now is not None:
         raise documents.DocumentInvalid([documents.FieldError(_id_field(kind), documents.Code.EXISTS)])
     if before is not None and (now is None or doc_digest(now) != doc_digest(before)):

@@ -199,7 +199,15 @@ def item_view(tx: Tx, who: Staff, item_id: str) -> ItemView:
         and not item.quarantined
         and allowed(who.role, Action.RECON_SETTLE, Scope(who.stores, frozenset({item.store_id})))
     )
-    return ItemView(item, reconcile.entries_of(tx, item), siblings, settleable)
+    # An item of one's own store may name another store's entries (a refund of another store's sale, a coupon
+    # used at two stores): a store manager is shown those of their own stores only, as everywhere else.
+    entries = [e for e in reconcile.entries_of(tx, item) if _readable(who, str(e.get("store_id") or ""))]
+    siblings = [i for i in siblings if _readable(who, i.store_id)]
+    return ItemView(item, entries, siblings, settleable)
+
+
+def _readable(who: Staff, store_id: str) -> bool:
+    return allowed(who.role, Action.RECON_READ, Scope(who.stores, frozenset({store_id})))
 
 
 def note_of(text: str) -> str:

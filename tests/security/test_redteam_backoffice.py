@@ -1,13 +1,12 @@
 """Red team: the back office's reconciliation pages against another store's manager (docs/backoffice.md).
 
 Head office in process (SQLite, then PostgreSQL) with the back-office tests' small chain: a store manager of S1,
-tills T1 (S1) and T2 (S2). Every test here fails today and passes once the hole it names is closed."""
+tills T1 (S1) and T2 (S2). Each test here failed before the hole it
+names was closed."""
 
 from __future__ import annotations
 
 import time
-
-import pytest
 
 from hq.api.server import start_in_thread
 from hq.backoffice import recon
@@ -18,11 +17,6 @@ from tests.fixtures import entries
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recon.item_view checks the item's store only: reconcile.entries_of adds the journal entries the "
-    "item's detail names (original_txn, first_txn, a coupon's uses) whatever store they belong to",
-)
 def test_redteam_a_store_manager_never_reads_another_stores_entries_through_an_item_of_its_own(
     hq_url: str,  # noqa: F811 - the fixture
 ) -> None:
@@ -45,11 +39,6 @@ def test_redteam_a_store_manager_never_reads_another_stores_entries_through_an_i
         assert all(store_id in manager.stores for _, store_id, _ in seen), seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the coupon editor lists chain-wide coupons only, but editors.held opens any coupon by id: a store "
-    "manager reads another store's member's personal coupon, and an editor retires one the member paid points for",
-)
 def test_redteam_the_coupon_editor_never_opens_or_retires_a_members_personal_coupon(
     hq_url: str,  # noqa: F811 - the fixture
 ) -> None:

@@ -1,7 +1,7 @@
 """Red team: prepaid vouchers against a stolen till credential (docs/stored-value.md, "Vouchers").
 
-Head office in process (SQLite, then PostgreSQL), its clock in the test's hands. Every test here fails today and
-passes once the hole it names is closed."""
+Head office in process (SQLite, then PostgreSQL), its clock in the test's hands. Each test here
+failed before the hole it names was closed."""
 
 from __future__ import annotations
 
@@ -61,11 +61,6 @@ def hq(hq_url: str) -> Iterator[HqStore]:  # noqa: F811 - the fixture
     store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vouchers._use takes a use recorded under the same txn id as this entry's whatever its action: a "
-    "redemption head office confirmed is then journaled as a cash refund and applied",
-)
 def test_redteam_a_confirmed_redemption_cannot_be_journaled_as_a_cash_refund(hq: HqStore) -> None:
     spec = IssueSpec(1, 2500, int((NOW + timedelta(days=30)).timestamp()))
     hq.issue_vouchers("T1", spec, signing_key(hq, vc.PURPOSE), "Mio")
@@ -81,12 +76,6 @@ def test_redteam_a_confirmed_redemption_cannot_be_journaled_as_a_cash_refund(hq:
     assert state["state"] == "redeemed" and till.effect(refund) == "quarantined", (state["state"], state["use"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vouchers.issue and vouchers.put_offline_total write no audit record: an administrator (or a stolen "
-    "admin token) signs value into a till's stock and widens its offline exposure with no trace in the "
-    "hash-chained audit log, where a reward's change or a period's length leaves one",
-)
 def test_redteam_issuing_vouchers_and_setting_the_offline_total_are_audited(hq: HqStore) -> None:
     spec = IssueSpec(10, 50000, int((NOW + timedelta(days=30)).timestamp()))
     hq.issue_vouchers("T1", spec, signing_key(hq, vc.PURPOSE), "Mio")
