@@ -300,9 +300,28 @@ def _till_reads_rule(rule_id: str, document: Mapping[str, Any]) -> None:
         raise DocumentInvalid([FieldError(_field_of(str(exc), "kind"), Code.TILL_REFUSES)]) from exc
 
 
+def check_rule(rule_id: str, document: Mapping[str, Any]) -> None:
+    """A whole rule document (``tillpoint hq put-rule``'s file): the tills must read it, as an editor's is
+    read once its form passed (``till_refuses`` naming the field the parser names)."""
+    _till_reads_rule(rule_id, document)
+
+
+def check_coupon(coupon_id: str, document: Mapping[str, Any]) -> None:
+    """A whole coupon document (``tillpoint hq put-coupon``'s file), read by the tills' parser."""
+    _till_reads_coupon(coupon_id, document)
+
+
+def _till_reads_coupon(coupon_id: str, document: Mapping[str, Any]) -> None:
+    try:
+        cp.parse_coupon(coupon_id, document)
+    except (ly.DocumentError, KeyError, TypeError, ValueError) as exc:
+        raise DocumentInvalid([FieldError(_field_of(str(exc), "kind"), Code.TILL_REFUSES)]) from exc
+
+
 def _field_of(message: str, fallback: str) -> str:
-    """The form field a till parser's message names (``points: expected ...``), else ``fallback``."""
-    head = message.split(":", 1)[0].strip()
+    """The form field a till parser's message names (``points: expected ...``, after any ``coupon C-1: ``
+    it begins with), else ``fallback``."""
+    head = re.sub(r"^(coupon|rule) [^:]*: ", "", message).split(":", 1)[0].strip()
     return head if re.fullmatch(r"[a-z_]+", head) else fallback
 
 
@@ -343,10 +362,7 @@ def coupon_document(form: Mapping[str, str], held: Mapping[str, Any] | None = No
     body |= _coupon_terms(read)
     read.raise_if_any()
     document = _kept(held, COUPON_MANAGED) | _compact(body)
-    try:
-        cp.parse_coupon(coupon_id, document)
-    except (ly.DocumentError, KeyError, TypeError, ValueError) as exc:
-        raise DocumentInvalid([FieldError(_field_of(str(exc).split(": ", 1)[-1], "kind"), Code.TILL_REFUSES)]) from exc
+    _till_reads_coupon(coupon_id, document)
     return coupon_id, document
 
 
@@ -455,6 +471,8 @@ __all__ = [
     "FieldError",
     "Figures",
     "basket_of",
+    "check_coupon",
+    "check_rule",
     "coupon_document",
     "coupon_form",
     "program",

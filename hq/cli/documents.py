@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from hq import documents
 from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, read_json
 from terminal.console import JsonOpt, show_json
 
 app = typer.Typer()
 
 
+def _readable(body: Any, key: str, check: Callable[[str, dict[str, Any]], None]) -> None:
+    """A document the tills would ignore is refused, with the field and code an editor would show."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), str) or not body[key]:
+        fail(f"a document is a JSON object with a string {key}")
+    try:
+        check(body[key], body)
+    except documents.DocumentInvalid as exc:
+        fail(f"the tills would not read this document: {exc}")
+
+
 @app.command("put-coupon")
 def put_coupon(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Store a coupon JSON document (its coupon_id, member_id for personal ones, limits); print its id."""
     body = read_json(file)
+    _readable(body, "coupon_id", documents.check_coupon)
     with hq_store(db) as store:
         coupon_id = store.put_coupon(body)
     if as_json:
@@ -28,6 +42,7 @@ def put_coupon(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
 def put_rule(file: Path, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Store an earning-rule JSON document (its rule_id); print its id."""
     body = read_json(file)
+    _readable(body, "rule_id", documents.check_rule)
     with hq_store(db) as store:
         rule_id = store.put_rule_doc(body)
     if as_json:

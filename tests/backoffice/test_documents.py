@@ -5,9 +5,11 @@ stores nothing, and two chain administrators disabling each other at once leave 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,6 +26,7 @@ from terminal import loyalty as ly
 from terminal import pricing
 from terminal.model import Basket, EarnRule, Line
 from tests.backoffice.chain import chain
+from tests.fixtures.hq import tillpoint
 
 NAMES = st.lists(st.sampled_from(["coffee", "tea", "beans", "LATTE", "S1", "S2"]), max_size=3)
 WHOLE = st.integers(min_value=0, max_value=10**6)
@@ -228,3 +231,27 @@ def test_the_preview_runs_at_the_stores_wall_clock_when_head_office_knows_its_ti
     )
     assert later.edited is not None and later.current is not None
     assert later.edited.points_earned == later.current.points_earned
+
+
+def test_the_command_line_refuses_a_document_the_tills_would_ignore(tmp_path: Path) -> None:
+    db = str(tmp_path / "hq.db")
+    for kind, doc, field in (
+        ("put-rule", {"rule_id": "r1", "kind": "campaign", "multiplier_pct": -1}, "multiplier_pct"),
+        ("put-rule", {"rule_id": "r2", "kind": "nonsense"}, "kind"),
+        ("put-coupon", {"coupon_id": "C1", "kind": "percent_off", "value": 120}, "kind"),
+        ("put-coupon", {"coupon_id": "C2", "kind": "amount_off", "value": "ten"}, "value"),
+    ):
+        path = tmp_path / "doc.json"
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        done = tillpoint("hq", kind, str(path), "--db", db)
+        assert done.returncode == 1 and f"{field}: till_refuses" in done.stdout + done.stderr, (doc, done.stdout)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"rule_id": "r3", "kind": "cap", "cap": 10}), encoding="utf-8")
+    assert tillpoint("hq", "put-rule", str(good), "--db", db).returncode == 0
+    hq = HqStore(db)
+    try:
+        with hq.db.read() as tx:
+            assert [r[0] for r in tx.all("SELECT rule_id FROM rule_docs")] == ["r3"]
+            assert tx.all("SELECT coupon_id FROM coupons") == []
+    finally:
+        hq.close()

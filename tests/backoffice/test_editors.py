@@ -539,3 +539,24 @@ def test_the_editors_service_checks_roles_itself(office: tuple[HqStore, dict[str
     with pytest.raises(BackofficeRefused) as refused:
         editors.save(hq, made["auditor"], editors.RULE, COFFEE_TRIPLE)
     assert refused.value.code.value == "forbidden" and "coffee-3x" not in rule_docs(hq)
+
+
+def test_a_truncated_or_oversized_form_changes_nothing(office: tuple[HqStore, dict[str, Staff], ServerHandle]) -> None:
+    hq, _, server = office
+    client, _ = signed_in(server.url, "market")
+    csrf = editor_csrf(client)
+    records = audit_count(hq)
+    form = "&".join(f"{k}={v}" for k, v in ({"csrf": csrf} | COFFEE_TRIPLE).items())
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    cut = form[: form.index("kind=") + len("kind=camp")]  # the body ends inside a value
+    truncated = client.post("/backoffice/rules/save", content=cut, headers=headers)
+    assert truncated.status_code == 422 and 'data-field="kind"' in truncated.text
+    too_many = client.post(
+        "/backoffice/rules/save", content=form + "".join(f"&x{i}=1" for i in range(64)), headers=headers
+    )
+    too_big = client.post("/backoffice/rules/save", content=form + "&text=" + "t" * 200_000, headers=headers)
+    assert code_of(too_many) == code_of(too_big) == "bad_csrf"  # an unreadable form carries no token
+    garbled = client.post("/backoffice/rules/save", content=form.replace("coffee", "%ZZ%FF"), headers=headers)
+    found = dict(re.findall(r'class="field has-error" data-field="(\w+)">.*?data-code="(\w+)"', garbled.text, re.S))
+    assert garbled.status_code == 422 and found == {"rule_id": "bad_id"}  # bad escapes read as text, refused
+    assert rule_docs(hq) == {} and audit_count(hq) == records
