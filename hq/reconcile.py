@@ -697,5 +697,5 @@ def eod_days(tx: Tx, f: ItemFilter, limit: int = 1000) -> list[StoreDay]:
         gaps = [(int(a), int(b)) for a, b in json.loads(missing)]
         till = TillDay(str(terminal), str(status), gaps, [str(m) for m in json.loads(differ)])
         found.setdefault((str(store), str(day)), {})[str(terminal)] = till
-    keys = sorted(found, key=lambda k: (k[1], k[0]), reverse=True)[:limit]
+    keys = sorted(sorted(found), key=lambda k: k[1], reverse=True)[:limit]  # newest day first, then by store
     return [StoreDay(s, d, [found[(s, d)][t] for t in sorted(found[(s, d)])]) for s, d in keys]

@@ -198,7 +198,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "filter": ("Show", "表示", "筛选"),
     "count": ("Items", "件数", "数量"),
     "amount": ("Amount", "金額", "金额"),
-    "items": ("Items", "明細", "明细"),
+    "item_list": ("Items", "明細", "明细"),
     "item": ("Item", "項目", "项目"),
     "export_csv": ("Download as CSV", "CSVでダウンロード", "下载 CSV"),
     "groups_shown": ("{n} groups", "{n} グループ", "{n} 组"),

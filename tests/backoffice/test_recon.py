@@ -330,6 +330,7 @@ def test_end_of_day_per_store_and_day(office: Office) -> None:
     page = admin.get("/backoffice/recon/eod", params={"from": day, "to": day}).text
     assert f'<tr data-store="S1" data-day="{day}" data-status="complete">' in page
     assert f'<tr data-store="S2" data-day="{day}" data-status="incomplete">' in page
+    assert page.index('data-store="S1"') < page.index('data-store="S2"')  # by store within a day
     assert 'data-till="T2" data-status="incomplete">T2: incomplete; Missing entries 2-3' in page
     long_ago = (dt.date.today() - dt.timedelta(days=20)).isoformat()
     hq.eod(EodReport(terminal_id="T1", day=long_ago, first_seq=1, last_seq=1, totals={}))
