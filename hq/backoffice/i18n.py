@@ -246,6 +246,13 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "crashes": ("Sync crashes", "同期の異常終了", "同步崩溃次数"),
     "last_error": ("Last error", "最新のエラー", "最近错误"),
     "problems": ("Problems", "問題", "问题"),
+    "journal_held": (
+        "Acknowledged #{acked}, held #{held}",
+        "確認済み #{acked}、受信 #{held}",
+        "已确认 #{acked}，已接收 #{held}",
+    ),
+    "uptime": ("Running for", "稼働時間", "运行时长"),
+    "reported_at": ("Health reported", "状態報告", "状态上报"),
     "all_well": ("OK", "正常", "正常"),
     "no_tills": ("No till yet.", "レジ端末はまだありません。", "暂无收银终端。"),
     "seconds": ("{n} s", "{n} 秒", "{n} 秒"),

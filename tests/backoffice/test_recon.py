@@ -372,6 +372,8 @@ def test_the_fleet_lists_what_is_wrong_first(office: Office) -> None:
         ("T3-ok", ""),
     ], order
     assert page.index("head office unreachable") > page.index('data-till="T7-clock"')
+    t1 = page[page.index('data-till="T1"') :]
+    assert "Acknowledged #1, held #1" in t1[: t1.index("</tr>")]  # the sale the chain pushed for it
 
 
 def test_problems_are_the_alert_rules_limits() -> None:
