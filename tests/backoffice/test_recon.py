@@ -464,3 +464,25 @@ def test_the_report_csv_is_formula_safe_too() -> None:
     (parsed,) = csv.DictReader(io.StringIO(reconcile.report_csv([row])))
     assert (parsed["terminal_id"], parsed["eod"], parsed["total"]) == ("'=1+1", "'-x", "0")
     assert reconcile.safe_cell(-5) == -5 and reconcile.safe_cell("@SUM") == "'@SUM" and reconcile.safe_cell(None) == ""
+
+
+def test_the_filter_is_what_the_query_says_limited_to_a_managers_stores(office: Office) -> None:
+    from hq.backoffice import recon
+    from hq.reconcile import ItemFilter, where_of
+
+    _, made, _ = office
+    manager, finance = made["manager"], made["finance"]
+    f = recon.filter_of(manager, {"kind": "unknown_member", "till": "T1", "from": "2026-01-01", "to": "2026-01-31"})
+    assert f == ItemFilter("unknown_member", None, "T1", "2026-01-01", "2026-01-31", "open", frozenset({"S1"}))
+    assert recon.query_of(f) == {
+        "kind": "unknown_member",
+        "till": "T1",
+        "from": "2026-01-01",
+        "to": "2026-01-31",
+        "state": "open",
+    }
+    assert recon.filter_of(finance, {"state": "any"}).state is None and recon.filter_of(finance, {}).stores is None
+    assert where_of(ItemFilter(stores=frozenset())) == ("1 = 1 AND 1 = 0", [])  # no stores: nothing
+    today = dt.date(2026, 3, 20)
+    assert recon.eod_window(ItemFilter(), today).day_from == "2026-03-07"  # 14 days, today included
+    assert recon.eod_window(ItemFilter(day_to="2026-01-01"), today) == ItemFilter(day_to="2026-01-01")
