@@ -155,7 +155,7 @@ def rows(tx: Tx, who: Staff, f: ItemFilter) -> list[ItemRow]:
 def export(tx: Tx, who: Staff, f: ItemFilter) -> str:
     """The items of ``f`` as CSV (at most ``reconcile.EXPORT_LIMIT``)."""
     _check_till(tx, who, f)
-    return reconcile.export_csv(reconcile.item_rows(tx, f))
+    return reconcile.export_csv(reconcile.export_rows(tx, f))
 
 
 EOD_DAYS = 14

@@ -36,3 +36,8 @@ def test_every_kind_of_item_state_and_fleet_problem_has_words() -> None:
     keys = {f"reason_{r.value}" for r in Reason} | {f"istate_{s.value}" for s in ItemState} | {"istate_any"}
     keys |= {f"problem_{p}" for p in PROBLEMS} | {"eod_complete", "eod_incomplete", "eod_not_reported"}
     assert keys <= set(_WORDS), sorted(keys - set(_WORDS))
+
+
+def test_no_word_is_named_like_a_method_of_the_words_mapping() -> None:
+    """``t.items`` in a template would be the mapping's method, not the word."""
+    assert not set(_WORDS) & set(dir(dict))

@@ -330,6 +330,7 @@ def test_end_of_day_per_store_and_day(office: Office) -> None:
     page = admin.get("/backoffice/recon/eod", params={"from": day, "to": day}).text
     assert f'<tr data-store="S1" data-day="{day}" data-status="complete">' in page
     assert f'<tr data-store="S2" data-day="{day}" data-status="incomplete">' in page
+    assert page.index('data-store="S1"') < page.index('data-store="S2"')  # by store within a day
     assert 'data-till="T2" data-status="incomplete">T2: incomplete; Missing entries 2-3' in page
     long_ago = (dt.date.today() - dt.timedelta(days=20)).isoformat()
     hq.eod(EodReport(terminal_id="T1", day=long_ago, first_seq=1, last_seq=1, totals={}))
@@ -371,6 +372,8 @@ def test_the_fleet_lists_what_is_wrong_first(office: Office) -> None:
         ("T3-ok", ""),
     ], order
     assert page.index("head office unreachable") > page.index('data-till="T7-clock"')
+    t1 = page[page.index('data-till="T1"') :]
+    assert "Acknowledged #1, held #1" in t1[: t1.index("</tr>")]  # the sale the chain pushed for it
 
 
 def test_problems_are_the_alert_rules_limits() -> None:
@@ -461,3 +464,25 @@ def test_the_report_csv_is_formula_safe_too() -> None:
     (parsed,) = csv.DictReader(io.StringIO(reconcile.report_csv([row])))
     assert (parsed["terminal_id"], parsed["eod"], parsed["total"]) == ("'=1+1", "'-x", "0")
     assert reconcile.safe_cell(-5) == -5 and reconcile.safe_cell("@SUM") == "'@SUM" and reconcile.safe_cell(None) == ""
+
+
+def test_the_filter_is_what_the_query_says_limited_to_a_managers_stores(office: Office) -> None:
+    from hq.backoffice import recon
+    from hq.reconcile import ItemFilter, where_of
+
+    _, made, _ = office
+    manager, finance = made["manager"], made["finance"]
+    f = recon.filter_of(manager, {"kind": "unknown_member", "till": "T1", "from": "2026-01-01", "to": "2026-01-31"})
+    assert f == ItemFilter("unknown_member", None, "T1", "2026-01-01", "2026-01-31", "open", frozenset({"S1"}))
+    assert recon.query_of(f) == {
+        "kind": "unknown_member",
+        "till": "T1",
+        "from": "2026-01-01",
+        "to": "2026-01-31",
+        "state": "open",
+    }
+    assert recon.filter_of(finance, {"state": "any"}).state is None and recon.filter_of(finance, {}).stores is None
+    assert where_of(ItemFilter(stores=frozenset())) == ("1 = 1 AND 1 = 0", [])  # no stores: nothing
+    today = dt.date(2026, 3, 20)
+    assert recon.eod_window(ItemFilter(), today).day_from == "2026-03-07"  # 14 days, today included
+    assert recon.eod_window(ItemFilter(day_to="2026-01-01"), today) == ItemFilter(day_to="2026-01-01")
