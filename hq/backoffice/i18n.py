@@ -304,6 +304,23 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_topup_over_limit": ("top-up over limit", "チャージ上限超過", "充值超出限额"),
     "reason_topup_void_invalid": ("invalid top-up void", "無効なチャージ取消", "充值作废无效"),
     "reason_topup_takings_mismatch": ("top-up takings differ", "チャージ売上の不一致", "充值收款不一致"),
+    "reason_coupon_other_merchant": ("another merchant's coupon", "他の加盟店のクーポン", "其他商户的优惠券"),
+    "reason_merchant_mismatch": ("merchant differs", "加盟店の不一致", "商户不一致"),
+    "reason_voucher_forged": ("forged voucher", "偽造バウチャー", "伪造的预付券"),
+    "reason_voucher_not_allocated": (
+        "voucher not in the till's stock",
+        "レジ在庫にないバウチャー",
+        "不在该收银机库存中的预付券",
+    ),
+    "reason_voucher_refund_invalid": ("invalid voucher refund", "無効なバウチャー返金", "预付券退款无效"),
+    "reason_voucher_not_sold": ("voucher never sold", "未販売のバウチャー", "未售出的预付券"),
+    "reason_voucher_redeemed_twice": ("voucher used twice", "バウチャーの二重利用", "预付券重复使用"),
+    "reason_reward_invalid": ("reward not on sale", "交換できない特典", "不可兑换的奖励"),
+    "reason_reward_allocation_exceeded": (
+        "reward beyond the till's stock",
+        "レジの割当を超えた特典",
+        "超出收银机配额的奖励",
+    ),
     "bad_filter": ("That filter is not valid.", "絞り込み条件が正しくありません。", "筛选条件无效。"),
     "already_settled": ("This item was settled already.", "この項目は解決済みです。", "该项目已结清。"),
     "held_in_quarantine": (
