@@ -284,6 +284,12 @@ def confirm(tx: Tx, terminal_id: str, request: VoucherConfirmRequest, now: str) 
     if use is not None:
         if (str(use[1]), str(use[2])) == (request.txn_id, terminal_id) and use[0] == request.action:
             return {"confirmed": True, "voucher_id": v.voucher_id, "repeat": True}
+        if _asked_again(tx, use, terminal_id, request):
+            tx.run(
+                "UPDATE voucher_uses SET txn_id = ?, used_at = ? WHERE voucher_id = ?",
+                [request.txn_id, now, v.voucher_id],
+            )
+            return {"confirmed": True, "voucher_id": v.voucher_id, "asked_again": True}
         refunded = use[0] == "refund" or v.state is vc.State.REFUNDED
         raise Refused(ErrorCode.VOUCHER_REFUNDED if refunded else ErrorCode.VOUCHER_USED, "the voucher was used")
     if request.action == "refund":
@@ -297,6 +303,16 @@ def confirm(tx: Tx, terminal_id: str, request: VoucherConfirmRequest, now: str) 
     # every till learns of the use now, before the entry arrives
     bump(tx, _set_state(tx, v, vc.State.REDEEMED if request.action == "redeem" else vc.State.REFUNDED))
     return {"confirmed": True, **voucher.to_doc()}
+
+
+def _asked_again(tx: Tx, use: tuple[Any, ...], terminal_id: str, request: VoucherConfirmRequest) -> bool:
+    """The same till asking again for the same use under a new transaction, when head office holds no entry
+    of the one it confirmed: the till stopped before its commit (a crash, a full disk) and served nobody, so
+    the voucher is not lost to the customer. Another till is refused as ever; a till that did journal both
+    has its second entry flagged ``voucher_redeemed_twice``."""
+    if (str(use[0]), str(use[2])) != (request.action, terminal_id):
+        return False
+    return tx.one("SELECT 1 FROM journal WHERE txn_id = ?", [str(use[1])]) is None
 
 
 def _verified(tx: Tx, code: str, now: str | None) -> vc.Voucher:

@@ -183,10 +183,10 @@ def state_of(doc: Mapping[str, Any] | None) -> State | None:
 def held_refusal(state: State | None, used_here: bool) -> Code | None:
     """Why the till refuses a voucher from what it already knows, online or not: used here, or head office
     said it was redeemed or refunded."""
+    if state is State.REFUNDED:  # refunded here too: say so, not merely "used"
+        return Code.VOUCHER_REFUNDED
     if used_here or state is State.REDEEMED:
         return Code.VOUCHER_USED
-    if state is State.REFUNDED:
-        return Code.VOUCHER_REFUNDED
     return None
 
 

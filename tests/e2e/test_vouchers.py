@@ -380,3 +380,29 @@ def test_a_damaged_voucher_code_is_refused_with_a_stable_code_and_nothing_is_los
 
 def _stock_codes(till: Till) -> list[str]:
     return [str(row[0]) for row in till.store.db.conn.execute("SELECT code FROM voucher_stock WHERE sold_txn IS NULL")]
+
+
+def test_a_till_whose_disk_fails_after_head_office_confirmed_redeems_the_voucher_when_scanned_again(
+    hq_proc: HqProcess, tills: dict[str, Till], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = tills["A"], tills["B"], tills["C"]
+    issue(hq_proc, "T-A", 1, 2500)
+    a.client.sync_once()
+    receipt = sold(a)
+    b.client.sync_once()
+    c.client.sync_once()
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise Rejected(Code.STORAGE_FULL)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(b.store, "record", full_disk)  # head office confirms, then the till cannot write
+        assert b.refused("redeem_voucher", receipt.code) == Code.STORAGE_FULL.value
+    assert voucher(hq_proc, receipt.voucher_id)["state"] == "redeemed"  # confirmed: held for that till
+    assert c.refused("redeem_voucher", receipt.code) == Code.VOUCHER_USED.value  # and no other
+    used = b.service.redeem_voucher(receipt.code or "")  # the cashier scans it again: not lost
+    assert used.offline is False
+    b.client.sync_once()
+    shown = voucher(hq_proc, receipt.voucher_id)
+    assert shown["use"]["txn_id"] == used.txn_id and shown["use"]["terminal_id"] == "T-B"
+    assert [i for i in items(hq_proc, "T-B") if i.reason.value.startswith("voucher")] == []

@@ -158,3 +158,30 @@ def test_an_issue_out_of_bounds_is_refused(chain: Chain) -> None:
     with pytest.raises(Refused) as missing:
         chain.store.issue_vouchers("T-none", IssueSpec(1, 100, 2**31), key, "Mio")
     assert missing.value.code is ErrorCode.NOT_FOUND
+
+
+def test_a_till_that_stopped_before_its_commit_asks_again_and_the_voucher_is_not_lost(chain: Chain) -> None:
+    (code,) = chain.issue(1)
+    chain.sell(code)
+    chain.confirm("T3", code, txn="T3-lost")  # confirmed, then the till's disk failed: nothing journalled
+    assert chain.refused("T4", code) is ErrorCode.VOUCHER_USED  # another till, as ever
+    assert chain.confirm("T3", code, txn="T3-again")["asked_again"] is True
+    parsed = vc.parse(code)
+    payload = {
+        "voucher_id": parsed.voucher_id,
+        "code": code,
+        "kind": "amount",
+        "value": parsed.value,
+        "store_id": "S2",  # T3's store
+        "local_time": "2026-12-02T10:00:00",
+        "confirmed": True,
+    }
+    entry = WireEntry(
+        terminal_id="T3", seq=1, txn_id="T3-again", kind="voucher_redeem", payload=payload, created_at=iso(NOW)
+    )
+    chain.store.ingest("T3", [entry], clock=iso(NOW))
+    assert chain.store.items(terminal_id="T3") == []
+    # Now head office holds the entry: the same till asking once more is a second use.
+    assert chain.refused("T3", code, txn="T3-third") is ErrorCode.VOUCHER_USED
+    shown = chain.store.voucher(parsed.voucher_id)
+    assert (shown["state"], shown["use"]["txn_id"]) == ("redeemed", "T3-again")

@@ -87,6 +87,7 @@ def test_what_the_till_already_knows_refuses_a_used_voucher() -> None:
     assert vc.held_refusal(vc.State.ACTIVE, used_here=True) is Code.VOUCHER_USED
     assert vc.held_refusal(vc.State.REDEEMED, used_here=False) is Code.VOUCHER_USED
     assert vc.held_refusal(vc.State.REFUNDED, used_here=False) is Code.VOUCHER_REFUNDED
+    assert vc.held_refusal(vc.State.REFUNDED, used_here=True) is Code.VOUCHER_REFUNDED  # refunded at this till
     assert vc.state_of({"state": "active"}) is vc.State.ACTIVE and vc.state_of({"state": "x"}) is None
 
 

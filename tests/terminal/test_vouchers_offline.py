@@ -1,0 +1,83 @@
+"""A till's voucher redemptions while head office is unreachable (terminal/service.py, terminal/store/vouchers.py),
+with a real till Store and Service and no head office: whatever vouchers are scanned, in whatever order and
+however often, the till accepts each voucher once, only those it saw sold, and never more than its offline total
+in all; what it refuses leaves its journal as it was."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from terminal import b64url
+from terminal import vouchers as vc
+from terminal.errors import Code, Rejected
+from terminal.model import utc_iso
+from terminal.ports import CacheDocs
+from terminal.service import Service
+from terminal.store import Store
+
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUBLIC = b64url.encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+EXPIRES = int(time.time()) + 86400
+
+
+def offline_till(path: Path, total: int, sold: list[str]) -> tuple[Store, Service]:
+    store = Store.open(path)
+    key = {"key_id": "K-v", "alg": "ed25519", "purpose": vc.PURPOSE, "status": "active", "public_key": PUBLIC}
+    states = [(vc.parse(c).voucher_id, json.dumps({**vc.parse(c).to_doc(), "state": "active"})) for c in sold]
+    store.apply_changes(
+        [], [], [], 1, CacheDocs(keys=[("K-v", json.dumps(key), "")], vouchers=states, voucher_stock=(total, []))
+    )
+    now = time.time()
+    store.set_state(last_sync_ok=utc_iso(now - 120), offline_since=utc_iso(now - 60))
+    return store, Service(store, "T-1", store_id="S-1")
+
+
+def voucher(value: int) -> str:
+    return vc.issue(KEY, "K-v", secrets.token_bytes(8), vc.Kind.AMOUNT, value, EXPIRES)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    values=st.lists(st.integers(1, 5000), min_size=1, max_size=8),
+    scans=st.lists(st.integers(0, 9), min_size=1, max_size=20),
+    total=st.integers(0, 12_000),
+)
+def test_offline_a_till_takes_each_voucher_once_and_no_more_than_its_total(
+    tmp_path_factory: pytest.TempPathFactory, values: list[int], scans: list[int], total: int
+) -> None:
+    sold = [voucher(v) for v in values]
+    unseen = voucher(100)  # sold somewhere, never pulled here
+    store, service = offline_till(tmp_path_factory.mktemp("till") / "terminal.db", total, sold)
+    accepted: dict[str, int] = {}
+    try:
+        for pick in scans:
+            code = sold[pick % len(sold)] if pick < 9 else unseen
+            seq = store.max_seq()
+            try:
+                used = service.redeem_voucher(code)
+            except Rejected as exc:
+                assert store.max_seq() == seq  # refused: nothing journalled
+                v = vc.parse(code)
+                if code == unseen:
+                    assert exc.code is Code.VOUCHER_NOT_ACTIVE
+                elif v.voucher_id in accepted:
+                    assert exc.code is Code.VOUCHER_USED
+                else:
+                    assert exc.code is Code.VOUCHER_LIMIT_OFFLINE
+                    assert sum(accepted.values()) + v.value > total
+                continue
+            assert used.offline and used.voucher_id not in accepted
+            accepted[used.voucher_id] = used.value
+        assert sum(accepted.values()) <= total
+        assert store.voucher_offline() == (sum(accepted.values()), total)
+    finally:
+        store.close()
