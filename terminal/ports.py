@@ -297,8 +297,8 @@ class TillStore(ClaimJournal, Protocol):
         """The code of an unsold, unexpired voucher of this till's stock of that kind and value (or sku)."""
         ...
 
-    def voucher_used(self, voucher_id: str) -> bool:
-        """Whether this till redeemed or refunded the voucher already."""
+    def voucher_use(self, voucher_id: str) -> str | None:
+        """How this till used the voucher already ("redeem", "refund"), None when it did not."""
         ...
 
     def voucher_offline(self) -> tuple[int, int]:

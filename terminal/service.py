@@ -915,7 +915,10 @@ class Service:
         state = vc.state_of(self.store.voucher_state(voucher.voucher_id))
         if self.store.revoked("voucher", voucher.voucher_id):
             state = vc.State.REFUNDED
-        code = vc.held_refusal(state, self.store.voucher_used(voucher.voucher_id))
+        use = self.store.voucher_use(voucher.voucher_id)
+        if use == "refund":  # refunded here: whatever a pull in flight brought meanwhile, it is refunded
+            state = vc.State.REFUNDED
+        code = vc.held_refusal(state, use is not None)
         if code is not None:
             raise Rejected(code)
         return state

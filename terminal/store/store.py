@@ -363,8 +363,9 @@ class Store:
         )
         return str(rows[0][0]) if rows else None
 
-    def voucher_used(self, voucher_id: str) -> bool:
-        return bool(self._read("SELECT 1 FROM voucher_uses WHERE voucher_id = ?", [voucher_id]))
+    def voucher_use(self, voucher_id: str) -> str | None:
+        found = self._read("SELECT action FROM voucher_uses WHERE voucher_id = ?", [voucher_id])
+        return str(found[0][0]) if found else None
 
     def voucher_offline(self) -> tuple[int, int]:
         total = self.state(VOUCHER_OFFLINE_TOTAL)

@@ -81,3 +81,23 @@ def test_offline_a_till_takes_each_voucher_once_and_no_more_than_its_total(
         assert store.voucher_offline() == (sum(accepted.values()), total)
     finally:
         store.close()
+
+
+def test_a_voucher_refunded_here_is_refused_as_refunded_whatever_a_pull_in_flight_brought(tmp_path: Path) -> None:
+    """The refund's own record decides: a pull that left before head office heard of the refund brings the
+    voucher's older state ("active") after it, and the till still says refunded, not merely used."""
+    code = voucher(1500)
+    store, service = offline_till(tmp_path / "terminal.db", 0, [code])
+    try:
+        store.set_state(last_sync_ok=utc_iso(time.time()), offline_since=None)
+        service.confirm_voucher = lambda request: True  # head office answers: the refund is the voucher's one use
+        back = service.refund_voucher(code)
+        assert back.value == 1500 and not back.offline
+        older = json.dumps({**vc.parse(code).to_doc(), "state": "active"})
+        store.apply_changes([], [], [], 2, CacheDocs(vouchers=[(vc.parse(code).voucher_id, older)]))
+        seq = store.max_seq()
+        with pytest.raises(Rejected) as again:
+            service.redeem_voucher(code)
+        assert again.value.code is Code.VOUCHER_REFUNDED and store.max_seq() == seq
+    finally:
+        store.close()
