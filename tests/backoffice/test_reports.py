@@ -372,3 +372,13 @@ def test_a_grid_puts_each_row_in_its_day_and_store_and_a_balance_runs_back_from_
     assert g.values == {"n": {"S1": [2, 0, 0], "S2": [0, 0, 1]}, "amount": {"S1": [10, 0, 0], "S2": [0, 0, 0]}}
     assert hq_reports.running(100, {"2026-03-02": 5, "2026-03-04": 7}, days) == [88, 93, 93]
     assert hq_reports.Filter(date(2026, 2, 27), date(2026, 3, 1)).days() == ["2026-02-27", "2026-02-28", "2026-03-01"]
+
+
+def test_markup_in_a_store_asked_for_comes_back_as_text_only(plain: ServerHandle) -> None:
+    client = signed_in(plain.url, "admin")
+    reply = client.get("/backoffice/reports/sales", params={"store": ['"><script>alert(1)</script>', "S1"]})
+    assert reply.status_code == 200
+    assert "<script>alert" not in reply.text and "%3Cscript%3Ealert" in reply.text  # in the tabs' links, encoded
+    manager = signed_in(plain.url, "manager")
+    refused = manager.get("/backoffice/reports/sales", params={"store": "<img src=x onerror=alert(1)>"})
+    assert refused.status_code == 403 and "<img src=x" not in refused.text
