@@ -242,8 +242,14 @@ def served(url: str) -> Iterator[HqProcess]:
     with tempfile.TemporaryDirectory() as root:
         process = HqProcess(Path(root), db=url)
         process.start(timeout=120)
+        proc = process.proc
         try:
             yield process
+        except Exception:
+            process.kill()
+            if proc is not None and proc.stderr is not None:
+                print(proc.stderr.read().decode(errors="replace")[-3000:], file=sys.stderr)
+            raise
         finally:
             process.kill()
 
@@ -253,7 +259,10 @@ def bench_setting(setting: str, cluster: bench_scale.Cluster, runs: int) -> Iter
     store = HqStore(cluster.url, backup=False)
     try:
         account = staff.check_account("bench", "Bench", Role.CHAIN_ADMIN.value, [])
-        admin = store.db.transact(lambda tx: staff.add(tx, account, PASSWORD))
+        with store.db.read() as tx:
+            admin = staff.get(tx, "bench")
+        if admin is None:
+            admin = store.db.transact(lambda tx: staff.add(tx, account, PASSWORD))
         last = bench_scale.AS_OF
         first = last - timedelta(days=spec["days"] - 1)
         stores = frozenset(spec["stores"]) if spec["stores"] else None
@@ -284,14 +293,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="timed requests per page (after two warm-ups)")
     parser.add_argument("--settings", default="tuned,untuned")
     parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default 128MB, as the tests)")
+    parser.add_argument(
+        "--keep", type=Path, help="keep (or reuse) each setting's PostgreSQL cluster under this directory"
+    )
     args = parser.parse_args()
     for setting in args.settings.split(","):
         spec = SETTINGS[setting]
         n_members, n_sales = int(args.members * spec["members"]), int(args.sales * spec["sales"])
-        cluster = bench_scale.Cluster(None)
+        cluster = bench_scale.Cluster(args.keep / setting if args.keep else None)
         try:
             cluster.start(args.shared_buffers)
-            bench_scale.emit({"setting": setting} | build(cluster, n_members, n_sales, spec["seed"]))
+            marker = cluster.server.root / "built.json"
+            sizes = {"members": n_members, "sales": n_sales, "seed": spec["seed"]}
+            if marker.exists() and json.loads(marker.read_text()) == sizes:
+                bench_scale.emit({"setting": setting, "figure": "generate", "reused": True} | sizes)
+            else:
+                bench_scale.emit({"setting": setting} | build(cluster, n_members, n_sales, spec["seed"]))
+                marker.write_text(json.dumps(sizes))
             for row in bench_setting(setting, cluster, args.runs):
                 bench_scale.emit(row)
         finally:

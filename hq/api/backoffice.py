@@ -434,7 +434,8 @@ def _report(name: str) -> Callable[..., Response]:
         stores = params.getlist("store")[:_REPORT_STORES]
         query: dict[str, Any] = {"from": params.get("from", ""), "to": params.get("to", ""), "store": stores}
         shown = reports.build(store, session.staff, name, query, datetime.now(UTC).date())
-        return page(request, "reports", lang, r=shown, names=reports.NAMES, money=reports.MONEY)
+        tabled = reports.tables(shown.grid) if shown.grid else {}
+        return page(request, "reports", lang, r=shown, names=reports.NAMES, money=reports.MONEY, tabled=tabled)
 
     return show
 

@@ -22,7 +22,7 @@ from hq import adjustments, erasure
 from hq import members as hq_members
 from hq.backoffice import approvals
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
+from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
 from hq.backoffice.staff import Staff
 from hq.db.engine import Tx
 from hq.store import HqStore, set_blocked
@@ -93,23 +93,39 @@ def _ids(tx: Tx, query: str, hash_uid: HashUid | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def stores_of_each(tx: Tx, member_ids: list[str]) -> dict[str, frozenset[str]]:
+    """``stores_of`` for several members in one statement."""
+    days, days_params = tx.in_list("member_id", member_ids)
+    enrolled, enrolled_params = tx.in_list("e.member_id", member_ids)
+    found: dict[str, set[str]] = {m: set() for m in member_ids}
+    for member_id, store_id in tx.all(
+        f"SELECT DISTINCT member_id, store_id FROM member_days WHERE {days} UNION SELECT e.member_id, t.store_id "
+        f"FROM enrolments e JOIN terminals t ON t.terminal_id = e.terminal_id WHERE {enrolled}",
+        [*days_params, *enrolled_params],
+    ):
+        found[str(member_id)].add(str(store_id))
+    return {m: frozenset(s) for m, s in found.items()}
+
+
 def search(tx: Tx, who: Staff, query: str, hash_uid: HashUid | None = None) -> list[Found]:
     """The members ``query`` finds that ``who`` may see (a store manager: its stores' members);
-    ``hash_uid``: the chain's card-hash function, when head office holds the key (a UID is then found too)."""
+    ``hash_uid``: the chain's card-hash function, when head office holds the key (a UID is then found too).
+    Three statements whatever the number found: the ids, their stores (for a store-wide reach only), their rows."""
     need(who, Action.MEMBERS_READ, None)
-    out = []
-    for member_id in _ids(tx, query, hash_uid):
-        if not allowed(who.role, Action.MEMBERS_READ, Scope(who.stores, stores_of(tx, member_id))):
-            continue
-        row = tx.one(
-            "SELECT member_id, display_name, tier, status, points, stored_value FROM members WHERE member_id = ?",
-            [member_id],
+    ids = _ids(tx, query, hash_uid)
+    if ids and reach(who.role, Action.MEMBERS_READ) is not Reach.CHAIN:
+        stores = stores_of_each(tx, ids)
+        ids = [m for m in ids if allowed(who.role, Action.MEMBERS_READ, Scope(who.stores, stores[m]))]
+    if not ids:
+        return []
+    cond, params = tx.in_list("member_id", ids)
+    rows = {
+        str(r[0]): Found(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]))
+        for r in tx.all(
+            f"SELECT member_id, display_name, tier, status, points, stored_value FROM members WHERE {cond}", params
         )
-        if row is not None:
-            out.append(Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5])))
-        if len(out) >= LIMIT:
-            break
-    return out
+    }
+    return [rows[m] for m in ids if m in rows][:LIMIT]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,4 +223,15 @@ def erase(store: HqStore, who: Staff, member_id: str, reason: str) -> dict[str, 
         raise BackofficeRefused(Code.NOT_FOUND, "no such member") from exc
 
 
-__all__ = ["Found", "MemberPage", "ask_adjustment", "block", "erase", "need", "page", "search", "stores_of"]
+__all__ = [
+    "Found",
+    "MemberPage",
+    "ask_adjustment",
+    "block",
+    "erase",
+    "need",
+    "page",
+    "search",
+    "stores_of",
+    "stores_of_each",
+]

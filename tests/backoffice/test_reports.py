@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hq import ledger
+from hq import campaigns, ledger, segments
 from hq import reports as hq_reports
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice.staff import Staff
@@ -29,6 +29,14 @@ from tests.backoffice.test_browser import DESKTOP, OVERFLOW, TABLET, open_page, 
 from tests.fixtures import entries
 
 DAYS_BACK = 5
+CAMPAIGN = {
+    "name": "Come back <b>soon</b>",
+    "segment": "everyone",
+    "variants": [{"variant": "v100", "coupon": {"kind": "amount_off", "value": 100}}],
+    "schedule": {"kind": "daily", "at": "00:00"},
+    "timezone": "UTC",
+    "control_share": 0.0,
+}
 EXPIRE_DAYS = 2
 Figures = dict[str, dict[str, list[int]]]
 
@@ -68,6 +76,17 @@ def trade(hq: HqStore) -> None:
             assert hq.release(push(hq, "T1", body, made), "admin", "the member paid at the desk") == "applied"
     with hq.db.write() as tx:
         assert ledger.expire(tx, datetime.now(UTC))  # the lots of the days more than EXPIRE_DAYS ago
+        tx.many(
+            "INSERT INTO consents (member_id, wording_version, channel, given_at) VALUES (?, 'v1', 'marketing', ?)",
+            [(m, "2026-01-01T00:00:00Z") for m in ("M-S1", "M-S2", "M-A")],
+        )
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 10**6}}, "test")
+    campaigns.save(hq.db, "back", CAMPAIGN, "test")
+    assert campaigns.run_one(hq.db, "back", now) is not None
+    with hq.db.read() as tx:
+        row = tx.one("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-S1'")
+    assert row is not None  # M-S1 brings its campaign coupon to the till
+    push(hq, "T1", entries.sale("M-S1", 1500, store_id="S1", earned=15, coupons=[str(row[0])]), now)
 
 
 @pytest.fixture
@@ -159,6 +178,17 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
                 for day in days
             ]
         held = tx.one("SELECT SUM(points), SUM(stored_value) FROM members")
+        arms = {
+            str(arm): {"targeted": int(n), "issued": int(issued), "redeemed": 0}
+            for arm, n, issued in tx.all(
+                "SELECT arm, COUNT(*), COUNT(coupon_id) FROM campaign_members WHERE campaign_id = 'back' GROUP BY arm"
+            )
+        }
+        for (arm,) in tx.all(
+            "SELECT m.arm FROM campaign_members m JOIN coupon_uses u ON u.coupon_id = m.coupon_id "
+            "WHERE m.campaign_id = 'back' AND u.released = 0"
+        ):
+            arms[str(arm)]["redeemed"] += 1
     assert held is not None and balances["outstanding"][-1] == held[0] and balances["float"][-1] == held[1]
     for (store, day), who in active.items():
         add("members.active", store, day, len(who))
@@ -168,6 +198,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
         found[report][figure] = table(days, cells, seen[report])
     found["points"]["outstanding"] = {hq_reports.CHAIN: balances["outstanding"]}
     found["value"]["float"] = {hq_reports.CHAIN: balances["float"]}
+    found["campaigns"] = arms  # type: ignore[assignment]
     return found
 
 
@@ -204,6 +235,7 @@ def test_each_report_shows_what_the_database_holds_as_a_table_and_a_drawn_chart(
     assert sum(want["points"]["expired"]["S1"]) > 0 and sum(want["points"]["redeemed"]["S1"]) == 10
     assert sum(want["coupons"]["redeemed"]["S2"]) == DAYS_BACK and sum(want["value"]["paid"]["S1"]) == 600
     assert want["sales"]["sales"]["S2"][-2] == 3  # today: the chain's own sale, a member's and an anonymous one
+    assert want["coupons"]["campaign"]["S1"][-2] == 1  # today: M-S1's campaign coupon
     with chromium() as browser:
         for viewport in (DESKTOP, TABLET):
             page, watch = open_page(browser, viewport)
@@ -218,6 +250,13 @@ def test_each_report_shows_what_the_database_holds_as_a_table_and_a_drawn_chart(
                 assert page.evaluate(OVERFLOW) <= viewport["width"], (name, viewport)
                 if name == "value":  # the table shows the same figures, money in major units
                     assert page.locator("#figure-paid tfoot td[data-store=S1]").inner_text() == "6.00"
+            page.goto(f"{server.url}/backoffice/reports/campaigns?{query}")
+            (held,) = page.evaluate(READ)["campaigns"]
+            found = {a["arm"]: {k: a[k] for k in ("targeted", "issued", "redeemed")} for a in held["arms"]}
+            assert found == want["campaigns"] and found["v100"]["redeemed"] == 1
+            assert page.locator("#campaign-results tbody tr").count() == 1
+            assert "Come back <b>soon</b>" in page.inner_text("#campaign-results")  # shown as text, never markup
+            drawn(page, ["campaigns"])
             watch.clean()
             page.context.close()
 
@@ -295,7 +334,7 @@ def test_a_bad_period_is_refused_with_its_code_and_shows_no_figures(plain: Serve
 
 
 def test_each_role_reads_the_reports_its_table_allows(plain: ServerHandle) -> None:
-    for staff_id, sales, campaigns in (
+    for staff_id, sales, results in (
         ("admin", 200, 200),
         ("market", 200, 200),
         ("manager", 200, 403),
@@ -304,7 +343,7 @@ def test_each_role_reads_the_reports_its_table_allows(plain: ServerHandle) -> No
     ):
         client = signed_in(plain.url, staff_id)
         assert client.get("/backoffice/reports/sales").status_code == sales, staff_id
-        assert client.get("/backoffice/reports/campaigns").status_code == campaigns, staff_id
+        assert client.get("/backoffice/reports/campaigns").status_code == results, staff_id
         assert client.get("/backoffice/reports/nothing").status_code == 404
     anonymous = httpx.Client(base_url=plain.url, trust_env=False)
     assert anonymous.get("/backoffice/reports/sales").status_code == 303  # sign in first
@@ -333,3 +372,13 @@ def test_a_grid_puts_each_row_in_its_day_and_store_and_a_balance_runs_back_from_
     assert g.values == {"n": {"S1": [2, 0, 0], "S2": [0, 0, 1]}, "amount": {"S1": [10, 0, 0], "S2": [0, 0, 0]}}
     assert hq_reports.running(100, {"2026-03-02": 5, "2026-03-04": 7}, days) == [88, 93, 93]
     assert hq_reports.Filter(date(2026, 2, 27), date(2026, 3, 1)).days() == ["2026-02-27", "2026-02-28", "2026-03-01"]
+
+
+def test_markup_in_a_store_asked_for_comes_back_as_text_only(plain: ServerHandle) -> None:
+    client = signed_in(plain.url, "admin")
+    reply = client.get("/backoffice/reports/sales", params={"store": ['"><script>alert(1)</script>', "S1"]})
+    assert reply.status_code == 200
+    assert "<script>alert" not in reply.text and "%3Cscript%3Ealert" in reply.text  # in the tabs' links, encoded
+    manager = signed_in(plain.url, "manager")
+    refused = manager.get("/backoffice/reports/sales", params={"store": "<img src=x onerror=alert(1)>"})
+    assert refused.status_code == 403 and "<img src=x" not in refused.text
