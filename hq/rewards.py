@@ -402,9 +402,11 @@ def _breach(
 ) -> Breach | None:
     for r in sale.rewards:
         reward = known.get(r.reward_id)
-        if reward is None or reward.points != r.points or sale.member_id is None:
+        if reward is None or not reward.active or reward.points != r.points or sale.member_id is None:
             price = reward.points if reward is not None else None
-            return Breach(Reason.REWARD_INVALID, r.reward_id, {"points": r.points, "catalogue_points": price})
+            offered = reward is not None and reward.active
+            detail: dict[str, Any] = {"points": r.points, "catalogue_points": price, "offered": offered}
+            return Breach(Reason.REWARD_INVALID, r.reward_id, detail)
         pool = reward.pool_id
         if pool is None:
             continue
