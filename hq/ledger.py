@@ -552,6 +552,27 @@ def lots_of(tx: Tx, member_id: str) -> list[Lot]:
     return Writer(tx, [member_id]).member_lots(member_id)
 
 
+def unspendable(lots: Iterable[Lot], at: str, policy: ly.LotPolicy) -> int:
+    """Points of ``lots`` that cannot pay at ``at``: still locked (``lock_days`` after they were earned, as
+    the till's lots are) or expired. The member's balance less these is what a till lets them spend."""
+    now = parse_time(at)
+    if now is None:
+        raise ValueError(f"not a time: {at!r}")
+    lock = timedelta(days=policy.lock_days)
+    out = 0
+    for lot in lots:
+        earned = parse_time(lot.earned_at)
+        expired = lot.expires_at is not None and lot.expires_at <= at
+        if expired or (earned is not None and now < earned + lock):
+            out += lot.remaining
+    return out
+
+
+def spendable(tx: Tx, member_id: str, balance: int, at: str) -> int:
+    """What of ``balance`` (the member's points) can pay at ``at``: its lots still locked or expired held back."""
+    return balance - unspendable(lots_of(tx, member_id), at, lot_policy(tx))
+
+
 # -- administrators' actions ---------------------------------------------------------------------------
 
 

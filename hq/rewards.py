@@ -225,7 +225,8 @@ def buy(tx: Tx, member_id: str, reward_id: str, purchase_id: str, now: str) -> P
     """The member buys one unit of a reward with points, at head office (the wallet). The same
     ``purchase_id`` again returns the first purchase and changes nothing. Refused, writing nothing:
     ``reward_unknown`` (unknown or not offered), ``unknown_member``, ``blocked_member``,
-    ``insufficient_points``, ``reward_sold_out``."""
+    ``insufficient_points`` (the member's spendable points: lots still locked or expired do not pay, as at a
+    till), ``reward_sold_out``."""
     held = purchase(tx, purchase_id)
     if held is not None:
         if held.member_id != member_id:
@@ -239,9 +240,11 @@ def buy(tx: Tx, member_id: str, reward_id: str, purchase_id: str, now: str) -> P
         raise RewardRefused(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
     if str(row[1]) != "active":
         raise RewardRefused(ErrorCode.BLOCKED_MEMBER, f"member {member_id} is {row[1]}")
-    if int(row[0]) < reward.points:
+    can_pay = ledger.spendable(tx, member_id, int(row[0]), now)  # locked lots held back, as a till does
+    if can_pay < reward.points:
         raise RewardRefused(
-            ErrorCode.INSUFFICIENT_POINTS, f"the reward costs {reward.points} points; the member holds {int(row[0])}"
+            ErrorCode.INSUFFICIENT_POINTS,
+            f"the reward costs {reward.points} points; the member can spend {max(0, can_pay)} now",
         )
     source = PREFIX + purchase_id
     if reward.pool_id is not None and not pools.take(tx, reward.pool_id, source, unit_of(reward_id), now):

@@ -211,12 +211,6 @@ def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supp
     assert statement.figures.accepted == 0 and statement.reimbursement == 0, statement.figures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wallet's purchase checks the member's whole balance, locked lots included (points_policy "
-    "lock_days): points earned a minute ago buy a partner code, then a refund of the earning sale claws them "
-    "back into a debt while the code is kept; a till refuses to spend locked points",
-)
 def test_redteam_the_wallet_never_spends_points_still_locked(hq: HqStore) -> None:
     hq.upsert_member("M-2", "Ben", "basic", 0)
     hq.set_rule("base", 1, 100)
