@@ -168,12 +168,6 @@ def test_redteam_a_withdrawn_reward_is_not_sold_by_a_stolen_till_credential(hq: 
     assert json.dumps(purchases(hq)) == "[]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a till's reward purchase books its points as a spend accepted by the store's merchant: a franchise "
-    "is reimbursed in money for a coupon or partner code the chain's catalogue supplies (the wallet books the "
-    "same purchase to the chain)",
-)
 def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supplies(hq: HqStore) -> None:
     with hq.db.write() as tx:
         merchants.add(tx, "M-F", "Franchise", cost_per_100=100, reimburse_per_100=100)
