@@ -14,6 +14,7 @@ from hq.ingest import Settings
 from hq.rewards import Held, returns_breach
 from hq.store import HqStore
 from sync.protocol import Reason, RefundPayload, SalePayload, WireEntry, parse_payload
+from terminal import loyalty as ly
 from tests.fixtures import entries
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
@@ -203,3 +204,15 @@ def test_returns_breach_bounds_a_refund_by_the_lines_it_returns() -> None:
     kept = returns_breach(sale, [held("TENOFF", 200, kept=True)], refund_of(300, [], void=True), 0)
     assert kept is not None and kept.reason is Reason.REWARD_KEPT and kept.detail["kept"] == ["TENOFF"]
     assert returns_breach(sale, [held("TENOFF", 200, kept=True)], refund_of(100, [], void=True), 0) is None
+
+
+def test_unspendable_holds_back_locked_and_expired_lots_as_the_till_does() -> None:
+    policy = ly.LotPolicy(lock_days=14, expire_days=365)
+    lots = [
+        ledger.Lot("new", "M-F", 500, "2026-03-01T10:00:00.000Z", "2027-03-01T10:00:00.000Z"),
+        ledger.Lot("old", "M-F", 300, "2026-01-01T10:00:00.000Z", "2027-01-01T10:00:00.000Z"),
+        ledger.Lot("gone", "M-F", 200, "2025-01-01T10:00:00.000Z", "2026-01-01T10:00:00.000Z"),
+    ]
+    assert ledger.unspendable(lots, "2026-03-01T11:00:00.000Z", policy) == 700  # locked 500, expired 200
+    assert ledger.unspendable(lots, "2026-03-15T10:00:00.000Z", policy) == 200  # the lock is over on the 14th day
+    assert ledger.unspendable(lots, "2026-03-01T11:00:00.000Z", ly.LotPolicy()) == 200
