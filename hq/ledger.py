@@ -358,6 +358,8 @@ def post_journal(tx: Tx, txn_ids: Sequence[str]) -> int:
     return posted
 
 
+REWARDS_FIELD = '"rewards"'
+"""A sale's payload names its rewards in this field (a sale without rewards is sent without it)."""
 CHAIN_SUPPLIED = ("coupon", "partner_code")
 """The reward kinds the chain's catalogue supplies (an item is the store's own stock, its merchant's)."""
 
@@ -367,22 +369,28 @@ def chain_points(tx: Tx, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
     of each refund or void of such a sale, the points of those rewards whose lines it returns (a void: all),
     at most what it restores. Rows without either are absent."""
     sales: dict[str, SalePayload] = {}
-    refunds: dict[str, tuple[RefundPayload, str]] = {}
+    reversing: dict[str, tuple[str, str, str]] = {}
     for txn_id, kind, *_, payload, original, _made in rows:
-        parsed = _payload(str(kind), str(payload))
-        if isinstance(parsed, SalePayload) and kind == "sale" and parsed.rewards:
-            sales[str(txn_id)] = parsed
-        elif isinstance(parsed, RefundPayload) and kind in ("refund", "void") and original and parsed.points_restored:
-            refunds[str(txn_id)] = (parsed, str(original))
-    wanted = sorted({o for _, o in refunds.values()} - set(sales))
+        if kind == "sale" and REWARDS_FIELD in str(payload):  # most sales take none: not parsed
+            parsed = _payload("sale", str(payload))
+            if isinstance(parsed, SalePayload) and parsed.rewards:
+                sales[str(txn_id)] = parsed
+        elif kind in ("refund", "void") and original:
+            reversing[str(txn_id)] = (str(kind), str(payload), str(original))
+    wanted = sorted({o for *_, o in reversing.values()} - set(sales))
     if wanted:
         cond, params = tx.in_list("txn_id", wanted)
         for txn_id, payload in tx.all(f"SELECT txn_id, payload FROM journal WHERE kind = 'sale' AND {cond}", params):
-            parsed = _payload("sale", str(payload))
+            parsed = _payload("sale", str(payload)) if REWARDS_FIELD in str(payload) else None
             if isinstance(parsed, SalePayload) and parsed.rewards:
                 sales[str(txn_id)] = parsed
     if not sales:
         return {}
+    refunds: dict[str, tuple[RefundPayload, str]] = {}
+    for txn_id, (kind, payload, original) in reversing.items():
+        parsed = _payload(kind, payload) if original in sales else None
+        if isinstance(parsed, RefundPayload) and parsed.points_restored:
+            refunds[txn_id] = (parsed, original)
     cond, params = tx.in_list("reward_id", sorted({r.reward_id for s in sales.values() for r in s.rewards}))
     kinds = {str(k): str(v) for k, v in tx.all(f"SELECT reward_id, kind FROM rewards WHERE {cond}", params)}
 
