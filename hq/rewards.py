@@ -9,8 +9,10 @@ too, and the wallet takes its units from what no till holds: the stock is never 
     put / add_codes      an administrator defines a reward, loads partner codes (the pool's quantity)
     buy / refund         the wallet's purchase (points out through the ledger's spend path) and its reversal
     check / count        ingest stages of a till's sale that took rewards: quarantine a reward the catalogue
-                         does not sell at that price, or one beyond the till's allocation; count the units,
-                         record the purchase and hand out what it gives; a void gives all of it back
+                         does not sell (at that price, or at all now), or one beyond the till's allocation, and
+                         a refund or void giving back points it may not (``check_returns``); count the units,
+                         record the purchase and hand out what it gives; a void gives back all but what the
+                         member keeps (a handed-out partner code, a used coupon)
 
 Points spent on rewards are a sale's spend in the ledger (``hq.ledger``): a till's as its sale's
 ``points_redeemed`` (``reward_points`` of them bought rewards), the wallet's as a sale entry of its own
