@@ -31,8 +31,9 @@ from typing import Any
 from hq import merchants, periods
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
-from sync.protocol import PayloadError, RefundPayload, parse_payload, parse_time
+from sync.protocol import Payload, PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload, parse_time
 from terminal import loyalty as ly
+from terminal.rewards import returned as reward_lines
 
 # -- pure: accounts and postings -------------------------------------------------------------------
 
@@ -189,6 +190,9 @@ class Entry:
     restored: int = 0
     value: int = 0
     original: str | None = None
+    chain: int = 0
+    """Of ``spent`` (a sale) or ``restored`` (a refund, a void): the points of rewards the chain's catalogue
+    supplies (a coupon, a partner code), accepted by the chain's merchant whichever store took them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,15 +231,29 @@ def earn_postings(member_id: str, merchant_id: str, amount: int) -> list[Posting
     return [points(member_points(member_id), amount), points(issued(merchant_id), -amount)]
 
 
-def spend_postings(member_id: str, uses: Sequence[Use], short: int, accepted_by: str | None) -> list[Posting]:
+def spend_postings(
+    member_id: str, uses: Sequence[Use], short: int, accepted_by: str | None, chain: int = 0
+) -> list[Posting]:
     """Points leaving a member: each lot's issuer is discharged, the shortfall is overdraft; points
-    spent at a till (``accepted_by``) are the accepting merchant's, against the chain."""
+    spent at a till (``accepted_by``) are the accepting merchant's, against the chain, but for ``chain`` of
+    them (rewards the chain supplies), the chain's merchant's."""
     total = sum(u.points for u in uses) + short
     out = [points(member_points(member_id), -total), points(overdraft(member_id), short)]
     out += [points(issued(u.merchant_id), u.points) for u in uses]
     if accepted_by is not None:
-        out += [points(Account(Kind.ACCEPTED, accepted_by), total), points(Account(Kind.CHAIN_POINTS, CHAIN), -total)]
+        out += accept_postings(accepted_by, total, chain)
     return out
+
+
+def accept_postings(accepted_by: str, total: int, chain: int) -> list[Posting]:
+    """``total`` points accepted (negative: an acceptance reversed) by ``accepted_by``, ``chain`` of them by
+    the chain's merchant instead; against the chain's points."""
+    by_chain = max(0, min(chain, total)) if total >= 0 else -max(0, min(chain, -total))
+    return [
+        points(Account(Kind.ACCEPTED, accepted_by), total - by_chain),
+        points(Account(Kind.ACCEPTED, CHAIN_MERCHANT), by_chain),
+        points(Account(Kind.CHAIN_POINTS, CHAIN), -total),
+    ]
 
 
 def repay_postings(member_id: str, uses: Sequence[Use]) -> list[Posting]:
@@ -253,14 +271,17 @@ def breakage_postings(member_id: str, uses: Sequence[Use]) -> list[Posting]:
     return out
 
 
-def restore_postings(member_id: str, uses: Sequence[Use], fresh: int, owed: int, accepted_by: str) -> list[Posting]:
+def restore_postings(
+    member_id: str, uses: Sequence[Use], fresh: int, owed: int, accepted_by: str, chain: int = 0
+) -> list[Posting]:
     """Points a refund gives back: into the lots the sale spent (``uses``), then paying the member's
     overdraft (``owed``), the rest as new points of the chain (``fresh``: a sale older than the ledger);
-    the accepting merchant's acceptance is reversed."""
+    the accepting merchant's acceptance is reversed (the chain's merchant's for ``chain`` of them: rewards
+    the chain supplies)."""
     total = sum(u.points for u in uses) + fresh + owed
     out = [points(member_points(member_id), total), points(issued(CHAIN_MERCHANT), -fresh)]
     out += [points(overdraft(member_id), -owed), *(points(issued(u.merchant_id), -u.points) for u in uses)]
-    out += [points(Account(Kind.ACCEPTED, accepted_by), -total), points(Account(Kind.CHAIN_POINTS, CHAIN), total)]
+    out += accept_postings(accepted_by, -total, chain)
     return out
 
 
@@ -281,9 +302,10 @@ def give_back(spent: Sequence[Use], amount: int) -> tuple[list[Use], int]:
 # -- reading entries --------------------------------------------------------------------------------
 
 
-def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str]) -> Entry | None:
+def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str], chain: int = 0) -> Entry | None:
     """A journal row (txn_id, kind, member_id, store_id, day, points, stored_value, points_spent, payload,
-    original_txn, made_at) as the ledger books it; None for a kind that moves nothing."""
+    original_txn, made_at) as the ledger books it (``chain``: its points of rewards the chain supplies);
+    None for a kind that moves nothing."""
     txn_id, kind, member_id, store_id, day, net, value, spent, payload, original, made_at = row
     if kind not in RULES or member_id is None:
         return None
@@ -295,7 +317,7 @@ def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str]) -> Entry | N
         clawed, restored = _refund_points(str(payload), int(net))
     merchant_id, orig = merchant_of(str(store_id)), str(original) if original else None
     base = (str(txn_id), str(kind), str(member_id), merchant_id, str(day), str(made_at))
-    return Entry(*base, earned, spent_, clawed, restored, int(value), orig)
+    return Entry(*base, earned, spent_, clawed, restored, int(value), orig, chain)
 
 
 def _refund_points(payload: str, net: int) -> tuple[int, int]:
@@ -324,7 +346,8 @@ def post_journal(tx: Tx, txn_ids: Sequence[str]) -> int:
     cond, params = tx.in_list("txn_id", list(txn_ids))
     rows = {str(r[0]): r for r in tx.all(JOURNAL_ROW.format(cond=cond), params)}
     merchant_of = merchants.resolver(tx)
-    found = [entry_of(rows[t], merchant_of) for t in txn_ids if t in rows]
+    chain = chain_points(tx, list(rows.values()))
+    found = [entry_of(rows[t], merchant_of, chain.get(t, 0)) for t in txn_ids if t in rows]
     todo = [e for e in found if e is not None]
     if not todo:
         return 0
@@ -333,6 +356,67 @@ def post_journal(tx: Tx, txn_ids: Sequence[str]) -> int:
     posted = sum(writer.post(e, policy) for e in todo)
     writer.flush()
     return posted
+
+
+REWARDS_FIELD = '"rewards"'
+"""A sale's payload names its rewards in this field (a sale without rewards is sent without it)."""
+CHAIN_SUPPLIED = ("coupon", "partner_code")
+"""The reward kinds the chain's catalogue supplies (an item is the store's own stock, its merchant's)."""
+
+
+def chain_points(tx: Tx, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    """Of each journal row (``JOURNAL_ROW``) that is a sale, the points it spent on rewards the chain supplies;
+    of each refund or void of such a sale, the points of those rewards whose lines it returns (a void: all),
+    at most what it restores. Rows without either are absent."""
+    sales: dict[str, SalePayload] = {}
+    reversing: dict[str, tuple[str, str, str]] = {}
+    for txn_id, kind, *_, payload, original, _made in rows:
+        if kind == "sale" and REWARDS_FIELD in str(payload):  # most sales take none: not parsed
+            parsed = _payload("sale", str(payload))
+            if isinstance(parsed, SalePayload) and parsed.rewards:
+                sales[str(txn_id)] = parsed
+        elif kind in ("refund", "void") and original:
+            reversing[str(txn_id)] = (str(kind), str(payload), str(original))
+    wanted = sorted({o for *_, o in reversing.values()} - set(sales))
+    if wanted:
+        cond, params = tx.in_list("txn_id", wanted)
+        for txn_id, payload in tx.all(f"SELECT txn_id, payload FROM journal WHERE kind = 'sale' AND {cond}", params):
+            parsed = _payload("sale", str(payload)) if REWARDS_FIELD in str(payload) else None
+            if isinstance(parsed, SalePayload) and parsed.rewards:
+                sales[str(txn_id)] = parsed
+    if not sales:
+        return {}
+    refunds: dict[str, tuple[RefundPayload, str]] = {}
+    for txn_id, (kind, payload, original) in reversing.items():
+        parsed = _payload(kind, payload) if original in sales else None
+        if isinstance(parsed, RefundPayload) and parsed.points_restored:
+            refunds[txn_id] = (parsed, original)
+    cond, params = tx.in_list("reward_id", sorted({r.reward_id for s in sales.values() for r in s.rewards}))
+    kinds = {str(k): str(v) for k, v in tx.all(f"SELECT reward_id, kind FROM rewards WHERE {cond}", params)}
+
+    def of(sale: SalePayload, ids: Iterable[str]) -> int:
+        wanted = set(ids)
+        return sum(r.points for r in sale.rewards if r.reward_id in wanted and kinds.get(r.reward_id) in CHAIN_SUPPLIED)
+
+    out = {t: of(s, (r.reward_id for r in s.rewards)) for t, s in sales.items()}
+    for txn_id, (refund, original) in refunds.items():
+        sale = sales.get(original)
+        if sale is None:
+            continue
+        ids = (
+            {r.reward_id for r in sale.rewards}
+            if isinstance(refund, VoidPayload)
+            else reward_lines([line.sku for line in sale.lines], [x.line for x in refund.returned])
+        )
+        out[txn_id] = min(refund.points_restored, of(sale, ids))
+    return {t: n for t, n in out.items() if n}
+
+
+def _payload(kind: str, text: str) -> Payload | None:
+    try:
+        return parse_payload(kind, json.loads(text))
+    except (PayloadError, ValueError, AttributeError):
+        return None
 
 
 def lot_policy(tx: Tx) -> ly.LotPolicy:
@@ -490,15 +574,17 @@ class Writer:
         if e.clawed:
             out += self.consume(e, e.clawed, None, first=e.original)
         if e.spent:
-            out += self.consume(e, e.spent, e.merchant_id)
+            out += self.consume(e, e.spent, e.merchant_id, chain=e.chain)
         if e.earned > 0:
             out += self._earn(e, policy, sum(p.amount for p in out if p.account == overdraft(e.member_id)))
         return out
 
-    def consume(self, e: Entry, amount: int, accepted_by: str | None, first: str | None = None) -> list[Posting]:
+    def consume(
+        self, e: Entry, amount: int, accepted_by: str | None, first: str | None = None, chain: int = 0
+    ) -> list[Posting]:
         uses, short = take(self.member_lots(e.member_id), amount, e.at, first)
         self.use(e.member_id, e.source, uses, 1, "spend" if accepted_by else "claw")
-        return spend_postings(e.member_id, uses, short, accepted_by)
+        return spend_postings(e.member_id, uses, short, accepted_by, chain)
 
     def _earn(self, e: Entry, policy: ly.LotPolicy, owed_now: int) -> list[Posting]:
         """A new lot of the entry's merchant; it pays the member's overdraft first (``owed_now``: what this
@@ -529,7 +615,7 @@ class Writer:
         owed = min(rest, max(0, self.owed[e.member_id]))
         if rest - owed:
             self.new_lot(e.member_id, Lot(f"{e.source}:restored", CHAIN_MERCHANT, rest - owed, e.at, None), e.day)
-        return restore_postings(e.member_id, back, rest - owed, owed, e.merchant_id)
+        return restore_postings(e.member_id, back, rest - owed, owed, e.merchant_id, e.chain)
 
     def flush(self) -> None:
         """Write what is queued: transactions, new lots (as they stand now), lots taken from, uses, postings."""
@@ -550,6 +636,27 @@ class Writer:
 
 def lots_of(tx: Tx, member_id: str) -> list[Lot]:
     return Writer(tx, [member_id]).member_lots(member_id)
+
+
+def unspendable(lots: Iterable[Lot], at: str, policy: ly.LotPolicy) -> int:
+    """Points of ``lots`` that cannot pay at ``at``: still locked (``lock_days`` after they were earned, as
+    the till's lots are) or expired. The member's balance less these is what a till lets them spend."""
+    now = parse_time(at)
+    if now is None:
+        raise ValueError(f"not a time: {at!r}")
+    lock = timedelta(days=policy.lock_days)
+    out = 0
+    for lot in lots:
+        earned = parse_time(lot.earned_at)
+        expired = lot.expires_at is not None and lot.expires_at <= at
+        if expired or (earned is not None and now < earned + lock):
+            out += lot.remaining
+    return out
+
+
+def spendable(tx: Tx, member_id: str, balance: int, at: str) -> int:
+    """What of ``balance`` (the member's points) can pay at ``at``: its lots still locked or expired held back."""
+    return balance - unspendable(lots_of(tx, member_id), at, lot_policy(tx))
 
 
 # -- administrators' actions ---------------------------------------------------------------------------

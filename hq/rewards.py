@@ -9,8 +9,10 @@ too, and the wallet takes its units from what no till holds: the stock is never 
     put / add_codes      an administrator defines a reward, loads partner codes (the pool's quantity)
     buy / refund         the wallet's purchase (points out through the ledger's spend path) and its reversal
     check / count        ingest stages of a till's sale that took rewards: quarantine a reward the catalogue
-                         does not sell at that price, or one beyond the till's allocation; count the units,
-                         record the purchase and hand out what it gives; a void gives all of it back
+                         does not sell (at that price, or at all now), or one beyond the till's allocation, and
+                         a refund or void giving back points it may not (``check_returns``); count the units,
+                         record the purchase and hand out what it gives; a void gives back all but what the
+                         member keeps (a handed-out partner code, a used coupon)
 
 Points spent on rewards are a sale's spend in the ledger (``hq.ledger``): a till's as its sale's
 ``points_redeemed`` (``reward_points`` of them bought rewards), the wallet's as a sale entry of its own
@@ -32,7 +34,7 @@ from hq.ingest import NOT_APPLIED, Batch, Effect, bump_versions, payload_json
 from hq.policy import Breach
 from sync.protocol import ErrorCode, Reason, RefundPayload, SalePayload, VoidPayload
 from terminal import loyalty as ly
-from terminal.rewards import PREFIX, Reward, RewardError, RewardKind, doc_id, parse_reward, pool_of
+from terminal.rewards import PREFIX, Reward, RewardError, RewardKind, doc_id, parse_reward, pool_of, returned
 
 CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,64}$")
 MAX_CODES = 100_000
@@ -225,7 +227,8 @@ def buy(tx: Tx, member_id: str, reward_id: str, purchase_id: str, now: str) -> P
     """The member buys one unit of a reward with points, at head office (the wallet). The same
     ``purchase_id`` again returns the first purchase and changes nothing. Refused, writing nothing:
     ``reward_unknown`` (unknown or not offered), ``unknown_member``, ``blocked_member``,
-    ``insufficient_points``, ``reward_sold_out``."""
+    ``insufficient_points`` (the member's spendable points: lots still locked or expired do not pay, as at a
+    till), ``reward_sold_out``."""
     held = purchase(tx, purchase_id)
     if held is not None:
         if held.member_id != member_id:
@@ -239,9 +242,11 @@ def buy(tx: Tx, member_id: str, reward_id: str, purchase_id: str, now: str) -> P
         raise RewardRefused(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
     if str(row[1]) != "active":
         raise RewardRefused(ErrorCode.BLOCKED_MEMBER, f"member {member_id} is {row[1]}")
-    if int(row[0]) < reward.points:
+    can_pay = ledger.spendable(tx, member_id, int(row[0]), now)  # locked lots held back, as a till does
+    if can_pay < reward.points:
         raise RewardRefused(
-            ErrorCode.INSUFFICIENT_POINTS, f"the reward costs {reward.points} points; the member holds {int(row[0])}"
+            ErrorCode.INSUFFICIENT_POINTS,
+            f"the reward costs {reward.points} points; the member can spend {max(0, can_pay)} now",
         )
     source = PREFIX + purchase_id
     if reward.pool_id is not None and not pools.take(tx, reward.pool_id, source, unit_of(reward_id), now):
@@ -347,6 +352,11 @@ def _withdraw(tx: Tx, coupon_id: str, now: str) -> bool:
     return True
 
 
+def _used(tx: Tx, coupon_id: str) -> bool:
+    row = tx.one("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id])
+    return row is not None and int(row[0]) > 0
+
+
 def _line_skus(tx: Tx, txn_id: str) -> list[str]:
     row = tx.one("SELECT payload FROM journal WHERE txn_id = ?", [txn_id])
     try:
@@ -368,8 +378,15 @@ def _taking(batch: Batch) -> list[tuple[int, SalePayload]]:
 
 
 def check(tx: Tx, batch: Batch) -> None:
-    """Quarantine a sale that took a reward the catalogue does not hold at that price, or one with a limited
-    stock beyond this till's allocation (in seq order: the batch's earlier sales count)."""
+    """Quarantine a sale that took a reward the catalogue does not hold at that price or has withdrawn
+    (``active: false``), or one with a limited stock beyond this till's allocation (in seq order: the batch's
+    earlier sales count); then a refund or void of such a sale that gives back points it may not
+    (``check_returns``)."""
+    _check_sales(tx, batch)
+    check_returns(tx, batch)
+
+
+def _check_sales(tx: Tx, batch: Batch) -> None:
     taking = _taking(batch)
     if not taking:
         return
@@ -402,9 +419,11 @@ def _breach(
 ) -> Breach | None:
     for r in sale.rewards:
         reward = known.get(r.reward_id)
-        if reward is None or reward.points != r.points or sale.member_id is None:
+        if reward is None or not reward.active or reward.points != r.points or sale.member_id is None:
             price = reward.points if reward is not None else None
-            return Breach(Reason.REWARD_INVALID, r.reward_id, {"points": r.points, "catalogue_points": price})
+            offered = reward is not None and reward.active
+            detail: dict[str, Any] = {"points": r.points, "catalogue_points": price, "offered": offered}
+            return Breach(Reason.REWARD_INVALID, r.reward_id, detail)
         pool = reward.pool_id
         if pool is None:
             continue
@@ -465,19 +484,149 @@ def _took(tx: Tx, terminal_id: str, txn_id: str, member_id: str, reward_id: str,
 
 def _given_back(tx: Tx, refund: RefundPayload, now: str) -> None:
     """A reward goes back with its line (a void returns every line): its stock unit to the till's
-    allocation, its coupon withdrawn if not used, the purchase marked refunded."""
+    allocation, its coupon withdrawn, the purchase marked refunded. What the member keeps stays as it is: a
+    handed-out partner code (retired, its unit stays spent: it is never handed out again) and a used coupon
+    (``check_returns`` quarantined a refund that gives back their points)."""
     original_txn = refund.original_txn
     rows = tx.all(
-        f"SELECT {PURCHASE_COLUMNS} FROM reward_purchases WHERE txn_id = ? AND refunded_at IS NULL", [original_txn]
+        f"SELECT {PURCHASE_COLUMNS} FROM reward_purchases WHERE txn_id = ? AND refunded_at IS NULL ORDER BY reward_id",
+        [original_txn],
     )
     if not rows:
         return
+    made = [_purchase(r) for r in rows]
     if not isinstance(refund, VoidPayload):
-        skus = _line_skus(tx, original_txn)
-        returned = {skus[x.line] for x in refund.returned if x.line < len(skus)}
-        rows = [r for r in rows if unit_of(str(r[1])) in returned]
-    pools.release(tx, original_txn, [unit_of(str(r[1])) for r in rows], now)
-    for made in map(_purchase, rows):
-        if made.coupon_id is not None:
-            _withdraw(tx, made.coupon_id, now)
-        tx.run("UPDATE reward_purchases SET refunded_at = ? WHERE purchase_id = ?", [now, made.purchase_id])
+        back = returned(_line_skus(tx, original_txn), [x.line for x in refund.returned])
+        made = [m for m in made if m.reward_id in back]
+    for m in made:
+        if m.code is not None or (
+            m.coupon_id is not None and not _withdraw(tx, m.coupon_id, now) and _used(tx, m.coupon_id)
+        ):
+            continue
+        pools.release(tx, original_txn, [unit_of(m.reward_id)], now)
+        tx.run("UPDATE reward_purchases SET refunded_at = ? WHERE purchase_id = ?", [now, m.purchase_id])
+
+
+# -- refunds and voids of a till's sale that took rewards ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A reward a sale took, as a refund of that sale finds it."""
+
+    reward_id: str
+    points: int
+    back: bool
+    """Given back already, by an earlier refund."""
+    kept: bool
+    """What it gave stays with the member whatever the refund says: its coupon was used, or its partner code
+    was handed out (the member has seen it)."""
+
+
+def returns_breach(
+    sale: SalePayload, held: Sequence[Held], refund: RefundPayload, restored_before: int
+) -> Breach | None:
+    """Pure: the points a refund (or void) of ``sale`` may give back are the points that paid money and no
+    earlier refund gave back, plus those of the rewards whose lines it returns (a void returns all) that no
+    earlier refund gave back (``restored_before``: every point earlier refunds of the sale gave back).
+    Beyond that: ``reward_kept`` when the rest is the points of rewards the member keeps (an administrator
+    decides), else ``refund_exceeds_sale``."""
+    if isinstance(refund, VoidPayload):
+        returning = {r.reward_id for r in sale.rewards}
+    else:
+        returning = returned([line.sku for line in sale.lines], [x.line for x in refund.returned])
+    rewards_before = sum(h.points for h in held if h.back)
+    paid_money = sale.points_redeemed - sale.reward_points
+    free = max(0, paid_money - max(0, restored_before - rewards_before))
+    now = [h for h in held if not h.back and h.reward_id in returning]
+    givable = sum(h.points for h in now if not h.kept)
+    kept = [h for h in now if h.kept]
+    if refund.points_restored <= free + givable:
+        return None
+    detail: dict[str, Any] = {
+        "original_txn": refund.original_txn,
+        "points_restored": refund.points_restored,
+        "may_restore": free + givable,
+    }
+    if kept and refund.points_restored <= free + givable + sum(h.points for h in kept):
+        return Breach(Reason.REWARD_KEPT, kept[0].reward_id, {**detail, "kept": [h.reward_id for h in kept]})
+    return Breach(Reason.REFUND_EXCEEDS_SALE, refund.original_txn, detail)
+
+
+def check_returns(tx: Tx, batch: Batch) -> None:
+    """Quarantine a refund or void of a sale that took rewards when it gives back more points than
+    ``returns_breach`` allows: the reward points of lines it does not return (a forged refund of other
+    lines), or those of a reward the member keeps (a used coupon, a partner code handed out). The batch's
+    earlier sales and refunds count."""
+    in_batch: dict[str, SalePayload] = {}
+    restored: dict[str, int] = {}
+    back: dict[str, set[str]] = {}
+    for i, entry in enumerate(batch.entries):
+        sale = batch.sale(i)
+        if sale is not None:
+            if sale.rewards and batch.effects[i] not in NOT_APPLIED:
+                in_batch[entry.txn_id] = sale
+            continue
+        refund = batch.payloads[i]
+        if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED or refund.points_restored <= 0:
+            continue
+        original = refund.original_txn
+        found = _sale_of(tx, original, in_batch)
+        if found is None:
+            continue
+        sale, held, before = found
+        gone = back.get(original, set())
+        held = [Held(h.reward_id, h.points, h.back or h.reward_id in gone, h.kept) for h in held]
+        breach = returns_breach(sale, held, refund, before + restored.get(original, 0))
+        if breach is not None:
+            batch.quarantine(i, breach)
+            continue
+        restored[original] = restored.get(original, 0) + refund.points_restored
+        if isinstance(refund, VoidPayload):
+            back.setdefault(original, set()).update(h.reward_id for h in held if not h.kept)
+        else:
+            lines = returned([line.sku for line in sale.lines], [x.line for x in refund.returned])
+            back.setdefault(original, set()).update(h.reward_id for h in held if not h.kept and h.reward_id in lines)
+
+
+def _sale_of(tx: Tx, txn_id: str, in_batch: dict[str, SalePayload]) -> tuple[SalePayload, list[Held], int] | None:
+    """A sale that took rewards (of this batch, or held), the rewards as it holds them, and the points its
+    earlier refunds gave back; None for a sale without rewards."""
+    sale = in_batch.get(txn_id)
+    before = 0
+    if sale is None:
+        row = tx.one(
+            "SELECT j.payload, s.points_restored FROM journal j JOIN sales s ON s.txn_id = j.txn_id "
+            "WHERE j.txn_id = ? AND j.kind = 'sale'",
+            [txn_id],
+        )
+        if row is None:
+            return None
+        try:
+            sale = SalePayload.model_validate(json.loads(str(row[0])))
+        except ValueError:
+            return None
+        before = int(row[1])
+    if not sale.rewards:
+        return None
+    made = {
+        p.reward_id: p
+        for p in map(_purchase, tx.all(f"SELECT {PURCHASE_COLUMNS} FROM reward_purchases WHERE txn_id = ?", [txn_id]))
+    }
+    coupons = [p.coupon_id for p in made.values() if p.coupon_id is not None]
+    used: set[str] = set()
+    if coupons:
+        cond, params = tx.in_list("coupon_id", coupons)
+        used = {str(r[0]) for r in tx.all(f"SELECT coupon_id FROM coupons WHERE {cond} AND uses > 0", params)}
+    cond, params = tx.in_list("reward_id", [r.reward_id for r in sale.rewards])
+    kinds = {str(k): str(v) for k, v in tx.all(f"SELECT reward_id, kind FROM rewards WHERE {cond}", params)}
+    held = []
+    for r in sale.rewards:
+        p = made.get(r.reward_id)
+        if p is None:  # not handed out yet (a sale of this batch): a partner code will be
+            kept = kinds.get(r.reward_id) == RewardKind.PARTNER_CODE.value
+            held.append(Held(r.reward_id, r.points, False, kept))
+        else:
+            kept = p.code is not None or p.coupon_id in used
+            held.append(Held(r.reward_id, r.points, p.refunded_at is not None, kept))
+    return sale, held, before

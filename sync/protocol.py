@@ -338,11 +338,14 @@ class Reason(StrEnum):
     """A redemption of a voucher head office holds no sale of: quarantined."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
     """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
-    # The rewards catalogue (hq/rewards.py, docs/rewards.md): both quarantine the sale.
+    # The rewards catalogue (hq/rewards.py, docs/rewards.md): each quarantines the entry.
     REWARD_INVALID = "reward_invalid"
     """A sale took a reward the catalogue does not hold, or at other than its price in points."""
     REWARD_ALLOCATION_EXCEEDED = "reward_allocation_exceeded"
     """A till took a reward with a limited stock beyond the allocation head office granted it."""
+    REWARD_KEPT = "reward_kept"
+    """A refund or void gives back the points of a reward the member keeps (its coupon used, its partner code
+    handed out): quarantined, an administrator decides."""
 
 
 class ItemState(StrEnum):

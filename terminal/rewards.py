@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -84,6 +84,12 @@ class Reward:
 
 def pool_of(reward_id: str) -> str:
     return PREFIX + reward_id
+
+
+def returned(line_skus: Sequence[str], lines: Iterable[int]) -> set[str]:
+    """The rewards whose line (sku ``reward:<id>``) is among ``lines``, indexes into a sale's ``line_skus``:
+    what a refund returning those lines gives back."""
+    return {line_skus[n][len(PREFIX) :] for n in lines if 0 <= n < len(line_skus) and line_skus[n].startswith(PREFIX)}
 
 
 def doc_id(reward_id: str) -> str:

@@ -520,6 +520,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "disabled": ("Disabled", "無効", "已停用"),
     "active": ("Active", "有効", "有效"),
     "stores_help": ("A store manager's stores: S1, S2", "店長の店舗：S1, S2", "店长的门店：S1, S2"),
+    # rewards: a refund of a sale that took rewards
+    "reason_reward_kept": (
+        "refund returns points of a reward kept",
+        "特典が手元に残る返品でのポイント返還",
+        "退货退回了已保留奖励的积分",
+    ),
 }
 
 

@@ -1,7 +1,7 @@
 """Red team: the rewards catalogue against a dishonest cashier and a stolen till credential (docs/rewards.md).
 
 Head office in process (SQLite, then PostgreSQL), pushed to as a till would: a sale that takes a reward, then a
-void or a refund of it. Every test here fails today and passes once the hole it names is closed. The chain in
+void or a refund of it. Each test here failed before the hole it names was closed. The chain in
 these tests trusts its POS for points (``spend_needs_proof=False``), so the member's proof is not what is
 attacked: the refund games a cashier plays after a proven purchase are."""
 
@@ -101,11 +101,6 @@ def purchases(hq: HqStore) -> list[tuple[Any, ...]]:
         return tx.all("SELECT purchase_id, code, coupon_id, refunded_at FROM reward_purchases ORDER BY created_at")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a till's void of a partner-code reward gives the unit back to the till's allocation while its code "
-    "stays handed out: the pool then sells a unit no code backs (points spent, nothing given)",
-)
 def test_redteam_a_voided_partner_code_purchase_never_lets_the_pool_sell_a_unit_without_a_code(hq: HqStore) -> None:
     hq.put_reward(CINEMA)
     hq.add_reward_codes("CINEMA", ["CIN-1"])  # one code: the pool's quantity is 1
@@ -121,11 +116,6 @@ def test_redteam_a_voided_partner_code_purchase_never_lets_the_pool_sell_a_unit_
         assert last[1] is not None, "an applied partner-code purchase that hands out no code: the stock was oversold"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a till's void of a partner-code purchase returns the points although the member keeps the code "
-    "(the wallet's refund of one is an administrator's decision; a cashier's void decides it alone)",
-)
 def test_redteam_a_cashier_void_never_returns_the_points_of_a_partner_code_the_member_keeps(hq: HqStore) -> None:
     hq.put_reward(CINEMA)
     hq.add_reward_codes("CINEMA", ["CIN-1", "CIN-2"])
@@ -142,11 +132,6 @@ def test_redteam_a_cashier_void_never_returns_the_points_of_a_partner_code_the_m
     assert till.effect(void) == "quarantined" or points(hq) == 500
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refund of a coupon reward's line returns its points after the coupon was used: the refund marks "
-    "the purchase refunded whatever _withdraw answered (a wallet refund is refused in that case)",
-)
 def test_redteam_a_refund_never_returns_the_points_of_a_reward_coupon_already_used(hq: HqStore) -> None:
     hq.put_reward(TENOFF)
     till = Till(hq)
@@ -160,11 +145,6 @@ def test_redteam_a_refund_never_returns_the_points_of_a_reward_coupon_already_us
     assert till.effect(back) == "quarantined" or points(hq) == 800, "the coupon was spent and its points came back"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="head office bounds a refund's points_restored by the sale's whole points_redeemed, not by the lines "
-    "returned: a refund of the goods line gives back the reward's points and leaves the reward bought",
-)
 def test_redteam_a_refund_of_other_lines_never_returns_a_kept_rewards_points(hq: HqStore) -> None:
     hq.put_reward(TENOFF)
     till = Till(hq)
@@ -179,11 +159,6 @@ def test_redteam_a_refund_of_other_lines_never_returns_a_kept_rewards_points(hq:
     assert not (kept and points(hq) == 1000 and till.effect(back) == "applied"), "coupon kept and its points back"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rewards.check compares only the price: a sale of a withdrawn reward (active: false) is applied and "
-    "its coupon issued, where the wallet and an honest till refuse it",
-)
 def test_redteam_a_withdrawn_reward_is_not_sold_by_a_stolen_till_credential(hq: HqStore) -> None:
     hq.put_reward(TENOFF)
     hq.put_reward({**TENOFF, "active": False})  # withdrawn: e.g. a mistake in its coupon
@@ -193,12 +168,6 @@ def test_redteam_a_withdrawn_reward_is_not_sold_by_a_stolen_till_credential(hq: 
     assert json.dumps(purchases(hq)) == "[]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a till's reward purchase books its points as a spend accepted by the store's merchant: a franchise "
-    "is reimbursed in money for a coupon or partner code the chain's catalogue supplies (the wallet books the "
-    "same purchase to the chain)",
-)
 def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supplies(hq: HqStore) -> None:
     with hq.db.write() as tx:
         merchants.add(tx, "M-F", "Franchise", cost_per_100=100, reimburse_per_100=100)
@@ -216,12 +185,6 @@ def test_redteam_a_franchise_is_not_reimbursed_for_a_partner_code_the_chain_supp
     assert statement.figures.accepted == 0 and statement.reimbursement == 0, statement.figures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the wallet's purchase checks the member's whole balance, locked lots included (points_policy "
-    "lock_days): points earned a minute ago buy a partner code, then a refund of the earning sale claws them "
-    "back into a debt while the code is kept; a till refuses to spend locked points",
-)
 def test_redteam_the_wallet_never_spends_points_still_locked(hq: HqStore) -> None:
     hq.upsert_member("M-2", "Ben", "basic", 0)
     hq.set_rule("base", 1, 100)
