@@ -51,6 +51,7 @@ class Code(StrEnum):
     INSUFFICIENT_POINTS = "insufficient_points"
     REWARD_UNKNOWN = "reward_unknown"
     REWARD_ALLOCATION_USED = "reward_allocation_used"
+    REWARD_NOT_RETURNABLE = "reward_not_returnable"
     POINTS_EXCEED_SALE = "points_exceed_sale"
     INVALID_REFUND = "invalid_refund"
     NOTHING_TO_REFUND = "nothing_to_refund"
@@ -155,6 +156,10 @@ MESSAGES: dict[Code, str] = {
     Code.INSUFFICIENT_POINTS: "The member does not have enough spendable points.",
     Code.REWARD_UNKNOWN: "This till does not offer that reward (not in the catalogue head office sent, or withdrawn).",
     Code.REWARD_ALLOCATION_USED: "This till has sold all the units of this reward head office allotted it.",
+    Code.REWARD_NOT_RETURNABLE: (
+        "The member keeps this reward (a coupon or a partner's code): refund the other lines; only head office"
+        " can give its points back."
+    ),
     Code.POINTS_EXCEED_SALE: "Points may not pay that much of this sale.",
     Code.INVALID_REFUND: "The refund does not match the sale's lines.",
     Code.NOTHING_TO_REFUND: "Everything of this sale has already been refunded.",

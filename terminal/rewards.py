@@ -92,6 +92,21 @@ def returned(line_skus: Sequence[str], lines: Iterable[int]) -> set[str]:
     return {line_skus[n][len(PREFIX) :] for n in lines if 0 <= n < len(line_skus) and line_skus[n].startswith(PREFIX)}
 
 
+def kept_once_bought(reward: Reward | None) -> bool:
+    """Whether the member keeps a reward whatever becomes of the sale that bought it, so a till never gives back
+    its points or its unit: a ``partner_code`` (head office hands a code out as the sale arrives, and a code
+    once shown is retired) or a ``coupon`` (it may be used already, at any till). Only an ``item`` goes back
+    with its line. A reward the till no longer holds in its catalogue is kept: the safe side."""
+    return reward is None or reward.kind is not RewardKind.ITEM
+
+
+def not_returnable(reward_ids: Iterable[str], rewards: Mapping[str, Reward]) -> tuple[str, ...]:
+    """Those of ``reward_ids`` (the rewards whose lines a refund or void would return) that the member keeps
+    (``kept_once_bought``), sorted: the till refuses such a refund or void (``reward_not_returnable``), as head
+    office would quarantine it (``reward_kept``)."""
+    return tuple(sorted({r for r in reward_ids if kept_once_bought(rewards.get(r))}))
+
+
 def doc_id(reward_id: str) -> str:
     return PREFIX + reward_id
 

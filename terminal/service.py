@@ -722,6 +722,14 @@ class Service:
         used = [cp.parse_coupon(cid, doc) for cid, doc in self.store.coupon_docs(state.coupons, None).items()]
         result = pricing.refund(self.program(), state, returned or everything, ctx, used)
         kept, rewards_back = _rewards_back(raw, state, returned or everything)
+        keeps = rw.not_returnable((reward_id for reward_id, _ in rewards_back), self.rewards())
+        if keeps:  # the member keeps them: their points and unit never come back at a till
+            what = "refund the other lines" if kind == "refund" else "refund the sale's other lines instead"
+            raise Rejected(
+                Code.REWARD_NOT_RETURNABLE,
+                f"The member keeps {', '.join(keeps)} (a coupon or a partner's code): {what}; only head office"
+                " can give its points back.",
+            )
         restored = result.points_restored + sum(points for _, points in rewards_back)
         delta = restored - result.points_clawed
         spent = [(str(lot), int(n)) for lot, n in raw.get("lots_spent", [])]

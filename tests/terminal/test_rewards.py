@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from terminal import loyalty as ly
-from terminal.rewards import RewardError, RewardKind, catalogue, parse_reward
+from terminal.rewards import RewardError, RewardKind, catalogue, kept_once_bought, not_returnable, parse_reward
 
 ITEM = {"reward_id": "LATTE", "reward": "item", "sku": "LATTE-M", "points": 300, "title": "A latte", "stock": 5}
 
@@ -64,3 +64,31 @@ def test_the_till_reads_rewards_from_its_rule_documents_and_earning_skips_them()
     assert list(catalogue(docs)) == ["LATTE"]
     program = ly.parse_program({k: v for k, v in docs.items() if k != "reward:BAD"})
     assert [r.rule_id for r in program.rules] == ["base"]
+
+
+COUPON = {
+    "reward_id": "TENOFF",
+    "reward": "coupon",
+    "points": 200,
+    "title": "10% off",
+    "coupon": {"kind": "percent_off", "value": 10},
+}
+PARTNER = {"reward_id": "CINEMA", "reward": "partner_code", "points": 900, "title": "Cinema"}
+
+
+def test_only_an_item_reward_goes_back_with_its_line() -> None:
+    item, coupon, partner = parse_reward(ITEM), parse_reward(COUPON), parse_reward(PARTNER)
+    assert not kept_once_bought(item)
+    assert kept_once_bought(coupon) and kept_once_bought(partner)
+    assert kept_once_bought(None)  # a reward the till no longer holds: the safe side
+    withdrawn = parse_reward({**PARTNER, "active": False})
+    assert kept_once_bought(withdrawn)  # withdrawing it changes nothing about the codes handed out
+
+
+def test_the_rewards_a_return_would_give_back_that_the_member_keeps() -> None:
+    held = {r.reward_id: r for r in map(parse_reward, (ITEM, COUPON, PARTNER))}
+    assert not_returnable([], held) == ()
+    assert not_returnable(["LATTE"], held) == ()
+    assert not_returnable(["TENOFF", "LATTE", "CINEMA"], held) == ("CINEMA", "TENOFF")
+    assert not_returnable(["GONE", "LATTE"], held) == ("GONE",)
+    assert not_returnable(iter(["CINEMA", "CINEMA"]), held) == ("CINEMA",)  # any iterable, once each

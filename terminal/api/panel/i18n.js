@@ -33,6 +33,7 @@ export const STRINGS = {
     rewards: "Rewards", no_rewards: "No rewards",
     reward_unknown: "This till does not offer that reward.",
     reward_allocation_used: "This till has sold all the units of this reward it was allotted.",
+    reward_not_returnable: "The member keeps this reward (a coupon or a partner's code): refund the other lines instead.",
   },
   ja: {
     state_loading: "…", state_idle: "待機中", state_member: "会員", state_coupons: "クーポン",
@@ -80,6 +81,7 @@ export const STRINGS = {
     rewards: "特典交換", no_rewards: "交換できる特典はありません",
     reward_unknown: "この端末ではその特典を交換できません。",
     reward_allocation_used: "この端末に割り当てられた特典の数量を使い切りました。",
+    reward_not_returnable: "この特典（クーポン・提携コード）は会員の手元に残るため返品できません。他の明細を返品してください。",
   },
   zh: {
     state_loading: "…", state_idle: "就绪", state_member: "会员", state_coupons: "优惠券",
@@ -122,6 +124,7 @@ export const STRINGS = {
     rewards: "积分兑换", no_rewards: "暂无可兑换的奖励",
     reward_unknown: "本收银台不提供该奖励。",
     reward_allocation_used: "本收银台分配的奖励数量已用完。",
+    reward_not_returnable: "该奖励（优惠券或合作方兑换码）归会员所有，不能退回；请退其他商品行。",
   },
 };
 
