@@ -692,13 +692,16 @@ class Service:
     # -- void and refund ------------------------------------------------------------------------------
 
     def void(self, txn_id: str) -> Receipt:
-        """Reverse a sale of this till: whatever is left of it is returned (see ``refund``)."""
+        """Reverse a sale of this till: whatever is left of it is returned (see ``refund``); refused
+        (``reward_not_returnable``) while it holds a reward the member keeps (``terminal.rewards.not_returnable``)."""
         return self._reverse(txn_id, None, "void")
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt:
         """Return ``returned`` units (line index -> units) of a sale: money and redeemed points go
         back, earned points are clawed back (the balance may go negative: the debt is carried and
-        settled by later earning), coupon uses come back when the coupon no longer applies."""
+        settled by later earning), coupon uses come back when the coupon no longer applies. An ``item`` reward's
+        line gives back its points and unit; the line of a reward the member keeps (a coupon or a partner's code)
+        is never returned (``reward_not_returnable``), the other lines are."""
         if not returned or not any(returned.values()):
             raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
         return self._reverse(txn_id, returned, "refund")
