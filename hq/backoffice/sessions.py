@@ -24,6 +24,7 @@ ABSOLUTE_S = 12 * 3600
 @dataclass(frozen=True, slots=True)
 class Session:
     staff: staff.Staff
+    """The signed-in account as it acts now: its ``stores`` are those in its reach (``staff.in_reach``)."""
     csrf: str
 
 
@@ -65,7 +66,7 @@ def find(tx: Tx, token: str, now: int) -> Session | None:
     if who is None or who.disabled:
         return None
     tx.run("UPDATE staff_sessions SET seen_at = ? WHERE token_sha256 = ?", [now, digest(token)])
-    return Session(who, str(row[1]))
+    return Session(staff.in_reach(tx, who), str(row[1]))
 
 
 def end(tx: Tx, token: str) -> None:
