@@ -150,6 +150,9 @@ def test_a_store_moved_between_merchants_changes_the_reach_at_once(office: Offic
     assert refused(south.get("/backoffice/recon/item", params={"id": theirs}))
     assert "M-S2" not in south.get("/backoffice/members/results", params={"q": "bo"}).text
     assert 'data-till="T2"' not in south.get("/backoffice/fleet").text
+    assert groups_of(south.get("/backoffice/recon", params={"state": "any"}).text) == []  # south holds no store
+    emptied = south.get("/backoffice/reports/sales")
+    assert emptied.status_code == 200 and '"stores": []' in emptied.text.replace('"stores":[]', '"stores": []')
 
     move(hq, "S2", "south")  # and back: north loses it, mid-session too
     reply = north.post("/backoffice/recon/settle", data={"csrf": north_csrf, "item_id": theirs, "note": "quick"})
