@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -312,3 +313,37 @@ def test_in_chromium_a_merchants_finance_reads_its_stores_figures_and_an_admin_s
         held = staff.get(tx, "mika")
     assert held is not None and held.merchant_id == "north" and held.role is Role.MERCHANT_ADMIN
     assert PASSWORD != NEW_PASSWORD
+
+
+def test_accounts_made_before_merchant_staff_stay_the_chains_own_after_the_migration(hq_url: str) -> None:
+    """A head office upgraded with staff already in it: every account keeps its role and reach, with no
+    merchant, and signs in as before."""
+    from hq.db.schema import MIGRATIONS, migrate, open_db
+
+    names = [name for name, _ in MIGRATIONS]
+    before = names.index("m029_merchant_staff")
+    if not hq_url.startswith("postgres"):
+        Path(hq_url).parent.mkdir(parents=True, exist_ok=True)
+    db = open_db(hq_url)
+    try:
+        with db.write() as tx:
+            tx.run("CREATE TABLE hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, statements in MIGRATIONS[:before]:
+            with db.write() as tx:
+                for statement in statements:
+                    tx.run(statement)
+                tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
+        with db.write() as tx:
+            tx.run(
+                "INSERT INTO staff (staff_id, name, password, role, stores, disabled, created_at, updated_at) "
+                "VALUES ('old', 'Old Hand', ?, 'store_manager', '[\"S1\"]', 0, '2026-01-01', '2026-01-01')",
+                [staff.hash_password(PASSWORD)],
+            )
+        assert "m029_merchant_staff" in migrate(db, backup=False)
+        with db.read() as tx:
+            held = staff.get(tx, "old")
+            assert held is not None and held == Staff("old", "Old Hand", Role.STORE_MANAGER, frozenset({"S1"}))
+            assert staff.in_reach(tx, held).stores == frozenset({"S1"})
+        assert staff.verify(db, "old", PASSWORD, "test", 1) == held
+    finally:
+        db.close()
