@@ -347,3 +347,35 @@ def test_accounts_made_before_merchant_staff_stay_the_chains_own_after_the_migra
         assert staff.verify(db, "old", PASSWORD, "test", 1) == held
     finally:
         db.close()
+
+
+def test_four_eyes_inside_a_merchant_and_never_across(office: Office) -> None:
+    """North's admin asks for an adjustment of its store's member; south's finance neither sees nor decides it
+    (list and direct POST); north's finance approves it and the points move once."""
+    hq, made, server = office
+    admin, admin_csrf = signed_in(server.url, "north-admin")
+    asked = {"csrf": admin_csrf, "points": "50", "stored_value": "0", "reason": "goodwill for a late order"}
+    reply = admin.post("/backoffice/members/M-S1/adjust", data=asked)
+    assert reply.status_code == 303
+    with hq.db.read() as tx:
+        (row,) = tx.all("SELECT request_id FROM approvals WHERE subject = 'M-S1' AND state = 'pending'")
+    request_id = str(row[0])
+    before = hq.member("M-S1")
+    assert before is not None
+
+    south, south_csrf = signed_in(server.url, "south-finance")
+    assert request_id not in south.get("/backoffice/approvals").text
+    assert refused(south.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": south_csrf}))
+    own = admin.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": admin_csrf})
+    assert own.status_code == 403 and code_of(own) == "own_request"  # four eyes: never its own
+    north, north_csrf = signed_in(server.url, "north-finance")
+    assert request_id in north.get("/backoffice/approvals").text
+    assert north.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": north_csrf}).status_code == 303
+    after = hq.member("M-S1")
+    assert after is not None and after.points == before.points + 50
+    with hq.db.read() as tx:
+        assert tx.one("SELECT state, decided_by FROM approvals WHERE request_id = ?", [request_id]) == (
+            "approved",
+            "north-finance",
+        )
+    assert made["north-admin"].merchant_id == "north"
