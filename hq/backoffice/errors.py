@@ -36,6 +36,7 @@ class Code(StrEnum):
     DOCUMENT_INVALID = "document_invalid"
     LAST_ADMIN = "last_admin"
     EDITED_MEANWHILE = "edited_meanwhile"
+    UNKNOWN_MERCHANT = "unknown_merchant"
 
 
 STATUS: dict[Code, int] = {
@@ -61,6 +62,7 @@ STATUS: dict[Code, int] = {
     Code.DOCUMENT_INVALID: 422,
     Code.LAST_ADMIN: 409,
     Code.EDITED_MEANWHILE: 409,
+    Code.UNKNOWN_MERCHANT: 422,
 }
 
 

@@ -526,6 +526,20 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "特典が手元に残る返品でのポイント返還",
         "退货退回了已保留奖励的积分",
     ),
+    # merchant staff
+    "role_merchant_admin": ("merchant administrator", "加盟店管理者", "商户管理员"),
+    "role_merchant_finance": ("merchant finance", "加盟店経理", "商户财务"),
+    "merchant": ("Merchant", "加盟店", "商户"),
+    "merchant_help": (
+        "A merchant's staff see only its stores; blank: the chain's own staff",
+        "加盟店のスタッフはその店舗のみ閲覧できます。空欄：本部のスタッフ",
+        "商户员工只能看到该商户的门店；留空：总部员工",
+    ),
+    "unknown_merchant": (
+        "No such merchant (the chain's own staff have none).",
+        "その加盟店はありません（本部のスタッフは空欄）。",
+        "没有该商户（总部员工留空）。",
+    ),
 }
 
 

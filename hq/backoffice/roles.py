@@ -25,6 +25,17 @@ The rules and coupons are the whole chain's: a store manager reads them all (a l
     auditor         chain           -             chain
 
 Reading pages (``*_read``) is granted as listed in ``PERMISSIONS``; the auditor reads and never writes.
+
+A merchant's staff (``Staff.merchant_id`` set) hold one of ``MERCHANT_ROLES`` and reach only that merchant's
+stores; the chain's own staff (no merchant) hold the others (a store manager may be either):
+
+    role              members  block  adjust  approve adj.  reconciliation  settle  fleet  reports  rules
+    merchant_admin    stores   stores stores  stores        stores          stores  stores stores   read
+    merchant_finance  stores   -      stores  stores        stores          stores  stores stores   read
+
+Nothing chain-wide by nature is theirs: erasure, campaigns, the audit log, rule edits, staff management.
+Their stores are computed in one place, ``stores_in_reach``, from the merchant's stores as head office holds
+them at each request: a store moved to another merchant leaves their reach at once.
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ class Role(StrEnum):
     STORE_MANAGER = "store_manager"
     FINANCE = "finance"
     AUDITOR = "auditor"
+    MERCHANT_ADMIN = "merchant_admin"
+    MERCHANT_FINANCE = "merchant_finance"
 
 
 class Action(StrEnum):
@@ -149,7 +162,53 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.REPORTS_READ: _C,
         Action.RULES_READ: _C,
     },
+    Role.MERCHANT_ADMIN: {
+        Action.MEMBERS_READ: _S,
+        Action.MEMBERS_BLOCK: _S,
+        Action.MEMBERS_ADJUST: _S,
+        Action.APPROVALS_READ: _S,
+        Action.APPROVE_ADJUSTMENT: _S,
+        Action.RECON_READ: _S,
+        Action.RECON_SETTLE: _S,
+        Action.FLEET_READ: _S,
+        Action.REPORTS_READ: _S,
+        Action.RULES_READ: _S,
+    },
+    Role.MERCHANT_FINANCE: {
+        Action.MEMBERS_READ: _S,
+        Action.MEMBERS_ADJUST: _S,
+        Action.APPROVALS_READ: _S,
+        Action.APPROVE_ADJUSTMENT: _S,
+        Action.RECON_READ: _S,
+        Action.RECON_SETTLE: _S,
+        Action.FLEET_READ: _S,
+        Action.REPORTS_READ: _S,
+        Action.RULES_READ: _S,
+    },
 }
+
+MERCHANT_ROLES = frozenset({Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE, Role.STORE_MANAGER})
+"""The roles a merchant's staff may hold (every action of theirs reaches stores, never the chain)."""
+CHAIN_ROLES = frozenset(Role) - {Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE}
+"""The roles the chain's own staff may hold."""
+
+
+def fits(role: Role, merchant_id: str | None) -> bool:
+    """Whether a staff account of ``merchant_id`` (None: the chain's own) may hold ``role``."""
+    return role in (CHAIN_ROLES if merchant_id is None else MERCHANT_ROLES)
+
+
+def stores_in_reach(
+    role: Role, assigned: frozenset[str], merchant_id: str | None, merchant_stores: frozenset[str]
+) -> frozenset[str]:
+    """The stores a staff member acts within: a chain member of staff, its assigned stores (a store manager's;
+    none for the chain-wide roles); a merchant's, the merchant's stores now (a store manager: those of its
+    assigned stores the merchant still holds). A role that does not fit the merchant reaches nothing."""
+    if merchant_id is None:
+        return assigned
+    if not fits(role, merchant_id):
+        return frozenset()
+    return assigned & merchant_stores if role is Role.STORE_MANAGER else merchant_stores
 
 
 def reach(role: Role, action: Action) -> Reach | None:
@@ -172,4 +231,17 @@ def may(role: Role, action: Action) -> bool:
     return reach(role, action) is not None
 
 
-__all__ = ["WRITES", "Action", "Reach", "Role", "Scope", "allowed", "may", "reach"]
+__all__ = [
+    "CHAIN_ROLES",
+    "MERCHANT_ROLES",
+    "WRITES",
+    "Action",
+    "Reach",
+    "Role",
+    "Scope",
+    "allowed",
+    "fits",
+    "may",
+    "reach",
+    "stores_in_reach",
+]

@@ -2,7 +2,8 @@
 
 A session is made only by signing in, with a fresh random token (a token a browser brought along is
 ended, never adopted: no fixation); it ends at sign-out, after ``IDLE_S`` without a request, ``ABSOLUTE_S``
-after sign-in, or when its account is disabled or its password changed. Each session has its own CSRF
+after sign-in, or when its account is disabled or its password changed; an account whose role does not fit
+its merchant (``roles.fits``) has no live session. Each session has its own CSRF
 token, which every POST must carry (a form field or the ``X-CSRF-Token`` header htmx sends).
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from hq.backoffice import staff
 from hq.backoffice.errors import Code
+from hq.backoffice.roles import fits
 from hq.db.engine import Db, Tx
 
 IDLE_S = 30 * 60
@@ -24,6 +26,7 @@ ABSOLUTE_S = 12 * 3600
 @dataclass(frozen=True, slots=True)
 class Session:
     staff: staff.Staff
+    """The signed-in account as it acts now: its ``stores`` are those in its reach (``staff.in_reach``)."""
     csrf: str
 
 
@@ -62,10 +65,10 @@ def find(tx: Tx, token: str, now: int) -> Session | None:
     if row is None or int(row[2]) + ABSOLUTE_S <= now or int(row[3]) + IDLE_S <= now:
         return None
     who = staff.get(tx, str(row[0]))
-    if who is None or who.disabled:
-        return None
+    if who is None or who.disabled or not fits(who.role, who.merchant_id):
+        return None  # a role that does not fit the account's merchant (a row edited by hand) reaches nothing
     tx.run("UPDATE staff_sessions SET seen_at = ? WHERE token_sha256 = ?", [now, digest(token)])
-    return Session(who, str(row[1]))
+    return Session(staff.in_reach(tx, who), str(row[1]))
 
 
 def end(tx: Tx, token: str) -> None:

@@ -1,4 +1,5 @@
-"""Staff accounts: who signs in to the back office, with which role and, for a store manager, which stores.
+"""Staff accounts: who signs in to the back office, with which role, for a store manager which stores, and
+for a merchant's staff which merchant (``merchant_id``; None: the chain's own staff).
 
 Passwords are kept as scrypt hashes (``hashlib.scrypt`` of the standard library: n=2**14, r=8, p=1, a 16-byte
 random salt, a 32-byte key; the parameters are stored with each hash, so they can be raised later). A wrong
@@ -15,10 +16,11 @@ import hmac
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from hq import merchants
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Role
+from hq.backoffice.roles import CHAIN_ROLES, MERCHANT_ROLES, Role, fits, stores_in_reach
 from hq.db.engine import Db, Tx, utc_now
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_LEN = 2**14, 8, 1, 32
@@ -36,6 +38,8 @@ class Staff:
     role: Role
     stores: frozenset[str]
     disabled: bool = False
+    merchant_id: str | None = None
+    """The merchant whose staff this is (None: the chain's own staff)."""
 
 
 # -- passwords ---------------------------------------------------------------------------------------
@@ -84,22 +88,59 @@ def check_new_password(password: str) -> None:
 # -- the staff table --------------------------------------------------------------------------------
 
 
+_COLUMNS = "staff_id, name, role, stores, disabled, merchant_id"
+
+
 def _staff(row: tuple[object, ...]) -> Staff:
-    return Staff(str(row[0]), str(row[1]), Role(str(row[2])), frozenset(json.loads(str(row[3]))), bool(row[4]))
+    return Staff(
+        str(row[0]),
+        str(row[1]),
+        Role(str(row[2])),
+        frozenset(json.loads(str(row[3]))),
+        bool(row[4]),
+        None if row[5] is None else str(row[5]),
+    )
 
 
 def get(tx: Tx, staff_id: str) -> Staff | None:
-    row = tx.one("SELECT staff_id, name, role, stores, disabled FROM staff WHERE staff_id = ?", [staff_id])
+    row = tx.one(f"SELECT {_COLUMNS} FROM staff WHERE staff_id = ?", [staff_id])
     return None if row is None else _staff(row)
 
 
 def listed(tx: Tx) -> list[Staff]:
-    return [_staff(r) for r in tx.all("SELECT staff_id, name, role, stores, disabled FROM staff ORDER BY staff_id")]
+    return [_staff(r) for r in tx.all(f"SELECT {_COLUMNS} FROM staff ORDER BY staff_id")]
 
 
-def check_account(staff_id: str, name: str, role: str, stores: list[str]) -> Staff:
+def merchant_stores(tx: Tx, merchant_id: str) -> frozenset[str]:
+    """The stores head office holds for ``merchant_id`` now."""
+    return frozenset(str(r[0]) for r in tx.all("SELECT store_id FROM stores WHERE merchant_id = ?", [merchant_id]))
+
+
+def in_reach(tx: Tx, who: Staff) -> Staff:
+    """``who`` as it acts now: its ``stores`` are the stores in its reach (``roles.stores_in_reach``), read
+    from the merchant's stores as head office holds them at this moment."""
+    held = frozenset() if who.merchant_id is None else merchant_stores(tx, who.merchant_id)
+    return replace(who, stores=stores_in_reach(who.role, who.stores, who.merchant_id, held))
+
+
+def check_merchant(tx: Tx, merchant_id: str | None) -> None:
+    """A merchant an account may belong to: one head office knows, not the chain's own (whose staff have none)."""
+    if merchant_id is None:
+        return
+    if merchant_id == merchants.CHAIN_MERCHANT or merchants.get(tx, merchant_id) is None:
+        raise BackofficeRefused(Code.UNKNOWN_MERCHANT, f"no merchant {merchant_id} (the chain's own staff have none)")
+
+
+def merchant_of(text: str | None) -> str | None:
+    """A merchant typed in a form or on the command line (blank: none)."""
+    found = (text or "").strip()
+    return found or None
+
+
+def check_account(staff_id: str, name: str, role: str, stores: list[str], merchant_id: str | None = None) -> Staff:
     """A new account's fields, checked: an id of lower-case letters, digits, ``.``, ``_``, ``-``; a known
-    role; stores for a store manager and only for one."""
+    role; stores for a store manager and only for one; a role a merchant's staff may hold for one of them
+    (``roles.MERCHANT_ROLES``), a chain role for the chain's own staff."""
     if not _ID.fullmatch(staff_id):
         raise BackofficeRefused(Code.BAD_STAFF, "a staff id is 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
     if not name.strip() or len(name) > 200:
@@ -108,17 +149,22 @@ def check_account(staff_id: str, name: str, role: str, stores: list[str]) -> Sta
         raise BackofficeRefused(Code.BAD_STAFF, f"a role is one of {', '.join(Role)}")
     if (role == Role.STORE_MANAGER) != bool(stores):
         raise BackofficeRefused(Code.BAD_STAFF, "a store manager has stores (--store), and only a store manager")
-    return Staff(staff_id, name.strip(), Role(role), frozenset(stores))
+    if not fits(Role(role), merchant_id):
+        allowed = sorted(MERCHANT_ROLES if merchant_id else CHAIN_ROLES)
+        whose = "a merchant's staff" if merchant_id else "the chain's own staff"
+        raise BackofficeRefused(Code.BAD_STAFF, f"{whose} hold one of {', '.join(allowed)}")
+    return Staff(staff_id, name.strip(), Role(role), frozenset(stores), merchant_id=merchant_id)
 
 
 def add(tx: Tx, account: Staff, password: str) -> Staff:
     check_new_password(password)
+    check_merchant(tx, account.merchant_id)
     if get(tx, account.staff_id) is not None:
         raise BackofficeRefused(Code.BAD_STAFF, f"staff {account.staff_id} exists already")
     now = utc_now()
     tx.run(
-        "INSERT INTO staff (staff_id, name, password, role, stores, disabled, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+        "INSERT INTO staff (staff_id, name, password, role, stores, disabled, created_at, updated_at, merchant_id) "
+        "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
         [
             account.staff_id,
             account.name,
@@ -127,6 +173,7 @@ def add(tx: Tx, account: Staff, password: str) -> Staff:
             json.dumps(sorted(account.stores)),
             now,
             now,
+            account.merchant_id,
         ],
     )
     return account
@@ -160,16 +207,18 @@ def disable(tx: Tx, staff_id: str) -> Staff:
     return _held(tx, staff_id)
 
 
-def set_role(tx: Tx, staff_id: str, role: str, stores: list[str]) -> Staff:
-    """A new role (and a store manager's stores); the account's sessions end, so the next page it opens
-    is under the new role. The last enabled chain administrator keeps that role (``last_admin``)."""
+def set_role(tx: Tx, staff_id: str, role: str, stores: list[str], merchant_id: str | None = None) -> Staff:
+    """A new role (and a store manager's stores, and the merchant, None: the chain's own); the account's
+    sessions end, so the next page it opens is under the new role. The last enabled chain administrator
+    keeps that role (``last_admin``)."""
     held = _held(tx, staff_id)
-    wanted = check_account(held.staff_id, held.name, role, stores)
+    wanted = check_account(held.staff_id, held.name, role, stores, merchant_id)
+    check_merchant(tx, wanted.merchant_id)
     if held.role is Role.CHAIN_ADMIN and wanted.role is not Role.CHAIN_ADMIN and not held.disabled:
         _keeps_an_admin(tx, staff_id)
     tx.run(
-        "UPDATE staff SET role = ?, stores = ?, updated_at = ? WHERE staff_id = ?",
-        [wanted.role.value, json.dumps(sorted(wanted.stores)), utc_now(), staff_id],
+        "UPDATE staff SET role = ?, stores = ?, merchant_id = ?, updated_at = ? WHERE staff_id = ?",
+        [wanted.role.value, json.dumps(sorted(wanted.stores)), wanted.merchant_id, utc_now(), staff_id],
     )
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
     return _held(tx, staff_id)
@@ -229,11 +278,15 @@ __all__ = [
     "Staff",
     "add",
     "check_account",
+    "check_merchant",
     "check_password",
     "disable",
     "get",
     "hash_password",
+    "in_reach",
     "listed",
+    "merchant_of",
+    "merchant_stores",
     "set_password",
     "set_role",
     "verify",

@@ -1,5 +1,5 @@
-"""Staff management on the web (chain administrators): create an account, set its role and stores, reset its
-password, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
+"""Staff management on the web (chain administrators): create an account, set its role, stores and merchant
+(blank: the chain's own staff), reset its password, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``)."""
 
@@ -41,7 +41,12 @@ def _reason(text: str) -> str:
 def _audited(who: Staff, action: str, reason: str, change: Callable[[Tx], Staff]) -> Callable[[Tx], Staff]:
     def run(tx: Tx) -> Staff:
         done = change(tx)
-        details = {"role": done.role.value, "stores": sorted(done.stores), "disabled": done.disabled}
+        details = {
+            "role": done.role.value,
+            "stores": sorted(done.stores),
+            "merchant": done.merchant_id,
+            "disabled": done.disabled,
+        }
         audit.append(tx, who.staff_id, action, done.staff_id, reason, details)
         return done
 
@@ -55,6 +60,7 @@ def create(store: HqStore, who: Staff, fields: dict[str, str]) -> Staff:
         fields.get("name", ""),
         fields.get("role", ""),
         stores_of(fields.get("stores", "")),
+        staff.merchant_of(fields.get("merchant")),
     )
     password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
     staff.check_new_password(password)
@@ -63,12 +69,15 @@ def create(store: HqStore, who: Staff, fields: dict[str, str]) -> Staff:
 
 def set_role(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     need(who)
-    role, stores, reason = (
+    role, stores, merchant, reason = (
         fields.get("role", ""),
         stores_of(fields.get("stores", "")),
+        staff.merchant_of(fields.get("merchant")),
         _reason(fields.get("reason", "")),
     )
-    return store.db.transact(_audited(who, "staff_role", reason, lambda tx: staff.set_role(tx, staff_id, role, stores)))
+    return store.db.transact(
+        _audited(who, "staff_role", reason, lambda tx: staff.set_role(tx, staff_id, role, stores, merchant))
+    )
 
 
 def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:

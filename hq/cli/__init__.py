@@ -38,7 +38,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
                                        prepaid vouchers (vouchers.py, docs/stored-value.md)
     reward put FILE / codes ID FILE / list / purchases MEMBER / refund PURCHASE   the rewards catalogue
                                        (rewards.py, docs/rewards.md)
-    staff add ID --name N --role R [--store S ...] / list / disable ID / passwd ID   back-office staff accounts
+    staff add ID --name N --role R [--store S ...] [--merchant M] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
     merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants

@@ -45,6 +45,7 @@ def _shown(who: Staff) -> dict[str, object]:
         "name": who.name,
         "role": who.role.value,
         "stores": sorted(who.stores),
+        "merchant": who.merchant_id,
         "disabled": who.disabled,
     }
 
@@ -53,7 +54,8 @@ def _audited(tx: Tx, who: Staff, action: str, reason: str) -> Staff:
     """``who`` after the change, recorded in the audit log in the change's transaction."""
     from hq import audit
 
-    audit.append(tx, ACTOR, action, who.staff_id, reason, {"role": who.role.value, "stores": sorted(who.stores)})
+    details = {"role": who.role.value, "stores": sorted(who.stores), "merchant": who.merchant_id}
+    audit.append(tx, ACTOR, action, who.staff_id, reason, details)
     return who
 
 
@@ -61,9 +63,18 @@ def _audited(tx: Tx, who: Staff, action: str, reason: str) -> Staff:
 def add(
     staff_id: str,
     name: Annotated[str, typer.Option(help="The name people read.")],
-    role: Annotated[str, typer.Option(help="chain_admin, marketing, store_manager, finance or auditor.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="chain_admin, marketing, store_manager, finance or auditor; "
+            "for a merchant's staff merchant_admin, merchant_finance or store_manager."
+        ),
+    ],
     store: Annotated[
         list[str] | None, typer.Option("--store", help="A store manager's store (repeat for more).")
+    ] = None,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", help="The merchant whose staff this is (none: the chain's own).")
     ] = None,
     password_stdin: StdinOpt = False,
     reason: ReasonOpt = "account opened",
@@ -77,7 +88,7 @@ def add(
     password = _password(password_stdin)
     with hq_store(db) as hq:
         try:
-            account = staff.check_account(staff_id, name, role, list(store or []))
+            account = staff.check_account(staff_id, name, role, list(store or []), staff.merchant_of(merchant))
             made = hq.db.transact(lambda tx: _audited(tx, staff.add(tx, account, password), "staff_add", reason))
         except BackofficeRefused as exc:
             fail(exc)
@@ -94,7 +105,7 @@ def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        print_rows(rows, ["staff_id", "name", "role", "stores", "disabled"])
+        print_rows(rows, ["staff_id", "name", "role", "stores", "merchant", "disabled"])
 
 
 @staff_app.command("disable")

@@ -554,6 +554,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_reward_purchases_member ON reward_purchases (member_id, created_at)",
         ],
     ),
+    # Merchant staff (docs/backoffice.md "Merchant staff"): a staff account may belong to one merchant
+    # (NULL: the chain's own staff) and then reaches only that merchant's stores.
+    (
+        "m029_merchant_staff",
+        [
+            "ALTER TABLE staff ADD COLUMN merchant_id TEXT",
+            "CREATE INDEX idx_staff_merchant ON staff (merchant_id)",
+        ],
+    ),
 ]
 
 

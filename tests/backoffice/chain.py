@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hq import merchants
 from hq.backoffice import staff
 from hq.backoffice.staff import Staff
+from hq.db.engine import Tx
 from hq.store import HqStore
 from sync.protocol import WireEntry
 from tests.fixtures import entries
@@ -58,6 +60,33 @@ def set_up(hq: HqStore) -> dict[str, Staff]:
         account = staff.check_account(staff_id, name, role, stores)
         made[staff_id] = hq.db.transact(lambda tx, a=account: staff.add(tx, a, PASSWORD))
     return made
+
+
+MERCHANT_STAFF = {
+    "north-admin": ("Nora North", "merchant_admin", [], "north"),
+    "north-finance": ("Ned North", "merchant_finance", [], "north"),
+    "north-manager": ("Nils North", "store_manager", ["S1", "S2"], "north"),
+    "south-finance": ("Sue South", "merchant_finance", [], "south"),
+}
+"""A merchant's staff: ``north`` holds S1, ``south`` holds S2 (``with_merchants``). North's store manager is
+given both stores: it reaches only the one its merchant holds."""
+
+
+def with_merchants(hq: HqStore) -> dict[str, Staff]:
+    """Merchants ``north`` (store S1) and ``south`` (store S2), and the accounts of ``MERCHANT_STAFF``."""
+
+    def made(tx: Tx) -> dict[str, Staff]:
+        merchants.add(tx, "north", "North Ltd", 100, 80)
+        merchants.add(tx, "south", "South Ltd", 100, 80)
+        merchants.assign_store(tx, "S1", "north", "UTC")
+        merchants.assign_store(tx, "S2", "south", "UTC")
+        accounts = {}
+        for staff_id, (name, role, stores, merchant) in MERCHANT_STAFF.items():
+            account = staff.check_account(staff_id, name, role, stores, merchant)
+            accounts[staff_id] = staff.add(tx, account, PASSWORD)
+        return accounts
+
+    return hq.db.transact(made)
 
 
 @contextmanager

@@ -27,7 +27,8 @@ def test_staff_accounts_from_the_command_line(hq_url: str) -> None:
     status, out = run(hq_url, "staff", "add", "ken", "--name", "Ken", "--role", "store_manager", "--store", "S1",
                       "--store", "S2", "--password-stdin", stdin=GOOD + "\n")  # fmt: skip
     assert status == 0 and json.loads(out) == {
-        "staff_id": "ken", "name": "Ken", "role": "store_manager", "stores": ["S1", "S2"], "disabled": False,
+        "staff_id": "ken", "name": "Ken", "role": "store_manager", "stores": ["S1", "S2"], "merchant": None,
+        "disabled": False,
     }  # fmt: skip
     status, out = run(hq_url, "staff", "add", "mio", "--name", "Mio", "--role", "finance", stdin=f"{GOOD}\n{GOOD}\n")
     assert status == 0 and json.loads(out.splitlines()[-1])["role"] == "finance"

@@ -8,7 +8,20 @@ import itertools
 
 import pytest
 
-from hq.backoffice.roles import PERMISSIONS, WRITES, Action, Reach, Role, Scope, allowed, may
+from hq.backoffice.roles import (
+    CHAIN_ROLES,
+    MERCHANT_ROLES,
+    PERMISSIONS,
+    WRITES,
+    Action,
+    Reach,
+    Role,
+    Scope,
+    allowed,
+    fits,
+    may,
+    stores_in_reach,
+)
 
 A = Action
 EXPECTED: dict[Role, dict[Action, str]] = {
@@ -56,6 +69,29 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.REPORTS_READ: "chain",
         A.RULES_READ: "chain",
     },
+    Role.MERCHANT_ADMIN: {
+        A.MEMBERS_READ: "stores",
+        A.MEMBERS_BLOCK: "stores",
+        A.MEMBERS_ADJUST: "stores",
+        A.APPROVALS_READ: "stores",
+        A.APPROVE_ADJUSTMENT: "stores",
+        A.RECON_READ: "stores",
+        A.RECON_SETTLE: "stores",
+        A.FLEET_READ: "stores",
+        A.REPORTS_READ: "stores",
+        A.RULES_READ: "stores",
+    },
+    Role.MERCHANT_FINANCE: {
+        A.MEMBERS_READ: "stores",
+        A.MEMBERS_ADJUST: "stores",
+        A.APPROVALS_READ: "stores",
+        A.APPROVE_ADJUSTMENT: "stores",
+        A.RECON_READ: "stores",
+        A.RECON_SETTLE: "stores",
+        A.FLEET_READ: "stores",
+        A.REPORTS_READ: "stores",
+        A.RULES_READ: "stores",
+    },
 }
 OWN = frozenset({"S1", "S2"})
 SCOPES = {
@@ -99,3 +135,52 @@ def test_money_moved_by_hand_is_asked_for_and_approved_by_roles_that_can_be_two_
     for ask, approve in ((A.MEMBERS_ADJUST, A.APPROVE_ADJUSTMENT), (A.CAMPAIGNS_LAUNCH, A.APPROVE_CAMPAIGN)):
         askers = [r for r in Role if may(r, ask)]
         assert askers and all(any(may(o, approve) for o in Role) for _ in askers)
+
+
+CHAIN_WIDE_BY_NATURE = {
+    A.MEMBERS_ERASE,
+    A.CAMPAIGNS_READ,
+    A.CAMPAIGNS_LAUNCH,
+    A.APPROVE_CAMPAIGN,
+    A.AUDIT_READ,
+    A.RULES_EDIT,
+    A.STAFF_MANAGE,
+}
+
+
+@pytest.mark.parametrize("role", sorted(MERCHANT_ROLES))
+def test_a_merchants_roles_reach_only_stores_and_nothing_chain_wide_by_nature(role: Role) -> None:
+    assert set(PERMISSIONS[role].values()) == {Reach.STORES}
+    for action in CHAIN_WIDE_BY_NATURE:
+        assert not may(role, action), (role, action)
+    for action in Action:
+        assert not allowed(role, action, SCOPES["other store"])
+
+
+def test_which_roles_fit_a_merchants_staff_and_the_chains() -> None:
+    assert {Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE, Role.STORE_MANAGER} == MERCHANT_ROLES
+    assert set(Role) == CHAIN_ROLES | MERCHANT_ROLES and {Role.STORE_MANAGER} == CHAIN_ROLES & MERCHANT_ROLES
+    for role in Role:
+        assert fits(role, None) is (role in CHAIN_ROLES)
+        assert fits(role, "north") is (role in MERCHANT_ROLES)
+
+
+HELD = frozenset({"S1", "S3"})
+
+
+@pytest.mark.parametrize(
+    ("role", "assigned", "merchant", "want"),
+    [
+        (Role.CHAIN_ADMIN, frozenset(), None, frozenset()),
+        (Role.STORE_MANAGER, frozenset({"S1", "S2"}), None, frozenset({"S1", "S2"})),
+        (Role.MERCHANT_ADMIN, frozenset(), "north", HELD),
+        (Role.MERCHANT_FINANCE, frozenset({"S9"}), "north", HELD),
+        (Role.STORE_MANAGER, frozenset({"S1", "S2"}), "north", frozenset({"S1"})),
+        (Role.FINANCE, frozenset(), "north", frozenset()),
+        (Role.CHAIN_ADMIN, frozenset(), "north", frozenset()),
+    ],
+)
+def test_the_stores_in_reach(role: Role, assigned: frozenset[str], merchant: str | None, want: frozenset[str]) -> None:
+    """A merchant's staff reach the merchant's stores as held now; a store manager of a merchant, only those of
+    its stores the merchant still holds; a chain role given a merchant (a row edited by hand) reaches nothing."""
+    assert stores_in_reach(role, assigned, merchant, HELD if merchant else frozenset()) == want

@@ -25,7 +25,7 @@ from hq.backoffice import sessions, staff
 from hq.backoffice.roles import Role, may
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
-from tests.backoffice.chain import PASSWORD, STAFF, chain
+from tests.backoffice.chain import MERCHANT_STAFF, PASSWORD, STAFF, chain, with_merchants
 from tests.fixtures.hq import HqProcess, make_tls
 
 PATH_VALUES = {"member_id": "M-S1", "subject": "M-S1", "request_id": "AR-0000000000000000"}
@@ -101,8 +101,12 @@ def test_without_a_session_every_page_sends_to_sign_in_and_every_change_is_refus
 def test_each_role_reaches_exactly_the_pages_its_table_allows(
     office: tuple[HqStore, dict[str, Staff], ServerHandle], role: Role
 ) -> None:
-    _, made, server = office
-    staff_id = next(s for s, (_, r, _) in STAFF.items() if r == role.value)
+    hq, made, server = office
+    accounts = {s: r for s, (_, r, _) in STAFF.items()}
+    if role in (Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE):
+        with_merchants(hq)
+        accounts = {s: r for s, (_, r, _, _) in MERCHANT_STAFF.items()}
+    staff_id = next(s for s, r in accounts.items() if r == role.value)
     client, csrf = signed_in(server.url, staff_id)
     for (method, path), actions in sorted(web.ACTIONS.items()):
         if path.endswith("/erase"):
