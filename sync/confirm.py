@@ -49,24 +49,10 @@ REFUSALS = frozenset(
 def confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
     """A ``Service.confirm_online`` hook over the till's head-office client."""
 
-    def confirm(request: dict[str, Any]) -> bool:
-        try:
-            body = ConfirmRequest.model_validate(request)
-            client._call(
-                "POST", "/v1/payments/confirm", json=body.model_dump(mode="json", exclude_none=True), timeout=timeout
-            )
-        except HqRejected as exc:
-            refusal = _refusal(exc.code)
-            if refusal is None:
-                log.warning("payment confirmation refused oddly (%s); offline rules apply", exc)
-                return False
-            raise Rejected(refusal, f"Head office refused: {exc}") from exc
-        except SyncError as exc:
-            log.info("payment confirmation failed (%s); offline rules apply", exc)
-            return False
-        return True
+    def body(request: dict[str, Any]) -> dict[str, Any]:
+        return ConfirmRequest.model_validate(request).model_dump(mode="json", exclude_none=True)
 
-    return confirm
+    return _confirming(client, "/v1/payments/confirm", body, REFUSALS, "payment", timeout)
 
 
 VOUCHER_REFUSALS = frozenset(
@@ -85,18 +71,34 @@ VOUCHER_REFUSALS = frozenset(
 def voucher_confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
     """A ``Service.confirm_voucher`` hook over the till's head-office client."""
 
+    def body(request: dict[str, Any]) -> dict[str, Any]:
+        return VoucherConfirmRequest.model_validate(request).model_dump(mode="json")
+
+    return _confirming(client, "/v1/vouchers/confirm", body, VOUCHER_REFUSALS, "voucher", timeout)
+
+
+def _confirming(
+    client: SyncClient,
+    path: str,
+    body: Callable[[dict[str, Any]], dict[str, Any]],
+    refusals: frozenset[Code],
+    what: str,
+    timeout: float,
+) -> Callable[[dict[str, Any]], bool]:
+    """One confirmation hook: True when head office confirmed, ``Rejected`` with its code when it refused for
+    one of ``refusals``, False (the offline rules apply) when it did not answer or refused oddly."""
+
     def confirm(request: dict[str, Any]) -> bool:
         try:
-            body = VoucherConfirmRequest.model_validate(request)
-            client._call("POST", "/v1/vouchers/confirm", json=body.model_dump(mode="json"), timeout=timeout)
+            client._call("POST", path, json=body(request), timeout=timeout)
         except HqRejected as exc:
-            refusal = _refusal(exc.code, VOUCHER_REFUSALS)
+            refusal = _refusal(exc.code, refusals)
             if refusal is None:
-                log.warning("voucher confirmation refused oddly (%s); offline rules apply", exc)
+                log.warning("%s confirmation refused oddly (%s); offline rules apply", what, exc)
                 return False
             raise Rejected(refusal, f"Head office refused: {exc}") from exc
         except SyncError as exc:
-            log.info("voucher confirmation failed (%s); offline rules apply", exc)
+            log.info("%s confirmation failed (%s); offline rules apply", what, exc)
             return False
         return True
 
