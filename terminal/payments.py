@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from terminal import b64url, base45
 from terminal.canonical import canonical_json
 from terminal.errors import Code, Rejected
+from terminal.scan import SCANNER_ENDS
 
 PREFIX = "TPP1:"
 VERSION = 1
@@ -178,7 +179,7 @@ def parse_code(text: str) -> PaymentCode:
     """Decode the QR text; anything malformed is refused with ``payment_code_malformed``."""
     if not text.startswith(PREFIX):
         raise Rejected(Code.PAYMENT_CODE_MALFORMED, "Not a tillpoint payment code.")
-    body = text[len(PREFIX) :].strip()
+    body = text[len(PREFIX) :].strip(SCANNER_ENDS)  # not spaces: a space is a base45 digit
     try:
         raw = body_bytes(body, _CODE.size + 64)
     except (ValueError, TypeError) as exc:

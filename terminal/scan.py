@@ -96,6 +96,9 @@ class Refusal:
         return Rejected(self.code)
 
 
+SCANNER_ENDS = "\r\n\0"  # what a keyboard-wedge scanner or a reader adds around a code; never spaces (base45)
+
+
 def luhn_ok(digits: str) -> bool:
     """The Luhn (mod 10) check every payment card number passes (python-stdnum)."""
     return digits.isdigit() and luhn.is_valid(digits)
@@ -164,7 +167,7 @@ def _envelope(text: str, in_url: bool) -> Scan | Refusal | None:
 
 def classify(text: str) -> Scan | Refusal:
     """What ``text`` is; payment card numbers and other wallets' codes come back as a ``Refusal``."""
-    text = text.strip("\r\n\0")
+    text = text.strip(SCANNER_ENDS)
     refused = _refusal(text)
     if refused is not None:
         return refused

@@ -48,7 +48,7 @@ from terminal.model import (
 )
 from terminal.ports import Emit, Event, Sales, Till
 from terminal.pricing import REDEEM_MAX
-from terminal.scan import Kind, Refusal, Scan, classify
+from terminal.scan import SCANNER_ENDS, Kind, Refusal, Scan, classify
 
 if TYPE_CHECKING:
     from terminal.config import Config, HotkeysSection
@@ -614,7 +614,7 @@ class Session:
         if found.kind is Kind.UNKNOWN and self._sale.awaiting is Awaiting.MEMBER:
             return self._identified(self.identify(found.body, via="code"))
         if found.kind is Kind.PAYMENT:
-            snap = self.pay_with_code(text.strip())
+            snap = self.pay_with_code(text.strip(SCANNER_ENDS))
             return "paid", {"receipt": snap["receipt"]}, snap
         if found.kind is Kind.VOUCHER:  # used once, now: the POS takes what it says off the sale
             used = self._call(lambda: self.till.redeem_voucher(text.strip()))

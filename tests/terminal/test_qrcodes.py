@@ -179,3 +179,25 @@ def test_a_body_in_neither_form_is_refused() -> None:
         with pytest.raises(Rejected) as caught:
             membercodes.parse(body)
         assert caught.value.code is Code.MALFORMED_CODE
+
+
+def test_a_compact_payment_code_that_begins_with_a_space_reads_back() -> None:
+    """A space is a base45 digit. The first three of a compact payment code's body stand for its version
+    and the first byte of the phone's certificate id, so one phone in 45 makes only codes that begin with a
+    space; a reader that trimmed spaces refused every one of them as malformed."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    spaced = [
+        (cert_id, text)
+        for first in range(256)
+        if (
+            text := pay.make_code(key, (cert_id := bytes([first, 7, 1, 8, 2, 8, 1, 8])), 1_790_000_000, 9, compact=True)
+        )[len(pay.PREFIX)]
+        == " "
+    ]
+    assert spaced  # (1 * 256 + first) % 45 == 36 for some first byte
+    for cert_id, text in spaced:
+        scanned = classify(text + "\r\n")
+        assert isinstance(scanned, Scan) and scanned.kind is Kind.PAYMENT
+        assert pay.parse_code(text + "\r\n") == pay.parse_code(pay.make_code(key, cert_id, 1_790_000_000, 9))
