@@ -138,6 +138,26 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+# The elements that stick out past the window outside any scrolling box: what a failed width check names.
+_WIDEST = """(width) => document.documentElement.scrollWidth <= width ? [] : [
+  `page ${document.documentElement.scrollWidth}`,
+  ...[...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > width)
+    .filter((e) => { for (let a = e.parentElement; a; a = a.parentElement) {
+        if (["auto", "scroll", "hidden"].includes(getComputedStyle(a).overflowX)) return false; } return true; })
+    .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+    .slice(0, 12)]"""
+
+
+def too_wide(page: Any, width: int) -> list[str]:
+    """What makes the page wider than `width` pixels, once its style sheets have loaded (empty when nothing).
+
+    A page is measured only after its load event: measured before, a slow style sheet leaves the page unstyled and
+    its tables as wide as their contents."""
+    page.wait_for_load_state("load")
+    return list(page.evaluate(_WIDEST, width))
+
+
 def paired_page(browser: Any, daemon: Daemon, width: int = 1024, height: int = 600) -> Any:
     """A panel page paired by keyboard: the code typed, Enter."""
     # bypass_csp: the panel forbids eval (its CSP), which Playwright's wait_for_function needs.

@@ -23,7 +23,7 @@ from hq.backoffice import staff
 from hq.backoffice.roles import Action, Role, may
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
-from tests.api.stack import chromium, chromium_missing
+from tests.api.stack import chromium, chromium_missing, too_wide
 from tests.backoffice.chain import PASSWORD, STAFF, chain, sale
 
 DESKTOP = {"width": 1280, "height": 800}
@@ -41,7 +41,6 @@ MADE_OF_MARKUP = """() => ({
   svgs: document.querySelectorAll("svg[onload]").length,
   text: document.body.innerText,
 })"""
-OVERFLOW = "() => document.documentElement.scrollWidth"
 STRUCTURE = """() => ({
   unlabelled: [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
     .filter((f) => f.labels.length === 0 && !f.getAttribute("aria-label")).map((f) => f.id || f.name),
@@ -58,7 +57,7 @@ def well_formed(page: Any, width: int) -> None:
     found = page.evaluate(STRUCTURE)
     assert found == {"unlabelled": [], "h1": 1, "main": 1, "lang": found["lang"], "skip": True}, found
     assert found["lang"] in ("en", "ja", "zh")
-    assert page.evaluate(OVERFLOW) <= width
+    assert too_wide(page, width) == []
 
 
 CAMPAIGN = {
@@ -150,7 +149,7 @@ def test_each_role_signs_in_and_finds_only_its_sections(office: tuple[HqStore, d
             elif may(role, Action.MEMBERS_READ):
                 assert page.inner_text("#member-id") == "M-S2"
                 well_formed(page, DESKTOP["width"])
-            assert page.evaluate(OVERFLOW) <= DESKTOP["width"]
+            assert too_wide(page, DESKTOP["width"]) == []
             page.click("#sign-out")
             page.wait_for_selector("body[data-page=sign-in] #notice")
             watch.clean()

@@ -22,13 +22,12 @@ from sync.client import SyncClient
 from terminal.model import Basket, Line
 from terminal.service import Service
 from terminal.store import Store
-from tests.api.stack import chromium, chromium_missing
+from tests.api.stack import chromium, chromium_missing, too_wide
 from tests.backoffice.chain import PASSWORD, chain
 from tests.backoffice.test_browser import (
     DESKTOP,
     MADE_OF_MARKUP,
     MARKUP,
-    OVERFLOW,
     TABLET,
     Watch,
     open_page,
@@ -263,5 +262,5 @@ def test_a_chain_admin_opens_and_closes_a_staff_account_on_the_page(
         mine.locator("form.disable input[name=reason]").fill("me")
         mine.locator("form.disable button").click()
         page.wait_for_selector("#error[data-code=last_admin]")
-        assert page.evaluate(OVERFLOW) <= TABLET["width"]
+        assert too_wide(page, TABLET["width"]) == []
         clean(watch)

@@ -11,7 +11,7 @@ import pytest
 
 from hq import ledger
 from hq.store import HqStore
-from tests.api.stack import chromium, chromium_missing, paired_page, running_till
+from tests.api.stack import chromium, chromium_missing, paired_page, running_till, too_wide
 from tests.fixtures.hq import HqProcess
 from tests.waiting import wait_until
 
@@ -61,7 +61,7 @@ def test_a_reward_from_the_panel(tmp_path: Path) -> None:
             page.click("#rewards li[data-reward='LATTE'] button")
             page.wait_for_selector("#rewards li[data-reward='LATTE'] button[aria-pressed='true']")
             assert "300 pt" in page.inner_text("#t-redeem")
-            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            assert too_wide(page, 1280) == []
             page.keyboard.press("F11")
             page.wait_for_selector("body[data-state='payment']")
             page.keyboard.press("F11")  # pay again is confirm

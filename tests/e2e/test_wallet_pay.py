@@ -31,7 +31,7 @@ from terminal.model import Basket, Line, QrRead, ReaderEvent
 from terminal.qrcodes import qr_text
 from terminal.service import Service
 from terminal.store import Store
-from tests.api.stack import chromium, chromium_missing
+from tests.api.stack import chromium, chromium_missing, too_wide
 from tests.fixtures.hq import HqProcess
 from tests.fixtures.video import write_video
 from tests.waiting import wait_until
@@ -126,7 +126,7 @@ def test_a_code_made_in_the_wallet_with_no_network_pays_at_an_offline_till_throu
         press_by_keyboard(page, "#pay-setup-button")
         page.wait_for_selector("#pay[data-state=ready]")
         assert page.evaluate("() => document.activeElement.id") == "pay-new"
-        assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+        assert too_wide(page, PHONE["width"]) == []
         online_code = str(page.get_attribute("#pay-code", "data-code"))
         cert_id = pay.parse_code(online_code).cert_id.hex()
 
