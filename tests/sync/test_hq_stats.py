@@ -208,8 +208,9 @@ def windows(hq: HqStore) -> dict[str, Any]:
     }
 
 
-def roll(hq: HqStore, day: str) -> int:
-    return hq.db.transact(lambda tx: stats.roll(tx, date.fromisoformat(day)))
+def roll(hq: HqStore, day: str, *, chunk: int = stats.BUILD_CHUNK, back: bool = False) -> int:
+    """Roll as head office does: a build runs one transaction a chunk of ``chunk`` members."""
+    return stats.roll_windows(hq.db, date.fromisoformat(day), chunk=chunk, back=back)
 
 
 def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) -> None:

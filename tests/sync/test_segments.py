@@ -326,7 +326,7 @@ def test_segments_are_stored_as_canonical_definitions(store: HqStore) -> None:
 
 
 def roll(store: HqStore, day: date) -> int:
-    return store.db.transact(lambda tx: stats.roll(tx, day))
+    return stats.roll_windows(store.db, day)
 
 
 @pytest.fixture
