@@ -251,7 +251,6 @@ class Deltas:
                 if age < days:
                     w[i] += spend
 
-
     def age(self, member_id: str, day: str) -> int | None:
         """How many days ``day`` is before the rolled day in the member's windows, or None when it is in none
         of them (after the rolled day, no windows kept, or the member's not built yet)."""
