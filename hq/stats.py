@@ -170,12 +170,10 @@ def _no_category_windows() -> list[int]:
 @dataclass
 class Deltas:
     """What to add to the tables, gathered over many sales, written in key order. ``rolled``: the day the
-    windows are rolled to (None: they are not kept), read under a share lock by the one who adds (``held``).
-    ``built``: while a build is under way, the members whose windows it has built as of ``rolled``: only
-    theirs are added to (None: every member's)."""
+    windows are rolled to, or a build under way builds them as of (None: they are not kept), read under a
+    share lock by the one who adds (``held_deltas``)."""
 
     rolled: date | None = None
-    built: frozenset[str] | None = None
     totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_totals))
     """visits, spend, coupons, then each rolled window's ``WINDOW_KINDS`` (``WINDOW_COLUMNS``, see ``slot``)."""
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -198,7 +196,7 @@ class Deltas:
         first, last = self.first_last.get(member_id, (at, at))
         self.first_last[member_id] = (min(first, at), max(last, at))
         self.days[(member_id, day, store_id)][0] += 1
-        age = self.age(member_id, day)
+        age = windows_age(self.rolled, day) if self.rolled is not None else None
         if age is None:
             return
         for i, days in enumerate(ROLLED):
@@ -232,10 +230,12 @@ class Deltas:
     def _add_windows(self, row: SaleRow, delta: Figures, t: list[int]) -> None:
         """The sale's day is in a rolled window of ``days`` when it is one of the ``days`` days ending with the
         rolled day (both included, as a segment's window)."""
-        m = row.member_id
-        age = self.age(m, row.day)
+        if self.rolled is None:
+            return
+        age = windows_age(self.rolled, row.day)
         if age is None:
             return
+        m = row.member_id
         for i, days in enumerate(ROLLED):
             if age < days:
                 t[slot(i, "visits")] += delta.visits
@@ -251,13 +251,6 @@ class Deltas:
                 if age < days:
                     w[i] += spend
 
-    def age(self, member_id: str, day: str) -> int | None:
-        """How many days ``day`` is before the rolled day in the member's windows, or None when it is in none
-        of them (after the rolled day, no windows kept, or the member's not built yet)."""
-        if self.rolled is None or (self.built is not None and member_id not in self.built):
-            return None
-        return windows_age(self.rolled, day)
-
 
 def windows_age(rolled: date, day: str) -> int | None:
     """How many days ``day`` is before the rolled day, or None when it is after it (or no day)."""
@@ -270,7 +263,7 @@ def windows_age(rolled: date, day: str) -> int | None:
 
 def checkin_visit(tx: Tx, member_id: str, day: str, store_id: str, at: str) -> None:
     """A check-in ``hq.checkins`` has just recorded (its row is new): its visit, in the same transaction."""
-    deltas = held_deltas(tx, [member_id])
+    deltas = held_deltas(tx)
     deltas.add_visit(member_id, day, store_id, at)
     write(tx, deltas)
 
@@ -342,7 +335,7 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
     held, reversals = _concerned(tx, entries, known)
     if not held:  # no member's sale among them (anonymous sales, enrolments ...): nothing to add, no lock
         return 0
-    deltas = held_deltas(tx, {row.member_id for row in held.values()})
+    deltas = held_deltas(tx)
     for txn_id in sorted(held):
         row = held[txn_id]
         mine = reversals.get(txn_id, [])
@@ -601,8 +594,8 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     forget(tx, loser)
     if both:
         _one_visit_a_day(tx, winner, both, state.day)
-    if state.building is not None and built_among(tx, state, [winner]):
-        build_windows(tx, state.building, Members(one=winner))  # the loser's may not be built yet
+    if state.building is not None:  # the loser's windows may not be built yet: the winner's from its daily rows
+        build_windows(tx, state.building, Members(one=winner))
 
 
 def _checked_in(tx: Tx, member_id: str, store_id: str, day: str) -> bool:
@@ -745,25 +738,15 @@ def windows_day(tx: Tx, *, hold: bool = False, update: bool = False) -> date | N
     return windows_state(tx, hold=hold, update=update).day
 
 
-def held_deltas(tx: Tx, members: Iterable[str]) -> Deltas:
-    """Deltas for a transaction that adds to the statistics of ``members``, the windows' state held until it
-    ends: their windows as of the rolled day, or, while a build is under way, as of its day for those of them
-    it has built (the others are built later from the daily rows this transaction writes)."""
+def held_deltas(tx: Tx) -> Deltas:
+    """Deltas for a transaction that adds to the statistics, the windows' state held until it ends: every
+    change goes to the windows as of the rolled day, or, while a build is under way, as of its day. A member
+    the build has built (up to its cursor) needs it; one it has not gets it in vain and harmlessly: the chunk
+    that covers the member later sets its windows from the daily rows alone, this transaction's included
+    (committed before that chunk can take the exclusive lock), so no member needs to be placed against the
+    cursor here (nor the database's collation, which orders the chunks, asked)."""
     state = windows_state(tx, hold=True)
-    if state.building is None:
-        return Deltas(rolled=state.day)
-    return Deltas(rolled=state.building, built=built_among(tx, state, members))
-
-
-def built_among(tx: Tx, state: WindowsState, members: Iterable[str]) -> frozenset[str]:
-    """Which of ``members`` the build under way has built: those up to its cursor, compared by the database
-    (its collation orders the chunks, so Python's order of strings is never asked)."""
-    ids = sorted(set(members))
-    if state.built_to is None or not ids:
-        return frozenset()
-    values = ", ".join(["(CAST(? AS TEXT))"] * len(ids))
-    rows = tx.all(f"SELECT column1 FROM (VALUES {values}) AS v WHERE column1 <= ?", [*ids, state.built_to])
-    return frozenset(str(r[0]) for r in rows)
+    return Deltas(rolled=state.building or state.day)
 
 
 @dataclass(frozen=True, slots=True)
