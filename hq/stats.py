@@ -695,7 +695,7 @@ def rebuild(tx: Tx) -> dict[str, int]:
 
 WINDOWS_LOCK = 7_461_230_019
 """The advisory lock key of the rolled windows' day (``windows_day``)."""
-BUILD_CHUNK = 20_000
+BUILD_CHUNK = 5_000
 """Members a build covers per transaction (``build_chunk``): pushes wait at most for one chunk."""
 
 
@@ -829,9 +829,10 @@ def roll(tx: Tx, to: date, *, back: bool = False) -> int:
     day that enters is added and each day that leaves a window is taken away, from the daily rows. Over more
     than ``ROLL_STEPS`` days, or the first time, a build from the daily rows is begun as of ``to``
     (``begin_build``), left to ``build_chunk`` (``roll_windows`` runs both). Never back, unless ``back`` (an
-    operator, after a clock that ran ahead): then a build as of ``to`` is begun. A build under way goes on
-    to its day (``to`` is not after it, or is it with ``back``); another day begins a new one. Returns the
-    days moved (0: already there; 1 for a build that starts from no day, as the first time)."""
+    operator, after a clock that ran ahead): then a build as of ``to`` is begun. A build under way (one a
+    stopped process left) is carried on when ``to`` is its day, or before it without ``back``; any other day
+    begins a new one. Returns the days moved (0: already there; 1 for a build that starts from no complete
+    day, as the first time)."""
     state = windows_state(tx, update=True)
     if state.building is not None:
         if state.building != to and (back or to > state.building):
@@ -865,9 +866,10 @@ BuildStep = Literal["idle", "more", "done"]
 
 def build_chunk(tx: Tx, size: int = BUILD_CHUNK) -> BuildStep:
     """The next ``size`` members (in member id order, after the cursor) of the build under way, with the
-    exclusive lock held for this chunk only: pushes wait for one chunk, never the whole build. Members whose
-    totals row comes later than the chunk that covers them are added to by their push, as built. The last
-    chunk (no member after it) covers every id beyond the cursor and sets the day."""
+    exclusive lock held for this chunk only: pushes wait for one chunk, never the whole build. A member whose
+    first sale comes after the chunk that covers its id is added to by its push, as every member is during a
+    build (``held_deltas``). The last chunk (no member after it) covers every id beyond the cursor and sets
+    the day."""
     state = windows_state(tx, update=True)
     if state.building is None:
         return "idle"

@@ -567,7 +567,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     # windows (the first time, a roll over many days or back) runs one transaction a chunk of members, so
     # pushes wait for a chunk, never the whole build. While it runs, ``day`` is NULL (segments read the daily
     # rows), ``building_day`` is the day it builds them as of and ``built_to`` the last member id built (NULL:
-    # none yet); a push adds to the windows of the members up to it only.
+    # none yet), where a build a stopped process left goes on from.
     (
         "m030_windows_build",
         [
