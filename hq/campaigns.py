@@ -895,7 +895,7 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
 
     run = db.transact(begin)
     if occasion_day is None:  # the segment reads the windows rolled to its day (a rerun of a past day: the daily rows)
-        db.transact(lambda tx: stats.roll(tx, found.day))
+        stats.roll_windows(db, found.day)
     counts = RunCounts()
     for chunk in _pages(db, spec, found.day):
         counts.add(db.transact(partial(_decide_chunk, run=run, chunk=chunk)))

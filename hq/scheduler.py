@@ -59,7 +59,7 @@ class CampaignTimer:
             self.failures += 1
             log.error("deciding check-in rewards failed (tried again in %.0f s): %s", self.interval, exc)
         try:  # the members' windows follow the day (segments previewed today read them)
-            self.db.transact(lambda tx: stats.roll(tx, now.astimezone(UTC).date()))
+            stats.roll_windows(self.db, now.astimezone(UTC).date())
         except HqError as exc:
             self.failures += 1
             log.error("rolling the members' windows failed (tried again in %.0f s): %s", self.interval, exc)

@@ -38,9 +38,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from hq.db.engine import Tx, utc_now
+from hq.db.engine import Db, Tx, utc_now
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
 
 COUNTED = ("applied", "none")
@@ -170,7 +170,8 @@ def _no_category_windows() -> list[int]:
 @dataclass
 class Deltas:
     """What to add to the tables, gathered over many sales, written in key order. ``rolled``: the day the
-    windows are rolled to (None: they are not kept), read under a share lock by the one who adds."""
+    windows are rolled to, or a build under way builds them as of (None: they are not kept), read under a
+    share lock by the one who adds (``held_deltas``)."""
 
     rolled: date | None = None
     totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_totals))
@@ -262,7 +263,7 @@ def windows_age(rolled: date, day: str) -> int | None:
 
 def checkin_visit(tx: Tx, member_id: str, day: str, store_id: str, at: str) -> None:
     """A check-in ``hq.checkins`` has just recorded (its row is new): its visit, in the same transaction."""
-    deltas = Deltas(rolled=windows_day(tx, hold=True))
+    deltas = held_deltas(tx)
     deltas.add_visit(member_id, day, store_id, at)
     write(tx, deltas)
 
@@ -334,7 +335,7 @@ def apply(tx: Tx, txn_ids: Iterable[str], known: Mapping[str, Any] | None = None
     held, reversals = _concerned(tx, entries, known)
     if not held:  # no member's sale among them (anonymous sales, enrolments ...): nothing to add, no lock
         return 0
-    deltas = Deltas(rolled=windows_day(tx, hold=True))
+    deltas = held_deltas(tx)
     for txn_id in sorted(held):
         row = held[txn_id]
         mine = reversals.get(txn_id, [])
@@ -553,7 +554,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     """A member merged into another: the loser's statistics are added to the winner's, then removed. Its
     check-ins become the winner's, but one a store and day: a day both checked in at a store stays one visit."""
     now = utc_now()
-    windows_day(tx, hold=True)  # both members' windows are as of one day: no roll in between
+    state = windows_state(tx, hold=True)  # both members' windows are as of one day: no roll in between
     copied = ", ".join(TOTALS_COLUMNS[1:-1])
     both = [
         (day, store)
@@ -592,7 +593,9 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     )
     forget(tx, loser)
     if both:
-        _one_visit_a_day(tx, winner, both)
+        _one_visit_a_day(tx, winner, both, state.day)
+    if state.building is not None:  # the loser's windows may not be built yet: the winner's from its daily rows
+        build_windows(tx, state.building, Members(one=winner))
 
 
 def _checked_in(tx: Tx, member_id: str, store_id: str, day: str) -> bool:
@@ -602,9 +605,10 @@ def _checked_in(tx: Tx, member_id: str, store_id: str, day: str) -> bool:
     return found is not None
 
 
-def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]]) -> None:
+def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]], rolled: date | None) -> None:
     """After a merge: the visits of the check-ins the two members had on the same store and day, counted twice
-    by the move, are counted once (the loser's row is gone), and the visit span is read again."""
+    by the move, are counted once (the loser's row is gone), and the visit span is read again; so are the
+    windows as of ``rolled`` (None: none complete; a build under way builds the winner from its daily rows)."""
     tx.many(
         "UPDATE member_days SET visits = visits - 1 WHERE member_id = ? AND day = ? AND store_id = ?",
         [(member_id, day, store) for day, store in both],
@@ -615,8 +619,7 @@ def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]]) ->
         "UPDATE member_totals SET visits = visits - ?, first_visit = ?, last_visit = ? WHERE member_id = ?",
         [len(both), first, last, member_id],
     )
-    rolled = windows_day(tx)  # held by the move; the day keeps a visit, so the last visit day stands
-    for day, _store in both:
+    for day, _store in both:  # the day keeps a visit, so the last visit day stands
         age = windows_age(rolled, day) if rolled is not None else None
         held = [f"visits_{days} = visits_{days} - 1" for days in ROLLED if age is not None and age < days]
         if held:
@@ -656,8 +659,10 @@ def compute(tx: Tx) -> Deltas:
 
 def rebuild(tx: Tx) -> dict[str, int]:
     """Recompute every statistic from the journal, replacing the tables (one transaction), the rolled
-    windows from the daily rows as of the day they were rolled to; returns the rows written per table."""
-    rolled = windows_day(tx, hold=True, update=True)
+    windows from the daily rows as of the day they were rolled to (a build under way: its day, and it ends
+    here); returns the rows written per table."""
+    state = windows_state(tx, update=True)
+    rolled = state.building or state.day
     deltas = compute(tx)
     for table in STATS_TABLES:
         tx.run(f"DELETE FROM {table}")
@@ -672,7 +677,11 @@ def rebuild(tx: Tx) -> dict[str, int]:
     tx.insert_rows("member_days", ("member_id", "day", "store_id", "visits", "spend"), days)
     cats = [(*k, v[0], v[1]) for k, v in sorted(deltas.categories.items()) if v[0] or v[1]]
     tx.insert_rows("member_category_days", ("member_id", "day", "category", "spend", "quantity"), cats)
-    windows = build_windows(tx, rolled) if rolled is not None else 0
+    windows = 0
+    if rolled is not None:
+        windows = build_windows(tx, rolled)
+        _rolled_to(tx, rolled)
+        _analyze(tx)
     return {
         "member_totals": len(deltas.totals),
         "member_days": len(days),
@@ -686,35 +695,102 @@ def rebuild(tx: Tx) -> dict[str, int]:
 
 WINDOWS_LOCK = 7_461_230_019
 """The advisory lock key of the rolled windows' day (``windows_day``)."""
+BUILD_CHUNK = 5_000
+"""Members a build covers per transaction (``build_chunk``): pushes wait at most for one chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowsState:
+    """The row of ``stats_windows``: ``day`` the windows are as of (None: not built, or a build under way);
+    during a build, ``building`` the day it builds them as of and ``built_to`` the last member id it has built
+    (None: none yet; the members up to it in the database's order are built, the others wait for their chunk)."""
+
+    day: date | None
+    building: date | None = None
+    built_to: str | None = None
+
+
+def windows_state(tx: Tx, *, hold: bool = False, update: bool = False) -> WindowsState:
+    """The rolled windows' state. ``hold``: on PostgreSQL, a share lock on it until the transaction ends, so
+    no roll or chunk of a build moves it while this transaction adds to the windows (``update``: the
+    exclusive lock a roll, a chunk of a build or a rebuild takes). SQLite's one writer holds everything.
+
+    The lock is a transaction-level advisory lock, taken before the row is read (read committed: the read
+    then sees the state the last roll or chunk committed, and every later statement sees what the pushes
+    that held the lock before committed). A row lock ``FOR SHARE`` would do the same, but every push taking
+    it writes the row's lock into the table (a multixact once two pushes hold it), and a push pays that in
+    every transaction; an advisory lock lives only in memory."""
+    if tx.dialect == "postgres" and (hold or update):
+        tx.one(f"SELECT {'pg_advisory_xact_lock' if update else 'pg_advisory_xact_lock_shared'}(?)", [WINDOWS_LOCK])
+    row = tx.one("SELECT day, building_day, built_to FROM stats_windows WHERE id = 1")
+    if row is None:
+        return WindowsState(None)
+    return WindowsState(_day(row[0]), _day(row[1]), None if row[2] is None else str(row[2]))
+
+
+def _day(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(str(value))
 
 
 def windows_day(tx: Tx, *, hold: bool = False, update: bool = False) -> date | None:
-    """The business day the rolled windows are as of (None: not built). ``hold``: on PostgreSQL, a share
-    lock on it until the transaction ends, so no roll moves it while this transaction adds to the windows
-    (``update``: the exclusive lock a roll or a rebuild takes). SQLite's one writer holds everything.
+    """The business day the rolled windows are as of (None: not built, or a build under way: segments then
+    read the daily rows); ``hold`` and ``update`` lock it as ``windows_state`` does."""
+    return windows_state(tx, hold=hold, update=update).day
 
-    The lock is a transaction-level advisory lock, taken before the day is read (read committed: the read
-    then sees the day of the last roll that committed). A row lock ``FOR SHARE`` would do the same, but every
-    push taking it writes the row's lock into the table (a multixact once two pushes hold it), and a push
-    pays that in every transaction; an advisory lock lives only in memory."""
-    if tx.dialect == "postgres" and (hold or update):
-        tx.one(f"SELECT {'pg_advisory_xact_lock' if update else 'pg_advisory_xact_lock_shared'}(?)", [WINDOWS_LOCK])
-    row = tx.one("SELECT day FROM stats_windows WHERE id = 1")
-    return None if row is None or row[0] is None else date.fromisoformat(str(row[0]))
+
+def held_deltas(tx: Tx) -> Deltas:
+    """Deltas for a transaction that adds to the statistics, the windows' state held until it ends: every
+    change goes to the windows as of the rolled day, or, while a build is under way, as of its day. A member
+    the build has built (up to its cursor) needs it; one it has not gets it in vain and harmlessly: the chunk
+    that covers the member later sets its windows from the daily rows alone, this transaction's included
+    (committed before that chunk can take the exclusive lock), so no member needs to be placed against the
+    cursor here (nor the database's collation, which orders the chunks, asked)."""
+    state = windows_state(tx, hold=True)
+    return Deltas(rolled=state.building or state.day)
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The members a build covers: those above ``after`` (None: from the first) up to ``upto`` included
+    (None: to the last), or only ``one``."""
+
+    after: str | None = None
+    upto: str | None = None
+    one: str | None = None
+
+    def where(self, column: str) -> tuple[str, list[str]]:
+        """The condition on ``column`` (a member id) and its parameters."""
+        if self.one is not None:
+            return f"{column} = ?", [self.one]
+        parts: list[str] = []
+        params: list[str] = []
+        if self.after is not None:
+            parts.append(f"{column} > ?")
+            params.append(self.after)
+        if self.upto is not None:
+            parts.append(f"{column} <= ?")
+            params.append(self.upto)
+        return (" AND ".join(parts) or "1 = 1"), params
+
+
+EVERY_MEMBER = Members()
 
 
 def _in_window(column: str) -> str:
     return f"SUM(CASE WHEN day >= ? THEN {column} ELSE 0 END)"
 
 
-def build_windows(tx: Tx, rolled: date) -> int:
-    """Every member's rolled windows and last visit day as of ``rolled``, from the daily rows (a rebuild;
-    a roll over many days). Returns the category window rows written."""
+def build_windows(tx: Tx, rolled: date, members: Members = EVERY_MEMBER) -> int:
+    """The rolled windows and last visit day as of ``rolled`` of ``members`` (default: every member), from the
+    daily rows (a rebuild, a chunk of a build, a merged member during a build). Returns the category window
+    rows written."""
     day = rolled.isoformat()
     starts = [(rolled - timedelta(days=days - 1)).isoformat() for days in ROLLED]
     zeros = ", ".join(f"{c} = 0" for c in WINDOW_COLUMNS)
-    tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros}")
-    tx.run("DELETE FROM member_category_windows")
+    mine, mine_params = members.where("member_id")
+    theirs, their_params = members.where("member_totals.member_id")
+    tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros} WHERE {mine}", mine_params)
+    tx.run(f"DELETE FROM member_category_windows WHERE {mine}", mine_params)
     for table, kinds in (("member_days", ("visits", "spend")), ("member_category_days", ("category_spend",))):
         columns = [f"{kind}_{days}" for days in ROLLED for kind in kinds]
         sums = ", ".join(
@@ -722,50 +798,110 @@ def build_windows(tx: Tx, rolled: date) -> int:
         )
         tx.run(
             f"UPDATE member_totals SET ({', '.join(columns)}) = ({', '.join('x.' + c for c in columns)}) "
-            f"FROM (SELECT member_id, {sums} FROM {table} WHERE day >= ? AND day <= ? GROUP BY member_id) x "
-            "WHERE member_totals.member_id = x.member_id",
-            [*[start for start in starts for _ in kinds], starts[-1], day],
+            f"FROM (SELECT member_id, {sums} FROM {table} WHERE {mine} AND day >= ? AND day <= ? "
+            f"GROUP BY member_id) x WHERE member_totals.member_id = x.member_id AND {theirs}",
+            [*[start for start in starts for _ in kinds], *mine_params, starts[-1], day, *their_params],
         )
     tx.run(
         "UPDATE member_totals SET last_day = x.last_day FROM (SELECT member_id, MAX(day) AS last_day "
-        "FROM member_days WHERE visits > 0 AND day <= ? GROUP BY member_id) x "
-        "WHERE member_totals.member_id = x.member_id",
-        [day],
+        f"FROM member_days WHERE {mine} AND visits > 0 AND day <= ? GROUP BY member_id) x "
+        f"WHERE member_totals.member_id = x.member_id AND {theirs}",
+        [*mine_params, day, *their_params],
     )
-    tx.run(
+    written = tx.run(
         f"INSERT INTO member_category_windows (member_id, category, {', '.join(CATEGORY_WINDOW_COLUMNS)}) "
         f"SELECT member_id, category, {', '.join(_in_window('spend') for _ in ROLLED)} FROM member_category_days "
-        "WHERE day >= ? AND day <= ? GROUP BY member_id, category HAVING SUM(spend) <> 0",
-        [*starts, starts[-1], day],
+        f"WHERE {mine} AND day >= ? AND day <= ? GROUP BY member_id, category HAVING SUM(spend) <> 0",
+        [*starts, *mine_params, starts[-1], day],
     )
-    if tx.dialect == "postgres":  # every row changed: the planner's figures for them are stale
+    return written
+
+
+def _analyze(tx: Tx) -> None:
+    """After the windows of every member were built: the planner's figures for their rows are stale."""
+    if tx.dialect == "postgres":
         tx.run("ANALYZE member_totals")
         tx.run("ANALYZE member_category_windows")
-    row = tx.one("SELECT COUNT(*) FROM member_category_windows")
-    return int(row[0]) if row else 0
 
 
 def roll(tx: Tx, to: date, *, back: bool = False) -> int:
-    """Roll the windows forward to the business day ``to``: each day that enters is added and each day that
-    leaves a window is taken away, from the daily rows; over more than ``ROLL_STEPS`` days, or the first
-    time, they are built from the daily rows. Never back, unless ``back`` (an operator, after a clock that
-    ran ahead): then they are built as of ``to``. Returns the days moved (0: already there)."""
-    rolled = windows_day(tx, update=True)
+    """Roll the windows forward to the business day ``to``, in this transaction when it is a few days: each
+    day that enters is added and each day that leaves a window is taken away, from the daily rows. Over more
+    than ``ROLL_STEPS`` days, or the first time, a build from the daily rows is begun as of ``to``
+    (``begin_build``), left to ``build_chunk`` (``roll_windows`` runs both). Never back, unless ``back`` (an
+    operator, after a clock that ran ahead): then a build as of ``to`` is begun. A build under way (one a
+    stopped process left) is carried on when ``to`` is its day, or before it without ``back``; any other day
+    begins a new one. Returns the days moved (0: already there; 1 for a build that starts from no complete
+    day, as the first time)."""
+    state = windows_state(tx, update=True)
+    if state.building is not None:
+        if state.building != to and (back or to > state.building):
+            begin_build(tx, to)
+        return 1
+    rolled = state.day
     if back and rolled is not None and to < rolled:
-        build_windows(tx, to)
-        tx.run("UPDATE stats_windows SET day = ? WHERE id = 1", [to.isoformat()])
+        begin_build(tx, to)
         return (rolled - to).days
     if rolled is not None and to <= rolled:
         return 0
     if rolled is None or (to - rolled).days > ROLL_STEPS:
-        build_windows(tx, to)
-        steps = (to - rolled).days if rolled is not None else 1
-    else:
-        steps = (to - rolled).days
-        for n in range(1, steps + 1):
-            _step(tx, rolled + timedelta(days=n))
-    tx.run("UPDATE stats_windows SET day = ? WHERE id = 1", [to.isoformat()])
+        begin_build(tx, to)
+        return (to - rolled).days if rolled is not None else 1
+    steps = (to - rolled).days
+    for n in range(1, steps + 1):
+        _step(tx, rolled + timedelta(days=n))
+    _rolled_to(tx, to)
     return steps
+
+
+def begin_build(tx: Tx, day: date) -> None:
+    """A build of the windows as of ``day`` begins (its caller holds the exclusive lock): no member built yet,
+    and no day the windows are complete as of, so segments read the daily rows until it ends."""
+    tx.run("UPDATE stats_windows SET day = NULL, building_day = ?, built_to = NULL WHERE id = 1", [day.isoformat()])
+
+
+BuildStep = Literal["idle", "more", "done"]
+"""What ``build_chunk`` did: no build was under way, a chunk was built and more are left, the last was built."""
+
+
+def build_chunk(tx: Tx, size: int = BUILD_CHUNK) -> BuildStep:
+    """The next ``size`` members (in member id order, after the cursor) of the build under way, with the
+    exclusive lock held for this chunk only: pushes wait for one chunk, never the whole build. A member whose
+    first sale comes after the chunk that covers its id is added to by its push, as every member is during a
+    build (``held_deltas``). The last chunk (no member after it) covers every id beyond the cursor and sets
+    the day."""
+    state = windows_state(tx, update=True)
+    if state.building is None:
+        return "idle"
+    after = Members(after=state.built_to)
+    cond, params = after.where("member_id")
+    row = tx.one(
+        f"SELECT member_id FROM member_totals WHERE {cond} ORDER BY member_id LIMIT 1 OFFSET ?", [*params, size - 1]
+    )
+    upto = None if row is None else str(row[0])
+    build_windows(tx, state.building, Members(after=state.built_to, upto=upto))
+    if upto is None:
+        _rolled_to(tx, state.building)
+        return "done"
+    tx.run("UPDATE stats_windows SET built_to = ? WHERE id = 1", [upto])
+    return "more"
+
+
+def _rolled_to(tx: Tx, day: date) -> None:
+    """The windows are complete as of ``day`` (a roll, the last chunk of a build, a rebuild)."""
+    tx.run("UPDATE stats_windows SET day = ?, building_day = NULL, built_to = NULL WHERE id = 1", [day.isoformat()])
+
+
+def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHUNK) -> int:
+    """Roll the windows to ``to`` (``roll``) and carry out any build it begins or finds under way (left by a
+    process that stopped), one transaction a chunk of ``chunk`` members; returns the days ``roll`` moved. The
+    timer, the command and a campaign's run all roll through here."""
+    moved = db.transact(lambda tx: roll(tx, to, back=back))
+    while (step := db.transact(lambda tx: build_chunk(tx, chunk))) == "more":
+        pass
+    if step == "done":  # outside the lock: pushes need not wait for the planner's figures
+        db.transact(_analyze)
+    return moved
 
 
 def _step(tx: Tx, day: date) -> None:

@@ -705,9 +705,10 @@ class HqStore:
 
     def roll_windows(self, to: date | None = None, *, back: bool = False) -> dict[str, Any]:
         """Roll the members' rolled windows to the business day ``to`` (default: today in UTC, as a
-        segment's default reference day); what moved and the day they are as of."""
+        segment's default reference day; a build of every member runs a chunk of members a transaction, and
+        one a stopped process left is finished); what moved and the day they are as of."""
         day = to or self.moment().date()
-        moved = self.db.transact(lambda tx: stats.roll(tx, day, back=back))
+        moved = stats.roll_windows(self.db, day, back=back)
         with self.db.read() as tx:
             rolled = stats.windows_day(tx)
         return {"days": moved, "as_of": rolled.isoformat() if rolled else None}

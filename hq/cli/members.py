@@ -144,7 +144,8 @@ def stats_roll(
     as_json: JsonOpt = False,
 ) -> None:
     """Roll each member's windows (visits and spend over 30, 60, 90, 180, 365 days) to a business day: head
-    office's timer and each campaign run do it; segments on that day read them."""
+    office's timer and each campaign run do it; segments on that day read them. A build (the first time, over
+    14 days, back) runs a chunk of members a transaction, and one a stopped process left is finished."""
     try:
         day = date.fromisoformat(to) if to is not None else None
     except ValueError as exc:

@@ -563,6 +563,18 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_staff_merchant ON staff (merchant_id)",
         ],
     ),
+    # Rolled windows built in chunks (hq/stats.py ``build_chunk``, docs/members.md): a build of every member's
+    # windows (the first time, a roll over many days or back) runs one transaction a chunk of members, so
+    # pushes wait for a chunk, never the whole build. While it runs, ``day`` is NULL (segments read the daily
+    # rows), ``building_day`` is the day it builds them as of and ``built_to`` the last member id built (NULL:
+    # none yet), where a build a stopped process left goes on from.
+    (
+        "m030_windows_build",
+        [
+            "ALTER TABLE stats_windows ADD COLUMN building_day TEXT",
+            "ALTER TABLE stats_windows ADD COLUMN built_to TEXT",
+        ],
+    ),
 ]
 
 

@@ -208,8 +208,9 @@ def windows(hq: HqStore) -> dict[str, Any]:
     }
 
 
-def roll(hq: HqStore, day: str) -> int:
-    return hq.db.transact(lambda tx: stats.roll(tx, date.fromisoformat(day)))
+def roll(hq: HqStore, day: str, *, chunk: int = stats.BUILD_CHUNK, back: bool = False) -> int:
+    """Roll as head office does: a build runs one transaction a chunk of ``chunk`` members."""
+    return stats.roll_windows(hq.db, date.fromisoformat(day), chunk=chunk, back=back)
 
 
 def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) -> None:
@@ -415,40 +416,61 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
         hq.close()
 
 
+MEMBERS = [f"M-{n}" for n in range(1, 6)]
+
 dated = st.one_of(
     st.tuples(
         st.just("sale"),
-        st.sampled_from(["M-1", "M-2"]),
+        st.sampled_from(MEMBERS),
         st.integers(1, 3),
         st.one_of(st.sampled_from([-60, -59, -30, -29, -1, 0, 1]), st.integers(-70, 5)),  # days from the rolled day
     ),
     st.tuples(st.just("refund"), st.integers(0, 20), st.integers(0, 1), st.integers(1, 2)),
     st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
     st.tuples(st.just("roll"), st.one_of(st.integers(0, 2), st.integers(0, 16)), st.just(0), st.just(0)),
+    # a build begun (more than 14 days ahead, or back) and left to the chunks, which come one by one between
+    # the pushes; a check-in is a push too
+    st.tuples(st.just("build"), st.sampled_from([15, 20, 40, -3, -20]), st.just(0), st.just(0)),
+    st.tuples(st.just("chunk"), st.integers(1, 2), st.just(0), st.just(0)),
+    st.tuples(st.just("chunk"), st.just(1), st.just(0), st.just(0)),
+    st.tuples(st.just("checkin"), st.sampled_from(MEMBERS), st.integers(-40, 2), st.just(0)),
 )
 
 
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(dated, min_size=1, max_size=24))
+@given(st.lists(dated, min_size=1, max_size=24), st.integers(1, 2))
 def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
-    fresh_url: Callable[[], str], steps: list[tuple[Any, ...]]
+    fresh_url: Callable[[], str], steps: list[tuple[Any, ...]], chunk: int
 ) -> None:
     """Sales on days before and after the rolled day (often on a window's first day or the day before it),
-    refunds and voids of any of them, and rolls of 0 to 16 days (up to 14 day by day, more built): the
-    windows are always what building them gives."""
+    refunds, voids and check-ins of any of them, and rolls of 0 to 16 days (up to 14 day by day, more
+    built): the windows are always what building them gives. Builds run a chunk of 1 or 2 members a
+    transaction, and pushes come between the chunks: once the build ends, the windows are what one build
+    from scratch gives; while it runs, no day is rolled (segments read the daily rows)."""
     hq = HqStore(fresh_url())
     try:
-        hq.upsert_member("M-1", "Aiko", "basic", 0)
-        hq.upsert_member("M-2", "Ben", "basic", 0)
-        till = Till(hq, "T1")
+        for member in MEMBERS:
+            hq.upsert_member(member, member, "basic", 0)
+        till, door = Till(hq, "T1"), Till(hq, "T2")
         rolled = date(2026, 3, 5)
-        roll(hq, rolled.isoformat())
+        roll(hq, rolled.isoformat(), chunk=chunk)
         sales: list[tuple[str, str]] = []
         for kind, a, b, c in steps:
             if kind == "roll":
                 rolled += timedelta(days=a)
-                roll(hq, rolled.isoformat())
+                roll(hq, rolled.isoformat(), chunk=chunk)
+            elif kind == "build":
+                rolled += timedelta(days=a)
+                hq.db.transact(lambda tx, day=rolled: stats.roll(tx, day, back=True))
+                assert state(hq).building == rolled
+            elif kind == "chunk":
+                for _ in range(a):
+                    hq.db.transact(lambda tx: stats.build_chunk(tx, chunk))
+            elif kind == "checkin":
+                made = (rolled + timedelta(days=b)).isoformat()
+                e = door.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"})
+                hq.ingest("T2", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
             elif kind == "sale":
                 made = (rolled + timedelta(days=c)).isoformat()  # on the edges of windows, before and after
                 e = till.entry("sale", entries.sale(a, 100 * b, lines=lines(("x", b, 100))))
@@ -462,9 +484,18 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
                     else entries.refund(txn, member, returned=[(0, c)])
                 )
                 hq.ingest("T1", [till.entry(kind, body)])
+            held = state(hq)
+            assert held.day is None if held.building is not None else held.day == rolled
+        roll(hq, rolled.isoformat(), chunk=chunk)  # a build under way is finished
+        assert state(hq) == stats.WindowsState(rolled)
         assert snapshot(hq) == rebuilt(hq)
     finally:
         hq.close()
+
+
+def state(hq: HqStore) -> stats.WindowsState:
+    with hq.db.read() as tx:
+        return stats.windows_state(tx)
 
 
 @pytest.mark.slow
@@ -528,3 +559,181 @@ def test_a_roll_that_dies_halfway_leaves_the_windows_as_they_were(hq: HqStore, m
         assert stats.windows_day(tx) == date(2026, 1, 5)
     monkeypatch.setattr(stats, "_step", real_step)
     assert roll(hq, "2026-01-08") == 3 and snapshot(hq) == rebuilt(hq)
+
+
+# -- builds in chunks -----------------------------------------------------------------------------------
+
+
+def many_members(hq: HqStore, count: int) -> Till:
+    """``count`` members with sales on days across a year before 2026-03-05 (and one after it)."""
+    till = Till(hq, "T1")
+    for n in range(count):
+        member = f"M-{n:03d}"
+        hq.upsert_member(member, member, "basic", 0)
+        for age in (n % 7, 29 + n % 3, 89 + n % 5, 200, 364, 400, -1):
+            made = (date(2026, 3, 5) - timedelta(days=age)).isoformat()
+            body = entries.sale(member, 100 + n, lines=lines((f"c{n % 3}", 1, 100 + n)))
+            e = till.entry("sale", body)
+            hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+    return till
+
+
+def dated_sale(till: Till, member: str, day: date, amount: int = 250) -> str:
+    e = till.entry("sale", entries.sale(member, amount, lines=lines(("x", 1, amount))))
+    till.hq.ingest(till.terminal_id, [e.model_copy(update={"created_at": f"{day.isoformat()}T10:00:00.000Z"})])
+    return e.txn_id
+
+
+def test_a_build_stopped_between_chunks_or_inside_one_is_finished_by_the_next_roll(
+    hq: HqStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build (a process killed between its chunks, or a chunk that fails halfway) leaves its cursor where
+    the last chunk that committed put it, no day rolled; pushes meanwhile add to the windows as of the build's
+    day (those of members beyond the cursor are set again by their chunk); the next roll to that day goes on
+    from the cursor, one to another day builds again, and either ends as one build from scratch."""
+    till = many_members(hq, 10)
+    day = date(2026, 3, 5)
+    hq.db.transact(lambda tx: stats.roll(tx, day))  # begun: the process then stops between chunks
+    assert state(hq) == stats.WindowsState(None, day, None)
+    for _ in range(2):
+        assert hq.db.transact(lambda tx: stats.build_chunk(tx, 3)) == "more"
+    assert state(hq) == stats.WindowsState(None, day, "M-005")
+    for member in ("M-001", "M-005", "M-006", "M-009", "M-100"):  # built, the last built, not yet, a new one
+        dated_sale(till, member, day - timedelta(days=3))
+    refund = entries.refund(f"T1-{till.seq}", "M-100", money_back=100, returned=[(0, 1)])
+    till.push("void", entries.refund("T1-1", "M-000", void=True))
+    till.push("refund", refund)
+    real, calls = stats.build_windows, []
+
+    def dying(tx: Tx, rolled: date, members: stats.Members = stats.EVERY_MEMBER) -> int:
+        calls.append(members)
+        real(tx, rolled, members)
+        raise OSError("No space left on device")  # after the chunk's rows were written: all rolled back
+
+    monkeypatch.setattr(stats, "build_windows", dying)
+    with pytest.raises(OSError):
+        roll(hq, day.isoformat(), chunk=3)
+    assert calls == [stats.Members(after="M-005", upto="M-008")]
+    assert state(hq) == stats.WindowsState(None, day, "M-005")
+    monkeypatch.setattr(stats, "build_windows", real)
+    dated_sale(till, "M-007", day)
+    assert roll(hq, day.isoformat(), chunk=3) == 1 and state(hq) == stats.WindowsState(day)
+    assert snapshot(hq) == rebuilt(hq)
+    # Stopped again, then a roll to a later day: a new build as of that day, from the first member.
+    later = day + timedelta(days=30)
+    hq.db.transact(lambda tx: stats.roll(tx, later))
+    hq.db.transact(lambda tx: stats.build_chunk(tx, 4))
+    dated_sale(till, "M-002", later)
+    dated_sale(till, "M-008", later)
+    assert roll(hq, (later + timedelta(days=1)).isoformat(), chunk=4) == 1
+    assert state(hq) == stats.WindowsState(later + timedelta(days=1))
+    assert snapshot(hq) == rebuilt(hq)
+
+
+def test_a_merge_across_the_cursor_of_a_build_keeps_the_windows_exact(hq: HqStore) -> None:
+    """During a build, members merge: a built winner takes the windows of a loser not built yet from the
+    daily rows; a winner not built yet is built by its chunk; both check in at one store the same day."""
+    many_members(hq, 9)
+    day = date(2026, 3, 5)
+    hq.db.transact(lambda tx: stats.roll(tx, day))
+    hq.db.transact(lambda tx: stats.build_chunk(tx, 4))  # M-000 .. M-003 built
+    door = Till(hq, "T9", "S3")
+    for member in ("M-001", "M-007"):
+        door.push("checkin", {"member_id": member, "store_id": "S3", "reader": "door"}, day=1)
+    hq.db.transact(lambda tx: merge(tx, "M-007", "M-001"))  # into a built member
+    hq.db.transact(lambda tx: merge(tx, "M-002", "M-008"))  # into one not built
+    hq.db.transact(lambda tx: merge(tx, "M-003", "M-000"))  # both built
+    assert state(hq).built_to == "M-003"
+    assert roll(hq, day.isoformat(), chunk=4) == 1
+    assert snapshot(hq) == rebuilt(hq)
+
+
+@pytest.mark.slow
+def test_a_push_during_a_build_on_postgres_waits_for_a_chunk_not_the_build(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build stops before its third chunk until a push of another connection has committed: the push
+    never waits for the rest of the build (were the build one transaction, the push would wait for the lock
+    it holds and the build for the push, and the build gives up waiting). Then the pushes of a thread
+    race the chunks of another build. Both end as one build from scratch."""
+    import threading
+
+    hq = HqStore(pg_url)
+    try:
+        till = many_members(hq, 12)
+        day = date(2026, 3, 5)
+        chunks, first_two, pushed, waited = [], threading.Event(), threading.Event(), []
+        real = stats.build_chunk
+
+        def held(tx: Tx, size: int = stats.BUILD_CHUNK) -> stats.BuildStep:
+            chunks.append(size)
+            if len(chunks) == 3:  # two chunks committed; this one has not taken the lock yet
+                first_two.set()
+                waited.append(pushed.wait(timeout=60))
+            return real(tx, size)
+
+        monkeypatch.setattr(stats, "build_chunk", held)
+        builder = threading.Thread(target=roll, args=(hq, day.isoformat()), kwargs={"chunk": 2})
+        builder.start()
+        assert first_two.wait(timeout=120)
+        for member in ("M-000", "M-003", "M-004", "M-011"):  # built, the cursor, beyond it
+            dated_sale(till, member, day - timedelta(days=1))
+        till.push("void", entries.refund("T1-2", "M-000", void=True))
+        pushed.set()
+        builder.join(timeout=300)
+        assert not builder.is_alive() and waited == [True] and len(chunks) == 7
+        assert state(hq) == stats.WindowsState(day) and snapshot(hq) == rebuilt(hq)
+        monkeypatch.setattr(stats, "build_chunk", real)
+
+        # A thread pushes sales of members on both sides of the cursor while another builds, a member a chunk.
+        started, done, errors = threading.Event(), threading.Event(), []
+
+        def push() -> None:
+            try:
+                n = 0
+                while not done.is_set() or n < 20:
+                    dated_sale(till, f"M-{n % 13:03d}", day + timedelta(days=30 - n % 3), 100 + n)
+                    n += 1
+                    started.set()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                started.set()
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        assert started.wait(timeout=120)
+        roll(hq, (day + timedelta(days=30)).isoformat(), chunk=1)
+        done.set()
+        pusher.join(timeout=300)
+        assert not pusher.is_alive() and errors == []
+        assert snapshot(hq) == rebuilt(hq)
+    finally:
+        hq.close()
+
+
+def test_a_head_office_migrated_to_chunked_builds_keeps_its_rolled_day(hq_url: str) -> None:
+    """A head office whose windows were rolled before m030_windows_build: the day stands, no build is under
+    way, and the next roll steps from it."""
+    from hq.db.schema import MIGRATIONS, migrate, open_db
+
+    names = [name for name, _ in MIGRATIONS]
+    before = names.index("m030_windows_build")
+    if not hq_url.startswith("postgres"):
+        Path(hq_url).parent.mkdir(parents=True, exist_ok=True)
+    db = open_db(hq_url)
+    try:
+        with db.write() as tx:
+            tx.run("CREATE TABLE hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, statements in MIGRATIONS[:before]:
+            with db.write() as tx:
+                for statement in statements:
+                    tx.run(statement)
+                tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
+        with db.write() as tx:
+            tx.run("UPDATE stats_windows SET day = '2026-03-05' WHERE id = 1")
+        assert migrate(db, backup=False) == ["m030_windows_build"]
+        with db.read() as tx:
+            assert stats.windows_state(tx) == stats.WindowsState(date(2026, 3, 5))
+        assert stats.roll_windows(db, date(2026, 3, 7)) == 2
+    finally:
+        db.close()

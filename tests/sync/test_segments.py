@@ -326,7 +326,7 @@ def test_segments_are_stored_as_canonical_definitions(store: HqStore) -> None:
 
 
 def roll(store: HqStore, day: date) -> int:
-    return store.db.transact(lambda tx: stats.roll(tx, day))
+    return stats.roll_windows(store.db, day)
 
 
 @pytest.fixture
@@ -371,6 +371,27 @@ def test_a_rolled_window_is_read_only_on_the_day_it_is_rolled_to(store: HqStore)
         assert column in rolled_sql
     assert "member_days d WHERE d.day >= ?" in rolled_sql  # the 45 days
     assert "member_totals" not in sql(date.fromordinal(AS_OF.toordinal() - 1))  # another day
+
+
+def test_segments_during_a_build_read_the_daily_rows_and_give_the_oracles_members(
+    store: HqStore, population: Population
+) -> None:
+    """A build of the windows as of the reference day is under way, some 80 members built (the
+    others' windows still as of 20 days before): no day is rolled, so every condition reads the daily rows
+    and gives the oracle's members; once the build ends, through the windows, the same."""
+    roll(store, date.fromordinal(AS_OF.toordinal() - 20))
+    store.db.transact(lambda tx: stats.roll(tx, AS_OF))  # 20 days: a build, begun
+    assert store.db.transact(lambda tx: stats.build_chunk(tx, 80)) == "more"
+    with store.db.read() as tx:
+        held = stats.windows_state(tx)
+    assert (held.day, held.building) == (None, AS_OF) and "M-0050" < str(held.built_to) < "M-0200"
+    for where in CONDITIONS:
+        assert found(store, where) == oracle(population, where, AS_OF), where
+        with store.db.read() as tx:
+            assert "member_totals" not in segments.compiled_in(tx, segment(where), AS_OF).sql
+    assert roll(store, AS_OF) == 1
+    for where in CONDITIONS:
+        assert found(store, where) == oracle(population, where, AS_OF), where
 
 
 @pytest.fixture(scope="module")
