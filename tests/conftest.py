@@ -1,3 +1,5 @@
+import os
+import zlib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -24,6 +26,11 @@ the fast loop (README: the pure core and the unit tests, under a minute)."""
 HQ_PROCESSES = {"hq", "module_hq", "hq_proc", "chain", "tills"}  # fixtures that start a head-office process
 
 
+ENGINES = ("sqlite", "postgres")
+BOTH_ENGINES = "TILLPOINT_TEST_ENGINES"
+"""Set to ``both`` to run every browser and end-to-end scenario on both head-office engines."""
+
+
 @cache
 def _drives_a_browser(path: Path) -> bool:
     return "chromium()" in path.read_text(encoding="utf-8")
@@ -45,3 +52,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker("pcsc")
         if _drives_a_browser(path):
             item.add_marker("browser")
+    _one_engine_per_scenario(config, items)
+
+
+def _engine_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    engines = [v for v in callspec.params.values() if v in ENGINES] if callspec is not None else []
+    return engines[0] if len(engines) == 1 else None
+
+
+def _one_engine_per_scenario(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A browser or end-to-end scenario runs on one head-office engine, the same one on every run, picked from
+    its name so each module's scenarios share out between SQLite and PostgreSQL; the store, API and parity tests
+    underneath them run on both. ``TILLPOINT_TEST_ENGINES=both`` runs every scenario on both."""
+    if os.environ.get(BOTH_ENGINES, "") == "both":
+        return
+    dropped: list[pytest.Item] = []
+    kept: list[pytest.Item] = []
+    for item in items:
+        engine = _engine_of(item)
+        if engine is not None and (item.get_closest_marker("browser") or item.get_closest_marker("e2e")):
+            scenario = item.nodeid.replace(engine, "")
+            if engine != ENGINES[zlib.crc32(scenario.encode()) % len(ENGINES)]:
+                dropped.append(item)
+                continue
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
