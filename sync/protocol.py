@@ -365,6 +365,8 @@ class Reason(StrEnum):
     """A gift card payment whose tap does not verify, or whose SUN read counter the chain had used already."""
     GIFT_CARD_OVERSPENT = "gift_card_overspent"
     """A gift card paid (offline) beyond its balance, or while head office held it blocked: stored, flagged."""
+    GIFT_TAKINGS_MISMATCH = "gift_takings_mismatch"
+    """End of day: what the till says it took for gift cards sold and loaded is not what head office put on them."""
     # The rewards catalogue (hq/rewards.py, docs/rewards.md): each quarantines the entry.
     REWARD_INVALID = "reward_invalid"
     """A sale took a reward the catalogue does not hold, or at other than its price in points."""

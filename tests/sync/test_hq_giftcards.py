@@ -17,7 +17,7 @@ from hq.errors import Refused
 from hq.ingest import Settings
 from hq.policy import CardKeys
 from hq.store import HqStore
-from sync.protocol import ErrorCode, GiftConfirmRequest, ReconItem, SecureTap, WireEntry
+from sync.protocol import EodReport, ErrorCode, GiftConfirmRequest, ReconItem, SecureTap, WireEntry, day_totals
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash
 from terminal.topups import TopupPolicy
@@ -51,6 +51,8 @@ class Chain:
         keys = CardKeys(MASTER, lambda uid: card_uid_hash(CARD_KEY, uid))
         self.store = HqStore(url, Settings(card_keys=keys), clock=lambda: iso(self.clock))
         self.seqs: dict[str, int] = {}
+        self.sent: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        """Each till's entries as it sent them (what its end of day declares)."""
         for terminal, shop in (("T1", "S1"), ("T2", "S2"), ("T3", "S3")):
             self.store.add_terminal(terminal, shop, terminal.lower())
             self.seqs[terminal] = 0
@@ -71,6 +73,7 @@ class Chain:
         entry = WireEntry(
             terminal_id=terminal, seq=seq, txn_id=txn, kind=kind, payload=payload, created_at=iso(self.clock)
         )
+        self.sent.setdefault(terminal, []).append((kind, payload))
         self.store.ingest(terminal, [entry], clock=iso(self.clock))
         return txn
 
@@ -158,6 +161,12 @@ def test_selling_and_loading_share_the_tills_stored_value_policy(chain: Chain) -
         ("T1-3", "topup_limit_member_day"),
         ("T1-topup", "topup_limit_day"),
     }
+    # The till's end of day declares what it took for the cards; head office loaded less (two entries held).
+    declared = day_totals(chain.sent["T1"])  # the top-up is not among them: its own check is elsewhere
+    result = chain.store.eod(EodReport(terminal_id="T1", day="2026-12-01", first_seq=1, last_seq=4, totals=declared))
+    assert "gift cards sold and loaded: terminal 35001, head office 19000" in result.mismatches
+    [takings] = [i for i in chain.store.items(terminal_id="T1") if i.reason.value == "gift_takings_mismatch"]
+    assert takings.detail["not_loaded"] == [over_one, "T1-3"]
     disabled = Card(bytes.fromhex("04000000000003"))
     sold = chain.sell("T3", disabled, 100)  # a till head office never enabled makes no value
     assert [(i.txn_id, i.detail["code"]) for i in chain.held("T3")] == [(sold, "topup_not_enabled")]
