@@ -39,6 +39,7 @@ from hq.recompute import differences, refund_claw
 from sync.protocol import (
     AnyPayload,
     EntryKind,
+    GiftPayload,
     PayloadError,
     Proof,
     Reason,
@@ -158,6 +159,8 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
         )
     if isinstance(payload, TopupVoidPayload):
         return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn)
+    if isinstance(payload, GiftPayload):  # a gift card's hash is no member's card
+        return Facts(None, None, 0, 0, v.total, original_txn=getattr(payload, "original_txn", None))
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 

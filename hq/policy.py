@@ -101,10 +101,19 @@ MAY_PRODUCE: dict[Actor, dict[EntryKind, Allowed]] = {
         EntryKind.VOUCHER_SALE: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.VOUCHER_REDEEM: Allowed(Sign.ZERO, Sign.ZERO),
         EntryKind.VOUCHER_REFUND: Allowed(Sign.ZERO, Sign.ZERO),
+        # Gift card value is the card's, never a member's (hq/giftcards.py bounds it).
+        EntryKind.GIFT_ACTIVATE: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_LOAD: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_REDEEM: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_REFUND: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_BLOCK: Allowed(Sign.ZERO, Sign.ZERO),
     },
     Actor.ADMIN: {
         EntryKind.TOPUP: Allowed(Sign.ZERO, Sign.POSITIVE),
         EntryKind.ADJUST: Allowed(Sign.ANY, Sign.ANY),
+        EntryKind.GIFT_UNBLOCK: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_CLEAR: Allowed(Sign.ZERO, Sign.ZERO),
+        EntryKind.GIFT_IMPORT: Allowed(Sign.ZERO, Sign.ZERO),
     },
     Actor.MEMBER_APP: {},
     Actor.HEAD_OFFICE: {},
@@ -305,6 +314,12 @@ def check_card_tap(
         return ProofLevel.ATTESTED_CARD, Breach(
             Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash, "problem": "a SUN card claimed as a MAC read"}
         )
+    return verify_tap(tap, keys)
+
+
+def verify_tap(tap: SecureTap, keys: CardKeys) -> tuple[ProofLevel, Breach | None]:
+    """A secure tap's own proof: its SUN message genuine and of this card and read, when head office holds the
+    keys (a Lite-S MAC read, or a SUN tap without the keys, is attested by the till alone)."""
     if tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None:
         return ProofLevel.ATTESTED_CARD, None
     assert tap.counter is not None

@@ -6,7 +6,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
     terminal row (FOR UPDATE) -> dedupe -> typed payloads -> enrolments -> policy, members, cards
     -> merged and erased members -> prices -> proofs -> refunds against their sales
     -> top-ups against the till's policy (hq.topups) -> vouchers against the till's stock and their one use
-    (hq.vouchers) -> rewards against the catalogue (hq.rewards) -> journal rows
+    (hq.vouchers) -> gift cards against the policy, their proofs and balances (hq.giftcards) -> rewards against the catalogue (hq.rewards) -> journal rows
     -> sales -> receipts (hq.receipts) -> member balances -> ledger (hq.ledger) -> coupon counters -> reversals
     -> rewards taken and given back (hq.rewards)
     -> member statistics (hq.stats)
@@ -16,7 +16,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
 from __future__ import annotations
 
-from hq import ledger, members, receipts, rewards, topups, vouchers
+from hq import giftcards, ledger, members, receipts, rewards, topups, vouchers
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -80,6 +80,7 @@ def ingest(
     check_reversals(tx, batch)
     topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
     sold_or_used = vouchers.check(tx, batch)  # the vouchers whose state every till must learn
+    gift_cards = giftcards.check(tx, batch)  # gift cards: sold and loaded within the policy, paid on a proof
     rewards.check(tx, batch)  # rewards of the catalogue at its price, within the till's allocation
     store_journal(tx, batch)
     record_sales(tx, batch)
@@ -99,6 +100,7 @@ def ingest(
     bump_versions(tx, "coupons", "coupon_id", batch.touched_coupons)
     bump_versions(tx, "cards", "uid_hash", batch.touched_cards)
     vouchers.bump(tx, sold_or_used)
+    giftcards.bump(tx, gift_cards)
     acked, gaps = advance(tx, terminal_id, watermark)
     tx.run(
         "UPDATE terminals SET last_seen = ?, clock_offset = COALESCE(?, clock_offset) WHERE terminal_id = ?",

@@ -3,7 +3,8 @@
     held(tx)                        every entry held in quarantine, with the items that hold it
     release(tx, txn_id, by, note)   apply it now: its points and stored value go to the member (or wait
                                     for the member, like any entry naming one head office does not
-                                    know yet); a refund counts against its sale and gives its coupons back
+                                    know yet); a refund counts against its sale and gives its coupons back;
+                                    a gift card entry moves its card's value
     reject(tx, txn_id, by, note)    it never applies
 
 Either way its quarantine items are settled by hand with who and why, and the decision is kept
@@ -15,10 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hq import giftcards
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import Effect, apply_held, bump_versions
-from sync.protocol import PayloadError, parse_payload
+from sync.protocol import GiftPayload, PayloadError, parse_payload
 
 
 class NotQuarantined(HqError):
@@ -79,6 +81,11 @@ def release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
         raise ValueError(f"transaction {txn_id} cannot be applied: {exc}") from exc
     _decide(tx, txn_id, "released", by, note, now)
     new, coupons = apply_held(tx, txn_id, payload, member_id, int(points), int(value))
+    if isinstance(payload, GiftPayload):  # a gift card's value is its own: it moves now
+        row = tx.one("SELECT terminal_id, store_id, day FROM journal WHERE txn_id = ?", [txn_id])
+        assert row is not None
+        where = {"terminal": str(row[0]), "store": str(row[1]), "day": str(row[2]), "at": now}
+        giftcards.bump(tx, giftcards.released(tx, txn_id, payload, str(kind), where))
     bump_versions(tx, "coupons", "coupon_id", coupons)
     if new is Effect.APPLIED:
         bump_versions(tx, "members", "member_id", [str(member_id)])

@@ -121,6 +121,7 @@ def check_day(tx: Tx, terminal_id: str, day: str, now: str) -> EodResult:
     differ = mismatches(reported, held)
     if not missing:
         differ += check_topups(tx, terminal_id, day, (first, last), reported, now)
+        differ += check_gift_sales(tx, terminal_id, day, (first, last), reported, now)
     status: Literal["complete", "incomplete"] = "complete" if not missing and not differ else "incomplete"
     tx.run(
         "UPDATE eod_reports SET status = ?, missing = ?, mismatches = ?, checked_at = ? WHERE terminal_id = ? "
@@ -155,6 +156,36 @@ def check_topups(
     item = Item(f"topups:{terminal_id}:{day}", None, None, day, Reason.TOPUP_TAKINGS_MISMATCH, detail)
     save_items(tx, str(store[0]) if store else "", terminal_id, [item], now)
     return [f"top-ups credited: terminal {declared}, head office {credited}"]
+
+
+GIFT_SALES = (EntryKind.GIFT_ACTIVATE.value, EntryKind.GIFT_LOAD.value)
+
+
+def check_gift_sales(
+    tx: Tx, terminal_id: str, day: str, seqs: tuple[int, int], reported: dict[str, KindTotals], now: str
+) -> list[str]:
+    """What the till says it took for gift cards that day (cards sold and loaded) against what head office
+    put on the cards: a difference (an entry quarantined) is named and raises a ``gift_takings_mismatch`` item,
+    one per till and day (docs/giftcards.md)."""
+    declared = sum(reported.get(kind, KindTotals()).total for kind in GIFT_SALES)
+    rows = tx.all(
+        "SELECT txn_id, total, effect FROM journal WHERE terminal_id = ? AND seq >= ? AND seq <= ? "
+        "AND kind IN (?, ?) ORDER BY seq",
+        [terminal_id, *seqs, *GIFT_SALES],
+    )
+    standing = {Effect.APPLIED.value, Effect.NONE.value}
+    loaded = sum(int(r[1]) for r in rows if r[2] in standing)
+    if declared == loaded:
+        return []
+    store = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
+    detail = {
+        "declared": declared,
+        "loaded": loaded,
+        "not_loaded": [str(r[0]) for r in rows if r[2] not in standing][:100],
+    }
+    item = Item(f"gifts:{terminal_id}:{day}", None, None, day, Reason.GIFT_TAKINGS_MISMATCH, detail)
+    save_items(tx, str(store[0]) if store else "", terminal_id, [item], now)
+    return [f"gift cards sold and loaded: terminal {declared}, head office {loaded}"]
 
 
 def recheck_days(tx: Tx, terminal_id: str, acked_seq: int, now: str) -> None:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hq import (
     audit,
     businessday,
+    giftcards,
     ledger,
     merchants,
     pools,
@@ -75,6 +76,7 @@ from sync.protocol import (
     EodReport,
     EodResult,
     ErrorCode,
+    GiftConfirmRequest,
     GroupPage,
     JournalState,
     PushResponse,
@@ -88,6 +90,8 @@ from sync.protocol import (
     WireCoupon,
     WireDeviceCert,
     WireEntry,
+    WireGiftCard,
+    WireGiftTerms,
     WireKey,
     WireMember,
     WireRevocation,
@@ -99,6 +103,7 @@ from sync.protocol import (
     parse_time,
 )
 from terminal import b64url
+from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
 from terminal.rewards import Reward
 from terminal.topups import TopupPolicy
@@ -189,6 +194,10 @@ def _voucher(r: Sequence[Any]) -> WireVoucher:
     return WireVoucher(voucher_id=r[0], body=json.loads(r[1]))
 
 
+def _gift_card(r: Sequence[Any]) -> WireGiftCard:
+    return WireGiftCard(card_id=r[0], body=json.loads(r[1]))
+
+
 # (page attribute, table, key column, tombstone kind, row -> wire model)
 FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("members", "members", "member_id", "member", _member),
@@ -200,6 +209,7 @@ FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("revocations", "revocations", "revocation_id", "revocation", _revocation),
     ("device_certs", "device_certs", "cert_id", "device_cert", _device_cert),
     ("vouchers", "voucher_states", "voucher_id", "voucher", _voucher),
+    ("gift_cards", "gift_cards", "card_id", "gift_card", _gift_card),
 )
 FEED_BY_KIND = {spec[0]: spec for spec in FEED}
 TABLE_OF_TOMBSTONE = {spec[3]: spec for spec in FEED}
@@ -790,6 +800,39 @@ class HqStore:
     def vouchers(self, terminal_id: str | None = None) -> list[dict[str, Any]]:
         with self.db.read() as tx:
             return vouchers.listing(tx, terminal_id)
+
+    # -- gift cards (hq/giftcards.py, docs/giftcards.md) ---------------------------------------------
+
+    def gift_terms(self) -> WireGiftTerms:
+        with self.db.read() as tx:
+            return giftcards.wire_terms(tx)
+
+    def put_gift_terms(self, wanted: gc.Terms, by: str) -> gc.Terms:
+        return self.db.transact(lambda tx: giftcards.put_terms(tx, wanted, by, self.now()))
+
+    def confirm_gift(self, terminal_id: str, request: GiftConfirmRequest) -> dict[str, Any]:
+        """Record a gift card payment before a till approves it (``hq.errors.Refused`` when it may not)."""
+        try:
+            return self.db.transact(lambda tx: giftcards.confirm(tx, self.settings, terminal_id, request, self.now()))
+        except IntegrityFailed as exc:  # the same card message confirmed by another till at this very moment
+            raise Refused(ErrorCode.REPLAYED_CARD, "this card message was already used in the chain") from exc
+
+    def gift_card(self, card_id: str) -> dict[str, Any]:
+        with self.db.read() as tx:
+            return giftcards.report(tx, card_id)
+
+    def gift_cards(self, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.db.read() as tx:
+            return giftcards.listing(tx, limit)
+
+    def unblock_gift_card(self, card_id: str, by: str, reason: str) -> gc.GiftCard:
+        return self.db.transact(lambda tx: giftcards.unblock(tx, card_id, by, reason, self.now()))
+
+    def clear_gift_card(self, card_id: str, by: str, reason: str) -> gc.GiftCard:
+        return self.db.transact(lambda tx: giftcards.clear(tx, card_id, by, reason, self.now()))
+
+    def import_gift_card(self, uid_hash: str, amount: int, by: str, source: str) -> gc.GiftCard:
+        return self.db.transact(lambda tx: giftcards.import_card(tx, uid_hash, amount, by, source, self.now()))
 
     # -- journal --------------------------------------------------------------------------------
 

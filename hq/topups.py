@@ -29,7 +29,17 @@ from terminal import topups as tp
 from terminal.errors import Code
 
 KINDS = (EntryKind.TILL_TOPUP.value, EntryKind.TOPUP_VOID.value)
+GIFT_SALES = (EntryKind.GIFT_ACTIVATE.value, EntryKind.GIFT_LOAD.value)
+SOLD = (*KINDS, *GIFT_SALES)
+"""Every kind of stored value a till sells: top-ups (less their voids) and gift cards sold or loaded (hq/giftcards.py)
+share the till's ``per_day`` and the bound of what head office received in a day."""
+_SOLD_VALUE = f"CASE WHEN kind IN ('{GIFT_SALES[0]}', '{GIFT_SALES[1]}') THEN total ELSE stored_value END"
 _NOT_APPLIED = sorted(e.value for e in NOT_APPLIED)
+
+
+def sold_value(batch: Batch, j: int) -> int:
+    """What entry ``j`` of the batch sold in stored value (a void: less than zero)."""
+    return batch.facts[j].total if batch.entries[j].kind in GIFT_SALES else batch.facts[j].stored_value
 
 
 def policy(tx: Tx, terminal_id: str) -> tp.TopupPolicy:
@@ -98,7 +108,7 @@ def _over_limit(tx: Tx, batch: Batch, i: int, topup: TillTopupPayload, held: tp.
     member_id = batch.facts[i].member_id or topup.member_id  # credited to: an id merged into one counts as it
     tally = _tally(tx, batch, i, member_id)
     code = tp.over_limit(topup.amount, held, tally)
-    received = _received_today(tx, batch, i)
+    received = received_today(tx, batch, i)
     if code is None and received + topup.amount > held.per_day + held.offline_total:
         code = Code.TOPUP_LIMIT_DAY  # dated on other days by the till's clock, received today by head office's
     if code is None:
@@ -122,34 +132,35 @@ def _tally(tx: Tx, batch: Batch, i: int, member_id: str) -> tp.Tally:
     journal's applied top-ups less their voids, and the batch's entries before ``i``."""
     day = batch.days[i]
     row = tx.one(
-        "SELECT COALESCE(SUM(stored_value), 0), COALESCE(SUM(CASE WHEN member_id = ? THEN stored_value ELSE 0 END), 0) "
-        "FROM journal WHERE terminal_id = ? AND day = ? AND kind IN (?, ?) AND effect NOT IN (?, ?, ?)",
-        [member_id, batch.terminal_id, day, *KINDS, *_NOT_APPLIED],
+        f"SELECT COALESCE(SUM({_SOLD_VALUE}), 0), COALESCE(SUM(CASE WHEN member_id = ? THEN stored_value ELSE 0 END), "
+        "0) FROM journal WHERE terminal_id = ? AND day = ? AND kind IN (?, ?, ?, ?) AND effect NOT IN (?, ?, ?)",
+        [member_id, batch.terminal_id, day, *SOLD, *_NOT_APPLIED],
     )
     till_day, member_day = (int(row[0]), int(row[1])) if row else (0, 0)
-    for j in _earlier(batch, i):
+    for j in earlier(batch, i):
         if batch.days[j] == day:
-            till_day += batch.facts[j].stored_value
+            till_day += sold_value(batch, j)
             member_day += batch.facts[j].stored_value if batch.facts[j].member_id == member_id else 0
     return tp.Tally(till_day, member_day)
 
 
-def _received_today(tx: Tx, batch: Batch, i: int) -> int:
+def received_today(tx: Tx, batch: Batch, i: int) -> int:
     """What head office credited this till in top-ups (less voids) among the entries it received on its own
     business day of this push, and the batch's entries before ``i``: a till's clock cannot spread them over
     other days. An honest till takes at most ``per_day`` a day online plus ``offline_total`` it took offline
     and had not sent yet, so that is the bound."""
     row = tx.one(
-        "SELECT COALESCE(SUM(stored_value), 0) FROM journal WHERE terminal_id = ? AND received_at >= ? "
-        "AND kind IN (?, ?) AND effect NOT IN (?, ?, ?)",
-        [batch.terminal_id, day_start(batch), *KINDS, *_NOT_APPLIED],
+        f"SELECT COALESCE(SUM({_SOLD_VALUE}), 0) FROM journal WHERE terminal_id = ? AND received_at >= ? "
+        "AND kind IN (?, ?, ?, ?) AND effect NOT IN (?, ?, ?)",
+        [batch.terminal_id, day_start(batch), *SOLD, *_NOT_APPLIED],
     )
     received = int(row[0]) if row else 0
-    return received + sum(batch.facts[j].stored_value for j in _earlier(batch, i))
+    return received + sum(sold_value(batch, j) for j in earlier(batch, i))
 
 
-def _earlier(batch: Batch, i: int) -> Sequence[int]:
-    return [j for j in range(i) if batch.entries[j].kind in KINDS and batch.effects[j] not in NOT_APPLIED]
+def earlier(batch: Batch, i: int) -> Sequence[int]:
+    """The entries before ``i`` that sold stored value and stand (in seq order: they count against the limits)."""
+    return [j for j in range(i) if batch.entries[j].kind in SOLD and batch.effects[j] not in NOT_APPLIED]
 
 
 def _bad_void(tx: Tx, batch: Batch, i: int, void: TopupVoidPayload) -> Breach | None:
@@ -181,7 +192,7 @@ def _void_problem(tx: Tx, batch: Batch, i: int, void: TopupVoidPayload) -> str |
 
 def _original(tx: Tx, batch: Batch, i: int, txn_id: str) -> tuple[str, int, str] | None:
     """(member, amount, day) of a credited top-up of this till: held, or earlier in the batch."""
-    for j in _earlier(batch, i):
+    for j in earlier(batch, i):
         payload = batch.payloads[j]
         if batch.entries[j].txn_id == txn_id and isinstance(payload, TillTopupPayload):
             return payload.member_id, payload.amount, batch.days[j]
@@ -194,7 +205,7 @@ def _original(tx: Tx, batch: Batch, i: int, txn_id: str) -> tuple[str, int, str]
 
 
 def _voided(tx: Tx, batch: Batch, i: int, txn_id: str) -> bool:
-    if any(batch.facts[j].original_txn == txn_id for j in _earlier(batch, i)):
+    if any(batch.facts[j].original_txn == txn_id for j in earlier(batch, i)):
         return True
     row = tx.one(
         "SELECT 1 FROM journal WHERE original_txn = ? AND kind = ? AND effect NOT IN (?, ?, ?)",

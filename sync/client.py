@@ -626,6 +626,8 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
         merchant_id=page.merchant_id,
         vouchers=[(v.voucher_id, _doc(v.body)) for v in page.vouchers],
+        gift_cards=[(g.card_id, _doc(g.body)) for g in page.gift_cards],
+        gift_terms=None if page.gift_terms is None else _doc(page.gift_terms.model_dump()),
         voucher_stock=None
         if page.voucher_stock is None
         else (page.voucher_stock.offline_total, page.voucher_stock.codes),

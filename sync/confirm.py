@@ -11,7 +11,9 @@ at once, not only flagged later. Errors are translated here::
     or protocol refusal it should not have given        -> False: the till applies its offline rules
 
 A voucher's use (``voucher_confirmer``, ``POST /v1/vouchers/confirm``) is confirmed the same way: head
-office records the voucher's one use (docs/stored-value.md, "Vouchers").
+office records the voucher's one use (docs/stored-value.md, "Vouchers"); and a gift card payment
+(``gift_confirmer``, ``POST /v1/giftcards/confirm``): head office checks the card, uses its tap's read
+counter and holds the amount back from its balance (docs/giftcards.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.client import HqRejected, SyncClient, SyncError
-from sync.protocol import ConfirmRequest, VoucherConfirmRequest
+from sync.protocol import ConfirmRequest, GiftConfirmRequest, VoucherConfirmRequest
 from terminal.errors import Code, Rejected
 
 log = logging.getLogger("tillpoint.sync")
@@ -75,6 +77,28 @@ def voucher_confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> C
         return VoucherConfirmRequest.model_validate(request).model_dump(mode="json")
 
     return _confirming(client, "/v1/vouchers/confirm", body, VOUCHER_REFUSALS, "voucher", timeout)
+
+
+GIFT_REFUSALS = frozenset(
+    {
+        Code.GIFT_CARD_UNKNOWN,
+        Code.GIFT_CARD_BLOCKED,
+        Code.GIFT_CARD_CLEARED,
+        Code.GIFT_CARD_EXPIRED,
+        Code.GIFT_CARD_INSUFFICIENT,
+        Code.REPLAYED_CARD,
+        Code.FORGED_CARD,
+    }
+)
+
+
+def gift_confirmer(client: SyncClient, timeout: float = CONFIRM_TIMEOUT) -> Callable[[dict[str, Any]], bool]:
+    """A ``Service.confirm_gift`` hook over the till's head-office client."""
+
+    def body(request: dict[str, Any]) -> dict[str, Any]:
+        return GiftConfirmRequest.model_validate(request).model_dump(mode="json", exclude_none=True)
+
+    return _confirming(client, "/v1/giftcards/confirm", body, GIFT_REFUSALS, "gift card", timeout)
 
 
 def _confirming(

@@ -51,6 +51,7 @@ SNAPSHOT_KINDS = (
     "revocations",
     "device_certs",
     "vouchers",
+    "gift_cards",
 )
 
 
@@ -151,6 +152,13 @@ class ErrorCode(StrEnum):
     VOUCHER_REFUNDED = "voucher_refunded"
     VOUCHER_OTHER_STORE = "voucher_other_store"
     VOUCHER_ISSUE_INVALID = "voucher_issue_invalid"
+    # gift cards (hq/giftcards.py, docs/giftcards.md): a refused confirmation carries the till's own code
+    GIFT_CARD_UNKNOWN = "gift_card_unknown"
+    GIFT_CARD_BLOCKED = "gift_card_blocked"
+    GIFT_CARD_CLEARED = "gift_card_cleared"
+    GIFT_CARD_EXPIRED = "gift_card_expired"
+    GIFT_CARD_INSUFFICIENT = "gift_card_insufficient"
+    GIFT_CARD_INVALID = "gift_card_invalid"
     # the rewards catalogue (hq/rewards.py, docs/rewards.md)
     REWARD_INVALID = "reward_invalid"
     REWARD_UNKNOWN = "reward_unknown"
@@ -259,6 +267,15 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.VOUCHER_REFUNDED: (409, "the voucher was refunded"),
     ErrorCode.VOUCHER_OTHER_STORE: (409, "a voucher is refunded only at the store that sold it"),
     ErrorCode.VOUCHER_ISSUE_INVALID: (422, "a voucher issue needs a count, a value and an expiry within bounds"),
+    ErrorCode.GIFT_CARD_UNKNOWN: (409, "head office holds no active gift card of this card"),
+    ErrorCode.GIFT_CARD_BLOCKED: (409, "the gift card is blocked"),
+    ErrorCode.GIFT_CARD_CLEARED: (409, "the gift card was cleared"),
+    ErrorCode.GIFT_CARD_EXPIRED: (409, "the gift card's value has expired"),
+    ErrorCode.GIFT_CARD_INSUFFICIENT: (409, "the gift card's balance does not cover the payment"),
+    ErrorCode.GIFT_CARD_INVALID: (
+        422,
+        "a gift card import or change needs a card hash, an amount and terms within bounds",
+    ),
     ErrorCode.REWARD_INVALID: (422, "a reward's document, or the partner codes given for it, are not valid"),
     ErrorCode.REWARD_UNKNOWN: (404, "no such reward in the catalogue, or it is not offered now"),
     ErrorCode.REWARD_SOLD_OUT: (409, "the reward's stock is all taken (or held by tills for their offline sales)"),
@@ -338,6 +355,18 @@ class Reason(StrEnum):
     """A redemption of a voucher head office holds no sale of: quarantined."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
     """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
+    # Gift cards (hq/giftcards.py, docs/giftcards.md): the first three quarantine the entry.
+    GIFT_CARD_INVALID = "gift_card_invalid"
+    """A gift card sold that is a member's card or an active or blocked gift card already; loaded or given back
+    while head office holds it blocked, cleared or unknown; a payment of a card head office does not hold."""
+    GIFT_REFUND_INVALID = "gift_refund_invalid"
+    """Value given back onto a gift card beyond what it paid at that till in that transaction."""
+    GIFT_PROOF_INVALID = "gift_proof_invalid"
+    """A gift card payment whose tap does not verify, or whose SUN read counter the chain had used already."""
+    GIFT_CARD_OVERSPENT = "gift_card_overspent"
+    """A gift card paid (offline) beyond its balance, or while head office held it blocked: stored, flagged."""
+    GIFT_TAKINGS_MISMATCH = "gift_takings_mismatch"
+    """End of day: what the till says it took for gift cards sold and loaded is not what head office put on them."""
     # The rewards catalogue (hq/rewards.py, docs/rewards.md): each quarantines the entry.
     REWARD_INVALID = "reward_invalid"
     """A sale took a reward the catalogue does not hold, or at other than its price in points."""
@@ -568,6 +597,23 @@ class WireVoucher(BaseModel):
     """{"voucher_id", "state", "kind", "value", "sku", "store_id", "expires_at"}"""
 
 
+class WireGiftCard(BaseModel):
+    """A gift card as head office holds it, chain-wide (hq/giftcards.py, docs/giftcards.md): every till knows
+    every card's state and balance, for a balance check and an offline payment."""
+
+    card_id: str
+    body: dict[str, Any]
+    """``terminal.giftcards.GiftCard.to_doc``: {"card_id", "uid_hash", "state", "balance", "expires_on",
+    "last_used_on"}"""
+
+
+class WireGiftTerms(BaseModel):
+    """The chain's gift card terms (``terminal.giftcards.Terms``)."""
+
+    expiry_days: int = Field(default=0, ge=0, le=36_500)
+    dormant_days: int = Field(default=0, ge=0, le=36_500)
+
+
 class WireVoucherStock(BaseModel):
     """This till's stock of vouchers to sell (their signed codes, issued by head office and not yet sold) and
     its offline total of voucher redemptions (minor units; 0: none offline)."""
@@ -577,7 +623,9 @@ class WireVoucherStock(BaseModel):
 
 
 class Tombstone(BaseModel):
-    kind: Literal["member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert", "voucher"]
+    kind: Literal[
+        "member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert", "voucher", "gift_card"
+    ]
     id: str
 
 
@@ -594,6 +642,7 @@ class ChangesPage(BaseModel):
     revocations: list[WireRevocation] = Field(default_factory=list)
     device_certs: list[WireDeviceCert] = Field(default_factory=list)
     vouchers: list[WireVoucher] = Field(default_factory=list)
+    gift_cards: list[WireGiftCard] = Field(default_factory=list)
     deleted: list[Tombstone] = Field(default_factory=list)
     allocations: list[WireAllocation] | None = None
     """This terminal's allocations of every open pool, whole, on every page (the rest of the feed is
@@ -606,6 +655,8 @@ class ChangesPage(BaseModel):
     keeps what it holds). The till refuses another merchant's coupons (``coupon_other_merchant``)."""
     voucher_stock: WireVoucherStock | None = None
     """This terminal's unsold voucher stock, whole, on every page (None: the till keeps what it holds)."""
+    gift_terms: WireGiftTerms | None = None
+    """The chain's gift card terms, on every page (None: an older head office; the till keeps what it holds)."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))
@@ -637,6 +688,7 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "revocations": ("revocation_id", "body", "sig"),
     "device_certs": ("cert_id", "member_id", "body"),
     "vouchers": ("voucher_id", "body"),
+    "gift_cards": ("card_id", "body"),
 }
 """Body columns travel as JSON text inside the row, so a page is parsed once, not per document."""
 
@@ -772,6 +824,22 @@ class EntryKind(StrEnum):
     """A voucher used to pay (amount) or for its product; once, chain-wide."""
     VOUCHER_REFUND = "voucher_refund"
     """A voucher refunded before use at the store that sold it: the POS paid its value back."""
+    GIFT_ACTIVATE = "gift_activate"
+    """A gift card sold: a secure card, tied to no member, loaded with what the POS took (docs/giftcards.md)."""
+    GIFT_LOAD = "gift_load"
+    """More value loaded onto an active gift card: the POS took it."""
+    GIFT_REDEEM = "gift_redeem"
+    """A gift card paid: its secure tap, the amount taken off its balance."""
+    GIFT_REFUND = "gift_refund"
+    """What a gift card paid at this till, given back onto the card (a sale refunded)."""
+    GIFT_BLOCK = "gift_block"
+    """A gift card blocked at the till (reported lost or stolen): no value moves."""
+    GIFT_UNBLOCK = "gift_unblock"
+    """Head office's own: a blocked gift card made usable again."""
+    GIFT_CLEAR = "gift_clear"
+    """Head office's own: a gift card's balance taken to zero (expired, or retired), with a reason."""
+    GIFT_IMPORT = "gift_import"
+    """Head office's own: a gift card of an earlier system, with the balance that system held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1113,6 +1181,102 @@ class VoucherRefundPayload(VoucherPayload):
         return Values(None, 0, 0, -self.amount)
 
 
+GiftCardId = Annotated[str, Strict(), Field(pattern=r"^G-[0-9a-f]{16}$")]
+"""A gift card's id: ``G-`` and the first 16 hex digits of its card's keyed hash (``terminal.giftcards.card_id``)."""
+
+
+class GiftPayload(Payload):
+    """What every gift card entry of a till names: the card (its id and keyed hash), the store, the till's
+    time. Gift card value is the card's own, never a member's: ``values`` moves no member's balance."""
+
+    card_id: GiftCardId
+    uid_hash: UidHash
+    store_id: Ident
+    local_time: Annotated[str, Strict(), Field(min_length=10, max_length=40)]
+    offline: Flag = False
+
+    @model_validator(mode="after")
+    def _same_card(self) -> GiftPayload:
+        _check_time(self.local_time)
+        if self.card_id != "G-" + self.uid_hash[:16]:
+            raise ValueError("card_id is not the card's")
+        return self
+
+
+class GiftActivatePayload(GiftPayload):
+    """A gift card sold with ``amount`` on it: the POS took it (it counts in the till's takings)."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    trust: Literal["sun", "mac"]
+
+    def values(self) -> Values:
+        return Values(None, 0, 0, self.amount)
+
+
+class GiftLoadPayload(GiftPayload):
+    """``amount`` loaded onto an active gift card: the POS took it."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+
+    def values(self) -> Values:
+        return Values(None, 0, 0, self.amount)
+
+
+class GiftRedeemPayload(GiftPayload):
+    """The card paid ``amount`` of the sale ``sale_ref`` the POS rang (several cards may pay one sale)."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    tap: SecureTap
+    sale_ref: Annotated[str, Strict(), Field(max_length=128)] = ""
+    confirmed: Flag = False
+    """Head office confirmed it online before the till approved it."""
+
+    @model_validator(mode="after")
+    def _tap_of_card(self) -> GiftRedeemPayload:
+        if self.tap.uid_hash != self.uid_hash:
+            raise ValueError("the tap is of another card")
+        return self
+
+
+class GiftRefundPayload(GiftPayload):
+    """``amount`` of what the card paid in ``original_txn`` (a ``gift_redeem`` of this till) goes back on it."""
+
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    original_txn: Ident
+
+
+class GiftBlockPayload(GiftPayload):
+    """The card blocked at the till: every till refuses it once it learns it; head office alone unblocks."""
+
+    reason: Text = ""
+
+
+class GiftAdminPayload(Payload):
+    """Head office's own change of a gift card (``gift_unblock``; ``gift_clear`` with the balance it took):
+    who asked and why are in the audit log."""
+
+    card_id: GiftCardId
+    reason: Text = ""
+    amount: Amount = 0
+    """``gift_clear``: the balance taken to zero."""
+
+
+class GiftImportPayload(Payload):
+    """Head office's own: a card of an earlier system brought in with the balance that system held."""
+
+    card_id: GiftCardId
+    uid_hash: UidHash
+    amount: Amount
+    source: Text = ""
+    """The earlier system's reference for the card."""
+
+    @model_validator(mode="after")
+    def _same_card(self) -> GiftImportPayload:
+        if self.card_id != "G-" + self.uid_hash[:16]:
+            raise ValueError("card_id is not the card's")
+        return self
+
+
 class CheckinPayload(Payload):
     """A member checked in at the door reader: a visit, no value (head office grants a check-in campaign's
     reward, once per member, store and day)."""
@@ -1157,6 +1321,13 @@ AnyPayload = (
     | VoucherSalePayload
     | VoucherRedeemPayload
     | VoucherRefundPayload
+    | GiftActivatePayload
+    | GiftLoadPayload
+    | GiftRedeemPayload
+    | GiftRefundPayload
+    | GiftBlockPayload
+    | GiftAdminPayload
+    | GiftImportPayload
 )
 PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.SALE: SalePayload,
@@ -1172,6 +1343,14 @@ PAYLOADS: dict[EntryKind, type[AnyPayload]] = {
     EntryKind.VOUCHER_SALE: VoucherSalePayload,
     EntryKind.VOUCHER_REDEEM: VoucherRedeemPayload,
     EntryKind.VOUCHER_REFUND: VoucherRefundPayload,
+    EntryKind.GIFT_ACTIVATE: GiftActivatePayload,
+    EntryKind.GIFT_LOAD: GiftLoadPayload,
+    EntryKind.GIFT_REDEEM: GiftRedeemPayload,
+    EntryKind.GIFT_REFUND: GiftRefundPayload,
+    EntryKind.GIFT_BLOCK: GiftBlockPayload,
+    EntryKind.GIFT_UNBLOCK: GiftAdminPayload,
+    EntryKind.GIFT_CLEAR: GiftAdminPayload,
+    EntryKind.GIFT_IMPORT: GiftImportPayload,
 }
 
 
@@ -1251,6 +1430,19 @@ class VoucherConfirmRequest(BaseModel):
     action: Literal["redeem", "refund"]
     txn_id: Ident
     code: VoucherCode
+
+
+class GiftConfirmRequest(BaseModel):
+    """``POST /v1/giftcards/confirm``: a till about to let a gift card pay asks head office first; head office
+    checks the card, its tap (a SUN read counter is used once in the chain) and its balance less what other
+    tills were confirmed and have not journaled yet, and records this payment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    card_id: GiftCardId
+    amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
+    txn_id: Ident
+    tap: SecureTap
 
 
 # -- shared pure helpers -------------------------------------------------------------------------

@@ -870,6 +870,94 @@ def _show_voucher(answer: dict[str, Any], cfg: Config) -> None:
     )
 
 
+gift_app = typer.Typer(
+    help="Gift cards through the running daemon, on the card tapped last: balance, sell, load, pay, refund, "
+    "block (docs/giftcards.md).",
+    no_args_is_help=True,
+)
+commands.add_typer(gift_app, name="giftcard")
+AmountArg = Annotated[int, typer.Argument(help="Minor units.")]
+
+
+@gift_app.command("balance")
+def gift_balance(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The tapped gift card's state and balance, as this till knows it."""
+    cfg = cli_config(config)
+    card = _api(cfg, "GET", "/v1/giftcards/balance")
+    if as_json:
+        show_json(card)
+        return
+    money = _currency(cfg)
+    _print_lines(
+        [
+            f"gift card {card['card_id']}: {card['state']}",
+            _row("balance", money.format(card["balance"])),
+            _row("expires", card["expires_on"] or "never"),
+        ]
+    )
+
+
+@gift_app.command("sell")
+def gift_sell(amount: AmountArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Sell the tapped card as a gift card with AMOUNT on it (the POS took it)."""
+    _gift(config, as_json, "/v1/giftcards/sell", {"amount": amount})
+
+
+@gift_app.command("load")
+def gift_load(amount: AmountArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Load AMOUNT (the POS took it) onto the tapped gift card."""
+    _gift(config, as_json, "/v1/giftcards/load", {"amount": amount})
+
+
+@gift_app.command("pay")
+def gift_pay(
+    amount: AmountArg,
+    sale_ref: Annotated[str, typer.Option(help="The POS's reference of the sale it pays.")] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tapped gift card pays AMOUNT of the POS's sale (one tap, one payment)."""
+    _gift(config, as_json, "/v1/giftcards/pay", {"amount": amount, "sale_ref": sale_ref})
+
+
+@gift_app.command("refund")
+def gift_refund(
+    txn_id: Annotated[str, typer.Argument(help="The gift card payment (its txn id) the POS refunded.")],
+    amount: AmountArg,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give AMOUNT of what the card paid in TXN_ID back onto it."""
+    _gift(config, as_json, f"/v1/giftcards/{txn_id}/refund", {"amount": amount})
+
+
+@gift_app.command("block")
+def gift_block(
+    reason: Annotated[str, typer.Option(help="Why (lost, stolen ...).")] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Block the tapped gift card; head office alone unblocks it."""
+    _gift(config, as_json, "/v1/giftcards/block", {"reason": reason})
+
+
+def _gift(config: Path | None, as_json: bool, path: str, body: dict[str, Any]) -> None:
+    cfg = cli_config(config)
+    done = _api(cfg, "POST", path, body)
+    if as_json:
+        show_json(done)
+        return
+    money = _currency(cfg)
+    _print_lines(
+        [
+            f"{done['kind']} {done['txn_id']} (#{done['seq']}), gift card {done['card_id']}",
+            _row("moved", money.format(done["amount"])),
+            _row("balance", money.format(done["balance"])),
+            _row("taken", "offline" if done["offline"] else "online"),
+        ]
+    )
+
+
 receipt_app = typer.Typer(help="Receipts the POS prints: templates that read them.", no_args_is_help=True)
 commands.add_typer(receipt_app, name="receipt")
 

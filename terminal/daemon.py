@@ -75,6 +75,7 @@ log = logging.getLogger("tillpoint.daemon")
 READER_STALL = 30.0  # seconds a reader or scanner loop may go without progress before the watchdog stops
 # Settings a SIGHUP applies at once; any other change is logged as waiting for a restart.
 LIVE_HQ = ("push_interval", "pull_interval", "backoff_max")
+GIFT_TAP_S = 60.0  # how old a tap a gift card action may take
 
 
 def sd_notify(message: str) -> None:
@@ -155,6 +156,8 @@ class Daemon:
         self.sync: SyncLoop | None = None
         self.api_server: ApiServers | None = None
         self.identified: Identified | None = None
+        self.last_read: tuple[CardRead, float] | None = None
+        """The last card tap, whatever card it was, and when it came (monotonic): a gift card's actions take it."""
         self.api_token = ""
         self.subscribers: list[Callable[[Event], None]] = []
         self.events: deque[Event] = deque(maxlen=500)
@@ -353,10 +356,11 @@ class Daemon:
         )
         self.sync = SyncLoop(client, hq.push_interval, hq.pull_interval, hq.backoff_max)
         if self.service is not None:
-            from sync.confirm import confirmer, voucher_confirmer
+            from sync.confirm import confirmer, gift_confirmer, voucher_confirmer
 
             self.service.confirm_online = confirmer(client, min(hq.timeout, 3.0))
             self.service.confirm_voucher = voucher_confirmer(client, min(hq.timeout, 3.0))
+            self.service.confirm_gift = gift_confirmer(client, min(hq.timeout, 3.0))
         self.sync.on_result.append(self._synced)
         self.sync.start()
 
@@ -591,6 +595,9 @@ class Daemon:
 
     def on_card(self, read: CardRead) -> None:
         assert self.service is not None
+        self.last_read = (read, time.monotonic())
+        if self._gift_card_tapped(read):
+            return
         try:
             try:
                 found = self.service.identify(read)
@@ -616,6 +623,23 @@ class Daemon:
                 self.pos_sale(SaleOrder(m.member_id, Basket((Line("DEMO", 1, self.config.sale.auto_amount, "demo"),))))
             except Rejected:
                 pass  # already a "rejected" event with its code; a refusal is not a reader fault
+
+    def _gift_card_tapped(self, read: CardRead) -> bool:
+        """A tap of a gift card this till knows: its balance is shown (never a member, never an enrolment)."""
+        assert self.service is not None
+        try:
+            card = self.service.gift_card(read)
+        except Rejected:
+            return False
+        self.emit({"type": "gift_card", "reader": read.reader, **card.to_doc(), "uid_hash": None})
+        return True
+
+    def gift_tap(self) -> CardRead:
+        """The last tap when it is at most ``GIFT_TAP_S`` old: a gift card is sold, loaded, paid with or
+        blocked by a tap the cashier just made, never by one from an earlier customer."""
+        if self.last_read is None or time.monotonic() - self.last_read[1] > GIFT_TAP_S:
+            raise Rejected(Code.GIFT_CARD_NOT_TAPPED)
+        return self.last_read[0]
 
     def on_door_card(self, read: CardRead) -> None:
         """A tap on a door reader: the member's check-in, journalled (offline too); never the cashier's member."""

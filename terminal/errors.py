@@ -116,6 +116,19 @@ class Code(StrEnum):
     VOUCHER_OTHER_STORE = "voucher_other_store"
     VOUCHER_REFUND_OFFLINE = "voucher_refund_offline"
     VOUCHER_BAD_REQUEST = "voucher_bad_request"
+    GIFT_CARD_NOT_SECURE = "gift_card_not_secure"
+    GIFT_CARD_MEMBER_CARD = "gift_card_member_card"
+    GIFT_CARD_ACTIVE = "gift_card_active"
+    GIFT_CARD_UNKNOWN = "gift_card_unknown"
+    GIFT_CARD_BLOCKED = "gift_card_blocked"
+    GIFT_CARD_CLEARED = "gift_card_cleared"
+    GIFT_CARD_EXPIRED = "gift_card_expired"
+    GIFT_CARD_DORMANT = "gift_card_dormant"
+    GIFT_CARD_INSUFFICIENT = "gift_card_insufficient"
+    GIFT_CARD_BAD_AMOUNT = "gift_card_bad_amount"
+    GIFT_CARD_LIMIT_OFFLINE = "gift_card_limit_offline"
+    GIFT_REFUND_INVALID = "gift_refund_invalid"
+    GIFT_CARD_NOT_TAPPED = "gift_card_not_tapped"
 
 
 MESSAGES: dict[Code, str] = {
@@ -228,6 +241,19 @@ MESSAGES: dict[Code, str] = {
     Code.VOUCHER_OTHER_STORE: "A voucher is refunded only at the store that sold it.",
     Code.VOUCHER_REFUND_OFFLINE: "A voucher is refunded only while head office is reachable.",
     Code.VOUCHER_BAD_REQUEST: "Name a value or a product (sku) for the voucher.",
+    Code.GIFT_CARD_NOT_SECURE: "Only a secure card (NTAG 424 DNA or FeliCa Lite-S) can be a gift card.",
+    Code.GIFT_CARD_MEMBER_CARD: "This card is a member's card: it cannot be sold as a gift card.",
+    Code.GIFT_CARD_ACTIVE: "This gift card is already active: load it instead.",
+    Code.GIFT_CARD_UNKNOWN: "This card is not an active gift card.",
+    Code.GIFT_CARD_BLOCKED: "This gift card is blocked.",
+    Code.GIFT_CARD_CLEARED: "This gift card was cleared: it holds no value until it is sold again.",
+    Code.GIFT_CARD_EXPIRED: "This gift card has expired.",
+    Code.GIFT_CARD_DORMANT: "This gift card was unused for a long time: it pays only while head office answers.",
+    Code.GIFT_CARD_INSUFFICIENT: "The gift card's balance does not cover this amount.",
+    Code.GIFT_CARD_BAD_AMOUNT: "Give an amount above zero in minor units.",
+    Code.GIFT_CARD_LIMIT_OFFLINE: "This till's offline limit for gift cards is reached until it syncs.",
+    Code.GIFT_REFUND_INVALID: "Only what a gift card paid at this till, less earlier refunds, goes back on it.",
+    Code.GIFT_CARD_NOT_TAPPED: "Tap the gift card on the reader first.",
 }
 
 

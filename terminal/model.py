@@ -194,6 +194,22 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class GiftReceipt:
+    """A gift card sold, loaded, paid with, given back onto or blocked here (docs/giftcards.md), after its
+    COMMIT: ``amount`` is what moved on the card (a payment: less than zero), ``balance`` what it holds now as
+    this till knows it (head office's last word and this till's entries it has not acknowledged)."""
+
+    txn_id: str
+    seq: int
+    kind: str
+    card_id: str
+    amount: int
+    balance: int
+    offline: bool
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class VoucherReceipt:
     """A voucher sold, redeemed or refunded here (docs/stored-value.md, "Vouchers"), after its COMMIT.
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from terminal.coupons import Offer
 from terminal.errors import Code, Rejected
+from terminal.giftcards import GiftCard, OfflineTally
 from terminal.identity import Identified, Payment
 from terminal.loyalty import Lot
 from terminal.model import (
@@ -33,6 +34,7 @@ from terminal.model import (
     Card,
     CardRead,
     EarnRule,
+    GiftReceipt,
     JournalEntry,
     Line,
     Member,
@@ -121,6 +123,10 @@ class CacheDocs:
     voucher_stock: tuple[int, list[str]] | None = None
     """(offline total, codes): this till's whole unsold voucher stock, replacing what it held; None: the page
     carries none"""
+    gift_cards: list[tuple[str, str]] = field(default_factory=list)
+    """(card_id, body): gift cards as head office holds them, chain-wide"""
+    gift_terms: str | None = None
+    """The chain's gift card terms (JSON text), replacing what it held; None: the page carries none"""
 
 
 class SyncStore(Protocol):
@@ -197,6 +203,43 @@ class VoucherWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class GiftFigures:
+    """What a gift card entry is checked against inside the transaction that records it."""
+
+    card: GiftCard | None
+    """Head office's last word on the card, with this till's entries it has not acknowledged."""
+    sold: Tally
+    """Stored value this till sold today (top-ups and gift cards), on this card today, and offline unacknowledged."""
+    offline: OfflineTally
+    """What gift cards paid here offline, unacknowledged: this card today, every card."""
+    counter: int | None
+    """The highest SUN read counter of this card this till used (None: none)."""
+    paid: int | None = None
+    """A refund: what the card paid in the payment it names (None: no gift card payment here by that number)."""
+    refunded: int = 0
+    """A refund: what earlier refunds of that payment gave back."""
+
+
+@dataclass(frozen=True, slots=True)
+class GiftWrite:
+    """A gift card entry of this till, checked again inside the transaction that records it: ``refusal`` sees
+    the figures as they are at COMMIT, so two entries approved at once cannot pass a limit or a balance."""
+
+    action: str
+    """``activate``, ``load``, ``redeem``, ``refund`` or ``block``."""
+    card_id: str
+    uid_hash: str
+    amount: int
+    """What moves on the card's balance (a payment: less than zero)."""
+    day: str
+    offline: bool = False
+    counter: int | None = None
+    original_txn: str | None = None
+    expires_on: str | None = None
+    refusal: Callable[[GiftFigures], Code | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What a sale, void or refund changes besides the journal row and the points balance."""
 
@@ -224,6 +267,7 @@ class Effects:
     receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
     topup: TopupWrite | None = None  # a top-up sold here, or its void
     voucher: VoucherWrite | None = None  # a voucher sold, redeemed or refunded here
+    gift: GiftWrite | None = None  # a gift card sold, loaded, paid with, given back onto or blocked here
 
 
 class ClaimJournal(Protocol):
@@ -318,6 +362,12 @@ class TillStore(ClaimJournal, Protocol):
 
     def topup_tally(self, member_id: str, day: str) -> Tally: ...
 
+    def gift_card(self, card_id: str) -> GiftCard | None: ...
+
+    def gift_terms(self) -> dict[str, Any] | None: ...
+
+    def gift_payment(self, txn_id: str) -> tuple[str, str, int] | None: ...
+
     def topup(self, txn_id: str) -> Sold | None: ...
 
     def sale(self, txn_id: str) -> dict[str, Any] | None: ...
@@ -402,6 +452,20 @@ class Ledger(Pricing, Protocol):
 
     def refund_voucher(self, text: str) -> VoucherReceipt: ...
 
+    def gift_card(self, read: CardRead) -> GiftCard:
+        """The gift card of a tap, with its balance as this till knows it (docs/giftcards.md)."""
+        ...
+
+    def sell_gift(self, read: CardRead, amount: int) -> GiftReceipt: ...
+
+    def load_gift(self, read: CardRead, amount: int) -> GiftReceipt: ...
+
+    def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "") -> GiftReceipt: ...
+
+    def refund_gift(self, txn_id: str, amount: int) -> GiftReceipt: ...
+
+    def block_gift(self, read: CardRead, reason: str = "") -> GiftReceipt: ...
+
 
 class CardDesk(Protocol):
     """What enrolment at the till needs of the service: who a card is, and a new member for one."""
@@ -479,6 +543,10 @@ class PosTill(Protocol):
     def metrics_exposition(self) -> tuple[bytes, str]: ...
 
     def member_for_sale(self, member_id: str | None, tapped: bool = False) -> str | None: ...
+
+    def gift_tap(self) -> CardRead:
+        """The last card tap, for a gift card action (``gift_card_not_tapped`` when none is recent)."""
+        ...
 
     def pos_sale(self, order: SaleOrder) -> Receipt:
         """A sale the POS rang: through the one sale path; a refusal is also an event."""

@@ -25,6 +25,12 @@ from sync.protocol import (
     EnrolPayload,
     EntryKind,
     Explained,
+    GiftActivatePayload,
+    GiftBlockPayload,
+    GiftLoadPayload,
+    GiftPayload,
+    GiftRedeemPayload,
+    GiftRefundPayload,
     Proof,
     RefundPayload,
     RewardTaken,
@@ -40,6 +46,7 @@ from sync.protocol import (
 )
 from terminal import coupons as cp
 from terminal import credentials, membercodes, pricing
+from terminal import giftcards as gc
 from terminal import loyalty as ly
 from terminal import payments as pay
 from terminal import rewards as rw
@@ -53,6 +60,7 @@ from terminal.model import (
     Breakdown,
     Card,
     CardRead,
+    GiftReceipt,
     JournalEntry,
     Line,
     Member,
@@ -65,7 +73,7 @@ from terminal.model import (
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
-from terminal.ports import Clock, Effects, TillStore, TopupWrite, VoucherWrite
+from terminal.ports import Clock, Effects, GiftFigures, GiftWrite, TillStore, TopupWrite, VoucherWrite
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +137,9 @@ class Service:
         """Head office's confirmation of a payment-code payment while the till is online (set by the
         daemon): called with {code_id, member_id, amount, txn_id, code}; raises Rejected when head
         office refuses, returns False when it cannot be reached (then the offline rules apply)."""
+        self.confirm_gift: Callable[[dict[str, Any]], bool] | None = None
+        """Head office's confirmation of a gift card payment (set by the daemon): called with {card_id, amount,
+        txn_id, tap}; raises Rejected when head office refuses, returns False when it cannot be reached."""
         self.confirm_voucher: Callable[[dict[str, Any]], bool] | None = None
         """Head office's confirmation of a voucher's one use (set by the daemon): called with {action, txn_id,
         code}; raises Rejected when head office refuses, returns False when it cannot be reached."""
@@ -980,6 +991,188 @@ class Service:
             member,
         )
 
+    # -- gift cards (docs/giftcards.md) ------------------------------------------------------------------
+
+    def gift_card(self, read: CardRead) -> gc.GiftCard:
+        """The gift card of a tap, with the balance this till knows (head office's, and its own entries head
+        office has not acknowledged). Refused: ``gift_card_unknown``."""
+        card = self.store.gift_card(gc.card_id(read.uid_hash))
+        if card is None or card.uid_hash != read.uid_hash:
+            raise Rejected(Code.GIFT_CARD_UNKNOWN)
+        return card
+
+    def sell_gift(self, read: CardRead, amount: int) -> GiftReceipt:
+        """Sell the tapped card as a gift card with ``amount`` on it (the POS took it): a secure card of no
+        member, within this till's stored-value policy (``terminal.topups``, the card in the member's place),
+        offline within the offline rules and the policy's offline total."""
+        _amount(amount)
+        proof = self._gift_proof(read)
+        member_card = self.store.card(read.uid_hash) is not None
+        doc, now = self.store.topup_policy(), self.now()
+        day, offline = self._business_day(doc), self.offline_state("", now)
+        terms = gc.terms_from_doc(self.store.gift_terms())
+
+        def refusal(f: GiftFigures) -> Code | None:
+            return (
+                gc.amount_refusal(amount)
+                or gc.activate_refusal(f.card, secure=proof.trust.can_spend, member_card=member_card)
+                or tp.refusal(amount, tp.policy_from_doc(doc), f.sold, offline, self.limits)
+            )
+
+        write = GiftWrite(
+            "activate",
+            gc.card_id(read.uid_hash),
+            read.uid_hash,
+            amount,
+            day,
+            offline.offline_for_s is not None,
+            proof.counter,
+            expires_on=gc.expires_on(day, terms),
+            refusal=refusal,
+        )
+        fields = {"amount": amount, "trust": "sun" if proof.trust is credentials.Trust.SUN else "mac"}
+        return self._record_gift(EntryKind.GIFT_ACTIVATE, read.uid_hash, write, now, fields)
+
+    def load_gift(self, read: CardRead, amount: int) -> GiftReceipt:
+        """Load ``amount`` (the POS took it) onto an active gift card, within the till's stored-value policy."""
+        _amount(amount)
+        doc, now = self.store.topup_policy(), self.now()
+        day, offline = self._business_day(doc), self.offline_state("", now)
+
+        def refusal(f: GiftFigures) -> Code | None:
+            return (
+                gc.amount_refusal(amount)
+                or gc.usable_refusal(f.card, day)
+                or tp.refusal(amount, tp.policy_from_doc(doc), f.sold, offline, self.limits)
+            )
+
+        card = self.gift_card(read)
+        write = GiftWrite(
+            "load", card.card_id, card.uid_hash, amount, day, offline.offline_for_s is not None, refusal=refusal
+        )
+        return self._record_gift(EntryKind.GIFT_LOAD, read.uid_hash, write, now, {"amount": amount})
+
+    def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "") -> GiftReceipt:
+        """Let the tapped gift card pay ``amount`` of the sale ``sale_ref`` the POS rings (several cards may pay
+        one sale). The tap must prove itself and serve once; head office confirms first while it answers (the
+        card's balance less what other tills were confirmed); offline, the balance this till knows within the
+        offline rules of account payments, and never a dormant card."""
+        _amount(amount)
+        card = self.gift_card(read)
+        proof = self._gift_proof(read)
+        credentials.require_spend(proof)
+        tap = self._gift_tap(read, proof)
+        txn_id, now = new_txn_id(), self.now()
+        day = self._business_day(self.store.topup_policy())
+        code = gc.redeem_refusal(card, amount, 0, day)
+        if code is not None:
+            raise Rejected(code)
+        confirmed = self._gift_online(
+            {"card_id": card.card_id, "amount": amount, "txn_id": txn_id, "tap": tap.wire()}, now
+        )
+        offline = self.offline_state("", now, unreachable=not confirmed)
+        terms = gc.terms_from_doc(self.store.gift_terms())
+
+        def refusal(f: GiftFigures) -> Code | None:
+            if gc.replayed(proof.counter, f.counter, f.card.counter if f.card is not None else None):
+                return Code.REPLAYED_CARD
+            refused = gc.redeem_refusal(f.card, amount, 0, day)
+            if refused is not None or confirmed or f.card is None:
+                return refused
+            return gc.offline_refusal(f.card, amount, f.offline, offline, self.limits, terms, day)
+
+        write = GiftWrite(
+            "redeem", card.card_id, card.uid_hash, -amount, day, not confirmed, proof.counter, refusal=refusal
+        )
+        fields = {"amount": amount, "tap": tap.wire(), "sale_ref": sale_ref, "confirmed": confirmed}
+        receipt = self._record_gift(EntryKind.GIFT_REDEEM, read.uid_hash, write, now, fields, txn_id=txn_id)
+        self._used_taps.append((read.uid_hash, proof.counter, read.at))
+        return receipt
+
+    def refund_gift(self, txn_id: str, amount: int) -> GiftReceipt:
+        """Give back onto the card what it paid in ``txn_id`` (a gift card payment of this till), or part of
+        it, less what earlier refunds gave back: the POS refunded the sale it paid."""
+        _amount(amount)
+        paid = self.store.gift_payment(txn_id)
+        if paid is None:
+            raise Rejected(Code.GIFT_REFUND_INVALID)
+        card_id, uid_hash, _ = paid
+        now = self.now()
+        day = self._business_day(self.store.topup_policy())
+
+        def refusal(f: GiftFigures) -> Code | None:
+            return gc.refund_refusal(f.paid, f.refunded, amount)
+
+        write = GiftWrite("refund", card_id, uid_hash, amount, day, original_txn=txn_id, refusal=refusal)
+        return self._record_gift(
+            EntryKind.GIFT_REFUND, uid_hash, write, now, {"amount": amount, "original_txn": txn_id}
+        )
+
+    def block_gift(self, read: CardRead, reason: str = "") -> GiftReceipt:
+        """Block the tapped gift card (reported lost or stolen): every till refuses it once it pulls; head
+        office alone unblocks it."""
+        card = self.gift_card(read)
+        if card.state is gc.State.BLOCKED:
+            raise Rejected(Code.GIFT_CARD_BLOCKED)
+        now = self.now()
+        write = GiftWrite("block", card.card_id, card.uid_hash, 0, self._business_day(self.store.topup_policy()))
+        return self._record_gift(EntryKind.GIFT_BLOCK, read.uid_hash, write, now, {"reason": reason[:200]})
+
+    def _gift_proof(self, read: CardRead) -> credentials.CardProof:
+        """What the tap proves (a SUN message that does not verify is ``forged_card``)."""
+        if self.hash_uid is None:
+            return credentials.CardProof(credentials.Trust.UID_ONLY)
+        return credentials.verify_read(read, self.sun_master_key, self.hash_uid)
+
+    def _gift_tap(self, read: CardRead, proof: credentials.CardProof) -> SecureTap:
+        """The tap as the journal carries it; a Lite-S read that already paid proves nothing more."""
+        if proof.trust is credentials.Trust.SUN:
+            return SecureTap(uid_hash=read.uid_hash, trust="sun", counter=proof.counter, sun=read.sun)
+        if (read.uid_hash, None, read.at) in self._used_taps:
+            raise Rejected(Code.REPLAYED_CARD)
+        return SecureTap(uid_hash=read.uid_hash, trust="mac")
+
+    def _gift_online(self, request: dict[str, Any], now: datetime) -> bool:
+        """Whether head office confirmed the payment (Rejected when it refused); False when this till is
+        offline or head office did not answer."""
+        if self.confirm_gift is None or self.offline_state("", now).offline_for_s is not None:
+            return False
+        return self.confirm_gift(request)
+
+    def _record_gift(
+        self,
+        kind: EntryKind,
+        uid_hash: str,
+        write: GiftWrite,
+        now: datetime,
+        fields: dict[str, Any],
+        *,
+        txn_id: str | None = None,
+    ) -> GiftReceipt:
+        payload = _GIFT_PAYLOADS[kind](
+            card_id=write.card_id,
+            uid_hash=uid_hash,
+            store_id=self.store_id,
+            local_time=now.isoformat(timespec="seconds"),
+            offline=write.offline,
+            **fields,
+        )
+        entry = JournalEntry(
+            self.terminal_id, 0, txn_id or new_txn_id(), kind.value, payload.wire(), utc_iso(self.clock())
+        )
+        stored, _ = self.store.record(entry, effects=Effects(now=now, gift=write))
+        card = self.store.gift_card(write.card_id)
+        return GiftReceipt(
+            stored.txn_id,
+            stored.seq,
+            stored.kind,
+            write.card_id,
+            write.amount,
+            card.balance if card is not None else 0,
+            write.offline,
+            stored.created_at,
+        )
+
     def _approved(
         self, entry: JournalEntry, total: int, delta: int, balance: int | None, breakdown: Breakdown | None = None
     ) -> Receipt:
@@ -1007,6 +1200,20 @@ class _Paid:
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
+
+def _amount(amount: int) -> None:
+    code = gc.amount_refusal(amount)
+    if code is not None:
+        raise Rejected(code)
+
+
+_GIFT_PAYLOADS: dict[EntryKind, type[GiftPayload]] = {
+    EntryKind.GIFT_ACTIVATE: GiftActivatePayload,
+    EntryKind.GIFT_LOAD: GiftLoadPayload,
+    EntryKind.GIFT_REDEEM: GiftRedeemPayload,
+    EntryKind.GIFT_REFUND: GiftRefundPayload,
+    EntryKind.GIFT_BLOCK: GiftBlockPayload,
+}
 
 HQ_LOT = "hq"
 """The pseudo-lot of points head office holds for the member (its own lots are its business)."""

@@ -39,6 +39,7 @@ PURE = {
     "topups",
     "vouchers",
     "rewards",
+    "giftcards",
 }
 IO_LIBS = {
     "smartcard",

@@ -141,6 +141,7 @@ def changes(
         "topup_policy": topup_policy,
         "merchant_id": store.terminal_merchant(terminal_id),
         "voucher_stock": stock,
+        "gift_terms": store.gift_terms(),  # the chain's gift card terms (hq/giftcards.py)
     }
     return page.model_copy(update=update)
 

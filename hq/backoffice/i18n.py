@@ -315,6 +315,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_voucher_refund_invalid": ("invalid voucher refund", "無効なバウチャー返金", "预付券退款无效"),
     "reason_voucher_not_sold": ("voucher never sold", "未販売のバウチャー", "未售出的预付券"),
     "reason_voucher_redeemed_twice": ("voucher used twice", "バウチャーの二重利用", "预付券重复使用"),
+    "reason_gift_card_invalid": ("invalid gift card entry", "無効なギフトカード取引", "礼品卡交易无效"),
+    "reason_gift_refund_invalid": ("invalid gift card refund", "無効なギフトカード返金", "礼品卡退款无效"),
+    "reason_gift_proof_invalid": ("gift card tap not proven", "ギフトカードの認証不可", "礼品卡验证失败"),
+    "reason_gift_card_overspent": ("gift card overspent", "ギフトカードの残高超過", "礼品卡透支"),
+    "reason_gift_takings_mismatch": ("gift card takings differ", "ギフトカード売上の不一致", "礼品卡收款不一致"),
     "reason_reward_invalid": ("reward not on sale", "交換できない特典", "不可兑换的奖励"),
     "reason_reward_allocation_exceeded": (
         "reward beyond the till's stock",

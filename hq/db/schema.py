@@ -575,6 +575,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE stats_windows ADD COLUMN built_to TEXT",
         ],
     ),
+    # Gift cards (hq/giftcards.py, docs/giftcards.md): each card's state and balance, versioned for the changes
+    # feed (every till holds every card); every activity of a card, whatever made it (a till's entry, or head
+    # office's own unblock, clear or import); each till payment head office confirmed before the till approved
+    # it (its balance is held back until the entry arrives); the chain's terms.
+    (
+        "m031_gift_cards",
+        [
+            "CREATE TABLE gift_cards (card_id TEXT PRIMARY KEY, uid_hash TEXT NOT NULL UNIQUE, state TEXT NOT NULL, "
+            "balance BIGINT NOT NULL, expires_on TEXT, last_used_on TEXT, counter BIGINT, sold_terminal TEXT, sold_store TEXT, "
+            "sold_at TEXT, member_id TEXT, body TEXT NOT NULL, version BIGINT NOT NULL, "
+            "deleted INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX idx_gift_cards_version ON gift_cards (version)",
+            "CREATE TABLE gift_card_events (event_id TEXT PRIMARY KEY, card_id TEXT NOT NULL, n BIGINT NOT NULL, "
+            "kind TEXT NOT NULL, amount BIGINT NOT NULL, balance_after BIGINT NOT NULL, terminal_id TEXT, "
+            "store_id TEXT, day TEXT, at TEXT NOT NULL, by_whom TEXT, note TEXT NOT NULL DEFAULT '')",
+            "CREATE UNIQUE INDEX idx_gift_card_events_card ON gift_card_events (card_id, n)",
+            "CREATE TABLE gift_confirms (txn_id TEXT PRIMARY KEY, card_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+            "amount BIGINT NOT NULL, confirmed_at TEXT NOT NULL)",
+            "CREATE INDEX idx_gift_confirms_card ON gift_confirms (card_id)",
+            "CREATE TABLE gift_terms (id INTEGER PRIMARY KEY, expiry_days INTEGER NOT NULL, dormant_days INTEGER "
+            "NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
+        ],
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The local API: status, events, sales and voids, top-ups, vouchers, and a simulated tap for the demo.
+"""The local API: status, events, sales and voids, top-ups, vouchers, gift cards, and a simulated tap for the demo.
 
 Security: the API listens on loopback only, because anything on the shop's network could otherwise
 ring sales; Host and Origin are checked against an allowlist so a web page the cashier opens cannot
@@ -107,6 +107,17 @@ class BadRequest(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
+
+
+class GiftAmountIn(BaseModel):
+    amount: int = Field(gt=0, le=10**12)
+    """Minor units: what the POS took (a sale, a load), what the card pays, or what goes back on it."""
+    sale_ref: str = Field(default="", max_length=128)
+    """The POS's own reference of the sale the card pays (a payment only)."""
+
+
+class GiftBlockIn(BaseModel):
+    reason: str = Field(default="", max_length=200)
 
 
 class TapIn(BaseModel):
@@ -274,6 +285,37 @@ def create_app(
     def refund_voucher(body: VoucherCodeIn) -> dict[str, Any]:
         """Refund an unused voucher at the store that sold it, while head office answers."""
         return asdict(ledger.refund_voucher(body.code))
+
+    # Gift cards (docs/giftcards.md): each action takes the card the cashier tapped last (within a minute).
+    @app.get("/v1/giftcards/balance", dependencies=[Depends(token)])
+    def gift_balance() -> dict[str, Any]:
+        """The tapped gift card's state and balance as this till knows it."""
+        card = ledger.gift_card(till.gift_tap())
+        return {k: v for k, v in card.to_doc().items() if k != "uid_hash"}
+
+    @app.post("/v1/giftcards/sell", dependencies=[Depends(token)])
+    def sell_gift(body: GiftAmountIn) -> dict[str, Any]:
+        """Sell the tapped card as a gift card with ``amount`` on it (the POS took it); 409 with the code."""
+        return asdict(ledger.sell_gift(till.gift_tap(), body.amount))
+
+    @app.post("/v1/giftcards/load", dependencies=[Depends(token)])
+    def load_gift(body: GiftAmountIn) -> dict[str, Any]:
+        return asdict(ledger.load_gift(till.gift_tap(), body.amount))
+
+    @app.post("/v1/giftcards/pay", dependencies=[Depends(token)])
+    def pay_gift(body: GiftAmountIn) -> dict[str, Any]:
+        """The tapped gift card pays ``amount`` of the POS's sale ``sale_ref`` (one tap, one payment)."""
+        return asdict(ledger.pay_gift(till.gift_tap(), body.amount, body.sale_ref))
+
+    @app.post("/v1/giftcards/{txn_id}/refund", dependencies=[Depends(token)])
+    def refund_gift(txn_id: str, body: GiftAmountIn) -> dict[str, Any]:
+        """Give back onto the card what it paid in ``txn_id`` (or part of it): the POS refunded that sale."""
+        return asdict(ledger.refund_gift(txn_id, body.amount))
+
+    @app.post("/v1/giftcards/block", dependencies=[Depends(token)])
+    def block_gift(body: GiftBlockIn) -> dict[str, Any]:
+        """Block the tapped gift card (lost or stolen); head office alone unblocks it."""
+        return asdict(ledger.block_gift(till.gift_tap(), body.reason))
 
     @app.post("/v1/sim/tap", dependencies=[Depends(token)], status_code=202)
     def tap(body: TapIn) -> dict[str, str]:

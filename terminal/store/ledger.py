@@ -13,7 +13,7 @@ from datetime import datetime
 from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
 from terminal.ports import Effects  # what the transaction applies (defined with the store's port)
-from terminal.store import topups, vouchers
+from terminal.store import giftcards, topups, vouchers
 from terminal.store.counters import bump_counter
 
 
@@ -127,6 +127,8 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
         topups.write(conn, txn_id, fx.topup, _iso(fx.now) or "")
     if fx.voucher is not None:
         vouchers.write(conn, txn_id, fx.voucher, _iso(fx.now) or "")
+    if fx.gift is not None:
+        giftcards.write(conn, txn_id, fx.gift, topups.tally(conn, "", fx.gift.day), _iso(fx.now) or "")
     _stored_value(conn, txn_id, fx)
     for coupon_id, global_limit, member_limit, stated, stated_mine in fx.coupon_limits:
         total, mine = coupon_uses(conn, coupon_id, fx.member_id)

@@ -204,3 +204,28 @@ def m012_vouchers(db: Database) -> None:
         pk="voucher_id",
     )
     db.table("voucher_uses").create_index(["txn_id"])
+
+
+@migrations()
+def m013_gift_cards(db: Database) -> None:
+    # Gift cards (docs/giftcards.md): every card as head office last stated it (the changes feed), and every
+    # gift card entry of this till with what it moved on its card: the balance this till works with is head
+    # office's plus the entries it has not acknowledged yet.
+    db.table("gift_cards").create({"card_id": str, "uid_hash": str, "body": str}, pk="card_id")
+    db.table("gift_cards").create_index(["uid_hash"], unique=True)
+    db.table("gift_uses").create(
+        {
+            "txn_id": str,
+            "card_id": str,
+            "action": str,
+            "amount": int,
+            "day": str,
+            "offline": int,
+            "counter": int,
+            "original_txn": str,
+            "created_at": str,
+        },
+        pk="txn_id",
+    )
+    db.table("gift_uses").create_index(["card_id", "day"])
+    db.table("gift_uses").create_index(["original_txn"])

@@ -26,10 +26,11 @@ from sqlite_utils import Database
 
 from terminal import b64url
 from terminal.errors import Code, Rejected
+from terminal.giftcards import GiftCard
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Effects
-from terminal.store import ledger, pages, topups, vouchers
+from terminal.store import giftcards, ledger, pages, topups, vouchers
 from terminal.store.schema import known_names, migrations
 from terminal.topups import Sold, Tally
 from terminal.vouchers import PURPOSE
@@ -415,6 +416,32 @@ class Store:
             return None
         return doc if isinstance(doc, dict) else None
 
+    def gift_card(self, card_id: str) -> GiftCard | None:
+        """A gift card as head office last stated it, with this till's entries it has not acknowledged."""
+        with self._lock:
+            try:
+                return giftcards.held(self.db.conn, card_id)
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+
+    def gift_terms(self) -> dict[str, Any] | None:
+        """The chain's gift card terms as last pulled (None: none pulled)."""
+        text = self.state(GIFT_TERMS)
+        try:
+            doc = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def gift_payment(self, txn_id: str) -> tuple[str, str, int] | None:
+        """A gift card payment of this till: (card id, card hash, amount paid)."""
+        rows = self._read(
+            "SELECT u.card_id, c.uid_hash, -u.amount FROM gift_uses u JOIN gift_cards c ON c.card_id = u.card_id "
+            "WHERE u.txn_id = ? AND u.action = 'redeem'",
+            [txn_id],
+        )
+        return (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
+
     def topup_tally(self, member_id: str, day: str) -> Tally:
         with self._lock:
             try:
@@ -528,6 +555,8 @@ class Store:
                 _put_docs(conn, CacheDocs(device_certs=[(r[0], r[2]) for r in rows]))
             elif kind == "vouchers":
                 _put_docs(conn, CacheDocs(vouchers=[(r[0], r[1]) for r in rows]))
+            elif kind == "gift_cards":
+                _put_docs(conn, CacheDocs(gift_cards=[(r[0], r[1]) for r in rows]))
             else:
                 raise ValueError(f"unknown snapshot kind {kind!r}")
             for key, value in position.items():
@@ -708,12 +737,14 @@ _TOMBSTONES = {
     "revocation": [("hq_revocations", "revocation_id")],
     "device_cert": [("device_certs", "cert_id")],
     "voucher": [("voucher_states", "voucher_id")],
+    "gift_card": [("gift_cards", "card_id")],
 }
 
 
 TOPUP_POLICY = "topup_policy"
 MERCHANT_ID = "merchant_id"
 VOUCHER_OFFLINE_TOTAL = "voucher_offline_total"
+GIFT_TERMS = "gift_terms"
 
 
 def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
@@ -729,6 +760,9 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
         "excluded.body",
         docs.vouchers,
     )
+    giftcards.put_cards(conn, docs.gift_cards)
+    if docs.gift_terms is not None:
+        _set_state(conn, GIFT_TERMS, docs.gift_terms)
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
         conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)

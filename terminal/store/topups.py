@@ -12,12 +12,14 @@ from typing import Any
 
 from terminal.errors import Rejected
 from terminal.ports import TopupWrite
+from terminal.store import giftcards
 from terminal.topups import Sold, Tally, void_refusal
 
 
 def tally(conn: sqlite3.Connection, member_id: str, day: str) -> Tally:
     """What this till credited on ``day`` (in all, and to ``member_id``; voids give it back) and what it
-    took offline that head office has not acknowledged."""
+    took offline that head office has not acknowledged; gift cards sold and loaded (``giftcards``) share the
+    day's and the offline totals."""
     till_day, member_day = conn.execute(
         "SELECT COALESCE(SUM(amount), 0), COALESCE(SUM(CASE WHEN member_id = ? THEN amount ELSE 0 END), 0) "
         "FROM topups WHERE day = ? AND voided_by IS NULL",
@@ -27,7 +29,8 @@ def tally(conn: sqlite3.Connection, member_id: str, day: str) -> Tally:
         "SELECT COALESCE(SUM(t.amount), 0) FROM topups t JOIN journal j ON j.txn_id = t.txn_id "
         "WHERE t.offline = 1 AND j.pushed_at IS NULL"
     ).fetchone()
-    return Tally(int(till_day), int(member_day), int(offline))
+    gifts_day, gifts_offline = giftcards.sold_today(conn, day), giftcards.sold_offline(conn)
+    return Tally(int(till_day) + gifts_day, int(member_day), int(offline) + gifts_offline)
 
 
 def sold(conn: sqlite3.Connection, txn_id: str) -> Sold | None:

@@ -368,3 +368,100 @@ port = {api_port}
                 proc.kill()
         for log in logs.values():
             log.close()
+
+
+def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp_path: Path) -> None:
+    """Gift cards from the wheel: head office imports a card of an earlier system and sets the terms by its
+    commands; the daemon pulls the card; a tap shows its balance through `tillpoint giftcard balance`; a card
+    known only by its UID (the simulated reader's) cannot pay; head office's activity shows the import."""
+    import json
+
+    from terminal.credentials import card_uid_hash
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
+        )
+        assert not check or done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    uid = "04A1B2C3D4E5F6"
+    uid_hash = card_uid_hash(key.read_bytes(), bytes.fromhex(uid))
+    token = run("hq", "add-terminal", "T-G", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    assert json.loads(run("hq", "giftcard", "terms", "--expiry-days", "365", "--db", db).stdout)["expiry_days"] == 365
+    card = json.loads(run("hq", "giftcard", "import", uid_hash, "4200", "--by", "Mio", "--db", db).stdout)
+    assert (card["state"], card["balance"]) == ("active", 4200) and card["expires_on"]
+    again = run("hq", "giftcard", "import", uid_hash, "1", "--by", "Mio", "--db", db, check=False)
+    assert again.returncode != 0 and "gift_card_invalid" in again.stdout + again.stderr
+    hq_port, api_port = free_port(), free_port()
+    config = tmp_path / "till.toml"
+    config.write_text(f"""
+[terminal]
+id = "T-G"
+data_dir = "{tmp_path / "till"}"
+[security]
+card_key_file = "{key}"
+[reader]
+devices = ["sim:"]
+[hq]
+url = "http://127.0.0.1:{hq_port}"
+token = "{token}"
+push_interval = 0.1
+pull_interval = 0.5
+backoff_max = 0.2
+[api]
+port = {api_port}
+""")
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
+    procs = [
+        subprocess.Popen(
+            [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port)],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=logs["hq"],
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [tillpoint, "run", "--config", str(config)],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=logs["till"],
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    try:
+
+        def balance() -> dict[str, object] | None:
+            for proc, name in zip(procs, logs, strict=True):
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+            if run("tap", uid, "--config", str(config), check=False).returncode != 0:
+                return None  # the daemon is not up yet
+            done = run("giftcard", "balance", "--json", "--config", str(config), check=False)
+            if done.returncode != 0:  # the card not pulled yet: the tap was no gift card
+                assert "gift_card_unknown" in done.stdout, done.stdout
+                return None
+            answer: dict[str, object] = json.loads(done.stdout)
+            return answer
+
+        shown = wait_until(balance, 60, "the till to pull the imported card")
+        assert (shown["card_id"], shown["balance"], shown["state"]) == (card["card_id"], 4200, "active")
+        paid = run("giftcard", "pay", "100", "--config", str(config), check=False)
+        assert paid.returncode == 1 and "card_cannot_pay" in paid.stdout, paid.stdout  # a UID proves nothing
+        activity = json.loads(run("hq", "giftcard", "show", str(card["card_id"]), "--db", db).stdout)["activity"]
+        assert [(a["kind"], a["amount"], a["by"]) for a in activity] == [("gift_import", 4200, "Mio")]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs.values():
+            log.close()

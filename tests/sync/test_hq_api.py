@@ -150,6 +150,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         "revocations": [],
         "device_certs": [],
         "vouchers": [],
+        "gift_cards": [],
         "deleted": [],
         "allocations": [],  # this terminal's flash-drop allocations: on every page, none held here
         "topup_policy": {  # this terminal's top-up policy, on every page: head office never enabled it
@@ -163,6 +164,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         },
         "merchant_id": "chain",  # the merchant of this terminal's store, on every page: none set, the chain's
         "voucher_stock": {"offline_total": 0, "codes": []},  # this terminal's voucher stock: none issued to it
+        "gift_terms": {"expiry_days": 0, "dormant_days": 0},  # the chain's gift card terms: none set
     }
 
 

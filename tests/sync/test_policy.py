@@ -36,7 +36,15 @@ def test_a_terminal_writes_only_its_kinds_and_signs() -> None:
         EntryKind.VOUCHER_SALE,
         EntryKind.VOUCHER_REDEEM,
         EntryKind.VOUCHER_REFUND,
+        EntryKind.GIFT_ACTIVATE,
+        EntryKind.GIFT_LOAD,
+        EntryKind.GIFT_REDEEM,
+        EntryKind.GIFT_REFUND,
+        EntryKind.GIFT_BLOCK,
     }
+    for own in ("gift_unblock", "gift_clear", "gift_import"):  # head office's own changes of a gift card
+        breach = policy.check_actor(Actor.TERMINAL, own, None)
+        assert breach is not None and breach.reason is Reason.KIND_NOT_ALLOWED
     checkin = parse_payload("checkin", {"member_id": "M-1", "store_id": "S1"})
     assert checkin.values().points == 0 and checkin.values().stored_value == 0  # a visit creates no value
     assert policy.check_actor(Actor.TERMINAL, "checkin", checkin) is None

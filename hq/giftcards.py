@@ -1,0 +1,565 @@
+"""Gift cards at head office: each card's state and balance, every activity of a card, the chain's terms, the
+online confirmation of a payment, and the ingest stage that checks and applies every gift card entry a till
+sends (docs/giftcards.md).
+
+A gift card is a secure card tied to no member; its value is head office's record (``gift_cards``), which goes
+down to every till in the changes feed. A till sells (``gift_activate``) and loads (``gift_load``) value only
+within its stored-value policy (``hq.topups``: the same ``per_transaction``, a ``per_day`` shared with top-ups,
+``per_member_day`` counted per card), so a stolen till credential makes no more gift card value than it could
+top up. A card pays (``gift_redeem``) on a tap that proves itself: a SUN read counter is used once in the chain
+(``card_taps``, as a member's card), and online head office confirms the payment first against the balance less
+what other tills were confirmed and have not journaled yet.
+
+At ingest (``check``, after the top-ups), each entry in seq order:
+
+    gift_activate   quarantined ``topup_not_enabled`` / ``topup_over_limit`` (the till's policy), or
+                    ``gift_card_invalid`` (a member's card, or a gift card active or blocked already)
+    gift_load       the same, and ``gift_card_invalid`` unless head office holds the card active
+    gift_redeem     quarantined ``gift_proof_invalid`` (the tap does not verify, or its SUN counter was used) or
+                    ``gift_card_invalid`` (no such card); beyond the balance, or of a card held blocked or
+                    cleared, it is stored, applied and flagged ``gift_card_overspent`` (the till served the
+                    customer offline: the loss is the chain's)
+    gift_refund     quarantined ``gift_refund_invalid`` beyond what the card paid in that transaction of this
+                    till, less earlier refunds
+    gift_block      applied: every till refuses the card once it pulls; head office alone unblocks
+
+Head office's own changes (``unblock``, ``clear``, ``import_card``) are recorded as activities of their kinds
+(``gift_unblock``, ``gift_clear``, ``gift_import``) and in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from hq import audit, topups
+from hq.db.engine import Tx
+from hq.errors import Refused
+from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions
+from hq.policy import Breach, verify_tap
+from sync.protocol import (
+    EntryKind,
+    ErrorCode,
+    GiftActivatePayload,
+    GiftBlockPayload,
+    GiftConfirmRequest,
+    GiftLoadPayload,
+    GiftPayload,
+    GiftRedeemPayload,
+    GiftRefundPayload,
+    Reason,
+    SecureTap,
+    WireGiftTerms,
+)
+from terminal import giftcards as gc
+from terminal import topups as tp
+from terminal.errors import Code
+from terminal.money import MAX_AMOUNT
+
+KINDS = frozenset(
+    {
+        EntryKind.GIFT_ACTIVATE.value,
+        EntryKind.GIFT_LOAD.value,
+        EntryKind.GIFT_REDEEM.value,
+        EntryKind.GIFT_REFUND.value,
+        EntryKind.GIFT_BLOCK.value,
+    }
+)
+_COLUMNS = "card_id, uid_hash, state, balance, expires_on, last_used_on, counter"
+_NOT_APPLIED = sorted(e.value for e in NOT_APPLIED)
+_REFUSED = {
+    Code.GIFT_CARD_UNKNOWN: ErrorCode.GIFT_CARD_UNKNOWN,
+    Code.GIFT_CARD_BLOCKED: ErrorCode.GIFT_CARD_BLOCKED,
+    Code.GIFT_CARD_CLEARED: ErrorCode.GIFT_CARD_CLEARED,
+    Code.GIFT_CARD_EXPIRED: ErrorCode.GIFT_CARD_EXPIRED,
+    Code.GIFT_CARD_INSUFFICIENT: ErrorCode.GIFT_CARD_INSUFFICIENT,
+    Code.GIFT_CARD_BAD_AMOUNT: ErrorCode.INVALID_REQUEST,
+}
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+
+def _card(row: Sequence[Any]) -> gc.GiftCard:
+    return gc.GiftCard(
+        str(row[0]),
+        str(row[1]),
+        gc.State(str(row[2])),
+        int(row[3]),
+        row[4] and str(row[4]),
+        row[5] and str(row[5]),
+        None if row[6] is None else int(row[6]),
+    )
+
+
+def held(tx: Tx, card_id: str, *, lock: bool = False) -> gc.GiftCard | None:
+    """The card as head office holds it (``lock``: for the rest of the transaction)."""
+    row = tx.one(f"SELECT {_COLUMNS} FROM gift_cards WHERE card_id = ?{tx.for_update if lock else ''}", [card_id])
+    return _card(row) if row else None
+
+
+def terms(tx: Tx) -> gc.Terms:
+    row = tx.one("SELECT expiry_days, dormant_days FROM gift_terms WHERE id = 1")
+    return gc.Terms(int(row[0]), int(row[1])) if row else gc.Terms()
+
+
+def wire_terms(tx: Tx) -> WireGiftTerms:
+    held_terms = terms(tx)
+    return WireGiftTerms(expiry_days=held_terms.expiry_days, dormant_days=held_terms.dormant_days)
+
+
+def put_terms(tx: Tx, wanted: gc.Terms, by: str, now: str) -> gc.Terms:
+    """Set the chain's terms (for value sold or loaded from now on; every till learns them with its next pull)."""
+    problem = wanted.problem()
+    if problem is not None:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, problem)
+    tx.run(
+        "INSERT INTO gift_terms (id, expiry_days, dormant_days, updated_at, updated_by) VALUES (1, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET expiry_days = excluded.expiry_days, dormant_days = excluded.dormant_days, "
+        "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        [wanted.expiry_days, wanted.dormant_days, now, by],
+    )
+    audit.append(tx, by, "gift_terms", "gift_cards", "", wanted.to_doc())
+    return terms(tx)
+
+
+def report(tx: Tx, card_id: str) -> dict[str, Any]:
+    """A card and every activity of it, oldest first. Raises Refused (``not_found``)."""
+    card = held(tx, card_id)
+    if card is None:
+        raise Refused(ErrorCode.NOT_FOUND, f"no gift card {card_id}")
+    rows = tx.all(
+        "SELECT event_id, kind, amount, balance_after, terminal_id, store_id, day, at, by_whom, note "
+        "FROM gift_card_events WHERE card_id = ? ORDER BY n",
+        [card_id],
+    )
+    names = ("event_id", "kind", "amount", "balance_after", "terminal_id", "store_id", "day", "at", "by", "note")
+    return {**card.to_doc(), "activity": [dict(zip(names, r, strict=True)) for r in rows]}
+
+
+def listing(tx: Tx, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = tx.all(f"SELECT {_COLUMNS} FROM gift_cards ORDER BY card_id LIMIT ?", [limit])
+    return [_card(r).to_doc() for r in rows]
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+
+
+def _write(tx: Tx, card: gc.GiftCard, **sold: str | None) -> str:
+    """Store the card's new state, and its feed document; returns its id (for the version bump)."""
+    body = json.dumps(card.to_doc(), sort_keys=True)
+    tx.run(
+        "INSERT INTO gift_cards (card_id, uid_hash, state, balance, expires_on, last_used_on, counter, "
+        "sold_terminal, sold_store, sold_at, body, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0) "
+        "ON CONFLICT (card_id) DO UPDATE SET state = excluded.state, balance = excluded.balance, "
+        "expires_on = excluded.expires_on, last_used_on = excluded.last_used_on, counter = excluded.counter, "
+        "sold_terminal = COALESCE(excluded.sold_terminal, gift_cards.sold_terminal), "
+        "sold_store = COALESCE(excluded.sold_store, gift_cards.sold_store), "
+        "sold_at = COALESCE(excluded.sold_at, gift_cards.sold_at), body = excluded.body",
+        [
+            card.card_id,
+            card.uid_hash,
+            card.state.value,
+            card.balance,
+            card.expires_on,
+            card.last_used_on,
+            card.counter,
+            sold.get("terminal"),
+            sold.get("store"),
+            sold.get("at"),
+            body,
+        ],
+    )
+    return card.card_id
+
+
+def _event(
+    tx: Tx, event_id: str, card: gc.GiftCard, kind: EntryKind, amount: int, moment: str, **where: str | None
+) -> None:
+    """One activity of the card, numbered after the card's last (the card's row is locked: one at a time)."""
+    tx.run(
+        "INSERT INTO gift_card_events (event_id, card_id, n, kind, amount, balance_after, terminal_id, store_id, "
+        "day, at, by_whom, note) VALUES (?, ?, (SELECT COALESCE(MAX(n), 0) + 1 FROM gift_card_events WHERE "
+        "card_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            event_id,
+            card.card_id,
+            card.card_id,
+            kind.value,
+            amount,
+            card.balance,
+            where.get("terminal"),
+            where.get("store"),
+            where.get("day"),
+            moment,
+            where.get("by"),
+            where.get("note") or "",
+        ],
+    )
+
+
+def bump(tx: Tx, touched: set[str]) -> None:
+    """New feed versions for the cards that changed (last in the transaction, as every bump)."""
+    bump_versions(tx, "gift_cards", "card_id", touched)
+
+
+def apply(
+    tx: Tx, payload: GiftPayload, kind: EntryKind, txn_id: str, where: dict[str, str], chain_terms: gc.Terms
+) -> str:
+    """What a till's gift card entry does to its card (checked already, or released by an administrator);
+    returns the card's id. ``where``: terminal, store, day (head office's business day) and at."""
+    card = held(tx, payload.card_id, lock=True)
+    day = where["day"]
+    if isinstance(payload, GiftActivatePayload):
+        after = gc.GiftCard(
+            payload.card_id,
+            payload.uid_hash,
+            gc.State.ACTIVE,
+            payload.amount,
+            gc.expires_on(day, chain_terms),
+            day,
+            card.counter if card is not None else None,
+        )
+        amount = payload.amount
+    elif card is None:  # a released payment, refund or block of a card head office never held
+        raise Refused(ErrorCode.GIFT_CARD_UNKNOWN, f"no gift card {payload.card_id}")
+    elif isinstance(payload, GiftLoadPayload):
+        expires = gc.expires_on(day, chain_terms)
+        after = gc.GiftCard(
+            card.card_id, card.uid_hash, card.state, card.balance + payload.amount, expires, day, card.counter
+        )
+        amount = payload.amount
+    elif isinstance(payload, GiftRedeemPayload):
+        after = _with(card, balance=card.balance - payload.amount, used=day, counter=payload.tap.counter)
+        amount = -payload.amount
+    elif isinstance(payload, GiftRefundPayload):
+        after = _with(card, balance=card.balance + payload.amount, used=day)
+        amount = payload.amount
+    else:
+        after = _with(card, state=gc.State.BLOCKED)
+        amount = 0
+    sold = {"terminal": where["terminal"], "store": where["store"], "at": where["at"]} if kind in _SELLS else {}
+    _write(tx, after, **sold)
+    _event(tx, txn_id, after, kind, amount, where["at"], **where)
+    return after.card_id
+
+
+_SELLS = (EntryKind.GIFT_ACTIVATE,)
+
+
+def _with(
+    card: gc.GiftCard,
+    *,
+    balance: int | None = None,
+    state: gc.State | None = None,
+    used: str | None = None,
+    counter: int | None = None,
+) -> gc.GiftCard:
+    """The card changed as named; a read counter only ever rises (its high-water mark)."""
+    highest = max((c for c in (card.counter, counter) if c is not None), default=None)
+    return gc.GiftCard(
+        card.card_id,
+        card.uid_hash,
+        state or card.state,
+        card.balance if balance is None else balance,
+        card.expires_on,
+        used or card.last_used_on,
+        highest,
+    )
+
+
+# -- head office's own changes -----------------------------------------------------------------------------
+
+
+def unblock(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
+    """Make a blocked card usable again (``gift_unblock``)."""
+    card = held(tx, card_id, lock=True)
+    if card is None or card.state is not gc.State.BLOCKED:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a blocked gift card")
+    return _own(tx, _with(card, state=gc.State.ACTIVE), EntryKind.GIFT_UNBLOCK, 0, by, reason, now)
+
+
+def clear(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
+    """Take a card's balance to zero (``gift_clear``): expired value, a card retired; it may be sold again."""
+    card = held(tx, card_id, lock=True)
+    if card is None or card.state is gc.State.CLEARED:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
+    after = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0, None, card.last_used_on, card.counter)
+    return _own(tx, after, EntryKind.GIFT_CLEAR, -card.balance, by, reason, now)
+
+
+def import_card(tx: Tx, uid_hash: str, amount: int, by: str, source: str, now: str) -> gc.GiftCard:
+    """A card of an earlier system, with the balance it held there (``gift_import``); refused for a card head
+    office holds already, or a member's card."""
+    if len(uid_hash) != 64 or any(c not in "0123456789abcdef" for c in uid_hash) or not 0 <= amount <= MAX_AMOUNT:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, "a card's keyed hash (64 hex digits) and an amount 0..MAX")
+    card_id = gc.card_id(uid_hash)
+    if held(tx, card_id) is not None or _member_card(tx, uid_hash):
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is a gift card or a member's card already")
+    day = now[:10]
+    card = gc.GiftCard(card_id, uid_hash, gc.State.ACTIVE, amount, gc.expires_on(day, terms(tx)), day)
+    return _own(tx, card, EntryKind.GIFT_IMPORT, amount, by, source, now)
+
+
+def _own(tx: Tx, card: gc.GiftCard, kind: EntryKind, amount: int, by: str, note: str, now: str) -> gc.GiftCard:
+    if not by.strip():
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, "say who makes the change")
+    _write(tx, card)
+    _event(tx, f"HQ-{secrets.token_hex(8)}", card, kind, amount, now, by=by, note=note[:200], day=now[:10])
+    audit.append(tx, by, kind.value, card.card_id, note[:200], {"amount": amount, "balance": card.balance})
+    bump(tx, {card.card_id})
+    return card
+
+
+def _member_card(tx: Tx, uid_hash: str) -> bool:
+    return tx.one("SELECT 1 FROM cards WHERE uid_hash = ? AND deleted = 0", [uid_hash]) is not None
+
+
+# -- online confirmation -----------------------------------------------------------------------------------
+
+
+def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRequest, now: str) -> dict[str, Any]:
+    """Record a till's gift card payment before it approves it, or raise Refused with the till's code. The same
+    terminal and transaction asking again is a retry and gets the same answer."""
+    repeat = tx.one("SELECT terminal_id, card_id, amount FROM gift_confirms WHERE txn_id = ?", [request.txn_id])
+    if repeat is not None:
+        if (str(repeat[0]), str(repeat[1]), int(repeat[2])) == (terminal_id, request.card_id, request.amount):
+            return {"confirmed": True, "card_id": request.card_id, "repeat": True}
+        raise Refused(ErrorCode.INVALID_REQUEST, f"transaction {request.txn_id} was confirmed for another payment")
+    card = held(tx, request.card_id, lock=True)
+    if card is not None and card.uid_hash != request.tap.uid_hash:
+        card = None
+    pending = tx.one(
+        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+        [request.card_id],
+    )
+    code = gc.redeem_refusal(card, request.amount, int(pending[0]) if pending else 0, now[:10])
+    if code is not None:
+        raise Refused(_REFUSED.get(code, ErrorCode.INVALID_REQUEST), code.value)
+    assert card is not None
+    if gc.replayed(request.tap.counter, card.counter):  # online, a counter must rise: a skimmed message fails
+        raise Refused(ErrorCode.REPLAYED_CARD, "this card has paid with a later message")
+    problem = _tap_problem(tx, settings, request.tap, terminal_id, request.txn_id)
+    if problem is not None:
+        raise Refused(ErrorCode(problem[0]), problem[1])
+    tx.run(
+        "INSERT INTO gift_confirms (txn_id, card_id, terminal_id, amount, confirmed_at) VALUES (?, ?, ?, ?, ?)",
+        [request.txn_id, request.card_id, terminal_id, request.amount, now],
+    )
+    if request.tap.counter is not None:  # every till learns the new high-water mark with its next pull
+        bump(tx, {_write(tx, _with(card, counter=request.tap.counter))})
+    return {"confirmed": True, "card_id": card.card_id, "balance": card.balance - int(pending[0] if pending else 0)}
+
+
+def _tap_problem(tx: Tx, settings: Settings, tap: SecureTap, terminal_id: str, txn_id: str) -> tuple[str, str] | None:
+    """Why the tap proves nothing: a SUN message that does not verify (when head office holds the keys), or a
+    read counter the chain used already (it is used from now on); None when it may pay."""
+    _, breach = verify_tap(tap, settings.card_keys)
+    if breach is not None:
+        return ErrorCode.FORGED_CARD.value, str(breach.detail.get("problem", "the tap does not verify"))
+    if tap.counter is None:
+        return None
+    stored = tx.many_returning(
+        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
+        [(tap.uid_hash, tap.counter, terminal_id, txn_id)],
+    )
+    if stored[0] is None:
+        first = tx.one("SELECT txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?", [tap.uid_hash, tap.counter])
+        if first is None or str(first[0]) != txn_id:
+            return ErrorCode.REPLAYED_CARD.value, "this card message was already used in the chain"
+    return None
+
+
+# -- the ingest stage --------------------------------------------------------------------------------------
+
+
+def check(tx: Tx, batch: Batch) -> set[str]:
+    """Check and apply every gift card entry of the batch in seq order; the cards whose feed row changed."""
+    touched: set[str] = set()
+    chain_terms = terms(tx)
+    policy = topups.policy(tx, batch.terminal_id)
+    for i, entry in enumerate(batch.entries):
+        payload = batch.payloads[i]
+        if entry.kind not in KINDS or batch.effects[i] in NOT_APPLIED or not isinstance(payload, GiftPayload):
+            continue
+        breach = _breach(tx, batch, i, payload, policy)
+        if breach is not None and breach.reason is not Reason.GIFT_CARD_OVERSPENT:
+            batch.quarantine(i, breach)
+            continue
+        where = {
+            "terminal": batch.terminal_id,
+            "store": batch.store_id,
+            "day": batch.days[i],
+            "at": batch.received_at,
+        }
+        touched.add(apply(tx, payload, EntryKind(entry.kind), entry.txn_id, where, chain_terms))
+        if breach is not None:
+            batch.flag(i, breach.reason, breach.subject, **breach.detail)
+    return touched
+
+
+def _breach(tx: Tx, batch: Batch, i: int, payload: GiftPayload, policy: tp.TopupPolicy) -> Breach | None:
+    card = held(tx, payload.card_id)
+    if isinstance(payload, GiftActivatePayload | GiftLoadPayload):
+        breach = _over_policy(tx, batch, i, payload, policy)
+        if breach is not None:
+            return breach
+        if isinstance(payload, GiftActivatePayload):
+            code = gc.activate_refusal(card, secure=True, member_card=_member_card(tx, payload.uid_hash))
+        else:
+            code = gc.usable_refusal(card, batch.days[i])
+        return _invalid(payload, code)
+    if isinstance(payload, GiftRedeemPayload):
+        return _redeem_breach(tx, batch, i, payload, card)
+    if isinstance(payload, GiftRefundPayload):
+        return _refund_breach(tx, batch, i, payload)
+    assert isinstance(payload, GiftBlockPayload)
+    return _invalid(payload, Code.GIFT_CARD_UNKNOWN if card is None else None)
+
+
+def _invalid(payload: GiftPayload, code: Code | None) -> Breach | None:
+    if code is None:
+        return None
+    return Breach(Reason.GIFT_CARD_INVALID, payload.card_id, {"card_id": payload.card_id, "code": code.value})
+
+
+def _over_policy(
+    tx: Tx, batch: Batch, i: int, payload: GiftActivatePayload | GiftLoadPayload, policy: tp.TopupPolicy
+) -> Breach | None:
+    """The till's stored-value policy (``hq.topups``): the card counts as the member."""
+    tally = _tally(tx, batch, i, payload.card_id)
+    code = tp.over_limit(payload.amount, policy, tally)
+    received = topups.received_today(tx, batch, i)
+    if code is None and received + payload.amount > policy.per_day + policy.offline_total:
+        code = Code.TOPUP_LIMIT_DAY
+    if code is None:
+        return None
+    reason = Reason.TOPUP_NOT_ENABLED if code is Code.TOPUP_NOT_ENABLED else Reason.TOPUP_OVER_LIMIT
+    detail = {
+        "code": code.value,
+        "amount": payload.amount,
+        "card_id": payload.card_id,
+        "day": batch.days[i],
+        "sold_that_day": tally.till_day,
+        "sold_on_card_that_day": tally.member_day,
+        "received_today": received,
+        **policy.to_doc(),
+    }
+    return Breach(reason, "", detail)
+
+
+def _tally(tx: Tx, batch: Batch, i: int, card_id: str) -> tp.Tally:
+    """Stored value this till sold on entry ``i``'s business day (top-ups and gift cards), and on this card."""
+    day = batch.days[i]
+    row = tx.one(
+        "SELECT COALESCE(SUM(CASE WHEN kind IN (?, ?) THEN total ELSE stored_value END), 0) FROM journal "
+        "WHERE terminal_id = ? AND day = ? AND kind IN (?, ?, ?, ?) AND effect NOT IN (?, ?, ?)",
+        [*topups.GIFT_SALES, batch.terminal_id, day, *topups.SOLD, *_NOT_APPLIED],
+    )
+    on_card = tx.one(
+        "SELECT COALESCE(SUM(amount), 0) FROM gift_card_events WHERE card_id = ? AND terminal_id = ? AND day = ? "
+        "AND kind IN (?, ?)",
+        [card_id, batch.terminal_id, day, *topups.GIFT_SALES],
+    )
+    till_day, card_day = int(row[0]) if row else 0, int(on_card[0]) if on_card else 0
+    for j in topups.earlier(batch, i):
+        if batch.days[j] == day:
+            till_day += topups.sold_value(batch, j)
+            earlier = batch.payloads[j]
+            if isinstance(earlier, GiftActivatePayload | GiftLoadPayload) and earlier.card_id == card_id:
+                card_day += earlier.amount
+    return tp.Tally(till_day, card_day)
+
+
+def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, card: gc.GiftCard | None) -> Breach | None:
+    if card is None or card.uid_hash != payload.uid_hash:
+        return _invalid(payload, Code.GIFT_CARD_UNKNOWN)
+    confirmed = tx.one(
+        "SELECT terminal_id, card_id, amount FROM gift_confirms WHERE txn_id = ?", [batch.entries[i].txn_id]
+    )
+    ours = confirmed is not None and (str(confirmed[0]), str(confirmed[1]), int(confirmed[2])) == (
+        batch.terminal_id,
+        payload.card_id,
+        payload.amount,
+    )
+    if not ours:  # taken offline: its tap is checked now, and its counter used
+        problem = _tap_problem(tx, batch.settings, payload.tap, batch.terminal_id, batch.entries[i].txn_id)
+        if problem is not None:
+            shown = {"card_id": payload.card_id, "code": problem[0], "problem": problem[1]}
+            return Breach(Reason.GIFT_PROOF_INVALID, payload.card_id, shown)
+    overspent = None
+    if card.state is not gc.State.ACTIVE:
+        overspent = f"the card is {card.state.value}"
+    elif payload.amount > card.balance:
+        overspent = "beyond the card's balance"
+    if overspent is None:
+        return None
+    detail: dict[str, Any] = {
+        "card_id": payload.card_id,
+        "amount": payload.amount,
+        "balance_before": card.balance,
+        "balance_after": card.balance - payload.amount,
+        "problem": overspent,
+    }
+    return Breach(Reason.GIFT_CARD_OVERSPENT, payload.card_id, detail)
+
+
+def _refund_breach(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> Breach | None:
+    """Only what the card paid in that transaction of this till, less earlier refunds, goes back."""
+    paid = _paid(tx, batch, i, payload)
+    refunded = _refunded(tx, batch, i, payload.original_txn)
+    if gc.refund_refusal(paid, refunded, payload.amount) is None:
+        return None
+    detail = {
+        "card_id": payload.card_id,
+        "original_txn": payload.original_txn,
+        "amount": payload.amount,
+        "paid": paid,
+        "refunded_before": refunded,
+    }
+    return Breach(Reason.GIFT_REFUND_INVALID, payload.original_txn, detail)
+
+
+def _paid(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> int | None:
+    for j in range(i):
+        earlier = batch.payloads[j]
+        if (
+            batch.entries[j].txn_id == payload.original_txn
+            and isinstance(earlier, GiftRedeemPayload)
+            and batch.effects[j] not in NOT_APPLIED
+            and earlier.card_id == payload.card_id
+        ):
+            return earlier.amount
+    row = tx.one(
+        "SELECT -amount FROM gift_card_events WHERE event_id = ? AND card_id = ? AND terminal_id = ? AND kind = ?",
+        [payload.original_txn, payload.card_id, batch.terminal_id, EntryKind.GIFT_REDEEM.value],
+    )
+    return int(row[0]) if row else None
+
+
+def _refunded(tx: Tx, batch: Batch, i: int, original_txn: str) -> int:
+    """What earlier refunds of a gift card payment gave back: held (the card's activity), and earlier in the batch."""
+    row = tx.one(
+        "SELECT COALESCE(SUM(e.amount), 0) FROM gift_card_events e JOIN journal j ON j.txn_id = e.event_id "
+        "WHERE j.original_txn = ? AND j.kind = ? AND e.kind = ?",
+        [original_txn, EntryKind.GIFT_REFUND.value, EntryKind.GIFT_REFUND.value],
+    )
+    before = int(row[0]) if row else 0
+    for j in range(i):
+        earlier = batch.payloads[j]
+        if (
+            isinstance(earlier, GiftRefundPayload)
+            and earlier.original_txn == original_txn
+            and batch.effects[j] not in NOT_APPLIED
+        ):
+            before += earlier.amount
+    return before
+
+
+def released(tx: Tx, txn_id: str, payload: GiftPayload, kind: str, where: dict[str, str]) -> set[str]:
+    """An administrator released a quarantined gift card entry: it applies now; the cards changed."""
+    return {apply(tx, payload, EntryKind(kind), txn_id, where, terms(tx))}

@@ -1,0 +1,288 @@
+"""Head office's gift cards (hq/giftcards.py), on SQLite and PostgreSQL, with real SUN messages of a virtual
+NTAG 424 DNA and head office holding the chain's card keys: sold and loaded only within the till's stored-value
+policy, paid on a tap that proves itself once in the chain, given back only what a card paid, blocked by a
+till and unblocked by head office alone; what a stolen till credential, a cloned or replayed card message and
+two offline tills can do, and what bounds it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hq import audit
+from hq.errors import Refused
+from hq.ingest import Settings
+from hq.policy import CardKeys
+from hq.store import HqStore
+from sync.protocol import EodReport, ErrorCode, GiftConfirmRequest, ReconItem, SecureTap, WireEntry, day_totals
+from terminal import giftcards as gc
+from terminal.credentials import card_uid_hash
+from terminal.topups import TopupPolicy
+from tests.vcard import Ntag424
+
+MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+CARD_KEY = bytes(range(32))
+DAY1 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Card:
+    """A physical gift card: a virtual NTAG 424 DNA whose every read is a new SUN message."""
+
+    def __init__(self, uid: bytes) -> None:
+        self.tag = Ntag424(uid, MASTER)
+        self.uid_hash = card_uid_hash(CARD_KEY, uid)
+        self.card_id = gc.card_id(self.uid_hash)
+
+    def tap(self) -> SecureTap:
+        url = self.tag.ndef_url()
+        return SecureTap(uid_hash=self.uid_hash, trust="sun", counter=self.tag.counter, sun=url)
+
+
+class Chain:
+    def __init__(self, url: str) -> None:
+        self.clock = DAY1
+        keys = CardKeys(MASTER, lambda uid: card_uid_hash(CARD_KEY, uid))
+        self.store = HqStore(url, Settings(card_keys=keys), clock=lambda: iso(self.clock))
+        self.seqs: dict[str, int] = {}
+        self.sent: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        """Each till's entries as it sent them (what its end of day declares)."""
+        for terminal, shop in (("T1", "S1"), ("T2", "S2"), ("T3", "S3")):
+            self.store.add_terminal(terminal, shop, terminal.lower())
+            self.seqs[terminal] = 0
+        for terminal in ("T1", "T2"):
+            self.store.put_topup_policy(terminal, TopupPolicy(True, 10_000, 20_000, 15_000, 5_000), "Mio")
+
+    def push(self, terminal: str, kind: str, card: Card, **fields: Any) -> str:
+        self.seqs[terminal] += 1
+        seq = self.seqs[terminal]
+        payload = {
+            "card_id": card.card_id,
+            "uid_hash": card.uid_hash,
+            "store_id": "S" + terminal[1:],
+            "local_time": self.clock.replace(tzinfo=None).isoformat(timespec="seconds"),
+            **fields,
+        }
+        txn = f"{terminal}-{seq}"
+        entry = WireEntry(
+            terminal_id=terminal, seq=seq, txn_id=txn, kind=kind, payload=payload, created_at=iso(self.clock)
+        )
+        self.sent.setdefault(terminal, []).append((kind, payload))
+        self.store.ingest(terminal, [entry], clock=iso(self.clock))
+        return txn
+
+    def sell(self, terminal: str, card: Card, amount: int) -> str:
+        return self.push(terminal, "gift_activate", card, amount=amount, trust="sun")
+
+    def pay(self, terminal: str, card: Card, amount: int, tap: SecureTap | None = None) -> str:
+        tap = tap or card.tap()
+        return self.push(terminal, "gift_redeem", card, amount=amount, tap=tap.model_dump(exclude_none=True))
+
+    def card(self, card: Card) -> dict[str, Any]:
+        return self.store.gift_card(card.card_id)
+
+    def held(self, terminal: str) -> list[ReconItem]:
+        return [i for i in self.store.items(terminal_id=terminal) if i.quarantined]
+
+    def flagged(self, terminal: str) -> list[ReconItem]:
+        return [i for i in self.store.items(terminal_id=terminal) if not i.quarantined]
+
+
+@pytest.fixture
+def chain(hq_url: str) -> Iterator[Chain]:
+    made = Chain(hq_url)
+    yield made
+    made.store.close()
+
+
+def test_a_card_sold_at_one_till_is_loaded_paid_given_back_and_blocked_and_every_till_learns_it(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5F6"))
+    chain.sell("T1", card, 5000)
+    chain.push("T1", "gift_load", card, amount=2000)
+    paid = chain.pay("T2", card, 3000)  # another store's till
+    chain.push("T2", "gift_refund", card, amount=1000, original_txn=paid)
+    shown = chain.card(card)
+    assert (shown["state"], shown["balance"]) == ("active", 5000)
+    assert [(a["kind"], a["amount"], a["balance_after"]) for a in shown["activity"]] == [
+        ("gift_activate", 5000, 5000),
+        ("gift_load", 2000, 7000),
+        ("gift_redeem", -3000, 4000),
+        ("gift_refund", 1000, 5000),
+    ]
+    assert chain.held("T1") == [] and chain.held("T2") == []
+    page = chain.store.changes(0, 1000)
+    [fed] = [c for c in page.gift_cards if c.card_id == card.card_id]
+    assert fed.body == {
+        **gc.GiftCard(card.card_id, card.uid_hash, gc.State.ACTIVE, 5000).to_doc(),
+        "last_used_on": "2026-12-01",
+        "counter": 1,  # the SUN read counter it paid with: every till refuses that message and older ones
+    }
+    chain.push("T2", "gift_block", card, reason="reported lost")
+    assert chain.card(card)["state"] == "blocked"
+    later = chain.store.changes(page.cursor, 1000)
+    assert [(c.card_id, c.body["state"]) for c in later.gift_cards] == [(card.card_id, "blocked")]
+    chain.store.unblock_gift_card(card.card_id, "Mio", "found by the customer")
+    assert chain.card(card)["state"] == "active"
+    assert chain.card(card)["activity"][-1]["kind"] == "gift_unblock"
+
+
+def test_selling_and_loading_share_the_tills_stored_value_policy(chain: Chain) -> None:
+    first, second = Card(bytes.fromhex("04000000000001")), Card(bytes.fromhex("04000000000002"))
+    over_one = chain.sell("T1", first, 10_001)  # per_transaction 10,000
+    chain.sell("T1", first, 10_000)
+    chain.push("T1", "gift_load", first, amount=6000)  # 16,000 on one card in a day: per_member_day 15,000
+    chain.sell("T1", second, 9000)  # 19,000 that day
+    chain.store.upsert_member("M-1", "Aiko", "basic", 0)
+    topup = {"member_id": "M-1", "store_id": "S1", "amount": 2000, "stored_value_delta": 2000}
+    chain.seqs["T1"] += 1
+    chain.store.ingest(
+        "T1",
+        [
+            WireEntry(
+                terminal_id="T1",
+                seq=chain.seqs["T1"],
+                txn_id="T1-topup",
+                kind="till_topup",
+                payload={**topup, "local_time": "2026-12-01T10:00:00"},
+                created_at=iso(chain.clock),
+            )
+        ],
+    )  # a top-up shares the day's 20,000 with gift cards: 21,000
+    assert chain.card(first)["balance"] == 10_000 and chain.card(second)["balance"] == 9000
+    codes = {(i.txn_id, i.detail["code"]) for i in chain.held("T1")}
+    assert codes == {
+        (over_one, "topup_limit_transaction"),
+        ("T1-3", "topup_limit_member_day"),
+        ("T1-topup", "topup_limit_day"),
+    }
+    # The till's end of day declares what it took for the cards; head office loaded less (two entries held).
+    declared = day_totals(chain.sent["T1"])  # the top-up is not among them: its own check is elsewhere
+    result = chain.store.eod(EodReport(terminal_id="T1", day="2026-12-01", first_seq=1, last_seq=4, totals=declared))
+    assert "gift cards sold and loaded: terminal 35001, head office 19000" in result.mismatches
+    [takings] = [i for i in chain.store.items(terminal_id="T1") if i.reason.value == "gift_takings_mismatch"]
+    assert takings.detail["not_loaded"] == [over_one, "T1-3"]
+    disabled = Card(bytes.fromhex("04000000000003"))
+    sold = chain.sell("T3", disabled, 100)  # a till head office never enabled makes no value
+    assert [(i.txn_id, i.detail["code"]) for i in chain.held("T3")] == [(sold, "topup_not_enabled")]
+    with pytest.raises(Refused):
+        chain.store.gift_card(disabled.card_id)
+
+
+def test_a_stolen_till_credential_cannot_make_or_drain_value(chain: Chain) -> None:
+    """What a holder of T2's credential can send, bypassing the till's own checks."""
+    victim = Card(bytes.fromhex("04A1B2C3D4E5F7"))
+    chain.sell("T1", victim, 8000)
+    member = Card(bytes.fromhex("04A1B2C3D4E5F8"))
+    chain.store.upsert_member("M-1", "Aiko", "basic", 0)
+    chain.store.upsert_card(member.uid_hash, "M-1")
+    as_member = chain.sell("T2", member, 100)  # a member's card sold as a gift card
+    again = chain.sell("T2", victim, 5000)  # an active card "sold" again: a new balance
+    forged = victim.tap().model_copy(update={"counter": 99})  # a SUN message edited
+    drained = chain.pay("T2", victim, 8000, tap=forged)
+    uid_only = chain.push(
+        "T2", "gift_redeem", victim, amount=8000, tap={"uid_hash": victim.uid_hash, "trust": "mac"}
+    )  # a MAC read head office cannot check again: attested by the till (see docs/giftcards.md)
+    too_much_back = chain.push("T2", "gift_refund", victim, amount=500, original_txn=uid_only)
+    chain.push("T2", "gift_refund", victim, amount=9000, original_txn=uid_only)
+    made_up = chain.push("T2", "gift_import", victim, amount=100_000, source="x")  # head office's own kind
+    held = {(i.txn_id, i.reason.value) for i in chain.held("T2")}
+    assert {
+        (as_member, "gift_card_invalid"),
+        (again, "gift_card_invalid"),
+        (drained, "gift_proof_invalid"),
+        (made_up, "kind_not_allowed"),
+    } <= held
+    assert (too_much_back, "gift_refund_invalid") not in held  # 500 of the 8,000 it paid may go back
+    assert ("T2-6", "gift_refund_invalid") in held  # 9,000 of 8,000 may not
+    shown = chain.card(victim)
+    assert shown["balance"] == 8000 - 8000 + 500
+    assert [a["kind"] for a in shown["activity"]] == ["gift_activate", "gift_redeem", "gift_refund"]
+
+
+def test_a_replayed_or_cloned_card_message_pays_once_in_the_chain(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5F9"))
+    chain.sell("T1", card, 6000)
+    tap = card.tap()
+    chain.pay("T1", card, 1000, tap=tap)
+    replayed = chain.pay("T2", card, 1000, tap=tap)  # the same message, recorded, played at another till
+    assert [(i.txn_id, i.reason.value, i.detail["code"]) for i in chain.held("T2")] == [
+        (replayed, "gift_proof_invalid", "replayed_card")
+    ]
+    assert chain.card(card)["balance"] == 5000
+    request = GiftConfirmRequest(card_id=card.card_id, amount=100, txn_id="T2-online", tap=tap)
+    with pytest.raises(Refused) as refused:
+        chain.store.confirm_gift("T2", request)
+    assert refused.value.code is ErrorCode.REPLAYED_CARD
+    skimmed = card.tap()  # read off the card in a crowd, never used at a till
+    chain.pay("T1", card, 1000)  # the customer pays again with a later message
+    late = GiftConfirmRequest(card_id=card.card_id, amount=100, txn_id="T2-skim", tap=skimmed)
+    with pytest.raises(Refused) as refused:
+        chain.store.confirm_gift("T2", late)
+    assert refused.value.code is ErrorCode.REPLAYED_CARD  # online, a card's counter must rise
+    assert chain.store.changes(0, 1000).gift_cards[-1].body["counter"] == skimmed.counter + 1  # tills learn it
+
+
+def test_online_head_office_holds_back_what_it_confirmed_until_the_entry_arrives(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5FA"))
+    chain.sell("T1", card, 5000)
+    first = GiftConfirmRequest(card_id=card.card_id, amount=4000, txn_id="T2-9", tap=card.tap())
+    assert chain.store.confirm_gift("T2", first)["balance"] == 5000
+    assert chain.store.confirm_gift("T2", first)["repeat"] is True  # a retry
+    second = GiftConfirmRequest(card_id=card.card_id, amount=1500, txn_id="T1-9", tap=card.tap())
+    with pytest.raises(Refused) as refused:
+        chain.store.confirm_gift("T1", second)
+    assert refused.value.code is ErrorCode.GIFT_CARD_INSUFFICIENT
+    chain.seqs["T2"] = 8
+    chain.pay("T2", card, 4000, tap=first.tap)  # its entry: confirmed, so its counter is its own
+    assert chain.held("T2") == [] and chain.card(card)["balance"] == 1000
+    unknown = Card(bytes.fromhex("04A1B2C3D4E5FB"))
+    with pytest.raises(Refused) as refused:
+        chain.store.confirm_gift(
+            "T1", GiftConfirmRequest(card_id=unknown.card_id, amount=1, txn_id="x", tap=unknown.tap())
+        )
+    assert refused.value.code is ErrorCode.GIFT_CARD_UNKNOWN
+
+
+def test_two_offline_tills_paying_beyond_the_balance_are_flagged_and_the_card_goes_negative(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5FC"))
+    chain.sell("T1", card, 3000)
+    chain.pay("T1", card, 2500)
+    late = chain.pay("T2", card, 2500)  # approved offline on the balance T2 last pulled
+    assert chain.card(card)["balance"] == -2000
+    [item] = chain.flagged("T2")
+    assert (item.txn_id, item.reason.value, item.detail["balance_after"]) == (late, "gift_card_overspent", -2000)
+    assert chain.held("T2") == []  # the customer was served: stored and applied, the loss named
+
+
+def test_head_office_clears_imports_and_sets_terms_and_a_quarantined_sale_is_released(chain: Chain) -> None:
+    chain.store.put_gift_terms(gc.Terms(expiry_days=365, dormant_days=90), "Mio")
+    card = Card(bytes.fromhex("04A1B2C3D4E5FD"))
+    sold = chain.sell("T1", card, 10_001)  # over the till's per_transaction: held
+    assert chain.held("T1")[0].txn_id == sold
+    chain.store.release(sold, "Mio", "the POS took 100.01: checked with the cash-up")
+    shown = chain.card(card)
+    assert (shown["balance"], shown["expires_on"]) == (10_001, "2027-12-01")
+    chain.store.clear_gift_card(card.card_id, "Mio", "retired")
+    assert (chain.card(card)["state"], chain.card(card)["balance"]) == ("cleared", 0)
+    chain.sell("T2", card, 1000)  # a cleared card may be sold again
+    assert chain.card(card)["balance"] == 1000
+    old = Card(bytes.fromhex("04A1B2C3D4E5FE"))
+    chain.store.import_gift_card(old.uid_hash, 4200, "Mio", "legacy 7788")
+    assert chain.card(old)["activity"][0]["kind"] == "gift_import"
+    with pytest.raises(Refused):
+        chain.store.import_gift_card(old.uid_hash, 1, "Mio", "again")
+    chain.clock = DAY1 + timedelta(days=800)  # past the imported value's expiry
+    request = GiftConfirmRequest(card_id=old.card_id, amount=100, txn_id="T1-late", tap=old.tap())
+    with pytest.raises(Refused) as refused:
+        chain.store.confirm_gift("T1", request)
+    assert refused.value.code is ErrorCode.GIFT_CARD_EXPIRED
+    with chain.store.db.read() as tx:
+        done = [(r.actor, r.action, r.target) for r in audit.recent(tx)]
+    assert {("Mio", "gift_terms", "gift_cards"), ("Mio", "gift_clear", card.card_id)} <= set(done)
+    assert ("Mio", "gift_import", old.card_id) in done

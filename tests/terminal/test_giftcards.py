@@ -1,0 +1,154 @@
+"""Gift cards at the till (terminal/giftcards.py, the service's gift card section, terminal/store/giftcards.py),
+with a real till store and the SUN messages of a virtual NTAG 424 DNA: sold only as a secure card of no member
+within the till's stored-value policy, paying once per tap within the balance and, offline, within the offline
+rules; what a refusal leaves (nothing journalled); the pure rules."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from terminal import giftcards as gc
+from terminal import payments as pay
+from terminal.credentials import card_uid_hash
+from terminal.errors import Code, Rejected
+from terminal.model import Card, CardRead, Member, utc_iso
+from terminal.ports import CacheDocs
+from terminal.service import Service
+from terminal.store import Store
+from tests.vcard import Ntag424
+
+MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+CARD_KEY = bytes(range(32))
+POLICY = {
+    "enabled": True,
+    "per_transaction": 10_000,
+    "per_day": 20_000,
+    "per_member_day": 15_000,
+    "offline_total": 5000,
+}
+
+
+def hash_uid(uid: bytes) -> str:
+    return card_uid_hash(CARD_KEY, uid)
+
+
+class Plastic:
+    """A gift card in the customer's hand: each tap is a fresh SUN message."""
+
+    def __init__(self, uid: bytes) -> None:
+        self.tag = Ntag424(uid, MASTER)
+        self.uid_hash = hash_uid(uid)
+        self.card_id = gc.card_id(self.uid_hash)
+
+    def tap(self) -> CardRead:
+        return CardRead("r", "iso14443a", self.uid_hash, sun=self.tag.ndef_url(), at=time.monotonic())
+
+
+@pytest.fixture
+def till(tmp_path: Path) -> Iterator[Service]:
+    store = Store.open(tmp_path / "terminal.db")
+    store.apply_changes([], [], [], 1, CacheDocs(topup_policy=json.dumps(POLICY)))
+    store.set_state(last_sync_ok=utc_iso(time.time()))  # online: head office answered a moment ago
+    service = Service(store, "T1", store_id="S1", sun_master_key=MASTER, hash_uid=hash_uid)
+    yield service
+    store.close()
+
+
+def refused(till: Service, action: str, *args: object) -> str:
+    seq = till.store.max_seq()
+    with pytest.raises(Rejected) as caught:
+        getattr(till, action)(*args)
+    assert till.store.max_seq() == seq  # refused: nothing journalled
+    return caught.value.code.value
+
+
+def test_a_card_is_sold_loaded_paid_given_back_and_blocked_at_the_till(till: Service) -> None:
+    card = Plastic(bytes.fromhex("04A1B2C3D4E5F6"))
+    sold = till.sell_gift(card.tap(), 5000)
+    assert (sold.kind, sold.card_id, sold.amount, sold.balance) == ("gift_activate", card.card_id, 5000, 5000)
+    assert till.load_gift(card.tap(), 1000).balance == 6000
+    paid = till.pay_gift(card.tap(), 2500, "POS-17")
+    assert (paid.amount, paid.balance) == (-2500, 3500)
+    assert till.refund_gift(paid.txn_id, 1000).balance == 4500
+    assert refused(till, "refund_gift", paid.txn_id, 1501) == "gift_refund_invalid"  # 2,500 paid, 1,000 back
+    assert refused(till, "pay_gift", card.tap(), 4501) == "gift_card_insufficient"
+    till.block_gift(card.tap(), "reported lost")
+    assert refused(till, "pay_gift", card.tap(), 1) == "gift_card_blocked"
+    assert refused(till, "load_gift", card.tap(), 1) == "gift_card_blocked"
+    kinds = [e.kind for e in till.store.unpushed(100)]
+    assert kinds == ["gift_activate", "gift_load", "gift_redeem", "gift_refund", "gift_block"]
+
+
+def test_only_a_secure_card_of_no_member_within_the_policy_is_sold(till: Service) -> None:
+    uid_only = CardRead("r", "iso14443a", hash_uid(bytes.fromhex("04000000000001")))
+    assert refused(till, "sell_gift", uid_only, 100) == "gift_card_not_secure"
+    member = Plastic(bytes.fromhex("04000000000002"))
+    till.store.apply_changes([Member("M-1", "Aiko", "basic", 0)], [Card(member.uid_hash, "M-1")], [], 2)
+    assert refused(till, "sell_gift", member.tap(), 100) == "gift_card_member_card"
+    card = Plastic(bytes.fromhex("04000000000003"))
+    assert refused(till, "sell_gift", card.tap(), 10_001) == "topup_limit_transaction"
+    assert refused(till, "sell_gift", card.tap(), 0) == "gift_card_bad_amount"
+    till.sell_gift(card.tap(), 10_000)
+    assert refused(till, "sell_gift", card.tap(), 100) == "gift_card_active"
+    assert refused(till, "load_gift", card.tap(), 5001) == "topup_limit_member_day"  # 15,000 a card a day
+    other = Plastic(bytes.fromhex("04000000000004"))
+    till.sell_gift(other.tap(), 10_000)
+    assert refused(till, "load_gift", other.tap(), 1) == "topup_limit_day"  # 20,000 a till a day, shared
+    forged = CardRead("r", "iso14443a", other.uid_hash, sun=card.tag.ndef_url())  # another card's message
+    assert refused(till, "pay_gift", forged, 1) == "forged_card"
+
+
+def test_a_tap_pays_once_and_a_replayed_message_never(till: Service) -> None:
+    card = Plastic(bytes.fromhex("04A1B2C3D4E5F7"))
+    till.sell_gift(card.tap(), 5000)
+    tap = card.tap()
+    till.pay_gift(tap, 100)
+    assert refused(till, "pay_gift", tap, 100) == "replayed_card"  # the same message again
+    older = CardRead("r", "iso14443a", card.uid_hash, sun=card.tag.ndef_url())
+    till.pay_gift(card.tap(), 100)  # a later message pays
+    assert refused(till, "pay_gift", older, 100) == "replayed_card"  # an earlier one, replayed late
+
+
+def test_offline_a_card_pays_within_the_offline_rules_and_a_dormant_card_not_at_all(till: Service) -> None:
+    till.limits = pay.RiskLimits(per_transaction=3000, per_member_day=4000, terminal_total=6000)
+    card = Plastic(bytes.fromhex("04A1B2C3D4E5F8"))
+    till.sell_gift(card.tap(), 9000)
+    till.store.set_state(offline_since=utc_iso(time.time()))
+    assert till.pay_gift(card.tap(), 3000).offline is True
+    assert refused(till, "pay_gift", card.tap(), 1001) == "gift_card_limit_offline"  # 4,000 a card a day
+    second = Plastic(bytes.fromhex("04A1B2C3D4E5F9"))
+    till.store.set_state(offline_since=None)
+    till.sell_gift(second.tap(), 5000)
+    till.store.set_state(offline_since=utc_iso(time.time()))
+    till.pay_gift(second.tap(), 2000)
+    assert refused(till, "pay_gift", second.tap(), 1001) == "gift_card_limit_offline"  # 6,000 the till in all
+    terms = gc.Terms(dormant_days=30)
+    stale = gc.GiftCard(card.card_id, card.uid_hash, gc.State.ACTIVE, 100, None, "2026-01-01")
+    state = pay.OfflineState(60, 0, 0, 0)
+    assert gc.offline_refusal(stale, 1, gc.OfflineTally(), state, pay.RiskLimits(), terms, "2026-12-01") is (
+        Code.GIFT_CARD_DORMANT
+    )
+
+
+def test_the_pure_rules() -> None:
+    card = gc.GiftCard("G-0123456789abcdef", "0123456789abcdef" + "0" * 48, gc.State.ACTIVE, 500, "2026-12-31")
+    assert gc.card_id(card.uid_hash) == card.card_id
+    assert gc.redeem_refusal(card, 500, 0, "2026-12-31") is None
+    assert gc.redeem_refusal(card, 500, 1, "2026-12-31") is Code.GIFT_CARD_INSUFFICIENT
+    assert gc.redeem_refusal(card, 1, 0, "2027-01-01") is Code.GIFT_CARD_EXPIRED
+    assert gc.redeem_refusal(None, 1, 0, "2026-12-01") is Code.GIFT_CARD_UNKNOWN
+    assert gc.refund_refusal(None, 0, 1) is Code.GIFT_REFUND_INVALID
+    assert gc.refund_refusal(300, 200, 101) is Code.GIFT_REFUND_INVALID and gc.refund_refusal(300, 200, 100) is None
+    assert gc.expires_on("2028-02-29", gc.Terms(expiry_days=365)) == "2029-02-28"
+    assert gc.expires_on("2026-12-01", gc.Terms()) is None
+    assert gc.terms_from_doc({"expiry_days": -1}) == gc.Terms() and gc.terms_from_doc(None) == gc.Terms()
+    assert gc.card_from_doc(card.to_doc()) == card
+    with pytest.raises(ValueError):
+        gc.card_from_doc({**card.to_doc(), "balance": "500"})
+    cleared = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0)
+    assert gc.activate_refusal(cleared, secure=True, member_card=False) is None  # a cleared card is sold again
