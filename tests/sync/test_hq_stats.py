@@ -731,7 +731,7 @@ def test_a_head_office_migrated_to_chunked_builds_keeps_its_rolled_day(hq_url: s
                 tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
         with db.write() as tx:
             tx.run("UPDATE stats_windows SET day = '2026-03-05' WHERE id = 1")
-        assert migrate(db, backup=False) == ["m030_windows_build"]
+        assert migrate(db, backup=False) == names[before:]  # m030_windows_build and what came after it
         with db.read() as tx:
             assert stats.windows_state(tx) == stats.WindowsState(date(2026, 3, 5))
         assert stats.roll_windows(db, date(2026, 3, 7)) == 2
