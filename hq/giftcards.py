@@ -37,7 +37,7 @@ from typing import Any
 from hq import audit, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
-from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions
+from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter
 from hq.policy import Breach, verify_tap
 from sync.protocol import (
     EntryKind,
@@ -68,7 +68,6 @@ KINDS = frozenset(
     }
 )
 _COLUMNS = "card_id, uid_hash, state, balance, expires_on, last_used_on, counter"
-_NOT_APPLIED = sorted(e.value for e in NOT_APPLIED)
 _REFUSED = {
     Code.GIFT_CARD_UNKNOWN: ErrorCode.GIFT_CARD_UNKNOWN,
     Code.GIFT_CARD_BLOCKED: ErrorCode.GIFT_CARD_BLOCKED,
@@ -362,15 +361,8 @@ def _tap_problem(tx: Tx, settings: Settings, tap: SecureTap, terminal_id: str, t
         return ErrorCode.FORGED_CARD.value, str(breach.detail.get("problem", "the tap does not verify"))
     if tap.counter is None:
         return None
-    stored = tx.many_returning(
-        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
-        [(tap.uid_hash, tap.counter, terminal_id, txn_id)],
-    )
-    if stored[0] is None:
-        first = tx.one("SELECT txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?", [tap.uid_hash, tap.counter])
-        if first is None or str(first[0]) != txn_id:
-            return ErrorCode.REPLAYED_CARD.value, "this card message was already used in the chain"
+    if use_counter(tx, tap.uid_hash, tap.counter, terminal_id, txn_id) is not None:
+        return ErrorCode.REPLAYED_CARD.value, "this card message was already used in the chain"
     return None
 
 
@@ -453,26 +445,20 @@ def _over_policy(
 
 
 def _tally(tx: Tx, batch: Batch, i: int, card_id: str) -> tp.Tally:
-    """Stored value this till sold on entry ``i``'s business day (top-ups and gift cards), and on this card."""
+    """Stored value this till sold on entry ``i``'s business day (top-ups and gift cards: ``hq.topups``), and
+    on this card that day."""
     day = batch.days[i]
-    row = tx.one(
-        "SELECT COALESCE(SUM(CASE WHEN kind IN (?, ?) THEN total ELSE stored_value END), 0) FROM journal "
-        "WHERE terminal_id = ? AND day = ? AND kind IN (?, ?, ?, ?) AND effect NOT IN (?, ?, ?)",
-        [*topups.GIFT_SALES, batch.terminal_id, day, *topups.SOLD, *_NOT_APPLIED],
-    )
     on_card = tx.one(
         "SELECT COALESCE(SUM(amount), 0) FROM gift_card_events WHERE card_id = ? AND terminal_id = ? AND day = ? "
         "AND kind IN (?, ?)",
         [card_id, batch.terminal_id, day, *topups.GIFT_SALES],
     )
-    till_day, card_day = int(row[0]) if row else 0, int(on_card[0]) if on_card else 0
+    card_day = int(on_card[0]) if on_card else 0
     for j in topups.earlier(batch, i):
-        if batch.days[j] == day:
-            till_day += topups.sold_value(batch, j)
-            earlier = batch.payloads[j]
-            if isinstance(earlier, GiftActivatePayload | GiftLoadPayload) and earlier.card_id == card_id:
-                card_day += earlier.amount
-    return tp.Tally(till_day, card_day)
+        earlier = batch.payloads[j]
+        if batch.days[j] == day and isinstance(earlier, GiftActivatePayload | GiftLoadPayload):
+            card_day += earlier.amount if earlier.card_id == card_id else 0
+    return tp.Tally(topups.tally(tx, batch, i, "").till_day, card_day)
 
 
 def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, card: gc.GiftCard | None) -> Breach | None:

@@ -983,38 +983,44 @@ def _attested_today(tx: Tx, batch: Batch, i: int) -> tuple[int, int]:
 
 def _use_counter(tx: Tx, batch: Batch, i: int, sale: SalePayload, pays: bool) -> None:
     """A SUN counter serves one transaction chain-wide; the card's high-water mark goes to every till."""
-    assert sale.tap is not None and sale.tap.counter is not None
     entry, tap = batch.entries[i], sale.tap
-    stored = tx.many_returning(
-        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
-        [(tap.uid_hash, tap.counter, entry.terminal_id, entry.txn_id)],
-    )
-    if stored[0] is None:
-        first = tx.one(
-            "SELECT terminal_id, txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?", [tap.uid_hash, tap.counter]
+    assert tap is not None and tap.counter is not None
+    first = use_counter(tx, tap.uid_hash, tap.counter, entry.terminal_id, entry.txn_id)
+    if first is not None:
+        breach = Breach(
+            Reason.CARD_REPLAYED,
+            f"{tap.uid_hash[:16]}:{tap.counter}",
+            {
+                "uid_hash": tap.uid_hash,
+                "counter": tap.counter,
+                "first_terminal": first[0],
+                "first_txn": first[1],
+                "paid": pays,
+            },
         )
-        if first is not None and first[1] != entry.txn_id:
-            breach = Breach(
-                Reason.CARD_REPLAYED,
-                f"{tap.uid_hash[:16]}:{tap.counter}",
-                {
-                    "uid_hash": tap.uid_hash,
-                    "counter": tap.counter,
-                    "first_terminal": first[0],
-                    "first_txn": first[1],
-                    "paid": pays,
-                },
-            )
-            if pays and batch.effects[i] not in NOT_APPLIED:
-                batch.quarantine(i, breach)
-            else:
-                batch.flag(i, breach.reason, breach.subject, **breach.detail)
+        if pays and batch.effects[i] not in NOT_APPLIED:
+            batch.quarantine(i, breach)
+        else:
+            batch.flag(i, breach.reason, breach.subject, **breach.detail)
     if tx.run(
         "UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",
         [tap.counter, tap.uid_hash, tap.counter],
     ):
         batch.touched_cards.add(tap.uid_hash)
+
+
+def use_counter(tx: Tx, uid_hash: str, counter: int, terminal_id: str, txn_id: str) -> tuple[str, str] | None:
+    """Use a SUN read counter of a card once in the chain (``card_taps``): None when it is this transaction's
+    (now, or already), else the (terminal, txn) that used it first."""
+    stored = tx.many_returning(
+        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
+        [(uid_hash, counter, terminal_id, txn_id)],
+    )
+    if stored[0] is not None:
+        return None
+    first = tx.one("SELECT terminal_id, txn_id FROM card_taps WHERE uid_hash = ? AND counter = ?", [uid_hash, counter])
+    return None if first is None or str(first[1]) == txn_id else (str(first[0]), str(first[1]))
 
 
 def check_payment_codes(tx: Tx, batch: Batch) -> None:

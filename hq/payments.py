@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
-from hq.ingest import HQ_ACTOR, bump_versions, payload_json
+from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter
 from hq.store import HqStore, unb64
 from sync.protocol import ConfirmRequest, EntryKind, TopupPayload
 from terminal import membercodes
@@ -343,12 +343,7 @@ def _check_card(tx: Tx, store: HqStore, terminal_id: str, request: ConfirmReques
         raise PaymentRefused((Code.FORGED_CARD if forged else Code.CARD_CANNOT_PAY).value, str(breach.detail))
     if tap.counter is None:
         return
-    stored = tx.many_returning(
-        "INSERT INTO card_taps (uid_hash, counter, terminal_id, txn_id) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (uid_hash, counter) DO NOTHING RETURNING txn_id",
-        [(tap.uid_hash, tap.counter, terminal_id, request.txn_id)],
-    )
-    if stored[0] is None:
+    if use_counter(tx, tap.uid_hash, tap.counter, terminal_id, request.txn_id) is not None:
         raise PaymentRefused(Code.REPLAYED_CARD.value, "this card message was already used in the chain")
     if tx.run(
         "UPDATE cards SET counter = ? WHERE uid_hash = ? AND (counter IS NULL OR counter < ?)",

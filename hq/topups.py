@@ -106,8 +106,8 @@ def check(tx: Tx, batch: Batch) -> None:
 
 def _over_limit(tx: Tx, batch: Batch, i: int, topup: TillTopupPayload, held: tp.TopupPolicy) -> Breach | None:
     member_id = batch.facts[i].member_id or topup.member_id  # credited to: an id merged into one counts as it
-    tally = _tally(tx, batch, i, member_id)
-    code = tp.over_limit(topup.amount, held, tally)
+    held_tally = tally(tx, batch, i, member_id)
+    code = tp.over_limit(topup.amount, held, held_tally)
     received = received_today(tx, batch, i)
     if code is None and received + topup.amount > held.per_day + held.offline_total:
         code = Code.TOPUP_LIMIT_DAY  # dated on other days by the till's clock, received today by head office's
@@ -118,8 +118,8 @@ def _over_limit(tx: Tx, batch: Batch, i: int, topup: TillTopupPayload, held: tp.
         "amount": topup.amount,
         "member_id": member_id,
         "day": batch.days[i],
-        "credited_that_day": tally.till_day,
-        "credited_to_member_that_day": tally.member_day,
+        "credited_that_day": held_tally.till_day,
+        "credited_to_member_that_day": held_tally.member_day,
         "received_today": received,
         **held.to_doc(),
     }
@@ -127,7 +127,7 @@ def _over_limit(tx: Tx, batch: Batch, i: int, topup: TillTopupPayload, held: tp.
     return Breach(reason, "", detail)
 
 
-def _tally(tx: Tx, batch: Batch, i: int, member_id: str) -> tp.Tally:
+def tally(tx: Tx, batch: Batch, i: int, member_id: str) -> tp.Tally:
     """What head office credited this till on entry ``i``'s business day, in all and to the member: the
     journal's applied top-ups less their voids, and the batch's entries before ``i``."""
     day = batch.days[i]
