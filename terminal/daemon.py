@@ -596,12 +596,12 @@ class Daemon:
     def on_card(self, read: CardRead) -> None:
         assert self.service is not None
         self.last_read = (read, time.monotonic())
-        if self._gift_card_tapped(read):
-            return
         try:
             try:
                 found = self.service.identify(read)
             except Rejected as unknown:
+                if unknown.code is Code.UNKNOWN_CARD and self._gift_card_tapped(read):
+                    return  # a member's tap reads nothing more than before: only a card no member holds is looked up
                 found = enrol_on_tap(self.service, self.session, self.emit, read, unknown)  # "new member" armed
         except Rejected as exc:
             self.emit({"type": "rejected", "reader": read.reader, "code": exc.code.value, "message": exc.message})
@@ -625,7 +625,8 @@ class Daemon:
                 pass  # already a "rejected" event with its code; a refusal is not a reader fault
 
     def _gift_card_tapped(self, read: CardRead) -> bool:
-        """A tap of a gift card this till knows: its balance is shown (never a member, never an enrolment)."""
+        """A tap of a card no member holds that is a gift card this till knows: its balance is shown (never an
+        enrolment)."""
         assert self.service is not None
         try:
             card = self.service.gift_card(read)

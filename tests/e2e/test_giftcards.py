@@ -177,6 +177,8 @@ def test_a_gift_card_sold_at_one_store_pays_at_another_once_online_and_offline(
         # Paid at B, another store, with a fresh tap: head office confirms first.
         tap(plastic, b)
         assert b.ok("GET", "/v1/giftcards/balance")["balance"] == 5000
+        shown = [e for e in b.daemon.events_after(0) if e["type"] in ("gift_card", "member", "rejected")]
+        assert shown[-1]["type"] == "gift_card" and shown[-1]["balance"] == 5000  # its balance, never a member
         paid = b.ok("POST", "/v1/giftcards/pay", {"amount": 1800, "sale_ref": "POS-B-1"})
         assert (paid["amount"], paid["balance"], paid["offline"]) == (-1800, 3200, False)
         recorded = genuine.ndef_url()  # a message read off the card by a skimmer, never used at a till
