@@ -146,17 +146,16 @@ def listing(tx: Tx, limit: int = 1000) -> list[dict[str, Any]]:
 # -- writing -----------------------------------------------------------------------------------------------
 
 
-def _write(tx: Tx, card: gc.GiftCard, **sold: str | None) -> str:
-    """Store the card's new state, and its feed document; returns its id (for the version bump)."""
+def _write(tx: Tx, card: gc.GiftCard) -> str:
+    """Store the card's new state, and its feed document; returns its id (for the version bump). Who sold it
+    and when is its activity's (``gift_card_events``)."""
     body = json.dumps(card.to_doc(), sort_keys=True)
     tx.run(
-        "INSERT INTO gift_cards (card_id, uid_hash, state, balance, expires_on, last_used_on, counter, "
-        "sold_terminal, sold_store, sold_at, body, version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0) "
+        "INSERT INTO gift_cards (card_id, uid_hash, state, balance, expires_on, last_used_on, counter, body, "
+        "version, deleted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0) "
         "ON CONFLICT (card_id) DO UPDATE SET state = excluded.state, balance = excluded.balance, "
         "expires_on = excluded.expires_on, last_used_on = excluded.last_used_on, counter = excluded.counter, "
-        "sold_terminal = COALESCE(excluded.sold_terminal, gift_cards.sold_terminal), "
-        "sold_store = COALESCE(excluded.sold_store, gift_cards.sold_store), "
-        "sold_at = COALESCE(excluded.sold_at, gift_cards.sold_at), body = excluded.body",
+        "body = excluded.body",
         [
             card.card_id,
             card.uid_hash,
@@ -165,9 +164,6 @@ def _write(tx: Tx, card: gc.GiftCard, **sold: str | None) -> str:
             card.expires_on,
             card.last_used_on,
             card.counter,
-            sold.get("terminal"),
-            sold.get("store"),
-            sold.get("at"),
             body,
         ],
     )
@@ -239,13 +235,9 @@ def apply(
     else:
         after = _with(card, state=gc.State.BLOCKED)
         amount = 0
-    sold = {"terminal": where["terminal"], "store": where["store"], "at": where["at"]} if kind in _SELLS else {}
-    _write(tx, after, **sold)
+    _write(tx, after)
     _event(tx, txn_id, after, kind, amount, where["at"], **where)
     return after.card_id
-
-
-_SELLS = (EntryKind.GIFT_ACTIVATE,)
 
 
 def _with(

@@ -583,8 +583,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "m031_gift_cards",
         [
             "CREATE TABLE gift_cards (card_id TEXT PRIMARY KEY, uid_hash TEXT NOT NULL UNIQUE, state TEXT NOT NULL, "
-            "balance BIGINT NOT NULL, expires_on TEXT, last_used_on TEXT, counter BIGINT, sold_terminal TEXT, sold_store TEXT, "
-            "sold_at TEXT, member_id TEXT, body TEXT NOT NULL, version BIGINT NOT NULL, "
+            "balance BIGINT NOT NULL, expires_on TEXT, last_used_on TEXT, counter BIGINT, body TEXT NOT NULL, "
+            "version BIGINT NOT NULL, "
             "deleted INTEGER NOT NULL DEFAULT 0)",
             "CREATE INDEX idx_gift_cards_version ON gift_cards (version)",
             "CREATE TABLE gift_card_events (event_id TEXT PRIMARY KEY, card_id TEXT NOT NULL, n BIGINT NOT NULL, "
