@@ -17,6 +17,8 @@ import sysconfig
 import time
 import venv
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -78,6 +80,61 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+
+
+@contextmanager
+def hq_and_till(
+    tillpoint: str, tmp_path: Path, db: str, token: str, key: Path, *serve: str
+) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """Head office (``tillpoint hq serve --db DB *serve``) and a till daemon with a simulated reader, both from
+    the wheel, on free ports, the till enrolled as T-W with ``token``: yields the till's config file and a check
+    that raises (with its log) once either process has exited; both are stopped after."""
+    hq_port, api_port = free_port(), free_port()
+    config = tmp_path / "till.toml"
+    config.write_text(f"""
+[terminal]
+id = "T-W"
+data_dir = "{tmp_path / "till"}"
+[security]
+card_key_file = "{key}"
+[reader]
+devices = ["sim:"]
+[hq]
+url = "http://127.0.0.1:{hq_port}"
+token = "{token}"
+push_interval = 0.1
+pull_interval = 0.5
+backoff_max = 0.2
+[api]
+port = {api_port}
+""")
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
+    commands = {
+        "hq": [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port), *serve],
+        "till": [tillpoint, "run", "--config", str(config)],
+    }
+    procs = {
+        name: subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=logs[name], stderr=subprocess.STDOUT)
+        for name, command in commands.items()
+    }
+
+    def alive() -> None:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+
+    try:
+        yield config, alive
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs.values():
+            log.close()
 
 
 def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
@@ -295,46 +352,13 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
     token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
     limits = ("--per-transaction", "5000", "--per-day", "10000", "--per-member-day", "5000")
     assert json.loads(run("hq", "till-topups", "T-W", "--enable", *limits, "--db", db).stdout)["enabled"]
-    hq_port, api_port = free_port(), free_port()
     key = tmp_path / "card-hash.key"
     key.write_bytes(os.urandom(32))
     key.chmod(0o600)
-    config = tmp_path / "till.toml"
-    config.write_text(f"""
-[terminal]
-id = "T-W"
-data_dir = "{tmp_path / "till"}"
-[security]
-card_key_file = "{key}"
-[reader]
-devices = ["sim:"]
-[hq]
-url = "http://127.0.0.1:{hq_port}"
-token = "{token}"
-push_interval = 0.1
-pull_interval = 0.5
-backoff_max = 0.2
-[api]
-port = {api_port}
-""")
-    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
-    serve = [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port), "--seed-demo-key", str(key)]
-    procs = [
-        subprocess.Popen(serve, cwd=tmp_path, env=clean_env(), stdout=logs["hq"], stderr=subprocess.STDOUT),
-        subprocess.Popen(
-            [tillpoint, "run", "--config", str(config)],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=logs["till"],
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    try:
+    with hq_and_till(tillpoint, tmp_path, db, token, key, "--seed-demo-key", str(key)) as (config, alive):
 
         def sold() -> dict[str, object] | None:
-            for proc, name in zip(procs, logs, strict=True):
-                if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+            alive()
             done = run("topup", "2000", "--member", "M-W", "--json", "--config", str(config), check=False)
             if done.returncode != 0:  # not up yet, or the policy not pulled yet: nothing was sold
                 assert (
@@ -358,16 +382,6 @@ port = {api_port}
             return int(row[0]) if row and row[0] else None
 
         assert wait_until(credited, 30, "head office's credit of the top-up") == 2000
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs.values():
-            log.close()
 
 
 def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp_path: Path) -> None:
@@ -392,54 +406,16 @@ def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp
     key.chmod(0o600)
     uid = "04A1B2C3D4E5F6"
     uid_hash = card_uid_hash(key.read_bytes(), bytes.fromhex(uid))
-    token = run("hq", "add-terminal", "T-G", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
     assert json.loads(run("hq", "giftcard", "terms", "--expiry-days", "365", "--db", db).stdout)["expiry_days"] == 365
     card = json.loads(run("hq", "giftcard", "import", uid_hash, "4200", "--by", "Mio", "--db", db).stdout)
     assert (card["state"], card["balance"]) == ("active", 4200) and card["expires_on"]
     again = run("hq", "giftcard", "import", uid_hash, "1", "--by", "Mio", "--db", db, check=False)
     assert again.returncode != 0 and "gift_card_invalid" in again.stdout + again.stderr
-    hq_port, api_port = free_port(), free_port()
-    config = tmp_path / "till.toml"
-    config.write_text(f"""
-[terminal]
-id = "T-G"
-data_dir = "{tmp_path / "till"}"
-[security]
-card_key_file = "{key}"
-[reader]
-devices = ["sim:"]
-[hq]
-url = "http://127.0.0.1:{hq_port}"
-token = "{token}"
-push_interval = 0.1
-pull_interval = 0.5
-backoff_max = 0.2
-[api]
-port = {api_port}
-""")
-    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
-    procs = [
-        subprocess.Popen(
-            [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port)],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=logs["hq"],
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [tillpoint, "run", "--config", str(config)],
-            cwd=tmp_path,
-            env=clean_env(),
-            stdout=logs["till"],
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    try:
+    with hq_and_till(tillpoint, tmp_path, db, token, key) as (config, alive):
 
         def balance() -> dict[str, object] | None:
-            for proc, name in zip(procs, logs, strict=True):
-                if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+            alive()
             if run("tap", uid, "--config", str(config), check=False).returncode != 0:
                 return None  # the daemon is not up yet
             done = run("giftcard", "balance", "--json", "--config", str(config), check=False)
@@ -455,13 +431,3 @@ port = {api_port}
         assert paid.returncode == 1 and "card_cannot_pay" in paid.stdout, paid.stdout  # a UID proves nothing
         activity = json.loads(run("hq", "giftcard", "show", str(card["card_id"]), "--db", db).stdout)["activity"]
         assert [(a["kind"], a["amount"], a["by"]) for a in activity] == [("gift_import", 4200, "Mio")]
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs.values():
-            log.close()
