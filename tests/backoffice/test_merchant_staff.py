@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -318,21 +317,11 @@ def test_in_chromium_a_merchants_finance_reads_its_stores_figures_and_an_admin_s
 def test_accounts_made_before_merchant_staff_stay_the_chains_own_after_the_migration(hq_url: str) -> None:
     """A head office upgraded with staff already in it: every account keeps its role and reach, with no
     merchant, and signs in as before."""
-    from hq.db.schema import MIGRATIONS, migrate, open_db
+    from hq.db.schema import migrate
+    from tests.fixtures.hq import migrated_before
 
-    names = [name for name, _ in MIGRATIONS]
-    before = names.index("m029_merchant_staff")
-    if not hq_url.startswith("postgres"):
-        Path(hq_url).parent.mkdir(parents=True, exist_ok=True)
-    db = open_db(hq_url)
+    db = migrated_before(hq_url, "m029_merchant_staff")
     try:
-        with db.write() as tx:
-            tx.run("CREATE TABLE hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        for name, statements in MIGRATIONS[:before]:
-            with db.write() as tx:
-                for statement in statements:
-                    tx.run(statement)
-                tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
         with db.write() as tx:
             tx.run(
                 "INSERT INTO staff (staff_id, name, password, role, stores, disabled, created_at, updated_at) "

@@ -714,21 +714,13 @@ def test_a_push_during_a_build_on_postgres_waits_for_a_chunk_not_the_build(
 def test_a_head_office_migrated_to_chunked_builds_keeps_its_rolled_day(hq_url: str) -> None:
     """A head office whose windows were rolled before m030_windows_build: the day stands, no build is under
     way, and the next roll steps from it."""
-    from hq.db.schema import MIGRATIONS, migrate, open_db
+    from hq.db.schema import MIGRATIONS, migrate
+    from tests.fixtures.hq import migrated_before
 
     names = [name for name, _ in MIGRATIONS]
     before = names.index("m030_windows_build")
-    if not hq_url.startswith("postgres"):
-        Path(hq_url).parent.mkdir(parents=True, exist_ok=True)
-    db = open_db(hq_url)
+    db = migrated_before(hq_url, "m030_windows_build")
     try:
-        with db.write() as tx:
-            tx.run("CREATE TABLE hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        for name, statements in MIGRATIONS[:before]:
-            with db.write() as tx:
-                for statement in statements:
-                    tx.run(statement)
-                tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
         with db.write() as tx:
             tx.run("UPDATE stats_windows SET day = '2026-03-05' WHERE id = 1")
         assert migrate(db, backup=False) == names[before:]  # m030_windows_build and what came after it
