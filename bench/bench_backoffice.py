@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import bench_scale  # noqa: E402
 import httpx  # noqa: E402
 
-from hq import reports  # noqa: E402
+from hq import reports, rollup  # noqa: E402
 from hq.backoffice import members, staff  # noqa: E402
 from hq.backoffice.roles import Role  # noqa: E402
 from hq.db.engine import Tx  # noqa: E402
@@ -50,6 +50,13 @@ from tests.fixtures.hq import HqProcess  # noqa: E402
 
 PASSWORD = "a long benchmark password"
 REPORTS = ("sales", "members", "points", "value", "coupons")
+ROLLED = {
+    "sales": ("sales", "amount"),
+    "points": ("points_issued", "points_redeemed", "points_expired", "member_points"),
+    "value": ("topped_up", "paid", "member_value"),
+    "coupons": ("coupons", "coupons_campaign"),
+}
+"""The roll-up's figures each report page reads (``members`` reads the statistics' daily rows)."""
 SETTINGS: dict[str, dict[str, Any]] = {
     "tuned": {"seed": 7, "members": 1.0, "sales": 1.0, "days": 31, "stores": None},
     "untuned": {"seed": 11, "members": 2.0, "sales": 1.0, "days": 90, "stores": ("S02", "S05", "S09")},
@@ -219,6 +226,39 @@ def page_times(client: httpx.Client, path: str, runs: int) -> list[float]:
     return out
 
 
+def unrolled(figures: tuple[str, ...], first: str, last: str) -> list[tuple[str, list[Any]]]:
+    """The statements that define ``figures`` (``rollup.REBUILD``), over the period only: what a page would
+    read without the roll-up (a lower bound: a balance would need every day before the period too)."""
+    return [
+        (
+            f"SELECT * FROM ({rollup.REBUILD[f]}) x (day, store_id, terminal_id, figure, amount) "
+            "WHERE day >= ? AND day <= ?",
+            [first, last],
+        )
+        for f in figures
+    ]
+
+
+def rebuild_time(url: str) -> dict[str, Any]:
+    """Open the database with this release (a database of an earlier one is migrated: its roll-up filled),
+    then time writing the roll-up afresh from the journal and the ledger."""
+    t0 = time.perf_counter()
+    store = HqStore(url, backup=False)
+    opened = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        rows = store.db.transact(rollup.rebuild)
+        took = time.perf_counter() - t0
+    finally:
+        store.close()
+    return {
+        "figure": "rollup_rebuild",
+        "open_and_migrate_s": round(opened, 1),
+        "rebuild_s": round(took, 1),
+        "rows": rows,
+    }
+
+
 def figure(setting: str, page: str, path: str, pages: list[float], floors: list[float], **extra: Any) -> dict[str, Any]:
     return {
         "figure": "page",
@@ -283,7 +323,11 @@ def bench_setting(setting: str, cluster: bench_scale.Cluster, runs: int) -> Iter
         for name, path in paths.items():
             pages = page_times(client, path, runs)
             floor = floor_times(cluster.url, floors[name], runs)
-            yield figure(setting, name, path, pages, floor, statements=len(floors[name]), period_days=spec["days"])
+            extra: dict[str, Any] = {"statements": len(floors[name]), "period_days": spec["days"]}
+            if name in ROLLED:
+                without = floor_times(cluster.url, unrolled(ROLLED[name], first.isoformat(), last.isoformat()), runs)
+                extra |= {"without_rollup_p50_ms": p(without, 0.5), "without_rollup_p95_ms": p(without, 0.95)}
+            yield figure(setting, name, path, pages, floor, **extra)
 
 
 def main() -> None:
@@ -310,6 +354,7 @@ def main() -> None:
             else:
                 bench_scale.emit({"setting": setting} | build(cluster, n_members, n_sales, spec["seed"]))
                 marker.write_text(json.dumps(sizes))
+            bench_scale.emit({"setting": setting} | rebuild_time(cluster.url))
             for row in bench_setting(setting, cluster, args.runs):
                 bench_scale.emit(row)
         finally:

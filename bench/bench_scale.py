@@ -339,7 +339,7 @@ def _steps(members: int, sales: int, seed: int) -> list[tuple[str, str]]:
             "|| ',\"points_delta\":' || total / 100 || ',\"points_earned\":' || total / 100 || ',\"pos_due\":' || total "
             '|| \',"priced_with":{"base":"' + PRICED_WITH["base"] + '"},"store_id":"\' || store || '
             "'\",\"total\":' || total || '}', at, at, 'applied', mid, store, day::text, total, total / 100, 0, NULL, "
-            'NULL, 0, NULL, at FROM (SELECT *, to_char(made, \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') AS at, '
+            'NULL, 0, NULL, at, NULL FROM (SELECT *, to_char(made, \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') AS at, '
             + ", ".join(
                 (f"CASE WHEN n > {j} THEN " if j else "(")
                 + ("',' || " if j else "")
@@ -583,6 +583,7 @@ def _floor_rows(entries: list[WireEntry]) -> tuple[list[tuple[Any, ...]], list[t
                 0,
                 None,
                 e.created_at,
+                None,
             )
         )
         if e.kind == "sale":

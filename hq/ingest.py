@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import businessday, checkins, ledger, merchants, policy, pools, stats, versions
+from hq import businessday, checkins, ledger, merchants, policy, pools, rollup, stats, versions
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
@@ -748,6 +748,7 @@ def apply_held(
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
+    rollup.count(tx, [txn_id])
     ledger.post_journal(tx, [txn_id])
     if effect in STATS_EFFECTS:
         stats.apply(tx, [txn_id])
@@ -772,6 +773,7 @@ def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
         [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
     )
+    rollup.count(tx, [str(r[0]) for r in rows])
     ledger.post_journal(tx, sorted(str(r[0]) for r in rows))  # UUIDv7: in the order they were made
     stats.apply(tx, [str(r[0]) for r in rows])
     cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
@@ -1326,6 +1328,36 @@ def _count(
                 )
 
 
+def count_figures(tx: Tx, batch: Batch) -> None:
+    """The report roll-up (``hq.rollup``): the figures of every entry of the batch stored counting, in this
+    transaction (after the coupon uses are written, before a refund in the batch gives one back)."""
+    counted = [
+        i
+        for i, effect in enumerate(batch.effects)
+        if effect.value in rollup.COUNTED and batch.entries[i].kind in rollup.JOURNAL_KINDS
+    ]
+    with_coupons = [
+        batch.entries[i].txn_id for i in counted if batch.entries[i].kind == "sale" and batch.facts[i].coupons
+    ]
+    coupons = rollup.coupon_counts(tx, with_coupons)
+    rollup.add(
+        tx,
+        rollup.journal_deltas(
+            rollup.Counted(
+                batch.days[i],
+                batch.store_id,
+                batch.entries[i].terminal_id,
+                batch.entries[i].kind,
+                batch.effects[i].value,
+                batch.facts[i].total,
+                batch.facts[i].stored_value,
+                *coupons.get(batch.entries[i].txn_id, (0, 0)),
+            )
+            for i in counted
+        ),
+    )
+
+
 def reverse(tx: Tx, batch: Batch) -> None:
     """A void or refund that counts gives back the coupon uses it restores; a void also settles the open
     items of the sale it cancels (what it broke no longer happened)."""
@@ -1353,6 +1385,8 @@ def _release_coupons(tx: Tx, original_txn: str, only: tuple[str, ...] | None) ->
         "SELECT coupon_id, member_id FROM coupon_uses WHERE txn_id = ? AND released = 0 ORDER BY coupon_id",
         [original_txn],
     )
+    given = [str(c) for c, _ in rows if only is None or c in only]
+    rollup.coupons_given_back(tx, original_txn, given)
     released = []
     for coupon_id, member_id in rows:
         if only is not None and coupon_id not in only:

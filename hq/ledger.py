@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from hq import merchants, periods
+from hq import merchants, periods, rollup
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from sync.protocol import Payload, PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload, parse_time
@@ -193,6 +193,9 @@ class Entry:
     chain: int = 0
     """Of ``spent`` (a sale) or ``restored`` (a refund, a void): the points of rewards the chain's catalogue
     supplies (a coupon, a partner code), accepted by the chain's merchant whichever store took them."""
+    store: str = ""
+    """A journal entry's store and till (the report roll-up's keys); ``""`` for head office's own."""
+    terminal: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,8 @@ RULES: dict[str, Rule] = {
     "topup_void": Rule(points=False, value_counter=Kind.MERCHANT_CASH),
 }
 """One row per entry kind that changes balances; a kind absent here posts nothing."""
+REDEEMING = ("sale", "refund", "void")
+"""The journal kinds whose accepted points are the store's redeemed points in the reports."""
 
 
 def value_postings(entry: Entry, rule: Rule) -> list[Posting]:
@@ -303,10 +308,10 @@ def give_back(spent: Sequence[Use], amount: int) -> tuple[list[Use], int]:
 
 
 def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str], chain: int = 0) -> Entry | None:
-    """A journal row (txn_id, kind, member_id, store_id, day, points, stored_value, points_spent, payload,
-    original_txn, made_at) as the ledger books it (``chain``: its points of rewards the chain supplies);
-    None for a kind that moves nothing."""
-    txn_id, kind, member_id, store_id, day, net, value, spent, payload, original, made_at = row
+    """A journal row (txn_id, kind, member_id, store_id, terminal_id, day, points, stored_value, points_spent,
+    payload, original_txn, made_at) as the ledger books it (``chain``: its points of rewards the chain
+    supplies); None for a kind that moves nothing."""
+    txn_id, kind, member_id, store_id, terminal_id, day, net, value, spent, payload, original, made_at = row
     if kind not in RULES or member_id is None:
         return None
     earned = spent_ = clawed = restored = 0
@@ -317,7 +322,8 @@ def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str], chain: int =
         clawed, restored = _refund_points(str(payload), int(net))
     merchant_id, orig = merchant_of(str(store_id)), str(original) if original else None
     base = (str(txn_id), str(kind), str(member_id), merchant_id, str(day), str(made_at))
-    return Entry(*base, earned, spent_, clawed, restored, int(value), orig, chain)
+    where = {"store": str(store_id), "terminal": str(terminal_id)}
+    return Entry(*base, earned, spent_, clawed, restored, int(value), orig, chain, **where)
 
 
 def _refund_points(payload: str, net: int) -> tuple[int, int]:
@@ -334,8 +340,8 @@ def _refund_points(payload: str, net: int) -> tuple[int, int]:
 
 
 JOURNAL_ROW = (
-    "SELECT txn_id, kind, member_id, store_id, day, points, stored_value, points_spent, payload, original_txn, "
-    "made_at FROM journal WHERE effect = 'applied' AND {cond}"
+    "SELECT txn_id, kind, member_id, store_id, terminal_id, day, points, stored_value, points_spent, payload, "
+    "original_txn, made_at FROM journal WHERE effect = 'applied' AND {cond}"
 )
 
 
@@ -466,6 +472,10 @@ class Writer:
         self.new_lots: dict[str, tuple[Any, ...]] = {}
         self.taken: dict[str, int] = defaultdict(int)
         self.uses: list[tuple[Any, ...]] = []
+        self.opened: dict[str, Entry] = {}
+        self.rolled: dict[rollup.Key, int] = defaultdict(int)
+        self.expired: list[tuple[str, str, int]] = []
+        """(day, lot, points) of lots expired, for the roll-up under the store of each lot."""
         self._calendar: periods.Calendar | None = None
         self._load(sorted(set(members)))
 
@@ -503,7 +513,7 @@ class Writer:
         if entry.source in self.held:
             return False
         self.held.add(entry.source)
-        e = entry
+        self.opened[entry.source] = e = entry
         period, moved_from = self.calendar().place(e.day)
         self.txns.append((e.source, e.kind, e.member_id, e.merchant_id, e.day, period, e.at, moved_from))
         return True
@@ -525,6 +535,12 @@ class Writer:
         for p in out:
             if p.account.kind is Kind.MEMBER_OVERDRAFT:
                 self.owed[p.account.owner] += p.amount
+        e = self.opened[source]
+        for p in out:
+            if p.account.kind in (Kind.MEMBER_POINTS, Kind.MEMBER_VALUE):
+                self.rolled[(e.day, rollup.CHAIN, e.terminal, p.account.kind.value)] += p.amount
+            elif p.account.kind is Kind.ACCEPTED and e.kind in REDEEMING and e.terminal:
+                self.rolled[(e.day, e.store, e.terminal, "points_redeemed")] += p.amount
 
     def member_lots(self, member_id: str) -> list[Lot]:
         self._load([member_id])
@@ -540,10 +556,16 @@ class Writer:
                 held[u.lot_id] = replace(held[u.lot_id], remaining=held[u.lot_id].remaining - sign * u.points)
             self.taken[u.lot_id] += sign * u.points
             self.uses.append((source, purpose, u.lot_id, u.merchant_id, sign * u.points, against))
+            if purpose == "expire":
+                self.expired.append((self.opened[source].day, u.lot_id, sign * u.points))
 
     def new_lot(self, member_id: str, lot: Lot, day: str) -> None:
         self._load([member_id])
         self.lots[member_id][lot.lot_id] = lot
+        e = self.opened.get(lot.lot_id)  # a lot an entry earned is keyed by it; a restored lot is head office's
+        self.rolled[(day, e.store, e.terminal, "points_issued") if e else (day, "", "", "points_issued")] += (
+            lot.remaining
+        )
         self.new_lots[lot.lot_id] = (
             lot.lot_id,
             member_id,
@@ -627,8 +649,21 @@ class Writer:
         tx.many("UPDATE ledger_lots SET remaining = remaining - ? WHERE lot_id = ?", [(n, lot) for lot, n in changed])
         tx.insert_rows("ledger_lot_uses", USE_COLUMNS, self.uses)
         tx.insert_rows("ledger_postings", POSTING_COLUMNS, self.postings)
+        self._roll_expired()
+        rollup.add(tx, self.rolled)
         self.txns, self.postings, self.uses = [], [], []
+        self.rolled, self.expired = defaultdict(int), []
         self.new_lots, self.taken = {}, defaultdict(int)
+
+    def _roll_expired(self) -> None:
+        """Expired points go to the roll-up under the store whose entry earned each lot (head office's own
+        lots under ``""``), till ``""``: an expiry run is head office's."""
+        if not self.expired:
+            return
+        cond, params = self.tx.in_list("txn_id", sorted({lot for _, lot, _ in self.expired}))
+        store = {str(t): str(s) for t, s in self.tx.all(f"SELECT txn_id, store_id FROM journal WHERE {cond}", params)}
+        for day, lot, n in self.expired:
+            self.rolled[(day, store.get(lot, rollup.HEAD_OFFICE), "", "points_expired")] += n
 
     def _remaining(self, lot_id: str, points: int) -> int:
         return points - self.taken.get(lot_id, 0)

@@ -33,6 +33,7 @@ from hq.ingest import (
     classify,
     clock_item,
     count_coupons,
+    count_figures,
     count_stats,
     measure_clock,
     new_entries,
@@ -88,6 +89,7 @@ def ingest(
     apply_balances(tx, batch)
     ledger.post_journal(tx, [e.txn_id for e, x in zip(fresh, batch.effects, strict=True) if x is Effect.APPLIED])
     count_coupons(tx, batch)
+    count_figures(tx, batch)  # the report roll-up: after the coupon uses, before a refund gives one back
     check_merchants(tx, batch)
     reverse(tx, batch)
     rewards.count(tx, batch)  # after the coupon counters: pool rows are locked in one order

@@ -1,38 +1,38 @@
 """Head office's figures by store and day, for the back office's report pages (docs/reports.md).
 
-Each figure is read where head office keeps it, so every number has one source:
+Every figure but the members' is read from the report roll-up (``hq.rollup``: sums by day, store and till,
+kept in the transactions that make each figure count, and checked against the journal and the ledger), so a
+month of a chain is a few thousand rows:
 
-    sales        the journal: counted sales (effect ``applied`` or ``none``), their number and amount
+    sales        counted sales (effect ``applied`` or ``none``): their number and amount
     members      the statistics' daily rows (``member_days``, kept at ingest): members with a visit, visits, spend
-    points       the ledger: points issued (lots earned), redeemed (accepted at the store, net of refunds),
-                 expired (lots of the store's issue, on the day they expired); outstanding for the chain
-    value        the journal: stored value sold at the tills (net of voids) and paid with (net of refunds);
-                 the ledger: the float (members' stored value) at each day's end for the chain
-    coupons      ``coupon_uses`` kept at ingest: coupons redeemed, and those of them a campaign issued
+    points       points issued (lots earned), redeemed (accepted at the store, net of refunds), expired (lots of
+                 the store's issue, on the day they expired); for the chain, what members hold at each day's end
+    value        stored value sold at the tills (net of voids) and paid with (net of refunds); for the chain,
+                 the float (members' stored value) at each day's end
+    coupons      coupons redeemed in counted sales (net of refunds), and those of them a campaign issued
     campaigns    ``hq.outcomes.report`` of each campaign as of the period's last day
 
 A report is a ``Grid``: the period's days down, the stores across, one whole number per figure in each cell
 (money and stored value in minor units). Figures head office keeps for the chain only (outstanding points, the
 float) are the column ``CHAIN`` and read for chain-wide roles only. What the ledger posts without a store (an
 administrator's adjustment, a campaign's points, a restored lot) is the column ``HEAD_OFFICE``. ``grid`` and
-``running`` are pure; the readers take a ``Tx`` and a ``Filter``.
+``cumulative`` are pure; the readers take a ``Tx`` and a ``Filter``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from hq import outcomes
+from hq import outcomes, rollup
 from hq.db.engine import Tx
 
-COUNTED = ("applied", "none")
-"""Journal effects that count (as ``hq.stats.COUNTED``)."""
-HEAD_OFFICE = ""
+HEAD_OFFICE = rollup.HEAD_OFFICE
 """The store of what the ledger posted with no till behind it."""
-CHAIN = "*"
+CHAIN = rollup.CHAIN
 """The column of a figure kept for the whole chain."""
 MAX_DAYS = 366
 
@@ -89,12 +89,16 @@ def grid(figures: Sequence[str], days: Sequence[str], rows: Iterable[Sequence[An
     return Grid(tuple(figures), tuple(days), tuple(stores), {f: dict(sorted(by.items())) for f, by in values.items()})
 
 
-def running(now: int, after: dict[str, int], days: Sequence[str]) -> list[int]:
-    """A balance at the end of each of ``days`` from its value ``now`` and what moved it on each later day
-    (``after``: day -> the sum of its changes, for the days after the first asked)."""
-    out = []
+def cumulative(moves: Mapping[str, int], days: Sequence[str]) -> list[int]:
+    """A balance at the end of each of ``days`` (in order) from what moved it on each day (``moves``: day -> the
+    sum of its changes, every day up to the last asked): the sum of the moves up to the day."""
+    out, total, pending = [], 0, sorted(moves.items())
+    i = 0
     for day in days:
-        out.append(now - sum(n for d, n in after.items() if d > day))
+        while i < len(pending) and pending[i][0] <= day:
+            total += pending[i][1]
+            i += 1
+        out.append(total)
     return out
 
 
@@ -119,10 +123,11 @@ def widened(found: Grid, stores: Iterable[str]) -> Grid:
 
 
 def read(tx: Tx, name: str, wanted: Filter) -> Grid:
-    """The report ``name`` (one of ``GRIDS``), with a column for every store asked for."""
+    """The report ``name`` (one of ``GRIDS``), with a column for every store asked for (none asked for: every
+    store head office knows), zeros where it had nothing."""
     quick(tx)
     found = GRIDS[name](tx, wanted)
-    return found if wanted.stores is None else widened(found, wanted.stores)
+    return widened(found, known_stores(tx) if wanted.stores is None else wanted.stores)
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -145,15 +150,22 @@ def _period(wanted: Filter) -> list[Any]:
     return [wanted.first.isoformat(), wanted.last.isoformat()]
 
 
+def rolled(tx: Tx, wanted: Filter, figures: Mapping[str, str]) -> Grid:
+    """The report's ``figures`` (its name -> the roll-up's) by day and store, from the roll-up."""
+    stores = None if wanted.stores is None else sorted(wanted.stores)
+    found = rollup.read(tx, wanted.first.isoformat(), wanted.last.isoformat(), list(figures.values()), stores)
+    column = {f: i for i, f in enumerate(figures.values())}
+    rows = []
+    for day, store, figure, n in found:
+        numbers = [0] * len(figures)
+        numbers[column[figure]] = n
+        rows.append((day, store, *numbers))
+    return grid(tuple(figures), wanted.days(), rows)
+
+
 def sales(tx: Tx, wanted: Filter) -> Grid:
     """Counted sales: how many and their amount (the till's total, in minor units)."""
-    cond, params = _stores(tx, "store_id", wanted)
-    rows = tx.all(
-        "SELECT day, store_id, COUNT(*), SUM(total) FROM journal WHERE day >= ? AND day <= ? AND kind = 'sale' "
-        f"AND effect IN ('applied', 'none') AND {cond} GROUP BY day, store_id",
-        [*_period(wanted), *params],
-    )
-    return grid(("sales", "amount"), wanted.days(), rows)
+    return rolled(tx, wanted, {"sales": "sales", "amount": "amount"})
 
 
 def members(tx: Tx, wanted: Filter) -> Grid:
@@ -168,86 +180,37 @@ def members(tx: Tx, wanted: Filter) -> Grid:
 
 
 def points(tx: Tx, wanted: Filter) -> Grid:
-    """Points issued, redeemed (net of what refunds gave back) and expired, by the store of each.
-
-    Each is read from the rows of the period's days (by index) and, for each of those, its own postings, lot
-    or journal row by key: the statements never read the ledger beyond the period."""
-    cond, params = _stores(tx, "store_id", wanted)
-    period = _period(wanted)
-    issued = tx.all(
-        "SELECT earned_day, store_id, SUM(points) FROM (SELECT l.earned_day, l.points, "
-        f"COALESCE((SELECT j.store_id FROM journal j WHERE j.txn_id = l.lot_id), '{HEAD_OFFICE}') AS store_id "
-        f"FROM ledger_lots l WHERE l.earned_day >= ? AND l.earned_day <= ?) x WHERE {cond} "
-        "GROUP BY earned_day, store_id",
-        [*period, *params],
+    """Points issued, redeemed (net of what refunds gave back) and expired, by the store of each; for the
+    chain, the points members hold at each day's end."""
+    found = rolled(tx, wanted, {"issued": "points_issued", "redeemed": "points_redeemed", "expired": "points_expired"})
+    return (
+        found
+        if wanted.stores is not None
+        else merged(found, _chain_balance(tx, wanted, "member_points", "outstanding"))
     )
-    redeemed = tx.all(
-        "SELECT day, store_id, SUM((SELECT SUM(p.amount) FROM ledger_postings p WHERE p.ledger_txn_id = j.txn_id "
-        "AND p.kind = 'merchant_accepted')) FROM journal j WHERE day >= ? AND day <= ? "
-        f"AND kind IN ('sale', 'refund', 'void') AND {cond} GROUP BY day, store_id",
-        [*period, *params],
-    )
-    expired = tx.all(
-        "SELECT day, store_id, SUM(points) FROM (SELECT t.day, u.points, "
-        f"COALESCE((SELECT j.store_id FROM journal j WHERE j.txn_id = u.lot_id), '{HEAD_OFFICE}') AS store_id "
-        "FROM ledger_txns t JOIN ledger_lot_uses u ON u.ledger_txn_id = t.ledger_txn_id AND u.purpose = 'expire' "
-        f"WHERE t.day >= ? AND t.day <= ? AND t.kind = 'expire') x WHERE {cond} GROUP BY day, store_id",
-        [*period, *params],
-    )
-    days = wanted.days()
-    found = merged(
-        grid(("issued",), days, issued), grid(("redeemed",), days, redeemed), grid(("expired",), days, expired)
-    )
-    return found if wanted.stores is not None else merged(found, _chain_balance(tx, wanted, "points", "outstanding"))
 
 
 def value(tx: Tx, wanted: Filter) -> Grid:
     """Stored value sold at the tills (less voided top-ups) and paid with (less what refunds gave back)."""
-    cond, params = _stores(tx, "store_id", wanted)
-    rows = tx.all(
-        "SELECT day, store_id, "
-        "SUM(CASE WHEN kind IN ('till_topup', 'topup_void') AND effect = 'applied' THEN stored_value ELSE 0 END), "
-        "SUM(CASE WHEN kind IN ('sale', 'refund', 'void') AND effect IN ('applied', 'none') THEN -stored_value "
-        "ELSE 0 END) FROM journal WHERE day >= ? AND day <= ? "
-        f"AND kind IN ('till_topup', 'topup_void', 'sale', 'refund', 'void') AND {cond} GROUP BY day, store_id",
-        [*_period(wanted), *params],
-    )
-    found = grid(("topped_up", "paid"), wanted.days(), rows)
-    return found if wanted.stores is not None else merged(found, _chain_balance(tx, wanted, "stored_value", "float"))
+    found = rolled(tx, wanted, {"topped_up": "topped_up", "paid": "paid"})
+    return found if wanted.stores is not None else merged(found, _chain_balance(tx, wanted, "member_value", "float"))
 
 
-_BALANCES = {"points": "member_points", "stored_value": "member_value"}
-
-
-def _chain_balance(tx: Tx, wanted: Filter, column: str, figure: str) -> Grid:
-    """The members' ``column`` at the end of each day: what they hold now less what moved it on later days
-    (the ledger's account of the same name; ``tillpoint hq ledger check`` proves them equal)."""
-    row = tx.one(f"SELECT COALESCE(SUM({column}), 0) FROM members")
-    now = int(row[0]) if row else 0
-    after = {
-        str(d): int(n or 0)
-        for d, n in tx.all(
-            "SELECT t.day, SUM((SELECT SUM(p.amount) FROM ledger_postings p WHERE p.ledger_txn_id = t.ledger_txn_id "
-            "AND p.kind = ?)) FROM ledger_txns t WHERE t.day > ? GROUP BY t.day",
-            [_BALANCES[column], wanted.first.isoformat()],
-        )
-    }
+def _chain_balance(tx: Tx, wanted: Filter, account: str, figure: str) -> Grid:
+    """The members' ``account`` (the ledger's, which ``tillpoint hq ledger check`` proves equal to what the
+    members hold) at the end of each day: the sum of what moved it on every day up to it."""
     days = wanted.days()
-    return Grid((figure,), tuple(days), (CHAIN,), {figure: {CHAIN: running(now, after, days)}})
+    return Grid(
+        (figure,),
+        tuple(days),
+        (CHAIN,),
+        {figure: {CHAIN: cumulative(rollup.balance_moves(tx, account, days[-1]), days)}},
+    )
 
 
 def coupons(tx: Tx, wanted: Filter) -> Grid:
     """Coupons redeemed in counted sales (less those a refund gave back), and those of them a campaign issued."""
-    cond, params = _stores(tx, "store_id", wanted)
-    rows = tx.all(
-        "SELECT day, store_id, SUM((SELECT COUNT(*) FROM coupon_uses u WHERE u.txn_id = j.txn_id AND u.released = 0)), "
-        "SUM((SELECT COUNT(*) FROM coupon_uses u WHERE u.txn_id = j.txn_id AND u.released = 0 AND EXISTS "
-        "(SELECT 1 FROM campaign_members cm WHERE cm.coupon_id = u.coupon_id))) FROM journal j "
-        f"WHERE day >= ? AND day <= ? AND kind = 'sale' AND effect IN ('applied', 'none') AND {cond} "
-        "GROUP BY day, store_id",
-        [*_period(wanted), *params],
-    )
-    return grid(("redeemed", "campaign"), wanted.days(), rows)
+    return rolled(tx, wanted, {"redeemed": "coupons", "campaign": "coupons_campaign"})
 
 
 def campaigns(tx: Tx, wanted: Filter) -> list[dict[str, Any]]:
@@ -273,14 +236,15 @@ __all__ = [
     "Grid",
     "campaigns",
     "coupons",
+    "cumulative",
     "grid",
     "known_stores",
     "members",
     "merged",
     "points",
+    "rolled",
     "quick",
     "read",
-    "running",
     "sales",
     "value",
     "widened",

@@ -41,6 +41,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from hq.db.engine import Db, Tx, utc_now
+from hq.db.upsert import Upsert, upsert
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
 
 COUNTED = ("applied", "none")
@@ -411,16 +412,6 @@ TOTALS_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
-    """Adding rows to a statistics table: its columns, their PostgreSQL types, and how a held row adds up."""
-
-    table: str
-    columns: tuple[str, ...]
-    types: tuple[str, ...]
-    on_conflict: str
-
-
 TOTALS = Upsert(
     "member_totals",
     TOTALS_COLUMNS,
@@ -509,27 +500,6 @@ def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
         for r in tx.all(f"SELECT member_id, first_visit, last_visit FROM member_totals WHERE {cond}", params)
     }
     return [m for m in sorted(lost) if m not in spans or lost[m] & {str(t) for t in spans[m] if t is not None}]
-
-
-UPSERT_ROWS = 1000
-
-
-def upsert(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]]) -> None:
-    """Add ``rows`` (distinct keys, in key order) to the table in one statement. PostgreSQL: the rows go as
-    one array a column (``INSERT ... SELECT * FROM unnest(...)``: one round trip, a plan of a few nodes
-    whatever the number of rows); SQLite: a multi-row ``VALUES`` per thousand rows."""
-    if not rows:
-        return
-    head = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
-    if tx.dialect == "postgres":
-        arrays = ", ".join(f"?::{t}[]" for t in spec.types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        tx.run(f"{head}SELECT * FROM unnest({arrays}) {spec.on_conflict}", columns)
-        return
-    for start in range(0, len(rows), UPSERT_ROWS):
-        chunk = rows[start : start + UPSERT_ROWS]
-        one = "(" + ", ".join("?" * len(spec.columns)) + ")"
-        tx.run(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict}", [v for row in chunk for v in row])
 
 
 def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:

@@ -45,6 +45,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
                                        (backoffice.py, docs/backoffice.md)
     merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
     ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
+    reports check / rebuild            the report roll-up against the journal and the ledger (rollup.py,
+                                       docs/reports.md)
     settlement statement PERIOD MERCHANT [--format json|csv|pdf --out F] / statements PERIOD [--dir D]
         / close PERIOD --by NAME --reason WHY / periods   settlement between merchants (docs/settlement.md)
 
@@ -71,6 +73,7 @@ from hq.cli import (
     pools,
     quarantine,
     reconcile,
+    reports,
     rewards,
     segments,
     serve,
@@ -95,6 +98,7 @@ AREAS = (
     vouchers,
     giftcards,
     ledger,
+    reports,
     settlement,
     backoffice,
     serve,

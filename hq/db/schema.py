@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hq.db import figures
 from hq.db.engine import Db, utc_now
 from hq.db.sqlite import SqliteDb
 from hq.errors import NewerSchema
@@ -596,6 +597,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_gift_confirms_card ON gift_confirms (card_id)",
             "CREATE TABLE gift_terms (id INTEGER PRIMARY KEY, expiry_days INTEGER NOT NULL, dormant_days INTEGER "
             "NOT NULL, updated_at TEXT NOT NULL, updated_by TEXT NOT NULL)",
+        ],
+    ),
+    # The report roll-up (hq/rollup.py, docs/reports.md): head office's figures by business day, store, till and
+    # figure, kept in the transactions that make them count, so a report reads a few rows a store and day
+    # rather than every sale. Filled here from the journal and the ledger with the statements that define it.
+    (
+        "m032_report_days",
+        [
+            "CREATE TABLE report_days (day TEXT NOT NULL, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
+            "figure TEXT NOT NULL, amount BIGINT NOT NULL, PRIMARY KEY (day, store_id, terminal_id, figure))",
+            "CREATE INDEX idx_report_days_figure ON report_days (store_id, figure, day)",
+            *(
+                f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {sql}"
+                for sql in figures.REBUILD.values()
+            ),
         ],
     ),
 ]

@@ -364,13 +364,15 @@ def test_a_year_at_most_and_the_default_period_is_the_last_two_weeks(plain: Serv
 # -- the pure parts ----------------------------------------------------------------------------------------
 
 
-def test_a_grid_puts_each_row_in_its_day_and_store_and_a_balance_runs_back_from_now() -> None:
+def test_a_grid_puts_each_row_in_its_day_and_store_and_a_balance_sums_the_days_up_to_each() -> None:
     days = ["2026-03-01", "2026-03-02", "2026-03-03"]
     rows = [("2026-03-01", "S1", 2, 10), ("2026-03-03", "S2", 1, None), ("2026-02-28", "S1", 9, 9)]
     g = hq_reports.grid(("n", "amount"), days, rows)
     assert g.stores == ("S1", "S2")
     assert g.values == {"n": {"S1": [2, 0, 0], "S2": [0, 0, 1]}, "amount": {"S1": [10, 0, 0], "S2": [0, 0, 0]}}
-    assert hq_reports.running(100, {"2026-03-02": 5, "2026-03-04": 7}, days) == [88, 93, 93]
+    moves = {"2026-02-27": 80, "2026-03-02": 5, "2026-03-01": 8, "2026-03-04": 7}  # the 4th is after the last day
+    assert hq_reports.cumulative(moves, days) == [88, 93, 93]
+    assert hq_reports.cumulative({}, days) == [0, 0, 0]
     assert hq_reports.Filter(date(2026, 2, 27), date(2026, 3, 1)).days() == ["2026-02-27", "2026-02-28", "2026-03-01"]
 
 

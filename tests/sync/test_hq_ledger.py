@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import erasure, ledger, merchants, payments, periods, settlement
+from hq import erasure, ledger, merchants, payments, periods, rollup, settlement
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.protocol import WireEntry
@@ -75,6 +75,11 @@ def sale_payload(member: str, store_id: str, earn: int = 0, redeem: int = 0, pay
 def books(hq: HqStore) -> list[ledger.Failure]:
     with hq.db.read() as tx:
         return ledger.check(tx)
+
+
+def rolled_up(hq: HqStore) -> list[rollup.Difference]:
+    with hq.db.read() as tx:
+        return rollup.check(tx)
 
 
 def one(hq: HqStore, sql: str, params: list[Any] | None = None) -> Any:
@@ -380,9 +385,11 @@ def test_the_books_hold_after_every_step(store: HqStore, ops: list[tuple[Any, ..
         else:
             _apply(store, step, tills, members, sales, next(clock))
         assert books(store) == [], step
+        assert rolled_up(store) == [], step  # the report roll-up sums the same postings
     for till in tills:
         till.push()
     assert books(store) == []
+    assert rolled_up(store) == []
     assert {p: _documents(store, p) for p in frozen} == frozen
     for period, held, liability in _positions_by_period(store):
         assert held == liability, period
