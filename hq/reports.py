@@ -1,11 +1,11 @@
 """Head office's figures by store and day, for the back office's report pages (docs/reports.md).
 
-Every figure but the members' is read from the report roll-up (``hq.rollup``: sums by day, store and till,
+Every figure is read from the report roll-up (``hq.rollup``: sums by day, store and till,
 kept in the transactions that make each figure count, and checked against the journal and the ledger), so a
 month of a chain is a few thousand rows:
 
     sales        counted sales (effect ``applied`` or ``none``): their number and amount
-    members      the statistics' daily rows (``member_days``, kept at ingest): members with a visit, visits, spend
+    members      the statistics' daily rows (``member_days``): members with a visit, their visits and spend
     points       points issued (lots earned), redeemed (accepted at the store, net of refunds), expired (lots of
                  the store's issue, on the day they expired); for the chain, what members hold at each day's end
     value        stored value sold at the tills (net of voids) and paid with (net of refunds); for the chain,
@@ -140,16 +140,6 @@ def quick(tx: Tx) -> None:
         tx.run("SET LOCAL jit = off")
 
 
-def _stores(tx: Tx, column: str, wanted: Filter) -> tuple[str, list[Any]]:
-    if wanted.stores is None:
-        return "1 = 1", []
-    return tx.in_list(column, sorted(wanted.stores))
-
-
-def _period(wanted: Filter) -> list[Any]:
-    return [wanted.first.isoformat(), wanted.last.isoformat()]
-
-
 def rolled(tx: Tx, wanted: Filter, figures: Mapping[str, str]) -> Grid:
     """The report's ``figures`` (its name -> the roll-up's) by day and store, from the roll-up."""
     stores = None if wanted.stores is None else sorted(wanted.stores)
@@ -170,13 +160,7 @@ def sales(tx: Tx, wanted: Filter) -> Grid:
 
 def members(tx: Tx, wanted: Filter) -> Grid:
     """Members with a visit that counts on the day at the store, their visits and their spend."""
-    cond, params = _stores(tx, "store_id", wanted)
-    rows = tx.all(
-        "SELECT day, store_id, COUNT(*), SUM(visits), SUM(spend) FROM member_days WHERE day >= ? AND day <= ? "
-        f"AND visits > 0 AND {cond} GROUP BY day, store_id",
-        [*_period(wanted), *params],
-    )
-    return grid(("active", "visits", "spend"), wanted.days(), rows)
+    return rolled(tx, wanted, {"active": "active", "visits": "visits", "spend": "spend"})
 
 
 def points(tx: Tx, wanted: Filter) -> Grid:

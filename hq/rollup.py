@@ -15,6 +15,8 @@ at the one place that does:
     points_expired            the ledger's writer expiring lots (under the lot's store, till ``""``)
     member_points, member_value  every ledger transaction's change of the members' accounts (store ``"*"``):
                               a day's balance is the sum of every day up to it
+    active, visits, spend     the statistics' daily rows (``member_days``) with a visit, as ``hq.stats`` writes,
+                              merges and forgets them (till ``""``: the rows have no till)
 
 The journal's figures are added by ``count`` (called by ingest when an entry comes to count), the ledger's
 by its ``Writer`` through ``add``. ``REBUILD`` holds the same figures as statements over the whole history:
@@ -94,6 +96,49 @@ def journal_deltas(entries: Iterable[Counted]) -> dict[Key, int]:
         for figure, n in journal_figures(e).items():
             out[(e.day, e.store, e.terminal, figure)] += n
     return out
+
+
+# -- pure: what a member's day adds ----------------------------------------------------------------------
+
+MEMBER_FIGURES = ("active", "visits", "spend")
+"""The figures of the statistics' daily rows: members with a visit, their visits, their spend."""
+DayRow = tuple[str, str, int, int]
+"""A member's row of ``member_days``: (day, store, visits, spend)."""
+
+
+def member_day_figures(visits: int, spend: int) -> dict[str, int]:
+    """What one member's day at a store adds: a member with a visit, the visits and the spend; nothing
+    without a visit (a day whose visit a refund took back)."""
+    return {"active": 1, "visits": visits, "spend": spend} if visits > 0 else {}
+
+
+def member_day_deltas(before: Iterable[DayRow], after: Iterable[DayRow]) -> dict[Key, int]:
+    """What moved from the member rows ``before`` to ``after`` (the same members' rows, read around a change)."""
+    out: dict[Key, int] = defaultdict(int)
+    for rows, sign in ((before, -1), (after, 1)):
+        for day, store, visits, spend in rows:
+            for figure, n in member_day_figures(visits, spend).items():
+                out[(day, store, "", figure)] += sign * n
+    return {k: n for k, n in out.items() if n}
+
+
+def member_rows(tx: Tx, member_ids: Sequence[str]) -> list[DayRow]:
+    """The members' rows of ``member_days``, as ``member_day_deltas`` reads them."""
+    cond, params = tx.in_list("member_id", list(member_ids))
+    rows = tx.all(f"SELECT day, store_id, visits, spend FROM member_days WHERE {cond}", params)
+    return [(str(d), str(s), int(v), int(n)) for d, s, v, n in rows]
+
+
+def refill(tx: Tx, figures: Sequence[str]) -> None:
+    """Write ``figures`` afresh from their statements (after a rebuild of what they sum)."""
+    cond, params = tx.in_list("figure", list(figures))
+    tx.run(f"DELETE FROM report_days WHERE {cond}", params)
+    for figure in figures:
+        upsert(
+            tx,
+            ADD,
+            [(str(d), str(st), str(t), str(f), int(n)) for d, st, t, f, n in tx.all(REBUILD[figure]) if int(n or 0)],
+        )
 
 
 # -- the journal's figures ------------------------------------------------------------------------------
@@ -213,7 +258,7 @@ def read(
     tx: Tx, first: str, last: str, figures: Sequence[str], stores: Sequence[str] | None
 ) -> list[tuple[str, str, str, int]]:
     """``(day, store, figure, sum)`` of the figures over the days ``first`` to ``last`` (both included), for
-    ``stores`` (None: every store and head office's own)."""
+    ``stores`` (None: every store and head office's own); sums of zero left out."""
     fcond, fparams = tx.in_list("figure", list(figures))
     scond, sparams = ("1 = 1", []) if stores is None else tx.in_list("store_id", list(stores))
     rows = tx.all(
@@ -221,7 +266,7 @@ def read(
         f"AND {fcond} AND {scond} GROUP BY day, store_id, figure",
         [first, last, *fparams, *sparams],
     )
-    return [(str(d), str(s), str(f), int(n or 0)) for d, s, f, n in rows]
+    return [(str(d), str(s), str(f), int(n)) for d, s, f, n in rows if n]
 
 
 def balance_moves(tx: Tx, figure: str, last: str) -> dict[str, int]:
@@ -240,8 +285,10 @@ __all__ = [
     "FIGURES",
     "HEAD_OFFICE",
     "JOURNAL_KINDS",
+    "MEMBER_FIGURES",
     "REBUILD",
     "Counted",
+    "DayRow",
     "Difference",
     "Key",
     "add",
@@ -254,7 +301,11 @@ __all__ = [
     "held",
     "journal_deltas",
     "journal_figures",
+    "member_day_deltas",
+    "member_day_figures",
+    "member_rows",
     "read",
     "rebuild",
     "rebuilt",
+    "refill",
 ]

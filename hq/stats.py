@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
+from hq import rollup
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.upsert import Upsert, upsert
+from hq.db.upsert import Upsert, upsert, upsert_returning
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
 
 COUNTED = ("applied", "none")
@@ -451,7 +452,10 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     ]
     upsert(tx, TOTALS, totals)
     days = sorted(deltas.days.items())
-    upsert(tx, DAYS, [(*k, v[0], v[1]) for k, v in days])
+    now_held = upsert_returning(
+        tx, DAYS, [(*k, v[0], v[1]) for k, v in days], "member_id, day, store_id, visits, spend"
+    )
+    _roll_days(tx, deltas.days, now_held)
     tx.many(
         "DELETE FROM member_days WHERE member_id = ? AND day = ? AND store_id = ? AND visits = 0 AND spend = 0",
         [k for k, v in days if v[0] < 0 or v[1] < 0],
@@ -474,6 +478,17 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
     if deltas.rolled is not None and deltas.lost_day:
         _last_day_lost(tx, deltas.lost_day, deltas.rolled)
+
+
+def _roll_days(tx: Tx, added: Mapping[tuple[str, str, str], list[int]], held: Sequence[Sequence[Any]]) -> None:
+    """The report roll-up's members figures (``hq.rollup``): each daily row as it was (what it holds now less
+    what was just added) and as it is."""
+    before, after = [], []
+    for member_id, day, store_id, visits, spend in held:
+        v, n = added[(str(member_id), str(day), str(store_id))]
+        before.append((str(day), str(store_id), int(visits) - v, int(spend) - n))
+        after.append((str(day), str(store_id), int(visits), int(spend)))
+    rollup.add(tx, rollup.member_day_deltas(before, after))
 
 
 def _last_day_lost(tx: Tx, lost: Mapping[str, set[str]], rolled: date) -> None:
@@ -525,6 +540,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     check-ins become the winner's, but one a store and day: a day both checked in at a store stays one visit."""
     now = utc_now()
     state = windows_state(tx, hold=True)  # both members' windows are as of one day: no roll in between
+    winner_before = rollup.member_rows(tx, [winner])
     copied = ", ".join(TOTALS_COLUMNS[1:-1])
     both = [
         (day, store)
@@ -564,6 +580,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     forget(tx, loser)
     if both:
         _one_visit_a_day(tx, winner, both, state.day)
+    rollup.add(tx, rollup.member_day_deltas(winner_before, rollup.member_rows(tx, [winner])))
     if state.building is not None:  # the loser's windows may not be built yet: the winner's from its daily rows
         build_windows(tx, state.building, Members(one=winner))
 
@@ -600,6 +617,7 @@ def forget(tx: Tx, member_id: str) -> int:
     """Every statistics row of the member goes, its check-ins too (erasure; a merged-away member). Returns
     rows deleted. Holds the windows' day: a roll running meanwhile would write the member's rows again."""
     windows_day(tx, hold=True)
+    rollup.add(tx, rollup.member_day_deltas(rollup.member_rows(tx, [member_id]), []))
     tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
     return sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in STATS_TABLES)
 
@@ -652,6 +670,7 @@ def rebuild(tx: Tx) -> dict[str, int]:
         windows = build_windows(tx, rolled)
         _rolled_to(tx, rolled)
         _analyze(tx)
+    rollup.refill(tx, rollup.MEMBER_FIGURES)
     return {
         "member_totals": len(deltas.totals),
         "member_days": len(days),

@@ -34,6 +34,10 @@ REBUILD: dict[str, str] = {
     "member_points": "SELECT t.day, '*', COALESCE(j.terminal_id, ''), 'member_points', SUM(p.amount) "
     "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'member_points' "
     "LEFT JOIN journal j ON j.txn_id = t.ledger_txn_id GROUP BY t.day, COALESCE(j.terminal_id, '')",
+    "active": "SELECT day, store_id, '', 'active', COUNT(*) FROM member_days WHERE visits > 0 GROUP BY day, store_id",
+    "visits": "SELECT day, store_id, '', 'visits', SUM(visits) FROM member_days WHERE visits > 0 "
+    "GROUP BY day, store_id",
+    "spend": "SELECT day, store_id, '', 'spend', SUM(spend) FROM member_days WHERE visits > 0 GROUP BY day, store_id",
     "member_value": "SELECT t.day, '*', COALESCE(j.terminal_id, ''), 'member_value', SUM(p.amount) "
     "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'member_value' "
     "LEFT JOIN journal j ON j.txn_id = t.ledger_txn_id GROUP BY t.day, COALESCE(j.terminal_id, '')",

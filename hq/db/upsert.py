@@ -38,3 +38,21 @@ def upsert(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]]) -> None:
         chunk = rows[start : start + UPSERT_ROWS]
         one = "(" + ", ".join("?" * len(spec.columns)) + ")"
         tx.run(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict}", [v for row in chunk for v in row])
+
+
+def upsert_returning(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]], returning: str) -> list[tuple[Any, ...]]:
+    """``upsert``, giving back the ``returning`` columns of each row as it stands after the statement."""
+    if not rows:
+        return []
+    head = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
+    if tx.dialect == "postgres":
+        arrays = ", ".join(f"?::{t}[]" for t in spec.types)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return tx.all(f"{head}SELECT * FROM unnest({arrays}) {spec.on_conflict} RETURNING {returning}", columns)
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        one = "(" + ", ".join("?" * len(spec.columns)) + ")"
+        values = [v for row in chunk for v in row]
+        out += tx.all(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict} RETURNING {returning}", values)
+    return out

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import ledger, rollup
+from hq import ledger, rollup, stats
 from hq.db.schema import migrate
 from hq.erasure import erase_member
 from hq.store import HqStore, Settings
@@ -243,3 +243,18 @@ def test_the_command_finds_a_damaged_roll_up_and_rebuilds_it(tmp_path: Path) -> 
     rebuilt = run(app, ["reports", "rebuild", *db])
     assert rebuilt.exit_code == 0 and json.loads(rebuilt.output)["rows"] > 0
     assert run(app, ["reports", "check", *db]).exit_code == 0
+
+
+def test_a_rebuild_of_the_statistics_writes_their_figures_again(hq: HqStore) -> None:
+    """Daily rows lost (a table restored from an old backup, say) and rebuilt from the journal: the members
+    figures follow the rebuild, not what was added before."""
+    scenario(hq)
+    with hq.db.read() as tx:
+        kept = rollup.read(tx, "2026-01-01", "2026-01-31", list(rollup.MEMBER_FIGURES), None)
+    with hq.db.write() as tx:
+        tx.run("DELETE FROM member_days WHERE store_id = 'S2'")
+    assert {d.key[3] for d in differences(hq)} == {"active", "visits", "spend"}
+    hq.db.transact(stats.rebuild)
+    assert differences(hq) == []
+    with hq.db.read() as tx:
+        assert rollup.read(tx, "2026-01-01", "2026-01-31", list(rollup.MEMBER_FIGURES), None) == kept

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import checkins, segments, stats
+from hq import checkins, rollup, segments, stats
 from hq.db.engine import Tx
 from hq.store import HqStore
 from hq.wallet import checkin
@@ -134,6 +134,12 @@ class Till:
 def snapshot(hq: HqStore) -> dict[str, list[tuple[Any, ...]]]:
     with hq.db.read() as tx:
         return stats.snapshot(tx)
+
+
+def rolled_up(hq: HqStore) -> list[rollup.Difference]:
+    """Where the report roll-up differs from its statements (its members figures sum the daily rows)."""
+    with hq.db.read() as tx:
+        return rollup.check(tx)
 
 
 def rebuilt(hq: HqStore) -> dict[str, list[tuple[Any, ...]]]:
@@ -302,6 +308,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
     till = TillKey(hq, "T4", "S1")  # a wallet scan of a till's code, 9 January 12:00 UTC
     noon = datetime(2026, 1, 9, 12, tzinfo=UTC).timestamp()
     hq.db.transact(lambda tx: checkin.check_in(tx, hq.settings, "M-1", till.code(codes.step_of(noon)), noon))
+    assert rolled_up(hq) == []  # the report roll-up's members figures, before a rebuild writes them afresh
     assert snapshot(hq) == rebuilt(hq)
     got = stats_of(hq, "M-1", "2026-01-09")
     assert (got.visits, got.spend, got.average_basket) == (6, 2700, 450)
@@ -312,6 +319,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
         lambda tx: checkins.record(tx, checkins.Visit("M-2", "S3", "2026-01-08", CREATED.format(8), "T3", "door"))
     )
     hq.db.transact(lambda tx: merge(tx, "M-2", "M-1"))
+    assert rolled_up(hq) == []
     kept = snapshot(hq)
     assert kept == rebuilt(hq)
     assert ("M-1", "2026-01-08", "S3", 1, 0) in kept["member_days"] and ("M-1", "2026-01-09", "S3", 1, 0) in kept[
@@ -320,6 +328,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
     assert stats_of(hq, "M-1", "2026-01-09").visits == 7
     assert windows(hq)["totals"]["M-1"] == ("2026-01-09", *[7, 2700, 2700] * 5)
     hq.db.transact(lambda tx: stats.forget(tx, "M-1"))  # erasure: its check-ins go with its statistics
+    assert rolled_up(hq) == []
     with hq.db.read() as tx:
         assert tx.all("SELECT * FROM checkins WHERE member_id = ?", ["M-1"]) == []
 
@@ -411,6 +420,7 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
                 pending = []
         if pending:
             hq.ingest("T1", pending)
+        assert rolled_up(hq) == []
         assert snapshot(hq) == rebuilt(hq)
     finally:
         hq.close()
