@@ -382,6 +382,14 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
             return int(row[0]) if row and row[0] else None
 
         assert wait_until(credited, 30, "head office's credit of the top-up") == 2000
+    # The reports' roll-up of the installed head office holds the top-up, and its check agrees.
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rolled = conn.execute("SELECT SUM(amount) FROM report_days WHERE figure = 'topped_up'").fetchone()
+    finally:
+        conn.close()
+    assert rolled == (2000,)
+    assert json.loads(run("hq", "reports", "check", "--db", db).stdout) == {"ok": True, "differences": [], "count": 0}
 
 
 def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp_path: Path) -> None:
