@@ -206,7 +206,7 @@ def apply(
     """What a till's gift card entry does to its card (checked already, or released by an administrator);
     returns the card's id. ``where``: terminal, store, day (head office's business day) and at."""
     card = held(tx, payload.card_id, lock=True)
-    day = where["day"]
+    day, note = where["day"], ""
     if isinstance(payload, GiftActivatePayload):
         after = gc.GiftCard(
             payload.card_id,
@@ -235,8 +235,10 @@ def apply(
     else:
         after = _with(card, state=gc.State.BLOCKED)
         amount = 0
+        if isinstance(payload, GiftBlockPayload):
+            note = payload.reason[:200]  # why the till blocked it, kept with the activity
     _write(tx, after)
-    _event(tx, txn_id, after, kind, amount, where["at"], **where)
+    _event(tx, txn_id, after, kind, amount, where["at"], **where, note=note)
     return after.card_id
 
 
@@ -270,6 +272,17 @@ def unblock(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard
     if card is None or card.state is not gc.State.BLOCKED:
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a blocked gift card")
     return _own(tx, _with(card, state=gc.State.ACTIVE), EntryKind.GIFT_UNBLOCK, 0, by, reason, now)
+
+
+def clearable(tx: Tx, card_id: str, balance: int) -> gc.GiftCard:
+    """The card, if it holds value and ``balance`` is still what it holds (a clear asked for and approved
+    later clears the balance that was asked about, not one that moved since). Raises Refused."""
+    card = held(tx, card_id)
+    if card is None or card.state is gc.State.CLEARED:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
+    if card.balance != balance:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} holds {card.balance} now, not {balance}")
+    return card
 
 
 def clear(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:

@@ -12,6 +12,7 @@
     GET  /backoffice/approvals, POST /backoffice/approvals/{id}/approve|reject   four eyes
     GET  /backoffice/audit                                 the newest audit records and whether the chain holds
     GET  /backoffice/recon..., /backoffice/fleet            reconciliation items and the fleet (at the end)
+    GET  /backoffice/giftcards?q=, /backoffice/giftcards/{id}   gift cards; POST .../unblock, .../clear (a request)
     GET  /backoffice/static/{name}
 
 Every page but sign-in needs a session (a browser without one is sent to sign in) and names the ``Action``
@@ -35,7 +36,20 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hq import audit, documents
 from hq.api.deps import Store
-from hq.backoffice import approvals, campaigns, editors, i18n, members, pages, recon, reports, sessions, staff, team
+from hq.backoffice import (
+    approvals,
+    campaigns,
+    editors,
+    giftcards,
+    i18n,
+    members,
+    pages,
+    recon,
+    reports,
+    sessions,
+    staff,
+    team,
+)
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
@@ -400,9 +414,7 @@ def _decision(approve: bool) -> Callable[..., Response]:
 
 # Whether the role may decide this request's kind in its stores is the service's check.
 for _verb, _approve in (("approve", True), ("reject", False)):
-    route("POST", f"/approvals/{{request_id}}/{_verb}", Action.APPROVE_ADJUSTMENT, Action.APPROVE_CAMPAIGN)(
-        _decision(_approve)
-    )
+    route("POST", f"/approvals/{{request_id}}/{_verb}", *approvals.APPROVE.values())(_decision(_approve))
 
 
 @route("GET", "/audit", Action.AUDIT_READ)
@@ -671,3 +683,44 @@ def _staff_change(verb: str) -> Callable[..., Response]:
 
 for _staff_verb in _STAFF_CHANGES:
     route("POST", f"/staff/{{staff_id}}/{_staff_verb}", Action.STAFF_MANAGE)(_staff_change(_staff_verb))
+
+
+# -- gift cards (docs/giftcards.md) ------------------------------------------------------------------------------
+#   GET  /backoffice/giftcards?q=                          find a card by its id or card hash (the newest used first)
+#   GET  /backoffice/giftcards/{card_id}                   the card: state, balance, expiry, every activity
+#   POST /backoffice/giftcards/{card_id}/unblock           form {reason}: usable again (its value does not move)
+#   POST /backoffice/giftcards/{card_id}/clear             form {reason}: a request to clear its balance (four eyes)
+
+
+def _gift_path(card_id: str) -> str:
+    return f"/giftcards/{quote(card_id, safe='')}"
+
+
+@route("GET", "/giftcards", Action.GIFTCARDS_READ)
+def giftcards_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    q = request.query_params.get("q", "")[:80]
+    with store.db.read() as tx:
+        found = giftcards.search(tx, session.staff, q)
+    return page(request, "giftcards", lang, q=q, found=found)
+
+
+@route("GET", "/giftcards/{card_id}", Action.GIFTCARDS_READ)
+def giftcard_page(request: Request, store: Store, lang: Lang, session: Session, card_id: str) -> Response:
+    shown = giftcards.page(store, session.staff, card_id[:64])
+    return page(request, "giftcard", lang, g=shown, notice=notice_of(request, lang))
+
+
+@route("POST", "/giftcards/{card_id}/unblock", Action.GIFTCARDS_UNBLOCK)
+def giftcard_unblock(
+    request: Request, store: Store, lang: Lang, session: Session, fields: Form, card_id: str
+) -> Response:
+    giftcards.unblock(store, session.staff, card_id[:64], fields.get("reason", ""))
+    return back(_gift_path(card_id), "done")
+
+
+@route("POST", "/giftcards/{card_id}/clear", Action.GIFTCARDS_CLEAR)
+def giftcard_clear(
+    request: Request, store: Store, lang: Lang, session: Session, fields: Form, card_id: str
+) -> Response:
+    asked = giftcards.ask_clear(store, session.staff, card_id[:64], fields.get("reason", ""))
+    return back(_gift_path(card_id), "asked", asked.request_id)

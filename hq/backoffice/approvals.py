@@ -4,6 +4,7 @@ staff member and applied only when a different one, whose role may approve that 
     kind          asked for with              approved with            applied by
     adjustment    members_adjust (member's)   approve_adjustment       hq.adjustments.apply
     campaign      campaigns_launch            approve_campaign         hq.campaigns.put
+    gift_clear    giftcards_clear             approve_gift_clear       hq.giftcards.clear
 
 A request is stored ``pending`` with what it would do (checked by the same rules when asked for and
 again when applied), its reason and the stores it concerns. Approving locks the request's row, applies
@@ -20,18 +21,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hq import adjustments, audit, campaigns
+from hq import adjustments, audit, campaigns, giftcards
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed
 from hq.backoffice.staff import Staff
 from hq.db.engine import Tx, utc_now
-from hq.errors import HqError
+from hq.errors import HqError, Refused
 from terminal.canonical import canonical_text
 
-ADJUSTMENT, CAMPAIGN = "adjustment", "campaign"
+ADJUSTMENT, CAMPAIGN, GIFT_CLEAR = "adjustment", "campaign", "gift_clear"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
-ASK: dict[str, Action] = {ADJUSTMENT: Action.MEMBERS_ADJUST, CAMPAIGN: Action.CAMPAIGNS_LAUNCH}
-APPROVE: dict[str, Action] = {ADJUSTMENT: Action.APPROVE_ADJUSTMENT, CAMPAIGN: Action.APPROVE_CAMPAIGN}
+ASK: dict[str, Action] = {
+    ADJUSTMENT: Action.MEMBERS_ADJUST,
+    CAMPAIGN: Action.CAMPAIGNS_LAUNCH,
+    GIFT_CLEAR: Action.GIFTCARDS_CLEAR,
+}
+APPROVE: dict[str, Action] = {
+    ADJUSTMENT: Action.APPROVE_ADJUSTMENT,
+    CAMPAIGN: Action.APPROVE_CAMPAIGN,
+    GIFT_CLEAR: Action.APPROVE_GIFT_CLEAR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +94,12 @@ def reason_of(text: str) -> str:
     return reason
 
 
-def _check(kind: str, subject: str, payload: dict[str, Any], reason: str) -> None:
+def _check(tx: Tx, kind: str, subject: str, payload: dict[str, Any], reason: str) -> None:
     """What the request would do passes its service's rules (checked again when applied)."""
     try:
-        if kind == ADJUSTMENT:
+        if kind == GIFT_CLEAR:
+            giftcards.clearable(tx, subject, int(payload["balance"]))
+        elif kind == ADJUSTMENT:
             adjustments.fact(subject, int(payload["points"]), int(payload["stored_value"]), reason)
         else:
             campaigns.check_id(subject)
@@ -97,6 +108,8 @@ def _check(kind: str, subject: str, payload: dict[str, Any], reason: str) -> Non
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
     except adjustments.AdjustRefused as exc:
         raise BackofficeRefused(Code.BAD_AMOUNT, str(exc)) from exc
+    except Refused as exc:
+        raise BackofficeRefused(Code.GIFT_CARD_INVALID, str(exc)) from exc
 
 
 def ask(
@@ -105,7 +118,7 @@ def ask(
     """Store a pending request (``forbidden`` when ``who`` may not ask for it there)."""
     _need(who, ASK[kind], stores)
     reason = reason_of(reason)
-    _check(kind, subject, payload, reason)
+    _check(tx, kind, subject, payload, reason)
     request_id = f"AR-{secrets.token_hex(8)}"
     now = utc_now()
     shown = None if stores is None else sorted(stores)
@@ -142,6 +155,10 @@ def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
 
 def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
     try:
+        if held.kind == GIFT_CLEAR:  # the balance asked about, still the card's: not a newer one
+            giftcards.clearable(tx, held.subject, int(held.payload["balance"]))
+            card = giftcards.clear(tx, held.subject, held.requested_by, held.reason, utc_now())
+            return {"state": card.state.value, "balance": card.balance}
         if held.kind == ADJUSTMENT:
             made = adjustments.fact(
                 held.subject, int(held.payload["points"]), int(held.payload["stored_value"]), held.reason
@@ -154,6 +171,8 @@ def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
         raise BackofficeRefused(Code.BELOW_ZERO, str(exc)) from exc
     except campaigns.CampaignInvalid as exc:
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
+    except Refused as exc:
+        raise BackofficeRefused(Code.GIFT_CARD_INVALID, str(exc)) from exc
     except HqError as exc:
         raise BackofficeRefused(Code.NOT_FOUND, str(exc)) from exc
 
@@ -182,4 +201,16 @@ def reject(tx: Tx, who: Staff, request_id: str, note: str) -> Request:
     return _decide(tx, who, request_id, reason_of(note), REJECTED, lambda t, held: {})
 
 
-__all__ = ["ADJUSTMENT", "APPROVE", "ASK", "CAMPAIGN", "Request", "approve", "ask", "get", "listed", "reject"]
+__all__ = [
+    "ADJUSTMENT",
+    "APPROVE",
+    "ASK",
+    "CAMPAIGN",
+    "GIFT_CLEAR",
+    "Request",
+    "approve",
+    "ask",
+    "get",
+    "listed",
+    "reject",
+]

@@ -37,6 +37,7 @@ class Code(StrEnum):
     LAST_ADMIN = "last_admin"
     EDITED_MEANWHILE = "edited_meanwhile"
     UNKNOWN_MERCHANT = "unknown_merchant"
+    GIFT_CARD_INVALID = "gift_card_invalid"
 
 
 STATUS: dict[Code, int] = {
@@ -63,6 +64,7 @@ STATUS: dict[Code, int] = {
     Code.LAST_ADMIN: 409,
     Code.EDITED_MEANWHILE: 409,
     Code.UNKNOWN_MERCHANT: 422,
+    Code.GIFT_CARD_INVALID: 409,
 }
 
 

@@ -545,6 +545,43 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "その加盟店はありません（本部のスタッフは空欄）。",
         "没有该商户（总部员工留空）。",
     ),
+    # gift cards
+    "giftcards": ("Gift cards", "ギフトカード", "礼品卡"),
+    "gift_card": ("Gift card", "ギフトカード", "礼品卡"),
+    "gift_search_help": (
+        "Card id (G-…) or the start of its card hash",
+        "カードID（G-…）またはカードハッシュの先頭",
+        "卡号（G-…）或卡哈希的开头",
+    ),
+    "no_gift_cards": ("No gift card found.", "該当するギフトカードはありません。", "未找到礼品卡。"),
+    "balance": ("Balance", "残高", "余额"),
+    "last_used": ("Last used", "最終利用日", "最近使用"),
+    "by": ("By", "担当", "操作人"),
+    "gift_state_active": ("active", "有効", "有效"),
+    "gift_state_blocked": ("blocked", "停止中", "已冻结"),
+    "gift_state_cleared": ("cleared", "残高消去済み", "已清零"),
+    "gift_clear": ("Clear the balance", "残高を消去", "余额清零"),
+    "gift_clear_help": (
+        "Takes the balance shown to zero (expired value, a card retired). It happens when another person "
+        "approves it, and only if the balance has not moved meanwhile.",
+        "表示中の残高をゼロにします（失効した残高、回収したカード）。別の担当者が承認したとき、その間に残高が"
+        "動いていなければ実行されます。",
+        "将所示余额清零（已过期的余额、回收的卡）。经另一人审批后执行，且期间余额未发生变动。",
+    ),
+    "gift_activity": ("Activity", "利用履歴", "使用记录"),
+    "gift_card_invalid": (
+        "The gift card cannot take this change (its state or balance is not what it was).",
+        "このギフトカードには実行できません（状態または残高が変わっています）。",
+        "该礼品卡无法执行此操作（其状态或余额已变化）。",
+    ),
+    "kind_gift_activate": ("sold and activated", "販売・有効化", "售出并激活"),
+    "kind_gift_load": ("loaded", "チャージ", "充值"),
+    "kind_gift_redeem": ("paid with", "支払い", "支付"),
+    "kind_gift_refund": ("refunded to the card", "カードへ返金", "退回到卡"),
+    "kind_gift_block": ("blocked", "停止", "冻结"),
+    "kind_gift_unblock": ("unblocked", "停止解除", "解冻"),
+    "kind_gift_clear": ("cleared", "残高消去", "清零"),
+    "kind_gift_import": ("imported", "移行", "导入"),
 }
 
 

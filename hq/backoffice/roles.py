@@ -84,6 +84,13 @@ class Action(StrEnum):
     """Create, change and retire earning rules, tier settings and coupons (with the quote preview)."""
     STAFF_MANAGE = "staff_manage"
     """Create staff accounts, set their role and stores, reset passwords, disable accounts."""
+    GIFTCARDS_READ = "giftcards_read"
+    """Find a gift card, open its page: its state, balance, expiry and every activity."""
+    GIFTCARDS_UNBLOCK = "giftcards_unblock"
+    """Make a blocked gift card usable again (its value does not move)."""
+    GIFTCARDS_CLEAR = "giftcards_clear"
+    """Ask for a gift card's balance to be cleared (applied once another person approves it)."""
+    APPROVE_GIFT_CLEAR = "approve_gift_clear"
 
 
 WRITES = frozenset(
@@ -97,6 +104,9 @@ WRITES = frozenset(
         Action.RECON_SETTLE,
         Action.RULES_EDIT,
         Action.STAFF_MANAGE,
+        Action.GIFTCARDS_UNBLOCK,
+        Action.GIFTCARDS_CLEAR,
+        Action.APPROVE_GIFT_CLEAR,
     }
 )
 """The actions that change something (each leaves a record in the audit log)."""
@@ -151,6 +161,10 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.FLEET_READ: _C,
         Action.REPORTS_READ: _C,
         Action.RULES_READ: _C,
+        Action.GIFTCARDS_READ: _C,
+        Action.GIFTCARDS_UNBLOCK: _C,
+        Action.GIFTCARDS_CLEAR: _C,
+        Action.APPROVE_GIFT_CLEAR: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
@@ -161,6 +175,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.FLEET_READ: _C,
         Action.REPORTS_READ: _C,
         Action.RULES_READ: _C,
+        Action.GIFTCARDS_READ: _C,
     },
     Role.MERCHANT_ADMIN: {
         Action.MEMBERS_READ: _S,

@@ -58,6 +58,10 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.FLEET_READ: "chain",
         A.REPORTS_READ: "chain",
         A.RULES_READ: "chain",
+        A.GIFTCARDS_READ: "chain",
+        A.GIFTCARDS_UNBLOCK: "chain",
+        A.GIFTCARDS_CLEAR: "chain",
+        A.APPROVE_GIFT_CLEAR: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
@@ -68,6 +72,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.FLEET_READ: "chain",
         A.REPORTS_READ: "chain",
         A.RULES_READ: "chain",
+        A.GIFTCARDS_READ: "chain",
     },
     Role.MERCHANT_ADMIN: {
         A.MEMBERS_READ: "stores",
@@ -132,7 +137,12 @@ def test_a_store_manager_never_reaches_beyond_its_stores() -> None:
 
 def test_money_moved_by_hand_is_asked_for_and_approved_by_roles_that_can_be_two_people() -> None:
     """Every role that may ask for an adjustment or a launch has another role that may approve it."""
-    for ask, approve in ((A.MEMBERS_ADJUST, A.APPROVE_ADJUSTMENT), (A.CAMPAIGNS_LAUNCH, A.APPROVE_CAMPAIGN)):
+    pairs = (
+        (A.MEMBERS_ADJUST, A.APPROVE_ADJUSTMENT),
+        (A.CAMPAIGNS_LAUNCH, A.APPROVE_CAMPAIGN),
+        (A.GIFTCARDS_CLEAR, A.APPROVE_GIFT_CLEAR),
+    )
+    for ask, approve in pairs:
         askers = [r for r in Role if may(r, ask)]
         assert askers and all(any(may(o, approve) for o in Role) for _ in askers)
 
@@ -145,6 +155,10 @@ CHAIN_WIDE_BY_NATURE = {
     A.AUDIT_READ,
     A.RULES_EDIT,
     A.STAFF_MANAGE,
+    A.GIFTCARDS_READ,  # a gift card's value is the chain's, of no store
+    A.GIFTCARDS_UNBLOCK,
+    A.GIFTCARDS_CLEAR,
+    A.APPROVE_GIFT_CLEAR,
 }
 
 
