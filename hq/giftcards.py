@@ -32,11 +32,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 
 from hq import audit, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
+from hq.ingest import HQ_ACTOR as HEAD_OFFICE
 from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter
 from hq.policy import Breach, verify_tap
 from sync.protocol import (
@@ -292,6 +294,36 @@ def clear(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
     after = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0, None, card.last_used_on, card.counter)
     return _own(tx, after, EntryKind.GIFT_CLEAR, -card.balance, by, reason, now)
+
+
+EXPIRY_GRACE_DAYS = 1
+"""Days after a card's last valid day before head office clears it: a till west of head office may still be
+on that day (its business day is its store's), and takes the card until it ends there."""
+
+
+def expire(tx: Tx, today: date, now: str) -> list[gc.GiftCard]:
+    """Clear the value of every card whose last valid day ended more than ``EXPIRY_GRACE_DAYS`` before
+    ``today`` (head office's ``gift_clear``, by ``head office``, noting the day it expired): the tills refuse
+    it already; clearing ends the chain's liability for it. Cards of chains without expiry never expire.
+    Idempotent: a cleared card holds nothing."""
+    before = (today - timedelta(days=EXPIRY_GRACE_DAYS)).isoformat()
+    due = [
+        str(r[0])
+        for r in tx.all(
+            "SELECT card_id FROM gift_cards WHERE expires_on IS NOT NULL AND expires_on < ? AND balance > 0 "
+            "AND state <> ? ORDER BY card_id",
+            [before, gc.State.CLEARED.value],
+        )
+    ]
+    done = []
+    for card_id in due:
+        card = held(tx, card_id, lock=True)  # locked, then read again: a load meanwhile moved its expiry
+        if card is None or card.balance <= 0 or card.expires_on is None or card.expires_on >= before:
+            continue
+        after = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0, None, card.last_used_on, card.counter)
+        note = f"expired after {card.expires_on}"
+        done.append(_own(tx, after, EntryKind.GIFT_CLEAR, -card.balance, HEAD_OFFICE, note, now))
+    return done
 
 
 def import_card(tx: Tx, uid_hash: str, amount: int, by: str, source: str, now: str) -> gc.GiftCard:

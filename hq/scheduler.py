@@ -1,7 +1,8 @@
 """Head office's campaign timer: every ``interval`` seconds, in a background thread of the server, run
 the campaigns whose schedule is due (``hq.campaigns.run_due``), after giving back the gifts of coupons
 nobody claimed in time (``hq.wallet.gifts.expire``), expiring the points lots whose expiry has come
-(``hq.ledger.expire``: breakage of their issuing merchants) and deciding the rewards of door check-ins still pending
+(``hq.ledger.expire``: breakage of their issuing merchants), clearing gift card value past its expiry
+(``hq.giftcards.expire``) and deciding the rewards of door check-ins still pending
 (``hq.campaigns.reward_pending``).
 
 Runs are idempotent, so several servers (workers, hosts) may each run a timer on one database: the
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hq import campaigns, ledger, stats
+from hq import campaigns, giftcards, ledger, stats
 from hq.db.engine import Db
 from hq.errors import HqError
 from hq.wallet import gifts
@@ -53,6 +54,11 @@ class CampaignTimer:
         except HqError as exc:
             self.failures += 1
             log.error("expiring points failed (tried again in %.0f s): %s", self.interval, exc)
+        try:  # gift card value past its expiry: cleared (the tills refuse it already)
+            self.db.transact(lambda tx: giftcards.expire(tx, now.astimezone(UTC).date(), ledger.utc_text(now)))
+        except HqError as exc:
+            self.failures += 1
+            log.error("clearing expired gift cards failed (tried again in %.0f s): %s", self.interval, exc)
         try:  # door check-ins whose reward a push could not decide
             campaigns.reward_pending(self.db, now)
         except HqError as exc:

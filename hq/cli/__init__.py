@@ -37,7 +37,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     voucher issue TERMINAL --count N --value V [--sku S] / offline-total TERMINAL N / show ID / list
                                        prepaid vouchers (vouchers.py, docs/stored-value.md)
     giftcard show CARD / list / unblock CARD / clear CARD --by N --reason R / import HASH AMOUNT --by N
-        / terms [--expiry-days D --dormant-days D]   gift cards (giftcards.py, docs/giftcards.md)
+        / terms [--expiry-days D --dormant-days D] / expire --as-of DAY   gift cards (giftcards.py,
+        docs/giftcards.md)
     reward put FILE / codes ID FILE / list / purchases MEMBER / refund PURCHASE   the rewards catalogue
                                        (rewards.py, docs/rewards.md)
     staff add ID --name N --role R [--store S ...] [--merchant M] / list / disable ID / passwd ID   back-office staff accounts

@@ -67,6 +67,26 @@ def clear(card_id: str, by: ByOpt, reason: ReasonOpt, db: DbOpt = DEFAULT_DB, as
     print(json.dumps(card.to_doc()))
 
 
+@app.command("expire")
+def expire(
+    as_of: Annotated[str, typer.Option("--as-of", help="Clear the value expired before this day (UTC).")],
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Clear the value of every gift card past its expiry (the server's timer does it too). Prints JSON."""
+    from datetime import date
+
+    from hq import giftcards
+
+    try:
+        day = date.fromisoformat(as_of)
+    except ValueError:
+        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
+    with hq_store(db) as store, store.db.write() as tx:
+        done = giftcards.expire(tx, day, store.now())
+    print(json.dumps({"as_of": day.isoformat(), "cleared": [c.to_doc() for c in done]}))
+
+
 @app.command("import")
 def import_card(
     uid_hash: Annotated[str, typer.Argument(help="The card's keyed hash (tillpoint hq add-card prints how).")],

@@ -6,6 +6,7 @@ two offline tills can do, and what bounds it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -286,3 +287,60 @@ def test_head_office_clears_imports_and_sets_terms_and_a_quarantined_sale_is_rel
         done = [(r.actor, r.action, r.target) for r in audit.recent(tx)]
     assert {("Mio", "gift_terms", "gift_cards"), ("Mio", "gift_clear", card.card_id)} <= set(done)
     assert ("Mio", "gift_import", old.card_id) in done
+
+
+def test_value_past_its_expiry_is_cleared_once_a_day_after_and_a_load_keeps_a_card(chain: Chain) -> None:
+    """Terms of 30 days: a card sold on 1 December expires after 31 December; head office's timer clears it
+    on 2 January, not before (a till west of head office may still be on its last day); a card loaded later
+    keeps its value; a blocked card's expired value is cleared too; a second run clears nothing more."""
+    from hq import giftcards as hq_giftcards
+    from hq.scheduler import CampaignTimer
+
+    chain.store.put_gift_terms(gc.Terms(expiry_days=30, dormant_days=0), "Mio")
+    old, kept, lost = (Card(bytes.fromhex(f"04A1B2C3D4E6{n:02X}")) for n in range(3))
+    for card in (old, kept, lost):
+        chain.sell("T1", card, 2000)
+    chain.push("T1", "gift_block", lost, reason="reported lost")
+    chain.clock = DAY1 + timedelta(days=20)
+    chain.push("T1", "gift_load", kept, amount=500)  # its value lives 30 days from today
+    assert chain.card(old)["expires_on"] == "2026-12-31" and chain.card(kept)["expires_on"] == "2027-01-20"
+
+    def tick(day: datetime) -> None:
+        CampaignTimer(chain.store.db, now=lambda: day).tick()
+
+    tick(datetime(2027, 1, 1, 23, 59, tzinfo=UTC))  # a day after the last: still the grace day
+    assert chain.card(old)["balance"] == 2000
+    tick(datetime(2027, 1, 2, 0, 1, tzinfo=UTC))
+    for card in (old, lost):
+        shown = chain.card(card)
+        assert (shown["state"], shown["balance"]) == ("cleared", 0)
+        last = shown["activity"][-1]
+        assert (last["kind"], last["amount"], last["by"]) == ("gift_clear", -2000, "head office")
+        assert last["note"] == "expired after 2026-12-31"
+    assert (chain.card(kept)["state"], chain.card(kept)["balance"]) == ("active", 2500)
+    with chain.store.db.write() as tx:
+        assert hq_giftcards.expire(tx, datetime(2027, 1, 3).date(), "2027-01-03T00:00:00.000Z") == []
+    with chain.store.db.read() as tx:
+        cleared = [(r.actor, r.action, r.target) for r in audit.recent(tx) if r.action == "gift_clear"]
+    assert sorted(cleared) == sorted(("head office", "gift_clear", c.card_id) for c in (old, lost))
+
+
+def test_the_expiry_command_clears_and_refuses_a_bad_day(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = str(tmp_path / "hq.db")
+    chain = Chain(db)
+    chain.store.put_gift_terms(gc.Terms(expiry_days=30, dormant_days=0), "Mio")
+    card = Card(bytes.fromhex("04A1B2C3D4E7AA"))
+    chain.sell("T1", card, 1500)
+    chain.store.close()
+    run = CliRunner().invoke
+    bad = run(app, ["giftcard", "expire", "--as-of", "2027-13-01", "--db", db])
+    assert bad.exit_code == 1 and "bad_day" in bad.output
+    early = run(app, ["giftcard", "expire", "--as-of", "2027-01-01", "--db", db])
+    assert early.exit_code == 0 and json.loads(early.output)["cleared"] == []
+    done = run(app, ["giftcard", "expire", "--as-of", "2027-01-02", "--db", db])
+    assert done.exit_code == 0
+    assert [(c["card_id"], c["balance"]) for c in json.loads(done.output)["cleared"]] == [(card.card_id, 0)]
