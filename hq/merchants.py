@@ -6,6 +6,11 @@ Rates are integers in the chain's minor currency units per 100 points (``cost_pe
 computed once per settlement figure, on its total, rounded down (``money_for``), never per entry, so a
 statement is exact and reproducible. Every store without a merchant belongs to the chain's own merchant
 (``chain``), which the migration creates.
+
+Each merchant settles its points at one ``Timing`` (docs/settlement.md): at issuance (it pays for the points
+its stores issue; the chain keeps what expires), at redemption (it pays for its points as members spend them,
+anywhere; what expires costs it nothing), or against a reserve (it funds its outstanding points as they are
+issued, and what expires is released back to it).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 from hq.db.engine import Tx, utc_now
@@ -31,6 +37,12 @@ class MerchantError(HqError):
         self.code = code
 
 
+class Timing(StrEnum):
+    ISSUANCE = "issuance"
+    REDEMPTION = "redemption"
+    RESERVE = "reserve"
+
+
 @dataclass(frozen=True, slots=True)
 class Merchant:
     merchant_id: str
@@ -40,6 +52,8 @@ class Merchant:
     reimburse_per_100: int
     """What the chain pays the merchant per 100 points its stores accept (minor units)."""
     created_at: str
+    timing: str = Timing.ISSUANCE.value
+    """When it pays for its points (``Timing``); a close made before timings existed froze none: issuance."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +64,7 @@ def money_for(points: int, rate_per_100: int) -> int:
     return points * rate_per_100 // 100
 
 
-def check(merchant_id: str, name: str, cost_per_100: int, reimburse_per_100: int) -> None:
+def check(merchant_id: str, name: str, cost_per_100: int, reimburse_per_100: int, timing: str = "issuance") -> None:
     if not MERCHANT_ID.match(merchant_id):
         raise MerchantError("bad_merchant_id", f"a merchant id is 1-64 letters, digits, '_', '.', '-': {merchant_id!r}")
     if not name.strip() or len(name) > 200:
@@ -58,16 +72,26 @@ def check(merchant_id: str, name: str, cost_per_100: int, reimburse_per_100: int
     for rate in (cost_per_100, reimburse_per_100):
         if not 0 <= rate <= MAX_RATE:
             raise MerchantError("bad_rate", f"a rate is 0-{MAX_RATE} minor units per 100 points")
+    if timing not in {t.value for t in Timing}:
+        raise MerchantError("bad_timing", f"a merchant settles at {', '.join(t.value for t in Timing)}: {timing!r}")
 
 
-def add(tx: Tx, merchant_id: str, name: str, cost_per_100: int = 0, reimburse_per_100: int = 0) -> Merchant:
-    """Add a merchant, or change its name and rates (a rate applies to statements not yet closed)."""
-    check(merchant_id, name, cost_per_100, reimburse_per_100)
+def add(
+    tx: Tx,
+    merchant_id: str,
+    name: str,
+    cost_per_100: int = 0,
+    reimburse_per_100: int = 0,
+    timing: str = Timing.ISSUANCE.value,
+) -> Merchant:
+    """Add a merchant, or change its name, rates and timing (they apply to statements not yet closed)."""
+    check(merchant_id, name, cost_per_100, reimburse_per_100, timing)
     tx.run(
-        "INSERT INTO merchants (merchant_id, name, cost_per_100, reimburse_per_100, created_at) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO merchants (merchant_id, name, cost_per_100, reimburse_per_100, created_at, timing) "
+        "VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (merchant_id) DO UPDATE SET name = excluded.name, cost_per_100 = excluded.cost_per_100, "
-        "reimburse_per_100 = excluded.reimburse_per_100",
-        [merchant_id, name, cost_per_100, reimburse_per_100, utc_now()],
+        "reimburse_per_100 = excluded.reimburse_per_100, timing = excluded.timing",
+        [merchant_id, name, cost_per_100, reimburse_per_100, utc_now(), timing],
     )
     found = get(tx, merchant_id)
     assert found is not None
@@ -75,18 +99,19 @@ def add(tx: Tx, merchant_id: str, name: str, cost_per_100: int = 0, reimburse_pe
 
 
 def get(tx: Tx, merchant_id: str) -> Merchant | None:
-    row = tx.one(
-        "SELECT merchant_id, name, cost_per_100, reimburse_per_100, created_at FROM merchants WHERE merchant_id = ?",
-        [merchant_id],
-    )
-    return Merchant(str(row[0]), str(row[1]), int(row[2]), int(row[3]), str(row[4])) if row else None
+    row = tx.one(f"SELECT {_COLUMNS} FROM merchants WHERE merchant_id = ?", [merchant_id])
+    return _merchant(row) if row else None
 
 
 def all_merchants(tx: Tx) -> list[Merchant]:
-    rows = tx.all(
-        "SELECT merchant_id, name, cost_per_100, reimburse_per_100, created_at FROM merchants ORDER BY merchant_id"
-    )
-    return [Merchant(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+    return [_merchant(r) for r in tx.all(f"SELECT {_COLUMNS} FROM merchants ORDER BY merchant_id")]
+
+
+_COLUMNS = "merchant_id, name, cost_per_100, reimburse_per_100, created_at, timing"
+
+
+def _merchant(row: tuple[Any, ...]) -> Merchant:
+    return Merchant(str(row[0]), str(row[1]), int(row[2]), int(row[3]), str(row[4]), str(row[5]))
 
 
 def assign_store(tx: Tx, store_id: str, merchant_id: str, timezone: str) -> None:

@@ -13,7 +13,10 @@ changes; an open period's is provisional and uses the merchants' current rates.
 The points economics (``docs/settlement.md``), every amount in the chain's minor currency units, computed
 once on a figure's total and rounded down (``merchants.money_for``):
 
-    charge         (points issued - points clawed back by refunds) x cost_per_100 / 100     merchant -> chain
+    charge         the points its timing charges x cost_per_100 / 100                        merchant -> chain
+                     issuance:   points issued - points clawed back by refunds
+                     redemption: points of its lots members spent, at its stores or others' (net of refunds)
+                     reserve:    points issued - clawed - breakage (what expired is released back to it)
     reimbursement  points accepted (net of refunds) x reimburse_per_100 / 100               chain -> merchant
     chain margin   charge - reimbursement
     net            reimbursement + stored value accepted - charge - cash taken for top-ups  (> 0: chain pays)
@@ -112,9 +115,13 @@ class Statement:
         return "closed" if self.closed_at else "open"
 
     @property
+    def charged(self) -> int:
+        """The points the merchant's timing charges it for in this period."""
+        return charged_points(self.figures, self.merchant.timing)
+
+    @property
     def charge(self) -> int:
-        f = self.figures
-        return merchants.money_for(f.issued - f.clawed, self.merchant.cost_per_100)
+        return merchants.money_for(self.charged, self.merchant.cost_per_100)
 
     @property
     def reimbursement(self) -> int:
@@ -131,6 +138,8 @@ class Statement:
 
     def as_dict(self) -> dict[str, Any]:
         m = self.merchant
+        timing = {} if m.timing == merchants.Timing.ISSUANCE else {"timing": m.timing}
+        charged = {} if m.timing == merchants.Timing.ISSUANCE else {"charged": self.charged}
         return {
             "period": self.period,
             "months": self.months,
@@ -138,9 +147,10 @@ class Statement:
             "name": m.name,
             "cost_per_100": m.cost_per_100,
             "reimburse_per_100": m.reimburse_per_100,
+            **timing,
             "state": self.state,
             "closed_at": self.closed_at,
-            "points": {f.name: getattr(self.figures, f.name) for f in fields(Figures)},
+            "points": {f.name: getattr(self.figures, f.name) for f in fields(Figures)} | charged,
             "money": self.money(),
             "late": [{"txn_id": x.txn_id, "kind": x.kind, "day": x.day, "belongs_to": x.belongs_to} for x in self.late],
         }
@@ -156,10 +166,21 @@ class Statement:
         }
 
 
+def charged_points(f: Figures, timing: str) -> int:
+    """The points a merchant settling at ``timing`` pays for in a period of ``f``."""
+    if timing == merchants.Timing.REDEMPTION:
+        return (f.accepted - f.others_spent_here) + f.own_spent_elsewhere  # its own lots, spent anywhere
+    if timing == merchants.Timing.RESERVE:
+        return f.issued - f.clawed - f.breakage
+    return f.issued - f.clawed
+
+
 def rows(stmt: Statement) -> list[tuple[str, str, str]]:
-    """The statement as (section, item, value) rows: what both documents print, in this order."""
+    """The statement as (section, item, value) rows: what both documents print, in this order. A merchant at
+    issuance (every statement made before timings existed) prints no timing and no charged points, so the
+    documents of periods closed then stay the same bytes."""
     d = stmt.as_dict()
-    head = [("statement", k, "" if d[k] is None else str(d[k])) for k in HEAD]
+    head = [("statement", k, "" if d[k] is None else str(d[k])) for k in HEAD if k in d]
     points = [("points", k, str(v)) for k, v in d["points"].items() if k not in ("value_accepted", "cash_taken")]
     money = [("money", k, str(v)) for k, v in d["money"].items()]
     who = "chain_pays_merchant" if stmt.net >= 0 else "merchant_pays_chain"
@@ -168,7 +189,17 @@ def rows(stmt: Statement) -> list[tuple[str, str, str]]:
     return head + points + money + settle + late
 
 
-HEAD = ("merchant_id", "name", "period", "months", "state", "closed_at", "cost_per_100", "reimburse_per_100")
+HEAD = (
+    "merchant_id",
+    "name",
+    "period",
+    "months",
+    "state",
+    "closed_at",
+    "cost_per_100",
+    "reimburse_per_100",
+    "timing",
+)
 
 
 def to_csv(stmt: Statement) -> bytes:
@@ -402,3 +433,87 @@ def calendar(db: Db) -> dict[str, Any]:
 
 def json_bytes(stmt: Statement) -> bytes:
     return json.dumps(stmt.as_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+
+# -- deferred revenue: what the chain holds for points, stored value and gift cards not yet used -------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredLine:
+    """One merchant's outstanding points at the end of a day, and what it paid for them already."""
+
+    merchant_id: str
+    name: str
+    timing: str
+    outstanding: int
+    """Points of its lots members held (its points liability)."""
+    cost_per_100: int
+    collected: int
+    """Minor units it paid for those points already (issuance, reserve), which the chain holds until they are
+    spent or expire; 0 at redemption (it pays as they are spent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    as_of: str
+    merchants: tuple[DeferredLine, ...]
+    stored_value: int
+    """Members' stored value (the ledger's ``member_value`` accounts)."""
+    gift_cards: int
+    """Gift card balances (each card's balance after its last activity of the day or before; none below 0)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        lines = [{f.name: getattr(x, f.name) for f in fields(DeferredLine)} for x in self.merchants]
+        return {
+            "as_of": self.as_of,
+            "merchants": lines,
+            "points_outstanding": sum(x.outstanding for x in self.merchants),
+            "points_collected": sum(x.collected for x in self.merchants),
+            "stored_value": self.stored_value,
+            "gift_cards": self.gift_cards,
+            "money_held": sum(x.collected for x in self.merchants) + self.stored_value + self.gift_cards,
+        }
+
+
+def collected_for(outstanding: int, m: merchants.Merchant) -> int:
+    """What a merchant paid already for ``outstanding`` points of its own, by its timing."""
+    if m.timing == merchants.Timing.REDEMPTION:
+        return 0
+    return merchants.money_for(outstanding, m.cost_per_100)
+
+
+def deferred(tx: Tx, as_of: date) -> Deferred:
+    """The chain's deferred revenue at the end of ``as_of`` (a business day, as the ledger files them): each
+    merchant's outstanding points and what it paid for them, members' stored value, gift card balances. Read
+    from the ledger and the gift cards' activity alone, so a past day reads as it stood then."""
+    day = as_of.isoformat()
+    issued: dict[str, int] = dict(
+        tx.all(
+            "SELECT p.owner, SUM(p.amount) FROM ledger_postings p JOIN ledger_txns t "
+            "ON t.ledger_txn_id = p.ledger_txn_id WHERE p.kind = ? AND t.day <= ? GROUP BY p.owner",
+            [Kind.ISSUED.value, day],
+        )
+    )
+    value = tx.one(
+        "SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p JOIN ledger_txns t "
+        "ON t.ledger_txn_id = p.ledger_txn_id WHERE p.kind = ? AND t.day <= ?",
+        [Kind.MEMBER_VALUE.value, day],
+    )
+    cards = tx.one(
+        "SELECT COALESCE(SUM(CASE WHEN e.balance_after > 0 THEN e.balance_after ELSE 0 END), 0) "
+        "FROM gift_card_events e WHERE e.n = (SELECT MAX(x.n) FROM gift_card_events x WHERE x.card_id = e.card_id "
+        "AND COALESCE(x.day, substr(x.at, 1, 10)) <= ?)",
+        [day],
+    )
+    lines = []
+    for m in merchants.all_merchants(tx):
+        outstanding = -int(issued.get(m.merchant_id, 0) or 0)
+        lines.append(
+            DeferredLine(m.merchant_id, m.name, m.timing, outstanding, m.cost_per_100, collected_for(outstanding, m))
+        )
+    return Deferred(day, tuple(lines), int(value[0]) if value else 0, int(cards[0]) if cards else 0)
+
+
+def read_deferred(db: Db, as_of: date) -> Deferred:
+    with db.read() as tx:
+        return deferred(tx, as_of)

@@ -4,10 +4,10 @@ closing a period (audited). A thin shell over ``hq.settlement``; docs/settlement
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -49,6 +49,17 @@ close_errors = errors(
     ErrorCode.PERIOD_CLOSED,
     ErrorCode.EARLIER_PERIOD_OPEN,
 )
+
+
+@router.get("/v1/admin/settlement/deferred", responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
+def deferred(
+    store: Store,
+    admin: Admin,
+    as_of: Annotated[date | None, Query(description="the day's end to read, YYYY-MM-DD (default: today, UTC)")] = None,
+) -> dict[str, Any]:
+    """Deferred revenue at a day's end: each merchant's outstanding points and what it paid for them already,
+    members' stored value, gift card balances."""
+    return settlement.read_deferred(store.db, as_of or datetime.now(UTC).date()).as_dict()
 
 
 @router.get("/v1/admin/settlement/periods", responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))

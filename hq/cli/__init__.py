@@ -44,12 +44,14 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     staff add ID --name N --role R [--store S ...] [--merchant M] / list / disable ID / passwd ID   back-office staff accounts
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
-    merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R] / list / show ID   the chain's merchants
+    merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R --timing T] / list / show ID
+                                       the chain's merchants
     ledger check / ledger expire --as-of DAY   the ledger of points and stored value (ledger.py, docs/ledger.md)
     reports check / rebuild            the report roll-up against the journal and the ledger (rollup.py,
                                        docs/reports.md)
     settlement statement PERIOD MERCHANT [--format json|csv|pdf --out F] / statements PERIOD [--dir D]
-        / close PERIOD --by NAME --reason WHY / periods   settlement between merchants (docs/settlement.md)
+        / close PERIOD --by NAME --reason WHY / periods / deferred [--as-of DAY]   settlement between
+        merchants, deferred revenue (docs/settlement.md)
 
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without

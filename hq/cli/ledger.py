@@ -27,16 +27,19 @@ def add(
     name: Annotated[str, typer.Option(help="The merchant's name.")],
     cost_per_100: Annotated[int, typer.Option(min=0, help="What it pays per 100 points its stores issue.")] = 0,
     reimburse_per_100: Annotated[int, typer.Option(min=0, help="What it is paid per 100 points it accepts.")] = 0,
+    timing: Annotated[
+        str, typer.Option(help="When it pays for its points: issuance, redemption or reserve (docs/settlement.md).")
+    ] = "issuance",
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a merchant, or change its name and rates (minor units per 100 points). Prints JSON."""
+    """Add a merchant, or change its name, rates (minor units per 100 points) and timing. Prints JSON."""
     from hq import merchants
 
     with hq_store(db) as store:
         try:
             with store.db.write() as tx:
-                added = merchants.add(tx, merchant_id, name, cost_per_100, reimburse_per_100)
+                added = merchants.add(tx, merchant_id, name, cost_per_100, reimburse_per_100, timing)
         except merchants.MerchantError as exc:
             fail(f"{exc.code}: {exc}")
     print(json.dumps(added.as_dict()))

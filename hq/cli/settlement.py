@@ -18,7 +18,9 @@ from terminal.console import JsonOpt
 
 app = typer.Typer()
 settlement_app = typer.Typer(
-    name="settlement", help="Settlement between merchants: statements, closing periods.", no_args_is_help=True
+    name="settlement",
+    help="Settlement between merchants: statements, closing periods, deferred revenue.",
+    no_args_is_help=True,
 )
 app.add_typer(settlement_app)
 
@@ -151,6 +153,33 @@ def list_periods(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
         print(json.dumps(held, indent=2))
     else:
         print_rows(held["closes"], ["period", "closed_at", "closed_by", "reason"])
+
+
+@settlement_app.command("deferred")
+def deferred(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The day's end to read (default: today, UTC).")] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deferred revenue at a day's end: each merchant's outstanding points and what it paid for them already,
+    members' stored value, gift card balances."""
+    from hq import settlement
+
+    try:
+        day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+    except ValueError:
+        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
+    with hq_store(db) as store:
+        held = settlement.read_deferred(store.db, day).as_dict()
+    if as_json:
+        print(json.dumps(held, indent=2))
+        return
+    print_rows(held["merchants"], ["merchant_id", "name", "timing", "outstanding", "cost_per_100", "collected"])
+    print(
+        f"as of {held['as_of']}: points outstanding {held['points_outstanding']}, collected for them "
+        f"{held['points_collected']}, stored value {held['stored_value']}, gift cards {held['gift_cards']}, "
+        f"money held {held['money_held']} (minor units)"
+    )
 
 
 def _write(body: bytes, out: Path | None) -> None:

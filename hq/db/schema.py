@@ -620,6 +620,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "m033_gift_expiry",
         ["CREATE INDEX idx_gift_cards_expires ON gift_cards (expires_on)"],
     ),
+    # When each merchant pays for its points (hq/merchants.py ``Timing``, docs/settlement.md): at issuance, as
+    # every merchant did before, at redemption, or against a reserve.
+    (
+        "m034_settlement_timing",
+        ["ALTER TABLE merchants ADD COLUMN timing TEXT NOT NULL DEFAULT 'issuance'"],
+    ),
 ]
 
 

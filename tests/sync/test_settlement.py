@@ -422,3 +422,121 @@ def test_a_damaged_close_record_is_a_clear_error_not_a_guess(store: HqStore) -> 
     with pytest.raises(settlement.SettlementError) as damaged:
         stmt(store, JUNE, "M-A")
     assert damaged.value.code is settlement.Code.CLOSE_DAMAGED
+
+
+# -- when each merchant pays for its points, and the deferred revenue ------------------------------------------
+
+
+def test_each_timing_charges_its_own_points() -> None:
+    f = settlement.Figures(
+        issued=300, clawed=20, accepted=90, own_spent_elsewhere=40, others_spent_here=30, breakage=25
+    )
+    assert settlement.charged_points(f, "issuance") == 280
+    assert settlement.charged_points(f, "redemption") == 60 + 40  # its own lots, spent here and elsewhere
+    assert settlement.charged_points(f, "reserve") == 255  # what expired is released back to it
+    with pytest.raises(merchants.MerchantError) as bad:
+        merchants.check("M-A", "Bakery", 100, 90, "weekly")
+    assert bad.value.code == "bad_timing"
+
+
+def test_a_merchant_at_redemption_pays_as_its_points_are_spent_and_one_at_reserve_gets_breakage_back(
+    store: HqStore,
+) -> None:
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90, timing="redemption")
+        merchants.add(tx, "M-B", "Books", cost_per_100=120, reimburse_per_100=100, timing="reserve")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)  # the bakery issues 200: it pays nothing yet
+    a.push()
+    b.sale("X", 2, earn=50, redeem=100)  # 100 of them spent at the bookshop: the bakery pays for those
+    b.push()
+    bakery, books, chain = stmt(store, JUNE, "M-A"), stmt(store, JUNE, "M-B"), stmt(store, JUNE, "chain")
+    assert (bakery.charged, bakery.charge, bakery.reimbursement) == (100, 100, 0)
+    assert (books.charged, books.charge, books.reimbursement) == (50, 60, 100)
+    rows = csv_rows(settlement.to_csv(bakery))
+    assert rows[("statement", "timing")] == "redemption" and rows[("points", "charged")] == "100"
+    assert ("statement", "timing") not in csv_rows(settlement.to_csv(chain))  # issuance prints as it always did
+    with store.db.write() as tx:  # a year on: what is left of both merchants' lots expires
+        ledger.expire(tx, ledger.end_of(dt.date(2027, 6, 10)))
+    later_a, later_b = stmt(store, "2027-06", "M-A"), stmt(store, "2027-06", "M-B")
+    assert (later_a.figures.breakage, later_a.charge) == (100, 0)  # at redemption, expiry costs it nothing
+    assert (later_b.figures.breakage, later_b.charged, later_b.charge) == (50, -50, -60)  # released back
+
+
+def test_a_closed_period_keeps_the_timing_it_closed_with(store: HqStore) -> None:
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90, timing="redemption")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)
+    a.push()
+    b.sale("X", 2, redeem=30)
+    b.push()
+    close(store, JUNE)
+    closed = documents(store, JUNE, "M-A")
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90, timing="issuance")
+    assert documents(store, JUNE, "M-A") == closed
+    assert stmt(store, JUNE, "M-A").charge == 30 and stmt(store, JULY, "M-A").merchant.timing == "issuance"
+
+
+def test_the_deferred_revenue_reads_the_ledger_and_the_gift_cards_as_they_stood(
+    store: HqStore, http: httpx.Client
+) -> None:
+    from hq import giftcards
+
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90, timing="redemption")
+        merchants.add(tx, "M-B", "Books", cost_per_100=120, reimburse_per_100=100, timing="reserve")
+    new_member(store, "X", stored_value=900)
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)
+    a.push()
+    b.sale("X", 2, earn=50, redeem=100, pay=300)
+    b.push()
+    a.sale("X", 40, earn=10)  # in July
+    a.push()
+    with store.db.write() as tx:
+        giftcards.import_card(tx, "e" * 64, 4200, "Mio", "the earlier system", store.now())
+    june = settlement.read_deferred(store.db, dt.date(2026, 6, 30)).as_dict()
+    by = {m["merchant_id"]: m for m in june["merchants"]}
+    assert (by["M-A"]["outstanding"], by["M-A"]["collected"]) == (100, 0)  # paid for as spent: nothing yet
+    assert (by["M-B"]["outstanding"], by["M-B"]["collected"]) == (50, 60)
+    # The 900 of stored value an administrator gave is posted on the day it was given (today), the 300 paid in
+    # June on its day: the day's end reads what the ledger holds for the days up to it.
+    assert june["points_outstanding"] == 150 and june["stored_value"] == -300
+    assert june["gift_cards"] == 0  # imported after that day
+    today = settlement.read_deferred(store.db, dt.datetime.now(dt.UTC).date()).as_dict()
+    with store.db.read() as tx:
+        held = tx.one("SELECT SUM(points), SUM(stored_value) FROM members")
+    assert (today["points_outstanding"], today["stored_value"]) == (int(held[0]), int(held[1]))  # type: ignore[index]
+    assert today["gift_cards"] == 4200 and today["money_held"] == 60 + 600 + 4200
+    admin = {"Authorization": f"Bearer {store.add_admin('Mio')}"}
+    got = http.get("/v1/admin/settlement/deferred", params={"as_of": "2026-06-30"}, headers=admin)
+    assert got.status_code == 200 and got.json() == june
+    assert http.get("/v1/admin/settlement/deferred").status_code == 401
+
+
+def test_the_commands_set_a_timing_and_print_the_deferred_revenue(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = ["--db", str(tmp_path / "hq.db")]
+    run = CliRunner().invoke
+    added = run(
+        app, ["merchant", "add", "M-A", "--name", "Bakery", "--cost-per-100", "150", "--timing", "reserve", *db]
+    )
+    assert added.exit_code == 0 and json.loads(added.output)["timing"] == "reserve"
+    bad = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--timing", "weekly", *db])
+    assert bad.exit_code == 1 and "bad_timing" in bad.output
+    shown = run(app, ["settlement", "deferred", "--as-of", "2026-06-30", "--json", *db])
+    assert shown.exit_code == 0
+    held = json.loads(shown.output)
+    assert held["as_of"] == "2026-06-30" and {m["merchant_id"]: m["timing"] for m in held["merchants"]} == {
+        "M-A": "reserve",
+        "chain": "issuance",
+    }
+    wrong = run(app, ["settlement", "deferred", "--as-of", "30/06/2026", *db])
+    assert wrong.exit_code == 1 and "bad_day" in wrong.output
