@@ -8,7 +8,8 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     cli/          the `tillpoint hq ...` commands: one Typer sub-app per area, assembled in cli/__init__.py
     workers.py    `hq serve --workers N`: several processes on one PostgreSQL
     api/          the HTTP API: one APIRouter per area, included by api/app.py's create_app(); serve()
-    scheduler.py  the campaign timer the server runs: every due campaign and points expiry, every N seconds
+    scheduler.py  the campaign timer the server runs: every due campaign, points expiry, gift card value past its
+                  expiry, every N seconds
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
     wallet/       the member's wallet on the phone: contacts, one-time sign-in codes and their senders,
@@ -17,6 +18,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     payments.py   member payments: stored value, top-ups, member tokens and codes, devices, confirmations
     store.py      HqStore: terminals and credentials, master data, documents, keys, feed and snapshot;
                   open_store() with the serve options
+    reports.py    the back office's figures by store and day, read from the roll-up
     outcomes.py   what a campaign earned: per arm, treated against control with a 95 % interval; CSV, SVG
     campaigns.py  campaigns: a segment, offer variants, a schedule, a control group, the chain-wide cap
                   and holdout; deciding and issuing personal coupons, idempotently; check-in campaigns
@@ -27,7 +29,10 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     fleet.py      the fleet's health as Prometheus gauges
     segments.py   segments of members as data: the definition, its SQL for both engines, preview, the table
     receipts.py   sales read from POS receipts, by digest and printed number; one receipt sold twice flagged
-    settlement.py each merchant's statement per period from the ledger (CSV, PDF, byte for byte)
+    settlement.py each merchant's statement per period from the ledger (CSV, PDF, byte for byte), charged at
+                  its timing; the deferred revenue at a day's end
+    giftcards.py  gift cards: checked at ingest, head office's own changes (unblock, clear, import, expiry),
+                  online payment confirmations
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
     checkins.py   check-ins: a visit once per member, store and day (wallet scan or door tap), the till
                   that signed a check-in code
@@ -39,10 +44,12 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     ledger.py     the double-entry ledger of points and stored value: posting rules, points lots of their
                   issuing merchants, expiry as breakage, the check that proves every balance
     periods.py    settlement periods: a month each, closed in order (audited); where a late entry is filed
+    rollup.py     the report roll-up: figures by day, store and till, added where each comes to count, checked
+                  against (and rebuilt from) the statements that define it
     versions.py   the versions of the rules each sale was priced with
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs
-    merchants.py  the chain's merchants: their stores, what they pay and are paid per 100 points
+    merchants.py  the chain's merchants: their stores, what they pay and are paid per 100 points, and when
     documents.py  rule and coupon documents as editors' forms (checked field by field, then by the till's
                   parser) and the preview's quote (pure)
     recompute.py  head office's own pricing of a sale, with the till's pure pricing functions
