@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from hq import audit, members, payments, vouchers
+from hq import audit, members, payments, rollup, vouchers
 from hq.db.engine import Tx, utc_now
 from hq.store import HqStore
 from hq.wallet import signin
@@ -18,7 +18,8 @@ def erase_member(store: HqStore, member_id: str, by: str, reason: str = "") -> d
     erasure's transaction."""
 
     def erase(tx: Tx) -> dict[str, int]:
-        done = members.erase(tx, member_id, by, utc_now())
+        with rollup.one_write(tx):  # its statistics', ledger's and campaigns' figures leave the reports at once
+            done = members.erase(tx, member_id, by, utc_now())
         done = {**done, "vouchers_unnamed": vouchers.forget_member(tx, member_id)}
         signin.forget(tx, member_id, int(time.time()))
         audit.append(tx, by, "erase_member", member_id, reason, dict(done))

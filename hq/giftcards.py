@@ -233,6 +233,16 @@ def apply(
         amount = -payload.amount
     elif isinstance(payload, GiftRefundPayload):
         after = _with(card, balance=card.balance + payload.amount, used=day)
+        if card.state is gc.State.CLEARED:  # paid while it held value, cleared since: the refund is value again
+            after = gc.GiftCard(
+                card.card_id,
+                card.uid_hash,
+                gc.State.ACTIVE,
+                after.balance,
+                gc.expires_on(day, chain_terms),
+                day,
+                after.counter,
+            )
         amount = payload.amount
     else:
         after = _with(card, state=gc.State.BLOCKED)
@@ -276,24 +286,49 @@ def unblock(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard
     return _own(tx, _with(card, state=gc.State.ACTIVE), EntryKind.GIFT_UNBLOCK, 0, by, reason, now)
 
 
-def clearable(tx: Tx, card_id: str, balance: int) -> gc.GiftCard:
-    """The card, if it holds value and ``balance`` is still what it holds (a clear asked for and approved
-    later clears the balance that was asked about, not one that moved since). Raises Refused."""
-    card = held(tx, card_id)
-    if card is None or card.state is gc.State.CLEARED:
+def confirmed_unjournaled(tx: Tx, card_id: str) -> int:
+    """What head office confirmed for till payments of the card whose entries have not arrived yet."""
+    pending = tx.one(
+        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+        [card_id],
+    )
+    return int(pending[0]) if pending else 0
+
+
+def last_activity(tx: Tx, card_id: str) -> int:
+    """The number of the card's last activity (0: none): it moves with every change of the card."""
+    row = tx.one("SELECT COALESCE(MAX(n), 0) FROM gift_card_events WHERE card_id = ?", [card_id])
+    return int(row[0]) if row else 0
+
+
+def clearable(tx: Tx, card_id: str, activity: int, *, lock: bool = False) -> gc.GiftCard:
+    """The card, if it holds value, nothing happened to it since its activity number ``activity`` (a clear
+    asked for and approved later clears the card that was asked about, not a balance that moved, even away
+    and back), and no payment head office confirmed is still on its way. Raises Refused."""
+    card = held(tx, card_id, lock=lock)  # locked when applying: a push waits for the clear, or the clear for it
+    if card is None or card.state is gc.State.CLEARED or (card.state is gc.State.BLOCKED and card.balance == 0):
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
-    if card.balance != balance:
-        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} holds {card.balance} now, not {balance}")
+    if last_activity(tx, card_id) != activity:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} changed since the clear was asked for")
+    if confirmed_unjournaled(tx, card_id):
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} has a payment on its way from a till")
     return card
 
 
 def clear(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
     """Take a card's balance to zero (``gift_clear``): expired value, a card retired; it may be sold again."""
     card = held(tx, card_id, lock=True)
-    if card is None or card.state is gc.State.CLEARED:
+    if card is None or card.state is gc.State.CLEARED or (card.state is gc.State.BLOCKED and card.balance == 0):
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
-    after = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0, None, card.last_used_on, card.counter)
-    return _own(tx, after, EntryKind.GIFT_CLEAR, -card.balance, by, reason, now)
+    return _own(tx, _cleared(card), EntryKind.GIFT_CLEAR, -card.balance, by, reason, now)
+
+
+def _cleared(card: gc.GiftCard) -> gc.GiftCard:
+    """The card with nothing on it: cleared (it may be sold again), but a blocked card stays blocked (lost or
+    stolen: no till sells it again until head office unblocks it)."""
+    state = gc.State.BLOCKED if card.state is gc.State.BLOCKED else gc.State.CLEARED
+    return gc.GiftCard(card.card_id, card.uid_hash, state, 0, None, card.last_used_on, card.counter)
 
 
 EXPIRY_GRACE_DAYS = 1
@@ -320,9 +355,8 @@ def expire(tx: Tx, today: date, now: str) -> list[gc.GiftCard]:
         card = held(tx, card_id, lock=True)  # locked, then read again: a load meanwhile moved its expiry
         if card is None or card.balance <= 0 or card.expires_on is None or card.expires_on >= before:
             continue
-        after = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0, None, card.last_used_on, card.counter)
         note = f"expired after {card.expires_on}"
-        done.append(_own(tx, after, EntryKind.GIFT_CLEAR, -card.balance, HEAD_OFFICE, note, now))
+        done.append(_own(tx, _cleared(card), EntryKind.GIFT_CLEAR, -card.balance, HEAD_OFFICE, note, now))
     return done
 
 
@@ -367,12 +401,8 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
     card = held(tx, request.card_id, lock=True)
     if card is not None and card.uid_hash != request.tap.uid_hash:
         card = None
-    pending = tx.one(
-        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND NOT EXISTS "
-        "(SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
-        [request.card_id],
-    )
-    code = gc.redeem_refusal(card, request.amount, int(pending[0]) if pending else 0, now[:10])
+    pending = confirmed_unjournaled(tx, request.card_id)
+    code = gc.redeem_refusal(card, request.amount, pending, now[:10])
     if code is not None:
         raise Refused(_REFUSED.get(code, ErrorCode.INVALID_REQUEST), code.value)
     assert card is not None
@@ -387,7 +417,7 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
     )
     if request.tap.counter is not None:  # every till learns the new high-water mark with its next pull
         bump(tx, {_write(tx, _with(card, counter=request.tap.counter))})
-    return {"confirmed": True, "card_id": card.card_id, "balance": card.balance - int(pending[0] if pending else 0)}
+    return {"confirmed": True, "card_id": card.card_id, "balance": card.balance - pending}
 
 
 def _tap_problem(tx: Tx, settings: Settings, tap: SecureTap, terminal_id: str, txn_id: str) -> tuple[str, str] | None:

@@ -748,8 +748,8 @@ def apply_held(
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
-    rollup.count(tx, [txn_id])
     ledger.post_journal(tx, [txn_id])
+    rollup.count(tx, [txn_id])
     if effect in STATS_EFFECTS:
         stats.apply(tx, [txn_id])
     return effect, coupons
@@ -758,6 +758,11 @@ def apply_held(
 def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
     """Entries stored for this member before head office knew it are applied now (a member registered by
     an administrator, or enrolled by a till, later), and their unknown_member items settle automatically."""
+    with rollup.one_write(tx):
+        _apply_late_entries(tx, member_id, now)
+
+
+def _apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
     rows = tx.all(
         "SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
         [member_id, Effect.UNKNOWN_MEMBER.value],
@@ -773,8 +778,8 @@ def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
         [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
     )
-    rollup.count(tx, [str(r[0]) for r in rows])
     ledger.post_journal(tx, sorted(str(r[0]) for r in rows))  # UUIDv7: in the order they were made
+    rollup.count(tx, [str(r[0]) for r in rows])
     stats.apply(tx, [str(r[0]) for r in rows])
     cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
     tx.run(

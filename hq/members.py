@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from hq import ledger, profiles, stats
+from hq import ledger, profiles, rollup, stats
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
@@ -251,7 +251,8 @@ def claim(
     except tokens.ClaimTokenError as exc:
         raise ClaimRefused(f"claim_{exc.reason}", str(exc)) from exc
     sale = tx.one(
-        f"SELECT terminal_id, kind, member_id, payload FROM journal WHERE txn_id = ?{tx.for_update}", [token.txn_id]
+        f"SELECT terminal_id, kind, member_id, payload, effect FROM journal WHERE txn_id = ?{tx.for_update}",
+        [token.txn_id],
     )
     if sale is None:
         raise ClaimRefused("claim_unknown_sale", "This sale has not reached us yet. Please try again in a few minutes.")
@@ -261,6 +262,8 @@ def claim(
         raise ClaimRefused("claim_used", "The points of this receipt have already been claimed.")
     if tx.one("SELECT 1 FROM journal WHERE kind = 'void' AND original_txn = ?", [token.txn_id]):
         raise ClaimRefused("claim_used", "This sale was cancelled at the till: it has no points to claim.")
+    if sale[4] != "none":  # held by the trust rules (quarantined, rejected, malformed): nothing to claim from it
+        raise ClaimRefused("claim_used", "This sale is being checked by the shop: it has no points to claim now.")
     try:
         payload = parse_payload("sale", json.loads(str(sale[3])))
     except PayloadError as exc:
@@ -369,6 +372,7 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("UPDATE sales SET member_id = NULL WHERE member_id = ?", [member_id])
     tx.run("UPDATE enrolments SET uid_hash = '' WHERE member_id = ?", [member_id])
     tx.run("DELETE FROM consents WHERE member_id = ?", [member_id])
+    rollup.campaign_decisions_gone(tx, member_id)  # its campaign coupons' uses stay coupons, not campaigns'
     tx.run("DELETE FROM campaign_members WHERE member_id = ?", [member_id])  # its decisions leave the reports
     # its gifts: a pending one dies (its coupon, held, is erased above), and no record names it any more
     tx.run("DELETE FROM gifts WHERE giver = ? OR receiver = ?", [member_id, member_id])

@@ -82,9 +82,13 @@ def add(
     name: str,
     cost_per_100: int = 0,
     reimburse_per_100: int = 0,
-    timing: str = Timing.ISSUANCE.value,
+    timing: str | None = None,
 ) -> Merchant:
-    """Add a merchant, or change its name, rates and timing (they apply to statements not yet closed)."""
+    """Add a merchant, or change its name, rates and timing (they apply to statements not yet closed);
+    ``timing`` None: the one it has (a new merchant's: issuance)."""
+    if timing is None:
+        held = get(tx, merchant_id)
+        timing = held.timing if held else Timing.ISSUANCE.value
     check(merchant_id, name, cost_per_100, reimburse_per_100, timing)
     tx.run(
         "INSERT INTO merchants (merchant_id, name, cost_per_100, reimburse_per_100, created_at, timing) "

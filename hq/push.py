@@ -16,7 +16,7 @@ so that ``members`` may use ingest's stages while ingest knows nothing of member
 
 from __future__ import annotations
 
-from hq import giftcards, ledger, members, receipts, rewards, topups, vouchers
+from hq import giftcards, ledger, members, receipts, rewards, rollup, topups, vouchers
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
@@ -52,7 +52,15 @@ from sync.protocol import PushResponse, WireEntry, parse_time
 def ingest(
     tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None = None
 ) -> PushResponse:
-    """Store a batch of one terminal's journal and apply each new entry once (one transaction)."""
+    """Store a batch of one terminal's journal and apply each new entry once (one transaction). The report
+    roll-up's rows are written last, in one statement (``rollup.one_write``)."""
+    with rollup.one_write(tx):
+        return _ingest(tx, settings, terminal_id, entries, received_at, clock)
+
+
+def _ingest(
+    tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None
+) -> PushResponse:
     held = tx.one(
         f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id]
     )

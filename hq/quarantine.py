@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hq import giftcards
+from hq import giftcards, rollup
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import Effect, apply_held, bump_versions
@@ -72,6 +72,11 @@ def _decide(tx: Tx, txn_id: str, decision: str, by: str, note: str, now: str) ->
 
 def release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
     """Apply a quarantined entry now; returns its new effect."""
+    with rollup.one_write(tx):
+        return _release(tx, txn_id, by, note, now)
+
+
+def _release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
     kind, payload_text, member_id, points, value, effect = _entry(tx, txn_id)
     if effect == Effect.MALFORMED.value:
         raise ValueError(f"transaction {txn_id} is malformed: it cannot be applied, only rejected")

@@ -27,7 +27,8 @@ table filled it with them). Keyed by till, so two tills of one store never wait 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hq.db.engine import Tx
@@ -54,10 +55,41 @@ ADD = Upsert(
 )
 
 
+_HELD: dict[int, dict[Key, int]] = {}
+"""The deltas of transactions inside ``one_write``, by the transaction's id (a transaction is one thread's)."""
+
+
+@contextmanager
+def one_write(tx: Tx) -> Iterator[None]:
+    """Every ``add`` of the block (the ledger's, the statistics', the journal's) goes into one upsert at its
+    end, in key order: a transaction locks its roll-up rows at one moment and in one order, so two of them
+    (two pushes, a push and a release) never wait for each other in a circle. Nested blocks are the outer
+    one's. Nothing is written if the block raises (its transaction rolls back anyway)."""
+    if id(tx) in _HELD:
+        yield
+        return
+    _HELD[id(tx)] = defaultdict(int)
+    try:
+        yield
+        held = _HELD.pop(id(tx))
+        _write(tx, held)
+    finally:
+        _HELD.pop(id(tx), None)
+
+
 def add(tx: Tx, deltas: Mapping[Key, int]) -> None:
-    """Add ``deltas`` to the roll-up, in key order (rows are locked in one order), zeros left out."""
-    rows = [(*key, n) for key, n in sorted(deltas.items()) if n]
-    upsert(tx, ADD, rows)
+    """Add ``deltas`` to the roll-up: at the end of the ``one_write`` block ``tx`` is in, else now; in key
+    order, zeros left out."""
+    held = _HELD.get(id(tx))
+    if held is None:
+        _write(tx, deltas)
+        return
+    for key, n in deltas.items():
+        held[key] += n
+
+
+def _write(tx: Tx, deltas: Mapping[Key, int]) -> None:
+    upsert(tx, ADD, [(*key, n) for key, n in sorted(deltas.items()) if n])
 
 
 # -- pure: what a journal entry adds -------------------------------------------------------------------
@@ -123,14 +155,19 @@ def member_day_deltas(before: Iterable[DayRow], after: Iterable[DayRow]) -> dict
 
 
 def member_rows(tx: Tx, member_ids: Sequence[str]) -> list[DayRow]:
-    """The members' rows of ``member_days``, as ``member_day_deltas`` reads them."""
+    """The members' rows of ``member_days``, as ``member_day_deltas`` reads them (locked: a push adding to
+    one of them waits until the caller's change is done)."""
     cond, params = tx.in_list("member_id", list(member_ids))
-    rows = tx.all(f"SELECT day, store_id, visits, spend FROM member_days WHERE {cond}", params)
+    rows = tx.all(
+        f"SELECT day, store_id, visits, spend FROM member_days WHERE {cond} ORDER BY day, store_id{tx.for_update}",
+        params,
+    )
     return [(str(d), str(s), int(v), int(n)) for d, s, v, n in rows]
 
 
 def refill(tx: Tx, figures: Sequence[str]) -> None:
     """Write ``figures`` afresh from their statements (after a rebuild of what they sum)."""
+    _hold_table(tx)
     cond, params = tx.in_list("figure", list(figures))
     tx.run(f"DELETE FROM report_days WHERE {cond}", params)
     for figure in figures:
@@ -203,6 +240,20 @@ def coupons_given_back(tx: Tx, sale_txn: str, given: Sequence[str]) -> None:
     add(tx, {(*key, "coupons"): -len(given), (*key, "coupons_campaign"): -int(campaign[0] if campaign else 0)})
 
 
+def campaign_decisions_gone(tx: Tx, member_id: str) -> None:
+    """The member's campaign decisions are about to be deleted (erasure): the uses of coupons only they made
+    campaign coupons leave ``coupons_campaign`` on their sales' days (they stay in ``coupons``)."""
+    rows = tx.all(
+        "SELECT j.day, j.store_id, j.terminal_id, COUNT(*) FROM coupon_uses u JOIN journal j ON j.txn_id = u.txn_id "
+        "WHERE u.released = 0 AND j.kind = 'sale' AND j.effect IN ('applied', 'none') "
+        "AND u.coupon_id IN (SELECT cm.coupon_id FROM campaign_members cm WHERE cm.member_id = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM campaign_members c2 WHERE c2.coupon_id = u.coupon_id AND c2.member_id <> ?) "
+        "GROUP BY j.day, j.store_id, j.terminal_id",
+        [member_id, member_id],
+    )
+    add(tx, {(str(d), str(st), str(t), "coupons_campaign"): -int(n) for d, st, t, n in rows})
+
+
 # -- reading, checking, rebuilding -------------------------------------------------------------------------
 
 FIGURES = tuple(REBUILD)
@@ -246,8 +297,16 @@ def check(tx: Tx) -> list[Difference]:
     return compare(held(tx), rebuilt(tx))
 
 
+def _hold_table(tx: Tx) -> None:
+    """PostgreSQL: no push adds to the table between its rows deleted and written again (SQLite has one
+    writer at a time anyway)."""
+    if tx.dialect == "postgres":
+        tx.run("LOCK TABLE report_days IN SHARE ROW EXCLUSIVE MODE")
+
+
 def rebuild(tx: Tx) -> int:
     """Write the roll-up afresh from the journal and the ledger; the rows written."""
+    _hold_table(tx)
     tx.run("DELETE FROM report_days")
     rows = sorted(rebuilt(tx).items())
     upsert(tx, ADD, [(*k, n) for k, n in rows])
@@ -293,6 +352,7 @@ __all__ = [
     "Key",
     "add",
     "balance_moves",
+    "campaign_decisions_gone",
     "check",
     "compare",
     "count",
@@ -304,6 +364,7 @@ __all__ = [
     "member_day_deltas",
     "member_day_figures",
     "member_rows",
+    "one_write",
     "read",
     "rebuild",
     "rebuilt",

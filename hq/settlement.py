@@ -15,7 +15,8 @@ once on a figure's total and rounded down (``merchants.money_for``):
 
     charge         the points its timing charges x cost_per_100 / 100                        merchant -> chain
                      issuance:   points issued - points clawed back by refunds
-                     redemption: points of its lots members spent, at its stores or others' (net of refunds)
+                     redemption: points of its lots used up, wherever (spent net of refunds, or repaying
+                                 an overdraft): not what its stores accepted
                      reserve:    points issued - clawed - breakage (what expired is released back to it)
     reimbursement  points accepted (net of refunds) x reimburse_per_100 / 100               chain -> merchant
     chain margin   charge - reimbursement
@@ -109,6 +110,9 @@ class Statement:
     late: tuple[Late, ...] = field(default=())
     months: int = 1
     """How many months the period spans (from ``period`` on)."""
+    consumed: int = 0
+    """Points of its lots members used up in the period, wherever (spent, less what refunds gave back, and
+    used to repay an overdraft): what a merchant at redemption pays for."""
 
     @property
     def state(self) -> str:
@@ -117,7 +121,7 @@ class Statement:
     @property
     def charged(self) -> int:
         """The points the merchant's timing charges it for in this period."""
-        return charged_points(self.figures, self.merchant.timing)
+        return charged_points(self.figures, self.merchant.timing, self.consumed)
 
     @property
     def charge(self) -> int:
@@ -166,10 +170,11 @@ class Statement:
         }
 
 
-def charged_points(f: Figures, timing: str) -> int:
-    """The points a merchant settling at ``timing`` pays for in a period of ``f``."""
+def charged_points(f: Figures, timing: str, consumed: int) -> int:
+    """The points a merchant settling at ``timing`` pays for in a period of ``f`` (``consumed``: points of its
+    lots used up in the period, ``read_consumed``)."""
     if timing == merchants.Timing.REDEMPTION:
-        return (f.accepted - f.others_spent_here) + f.own_spent_elsewhere  # its own lots, spent anywhere
+        return consumed  # its own lots, used up wherever: not what its stores accepted (a chain reward, an overdraft)
     if timing == merchants.Timing.RESERVE:
         return f.issued - f.clawed - f.breakage
     return f.issued - f.clawed
@@ -262,6 +267,13 @@ RESTORED = (
     "SELECT l.merchant_id, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l "
     "ON l.lot_id = t.ledger_txn_id || ':restored' WHERE t.period = ?{only} GROUP BY l.merchant_id"
 )
+CONSUMED = (
+    "SELECT u.merchant_id, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
+    "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('spend', 'restore', 'repay'){only} "
+    "GROUP BY u.merchant_id"
+)
+"""Points of each merchant's lots used up in a period: spent (a restore gives back, negative), or repaying an
+overdraft (the points an earlier spend took beyond the lots)."""
 USES = (
     "SELECT u.merchant_id, t.merchant_id, u.purpose, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
     "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('claw', 'spend', 'restore') "
@@ -293,6 +305,12 @@ def read_figures(tx: Tx, period: str, merchant_id: str | None = None) -> dict[st
     for lot_owner, accepted_by, purpose, n in tx.all(USES, [period]):
         _use(out, str(lot_owner), str(accepted_by), str(purpose), int(n))
     return {m: _figures(v) for m, v in out.items() if merchant_id is None or m == merchant_id}
+
+
+def read_consumed(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, int]:
+    """Each merchant's ``Statement.consumed`` for ``period``."""
+    only, arg = _only("u.merchant_id", merchant_id)
+    return {str(m): int(n) for m, n in tx.all(CONSUMED.format(only=only), [period, *arg])}
 
 
 def _posting(into: dict[str, int], kind: Kind, amount: int) -> None:
@@ -360,16 +378,23 @@ def statement(tx: Tx, period: str, merchant_id: str) -> Statement:
         raise SettlementError(Code.UNKNOWN_MERCHANT, f"no merchant {merchant_id} in {period}")
     figures = read_figures(tx, period, merchant_id).get(merchant_id, Figures())
     late = read_late(tx, period, merchant_id).get(merchant_id, ())
-    return Statement(period, found, terms.closed_at, figures, late, terms.months)
+    consumed = read_consumed(tx, period, merchant_id).get(merchant_id, 0)
+    return Statement(period, found, terms.closed_at, figures, late, terms.months, consumed)
 
 
 def statements(tx: Tx, period: str) -> list[Statement]:
     """Every merchant's statement for ``period``, in merchant order."""
     terms = _terms_checked(tx, period)
-    figures, late = read_figures(tx, period), read_late(tx, period)
+    figures, late, consumed = read_figures(tx, period), read_late(tx, period), read_consumed(tx, period)
     return [
         Statement(
-            period, m, terms.closed_at, figures.get(m.merchant_id, Figures()), late.get(m.merchant_id, ()), terms.months
+            period,
+            m,
+            terms.closed_at,
+            figures.get(m.merchant_id, Figures()),
+            late.get(m.merchant_id, ()),
+            terms.months,
+            consumed.get(m.merchant_id, 0),
         )
         for m in terms.merchants
     ]

@@ -617,9 +617,12 @@ def forget(tx: Tx, member_id: str) -> int:
     """Every statistics row of the member goes, its check-ins too (erasure; a merged-away member). Returns
     rows deleted. Holds the windows' day: a roll running meanwhile would write the member's rows again."""
     windows_day(tx, hold=True)
-    rollup.add(tx, rollup.member_day_deltas(rollup.member_rows(tx, [member_id]), []))
     tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
-    return sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in STATS_TABLES)
+    gone = tx.all("DELETE FROM member_days WHERE member_id = ? RETURNING day, store_id, visits, spend", [member_id])
+    rows = [(str(d), str(s), int(v), int(n)) for d, s, v, n in gone]  # what went, exactly: the report's too
+    rollup.add(tx, rollup.member_day_deltas(rows, []))
+    others = [t for t in STATS_TABLES if t != "member_days"]
+    return len(rows) + sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in others)
 
 
 def compute(tx: Tx) -> Deltas:

@@ -411,7 +411,9 @@ def spoken_protocol(hq_protocol: int) -> int:
 class WireEntry(BaseModel):
     terminal_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=1, le=MAX_SEQ)
-    txn_id: str = Field(min_length=1, max_length=128)
+    txn_id: str = Field(min_length=1, max_length=128, pattern=r"^[^:]+$")
+    """The till's id of the entry (a UUIDv7); never with a ``:``, which head office's own ledger ids carry
+    (``adjust:...``, ``expire:...``, ``<txn>:restored``): a till's entry can never pass for one of them."""
     kind: str = Field(min_length=1, max_length=64)
     payload: dict[str, Any]
     """The kind's typed payload (``PAYLOADS``); kept as it came, and read with that model."""

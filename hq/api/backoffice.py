@@ -293,6 +293,7 @@ def _visible(
         r
         for r in requests
         if allowed(who.role, action, Scope(who.stores, r.stores if r.stores is not None else frozenset()))
+        and (r.kind not in approvals.READ or may(who.role, approvals.READ[r.kind]))
     ]
 
 

@@ -36,6 +36,9 @@ ASK: dict[str, Action] = {
     CAMPAIGN: Action.CAMPAIGNS_LAUNCH,
     GIFT_CLEAR: Action.GIFTCARDS_CLEAR,
 }
+READ: dict[str, Action] = {GIFT_CLEAR: Action.GIFTCARDS_READ}
+"""Kinds whose requests only roles that read their subject see (besides ``approvals_read``): marketing reads
+approvals but no gift card."""
 APPROVE: dict[str, Action] = {
     ADJUSTMENT: Action.APPROVE_ADJUSTMENT,
     CAMPAIGN: Action.APPROVE_CAMPAIGN,
@@ -98,7 +101,7 @@ def _check(tx: Tx, kind: str, subject: str, payload: dict[str, Any], reason: str
     """What the request would do passes its service's rules (checked again when applied)."""
     try:
         if kind == GIFT_CLEAR:
-            giftcards.clearable(tx, subject, int(payload["balance"]))
+            giftcards.clearable(tx, subject, int(payload["activity"]))
         elif kind == ADJUSTMENT:
             adjustments.fact(subject, int(payload["points"]), int(payload["stored_value"]), reason)
         else:
@@ -155,8 +158,8 @@ def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
 
 def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
     try:
-        if held.kind == GIFT_CLEAR:  # the balance asked about, still the card's: not a newer one
-            giftcards.clearable(tx, held.subject, int(held.payload["balance"]))
+        if held.kind == GIFT_CLEAR:  # the card as it was asked about, locked: nothing happened to it since
+            giftcards.clearable(tx, held.subject, int(held.payload["activity"]), lock=True)
             card = giftcards.clear(tx, held.subject, held.requested_by, held.reason, utc_now())
             return {"state": card.state.value, "balance": card.balance}
         if held.kind == ADJUSTMENT:
@@ -207,6 +210,7 @@ __all__ = [
     "ASK",
     "CAMPAIGN",
     "GIFT_CLEAR",
+    "READ",
     "Request",
     "approve",
     "ask",

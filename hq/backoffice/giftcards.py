@@ -98,13 +98,13 @@ def unblock(store: HqStore, who: Staff, card_id: str, reason: str) -> dict[str, 
 
 def ask_clear(store: HqStore, who: Staff, card_id: str, reason: str) -> approvals.Request:
     """A pending clear of the card's balance as it is now (applied when someone else approves, and only if
-    the balance has not moved meanwhile)."""
+    nothing happened to the card meanwhile: its last activity is still the one asked about)."""
 
     def change(tx: Tx) -> approvals.Request:
         card = giftcards.held(tx, card_id)
         if card is None:
             raise BackofficeRefused(Code.NOT_FOUND, "no such gift card")
-        payload = {"card_id": card_id, "balance": card.balance}
+        payload = {"card_id": card_id, "balance": card.balance, "activity": giftcards.last_activity(tx, card_id)}
         return approvals.ask(tx, who, approvals.GIFT_CLEAR, card_id, None, payload, reason)
 
     return store.db.transact(change)

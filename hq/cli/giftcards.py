@@ -74,7 +74,7 @@ def expire(
     as_json: JsonOpt = False,
 ) -> None:
     """Clear the value of every gift card past its expiry (the server's timer does it too). Prints JSON."""
-    from datetime import date
+    from datetime import UTC, date, datetime
 
     from hq import giftcards
 
@@ -82,6 +82,8 @@ def expire(
         day = date.fromisoformat(as_of)
     except ValueError:
         fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
+    if day > datetime.now(UTC).date():  # clearing cannot be undone: never value still valid today
+        fail(f"bad_day: --as-of {as_of} is after today")
     with hq_store(db) as store, store.db.write() as tx:
         done = giftcards.expire(tx, day, store.now())
     print(json.dumps({"as_of": day.isoformat(), "cleared": [c.to_doc() for c in done]}))

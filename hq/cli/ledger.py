@@ -28,8 +28,12 @@ def add(
     cost_per_100: Annotated[int, typer.Option(min=0, help="What it pays per 100 points its stores issue.")] = 0,
     reimburse_per_100: Annotated[int, typer.Option(min=0, help="What it is paid per 100 points it accepts.")] = 0,
     timing: Annotated[
-        str, typer.Option(help="When it pays for its points: issuance, redemption or reserve (docs/settlement.md).")
-    ] = "issuance",
+        str | None,
+        typer.Option(
+            help="When it pays for its points: issuance, redemption or reserve (docs/settlement.md); "
+            "left out: the one it has (a new merchant: issuance)."
+        ),
+    ] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:

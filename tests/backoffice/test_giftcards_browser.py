@@ -197,6 +197,9 @@ def test_a_request_to_clear_is_never_approved_by_who_asked_and_a_changed_card_re
     request_id = asked.headers["location"].split("request=")[1]
     own = finance.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": csrf})
     assert own.status_code == 403 and code_of(own) == "own_request"
+    marketing, _ = signed_in(server.url, "market")  # reads approvals, but no gift card: the request is not shown
+    listed = marketing.get("/backoffice/approvals")
+    assert listed.status_code == 200 and request_id not in listed.text and lost not in listed.text
     assert hq.gift_card(lost)["balance"] == 5000
     admin, admin_csrf = signed_in(server.url, "admin")
     assert admin.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": admin_csrf}).status_code == 303

@@ -292,7 +292,8 @@ def test_head_office_clears_imports_and_sets_terms_and_a_quarantined_sale_is_rel
 def test_value_past_its_expiry_is_cleared_once_a_day_after_and_a_load_keeps_a_card(chain: Chain) -> None:
     """Terms of 30 days: a card sold on 1 December expires after 31 December; head office's timer clears it
     on 2 January, not before (a till west of head office may still be on its last day); a card loaded later
-    keeps its value; a blocked card's expired value is cleared too; a second run clears nothing more."""
+    keeps its value; a blocked card's expired value is cleared too, and it stays blocked (a lost card is
+    never sold again by expiring); a second run clears nothing more."""
     from hq import giftcards as hq_giftcards
     from hq.scheduler import CampaignTimer
 
@@ -311,9 +312,9 @@ def test_value_past_its_expiry_is_cleared_once_a_day_after_and_a_load_keeps_a_ca
     tick(datetime(2027, 1, 1, 23, 59, tzinfo=UTC))  # a day after the last: still the grace day
     assert chain.card(old)["balance"] == 2000
     tick(datetime(2027, 1, 2, 0, 1, tzinfo=UTC))
-    for card in (old, lost):
+    for card, state in ((old, "cleared"), (lost, "blocked")):
         shown = chain.card(card)
-        assert (shown["state"], shown["balance"]) == ("cleared", 0)
+        assert (shown["state"], shown["balance"]) == (state, 0)
         last = shown["activity"][-1]
         assert (last["kind"], last["amount"], last["by"]) == ("gift_clear", -2000, "head office")
         assert last["note"] == "expired after 2026-12-31"
@@ -325,22 +326,52 @@ def test_value_past_its_expiry_is_cleared_once_a_day_after_and_a_load_keeps_a_ca
     assert sorted(cleared) == sorted(("head office", "gift_clear", c.card_id) for c in (old, lost))
 
 
-def test_the_expiry_command_clears_and_refuses_a_bad_day(tmp_path: Any) -> None:
+def test_the_expiry_command_clears_and_refuses_a_bad_day_or_one_after_today(tmp_path: Any) -> None:
     from typer.testing import CliRunner
 
     from hq.cli import app
 
     db = str(tmp_path / "hq.db")
     chain = Chain(db)
+    chain.clock = datetime(2026, 9, 1, 10, tzinfo=UTC)  # days gone by: the command clears nothing after today
     chain.store.put_gift_terms(gc.Terms(expiry_days=30, dormant_days=0), "Mio")
     card = Card(bytes.fromhex("04A1B2C3D4E7AA"))
-    chain.sell("T1", card, 1500)
+    chain.sell("T1", card, 1500)  # valid through 1 October
     chain.store.close()
     run = CliRunner().invoke
     bad = run(app, ["giftcard", "expire", "--as-of", "2027-13-01", "--db", db])
     assert bad.exit_code == 1 and "bad_day" in bad.output
-    early = run(app, ["giftcard", "expire", "--as-of", "2027-01-01", "--db", db])
+    ahead = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    future = run(app, ["giftcard", "expire", "--as-of", ahead, "--db", db])
+    assert future.exit_code == 1 and "after today" in future.output  # clearing cannot be undone
+    early = run(app, ["giftcard", "expire", "--as-of", "2026-10-02", "--db", db])
     assert early.exit_code == 0 and json.loads(early.output)["cleared"] == []
-    done = run(app, ["giftcard", "expire", "--as-of", "2027-01-02", "--db", db])
+    done = run(app, ["giftcard", "expire", "--as-of", "2026-10-03", "--db", db])
     assert done.exit_code == 0
     assert [(c["card_id"], c["balance"]) for c in json.loads(done.output)["cleared"]] == [(card.card_id, 0)]
+
+
+def test_a_refund_onto_a_card_cleared_since_is_value_again_and_a_clear_waits_for_a_payment_on_its_way(
+    chain: Chain,
+) -> None:
+    """A payment made while the card held value, refunded after the card was cleared: the card is active again
+    with the refund and a fresh expiry (the value is the customer's, not stuck on a cleared card). A clear
+    asked for is refused once the card changed, or while a payment head office confirmed is on its way."""
+    from hq import giftcards as hq_giftcards
+
+    card = Card(bytes.fromhex("04A1B2C3D4E8AA"))
+    chain.sell("T1", card, 3000)
+    paid = chain.pay("T1", card, 1000)
+    chain.store.clear_gift_card(card.card_id, "Mio", "retired")
+    chain.push("T1", "gift_refund", card, amount=1000, original_txn=paid)
+    shown = chain.card(card)
+    assert (shown["state"], shown["balance"], shown["expires_on"]) == ("active", 1000, None)  # no expiry terms
+    with chain.store.db.read() as tx:
+        asked = hq_giftcards.last_activity(tx, card.card_id)
+        hq_giftcards.clearable(tx, card.card_id, asked)  # nothing happened since: clearable
+    chain.store.confirm_gift("T2", GiftConfirmRequest(card_id=card.card_id, amount=400, txn_id="T2-x", tap=card.tap()))
+    with chain.store.db.read() as tx, pytest.raises(Refused, match="on its way"):
+        hq_giftcards.clearable(tx, card.card_id, asked)
+    chain.push("T1", "gift_load", card, amount=500)
+    with chain.store.db.read() as tx, pytest.raises(Refused, match="changed since"):
+        hq_giftcards.clearable(tx, card.card_id, asked)

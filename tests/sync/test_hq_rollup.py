@@ -5,6 +5,7 @@ and PostgreSQL; the migration fills it; the command finds a damaged table and re
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hq import ledger, rollup, stats
+from hq import ledger, members, rollup, stats
 from hq.db.schema import migrate
 from hq.erasure import erase_member
 from hq.store import HqStore, Settings
+from sync import claims
+from sync.protocol import WireEntry
 from tests.fixtures import entries
 from tests.fixtures.postgres import PgServer
 from tests.sync.test_hq_stats import BASKET, Till, scenario
@@ -258,3 +261,80 @@ def test_a_rebuild_of_the_statistics_writes_their_figures_again(hq: HqStore) -> 
     assert differences(hq) == []
     with hq.db.read() as tx:
         assert rollup.read(tx, "2026-01-01", "2026-01-31", list(rollup.MEMBER_FIGURES), None) == kept
+
+
+# -- what the review of the roll-up found ------------------------------------------------------------------
+
+
+def test_a_sale_held_by_the_trust_rules_is_never_claimed_into_the_figures(hq: HqStore) -> None:
+    """An anonymous sale quarantined (a wrong store) and then rejected: its receipt's claim is refused
+    (``claim_used``), so it neither pays points to the claimer nor counts in the reports."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public = claims.public_bytes(key)
+    till = Till(hq, "T1")
+    till.push("claim_key", {"key_id": claims.key_id_of(public).hex(), "public_key": claims.b64(public)})
+    held, rejected = str(uuid.uuid4()), str(uuid.uuid4())
+    for txn in (held, rejected):
+        till.seq += 1
+        body = entries.sale(None, 2000, store_id="S9")
+        hq.ingest(
+            "T1",
+            [
+                WireEntry(
+                    terminal_id="T1",
+                    seq=till.seq,
+                    txn_id=txn,
+                    kind="sale",
+                    payload=body,
+                    created_at="2026-01-02T10:00:00.000Z",
+                )
+            ],
+        )
+    hq.reject(rejected, "admin", "not a sale of ours")
+    for txn in (held, rejected):
+        token = "TPJ1:" + claims.sign(key, txn, int(datetime.now(UTC).timestamp()), 3600)
+        with pytest.raises(members.ClaimRefused) as refused:
+            hq.db.transact(lambda tx, t=token: members.claim(tx, t, "Gen", members.CONSENT_VERSION, datetime.now(UTC)))
+        assert refused.value.code == "claim_used"
+    assert figures(hq, "sales") == 0 and differences(hq) == []
+
+
+def test_a_till_entry_cannot_take_an_id_of_head_offices_own(hq: HqStore) -> None:
+    """Head office's ledger ids carry a ``:`` (``erase:M-2``, ``<txn>:restored``); a till's id never does, so
+    an entry named like one is refused before anything is stored, and the figures stay their statements'."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        WireEntry(terminal_id="T1", seq=1, txn_id="erase:M-2", kind="sale", payload={}, created_at="x")
+    Till(hq, "T1").push("sale", entries.sale(None, 500))
+    assert differences(hq) == []
+
+
+def test_an_erased_members_campaign_coupon_leaves_the_campaign_figure_and_stays_a_coupon(hq: HqStore) -> None:
+    from hq import campaigns, segments
+
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 10**9}}, "test")
+    spec = campaigns.parse_spec(
+        {
+            "name": "Welcome back",
+            "segment": "everyone",
+            "variants": [{"variant": "v", "coupon": {"kind": "amount_off", "value": 100}}],
+            "schedule": {"kind": "daily", "at": "09:00"},
+            "timezone": "UTC",
+            "control_share": 0,
+            "require_consent": False,
+        }
+    )
+    hq.db.transact(lambda tx: campaigns.put(tx, "C-ONE", spec, "admin", "2026-01-01T00:00:00.000Z"))
+    assert campaigns.run_one(hq.db, "C-ONE", datetime(2026, 1, 1, 10, tzinfo=UTC)) is not None
+    with hq.db.read() as tx:
+        coupon = tx.one("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-1'")
+    assert coupon is not None and coupon[0]
+    Till(hq, "T1").push("sale", entries.sale("M-1", 1000, coupons=[str(coupon[0])]), day=2)
+    assert (figures(hq, "coupons"), figures(hq, "coupons_campaign")) == (1, 1)
+    erase_member(hq, "M-1", "admin")
+    assert (figures(hq, "coupons"), figures(hq, "coupons_campaign")) == (1, 0)
+    assert differences(hq) == []

@@ -431,9 +431,9 @@ def test_each_timing_charges_its_own_points() -> None:
     f = settlement.Figures(
         issued=300, clawed=20, accepted=90, own_spent_elsewhere=40, others_spent_here=30, breakage=25
     )
-    assert settlement.charged_points(f, "issuance") == 280
-    assert settlement.charged_points(f, "redemption") == 60 + 40  # its own lots, spent here and elsewhere
-    assert settlement.charged_points(f, "reserve") == 255  # what expired is released back to it
+    assert settlement.charged_points(f, "issuance", 100) == 280
+    assert settlement.charged_points(f, "redemption", 100) == 100  # its own lots used up, read from the lot uses
+    assert settlement.charged_points(f, "reserve", 100) == 255  # what expired is released back to it
     with pytest.raises(merchants.MerchantError) as bad:
         merchants.check("M-A", "Bakery", 100, 90, "weekly")
     assert bad.value.code == "bad_timing"
@@ -529,6 +529,8 @@ def test_the_commands_set_a_timing_and_print_the_deferred_revenue(tmp_path: Path
         app, ["merchant", "add", "M-A", "--name", "Bakery", "--cost-per-100", "150", "--timing", "reserve", *db]
     )
     assert added.exit_code == 0 and json.loads(added.output)["timing"] == "reserve"
+    renamed = run(app, ["merchant", "add", "M-A", "--name", "Bakery & Co", "--cost-per-100", "150", *db])
+    assert json.loads(renamed.output)["timing"] == "reserve"  # a change of name keeps the timing
     bad = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--timing", "weekly", *db])
     assert bad.exit_code == 1 and "bad_timing" in bad.output
     shown = run(app, ["settlement", "deferred", "--as-of", "2026-06-30", "--json", *db])
@@ -540,3 +542,21 @@ def test_the_commands_set_a_timing_and_print_the_deferred_revenue(tmp_path: Path
     }
     wrong = run(app, ["settlement", "deferred", "--as-of", "30/06/2026", *db])
     assert wrong.exit_code == 1 and "bad_day" in wrong.output
+
+
+def test_at_redemption_an_overdraft_is_paid_by_the_merchant_whose_lot_repays_it(store: HqStore) -> None:
+    """Points spent beyond the member's lots (offline) are no merchant's until a lot repays them: the
+    bookshop that accepted them is not charged, the bakery whose later lot repaid them is."""
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=90, timing="redemption")
+        merchants.add(tx, "M-B", "Books", cost_per_100=120, reimburse_per_100=100, timing="redemption")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    b.sale("X", 1, redeem=50)  # an offline overspend at the bookshop: no lot behind it
+    b.push()
+    a.sale("X", 2, earn=200)  # the bakery's lot repays the overdraft first
+    a.push()
+    bakery, books = stmt(store, JUNE, "M-A"), stmt(store, JUNE, "M-B")
+    assert (books.figures.accepted, books.consumed, books.charge) == (50, 0, 0)
+    assert (bakery.consumed, bakery.charge) == (50, 50)
+    assert bakery.figures.outstanding_end == 150
