@@ -131,8 +131,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(step, min_size=1, max_size=18))
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(step, min_size=4, max_size=18))
 def test_random_sequences_keep_the_roll_up_its_statements_give(
     fresh_url: Callable[[], str], steps: list[tuple[Any, ...]]
 ) -> None:
