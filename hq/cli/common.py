@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -43,6 +44,18 @@ def fail(message: object) -> NoReturn:
     """A refused command: the reason in red, exit status 1."""
     console.print(f"[red]{escape(str(message))}[/]")
     raise typer.Exit(1)
+
+
+def as_day(text: str, *, not_after_today: bool = False) -> date:
+    """An ``--as-of`` day (``YYYY-MM-DD``); exits with ``bad_day`` otherwise, or for a day after today (UTC)
+    when asked (a change that cannot be undone)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {text!r}")
+    if not_after_today and day > datetime.now(UTC).date():
+        fail(f"bad_day: --as-of {text} is after today")
+    return day
 
 
 def read_json(file: Path) -> Any:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer(name="giftcard", help="Gift cards: show, list, unblock, clear, import, terms.")
@@ -74,16 +74,9 @@ def expire(
     as_json: JsonOpt = False,
 ) -> None:
     """Clear the value of every gift card past its expiry (the server's timer does it too). Prints JSON."""
-    from datetime import UTC, date, datetime
-
     from hq import giftcards
 
-    try:
-        day = date.fromisoformat(as_of)
-    except ValueError:
-        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
-    if day > datetime.now(UTC).date():  # clearing cannot be undone: never value still valid today
-        fail(f"bad_day: --as-of {as_of} is after today")
+    day = as_day(as_of, not_after_today=True)  # clearing cannot be undone: never value still valid today
     with hq_store(db) as store, store.db.write() as tx:
         done = giftcards.expire(tx, day, store.now())
     print(json.dumps({"as_of": day.isoformat(), "cleared": [c.to_doc() for c in done]}))

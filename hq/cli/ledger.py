@@ -4,12 +4,11 @@ proves every balance (docs/ledger.md)."""
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -101,10 +100,7 @@ def expire(
     """Expire the points lots whose expiry has come: breakage of their issuing merchants. Prints JSON."""
     from hq import ledger
 
-    try:
-        day = date.fromisoformat(as_of)
-    except ValueError:
-        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
+    day = as_day(as_of)
     with hq_store(db) as store, store.db.write() as tx:
         done = ledger.expire(tx, ledger.end_of(day))
     rows = [{"member_id": e.member_id, "points": e.points, "by_merchant": e.by_merchant} for e in done]

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -165,10 +165,7 @@ def deferred(
     members' stored value, gift card balances."""
     from hq import settlement
 
-    try:
-        day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
-    except ValueError:
-        fail(f"bad_day: --as-of is a day, YYYY-MM-DD: {as_of!r}")
+    day = as_day(as_of) if as_of else datetime.now(UTC).date()
     with hq_store(db) as store:
         held = settlement.read_deferred(store.db, day).as_dict()
     if as_json:

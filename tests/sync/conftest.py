@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
-from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+from tests.fixtures.postgres import PgServer, hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -17,3 +17,13 @@ def server(hq: HqStore) -> Iterator[ServerHandle]:
     handle = start_in_thread(hq, "127.0.0.1", 0, timeout=10)
     yield handle
     handle.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """A new empty head-office database for each example of a property test: a SQLite file, or a PostgreSQL
+    schema."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.fresh_schema

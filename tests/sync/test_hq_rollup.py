@@ -22,7 +22,6 @@ from hq.store import HqStore, Settings
 from sync import claims
 from sync.protocol import WireEntry
 from tests.fixtures import entries
-from tests.fixtures.postgres import PgServer
 from tests.sync.test_hq_stats import BASKET, Till, scenario
 
 
@@ -119,15 +118,6 @@ step = st.one_of(
     st.tuples(st.just("adjust"), st.sampled_from(["M-1", "M-2"]), st.integers(-30, 30)),
     st.tuples(st.just("push")),
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
-    """A new empty head-office database for each example: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.fresh_schema
 
 
 @pytest.mark.slow

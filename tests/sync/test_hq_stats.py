@@ -19,7 +19,6 @@ from hq.wallet import checkin
 from sync import checkins as codes
 from sync.protocol import RefundPayload, SalePayload, VoidPayload, WireEntry
 from tests.fixtures import entries
-from tests.fixtures.postgres import PgServer
 from tests.sync.test_checkin import TillKey
 
 CREATED = "2026-01-0{}T10:00:00.000Z"
@@ -376,15 +375,6 @@ step = st.one_of(
     st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
     st.tuples(st.just("checkin"), st.sampled_from(["M-1", "M-2", "M-9"]), st.integers(1, 3), st.just(0)),
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
-    """A new empty head-office database for each example: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.fresh_schema
 
 
 @pytest.mark.slow
