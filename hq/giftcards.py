@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -234,15 +235,7 @@ def apply(
     elif isinstance(payload, GiftRefundPayload):
         after = _with(card, balance=card.balance + payload.amount, used=day)
         if card.state is gc.State.CLEARED:  # paid while it held value, cleared since: the refund is value again
-            after = gc.GiftCard(
-                card.card_id,
-                card.uid_hash,
-                gc.State.ACTIVE,
-                after.balance,
-                gc.expires_on(day, chain_terms),
-                day,
-                after.counter,
-            )
+            after = replace(after, state=gc.State.ACTIVE, expires_on=gc.expires_on(day, chain_terms))
         amount = payload.amount
     else:
         after = _with(card, state=gc.State.BLOCKED)
