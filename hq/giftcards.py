@@ -127,18 +127,26 @@ def put_terms(tx: Tx, wanted: gc.Terms, by: str, now: str) -> gc.Terms:
     return terms(tx)
 
 
+_ACTIVITY = ("event_id", "kind", "amount", "balance_after", "terminal_id", "store_id", "day", "at", "by", "note")
+
+
+def activities(tx: Tx, card_id: str, last: int | None = None) -> list[dict[str, Any]]:
+    """The card's activities, oldest first (``last``: only the latest so many)."""
+    rows = tx.all(
+        "SELECT event_id, kind, amount, balance_after, terminal_id, store_id, day, at, by_whom, note, n "
+        "FROM gift_card_events WHERE card_id = ? ORDER BY n DESC LIMIT ?",
+        [card_id, last if last is not None else 2**62],
+    )
+    return [dict(zip(_ACTIVITY, r[:-1], strict=True)) for r in reversed(rows)]
+
+
 def report(tx: Tx, card_id: str) -> dict[str, Any]:
-    """A card and every activity of it, oldest first. Raises Refused (``not_found``)."""
+    """A card, who keeps it in a wallet, and every activity of it, oldest first. Raises Refused (``not_found``)."""
     card = held(tx, card_id)
     if card is None:
         raise Refused(ErrorCode.NOT_FOUND, f"no gift card {card_id}")
-    rows = tx.all(
-        "SELECT event_id, kind, amount, balance_after, terminal_id, store_id, day, at, by_whom, note "
-        "FROM gift_card_events WHERE card_id = ? ORDER BY n",
-        [card_id],
-    )
-    names = ("event_id", "kind", "amount", "balance_after", "terminal_id", "store_id", "day", "at", "by", "note")
-    return {**card.to_doc(), "activity": [dict(zip(names, r, strict=True)) for r in rows]}
+    holder = tx.one("SELECT member_id FROM gift_card_holders WHERE card_id = ?", [card_id])
+    return {**card.to_doc(), "holder": holder and str(holder[0]), "activity": activities(tx, card_id)}
 
 
 def listing(tx: Tx, limit: int = 1000) -> list[dict[str, Any]]:
@@ -221,6 +229,8 @@ def apply(
             card.counter if card is not None else None,
         )
         amount = payload.amount
+        # a card sold again is the buyer's: it leaves the wallet of whoever kept it before
+        tx.run("DELETE FROM gift_card_holders WHERE card_id = ?", [payload.card_id])
     elif card is None:  # a released payment, refund or block of a card head office never held
         raise Refused(ErrorCode.GIFT_CARD_UNKNOWN, f"no gift card {payload.card_id}")
     elif isinstance(payload, GiftLoadPayload):
@@ -277,6 +287,24 @@ def unblock(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard
     if card is None or card.state is not gc.State.BLOCKED:
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a blocked gift card")
     return _own(tx, _with(card, state=gc.State.ACTIVE), EntryKind.GIFT_UNBLOCK, 0, by, reason, now)
+
+
+def block(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
+    """Block a card head office holds active (``gift_block`` of head office's own: a holder reported it lost)."""
+    card = held(tx, card_id, lock=True)
+    if card is None or card.state is not gc.State.ACTIVE:
+        raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not an active gift card")
+    return _own(tx, _with(card, state=gc.State.BLOCKED), EntryKind.GIFT_BLOCK, 0, by, reason, now)
+
+
+def raise_counter(tx: Tx, card: gc.GiftCard, counter: int) -> gc.GiftCard:
+    """The card's read counter high-water mark raised to a read head office used itself (the wallet's): the
+    tills learn it with their next pull and refuse that read and every earlier one."""
+    after = _with(card, counter=counter)
+    if after.counter != card.counter:
+        _write(tx, after)
+        bump(tx, {card.card_id})
+    return after
 
 
 def confirmed_unjournaled(tx: Tx, card_id: str) -> int:

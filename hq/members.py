@@ -376,6 +376,8 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     tx.run("DELETE FROM campaign_members WHERE member_id = ?", [member_id])  # its decisions leave the reports
     # its gifts: a pending one dies (its coupon, held, is erased above), and no record names it any more
     tx.run("DELETE FROM gifts WHERE giver = ? OR receiver = ?", [member_id, member_id])
+    # the gift cards in its wallet leave it (bearer cards: they keep their value for whoever holds them)
+    let_go = tx.run("DELETE FROM gift_card_holders WHERE member_id = ?", [member_id])
     stats.forget(tx, member_id)
     profiles.forget(tx, member_id)
     tx.run(
@@ -385,7 +387,7 @@ def erase(tx: Tx, member_id: str, by: str, now: str) -> dict[str, int]:
     _bump(tx, "members", "member_id", [member_id])
     _bump(tx, "cards", "uid_hash", cards)
     _bump(tx, "coupons", "coupon_id", coupons)
-    return {"cards": len(cards), "coupons": len(coupons), "sales_anonymised": len(rows)}
+    return {"cards": len(cards), "coupons": len(coupons), "sales_anonymised": len(rows), "gift_cards_let_go": let_go}
 
 
 def _bump(tx: Tx, table: str, key: str, ids: list[str]) -> None:

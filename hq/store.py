@@ -40,6 +40,7 @@ from hq import (
     audit,
     businessday,
     giftcards,
+    giftholders,
     ledger,
     merchants,
     pools,
@@ -833,6 +834,12 @@ class HqStore:
 
     def import_gift_card(self, uid_hash: str, amount: int, by: str, source: str) -> gc.GiftCard:
         return self.db.transact(lambda tx: giftcards.import_card(tx, uid_hash, amount, by, source, self.now()))
+
+    def attach_gift_card(self, card_id: str, member_id: str, by: str, reason: str) -> gc.GiftCard:
+        return self.db.transact(lambda tx: giftholders.attach_by_staff(tx, card_id, member_id, by, reason, self.now()))
+
+    def detach_gift_card(self, card_id: str, by: str, reason: str) -> str:
+        return self.db.transact(lambda tx: giftholders.detach_by_staff(tx, card_id, by, reason))
 
     # -- journal --------------------------------------------------------------------------------
 

@@ -159,6 +159,8 @@ class ErrorCode(StrEnum):
     GIFT_CARD_EXPIRED = "gift_card_expired"
     GIFT_CARD_INSUFFICIENT = "gift_card_insufficient"
     GIFT_CARD_INVALID = "gift_card_invalid"
+    GIFT_CARD_HELD = "gift_card_held"
+    SUN_KEYS_MISSING = "sun_keys_missing"
     # the rewards catalogue (hq/rewards.py, docs/rewards.md)
     REWARD_INVALID = "reward_invalid"
     REWARD_UNKNOWN = "reward_unknown"
@@ -276,6 +278,8 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         422,
         "a gift card import or change needs a card hash, an amount and terms within bounds",
     ),
+    ErrorCode.GIFT_CARD_HELD: (409, "the gift card is in another member's wallet"),
+    ErrorCode.SUN_KEYS_MISSING: (503, "head office holds no SUN key: it cannot check a card's message"),
     ErrorCode.REWARD_INVALID: (422, "a reward's document, or the partner codes given for it, are not valid"),
     ErrorCode.REWARD_UNKNOWN: (404, "no such reward in the catalogue, or it is not offered now"),
     ErrorCode.REWARD_SOLD_OUT: (409, "the reward's stock is all taken (or held by tills for their offline sales)"),

@@ -25,6 +25,12 @@
     POST /wallet/devices/{cert_id}/remove   revokes one of the member's phones -> {revocation_id}
     GET  /wallet/offline, /wallet/manifest.webmanifest, /wallet/sw.js, /wallet/static/{name},
          /wallet/static/vendor/{name}
+    GET  /wallet/giftcard          the page a gift card's SUN URL opens (docs/giftcards.md): its balance, and
+                                   "Keep it in my wallet"; nothing is used
+    POST /wallet/giftcards/attach  form {tap}: that read used once, the card kept in the member's wallet
+    GET  /wallet/giftcards         the member's gift cards: balance, expiry, last activities
+    POST /wallet/giftcards/{id}/block | /detach   the card reported lost (every till refuses it once it pulls),
+                                   or out of the wallet
     GET/PUT /v1/admin/members/{id}/contacts   admin token; the member's email address and phone number
 
 Pages answer HTML in the member's language (``?lang=`` sets it) with a strict Content-Security-Policy;
@@ -49,7 +55,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from hq import vouchers
+from hq import giftholders, vouchers
 from hq.api.deps import (
     Admin,
     Store,
@@ -59,6 +65,7 @@ from hq.api.deps import (
 )
 from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
+from hq.errors import Refused
 from hq.rewards import RewardRefused
 from hq.store import HqStore
 from hq.wallet import checkin, devices, gifts, i18n, pages, qr, signin, views
@@ -705,6 +712,90 @@ def buy_reward(request: Request, store: Store, lang: Lang, member: Member, rewar
     return RedirectResponse(
         f"/wallet/rewards?bought={made.purchase_id}", status_code=303, headers={"Cache-Control": "no-store"}
     )
+
+
+# -- gift cards in the wallet (docs/giftcards.md, "In the member's wallet") ---------------------------------
+
+_TAP = re.compile(r"[A-Za-z0-9=&_.%-]{1,300}")
+_CARD = re.compile(r"G-[0-9a-f]{16}")
+
+
+def giftcard_page(
+    request: Request, lang: str, *, member: str | None, code: ErrorCode | None = None, **context: Any
+) -> HTMLResponse:
+    words = i18n.words(lang)
+    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    defaults: dict[str, Any] = {"card": None, "mode": "", "tap": "", "error": ""}
+    status = ERROR_STATUS[code][0] if code else 200
+    return page(request, "giftcard", lang, status, signed_in=member is not None, **(defaults | error | context))
+
+
+@router.get("/wallet/giftcard", include_in_schema=False)
+def tapped_giftcard(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    """The page a gift card's SUN URL opens: its balance, and "Keep it in my wallet"; nothing is used."""
+    tap = request.url.query
+    if not _TAP.fullmatch(tap):
+        return giftcard_page(request, lang, member=member, code=ErrorCode.FORGED_CARD)
+    try:
+        with store.db.read() as tx:
+            seen = giftholders.read_tap(tx, store.settings.card_keys, f"?{tap}")
+    except Refused as exc:
+        return giftcard_page(request, lang, member=member, code=exc.code)
+    mode = "sign_in" if member is None else "mine" if seen.holder == member else "held" if seen.holder else "attach"
+    return giftcard_page(request, lang, member=member, card=seen.card, mode=mode, tap=tap)
+
+
+@router.post("/wallet/giftcards/attach", include_in_schema=False, dependencies=[Depends(same_origin)])
+def attach_giftcard(request: Request, store: Store, lang: Lang, member: Member, fields: Form) -> Response:
+    if member is None:
+        return giftcard_page(request, lang, member=None, code=ErrorCode.WALLET_SIGN_IN_REQUIRED, mode="sign_in")
+    tap = fields.get("tap", "")
+    if not _TAP.fullmatch(tap):
+        return giftcard_page(request, lang, member=member, code=ErrorCode.FORGED_CARD)
+    keys, now = store.settings.card_keys, datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        store.db.transact(lambda tx: giftholders.attach(tx, keys, f"?{tap}", member, now))
+    except Refused as exc:
+        return giftcard_page(request, lang, member=member, code=exc.code)
+    return RedirectResponse("/wallet/giftcards", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def giftcards_page(request: Request, store: HqStore, lang: str, member: str, code: ErrorCode | None = None) -> Response:
+    words = i18n.words(lang)
+    with store.db.read() as tx:
+        held = giftholders.held_by(tx, member)
+    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {"error": ""}
+    status = ERROR_STATUS[code][0] if code else 200
+    return page(request, "giftcards", lang, status, signed_in=True, held=held, **error)
+
+
+@router.get("/wallet/giftcards", include_in_schema=False)
+def my_giftcards(request: Request, store: Store, lang: Lang, member: Member) -> Response:
+    if member is None:
+        return to_sign_in()
+    return giftcards_page(request, store, lang, member)
+
+
+@router.post("/wallet/giftcards/{card_id}/{action}", include_in_schema=False, dependencies=[Depends(same_origin)])
+def change_giftcard(request: Request, store: Store, lang: Lang, member: Member, card_id: str, action: str) -> Response:
+    """``block`` (lost or stolen: every till refuses it once it pulls) or ``detach`` (out of the wallet)."""
+    if member is None:
+        return to_sign_in()
+    if not _CARD.fullmatch(card_id) or action not in ("block", "detach"):
+        return giftcards_page(request, store, lang, member, ErrorCode.NOT_FOUND)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def change(tx: Tx) -> None:
+        if action == "block":
+            giftholders.block(tx, card_id, member, now)
+        else:
+            giftholders.detach(tx, card_id, member)
+
+    try:
+        store.db.transact(change)
+    except Refused as exc:
+        return giftcards_page(request, store, lang, member, exc.code)
+    return RedirectResponse("/wallet/giftcards", status_code=303, headers={"Cache-Control": "no-store"})
 
 
 __all__ = ["CSP", "router"]

@@ -438,6 +438,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     ),
     "basket": ("Basket", "バスケット", "购物篮"),
     "member": ("Member id", "会員ID", "会员编号"),
+    "gift_holder": ("In the wallet of", "登録先の会員", "绑定会员"),
     "now_rules": ("Now", "現在", "当前"),
     "edited_rules": ("Edited", "編集後", "编辑后"),
     "pv_total": ("Total", "合計", "合计"),

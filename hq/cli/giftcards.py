@@ -1,5 +1,5 @@
 """`tillpoint hq giftcard ...`: gift cards (docs/giftcards.md): show a card and its activity, list the cards,
-unblock, clear, import a card of an earlier system, and the chain's expiry and dormancy terms."""
+unblock, clear, attach to and detach from a member's wallet, import a card of an earlier system, and the chain's expiry and dormancy terms."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
-app = typer.Typer(name="giftcard", help="Gift cards: show, list, unblock, clear, import, terms.")
+app = typer.Typer(name="giftcard", help="Gift cards: show, list, unblock, clear, attach, detach, import, terms.")
 
 ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (kept in the audit log).")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept with the card's activity and in the audit log).")]
@@ -65,6 +65,35 @@ def clear(card_id: str, by: ByOpt, reason: ReasonOpt, db: DbOpt = DEFAULT_DB, as
         except Refused as exc:
             fail(exc)
     print(json.dumps(card.to_doc()))
+
+
+@app.command("attach")
+def attach(
+    card_id: str, member_id: str, by: ByOpt, reason: ReasonOpt, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+) -> None:
+    """Keep a gift card staff saw in a member's wallet (a FeliCa Lite-S card; an NTAG 424 DNA card's holder
+    taps it with their phone). Prints JSON."""
+    from hq.errors import Refused
+
+    with hq_store(db) as store:
+        try:
+            card = store.attach_gift_card(card_id, member_id, by, reason)
+        except Refused as exc:
+            fail(exc)
+    print(json.dumps({**card.to_doc(), "holder": member_id}))
+
+
+@app.command("detach")
+def detach(card_id: str, by: ByOpt, reason: ReasonOpt, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
+    """Take a gift card out of the member's wallet that holds it (it keeps its value). Prints JSON."""
+    from hq.errors import Refused
+
+    with hq_store(db) as store:
+        try:
+            member_id = store.detach_gift_card(card_id, by, reason)
+        except Refused as exc:
+            fail(exc)
+    print(json.dumps({"card_id": card_id, "detached_from": member_id}))
 
 
 @app.command("expire")

@@ -626,6 +626,16 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "m034_settlement_timing",
         ["ALTER TABLE merchants ADD COLUMN timing TEXT NOT NULL DEFAULT 'issuance'"],
     ),
+    # A member keeps gift cards in the wallet (hq/giftholders.py, docs/giftcards.md): one member a card, found by
+    # the member too; the card itself stays a bearer card (no till needs the holder).
+    (
+        "m035_gift_holders",
+        [
+            "CREATE TABLE gift_card_holders (card_id TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
+            "attached_at TEXT NOT NULL)",
+            "CREATE INDEX idx_gift_card_holders_member ON gift_card_holders (member_id)",
+        ],
+    ),
 ]
 
 

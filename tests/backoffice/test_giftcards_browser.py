@@ -86,6 +86,7 @@ def test_finance_unblocks_a_card_asks_to_clear_it_and_another_person_approves(
         page.click(f"#found a[href='/backoffice/giftcards/{lost}']")
         page.wait_for_selector("body[data-page=giftcard]")
         assert page.inner_text("#state") == "blocked" and page.inner_text("#balance") == "50.00"
+        assert page.inner_text("#holder") == "-"  # in no member's wallet
         assert [page.get_attribute(f"#activity tbody tr:nth-child({n})", "data-kind") for n in (1, 2)] == [
             "gift_block",
             "gift_import",
