@@ -36,7 +36,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
-from hq import audit, topups
+from hq import audit, ledger, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
@@ -219,18 +219,21 @@ def apply(
     card = held(tx, payload.card_id, lock=True)
     day, note = where["day"], ""
     if isinstance(payload, GiftActivatePayload):
+        # a new card, or one cleared; a sale onto a card still holding value is quarantined, and if an
+        # administrator releases it, the value the till took adds to what the card holds (a blocked card stays so)
+        again = card is None or card.state is gc.State.CLEARED
         after = gc.GiftCard(
             payload.card_id,
             payload.uid_hash,
-            gc.State.ACTIVE,
-            payload.amount,
+            gc.State.BLOCKED if card is not None and card.state is gc.State.BLOCKED else gc.State.ACTIVE,
+            payload.amount + (0 if card is None or again else card.balance),
             gc.expires_on(day, chain_terms),
             day,
             card.counter if card is not None else None,
         )
         amount = payload.amount
-        # a card sold again is the buyer's: it leaves the wallet of whoever kept it before
-        tx.run("DELETE FROM gift_card_holders WHERE card_id = ?", [payload.card_id])
+        if again:  # a card sold again is the buyer's: it leaves the wallet of whoever kept it before
+            tx.run("DELETE FROM gift_card_holders WHERE card_id = ?", [payload.card_id])
     elif card is None:  # a released payment, refund or block of a card head office never held
         raise Refused(ErrorCode.GIFT_CARD_UNKNOWN, f"no gift card {payload.card_id}")
     elif isinstance(payload, GiftLoadPayload):
@@ -254,6 +257,7 @@ def apply(
             note = payload.reason[:200]  # why the till blocked it, kept with the activity
     _write(tx, after)
     _event(tx, txn_id, after, kind, amount, where["at"], **where, note=note)
+    ledger.post_gift(tx, txn_id, kind.value, after.card_id, amount, where)
     return after.card_id
 
 
@@ -398,7 +402,9 @@ def _own(tx: Tx, card: gc.GiftCard, kind: EntryKind, amount: int, by: str, note:
     if not by.strip():
         raise Refused(ErrorCode.GIFT_CARD_INVALID, "say who makes the change")
     _write(tx, card)
-    _event(tx, f"HQ-{secrets.token_hex(8)}", card, kind, amount, now, by=by, note=note[:200], day=now[:10])
+    event_id = f"HQ-{secrets.token_hex(8)}"
+    _event(tx, event_id, card, kind, amount, now, by=by, note=note[:200], day=now[:10])
+    ledger.post_gift(tx, event_id, kind.value, card.card_id, amount, {"at": now, "day": now[:10]})
     audit.append(tx, by, kind.value, card.card_id, note[:200], {"amount": amount, "balance": card.balance})
     bump(tx, {card.card_id})
     return card

@@ -23,7 +23,7 @@ import json
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -67,6 +67,10 @@ class Kind(StrEnum):
     """Money head office took for stored value it topped up."""
     CHAIN_FORFEITED = "chain_forfeited"
     """Stored value of erased members, kept by the chain."""
+    GIFT_VALUE = "gift_value"
+    """A gift card's value (owner: the card id): a bearer card's stored value, the chain's liability to its holder."""
+    GIFT_BREAKAGE = "gift_breakage"
+    """Gift card value head office cleared (expired, a card retired), kept by the chain."""
 
 
 CHAIN = ""
@@ -229,6 +233,31 @@ def value_postings(entry: Entry, rule: Rule) -> list[Posting]:
     return [
         Posting(Account(Kind.MEMBER_VALUE, entry.member_id), Unit.VALUE, entry.value),
         Posting(Account(rule.value_counter, owner), Unit.VALUE, -entry.value),
+    ]
+
+
+GIFT_COUNTER: dict[str, Kind] = {
+    "gift_activate": Kind.MERCHANT_CASH,
+    "gift_load": Kind.MERCHANT_CASH,
+    "gift_redeem": Kind.VALUE_ACCEPTED,
+    "gift_refund": Kind.VALUE_ACCEPTED,
+    "gift_clear": Kind.GIFT_BREAKAGE,
+    "gift_import": Kind.CHAIN_FLOAT,
+}
+"""The account on the other side of a gift card activity that moves its value: a till's sale or load against
+the cash its merchant took, a payment or its refund against what the merchant accepted (as a member's stored
+value), a clear against the chain's breakage, an import against the chain's float. Block and unblock move none."""
+
+
+def gift_postings(card_id: str, kind: str, amount: int, merchant_id: str) -> list[Posting]:
+    """A gift card activity that changed the card's balance by ``amount``."""
+    counter = GIFT_COUNTER.get(kind)
+    if counter is None or not amount:
+        return []
+    owner = CHAIN if counter in (Kind.GIFT_BREAKAGE, Kind.CHAIN_FLOAT) else merchant_id
+    return [
+        Posting(Account(Kind.GIFT_VALUE, card_id), Unit.VALUE, amount),
+        Posting(Account(counter, owner), Unit.VALUE, -amount),
     ]
 
 
@@ -703,6 +732,23 @@ def post_topup(tx: Tx, topup_id: str, member_id: str, amount: int, at: str) -> i
     return post(tx, entry, ly.LotPolicy())
 
 
+def post_gift(tx: Tx, source: str, kind: str, card_id: str, amount: int, where: dict[str, str]) -> int:
+    """A gift card activity (``hq.giftcards``: a till's entry applied, or head office's own change), keyed by
+    its entry's or event's id; ``where``: its ``at`` and business ``day``, and the ``store`` that names the
+    merchant (none: head office's own, the chain's)."""
+    store_id, at = where.get("store") or "", where["at"]
+    merchant = merchants.resolver(tx)(store_id) if store_id else CHAIN_MERCHANT
+    postings = gift_postings(card_id, kind, amount, merchant)
+    if not postings:
+        return 0
+    writer = Writer(tx, [], [source])
+    if not writer.open(Entry(source, kind, "", merchant, where.get("day") or at[:10], at)):
+        return 0
+    writer.book(source, postings)
+    writer.flush()
+    return 1
+
+
 def adjust(
     tx: Tx, member_id: str, points_delta: int, value_delta: int, at: str | None = None, action_id: str | None = None
 ) -> int:
@@ -850,6 +896,7 @@ class Code(StrEnum):
     MEMBER_LOTS = "member_lots_differ"
     MERCHANT_LOTS = "merchant_lots_differ"
     LIABILITY = "liability_differs"
+    GIFT_VALUE = "gift_value_differs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -873,6 +920,8 @@ class Books:
     accounts: dict[tuple[Kind, str], int]
     member_lots: dict[str, int]
     merchant_lots: dict[str, int]
+    gift_cards: dict[str, int] = field(default_factory=dict)
+    """gift card -> its balance as head office holds it (``gift_cards``)."""
 
 
 def compare(books: Books) -> list[Failure]:
@@ -898,6 +947,10 @@ def compare(books: Books) -> list[Failure]:
     liability = sum(n for (k, _), n in acc.items() if k in (Kind.MEMBER_POINTS, Kind.MEMBER_OVERDRAFT))
     if positions != liability:
         out.append(Failure(Code.LIABILITY, "chain", liability, positions))
+    for card in sorted(set(books.gift_cards) | {o for k, o in acc if k is Kind.GIFT_VALUE}):
+        held, booked = books.gift_cards.get(card, 0), acc.get((Kind.GIFT_VALUE, card), 0)
+        if held != booked:
+            out.append(Failure(Code.GIFT_VALUE, card, booked, held))
     return out
 
 
@@ -920,15 +973,17 @@ def read_books(tx: Tx) -> Books:
     for member_id, merchant_id, n in lots:
         member_lots[str(member_id)] += int(n)
         merchant_lots[str(merchant_id)] += int(n)
+    cards = {str(r[0]): int(r[1]) for r in tx.all("SELECT card_id, balance FROM gift_cards")}
     return Books(
-        [(str(a), str(b), int(c)) for a, b, c in unbalanced_rows], members, accounts, member_lots, merchant_lots
+        [(str(a), str(b), int(c)) for a, b, c in unbalanced_rows], members, accounts, member_lots, merchant_lots, cards
     )
 
 
 def check(tx: Tx) -> list[Failure]:
     """The ledger proves the balances: every transaction sums to zero per unit, every member's balances
-    are its accounts' sums and its lots back them, every merchant's points position is its lots, and the
-    merchants' positions sum to the chain's outstanding liability. Empty: all hold."""
+    are its accounts' sums and its lots back them, every merchant's points position is its lots, the
+    merchants' positions sum to the chain's outstanding liability, and every gift card's balance is its
+    account's sum. Empty: all hold."""
     return compare(read_books(tx))
 
 

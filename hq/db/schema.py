@@ -636,6 +636,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX idx_gift_card_holders_member ON gift_card_holders (member_id)",
         ],
     ),
+    # Gift card value in the ledger (hq/ledger.py ``gift_postings``, docs/ledger.md): each card's account opens at
+    # the balance head office held, against the chain's float, as the members' balances opened in m023.
+    (
+        "m036_gift_ledger",
+        [
+            "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
+            "SELECT 'giftopen:' || card_id, 'gift_opening', '', 'chain', '', '', '' FROM gift_cards WHERE balance <> 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'giftopen:' || card_id, 0, 'gift_value', card_id, 'value', balance FROM gift_cards "
+            "WHERE balance <> 0",
+            "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
+            "SELECT 'giftopen:' || card_id, 1, 'chain_float', '', 'value', -balance FROM gift_cards "
+            "WHERE balance <> 0",
+        ],
+    ),
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hq import audit
+from hq import audit, ledger, merchants, settlement
 from hq.errors import Refused
 from hq.ingest import Settings
 from hq.policy import CardKeys
@@ -99,7 +99,46 @@ class Chain:
 def chain(hq_url: str) -> Iterator[Chain]:
     made = Chain(hq_url)
     yield made
-    made.store.close()
+    try:
+        with made.store.db.read() as tx:  # whatever a test did, every card's balance is its ledger account
+            assert ledger.check(tx) == []
+    finally:
+        made.store.close()
+
+
+def test_gift_card_value_is_in_the_ledger_the_seller_took_the_cash_the_accepter_is_owed_a_clear_is_breakage(
+    chain: Chain,
+) -> None:
+    with chain.store.db.write() as tx:
+        merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+        merchants.assign_store(tx, "S2", "M-B", "UTC")
+    card = Card(bytes.fromhex("04A1B2C3D4E5F9"))
+    chain.sell("T1", card, 6000)  # the chain's store S1
+    paid = chain.pay("T2", card, 2500)  # Books' store S2
+    chain.push("T2", "gift_refund", card, amount=500, original_txn=paid)
+    with chain.store.db.read() as tx:
+        assert ledger.balances_of(tx, card.card_id) == {ledger.Kind.GIFT_VALUE: 4000}
+        assert ledger.positions(tx, "M-B")["value_accepted"] == 2000  # the chain owes Books what it took
+        assert ledger.positions(tx, "chain")["cash_taken"] == 6000
+        # and the month's settlement statements have them: what Books accepted, what the chain's tills took
+        figures = settlement.read_figures(tx, "2026-12")
+        assert (figures["M-B"].value_accepted, figures["chain"].cash_taken) == (2000, 6000)
+        assert ledger.check(tx) == []
+    chain.store.clear_gift_card(card.card_id, "Mio", "retired")
+    with chain.store.db.read() as tx:
+        assert ledger.balances_of(tx, card.card_id) == {}
+        assert ledger.balances_of(tx, "")[ledger.Kind.GIFT_BREAKAGE] == 4000
+        assert ledger.check(tx) == []
+    with chain.store.db.write() as tx:  # a card whose balance moved outside the ledger is named by the check
+        tx.run("UPDATE gift_cards SET balance = balance + 1 WHERE card_id = ?", [card.card_id])
+        [failure] = ledger.check(tx)
+        tx.run("UPDATE gift_cards SET balance = balance - 1 WHERE card_id = ?", [card.card_id])
+        assert (failure.code, failure.subject, failure.expected, failure.found) == (
+            ledger.Code.GIFT_VALUE,
+            card.card_id,
+            0,
+            1,
+        )
 
 
 def test_a_card_sold_at_one_till_is_loaded_paid_given_back_and_blocked_and_every_till_learns_it(chain: Chain) -> None:
@@ -375,3 +414,34 @@ def test_a_refund_onto_a_card_cleared_since_is_value_again_and_a_clear_waits_for
     chain.push("T1", "gift_load", card, amount=500)
     with chain.store.db.read() as tx, pytest.raises(Refused, match="changed since"):
         hq_giftcards.clearable(tx, card.card_id, asked)
+
+
+def test_the_migration_opens_every_card_held_before_the_ledger_kept_gift_value(hq_url: str) -> None:
+    first = Chain(hq_url)
+    cards = [Card(bytes.fromhex(f"04A1B2C3D4E6{n:02X}")) for n in range(3)]
+    try:
+        first.sell("T1", cards[0], 3000)
+        first.sell("T1", cards[1], 1000)
+        first.pay("T2", cards[1], 1000)  # nothing left on it: nothing to open
+        first.sell("T1", cards[2], 2000)
+        first.pay("T2", cards[2], 2500)  # overspent offline: it opens below zero
+        with first.store.db.write() as tx:  # as a head office before the migration held them: no gift postings
+            gift = [
+                str(r[0])
+                for r in tx.all("SELECT DISTINCT ledger_txn_id FROM ledger_postings WHERE kind = 'gift_value'")
+            ]
+            where, params = tx.in_list("ledger_txn_id", gift)
+            tx.run(f"DELETE FROM ledger_postings WHERE {where}", params)
+            tx.run(f"DELETE FROM ledger_txns WHERE {where}", params)
+            tx.run("DELETE FROM hq_migrations WHERE name = 'm036_gift_ledger'")
+            assert {f.subject for f in ledger.check(tx)} == {cards[0].card_id, cards[2].card_id}
+    finally:
+        first.store.close()
+    again = Chain(hq_url)  # opening it migrates
+    try:
+        with again.store.db.read() as tx:
+            assert ledger.check(tx) == []
+            booked = {c.card_id: ledger.balances_of(tx, c.card_id).get(ledger.Kind.GIFT_VALUE, 0) for c in cards}
+        assert booked == {cards[0].card_id: 3000, cards[1].card_id: 0, cards[2].card_id: -500}
+    finally:
+        again.store.close()
