@@ -93,6 +93,14 @@ def test_certificate_checks() -> None:
         verify(text, cert=stranger)
     assert info.value.code is Code.DEVICE_CERT_UNKNOWN
     assert pay.cert_from_doc(CERT.to_doc()) == CERT
+    # a certificate issued seconds after the till's clock says now (a phone registered just now, a till a little
+    # slow) is good within a code's drift, and not before
+    fresh = pay.issue_cert(HQ_KEY, "hq-1", CERT.cert_id, "M-1", CERT.device_key, NOW + 20, 30 * 86400, 5000)
+    verify(code_at(NOW), now=NOW, cert=fresh)
+    early = pay.issue_cert(HQ_KEY, "hq-1", CERT.cert_id, "M-1", CERT.device_key, NOW + 31, 30 * 86400, 5000)
+    with pytest.raises(Rejected) as info:
+        verify(code_at(NOW), now=NOW, cert=early)
+    assert info.value.code is Code.DEVICE_CERT_EXPIRED
 
 
 LIMITS = pay.RiskLimits(
