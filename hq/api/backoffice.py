@@ -453,9 +453,23 @@ def _report(name: str) -> Callable[..., Response]:
     return show
 
 
+def _report_csv(name: str) -> Callable[..., Response]:
+    def download(request: Request, store: Store, session: Session) -> Response:
+        params = request.query_params
+        stores = params.getlist("store")[:_REPORT_STORES]
+        query: dict[str, Any] = {"from": params.get("from", ""), "to": params.get("to", ""), "store": stores}
+        filename, body = reports.download(store, session.staff, name, query, datetime.now(UTC).date())
+        headers = PAGE_HEADERS | {"Content-Disposition": f'attachment; filename="{filename}"'}
+        return Response(body.encode("utf-8"), media_type="text/csv; charset=utf-8", headers=headers)
+
+    return download
+
+
 for _name in reports.NAMES:
     _needs = Action.CAMPAIGNS_READ if _name == "campaigns" else Action.REPORTS_READ
     route("GET", f"/reports/{_name}", _needs)(_report(_name))
+    if _name != "campaigns":
+        route("GET", f"/reports/{_name}.csv", _needs)(_report_csv(_name))
 
 
 __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]

@@ -9,6 +9,8 @@ after the last, at most ``hq.reports.MAX_DAYS`` long; otherwise ``bad_period``.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from hq import reports, web
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
 from hq.backoffice.staff import Staff
+from hq.reconcile import safe_cell
 from hq.store import HqStore
 
 NAMES = ("sales", "members", "points", "value", "coupons", "campaigns")
@@ -121,4 +124,45 @@ def build(store: HqStore, who: Staff, name: str, query: Mapping[str, Any], today
     return ReportPage(name, wanted, mine, sorted(stores or ()), grid=found)
 
 
-__all__ = ["DEFAULT_DAYS", "MONEY", "NAMES", "ReportPage", "Table", "build", "period_of", "stores_for", "tables"]
+CSV_COLUMNS = ("day", "store_id", "figure", "value", "unit")
+"""A report's download: a row per day, store and figure (store ``""``: head office's own, ``*``: the chain's)."""
+
+
+def csv_of(found: reports.Grid) -> str:
+    """The grid as CSV, the page's figures and no other (pure): money in minor units (``unit`` says which),
+    every text cell formula-safe."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for figure in found.figures:
+        unit = "minor_units" if figure in MONEY else "number"
+        for store_id in found.stores:
+            for day, value in zip(found.days, found.values[figure][store_id], strict=True):
+                writer.writerow([day, safe_cell(store_id), figure, value, unit])
+    return out.getvalue()
+
+
+def download(store: HqStore, who: Staff, name: str, query: Mapping[str, Any], today: date) -> tuple[str, str]:
+    """The report ``name`` as ``build`` reads it for ``who``, as CSV: (file name, body). The campaign results
+    have their own (``tillpoint hq campaign report ID --format csv``, the API)."""
+    shown = build(store, who, name, query, today)
+    if shown.grid is None:
+        raise BackofficeRefused(Code.NOT_FOUND, "this report has no download here")
+    first, last = shown.wanted.first.isoformat(), shown.wanted.last.isoformat()
+    return f"{name}-{first}-{last}.csv", csv_of(shown.grid)
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_DAYS",
+    "MONEY",
+    "NAMES",
+    "ReportPage",
+    "Table",
+    "build",
+    "csv_of",
+    "download",
+    "period_of",
+    "stores_for",
+    "tables",
+]

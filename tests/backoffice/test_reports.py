@@ -8,10 +8,13 @@ code."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +23,7 @@ import pytest
 from hq import campaigns, ledger, segments
 from hq import reports as hq_reports
 from hq.api.server import ServerHandle, start_in_thread
+from hq.backoffice import reports as bo_reports
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
 from sync.protocol import WireEntry
@@ -250,6 +254,10 @@ def test_each_report_shows_what_the_database_holds_as_a_table_and_a_drawn_chart(
                 assert too_wide(page, viewport["width"]) == [], (name, viewport)
                 if name == "value":  # the table shows the same figures, money in major units
                     assert page.locator("#figure-paid tfoot td[data-store=S1]").inner_text() == "6.00"
+                if name == "value" and viewport is DESKTOP:  # and its download has them, money in minor units
+                    with page.expect_download() as got:
+                        page.click("#download")
+                    assert from_csv(Path(got.value.path()).read_text(encoding="utf-8"), days) == data["figures"]
             page.goto(f"{server.url}/backoffice/reports/campaigns?{query}")
             (held,) = page.evaluate(READ)["campaigns"]
             found = {a["arm"]: {k: a[k] for k in ("targeted", "issued", "redeemed")} for a in held["arms"]}
@@ -295,6 +303,50 @@ def test_a_store_manager_sees_its_own_stores_figures_only_whatever_the_address_s
 
 
 # -- over HTTP: periods, stores, roles ---------------------------------------------------------------------
+
+
+def from_csv(text: str, days: list[str]) -> Figures:
+    """A report's CSV read back as the page's figures (figure -> store -> a value a day of ``days``)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == list(bo_reports.CSV_COLUMNS)
+    found: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for day, store_id, figure, value, unit in rows[1:]:
+        assert unit == ("minor_units" if figure in bo_reports.MONEY else "number")
+        found[figure][store_id][day] = int(value)
+    return {f: {s: [by[d] for d in days] for s, by in stores.items()} for f, stores in found.items()}
+
+
+def test_each_report_downloads_as_csv_the_figures_its_page_shows_to_that_reader(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, _, server = office
+    query, days = period()
+    want = expected(hq, days)
+    admin = signed_in(server.url, "admin")
+    for name in ("sales", "members", "points", "value", "coupons"):
+        reply = admin.get(f"/backoffice/reports/{name}.csv?{query}")
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/csv"), name
+        assert reply.headers["content-disposition"] == f'attachment; filename="{name}-{days[0]}-{days[-1]}.csv"'
+        assert from_csv(reply.text, days) == same_stores(want[name]), name
+    manager = signed_in(server.url, "manager")
+    mine = from_csv(manager.get(f"/backoffice/reports/sales.csv?{query}").text, days)
+    assert mine and all(set(by) == {"S1"} for by in mine.values())
+    assert manager.get(f"/backoffice/reports/sales.csv?{query}&store=S2").status_code == 403
+    assert admin.get(f"/backoffice/reports/campaigns.csv?{query}").status_code == 404
+    assert admin.get("/backoffice/reports/sales.csv?from=2026-13-01").status_code == 422
+    assert httpx.get(f"{server.url}/backoffice/reports/sales.csv", trust_env=False).status_code == 303
+
+
+def test_a_reports_csv_cell_is_never_a_formula_and_money_says_its_unit() -> None:
+    g = hq_reports.Grid(("amount", "sales"), ("2026-03-01",), ("=HYPERLINK(1)", "S1"))
+    g.values.update({"amount": {"=HYPERLINK(1)": [5], "S1": [7]}, "sales": {"=HYPERLINK(1)": [1], "S1": [2]}})
+    assert bo_reports.csv_of(g).splitlines() == [
+        "day,store_id,figure,value,unit",
+        "2026-03-01,'=HYPERLINK(1),amount,5,minor_units",
+        "2026-03-01,S1,amount,7,minor_units",
+        "2026-03-01,'=HYPERLINK(1),sales,1,number",
+        "2026-03-01,S1,sales,2,number",
+    ]
 
 
 def signed_in(url: str, staff_id: str) -> httpx.Client:
