@@ -50,6 +50,7 @@ from hq.backoffice import (
     staff,
     team,
 )
+from hq.backoffice import settlement as bo_settlement
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
@@ -470,6 +471,23 @@ for _name in reports.NAMES:
     route("GET", f"/reports/{_name}", _needs)(_report(_name))
     if _name != "campaigns":
         route("GET", f"/reports/{_name}.csv", _needs)(_report_csv(_name))
+
+
+# -- settlement: a period's statements, each as CSV and PDF (docs/settlement.md) ------------------------------
+
+
+@route("GET", "/settlement", Action.SETTLEMENT_READ)
+def settlement_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    asked = request.query_params.get("period", "")[:16]
+    shown = bo_settlement.view(store, session.staff, asked, datetime.now(UTC).date())
+    return page(request, "settlement", lang, s=shown)
+
+
+@route("GET", "/settlement/{period}/{merchant_id}/statement.{fmt}", Action.SETTLEMENT_READ)
+def settlement_document(store: Store, session: Session, period: str, merchant_id: str, fmt: str) -> Response:
+    filename, body = bo_settlement.document(store, session.staff, period, merchant_id[:64], fmt)
+    headers = PAGE_HEADERS | {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(body, media_type=bo_settlement.FORMATS[fmt], headers=headers)
 
 
 __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]

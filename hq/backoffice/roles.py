@@ -34,6 +34,8 @@ stores; the chain's own staff (no merchant) hold the others (a store manager may
     merchant_finance  stores   -      stores  stores        stores          stores  stores stores   read
 
 Nothing chain-wide by nature is theirs: erasure, campaigns, the audit log, rule edits, staff management.
+Settlement (``settlement_read``) is read by the chain's administrators, finance and the auditor for every
+merchant, and by a merchant's admin and finance for their own merchant's statement only.
 Their stores are computed in one place, ``stores_in_reach``, from the merchant's stores as head office holds
 them at each request: a store moved to another merchant leaves their reach at once.
 """
@@ -91,6 +93,8 @@ class Action(StrEnum):
     GIFTCARDS_CLEAR = "giftcards_clear"
     """Ask for a gift card's balance to be cleared (applied once another person approves it)."""
     APPROVE_GIFT_CLEAR = "approve_gift_clear"
+    SETTLEMENT_READ = "settlement_read"
+    """A period's settlement statements and their CSV and PDF (a merchant's staff: its merchant's only)."""
 
 
 WRITES = frozenset(
@@ -165,6 +169,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.GIFTCARDS_UNBLOCK: _C,
         Action.GIFTCARDS_CLEAR: _C,
         Action.APPROVE_GIFT_CLEAR: _C,
+        Action.SETTLEMENT_READ: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
@@ -176,6 +181,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.REPORTS_READ: _C,
         Action.RULES_READ: _C,
         Action.GIFTCARDS_READ: _C,
+        Action.SETTLEMENT_READ: _C,
     },
     Role.MERCHANT_ADMIN: {
         Action.MEMBERS_READ: _S,
@@ -188,6 +194,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.FLEET_READ: _S,
         Action.REPORTS_READ: _S,
         Action.RULES_READ: _S,
+        Action.SETTLEMENT_READ: _S,
     },
     Role.MERCHANT_FINANCE: {
         Action.MEMBERS_READ: _S,
@@ -199,6 +206,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.FLEET_READ: _S,
         Action.REPORTS_READ: _S,
         Action.RULES_READ: _S,
+        Action.SETTLEMENT_READ: _S,
     },
 }
 

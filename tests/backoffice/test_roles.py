@@ -62,6 +62,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.GIFTCARDS_UNBLOCK: "chain",
         A.GIFTCARDS_CLEAR: "chain",
         A.APPROVE_GIFT_CLEAR: "chain",
+        A.SETTLEMENT_READ: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
@@ -73,6 +74,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.REPORTS_READ: "chain",
         A.RULES_READ: "chain",
         A.GIFTCARDS_READ: "chain",
+        A.SETTLEMENT_READ: "chain",
     },
     Role.MERCHANT_ADMIN: {
         A.MEMBERS_READ: "stores",
@@ -85,6 +87,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.FLEET_READ: "stores",
         A.REPORTS_READ: "stores",
         A.RULES_READ: "stores",
+        A.SETTLEMENT_READ: "stores",
     },
     Role.MERCHANT_FINANCE: {
         A.MEMBERS_READ: "stores",
@@ -96,6 +99,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.FLEET_READ: "stores",
         A.REPORTS_READ: "stores",
         A.RULES_READ: "stores",
+        A.SETTLEMENT_READ: "stores",
     },
 }
 OWN = frozenset({"S1", "S2"})
