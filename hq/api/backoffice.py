@@ -135,19 +135,27 @@ def same_origin(request: Request) -> None:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """The urlencoded fields of a form POST (at most 128 KiB and 64 fields, else none; the last value of each
-    name). Each service bounds its own fields (a reason 200 characters, a campaign spec 32 KiB)."""
+    """The urlencoded fields of a form POST (at most 128 KiB and ``FORM_FIELDS`` fields, else none; the last
+    value of each name). Each service bounds its own fields (a reason 200 characters, a campaign spec 32 KiB)."""
+    return {name: values[-1] for name, values in (await form_lists(request)).items()}
+
+
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """Every value of each field of a form POST (a name repeated: ticked boxes), within the same bounds:
+    128 KiB and ``FORM_FIELDS`` fields, else none."""
     body = await request.body()
     if len(body) > 128 * 1024:
         return {}
     try:
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=64)
+        return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=FORM_FIELDS)
     except ValueError:
         return {}
-    return {name: values[-1] for name, values in fields.items()}
 
 
+FORM_FIELDS = recon.PICK_MAX + 64
+"""A form's fields at most: the items a page lets one tick, and the form's own."""
 Form = Annotated[dict[str, str], Depends(form)]
+FormLists = Annotated[dict[str, list[str]], Depends(form_lists)]
 
 
 def needs(*actions: Action) -> Callable[[Request, sessions.Session, dict[str, str]], sessions.Session]:
@@ -500,6 +508,7 @@ __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]
 #   GET  /backoffice/recon/items?...                             the filtered items (a group's), one by one
 #   GET  /backoffice/recon/item?id=                              one item and its entries
 #   POST /backoffice/recon/settle, /backoffice/recon/settle-group   form {item_id | till, day, kind; note}
+#   POST /backoffice/recon/settle-picked                         form {pick repeated; note}: the ticked items
 #   GET  /backoffice/recon/eod?store=&from=&to=                  end of day per store and business day
 #   GET  /backoffice/fleet                                       every till's health, what is wrong first
 
@@ -545,7 +554,10 @@ def recon_items(request: Request, store: Store, lang: Lang, session: Session) ->
     f = recon.filter_of(session.staff, _recon_query(request))
     with store.db.read() as tx:
         rows = recon.rows(tx, session.staff, f)
-    return page(request, "recon_items", lang, rows=rows, qs=urlencode(recon.query_of(f)))
+    settled = request.query_params.get("settled", "")
+    notice = i18n.words(lang)["settled_n"].format(n=int(settled)) if settled.isdigit() else ""
+    query = recon.query_of(f)
+    return page(request, "recon_items", lang, rows=rows, qs=urlencode(query), query=query, notice=notice)
 
 
 @route("GET", "/recon/item", Action.RECON_READ)
@@ -581,6 +593,17 @@ def recon_settle_group(request: Request, store: Store, session: Session, fields:
         fields.get("note", ""),
     )
     where = f"{PREFIX}/recon?{urlencode({**kept, 'settled': str(n)})}"
+    return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@route("POST", "/recon/settle-picked", Action.RECON_SETTLE)
+def recon_settle_picked(request: Request, store: Store, session: Session, fields: FormLists) -> Response:
+    """Settles the ticked items (``pick`` repeated) with one note; back to the items with their filters."""
+    kept = recon.query_of(
+        recon.filter_of(session.staff, {k: (fields.get(f"f_{k}") or [""])[-1] for k in recon.FILTER_FIELDS})
+    )
+    n = recon.settle_picked(store, session.staff, fields.get("pick", []), (fields.get("note") or [""])[-1])
+    where = f"{PREFIX}/recon/items?{urlencode({**kept, 'settled': str(n)})}"
     return RedirectResponse(where, status_code=303, headers={"Cache-Control": "no-store"})
 
 

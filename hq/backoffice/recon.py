@@ -17,7 +17,7 @@ A store manager reads and settles the items of its own stores only; the auditor 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
@@ -246,6 +246,32 @@ def settle_group(store: HqStore, who: Staff, terminal_id: str, day: str, kind: s
             raise BackofficeRefused(Code.NOT_FOUND, "no such till")
         need(who, Action.RECON_SETTLE, frozenset({str(held[0])}))
         return reconcile.settle_group(tx, terminal_id, day, kind, who.staff_id, why, store.now())  # audited there
+
+    return store.db.transact(change)
+
+
+PICK_MAX = ITEMS_SHOWN
+"""At most this many items settled at once by hand (the items page shows as many)."""
+
+
+def settle_picked(store: HqStore, who: Staff, item_ids: Sequence[str], note: str) -> int:
+    """Settle the items ``who`` ticked, with one note, all or none: an item of a store out of reach, settled
+    already or held in quarantine refuses the whole pick (naming it), and nothing is settled; how many."""
+    why = note_of(note)
+    picked = sorted({i for i in item_ids if i})
+    if not 1 <= len(picked) <= PICK_MAX:
+        raise BackofficeRefused(Code.BAD_FILTER, f"tick 1 to {PICK_MAX} items to settle")
+
+    def change(tx: Tx) -> int:
+        for item_id in picked:
+            need(who, Action.RECON_SETTLE, frozenset({_item(tx, item_id).store_id}))
+            try:
+                reconcile.settle(tx, item_id, who.staff_id, why, store.now())  # audited there
+            except reconcile.AlreadySettled as exc:
+                raise BackofficeRefused(Code.ALREADY_SETTLED, f"{item_id}: {exc}") from exc
+            except reconcile.HeldInQuarantine as exc:
+                raise BackofficeRefused(Code.HELD_IN_QUARANTINE, f"{item_id}: {exc}") from exc
+        return len(picked)
 
     return store.db.transact(change)
 

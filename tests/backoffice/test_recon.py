@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from tests.fixtures import entries
 
 Office = tuple[HqStore, dict[str, Staff], ServerHandle]
 STORE_OF = {"T1": "S1", "T2": "S2"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture
@@ -300,6 +302,45 @@ def test_a_group_settles_its_open_items_at_once_audited_and_held_ones_stay(offic
     assert state_of(hq, quarantined) == "open"  # released or rejected one by one
     assert len(audited(hq, "settle_item_group")) == 1  # nothing settled, nothing recorded
     assert "2 items settled." in finance.get(reply.headers["location"]).text
+
+
+def test_ticked_items_settle_together_with_one_note_all_or_none(office: Office) -> None:
+    hq, _, server = office
+    first, second, elsewhere = flagged(hq, "T1", 100), flagged(hq, "T1", 200), flagged(hq, "T2", 300)
+    quarantined = held(hq)
+    finance, csrf = signed_in(server.url, "finance")
+
+    def pick(client: Any, token: str, *ids: str, note: str = "checked with the store", **extra: str) -> Any:
+        body = [("csrf", token), ("note", note), *(("pick", i) for i in ids), *extra.items()]
+        return client.post("/backoffice/recon/settle-picked", content=urlencode(body), headers=FORM)
+
+    # one pick naming an item held in quarantine settles nothing
+    refused = pick(finance, csrf, first, quarantined)
+    assert refused.status_code == 409 and code_of(refused) == "held_in_quarantine"
+    assert [state_of(hq, i) for i in (first, quarantined)] == ["open", "open"]
+    # a store manager's pick with another store's item: forbidden, nothing settled
+    manager, token = signed_in(server.url, "manager")
+    assert code_of(pick(manager, token, second, elsewhere)) == "forbidden"
+    assert state_of(hq, second) == "open"
+    # no pick, no note, too many: refused with their codes
+    assert code_of(pick(finance, csrf)) == "bad_filter"
+    assert code_of(pick(finance, csrf, first, note=" ")) == "note_required"
+    assert code_of(pick(finance, csrf, *(f"R-{n}" for n in range(501)))) == "bad_filter"
+    assert len(audited(hq, "settle_item")) == 0
+    # two items of two tills, with the filters they were picked under
+    done = pick(finance, csrf, first, elsewhere, f_state="open", f_kind="unknown_member")
+    assert done.status_code == 303
+    assert done.headers["location"] == "/backoffice/recon/items?kind=unknown_member&state=open&settled=2"
+    assert [state_of(hq, i) for i in (first, second, elsewhere)] == ["settled_manual", "open", "settled_manual"]
+    records = audited(hq, "settle_item")
+    assert sorted(r.target for r in records) == sorted([first, elsewhere])
+    assert {(r.actor, r.reason) for r in records} == {("finance", "checked with the store")}
+    assert "2 items settled." in finance.get(done.headers["location"]).text
+    # the same pick again (a replayed form): already settled, nothing more
+    assert code_of(pick(finance, csrf, first, elsewhere)) == "already_settled"
+    assert len(audited(hq, "settle_item")) == 2
+    # without the page's token nothing at all
+    assert pick(finance, "forged", second).status_code == 403 and state_of(hq, second) == "open"
 
 
 def test_settling_through_the_admin_api_takes_the_same_audited_path(office: Office) -> None:

@@ -268,3 +268,43 @@ def test_markup_in_a_till_id_a_detail_a_reader_and_a_note_is_text_in_every_langu
         rows = list(csv.DictReader(io.StringIO(exported.text())))
         assert sorted(r["note"] for r in rows) == sorted(f"note {t}" for t in MARKUP)
         watch.clean()
+
+
+def test_finance_ticks_items_of_two_tills_and_settles_them_with_one_note_the_auditor_has_no_boxes(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    from tests.backoffice.test_recon import flagged, state_of
+
+    hq, _, server = office
+    hq.add_terminal("T1", "S1")
+    hq.add_terminal("T2", "S2")
+    picked, left, other = flagged(hq, "T1", 100), flagged(hq, "T1", 200), flagged(hq, "T2", 300)
+    with chromium() as browser:
+        page, watch = open_page(browser, DESKTOP)
+        sign_in(page, server.url, "finance")
+        page.goto(f"{server.url}/backoffice/recon/items?kind=unknown_member&state=open")
+        assert page.locator("#items input[name=pick]").count() == 3
+        well_formed(page, DESKTOP["width"])
+        page.check(f"#items tr[data-id='{picked}'] input[name=pick]")
+        page.check(f"#items tr[data-id='{other}'] input[name=pick]")
+        page.fill("#pick-note", MARKUP[0])  # a note is text
+        page.click("#settle-picked")
+        page.wait_for_selector("#notice")
+        assert "2 items settled." in page.inner_text("#notice")
+        assert [state_of(hq, i) for i in (picked, left, other)] == ["settled_manual", "open", "settled_manual"]
+        assert page.locator("#items tbody tr").count() == 1  # the filter kept: open items only
+        made = page.evaluate(MADE_OF_MARKUP)
+        assert (made["scripts"], made["images"], made["svgs"]) == (0, 0, 0)
+        watch.clean()
+        page.context.close()
+        page, watch = open_page(browser, TABLET, "zh-CN")
+        sign_in(page, server.url, "auditor")
+        page.goto(f"{server.url}/backoffice/recon/items?kind=unknown_member&lang=zh")
+        assert page.locator("#items tbody tr").count() == 1  # the open one
+        assert page.locator("#items input[name=pick]").count() == 0 and page.locator("#pick-form").count() == 0
+        well_formed(page, TABLET["width"])
+        watch.clean()
+        page.context.close()
+    with hq.db.read() as tx:
+        notes = {r.target: r.reason for r in audit.recent(tx, 100) if r.action == "settle_item"}
+    assert notes == {picked: MARKUP[0], other: MARKUP[0]}
