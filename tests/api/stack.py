@@ -4,11 +4,12 @@ tests (tests/e2e/test_panel_*.py, tests/api/) and bench/bench_panel.py.
 Chromium is never downloaded: Playwright drives the Debian package's /usr/bin/chromium with the
 flags that work headless as root (``CHROMIUM_FLAGS``: no sandbox, since Chromium's sandbox refuses to run
 as root; no GPU, QUIC, first-run page or background network, so nothing but the page under test reaches
-the network), each browser with a fresh profile directory.
+the network); one Chromium a test process, each test's pages in contexts of their own (fresh profiles).
 """
 
 from __future__ import annotations
 
+import atexit
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,18 +125,52 @@ def chromium_missing() -> str | None:
     return None
 
 
+class _Shared:
+    """This test process's Playwright and its Chromium, launched by the first test that asks (``chromium``)."""
+
+    driver: Any = None
+    browser: Any = None
+
+
+def _stop_chromium() -> None:
+    browser, driver = _Shared.browser, _Shared.driver
+    _Shared.browser = _Shared.driver = None
+    try:
+        if browser is not None:
+            browser.close()
+    finally:
+        if driver is not None:
+            driver.stop()
+
+
+atexit.register(_stop_chromium)
+
+
+def playwright() -> Any:
+    """This test process's Playwright (its sync API runs once a process), started by the first test that asks;
+    a test that needs a Chromium of other flags launches its own from it, and closes it."""
+    if _Shared.driver is None:
+        from playwright.sync_api import sync_playwright
+
+        _Shared.driver = sync_playwright().start()
+    return _Shared.driver
+
+
 @contextmanager
 def chromium() -> Iterator[Any]:
-    """A headless Debian Chromium under Playwright, with a fresh profile; yields the Browser."""
-    from playwright.sync_api import sync_playwright
-
-    # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    """A headless Debian Chromium under Playwright; yields the Browser. One Chromium serves the test process
+    (launched once, again if it died, ended with the process); each test opens its own contexts (a context is
+    a fresh profile: no cookie, storage or cache of another test's), and those it leaves open are closed after
+    it."""
+    if _Shared.browser is None or not _Shared.browser.is_connected():
+        # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
+        _Shared.browser = playwright().chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    browser = _Shared.browser
+    try:
+        yield browser
+    finally:
+        for context in list(browser.contexts):
+            context.close()
 
 
 # The elements that stick out past the window outside any scrolling box: what a failed width check names.

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from hq import audit
+from hq.api.backoffice import FORM_FIELDS
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice import editors, staff
 from hq.backoffice.errors import BackofficeRefused
@@ -552,7 +553,7 @@ def test_a_truncated_or_oversized_form_changes_nothing(office: tuple[HqStore, di
     truncated = client.post("/backoffice/rules/save", content=cut, headers=headers)
     assert truncated.status_code == 422 and 'data-field="kind"' in truncated.text
     too_many = client.post(
-        "/backoffice/rules/save", content=form + "".join(f"&x{i}=1" for i in range(64)), headers=headers
+        "/backoffice/rules/save", content=form + "".join(f"&x{i}=1" for i in range(FORM_FIELDS)), headers=headers
     )
     too_big = client.post("/backoffice/rules/save", content=form + "&text=" + "t" * 200_000, headers=headers)
     assert code_of(too_many) == code_of(too_big) == "bad_csrf"  # an unreadable form carries no token

@@ -19,7 +19,7 @@ import pytest
 from hq import campaigns, segments
 from hq.store import HqStore
 from hq.wallet import signin
-from tests.api.stack import CHROMIUM, CHROMIUM_FLAGS, chromium_missing
+from tests.api.stack import CHROMIUM, CHROMIUM_FLAGS, chromium_missing, playwright
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.ops.helpers import NotifyListener, TillProcess, till_config
 from tests.sync.test_wallet_browser import PHONE, check_page
@@ -82,15 +82,12 @@ DETECTOR = """window.BarcodeDetector = class {
 @contextmanager
 def browser_with_a_camera() -> Iterator[Any]:
     """Debian's Chromium with a fake camera (a test pattern) that pages may open without a prompt."""
-    from playwright.sync_api import sync_playwright
-
     flags = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = playwright().chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 def read_qr(png: bytes) -> str:
