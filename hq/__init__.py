@@ -31,8 +31,10 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     receipts.py   sales read from POS receipts, by digest and printed number; one receipt sold twice flagged
     settlement.py each merchant's statement per period from the ledger (CSV, PDF, byte for byte), charged at
                   its timing; the deferred revenue at a day's end
+    giftholders.py gift cards members keep in the wallet: a phone's fresh SUN read used once, the holder's
+                  block, staff attaching a card
     giftcards.py  gift cards: checked at ingest, head office's own changes (unblock, clear, import, expiry),
-                  online payment confirmations
+                  online payment confirmations; their value posted to the ledger
     ingest.py     the ingest stages: stored exactly once, checked, applied, every broken rule an item
     checkins.py   check-ins: a visit once per member, store and day (wallet scan or door tap), the till
                   that signed a check-in code
@@ -41,8 +43,8 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     profiles.py   members' profiles: birthday, the attributes the chain configures, marketing consent
     pools.py      flash-drop quantity pools: each till's allocation, granted at pull, counted at ingest
     rewards.py    the rewards catalogue: rewards bought with points at a till or in the wallet (docs/rewards.md)
-    ledger.py     the double-entry ledger of points and stored value: posting rules, points lots of their
-                  issuing merchants, expiry as breakage, the check that proves every balance
+    ledger.py     the double-entry ledger of points, stored value and gift card value: posting rules, points
+                  lots of their issuing merchants, expiry as breakage, the check that proves every balance
     periods.py    settlement periods: a month each, closed in order (audited); where a late entry is filed
     rollup.py     the report roll-up: figures by day, store and till, added where each comes to count, checked
                   against (and rebuilt from) the statements that define it

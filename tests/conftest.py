@@ -19,6 +19,16 @@ def _upgrade_backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         yield where
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_chromium_a_module() -> Iterator[None]:
+    """The Chromium a module's tests share (``tests.api.stack.chromium``) ends with the module: Playwright's sync
+    API holds an event loop on the thread while it runs, which the next module's ``asyncio.run`` would meet."""
+    yield
+    from tests.api import stack
+
+    stack.stop_chromium()
+
+
 TESTS = Path(__file__).resolve().parent
 SLOW = ("pcsc", "e2e", "browser", "postgres", "ops", "slow")
 """Markers given by what a test uses; ``-m "not (pcsc or e2e or browser or postgres or ops or slow)"`` is

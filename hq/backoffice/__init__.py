@@ -7,7 +7,11 @@
     approvals  four eyes: a change asked for by one person, applied when another approves it
     members    the members pages' reading and changes (search, page, block, adjust, erase)
     campaigns  the campaigns page: the list, and asking for a launch (approved by a second person)
-    recon      the reconciliation pages (items grouped, settling, end of day, CSV) and the fleet page
+    recon      the reconciliation pages (items grouped, settling one, a group or the ticked ones, end of day,
+               CSV) and the fleet page
+    reports    the report pages' period, stores and role checks, and their CSV downloads
+    giftcards  gift cards: find one, its page, unblock, ask for a clear
+    settlement a period's statements (a merchant's staff: their own), each as the command's CSV and PDF
     editors    the rule and coupon editors: lists, save, retire, the quote preview
     team       staff management on the web (chain administrators); the last administrator stays
     i18n       the pages' words in English, Japanese and Chinese

@@ -4,7 +4,7 @@ tests (tests/e2e/test_panel_*.py, tests/api/) and bench/bench_panel.py.
 Chromium is never downloaded: Playwright drives the Debian package's /usr/bin/chromium with the
 flags that work headless as root (``CHROMIUM_FLAGS``: no sandbox, since Chromium's sandbox refuses to run
 as root; no GPU, QUIC, first-run page or background network, so nothing but the page under test reaches
-the network); one Chromium a test process, each test's pages in contexts of their own (fresh profiles).
+the network); one Chromium a test module, each test's pages in contexts of their own (fresh profiles).
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ def chromium_missing() -> str | None:
 
 
 class _Shared:
-    """This test process's Playwright and its Chromium, launched by the first test that asks (``chromium``)."""
+    """The Playwright and Chromium of the module running, launched by its first test that asks (``chromium``)."""
 
     driver: Any = None
     browser: Any = None
 
 
-def _stop_chromium() -> None:
+def stop_chromium() -> None:
     browser, driver = _Shared.browser, _Shared.driver
     _Shared.browser = _Shared.driver = None
     try:
@@ -143,7 +143,7 @@ def _stop_chromium() -> None:
             driver.stop()
 
 
-atexit.register(_stop_chromium)
+atexit.register(stop_chromium)
 
 
 def playwright() -> Any:
@@ -158,10 +158,10 @@ def playwright() -> Any:
 
 @contextmanager
 def chromium() -> Iterator[Any]:
-    """A headless Debian Chromium under Playwright; yields the Browser. One Chromium serves the test process
-    (launched once, again if it died, ended with the process); each test opens its own contexts (a context is
-    a fresh profile: no cookie, storage or cache of another test's), and those it leaves open are closed after
-    it."""
+    """A headless Debian Chromium under Playwright; yields the Browser. One Chromium serves a test module
+    (launched by its first test that asks, again if it died; ``stop_chromium`` ends it, as the tests' conftest
+    does after each module, and the process's end); each test opens its own contexts (a context is a fresh
+    profile: no cookie, storage or cache of another test's), and those it leaves open are closed after it."""
     if _Shared.browser is None or not _Shared.browser.is_connected():
         # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
         _Shared.browser = playwright().chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)

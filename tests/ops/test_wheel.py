@@ -395,7 +395,8 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
 def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp_path: Path) -> None:
     """Gift cards from the wheel: head office imports a card of an earlier system and sets the terms by its
     commands; the daemon pulls the card; a tap shows its balance through `tillpoint giftcard balance`; a card
-    known only by its UID (the simulated reader's) cannot pay; head office's activity shows the import."""
+    known only by its UID (the simulated reader's) cannot pay; head office's activity shows the import; staff
+    attach it to a member's wallet and the ledger's check holds its value."""
     import json
 
     from terminal.credentials import card_uid_hash
@@ -439,3 +440,12 @@ def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp
         assert paid.returncode == 1 and "card_cannot_pay" in paid.stdout, paid.stdout  # a UID proves nothing
         activity = json.loads(run("hq", "giftcard", "show", str(card["card_id"]), "--db", db).stdout)["activity"]
         assert [(a["kind"], a["amount"], a["by"]) for a in activity] == [("gift_import", 4200, "Mio")]
+    # staff keep the card in a member's wallet, and the ledger holds its value (the installed commands)
+    run("hq", "add-member", "M-W", "Wanda", "--db", db)
+    kept = json.loads(
+        run(
+            "hq", "giftcard", "attach", str(card["card_id"]), "M-W", "--by", "Mio", "--reason", "desk", "--db", db
+        ).stdout
+    )
+    assert kept["holder"] == "M-W"
+    assert json.loads(run("hq", "ledger", "check", "--db", db).stdout) == {"ok": True, "failures": [], "count": 0}
