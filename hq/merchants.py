@@ -25,7 +25,7 @@ from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 
 CHAIN_MERCHANT = "chain"
-MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RATE = 1_000_000
 
 
@@ -65,7 +65,7 @@ def money_for(points: int, rate_per_100: int) -> int:
 
 
 def check(merchant_id: str, name: str, cost_per_100: int, reimburse_per_100: int, timing: str = "issuance") -> None:
-    if not MERCHANT_ID.match(merchant_id):
+    if not MERCHANT_ID.fullmatch(merchant_id):  # (match with "$" let "M-A\n" through)
         raise MerchantError("bad_merchant_id", f"a merchant id is 1-64 letters, digits, '_', '.', '-': {merchant_id!r}")
     if not name.strip() or len(name) > 200:
         raise MerchantError("bad_merchant_name", "a merchant's name is 1-200 characters")

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from hq import audit
 from hq.db.engine import Tx
 from hq.ingest import NOT_APPLIED, Effect, Item, save_items
+from hq.web import safe_cell
 from sync.protocol import (
     EntryKind,
     EodReport,
@@ -510,8 +511,6 @@ EXPORT_COLUMNS = (
     "note",
     "detail",
 )
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""A text cell starting with one of these is read as a formula by a spreadsheet (CSV injection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -664,17 +663,6 @@ def items_of_txn(tx: Tx, txn_id: str) -> list[ReconItem]:
         _item(r)
         for r in tx.all(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE txn_id = ? ORDER BY created_at", [txn_id])
     ]
-
-
-def safe_cell(value: Any) -> str | int:
-    """A CSV cell a spreadsheet shows as text: text starting with = + - @ (or a tab or carriage return) gets a
-    leading apostrophe; integers head office counted stay numbers (pure)."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def export_rows(tx: Tx, f: ItemFilter, limit: int = EXPORT_LIMIT) -> list[tuple[Any, ...]]:

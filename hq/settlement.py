@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -41,6 +42,7 @@ from hq import merchants, periods
 from hq.db.engine import Db, Tx
 from hq.errors import HqError
 from hq.ledger import Kind
+from hq.web import safe_cell
 
 PDF_DATE = datetime(2000, 1, 1, tzinfo=UTC)
 """The creation date every PDF states: a statement's bytes depend on the ledger alone."""
@@ -207,11 +209,20 @@ HEAD = (
 )
 
 
+_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def _cell(text: str) -> str:
+    """A statement's cell: a number as it is, any other text never a formula (a late entry's transaction id
+    comes from a till; a merchant's name from a person)."""
+    return text if _NUMBER.fullmatch(text) else str(safe_cell(text))
+
+
 def to_csv(stmt: Statement) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "item", "value"])
-    writer.writerows(rows(stmt))
+    writer.writerows([_cell(c) for c in row] for row in rows(stmt))
     return out.getvalue().encode("utf-8")
 
 

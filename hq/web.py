@@ -1,11 +1,12 @@
 """What head office's web pages share (the wallet, the back office): a Jinja2 environment over a package's own
-templates, autoescaped, with the ``money`` filter; and its static files served by name, from its own folders
-only. Nothing is loaded from elsewhere."""
+templates, autoescaped, with the ``money`` filter; its static files served by name, from its own folders
+only (nothing is loaded from elsewhere); and the cells of the CSV files it hands out, never a formula."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -16,6 +17,21 @@ def money(minor: int | None) -> str:
         return "-"
     sign = "-" if minor < 0 else ""
     return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is read as a formula by a spreadsheet (CSV injection)."""
+
+
+def safe_cell(value: Any) -> str | int:
+    """A CSV cell a spreadsheet shows as text: text starting with = + - @ (or a tab or carriage return) gets a
+    leading apostrophe; integers head office counted stay numbers (pure)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def environment(templates: Path) -> jinja2.Environment:
@@ -44,4 +60,4 @@ def static_file(
     return path.read_bytes(), kind
 
 
-__all__ = ["environment", "money", "static_file"]
+__all__ = ["FORMULA_STARTS", "environment", "money", "safe_cell", "static_file"]

@@ -255,8 +255,9 @@ PICK_MAX = ITEMS_SHOWN
 
 
 def settle_picked(store: HqStore, who: Staff, item_ids: Sequence[str], note: str) -> int:
-    """Settle the items ``who`` ticked, with one note, all or none: an item of a store out of reach, settled
-    already or held in quarantine refuses the whole pick (naming it), and nothing is settled; how many."""
+    """Settle the items ``who`` ticked, with one note, all or none: an item of a store out of reach, no longer
+    open (settled by hand, or by head office once what was missing arrived) or held in quarantine refuses the
+    whole pick (naming it), and nothing is settled; how many."""
     why = note_of(note)
     picked = sorted({i for i in item_ids if i})
     if not 1 <= len(picked) <= PICK_MAX:
@@ -264,7 +265,10 @@ def settle_picked(store: HqStore, who: Staff, item_ids: Sequence[str], note: str
 
     def change(tx: Tx) -> int:
         for item_id in picked:
-            need(who, Action.RECON_SETTLE, frozenset({_item(tx, item_id).store_id}))
+            item = _item(tx, item_id)
+            need(who, Action.RECON_SETTLE, frozenset({item.store_id}))
+            if item.state is not ItemState.OPEN:  # settled by hand or by head office since the page was read
+                raise BackofficeRefused(Code.ALREADY_SETTLED, f"{item_id} is {item.state.value}")
             try:
                 reconcile.settle(tx, item_id, who.staff_id, why, store.now())  # audited there
             except reconcile.AlreadySettled as exc:

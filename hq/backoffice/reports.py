@@ -21,8 +21,8 @@ from hq import reports, web
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
 from hq.backoffice.staff import Staff
-from hq.reconcile import safe_cell
 from hq.store import HqStore
+from hq.web import safe_cell
 
 NAMES = ("sales", "members", "points", "value", "coupons", "campaigns")
 """The report pages, in the order the navigation shows them."""
@@ -87,7 +87,13 @@ def _day(text: str, fallback: date) -> date:
 def period_of(first: str, last: str, today: date) -> tuple[date, date]:
     """The days asked for (``from``/``to``); by default the last ``DEFAULT_DAYS`` days up to ``today``."""
     end = _day(last.strip(), today)
-    start = _day(first.strip(), end - timedelta(days=DEFAULT_DAYS - 1))
+    if first.strip():
+        start = _day(first.strip(), end)
+    else:
+        try:
+            start = end - timedelta(days=DEFAULT_DAYS - 1)
+        except OverflowError as exc:  # the default two weeks would begin before the calendar's first day
+            raise BackofficeRefused(Code.BAD_PERIOD, "the period begins before the calendar does") from exc
     if start > end or (end - start).days + 1 > reports.MAX_DAYS:
         raise BackofficeRefused(Code.BAD_PERIOD, f"the period is one day to {reports.MAX_DAYS} days, first to last")
     return start, end

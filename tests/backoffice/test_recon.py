@@ -23,6 +23,7 @@ from hq import audit, fleet
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
+from hq.web import safe_cell
 from sync.protocol import DeviceHealth, EodReport, KindTotals, TillHealth, WireEntry
 from tests.backoffice.chain import chain
 from tests.backoffice.test_web import browser, code_of, signed_in
@@ -341,6 +342,10 @@ def test_ticked_items_settle_together_with_one_note_all_or_none(office: Office) 
     assert len(audited(hq, "settle_item")) == 2
     # without the page's token nothing at all
     assert pick(finance, "forged", second).status_code == 403 and state_of(hq, second) == "open"
+    # an item head office settled itself since the page was read (its member arrived) is not settled again
+    hq.upsert_member("M-GHOST", "Late Ghost", "basic", 0)
+    assert state_of(hq, second) == "settled_auto"
+    assert code_of(pick(finance, csrf, second)) == "already_settled" and state_of(hq, second) == "settled_auto"
 
 
 def test_settling_through_the_admin_api_takes_the_same_audited_path(office: Office) -> None:
@@ -504,7 +509,7 @@ def test_the_report_csv_is_formula_safe_too() -> None:
     row = dict.fromkeys(reconcile.REPORT_COLUMNS, 0) | {"terminal_id": "=1+1", "open_reasons": {}, "eod": "-x"}
     (parsed,) = csv.DictReader(io.StringIO(reconcile.report_csv([row])))
     assert (parsed["terminal_id"], parsed["eod"], parsed["total"]) == ("'=1+1", "'-x", "0")
-    assert reconcile.safe_cell(-5) == -5 and reconcile.safe_cell("@SUM") == "'@SUM" and reconcile.safe_cell(None) == ""
+    assert safe_cell(-5) == -5 and safe_cell("@SUM") == "'@SUM" and safe_cell(None) == ""
 
 
 def test_the_filter_is_what_the_query_says_limited_to_a_managers_stores(office: Office) -> None:

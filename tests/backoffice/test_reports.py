@@ -376,6 +376,7 @@ def plain(hq_url: str) -> Iterator[ServerHandle]:
         "from=2025-01-01&to=2026-01-02",
         "from=%3Cscript%3E",
         "from=20260301",
+        "to=0001-01-01",  # the default two weeks before it are before the calendar's first day
     ],
 )
 def test_a_bad_period_is_refused_with_its_code_and_shows_no_figures(plain: ServerHandle, query: str) -> None:
@@ -383,6 +384,7 @@ def test_a_bad_period_is_refused_with_its_code_and_shows_no_figures(plain: Serve
     reply = client.get(f"/backoffice/reports/sales?{query}")
     assert reply.status_code == 422 and 'data-code="bad_period"' in reply.text
     assert "report-data" not in reply.text and "<script>" not in reply.text
+    assert client.get(f"/backoffice/reports/sales.csv?{query}").status_code == 422
 
 
 def test_each_role_reads_the_reports_its_table_allows(plain: ServerHandle) -> None:
@@ -411,6 +413,9 @@ def test_a_year_at_most_and_the_default_period_is_the_last_two_weeks(plain: Serv
     last = first + timedelta(days=hq_reports.MAX_DAYS - 1)
     assert client.get(f"/backoffice/reports/sales?from={first}&to={last}").status_code == 200
     assert client.get(f"/backoffice/reports/sales?from={first}&to={last + timedelta(days=1)}").status_code == 422
+    assert (
+        client.get("/backoffice/reports/sales.csv?from=0001-01-01&to=0001-01-02").status_code == 200
+    )  # the first days
 
 
 # -- the pure parts ----------------------------------------------------------------------------------------

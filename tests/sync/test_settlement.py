@@ -104,6 +104,18 @@ def test_a_name_the_pdf_font_cannot_draw_is_spelt_by_code_point() -> None:
     assert "ベーカリー Café" in settlement.to_csv(s).decode()
 
 
+def test_no_cell_of_a_statements_csv_is_a_formula_and_its_numbers_stay_numbers() -> None:
+    m = merchants.Merchant("M-F", "=HYPERLINK(1)", 100, 200, "")
+    late = settlement.Late("=cmd|' /C calc'!A0", "sale", "2026-06-30", "2026-06")  # a till's id for a late sale
+    s = settlement.Statement(JUNE, m, None, settlement.Figures(accepted=100), (late,))  # a margin below zero
+    cells = {(r[0], r[1]): r[2] for r in csv.reader(io.StringIO(settlement.to_csv(s).decode()))}
+    assert cells[("statement", "name")] == "'=HYPERLINK(1)"
+    assert ("late", "'=cmd|' /C calc'!A0") in cells
+    assert cells[("money", "chain_margin")] == "-200" and cells[("money", "reimbursement")] == "200"
+    with pytest.raises(merchants.MerchantError):
+        merchants.check("M-A\n", "A", 100, 100)  # an id is the whole text: no newline at its end
+
+
 # -- statements from the ledger ----------------------------------------------------------------------------
 
 
