@@ -222,6 +222,8 @@ def apply(
         # a new card, or one cleared; a sale onto a card still holding value is quarantined, and if an
         # administrator releases it, the value the till took adds to what the card holds (a blocked card stays so)
         again = card is None or card.state is gc.State.CLEARED
+        if card is not None and again and card.balance:
+            card = _left_over(tx, card, txn_id, where)
         after = gc.GiftCard(
             payload.card_id,
             payload.uid_hash,
@@ -238,8 +240,9 @@ def apply(
         raise Refused(ErrorCode.GIFT_CARD_UNKNOWN, f"no gift card {payload.card_id}")
     elif isinstance(payload, GiftLoadPayload):
         expires = gc.expires_on(day, chain_terms)
+        state = gc.State.ACTIVE if card.state is gc.State.CLEARED else card.state  # a released load: value again
         after = gc.GiftCard(
-            card.card_id, card.uid_hash, card.state, card.balance + payload.amount, expires, day, card.counter
+            card.card_id, card.uid_hash, state, card.balance + payload.amount, expires, day, card.counter
         )
         amount = payload.amount
     elif isinstance(payload, GiftRedeemPayload):
@@ -259,6 +262,21 @@ def apply(
     _event(tx, txn_id, after, kind, amount, where["at"], **where, note=note)
     ledger.post_gift(tx, txn_id, kind.value, after.card_id, amount, where)
     return after.card_id
+
+
+def _left_over(tx: Tx, card: gc.GiftCard, txn_id: str, where: dict[str, str]) -> gc.GiftCard:
+    """A cleared card sold again still holds a balance (a payment a till took offline after the clear, below
+    zero): head office clears it to the chain's breakage first, as its own ``gift_clear``, so that the buyer's
+    card holds what the buyer paid and the ledger follows."""
+    emptied = _cleared(card)
+    note = "left on the card when it was sold again"
+    event_id = f"{txn_id}:left"
+    _event(tx, event_id, emptied, EntryKind.GIFT_CLEAR, -card.balance, where["at"], **where, by=HEAD_OFFICE, note=note)
+    ledger.post_gift(tx, event_id, EntryKind.GIFT_CLEAR.value, card.card_id, -card.balance, where)
+    audit.append(
+        tx, HEAD_OFFICE, EntryKind.GIFT_CLEAR.value, card.card_id, note, {"amount": -card.balance, "balance": 0}
+    )
+    return emptied
 
 
 def _with(
@@ -332,7 +350,7 @@ def clearable(tx: Tx, card_id: str, activity: int, *, lock: bool = False) -> gc.
     asked for and approved later clears the card that was asked about, not a balance that moved, even away
     and back), and no payment head office confirmed is still on its way. Raises Refused."""
     card = held(tx, card_id, lock=lock)  # locked when applying: a push waits for the clear, or the clear for it
-    if card is None or card.state is gc.State.CLEARED or (card.state is gc.State.BLOCKED and card.balance == 0):
+    if card is None or not _holds_value(card):
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
     if last_activity(tx, card_id) != activity:
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} changed since the clear was asked for")
@@ -344,9 +362,15 @@ def clearable(tx: Tx, card_id: str, activity: int, *, lock: bool = False) -> gc.
 def clear(tx: Tx, card_id: str, by: str, reason: str, now: str) -> gc.GiftCard:
     """Take a card's balance to zero (``gift_clear``): expired value, a card retired; it may be sold again."""
     card = held(tx, card_id, lock=True)
-    if card is None or card.state is gc.State.CLEARED or (card.state is gc.State.BLOCKED and card.balance == 0):
+    if card is None or not _holds_value(card):
         raise Refused(ErrorCode.GIFT_CARD_INVALID, f"{card_id} is not a gift card holding value")
     return _own(tx, _cleared(card), EntryKind.GIFT_CLEAR, -card.balance, by, reason, now)
+
+
+def _holds_value(card: gc.GiftCard) -> bool:
+    """Something to clear: an active card, or a blocked or cleared one whose balance is not zero (a payment
+    a till took offline after the clear leaves it below zero: clearing writes that off)."""
+    return card.state is gc.State.ACTIVE or card.balance != 0
 
 
 def _cleared(card: gc.GiftCard) -> gc.GiftCard:

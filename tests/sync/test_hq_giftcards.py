@@ -445,3 +445,46 @@ def test_the_migration_opens_every_card_held_before_the_ledger_kept_gift_value(h
         assert booked == {cards[0].card_id: 3000, cards[1].card_id: 0, cards[2].card_id: -500}
     finally:
         again.store.close()
+
+
+def test_a_cleared_card_sold_again_holds_what_the_buyer_paid_and_the_ledger_follows(chain: Chain) -> None:
+    """A till that had not pulled the clear took a payment offline (the cleared card went below zero); the card
+    is sold again: what was left is written off first (head office's own clear), the buyer's card holds what
+    the buyer paid, and the ledger holds every step."""
+    card = Card(bytes.fromhex("04A1B2C3D4E701"))
+    chain.sell("T1", card, 1000)
+    chain.store.clear_gift_card(card.card_id, "Mio", "retired")
+    chain.pay("T2", card, 700)  # offline, before T2 pulled the clear: applied, flagged
+    assert (chain.card(card)["state"], chain.card(card)["balance"]) == ("cleared", -700)
+    chain.sell("T1", card, 500)
+    shown = chain.card(card)
+    assert (shown["state"], shown["balance"]) == ("active", 500)
+    assert [(a["kind"], a["amount"], a["balance_after"], a["by"]) for a in shown["activity"][-2:]] == [
+        ("gift_clear", 700, 0, "head office"),
+        ("gift_activate", 500, 500, None),
+    ]
+    with chain.store.db.read() as tx:
+        assert ledger.check(tx) == []
+        assert ledger.balances_of(tx, card.card_id) == {ledger.Kind.GIFT_VALUE: 500}
+
+
+def test_a_load_released_onto_a_cleared_card_is_value_again_and_a_cleared_card_below_zero_can_be_cleared(
+    chain: Chain,
+) -> None:
+    card, other = Card(bytes.fromhex("04A1B2C3D4E702")), Card(bytes.fromhex("04A1B2C3D4E703"))
+    chain.sell("T1", card, 1000)
+    chain.store.clear_gift_card(card.card_id, "Mio", "retired")
+    held = chain.push("T2", "gift_load", card, amount=400)  # a till that had not pulled the clear
+    assert held in {i.txn_id for i in chain.held("T2")}
+    chain.store.release(held, "Mio", "the customer paid 4.00 at the till")
+    shown = chain.card(card)
+    assert (shown["state"], shown["balance"]) == ("active", 400)  # the customer's 4.00 is usable, not stuck
+    chain.store.clear_gift_card(card.card_id, "Mio", "refunded in cash at the desk")
+    assert chain.card(card)["balance"] == 0
+    chain.sell("T1", other, 300)
+    chain.store.clear_gift_card(other.card_id, "Mio", "retired")
+    chain.pay("T2", other, 200)  # offline after the clear: below zero
+    chain.store.clear_gift_card(other.card_id, "Mio", "written off")  # a cleared card below zero: written off
+    assert (chain.card(other)["state"], chain.card(other)["balance"]) == ("cleared", 0)
+    with pytest.raises(Refused):
+        chain.store.clear_gift_card(other.card_id, "Mio", "again")  # nothing left to clear
