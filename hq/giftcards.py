@@ -231,7 +231,7 @@ def apply(
             payload.amount + (0 if card is None or again else card.balance),
             gc.expires_on(day, chain_terms),
             day,
-            card.counter if card is not None else None,
+            max((c for c in (card.counter if card else None, payload.counter) if c is not None), default=None),
         )
         amount = payload.amount
         if again:  # a card sold again is the buyer's: it leaves the wallet of whoever kept it before

@@ -1214,6 +1214,9 @@ class GiftActivatePayload(GiftPayload):
 
     amount: Annotated[int, Strict(), Field(gt=0, le=MAX_AMOUNT)]
     trust: Literal["sun", "mac"]
+    counter: Annotated[int, Strict(), Field(ge=0, le=0xFFFFFF)] | None = None
+    """The SUN read counter of the tap that sold it: head office takes no earlier read of the card from then on
+    (a read a phone kept from before the sale keeps nothing in a wallet)."""
 
     def values(self) -> Values:
         return Values(None, 0, 0, self.amount)

@@ -1030,7 +1030,10 @@ class Service:
             expires_on=gc.expires_on(day, terms),
             refusal=refusal,
         )
-        fields = {"amount": amount, "trust": "sun" if proof.trust is credentials.Trust.SUN else "mac"}
+        sun = proof.trust is credentials.Trust.SUN
+        fields: dict[str, Any] = {"amount": amount, "trust": "sun" if sun else "mac"}
+        if sun and proof.counter is not None:
+            fields["counter"] = proof.counter  # head office takes no earlier read of the card from now on
         return self._record_gift(EntryKind.GIFT_ACTIVATE, read.uid_hash, write, now, fields)
 
     def load_gift(self, read: CardRead, amount: int) -> GiftReceipt:

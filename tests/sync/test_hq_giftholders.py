@@ -172,3 +172,26 @@ def test_staff_attach_and_detach_by_command_audited_and_refused_without_a_reason
         assert audit.verify(office.store.db).ok
     finally:
         office.store.close()
+
+
+def sold_with_a_tap(office: Chain, terminal: str, card: Card, amount: int) -> None:
+    """A till sells the card on a tap of it: the sale names that read's counter, as the till's sale does."""
+    card.tag.ndef_url()  # the till reads the card
+    office.push(terminal, "gift_activate", card, amount=amount, trust="sun", counter=card.tag.counter)
+
+
+def test_a_read_from_before_the_card_was_sold_or_sold_again_keeps_nothing(members: Chain) -> None:
+    """A rack's card read by a phone before it is sold, and a holder's last read before the card was cleared and
+    sold to someone else: the sale names its own read (the till's tap), so every earlier read is spent."""
+    office, card = members, Card(bytes.fromhex("04A1B2C3D4E509"))
+    on_the_rack = card.tag.ndef_url()  # read (not kept) by a passer-by before the sale
+    sold_with_a_tap(office, "T1", card, 3000)
+    refused(ErrorCode.REPLAYED_CARD, lambda: attach(office, on_the_rack, "M-B"))
+    attach(office, card.tag.ndef_url(), "M-A")
+    kept_in_history = card.tag.ndef_url()  # Aiko's phone reads it once more; the page uses nothing
+    office.store.clear_gift_card(card.card_id, "Mio", "retired")
+    sold_with_a_tap(office, "T2", card, 2000)
+    assert held(office, "M-A") == []
+    refused(ErrorCode.REPLAYED_CARD, lambda: attach(office, kept_in_history, "M-A"))  # not Ben's card in her wallet
+    attach(office, card.tag.ndef_url(), "M-B")  # the buyer's own fresh read keeps it
+    assert held(office, "M-B") == [(card.card_id, 2000, "active")]

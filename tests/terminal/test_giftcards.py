@@ -82,6 +82,8 @@ def test_a_card_is_sold_loaded_paid_given_back_and_blocked_at_the_till(till: Ser
     assert refused(till, "load_gift", card.tap(), 1) == "gift_card_blocked"
     kinds = [e.kind for e in till.store.unpushed(100)]
     assert kinds == ["gift_activate", "gift_load", "gift_redeem", "gift_refund", "gift_block"]
+    # the sale names the read that sold it: head office takes no earlier read of the card from then on
+    assert till.store.unpushed(100)[0].payload["counter"] == 1
 
 
 def test_only_a_secure_card_of_no_member_within_the_policy_is_sold(till: Service) -> None:
