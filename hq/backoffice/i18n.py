@@ -439,6 +439,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "basket": ("Basket", "バスケット", "购物篮"),
     "member": ("Member id", "会員ID", "会员编号"),
     "gift_holder": ("In the wallet of", "登録先の会員", "绑定会员"),
+    "member_gift_cards": ("Gift cards in the wallet", "ウォレットのギフトカード", "钱包中的礼品卡"),
     "pick": ("Pick", "選択", "选择"),
     "settle_picked": ("Settle the ticked items", "選択した項目を処理", "处理所选项目"),
     # settlement (docs/settlement.md)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hq import adjustments, erasure
+from hq import adjustments, erasure, giftholders
 from hq import members as hq_members
 from hq.backoffice import approvals
 from hq.backoffice.errors import BackofficeRefused, Code
@@ -139,6 +139,8 @@ class MemberPage:
     cards: list[dict[str, Any]]
     adjustments: list[dict[str, object]]
     pending: list[approvals.Request]
+    gift_cards: list[giftholders.Held] | None = None
+    """The gift cards the member keeps in the wallet, for a role that reads gift cards (None: not shown)."""
 
 
 def _totals(tx: Tx, member_id: str) -> dict[str, Any]:
@@ -167,9 +169,11 @@ def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:
         made = adjustments.of_member(tx, member_id)
         pending = [r for r in approvals.listed(tx) if r.kind == approvals.ADJUSTMENT and r.subject == member_id]
         totals = _totals(tx, member_id)
+        gifts = giftholders.held_by(tx, member_id) if allowed(who.role, Action.GIFTCARDS_READ, Scope()) else None
     found = Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5]))
     overview = views.overview(store, member_id, datetime.now(UTC))
-    return MemberPage(found, stores, row[6], overview, views.activity(store, member_id), totals, cards, made, pending)
+    visits = views.activity(store, member_id)
+    return MemberPage(found, stores, row[6], overview, visits, totals, cards, made, pending, gifts)
 
 
 # -- changes -----------------------------------------------------------------------------------------------

@@ -163,8 +163,9 @@ def test_a_clear_is_refused_once_the_balance_moved_and_the_card_keeps_its_value(
 def test_only_the_roles_with_gift_cards_see_them_and_the_auditor_only_reads(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
 ) -> None:
-    _, _, server = office
-    lost = card_of(LOST)
+    hq, _, server = office
+    lost, spare = card_of(LOST), card_of(SPARE)
+    hq.attach_gift_card(spare, "M-S1", "Mio", "shown at the desk")  # in Aiko's wallet (a member of S1)
     with chromium() as browser:
         for staff_id in ("finance", "auditor", "market", "manager"):  # the administrator's is the first test's
             role = Role(STAFF[staff_id][1])
@@ -180,6 +181,13 @@ def test_only_the_roles_with_gift_cards_see_them_and_the_auditor_only_reads(
                 assert page.inner_text("#card-id") == lost
                 assert (page.locator("#unblock").count() == 1) is may(role, Action.GIFTCARDS_UNBLOCK), staff_id
                 assert (page.locator("#clear").count() == 1) is may(role, Action.GIFTCARDS_CLEAR), staff_id
+            if may(role, Action.MEMBERS_READ):  # the member's page lists its wallet's cards to gift card roles only
+                page.goto(f"{server.url}/backoffice/members/M-S1")
+                listed = page.locator(f"#member-gift-cards tr[data-card='{spare}']").count() == 1
+                assert listed is may(role, Action.GIFTCARDS_READ), staff_id
+                if listed:
+                    page.goto(f"{server.url}/backoffice/giftcards/{spare}")
+                    assert page.inner_text("#holder") == "M-S1"
             watch.clean()
             page.context.close()
 

@@ -1,5 +1,5 @@
-"""A reward the member keeps is never given back at a till: a real head-office process (SQLite, then PostgreSQL)
-and a real till (its store, service and sync client over HTTP). A ``partner_code`` reward (head office hands its
+"""A reward the member keeps is never given back at a till: a real head office served on 127.0.0.1 (SQLite, then
+PostgreSQL) and a real till (its store, service and sync client over HTTP). A ``partner_code`` reward (head office hands its
 code out as the sale arrives) or a ``coupon`` reward (its coupon may be used anywhere) stays bought: the till
 refuses a void of its sale and a refund of its line (``reward_not_returnable``), writing nothing, so head office
 never has to quarantine it (``reward_kept``). The other lines are refunded as usual, and an ``item`` reward still

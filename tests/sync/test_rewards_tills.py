@@ -1,5 +1,6 @@
-"""Rewards bought at the tills: a real head-office process (SQLite, then PostgreSQL) and real tills (the till's
-store, service and sync client over HTTP). The catalogue reaches the tills with the pull; a reward with a
+"""Rewards bought at the tills: a real head office (its app served by uvicorn on 127.0.0.1, SQLite, then
+PostgreSQL; the end-to-end tests run it as a process of its own) and real tills (the till's store, service and
+sync client over HTTP). The catalogue reaches the tills with the pull; a reward with a
 limited stock sells offline only within the till's allocation; the member's proof is needed; a void gives the
 points and the unit back; a stolen till credential gets nothing beyond its allocation or without proof."""
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from hq import ledger, payments
+from hq.api.server import start_in_thread
 from hq.store import HqStore
 from sync.client import SyncClient
 from sync.memberapp import MemberApp
@@ -27,7 +29,6 @@ from terminal.identity import Payment
 from terminal.model import Basket, utc_iso
 from terminal.service import Service
 from terminal.store import Store
-from tests.fixtures.hq import HqProcess
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ NOTHING = Basket(())
 
 @dataclass
 class Shop:
-    hq: HqProcess
+    hq: Served
     tokens: dict[str, str]
     phone: MemberApp
     root: Path
@@ -109,26 +110,35 @@ class Till:
         return self.service.commit(quote, Payment(0, code)).txn_id
 
 
+@dataclass(frozen=True)
+class Served:
+    """Head office's app served on 127.0.0.1 by uvicorn from a thread of the test, over its database."""
+
+    url: str
+    db: str
+
+
 @pytest.fixture
 def shop(hq_url: str, tmp_path: Path) -> Iterator[Shop]:
-    hq = HqProcess(tmp_path, db=hq_url)
-    admin = HqStore(hq.db)
+    served = HqStore(hq_url)
     try:
-        tokens = {t: admin.add_terminal(t, s) for t, s in STORES.items()}
-        admin.upsert_member("M-1", "Aiko", "gold", 1000)
-        admin.upsert_member("M-2", "Ben", "basic", 100)
-        admin.put_reward(LATTE)
-        admin.put_reward(TENOFF)
-        member_token = payments.member_token(admin, "M-1")
-    finally:
-        admin.close()
-    hq.start(timeout=120)  # a loaded machine is slow, not wrong
-    phone = MemberApp("M-1", tmp_path / "phone")
-    phone.register(hq.url, member_token)
+        tokens = {t: served.add_terminal(t, s) for t, s in STORES.items()}
+        served.upsert_member("M-1", "Aiko", "gold", 1000)
+        served.upsert_member("M-2", "Ben", "basic", 100)
+        served.put_reward(LATTE)
+        served.put_reward(TENOFF)
+        member_token = payments.member_token(served, "M-1")
+        server = start_in_thread(served)
+    except BaseException:
+        served.close()
+        raise
     try:
-        yield Shop(hq, tokens, phone, tmp_path)
+        phone = MemberApp("M-1", tmp_path / "phone")
+        phone.register(server.url, member_token)
+        yield Shop(Served(server.url, hq_url), tokens, phone, tmp_path)
     finally:
-        hq.kill()
+        server.stop()
+        served.close()
 
 
 def open_till(shop: Shop, terminal_id: str) -> Till:
