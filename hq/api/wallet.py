@@ -752,7 +752,7 @@ def attach_giftcard(request: Request, store: Store, lang: Lang, member: Member, 
     tap = fields.get("tap", "")
     if not _TAP.fullmatch(tap):
         return giftcard_page(request, lang, member=member, code=ErrorCode.FORGED_CARD)
-    keys, now = store.settings.card_keys, datetime.now(UTC).isoformat(timespec="seconds")
+    keys, now = store.settings.card_keys, store.now()
     try:
         store.db.transact(lambda tx: giftholders.attach(tx, keys, f"?{tap}", member, now))
     except Refused as exc:
@@ -783,7 +783,7 @@ def change_giftcard(request: Request, store: Store, lang: Lang, member: Member, 
         return to_sign_in()
     if not _CARD.fullmatch(card_id) or action not in ("block", "detach"):
         return giftcards_page(request, store, lang, member, ErrorCode.NOT_FOUND)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    now = store.now()
 
     def change(tx: Tx) -> None:
         if action == "block":
