@@ -149,6 +149,12 @@ def page(request: Request, name: str, lang: str, status: int = 200, **context: A
     return reply
 
 
+def refusal(lang: str, code: ErrorCode | None) -> dict[str, str]:
+    """A page's refusal: the code's words in the page's language and the stable code (``#error[data-code]``);
+    none when ``code`` is None."""
+    return {"error": i18n.words(lang).get(code.value, code.value), "error_code": code.value} if code else {}
+
+
 def to_sign_in() -> RedirectResponse:
     return RedirectResponse("/wallet/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
@@ -378,9 +384,8 @@ def gift_page(
     request: Request, lang: str, *, member: str | None, status: int = 200, code: ErrorCode | None = None, **context: Any
 ) -> HTMLResponse:
     defaults: dict[str, Any] = {"coupon": None, "until": "", "link": "", "mode": "", "token": ""}
-    words = i18n.words(lang)
     status = ERROR_STATUS[code][0] if code else status
-    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    error = refusal(lang, code)
     return page(
         request, "gift", lang, status, signed_in=member is not None, **(defaults | {"error": ""} | error | context)
     )
@@ -466,8 +471,7 @@ _CODE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 def checkin_page(
     request: Request, lang: str, *, member: str | None, code: ErrorCode | None = None, **context: Any
 ) -> HTMLResponse:
-    words = i18n.words(lang)
-    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    error = refusal(lang, code)
     defaults: dict[str, Any] = {
         "mode": "scan",
         "error": "",
@@ -674,7 +678,7 @@ def rewards_page(
     ]
     titles = {o.reward.reward_id: o.reward.title for o in catalogue}
     mine = [{**p.as_dict(), "title": titles.get(p.reward_id, p.reward_id)} for p in store.reward_purchases(member)]
-    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    error = refusal(lang, code)
     return page(
         request,
         "rewards",
@@ -723,8 +727,7 @@ _CARD = re.compile(r"G-[0-9a-f]{16}")
 def giftcard_page(
     request: Request, lang: str, *, member: str | None, code: ErrorCode | None = None, **context: Any
 ) -> HTMLResponse:
-    words = i18n.words(lang)
-    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {}
+    error = refusal(lang, code)
     defaults: dict[str, Any] = {"card": None, "mode": "", "tap": "", "error": ""}
     status = ERROR_STATUS[code][0] if code else 200
     return page(request, "giftcard", lang, status, signed_in=member is not None, **(defaults | error | context))
@@ -761,10 +764,9 @@ def attach_giftcard(request: Request, store: Store, lang: Lang, member: Member, 
 
 
 def giftcards_page(request: Request, store: HqStore, lang: str, member: str, code: ErrorCode | None = None) -> Response:
-    words = i18n.words(lang)
     with store.db.read() as tx:
         held = giftholders.held_by(tx, member)
-    error = {"error": words.get(code.value, code.value), "error_code": code.value} if code else {"error": ""}
+    error = {"error": ""} | refusal(lang, code)
     status = ERROR_STATUS[code][0] if code else 200
     return page(request, "giftcards", lang, status, signed_in=True, held=held, **error)
 
