@@ -1,3 +1,4 @@
+import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -17,6 +18,33 @@ def _upgrade_backups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TILLPOINT_HQ_BACKUP_DIR", str(where))
         yield where
+
+
+STAFF_SCRYPT_N = 2**10
+"""scrypt's cost for staff passwords hashed in the tests' own processes: a sixteenth of head office's, so the
+hundreds of accounts the back-office tests make and sign in with do not spend minutes of CPU on it. The hash
+and its check are head office's own code; processes the tests start, and ``real_password_cost``, use the real
+cost."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_staff_passwords() -> Iterator[int]:
+    """Yields head office's own cost."""
+    from hq.backoffice import staff
+
+    real = staff.SCRYPT_N
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(staff, "SCRYPT_N", STAFF_SCRYPT_N)
+        yield real
+
+
+@pytest.fixture
+def real_password_cost(_cheap_staff_passwords: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Head office's own scrypt cost for the test's staff passwords (returned)."""
+    from hq.backoffice import staff
+
+    monkeypatch.setattr(staff, "SCRYPT_N", _cheap_staff_passwords)
+    return _cheap_staff_passwords
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,6 +91,74 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _drives_a_browser(path):
             item.add_marker("browser")
     _one_engine_per_scenario(config, items)
+    _heaviest_modules_first(items)
+
+
+MODULE_TIMES = TESTS / "module_times.json"
+"""Seconds each test module took in a recorded run (``--record-module-times``): the order modules are handed
+to the workers in. Refresh it after adding slow tests; a module it does not name is guessed from its markers."""
+GUESS = {"ops": 3.0, "e2e": 2.0, "browser": 2.0, "slow": 1.0, "postgres": 0.5, "pcsc": 0.3}
+"""A test's guessed seconds by what it uses (a test that uses none: ``LIGHT``)."""
+LIGHT = 0.05
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-module-times",
+        action="store_true",
+        help=f"write each test module's seconds in this run to {MODULE_TIMES.name} (the order workers take them in)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--record-module-times") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_ModuleTimes(), "module-times")
+
+
+class _ModuleTimes:
+    """Sums each module's setup, call and teardown seconds as the reports arrive (from every worker), and writes
+    them at the end of the run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        module = report.nodeid.split("::", 1)[0]
+        self.seconds[module] = self.seconds.get(module, 0.0) + report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        ranked = dict(sorted(((m, round(s, 1)) for m, s in self.seconds.items()), key=lambda kv: (-kv[1], kv[0])))
+        MODULE_TIMES.write_text(json.dumps(ranked, indent=1) + "\n", encoding="utf-8")
+
+
+@cache
+def _recorded_times() -> dict[str, float]:
+    try:
+        recorded = json.loads(MODULE_TIMES.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+
+def _guess(item: pytest.Item) -> float:
+    return max((s for name, s in GUESS.items() if item.get_closest_marker(name)), default=LIGHT)
+
+
+def _heaviest_modules_first(items: list[pytest.Item]) -> None:
+    """Modules in order of their time, longest first, each module's tests in their own order. The workers take
+    modules from the front of this list as they finish one (``--dist loadscope``), so the last ones handed out
+    are short and no worker runs a long module alone at the end."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    recorded = _recorded_times()
+
+    def seconds(module: str) -> float:
+        known = recorded.get(module)
+        return known if known is not None else sum(_guess(item) for item in modules[module])
+
+    ranked = sorted(modules, key=lambda module: -seconds(module))
+    items[:] = [item for module in ranked for item in modules[module]]
 
 
 def _engine_of(item: pytest.Item) -> str | None:

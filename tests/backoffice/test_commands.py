@@ -14,6 +14,7 @@ from hq.backoffice import staff
 from hq.backoffice.errors import Code
 from hq.cli import app as hq_commands
 from hq.store import HqStore
+from tests.conftest import STAFF_SCRYPT_N
 
 GOOD = "twelve chars or more"
 
@@ -23,7 +24,7 @@ def run(url: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
     return done.exit_code, done.output
 
 
-def test_staff_accounts_from_the_command_line(hq_url: str) -> None:
+def test_staff_accounts_from_the_command_line(hq_url: str, real_password_cost: int) -> None:
     status, out = run(hq_url, "staff", "add", "ken", "--name", "Ken", "--role", "store_manager", "--store", "S1",
                       "--store", "S2", "--password-stdin", stdin=GOOD + "\n")  # fmt: skip
     assert status == 0 and json.loads(out) == {
@@ -46,11 +47,16 @@ def test_staff_accounts_from_the_command_line(hq_url: str) -> None:
     status, out = run(hq_url, "staff", "list", "--json")
     assert status == 0 and [s["staff_id"] for s in json.loads(out)] == ["ken", "mio"]
 
+    assert real_password_cost == 2**14 != STAFF_SCRYPT_N
     hq = HqStore(hq_url)
     try:
         with hq.db.read() as tx:
             stored = tx.one("SELECT password FROM staff WHERE staff_id = 'ken'")
-        assert stored is not None and str(stored[0]).startswith("scrypt$16384$8$1$") and GOOD not in str(stored[0])
+        assert (
+            stored is not None
+            and str(stored[0]).startswith(f"scrypt${real_password_cost}$8$1$")
+            and GOOD not in str(stored[0])
+        )
         assert isinstance(staff.verify(hq.db, "ken", GOOD, "test", 1), staff.Staff)
 
         assert run(hq_url, "staff", "passwd", "ken", "--password-stdin", stdin="a brand new password\n")[0] == 0

@@ -101,13 +101,28 @@ def store(hq_url: str, population: Population) -> Iterator[HqStore]:
     hq.close()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def loaded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, population: Population
+) -> Iterator[HqStore]:
+    """The population on each engine once for the module's read-only tests (they change nothing in it)."""
+    if request.param == "sqlite":
+        url = str(tmp_path_factory.mktemp("loaded") / "hq.db")
+    else:
+        url = request.getfixturevalue("pg_server").fresh_schema()
+    hq = HqStore(url)
+    load(hq.db, population)
+    yield hq
+    hq.close()
+
+
 @pytest.mark.parametrize("where", CONDITIONS, ids=[f"{i}-{c['kind']}" for i, c in enumerate(CONDITIONS)])
 def test_each_condition_gives_the_oracles_members(
-    store: HqStore, population: Population, where: dict[str, Any]
+    loaded: HqStore, population: Population, where: dict[str, Any]
 ) -> None:
     expected = oracle(population, where, AS_OF)
-    assert found(store, where) == expected
-    with store.db.read() as tx:
+    assert found(loaded, where) == expected
+    with loaded.db.read() as tx:
         shown = segments.preview(tx, segment(where), AS_OF, 5)
     assert shown["count"] == len(expected)
     assert shown["sample"] == sorted(expected)[:5]
@@ -329,11 +344,21 @@ def roll(store: HqStore, day: date) -> int:
     return stats.roll_windows(store.db, day)
 
 
-@pytest.fixture
-def rolled(store: HqStore) -> HqStore:
-    """The population with its windows rolled to the reference day."""
-    roll(store, AS_OF)
-    return store
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def rolled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, population: Population
+) -> Iterator[HqStore]:
+    """The population with its windows rolled to the reference day, on each engine once for the module's
+    read-only tests."""
+    if request.param == "sqlite":
+        url = str(tmp_path_factory.mktemp("rolled-each") / "hq.db")
+    else:
+        url = request.getfixturevalue("pg_server").fresh_schema()
+    hq = HqStore(url)
+    load(hq.db, population)
+    roll(hq, AS_OF)
+    yield hq
+    hq.close()
 
 
 @pytest.mark.parametrize("where", CONDITIONS, ids=[f"{i}-{c['kind']}" for i, c in enumerate(CONDITIONS)])
