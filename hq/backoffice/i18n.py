@@ -362,6 +362,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "fig_value_topped_up": ("Stored value sold at the tills", "レジでのチャージ額", "收银台充值额"),
     "fig_value_paid": ("Stored value paid with", "残高での支払額", "储值支付额"),
     "fig_value_float": ("Stored-value float at the day's end", "日末時点の残高総額", "当日结束时的储值余额总额"),
+    "fig_value_gift_float": (
+        "Gift card value at the day's end",
+        "日末時点のギフトカード残高総額",
+        "当日结束时的礼品卡余额总额",
+    ),
     "fig_coupons_redeemed": ("Coupons redeemed", "クーポン利用数", "优惠券使用数"),
     "fig_coupons_campaign": ("Of them campaign coupons", "うちキャンペーンクーポン", "其中活动优惠券"),
     "period_from": ("From", "開始日", "开始日期"),

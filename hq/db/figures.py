@@ -41,6 +41,9 @@ REBUILD: dict[str, str] = {
     "member_value": "SELECT t.day, '*', COALESCE(j.terminal_id, ''), 'member_value', SUM(p.amount) "
     "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'member_value' "
     "LEFT JOIN journal j ON j.txn_id = t.ledger_txn_id GROUP BY t.day, COALESCE(j.terminal_id, '')",
+    "gift_value": "SELECT t.day, '*', '', 'gift_value', SUM(p.amount) "
+    "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'gift_value' "
+    "GROUP BY t.day",
 }
 """Each figure over the whole history, as ``(day, store, till, figure, amount)`` rows: the roll-up's
 definition. The migration that made ``report_days`` filled it with these."""

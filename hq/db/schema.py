@@ -651,6 +651,15 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "WHERE balance <> 0",
         ],
     ),
+    (
+        # The report roll-up's gift card float: what the ledger holds on the gift cards, day by day (a database
+        # that made report_days after the figure existed has it already: it is written afresh).
+        "m037_gift_float",
+        [
+            "DELETE FROM report_days WHERE figure = 'gift_value'",
+            f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {figures.REBUILD['gift_value']}",
+        ],
+    ),
 ]
 
 

@@ -91,6 +91,10 @@ def trade(hq: HqStore) -> None:
         row = tx.one("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-S1'")
     assert row is not None  # M-S1 brings its campaign coupon to the till
     push(hq, "T1", entries.sale("M-S1", 1500, store_id="S1", earned=15, coupons=[str(row[0])]), now)
+    # gift cards of an earlier system, one of them cleared: the gift cards' float is what the other holds
+    hq.import_gift_card("ab" * 32, 4000, "Mio", "the earlier system's card 1")
+    retired = hq.import_gift_card("cd" * 32, 2500, "Mio", "the earlier system's card 2")
+    hq.clear_gift_card(retired.card_id, "Mio", "retired")
 
 
 @pytest.fixture
@@ -170,7 +174,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
             add("coupons.redeemed", store, day, 1)
             add("coupons.campaign", store, day, 1 if campaign else 0)
         balances = {}
-        for figure, kind in (("outstanding", "member_points"), ("float", "member_value")):
+        for figure, kind in (("outstanding", "member_points"), ("float", "member_value"), ("gift_float", "gift_value")):
             balances[figure] = [
                 int(
                     tx.one(
@@ -182,6 +186,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
                 for day in days
             ]
         held = tx.one("SELECT SUM(points), SUM(stored_value) FROM members")
+        gift_held = tx.one("SELECT SUM(balance) FROM gift_cards")
         arms = {
             str(arm): {"targeted": int(n), "issued": int(issued), "redeemed": 0}
             for arm, n, issued in tx.all(
@@ -194,6 +199,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
         ):
             arms[str(arm)]["redeemed"] += 1
     assert held is not None and balances["outstanding"][-1] == held[0] and balances["float"][-1] == held[1]
+    assert gift_held is not None and balances["gift_float"][-1] == gift_held[0] == 4000
     for (store, day), who in active.items():
         add("members.active", store, day, len(who))
     found: dict[str, Figures] = defaultdict(dict)
@@ -202,6 +208,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
         found[report][figure] = table(days, cells, seen[report])
     found["points"]["outstanding"] = {hq_reports.CHAIN: balances["outstanding"]}
     found["value"]["float"] = {hq_reports.CHAIN: balances["float"]}
+    found["value"]["gift_float"] = {hq_reports.CHAIN: balances["gift_float"]}
     found["campaigns"] = arms  # type: ignore[assignment]
     return found
 
@@ -286,7 +293,7 @@ def test_a_store_manager_sees_its_own_stores_figures_only_whatever_the_address_s
             assert data["stores"] == ["S1"], (name, data["stores"])
             for figure, by in data["figures"].items():
                 assert by == {"S1": want[name][figure].get("S1", [0] * len(days))}, (name, figure)
-            assert "outstanding" not in data["figures"] and "float" not in data["figures"]
+            assert not {"outstanding", "float", "gift_float"} & set(data["figures"])
             drawn(page, list(data["figures"]))
             for edited in ("store=S2", "store=S1&store=S2", "store=S3"):
                 reply = page.goto(f"{server.url}/backoffice/reports/{name}?{query}&{edited}")

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from hq import audit, ledger, merchants, settlement
+from hq import audit, ledger, merchants, reports, rollup, settlement
+from hq.db.engine import Tx
+from hq.db.schema import migrate
 from hq.errors import Refused
 from hq.ingest import Settings
 from hq.policy import CardKeys
@@ -102,8 +104,17 @@ def chain(hq_url: str) -> Iterator[Chain]:
     try:
         with made.store.db.read() as tx:  # whatever a test did, every card's balance is its ledger account
             assert ledger.check(tx) == []
+            assert rollup.check(tx) == []  # and the reports' gift card float is the ledger's, day by day
     finally:
         made.store.close()
+
+
+def gift_float(tx: Tx) -> int:
+    """The value report's gift card float at the end of tomorrow (the chain's column), read as the back office
+    reads it."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    found = reports.value(tx, reports.Filter(tomorrow - timedelta(days=3), tomorrow))
+    return found.values["gift_float"][reports.CHAIN][-1]
 
 
 def test_gift_card_value_is_in_the_ledger_the_seller_took_the_cash_the_accepter_is_owed_a_clear_is_breakage(
@@ -124,8 +135,10 @@ def test_gift_card_value_is_in_the_ledger_the_seller_took_the_cash_the_accepter_
         figures = settlement.read_figures(tx, "2026-12")
         assert (figures["M-B"].value_accepted, figures["chain"].cash_taken) == (2000, 6000)
         assert ledger.check(tx) == []
+        assert gift_float(tx) == 4000  # the value report's gift cards at the day's end
     chain.store.clear_gift_card(card.card_id, "Mio", "retired")
     with chain.store.db.read() as tx:
+        assert gift_float(tx) == 0
         assert ledger.balances_of(tx, card.card_id) == {}
         assert ledger.balances_of(tx, "")[ledger.Kind.GIFT_BREAKAGE] == 4000
         assert ledger.check(tx) == []
@@ -488,3 +501,19 @@ def test_a_load_released_onto_a_cleared_card_is_value_again_and_a_cleared_card_b
     assert (chain.card(other)["state"], chain.card(other)["balance"]) == ("cleared", 0)
     with pytest.raises(Refused):
         chain.store.clear_gift_card(other.card_id, "Mio", "again")  # nothing left to clear
+
+
+def test_the_migration_gives_a_database_of_gift_cards_before_the_float_its_days(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5A7"))
+    chain.sell("T1", card, 3000)
+    chain.pay("T1", card, 1200)
+    with chain.store.db.write() as tx:  # as the release before the gift card float left it
+        tx.run("DELETE FROM report_days WHERE figure = 'gift_value'")
+        tx.run("DELETE FROM hq_migrations WHERE name = 'm037_gift_float'")
+        assert {d.key[3] for d in rollup.check(tx)} == {"gift_value"}
+        assert gift_float(tx) == 0
+    assert migrate(chain.store.db) == ["m037_gift_float"]
+    with chain.store.db.read() as tx:
+        assert rollup.check(tx) == []
+        assert gift_float(tx) == 1800
+    assert migrate(chain.store.db) == []  # once
