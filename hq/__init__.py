@@ -52,6 +52,8 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     businessday.py  each store's business day
     policy.py     the trust rules (pure): who may produce which kind, the proofs a spend needs
     merchants.py  the chain's merchants: their stores, what they pay and are paid per 100 points, and when
+    masterdata.py earning rules and coupons saved and retired (the editors' and the admin API's one path:
+                  checked by the till's parser, on the version named, audited)
     documents.py  rule and coupon documents as editors' forms (checked field by field, then by the till's
                   parser) and the preview's quote (pure)
     recompute.py  head office's own pricing of a sale, with the till's pure pricing functions

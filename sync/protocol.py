@@ -168,6 +168,10 @@ class ErrorCode(StrEnum):
     REWARD_NOT_REFUNDABLE = "reward_not_refundable"
     INSUFFICIENT_POINTS = "insufficient_points"
     CLOSE_DAMAGED = "close_damaged"
+    # earning rules and coupons (hq/masterdata.py, docs/api.md)
+    DOCUMENT_INVALID = "document_invalid"
+    DOCUMENT_CHANGED = "document_changed"
+    REASON_REQUIRED = "reason_required"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -286,6 +290,12 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REWARD_NOT_REFUNDABLE: (409, "the purchase was refunded already, or what it gave was used"),
     ErrorCode.INSUFFICIENT_POINTS: (409, "the member does not hold the points the reward costs"),
     ErrorCode.CLOSE_DAMAGED: (500, "the rates a period's close froze cannot be read: restore the database"),
+    ErrorCode.DOCUMENT_INVALID: (422, "the tills would not read this rule or coupon (the fields and codes say why)"),
+    ErrorCode.DOCUMENT_CHANGED: (
+        412,
+        "the rule or coupon was saved or retired since the version named (If-Match), or exists (If-None-Match: *)",
+    ),
+    ErrorCode.REASON_REQUIRED: (422, "every change of a rule or coupon says why: reason, 1 to 200 characters"),
 }
 
 

@@ -1,9 +1,9 @@
 """The rule and coupon editors: the lists, saving and retiring a document, and the quote preview.
 
-A document is checked by ``hq.documents`` (the typed form, then the till's own parser) and stored through
-the one path head office stores documents on (``HqStore.put_rule_doc``, ``put_coupon``, ``delete``: its
-version is kept and the tills pull it), with the audit record in the same transaction. Chain
-administrators and marketing edit; every other role that reads them reads only (``roles``).
+A form becomes a document by ``hq.documents`` (the typed form); ``hq.masterdata`` checks it with the till's own
+parser and stores it on the one path head office stores documents on, with the audit record in the same
+transaction (the administrators' API stores JSON documents there too). Chain administrators and marketing
+edit; every other role that reads them reads only (``roles``).
 
 The preview prices a basket for a member twice with the tills' own pricing: under the documents head
 office holds now, and with the document being edited in place of its current version (not saved).
@@ -11,13 +11,12 @@ office holds now, and with the document being edited in place of its current ver
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hq import audit, documents
+from hq import documents, masterdata
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed
 from hq.backoffice.staff import Staff
@@ -28,9 +27,8 @@ from terminal import loyalty as ly
 from terminal import pricing
 from terminal.canonical import doc_digest
 
-RULE, COUPON = "rule", "coupon"
-KINDS = (RULE, COUPON)
-_TABLE = {RULE: ("rule_docs", "rule_id", "rule_doc"), COUPON: ("coupons", "coupon_id", "coupon")}
+RULE, COUPON = masterdata.RULE, masterdata.COUPON
+KINDS = masterdata.KINDS
 Field = tuple[str, str, tuple[str, ...]]
 """A form field: its name, its widget (id, text, number, select, checkbox, textarea), its choices."""
 _N: tuple[str, ...] = ()
@@ -83,8 +81,7 @@ FORMS: dict[str, tuple[Field, ...]] = {
     ),
 }
 """The editors' fields, in the order the page shows them."""
-LISTED = 500
-"""At most this many documents a list shows (personal coupons, one per member, are not listed)."""
+LISTED = masterdata.LISTED
 
 
 def need(who: Staff, action: Action) -> None:
@@ -93,34 +90,25 @@ def need(who: Staff, action: Action) -> None:
         raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not do this")
 
 
-def _kind(kind: str) -> tuple[str, str, str]:
-    if kind not in _TABLE:
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
         raise BackofficeRefused(Code.NOT_FOUND, f"no editor for {kind}")
-    return _TABLE[kind]
+    return kind
 
 
 def listed(tx: Tx, who: Staff, kind: str) -> list[dict[str, Any]]:
     """The live documents of ``kind`` (chain-wide coupons only), by id."""
     need(who, Action.RULES_READ)
-    table, key, _ = _kind(kind)
-    personal = " AND member_id IS NULL" if kind == COUPON else ""
-    rows = tx.all(f"SELECT {key}, body FROM {table} WHERE deleted = 0{personal} ORDER BY {key} LIMIT {LISTED}")
-    shown = []
-    for doc_id, body in rows:
-        doc = json.loads(str(body))
-        shown.append({"id": str(doc_id), "kind": str(doc.get("kind", "")), "text": str(doc.get("text") or "")})
-    return shown
+    return [
+        {"id": doc_id, "kind": str(doc.get("kind", "")), "text": str(doc.get("text") or "")}
+        for doc_id, doc in masterdata.listed(tx, _kind(kind))
+    ]
 
 
-def held(tx: Tx, kind: str, doc_id: str, *, taken: bool = False) -> dict[str, Any] | None:
+def held(tx: Tx, kind: str, doc_id: str) -> dict[str, Any] | None:
     """The live document the editor may open, edit or retire: a member's personal coupon (a reward bought
-    with points, a campaign's) is not one of them; ``taken``: any live document of that id, personal ones too
-    (an id a new document may not take)."""
-    table, key, _ = _kind(kind)
-    personal = " AND member_id IS NULL" if kind == COUPON and not taken else ""
-    row = tx.one(f"SELECT body FROM {table} WHERE {key} = ? AND deleted = 0{personal}", [doc_id])
-    loaded = json.loads(str(row[0])) if row else None
-    return loaded if isinstance(loaded, dict) else None
+    with points, a campaign's) is not one of them."""
+    return masterdata.held(tx, _kind(kind), doc_id)
 
 
 def form_of(kind: str, doc_id: str, doc: dict[str, Any]) -> dict[str, str]:
@@ -137,7 +125,7 @@ def _document(kind: str, form: dict[str, str], before: dict[str, Any] | None) ->
 
 
 def _id_field(kind: str) -> str:
-    return _kind(kind)[1]
+    return masterdata.id_column(_kind(kind))
 
 
 def checked(tx: Tx, kind: str, form: dict[str, str]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
@@ -153,60 +141,53 @@ def checked(tx: Tx, kind: str, form: dict[str, str]) -> tuple[str, dict[str, Any
     field = _id_field(kind)
     if editing and doc_id != editing:
         raise documents.DocumentInvalid([documents.FieldError(field, documents.Code.BAD_ID)])
-    if not editing and held(tx, kind, doc_id, taken=True) is not None:
+    if not editing and masterdata.held(tx, kind, doc_id, personal=True) is not None:
         raise documents.DocumentInvalid([documents.FieldError(field, documents.Code.EXISTS)])
     return doc_id, doc, before
 
 
 def reason_of(text: str) -> str:
-    reason = " ".join(text.split())
-    if not reason or len(reason) > 200:
-        raise BackofficeRefused(Code.REASON_REQUIRED, "a reason of 1 to 200 characters is required")
-    return reason
+    try:
+        return masterdata.reason_of(text)
+    except masterdata.MasterDataRefused as exc:
+        raise BackofficeRefused(Code.REASON_REQUIRED, str(exc)) from exc
+
+
+_REFUSED = {
+    masterdata.Refusal.NOT_FOUND: Code.NOT_FOUND,
+    masterdata.Refusal.CHANGED: Code.EDITED_MEANWHILE,
+    masterdata.Refusal.REASON_REQUIRED: Code.REASON_REQUIRED,
+}
 
 
 def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
     """Store the document the form describes (new or edited); returns its id. Nothing is written unless
-    every field passes (``documents.DocumentInvalid``) and a reason is given."""
+    every field passes (``documents.DocumentInvalid``), a reason is given and nobody saved it since the form was
+    opened (checked again inside the write)."""
     need(who, Action.RULES_EDIT)
     with store.db.read() as tx:
         doc_id, doc, before = checked(tx, kind, form)
     reason = reason_of(form.get("reason", ""))
-    details = {"document": doc, "created": before is None}
-
-    def record(tx: Tx) -> None:
-        _unchanged_since(tx, kind, doc_id, before)  # again, inside the write (after the row's lock)
-        audit.append(tx, who.staff_id, f"{kind}_put", doc_id, reason, details)
-
-    if kind == RULE:
-        store.put_rule_doc(doc, doc_id, also=record)
-    else:
-        store.put_coupon(doc, doc_id, also=record)
+    version = masterdata.NEW if before is None else doc_digest(before)
+    try:
+        masterdata.put(store, kind, doc, who.staff_id, reason, version)
+    except masterdata.MasterDataRefused as exc:
+        raise BackofficeRefused(_REFUSED[exc.refusal], str(exc)) from exc
     return doc_id
-
-
-def _unchanged_since(tx: Tx, kind: str, doc_id: str, before: dict[str, Any] | None) -> None:
-    now = held(tx, kind, doc_id, taken=before is None)
-    if before is None and now is not None:
-        raise documents.DocumentInvalid([documents.FieldError(_id_field(kind), documents.Code.EXISTS)])
-    if before is not None and (now is None or doc_digest(now) != doc_digest(before)):
-        raise BackofficeRefused(Code.EDITED_MEANWHILE, f"{kind} {doc_id} was saved or retired meanwhile")
 
 
 def retire(store: HqStore, who: Staff, kind: str, doc_id: str, reason_text: str) -> None:
     """The document is deleted: the tills get its tombstone with their next pull and stop applying it."""
     need(who, Action.RULES_EDIT)
-    _, _, tombstone = _kind(kind)
     reason = reason_of(reason_text)
     with store.db.read() as tx:
-        if held(tx, kind, doc_id) is None:
-            raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {doc_id}")
-
-    def record(tx: Tx) -> None:
-        audit.append(tx, who.staff_id, f"{kind}_retire", doc_id, reason)
-
-    if not store.delete(tombstone, doc_id, also=record):
+        shown = held(tx, kind, doc_id)
+    if shown is None:
         raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {doc_id}")
+    try:
+        masterdata.retire(store, kind, doc_id, who.staff_id, reason, doc_digest(shown))
+    except masterdata.MasterDataRefused as exc:
+        raise BackofficeRefused(_REFUSED[exc.refusal], str(exc)) from exc
 
 
 # -- the preview -------------------------------------------------------------------------------------------
