@@ -18,7 +18,7 @@ from hq import audit, documents
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.store import HqStore
-from terminal.canonical import doc_digest
+from terminal.canonical import canonical_json, doc_digest
 
 RULE, COUPON = "rule", "coupon"
 KINDS = (RULE, COUPON)
@@ -31,6 +31,8 @@ NEW = "new"
 ANY = "*"
 """The version of a change made whatever the document holds now (an administrator's own file)."""
 MAX_REASON = 200
+MAX_DOCUMENT = 16 * 1024
+"""Bytes of a document's canonical JSON: every till holds every chain-wide document and pulls each change."""
 
 
 class Refusal(StrEnum):
@@ -89,6 +91,12 @@ def check(kind: str, doc_id: str, doc: dict[str, Any]) -> None:
     key = id_column(kind)
     if doc.get(key) != doc_id or documents.ID.fullmatch(doc_id) is None:
         raise documents.DocumentInvalid([documents.FieldError(key, documents.Code.BAD_ID)])
+    try:
+        size = len(canonical_json(doc))
+    except ValueError:  # a lone surrogate, NaN: no till could read or sign it
+        raise documents.DocumentInvalid([documents.FieldError("document", documents.Code.TILL_REFUSES)]) from None
+    if size > MAX_DOCUMENT:
+        raise documents.DocumentInvalid([documents.FieldError("document", documents.Code.TOO_LONG)])
     if kind == RULE:
         documents.check_rule(doc_id, doc)
     else:

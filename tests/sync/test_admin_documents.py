@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hq import audit
+from hq import audit, documents, masterdata
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from sync.client import SyncClient
@@ -148,6 +148,8 @@ def test_coupons_are_listed_chain_wide_and_a_members_own_is_read_by_id_only(
         ("rules/r1", {"reason": "x"}, {**TRIPLE, "rule_id": "other"}, {}, (422, "document_invalid")),
         ("rules/bad%20id", {"reason": "x"}, TRIPLE, {}, (422, "document_invalid")),
         ("coupons/c1", {"reason": "x"}, {"kind": "amount_off", "value": "lots"}, {}, (422, "document_invalid")),
+        ("rules/r1", {"reason": "x"}, {**TRIPLE, "text": "x" * 20_000}, {}, (422, "document_invalid")),  # too long
+        ("rules/r1", {"reason": "x"}, {**TRIPLE, "text": "\ud800"}, {}, (422, "invalid_request")),  # no UTF-8
         ("rules/r1", {}, TRIPLE, {}, (422, "invalid_request")),  # no reason
         ("rules/r1", {"reason": "   "}, TRIPLE, {}, (422, "reason_required")),
         ("rules/r1", {"reason": "x" * 201}, TRIPLE, {}, (422, "invalid_request")),
@@ -168,8 +170,26 @@ def test_bad_documents_versions_reasons_and_credentials_are_refused_and_write_no
 ) -> None:
     hq, _, api = office
     before = stored(hq)
-    reply = api.put(f"/v1/admin/{path}", params=params, json=body, headers=headers)
+    text = json.dumps(body)  # as JSON text: a lone surrogate stays an escape, as a program might send it
+    sent = {"Content-Type": "application/json", **headers}
+    reply = api.put(f"/v1/admin/{path}", params=params, content=text, headers=sent)
     assert code(reply) == expected, reply.text
     assert stored(hq) == before
     if path.startswith("rules/r1") and not headers:
         assert code(api.delete(f"/v1/admin/{path}", params={"reason": "x"})) == (404, "not_found")  # nothing made
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "code"),
+    [
+        ({**TRIPLE, "rule_id": "r1", "text": "\ud800"}, "document", documents.Code.TILL_REFUSES),
+        ({**TRIPLE, "rule_id": "r1", "text": "x" * masterdata.MAX_DOCUMENT}, "document", documents.Code.TOO_LONG),
+        ({**TRIPLE, "rule_id": "r2"}, "rule_id", documents.Code.BAD_ID),
+    ],
+)
+def test_the_service_refuses_what_no_till_could_hold_before_anything_is_stored(
+    doc: dict[str, Any], field: str, code: documents.Code
+) -> None:
+    with pytest.raises(documents.DocumentInvalid) as refused:
+        masterdata.check(masterdata.RULE, "r1", doc)
+    assert refused.value.by_field() == {field: code.value}
