@@ -13,6 +13,7 @@
     GET  /backoffice/audit                                 the newest audit records and whether the chain holds
     GET  /backoffice/recon..., /backoffice/fleet            reconciliation items and the fleet (at the end)
     GET  /backoffice/giftcards?q=, /backoffice/giftcards/{id}   gift cards; POST .../unblock, .../clear (a request)
+    GET  /backoffice/rewards?voucher=                      the rewards catalogue and the vouchers (read only)
     GET  /backoffice/static/{name}
 
 Every page but sign-in needs a session (a browser without one is sent to sign in) and names the ``Action``
@@ -46,6 +47,7 @@ from hq.backoffice import (
     pages,
     recon,
     reports,
+    rewards,
     sessions,
     staff,
     team,
@@ -739,6 +741,16 @@ def _staff_change(verb: str) -> Callable[..., Response]:
 
 for _staff_verb in _STAFF_CHANGES:
     route("POST", f"/staff/{{staff_id}}/{_staff_verb}", Action.STAFF_MANAGE)(_staff_change(_staff_verb))
+
+
+# -- the rewards catalogue and the vouchers (docs/rewards.md, docs/stored-value.md) ------------------------------
+#   GET  /backoffice/rewards?voucher=                      every reward and its stock left; vouchers by state; one found
+
+
+@route("GET", "/rewards", Action.RULES_READ)
+def rewards_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    shown = rewards.page(store, session.staff, request.query_params.get("voucher", "")[:80])
+    return page(request, "rewards", lang, r=shown)
 
 
 # -- gift cards (docs/giftcards.md) ------------------------------------------------------------------------------
