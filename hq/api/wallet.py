@@ -257,8 +257,7 @@ def sign_out(request: Request, store: Store, member: Member, fields: Form) -> Re
     if member is not None and fields.get("device"):
         _forget_phone(store, member, fields["device"])
     if member is not None and fields.get("everywhere") == "1":
-        signin.end_all_sessions(store, member, now_s())
-        devices.remove_all(store, member)
+        devices.sign_out_everywhere(store, member, now_s())
     elif token is not None:
         signin.end_session(store, token, now_s())
     reply = RedirectResponse("/wallet/sign-in?out=1", status_code=303, headers={"Cache-Control": "no-store"})
@@ -651,6 +650,22 @@ def put_contacts(store: Store, member_id: str, body: ContactsIn, admin: Admin) -
 
     result: dict[str, str] = store.db.transact(save)
     return result
+
+
+class SignOutIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=200, pattern=r"\S")
+
+
+@router.post("/v1/admin/members/{member_id}/sign-out", tags=["wallet"], responses=contact_errors)
+def sign_out_member(store: Store, member_id: str, body: SignOutIn, admin: Admin) -> dict[str, Any]:
+    """A member's lost or stolen phone, reported to staff: every wallet session of the member ends and every paying
+    phone is revoked (the tills refuse its codes once they pull), without blocking the member; audited."""
+    if store.member(member_id) is None:
+        raise ApiError(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
+    ended, phones = devices.sign_out_everywhere(
+        store, member_id, now_s(), by=admin, reason=" ".join(body.reason.split())
+    )
+    return {"member_id": member_id, "sessions_ended": ended, "phones_revoked": phones}
 
 
 @router.get("/v1/admin/members/{member_id}/contacts", tags=["wallet"], responses=contact_errors)

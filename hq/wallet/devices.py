@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hq import payments
+from hq import audit, payments
+from hq.db.engine import Tx
 from hq.store import HqStore
+from hq.wallet import signin
 from hq.wallet.signin import WalletRefused
 from sync.protocol import ErrorCode
 from terminal import payments as pay
@@ -57,6 +59,23 @@ def remove_all(store: HqStore, member_id: str) -> int:
     return len(live)
 
 
+def sign_out_everywhere(
+    store: HqStore, member_id: str, now: int, *, by: str | None = None, reason: str = ""
+) -> tuple[int, int]:
+    """A lost or stolen phone: every paying phone of the member is revoked and every wallet session ends; the
+    member's own "sign out on every device", or an administrator's (``by``, with ``reason``: audited). Returns
+    (sessions ended, phones revoked); doing it again ends and revokes nothing more."""
+    phones = remove_all(store, member_id)
+
+    def end(tx: Tx) -> int:
+        ended = signin.end_all_sessions(tx, member_id, now)
+        if by is not None:
+            audit.append(tx, by, "wallet_sign_out", member_id, reason, {"sessions": ended, "phones": phones})
+        return ended
+
+    return store.db.transact(end), phones
+
+
 def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:
     """Revoke one of the member's own devices; another member's, or none, is ``device_cert_unknown``."""
     if not any(d["cert_id"] == cert_id_hex for d in payments.devices(store, member_id)):
@@ -64,4 +83,4 @@ def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:
     return payments.revoke_device(store, cert_id_hex, REMOVED)
 
 
-__all__ = ["FRESH_S", "MAX_DEVICES", "listed", "register", "remove", "remove_all"]
+__all__ = ["FRESH_S", "MAX_DEVICES", "listed", "register", "remove", "remove_all", "sign_out_everywhere"]

@@ -243,13 +243,9 @@ def end_session(store: HqStore, token: str, now: int) -> bool:
     return changed == 1
 
 
-def end_all_sessions(store: HqStore, member_id: str, now: int) -> int:
+def end_all_sessions(tx: Tx, member_id: str, now: int) -> int:
     """Sign out everywhere: every live session of the member ends; returns how many."""
-    return store.db.transact(
-        lambda tx: tx.run(
-            "UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id]
-        )
-    )
+    return tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
 
 
 def forget(tx: Tx, member_id: str, now: int) -> None:

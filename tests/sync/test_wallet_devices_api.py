@@ -1,7 +1,9 @@
 """The wallet's paying phones over a real head-office server (uvicorn in a thread on 127.0.0.1, SQLite):
 setting one up needs a live, recent session and the wallet's own Origin, issues the certificate
 ``POST /v1/devices`` issues (the same function, the same feed), at most ``MAX_DEVICES`` live a member;
-removing one revokes only the member's own."""
+removing one revokes only the member's own; an administrator told of a stolen phone ends every session of the
+member and revokes its phones without blocking it, audited, and a till's token or a missing reason changes
+nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import payments
+from hq import audit, payments
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from hq.wallet import devices, signin
@@ -125,6 +127,51 @@ def test_signing_out_everywhere_removes_every_paying_phone_of_the_member(server:
         assert reply.status_code == 303 and reply.headers["clear-site-data"] == '"cache", "storage"'
     assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True, True]
     assert [d["revoked"] for d in payments.devices(hq, "M-B")] == [False]  # another member's are untouched
+
+
+def test_an_administrator_signs_a_member_out_everywhere_without_blocking_it(
+    server: tuple[HqStore, ServerHandle],
+) -> None:
+    hq, handle = server
+    token = hq.add_admin("Mio")
+    admin = httpx.Client(base_url=handle.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    hq.add_terminal("T1", "S1", "till-1-token")
+    with (
+        session(hq, handle.url, "M-A") as aiko,
+        session(hq, handle.url, "M-A") as thief,
+        session(hq, handle.url, "M-B") as ben,
+        admin,
+    ):
+        for phone in (aiko, thief, ben):
+            assert phone.post("/wallet/devices", json={"device_key": new_key()}).status_code == 200
+        path = "/v1/admin/members/M-A/sign-out"
+        for body, headers, refused in (
+            ({}, {}, (422, "invalid_request")),  # no reason
+            ({"reason": "   "}, {}, (422, "invalid_request")),
+            ({"reason": "x" * 201}, {}, (422, "invalid_request")),
+            ({"reason": "stolen"}, {"Authorization": "Bearer till-1-token"}, (403, "forbidden")),  # a till's token
+        ):
+            reply = admin.post(path, json=body, headers=headers)
+            assert (reply.status_code, reply.json()["code"]) == refused, body
+        reply = admin.post("/v1/admin/members/M-NONE/sign-out", json={"reason": "stolen"})
+        assert (reply.status_code, reply.json()["code"]) == (404, "unknown_member")
+        assert thief.get("/wallet/devices").status_code == 200  # nothing refused changed anything
+        assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [False, False]
+
+        done = admin.post(path, json={"reason": "phone stolen, reported at the desk"})
+        assert done.status_code == 200, done.text
+        assert done.json() == {"member_id": "M-A", "sessions_ended": 2, "phones_revoked": 2}
+        for ended in (aiko, thief):
+            assert ended.get("/wallet/devices").status_code == 401  # every session of the member ended
+        assert ben.get("/wallet/devices").status_code == 200  # another member's is untouched
+        again = admin.post(path, json={"reason": "again"})
+        assert again.json() == {"member_id": "M-A", "sessions_ended": 0, "phones_revoked": 0}
+    assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True, True]  # the tills refuse their codes
+    assert [d["revoked"] for d in payments.devices(hq, "M-B")] == [False]
+    assert hq.member("M-A") is not None and hq.member("M-A").status == "active"  # type: ignore[union-attr]
+    with hq.db.read() as tx:
+        records = [(r.actor, r.action, r.target, r.reason) for r in audit.recent(tx, 2)]
+    assert ("Mio", "wallet_sign_out", "M-A", "phone stolen, reported at the desk") in records
 
 
 @pytest.fixture
