@@ -31,7 +31,7 @@ NEW = "new"
 ANY = "*"
 """The version of a change made whatever the document holds now (an administrator's own file)."""
 MAX_REASON = 200
-MAX_DOCUMENT = 16 * 1024
+MAX_DOCUMENT = 64 * 1024
 """Bytes of a document's canonical JSON: every till holds every chain-wide document and pulls each change."""
 
 

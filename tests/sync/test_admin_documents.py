@@ -148,7 +148,7 @@ def test_coupons_are_listed_chain_wide_and_a_members_own_is_read_by_id_only(
         ("rules/r1", {"reason": "x"}, {**TRIPLE, "rule_id": "other"}, {}, (422, "document_invalid")),
         ("rules/bad%20id", {"reason": "x"}, TRIPLE, {}, (422, "document_invalid")),
         ("coupons/c1", {"reason": "x"}, {"kind": "amount_off", "value": "lots"}, {}, (422, "document_invalid")),
-        ("rules/r1", {"reason": "x"}, {**TRIPLE, "text": "x" * 20_000}, {}, (422, "document_invalid")),  # too long
+        ("rules/r1", {"reason": "x"}, {**TRIPLE, "text": "x" * 70_000}, {}, (422, "document_invalid")),  # too long
         ("rules/r1", {"reason": "x"}, {**TRIPLE, "text": "\ud800"}, {}, (422, "invalid_request")),  # no UTF-8
         ("rules/r1", {}, TRIPLE, {}, (422, "invalid_request")),  # no reason
         ("rules/r1", {"reason": "   "}, TRIPLE, {}, (422, "reason_required")),
