@@ -168,7 +168,7 @@ class ErrorCode(StrEnum):
     REWARD_NOT_REFUNDABLE = "reward_not_refundable"
     INSUFFICIENT_POINTS = "insufficient_points"
     CLOSE_DAMAGED = "close_damaged"
-    # earning rules and coupons (hq/masterdata.py, docs/api.md)
+    # earning rules and coupons (hq/masterdata.py, docs/editors.md)
     DOCUMENT_INVALID = "document_invalid"
     DOCUMENT_CHANGED = "document_changed"
     REASON_REQUIRED = "reason_required"

@@ -1,4 +1,3 @@
-import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -91,74 +90,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if _drives_a_browser(path):
             item.add_marker("browser")
     _one_engine_per_scenario(config, items)
-    _heaviest_modules_first(items)
-
-
-MODULE_TIMES = TESTS / "module_times.json"
-"""Seconds each test module took in a recorded run (``--record-module-times``): the order modules are handed
-to the workers in. Refresh it after adding slow tests; a module it does not name is guessed from its markers."""
-GUESS = {"ops": 3.0, "e2e": 2.0, "browser": 2.0, "slow": 1.0, "postgres": 0.5, "pcsc": 0.3}
-"""A test's guessed seconds by what it uses (a test that uses none: ``LIGHT``)."""
-LIGHT = 0.05
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--record-module-times",
-        action="store_true",
-        help=f"write each test module's seconds in this run to {MODULE_TIMES.name} (the order workers take them in)",
-    )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--record-module-times") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_ModuleTimes(), "module-times")
-
-
-class _ModuleTimes:
-    """Sums each module's setup, call and teardown seconds as the reports arrive (from every worker), and writes
-    them at the end of the run."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        module = report.nodeid.split("::", 1)[0]
-        self.seconds[module] = self.seconds.get(module, 0.0) + report.duration
-
-    def pytest_sessionfinish(self) -> None:
-        ranked = dict(sorted(((m, round(s, 1)) for m, s in self.seconds.items()), key=lambda kv: (-kv[1], kv[0])))
-        MODULE_TIMES.write_text(json.dumps(ranked, indent=1) + "\n", encoding="utf-8")
-
-
-@cache
-def _recorded_times() -> dict[str, float]:
-    try:
-        recorded = json.loads(MODULE_TIMES.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {str(k): float(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
-
-
-def _guess(item: pytest.Item) -> float:
-    return max((s for name, s in GUESS.items() if item.get_closest_marker(name)), default=LIGHT)
-
-
-def _heaviest_modules_first(items: list[pytest.Item]) -> None:
-    """Modules in order of their time, longest first, each module's tests in their own order. The workers take
-    modules from the front of this list as they finish one (``--dist loadscope``), so the last ones handed out
-    are short and no worker runs a long module alone at the end."""
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
-    recorded = _recorded_times()
-
-    def seconds(module: str) -> float:
-        known = recorded.get(module)
-        return known if known is not None else sum(_guess(item) for item in modules[module])
-
-    ranked = sorted(modules, key=lambda module: -seconds(module))
-    items[:] = [item for module in ranked for item in modules[module]]
 
 
 def _engine_of(item: pytest.Item) -> str | None:

@@ -1,7 +1,8 @@
-"""Earning rules and coupons for administrators' programs (administrator token; docs/api.md): thin over
+"""Earning rules and coupons for administrators' programs (administrator token; docs/editors.md): thin over
 ``hq.masterdata``, the path the back office's editors save on too.
 
-GET    /v1/admin/{rules|coupons}          the live documents (chain-wide coupons only), by id: {id, digest, document}
+GET    /v1/admin/{rules|coupons}          the live documents (chain-wide coupons only), by id:
+                                          {rule_id | coupon_id, digest, document}
 GET    /v1/admin/{rules|coupons}/{id}     one, with its digest also as the ETag (a personal coupon too)
 PUT    /v1/admin/{rules|coupons}/{id}     the JSON document; ?reason= why; If-Match: the digest it was made on, or
                                           If-None-Match: * to make a new one only; neither: whatever is held
