@@ -386,6 +386,7 @@ def test_signing_out_removes_the_phone_and_its_key_so_the_next_member_on_it_star
     page.wait_for_selector("#sign-out + input[name=device]", state="attached")
     page.click("#sign-out")
     page.wait_for_selector("body[data-page=sign-in]")
+    page.wait_for_function("() => typeof TillpointPay !== 'undefined'")  # its deferred script, under any load
     assert [(d["cert_id"], d["revoked"]) for d in payments.devices(hq, "M-A")] == [(device["cert"]["cert_id"], True)]
     assert page.evaluate(DEVICE) is None  # the answer cleared the browser's storage: the key is gone
 
