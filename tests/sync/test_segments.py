@@ -101,16 +101,19 @@ def store(hq_url: str, population: Population) -> Iterator[HqStore]:
     hq.close()
 
 
+def module_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new head-office database of the fixture's engine (``request.param``) for a module-scoped fixture."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("hq") / "hq.db")
+    return str(request.getfixturevalue("pg_server").fresh_schema())
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def loaded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, population: Population
 ) -> Iterator[HqStore]:
     """The population on each engine once for the module's read-only tests (they change nothing in it)."""
-    if request.param == "sqlite":
-        url = str(tmp_path_factory.mktemp("loaded") / "hq.db")
-    else:
-        url = request.getfixturevalue("pg_server").fresh_schema()
-    hq = HqStore(url)
+    hq = HqStore(module_url(request, tmp_path_factory))
     load(hq.db, population)
     yield hq
     hq.close()
@@ -350,11 +353,7 @@ def rolled(
 ) -> Iterator[HqStore]:
     """The population with its windows rolled to the reference day, on each engine once for the module's
     read-only tests."""
-    if request.param == "sqlite":
-        url = str(tmp_path_factory.mktemp("rolled-each") / "hq.db")
-    else:
-        url = request.getfixturevalue("pg_server").fresh_schema()
-    hq = HqStore(url)
+    hq = HqStore(module_url(request, tmp_path_factory))
     load(hq.db, population)
     roll(hq, AS_OF)
     yield hq
