@@ -24,6 +24,7 @@ from tests.api.stack import chromium, chromium_missing
 from tests.backoffice.chain import chain
 from tests.backoffice.test_browser import DESKTOP, MADE_OF_MARKUP, MARKUP, TABLET, open_page, sign_in, well_formed
 from tests.backoffice.test_web import signed_in
+from tests.fixtures import entries
 
 LATTE = {"reward_id": "LATTE", "reward": "item", "sku": "LATTE-M", "points": 300, "title": MARKUP[1], "stock": 3}
 TENOFF = {
@@ -44,17 +45,8 @@ READ = """() => ({
 
 def sell(hq: HqStore, code: str) -> None:
     """T1 sells the voucher, as its journal entry says."""
-    parsed = vc.parse(code)
     seq = len(hq.entries("T1")) + 1
-    payload: dict[str, Any] = {
-        "voucher_id": parsed.voucher_id,
-        "code": code,
-        "kind": "amount",
-        "value": parsed.value,
-        "store_id": "S1",
-        "local_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
-        "amount": parsed.value,
-    }
+    payload = entries.voucher_sale(code, local_time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
     made = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
     entry = WireEntry(terminal_id="T1", seq=seq, txn_id=f"T1-{seq}-v", kind="voucher_sale", payload=payload,
                       created_at=made)  # fmt: skip

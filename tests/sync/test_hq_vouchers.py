@@ -19,6 +19,7 @@ from hq.store import HqStore
 from hq.vouchers import IssueSpec, of_member
 from sync.protocol import ErrorCode, VoucherConfirmRequest, WireEntry
 from terminal import vouchers as vc
+from tests.fixtures import entries
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
@@ -45,17 +46,7 @@ class Chain:
 
     def sell(self, code: str, member_id: str | None = None) -> str:
         self.seq += 1
-        parsed = vc.parse(code)
-        payload: dict[str, Any] = {
-            "voucher_id": parsed.voucher_id,
-            "code": code,
-            "kind": "amount",
-            "value": parsed.value,
-            "store_id": "S1",
-            "local_time": "2026-12-02T10:00:00",
-            "amount": parsed.value,
-            "member_id": member_id,
-        }
+        payload = entries.voucher_sale(code, local_time="2026-12-02T10:00:00", member_id=member_id)
         txn = f"T1-{self.seq}"
         entry = WireEntry(
             terminal_id="T1", seq=self.seq, txn_id=txn, kind="voucher_sale", payload=payload, created_at=iso(self.clock)
