@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sync.client import public_tls
 from terminal import membercodes
 from terminal import payments as pay
 
@@ -95,6 +96,7 @@ class MemberApp:
         try:
             with httpx.Client(
                 base_url=hq,
+                verify=public_tls(),
                 timeout=self.timeout,
                 transport=self.transport,
                 headers={"Authorization": f"Bearer {token}"},

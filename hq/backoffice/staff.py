@@ -11,6 +11,7 @@ as much time as a known one.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -76,8 +77,11 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(made, base64.b64decode(key))
 
 
-_DUMMY = hash_password(secrets.token_urlsafe(16))
-"""Checked against when the account does not exist: the answer takes as long as for one that does."""
+@functools.cache
+def _dummy() -> str:
+    """Checked against when the account does not exist: the answer takes as long as for one that does.
+    Made at the first such sign-in, not at import (every head-office command would pay one scrypt)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def check_new_password(password: str) -> None:
@@ -261,7 +265,7 @@ def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff
         if _locked(tx, staff_id, source, now):
             return Code.LOCKED_OUT
         row = tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
-    good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _DUMMY)
+    good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _dummy())
     if row is None or not good or bool(row[1]):
         failed = [(f"staff:{staff_id[:64]}", now), (f"source:{source}", now)]
         db.transact(lambda tx: tx.many("INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)", failed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from hq.db import figures
-from hq.db.engine import Db, utc_now
+from hq.db.engine import Db, Tx, utc_now
 from hq.db.sqlite import SqliteDb
 from hq.errors import NewerSchema
 
@@ -686,17 +686,26 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
     if pending and done and backup:
         where = db.backup(pending[0])
         log.warning("head-office database backed up to %s before migrations %s", where, ", ".join(pending))
+    if not done:  # a new database: made whole in one transaction (one commit, not one per migration)
+        with db.write() as tx:
+            return _apply(db, tx, [(name, statements) for name, statements in MIGRATIONS])
     applied = []
     for name, statements in MIGRATIONS:
-        if name in done:
-            continue
-        with db.write() as tx:
-            if db.dialect == "postgres":
-                tx.one("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
-                if tx.one("SELECT name FROM hq_migrations WHERE name = ?", [name]) is not None:
-                    continue  # another process applied it while this one waited
-            for statement in statements:
-                tx.run(statement)
-            tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
-        applied.append(name)
+        if name not in done:
+            with db.write() as tx:
+                applied += _apply(db, tx, [(name, statements)])
     return applied
+
+
+def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]:
+    """Apply ``migrations`` in ``tx``; returns the names applied (on PostgreSQL, those another process had not
+    applied while this one waited for the migration lock)."""
+    if db.dialect == "postgres":
+        tx.one("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
+        applied_meanwhile = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
+        migrations = [(name, statements) for name, statements in migrations if name not in applied_meanwhile]
+    for name, statements in migrations:
+        for statement in statements:
+            tx.run(statement)
+        tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
+    return [name for name, _ in migrations]
