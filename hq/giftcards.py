@@ -41,7 +41,7 @@ from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
 from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter
-from hq.policy import Breach, verify_tap
+from hq.policy import Breach, CardKeys, verify_tap
 from sync.protocol import (
     EntryKind,
     ErrorCode,
@@ -471,6 +471,21 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
     return {"confirmed": True, "card_id": card.card_id, "balance": card.balance - pending}
 
 
+def sold_counter(payload: GiftActivatePayload, keys: CardKeys) -> tuple[GiftActivatePayload, str | None]:
+    """The sale with the read counter head office takes from it, and why it took none: the counter of a SUN
+    message of this card and read that verifies with head office's keys; with no keys, the till's word (as a
+    payment's tap is then). Without this, a stolen till credential could sell a card at counter 0xFFFFFF: every
+    till would then refuse every genuine tap of it as a replay."""
+    if payload.counter is None:
+        return payload, None
+    tap = SecureTap(uid_hash=payload.uid_hash, trust="sun", counter=payload.counter, sun=payload.sun)
+    _, breach = verify_tap(tap, keys)
+    if breach is None:
+        return payload, None
+    problem = str(breach.detail.get("problem", "the SUN message does not verify"))
+    return payload.model_copy(update={"counter": None, "sun": None}), f"the read counter was not taken: {problem}"
+
+
 def _tap_problem(tx: Tx, settings: Settings, tap: SecureTap, terminal_id: str, txn_id: str) -> tuple[str, str] | None:
     """Why the tap proves nothing: a SUN message that does not verify (when head office holds the keys), or a
     read counter the chain used already (it is used from now on); None when it may pay."""
@@ -500,6 +515,10 @@ def check(tx: Tx, batch: Batch) -> set[str]:
         if breach is not None and breach.reason is not Reason.GIFT_CARD_OVERSPENT:
             batch.quarantine(i, breach)
             continue
+        if isinstance(payload, GiftActivatePayload):
+            payload, unproven = sold_counter(payload, batch.settings.card_keys)
+            if unproven is not None:  # sold all the same (the buyer paid); its counter is not taken
+                batch.flag(i, Reason.GIFT_PROOF_INVALID, payload.card_id, card_id=payload.card_id, problem=unproven)
         where = {
             "terminal": batch.terminal_id,
             "store": batch.store_id,

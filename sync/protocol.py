@@ -1227,6 +1227,16 @@ class GiftActivatePayload(GiftPayload):
     counter: Annotated[int, Strict(), Field(ge=0, le=0xFFFFFF)] | None = None
     """The SUN read counter of the tap that sold it: head office takes no earlier read of the card from then on
     (a read a phone kept from before the sale keeps nothing in a wallet)."""
+    sun: Annotated[str, Strict(), Field(min_length=1, max_length=1024)] | None = None
+    """The NDEF URL that tap read (its SUN message). Head office holding the card keys takes ``counter`` only
+    from a message of this card and read that verifies: a counter alone is a till's word, and a stolen till
+    credential could otherwise raise a card's counter out of reach and no till would take the card again."""
+
+    @model_validator(mode="after")
+    def _sun_read(self) -> GiftActivatePayload:
+        if self.sun is not None and (self.trust != "sun" or self.counter is None):
+            raise ValueError("a SUN message comes with a SUN tap's read counter")
+        return self
 
     def values(self) -> Values:
         return Values(None, 0, 0, self.amount)

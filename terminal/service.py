@@ -1034,6 +1034,8 @@ class Service:
         fields: dict[str, Any] = {"amount": amount, "trust": "sun" if sun else "mac"}
         if sun and proof.counter is not None:
             fields["counter"] = proof.counter  # head office takes no earlier read of the card from now on
+            if read.sun:
+                fields["sun"] = read.sun  # what lets head office check that counter
         return self._record_gift(EntryKind.GIFT_ACTIVATE, read.uid_hash, write, now, fields)
 
     def load_gift(self, read: CardRead, amount: int) -> GiftReceipt:

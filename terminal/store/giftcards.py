@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 
 from terminal import giftcards as gc
 from terminal.errors import Rejected
@@ -44,7 +45,7 @@ def held(conn: sqlite3.Connection, card_id: str) -> gc.GiftCard | None:
         return None
     card = gc.card_from_doc(json.loads(row[0]))
     balance = card.balance + _pending(conn, card_id)
-    return gc.GiftCard(card.card_id, card.uid_hash, card.state, balance, card.expires_on, card.last_used_on)
+    return replace(card, balance=balance)  # head office's read counter too: a read at or below it is refused
 
 
 def sold_today(conn: sqlite3.Connection, day: str) -> int:

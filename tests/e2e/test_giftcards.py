@@ -10,6 +10,7 @@ refund goes back onto the card; a card blocked at a till is refused everywhere o
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -173,6 +174,10 @@ def test_a_gift_card_sold_at_one_store_pays_at_another_once_online_and_offline(
         assert (sold["kind"], sold["card_id"], sold["balance"]) == ("gift_activate", card_id, 5000)
         wait_until(a.pushed, 30, "A to push the sale")
         wait_until(lambda: b.knows(card_id, balance=5000), 30, "B to pull the card")
+        # The sale carried its tap's SUN message: head office checked it with its keys and took its read
+        # counter (a counter it could not check would be flagged ``gift_proof_invalid`` and not taken).
+        assert json.loads(head_office.cli("items", "--terminal-id", "T-A", "--json")) == []
+        assert b.knows(card_id, counter=genuine.counter)  # an earlier read of the card is refused from now on
 
         # Paid at B, another store, with a fresh tap: head office confirms first.
         tap(plastic, b)
@@ -194,6 +199,8 @@ def test_a_gift_card_sold_at_one_store_pays_at_another_once_online_and_offline(
         wait_until(lambda: a.pushed() and b.pushed(), 30, "both tills to push")
         wait_until(lambda: b.knows(card_id, balance=3000), 30, "B to pull A's payment")
         head_office.kill()
+        tap(clone, b)  # offline, B refuses the skimmed message by the read counter head office told it of
+        assert b.refused("/v1/giftcards/pay", {"amount": 100}) == "replayed_card"
         tap(plastic, b)
         offline = b.ok("POST", "/v1/giftcards/pay", {"amount": 1000})
         assert (offline["offline"], offline["balance"]) == (True, 2000)

@@ -13,14 +13,23 @@ from typing import Any
 
 import pytest
 
-from hq import audit, ledger, merchants, reports, rollup, settlement
+from hq import audit, giftcards, ledger, merchants, reports, rollup, settlement
 from hq.db.engine import Tx
 from hq.db.schema import migrate
 from hq.errors import Refused
 from hq.ingest import Settings
 from hq.policy import CardKeys
 from hq.store import HqStore
-from sync.protocol import EodReport, ErrorCode, GiftConfirmRequest, ReconItem, SecureTap, WireEntry, day_totals
+from sync.protocol import (
+    EodReport,
+    ErrorCode,
+    GiftActivatePayload,
+    GiftConfirmRequest,
+    ReconItem,
+    SecureTap,
+    WireEntry,
+    day_totals,
+)
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash
 from terminal.topups import TopupPolicy
@@ -256,6 +265,63 @@ def test_a_stolen_till_credential_cannot_make_or_drain_value(chain: Chain) -> No
     shown = chain.card(victim)
     assert shown["balance"] == 8000 - 8000 + 500
     assert [a["kind"] for a in shown["activity"]] == ["gift_activate", "gift_redeem", "gift_refund"]
+
+
+def fed_counter(chain: Chain, card: Card) -> int | None:
+    """The read counter every till learns for the card with its next pull."""
+    [fed] = [c for c in chain.store.changes(0, 1000).gift_cards if c.card_id == card.card_id]
+    counter = fed.body.get("counter")
+    return None if counter is None else int(counter)
+
+
+def test_a_sale_raises_a_cards_read_counter_only_with_a_sun_message_that_verifies(chain: Chain) -> None:
+    """A stolen till credential cannot put a card out of every till's reach by selling it at a made-up read
+    counter: head office holding the card keys takes a sale's counter only from its SUN message."""
+    genuine = Card(bytes.fromhex("04C1C2C3C4C5C1"))
+    sold_tap = genuine.tap()
+    chain.push("T1", "gift_activate", genuine, amount=3000, trust="sun", counter=sold_tap.counter, sun=sold_tap.sun)
+    assert fed_counter(chain, genuine) == sold_tap.counter  # an earlier read of it is refused from now on
+    assert chain.flagged("T1") == []
+    old_read = Card(bytes.fromhex("04C1C2C3C4C5C2")).tap()  # genuine, of an earlier read than claimed below
+    other = Card(bytes.fromhex("04C1C2C3C4C5C3")).tap()  # another card's genuine message
+    made_up: list[dict[str, Any]] = [
+        {"trust": "sun", "counter": 0xFFFFFF},  # no message at all
+        {"trust": "mac", "counter": 0xFFFFFF},  # a Lite-S read does not count
+        {"trust": "sun", "counter": 0xFFFFFF, "sun": old_read.sun},  # a real message, another counter
+        {"trust": "sun", "counter": other.counter, "sun": other.sun},  # another card's message
+    ]
+    for n, fields in enumerate(made_up):
+        bricked = Card(bytes.fromhex(f"04D1D2D3D4D5{n:02X}"))
+        sold = chain.push("T2", "gift_activate", bricked, amount=2000, **fields)
+        assert fed_counter(chain, bricked) is None, fields  # no till refuses the card's next genuine tap
+        assert chain.card(bricked)["balance"] == 2000  # the sale stands (the buyer paid) ...
+        assert (sold, "gift_proof_invalid") in {(i.txn_id, i.reason.value) for i in chain.flagged("T2")}  # flagged
+        chain.pay("T1", bricked, 500)  # the card pays at another till with its next genuine read
+        assert chain.card(bricked)["balance"] == 1500
+    assert chain.held("T1") == [] and chain.held("T2") == []
+    # a SUN message without its counter is refused as a payload: nothing to check it against
+    with pytest.raises(ValueError, match="SUN message"):
+        GiftActivatePayload(**{**_activation(genuine), "trust": "mac", "counter": None, "sun": old_read.sun})
+
+
+def _activation(card: Card) -> dict[str, Any]:
+    return {
+        "card_id": card.card_id,
+        "uid_hash": card.uid_hash,
+        "store_id": "S1",
+        "local_time": "2026-12-01T10:00:00",
+        "amount": 100,
+        "trust": "sun",
+    }
+
+
+def test_without_the_card_keys_a_sales_counter_is_the_tills_word() -> None:
+    card = Card(bytes.fromhex("04C1C2C3C4C5C4"))
+    claimed = GiftActivatePayload(**{**_activation(card), "counter": 7})
+    assert giftcards.sold_counter(claimed, CardKeys()) == (claimed, None)  # as a payment's tap is then
+    keys = CardKeys(MASTER, lambda uid: card_uid_hash(CARD_KEY, uid))
+    taken, problem = giftcards.sold_counter(claimed, keys)
+    assert taken.counter is None and problem is not None and "not taken" in problem
 
 
 def test_a_replayed_or_cloned_card_message_pays_once_in_the_chain(chain: Chain) -> None:

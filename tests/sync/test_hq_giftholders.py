@@ -176,8 +176,8 @@ def test_staff_attach_and_detach_by_command_audited_and_refused_without_a_reason
 
 def sold_with_a_tap(office: Chain, terminal: str, card: Card, amount: int) -> None:
     """A till sells the card on a tap of it: the sale names that read's counter, as the till's sale does."""
-    card.tag.ndef_url()  # the till reads the card
-    office.push(terminal, "gift_activate", card, amount=amount, trust="sun", counter=card.tag.counter)
+    url = card.tag.ndef_url()  # the till reads the card
+    office.push(terminal, "gift_activate", card, amount=amount, trust="sun", counter=card.tag.counter, sun=url)
 
 
 def test_a_read_from_before_the_card_was_sold_or_sold_again_keeps_nothing(members: Chain) -> None:
