@@ -93,6 +93,7 @@ def test_every_entry_arrives_exactly_once_through_the_fault(
     token = register(hq_proc, terminal_id, member_id)
     fill(tmp_path / "till.db", terminal_id, member_id)
     proxy.on_kill = hq_proc.kill
+    proxy.only = token
     proxy.script(fault, "pass", fault, fault)
     till = Store.open(tmp_path / "till.db")
     client = SyncClient(till, terminal_id, proxy.url, token, timeout=1.0, batch_size=20, end_of_day=False)
@@ -129,6 +130,7 @@ def test_the_daemon_killed_mid_push_resends_and_nothing_doubles(
         f"batch_size = 50\nend_of_day = false\n",
         encoding="utf-8",
     )
+    proxy.only = token
     proxy.script("hold")  # head office answers the first batch; the till never hears it
     cmd = [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(config)]
     daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
