@@ -657,7 +657,7 @@ def _edit_page(kind: str) -> Callable[..., Response]:
         form: dict[str, str] = {}
         if doc_id:
             with store.db.read() as tx:
-                editors.need(session.staff, Action.RULES_READ)
+                staff.require(session.staff, Action.RULES_READ)
                 doc = editors.held(tx, kind, doc_id)
             if doc is None:
                 raise BackofficeRefused(Code.NOT_FOUND, f"no {kind} {doc_id}")

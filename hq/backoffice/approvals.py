@@ -23,8 +23,8 @@ from typing import Any
 
 from hq import adjustments, audit, campaigns, giftcards
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
-from hq.backoffice.staff import Staff
+from hq.backoffice.roles import Action
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, Refused
 from terminal.canonical import canonical_text
@@ -84,12 +84,6 @@ def _request(row: tuple[Any, ...]) -> Request:
     )
 
 
-def _need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
-    # A chain-wide change belongs to no store: a store-wide reach never covers it.
-    if not allowed(who.role, action, Scope(who.stores, stores if stores is not None else frozenset())):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
-
-
 def reason_of(text: str) -> str:
     reason = " ".join(text.split())
     if not reason or len(reason) > 200:
@@ -119,7 +113,7 @@ def ask(
     tx: Tx, who: Staff, kind: str, subject: str, stores: frozenset[str] | None, payload: dict[str, Any], reason: str
 ) -> Request:
     """Store a pending request (``forbidden`` when ``who`` may not ask for it there)."""
-    _need(who, ASK[kind], stores)
+    require(who, ASK[kind], frozenset() if stores is None else stores)
     reason = reason_of(reason)
     _check(tx, kind, subject, payload, reason)
     request_id = f"AR-{secrets.token_hex(8)}"
@@ -152,7 +146,7 @@ def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
         raise BackofficeRefused(Code.ALREADY_DECIDED, f"request {request_id} was {held.state} already")
     if held.requested_by == who.staff_id:
         raise BackofficeRefused(Code.OWN_REQUEST, "a request is decided by someone other than who asked for it")
-    _need(who, APPROVE[held.kind], held.stores)
+    require(who, APPROVE[held.kind], frozenset() if held.stores is None else held.stores)
     return held
 
 

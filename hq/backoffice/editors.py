@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 from hq import documents, masterdata
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
-from hq.backoffice.staff import Staff
+from hq.backoffice.roles import Action
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.ingest import rule_documents
 from hq.store import HqStore
@@ -84,12 +84,6 @@ FORMS: dict[str, tuple[Field, ...]] = {
 LISTED = masterdata.LISTED
 
 
-def need(who: Staff, action: Action) -> None:
-    """Rules and coupons are the chain's: a list scope (a store manager reads them, edits none)."""
-    if not allowed(who.role, action, Scope(who.stores, None)):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not do this")
-
-
 def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise BackofficeRefused(Code.NOT_FOUND, f"no editor for {kind}")
@@ -98,7 +92,7 @@ def _kind(kind: str) -> str:
 
 def listed(tx: Tx, who: Staff, kind: str) -> list[dict[str, Any]]:
     """The live documents of ``kind`` (chain-wide coupons only), by id."""
-    need(who, Action.RULES_READ)
+    require(who, Action.RULES_READ)
     return [
         {"id": doc_id, "kind": str(doc.get("kind", "")), "text": str(doc.get("text") or "")}
         for doc_id, doc in masterdata.listed(tx, _kind(kind))
@@ -164,7 +158,7 @@ def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
     """Store the document the form describes (new or edited); returns its id. Nothing is written unless
     every field passes (``documents.DocumentInvalid``), a reason is given and nobody saved it since the form was
     opened (checked again inside the write)."""
-    need(who, Action.RULES_EDIT)
+    require(who, Action.RULES_EDIT)
     with store.db.read() as tx:
         doc_id, doc, before = checked(tx, kind, form)
     reason = reason_of(form.get("reason", ""))
@@ -178,7 +172,7 @@ def save(store: HqStore, who: Staff, kind: str, form: dict[str, str]) -> str:
 
 def retire(store: HqStore, who: Staff, kind: str, doc_id: str, reason_text: str) -> None:
     """The document is deleted: the tills get its tombstone with their next pull and stop applying it."""
-    need(who, Action.RULES_EDIT)
+    require(who, Action.RULES_EDIT)
     reason = reason_of(reason_text)
     with store.db.read() as tx:
         shown = held(tx, kind, doc_id)
@@ -223,7 +217,7 @@ def _local_now(tx: Tx, store_id: str) -> datetime:
 
 def preview(store: HqStore, who: Staff, kind: str, form: dict[str, str], at: datetime | None = None) -> Preview:
     """What the basket of ``form`` earns and pays for its member now and with the edited document."""
-    need(who, Action.RULES_EDIT)
+    require(who, Action.RULES_EDIT)
     _kind(kind)
     with store.db.read() as tx:
         try:

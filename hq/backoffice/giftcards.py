@@ -15,19 +15,14 @@ from typing import Any
 from hq import giftcards
 from hq.backoffice import approvals
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
-from hq.backoffice.staff import Staff
+from hq.backoffice.roles import Action
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.store import HqStore
 
 LIMIT = 50
 _QUERY = re.compile(r"(?:[Gg]-)?[0-9A-Fa-f]{0,64}")
-
-
-def need(who: Staff, action: Action) -> None:
-    if not allowed(who.role, action, Scope(who.stores, frozenset())):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +37,7 @@ class Found:
 def search(tx: Tx, who: Staff, query: str) -> list[Found]:
     """Cards whose id (``G-`` and 16 hex digits) or card hash begins with ``query`` (case does not matter);
     the newest activity first when ``query`` is empty. Anything but ``G-`` and hex digits finds nothing."""
-    need(who, Action.GIFTCARDS_READ)
+    require(who, Action.GIFTCARDS_READ, frozenset())
     q = query.strip()
     if q and not _QUERY.fullmatch(q):
         return []
@@ -71,7 +66,7 @@ class CardPage:
 
 
 def page(store: HqStore, who: Staff, card_id: str) -> CardPage:
-    need(who, Action.GIFTCARDS_READ)
+    require(who, Action.GIFTCARDS_READ, frozenset())
     with store.db.read() as tx:
         try:
             found = giftcards.report(tx, card_id)
@@ -84,7 +79,7 @@ def page(store: HqStore, who: Staff, card_id: str) -> CardPage:
 
 def unblock(store: HqStore, who: Staff, card_id: str, reason: str) -> dict[str, Any]:
     """Make a blocked card usable again (``gift_unblock``; audited by ``hq.giftcards``)."""
-    need(who, Action.GIFTCARDS_UNBLOCK)
+    require(who, Action.GIFTCARDS_UNBLOCK, frozenset())
     why = approvals.reason_of(reason)
 
     def change(tx: Tx) -> dict[str, Any]:
@@ -110,4 +105,4 @@ def ask_clear(store: HqStore, who: Staff, card_id: str, reason: str) -> approval
     return store.db.transact(change)
 
 
-__all__ = ["LIMIT", "CardPage", "Found", "ask_clear", "need", "page", "search", "unblock"]
+__all__ = ["LIMIT", "CardPage", "Found", "ask_clear", "page", "search", "unblock"]

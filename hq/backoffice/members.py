@@ -23,7 +23,7 @@ from hq import members as hq_members
 from hq.backoffice import approvals
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
-from hq.backoffice.staff import Staff
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.store import HqStore, set_blocked
 from hq.wallet import signin, views
@@ -51,11 +51,6 @@ def stores_of(tx: Tx, member_id: str) -> frozenset[str]:
         [member_id, member_id],
     )
     return frozenset(str(r[0]) for r in rows)
-
-
-def need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
-    if not allowed(who.role, action, Scope(who.stores, stores)):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
 
 
 def _ids(tx: Tx, query: str, hash_uid: HashUid | None) -> list[str]:
@@ -111,7 +106,7 @@ def search(tx: Tx, who: Staff, query: str, hash_uid: HashUid | None = None) -> l
     """The members ``query`` finds that ``who`` may see (a store manager: its stores' members);
     ``hash_uid``: the chain's card-hash function, when head office holds the key (a UID is then found too).
     Three statements whatever the number found: the ids, their stores (for a store-wide reach only), their rows."""
-    need(who, Action.MEMBERS_READ, None)
+    require(who, Action.MEMBERS_READ, None)
     ids = _ids(tx, query, hash_uid)
     if ids and reach(who.role, Action.MEMBERS_READ) is not Reach.CHAIN:
         stores = stores_of_each(tx, ids)
@@ -159,7 +154,7 @@ def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:
         if row is None:
             raise BackofficeRefused(Code.NOT_FOUND, "no such member")
         stores = stores_of(tx, member_id)
-        need(who, Action.MEMBERS_READ, stores)
+        require(who, Action.MEMBERS_READ, stores)
         cards = [
             {"uid_hash": str(c[0]), "status": str(c[1])}
             for c in tx.all(
@@ -196,7 +191,7 @@ def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, re
             if row is None:
                 raise BackofficeRefused(Code.NOT_FOUND, "no such card")
             owner = str(row[0])
-        need(who, Action.MEMBERS_BLOCK, _member_stores(tx, owner))
+        require(who, Action.MEMBERS_BLOCK, _member_stores(tx, owner))
         done = set_blocked(tx, kind, subject, blocked, who.staff_id, why, store.now())  # audited there
         return {**done, "member_id": owner}
 
@@ -219,7 +214,7 @@ def ask_adjustment(
 def erase(store: HqStore, who: Staff, member_id: str, reason: str) -> dict[str, int]:
     why = approvals.reason_of(reason)
     with store.db.read() as tx:
-        need(who, Action.MEMBERS_ERASE, _member_stores(tx, member_id))
+        require(who, Action.MEMBERS_ERASE, _member_stores(tx, member_id))
 
     try:
         return erasure.erase_member(store, member_id, who.staff_id, why)  # audited there
@@ -233,7 +228,6 @@ __all__ = [
     "ask_adjustment",
     "block",
     "erase",
-    "need",
     "page",
     "search",
     "stores_of",

@@ -25,7 +25,7 @@ from typing import Any
 from hq import fleet, reconcile
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
-from hq.backoffice.staff import Staff
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.reconcile import Group, ItemFilter, ItemRow, StoreDay
 from hq.store import HqStore
@@ -37,11 +37,6 @@ ANY_STATE = "any"
 FILTER_FIELDS = ("kind", "store", "till", "from", "to", "state")
 """The query parameters of the reconciliation pages (and the hidden fields that carry them through a form)."""
 NOTE_MAX = 200
-
-
-def need(who: Staff, action: Action, stores: frozenset[str] | None) -> None:
-    if not allowed(who.role, action, Scope(who.stores, stores)):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action} here")
 
 
 def _own(who: Staff, action: Action) -> frozenset[str] | None:
@@ -70,7 +65,7 @@ def _day(query: Mapping[str, str], name: str) -> str | None:
 def filter_of(who: Staff, query: Mapping[str, str]) -> ItemFilter:
     """The items ``query`` asks for that ``who`` may read: ``state`` defaults to open (``any``: every state);
     a store manager who names another store is refused."""
-    need(who, Action.RECON_READ, None)
+    require(who, Action.RECON_READ, None)
     kind = _text(query, "kind")
     if kind is not None and kind not in {r.value for r in Reason}:
         raise BackofficeRefused(Code.BAD_FILTER, "no such kind of item")
@@ -79,7 +74,7 @@ def filter_of(who: Staff, query: Mapping[str, str]) -> ItemFilter:
         raise BackofficeRefused(Code.BAD_FILTER, "no such state")
     store_id = _text(query, "store")
     if store_id is not None:
-        need(who, Action.RECON_READ, frozenset({store_id}))
+        require(who, Action.RECON_READ, frozenset({store_id}))
     day_from, day_to = _day(query, "from"), _day(query, "to")
     if day_from and day_to and day_from > day_to:
         raise BackofficeRefused(Code.BAD_FILTER, "the first day is after the last")
@@ -131,11 +126,11 @@ def choices(tx: Tx, who: Staff) -> Choices:
 
 def _check_till(tx: Tx, who: Staff, f: ItemFilter) -> None:
     """A till named in the filter must be one ``who`` may read (a store manager: one of its stores')."""
-    need(who, Action.RECON_READ, None)
+    require(who, Action.RECON_READ, None)
     if f.terminal_id is None or f.stores is None:
         return
     held = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [f.terminal_id])
-    need(who, Action.RECON_READ, frozenset({str(held[0])} if held else set()))
+    require(who, Action.RECON_READ, frozenset({str(held[0])} if held else set()))
 
 
 def listing(tx: Tx, who: Staff, f: ItemFilter) -> list[Group]:
@@ -192,7 +187,7 @@ def _item(tx: Tx, item_id: str) -> ReconItem:
 
 def item_view(tx: Tx, who: Staff, item_id: str) -> ItemView:
     item = _item(tx, item_id)
-    need(who, Action.RECON_READ, frozenset({item.store_id}))
+    require(who, Action.RECON_READ, frozenset({item.store_id}))
     siblings = [i for i in reconcile.items_of_txn(tx, item.txn_id) if i.item_id != item_id] if item.txn_id else []
     settleable = (
         item.state is ItemState.OPEN
@@ -222,7 +217,7 @@ def settle(store: HqStore, who: Staff, item_id: str, note: str) -> ReconItem:
     why = note_of(note)
 
     def change(tx: Tx) -> ReconItem:
-        need(who, Action.RECON_SETTLE, frozenset({_item(tx, item_id).store_id}))
+        require(who, Action.RECON_SETTLE, frozenset({_item(tx, item_id).store_id}))
         try:
             return reconcile.settle(tx, item_id, who.staff_id, why, store.now())  # audited there
         except reconcile.AlreadySettled as exc:
@@ -244,7 +239,7 @@ def settle_group(store: HqStore, who: Staff, terminal_id: str, day: str, kind: s
         held = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
         if held is None:
             raise BackofficeRefused(Code.NOT_FOUND, "no such till")
-        need(who, Action.RECON_SETTLE, frozenset({str(held[0])}))
+        require(who, Action.RECON_SETTLE, frozenset({str(held[0])}))
         return reconcile.settle_group(tx, terminal_id, day, kind, who.staff_id, why, store.now())  # audited there
 
     return store.db.transact(change)
@@ -266,7 +261,7 @@ def settle_picked(store: HqStore, who: Staff, item_ids: Sequence[str], note: str
     def change(tx: Tx) -> int:
         for item_id in picked:
             item = _item(tx, item_id)
-            need(who, Action.RECON_SETTLE, frozenset({item.store_id}))
+            require(who, Action.RECON_SETTLE, frozenset({item.store_id}))
             if item.state is not ItemState.OPEN:  # settled by hand or by head office since the page was read
                 raise BackofficeRefused(Code.ALREADY_SETTLED, f"{item_id} is {item.state.value}")
             try:
@@ -291,7 +286,7 @@ class Till:
 
 def tills(store: HqStore, who: Staff) -> list[Till]:
     """Every till ``who`` may see with its health as its pushes reported it, what is wrong first."""
-    need(who, Action.FLEET_READ, None)
+    require(who, Action.FLEET_READ, None)
     seen = [
         row
         for row in store.fleet()

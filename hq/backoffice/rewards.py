@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hq import rewards, vouchers
-from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
-from hq.backoffice.staff import Staff
+from hq.backoffice.roles import Action
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.store import HqStore
@@ -58,12 +57,6 @@ class RewardsPage:
     """The voucher ``query`` found (None: none asked for, or none found)."""
 
 
-def need(who: Staff) -> None:
-    """The catalogue and the vouchers are the chain's: a list scope, as the rules and coupons."""
-    if not allowed(who.role, Action.RULES_READ, Scope(who.stores, None)):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not read the rewards catalogue")
-
-
 def _catalogue(tx: Tx) -> list[Reward]:
     return [
         Reward(
@@ -88,7 +81,7 @@ def _sums(tx: Tx) -> list[VoucherSum]:
 
 def page(store: HqStore, who: Staff, query: str = "") -> RewardsPage:
     """The page for ``who``; ``query``: a voucher id to look up (anything but 16 hex digits finds nothing)."""
-    need(who)
+    require(who, Action.RULES_READ)
     q = query.strip().lower()[:32]
     with store.db.read() as tx:
         found = None
@@ -102,4 +95,4 @@ def page(store: HqStore, who: Staff, query: str = "") -> RewardsPage:
         return RewardsPage(_catalogue(tx), sums, owed, query.strip()[:32], found)
 
 
-__all__ = ["VOUCHER_ID", "Reward", "RewardsPage", "VoucherSum", "need", "page"]
+__all__ = ["VOUCHER_ID", "Reward", "RewardsPage", "VoucherSum", "page"]

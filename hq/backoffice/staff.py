@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from hq import merchants
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import CHAIN_ROLES, MERCHANT_ROLES, Role, fits, stores_in_reach
+from hq.backoffice.roles import CHAIN_ROLES, MERCHANT_ROLES, Action, Role, Scope, allowed, fits, stores_in_reach
 from hq.db.engine import Db, Tx, utc_now
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_LEN = 2**14, 8, 1, 32
@@ -87,6 +87,14 @@ def _dummy() -> str:
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
         raise BackofficeRefused(Code.BAD_STAFF, f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def require(who: Staff, action: Action, target: frozenset[str] | None = None) -> None:
+    """Refuse (``forbidden``) unless ``who`` may do ``action`` on a subject of the stores ``target``: None for a
+    list (what is shown is kept within the staff member's reach), ``frozenset()`` for the chain's own (of no
+    store: a store-wide reach never covers it). Every back-office service checks its caller with this."""
+    if not allowed(who.role, action, Scope(who.stores, target)):
+        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not {action}")
 
 
 # -- the staff table --------------------------------------------------------------------------------
@@ -291,6 +299,7 @@ __all__ = [
     "listed",
     "merchant_of",
     "merchant_stores",
+    "require",
     "set_password",
     "set_role",
     "verify",

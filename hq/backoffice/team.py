@@ -10,19 +10,14 @@ from collections.abc import Callable
 from hq import audit
 from hq.backoffice import staff
 from hq.backoffice.errors import BackofficeRefused, Code
-from hq.backoffice.roles import Action, Scope, allowed
-from hq.backoffice.staff import Staff
+from hq.backoffice.roles import Action
+from hq.backoffice.staff import Staff, require
 from hq.db.engine import Tx
 from hq.store import HqStore
 
 
-def need(who: Staff) -> None:
-    if not allowed(who.role, Action.STAFF_MANAGE, Scope(who.stores, None)):
-        raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not manage staff")
-
-
 def listed(tx: Tx, who: Staff) -> list[Staff]:
-    need(who)
+    require(who, Action.STAFF_MANAGE)
     return staff.listed(tx)
 
 
@@ -54,7 +49,7 @@ def _audited(who: Staff, action: str, reason: str, change: Callable[[Tx], Staff]
 
 
 def create(store: HqStore, who: Staff, fields: dict[str, str]) -> Staff:
-    need(who)
+    require(who, Action.STAFF_MANAGE)
     account = staff.check_account(
         fields.get("staff_id", "").strip(),
         fields.get("name", ""),
@@ -68,7 +63,7 @@ def create(store: HqStore, who: Staff, fields: dict[str, str]) -> Staff:
 
 
 def set_role(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
-    need(who)
+    require(who, Action.STAFF_MANAGE)
     role, stores, merchant, reason = (
         fields.get("role", ""),
         stores_of(fields.get("stores", "")),
@@ -81,7 +76,7 @@ def set_role(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) 
 
 
 def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
-    need(who)
+    require(who, Action.STAFF_MANAGE)
     password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
     staff.check_new_password(password)
     return store.db.transact(
@@ -90,7 +85,7 @@ def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, 
 
 
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
-    need(who)
+    require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
     return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id)))
 

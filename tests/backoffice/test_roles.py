@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import (
     CHAIN_ROLES,
     MERCHANT_ROLES,
@@ -22,6 +23,7 @@ from hq.backoffice.roles import (
     may,
     stores_in_reach,
 )
+from hq.backoffice.staff import Staff, require
 
 A = Action
 EXPECTED: dict[Role, dict[Action, str]] = {
@@ -202,3 +204,20 @@ def test_the_stores_in_reach(role: Role, assigned: frozenset[str], merchant: str
     """A merchant's staff reach the merchant's stores as held now; a store manager of a merchant, only those of
     its stores the merchant still holds; a chain role given a merchant (a row edited by hand) reaches nothing."""
     assert stores_in_reach(role, assigned, merchant, HELD if merchant else frozenset()) == want
+
+
+def test_every_service_refuses_through_one_check_by_the_subjects_stores() -> None:
+    """``staff.require``: a store manager reaches its own store's subjects and the lists kept within its reach,
+    never another store's subject nor the chain's own (no store); a chain role reaches all of them."""
+    manager = Staff("sm", "Store", Role.STORE_MANAGER, frozenset({"S1"}))
+    admin = Staff("ca", "Chain", Role.CHAIN_ADMIN, frozenset())
+    require(manager, Action.MEMBERS_READ, frozenset({"S1", "S2"}))  # a member who shopped at its store
+    require(manager, Action.MEMBERS_READ)  # a list: filtered to its stores by the page
+    for target in (frozenset({"S2"}), frozenset()):
+        with pytest.raises(BackofficeRefused) as refused:
+            require(manager, Action.MEMBERS_READ, target)
+        assert refused.value.code is Code.FORBIDDEN
+    with pytest.raises(BackofficeRefused):
+        require(manager, Action.STAFF_MANAGE)  # no reach at all
+    for target in (None, frozenset(), frozenset({"S2"})):
+        require(admin, Action.STAFF_MANAGE, target)
