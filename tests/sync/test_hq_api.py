@@ -248,3 +248,24 @@ def test_start_in_thread_reports_a_port_it_cannot_bind(store: HqStore) -> None:
         taken.listen()
         with pytest.raises(RuntimeError, match="failed to start"):
             start_in_thread(store, "127.0.0.1", taken.getsockname()[1], timeout=10)
+
+
+def test_each_head_office_app_serves_the_routes_built_once_at_import(tmp_path: Path) -> None:
+    """Two apps (two head offices in one process, as the demo and the tests make) share their areas' route
+    objects: FastAPI's per-app copy of an included router rebuilds every parameter's validator for each app."""
+    from fastapi.routing import APIRoute
+
+    from hq.api.app import ROUTERS, create_app
+
+    first, second = HqStore(str(tmp_path / "one.db")), HqStore(str(tmp_path / "two.db"))
+    try:
+        built = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+        apps = [create_app(first), create_app(second)]
+        for app, store in zip(apps, (first, second), strict=True):
+            served = [route for route in app.routes if isinstance(route, APIRoute)]
+            assert len(served) == len(built) > 100
+            assert all(a is b for a, b in zip(served, built, strict=True))  # the very objects, not copies
+            assert app.state.store is store  # each app its own store: the routes read it from the request
+    finally:
+        first.close()
+        second.close()
