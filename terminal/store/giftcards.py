@@ -126,6 +126,7 @@ def write(conn: sqlite3.Connection, txn_id: str, w: GiftWrite, topups: Tally, cr
                 before.balance - _pending(conn, w.card_id),
                 before.expires_on,
                 before.last_used_on,
+                before.counter,
             )
         conn.execute(
             "INSERT INTO gift_cards (card_id, uid_hash, body) VALUES (?,?,?) ON CONFLICT(card_id) DO UPDATE SET "
