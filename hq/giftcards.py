@@ -683,6 +683,9 @@ def _refunded(tx: Tx, batch: Batch, i: int, original_txn: str) -> int:
     return before
 
 
-def released(tx: Tx, txn_id: str, payload: GiftPayload, kind: str, where: dict[str, str]) -> set[str]:
-    """An administrator released a quarantined gift card entry: it applies now; the cards changed."""
+def released(tx: Tx, txn_id: str, payload: GiftPayload, kind: str, where: dict[str, str], keys: CardKeys) -> set[str]:
+    """An administrator released a quarantined gift card entry: it applies now; the cards changed. A sale's read
+    counter is taken only as at ingest (``sold_counter``): releasing the money a till took vouches for no read."""
+    if isinstance(payload, GiftActivatePayload):
+        payload, _ = sold_counter(payload, keys)
     return {apply(tx, payload, EntryKind(kind), txn_id, where, terms(tx))}

@@ -20,6 +20,7 @@ from hq import giftcards, rollup
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import Effect, apply_held, bump_versions
+from hq.policy import CardKeys
 from sync.protocol import GiftPayload, PayloadError, parse_payload
 
 
@@ -70,13 +71,14 @@ def _decide(tx: Tx, txn_id: str, decision: str, by: str, note: str, now: str) ->
     )
 
 
-def release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
-    """Apply a quarantined entry now; returns its new effect."""
+def release(tx: Tx, txn_id: str, by: str, note: str, now: str, keys: CardKeys) -> str:
+    """Apply a quarantined entry now; returns its new effect. ``keys``: head office's card keys (a released gift
+    card sale's read counter is taken only from a SUN message they verify, as at ingest)."""
     with rollup.one_write(tx):
-        return _release(tx, txn_id, by, note, now)
+        return _release(tx, txn_id, by, note, now, keys)
 
 
-def _release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
+def _release(tx: Tx, txn_id: str, by: str, note: str, now: str, keys: CardKeys) -> str:
     kind, payload_text, member_id, points, value, effect = _entry(tx, txn_id)
     if effect == Effect.MALFORMED.value:
         raise ValueError(f"transaction {txn_id} is malformed: it cannot be applied, only rejected")
@@ -90,7 +92,7 @@ def _release(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
         row = tx.one("SELECT terminal_id, store_id, day FROM journal WHERE txn_id = ?", [txn_id])
         assert row is not None
         where = {"terminal": str(row[0]), "store": str(row[1]), "day": str(row[2]), "at": now}
-        giftcards.bump(tx, giftcards.released(tx, txn_id, payload, str(kind), where))
+        giftcards.bump(tx, giftcards.released(tx, txn_id, payload, str(kind), where, keys))
     bump_versions(tx, "coupons", "coupon_id", coupons)
     if new is Effect.APPLIED:
         bump_versions(tx, "members", "member_id", [str(member_id)])

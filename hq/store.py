@@ -1062,7 +1062,7 @@ class HqStore:
         """Apply a quarantined entry (an administrator's decision, with who and why); its new effect."""
 
         def run(tx: Tx) -> str:
-            effect = quarantine.release(tx, txn_id, by, note, self.now())
+            effect = quarantine.release(tx, txn_id, by, note, self.now(), self.settings.card_keys)
             rewards.released(tx, txn_id, self.now())  # a sale's rewards count and are handed out once applied
             return effect
 

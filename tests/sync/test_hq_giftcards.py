@@ -304,6 +304,19 @@ def test_a_sale_raises_a_cards_read_counter_only_with_a_sun_message_that_verifie
         GiftActivatePayload(**{**_activation(genuine), "trust": "mac", "counter": None, "sun": old_read.sun})
 
 
+def test_releasing_a_held_sale_takes_no_read_counter_it_cannot_check(chain: Chain) -> None:
+    """A stolen credential's sale beyond the till's policy is held; an administrator who releases it (the money
+    was taken) releases the value, never the made-up read counter."""
+    card = Card(bytes.fromhex("04E1E2E3E4E5E6"))
+    held = chain.push("T2", "gift_activate", card, amount=10_001, trust="sun", counter=0xFFFFFF)
+    assert [i.txn_id for i in chain.held("T2")] == [held]  # per_transaction 10,000
+    chain.store.release(held, "Mio", "the customer paid; checked the POS")
+    assert chain.card(card)["balance"] == 10_001
+    assert fed_counter(chain, card) is None
+    chain.pay("T1", card, 500)  # its next genuine read pays
+    assert chain.held("T1") == [] and chain.card(card)["balance"] == 9501
+
+
 def _activation(card: Card) -> dict[str, Any]:
     return {
         "card_id": card.card_id,
