@@ -204,6 +204,8 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
     assert pay.parse_code(first).counter >= 1
     assert page.locator("#pay-code[role=img][aria-label]").count() == 1
     assert page.evaluate("() => document.querySelector('#pay-code svg').viewBox.baseVal.width") == 37 + 8  # version 5
+    # The list of phones comes from head office after the code is drawn: wait for it, then count.
+    page.wait_for_selector("#pay-device-list li")
     assert page.locator("#pay-device-list li").count() == 1 and "(this phone)" in page.inner_text("#pay-device-list")
 
     one, two = till(), till("T2", "till-token-2")
