@@ -119,8 +119,12 @@ def count(db: str, sql: str) -> int:
 def display_link(page: Any) -> str:
     """The link in the QR the door display shows, read from the screen."""
     page.wait_for_selector("#checkin-qr svg")
-    link = read_qr(page.locator("#checkin-qr").screenshot())
-    assert link == page.get_attribute("#checkin-qr", "data-link")
+    for _ in range(2):  # the display draws the next code every 30 s: read again if it did while this one was read
+        carried = page.get_attribute("#checkin-qr", "data-link")
+        link = read_qr(page.locator("#checkin-qr").screenshot())
+        if page.get_attribute("#checkin-qr", "data-link") == carried:
+            break
+    assert link == carried
     return link
 
 

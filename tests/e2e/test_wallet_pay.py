@@ -156,9 +156,12 @@ def test_a_code_made_in_the_wallet_with_no_network_pays_at_an_offline_till_throu
 
         page.click("#pay-switch")
         page.wait_for_selector("#pay-code[data-kind=pay][data-code^='TPP1:']")
-        code = str(page.get_attribute("#pay-code", "data-code"))
+        for _ in range(2):  # the page renews the code at each 30 s step: read again if it did during the screenshot
+            code = str(page.get_attribute("#pay-code", "data-code"))
+            shot = page.screenshot()
+            if page.get_attribute("#pay-code", "data-code") == code:
+                break
         assert pay.parse_code(code).counter > pay.parse_code(identified.proof).counter
-        shot = page.screenshot()
         found = zxingcpp.read_barcodes(cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_GRAYSCALE))
         assert [b.text for b in found] == [qr_text(code)]  # the same bytes in base45, as the till's own codes
         seen = read_with_camera(held_to_camera(shot, tmp_path / "counter.avi"))

@@ -204,8 +204,11 @@ def test_a_phone_set_up_in_the_wallet_pays_once_and_the_forged_stale_and_foreign
     assert pay.parse_code(first).counter >= 1
     assert page.locator("#pay-code[role=img][aria-label]").count() == 1
     assert page.evaluate("() => document.querySelector('#pay-code svg').viewBox.baseVal.width") == 37 + 8  # version 5
-    # The list of phones comes from head office after the code is drawn: wait for it, then count.
-    page.wait_for_selector("#pay-device-list li")
+    # The list of phones comes from head office after the code is drawn (and once before, while the page
+    # opened): wait for the list that names this phone, then count.
+    page.wait_for_function(
+        "() => document.querySelector('#pay-device-list')?.textContent.includes('(this phone)')", timeout=15_000
+    )
     assert page.locator("#pay-device-list li").count() == 1 and "(this phone)" in page.inner_text("#pay-device-list")
 
     one, two = till(), till("T2", "till-token-2")
@@ -247,6 +250,8 @@ def test_removing_the_phone_in_the_wallet_stops_its_codes_once_the_till_pulled(
     service = till()
     page.click("#pay-remove")
     page.wait_for_selector("#pay[data-state=setup]")
+    # A renewal that finds the key gone reaches "setup" a moment before the removal shows its notice: wait for it.
+    page.wait_for_selector("#pay-removed:not([hidden])")
     assert page.is_visible("#pay-removed") and page.evaluate(DEVICE) is None  # the key is gone from the browser
     assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [True]
     pull(service, server)
