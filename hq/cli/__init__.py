@@ -108,6 +108,6 @@ AREAS = (
 )
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
-app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True)
+app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True, add_completion=False)
 for _area in AREAS:
     app.add_typer(_area.app)

@@ -48,7 +48,7 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqPro
         config.write_text(original + "[sale]\nauto_amount = 700\n")
         hup(till, notify)
         api.tap(AIKO)
-        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 1, 5, "a sale after reload")
+        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 1, 15, "a sale after reload")
 
         config.write_text(original + "[sale]\nauto_amount = 'lots'\n")  # bad value: refused, old config stays
         sent = hup(till, notify)
@@ -56,7 +56,7 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqPro
             x.startswith("STATUS=config reload refused: config key 'sale.auto_amount'") for x in notify.lines(sent)
         )
         api.tap(AIKO)
-        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 2, 5, "old config in use")
+        wait_until(lambda: metric(api.metrics(), "tillpoint_sales_total", kind="sale") == 2, 15, "old config in use")
 
         config.write_text("this is [not toml")
         hup(till, notify)
