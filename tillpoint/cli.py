@@ -14,9 +14,8 @@ imports like any other. Head office's ``hq`` group itself loads only when it is 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,16 +24,19 @@ from terminal.cli import ConfigOpt, cli_config, console, run_daemon
 from terminal.console import check_port, port_busy, table
 from terminal.errors import PortBusy
 
+if TYPE_CHECKING:  # the click that typer's groups are typed with (typer 0.29 carries its own copy)
+    from typer._click import Command, Context
+
 HQ_GROUP = "hq"
 
 
 class Commands(TyperGroup):
     """The till's commands, with head office's group loaded on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), HQ_GROUP]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name != HQ_GROUP:
             return super().get_command(ctx, cmd_name)
         from hq.cli import app as hq_app

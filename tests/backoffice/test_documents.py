@@ -26,7 +26,7 @@ from terminal import loyalty as ly
 from terminal import pricing
 from terminal.model import Basket, EarnRule, Line
 from tests.backoffice.chain import chain
-from tests.fixtures.hq import tillpoint
+from tests.fixtures.hq import command
 
 NAMES = st.lists(st.sampled_from(["coffee", "tea", "beans", "LATTE", "S1", "S2"]), max_size=3)
 WHOLE = st.integers(min_value=0, max_value=10**6)
@@ -243,11 +243,11 @@ def test_the_command_line_refuses_a_document_the_tills_would_ignore(tmp_path: Pa
     ):
         path = tmp_path / "doc.json"
         path.write_text(json.dumps(doc), encoding="utf-8")
-        done = tillpoint("hq", kind, str(path), "--db", db)
+        done = command("hq", kind, str(path), "--db", db)
         assert done.returncode == 1 and f"{field}: till_refuses" in done.stdout + done.stderr, (doc, done.stdout)
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"rule_id": "r3", "kind": "cap", "cap": 10}), encoding="utf-8")
-    assert tillpoint("hq", "put-rule", str(good), "--db", db).returncode == 0
+    assert command("hq", "put-rule", str(good), "--db", db).returncode == 0
     hq = HqStore(db)
     try:
         with hq.db.read() as tx:

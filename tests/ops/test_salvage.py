@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -58,14 +59,25 @@ def journal_db(path: Path, rows: int, big_every: int = 0) -> None:
     store.close()  # the last close folds the WAL into the file
 
 
+@pytest.fixture(scope="module")
+def journal_600(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict[int, set[int]]]:
+    """A till's directory whose journal holds 600 sales (every 25th on overflow pages), with SQLite's page map:
+    written once (600 durable commits), copied for each cut."""
+    db = tmp_path_factory.mktemp("journal-600") / "terminal.db"
+    journal_db(db, 600, big_every=25)
+    return (db.parent, *leaf_pages(db))
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.floats(0.05, 0.999), overwrite=st.one_of(st.none(), st.floats(0.0, 0.99)))
 def test_salvage_keeps_every_row_whose_pages_survived(
-    tmp_path_factory: pytest.TempPathFactory, cut: float, overwrite: float | None
+    tmp_path_factory: pytest.TempPathFactory,
+    journal_600: tuple[Path, int, dict[int, set[int]]],
+    cut: float,
+    overwrite: float | None,
 ) -> None:
-    db = tmp_path_factory.mktemp("salvage") / "terminal.db"
-    journal_db(db, 600, big_every=25)
-    size, where = leaf_pages(db)
+    original, size, where = journal_600
+    db = shutil.copytree(original, tmp_path_factory.mktemp("salvage") / "till") / "terminal.db"
     length = db.stat().st_size
     keep = int(length * cut)
     spoiled: set[int] = set()

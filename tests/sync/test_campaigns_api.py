@@ -19,7 +19,7 @@ import pytest
 from hq import segments, stats
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
-from tests.fixtures.hq import tillpoint
+from tests.fixtures.hq import command
 from tests.sync.segment_population import generate, load
 
 TERMINAL_TOKEN = "terminal-secret-token"
@@ -135,7 +135,7 @@ def test_the_campaign_commands(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text(json.dumps({"holdout": {"share": 0.1, "days": 30}}))
 
     def run(*args: str) -> tuple[int, str]:
-        done = tillpoint("hq", *args, "--db", db)
+        done = command("hq", *args, "--db", db)
         return done.returncode, done.stdout + done.stderr
 
     assert run("segment", "put", "everyone", str(tmp_path / "everyone.json"))[0] == 0

@@ -17,7 +17,7 @@ from hq.ingest import Settings
 from hq.rewards import RewardRefused
 from hq.store import HqStore
 from sync.protocol import ErrorCode
-from tests.fixtures.hq import tillpoint
+from tests.fixtures.hq import command
 
 LATTE = {"reward_id": "LATTE", "reward": "item", "sku": "LATTE-M", "points": 300, "title": "A free latte", "stock": 3}
 TENOFF = {
@@ -211,24 +211,24 @@ def test_the_commands_define_rewards_and_refuse_truncated_or_corrupt_input(
     good.write_text(json.dumps(LATTE), encoding="utf-8")
     cut = tmp_path / "cut.json"
     cut.write_text(json.dumps(LATTE)[:40], encoding="utf-8")  # a file cut short
-    done = tillpoint("hq", "reward", "put", str(cut), "--db", hq_url)
+    done = command("hq", "reward", "put", str(cut), "--db", hq_url)
     assert done.returncode != 0 and "reward_invalid" in done.stderr + done.stdout
     assert hq.reward_catalogue() == []
-    done = tillpoint("hq", "reward", "put", str(good), "--by", "Mio", "--db", hq_url)
+    done = command("hq", "reward", "put", str(good), "--by", "Mio", "--db", hq_url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["reward_id"] == "LATTE"
     hq.put_reward(CINEMA)
     codes = tmp_path / "codes.txt"
     codes.write_bytes(b"CIN-1\nCIN 2 has spaces\n")
-    done = tillpoint("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
+    done = command("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
     assert done.returncode != 0 and "reward_invalid" in done.stderr + done.stdout
     codes.write_bytes(b"CIN-1\n\xff\xfe\n")  # not text at all
-    done = tillpoint("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
+    done = command("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
     assert done.returncode != 0 and "reward_invalid" in done.stderr + done.stdout
     with hq.db.read() as tx:
         assert tx.one("SELECT COUNT(*) FROM reward_codes") == (0,)  # nothing of a refused file was loaded
     codes.write_text("CIN-1\nCIN-2\n", encoding="utf-8")
-    done = tillpoint("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
+    done = command("hq", "reward", "codes", "CINEMA", str(codes), "--db", hq_url)
     assert json.loads(done.stdout) == {"reward_id": "CINEMA", "added": 2, "read": 2}
-    done = tillpoint("hq", "reward", "list", "--json", "--db", hq_url)
+    done = command("hq", "reward", "list", "--json", "--db", hq_url)
     assert {r["reward_id"]: r["left"] for r in json.loads(done.stdout)} == {"LATTE": 3, "CINEMA": 2}

@@ -297,18 +297,18 @@ def test_the_demo_members_can_sign_in(tmp_path: Path) -> None:
 
 
 def test_the_contact_command_sets_shows_and_refuses(tmp_path: Path) -> None:
-    from tests.fixtures.hq import tillpoint
+    from tests.fixtures.hq import command
 
     db = str(tmp_path / "cli.db")
-    assert tillpoint("hq", "add-member", "M-9", "Kim", "--db", db).returncode == 0
-    done = tillpoint("hq", "contact", "M-9", "--email", "Kim@Example.com", "--phone", "+81 90 1111 2222", "--db", db)
+    assert command("hq", "add-member", "M-9", "Kim", "--db", db).returncode == 0
+    done = command("hq", "contact", "M-9", "--email", "Kim@Example.com", "--phone", "+81 90 1111 2222", "--db", db)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"member_id": "M-9", "email": "kim@example.com", "phone": "+819011112222"}
-    shown = tillpoint("hq", "contact", "M-9", "--db", db)
+    shown = command("hq", "contact", "M-9", "--db", db)
     assert json.loads(shown.stdout)["email"] == "kim@example.com"
-    bad = tillpoint("hq", "contact", "M-9", "--email", "nope", "--db", db)
+    bad = command("hq", "contact", "M-9", "--email", "nope", "--db", db)
     assert bad.returncode == 1 and "wallet_bad_contact" in bad.stderr + bad.stdout
-    assert tillpoint("hq", "contact", "M-404", "--db", db).returncode == 1
+    assert command("hq", "contact", "M-404", "--db", db).returncode == 1
 
 
 def test_over_https_the_cookie_is_secure_and_host_prefixed() -> None:
