@@ -159,3 +159,21 @@ def test_a_crossing_breaks_its_contract(copy: Path, module: str, line: str, cont
     name = contracts()[contract]["name"]
     broken = " ".join(done.stdout.split())
     assert f"{name} BROKEN" in broken, done.stdout
+
+
+HQ_LOADED = "import sys, tillpoint.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'hq'))"
+
+
+def test_a_till_command_starts_without_head_office_and_hq_is_there_when_asked() -> None:
+    """``tillpoint`` loads head office's command group only for ``hq`` (and ``--help``, which lists it)."""
+    from typer.testing import CliRunner
+
+    from tillpoint.cli import app
+
+    done = subprocess.run([sys.executable, "-c", HQ_LOADED], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    listed = CliRunner().invoke(app, ["--help"])
+    assert listed.exit_code == 0 and " hq " in listed.stdout and " status " in listed.stdout, listed.stdout
+    group = CliRunner().invoke(app, ["hq", "--help"])
+    assert group.exit_code == 0 and " hq [OPTIONS] COMMAND" in group.stdout and " serve " in group.stdout, group.stdout
+    assert "--install-completion" not in group.stdout  # a group of the command, not a program of its own
