@@ -29,7 +29,7 @@ from tests.api.stack import chromium, chromium_missing
 from tests.backoffice.chain import PASSWORD, chain, with_merchants
 from tests.backoffice.test_browser import DESKTOP, TABLET, open_page, sign_in
 from tests.backoffice.test_recon import audited, flagged, groups_of, state_of
-from tests.backoffice.test_web import code_of, signed_in
+from tests.backoffice.test_web import code_of, signed_in, tokenless
 
 Office = tuple[HqStore, dict[str, Staff], ServerHandle]
 READ = "() => JSON.parse(document.getElementById('report-data').textContent)"
@@ -51,11 +51,6 @@ def office(hq_url: str) -> Iterator[Office]:
 
 def refused(reply: object) -> bool:
     return getattr(reply, "status_code", 0) == 403 and code_of(reply) == "forbidden"  # type: ignore[arg-type]
-
-
-def tokenless(html: str) -> str:
-    """A page without its random tokens (a CSRF token may hold any two letters)."""
-    return re.sub(r"[A-Za-z0-9_-]{32,}", "", html)
 
 
 def move(hq: HqStore, store_id: str, merchant_id: str) -> None:

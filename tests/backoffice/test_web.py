@@ -59,6 +59,11 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+def tokenless(html: str) -> str:
+    """A page without its random tokens (a CSRF token may hold any two letters)."""
+    return re.sub(r"[A-Za-z0-9_-]{32,}", "", html)
+
+
 def code_of(reply: httpx.Response) -> str | None:
     found = re.search(r'id="error"[^>]*data-code="([^"]+)"', reply.text)
     return found.group(1) if found else None
