@@ -98,3 +98,17 @@ def test_postgres_moves_off_a_port_taken_before_it_started() -> None:
             server.execute("SELECT 1")
         finally:
             server.stop()
+
+
+def test_a_killed_runs_memory_cluster_is_swept_and_a_live_or_new_one_kept(tmp_path: Path) -> None:
+    """Clusters in memory left by a killed run go; one whose server runs, or one being made, stays."""
+    from tests.fixtures.postgres import _sweep_stale
+
+    dead, live, new = (tmp_path / f"tillpoint-pg-{n}" for n in ("dead", "live", "new"))
+    for root, pid in ((dead, 2**22 + 1), (live, os.getpid()), (new, 2**22 + 1)):
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "postmaster.pid").write_text(f"{pid}\n/data\n")
+    for root in (dead, live):
+        os.utime(root, (0, 0))  # made long ago
+    _sweep_stale(tmp_path)
+    assert not dead.exists() and live.exists() and new.exists()
