@@ -159,9 +159,11 @@ class PanelSection(_Section):
     """The sign-up page the customer's QR opens (join, or claim an anonymous sale's points); empty: no join QR."""
     redeem_default: Literal["max", "none"] = "max"
     """At the payment step: pay with as many points as allowed, or none, until the cashier toggles it."""
-    keys: dict[Literal["total", "points", "confirm", "language", "new", "topup"], str] = Field(default_factory=dict)
-    """Panel-only shortcuts (defaults: total F8, points F4, confirm Enter, language F2, new F6, top-up F3); the four
-    actions identify, coupon, pay and cancel use the [hotkeys] keys in the panel too."""
+    keys: dict[Literal["total", "points", "confirm", "language", "new", "topup", "gift"], str] = Field(
+        default_factory=dict
+    )
+    """Panel-only shortcuts (defaults: total F8, points F4, confirm Enter, language F2, new F6, top-up F3, gift
+    card F1); the four actions identify, coupon, pay and cancel use the [hotkeys] keys in the panel too."""
     pairing_ttl: Annotated[float, Field(ge=10, le=3600)] = 120.0
     """Seconds a pairing code stays valid."""
 
@@ -186,10 +188,13 @@ class HotkeysSection(_Section):
     topup: str = ""
     """Top-up: the identified member's stored value rises by the typed amount (empty: no global key; the
     panel's own key is [panel] keys.topup)."""
+    gift: str = ""
+    """Gift card: the next tap sells or loads the typed amount, or pays what the POS still collects for the sale
+    done (empty: no global key; the panel's own key is [panel] keys.gift)."""
     burst_gap_ms: Annotated[int, Field(ge=5, le=500)] = 40
     """A hotkey counts only with no other key this close before or after it (a scanner's burst)."""
 
-    @field_validator("identify", "coupon", "pay", "cancel", "enrol", "topup")
+    @field_validator("identify", "coupon", "pay", "cancel", "enrol", "topup", "gift")
     @classmethod
     def _known_key(cls, value: str) -> str:
         from terminal.hotkeys import parse_chord
@@ -206,6 +211,7 @@ class HotkeysSection(_Section):
             "cancel": self.cancel,
             "enrol": self.enrol,
             **({"topup": self.topup} if self.topup else {}),
+            **({"gift": self.gift} if self.gift else {}),
         }
 
 

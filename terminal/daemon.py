@@ -234,6 +234,7 @@ class Daemon:
             redeem_default=cfg.panel.redeem_default,
             on_change=lambda snap: self.emit({"type": "session", "session": snap}),
             make_claim_token=claims,  # signed, expiring, single-use
+            gifts=service,
         )
         self.session = session
         self.pairing = Pairing(cfg.data_dir / "paired.json", ttl=cfg.panel.pairing_ttl)
@@ -596,6 +597,12 @@ class Daemon:
     def on_card(self, read: CardRead) -> None:
         assert self.service is not None
         self.last_read = (read, time.monotonic())
+        if self.session is not None and self.session.wants_gift_tap():
+            try:  # the cashier armed the gift card key: this tap is the gift card, whoever's card it is
+                self.session.gift_tap(read)
+            except Rejected:
+                pass  # the snapshot carries the refusal; the key stays armed for another card
+            return
         try:
             try:
                 found = self.service.identify(read)
@@ -633,6 +640,8 @@ class Daemon:
         except Rejected:
             return False
         self.emit({"type": "gift_card", "reader": read.reader, **card.to_doc(), "uid_hash": None})
+        if self.session is not None:
+            self.session.show_gift_card(card)
         return True
 
     def gift_tap(self) -> CardRead:

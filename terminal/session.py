@@ -29,13 +29,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sync.protocol import EntryKind
 from terminal import b64url, qrcodes
+from terminal import giftcards as gc
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import (
     Basket,
+    CardRead,
+    GiftReceipt,
     Line,
     Member,
     MemberCodeRead,
@@ -46,7 +50,7 @@ from terminal.model import (
     ReceiptSold,
     SaleOrder,
 )
-from terminal.ports import Emit, Event, Sales, Till
+from terminal.ports import Emit, Event, GiftDesk, Sales, Till
 from terminal.pricing import REDEEM_MAX
 from terminal.scan import SCANNER_ENDS, Kind, Refusal, Scan, classify
 
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_GIFT_PAYMENTS = (EntryKind.GIFT_REDEEM.value, EntryKind.GIFT_REFUND.value)  # what moves a sale's gift card share
 PANEL_FOCUS_TTL = 15.0  # seconds a panel's "I have the keyboard" lasts unless renewed
 TOTAL_SKU = "TOTAL"  # the one line of a total typed in by the cashier
 # What a scanned code was, in words (by ``scan_kind``): the kinds of our codes, then the refused reads.
@@ -86,6 +91,8 @@ class Awaiting(StrEnum):
     COUPON = "coupon"
     TOTAL = "total"
     ENROL = "enrol"  # the next tap of an unknown card makes a new member
+    GIFT_SELL = "gift_sell"  # the next tap puts the typed amount on a gift card (sold, or loaded)
+    GIFT_PAY = "gift_pay"  # the next tap pays, from a gift card, what the POS still collects for the sale done
 
 
 class Action(StrEnum):
@@ -101,6 +108,7 @@ class Action(StrEnum):
     NEW = "new"
     ENROL = "enrol"
     TOPUP = "topup"
+    GIFT = "gift"
 
 
 def scan_kind(found: Scan | Refusal) -> str:
@@ -158,6 +166,10 @@ class _Sale:
     proof: str | None = None
     """A one-time code the member's phone showed to identify them (a fresh member code): their proof
     for spending points or balance in this sale."""
+    gift_card: dict[str, Any] | None = None
+    """The gift card last tapped or used in this session, as this till knows it (never its tag's uid hash)."""
+    gifts: list[GiftReceipt] = field(default_factory=list)
+    """Gift cards sold, loaded or paid with in this session (several cards may pay one sale)."""
 
 
 class Session:
@@ -175,8 +187,11 @@ class Session:
         on_change: Callable[[dict[str, Any]], object] | None = None,
         make_claim_token: Callable[[Receipt], str] = claim_token,
         coupon_of_code: Callable[[str], str] = id_from_body,
+        gifts: GiftDesk | None = None,
     ) -> None:
         self.till = till
+        self.gifts = gifts
+        """Gift cards sold, loaded and paid with by a tap the cashier armed (the gift card key); None: none here."""
         self.sales = sales
         """The one path that commits a sale (``terminal.checkout.Checkout``): confirm and a payment code."""
         self.currency = {"code": currency, "exponent": exponent}
@@ -237,6 +252,7 @@ class Session:
             "receipt": asdict(s.receipt) if s.receipt else None,
             "voided": asdict(s.voided) if s.voided else None,
             "customer_qr": self._customer_qr(),
+            "gift": self._gift_dict(),
             "error": s.error,
             "notice": s.notice,
             "currency": self.currency,
@@ -345,6 +361,7 @@ class Session:
             Action.NEW: self.reset,
             Action.ENROL: lambda: self.arm(Awaiting.ENROL),
             Action.TOPUP: self.topup,
+            Action.GIFT: self.gift,
         }
         return handlers[act]()
 
@@ -556,9 +573,114 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "Only the sale just done can be voided here.")
             txn = s.receipt.txn_id
             undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
+            self._refund_gift_payments()
             s.voided = self._call(lambda: undo(txn))
             s.error = None
             return self._changed()
+
+    # -- gift cards (docs/giftcards.md) --------------------------------------------------------------
+
+    def gift(self) -> dict[str, Any]:
+        """The gift card key. After a sale with money left for the POS to collect: the next tapped gift card
+        pays as much of it as the card holds (tap more cards for the rest). Otherwise, with an amount typed:
+        the next tapped card is sold as a gift card with it, or, already one, loaded with it (the POS took it)."""
+        with self._lock:
+            s = self._sale
+            self._gift_desk()
+            if s.state is State.PAYMENT:
+                self._refuse(Code.SESSION_BUSY, "Confirm the sale first: a gift card pays what the POS collects.")
+            if s.state is State.DONE and self._gift_left() > 0:
+                s.awaiting = Awaiting.GIFT_PAY
+            elif s.state is State.DONE or s.basket is None:
+                self._refuse(Code.SESSION_BUSY, "Type the amount to put on the gift card first.")
+            else:
+                s.awaiting = Awaiting.GIFT_SELL
+            s.error = None
+            return self._changed()
+
+    def wants_gift_tap(self) -> bool:
+        """The cashier armed the gift card key: the next tap is the gift card (never a member's identification)."""
+        return self._sale.awaiting in (Awaiting.GIFT_SELL, Awaiting.GIFT_PAY)
+
+    def gift_tap(self, read: CardRead) -> dict[str, Any]:
+        """The tap the gift card key armed. Refused (``Rejected``, shown in the snapshot): the key stays armed
+        for another card, or Esc."""
+        with self._lock:
+            s = self._sale
+            gifts = self._gift_desk()
+            if s.awaiting is Awaiting.GIFT_SELL and s.basket is not None:
+                amount = s.basket.total
+                card = self._known_gift_card(gifts, read)
+                sells = card is None or card.state is gc.State.CLEARED
+                done = self._call(lambda: gifts.sell_gift(read, amount) if sells else gifts.load_gift(read, amount))
+                s.state, s.awaiting = State.DONE, None
+            elif s.awaiting is Awaiting.GIFT_PAY and s.receipt is not None:
+                card = self._call(lambda: gifts.gift_card(read))
+                amount, sale = min(card.balance, self._gift_left()), s.receipt.txn_id
+                if amount <= 0:
+                    self._refuse(Code.GIFT_CARD_INSUFFICIENT, "This gift card holds nothing to pay with.")
+                done = self._call(lambda: gifts.pay_gift(read, amount, sale))
+            else:
+                self._refuse(Code.SESSION_BUSY, "Press the gift card key first.")
+            s.gifts.append(done)
+            if self._gift_left() <= 0 and s.awaiting is Awaiting.GIFT_PAY:
+                s.awaiting = None
+            s.gift_card = {"card_id": done.card_id, "balance": done.balance, "offline": done.offline}
+            s.error = None
+            return self._changed()
+
+    def show_gift_card(self, card: gc.GiftCard) -> dict[str, Any]:
+        """A gift card tapped with nothing armed: its balance and state are shown (the balance check)."""
+        with self._lock:
+            s = self._sale
+            s.gift_card = {"card_id": card.card_id, "balance": card.balance, "state": card.state.value,
+                           "expires_on": card.expires_on}  # fmt: skip
+            s.error = None
+            return self._changed()
+
+    def _gift_desk(self) -> GiftDesk:
+        if self.gifts is None:
+            self._refuse(Code.SESSION_BUSY, "This till takes no gift cards.")
+        return self.gifts
+
+    def _known_gift_card(self, gifts: GiftDesk, read: CardRead) -> gc.GiftCard | None:
+        try:
+            return gifts.gift_card(read)
+        except Rejected as exc:
+            if exc.code is Code.GIFT_CARD_UNKNOWN:
+                return None
+            self._sale.error = refusal_dict(exc.code.value, exc.message)
+            self._changed()
+            raise
+
+    def _gift_left(self) -> int:
+        """What the POS still collects for the sale done here, after the gift cards that paid it."""
+        s = self._sale
+        if s.state is not State.DONE or s.receipt is None or s.voided is not None:
+            return 0
+        if s.receipt.kind != EntryKind.SALE.value:
+            return 0
+        due = s.receipt.breakdown.pos_due if s.receipt.breakdown is not None else s.receipt.total
+        return due + sum(g.amount for g in s.gifts if g.kind in _GIFT_PAYMENTS)
+
+    def _refund_gift_payments(self) -> None:
+        """The gift cards that paid the sale being voided get it back, each once (a refused refund stops the void)."""
+        s = self._sale
+        paid = [g for g in s.gifts if g.kind == EntryKind.GIFT_REDEEM.value]
+        if not paid:
+            return
+        gifts = self._gift_desk()
+        for payment in paid:
+            s.gifts[s.gifts.index(payment)] = self._call(partial(gifts.refund_gift, payment.txn_id, -payment.amount))
+
+    def _gift_dict(self) -> dict[str, Any]:
+        """The gift card shown, what gift cards did in this session, and what the POS still collects for the
+        sale done (None: no sale done)."""
+        s = self._sale
+        done = [{"kind": g.kind, "card_id": g.card_id, "amount": g.amount, "balance": g.balance,
+                 "offline": g.offline, "txn_id": g.txn_id} for g in s.gifts]  # fmt: skip
+        left = self._gift_left() if s.receipt is not None and s.receipt.kind == EntryKind.SALE.value else None
+        return {"card": s.gift_card, "done": done, "left": left}
 
     def cancel(self) -> dict[str, Any]:
         """Esc: drop what was armed, else leave the payment step, else start over (nothing recorded)."""
@@ -735,7 +857,15 @@ def _quote_dict(quote: Quote | None) -> dict[str, Any] | None:
 # -- wiring into the daemon --------------------------------------------------------------------------
 
 log = logging.getLogger(__name__)
-PANEL_KEYS = {"total": "F8", "points": "F4", "confirm": "Enter", "language": "F2", "new": "F6", "topup": "F3"}
+PANEL_KEYS = {
+    "total": "F8",
+    "points": "F4",
+    "confirm": "Enter",
+    "language": "F2",
+    "new": "F6",
+    "topup": "F3",
+    "gift": "F1",
+}
 
 
 def follow(session: Session, event: Event) -> None:

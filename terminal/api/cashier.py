@@ -34,7 +34,9 @@ PANEL_HEADERS = {
     "Cache-Control": "no-cache",
 }
 
-ActionName = Literal["identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new", "enrol", "topup"]
+ActionName = Literal[
+    "identify", "coupon", "pay", "cancel", "confirm", "total", "points", "new", "enrol", "topup", "gift"
+]
 
 
 class LineIn(BaseModel):

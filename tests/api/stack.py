@@ -54,14 +54,14 @@ COUPONS = {
 SUN_MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the chain's NTAG 424 DNA master key (tests)
 
 
-def till_config(root: Path, reader: str = "sim:", **sections: dict[str, Any]) -> Config:
+def till_config(root: Path, device: str = "sim:", **sections: dict[str, Any]) -> Config:
     """A till whose head office does not answer (offline: the panel's banner shows it); it verifies
     NTAG 424 DNA cards made with ``SUN_MASTER``."""
     (root / "sun.key").write_bytes(SUN_MASTER)
     raw: dict[str, Any] = {
         "terminal": {"id": "T-PANEL", "data_dir": str(root / "till"), "currency": "EUR"},
         "security": {"card_key_file": str(root / "card-hash.key")},
-        "reader": {"devices": [reader], "sun_key_file": str(root / "sun.key")},
+        "reader": {"devices": [device], "sun_key_file": str(root / "sun.key")},
         "hq": {
             "url": f"http://127.0.0.1:{closed_port()}",
             "token": "t",
@@ -91,9 +91,9 @@ def seed(daemon: Daemon) -> None:
 
 
 @contextmanager
-def running_till(root: Path, reader: str = "sim:", **sections: dict[str, Any]) -> Iterator[Daemon]:
+def running_till(root: Path, device: str = "sim:", **sections: dict[str, Any]) -> Iterator[Daemon]:
     load_or_create_key(root / "card-hash.key")
-    daemon = Daemon(till_config(root, reader, **sections))
+    daemon = Daemon(till_config(root, device, **sections))
     daemon.start()
     try:
         seed(daemon)

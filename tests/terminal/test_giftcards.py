@@ -14,11 +14,13 @@ import pytest
 
 from terminal import giftcards as gc
 from terminal import payments as pay
+from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
 from terminal.errors import Code, Rejected
 from terminal.model import Card, CardRead, Member, utc_iso
 from terminal.ports import CacheDocs
 from terminal.service import Service
+from terminal.session import Action, Session
 from terminal.store import Store
 from tests.vcard import Ntag424
 
@@ -154,3 +156,83 @@ def test_the_pure_rules() -> None:
         gc.card_from_doc({**card.to_doc(), "balance": "500"})
     cleared = gc.GiftCard(card.card_id, card.uid_hash, gc.State.CLEARED, 0)
     assert gc.activate_refusal(cleared, secure=True, member_card=False) is None  # a cleared card is sold again
+
+
+# -- the cashier's gift card key (terminal/session.py) ---------------------------------------------------
+
+
+def test_the_cashier_sells_loads_and_pays_with_gift_cards_by_a_key_and_a_tap(till: Service) -> None:
+    """The amount typed, the gift card key, a tap: the card is sold (or, a gift card already, loaded). After
+    a sale, the key and a tap pay what the POS still collects, card after card; a void gives each card back
+    what it paid. A refused tap journals nothing and leaves the key armed for another card."""
+    session = Session(till, Checkout(till), gifts=till)
+    first, second = Plastic(bytes.fromhex("04B1B2C3D4E5F1")), Plastic(bytes.fromhex("04B1B2C3D4E5F2"))
+    member = Plastic(bytes.fromhex("04B1B2C3D4E5F3"))
+    till.store.apply_changes([Member("M-1", "Aiko", "basic", 0)], [Card(member.uid_hash, "M-1")], [], 2)
+
+    with pytest.raises(Rejected) as caught:
+        session.press(Action.GIFT)  # nothing typed: nothing to put on a card
+    assert caught.value.code is Code.SESSION_BUSY and not session.wants_gift_tap()
+    session.set_total(2000)
+    snap = session.press(Action.GIFT)
+    assert snap["awaiting"] == "gift_sell" and session.wants_gift_tap()
+    with pytest.raises(Rejected) as caught:
+        session.gift_tap(member.tap())  # a member's card is never sold as a gift card
+    assert caught.value.code is Code.GIFT_CARD_MEMBER_CARD and till.store.max_seq() == 0
+    assert session.snapshot()["awaiting"] == "gift_sell"  # still armed: tap the right card
+    snap = session.gift_tap(first.tap())
+    assert snap["state"] == "done" and snap["awaiting"] is None
+    assert [(d["kind"], d["amount"], d["balance"]) for d in snap["gift"]["done"]] == [("gift_activate", 2000, 2000)]
+    assert snap["gift"]["card"]["card_id"] == first.card_id and "uid_hash" not in json.dumps(snap["gift"])
+
+    session.set_total(500)  # a new session: the same card loaded
+    session.press(Action.GIFT)
+    snap = session.gift_tap(first.tap())
+    assert [(d["kind"], d["balance"]) for d in snap["gift"]["done"]] == [("gift_load", 2500)]
+    session.set_total(4000)
+    session.press(Action.GIFT)
+    session.gift_tap(second.tap())  # a second card sold with 4,000
+
+    # A sale of 5,000: the first card pays all it holds (2,500), the second the rest.
+    session.set_total(5000)
+    with pytest.raises(Rejected):
+        session.gift_tap(first.tap())  # nothing armed
+    session.pay()
+    with pytest.raises(Rejected) as caught:
+        session.press(Action.GIFT)  # the sale is confirmed first: the card pays what the POS collects
+    assert caught.value.code is Code.SESSION_BUSY
+    sale = session.confirm()["receipt"]
+    assert session.snapshot()["gift"]["left"] == 5000
+    assert session.press(Action.GIFT)["awaiting"] == "gift_pay"
+    snap = session.gift_tap(first.tap())
+    assert (snap["gift"]["left"], snap["awaiting"]) == (2500, "gift_pay")  # still armed: 2,500 to go
+    with pytest.raises(Rejected) as caught:
+        session.gift_tap(first.tap())  # the first card holds nothing more
+    assert caught.value.code is Code.GIFT_CARD_INSUFFICIENT
+    snap = session.gift_tap(second.tap())
+    assert (snap["gift"]["left"], snap["awaiting"]) == (0, None)
+    assert [(d["kind"], d["amount"], d["balance"]) for d in snap["gift"]["done"]] == [
+        ("gift_redeem", -2500, 0),
+        ("gift_redeem", -2500, 1500),
+    ]
+    paid = [e for e in till.store.unpushed(100) if e.kind == "gift_redeem"]
+    assert [e.payload["sale_ref"] for e in paid] == [sale["txn_id"]] * 2
+    with pytest.raises(Rejected):
+        session.press(Action.GIFT)  # nothing left to pay
+
+    # The customer changes their mind: the void gives each card back what it paid, then voids the sale.
+    snap = session.void()
+    assert snap["voided"] is not None
+    assert [(d["kind"], d["amount"]) for d in snap["gift"]["done"]] == [("gift_refund", 2500), ("gift_refund", 2500)]
+    assert till.gift_card(first.tap()).balance == 2500 and till.gift_card(second.tap()).balance == 4000
+    kinds = [e.kind for e in till.store.unpushed(100)]
+    assert kinds[-3:] == ["gift_refund", "gift_refund", "void"]
+
+
+def test_a_gift_card_tapped_with_nothing_armed_shows_its_balance(till: Service) -> None:
+    session = Session(till, Checkout(till), gifts=till)
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5F4"))
+    till.sell_gift(card.tap(), 1200)
+    snap = session.show_gift_card(till.gift_card(card.tap()))
+    assert snap["gift"]["card"] == {"card_id": card.card_id, "balance": 1200, "state": "active", "expires_on": None}
+    assert snap["gift"]["left"] is None and snap["gift"]["done"] == []

@@ -5,7 +5,8 @@ import { LANGUAGES, LOCALES, has, t } from "./i18n.js";
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "tillpoint.token";
 const LANG_KEY = "tillpoint.lang";
-const ACTIONS = ["identify", "enrol", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "topup", "language"];
+const ACTIONS = ["identify", "enrol", "coupon", "total", "pay", "points", "confirm", "cancel", "new", "topup", "gift", "language"];
+const TAP_ONLY = ["gift_sell", "gift_pay"];  // prompts answered by a tap: nothing to type
 const STREAM_TYPES = "session,sync,hotkeys,scan,reader";
 
 let token = localStorage.getItem(TOKEN_KEY) || "";
@@ -255,6 +256,27 @@ function drawSale(s) {
   $("t-redeem").textContent = q && q.points_redeemed ? `${q.points_redeemed} pt (−${money(q.redeem_value)})` : "–";
   $("t-earned").textContent = q ? `+${q.points_earned} pt` : "–";
   $("t-payable").textContent = q ? money(q.payable) : t(lang, "no_total", { key: keyLabel("total") });
+  if (s.gift && s.gift.left !== null && s.gift.done.length) $("t-payable").textContent = money(s.gift.left);
+}
+
+// The gift card of this session: the one tapped for its balance, or sold, loaded or paid with here.
+function drawGift(s) {
+  const g = s.gift;
+  $("gift-box").hidden = !g || !(g.card || g.done.length);
+  if ($("gift-box").hidden) return;
+  const card = g.card;
+  const parts = card ? [t(lang, "gift_line", { card: card.card_id, balance: money(card.balance) })] : [];
+  if (card && card.state && card.state !== "active") parts.push(t(lang, `gift_state_${card.state}`));
+  if (card && card.expires_on) parts.push(t(lang, "gift_expires", { date: card.expires_on }));
+  $("gift-card").textContent = parts.join(" · ");
+  const list = $("gift-done");
+  list.replaceChildren();
+  for (const d of g.done) {
+    const li = el("li", t(lang, `done_${d.kind}`, { amount: money(Math.abs(d.amount)), balance: money(d.balance) })
+      + (d.offline ? ` (${t(lang, "gift_offline")})` : ""));
+    li.dataset.kind = d.kind;
+    list.append(li);
+  }
 }
 
 function drawPrompt(s) {
@@ -264,16 +286,25 @@ function drawPrompt(s) {
   if (!asked) { box.hidden = true; input.value = ""; box.dataset.for = ""; return; }
   if (box.dataset.for !== asked) input.value = "";
   box.dataset.for = asked;
-  $("prompt-label").textContent = t(lang, `ask_${asked}`);
+  const amounts = { amount: money(s.basket ? s.basket.total : null), left: money(s.gift ? s.gift.left : null) };
+  $("prompt-label").textContent = t(lang, `ask_${asked}`, amounts);
   input.inputMode = asked === "total" ? "decimal" : "text";
+  input.hidden = TAP_ONLY.includes(asked);
   box.hidden = false;
-  if (document.activeElement !== input) input.focus();
+  if (!input.hidden && document.activeElement !== input) input.focus();
 }
 
 function drawDone(s) {
   const done = $("done");
   done.hidden = s.state !== "done";
-  if (done.hidden || !s.receipt) return;
+  if (done.hidden) return;
+  if (!s.receipt && s.gift && s.gift.done.length) {  // a gift card sold or loaded
+    const d = s.gift.done[s.gift.done.length - 1];
+    $("done").querySelector(".approved").textContent = t(lang, "approved");
+    $("done-detail").textContent = t(lang, `done_${d.kind}`, { amount: money(Math.abs(d.amount)), balance: money(d.balance) });
+    return;
+  }
+  if (!s.receipt) return;
   const r = s.receipt;
   $("done").querySelector(".approved").textContent = s.voided ? t(lang, "voided") : t(lang, "approved");
   if (r.kind === "till_topup") {
@@ -308,6 +339,7 @@ function drawKeys(s) {
     total: s.state !== "payment", pay: Boolean(s.basket) && s.state !== "done", points: s.state === "payment",
     confirm: s.state === "payment" || Boolean(s.awaiting), cancel: true, new: s.state !== "payment", language: true,
     topup: Boolean(s.member) && Boolean(s.basket) && !["payment", "done"].includes(s.state),
+    gift: s.state === "done" ? Boolean(s.gift && s.gift.left > 0) : Boolean(s.basket) && s.state !== "payment",
   };
   for (const b of bindings) {
     const item = el("span", undefined, usable[b.action] ? "" : "off");
@@ -329,6 +361,7 @@ function render(s) {
   drawSale(s);
   drawPrompt(s);
   drawDone(s);
+  drawGift(s);
   drawQr(s);
   drawKeys(s);
   showError(s.error);
