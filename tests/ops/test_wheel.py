@@ -335,7 +335,8 @@ def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Pa
 
 def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, tmp_path: Path) -> None:
     """Stored value sold at the till, from the wheel: head office enables the till by its command, the daemon
-    pulls the policy, `tillpoint topup` sells through the daemon's API and head office credits it."""
+    pulls the policy, `tillpoint topup` sells through the daemon's API and head office credits it; a voucher
+    head office signed into the till's stock is sold, used once and refused the second time."""
     import json
     import sqlite3
 
@@ -352,6 +353,9 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
     token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
     limits = ("--per-transaction", "5000", "--per-day", "10000", "--per-member-day", "5000")
     assert json.loads(run("hq", "till-topups", "T-W", "--enable", *limits, "--db", db).stdout)["enabled"]
+    assert (
+        len(json.loads(run("hq", "voucher", "issue", "T-W", "--value", "1500", "--db", db).stdout)["voucher_ids"]) == 1
+    )
     key = tmp_path / "card-hash.key"
     key.write_bytes(os.urandom(32))
     key.chmod(0o600)
@@ -382,6 +386,16 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
             return int(row[0]) if row and row[0] else None
 
         assert wait_until(credited, 30, "head office's credit of the top-up") == 2000
+
+        # A voucher of the till's stock sold (the POS took 15.00), used once, refused the second time.
+        sold_voucher = json.loads(run("voucher", "sell", "--value", "1500", "--json", "--config", str(config)).stdout)
+        code = str(sold_voucher["code"])
+        used = json.loads(
+            run("voucher", "redeem", code, "--sale-ref", "POS-1", "--json", "--config", str(config)).stdout
+        )
+        assert (used["kind"], used["value"], used["offline"]) == ("voucher_redeem", 1500, False)
+        again = run("voucher", "redeem", code, "--config", str(config), check=False)
+        assert again.returncode == 1 and "voucher_used" in again.stdout, again.stdout
     # The reports' roll-up of the installed head office holds the top-up, and its check agrees.
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
