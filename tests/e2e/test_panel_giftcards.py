@@ -1,9 +1,11 @@
-"""Gift cards from the cashier panel in Debian's Chromium, by keyboard and a real secure-card tap: a virtual
-NTAG 424 DNA held to the till's nfcpy ``udp:`` reader, a real head office holding the chain's card keys.
+"""Gift cards from the cashier panel in Debian's Chromium, by keyboard and real secure-card taps: a virtual
+NTAG 424 DNA and a virtual FeliCa Lite-S (its MAC read with the chain's key) held to the till's nfcpy ``udp:``
+reader, a real head office holding the chain's card keys.
 
 The amount typed (F8), the gift card key (F1), a tap: the card is sold. A sale confirmed (F11, Enter), F1 and a
 tap: the card pays what the POS collects, head office confirming first, and the panel shows what is left for
-the POS. A card tapped with nothing armed shows its balance. Head office ends with the card's balance, and a
+the POS. A card tapped with nothing armed shows its balance. A Lite-S is sold too, and one sale is paid by
+both cards in turn. Head office ends with the card's balance, and a
 member's card tapped while the key is armed is refused with its code, never sold and never identified."""
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ import httpx
 import pytest
 
 from terminal import giftcards as gc
-from terminal.credentials import card_uid_hash
+from terminal.credentials import card_uid_hash, lite_s_card_key
 from terminal.daemon import Daemon
 from tests.api.stack import AIKO_UID, SUN_MASTER, chromium, chromium_missing, paired_page, running_till
 from tests.fixtures.hq import HqProcess
-from tests.fixtures.nfc import IsoDepCard, free_udp_port
-from tests.vcard import Ntag424
+from tests.fixtures.nfc import FelicaCard, IsoDepCard, free_udp_port
+from tests.vcard import Ntag424, uri_message
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e]
 WAIT = 30_000  # ms
 GIFT_UID = bytes.fromhex("04C1D2E3F40602")
+FELICA_MASTER = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")  # the chain's FeliCa Lite-S master key (tests)
+LITE_S_IDM = bytes.fromhex("0123456789ABCDEF")
 
 
-def tap(card: IsoDepCard, daemon: Daemon) -> None:
+def tap(card: IsoDepCard | FelicaCard, daemon: Daemon) -> None:
     """The card held to the reader until the till saw it, then taken off."""
     since = time.monotonic()
     card.tap()
@@ -49,6 +53,7 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
     if missing:
         pytest.fail(missing)
     (tmp_path / "sun.key").write_bytes(SUN_MASTER)
+    (tmp_path / "felica.key").write_bytes(FELICA_MASTER)
     hq = HqProcess(tmp_path / "hq", extra=("--sun-key-file", str(tmp_path / "sun.key")))
     hq.start()
     try:
@@ -59,7 +64,8 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
         sections: dict[str, Any] = {
             "terminal": {"id": "T-PANEL"},
             "security": {"card_key_file": str(hq.key_file)},
-            "reader": {"debounce": 0},  # the same card again within a second or two
+            # debounce 0: the same card again within a second or two
+            "reader": {"debounce": 0, "felica_key_file": str(tmp_path / "felica.key")},
             "hq": {"url": hq.url, "token": token, "pull_interval": 0.3, "push_interval": 0.2, "timeout": 2.0},
         }
         with (
@@ -72,6 +78,12 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
             genuine = Ntag424(GIFT_UID, SUN_MASTER)
             plastic = IsoDepCard(port, GIFT_UID, answering(genuine))
             card_id = gc.card_id(card_uid_hash(hq.key, GIFT_UID))
+            lite_s = FelicaCard(
+                port,
+                LITE_S_IDM,
+                uri_message("https://example.com/g"),
+                lite_s_key=lite_s_card_key(FELICA_MASTER, LITE_S_IDM),
+            )
             page = paired_page(browser, daemon)
             page.set_default_timeout(WAIT)
 
@@ -128,6 +140,34 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
             page.wait_for_selector("#gift-box:not([hidden])")
             assert "18.00" in page.inner_text("#gift-card")
 
+            # A FeliCa Lite-S sold with 10.00; a sale of 25.00 paid by both cards: 18.00, then the 7.00 left.
+            page.keyboard.press("F6")
+            typed_total("10.00")
+            page.keyboard.press("F1")
+            page.wait_for_selector("#prompt[data-for='gift_sell']:not([hidden])")
+            tap(lite_s, daemon)
+            page.wait_for_selector("body[data-state='done']")
+            assert "Gift card sold" in page.inner_text("#done-detail")
+            typed_total("25.00")
+            page.keyboard.press("F11")
+            page.wait_for_selector("body[data-state='payment']")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("body[data-state='done']")
+            page.keyboard.press("F1")
+            page.wait_for_selector("#prompt[data-for='gift_pay']:not([hidden])")
+            tap(plastic, daemon)
+            page.wait_for_selector("#gift-done li[data-kind='gift_redeem']")
+            assert "7.00" in page.inner_text("#t-payable") and "7.00" in page.inner_text("#prompt-label")
+            tap(lite_s, daemon)
+            page.wait_for_selector("#gift-done li[data-kind='gift_redeem']:nth-child(2)")
+            assert "0.00" in page.inner_text("#t-payable")
+            assert [(d["amount"], d["balance"]) for d in session.snapshot()["gift"]["done"]] == [
+                (-1800, 0),
+                (-700, 300),
+            ]
+            two = [e for e in store.entries() if e.kind == "gift_redeem"][-2:]
+            assert [e.payload["tap"]["trust"] for e in two] == ["sun", "mac"]
+
             # A member's card tapped while the key is armed: refused with its code, not sold, not identified.
             page.keyboard.press("F6")
             typed_total("5.00")
@@ -144,16 +184,18 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
 
             admin = hq.cli("admin-token", "panel-test").strip().splitlines()[-1]
 
-            def at_head_office() -> dict[str, Any] | None:
+            def at_head_office(card: str, balance: int) -> dict[str, Any] | None:
                 shown = httpx.get(
-                    f"{hq.url}/v1/admin/giftcards/{card_id}",
-                    headers={"Authorization": f"Bearer {admin}"},
-                    timeout=5,
+                    f"{hq.url}/v1/admin/giftcards/{card}", headers={"Authorization": f"Bearer {admin}"}, timeout=5
                 )
                 body: dict[str, Any] = shown.json()
-                return body if shown.status_code == 200 and body.get("balance") == 1800 else None
+                return body if shown.status_code == 200 and body.get("balance") == balance else None
 
-            card = wait_until(at_head_office, 30.0, "head office to hold the card's sale and payment")
-            assert card["state"] == "active", json.dumps(card)
+            held = wait_until(lambda: at_head_office(card_id, 0), 30.0, "head office to hold the card's activity")
+            assert [a["kind"] for a in held["activity"]] == ["gift_activate", "gift_redeem", "gift_redeem"], json.dumps(
+                held
+            )
+            lite_id = gc.card_id(card_uid_hash(hq.key, LITE_S_IDM))
+            wait_until(lambda: at_head_office(lite_id, 300), 30.0, "head office to hold the Lite-S card's activity")
     finally:
         hq.kill()
