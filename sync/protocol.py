@@ -55,6 +55,12 @@ SNAPSHOT_KINDS = (
 )
 
 
+class _Model(BaseModel):
+    """Every wire model: its validator is built when first used, not when this module is imported."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 class ErrorCode(StrEnum):
     """Every ``code`` an ``ErrorBody`` can carry, with its HTTP status in ``ERROR_STATUS``."""
 
@@ -422,7 +428,7 @@ def spoken_protocol(hq_protocol: int) -> int:
 # -- push ---------------------------------------------------------------------------------------
 
 
-class WireEntry(BaseModel):
+class WireEntry(_Model):
     terminal_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=1, le=MAX_SEQ)
     txn_id: str = Field(min_length=1, max_length=128, pattern=r"^[^:]+$")
@@ -438,13 +444,13 @@ class WireEntry(BaseModel):
     as head office holds it, and flags an entry that names another (``merchant_mismatch``)."""
 
 
-class PushRequest(BaseModel):
+class PushRequest(_Model):
     protocol: int = Field(default=PROTOCOL_VERSION, ge=0, le=1000)
     terminal_id: str = Field(min_length=1, max_length=128)
     entries: list[WireEntry] = Field(max_length=MAX_BATCH)
 
 
-class PushResponse(BaseModel):
+class PushResponse(_Model):
     acked_seq: int
     stored: int
     duplicates: int
@@ -454,7 +460,7 @@ class PushResponse(BaseModel):
     """Reconciliation items this batch opened (the entries are stored all the same)."""
 
 
-class DeviceHealth(BaseModel):
+class DeviceHealth(_Model):
     """One reader or scanner as the till last saw it."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -462,7 +468,7 @@ class DeviceHealth(BaseModel):
     """The last reader event: ``connected``, ``disconnected``, ``error``..."""
 
 
-class TillHealth(BaseModel):
+class TillHealth(_Model):
     """``POST /v1/terminal/health`` (protocol 2): what the fleet view shows of a till, sent each pull round."""
 
     version: str = Field(min_length=1, max_length=32)
@@ -476,7 +482,7 @@ class TillHealth(BaseModel):
     loop_crashes: int = Field(default=0, ge=0, le=MAX_SEQ)
 
 
-class JournalState(BaseModel):
+class JournalState(_Model):
     """``GET /v1/journal/state``: where head office holds this terminal's journal."""
 
     acked_seq: int
@@ -488,7 +494,7 @@ class JournalState(BaseModel):
     """Ranges the till reported it can never send (they count as held for ``acked_seq``)."""
 
 
-class LostReport(BaseModel):
+class LostReport(_Model):
     """``POST /v1/journal/lost``: seq ranges the till no longer holds and head office never received."""
 
     ranges: list[tuple[Annotated[int, Field(ge=1, le=MAX_SEQ)], Annotated[int, Field(ge=1, le=MAX_SEQ)]]] = Field(
@@ -506,7 +512,7 @@ class LostReport(BaseModel):
 # -- pull ---------------------------------------------------------------------------------------
 
 
-class WireMember(BaseModel):
+class WireMember(_Model):
     member_id: str
     display_name: str
     tier: str
@@ -515,7 +521,7 @@ class WireMember(BaseModel):
     stored_value: int = 0
 
 
-class WireCard(BaseModel):
+class WireCard(_Model):
     uid_hash: str
     member_id: str
     status: Literal["active", "blocked"]
@@ -524,20 +530,20 @@ class WireCard(BaseModel):
     message at or below it."""
 
 
-class WireRule(BaseModel):
+class WireRule(_Model):
     rule_id: str
     points: int = Field(ge=0)
     per_minor: int = Field(gt=0)
 
 
-class WireRuleDoc(BaseModel):
+class WireRuleDoc(_Model):
     """An earning rule authored at head office; ``body`` is opaque here (terminal/loyalty.py reads it)."""
 
     rule_id: str
     body: dict[str, Any]
 
 
-class WireCoupon(BaseModel):
+class WireCoupon(_Model):
     """A coupon document; ``member_id`` is the body's for personal coupons. ``uses`` is head office's count."""
 
     coupon_id: str
@@ -546,7 +552,7 @@ class WireCoupon(BaseModel):
     uses: int = 0
 
 
-class WireKey(BaseModel):
+class WireKey(_Model):
     """A public key tills verify QR payloads and payment codes with, signed by head office's root key."""
 
     key_id: str
@@ -556,7 +562,7 @@ class WireKey(BaseModel):
     """base64url Ed25519 signature of ``canonical_json(body)`` by the root key."""
 
 
-class WireRevocation(BaseModel):
+class WireRevocation(_Model):
     """One entry of the revocation list (a card, a credential, a key, a payment device...), signed."""
 
     revocation_id: str
@@ -565,7 +571,7 @@ class WireRevocation(BaseModel):
     sig: str
 
 
-class WireDeviceCert(BaseModel):
+class WireDeviceCert(_Model):
     """A member device's certificate (``terminal.payments.DeviceCert.to_doc()``), signed by head office's payment key."""
 
     cert_id: str
@@ -573,7 +579,7 @@ class WireDeviceCert(BaseModel):
     body: dict[str, Any]
 
 
-class WireAllocation(BaseModel):
+class WireAllocation(_Model):
     """This till's allocation of an open flash-drop pool (hq/pools.py): it may redeem coupons of the pool
     ``allowed`` times in all; ``used`` is head office's count of its redemptions (net of give-backs)."""
 
@@ -582,7 +588,7 @@ class WireAllocation(BaseModel):
     used: int = Field(default=0, ge=0)
 
 
-class TopupLimits(BaseModel):
+class TopupLimits(_Model):
     """Whether a till may sell stored value (top-ups), and its limits in minor units (hq/topups.py).
     Every limit of an enabled till is above zero; ``offline_total`` 0 means no top-ups while offline."""
 
@@ -604,7 +610,7 @@ class WireTopupPolicy(TopupLimits):
     day_starts: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-class WireVoucher(BaseModel):
+class WireVoucher(_Model):
     """A sold voucher's state, chain-wide (hq/vouchers.py): a till redeems offline only a voucher it holds as
     ``active``; ``redeemed`` and ``refunded`` ones it refuses."""
 
@@ -613,7 +619,7 @@ class WireVoucher(BaseModel):
     """{"voucher_id", "state", "kind", "value", "sku", "store_id", "expires_at"}"""
 
 
-class WireGiftCard(BaseModel):
+class WireGiftCard(_Model):
     """A gift card as head office holds it, chain-wide (hq/giftcards.py, docs/giftcards.md): every till knows
     every card's state and balance, for a balance check and an offline payment."""
 
@@ -623,14 +629,14 @@ class WireGiftCard(BaseModel):
     "last_used_on"}"""
 
 
-class WireGiftTerms(BaseModel):
+class WireGiftTerms(_Model):
     """The chain's gift card terms (``terminal.giftcards.Terms``)."""
 
     expiry_days: int = Field(default=0, ge=0, le=36_500)
     dormant_days: int = Field(default=0, ge=0, le=36_500)
 
 
-class WireVoucherStock(BaseModel):
+class WireVoucherStock(_Model):
     """This till's stock of vouchers to sell (their signed codes, issued by head office and not yet sold) and
     its offline total of voucher redemptions (minor units; 0: none offline)."""
 
@@ -638,14 +644,14 @@ class WireVoucherStock(BaseModel):
     codes: list[Annotated[str, Field(min_length=5, max_length=400)]] = Field(default_factory=list, max_length=10_000)
 
 
-class Tombstone(BaseModel):
+class Tombstone(_Model):
     kind: Literal[
         "member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert", "voucher", "gift_card"
     ]
     id: str
 
 
-class ChangesPage(BaseModel):
+class ChangesPage(_Model):
     cursor: int
     """Pass back as ``since`` to continue; it only moves forward."""
     more: bool
@@ -678,13 +684,13 @@ class ChangesPage(BaseModel):
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))
 
 
-class SnapshotInfo(BaseModel):
+class SnapshotInfo(_Model):
     version: int
     """Continue with ``GET /v1/changes?since=version`` once every kind is loaded."""
     counts: dict[str, int]
 
 
-class SnapshotPage(BaseModel):
+class SnapshotPage(_Model):
     """Rows of one kind ordered by primary key, as compact arrays in ``columns`` order."""
 
     kind: str
@@ -712,13 +718,13 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
 # -- terminals ----------------------------------------------------------------------------------
 
 
-class EnrolRequest(BaseModel):
+class EnrolRequest(_Model):
     code: str = Field(min_length=4, max_length=64)
     terminal_id: str | None = None
     """If given, must match the terminal the code was issued for."""
 
 
-class EnrolResponse(BaseModel):
+class EnrolResponse(_Model):
     terminal_id: str
     store_id: str
     token: str
@@ -729,14 +735,14 @@ class EnrolResponse(BaseModel):
 # -- end of day and reconciliation ---------------------------------------------------------------
 
 
-class KindTotals(BaseModel):
+class KindTotals(_Model):
     count: int = Field(default=0, ge=0, le=MAX_SEQ)
     total: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
     points: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
     stored_value: int = Field(default=0, ge=-MAX_SEQ * MAX_AMOUNT, le=MAX_SEQ * MAX_AMOUNT)
 
 
-class EodReport(BaseModel):
+class EodReport(_Model):
     terminal_id: str
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     first_seq: int = Field(ge=1, le=MAX_SEQ)
@@ -744,7 +750,7 @@ class EodReport(BaseModel):
     totals: dict[str, KindTotals]
 
 
-class EodResult(BaseModel):
+class EodResult(_Model):
     terminal_id: str
     day: str
     status: Literal["complete", "incomplete"]
@@ -754,7 +760,7 @@ class EodResult(BaseModel):
     """Human-readable differences between the till's totals and head office's."""
 
 
-class ReconItem(BaseModel):
+class ReconItem(_Model):
     item_id: str
     store_id: str
     terminal_id: str
@@ -772,7 +778,7 @@ class ReconItem(BaseModel):
     """The entry changed no balance; an admin releases it (applied then) or rejects it."""
 
 
-class ItemGroup(BaseModel):
+class ItemGroup(_Model):
     """Items of one cause, one terminal, one business day and one state: what a person reads first."""
 
     store_id: str
@@ -787,13 +793,13 @@ class ItemGroup(BaseModel):
     last_at: str
 
 
-class GroupPage(BaseModel):
+class GroupPage(_Model):
     groups: list[ItemGroup]
     next_cursor: str | None = None
     """Pass as ``after`` for the next page; None: this was the last."""
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Model):
     code: str
     message: str
 
@@ -868,7 +874,7 @@ class Values:
     total: int = 0
 
 
-class Payload(BaseModel):
+class Payload(_Model):
     """Base of the entry payloads: unknown fields are refused, numbers are never coerced."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -1419,7 +1425,7 @@ def parse_payload(kind: str, payload: dict[str, Any]) -> AnyPayload:
 # -- online confirmation of a payment ------------------------------------------------------------
 
 
-class ConfirmRequest(BaseModel):
+class ConfirmRequest(_Model):
     """``POST /v1/payments/confirm``: a till about to approve a spend asks head office first, naming the
     device code (``code_id`` and the code itself, whose signature head office checks) or the secure card
     tap that authorises it. The code, or the card's read counter, is then used, chain-wide."""
@@ -1449,7 +1455,7 @@ class ConfirmRequest(BaseModel):
         return f"card:{self.card.uid_hash}:{self.card.counter if self.card.counter is not None else self.txn_id}"
 
 
-class VoucherConfirmRequest(BaseModel):
+class VoucherConfirmRequest(_Model):
     """``POST /v1/vouchers/confirm``: a till about to approve a voucher's redemption (or, at the store that
     sold it, its refund) asks head office first; head office records the voucher's one use under a unique
     constraint, so a second till is refused at once."""
@@ -1461,7 +1467,7 @@ class VoucherConfirmRequest(BaseModel):
     code: VoucherCode
 
 
-class GiftConfirmRequest(BaseModel):
+class GiftConfirmRequest(_Model):
     """``POST /v1/giftcards/confirm``: a till about to let a gift card pay asks head office first; head office
     checks the card, its tap (a SUN read counter is used once in the chain) and its balance less what other
     tills were confirmed and have not journaled yet, and records this payment."""
