@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.markup import escape
 
@@ -198,6 +197,8 @@ def _api_url(cfg: Config) -> str:
 def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One call to the running daemon's local API (always a JSON body: the API takes no other); a refusal
     is printed with its stable code and ends the command with exit status 1."""
+    import httpx  # here: head office's commands, which share this program, never call the daemon
+
     token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
     url = f"{_api_url(cfg)}{path}"
     try:
@@ -676,6 +677,8 @@ def reconcile(
 
 
 def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
+    import httpx
+
     try:
         response = httpx.get(f"{_api_url(cfg)}/v1/status", timeout=2)
         return list(response.json()["readers"])
