@@ -46,16 +46,6 @@ def real_password_cost(_cheap_staff_passwords: int, monkeypatch: pytest.MonkeyPa
     return _cheap_staff_passwords
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_chromium_a_module() -> Iterator[None]:
-    """The Chromium a module's tests share (``tests.api.stack.chromium``) ends with the module: Playwright's sync
-    API holds an event loop on the thread while it runs, which the next module's ``asyncio.run`` would meet."""
-    yield
-    from tests.api import stack
-
-    stack.stop_chromium()
-
-
 TESTS = Path(__file__).resolve().parent
 SLOW = ("pcsc", "e2e", "browser", "postgres", "ops", "slow")
 """Markers given by what a test uses; ``-m "not (pcsc or e2e or browser or postgres or ops or slow)"`` is
@@ -71,6 +61,18 @@ BOTH_ENGINES = "TILLPOINT_TEST_ENGINES"
 @cache
 def _drives_a_browser(path: Path) -> bool:
     return "chromium()" in path.read_text(encoding="utf-8")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The Chromium the tests share (``tests.api.stack.chromium``) ends with the last module of a run of modules
+    that drive one: Playwright's sync API holds an event loop on the thread while it runs, which a later module's
+    ``asyncio.run`` would meet. Consecutive browser modules keep it (a launch costs a second or two of CPU)."""
+    if nextitem is not None and (nextitem.path == item.path or _drives_a_browser(nextitem.path)):
+        return
+    from tests.api import stack
+
+    stack.stop_chromium()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
