@@ -126,7 +126,7 @@ def chromium_missing() -> str | None:
 
 
 class _Shared:
-    """The Playwright and Chromium of the module running, launched by its first test that asks (``chromium``)."""
+    """The Playwright and Chromium of the browser modules running, launched by the first test that asks (``chromium``)."""
 
     driver: Any = None
     browser: Any = None
@@ -158,9 +158,9 @@ def playwright() -> Any:
 
 @contextmanager
 def chromium() -> Iterator[Any]:
-    """A headless Debian Chromium under Playwright; yields the Browser. One Chromium serves a test module
-    (launched by its first test that asks, again if it died; ``stop_chromium`` ends it, as the tests' conftest
-    does after each module, and the process's end); each test opens its own contexts (a context is a fresh
+    """A headless Debian Chromium under Playwright; yields the Browser. One Chromium serves a run of browser
+    modules (launched by its first test that asks, again if it died; ``stop_chromium`` ends it, as the tests'
+    conftest does before a module that drives none, and the process's end); each test opens its own contexts (a context is a fresh
     profile: no cookie, storage or cache of another test's), and those it leaves open are closed after it."""
     if _Shared.browser is None or not _Shared.browser.is_connected():
         # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
