@@ -633,8 +633,8 @@ class Session:
         """A gift card tapped with nothing armed: its balance and state are shown (the balance check)."""
         with self._lock:
             s = self._sale
-            s.gift_card = {"card_id": card.card_id, "balance": card.balance, "state": card.state.value,
-                           "expires_on": card.expires_on}  # fmt: skip
+            shown = {"card_id": card.card_id, "balance": card.balance, "state": card.state.value}
+            s.gift_card = {**shown, "expires_on": card.expires_on}
             s.error = None
             return self._changed()
 
@@ -674,11 +674,11 @@ class Session:
             s.gifts[s.gifts.index(payment)] = self._call(partial(gifts.refund_gift, payment.txn_id, -payment.amount))
 
     def _gift_dict(self) -> dict[str, Any]:
-        """The gift card shown, what gift cards did in this session, and what the POS still collects for the
-        sale done (None: no sale done)."""
+        """The gift card shown, what gift cards did in this session, and ``left``: what the POS still collects for
+        the sale done (None: no sale done)."""
         s = self._sale
-        done = [{"kind": g.kind, "card_id": g.card_id, "amount": g.amount, "balance": g.balance,
-                 "offline": g.offline, "txn_id": g.txn_id} for g in s.gifts]  # fmt: skip
+        fields = ("kind", "card_id", "amount", "balance", "offline", "txn_id")
+        done = [{name: getattr(g, name) for name in fields} for g in s.gifts]
         left = self._gift_left() if s.receipt is not None and s.receipt.kind == EntryKind.SALE.value else None
         return {"card": s.gift_card, "done": done, "left": left}
 
