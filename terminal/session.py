@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from sync.protocol import EntryKind
 from terminal import b64url, qrcodes
 from terminal import giftcards as gc
+from terminal import vouchers as vc
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import (
     Basket,
@@ -49,6 +50,7 @@ from terminal.model import (
     ReceiptRef,
     ReceiptSold,
     SaleOrder,
+    VoucherReceipt,
 )
 from terminal.ports import Emit, Event, GiftDesk, Sales, Till
 from terminal.pricing import REDEEM_MAX
@@ -170,6 +172,8 @@ class _Sale:
     """The gift card last tapped or used in this session, as this till knows it (never its tag's uid hash)."""
     gifts: list[GiftReceipt] = field(default_factory=list)
     """Gift cards sold, loaded or paid with in this session (several cards may pay one sale)."""
+    vouchers: list[tuple[VoucherReceipt, int]] = field(default_factory=list)
+    """Vouchers used in this session, each with what it took off the sale done (0: the POS takes it off)."""
 
 
 class Session:
@@ -253,6 +257,8 @@ class Session:
             "voided": asdict(s.voided) if s.voided else None,
             "customer_qr": self._customer_qr(),
             "gift": self._gift_dict(),
+            "vouchers": [{**_voucher_dict(v), "off": off} for v, off in s.vouchers],
+            "left": self._left() if s.receipt is not None and s.receipt.kind == EntryKind.SALE.value else None,
             "error": s.error,
             "notice": s.notice,
             "currency": self.currency,
@@ -571,6 +577,8 @@ class Session:
             s = self._sale
             if s.state is not State.DONE or s.receipt is None or s.voided is not None:
                 self._refuse(Code.SESSION_BUSY, "Only the sale just done can be voided here.")
+            if any(off for _, off in s.vouchers):
+                self._refuse(Code.SESSION_BUSY, "A voucher paid part of this sale and is used: refund it at the POS.")
             txn = s.receipt.txn_id
             undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
             self._refund_gift_payments()
@@ -589,7 +597,7 @@ class Session:
             self._gift_desk()
             if s.state is State.PAYMENT:
                 self._refuse(Code.SESSION_BUSY, "Confirm the sale first: a gift card pays what the POS collects.")
-            if s.state is State.DONE and self._gift_left() > 0:
+            if s.state is State.DONE and self._left() > 0:
                 s.awaiting = Awaiting.GIFT_PAY
             elif s.state is State.DONE or s.basket is None:
                 self._refuse(Code.SESSION_BUSY, "Type the amount to put on the gift card first.")
@@ -597,6 +605,23 @@ class Session:
                 s.awaiting = Awaiting.GIFT_SELL
             s.error = None
             return self._changed()
+
+    def use_voucher(self, text: str) -> tuple[VoucherReceipt, int]:
+        """A voucher scanned, used once now. After a sale with money left for the POS to collect it pays part of
+        that sale (an amount voucher up to what is left, a product voucher one unit of its product in the basket)
+        and says so; otherwise the POS takes what it says off the sale it rings. Returns it with what it took off."""
+        with self._lock:
+            s = self._sale
+            left = self._left()
+            sale = s.receipt.txn_id if left > 0 and s.receipt is not None else ""
+            used = self._call(lambda: self.till.redeem_voucher(text, sale))
+            off = min(left, _voucher_off(used, s.basket)) if sale else 0
+            s.vouchers.append((used, off))
+            if s.awaiting is Awaiting.GIFT_PAY and self._left() <= 0:
+                s.awaiting = None
+            s.error = None
+            self._changed()
+            return used, off
 
     def wants_gift_tap(self) -> bool:
         """The cashier armed the gift card key: the next tap is the gift card (never a member's identification)."""
@@ -616,14 +641,14 @@ class Session:
                 s.state, s.awaiting = State.DONE, None
             elif s.awaiting is Awaiting.GIFT_PAY and s.receipt is not None:
                 card = self._call(lambda: gifts.gift_card(read))
-                amount, sale = min(card.balance, self._gift_left()), s.receipt.txn_id
+                amount, sale = min(card.balance, self._left()), s.receipt.txn_id
                 if amount <= 0:
                     self._refuse(Code.GIFT_CARD_INSUFFICIENT, "This gift card holds nothing to pay with.")
                 done = self._call(lambda: gifts.pay_gift(read, amount, sale))
             else:
                 self._refuse(Code.SESSION_BUSY, "Press the gift card key first.")
             s.gifts.append(done)
-            if self._gift_left() <= 0 and s.awaiting is Awaiting.GIFT_PAY:
+            if self._left() <= 0 and s.awaiting is Awaiting.GIFT_PAY:
                 s.awaiting = None
             s.gift_card = {"card_id": done.card_id, "balance": done.balance, "offline": done.offline}
             s.error = None
@@ -653,15 +678,16 @@ class Session:
             self._changed()
             raise
 
-    def _gift_left(self) -> int:
-        """What the POS still collects for the sale done here, after the gift cards that paid it."""
+    def _left(self) -> int:
+        """What the POS still collects for the sale done here, after the gift cards and vouchers that paid it."""
         s = self._sale
         if s.state is not State.DONE or s.receipt is None or s.voided is not None:
             return 0
         if s.receipt.kind != EntryKind.SALE.value:
             return 0
         due = s.receipt.breakdown.pos_due if s.receipt.breakdown is not None else s.receipt.total
-        return due + sum(g.amount for g in s.gifts if g.kind in _GIFT_PAYMENTS)
+        paid = sum(g.amount for g in s.gifts if g.kind in _GIFT_PAYMENTS) - sum(off for _, off in s.vouchers)
+        return max(0, due + paid)
 
     def _refund_gift_payments(self) -> None:
         """The gift cards that paid the sale being voided get it back, each once (a refused refund stops the void)."""
@@ -674,13 +700,10 @@ class Session:
             s.gifts[s.gifts.index(payment)] = self._call(partial(gifts.refund_gift, payment.txn_id, -payment.amount))
 
     def _gift_dict(self) -> dict[str, Any]:
-        """The gift card shown, what gift cards did in this session, and ``left``: what the POS still collects for
-        the sale done (None: no sale done)."""
+        """The gift card shown, and what gift cards did in this session."""
         s = self._sale
         fields = ("kind", "card_id", "amount", "balance", "offline", "txn_id")
-        done = [{name: getattr(g, name) for name in fields} for g in s.gifts]
-        left = self._gift_left() if s.receipt is not None and s.receipt.kind == EntryKind.SALE.value else None
-        return {"card": s.gift_card, "done": done, "left": left}
+        return {"card": s.gift_card, "done": [{name: getattr(g, name) for name in fields} for g in s.gifts]}
 
     def cancel(self) -> dict[str, Any]:
         """Esc: drop what was armed, else leave the payment step, else start over (nothing recorded)."""
@@ -738,10 +761,9 @@ class Session:
         if found.kind is Kind.PAYMENT:
             snap = self.pay_with_code(text.strip(SCANNER_ENDS))
             return "paid", {"receipt": snap["receipt"]}, snap
-        if found.kind is Kind.VOUCHER:  # used once, now: the POS takes what it says off the sale
-            used = self._call(lambda: self.till.redeem_voucher(text.strip()))
-            shown = {k: getattr(used, k) for k in ("txn_id", "voucher_id", "voucher_kind", "value", "sku", "offline")}
-            return "voucher_redeemed", {"voucher": shown}, self._changed()
+        if found.kind is Kind.VOUCHER:
+            used, off = self.use_voucher(text.strip())
+            return "voucher_redeemed", {"voucher": {**_voucher_dict(used), "off": off}}, self._changed()
         what = "a receipt's claim code" if found.kind is Kind.CLAIM else "not one of ours"
         self._refuse(Code.UNKNOWN_CODE, f"This code is {what}.")
 
@@ -802,6 +824,19 @@ class Session:
         if self.on_change is not None:
             self.on_change(snap)
         return snap
+
+
+def _voucher_dict(used: VoucherReceipt) -> dict[str, Any]:
+    return {k: getattr(used, k) for k in ("txn_id", "voucher_id", "voucher_kind", "value", "sku", "offline")}
+
+
+def _voucher_off(used: VoucherReceipt, basket: Basket | None) -> int:
+    """What a voucher takes off a sale of ``basket``: an amount voucher its value; a product voucher one unit of
+    its product at most its value, when the basket holds it (else nothing: the POS takes it off)."""
+    if used.voucher_kind == vc.Kind.AMOUNT.value:
+        return used.value
+    prices = [x.unit_price for x in basket.lines if x.sku == used.sku] if basket is not None else []
+    return max(0, min(prices[0], used.value)) if prices else 0
 
 
 def _why(code: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pytest
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash, lite_s_card_key
 from terminal.daemon import Daemon
-from tests.api.stack import AIKO_UID, SUN_MASTER, chromium, chromium_missing, paired_page, running_till
+from tests.api.stack import AIKO_UID, SUN_MASTER, base_url, chromium, chromium_missing, paired_page, running_till
 from tests.fixtures.hq import HqProcess
 from tests.fixtures.nfc import FelicaCard, IsoDepCard, free_udp_port
 from tests.vcard import Ntag424, uri_message
@@ -60,12 +60,14 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
         token = hq.add_terminal("T-PANEL")
         hq.cli("till-topups", "T-PANEL", "--enable", "--per-transaction", "10000", "--per-day", "50000",
                "--per-member-day", "20000")  # fmt: skip
+        hq.cli("voucher", "issue", "T-PANEL", "--value", "500")  # a 5.00 voucher in the till's stock
         port = free_udp_port()
         sections: dict[str, Any] = {
             "terminal": {"id": "T-PANEL"},
             "security": {"card_key_file": str(hq.key_file)},
             # debounce 0: the same card again within a second or two
             "reader": {"debounce": 0, "felica_key_file": str(tmp_path / "felica.key")},
+            "scanner": {"devices": ["sim:"]},  # the scanner's reads handed to the till as a camera's are
             "hq": {"url": hq.url, "token": token, "pull_interval": 0.3, "push_interval": 0.2, "timeout": 2.0},
         }
         with (
@@ -167,6 +169,27 @@ def test_a_gift_card_sold_and_paying_from_the_panel(tmp_path: Path) -> None:
             ]
             two = [e for e in store.entries() if e.kind == "gift_redeem"][-2:]
             assert [e.payload["tap"]["trust"] for e in two] == ["sun", "mac"]
+
+            # A voucher the till sold, scanned after a sale of 8.00: it pays 5.00 of it, and the panel says so.
+            def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+                headers = {"Authorization": f"Bearer {daemon.api_token}"}
+                answer = httpx.post(f"{base_url(daemon)}{path}", json=body, headers=headers, timeout=10)
+                assert answer.status_code in (200, 202), answer.text
+                result: dict[str, Any] = answer.json()
+                return result
+
+            page.keyboard.press("F6")
+            code = call("/v1/vouchers/sell", {"value": 500})["code"]
+            typed_total("8.00")
+            page.keyboard.press("F11")
+            page.wait_for_selector("body[data-state='payment']")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("body[data-state='done']")
+            scanned = call("/v1/sim/scan", {"text": code})  # the camera's read, as the scanner hands it over
+            assert (scanned["result"], scanned["voucher"]["off"]) == ("voucher_redeemed", 500), scanned
+            page.wait_for_selector("#vouchers li")
+            assert "5.00 off this sale" in page.inner_text("#vouchers")
+            assert "3.00" in page.inner_text("#t-payable")
 
             # A member's card tapped while the key is armed: refused with its code, not sold, not identified.
             page.keyboard.press("F6")

@@ -101,3 +101,45 @@ def test_a_voucher_refunded_here_is_refused_as_refunded_whatever_a_pull_in_fligh
         assert again.value.code is Code.VOUCHER_REFUNDED and store.max_seq() == seq
     finally:
         store.close()
+
+
+def test_the_cashier_sees_what_a_scanned_voucher_took_off_the_sale_done(tmp_path: Path) -> None:
+    """A voucher scanned after a sale pays part of what the POS still collects (and names that sale); a product
+    voucher whose product is not in the basket, or one scanned before any sale, is left to the POS, and the panel
+    says so. A sale a voucher paid is not voided at the till (the voucher is used)."""
+    from terminal.checkout import Checkout
+    from terminal.session import Action, Session
+
+    ten, big = voucher(1000), voucher(9000)
+    coffee = vc.issue(KEY, "K-v", secrets.token_bytes(8), vc.Kind.PRODUCT, 450, EXPIRES, "COFFEE-1")
+    early = voucher(700)
+    store, service = offline_till(tmp_path / "terminal.db", 20_000, [ten, big, coffee, early])
+    try:
+        session = Session(service, Checkout(service), gifts=service)
+        report = session.scan_report(early)  # no sale done: the POS takes it off what it rings
+        assert (report["result"], report["voucher"]["off"]) == ("voucher_redeemed", 0)
+        session.set_total(3000)
+        session.pay()
+        sale = session.confirm()["receipt"]
+        assert session.snapshot()["left"] == 3000
+        report = session.scan_report(ten)
+        assert report["voucher"]["off"] == 1000 and session.snapshot()["left"] == 2000
+        report = session.scan_report(coffee)  # no COFFEE-1 in a typed total: the POS takes it off
+        assert report["voucher"]["off"] == 0 and session.snapshot()["left"] == 2000
+        session.press(Action.GIFT)  # armed for a gift card: a voucher paying the rest disarms it
+        report = session.scan_report(big)  # 90.00 against 20.00 left: it takes 20.00, no change given
+        snap = session.snapshot()
+        assert report["voucher"]["off"] == 2000 and (snap["left"], snap["awaiting"]) == (0, None)
+        assert [(v["voucher_kind"], v["value"], v["off"]) for v in snap["vouchers"]] == [
+            ("amount", 700, 0),
+            ("amount", 1000, 1000),
+            ("product", 450, 0),
+            ("amount", 9000, 2000),
+        ]
+        used = [e.payload for e in store.entries() if e.kind == "voucher_redeem"]
+        assert [p["sale_ref"] for p in used] == ["", sale["txn_id"], sale["txn_id"], sale["txn_id"]]
+        with pytest.raises(Rejected) as caught:
+            session.void()
+        assert caught.value.code is Code.SESSION_BUSY and session.snapshot()["voided"] is None
+    finally:
+        store.close()

@@ -5,6 +5,8 @@ export const LOCALES = { en: "en-GB", ja: "ja-JP", zh: "zh-CN" };
 
 export const STRINGS = {
   en: {
+    voucher_amount: "Voucher {value}", voucher_product: "Voucher for one {sku} (up to {value})",
+    voucher_off: "{off} off this sale", voucher_pos: "used; the POS takes it off the sale",
     key_gift: "Gift card", gift_card: "Gift card",
     ask_gift_sell: "Gift card: tap the card to put {amount} on it (Esc to cancel)",
     ask_gift_pay: "Gift card: tap the card to pay the {left} left (Esc to cancel)",
@@ -48,6 +50,8 @@ export const STRINGS = {
     reward_not_returnable: "The member keeps this reward (a coupon or a partner's code): refund the other lines instead.",
   },
   ja: {
+    voucher_amount: "金券 {value}", voucher_product: "{sku} 1点の引換券（{value} まで）",
+    voucher_off: "この会計から {off} 値引き", voucher_pos: "使用済み。POS で会計から差し引いてください",
     key_gift: "ギフトカード", gift_card: "ギフトカード",
     ask_gift_sell: "ギフトカード：{amount} を入金するカードをタッチ（Esc で取消）",
     ask_gift_pay: "ギフトカード：残り {left} を支払うカードをタッチ（Esc で取消）",
@@ -108,6 +112,8 @@ export const STRINGS = {
     reward_not_returnable: "この特典（クーポン・提携コード）は会員の手元に残るため返品できません。他の明細を返品してください。",
   },
   zh: {
+    voucher_amount: "代金券 {value}", voucher_product: "{sku} 一件兑换券（最多 {value}）",
+    voucher_off: "本单抵扣 {off}", voucher_pos: "已使用；请在 POS 上从本单中扣除",
     key_gift: "礼品卡", gift_card: "礼品卡",
     ask_gift_sell: "礼品卡：请刷要充入 {amount} 的卡（Esc 取消）",
     ask_gift_pay: "礼品卡：请刷卡支付剩余的 {left}（Esc 取消）",

@@ -256,7 +256,23 @@ function drawSale(s) {
   $("t-redeem").textContent = q && q.points_redeemed ? `${q.points_redeemed} pt (−${money(q.redeem_value)})` : "–";
   $("t-earned").textContent = q ? `+${q.points_earned} pt` : "–";
   $("t-payable").textContent = q ? money(q.payable) : t(lang, "no_total", { key: keyLabel("total") });
-  if (s.gift && s.gift.left !== null && s.gift.done.length) $("t-payable").textContent = money(s.gift.left);
+  const paidHere = (s.gift ? s.gift.done.length : 0) + (s.vouchers ?? []).filter((v) => v.off).length;
+  if (s.left !== null && s.left !== undefined && paidHere) $("t-payable").textContent = money(s.left);
+  drawVouchers(s);
+}
+
+// Vouchers used in this session: what each took off the sale done, or that the POS takes it off.
+function drawVouchers(s) {
+  const list = $("vouchers");
+  list.replaceChildren();
+  for (const v of s.vouchers ?? []) {
+    const what = v.voucher_kind === "product" ? t(lang, "voucher_product", { sku: v.sku, value: money(v.value) })
+      : t(lang, "voucher_amount", { value: money(v.value) });
+    const how = v.off ? t(lang, "voucher_off", { off: money(v.off) }) : t(lang, "voucher_pos");
+    const li = el("li", `${what}: ${how}${v.offline ? ` (${t(lang, "gift_offline")})` : ""}`);
+    li.dataset.voucher = v.voucher_id;
+    list.append(li);
+  }
 }
 
 // The gift card of this session: the one tapped for its balance, or sold, loaded or paid with here.
@@ -286,7 +302,7 @@ function drawPrompt(s) {
   if (!asked) { box.hidden = true; input.value = ""; box.dataset.for = ""; return; }
   if (box.dataset.for !== asked) input.value = "";
   box.dataset.for = asked;
-  const amounts = { amount: money(s.basket ? s.basket.total : null), left: money(s.gift ? s.gift.left : null) };
+  const amounts = { amount: money(s.basket ? s.basket.total : null), left: money(s.left ?? null) };
   $("prompt-label").textContent = t(lang, `ask_${asked}`, amounts);
   input.inputMode = asked === "total" ? "decimal" : "text";
   input.hidden = TAP_ONLY.includes(asked);
@@ -339,7 +355,7 @@ function drawKeys(s) {
     total: s.state !== "payment", pay: Boolean(s.basket) && s.state !== "done", points: s.state === "payment",
     confirm: s.state === "payment" || Boolean(s.awaiting), cancel: true, new: s.state !== "payment", language: true,
     topup: Boolean(s.member) && Boolean(s.basket) && !["payment", "done"].includes(s.state),
-    gift: s.state === "done" ? Boolean(s.gift && s.gift.left > 0) : Boolean(s.basket) && s.state !== "payment",
+    gift: s.state === "done" ? s.left > 0 : Boolean(s.basket) && s.state !== "payment",
   };
   for (const b of bindings) {
     const item = el("span", undefined, usable[b.action] ? "" : "off");
