@@ -108,12 +108,14 @@ def test_the_cashier_sees_what_a_scanned_voucher_took_off_the_sale_done(tmp_path
     voucher whose product is not in the basket, or one scanned before any sale, is left to the POS, and the panel
     says so. A sale a voucher paid is not voided at the till (the voucher is used)."""
     from terminal.checkout import Checkout
+    from terminal.model import Line
     from terminal.session import Action, Session
 
     ten, big = voucher(1000), voucher(9000)
     coffee = vc.issue(KEY, "K-v", secrets.token_bytes(8), vc.Kind.PRODUCT, 450, EXPIRES, "COFFEE-1")
     early = voucher(700)
-    store, service = offline_till(tmp_path / "terminal.db", 20_000, [ten, big, coffee, early])
+    second_coffee = vc.issue(KEY, "K-v", secrets.token_bytes(8), vc.Kind.PRODUCT, 450, EXPIRES, "COFFEE-1")
+    store, service = offline_till(tmp_path / "terminal.db", 20_000, [ten, big, coffee, early, second_coffee])
     try:
         session = Session(service, Checkout(service), gifts=service)
         report = session.scan_report(early)  # no sale done: the POS takes it off what it rings
@@ -141,5 +143,11 @@ def test_the_cashier_sees_what_a_scanned_voucher_took_off_the_sale_done(tmp_path
         with pytest.raises(Rejected) as caught:
             session.void()
         assert caught.value.code is Code.SESSION_BUSY and session.snapshot()["voided"] is None
+
+        # A basket from the POS with two coffees at 3.00: the product voucher takes one off (3.00, under its 4.50).
+        session.set_basket([Line("COFFEE-1", 2, 300, "drinks"), Line("CAKE", 1, 500, "food")])
+        session.pay()
+        session.confirm()
+        assert session.scan_report(second_coffee)["voucher"]["off"] == 300 and session.snapshot()["left"] == 800
     finally:
         store.close()
