@@ -635,7 +635,7 @@ class Session:
             gifts = self._gift_desk()
             if s.awaiting is Awaiting.GIFT_SELL and s.basket is not None:
                 amount = s.basket.total
-                card = self._known_gift_card(gifts, read)
+                card = self._call(lambda: _gift_card_or_none(gifts, read))
                 sells = card is None or card.state is gc.State.CLEARED
                 done = self._call(lambda: gifts.sell_gift(read, amount) if sells else gifts.load_gift(read, amount))
                 s.state, s.awaiting = State.DONE, None
@@ -667,16 +667,6 @@ class Session:
         if self.gifts is None:
             self._refuse(Code.SESSION_BUSY, "This till takes no gift cards.")
         return self.gifts
-
-    def _known_gift_card(self, gifts: GiftDesk, read: CardRead) -> gc.GiftCard | None:
-        try:
-            return gifts.gift_card(read)
-        except Rejected as exc:
-            if exc.code is Code.GIFT_CARD_UNKNOWN:
-                return None
-            self._sale.error = refusal_dict(exc.code.value, exc.message)
-            self._changed()
-            raise
 
     def _left(self) -> int:
         """What the POS still collects for the sale done here, after the gift cards and vouchers that paid it."""
@@ -824,6 +814,16 @@ class Session:
         if self.on_change is not None:
             self.on_change(snap)
         return snap
+
+
+def _gift_card_or_none(gifts: GiftDesk, read: CardRead) -> gc.GiftCard | None:
+    """The gift card of a tap, or None for a card that is no gift card yet (it may be sold as one)."""
+    try:
+        return gifts.gift_card(read)
+    except Rejected as exc:
+        if exc.code is Code.GIFT_CARD_UNKNOWN:
+            return None
+        raise
 
 
 def _voucher_dict(used: VoucherReceipt) -> dict[str, Any]:
