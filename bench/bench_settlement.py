@@ -4,10 +4,11 @@ figure.
 For each data set (``--sales``, a comma-separated list: one data set per size), a fresh schema holds a
 ledger as ``ledger.Writer`` writes it, made in bulk by SQL (``generate_series``) so that millions of sales
 build in minutes: S sales in the month (2026-05) at the stores of M merchants (default 400), each earning a
-lot of its merchant; one in four redeeming 10 points of the same member's earlier lot of the month (another
-merchant's), one in ten paying 300 of stored value, one in a thousand a late entry of the month before; and
-``--history`` months before it of the same size (what ``outstanding_start`` reads). ``--check`` proves the
-generated books with ``ledger.check``. Then, alternating for R rounds (default 3):
+lot of its merchant (merchants and their lots settle a third each at issuance, redemption and reserve); one
+in four redeeming 10 points of the same member's earlier lot of the month (another merchant's), one in ten
+paying 300 of stored value, one in a thousand a late entry of the month before; and ``--history`` months
+before it of the same size (what ``outstanding_start`` reads). ``--check`` proves the generated books with
+``ledger.check``. Then, alternating for R rounds (default 3):
 
     statements   ``settlement.statements`` of the month: every merchant's figures and late entries (seconds)
     floor        the raw SQL aggregate a statement cannot do without: one grouped pass over the month's
@@ -41,6 +42,8 @@ from hq.store import HqStore  # noqa: E402
 from tests.fixtures.postgres import PgServer  # noqa: E402
 
 MONTH = "2026-05"
+TIMINGS = ("issuance", "redemption", "reserve")
+"""Merchant m settles at TIMINGS[m % 3], and so do the lots it issues (``ledger_lots.timing``)."""
 MEMBERS = (
     b"INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
     b"SELECT owner, '', 'basic', SUM(CASE WHEN kind = 'member_points' THEN amount ELSE 0 END), 'active', 0, "
@@ -68,6 +71,7 @@ def build_sql(period: str, sales: int, merchant_count: int, members: int, late: 
     mer = f"'M-' || lpad((n % {merchant_count})::text, 3, '0')"
     prev = f"'M-' || lpad(((n - {members}) % {merchant_count})::text, 3, '0')"
     mem = f"'P-' || (n % {members})"
+    timing = f"(ARRAY['issuance', 'redemption', 'reserve'])[1 + (n % {merchant_count}) % 3]"
     day = f"{p} || '-' || lpad((1 + n % 28)::text, 2, '0')"
     # a redeeming sale n spends 10 points of the same member's sale before it (n - members), of another
     # merchant when members is not a multiple of the merchants; that lot's remaining says so
@@ -80,8 +84,8 @@ def build_sql(period: str, sales: int, merchant_count: int, members: int, late: 
         f"INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at, moved_from) "
         f"SELECT {txn}, 'sale', {mem}, {mer}, {day}, {p}, {day} || 'T10:00:00.000Z', {moved} {src}",
         f"INSERT INTO ledger_lots (lot_id, member_id, merchant_id, points, remaining, earned_at, earned_day, "
-        f"expires_at) SELECT {txn}, {mem}, {mer}, {earned}, {earned} - {taken}, {day} || 'T10:00:00.000Z', {day}, "
-        f"NULL {src}",
+        f"expires_at, timing) SELECT {txn}, {mem}, {mer}, {earned}, {earned} - {taken}, {day} || 'T10:00:00.000Z', "
+        f"{day}, NULL, {timing} {src}",
         f"INSERT INTO ledger_lot_uses (ledger_txn_id, purpose, lot_id, merchant_id, points, against) "
         f"SELECT {txn}, 'spend', '{period}:' || (n - {members}), {prev}, 10, NULL {src} WHERE {redeems}",
         f"{post}SELECT {txn}, 0, 'member_points', {mem}, 'points', {earned} - {spent} {src}",
@@ -99,7 +103,7 @@ def build(url: str, sales: int, merchant_count: int, members: int, history: int)
     hq = HqStore(url, backup=False)
     with hq.db.write() as tx:
         for m in range(merchant_count):
-            merchants.add(tx, f"M-{m:03d}", f"Merchant {m}", 100 + m % 50, 80 + m % 40)
+            merchants.add(tx, f"M-{m:03d}", f"Merchant {m}", 100 + m % 50, 80 + m % 40, TIMINGS[m % 3])
     hq.close()
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:

@@ -474,7 +474,17 @@ def post(tx: Tx, entry: Entry, policy: ly.LotPolicy) -> int:
 
 POSTING_COLUMNS = ("ledger_txn_id", "n", "kind", "owner", "unit", "amount")
 TXN_COLUMNS = ("ledger_txn_id", "kind", "member_id", "merchant_id", "day", "period", "at", "moved_from")
-LOT_COLUMNS = ("lot_id", "member_id", "merchant_id", "points", "remaining", "earned_at", "earned_day", "expires_at")
+LOT_COLUMNS = (
+    "lot_id",
+    "member_id",
+    "merchant_id",
+    "points",
+    "remaining",
+    "earned_at",
+    "earned_day",
+    "expires_at",
+    "timing",
+)
 USE_COLUMNS = ("ledger_txn_id", "purpose", "lot_id", "merchant_id", "points", "against")
 SPENT_BY_SALE = (
     "SELECT u.lot_id, u.merchant_id, SUM(u.points), l.remaining, l.earned_at, l.expires_at FROM ledger_lot_uses u "
@@ -506,6 +516,7 @@ class Writer:
         self.expired: list[tuple[str, str, int]] = []
         """(day, lot, points) of lots expired, for the roll-up under the store of each lot."""
         self._calendar: periods.Calendar | None = None
+        self._timings: dict[str, str] | None = None
         self._load(sorted(set(members)))
 
     def _held(self, sources: Sequence[str]) -> set[str]:
@@ -606,7 +617,15 @@ class Writer:
             lot.earned_at,
             day,
             lot.expires_at,
+            self.timing(lot.merchant_id),
         )
+
+    def timing(self, merchant_id: str) -> str:
+        """The merchant's settlement timing now, kept on each lot it issues: the lot is paid for by the timing
+        in force when it was issued, whatever the merchant settles at later (read once per writer)."""
+        if self._timings is None:
+            self._timings = {str(m): str(t) for m, t in self.tx.all("SELECT merchant_id, timing FROM merchants")}
+        return self._timings.get(merchant_id, merchants.Timing.ISSUANCE.value)
 
     def post(self, entry: Entry, policy: ly.LotPolicy) -> int:
         """Post one entry (the one path every balance change takes into the ledger); 0 if already posted."""

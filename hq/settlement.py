@@ -14,6 +14,7 @@ The points economics (``docs/settlement.md``), every amount in the chain's minor
 once on a figure's total and rounded down (``merchants.money_for``):
 
     charge         the points its timing charges x cost_per_100 / 100                        merchant -> chain
+                   (each lot by the timing the merchant had when it was issued: ``Slice``)
                      issuance:   points issued - points clawed back by refunds
                      redemption: points of its lots used up, wherever (spent net of refunds, or repaying
                                  an overdraft): not what its stores accepted
@@ -93,6 +94,23 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class Slice:
+    """A merchant's lots issued under one settlement timing, and what happened to them in one period (points).
+    Each lot keeps the timing its merchant had when it was issued, so a merchant that changes its timing pays
+    for each lot once; ``timing`` None: lots issued before lots kept theirs, settled by the timing of the
+    statement's period (frozen by its close), as they always were."""
+
+    timing: str | None
+    issued: int = 0
+    clawed: int = 0
+    """Taken back by refunds and voids."""
+    breakage: int = 0
+    """Expired or forfeited."""
+    consumed: int = 0
+    """Used up: spent wherever (less what refunds gave back), or repaying an overdraft."""
+
+
+@dataclass(frozen=True, slots=True)
 class Late:
     """A late entry: filed under this period, belonging to the closed period ``belongs_to``."""
 
@@ -112,9 +130,22 @@ class Statement:
     late: tuple[Late, ...] = field(default=())
     months: int = 1
     """How many months the period spans (from ``period`` on)."""
-    consumed: int = 0
-    """Points of its lots members used up in the period, wherever (spent, less what refunds gave back, and
-    used to repay an overdraft): what a merchant at redemption pays for."""
+    slices: tuple[Slice, ...] = field(default=())
+    """Its lots by the timing each was issued under (``read_slices``): what ``charged`` is computed from."""
+
+    @property
+    def consumed(self) -> int:
+        """Points of its lots members used up in the period, wherever: what a merchant at redemption pays for."""
+        return sum(x.consumed for x in self.slices)
+
+    @property
+    def charged_by_timing(self) -> dict[str, int]:
+        """The points charged for its lots of each timing (lots issued before lots kept theirs: the statement's)."""
+        out: dict[str, int] = defaultdict(int)
+        for x in self.slices:
+            timing = x.timing or self.merchant.timing
+            out[timing] += charged_points(x, timing)
+        return dict(out)
 
     @property
     def state(self) -> str:
@@ -122,8 +153,20 @@ class Statement:
 
     @property
     def charged(self) -> int:
-        """The points the merchant's timing charges it for in this period."""
-        return charged_points(self.figures, self.merchant.timing, self.consumed)
+        """The points the merchant pays for in this period: each of its lots by the timing it was issued under."""
+        return sum(self.charged_by_timing.values())
+
+    @property
+    def mixed(self) -> bool:
+        """Lots of more than one timing were charged: the statement says what each timing charged."""
+        return len([n for n in self.charged_by_timing.values() if n]) > 1
+
+    @property
+    def prints_charged(self) -> bool:
+        """A merchant at issuance whose lots all settled at issuance prints no timing and no charged points, so
+        the documents of periods closed before timings existed stay the same bytes."""
+        f = self.figures
+        return self.merchant.timing != merchants.Timing.ISSUANCE or self.charged != f.issued - f.clawed
 
     @property
     def charge(self) -> int:
@@ -144,8 +187,10 @@ class Statement:
 
     def as_dict(self) -> dict[str, Any]:
         m = self.merchant
-        timing = {} if m.timing == merchants.Timing.ISSUANCE else {"timing": m.timing}
-        charged = {} if m.timing == merchants.Timing.ISSUANCE else {"charged": self.charged}
+        timing = {"timing": m.timing} if self.prints_charged else {}
+        charged = {"charged": self.charged} if self.prints_charged else {}
+        if self.mixed:
+            charged |= {f"charged_at_{t}": n for t, n in sorted(self.charged_by_timing.items()) if n}
         return {
             "period": self.period,
             "months": self.months,
@@ -172,14 +217,13 @@ class Statement:
         }
 
 
-def charged_points(f: Figures, timing: str, consumed: int) -> int:
-    """The points a merchant settling at ``timing`` pays for in a period of ``f`` (``consumed``: points of its
-    lots used up in the period, ``read_consumed``)."""
+def charged_points(x: Slice, timing: str) -> int:
+    """The points a merchant pays in a period for its lots of ``x`` issued under ``timing``."""
     if timing == merchants.Timing.REDEMPTION:
-        return consumed  # its own lots, used up wherever: not what its stores accepted (a chain reward, an overdraft)
+        return x.consumed  # its own lots, used up wherever: not what its stores accepted (a chain reward, an overdraft)
     if timing == merchants.Timing.RESERVE:
-        return f.issued - f.clawed - f.breakage
-    return f.issued - f.clawed
+        return x.issued - x.clawed - x.breakage
+    return x.issued - x.clawed
 
 
 def rows(stmt: Statement) -> list[tuple[str, str, str]]:
@@ -270,26 +314,24 @@ OPENING = (
     "SELECT p.owner, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id "
     "WHERE t.period < ? AND p.kind = ?{only} GROUP BY p.owner"
 )
-ISSUED = (
-    "SELECT l.merchant_id, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l ON l.lot_id = t.ledger_txn_id "
-    "WHERE t.period = ?{only} GROUP BY l.merchant_id"
+LOT_ISSUED = (
+    "SELECT l.merchant_id, l.timing, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l "
+    "ON l.lot_id = t.ledger_txn_id{restored} WHERE t.period = ?{only} GROUP BY l.merchant_id, l.timing"
 )
-RESTORED = (
-    "SELECT l.merchant_id, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l "
-    "ON l.lot_id = t.ledger_txn_id || ':restored' WHERE t.period = ?{only} GROUP BY l.merchant_id"
+"""Points of the lots each merchant's stores issued in a period (``restored``: the lots refunds gave back as the
+chain's), by the timing each lot was issued under."""
+LOT_USES = (
+    "SELECT u.merchant_id, l.timing, u.purpose, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
+    "ON u.ledger_txn_id = t.ledger_txn_id LEFT JOIN ledger_lots l ON l.lot_id = u.lot_id "
+    "WHERE t.period = ?{only} GROUP BY u.merchant_id, l.timing, u.purpose"
 )
-CONSUMED = (
-    "SELECT u.merchant_id, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
-    "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('spend', 'restore', 'repay'){only} "
-    "GROUP BY u.merchant_id"
-)
-"""Points of each merchant's lots used up in a period: spent (a restore gives back, negative), or repaying an
-overdraft (the points an earlier spend took beyond the lots)."""
+"""Points of each merchant's lots taken in a period, by purpose and by the timing each lot was issued under."""
 USES = (
-    "SELECT u.merchant_id, t.merchant_id, u.purpose, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
-    "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('claw', 'spend', 'restore') "
-    "GROUP BY u.merchant_id, t.merchant_id, u.purpose"
+    "SELECT u.merchant_id, t.merchant_id, SUM(u.points) FROM ledger_txns t JOIN ledger_lot_uses u "
+    "ON u.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND u.purpose IN ('spend', 'restore') "
+    "AND u.merchant_id <> t.merchant_id GROUP BY u.merchant_id, t.merchant_id"
 )
+"""Points of one merchant's lots spent at another's stores (net of refunds)."""
 LATE = (
     "SELECT merchant_id, ledger_txn_id, kind, day, moved_from FROM ledger_txns "
     "WHERE period = ? AND moved_from IS NOT NULL{only} ORDER BY merchant_id, ledger_txn_id"
@@ -301,27 +343,55 @@ def _only(column: str, merchant_id: str | None) -> tuple[str, list[str]]:
     return (f" AND {column} = ?", [merchant_id]) if merchant_id else ("", [])
 
 
-def read_figures(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, Figures]:
-    """Every merchant's figures for ``period`` (or one merchant's), from a few grouped reads."""
+def read_slices(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, tuple[Slice, ...]]:
+    """Every merchant's ``Slice`` s for ``period`` (or one merchant's): its lots issued and taken in the period,
+    by the timing each lot was issued under."""
+    out: dict[str, dict[str | None, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    only, arg = _only("l.merchant_id", merchant_id)
+    for restored in ("", " || ':restored'"):
+        for owner, timing, n in tx.all(LOT_ISSUED.format(restored=restored, only=only), [period, *arg]):
+            out[str(owner)][_timing(timing)]["issued"] += int(n)
+    only, arg = _only("u.merchant_id", merchant_id)
+    for owner, timing, purpose, n in tx.all(LOT_USES.format(only=only), [period, *arg]):
+        figure = USE_FIGURE.get(str(purpose))
+        if figure:
+            out[str(owner)][_timing(timing)][figure] += int(n)
+    return {m: tuple(Slice(t, **v) for t, v in sorted(by.items(), key=lambda kv: kv[0] or "")) for m, by in out.items()}
+
+
+USE_FIGURE = {
+    "claw": "clawed",
+    "spend": "consumed",
+    "restore": "consumed",
+    "repay": "consumed",
+    "expire": "breakage",
+    "forfeit": "breakage",
+}
+"""A lot use's purpose -> the ``Slice`` figure it counts in."""
+
+
+def _timing(held: object) -> str | None:
+    return None if held is None else str(held)
+
+
+def read_figures(
+    tx: Tx, period: str, merchant_id: str | None = None, slices: dict[str, tuple[Slice, ...]] | None = None
+) -> dict[str, Figures]:
+    """Every merchant's figures for ``period`` (or one merchant's), from a few grouped reads (``slices``: the
+    period's ``read_slices``, when read already)."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     only, arg = _only("p.owner", merchant_id)
     for owner, kind, n in tx.all(POSTINGS.format(only=only), [period, *(k.value for k in KINDS), *arg]):
         _posting(out[str(owner)], Kind(str(kind)), int(n))
     for owner, n in tx.all(OPENING.format(only=only), [period, Kind.ISSUED.value, *arg]):
         out[str(owner)]["outstanding_start"] = -int(n)
-    only, arg = _only("l.merchant_id", merchant_id)
-    for sql in (ISSUED, RESTORED):
-        for owner, n in tx.all(sql.format(only=only), [period, *arg]):
-            out[str(owner)]["issued"] += int(n)
-    for lot_owner, accepted_by, purpose, n in tx.all(USES, [period]):
-        _use(out, str(lot_owner), str(accepted_by), str(purpose), int(n))
+    for owner, parts in (read_slices(tx, period, merchant_id) if slices is None else slices).items():
+        out[owner]["issued"] += sum(x.issued for x in parts)
+        out[owner]["clawed"] += sum(x.clawed for x in parts)
+    for lot_owner, accepted_by, n in tx.all(USES, [period]):
+        out[str(lot_owner)]["own_spent_elsewhere"] += int(n)
+        out[str(accepted_by)]["others_spent_here"] += int(n)
     return {m: _figures(v) for m, v in out.items() if merchant_id is None or m == merchant_id}
-
-
-def read_consumed(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, int]:
-    """Each merchant's ``Statement.consumed`` for ``period``."""
-    only, arg = _only("u.merchant_id", merchant_id)
-    return {str(m): int(n) for m, n in tx.all(CONSUMED.format(only=only), [period, *arg])}
 
 
 def _posting(into: dict[str, int], kind: Kind, amount: int) -> None:
@@ -335,14 +405,6 @@ def _posting(into: dict[str, int], kind: Kind, amount: int) -> None:
         into["value_accepted"] = amount
     elif kind is Kind.MERCHANT_CASH:
         into["cash_taken"] = -amount
-
-
-def _use(out: dict[str, dict[str, int]], lot_owner: str, accepted_by: str, purpose: str, n: int) -> None:
-    if purpose == "claw":
-        out[lot_owner]["clawed"] += n
-    elif lot_owner != accepted_by:
-        out[lot_owner]["own_spent_elsewhere"] += n
-        out[accepted_by]["others_spent_here"] += n
 
 
 def _figures(raw: dict[str, int]) -> Figures:
@@ -387,16 +449,17 @@ def statement(tx: Tx, period: str, merchant_id: str) -> Statement:
     found = next((m for m in terms.merchants if m.merchant_id == merchant_id), None)
     if found is None:
         raise SettlementError(Code.UNKNOWN_MERCHANT, f"no merchant {merchant_id} in {period}")
-    figures = read_figures(tx, period, merchant_id).get(merchant_id, Figures())
+    slices = read_slices(tx, period, merchant_id)
+    figures = read_figures(tx, period, merchant_id, slices).get(merchant_id, Figures())
     late = read_late(tx, period, merchant_id).get(merchant_id, ())
-    consumed = read_consumed(tx, period, merchant_id).get(merchant_id, 0)
-    return Statement(period, found, terms.closed_at, figures, late, terms.months, consumed)
+    return Statement(period, found, terms.closed_at, figures, late, terms.months, slices.get(merchant_id, ()))
 
 
 def statements(tx: Tx, period: str) -> list[Statement]:
     """Every merchant's statement for ``period``, in merchant order."""
     terms = _terms_checked(tx, period)
-    figures, late, consumed = read_figures(tx, period), read_late(tx, period), read_consumed(tx, period)
+    slices = read_slices(tx, period)
+    figures, late = read_figures(tx, period, slices=slices), read_late(tx, period)
     return [
         Statement(
             period,
@@ -405,7 +468,7 @@ def statements(tx: Tx, period: str) -> list[Statement]:
             figures.get(m.merchant_id, Figures()),
             late.get(m.merchant_id, ()),
             terms.months,
-            consumed.get(m.merchant_id, 0),
+            slices.get(m.merchant_id, ()),
         )
         for m in terms.merchants
     ]
@@ -485,8 +548,8 @@ class DeferredLine:
     """Points of its lots members held (its points liability)."""
     cost_per_100: int
     collected: int
-    """Minor units it paid for those points already (issuance, reserve), which the chain holds until they are
-    spent or expire; 0 at redemption (it pays as they are spent)."""
+    """Minor units it paid for those points already (its lots issued at issuance or reserve), which the chain
+    holds until they are spent or expire; nothing for its lots issued at redemption (paid as they are spent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,11 +574,36 @@ class Deferred:
         }
 
 
-def collected_for(outstanding: int, m: merchants.Merchant) -> int:
-    """What a merchant paid already for ``outstanding`` points of its own, by its timing."""
-    if m.timing == merchants.Timing.REDEMPTION:
-        return 0
-    return merchants.money_for(outstanding, m.cost_per_100)
+def collected_for(outstanding: dict[str | None, int], m: merchants.Merchant) -> int:
+    """What a merchant paid already for its outstanding points, by the timing each of its lots was issued under
+    (``outstanding``: points by timing; None, lots issued before lots kept theirs: its timing now). Lots at
+    issuance and reserve were paid for when issued; lots at redemption are paid for as they are spent."""
+    paid = sum(n for t, n in outstanding.items() if (t or m.timing) != merchants.Timing.REDEMPTION)
+    return merchants.money_for(paid, m.cost_per_100)
+
+
+HELD_BY_TIMING = (
+    "SELECT l.merchant_id, l.timing, SUM(l.points) FROM ledger_lots l WHERE l.timing IS NOT NULL "
+    "AND l.earned_day <= ? GROUP BY l.merchant_id, l.timing"
+)
+TAKEN_BY_TIMING = (
+    "SELECT l.merchant_id, l.timing, SUM(u.points) FROM ledger_lot_uses u JOIN ledger_txns t "
+    "ON t.ledger_txn_id = u.ledger_txn_id JOIN ledger_lots l ON l.lot_id = u.lot_id "
+    "WHERE l.timing IS NOT NULL AND t.day <= ? GROUP BY l.merchant_id, l.timing"
+)
+"""What the lots that kept their timing held at the end of a day: their points, less what was taken from them."""
+
+
+def outstanding_by_timing(tx: Tx, day: str, outstanding: dict[str, int]) -> dict[str, dict[str | None, int]]:
+    """Each merchant's ``outstanding`` points at the end of ``day`` split by the timing their lots were issued
+    under (None: lots issued before lots kept theirs)."""
+    out: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+    for sql, sign in ((HELD_BY_TIMING, 1), (TAKEN_BY_TIMING, -1)):
+        for m, timing, n in tx.all(sql, [day]):
+            out[str(m)][str(timing)] += sign * int(n)
+    for m, total in outstanding.items():
+        out[m][None] = total - sum(n for t, n in out[m].items() if t is not None)
+    return out
 
 
 def deferred(tx: Tx, as_of: date) -> Deferred:
@@ -541,12 +629,13 @@ def deferred(tx: Tx, as_of: date) -> Deferred:
         "AND COALESCE(x.day, substr(x.at, 1, 10)) <= ?)",
         [day],
     )
+    outstanding = {str(m): -int(n or 0) for m, n in issued.items()}
+    split = outstanding_by_timing(tx, day, outstanding)
     lines = []
     for m in merchants.all_merchants(tx):
-        outstanding = -int(issued.get(m.merchant_id, 0) or 0)
-        lines.append(
-            DeferredLine(m.merchant_id, m.name, m.timing, outstanding, m.cost_per_100, collected_for(outstanding, m))
-        )
+        held = outstanding.get(m.merchant_id, 0)
+        by_timing = split.get(m.merchant_id, {None: held})
+        lines.append(DeferredLine(m.merchant_id, m.name, m.timing, held, m.cost_per_100, collected_for(by_timing, m)))
     return Deferred(day, tuple(lines), int(value[0]) if value else 0, int(cards[0]) if cards else 0)
 
 

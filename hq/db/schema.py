@@ -660,6 +660,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {figures.REBUILD['gift_value']}",
         ],
     ),
+    # Each lot keeps the settlement timing its merchant had when the lot was issued (hq/settlement.py, docs/
+    # settlement.md): a merchant that changes its timing pays for each lot once, by the timing it was issued under.
+    # Lots issued before have none (NULL): they settle by the timing of the statement's period, as they did.
+    ("m038_lot_timing", ["ALTER TABLE ledger_lots ADD COLUMN timing TEXT"]),
 ]
 
 

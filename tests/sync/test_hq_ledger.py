@@ -505,8 +505,11 @@ def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> No
         tx.run("ALTER TABLE stores DROP COLUMN merchant_id")
         tx.run("ALTER TABLE coupons DROP COLUMN merchant_id")
         tx.run("ALTER TABLE journal DROP COLUMN merchant_id")  # m026_periods: the merchant an entry named
-        # m034 adds the merchants' timing to the table m022 makes
-        tx.run("DELETE FROM hq_migrations WHERE name IN ('m022_ledger', 'm026_periods', 'm034_settlement_timing')")
+        # m034 adds the merchants' timing to the table m022 makes, m038 the lots' timing
+        tx.run(
+            "DELETE FROM hq_migrations WHERE name IN "
+            "('m022_ledger', 'm026_periods', 'm034_settlement_timing', 'm038_lot_timing')"
+        )
         tx.many(
             "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
             "VALUES (?, '', 'basic', ?, 'active', 0, ?, 0)",

@@ -8,17 +8,21 @@ import csv
 import datetime as dt
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from hq import audit, ledger, merchants, periods, settlement
 from hq.api.server import ServerHandle, start_in_thread
 from hq.ingest import Settings
 from hq.store import HqStore
-from tests.sync.test_hq_ledger import STORES, Till, new_member
+from tests.sync.test_hq_ledger import STORES, Till, made, new_member
 from tests.waiting import wait_until
 
 JUNE, JULY = "2026-06", "2026-07"
@@ -61,9 +65,8 @@ def csv_rows(body: bytes) -> dict[tuple[str, str], str]:
 
 def test_the_money_is_computed_once_on_each_total_and_rounded_down() -> None:
     m = merchants.Merchant("M-A", "Bakery", cost_per_100=150, reimburse_per_100=120, created_at="")
-    s = settlement.Statement(
-        JUNE, m, None, settlement.Figures(issued=333, clawed=10, accepted=77, value_accepted=500, cash_taken=200)
-    )
+    figures = settlement.Figures(issued=333, clawed=10, accepted=77, value_accepted=500, cash_taken=200)
+    s = settlement.Statement(JUNE, m, None, figures, slices=(settlement.Slice(None, issued=333, clawed=10),))
     assert s.charge == 323 * 150 // 100 == 484
     assert s.reimbursement == 77 * 120 // 100 == 92
     assert s.margin == 484 - 92
@@ -440,12 +443,10 @@ def test_a_damaged_close_record_is_a_clear_error_not_a_guess(store: HqStore) -> 
 
 
 def test_each_timing_charges_its_own_points() -> None:
-    f = settlement.Figures(
-        issued=300, clawed=20, accepted=90, own_spent_elsewhere=40, others_spent_here=30, breakage=25
-    )
-    assert settlement.charged_points(f, "issuance", 100) == 280
-    assert settlement.charged_points(f, "redemption", 100) == 100  # its own lots used up, read from the lot uses
-    assert settlement.charged_points(f, "reserve", 100) == 255  # what expired is released back to it
+    x = settlement.Slice(None, issued=300, clawed=20, breakage=25, consumed=100)
+    assert settlement.charged_points(x, "issuance") == 280
+    assert settlement.charged_points(x, "redemption") == 100  # its own lots used up, read from the lot uses
+    assert settlement.charged_points(x, "reserve") == 255  # what expired is released back to it
     with pytest.raises(merchants.MerchantError) as bad:
         merchants.check("M-A", "Bakery", 100, 90, "weekly")
     assert bad.value.code == "bad_timing"
@@ -572,3 +573,180 @@ def test_at_redemption_an_overdraft_is_paid_by_the_merchant_whose_lot_repays_it(
     assert (books.figures.accepted, books.consumed, books.charge) == (50, 0, 0)
     assert (bakery.consumed, bakery.charge) == (50, 50)
     assert bakery.figures.outstanding_end == 150
+
+
+# -- a merchant that changes its timing pays for each lot once, by the timing it was issued under -----------
+
+
+def _timing(hq: HqStore, merchant_id: str, timing: str) -> None:
+    with hq.db.write() as tx:
+        held = merchants.get(tx, merchant_id)
+        assert held is not None
+        merchants.add(tx, merchant_id, held.name, held.cost_per_100, held.reimburse_per_100, timing)
+
+
+def test_points_issued_at_issuance_are_not_paid_again_when_spent_after_a_switch_to_redemption(
+    store: HqStore,
+) -> None:
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)  # the bakery, at issuance, pays for these 200 in June
+    a.push()
+    _timing(store, "M-A", "redemption")  # mid-month
+    b.sale("X", 2, redeem=60)
+    b.push()
+    a.sale("X", 3, earn=50)  # a lot at redemption: paid as it is spent
+    a.push()
+    b.sale("X", 4, redeem=100)  # oldest first: all from the lot paid at issuance
+    b.push()
+    june = stmt(store, JUNE, "M-A")
+    assert june.charged_by_timing == {"issuance": 200, "redemption": 0}
+    assert (june.charged, june.charge, june.consumed) == (200, 200, 160)  # the whole month at redemption: 160
+    rows = csv_rows(settlement.to_csv(june))
+    assert (rows[("statement", "timing")], rows[("points", "charged")]) == ("redemption", "200")
+    deferred = settlement.read_deferred(store.db, dt.date(2026, 6, 30)).as_dict()
+    held = next(m for m in deferred["merchants"] if m["merchant_id"] == "M-A")
+    assert (held["outstanding"], held["collected"]) == (90, 40)  # paid for the 40 left of the issuance lot only
+    close(store, JUNE)
+    closed = documents(store, JUNE, "M-A")
+    b.sale("X", 40, redeem=90)  # July: the 40 left of the lot paid at issuance, and the 50 of the lot at redemption
+    b.push()
+    july = stmt(store, JULY, "M-A")
+    assert (july.charged_by_timing, july.charged) == ({"issuance": 0, "redemption": 50}, 50)  # not 90
+    assert june.charged + july.charged == 250  # every point it issued, spent, paid for once
+    _timing(store, "M-A", "issuance")
+    assert documents(store, JUNE, "M-A") == closed
+    assert stmt(store, JULY, "M-A").charged == 50  # the lot issued at redemption is still paid as spent
+
+
+def test_points_issued_at_redemption_are_still_paid_for_when_spent_after_a_switch_to_issuance(
+    store: HqStore,
+) -> None:
+    _timing(store, "M-A", "redemption")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)
+    a.push()
+    assert stmt(store, JUNE, "M-A").charged == 0
+    _timing(store, "M-A", "issuance")
+    b.sale("X", 40, redeem=100)  # July, at issuance now: these points were never paid for
+    b.push()
+    july = stmt(store, JULY, "M-A")
+    assert (july.figures.issued, july.charged, july.charge) == (0, 100, 100)  # the month's timing alone: 0
+    rows = csv_rows(settlement.to_csv(july))  # a merchant at issuance charged other than its issued: says so
+    assert (rows[("statement", "timing")], rows[("points", "charged")]) == ("issuance", "100")
+
+
+def test_breakage_is_released_only_for_lots_issued_at_reserve_and_a_mixed_month_says_what_each_timing_charged(
+    store: HqStore,
+) -> None:
+    _timing(store, "M-B", "redemption")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)
+    a.push()
+    b.sale("X", 1, earn=80)  # the bookshop's lot, at redemption: never paid for
+    b.push()
+    _timing(store, "M-A", "reserve")
+    _timing(store, "M-B", "reserve")  # a merchant moving to reserve just before its lots expire
+    a.sale("X", 2, earn=50)
+    a.push()
+    june = stmt(store, JUNE, "M-A")
+    assert june.charged_by_timing == {"issuance": 200, "reserve": 50} and june.mixed
+    rows = csv_rows(settlement.to_csv(june))
+    assert (rows[("points", "charged_at_issuance")], rows[("points", "charged_at_reserve")]) == ("200", "50")
+    assert rows[("points", "charged")] == "250"
+    with store.db.write() as tx:  # a year on, both lots expire
+        ledger.expire(tx, ledger.end_of(dt.date(2027, 6, 10)))
+    later = stmt(store, "2027-06", "M-A")
+    assert (later.figures.breakage, later.charged) == (250, -50)  # the month's timing alone released 250
+    books = stmt(store, "2027-06", "M-B")
+    assert (books.figures.breakage, books.charged, books.charge) == (80, 0, 0)  # nothing back for unpaid points
+
+
+def test_lots_issued_before_lots_kept_their_timing_settle_by_the_periods_timing(store: HqStore) -> None:
+    _timing(store, "M-A", "redemption")
+    new_member(store, "X")
+    a, b = Till(store, "S1"), Till(store, "S2")
+    a.sale("X", 1, earn=200)
+    a.push()
+    b.sale("X", 2, redeem=30)
+    b.push()
+    with store.db.write() as tx:  # as the migration leaves the lots issued before it
+        tx.run("UPDATE ledger_lots SET timing = NULL")
+    assert stmt(store, JUNE, "M-A").charged == 30
+    _timing(store, "M-A", "issuance")
+    assert stmt(store, JUNE, "M-A").charged == 200  # an open period: the merchant's timing now, as before
+    close(store, JUNE)
+    closed = documents(store, JUNE, "M-A")
+    _timing(store, "M-A", "redemption")
+    assert documents(store, JUNE, "M-A") == closed  # a closed one: the timing its close froze
+
+
+switches = st.lists(
+    st.one_of(
+        st.tuples(st.just("earn"), st.integers(1, 300)),
+        st.tuples(st.just("spend"), st.integers(1, 300)),
+        st.tuples(st.just("timing"), st.sampled_from(["issuance", "redemption"])),
+        st.tuples(st.just("days"), st.integers(1, 40)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(switches)
+@example([("earn", 100), ("days", 40), ("timing", "redemption"), ("spend", 100)])  # paid twice without lot timings
+@example([("timing", "redemption"), ("earn", 100), ("days", 40), ("timing", "issuance"), ("spend", 60)])  # never
+def test_whatever_the_timing_switches_every_point_spent_is_paid_for_once(
+    store: HqStore, steps: list[tuple[str, Any]]
+) -> None:
+    """A merchant switching between issuance and redemption at random, mid-month and across months, each month
+    closed when it is over (a close freezes the timing it had): once its member has spent every point, the
+    merchant's charges over all periods are exactly the points it issued."""
+    run = uuid.uuid4().hex[:8]
+    merchant, store_id, member = f"M-{run}", f"S-{run}", f"X-{run}"
+    with store.db.write() as tx:
+        merchants.add(tx, merchant, "Bakery", cost_per_100=100, reimburse_per_100=90)
+        merchants.assign_store(tx, store_id, merchant, "UTC")
+    new_member(store, member)
+    till, day, held, issued = Till(store, store_id), _first_open_day(store), 0, 0
+    for step, n in steps:
+        if step == "earn":
+            till.sale(member, day, earn=n)
+            held, issued = held + n, issued + n
+        elif step == "spend" and held:
+            till.sale(member, day, redeem=min(n, held))
+            held -= min(n, held)
+        elif step == "timing":
+            till.push()
+            _timing(store, merchant, str(n))
+        elif step == "days":
+            till.push()
+            day += int(n)
+            _close_before(store, made(day)[:7])
+        till.push()
+    if held:
+        till.sale(member, day, redeem=held)
+        till.push()
+    with store.db.read() as tx:
+        filed = [str(r[0]) for r in tx.all("SELECT DISTINCT period FROM ledger_txns WHERE merchant_id = ?", [merchant])]
+    assert sum(stmt(store, p, merchant).charged for p in filed) == issued
+
+
+def _first_open_day(hq: HqStore) -> int:
+    """The first day (counted from 2026-06-01) of the first period not closed."""
+    held = settlement.calendar(hq.db)["closed_through"]
+    first = dt.date.fromisoformat(f"{periods.following(held) if held else JUNE}-01")
+    return (first - dt.date(2026, 6, 1)).days
+
+
+def _close_before(hq: HqStore, period: str) -> None:
+    """Close every period before ``period``, in order, as a finance team closes each month once it is over."""
+    while True:
+        held = settlement.calendar(hq.db)["closed_through"]
+        following = periods.following(held) if held else JUNE
+        if following >= period:
+            return
+        settlement.close_period(hq.db, following, "Mio", "month end", dt.date(2200, 1, 1))
