@@ -297,7 +297,11 @@ def served(url: str) -> Iterator[HqProcess]:
             process.kill()
 
 
-def bench_setting(setting: str, cluster: bench_scale.Cluster, runs: int) -> Iterator[dict[str, Any]]:
+def bench_setting(
+    setting: str, cluster: bench_scale.Cluster, runs: int, without_runs: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each page's figures; ``without_runs``: how often the statements without the roll-up are timed (None: as
+    often as the pages; 0: not at all, they take seconds each at the chain's size)."""
     spec = SETTINGS[setting]
     store = HqStore(cluster.url, backup=False)
     try:
@@ -327,8 +331,10 @@ def bench_setting(setting: str, cluster: bench_scale.Cluster, runs: int) -> Iter
             pages = page_times(client, path, runs)
             floor = floor_times(cluster.url, floors[name], runs)
             extra: dict[str, Any] = {"statements": len(floors[name]), "period_days": spec["days"]}
-            if name in ROLLED:
-                without = floor_times(cluster.url, unrolled(ROLLED[name], first.isoformat(), last.isoformat()), runs)
+            slow_runs = runs if without_runs is None else without_runs
+            if name in ROLLED and slow_runs:
+                sql = unrolled(ROLLED[name], first.isoformat(), last.isoformat())
+                without = floor_times(cluster.url, sql, slow_runs)
                 extra |= {"without_rollup_p50_ms": p(without, 0.5), "without_rollup_p95_ms": p(without, 0.95)}
             yield figure(setting, name, path, pages, floor, **extra)
 
@@ -339,6 +345,9 @@ def main() -> None:
     parser.add_argument("--sales", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30, help="timed requests per page (after two warm-ups)")
     parser.add_argument("--settings", default="tuned,untuned")
+    parser.add_argument(
+        "--without-runs", type=int, help="timed runs of the statements without the roll-up (default --runs; 0: none)"
+    )
     parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default 128MB, as the tests)")
     parser.add_argument(
         "--keep", type=Path, help="keep (or reuse) each setting's PostgreSQL cluster under this directory"
@@ -358,7 +367,7 @@ def main() -> None:
                 bench_scale.emit({"setting": setting} | build(cluster, n_members, n_sales, spec["seed"]))
                 marker.write_text(json.dumps(sizes))
             bench_scale.emit({"setting": setting} | rebuild_time(cluster.url))
-            for row in bench_setting(setting, cluster, args.runs):
+            for row in bench_setting(setting, cluster, args.runs, args.without_runs):
                 bench_scale.emit(row)
         finally:
             cluster.stop()

@@ -362,7 +362,12 @@ op = st.one_of(
     st.tuples(st.just("adjust"), st.sampled_from(MEMBERS), st.integers(-50, 50)),
     st.tuples(st.just("erase"), st.sampled_from(MEMBERS)),
     st.tuples(st.just("close")),
+    st.tuples(st.just("clash"), st.integers(0, 2), st.sampled_from(MEMBERS), st.integers(0, 200)),
+    st.tuples(st.just("timing"), st.sampled_from(["M-A", "M-B"]), st.sampled_from(list(merchants.Timing))),
 )
+"""... ``clash``: an offline till enrols a new member with a member's card and sells to it before it pushes
+(head office merges the new member into the card's holder: its lots move); ``timing``: a merchant changes
+when it pays for its points."""
 
 
 @pytest.mark.slow
@@ -467,6 +472,18 @@ def _apply(
             store.upsert_member(members[step[1]], points=held.points + step[2])
     elif kind == "erase" and store.member(members[step[1]]) is not None:
         erasure.erase_member(store, members[step[1]], "admin")  # its entries still to come change nothing
+    elif kind == "clash" and store.member(members[step[2]]) is not None:
+        _, t, m, earn = step
+        newcomer = f"{members[m]}-{uuid.uuid4().hex[:6]}"
+        tills[t].write("enrol", entries.enrol(newcomer, CARDS[members[m]], store_id=tills[t].store_id), day)
+        payload = sale_payload(members[m], tills[t].store_id, earn)
+        payload["member_id"] = newcomer
+        sales.append((tills[t], tills[t].write("sale", payload, day), newcomer, payload))
+    elif kind == "timing":
+        with store.db.write() as tx:
+            held = merchants.get(tx, step[1])
+            assert held is not None
+            merchants.add(tx, held.merchant_id, held.name, held.cost_per_100, held.reimburse_per_100, str(step[2]))
 
 
 def test_the_campaign_timer_expires_points(store: HqStore) -> None:
