@@ -16,7 +16,11 @@ before it of the same size (what ``outstanding_start`` reads). ``--check`` prove
     documents    every merchant's CSV and PDF made from them (seconds, and per statement)
 
     .venv/bin/python bench/bench_settlement.py [--sales 200000,1000000] [--merchants 400] [--members 100000]
-        [--history 1] [--rounds 3] [--check]
+        [--history 1] [--rounds 3] [--check] [--close-history]
+
+``--close-history``: then close the months before the benchmark's, oldest first (each close keeps the
+merchants' positions, ``settlement.keep_positions``), and measure the statements again: their opening reads
+the positions the last close kept, not the whole history.
 
 The PostgreSQL server is the tests' own (``tests.fixtures.postgres``), fsync on, on this machine.
 """
@@ -29,6 +33,7 @@ import os
 import platform
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +130,26 @@ def check(url: str) -> dict[str, Any]:
     return {"books_hold": not failures, "check_seconds": round(took, 1)}
 
 
+def close_history(url: str, history: int) -> dict[str, Any]:
+    """Close every month before the benchmark's, oldest first, as a finance team closes each month: each close
+    keeps the merchants' positions (the first reads the whole ledger before it, the others the month since)."""
+    hq = HqStore(url, backup=False)
+    took: list[float] = []
+    try:
+        for back in range(history, 0, -1):
+            period = month_before(MONTH, back)
+            seconds, _ = timed(lambda p=period: settlement.close_period(hq.db, p, "bench", "month end", date.today()))
+            took.append(seconds)
+    finally:
+        hq.close()
+    return {
+        "figure": "statements_after_closes",
+        "closes": len(took),
+        "first_close_seconds": round(took[0], 2) if took else None,
+        "last_close_seconds": round(took[-1], 2) if took else None,
+    }
+
+
 def timed(fn: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -167,6 +192,11 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1, help="months of the same size before the month")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--check", action="store_true", help="prove the generated books with ledger.check")
+    parser.add_argument(
+        "--close-history",
+        action="store_true",
+        help="then close the months before, keeping their positions, and measure again",
+    )
     args = parser.parse_args()
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load": round(os.getloadavg()[0], 1)}
     pg = PgServer(durable=True).start()
@@ -188,6 +218,9 @@ def main() -> None:
             if args.check:
                 figures |= check(url)
             print(json.dumps(figures | measure(url, args.rounds) | machine), flush=True)
+            if args.close_history:
+                closed = close_history(url, args.history)
+                print(json.dumps(figures | closed | measure(url, args.rounds) | machine), flush=True)
     finally:
         pg.stop()
 

@@ -310,10 +310,11 @@ POSTINGS = (
     "ON p.ledger_txn_id = t.ledger_txn_id WHERE t.period = ? AND p.kind IN (?, ?, ?, ?, ?){only} "
     "GROUP BY p.owner, p.kind"
 )
-OPENING = (
+ISSUED_BEFORE = (
     "SELECT p.owner, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id "
-    "WHERE t.period < ? AND p.kind = ?{only} GROUP BY p.owner"
+    "WHERE t.period {upto} ? AND p.kind = ?{since}{only} GROUP BY p.owner"
 )
+"""The ``merchant_issued`` postings filed under the periods before (or up to) one, after a kept close's."""
 LOT_ISSUED = (
     "SELECT l.merchant_id, l.timing, SUM(l.points) FROM ledger_txns t JOIN ledger_lots l "
     "ON l.lot_id = t.ledger_txn_id{restored} WHERE t.period = ?{only} GROUP BY l.merchant_id, l.timing"
@@ -383,8 +384,8 @@ def read_figures(
     only, arg = _only("p.owner", merchant_id)
     for owner, kind, n in tx.all(POSTINGS.format(only=only), [period, *(k.value for k in KINDS), *arg]):
         _posting(out[str(owner)], Kind(str(kind)), int(n))
-    for owner, n in tx.all(OPENING.format(only=only), [period, Kind.ISSUED.value, *arg]):
-        out[str(owner)]["outstanding_start"] = -int(n)
+    for owner, n in outstanding(tx, period, merchant_id).items():
+        out[owner]["outstanding_start"] = n
     for owner, parts in (read_slices(tx, period, merchant_id) if slices is None else slices).items():
         out[owner]["issued"] += sum(x.issued for x in parts)
         out[owner]["clawed"] += sum(x.clawed for x in parts)
@@ -412,6 +413,38 @@ def _figures(raw: dict[str, int]) -> Figures:
     end = start + raw.get("outstanding_change", 0)
     names = {f.name for f in fields(Figures)}
     return replace(Figures(**{k: v for k, v in raw.items() if k in names}), outstanding_end=end)
+
+
+def outstanding(tx: Tx, period: str, merchant_id: str | None = None, *, through: bool = False) -> dict[str, int]:
+    """Each merchant's outstanding points (its ``merchant_issued`` negated) when ``period`` began (``through``:
+    when it ended): the positions the last close before it kept, plus what was filed since; every posting of the
+    ledger's history when no close kept them."""
+    row = tx.one("SELECT MAX(period) FROM ledger_closes WHERE period < ? AND positions_kept = 1", [period])
+    kept = str(row[0]) if row and row[0] else None
+    out: dict[str, int] = defaultdict(int)
+    if kept is not None:
+        only, arg = _only("merchant_id", merchant_id)
+        for m, n in tx.all(
+            f"SELECT merchant_id, outstanding FROM ledger_close_positions WHERE period = ?{only}", [kept, *arg]
+        ):
+            out[str(m)] += int(n)
+    only, arg = _only("p.owner", merchant_id)
+    since, after = (" AND t.period > ?", [kept]) if kept is not None else ("", [])
+    sql = ISSUED_BEFORE.format(upto="<=" if through else "<", since=since, only=only)
+    for owner, n in tx.all(sql, [period, Kind.ISSUED.value, *after, *arg]):
+        out[str(owner)] -= int(n)
+    return dict(out)
+
+
+def keep_positions(tx: Tx, period: str) -> int:
+    """Keep each merchant's outstanding points at the end of ``period``, just closed (nothing is filed under a
+    closed period again, and periods close in order, so they never change); returns the rows kept."""
+    held = sorted((m, n) for m, n in outstanding(tx, period, through=True).items() if n)
+    tx.insert_rows(
+        "ledger_close_positions", ("period", "merchant_id", "outstanding"), [(period, m, n) for m, n in held]
+    )
+    tx.run("UPDATE ledger_closes SET positions_kept = 1 WHERE period = ?", [period])
+    return len(held)
 
 
 def read_late(tx: Tx, period: str, merchant_id: str | None = None) -> dict[str, tuple[Late, ...]]:
@@ -498,7 +531,9 @@ def totals(found: Iterable[Statement]) -> dict[str, int]:
 def close_period(db: Db, period: str, actor: str, reason: str, today: date) -> periods.Closed:
     """Close ``period`` (audited); ``periods.PeriodError`` says why not."""
     with db.write() as tx:
-        return periods.close(tx, period, actor, reason, today)
+        done = periods.close(tx, period, actor, reason, today)
+        keep_positions(tx, period)
+        return done
 
 
 def set_length(db: Db, starting: str, months: int, actor: str, reason: str) -> periods.Calendar:

@@ -664,6 +664,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     # settlement.md): a merchant that changes its timing pays for each lot once, by the timing it was issued under.
     # Lots issued before have none (NULL): they settle by the timing of the statement's period, as they did.
     ("m038_lot_timing", ["ALTER TABLE ledger_lots ADD COLUMN timing TEXT"]),
+    # Each merchant's outstanding points at the end of a closed period, kept by its close (hq/settlement.py
+    # ``keep_positions``): a statement's opening reads them and the postings filed since, not the whole ledger's
+    # history. Closes made before keep none (``positions_kept`` 0): statements after them read every posting.
+    (
+        "m039_close_positions",
+        [
+            "CREATE TABLE ledger_close_positions (period TEXT NOT NULL, merchant_id TEXT NOT NULL, "
+            "outstanding BIGINT NOT NULL, PRIMARY KEY (period, merchant_id))",
+            "ALTER TABLE ledger_closes ADD COLUMN positions_kept INTEGER NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 

@@ -510,6 +510,7 @@ LEDGER_TABLES = (
     "ledger_calendar",  # m026_periods: the settlement calendar over the ledger
     "ledger_closes",
     "ledger_lengths",
+    "ledger_close_positions",  # m039_close_positions
 )
 
 
@@ -522,10 +523,10 @@ def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> No
         tx.run("ALTER TABLE stores DROP COLUMN merchant_id")
         tx.run("ALTER TABLE coupons DROP COLUMN merchant_id")
         tx.run("ALTER TABLE journal DROP COLUMN merchant_id")  # m026_periods: the merchant an entry named
-        # m034 adds the merchants' timing to the table m022 makes, m038 the lots' timing
+        # m034 adds the merchants' timing to the table m022 makes, m038 the lots', m039 the closes' positions
         tx.run(
             "DELETE FROM hq_migrations WHERE name IN "
-            "('m022_ledger', 'm026_periods', 'm034_settlement_timing', 'm038_lot_timing')"
+            "('m022_ledger', 'm026_periods', 'm034_settlement_timing', 'm038_lot_timing', 'm039_close_positions')"
         )
         tx.many(
             "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "

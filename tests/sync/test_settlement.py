@@ -210,6 +210,31 @@ def test_a_closed_period_never_changes_and_its_late_entries_post_to_the_next(sto
     assert ledger.check.__name__ and _books_hold(store)
 
 
+def test_a_close_keeps_the_positions_a_later_statement_opens_with(store: HqStore) -> None:
+    """A statement opens with each merchant's points outstanding: the positions the last close kept plus what
+    was filed since, the same figures as every posting of the ledger's history, late entries included."""
+    new_member(store, "X")
+    a, b, offline = Till(store, "S1"), Till(store, "S2"), Till(store, "S2")
+    a.sale("X", 3, earn=100)
+    a.push()
+    offline.sale("X", 20, earn=40, redeem=30)  # still offline when June closes
+    close(store, JUNE)
+    offline.push()  # filed under July
+    b.sale("X", 35, earn=25, redeem=50)
+    b.push()
+    close(store, JULY, dt.date(2026, 8, 2))
+    a.sale("X", 65, earn=9)  # August
+    a.push()
+    with store.db.read() as tx:
+        kept = {(str(p), str(m)): int(n) for p, m, n in tx.all("SELECT * FROM ledger_close_positions")}
+    assert kept == {(JUNE, "M-A"): 100, (JULY, "M-A"): 20, (JULY, "M-B"): 65}
+    august = [settlement.to_csv(s) for s in settlement.read_statements(store.db, "2026-08")]
+    assert stmt(store, "2026-08", "M-A").figures.outstanding_start == 20
+    with store.db.write() as tx:  # as after closes made before positions were kept: the whole history is read
+        tx.run("UPDATE ledger_closes SET positions_kept = 0")
+    assert [settlement.to_csv(s) for s in settlement.read_statements(store.db, "2026-08")] == august
+
+
 def _books_hold(hq: HqStore) -> bool:
     with hq.db.read() as tx:
         return ledger.check(tx) == []
