@@ -918,6 +918,8 @@ class Code(StrEnum):
     MERCHANT_LOTS = "merchant_lots_differ"
     LIABILITY = "liability_differs"
     GIFT_VALUE = "gift_value_differs"
+    CLOSE_POSITIONS = "close_positions_differ"
+    """A close's kept points outstanding (``ledger_close_positions``) are not the postings filed up to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -943,6 +945,10 @@ class Books:
     merchant_lots: dict[str, int]
     gift_cards: dict[str, int] = field(default_factory=dict)
     """gift card -> its balance as head office holds it (``gift_cards``)."""
+    issued_by_period: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(period filed under, merchant) -> the sum of its ``merchant_issued`` postings."""
+    kept: dict[str, dict[str, int]] = field(default_factory=dict)
+    """closed period whose close kept positions -> merchant -> the points outstanding it kept."""
 
 
 def compare(books: Books) -> list[Failure]:
@@ -972,6 +978,22 @@ def compare(books: Books) -> list[Failure]:
         held, booked = books.gift_cards.get(card, 0), acc.get((Kind.GIFT_VALUE, card), 0)
         if held != booked:
             out.append(Failure(Code.GIFT_VALUE, card, booked, held))
+    return out + compare_kept(books)
+
+
+def compare_kept(books: Books) -> list[Failure]:
+    """Each close's kept positions against the ``merchant_issued`` postings filed up to its period."""
+    out: list[Failure] = []
+    for period, kept in sorted(books.kept.items()):
+        due: dict[str, int] = defaultdict(int)
+        for (filed, owner), n in books.issued_by_period.items():
+            if filed <= period:
+                due[owner] -= n
+        for merchant in sorted(set(kept) | {m for m, n in due.items() if n}):
+            if kept.get(merchant, 0) != due.get(merchant, 0):
+                out.append(
+                    Failure(Code.CLOSE_POSITIONS, f"{period}:{merchant}", due.get(merchant, 0), kept.get(merchant, 0))
+                )
     return out
 
 
@@ -995,8 +1017,29 @@ def read_books(tx: Tx) -> Books:
         member_lots[str(member_id)] += int(n)
         merchant_lots[str(merchant_id)] += int(n)
     cards = {str(r[0]): int(r[1]) for r in tx.all("SELECT card_id, balance FROM gift_cards")}
+    by_period = {
+        (str(r[0]), str(r[1])): int(r[2])
+        for r in tx.all(
+            "SELECT t.period, p.owner, SUM(p.amount) FROM ledger_postings p JOIN ledger_txns t "
+            "ON t.ledger_txn_id = p.ledger_txn_id WHERE p.kind = ? GROUP BY t.period, p.owner",
+            [Kind.ISSUED.value],
+        )
+    }
+    kept: dict[str, dict[str, int]] = {
+        str(r[0]): {} for r in tx.all("SELECT period FROM ledger_closes WHERE positions_kept = 1")
+    }
+    for period, merchant, n in tx.all("SELECT period, merchant_id, outstanding FROM ledger_close_positions"):
+        if str(period) in kept:  # what statements open with
+            kept[str(period)][str(merchant)] = int(n)
     return Books(
-        [(str(a), str(b), int(c)) for a, b, c in unbalanced_rows], members, accounts, member_lots, merchant_lots, cards
+        [(str(a), str(b), int(c)) for a, b, c in unbalanced_rows],
+        members,
+        accounts,
+        member_lots,
+        merchant_lots,
+        cards,
+        by_period,
+        kept,
     )
 
 

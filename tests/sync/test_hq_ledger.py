@@ -341,6 +341,23 @@ def test_the_check_names_lots_that_do_not_back_a_merchants_position(store: HqSto
     assert codes == [(ledger.Code.MEMBER_LOTS, "M-1"), (ledger.Code.MERCHANT_LOTS, "M-B")]
 
 
+def test_the_check_names_a_close_whose_kept_positions_are_not_the_postings(store: HqStore) -> None:
+    new_member(store, "M-1")
+    till = Till(store, "S2")
+    till.sale("M-1", 0, earn=10)
+    till.push()
+    settlement.close_period(store.db, "2026-06", "Mio", "month end", dt.date(2026, 7, 2))
+    assert books(store) == []
+    with store.db.write() as tx:  # a damaged row: the next statements would open with 14
+        tx.run("UPDATE ledger_close_positions SET outstanding = 14 WHERE merchant_id = 'M-B'")
+    assert [f.as_dict() for f in books(store)] == [
+        {"code": "close_positions_differ", "subject": "2026-06:M-B", "expected": 10, "found": 14}
+    ]
+    with store.db.write() as tx:
+        tx.run("DELETE FROM ledger_close_positions")
+    assert [(f.code, f.subject) for f in books(store)] == [(ledger.Code.CLOSE_POSITIONS, "2026-06:M-B")]
+
+
 # -- random days at three merchants ------------------------------------------------------------------------
 
 MEMBERS = ("M-1", "M-2", "M-3")
