@@ -90,7 +90,8 @@ def set_up_phone(page: Any, server: ServerHandle) -> dict[str, Any]:
     page.goto(f"{server.url}/wallet/pay")
     page.wait_for_selector("#pay[data-state=setup]")
     page.click("#pay-setup-button")
-    page.wait_for_selector("#pay[data-state=ready]")
+    # the browser makes its key and head office signs it: seconds on a loaded machine
+    page.wait_for_selector("#pay[data-state=ready]", timeout=60_000)
     device: dict[str, Any] = page.evaluate(DEVICE)
     return device
 
