@@ -30,9 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -170,6 +173,32 @@ def ingest_at_once(hq: HqStore, batches: dict[str, list[list[WireEntry]]]) -> fl
     return took
 
 
+def best_of_rounds(
+    rounds: int,
+    labels: tuple[str, str],
+    fresh_store: Callable[[str], HqStore],
+    stage_off: Callable[[], AbstractContextManager[Any]],
+    run: Callable[[HqStore], float],
+) -> tuple[dict[str, float], HqStore]:
+    """``rounds`` rounds alternating without the stage (``labels[0]``, ``stage_off`` held) and with it
+    (``labels[1]``), each on a fresh database: the best time of each, and the last database with the stage,
+    still open (the caller reads it, then closes it)."""
+    best: dict[str, float] = {}
+    kept: HqStore | None = None
+    for round_ in range(rounds):
+        for label in labels:
+            hq = fresh_store(f"{label}{round_}")
+            with stage_off() if label == labels[0] else nullcontext():
+                took = run(hq)
+            best[label] = min(best.get(label, took), took)
+            if label == labels[1] and round_ == rounds - 1:
+                kept = hq
+            else:
+                hq.close()
+    assert kept is not None, "no round ran"
+    return best, kept
+
+
 def bench_engine(
     engine: str,
     url_of: Any,
@@ -183,22 +212,13 @@ def bench_engine(
     batches = journal(terminals, entries, members, batch)
     figures: dict[str, Any] = {"figure": "ingest", "engine": engine, "entries": entries, "members": members}
     figures |= {"terminals": terminals, "batch": batch, "concurrent": concurrent}
-    kept = push.ledger.post_journal
-    best: dict[str, float] = {}
-    for round_ in range(rounds):  # alternating, each on a fresh database: the best of each is the figure
-        for label in ("without_ledger", "with_ledger"):
-            hq = fresh(url_of(f"{label}{round_}"), terminals, members)
-            try:
-                if label == "without_ledger":
-                    push.ledger.post_journal = lambda tx, txn_ids: 0  # type: ignore[assignment]
-                took = ingest(hq, batches, concurrent)
-            finally:
-                push.ledger.post_journal = kept  # type: ignore[assignment]
-            best[label] = min(best.get(label, took), took)
-            if label == "with_ledger" and round_ == rounds - 1:
-                with_hq = hq
-            else:
-                hq.close()
+    best, with_hq = best_of_rounds(
+        rounds,
+        ("without_ledger", "with_ledger"),
+        lambda label: fresh(url_of(label), terminals, members),
+        lambda: patch.object(push.ledger, "post_journal", lambda tx, txn_ids: 0),
+        lambda hq: ingest(hq, batches, concurrent),
+    )
     for label, took in best.items():
         figures[f"{label}_entries_per_s"] = round(entries / took)
     figures["rounds"] = rounds

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -150,22 +151,13 @@ def bench_engine(
     batches = journal(terminals, entries, members, batch)
     figures: dict[str, Any] = {"figure": "ingest", "engine": engine, "entries": entries, "members": members}
     figures |= {"terminals": terminals, "batch": batch, "concurrent": concurrent, "rounds": rounds}
-    kept = push.count_stats
-    best: dict[str, float] = {}
-    for round_ in range(rounds):  # alternating, each on a fresh database: the best of each is the figure
-        for label in ("without_stats", "with_stats"):
-            hq = fresh(url_of(f"{label}{round_}"), terminals, members)
-            try:
-                if label == "without_stats":
-                    push.count_stats = lambda tx, batch: None  # type: ignore[assignment]
-                took = bench_ledger.ingest_at_once(hq, batches) if concurrent else ingest(hq, batches)
-            finally:
-                push.count_stats = kept  # type: ignore[assignment]
-            best[label] = min(best.get(label, took), took)
-            if label == "with_stats" and round_ == rounds - 1:
-                with_hq = hq
-            else:
-                hq.close()
+    best, with_hq = bench_ledger.best_of_rounds(
+        rounds,
+        ("without_stats", "with_stats"),
+        lambda label: fresh(url_of(label), terminals, members),
+        lambda: patch.object(push, "count_stats", lambda tx, batch: None),
+        lambda hq: bench_ledger.ingest_at_once(hq, batches) if concurrent else ingest(hq, batches),
+    )
     for label, took in best.items():
         figures[f"{label}_entries_per_s"] = round(entries / took)
     figures["with_over_without"] = round(best["with_stats"] / best["without_stats"], 3)

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from hq import rollup
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.upsert import Upsert, upsert, upsert_returning
+from hq.db.upsert import Upsert, upsert_together
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
 
 COUNTED = ("applied", "none")
@@ -352,18 +352,23 @@ def _concerned(
 ) -> tuple[dict[str, SaleRow], dict[str, list[tuple[str, RefundPayload]]]]:
     """The counted sales the entries are or reverse, and the counted reversals of each, in one read (one
     round trip a push): what ``_sale_rows`` and ``_reversals`` read, for the sales the entries name."""
+    known = known or {}
     cond, params = tx.in_list("e.txn_id", list(entries))
+    mine = [t for t in entries if t in known]  # payloads the caller holds: not read again
+    sale_known, sale_params = tx.in_list("j.txn_id", mine) if mine else ("1 = 0", [])
+    reversal_known, reversal_params = tx.in_list("r.txn_id", mine) if mine else ("1 = 0", [])
     rows = tx.all(
         "WITH s AS (SELECT DISTINCT CASE WHEN e.kind = 'sale' THEN e.txn_id ELSE e.original_txn END AS txn_id "
         f"FROM journal e WHERE {cond} AND (e.kind = 'sale' OR (e.kind IN ('refund', 'void') "
         "AND e.original_txn IS NOT NULL AND e.original_txn <> ''))) "
-        "SELECT 0, j.txn_id, j.member_id, j.day, j.store_id, COALESCE(j.made_at, j.created_at), j.payload, j.effect, "
-        "j.kind FROM s JOIN journal j ON j.txn_id = s.txn_id WHERE j.kind = 'sale' AND j.member_id IS NOT NULL "
-        "UNION ALL SELECT 1, r.original_txn, r.txn_id, NULL, NULL, NULL, r.payload, r.effect, r.kind "
-        "FROM s JOIN journal r ON r.original_txn = s.txn_id WHERE r.kind IN ('refund', 'void')",
-        params,
+        "SELECT 0, j.txn_id, j.member_id, j.day, j.store_id, COALESCE(j.made_at, j.created_at), "
+        f"CASE WHEN {sale_known} THEN NULL ELSE j.payload END, j.effect, j.kind FROM s JOIN journal j "
+        "ON j.txn_id = s.txn_id WHERE j.kind = 'sale' AND j.member_id IS NOT NULL "
+        f"UNION ALL SELECT 1, r.original_txn, r.txn_id, NULL, NULL, NULL, CASE WHEN {reversal_known} THEN NULL "
+        "ELSE r.payload END, r.effect, r.kind FROM s JOIN journal r ON r.original_txn = s.txn_id "
+        "WHERE r.kind IN ('refund', 'void')",
+        [*params, *sale_params, *reversal_params],
     )
-    known = known or {}
     held: dict[str, SaleRow] = {}
     for _, txn_id, member_id, day, store_id, made_at, text, effect, _kind in (r for r in rows if r[0] == 0):
         sale = (known.get(str(txn_id)) or _payload("sale", str(text))) if effect in COUNTED else None
@@ -384,41 +389,39 @@ def _by_txn(row: Sequence[Any]) -> str:
 
 
 # Adding a row of lifetime figures to a member's: counts add up, first and last visits widen.
-_ADD_TO_TOTALS = (
-    "ON CONFLICT (member_id) DO UPDATE SET "
-    "first_visit = CASE WHEN excluded.first_visit IS NOT NULL AND (member_totals.first_visit IS NULL "
-    "OR excluded.first_visit < member_totals.first_visit) THEN excluded.first_visit "
-    "ELSE member_totals.first_visit END, "
-    "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND (member_totals.last_visit IS NULL "
-    "OR excluded.last_visit > member_totals.last_visit) THEN excluded.last_visit "
-    "ELSE member_totals.last_visit END, "
-    "last_day = CASE WHEN excluded.last_day IS NOT NULL AND (member_totals.last_day IS NULL "
-    "OR excluded.last_day > member_totals.last_day) THEN excluded.last_day "
-    "ELSE member_totals.last_day END, "
-    "visits = member_totals.visits + excluded.visits, spend = member_totals.spend + excluded.spend, "
-    "coupons_redeemed = member_totals.coupons_redeemed + excluded.coupons_redeemed, "
-    + "".join(f"{c} = member_totals.{c} + excluded.{c}, " for c in WINDOW_COLUMNS)
-    + "updated_at = excluded.updated_at"
-)
-TOTALS_COLUMNS = (
-    "member_id",
-    "first_visit",
-    "last_visit",
-    "last_day",
-    "visits",
-    "spend",
-    "coupons_redeemed",
-    *WINDOW_COLUMNS,
-    "updated_at",
-)
+def _widen(column: str, op: str) -> str:
+    return (
+        f"{column} = CASE WHEN excluded.{column} IS NOT NULL AND (member_totals.{column} IS NULL "
+        f"OR excluded.{column} {op} member_totals.{column}) THEN excluded.{column} ELSE member_totals.{column} END"
+    )
 
 
-TOTALS = Upsert(
-    "member_totals",
-    TOTALS_COLUMNS,
-    ("text", "text", "text", "text", "bigint", "bigint", "bigint", *["bigint"] * len(WINDOW_COLUMNS), "text"),
-    _ADD_TO_TOTALS,
-)
+def _sum(column: str) -> str:
+    return f"{column} = member_totals.{column} + excluded.{column}"
+
+
+_LIFETIME = ("visits", "spend", "coupons_redeemed")
+
+
+def _totals(windows: bool) -> Upsert:
+    """Adding to ``member_totals``: with the rolled windows (and the last visit day up to the rolled day), or
+    without them, for a push none of whose sales falls on or before the rolled day (a push of today's sales:
+    the windows are rolled to an earlier day), so its statement carries seven columns, not twenty-three."""
+    days = ("last_day",) if windows else ()
+    sums = _LIFETIME + (WINDOW_COLUMNS if windows else ())
+    columns = ("member_id", "first_visit", "last_visit", *days, *sums, "updated_at")
+    types = ("text", "text", "text", *["text"] * len(days), *["bigint"] * len(sums), "text")
+    sets = [_widen("first_visit", "<"), _widen("last_visit", ">"), *(_widen(c, ">") for c in days)]
+    sets += [_sum(c) for c in sums] + ["updated_at = excluded.updated_at"]
+    return Upsert("member_totals", columns, types, "ON CONFLICT (member_id) DO UPDATE SET " + ", ".join(sets))
+
+
+TOTALS = _totals(windows=True)
+TOTALS_COLUMNS = TOTALS.columns
+_ADD_TO_TOTALS = TOTALS.on_conflict
+TOTALS_PLAIN = _totals(windows=False)
+
+
 DAYS = Upsert(
     "member_days",
     ("member_id", "day", "store_id", "visits", "spend"),
@@ -444,31 +447,39 @@ _CATEGORY_WINDOWS_EMPTY = " AND ".join(f"{c} = 0" for c in CATEGORY_WINDOW_COLUM
 
 
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
-    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go."""
+    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go. The four
+    tables' rows go in one statement (``upsert_together``: one round trip on PostgreSQL)."""
     now = now or utc_now()
-    totals = [
-        (m, *deltas.first_last.get(m, (None, None)), deltas.last_day.get(m), *t, now)
-        for m, t in sorted(deltas.totals.items())
-    ]
-    upsert(tx, TOTALS, totals)
+    windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
+    lifetime = len(_LIFETIME)
+    in_windows = bool(deltas.last_day) or any(any(t[lifetime:]) for t in deltas.totals.values())
+    spans = {m: deltas.first_last.get(m, (None, None)) for m in deltas.totals}
+    held = sorted(deltas.totals.items())
+    if in_windows:
+        spec, totals = TOTALS, [(m, *spans[m], deltas.last_day.get(m), *t, now) for m, t in held]
+    else:
+        spec, totals = TOTALS_PLAIN, [(m, *spans[m], *t[:lifetime], now) for m, t in held]
     days = sorted(deltas.days.items())
-    now_held = upsert_returning(
-        tx, DAYS, [(*k, v[0], v[1]) for k, v in days], "member_id, day, store_id, visits, spend"
+    cats = sorted(deltas.categories.items())
+    now_held = upsert_together(
+        tx,
+        [
+            (spec, totals),
+            (CATEGORY_DAYS, [(*k, v[0], v[1]) for k, v in cats]),
+            (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows]),
+        ],
+        (DAYS, [(*k, v[0], v[1]) for k, v in days], "member_id, day, store_id, visits, spend"),
     )
     _roll_days(tx, deltas.days, now_held)
     tx.many(
         "DELETE FROM member_days WHERE member_id = ? AND day = ? AND store_id = ? AND visits = 0 AND spend = 0",
         [k for k, v in days if v[0] < 0 or v[1] < 0],
     )
-    cats = sorted(deltas.categories.items())
-    upsert(tx, CATEGORY_DAYS, [(*k, v[0], v[1]) for k, v in cats])
     tx.many(
         "DELETE FROM member_category_days WHERE member_id = ? AND day = ? AND category = ? AND spend = 0 "
         "AND quantity = 0",
         [k for k, v in cats if v[0] < 0 or v[1] < 0],
     )
-    windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
-    upsert(tx, CATEGORY_WINDOWS, [(*k, *v) for k, v in windows])
     tx.many(
         f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
         [k for k, v in windows if min(v) < 0],

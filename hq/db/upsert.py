@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,37 +22,74 @@ class Upsert:
     on_conflict: str
 
 
+def _unnest(spec: Upsert, rows: Sequence[Sequence[Any]]) -> tuple[str, list[list[Any]]]:
+    """PostgreSQL: ``spec``'s insert of ``rows`` sent as one array a column (a plan of a few nodes whatever the
+    number of rows), and its parameters."""
+    arrays = ", ".join(f"?::{t}[]" for t in spec.types)
+    sql = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) SELECT * FROM unnest({arrays}) {spec.on_conflict}"
+    return sql, [list(column) for column in zip(*rows, strict=True)]
+
+
+def _values(spec: Upsert, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any]]]:
+    """SQLite: ``spec``'s insert of ``rows`` as multi-row ``VALUES``, a statement per thousand rows."""
+    one = "(" + ", ".join("?" * len(spec.columns)) + ")"
+    for start in range(0, len(rows), UPSERT_ROWS):
+        chunk = rows[start : start + UPSERT_ROWS]
+        yield (
+            f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) VALUES {', '.join([one] * len(chunk))} "
+            f"{spec.on_conflict}",
+            [v for row in chunk for v in row],
+        )
+
+
 def upsert(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]]) -> None:
     """Add ``rows`` (distinct keys, in key order) to the table in one statement. PostgreSQL: the rows go as
     one array a column (``INSERT ... SELECT * FROM unnest(...)``: one round trip, a plan of a few nodes
     whatever the number of rows); SQLite: a multi-row ``VALUES`` per thousand rows."""
-    if not rows:
-        return
-    head = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
-    if tx.dialect == "postgres":
-        arrays = ", ".join(f"?::{t}[]" for t in spec.types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        tx.run(f"{head}SELECT * FROM unnest({arrays}) {spec.on_conflict}", columns)
-        return
-    for start in range(0, len(rows), UPSERT_ROWS):
-        chunk = rows[start : start + UPSERT_ROWS]
-        one = "(" + ", ".join("?" * len(spec.columns)) + ")"
-        tx.run(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict}", [v for row in chunk for v in row])
+    upsert_together(tx, [(spec, rows)])
 
 
 def upsert_returning(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]], returning: str) -> list[tuple[Any, ...]]:
     """``upsert``, giving back the ``returning`` columns of each row as it stands after the statement."""
-    if not rows:
+    return upsert_together(tx, [], (spec, rows, returning))
+
+
+Part = tuple[Upsert, Sequence[Sequence[Any]]]
+
+
+def upsert_together(
+    tx: Tx, parts: Sequence[Part], last: tuple[Upsert, Sequence[Sequence[Any]], str] | None = None
+) -> list[tuple[Any, ...]]:
+    """Several upserts, each into its own table, and ``last``'s rows as they stand after it (its ``returning``
+    columns). PostgreSQL: one statement, one round trip (each part a data-modifying ``WITH``; a push's
+    statistics are four tables); SQLite: one after the other (no round trip to save). Parts without rows
+    are left out."""
+    todo = [(spec, rows) for spec, rows in parts if rows]
+    returning = last is not None and bool(last[1])
+    if last is not None and returning:
+        todo.append((last[0], last[1]))
+    if not todo:
         return []
-    head = f"INSERT INTO {spec.table} ({', '.join(spec.columns)}) "
-    if tx.dialect == "postgres":
-        arrays = ", ".join(f"?::{t}[]" for t in spec.types)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        return tx.all(f"{head}SELECT * FROM unnest({arrays}) {spec.on_conflict} RETURNING {returning}", columns)
-    out: list[tuple[Any, ...]] = []
-    for start in range(0, len(rows), UPSERT_ROWS):
-        chunk = rows[start : start + UPSERT_ROWS]
-        one = "(" + ", ".join("?" * len(spec.columns)) + ")"
-        values = [v for row in chunk for v in row]
-        out += tx.all(f"{head}VALUES {', '.join([one] * len(chunk))} {spec.on_conflict} RETURNING {returning}", values)
-    return out
+    tail = f" RETURNING {last[2]}" if last is not None and returning else ""
+    if tx.dialect != "postgres":
+        for spec, rows in todo[:-1]:
+            for sql, params in _values(spec, rows):
+                tx.run(sql, params)
+        out: list[tuple[Any, ...]] = []
+        for sql, params in _values(*todo[-1]):
+            if tail:
+                out += tx.all(sql + tail, params)
+            else:
+                tx.run(sql, params)
+        return out
+    ctes, params = [], []
+    for n, (spec, rows) in enumerate(todo[:-1]):
+        sql, values = _unnest(spec, rows)
+        ctes.append(f"u{n} AS ({sql})")
+        params += values
+    sql, values = _unnest(*todo[-1])
+    head = f"WITH {', '.join(ctes)} " if ctes else ""
+    if tail:
+        return tx.all(head + sql + tail, params + values)
+    tx.run(head + sql, params + values)
+    return []

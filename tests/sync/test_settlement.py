@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from hq import audit, ledger, merchants, periods, settlement
 from hq.api.server import ServerHandle, start_in_thread
+from hq.db.engine import Tx
 from hq.ingest import Settings
 from hq.store import HqStore
 from tests.sync.test_hq_ledger import STORES, Till, made, new_member
@@ -368,6 +369,34 @@ def test_a_close_that_fails_halfway_closes_nothing(store: HqStore, monkeypatch: 
     offline.push()
     june = stmt(store, JUNE, "M-A")
     assert (june.state, june.figures.issued, june.late) == ("open", 30, ())
+
+
+def test_a_close_whose_positions_fail_to_be_kept_closes_nothing(
+    store: HqStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The positions are kept in the close's transaction: when keeping them fails after its rows were written,
+    neither the close nor any position stays, and a later close keeps them as if nothing had happened."""
+    new_member(store, "X")
+    till = Till(store, "S1")
+    till.sale("X", 4, earn=30)
+    till.push()
+    kept = settlement.keep_positions
+
+    def broken(tx: Tx, period: str) -> int:
+        kept(tx, period)  # the rows are written, then the disk goes
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(settlement, "keep_positions", broken)
+    with pytest.raises(RuntimeError):
+        close(store, JUNE)
+    monkeypatch.undo()
+    assert settlement.calendar(store.db)["closed_through"] is None
+    with store.db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM ledger_close_positions") == (0,)
+    close(store, JUNE)
+    with store.db.read() as tx:
+        assert tx.all("SELECT merchant_id, outstanding FROM ledger_close_positions") == [("M-A", 30)]
+    assert stmt(store, JUNE, "M-A").state == "closed"
 
 
 # -- periods of several months ------------------------------------------------------------------------------
