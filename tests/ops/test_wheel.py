@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -466,3 +467,73 @@ def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp
     )
     assert kept["holder"] == "M-W"
     assert json.loads(run("hq", "ledger", "check", "--db", db).stdout) == {"ok": True, "failures": [], "count": 0}
+
+
+def test_the_installed_wheel_settles_a_merchant_whose_timing_changed(installed: Path, tmp_path: Path) -> None:
+    """Settlement from the wheel: a merchant paying at issuance moves to redemption mid-month; its till earns
+    points before and after; the operator closes the month and prints the statement with the installed commands.
+    The points issued before the switch are charged (their lot kept the timing it was issued under), those
+    issued after are not yet (they are charged when spent), and the closed statement's bytes do not change."""
+    import json
+    import sqlite3
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
+        )
+        assert not check or done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def merchant(timing: str) -> None:
+        run("hq", "merchant", "add", "M-S", "--name", "Shop S", "--timing", timing, "--db", db)
+
+    def held_at_hq(txn_id: str) -> str | None:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT day FROM journal WHERE txn_id = ? AND effect = 'applied'", [txn_id]).fetchone()
+        finally:
+            conn.close()
+        return str(row[0]) if row else None
+
+    run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    merchant("issuance")
+    run("hq", "store", "S-001", "--merchant", "M-S", "--db", db)
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    with hq_and_till(tillpoint, tmp_path, db, token, key) as (config, alive):
+
+        def sold(amount: str) -> dict[str, Any] | None:
+            alive()
+            done = run("sale", amount, "--member", "M-W", "--json", "--config", str(config), check=False)
+            if done.returncode != 0:  # the daemon not up, or the member not pulled yet
+                assert any(code in done.stdout + done.stderr for code in NOT_READY), done.stdout + done.stderr
+                return None
+            answer: dict[str, Any] = json.loads(done.stdout)
+            return answer
+
+        before = wait_until(lambda: sold("3000"), 60, "a member's sale once the till is up")
+        day = wait_until(lambda: held_at_hq(str(before["txn_id"])), 30, "head office holding the first sale")
+        merchant("redemption")
+        after = wait_until(lambda: sold("5000"), 30, "a sale after the switch")
+        wait_until(lambda: held_at_hq(str(after["txn_id"])), 30, "head office holding the second sale")
+    earned = (int(before["points_delta"]), int(after["points_delta"]))
+    assert min(earned) > 0, earned
+    period = day[:7]
+    next_month = f"{int(period[:4]) + int(period[5:]) // 12}-{int(period[5:]) % 12 + 1:02d}-02"
+    shut = run(
+        "hq", "settlement", "close", period, "--by", "Mio", "--reason", "month end", "--today", next_month, "--db", db
+    )
+    assert json.loads(shut.stdout)["period"] == period, shut.stdout
+    statement = json.loads(run("hq", "settlement", "statement", period, "M-S", "--db", db).stdout)
+    assert (statement["state"], statement["timing"]) == ("closed", "redemption")
+    assert (statement["points"]["issued"], statement["points"]["charged"]) == (sum(earned), earned[0])
+    csv = tmp_path / "statement.csv"
+    run("hq", "settlement", "statement", period, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
+    first = csv.read_bytes()
+    run("hq", "settlement", "statement", period, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
+    assert csv.read_bytes() == first and b"charged" in first
+    assert json.loads(run("hq", "ledger", "check", "--db", db).stdout)["ok"] is True
