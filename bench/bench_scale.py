@@ -185,9 +185,10 @@ class Cluster:
     def url(self) -> str:
         return f"{self.server.url}?options=-csearch_path%3D{SCHEMA}"
 
-    def start(self, shared_buffers: str | None = None) -> bool:
+    def start(self, shared_buffers: str | None = None, wal_compression: str = "off") -> bool:
         """Start the cluster; True when it already held a generated database. ``shared_buffers`` (e.g.
-        ``4GB``; the tests' server, and so the default here, keeps 128MB)."""
+        ``4GB``; the tests' server, and so the default here, keeps 128MB); ``wal_compression`` (PostgreSQL's
+        default ``off``, or ``lz4`` as docs/deploy.md recommends), set at every start."""
         held = (self.server.data / "PG_VERSION").exists()
         if not held:
             self.server.start()  # initdb, then the tests' server
@@ -202,7 +203,7 @@ class Cluster:
             f"-c shared_buffers={shared_buffers or '128MB'}",
         ]
         self._pg_ctl("start", "-l", str(self.server.root / "server.log"), "-o", " ".join(options))
-        for name, value in SERVER_SETTINGS.items():
+        for name, value in (SERVER_SETTINGS | {"wal_compression": f"'{wal_compression}'"}).items():
             self.server.execute(f"ALTER SYSTEM SET {name} = {value}")
         self.server.execute("SELECT pg_reload_conf()")
         return held and (self.server.root / "generated.json").exists()
@@ -903,6 +904,9 @@ def main() -> None:
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--only", default="windows,ingest,segments,coupons")
     parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default: 128MB, as the tests)")
+    parser.add_argument(
+        "--wal-compression", choices=("off", "lz4"), default="off", help="PostgreSQL wal_compression (default: off)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.members, args.sales, args.coupons = 20_000, 400_000, 10_000
@@ -911,7 +915,7 @@ def main() -> None:
     cluster = Cluster(args.keep)
     run = datetime.now(UTC).strftime("%H%M%S")
     try:
-        held = cluster.start(args.shared_buffers)
+        held = cluster.start(args.shared_buffers, args.wal_compression)
         marker = cluster.server.root / "generated.json"
         if held:
             generated = json.loads(marker.read_text())
@@ -931,7 +935,8 @@ def main() -> None:
                 emit(bench_windows(store))
             if "ingest" in only:
                 for size in (int(b) for b in args.batches.split(",")):
-                    emit(bench_ingest(store, args.members, args.entries, size, run, args.seed))
+                    server = {"shared_buffers": args.shared_buffers or "128MB", "wal_compression": args.wal_compression}
+                    emit(bench_ingest(store, args.members, args.entries, size, run, args.seed) | server)
             if "segments" in only:
                 emit(
                     bench_segment_set(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from hq.db import figures
 from hq.db.engine import Db, Tx, utc_now
@@ -25,9 +26,29 @@ def open_db(url: str, *, pool_size: int = 16) -> Db:
 
 # -- schema ---------------------------------------------------------------------------------------
 
+
 # m001 is the walking skeleton's schema, written so that it is a no-op on a database that
 # sqlite-utils created for it; m002 widens it for chains.
-MIGRATIONS: list[tuple[str, list[str]]] = [
+@dataclass(frozen=True, slots=True)
+class OnPostgres:
+    """A migration statement for PostgreSQL only: a storage setting SQLite has no counterpart for."""
+
+    sql: str
+
+
+Statement = str | OnPostgres
+
+
+def run_statement(tx: Tx, statement: Statement) -> None:
+    """One statement of a migration, on the engine it is for."""
+    if isinstance(statement, OnPostgres):
+        if tx.dialect != "postgres":
+            return
+        statement = statement.sql
+    tx.run(statement)
+
+
+MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m001_initial",
         [
@@ -675,6 +696,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE ledger_closes ADD COLUMN positions_kept INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    # Room on each page of member_totals for the row's next version (PostgreSQL): a sale updates its member's
+    # row, and with room on the page the update is a heap-only tuple (HOT), so it writes one page and no index
+    # entry, instead of a page of each version and the key's index leaf. The table is written again now so its
+    # pages have the room (CLUSTER: a lock on the table for the seconds it takes).
+    (
+        "m040_totals_room",
+        [
+            OnPostgres("ALTER TABLE member_totals SET (fillfactor = 80)"),
+            OnPostgres("CLUSTER member_totals USING member_totals_pkey"),
+        ],
+    ),
 ]
 
 
@@ -712,7 +744,7 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
     return applied
 
 
-def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]:
+def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[Statement]]]) -> list[str]:
     """Apply ``migrations`` in ``tx``; returns the names applied (on PostgreSQL, those another process had not
     applied while this one waited for the migration lock)."""
     if db.dialect == "postgres":
@@ -721,6 +753,6 @@ def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[str]]]) -> list[str]
         migrations = [(name, statements) for name, statements in migrations if name not in applied_meanwhile]
     for name, statements in migrations:
         for statement in statements:
-            tx.run(statement)
+            run_statement(tx, statement)
         tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
     return [name for name, _ in migrations]

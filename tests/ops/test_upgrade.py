@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from hq.db.schema import MIGRATIONS, open_db
+from hq.db.schema import MIGRATIONS, open_db, run_statement
 from hq.errors import NewerSchema
 from hq.store import HqStore
 from terminal.errors import Code, Rejected
@@ -197,7 +197,7 @@ def test_postgres_is_dumped_before_it_is_migrated(
         for name, statements in MIGRATIONS[:-1]:
             with db.write() as tx:
                 for statement in statements:
-                    tx.run(statement)
+                    run_statement(tx, statement)
                 tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, '2026-01-01')", [name])
         with db.write() as tx:
             tx.run(
@@ -249,3 +249,37 @@ def test_a_full_disk_stops_the_upgrade_before_it_starts(small_disk: Path) -> Non
     (small_disk / "filler").unlink()
     assert digest(path) == before
     assert names[-1] not in {r[0] for r in rows(path, "SELECT name FROM _sqlite_migrations")}
+
+
+def test_member_totals_keeps_room_for_a_sale_to_update_its_row_in_place(
+    pg_server: PgServer,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """m040_totals_room on a head office that held statistics: member_totals is written again with room on
+    each page, so adding a sale to a member's row is a heap-only update (no index entry, one page). SQLite's
+    head office takes the same migration and is left as it was."""
+    from tests.fixtures.hq import migrated_before
+
+    rows = [(f"M-{n:04d}", n) for n in range(2_000)]
+    for url in (pg_server.fresh_schema(), str(tmp_path / "hq.db")):
+        db = migrated_before(url, "m040_totals_room")
+        try:
+            with db.write() as tx:
+                tx.many("INSERT INTO member_totals (member_id, visits, spend, updated_at) VALUES (?, 1, ?, 'x')", rows)
+        finally:
+            db.close()
+        store = HqStore(url, backup=False)
+        try:
+            with store.db.write() as tx:
+                tx.run("UPDATE member_totals SET visits = visits + 1 WHERE member_id IN ('M-0000', 'M-1000', 'M-1999')")
+                if tx.dialect == "postgres":
+                    (options,) = tx.one("SELECT reloptions FROM pg_class WHERE oid = 'member_totals'::regclass") or ()
+                    (hot,) = tx.one("SELECT pg_stat_get_xact_tuples_hot_updated('member_totals'::regclass)") or ()
+                    assert (options, hot) == (["fillfactor=80"], 3)
+                assert tx.one("SELECT COUNT(*), SUM(visits), SUM(spend) FROM member_totals") == (
+                    2_000,
+                    2_003,
+                    sum(n for _, n in rows),
+                )
+        finally:
+            store.close()
