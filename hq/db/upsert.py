@@ -65,31 +65,34 @@ def upsert_together(
     statistics are four tables); SQLite: one after the other (no round trip to save). Parts without rows
     are left out."""
     todo = [(spec, rows) for spec, rows in parts if rows]
-    returning = last is not None and bool(last[1])
-    if last is not None and returning:
+    tail = ""
+    if last is not None and last[1]:
         todo.append((last[0], last[1]))
+        tail = f" RETURNING {last[2]}"
     if not todo:
         return []
-    tail = f" RETURNING {last[2]}" if last is not None and returning else ""
     if tx.dialect != "postgres":
-        for spec, rows in todo[:-1]:
-            for sql, params in _values(spec, rows):
-                tx.run(sql, params)
-        out: list[tuple[Any, ...]] = []
-        for sql, params in _values(*todo[-1]):
-            if tail:
-                out += tx.all(sql + tail, params)
-            else:
-                tx.run(sql, params)
-        return out
+        return _one_after_another(tx, todo, tail)
     ctes, params = [], []
     for n, (spec, rows) in enumerate(todo[:-1]):
         sql, values = _unnest(spec, rows)
         ctes.append(f"u{n} AS ({sql})")
         params += values
     sql, values = _unnest(*todo[-1])
-    head = f"WITH {', '.join(ctes)} " if ctes else ""
+    statement = (f"WITH {', '.join(ctes)} " if ctes else "") + sql + tail
     if tail:
-        return tx.all(head + sql + tail, params + values)
-    tx.run(head + sql, params + values)
+        return tx.all(statement, params + values)
+    tx.run(statement, params + values)
     return []
+
+
+def _one_after_another(tx: Tx, todo: Sequence[Part], tail: str) -> list[tuple[Any, ...]]:
+    """SQLite: each part's statements in turn; the last part's rows give back ``tail``'s columns."""
+    out: list[tuple[Any, ...]] = []
+    for n, (spec, rows) in enumerate(todo):
+        for sql, params in _values(spec, rows):
+            if tail and n == len(todo) - 1:
+                out += tx.all(sql + tail, params)
+            else:
+                tx.run(sql, params)
+    return out
