@@ -83,6 +83,27 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
 
 
+class Cli:
+    """The installed ``tillpoint`` run in a test's directory with a clean environment: a non-zero exit fails
+    the test unless ``check=False``."""
+
+    def __init__(self, tillpoint: str, cwd: Path) -> None:
+        self.tillpoint, self.cwd = tillpoint, cwd
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [self.tillpoint, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=self.cwd,
+            env=clean_env(),
+        )
+        assert not check or done.returncode == 0, done.stdout + done.stderr
+        return done
+
+
 @contextmanager
 def hq_and_till(
     tillpoint: str, tmp_path: Path, db: str, token: str, key: Path, *serve: str
@@ -348,12 +369,7 @@ def test_the_installed_wheel_sells_a_topup_head_office_enabled(installed: Path, 
 
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
-        )
-        assert not check or done.returncode == 0, done.stdout + done.stderr
-        return done
+    run = Cli(tillpoint, tmp_path)
 
     run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
     token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
@@ -421,12 +437,7 @@ def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp
 
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
-        )
-        assert not check or done.returncode == 0, done.stdout + done.stderr
-        return done
+    run = Cli(tillpoint, tmp_path)
 
     key = tmp_path / "card-hash.key"
     key.write_bytes(os.urandom(32))
@@ -479,12 +490,7 @@ def test_the_installed_wheel_settles_a_merchant_whose_timing_changed(installed: 
 
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [tillpoint, *args], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path, env=clean_env()
-        )
-        assert not check or done.returncode == 0, done.stdout + done.stderr
-        return done
+    run = Cli(tillpoint, tmp_path)
 
     def merchant(timing: str) -> None:
         run("hq", "merchant", "add", "M-S", "--name", "Shop S", "--timing", timing, "--db", db)
