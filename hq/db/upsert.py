@@ -1,4 +1,5 @@
-"""Adding rows to a table of sums in one statement, on either engine (the statistics and the report roll-up)."""
+"""Adding rows to tables of sums, on either engine: one table in one statement, or several together (one
+statement on PostgreSQL). The statistics and the report roll-up use it."""
 
 from __future__ import annotations
 
