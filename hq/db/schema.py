@@ -27,8 +27,6 @@ def open_db(url: str, *, pool_size: int = 16) -> Db:
 # -- schema ---------------------------------------------------------------------------------------
 
 
-# m001 is the walking skeleton's schema, written so that it is a no-op on a database that
-# sqlite-utils created for it; m002 widens it for chains.
 @dataclass(frozen=True, slots=True)
 class OnPostgres:
     """A migration statement for PostgreSQL only: a storage setting SQLite has no counterpart for."""
@@ -48,6 +46,8 @@ def run_statement(tx: Tx, statement: Statement) -> None:
     tx.run(statement)
 
 
+# m001 is the walking skeleton's schema, written so that it is a no-op on a database that
+# sqlite-utils created for it; m002 widens it for chains.
 MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m001_initial",
