@@ -201,7 +201,7 @@ def best_of_rounds(
 
 def bench_engine(
     engine: str,
-    url_of: Any,
+    url_of: Callable[[str], str],
     entries: int,
     members: int,
     terminals: int,

@@ -5,8 +5,9 @@ nothing row by row from Python): M members (tiers, 1% blocked, 0.5% erased, birt
 consent for 66% (a tenth of it withdrawn), a preferred store for half), S journaled sales over the two
 years before the reference day (each visiting member comes back every 1 to 8 weeks; 12% never came, one
 visitor in six lapsed 2 to 13 months before the reference day) with the ``sales`` rows head office keeps
-and the statistics tables (``member_totals``, ``member_days``, ``member_category_days``) consistent with
-those sales (checked against ``hq.stats.rebuild`` when ``--check``, the default at ``--quick``). Then:
+and the statistics tables (``member_totals``, ``member_day_rows``: read as ``member_days`` and
+``member_category_days``) consistent with those sales (checked against ``hq.stats.rebuild`` when ``--check``,
+the default at ``--quick``). Then:
 
     ingest     entries/s through ``HqStore.ingest`` with the statistics stage and without it (the stage a
                no-op), beside the floor (the same journal and sales rows COPYed in one transaction a
@@ -73,8 +74,7 @@ LOADED_TABLES = (
     "journal",
     "sales",
     "member_totals",
-    "member_days",
-    "member_category_days",
+    "member_day_rows",
 )
 SERVER_SETTINGS = {  # reloadable settings for a bulk load and for reading a million members
     "max_wal_size": "'8GB'",
@@ -366,13 +366,13 @@ def _steps(members: int, sales: int, seed: int) -> list[tuple[str, str]]:
         ),
         (
             "member_days",
-            "INSERT INTO member_days (member_id, day, store_id, visits, spend) "
-            "SELECT mid, day::text, store, COUNT(*), SUM(total) FROM gen_sales GROUP BY mid, day, store",
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "SELECT mid, day::text, 's', store, COUNT(*), SUM(total), 0 FROM gen_sales GROUP BY mid, day, store",
         ),
         (
             "member_category_days",
-            "INSERT INTO member_category_days (member_id, day, category, spend, quantity) "
-            "SELECT mid, day::text, c, SUM(q * p), SUM(q) FROM gen_sales, LATERAL (VALUES (0, c0, q0, p0), "
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "SELECT mid, day::text, 'c', c, 0, SUM(q * p), SUM(q) FROM gen_sales, LATERAL (VALUES (0, c0, q0, p0), "
             "(1, c1, q1, p1), (2, c2, q2, p2)) v(j, c, q, p) WHERE j < n GROUP BY mid, day, c",
         ),
         (

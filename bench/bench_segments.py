@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hq import segments  # noqa: E402
+from hq import segments, stats  # noqa: E402
 from hq.db.engine import Tx  # noqa: E402
 from hq.store import HqStore  # noqa: E402
 from tests.fixtures.postgres import PgServer  # noqa: E402
@@ -124,10 +124,11 @@ def population(n: int, seed: int = 11) -> dict[str, list[tuple[Any, ...]]]:
         while day < 365:
             when = (start + timedelta(days=day)).isoformat()
             spend = rnd.randint(300, 12_000)
-            rows["days"].append((mid, when, home if rnd.random() < 0.8 else rnd.choice(STORES), 1, spend))
+            store = home if rnd.random() < 0.8 else rnd.choice(STORES)
+            rows["days"].append((mid, when, stats.STORE_ROW, store, 1, spend, 0))
             cats = {favourite, *rnd.sample(CATEGORIES, rnd.randint(0, 2))}
             for category in cats:
-                rows["cats"].append((mid, when, category, spend // len(cats), 1))
+                rows["cats"].append((mid, when, stats.CATEGORY_ROW, category, 0, spend // len(cats), 1))
             day += max(1, int(rnd.expovariate(1 / gap)))
     return rows
 
@@ -138,8 +139,8 @@ def load(store: HqStore, rows: dict[str, list[tuple[Any, ...]]]) -> float:
         "members": ("members", ["member_id", "display_name", "tier", "points", "status", "version", "deleted"]),
         "profiles": ("member_profiles", ["member_id", "birthday", "birth_md", "updated_at"]),
         "consents": ("consents", ["member_id", "wording_version", "channel", "given_at", "withdrawn_at"]),
-        "days": ("member_days", ["member_id", "day", "store_id", "visits", "spend"]),
-        "cats": ("member_category_days", ["member_id", "day", "category", "spend", "quantity"]),
+        "days": ("member_day_rows", list(stats.DAY_ROW_COLUMNS)),
+        "cats": ("member_day_rows", list(stats.DAY_ROW_COLUMNS)),
         "erasures": ("erasures", ["member_id", "erased_at", "erased_by"]),
     }
     for key, (table, columns) in tables.items():

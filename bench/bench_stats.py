@@ -27,6 +27,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -129,18 +130,9 @@ def fresh(url: str, terminals: int, members: int) -> HqStore:
     return hq
 
 
-def ingest(hq: HqStore, batches: dict[str, list[list[WireEntry]]]) -> float:
-    t0 = time.perf_counter()
-    for i in range(max(len(b) for b in batches.values())):
-        for terminal_id, mine in batches.items():
-            if i < len(mine):
-                hq.ingest(terminal_id, mine[i])
-    return time.perf_counter() - t0
-
-
 def bench_engine(
     engine: str,
-    url_of: Any,
+    url_of: Callable[[str], str],
     entries: int,
     members: int,
     terminals: int,
@@ -156,7 +148,7 @@ def bench_engine(
         ("without_stats", "with_stats"),
         lambda label: fresh(url_of(label), terminals, members),
         lambda: patch.object(push, "count_stats", lambda tx, batch: None),
-        lambda hq: bench_ledger.ingest_at_once(hq, batches) if concurrent else ingest(hq, batches),
+        lambda hq: bench_ledger.ingest(hq, batches, concurrent),
     )
     for label, took in best.items():
         figures[f"{label}_entries_per_s"] = round(entries / took)
@@ -181,7 +173,7 @@ def bench_engine(
                     stats.figures(SalePayload.model_validate(e.payload))
                     deltas += 1
     pure = time.perf_counter() - t0
-    with_hq.db.transact(lambda tx: [tx.run(f"DELETE FROM {t}") for t in stats.STATS_TABLES])
+    with_hq.db.transact(lambda tx: [tx.run(f"DELETE FROM {t}") for t in stats.STATS_STORED])
     t0 = time.perf_counter()
     for chunk in txns:
         with_hq.db.transact(lambda tx, chunk=chunk: stats.apply(tx, chunk, typed))  # type: ignore[misc]

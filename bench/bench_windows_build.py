@@ -57,15 +57,15 @@ def fill(hq: HqStore, members: int) -> dict[str, int]:
             [members],
         )
         tx.run(
-            "INSERT INTO member_days (member_id, day, store_id, visits, spend) "
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
             "SELECT 'M-' || lpad(m::text, 7, '0'), to_char(?::date - mod(m * 37 + k * 211, 540), 'YYYY-MM-DD'), "
-            "'S' || mod(k, 3), 1, 500 + mod(m + k, 900) FROM generate_series(0, ? - 1) m, "
+            "'s', 'S' || mod(k, 3), 1, 500 + mod(m + k, 900), 0 FROM generate_series(0, ? - 1) m, "
             "generate_series(1, ?) k ON CONFLICT DO NOTHING",
             [AS_OF.isoformat(), members, VISIT_DAYS],
         )
         tx.run(
-            "INSERT INTO member_category_days (member_id, day, category, spend, quantity) "
-            "SELECT member_id, day, c, SUM(spend) / 2, SUM(visits) FROM member_days, "
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "SELECT member_id, day, 'c', c, 0, SUM(spend) / 2, SUM(visits) FROM member_days, "
             "(VALUES ('food'), ('drink')) AS v(c) GROUP BY member_id, day, c"
         )
         tx.run(

@@ -58,6 +58,11 @@ WINDOW_KINDS = ("visits", "spend", "category_spend")
 WINDOW_COLUMNS = tuple(f"{kind}_{days}" for days in ROLLED for kind in WINDOW_KINDS)
 CATEGORY_WINDOW_COLUMNS = tuple(f"spend_{days}" for days in ROLLED)
 STATS_TABLES = ("member_totals", "member_days", "member_category_days", "member_category_windows")
+"""What the statistics read as: ``member_days`` and ``member_category_days`` are views of ``member_day_rows``."""
+STATS_STORED = ("member_totals", "member_day_rows", "member_category_windows")
+"""The tables the statistics are stored in (what a rebuild empties and writes)."""
+STORE_ROW, CATEGORY_ROW = "s", "c"
+"""``member_day_rows.kind``: a store's row of a member's day (visits and spend) or a category's (spend, quantity)."""
 
 
 # -- pure: what one sale contributes -----------------------------------------------------------------
@@ -417,24 +422,16 @@ def _totals(windows: bool) -> Upsert:
 
 
 TOTALS = _totals(windows=True)
-TOTALS_COLUMNS = TOTALS.columns
-_ADD_TO_TOTALS = TOTALS.on_conflict
 TOTALS_PLAIN = _totals(windows=False)
 
 
-DAYS = Upsert(
-    "member_days",
-    ("member_id", "day", "store_id", "visits", "spend"),
-    ("text", "text", "text", "bigint", "bigint"),
-    "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
-    "spend = member_days.spend + excluded.spend",
-)
-CATEGORY_DAYS = Upsert(
-    "member_category_days",
-    ("member_id", "day", "category", "spend", "quantity"),
-    ("text", "text", "text", "bigint", "bigint"),
-    "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
-    "quantity = member_category_days.quantity + excluded.quantity",
+DAY_ROW_COLUMNS = ("member_id", "day", "kind", "item", "visits", "spend", "quantity")
+DAY_ROWS = Upsert(
+    "member_day_rows",
+    DAY_ROW_COLUMNS,
+    ("text", "text", "text", "text", "bigint", "bigint", "bigint"),
+    "ON CONFLICT (member_id, day, kind, item) DO UPDATE SET visits = member_day_rows.visits + excluded.visits, "
+    "spend = member_day_rows.spend + excluded.spend, quantity = member_day_rows.quantity + excluded.quantity",
 )
 CATEGORY_WINDOWS = Upsert(
     "member_category_windows",
@@ -446,39 +443,42 @@ CATEGORY_WINDOWS = Upsert(
 _CATEGORY_WINDOWS_EMPTY = " AND ".join(f"{c} = 0" for c in CATEGORY_WINDOW_COLUMNS)
 
 
+def _totals_rows(deltas: Deltas, now: str) -> tuple[Upsert, list[tuple[Any, ...]]]:
+    """The ``member_totals`` rows of ``deltas`` in key order, and the statement that adds them: without the
+    window columns when no sale of them falls in the rolled windows."""
+    lifetime = len(_LIFETIME)
+    in_windows = bool(deltas.last_day) or any(any(t[lifetime:]) for t in deltas.totals.values())
+    rows: list[tuple[Any, ...]] = []
+    for m, t in sorted(deltas.totals.items()):
+        span = deltas.first_last.get(m, (None, None))
+        rows.append((m, *span, deltas.last_day.get(m), *t, now) if in_windows else (m, *span, *t[:lifetime], now))
+    return (TOTALS if in_windows else TOTALS_PLAIN), rows
+
+
+def day_rows(deltas: Deltas) -> list[tuple[Any, ...]]:
+    """The ``member_day_rows`` rows of ``deltas`` in key order: each store's and each category's of a day."""
+    stores = [((m, d, STORE_ROW, s), (v, n, 0)) for (m, d, s), (v, n) in deltas.days.items()]
+    categories = [((m, d, CATEGORY_ROW, c), (0, n, q)) for (m, d, c), (n, q) in deltas.categories.items()]
+    return [(*k, *v) for k, v in sorted(stores + categories)]
+
+
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
-    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go. The four
+    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go. The three
     tables' rows go in one statement (``upsert_together``: one round trip on PostgreSQL)."""
     now = now or utc_now()
     windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
-    lifetime = len(_LIFETIME)
-    in_windows = bool(deltas.last_day) or any(any(t[lifetime:]) for t in deltas.totals.values())
-    spans = {m: deltas.first_last.get(m, (None, None)) for m in deltas.totals}
-    held = sorted(deltas.totals.items())
-    if in_windows:
-        spec, totals = TOTALS, [(m, *spans[m], deltas.last_day.get(m), *t, now) for m, t in held]
-    else:
-        spec, totals = TOTALS_PLAIN, [(m, *spans[m], *t[:lifetime], now) for m, t in held]
-    days = sorted(deltas.days.items())
-    cats = sorted(deltas.categories.items())
+    spec, totals = _totals_rows(deltas, now)
+    rows = day_rows(deltas)
     now_held = upsert_together(
         tx,
-        [
-            (spec, totals),
-            (CATEGORY_DAYS, [(*k, v[0], v[1]) for k, v in cats]),
-            (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows]),
-        ],
-        (DAYS, [(*k, v[0], v[1]) for k, v in days], "member_id, day, store_id, visits, spend"),
+        [(spec, totals), (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows])],
+        (DAY_ROWS, rows, "member_id, day, kind, item, visits, spend"),
     )
-    _roll_days(tx, deltas.days, now_held)
+    _roll_days(tx, deltas.days, [(m, d, i, v, n) for m, d, k, i, v, n in now_held if k == STORE_ROW])
     tx.many(
-        "DELETE FROM member_days WHERE member_id = ? AND day = ? AND store_id = ? AND visits = 0 AND spend = 0",
-        [k for k, v in days if v[0] < 0 or v[1] < 0],
-    )
-    tx.many(
-        "DELETE FROM member_category_days WHERE member_id = ? AND day = ? AND category = ? AND spend = 0 "
-        "AND quantity = 0",
-        [k for k, v in cats if v[0] < 0 or v[1] < 0],
+        "DELETE FROM member_day_rows WHERE member_id = ? AND day = ? AND kind = ? AND item = ? AND visits = 0 "
+        "AND spend = 0 AND quantity = 0",
+        [r[:4] for r in rows if min(r[4:]) < 0],
     )
     tx.many(
         f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
@@ -552,7 +552,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     now = utc_now()
     state = windows_state(tx, hold=True)  # both members' windows are as of one day: no roll in between
     winner_before = rollup.member_rows(tx, [winner])
-    copied = ", ".join(TOTALS_COLUMNS[1:-1])
+    copied = ", ".join(TOTALS.columns[1:-1])
     both = [
         (day, store)
         for _, day, store, _ in _checkins(tx, "member_id = ?", [loser])
@@ -564,22 +564,13 @@ def move(tx: Tx, loser: str, winner: str) -> None:
         [winner, loser, winner],
     )
     tx.run(
-        f"INSERT INTO member_totals ({', '.join(TOTALS_COLUMNS)}) "
-        f"SELECT ?, {copied}, ? FROM member_totals WHERE member_id = ? " + _ADD_TO_TOTALS,
+        f"INSERT INTO member_totals ({', '.join(TOTALS.columns)}) "
+        f"SELECT ?, {copied}, ? FROM member_totals WHERE member_id = ? " + TOTALS.on_conflict,
         [winner, now, loser],
     )
     tx.run(
-        "INSERT INTO member_days (member_id, day, store_id, visits, spend) "
-        "SELECT ?, day, store_id, visits, spend FROM member_days WHERE member_id = ? "
-        "ON CONFLICT (member_id, day, store_id) DO UPDATE SET visits = member_days.visits + excluded.visits, "
-        "spend = member_days.spend + excluded.spend",
-        [winner, loser],
-    )
-    tx.run(
-        "INSERT INTO member_category_days (member_id, day, category, spend, quantity) "
-        "SELECT ?, day, category, spend, quantity FROM member_category_days WHERE member_id = ? "
-        "ON CONFLICT (member_id, day, category) DO UPDATE SET spend = member_category_days.spend + excluded.spend, "
-        "quantity = member_category_days.quantity + excluded.quantity",
+        f"INSERT INTO member_day_rows ({', '.join(DAY_ROW_COLUMNS)}) "
+        f"SELECT ?, {', '.join(DAY_ROW_COLUMNS[1:])} FROM member_day_rows WHERE member_id = ? " + DAY_ROWS.on_conflict,
         [winner, loser],
     )
     moved = ", ".join(CATEGORY_WINDOW_COLUMNS)
@@ -608,10 +599,13 @@ def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]], ro
     by the move, are counted once (the loser's row is gone), and the visit span is read again; so are the
     windows as of ``rolled`` (None: none complete; a build under way builds the winner from its daily rows)."""
     tx.many(
-        "UPDATE member_days SET visits = visits - 1 WHERE member_id = ? AND day = ? AND store_id = ?",
-        [(member_id, day, store) for day, store in both],
+        "UPDATE member_day_rows SET visits = visits - 1 WHERE member_id = ? AND day = ? AND kind = ? AND item = ?",
+        [(member_id, day, STORE_ROW, store) for day, store in both],
     )
-    tx.run("DELETE FROM member_days WHERE member_id = ? AND visits = 0 AND spend = 0", [member_id])
+    tx.run(
+        "DELETE FROM member_day_rows WHERE member_id = ? AND kind = ? AND visits = 0 AND spend = 0",
+        [member_id, STORE_ROW],
+    )
     first, last = visit_span(tx, member_id)
     tx.run(
         "UPDATE member_totals SET visits = visits - ?, first_visit = ?, last_visit = ? WHERE member_id = ?",
@@ -629,11 +623,13 @@ def forget(tx: Tx, member_id: str) -> int:
     rows deleted. Holds the windows' day: a roll running meanwhile would write the member's rows again."""
     windows_day(tx, hold=True)
     tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
-    gone = tx.all("DELETE FROM member_days WHERE member_id = ? RETURNING day, store_id, visits, spend", [member_id])
-    rows = [(str(d), str(s), int(v), int(n)) for d, s, v, n in gone]  # what went, exactly: the report's too
+    gone = tx.all(
+        "DELETE FROM member_day_rows WHERE member_id = ? RETURNING day, kind, item, visits, spend", [member_id]
+    )
+    rows = [(str(d), str(i), int(v), int(n)) for d, k, i, v, n in gone if k == STORE_ROW]  # the report's too
     rollup.add(tx, rollup.member_day_deltas(rows, []))
-    others = [t for t in STATS_TABLES if t != "member_days"]
-    return len(rows) + sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in others)
+    others = [t for t in STATS_STORED if t != "member_day_rows"]
+    return len(gone) + sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in others)
 
 
 def compute(tx: Tx) -> Deltas:
@@ -666,7 +662,7 @@ def rebuild(tx: Tx) -> dict[str, int]:
     state = windows_state(tx, update=True)
     rolled = state.building or state.day
     deltas = compute(tx)
-    for table in STATS_TABLES:
+    for table in STATS_STORED:
         tx.run(f"DELETE FROM {table}")
     now = utc_now()
     spans = deltas.first_last  # widened only by sales that still count a visit
@@ -675,10 +671,10 @@ def rebuild(tx: Tx) -> dict[str, int]:
         ("member_id", "first_visit", "last_visit", "visits", "spend", "coupons_redeemed", "updated_at"),
         [(m, *spans.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
     )
-    days = [(*k, v[0], v[1]) for k, v in sorted(deltas.days.items()) if v[0] or v[1]]
-    tx.insert_rows("member_days", ("member_id", "day", "store_id", "visits", "spend"), days)
-    cats = [(*k, v[0], v[1]) for k, v in sorted(deltas.categories.items()) if v[0] or v[1]]
-    tx.insert_rows("member_category_days", ("member_id", "day", "category", "spend", "quantity"), cats)
+    kept = [r for r in day_rows(deltas) if any(r[4:])]
+    tx.insert_rows("member_day_rows", DAY_ROW_COLUMNS, kept)
+    days = [r for r in kept if r[2] == STORE_ROW]
+    cats = [r for r in kept if r[2] == CATEGORY_ROW]
     windows = 0
     if rolled is not None:
         windows = build_windows(tx, rolled)

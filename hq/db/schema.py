@@ -707,6 +707,31 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             OnPostgres("CLUSTER member_totals USING member_totals_pkey"),
         ],
     ),
+    # A member's daily rows in one table: the day's row of each store visited (kind 's', item: the store) and
+    # of each category bought (kind 'c', item: the category), under one key, so a sale's rows sit side by side
+    # in one leaf of one index instead of a leaf of each of two big indexes (a page image each after a
+    # checkpoint: docs/performance.md). member_days and member_category_days stay, as views: what reads them
+    # is unchanged; what writes goes to member_day_rows. The index by day holds the stores' rows only (what
+    # the segments over a span of days and the figures read).
+    (
+        "m041_day_rows",
+        [
+            "CREATE TABLE member_day_rows (member_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, "
+            "item TEXT NOT NULL, visits BIGINT NOT NULL, spend BIGINT NOT NULL, quantity BIGINT NOT NULL, "
+            "PRIMARY KEY (member_id, day, kind, item))",
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "SELECT member_id, day, 's', store_id, visits, spend, 0 FROM member_days",
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "SELECT member_id, day, 'c', category, 0, spend, quantity FROM member_category_days",
+            "DROP TABLE member_days",
+            "DROP TABLE member_category_days",
+            "CREATE VIEW member_days AS SELECT member_id, day, item AS store_id, visits, spend FROM member_day_rows "
+            "WHERE kind = 's'",
+            "CREATE VIEW member_category_days AS SELECT member_id, day, item AS category, spend, quantity "
+            "FROM member_day_rows WHERE kind = 'c'",
+            "CREATE INDEX idx_member_day_rows_day ON member_day_rows (day, member_id) WHERE kind = 's'",
+        ],
+    ),
 ]
 
 

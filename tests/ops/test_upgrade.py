@@ -283,3 +283,49 @@ def test_member_totals_keeps_room_for_a_sale_to_update_its_row_in_place(
                 )
         finally:
             store.close()
+
+
+def test_the_daily_rows_move_into_one_table_and_read_as_before(
+    pg_server: PgServer,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """m041_day_rows on a head office that held daily statistics: every store's and category's row of a day
+    moves into member_day_rows, member_days and member_category_days read the same rows as before (views),
+    and a sale's statistics are written to the one table, on both engines."""
+    from hq import stats
+    from tests.fixtures.hq import migrated_before
+
+    days = [(f"M-{n:03d}", f"2026-02-{1 + n % 28:02d}", f"S{n % 3}", 1, 100 + n) for n in range(300)]
+    cats = [(m, d, c, spend // 2, 1) for m, d, _, _, spend in days for c in ("food", "wine")]
+    for url in (pg_server.fresh_schema(), str(tmp_path / "hq.db")):
+        db = migrated_before(url, "m041_day_rows")
+        try:
+            with db.write() as tx:
+                tx.many(
+                    "INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES (?, ?, ?, ?, ?)", days
+                )
+                tx.many(
+                    "INSERT INTO member_category_days (member_id, day, category, spend, quantity) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    cats,
+                )
+        finally:
+            db.close()
+        store = HqStore(url, backup=False)
+        try:
+            with store.db.write() as tx:
+                assert sorted(tx.all("SELECT * FROM member_days")) == sorted(days)
+                assert sorted(tx.all("SELECT * FROM member_category_days")) == sorted(cats)
+                assert tx.one("SELECT COUNT(*) FROM member_day_rows") == (900,)
+                deltas = stats.Deltas()
+                deltas.days[("M-000", "2026-02-01", "S0")] = [1, 50]
+                deltas.categories[("M-000", "2026-02-01", "food")] = [50, 2]
+                stats.write(tx, deltas)
+                assert tx.all("SELECT visits, spend FROM member_days WHERE member_id = 'M-000'") == [(2, 150)]
+                assert tx.all(
+                    "SELECT spend, quantity FROM member_category_days WHERE member_id = 'M-000' AND category = 'food'"
+                ) == [(100, 3)]
+            with pytest.raises(Exception, match="(?i)view|refused"), store.db.write() as tx:  # not a table
+                tx.run("INSERT INTO member_days VALUES ('M-9', '2026-02-01', 'S0', 1, 1)")
+        finally:
+            store.close()

@@ -27,6 +27,7 @@ import pytest
 
 from terminal import __version__
 from tests.fixtures.hq import free_port
+from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -543,3 +544,53 @@ def test_the_installed_wheel_settles_a_merchant_whose_timing_changed(installed: 
     run("hq", "settlement", "statement", period, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
     assert csv.read_bytes() == first and b"charged" in first
     assert json.loads(run("hq", "ledger", "check", "--db", db).stdout)["ok"] is True
+
+
+def test_the_installed_head_office_keeps_statistics_on_postgresql(
+    installed: Path,
+    tmp_path: Path,
+    pg_server: PgServer,  # noqa: F811 - the fixture
+) -> None:
+    """Head office from the wheel on PostgreSQL: its migrations (m040's PostgreSQL-only storage setting, m041's
+    views among them) make the schema, a till's sale reaches the member's statistics through the one-statement
+    write, and the statistics rebuilt from the journal are the same."""
+    import json
+
+    import psycopg
+
+    url, tillpoint = pg_server.fresh_schema(), str(installed / "tillpoint")
+    run = Cli(tillpoint, tmp_path)
+    run("hq", "add-member", "M-P", "Pia Park", "--db", url)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", url).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+
+    def shown() -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(run("hq", "stats", "show", "M-P", "--json", "--db", url).stdout)
+        return answer
+
+    with hq_and_till(tillpoint, tmp_path, url, token, key) as (config, alive):
+
+        def sold() -> dict[str, Any] | None:
+            alive()
+            done = run(
+                "sale", "2500", "--member", "M-P", "--category", "food", "--json", "--config", str(config), check=False
+            )
+            if done.returncode != 0:  # the daemon not up, or the member not pulled yet
+                assert any(code in done.stdout + done.stderr for code in NOT_READY), done.stdout + done.stderr
+                return None
+            answer: dict[str, Any] = json.loads(done.stdout)
+            return answer
+
+        wait_until(lambda: sold(), 60, "a member's sale once the till is up")
+        wait_until(lambda: shown()["visits"] == 1 or None, 30, "head office counting the sale")
+    kept = shown()
+    assert (kept["visits"], kept["spend"]) == (1, 2500), kept
+    assert json.loads(run("hq", "stats", "rebuild", "--json", "--db", url).stdout)["member_totals"] == 1
+    assert shown() == kept
+    with psycopg.connect(url) as conn:
+        (options,) = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'member_totals'::regclass").fetchone()
+        day_rows = conn.execute("SELECT kind, item, visits, spend FROM member_day_rows ORDER BY kind").fetchall()
+    assert options == ["fillfactor=80"]
+    assert day_rows == [("c", "food", 0, 2500), ("s", "S-001", 1, 2500)]  # m041: one table, read through views

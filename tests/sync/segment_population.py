@@ -96,9 +96,14 @@ def load(db: Db, pop: Population) -> None:
             "INSERT INTO consents (member_id, wording_version, channel, given_at, withdrawn_at) VALUES (?, ?, ?, ?, ?)",
             [(mid, "v1", channel, now, withdrawn) for mid, channel, withdrawn in pop.consents],
         )
-        tx.many("INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES (?, ?, ?, ?, ?)", pop.days)
         tx.many(
-            "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "VALUES (?, ?, 's', ?, ?, ?, 0)",
+            pop.days,
+        )
+        tx.many(
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "VALUES (?, ?, 'c', ?, 0, ?, ?)",
             pop.category_days,
         )
         totals: dict[str, list[Any]] = {}

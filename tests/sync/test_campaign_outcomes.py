@@ -74,9 +74,14 @@ def plant(hq: HqStore, uplift: float, seed: int = 5) -> None:
             days.append((member_id, day, "S1", 1, 1000))
             cats.append((member_id, day, "food", 1000, 1))
     with hq.db.write() as tx:
-        tx.many("INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES (?, ?, ?, ?, ?)", days)
         tx.many(
-            "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "VALUES (?, ?, 's', ?, ?, ?, 0)",
+            days,
+        )
+        tx.many(
+            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
+            "VALUES (?, ?, 'c', ?, 0, ?, ?)",
             cats,
         )
 

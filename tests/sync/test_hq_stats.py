@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from hq import checkins, rollup, segments, stats
 from hq.db.engine import Tx
+from hq.ingest import SeqConflict
 from hq.store import HqStore
 from hq.wallet import checkin
 from sync import checkins as codes
@@ -231,6 +232,24 @@ def test_incremental_statistics_equal_a_rebuild_from_the_journal(hq: HqStore) ->
     }
 
 
+def test_a_replayed_push_or_a_borrowed_txn_id_changes_no_statistic(hq: HqStore) -> None:
+    """A replaying network sends a till's push again; a stolen credential of another till sends a bigger sale
+    under a txn id head office holds already. The push's own payloads stand in for the journal's in the stage,
+    so neither may count: the statistics stay as they were and equal a rebuild."""
+    assert roll(hq, "2026-01-05") == 1
+    scenario(hq)
+    till = Till(hq, "T9", "S1")
+    sale = till.entry("sale", entries.sale("M-1", 1200, lines=lines(("food", 4, 300))), day=4)
+    hq.ingest("T9", [sale])
+    kept = snapshot(hq)
+    hq.ingest("T9", [sale])  # the same push again
+    borrowed = Till(hq, "T8", "S1").entry("sale", entries.sale("M-1", 90_000, lines=lines(("food", 300, 300))), 4)
+    with pytest.raises(SeqConflict):  # refused whole: nothing of the push is stored
+        hq.ingest("T8", [borrowed.model_copy(update={"txn_id": sale.txn_id})])
+    assert snapshot(hq) == kept
+    assert rebuilt(hq) == kept
+
+
 def test_rolling_the_windows_forward_equals_building_them_on_that_day(hq: HqStore) -> None:
     roll(hq, "2026-01-05")
     scenario(hq)
@@ -335,7 +354,7 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq
 def test_erasure_leaves_no_statistics_and_no_profile(hq: HqStore) -> None:
     scenario(hq)
     with hq.db.read() as tx:
-        for table in (*stats.STATS_TABLES, "member_profiles", "member_attributes", "consents"):
+        for table in (*stats.STATS_TABLES, *stats.STATS_STORED, "member_profiles", "member_attributes", "consents"):
             assert tx.all(f"SELECT * FROM {table} WHERE member_id = ?", ["M-3"]) == [], table
         assert tx.all("SELECT * FROM member_totals WHERE member_id = ?", ["M-4"]) == []  # merged away
 
