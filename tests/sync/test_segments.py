@@ -441,3 +441,32 @@ def test_random_definitions_through_the_rolled_windows_match_the_oracle(
         compiled = segments.compiled_in(tx, definition, AS_OF)
         got = {str(r[0]) for r in tx.all(compiled.sql, compiled.params)}
     assert got == oracle(population, definition.model_dump(mode="json")["where"], AS_OF)
+
+
+def test_a_segment_read_in_parallel_workers_gives_the_same_members(pg_url: str, population: Population) -> None:
+    """PostgreSQL reads a whole segment with parallel workers made cheap to its planner (``prepare``): at a
+    million members it sorts RFM's quintiles in two workers and merges them. Here, with workers free and
+    every table big enough for them, each condition still gives the oracle's members, RFM's plan with
+    workers in it; and a whole read is prepared with the cheaper workers, a check of one member without."""
+    hq = HqStore(pg_url)
+    try:
+        load(hq.db, population)
+        roll(hq, AS_OF)
+        for where in CONDITIONS:
+            with hq.db.read() as tx:
+                compiled = segments.compiled_in(tx, segment(where), AS_OF)
+                segments.prepare(tx)
+                for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_table_scan_size"):
+                    tx.run(f"SET LOCAL {setting} = 0")
+                got = {str(r[0]) for r in tx.all(compiled.sql, compiled.params)}
+                plan = "\n".join(str(r[0]) for r in tx.all("EXPLAIN " + compiled.sql, compiled.params))
+            assert got == oracle(population, where, AS_OF), where
+            if where is CONDITIONS[0]:  # RFM's quintiles
+                assert "Workers Planned" in plan, plan
+        for whole, expected in ((True, ("100", "0.01")), (False, ("1000", "0.1"))):
+            with hq.db.read() as tx:
+                segments.prepare(tx, whole=whole)
+                shown = tx.one("SELECT current_setting('parallel_setup_cost'), current_setting('parallel_tuple_cost')")
+            assert shown == expected, whole
+    finally:
+        hq.close()
