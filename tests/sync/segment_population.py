@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from hq.db.engine import Db
+from hq.db.engine import Db, Tx
 from hq.segments import SHARE_SCALE, window
+from hq.stats import CATEGORY_ROW, DAY_ROW_COLUMNS, STORE_ROW
 
 AS_OF = date(2026, 3, 1)
 STORES = ["S1", "S2", "S3", "S'; DROP TABLE members; --"]
@@ -31,6 +33,14 @@ class Population:
         default_factory=list
     )  # member, day, category, spend, qty
     erased: set[str] = field(default_factory=set)
+
+
+def put_daily_rows(tx: Tx, days: Sequence[tuple[Any, ...]], categories: Sequence[tuple[Any, ...]]) -> None:
+    """Daily statistics rows written directly, in the shapes they read as: ``member_days`` (member, day,
+    store, visits, spend) and ``member_category_days`` (member, day, category, spend, quantity)."""
+    stores = [(m, d, STORE_ROW, s, v, n, 0) for m, d, s, v, n in days]
+    bought = [(m, d, CATEGORY_ROW, c, 0, n, q) for m, d, c, n, q in categories]
+    tx.insert_rows("member_day_rows", DAY_ROW_COLUMNS, stores + bought)
 
 
 def generate(seed: int = 7, size: int = 240) -> Population:
@@ -96,16 +106,7 @@ def load(db: Db, pop: Population) -> None:
             "INSERT INTO consents (member_id, wording_version, channel, given_at, withdrawn_at) VALUES (?, ?, ?, ?, ?)",
             [(mid, "v1", channel, now, withdrawn) for mid, channel, withdrawn in pop.consents],
         )
-        tx.many(
-            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
-            "VALUES (?, ?, 's', ?, ?, ?, 0)",
-            pop.days,
-        )
-        tx.many(
-            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
-            "VALUES (?, ?, 'c', ?, 0, ?, ?)",
-            pop.category_days,
-        )
+        put_daily_rows(tx, pop.days, pop.category_days)
         totals: dict[str, list[Any]] = {}
         for mid, day, _store, visits, spend in pop.days:
             t = totals.setdefault(mid, [day, day, 0, 0])

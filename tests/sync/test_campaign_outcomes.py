@@ -18,6 +18,7 @@ from hq import campaigns, outcomes, segments
 from hq.store import HqStore
 from sync.protocol import WireEntry
 from tests.fixtures import entries
+from tests.sync.segment_population import put_daily_rows
 
 START = date(2026, 3, 1)
 MORNING = "2026-03-01T01:00:00+00:00"
@@ -74,16 +75,7 @@ def plant(hq: HqStore, uplift: float, seed: int = 5) -> None:
             days.append((member_id, day, "S1", 1, 1000))
             cats.append((member_id, day, "food", 1000, 1))
     with hq.db.write() as tx:
-        tx.many(
-            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
-            "VALUES (?, ?, 's', ?, ?, ?, 0)",
-            days,
-        )
-        tx.many(
-            "INSERT INTO member_day_rows (member_id, day, kind, item, visits, spend, quantity) "
-            "VALUES (?, ?, 'c', ?, 0, ?, ?)",
-            cats,
-        )
+        put_daily_rows(tx, days, cats)
 
 
 def campaign(hq: HqStore, **kw: Any) -> None:
