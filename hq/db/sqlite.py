@@ -125,7 +125,8 @@ class SqliteDb:
                 yield SqliteTx(self._conn)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite ends it itself on some errors (a full disk: SQLITE_FULL)
+                    self._conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
@@ -135,7 +136,8 @@ class SqliteDb:
             try:
                 yield SqliteTx(self._conn)
             finally:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         return transact_with_retries(self, fn)

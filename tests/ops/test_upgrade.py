@@ -330,3 +330,40 @@ def test_the_daily_rows_move_into_one_table_and_read_as_before(
                 tx.run("INSERT INTO member_days VALUES ('M-9', '2026-02-01', 'S0', 1, 1)")
         finally:
             store.close()
+
+
+def test_a_disk_that_fills_during_the_daily_rows_copy_leaves_them_where_they_were(small_disk: Path) -> None:
+    """m041_day_rows copies every daily row in its one transaction. The disk fills up half-way: the migration
+    fails as a storage error, the database is still at m040 with every row in the two old tables, and once
+    there is room again the next start moves them all."""
+    from hq.db.schema import migrate
+    from tests.fixtures.hq import migrated_before
+    from tests.ops.helpers import fill
+
+    url = str(small_disk / "hq.db")
+    days = [(f"M-{n:05d}", f"2026-02-{1 + n % 28:02d}", f"S{n % 3}", 1, 100 + n) for n in range(1_500)]
+    cats = [(m, d, c, spend // 2, 1) for m, d, _, _, spend in days for c in ("food", "wine")]
+    db = migrated_before(url, "m041_day_rows")
+    try:
+        with db.write() as tx:
+            tx.many("INSERT INTO member_days (member_id, day, store_id, visits, spend) VALUES (?, ?, ?, ?, ?)", days)
+            tx.many(
+                "INSERT INTO member_category_days (member_id, day, category, spend, quantity) VALUES (?, ?, ?, ?, ?)",
+                cats,
+            )
+        filler = fill(small_disk)
+        os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room to open and read, not to copy
+        with pytest.raises(StorageFailed, match="full"):
+            migrate(db, backup=False)
+        with db.read() as tx:
+            assert "m041_day_rows" not in {r[0] for r in tx.all("SELECT name FROM hq_migrations")}
+            assert sorted(tx.all("SELECT * FROM member_days")) == sorted(days)
+            assert sorted(tx.all("SELECT * FROM member_category_days")) == sorted(cats)
+        filler.unlink()
+        assert migrate(db, backup=False) == ["m041_day_rows"]
+        with db.read() as tx:
+            assert sorted(tx.all("SELECT * FROM member_days")) == sorted(days)
+            assert sorted(tx.all("SELECT * FROM member_category_days")) == sorted(cats)
+            assert tx.one("SELECT COUNT(*) FROM member_day_rows") == (len(days) + len(cats),)
+    finally:
+        db.close()
