@@ -35,7 +35,7 @@ from hq import businessday, checkins, ledger, merchants, policy, pools, rollup, 
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.policy import Actor, Breach, ProofLevel
-from hq.recompute import differences, refund_claw
+from hq.recompute import differences, refund_priced
 from sync.protocol import (
     AnyPayload,
     EntryKind,
@@ -54,6 +54,7 @@ from sync.protocol import (
 )
 from terminal.loyalty import DEFAULT_BASE_RULE
 from terminal.model import EarnRule, seq_ranges
+from terminal.pricing import RefundResult
 
 REVERSING_KINDS = frozenset({EntryKind.REFUND.value, EntryKind.VOID.value})
 MAX_GAPS = 100
@@ -524,9 +525,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED:
             continue
         before = left.get(refund.original_txn)
-        breach = policy.check_reversal(before, refund, batch.facts[i].member_id)
-        if breach is None and before is not None:
-            breach = policy.check_clawback(before, refund, isinstance(refund, VoidPayload), pricer.claw(refund))
+        breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id)
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
@@ -541,6 +540,22 @@ SALE_LEFT_SQL = (
 )
 
 
+def _reversal_breach(
+    pricer: _RefundPricer, left: policy.SaleLeft | None, refund: RefundPayload, member_id: str | None
+) -> Breach | None:
+    """What is wrong with a refund or void against its sale (``left``: what the sale has left), if anything:
+    it names a sale head office holds, of its member, gives back no more money, stored value or points than
+    the sale took, takes back the points the rules take back, and gives back only the coupons they give back."""
+    breach = policy.check_reversal(left, refund, member_id)
+    if breach is not None or left is None:
+        return breach
+    priced = pricer.price(refund)
+    is_void = isinstance(refund, VoidPayload)
+    return policy.check_clawback(
+        left, refund, is_void, priced.points_clawed if priced else None
+    ) or policy.check_coupons_back(refund, is_void, priced.coupons_restored if priced else None)
+
+
 class _RefundPricer:
     """What head office's rules take back for a partial refund: the sale and the refunds before it,
     priced again (read once per sale and batch)."""
@@ -551,7 +566,8 @@ class _RefundPricer:
         self.earlier: dict[str, list[RefundPayload]] = {}
         self._coupons: dict[str, Any] = {}
 
-    def claw(self, refund: RefundPayload) -> int | None:
+    def price(self, refund: RefundPayload) -> RefundResult | None:
+        """What the rules take and give back for ``refund`` (None: a void, or head office cannot price it)."""
         if isinstance(refund, VoidPayload) or not self.batch.settings.recompute:
             return None
         sale = self.sales.get(refund.original_txn) or self._stored_sale(refund.original_txn)
@@ -563,7 +579,7 @@ class _RefundPricer:
             priced = documents.for_sale(sale, self._coupon_docs(sale))  # the versions the sale was priced with
             if isinstance(priced.program, Exception):
                 return None
-            return refund_claw(sale, self.earlier[refund.original_txn], refund, priced.program, priced.coupons)
+            return refund_priced(sale, self.earlier[refund.original_txn], refund, priced.program, priced.coupons)
         except Exception:  # noqa: BLE001 - a refund head office cannot price is left to the till's figure
             return None
 
@@ -693,14 +709,7 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
         left = _sale_left(tuple(row)) if row is not None else None
-        if (
-            left is None
-            or policy.check_reversal(left, refund, member_id) is not None
-            or policy.check_clawback(
-                left, refund, isinstance(refund, VoidPayload), _RefundPricer(tx, batch).claw(refund)
-            )
-            is not None
-        ):
+        if left is None or _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id) is not None:
             continue
         _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
 

@@ -34,7 +34,7 @@ reconciliation item with a stable ``Reason``; an administrator releases or rejec
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -189,6 +189,22 @@ def check_clawback(left: SaleLeft, refund: RefundPayload, is_void: bool, rules_t
         Reason.REFUND_KEEPS_POINTS,
         refund.original_txn,
         {"original_txn": refund.original_txn, "clawed": refund.points_clawed, "rules_take": min(needed, keeps)},
+    )
+
+
+def check_coupons_back(refund: RefundPayload, is_void: bool, rules_give: Sequence[str] | None) -> Breach | None:
+    """A refund gives back only the coupon uses the rules give back for what it returns (``rules_give``, head
+    office's own pricing of the basket that stays; None: it could not price it): a coupon the basket that
+    stays still qualifies for stays used. A void gives back every coupon of its sale."""
+    if is_void or rules_give is None:
+        return None
+    beyond = sorted(set(refund.coupons_restored) - set(rules_give))
+    if not beyond:
+        return None
+    return Breach(
+        Reason.REFUND_EXCEEDS_SALE,
+        refund.original_txn,
+        {"original_txn": refund.original_txn, "coupons_restored": {"returned": beyond, "rules_give": list(rules_give)}},
     )
 
 

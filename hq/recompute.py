@@ -61,15 +61,16 @@ def differences(
     return {k: (theirs[k], v) for k, v in mine.items() if theirs[k] != v}
 
 
-def refund_claw(
+def refund_priced(
     sale: SalePayload,
     earlier: Sequence[RefundPayload],
     refund: RefundPayload,
     program: ly.Program,
     coupon_docs: Mapping[str, Mapping[str, Any]],
-) -> int:
-    """The points head office's rules take back for ``refund`` of ``sale``, after the ``earlier`` refunds:
-    the basket that stays is priced again, as the till does (``terminal.pricing.refund``)."""
+) -> pricing.RefundResult:
+    """What head office's rules give and take back for ``refund`` of ``sale``, after the ``earlier`` refunds
+    (the points they take back, the coupons they give back): the basket that stays is priced again, as the
+    till does (``terminal.pricing.refund``)."""
     lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
     state = pricing.SaleState(
         Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed - sale.reward_points, tuple(sale.coupons)
@@ -78,7 +79,7 @@ def refund_claw(
     used = [cp.parse_coupon(cid, coupon_docs[cid]) for cid in sale.coupons if cid in coupon_docs]
     for before in earlier:
         state = pricing.refund(program, state, _returned(before), ctx, used).after
-    return pricing.refund(program, state, _returned(refund), ctx, used).points_clawed
+    return pricing.refund(program, state, _returned(refund), ctx, used)
 
 
 def _returned(refund: RefundPayload) -> dict[int, int]:

@@ -250,7 +250,7 @@ class Effects:
     restore_lots: tuple[tuple[str, int], ...] = ()  # lots given back points by a refund
     claw_lot: tuple[str, int] | None = None  # (lot id, points) taken back from a refunded sale's lot
     coupon_uses: tuple[tuple[str, int], ...] = ()  # (coupon id, +1 used / -1 given back)
-    coupon_limits: tuple[tuple[str, int, int, int, int], ...] = ()
+    coupon_limits: tuple[tuple[str, int, int, int, int, bool], ...] = ()
     """(coupon id, global limit, per-member limit, uses the document states, the member's uses it states)"""
     coupon_pools: tuple[tuple[str, str], ...] = ()
     """(coupon id, pool id) of the pooled coupons a sale uses: each takes a unit of this till's allocation,

@@ -275,7 +275,10 @@ class Service:
         for coupon, known, known_mine in parsed:
             local, mine, chain = uses.get(coupon.coupon_id, (0, 0, 0))
             room = headroom.get(coupon.pool) if coupon.pool is not None else None
-            offers.append(cp.Offer(coupon, max(known, chain) + local, known_mine + mine, room))
+            used = max(known, chain) + local
+            # A personal coupon's every use is its member's: what other tills used of it counts too.
+            by_member = max(known_mine + mine, used) if coupon.member_id is not None else known_mine + mine
+            offers.append(cp.Offer(coupon, used, by_member, room))
         return offers, unknown
 
     @staticmethod
@@ -288,12 +291,14 @@ class Service:
                 pooled.append((coupon_id, pool))
         return tuple(pooled)
 
-    def _coupon_limits(self, texts: dict[str, str]) -> tuple[tuple[str, int, int, int, int], ...]:
-        """Each coupon's limits and the uses its document states, for the check at commit."""
+    def _coupon_limits(self, texts: dict[str, str]) -> tuple[tuple[str, int, int, int, int, bool], ...]:
+        """Each coupon's limits, the uses its document states and whether it is one member's, for the check
+        at commit."""
         limits = []
         for coupon_id, text in sorted(texts.items()):
             coupon, stated, stated_mine = _parse_coupon(coupon_id, text)
-            limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine))
+            personal = coupon.member_id is not None
+            limits.append((coupon_id, coupon.limit_global, coupon.limit_per_member, stated, stated_mine, personal))
         return tuple(limits)
 
     def tier_progress(self, member_id: str) -> str | None:

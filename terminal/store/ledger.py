@@ -130,13 +130,15 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
     if fx.gift is not None:
         giftcards.write(conn, txn_id, fx.gift, topups.tally(conn, "", fx.gift.day), _iso(fx.now) or "")
     _stored_value(conn, txn_id, fx)
-    for coupon_id, global_limit, member_limit, stated, stated_mine in fx.coupon_limits:
+    for coupon_id, global_limit, member_limit, stated, stated_mine, personal in fx.coupon_limits:
         total, mine = coupon_uses(conn, coupon_id, fx.member_id)
         row = conn.execute("SELECT uses FROM hq_coupon_uses WHERE coupon_id = ?", (coupon_id,)).fetchone()
         chain = int(row[0]) if row else 0  # head office's count, which holds this till's acknowledged uses
-        if global_limit and max(stated, chain) + total >= global_limit:
+        used = max(stated, chain) + total
+        if global_limit and used >= global_limit:
             raise Rejected(Code.COUPON_USED_UP)
-        if member_limit and stated_mine + mine >= member_limit:
+        by_member = max(stated_mine + mine, used) if personal else stated_mine + mine  # one member's: all its uses
+        if member_limit and by_member >= member_limit:
             raise Rejected(Code.COUPON_ALREADY_USED)
     _check_pools(conn, fx.coupon_pools)
     for lot_id, taken in fx.spend_lots:

@@ -315,6 +315,23 @@ def test_a_refund_that_arrives_before_its_sale_waits_and_then_applies(store: HqS
     assert store.effects("T1") == {1: Effect.APPLIED, 2: Effect.APPLIED}
 
 
+def test_a_refund_that_arrives_before_its_sale_is_checked_against_it_when_it_comes(store: HqStore) -> None:
+    over = WireEntry(
+        terminal_id="T1",
+        seq=2,
+        txn_id="T1-2",
+        kind="refund",
+        created_at=CREATED,
+        payload=entries.refund("T1-1", money_back=5000, restored=300, store_id="S1"),  # more than the sale took
+    )
+    store.ingest("T1", [over])
+    store.ingest("T1", [sale(1, points_delta=-300)])
+    reasons = {(i.reason, i.state) for i in store.items()}
+    assert (Reason.REFUND_UNKNOWN_SALE, ItemState.OPEN) in reasons  # still held: never applied by itself
+    assert store.effects("T1") == {1: Effect.APPLIED, 2: Effect.QUARANTINED}
+    assert store.member("M-1").points == 700  # type: ignore[union-attr]  # the sale's spend, nothing given back
+
+
 def test_a_released_refund_counts_against_its_sale_and_gives_its_coupons_back(store: HqStore) -> None:
     store.ingest("T1", [sale(1, points_delta=-300, coupons=["C-ONCE"])])
     assert store.coupon_uses("C-ONCE") == 1

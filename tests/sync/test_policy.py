@@ -165,3 +165,14 @@ def test_a_payment_code_is_checked_against_the_sale_and_the_revocation() -> None
     bens = sale.model_copy(update={"member_id": "M-2"})
     assert policy.check_payment_code(bens, created, device).reason is Reason.PROOF_INVALID  # type: ignore[union-attr]
     assert policy.check_payment_code(sale, created, DeviceFacts(None, None)) is not None
+
+
+def test_a_refund_gives_back_only_the_coupons_the_rules_give_back() -> None:
+    claims = RefundPayload.model_validate(entries.refund("s1", coupons_restored=("c1", "c2")))
+    assert policy.check_coupons_back(claims, False, ("c1", "c2", "c3")) is None
+    breach = policy.check_coupons_back(claims, False, ("c1",))
+    assert breach is not None and breach.reason is Reason.REFUND_EXCEEDS_SALE
+    assert breach.detail["coupons_restored"] == {"returned": ["c2"], "rules_give": ["c1"]}
+    assert policy.check_coupons_back(claims, False, ()) is not None  # a refund that returns nothing
+    assert policy.check_coupons_back(claims, True, ()) is None  # a void gives back every coupon of its sale
+    assert policy.check_coupons_back(claims, False, None) is None  # head office could not price it

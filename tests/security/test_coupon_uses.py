@@ -1,0 +1,173 @@
+"""A campaign's coupons against a real head-office process and real tills: a personal coupon is used once in
+the whole chain, not once at each till, and a refund gives back only the coupon uses head office's own pricing
+gives back. A stolen till credential pushing a refund that returns nothing cannot hand a coupon's use, or a
+flash drop's unit, back to be spent again."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+
+from hq.store import HqStore
+from terminal.model import Basket, Line
+from tests.fixtures import entries
+from tests.security.chain import Chain, Till
+
+BASKET = Basket((Line("COFFEE", 1, 1000, "coffee"),))
+EVERYONE = {"where": {"kind": "visits", "days": 3660, "max": 1_000_000_000}}
+
+
+def admin(chain: Chain, method: str, path: str, body: Any = None) -> httpx.Response:
+    return httpx.request(method, f"{chain.hq.url}{path}", json=body, headers=chain.admin_headers, timeout=30)
+
+
+def run_campaign(chain: Chain, campaign_id: str, coupon: dict[str, Any], **extra: Any) -> None:
+    """A daily campaign of ``coupon`` to every member, no control group, run now."""
+    assert admin(chain, "PUT", "/v1/admin/segments/everyone", {"name": "everyone", "definition": EVERYONE}).is_success
+    spec = {
+        "name": campaign_id,
+        "segment": "everyone",
+        "variants": [{"variant": "a", "coupon": coupon}],
+        "schedule": {"kind": "daily", "at": "00:00"},
+        "timezone": "UTC",
+        "control_share": 0.0,
+        "require_consent": False,
+        **extra,
+    }
+    assert admin(chain, "PUT", f"/v1/admin/campaigns/{campaign_id}", spec).is_success
+    ran = admin(chain, "POST", "/v1/admin/campaigns/run", {"now": dt.datetime.now(dt.UTC).isoformat()})
+    assert ran.is_success, ran.text
+
+
+def rows(chain: Chain, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.read() as tx:
+            return [tuple(r) for r in tx.all(sql, params)]
+    finally:
+        store.close()
+
+
+def coupon_of(chain: Chain, campaign_id: str, member_id: str) -> str:
+    found = rows(
+        chain,
+        "SELECT coupon_id FROM campaign_members WHERE campaign_id = ? AND member_id = ?",
+        [campaign_id, member_id],
+    )
+    assert len(found) == 1 and found[0][0], found
+    return str(found[0][0])
+
+
+def stolen_credential(chain: Chain, terminal_id: str = "T-X", store_id: str = "S-B") -> str:
+    """A till of the chain whose credential someone else holds (no honest till pushes under it)."""
+    store = HqStore(chain.hq.db)
+    try:
+        chain.tokens[terminal_id] = store.add_terminal(terminal_id, store_id)
+    finally:
+        store.close()
+    chain.seqs[terminal_id] = 0
+    return terminal_id
+
+
+def sell_with(till: Till, coupon: str) -> str:
+    quote = till.service.quote("M-1", BASKET, [coupon])
+    assert coupon in quote.coupons, quote.refused
+    return till.service.commit(quote).txn_id
+
+
+def refused_at(till: Till, coupon: str) -> str | None:
+    """Why ``till`` refuses the coupon for M-1 now (None: it takes it)."""
+    quote = till.service.quote("M-1", BASKET, [coupon])
+    return dict(quote.refused).get(coupon)
+
+
+def uses(chain: Chain, coupon: str) -> tuple[int, int]:
+    """Head office's count of the coupon's uses: in all, and by M-1."""
+    total = rows(chain, "SELECT uses FROM coupons WHERE coupon_id = ?", [coupon])
+    mine = rows(chain, "SELECT uses FROM coupon_member_uses WHERE coupon_id = ? AND member_id = 'M-1'", [coupon])
+    return int(total[0][0]), int(mine[0][0]) if mine else 0
+
+
+def test_a_personal_coupon_used_at_one_till_is_refused_at_another_once_head_office_has_it(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    till_a, till_b = tills
+    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
+    coupon = coupon_of(chain, "once", "M-1")
+    for till in tills:
+        till.client.sync_once()
+    sell_with(till_a, coupon)
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (1, 1)
+    assert refused_at(till_a, coupon) == "coupon_already_used"
+
+    till_b.client.sync_once()  # pulls head office's count of the coupon's uses
+    assert refused_at(till_b, coupon) == "coupon_already_used"
+    assert uses(chain, coupon) == (1, 1)
+
+
+def test_a_refund_that_returns_nothing_gives_no_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
+    till_a, till_b = tills
+    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
+    coupon = coupon_of(chain, "once", "M-1")
+    for till in tills:
+        till.client.sync_once()
+    sale = sell_with(till_a, coupon)
+    till_a.client.sync_once()
+    points = chain.balance().points
+
+    thief = stolen_credential(chain)
+    empty = entries.refund(sale, "M-1", store_id="S-B", money_back=0, coupons_restored=(coupon,))
+    assert chain.push(thief, "refund", empty).status_code == 200
+
+    assert uses(chain, coupon) == (1, 1)  # the use stands
+    held = [i for i in chain.items() if i.reason.value == "refund_exceeds_sale"]
+    assert len(held) == 1 and held[0].quarantined
+    assert held[0].detail["coupons_restored"]["returned"] == [coupon]
+    assert chain.balance().points == points
+    till_b.client.sync_once()
+    assert refused_at(till_b, coupon) == "coupon_already_used"
+
+
+def test_a_whole_refund_at_the_till_still_gives_the_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
+    till_a, till_b = tills
+    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
+    coupon = coupon_of(chain, "once", "M-1")
+    for till in tills:
+        till.client.sync_once()
+    sale = sell_with(till_a, coupon)
+    till_a.client.sync_once()
+    till_a.service.refund(sale, {0: 1})
+    till_a.client.sync_once()
+
+    assert uses(chain, coupon) == (0, 0)
+    assert not [i for i in chain.items() if i.quarantined]
+    till_b.client.sync_once()
+    assert refused_at(till_b, coupon) is None  # the member has the offer again, at any till
+
+
+def test_empty_refunds_from_a_stolen_credential_do_not_stretch_a_flash_drop(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    till_a, _ = tills
+    run_campaign(chain, "flash", {"kind": "bonus_points", "value": 300}, quantity=4)
+    coupon = coupon_of(chain, "flash", "M-1")
+    pool = "campaign:flash"
+    till_a.client.sync_once()  # its allocation of the drop
+    sale = sell_with(till_a, coupon)
+    till_a.client.sync_once()
+    assert rows(chain, "SELECT used FROM pools WHERE pool_id = ?", [pool]) == [(1,)]
+
+    thief = stolen_credential(chain)
+    for _ in range(3):
+        empty = entries.refund(sale, "M-1", store_id="S-B", money_back=0, coupons_restored=(coupon,))
+        assert chain.push(thief, "refund", empty).status_code == 200
+
+    assert rows(chain, "SELECT used FROM pools WHERE pool_id = ?", [pool]) == [(1,)]
+    assert rows(chain, "SELECT used FROM pool_allocations WHERE pool_id = ? AND terminal_id = 'T-A'", [pool]) == [(1,)]
+    assert uses(chain, coupon) == (1, 1)
+    assert [i.reason.value for i in chain.items() if i.quarantined] == ["refund_exceeds_sale"] * 3
+    till_a.client.sync_once()
+    assert refused_at(till_a, coupon) == "coupon_already_used"
