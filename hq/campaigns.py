@@ -681,15 +681,17 @@ def _lock(tx: Tx, members: list[str]) -> None:
 
 def _offers(tx: Tx, cap: OfferCap, members: list[str], now: datetime) -> dict[str, int]:
     """Offers each member received in the ``cap.days`` × 24 hours before ``now``, across every campaign
-    (an instant, not a local day: campaigns in two time zones share one cap)."""
+    (an instant, not a local day: campaigns in two time zones share one cap). An offer stamped after ``now``
+    (a run under a clock that was ahead, since corrected) is not in that span: it would otherwise hold the
+    member's cap until the real clock reached it."""
     if not members or cap.max == 0:
         return {}
     where, params = tx.in_list("member_id", members)
     since = _stamp(now - timedelta(days=cap.days))
     rows = tx.all(
         f"SELECT member_id, COUNT(*) FROM campaign_members WHERE {where} AND arm <> ? AND issued_at > ? "
-        "GROUP BY member_id",
-        [*params, CONTROL, since],
+        "AND issued_at <= ? GROUP BY member_id",
+        [*params, CONTROL, since, _stamp(now)],
     )
     return {str(r[0]): int(r[1]) for r in rows}
 

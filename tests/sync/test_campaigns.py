@@ -274,6 +274,18 @@ def test_the_offer_cap_holds_across_campaigns_run_at_once(hq_url: str, populatio
         store.close()
 
 
+def test_offers_stamped_under_a_clock_that_ran_ahead_do_not_hold_the_cap(hq: HqStore, population: Population) -> None:
+    campaigns.save_settings(hq.db, {"offer_cap": {"max": 1, "days": 1}})
+    campaigns.save(hq.db, "daily", spec(control_share=0.0), "test")
+    first = campaigns.run_one(hq.db, "daily", MORNING)
+    ahead = campaigns.run_one(hq.db, "daily", at("2027-03-01T01:00:00Z"))  # the clock a year ahead, for one run
+    fixed = campaigns.run_one(hq.db, "daily", at("2026-03-02T01:00:00Z"))  # and corrected
+    assert first is not None and ahead is not None and fixed is not None
+    offered = sum(first["issued"].values())
+    assert offered > 0 and sum(ahead["issued"].values()) == offered
+    assert fixed["capped"] == 0 and sum(fixed["issued"].values()) == offered  # a day later, every member again
+
+
 def test_birthday_campaigns_serve_the_leap_day_once(hq: HqStore, population: Population) -> None:
     campaigns.save(
         hq.db, "bday", spec(schedule={"kind": "birthday", "at": "06:00"}, control_share=0.0, timezone="UTC"), "test"
