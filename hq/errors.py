@@ -2,7 +2,8 @@
 
     HqError                   any refusal or failure of head office's own
      +-- Refused              a request refused for a stable reason (its ``ErrorCode``)
-     +-- StorageFailed        the database failed or is unreachable (503)
+     +-- StorageFailed        the database failed or is unreachable (503); its ``problem``: full, read-only,
+     |                        damaged or other
      |    +-- IntegrityFailed a unique constraint refused a row
      |    +-- RetryableFailed a deadlock or serialization failure; ``Db.transact`` retries it
      +-- BackupFailed         the copy an upgrade takes first could not be made
@@ -14,7 +15,13 @@ in that area's module; the API maps them all to error codes in ``hq.api.errors``
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sync.protocol import ErrorCode
+
+StorageProblem = Literal["storage_full", "storage_read_only", "storage_damaged", "storage_failed"]
+"""What kind of storage failure (a stable code the command line prints): no room on the disk, the database
+cannot be written, its file is damaged, anything else."""
 
 
 class HqError(Exception):
@@ -32,7 +39,11 @@ class Refused(HqError):
 
 
 class StorageFailed(HqError):
-    pass
+    """The database failed; ``problem`` says what kind (``StorageProblem``)."""
+
+    def __init__(self, message: str, problem: StorageProblem = "storage_failed") -> None:
+        super().__init__(message)
+        self.problem: StorageProblem = problem
 
 
 class IntegrityFailed(StorageFailed):

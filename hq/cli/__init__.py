@@ -63,7 +63,10 @@ anyway (block, store, erase, topup, devices) accept it too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
+from typer.core import TyperGroup
 
 from hq.cli import (
     backoffice,
@@ -108,6 +111,26 @@ AREAS = (
 )
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
-app = typer.Typer(help="The head-office server and its administration.", no_args_is_help=True, add_completion=False)
+if TYPE_CHECKING:  # the click that typer's groups are typed with
+    from typer._click import Context
+
+
+class HqCommands(TyperGroup):
+    """The ``hq`` group: a command the database fails under (a full disk, a read-only file system, a damaged
+    file) says so in one line, its stable code first (``StorageFailed.problem``), and exits 1."""
+
+    def invoke(self, ctx: Context) -> Any:
+        from hq.cli.common import fail
+        from hq.errors import StorageFailed
+
+        try:
+            return super().invoke(ctx)
+        except StorageFailed as exc:
+            fail(f"{exc.problem}: {exc}")
+
+
+app = typer.Typer(
+    cls=HqCommands, help="The head-office server and its administration.", no_args_is_help=True, add_completion=False
+)
 for _area in AREAS:
     app.add_typer(_area.app)

@@ -27,7 +27,7 @@ DEFAULT_DB = "var/hq/hq.db"
 @contextmanager
 def hq_store(db: str) -> Iterator[HqStore]:
     """The store for one command, closed however the command ends (a database this release cannot open,
-    or whose upgrade backup failed, is said in one line)."""
+    or whose upgrade backup failed, is said in one line; a failing one, by the ``hq`` group)."""
     from hq.store import open_store
 
     try:

@@ -63,7 +63,7 @@ def hq_serve(
     from hq.api.app import WALLET_SENDER_ENV
     from hq.api.server import serve
     from hq.demo import seed_demo
-    from hq.errors import HqError
+    from hq.errors import HqError, StorageFailed
     from hq.store import open_store
     from hq.wallet.senders import sender_from_spec
     from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
@@ -91,6 +91,8 @@ def hq_serve(
             trust_pos=trust_pos,
             backup=backup,
         )
+    except StorageFailed as exc:
+        fail(f"{exc.problem}: cannot start head office: {exc}")
     except HqError as exc:
         fail(f"cannot start head office: {exc}")
     if seed_demo_key is not None:

@@ -23,7 +23,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from hq.db.engine import Row, Tx, backup_stamp, transact_with_retries
-from hq.errors import BackupFailed, IntegrityFailed, RetryableFailed, StorageFailed
+from hq.errors import BackupFailed, IntegrityFailed, RetryableFailed, StorageFailed, StorageProblem
 
 T = TypeVar("T")
 
@@ -111,6 +111,19 @@ class PgTx:
         )
 
 
+def _problem(exc: psycopg.Error) -> StorageProblem:
+    """What kind of failure, from its SQLSTATE: 53100 disk full, 25006 a read-only transaction (a standby),
+    XX001 / XX002 damaged data or index."""
+    state = exc.sqlstate or ""
+    if state == "53100":
+        return "storage_full"
+    if state == "25006":
+        return "storage_read_only"
+    if state in ("XX001", "XX002"):
+        return "storage_damaged"
+    return "storage_failed"
+
+
 @contextmanager
 def _pg_errors() -> Iterator[None]:
     try:
@@ -120,7 +133,7 @@ def _pg_errors() -> Iterator[None]:
     except pg_errors.IntegrityError as exc:
         raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
     except psycopg.Error as exc:
-        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}", _problem(exc)) from exc
     except PoolTimeout as exc:
         raise StorageFailed("head-office database: no connection available in time") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hq.db.engine import Row, Tx, backup_stamp, transact_with_retries
-from hq.errors import BackupFailed, IntegrityFailed, StorageFailed
+from hq.errors import BackupFailed, IntegrityFailed, StorageFailed, StorageProblem
 
 T = TypeVar("T")
 
@@ -78,14 +79,55 @@ def _sqlite_connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+LOW_DISK = 1 << 20
+"""Bytes free under which an I/O error of the database is taken for a full disk (SQLite may then fail to
+make its shared-memory file, and says 'disk I/O error')."""
+HINTS: dict[StorageProblem, str] = {
+    "storage_full": "free space on the disk that holds it",
+    "storage_read_only": "head office must be able to write the file and its directory",
+    "storage_damaged": "restore the latest backup (docs/deploy.md)",
+    "storage_failed": "",
+}
+
+
+def storage_problem(exc: sqlite3.Error, path: str | None) -> StorageProblem:
+    """What kind of failure ``exc`` is, from SQLite's code and the state of the file's directory."""
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    folder = Path(path).resolve().parent if path and path != ":memory:" else None
+    if name.startswith("SQLITE_FULL"):
+        return "storage_full"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in str(exc):
+        return "storage_damaged"
+    if name.startswith("SQLITE_READONLY"):
+        return "storage_read_only"
+    if folder is not None and name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")):
+        try:
+            if shutil.disk_usage(folder).free < LOW_DISK:
+                return "storage_full"
+        except OSError:
+            pass
+        writable = os.access(folder, os.W_OK) and (not Path(path or "").exists() or os.access(path or "", os.W_OK))
+        if not writable or os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "storage_read_only"
+    return "storage_failed"
+
+
 @contextmanager
-def sqlite_errors() -> Iterator[None]:
+def sqlite_errors(path: str | None = None) -> Iterator[None]:
     try:
         yield
     except sqlite3.IntegrityError as exc:
         raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
     except sqlite3.Error as exc:
-        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}") from exc
+        problem = storage_problem(exc, path)
+        hint = f" ({HINTS[problem]})" if HINTS[problem] else ""
+        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}{hint}", problem) from exc
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """Why the open database is damaged (SQLite's quick_check, the first problems it names), or None."""
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
+    return "; ".join(problems[:5]) or None
 
 
 class SqliteDb:
@@ -96,8 +138,15 @@ class SqliteDb:
     def __init__(self, path: str) -> None:
         self._lock = threading.RLock()
         self.path = path
-        with sqlite_errors():
+        held = path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0
+        with sqlite_errors(path):
             self._conn = _sqlite_connect(path)
+            damage = quick_check(self._conn) if held else None  # a file that held data: read whole first
+        if damage is not None:
+            self._conn.close()
+            raise StorageFailed(
+                f"head-office database {path} is damaged: {damage} ({HINTS['storage_damaged']})", "storage_damaged"
+            )
 
     def backup(self, label: str) -> str:
         """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database."""
@@ -119,7 +168,7 @@ class SqliteDb:
     def write(self) -> Iterator[Tx]:
         # IMMEDIATE takes the write lock up front, so another process writing the same file
         # makes us wait (busy timeout) instead of failing when a read turns into a write.
-        with self._lock, sqlite_errors():
+        with self._lock, sqlite_errors(self.path):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield SqliteTx(self._conn)
@@ -131,7 +180,7 @@ class SqliteDb:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        with self._lock, sqlite_errors():
+        with self._lock, sqlite_errors(self.path):
             self._conn.execute("BEGIN")
             try:
                 yield SqliteTx(self._conn)

@@ -1,0 +1,88 @@
+"""Head office's SQLite database damaged, on a full disk, or on a file system gone read-only: each command and
+``hq serve`` says so in one line that starts with a stable code (``storage_damaged``, ``storage_full``,
+``storage_read_only``), exits 1 without a traceback, changes nothing, and works again once the cause is gone.
+Real processes, a real tmpfs, a file damaged as a bad sector would."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from hq.store import HqStore
+from tests.fixtures.hq import tillpoint
+from tests.ops.helpers import corrupt_table, fill
+from tests.ports import free_port
+
+
+def made(db: Path, members: int = 400) -> None:
+    """A head office holding ``members`` members and a till, its WAL checkpointed into the file."""
+    store = HqStore(str(db))
+    try:
+        with store.db.write() as tx:
+            tx.insert_rows(
+                "members",
+                ("member_id", "display_name", "tier", "points", "status", "version"),
+                [(f"M-{n:05d}", f"Member {n}", "basic", n, "active", n + 1) for n in range(members)],
+            )
+        store.add_terminal("T-1", "S-1")
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def said(done: subprocess.CompletedProcess[str], code: str) -> str:
+    """The command failed with ``code`` first, in one line, and no traceback; returns what it said."""
+    text = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1, text
+    assert "Traceback" not in text, text
+    assert text.startswith(code), text
+    return text
+
+
+def terminals(db: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [str(r[0]) for r in conn.execute("SELECT terminal_id FROM terminals ORDER BY terminal_id")]
+    finally:
+        conn.close()
+
+
+def test_a_damaged_database_is_refused_by_every_command_and_by_serve(tmp_path: Path) -> None:
+    db = tmp_path / "hq.db"
+    made(db)
+    corrupt_table(db, "journal")  # a table these commands never read: only a check of the whole file finds it
+    said(tillpoint("hq", "stats", "roll", "--to", "2026-03-01", "--db", str(db)), "storage_damaged")
+    said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_damaged")
+    served = said(tillpoint("hq", "serve", "--db", str(db), "--port", str(free_port())), "storage_damaged")
+    assert "restore the latest backup" in served
+
+
+def test_a_full_disk_is_said_as_storage_full_and_nothing_changes(tmp_path: Path, small_disk: Path) -> None:
+    db = small_disk / "hq.db"
+    made(db, members=50)
+    filler = fill(small_disk)
+    said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_full")
+    filler.unlink()
+    assert terminals(db) == ["T-1"]
+    done = tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert terminals(db) == ["T-1", "T-2"]
+
+
+def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, small_disk: Path) -> None:
+    db = small_disk / "hq.db"
+    made(db, members=50)
+    remount = ["mount", "-o", "remount,ro", str(small_disk)]
+    assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
+    try:
+        said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_read_only")
+        said(tillpoint("hq", "serve", "--db", str(db), "--port", str(free_port())), "storage_read_only")
+    finally:
+        rw = ["mount", "-o", "remount,rw", str(small_disk)]
+        assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
+    done = tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert terminals(db) == ["T-1", "T-2"]
