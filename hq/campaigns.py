@@ -900,22 +900,33 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
         stats.roll_windows(db, found.day)
     counts = RunCounts()
     for chunk in _pages(db, spec, found.day):
-        counts.add(db.transact(partial(_decide_chunk, run=run, chunk=chunk)))
+        counts.add(db.transact(partial(_decided_and_counted, run=run, run_key=found.run_key, chunk=chunk)))
 
     def finish(tx: Tx) -> None:
-        row = tx.one(
-            f"SELECT counts FROM campaign_runs WHERE campaign_id = ? AND run_key = ?{tx.for_update}",
-            [campaign_id, found.run_key],
-        )
-        total = RunCounts.of(json.loads(str(row[0]))) if row else RunCounts()
-        total.add(counts)
         tx.run(
-            "UPDATE campaign_runs SET finished_at = ?, counts = ? WHERE campaign_id = ? AND run_key = ?",
-            [stamp, json.dumps(total.as_dict()), campaign_id, found.run_key],
+            "UPDATE campaign_runs SET finished_at = ? WHERE campaign_id = ? AND run_key = ?",
+            [stamp, campaign_id, found.run_key],
         )
 
     db.transact(finish)
     return {"campaign_id": campaign_id, "run_key": found.run_key, "day": found.day.isoformat(), **counts.as_dict()}
+
+
+def _decided_and_counted(tx: Tx, *, run: RunContext, run_key: str, chunk: list[tuple[str, str]]) -> RunCounts:
+    """One chunk decided, and what it did added to the run's record in the same transaction: a run stopped
+    half-way (a killed process) leaves a record of every decision it committed."""
+    counts = _decide_chunk(tx, run=run, chunk=chunk)
+    row = tx.one(
+        f"SELECT counts FROM campaign_runs WHERE campaign_id = ? AND run_key = ?{tx.for_update}",
+        [run.campaign_id, run_key],
+    )
+    total = RunCounts.of(json.loads(str(row[0]))) if row else RunCounts()
+    total.add(counts)
+    tx.run(
+        "UPDATE campaign_runs SET counts = ? WHERE campaign_id = ? AND run_key = ?",
+        [json.dumps(total.as_dict()), run.campaign_id, run_key],
+    )
+    return counts
 
 
 def _rerun(spec: CampaignSpec, day: date) -> Due | None:

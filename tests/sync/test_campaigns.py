@@ -286,6 +286,31 @@ def test_offers_stamped_under_a_clock_that_ran_ahead_do_not_hold_the_cap(hq: HqS
     assert fixed["capped"] == 0 and sum(fixed["issued"].values()) == offered  # a day later, every member again
 
 
+def test_a_run_stopped_half_way_leaves_a_record_of_every_decision_it_committed(
+    hq: HqStore, population: Population, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(campaigns, "CHUNK", 40)
+    campaigns.save(hq.db, "welcome", spec(), "test")
+    pages = campaigns._pages
+
+    def first_page_then_stopped(*args: Any) -> Iterator[list[tuple[str, str]]]:
+        yield next(pages(*args))
+        raise KeyboardInterrupt  # the process is stopped once its first chunk has committed
+
+    monkeypatch.setattr(campaigns, "_pages", first_page_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        campaigns.run_one(hq.db, "welcome", MORNING)
+    first = len(decided(hq, "welcome"))
+    monkeypatch.setattr(campaigns, "_pages", pages)
+    rerun = campaigns.run_one(hq.db, "welcome", MORNING)
+    assert rerun is not None and rerun["already"] == first > 0
+    with hq.db.read() as tx:
+        (row,) = tx.all("SELECT counts, finished_at FROM campaign_runs WHERE campaign_id = 'welcome'")
+    counts = json.loads(str(row[0]))
+    assert row[1] is not None
+    assert counts["control"] + sum(counts["issued"].values()) == len(decided(hq, "welcome")) > first
+
+
 def test_birthday_campaigns_serve_the_leap_day_once(hq: HqStore, population: Population) -> None:
     campaigns.save(
         hq.db, "bday", spec(schedule={"kind": "birthday", "at": "06:00"}, control_share=0.0, timezone="UTC"), "test"
