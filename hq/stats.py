@@ -34,6 +34,7 @@ time widens the first and last visit; no spend, no category, no coupon. ``checki
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from hq import rollup
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.upsert import Upsert, upsert_together
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
+
+log = logging.getLogger(__name__)
 
 COUNTED = ("applied", "none")
 """The effects of a journal entry that counts (see ``hq.ingest.Effect``)."""
@@ -894,13 +897,34 @@ def _rolled_to(tx: Tx, day: date) -> None:
 def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHUNK) -> int:
     """Roll the windows to ``to`` (``roll``) and carry out any build it begins or finds under way (left by a
     process that stopped), one transaction a chunk of ``chunk`` members; returns the days ``roll`` moved. The
-    timer, the command and a campaign's run all roll through here."""
+    timer, the command and a campaign's run all roll through here. Windows found after ``to`` (a clock that
+    ran ahead) stay, and are logged once a process and day with what to do."""
     moved = db.transact(lambda tx: roll(tx, to, back=back))
     while (step := db.transact(lambda tx: build_chunk(tx, chunk))) == "more":
         pass
     if step == "done":  # outside the lock: pushes need not wait for the planner's figures
         db.transact(_analyze)
+    if not back and moved == 0:
+        with db.read() as tx:
+            rolled = windows_day(tx)
+        if rolled is not None and rolled > to and (id(db), rolled, to) not in _AHEAD_LOGGED:
+            _AHEAD_LOGGED.add((id(db), rolled, to))
+            log.warning("%s", ahead_hint(rolled, to))
     return moved
+
+
+_AHEAD_LOGGED: set[tuple[int, date, date]] = set()
+"""(database, windows' day, day asked) already logged by this process: one line, not one per timer tick."""
+
+
+def ahead_hint(rolled: date, asked: date) -> str:
+    """What to say of windows rolled to a day after the one asked: segments on the days before it read the
+    daily rows (slower, as exact), until an operator builds them again as of the right day."""
+    return (
+        f"the members' windows are as of {rolled.isoformat()}, after {asked.isoformat()}: a clock ran ahead? "
+        f"Segments read the daily rows until `tillpoint hq stats roll --back --to {asked.isoformat()}` builds "
+        "them again as of that day"
+    )
 
 
 def _step(tx: Tx, day: date) -> None:

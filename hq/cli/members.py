@@ -151,11 +151,16 @@ def stats_roll(
     except ValueError as exc:
         fail(f"--to {to!r} is not a day (YYYY-MM-DD): {exc}")
     with hq_store(db) as store:
-        got = store.roll_windows(day, back=back)
+        asked = day or store.moment().date()
+        got = store.roll_windows(asked, back=back)
     if as_json:
         print(json.dumps(got))
-    else:
-        console.print(f"windows as of {got['as_of']} (moved {got['days']} days)")
+        return
+    console.print(f"windows as of {got['as_of']} (moved {got['days']} days)")
+    if got["as_of"] is not None and got["as_of"] > asked.isoformat():
+        from hq.stats import ahead_hint
+
+        console.print(ahead_hint(date.fromisoformat(got["as_of"]), asked))
 
 
 @stats_app.command("show")

@@ -264,6 +264,9 @@ def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
         "days": 0,
         "as_of": "2026-01-31",
     }  # never back, unless asked
+    told = runner.invoke(app, ["stats", "roll", "--to", "2026-01-02", "--db", db])
+    assert told.exit_code == 0 and "after 2026-01-02" in told.output
+    assert "roll --back --to 2026-01-02" in " ".join(told.output.split())
     back = runner.invoke(app, ["stats", "roll", "--to", "2026-01-02", "--back", "--json", "--db", db])
     assert json.loads(back.output) == {"days": 29, "as_of": "2026-01-02"}
     bad = runner.invoke(app, ["stats", "roll", "--to", "yesterday", "--db", db])

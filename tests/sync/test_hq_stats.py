@@ -748,3 +748,16 @@ def test_a_head_office_migrated_to_chunked_builds_keeps_its_rolled_day(hq_url: s
         assert stats.roll_windows(db, date(2026, 3, 7)) == 2
     finally:
         db.close()
+
+
+def test_windows_left_ahead_by_a_clock_are_logged_once_with_the_fix(
+    hq: HqStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats.roll_windows(hq.db, date(2027, 3, 1))  # a tick under a clock a year ahead
+    with caplog.at_level("WARNING", logger="hq.stats"):
+        for _ in range(3):  # the corrected clock's ticks: the windows stay, and are named once
+            assert stats.roll_windows(hq.db, date(2026, 3, 2)) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "hq.stats"]
+    assert len(said) == 1 and "roll --back --to 2026-03-02" in said[0] and "2027-03-01" in said[0]
+    with hq.db.read() as tx:
+        assert stats.windows_day(tx) == date(2027, 3, 1)
