@@ -90,16 +90,23 @@ def uses(chain: Chain, coupon: str) -> tuple[int, int]:
     return int(total[0][0]), int(mine[0][0]) if mine else 0
 
 
-def test_a_personal_coupon_used_at_one_till_is_refused_at_another_once_head_office_has_it(
-    chain: Chain, tills: tuple[Till, Till]
-) -> None:
-    till_a, till_b = tills
+def used_at_till_a(chain: Chain, tills: tuple[Till, Till]) -> tuple[str, str]:
+    """M-1's personal coupon from a daily campaign (500 bonus points), pulled by both tills, used at the first
+    and pushed: the coupon and the sale."""
     run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
     coupon = coupon_of(chain, "once", "M-1")
     for till in tills:
         till.client.sync_once()
-    sell_with(till_a, coupon)
-    till_a.client.sync_once()
+    sale = sell_with(tills[0], coupon)
+    tills[0].client.sync_once()
+    return coupon, sale
+
+
+def test_a_personal_coupon_used_at_one_till_is_refused_at_another_once_head_office_has_it(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    till_a, till_b = tills
+    coupon, _ = used_at_till_a(chain, tills)
     assert uses(chain, coupon) == (1, 1)
     assert refused_at(till_a, coupon) == "coupon_already_used"
 
@@ -110,12 +117,7 @@ def test_a_personal_coupon_used_at_one_till_is_refused_at_another_once_head_offi
 
 def test_a_refund_that_returns_nothing_gives_no_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
     till_a, till_b = tills
-    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
-    coupon = coupon_of(chain, "once", "M-1")
-    for till in tills:
-        till.client.sync_once()
-    sale = sell_with(till_a, coupon)
-    till_a.client.sync_once()
+    coupon, sale = used_at_till_a(chain, tills)
     points = chain.balance().points
 
     thief = stolen_credential(chain)
@@ -133,12 +135,7 @@ def test_a_refund_that_returns_nothing_gives_no_coupon_back(chain: Chain, tills:
 
 def test_a_whole_refund_at_the_till_still_gives_the_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
     till_a, till_b = tills
-    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
-    coupon = coupon_of(chain, "once", "M-1")
-    for till in tills:
-        till.client.sync_once()
-    sale = sell_with(till_a, coupon)
-    till_a.client.sync_once()
+    coupon, sale = used_at_till_a(chain, tills)
     till_a.service.refund(sale, {0: 1})
     till_a.client.sync_once()
 
