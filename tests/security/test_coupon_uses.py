@@ -116,7 +116,7 @@ def test_a_personal_coupon_used_at_one_till_is_refused_at_another_once_head_offi
 
 
 def test_a_refund_that_returns_nothing_gives_no_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
-    till_a, till_b = tills
+    _, till_b = tills
     coupon, sale = used_at_till_a(chain, tills)
     points = chain.balance().points
 
