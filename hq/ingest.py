@@ -549,11 +549,20 @@ def _reversal_breach(
     breach = policy.check_reversal(left, refund, member_id)
     if breach is not None or left is None:
         return breach
+    if isinstance(refund, VoidPayload):
+        return policy.check_clawback(left, refund, True, None)
+    sale = pricer.sale_of(refund)
+    earlier = pricer.earlier.get(refund.original_txn, [])
+    if sale is not None and (beyond := policy.check_units([x.quantity for x in sale.lines], earlier, refund)):
+        return beyond
     priced = pricer.price(refund)
-    is_void = isinstance(refund, VoidPayload)
+    if priced is not None:
+        give: tuple[str, ...] = priced.coupons_restored
+    else:  # not priced: only a refund that, with those before it, returns every unit gives coupons back
+        give = tuple(sale.coupons) if sale is not None and policy.returns_everything(sale, [*earlier, refund]) else ()
     return policy.check_clawback(
-        left, refund, is_void, priced.points_clawed if priced else None
-    ) or policy.check_coupons_back(refund, is_void, priced.coupons_restored if priced else None)
+        left, refund, False, priced.points_clawed if priced else None
+    ) or policy.check_coupons_back(refund, False, give)
 
 
 class _RefundPricer:
@@ -566,11 +575,15 @@ class _RefundPricer:
         self.earlier: dict[str, list[RefundPayload]] = {}
         self._coupons: dict[str, Any] = {}
 
+    def sale_of(self, refund: RefundPayload) -> SalePayload | None:
+        """The sale ``refund`` reverses (of this batch, or stored; None: not held or unreadable)."""
+        return self.sales.get(refund.original_txn) or self._stored_sale(refund.original_txn)
+
     def price(self, refund: RefundPayload) -> RefundResult | None:
         """What the rules take and give back for ``refund`` (None: a void, or head office cannot price it)."""
         if isinstance(refund, VoidPayload) or not self.batch.settings.recompute:
             return None
-        sale = self.sales.get(refund.original_txn) or self._stored_sale(refund.original_txn)
+        sale = self.sale_of(refund)
         if sale is None:
             return None
         try:
@@ -579,7 +592,8 @@ class _RefundPricer:
             priced = documents.for_sale(sale, self._coupon_docs(sale))  # the versions the sale was priced with
             if isinstance(priced.program, Exception):
                 return None
-            return refund_priced(sale, self.earlier[refund.original_txn], refund, priced.program, priced.coupons)
+            earlier = self.earlier.get(refund.original_txn, [])
+            return refund_priced(sale, earlier, refund, priced.program, priced.coupons)
         except Exception:  # noqa: BLE001 - a refund head office cannot price is left to the till's figure
             return None
 

@@ -192,6 +192,39 @@ def check_clawback(left: SaleLeft, refund: RefundPayload, is_void: bool, rules_t
     )
 
 
+def _units_back(refunds: Sequence[RefundPayload]) -> dict[int, int]:
+    back: dict[int, int] = {}
+    for refund in refunds:
+        for x in refund.returned:
+            back[x.line] = back.get(x.line, 0) + x.quantity
+    return back
+
+
+def check_units(quantities: Sequence[int], earlier: Sequence[RefundPayload], refund: RefundPayload) -> Breach | None:
+    """A refund returns only lines its sale has (``quantities``: units bought per line), and with the refunds
+    before it no more units of a line than were bought."""
+    before, now = _units_back(earlier), _units_back([refund])
+    beyond = {
+        str(line): {
+            "returned": before.get(line, 0) + units,
+            "sale_took": quantities[line] if line < len(quantities) else 0,
+        }
+        for line, units in sorted(now.items())
+        if line >= len(quantities) or before.get(line, 0) + units > quantities[line]
+    }
+    if not beyond:
+        return None
+    return Breach(
+        Reason.REFUND_EXCEEDS_SALE, refund.original_txn, {"original_txn": refund.original_txn, "units": beyond}
+    )
+
+
+def returns_everything(sale: SalePayload, refunds: Sequence[RefundPayload]) -> bool:
+    """The refunds together return every unit of every line of the sale."""
+    back = _units_back(refunds)
+    return all(back.get(i, 0) >= line.quantity for i, line in enumerate(sale.lines))
+
+
 def check_coupons_back(refund: RefundPayload, is_void: bool, rules_give: Sequence[str] | None) -> Breach | None:
     """A refund gives back only the coupon uses the rules give back for what it returns (``rules_give``, head
     office's own pricing of the basket that stays; None: it could not price it): a coupon the basket that

@@ -168,3 +168,32 @@ def test_empty_refunds_from_a_stolen_credential_do_not_stretch_a_flash_drop(
     assert [i.reason.value for i in chain.items() if i.quarantined] == ["refund_exceeds_sale"] * 3
     till_a.client.sync_once()
     assert refused_at(till_a, coupon) == "coupon_already_used"
+
+
+def test_a_refund_of_units_the_sale_never_had_gives_no_coupon_back(chain: Chain, tills: tuple[Till, Till]) -> None:
+    coupon, sale = used_at_till_a(chain, tills)
+    thief = stolen_credential(chain)
+    for returned in ([(0, 5)], [(7, 1)]):  # more units than bought; a line the sale does not have
+        bad = entries.refund(sale, "M-1", store_id="S-B", coupons_restored=(coupon,), returned=returned)
+        assert chain.push(thief, "refund", bad).status_code == 200
+    held = [i for i in chain.items() if i.reason.value == "refund_exceeds_sale"]
+    assert [sorted(i.detail["units"]) for i in held] == [["0"], ["7"]] and all(i.quarantined for i in held)
+    assert uses(chain, coupon) == (1, 1)
+
+
+def test_a_partial_refund_pushed_with_its_sale_gives_back_a_coupon_the_rest_no_longer_earns(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    till_a, _ = tills
+    run_campaign(chain, "spend", {"kind": "amount_off", "value": 100, "min_spend": 1500})
+    coupon = coupon_of(chain, "spend", "M-1")
+    till_a.client.sync_once()
+    two = Basket((Line("COFFEE", 2, 1000, "coffee"),))
+    quote = till_a.service.quote("M-1", two, [coupon])
+    assert coupon in quote.coupons, quote.refused
+    sale = till_a.service.commit(quote).txn_id
+    till_a.service.refund(sale, {0: 1})  # 1,000 left: under the coupon's minimum, so its use comes back
+    till_a.client.sync_once()  # the sale and its refund reach head office in one push
+
+    assert uses(chain, coupon) == (0, 0)
+    assert not [i for i in chain.items() if i.quarantined]

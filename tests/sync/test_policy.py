@@ -176,3 +176,19 @@ def test_a_refund_gives_back_only_the_coupons_the_rules_give_back() -> None:
     assert policy.check_coupons_back(claims, False, ()) is not None  # a refund that returns nothing
     assert policy.check_coupons_back(claims, True, ()) is None  # a void gives back every coupon of its sale
     assert policy.check_coupons_back(claims, False, None) is None  # head office could not price it
+
+
+def test_a_refund_returns_only_units_its_sale_has() -> None:
+    def back(*returned: tuple[int, int]) -> RefundPayload:
+        return RefundPayload.model_validate(entries.refund("s1", returned=list(returned)))
+
+    bought = [2, 1]
+    assert policy.check_units(bought, [back((0, 1))], back((0, 1), (1, 1))) is None
+    over = policy.check_units(bought, [back((0, 1))], back((0, 2)))
+    assert over is not None and over.reason is Reason.REFUND_EXCEEDS_SALE
+    assert over.detail["units"] == {"0": {"returned": 3, "sale_took": 2}}
+    missing = policy.check_units(bought, [], back((5, 1)))
+    assert missing is not None and missing.detail["units"] == {"5": {"returned": 1, "sale_took": 0}}
+    sale = SalePayload.model_validate(entries.sale(total=200, lines=[{"sku": "A", "quantity": 2, "unit_price": 100}]))
+    assert not policy.returns_everything(sale, [back((0, 1))])
+    assert policy.returns_everything(sale, [back((0, 1)), back((0, 1))])
