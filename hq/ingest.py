@@ -557,12 +557,17 @@ def _reversal_breach(
         return beyond
     priced = pricer.price(refund)
     if priced is not None:
-        give: tuple[str, ...] = priced.coupons_restored
-    else:  # not priced: only a refund that, with those before it, returns every unit gives coupons back
-        give = tuple(sale.coupons) if sale is not None and policy.returns_everything(sale, [*earlier, refund]) else ()
-    return policy.check_clawback(
-        left, refund, False, priced.points_clawed if priced else None
-    ) or policy.check_coupons_back(refund, False, give)
+        return policy.check_clawback(left, refund, False, priced.points_clawed) or policy.check_coupons_back(
+            refund, False, priced.coupons_restored
+        )
+    # Not priced (a document head office no longer holds, a sale it cannot read): a refund that, with those
+    # before it, returns every unit takes back every point the sale keeps and gives its coupons back, as a
+    # void; any other is held for a person to decide, not taken on the till's word.
+    whole = sale is not None and policy.returns_everything(sale, [*earlier, refund])
+    if not whole and pricer.checks:
+        return policy.unpriced_refund(left, refund)
+    give = tuple(sale.coupons) if whole and sale is not None else ()
+    return policy.check_clawback(left, refund, whole, None) or policy.check_coupons_back(refund, False, give)
 
 
 class _RefundPricer:
@@ -574,6 +579,11 @@ class _RefundPricer:
         self.sales: dict[str, SalePayload] = {}
         self.earlier: dict[str, list[RefundPayload]] = {}
         self._coupons: dict[str, Any] = {}
+
+    @property
+    def checks(self) -> bool:
+        """Head office prices refunds again (off only in tests that trust the tills' figures)."""
+        return self.batch.settings.recompute
 
     def sale_of(self, refund: RefundPayload) -> SalePayload | None:
         """The sale ``refund`` reverses (of this batch, or stored; None: not held or unreadable)."""

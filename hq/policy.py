@@ -241,6 +241,17 @@ def check_coupons_back(refund: RefundPayload, is_void: bool, rules_give: Sequenc
     )
 
 
+def unpriced_refund(left: SaleLeft, refund: RefundPayload) -> Breach:
+    """A partial refund head office could not price: what its rules take back is unknown, so the till's
+    figure is not taken; a person decides (``refund_keeps_points``, ``rules_take`` None)."""
+    keeps = left.points_earned - left.points_clawed
+    return Breach(
+        Reason.REFUND_KEEPS_POINTS,
+        refund.original_txn,
+        {"original_txn": refund.original_txn, "clawed": refund.points_clawed, "rules_take": None, "keeps": keeps},
+    )
+
+
 def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
     """A refund or void returns at most what its sale took, less earlier refunds, to that sale's member
     (``member_id``: the refund's member as head office knows it, after merges and erasures)."""

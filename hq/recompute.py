@@ -26,10 +26,17 @@ def program_of(rule_docs: Mapping[str, Mapping[str, Any]], base: EarnRule | None
     return ly.parse_program(rule_docs, base)
 
 
+def sale_context(sale: SalePayload) -> ly.SaleContext:
+    """The sale's context as the rules see it: the store's wall-clock time (an offset a till wrote is
+    dropped, as the till's own pricing never has one), store, member, tier."""
+    local = datetime.fromisoformat(sale.local_time).replace(tzinfo=None)
+    return ly.SaleContext(local, sale.store_id, sale.member_id, sale.tier)
+
+
 def recompute(sale: SalePayload, program: ly.Program, coupon_docs: Mapping[str, Mapping[str, Any]]) -> Quote:
     """The quote head office computes for a reported sale."""
     lines = tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in sale.lines)
-    ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
+    ctx = sale_context(sale)
     # Use limits and flash-drop pools are not checked again here: ingest counts them (hq.pools).
     offers = [cp.offer_again(cp.parse_coupon(cid, coupon_docs[cid])) for cid in sale.coupons if cid in coupon_docs]
     # The till checked the balance; head office prices the points the till says were paid as money (the
@@ -75,7 +82,7 @@ def refund_priced(
     state = pricing.SaleState(
         Basket(lines), sale.payable, sale.points_earned, sale.points_redeemed - sale.reward_points, tuple(sale.coupons)
     )
-    ctx = ly.SaleContext(datetime.fromisoformat(sale.local_time), sale.store_id, sale.member_id, sale.tier)
+    ctx = sale_context(sale)
     used = [cp.parse_coupon(cid, coupon_docs[cid]) for cid in sale.coupons if cid in coupon_docs]
     for before in earlier:
         state = pricing.refund(program, state, _returned(before), ctx, used).after

@@ -197,3 +197,36 @@ def test_a_partial_refund_pushed_with_its_sale_gives_back_a_coupon_the_rest_no_l
 
     assert uses(chain, coupon) == (0, 0)
     assert not [i for i in chain.items() if i.quarantined]
+
+
+def pushed(chain: Chain, terminal_id: str, kind: str, payload: dict[str, Any]) -> str:
+    """``Chain.push``, and the txn id it sent."""
+    assert chain.push(terminal_id, kind, payload).status_code == 200
+    found = rows(
+        chain, "SELECT txn_id FROM journal WHERE terminal_id = ? AND seq = ?", [terminal_id, chain.seqs[terminal_id]]
+    )
+    return str(found[0][0])
+
+
+def test_a_refund_of_a_sale_with_a_far_off_time_and_an_offset_is_priced_all_the_same(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    till_a, _ = tills
+    run_campaign(chain, "once", {"kind": "bonus_points", "value": 500})
+    coupon = coupon_of(chain, "once", "M-1")
+    till_a.client.sync_once()
+    two = Basket((Line("COFFEE", 2, 1000, "coffee"),))
+    honest = till_a.service.quote("M-1", two, [coupon])  # what the rules give this basket
+    thief = stolen_credential(chain)
+    days_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).replace(microsecond=0).isoformat()  # "+00:00"
+    lines = [{"sku": "COFFEE", "quantity": 2, "unit_price": 1000, "category": "coffee"}]
+    made = entries.sale("M-1", 2000, store_id="S-B", earned=honest.points_earned, coupons=(coupon,), lines=lines)
+    sale = pushed(chain, thief, "sale", {**made, "local_time": days_ago})
+    assert chain.effect(sale) == "applied"
+    for restored in ((), (coupon,)):  # a unit each, all the money, no point taken back
+        back = entries.refund(
+            sale, "M-1", store_id="S-B", money_back=1000, coupons_restored=restored, returned=[(0, 1)]
+        )
+        assert chain.effect(pushed(chain, thief, "refund", back)) == "quarantined"
+    assert {i.reason.value for i in chain.items() if i.quarantined} == {"refund_keeps_points"}
+    assert uses(chain, coupon) == (1, 1)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hq import ingest as ingest_module
 from hq.ingest import Settings
 from hq.store import Effect, HqStore
 from sync.protocol import ItemState, Reason, WireEntry
@@ -351,3 +352,28 @@ def test_a_released_refund_counts_against_its_sale_and_gives_its_coupons_back(st
     assert store.member("M-1").points == 1000  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="who and why"):
         store.reject("T1-3", "Mio", "")
+
+
+def test_a_partial_refund_head_office_cannot_price_is_held_and_a_whole_one_applies(
+    hq_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hq = HqStore(hq_url, Settings(clock_skew=10**9, spend_needs_proof=False))  # head office prices refunds again
+    hq.add_terminal("T1", "S1", "t1")
+    hq.upsert_member("M-1", "Aiko", "gold", 1000)
+    two = [{"sku": "ITEM", "quantity": 2, "unit_price": 500}]
+    hq.ingest("T1", [sale(1, lines=two, total=1000)])
+
+    def cannot(*args: Any) -> Any:
+        raise ValueError("a document head office no longer holds")
+
+    monkeypatch.setattr(ingest_module, "refund_priced", cannot)  # this layer's seam: pricing fails
+    one = entries.refund("T1-1", money_back=500, store_id="S1", returned=[(0, 1)])
+    both = entries.refund("T1-1", money_back=1000, store_id="S1", returned=[(0, 2)])
+    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED, payload=one)])
+    held = [i for i in hq.items() if i.reason is Reason.REFUND_KEEPS_POINTS]
+    assert len(held) == 1 and held[0].quarantined and held[0].detail["rules_take"] is None
+    hq.ingest(
+        "T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED, payload=both)]
+    )
+    assert hq.effects("T1") == {1: Effect.NONE, 2: Effect.QUARANTINED, 3: Effect.NONE}  # no points moved
+    hq.close()
