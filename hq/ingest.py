@@ -518,6 +518,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
                 sale.points_redeemed,
                 batch.effects[i] in (Effect.APPLIED, Effect.NONE),
                 points_earned=sale.points_earned,
+                terminal_id=entry.terminal_id,
             )
             pricer.sales[entry.txn_id] = sale
             continue
@@ -525,7 +526,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED:
             continue
         before = left.get(refund.original_txn)
-        breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id)
+        breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id, entry.terminal_id)
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
@@ -535,13 +536,13 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
 
 SALE_LEFT_SQL = (
     "SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, s.money_back, "
-    "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed FROM sales s "
+    "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed, s.terminal_id FROM sales s "
     "JOIN journal j ON j.txn_id = s.txn_id"
 )
 
 
 def _reversal_breach(
-    pricer: _RefundPricer, left: policy.SaleLeft | None, refund: RefundPayload, member_id: str | None
+    pricer: _RefundPricer, left: policy.SaleLeft | None, refund: RefundPayload, member_id: str | None, terminal_id: str
 ) -> Breach | None:
     """What is wrong with a refund or void against its sale (``left``: what the sale has left), if anything:
     it names a sale head office holds, of its member, gives back no more money, stored value or points than
@@ -550,7 +551,9 @@ def _reversal_breach(
     if breach is not None or left is None:
         return breach
     if isinstance(refund, VoidPayload):
-        return policy.check_clawback(left, refund, True, None)
+        return policy.check_void_till(left, refund, True, terminal_id) or policy.check_clawback(
+            left, refund, True, None
+        )
     sale = pricer.sale_of(refund)
     earlier = pricer.earlier.get(refund.original_txn, [])
     if sale is not None and (beyond := policy.check_units([x.quantity for x in sale.lines], earlier, refund)):
@@ -649,6 +652,7 @@ def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
         int(row[8]),
         int(row[9]),
         int(row[10]),
+        str(row[11]) if row[11] is not None else None,
     )
 
 
@@ -664,6 +668,7 @@ def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
         left.points_restored + refund.points_restored,
         left.points_earned,
         left.points_clawed + refund.points_clawed,
+        left.terminal_id,
     )
 
 
@@ -717,11 +722,12 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         return
     cond, params = tx.in_list("original_txn", sales)
     rows = tx.all(
-        f"SELECT txn_id, kind, payload, member_id, points, stored_value FROM journal WHERE {cond} "
+        f"SELECT txn_id, kind, payload, member_id, points, stored_value, terminal_id FROM journal WHERE {cond} "
         f"AND effect = ? ORDER BY terminal_id, seq",
         [*params, Effect.QUARANTINED.value],
     )
-    for txn_id, kind, payload_text, member_id, points, value in rows:
+    for txn_id, kind, payload_text, member_id, points, value, terminal_id in rows:
+        terminal = str(terminal_id)
         holds = {
             str(r[0])
             for r in tx.all(
@@ -733,7 +739,8 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
         left = _sale_left(tuple(row)) if row is not None else None
-        if left is None or _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id) is not None:
+        breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
+        if left is None or breach is not None:
             continue
         _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
 

@@ -176,6 +176,19 @@ class SaleLeft:
     points_restored: int = 0
     points_earned: int = 0
     points_clawed: int = 0
+    terminal_id: str | None = None
+    """The till that made the sale (None: not known)."""
+
+
+def check_void_till(left: SaleLeft, refund: RefundPayload, is_void: bool, terminal_id: str) -> Breach | None:
+    """A void undoes a sale of the till that voids it (a till voids only what it sold; a refund, at any till)."""
+    if not is_void or left.terminal_id is None or left.terminal_id == terminal_id:
+        return None
+    return Breach(
+        Reason.VOID_OTHER_TILL,
+        refund.original_txn,
+        {"original_txn": refund.original_txn, "sale_till": left.terminal_id, "void_till": terminal_id},
+    )
 
 
 def check_clawback(left: SaleLeft, refund: RefundPayload, is_void: bool, rules_take: int | None) -> Breach | None:

@@ -330,6 +330,7 @@ class Reason(StrEnum):
     REFUND_UNKNOWN_SALE = "refund_unknown_sale"
     REFUND_WRONG_MEMBER = "refund_wrong_member"
     REFUND_EXCEEDS_SALE = "refund_exceeds_sale"
+    VOID_OTHER_TILL = "void_other_till"
     PROOF_MISSING = "proof_missing"
     PROOF_INVALID = "proof_invalid"
     PROOF_UNVERIFIED = "proof_unverified"

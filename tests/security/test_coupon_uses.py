@@ -230,3 +230,31 @@ def test_a_refund_of_a_sale_with_a_far_off_time_and_an_offset_is_priced_all_the_
         assert chain.effect(pushed(chain, thief, "refund", back)) == "quarantined"
     assert {i.reason.value for i in chain.items() if i.quarantined} == {"refund_keeps_points"}
     assert uses(chain, coupon) == (1, 1)
+
+
+def test_a_till_voids_only_its_own_sales(chain: Chain, tills: tuple[Till, Till]) -> None:
+    till_a, till_b = tills
+    run_campaign(chain, "off", {"kind": "amount_off", "value": 500}, quantity=4)  # a flash drop of 500 off
+    coupon = coupon_of(chain, "off", "M-1")
+    for till in tills:
+        till.client.sync_once()
+    quote = till_a.service.quote("M-1", BASKET, [coupon])
+    assert coupon in quote.coupons and quote.discount == 500, quote.refused
+    sale = till_a.service.commit(quote).txn_id
+    till_a.client.sync_once()
+    pool = rows(chain, "SELECT used FROM pools WHERE pool_id = 'campaign:off'", [])
+
+    thief = stolen_credential(chain)  # another store's till: nothing paid back, only the sale's points clawed
+    void = entries.refund(sale, "M-1", store_id="S-B", clawed=quote.points_earned, void=True)
+    voided = pushed(chain, thief, "void", void)
+
+    assert chain.effect(voided) == "quarantined"
+    [held] = [i for i in chain.items() if i.txn_id == voided]
+    assert held.reason.value == "void_other_till" and held.detail["sale_till"] == "T-A"
+    assert uses(chain, coupon) == (1, 1)
+    assert rows(chain, "SELECT used FROM pools WHERE pool_id = 'campaign:off'", []) == pool
+    till_b.client.sync_once()
+    assert refused_at(till_b, coupon) == "coupon_already_used"
+    till_a.service.void(sale)  # the till that sold it may
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (0, 0)
