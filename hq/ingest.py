@@ -546,7 +546,9 @@ def _reversal_breach(
 ) -> Breach | None:
     """What is wrong with a refund or void against its sale (``left``: what the sale has left), if anything:
     it names a sale head office holds, of its member, gives back no more money, stored value or points than
-    the sale took, takes back the points the rules take back, and gives back only the coupons they give back."""
+    the sale took; a void comes from the till that made the sale; a refund returns only units the sale has,
+    takes back the points the rules take back and gives back only the coupons they give back (one head
+    office cannot price is held, unless it returns every unit)."""
     breach = policy.check_reversal(left, refund, member_id)
     if breach is not None or left is None:
         return breach
@@ -607,7 +609,7 @@ class _RefundPricer:
                 return None
             earlier = self.earlier.get(refund.original_txn, [])
             return refund_priced(sale, earlier, refund, priced.program, priced.coupons)
-        except Exception:  # noqa: BLE001 - a refund head office cannot price is left to the till's figure
+        except Exception:  # noqa: BLE001 - a refund head office cannot price: its caller holds it for a person
             return None
 
     def _stored_sale(self, txn_id: str) -> SalePayload | None:
