@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -124,6 +125,15 @@ def sqlite_errors(path: str | None = None) -> Iterator[None]:
         raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}{hint}", problem) from exc
 
 
+def os_problem(exc: OSError) -> StorageProblem:
+    """What kind of failure making the database's directory or file is, from its errno."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "storage_full"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "storage_read_only"
+    return "storage_failed"
+
+
 def quick_check(conn: sqlite3.Connection) -> str | None:
     """Why the open database is damaged (SQLite's quick_check, the first problems it names), or None."""
     problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
@@ -139,9 +149,14 @@ class SqliteDb:
         self._lock = threading.RLock()
         self.path = path
         held = path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0
-        with sqlite_errors(path):
-            self._conn = _sqlite_connect(path)
-            damage = quick_check(self._conn) if held else None  # a file that held data: read whole first
+        try:
+            with sqlite_errors(path):
+                self._conn = _sqlite_connect(path)
+                damage = quick_check(self._conn) if held else None  # a file that held data: read whole first
+        except OSError as exc:  # its directory or file could not be made
+            problem = os_problem(exc)
+            hint = f" ({HINTS[problem]})" if HINTS[problem] else ""
+            raise StorageFailed(f"head-office database {path}: {exc}{hint}", problem) from exc
         if damage is not None:
             self._conn.close()
             raise StorageFailed(

@@ -80,6 +80,8 @@ def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, sm
     try:
         said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_read_only")
         said(tillpoint("hq", "serve", "--db", str(db), "--port", str(free_port())), "storage_read_only")
+        fresh = small_disk / "branch" / "hq.db"  # a new database on it: its directory cannot be made
+        said(tillpoint("hq", "add-terminal", "T-1", "--store-id", "S-1", "--db", str(fresh)), "storage_read_only")
     finally:
         rw = ["mount", "-o", "remount,rw", str(small_disk)]
         assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
