@@ -111,7 +111,7 @@ class PgTx:
         )
 
 
-def _problem(exc: psycopg.Error) -> StorageProblem:
+def storage_problem(exc: psycopg.Error) -> StorageProblem:
     """What kind of failure, from its SQLSTATE: 53100 disk full, 25006 a read-only transaction (a standby),
     XX001 / XX002 damaged data or index."""
     state = exc.sqlstate or ""
@@ -133,7 +133,9 @@ def _pg_errors() -> Iterator[None]:
     except pg_errors.IntegrityError as exc:
         raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
     except psycopg.Error as exc:
-        raise StorageFailed(f"head-office database failed: {exc.__class__.__name__}: {exc}", _problem(exc)) from exc
+        raise StorageFailed(
+            f"head-office database failed: {exc.__class__.__name__}: {exc}", storage_problem(exc)
+        ) from exc
     except PoolTimeout as exc:
         raise StorageFailed("head-office database: no connection available in time") from exc
 

@@ -88,3 +88,15 @@ def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, sm
     done = tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db))
     assert done.returncode == 0, done.stdout + done.stderr
     assert terminals(db) == ["T-1", "T-2"]
+
+
+def test_postgresql_failures_are_named_by_their_sqlstate() -> None:
+    from psycopg import errors as pg_errors
+
+    from hq.db.pg import storage_problem
+
+    assert storage_problem(pg_errors.DiskFull("no space left on device")) == "storage_full"
+    assert storage_problem(pg_errors.ReadOnlySqlTransaction("a standby")) == "storage_read_only"
+    assert storage_problem(pg_errors.DataCorrupted("invalid page")) == "storage_damaged"
+    assert storage_problem(pg_errors.IndexCorrupted("index corrupted")) == "storage_damaged"
+    assert storage_problem(pg_errors.UndefinedTable("no such table")) == "storage_failed"
