@@ -724,11 +724,11 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         return
     cond, params = tx.in_list("original_txn", sales)
     rows = tx.all(
-        f"SELECT txn_id, kind, payload, member_id, points, stored_value, terminal_id FROM journal WHERE {cond} "
-        f"AND effect = ? ORDER BY terminal_id, seq",
+        f"SELECT txn_id, kind, payload, member_id, points, stored_value, terminal_id, store_id, day, seq "
+        f"FROM journal WHERE {cond} AND effect = ? ORDER BY terminal_id, seq",
         [*params, Effect.QUARANTINED.value],
     )
-    for txn_id, kind, payload_text, member_id, points, value, terminal_id in rows:
+    for txn_id, kind, payload_text, member_id, points, value, terminal_id, store_id, day, seq in rows:
         terminal = str(terminal_id)
         holds = {
             str(r[0])
@@ -742,7 +742,20 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
         left = _sale_left(tuple(row)) if row is not None else None
         breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
-        if left is None or breach is not None:
+        if left is None:
+            continue
+        if breach is not None:  # still held, now for what it breaks against the sale that came
+            held = Item(
+                f"{txn_id}:{breach.reason.value}:{breach.subject}".rstrip(":"),
+                int(seq),
+                str(txn_id),
+                str(day),
+                breach.reason,
+                breach.detail,
+                quarantined=True,
+            )
+            save_items(tx, str(store_id), terminal, [held], batch.received_at)
+            _settle_unknown_sale(tx, batch, str(txn_id), f"its sale arrived later; held for {breach.reason.value}")
             continue
         _apply_released(tx, batch, str(txn_id), refund, member_id, int(points), int(value))
 
@@ -754,10 +767,15 @@ def _apply_released(
     if effect is Effect.APPLIED and member_id:
         batch.touched_members.add(member_id)
     batch.touched_coupons.update(coupons)
+    _settle_unknown_sale(tx, batch, txn_id, "its sale arrived later; checked against it and applied")
+
+
+def _settle_unknown_sale(tx: Tx, batch: Batch, txn_id: str, note: str) -> None:
+    """The ``refund_unknown_sale`` item of a refund whose sale has come: settled by head office."""
     tx.run(
         "UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? WHERE txn_id = ? "
-        "AND quarantine = 1 AND state = 'open'",
-        [batch.received_at, HQ_ACTOR, "its sale arrived later; checked against it and applied", txn_id],
+        "AND reason = ? AND quarantine = 1 AND state = 'open'",
+        [batch.received_at, HQ_ACTOR, note, txn_id, Reason.REFUND_UNKNOWN_SALE.value],
     )
 
 
