@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from hq.store import HqStore
 from terminal.config import load
 from tests.fixtures.hq import EXIT_PORT_BUSY, HqProcess
 from tests.ports import START_ATTEMPTS, free_port
@@ -291,3 +292,21 @@ def corrupt_table(db: Path, table: str) -> None:
     with db.open("r+b") as handle:
         handle.seek((root - 1) * size)
         handle.write(b"\xa5" * size)
+
+
+def hq_database(db: Path, members: int = 400) -> None:
+    """A head office holding ``members`` members and a till, its WAL checkpointed into the file."""
+    store = HqStore(str(db))
+    try:
+        with store.db.write() as tx:
+            tx.insert_rows(
+                "members",
+                ("member_id", "display_name", "tier", "points", "status", "version"),
+                [(f"M-{n:05d}", f"Member {n}", "basic", n, "active", n + 1) for n in range(members)],
+            )
+        store.add_terminal("T-1", "S-1")
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

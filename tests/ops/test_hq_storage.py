@@ -9,28 +9,9 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from hq.store import HqStore
 from tests.fixtures.hq import tillpoint
-from tests.ops.helpers import corrupt_table, fill
+from tests.ops.helpers import corrupt_table, fill, hq_database
 from tests.ports import free_port
-
-
-def made(db: Path, members: int = 400) -> None:
-    """A head office holding ``members`` members and a till, its WAL checkpointed into the file."""
-    store = HqStore(str(db))
-    try:
-        with store.db.write() as tx:
-            tx.insert_rows(
-                "members",
-                ("member_id", "display_name", "tier", "points", "status", "version"),
-                [(f"M-{n:05d}", f"Member {n}", "basic", n, "active", n + 1) for n in range(members)],
-            )
-        store.add_terminal("T-1", "S-1")
-    finally:
-        store.close()
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
 
 
 def said(done: subprocess.CompletedProcess[str], code: str) -> str:
@@ -52,7 +33,7 @@ def terminals(db: Path) -> list[str]:
 
 def test_a_damaged_database_is_refused_by_every_command_and_by_serve(tmp_path: Path) -> None:
     db = tmp_path / "hq.db"
-    made(db)
+    hq_database(db)
     corrupt_table(db, "journal")  # a table these commands never read: only a check of the whole file finds it
     said(tillpoint("hq", "stats", "roll", "--to", "2026-03-01", "--db", str(db)), "storage_damaged")
     said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_damaged")
@@ -62,7 +43,7 @@ def test_a_damaged_database_is_refused_by_every_command_and_by_serve(tmp_path: P
 
 def test_a_full_disk_is_said_as_storage_full_and_nothing_changes(tmp_path: Path, small_disk: Path) -> None:
     db = small_disk / "hq.db"
-    made(db, members=50)
+    hq_database(db, members=50)
     filler = fill(small_disk)
     said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_full")
     filler.unlink()
@@ -74,7 +55,7 @@ def test_a_full_disk_is_said_as_storage_full_and_nothing_changes(tmp_path: Path,
 
 def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, small_disk: Path) -> None:
     db = small_disk / "hq.db"
-    made(db, members=50)
+    hq_database(db, members=50)
     remount = ["mount", "-o", "remount,ro", str(small_disk)]
     assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
     try:

@@ -28,6 +28,7 @@ import pytest
 from terminal import __version__
 from tests.fixtures.hq import free_port
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
+from tests.ops.helpers import corrupt_table, fill, hq_database
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -307,6 +308,26 @@ def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
         assert done.returncode != 0 and "panel" in done.stderr
     finally:
         hidden.rename(panels[0])
+
+
+def test_the_installed_head_office_names_a_damaged_or_full_database(
+    installed: Path, tmp_path: Path, small_disk: Path
+) -> None:
+    """The installed `tillpoint hq` on a damaged file and on a full disk: one line, its stable code first."""
+    cli = Cli(str(installed / "tillpoint"), tmp_path)
+    damaged, full = tmp_path / "hq.db", small_disk / "hq.db"
+    for db in (damaged, full):
+        hq_database(db, members=50)
+    corrupt_table(damaged, "journal")
+    filler = fill(small_disk)
+    try:
+        for db, code in ((damaged, "storage_damaged"), (full, "storage_full")):
+            done = cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db), check=False)
+            text = (done.stdout + done.stderr).strip()
+            assert done.returncode == 1 and text.startswith(code) and "Traceback" not in text, text
+    finally:
+        filler.unlink()
+    cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(full))  # room again: it works
 
 
 def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Path, tmp_path: Path) -> None:
