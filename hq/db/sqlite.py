@@ -102,14 +102,15 @@ def storage_problem(exc: sqlite3.Error, path: str | None) -> StorageProblem:
     if name.startswith("SQLITE_READONLY"):
         return "storage_read_only"
     if folder is not None and name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")):
-        try:
+        try:  # the directory's state says which; one that cannot be read says nothing
             if shutil.disk_usage(folder).free < LOW_DISK:
                 return "storage_full"
+            file = Path(path or "")
+            writable = os.access(folder, os.W_OK) and (not file.exists() or os.access(file, os.W_OK))
+            if not writable or os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return "storage_read_only"
         except OSError:
             pass
-        writable = os.access(folder, os.W_OK) and (not Path(path or "").exists() or os.access(path or "", os.W_OK))
-        if not writable or os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return "storage_read_only"
     return "storage_failed"
 
 
