@@ -45,6 +45,13 @@ def sale(seq: int, terminal: str = "T1", *, created: str = CREATED, kind: str = 
     )
 
 
+def refund_of(seq: int, payload: dict[str, Any], terminal: str = "T1") -> WireEntry:
+    """A till's refund entry (``payload``: ``entries.refund``) at ``seq``."""
+    return WireEntry(
+        terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind="refund", payload=payload, created_at=CREATED
+    )
+
+
 @pytest.fixture
 def store(hq_url: str) -> Iterator[HqStore]:
     # These are the offline conflicts: the chain trusts its POS here and does not price sales again
@@ -297,14 +304,7 @@ def test_points_above_the_rules_are_quarantined_and_other_differences_flagged(hq
 
 
 def test_a_refund_that_arrives_before_its_sale_waits_and_then_applies(store: HqStore) -> None:
-    refund = WireEntry(
-        terminal_id="T1",
-        seq=2,
-        txn_id="T1-2",
-        kind="refund",
-        created_at=CREATED,
-        payload=entries.refund("T1-1", money_back=700, restored=300, store_id="S1"),
-    )
+    refund = refund_of(2, entries.refund("T1-1", money_back=700, restored=300, store_id="S1"))
     store.ingest("T1", [refund])  # seq 1 (the sale) is still on its way
     [held] = store.items()
     assert (held.reason, held.quarantined) == (Reason.REFUND_UNKNOWN_SALE, True)
@@ -317,14 +317,7 @@ def test_a_refund_that_arrives_before_its_sale_waits_and_then_applies(store: HqS
 
 
 def test_a_refund_that_arrives_before_its_sale_is_checked_against_it_when_it_comes(store: HqStore) -> None:
-    over = WireEntry(
-        terminal_id="T1",
-        seq=2,
-        txn_id="T1-2",
-        kind="refund",
-        created_at=CREATED,
-        payload=entries.refund("T1-1", money_back=5000, restored=300, store_id="S1"),  # more than the sale took
-    )
+    over = refund_of(2, entries.refund("T1-1", money_back=5000, restored=300, store_id="S1"))  # beyond the sale
     store.ingest("T1", [over])
     store.ingest("T1", [sale(1, points_delta=-300)])
     held = {i.reason: i for i in store.items() if i.txn_id == "T1-2"}
@@ -339,17 +332,13 @@ def test_a_released_refund_counts_against_its_sale_and_gives_its_coupons_back(st
     store.ingest("T1", [sale(1, points_delta=-300, coupons=["C-ONCE"])])
     assert store.coupon_uses("C-ONCE") == 1
     wrong = entries.refund("T1-1", money_back=700, restored=300, coupons_restored=("C-ONCE",), store_id="S2")
-    store.ingest(
-        "T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED, payload=wrong)]
-    )
+    store.ingest("T1", [refund_of(2, wrong)])
     assert [(i.reason, i.quarantined) for i in store.items()] == [(Reason.WRONG_STORE, True)]
     assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (700, 1)  # type: ignore[union-attr]
     assert store.release("T1-2", "Mio", "the refund was rung at the other store's till") == "applied"
     assert (store.member("M-1").points, store.coupon_uses("C-ONCE")) == (1000, 0)  # type: ignore[union-attr]
     again = entries.refund("T1-1", money_back=700, restored=300, store_id="S1")
-    store.ingest(
-        "T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED, payload=again)]
-    )
+    store.ingest("T1", [refund_of(3, again)])
     assert Reason.REFUND_EXCEEDS_SALE in {i.reason for i in store.items()}  # the released one counted
     assert store.member("M-1").points == 1000  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="who and why"):
@@ -371,11 +360,9 @@ def test_a_partial_refund_head_office_cannot_price_is_held_and_a_whole_one_appli
     monkeypatch.setattr(ingest_module, "refund_priced", cannot)  # this layer's seam: pricing fails
     one = entries.refund("T1-1", money_back=500, store_id="S1", returned=[(0, 1)])
     both = entries.refund("T1-1", money_back=1000, store_id="S1", returned=[(0, 2)])
-    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=2, txn_id="T1-2", kind="refund", created_at=CREATED, payload=one)])
+    hq.ingest("T1", [refund_of(2, one)])
     held = [i for i in hq.items() if i.reason is Reason.REFUND_KEEPS_POINTS]
     assert len(held) == 1 and held[0].quarantined and held[0].detail["rules_take"] is None
-    hq.ingest(
-        "T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="refund", created_at=CREATED, payload=both)]
-    )
+    hq.ingest("T1", [refund_of(3, both)])
     assert hq.effects("T1") == {1: Effect.NONE, 2: Effect.QUARANTINED, 3: Effect.NONE}  # no points moved
     hq.close()
