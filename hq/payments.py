@@ -36,7 +36,7 @@ from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter
 from hq.store import HqStore, unb64
-from sync.protocol import ConfirmRequest, EntryKind, TopupPayload
+from sync.protocol import ConfirmRequest, EntryKind, ErrorCode, TopupPayload
 from terminal import membercodes
 from terminal import payments as pay
 from terminal.credentials import token_digest
@@ -44,6 +44,7 @@ from terminal.errors import Code, Rejected
 
 CERT_LIFETIME_S = 365 * 86400
 OFFLINE_CAP = 10_000  # minor units a device may pay per day at a till that is offline
+MAX_DEVICES = 5  # live (unrevoked) paying devices a member may hold, whichever path registers them
 PAYMENT_PURPOSE = "payment"
 MEMBER_PURPOSE = "member"
 
@@ -149,6 +150,12 @@ def member_token(store: HqStore, member_id: str) -> str:
     return token
 
 
+def forget_tokens(tx: Tx, member_id: str) -> int:
+    """Delete every member-app token of the member (signing out everywhere, an erasure): a stolen phone's
+    app can no longer register a device or read the balance; the member's app needs a new token."""
+    return tx.run("DELETE FROM member_tokens WHERE member_id = ?", [member_id])
+
+
 def member_of_token(store: HqStore, token: str) -> str | None:
     with store.db.read() as tx:
         row = tx.one("SELECT member_id FROM member_tokens WHERE token_sha256 = ?", [token_digest(token)])
@@ -207,7 +214,10 @@ def register_device(
     offline_cap: int = OFFLINE_CAP,
     now: int | None = None,
 ) -> pay.DeviceCert:
-    """Issue a certificate for the member's device key; it reaches the tills by pull."""
+    """Issue a certificate for the member's device key; it reaches the tills by pull. A member holding
+    ``MAX_DEVICES`` live devices is refused (``wallet_too_many_devices``) on every path (wallet, member
+    app, administrator): each device has its own offline cap, so more devices would mean more to spend
+    at offline tills."""
     try:
         device_key = bytes.fromhex(device_key_hex)
     except ValueError as exc:
@@ -229,7 +239,12 @@ def register_device(
     )
 
     def save(tx: Tx) -> None:
-        _member_row(tx, member_id)
+        _member_row(tx, member_id)  # locks the member's row: two registrations cannot both pass the count
+        if _live_devices(tx, member_id) >= MAX_DEVICES:
+            raise PaymentRefused(
+                ErrorCode.WALLET_TOO_MANY_DEVICES.value,
+                f"member {member_id} has {MAX_DEVICES} paying devices: revoke one",
+            )
         tx.run(
             "INSERT INTO device_certs (cert_id, member_id, body, created_at, version, deleted) "
             "VALUES (?, ?, ?, ?, 0, 0)",
@@ -239,6 +254,15 @@ def register_device(
 
     store.db.transact(save)
     return cert
+
+
+def _live_devices(tx: Tx, member_id: str) -> int:
+    row = tx.one(
+        "SELECT COUNT(*) FROM device_certs d WHERE d.member_id = ? AND d.deleted = 0 AND NOT EXISTS "
+        "(SELECT 1 FROM revocations r WHERE r.deleted = 0 AND r.revocation_id = 'device:' || d.cert_id)",
+        [member_id],
+    )
+    return int(row[0]) if row else 0
 
 
 def devices(store: HqStore, member_id: str | None = None) -> list[dict[str, Any]]:
@@ -275,7 +299,7 @@ def forget_devices(store: HqStore, member_id: str) -> int:
         if not device.get("revoked"):
             revoke_device(store, str(device["cert_id"]), "member erased")
             revoked += 1
-    store.db.transact(lambda tx: tx.run("DELETE FROM member_tokens WHERE member_id = ?", [member_id]))
+    store.db.transact(lambda tx: forget_tokens(tx, member_id))
     return revoked
 
 

@@ -79,7 +79,12 @@ def refused(exc: payments.PaymentRefused | Rejected | ValueError) -> ApiError:
     return ApiError(known, str(exc))
 
 
-@router.post("/v1/devices", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER))
+@router.post(
+    "/v1/devices",
+    responses=_errors(
+        ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER, ErrorCode.WALLET_TOO_MANY_DEVICES
+    ),
+)
 def register_device(store: Store, body: DeviceRequest, caller: Who) -> dict[str, Any]:
     role, name = caller
     if role == "member" and (

@@ -28,7 +28,7 @@ from sync.protocol import ErrorCode
 from terminal import payments as pay
 
 FRESH_S = 600
-MAX_DEVICES = 5
+MAX_DEVICES = payments.MAX_DEVICES
 REMOVED = "removed by the member in the wallet"
 
 
@@ -42,11 +42,12 @@ def register(store: HqStore, member_id: str, session_started: int, device_key_he
     """A device certificate for the browser's key, or ``WalletRefused``."""
     if now - session_started > FRESH_S:
         raise WalletRefused(ErrorCode.WALLET_SIGN_IN_AGAIN, "Sign in again to set up paying on this phone.")
-    live = [d for d in payments.devices(store, member_id) if not d["revoked"]]
-    if len(live) >= MAX_DEVICES:
-        raise WalletRefused(ErrorCode.WALLET_TOO_MANY_DEVICES, "Remove a phone you no longer use first.")
     try:
         return payments.register_device(store, member_id, device_key_hex, now=now)
+    except payments.PaymentRefused as exc:
+        if exc.code == ErrorCode.WALLET_TOO_MANY_DEVICES.value:
+            raise WalletRefused(ErrorCode.WALLET_TOO_MANY_DEVICES, "Remove a phone you no longer use first.") from exc
+        raise
     except ValueError as exc:
         raise WalletRefused(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 
@@ -62,15 +63,24 @@ def remove_all(store: HqStore, member_id: str) -> int:
 def sign_out_everywhere(
     store: HqStore, member_id: str, now: int, *, by: str | None = None, reason: str = ""
 ) -> tuple[int, int]:
-    """A lost or stolen phone: every paying phone of the member is revoked and every wallet session ends; the
-    member's own "sign out on every device", or an administrator's (``by``, with ``reason``: audited). Returns
-    (sessions ended, phones revoked); doing it again ends and revokes nothing more."""
+    """A lost or stolen phone: every paying phone of the member is revoked, every wallet session ends and
+    every member-app token is deleted (a stolen app could otherwise register a new paying key); the
+    member's own "sign out on every device", or an administrator's (``by``, with ``reason``: audited).
+    Returns (sessions ended, phones revoked); doing it again ends and revokes nothing more."""
     phones = remove_all(store, member_id)
 
     def end(tx: Tx) -> int:
         ended = signin.end_all_sessions(tx, member_id, now)
+        tokens = payments.forget_tokens(tx, member_id)
         if by is not None:
-            audit.append(tx, by, "wallet_sign_out", member_id, reason, {"sessions": ended, "phones": phones})
+            audit.append(
+                tx,
+                by,
+                "wallet_sign_out",
+                member_id,
+                reason,
+                {"sessions": ended, "phones": phones, "app_tokens": tokens},
+            )
         return ended
 
     return store.db.transact(end), phones
