@@ -32,6 +32,11 @@ class BelowZero(AdjustRefused):
     pass
 
 
+class MerchantPointsOnly(AdjustRefused):
+    """A merchant's staff adjusted stored value (the member's money, which the chain holds), or took more
+    points than its own merchant's lots hold for the member."""
+
+
 @dataclass(frozen=True, slots=True)
 class Adjusted:
     adjustment_id: str
@@ -42,8 +47,11 @@ class Adjusted:
     stored_value_after: int
 
 
-def fact(member_id: str, points: int, stored_value: int, reason: str) -> AdjustPayload:
-    """The adjustment as the trust rules read it; ``AdjustRefused`` when they refuse it."""
+def fact(member_id: str, points: int, stored_value: int, reason: str, merchant: str | None = None) -> AdjustPayload:
+    """The adjustment as the trust rules read it; ``AdjustRefused`` when they refuse it. ``merchant``: the
+    merchant whose staff asked for it (None: the chain's staff), which adjusts points only."""
+    if merchant is not None and stored_value:
+        raise MerchantPointsOnly(f"a merchant's staff adjusts points only; stored value is the chain's ({merchant})")
     try:
         made = AdjustPayload(member_id=member_id, points=points, stored_value=stored_value, reason=reason)
     except ValueError as exc:
@@ -54,8 +62,13 @@ def fact(member_id: str, points: int, stored_value: int, reason: str) -> AdjustP
     return made
 
 
-def apply(tx: Tx, adjustment_id: str, made: AdjustPayload, requested_by: str, approved_by: str) -> Adjusted:
-    """Move the member's balances by ``made`` in ``tx``; the same id again changes nothing."""
+def apply(
+    tx: Tx, adjustment_id: str, made: AdjustPayload, requested_by: str, approved_by: str, merchant: str | None = None
+) -> Adjusted:
+    """Move the member's balances by ``made`` in ``tx``; the same id again changes nothing. ``merchant``: the
+    merchant whose staff asked (None: the chain's). A merchant's adjustment is booked to it: points it adds
+    are its own lot, which it pays for as for points its stores give, and it takes back at most what its own
+    lots hold for the member; it never moves stored value (``MerchantPointsOnly``)."""
     held = tx.one(
         "SELECT member_id, points, stored_value, points_after, stored_value_after FROM adjustments "
         "WHERE adjustment_id = ?",
@@ -71,8 +84,13 @@ def apply(tx: Tx, adjustment_id: str, made: AdjustPayload, requested_by: str, ap
     points, value = int(row[0]) + made.points, int(row[1]) + made.stored_value
     if (made.points < 0 and points < 0) or (made.stored_value < 0 and value < 0):  # taking more than is there
         raise BelowZero(f"the adjustment would leave {points} points and {value} stored value")
+    now = utc_now()
+    if merchant is not None:
+        _merchant_may(tx, merchant, made, now)
     tx.run("UPDATE members SET points = ?, stored_value = ? WHERE member_id = ?", [points, value, made.member_id])
-    ledger.adjust(tx, made.member_id, made.points, made.stored_value, utc_now(), adjustment_id)
+    ledger.adjust(
+        tx, made.member_id, made.points, made.stored_value, now, adjustment_id, merchant or ledger.CHAIN_MERCHANT
+    )
     tx.run(
         "INSERT INTO adjustments (adjustment_id, member_id, points, stored_value, points_after, stored_value_after, "
         "reason, requested_by, approved_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -93,6 +111,20 @@ def apply(tx: Tx, adjustment_id: str, made: AdjustPayload, requested_by: str, ap
     return Adjusted(adjustment_id, made.member_id, made.points, made.stored_value, points, value)
 
 
+def _merchant_may(tx: Tx, merchant: str, made: AdjustPayload, now: str) -> None:
+    if made.stored_value:
+        raise MerchantPointsOnly(f"a merchant's staff adjusts points only; stored value is the chain's ({merchant})")
+    if made.points >= 0:
+        return
+    own = sum(
+        lot.remaining
+        for lot in ledger.lots_of(tx, made.member_id)
+        if lot.merchant_id == merchant and (lot.expires_at is None or lot.expires_at > now)
+    )
+    if -made.points > own:
+        raise MerchantPointsOnly(f"{merchant}'s lots hold {own} points of this member; it may take back no more")
+
+
 def of_member(tx: Tx, member_id: str) -> list[dict[str, object]]:
     rows = tx.all(
         "SELECT adjustment_id, points, stored_value, reason, requested_by, approved_by, created_at FROM adjustments "
@@ -103,4 +135,13 @@ def of_member(tx: Tx, member_id: str) -> list[dict[str, object]]:
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
-__all__ = ["AdjustRefused", "Adjusted", "BelowZero", "UnknownMember", "apply", "fact", "of_member"]
+__all__ = [
+    "AdjustRefused",
+    "Adjusted",
+    "BelowZero",
+    "MerchantPointsOnly",
+    "UnknownMember",
+    "apply",
+    "fact",
+    "of_member",
+]

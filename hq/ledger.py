@@ -771,16 +771,26 @@ def post_gift(tx: Tx, source: str, kind: str, card_id: str, amount: int, where: 
 
 
 def adjust(
-    tx: Tx, member_id: str, points_delta: int, value_delta: int, at: str | None = None, action_id: str | None = None
+    tx: Tx,
+    member_id: str,
+    points_delta: int,
+    value_delta: int,
+    at: str | None = None,
+    action_id: str | None = None,
+    merchant: str = CHAIN_MERCHANT,
 ) -> int:
     """An administrator set or moved a member's balances (``HqStore.upsert_member``, the back office's
-    ``hq.adjustments``, keyed by its ``action_id``): points added are a lot of the chain's, points taken come
-    out of the member's lots like a claw; stored value against the chain's float."""
+    ``hq.adjustments``, keyed by its ``action_id``): points added are a lot of ``merchant`` (the chain's, or
+    the merchant whose staff made the adjustment: it pays for them as for points its stores give), points
+    taken come out of the member's lots like a claw; stored value against the chain's float, and only by the
+    chain (``ValueError`` for a merchant's)."""
     if not (points_delta or value_delta):
         return 0
+    if value_delta and merchant != CHAIN_MERCHANT:
+        raise ValueError("only the chain adjusts stored value")
     at = at or utc_now()
     source = f"adjust:{action_id}" if action_id else f"adjust:{member_id}:{secrets.token_hex(8)}"
-    entry = Entry(source, "adjust", member_id, CHAIN_MERCHANT, at[:10], at, value=value_delta)
+    entry = Entry(source, "adjust", member_id, merchant, at[:10], at, value=value_delta)
     entry = replace(entry, earned=max(points_delta, 0), clawed=max(-points_delta, 0))
     return post(tx, entry, lot_policy(tx))
 

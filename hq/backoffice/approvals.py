@@ -97,12 +97,16 @@ def _check(tx: Tx, kind: str, subject: str, payload: dict[str, Any], reason: str
         if kind == GIFT_CLEAR:
             giftcards.clearable(tx, subject, int(payload["activity"]))
         elif kind == ADJUSTMENT:
-            adjustments.fact(subject, int(payload["points"]), int(payload["stored_value"]), reason)
+            adjustments.fact(
+                subject, int(payload["points"]), int(payload["stored_value"]), reason, payload.get("merchant_id")
+            )
         else:
             campaigns.check_id(subject)
             campaigns.parse_spec(payload.get("spec"))
     except campaigns.CampaignInvalid as exc:
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
+    except adjustments.MerchantPointsOnly as exc:
+        raise BackofficeRefused(Code.MERCHANT_POINTS_ONLY, str(exc)) from exc
     except adjustments.AdjustRefused as exc:
         raise BackofficeRefused(Code.BAD_AMOUNT, str(exc)) from exc
     except Refused as exc:
@@ -157,15 +161,18 @@ def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
             card = giftcards.clear(tx, held.subject, held.requested_by, held.reason, utc_now())
             return {"state": card.state.value, "balance": card.balance}
         if held.kind == ADJUSTMENT:
+            merchant = held.payload.get("merchant_id")
             made = adjustments.fact(
-                held.subject, int(held.payload["points"]), int(held.payload["stored_value"]), held.reason
+                held.subject, int(held.payload["points"]), int(held.payload["stored_value"]), held.reason, merchant
             )
-            done = adjustments.apply(tx, held.request_id, made, held.requested_by, by)
+            done = adjustments.apply(tx, held.request_id, made, held.requested_by, by, merchant)
             return {"points_after": done.points_after, "stored_value_after": done.stored_value_after}
         spec = campaigns.parse_spec(held.payload.get("spec"))
         return {"state": campaigns.put(tx, held.subject, spec, held.requested_by, utc_now())["state"]}
     except adjustments.BelowZero as exc:
         raise BackofficeRefused(Code.BELOW_ZERO, str(exc)) from exc
+    except adjustments.MerchantPointsOnly as exc:
+        raise BackofficeRefused(Code.MERCHANT_POINTS_ONLY, str(exc)) from exc
     except campaigns.CampaignInvalid as exc:
         raise BackofficeRefused(Code.CAMPAIGN_INVALID, exc.detail) from exc
     except Refused as exc:

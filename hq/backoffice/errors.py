@@ -38,6 +38,7 @@ class Code(StrEnum):
     EDITED_MEANWHILE = "edited_meanwhile"
     UNKNOWN_MERCHANT = "unknown_merchant"
     GIFT_CARD_INVALID = "gift_card_invalid"
+    MERCHANT_POINTS_ONLY = "merchant_points_only"
 
 
 STATUS: dict[Code, int] = {
@@ -65,6 +66,7 @@ STATUS: dict[Code, int] = {
     Code.EDITED_MEANWHILE: 409,
     Code.UNKNOWN_MERCHANT: 422,
     Code.GIFT_CARD_INVALID: 409,
+    Code.MERCHANT_POINTS_ONLY: 403,
 }
 
 

@@ -164,6 +164,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "整数を入力してください（両方0は不可）。",
         "请输入整数，且不能都为零。",
     ),
+    "merchant_points_only": (
+        "A merchant adjusts points only, and takes back no more than it gave this member.",
+        "加盟店が調整できるのはポイントのみで、この会員に付与した分までしか減らせません。",
+        "商户只能调整积分，且减少的积分不得超过其给该会员的积分。",
+    ),
     "below_zero": (
         "That would take more than the balance holds.",
         "残高を超えて減らすことはできません。",

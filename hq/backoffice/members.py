@@ -168,6 +168,9 @@ def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:
     found = Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5]))
     overview = views.overview(store, member_id, datetime.now(UTC))
     visits = views.activity(store, member_id)
+    if reach(who.role, Action.MEMBERS_READ) is Reach.STORES:  # another store's (merchant's) visits are not theirs
+        stores = stores & who.stores
+        visits = [v for v in visits if v.store_id in who.stores]
     return MemberPage(found, stores, row[6], overview, visits, totals, cards, made, pending, gifts)
 
 
@@ -201,11 +204,14 @@ def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, re
 def ask_adjustment(
     store: HqStore, who: Staff, member_id: str, points: int, stored_value: int, reason: str
 ) -> approvals.Request:
-    """A pending adjustment of the member's points and/or stored value (applied when someone else approves)."""
+    """A pending adjustment of the member's points and/or stored value (applied when someone else approves).
+    A merchant's staff adjusts points only, booked to its merchant (the request carries ``merchant_id``)."""
 
     def change(tx: Tx) -> approvals.Request:
         stores = _member_stores(tx, member_id)
-        payload = {"member_id": member_id, "points": points, "stored_value": stored_value}
+        payload: dict[str, object] = {"member_id": member_id, "points": points, "stored_value": stored_value}
+        if who.merchant_id is not None:
+            payload["merchant_id"] = who.merchant_id
         return approvals.ask(tx, who, approvals.ADJUSTMENT, member_id, stores, payload, reason)
 
     return store.db.transact(change)
