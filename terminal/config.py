@@ -485,4 +485,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError("--config", f"file {str(chosen)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:  # an editor saved it as Latin-1 or UTF-16
+        raise ConfigError("--config", f"a file in UTF-8 ({chosen}: {exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:  # not readable by this user, a directory, an I/O error
+        raise ConfigError("--config", f"a readable file ({exc})") from exc
     return validate(raw)

@@ -39,7 +39,7 @@ from terminal.checkout import Checkout
 from terminal.config import Config
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
-from terminal.errors import Code, ConfigError, Rejected
+from terminal.errors import Code, ConfigError, Rejected, storage_refusal
 from terminal.identity import Identified
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
@@ -116,10 +116,15 @@ def payment_limits(config: Config) -> RiskLimits:
 
 
 def hq_token(config: Config) -> str:
+    """The till's head-office credential: ``hq.token``, else the token file (``""``: none); a file that cannot
+    be read as text is ``ConfigError`` naming it."""
     if config.hq.token:
         return config.hq.token
     path = hq_token_path(config)
-    return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+    try:
+        return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("hq.token_file", f"a readable text file with the till's token ({path}: {exc})") from exc
 
 
 def enrol_terminal(
@@ -197,7 +202,10 @@ class Daemon:
             spend_needs_proof=cfg.payments.spend_needs_proof,
         )
         self.service.on_commit.append(self._committed)
-        self.api_token = load_or_create_token(cfg.api_token_path)
+        try:
+            self.api_token = load_or_create_token(cfg.api_token_path)
+        except OSError as exc:
+            raise storage_refusal(exc, f"read or make the local API's token {cfg.api_token_path}") from exc
         self._start_sync()
         session = self._start_session(self.service, self.store)
         self._start_readers(lambda uid: card_uid_hash(key, uid))
@@ -263,8 +271,11 @@ class Daemon:
         """One daemon per data directory, by an OS lock held for the process's life (released by the
         kernel however the process ends)."""
         directory = self.config.data_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only file system, a lock file of another user
+            raise storage_refusal(exc, f"lock the data directory {directory}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -274,9 +285,12 @@ class Daemon:
                 "terminal.data_dir",
                 f"a directory no other daemon uses: {directory} is locked by the daemon with pid {held}",
             ) from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            raise storage_refusal(exc, f"write the daemon's pid in {directory / 'daemon.lock'}") from exc
 
     def _note_api_url(self) -> None:
         """Where the local API listens, for the commands on this PC (``tillpoint sale``...); a full or

@@ -361,6 +361,14 @@ def check_database(cfg: Config) -> Check:
             conn.close()
     except sqlite3.Error as exc:
         problems, pending = [str(exc)], None
+    # a read-only file system, whoever asks; files of another user only when they kept this user out
+    unwritable = _unwritable(path, users=pending is None and bool(problems))
+    if unwritable:
+        return fail(
+            "database",
+            f"{path} cannot be written ({unwritable}): the daemon cannot start or record a sale; "
+            "remount the file system read-write, or give the files back to the daemon's user",
+        )
     if problems:
         return fail(
             "database",
@@ -368,6 +376,22 @@ def check_database(cfg: Config) -> Check:
             "rebuilds the file, keeping the journal, and pulls the cache again",
         )
     return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else ""))
+
+
+def _unwritable(path: Path, users: bool) -> str:
+    """Why the daemon could not write the database at ``path`` (and its journal files beside it), or ``""``:
+    a read-only file system, or (``users``) a file or directory this user may not write."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not users:
+        return ""
+    for part in (path.parent, path, *(path.with_name(path.name + side) for side in ("-wal", "-shm"))):
+        if part.exists() and not os.access(part, os.W_OK):
+            return f"{part} is not writable by this user"
+    return ""
 
 
 def _pending(conn: sqlite3.Connection) -> str:

@@ -10,6 +10,7 @@ Codes are a ``StrEnum``: their values are part of the API and never change meani
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 
 
@@ -272,6 +273,16 @@ class Rejected(TerminalError):
 
 class StorageError(TerminalError):
     """The local database failed; callers turn it into STORAGE_FULL / STORAGE_FAILED."""
+
+
+def storage_refusal(exc: OSError, doing: str) -> Rejected:
+    """A file of the till's data directory that could not be written, as a refusal with a stable code
+    (``storage_full`` for a full disk or quota, else ``storage_failed``) naming what was being done and why
+    (a read-only file system, a file owned by another user)."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    why = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return Rejected(Code.STORAGE_FULL if full else Code.STORAGE_FAILED, f"could not {doing}: {why}{where}")
 
 
 class ConfigError(TerminalError):

@@ -60,6 +60,9 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqPro
 
         config.write_text("this is [not toml")
         hup(till, notify)
+        config.write_bytes((original + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))  # not UTF-8
+        hup(till, notify)
+        assert till.proc is not None and till.proc.poll() is None, "the daemon lives on"
         moved = re.sub(r"\[api\]\nport = \d+", f"[api]\nport = {free_port()}", original)
         config.write_text(moved.replace("push_interval = 0.1", "push_interval = 0.3") + "[sale]\nauto_amount = 700\n")
         hup(till, notify)
@@ -71,7 +74,8 @@ def test_sighup_reloads_and_a_bad_config_keeps_the_old(tmp_path: Path, hq: HqPro
         notify.close()
     records = log_records(till)
     refused = [r["msg"] for r in records if str(r["msg"]).startswith("config reload refused")]
-    assert len(refused) == 2 and "sale.auto_amount" in str(refused[0]) and "valid TOML" in str(refused[1])
+    assert len(refused) == 3 and "sale.auto_amount" in str(refused[0]) and "valid TOML" in str(refused[1])
+    assert "UTF-8" in str(refused[2])
     restart = [r["msg"] for r in records if str(r["msg"]).startswith("config reloaded; these changes need a restart")]
     assert restart == ["config reloaded; these changes need a restart: api.port"]
 

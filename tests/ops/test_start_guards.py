@@ -70,3 +70,46 @@ def test_a_lost_or_swapped_card_key_stops_the_start(tmp_path: Path, hq: HqProces
     finally:
         till.kill()
         notify.close()
+
+
+def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_disk: Path) -> None:
+    """The till's file system comes back read-only (an fsck, ``errors=remount-ro``): the daemon says so in
+    one line with a stable code instead of a traceback, doctor says the files cannot be written (not that
+    they are damaged), and the till starts again once the file system is writable."""
+    config = till_config(tmp_path, None, None, "T-RO")
+    config.write_text(config.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    try:
+        till.start()
+        assert Api(till).sale(100).status_code == 200
+        assert till.stop() == 0
+        remount = ["mount", "-o", "remount,ro", str(small_disk)]
+        assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
+        try:
+            refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+            said = (refused.stdout + refused.stderr).strip()
+            assert refused.returncode == 1 and "Traceback" not in said, said
+            assert "cannot start: storage_failed" in said and "Read-only file system" in said, said
+            doctor = tillpoint("doctor", "--config", str(config), cwd=tmp_path)
+            assert "cannot be written (the file system is read-only)" in doctor.stdout, doctor.stdout
+            assert "damaged" not in doctor.stdout and doctor.returncode == 2, doctor.stdout
+        finally:
+            rw = ["mount", "-o", "remount,rw", str(small_disk)]
+            assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
+        till.start()
+        assert Api(till).status()["pending"] >= 1  # the sale made before is still there
+    finally:
+        till.kill()
+        notify.close()
+
+
+def test_a_config_file_not_in_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    """An editor saved the config as Latin-1: ``run`` and ``doctor`` say which file and why (exit 2)."""
+    config = till_config(tmp_path, None, None, "T-ENC")
+    config.write_bytes((config.read_text() + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))
+    for command in ("run", "doctor"):
+        done = tillpoint(command, "--config", str(config), cwd=tmp_path)
+        said = done.stdout + done.stderr
+        assert done.returncode == 2 and "Traceback" not in said, said
+        assert "UTF-8" in said, said

@@ -28,7 +28,7 @@ import pytest
 from terminal import __version__
 from tests.fixtures.hq import free_port
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
-from tests.ops.helpers import corrupt_table, fill, hq_database
+from tests.ops.helpers import corrupt_table, fill, hq_database, till_config
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,6 +328,30 @@ def test_the_installed_head_office_names_a_damaged_or_full_database(
     finally:
         filler.unlink()
     cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(full))  # room again: it works
+
+
+def test_the_installed_till_says_a_read_only_disk_and_a_config_not_in_utf8_in_one_line(
+    installed: Path, tmp_path: Path, small_disk: Path
+) -> None:
+    """The installed `tillpoint run` with its data on a file system gone read-only, and with a config an
+    editor saved as Latin-1: one line each with a stable code, no traceback."""
+    cli = Cli(str(installed / "tillpoint"), tmp_path)
+    config = till_config(tmp_path, None, None, "T-W")
+    config.write_text(config.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
+    remount = ["mount", "-o", "remount,ro", str(small_disk)]
+    assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
+    try:
+        done = cli("run", "--config", str(config), check=False)
+        text = (done.stdout + done.stderr).strip()
+        assert done.returncode == 1 and "Traceback" not in text, text
+        assert "cannot start: storage_failed" in text and "Read-only file system" in text, text
+    finally:
+        rw = ["mount", "-o", "remount,rw", str(small_disk)]
+        assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
+    config.write_bytes((config.read_text() + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))
+    done = cli("run", "--config", str(config), check=False)
+    text = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2 and "Traceback" not in text and "UTF-8" in text, text
 
 
 def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Path, tmp_path: Path) -> None:
