@@ -50,6 +50,7 @@ from sync.protocol import (
     EnrolResponse,
     EodReport,
     EodResult,
+    ErrorCode,
     JournalState,
     LostReport,
     PushRequest,
@@ -75,6 +76,7 @@ log = logging.getLogger("tillpoint.sync")
 MAX_PAGES_PER_PULL = 10_000
 SNAPSHOT_PAGE = 10_000
 EOD_CHUNK = 1000
+MAX_PROBES = 1000  # unsent entries pushed one by one, at most, to find where a journal that went back parts
 Progress = Callable[[str, int, int], None]
 """progress(kind, rows done of that kind, rows of that kind)"""
 
@@ -280,10 +282,50 @@ class SyncClient:
     # -- push -------------------------------------------------------------------------------------
 
     def push_once(self) -> int:
-        """Push one batch of unacknowledged entries; returns how many became acknowledged."""
+        """Push one batch of unacknowledged entries; returns how many became acknowledged. A batch head office
+        refuses as ``seq_conflict`` (it holds other entries at this till's seqs) is put right first
+        (``_journal_went_back``), then pushed again."""
         entries = self.store.unpushed(self.batch_size)
         if not entries:
             return 0
+        try:
+            return self._push(entries)
+        except HqRejected as exc:
+            if exc.code != ErrorCode.SEQ_CONFLICT.value or not self._journal_went_back():
+                raise
+        return self._push(self.store.unpushed(self.batch_size))
+
+    def _journal_went_back(self) -> bool:
+        """This till's database went back (its WAL lost or cut at a damaged frame, an older copy restored): it
+        gave again seqs head office holds other entries at. Its unpushed entries up to head office's highest
+        seq are pushed one by one, in order; from the first head office refuses, they and every later one take
+        new seqs above everything either side holds. Entries it recorded before going back and had not sent
+        are gone from both sides (nothing names them). False when no entry of the till's explains the refusal
+        (it stays refused: an operator looks)."""
+        state = _parse(JournalState, self._call("GET", "/v1/journal/state"), "journal state")
+        for entry in self.store.unpushed(MAX_PROBES):
+            if entry.seq > state.max_seq:
+                return False
+            try:
+                self._push([entry])
+            except HqRejected as exc:
+                if exc.code != ErrorCode.SEQ_CONFLICT.value:
+                    raise
+                moved = self.store.renumber_unpushed(entry.seq, state.max_seq)
+                log.error(
+                    "head office holds other entries at this till's seqs: its database went back; %d unsent "
+                    "entries renumbered from seq %s to %s-%s (entries made before it went back and never sent are "
+                    "lost)",
+                    len(moved),
+                    moved[0][0] if moved else entry.seq,
+                    moved[0][1] if moved else "-",
+                    moved[-1][1] if moved else "-",
+                )
+                self.store.set_state(journal_renumbered_at=_now_iso())
+                return bool(moved)
+        return False
+
+    def _push(self, entries: list[JournalEntry]) -> int:
         request = PushRequest(
             protocol=self.protocol or PROTOCOL_VERSION,
             terminal_id=self.terminal_id,

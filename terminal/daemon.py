@@ -929,6 +929,10 @@ class _Beating:
         self._beat()
         self._store.finish_recovery(floor)
 
+    def renumber_unpushed(self, from_seq: int, above: int) -> list[tuple[int, int]]:
+        self._beat()
+        return self._store.renumber_unpushed(from_seq, above)
+
     def apply_changes(
         self,
         members: list[Member],

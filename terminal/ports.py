@@ -149,6 +149,11 @@ class SyncStore(Protocol):
 
     def finish_recovery(self, floor: int) -> None: ...
 
+    def renumber_unpushed(self, from_seq: int, above: int) -> list[tuple[int, int]]:
+        """The unpushed entries from ``from_seq`` on take new seqs above ``above`` (head office holds other
+        entries at their seqs: this database went back); (old, new) pairs."""
+        ...
+
     def apply_changes(
         self,
         members: list[Member],

@@ -503,6 +503,28 @@ class Store:
     def max_seq(self) -> int:
         return max(int(self._read("SELECT COALESCE(MAX(seq), 0) FROM journal")[0][0]), self.seq_floor)
 
+    def renumber_unpushed(self, from_seq: int, above: int) -> list[tuple[int, int]]:
+        """The unpushed entries from ``from_seq`` on take new seqs, in their order, above ``above`` and above
+        every seq this journal holds; later entries go on above them. For a database that went back (its WAL
+        lost or cut at a damaged frame, an older copy restored): head office holds other entries at the seqs
+        it gave again. Returns the (old, new) pairs."""
+        with self._write() as conn:
+            top = max(
+                above, self.seq_floor, int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0])
+            )
+            olds = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT seq FROM journal WHERE pushed_at IS NULL AND seq >= ? ORDER BY seq", (from_seq,)
+                )
+            ]
+            moved = [(old, top + i) for i, old in enumerate(olds, 1)]
+            conn.executemany("UPDATE journal SET seq = ? WHERE seq = ?", [(new, old) for old, new in moved])
+            floor = max(self.seq_floor, above)
+            _set_state(conn, SEQ_FLOOR, str(floor))
+        self.seq_floor = floor
+        return moved
+
     def finish_recovery(self, floor: int) -> None:
         """Head office said where the journal stands: seqs go on above ``floor``, recording resumes."""
         with self._write() as conn:
