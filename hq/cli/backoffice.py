@@ -100,7 +100,7 @@ def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Every staff account."""
     from hq.backoffice import staff
 
-    with hq_store(db) as hq, hq.db.read() as tx:
+    with hq_store(db, create=False) as hq, hq.db.read() as tx:
         rows = [_shown(s) for s in staff.listed(tx)]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -147,7 +147,7 @@ def verify(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     broken record."""
     from hq import audit
 
-    with hq_store(db) as hq:
+    with hq_store(db, create=False) as hq:
         verdict = audit.verify(hq.db)
     shown = {
         "ok": verdict.ok,

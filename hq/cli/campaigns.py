@@ -47,7 +47,7 @@ def show(campaign_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
     from hq.campaigns import UnknownCampaign
     from hq.campaigns import show as shown
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             print(json.dumps(shown(store.db, campaign_id), indent=2))
         except UnknownCampaign as exc:
@@ -59,7 +59,7 @@ def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Every campaign."""
     from hq.campaigns import all_campaigns
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = all_campaigns(store.db)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -142,7 +142,7 @@ def report(
     from hq.outcomes import as_csv, as_svg, campaign_report
     from hq.segments import SegmentInvalid, reference_day
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             found = campaign_report(store.db, campaign_id, reference_day(as_of))
         except (UnknownCampaign, SegmentInvalid) as exc:
@@ -170,7 +170,7 @@ def programme(as_of: AsOf = None, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = Fal
     from hq.outcomes import programme_report
     from hq.segments import SegmentInvalid, reference_day
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             found = programme_report(store.db, reference_day(as_of))
         except SegmentInvalid as exc:

@@ -25,15 +25,29 @@ DEFAULT_DB = "var/hq/hq.db"
 
 
 @contextmanager
-def hq_store(db: str) -> Iterator[HqStore]:
+def hq_store(db: str, *, create: bool = True) -> Iterator[HqStore]:
     """The store for one command, closed however the command ends (a database this release cannot open,
-    or whose upgrade backup failed, is said in one line; a failing one, by the ``hq`` group)."""
+    or whose upgrade backup failed, is said in one line; a failing one, by the ``hq`` group).
+
+    A SQLite file that is not there is ``storage_missing`` for a command that only reads (``create=False``:
+    a list, a check, a report would answer "nothing", "all clear" of a database made empty on the spot,
+    and leave it behind); a command that writes makes it, and says so on stderr (a mistyped ``--db``, or a
+    command run outside the directory head office runs in, is seen at once)."""
     from hq.store import open_store
 
+    sqlite = not db.startswith(("postgresql://", "postgres://"))
+    made = sqlite and not Path(db).exists()
+    if made and not create:
+        fail(
+            f"storage_missing: no head-office database at {Path(db).absolute()}: give --db the database head "
+            "office runs on (the service's is /var/lib/tillpoint-hq/hq.db); nothing was made"
+        )
     try:
         store = open_store(db)
     except (NewerSchema, BackupFailed) as exc:
         fail(f"cannot open head office's database: {exc}")
+    if made:
+        typer.echo(f"made a new, empty head-office database at {Path(db).absolute()}", err=True)
     try:
         yield store
     finally:

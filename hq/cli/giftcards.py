@@ -22,7 +22,7 @@ def show(card_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None
     """A gift card (G-...): its state, balance, expiry and every activity of it. Prints JSON."""
     from hq.errors import Refused
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             shown = store.gift_card(card_id)
         except Refused as exc:
@@ -33,7 +33,7 @@ def show(card_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None
 @app.command("list")
 def listing(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Every gift card: id, state, balance, expiry, last used."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.gift_cards()
     if as_json:
         print(json.dumps(rows, indent=2))

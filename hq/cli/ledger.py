@@ -53,7 +53,7 @@ def list_merchants(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Every merchant and its rates."""
     from hq import merchants
 
-    with hq_store(db) as store, store.db.read() as tx:
+    with hq_store(db, create=False) as store, store.db.read() as tx:
         rows = [m.as_dict() for m in merchants.all_merchants(tx)]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -66,7 +66,7 @@ def show(merchant_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
     """A merchant, its stores and its positions in the ledger. Prints JSON."""
     from hq import ledger, merchants
 
-    with hq_store(db) as store, store.db.read() as tx:
+    with hq_store(db, create=False) as store, store.db.read() as tx:
         found = merchants.get(tx, merchant_id)
         if found is None:
             fail(f"unknown_merchant: no merchant {merchant_id}")
@@ -83,7 +83,7 @@ def check(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     its lots, every merchant's position is its lots. Exit status 1 names the first failure's code."""
     from hq import ledger
 
-    with hq_store(db) as store, store.db.read() as tx:
+    with hq_store(db, create=False) as store, store.db.read() as tx:
         failures = ledger.check(tx)
     print(json.dumps({"ok": not failures, "failures": [f.as_dict() for f in failures[:100]], "count": len(failures)}))
     if failures:

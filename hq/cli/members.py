@@ -172,7 +172,7 @@ def stats_show(
 ) -> None:
     """A member's statistics: last visit, visits and spend over 30/90/365 days, by category, stores,
     average basket, coupons redeemed."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             got = store.member_stats(member_id, as_of).as_dict()
         except ValueError as exc:

@@ -90,7 +90,7 @@ def devices(
     """Device certificates (of MEMBER): id, member, expiry, offline cap, revoked. Prints JSON."""
     from hq import payments
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = payments.devices(store, member_id)
     print(json.dumps(rows, indent=2))
 

@@ -45,7 +45,7 @@ def show(pool_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None
     """A pool's quantity, what is allocated and redeemed, and each till's allocation."""
     from hq.pools import PoolRefused
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             report = _report(store.pool_state(pool_id))
         except PoolRefused as exc:

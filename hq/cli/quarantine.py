@@ -34,7 +34,7 @@ def _decide(decision: Callable[[HqStore], str], db: str, txn_id: str = "", as_js
 @app.command("quarantine")
 def quarantine(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Entries held in quarantine (stored, changing no balance) and the rules they broke."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.quarantined()
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -35,7 +35,7 @@ def report(
         as_json, as_csv = as_json or fmt == "json", as_csv or fmt == "csv"
     if as_json and as_csv:
         fail("--json or --csv, not both")
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.report(store_id=store_id, terminal_id=terminal_id, day_from=day_from, day_to=day_to)
     if as_json:
         show_json(rows)
@@ -61,7 +61,7 @@ def items(
     settled_manual). `hq groups` shows them by cause, terminal and day first."""
     from hq.reconcile import BadCursor
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             page, cursor = store.item_page(
                 after=after,
@@ -98,7 +98,7 @@ def groups(
     open ones unless --state says otherwise). Expand one with `hq items --terminal-id T --day D --reason R`."""
     from hq.reconcile import BadCursor
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             page = store.item_groups(
                 after=after,
@@ -128,7 +128,7 @@ def summary(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """How many items are open per cause (and of those held in quarantine), settled automatically, by hand."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         found = store.item_summary(store_id=store_id, day_from=day_from, day_to=day_to)
     if as_json:
         print(json.dumps(found, indent=2))

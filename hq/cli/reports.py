@@ -20,7 +20,7 @@ def check(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     first figure that differs."""
     from hq import rollup
 
-    with hq_store(db) as store, store.db.read() as tx:
+    with hq_store(db, create=False) as store, store.db.read() as tx:
         found = rollup.check(tx)
     rows = [
         {

@@ -65,7 +65,7 @@ def codes(
 @app.command("list")
 def list_rewards(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """The catalogue: each reward's kind, points, title, and the units head office may still hand out."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = [{**o.reward.doc(), "left": "-" if o.left is None else o.left} for o in store.reward_catalogue()]
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -76,7 +76,7 @@ def list_rewards(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
 @app.command("purchases")
 def purchases(member_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """A member's reward purchases, newest first."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = [p.as_dict() for p in store.reward_purchases(member_id)]
     if as_json:
         print(json.dumps(rows, indent=2))

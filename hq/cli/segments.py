@@ -42,7 +42,7 @@ def show(segment_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> N
     from hq.segments import UnknownSegment
     from hq.segments import show as shown
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             print(json.dumps(shown(store.db, segment_id), indent=2))
         except UnknownSegment as exc:
@@ -54,7 +54,7 @@ def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """Every stored segment."""
     from hq.segments import all_segments
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = all_segments(store.db)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -88,7 +88,7 @@ def preview(
     """How many members a stored segment holds on a day, and the first of them by member id."""
     from hq.segments import SegmentInvalid, UnknownSegment, preview_saved
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             found = preview_saved(store.db, segment_id, as_of, sample)
         except (SegmentInvalid, UnknownSegment) as exc:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail
+from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
 from terminal.console import JsonOpt, check_port, show_json
 
 app = typer.Typer()
@@ -134,13 +134,8 @@ def hq_add_terminal(
     terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
     """Register a terminal and print its credential (shown once)."""
-    from hq.store import HqStore
-
-    store = HqStore(str(db))
-    try:
+    with hq_store(db) as store:
         token = store.add_terminal(terminal_id, store_id)
-    finally:
-        store.close()
     if as_json:
         show_json({"terminal_id": terminal_id, "store_id": store_id, "token": token})
     else:
@@ -156,13 +151,8 @@ def hq_add_member(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Create a member, or change only what is given: balances, lots and tier survive an update."""
-    from hq.store import HqStore
-
-    store = HqStore(str(db))
-    try:
+    with hq_store(db) as store:
         store.upsert_member(member_id, name, tier, points)
-    finally:
-        store.close()
 
 
 @app.command("add-card")
@@ -174,10 +164,8 @@ def hq_add_card(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Link a card (hex UID, stored only as its keyed hash) to a member."""
-    from hq.store import HqStore
     from terminal.credentials import card_uid_hash, parse_uid
 
     key = card_key_file.read_bytes()
-    store = HqStore(str(db))
-    store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")
-    store.close()
+    with hq_store(db) as store:
+        store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")

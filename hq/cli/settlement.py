@@ -42,7 +42,7 @@ def statement(
     """One merchant's statement for a period: the same bytes every time it is made."""
     from hq import settlement
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             found = settlement.read_statement(store.db, period, merchant_id)
         except settlement.SettlementError as exc:
@@ -63,7 +63,7 @@ def statements(
     """Every merchant's statement for a period (a table, or JSON), and with --dir each one's CSV and PDF."""
     from hq import settlement
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             found = settlement.read_statements(store.db, period)
         except settlement.SettlementError as exc:
@@ -147,7 +147,7 @@ def list_periods(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     """The last period closed and every close."""
     from hq import settlement
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         held = settlement.calendar(store.db)
     if as_json:
         print(json.dumps(held, indent=2))
@@ -166,7 +166,7 @@ def deferred(
     from hq import settlement
 
     day = as_day(as_of) if as_of else datetime.now(UTC).date()
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         held = settlement.read_deferred(store.db, day).as_dict()
     if as_json:
         print(json.dumps(held, indent=2))

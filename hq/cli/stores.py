@@ -52,7 +52,7 @@ def store_calendar(
 @app.command("stores")
 def stores(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every store and the business day its entries are filed by."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.stores()
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -69,7 +69,7 @@ def admin_token(name: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
 @app.command("terminals")
 def terminals(db: DbOpt = DEFAULT_DB, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The fleet: each till's version, readers, backlog, clock offset, free disk, last error, uptime."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.fleet()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -116,7 +116,7 @@ def till_topups(
     from hq.errors import Refused
     from terminal.topups import TopupPolicy
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         held = store.topup_policy(terminal_id)
         if (enable, per_transaction, per_day, per_member_day, offline_total) != (None,) * 5:
             wanted = TopupPolicy(

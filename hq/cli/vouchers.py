@@ -55,7 +55,7 @@ def offline_total(
     """Set TERMINAL's offline total of voucher redemptions not yet acknowledged (0: none offline). Prints JSON."""
     from hq.errors import Refused
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             print(
                 json.dumps(
@@ -74,7 +74,7 @@ def show(voucher_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> N
     """A voucher: its value, the till whose stock it is, its state, where it was sold and its use. JSON."""
     from hq.errors import Refused
 
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         try:
             print(json.dumps(store.voucher(voucher_id), indent=2))
         except Refused as exc:
@@ -88,7 +88,7 @@ def listing(
     as_json: JsonOpt = False,
 ) -> None:
     """Vouchers (at most 1000), by id: their till, state and sale."""
-    with hq_store(db) as store:
+    with hq_store(db, create=False) as store:
         rows = store.vouchers(terminal)
     if as_json:
         print(json.dumps(rows, indent=2))

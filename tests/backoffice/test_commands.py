@@ -25,6 +25,7 @@ def run(url: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
 
 
 def test_staff_accounts_from_the_command_line(hq_url: str, real_password_cost: int) -> None:
+    HqStore(hq_url).close()  # head office's database (a command would make a missing one, and say so)
     status, out = run(hq_url, "staff", "add", "ken", "--name", "Ken", "--role", "store_manager", "--store", "S1",
                       "--store", "S2", "--password-stdin", stdin=GOOD + "\n")  # fmt: skip
     assert status == 0 and json.loads(out) == {

@@ -64,8 +64,26 @@ def test_enrol_sync_now_reconcile_report_and_settle(hq: HqProcess, tmp_path: Pat
     assert refused.returncode == 1 and "no reconciliation item" in refused.stdout
 
 
+def test_a_head_office_database_that_is_not_there_is_never_made_by_a_command_that_reads(tmp_path: Path) -> None:
+    """A mistyped ``--db`` or a command run outside head office's directory: a command that only reads says
+    ``storage_missing`` and makes nothing (no empty database answering "all clear"); one that writes makes the
+    database and says so."""
+    missing = tmp_path / "srv" / "hq.db"
+    for args in (("audit", "verify"), ("ledger", "check"), ("terminals", "--json"), ("quarantine", "--json")):
+        done = tillpoint("hq", *args, "--db", str(missing))
+        said = (done.stdout + done.stderr).strip()
+        assert done.returncode == 1 and said.startswith("storage_missing"), (args, said)
+        assert "Traceback" not in said and not missing.parent.exists(), args
+    made = tillpoint("hq", "add-terminal", "T-1", "--store-id", "S-1", "--db", str(missing))
+    assert made.returncode == 0 and f"made a new, empty head-office database at {missing}" in made.stderr
+    again = tillpoint("hq", "terminals", "--json", "--db", str(missing))
+    assert again.returncode == 0 and "made a new" not in again.stderr
+    assert [t["terminal_id"] for t in json.loads(again.stdout)] == ["T-1"]
+
+
 def test_head_office_commands_refuse_what_is_not_there(tmp_path: Path) -> None:
     db = str(tmp_path / "hq.db")
+    HqStore(db).close()  # head office's database, empty
 
     def hq_cli(*args: str) -> tuple[int, str]:
         done = tillpoint("hq", *args, "--db", db)

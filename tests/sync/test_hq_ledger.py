@@ -577,6 +577,7 @@ def test_the_commands_add_merchants_give_stores_and_check_the_books(tmp_path: Pa
     from hq.cli import app
 
     db = ["--db", str(tmp_path / "hq.db")]
+    HqStore(str(tmp_path / "hq.db")).close()  # head office's database (a command would make it, and say so)
     run = CliRunner().invoke
     added = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--cost-per-100", "150", *db])
     assert added.exit_code == 0, added.output

@@ -288,6 +288,7 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     from hq.cli import app
 
     db = ["--db", str(tmp_path / "hq.db")]
+    HqStore(str(tmp_path / "hq.db")).close()  # head office's database (a command would make it, and say so)
     run = CliRunner().invoke
     assert run(app, ["merchant", "add", "M-A", "--name", "Bakery", *db]).exit_code == 0
     first = run(app, ["settlement", "statement", JUNE, "M-A", "--format", "csv", *db])
@@ -591,6 +592,7 @@ def test_the_commands_set_a_timing_and_print_the_deferred_revenue(tmp_path: Path
     from hq.cli import app
 
     db = ["--db", str(tmp_path / "hq.db")]
+    HqStore(str(tmp_path / "hq.db")).close()  # head office's database (a command would make it, and say so)
     run = CliRunner().invoke
     added = run(
         app, ["merchant", "add", "M-A", "--name", "Bakery", "--cost-per-100", "150", "--timing", "reserve", *db]
