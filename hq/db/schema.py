@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hq.db import figures
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.sqlite import SqliteDb
-from hq.errors import NewerSchema
+from hq.errors import NewerSchema, StorageFailed
 
 log = logging.getLogger("tillpoint.hq")
 
@@ -745,6 +745,7 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
     backup of a database that already held data (``backup=False``: the operator made one); returns
     their names. Refuses (``NewerSchema``) a database a newer release migrated."""
     with db.write() as tx:
+        _refuse_foreign(tx, db.dialect)
         tx.run("CREATE TABLE IF NOT EXISTS hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         done = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
     known = [name for name, _ in MIGRATIONS]
@@ -767,6 +768,19 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
             with db.write() as tx:
                 applied += _apply(db, tx, [(name, statements)])
     return applied
+
+
+def _refuse_foreign(tx: Tx, dialect: str) -> None:
+    """A database that holds tables but never had head office's migrations (a till's ``terminal.db`` given as
+    ``--db``, another program's schema) is not head office's: ``StorageFailed``, and nothing is added to it."""
+    if dialect == "postgres":
+        rows = tx.all("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+    else:
+        rows = tx.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    tables = {str(r[0]) for r in rows}
+    if tables and "hq_migrations" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StorageFailed(f"not a head-office database: it holds other tables ({shown}) and none of head office's")
 
 
 def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[Statement]]]) -> list[str]:

@@ -81,3 +81,16 @@ def test_postgresql_failures_are_named_by_their_sqlstate() -> None:
     assert storage_problem(pg_errors.DataCorrupted("invalid page")) == "storage_damaged"
     assert storage_problem(pg_errors.IndexCorrupted("index corrupted")) == "storage_damaged"
     assert storage_problem(pg_errors.UndefinedTable("no such table")) == "storage_failed"
+
+
+def test_a_tills_database_given_as_head_offices_is_refused_untouched(tmp_path: Path) -> None:
+    """``--db`` pointed at a till's ``terminal.db``: ``storage_failed`` naming it as not head office's, and
+    nothing of head office's is added to the till's file."""
+    from terminal.store import Store
+
+    till = tmp_path / "terminal.db"
+    Store.open(till).close()
+    before = sqlite3.connect(till).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    text = said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(till)), "storage_failed")
+    assert "not a head-office database" in text, text
+    assert sqlite3.connect(till).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == before
