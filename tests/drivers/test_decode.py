@@ -12,7 +12,7 @@ import zxingcpp
 
 import drivers.decode as decoding
 from drivers.decode import check_formats, decode
-from tests.fixtures.video import Look, code_corners, in_view, qr_modules, reflection, render
+from tests.fixtures.video import Look, code_corners, in_view, qr_modules, read_at_known_corners, reflection, render
 
 TEXT = "TPC1:" + "Zx9_-" * 9
 SIZE = (1280, 720)
@@ -127,6 +127,20 @@ def test_the_test_sets_know_where_the_code_lies() -> None:
     assert in_view(look, modules, SIZE)
     assert not in_view(replace(look, center=(0.97, 0.55)), modules, SIZE)
     assert not in_view(replace(look, module_px=25), modules, SIZE)
+
+
+def test_the_benchmarks_ceiling_reads_only_where_the_code_was_drawn() -> None:
+    """``read_at_known_corners`` (the benchmark's ceiling) rectifies from the drawn corners: it reads a
+    turned, tilted code there, not when told a place that cuts it off or misses it, and not once the
+    camera blurred it away."""
+    look = Look(module_px=5, center=(0.45, 0.55), angle=30, tilt=(15, -10), noise=3, jpeg_quality=60)
+    grey = cv2.cvtColor(render(TEXT, SIZE, look, np.random.default_rng(3)), cv2.COLOR_BGR2GRAY)
+    assert read_at_known_corners(grey, TEXT, look)
+    assert not read_at_known_corners(grey, TEXT, replace(look, center=(0.45 + 8 * 5 / SIZE[0], 0.55)))
+    assert not read_at_known_corners(grey, TEXT, replace(look, center=(0.2, 0.3)))
+    soft = replace(look, blur_sigma=6.0)
+    blurred = cv2.cvtColor(render(TEXT, SIZE, soft, np.random.default_rng(3)), cv2.COLOR_BGR2GRAY)
+    assert not read_at_known_corners(blurred, TEXT, soft)
 
 
 def test_micro_qr_is_read_only_when_configured() -> None:
