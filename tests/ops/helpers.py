@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +312,18 @@ def hq_database(db: Path, members: int = 400) -> None:
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+@contextmanager
+def read_only(disk: Path) -> Iterator[None]:
+    """The file system mounted at ``disk`` (a test's own tmpfs) remounted read-only, then read-write again."""
+    _remount(disk, "ro")
+    try:
+        yield
+    finally:
+        _remount(disk, "rw")
+
+
+def _remount(disk: Path, mode: str) -> None:
+    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from tests.fixtures.hq import tillpoint
-from tests.ops.helpers import corrupt_table, fill, hq_database
+from tests.ops.helpers import corrupt_table, fill, hq_database, read_only
 from tests.ports import free_port
 
 
@@ -56,16 +56,11 @@ def test_a_full_disk_is_said_as_storage_full_and_nothing_changes(tmp_path: Path,
 def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, small_disk: Path) -> None:
     db = small_disk / "hq.db"
     hq_database(db, members=50)
-    remount = ["mount", "-o", "remount,ro", str(small_disk)]
-    assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
-    try:
+    with read_only(small_disk):
         said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db)), "storage_read_only")
         said(tillpoint("hq", "serve", "--db", str(db), "--port", str(free_port())), "storage_read_only")
         fresh = small_disk / "branch" / "hq.db"  # a new database on it: its directory cannot be made
         said(tillpoint("hq", "add-terminal", "T-1", "--store-id", "S-1", "--db", str(fresh)), "storage_read_only")
-    finally:
-        rw = ["mount", "-o", "remount,rw", str(small_disk)]
-        assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
     done = tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db))
     assert done.returncode == 0, done.stdout + done.stderr
     assert terminals(db) == ["T-1", "T-2"]

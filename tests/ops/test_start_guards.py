@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.fixtures.hq import HqProcess, tillpoint
-from tests.ops.helpers import Api, NotifyListener, TillProcess, hq_journal, till_config, wait_until
+from tests.ops.helpers import Api, NotifyListener, TillProcess, hq_journal, read_only, till_config, wait_until
 
 
 def test_one_daemon_per_data_directory(tmp_path: Path, hq: HqProcess) -> None:
@@ -84,9 +84,7 @@ def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_di
         till.start()
         assert Api(till).sale(100).status_code == 200
         assert till.stop() == 0
-        remount = ["mount", "-o", "remount,ro", str(small_disk)]
-        assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
-        try:
+        with read_only(small_disk):
             refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
             said = (refused.stdout + refused.stderr).strip()
             assert refused.returncode == 1 and "Traceback" not in said, said
@@ -94,9 +92,6 @@ def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_di
             doctor = tillpoint("doctor", "--config", str(config), cwd=tmp_path)
             assert "cannot be written (the file system is read-only)" in doctor.stdout, doctor.stdout
             assert "damaged" not in doctor.stdout and doctor.returncode == 2, doctor.stdout
-        finally:
-            rw = ["mount", "-o", "remount,rw", str(small_disk)]
-            assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
         till.start()
         assert Api(till).status()["pending"] >= 1  # the sale made before is still there
     finally:

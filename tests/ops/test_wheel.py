@@ -28,7 +28,7 @@ import pytest
 from terminal import __version__
 from tests.fixtures.hq import free_port
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
-from tests.ops.helpers import corrupt_table, fill, hq_database, till_config
+from tests.ops.helpers import corrupt_table, fill, hq_database, read_only, till_config
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -338,16 +338,11 @@ def test_the_installed_till_says_a_read_only_disk_and_a_config_not_in_utf8_in_on
     cli = Cli(str(installed / "tillpoint"), tmp_path)
     config = till_config(tmp_path, None, None, "T-W")
     config.write_text(config.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
-    remount = ["mount", "-o", "remount,ro", str(small_disk)]
-    assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
-    try:
+    with read_only(small_disk):
         done = cli("run", "--config", str(config), check=False)
         text = (done.stdout + done.stderr).strip()
         assert done.returncode == 1 and "Traceback" not in text, text
         assert "cannot start: storage_failed" in text and "Read-only file system" in text, text
-    finally:
-        rw = ["mount", "-o", "remount,rw", str(small_disk)]
-        assert subprocess.run(rw, capture_output=True, timeout=30, check=False).returncode == 0
     config.write_bytes((config.read_text() + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))
     done = cli("run", "--config", str(config), check=False)
     text = (done.stdout + done.stderr).strip()

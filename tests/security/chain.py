@@ -79,13 +79,21 @@ class Chain:
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin}"}
 
-    def push(self, terminal_id: str, kind: str, payload: dict[str, Any], *, token: str | None = None) -> httpx.Response:
+    def push(
+        self,
+        terminal_id: str,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        token: str | None = None,
+        txn_id: str | None = None,
+    ) -> httpx.Response:
         """What a stolen till credential sends: any kind, any payload, as the next entry of that till."""
         self.seqs[terminal_id] += 1
         entry = WireEntry(
             terminal_id=terminal_id,
             seq=self.seqs[terminal_id],
-            txn_id=str(uuid.uuid4()),
+            txn_id=txn_id or str(uuid.uuid4()),
             kind=kind,
             payload=payload,
             created_at=utc_iso(time.time()),

@@ -23,15 +23,13 @@ from hq.backoffice import staff
 from hq.db.engine import Tx
 from hq.store import HqStore
 from sync.memberapp import MemberApp
-from sync.protocol import WireEntry
 from terminal import payments as pay
-from terminal.model import utc_iso
+from tests.backoffice.chain import PASSWORD
+from tests.backoffice.test_web import code_of, signed_in
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess
 from tests.security.chain import AIKO_UID, STORES, SUN_MASTER, Chain, today_local
 from tests.vcard import Ntag424
-
-PASSWORD = "a long staff password"
 
 
 @pytest.fixture
@@ -67,34 +65,11 @@ def merchant_chain(tmp_path: Path) -> Iterator[Chain]:
         hq.kill()
 
 
-def push(chain: Chain, terminal: str, kind: str, payload: dict[str, Any], txn_id: str | None = None) -> str:
-    chain.seqs[terminal] += 1
-    txn = txn_id or str(uuid.uuid4())
-    entry = WireEntry(
-        terminal_id=terminal,
-        seq=chain.seqs[terminal],
-        txn_id=txn,
-        kind=kind,
-        payload=payload,
-        created_at=utc_iso(time.time()),
-    )
-    reply = httpx.post(
-        f"{chain.hq.url}/v1/journal",
-        json={"terminal_id": terminal, "entries": [entry.model_dump()]},
-        headers={"Authorization": f"Bearer {chain.tokens[terminal]}"},
-        timeout=10,
-    )
+def push(chain: Chain, terminal: str, kind: str, payload: dict[str, Any]) -> str:
+    txn = str(uuid.uuid4())
+    reply = chain.push(terminal, kind, payload, txn_id=txn)
     assert reply.status_code == 200, reply.text
     return txn
-
-
-def signed_in(url: str, staff_id: str) -> tuple[httpx.Client, str]:
-    client = httpx.Client(base_url=url, headers={"Origin": url}, follow_redirects=False, timeout=30, trust_env=False)
-    reply = client.post("/backoffice/sign-in", data={"staff_id": staff_id, "password": PASSWORD})
-    assert reply.status_code == 303, reply.text[:300]
-    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/backoffice/").text)
-    assert found
-    return client, found.group(1)
 
 
 def ask(url: str, member: str, points: int, value: int) -> httpx.Response:
@@ -109,11 +84,6 @@ def approve(url: str, asked: httpx.Response) -> httpx.Response:
     assert request_id, asked.headers["location"]
     approver, csrf = signed_in(url, "a-fin")
     return approver.post(f"/backoffice/approvals/{request_id.group(0)}/approve", data={"csrf": csrf, "note": "ok"})
-
-
-def code_of(reply: httpx.Response) -> str:
-    found = re.search(r'data-code="([a-z_]+)"', reply.text)
-    return found.group(1) if found else reply.text[:200]
 
 
 def statement(chain: Chain, merchant: str) -> dict[str, Any]:
