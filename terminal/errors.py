@@ -23,6 +23,7 @@ class Code(StrEnum):
     INVALID_BASKET = "invalid_basket"
     UNKNOWN_TRANSACTION = "unknown_transaction"
     ALREADY_VOIDED = "already_voided"
+    SALE_CHANGED = "sale_changed"
     NOT_A_SALE = "not_a_sale"
     STORAGE_FULL = "storage_full"
     STORAGE_FAILED = "storage_failed"
@@ -141,6 +142,7 @@ MESSAGES: dict[Code, str] = {
     Code.INVALID_BASKET: "The basket has an invalid line.",
     Code.UNKNOWN_TRANSACTION: "No such transaction on this till.",
     Code.ALREADY_VOIDED: "This sale has already been voided.",
+    Code.SALE_CHANGED: "Another return of this sale was rung at the same moment: look the sale up again.",
     Code.NOT_A_SALE: "Only a sale can be voided.",
     Code.STORAGE_FULL: "The till's disk is full: the sale was NOT recorded.",
     Code.STORAGE_FAILED: "The till could not record this: the sale was NOT recorded.",

@@ -264,6 +264,9 @@ class Effects:
     tier: str | None = None
     sale_state: dict[str, Any] | None = field(default=None)
     state_of: str | None = None  # the sale whose state a refund updates
+    state_was: dict[str, Any] | None = None
+    """the sale's state the refund or void was priced from: refused (``sale_changed``, ``already_voided``) when
+    another return changed it before this one's COMMIT (two returns of one sale at the same moment)"""
     now: datetime | None = None  # local time of the sale, for lots locked or expired
     stored_value: int = 0  # stored value paid (> 0) or given back (< 0)
     payment_code: str | None = None  # the one-time code's id: may pay once

@@ -773,6 +773,7 @@ class Service:
             window_delta=-shrink,
             sale_state=new_raw,
             state_of=txn_id,
+            state_was=raw,
             now=self.now(),
             stored_value=-sv_back,
         )

@@ -170,6 +170,18 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
         conn.execute("UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id))
 
 
+def check_unchanged(conn: sqlite3.Connection, fx: Effects) -> None:
+    """A return is priced from the sale as it was read; inside the COMMIT the sale must still be so (the
+    local API serves each request on its own thread: two returns of one sale may race)."""
+    if fx.state_was is None or fx.state_of is None:
+        return
+    row = conn.execute("SELECT state, voided_by FROM sales WHERE txn_id = ?", (fx.state_of,)).fetchone()
+    if row is not None and row[1] is not None:
+        raise Rejected(Code.ALREADY_VOIDED)
+    if row is None or row[0] is None or json.loads(row[0]) != fx.state_was:
+        raise Rejected(Code.SALE_CHANGED)
+
+
 def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
     """The stored-value side: balance, the code's single use, and the offline tally."""
     if fx.payment_code is not None:

@@ -175,6 +175,8 @@ class Store:
         if self.recovering:
             raise Rejected(Code.TILL_RECOVERING)
         with self._write() as conn:
+            if effects is not None:
+                ledger.check_unchanged(conn, effects)  # a return priced from a sale another return changed since
             seq = max(int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()[0]), self.seq_floor) + 1
             merchant = _get_state(conn, MERCHANT_ID)  # the entry carries the merchant the till knew when it wrote it
             stored = JournalEntry(
@@ -215,7 +217,11 @@ class Store:
                     (entry.txn_id, sale["member_id"], sale["total"], sale["points_delta"]),
                 )
             if voids is not None:
-                conn.execute("UPDATE sales SET voided_by = ? WHERE txn_id = ?", (entry.txn_id, voids))
+                marked = conn.execute(
+                    "UPDATE sales SET voided_by = ? WHERE txn_id = ? AND voided_by IS NULL", (entry.txn_id, voids)
+                )
+                if marked.rowcount != 1:  # voided by another request since it was read: nothing of this one stays
+                    raise Rejected(Code.ALREADY_VOIDED)
             if effects is not None:
                 ledger.apply(conn, entry.txn_id, effects, spendable)
         return stored, balance

@@ -83,6 +83,39 @@ def test_void_claws_back_once(service: Service) -> None:
     assert info.value.code is Code.ALREADY_VOIDED
 
 
+@pytest.mark.parametrize("second", ["void", "refund"])
+def test_two_returns_of_one_sale_read_before_either_commits_give_back_once(
+    service: Service, monkeypatch: pytest.MonkeyPatch, second: str
+) -> None:
+    """The local API serves each request on its own thread: a second return may read the sale before the
+    first commits. It is priced from what it read; inside its COMMIT the sale no longer is so: refused,
+    nothing of it written (the race made deterministic: the second return is handed the sale as it was)."""
+    sale = service.commit(service.quote("M-2", basket(2500, 1500)))
+    as_read, row_as_read = service.store.sale_state(sale.txn_id), service.store.sale(sale.txn_id)
+    service.void(sale.txn_id)  # the first return commits
+    after_first = (service.store.member("M-2").points, len(service.store.entries()))
+    monkeypatch.setattr(service.store, "sale_state", lambda txn_id: as_read)
+    monkeypatch.setattr(service.store, "sale", lambda txn_id: row_as_read)
+    with pytest.raises(Rejected) as info:
+        service.void(sale.txn_id) if second == "void" else service.refund(sale.txn_id, {0: 1})
+    assert info.value.code is Code.ALREADY_VOIDED
+    assert (service.store.member("M-2").points, len(service.store.entries())) == after_first
+
+
+def test_a_refund_priced_from_a_sale_another_refund_changed_is_refused(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sale = service.commit(service.quote("M-2", basket(2500, 1500)))
+    as_read = service.store.sale_state(sale.txn_id)
+    service.refund(sale.txn_id, {0: 1})  # the first refund commits: the sale's state changed
+    after_first = (service.store.member("M-2").points, len(service.store.entries()))
+    monkeypatch.setattr(service.store, "sale_state", lambda txn_id: as_read)
+    with pytest.raises(Rejected) as info:
+        service.refund(sale.txn_id, {0: 1})  # priced as if line 0 were still there
+    assert info.value.code is Code.SALE_CHANGED
+    assert (service.store.member("M-2").points, len(service.store.entries())) == after_first
+
+
 def test_void_unknown(service: Service) -> None:
     with pytest.raises(Rejected) as info:
         service.void("nope")
