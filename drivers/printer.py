@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import select
 import socket
 import threading
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 CUT_MARKS = (b"\x1dV", b"\x1bi", b"\x1bm")
 CHUNK = 65536
+HTTP_REQUEST = re.compile(rb"\A(?:GET|POST|PUT|HEAD|OPTIONS|DELETE|PATCH|CONNECT|TRACE) \S+ HTTP/")
+"""How an HTTP request begins; no ESC/POS print job does."""
 WAIT = 0.2  # seconds a serial port or device file is waited on at a time (so a relay notices it was stopped)
 
 
@@ -252,6 +255,9 @@ class Stats:
     """``tcp:``: whether the POS can connect now (false while the printer is unreachable)."""
     holds: list[float] = field(default_factory=list)
     """Seconds each hold at a cut lasted (the last 1000)."""
+    refused_http: int = 0
+    """Connections that began with an HTTP request line (a web page posting to the port): neither captured nor
+    printed."""
 
 
 class _Copy:
@@ -331,11 +337,16 @@ class Relay:
     def _forward(self) -> None:
         sent = 0  # stream offset of the next byte to go to the printer
         held = b""  # enriching: the start of a cut command split across two reads
+        first = True
         while True:
             try:
                 data = self._recv(held)
             except OSError:
                 return
+            if first and data and HTTP_REQUEST.match(data):
+                self._refuse_http()
+                return
+            first = False
             if data is None:  # nothing more came within the hold: the held byte goes out alone
                 try:
                     self.printer.send(held)
@@ -365,6 +376,14 @@ class Relay:
                 return  # the printer went away: the back thread closes the POS
             self.stats.bytes_forwarded += len(data)
             sent += len(chunk)
+
+    def _refuse_http(self) -> None:
+        """A web page in a browser on this PC (or anything on the network) posting to the printer's port: its
+        request would otherwise be read as a receipt and rung as a sale."""
+        self.stats.refused_http += 1
+        log.warning("an HTTP request reached the printer port: refused, neither captured nor printed")
+        if self.emit is not None:
+            self.emit({"type": "printer", "state": "refused_http", "detail": "an HTTP request, not a print job"})
 
     def _recv(self, held: bytes) -> bytes | None:
         """The POS's next bytes; None when a byte is held and nothing came within ``hold``."""

@@ -1,0 +1,76 @@
+"""A curious browser tab, or anything on the shop's network, posting to the printer's port: the printer in
+the middle takes the bytes on its port as the POS's print job, and a web page can POST to
+http://127.0.0.1:9100 without a preflight (``fetch`` with ``mode: "no-cors"``, ``text/plain``). Its body is
+a receipt the till would ring as a sale for the member at the till. A connection that begins with an HTTP
+request line is refused: nothing captured, nothing rung, nothing printed; print jobs go on as before. A
+real head-office process, the till's own code, a printer process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.printer import PrinterProxy
+from terminal.checkout import Checkout
+from terminal.receipts.desk import Desk
+from terminal.session import Session
+from tests.fixtures.printer import RecordingPrinter, start_printer
+from tests.fixtures.receipts import Item, Sale, english, templates
+from tests.security.chain import Chain, Till
+from tests.waiting import wait_until
+
+BODY = (
+    b"Whisky                    1 x  900.00    900.00\n"
+    b"TOTAL                                    900.00\n"
+    b"Receipt # WEB-1\n\x1dV\x00"
+)
+
+
+@pytest.fixture
+def printer(tmp_path: Path) -> Iterator[RecordingPrinter]:
+    started = start_printer(tmp_path / "printer")
+    yield started
+    started.stop()
+
+
+def send(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        for _ in range(1000):  # bounded: until the proxy closes its side
+            if not conn.recv(4096):
+                break
+
+
+def test_a_web_pages_post_to_the_printer_port_rings_nothing(
+    chain: Chain, tills: tuple[Till, Till], printer: RecordingPrinter
+) -> None:
+    a, _ = tills
+    cashier = Session(a.service, Checkout(a.service))
+    cashier.identify("M-2", "typed")  # the member at the till now
+    events: list[dict[str, object]] = []
+    desk = Desk([templates()["en"]], cashier, lambda *_: None, pos_id="POS-1")
+    proxy = PrinterProxy("tcp:127.0.0.1:0", f"tcp:127.0.0.1:{printer.port}", desk, emit=events.append)
+    proxy.start()
+    try:
+        # what Chromium sends for fetch("http://127.0.0.1:9100/", {method: "POST", mode: "no-cors", body})
+        request = (
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1:9100\r\nContent-Length: " + str(len(BODY)).encode() + b"\r\n"
+            b"Content-Type: text/plain;charset=UTF-8\r\nOrigin: https://evil.example\r\n\r\n" + BODY
+        )
+        before = len(a.store.entries())
+        send(proxy.port, request)
+        wait_until(lambda: proxy.stats.refused_http == 1, what="the request refused")
+        assert {"type": "printer", "state": "refused_http", "detail": "an HTTP request, not a print job"} in events
+        honest = english(Sale((Item("Gum", "2001", 1, 500),), number="0001"))  # the POS's next receipt
+        send(proxy.port, honest)
+        wait_until(lambda: len(a.store.entries()) == before + 1, what="the POS's receipt rung")
+        printed = printer.wait_for(len(honest))
+    finally:
+        proxy.stop()
+    sale = a.store.entries()[-1].payload
+    assert sale["receipt_number"] == "0001" and sale["total"] == 500  # nothing of the web page's
+    assert b"WEB-1" not in printed and b"evil.example" not in printed
