@@ -34,7 +34,7 @@ from hq.ingest import NOT_APPLIED, Batch, Effect, bump_versions, payload_json
 from hq.policy import Breach
 from sync.protocol import ErrorCode, Reason, RefundPayload, SalePayload, VoidPayload
 from terminal import loyalty as ly
-from terminal.rewards import PREFIX, Reward, RewardError, RewardKind, doc_id, parse_reward, pool_of, returned
+from terminal.rewards import BOUGHT, PREFIX, Reward, RewardError, RewardKind, doc_id, parse_reward, pool_of, returned
 
 CODE_PATTERN = re.compile(r"^[\x21-\x7e]{1,64}$")
 MAX_CODES = 100_000
@@ -299,7 +299,7 @@ def _give(tx: Tx, reward: Reward, member_id: str, purchase_id: str, now: str) ->
         body: dict[str, Any] = {"kind": "free_item", "target": "items", "skus": [reward.sku]}
     else:
         body = json.loads(reward.coupon or "{}")
-    coupon_id = f"R-{purchase_id}"[:128]
+    coupon_id = f"{BOUGHT}{purchase_id}"[:128]
     body = {**body, "coupon_id": coupon_id, "member_id": member_id, "single_use": True, "text": reward.title}
     text = payload_json(body)
     tx.run(

@@ -9,6 +9,8 @@ so the journal row of a sale has the same shape whoever asked for it.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from terminal.errors import Code, Rejected
@@ -16,9 +18,33 @@ from terminal.identity import Identified, Payment
 from terminal.model import Receipt, SaleOrder
 from terminal.ports import SaleDesk
 
+TAP_STANDS_S = 300.0  # how long a member's card tap, unused, stays the member at this till (and their proof)
+
 
 def no_tap() -> Identified | None:
     return None
+
+
+class LastTap:
+    """The member's last card tap at this till, while it may still stand for them: at most ``max_age`` seconds
+    old. An unused secure tap would otherwise be the member's proof for any later sale rung on their number,
+    hours later. (Its secure read proves a spend once: ``Service`` downgrades it after the sale it paid.)"""
+
+    def __init__(self, max_age: float = TAP_STANDS_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age, self.clock = max_age, clock
+        self._lock = threading.Lock()
+        self._tap: Identified | None = None
+        self._at = 0.0
+
+    def set(self, tap: Identified | None) -> None:
+        with self._lock:
+            self._tap, self._at = tap, self.clock()
+
+    def get(self) -> Identified | None:
+        with self._lock:
+            if self._tap is not None and self.clock() - self._at > self.max_age:
+                self._tap = None
+            return self._tap
 
 
 class Checkout:
@@ -52,4 +78,4 @@ class Checkout:
         return self.desk.may_spend(member_id, self.last_tap(), code)
 
 
-__all__ = ["Checkout", "no_tap"]
+__all__ = ["TAP_STANDS_S", "Checkout", "LastTap", "no_tap"]

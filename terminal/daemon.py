@@ -35,12 +35,11 @@ from terminal import __version__, logs, topups
 from terminal import session as cashier
 from terminal.api.pairing import Pairing
 from terminal.checkin import CheckinCodes
-from terminal.checkout import Checkout
+from terminal.checkout import Checkout, LastTap
 from terminal.config import Config
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, Rejected, storage_refusal
-from terminal.identity import Identified
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
@@ -160,7 +159,7 @@ class Daemon:
         self.reader_state: dict[str, str] = {}
         self.sync: SyncLoop | None = None
         self.api_server: ApiServers | None = None
-        self.identified: Identified | None = None
+        self.last_tap = LastTap()  # the member's last tap, while it stands for them (the session's proof)
         self.last_read: tuple[CardRead, float] | None = None
         """The last card tap, whatever card it was, and when it came (monotonic): a gift card's actions take it."""
         self.api_token = ""
@@ -230,7 +229,7 @@ class Daemon:
         """The one sale path, the cashier's session on it (fed by the daemon's events: taps, refusals) and
         the pairing of devices with the local API."""
         cfg = self.config
-        self.checkout = Checkout(service, lambda: self.identified)
+        self.checkout = Checkout(service, self.last_tap.get)
         claims = claim_signer(store, cfg.terminal.id, cfg.data_dir)
         self.checkin = CheckinCodes(claims, cfg.terminal.store_id, cfg.checkin.wallet_url or cfg.hq.url)
         session = Session(
@@ -627,7 +626,7 @@ class Daemon:
         except Rejected as exc:
             self.emit({"type": "rejected", "reader": read.reader, "code": exc.code.value, "message": exc.message})
             return
-        self.identified = found
+        self.last_tap.set(found)
         m = found.member
         self.emit(
             {
@@ -689,9 +688,10 @@ class Daemon:
         tap; otherwise none. Never a member nobody asked for (an old tap does not follow the next sale)."""
         if not tapped:
             return member_id
-        if self.identified is None:
+        identified = self.last_tap.get()
+        if identified is None:
             raise Rejected(Code.NO_MEMBER, "No card was tapped: name the member, or ring the sale without one.")
-        last = self.identified.member.member_id
+        last = identified.member.member_id
         if member_id is not None and member_id != last:
             raise Rejected(Code.MEMBER_MISMATCH)
         return last

@@ -20,6 +20,10 @@ from terminal.coupons import parse_coupon
 from terminal.loyalty import DocumentError
 
 PREFIX = "reward:"
+BOUGHT = "R-"
+"""The id prefix of a personal coupon a member bought with points in the wallet (``R-<purchase id>``): it is
+their points in another form, so a till applies it only when presented (its code from the wallet), never by
+the member's number alone."""
 """The prefix of a reward's rule-document id, of its pool id and of the line a till sells it on."""
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 MAX_POINTS = 10_000_000

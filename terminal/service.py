@@ -99,12 +99,24 @@ def _lines_payload(basket: Basket) -> list[dict[str, object]]:
     ]
 
 
+MAX_UNITS = 10_000  # units of one line, as the journal's lines hold them
+MAX_SKU = 64  # characters of a line's SKU and category, as the journal's lines hold them
+
+
 def check_basket(basket: Basket) -> None:
+    """A basket the till may price and journal: anything outside the journal's own limits would be approved
+    here and then held by head office as a malformed entry."""
     if not basket.lines:
         raise Rejected(Code.EMPTY_BASKET)
     for line in basket.lines:
         if line.quantity <= 0 or line.unit_price < 0 or not line.sku:
             raise Rejected(Code.INVALID_BASKET, f"Line {line.sku!r}: quantity must be > 0 and price >= 0.")
+        if line.quantity > MAX_UNITS or len(line.sku) > MAX_SKU or len(line.category) > MAX_SKU:
+            raise Rejected(
+                Code.INVALID_BASKET,
+                f"Line {line.sku[:MAX_SKU]!r}: at most {MAX_UNITS} units, and SKU and category of at most {MAX_SKU}"
+                " characters.",
+            )
     if basket.total > MAX_AMOUNT:
         raise Rejected(Code.INVALID_BASKET, f"The basket's total is above {MAX_AMOUNT} minor units.")
 
@@ -258,8 +270,12 @@ class Service:
         return self._active_rules[1]
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
-        """The coupons presented plus the member's personal ones, with the uses this till knows."""
+        """The coupons presented plus the member's personal ones, with the uses this till knows. A coupon the
+        member bought with points (``rewards.BOUGHT``) only when presented: knowing the member is not enough
+        to spend their points, in that form either."""
         texts = self.store.coupon_texts(coupon_ids, member_id)
+        presented = set(coupon_ids)
+        texts = {c: t for c, t in texts.items() if c in presented or not c.startswith(rw.BOUGHT)}
         unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in texts]
         parsed: list[tuple[cp.Coupon, int, int]] = []
         uses = self.store.coupon_uses_many(sorted(texts), member_id)

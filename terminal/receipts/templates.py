@@ -217,6 +217,9 @@ def _item(g: dict[str, str | None], decimals: int) -> ReadLine:
     return ReadLine(name or sku, sku, qty, price, qty * price if amount is None else amount)
 
 
+NUMBER_MAX = 200  # characters of a receipt number, as a sale's journal entry holds it
+
+
 def read(template: Template, lines: list[str] | tuple[str, ...]) -> ReadReceipt:
     """Apply ``template`` to a receipt's text lines; raises nothing (``check`` decides)."""
     p = template.patterns
@@ -279,6 +282,8 @@ def check(got: ReadReceipt) -> ReadReceipt:
         raise Rejected(Code.RECEIPT_TOTAL_MISMATCH)
     if any(x.amount != x.quantity * x.unit_price for x in got.items):
         raise Rejected(Code.RECEIPT_TOTAL_MISMATCH, "An item's amount is not its quantity times its price.")
+    if got.number is not None and len(got.number) > NUMBER_MAX:
+        raise Rejected(Code.RECEIPT_UNREAD, f"The receipt number is longer than {NUMBER_MAX} characters.")
     return got
 
 

@@ -184,6 +184,8 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         snap = wait_until(lambda: (s := daemon.session.snapshot())["member"] and s, 20.0, "the enrolled member")
         member_id = snap["member"]["member_id"]
         assert member_id.startswith("E-") and snap["member"]["via"] == "card" and snap["quote"]["points_earned"] > 0
+        new_card = daemon.last_tap.get()  # the tap stands for the member until this sale is committed
+        assert new_card is not None and new_card.member.member_id == member_id
         api(daemon, "POST", "/v1/session/pay")
         receipt = api(daemon, "POST", "/v1/session/commit").json()["receipt"]
         assert receipt["member_id"] == member_id
@@ -235,7 +237,7 @@ def test_new_member_at_the_till_claim_qr_in_chromium_and_erasure(hq: HqProcess, 
         assert '"sales_anonymised"' in hq.cli("erase", member_id, "--by", "privacy desk")
         wait_until(lambda: daemon.store.member(member_id) is None, 20.0, "the tombstone at the till")
         with pytest.raises(Rejected) as refused:
-            daemon.service.identify(tap(daemon.identified.uid_hash))
+            daemon.service.identify(tap(new_card.uid_hash))
         assert refused.value.code is Code.UNKNOWN_CARD
         mine = [e for e in admin.entries("T-JOIN") if e.txn_id == receipt["txn_id"]]
         assert mine[0].payload["member_id"] is None and mine[0].payload["total"] == 2500

@@ -96,3 +96,63 @@ def test_a_payment_by_a_device_revoked_before_it_is_quarantined(chain: Chain, ti
     # The till now knows: the next code of that phone is refused at once.
     assert a.store.revoked("device", cert.cert_id.hex())
     refused(Code.DEVICE_CERT_REVOKED, a.service.commit, quote, Payment(None, chain.phone.next_code()))
+
+
+def test_an_unused_tap_stands_for_its_member_only_a_while(chain: Chain, tills: tuple[Till, Till]) -> None:
+    """Aiko taps her secure card, buys nothing, and leaves. Hours later the cashier types her number: her tap
+    is no proof any more (``LastTap``, as the daemon wires it); a fresh tap is."""
+    from terminal.checkout import LastTap
+    from terminal.model import SaleOrder
+
+    a, _ = tills
+    now = [0.0]
+    last = LastTap(clock=lambda: now[0])
+    checkout = Checkout(a.service, last.get)
+    whisky = Basket((Line("WHISKY", 1, 9000),))
+    before = chain.balance()
+
+    last.set(a.tap(chain.card.ndef_url()))  # 10:00, then nothing bought
+    now[0] += 7 * 3600  # 17:00
+    refused(Code.PROOF_NEEDED, checkout.sell, SaleOrder("M-1", whisky, redeem=-1, stored_value=None))
+    a.client.sync_once()
+    assert chain.balance() == before  # nothing of hers was spent
+    last.set(a.tap(chain.card.ndef_url()))  # she is at the till and taps: now her points pay
+    paid = checkout.sell(SaleOrder("M-1", whisky, redeem=-1, stored_value=None))
+    assert paid.breakdown is not None and paid.breakdown.points_redeemed > 0
+
+
+def test_a_reward_bought_with_points_is_applied_only_when_its_code_is_presented(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """Aiko bought a free latte with 300 points in the wallet: a personal coupon. Her typed number alone is no
+    proof, so the till does not apply it; her wallet's coupon code, scanned, is."""
+    from hq.store import HqStore
+    from terminal.model import SaleOrder
+
+    a, _ = tills
+    admin = HqStore(chain.hq.db)
+    try:
+        admin.put_reward(
+            {"reward_id": "LATTE", "reward": "item", "sku": "LATTE-M", "points": 300, "title": "A latte"}, by="Mio"
+        )
+        coupon_id = admin.buy_reward("M-1", "LATTE", "p-1").coupon_id
+    finally:
+        admin.close()
+    assert coupon_id is not None
+    a.client.sync_once()
+    latte = Basket((Line("LATTE-M", 1, 450, "coffee"),))
+    checkout = Checkout(a.service)
+
+    typed = a.service.quote("M-1", latte)  # the cashier typed her number
+    assert coupon_id not in typed.coupons and typed.payable == 450
+    presented = a.service.quote("M-1", latte, (coupon_id,))  # the code from her wallet, scanned
+    assert presented.coupons == (coupon_id,) and presented.payable == 0
+    receipt = checkout.sell(SaleOrder("M-1", latte))
+    assert receipt.total == 450
+    a.client.sync_once()
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.read() as tx:
+            assert tx.one("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id]) == (0,)
+    finally:
+        store.close()

@@ -224,6 +224,16 @@ def test_a_receipt_no_template_reads_is_refused_with_a_stable_code() -> None:
     assert mismatch.value.code is Code.RECEIPT_TOTAL_MISMATCH
 
 
+def test_a_receipt_number_longer_than_the_journal_holds_is_not_read() -> None:
+    """A printed number of 300 characters would make a sale the till approves and head office cannot read."""
+    (long_number,) = parsed("en", english(Sale(SALE.items, number="9" * 300)))
+    with pytest.raises(Rejected) as refused:
+        first_reading([T["en"]], long_number)
+    assert refused.value.code is Code.RECEIPT_UNREAD and "200" in refused.value.message
+    (fits,) = parsed("en", english(Sale(SALE.items, number="9" * 200)))
+    assert first_reading([T["en"]], fits).number == "9" * 200
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [

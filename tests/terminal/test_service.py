@@ -51,7 +51,14 @@ def test_anonymous_quote_earns_nothing(service: Service) -> None:
 
 @pytest.mark.parametrize(
     ("lines", "code"),
-    [((), Code.EMPTY_BASKET), ((Line("A", 0, 100),), Code.INVALID_BASKET), ((Line("A", 1, -5),), Code.INVALID_BASKET)],
+    [
+        ((), Code.EMPTY_BASKET),
+        ((Line("A", 0, 100),), Code.INVALID_BASKET),
+        ((Line("A", 1, -5),), Code.INVALID_BASKET),
+        ((Line("A", 10_001, 1),), Code.INVALID_BASKET),  # more units than a journal line holds
+        ((Line("A" * 65, 1, 100),), Code.INVALID_BASKET),
+        ((Line("A", 1, 100, "c" * 65),), Code.INVALID_BASKET),
+    ],
 )
 def test_bad_baskets(service: Service, lines: tuple[Line, ...], code: Code) -> None:
     with pytest.raises(Rejected) as info:
@@ -135,3 +142,20 @@ def test_commit_listeners_see_only_durable_receipts(service: Service) -> None:
     service.on_commit.append(lambda r: seen.append(service.store.entries()[-1].txn_id == r.txn_id))
     service.commit(service.quote("M-1", basket(100)))
     assert seen == [True]
+
+
+def test_a_tap_stands_for_its_member_a_while(service: Service) -> None:
+    """``LastTap``: the last card tap is the member at the till (and their proof) for ``max_age`` seconds."""
+    from terminal.checkout import LastTap
+
+    now = [1000.0]
+    last = LastTap(max_age=300, clock=lambda: now[0])
+    assert last.get() is None
+    found = service.identify(tap("04000001"))
+    last.set(found)
+    now[0] += 299
+    assert last.get() is found
+    now[0] += 2
+    assert last.get() is None  # an unused tap of five minutes ago stands for nobody
+    last.set(found)
+    assert last.get() is found  # a new tap stands again
