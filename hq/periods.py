@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from hq import audit, merchants
+from hq import audit, clockcheck, merchants
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 
@@ -42,6 +42,8 @@ class Code(StrEnum):
     PERIOD_IN_USE = "period_in_use"
     CLOSE_DAMAGED = "close_damaged"
     """The rates a close froze cannot be read (a damaged database): restore it rather than guess."""
+    CLOCK_SUSPECT = "clock_suspect"
+    """Head office's clock disagrees with what its tills last said (``hq.clockcheck``): a close is for ever."""
 
 
 class PeriodError(HqError):
@@ -218,6 +220,9 @@ def close(tx: Tx, period: str, actor: str, reason: str, today: date) -> Closed:
     refused = calendar(tx, Lock.CLOSE).refusal(period, today)
     if refused is not None:
         raise refused
+    suspect = clockcheck.doubt(tx, datetime.now(UTC), clockcheck.DEFAULT_SKEW)
+    if suspect is not None:
+        raise PeriodError(Code.CLOCK_SUSPECT, suspect)
     held = tuple(merchants.all_merchants(tx))
     done = Closed(period, utc_now(), actor, reason, held)
     tx.run(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hq import campaigns, giftcards, ledger, stats
+from hq import campaigns, clockcheck, giftcards, ledger, stats
 from hq.db.engine import Db
 from hq.errors import HqError
 from hq.wallet import gifts
@@ -31,12 +31,20 @@ def system_now() -> datetime:
 
 
 class CampaignTimer:
-    def __init__(self, db: Db, interval: float = 60.0, now: Callable[[], datetime] = system_now) -> None:
+    def __init__(
+        self,
+        db: Db,
+        interval: float = 60.0,
+        now: Callable[[], datetime] = system_now,
+        skew: float = clockcheck.DEFAULT_SKEW,
+    ) -> None:
         if interval <= 0:
             raise ValueError("a campaign timer's interval is above 0 seconds")
-        self.db, self.interval, self.now = db, interval, now
+        self.db, self.interval, self.now, self.skew = db, interval, now, skew
         self.ticks = 0
         self.failures = 0
+        self.clock_doubts = 0  # ticks that skipped what cannot be undone (``hq.clockcheck``)
+        self._doubt: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hq-campaigns", daemon=True)
 
@@ -49,16 +57,17 @@ class CampaignTimer:
         except HqError as exc:
             self.failures += 1
             log.error("giving back expired gifts failed (tried again in %.0f s): %s", self.interval, exc)
-        try:  # points lots whose expiry has come: breakage of their issuers, tills learn it at their next pull
-            self.db.transact(lambda tx: ledger.expire(tx, now))
-        except HqError as exc:
-            self.failures += 1
-            log.error("expiring points failed (tried again in %.0f s): %s", self.interval, exc)
-        try:  # gift card value past its expiry: cleared (the tills refuse it already)
-            self.db.transact(lambda tx: giftcards.expire(tx, now.astimezone(UTC).date(), ledger.utc_text(now)))
-        except HqError as exc:
-            self.failures += 1
-            log.error("clearing expired gift cards failed (tried again in %.0f s): %s", self.interval, exc)
+        if self._clock_trusted(now):
+            try:  # points lots whose expiry has come: breakage of their issuers, tills learn it at their next pull
+                self.db.transact(lambda tx: ledger.expire(tx, now))
+            except HqError as exc:
+                self.failures += 1
+                log.error("expiring points failed (tried again in %.0f s): %s", self.interval, exc)
+            try:  # gift card value past its expiry: cleared (the tills refuse it already)
+                self.db.transact(lambda tx: giftcards.expire(tx, now.astimezone(UTC).date(), ledger.utc_text(now)))
+            except HqError as exc:
+                self.failures += 1
+                log.error("clearing expired gift cards failed (tried again in %.0f s): %s", self.interval, exc)
         try:  # door check-ins whose reward a push could not decide
             campaigns.reward_pending(self.db, now)
         except HqError as exc:
@@ -82,6 +91,23 @@ class CampaignTimer:
             else:
                 log.info("campaign %s run %s: %s", run["campaign_id"], run["run_key"], run)
         return done
+
+    def _clock_trusted(self, now: datetime) -> bool:
+        """Whether ``now`` may expire points and clear gift card value (neither can be undone): not while head
+        office's clock disagrees with its tills (said once when that starts, and once when it ends)."""
+        try:
+            with self.db.read() as tx:
+                found = clockcheck.doubt(tx, now, self.skew)
+        except HqError as exc:
+            found = f"the tills' last contacts could not be read: {exc}"
+        if found is not None:
+            self.clock_doubts += 1
+            if self._doubt is None:
+                log.error("points expiry and gift card clearing wait: %s", found)
+        elif self._doubt is not None:
+            log.warning("head office's clock agrees with its tills again: points expiry and gift card clearing go on")
+        self._doubt = found
+        return found is None
 
     def _loop(self) -> None:
         while not self._stop.is_set():

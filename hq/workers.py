@@ -64,7 +64,7 @@ def app_from_env() -> FastAPI:
         trust_pos=options.trust_pos,
     )
     if options.campaign_interval > 0:  # each worker's timer: runs are idempotent (hq/scheduler.py)
-        CampaignTimer(store.db, options.campaign_interval).start()
+        CampaignTimer(store.db, options.campaign_interval, skew=store.settings.clock_skew).start()
     return create_app(store)  # its pool closes with the process
 
 

@@ -174,6 +174,7 @@ class ErrorCode(StrEnum):
     REWARD_NOT_REFUNDABLE = "reward_not_refundable"
     INSUFFICIENT_POINTS = "insufficient_points"
     CLOSE_DAMAGED = "close_damaged"
+    CLOCK_SUSPECT = "clock_suspect"
     # earning rules and coupons (hq/masterdata.py, docs/editors.md)
     DOCUMENT_INVALID = "document_invalid"
     DOCUMENT_CHANGED = "document_changed"
@@ -296,6 +297,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REWARD_NOT_REFUNDABLE: (409, "the purchase was refunded already, or what it gave was used"),
     ErrorCode.INSUFFICIENT_POINTS: (409, "the member does not hold the points the reward costs"),
     ErrorCode.CLOSE_DAMAGED: (500, "the rates a period's close froze cannot be read: restore the database"),
+    ErrorCode.CLOCK_SUSPECT: (
+        409,
+        "head office's clock disagrees with its tills: nothing that cannot be undone is done",
+    ),
     ErrorCode.DOCUMENT_INVALID: (422, "the tills would not read this rule or coupon (the fields and codes say why)"),
     ErrorCode.DOCUMENT_CHANGED: (
         412,

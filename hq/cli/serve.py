@@ -120,7 +120,11 @@ def hq_serve(
         return
     from hq.scheduler import CampaignTimer
 
-    timer = CampaignTimer(store.db, campaign_interval).start() if campaign_interval > 0 else None
+    timer = (
+        CampaignTimer(store.db, campaign_interval, skew=store.settings.clock_skew).start()
+        if campaign_interval > 0
+        else None
+    )
     try:
         serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:

@@ -571,6 +571,60 @@ def test_the_migration_opens_the_books_with_the_balances_held(hq_url: str) -> No
         again.close()
 
 
+def seen(hq: HqStore, terminal_id: str, at: dt.datetime, offset: float) -> None:
+    """The till's last contact, as a push or pull records it: when (head office's clock) and its clock's
+    offset from head office's."""
+    with hq.db.write() as tx:
+        tx.run(
+            "UPDATE terminals SET last_seen = ?, clock_offset = ? WHERE terminal_id = ?",
+            [ledger.utc_text(at), offset, terminal_id],
+        )
+
+
+def test_a_head_office_clock_ahead_of_its_tills_expires_nothing(store: HqStore) -> None:
+    """Head office's clock jumps 400 days ahead (a reset before NTP answers): its timer expires no points
+    while no till has confirmed that time, nor while its tills find it that far off; once they agree with
+    it, the lots due expire."""
+    from hq.scheduler import CampaignTimer
+
+    new_member(store, "M-1")
+    till = Till(store, "S2")
+    till.sale("M-1", 0, earn=30)
+    till.push()
+    real = dt.datetime.now(dt.UTC)
+    seen(store, till.terminal_id, real, 0.0)
+    ahead = real + dt.timedelta(days=400)
+    timer = CampaignTimer(store.db, now=lambda: ahead)
+    timer.tick()  # before any till spoke again: 400 days after the last contact
+    assert store.member("M-1").points == 30 and timer.clock_doubts == 1  # type: ignore[union-attr]
+    seen(store, till.terminal_id, ahead, -400 * 86400.0)  # the till's next pull: head office is 400 days ahead
+    timer.tick()
+    assert store.member("M-1").points == 30 and timer.clock_doubts == 2  # type: ignore[union-attr]
+    seen(store, till.terminal_id, ahead, 0.4)  # the tills agree with head office's time
+    timer.tick()
+    assert store.member("M-1").points == 0 and timer.clock_doubts == 2  # type: ignore[union-attr]
+    assert books(store) == []
+
+
+@pytest.mark.parametrize(
+    ("heard", "why"),
+    [
+        ([], None),  # no till to compare with
+        ([(-2, 0.0)], None),  # a till heard two hours ago, in agreement
+        ([(-31 * 24, 0.0)], "jumped ahead"),  # nothing heard for 31 days: the clock jumped?
+        ([(0, -9e4), (0, -9e4), (0, 1.0)], "2 of the 3 tills"),  # most tills find head office a day ahead
+        ([(0, -9e4), (0, 1.0), (0, 2.0)], None),  # one till's clock is wrong, not head office's
+        ([(-5, -9e4), (-5, -9e4), (0, 1.0)], None),  # what tills said hours ago is not what they say now
+    ],
+)
+def test_when_head_offices_clock_is_in_doubt(heard: list[tuple[float, float]], why: str | None) -> None:
+    from hq import clockcheck
+
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    found = clockcheck.judge(now, [(now + dt.timedelta(hours=h), o) for h, o in heard], 300.0)
+    assert (found is None) if why is None else (found is not None and why in found), found
+
+
 def test_the_commands_add_merchants_give_stores_and_check_the_books(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -211,6 +211,28 @@ def test_a_closed_period_never_changes_and_its_late_entries_post_to_the_next(sto
     assert ledger.check.__name__ and _books_hold(store)
 
 
+def test_no_period_is_closed_while_the_tills_find_head_offices_clock_wrong(store: HqStore) -> None:
+    """A close is for ever: while most tills heard in the last hour find head office's clock off (its date
+    could make a period look over), it is refused as ``clock_suspect``; once they agree, it closes."""
+    new_member(store, "X")
+    tills = [Till(store, "S1") for _ in range(3)]
+    now = ledger.utc_text(dt.datetime.now(dt.UTC))
+    with store.db.write() as tx:
+        for till, offset in zip(tills, (-3e6, -3e6, 0.5), strict=True):
+            tx.run(
+                "UPDATE terminals SET last_seen = ?, clock_offset = ? WHERE terminal_id = ?",
+                [now, offset, till.terminal_id],
+            )
+    with pytest.raises(periods.PeriodError) as refused:
+        close(store, JUNE)
+    assert refused.value.code is periods.Code.CLOCK_SUSPECT and "2 of the 3 tills" in str(refused.value)
+    with store.db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM ledger_closes") == (0,)
+    with store.db.write() as tx:
+        tx.run("UPDATE terminals SET clock_offset = 0.2")
+    assert close(store, JUNE).period == JUNE
+
+
 def test_a_close_keeps_the_positions_a_later_statement_opens_with(store: HqStore) -> None:
     """A statement opens with each merchant's points outstanding: the positions the last close kept plus what
     was filed since, the same figures as every posting of the ledger's history, late entries included."""
