@@ -58,6 +58,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)[:500] or "invalid request"
 
 
+def code_of(exc: HqError) -> ErrorCode:
+    """The code of a head-office error by its class or the nearest class above it that has one (a deadlock
+    still failing after its retries is a ``StorageFailed`` too: ``storage_unavailable``)."""
+    for kind in type(exc).__mro__:
+        found = _STORAGE_ERRORS.get(kind)
+        if found is not None:
+            return found
+    return ErrorCode.INTERNAL
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -65,7 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HqError)
     def storage_error(_: Request, exc: HqError) -> JSONResponse:
-        code = _STORAGE_ERRORS.get(type(exc), ErrorCode.INTERNAL)
+        code = code_of(exc)
         status = ERROR_STATUS[code][0]
         if status >= 500:
             log.error("request failed: %s", exc)

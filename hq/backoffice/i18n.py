@@ -164,6 +164,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "整数を入力してください（両方0は不可）。",
         "请输入整数，且不能都为零。",
     ),
+    "storage_unavailable": (
+        "Head office's database cannot be reached: try again in a minute; nothing was changed.",
+        "本部のデータベースに接続できません。少し待ってからやり直してください（変更はされていません）。",
+        "无法连接总部数据库：请稍后重试；未做任何更改。",
+    ),
     "merchant_points_only": (
         "A merchant adjusts points only, and takes back no more than it gave this member.",
         "加盟店が調整できるのはポイントのみで、この会員に付与した分までしか減らせません。",

@@ -140,17 +140,24 @@ def _pg_errors() -> Iterator[None]:
         raise StorageFailed("head-office database: no connection available in time") from exc
 
 
+WAIT_S = 3.0
+"""Seconds a request waits for a connection of the pool: a till gives up after 5 s (its ``[hq] timeout``), so
+with PostgreSQL down it must hear ``storage_unavailable`` (503, retried later) before that, not time out."""
+
+
 class PgDb:
     dialect = "postgres"
 
-    def __init__(self, conninfo: str, *, pool_size: int = 16, timeout: float = 10.0) -> None:
+    def __init__(self, conninfo: str, *, pool_size: int = 16, timeout: float = 10.0, wait: float = WAIT_S) -> None:
+        """``timeout``: for the first connection at start; ``wait``: for a connection of the pool, per request
+        (PostgreSQL down: a request fails within it, before a till's own timeout gives up on it)."""
         self.conninfo = conninfo
         with _pg_errors():
             self.pool = ConnectionPool(
                 conninfo,
                 min_size=1,
                 max_size=pool_size,
-                timeout=timeout,
+                timeout=wait,
                 kwargs={"autocommit": True},
                 open=False,
                 name="tillpoint-hq",

@@ -89,3 +89,53 @@ def test_a_tills_database_given_as_head_offices_is_refused_untouched(tmp_path: P
     text = said(tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(till)), "storage_failed")
     assert "not a head-office database" in text, text
     assert sqlite3.connect(till).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == before
+
+
+def test_postgresql_down_is_a_503_within_a_tills_timeout_and_a_page_in_the_back_office(tmp_path: Path) -> None:
+    """PostgreSQL stops under a running head office (a cluster of this test's own, stopped as a crash would):
+    a till's push hears ``storage_unavailable`` (503) within its own 5 s timeout, so it retries later rather
+    than time out; the back office answers with its error page, not the API's JSON."""
+    import httpx
+
+    from hq.api.server import start_in_thread
+    from hq.store import HqStore
+    from tests.fixtures.postgres import PgServer
+
+    server = PgServer().start()
+    try:
+        hq = HqStore(server.fresh_schema())
+        token = hq.add_terminal("T-1", "S-1")
+        handle = start_in_thread(hq)
+        try:
+            server._run("pg_ctl", "-D", str(server.data), "-m", "immediate", "-w", "-t", "30", "stop")
+            push = httpx.post(
+                f"{handle.url}/v1/journal",
+                json={"terminal_id": "T-1", "entries": []},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,  # what a till allows by default ([hq] timeout)
+            )
+            assert (push.status_code, push.json()["code"]) == (503, "storage_unavailable"), push.text
+            page = httpx.post(
+                f"{handle.url}/backoffice/sign-in",
+                data={"staff_id": "mio", "password": "a long staff password"},
+                headers={"Origin": handle.url},
+                timeout=5,
+            )
+            assert page.status_code == 503 and page.headers["content-type"].startswith("text/html"), page.text[:300]
+            assert 'data-code="storage_unavailable"' in page.text
+        finally:
+            handle.stop()
+            hq.close()
+    finally:
+        server.stop()
+
+
+def test_a_storage_failure_of_any_kind_is_storage_unavailable_to_the_api() -> None:
+    """A deadlock still failing after its retries is a storage failure too, not an internal error."""
+    from hq.api.errors import code_of
+    from hq.errors import HqError, RetryableFailed, StorageFailed
+    from sync.protocol import ErrorCode
+
+    assert code_of(RetryableFailed("deadlock detected, five times")) is ErrorCode.STORAGE_UNAVAILABLE
+    assert code_of(StorageFailed("disk full", "storage_full")) is ErrorCode.STORAGE_UNAVAILABLE
+    assert code_of(HqError("something else")) is ErrorCode.INTERNAL
