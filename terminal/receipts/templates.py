@@ -150,7 +150,9 @@ class ReadReceipt:
 
     @property
     def basket(self) -> Basket:
-        return Basket(tuple(Line(x.sku, x.quantity, x.unit_price) for x in self.items))
+        """What the customer paid for: the items net of the receipt's discounts (``net_of``), so the points
+        and the rules see the money the POS took, not the prices before its discounts."""
+        return net_of(Basket(tuple(Line(x.sku, x.quantity, x.unit_price) for x in self.items)), self.discount)
 
     @property
     def discount(self) -> int:
@@ -170,6 +172,32 @@ class ReadReceipt:
             "time": self.time,
             "unread": list(self.unread),
         }
+
+
+def net_of(basket: Basket, discount: int) -> Basket:
+    """``basket`` less ``discount`` (minor units), spread over its lines in proportion to their amounts
+    (largest remainders take the odd units); a line whose units no longer share one price is split in two
+    lines of its SKU, at a price and at that price plus one. The total is the basket's less the discount."""
+    lines = basket.lines
+    total = basket.total
+    if discount <= 0 or total <= 0:
+        return basket
+    if discount >= total:
+        shares = [line.amount for line in lines]
+    else:
+        exact = [line.amount * discount for line in lines]
+        shares = [e // total for e in exact]
+        ranked = sorted(range(len(lines)), key=lambda i: (-(exact[i] % total), i))
+        for i in ranked[: discount - sum(shares)]:
+            shares[i] += 1
+    out: list[Line] = []
+    for line, share in zip(lines, shares, strict=True):
+        price, odd = divmod(line.amount - share, line.quantity)
+        if line.quantity > odd:
+            out.append(Line(line.sku, line.quantity - odd, price, line.category))
+        if odd:
+            out.append(Line(line.sku, odd, price + 1, line.category))
+    return Basket(tuple(out))
 
 
 def money(text: str, decimals: int) -> int:

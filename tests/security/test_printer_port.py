@@ -74,3 +74,27 @@ def test_a_web_pages_post_to_the_printer_port_rings_nothing(
     sale = a.store.entries()[-1].payload
     assert sale["receipt_number"] == "0001" and sale["total"] == 500  # nothing of the web page's
     assert b"WEB-1" not in printed and b"evil.example" not in printed
+
+
+def test_a_receipts_discount_is_not_earned_on(chain: Chain, tills: tuple[Till, Till]) -> None:
+    """A cashier's POS takes 95.00 off a 100.00 bottle: the member earns on the 5.00 paid, as on any 5.00
+    receipt, not on the 100.00 before the discount (at the till and at head office)."""
+    from terminal.receipts.escpos import parse
+
+    a, _ = tills
+    template = templates()["en"]
+    cashier = Session(a.service, Checkout(a.service))
+    desk = Desk([template], cashier, lambda *_: None, pos_id="POS-1")
+
+    def rung(sale: Sale) -> dict[str, object]:
+        cashier.identify("M-2", "typed")
+        (captured,) = parse(english(sale), template.encoding, template.multibyte, template.kanji_default)
+        desk.captured(captured)
+        return dict(a.store.entries()[-1].payload)
+
+    plain = rung(Sale((Item("Gum", "2001", 1, 500),), number="0001"))
+    discounted = rung(Sale((Item("Whisky", "3001", 1, 10000),), number="0002", discount=9500))
+    assert discounted["total"] == 500 and discounted["payable"] == 500
+    assert discounted["points_earned"] == plain["points_earned"] > 0
+    a.client.sync_once()
+    assert not [i for i in chain.items() if i.quarantined]  # head office prices it the same

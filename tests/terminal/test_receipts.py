@@ -224,6 +224,30 @@ def test_a_receipt_no_template_reads_is_refused_with_a_stable_code() -> None:
     assert mismatch.value.code is Code.RECEIPT_TOTAL_MISMATCH
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.tuples(st.integers(1, 20), st.integers(0, 100_000)), min_size=1, max_size=12),
+    share=st.floats(0, 1),
+)
+def test_a_receipts_discounts_are_spread_over_its_lines(lines: list[tuple[int, int]], share: float) -> None:
+    """``net_of``: the basket a receipt's discounts leave is what the customer paid (its total is the items'
+    less the discount), each SKU keeps its units, no price goes below zero, and a line gives up the discount's
+    share of its amount to within one minor unit."""
+    from terminal.model import Basket, Line
+    from terminal.receipts.templates import net_of
+
+    basket = Basket(tuple(Line(f"S{i}", q, p) for i, (q, p) in enumerate(lines)))
+    discount = int(basket.total * share)
+    net = net_of(basket, discount)
+    assert net.total == basket.total - discount
+    assert all(x.unit_price >= 0 and x.quantity > 0 for x in net.lines)
+    for line in basket.lines:
+        mine = [x for x in net.lines if x.sku == line.sku]
+        assert sum(x.quantity for x in mine) == line.quantity and len(mine) <= 2
+        given_up = line.amount - sum(x.amount for x in mine)
+        assert abs(given_up - line.amount * discount / max(1, basket.total)) < 1
+
+
 def test_a_receipt_number_longer_than_the_journal_holds_is_not_read() -> None:
     """A printed number of 300 characters would make a sale the till approves and head office cannot read."""
     (long_number,) = parsed("en", english(Sale(SALE.items, number="9" * 300)))
