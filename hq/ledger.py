@@ -200,6 +200,9 @@ class Entry:
     store: str = ""
     """A journal entry's store and till (the report roll-up's keys); ``""`` for head office's own."""
     terminal: str = ""
+    own_lots: bool = False
+    """Points taken come out of the entry's merchant's own lots only (a merchant's adjustment: it takes back
+    what it gave, never another merchant's points)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +354,9 @@ def entry_of(row: Sequence[Any], merchant_of: Callable[[str], str], chain: int =
         clawed, restored = _refund_points(str(payload), int(net))
     merchant_id, orig = merchant_of(str(store_id)), str(original) if original else None
     base = (str(txn_id), str(kind), str(member_id), merchant_id, str(day), str(made_at))
-    where = {"store": str(store_id), "terminal": str(terminal_id)}
-    return Entry(*base, earned, spent_, clawed, restored, int(value), orig, chain, **where)
+    return Entry(
+        *base, earned, spent_, clawed, restored, int(value), orig, chain, store=str(store_id), terminal=str(terminal_id)
+    )
 
 
 def _refund_points(payload: str, net: int) -> tuple[int, int]:
@@ -654,7 +658,10 @@ class Writer:
     def consume(
         self, e: Entry, amount: int, accepted_by: str | None, first: str | None = None, chain: int = 0
     ) -> list[Posting]:
-        uses, short = take(self.member_lots(e.member_id), amount, e.at, first)
+        held = self.member_lots(e.member_id)
+        if e.own_lots:
+            held = [lot for lot in held if lot.merchant_id == e.merchant_id]
+        uses, short = take(held, amount, e.at, first)
         self.use(e.member_id, e.source, uses, 1, "spend" if accepted_by else "claw")
         return spend_postings(e.member_id, uses, short, accepted_by, chain)
 
@@ -791,7 +798,9 @@ def adjust(
     at = at or utc_now()
     source = f"adjust:{action_id}" if action_id else f"adjust:{member_id}:{secrets.token_hex(8)}"
     entry = Entry(source, "adjust", member_id, merchant, at[:10], at, value=value_delta)
-    entry = replace(entry, earned=max(points_delta, 0), clawed=max(-points_delta, 0))
+    entry = replace(
+        entry, earned=max(points_delta, 0), clawed=max(-points_delta, 0), own_lots=merchant != CHAIN_MERCHANT
+    )
     return post(tx, entry, lot_policy(tx))
 
 

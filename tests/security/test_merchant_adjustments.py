@@ -161,3 +161,24 @@ def test_a_merchants_staff_read_only_their_own_stores_sales_of_a_member(merchant
     assert page.status_code == 200
     assert "S-A" in page.text and "1.00" in page.text
     assert "S-B" not in page.text and "43.21" not in page.text
+
+
+def test_a_merchants_take_back_comes_out_of_its_own_lots_only(merchant_chain: Chain) -> None:
+    """Ben holds 300 points of M-B's and 10 of M-A's. M-A may take back its 10, once: from its own lot, never
+    from M-B's (a repeated small claw would otherwise drain the other merchant's points)."""
+    chain = merchant_chain
+    url = chain.hq.url
+    push(chain, "T-B", "sale", entries.sale("M-2", 30_000, store_id="S-B", earned=300, local_time=today_local()))
+    push(chain, "T-A", "sale", entries.sale("M-2", 1_000, store_id="S-A", earned=10, local_time=today_local()))
+    assert approve(url, ask(url, "M-2", -10, 0)).status_code == 303
+    again = approve(url, ask(url, "M-2", -10, 0))
+    assert again.status_code == 403 and code_of(again) == "merchant_points_only", again.text[:300]
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.read() as tx:
+            left = dict(
+                tx.all("SELECT merchant_id, SUM(remaining) FROM ledger_lots WHERE member_id = 'M-2' GROUP BY 1")
+            )
+    finally:
+        store.close()
+    assert left == {"M-A": 0, "M-B": 300} and chain.balance("M-2").points == 300
