@@ -21,9 +21,9 @@ from terminal.loyalty import DocumentError
 
 PREFIX = "reward:"
 BOUGHT = "R-"
-"""The id prefix of a personal coupon a member bought with points in the wallet (``R-<purchase id>``): it is
-their points in another form, so a till applies it only when presented (its code from the wallet), never by
-the member's number alone."""
+"""The id prefix of a personal coupon a member bought with points (``R-<purchase id>``, in the wallet or at a
+till): it is their points in another form, so a till applies it only when presented and with the member's
+proof (a secure tap, a code from their phone), never by the member's number alone."""
 """The prefix of a reward's rule-document id, of its pool id and of the line a till sells it on."""
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
 MAX_POINTS = 10_000_000

@@ -271,8 +271,9 @@ class Service:
 
     def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
         """The coupons presented plus the member's personal ones, with the uses this till knows. A coupon the
-        member bought with points (``rewards.BOUGHT``) only when presented: knowing the member is not enough
-        to spend their points, in that form either."""
+        member bought with points (``rewards.BOUGHT``) only when presented, and the commit asks for the member's
+        proof for it as for points (``_authorise``): knowing the member, or a coupon id a till could derive, is
+        not enough to spend their points in that form either."""
         texts = self.store.coupon_texts(coupon_ids, member_id)
         presented = set(coupon_ids)
         texts = {c: t for c, t in texts.items() if c in presented or not c.startswith(rw.BOUGHT)}
@@ -558,7 +559,8 @@ class Service:
         spending needs a proof unless ``spend_needs_proof`` is off (then points only, on the POS's word)."""
         payment = payment or Payment()
         wants_value = payment.stored_value is None or payment.stored_value > 0
-        spends = wants_value or quote.points_redeemed > 0
+        bought = any(c.startswith(rw.BOUGHT) for c in quote.coupons)  # a coupon bought with points is points
+        spends = wants_value or quote.points_redeemed > 0 or bought
         card = payment.card if payment.card is not None else tapped
         if not spends and payment.code is None:
             return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=secure_tap(card) if card is not None else None)

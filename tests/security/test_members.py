@@ -149,6 +149,8 @@ def test_a_reward_bought_with_points_is_applied_only_when_its_code_is_presented(
     assert presented.coupons == (coupon_id,) and presented.payable == 0
     receipt = checkout.sell(SaleOrder("M-1", latte))
     assert receipt.total == 450
+    # its id presented by a cashier (a till's purchase has an id the till could derive): no proof, no coupon
+    refused(Code.PROOF_NEEDED, checkout.sell, SaleOrder("M-1", latte, (coupon_id,), stored_value=0))
     a.client.sync_once()
     store = HqStore(chain.hq.db)
     try:
@@ -156,3 +158,6 @@ def test_a_reward_bought_with_points_is_applied_only_when_its_code_is_presented(
             assert tx.one("SELECT uses FROM coupons WHERE coupon_id = ?", [coupon_id]) == (0,)
     finally:
         store.close()
+    tapped = a.tap(chain.card.ndef_url())  # Aiko at the till, her card tapped: the coupon is hers to use
+    done = Checkout(a.service, lambda: tapped).sell(SaleOrder("M-1", latte, (coupon_id,), stored_value=0))
+    assert done.total == 0
