@@ -52,22 +52,23 @@ class CampaignTimer:
         """One pass: every due campaign run; a failure is logged and counted, never raised."""
         self.ticks += 1
         now = self.now()
+        if not self._clock_trusted(now):  # every step below acts on "now", and none can be taken back
+            return []
         try:  # gifts nobody claimed in time go back to their givers
             self.db.transact(lambda tx: gifts.expire(tx, int(now.timestamp())))
         except HqError as exc:
             self.failures += 1
             log.error("giving back expired gifts failed (tried again in %.0f s): %s", self.interval, exc)
-        if self._clock_trusted(now):
-            try:  # points lots whose expiry has come: breakage of their issuers, tills learn it at their next pull
-                self.db.transact(lambda tx: ledger.expire(tx, now))
-            except HqError as exc:
-                self.failures += 1
-                log.error("expiring points failed (tried again in %.0f s): %s", self.interval, exc)
-            try:  # gift card value past its expiry: cleared (the tills refuse it already)
-                self.db.transact(lambda tx: giftcards.expire(tx, now.astimezone(UTC).date(), ledger.utc_text(now)))
-            except HqError as exc:
-                self.failures += 1
-                log.error("clearing expired gift cards failed (tried again in %.0f s): %s", self.interval, exc)
+        try:  # points lots whose expiry has come: breakage of their issuers, tills learn it at their next pull
+            self.db.transact(lambda tx: ledger.expire(tx, now))
+        except HqError as exc:
+            self.failures += 1
+            log.error("expiring points failed (tried again in %.0f s): %s", self.interval, exc)
+        try:  # gift card value past its expiry: cleared (the tills refuse it already)
+            self.db.transact(lambda tx: giftcards.expire(tx, now.astimezone(UTC).date(), ledger.utc_text(now)))
+        except HqError as exc:
+            self.failures += 1
+            log.error("clearing expired gift cards failed (tried again in %.0f s): %s", self.interval, exc)
         try:  # door check-ins whose reward a push could not decide
             campaigns.reward_pending(self.db, now)
         except HqError as exc:
@@ -93,8 +94,9 @@ class CampaignTimer:
         return done
 
     def _clock_trusted(self, now: datetime) -> bool:
-        """Whether ``now`` may expire points and clear gift card value (neither can be undone): not while head
-        office's clock disagrees with its tills (said once when that starts, and once when it ends)."""
+        """Whether the timer may act on ``now`` (gifts given back, points expired, gift card value cleared,
+        check-in rewards decided, the members' windows rolled, campaigns run: none can be undone): not while
+        head office's clock disagrees with its tills (said once when that starts, and once when it ends)."""
         try:
             with self.db.read() as tx:
                 found = clockcheck.doubt(tx, now, self.skew)
@@ -103,9 +105,9 @@ class CampaignTimer:
         if found is not None:
             self.clock_doubts += 1
             if self._doubt is None:
-                log.error("points expiry and gift card clearing wait: %s", found)
+                log.error("the timer waits (no expiry, no campaign run, no windows rolled): %s", found)
         elif self._doubt is not None:
-            log.warning("head office's clock agrees with its tills again: points expiry and gift card clearing go on")
+            log.warning("head office's clock agrees with its tills again: the timer goes on")
         self._doubt = found
         return found is None
 

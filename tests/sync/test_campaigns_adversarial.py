@@ -234,3 +234,45 @@ def test_a_revoked_till_gives_back_what_it_did_not_use(drop: HqStore) -> None:
     drop.revoke_terminal("T1")
     assert drop.pool_state("DROP").allocated == 1  # what it used stays counted, the rest is back
     assert drop.grant_pools("T2")[0].allowed == 5
+
+
+def test_a_head_office_clock_in_doubt_runs_no_campaign_early(tmp_path: Path) -> None:
+    """Head office's clock jumps 400 days ahead for a moment: a one-off campaign planned ten months ahead is
+    not run then (it would be recorded as done, and never run when planned), nor are the windows rolled to
+    next year; it runs at its own moment."""
+    import datetime as dt
+
+    from hq.scheduler import CampaignTimer
+
+    store = HqStore(str(tmp_path / "hq.db"))
+    try:
+        store.add_terminal("T1", "S1")
+        load(store.db, generate(seed=11, size=40))
+        segments.save(store.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 10**9}}, "t")
+        real = dt.datetime.now(dt.UTC)
+        planned = (real + dt.timedelta(days=300)).replace(tzinfo=None, microsecond=0, second=0)
+        once = {
+            "name": "New year",
+            "segment": "everyone",
+            "variants": [{"variant": "v", "coupon": {"kind": "amount_off", "value": 100}}],
+            "schedule": {"kind": "once", "at": planned.isoformat(timespec="minutes")},
+            "timezone": "UTC",
+            "control_share": 0.0,
+        }
+        campaigns.save(store.db, "newyear", once, "test")
+        with store.db.write() as tx:  # the till was heard a moment ago, agreeing with head office
+            tx.run(
+                "UPDATE terminals SET last_seen = ?, clock_offset = 0 WHERE terminal_id = 'T1'",
+                [real.isoformat().replace("+00:00", "Z")],
+            )
+        timer = CampaignTimer(store.db, now=lambda: real + dt.timedelta(days=400))
+        assert timer.tick() == [] and timer.clock_doubts == 1
+        assert campaigns.show(store.db, "newyear")["runs"] == []
+        with store.db.read() as tx:
+            windows = tx.one("SELECT day FROM stats_windows WHERE id = 1")
+        assert windows is None or windows[0] is None or str(windows[0]) <= real.date().isoformat()
+        due = dt.datetime.combine(planned.date(), planned.time(), dt.UTC) + dt.timedelta(minutes=1)
+        (ran,) = campaigns.run_due(store.db, due)  # at its own moment it runs
+        assert ran["campaign_id"] == "newyear" and ran["issued"]
+    finally:
+        store.close()
