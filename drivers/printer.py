@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import select
 import socket
 import threading
@@ -52,8 +51,24 @@ log = logging.getLogger(__name__)
 
 CUT_MARKS = (b"\x1dV", b"\x1bi", b"\x1bm")
 CHUNK = 65536
-HTTP_REQUEST = re.compile(rb"\A(?:GET|POST|PUT|HEAD|OPTIONS|DELETE|PATCH|CONNECT|TRACE) \S+ HTTP/")
-"""How an HTTP request begins; no ESC/POS print job does."""
+HTTP_METHODS = (b"GET", b"POST", b"PUT", b"HEAD", b"OPTIONS", b"DELETE", b"PATCH", b"CONNECT", b"TRACE")
+HTTP_STARTS = tuple(m + b" " + target for m in HTTP_METHODS for target in (b"/", b"*", b"HTTP://", b"HTTPS://"))
+"""How an HTTP request's first line begins (method, one space, the start of its target), in upper case; no
+ESC/POS print job begins so. Only these first bytes are looked at: a request line may be longer than a read."""
+
+
+def http_verdict(head: bytes) -> bool | None:
+    """Whether a connection whose first bytes are ``head`` is an HTTP request (True), is not one (False), or
+    cannot be told yet (None: ``head`` is the start of one, as a request split over two segments may be).
+    Case and leading blank lines are ignored."""
+    start = head.lstrip(b" \t\r\n").upper()
+    if not start and head:
+        return None
+    if any(start.startswith(s) for s in HTTP_STARTS):
+        return True
+    return None if any(s.startswith(start) for s in HTTP_STARTS) else False
+
+
 WAIT = 0.2  # seconds a serial port or device file is waited on at a time (so a relay notices it was stopped)
 
 
@@ -341,10 +356,12 @@ class Relay:
         while True:
             try:
                 data = self._recv(held)
+                if first:
+                    data, http = self._first(data or b"")
+                    if http:
+                        self._refuse_http()
+                        return
             except OSError:
-                return
-            if first and data and HTTP_REQUEST.match(data):
-                self._refuse_http()
                 return
             first = False
             if data is None:  # nothing more came within the hold: the held byte goes out alone
@@ -376,6 +393,19 @@ class Relay:
                 return  # the printer went away: the back thread closes the POS
             self.stats.bytes_forwarded += len(data)
             sent += len(chunk)
+
+    def _first(self, head: bytes) -> tuple[bytes, bool]:
+        """The connection's first bytes, read on while they may still begin an HTTP request (a few bytes at most,
+        each wait bounded by ``hold``: a print job's first byte tells at once), and whether they do."""
+        for _ in range(64):  # bounded: an HTTP start is decided within its first few dozen bytes
+            verdict = http_verdict(head)
+            if verdict is not None:
+                return head, verdict
+            more = self.pos.recv_within(CHUNK, self.hold)
+            if not more:  # nothing more came in time, or the connection ended: not a request that can be told
+                return head, False
+            head += more
+        return head, False
 
     def _refuse_http(self) -> None:
         """A web page in a browser on this PC (or anything on the network) posting to the printer's port: its

@@ -36,9 +36,11 @@ def printer(tmp_path: Path) -> Iterator[RecordingPrinter]:
     started.stop()
 
 
-def send(port: int, data: bytes) -> None:
+def send(port: int, *parts: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for part in parts:
+            conn.sendall(part)
         conn.shutdown(socket.SHUT_WR)
         for _ in range(1000):  # bounded: until the proxy closes its side
             if not conn.recv(4096):
@@ -74,6 +76,64 @@ def test_a_web_pages_post_to_the_printer_port_rings_nothing(
     sale = a.store.entries()[-1].payload
     assert sale["receipt_number"] == "0001" and sale["total"] == 500  # nothing of the web page's
     assert b"WEB-1" not in printed and b"evil.example" not in printed
+
+
+def request(target: bytes, method: bytes = b"POST", lead: bytes = b"", body: bytes = BODY) -> bytes:
+    return (
+        lead
+        + method
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: 127.0.0.1:9100\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nContent-Type: text/plain;charset=UTF-8\r\nOrigin: https://evil.example\r\n\r\n"
+        + body
+    )
+
+
+REQUESTS = {
+    # fetch("http://127.0.0.1:9100/" + "a".repeat(70000), ...): the request line is longer than one read, and
+    # the body begins with a cut, so a whole "receipt" would follow the damaged one
+    "a_url_longer_than_a_read": (request(b"/" + b"a" * 70_000, body=b"\x1dV\x00" + BODY),),
+    "lower_case": (request(b"/", b"post"),),
+    "after_a_blank_line": (request(b"/", lead=b"\r\n"),),
+    "split_over_two_segments": (b"PO", request(b"/")[2:]),
+    "absolute_target": (request(b"http://127.0.0.1:9100/", b"PUT"),),
+}
+
+
+@pytest.mark.parametrize("case", list(REQUESTS))
+def test_no_shape_of_http_request_is_rung(
+    chain: Chain, tills: tuple[Till, Till], printer: RecordingPrinter, case: str
+) -> None:
+    a, _ = tills
+    cashier = Session(a.service, Checkout(a.service))
+    cashier.identify("M-2", "typed")
+    desk = Desk([templates()["en"]], cashier, lambda *_: None, pos_id="POS-1")
+    proxy = PrinterProxy("tcp:127.0.0.1:0", f"tcp:127.0.0.1:{printer.port}", desk)
+    proxy.start()
+    try:
+        before = len(a.store.entries())
+        send(proxy.port, *REQUESTS[case])
+        wait_until(lambda: proxy.stats.refused_http == 1, what="the request refused")
+        honest = english(Sale((Item("Gum", "2001", 1, 500),), number="0001"))
+        send(proxy.port, honest)
+        wait_until(lambda: len(a.store.entries()) == before + 1, what="the POS's receipt rung")
+    finally:
+        proxy.stop()
+    assert a.store.entries()[-1].payload["receipt_number"] == "0001"
+
+
+def test_a_print_job_is_never_taken_for_a_request() -> None:
+    """What the first bytes say: a print job (ESC @, text, a status query) at once; a request's start waits."""
+    from drivers.printer import http_verdict
+
+    for job in (b"\x1b@Acme", b"\x10\x04\x01", b"GET 10% OFF TODAY\n", b"Post office\n", b"Total 5.00\n"):
+        assert http_verdict(job) is False, job
+    for start in (b"G", b"POS", b"\r\n", b"post ", b"PUT http"):
+        assert http_verdict(start) is None, start
+    for request_line in (b"GET / HTTP/1.1", b"options * HTTP/1.1", b"\r\nPOST /x", b"PUT https://x/ HTTP/1.1"):
+        assert http_verdict(request_line) is True, request_line
 
 
 def test_a_receipts_discount_is_not_earned_on(chain: Chain, tills: tuple[Till, Till]) -> None:
