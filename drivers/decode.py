@@ -21,8 +21,10 @@ How a frame is decoded (the figures behind each choice are in docs/performance.m
    code is a lone finder pattern, and a lone finder pattern is what is left of a QR code whose other
    two a glare has washed out. Such a hint is retried on a crop reaching ``HINT_REACH`` times the size
    of the Micro QR code zxing took it for, on every side.
-3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: cheap retries on a
-   crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
+3. Only for a located-but-failed code or a hint, at most ``MAX_RETRIES`` a frame: when its box touches the
+   frame's edge, first its crop padded with white on those sides (``padded_at_edge``: a code reaching past
+   the edge, whose grid zxing-cpp gives up on at the image's border, is read when error correction covers
+   the modules cut off); then cheap retries on a crop around it, stopping at the first success: unsharpened (defocus), halved (a large blurry
    code), enlarged two to four times (small modules), deblurred (a stronger
    sharpening, for sigma >= 1.5 blur), binarised with a local threshold (uneven light), contrast
    stretched tile by tile (CLAHE: the faint modules at a glare's edge, low contrast). A frame with no
@@ -68,6 +70,8 @@ MAX_RETRIES = 2  # located-but-failed codes retried per frame
 HINT_REACH = 2.5
 FINDER_HINTS = True  # look for those lone finder patterns in a QR-only search
 MULTI_SCALE = True  # the first pass also reads the frame downscaled (zxing-cpp's own pyramid)
+EDGE_RETRY = True  # a lead touching the frame's edge is first read on its crop padded with white there
+EDGE_PAD = 0.5  # ... by this share of the crop's size
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 Decoder = Callable[[np.ndarray, tuple[str, ...]], list[str]]
@@ -168,11 +172,36 @@ def decode_detail(gray: np.ndarray, formats: Sequence[str] = DEFAULT_FORMATS) ->
     leads = _distinct(failed, read)[:MAX_RETRIES]
     missed: list[Box] = []
     for box in leads:
-        found = _retry(zx, crop_for_retry(gray, box), search, hint)
+        found = _at_edge(zx, gray, box, search, hint) or _retry(zx, crop_for_retry(gray, box), search, hint)
         texts.extend(found)
         if not found:
             missed.append(box)
     return Decoded(list(dict.fromkeys(texts)), missed)
+
+
+def padded_at_edge(gray: np.ndarray, box: Box) -> np.ndarray | None:
+    """The crop of a lead that touches the frame's edge, padded with white on those sides by ``EDGE_PAD`` of its
+    size; None for a lead inside the frame. A code reaching past the edge has lost the modules there: zxing-cpp
+    gives up on a grid that runs off the image, but reads it on the padded crop when error correction covers
+    what is missing."""
+    h, w = gray.shape[:2]
+    x0, y0, x1, y1 = box
+    sides = (y0 <= 0, y1 >= h, x0 <= 0, x1 >= w)  # top, bottom, left, right
+    if not any(sides):
+        return None
+    crop = crop_for_retry(gray, box)
+    if crop.size == 0:
+        return None
+    pad = int(max(crop.shape[:2]) * EDGE_PAD)
+    top, bottom, left, right = (pad if side else 0 for side in sides)
+    return cv2.copyMakeBorder(crop, top, bottom, left, right, cv2.BORDER_CONSTANT, value=255)
+
+
+def _at_edge(zx: ModuleType, gray: np.ndarray, box: Box, formats: Any, hint: Any) -> list[str]:
+    image = padded_at_edge(gray, box) if EDGE_RETRY else None
+    if image is None:
+        return []
+    return [r.text for r in _read(zx, image, formats, errors=False, downscale=True) if r.valid and r.format != hint]
 
 
 def _pass(

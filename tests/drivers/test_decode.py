@@ -143,6 +143,20 @@ def test_the_benchmarks_ceiling_reads_only_where_the_code_was_drawn() -> None:
     assert not read_at_known_corners(blurred, TEXT, soft)
 
 
+def test_a_code_cut_by_the_frames_edge_is_read_on_a_padded_crop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code reaching past the frame's right edge (its quiet zone and a column of modules cut off): zxing-cpp
+    locates it but gives up on a grid that runs off the image; on the crop padded with white there, error
+    correction covers what is missing. Raw zxing-cpp and the decoder without the padded crop read nothing."""
+    look = Look(module_px=8, center=(0.90, 0.5), noise=2, jpeg_quality=80)
+    frame = render(TEXT, SIZE, look, np.random.default_rng(1))
+    assert not in_view(look, qr_modules(TEXT).shape[0], SIZE)
+    assert decode(frame) == [TEXT]
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    assert TEXT not in [r.text for r in zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormat.QRCode)]
+    monkeypatch.setattr(decoding, "EDGE_RETRY", False)
+    assert decode(frame) == []
+
+
 def test_micro_qr_is_read_only_when_configured() -> None:
     micro = zxingcpp.write_barcode_to_image(
         zxingcpp.create_barcode("TPM1:42", zxingcpp.BarcodeFormat.MicroQRCode), scale=6
