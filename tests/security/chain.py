@@ -169,11 +169,17 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         member_token = payments.member_token(admin_store, "M-1")
     finally:
         admin_store.close()
+    yield from started(hq, admin, tokens, member_token, tmp_path)
+
+
+def started(hq: HqProcess, admin: str, tokens: dict[str, str], member_token: str, root: Path) -> Iterator[Chain]:
+    """Head office's server started on the database set up, Aiko's phone registered with it: the chain, until
+    the fixture ends (then head office is killed)."""
     hq.start()
-    phone = MemberApp("M-1", tmp_path / "phone")
+    phone = MemberApp("M-1", root / "phone")
     phone.register(hq.url, member_token)
     try:
-        yield Chain(hq, admin, tokens, phone, Ntag424(AIKO_UID, SUN_MASTER), tmp_path)
+        yield Chain(hq, admin, tokens, phone, Ntag424(AIKO_UID, SUN_MASTER), root)
     finally:
         hq.kill()
 

@@ -22,14 +22,12 @@ from hq import merchants, payments
 from hq.backoffice import staff
 from hq.db.engine import Tx
 from hq.store import HqStore
-from sync.memberapp import MemberApp
 from terminal import payments as pay
 from tests.backoffice.chain import PASSWORD
 from tests.backoffice.test_web import code_of, signed_in
 from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess
-from tests.security.chain import AIKO_UID, STORES, SUN_MASTER, Chain, today_local
-from tests.vcard import Ntag424
+from tests.security.chain import STORES, Chain, started, today_local
 
 
 @pytest.fixture
@@ -56,13 +54,7 @@ def merchant_chain(tmp_path: Path) -> Iterator[Chain]:
         store.db.transact(setup)
     finally:
         store.close()
-    hq.start()
-    phone = MemberApp("M-1", tmp_path / "phone")
-    phone.register(hq.url, member_token)
-    try:
-        yield Chain(hq, admin, tokens, phone, Ntag424(AIKO_UID, SUN_MASTER), tmp_path)
-    finally:
-        hq.kill()
+    yield from started(hq, admin, tokens, member_token, tmp_path)
 
 
 def push(chain: Chain, terminal: str, kind: str, payload: dict[str, Any]) -> str:
