@@ -9,7 +9,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     workers.py    `hq serve --workers N`: several processes on one PostgreSQL
     api/          the HTTP API: one APIRouter per area, included by api/app.py's create_app(); serve()
     scheduler.py  the campaign timer the server runs: every due campaign, points expiry, gift card value past its
-                  expiry, every N seconds
+                  expiry, every N seconds; nothing while head office's clock is in doubt
     demo.py       the demo members, cards, rules and coupons, and seed_demo()
     erasure.py    erasing a member: its data, then its payment devices
     wallet/       the member's wallet on the phone: contacts, one-time sign-in codes and their senders,
@@ -46,6 +46,7 @@ import-linter contract in pyproject.toml; a new module must be given its place t
     ledger.py     the double-entry ledger of points, stored value and gift card value: posting rules, points
                   lots of their issuing merchants, expiry as breakage, the check that proves every balance
     periods.py    settlement periods: a month each, closed in order (audited); where a late entry is filed
+    clockcheck.py whether head office's own clock agrees with its tills, before what cannot be undone
     rollup.py     the report roll-up: figures by day, store and till, added where each comes to count, checked
                   against (and rebuilt from) the statements that define it
     versions.py   the versions of the rules each sale was priced with
