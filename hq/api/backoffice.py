@@ -25,7 +25,6 @@ Refusals are pages with their stable code in ``#error[data-code]`` and the statu
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hq import audit, documents
 from hq.api.deps import Store
-from hq.api.errors import code_of, error_response
 from hq.backoffice import (
     approvals,
     campaigns,
@@ -57,11 +55,8 @@ from hq.backoffice import (
 from hq.backoffice import settlement as bo_settlement
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
-from hq.errors import StorageFailed
 from hq.store import HqStore
-from sync.protocol import ERROR_STATUS
-
-log = logging.getLogger("tillpoint.hq")
+from sync.protocol import ERROR_STATUS, ErrorCode
 
 router = APIRouter()
 PREFIX = "/backoffice"
@@ -225,22 +220,16 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, BackofficeRefused)
         return refused_page(request, exc)
 
-    async def storage(request: Request, exc: Exception) -> Response:
-        """The database failing under a back-office page: a page saying so (503), as any refusal is; elsewhere
-        the API's JSON answer."""
-        assert isinstance(exc, StorageFailed)
-        code = code_of(exc)
-        status = ERROR_STATUS[code][0]
-        log.error("request failed: %s", exc)
-        if not request.url.path.startswith(PREFIX):
-            return error_response(status, code, str(exc))
-        lang = language(request)
-        return page(
-            request, "refused", lang, status, error=i18n.words(lang).get(code.value, code.value), error_code=code
-        )
-
     app.add_exception_handler(BackofficeRefused, handler)
-    app.add_exception_handler(StorageFailed, storage)
+
+
+def storage_page(request: Request, code: ErrorCode) -> Response:
+    """The database failing under a back-office page: a page saying so (503), as any refusal is."""
+    lang = language(request)
+    words = i18n.words(lang)
+    return page(
+        request, "refused", lang, ERROR_STATUS[code][0], error=words.get(code.value, code.value), error_code=code
+    )
 
 
 NOTICES = ("done", "asked")

@@ -4,11 +4,12 @@ route documents in OpenAPI, and the handlers that turn storage and validation er
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hq.errors import HqError, StorageFailed
@@ -58,6 +59,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)[:500] or "invalid request"
 
 
+StoragePage = Callable[[Request, ErrorCode], Response]
+"""A page that says the database failed, in its area's own look (the back office's, the wallet's)."""
+
+
 def code_of(exc: HqError) -> ErrorCode:
     """The code of a head-office error by its class or the nearest class above it that has one (a deadlock
     still failing after its retries is a ``StorageFailed`` too: ``storage_unavailable``)."""
@@ -68,17 +73,25 @@ def code_of(exc: HqError) -> ErrorCode:
     return ErrorCode.INTERNAL
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = None) -> None:
+    """The handlers; ``pages``: for a path under one of its prefixes, a storage failure answers with that
+    area's page (a person's browser) rather than the API's JSON (a program)."""
+    storage_pages = dict(pages or {})
+
     @app.exception_handler(ApiError)
     def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(HqError)
-    def storage_error(_: Request, exc: HqError) -> JSONResponse:
+    def storage_error(request: Request, exc: HqError) -> Response:
         code = code_of(exc)
         status = ERROR_STATUS[code][0]
         if status >= 500:
             log.error("request failed: %s", exc)
+        if code is ErrorCode.STORAGE_UNAVAILABLE:
+            for prefix, page in storage_pages.items():
+                if request.url.path.startswith(prefix):
+                    return page(request, code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(status, code, str(exc), headers)
 

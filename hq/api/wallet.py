@@ -577,6 +577,15 @@ def remove_device(request: Request, store: Store, cert_id: str) -> JSONResponse:
         raise ApiError(exc.code, str(exc)) from exc
 
 
+def storage_page(request: Request, code: ErrorCode) -> Response:
+    """The database failing under a wallet page: the page the wallet shows when head office cannot be reached
+    (503, ``#error[data-code]`` naming the code), never the API's JSON in a member's browser."""
+    lang = language(request)
+    reply = page(request, "offline", lang, ERROR_STATUS[code][0], **refusal(lang, code))
+    reply.headers["Cache-Control"] = "no-store"
+    return reply
+
+
 @router.get("/wallet/offline", include_in_schema=False)
 def offline(request: Request, lang: Lang) -> Response:
     reply = page(request, "offline", lang)

@@ -56,6 +56,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "结账时出示即可积分。每30秒更新一次。",
     ),
     "member_code_qr": ("QR code of your member code", "会員コードのQRコード", "会员码二维码"),
+    "storage_unavailable": (
+        "Head office cannot be reached just now: try again in a minute. Your points and coupons are safe.",
+        "本部に接続できません。少し待ってからもう一度お試しください。ポイントとクーポンはそのままです。",
+        "暂时无法连接总部，请稍后再试。您的积分和优惠券不受影响。",
+    ),
     "offline": (
         "No connection: the member code needs head office. Points and coupons show again when you are online.",
         "接続がありません：会員コードの表示には通信が必要です。",

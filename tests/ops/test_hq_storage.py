@@ -94,9 +94,10 @@ def test_a_tills_database_given_as_head_offices_is_refused_untouched(tmp_path: P
 def test_postgresql_down_is_a_503_within_a_tills_timeout_and_a_page_in_the_back_office(tmp_path: Path) -> None:
     """PostgreSQL stops under a running head office (a cluster of this test's own, stopped as a crash would):
     a till's push hears ``storage_unavailable`` (503) within its own 5 s timeout, so it retries later rather
-    than time out; the back office answers with its error page, not the API's JSON."""
+    than time out; the back office and the wallet answer with their own pages, not the API's JSON."""
     import httpx
 
+    from hq.api.deps import SESSION_COOKIE
     from hq.api.server import start_in_thread
     from hq.store import HqStore
     from tests.fixtures.postgres import PgServer
@@ -123,6 +124,9 @@ def test_postgresql_down_is_a_503_within_a_tills_timeout_and_a_page_in_the_back_
             )
             assert page.status_code == 503 and page.headers["content-type"].startswith("text/html"), page.text[:300]
             assert 'data-code="storage_unavailable"' in page.text
+            wallet = httpx.get(f"{handle.url}/wallet/", cookies={SESSION_COOKIE: "a-session"}, timeout=5)
+            assert wallet.status_code == 503 and wallet.headers["content-type"].startswith("text/html"), wallet.text
+            assert 'data-code="storage_unavailable"' in wallet.text and "Head office cannot be reached" in wallet.text
         finally:
             handle.stop()
             hq.close()
