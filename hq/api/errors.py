@@ -74,8 +74,9 @@ def code_of(exc: HqError) -> ErrorCode:
 
 
 def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = None) -> None:
-    """The handlers; ``pages``: for a path under one of its prefixes, a storage failure answers with that
-    area's page (a person's browser) rather than the API's JSON (a program)."""
+    """The handlers; ``pages``: for a path under one of its prefixes, a storage failure answers a request that
+    accepts HTML (a person's browser) with that area's page rather than the API's JSON (a program, or a page's
+    own script)."""
     storage_pages = dict(pages or {})
 
     @app.exception_handler(ApiError)
@@ -88,8 +89,8 @@ def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = 
         status = ERROR_STATUS[code][0]
         if status >= 500:
             log.error("request failed: %s", exc)
-        if code is ErrorCode.STORAGE_UNAVAILABLE:
-            for prefix, page in storage_pages.items():
+        if code is ErrorCode.STORAGE_UNAVAILABLE and "text/html" in request.headers.get("accept", ""):
+            for prefix, page in storage_pages.items():  # a browser's page; a script's fetch keeps the JSON
                 if request.url.path.startswith(prefix):
                     return page(request, code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -116,17 +116,21 @@ def test_postgresql_down_is_a_503_within_a_tills_timeout_and_a_page_in_the_back_
                 timeout=5,  # what a till allows by default ([hq] timeout)
             )
             assert (push.status_code, push.json()["code"]) == (503, "storage_unavailable"), push.text
+            browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser's navigation sends
             page = httpx.post(
                 f"{handle.url}/backoffice/sign-in",
                 data={"staff_id": "mio", "password": "a long staff password"},
-                headers={"Origin": handle.url},
+                headers={"Origin": handle.url, **browser},
                 timeout=5,
             )
             assert page.status_code == 503 and page.headers["content-type"].startswith("text/html"), page.text[:300]
             assert 'data-code="storage_unavailable"' in page.text
-            wallet = httpx.get(f"{handle.url}/wallet/", cookies={SESSION_COOKIE: "a-session"}, timeout=5)
+            cookies = {SESSION_COOKIE: "a-session"}
+            wallet = httpx.get(f"{handle.url}/wallet/", cookies=cookies, headers=browser, timeout=5)
             assert wallet.status_code == 503 and wallet.headers["content-type"].startswith("text/html"), wallet.text
             assert 'data-code="storage_unavailable"' in wallet.text and "Head office cannot be reached" in wallet.text
+            script = httpx.get(f"{handle.url}/wallet/devices", cookies=cookies, timeout=5)  # the pay page's fetch
+            assert (script.status_code, script.json()["code"]) == (503, "storage_unavailable")
         finally:
             handle.stop()
             hq.close()
