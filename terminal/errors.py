@@ -277,11 +277,15 @@ class StorageError(TerminalError):
     """The local database failed; callers turn it into STORAGE_FULL / STORAGE_FAILED."""
 
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The errno values of a write that found no room: a full disk, a quota, a file at its size limit."""
+
+
 def storage_refusal(exc: OSError, doing: str) -> Rejected:
     """A file of the till's data directory that could not be written, as a refusal with a stable code
     (``storage_full`` for a full disk or quota, else ``storage_failed``) naming what was being done and why
     (a read-only file system, a file owned by another user)."""
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    full = exc.errno in DISK_FULL
     why = exc.strerror or str(exc)
     where = f" ({exc.filename})" if exc.filename else ""
     return Rejected(Code.STORAGE_FULL if full else Code.STORAGE_FAILED, f"could not {doing}: {why}{where}")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from terminal.errors import DISK_FULL
 from terminal.ports import Emit
 from terminal.receipts.escpos import Captured
 
@@ -125,7 +126,7 @@ def problem_code(exc: OSError) -> str:
     """The stable code of a receipts directory that cannot be written."""
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "receipts_dir_read_only"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno in DISK_FULL:
         return "receipts_dir_full"
     return "receipts_dir_failed"
 

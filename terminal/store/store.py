@@ -8,7 +8,6 @@ only after that block's COMMIT returned. SQLite errors are translated here: a fu
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from terminal import b64url
-from terminal.errors import Code, Rejected
+from terminal.errors import DISK_FULL, Code, Rejected
 from terminal.giftcards import GiftCard
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
@@ -674,7 +673,7 @@ def upgrade(path: Path, db: Database) -> list[str]:
         except (OSError, sqlite3.Error) as exc:  # a full disk: no half copy left, nothing migrated
             for part in (target, *(target.with_name(target.name + side) for side in _SIDE_FILES)):
                 part.unlink(missing_ok=True)
-            full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "full" in str(exc)
+            full = isinstance(exc, OSError) and exc.errno in DISK_FULL or "full" in str(exc)
             raise Rejected(
                 Code.STORAGE_FULL if full else Code.STORAGE_FAILED,
                 f"could not copy {path} before upgrading it ({exc}): nothing was migrated",
