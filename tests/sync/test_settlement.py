@@ -23,7 +23,7 @@ from hq.api.server import ServerHandle, start_in_thread
 from hq.db.engine import Tx
 from hq.ingest import Settings
 from hq.store import HqStore
-from tests.sync.test_hq_ledger import STORES, Till, made, new_member
+from tests.sync.test_hq_ledger import STORES, Till, made, new_member, seen
 from tests.waiting import wait_until
 
 JUNE, JULY = "2026-06", "2026-07"
@@ -216,20 +216,16 @@ def test_no_period_is_closed_while_the_tills_find_head_offices_clock_wrong(store
     could make a period look over), it is refused as ``clock_suspect``; once they agree, it closes."""
     new_member(store, "X")
     tills = [Till(store, "S1") for _ in range(3)]
-    now = ledger.utc_text(dt.datetime.now(dt.UTC))
-    with store.db.write() as tx:
-        for till, offset in zip(tills, (-3e6, -3e6, 0.5), strict=True):
-            tx.run(
-                "UPDATE terminals SET last_seen = ?, clock_offset = ? WHERE terminal_id = ?",
-                [now, offset, till.terminal_id],
-            )
+    now = dt.datetime.now(dt.UTC)
+    for till, offset in zip(tills, (-3e6, -3e6, 0.5), strict=True):
+        seen(store, till.terminal_id, now, offset)
     with pytest.raises(periods.PeriodError) as refused:
         close(store, JUNE)
     assert refused.value.code is periods.Code.CLOCK_SUSPECT and "2 of the 3 tills" in str(refused.value)
     with store.db.read() as tx:
         assert tx.one("SELECT COUNT(*) FROM ledger_closes") == (0,)
-    with store.db.write() as tx:
-        tx.run("UPDATE terminals SET clock_offset = 0.2")
+    for till in tills:
+        seen(store, till.terminal_id, now, 0.2)
     assert close(store, JUNE).period == JUNE
 
 
