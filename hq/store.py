@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,7 +58,7 @@ from hq import (
 )
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.schema import migrate, open_db
+from hq.db.schema import migrate, open_db, seeds_pending, take_seed
 from hq.errors import HqError, IntegrityFailed, Refused, StorageFailed
 from hq.ingest import (
     Effect,
@@ -242,20 +243,28 @@ class HqStore:
         """Head office's time (UTC, ISO with milliseconds and Z): the system clock, or a simulated one."""
         self.db: Db = open_db(url, pool_size=pool_size)
         try:
-            applied = migrate(self.db, backup=backup)
+            migrate(self.db, backup=backup)
+            for name in seeds_pending(self.db):
+                self.db.transact(partial(self._seed, name=name))
         except BaseException:
             self.db.close()
             raise
-        if "m004_trust" in applied:
-            self.db.transact(ingest_mod.backfill_sales)
-        if "m006_signal" in applied:  # the versions held when the history began
-            self.db.transact(lambda tx: versions.seed(tx, self.now()))
-        if "m013_receipts" in applied:  # the sales read from receipts held before the index
-            self.db.transact(receipts.backfill)
-        if "m009_profile_attributes" in applied:  # the attributes collected until the chain sets its own
-            self.db.transact(lambda tx: profiles.seed_rules(tx, self.now()))
         self._seen: dict[str, float] = {}
         self._seen_lock = threading.Lock()
+
+    def _seed(self, tx: Tx, name: str) -> None:
+        """Fill in what migration ``name`` left to head office (``schema.SEEDED``), in the transaction that takes
+        its pending row."""
+        if not take_seed(tx, name):
+            return
+        if name == "m004_trust":
+            ingest_mod.backfill_sales(tx)
+        elif name == "m006_signal":  # the versions held when the history began
+            versions.seed(tx, self.now())
+        elif name == "m013_receipts":  # the sales read from receipts held before the index
+            receipts.backfill(tx)
+        elif name == "m009_profile_attributes":  # the attributes collected until the chain sets its own
+            profiles.seed_rules(tx, self.now())
 
     @property
     def dialect(self) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.pcsc", "tests.fixtures.hq"]
+pytest_plugins = ["tests.fixtures.pcsc", "tests.fixtures.hq", "tests.fixtures.postgres"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -735,6 +735,13 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
 ]
 
 
+SEEDED = ("m004_trust", "m006_signal", "m013_receipts", "m009_profile_attributes")
+"""Migrations whose data head office fills in after them, in this order (``HqStore``: the sales' trust, the
+versions held when the history began, the receipts' index, the profile attributes collected). Applying one
+also records it in ``hq_seeds`` in the same transaction; the transaction that fills it in removes the row. So
+a process stopped between the two fills it in at its next open, and a database only migrated (``migrate``,
+no store opened on it) gets its data, with its own clock, from the first store that opens it."""
+
 MIGRATION_LOCK = 7_461_230_001
 """PostgreSQL advisory lock taken by each migration: head-office processes starting together on one
 database apply each migration once."""
@@ -755,6 +762,8 @@ def migrate(db: Db, *, backup: bool = True) -> list[str]:
             f"this head-office database was upgraded by a newer tillpoint (migrations {', '.join(unknown)}); "
             "run that release, or restore the backup taken before the upgrade"
         )
+    with db.write() as tx:  # after the check: a newer release's database is left as it is
+        tx.run("CREATE TABLE IF NOT EXISTS hq_seeds (name TEXT PRIMARY KEY)")
     pending = [name for name in known if name not in done]
     if pending and done and backup:
         where = db.backup(pending[0])
@@ -794,4 +803,19 @@ def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[Statement]]]) -> lis
         for statement in statements:
             run_statement(tx, statement)
         tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
+        if name in SEEDED:
+            tx.run("INSERT INTO hq_seeds (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [name])
     return [name for name, _ in migrations]
+
+
+def seeds_pending(db: Db) -> list[str]:
+    """The migrations whose data is still to be filled in (``SEEDED``), in their order."""
+    with db.read() as tx:
+        pending = {str(row[0]) for row in tx.all("SELECT name FROM hq_seeds")}
+    return [name for name in SEEDED if name in pending]
+
+
+def take_seed(tx: Tx, name: str) -> bool:
+    """Remove ``name``'s row from ``hq_seeds`` in ``tx``, which then fills it in; False when another process
+    took it first (on PostgreSQL a second one waits for the first's commit, then finds no row)."""
+    return tx.run("DELETE FROM hq_seeds WHERE name = ?", [name]) == 1

@@ -49,7 +49,7 @@ class Replayed(Ntag424):
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def head_office(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
-    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
+    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_hq_database()
     (tmp_path / "sun.key").write_bytes(SUN_MASTER)
     keys = ("--sun-key-file", str(tmp_path / "sun.key"), "--card-key-file", str(tmp_path / "hq" / "card-hash.key"))
     process = HqProcess(tmp_path / "hq", db, extra=keys)  # it makes its card-hash key file at that path

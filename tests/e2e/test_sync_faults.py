@@ -30,7 +30,7 @@ ENTRIES = 60
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def hq_proc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HqProcess]:
     root = tmp_path_factory.mktemp("hq")
-    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
+    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_hq_database()
     process = HqProcess(root, db)
     process.start()
     yield process

@@ -38,7 +38,7 @@ LIMITS = ("--per-transaction", "5000", "--per-day", "20000", "--per-member-day",
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
-    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
+    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_hq_database()
     process = HqProcess(tmp_path / "hq", db)
     process.start()
     process.cli("add-member", MEMBER, "Topup Tomo")

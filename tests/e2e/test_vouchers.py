@@ -43,7 +43,7 @@ START_S = 120.0
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def hq_proc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HqProcess]:
-    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_schema()
+    db = None if request.param == "sqlite" else request.getfixturevalue("pg_server").fresh_hq_database()
     process = HqProcess(tmp_path / "hq", db)
     process.start(START_S)
     yield process

@@ -106,6 +106,23 @@ class Cli:
         return done
 
 
+def pulled(data_dir: Path, api_port: int, alive: Callable[[], None]) -> bool:
+    """True once the till's status says it measured head office's clock (its first pull round is done)."""
+    alive()
+    token = data_dir / "api.token"
+    if not token.exists():
+        return False
+    try:
+        status = httpx.get(
+            f"http://127.0.0.1:{api_port}/v1/status",
+            headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+            timeout=5,
+        )
+    except httpx.TransportError:
+        return False
+    return status.status_code == 200 and status.json().get("clock_offset_s") is not None
+
+
 @contextmanager
 def hq_and_till(
     tillpoint: str, tmp_path: Path, db: str, token: str, key: Path, *serve: str
@@ -148,6 +165,9 @@ port = {api_port}
                 raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
 
     try:
+        # The till's first pull done (it measures head office's clock then): polled over its API here, so the
+        # test's first command is not started again and again (each start of the command costs a second of CPU).
+        wait_until(lambda: pulled(tmp_path / "till", api_port, alive), 90, "the till's first pull from head office")
         yield config, alive
     finally:
         for proc in procs.values():

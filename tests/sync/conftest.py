@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
-from tests.fixtures.postgres import PgServer, hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+from tests.fixtures.postgres import PgServer, fresh_sqlite_hq, hq_url, pg_server, pg_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -21,9 +22,10 @@ def server(hq: HqStore) -> Iterator[ServerHandle]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
-    """A new empty head-office database for each example of a property test: a SQLite file, or a PostgreSQL
-    schema."""
+    """A new head-office database for each example of a property test: a SQLite file, or a PostgreSQL
+    database."""
     if request.param == "sqlite":
-        return lambda: str(tmp_path_factory.mktemp("hq") / "hq.db")
+        template: Path = request.getfixturevalue("sqlite_hq_template")
+        return lambda: fresh_sqlite_hq(template, tmp_path_factory.mktemp("hq") / "hq.db")
     server: PgServer = request.getfixturevalue("pg_server")
-    return server.fresh_schema
+    return server.fresh_hq_database

@@ -17,6 +17,7 @@ from hq import members, segments, stats
 from hq.db.engine import utc_now
 from hq.segments import SegmentInvalid, UnknownSegment, parse_definition
 from hq.store import HqStore
+from tests.fixtures.postgres import fresh_sqlite_hq
 from tests.sync.segment_population import (
     AGE_BANDS,
     AS_OF,
@@ -104,8 +105,8 @@ def store(hq_url: str, population: Population) -> Iterator[HqStore]:
 def module_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A new head-office database of the fixture's engine (``request.param``) for a module-scoped fixture."""
     if request.param == "sqlite":
-        return str(tmp_path_factory.mktemp("hq") / "hq.db")
-    return str(request.getfixturevalue("pg_server").fresh_schema())
+        return fresh_sqlite_hq(request.getfixturevalue("sqlite_hq_template"), tmp_path_factory.mktemp("hq") / "hq.db")
+    return str(request.getfixturevalue("pg_server").fresh_hq_database())
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
