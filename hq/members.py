@@ -23,15 +23,26 @@ from typing import Any
 from hq import ledger, profiles, rollup, stats
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
-from hq.ingest import Batch, Effect, Item, apply_late_entries, bump_versions, payload_json, rule_documents
-from hq.recompute import program_of, recompute
+from hq.ingest import (
+    NOT_APPLIED,
+    Batch,
+    Effect,
+    Item,
+    apply_late_entries,
+    bump_versions,
+    payload_json,
+    rule_documents,
+)
+from hq.recompute import program_of, recompute, refund_priced
 from sync import claims as tokens
 from sync.protocol import (
     ClaimKeyPayload,
     EnrolPayload,
     PayloadError,
     Reason,
+    RefundPayload,
     SalePayload,
+    VoidPayload,
     parse_payload,
 )
 
@@ -270,7 +281,12 @@ def claim(
         raise ClaimRefused("claim_forged", "This sale's record cannot be read: it has no points to claim.") from exc
     assert isinstance(payload, SalePayload)
     member_id = f"J-{uuid.uuid4().hex[:20]}"
-    points = claim_points(tx, payload, member_id)
+    returned = returns_held(tx, token.txn_id)
+    if returned and everything_returned(payload, returned):
+        raise ClaimRefused("claim_used", "Everything on this receipt was returned: it has no points to claim.")
+    earned = claim_points(tx, payload, member_id)
+    as_member = as_claimed(tx, payload, member_id, earned)
+    points = max(0, earned - sum(points_taken_back(tx, as_member, returned[:k], r) for k, r in enumerate(returned)))
     at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     tx.run(
         "INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
@@ -300,13 +316,109 @@ def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
 
     docs, base = rule_documents(tx)
     try:
-        as_member = sale.model_copy(
-            update={"member_id": member_id, "coupons": [], "points_redeemed": 0, "tier": first_tier(tx)}
-        )
-        quote = recompute(as_member, program_of(docs, base), {})
+        quote = recompute(as_claimed(tx, sale, member_id, 0), program_of(docs, base), {})
     except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
         return 0
     return max(0, quote.points_earned)
+
+
+def as_claimed(tx: Tx, sale: SalePayload, member_id: str, earned: int) -> SalePayload:
+    """An anonymous sale as its claimer's: a new member's tier, no coupons or points spent, ``earned`` points."""
+    return sale.model_copy(
+        update={
+            "member_id": member_id,
+            "coupons": [],
+            "points_redeemed": 0,
+            "reward_points": 0,
+            "tier": first_tier(tx),
+            "points_earned": earned,
+        }
+    )
+
+
+def returns_held(tx: Tx, txn_id: str) -> list[RefundPayload]:
+    """The refunds and voids of sale ``txn_id`` head office holds and counts (not held for a person), in their
+    tills' order."""
+    rows = tx.all(
+        "SELECT kind, payload FROM journal WHERE original_txn = ? AND kind IN ('refund', 'void') "
+        "AND effect IN ('applied', 'none') ORDER BY terminal_id, seq",
+        [txn_id],
+    )
+    held = []
+    for kind, text in rows:
+        try:
+            payload = parse_payload(str(kind), json.loads(str(text)))
+        except (PayloadError, ValueError):
+            continue
+        if isinstance(payload, RefundPayload):
+            held.append(payload)
+    return held
+
+
+def everything_returned(sale: SalePayload, returned: list[RefundPayload]) -> bool:
+    """A void, or refunds that between them return every unit of the sale."""
+    if any(isinstance(r, VoidPayload) for r in returned):
+        return True
+    back: dict[int, int] = {}
+    for refund in returned:
+        for x in refund.returned:
+            back[x.line] = back.get(x.line, 0) + x.quantity
+    return all(back.get(i, 0) >= line.quantity for i, line in enumerate(sale.lines))
+
+
+def points_taken_back(tx: Tx, as_member: SalePayload, earlier: list[RefundPayload], refund: RefundPayload) -> int:
+    """What ``refund`` takes back of a claimed sale's points (``as_member``: ``as_claimed``), after the
+    ``earlier`` refunds: the basket that stays priced again with head office's rules; a void takes what is left.
+    A sale head office cannot price again gives back all it has left."""
+    if isinstance(refund, VoidPayload):
+        return as_member.points_earned
+    docs, base = rule_documents(tx)
+    try:
+        return max(0, refund_priced(as_member, earlier, refund, program_of(docs, base), {}).points_clawed)
+    except Exception:  # noqa: BLE001 - what cannot be priced again keeps nothing
+        return as_member.points_earned
+
+
+def claimed_returns(tx: Tx, batch: Batch) -> None:
+    """A refund or void with no member, of a sale a member claimed from its receipt, is that member's: it takes
+    back the points the returned units earned them (the till that refunded did not know of the claim). The
+    sale's journal row is locked first, as a claim locks it: a claim and a refund of one sale never pass each
+    other unseen."""
+    seen: dict[str, list[RefundPayload]] = {}
+    taken: dict[str, int] = {}
+    for i, refund in enumerate(batch.payloads):
+        facts = batch.facts[i]
+        if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED or facts.member_id is not None:
+            continue
+        sale = tx.one(  # waits for a claim of it in progress, then reads what that claim wrote
+            f"SELECT member_id, payload FROM journal WHERE txn_id = ? AND kind = 'sale'{tx.for_update}",
+            [refund.original_txn],
+        )
+        if sale is None or sale[0] is None:  # an anonymous sale nobody claimed (or its claimer was erased since)
+            continue
+        claim = tx.one("SELECT points FROM claims WHERE txn_id = ?", [refund.original_txn])
+        if claim is None:  # a member's own sale: the refund's missing member is a breach already held
+            continue
+        claimer, claimed = str(sale[0]), int(claim[0])
+        try:
+            bought = parse_payload("sale", json.loads(str(sale[1])))
+        except (PayloadError, ValueError):
+            continue
+        assert isinstance(bought, SalePayload)
+        earlier = seen.setdefault(refund.original_txn, returns_held(tx, refund.original_txn))
+        if refund.original_txn not in taken:  # what refunds of this sale took back from the claimer before
+            row = tx.one(
+                "SELECT COALESCE(SUM(points), 0) FROM journal WHERE original_txn = ? AND member_id = ? "
+                "AND effect = 'applied'",
+                [refund.original_txn, claimer],
+            )
+            taken[refund.original_txn] = -int(row[0]) if row else 0
+        as_member = as_claimed(tx, bought, claimer, claim_points(tx, bought, claimer))
+        back = min(points_taken_back(tx, as_member, earlier, refund), max(0, claimed - taken[refund.original_txn]))
+        earlier.append(refund)
+        taken[refund.original_txn] += back
+        batch.facts[i] = replace(facts, member_id=claimer, points=-back)
+        batch.effects[i] = Effect.APPLIED if back else Effect.NONE
 
 
 def _consent(tx: Tx, member_id: str, version: str, channel: str, at: str) -> None:

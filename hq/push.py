@@ -87,6 +87,7 @@ def _ingest(
     check_prices(tx, batch)
     check_proofs(tx, batch)
     check_reversals(tx, batch)
+    members.claimed_returns(tx, batch)  # a refund of a sale claimed from its receipt is the claimer's
     topups.check(tx, batch)  # after every other rule: only top-ups that would be credited count
     sold_or_used = vouchers.check(tx, batch)  # the vouchers whose state every till must learn
     gift_cards = giftcards.check(tx, batch)  # gift cards: sold and loaded within the policy, paid on a proof
