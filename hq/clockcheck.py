@@ -6,7 +6,10 @@ cleared and a settlement period closed act on "now" and cannot be taken back, so
 checked against what head office last heard from its tills:
 
 * ``now`` more than ``MAX_GAP`` after the last contact of any till: a clock that jumped ahead (no till has
-  spoken since to confirm it; a head office idle that long waits for its first till);
+  spoken since to confirm it; a head office none of whose tills spoke for a day, a chain closed that long,
+  waits for its first till: what waits is due again then, nothing is lost);
+* ``now`` before the last contact of a till by more than the allowed skew: a clock that went back (head office
+  wrote that contact with its own clock; a daily run would be run again for a day already done);
 * most tills heard in the last ``RECENT`` report head office's clock off by more than the allowed skew
   (each push and pull measures the till's clock against head office's).
 
@@ -20,7 +23,7 @@ from datetime import datetime, timedelta
 from hq.db.engine import Tx
 from sync.protocol import parse_time
 
-MAX_GAP = timedelta(days=30)
+MAX_GAP = timedelta(days=1)
 RECENT = timedelta(hours=1)
 DEFAULT_SKEW = 300.0  # seconds, as head office's ``--clock-skew`` by default
 
@@ -37,10 +40,17 @@ def judge(now: datetime, heard: list[tuple[datetime, float | None]], skew: float
     if not heard:
         return None  # no till to compare with: nothing a till holds can be lost by it either
     latest = max(at for at, _ in heard)
+    if latest - now > timedelta(seconds=skew):
+        return (
+            f"head office's clock says {now.isoformat(timespec='seconds')}, before its last contact with a till"
+            f" ({latest.isoformat(timespec='seconds')}): a clock that went back? Set it right (NTP); it is trusted"
+            " again once that time has passed or each such till has spoken again"
+        )
     if now - latest > MAX_GAP:
         return (
-            f"head office's clock says {now.isoformat(timespec='seconds')}, {(now - latest).days} days after the last"
-            " contact of any till: a clock that jumped ahead? It is trusted again once a till agrees with it"
+            f"head office's clock says {now.isoformat(timespec='seconds')}, {(now - latest) / timedelta(hours=1):.0f}"
+            " hours after the last contact of any till: a clock that jumped ahead? It is trusted again once a till"
+            " agrees with it"
         )
     recent = [float(offset) for at, offset in heard if offset is not None and abs(now - at) <= RECENT]
     off = sorted(o for o in recent if abs(o) > skew)

@@ -113,7 +113,11 @@ class CampaignTimer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # damage no step names (a stored value that no longer parses): the timer goes on
+                self.failures += 1
+                log.exception("the timer's tick failed (tried again in %.0f s)", self.interval)
             self._stop.wait(self.interval)
 
     def start(self) -> CampaignTimer:

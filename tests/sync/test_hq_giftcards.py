@@ -33,6 +33,7 @@ from sync.protocol import (
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash
 from terminal.topups import TopupPolicy
+from tests.sync.test_hq_ledger import seen
 from tests.vcard import Ntag424
 
 MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
@@ -438,6 +439,7 @@ def test_value_past_its_expiry_is_cleared_once_a_day_after_and_a_load_keeps_a_ca
     assert chain.card(old)["expires_on"] == "2026-12-31" and chain.card(kept)["expires_on"] == "2027-01-20"
 
     def tick(day: datetime) -> None:
+        seen(chain.store, "T1", day, 0.0)  # the till heard at that time: head office's clock is right
         CampaignTimer(chain.store.db, now=lambda: day).tick()
 
     tick(datetime(2027, 1, 1, 23, 59, tzinfo=UTC))  # a day after the last: still the grace day

@@ -510,9 +510,11 @@ def test_the_campaign_timer_expires_points(store: HqStore) -> None:
     till = Till(store, "S2")
     till.sale("M-1", 0, earn=30)
     till.push()
-    CampaignTimer(store.db, now=lambda: BASE + dt.timedelta(days=EXPIRE_DAYS - 1)).tick()
-    assert store.member("M-1").points == 30  # type: ignore[union-attr]
-    CampaignTimer(store.db, now=lambda: BASE + dt.timedelta(days=EXPIRE_DAYS)).tick()
+    for days in (EXPIRE_DAYS - 1, EXPIRE_DAYS):  # the till heard at each tick's time: head office's clock is right
+        seen(store, till.terminal_id, BASE + dt.timedelta(days=days), 0.0)
+        CampaignTimer(store.db, now=lambda d=days: BASE + dt.timedelta(days=d)).tick()
+        if days < EXPIRE_DAYS:
+            assert store.member("M-1").points == 30  # type: ignore[union-attr]
     assert store.member("M-1").points == 0  # type: ignore[union-attr]
     assert merchant_positions(store, "M-B")["points_breakage"] == 30
     assert books(store) == []
@@ -612,6 +614,10 @@ def test_a_head_office_clock_ahead_of_its_tills_expires_nothing(store: HqStore) 
         ([], None),  # no till to compare with
         ([(-2, 0.0)], None),  # a till heard two hours ago, in agreement
         ([(-31 * 24, 0.0)], "jumped ahead"),  # nothing heard for 31 days: the clock jumped?
+        ([(-25, 0.0)], "jumped ahead"),  # nor for a day: a VM restored, a clock set 20 days on ...
+        ([(-20, 0.0)], None),  # a chain whose tills were off overnight
+        ([(24, 0.0)], "went back"),  # a till heard "tomorrow": head office's clock went back a day
+        ([(0.05, 0.0)], None),  # heard three minutes "from now": within the skew
         ([(0, -9e4), (0, -9e4), (0, 1.0)], "2 of the 3 tills"),  # most tills find head office a day ahead
         ([(0, -9e4), (0, 1.0), (0, 2.0)], None),  # one till's clock is wrong, not head office's
         ([(-5, -9e4), (-5, -9e4), (0, 1.0)], None),  # what tills said hours ago is not what they say now
@@ -681,7 +687,9 @@ def test_concurrent_pushes_and_expiry_keep_the_books(store: HqStore) -> None:
         for k in range(30):
             till.sale(f"M-{1 + (k + n) % 3}", k, earn=10 + k % 7, redeem=(k % 4) * 3)
     batches = [[t.pending[i : i + 5] for i in range(0, 30, 5)] for t in tills]
-    timer = CampaignTimer(store.db, now=lambda: BASE + dt.timedelta(days=EXPIRE_DAYS + 12))
+    later = BASE + dt.timedelta(days=EXPIRE_DAYS + 12)
+    store.now = lambda: ledger.utc_text(later)  # head office's clock: the pushes' contacts agree with the timer's
+    timer = CampaignTimer(store.db, now=lambda: later)
 
     def push_all(n: int) -> None:
         for batch in batches[n]:

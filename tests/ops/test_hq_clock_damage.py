@@ -1,0 +1,91 @@
+"""Head office's timer against a wrong clock and damaged values: what cannot be undone (a campaign run, points
+expired) waits while its clock jumped ahead or went back, and one value that no longer parses costs a tick, not
+the timer (its thread went on neither expiring points nor running campaigns, with nothing counted)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hq import campaigns, segments, stats
+from hq.scheduler import CampaignTimer
+from hq.store import HqStore
+from tests.sync.segment_population import generate, load
+from tests.waiting import wait_until
+
+EVERYONE = {"where": {"kind": "visits", "days": 3660, "max": 10**9}}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[HqStore]:
+    made = HqStore(str(tmp_path / "hq.db"))
+    made.add_terminal("T1", "S1")
+    load(made.db, generate(seed=11, size=40))
+    segments.save(made.db, "everyone", "everyone", EVERYONE, "test")
+    yield made
+    made.close()
+
+
+def heard(store: HqStore, at: dt.datetime) -> None:
+    """The till's last push or pull, at ``at`` by head office's clock, agreeing with it."""
+    with store.db.write() as tx:
+        tx.run(
+            "UPDATE terminals SET last_seen = ?, clock_offset = 0 WHERE terminal_id = 'T1'",
+            [at.isoformat(timespec="milliseconds").replace("+00:00", "Z")],
+        )
+
+
+def offer(schedule: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": "An offer",
+        "segment": "everyone",
+        "variants": [{"variant": "v", "coupon": {"kind": "amount_off", "value": 100}}],
+        "schedule": schedule,
+        "timezone": "UTC",
+        "control_share": 0.0,
+        "require_consent": False,
+    }
+
+
+def test_a_clock_twenty_days_ahead_runs_no_campaign_early(store: HqStore) -> None:
+    """A virtual machine restored, a date typed wrong: the timer's first tick, before any till spoke again, finds
+    head office a day past its last till and waits; once a till agrees with that time it runs."""
+    real = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    planned = (real + dt.timedelta(days=10)).replace(tzinfo=None)
+    campaigns.save(store.db, "later", offer({"kind": "once", "at": planned.isoformat(timespec="minutes")}), "test")
+    heard(store, real)
+    ahead = real + dt.timedelta(days=20)
+    timer = CampaignTimer(store.db, now=lambda: ahead)
+    assert timer.tick() == [] and timer.clock_doubts == 1
+    assert campaigns.show(store.db, "later")["runs"] == []
+    heard(store, ahead)  # a till's pull at that time, agreeing with it: the time is real
+    assert [r["campaign_id"] for r in timer.tick()] == ["later"]
+
+
+def test_a_clock_gone_back_a_day_runs_no_daily_campaign_again(store: HqStore) -> None:
+    """Today's daily run done, then the clock goes back a day (a snapshot restored, a wrong NTP answer): no run
+    for yesterday's occasion, which would give every member a second coupon the same real day."""
+    campaigns.save(store.db, "daily", offer({"kind": "daily", "at": "00:00"}), "test")
+    real = dt.datetime.now(dt.UTC)
+    heard(store, real)
+    today = CampaignTimer(store.db, now=lambda: real).tick()
+    assert [r["run_key"] for r in today] == [real.date().isoformat()], today
+    back = CampaignTimer(store.db, now=lambda: real - dt.timedelta(days=1))
+    assert back.tick() == [] and back.clock_doubts == 1
+    assert [r["run_key"] for r in campaigns.show(store.db, "daily")["runs"]] == [real.date().isoformat()]
+
+
+def test_the_timer_outlives_a_value_that_no_longer_parses(store: HqStore) -> None:
+    stats.roll_windows(store.db, dt.date.today())
+    with store.db.write() as tx:  # a torn write, a hand edit: the members' windows' day is not a date
+        tx.run("UPDATE stats_windows SET day = 'garbage'")
+    timer = CampaignTimer(store.db, interval=0.05).start()
+    try:
+        wait_until(lambda: timer.failures >= 2, 20, "the timer ticking again after a failed tick")
+        assert timer._thread.is_alive()
+    finally:
+        timer.stop()
