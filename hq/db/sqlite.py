@@ -141,6 +141,26 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
     return "; ".join(problems[:5]) or None
 
 
+def _emptied(path: str) -> bool:
+    """A database file that is there but holds nothing, not even in its WAL: SQLite would take it for a new
+    database and head office would serve, or a command report on, an empty chain in place of the one it held
+    (head office sets a new file's WAL mode as it opens it, which writes its first page: only a crash in that
+    instant would leave one)."""
+    if path == ":memory:":
+        return False
+    try:
+        if Path(path).stat().st_size > 0:
+            return False
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False  # unreadable: opening it says what is wrong
+    try:
+        return Path(f"{path}-wal").stat().st_size == 0
+    except OSError:
+        return True
+
+
 class SqliteDb:
     """One connection guarded by a lock: SQLite has one writer anyway, and the lock keeps reads simple."""
 
@@ -149,6 +169,12 @@ class SqliteDb:
     def __init__(self, path: str) -> None:
         self._lock = threading.RLock()
         self.path = path
+        if _emptied(path):
+            raise StorageFailed(
+                f"head-office database {path} is an empty file (0 bytes): a copy or restore cut short, or a file "
+                f"emptied? {HINTS['storage_damaged']}; to start a new head office instead, remove the empty file",
+                "storage_damaged",
+            )
         held = path != ":memory:" and Path(path).exists() and Path(path).stat().st_size > 0
         try:
             with sqlite_errors(path):

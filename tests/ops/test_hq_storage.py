@@ -147,3 +147,34 @@ def test_a_storage_failure_of_any_kind_is_storage_unavailable_to_the_api() -> No
     assert code_of(RetryableFailed("deadlock detected, five times")) is ErrorCode.STORAGE_UNAVAILABLE
     assert code_of(StorageFailed("disk full", "storage_full")) is ErrorCode.STORAGE_UNAVAILABLE
     assert code_of(HqError("something else")) is ErrorCode.INTERNAL
+
+
+def emptied(tmp_path: Path) -> Path:
+    """A head office's file cut to nothing (a restore or copy cut short, ``> hq.db``) after it held a chain."""
+    db = tmp_path / "hq.db"
+    hq_database(db, members=50)
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    db.write_bytes(b"")
+    return db
+
+
+def test_a_command_on_an_emptied_database_says_so_and_makes_nothing_in_its_place(tmp_path: Path) -> None:
+    """SQLite takes an empty file for a new database: ``ledger check`` answered "all clear" of an empty chain
+    and left a new database where the chain's was."""
+    db = emptied(tmp_path)
+    for command in (("ledger", "check"), ("add-member", "M-NEW", "New")):
+        done = tillpoint("hq", *command, "--db", str(db))
+        said = (done.stdout + done.stderr).strip()
+        assert done.returncode == 1 and "storage_damaged" in said and "empty file" in said, said
+        assert "Traceback" not in said
+    assert db.stat().st_size == 0
+
+
+def test_serve_refuses_an_emptied_database(tmp_path: Path) -> None:
+    """Head office serving an empty chain in place of its own: every till refused as unknown."""
+    db = emptied(tmp_path)
+    served = tillpoint("hq", "serve", "--db", str(db), "--port", str(free_port()))  # a serving one: timed out
+    said = served.stdout + served.stderr
+    assert served.returncode == 1 and "empty file" in said and "Traceback" not in said, said
+    assert db.stat().st_size == 0
