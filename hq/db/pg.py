@@ -12,6 +12,7 @@ import glob
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -152,6 +153,7 @@ class PgDb:
         """``timeout``: for the first connection at start; ``wait``: for a connection of the pool, per request
         (PostgreSQL down: a request fails within it, before a till's own timeout gives up on it)."""
         self.conninfo = conninfo
+        self._checking = threading.Lock()
         with _pg_errors():
             self.pool = ConnectionPool(
                 conninfo,
@@ -195,14 +197,36 @@ class PgDb:
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with _pg_errors(), self.pool.connection() as conn, conn.transaction():
+        with _pg_errors(), self._connection() as conn, conn.transaction():
             yield PgTx(conn)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        with _pg_errors(), self.pool.connection() as conn, conn.transaction():
+        with _pg_errors(), self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield PgTx(conn)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool. One PostgreSQL dropped (a restart, a crash and its recovery) fails its
+        request; the others idle in the pool went with it, so the pool checks them then and replaces the dead
+        ones: one request fails after a restart, not one for each connection the pool held."""
+        with self.pool.connection() as conn:
+            try:
+                yield conn
+            finally:
+                if conn.broken:
+                    self._check_pool()
+
+    def _check_pool(self) -> None:
+        if not self._checking.acquire(blocking=False):
+            return  # another request is checking them
+        try:
+            self.pool.check()
+        except (psycopg.Error, PoolTimeout):
+            pass  # PostgreSQL still down: the next requests say so (storage_unavailable)
+        finally:
+            self._checking.release()
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         return transact_with_retries(self, fn)
