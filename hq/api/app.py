@@ -72,7 +72,7 @@ from hq.api import (
     vouchers,
     wallet,
 )
-from hq.api.errors import install_error_handlers
+from hq.api.errors import StoragePage, install_error_handlers
 from hq.store import HqStore
 from hq.wallet.senders import Sender, sender_from_spec
 from sync.asgi import BodyGuard
@@ -120,7 +120,12 @@ def create_app(store: HqStore, wallet_sender: Sender | None = None) -> FastAPI:
     app.state.root_key = store.root_public_key()  # public: a terminal with a bare token pins it on first use
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=1)  # fast; JSON still shrinks ~5x
     app.add_middleware(BodyGuard, max_size=MAX_BODY, gzip=True)  # every body capped before it is read
-    install_error_handlers(app, {backoffice.PREFIX: backoffice.storage_page, "/wallet": wallet.storage_page})
+    pages: dict[str, StoragePage] = {
+        backoffice.PREFIX: backoffice.storage_page,
+        "/wallet": wallet.storage_page,
+        "/join": wallet.storage_page,
+    }
+    install_error_handlers(app, pages)  # a member opening a receipt's QR sees the wallet's page, not JSON
     backoffice.install(app)
     # The areas' own routes, not app.include_router(): an included router is a wrapper whose routes FastAPI
     # builds again for each app (every parameter's validator, about 0.2 s of CPU per app), while these were

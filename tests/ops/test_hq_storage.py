@@ -131,6 +131,9 @@ def test_postgresql_down_is_a_503_within_a_tills_timeout_and_a_page_in_the_back_
             assert 'data-code="storage_unavailable"' in wallet.text and "Head office cannot be reached" in wallet.text
             script = httpx.get(f"{handle.url}/wallet/devices", cookies=cookies, timeout=5)  # the pay page's fetch
             assert (script.status_code, script.json()["code"]) == (503, "storage_unavailable")
+            join = httpx.get(f"{handle.url}/join", headers=browser, timeout=5)  # a receipt's QR opened on a phone
+            assert join.status_code == 503 and join.headers["content-type"].startswith("text/html"), join.text
+            assert 'data-code="storage_unavailable"' in join.text
         finally:
             handle.stop()
             hq.close()
