@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.fixtures.hq import tillpoint
+from tests.fixtures.hq import command, tillpoint
 from tests.ops.helpers import corrupt_table, fill, hq_database, read_only
 from tests.ports import free_port
 
@@ -166,8 +166,8 @@ def test_a_command_on_an_emptied_database_says_so_and_makes_nothing_in_its_place
     """SQLite takes an empty file for a new database: ``ledger check`` answered "all clear" of an empty chain
     and left a new database where the chain's was."""
     db = emptied(tmp_path)
-    for command in (("ledger", "check"), ("add-member", "M-NEW", "New")):
-        done = tillpoint("hq", *command, "--db", str(db))
+    for args in (("ledger", "check"), ("add-member", "M-NEW", "New")):
+        done = command("hq", *args, "--db", str(db))  # in this process: the command's own code and output
         said = (done.stdout + done.stderr).strip()
         assert done.returncode == 1 and "storage_damaged" in said and "empty file" in said, said
         assert "Traceback" not in said
