@@ -157,8 +157,14 @@ def forget_tokens(tx: Tx, member_id: str) -> int:
 
 
 def member_of_token(store: HqStore, token: str) -> str | None:
+    """The member a member-app token is of; None for an unknown token, or one of a member blocked or deleted
+    (its app can then neither register a paying key nor read the member's code)."""
     with store.db.read() as tx:
-        row = tx.one("SELECT member_id FROM member_tokens WHERE token_sha256 = ?", [token_digest(token)])
+        row = tx.one(
+            "SELECT t.member_id FROM member_tokens t JOIN members m ON m.member_id = t.member_id "
+            "WHERE t.token_sha256 = ? AND m.deleted = 0 AND m.status = 'active'",
+            [token_digest(token)],
+        )
     return str(row[0]) if row else None
 
 

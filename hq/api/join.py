@@ -113,7 +113,7 @@ def claim(store: Store, body: ClaimIn, request: Request, response: Response) -> 
         got = members.claim(tx, body.token, name, body.consent_version, now, profile)
         stamp = int(now.timestamp())
         if contact is not None:
-            signin.set_contact(tx, str(got["member_id"]), contact, "join", stamp)
+            signin.set_contact(tx, str(got["member_id"]), contact, signin.UNPROVEN, stamp)
         return got, signin.open_session(tx, str(got["member_id"]), "join", stamp)
 
     try:

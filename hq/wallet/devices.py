@@ -22,7 +22,7 @@ from typing import Any
 from hq import audit, payments
 from hq.db.engine import Tx
 from hq.store import HqStore
-from hq.wallet import signin
+from hq.wallet import gifts, signin
 from hq.wallet.signin import WalletRefused
 from sync.protocol import ErrorCode
 from terminal import payments as pay
@@ -63,8 +63,9 @@ def remove_all(store: HqStore, member_id: str) -> int:
 def sign_out_everywhere(
     store: HqStore, member_id: str, now: int, *, by: str | None = None, reason: str = ""
 ) -> tuple[int, int]:
-    """A lost or stolen phone: every paying phone of the member is revoked, every wallet session ends and
-    every member-app token is deleted (a stolen app could otherwise register a new paying key); the
+    """A lost or stolen phone: every paying phone of the member is revoked, every wallet session ends, every
+    member-app token is deleted (a stolen app could otherwise register a new paying key) and every gift link
+    nobody claimed yet ends, its coupon the member's again (a thief may have passed the coupons on); the
     member's own "sign out on every device", or an administrator's (``by``, with ``reason``: audited).
     Returns (sessions ended, phones revoked); doing it again ends and revokes nothing more."""
     phones = remove_all(store, member_id)
@@ -72,6 +73,7 @@ def sign_out_everywhere(
     def end(tx: Tx) -> int:
         ended = signin.end_all_sessions(tx, member_id, now)
         tokens = payments.forget_tokens(tx, member_id)
+        links = gifts.take_back_all(tx, member_id, now)  # links passed on from a stolen session die too
         if by is not None:
             audit.append(
                 tx,
@@ -79,7 +81,7 @@ def sign_out_everywhere(
                 "wallet_sign_out",
                 member_id,
                 reason,
-                {"sessions": ended, "phones": phones, "app_tokens": tokens},
+                {"sessions": ended, "phones": phones, "app_tokens": tokens, "gift_links": links},
             )
         return ended
 

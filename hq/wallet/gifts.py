@@ -240,6 +240,18 @@ def take_back(tx: Tx, member_id: str, coupon_id: str, now: int) -> None:
         bump_versions(tx, "coupons", "coupon_id", [coupon_id])
 
 
+def take_back_all(tx: Tx, member_id: str, now: int) -> int:
+    """Every gift of the member nobody claimed yet ends, its coupon the member's again (a stolen phone's links
+    die with its session when the member signs out everywhere); returns how many."""
+    rows = tx.all(
+        f"SELECT token_sha256, coupon_id, body FROM gifts WHERE giver = ? AND state = ?{tx.for_update}",
+        [member_id, OFFERED],
+    )
+    back = [str(c) for t, c, b in rows if _give_back(tx, str(t), str(c), str(b), now)]
+    bump_versions(tx, "coupons", "coupon_id", back)
+    return len(rows)
+
+
 def _give_back(tx: Tx, token_sha256: str, coupon_id: str, body: str, now: int) -> bool:
     """End the gift as returned and make its coupon live again (the version is the caller's to bump)."""
     tx.run("UPDATE gifts SET state = ?, ended_at = ? WHERE token_sha256 = ?", [RETURNED, now, token_sha256])
@@ -281,5 +293,6 @@ __all__ = [
     "offered_by",
     "read",
     "take_back",
+    "take_back_all",
     "transfer_of",
 ]

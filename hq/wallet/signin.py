@@ -24,6 +24,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from hq import payments
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.store import HqStore
@@ -91,6 +92,11 @@ def _stamp(now: int) -> str:
 
 
 # -- contacts -----------------------------------------------------------------------------------------
+
+
+UNPROVEN, PROVEN = "join", "code"
+"""``member_contacts.set_by`` of a contact given on the join page (nobody proved owning it) and of one whose code
+was typed since; an administrator's is its name."""
 
 
 def set_contact(tx: Tx, member_id: str, contact: Contact, by: str, now: int, *, take: bool = False) -> None:
@@ -177,6 +183,8 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
         right = hmac.compare_digest(digest(code_id, typed), held)
         if right and member_id is not None and _member_of(tx, contact) == member_id:
             tx.run("UPDATE wallet_codes SET used_at = ? WHERE code_id = ?", [now, code_id])
+            if _first_proof(tx, contact, now):
+                first.append(str(member_id))
             return None, str(member_id), open_session(tx, str(member_id), "code", now)
         attempts += 1
         dead = attempts >= MAX_ATTEMPTS
@@ -186,10 +194,33 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
         )
         return (ErrorCode.WALLET_TOO_MANY_ATTEMPTS if dead else ErrorCode.WALLET_CODE_WRONG), "", ""
 
+    first: list[str] = []
     refused, member_id, token = store.db.transact(check)
     if refused is not None:
         raise WalletRefused(refused, _MESSAGES[refused])
+    for proven in first:  # whoever gave this contact without owning it loses the phones it set up to pay
+        for device in payments.devices(store, proven):
+            if not device["revoked"]:
+                payments.revoke_device(store, str(device["cert_id"]), "contact proven")
     return member_id, token
+
+
+def _first_proof(tx: Tx, contact: Contact, now: int) -> bool:
+    """The contact's first code typed since it was given on the join page, where nobody proved owning it: its
+    owner is the member from now on, so every earlier session and member-app token of the member ends (else
+    whoever typed someone else's address when joining would keep a session of the member its owner uses)."""
+    row = tx.one(
+        "SELECT member_id, set_by FROM member_contacts WHERE kind = ? AND contact = ?", [contact.kind, contact.value]
+    )
+    if row is None or str(row[1]) != UNPROVEN:
+        return False
+    member_id = str(row[0])
+    end_all_sessions(tx, member_id, now)
+    payments.forget_tokens(tx, member_id)
+    tx.run(
+        "UPDATE member_contacts SET set_by = ? WHERE kind = ? AND contact = ?", [PROVEN, contact.kind, contact.value]
+    )
+    return True
 
 
 _MESSAGES = {

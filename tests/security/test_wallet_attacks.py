@@ -1,0 +1,175 @@
+"""The member's wallet against a stolen phone and a squatted contact, over a real head-office server (uvicorn in a
+thread on 127.0.0.1, SQLite, the file sender): a contact given on the join page by someone else, gift links
+passed on from a stolen session, a blocked member's app token."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq import payments
+from hq.api.server import ServerHandle, start_in_thread
+from hq.store import HqStore
+from hq.wallet.senders import FileSender
+from sync import claims
+from sync.protocol import ClaimKeyPayload, WireEntry
+from tests.fixtures import entries
+from tests.waiting import wait_until
+
+AIKO, VICTIM = "aiko@example.com", "victim@example.com"
+GIFT = {
+    "coupon_id": "GIFT-A",
+    "member_id": "M-A",
+    "kind": "amount_off",
+    "value": 2000,
+    "text": "20.00 off, pass it on",
+    "ends": "2099-12-31",
+    "transfer": {"times": 1, "claim_hours": 48},
+}
+
+
+class Office:
+    def __init__(self, tmp: Path) -> None:
+        self.hq = HqStore(str(tmp / "hq.db"))
+        self.hq.set_rule("base", 1, 100)
+        self.hq.add_terminal("T1", "S1", "till-token")
+        self.hq.upsert_member("M-A", "Aiko", "basic", 120)
+        self.hq.upsert_member("M-T", "Thief", "basic", 0)
+        self.admin = {"Authorization": f"Bearer {self.hq.add_admin('Mio')}"}
+        self.outbox = tmp / "outbox"
+        self.server: ServerHandle = start_in_thread(self.hq, wallet_sender=FileSender(self.outbox))
+        self.url = self.server.url
+        self.seq = 0
+        self.key = Ed25519PrivateKey.generate()
+        for member, email in (("M-A", AIKO), ("M-T", "thief@example.com")):
+            put = httpx.put(f"{self.url}/v1/admin/members/{member}/contacts", json={"email": email}, headers=self.admin)
+            assert put.status_code == 200, put.text
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Origin": self.url}, timeout=10, follow_redirects=False)
+
+    def last_code(self, to: str, before: int) -> str:
+        def sent() -> list[dict[str, str]]:
+            return [m for p in sorted(self.outbox.glob("*.json")) if (m := json.loads(p.read_text()))["to"] == to]
+
+        found = wait_until(lambda: (s := sent()) and len(s) > before and s, 5.0, f"a code for {to}")
+        return str(found[-1]["code"])
+
+    def sign_in(self, client: httpx.Client, email: str) -> None:
+        before = len([p for p in self.outbox.glob("*.json") if json.loads(p.read_text())["to"] == email])
+        asked = client.post("/wallet/sign-in/code", data={"contact": email})
+        assert asked.status_code == 200, asked.text
+        done = client.post("/wallet/sign-in", data={"contact": email, "code": self.last_code(email, before)})
+        assert done.status_code == 303 and done.headers["location"] == "/wallet/", done.text
+
+    def claim_token(self, total: int = 2000) -> str:
+        """An anonymous sale of T1 and its receipt's claim code."""
+        public = claims.public_bytes(self.key)
+        txn = str(uuid.uuid4())
+        made = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        todo = [("sale", entries.sale(None, total))]
+        if self.seq == 0:
+            key_entry = ClaimKeyPayload(key_id=claims.key_id_of(public).hex(), public_key=claims.b64(public)).wire()
+            todo.insert(0, ("claim_key", key_entry))
+        wire = []
+        for kind, body in todo:
+            self.seq += 1
+            wire.append(
+                WireEntry(
+                    terminal_id="T1",
+                    seq=self.seq,
+                    txn_id=txn if kind == "sale" else f"T1-{self.seq}",
+                    kind=kind,
+                    payload=body,
+                    created_at=made,
+                )
+            )
+        self.hq.ingest("T1", wire)
+        return claims.sign(self.key, txn, int(time.time()), 3600)
+
+    def close(self) -> None:
+        self.server.stop()
+        self.hq.close()
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Iterator[Office]:
+    found = Office(tmp_path)
+    yield found
+    found.close()
+
+
+def join(office: Office, client: httpx.Client, contact: str | None, name: str = "Kim") -> httpx.Response:
+    terms = client.get("/v1/join/terms").json()
+    body = {"token": office.claim_token(), "display_name": name, "consent_version": terms["version"]}
+    if contact is not None:
+        body["contact"] = contact
+    return client.post("/v1/claims", json=body)
+
+
+def test_whoever_gave_someone_elses_contact_on_the_join_page_loses_the_member_when_its_owner_signs_in(
+    office: Office,
+) -> None:
+    """Account pre-hijacking: with any receipt, an attacker joins giving the victim's email address (the join
+    page cannot prove it) and keeps the join session's cookie (14 days), and an app token. The first code the
+    victim types for that address makes the victim the member's owner: every earlier session and app token of
+    the member ends, so nothing the victim earns there is the attacker's to see or spend."""
+    with office.client() as attacker:
+        joined = join(office, attacker, VICTIM, name="Victim")
+        assert joined.status_code == 200, joined.text
+        squatted = joined.json()["member_id"]
+        assert attacker.get("/wallet/").status_code == 200  # the attacker holds a session of that member
+        app_token = payments.member_token(office.hq, squatted)
+        with office.client() as victim:
+            office.sign_in(victim, VICTIM)  # the victim's own address, the code the victim received
+            assert victim.get("/wallet/").status_code == 200
+            assert attacker.get("/wallet/").status_code == 303  # the attacker's session is over
+            me = httpx.get(f"{office.url}/v1/members/me", headers={"Authorization": f"Bearer {app_token}"}, timeout=10)
+            assert me.status_code in (401, 403), me.text
+            with office.client() as later:  # signing in again later is the owner's ordinary sign-in
+                office.sign_in(later, VICTIM)
+                assert victim.get("/wallet/").status_code == 200
+
+
+def test_signing_out_everywhere_ends_the_gift_links_a_stolen_session_made(office: Office) -> None:
+    """A thief with the stolen phone's cookie passes the member's coupons on (one POST each); the member
+    signs out everywhere; the links stay live for their whole window (48 h here) and the thief's own account
+    claims them afterwards. Signing out everywhere should give held gifts back (as ``take_back``)."""
+    office.hq.put_coupon(GIFT)
+    with office.client() as stolen, office.client() as thief:
+        office.sign_in(stolen, AIKO)
+        made = stolen.post("/wallet/coupons/GIFT-A/gift")
+        assert made.status_code == 200, made.text
+        token = made.text.split("/wallet/gift/")[1].split('"')[0]
+
+        out = stolen.post("/wallet/sign-out", data={"everywhere": "1"})
+        assert out.status_code == 303
+        assert stolen.get("/wallet/").status_code == 303  # the stolen session is over
+
+        office.sign_in(thief, "thief@example.com")
+        claimed = thief.post(f"/wallet/gift/{token}")
+        assert claimed.status_code != 303, (
+            "a gift link the stolen session made was claimed after signing out everywhere"
+        )
+
+
+def test_a_blocked_members_app_token_registers_no_paying_device(office: Office) -> None:
+    """Blocking a member stops its wallet sessions (docs/wallet.md) but not its member-app tokens:
+    ``hq.payments.member_of_token`` never looks at the member's status, so a blocked member's app still
+    registers new paying keys and reads ``/v1/members/me`` (a fresh member code)."""
+    token = payments.member_token(office.hq, "M-A")
+    office.hq.set_blocked("member", "M-A", True, "Mio", "fraud under investigation")
+    with office.client() as session:
+        assert session.get("/wallet/").status_code == 303  # no wallet session works while blocked, as documented
+    key = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    reply = httpx.post(
+        f"{office.url}/v1/devices", json={"device_key": key}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert reply.status_code in (401, 403), f"a blocked member's app token registered a paying device: {reply.text}"
