@@ -67,25 +67,21 @@ def sign_out_everywhere(
     member-app token is deleted (a stolen app could otherwise register a new paying key) and every gift link
     nobody claimed yet ends, its coupon the member's again (a thief may have passed the coupons on); the
     member's own "sign out on every device", or an administrator's (``by``, with ``reason``: audited).
-    Returns (sessions ended, phones revoked); doing it again ends and revokes nothing more."""
-    phones = remove_all(store, member_id)
+    Returns (sessions ended, phones revoked); doing it again ends and revokes nothing more. The sessions and
+    tokens end first: a session still live while the phones are revoked could register one more."""
 
-    def end(tx: Tx) -> int:
+    def end(tx: Tx) -> tuple[int, int, int]:
         ended = signin.end_all_sessions(tx, member_id, now)
         tokens = payments.forget_tokens(tx, member_id)
         links = gifts.take_back_all(tx, member_id, now)  # links passed on from a stolen session die too
-        if by is not None:
-            audit.append(
-                tx,
-                by,
-                "wallet_sign_out",
-                member_id,
-                reason,
-                {"sessions": ended, "phones": phones, "app_tokens": tokens, "gift_links": links},
-            )
-        return ended
+        return ended, tokens, links
 
-    return store.db.transact(end), phones
+    ended, tokens, links = store.db.transact(end)
+    phones = remove_all(store, member_id)
+    if by is not None:
+        done = {"sessions": ended, "phones": phones, "app_tokens": tokens, "gift_links": links}
+        store.db.transact(lambda tx: audit.append(tx, by, "wallet_sign_out", member_id, reason, done))
+    return ended, phones
 
 
 def remove(store: HqStore, member_id: str, cert_id_hex: str) -> str:

@@ -173,3 +173,30 @@ def test_a_blocked_members_app_token_registers_no_paying_device(office: Office) 
         f"{office.url}/v1/devices", json={"device_key": key}, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert reply.status_code in (401, 403), f"a blocked member's app token registered a paying device: {reply.text}"
+
+
+def test_signing_out_everywhere_leaves_a_stolen_session_no_moment_to_register_a_phone(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thief's session registers a paying phone at the moment the member's phones are being revoked: the
+    sessions end before the phones are revoked, so that registration is refused and no phone stays live."""
+    from hq.wallet import devices
+
+    def key() -> str:
+        return Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+
+    with office.client() as stolen:
+        office.sign_in(stolen, AIKO)
+        assert stolen.post("/wallet/devices", json={"device_key": key()}).status_code == 200
+        tried: list[int] = []
+        revoke = payments.revoke_device
+
+        def thief_first(store: HqStore, cert_id: str, reason: str = "") -> str:
+            if not tried:  # the thief's request lands while the revocations run
+                tried.append(stolen.post("/wallet/devices", json={"device_key": key()}).status_code)
+            return revoke(store, cert_id, reason)
+
+        monkeypatch.setattr(payments, "revoke_device", thief_first)
+        assert devices.sign_out_everywhere(office.hq, "M-A", int(time.time())) == (1, 1)
+    assert tried == [401], tried
+    assert [d for d in payments.devices(office.hq, "M-A") if not d["revoked"]] == []
