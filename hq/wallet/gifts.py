@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from hq import versions
-from hq.db.engine import Tx
+from hq.db.engine import Row, Tx
 from hq.errors import HqError
 from hq.ingest import bump_versions, payload_json
 from sync.protocol import ErrorCode
@@ -223,9 +223,7 @@ def expire(tx: Tx, now: int) -> int:
         f"SELECT token_sha256, coupon_id, body FROM gifts WHERE state = ? AND expires_at <= ?{tx.for_update}",
         [OFFERED, now],
     )
-    back = [str(c) for t, c, b in rows if _give_back(tx, str(t), str(c), str(b), now)]
-    bump_versions(tx, "coupons", "coupon_id", back)
-    return len(back)
+    return len(_give_back_rows(tx, rows, now))
 
 
 def take_back(tx: Tx, member_id: str, coupon_id: str, now: int) -> None:
@@ -247,9 +245,15 @@ def take_back_all(tx: Tx, member_id: str, now: int) -> int:
         f"SELECT token_sha256, coupon_id, body FROM gifts WHERE giver = ? AND state = ?{tx.for_update}",
         [member_id, OFFERED],
     )
+    _give_back_rows(tx, rows, now)
+    return len(rows)
+
+
+def _give_back_rows(tx: Tx, rows: list[Row], now: int) -> list[str]:
+    """``_give_back`` each (token, coupon, body) row; the coupons made live again, at a new version."""
     back = [str(c) for t, c, b in rows if _give_back(tx, str(t), str(c), str(b), now)]
     bump_versions(tx, "coupons", "coupon_id", back)
-    return len(rows)
+    return back
 
 
 def _give_back(tx: Tx, token_sha256: str, coupon_id: str, body: str, now: int) -> bool:
