@@ -286,6 +286,14 @@ def devices(store: HqStore, member_id: str | None = None) -> list[dict[str, Any]
     return [dict(d, revoked=f"device:{d['cert_id']}" in revoked) for d in docs]
 
 
+def revoke_devices(store: HqStore, member_id: str, reason: str) -> int:
+    """Revoke every live paying phone of the member; returns how many."""
+    live = [str(d["cert_id"]) for d in devices(store, member_id) if not d["revoked"]]
+    for cert_id in live:
+        revoke_device(store, cert_id, reason)
+    return len(live)
+
+
 def revoke_device(store: HqStore, cert_id_hex: str, reason: str = "") -> str:
     """Put the device on the signed revocation list every till pulls."""
     with store.db.read() as tx:

@@ -54,10 +54,7 @@ def register(store: HqStore, member_id: str, session_started: int, device_key_he
 
 def remove_all(store: HqStore, member_id: str) -> int:
     """Revoke every live device of the member ("sign out on every device": a lost phone pays no more)."""
-    live = [str(d["cert_id"]) for d in payments.devices(store, member_id) if not d["revoked"]]
-    for cert_id in live:
-        payments.revoke_device(store, cert_id, REMOVED)
-    return len(live)
+    return payments.revoke_devices(store, member_id, REMOVED)
 
 
 def sign_out_everywhere(

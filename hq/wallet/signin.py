@@ -199,9 +199,7 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
     if refused is not None:
         raise WalletRefused(refused, _MESSAGES[refused])
     for proven in first:  # whoever gave this contact without owning it loses the phones it set up to pay
-        for device in payments.devices(store, proven):
-            if not device["revoked"]:
-                payments.revoke_device(store, str(device["cert_id"]), "contact proven")
+        payments.revoke_devices(store, proven, "contact proven")
     return member_id, token
 
 
