@@ -146,15 +146,11 @@ def _emptied(path: str) -> bool:
     database and head office would serve, or a command report on, an empty chain in place of the one it held
     (head office sets a new file's WAL mode as it opens it, which writes its first page: only a crash in that
     instant would leave one)."""
-    if path == ":memory:":
-        return False
     try:
-        if Path(path).stat().st_size > 0:
+        if path == ":memory:" or Path(path).stat().st_size > 0:
             return False
-    except FileNotFoundError:
+    except OSError:  # not there (a new database), or unreadable (opening it says what is wrong)
         return False
-    except OSError:
-        return False  # unreadable: opening it says what is wrong
     try:
         return Path(f"{path}-wal").stat().st_size == 0
     except OSError:
