@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from sync.protocol import (
     VoidPayload,
     parse_payload,
 )
+from terminal.loyalty import Program
 
 CONSENT_VERSION = "join-2026-11"
 CONSENT_TEXT = (
@@ -284,9 +285,9 @@ def claim(
     returned = returns_held(tx, token.txn_id)
     if returned and everything_returned(payload, returned):
         raise ClaimRefused("claim_used", "Everything on this receipt was returned: it has no points to claim.")
-    earned = claim_points(tx, payload, member_id)
-    as_member = as_claimed(tx, payload, member_id, earned)
-    points = max(0, earned - sum(points_taken_back(tx, as_member, returned[:k], r) for k, r in enumerate(returned)))
+    priced = claimed(tx, payload, member_id)
+    taken = sum(points_taken_back(priced, returned[:k], r) for k, r in enumerate(returned))
+    points = max(0, priced.sale.points_earned - taken)
     at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     tx.run(
         "INSERT INTO claims (txn_id, member_id, points, claimed_at) VALUES (?, ?, ?, ?)",
@@ -310,30 +311,33 @@ def claim(
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
 
 
-def claim_points(tx: Tx, sale: SalePayload, member_id: str) -> int:
-    """What the sale earns its new member: priced again with head office's rules as a member's sale
-    (an anonymous sale earned nothing at the till; what the till said it earned is not taken on trust)."""
+@dataclass(frozen=True)
+class Claimed:
+    """An anonymous sale as its claimer's (a new member's tier, no coupons or points spent, ``sale.points_earned``
+    what head office's rules give it) and those rules (None: they do not parse, and the sale earns nothing)."""
 
+    sale: SalePayload
+    program: Program | None
+
+
+def claimed(tx: Tx, sale: SalePayload, member_id: str) -> Claimed:
+    """``sale`` priced again with head office's rules as its claimer's (an anonymous sale earned nothing at the
+    till; what the till said it earned is not taken on trust). The rules are read once."""
     docs, base = rule_documents(tx)
     try:
-        quote = recompute(as_claimed(tx, sale, member_id, 0), program_of(docs, base), {})
+        program: Program | None = program_of(docs, base)
+    except Exception:  # noqa: BLE001 - rules head office cannot read: the default ladder's tier, no points
+        program = None
+    tier = program.ladder.levels[0].tier if program is not None else first_tier(tx)
+    update = {"member_id": member_id, "coupons": [], "points_redeemed": 0, "reward_points": 0, "tier": tier}
+    as_member = sale.model_copy(update={**update, "points_earned": 0})
+    if program is None:
+        return Claimed(as_member, None)
+    try:
+        earned = max(0, recompute(as_member, program, {}).points_earned)
     except Exception:  # noqa: BLE001 - a sale head office cannot price earns nothing rather than failing the claim
-        return 0
-    return max(0, quote.points_earned)
-
-
-def as_claimed(tx: Tx, sale: SalePayload, member_id: str, earned: int) -> SalePayload:
-    """An anonymous sale as its claimer's: a new member's tier, no coupons or points spent, ``earned`` points."""
-    return sale.model_copy(
-        update={
-            "member_id": member_id,
-            "coupons": [],
-            "points_redeemed": 0,
-            "reward_points": 0,
-            "tier": first_tier(tx),
-            "points_earned": earned,
-        }
-    )
+        earned = 0
+    return Claimed(as_member.model_copy(update={"points_earned": earned}), program)
 
 
 def returns_held(tx: Tx, txn_id: str) -> list[RefundPayload]:
@@ -366,17 +370,16 @@ def everything_returned(sale: SalePayload, returned: list[RefundPayload]) -> boo
     return all(back.get(i, 0) >= line.quantity for i, line in enumerate(sale.lines))
 
 
-def points_taken_back(tx: Tx, as_member: SalePayload, earlier: list[RefundPayload], refund: RefundPayload) -> int:
-    """What ``refund`` takes back of a claimed sale's points (``as_member``: ``as_claimed``), after the
-    ``earlier`` refunds: the basket that stays priced again with head office's rules; a void takes what is left.
-    A sale head office cannot price again gives back all it has left."""
-    if isinstance(refund, VoidPayload):
-        return as_member.points_earned
-    docs, base = rule_documents(tx)
+def points_taken_back(claim: Claimed, earlier: list[RefundPayload], refund: RefundPayload) -> int:
+    """What ``refund`` takes back of a claimed sale's points, after the ``earlier`` refunds: the basket that stays
+    priced again with head office's rules; a void takes what is left. A sale head office cannot price again
+    gives back all it has left."""
+    if isinstance(refund, VoidPayload) or claim.program is None:
+        return claim.sale.points_earned
     try:
-        return max(0, refund_priced(as_member, earlier, refund, program_of(docs, base), {}).points_clawed)
+        return max(0, refund_priced(claim.sale, earlier, refund, claim.program, {}).points_clawed)
     except Exception:  # noqa: BLE001 - what cannot be priced again keeps nothing
-        return as_member.points_earned
+        return claim.sale.points_earned
 
 
 def claimed_returns(tx: Tx, batch: Batch) -> None:
@@ -399,7 +402,7 @@ def claimed_returns(tx: Tx, batch: Batch) -> None:
         claim = tx.one("SELECT points FROM claims WHERE txn_id = ?", [refund.original_txn])
         if claim is None:  # a member's own sale: the refund's missing member is a breach already held
             continue
-        claimer, claimed = str(sale[0]), int(claim[0])
+        claimer, gave = str(sale[0]), int(claim[0])
         try:
             bought = parse_payload("sale", json.loads(str(sale[1])))
         except (PayloadError, ValueError):
@@ -413,8 +416,10 @@ def claimed_returns(tx: Tx, batch: Batch) -> None:
                 [refund.original_txn, claimer],
             )
             taken[refund.original_txn] = -int(row[0]) if row else 0
-        as_member = as_claimed(tx, bought, claimer, claim_points(tx, bought, claimer))
-        back = min(points_taken_back(tx, as_member, earlier, refund), max(0, claimed - taken[refund.original_txn]))
+        back = min(
+            points_taken_back(claimed(tx, bought, claimer), earlier, refund),
+            max(0, gave - taken[refund.original_txn]),
+        )
         earlier.append(refund)
         taken[refund.original_txn] += back
         batch.facts[i] = replace(facts, member_id=claimer, points=-back)

@@ -1,7 +1,7 @@
 """A receipt's claim QR (``TPJ1:``) and the goods going back: a customer who buys anonymously, returns the goods
 and claims the receipt (or claims first and returns after) keeps no points for what went back.
 
-Head office prices a claimed sale as its new member's (``hq.members.claim_points``); the refunds it holds of the
+Head office prices a claimed sale as its new member's (``hq.members.claimed``); the refunds it holds of the
 sale before the claim take their share off the claim, and a refund or void that arrives after it, with no member
 (the till never knew of the claim), is the claimer's and takes back what the returned units earned, never more
 than the claim gave. Real head-office process, real tills' stores and sync clients."""
@@ -86,25 +86,30 @@ def test_a_claim_after_a_partial_return_earns_what_stayed_bought(module_hq: HqPr
     assert points(module_hq, reply.json()["member_id"]) == 80
 
 
-def test_returns_after_the_claim_take_back_what_they_earned_and_no_more(module_hq: HqProcess, till: Till) -> None:
+def sold_and_claimed(hq: HqProcess, till: Till) -> tuple[str, str, int]:
+    """An anonymous sale of ``BASKET`` pushed and its receipt claimed: (txn id, the new member, its points)."""
     sale = till.service.commit(till.service.quote(None, BASKET))
     token = till.sign(sale)
     till.client.sync_once()
-    reply = claim(module_hq, token)
+    reply = claim(hq, token)
     assert reply.status_code == 200, reply.text
-    member, earned = reply.json()["member_id"], reply.json()["points"]
+    return sale.txn_id, str(reply.json()["member_id"]), int(reply.json()["points"])
+
+
+def test_returns_after_the_claim_take_back_what_they_earned_and_no_more(module_hq: HqProcess, till: Till) -> None:
+    txn, member, earned = sold_and_claimed(module_hq, till)
     assert earned == 130
-    till.service.refund(sale.txn_id, {1: 1})  # the drink back: 30 points go
+    till.service.refund(txn, {1: 1})  # the drink back: 30 points go
     till.client.sync_once()
     assert points(module_hq, member) == 100
-    till.service.refund(sale.txn_id, {0: 2})  # the rest back: nothing is left of the claim
+    till.service.refund(txn, {0: 2})  # the rest back: nothing is left of the claim
     till.client.sync_once()
     assert points(module_hq, member) == 0
     admin = HqStore(module_hq.db)
     try:
         with admin.db.read() as tx:
             rows = tx.all(
-                "SELECT kind, member_id, points, effect FROM journal WHERE original_txn = ? ORDER BY seq", [sale.txn_id]
+                "SELECT kind, member_id, points, effect FROM journal WHERE original_txn = ? ORDER BY seq", [txn]
             )
         assert [tuple(r) for r in rows] == [("refund", member, -30, "applied"), ("refund", member, -100, "applied")]
         with admin.db.read() as tx:
@@ -114,14 +119,11 @@ def test_returns_after_the_claim_take_back_what_they_earned_and_no_more(module_h
 
 
 def test_a_void_after_the_claim_takes_back_every_claimed_point(module_hq: HqProcess, till: Till) -> None:
-    sale = till.service.commit(till.service.quote(None, BASKET))
-    token = till.sign(sale)
+    txn, member, earned = sold_and_claimed(module_hq, till)
+    assert earned == 130
+    till.service.void(txn)
     till.client.sync_once()
-    reply = claim(module_hq, token)
-    assert reply.status_code == 200, reply.text
-    till.service.void(sale.txn_id)
-    till.client.sync_once()
-    assert points(module_hq, reply.json()["member_id"]) == 0
+    assert points(module_hq, member) == 0
 
 
 def test_a_refund_pushed_while_its_sale_is_being_claimed_waits_for_the_claim_and_takes_back(pg_url: str) -> None:
