@@ -333,20 +333,23 @@ def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
 def test_the_installed_head_office_names_a_damaged_or_full_database(
     installed: Path, tmp_path: Path, small_disk: Path
 ) -> None:
-    """The installed `tillpoint hq` on a damaged file and on a full disk: one line, its stable code first."""
+    """The installed `tillpoint hq` on a damaged file, one emptied to 0 bytes and on a full disk: one line, its
+    stable code first (the emptied file left as it is, not taken for a new database)."""
     cli = Cli(str(installed / "tillpoint"), tmp_path)
-    damaged, full = tmp_path / "hq.db", small_disk / "hq.db"
+    damaged, emptied, full = tmp_path / "hq.db", tmp_path / "emptied.db", small_disk / "hq.db"
     for db in (damaged, full):
         hq_database(db, members=50)
     corrupt_table(damaged, "journal")
+    emptied.write_bytes(b"")
     filler = fill(small_disk)
     try:
-        for db, code in ((damaged, "storage_damaged"), (full, "storage_full")):
+        for db, code in ((damaged, "storage_damaged"), (emptied, "storage_damaged"), (full, "storage_full")):
             done = cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db), check=False)
             text = (done.stdout + done.stderr).strip()
             assert done.returncode == 1 and text.startswith(code) and "Traceback" not in text, text
     finally:
         filler.unlink()
+    assert emptied.stat().st_size == 0
     cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(full))  # room again: it works
 
 
