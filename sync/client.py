@@ -185,6 +185,14 @@ def enrol(
     return reply
 
 
+def read_token_file(path: Path) -> str:
+    """The credential in ``path`` ("" when it cannot be read: the token in use stays)."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def write_token_file(path: Path, token: str) -> None:
     """Replace the credential file atomically (mode 0600, fsync'd): a crash leaves the old or the new token."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +242,7 @@ class SyncClient:
         batch_size: int = 500,
         transport: httpx.BaseTransport | None = None,
         save_token: Callable[[str], None] | None = None,
+        load_token: Callable[[], str] | None = None,
         rotate_after_days: float = 0.0,
         end_of_day: bool = True,
         clock: Clock = time.time,
@@ -247,6 +256,9 @@ class SyncClient:
         self.terminal_id = terminal_id
         self.batch_size = batch_size
         self.save_token = save_token
+        self.load_token = load_token
+        """Reads the credential's file again: a token another process rotated (``tillpoint sync --rotate``
+        while the daemon runs) is taken up at head office's first refusal of the old one."""
         self.rotate_after_days = rotate_after_days
         self.end_of_day = end_of_day
         self.clock = clock
@@ -277,7 +289,21 @@ class SyncClient:
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         headers = {CLOCK_HEADER: utc_iso(self.clock()), **kwargs.pop("headers", {})}
+        try:
+            return _request(self.http, method, url, headers=headers, **kwargs)
+        except HqRejected as exc:
+            if exc.status != 401 or not self._token_rotated_elsewhere():
+                raise
         return _request(self.http, method, url, headers=headers, **kwargs)
+
+    def _token_rotated_elsewhere(self) -> bool:
+        """Head office refused the credential: whether the file holds another one (then it is used from now)."""
+        token = self.load_token() if self.load_token is not None else ""
+        if not token or self.http.headers.get("Authorization") == f"Bearer {token}":
+            return False
+        log.warning("head office refused this till's credential; the credential file holds a newer one: using it")
+        self.http.headers["Authorization"] = f"Bearer {token}"
+        return True
 
     # -- push -------------------------------------------------------------------------------------
 

@@ -29,7 +29,16 @@ import httpx
 from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
-from sync.client import SyncClient, SyncError, SyncLoop, SyncResult, enrol, tls_verify, write_token_file
+from sync.client import (
+    SyncClient,
+    SyncError,
+    SyncLoop,
+    SyncResult,
+    enrol,
+    read_token_file,
+    tls_verify,
+    write_token_file,
+)
 from sync.protocol import DeviceHealth, TillHealth
 from terminal import __version__, logs, topups
 from terminal import session as cashier
@@ -364,6 +373,7 @@ class Daemon:
             batch_size=hq.batch_size,
             transport=self.hq_transport,
             save_token=None if hq.token else (lambda new: write_token_file(path, new)),
+            load_token=None if hq.token else (lambda: read_token_file(path)),
             rotate_after_days=hq.rotate_after_days,
             end_of_day=hq.end_of_day,
             health=self.health_report,
