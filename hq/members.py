@@ -382,48 +382,82 @@ def points_taken_back(claim: Claimed, earlier: list[RefundPayload], refund: Refu
         return claim.sale.points_earned
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedSale:
+    """A sale a member claimed from its receipt: who, the points the claim gave, the sale as the till sent it."""
+
+    claimer: str
+    gave: int
+    sale: SalePayload
+
+
+def claimed_sale(tx: Tx, txn_id: str) -> ClaimedSale | None:
+    """Sale ``txn_id`` when a member claimed it from its receipt. Its journal row is locked first, as a claim
+    locks it: a claim and a return of one sale never pass each other unseen."""
+    row = tx.one(  # waits for a claim of it in progress, then reads what that claim wrote
+        f"SELECT member_id, payload FROM journal WHERE txn_id = ? AND kind = 'sale'{tx.for_update}", [txn_id]
+    )
+    if row is None or row[0] is None:  # an anonymous sale nobody claimed (or its claimer was erased since)
+        return None
+    claim = tx.one("SELECT points FROM claims WHERE txn_id = ?", [txn_id])
+    if claim is None:  # a member's own sale: a return of it naming no member is a breach already held
+        return None
+    try:
+        bought = parse_payload("sale", json.loads(str(row[1])))
+    except (PayloadError, ValueError):
+        return None
+    assert isinstance(bought, SalePayload)
+    return ClaimedSale(str(row[0]), int(claim[0]), bought)
+
+
+def taken_from_claimer(tx: Tx, found: ClaimedSale, txn_id: str) -> int:
+    """The points the returns of sale ``txn_id`` head office applied took back from its claimer."""
+    row = tx.one(
+        "SELECT COALESCE(SUM(points), 0) FROM journal WHERE original_txn = ? AND member_id = ? AND effect = 'applied'",
+        [txn_id, found.claimer],
+    )
+    return -int(row[0]) if row else 0
+
+
+def claimers_share(tx: Tx, found: ClaimedSale, earlier: list[RefundPayload], taken: int, refund: RefundPayload) -> int:
+    """What ``refund`` takes back from the claimer: what its units earned, never more than the claim gave less
+    what ``taken`` already took back."""
+    return min(points_taken_back(claimed(tx, found.sale, found.claimer), earlier, refund), max(0, found.gave - taken))
+
+
 def claimed_returns(tx: Tx, batch: Batch) -> None:
     """A refund or void with no member, of a sale a member claimed from its receipt, is that member's: it takes
-    back the points the returned units earned them (the till that refunded did not know of the claim). The
-    sale's journal row is locked first, as a claim locks it: a claim and a refund of one sale never pass each
-    other unseen."""
+    back the points the returned units earned them (the till that refunded did not know of the claim)."""
     seen: dict[str, list[RefundPayload]] = {}
     taken: dict[str, int] = {}
     for i, refund in enumerate(batch.payloads):
         facts = batch.facts[i]
         if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED or facts.member_id is not None:
             continue
-        sale = tx.one(  # waits for a claim of it in progress, then reads what that claim wrote
-            f"SELECT member_id, payload FROM journal WHERE txn_id = ? AND kind = 'sale'{tx.for_update}",
-            [refund.original_txn],
-        )
-        if sale is None or sale[0] is None:  # an anonymous sale nobody claimed (or its claimer was erased since)
+        found = claimed_sale(tx, refund.original_txn)
+        if found is None:
             continue
-        claim = tx.one("SELECT points FROM claims WHERE txn_id = ?", [refund.original_txn])
-        if claim is None:  # a member's own sale: the refund's missing member is a breach already held
-            continue
-        claimer, gave = str(sale[0]), int(claim[0])
-        try:
-            bought = parse_payload("sale", json.loads(str(sale[1])))
-        except (PayloadError, ValueError):
-            continue
-        assert isinstance(bought, SalePayload)
         earlier = seen.setdefault(refund.original_txn, returns_held(tx, refund.original_txn))
         if refund.original_txn not in taken:  # what refunds of this sale took back from the claimer before
-            row = tx.one(
-                "SELECT COALESCE(SUM(points), 0) FROM journal WHERE original_txn = ? AND member_id = ? "
-                "AND effect = 'applied'",
-                [refund.original_txn, claimer],
-            )
-            taken[refund.original_txn] = -int(row[0]) if row else 0
-        back = min(
-            points_taken_back(claimed(tx, bought, claimer), earlier, refund),
-            max(0, gave - taken[refund.original_txn]),
-        )
+            taken[refund.original_txn] = taken_from_claimer(tx, found, refund.original_txn)
+        back = claimers_share(tx, found, earlier, taken[refund.original_txn], refund)
         earlier.append(refund)
         taken[refund.original_txn] += back
-        batch.facts[i] = replace(facts, member_id=claimer, points=-back)
+        batch.facts[i] = replace(facts, member_id=found.claimer, points=-back)
         batch.effects[i] = Effect.APPLIED if back else Effect.NONE
+
+
+def claimed_return_released(tx: Tx, txn_id: str, refund: RefundPayload) -> tuple[str, int] | None:
+    """A held return with no member, of a claimed sale, released by staff: it is the claimer's as if it had
+    applied at once (``claimed_returns``). Writes the claimer and the points taken back on its journal row and
+    returns them; None when its sale was not claimed."""
+    found = claimed_sale(tx, refund.original_txn)
+    if found is None:
+        return None
+    taken = taken_from_claimer(tx, found, refund.original_txn)
+    back = claimers_share(tx, found, returns_held(tx, refund.original_txn), taken, refund)
+    tx.run("UPDATE journal SET member_id = ?, points = ? WHERE txn_id = ?", [found.claimer, -back, txn_id])
+    return found.claimer, -back
 
 
 def _consent(tx: Tx, member_id: str, version: str, channel: str, at: str) -> None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hq import giftcards, rollup
+from hq import giftcards, members, rollup
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.ingest import Effect, apply_held, bump_versions
 from hq.policy import CardKeys
-from sync.protocol import GiftPayload, PayloadError, parse_payload
+from sync.protocol import GiftPayload, PayloadError, RefundPayload, parse_payload
 
 
 class NotQuarantined(HqError):
@@ -87,6 +87,8 @@ def _release(tx: Tx, txn_id: str, by: str, note: str, now: str, keys: CardKeys) 
     except PayloadError as exc:
         raise ValueError(f"transaction {txn_id} cannot be applied: {exc}") from exc
     _decide(tx, txn_id, "released", by, note, now)
+    if isinstance(payload, RefundPayload) and member_id is None:  # a return of a sale claimed since is the claimer's
+        member_id, points = members.claimed_return_released(tx, txn_id, payload) or (member_id, points)
     new, coupons = apply_held(tx, txn_id, payload, member_id, int(points), int(value))
     if isinstance(payload, GiftPayload):  # a gift card's value is its own: it moves now
         row = tx.one("SELECT terminal_id, store_id, day FROM journal WHERE txn_id = ?", [txn_id])

@@ -9,6 +9,7 @@ than the claim gave. Real head-office process, real tills' stores and sync clien
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,10 +21,12 @@ import pytest
 from hq import ledger
 from hq.store import HqStore
 from sync.client import SyncClient
+from sync.protocol import WireEntry
 from terminal.enrolment import ClaimSigner
-from terminal.model import Basket, Line
+from terminal.model import Basket, Line, utc_iso
 from terminal.service import Service
 from terminal.store import Store
+from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess
 
 VERSION = "join-2026-11"
@@ -124,6 +127,47 @@ def test_a_void_after_the_claim_takes_back_every_claimed_point(module_hq: HqProc
     till.service.void(txn)
     till.client.sync_once()
     assert points(module_hq, member) == 0
+
+
+def test_a_held_return_of_a_claimed_sale_released_by_staff_takes_back_the_claimers_points(
+    module_hq: HqProcess, till: Till
+) -> None:
+    """The drink of a claimed sale brought back at another store's till: that till never sold it, so head office
+    holds the refund for a person. Staff release it (the customer did bring it back): the refund is then the
+    claimer's as if it had applied at once, and takes back the 30 points the drink earned."""
+    txn, member, earned = sold_and_claimed(module_hq, till)
+    assert earned == 130
+    other = f"{till.client.terminal_id}-B"
+    token = module_hq.add_terminal(other)
+    refund = entries.refund(txn, None, store_id="S-B", money_back=3000, returned=[(1, 1)])
+    entry = WireEntry(
+        terminal_id=other,
+        seq=1,
+        txn_id=str(uuid.uuid4()),
+        kind="refund",
+        payload=refund,
+        created_at=utc_iso(time.time()),
+    )
+    reply = httpx.post(
+        f"{module_hq.url}/v1/journal",
+        json={"terminal_id": other, "entries": [entry.model_dump()]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    admin = HqStore(module_hq.db)
+    try:
+        with admin.db.read() as tx:
+            assert tx.one("SELECT effect FROM journal WHERE txn_id = ?", [entry.txn_id]) == ("quarantined",)
+        assert points(module_hq, member) == 130  # held: nothing moved yet
+        assert admin.release(entry.txn_id, "Mio", "the customer brought the drink back") == "applied"
+        with admin.db.read() as tx:
+            row = tx.one("SELECT member_id, points FROM journal WHERE txn_id = ?", [entry.txn_id])
+            assert tuple(row or ()) == (member, -30)
+            assert ledger.check(tx) == []
+    finally:
+        admin.close()
+    assert points(module_hq, member) == 100
 
 
 def test_a_refund_pushed_while_its_sale_is_being_claimed_waits_for_the_claim_and_takes_back(pg_url: str) -> None:
