@@ -11,6 +11,8 @@ truth. Nothing is written into head office by hand:
 * each till is the till's own store (SQLite), ``Service`` and ``Checkout``: every visit is
   ``Checkout.sell(SaleOrder.of_quote(quote))``; the real ``SyncClient`` pushes the journal and pulls
   changes (coupons included) twice a simulated day; statistics come from head office's ingest;
+* the chain trusts its POS to vouch for the member (``spend_needs_proof`` off): the members' card taps and
+  phone codes, which a personal coupon worth money off otherwise needs, are not simulated;
 * a segment (``hq.segments.save``), a campaign (``hq.campaigns.save``) with two variants and a control
   group, a chain-wide holdout (``save_settings``); ``hq.campaigns.run_due`` at 06:00 each day (the timer).
 
@@ -63,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 from hq import campaigns, outcomes, profiles, segments  # noqa: E402
 from hq.api.server import ServerHandle, start_in_thread  # noqa: E402
+from hq.ingest import Settings  # noqa: E402
 from hq.store import HqStore  # noqa: E402
 from sync.client import SyncClient  # noqa: E402
 from terminal.checkout import Checkout  # noqa: E402
@@ -289,7 +292,10 @@ class Chain:
 
 
 def open_chain(url: str, root: Path, params: Params, clock: SimClock) -> Chain:
-    hq = HqStore(url, clock=clock.iso, backup=False)
+    # The chain trusts its POS to vouch for the member (``spend_needs_proof`` off, at head office and at the
+    # tills): a campaign's personal coupon is the member's value and otherwise needs their card tap or phone
+    # code at the till, which the simulation does not model; the proofs are tested in tests/security.
+    hq = HqStore(url, Settings(spend_needs_proof=False), clock=clock.iso, backup=False)
     tokens = {}
     for s in range(params.stores):
         for t in range(params.tills_per_store):
@@ -303,7 +309,7 @@ def open_chain(url: str, root: Path, params: Params, clock: SimClock) -> Chain:
             (root / terminal_id).mkdir(parents=True, exist_ok=True)
             store = Store.open(root / terminal_id / "terminal.db")
             client = SyncClient(store, terminal_id, server.url, tokens[(s, t)], end_of_day=False, clock=clock.epoch)
-            service = Service(store, terminal_id, clock=clock.epoch, store_id=store_id)
+            service = Service(store, terminal_id, clock=clock.epoch, store_id=store_id, spend_needs_proof=False)
             row.append(Till(terminal_id, store_id, store, service, Checkout(service), client))
         tills.append(row)
     return Chain(hq, server, tills)

@@ -55,6 +55,7 @@ from sync.protocol import (
 from terminal.loyalty import DEFAULT_BASE_RULE
 from terminal.model import EarnRule, seq_ranges
 from terminal.pricing import RefundResult
+from terminal.rewards import spends_members_value
 
 REVERSING_KINDS = frozenset({EntryKind.REFUND.value, EntryKind.VOID.value})
 MAX_GAPS = 100
@@ -231,6 +232,8 @@ class Batch:
     touched_members: set[str] = field(default_factory=set)
     touched_coupons: set[str] = field(default_factory=set)
     touched_cards: set[str] = field(default_factory=set)
+    spending: set[int] = field(default_factory=set)
+    """The sales that spend the member's value (points, stored value, a personal coupon): their proof counts."""
     actor: Actor = Actor.TERMINAL
     _documents: versions.Documents | None = None
 
@@ -914,15 +917,19 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
     never used before, chain-wide (verified when head office holds the card keys; else bounded per
     terminal and day). Secure taps that only identified are recorded too, and their reuse flagged."""
     settings = batch.settings
+    personal = _personal_coupons(tx, batch)
     for i in range(len(batch.entries)):
         sale = batch.sale(i)
         if sale is None or batch.effects[i] in NOT_APPLIED:
             continue
-        breach = policy.check_proof_named(sale, settings.spend_needs_proof)
+        theirs = personal & set(sale.coupons)
+        if sale.spends or theirs:
+            batch.spending.add(i)
+        breach = policy.check_proof_named(sale, settings.spend_needs_proof, theirs)
         if breach is not None:
             batch.quarantine(i, breach)
             continue
-        if sale.spends and sale.proof is Proof.PAYMENT_CODE:
+        if i in batch.spending and sale.proof is Proof.PAYMENT_CODE:
             batch.proofs[i] = ProofLevel.PAYMENT_CODE
             device = _device(tx, sale)
             breach = policy.check_payment_code(sale, batch.effective[i], device) or _code_amount(
@@ -930,10 +937,19 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
             )
             if breach is not None:
                 batch.quarantine(i, breach)
-        elif sale.spends and sale.proof is Proof.POS:
+        elif i in batch.spending and sale.proof is Proof.POS:
             batch.proofs[i] = ProofLevel.POS
     _check_taps(tx, batch)
     check_payment_codes(tx, batch)
+
+
+def _personal_coupons(tx: Tx, batch: Batch) -> set[str]:
+    """The batch's coupons that are a member's own value (a campaign's personal coupon worth money off, a
+    reward bought with points: ``rewards.spends_members_value``), so a sale using one needs the member's
+    proof as points do."""
+    used = {c for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None for c in sale.coupons}
+    found = _lookup(tx, "SELECT coupon_id, body FROM coupons WHERE {cond}", "coupon_id", used)
+    return {c for c in used if spends_members_value(c, json.loads(found[c][1]) if c in found else {})}
 
 
 def _code_amount(tx: Tx, batch: Batch, i: int, sale: SalePayload, device: policy.DeviceFacts) -> Breach | None:
@@ -1003,7 +1019,7 @@ def _check_taps(tx: Tx, batch: Batch) -> None:
     )
     for i, sale in taps:
         assert sale.tap is not None
-        pays = sale.spends and sale.proof is Proof.CARD
+        pays = i in batch.spending and sale.proof is Proof.CARD
         card = cards.get(sale.tap.uid_hash)
         if pays and batch.effects[i] not in NOT_APPLIED:
             level, breach = policy.check_card_tap(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -311,19 +312,25 @@ class ProofLevel(StrEnum):
     POS = "pos"
 
 
-def check_proof_named(sale: SalePayload, spend_needs_proof: bool) -> Breach | None:
-    """A sale that spends names what authorised it (or the chain trusts its POS)."""
-    if not sale.spends:
+def check_proof_named(
+    sale: SalePayload, spend_needs_proof: bool, personal_coupons: AbstractSet[str] = frozenset()
+) -> Breach | None:
+    """A sale that spends names what authorised it (or the chain trusts its POS). ``personal_coupons``:
+    the coupons it used that are a member's own, which spend that member's value as points do."""
+    if not sale.spends and not personal_coupons:
         return None
     if sale.member_id is None:
         return Breach(Reason.PROOF_MISSING, "", {"problem": "spending without a member"})
     if sale.proof is None or (sale.proof is Proof.POS and (spend_needs_proof or sale.stored_value)):
         # The POS's word can stand for points where the chain trusts it; never for the member's money.
-        return Breach(
-            Reason.PROOF_MISSING,
-            "",
-            {"points_redeemed": sale.points_redeemed, "stored_value": sale.stored_value, "proof": sale.proof},
-        )
+        detail: dict[str, Any] = {
+            "points_redeemed": sale.points_redeemed,
+            "stored_value": sale.stored_value,
+            "proof": sale.proof,
+        }
+        if personal_coupons:
+            detail["personal_coupons"] = sorted(personal_coupons)
+        return Breach(Reason.PROOF_MISSING, "", detail)
     return None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
-from terminal.model import Receipt, SaleOrder
+from terminal.model import Quote, Receipt, SaleOrder
 from terminal.ports import SaleDesk
 
 TAP_STANDS_S = 300.0  # how long a member's card tap, unused, stays the member at this till (and their proof)
@@ -64,14 +64,21 @@ class Checkout:
             raise Rejected(Code.NO_MEMBER, "No card was tapped to pay with.")
         payment = Payment(order.stored_value, order.code, tapped if order.pay_by_card else None)
         try:
-            quote = order.quote
-            if quote is None:
-                quote = self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem, order.rewards)
+            quote = order.quote if order.quote is not None else self._price(order, tapped)
             return self.desk.commit(quote, payment, tapped=tapped, receipt=order.receipt)
         except Rejected as exc:
             if refused is not None:
                 refused(exc)
             raise
+
+    def quote(self, order: SaleOrder) -> Quote:
+        """The price ``sell`` would give ``order`` now, recording nothing (the POS's quote)."""
+        return self._price(order, self.last_tap())
+
+    def _price(self, order: SaleOrder, tapped: Identified | None) -> Quote:
+        """The member's personal coupons apply unasked only when the sale holds their proof (``Service.offers``)."""
+        proven = order.member_id is not None and self.desk.may_spend(order.member_id, tapped, order.code)
+        return self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem, order.rewards, proven=proven)
 
     def may_spend(self, member_id: str, code: str | None = None) -> bool:
         """Whether the sale in progress holds the member's proof for spending points, or needs none."""

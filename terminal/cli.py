@@ -373,8 +373,9 @@ def sale(
     }
     if amount == 0 and reward:  # only rewards: no line of goods
         body["lines"] = []
+    body["payment_code"] = payment_code  # a quote reads it as the member's proof; a sale uses it up
     if not quote_only:
-        body |= {"stored_value": stored_value, "payment_code": payment_code}
+        body["stored_value"] = stored_value
     cfg = cli_config(config)
     answer = _api(cfg, "POST", "/v1/quote" if quote_only else "/v1/sales", body)
     if as_json:

@@ -6,10 +6,12 @@ starts; a bad one raises ``ConfigError`` naming the key (``hq.push_interval``) a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -77,6 +79,9 @@ class HqSection(_Section):
     """File holding the credential (written by enrolment and rotation)."""
     ca_file: str = ""
     """CA bundle for a private head-office certificate; empty: the system's CAs."""
+    allow_plain_http: bool = False
+    """Let ``url`` be plain http to another machine (a lab network only: anyone on the network can then read
+    the till's credential and change what head office sends); plain http to this machine is always allowed."""
     push_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0
     """Seconds between pushes of the journal (a commit also wakes the pusher)."""
     pull_interval: Annotated[float, Field(gt=0, le=86400)] = 10.0
@@ -459,7 +464,29 @@ def _door_apart(cfg: Config) -> Config:
     shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
     if shared:
         raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
+    return _plain_http_here(cfg)
+
+
+def _plain_http_here(cfg: Config) -> Config:
+    """Plain http to head office only on this machine: over a network anyone on it could read the till's
+    credential and change what head office sends (a replayed page unblocks a blocked card)."""
+    where = urlsplit(cfg.hq.url).hostname or ""
+    if cfg.hq.url.startswith("http://") and not cfg.hq.allow_plain_http and not _loopback(where):
+        raise ConfigError(
+            "hq.url",
+            "https, or plain http to this machine only (127.0.0.1, ::1, localhost); "
+            f"allow_plain_http = true on a network you trust (got {cfg.hq.url!r})",
+        )
     return cfg
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def validate(raw: dict[str, Any]) -> Config:
@@ -489,4 +516,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError("--config", f"a file in UTF-8 ({chosen}: {exc.reason} at byte {exc.start})") from exc
     except OSError as exc:  # not readable by this user, a directory, an I/O error
         raise ConfigError("--config", f"a readable file ({exc})") from exc
+    if not raw:  # emptied (a save cut by a power cut): the defaults would start another till on a new database
+        raise ConfigError("--config", f"a config with its settings ({chosen} is empty)")
     return validate(raw)

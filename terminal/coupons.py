@@ -89,6 +89,13 @@ class Coupon:
     def needs_member(self) -> bool:
         return self.member_only or self.member_id is not None or bool(self.tiers) or self.kind in POINTS_KINDS
 
+    @property
+    def members_own(self) -> bool:
+        """A personal coupon whose worth goes to whoever pays the basket (money off, an item): the member's
+        value, spent only on their proof. One of points kinds pays into the member's own account, so
+        knowing the member uses it, as knowing them earns points."""
+        return self.member_id is not None and self.kind not in POINTS_KINDS
+
 
 @dataclass(frozen=True, slots=True)
 class Offer:

@@ -61,6 +61,7 @@ from terminal.model import (
     Line,
     Member,
     QrRead,
+    Quote,
     ReaderEvent,
     Receipt,
     SaleOrder,
@@ -735,6 +736,10 @@ class Daemon:
         a refusal by its price or its commit also a ``rejected`` event."""
         assert self.checkout is not None
         return self.checkout.sell(order, refused=self._refused)
+
+    def pos_quote(self, order: SaleOrder) -> Quote:
+        assert self.checkout is not None
+        return self.checkout.quote(order)
 
     def _refused(self, exc: Rejected) -> None:
         self.emit({"type": "rejected", "code": exc.code.value, "message": exc.message})

@@ -125,6 +125,14 @@ class Quote:
     rewards: tuple[tuple[str, int], ...] = ()
     """(reward id, points) of the catalogue's rewards bought in this sale, each on a line of its own at
     price 0; their points are part of ``points_redeemed`` (docs/rewards.md)."""
+    members_own: tuple[str, ...] = ()
+    """The coupons used that are the member's own value (a personal coupon worth money off, one bought with
+    points): like points spent, they need the member's proof at the commit."""
+
+    @property
+    def spends_members_value(self) -> bool:
+        """Whether committing this quote takes from the member: points, or a coupon of their own."""
+        return self.points_redeemed > 0 or bool(self.members_own)
 
     @property
     def reward_points(self) -> int:

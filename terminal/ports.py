@@ -394,6 +394,7 @@ class Pricing(Protocol):
         coupons: Sequence[str] = (),
         redeem: int = 0,
         rewards: Sequence[str] = (),
+        proven: bool = False,
     ) -> Quote: ...
 
 
@@ -428,7 +429,9 @@ class Till(Pricing, Protocol):
 
     def read_member_code(self, version: int, body: str) -> MemberCodeRead: ...
 
-    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[Offer], list[tuple[str, str]]]: ...
+    def offers(
+        self, coupon_ids: Sequence[str], member_id: str | None, proven: bool = False
+    ) -> tuple[list[Offer], list[tuple[str, str]]]: ...
 
     def tier_progress(self, member_id: str) -> str | None:
         """The member's tier and what the next one still needs (a receipt's loyalty block)."""
@@ -562,6 +565,11 @@ class PosTill(Protocol):
 
     def pos_sale(self, order: SaleOrder) -> Receipt:
         """A sale the POS rang: through the one sale path; a refusal is also an event."""
+        ...
+
+    def pos_quote(self, order: SaleOrder) -> Quote:
+        """The price the one sale path would give ``order`` now (the last tap and its code count as the
+        member's proof, as they would for the sale)."""
         ...
 
     def tap_sim(self, uid: bytes) -> None: ...

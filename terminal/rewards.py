@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from terminal.coupons import parse_coupon
+from terminal.coupons import Coupon, parse_coupon
 from terminal.loyalty import DocumentError
 
 PREFIX = "reward:"
@@ -84,6 +84,21 @@ class Reward:
         if self.stock is not None:
             out["stock"] = self.stock
         return out
+
+
+def members_value(coupon: Coupon) -> bool:
+    """Whether using ``coupon`` spends its member's value, so the sale needs the member's proof as points
+    do: one bought with points (``BOUGHT``), or a personal coupon worth money off (``Coupon.members_own``)."""
+    return coupon.coupon_id.startswith(BOUGHT) or coupon.members_own
+
+
+def spends_members_value(coupon_id: str, doc: Mapping[str, Any]) -> bool:
+    """``members_value`` of a coupon document as stored; a personal one that does not parse counts as
+    the member's value (the safe side), as does any id bought with points."""
+    try:
+        return members_value(parse_coupon(coupon_id, doc))
+    except (DocumentError, TypeError, ValueError):
+        return coupon_id.startswith(BOUGHT) or bool(doc.get("member_id"))
 
 
 def pool_of(reward_id: str) -> str:

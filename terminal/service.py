@@ -269,23 +269,35 @@ class Service:
             self._active_rules = (key, ly.active_rules(program, ctx))
         return self._active_rules[1]
 
-    def offers(self, coupon_ids: Sequence[str], member_id: str | None) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
-        """The coupons presented plus the member's personal ones, with the uses this till knows. A coupon the
-        member bought with points (``rewards.BOUGHT``) only when presented, and the commit asks for the member's
-        proof for it as for points (``_authorise``): knowing the member, or a coupon id a till could derive, is
-        not enough to spend their points in that form either."""
+    def offers(
+        self, coupon_ids: Sequence[str], member_id: str | None, proven: bool = False
+    ) -> tuple[list[cp.Offer], list[tuple[str, str]]]:
+        """The coupons presented plus the member's personal ones, with the uses this till knows, and the
+        coupons left out with their code. A personal coupon worth money off is the member's value, like their
+        points (``rewards.members_value``): the commit asks for the member's proof for one (``_authorise``),
+        and one not presented applies only when the sale already holds that proof (``proven``); otherwise it
+        is left out as ``proof_needed``, so a number typed at the till does not spend the member's offers. A
+        personal points coupon pays into the member's account: it applies as earning does. A coupon bought
+        with points (``rewards.BOUGHT``) applies only when presented: knowing the member, or a coupon id a
+        till could derive, is not enough to spend their points in that form."""
+        proven = proven or not self.spend_needs_proof  # a chain that trusts its POS takes its word for points too
         texts = self.store.coupon_texts(coupon_ids, member_id)
         presented = set(coupon_ids)
         texts = {c: t for c, t in texts.items() if c in presented or not c.startswith(rw.BOUGHT)}
         unknown = [(cid, Code.UNKNOWN_COUPON.value) for cid in sorted(set(coupon_ids)) if cid not in texts]
         parsed: list[tuple[cp.Coupon, int, int]] = []
-        uses = self.store.coupon_uses_many(sorted(texts), member_id)
         for coupon_id, text in sorted(texts.items()):
             try:
-                parsed.append(_parse_coupon(coupon_id, text))
+                found = _parse_coupon(coupon_id, text)
             except (ly.DocumentError, TypeError, ValueError) as exc:
                 log.warning("coupon document %s ignored: %s", coupon_id, exc)
                 unknown.append((coupon_id, Code.UNKNOWN_COUPON.value))
+                continue
+            if rw.members_value(found[0]) and coupon_id not in presented and not proven:
+                unknown.append((coupon_id, Code.PROOF_NEEDED.value))
+                continue
+            parsed.append(found)
+        uses = self.store.coupon_uses_many([coupon.coupon_id for coupon, _, _ in parsed], member_id)
         pools = {coupon.pool for coupon, _, _ in parsed if coupon.pool is not None}
         headroom = self.store.pool_headroom(pools) if pools else {}
         offers: list[cp.Offer] = []
@@ -345,10 +357,13 @@ class Service:
         coupons: Sequence[str] = (),
         redeem: int = 0,
         rewards: Sequence[str] = (),
+        proven: bool = False,
     ) -> Quote:
         """Price a basket: the best usable coupons, points paid (``pricing.REDEEM_MAX`` for all that
         may be), points earned, each explained; coupons that cannot apply say why. ``rewards``: rewards of
-        the catalogue bought with points, each on a line of its own at price 0 (docs/rewards.md)."""
+        the catalogue bought with points, each on a line of its own at price 0 (docs/rewards.md).
+        ``proven``: the sale holds the member's proof (``may_spend``), so their personal coupons apply
+        without being presented (``offers``)."""
         taken = self._rewards(rewards, member_id)
         if taken:
             basket = Basket(basket.lines + tuple(Line(r.line_sku, 1, 0, "reward") for r in taken))
@@ -362,7 +377,7 @@ class Service:
             member.tier if member else None,
             self.store.merchant_id(),
         )
-        offers, unknown = self.offers(coupons, member.member_id if member else None)
+        offers, unknown = self.offers(coupons, member.member_id if member else None, proven)
         who = self._pricing_member(member, now) if member else None
         cost = sum(r.points for r in taken)
         if who is not None and cost:
@@ -370,6 +385,9 @@ class Service:
                 raise Rejected(Code.INSUFFICIENT_POINTS, f"The rewards cost {cost} points; {who.balance} can be spent.")
             who = replace(who, balance=who.balance - cost)  # what is left may pay money
         quote = pricing.price(self.program(), basket, ctx, who, offers, redeem, self._active(ctx))
+        own = {o.coupon.coupon_id for o in offers if rw.members_value(o.coupon)}
+        if own & set(quote.coupons):
+            quote = replace(quote, members_own=tuple(c for c in quote.coupons if c in own))
         if taken:
             quote = replace(
                 quote,
@@ -559,8 +577,7 @@ class Service:
         spending needs a proof unless ``spend_needs_proof`` is off (then points only, on the POS's word)."""
         payment = payment or Payment()
         wants_value = payment.stored_value is None or payment.stored_value > 0
-        bought = any(c.startswith(rw.BOUGHT) for c in quote.coupons)  # a coupon bought with points is points
-        spends = wants_value or quote.points_redeemed > 0 or bought
+        spends = wants_value or quote.spends_members_value
         card = payment.card if payment.card is not None else tapped
         if not spends and payment.code is None:
             return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=secure_tap(card) if card is not None else None)

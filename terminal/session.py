@@ -308,7 +308,7 @@ class Session:
             return []
         member_id = s.member.member_id if s.member else None
         try:
-            offers, unknown = self.till.offers(s.coupons, member_id)
+            offers, unknown = self.till.offers(s.coupons, member_id, self._may_spend())
         except Rejected:
             return []
         refused = dict(s.quote.refused) if s.quote else {}
@@ -549,7 +549,7 @@ class Session:
                 if s.awaiting is not None:
                     self._refuse(Code.SESSION_BUSY, "Type or scan what is asked, or press Esc.")
                 self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
-            proof = s.proof if s.proof is not None and s.quote.points_redeemed > 0 else None
+            proof = s.proof if s.proof is not None and s.quote.spends_members_value else None
             order = SaleOrder.of_quote(s.quote, code=proof)
             receipt = self._call(lambda: self.sales.sell(order))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
@@ -787,7 +787,10 @@ class Session:
             return
         member_id = s.member.member_id if s.member else None
         basket = s.basket or Basket(())  # only rewards: no goods
-        s.quote = self._call(lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem, list(s.rewards)))
+        proven = self._may_spend()
+        s.quote = self._call(
+            lambda: self.till.quote(member_id, basket, list(s.coupons), s.redeem, list(s.rewards), proven=proven)
+        )
 
     def _may_spend(self) -> bool:
         s = self._sale

@@ -227,17 +227,9 @@ def create_app(
         member_id = till.member_for_sale(body.member_id, body.use_identified)
         return member_id, Basket(tuple(Line(x.sku, x.quantity, x.unit_price, x.category) for x in body.lines))
 
-    @app.post("/v1/quote", dependencies=[Depends(token)])
-    def quote(body: SaleIn) -> dict[str, Any]:
-        """Price a basket without recording anything: coupons chosen and refused, points, explanation."""
+    def _order(body: SaleIn) -> SaleOrder:
         member_id, basket = _sale_args(body)
-        q = ledger.quote(member_id, basket, body.coupons, body.redeem, body.rewards)
-        return {**asdict(q), "payable": q.payable}
-
-    @app.post("/v1/sales", dependencies=[Depends(token)])
-    def sale(body: SaleIn) -> dict[str, Any]:
-        member_id, basket = _sale_args(body)
-        order = SaleOrder(
+        return SaleOrder(
             member_id,
             basket,
             tuple(body.coupons),
@@ -247,7 +239,16 @@ def create_app(
             pay_by_card=body.pay_by_card,
             rewards=tuple(body.rewards),
         )
-        return asdict(till.pos_sale(order))
+
+    @app.post("/v1/quote", dependencies=[Depends(token)])
+    def quote(body: SaleIn) -> dict[str, Any]:
+        """Price a basket without recording anything: coupons chosen and refused, points, explanation."""
+        q = till.pos_quote(_order(body))
+        return {**asdict(q), "payable": q.payable}
+
+    @app.post("/v1/sales", dependencies=[Depends(token)])
+    def sale(body: SaleIn) -> dict[str, Any]:
+        return asdict(till.pos_sale(_order(body)))
 
     @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
     def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:

@@ -188,3 +188,22 @@ def test_a_refused_pos_sale_is_an_event_and_records_nothing(till: Daemon, paths:
         till.sell("M-404", Basket((Line("LATTE", 1, 450, "coffee"),)))
     assert sales(till) == [] and paths.commits == [] and len(paths.orders) == 1
     assert any(e["type"] == "rejected" and e["code"] == "unknown_member" for e in till.events_after(0))
+
+
+def test_the_pos_quote_holds_a_personal_coupon_back_without_the_members_proof(till: Daemon, paths: Paths) -> None:
+    """Through the local API: on Aiko's number alone her own 5.00 off (``BIGSPEND``) is held back with
+    ``proof_needed``, in the quote and in the sale; with her phone's payment code it applies."""
+    big = [{"sku": "TV", "quantity": 1, "unit_price": 12000, "category": "av"}]
+    headers = {"Authorization": f"Bearer {till.api_token}"}
+    with httpx.Client(base_url=base_url(till), headers=headers, timeout=10) as client:
+        typed = post(client, "/v1/quote", {"member_id": "M-1", "lines": big})
+        assert typed["coupons"] == [] and ["BIGSPEND", Code.PROOF_NEEDED.value] in typed["refused"]
+        refused = client.post("/v1/sales", json={"member_id": "M-1", "lines": big, "coupons": ["BIGSPEND"]})
+        assert refused.status_code == 409 and refused.json()["code"] == Code.PROOF_NEEDED.value
+        code = pay.make_code(PHONE, CERT.cert_id, int(time.time()), 7)
+        shown = post(client, "/v1/quote", {"member_id": "M-1", "lines": big, "payment_code": code})
+        assert shown["coupons"] == ["BIGSPEND"] and shown["payable"] == 11500
+        sold = post(client, "/v1/sales", {"member_id": "M-1", "lines": big, "payment_code": code, "stored_value": 0})
+    assert sold["kind"] == "sale"
+    [entry] = sales(till)
+    assert entry.payload["coupons"] == ["BIGSPEND"] and entry.payload["proof"] == "payment_code"

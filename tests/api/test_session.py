@@ -182,6 +182,30 @@ def test_points_need_the_members_proof(session: Session, service: Service) -> No
     assert len(service.store.entries()) == 1
 
 
+def test_a_personal_coupon_needs_the_members_proof(session: Session, service: Service) -> None:
+    """Aiko's own 5.00 off (``BIGSPEND``, from 100.00) is her value: on her number typed, or her printed
+    card's code, the panel shows it held back for her proof and the sale goes through without it; her phone's
+    code applies it, and the commit spends that code for it."""
+    session.identify("M-1")
+    session.set_total(12000)
+    snap = session.press(Action.PAY)
+    assert "BIGSPEND" not in snap["quote"]["coupons"] and snap["quote"]["payable"] == 12000
+    [held] = [o for o in snap["offers"] if o["coupon_id"] == "BIGSPEND"]
+    assert held["usable"] is False and held["code"] == Code.PROOF_NEEDED.value
+    assert session.confirm()["state"] == "done"
+    assert service.store.entries()[-1].payload["coupons"] == []
+    session.cancel()
+    fresh = membercodes.device_code(PHONE, CERT.cert_id, int(NOW), 1)  # her phone, just now
+    session.scan(fresh)
+    session.set_total(12000)
+    session.press(Action.PAY)
+    snap = session.pay(0)  # no points: only the coupon spends her value
+    assert snap["quote"]["coupons"] == ["BIGSPEND"] and snap["quote"]["payable"] == 11500
+    assert session.confirm()["state"] == "done"
+    entry = service.store.entries()[-1]
+    assert entry.payload["coupons"] == ["BIGSPEND"] and entry.payload["proof"] == "payment_code"
+
+
 def test_scans_identify_apply_and_refuse(session: Session) -> None:
     refused(Code.MEMBER_CODE_UNSIGNED, session.scan, "TPM1:" + code_body("M-2"))  # anybody can make those
     forged = member_code("M-2", Ed25519PrivateKey.generate())  # signed, but not by head office's key

@@ -89,8 +89,8 @@ def trade(hq: HqStore) -> None:
     assert campaigns.run_one(hq.db, "back", now) is not None
     with hq.db.read() as tx:
         row = tx.one("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-S1'")
-    assert row is not None  # M-S1 brings its campaign coupon to the till
-    push(hq, "T1", entries.sale("M-S1", 1500, store_id="S1", earned=15, coupons=[str(row[0])]), now)
+    assert row is not None  # M-S1 brings its campaign coupon to the till (the POS vouches for her: trusted here)
+    push(hq, "T1", entries.sale("M-S1", 1500, store_id="S1", earned=15, coupons=[str(row[0])], proof="pos"), now)
     # gift cards of an earlier system, one of them cleared: the gift cards' float is what the other holds
     hq.import_gift_card("ab" * 32, 4000, "Mio", "the earlier system's card 1")
     retired = hq.import_gift_card("cd" * 32, 2500, "Mio", "the earlier system's card 2")

@@ -19,6 +19,7 @@ import venv
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -356,8 +357,9 @@ def test_the_installed_head_office_names_a_damaged_or_full_database(
 def test_the_installed_till_says_a_read_only_disk_and_a_config_not_in_utf8_in_one_line(
     installed: Path, tmp_path: Path, small_disk: Path
 ) -> None:
-    """The installed `tillpoint run` with its data on a file system gone read-only, and with a config an
-    editor saved as Latin-1: one line each with a stable code, no traceback."""
+    """The installed `tillpoint run` with its data on a file system gone read-only, with a config an editor
+    saved as Latin-1, emptied, or naming head office over plain http on the network: one line each with a
+    stable code, no traceback, and no till started on the defaults."""
     cli = Cli(str(installed / "tillpoint"), tmp_path)
     config = till_config(tmp_path, None, None, "T-W")
     config.write_text(config.read_text().replace(str(tmp_path / "till"), str(small_disk / "till")))
@@ -366,10 +368,20 @@ def test_the_installed_till_says_a_read_only_disk_and_a_config_not_in_utf8_in_on
         text = (done.stdout + done.stderr).strip()
         assert done.returncode == 1 and "Traceback" not in text, text
         assert "cannot start: storage_failed" in text and "Read-only file system" in text, text
-    config.write_bytes((config.read_text() + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))
+    kept = config.read_text()
+    config.write_bytes((kept + '[receipts]\ntitle = "Fidélité"\n').encode("latin-1"))
     done = cli("run", "--config", str(config), check=False)
     text = (done.stdout + done.stderr).strip()
     assert done.returncode == 2 and "Traceback" not in text and "UTF-8" in text, text
+    config.write_bytes(b"")  # a save cut by a power cut: the defaults would be another till on a new database
+    done = cli("run", "--config", str(config), check=False)
+    text = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2 and "Traceback" not in text and "is empty" in text, text
+    assert not list(tmp_path.glob("**/terminal.db")), "a till was started on the defaults"
+    config.write_text(kept.replace("[hq]\n", '[hq]\nurl = "http://192.0.2.10:8731"\n'))  # plain http, on the network
+    done = cli("run", "--config", str(config), check=False)
+    text = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2 and "hq.url" in text and "allow_plain_http" in text, text
 
 
 def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Path, tmp_path: Path) -> None:
@@ -417,6 +429,63 @@ def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Pa
     report = run("campaign", "report", "welcome", "--as-of", "2026-03-05", "--format", "csv")
     arms = {line.split(",")[2]: line.split(",")[3] for line in report.split("\n\n")[0].splitlines()[1:]}
     assert report.startswith("campaign_id,as_of,arm,") and sum(int(n) for n in arms.values()) == 6
+
+
+def test_the_installed_till_holds_a_members_own_coupon_back_on_a_typed_number(installed: Path, tmp_path: Path) -> None:
+    """A campaign's 3.00 off, issued by the installed head office's command line, reaches the installed till;
+    rung on the member's number typed at the till, it is held back (``proof_needed``) and the sale goes through
+    without it, and naming the coupon on the typed number is refused: it needs the member's card or phone."""
+    import json
+    import sqlite3
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    (tmp_path / "everyone.json").write_text(json.dumps({"where": {"kind": "tier", "tiers": ["basic"]}}))
+    now = datetime.now(UTC)
+    (tmp_path / "gift.json").write_text(
+        json.dumps(
+            {
+                "name": "Gift",
+                "segment": "everyone",
+                "variants": [{"variant": "a", "coupon": {"kind": "amount_off", "value": 300}}],
+                "schedule": {"kind": "once", "at": (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")},
+                "timezone": "UTC",
+                "control_share": 0.0,
+                "require_consent": False,
+            }
+        )
+    )
+    run("hq", "segment", "put", "everyone", str(tmp_path / "everyone.json"), "--db", db)
+    run("hq", "campaign", "put", "gift", str(tmp_path / "gift.json"), "--db", db)
+    (done,) = json.loads(run("hq", "campaign", "run", "--now", now.isoformat(), "--db", db).stdout)
+    assert done["issued"] == {"a": 1}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        (coupon,) = conn.execute("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-W'").fetchone()
+    finally:
+        conn.close()
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    with hq_and_till(tillpoint, tmp_path, db, token, key) as (config, alive):
+
+        def held_back() -> dict[str, object] | None:
+            alive()
+            done = run("sale", "1000", "--member", "M-W", "--quote", "--json", "--config", str(config), check=False)
+            if done.returncode != 0:  # the daemon not up yet, or the member not pulled yet
+                assert "no daemon" in done.stdout or "unknown_member" in done.stdout, done.stdout
+                return None
+            quote: dict[str, object] = json.loads(done.stdout)
+            return quote if [coupon, "proof_needed"] in quote["refused"] else None  # type: ignore[operator]
+
+        quote = wait_until(held_back, 60, "the till to pull the member's coupon")
+        assert quote["coupons"] == [] and quote["payable"] == 1000
+        named = run("sale", "1000", "--member", "M-W", "--coupon", coupon, "--config", str(config), check=False)
+        assert named.returncode == 1 and "proof_needed" in named.stdout, named.stdout
+        sold = json.loads(run("sale", "1000", "--member", "M-W", "--json", "--config", str(config)).stdout)
+        assert sold["total"] == 1000 and sold["breakdown"]["discounts"] == []
 
 
 NOT_READY = ("topup_not_enabled", "no daemon", "unknown_member", "clock_not_synced")

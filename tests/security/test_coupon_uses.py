@@ -9,9 +9,12 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import pytest
 
 from hq.store import HqStore
-from terminal.model import Basket, Line
+from terminal.checkout import Checkout
+from terminal.errors import Code, Rejected
+from terminal.model import Basket, Line, SaleOrder
 from tests.fixtures import entries
 from tests.security.chain import Chain, Till
 
@@ -191,7 +194,7 @@ def test_a_partial_refund_pushed_with_its_sale_gives_back_a_coupon_the_rest_no_l
     two = Basket((Line("COFFEE", 2, 1000, "coffee"),))
     quote = till_a.service.quote("M-1", two, [coupon])
     assert coupon in quote.coupons, quote.refused
-    sale = till_a.service.commit(quote).txn_id
+    sale = till_a.service.commit(quote, tapped=till_a.tap(chain.card.ndef_url())).txn_id  # her coupon: her tap
     till_a.service.refund(sale, {0: 1})  # 1,000 left: under the coupon's minimum, so its use comes back
     till_a.client.sync_once()  # the sale and its refund reach head office in one push
 
@@ -240,7 +243,7 @@ def test_a_till_voids_only_its_own_sales(chain: Chain, tills: tuple[Till, Till])
         till.client.sync_once()
     quote = till_a.service.quote("M-1", BASKET, [coupon])
     assert coupon in quote.coupons and quote.discount == 500, quote.refused
-    sale = till_a.service.commit(quote).txn_id
+    sale = till_a.service.commit(quote, tapped=till_a.tap(chain.card.ndef_url())).txn_id  # her coupon: her tap
     till_a.client.sync_once()
     pool = rows(chain, "SELECT used FROM pools WHERE pool_id = 'campaign:off'", [])
 
@@ -258,3 +261,61 @@ def test_a_till_voids_only_its_own_sales(chain: Chain, tills: tuple[Till, Till])
     till_a.service.void(sale)  # the till that sold it may
     till_a.client.sync_once()
     assert uses(chain, coupon) == (0, 0)
+
+
+# -- a personal coupon worth money off is the member's value: it needs their proof, as points do ---------
+
+
+def test_a_typed_member_number_does_not_spend_the_members_personal_coupon(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """A dishonest cashier types Aiko's number while ringing a friend's basket: her 5.00-off coupon is not
+    applied by itself, nor when its id is typed in too; her card tap at the till applies it."""
+    till_a, _ = tills
+    run_campaign(chain, "gift", {"kind": "amount_off", "value": 500})
+    coupon = coupon_of(chain, "gift", "M-1")
+    till_a.client.sync_once()
+    typed = Checkout(till_a.service)  # no card tapped at this till
+
+    quote = typed.quote(SaleOrder("M-1", BASKET))
+    assert coupon not in quote.coupons and quote.payable == 1000
+    assert dict(quote.refused)[coupon] == Code.PROOF_NEEDED.value  # the cashier is told why
+    assert typed.sell(SaleOrder("M-1", BASKET)).total == 1000  # the sale goes through without it
+    with pytest.raises(Rejected) as info:
+        typed.sell(SaleOrder("M-1", BASKET, (coupon,)))  # its id typed in (a till can derive campaign ids)
+    assert info.value.code is Code.PROOF_NEEDED
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (0, 0)  # still hers
+
+    tapped = till_a.tap(chain.card.ndef_url())  # Aiko at the till: her card tapped
+    receipt = Checkout(till_a.service, lambda: tapped).sell(SaleOrder("M-1", BASKET))
+    assert receipt.total == 500
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (1, 1)
+    assert not [i for i in chain.items() if i.quarantined]
+
+
+def test_a_personal_points_coupon_still_comes_with_the_members_number(chain: Chain, tills: tuple[Till, Till]) -> None:
+    """A personal bonus pays into the member's own account, so knowing the member uses it, as knowing them
+    earns points: it needs no proof."""
+    till_a, _ = tills
+    run_campaign(chain, "bonus", {"kind": "bonus_points", "value": 300})
+    coupon = coupon_of(chain, "bonus", "M-1")
+    till_a.client.sync_once()
+    receipt = Checkout(till_a.service).sell(SaleOrder("M-1", BASKET))
+    assert receipt.points_delta >= 300
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (1, 1)
+    assert not [i for i in chain.items() if i.quarantined]
+
+
+def test_a_stolen_credential_spending_a_personal_coupon_without_proof_is_held(chain: Chain) -> None:
+    """A till credential pushing a sale that used Aiko's 5.00-off coupon with no proof (as an older till
+    would, or one that skips the check): head office holds it as ``proof_missing``, naming the coupon."""
+    run_campaign(chain, "gift", {"kind": "amount_off", "value": 500})
+    coupon = coupon_of(chain, "gift", "M-1")
+    thief = stolen_credential(chain)
+    sold = pushed(chain, thief, "sale", entries.sale("M-1", 1000, store_id="S-B", coupons=[coupon]))
+    assert chain.effect(sold) == "quarantined"
+    [held] = [i for i in chain.items() if i.txn_id == sold and i.reason.value == "proof_missing"]
+    assert held.quarantined and held.detail["personal_coupons"] == [coupon]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hq import campaigns, outcomes, segments
+from hq import campaigns, ingest, outcomes, segments
 from hq.store import HqStore
 from sync.protocol import WireEntry
 from tests.fixtures import entries
@@ -41,7 +41,7 @@ def test_margin_takes_each_categorys_rate_and_the_basket_discounts() -> None:
 
 @pytest.fixture
 def hq(hq_url: str) -> Iterator[HqStore]:
-    store = HqStore(hq_url)
+    store = HqStore(hq_url, ingest.Settings(spend_needs_proof=False))  # the POS's word stands for the member here
     with store.db.write() as tx:
         tx.many(
             "INSERT INTO members (member_id, display_name, tier, points, status, version, deleted) "
@@ -120,7 +120,7 @@ def test_a_sale_with_the_offer_is_in_the_report_as_soon_as_it_is_ingested(hq: Hq
     with hq.db.read() as tx:
         member_id, coupon_id = tx.one("SELECT member_id, coupon_id FROM campaign_members ORDER BY member_id")  # type: ignore[misc]
     before = outcomes.campaign_report(hq.db, "back", START + timedelta(days=2))
-    sale = entries.sale(member_id, 1000, coupons=[coupon_id])
+    sale = entries.sale(member_id, 1000, coupons=[coupon_id], proof="pos")  # the member's own coupon: a proof
     hq.ingest(
         "T1",
         [

@@ -323,7 +323,7 @@ def test_an_erased_members_campaign_coupon_leaves_the_campaign_figure_and_stays_
     with hq.db.read() as tx:
         coupon = tx.one("SELECT coupon_id FROM campaign_members WHERE member_id = 'M-1'")
     assert coupon is not None and coupon[0]
-    Till(hq, "T1").push("sale", entries.sale("M-1", 1000, coupons=[str(coupon[0])]), day=2)
+    Till(hq, "T1").push("sale", entries.sale("M-1", 1000, coupons=[str(coupon[0])], proof="pos"), day=2)
     assert (figures(hq, "coupons"), figures(hq, "coupons_campaign")) == (1, 1)
     erase_member(hq, "M-1", "admin")
     assert (figures(hq, "coupons"), figures(hq, "coupons_campaign")) == (1, 0)

@@ -76,3 +76,41 @@ def test_the_topup_hotkey_is_global_only_when_bound(tmp_path: Path, monkeypatch:
     path.write_text("[hotkeys]\ntopup = 'Ctrl+F3'\n[panel]\nkeys = { topup = 'F12' }\n")
     cfg = config.load(path)
     assert cfg.hotkeys.keymap()["topup"] == "Ctrl+F3" and cfg.panel.keys["topup"] == "F12"
+
+
+def test_an_emptied_config_file_is_refused(tmp_path: Path) -> None:
+    """A save cut by a power cut leaves the file empty: the defaults would start another till on a new
+    database beside the real one, so an empty file is an error naming the file."""
+    path = tmp_path / "till.toml"
+    for empty in ("", "\n  \n# only a comment\n"):
+        path.write_text(empty)
+        with pytest.raises(ConfigError, match="is empty") as info:
+            config.load(path)
+        assert info.value.key == "--config"
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://127.0.0.1:8731", True),
+        ("http://127.8.9.1:8731", True),
+        ("http://[::1]:8731", True),
+        ("http://localhost:8731", True),
+        ("https://hq.example.com", True),
+        ("http://hq.example.com", False),
+        ("http://192.0.2.10:8731", False),
+        ("http://localhost.example.com", False),
+        ("http://127.0.0.1.example.com", False),
+    ],
+)
+def test_head_office_over_plain_http_only_on_this_machine(url: str, allowed: bool) -> None:
+    """Over a network plain http lets anyone on it read the till's credential and replay or change what head
+    office sends; it is refused unless the operator says the network is trusted."""
+    raw = {"hq": {"url": url}}
+    if allowed:
+        assert config.validate(raw).hq.url == url
+    else:
+        with pytest.raises(ConfigError, match="allow_plain_http") as info:
+            config.validate(raw)
+        assert info.value.key == "hq.url"
+        assert config.validate({"hq": {"url": url, "allow_plain_http": True}}).hq.allow_plain_http
