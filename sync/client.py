@@ -632,7 +632,9 @@ class SyncClient:
                 raise
             self._unreachable = False
             offset = None if self.hq_clock_offset is None else str(self.hq_clock_offset)
-            self.store.set_state(last_sync_ok=_now_iso(), offline_since=None, last_error=None, hq_clock_offset=offset)
+            self.store.set_state(  # on the till's own clock, the one its offline rules read (``Service``)
+                last_sync_ok=utc_iso(self.clock()), offline_since=None, last_error=None, hq_clock_offset=offset
+            )
             return SyncResult(pushed, pulled)
 
     def _probe_if_unreachable(self) -> None:
@@ -664,7 +666,7 @@ class SyncClient:
             self.rotate_credential()
 
     def _mark_offline(self, exc: SyncError) -> None:
-        since = self.store.state("offline_since") or _now_iso()
+        since = self.store.state("offline_since") or utc_iso(self.clock())
         self.store.set_state(offline_since=since, last_error=str(exc)[:300])
 
 

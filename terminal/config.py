@@ -346,7 +346,8 @@ class PaymentsSection(_Section):
     """Seconds since the last successful sync (the clock check) after which offline payments are refused."""
     max_clock_offset: Annotated[int, Field(ge=0)] = 300
     """Seconds this till's clock may differ from head office's (as the last sync measured it) before offline
-    payments are refused and expired-looking payment codes are named ``till_clock_wrong``."""
+    payments are refused and expired-looking payment and member codes are named ``till_clock_wrong``; also how
+    far it may read before its own last sync or the start of an outage (300 s when 0)."""
     spend_needs_proof: bool = True
     """Redeeming points needs the member's proof (a secure card tap, a payment code or a fresh member
     code), as paying from stored value always does. Off: points are spent on the POS's word that the

@@ -69,7 +69,7 @@ from terminal.model import (
 )
 from terminal.payments import RiskLimits
 from terminal.ports import CacheDocs, CardReader, Event, QrScanner
-from terminal.service import Service
+from terminal.service import Service, clock_back
 from terminal.session import Session
 from terminal.store import Store
 
@@ -852,6 +852,7 @@ def store_status(store: Store) -> dict[str, Any]:
         "last_sync_ok": store.state("last_sync_ok"),
         "offline_since": store.state("offline_since"),
         "last_error": store.state("last_error"),
+        "clock_back_s": clock_back(store, time.time()),  # > payments.max_clock_offset: offline spends refused
         "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
         "cache": store.counts(),
         "topups": topup_status(store),

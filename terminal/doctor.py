@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from terminal import config as config_mod
+from terminal import payments as pay
 from terminal.config import CameraSettings, Config
 from terminal.errors import ConfigError
 from terminal.keys import key_check
@@ -506,6 +507,15 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
         )
     if status.get("sync_crashes"):
         return warn("daemon", f"running; its sync loop crashed {status['sync_crashes']} times: see the journal")
+    back = status.get("clock_back_s")
+    if isinstance(back, int) and pay.clock_went_back(
+        back, pay.RiskLimits(max_clock_offset_s=cfg.payments.max_clock_offset)
+    ):
+        return fail(
+            "daemon",
+            f"running, but this till's clock reads {back / 3600:.1f} h earlier than its last contact with "
+            "head office: offline payments are refused (till_clock_wrong); set the time (timedatectl)",
+        )
     since = status.get("offline_since")
     if since:
         age = time.time() - datetime.fromisoformat(since).timestamp()

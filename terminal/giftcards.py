@@ -18,7 +18,7 @@ selling stored value, within that till's policy (``terminal.topups``), the card 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
@@ -201,9 +201,7 @@ def offline_refusal(
     per-day and till totals), with the card in the member's place; a dormant card pays only online."""
     if dormant(card, today, terms):
         return Code.GIFT_CARD_DORMANT
-    state = pay.OfflineState(
-        offline.offline_for_s, offline.clock_age_s, tally.card_today, tally.till_total, offline.clock_offset_s
-    )
+    state = replace(offline, member_today=tally.card_today, terminal_total=tally.till_total)
     code = pay.offline_refusal(amount, state, limits, None)
     if code in (Code.OFFLINE_LIMIT_MEMBER_DAY, Code.OFFLINE_LIMIT_TERMINAL):
         return Code.GIFT_CARD_LIMIT_OFFLINE

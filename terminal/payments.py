@@ -37,6 +37,7 @@ VERSION = 1
 STEP_SECONDS = 30
 WINDOW_STEPS = 2  # 60 s of validity ...
 DRIFT_STEPS = 1  # ... plus one step of clock drift either way
+BACK_SKEW_S = 300  # how far time sync may step a till's clock back, where no clock offset limit is set
 _CODE = struct.Struct(">B8sII")
 _DOMAIN = b"tillpoint-pay/1"
 _CERT_DOMAIN = b"tillpoint-device-cert/1"
@@ -258,6 +259,7 @@ class OfflineState:
     member_today: int  # stored value this member paid offline today on this till
     terminal_total: int  # stored value paid offline on this till since the last sync
     clock_offset_s: float | None = None  # this till's clock minus head office's, when last checked
+    clock_back_s: int = 0  # how far the till's clock reads before a time it recorded itself (see clock_back)
 
 
 def clock_wrong(offset_s: float | None, limits: RiskLimits) -> bool:
@@ -265,16 +267,39 @@ def clock_wrong(offset_s: float | None, limits: RiskLimits) -> bool:
     return bool(limits.max_clock_offset_s) and offset_s is not None and abs(offset_s) > limits.max_clock_offset_s
 
 
+def clock_back(now: float, *seen: float | None) -> int:
+    """How many seconds the till's clock (``now``) reads before the latest of the times it recorded itself
+    (``seen``: its last successful sync, the start of an outage); 0 when it reads later."""
+    latest = max((at for at in seen if at is not None), default=now)
+    return max(0, int(latest - now))
+
+
+def clock_went_back(back_s: int, limits: RiskLimits) -> bool:
+    """Whether a clock reading ``back_s`` before a time this till already saw is known to be wrong: further
+    back than time sync may step a clock it puts right (``max_clock_offset_s``, or ``BACK_SKEW_S`` when that
+    is 0). Time offline and the age of the clock check cannot be measured on such a clock."""
+    return back_s > (limits.max_clock_offset_s or BACK_SKEW_S)
+
+
+def clock_refusal(state: OfflineState, limits: RiskLimits) -> Code | None:
+    """The offline rules on time that every offline spend and top-up shares: how long offline, how old the
+    clock check, and a clock known to be wrong (measured off by head office, or gone back)."""
+    if limits.max_offline_s and (state.offline_for_s or 0) > limits.max_offline_s:
+        return Code.OFFLINE_TOO_LONG
+    if limits.max_clock_age_s and (state.clock_age_s is None or state.clock_age_s > limits.max_clock_age_s):
+        return Code.CLOCK_NOT_SYNCED
+    if clock_wrong(state.clock_offset_s, limits) or clock_went_back(state.clock_back_s, limits):
+        return Code.TILL_CLOCK_WRONG
+    return None
+
+
 def offline_refusal(amount: int, state: OfflineState, limits: RiskLimits, device_cap: int | None) -> Code | None:
     """Why an offline payment of ``amount`` must be refused, or None. Online payments pass."""
     if state.offline_for_s is None or amount <= 0:
         return None
-    if limits.max_offline_s and state.offline_for_s > limits.max_offline_s:
-        return Code.OFFLINE_TOO_LONG
-    if limits.max_clock_age_s and (state.clock_age_s is None or state.clock_age_s > limits.max_clock_age_s):
-        return Code.CLOCK_NOT_SYNCED
-    if clock_wrong(state.clock_offset_s, limits):
-        return Code.TILL_CLOCK_WRONG
+    code = clock_refusal(state, limits)
+    if code is not None:
+        return code
     if limits.per_transaction and amount > limits.per_transaction:
         return Code.OFFLINE_LIMIT_TRANSACTION
     spent = state.member_today + amount

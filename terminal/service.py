@@ -649,8 +649,17 @@ class Service:
             return MemberCodeRead(cert.member_id, code.payment_code)
         key = self.store.member_keys().get(code.key_id)
         if isinstance(code, membercodes.TimedCode):
-            return MemberCodeRead(membercodes.verify_timed(code, key, int(self.clock())))
+            return MemberCodeRead(self._timed_member(code, key))
         return MemberCodeRead(membercodes.verify_issued(code, key))
+
+    def _timed_member(self, code: membercodes.TimedCode, key: bytes | None) -> str:
+        """The member of a wallet's timed code, checked on this till's clock (a wrong clock is named)."""
+
+        def check(now: int) -> None:
+            membercodes.verify_timed(code, key, now)
+
+        self._check_time(check, (Code.MEMBER_CODE_EXPIRED,))
+        return code.member_id
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool:
         """Whether this sale holds the member's proof for spending points (or needs none)."""
@@ -667,20 +676,24 @@ class Service:
         if doc is None:
             raise Rejected(Code.DEVICE_CERT_UNKNOWN)
         cert = pay.cert_from_doc(doc)
-        at = int(self.clock())
         revoked = self.store.revoked("device", cert.cert_id.hex())
 
         def check(now: int) -> None:
             pay.check_cert(cert, self.store.payment_keys(), now, revoked)
             pay.verify_code(code, cert, now)
 
+        self._check_time(check, (Code.DEVICE_CERT_EXPIRED, Code.PAYMENT_CODE_EXPIRED))
+        return cert, code
+
+    def _check_time(self, check: Callable[[int], None], expired: tuple[Code, ...]) -> None:
+        """Run a check that depends on the time on this till's clock; a refusal in ``expired`` is blamed on
+        the clock when the clock is known to be wrong (``_blame_clock``)."""
         try:
-            check(at)
+            check(int(self.clock()))
         except Rejected as exc:
-            if exc.code in (Code.DEVICE_CERT_EXPIRED, Code.PAYMENT_CODE_EXPIRED):
+            if exc.code in expired:
                 self._blame_clock(exc, check)
             raise
-        return cert, code
 
     def clock_offset(self) -> float | None:
         """This till's clock minus head office's, as the last sync found it (None: never measured)."""
@@ -692,7 +705,15 @@ class Service:
 
     def _blame_clock(self, refused: Rejected, check: Callable[[int], None]) -> None:
         """A time check failed: when this till's clock is known to be off and the check passes at head
-        office's time, the real cause is the clock (``till_clock_wrong``), not the member's code."""
+        office's time, the real cause is the clock (``till_clock_wrong``), not the member's code. A clock
+        gone back behind a time this till recorded is wrong however the check would fare."""
+        back = self.clock_back()
+        if pay.clock_went_back(back, self.limits):
+            raise Rejected(
+                Code.TILL_CLOCK_WRONG,
+                f"This till's clock reads {back / 60:.0f} min earlier than its last contact with head "
+                "office: set the time on this PC, then scan again.",
+            ) from refused
         offset = self.clock_offset()
         if not pay.clock_wrong(offset, self.limits) or offset is None:
             return
@@ -725,7 +746,14 @@ class Service:
             return pay.OfflineState(None, None, 0, 0)
         clock_age = int(at - _epoch(last_ok)) if last_ok else None
         member_today, terminal_total = self.store.offline_paid(member_id, now.date().isoformat())
-        return pay.OfflineState(max(0, offline_for), clock_age, member_today, terminal_total, self.clock_offset())
+        back = clock_back(self.store, at)  # a clock gone back makes both ages meaningless: refused on its own
+        offset = self.clock_offset()
+        return pay.OfflineState(max(0, offline_for), clock_age, member_today, terminal_total, offset, back)
+
+    def clock_back(self) -> int:
+        """How far this till's clock reads before the last time it recorded itself (``terminal.payments.
+        clock_back``): its last successful sync, or the start of the outage."""
+        return clock_back(self.store, self.clock())
 
     def _spend_plan(self, member_id: str, points: int, now: datetime) -> list[tuple[str, int]]:
         """Which lots pay ``points``: this till's lots that expire first, then head office's balance."""
@@ -1241,6 +1269,13 @@ class _Paid:
     code_text: str | None = None
     cap: int | None = None  # the paying device's own offline cap
     tap: SecureTap | None = None  # the secure tap journalled with the sale (its counter stored with it)
+
+
+def clock_back(store: TillStore, now: float) -> int:
+    """How far ``now`` reads before the times this till's clock recorded in ``store``: its last successful
+    sync and the start of the current outage (what ``tillpoint status`` shows as ``clock_back_s``)."""
+    seen = (store.state(key) for key in ("last_sync_ok", "offline_since"))
+    return pay.clock_back(now, *(_epoch(text) for text in seen if text))
 
 
 def _epoch(iso: str) -> float:

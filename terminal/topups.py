@@ -116,12 +116,9 @@ def refusal(
     code = over_limit(amount, policy, tally)
     if code is not None or offline.offline_for_s is None:
         return code
-    if limits.max_offline_s and offline.offline_for_s > limits.max_offline_s:
-        return Code.OFFLINE_TOO_LONG
-    if limits.max_clock_age_s and (offline.clock_age_s is None or offline.clock_age_s > limits.max_clock_age_s):
-        return Code.CLOCK_NOT_SYNCED
-    if pay.clock_wrong(offline.clock_offset_s, limits):
-        return Code.TILL_CLOCK_WRONG
+    refused = pay.clock_refusal(offline, limits)
+    if refused is not None:
+        return refused
     if tally.offline_pending + amount > policy.offline_total:
         return Code.TOPUP_LIMIT_OFFLINE
     return None

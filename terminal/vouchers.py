@@ -198,12 +198,9 @@ def offline_refusal(
     clock), and stay within its offline total of voucher value not acknowledged yet (``pending``)."""
     if state is not State.ACTIVE:
         return Code.VOUCHER_NOT_ACTIVE
-    if limits.max_offline_s and (offline.offline_for_s or 0) > limits.max_offline_s:
-        return Code.OFFLINE_TOO_LONG
-    if limits.max_clock_age_s and (offline.clock_age_s is None or offline.clock_age_s > limits.max_clock_age_s):
-        return Code.CLOCK_NOT_SYNCED
-    if pay.clock_wrong(offline.clock_offset_s, limits):
-        return Code.TILL_CLOCK_WRONG
+    code = pay.clock_refusal(offline, limits)
+    if code is not None:
+        return code
     if pending + value > offline_total:
         return Code.VOUCHER_LIMIT_OFFLINE
     return None
