@@ -332,11 +332,24 @@ def raise_counter(tx: Tx, card: gc.GiftCard, counter: int) -> gc.GiftCard:
 def confirmed_unjournaled(tx: Tx, card_id: str) -> int:
     """What head office confirmed for till payments of the card whose entries have not arrived yet."""
     pending = tx.one(
-        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND NOT EXISTS "
-        "(SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND c.withdrawn_at IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
         [card_id],
     )
     return int(pending[0]) if pending else 0
+
+
+def withdraw(tx: Tx, terminal_id: str, txn_ids: list[str], now: str) -> int:
+    """The till's withdrawal of gift card payments head office confirmed and whose entries it does not hold
+    (``hq.payments.withdraw``); how many were withdrawn now."""
+    done = 0
+    for txn_id in dict.fromkeys(txn_ids):
+        done += tx.run(
+            "UPDATE gift_confirms SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = gift_confirms.txn_id)",
+            [now, terminal_id, txn_id],
+        )
+    return done
 
 
 def last_activity(tx: Tx, card_id: str) -> int:
@@ -444,9 +457,12 @@ def _member_card(tx: Tx, uid_hash: str) -> bool:
 def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRequest, now: str) -> dict[str, Any]:
     """Record a till's gift card payment before it approves it, or raise Refused with the till's code. The same
     terminal and transaction asking again is a retry and gets the same answer."""
-    repeat = tx.one("SELECT terminal_id, card_id, amount FROM gift_confirms WHERE txn_id = ?", [request.txn_id])
+    repeat = tx.one(
+        "SELECT terminal_id, card_id, amount, withdrawn_at FROM gift_confirms WHERE txn_id = ?", [request.txn_id]
+    )
     if repeat is not None:
-        if (str(repeat[0]), str(repeat[1]), int(repeat[2])) == (terminal_id, request.card_id, request.amount):
+        asked = (str(repeat[0]), str(repeat[1]), int(repeat[2]), repeat[3])
+        if asked == (terminal_id, request.card_id, request.amount, None):
             return {"confirmed": True, "card_id": request.card_id, "repeat": True}
         raise Refused(ErrorCode.INVALID_REQUEST, f"transaction {request.txn_id} was confirmed for another payment")
     card = held(tx, request.card_id, lock=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import audit, ledger, policy
+from hq import audit, giftcards, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter
@@ -328,9 +328,9 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
     at = int(time.time()) if now is None else now
 
     def run(tx: Tx) -> dict[str, Any]:
-        held = tx.one("SELECT terminal_id, txn_id FROM payment_confirms WHERE code_id = ?", [use_id])
+        held = tx.one("SELECT terminal_id, txn_id, withdrawn_at FROM payment_confirms WHERE code_id = ?", [use_id])
         if held is not None:
-            if (held[0], held[1]) == (terminal_id, txn_id):
+            if (held[0], held[1], held[2]) == (terminal_id, txn_id, None):
                 return {"confirmed": True, "code_id": use_id, "repeat": True}
             raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment")
         if request.card is not None:
@@ -343,8 +343,8 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         if status != "active":
             raise PaymentRefused(Code.BLOCKED_MEMBER.value)
         pending = tx.one(
-            "SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND NOT "
-            "EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+            "SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND c.withdrawn_at "
+            "IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
             [member_id],
         )
         available = balance - int(pending[0] if pending else 0)
@@ -361,6 +361,25 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         return store.db.transact(run)
     except IntegrityFailed as exc:  # the same proof confirmed by another till at this very moment
         raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment") from exc
+
+
+def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
+    """A till withdraws confirmations it asked for and did not use: head office stops holding their amounts
+    back (stored value and gift cards). Only the caller's own, and only while head office holds no entry of
+    the transaction; the code or card message stays used. Returns how many were withdrawn now (a repeat: 0)."""
+    now = utc_now()
+
+    def run(tx: Tx) -> int:
+        done = 0
+        for txn_id in dict.fromkeys(txn_ids):
+            done += tx.run(
+                "UPDATE payment_confirms SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at "
+                "IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = payment_confirms.txn_id)",
+                [now, terminal_id, txn_id],
+            )
+        return done + giftcards.withdraw(tx, terminal_id, txn_ids, now)
+
+    return store.db.transact(run)
 
 
 def _replayed(request: ConfirmRequest) -> str:

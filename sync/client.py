@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from sync.protocol import (
     CLOCK_HEADER,
+    MAX_WITHDRAWALS,
     PROTOCOL_VERSION,
     SNAPSHOT_COLUMNS,
     SNAPSHOT_KINDS,
@@ -68,7 +69,7 @@ from terminal import b64url
 from terminal.backoff import Rand
 from terminal.backoff import delay as backoff_delay
 from terminal.errors import Rejected
-from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
+from terminal.model import WITHDRAW_PREFIX, Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Clock, SyncStore
 
 log = logging.getLogger("tillpoint.sync")
@@ -623,6 +624,7 @@ class SyncClient:
                 self._probe_if_unreachable()
                 self.recover_seq()
                 pushed = self.push_all()
+                self.withdraw_once()
                 pulled = self.pull_once() if pull else 0
                 if pull:
                     self._housekeeping()
@@ -636,6 +638,22 @@ class SyncClient:
                 last_sync_ok=utc_iso(self.clock()), offline_since=None, last_error=None, hq_clock_offset=offset
             )
             return SyncResult(pushed, pulled)
+
+    def withdraw_once(self) -> int:
+        """Tell head office of confirmations this till asked for and did not use (``Service``: the sale was
+        refused or failed after the question); each is forgotten once head office acknowledged it. Returns
+        how many head office released. A head office without the route keeps them held (logged)."""
+        txn_ids = self.store.withdrawals(MAX_WITHDRAWALS)
+        if not txn_ids:
+            return 0
+        try:
+            answer = self._call("POST", "/v1/payments/withdraw", json={"txn_ids": txn_ids})
+        except HqRejected as exc:
+            log.warning("head office did not take this till's withdrawn confirmations: %s", exc)
+            return 0
+        self.store.set_state(**{WITHDRAW_PREFIX + txn_id: None for txn_id in txn_ids})
+        released = answer.get("withdrawn", 0) if isinstance(answer, dict) else 0
+        return int(released) if isinstance(released, int) else 0
 
     def _probe_if_unreachable(self) -> None:
         """After head office could not be reached, a small request first: while it stays unreachable, no

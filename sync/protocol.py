@@ -1486,6 +1486,20 @@ class GiftConfirmRequest(_Model):
     tap: SecureTap
 
 
+MAX_WITHDRAWALS = 100
+
+
+class WithdrawRequest(_Model):
+    """``POST /v1/payments/withdraw``: a till withdraws confirmations it asked for and did not use (the answer
+    was lost and its offline rules refused, or the sale failed after head office confirmed it), so head office
+    stops holding their amounts back. Only the caller's own confirmations whose entries head office does not
+    hold are withdrawn; the same request again changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    txn_ids: list[Ident] = Field(min_length=1, max_length=MAX_WITHDRAWALS)
+
+
 # -- shared pure helpers -------------------------------------------------------------------------
 
 

@@ -933,6 +933,10 @@ class _Beating:
         self._beat()
         return self._store.mark_pushed(up_to_seq, at)
 
+    def withdrawals(self, limit: int) -> list[str]:
+        self._beat()
+        return self._store.withdrawals(limit)
+
     def held_seqs(self, first: int, last: int) -> set[int]:
         self._beat()
         return self._store.held_seqs(first, last)

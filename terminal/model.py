@@ -324,6 +324,11 @@ def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return found
 
 
+WITHDRAW_PREFIX = "withdraw:"
+"""The till's state key of a confirmation it asked head office for and did not use (``withdraw:<txn_id>``,
+the time it gave up as value): kept until head office acknowledges the withdrawal."""
+
+
 def utc_iso(ts: float) -> str:
     """A timestamp as ISO 8601 UTC with milliseconds: ``2026-11-23T09:30:00.123Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -138,6 +138,8 @@ class SyncStore(Protocol):
 
     def mark_pushed(self, up_to_seq: int, at: str) -> int: ...
 
+    def withdrawals(self, limit: int) -> list[str]: ...
+
     @property
     def recovering(self) -> bool:
         """Rebuilt from a damaged file: nothing is recorded until ``finish_recovery``."""

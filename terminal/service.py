@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import uuid6
 
@@ -56,6 +56,7 @@ from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
 from terminal.model import (
+    WITHDRAW_PREFIX,
     Basket,
     Breakdown,
     Card,
@@ -76,6 +77,7 @@ from terminal.money import MAX_AMOUNT
 from terminal.ports import Clock, Effects, GiftFigures, GiftWrite, TillStore, TopupWrite, VoucherWrite
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def secure_tap(tapped: Identified) -> SecureTap | None:
@@ -158,6 +160,7 @@ class Service:
         self._program: tuple[int, ly.Program, dict[str, str]] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
         self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
+        self._asked: set[str] = set()  # transactions head office was asked to confirm, not recorded yet
 
     # -- identify --------------------------------------------------------------------------------
 
@@ -447,7 +450,13 @@ class Service:
         stored with it (and journalled, so head office sees it used chain-wide). ``receipt``: the POS's
         printed receipt the basket was read from; a second sale of the same receipt is refused
         (``receipt_already_used``) inside the transaction."""
-        txn_id, now = new_txn_id(), self.now()
+        txn_id = new_txn_id()
+        return self._withdrawn_unless_recorded(txn_id, lambda: self._commit(txn_id, quote, payment, tapped, receipt))
+
+    def _commit(
+        self, txn_id: str, quote: Quote, payment: Payment | None, tapped: Identified | None, receipt: ReceiptRef | None
+    ) -> Receipt:
+        now = self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
         # A secure card's tap serves one sale: once its read counter is used, the same tap only
@@ -591,7 +600,9 @@ class Service:
             proof.proof is not Proof.POS
             and offline.offline_for_s is None
             and self.confirm_online is not None
-            and not self.confirm_online(self._confirmation(quote.member_id, tender.stored_value, txn_id, proof))
+            and not self._ask(
+                self.confirm_online, self._confirmation(quote.member_id, tender.stored_value, txn_id, proof)
+            )
         ):
             offline = self.offline_state(quote.member_id, now, unreachable=True)
         refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, proof.cap)
@@ -628,6 +639,25 @@ class Service:
                 raise Rejected(Code.REPLAYED_CARD)
             raise Rejected(Code.PROOF_NEEDED)
         return _Paid(empty, method="points", proof=Proof.POS)
+
+    def _ask(self, confirm: Callable[[dict[str, Any]], bool], request: dict[str, Any]) -> bool:
+        """Ask head office to confirm a spend; the transaction is remembered as asked until it is recorded."""
+        self._asked.add(str(request["txn_id"]))
+        return confirm(request)
+
+    def _withdrawn_unless_recorded(self, txn_id: str, record: Callable[[], _T]) -> _T:
+        """Run ``record`` (a spend that may ask head office to confirm ``txn_id``). When it fails after head office
+        was asked (the offline rules refused after the answer was lost, a stale quote, a full disk), head office
+        may hold the amount for a sale that never comes: the till notes a withdrawal, which the sync loop sends
+        (``SyncClient.withdraw_once``) until head office acknowledges it."""
+        try:
+            return record()
+        except BaseException:
+            if txn_id in self._asked:
+                self.store.set_state(**{WITHDRAW_PREFIX + txn_id: utc_iso(self.clock())})
+            raise
+        finally:
+            self._asked.discard(txn_id)
 
     @staticmethod
     def _confirmation(member_id: str, amount: int, txn_id: str, proof: _Paid) -> dict[str, Any]:
@@ -1136,7 +1166,24 @@ class Service:
         proof = self._gift_proof(read)
         credentials.require_spend(proof)
         tap = self._gift_tap(read, proof)
-        txn_id, now = new_txn_id(), self.now()
+        txn_id = new_txn_id()
+        receipt = self._withdrawn_unless_recorded(
+            txn_id, lambda: self._pay_gift(read, card, proof, tap, amount, sale_ref, txn_id)
+        )
+        self._used_taps.append((read.uid_hash, proof.counter, read.at))
+        return receipt
+
+    def _pay_gift(
+        self,
+        read: CardRead,
+        card: gc.GiftCard,
+        proof: credentials.CardProof,
+        tap: SecureTap,
+        amount: int,
+        sale_ref: str,
+        txn_id: str,
+    ) -> GiftReceipt:
+        now = self.now()
         day = self._business_day(self.store.topup_policy())
         code = gc.redeem_refusal(card, amount, 0, day)
         if code is not None:
@@ -1159,9 +1206,7 @@ class Service:
             "redeem", card.card_id, card.uid_hash, -amount, day, not confirmed, proof.counter, refusal=refusal
         )
         fields = {"amount": amount, "tap": tap.wire(), "sale_ref": sale_ref, "confirmed": confirmed}
-        receipt = self._record_gift(EntryKind.GIFT_REDEEM, read.uid_hash, write, now, fields, txn_id=txn_id)
-        self._used_taps.append((read.uid_hash, proof.counter, read.at))
-        return receipt
+        return self._record_gift(EntryKind.GIFT_REDEEM, read.uid_hash, write, now, fields, txn_id=txn_id)
 
     def refund_gift(self, txn_id: str, amount: int) -> GiftReceipt:
         """Give back onto the card what it paid in ``txn_id`` (a gift card payment of this till), or part of
@@ -1211,7 +1256,7 @@ class Service:
         offline or head office did not answer."""
         if self.confirm_gift is None or self.offline_state("", now).offline_for_s is not None:
             return False
-        return self.confirm_gift(request)
+        return self._ask(self.confirm_gift, request)
 
     def _record_gift(
         self,

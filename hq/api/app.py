@@ -33,7 +33,7 @@ runs it.
     /v1/admin/campaigns..., /v1/admin/programme, /v1/admin/campaign-settings   admin token; campaigns,
                                       their reports and the chain-wide settings (``hq.api.campaigns``)
     /v1/admin/rewards..., /v1/admin/rewards/purchases...   admin token; the rewards catalogue (``hq.api.rewards``)
-    POST /v1/payments/confirm, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
+    POST /v1/payments/confirm, /v1/payments/withdraw, /v1/devices, GET /v1/members/me, POST /v1/admin/topups,
     POST /v1/admin/devices/{cert_id}/revoke   member payments (``hq.api.payments``)
     GET  /join, /v1/join/terms, POST /v1/claims, /v1/admin/members/{id}/erase, GET .../consents
                                       sign-up, claims, erasure, consents (``hq.api.join``)

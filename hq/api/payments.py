@@ -4,6 +4,7 @@
                                             device's Ed25519 public key -> its DeviceCert document
     GET  /v1/members/me                     member app token: balance, points, devices
     POST /v1/payments/confirm               terminal token: confirm a payment-code payment before approval
+    POST /v1/payments/withdraw              terminal token: withdraw confirmations the till did not use
     POST /v1/admin/topups                   admin token: add stored value to a member
     POST /v1/admin/devices/{cert_id}/revoke admin token: revoke a device (revocation list)
 
@@ -22,7 +23,7 @@ from hq import payments
 from hq.api.deps import Admin, Store, Terminal
 from hq.api.errors import ApiError, errors
 from hq.store import HqStore
-from sync.protocol import MAX_AMOUNT, ConfirmRequest, ErrorCode
+from sync.protocol import MAX_AMOUNT, ConfirmRequest, ErrorCode, WithdrawRequest
 from terminal.errors import Rejected
 
 router = APIRouter()
@@ -145,6 +146,11 @@ def confirm(store: Store, body: ConfirmRequest, terminal_id: Terminal) -> dict[s
         return payments.confirm(store, terminal_id, body)
     except (payments.PaymentRefused, Rejected, ValueError) as exc:
         raise refused(exc) from exc
+
+
+@router.post("/v1/payments/withdraw", responses=_errors(ErrorCode.UNAUTHORIZED))
+def withdraw(store: Store, body: WithdrawRequest, terminal_id: Terminal) -> dict[str, int]:
+    return {"withdrawn": payments.withdraw(store, terminal_id, body.txn_ids)}
 
 
 @router.post(

@@ -732,6 +732,16 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "CREATE INDEX idx_member_day_rows_day ON member_day_rows (day, member_id) WHERE kind = 's'",
         ],
     ),
+    # A till withdraws a confirmation it asked for and did not use (the answer was lost and its offline rules
+    # refused, or the sale failed): head office stops holding its amount back (hq/payments.py ``withdraw``).
+    (
+        "m042_confirms_withdrawn",
+        [
+            "ALTER TABLE payment_confirms ADD COLUMN withdrawn_at TEXT",
+            "CREATE INDEX idx_payment_confirms_txn ON payment_confirms (txn_id)",
+            "ALTER TABLE gift_confirms ADD COLUMN withdrawn_at TEXT",
+        ],
+    ),
 ]
 
 

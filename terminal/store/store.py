@@ -27,7 +27,7 @@ from terminal import b64url
 from terminal.errors import DISK_FULL, Code, Rejected
 from terminal.giftcards import GiftCard
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
-from terminal.model import Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
+from terminal.model import WITHDRAW_PREFIX, Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Effects
 from terminal.store import giftcards, ledger, pages, topups, vouchers
 from terminal.store.schema import known_names, migrations
@@ -634,6 +634,16 @@ class Store:
     def state(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
         return rows[0][0] if rows else None
+
+    def withdrawals(self, limit: int) -> list[str]:
+        """Transactions whose confirmation this till asked for and did not use, to tell head office (the
+        oldest first); one the journal holds after all is not among them."""
+        rows = self._read(
+            "SELECT substr(s.key, ?) FROM sync_state s WHERE s.key LIKE ? AND NOT EXISTS "
+            "(SELECT 1 FROM journal j WHERE j.txn_id = substr(s.key, ?)) ORDER BY s.value LIMIT ?",
+            [len(WITHDRAW_PREFIX) + 1, WITHDRAW_PREFIX + "%", len(WITHDRAW_PREFIX) + 1, limit],
+        )
+        return [str(r[0]) for r in rows]
 
     def set_state(self, **values: str | None) -> None:
         with self._write() as conn:

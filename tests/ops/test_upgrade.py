@@ -360,7 +360,7 @@ def test_a_disk_that_fills_during_the_daily_rows_copy_leaves_them_where_they_wer
             assert sorted(tx.all("SELECT * FROM member_days")) == sorted(days)
             assert sorted(tx.all("SELECT * FROM member_category_days")) == sorted(cats)
         filler.unlink()
-        assert migrate(db, backup=False) == ["m041_day_rows"]
+        assert migrate(db, backup=False)[0] == "m041_day_rows"  # and those after it
         with db.read() as tx:
             assert sorted(tx.all("SELECT * FROM member_days")) == sorted(days)
             assert sorted(tx.all("SELECT * FROM member_category_days")) == sorted(cats)
