@@ -339,19 +339,6 @@ def confirmed_unjournaled(tx: Tx, card_id: str) -> int:
     return int(pending[0]) if pending else 0
 
 
-def withdraw(tx: Tx, terminal_id: str, txn_ids: list[str], now: str) -> int:
-    """The till's withdrawal of gift card payments head office confirmed and whose entries it does not hold
-    (``hq.payments.withdraw``); how many were withdrawn now."""
-    done = 0
-    for txn_id in dict.fromkeys(txn_ids):
-        done += tx.run(
-            "UPDATE gift_confirms SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NULL "
-            "AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = gift_confirms.txn_id)",
-            [now, terminal_id, txn_id],
-        )
-    return done
-
-
 def last_activity(tx: Tx, card_id: str) -> int:
     """The number of the card's last activity (0: none): it moves with every change of the card."""
     row = tx.one("SELECT COALESCE(MAX(n), 0) FROM gift_card_events WHERE card_id = ?", [card_id])

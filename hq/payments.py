@@ -31,7 +31,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import audit, giftcards, ledger, policy
+from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter
@@ -371,13 +371,14 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
 
     def run(tx: Tx) -> int:
         done = 0
-        for txn_id in dict.fromkeys(txn_ids):
-            done += tx.run(
-                "UPDATE payment_confirms SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at "
-                "IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = payment_confirms.txn_id)",
-                [now, terminal_id, txn_id],
-            )
-        return done + giftcards.withdraw(tx, terminal_id, txn_ids, now)
+        for table in ("payment_confirms", "gift_confirms"):  # stored value, gift cards: the same rule
+            for txn_id in dict.fromkeys(txn_ids):
+                done += tx.run(
+                    f"UPDATE {table} SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at "
+                    f"IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = {table}.txn_id)",
+                    [now, terminal_id, txn_id],
+                )
+        return done
 
     return store.db.transact(run)
 
