@@ -294,6 +294,10 @@ class TillStore(ClaimJournal, Protocol):
     """What ``terminal.service.Service`` needs of the local store: the cache it prices with, and the
     one transaction that records a sale, void, refund or enrolment with all its effects."""
 
+    def latest_entry_at(self) -> str | None:
+        """When the till's clock said its newest journal entry was made (None: no entry)."""
+        ...
+
     def record(
         self,
         entry: JournalEntry,

@@ -1318,8 +1318,9 @@ class _Paid:
 
 def clock_back(store: TillStore, now: float) -> int:
     """How far ``now`` reads before the times this till's clock recorded in ``store``: its last successful
-    sync and the start of the current outage (what ``tillpoint status`` shows as ``clock_back_s``)."""
-    seen = (store.state(key) for key in ("last_sync_ok", "offline_since"))
+    sync, the start of the current outage and its newest journal entry (what ``tillpoint status`` shows as
+    ``clock_back_s``)."""
+    seen = [store.state(key) for key in ("last_sync_ok", "offline_since")] + [store.latest_entry_at()]
     return pay.clock_back(now, *(_epoch(text) for text in seen if text))
 
 

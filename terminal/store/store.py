@@ -635,6 +635,11 @@ class Store:
         rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
         return rows[0][0] if rows else None
 
+    def latest_entry_at(self) -> str | None:
+        """When this till's clock said its newest journal entry was made (None: no entry)."""
+        rows = self._read("SELECT created_at FROM journal ORDER BY seq DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
     def withdrawals(self, limit: int) -> list[str]:
         """Transactions whose confirmation this till asked for and did not use, to tell head office (the
         oldest first); one the journal holds after all is not among them."""

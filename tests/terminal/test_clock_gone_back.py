@@ -66,6 +66,19 @@ def test_a_right_clock_pays_offline_until_the_time_offline_runs_out(till: tuple[
     assert refusal(service, store, sun_tap(store, 42)) is Code.OFFLINE_TOO_LONG
 
 
+def test_a_clock_set_back_behind_the_tills_own_last_sale_refuses_offline_spends(
+    till: tuple[Service, Store, Clock],  # noqa: F811
+) -> None:
+    """Set back to a time after the outage began but before the sale it rang last: the journal says so."""
+    service, store, clock = till
+    lost_at_now(store)
+    clock.now = NOW + 3600
+    assert refusal(service, store, sun_tap(store, 51)) is None  # a sale an hour into the outage
+    clock.now = NOW + 600  # fifty minutes back: still after the outage began
+    assert refusal(service, store, sun_tap(store, 52)) is Code.TILL_CLOCK_WRONG
+    assert service.clock_back() == 3000 and len(store.entries()) == 1
+
+
 @pytest.mark.parametrize("back", [3600 * 3, 30 * DAY], ids=["3-hours", "30-days"])
 def test_a_clock_gone_back_behind_the_last_sync_refuses_offline_spends(
     till: tuple[Service, Store, Clock],  # noqa: F811
