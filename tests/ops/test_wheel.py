@@ -488,6 +488,74 @@ def test_the_installed_till_holds_a_members_own_coupon_back_on_a_typed_number(in
         assert sold["total"] == 1000 and sold["breakdown"]["discounts"] == []
 
 
+def test_the_installed_chain_books_a_return_of_a_claimed_receipt_to_its_claimer(
+    installed: Path, tmp_path: Path
+) -> None:
+    """An anonymous sale at the installed till; its receipt's claim code claimed at the installed head office;
+    then the drink brought back at the till, which never knew of the claim: the claimer keeps only the points of
+    what stayed bought."""
+    import sqlite3
+    import tomllib
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+
+    def member_points(member_id: str) -> int:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT points FROM members WHERE member_id = ?", [member_id]).fetchone()
+        finally:
+            conn.close()
+        return int(row[0]) if row else -1
+
+    def held(txn_id: str) -> bool:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute("SELECT 1 FROM journal WHERE txn_id = ?", [txn_id]).fetchone() is not None
+        finally:
+            conn.close()
+
+    with hq_and_till(tillpoint, tmp_path, db, token, key) as (config, alive):
+        settings = tomllib.loads(config.read_text())
+        api_token = (tmp_path / "till" / "api.token").read_text().strip()
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{settings['api']['port']}",
+            headers={"Authorization": f"Bearer {api_token}"},
+            timeout=10,
+        ) as till:
+
+            def post(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+                reply = till.post(path, json=body or {})
+                assert reply.status_code == 200, reply.text
+                answer: dict[str, Any] = reply.json()
+                return answer
+
+            lines = [
+                {"sku": "SOUP", "quantity": 1, "unit_price": 5000, "category": "food"},
+                {"sku": "TEA", "quantity": 1, "unit_price": 3000, "category": "drink"},
+            ]
+            post("/v1/session/basket", {"lines": lines})
+            post("/v1/session/pay", {"redeem": 0})
+            done = post("/v1/session/commit")
+            txn_id, code = done["receipt"]["txn_id"], done["customer_qr"]["text"]
+            assert done["customer_qr"]["kind"] == "claim" and code.startswith("TPJ1:")
+            wait_until(lambda: alive() or held(txn_id), 60, "the anonymous sale at head office")
+            claimed = httpx.post(
+                f"{settings['hq']['url']}/v1/claims",
+                json={"token": code.split(":", 1)[1], "display_name": "Kim", "consent_version": "join-2026-11"},
+                timeout=10,
+            )
+            assert claimed.status_code == 200, claimed.text
+            member, earned = str(claimed.json()["member_id"]), int(claimed.json()["points"])
+            assert earned == 80 and member_points(member) == 80
+            post(f"/v1/sales/{txn_id}/refund", {"lines": {"1": 1}})  # the tea back: its 30 points go
+            wait_until(lambda: alive() or member_points(member) == 50, 60, "the claimer's points after the return")
+
+
 NOT_READY = ("topup_not_enabled", "no daemon", "unknown_member", "clock_not_synced")
 """What the till answers a top-up before it is ready: the daemon not up, head office's policy or the member not
 pulled yet, its clock not checked against head office's yet (a loaded machine's first pull comes late)."""
