@@ -78,6 +78,11 @@ MAX_PAGES_PER_PULL = 10_000
 SNAPSHOT_PAGE = 10_000
 EOD_CHUNK = 1000
 MAX_PROBES = 1000  # unsent entries pushed one by one, at most, to find where a journal that went back parts
+PUSH_MAX_BYTES = 4 * 1024 * 1024
+"""A push's entries as JSON, at most (a single entry may be larger): head office refuses a body that inflates past
+32 MiB (``body_too_large``), and a backlog of large sales (hundreds of lines each) reaches that long before
+``hq.batch_size`` entries."""
+REFUSED_KEPT = 20  # entries head office refused even alone, kept in the till's state for status
 Progress = Callable[[str, int, int], None]
 """progress(kind, rows done of that kind, rows of that kind)"""
 
@@ -116,6 +121,21 @@ def _wire(entry: JournalEntry) -> WireEntry:
         created_at=entry.created_at,
         merchant_id=entry.merchant_id,
     )
+
+
+def wire_bytes(entries: list[JournalEntry]) -> int:
+    """The size of ``entries`` in a push's JSON body (with the comma between them)."""
+    return sum(len(_wire(e).model_dump_json().encode()) + 1 for e in entries)
+
+
+def fitting(entries: list[JournalEntry], max_bytes: int) -> list[JournalEntry]:
+    """The longest head of ``entries`` whose JSON fits in ``max_bytes``; the first entry whatever its size."""
+    size = 0
+    for count, entry in enumerate(entries):
+        size += wire_bytes([entry])
+        if size > max_bytes and count:
+            return entries[:count]
+    return entries
 
 
 def _error(response: httpx.Response) -> SyncError:
@@ -241,6 +261,7 @@ class SyncClient:
         timeout: float = 5.0,
         verify: ssl.SSLContext | str | bool = True,
         batch_size: int = 500,
+        push_max_bytes: int = PUSH_MAX_BYTES,
         transport: httpx.BaseTransport | None = None,
         save_token: Callable[[str], None] | None = None,
         load_token: Callable[[], str] | None = None,
@@ -256,6 +277,8 @@ class SyncClient:
         """The protocol spoken with head office, learnt from its ``/v1/health`` at the first round."""
         self.terminal_id = terminal_id
         self.batch_size = batch_size
+        self.push_max_bytes = push_max_bytes
+        """A push's entries as JSON, at most; lowered for this process's life when head office refuses a body (413)."""
         self.save_token = save_token
         self.load_token = load_token
         """Reads the credential's file again: a token another process rotated (``tillpoint sync --rotate``
@@ -309,18 +332,64 @@ class SyncClient:
     # -- push -------------------------------------------------------------------------------------
 
     def push_once(self) -> int:
-        """Push one batch of unacknowledged entries; returns how many became acknowledged. A batch head office
-        refuses as ``seq_conflict`` (it holds other entries at this till's seqs) is put right first
-        (``_journal_went_back``), then pushed again."""
+        """Push one batch of unacknowledged entries (at most ``batch_size`` of them, ``push_max_bytes`` of JSON);
+        returns how many became acknowledged. A batch head office refuses as ``seq_conflict`` (it holds other
+        entries at this till's seqs) is put right first (``_journal_went_back``), then pushed again."""
         entries = self.store.unpushed(self.batch_size)
         if not entries:
             return 0
         try:
-            return self._push(entries)
+            return self._push_halving(entries)
         except HqRejected as exc:
             if exc.code != ErrorCode.SEQ_CONFLICT.value or not self._journal_went_back():
                 raise
-        return self._push(self.store.unpushed(self.batch_size))
+        return self._push_halving(self.store.unpushed(self.batch_size))
+
+    def _sized(self, entries: list[JournalEntry]) -> tuple[list[JournalEntry], bytes]:
+        """The head of ``entries`` that fits in ``push_max_bytes``, and its request's JSON. Entries are measured
+        one by one only when the whole batch does not fit (a backlog of large sales)."""
+        raw = self._request_json(entries)
+        if len(raw) <= self.push_max_bytes or len(entries) == 1:
+            return entries, raw
+        entries = fitting(entries, self.push_max_bytes)
+        return entries, self._request_json(entries)
+
+    def _push_halving(self, entries: list[JournalEntry]) -> int:
+        """Push the head of ``entries`` that fits; a body head office finds too large (413) goes again as its first
+        half, down to one entry, and the pushes after it keep to the smaller size. An entry head office refuses
+        even alone is ``_refused_alone``."""
+        entries, raw = self._sized(entries)
+        while True:
+            try:
+                return self._push(entries, raw)
+            except HqRejected as exc:
+                if exc.status != 413 or (len(entries) == 1 and exc.code != ErrorCode.BODY_TOO_LARGE.value):
+                    raise
+                if len(entries) == 1:
+                    return self._refused_alone(entries[0], exc)
+            entries = entries[: len(entries) // 2]
+            raw = self._request_json(entries)
+            self.push_max_bytes = min(self.push_max_bytes, len(raw))
+            log.warning("head office refused a push as too large: %d entries at a time now", len(entries))
+
+    def _refused_alone(self, entry: JournalEntry, exc: HqRejected) -> int:
+        """An entry head office refuses even alone (``body_too_large``) can never reach it, and would hold every
+        entry after it back for good. It stays in this till's journal, is kept in ``push_refused`` (status), and
+        is reported to head office as seqs this till cannot send are (a ``journal_lost`` item naming the txn),
+        so head office's watermark, and this till's backlog, move on past it."""
+        size, at = wire_bytes([entry]), _now_iso()
+        what = f"entry {entry.txn_id} ({entry.kind}, {size} bytes) is larger than head office accepts"
+        log.error("journal seq %s refused even alone (%s): %s; reported, and kept here", entry.seq, exc.code, what)
+        refused = {"seq": entry.seq, "txn_id": entry.txn_id, "kind": entry.kind, "bytes": size, "code": exc.code}
+        self._keep_refused(refused | {"at": at})
+        reason = f"{exc.code}: {what}; it is kept in the till's journal"
+        state = self._tell_lost([(entry.seq, entry.seq)], reason)
+        return self.store.mark_pushed(state.acked_seq, at)
+
+    def _keep_refused(self, refused: dict[str, Any]) -> None:
+        """Add an entry head office refused to ``push_refused`` (the till's status shows it), the newest kept."""
+        kept = [r for r in json.loads(self.store.state("push_refused") or "[]") if r.get("seq") != refused["seq"]]
+        self.store.set_state(push_refused=json.dumps([*kept, refused][-REFUSED_KEPT:]))
 
     def _journal_went_back(self) -> bool:
         """This till's database went back (its WAL lost or cut at a damaged frame, an older copy restored): it
@@ -352,24 +421,40 @@ class SyncClient:
                 return bool(moved)
         return False
 
-    def _push(self, entries: list[JournalEntry]) -> int:
+    def _request_json(self, entries: list[JournalEntry]) -> bytes:
         request = PushRequest(
             protocol=self.protocol or PROTOCOL_VERSION,
             terminal_id=self.terminal_id,
             entries=[_wire(e) for e in entries],
         )
-        body = gzip.compress(request.model_dump_json().encode(), compresslevel=6)
+        return request.model_dump_json().encode()
+
+    def _push(self, entries: list[JournalEntry], raw: bytes | None = None) -> int:
+        """Push ``entries`` (``raw``: their request's JSON, when already made); how many became acknowledged."""
+        body = gzip.compress(raw or self._request_json(entries), compresslevel=6)
         reply: PushResponse = _parse(
             PushResponse,
             self._call("POST", "/v1/journal", content=body, headers={**_JSON, "Content-Encoding": "gzip"}),
             "push reply",
         )
         if reply.gaps:
-            log.warning("head office reports gaps %s; unacknowledged entries will be resent", reply.gaps)
-            self._report_lost(reply.gaps, "head office misses these seqs and this till's journal no longer holds them")
+            self._resend_gaps(reply.gaps)
         if self.store.state("offline_since") is not None:
             self.store.set_state(offline_since=None, last_error=None)  # head office answered: online again
         return self.store.mark_pushed(reply.acked_seq, _now_iso())
+
+    def _resend_gaps(self, gaps: list[tuple[int, int]]) -> None:
+        """Head office misses these seqs. Those this till holds and had marked acknowledged (head office's
+        database went back: restored from a backup) are marked unsent, so the next push sends them again; those
+        it no longer holds are reported lost."""
+        resent = self.store.unmark_pushed(gaps)
+        if resent:
+            log.warning(
+                "head office no longer holds %d entries it had acknowledged (in seqs %s): sending them again",
+                resent,
+                gaps,
+            )
+        self._report_lost(gaps, "head office misses these seqs and this till's journal no longer holds them")
 
     def _report_lost(self, gaps: list[tuple[int, int]], reason: str) -> JournalState | None:
         """Seqs neither head office nor this till holds can never be sent: say so (an item at head office)
@@ -384,6 +469,10 @@ class SyncClient:
             return None
         ranges = seq_ranges(sorted(lost))
         log.error("journal seqs %s are lost (neither here nor at head office): reported", ranges)
+        return self._tell_lost(ranges, reason)
+
+    def _tell_lost(self, ranges: list[tuple[int, int]], reason: str) -> JournalState:
+        """Tell head office these seqs will never come (``POST /v1/journal/lost``); where its journal stands."""
         body = LostReport(ranges=ranges[:100], reason=reason)
         state: JournalState = _parse(
             JournalState, self._call("POST", "/v1/journal/lost", json=body.model_dump()), "lost reply"

@@ -89,7 +89,7 @@ class HqSection(_Section):
     timeout: Annotated[float, Field(gt=0, le=120)] = 5.0
     """Seconds before a head-office request gives up."""
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
-    """Journal entries per push."""
+    """Journal entries per push, at most (a push also keeps under 4 MiB of JSON: large sales go fewer at a time)."""
     backoff_max: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Cap in seconds of the exponential backoff (with jitter) while head office is down."""
     enrol_code: str = ""

@@ -71,7 +71,7 @@ from terminal.payments import RiskLimits
 from terminal.ports import CacheDocs, CardReader, Event, QrScanner
 from terminal.service import Service, clock_back
 from terminal.session import Session
-from terminal.store import Store
+from terminal.store import RESENT, Store
 
 if TYPE_CHECKING:
     from drivers.printer import PrinterProxy
@@ -849,6 +849,8 @@ def store_status(store: Store) -> dict[str, Any]:
     """What ``tillpoint status`` shows, read from the database alone (works with no daemon)."""
     return {
         "pending": store.pending_count(),
+        "resent": int(store.state(RESENT) or 0),  # entries head office asked for again (its database went back)
+        "push_refused": push_refused(store),
         "last_sync_ok": store.state("last_sync_ok"),
         "offline_since": store.state("offline_since"),
         "last_error": store.state("last_error"),
@@ -858,6 +860,12 @@ def store_status(store: Store) -> dict[str, Any]:
         "topups": topup_status(store),
         "vouchers": voucher_status(store),
     }
+
+
+def push_refused(store: Store) -> list[dict[str, Any]]:
+    """Entries head office refused even alone (``body_too_large``): kept here, reported to head office."""
+    refused: list[dict[str, Any]] = json.loads(store.state("push_refused") or "[]")
+    return refused
 
 
 def voucher_status(store: Store) -> dict[str, Any]:
@@ -890,6 +898,8 @@ def sync_figures(store: Store) -> SyncFigures:
         oldest[0].created_at if oldest else None,
         store.state("offline_since"),
         store.state("last_sync_ok"),
+        resent=int(store.state(RESENT) or 0),
+        refused=len(push_refused(store)),
     )
 
 
@@ -936,6 +946,10 @@ class _Beating:
     def withdrawals(self, limit: int) -> list[str]:
         self._beat()
         return self._store.withdrawals(limit)
+
+    def unmark_pushed(self, ranges: list[tuple[int, int]]) -> int:
+        self._beat()
+        return self._store.unmark_pushed(ranges)
 
     def held_seqs(self, first: int, last: int) -> set[int]:
         self._beat()

@@ -15,6 +15,7 @@ monitoring agent can run it as is). Nothing here writes: the database is opened 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -358,10 +359,11 @@ def check_database(cfg: Config) -> Check:
         try:
             problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
             pending = _pending(conn)
+            resent, refused = _sync_state(conn, "journal_resent"), _sync_state(conn, "push_refused")
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        problems, pending = [str(exc)], None
+        problems, pending, resent, refused = [str(exc)], None, None, None
     # a read-only file system, whoever asks; files of another user only when they kept this user out
     unwritable = _unwritable(path, users=pending is None and bool(problems))
     if unwritable:
@@ -376,7 +378,31 @@ def check_database(cfg: Config) -> Check:
             f"{path} is damaged ({'; '.join(problems[:3])}): restart the daemon and it "
             "rebuilds the file, keeping the journal, and pulls the cache again",
         )
-    return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else ""))
+    if _named(refused):
+        return warn(
+            "database",
+            f"head office refuses journal entries of this till even alone (body_too_large): {_named(refused)}; "
+            "they are kept in this journal and were reported to head office as a journal_lost item naming each txn",
+        )
+    resends = f", {resent} entries sent again after head office lost them" if resent else ""
+    return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else "") + resends)
+
+
+def _named(refused: str | None) -> str:
+    """The entries of the till's ``push_refused`` state, by seq and txn."""
+    try:
+        entries = json.loads(refused or "[]")
+        return ", ".join(f"seq {r['seq']} (txn {r['txn_id']})" for r in entries)
+    except (ValueError, TypeError, KeyError):
+        return str(refused or "")
+
+
+def _sync_state(conn: sqlite3.Connection, key: str) -> str | None:
+    try:
+        row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
 
 
 def _unwritable(path: Path, users: bool) -> str:

@@ -9,6 +9,10 @@ cashier saw; store-derived figures are read at scrape time from a ``SyncFigures`
     tillpoint_sales_total{kind}                   transactions approved (sale, void, ...)
     tillpoint_rejections_total{code}              refusals by stable rejection code
     tillpoint_journal_pending                     journal entries not yet acknowledged by head office
+    tillpoint_journal_resent_total                entries head office acknowledged, lost (its database went
+                                                  back) and asked for again
+    tillpoint_journal_refused                     entries head office refused even alone (body_too_large),
+                                                  reported to it and kept in the journal
     tillpoint_offline_seconds                     how long head office has been unreachable (0 online)
     tillpoint_sync_lag_seconds                    age of the oldest unacknowledged journal entry
     tillpoint_last_sync_ok_timestamp_seconds      when a sync round last succeeded
@@ -63,6 +67,8 @@ class SyncFigures:
     oldest_pending_at: str | None
     offline_since: str | None
     last_sync_ok: str | None
+    resent: int = 0
+    refused: int = 0
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -93,6 +99,16 @@ class _SyncCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tillpoint_journal_pending", "Journal entries not yet acknowledged by head office.", value=figures.pending
+        )
+        yield CounterMetricFamily(
+            "tillpoint_journal_resent",
+            "Journal entries head office had acknowledged, no longer held and asked for again.",
+            value=figures.resent,
+        )
+        yield GaugeMetricFamily(
+            "tillpoint_journal_refused",
+            "Journal entries head office refuses even alone (body_too_large), reported to it and kept here.",
+            value=figures.refused,
         )
         yield GaugeMetricFamily(
             "tillpoint_offline_seconds",

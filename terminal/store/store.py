@@ -41,6 +41,8 @@ MAX_SEQ = 2**53
 
 DEFAULT_RULE = DEFAULT_BASE_RULE
 SEQ_FLOOR, SEQ_CHECK = "seq_floor", "seq_check_needed"
+RESENT = "journal_resent"
+"""Entries head office asked for again after it had acknowledged them (``unmark_pushed``), ever."""
 JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key", "checkin"})
 
 
@@ -500,6 +502,23 @@ class Store:
             cur = conn.execute("UPDATE journal SET pushed_at = ? WHERE seq <= ? AND pushed_at IS NULL", (at, up_to_seq))
             _set_state(conn, "hq_acked_seq", str(up_to_seq))
             return cur.rowcount
+
+    def unmark_pushed(self, ranges: list[tuple[int, int]]) -> int:
+        """Head office no longer holds these seqs (its database was restored from a backup): the entries of them
+        this journal holds and had marked acknowledged are to be sent again. Returns how many; they are added to
+        ``journal_resent`` (shown in status and the metrics), in the same transaction."""
+        with self._write() as conn:
+            cleared = sum(
+                conn.execute(
+                    "UPDATE journal SET pushed_at = NULL WHERE seq BETWEEN ? AND ? AND pushed_at IS NOT NULL",
+                    (first, last),
+                ).rowcount
+                for first, last in ranges
+            )
+            if cleared:
+                row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (RESENT,)).fetchone()
+                _set_state(conn, RESENT, str(int(row[0] if row else 0) + cleared))
+            return cleared
 
     def held_seqs(self, first: int, last: int) -> set[int]:
         """The seqs from ``first`` to ``last`` this till's journal holds."""

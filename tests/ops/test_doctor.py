@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from terminal.config import load
-from terminal.doctor import Verdict, check_disk, clock_check, run_checks
+from terminal.doctor import Verdict, check_database, check_disk, clock_check, run_checks
 from terminal.model import utc_iso
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess
@@ -106,6 +106,20 @@ def test_full_disk_is_a_failure(tmp_path: Path, small_disk: Path) -> None:
     fill(small_disk)
     result = check_disk(load(config))
     assert result.verdict is Verdict.FAIL and "storage_full" in result.words
+
+
+def test_entries_head_office_asked_for_again_or_refused_are_shown(tmp_path: Path) -> None:
+    cfg = load(till_config(tmp_path, None, None, "T-SEEN"))
+    store = Store.open(cfg.db_path)
+    store.set_state(journal_resent="4")
+    store.close()
+    result = check_database(cfg)
+    assert result.verdict is Verdict.OK and "4 entries sent again after head office lost them" in result.words
+    store = Store.open(cfg.db_path)
+    store.set_state(push_refused=json.dumps([{"seq": 3, "txn_id": "tx3", "code": "body_too_large"}]))
+    store.close()
+    result = check_database(cfg)
+    assert result.verdict is Verdict.WARN and "body_too_large" in result.words and "tx3" in result.words
 
 
 def test_a_camera_is_reported_with_what_it_made_of_each_control(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def test_events_become_counters() -> None:
         {"type": "reader", "reader": "r1", "kind": "removed"},
     ):
         m.observe(event)
-    m.watch_store(lambda: SyncFigures(3, "2026-01-01T00:00:00.000Z", None, None))
+    m.watch_store(lambda: SyncFigures(3, "2026-01-01T00:00:00.000Z", None, None, resent=4, refused=1))
     camera = SimpleNamespace(name="camera:/dev/video0", stats=SimpleNamespace(decoded=0))
     m.watch_scanners(lambda: [camera, SimpleNamespace(name="wedge:kbd")], clock=clock)
     m.exposition()
@@ -46,6 +46,8 @@ def test_events_become_counters() -> None:
     assert metric(text, "tillpoint_scans_total", scanner="camera:/dev/video0") == 1
     assert metric(text, "tillpoint_reader_up", reader="r1") == 0
     assert metric(text, "tillpoint_journal_pending") == 3
+    assert metric(text, "tillpoint_journal_resent_total") == 4
+    assert metric(text, "tillpoint_journal_refused") == 1
     assert (metric(text, "tillpoint_sync_lag_seconds") or 0) > 3600
     assert metric(text, "tillpoint_sync_lag_seconds") == 7200.5  # two hours, then the 0.5 s above
 

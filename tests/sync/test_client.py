@@ -56,6 +56,34 @@ def test_push_marks_only_the_acknowledged_prefix(store: Store) -> None:
     assert [e.seq for e in store.unpushed(10)] == [3]
 
 
+def test_entries_head_office_no_longer_holds_are_sent_again(store: Store) -> None:
+    """Head office restored from a backup holds seq 1 only of the three it acknowledged: the push of seq 4 names
+    the gap, the till still holds 2 and 3 and sends them again; seq 9, which it never made, is reported lost."""
+    store.mark_pushed(3, "t")
+    store.record(JournalEntry("T-1", 0, "tx4", "sale", {"member_id": "M-1", "points_delta": 4}, "t"), points=("M-1", 4))
+    pushed: list[list[int]] = []
+    lost: list[dict] = []
+    replies = [
+        {"acked_seq": 1, "stored": 1, "duplicates": 0, "gaps": [[2, 3], [9, 9]]},
+        {"acked_seq": 4, "stored": 2, "duplicates": 1, "gaps": []},
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/journal/lost":
+            lost.append(json.loads(request.content))
+            return httpx.Response(200, json={"acked_seq": 1, "max_seq": 4, "gaps": [], "lost": [[9, 9]]})
+        pushed.append([e["seq"] for e in json.loads(gzip.decompress(request.content))["entries"]])
+        return httpx.Response(200, json=replies[len(pushed) - 1])
+
+    sync = client(store, handler)
+    assert sync.push_once() == 0
+    assert [e.seq for e in store.unpushed(10)] == [2, 3, 4]
+    assert sync.push_once() == 3
+    assert pushed == [[4], [2, 3, 4]]
+    assert [r["ranges"] for r in lost] == [[[9, 9]]]
+    assert store.pending_count() == 0 and store.state("journal_resent") == "2"
+
+
 @pytest.mark.parametrize(
     "exc",
     [

@@ -42,6 +42,19 @@ def test_pull_keeps_unpushed_local_points(store: Store) -> None:
     assert store.state("cursor") == "9"
 
 
+def test_entries_head_office_lost_are_unsent_again_and_counted(store: Store) -> None:
+    for n in range(1, 6):
+        store.record(entry("M-1", n, f"t{n}"), points=("M-1", n))
+    store.mark_pushed(4, "now")
+    assert store.unmark_pushed([(2, 3), (5, 9)]) == 2  # seq 5 was never acknowledged; 6-9 this till never made
+    assert [e.seq for e in store.unpushed(10)] == [2, 3, 5]
+    assert store.unmark_pushed([(2, 3)]) == 0
+    assert store.state("journal_resent") == "2"
+    # Head office's balance lacks them again: a pull adds their points back, as for any unsent entry.
+    store.apply_changes([Member("M-1", "Aiko", "gold", 105)], [], [], cursor=1)
+    assert store.member("M-1").points == 105 + 2 + 3 + 5
+
+
 def test_failed_transaction_leaves_nothing(store: Store) -> None:
     store.record(entry("M-1", 1, "dup"), points=("M-1", 1))
     with pytest.raises(Rejected) as info:
