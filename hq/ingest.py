@@ -1019,7 +1019,7 @@ def _check_taps(tx: Tx, batch: Batch) -> None:
     )
     for i, sale in taps:
         assert sale.tap is not None
-        pays = i in batch.spending and sale.proof is Proof.CARD
+        pays = i in batch.spending and sale.proof in (Proof.CARD, None)  # None: a coupon's tap (check_proof_named)
         card = cards.get(sale.tap.uid_hash)
         if pays and batch.effects[i] not in NOT_APPLIED:
             level, breach = policy.check_card_tap(
@@ -1458,6 +1458,32 @@ def reverse(tx: Tx, batch: Batch) -> None:
         for item in batch.items:
             if item.txn_id == facts.original_txn and item.state == "open" and not item.quarantined:
                 item.state, item.note = "settled_auto", note
+
+
+PROOF_REASONS = frozenset({Reason.PROOF_MISSING.value, Reason.PROOF_INVALID.value})
+
+
+def unproven_coupons_back(tx: Tx, txn_id: str, now: str) -> list[str]:
+    """A sale held for its proof and rejected: the member's own coupons it named (``spends_members_value``)
+    were never the member's spend, so their uses and flash-drop units go back (a stolen till credential
+    naming members' coupons without their proof burns none). Other coupons' uses stand: the till gave their
+    discount. Returns the coupons given back."""
+    held = tx.one(
+        "SELECT 1 FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND reason IN (?, ?)",
+        [txn_id, *sorted(PROOF_REASONS)],
+    )
+    if held is None:
+        return []
+    rows = tx.all(
+        "SELECT u.coupon_id, c.body FROM coupon_uses u LEFT JOIN coupons c ON c.coupon_id = u.coupon_id "
+        "WHERE u.txn_id = ? AND u.released = 0",
+        [txn_id],
+    )
+    own = tuple(str(c) for c, body in rows if spends_members_value(str(c), json.loads(body) if body else {}))
+    if not own:
+        return []
+    pools.release(tx, txn_id, own, now)
+    return _release_coupons(tx, txn_id, own)
 
 
 def _release_coupons(tx: Tx, original_txn: str, only: tuple[str, ...] | None) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 from hq import giftcards, members, rollup
 from hq.db.engine import Tx
 from hq.errors import HqError
-from hq.ingest import Effect, apply_held, bump_versions
+from hq.ingest import Effect, apply_held, bump_versions, unproven_coupons_back
 from hq.policy import CardKeys
 from sync.protocol import GiftPayload, PayloadError, RefundPayload, parse_payload
 
@@ -102,8 +102,10 @@ def _release(tx: Tx, txn_id: str, by: str, note: str, now: str, keys: CardKeys) 
 
 
 def reject(tx: Tx, txn_id: str, by: str, note: str, now: str) -> str:
-    """Keep a quarantined entry from ever applying."""
+    """Keep a quarantined entry from ever applying; a sale held for its proof gives the member's own coupons
+    back (``hq.ingest.unproven_coupons_back``)."""
     _entry(tx, txn_id)
     _decide(tx, txn_id, "rejected", by, note, now)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [Effect.REJECTED.value, txn_id])
+    bump_versions(tx, "coupons", "coupon_id", unproven_coupons_back(tx, txn_id, now))
     return Effect.REJECTED.value

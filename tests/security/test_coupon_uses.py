@@ -15,6 +15,7 @@ from hq.store import HqStore
 from terminal.checkout import Checkout
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, Line, SaleOrder
+from terminal.service import secure_tap
 from tests.fixtures import entries
 from tests.security.chain import Chain, Till
 
@@ -319,3 +320,63 @@ def test_a_stolen_credential_spending_a_personal_coupon_without_proof_is_held(ch
     assert chain.effect(sold) == "quarantined"
     [held] = [i for i in chain.items() if i.txn_id == sold and i.reason.value == "proof_missing"]
     assert held.quarantined and held.detail["personal_coupons"] == [coupon]
+
+
+def test_a_rejected_sale_held_for_its_proof_gives_the_members_coupon_back(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """A stolen credential naming Aiko's 5.00 off without her proof: the sale is held and the coupon counted
+    used meanwhile (the till gave a discount); staff reject the sale, and her coupon is hers again, at head
+    office and at her till."""
+    till_a, _ = tills
+    run_campaign(chain, "gift", {"kind": "amount_off", "value": 500}, quantity=5)  # a flash drop: its unit too
+    coupon = coupon_of(chain, "gift", "M-1")
+    pool = rows(chain, "SELECT used FROM pools WHERE pool_id = 'campaign:gift'", [])
+    assert pool == [(0,)]
+    thief = stolen_credential(chain)
+    sold = pushed(chain, thief, "sale", entries.sale("M-1", 1000, store_id="S-B", coupons=[coupon]))
+    assert chain.effect(sold) == "quarantined" and uses(chain, coupon) == (1, 1)
+    rejected = admin(chain, "POST", f"/v1/admin/quarantine/{sold}/reject", {"note": "no proof: not Aiko"})
+    assert rejected.status_code == 200 and rejected.json()["effect"] == "rejected", rejected.text
+    assert uses(chain, coupon) == (0, 0)
+    assert rows(chain, "SELECT used FROM pools WHERE pool_id = 'campaign:gift'", []) == pool
+    till_a.client.sync_once()
+    assert refused_at(till_a, coupon) is None
+    tapped = till_a.tap(chain.card.ndef_url())  # Aiko herself, her card tapped
+    assert Checkout(till_a.service, lambda: tapped).sell(SaleOrder("M-1", BASKET)).total == 500
+
+
+def test_an_older_tills_sale_with_the_members_own_secure_tap_is_not_held(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """A mixed fleet (head office upgraded first, as docs/deploy.md says): a till of the earlier release applied
+    Aiko's coupon on her genuine SUN tap and journalled the tap, but named no ``proof`` (it named one only for
+    points or stored value). Head office takes the tap as the proof, checks it and uses its counter."""
+    till_a, _ = tills
+    run_campaign(chain, "gift", {"kind": "amount_off", "value": 500})
+    coupon = coupon_of(chain, "gift", "M-1")
+    tapped = secure_tap(till_a.tap(chain.card.ndef_url()))  # Aiko's card, a fresh SUN message
+    assert tapped is not None
+    old_till = stolen_credential(chain, "T-OLD", "S-B")  # stands for a till of the earlier release
+    till_a.client.sync_once()
+    priced = till_a.service.quote("M-1", BASKET, [coupon], proven=True)  # as the old till priced it
+    assert coupon in priced.coupons and priced.payable == 500
+    lines = [{"sku": "COFFEE", "quantity": 1, "unit_price": 1000, "category": "coffee"}]
+    made = entries.sale(
+        "M-1",
+        1000,
+        store_id="S-B",
+        coupons=[coupon],
+        tap=tapped.wire(),
+        uid_hash=tapped.uid_hash,
+        earned=priced.points_earned,
+        lines=lines,
+    )
+    made.update(discount=500, payable=500, pos_due=500)
+    assert made.get("proof") is None
+    sold = pushed(chain, old_till, "sale", made)
+    reasons = [i.reason.value for i in chain.items() if i.txn_id == sold and i.quarantined]
+    assert reasons == [] and chain.effect(sold) == "applied", reasons
+    again = pushed(chain, old_till, "sale", made)  # the same tap again: its counter was used
+    held = [i.reason.value for i in chain.items() if i.txn_id == again and i.quarantined]
+    assert held == ["card_replayed"] and chain.effect(again) == "quarantined"
