@@ -302,6 +302,10 @@ class TillStore(ClaimJournal, Protocol):
         """When the till's clock said its newest journal entry was made (None: no entry)."""
         ...
 
+    def payment_code_used(self, code_id: str) -> bool:
+        """Whether a sale of this till used the phone code ``code_id``."""
+        ...
+
     def record(
         self,
         entry: JournalEntry,

@@ -588,8 +588,8 @@ class Service:
         wants_value = payment.stored_value is None or payment.stored_value > 0
         spends = wants_value or quote.spends_members_value
         card = payment.card if payment.card is not None else tapped
-        if not spends and payment.code is None:
-            return _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=secure_tap(card) if card is not None else None)
+        if not spends:
+            return self._taking_nothing(quote, payment, card)
         if quote.member_id is None:
             raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
         proof = self._proof(quote, payment, card, wants_value)
@@ -609,6 +609,18 @@ class Service:
         if refusal is not None:
             raise Rejected(refusal)
         return replace(proof, tender=tender, offline=offline.offline_for_s is not None)
+
+    def _taking_nothing(self, quote: Quote, payment: Payment, card: Identified | None) -> _Paid:
+        """A sale that takes nothing of the member's. A code from the member's phone that came with it (the
+        code that identified them) is checked and used up all the same, so it cannot stand for them in the next
+        customer's sale; nothing is asked of head office (no amount to hold)."""
+        paid = _Paid(pay.split(quote.payable, 0, 0, 0, 0), tap=secure_tap(card) if card is not None else None)
+        if payment.code is None:
+            return paid
+        if quote.member_id is None:
+            raise Rejected(Code.NO_MEMBER, "A member's code needs the member.")
+        code_id, _ = self._check_code(payment.code, quote.member_id)
+        return replace(paid, code_id=code_id, proof=Proof.PAYMENT_CODE, code_text=payment.code)
 
     def _proof(self, quote: Quote, payment: Payment, card: Identified | None, wants_value: bool) -> _Paid:
         """What authorises this spend: a device's one-time code, a secure card of the member, or (points
@@ -692,9 +704,16 @@ class Service:
         return code.member_id
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool:
-        """Whether this sale holds the member's proof for spending points (or needs none)."""
-        if not self.spend_needs_proof or code is not None:
+        """Whether this sale holds the member's proof for spending points (or needs none): a fresh secure tap
+        of their card, or a code of their phone still in its time and not used at this till."""
+        if not self.spend_needs_proof:
             return True
+        if code is not None:
+            try:
+                code_id, _ = self._check_code(code, member_id)
+            except Rejected:
+                return False
+            return not self.store.payment_code_used(code_id)
         fresh = self._fresh(tapped)
         return fresh is not None and fresh.member.member_id == member_id and fresh.proof.trust.can_spend
 

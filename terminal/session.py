@@ -549,8 +549,9 @@ class Session:
                 if s.awaiting is not None:
                     self._refuse(Code.SESSION_BUSY, "Type or scan what is asked, or press Esc.")
                 self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
-            proof = s.proof if s.proof is not None and s.quote.spends_members_value else None
-            order = SaleOrder.of_quote(s.quote, code=proof)
+            # The phone's code goes with the sale whatever it takes, while it is good: used up, it cannot stand for
+            # the member again. One whose window passed while the basket was rung only identified them.
+            order = SaleOrder.of_quote(s.quote, code=s.proof if self._may_spend() else None)
             receipt = self._call(lambda: self.sales.sell(order))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()

@@ -654,6 +654,10 @@ class Store:
         rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
         return rows[0][0] if rows else None
 
+    def payment_code_used(self, code_id: str) -> bool:
+        """Whether a sale of this till used the phone code ``code_id`` (device id and counter)."""
+        return bool(self._read("SELECT 1 FROM payment_codes WHERE code_id = ?", [code_id]))
+
     def latest_entry_at(self) -> str | None:
         """When this till's clock said its newest journal entry was made (None: no entry)."""
         rows = self._read("SELECT created_at FROM journal ORDER BY seq DESC LIMIT 1")

@@ -175,10 +175,10 @@ def test_points_need_the_members_proof(session: Session, service: Service) -> No
     [entry] = service.store.entries()
     assert (entry.payload["proof"], entry.payload["code_id"]) == ("payment_code", f"{CERT.cert_id.hex()}:1")
     session.identify("M-1")
-    session.scan(fresh)  # the same code again: it identifies, but was used
+    session.scan(fresh)  # the same code again: it identifies, but was used: it stands for her no more
     session.set_total(2500)
     assert session.pay(500)["quote"]["points_redeemed"] == 500
-    refused(Code.PAYMENT_CODE_REPLAYED, session.confirm)
+    refused(Code.PROOF_NEEDED, session.confirm)
     assert len(service.store.entries()) == 1
 
 
@@ -204,6 +204,51 @@ def test_a_personal_coupon_needs_the_members_proof(session: Session, service: Se
     assert session.confirm()["state"] == "done"
     entry = service.store.entries()[-1]
     assert entry.payload["coupons"] == ["BIGSPEND"] and entry.payload["proof"] == "payment_code"
+
+
+def test_a_phone_code_serves_one_sale_even_one_that_takes_nothing_of_the_members(
+    session: Session, service: Service
+) -> None:
+    """Aiko's phone code identifies her for a coffee that takes nothing of hers (under her own coupon's
+    minimum); the sale uses the code up all the same, so the cashier cannot scan it again a minute later for a
+    friend's television on her number and spend her coupon on it."""
+    code = membercodes.device_code(PHONE, CERT.cert_id, int(NOW), 1)
+    session.scan(code)
+    session.set_total(2500)
+    session.press(Action.PAY)
+    session.pay(0)
+    assert session.confirm()["state"] == "done"
+    first = service.store.entries()[-1].payload
+    assert first["coupons"] == [] and first["code_id"] == f"{CERT.cert_id.hex()}:1" and first["paid_by"] == "pos"
+    session.reset()
+    snap = session.scan(code)  # the same code again
+    assert snap["member"]["can_spend"] is False
+    session.set_total(12000)
+    snap = session.press(Action.PAY)
+    assert snap["quote"]["coupons"] == [] and snap["quote"]["payable"] == 12000  # her coupon held back
+    session.pay(0)
+    assert session.confirm()["state"] == "done"  # the television earns her points, as on her number typed
+    second = service.store.entries()[-1].payload
+    assert second["coupons"] == [] and second["code_id"] is None and second["total"] == 12000
+    assert second["stored_value"] == 0
+
+
+def test_a_phone_code_that_runs_out_while_the_basket_is_rung_leaves_the_sale_to_finish(store: Store) -> None:
+    """Aiko's phone code at the start, then two and a half minutes of ringing: the code's window has passed,
+    so her own coupon waits for a fresh proof and the sale, which takes nothing of hers, goes through."""
+    now = [NOW]
+    service = Service(store, "T-1", clock=lambda: now[0])
+    session = Session(service, Checkout(service))
+    session.scan(membercodes.device_code(PHONE, CERT.cert_id, int(NOW), 1))
+    assert session.snapshot()["member"]["can_spend"] is True
+    now[0] = NOW + 150
+    session.set_total(12000)
+    snap = session.press(Action.PAY)
+    assert snap["member"]["can_spend"] is False and snap["quote"]["coupons"] == []
+    session.pay(0)
+    assert session.confirm()["state"] == "done"
+    entry = service.store.entries()[-1].payload
+    assert entry["total"] == 12000 and entry["code_id"] is None  # the code only identified
 
 
 def test_scans_identify_apply_and_refuse(session: Session) -> None:
