@@ -40,7 +40,7 @@ from hq import audit, ledger, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
-from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter
+from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter, withdrawn
 from hq.policy import Breach, CardKeys, verify_tap
 from sync.protocol import (
     EntryKind,
@@ -444,6 +444,8 @@ def _member_card(tx: Tx, uid_hash: str) -> bool:
 def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRequest, now: str) -> dict[str, Any]:
     """Record a till's gift card payment before it approves it, or raise Refused with the till's code. The same
     terminal and transaction asking again is a retry and gets the same answer."""
+    if withdrawn(tx, terminal_id, request.txn_id):
+        raise Refused(ErrorCode.INVALID_REQUEST, f"transaction {request.txn_id} was withdrawn by its till")
     repeat = tx.one(
         "SELECT terminal_id, card_id, amount, withdrawn_at FROM gift_confirms WHERE txn_id = ?", [request.txn_id]
     )

@@ -1460,6 +1460,13 @@ def reverse(tx: Tx, batch: Batch) -> None:
                 item.state, item.note = "settled_auto", note
 
 
+def withdrawn(tx: Tx, terminal_id: str, txn_id: str) -> bool:
+    """Whether the till withdrew its confirmation of ``txn_id`` (``hq.payments.withdraw``), even before asking
+    for it: a confirmation it asks for late is refused, not held."""
+    row = tx.one("SELECT 1 FROM confirm_withdrawals WHERE terminal_id = ? AND txn_id = ?", [terminal_id, txn_id])
+    return row is not None
+
+
 PROOF_REASONS = frozenset({Reason.PROOF_MISSING.value, Reason.PROOF_INVALID.value})
 
 

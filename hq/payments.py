@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
-from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter
+from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter, withdrawn
 from hq.store import HqStore, unb64
 from sync.protocol import ConfirmRequest, EntryKind, ErrorCode, TopupPayload
 from terminal import membercodes
@@ -328,6 +328,8 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
     at = int(time.time()) if now is None else now
 
     def run(tx: Tx) -> dict[str, Any]:
+        if withdrawn(tx, terminal_id, txn_id):
+            raise PaymentRefused(_replayed(request), f"transaction {txn_id} was withdrawn by its till")
         held = tx.one("SELECT terminal_id, txn_id, withdrawn_at FROM payment_confirms WHERE code_id = ?", [use_id])
         if held is not None:
             if (held[0], held[1], held[2]) == (terminal_id, txn_id, None):
@@ -370,6 +372,11 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
     now = utc_now()
 
     def run(tx: Tx) -> int:
+        tx.many(  # kept even before the confirmation arrives: a slow one is then refused (``withdrawn``)
+            "INSERT INTO confirm_withdrawals (terminal_id, txn_id, withdrawn_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (terminal_id, txn_id) DO NOTHING",
+            [(terminal_id, txn_id, now) for txn_id in dict.fromkeys(txn_ids)],
+        )
         done = 0
         for table in ("payment_confirms", "gift_confirms"):  # stored value, gift cards: the same rule
             for txn_id in dict.fromkeys(txn_ids):

@@ -742,6 +742,15 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "ALTER TABLE gift_confirms ADD COLUMN withdrawn_at TEXT",
         ],
     ),
+    # A till's withdrawal kept even when it arrives before the confirmation it withdraws (a slow request the
+    # till gave up on): that confirmation, when it comes, is refused instead of holding its amount for good.
+    (
+        "m043_confirm_withdrawals",
+        [
+            "CREATE TABLE confirm_withdrawals (terminal_id TEXT NOT NULL, txn_id TEXT NOT NULL, "
+            "withdrawn_at TEXT NOT NULL, PRIMARY KEY (terminal_id, txn_id))",
+        ],
+    ),
 ]
 
 

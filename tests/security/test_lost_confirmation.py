@@ -257,3 +257,29 @@ def hq_gift(tmp_path: Any) -> Iterator[tuple[str, str, str, str, str]]:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_confirmation_arriving_after_its_withdrawal_is_refused_and_holds_nothing(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """The withdrawal overtakes the confirmation it withdraws (head office slow past the till's timeout, a network
+    delaying the request, the sync loop sending the withdrawal a moment later): head office keeps the withdrawal,
+    refuses the late confirmation, and the member's whole balance stays spendable at another till."""
+    _, b = tills
+    txn_id = str(uuid.uuid4())
+    code = chain.phone.next_code()
+    assert withdraw(chain, "T-A", [txn_id]) == 0  # nothing to withdraw yet: kept all the same
+    late = httpx.post(
+        f"{chain.hq.url}/v1/payments/confirm",
+        json={
+            "member_id": "M-1",
+            "amount": TV.total,
+            "txn_id": txn_id,
+            "code_id": pay.parse_code(code).code_id,
+            "code": code,
+        },
+        headers={"Authorization": f"Bearer {chain.tokens['T-A']}"},
+        timeout=10,
+    )
+    assert late.status_code == 409 and "withdrawn" in late.text, late.text
+    pay_by_phone(chain, b, ALL)  # the whole 50.00, at another till
