@@ -80,6 +80,9 @@ class Checkout:
         proven = order.member_id is not None and self.desk.may_spend(order.member_id, tapped, order.code)
         return self.desk.quote(order.member_id, order.basket, order.coupons, order.redeem, order.rewards, proven=proven)
 
+    def code_stands(self, member_id: str, code: str) -> bool:
+        return self.desk.code_stands(member_id, code)
+
     def may_spend(self, member_id: str, code: str | None = None) -> bool:
         """Whether the sale in progress holds the member's proof for spending points, or needs none."""
         return self.desk.may_spend(member_id, self.last_tap(), code)

@@ -425,6 +425,10 @@ class SaleDesk(Pricing, Protocol):
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool: ...
 
+    def code_stands(self, member_id: str, code: str) -> bool:
+        """Whether the phone code ``code`` is the member's, in its time window and unused at this till."""
+        ...
+
 
 class Till(Pricing, Protocol):
     """What the cashier's session reads from the service (a sale is committed by ``Sales``)."""
@@ -508,6 +512,10 @@ class Sales(Protocol):
     """The one path that commits a sale (``terminal.checkout.Checkout``), as the session sees it."""
 
     def sell(self, order: SaleOrder, refused: Callable[[Rejected], object] | None = None) -> Receipt: ...
+
+    def code_stands(self, member_id: str, code: str) -> bool:
+        """Whether the member's phone code is still good (its window, unused at this till)."""
+        ...
 
     def may_spend(self, member_id: str, code: str | None = None) -> bool:
         """Whether this sale holds the member's proof for spending points (the last tap, ``code``), or

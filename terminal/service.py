@@ -709,13 +709,17 @@ class Service:
         if not self.spend_needs_proof:
             return True
         if code is not None:
-            try:
-                code_id, _ = self._check_code(code, member_id)
-            except Rejected:
-                return False
-            return not self.store.payment_code_used(code_id)
+            return self.code_stands(member_id, code)
         fresh = self._fresh(tapped)
         return fresh is not None and fresh.member.member_id == member_id and fresh.proof.trust.can_spend
+
+    def code_stands(self, member_id: str, code: str) -> bool:
+        """Whether the phone code ``code`` is the member's, in its time window and unused at this till."""
+        try:
+            code_id, _ = self._check_code(code, member_id)
+        except Rejected:
+            return False
+        return not self.store.payment_code_used(code_id)
 
     def _device_code(self, text: str) -> tuple[pay.DeviceCert, pay.PaymentCode]:
         """A device's one-time code checked offline: its certificate (head office's, current, not

@@ -551,7 +551,12 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "Nothing to confirm: press Pay first.")
             # The phone's code goes with the sale whatever it takes, while it is good: used up, it cannot stand for
             # the member again. One whose window passed while the basket was rung only identified them.
-            order = SaleOrder.of_quote(s.quote, code=s.proof if self._may_spend() else None)
+            code = (
+                s.proof
+                if s.proof is not None and s.member and self.sales.code_stands(s.member.member_id, s.proof)
+                else None
+            )
+            order = SaleOrder.of_quote(s.quote, code=code)
             receipt = self._call(lambda: self.sales.sell(order))
             s.receipt, s.state, s.error, s.awaiting = receipt, State.DONE, None, None
             return self._changed()

@@ -251,6 +251,21 @@ def test_a_phone_code_that_runs_out_while_the_basket_is_rung_leaves_the_sale_to_
     assert entry["total"] == 12000 and entry["code_id"] is None  # the code only identified
 
 
+def test_a_phone_code_that_ran_out_leaves_a_trusting_chains_sale_to_finish(store: Store) -> None:
+    """A chain that trusts its POS: the code that identified the member ran out while the basket was rung; the
+    sale takes nothing of theirs and goes through (the code only identified)."""
+    now = [NOW]
+    service = Service(store, "T-1", clock=lambda: now[0], spend_needs_proof=False)
+    session = Session(service, Checkout(service))
+    session.scan(membercodes.device_code(PHONE, CERT.cert_id, int(NOW), 1))
+    now[0] = NOW + 150
+    session.set_total(2500)
+    session.press(Action.PAY)
+    session.pay(0)
+    assert session.confirm()["state"] == "done"
+    assert service.store.entries()[-1].payload["code_id"] is None
+
+
 def test_scans_identify_apply_and_refuse(session: Session) -> None:
     refused(Code.MEMBER_CODE_UNSIGNED, session.scan, "TPM1:" + code_body("M-2"))  # anybody can make those
     forged = member_code("M-2", Ed25519PrivateKey.generate())  # signed, but not by head office's key
