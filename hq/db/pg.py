@@ -131,6 +131,11 @@ def _pg_errors() -> Iterator[None]:
         yield
     except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
         raise RetryableFailed(f"head-office database: {exc.__class__.__name__}") from exc
+    except pg_errors.LockNotAvailable as exc:  # not retried here: its till asks again, after its backoff
+        raise StorageFailed(
+            f"head-office database: a lock held elsewhere for over {LOCK_WAIT_MS / 1000:g} s (another session's "
+            "open transaction?)"
+        ) from exc
     except pg_errors.IntegrityError as exc:
         raise IntegrityFailed(f"head-office database refused a row: {exc}") from exc
     except psycopg.Error as exc:
@@ -144,6 +149,16 @@ def _pg_errors() -> Iterator[None]:
 WAIT_S = 3.0
 """Seconds a request waits for a connection of the pool: a till gives up after 5 s (its ``[hq] timeout``), so
 with PostgreSQL down it must hear ``storage_unavailable`` (503, retried later) before that, not time out."""
+LOCK_WAIT_MS = 2500
+"""How long a statement of head office waits for a lock (PostgreSQL's ``lock_timeout``). Head office's own
+transactions hold their locks for well under a second; one held longer is someone else's (an administrator's
+session left open in psql, a long ``ALTER TABLE``). Without a bound a push waited on it as long as it was held,
+past its till's timeout, keeping a connection of the pool, and the till's retries then took every connection:
+one locked row of one till stopped every till. Now the push hears ``storage_unavailable`` and is tried again."""
+
+
+def _bounded(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"SET lock_timeout = {LOCK_WAIT_MS}")
 
 
 class PgDb:
@@ -161,6 +176,7 @@ class PgDb:
                 max_size=pool_size,
                 timeout=wait,
                 kwargs={"autocommit": True},
+                configure=_bounded,
                 open=False,
                 name="tillpoint-hq",
             )
