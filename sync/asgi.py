@@ -20,6 +20,7 @@ import json
 import socket
 import zlib
 
+from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from terminal.canonical import strict_loads
@@ -156,3 +157,10 @@ def bind(host: str, port: int) -> socket.socket:
             raise PortBusy(host, port) from exc
         raise TerminalError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """A body that failed its schema in one line: each field's place and what is wrong with it (both APIs
+    answer it as 422 ``invalid_request``)."""
+    parts = [f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()]
+    return "; ".join(parts)[:500] or "invalid request"

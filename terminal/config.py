@@ -440,6 +440,12 @@ class Config(_Section):
         return self.data_dir / "terminal.db"
 
     @property
+    def hq_token_path(self) -> Path:
+        """Where the till keeps its head-office credential: ``hq.token_file``, else ``<data_dir>/hq.token``
+        (enrolment and rotation write it there)."""
+        return Path(self.hq.token_file) if self.hq.token_file else self.data_dir / "hq.token"
+
+    @property
     def card_key_path(self) -> Path:
         if self.security.card_key_file:
             return Path(self.security.card_key_file)
@@ -465,7 +471,14 @@ def _door_apart(cfg: Config) -> Config:
     shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
     if shared:
         raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
-    return _plain_http_here(cfg)
+    return _ca_file_there(_plain_http_here(cfg))
+
+
+def _ca_file_there(cfg: Config) -> Config:
+    """A CA bundle named must be there to read (else every request to head office, and doctor, fail on it)."""
+    if cfg.hq.ca_file and not os.access(cfg.hq.ca_file, os.R_OK):
+        raise ConfigError("hq.ca_file", f"a readable CA bundle file (got {cfg.hq.ca_file!r}: missing or unreadable)")
+    return cfg
 
 
 def _plain_http_here(cfg: Config) -> Config:

@@ -104,7 +104,7 @@ def sd_notify(message: str) -> None:
 
 
 def hq_token_path(config: Config) -> Path:
-    return Path(config.hq.token_file) if config.hq.token_file else config.data_dir / "hq.token"
+    return config.hq_token_path
 
 
 def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:

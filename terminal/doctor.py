@@ -131,17 +131,17 @@ def check_config(path: Path | None) -> tuple[Config | None, Check]:
 
 def check_secrets(cfg: Config) -> list[Check]:
     found = [_check_card_key(cfg.card_key_path, _held_key_check(cfg.db_path))]
+    token = cfg.hq_token_path  # where the daemon reads it: the file named, else the one enrolment writes
     if cfg.hq.token:
         found.append(ok("hq token", "set in the config file"))
+    elif os.access(token, os.R_OK):
+        found.append(ok("hq token", f"{token} is readable"))
     elif cfg.hq.token_file:
-        token = Path(cfg.hq.token_file)
-        found.append(
-            ok("hq token", f"{token} is readable")
-            if os.access(token, os.R_OK)
-            else fail("hq token", f"{token} is missing or unreadable: sync cannot log in")
-        )
+        found.append(fail("hq token", f"{token} is missing or unreadable: sync cannot log in"))
+    elif cfg.hq.enrol_code:
+        found.append(ok("hq token", f"none yet: the daemon enrols with its enrolment code and keeps it in {token}"))
     else:
-        found.append(warn("hq token", "none configured: sync is off and sales stay in the journal"))
+        found.append(warn("hq token", f"none configured (nor in {token}): sync is off and sales stay in the journal"))
     return found
 
 
@@ -453,8 +453,8 @@ def _token(cfg: Config) -> str:
     if cfg.hq.token:
         return cfg.hq.token
     try:
-        return Path(cfg.hq.token_file).read_text().strip() if cfg.hq.token_file else ""
-    except OSError:
+        return cfg.hq_token_path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return ""
 
 
@@ -508,8 +508,8 @@ def _token_check(client: httpx.Client, token: str) -> Check:
     if reply.status_code == 401:
         return fail(
             "hq login",
-            "head office refuses this terminal's token (wrong or revoked): ask head office "
-            "for a new one (tillpoint hq add-terminal)",
+            "head office refuses this terminal's token (wrong or revoked): ask head office to re-key the "
+            "terminal (tillpoint hq rotate TERMINAL: an enrolment code)",
         )
     return warn("hq login", f"head office answered {reply.status_code} to a login check")
 

@@ -201,8 +201,8 @@ MESSAGES: dict[Code, str] = {
     "reached head office, which says where its journal stands. Nothing was recorded.",
     Code.TILL_CLOCK_WRONG: "This till's clock is wrong (head office's time differs): set the time on this PC, "
     "then try again.",
-    Code.PROOF_NEEDED: "Spending points or balance needs the member's proof: a tap of their secure card, or the "
-    "code their app shows. Knowing the member number is not enough.",
+    Code.PROOF_NEEDED: "Spending points, balance or the member's own coupons needs the member's proof: a tap of "
+    "their secure card, or the code their app shows. Knowing the member number is not enough.",
     Code.MEMBER_CODE_UNSIGNED: "This member code is of an old, unsigned kind: ask the member to show the code in "
     "their app, or type the member number.",
     Code.MEMBER_CODE_FORGED: "This member code's signature is wrong: do not accept it.",

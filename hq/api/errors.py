@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hq.errors import HqError, StorageFailed
 from hq.ingest import SeqConflict, UnknownTerminal, WrongTerminal
 from hq.store import CredentialRevoked, EnrolmentRefused
+from sync.asgi import validation_message
 from sync.protocol import ERROR_STATUS, ErrorBody, ErrorCode
 
 log = logging.getLogger("tillpoint.hq")
@@ -52,11 +53,6 @@ def errors(*codes: ErrorCode, with_model: bool = True) -> dict[int | str, dict[s
         status: ({"model": ErrorBody} if with_model else {}) | {"description": "; ".join(lines)}
         for status, lines in sorted(by_status.items())
     }
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}" for err in exc.errors()]
-    return "; ".join(parts)[:500] or "invalid request"
 
 
 StoragePage = Callable[[Request, ErrorCode], Response]
@@ -98,7 +94,7 @@ def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = 
 
     @app.exception_handler(RequestValidationError)
     def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, ErrorCode.INVALID_REQUEST, _validation_message(exc))
+        return error_response(422, ErrorCode.INVALID_REQUEST, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

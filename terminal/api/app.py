@@ -15,11 +15,12 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
 
-from sync.asgi import BodyGuard
+from sync.asgi import BodyGuard, validation_message
 from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
@@ -202,6 +203,11 @@ def create_app(
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return _refuse(422, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """A body or query that fails its schema: 422 ``invalid_request``, the field and why (a stable code)."""
+        return _refuse(422, "invalid_request", validation_message(exc))
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Unauthorized) -> JSONResponse:

@@ -174,3 +174,19 @@ def test_the_api_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
             )
             assert reply.status_code == 200
             assert c.get("/v1/status", headers={"Host": "evil.example"}).status_code == 403
+
+
+def test_a_body_that_fails_its_schema_gets_the_stable_code_and_names_the_field(client: httpx.Client) -> None:
+    """A POS that sends a line without its price, or a quantity as text: 422 ``invalid_request`` naming the
+    field, as for a body that is not JSON at all (never the framework's own shape)."""
+    for body in (
+        {"lines": [{"sku": "TEA", "quantity": 1}]},
+        {"lines": [{"sku": "TEA", "quantity": "two", "unit_price": 300}]},
+    ):
+        reply = client.post("/v1/sales", json=body)
+        assert reply.status_code == 422, reply.text
+        answer = reply.json()
+        assert answer["code"] == "invalid_request" and "lines.0." in answer["message"], answer
+    assert client.post("/v1/sales", content=b"{", headers={"Content-Type": "application/json"}).json()["code"] == (
+        "invalid_request"
+    )

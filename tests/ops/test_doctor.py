@@ -39,6 +39,23 @@ def words(checks: list[dict[str, str]], name: str) -> str:
     return next(c["words"] for c in checks if c["name"] == name)
 
 
+def test_a_token_kept_where_enrolment_writes_it_is_checked_with_head_office(tmp_path: Path, hq: HqProcess) -> None:
+    """As installed: the till's credential in ``<data_dir>/hq.token`` (install.sh, enrolment, rotation), none in
+    the config. Doctor reads it where the daemon does, and checks it with head office."""
+    config = till_config(tmp_path, hq, None, "T-DOC")
+    config.write_text(config.read_text().replace("[hq]\n", f'[hq]\nurl = "{hq.url}"\n'))
+    data = load(config).data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "hq.token").write_text(hq.add_terminal("T-DOC") + "\n")
+    _, checks = doctor(config)
+    v = verdicts(checks)
+    assert v["hq token"] == "ok" and str(data / "hq.token") in words(checks, "hq token")
+    assert v["hq login"] == "ok"
+    (data / "hq.token").write_text("wrong\n")
+    code, checks = doctor(config)
+    assert code == 2 and verdicts(checks)["hq login"] == "fail" and "hq rotate" in words(checks, "hq login")
+
+
 def test_healthy_till_then_broken_head_office_and_database(tmp_path: Path, hq: HqProcess) -> None:
     config = till_config(tmp_path, hq, hq.add_terminal("T-DOC"), "T-DOC")
     db = load(config).db_path

@@ -114,3 +114,13 @@ def test_head_office_over_plain_http_only_on_this_machine(url: str, allowed: boo
             config.validate(raw)
         assert info.value.key == "hq.url"
         assert config.validate({"hq": {"url": url, "allow_plain_http": True}}).hq.allow_plain_http
+
+
+def test_a_ca_bundle_named_must_be_there(tmp_path: Path) -> None:
+    """A missing CA file failed every request to head office, and doctor, with a traceback: it is a
+    configuration error naming the key."""
+    with pytest.raises(ConfigError, match="readable CA bundle") as info:
+        config.validate({"hq": {"url": "https://hq.example.com", "ca_file": str(tmp_path / "nope.pem")}})
+    assert info.value.key == "hq.ca_file"
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert config.validate({"hq": {"ca_file": str(tmp_path / "ca.pem")}}).hq.ca_file.endswith("ca.pem")
