@@ -250,6 +250,7 @@ def _receipt_lines(receipt: dict[str, Any], money: Currency) -> list[str]:
                 lines.append(_row("points redeemed", f"-{b['points_redeemed']} pt"))
     if receipt["member_id"]:
         lines.append(_row("points balance", f"{receipt['points_balance']} pt"))
+    lines += [f"  coupon {cid} not used: {code}" for cid, code in receipt.get("refused") or ()]
     return lines
 
 

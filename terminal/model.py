@@ -199,6 +199,9 @@ class Receipt:
     breakdown: Breakdown | None = None
     stored_value: int | None = None
     """The member's stored value after a top-up or its void (None for other kinds)."""
+    refused: tuple[tuple[str, str], ...] = ()
+    """(coupon id, code) of the coupons a sale did not use, as its quote said (a coupon named but refused, the
+    member's own waiting for their proof): the sale went through without them."""
 
 
 @dataclass(frozen=True, slots=True)

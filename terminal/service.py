@@ -519,7 +519,7 @@ class Service:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
         account = self.store.stored_value(quote.member_id) if quote.member_id is not None else None
         return self._approved(
-            stored, quote.payable, delta, balance, Breakdown.of(quote, paid.tender.stored_value, account)
+            stored, quote.payable, delta, balance, Breakdown.of(quote, paid.tender.stored_value, account), quote.refused
         )
 
     def _sale_payload(
@@ -1316,11 +1316,27 @@ class Service:
         )
 
     def _approved(
-        self, entry: JournalEntry, total: int, delta: int, balance: int | None, breakdown: Breakdown | None = None
+        self,
+        entry: JournalEntry,
+        total: int,
+        delta: int,
+        balance: int | None,
+        breakdown: Breakdown | None = None,
+        refused: tuple[tuple[str, str], ...] = (),
     ) -> Receipt:
         member_id = entry.payload.get("member_id")
         receipt = Receipt(
-            entry.txn_id, entry.seq, entry.kind, member_id, total, delta, balance, entry.created_at, breakdown
+            entry.txn_id,
+            entry.seq,
+            entry.kind,
+            member_id,
+            total,
+            delta,
+            balance,
+            entry.created_at,
+            breakdown,
+            None,
+            refused,
         )
         for listener in self.on_commit:
             listener(receipt)

@@ -200,10 +200,13 @@ def test_the_pos_quote_holds_a_personal_coupon_back_without_the_members_proof(ti
         assert typed["coupons"] == [] and ["BIGSPEND", Code.PROOF_NEEDED.value] in typed["refused"]
         refused = client.post("/v1/sales", json={"member_id": "M-1", "lines": big, "coupons": ["BIGSPEND"]})
         assert refused.status_code == 409 and refused.json()["code"] == Code.PROOF_NEEDED.value
+        without = post(client, "/v1/sales", {"member_id": "M-1", "lines": big, "coupons": ["NOPE"]})
+        assert without["total"] == 12000  # rung without them, and the receipt says which and why
+        assert sorted(map(tuple, without["refused"])) == [("BIGSPEND", "proof_needed"), ("NOPE", "unknown_coupon")]
         code = pay.make_code(PHONE, CERT.cert_id, int(time.time()), 7)
         shown = post(client, "/v1/quote", {"member_id": "M-1", "lines": big, "payment_code": code})
         assert shown["coupons"] == ["BIGSPEND"] and shown["payable"] == 11500
         sold = post(client, "/v1/sales", {"member_id": "M-1", "lines": big, "payment_code": code, "stored_value": 0})
-    assert sold["kind"] == "sale"
-    [entry] = sales(till)
+    assert sold["kind"] == "sale" and sold["refused"] == []
+    entry = sales(till)[-1]
     assert entry.payload["coupons"] == ["BIGSPEND"] and entry.payload["proof"] == "payment_code"
