@@ -153,8 +153,8 @@ def run_daemon(
 @commands.command()
 def run(
     config: ConfigOpt = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (else [log] level).")] = None,
-    log_format: Annotated[str | None, typer.Option(help="auto, journal, json or text (else [log] format).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error (else \\[log] level).")] = None,
+    log_format: Annotated[str | None, typer.Option(help="auto, journal, json or text (else \\[log] format).")] = None,
 ) -> None:
     """Run the daemon from its config (what the systemd service starts). SIGHUP reloads the config."""
     flags = {k: v for k, v in (("level", log_level), ("format", log_format)) if v is not None}
@@ -200,6 +200,12 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
     import httpx  # here: head office's commands, which share this program, never call the daemon
 
     token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
+    if not token:  # the commands read the daemon's token beside its data: without the till's config, none is found
+        console.print(
+            f"[red]no_api_token[/]: no local API token at {escape(str(cfg.api_token_path))}: pass the till's config "
+            "(--config /etc/tillpoint/tillpoint.toml, or $TILLPOINT_CONFIG), or start `tillpoint run` first"
+        )
+        raise typer.Exit(1)
     url = f"{_api_url(cfg)}{path}"
     try:
         response = httpx.request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -77,6 +78,10 @@ def hq_serve(
     except (NeedsPostgres, ValueError) as exc:
         fail(exc)
     check_port(host, port, "head office", "--port N")
+    certfile, keyfile = (str(tls_cert) if tls_cert else None), (str(tls_key) if tls_key else None)
+    for name, path in (("--tls-cert", certfile), ("--tls-key", keyfile)):
+        if path is not None and not os.access(path, os.R_OK):
+            fail(f"{name}: {path} is missing or unreadable")
     if seed_demo_key is not None:  # made on first use, before anything reads it
         load_or_create_key(seed_demo_key)
     card_key_file = card_key_file or seed_demo_key
@@ -97,7 +102,8 @@ def hq_serve(
         fail(f"cannot start head office: {exc}")
     if seed_demo_key is not None:
         seed_demo(store, load_or_create_key(seed_demo_key))
-    certfile, keyfile = (str(tls_cert) if tls_cert else None), (str(tls_key) if tls_key else None)
+    scheme = "https" if certfile else "http"
+    print(f"head office on {scheme}://{host}:{port}, database {_shown(db)}", file=sys.stderr, flush=True)
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
         serve_workers(
@@ -170,6 +176,24 @@ def hq_add_card(
     """Link a card (hex UID, stored only as its keyed hash) to a member."""
     from terminal.credentials import card_uid_hash, parse_uid
 
-    key = card_key_file.read_bytes()
+    try:
+        key = card_key_file.read_bytes()
+        uid_hash = card_uid_hash(key, parse_uid(uid))
+    except OSError as exc:
+        fail(f"--card-key-file: {card_key_file} cannot be read ({exc.strerror or exc})")
+    except ValueError as exc:
+        fail(f"invalid_card: {exc}")
     with hq_store(db) as store:
-        store.upsert_card(card_uid_hash(key, parse_uid(uid)), member_id, "blocked" if blocked else "active")
+        try:
+            store.upsert_card(uid_hash, member_id, "blocked" if blocked else "active")
+        except ValueError as exc:
+            fail(f"unknown_member: {exc}")
+
+
+def _shown(db: str) -> str:
+    """The database as a start line may show it: a PostgreSQL URL without its password."""
+    head, at, tail = db.partition("@")
+    if not at or "://" not in head:
+        return db
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':')[0]}@{tail}"

@@ -330,6 +330,16 @@ def test_terminal_credentials(chain: Chain) -> None:
 def test_members_cards_coupons_rules_and_keys(chain: Chain, tmp_path: Path) -> None:
     ok(chain.hq_cli("add-member", "M-CLI", "Cli Carla", "--tier", "silver", "--points", "40"))
     ok(chain.hq_cli("add-card", "04CC11223344", "M-CLI", "--card-key-file", str(chain.hq.key_file)))
+    for args, said in (  # mistakes: one line each, no traceback
+        (("04CC11223345", "M-CLI", "--card-key-file", str(tmp_path / "nope.key")), "cannot be read"),
+        (("XYZ", "M-CLI", "--card-key-file", str(chain.hq.key_file)), "invalid_card"),
+        (("04CC11223346", "M-404", "--card-key-file", str(chain.hq.key_file)), "unknown_member"),
+    ):
+        wrong = chain.hq_cli("add-card", *args)
+        assert wrong.returncode == 1 and "Traceback" not in wrong.stdout + wrong.stderr, wrong.stderr
+        assert said in wrong.stdout + wrong.stderr, wrong.stdout + wrong.stderr
+    cert = chain.hq_cli("serve", "--port", str(free_port()), "--tls-cert", str(tmp_path / "nope.pem"))
+    assert cert.returncode == 1 and "--tls-cert" in cert.stdout and "Traceback" not in cert.stderr, cert.stderr
     card_hash = card_uid_hash(chain.hq.key, parse_uid("04CC11223344"))
     blocked = json.loads(ok(chain.hq_cli("block", "member", "M-CLI", "--by", "Mio", "--reason", "lost wallet")))
     assert (blocked["subject"], blocked["status"], blocked["changed"]) == ("M-CLI", "blocked", True)
