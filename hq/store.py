@@ -344,8 +344,13 @@ class HqStore:
                 f"{tx.for_update}",
                 [token_digest(normalise_code(code))],
             )
-            if row is None or row[3] is not None or row[2] < now[:19] + "Z" or (terminal_id and terminal_id != row[0]):
+            if row is None or row[3] is not None or row[2] < now[:19] + "Z":
                 raise EnrolmentRefused("unknown, expired or already used enrolment code")
+            if terminal_id and terminal_id != row[0]:  # the code is good: the till names itself otherwise
+                raise EnrolmentRefused(
+                    f"this enrolment code was made for another terminal, not {terminal_id}: set the till's "
+                    "[terminal] id to the one head office made it for"
+                )
             tx.run(
                 "UPDATE enrol_codes SET used_at = ? WHERE code_sha256 = ?", [now, token_digest(normalise_code(code))]
             )

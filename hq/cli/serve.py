@@ -85,6 +85,7 @@ def hq_serve(
     if seed_demo_key is not None:  # made on first use, before anything reads it
         load_or_create_key(seed_demo_key)
     card_key_file = card_key_file or seed_demo_key
+    made = "://" not in db and not Path(db).exists()  # a mistyped path is a new, empty head office: say so
     try:  # an upgrade migrates here, once, after a backup (docs/install.md)
         store = open_store(
             db,
@@ -103,7 +104,8 @@ def hq_serve(
     if seed_demo_key is not None:
         seed_demo(store, load_or_create_key(seed_demo_key))
     scheme = "https" if certfile else "http"
-    print(f"head office on {scheme}://{host}:{port}, database {_shown(db)}", file=sys.stderr, flush=True)
+    fresh = " (new and empty: made now)" if made else ""
+    print(f"head office on {scheme}://{host}:{port}, database {_shown(db)}{fresh}", file=sys.stderr, flush=True)
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
         serve_workers(

@@ -278,6 +278,8 @@ port = {api_port}
 
         join = wait_until(lambda: answers(f"http://127.0.0.1:{hq_port}/join"), 60, "head office's join page")
         assert '<form id="join">' in join.text
+        started = (tmp_path / "hq.log").read_text()  # where it serves, and that its database was made just now
+        assert f"head office on http://127.0.0.1:{hq_port}, database {tmp_path / 'hq.db'} (new and empty" in started
         sign_in = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/sign-in", timeout=5)  # the back office's template
         assert sign_in.status_code == 200 and 'id="sign-in"' in sign_in.text
         htmx = httpx.get(f"http://127.0.0.1:{hq_port}/backoffice/static/htmx.min.js", timeout=5)

@@ -35,6 +35,7 @@ def test_an_enrolment_code_works_once_and_only_for_its_terminal(hq: HqStore, ser
     with pytest.raises(HqRejected) as wrong:
         enrol(server.url, code, "T-OTHER")
     assert (wrong.value.status, wrong.value.code) == (401, "enrol_code_invalid")
+    assert "made for another terminal, not T-OTHER" in str(wrong.value)  # the operator is told which to fix
     reply = enrol(server.url, code.lower().replace("-", " "), "T-NEW")  # typed by a person: case and spaces
     assert (reply.terminal_id, reply.store_id) == ("T-NEW", "S-7") and reply.root_key == hq.root_public_key()
     assert hq.authenticate(reply.token) == "T-NEW"
