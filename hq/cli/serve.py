@@ -145,9 +145,18 @@ def hq_serve(
 def hq_add_terminal(
     terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
-    """Register a terminal and print its credential (shown once)."""
+    """Register a terminal and print its credential (shown once). A terminal head office holds already is
+    re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead)."""
     with hq_store(db) as store:
+        with store.db.read() as tx:
+            held = tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", [terminal_id]) is not None
         token = store.add_terminal(terminal_id, store_id)
+    if held:
+        print(
+            f"{terminal_id} was registered already: re-keyed; the credential its till holds no longer works "
+            "(give it this one, or use hq rotate for an enrolment code)",
+            file=sys.stderr,
+        )
     if as_json:
         show_json({"terminal_id": terminal_id, "store_id": store_id, "token": token})
     else:

@@ -314,6 +314,8 @@ def test_terminal_credentials(chain: Chain) -> None:
     issued = json.loads(ok(chain.hq_cli("rotate", "T-NEXT", "--json")))
     assert len(first.replace("-", "")) == 16 and issued["enrol_code"] != first and issued["terminal_id"] == "T-NEXT"
     assert ok(chain.hq_cli("add-terminal", "T-GONE")).strip()
+    again = chain.hq_cli("add-terminal", "T-GONE")  # a second time: re-keyed, and the operator is told so
+    assert again.returncode == 0 and "registered already: re-keyed" in again.stderr and again.stdout.strip()
     assert ok(chain.hq_cli("revoke", "T-GONE")).strip() == "revoked T-GONE"
     ok(chain.hq_cli("add-terminal", "T-GONE-TOO"))
     assert json.loads(ok(chain.hq_cli("revoke", "T-GONE-TOO", "--json"))) == {
