@@ -1467,7 +1467,14 @@ def withdrawn(tx: Tx, terminal_id: str, txn_id: str) -> bool:
     return row is not None
 
 
-PROOF_REASONS = frozenset({Reason.PROOF_MISSING.value, Reason.PROOF_INVALID.value})
+PROOF_REASONS = frozenset(
+    {
+        Reason.PROOF_MISSING.value,
+        Reason.PROOF_INVALID.value,
+        Reason.PAYMENT_CODE_REPLAYED.value,  # a proof used before stands for nobody
+        Reason.CARD_REPLAYED.value,
+    }
+)
 
 
 def unproven_coupons_back(tx: Tx, txn_id: str, now: str) -> list[str]:
@@ -1475,10 +1482,8 @@ def unproven_coupons_back(tx: Tx, txn_id: str, now: str) -> list[str]:
     were never the member's spend, so their uses and flash-drop units go back (a stolen till credential
     naming members' coupons without their proof burns none). Other coupons' uses stand: the till gave their
     discount. Returns the coupons given back."""
-    held = tx.one(
-        "SELECT 1 FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND reason IN (?, ?)",
-        [txn_id, *sorted(PROOF_REASONS)],
-    )
+    cond, params = tx.in_list("reason", sorted(PROOF_REASONS))
+    held = tx.one(f"SELECT 1 FROM recon_items WHERE txn_id = ? AND quarantine = 1 AND {cond}", [txn_id, *params])
     if held is None:
         return []
     rows = tx.all(

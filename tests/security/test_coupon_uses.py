@@ -380,3 +380,7 @@ def test_an_older_tills_sale_with_the_members_own_secure_tap_is_not_held(
     again = pushed(chain, old_till, "sale", made)  # the same tap again: its counter was used
     held = [i.reason.value for i in chain.items() if i.txn_id == again and i.quarantined]
     assert held == ["card_replayed"] and chain.effect(again) == "quarantined"
+    assert uses(chain, coupon) == (2, 2)  # counted while held
+    rejected = admin(chain, "POST", f"/v1/admin/quarantine/{again}/reject", {"note": "a tap used before"})
+    assert rejected.status_code == 200, rejected.text
+    assert uses(chain, coupon) == (1, 1)  # a replayed proof stands for nobody: the coupon's use goes back
