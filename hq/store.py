@@ -306,6 +306,10 @@ class HqStore:
             raise ValueError("that token is already used by another terminal") from exc
         return token
 
+    def holds_terminal(self, terminal_id: str) -> bool:
+        """Whether head office registered ``terminal_id`` (revoked or not)."""
+        return bool(self._read("SELECT 1 FROM terminals WHERE terminal_id = ?", [terminal_id]))
+
     def revoke_terminal(self, terminal_id: str) -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal. What it held of the
         flash-drop pools and had not used goes back to them."""

@@ -148,8 +148,7 @@ def hq_add_terminal(
     """Register a terminal and print its credential (shown once). A terminal head office holds already is
     re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead)."""
     with hq_store(db) as store:
-        with store.db.read() as tx:
-            held = tx.one("SELECT 1 FROM terminals WHERE terminal_id = ?", [terminal_id]) is not None
+        held = store.holds_terminal(terminal_id)
         token = store.add_terminal(terminal_id, store_id)
     if held:
         print(
