@@ -236,6 +236,7 @@ class Batch:
     """The sales that spend the member's value (points, stored value, a personal coupon): their proof counts."""
     actor: Actor = Actor.TERMINAL
     _documents: versions.Documents | None = None
+    _coupons: dict[str, tuple[Any, ...]] | None = None
 
     def flag(self, i: int, reason: Reason, subject: str = "", **detail: Any) -> Item:
         e = self.entries[i]
@@ -253,6 +254,14 @@ class Batch:
         if member_id:  # the till showed the entry's effect: it must pull head office's balance
             self.touched_members.add(member_id)
         return item
+
+    def coupon_rows(self, tx: Tx) -> dict[str, tuple[Any, ...]]:
+        """(coupon_id, body, deleted) of each coupon the batch's entries name, read once a push (pricing, proofs
+        and the use counts all read them; no stage of a push changes a coupon's document)."""
+        if self._coupons is None:
+            named = {c for f in self.facts for c in f.coupons}
+            self._coupons = _lookup(tx, "SELECT coupon_id, body, deleted FROM coupons WHERE {cond}", "coupon_id", named)
+        return self._coupons
 
     def documents(self, tx: Tx) -> versions.Documents:
         """The pricing documents and their versions, read once a batch."""
@@ -435,13 +444,8 @@ def check_prices(tx: Tx, batch: Batch) -> None:
         return
     documents = batch.documents(tx)
     documents.load([s for i in sales if (s := batch.sale(i)) is not None])
-    found = _lookup(
-        tx,
-        "SELECT coupon_id, body FROM coupons WHERE deleted = 0 AND {cond}",
-        "coupon_id",
-        {c for i in sales for c in batch.facts[i].coupons},
-    )
-    current_coupons = {k: json.loads(v[1]) for k, v in found.items()}
+    named = {c for i in sales for c in batch.facts[i].coupons}
+    current_coupons = {k: json.loads(v[1]) for k, v in batch.coupon_rows(tx).items() if k in named and not v[2]}
     tiers = _lookup(
         tx,
         "SELECT member_id, tier FROM members WHERE deleted = 0 AND {cond}",
@@ -948,7 +952,7 @@ def _personal_coupons(tx: Tx, batch: Batch) -> set[str]:
     reward bought with points: ``rewards.spends_members_value``), so a sale using one needs the member's
     proof as points do."""
     used = {c for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None for c in sale.coupons}
-    found = _lookup(tx, "SELECT coupon_id, body FROM coupons WHERE {cond}", "coupon_id", used)
+    found = batch.coupon_rows(tx)
     return {c for c in used if spends_members_value(c, json.loads(found[c][1]) if c in found else {})}
 
 
@@ -1277,7 +1281,7 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
     """Count every coupon use chain-wide and per member (quarantined sales too: the coupon left the
     till); flag uses beyond the coupon's limits."""
     uses = [(c, i) for i, f in enumerate(batch.facts) if batch.effects[i] is not Effect.MALFORMED for c in f.coupons]
-    docs = _lookup(tx, "SELECT coupon_id, body, deleted FROM coupons WHERE {cond}", "coupon_id", {c for c, _ in uses})
+    docs = batch.coupon_rows(tx)
     known = [(c, i) for c, i in uses if c in docs and not docs[c][2]]
     for c, i in uses:
         if (c, i) not in known:
