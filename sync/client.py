@@ -82,6 +82,8 @@ PUSH_MAX_BYTES = 4 * 1024 * 1024
 """A push's entries as JSON, at most (a single entry may be larger): head office refuses a body that inflates past
 32 MiB (``body_too_large``), and a backlog of large sales (hundreds of lines each) reaches that long before
 ``hq.batch_size`` entries."""
+CREDENTIAL_REFUSED = "credential_refused"
+"""The till's state: since when head office has refused this till's credential (401), or unset."""
 REFUSED_KEPT = 20  # entries head office refused even alone, kept in the till's state for status
 Progress = Callable[[str, int, int], None]
 """progress(kind, rows done of that kind, rows of that kind)"""
@@ -724,7 +726,11 @@ class SyncClient:
             self._unreachable = False
             offset = None if self.hq_clock_offset is None else str(self.hq_clock_offset)
             self.store.set_state(  # on the till's own clock, the one its offline rules read (``Service``)
-                last_sync_ok=utc_iso(self.clock()), offline_since=None, last_error=None, hq_clock_offset=offset
+                last_sync_ok=utc_iso(self.clock()),
+                offline_since=None,
+                last_error=None,
+                hq_clock_offset=offset,
+                **{CREDENTIAL_REFUSED: None},
             )
             return SyncResult(pushed, pulled)
 
@@ -773,8 +779,13 @@ class SyncClient:
             self.rotate_credential()
 
     def _mark_offline(self, exc: SyncError) -> None:
-        since = self.store.state("offline_since") or utc_iso(self.clock())
-        self.store.set_state(offline_since=since, last_error=str(exc)[:300])
+        """A failed round: offline since its first failure (what the offline rules read), and whether head office
+        refused this till's credential (``credential_refused``: no waiting brings the till back; it must be
+        enrolled again), which ``tillpoint status`` shows apart from an outage."""
+        now = utc_iso(self.clock())
+        since = self.store.state("offline_since") or now
+        refused = (self.store.state(CREDENTIAL_REFUSED) or now) if credential_refused(exc) else None
+        self.store.set_state(offline_since=since, last_error=str(exc)[:300], **{CREDENTIAL_REFUSED: refused})
 
 
 _JSON = {"Content-Type": "application/json"}
@@ -826,6 +837,11 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
     )
 
 
+def credential_refused(exc: BaseException) -> bool:
+    """Head office refused the till's credential (revoked, replaced by a rotation elsewhere, a wrong token file)."""
+    return isinstance(exc, HqRejected) and exc.status == 401
+
+
 class SyncLoop:
     """Runs ``sync_once`` in its own thread: every push interval, at once when woken by a commit,
     pulling every pull interval, and backing off with jitter while head office is unreachable.
@@ -853,6 +869,8 @@ class SyncLoop:
         self.crashes = 0
         self.last_error: str | None = None
         """The last round's failure, kept in memory (a full disk cannot record it in the database)."""
+        self.refused = False
+        """The last round's failure was head office refusing the credential (logged as an error once)."""
         self.last_progress = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -877,11 +895,21 @@ class SyncLoop:
             self.failures, self.last_error = 0, None
         except (SyncError, Rejected) as exc:
             result = exc
-            log.info("sync failed (%s)", exc)
+            if credential_refused(exc) and not self.refused:
+                log.error(
+                    "head office refuses this till's credential (%s): the till cannot sync until it is enrolled "
+                    "again (`tillpoint hq enrol-code %s` at head office, then `tillpoint enrol CODE` on this till; "
+                    "no restart needed); its sales stay in its journal meanwhile",
+                    exc,
+                    self.client.terminal_id,
+                )
+            else:
+                log.info("sync failed (%s)", exc)
         except Exception as exc:
             result, expected = exc, False
             self.crashes += 1
             log.exception("sync round crashed (%d so far)", self.crashes)
+        self.refused = credential_refused(result) if isinstance(result, Exception) else False
         if isinstance(result, Exception):
             self.failures += 1
             self.last_error = f"{type(result).__name__}: {result}"[:300]

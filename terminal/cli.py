@@ -543,6 +543,48 @@ def _open_till(cfg: Config) -> Store:
     return Store.open(cfg.db_path)
 
 
+@commands.command("enrol")
+def enrol_cmd(
+    code: Annotated[
+        str, typer.Argument(help="The one-time code from `tillpoint hq enrol-code TERMINAL` at head office.")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Redeem an enrolment code for this till's head-office credential and write it to the token file. A till
+    whose credential head office revoked comes back this way: a running daemon takes the new credential up at
+    head office's next refusal of the old one, with no restart."""
+    from sync.client import SyncError, enrol, tls_verify, write_token_file
+    from terminal.daemon import hq_token_path
+    from terminal.store import Store
+
+    cfg = cli_config(config)
+    if cfg.hq.token:
+        console.print("[red]hq.token is set in the config:[/] the credential lives there, not in a token file")
+        raise typer.Exit(2)
+    if not cfg.hq.url:
+        console.print("[red]no head office:[/] set hq.url in the config first")
+        raise typer.Exit(2)
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(cfg.db_path)
+    try:
+        reply = enrol(cfg.hq.url, code, cfg.terminal.id, verify=tls_verify(cfg.hq.ca_file), timeout=cfg.hq.timeout)
+        pinned = store.state("hq_root_key")
+        if pinned and pinned != reply.root_key:
+            console.print(
+                "[red]head office's root key is not the one this till holds:[/] not enrolled (a till is not moved to "
+                "another head office by a code)"
+            )
+            raise typer.Exit(1)
+        write_token_file(hq_token_path(cfg), reply.token)
+        store.set_state(hq_root_key=reply.root_key)
+    except SyncError as exc:
+        console.print(f"[red]enrolment failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    console.print(f"enrolled as {reply.terminal_id} of store {reply.store_id}; credential in {hq_token_path(cfg)}")
+
+
 @commands.command("sync")
 def sync_cmd(
     config: ConfigOpt = None,

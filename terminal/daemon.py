@@ -30,6 +30,7 @@ from drivers import open_reader, open_scanner
 from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
 from sync.client import (
+    CREDENTIAL_REFUSED,
     SyncClient,
     SyncError,
     SyncLoop,
@@ -853,6 +854,7 @@ def store_status(store: Store) -> dict[str, Any]:
         "push_refused": push_refused(store),
         "last_sync_ok": store.state("last_sync_ok"),
         "offline_since": store.state("offline_since"),
+        "credential_refused": store.state(CREDENTIAL_REFUSED),  # since when head office refuses the till's token
         "last_error": store.state("last_error"),
         "clock_back_s": clock_back(store, time.time()),  # > payments.max_clock_offset: offline spends refused
         "flags_open": sum(f.get("state") == "open" for f in json.loads(store.state("hq_flags") or "[]")),
