@@ -201,6 +201,7 @@ class Daemon:
         self._lock_data_dir()
         self.store = Store.open(cfg.db_path, repair=True)
         self._report_rebuild()
+        self._settle_asked()
         key = self._card_key()
         self.service = Service(
             self.store,
@@ -529,6 +530,21 @@ class Daemon:
                 "journal_lost": [list(r) for r in report.journal_lost],
             }
         )
+
+    def _settle_asked(self) -> None:
+        """Before anything sells or syncs: the confirmations a previous process asked head office for and was
+        killed before recording (power cut, SIGKILL) are withdrawn, so head office stops holding their amounts;
+        those it did record are forgotten (``Store.settle_asked``)."""
+        assert self.store is not None
+        withdrawn, dropped = self.store.settle_asked(utc_iso(time.time()))
+        if withdrawn:
+            log.warning(
+                "%d confirmation(s) asked of head office by the previous run were never recorded: withdrawn",
+                len(withdrawn),
+                extra={"txn_ids": " ".join(withdrawn)},
+            )
+        if dropped:
+            log.info("%d confirmation(s) asked by the previous run were recorded", len(dropped))
 
     def _beat_sync(self) -> None:
         self._sync_beat = time.monotonic()

@@ -327,6 +327,13 @@ def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return found
 
 
+ASKING_PREFIX = "asking:"
+"""The till's state key of a confirmation it is asking head office for (``asking:<txn_id>``, the time it asked
+as value), committed before the question goes out: the transaction's journal row removes it in the same
+commit; a failure turns it into a withdrawal, and so does the next start when a killed process left it
+(``Store.withdraw_asked``, ``Store.settle_asked``). The sync loop never sends it: the sale may still be
+being recorded."""
+
 WITHDRAW_PREFIX = "withdraw:"
 """The till's state key of a confirmation it asked head office for and did not use (``withdraw:<txn_id>``,
 the time it gave up as value): kept until head office acknowledges the withdrawal."""

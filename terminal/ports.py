@@ -306,6 +306,15 @@ class TillStore(ClaimJournal, Protocol):
         """Whether a sale of this till used the phone code ``code_id``."""
         ...
 
+    def note_asking(self, txn_id: str, at: str) -> None:
+        """Note durably that head office is about to be asked to confirm ``txn_id`` (``record`` of the
+        transaction's journal row removes the note)."""
+        ...
+
+    def withdraw_asked(self, txn_id: str, at: str) -> bool:
+        """The spend asked about ``txn_id`` failed: its note becomes a withdrawal (False: no note was left)."""
+        ...
+
     def record(
         self,
         entry: JournalEntry,

@@ -56,7 +56,6 @@ from terminal.canonical import base_digest, doc_digest
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified, Payment
 from terminal.model import (
-    WITHDRAW_PREFIX,
     Basket,
     Breakdown,
     Card,
@@ -653,23 +652,34 @@ class Service:
         return _Paid(empty, method="points", proof=Proof.POS)
 
     def _ask(self, confirm: Callable[[dict[str, Any]], bool], request: dict[str, Any]) -> bool:
-        """Ask head office to confirm a spend; the transaction is remembered as asked until it is recorded."""
-        self._asked.add(str(request["txn_id"]))
+        """Ask head office to confirm a spend. The question is noted durably first (``Store.note_asking``), so
+        that a process killed before the sale is recorded leaves a note for the next start to withdraw; the
+        sale's journal row removes it (``Store.record``)."""
+        txn_id = str(request["txn_id"])
+        self.store.note_asking(txn_id, utc_iso(self.clock()))
+        self._asked.add(txn_id)
         return confirm(request)
 
     def _withdrawn_unless_recorded(self, txn_id: str, record: Callable[[], _T]) -> _T:
         """Run ``record`` (a spend that may ask head office to confirm ``txn_id``). When it fails after head office
         was asked (the offline rules refused after the answer was lost, a stale quote, a full disk), head office
-        may hold the amount for a sale that never comes: the till notes a withdrawal, which the sync loop sends
-        (``SyncClient.withdraw_once``) until head office acknowledges it."""
+        may hold the amount for a sale that never comes: the question's note becomes a withdrawal, which the sync
+        loop sends (``SyncClient.withdraw_once``) until head office acknowledges it. When even that cannot be
+        written, the note stays and the daemon's next start withdraws it (``Store.settle_asked``)."""
         try:
             return record()
         except BaseException:
             if txn_id in self._asked:
-                self.store.set_state(**{WITHDRAW_PREFIX + txn_id: utc_iso(self.clock())})
+                self._withdraw_asked(txn_id)
             raise
         finally:
             self._asked.discard(txn_id)
+
+    def _withdraw_asked(self, txn_id: str) -> None:
+        try:
+            self.store.withdraw_asked(txn_id, utc_iso(self.clock()))
+        except Rejected as exc:  # the spend's own refusal is what the caller hears
+            log.error("could not note the withdrawal of %s (withdrawn at the next start): %s", txn_id, exc)
 
     @staticmethod
     def _confirmation(member_id: str, amount: int, txn_id: str, proof: _Paid) -> dict[str, Any]:

@@ -27,7 +27,17 @@ from terminal import b64url
 from terminal.errors import DISK_FULL, Code, Rejected
 from terminal.giftcards import GiftCard
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
-from terminal.model import WITHDRAW_PREFIX, Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
+from terminal.model import (
+    ASKING_PREFIX,
+    WITHDRAW_PREFIX,
+    Card,
+    EarnRule,
+    JournalEntry,
+    Member,
+    Status,
+    seq_ranges,
+    utc_iso,
+)
 from terminal.ports import CacheDocs, Effects
 from terminal.store import giftcards, ledger, pages, topups, vouchers
 from terminal.store.schema import known_names, migrations
@@ -171,8 +181,9 @@ class Store:
         enrol: tuple[Member, Card] | None = None,
     ) -> tuple[JournalEntry, int | None]:
         """Write one transaction atomically: the member's points change, the sale row, the
-        journal row (its seq assigned here, gapless), and the voided sale's mark. Returns the
-        stored entry and the member's new balance, after COMMIT."""
+        journal row (its seq assigned here, gapless), the voided sale's mark, and the end of the
+        transaction's ``asking:`` note (its confirmation is now used). Returns the stored entry and
+        the member's new balance, after COMMIT."""
         if self.recovering:
             raise Rejected(Code.TILL_RECOVERING)
         with self._write() as conn:
@@ -196,6 +207,7 @@ class Store:
                     merchant,
                 ),
             )
+            _set_state(conn, ASKING_PREFIX + stored.txn_id, None)
             if enrol is not None:
                 member, card = enrol
                 if conn.execute("SELECT 1 FROM cards WHERE uid_hash = ?", (card.uid_hash,)).fetchone():
@@ -673,6 +685,35 @@ class Store:
         )
         return [str(r[0]) for r in rows]
 
+    def note_asking(self, txn_id: str, at: str) -> None:
+        """Note, durably, that head office is about to be asked to confirm ``txn_id`` (``ASKING_PREFIX``):
+        committed before the question goes out, so that a process killed before the sale is recorded leaves
+        the note for ``settle_asked``."""
+        with self._write() as conn:
+            _set_state(conn, ASKING_PREFIX + txn_id, at)
+
+    def withdraw_asked(self, txn_id: str, at: str) -> bool:
+        """The spend asked about ``txn_id`` failed: its ``asking:`` note becomes a withdrawal for the sync loop
+        (``withdrawals``), in one transaction. False (nothing written) when no such note is left: the sale's
+        journal row removed it, or the question was never noted."""
+        with self._write() as conn:
+            return _give_up(conn, txn_id, at)
+
+    def settle_asked(self, at: str) -> tuple[list[str], list[str]]:
+        """At the daemon's start, before it sells: the ``asking:`` notes a previous process left (killed between
+        the question and the sale's commit). A transaction the journal holds was recorded after all: its note
+        is dropped; any other becomes a withdrawal. Returns (withdrawn, dropped) transaction ids."""
+        withdrawn: list[str] = []
+        dropped: list[str] = []
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT substr(key, ?) FROM sync_state WHERE key LIKE ? ORDER BY value, key",
+                (len(ASKING_PREFIX) + 1, ASKING_PREFIX + "%"),
+            ).fetchall()
+            for (txn_id,) in rows:
+                (withdrawn if _give_up(conn, str(txn_id), at) else dropped).append(str(txn_id))
+        return withdrawn, dropped
+
     def set_state(self, **values: str | None) -> None:
         with self._write() as conn:
             for key, value in values.items():
@@ -872,6 +913,18 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
 def _get_state(conn: sqlite3.Connection, key: str) -> str | None:
     row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else None
+
+
+def _give_up(conn: sqlite3.Connection, txn_id: str, at: str) -> bool:
+    """In the caller's transaction: the ``asking:`` note of ``txn_id`` is removed and, unless the journal holds
+    the transaction, replaced by its ``withdraw:`` note (given up at ``at``). Whether a withdrawal was noted."""
+    if _get_state(conn, ASKING_PREFIX + txn_id) is None:
+        return False
+    _set_state(conn, ASKING_PREFIX + txn_id, None)
+    if conn.execute("SELECT 1 FROM journal WHERE txn_id = ?", (txn_id,)).fetchone() is not None:
+        return False
+    _set_state(conn, WITHDRAW_PREFIX + txn_id, at)
+    return True
 
 
 def _set_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:

@@ -71,10 +71,20 @@ class NotifyListener:
         self.path.unlink(missing_ok=True)
 
 
-def till_config(root: Path, hq: HqProcess | None, token: str | None, terminal_id: str = "T-OPS", **extra: str) -> Path:
-    """A till config file as an operator writes it: data under ``root``, the sim reader, fast sync."""
+def till_config(
+    root: Path,
+    hq: HqProcess | None,
+    token: str | None,
+    terminal_id: str = "T-OPS",
+    *,
+    hq_url: str | None = None,
+    hq_timeout: float = 2.0,
+    **extra: str,
+) -> Path:
+    """A till config file as an operator writes it: data under ``root``, the sim reader, fast sync. ``hq_url``:
+    where the till reaches head office, when not straight at ``hq`` (a proxy in front of it)."""
     data = root / "till"
-    hq_part = f'url = "{hq.url}"\ntoken = "{token}"\n' if hq is not None and token else ""
+    hq_part = f'url = "{hq_url or hq.url}"\ntoken = "{token}"\n' if hq is not None and token else ""
     text = f"""
 [terminal]
 id = "{terminal_id}"
@@ -87,7 +97,7 @@ devices = ["sim:"]
 {hq_part}push_interval = 0.1
 pull_interval = 0.5
 backoff_max = 0.2
-timeout = 2.0
+timeout = {hq_timeout}
 [api]
 port = {free_port()}
 [log]
@@ -218,11 +228,16 @@ class Api:
             self._http.base_url = httpx.URL(self.till.url)
         return self._http
 
-    def sale(self, amount: int, member_id: str | None = None) -> httpx.Response:
+    def sale(
+        self, amount: int, member_id: str | None = None, *, stored_value: int = 0, payment_code: str | None = None
+    ) -> httpx.Response:
+        """A sale of one line; ``stored_value`` of it paid from the member's account with ``payment_code``."""
         body = {
             "member_id": member_id,
             "use_identified": False,
             "lines": [{"sku": "OPS", "quantity": 1, "unit_price": amount}],
+            "stored_value": stored_value,
+            "payment_code": payment_code,
         }
         return self.http.post("/v1/sales", json=body, headers={"Authorization": f"Bearer {self.till.token()}"})
 
@@ -247,6 +262,19 @@ def hq_journal(hq_db: Path, terminal_id: str) -> list[tuple[int, str]]:
     try:
         rows = conn.execute("SELECT seq, txn_id FROM journal WHERE terminal_id = ? ORDER BY seq", (terminal_id,))
         return [(int(seq), str(txn)) for seq, txn in rows.fetchall()]
+    finally:
+        conn.close()
+
+
+def hq_confirms(hq_db: Path | str, terminal_id: str) -> dict[str, tuple[int, str | None]]:
+    """Head office's online confirmations of the terminal's payments: txn_id -> (amount, when withdrawn). An
+    amount not withdrawn is held back from the member's balance until the sale's entry arrives."""
+    conn = sqlite3.connect(f"file:{hq_db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT txn_id, amount, withdrawn_at FROM payment_confirms WHERE terminal_id = ?", (terminal_id,)
+        ).fetchall()
+        return {str(txn): (int(amount), withdrawn) for txn, amount, withdrawn in rows}
     finally:
         conn.close()
 
