@@ -28,7 +28,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -52,10 +52,12 @@ from sync.protocol import (
     EodReport,
     EodResult,
     ErrorCode,
+    ItemState,
     JournalState,
     LostReport,
     PushRequest,
     PushResponse,
+    Reason,
     ReconItem,
     SnapshotInfo,
     TillHealth,
@@ -684,7 +686,18 @@ class SyncClient:
                 # head office's to show; the round goes on (flags are a display, not the sync)
                 log.warning("a flag this till cannot read was left out: %s", str(exc).splitlines()[0])
         self.store.set_state(hq_flags=json.dumps([i.model_dump(mode="json") for i in items]), hq_flags_at=_now_iso())
+        self._forget_settled_refusals(items)
         return items
+
+    def _forget_settled_refusals(self, items: Sequence[ReconItem]) -> None:
+        """Entries head office refused even alone stay in ``push_refused`` (status, doctor) until head office's
+        staff settle the ``journal_lost`` item that names their seq; then the till stops showing them. One
+        whose item is not among the flags the till holds (older than those shown) is kept."""
+        settled = [i for i in items if i.reason is Reason.JOURNAL_LOST and i.state is not ItemState.OPEN]
+        kept = json.loads(self.store.state("push_refused") or "[]")
+        left = [r for r in kept if not any(_names_seq(i, r.get("seq")) for i in settled)]
+        if len(left) != len(kept):
+            self.store.set_state(push_refused=json.dumps(left) if left else None)
 
     def rotate_credential(self) -> None:
         """Get a new token, save it, then use it (head office drops the old one at its first use)."""
@@ -835,6 +848,14 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         if page.voucher_stock is None
         else (page.voucher_stock.offline_total, page.voucher_stock.codes),
     )
+
+
+def _names_seq(item: ReconItem, seq: object) -> bool:
+    """Whether a ``journal_lost`` item's ranges hold ``seq``."""
+    ranges = item.detail.get("ranges")
+    if not isinstance(seq, int) or not isinstance(ranges, list):
+        return False
+    return any(isinstance(r, list) and len(r) == 2 and r[0] <= seq <= r[1] for r in ranges)
 
 
 def credential_refused(exc: BaseException) -> bool:

@@ -140,6 +140,17 @@ def test_an_entry_head_office_refuses_even_alone_is_reported_and_the_rest_go_on(
     [item] = [i for i in hq_store.items() if i.reason == "journal_lost"]
     assert big.txn_id in json.dumps(item.model_dump(mode="json"))
 
+    sync = client(till, server.url)
+    try:
+        sync.flags()  # the item is open: the till goes on showing the refused entry
+        assert [r["seq"] for r in store_status(till)["push_refused"]] == [3]
+        hq_store.settle(item.item_id, "ops", "rung again by hand at head office")
+        sync.flags()  # settled by head office's staff: the till stops showing it
+    finally:
+        sync.close()
+    assert store_status(till)["push_refused"] == []
+    assert [e.seq for e in till.entries(0, 10)] == [1, 2, 3, 4, 5]  # still in the journal
+
 
 def test_a_refusal_that_is_not_about_size_is_not_halved(till: Store) -> None:
     record(till, 1, 1, 1, 1)
