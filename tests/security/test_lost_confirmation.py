@@ -41,10 +41,13 @@ ALL = Basket((Line("SOFA", 1, 5000),))
 @dataclass
 class DroppingNetwork:
     """A TCP relay to head office that passes every request on, and swallows the answer to a payment
-    confirmation (the connection is then cut): head office did the work, the till never hears of it."""
+    confirmation (the connection is then cut): head office did the work, the till never hears of it. ``limit``:
+    how many answers it swallows (None: every one)."""
 
     target: tuple[str, int]
     listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    limit: int | None = None
+    dropping: int = 0
     dropped: int = 0
     stopping: bool = False
 
@@ -68,7 +71,11 @@ class DroppingNetwork:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self.target)
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:  # head office down: the till's connection is refused as it would be without the relay
+            _cut(client)
+            return
         swallow = threading.Event()
 
         def back() -> None:
@@ -76,24 +83,34 @@ class DroppingNetwork:
                 while data := upstream.recv(65536):
                     if swallow.is_set():
                         self.dropped += 1
-                        client.close()  # the answer is lost on the way
-                        return
+                        return  # the answer is lost on the way
                     client.sendall(data)
             except OSError:
                 pass
             finally:
-                client.close()
+                _cut(client)
 
         threading.Thread(target=back, daemon=True).start()
         try:
             while data := client.recv(65536):
-                if DROP in data:
+                if DROP in data and not swallow.is_set() and (self.limit is None or self.dropping < self.limit):
+                    self.dropping += 1
                     swallow.set()
                 upstream.sendall(data)
         except OSError:
             pass
         finally:
             upstream.close()
+
+
+def _cut(conn: socket.socket) -> None:
+    """Cut a connection at once: a plain ``close`` while another thread waits in ``recv`` on it sends nothing,
+    and the peer would wait for its timeout."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    conn.close()
 
 
 @pytest.fixture
