@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -29,7 +30,7 @@ import pytest
 from terminal import __version__
 from tests.fixtures.hq import free_port
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
-from tests.ops.helpers import corrupt_table, fill, hq_database, read_only, till_config
+from tests.ops.helpers import corrupt_table, fill, hq_database, hq_journal, read_only, till_config
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,62 +125,130 @@ def pulled(data_dir: Path, api_port: int, alive: Callable[[], None]) -> bool:
     return status.status_code == 200 and status.json().get("clock_offset_s") is not None
 
 
-@contextmanager
-def hq_and_till(
-    tillpoint: str, tmp_path: Path, db: str, token: str, key: Path, *serve: str
-) -> Iterator[tuple[Path, Callable[[], None]]]:
-    """Head office (``tillpoint hq serve --db DB *serve``) and a till daemon with a simulated reader, both from
-    the wheel, on free ports, the till enrolled as T-W with ``token``: yields the till's config file and a check
-    that raises (with its log) once either process has exited; both are stopped after."""
-    hq_port, api_port = free_port(), free_port()
-    config = tmp_path / "till.toml"
-    config.write_text(f"""
+class Pair:
+    """Head office (``tillpoint hq serve --db DB *serve``) and a till daemon with a simulated reader, both from the
+    wheel, on free ports, the till enrolled as T-W: each started, stopped and started again by the test, as an
+    operator does. ``alive`` raises (with its log) once a process that was started has exited."""
+
+    def __init__(self, tillpoint: str, tmp_path: Path, db: str, key: Path, serve: tuple[str, ...] = ()) -> None:
+        self.tmp_path, self.key = tmp_path, key
+        self.hq_port, self.api_port = free_port(), free_port()
+        self.data, self.config = tmp_path / "till", tmp_path / "till.toml"
+        self.commands = {
+            "hq": [tillpoint, "hq", "serve", "--db", db, "--port", str(self.hq_port), *serve],
+            "till": [tillpoint, "run", "--config", str(self.config)],
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def hq_url(self) -> str:
+        return f"http://127.0.0.1:{self.hq_port}"
+
+    def configure(self, token: str | None, hq_url: str | None = None, extra: str = "") -> Path:
+        """Write the till's config file: head office at ``hq_url`` (default: the one started here), the till's
+        credential ``token`` in the config, or (``None``) in the token file, where enrolment keeps it."""
+        credential = f'token = "{token}"\n' if token is not None else ""
+        self.config.write_text(f"""
 [terminal]
 id = "T-W"
-data_dir = "{tmp_path / "till"}"
+data_dir = "{self.data}"
 [security]
-card_key_file = "{key}"
+card_key_file = "{self.key}"
 [reader]
 devices = ["sim:"]
 [hq]
-url = "http://127.0.0.1:{hq_port}"
-token = "{token}"
-push_interval = 0.1
+url = "{hq_url or self.hq_url}"
+{credential}push_interval = 0.1
 pull_interval = 0.5
 backoff_max = 0.2
 [api]
-port = {api_port}
-""")
-    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("hq", "till")}
-    commands = {
-        "hq": [tillpoint, "hq", "serve", "--db", db, "--port", str(hq_port), *serve],
-        "till": [tillpoint, "run", "--config", str(config)],
-    }
-    procs = {
-        name: subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=logs[name], stderr=subprocess.STDOUT)
-        for name, command in commands.items()
-    }
+port = {self.api_port}
+{extra}""")
+        return self.config
 
-    def alive() -> None:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited {proc.returncode}: {(tmp_path / f'{name}.log').read_text()}")
+    def keep_token(self, token: str) -> None:
+        """Put the till's head-office credential in its token file (``<data_dir>/hq.token``, mode 0600), as an
+        operator hands a till a new credential."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        fresh = self.data / "hq.token.new"
+        fresh.write_text(token + "\n")
+        fresh.chmod(0o600)
+        fresh.replace(self.data / "hq.token")  # whole: the daemon never reads half a token
 
-    try:
-        # The till's first pull done (it measures head office's clock then): polled over its API here, so the
-        # test's first command is not started again and again (each start of the command costs a second of CPU).
-        wait_until(lambda: pulled(tmp_path / "till", api_port, alive), 90, "the till's first pull from head office")
-        yield config, alive
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
+    def start(self, name: str) -> None:
+        with (self.tmp_path / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                self.commands[name], cwd=self.tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def stop(self, *names: str, kill: bool = False) -> None:
+        """Stop the named processes (every one when none is named): SIGTERM, or SIGKILL with ``kill``."""
+        procs = [self.procs.pop(name) for name in names or tuple(self.procs) if name in self.procs]
+        for proc in procs:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        for log in logs.values():
-            log.close()
+                proc.wait(timeout=20)
+
+    def alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited {proc.returncode}: {(self.tmp_path / f'{name}.log').read_text()}")
+
+    def wait_pulled(self) -> None:
+        # The till's first pull done (it measures head office's clock then): polled over its API here, so the
+        # test's first command is not started again and again (each start of the command costs a second of CPU).
+        wait_until(lambda: pulled(self.data, self.api_port, self.alive), 90, "the till's first pull from head office")
+
+    def wait_hq(self) -> None:
+        """Head office answering its public health route."""
+
+        def answers() -> bool:
+            self.alive()
+            try:
+                return httpx.get(f"{self.hq_url}/v1/health", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, 60, "head office answering")
+
+    def till(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        """The till's local API as the POS calls it, with the till's API token: a GET, or a POST of ``body``."""
+        headers = {"Authorization": f"Bearer {(self.data / 'api.token').read_text().strip()}"}
+        url = f"http://127.0.0.1:{self.api_port}{path}"
+        if body is None:
+            return httpx.get(url, headers=headers, timeout=10)
+        return httpx.post(url, json=body, headers=headers, timeout=10)
+
+    def status(self) -> dict[str, Any]:
+        reply = self.till("/v1/status")
+        assert reply.status_code == 200, reply.text
+        answer: dict[str, Any] = reply.json()
+        return answer
+
+
+@contextmanager
+def hq_and_till(
+    tillpoint: str, tmp_path: Path, db: str, token: str, key: Path, *serve: str
+) -> Iterator[tuple[Path, Callable[[], None]]]:
+    """Head office and the till (``Pair``), the till's credential ``token`` in its config, both started: yields the
+    till's config file and a check that raises (with its log) once either process has exited; both are stopped
+    after."""
+    pair = Pair(tillpoint, tmp_path, db, key, serve)
+    config = pair.configure(token)
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_pulled()
+        yield config, pair.alive
+    finally:
+        pair.stop()
 
 
 def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
@@ -796,3 +865,175 @@ def test_the_installed_head_office_keeps_statistics_on_postgresql(
         day_rows = conn.execute("SELECT kind, item, visits, spend FROM member_day_rows ORDER BY kind").fetchall()
     assert options == ["fillfactor=80"]
     assert day_rows == [("c", "food", 0, 2500), ("s", "S-001", 1, 2500)]  # m041: one table, read through views
+
+
+def sale(pair: Pair, amount: int, **more: Any) -> httpx.Response:
+    """A sale of one line rung through the till's local API (``more``: the member, the payment)."""
+    return pair.till("/v1/sales", {"lines": [{"sku": "W", "quantity": 1, "unit_price": amount}], **more})
+
+
+def rung(pair: Pair, amount: int) -> str:
+    """An anonymous sale the till records; its txn id."""
+    reply = sale(pair, amount)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["txn_id"])
+
+
+def hq_rows(db: str, sql: str, *params: str) -> list[tuple[Any, ...]]:
+    """Rows of head office's SQLite database, read as it runs."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_the_installed_daemon_takes_up_a_credential_head_office_re_keyed(installed: Path, tmp_path: Path) -> None:
+    """Head office re-keys the till (`tillpoint hq add-terminal` of a terminal it holds): the running installed
+    daemon is refused with the credential it holds; the operator puts the new one in the till's token file, and
+    the daemon reads the file again at the next refusal: the sale rung after the re-keying reaches head office,
+    with no restart."""
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    pair = Pair(tillpoint, tmp_path, db, key)
+    pair.configure(None)  # the credential lives in the token file, where enrolment keeps it
+    pair.keep_token(token)
+
+    def held() -> list[str]:
+        pair.alive()
+        return [txn for _, txn in hq_journal(Path(db), "T-W")]
+
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_pulled()
+        first = rung(pair, 100)
+        wait_until(lambda: held() == [first], 30, "the first sale at head office")
+        rekeyed = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db)
+        new = rekeyed.stdout.strip().splitlines()[-1]
+        assert new != token and "re-keyed" in rekeyed.stderr, rekeyed.stderr
+        second = rung(pair, 200)
+        wait_until(
+            lambda: pair.alive() or "401" in str(pair.status().get("sync_error")), 30, "the old credential refused"
+        )
+        assert held() == [first]
+        pair.keep_token(new)
+        wait_until(lambda: held() == [first, second], 30, "the sale rung after the re-keying at head office")
+        wait_until(lambda: pair.status()["sync_error"] is None, 30, "the daemon syncing without an error")
+    finally:
+        pair.stop()
+
+
+def test_the_installed_till_withdraws_a_confirmation_whose_answer_was_lost(installed: Path, tmp_path: Path) -> None:
+    """A member pays 30.00 of their 50.00 stored value with their phone's code at the installed till; head office
+    confirms it and holds the amount back, but the network loses its answer; the till's offline rules (20.00 a
+    payment here) refuse the sale, so its entry never comes. The installed daemon withdraws the confirmation with
+    its next sync: head office stops holding the 30.00, and the member pays the whole 50.00 at the till."""
+    from sync.memberapp import MemberApp
+    from tests.security.test_lost_confirmation import DroppingNetwork
+
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
+    run("hq", "topup", "M-W", "5000", "--db", db)
+    member_token = run("hq", "member-token", "M-W", "--db", db).stdout.strip().splitlines()[-1]
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    pair = Pair(tillpoint, tmp_path, db, key)
+    network = DroppingNetwork(("127.0.0.1", pair.hq_port), limit=1)  # loses the first confirmation's answer
+    pair.configure(token, hq_url=network.url, extra="[payments]\nper_transaction = 2000\n")
+    phone = MemberApp("M-W", tmp_path / "phone")
+
+    def confirmations() -> list[tuple[int, int]]:
+        """(amount, withdrawn) of each of the member's confirmations head office holds."""
+        pair.alive()
+        found = hq_rows(db, "SELECT amount, withdrawn_at IS NOT NULL FROM payment_confirms WHERE member_id = 'M-W'")
+        return sorted((int(amount), int(withdrawn)) for amount, withdrawn in found)
+
+    def paid(amount: int) -> httpx.Response | None:
+        pair.alive()
+        reply = sale(pair, amount, member_id="M-W", stored_value=amount, payment_code=phone.next_code())
+        if reply.status_code == 409 and reply.json()["code"] in ("unknown_member", "device_cert_unknown"):
+            return None  # the member or the phone's certificate not pulled yet: head office was not asked
+        return reply
+
+    network.start()
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_hq()
+        phone.register(pair.hq_url, member_token)  # the till pulls the phone's certificate with a later round
+        pair.wait_pulled()
+        lost = wait_until(lambda: paid(3000), 30, "the till to take the member's phone code")
+        assert lost.status_code == 409 and lost.json()["code"] == "offline_limit_transaction", lost.text
+        assert network.dropped == 1  # head office confirmed it: its answer was lost on the way
+        wait_until(lambda: confirmations() == [(3000, 1)], 30, "the till's withdrawal of the unused confirmation")
+        whole = paid(5000)
+        assert whole is not None and whole.status_code == 200, whole.text if whole is not None else None
+        wait_until(
+            lambda: hq_rows(db, "SELECT stored_value FROM members WHERE member_id = 'M-W'") == [(0,)],
+            30,
+            "the whole balance's sale at head office",
+        )
+        assert confirmations() == [(3000, 1), (5000, 0)]
+    finally:
+        pair.stop()
+        network.stop()
+
+
+def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: Path, tmp_path: Path) -> None:
+    """Head office restored from its last backup (its disk died): the installed till had pushed four sales since
+    and marked them acknowledged. Its next push learns of the hole, the till sends them again, and head office
+    ends with every seq exactly once and the till with nothing pending."""
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    pair = Pair(tillpoint, tmp_path, db, key)
+    pair.configure(token)
+    backup = tmp_path / "hq-backup.db"
+
+    def drained(count: int) -> bool:
+        pair.alive()
+        return len(hq_journal(Path(db), "T-W")) == count and pair.status()["pending"] == 0
+
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_pulled()
+        sold = [rung(pair, 1000 + n) for n in range(3)]
+        wait_until(lambda: drained(3), 30, "the first sales at head office")
+        source = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)  # last night's backup, taken live
+        target = sqlite3.connect(backup)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        sold += [rung(pair, 2000 + n) for n in range(4)]
+        wait_until(lambda: drained(7), 30, "the day's sales acknowledged")
+
+        pair.stop("hq", kill=True)  # head office's disk dies; the operator restores the backup
+        for side in ("-wal", "-shm"):
+            Path(db + side).unlink(missing_ok=True)
+        shutil.copyfile(backup, db)
+        pair.start("hq")
+        assert len(hq_journal(Path(db), "T-W")) == 3
+
+        sold += [rung(pair, 3000 + n) for n in range(2)]
+        wait_until(lambda: drained(9), 30, "every sale at head office again and nothing pending at the till")
+        status = pair.status()
+        assert (status["resent"], status["push_refused"], status["sync_error"]) == (4, [], None)
+    finally:
+        pair.stop()
+    held = hq_journal(Path(db), "T-W")
+    assert [seq for seq, _ in held] == list(range(1, 10))
+    assert sorted(txn for _, txn in held) == sorted(sold)
