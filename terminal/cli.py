@@ -61,9 +61,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML con
 def _load(path: Path | None, **overrides: dict[str, Any]) -> Config:
     cfg = config_mod.load(path)
     if overrides:
-        raw = cfg.model_dump()
+        raw = cfg.model_dump(exclude_unset=True)  # what the file left out stays left out (config.check_held)
         for section, values in overrides.items():
-            raw[section].update(values)
+            raw.setdefault(section, {}).update(values)
         cfg = config_mod.validate(raw)
     return cfg
 
@@ -508,8 +508,14 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
 def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     """A head-office client for one-off commands; enrols first when only an enrolment code is set."""
     from sync.client import SyncClient, SyncError, tls_verify, write_token_file
+    from terminal.config import check_held, held_by
     from terminal.daemon import enrol_terminal, hq_token, hq_token_path
 
+    try:
+        check_held(cfg, held_by(cfg, store.state))
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
     verify = tls_verify(cfg.hq.ca_file)
     token = hq_token(cfg)
     if not token and cfg.hq.enrol_code:

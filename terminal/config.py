@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -16,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from terminal.errors import ConfigError
+from terminal.errors import ConfigError, SetupCode
 
 ENV_CONFIG = "TILLPOINT_CONFIG"
 ENV_STATE = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
@@ -40,7 +42,8 @@ class TerminalSection(_Section):
     store_id: Annotated[str, Field(min_length=1, max_length=64)] = "S-001"
     """The store this till belongs to (store-limited rules and coupons, reports)."""
     data_dir: str = ""
-    """Where the database lives; empty means $STATE_DIRECTORY, else ./var/tillpoint."""
+    """Where the database lives; empty means the last directory of $STATE_DIRECTORY (systemd's StateDirectory=:
+    /var/lib/tillpoint/data under the shipped unit), else ./var/tillpoint."""
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
     """ISO 4217 code of the money the till counts."""
     currency_exponent: Annotated[int, Field(ge=0, le=4)] = 2
@@ -430,9 +433,12 @@ class Config(_Section):
 
     @property
     def data_dir(self) -> Path:
+        """``terminal.data_dir``, else systemd's last state directory: the shipped unit lists the card key's
+        directory, then the data's (``StateDirectory=tillpoint tillpoint/data``), so a file that leaves the key
+        out finds the database, the token and the card key where the shipped config puts them."""
         if self.terminal.data_dir:
             return Path(self.terminal.data_dir)
-        state = os.environ.get(ENV_STATE, "").split(":")[0]
+        state = os.environ.get(ENV_STATE, "").split(":")[-1]
         return Path(state) if state else Path("var") / "tillpoint"
 
     @property
@@ -460,6 +466,77 @@ class Config(_Section):
         """Where the running daemon writes the URL its local API listens on (the CLI's commands read it:
         ``demo --api-port`` or ``[api] port = 0`` put it elsewhere than ``[api] port``)."""
         return self.data_dir / "api.url"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a till's own files say about how it was set up, for ``check_held``."""
+
+    terminal_id: str | None = None
+    """The terminal its database last ran as (``None``: never ran)."""
+    store_id: str | None = None
+    """The store its database last ran for."""
+    credential: str = ""
+    """Where its head-office credential is (``hq.token``, ``hq.enrol_code`` or the token file); ``""``: none."""
+    synced: bool = False
+    """Its database holds what a head office sent (a pinned root key, a pull cursor)."""
+
+
+def credential_of(cfg: Config) -> str:
+    """Where this till's head-office credential is: ``hq.token``, ``hq.enrol_code``, or its token file when that
+    holds something; ``""``: none."""
+    if cfg.hq.token:
+        return "hq.token"
+    if cfg.hq.enrol_code:
+        return "hq.enrol_code"
+    try:
+        return str(cfg.hq_token_path) if cfg.hq_token_path.stat().st_size > 0 else ""
+    except OSError:
+        return ""
+
+
+def held_by(cfg: Config, state: Callable[[str], str | None]) -> Held:
+    """What the till holds, from its credential and ``state``: a key of its database's sync state, or None."""
+    return Held(
+        terminal_id=state("terminal_id"),
+        store_id=state("store_id"),
+        credential=credential_of(cfg),
+        synced=state("hq_root_key") is not None or state("cursor") is not None,
+    )
+
+
+def _left_out(cfg: Config, held: Held) -> list[tuple[str, str]]:
+    """(key, why) for each key the file leaves out whose default contradicts what the till holds."""
+    missing: list[tuple[str, str]] = []
+    term, hq = cfg.terminal, cfg.hq
+    if "id" not in term.model_fields_set and held.terminal_id not in (None, term.id):
+        missing.append(("terminal.id", f"this till's database belongs to terminal {held.terminal_id}"))
+    if "store_id" not in term.model_fields_set and held.store_id not in (None, term.store_id):
+        missing.append(("terminal.store_id", f"this till's sales are for store {held.store_id}"))
+    if "url" not in hq.model_fields_set and (held.credential or held.synced):
+        why = f"its credential is in {held.credential}" if held.credential else "its database has synced with one"
+        missing.append(("hq.url", f"this till belongs to a head office ({why})"))
+    return missing
+
+
+def check_held(cfg: Config, held: Held) -> None:
+    """Refuse a config that would run this till on a default its own files contradict.
+
+    A file cut short (a full disk, a copy interrupted) still parses: the keys it lost take their defaults, and a
+    till would run as terminal T-001 of store S-001, or alone on http://127.0.0.1:8731, without a word. A key the
+    file leaves out is ``config_incomplete`` when the till's database or credential says its default is wrong.
+    Raises ``ConfigError``."""
+    missing = _left_out(cfg, held)
+    if missing:
+        (key, why), *more = missing
+        also = f" (also left out: {', '.join(k for k, _ in more)})" if more else ""
+        default = cfg.model_dump()[key.split(".")[0]][key.split(".")[1]]
+        raise ConfigError(
+            key,
+            f"set in the file: {why}, and the file does not say it, so the default {default!r} would be "
+            f"used{also}. Is the file cut short? Restore it from the copy you installed",
+            SetupCode.CONFIG_INCOMPLETE,
+        )
 
 
 def _key_of(error: ErrorDetails) -> str:
@@ -531,5 +608,5 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:  # not readable by this user, a directory, an I/O error
         raise ConfigError("--config", f"a readable file ({exc})") from exc
     if not raw:  # emptied (a save cut by a power cut): the defaults would start another till on a new database
-        raise ConfigError("--config", f"a config with its settings ({chosen} is empty)")
+        raise ConfigError("--config", f"a config with its settings ({chosen} is empty)", SetupCode.CONFIG_INCOMPLETE)
     return validate(raw)

@@ -46,7 +46,7 @@ from terminal import session as cashier
 from terminal.api.pairing import Pairing
 from terminal.checkin import CheckinCodes
 from terminal.checkout import Checkout, LastTap
-from terminal.config import Config
+from terminal.config import Config, check_held, held_by
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, Rejected, storage_refusal
@@ -201,6 +201,7 @@ class Daemon:
         self._lock_data_dir()
         self.store = Store.open(cfg.db_path, repair=True)
         self._report_rebuild()
+        self._check_setup(self.store)
         self._settle_asked()
         key = self._card_key()
         self.service = Service(
@@ -315,6 +316,15 @@ class Daemon:
                 path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not note the API address in %s: %s", path, exc)
+
+    def _check_setup(self, store: Store) -> None:
+        """Refuse a config whose defaults contradict what this till holds (``config.check_held``), then note the
+        terminal and store it runs as, for the next start to check against."""
+        cfg = self.config
+        check_held(cfg, held_by(cfg, store.state))
+        ran = {"terminal_id": cfg.terminal.id, "store_id": cfg.terminal.store_id}
+        if any(store.state(key) != value for key, value in ran.items()):
+            store.set_state(**ran)
 
     def _card_key(self) -> bytes:
         assert self.store is not None
@@ -589,6 +599,8 @@ class Daemon:
         sd_notify("RELOADING=1")
         try:
             new = load()
+            if self.store is not None:  # a file cut short is refused now, not at the next restart
+                check_held(new, held_by(new, self.store.state))
         except ConfigError as exc:
             log.error("config reload refused, the running configuration stays: %s", exc)
             self.emit({"type": "config", "ok": False, "error": str(exc)})

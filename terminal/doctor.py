@@ -10,7 +10,8 @@
     daemon      the local API of a running daemon answers
 
 Verdicts: ok, warn, fail, skip. Exit code: 0 all ok, 1 a warning, 2 a failure (Nagios style, so a
-monitoring agent can run it as is). Nothing here writes: the database is opened read-only.
+monitoring agent can run it as is). A failure of a till set up wrong carries a stable ``code``
+(``terminal.errors.SetupCode``). Nothing here writes: the database is opened read-only.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Check:
     name: str
     verdict: Verdict
     words: str
+    code: str = ""
+    """A stable code (``SetupCode``) for a failure a monitoring agent may act on; ``""``: none."""
 
     def as_dict(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -119,11 +122,15 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
 
 
 def check_config(path: Path | None) -> tuple[Config | None, Check]:
+    """The file loads and validates, and leaves out no key whose default contradicts what the till holds
+    (``config.check_held``: the daemon refuses such a file as ``config_incomplete``)."""
     source = str(path or os.environ.get(config_mod.ENV_CONFIG) or "")
     try:
         cfg = config_mod.load(path)
+        config_mod.check_held(cfg, config_mod.held_by(cfg, _held_state(cfg.db_path).get))
     except ConfigError as exc:
-        return None, fail("config", f"{source or 'config'}: {exc}. Fix the file; the daemon will not start.")
+        said = f"{source or 'config'}: {exc}. Fix the file; the daemon will not start."
+        return None, Check("config", Verdict.FAIL, said, exc.code.value if exc.code else "")
     if not source:
         return cfg, warn("config", "no config file (--config or $TILLPOINT_CONFIG): running on built-in defaults")
     return cfg, ok("config", f"{source} is valid (terminal {cfg.terminal.id}, store {cfg.terminal.store_id})")
@@ -143,6 +150,20 @@ def check_secrets(cfg: Config) -> list[Check]:
     else:
         found.append(warn("hq token", f"none configured (nor in {token}): sync is off and sales stay in the journal"))
     return found
+
+
+def _held_state(db: Path) -> dict[str, str]:
+    """The sync state the till's database keeps (read-only; empty when there is no readable database)."""
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM sync_state") if v is not None}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
 
 
 def _held_key_check(db: Path) -> tuple[str | None, int]:

@@ -3,7 +3,8 @@
     TerminalError
      +-- Rejected(code, message)     a request the till refuses; nothing was written
      +-- StorageError                the local database failed (disk full, corrupt, locked)
-     +-- ConfigError(key, expected)  a bad configuration value; start-up stops
+     +-- ConfigError(key, expected)  a bad configuration value; start-up stops (``SetupCode``: wrong for
+                                     what the till holds)
 
 Codes are a ``StrEnum``: their values are part of the API and never change meaning.
 """
@@ -291,13 +292,24 @@ def storage_refusal(exc: OSError, doing: str) -> Rejected:
     return Rejected(Code.STORAGE_FULL if full else Code.STORAGE_FAILED, f"could not {doing}: {why}{where}")
 
 
-class ConfigError(TerminalError):
-    """A configuration value is wrong; names the key and what was expected."""
+class SetupCode(StrEnum):
+    """Why a till is set up wrong for what it holds: ``tillpoint run`` refuses to start and ``tillpoint doctor``
+    fails with these (docs/install.md, "A till set up wrong"). Values never change meaning."""
 
-    def __init__(self, key: str, expected: str) -> None:
+    CONFIG_INCOMPLETE = "config_incomplete"
+    """A key the file leaves out would take a default that contradicts the till's own data (a file cut short)."""
+
+
+class ConfigError(TerminalError):
+    """A configuration value is wrong; names the key and what was expected, and a ``SetupCode`` when the value
+    is wrong for what the till holds rather than in itself (then read as ``code: config key ...``)."""
+
+    def __init__(self, key: str, expected: str, code: SetupCode | None = None) -> None:
         self.key = key
         self.expected = expected
-        super().__init__(f"config key {key!r}: {expected}")
+        self.code = code
+        said = f"config key {key!r}: {expected}"
+        super().__init__(f"{code.value}: {said}" if code else said)
 
 
 class PortBusy(TerminalError):

@@ -118,10 +118,14 @@ class PortTaken(AssertionError):
 class TillProcess:
     """`tillpoint run --config FILE` in a subprocess, with the test's notify socket."""
 
-    def __init__(self, config: Path, notify: NotifyListener, watchdog_usec: int | None = None) -> None:
+    def __init__(
+        self, config: Path, notify: NotifyListener, watchdog_usec: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.notify = notify
         self.watchdog_usec = watchdog_usec
+        self.env = env or {}
+        """More environment for the daemon (``STATE_DIRECTORY``, as systemd sets it)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = config.parent / "till.log"
         self.starts = 0
@@ -156,7 +160,7 @@ class TillProcess:
         self.port = load(self.config).api.port
 
     def _start(self, wait_ready: bool, timeout: float) -> float:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), "PYTHONPATH": str(ROOT), **self.env}
         env.pop("WATCHDOG_USEC", None)
         if self.watchdog_usec:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)

@@ -1,15 +1,34 @@
-"""A till refuses to start wrong rather than run wrong: a second daemon on the same data directory, and
-a card-hash key file deleted or swapped (which would silently turn every known card into an unknown one).
+"""A till refuses to start wrong rather than run wrong: a second daemon on the same data directory, a
+card-hash key file deleted or swapped (which would silently turn every known card into an unknown one), and
+a config file cut short (its lost keys defaulting).
 Real `tillpoint run` processes; `tillpoint doctor` says the same."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
-from tests.fixtures.hq import HqProcess, tillpoint
-from tests.ops.helpers import Api, NotifyListener, TillProcess, hq_journal, read_only, till_config, wait_until
+import pytest
+
+from terminal.config import Config, load
+from terminal.doctor import Verdict, check_config
+from tests.fixtures.hq import HqProcess, free_port, tillpoint
+from tests.ops.helpers import (
+    ROOT,
+    Api,
+    NotifyListener,
+    TillProcess,
+    hq_journal,
+    read_only,
+    till_config,
+    wait_until,
+)
 
 
 def test_one_daemon_per_data_directory(tmp_path: Path, hq: HqProcess) -> None:
@@ -108,3 +127,133 @@ def test_a_config_file_not_in_utf8_is_a_configuration_error(tmp_path: Path) -> N
         said = done.stdout + done.stderr
         assert done.returncode == 2 and "Traceback" not in said, said
         assert "UTF-8" in said, said
+
+
+SHIPPED = ROOT / "systemd" / "tillpoint.toml"
+
+
+def installed_till(tmp_path: Path, hq: HqProcess) -> tuple[Path, dict[str, str]]:
+    """A till set up as docs/install.md says: systemd/install.sh (into a root of its own) with the chain's card key and
+    the terminal's token, then the config edited (terminal.id, terminal.store_id, hq.url; the test's own port, and the
+    root's paths). Returns the config and the environment systemd gives the shipped unit (StateDirectory=)."""
+    root, token = tmp_path / "root", tmp_path / "T-CUT.token"
+    (root / "etc").mkdir(parents=True)
+    token.write_text(hq.add_terminal("T-CUT", "S-CUT") + "\n")
+    done = subprocess.run(
+        ["bash", str(ROOT / "systemd/install.sh"), "--root", str(root), "--no-venv"]
+        + ["--card-key", str(hq.key_file), "--hq-token", str(token)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = root / "etc/tillpoint/tillpoint.toml"
+    text = config.read_text().replace('"/var/lib/tillpoint', f'"{root}/var/lib/tillpoint')
+    for shipped, edited in (
+        ('id = "T-001"', 'id = "T-CUT"'),
+        ('store_id = "S-001"', 'store_id = "S-CUT"'),
+        ('url = "https://hq.example.invalid"', f'url = "{hq.url}"'),
+        ("port = 8732", f"port = {free_port()}"),
+    ):
+        assert shipped in text, shipped
+        text = text.replace(shipped, edited)
+    config.write_text(text)
+    state = root / "var/lib/tillpoint"
+    return config, {"STATE_DIRECTORY": f"{state}:{state / 'data'}"}
+
+
+MATTERS = ("terminal.id", "terminal.store_id", "terminal.data_dir", "hq.url")
+"""The keys whose defaults change what a till records or where it sends it (the card key's path follows data_dir)."""
+
+
+def left_to_defaults(full: dict[str, Any], cut: dict[str, Any]) -> list[str]:
+    """The keys of the full file that the cut one leaves out, where the file's value is not the default (the API
+    port, which the test moved off the shipped one for its own till, is judged by the shipped file)."""
+    shipped, default = tomllib.loads(SHIPPED.read_text()), Config().model_dump()
+    return [
+        f"{section}.{key}"
+        for section, values in full.items()
+        for key, value in values.items()
+        if key not in cut.get(section, {})
+        and (shipped[section][key] if (section, key) == ("api", "port") else value) != default[section][key]
+    ]
+
+
+def test_a_config_cut_at_any_line_refuses_to_start_or_runs_as_written(
+    tmp_path: Path, hq: HqProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config of an installed till cut short at each line boundary (a full disk, a copy interrupted) still parses;
+    its lost keys take their defaults. The till either refuses, ``config_incomplete`` naming the first key whose
+    default contradicts what it holds (its database, its token), in the daemon and in doctor, or runs on exactly what
+    the whole file says: never as terminal T-001 of store S-001, never alone on head office's default address."""
+    config, env = installed_till(tmp_path, hq)
+    monkeypatch.setenv("STATE_DIRECTORY", env["STATE_DIRECTORY"])  # how doctor, run by the unit's user, sees it
+    whole = config.read_text()
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify, env=env)
+    try:
+        till.start()
+        assert Api(till).sale(100).status_code == 200
+        wait_until(lambda: len(hq_journal(Path(hq.db), "T-CUT")) == 1, 20, "the first sale pushed")
+        config.write_text(whole[: whole.index("[hq]")])  # cut under the running daemon: a reload refuses it
+        sent = time.monotonic()
+        till.signal(signal.SIGHUP)
+        refusal = "STATUS=config reload refused: config_incomplete: config key 'hq.url'"
+        wait_until(lambda: any(x.startswith(refusal) for x in notify.lines(sent)), 20, "the reload refused")
+        config.write_text(whole)
+        assert till.stop() == 0
+    finally:
+        till.kill()
+    full, wanted = tomllib.loads(whole), load(config)
+    lines = whole.splitlines(keepends=True)
+    cuts: dict[str, str] = {}  # one cut per document it parses as
+    for end in range(len(lines) + 1):
+        text = "".join(lines[:end])
+        cuts.setdefault(json.dumps(tomllib.loads(text), sort_keys=True), text)
+    refused, ran = [], []
+    try:
+        for text in cuts.values():
+            config.write_text(text)
+            cut = tomllib.loads(text)
+            lost = [key for key in left_to_defaults(full, cut) if key in MATTERS]
+            checked = check_config(config)[1]
+            if not cut:  # no key at all (cut before the first section): refused as an empty file, whatever it holds
+                started = tillpoint("run", "--config", str(config), cwd=tmp_path)
+                said = started.stdout + started.stderr
+                assert started.returncode == 2 and "config_incomplete: config key '--config'" in said, (text, said)
+                assert "is empty" in said and (checked.verdict, checked.code) == (Verdict.FAIL, "config_incomplete")
+                continue
+            if lost:  # the daemon's and doctor's word, with the first key the till can tell is wrong
+                expected = next(k for k in ("terminal.id", "terminal.store_id", "hq.url") if k in lost)
+                started = tillpoint("run", "--config", str(config), cwd=tmp_path)
+                said = started.stdout + started.stderr
+                assert started.returncode == 1, (text, said)
+                assert f"cannot start: config_incomplete: config key '{expected}'" in said, (text, said)
+                assert (checked.verdict, checked.code) == (Verdict.FAIL, "config_incomplete"), (text, checked)
+                refused.append(expected)
+                continue
+            assert checked.verdict is Verdict.OK, (text, checked)
+            running = load(config)
+            assert (running.terminal, running.data_dir, running.card_key_path) == (
+                wanted.terminal,
+                wanted.data_dir,
+                wanted.card_key_path,
+            )
+            assert running.hq == wanted.hq and running.hq_token_path == wanted.hq_token_path
+            ran.append(text)
+        assert set(refused) == {"terminal.id", "terminal.store_id", "hq.url"} and ran, (refused, len(ran))
+        for text in (ran[-1], next(t for t in ran if "port = " in t)):  # whole, and the shortest with its API port
+            config.write_text(text)
+            till.start()
+            assert Api(till).sale(100).status_code == 200
+            assert till.stop() == 0
+        wait_until(lambda: len(hq_journal(Path(hq.db), "T-CUT")) == 3, 20, "the sales of the cut files pushed")
+        config.write_text(cuts[min(cuts, key=len)])  # the empty file: doctor says so, by its CLI
+        doctor = tillpoint("doctor", "--config", str(config), "--json", cwd=tmp_path)
+        (check,) = json.loads(doctor.stdout)
+        assert doctor.returncode == 2 and check["code"] == "config_incomplete", check
+    finally:
+        config.write_text(whole)
+        till.kill()
+        notify.close()

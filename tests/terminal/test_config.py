@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from terminal import config
-from terminal.errors import ConfigError
+from terminal.errors import ConfigError, SetupCode
 
 
 def test_defaults_need_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,3 +125,50 @@ def test_a_ca_bundle_named_must_be_there(tmp_path: Path) -> None:
     assert info.value.key == "hq.ca_file"
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     assert config.validate({"hq": {"ca_file": str(tmp_path / "ca.pem")}}).hq.ca_file.endswith("ca.pem")
+
+
+@pytest.mark.parametrize(
+    ("raw", "held", "refused"),
+    [
+        ({}, config.Held(terminal_id="T-9"), ("terminal.id", SetupCode.CONFIG_INCOMPLETE)),
+        ({"terminal": {"id": "T-9"}}, config.Held("T-9", "S-9"), ("terminal.store_id", SetupCode.CONFIG_INCOMPLETE)),
+        ({"hq": {"push_interval": 1}}, config.Held(credential="hq.token"), ("hq.url", SetupCode.CONFIG_INCOMPLETE)),
+        ({"hq": {"push_interval": 1}}, config.Held(synced=True), ("hq.url", SetupCode.CONFIG_INCOMPLETE)),
+        ({}, config.Held("T-001", "S-001"), None),  # a till that always ran on the defaults: nothing changes
+        ({}, config.Held(), None),  # a new till, no credential: the defaults are all it has (a demo)
+        ({"terminal": {"id": "T-2", "store_id": "S-2"}}, config.Held("T-1", "S-1"), None),  # the operator's choice
+        ({"hq": {"url": "https://hq.example"}}, config.Held(credential="hq.token", synced=True), None),
+    ],
+)
+def test_a_key_left_out_is_refused_when_the_till_holds_otherwise(
+    raw: dict[str, Any], held: config.Held, refused: tuple[str, str] | None
+) -> None:
+    cfg = config.validate(raw)
+    if refused is None:
+        config.check_held(cfg, held)
+        return
+    with pytest.raises(ConfigError) as exc:
+        config.check_held(cfg, held)
+    assert (exc.value.key, exc.value.code) == refused and str(exc.value).startswith(f"{refused[1]}: config key")
+
+
+def test_overrides_keep_what_the_file_left_out(tmp_path: Path) -> None:
+    """``run --log-level`` and the demo override keys of the file: what the file left out stays left out."""
+    from terminal.cli import _load
+
+    path = tmp_path / "t.toml"
+    path.write_text('[terminal]\nid = "T-7"\n')
+    cfg = _load(path, log={"level": "debug"})
+    assert cfg.log.level == "debug" and "url" not in cfg.hq.model_fields_set
+    assert "store_id" not in cfg.terminal.model_fields_set and "id" in cfg.terminal.model_fields_set
+
+
+def test_the_data_directory_is_systemds_last_state_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped unit's ``StateDirectory=tillpoint tillpoint/data``: the card key's directory, then the data's."""
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/tillpoint:/var/lib/tillpoint/data")
+    cfg = config.validate({})
+    assert (cfg.data_dir, cfg.card_key_path) == (
+        Path("/var/lib/tillpoint/data"),
+        Path("/var/lib/tillpoint/card-hash.key"),
+    )
+    assert cfg.hq_token_path == Path("/var/lib/tillpoint/data/hq.token")
