@@ -19,6 +19,7 @@ Errors::
      +-- UnknownTerminal       a push for a terminal that was never registered (403)
      +-- CredentialRevoked     a revoked terminal's token (401)
      +-- EnrolmentRefused      an unknown, expired or used enrolment code (401)
+     +-- EnrolmentWrongStore   a code of another store than the till names (409; the code stays unused)
      +-- StorageFailed         the database failed (503)
 """
 
@@ -114,6 +115,7 @@ __all__ = [
     "CredentialRevoked",
     "Effect",
     "EnrolmentRefused",
+    "EnrolmentWrongStore",
     "HqError",
     "HqStore",
     "SeqConflict",
@@ -140,6 +142,10 @@ class CredentialRevoked(HqError):
 
 class EnrolmentRefused(HqError):
     pass
+
+
+class EnrolmentWrongStore(HqError):
+    """The enrolment code is for another store than the till named: refused, the code left unused (409)."""
 
 
 b64 = b64url.encode
@@ -336,9 +342,11 @@ class HqStore:
             )
         return "-".join(code[i : i + 4] for i in range(0, 16, 4))
 
-    def enrol(self, code: str, terminal_id: str | None = None) -> EnrolResponse:
+    def enrol(self, code: str, terminal_id: str | None = None, store_id: str | None = None) -> EnrolResponse:
         """Redeem a one-time code for the terminal's own credential. An enrolment lifts a revocation:
-        issuing a code is the administrator's decision to let this terminal in again."""
+        issuing a code is the administrator's decision to let this terminal in again. A till that names its
+        store (``store_id``) is refused, and the code left unused, when the code is another store's: its every
+        entry would name a store its terminal is not of (``wrong_store``)."""
         token = secrets.token_urlsafe(32)
         now = self.now()
 
@@ -354,6 +362,12 @@ class HqStore:
                 raise EnrolmentRefused(
                     f"this enrolment code was made for another terminal, not {terminal_id}: set the till's "
                     "[terminal] id to the one head office made it for"
+                )
+            if store_id is not None and store_id != row[1]:
+                raise EnrolmentWrongStore(
+                    f"this code enrols terminal {row[0]} for store {row[1]}, and the till is configured for store "
+                    f"{store_id}: correct terminal.store_id in the till's config (or ask for a code for store "
+                    f"{store_id}); the code is still valid"
                 )
             tx.run(
                 "UPDATE enrol_codes SET used_at = ? WHERE code_sha256 = ?", [now, token_digest(normalise_code(code))]

@@ -199,13 +199,16 @@ def enrol(
     code: str,
     terminal_id: str | None = None,
     *,
+    store_id: str | None = None,
     verify: ssl.SSLContext | bool = True,
     timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
 ) -> EnrolResponse:
-    """Redeem a one-time enrolment code for this terminal's own credential."""
+    """Redeem a one-time enrolment code for this terminal's own credential; a code of another store than
+    ``store_id`` is refused (``HqRejected`` 409 ``enrol_wrong_store``) and stays unused."""
+    request = EnrolRequest(code=code, terminal_id=terminal_id, store_id=store_id)
     with httpx.Client(base_url=base_url, timeout=timeout, verify=_verifying(verify), transport=transport) as http:
-        body = _request(http, "POST", "/v1/enrol", json=EnrolRequest(code=code, terminal_id=terminal_id).model_dump())
+        body = _request(http, "POST", "/v1/enrol", json=request.model_dump(exclude_none=True))
     reply: EnrolResponse = _parse(EnrolResponse, body, "enrolment reply")
     return reply
 

@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     CREDENTIAL_REVOKED = "credential_revoked"
     ENROL_CODE_INVALID = "enrol_code_invalid"
+    ENROL_WRONG_STORE = "enrol_wrong_store"
     WRONG_TERMINAL = "wrong_terminal"
     UNKNOWN_TERMINAL = "unknown_terminal"
     FORBIDDEN = "forbidden"
@@ -187,6 +188,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNAUTHORIZED: (401, "missing, malformed or unknown bearer token"),
     ErrorCode.CREDENTIAL_REVOKED: (401, "this terminal's credential was revoked at head office"),
     ErrorCode.ENROL_CODE_INVALID: (401, "the enrolment code is unknown, expired or already used"),
+    ErrorCode.ENROL_WRONG_STORE: (409, "the enrolment code is for another store than the till named; it stays unused"),
     ErrorCode.WRONG_TERMINAL: (403, "the body or an entry names another terminal than the token's"),
     ErrorCode.UNKNOWN_TERMINAL: (403, "the token's terminal has no registration"),
     ErrorCode.FORBIDDEN: (403, "an administrator token is needed"),
@@ -728,6 +730,8 @@ class EnrolRequest(_Model):
     code: str = Field(min_length=4, max_length=64)
     terminal_id: str | None = None
     """If given, must match the terminal the code was issued for."""
+    store_id: str | None = Field(default=None, max_length=64)
+    """If given, must match the store the code was issued for (else 409 ``enrol_wrong_store``, the code unused)."""
 
 
 class EnrolResponse(_Model):

@@ -521,7 +521,7 @@ def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     if not token and cfg.hq.enrol_code:
         try:
             token = enrol_terminal(cfg, store, verify)
-        except SyncError as exc:
+        except (SyncError, ConfigError) as exc:
             console.print(f"[red]enrolment failed:[/] {exc}")
             raise typer.Exit(1) from exc
     if not token:

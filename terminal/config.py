@@ -476,6 +476,8 @@ class Held:
     """The terminal its database last ran as (``None``: never ran)."""
     store_id: str | None = None
     """The store its database last ran for."""
+    hq_store_id: str | None = None
+    """The store head office enrolled it for (``None``: not enrolled with a code)."""
     credential: str = ""
     """Where its head-office credential is (``hq.token``, ``hq.enrol_code`` or the token file); ``""``: none."""
     synced: bool = False
@@ -500,6 +502,7 @@ def held_by(cfg: Config, state: Callable[[str], str | None]) -> Held:
     return Held(
         terminal_id=state("terminal_id"),
         store_id=state("store_id"),
+        hq_store_id=state("hq_store_id"),
         credential=credential_of(cfg),
         synced=state("hq_root_key") is not None or state("cursor") is not None,
     )
@@ -511,8 +514,9 @@ def _left_out(cfg: Config, held: Held) -> list[tuple[str, str]]:
     term, hq = cfg.terminal, cfg.hq
     if "id" not in term.model_fields_set and held.terminal_id not in (None, term.id):
         missing.append(("terminal.id", f"this till's database belongs to terminal {held.terminal_id}"))
-    if "store_id" not in term.model_fields_set and held.store_id not in (None, term.store_id):
-        missing.append(("terminal.store_id", f"this till's sales are for store {held.store_id}"))
+    store = held.hq_store_id or held.store_id
+    if "store_id" not in term.model_fields_set and store not in (None, term.store_id):
+        missing.append(("terminal.store_id", f"this till's sales are for store {store}"))
     if "url" not in hq.model_fields_set and (held.credential or held.synced):
         why = f"its credential is in {held.credential}" if held.credential else "its database has synced with one"
         missing.append(("hq.url", f"this till belongs to a head office ({why})"))
@@ -524,8 +528,8 @@ def check_held(cfg: Config, held: Held) -> None:
 
     A file cut short (a full disk, a copy interrupted) still parses: the keys it lost take their defaults, and a
     till would run as terminal T-001 of store S-001, or alone on http://127.0.0.1:8731, without a word. A key the
-    file leaves out is ``config_incomplete`` when the till's database or credential says its default is wrong.
-    Raises ``ConfigError``."""
+    file leaves out is ``config_incomplete`` when the till's database or credential says its default is wrong;
+    a store other than the one head office enrolled the till for is ``store_mismatch``. Raises ``ConfigError``."""
     missing = _left_out(cfg, held)
     if missing:
         (key, why), *more = missing
@@ -536,6 +540,13 @@ def check_held(cfg: Config, held: Held) -> None:
             f"set in the file: {why}, and the file does not say it, so the default {default!r} would be "
             f"used{also}. Is the file cut short? Restore it from the copy you installed",
             SetupCode.CONFIG_INCOMPLETE,
+        )
+    if held.hq_store_id is not None and held.hq_store_id != cfg.terminal.store_id:
+        raise ConfigError(
+            "terminal.store_id",
+            f"{held.hq_store_id}, the store head office enrolled this till for (got {cfg.terminal.store_id!r}): "
+            "head office holds every entry naming another store in quarantine (wrong_store)",
+            SetupCode.STORE_MISMATCH,
         )
 
 

@@ -31,6 +31,7 @@ from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
 from sync.client import (
     CREDENTIAL_REFUSED,
+    HqRejected,
     SyncClient,
     SyncError,
     SyncLoop,
@@ -40,7 +41,7 @@ from sync.client import (
     tls_verify,
     write_token_file,
 )
-from sync.protocol import DeviceHealth, TillHealth
+from sync.protocol import DeviceHealth, ErrorCode, TillHealth
 from terminal import __version__, logs, topups
 from terminal import session as cashier
 from terminal.api.pairing import Pairing
@@ -49,7 +50,7 @@ from terminal.checkout import Checkout, LastTap
 from terminal.config import Config, check_held, held_by
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
-from terminal.errors import Code, ConfigError, Rejected, storage_refusal
+from terminal.errors import Code, ConfigError, Rejected, SetupCode, storage_refusal
 from terminal.keys import KeyLost, card_key, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
@@ -140,12 +141,37 @@ def hq_token(config: Config) -> str:
 def enrol_terminal(
     config: Config, store: Store, verify: ssl.SSLContext | bool, transport: httpx.BaseTransport | None = None
 ) -> str:
-    """Redeem ``hq.enrol_code``, keep the credential in the token file and pin head office's root
-    key; returns the token. Raises SyncError."""
-    hq = config.hq
-    reply = enrol(hq.url, hq.enrol_code, config.terminal.id, verify=verify, timeout=hq.timeout, transport=transport)
+    """Redeem ``hq.enrol_code``, keep the credential in the token file, pin head office's root key and note the
+    store head office enrolled the till for; returns the token. Raises SyncError, and ``ConfigError``
+    (``enrol_wrong_store``) when the code is another store's than ``terminal.store_id``: head office refuses it
+    unused; one of an older release redeems it, and the credential is kept for the corrected config."""
+    hq, store_id = config.hq, config.terminal.store_id
+    try:
+        reply = enrol(
+            hq.url,
+            hq.enrol_code,
+            config.terminal.id,
+            store_id=store_id,
+            verify=verify,
+            timeout=hq.timeout,
+            transport=transport,
+        )
+    except HqRejected as exc:
+        if exc.code != ErrorCode.ENROL_WRONG_STORE:
+            raise
+        raise ConfigError(
+            "terminal.store_id", f"the store of the enrolment code ({exc})", SetupCode.ENROL_WRONG_STORE
+        ) from exc
     write_token_file(hq_token_path(config), reply.token)
-    store.set_state(hq_root_key=reply.root_key)
+    store.set_state(hq_root_key=reply.root_key, hq_store_id=reply.store_id)
+    if reply.store_id != store_id:
+        raise ConfigError(
+            "terminal.store_id",
+            f"{reply.store_id}, the store head office enrolled this till for (got {store_id!r}): head office would "
+            "hold every sale in quarantine (wrong_store); correct terminal.store_id and start again (the "
+            "credential is kept)",
+            SetupCode.ENROL_WRONG_STORE,
+        )
     log.info("enrolled with head office as %s of store %s", reply.terminal_id, reply.store_id)
     return reply.token
 

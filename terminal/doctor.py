@@ -123,7 +123,7 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
 
 def check_config(path: Path | None) -> tuple[Config | None, Check]:
     """The file loads and validates, and leaves out no key whose default contradicts what the till holds
-    (``config.check_held``: the daemon refuses such a file as ``config_incomplete``)."""
+    (``config.check_held``: the daemon refuses such a file as ``config_incomplete`` or ``store_mismatch``)."""
     source = str(path or os.environ.get(config_mod.ENV_CONFIG) or "")
     try:
         cfg = config_mod.load(path)

@@ -298,6 +298,10 @@ class SetupCode(StrEnum):
 
     CONFIG_INCOMPLETE = "config_incomplete"
     """A key the file leaves out would take a default that contradicts the till's own data (a file cut short)."""
+    STORE_MISMATCH = "store_mismatch"
+    """``terminal.store_id`` is not the store head office registered this terminal for."""
+    ENROL_WRONG_STORE = "enrol_wrong_store"
+    """The enrolment code is for another store than ``terminal.store_id``."""
 
 
 class ConfigError(TerminalError):

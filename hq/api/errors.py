@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hq.errors import HqError, StorageFailed
 from hq.ingest import SeqConflict, UnknownTerminal, WrongTerminal
-from hq.store import CredentialRevoked, EnrolmentRefused
+from hq.store import CredentialRevoked, EnrolmentRefused, EnrolmentWrongStore
 from sync.asgi import validation_message
 from sync.protocol import ERROR_STATUS, ErrorBody, ErrorCode
 
@@ -27,6 +27,7 @@ _STORAGE_ERRORS: dict[type[HqError], ErrorCode] = {
     UnknownTerminal: ErrorCode.UNKNOWN_TERMINAL,
     CredentialRevoked: ErrorCode.CREDENTIAL_REVOKED,
     EnrolmentRefused: ErrorCode.ENROL_CODE_INVALID,
+    EnrolmentWrongStore: ErrorCode.ENROL_WRONG_STORE,
     StorageFailed: ErrorCode.STORAGE_UNAVAILABLE,
 }
 

@@ -30,9 +30,13 @@ def health(request: Request, store: Store) -> dict[str, Any]:
     return {"status": "ok", "time": store.now(), "protocol": PROTOCOL_VERSION, "root_key": request.app.state.root_key}
 
 
-@router.post("/v1/enrol", response_model=EnrolResponse, responses=errors(ErrorCode.ENROL_CODE_INVALID))
+@router.post(
+    "/v1/enrol",
+    response_model=EnrolResponse,
+    responses=errors(ErrorCode.ENROL_CODE_INVALID, ErrorCode.ENROL_WRONG_STORE),
+)
 def enrol(store: Store, body: EnrolRequest) -> EnrolResponse:
-    return store.enrol(body.code, body.terminal_id)
+    return store.enrol(body.code, body.terminal_id, body.store_id)
 
 
 @router.post(

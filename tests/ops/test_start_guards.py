@@ -1,6 +1,6 @@
 """A till refuses to start wrong rather than run wrong: a second daemon on the same data directory, a
-card-hash key file deleted or swapped (which would silently turn every known card into an unknown one), and
-a config file cut short (its lost keys defaulting).
+card-hash key file deleted or swapped (which would silently turn every known card into an unknown one), an
+enrolment into another store than its own, and a config file cut short (its lost keys defaulting).
 Real `tillpoint run` processes; `tillpoint doctor` says the same."""
 
 from __future__ import annotations
@@ -127,6 +127,42 @@ def test_a_config_file_not_in_utf8_is_a_configuration_error(tmp_path: Path) -> N
         said = done.stdout + done.stderr
         assert done.returncode == 2 and "Traceback" not in said, said
         assert "UTF-8" in said, said
+
+
+def test_an_enrolment_code_of_another_store_stops_the_start(tmp_path: Path, hq: HqProcess) -> None:
+    """A till configured for store S-1 given a code head office issued for store S-2 would journal every sale for a
+    store its terminal is not of, and head office would quarantine them all (``wrong_store``): the daemon refuses to
+    start (``enrol_wrong_store``) and the code stays valid; corrected, the till enrols, and a later config naming
+    another store is ``store_mismatch`` for the daemon and for doctor."""
+    code = hq.cli("enrol-code", "T-ENR", "--store-id", "S-2").strip()
+    config = till_config(tmp_path, hq, "unused", "T-ENR")
+    written = config.read_text().replace('token = "unused"', f'enrol_code = "{code}"')
+    config.write_text(written.replace('id = "T-ENR"\n', 'id = "T-ENR"\nstore_id = "S-1"\n'))
+    refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "cannot start: enrol_wrong_store: config key 'terminal.store_id'" in said, said
+    assert "for store S-2" in said and not (tmp_path / "till" / "hq.token").exists()
+
+    config.write_text(config.read_text().replace('store_id = "S-1"', 'store_id = "S-2"'))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    try:
+        till.start()  # the same code, still unused
+        assert api.sale(100).status_code == 200
+        wait_until(lambda: len(hq_journal(Path(hq.db), "T-ENR")) == 1, 20, "the sale pushed")
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+
+    config.write_text(config.read_text().replace('store_id = "S-2"', 'store_id = "S-3"'))
+    refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 1 and "cannot start: store_mismatch: config key 'terminal.store_id'" in refused.stdout
+    doctor = tillpoint("doctor", "--config", str(config), "--json", cwd=tmp_path)
+    (check,) = json.loads(doctor.stdout)
+    assert doctor.returncode == 2 and (check["name"], check["code"]) == ("config", "store_mismatch"), check
 
 
 SHIPPED = ROOT / "systemd" / "tillpoint.toml"

@@ -3,6 +3,7 @@ tokens. Real head office on 127.0.0.1 (SQLite and PostgreSQL), real httpx."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 from hq.api.server import ServerHandle
 from hq.store import EnrolmentRefused, HqStore
 from sync.client import HqRejected, SyncClient, enrol
+from terminal.config import Config, validate
+from terminal.daemon import enrol_terminal
+from terminal.errors import ConfigError
 from terminal.store import Store
 
 
@@ -91,3 +95,59 @@ def test_admin_routes_need_an_admin_token(hq: HqStore, server: ServerHandle) -> 
     # An admin token is not a terminal credential.
     response = httpx.get(f"{server.url}/v1/changes", headers={"Authorization": f"Bearer {admin}"})
     assert response.status_code == 401
+
+
+def test_a_code_of_another_store_than_the_tills_is_refused_and_stays_unused(hq: HqStore, server: ServerHandle) -> None:
+    code = hq.enrol_code("T-NEW", "S-7")
+    with pytest.raises(HqRejected) as wrong:
+        enrol(server.url, code, "T-NEW", store_id="S-8")
+    assert (wrong.value.status, wrong.value.code) == (409, "enrol_wrong_store") and "for store S-7" in str(wrong.value)
+    reply = enrol(server.url, code, "T-NEW", store_id="S-7")  # the refusal left the code unused
+    assert (reply.terminal_id, reply.store_id) == ("T-NEW", "S-7")
+
+
+class _OlderHeadOffice(httpx.HTTPTransport):
+    """The enrolment as a head office of the release before reads it: without the till's store."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/enrol":
+            body = {k: v for k, v in json.loads(request.content).items() if k != "store_id"}
+            request = httpx.Request(request.method, request.url, json=body)
+        return super().handle_request(request)
+
+
+def test_a_till_refuses_to_enrol_for_another_store_than_its_own(
+    hq: HqStore, server: ServerHandle, tmp_path: Path
+) -> None:
+    """The till names its store when it enrols: a code of another store is ``enrol_wrong_store``, nothing kept. A head
+    office that does not read the store redeems the code: the till keeps the credential, notes head office's store and
+    refuses; its next start with that config is ``store_mismatch``, and the corrected config starts."""
+    from terminal.config import check_held, held_by
+    from terminal.errors import SetupCode
+
+    def till(store_id: str, code: str = "") -> Config:
+        section = {"url": server.url, "enrol_code": code} if code else {"url": server.url}
+        return validate({"terminal": {"id": "T-NEW", "store_id": store_id, "data_dir": str(tmp_path)}, "hq": section})
+
+    store = Store.open(tmp_path / "terminal.db")
+    try:
+        cfg = till("S-8", hq.enrol_code("T-NEW", "S-7"))
+        with pytest.raises(ConfigError) as refused:
+            enrol_terminal(cfg, store, True)
+        assert (refused.value.code, refused.value.key) == (SetupCode.ENROL_WRONG_STORE, "terminal.store_id")
+        assert str(refused.value).startswith("enrol_wrong_store: config key 'terminal.store_id'")
+        assert not cfg.hq_token_path.exists() and store.state("hq_store_id") is None
+
+        with pytest.raises(ConfigError) as kept:
+            enrol_terminal(cfg, store, True, _OlderHeadOffice())
+        assert kept.value.code is SetupCode.ENROL_WRONG_STORE and "S-7, the store head office enrolled" in str(
+            kept.value
+        )
+        assert hq.authenticate(cfg.hq_token_path.read_text().strip()) == "T-NEW"
+        assert store.state("hq_store_id") == "S-7"
+        with pytest.raises(ConfigError) as mismatch:
+            check_held(till("S-8"), held_by(till("S-8"), store.state))
+        assert mismatch.value.code is SetupCode.STORE_MISMATCH
+        check_held(till("S-7"), held_by(till("S-7"), store.state))  # the corrected config
+    finally:
+        store.close()

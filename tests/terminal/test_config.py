@@ -132,8 +132,14 @@ def test_a_ca_bundle_named_must_be_there(tmp_path: Path) -> None:
     [
         ({}, config.Held(terminal_id="T-9"), ("terminal.id", SetupCode.CONFIG_INCOMPLETE)),
         ({"terminal": {"id": "T-9"}}, config.Held("T-9", "S-9"), ("terminal.store_id", SetupCode.CONFIG_INCOMPLETE)),
+        (
+            {"terminal": {"id": "T-9"}},
+            config.Held("T-9", hq_store_id="S-9"),
+            ("terminal.store_id", "config_incomplete"),
+        ),
         ({"hq": {"push_interval": 1}}, config.Held(credential="hq.token"), ("hq.url", SetupCode.CONFIG_INCOMPLETE)),
         ({"hq": {"push_interval": 1}}, config.Held(synced=True), ("hq.url", SetupCode.CONFIG_INCOMPLETE)),
+        ({"terminal": {"store_id": "S-1"}}, config.Held(hq_store_id="S-2"), ("terminal.store_id", "store_mismatch")),
         ({}, config.Held("T-001", "S-001"), None),  # a till that always ran on the defaults: nothing changes
         ({}, config.Held(), None),  # a new till, no credential: the defaults are all it has (a demo)
         ({"terminal": {"id": "T-2", "store_id": "S-2"}}, config.Held("T-1", "S-1"), None),  # the operator's choice
