@@ -380,6 +380,8 @@ class CardKeys:
 
     sun_master_key: bytes | None = None
     hash_uid: Callable[[bytes], str] | None = None
+    key_check: str | None = None
+    """The card-hash key's check (``terminal.keys.key_check``): what a till compares its own key with."""
 
 
 def check_card_tap(

@@ -108,6 +108,7 @@ from sync.protocol import (
 from terminal import b64url
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
+from terminal.keys import key_check
 from terminal.rewards import Reward
 from terminal.topups import TopupPolicy
 
@@ -1238,7 +1239,11 @@ def open_store(
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
     sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
     card_key = card_key_file.read_bytes() if card_key_file else None
-    keys = CardKeys(sun, (lambda uid: card_uid_hash(card_key, uid)) if card_key else None)
+    keys = CardKeys(
+        sun,
+        (lambda uid: card_uid_hash(card_key, uid)) if card_key else None,
+        key_check(card_key) if card_key else None,
+    )
     return HqStore(
         db,
         Settings(

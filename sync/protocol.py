@@ -742,6 +742,17 @@ class EnrolResponse(_Model):
     """base64url Ed25519 public key that signs keys and revocations; pin it."""
 
 
+class TerminalInfo(_Model):
+    """``GET /v1/terminal``: this terminal as head office holds it, for the till to check its own set-up."""
+
+    terminal_id: str
+    store_id: str
+    """The store head office registered the terminal for: every entry must name it (else ``wrong_store``)."""
+    card_key_check: str | None = None
+    """``terminal.keys.key_check`` of the card-hash key head office was started with: a keyed hash of a constant,
+    which tells two keys apart and gives neither away; null when head office holds no card-hash key."""
+
+
 # -- end of day and reconciliation ---------------------------------------------------------------
 
 

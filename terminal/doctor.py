@@ -7,6 +7,8 @@
     database    SQLite integrity_check of the terminal database; journal entries waiting
     disk        free space where the database lives
     head office reachable, accepts this terminal's token, and its clock agrees with ours
+    hq store    head office registered this terminal for the store the config names
+    hq card key this till's card-hash key is the one head office hashes cards with (their checks compared)
     daemon      the local API of a running daemon answers
 
 Verdicts: ok, warn, fail, skip. Exit code: 0 all ok, 1 a warning, 2 a failure (Nagios style, so a
@@ -16,6 +18,7 @@ monitoring agent can run it as is). A failure of a till set up wrong carries a s
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import shutil
@@ -33,10 +36,11 @@ from typing import Any
 
 import httpx
 
+from sync.protocol import TerminalInfo
 from terminal import config as config_mod
 from terminal import payments as pay
 from terminal.config import CameraSettings, Config
-from terminal.errors import ConfigError
+from terminal.errors import ConfigError, SetupCode
 from terminal.keys import key_check
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
@@ -74,8 +78,9 @@ def warn(name: str, words: str) -> Check:
     return Check(name, Verdict.WARN, words)
 
 
-def fail(name: str, words: str) -> Check:
-    return Check(name, Verdict.FAIL, words)
+def fail(name: str, words: str, code: SetupCode | None = None) -> Check:
+    """A failure; with a ``code``, its words begin with it (``code: ...``), as the daemon's refusals do."""
+    return Check(name, Verdict.FAIL, f"{code.value}: {words}" if code else words, code.value if code else "")
 
 
 def skip(name: str, words: str) -> Check:
@@ -486,23 +491,83 @@ def check_hq(cfg: Config, timeout: float) -> list[Check]:
             before = time.time()
             health = client.get("/v1/health")
             after = time.time()
-            checks = (
-                [ok("head office", f"{url} answers")]
-                if health.status_code == 200
-                else [fail("head office", f"{url} answered {health.status_code} to /v1/health")]
-            )
-            if health.status_code == 200:
-                checks.append(clock_check(health.json().get("time"), (before + after) / 2))
-                checks.append(_token_check(client, _token(cfg)))
-            return checks
+            if health.status_code != 200:
+                answered = f"head office answered {health.status_code} to /v1/health"
+                return [
+                    fail("head office", f"{url} answered {health.status_code} to /v1/health"),
+                    *_unchecked(answered),
+                ]
+            token = _token(cfg)
+            login = _token_check(client, token)
+            checks = [ok("head office", f"{url} answers"), clock_check(health.json().get("time"), (before + after) / 2)]
+            if login.verdict is not Verdict.OK:
+                return [*checks, login, *_unchecked("head office does not take this till's token")]
+            return [*checks, login, *_setup_checks(client, cfg, token)]
     except httpx.HTTPError as exc:
         return [
             fail(
                 "head office",
                 f"{url} cannot be reached ({exc.__class__.__name__}: {exc}); sales go on "
                 "offline, but check the network, the firewall and hq.url",
-            )
+            ),
+            *_unchecked("head office cannot be reached"),
         ]
+
+
+def _unchecked(why: str) -> list[Check]:
+    """The checks against head office's registration of this till, not made (``why``)."""
+    return [skip("hq store", f"not checked: {why}"), skip("hq card key", f"not checked: {why}")]
+
+
+def _setup_checks(client: httpx.Client, cfg: Config, token: str) -> list[Check]:
+    """This till's store and card-hash key against head office's registration of it (``GET /v1/terminal``)."""
+    reply = client.get("/v1/terminal", headers={"Authorization": f"Bearer {token}"})
+    if reply.status_code == 404:
+        return _unchecked("head office is of an older release (no GET /v1/terminal): upgrade it")
+    if reply.status_code != 200:
+        return _unchecked(f"head office answered {reply.status_code} to GET /v1/terminal")
+    try:
+        info = TerminalInfo.model_validate(reply.json())
+    except ValueError:
+        return _unchecked("head office's answer to GET /v1/terminal is unreadable")
+    return [store_check(cfg.terminal.store_id, info.store_id), card_key_check(cfg.card_key_path, info.card_key_check)]
+
+
+def store_check(configured: str, registered: str) -> Check:
+    if configured == registered:
+        return ok("hq store", f"head office registered this terminal for store {registered}, as configured")
+    return fail(
+        "hq store",
+        f"head office registered this terminal for store {registered}, and terminal.store_id is {configured}: "
+        "head office holds every sale of this till in quarantine (wrong_store); correct terminal.store_id",
+        SetupCode.STORE_MISMATCH,
+    )
+
+
+def card_key_check(key: Path, hq_check: str | None) -> Check:
+    """This till's card-hash key against the check of head office's (``terminal.keys.key_check``: neither key
+    leaves its machine)."""
+    if hq_check is None:
+        return skip("hq card key", "not checked: head office was started without the card-hash key (--card-key-file)")
+    try:
+        mine = key_check(key.read_bytes())
+    except FileNotFoundError:
+        return fail(
+            "hq card key",
+            f"{key} does not exist: the daemon would make a new key, which is not head office's, and know no "
+            "card; install the chain's key file (the one head office serves with)",
+            SetupCode.CARD_KEY_MISMATCH,
+        )
+    except OSError as exc:
+        return skip("hq card key", f"not checked: {key} cannot be read ({exc.strerror or exc})")
+    if hmac.compare_digest(mine, hq_check):
+        return ok("hq card key", f"{key} is the card-hash key head office hashes cards with")
+    return fail(
+        "hq card key",
+        f"{key} is not the card-hash key head office hashes cards with: this till hashes every card differently "
+        "and identifies no member; install the chain's key file (the one head office serves with)",
+        SetupCode.CARD_KEY_MISMATCH,
+    )
 
 
 def clock_check(hq_time: Any, local: float) -> Check:

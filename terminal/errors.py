@@ -302,6 +302,8 @@ class SetupCode(StrEnum):
     """``terminal.store_id`` is not the store head office registered this terminal for."""
     ENROL_WRONG_STORE = "enrol_wrong_store"
     """The enrolment code is for another store than ``terminal.store_id``."""
+    CARD_KEY_MISMATCH = "card_key_mismatch"
+    """The till's card-hash key is not the one head office hashes cards with."""
 
 
 class ConfigError(TerminalError):

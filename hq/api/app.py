@@ -6,6 +6,7 @@ runs it.
     GET  /v1/health                   no auth
     GET  /v1/openapi.json             no auth: the machine-readable protocol, error codes included
     POST /v1/enrol                    one-time code (+ the till's store) -> the terminal's own credential
+    GET  /v1/terminal                 terminal token; its store and the card-hash key's check, as head office holds them
     POST /v1/credentials/rotate       terminal token -> a new token (the old one works until the new one is used)
     POST /v1/journal                  terminal token; body may be gzip (Content-Encoding: gzip)
     GET  /v1/changes                  terminal token; ?since=N&limit=M (limit capped at 5000)

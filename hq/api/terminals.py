@@ -1,5 +1,5 @@
 """Head office's routes for a terminal's credential and its own view: health, enrolment, rotation,
-its flagged items, end of day."""
+its registration (store, card-key check), its flagged items, end of day."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sync.protocol import (
     ErrorCode,
     ItemState,
     ReconItem,
+    TerminalInfo,
 )
 
 router = APIRouter()
@@ -37,6 +38,21 @@ def health(request: Request, store: Store) -> dict[str, Any]:
 )
 def enrol(store: Store, body: EnrolRequest) -> EnrolResponse:
     return store.enrol(body.code, body.terminal_id, body.store_id)
+
+
+@router.get(
+    "/v1/terminal",
+    response_model=TerminalInfo,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED),
+)
+def terminal(store: Store, terminal_id: Terminal) -> TerminalInfo:
+    """This terminal as head office holds it: its store, and the check of the card-hash key head office hashes
+    cards with (never the key), so that `tillpoint doctor` can tell a till set up with another store or key."""
+    return TerminalInfo(
+        terminal_id=terminal_id,
+        store_id=store.store_of(terminal_id) or "",
+        card_key_check=store.settings.card_keys.key_check,
+    )
 
 
 @router.post(

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from terminal import doctor as doctor_mod
 from terminal.config import load
 from terminal.doctor import Verdict, check_database, check_disk, clock_check, run_checks
+from terminal.keys import key_check
 from terminal.model import utc_iso
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess
@@ -155,3 +158,45 @@ def test_a_camera_is_reported_with_what_it_made_of_each_control(tmp_path: Path) 
     assert "exposure 80 ignored" in told.words and "focus 30 ignored" in told.words
     missing = check_camera(str(tmp_path / "gone.avi"), settings=settings)
     assert missing.verdict is Verdict.FAIL and "not found" in missing.words
+
+
+def test_a_card_key_or_store_other_than_head_offices_is_a_failure_with_its_code(tmp_path: Path, hq: HqProcess) -> None:
+    """A till installed with another card-hash key than head office's hashes every card differently and identifies
+    nobody; one configured for another store than head office registered has every sale quarantined. Doctor compares
+    both with what head office says of this terminal (``GET /v1/terminal``: its store and the key's check, never the
+    key), and says "not checked" when head office cannot be asked."""
+    token = hq.add_terminal("T-KEYS")
+    config = till_config(tmp_path, hq, token, "T-KEYS")
+    code, checks = doctor(config)
+    assert verdicts(checks)["hq card key"] == verdicts(checks)["hq store"] == "ok", checks
+    said = httpx.get(f"{hq.url}/v1/terminal", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    assert said == {"terminal_id": "T-KEYS", "store_id": "S-001", "card_key_check": key_check(hq.key)}
+    assert httpx.get(f"{hq.url}/v1/terminal", timeout=10).status_code == 401
+
+    other = tmp_path / "other.key"
+    other.write_bytes(bytes(reversed(hq.key)))
+    other.chmod(0o600)
+    config.write_text(config.read_text().replace(str(hq.key_file), str(other)))
+    code, checks = doctor(config)
+    card = next(c for c in checks if c["name"] == "hq card key")
+    assert code == 2 and card["verdict"] == "fail" and card["code"] == "card_key_mismatch", card
+    assert "not the card-hash key head office hashes cards with" in card["words"]
+    assert verdicts(checks)["card key"] == "ok"  # on its own the file looks fine: only head office can tell
+    assert hq.key.hex() not in json.dumps(checks) and other.read_bytes().hex() not in json.dumps(checks)
+    other.unlink()  # no key yet: the daemon would make one of its own
+    code, checks = doctor(config)
+    card = next(c for c in checks if c["name"] == "hq card key")
+    assert card["verdict"] == "fail" and card["code"] == "card_key_mismatch" and "does not exist" in card["words"]
+
+    config = till_config(tmp_path, hq, hq.add_terminal("T-AWAY", "S-009"), "T-AWAY")
+    code, checks = doctor(config)
+    store = next(c for c in checks if c["name"] == "hq store")
+    assert code == 2 and store["verdict"] == "fail" and store["code"] == "store_mismatch", store
+    assert "store S-009" in store["words"] and "terminal.store_id is S-001" in store["words"]
+    assert verdicts(checks)["hq card key"] == "ok"
+
+    hq.kill()
+    code, checks = doctor(config)
+    assert verdicts(checks)["hq card key"] == verdicts(checks)["hq store"] == "skip"
+    assert words(checks, "hq card key") == "not checked: head office cannot be reached"
+    assert doctor_mod.card_key_check(hq.key_file, None).verdict is Verdict.SKIP  # head office without the key
