@@ -559,8 +559,8 @@ def enrol_cmd(
     """Redeem an enrolment code for this till's head-office credential and write it to the token file. A till
     whose credential head office revoked comes back this way: a running daemon takes the new credential up at
     head office's next refusal of the old one, with no restart."""
-    from sync.client import SyncError, enrol, tls_verify, write_token_file
-    from terminal.daemon import hq_token_path
+    from sync.client import SyncError, tls_verify
+    from terminal.daemon import enrol_terminal
     from terminal.store import Store
 
     cfg = cli_config(config)
@@ -573,22 +573,13 @@ def enrol_cmd(
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(cfg.db_path)
     try:
-        reply = enrol(cfg.hq.url, code, cfg.terminal.id, verify=tls_verify(cfg.hq.ca_file), timeout=cfg.hq.timeout)
-        pinned = store.state("hq_root_key")
-        if pinned and pinned != reply.root_key:
-            console.print(
-                "[red]head office's root key is not the one this till holds:[/] not enrolled (a till is not moved to "
-                "another head office by a code)"
-            )
-            raise typer.Exit(1)
-        write_token_file(hq_token_path(cfg), reply.token)
-        store.set_state(hq_root_key=reply.root_key)
-    except SyncError as exc:
+        enrol_terminal(cfg, store, tls_verify(cfg.hq.ca_file), code=code)
+    except (SyncError, ConfigError) as exc:
         console.print(f"[red]enrolment failed:[/] {exc}")
         raise typer.Exit(1) from exc
     finally:
         store.close()
-    console.print(f"enrolled as {reply.terminal_id} of store {reply.store_id}; credential in {hq_token_path(cfg)}")
+    console.print(f"enrolled as {cfg.terminal.id} of store {cfg.terminal.store_id}; credential in {cfg.hq_token_path}")
 
 
 @commands.command("sync")

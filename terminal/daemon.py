@@ -31,6 +31,7 @@ from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
 from sync.client import (
     CREDENTIAL_REFUSED,
+    HqFailed,
     HqRejected,
     SyncClient,
     SyncError,
@@ -139,17 +140,23 @@ def hq_token(config: Config) -> str:
 
 
 def enrol_terminal(
-    config: Config, store: Store, verify: ssl.SSLContext | bool, transport: httpx.BaseTransport | None = None
+    config: Config,
+    store: Store,
+    verify: ssl.SSLContext | bool,
+    transport: httpx.BaseTransport | None = None,
+    code: str | None = None,
 ) -> str:
-    """Redeem ``hq.enrol_code``, keep the credential in the token file, pin head office's root key and note the
-    store head office enrolled the till for; returns the token. Raises SyncError, and ``ConfigError``
-    (``enrol_wrong_store``) when the code is another store's than ``terminal.store_id``: head office refuses it
-    unused; one of an older release redeems it, and the credential is kept for the corrected config."""
+    """Redeem ``code`` (default ``hq.enrol_code``), keep the credential in the token file, pin head office's root
+    key and note the store head office enrolled the till for; returns the token. Raises SyncError (also when the
+    till already pinned another root key: a code does not move a till to another head office), and
+    ``ConfigError`` (``enrol_wrong_store``) when the code is another store's than ``terminal.store_id``: head
+    office refuses it unused; one of an older release redeems it, and the credential is kept for the corrected
+    config."""
     hq, store_id = config.hq, config.terminal.store_id
     try:
         reply = enrol(
             hq.url,
-            hq.enrol_code,
+            code or hq.enrol_code,
             config.terminal.id,
             store_id=store_id,
             verify=verify,
@@ -162,6 +169,13 @@ def enrol_terminal(
         raise ConfigError(
             "terminal.store_id", f"the store of the enrolment code ({exc})", SetupCode.ENROL_WRONG_STORE
         ) from exc
+    pinned = store.state("hq_root_key")
+    if pinned and pinned != reply.root_key:
+        raise HqFailed(
+            200,
+            "head office's root key is not the one this till pinned: not enrolled (a code does not "
+            "move a till to another head office)",
+        )
     write_token_file(hq_token_path(config), reply.token)
     store.set_state(hq_root_key=reply.root_key, hq_store_id=reply.store_id)
     if reply.store_id != store_id:
