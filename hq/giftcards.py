@@ -464,7 +464,7 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
     assert card is not None
     if gc.replayed(request.tap.counter, card.counter):  # online, a counter must rise: a skimmed message fails
         raise Refused(ErrorCode.REPLAYED_CARD, "this card has paid with a later message")
-    problem = _tap_problem(tx, settings, request.tap, terminal_id, request.txn_id)
+    problem = _tap_problem(tx, settings, card, request.tap, terminal_id, request.txn_id)
     if problem is not None:
         raise Refused(ErrorCode(problem[0]), problem[1])
     tx.run(
@@ -491,10 +491,17 @@ def sold_counter(payload: GiftActivatePayload, keys: CardKeys) -> tuple[GiftActi
     return payload.model_copy(update={"counter": None, "sun": None}), f"the read counter was not taken: {problem}"
 
 
-def _tap_problem(tx: Tx, settings: Settings, tap: SecureTap, terminal_id: str, txn_id: str) -> tuple[str, str] | None:
-    """Why the tap proves nothing: a SUN message that does not verify (when head office holds the keys), or a
-    read counter the chain used already (it is used from now on); None when it may pay."""
-    _, breach = verify_tap(tap, settings.card_keys)
+def _tap_problem(
+    tx: Tx, settings: Settings, card: gc.GiftCard, tap: SecureTap, terminal_id: str, txn_id: str
+) -> tuple[str, str] | None:
+    """Why the tap proves nothing: a MAC read claimed of a card head office has seen prove itself with SUN (its
+    read counter, taken only from messages that verified when head office holds the keys), a SUN message that does
+    not verify (when head office holds the keys), or a read counter the chain used already (it is used from now
+    on); None when it may pay."""
+    keys = settings.card_keys
+    if tap.trust != "sun" and card.counter is not None and keys.sun_master_key is not None:
+        return ErrorCode.FORGED_CARD.value, "a card that proves itself with SUN, claimed as a MAC read"
+    _, breach = verify_tap(tap, keys)
     if breach is not None:
         return ErrorCode.FORGED_CARD.value, str(breach.detail.get("problem", "the tap does not verify"))
     if tap.counter is None:
@@ -615,7 +622,7 @@ def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, car
         payload.amount,
     )
     if not ours:  # taken offline: its tap is checked now, and its counter used
-        problem = _tap_problem(tx, batch.settings, payload.tap, batch.terminal_id, batch.entries[i].txn_id)
+        problem = _tap_problem(tx, batch.settings, card, payload.tap, batch.terminal_id, batch.entries[i].txn_id)
         if problem is not None:
             shown = {"card_id": payload.card_id, "code": problem[0], "problem": problem[1]}
             return Breach(Reason.GIFT_PROOF_INVALID, payload.card_id, shown)

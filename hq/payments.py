@@ -395,14 +395,21 @@ def _replayed(request: ConfirmRequest) -> str:
 
 
 def _check_card(tx: Tx, store: HqStore, terminal_id: str, request: ConfirmRequest) -> None:
-    """The tap is of the member's card, its SUN message genuine (when head office holds the keys), and
-    its read counter unused in the chain: it is used from now on (``card_taps``)."""
+    """The tap is of the member's card, proves itself the way head office has seen the card do (a card seen with
+    SUN is not taken as a MAC read), its SUN message genuine (when head office holds the keys), and its read
+    counter unused in the chain: it is used from now on (``card_taps``)."""
     tap = request.card
     assert tap is not None
-    row = tx.one("SELECT member_id, status FROM cards WHERE uid_hash = ? AND deleted = 0", [tap.uid_hash])
+    row = tx.one("SELECT member_id, status, secure FROM cards WHERE uid_hash = ? AND deleted = 0", [tap.uid_hash])
     if row is not None and row[1] == "blocked":
         raise PaymentRefused(Code.CARD_CANNOT_PAY.value, "this card is blocked")
-    _, breach = policy.check_card_tap(tap, str(row[0]) if row else None, request.member_id, store.settings.card_keys)
+    _, breach = policy.check_card_tap(
+        tap,
+        str(row[0]) if row else None,
+        request.member_id,
+        store.settings.card_keys,
+        str(row[2]) if row and row[2] is not None else None,
+    )
     if breach is not None:
         forged = breach.detail.get("problem", "") != "the card is not this member's"
         raise PaymentRefused((Code.FORGED_CARD if forged else Code.CARD_CANNOT_PAY).value, str(breach.detail))

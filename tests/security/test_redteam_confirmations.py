@@ -1,0 +1,179 @@
+"""Red team: head office's online confirmation and its withdrawal (``POST /v1/payments/confirm``,
+``/v1/giftcards/confirm``, ``/v1/vouchers/confirm``, ``/v1/payments/withdraw``; docs/payments.md, "Online
+confirmation") against a stolen till credential and a replaying network.
+
+Head office's server in a thread on 127.0.0.1 (SQLite, then PostgreSQL; holding the chain's SUN and card-hash keys, attested card
+reads bounded at 5,000 a till); the attacker speaks HTTP with a till's token. Each test states what happened to
+every balance it touches."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hq import payments
+from hq.api.server import ServerHandle, start_in_thread
+from hq.ingest import Settings
+from hq.policy import CardKeys
+from hq.store import HqStore
+from sync.protocol import WireEntry
+from terminal import giftcards as gc
+from terminal import payments as pay
+from terminal.credentials import card_uid_hash
+from tests.fixtures import entries
+from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+from tests.vcard import Ntag424
+
+MASTER = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+CARD_KEY = bytes(range(32))
+AIKO_UID, GIFT_UID = bytes.fromhex("04A1B2C3D4E511"), bytes.fromhex("04A1B2C3D4E522")
+BEN_CARD, LITE_GIFT = "ab" * 32, "cd" * 32  # FeliCa Lite-S: a MAC read is the till's word
+ATTESTED = 5000
+STORES = {"T-A": "S-A", "T-B": "S-B"}
+
+
+@dataclass
+class Office:
+    hq: HqStore
+    server: ServerHandle
+    tokens: dict[str, str]
+    aiko: Ntag424
+    gift: Ntag424
+    phone: Ed25519PrivateKey
+    cert_id: bytes
+    seqs: dict[str, int]
+    codes: int = 0
+
+    def post(self, terminal_id: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[terminal_id]}"}
+        return httpx.post(f"{self.server.url}{path}", json=body, headers=headers, timeout=10)
+
+    def confirm(self, terminal_id: str, member_id: str, amount: int, **proof: Any) -> httpx.Response:
+        body = {"member_id": member_id, "amount": amount, "txn_id": proof.pop("txn_id", None) or new_txn(), **proof}
+        return self.post(terminal_id, "/v1/payments/confirm", body)
+
+    def confirm_gift(self, terminal_id: str, uid_hash: str, amount: int, tap: dict[str, Any]) -> httpx.Response:
+        body = {"card_id": gc.card_id(uid_hash), "amount": amount, "txn_id": new_txn(), "tap": tap}
+        return self.post(terminal_id, "/v1/giftcards/confirm", body)
+
+    def withdraw(self, terminal_id: str, *txn_ids: str) -> int:
+        reply = self.post(terminal_id, "/v1/payments/withdraw", {"txn_ids": list(txn_ids)})
+        assert reply.status_code == 200, reply.text
+        return int(reply.json()["withdrawn"])
+
+    def push(self, terminal_id: str, kind: str, payload: dict[str, Any], txn_id: str | None = None) -> str:
+        self.seqs[terminal_id] += 1
+        txn_id = txn_id or new_txn()
+        entry = WireEntry(
+            terminal_id=terminal_id,
+            seq=self.seqs[terminal_id],
+            txn_id=txn_id,
+            kind=kind,
+            payload=payload,
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        reply = self.post(terminal_id, "/v1/journal", {"terminal_id": terminal_id, "entries": [entry.model_dump()]})
+        assert reply.status_code == 200, reply.text
+        return txn_id
+
+    def code(self) -> dict[str, str]:
+        self.codes += 1
+        text = pay.make_code(self.phone, self.cert_id, int(time.time()), self.codes)
+        return {"code": text, "code_id": pay.parse_code(text).code_id}
+
+    def stored_value(self, member_id: str) -> int:
+        member = self.hq.member(member_id)
+        assert member is not None
+        return member.stored_value
+
+    def gift_balance(self, uid_hash: str) -> int:
+        return int(self.hq.gift_card(gc.card_id(uid_hash))["balance"])
+
+    def held(self, txn_id: str) -> list[str]:
+        return [i.reason.value for i in self.hq.items() if i.txn_id == txn_id and i.quarantined]
+
+
+def new_txn() -> str:
+    return str(uuid.uuid4())
+
+
+def sun_tap(card: Ntag424, uid: bytes) -> dict[str, Any]:
+    """A fresh read of a NTAG 424 DNA: its SUN message, genuine and never used."""
+    url = card.ndef_url()
+    return {"uid_hash": card_uid_hash(CARD_KEY, uid), "trust": "sun", "counter": card.counter, "sun": url}
+
+
+def mac(uid_hash: str) -> dict[str, Any]:
+    return {"uid_hash": uid_hash, "trust": "mac"}
+
+
+def refused(reply: httpx.Response) -> str:
+    assert reply.status_code >= 400, reply.text
+    return str(reply.json()["code"])
+
+
+def local_now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+@pytest.fixture
+def office(hq_url: str) -> Iterator[Office]:  # noqa: F811 - the fixture
+    keys = CardKeys(MASTER, lambda uid: card_uid_hash(CARD_KEY, uid))
+    hq = HqStore(hq_url, Settings(card_keys=keys, attested_stored_value_per_day=ATTESTED))
+    tokens = {t: hq.add_terminal(t, s) for t, s in STORES.items()}
+    hq.upsert_member("M-1", "Aiko", "basic", 0, stored_value=10_000)
+    hq.upsert_member("M-2", "Ben", "basic", 0, stored_value=20_000)
+    hq.upsert_card(card_uid_hash(CARD_KEY, AIKO_UID), "M-1")
+    hq.upsert_card(BEN_CARD, "M-2")
+    hq.import_gift_card(card_uid_hash(CARD_KEY, GIFT_UID), 5000, "Mio", "old system")
+    hq.import_gift_card(LITE_GIFT, 5000, "Mio", "old system")
+    phone = Ed25519PrivateKey.generate()
+    cert = payments.register_device(hq, "M-1", pay.public_bytes(phone).hex())
+    made = Office(
+        hq,
+        start_in_thread(hq),
+        tokens,
+        Ntag424(AIKO_UID, MASTER),
+        Ntag424(GIFT_UID, MASTER),
+        phone,
+        cert.cert_id,
+        dict.fromkeys(STORES, 0),
+    )
+    # Aiko's card and the gift card have paid at T-A with a SUN message: head office has seen both prove themselves.
+    tap = sun_tap(made.aiko, AIKO_UID)
+    made.push("T-A", "sale", entries.sale("M-1", 1000, stored_value=1000, proof="card", tap=tap, store_id="S-A"))
+    gift = sun_tap(made.gift, GIFT_UID)
+    fields = {"card_id": gc.card_id(gift["uid_hash"]), "uid_hash": gift["uid_hash"], "store_id": "S-A"}
+    made.push("T-A", "gift_redeem", {**fields, "amount": 1000, "tap": gift, "local_time": local_now()})
+    assert (made.stored_value("M-1"), made.gift_balance(gift["uid_hash"])) == (9000, 4000)
+    try:
+        yield made
+    finally:
+        made.server.stop()
+        hq.close()
+
+
+def test_a_mac_read_of_a_members_card_that_proved_itself_with_sun_holds_nothing(office: Office) -> None:
+    """A stolen credential knows every card's hash (the tills pull them) but holds no SUN message: a Lite-S MAC read
+    claimed of a card head office has seen prove itself with SUN would hold the member's whole balance on its word."""
+    assert refused(office.confirm("T-B", "M-1", 9000, card=mac(card_uid_hash(CARD_KEY, AIKO_UID)))) == "forged_card"
+    assert office.confirm("T-A", "M-1", 9000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
+
+
+def test_a_mac_read_of_a_gift_card_that_proved_itself_with_sun_pays_nothing(office: Office) -> None:
+    """The gift card shape, online and in the journal: a made-up MAC read of a NTAG 424 DNA gift card neither holds
+    its balance nor spends it; the holder's next genuine tap pays it all."""
+    gift = card_uid_hash(CARD_KEY, GIFT_UID)
+    assert refused(office.confirm_gift("T-B", gift, 4000, mac(gift))) == "forged_card"
+    fields = {"card_id": gc.card_id(gift), "uid_hash": gift, "store_id": "S-B", "local_time": local_now()}
+    drained = office.push("T-B", "gift_redeem", {**fields, "amount": 4000, "tap": mac(gift)})
+    assert office.held(drained) == ["gift_proof_invalid"] and office.gift_balance(gift) == 4000
+    assert office.confirm_gift("T-A", gift, 4000, sun_tap(office.gift, GIFT_UID)).status_code == 200
