@@ -40,7 +40,7 @@ from hq import audit, ledger, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
-from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, use_counter, withdrawn
+from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, holding, use_counter, withdrawn
 from hq.policy import Breach, CardKeys, verify_tap
 from sync.protocol import (
     EntryKind,
@@ -332,9 +332,7 @@ def raise_counter(tx: Tx, card: gc.GiftCard, counter: int) -> gc.GiftCard:
 def confirmed_unjournaled(tx: Tx, card_id: str) -> int:
     """What head office confirmed for till payments of the card whose entries have not arrived yet."""
     pending = tx.one(
-        "SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND c.withdrawn_at IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
-        [card_id],
+        f"SELECT COALESCE(SUM(c.amount), 0) FROM gift_confirms c WHERE c.card_id = ? AND {holding('c')}", [card_id]
     )
     return int(pending[0]) if pending else 0
 

@@ -1471,6 +1471,41 @@ def withdrawn(tx: Tx, terminal_id: str, txn_id: str) -> bool:
     return row is not None
 
 
+CONFIRMS = ("payment_confirms", "gift_confirms")
+"""Head office's online confirmations, members' stored value (``hq.payments``) and gift cards (``hq.giftcards``):
+each holds its amount back from the balance until its entry arrives or its till withdraws it."""
+
+
+def arrived(alias: str) -> str:
+    """SQL: the entry of confirmation ``alias`` is in the journal, sent by the till that asked (an entry of another
+    till naming the same transaction is not its sale: it releases nothing)."""
+    return f"EXISTS (SELECT 1 FROM journal j WHERE j.terminal_id = {alias}.terminal_id AND j.txn_id = {alias}.txn_id)"
+
+
+def holding(alias: str) -> str:
+    """SQL: confirmation ``alias`` still holds its amount back: not withdrawn, and its entry not arrived."""
+    return f"{alias}.withdrawn_at IS NULL AND NOT {arrived(alias)}"
+
+
+def withdraw_confirms(tx: Tx, terminal_id: str, txn_ids: list[str] | None, at: str) -> int:
+    """End the holds of the till's confirmations of ``txn_ids`` whose entries have not arrived: the one way a hold
+    ends before its entry (``hq.payments.withdraw``: the till did not record those sales; None: every one of the
+    till's, its credential revoked). The code or card message each used stays used. Returns how many ended."""
+    done = 0
+    for table in CONFIRMS:
+        if txn_ids is None:
+            done += tx.run(
+                f"UPDATE {table} SET withdrawn_at = ? WHERE terminal_id = ? AND {holding(table)}", [at, terminal_id]
+            )
+            continue
+        for txn_id in dict.fromkeys(txn_ids):
+            done += tx.run(
+                f"UPDATE {table} SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND {holding(table)}",
+                [at, terminal_id, txn_id],
+            )
+    return done
+
+
 PROOF_REASONS = frozenset(
     {
         Reason.PROOF_MISSING.value,

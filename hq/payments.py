@@ -34,7 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq import audit, ledger, policy
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
-from hq.ingest import HQ_ACTOR, bump_versions, payload_json, use_counter, withdrawn
+from hq.ingest import (
+    HQ_ACTOR,
+    bump_versions,
+    holding,
+    payload_json,
+    use_counter,
+    withdraw_confirms,
+    withdrawn,
+)
 from hq.store import HqStore, unb64
 from sync.protocol import ConfirmRequest, EntryKind, ErrorCode, TopupPayload
 from terminal import membercodes
@@ -345,8 +353,7 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         if status != "active":
             raise PaymentRefused(Code.BLOCKED_MEMBER.value)
         pending = tx.one(
-            "SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND c.withdrawn_at "
-            "IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = c.txn_id)",
+            f"SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND {holding('c')}",
             [member_id],
         )
         available = balance - int(pending[0] if pending else 0)
@@ -377,15 +384,7 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
             "ON CONFLICT (terminal_id, txn_id) DO NOTHING",
             [(terminal_id, txn_id, now) for txn_id in dict.fromkeys(txn_ids)],
         )
-        done = 0
-        for table in ("payment_confirms", "gift_confirms"):  # stored value, gift cards: the same rule
-            for txn_id in dict.fromkeys(txn_ids):
-                done += tx.run(
-                    f"UPDATE {table} SET withdrawn_at = ? WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at "
-                    f"IS NULL AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.txn_id = {table}.txn_id)",
-                    [now, terminal_id, txn_id],
-                )
-        return done
+        return withdraw_confirms(tx, terminal_id, txn_ids, now)
 
     return store.db.transact(run)
 

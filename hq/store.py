@@ -70,6 +70,7 @@ from hq.ingest import (
     bump_versions,
     contiguous,
     payload_json,
+    withdraw_confirms,
 )
 from hq.policy import CardKeys
 from sync.protocol import (
@@ -319,7 +320,10 @@ class HqStore:
 
     def revoke_terminal(self, terminal_id: str) -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal. What it held of the
-        flash-drop pools and had not used goes back to them."""
+        flash-drop pools and had not used goes back to them, and what head office held back for its online
+        confirmations whose entries have not arrived is let go (a stolen credential holds no member's balance or
+        gift card past its revocation; a sale the till recorded and sends after a new enrolment is applied like
+        any withdrawn one)."""
         with self.db.write() as tx:
             found = (
                 tx.run(
@@ -328,6 +332,7 @@ class HqStore:
                 == 1
             )
             pools.strand(tx, terminal_id, self.now())
+            withdraw_confirms(tx, terminal_id, None, self.now())
             return found
 
     def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,9 +24,11 @@ from hq.api.server import ServerHandle, start_in_thread
 from hq.ingest import Settings
 from hq.policy import CardKeys
 from hq.store import HqStore
+from hq.vouchers import IssueSpec
 from sync.protocol import WireEntry
 from terminal import giftcards as gc
 from terminal import payments as pay
+from terminal import vouchers as vc
 from terminal.credentials import card_uid_hash
 from tests.fixtures import entries
 from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
@@ -177,3 +179,75 @@ def test_a_mac_read_of_a_gift_card_that_proved_itself_with_sun_pays_nothing(offi
     drained = office.push("T-B", "gift_redeem", {**fields, "amount": 4000, "tap": mac(gift)})
     assert office.held(drained) == ["gift_proof_invalid"] and office.gift_balance(gift) == 4000
     assert office.confirm_gift("T-A", gift, 4000, sun_tap(office.gift, GIFT_UID)).status_code == 200
+
+
+def test_another_tills_entry_naming_a_confirmed_transaction_releases_nothing(office: Office) -> None:
+    """A stolen credential that learnt a transaction id another till asked head office about (a receipt of a sale
+    recorded while that till's answer was lost) pushes an entry of its own under that id: the hold is that till's
+    sale's, and stays until that till's entry arrives or that till withdraws it."""
+    txn = new_txn()
+    assert office.confirm("T-A", "M-1", 9000, txn_id=txn, **office.code()).status_code == 200
+    office.push("T-B", "sale", entries.sale(None, 500, store_id="S-B", local_time=local_now()), txn_id=txn)
+    assert office.withdraw("T-B", txn) == 0
+    assert refused(office.confirm("T-B", "M-1", 1, **office.code())) == "insufficient_balance"
+    assert office.stored_value("M-1") == 9000
+
+
+def test_revoking_a_stolen_credential_frees_what_it_held(office: Office) -> None:
+    """Holding is not spending: a thief with a skimmed message (read off the card in a pocket, never used) and a
+    till's credential holds a member's whole balance or a gift card's for as long as it sends nothing. Revoking the
+    credential lets go of every hold of its confirmations whose entries head office does not hold."""
+    aiko, gift = card_uid_hash(CARD_KEY, AIKO_UID), card_uid_hash(CARD_KEY, GIFT_UID)
+    assert office.confirm("T-B", "M-1", 9000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
+    assert office.confirm_gift("T-B", gift, 4000, sun_tap(office.gift, GIFT_UID)).status_code == 200
+    assert refused(office.confirm("T-A", "M-1", 1, card=sun_tap(office.aiko, AIKO_UID))) == "insufficient_balance"
+    assert office.hq.revoke_terminal("T-B")
+    assert office.confirm("T-A", "M-1", 9000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
+    assert office.confirm_gift("T-A", gift, 4000, sun_tap(office.gift, GIFT_UID)).status_code == 200
+    assert (office.stored_value("M-1"), office.gift_balance(gift)) == (9000, 4000)
+    assert refused(office.confirm("T-B", "M-1", 1, card=mac(aiko))) == "credential_revoked"
+
+
+def test_a_withdrawn_confirmation_frees_no_proof_and_no_voucher(office: Office) -> None:
+    """Withdrawing lets go of the amount, never of what proved the payment: the code, the card message and a
+    voucher's one use stay used, at this till and every other."""
+    code, txn = office.code(), new_txn()
+    assert office.confirm("T-A", "M-1", 2000, txn_id=txn, **code).status_code == 200
+    assert office.withdraw("T-A", txn) == 1
+    assert refused(office.confirm("T-B", "M-1", 2000, **code)) == "payment_code_replayed"
+    assert refused(office.confirm("T-A", "M-1", 2000, **code)) == "payment_code_replayed"
+    tap, txn = sun_tap(office.aiko, AIKO_UID), new_txn()
+    assert office.confirm("T-A", "M-1", 2000, card=tap, txn_id=txn).status_code == 200
+    assert office.withdraw("T-A", txn) == 1
+    assert refused(office.confirm("T-B", "M-1", 2000, card=tap)) == "replayed_card"
+    spec = IssueSpec(1, 2500, int((datetime.now(UTC) + timedelta(days=30)).timestamp()))
+    office.hq.issue_vouchers("T-A", spec, payments.signing_key(office.hq, vc.PURPOSE), "Mio")
+    voucher = office.hq.voucher_stock("T-A").codes[0]
+    read = vc.parse(voucher)
+    sold = {"voucher_id": read.voucher_id, "code": voucher, "kind": read.kind.value, "value": read.value}
+    office.push(
+        "T-A", "voucher_sale", sold | {"sku": read.sku, "store_id": "S-A", "local_time": local_now(), "amount": 2500}
+    )
+    used = new_txn()
+    body = {"action": "redeem", "txn_id": used, "code": voucher}
+    assert office.post("T-A", "/v1/vouchers/confirm", body).status_code == 200
+    assert office.withdraw("T-A", used) == 0  # a voucher's use is not a hold
+    again = office.post("T-B", "/v1/vouchers/confirm", {**body, "txn_id": new_txn()})
+    assert refused(again) == "voucher_used"
+    assert office.stored_value("M-1") == 9000
+
+
+def test_a_confirmation_replayed_after_its_sale_arrived_holds_nothing(office: Office) -> None:
+    """A network replaying a till's confirmation, then its withdrawal, after the sale's entry arrived: the
+    confirmation is the same answer (a retry) and holds nothing more; the withdrawal withdraws nothing."""
+    code, txn = office.code(), new_txn()
+    asked = {"member_id": "M-1", "amount": 3000, "txn_id": txn, **code}
+    assert office.post("T-A", "/v1/payments/confirm", asked).status_code == 200
+    paid = {"payment_code": code["code"], "code_id": code["code_id"], "store_id": "S-A", "local_time": local_now()}
+    office.push("T-A", "sale", entries.sale("M-1", 3000, stored_value=3000, proof="payment_code", **paid), txn_id=txn)
+    assert office.stored_value("M-1") == 6000
+    again = office.post("T-A", "/v1/payments/confirm", asked)
+    assert again.status_code == 200 and again.json().get("repeat") is True
+    assert office.withdraw("T-A", txn) == 0 and office.withdraw("T-A", txn) == 0
+    assert office.confirm("T-B", "M-1", 6000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
+    assert office.stored_value("M-1") == 6000
