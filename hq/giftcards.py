@@ -40,8 +40,8 @@ from hq import audit, ledger, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
-from hq.ingest import NOT_APPLIED, Batch, Settings, bump_versions, holding, use_counter, withdrawn
-from hq.policy import Breach, CardKeys, verify_tap
+from hq.ingest import NOT_APPLIED, Batch, Settings, attested_held, bump_versions, holding, use_counter, withdrawn
+from hq.policy import Breach, CardKeys, attested_only, verify_tap
 from sync.protocol import (
     EntryKind,
     ErrorCode,
@@ -452,6 +452,8 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
         if asked == (terminal_id, request.card_id, request.amount, None):
             return {"confirmed": True, "card_id": request.card_id, "repeat": True}
         raise Refused(ErrorCode.INVALID_REQUEST, f"transaction {request.txn_id} was confirmed for another payment")
+    attested = attested_only(request.tap, settings.card_keys)
+    on_word = attested_held(tx, terminal_id) if attested else 0  # the till's row before the card's: a push's order
     card = held(tx, request.card_id, lock=True)
     if card is not None and card.uid_hash != request.tap.uid_hash:
         card = None
@@ -465,9 +467,14 @@ def confirm(tx: Tx, settings: Settings, terminal_id: str, request: GiftConfirmRe
     problem = _tap_problem(tx, settings, card, request.tap, terminal_id, request.txn_id)
     if problem is not None:
         raise Refused(ErrorCode(problem[0]), problem[1])
+    if attested and on_word + request.amount > settings.attested_stored_value_per_day:
+        raise Refused(
+            ErrorCode.ATTESTED_HOLD_LIMIT, "this till holds as much as it may on card reads head office cannot check"
+        )
     tx.run(
-        "INSERT INTO gift_confirms (txn_id, card_id, terminal_id, amount, confirmed_at) VALUES (?, ?, ?, ?, ?)",
-        [request.txn_id, request.card_id, terminal_id, request.amount, now],
+        "INSERT INTO gift_confirms (txn_id, card_id, terminal_id, amount, confirmed_at, attested_open) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [request.txn_id, request.card_id, terminal_id, request.amount, now, int(attested)],
     )
     if request.tap.counter is not None:  # every till learns the new high-water mark with its next pull
         bump(tx, {_write(tx, _with(card, counter=request.tap.counter))})

@@ -1506,6 +1506,26 @@ def withdraw_confirms(tx: Tx, terminal_id: str, txn_ids: list[str] | None, at: s
     return done
 
 
+def attested_held(tx: Tx, terminal_id: str) -> int:
+    """What head office holds back for the till's confirmations on card reads it cannot check again (a Lite-S MAC
+    read, a SUN tap without the keys), members' and gift cards' together. The till's row is locked, so two such
+    confirmations cannot both pass the bound; confirmations whose entries arrived, or that were withdrawn, are
+    closed on the way, so the count reads only those still open."""
+    tx.one(f"SELECT 1 FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id])
+    held = 0
+    for table in CONFIRMS:
+        tx.run(
+            f"UPDATE {table} SET attested_open = 0 WHERE terminal_id = ? AND attested_open = 1 "
+            f"AND (withdrawn_at IS NOT NULL OR {arrived(table)})",
+            [terminal_id],
+        )
+        row = tx.one(
+            f"SELECT COALESCE(SUM(amount), 0) FROM {table} WHERE terminal_id = ? AND attested_open = 1", [terminal_id]
+        )
+        held += int(row[0]) if row else 0
+    return held
+
+
 PROOF_REASONS = frozenset(
     {
         Reason.PROOF_MISSING.value,

@@ -36,6 +36,7 @@ from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import (
     HQ_ACTOR,
+    attested_held,
     bump_versions,
     holding,
     payload_json,
@@ -343,6 +344,9 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
             if (held[0], held[1], held[2]) == (terminal_id, txn_id, None):
                 return {"confirmed": True, "code_id": use_id, "repeat": True}
             raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment")
+        tap = request.card
+        opens = tap is not None and amount > 0 and policy.attested_only(tap, store.settings.card_keys)
+        on_word = attested_held(tx, terminal_id) if opens else 0  # the till's row first, as a push locks it
         if request.card is not None:
             _check_card(tx, store, terminal_id, request)
         else:
@@ -359,10 +363,15 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         available = balance - int(pending[0] if pending else 0)
         if amount > available:
             raise PaymentRefused(Code.INSUFFICIENT_BALANCE.value, f"balance {available} does not cover {amount}")
+        if opens and on_word + amount > store.settings.attested_stored_value_per_day:
+            raise PaymentRefused(
+                Code.ATTESTED_HOLD_LIMIT.value,
+                "this till holds as much as it may on card reads head office cannot check",
+            )
         tx.run(
-            "INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [use_id, member_id, terminal_id, txn_id, amount, utc_now()],
+            "INSERT INTO payment_confirms (code_id, member_id, terminal_id, txn_id, amount, confirmed_at, attested_open) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [use_id, member_id, terminal_id, txn_id, amount, utc_now(), int(opens)],
         )
         return {"confirmed": True, "code_id": use_id, "balance": available - amount}
 

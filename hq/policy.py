@@ -401,22 +401,28 @@ def check_card_tap(
     return verify_tap(tap, keys)
 
 
+def attested_only(tap: SecureTap, keys: CardKeys) -> bool:
+    """Whether the tap is the till's word alone: a Lite-S MAC read, or a SUN tap when head office holds no keys."""
+    return tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None
+
+
 def verify_tap(tap: SecureTap, keys: CardKeys) -> tuple[ProofLevel, Breach | None]:
     """A secure tap's own proof: its SUN message genuine and of this card and read, when head office holds the
     keys (a Lite-S MAC read, or a SUN tap without the keys, is attested by the till alone)."""
-    if tap.trust != "sun" or keys.sun_master_key is None or keys.hash_uid is None:
+    master, hash_uid = keys.sun_master_key, keys.hash_uid
+    if attested_only(tap, keys) or master is None or hash_uid is None:
         return ProofLevel.ATTESTED_CARD, None
     assert tap.counter is not None
     try:
         message = credentials.sun_from_url(tap.sun or "")
         if message is None:
             raise credentials.ForgedCard("the URL carries no SUN message")
-        found = credentials.verify_sun(message.picc_enc, message.cmac, keys.sun_master_key, message.mac_input)
+        found = credentials.verify_sun(message.picc_enc, message.cmac, master, message.mac_input)
     except Rejected as exc:
         return ProofLevel.VERIFIED_CARD, Breach(
             Reason.PROOF_INVALID, "card", {"uid_hash": tap.uid_hash, "problem": exc.message}
         )
-    if not hmac.compare_digest(keys.hash_uid(found.uid), tap.uid_hash) or found.counter != tap.counter:
+    if not hmac.compare_digest(hash_uid(found.uid), tap.uid_hash) or found.counter != tap.counter:
         return ProofLevel.VERIFIED_CARD, Breach(
             Reason.PROOF_INVALID,
             "card",

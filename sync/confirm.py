@@ -44,6 +44,7 @@ REFUSALS = frozenset(
         Code.REPLAYED_CARD,
         Code.FORGED_CARD,
         Code.CARD_CANNOT_PAY,
+        Code.ATTESTED_HOLD_LIMIT,
     }
 )
 
@@ -88,6 +89,7 @@ GIFT_REFUSALS = frozenset(
         Code.GIFT_CARD_INSUFFICIENT,
         Code.REPLAYED_CARD,
         Code.FORGED_CARD,
+        Code.ATTESTED_HOLD_LIMIT,
     }
 )
 

@@ -99,6 +99,7 @@ class ErrorCode(StrEnum):
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
+    ATTESTED_HOLD_LIMIT = "attested_hold_limit"
     # member profiles (head office's admin routes and the join page)
     BAD_BIRTHDAY = "bad_birthday"
     UNKNOWN_ATTRIBUTE = "unknown_attribute"
@@ -220,6 +221,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REPLAYED_CARD: (409, "this secure card message (its read counter) was already used in the chain"),
     ErrorCode.FORGED_CARD: (409, "the secure card message does not verify with the chain's keys"),
     ErrorCode.CARD_CANNOT_PAY: (409, "the card is not this member's, or cannot prove itself"),
+    ErrorCode.ATTESTED_HOLD_LIMIT: (
+        409,
+        "this till's confirmations on card reads head office cannot check, not arrived yet, would hold more than "
+        "attested_stored_value_per_day",
+    ),
     ErrorCode.BAD_BIRTHDAY: (422, "the birthday is not a date (YYYY-MM-DD), or is in the future"),
     ErrorCode.UNKNOWN_ATTRIBUTE: (422, "the chain does not collect a profile attribute of that name"),
     ErrorCode.BAD_ATTRIBUTE_VALUE: (422, "the value is not one the chain allows for that attribute"),

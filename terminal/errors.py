@@ -76,6 +76,7 @@ class Code(StrEnum):
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
+    ATTESTED_HOLD_LIMIT = "attested_hold_limit"
     PROOF_NEEDED = "proof_needed"
     TILL_RECOVERING = "till_recovering"
     TILL_CLOCK_WRONG = "till_clock_wrong"
@@ -198,6 +199,8 @@ MESSAGES: dict[Code, str] = {
     Code.REPLAYED_CARD: "This card's secure message was already used: tap the card again.",
     Code.FORGED_CARD: "This card failed its authenticity check: do not accept it.",
     Code.CARD_CANNOT_PAY: "This card can identify the member and earn points, not pay: use a secure card or code.",
+    Code.ATTESTED_HOLD_LIMIT: "Head office holds as much as it allows this till on card reads it cannot check: pay "
+    "by the member's code, or once this till's sales have reached head office.",
     Code.TILL_RECOVERING: "This till's database was damaged and rebuilt: it records sales again once it has "
     "reached head office, which says where its journal stands. Nothing was recorded.",
     Code.TILL_CLOCK_WRONG: "This till's clock is wrong (head office's time differs): set the time on this PC, "

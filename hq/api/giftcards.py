@@ -45,6 +45,7 @@ confirm_errors = errors(
     ErrorCode.GIFT_CARD_INSUFFICIENT,
     ErrorCode.REPLAYED_CARD,
     ErrorCode.FORGED_CARD,
+    ErrorCode.ATTESTED_HOLD_LIMIT,
 )
 admin_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.GIFT_CARD_INVALID)
 

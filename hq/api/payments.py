@@ -137,6 +137,7 @@ confirm_errors = _errors(
     ErrorCode.REPLAYED_CARD,
     ErrorCode.FORGED_CARD,
     ErrorCode.CARD_CANNOT_PAY,
+    ErrorCode.ATTESTED_HOLD_LIMIT,
 )
 
 

@@ -751,6 +751,19 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "withdrawn_at TEXT NOT NULL, PRIMARY KEY (terminal_id, txn_id))",
         ],
     ),
+    # A confirmation on a card read head office cannot check again (a Lite-S MAC read, a SUN tap without the
+    # keys) is the till's word: what one till holds back on such reads at a time is bounded (hq/ingest.py
+    # ``attested_held``). ``attested_open`` is 1 from such a confirmation until head office counts it as arrived
+    # or withdrawn; the partial indexes keep that count to the few still open.
+    (
+        "m044_attested_holds",
+        [
+            "ALTER TABLE payment_confirms ADD COLUMN attested_open INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE gift_confirms ADD COLUMN attested_open INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX idx_payment_confirms_attested ON payment_confirms (terminal_id) WHERE attested_open = 1",
+            "CREATE INDEX idx_gift_confirms_attested ON gift_confirms (terminal_id) WHERE attested_open = 1",
+        ],
+    ),
 ]
 
 
