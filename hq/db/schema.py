@@ -48,6 +48,12 @@ def run_statement(tx: Tx, statement: Statement) -> None:
 
 # m001 is the walking skeleton's schema, written so that it is a no-op on a database that
 # sqlite-utils created for it; m002 widens it for chains.
+#
+# A migration that fills a table from rows of tables it did not make locks those first on PostgreSQL
+# (``LOCK TABLE``: SHARE, or ACCESS EXCLUSIVE for a table it drops): an earlier release's head office may still
+# be serving (a rolling upgrade), and a row it wrote after the copy read its tables would be missing from what
+# the copy made, or gone with a table dropped. Locked, its writes wait, and are refused (storage_unavailable,
+# sent again) until the migration commits. SQLite's migration holds the one write lock anyway.
 MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m001_initial",
@@ -467,6 +473,7 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m022_ledger",
         [
+            OnPostgres("LOCK TABLE members IN SHARE MODE"),
             "CREATE TABLE merchants (merchant_id TEXT PRIMARY KEY, name TEXT NOT NULL, cost_per_100 BIGINT NOT NULL, "
             "reimburse_per_100 BIGINT NOT NULL, created_at TEXT NOT NULL)",
             "INSERT INTO merchants (merchant_id, name, cost_per_100, reimburse_per_100, created_at) "
@@ -626,6 +633,10 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m032_report_days",
         [
+            OnPostgres(
+                "LOCK TABLE journal, coupon_uses, campaign_members, ledger_txns, ledger_postings, ledger_lots, "
+                "ledger_lot_uses, member_days IN SHARE MODE"
+            ),
             "CREATE TABLE report_days (day TEXT NOT NULL, store_id TEXT NOT NULL, terminal_id TEXT NOT NULL, "
             "figure TEXT NOT NULL, amount BIGINT NOT NULL, PRIMARY KEY (day, store_id, terminal_id, figure))",
             "CREATE INDEX idx_report_days_figure ON report_days (store_id, figure, day)",
@@ -662,6 +673,7 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m036_gift_ledger",
         [
+            OnPostgres("LOCK TABLE gift_cards IN SHARE MODE"),
             "INSERT INTO ledger_txns (ledger_txn_id, kind, member_id, merchant_id, day, period, at) "
             "SELECT 'giftopen:' || card_id, 'gift_opening', '', 'chain', '', '', '' FROM gift_cards WHERE balance <> 0",
             "INSERT INTO ledger_postings (ledger_txn_id, n, kind, owner, unit, amount) "
@@ -677,6 +689,7 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
         # that made report_days after the figure existed has it already: it is written afresh).
         "m037_gift_float",
         [
+            OnPostgres("LOCK TABLE ledger_txns, ledger_postings IN SHARE MODE"),
             "DELETE FROM report_days WHERE figure = 'gift_value'",
             f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {figures.REBUILD['gift_value']}",
         ],
@@ -716,6 +729,7 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     (
         "m041_day_rows",
         [
+            OnPostgres("LOCK TABLE member_days, member_category_days IN ACCESS EXCLUSIVE MODE"),
             "CREATE TABLE member_day_rows (member_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, "
             "item TEXT NOT NULL, visits BIGINT NOT NULL, spend BIGINT NOT NULL, quantity BIGINT NOT NULL, "
             "PRIMARY KEY (member_id, day, kind, item))",
