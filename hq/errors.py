@@ -6,8 +6,10 @@
      |                        damaged or other
      |    +-- IntegrityFailed a unique constraint refused a row
      |    +-- RetryableFailed a deadlock or serialization failure; ``Db.transact`` retries it
+     |    +-- LockWaited      a statement waited its whole bound for a lock another session holds
      +-- BackupFailed         the copy an upgrade takes first could not be made
      +-- NewerSchema          the database was migrated by a newer release
+     +-- MigrationBlocked     a migration waited its whole bound for a lock: nothing of it was applied
 
 The errors of one area (ingest's ``SeqConflict``, payments' ``PaymentRefused`` ...) subclass ``HqError``
 in that area's module; the API maps them all to error codes in ``hq.api.errors``.
@@ -54,9 +56,31 @@ class RetryableFailed(StorageFailed):
     pass
 
 
+class LockWaited(StorageFailed):
+    """A statement waited ``waited`` seconds, its bound, for a lock another session holds; ``holders`` names the
+    sessions of the database whose transactions are the oldest open (which of them holds it, PostgreSQL does not
+    say once the wait is over), for an operator to look at."""
+
+    def __init__(self, message: str, waited: float, holders: str) -> None:
+        super().__init__(message)
+        self.waited = waited
+        self.holders = holders
+
+
 class BackupFailed(HqError):
-    """The copy an upgrade takes first could not be made: nothing was migrated."""
+    """The copy an upgrade takes first could not be made: nothing was migrated. ``code``: what a command prints
+    first."""
+
+    code = "backup_failed"
 
 
 class NewerSchema(HqError):
     """The database was upgraded by a newer release than this one: refused, never written."""
+
+
+class MigrationBlocked(HqError):
+    """A migration (or the fill-in after it) waited its whole bound for a lock that another session holds: its
+    transaction was rolled back, so nothing of it was applied (those before it stay applied). ``code`` is the
+    stable code a command prints first."""
+
+    code = "migration_blocked"

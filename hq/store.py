@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +58,7 @@ from hq import (
 )
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.schema import migrate, open_db, seeds_pending, take_seed
+from hq.db.schema import MIGRATION_LOCK_WAIT_S, migrate, open_db, take_seed
 from hq.errors import HqError, IntegrityFailed, Refused, StorageFailed
 from hq.ingest import (
     Effect,
@@ -244,6 +243,7 @@ class HqStore:
         *,
         pool_size: int = 16,
         backup: bool = True,
+        migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
         clock: Callable[[], str] = utc_now,
     ) -> None:
         self.settings = settings or Settings()
@@ -251,9 +251,7 @@ class HqStore:
         """Head office's time (UTC, ISO with milliseconds and Z): the system clock, or a simulated one."""
         self.db: Db = open_db(url, pool_size=pool_size)
         try:
-            migrate(self.db, backup=backup)
-            for name in seeds_pending(self.db):
-                self.db.transact(partial(self._seed, name=name))
+            migrate(self.db, backup=backup, lock_wait=migration_lock_wait, seed=self._seed)
         except BaseException:
             self.db.close()
             raise
@@ -1240,6 +1238,7 @@ def open_store(
     card_key_file: Path | None = None,
     trust_pos: bool = False,
     backup: bool = True,
+    migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
 ) -> HqStore:
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
     sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
@@ -1260,4 +1259,5 @@ def open_store(
             spend_needs_proof=not trust_pos,
         ),
         backup=backup,
+        migration_lock_wait=migration_lock_wait,
     )

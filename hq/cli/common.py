@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from hq.errors import BackupFailed, NewerSchema
+from hq.errors import BackupFailed, MigrationBlocked, NewerSchema
 from terminal.console import make_console, table
 
 if TYPE_CHECKING:
@@ -44,8 +44,10 @@ def hq_store(db: str, *, create: bool = True) -> Iterator[HqStore]:
         )
     try:
         store = open_store(db)
-    except (NewerSchema, BackupFailed) as exc:
+    except NewerSchema as exc:
         fail(f"cannot open head office's database: {exc}")
+    except (MigrationBlocked, BackupFailed) as exc:
+        fail(f"{exc.code}: cannot open head office's database: {exc}")
     if made:
         typer.echo(f"made a new, empty head-office database at {Path(db).absolute()}", err=True)
     try:

@@ -42,6 +42,14 @@ def hq_serve(
     backup: Annotated[
         bool, typer.Option(help="Back the database up before an upgrade migrates it (--no-backup: you made one).")
     ] = True,
+    migration_lock_wait: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds a migration at start (and the backup before it) waits for a lock another session holds "
+            "before it gives up, applying nothing of it; default 60 (docs/deploy.md, Upgrades).",
+        ),
+    ] = None,
     trust_pos: Annotated[
         bool,
         typer.Option(
@@ -63,8 +71,9 @@ def hq_serve(
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
     from hq.api.app import WALLET_SENDER_ENV
     from hq.api.server import serve
+    from hq.db.schema import MIGRATION_LOCK_WAIT_S
     from hq.demo import seed_demo
-    from hq.errors import HqError, StorageFailed
+    from hq.errors import BackupFailed, HqError, MigrationBlocked, StorageFailed
     from hq.store import open_store
     from hq.wallet.senders import sender_from_spec
     from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
@@ -96,9 +105,12 @@ def hq_serve(
             card_key_file=card_key_file,
             trust_pos=trust_pos,
             backup=backup,
+            migration_lock_wait=MIGRATION_LOCK_WAIT_S if migration_lock_wait is None else migration_lock_wait,
         )
     except StorageFailed as exc:
         fail(f"{exc.problem}: cannot start head office: {exc}")
+    except (MigrationBlocked, BackupFailed) as exc:
+        fail(f"{exc.code}: cannot start head office: {exc}")
     except HqError as exc:
         fail(f"cannot start head office: {exc}")
     if seed_demo_key is not None:

@@ -7,6 +7,8 @@ placeholders, ``IN`` lists (``= ANY(?)`` on PostgreSQL), ``FOR UPDATE`` and ``ex
     Db.write()   a read-write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED)
     Db.read()    a consistent read-only snapshot (PostgreSQL: REPEATABLE READ READ ONLY)
     Db.transact(fn)  fn(tx) in a write transaction, retried on deadlock / serialization failure
+    Db.migrating(w)  this process as the database's one migrator (another one migrating is waited for), on a
+                     ``Db`` whose statements wait for a lock ``w`` seconds at most
 
 The engines (``hq.db.sqlite``, ``hq.db.pg``) translate their drivers' errors into ``hq.errors``; none
 escapes.
@@ -79,6 +81,13 @@ class Db(Protocol):
 
     def backup(self, label: str) -> str:
         """A full copy of the database before an upgrade; returns where it went (``BackupFailed``)."""
+        ...
+
+    def migrating(self, lock_wait: float) -> AbstractContextManager[Db]:
+        """This process as the one that migrates the database, until the block ends: another process migrating it
+        is waited for first (PostgreSQL: an advisory lock on a connection of its own, gone with the connection
+        if the process dies). The ``Db`` it gives runs the migrations and their fill-in; its statements wait
+        ``lock_wait`` seconds at most for a lock another session holds (``LockWaited``), its backup as long."""
         ...
 
     def close(self) -> None: ...

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from hq.db import figures
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.sqlite import SqliteDb
-from hq.errors import NewerSchema, StorageFailed
+from hq.errors import LockWaited, MigrationBlocked, NewerSchema, StorageFailed
 
 log = logging.getLogger("tillpoint.hq")
 
@@ -788,70 +791,137 @@ also records it in ``hq_seeds`` in the same transaction; the transaction that fi
 a process stopped between the two fills it in at its next open, and a database only migrated (``migrate``,
 no store opened on it) gets its data, with its own clock, from the first store that opens it."""
 
-MIGRATION_LOCK = 7_461_230_001
-"""PostgreSQL advisory lock taken by each migration: head-office processes starting together on one
-database apply each migration once."""
+MIGRATION_LOCK_WAIT_S = 60.0
+"""Seconds a migration's statement, the fill-in after it and the backup before them wait for a lock another
+session holds, by default (``tillpoint hq serve --migration-lock-wait``): head office's own transactions hold
+theirs for well under a second, a report or a campaign run of an earlier release still serving for seconds.
+A request's statements wait far less (``hq.db.pg.LOCK_WAIT_MS``): they are sent again; a start is not. While a
+migration waits for a table, what else asks for that table waits behind it (requests of processes still
+serving hear ``storage_unavailable`` and are sent again)."""
+
+Seeder = Callable[[Tx, str], None]
+"""What fills in the data a migration of ``SEEDED`` left: ``(tx, name)``, in a transaction of its own."""
 
 
-def migrate(db: Db, *, backup: bool = True) -> list[str]:
+def migrate(
+    db: Db, *, backup: bool = True, lock_wait: float = MIGRATION_LOCK_WAIT_S, seed: Seeder | None = None
+) -> list[str]:
     """Apply the migrations this database lacks (forward only), each in its own transaction, after a
-    backup of a database that already held data (``backup=False``: the operator made one); returns
-    their names. Refuses (``NewerSchema``) a database a newer release migrated."""
-    with db.write() as tx:
-        _refuse_foreign(tx, db.dialect)
+    backup of a database that already held data (``backup=False``: the operator made one), then fill in what
+    they left (``seed``: each of ``SEEDED`` pending, in a transaction of its own); returns the migrations'
+    names. Refuses (``NewerSchema``) a database a newer release migrated.
+
+    One process migrates a database at a time (``Db.migrating``): processes starting together take one backup
+    and apply each migration once, the others waiting for the one migrating, then finding nothing left to do.
+    A step that waited ``lock_wait`` seconds for a lock another session holds is ``MigrationBlocked`` and left
+    undone whole (a migration is one transaction); those before it stay applied, and a start after the lock
+    went applies the rest."""
+    if _current(db, seeded=seed is not None):
+        return []  # no lock for a database as it should be: every process of a chain starts this way
+    with db.migrating(lock_wait) as migrator:
+        applied = _migrate(migrator, backup=backup)
+        if seed is not None:
+            for name in seeds_pending(migrator):
+                with _step(f"filling in the data {name} left"):
+                    _fill(migrator, seed, name)
+    return applied
+
+
+def _fill(db: Db, seed: Seeder, name: str) -> None:
+    db.transact(lambda tx: seed(tx, name))
+
+
+def _current(db: Db, *, seeded: bool) -> bool:
+    """Whether the database holds every migration (and, ``seeded``, nothing is left to fill in), read without
+    the migration lock; ``NewerSchema`` for a database a newer release migrated."""
+    with db.read() as tx:
+        tables = _tables(tx)
+        if not {"hq_migrations", "hq_seeds"} <= tables:
+            return False
+        done = {str(row[0]) for row in tx.all("SELECT name FROM hq_migrations")}
+        unfilled = seeded and tx.one("SELECT name FROM hq_seeds LIMIT 1") is not None
+    _refuse_newer(done)
+    return done == {name for name, _ in MIGRATIONS} and not unfilled
+
+
+def _migrate(db: Db, *, backup: bool) -> list[str]:
+    """``migrate``'s work, on the migrating ``Db``."""
+    with _step("reading which migrations are applied"), db.write() as tx:
+        _refuse_foreign(tx)
         tx.run("CREATE TABLE IF NOT EXISTS hq_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
-    known = [name for name, _ in MIGRATIONS]
-    unknown = sorted(done - set(known))
+        done = {str(row[0]) for row in tx.all("SELECT name FROM hq_migrations")}
+    _refuse_newer(done)
+    # after the check: a newer release's database is left as it is
+    with _step("making the fill-in's table"), db.write() as tx:
+        tx.run("CREATE TABLE IF NOT EXISTS hq_seeds (name TEXT PRIMARY KEY)")
+    pending = [name for name, _ in MIGRATIONS if name not in done]
+    if pending and done and backup:
+        where = db.backup(pending[0])
+        log.warning("head-office database backed up to %s before migrations %s", where, ", ".join(pending))
+    if not done:  # a new database: made whole in one transaction (one commit, not one per migration)
+        with _step("making the new database's schema"):
+            return db.transact(partial(_apply, migrations=MIGRATIONS))
+    applied = []
+    for name, statements in MIGRATIONS:
+        if name not in done:
+            with _step(f"migration {name}"):
+                applied += db.transact(partial(_apply, migrations=[(name, statements)]))
+    return applied
+
+
+@contextmanager
+def _step(step: str) -> Iterator[None]:
+    """``step`` of a migration that waited its bound for a lock: ``MigrationBlocked``, saying what to do."""
+    try:
+        yield
+    except LockWaited as exc:
+        raise MigrationBlocked(
+            f"{step} waited {exc.waited:g} s for a lock another session holds and was rolled back: nothing of it "
+            f"was applied. Sessions with the oldest open transactions: {exc.holders}. End the one holding it "
+            "(psql: SELECT pg_terminate_backend(PID)) or let it finish, then start head office again "
+            "(tillpoint hq serve --migration-lock-wait S: how long a migration waits)"
+        ) from exc
+
+
+def _refuse_newer(done: set[str]) -> None:
+    unknown = sorted(done - {name for name, _ in MIGRATIONS})
     if unknown:
         raise NewerSchema(
             f"this head-office database was upgraded by a newer tillpoint (migrations {', '.join(unknown)}); "
             "run that release, or restore the backup taken before the upgrade"
         )
-    with db.write() as tx:  # after the check: a newer release's database is left as it is
-        tx.run("CREATE TABLE IF NOT EXISTS hq_seeds (name TEXT PRIMARY KEY)")
-    pending = [name for name in known if name not in done]
-    if pending and done and backup:
-        where = db.backup(pending[0])
-        log.warning("head-office database backed up to %s before migrations %s", where, ", ".join(pending))
-    if not done:  # a new database: made whole in one transaction (one commit, not one per migration)
-        with db.write() as tx:
-            return _apply(db, tx, [(name, statements) for name, statements in MIGRATIONS])
-    applied = []
-    for name, statements in MIGRATIONS:
-        if name not in done:
-            with db.write() as tx:
-                applied += _apply(db, tx, [(name, statements)])
-    return applied
 
 
-def _refuse_foreign(tx: Tx, dialect: str) -> None:
-    """A database that holds tables but never had head office's migrations (a till's ``terminal.db`` given as
-    ``--db``, another program's schema) is not head office's: ``StorageFailed``, and nothing is added to it."""
-    if dialect == "postgres":
+def _tables(tx: Tx) -> set[str]:
+    """The tables (and views) of head office's schema."""
+    if tx.dialect == "postgres":
         rows = tx.all("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
     else:
         rows = tx.all("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-    tables = {str(r[0]) for r in rows}
+    return {str(r[0]) for r in rows}
+
+
+def _refuse_foreign(tx: Tx) -> None:
+    """A database that holds tables but never had head office's migrations (a till's ``terminal.db`` given as
+    ``--db``, another program's schema) is not head office's: ``StorageFailed``, and nothing is added to it."""
+    tables = _tables(tx)
     if tables and "hq_migrations" not in tables:
         shown = ", ".join(sorted(tables)[:5])
         raise StorageFailed(f"not a head-office database: it holds other tables ({shown}) and none of head office's")
 
 
-def _apply(db: Db, tx: Tx, migrations: list[tuple[str, list[Statement]]]) -> list[str]:
-    """Apply ``migrations`` in ``tx``; returns the names applied (on PostgreSQL, those another process had not
-    applied while this one waited for the migration lock)."""
-    if db.dialect == "postgres":
-        tx.one("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
-        applied_meanwhile = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
-        migrations = [(name, statements) for name, statements in migrations if name not in applied_meanwhile]
-    for name, statements in migrations:
+def _apply(tx: Tx, migrations: list[tuple[str, list[Statement]]]) -> list[str]:
+    """Apply those of ``migrations`` the database lacks in ``tx`` (read again in it: a process of an earlier
+    release, which took the migration lock per migration, may have applied one meanwhile); returns their names."""
+    done = {row[0] for row in tx.all("SELECT name FROM hq_migrations")}
+    todo = [(name, statements) for name, statements in migrations if name not in done]
+    for name, statements in todo:
         for statement in statements:
             run_statement(tx, statement)
         tx.run("INSERT INTO hq_migrations (name, applied_at) VALUES (?, ?)", (name, utc_now()))
         if name in SEEDED:
             tx.run("INSERT INTO hq_seeds (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [name])
-    return [name for name, _ in migrations]
+    return [name for name, _ in todo]
 
 
 def seeds_pending(db: Db) -> list[str]:

@@ -228,3 +228,9 @@ class SqliteDb:
 
     def transact(self, fn: Callable[[Tx], T]) -> T:
         return transact_with_retries(self, fn)
+
+    @contextmanager
+    def migrating(self, lock_wait: float) -> Iterator[SqliteDb]:
+        """SQLite: this connection as it is. Each migration's ``BEGIN IMMEDIATE`` already waits for another
+        process's (up to the busy timeout), and the migration reads what is applied again inside it."""
+        yield self
