@@ -391,7 +391,7 @@ class SyncClient:
         self._keep_refused(refused | {"at": at})
         reason = f"{exc.code}: {what}; it is kept in the till's journal"
         state = self._tell_lost([(entry.seq, entry.seq)], reason)
-        return self.store.mark_pushed(state.acked_seq, at)
+        return self.store.mark_pushed(min(state.acked_seq, entry.seq), at)
 
     def _keep_refused(self, refused: dict[str, Any]) -> None:
         """Add an entry head office refused to ``push_refused`` (the till's status shows it), the newest kept."""
@@ -437,7 +437,9 @@ class SyncClient:
         return request.model_dump_json().encode()
 
     def _push(self, entries: list[JournalEntry], raw: bytes | None = None) -> int:
-        """Push ``entries`` (``raw``: their request's JSON, when already made); how many became acknowledged."""
+        """Push ``entries`` (``raw``: their request's JSON, when already made); how many became acknowledged. Only
+        entries it sent are marked: head office's watermark may stand above them at seqs where it holds other
+        entries (this till's database went back), and this till's entries there have not reached it."""
         body = gzip.compress(raw or self._request_json(entries), compresslevel=6)
         reply: PushResponse = _parse(
             PushResponse,
@@ -448,7 +450,7 @@ class SyncClient:
             self._resend_gaps(reply.gaps)
         if self.store.state("offline_since") is not None:
             self.store.set_state(offline_since=None, last_error=None)  # head office answered: online again
-        return self.store.mark_pushed(reply.acked_seq, _now_iso())
+        return self.store.mark_pushed(min(reply.acked_seq, entries[-1].seq), _now_iso())
 
     def _resend_gaps(self, gaps: list[tuple[int, int]]) -> None:
         """Head office misses these seqs. Those this till holds and had marked acknowledged (head office's
@@ -466,12 +468,10 @@ class SyncClient:
     def _report_lost(self, gaps: list[tuple[int, int]], reason: str) -> JournalState | None:
         """Seqs neither head office nor this till holds can never be sent: say so (an item at head office)
         instead of waiting for them forever."""
-        lost = [
-            seq
-            for first, last in gaps
-            for seq in range(first, last + 1)
-            if seq not in self.store.held_seqs(first, last)
-        ]
+        lost: list[int] = []
+        for first, last in gaps:
+            held = self.store.held_seqs(first, last)  # once a range: a hole may span thousands of seqs
+            lost += [seq for seq in range(first, last + 1) if seq not in held]
         if not lost:
             return None
         ranges = seq_ranges(sorted(lost))

@@ -275,3 +275,26 @@ def test_a_flag_with_a_reason_this_till_does_not_know_leaves_the_round_a_success
     assert sync.sync_once().pushed == 3
     assert store.state("last_sync_ok") and store.state("offline_since") is None
     assert [i["item_id"] for i in json.loads(store.state("hq_flags") or "[]")] == ["tx1:points_overspent"]
+
+
+def test_a_duplicate_sent_again_marks_no_later_entry_head_office_holds_another_of(store: Store) -> None:
+    """The till's database went back with seq 1 not yet marked (its WAL lost after a checkpoint), and it rang seqs 2
+    and 3 again: head office holds other entries there. The push of seq 1 alone (a duplicate) is answered with head
+    office's watermark, 3; the till marks only what it sent, so its new 2 and 3 take new seqs and are sent."""
+    pushed: list[list[int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/journal/state":
+            return httpx.Response(200, json={"acked_seq": 3, "max_seq": 3})
+        seqs = [e["seq"] for e in json.loads(gzip.decompress(request.content))["entries"]]
+        pushed.append(seqs)
+        if seqs == [1]:
+            return httpx.Response(200, json={"acked_seq": 3, "stored": 0, "duplicates": 1})
+        if seqs[0] <= 3:
+            return httpx.Response(409, json={"code": "seq_conflict", "message": "head office holds other entries"})
+        return httpx.Response(200, json={"acked_seq": seqs[-1], "stored": len(seqs), "duplicates": 0})
+
+    assert client(store, handler).push_once() == 2
+    assert pushed == [[1, 2, 3], [1], [2], [4, 5]]
+    assert [(e.seq, e.txn_id) for e in store.entries()] == [(1, "tx1"), (4, "tx2"), (5, "tx3")]
+    assert store.pending_count() == 0
