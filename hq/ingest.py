@@ -73,6 +73,21 @@ class SeqConflict(HqError):
         )
 
 
+class TxnTaken(HqError):
+    """An entry names a transaction id head office holds another terminal's entry under (txn ids are unique chain
+    wide): the entry can never be stored, and no entry of the pushing till's own explains it (that is a
+    ``SeqConflict``). A stolen credential that learnt the id of a sale a till had not pushed yet (from its receipt)
+    can get there first; the till keeps its entry, reports it lost, and goes on (``sync.client``)."""
+
+    def __init__(self, entry: WireEntry, held_by: str, held_seq: int) -> None:
+        self.terminal_id, self.seq, self.txn_id = entry.terminal_id, entry.seq, entry.txn_id
+        self.held_by = held_by
+        super().__init__(
+            f"entry {entry.terminal_id} seq {entry.seq}: head office holds transaction {entry.txn_id} from "
+            f"terminal {held_by} (its seq {held_seq}); nothing of this batch was stored"
+        )
+
+
 class WrongTerminal(HqError):
     pass
 
@@ -275,7 +290,9 @@ class Batch:
 
 
 def new_entries(tx: Tx, terminal_id: str, entries: list[WireEntry]) -> tuple[list[WireEntry], int]:
-    """The entries not stored yet (ascending seq) and how many were duplicates. Raises SeqConflict."""
+    """The entries not stored yet (ascending seq) and how many were duplicates. Raises, for the first entry in seq
+    order that cannot be stored, SeqConflict (the terminal holds another entry at its seq or under its txn id) or
+    TxnTaken (only another terminal's entry holds its txn id)."""
     seen: dict[int, WireEntry] = {}
     by_txn: dict[str, WireEntry] = {}
     for e in entries:
@@ -290,8 +307,10 @@ def new_entries(tx: Tx, terminal_id: str, entries: list[WireEntry]) -> tuple[lis
         mine = [h for h in held if (h[0] == e.terminal_id and h[1] == e.seq) or h[2] == e.txn_id]
         if mine == [(e.terminal_id, e.seq, e.txn_id)]:
             continue
-        if mine:
+        if any(h[0] == e.terminal_id for h in mine):
             raise SeqConflict(e, mine)
+        if mine:
+            raise TxnTaken(e, str(mine[0][0]), int(mine[0][1]))
         fresh.append(e)
     return fresh, len(entries) - len(fresh)
 

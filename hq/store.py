@@ -15,6 +15,7 @@ Errors::
 
     HqError                    anything this module refuses
      +-- SeqConflict           an entry reuses a (terminal, seq) or txn_id with different content (409)
+     +-- TxnTaken              an entry names a txn_id another terminal's entry holds (409 txn_id_taken)
      +-- WrongTerminal         an entry claims another terminal than the one pushing it (403)
      +-- UnknownTerminal       a push for a terminal that was never registered (403)
      +-- CredentialRevoked     a revoked terminal's token (401)
@@ -64,6 +65,7 @@ from hq.ingest import (
     Effect,
     SeqConflict,
     Settings,
+    TxnTaken,
     UnknownTerminal,
     WrongTerminal,
     bump_versions,
@@ -122,6 +124,7 @@ __all__ = [
     "SeqConflict",
     "Settings",
     "StorageFailed",
+    "TxnTaken",
     "UnknownTerminal",
     "WrongTerminal",
     "canonical_json",
@@ -906,7 +909,8 @@ class HqStore:
 
         A duplicate (same terminal, seq and txn_id) is counted and skipped, so a retried batch
         gets the same answer and applies nothing twice. A conflicting entry raises
-        ``SeqConflict`` and the whole batch is rolled back: nothing stored is ever overwritten.
+        ``SeqConflict`` (``TxnTaken`` when only another terminal's entry holds its txn_id) and the
+        whole batch is rolled back: nothing stored is ever overwritten.
         """
         foreign = sorted({e.terminal_id for e in entries} - {terminal_id})
         if foreign:
@@ -921,8 +925,11 @@ class HqStore:
 
         try:
             return self.db.transact(run)
+        except IntegrityFailed:
+            pass  # only a concurrent push of the same txn_id by another terminal gets here: once more, it is seen
+        try:
+            return self.db.transact(run)  # (``TxnTaken`` now, naming the entry and the terminal)
         except IntegrityFailed as exc:
-            # Only a concurrent push of the same txn_id by another terminal gets here.
             raise SeqConflict(entries[0], []) from exc
 
     def journal_state(self, terminal_id: str) -> JournalState:

@@ -100,8 +100,10 @@ class HqUnreachable(SyncError):
 
 
 class HqRejected(SyncError):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, named: dict[str, Any] | None = None) -> None:
         self.status, self.code = status, code
+        self.named: dict[str, Any] = named or {}
+        """The refusal's other fields (``txn_id_taken``: the entry's ``seq`` and ``txn_id``, ``held_by``)."""
         super().__init__(f"head office refused ({status} {code}): {message}")
 
 
@@ -147,8 +149,9 @@ def _error(response: httpx.Response) -> SyncError:
         return HqFailed(response.status_code, response.text[:200])
     try:
         body = response.json()
-        return HqRejected(response.status_code, str(body["code"]), str(body["message"]))
-    except (ValueError, KeyError, TypeError):
+        named = {k: v for k, v in body.items() if k not in ("code", "message")}
+        return HqRejected(response.status_code, str(body["code"]), str(body["message"]), named)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return HqRejected(response.status_code, "unknown", response.text[:200])
 
 
@@ -341,7 +344,9 @@ class SyncClient:
     def push_once(self) -> int:
         """Push one batch of unacknowledged entries (at most ``batch_size`` of them, ``push_max_bytes`` of JSON);
         returns how many became acknowledged. A batch head office refuses as ``seq_conflict`` (it holds other
-        entries at this till's seqs) is put right first (``_journal_went_back``), then pushed again."""
+        entries at this till's seqs) is put right first (``_journal_went_back``), then pushed again; one it refuses
+        as ``txn_id_taken`` (another terminal's entry holds the transaction id of one of this till's) is not this
+        till's database going back (``_push_halving``)."""
         entries = self.store.unpushed(self.batch_size)
         if not entries:
             return 0
@@ -363,13 +368,22 @@ class SyncClient:
 
     def _push_halving(self, entries: list[JournalEntry]) -> int:
         """Push the head of ``entries`` that fits; a body head office finds too large (413) goes again as its first
-        half, down to one entry, and the pushes after it keep to the smaller size. An entry head office refuses
-        even alone is ``_refused_alone``."""
+        half, down to one entry, and the pushes after it keep to the smaller size. A batch refused for one entry
+        whose transaction id another terminal's entry holds (``txn_id_taken``, naming it) goes again as the
+        entries before it, and that entry, once first, is refused even alone. An entry head office refuses even
+        alone is ``_refused_alone``."""
         entries, raw = self._sized(entries)
         while True:
             try:
                 return self._push(entries, raw)
             except HqRejected as exc:
+                taken = _taken_at(exc, entries)
+                if taken == 0:
+                    return self._refused_alone(entries[0], exc)
+                if taken is not None:
+                    entries = entries[:taken]
+                    raw = self._request_json(entries)
+                    continue
                 if exc.status != 413 or (len(entries) == 1 and exc.code != ErrorCode.BODY_TOO_LARGE.value):
                     raise
                 if len(entries) == 1:
@@ -380,17 +394,26 @@ class SyncClient:
             log.warning("head office refused a push as too large: %d entries at a time now", len(entries))
 
     def _refused_alone(self, entry: JournalEntry, exc: HqRejected) -> int:
-        """An entry head office refuses even alone (``body_too_large``) can never reach it, and would hold every
-        entry after it back for good. It stays in this till's journal, is kept in ``push_refused`` (status), and
-        is reported to head office as seqs this till cannot send are (a ``journal_lost`` item naming the txn),
-        so head office's watermark, and this till's backlog, move on past it."""
+        """An entry head office refuses even alone can never reach it, and would hold every entry after it back for
+        good: one larger than head office takes (``body_too_large``), or one whose transaction id head office holds
+        another terminal's entry under (``txn_id_taken``: a credential that learnt the id, from a receipt, pushed
+        first). It stays in this till's journal, is kept in ``push_refused`` (status), and is reported to head
+        office as seqs this till cannot send are (a ``journal_lost`` item naming the txn, and the terminal that
+        holds it), so head office's watermark, and this till's backlog, move on past it."""
         size, at = wire_bytes([entry]), _now_iso()
-        what = f"entry {entry.txn_id} ({entry.kind}, {size} bytes) is larger than head office accepts"
-        log.error("journal seq %s refused even alone (%s): %s; reported, and kept here", entry.seq, exc.code, what)
         refused = {"seq": entry.seq, "txn_id": entry.txn_id, "kind": entry.kind, "bytes": size, "code": exc.code}
+        if exc.code == ErrorCode.TXN_ID_TAKEN.value:
+            holder = str(exc.named.get("held_by") or "?")[:128]
+            refused["held_by"] = holder
+            what = f"entry {entry.txn_id} ({entry.kind}): head office holds this transaction id from terminal {holder}"
+        else:
+            what = f"entry {entry.txn_id} ({entry.kind}, {size} bytes) is larger than head office accepts"
+        log.error("journal seq %s refused even alone (%s): %s; reported, and kept here", entry.seq, exc.code, what)
         self._keep_refused(refused | {"at": at})
         reason = f"{exc.code}: {what}; it is kept in the till's journal"
-        state = self._tell_lost([(entry.seq, entry.seq)], reason)
+        state = self._tell_lost([(entry.seq, entry.seq)], reason[:300])
+        if state.acked_seq < entry.seq - 1:  # seqs before it neither side holds (renumbered away): never coming
+            state = self._report_lost([(state.acked_seq + 1, entry.seq - 1)], _NEITHER) or state
         return self.store.mark_pushed(min(state.acked_seq, entry.seq), at)
 
     def _keep_refused(self, refused: dict[str, Any]) -> None:
@@ -403,15 +426,21 @@ class SyncClient:
         gave again seqs head office holds other entries at. Its unpushed entries up to head office's highest
         seq are pushed one by one, in order; from the first head office refuses, they and every later one take
         new seqs above everything either side holds. Entries it recorded before going back and had not sent
-        are gone from both sides (nothing names them). False when no entry of the till's explains the refusal
-        (it stays refused: an operator looks)."""
+        are gone from both sides (nothing names them). An entry refused alone as ``txn_id_taken`` on the way is not
+        where it went back: another terminal holds its transaction id (``_refused_alone``). False when no entry of
+        the till's explains the refusal (it stays refused: an operator looks)."""
         state = _parse(JournalState, self._call("GET", "/v1/journal/state"), "journal state")
+        explained = False
         for entry in self.store.unpushed(MAX_PROBES):
             if entry.seq > state.max_seq:
-                return False
+                return explained
             try:
                 self._push([entry])
             except HqRejected as exc:
+                if _taken_at(exc, [entry]) == 0:
+                    self._refused_alone(entry, exc)
+                    explained = True
+                    continue
                 if exc.code != ErrorCode.SEQ_CONFLICT.value:
                     raise
                 moved = self.store.renumber_unpushed(entry.seq, state.max_seq)
@@ -425,8 +454,8 @@ class SyncClient:
                     moved[-1][1] if moved else "-",
                 )
                 self.store.set_state(journal_renumbered_at=_now_iso())
-                return bool(moved)
-        return False
+                return bool(moved) or explained
+        return explained
 
     def _request_json(self, entries: list[JournalEntry]) -> bytes:
         request = PushRequest(
@@ -463,7 +492,7 @@ class SyncClient:
                 resent,
                 gaps,
             )
-        self._report_lost(gaps, "head office misses these seqs and this till's journal no longer holds them")
+        self._report_lost(gaps, _NEITHER)
 
     def _report_lost(self, gaps: list[tuple[int, int]], reason: str) -> JournalState | None:
         """Seqs neither head office nor this till holds can never be sent: say so (an item at head office)
@@ -805,6 +834,7 @@ class SyncClient:
 
 
 _JSON = {"Content-Type": "application/json"}
+_NEITHER = "head office misses these seqs and this till's journal no longer holds them"
 
 
 def _local_day(created_at: str) -> str:
@@ -851,6 +881,15 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         if page.voucher_stock is None
         else (page.voucher_stock.offline_total, page.voucher_stock.codes),
     )
+
+
+def _taken_at(exc: HqRejected, entries: list[JournalEntry]) -> int | None:
+    """Where in ``entries`` the entry head office refused as ``txn_id_taken`` is (None: another refusal, or one
+    that names none of them)."""
+    if exc.code != ErrorCode.TXN_ID_TAKEN.value:
+        return None
+    seq, txn_id = exc.named.get("seq"), exc.named.get("txn_id")
+    return next((i for i, e in enumerate(entries) if (e.seq, e.txn_id) == (seq, txn_id)), None)
 
 
 def _names_seq(item: ReconItem, seq: object) -> bool:

@@ -76,6 +76,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     SEQ_CONFLICT = "seq_conflict"
+    TXN_ID_TAKEN = "txn_id_taken"
     BODY_TOO_LARGE = "body_too_large"
     INVALID_REQUEST = "invalid_request"
     INTERNAL = "internal"
@@ -197,7 +198,12 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.METHOD_NOT_ALLOWED: (405, "wrong HTTP method"),
     ErrorCode.SEQ_CONFLICT: (
         409,
-        "an entry reuses a stored (terminal, seq) or txn_id with other content; nothing stored",
+        "an entry reuses a stored (terminal, seq), or a txn_id of its own terminal, with other content; nothing stored",
+    ),
+    ErrorCode.TXN_ID_TAKEN: (
+        409,
+        "an entry names a txn_id head office holds another terminal's entry under (its body names the entry's seq "
+        "and txn_id and the terminal: held_by); nothing stored",
     ),
     ErrorCode.BODY_TOO_LARGE: (413, "the (decompressed) body is larger than head office accepts"),
     ErrorCode.INVALID_REQUEST: (422, "the body or a parameter does not match the schema"),
@@ -829,6 +835,13 @@ class GroupPage(_Model):
 class ErrorBody(_Model):
     code: str
     message: str
+    seq: int | None = None
+    """``txn_id_taken``: the seq of the entry head office refused (the entries before it in the batch were not the
+    cause); absent otherwise."""
+    txn_id: str | None = None
+    """``txn_id_taken``: that entry's transaction id."""
+    held_by: str | None = None
+    """``txn_id_taken``: the terminal whose entry head office holds under that transaction id."""
 
 
 # -- journal entries: one typed payload per kind ----------------------------------------------------

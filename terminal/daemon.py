@@ -933,7 +933,8 @@ def store_status(store: Store) -> dict[str, Any]:
 
 
 def push_refused(store: Store) -> list[dict[str, Any]]:
-    """Entries head office refused even alone (``body_too_large``): kept here, reported to head office."""
+    """Entries head office refused even alone (``body_too_large``; ``txn_id_taken``, with the terminal ``held_by``
+    whose entry holds the txn id): kept here, reported to head office."""
     refused: list[dict[str, Any]] = json.loads(store.state("push_refused") or "[]")
     return refused
 

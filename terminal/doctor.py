@@ -407,7 +407,7 @@ def check_database(cfg: Config) -> Check:
     if _named(refused):
         return warn(
             "database",
-            f"head office refuses journal entries of this till even alone (body_too_large): {_named(refused)}; "
+            f"head office refuses journal entries of this till even alone: {_named(refused)}; "
             "they are kept in this journal and were reported to head office as a journal_lost item naming each txn",
         )
     resends = f", {resent} entries sent again after head office lost them" if resent else ""
@@ -415,12 +415,18 @@ def check_database(cfg: Config) -> Check:
 
 
 def _named(refused: str | None) -> str:
-    """The entries of the till's ``push_refused`` state, by seq and txn."""
+    """The entries of the till's ``push_refused`` state, by seq, txn and why (``body_too_large``, or
+    ``txn_id_taken`` and the terminal whose entry holds the txn id at head office)."""
     try:
         entries = json.loads(refused or "[]")
-        return ", ".join(f"seq {r['seq']} (txn {r['txn_id']})" for r in entries)
+        return ", ".join(f"seq {r['seq']} (txn {r['txn_id']}, {_why(r)})" for r in entries)
     except (ValueError, TypeError, KeyError):
         return str(refused or "")
+
+
+def _why(refused: dict[str, object]) -> str:
+    held_by = refused.get("held_by")
+    return f"{refused.get('code')}" + (f" by terminal {held_by}" if held_by else "")
 
 
 def _sync_state(conn: sqlite3.Connection, key: str) -> str | None:

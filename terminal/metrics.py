@@ -11,8 +11,8 @@ cashier saw; store-derived figures are read at scrape time from a ``SyncFigures`
     tillpoint_journal_pending                     journal entries not yet acknowledged by head office
     tillpoint_journal_resent_total                entries head office acknowledged, lost (its database went
                                                   back) and asked for again
-    tillpoint_journal_refused                     entries head office refused even alone (body_too_large),
-                                                  reported to it and kept in the journal
+    tillpoint_journal_refused                     entries head office refused even alone (body_too_large,
+                                                  txn_id_taken), reported to it and kept in the journal
     tillpoint_offline_seconds                     how long head office has been unreachable (0 online)
     tillpoint_sync_lag_seconds                    age of the oldest unacknowledged journal entry
     tillpoint_last_sync_ok_timestamp_seconds      when a sync round last succeeded
@@ -107,7 +107,8 @@ class _SyncCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tillpoint_journal_refused",
-            "Journal entries head office refuses even alone (body_too_large), reported to it and kept here.",
+            "Journal entries head office refuses even alone (body_too_large, txn_id_taken), reported to it and "
+            "kept here.",
             value=figures.refused,
         )
         yield GaugeMetricFamily(

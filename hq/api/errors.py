@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hq.errors import HqError, StorageFailed
-from hq.ingest import SeqConflict, UnknownTerminal, WrongTerminal
+from hq.ingest import SeqConflict, TxnTaken, UnknownTerminal, WrongTerminal
 from hq.store import CredentialRevoked, EnrolmentRefused, EnrolmentWrongStore
 from sync.asgi import validation_message
 from sync.protocol import ERROR_STATUS, ErrorBody, ErrorCode
@@ -23,6 +23,7 @@ log = logging.getLogger("tillpoint.hq")
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 _STORAGE_ERRORS: dict[type[HqError], ErrorCode] = {
     SeqConflict: ErrorCode.SEQ_CONFLICT,
+    TxnTaken: ErrorCode.TXN_ID_TAKEN,
     WrongTerminal: ErrorCode.WRONG_TERMINAL,
     UnknownTerminal: ErrorCode.UNKNOWN_TERMINAL,
     CredentialRevoked: ErrorCode.CREDENTIAL_REVOKED,
@@ -39,8 +40,12 @@ class ApiError(Exception):
         self.code, self.message, self.headers = code, message, headers
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ErrorBody(code=code, message=message).model_dump(), status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **named: Any
+) -> JSONResponse:
+    """An ``ErrorBody``; ``named``: its optional fields (``txn_id_taken``: the entry and the terminal holding it)."""
+    body = ErrorBody(code=code, message=message, **named).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def errors(*codes: ErrorCode, with_model: bool = True) -> dict[int | str, dict[str, Any]]:
@@ -91,6 +96,8 @@ def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = 
                 if request.url.path.startswith(prefix):
                     return page(request, code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, TxnTaken):  # the till needs which of its entries, and whose entry holds its txn id
+            return error_response(status, code, str(exc), headers, seq=exc.seq, txn_id=exc.txn_id, held_by=exc.held_by)
         return error_response(status, code, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)

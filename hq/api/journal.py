@@ -58,6 +58,7 @@ push_errors = errors(
     ErrorCode.WRONG_TERMINAL,
     ErrorCode.UNKNOWN_TERMINAL,
     ErrorCode.SEQ_CONFLICT,
+    ErrorCode.TXN_ID_TAKEN,
     ErrorCode.BODY_TOO_LARGE,
 )
 

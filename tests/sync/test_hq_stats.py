@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hq import checkins, rollup, segments, stats
 from hq.db.engine import Tx
-from hq.ingest import SeqConflict
+from hq.ingest import TxnTaken
 from hq.store import HqStore
 from hq.wallet import checkin
 from sync import checkins as codes
@@ -244,7 +244,7 @@ def test_a_replayed_push_or_a_borrowed_txn_id_changes_no_statistic(hq: HqStore) 
     kept = snapshot(hq)
     hq.ingest("T9", [sale])  # the same push again
     borrowed = Till(hq, "T8", "S1").entry("sale", entries.sale("M-1", 90_000, lines=lines(("food", 300, 300))), 4)
-    with pytest.raises(SeqConflict):  # refused whole: nothing of the push is stored
+    with pytest.raises(TxnTaken):  # refused whole: nothing of the push is stored
         hq.ingest("T8", [borrowed.model_copy(update={"txn_id": sale.txn_id})])
     assert snapshot(hq) == kept
     assert rebuilt(hq) == kept

@@ -18,6 +18,7 @@ from hq.store import (
     Effect,
     HqStore,
     SeqConflict,
+    TxnTaken,
     UnknownTerminal,
     WrongTerminal,
     contiguous,
@@ -136,7 +137,8 @@ def test_conflicting_entry_rejects_the_whole_batch_and_changes_nothing(store: Hq
     store.ingest("T1", [entry(1), entry(2)])
     before = _snapshot(store)
     batch = [entry(3, member="M-2", delta=40, terminal=intruder.terminal_id), intruder]
-    with pytest.raises(SeqConflict) as caught:
+    refusal = TxnTaken if intruder.terminal_id != "T1" else SeqConflict  # another terminal's txn id: txn_id_taken
+    with pytest.raises(refusal) as caught:
         store.ingest(intruder.terminal_id, batch)
     assert caught.value.seq == intruder.seq
     assert _snapshot(store) == before
