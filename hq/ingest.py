@@ -1483,11 +1483,59 @@ def reverse(tx: Tx, batch: Batch) -> None:
                 item.state, item.note = "settled_auto", note
 
 
+WITHDRAWALS_KEPT = 1000
+"""Withdrawals of transactions head office had heard nothing of, kept a till at most (the newest): what refuses a
+confirmation that lands after its withdrawal (``note_withdrawals``). An honest till has a few at a time."""
+
+
 def withdrawn(tx: Tx, terminal_id: str, txn_id: str) -> bool:
     """Whether the till withdrew its confirmation of ``txn_id`` (``hq.payments.withdraw``), even before asking
-    for it: a confirmation it asks for late is refused, not held."""
-    row = tx.one("SELECT 1 FROM confirm_withdrawals WHERE terminal_id = ? AND txn_id = ?", [terminal_id, txn_id])
+    for it: a confirmation it asks for late is refused, not held. A confirmation's own row says it was withdrawn;
+    a withdrawal that overtook its confirmation is kept apart (``note_withdrawals``)."""
+    row = tx.one(
+        "SELECT 1 FROM confirm_withdrawals WHERE terminal_id = ? AND txn_id = ? "
+        "UNION ALL SELECT 1 FROM payment_confirms WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NOT NULL "
+        "UNION ALL SELECT 1 FROM gift_confirms WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NOT NULL",
+        [terminal_id, txn_id] * 3,
+    )
     return row is not None
+
+
+def note_withdrawals(tx: Tx, terminal_id: str, txn_ids: list[str], at: str) -> None:
+    """Keep the till's withdrawals of transactions head office has heard nothing of from it (no confirmation, whose
+    row says it was withdrawn, and no entry, after which a confirmation holds nothing): each is a confirmation the
+    withdrawal overtook (head office slow past the till's timeout), refused when it lands (``withdrawn``). Only the
+    newest ``WITHDRAWALS_KEPT`` of a till are kept, so a stolen credential withdrawing made-up transaction ids, 100
+    a request, cannot grow head office's tables without bound."""
+    asked = list(dict.fromkeys(txn_ids))
+    if not asked:
+        return
+    cond, params = tx.in_list("txn_id", asked)
+    known = {
+        str(r[0])
+        for r in tx.all(
+            f"SELECT txn_id FROM payment_confirms WHERE terminal_id = ? AND {cond} "
+            f"UNION SELECT txn_id FROM gift_confirms WHERE terminal_id = ? AND {cond} "
+            f"UNION SELECT txn_id FROM journal WHERE terminal_id = ? AND {cond}",
+            [terminal_id, *params] * 3,
+        )
+    }
+    tx.many(
+        "INSERT INTO confirm_withdrawals (terminal_id, txn_id, withdrawn_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (terminal_id, txn_id) DO NOTHING",
+        [(terminal_id, txn_id, at) for txn_id in asked if txn_id not in known],
+    )
+    edge = tx.one(  # the newest beyond what is kept
+        "SELECT withdrawn_at, txn_id FROM confirm_withdrawals WHERE terminal_id = ? "
+        "ORDER BY withdrawn_at DESC, txn_id DESC LIMIT 1 OFFSET ?",
+        [terminal_id, WITHDRAWALS_KEPT],
+    )
+    if edge is not None:
+        tx.run(
+            "DELETE FROM confirm_withdrawals WHERE terminal_id = ? AND (withdrawn_at < ? OR (withdrawn_at = ? AND "
+            "txn_id <= ?))",
+            [terminal_id, edge[0], edge[0], edge[1]],
+        )
 
 
 CONFIRMS = ("payment_confirms", "gift_confirms")

@@ -39,6 +39,7 @@ from hq.ingest import (
     attested_held,
     bump_versions,
     holding,
+    note_withdrawals,
     payload_json,
     use_counter,
     withdraw_confirms,
@@ -388,12 +389,9 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
     now = utc_now()
 
     def run(tx: Tx) -> int:
-        tx.many(  # kept even before the confirmation arrives: a slow one is then refused (``withdrawn``)
-            "INSERT INTO confirm_withdrawals (terminal_id, txn_id, withdrawn_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (terminal_id, txn_id) DO NOTHING",
-            [(terminal_id, txn_id, now) for txn_id in dict.fromkeys(txn_ids)],
-        )
-        return withdraw_confirms(tx, terminal_id, txn_ids, now)
+        done = withdraw_confirms(tx, terminal_id, txn_ids, now)
+        note_withdrawals(tx, terminal_id, txn_ids, now)  # kept before its confirmation: a slow one is then refused
+        return done
 
     return store.db.transact(run)
 

@@ -781,6 +781,18 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "CREATE INDEX idx_gift_confirms_attested ON gift_confirms (terminal_id) WHERE attested_open = 1",
         ],
     ),
+    # A till's withdrawals of transactions head office had heard nothing of are kept, the newest 1,000 a till
+    # (hq/ingest.py ``note_withdrawals``, ``WITHDRAWALS_KEPT``): a stolen credential withdrew made-up transaction
+    # ids, 100 a request, and each was kept for good. What an earlier release kept beyond that goes now.
+    (
+        "m045_withdrawals_kept",
+        [
+            OnPostgres("LOCK TABLE confirm_withdrawals IN SHARE MODE"),  # an earlier release's writes wait for it
+            "DELETE FROM confirm_withdrawals WHERE (terminal_id, txn_id) IN (SELECT terminal_id, txn_id FROM "
+            "(SELECT terminal_id, txn_id, ROW_NUMBER() OVER (PARTITION BY terminal_id "
+            "ORDER BY withdrawn_at DESC, txn_id DESC) AS n FROM confirm_withdrawals) ranked WHERE n > 1000)",
+        ],
+    ),
 ]
 
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import payments
 from hq.api.server import ServerHandle, start_in_thread
+from hq.db.schema import MIGRATIONS, run_statement
 from hq.ingest import Settings
 from hq.policy import CardKeys
 from hq.store import HqStore
@@ -101,6 +102,11 @@ class Office:
 
     def held(self, txn_id: str) -> list[str]:
         return [i.reason.value for i in self.hq.items() if i.txn_id == txn_id and i.quarantined]
+
+    def withdrawals_kept(self, terminal_id: str) -> list[str]:
+        with self.hq.db.read() as tx:
+            rows = tx.all("SELECT txn_id FROM confirm_withdrawals WHERE terminal_id = ?", [terminal_id])
+        return [str(r[0]) for r in rows]
 
 
 def new_txn() -> str:
@@ -268,3 +274,46 @@ def test_a_confirmation_replayed_after_its_sale_arrived_holds_nothing(office: Of
     assert office.withdraw("T-A", txn) == 0 and office.withdraw("T-A", txn) == 0
     assert office.confirm("T-B", "M-1", 6000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
     assert office.stored_value("M-1") == 6000
+
+
+def test_withdrawals_of_made_up_transactions_do_not_fill_head_offices_disk(office: Office) -> None:
+    """A stolen credential withdraws made-up transaction ids, 100 a request, as often as it likes. Head office keeps a
+    withdrawal apart only for a transaction it has heard nothing of from that till (a confirmation the withdrawal
+    overtook), and at most the newest 1,000 a till; those still refuse a confirmation that lands after them, and
+    another till's are untouched. A confirmation's own row says it was withdrawn: nothing more is kept for it."""
+    overtaken = new_txn()
+    assert office.withdraw("T-A", overtaken) == 0  # the honest shape: the confirmation is still on its way
+    made_up = [new_txn() for _ in range(1300)]
+    for first in range(0, len(made_up), 100):
+        assert office.withdraw("T-B", *made_up[first : first + 100]) == 0
+    kept = office.withdrawals_kept("T-B")
+    assert len(kept) == 1000 and set(made_up[-100:]) <= set(kept)
+    assert office.withdrawals_kept("T-A") == [overtaken]
+    late = office.confirm("T-A", "M-1", 2000, txn_id=overtaken, **office.code())
+    assert refused(late) == "payment_code_replayed" and "withdrawn" in late.text
+    late = office.confirm("T-B", "M-1", 2000, txn_id=made_up[-1], **office.code())
+    assert refused(late) == "payment_code_replayed" and "withdrawn" in late.text
+
+    asked = new_txn()  # a confirmation whose answer was lost, withdrawn: its own row keeps the withdrawal
+    assert office.confirm("T-A", "M-1", 2000, txn_id=asked, **office.code()).status_code == 200
+    assert office.withdraw("T-A", asked) == 1
+    assert office.withdrawals_kept("T-A") == [overtaken]
+    again = office.confirm("T-A", "M-1", 2000, txn_id=asked, **office.code())  # asked again, with another code
+    assert refused(again) == "payment_code_replayed" and "withdrawn" in again.text
+    assert office.stored_value("M-1") == 9000
+    assert office.confirm("T-B", "M-1", 9000, **office.code()).status_code == 200  # nothing held
+
+
+def test_what_an_earlier_release_kept_beyond_the_bound_goes_with_the_upgrade(office: Office) -> None:
+    """Withdrawals an earlier release kept without bound: the migration keeps the newest 1,000 of each till."""
+    with office.hq.db.write() as tx:
+        tx.many(
+            "INSERT INTO confirm_withdrawals (terminal_id, txn_id, withdrawn_at) VALUES (?, ?, ?)",
+            [("T-B", f"old-{n:05d}", f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}.000Z") for n in range(1500)]
+            + [("T-A", "old-a", "2025-01-01T00:00:00.000Z")],
+        )
+    with office.hq.db.write() as tx:
+        for statement in dict(MIGRATIONS)["m045_withdrawals_kept"]:
+            run_statement(tx, statement)
+    assert sorted(office.withdrawals_kept("T-B")) == [f"old-{n:05d}" for n in range(500, 1500)]
+    assert office.withdrawals_kept("T-A") == ["old-a"]
