@@ -16,6 +16,8 @@ certificates with ``issue_cert``, and checks a code it is asked to confirm with 
                       ``device:<cert_id hex>`` on the signed revocation list.
     confirmation      ``confirm`` records a code id once (``payment_confirms``, primary key) and checks
                       the member's balance less what other confirmed payments not yet pushed hold.
+    release of a hold ``release_hold``: an administrator ends the hold of one transaction's confirmations
+                      (members' and gift cards'), audited, as if its till had withdrawn it.
 
 Errors: ``PaymentRefused(code)`` carries the till's own rejection code (``terminal.errors.Code``
 value); ``ValueError`` for bad input.
@@ -36,6 +38,7 @@ from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, IntegrityFailed
 from hq.ingest import (
     HQ_ACTOR,
+    arrived,
     attested_held,
     bump_versions,
     holding,
@@ -392,6 +395,69 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
         done = withdraw_confirms(tx, terminal_id, txn_ids, now)
         note_withdrawals(tx, terminal_id, txn_ids, now)  # kept before its confirmation: a slow one is then refused
         return done
+
+    return store.db.transact(run)
+
+
+HOLD_COLUMNS = {"payment_confirms": "member_id", "gift_confirms": "card_id"}
+"""What each table of confirmations holds back: a member's stored value, a gift card's balance."""
+
+
+def release_hold(store: HqStore, txn_id: str, by: str, reason: str, terminal_id: str | None = None) -> dict[str, Any]:
+    """An administrator ends what head office holds back for the online confirmations of ``txn_id`` (of
+    ``terminal_id`` only, when given) whose entries have not arrived: a till gone for good that is still to be
+    kept, or a sale whose transaction id another till's entry took (``txn_id_taken``), so that its own entry can
+    never arrive. The hold ends as a till's withdrawal ends it (``withdrawn_at``): the code or card message
+    stays used, a confirmation of the same transaction asked again is refused, and the sale, if it does arrive,
+    is applied and a balance it takes below zero carried and flagged (``stored_value_overspent``,
+    ``gift_card_overspent``). Audited (``release_hold``) in the transaction of the change.
+
+    Refused: ``no_hold`` when head office holds nothing back for the transaction (no confirmation of it, or its
+    hold ended already), ``hold_entry_arrived`` when its entry arrived from the till that asked."""
+    if not by.strip() or not reason.strip():
+        raise ValueError("a release of a hold says who and why (--by, --reason)")
+    now = utc_now()
+
+    def run(tx: Tx) -> dict[str, Any]:
+        rows: list[tuple[str, str, str, int, bool, bool]] = []
+        for table, column in HOLD_COLUMNS.items():
+            where, params = (
+                ("txn_id = ?", [txn_id])
+                if terminal_id is None
+                else (
+                    "txn_id = ? AND terminal_id = ?",
+                    [txn_id, terminal_id],
+                )
+            )
+            for row in tx.all(
+                f"SELECT terminal_id, {column}, amount, withdrawn_at IS NOT NULL, {arrived(table)} FROM {table} "
+                f"WHERE {where} ORDER BY terminal_id{tx.for_update}",
+                params,
+            ):
+                rows.append((table, str(row[0]), str(row[1]), int(row[2]), bool(row[3]), bool(row[4])))
+        still = [r for r in rows if not r[4] and not r[5]]
+        if not still:
+            if any(r[5] for r in rows):
+                raise PaymentRefused(
+                    ErrorCode.HOLD_ENTRY_ARRIVED.value,
+                    f"the entry of transaction {txn_id} arrived from the till that asked: nothing is held for it",
+                )
+            raise PaymentRefused(
+                ErrorCode.NO_HOLD.value,
+                f"head office holds nothing back for transaction {txn_id}"
+                + (" (its hold ended already)" if rows else " (no online confirmation of it)"),
+            )
+        released = []
+        for table, till, subject, amount, _, _ in still:
+            column = HOLD_COLUMNS[table]
+            tx.run(
+                f"UPDATE {table} SET withdrawn_at = ? WHERE txn_id = ? AND terminal_id = ? AND {column} = ? "
+                "AND withdrawn_at IS NULL",
+                [now, txn_id, till, subject],
+            )
+            released.append({"terminal_id": till, column: subject, "amount": amount})
+        audit.append(tx, by, "release_hold", txn_id, reason, {"released": released})
+        return {"txn_id": txn_id, "released": released, "released_at": now, "by": by}
 
     return store.db.transact(run)
 

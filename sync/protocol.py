@@ -182,6 +182,9 @@ class ErrorCode(StrEnum):
     DOCUMENT_INVALID = "document_invalid"
     DOCUMENT_CHANGED = "document_changed"
     REASON_REQUIRED = "reason_required"
+    # an administrator's release of a hold (hq/payments.py ``release_hold``, docs/payments.md)
+    NO_HOLD = "no_hold"
+    HOLD_ENTRY_ARRIVED = "hold_entry_arrived"
 
 
 ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
@@ -321,6 +324,15 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         "the rule or coupon was saved or retired since the version named (If-Match), or exists (If-None-Match: *)",
     ),
     ErrorCode.REASON_REQUIRED: (422, "every change of a rule or coupon says why: reason, 1 to 200 characters"),
+    ErrorCode.NO_HOLD: (
+        409,
+        "head office holds nothing back for that transaction: no online confirmation of it, or its hold ended "
+        "already (withdrawn by its till, released, its till's credential revoked)",
+    ),
+    ErrorCode.HOLD_ENTRY_ARRIVED: (
+        409,
+        "the transaction's entry arrived from the till that asked: its confirmation holds nothing any more",
+    ),
 }
 
 
@@ -356,6 +368,9 @@ class Reason(StrEnum):
     CARD_REPLAYED = "card_replayed"
     DEVICE_REVOKED = "device_revoked"
     JOURNAL_LOST = "journal_lost"
+    TXN_ID_CONTESTED = "txn_id_contested"
+    """Another terminal pushed an entry under a transaction id this terminal's entry holds (refused with
+    ``txn_id_taken``): one of the two is not the till that rang it; the item is against the holder, once a txn."""
     CLOCK_BEHIND = "clock_behind"
     PAYMENT_EXCEEDS_CONFIRMED = "payment_exceeds_confirmed"
     OFFLINE_CAP_EXCEEDED = "offline_cap_exceeded"

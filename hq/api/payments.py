@@ -7,6 +7,8 @@
     POST /v1/payments/withdraw              terminal token: withdraw confirmations the till did not use
     POST /v1/admin/topups                   admin token: add stored value to a member
     POST /v1/admin/devices/{cert_id}/revoke admin token: revoke a device (revocation list)
+    POST /v1/admin/holds/{txn_id}/release   admin token: end what head office holds back for one transaction's
+                                            online confirmations (members' and gift cards'), audited
 
 A member app token is what ``tillpoint hq member-token MEMBER`` prints: in the demo it stands for the
 member having logged in to the app; a real deployment would put the chain's own member login here.
@@ -46,6 +48,13 @@ class TopUpRequest(BaseModel):
 
 class RevokeRequest(BaseModel):
     reason: str = Field(default="", max_length=200)
+
+
+class ReleaseHoldRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=200, description="why (kept in the audit log)")
+    terminal_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="only this till's confirmation of the transaction"
+    )
 
 
 def who(request: Request, authorization: Annotated[str | None, Header()] = None) -> tuple[str, str]:
@@ -180,4 +189,16 @@ def revoke(store: Store, cert_id: str, body: RevokeRequest, name: Admin) -> dict
     try:
         return {"revocation_id": payments.revoke_device(store, cert_id, body.reason or f"by {name}")}
     except payments.PaymentRefused as exc:
+        raise refused(exc) from exc
+
+
+@router.post(
+    "/v1/admin/holds/{txn_id}/release",
+    responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NO_HOLD, ErrorCode.HOLD_ENTRY_ARRIVED),
+)
+def release_hold(store: Store, txn_id: str, body: ReleaseHoldRequest, name: Admin) -> dict[str, Any]:
+    """End the hold of a transaction's online confirmations whose entries have not arrived (docs/payments.md)."""
+    try:
+        return payments.release_hold(store, txn_id, name, body.reason, body.terminal_id)
+    except (payments.PaymentRefused, ValueError) as exc:
         raise refused(exc) from exc

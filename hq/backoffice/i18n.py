@@ -304,6 +304,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_card_replayed": ("card message replayed", "カード認証の再使用", "卡片认证被重放"),
     "reason_device_revoked": ("revoked device", "失効した端末", "设备已吊销"),
     "reason_journal_lost": ("entries lost", "記録の消失", "记录丢失"),
+    "reason_txn_id_contested": ("transaction id contested", "取引番号の競合", "交易号冲突"),
     "reason_payment_exceeds_confirmed": ("payment beyond confirmed", "確認額を超える支払", "支付超出确认金额"),
     "reason_offline_cap_exceeded": ("offline cap exceeded", "オフライン上限超過", "超出离线限额"),
     "reason_refund_keeps_points": ("refund keeps points", "返品後もポイントが残る", "退货后积分未扣回"),

@@ -4,6 +4,8 @@ topup MEMBER AMOUNT [--by NAME] [--note WHY] [--topup-id ID]   add stored value 
 member-token MEMBER                 a member app token (device registration, balance); shown once
 devices [MEMBER]                    device certificates and whether they are revoked
 revoke-device CERT_ID [--reason]    put device:CERT_ID on the signed revocation list
+release-hold TXN --by NAME --reason WHY [--terminal T]   end what head office holds back for one transaction's
+                                    online confirmations (a member's stored value, a gift card's balance)
 """
 
 from __future__ import annotations
@@ -109,3 +111,29 @@ def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_jso
         show_json({"revocation_id": revocation_id})
     else:
         print(revocation_id)
+
+
+@app.command("release-hold")
+def release_hold(
+    txn_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who releases it (kept in the audit log).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")],
+    terminal: Annotated[
+        str | None, typer.Option("--terminal", help="Only this till's confirmation of the transaction.")
+    ] = None,
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """End what head office holds back for TXN's online confirmations whose entries have not arrived (a member's
+    stored value, a gift card's balance): a till gone for good, a sale another till's entry took the id of. The
+    sale, if it arrives later, is applied and an overspend flagged. Audited. Prints JSON."""
+    from hq import payments
+
+    with hq_store(db, create=False) as store:
+        try:
+            done = payments.release_hold(store, txn_id, by, reason, terminal)
+        except payments.PaymentRefused as exc:
+            fail(f"{exc.code}: {exc}")
+        except ValueError as exc:
+            fail(exc)
+    print(json.dumps(done))
