@@ -81,7 +81,7 @@ class TxnTaken(HqError):
 
     def __init__(self, entry: WireEntry, held_by: str, held_seq: int) -> None:
         self.terminal_id, self.seq, self.txn_id = entry.terminal_id, entry.seq, entry.txn_id
-        self.held_by = held_by
+        self.held_by, self.held_seq = held_by, held_seq
         super().__init__(
             f"entry {entry.terminal_id} seq {entry.seq}: head office holds transaction {entry.txn_id} from "
             f"terminal {held_by} (its seq {held_seq}); nothing of this batch was stored"
@@ -1772,6 +1772,30 @@ def report_lost(
         save_items(tx, str(held[0]), terminal_id, [item], now)
     watermark = tx.one("SELECT acked_seq FROM terminals WHERE terminal_id = ?", [terminal_id])
     advance(tx, terminal_id, int(watermark[0]) if watermark else 0)
+
+
+def contest(tx: Tx, taken: TxnTaken, now: str) -> int:
+    """A ``txn_id_taken`` refusal: open a ``txn_id_contested`` item against the terminal whose entry holds the
+    transaction id, naming both terminals and the txn, so that staff see which till to suspect (the holder got
+    there first under another till's receipt, or the refused one pushes made-up entries under the holder's ids).
+    Once a txn (the item's id is the txn's); returns 1 when the item is new."""
+    held = tx.one(
+        "SELECT COALESCE(j.store_id, t.store_id), COALESCE(j.day, ?), j.seq, j.kind FROM journal j "
+        "JOIN terminals t ON t.terminal_id = j.terminal_id WHERE j.terminal_id = ? AND j.txn_id = ?",
+        [now[:10], taken.held_by, taken.txn_id],
+    )
+    if held is None:
+        return 0
+    detail = {
+        "held_by": taken.held_by,
+        "held_seq": int(held[2]),
+        "held_kind": str(held[3]),
+        "refused_terminal": taken.terminal_id,
+        "refused_seq": taken.seq,
+        "code": "txn_id_taken",
+    }
+    item = Item(f"contested:{taken.txn_id}", int(held[2]), taken.txn_id, str(held[1]), Reason.TXN_ID_CONTESTED, detail)
+    return save_items(tx, str(held[0]), taken.held_by, [item], now)
 
 
 def store_calendar(tx: Tx, store_id: str, settings: Settings) -> businessday.BusinessDay:

@@ -27,6 +27,7 @@ Errors::
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -69,6 +70,7 @@ from hq.ingest import (
     UnknownTerminal,
     WrongTerminal,
     bump_versions,
+    contest,
     contiguous,
     payload_json,
     withdraw_confirms,
@@ -132,6 +134,8 @@ __all__ = [
     "open_store",
     "utc_now",
 ]
+
+log = logging.getLogger("tillpoint.hq")
 
 STATUSES = ("active", "blocked")
 T = TypeVar("T")
@@ -924,13 +928,21 @@ class HqStore:
             return reply
 
         try:
-            return self.db.transact(run)
-        except IntegrityFailed:
-            pass  # only a concurrent push of the same txn_id by another terminal gets here: once more, it is seen
-        try:
-            return self.db.transact(run)  # (``TxnTaken`` now, naming the entry and the terminal)
-        except IntegrityFailed as exc:
-            raise SeqConflict(entries[0], []) from exc
+            try:
+                return self.db.transact(run)
+            except IntegrityFailed:
+                pass  # only a concurrent push of the same txn_id by another terminal gets here: once more, it is seen
+            try:
+                return self.db.transact(run)  # (``TxnTaken`` now, naming the entry and the terminal)
+            except IntegrityFailed as exc:
+                raise SeqConflict(entries[0], []) from exc
+        except TxnTaken as taken:  # the batch is rolled back; the holder is flagged in a transaction of its own
+            refusal, now = taken, self.now()
+            try:
+                self.db.transact(lambda tx: contest(tx, refusal, now))
+            except StorageFailed as exc:  # the till still hears txn_id_taken; the next refusal opens the item
+                log.warning("could not open the txn_id_contested item of %s: %s", taken.txn_id, exc)
+            raise
 
     def journal_state(self, terminal_id: str) -> JournalState:
         """Where head office holds this terminal's journal (a rebuilt till asks before it records anything)."""

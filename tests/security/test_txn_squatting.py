@@ -3,7 +3,7 @@ one printed on a receipt of a sale a till recorded offline and has not pushed ye
 stolen credential. Head office refuses the real entry with its own code (``txn_id_taken``, naming the terminal that
 holds the id), and the till keeps it, lists it in ``push_refused``, reports it lost (a ``journal_lost`` item naming
 the txn and that terminal) and goes on: its later entries reach head office, and nothing is renumbered as if its
-own database had gone back.
+own database had gone back. Head office flags the terminal holding the id (a ``txn_id_contested`` item, once a txn).
 
 Head office's app on 127.0.0.1 (SQLite, then PostgreSQL), two tills' stores and sync clients."""
 
@@ -208,3 +208,40 @@ def test_a_squatted_entry_met_while_looking_for_where_the_journal_went_back_is_n
     renumbered = {e.txn_id: e.seq for e in till_a.entries()}
     assert renumbered[squatted.txn_id] == 1 and renumbered[conflicting.txn_id] == 3  # parted at seq 2, not 1
     assert till_a.pending_count() == 0
+
+
+def test_the_terminal_holding_a_contested_txn_id_is_flagged_once(office: Office, till_a: Store, till_b: Store) -> None:
+    """A's entry refused as ``txn_id_taken`` opens a ``txn_id_contested`` item against B, the terminal holding the
+    id, naming both terminals and the txn, so staff see which till to suspect; the same refusal again (the till
+    pushing once more, a replay of it) opens nothing more. A itself is flagged by nothing of it."""
+    receipt = sell(till_a, "T-A", 200)
+    squat(office, till_b, receipt.txn_id)
+    wire = WireEntry(
+        terminal_id="T-A",
+        seq=receipt.seq,
+        txn_id=receipt.txn_id,
+        kind=receipt.kind,
+        payload=receipt.payload,
+        created_at=receipt.created_at,
+    )
+    for _ in range(2):
+        refused = httpx.post(
+            f"{office.server.url}/v1/journal",
+            content=PushRequest(protocol=PROTOCOL_VERSION, terminal_id="T-A", entries=[wire]).model_dump_json(),
+            headers={"Authorization": f"Bearer {TOKENS['T-A']}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert refused.status_code == 409 and refused.json()["code"] == TAKEN
+    contested = [i for i in office.hq.items() if i.reason == "txn_id_contested"]
+    assert [(i.terminal_id, i.txn_id, i.seq, i.state) for i in contested] == [("T-B", receipt.txn_id, 1, "open")]
+    assert contested[0].detail == {
+        "held_by": "T-B",
+        "held_seq": 1,
+        "held_kind": "sale",
+        "refused_terminal": "T-A",
+        "refused_seq": receipt.seq,
+        "code": TAKEN,
+    }
+    assert push_all(office, till_a, "T-A") == 1  # the till moves past it; still one item
+    assert len([i for i in office.hq.items() if i.reason == "txn_id_contested"]) == 1
+    assert [i.reason for i in office.hq.items(terminal_id="T-A")] == ["journal_lost"]
