@@ -84,3 +84,14 @@ class MigrationBlocked(HqError):
     stable code a command prints first."""
 
     code = "migration_blocked"
+
+
+class MigrationNeeded(HqError):
+    """The database lacks migrations of this release, and the command does not migrate (every ``tillpoint hq``
+    command but ``migrate`` and ``serve``): ``tillpoint hq migrate`` applies them first. ``pending``: their names."""
+
+    code = "migration_needed"
+
+    def __init__(self, message: str, pending: list[str]) -> None:
+        super().__init__(message)
+        self.pending = pending

@@ -60,8 +60,8 @@ from hq import (
 )
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.schema import MIGRATION_LOCK_WAIT_S, migrate, open_db, take_seed
-from hq.errors import HqError, IntegrityFailed, Refused, StorageFailed
+from hq.db.schema import MIGRATION_LOCK_WAIT_S, Migrated, lacking, migrate, open_db, take_seed
+from hq.errors import HqError, IntegrityFailed, MigrationNeeded, Refused, StorageFailed
 from hq.ingest import (
     Effect,
     SeqConflict,
@@ -252,13 +252,24 @@ class HqStore:
         backup: bool = True,
         migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
         clock: Callable[[], str] = utc_now,
+        upgrade: bool = True,
     ) -> None:
+        """``upgrade=False``: a database lacking migrations of this release is refused (``MigrationNeeded``) rather
+        than migrated (every ``tillpoint hq`` command but ``migrate`` and ``serve``); a new one is still made."""
         self.settings = settings or Settings()
         self.now = clock
         """Head office's time (UTC, ISO with milliseconds and Z): the system clock, or a simulated one."""
+        self.migrated = Migrated()
+        """What opening it migrated (``hq.db.schema.migrate``)."""
         self.db: Db = open_db(url, pool_size=pool_size)
         try:
-            migrate(self.db, backup=backup, lock_wait=migration_lock_wait, seed=self._seed)
+            pending = [] if upgrade else lacking(self.db)
+            if pending:
+                raise MigrationNeeded(
+                    f"head office's database lacks {len(pending)} migration(s) of this release ({', '.join(pending)})",
+                    pending,
+                )
+            migrate(self.db, backup=backup, lock_wait=migration_lock_wait, seed=self._seed, done=self.migrated)
         except BaseException:
             self.db.close()
             raise
@@ -1258,6 +1269,7 @@ def open_store(
     trust_pos: bool = False,
     backup: bool = True,
     migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
+    upgrade: bool = True,
 ) -> HqStore:
     """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
     sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
@@ -1279,4 +1291,5 @@ def open_store(
         ),
         backup=backup,
         migration_lock_wait=migration_lock_wait,
+        upgrade=upgrade,
     )

@@ -3,6 +3,8 @@
 ``app`` is the whole ``hq`` command group, assembled here from one Typer sub-app per area (each module
 of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under the name ``hq``:
 
+    migrate [--db --no-backup --migration-lock-wait S --json]   apply this release's migrations (after a
+                                       backup) and say which; run it before the new release's servers
     serve [--db --host --port --workers ...]   the head-office API (serve.py; also add-terminal,
                                        add-member, add-card for a new database)
 
@@ -29,6 +31,8 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     attribute NAME --label L (--allowed a,b | --pattern P)   an attribute the chain collects
     stats rebuild / stats roll / stats show MEMBER [--as-of DAY]   members' statistics (docs/members.md)
     topup / member-token / member-code / devices / revoke-device   member payments (payments.py)
+    release-hold TXN --by NAME --reason WHY [--terminal T]   end one transaction's hold of a member's stored value
+                                       or a gift card's balance (payments.py, docs/payments.md)
     segment put ID FILE / show ID / list / delete ID / preview ID [--as-of DAY] [--sample N]
                                        segments of members as data (segments.py, docs/segments.md)
     campaign put ID FILE / show / list / pause / resume / end / run [ID] [--now T] / report ID
@@ -56,6 +60,10 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
 Each command imports the head-office modules it runs (the store, the API, uvicorn ...) when it runs,
 not when the command line is built, so that every `tillpoint` command, the till's too, starts without
 loading them; the import contracts (pyproject.toml) check those imports like any other.
+
+Only ``migrate`` and ``serve`` migrate a database: every other command refuses one lacking this release's
+migrations (``migration_needed``, naming ``tillpoint hq migrate``), so that no listing or report run with a new
+release starts an upgrade as a side effect; a new, empty database is made whole by any command that writes.
 
 Every command that prints data takes ``--json`` (one JSON document on stdout); those that print JSON
 anyway (block, store, erase, topup, devices) accept it too.

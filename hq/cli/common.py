@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from hq.errors import BackupFailed, MigrationBlocked, NewerSchema
+from hq.errors import BackupFailed, MigrationBlocked, MigrationNeeded, NewerSchema
 from terminal.console import make_console, table
 
 if TYPE_CHECKING:
@@ -25,14 +25,26 @@ DEFAULT_DB = "var/hq/hq.db"
 
 
 @contextmanager
-def hq_store(db: str, *, create: bool = True) -> Iterator[HqStore]:
+def hq_store(
+    db: str,
+    *,
+    create: bool = True,
+    upgrade: bool = False,
+    backup: bool = True,
+    migration_lock_wait: float | None = None,
+) -> Iterator[HqStore]:
     """The store for one command, closed however the command ends (a database this release cannot open,
     or whose upgrade backup failed, is said in one line; a failing one, by the ``hq`` group).
 
     A SQLite file that is not there is ``storage_missing`` for a command that only reads (``create=False``:
     a list, a check, a report would answer "nothing", "all clear" of a database made empty on the spot,
     and leave it behind); a command that writes makes it, and says so on stderr (a mistyped ``--db``, or a
-    command run outside the directory head office runs in, is seen at once)."""
+    command run outside the directory head office runs in, is seen at once).
+
+    A database lacking migrations of this release is refused, untouched (``migration_needed``): only
+    ``tillpoint hq migrate`` (``upgrade``) and ``hq serve`` migrate one, so that no command run with a new release
+    (a listing, a report) starts an upgrade, its backup and its long copies as a side effect."""
+    from hq.db.schema import MIGRATION_LOCK_WAIT_S
     from hq.store import open_store
 
     sqlite = not db.startswith(("postgresql://", "postgres://"))
@@ -43,7 +55,17 @@ def hq_store(db: str, *, create: bool = True) -> Iterator[HqStore]:
             "office runs on (the service's is /var/lib/tillpoint-hq/hq.db); nothing was made"
         )
     try:
-        store = open_store(db)
+        store = open_store(
+            db,
+            upgrade=upgrade,
+            backup=backup,
+            migration_lock_wait=MIGRATION_LOCK_WAIT_S if migration_lock_wait is None else migration_lock_wait,
+        )
+    except MigrationNeeded as exc:
+        fail(
+            f"{exc.code}: {exc}: run `tillpoint hq migrate --db {shown_db(db)}` first (it takes a backup, "
+            "docs/deploy.md), then this command again; nothing was changed"
+        )
     except NewerSchema as exc:
         fail(f"cannot open head office's database: {exc}")
     except (MigrationBlocked, BackupFailed) as exc:
@@ -54,6 +76,15 @@ def hq_store(db: str, *, create: bool = True) -> Iterator[HqStore]:
         yield store
     finally:
         store.close()
+
+
+def shown_db(db: str) -> str:
+    """The database as a command may show it: a PostgreSQL URL without its password."""
+    head, at, tail = db.partition("@")
+    if not at or "://" not in head:
+        return db
+    scheme, _, user = head.partition("://")
+    return f"{scheme}://{user.split(':')[0]}@{tail}"
 
 
 def fail(message: object) -> NoReturn:

@@ -1,4 +1,5 @@
-"""`tillpoint hq ...`: running head office, and the first terminal, member and card of a new database."""
+"""`tillpoint hq ...`: migrating and running head office, and the first terminal, member and card of a new
+database."""
 
 from __future__ import annotations
 
@@ -9,10 +10,53 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
+from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows, shown_db
 from terminal.console import JsonOpt, check_port, show_json
 
 app = typer.Typer()
+
+
+@app.command("migrate")
+def hq_migrate(
+    db: DbOpt = DEFAULT_DB,
+    backup: Annotated[
+        bool, typer.Option(help="Back the database up before migrating it (--no-backup: you made one).")
+    ] = True,
+    migration_lock_wait: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds a migration (and the backup before it) waits for a lock another session holds before it "
+            "gives up, applying nothing of it; default 60 (docs/deploy.md, Upgrades).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the migrations this release has and the database lacks (after a backup), and say which. Run it before
+    starting the new release's servers; every other command but serve refuses a database it lacks them on."""
+    from hq.db.schema import MIGRATIONS
+
+    with hq_store(db, upgrade=True, backup=backup, migration_lock_wait=migration_lock_wait) as store:
+        done = store.migrated
+    report = {
+        "database": shown_db(db),
+        "applied": done.applied,
+        "filled": done.filled,
+        "backup": done.backup,
+        "schema": MIGRATIONS[-1][0],
+    }
+    if as_json:
+        show_json(report)
+        return
+    if done.applied:
+        print_rows([{"migration": name} for name in done.applied], ["migration"])
+    console.print(
+        f"applied {len(done.applied)} migration(s)"
+        + (f", filled in the data of {', '.join(done.filled)}" if done.filled else "")
+        + (f"; backup before them: {done.backup}" if done.backup else "")
+        + f"; the schema is at {MIGRATIONS[-1][0]}"
+        + ("" if done.applied else " (nothing to do)")
+    )
 
 
 @app.command("serve")
@@ -117,7 +161,7 @@ def hq_serve(
         seed_demo(store, load_or_create_key(seed_demo_key))
     scheme = "https" if certfile else "http"
     fresh = " (new and empty: made now)" if made else ""
-    print(f"head office on {scheme}://{host}:{port}, database {_shown(db)}{fresh}", file=sys.stderr, flush=True)
+    print(f"head office on {scheme}://{host}:{port}, database {shown_db(db)}{fresh}", file=sys.stderr, flush=True)
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
         serve_workers(
@@ -210,12 +254,3 @@ def hq_add_card(
             store.upsert_card(uid_hash, member_id, "blocked" if blocked else "active")
         except ValueError as exc:
             fail(f"unknown_member: {exc}")
-
-
-def _shown(db: str) -> str:
-    """The database as a start line may show it: a PostgreSQL URL without its password."""
-    head, at, tail = db.partition("@")
-    if not at or "://" not in head:
-        return db
-    scheme, _, user = head.partition("://")
-    return f"{scheme}://{user.split(':')[0]}@{tail}"

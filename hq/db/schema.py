@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from hq.db import figures
@@ -811,12 +811,28 @@ A request's statements wait far less (``hq.db.pg.LOCK_WAIT_MS``): they are sent 
 migration waits for a table, what else asks for that table waits behind it (requests of processes still
 serving hear ``storage_unavailable`` and are sent again)."""
 
+
+@dataclass
+class Migrated:
+    """What one ``migrate`` did: the migrations it applied, the data it filled in after them (``SEEDED``) and where
+    the backup before them went (None: none taken)."""
+
+    applied: list[str] = field(default_factory=list)
+    filled: list[str] = field(default_factory=list)
+    backup: str | None = None
+
+
 Seeder = Callable[[Tx, str], None]
 """What fills in the data a migration of ``SEEDED`` left: ``(tx, name)``, in a transaction of its own."""
 
 
 def migrate(
-    db: Db, *, backup: bool = True, lock_wait: float = MIGRATION_LOCK_WAIT_S, seed: Seeder | None = None
+    db: Db,
+    *,
+    backup: bool = True,
+    lock_wait: float = MIGRATION_LOCK_WAIT_S,
+    seed: Seeder | None = None,
+    done: Migrated | None = None,
 ) -> list[str]:
     """Apply the migrations this database lacks (forward only), each in its own transaction, after a
     backup of a database that already held data (``backup=False``: the operator made one), then fill in what
@@ -828,15 +844,29 @@ def migrate(
     A step that waited ``lock_wait`` seconds for a lock another session holds is ``MigrationBlocked`` and left
     undone whole (a migration is one transaction); those before it stay applied, and a start after the lock
     went applies the rest."""
+    done = done if done is not None else Migrated()
     if _current(db, seeded=seed is not None):
         return []  # no lock for a database as it should be: every process of a chain starts this way
     with db.migrating(lock_wait) as migrator:
-        applied = _migrate(migrator, backup=backup)
+        done.applied = _migrate(migrator, backup=backup, report=done)
         if seed is not None:
             for name in seeds_pending(migrator):
                 with _step(f"filling in the data {name} left"):
                     _fill(migrator, seed, name)
-    return applied
+                done.filled.append(name)
+    return done.applied
+
+
+def lacking(db: Db) -> list[str]:
+    """The migrations of this release a database that holds head office's schema lacks, in order; [] for a
+    database that holds all of them, and for one that holds nothing yet (a new database is made whole by any
+    command). ``NewerSchema`` for a database a newer release migrated. Read without the migration lock."""
+    with db.read() as tx:
+        if "hq_migrations" not in _tables(tx):
+            return []
+        applied = {str(row[0]) for row in tx.all("SELECT name FROM hq_migrations")}
+    _refuse_newer(applied)
+    return [name for name, _ in MIGRATIONS if name not in applied] if applied else []
 
 
 def _fill(db: Db, seed: Seeder, name: str) -> None:
@@ -856,7 +886,7 @@ def _current(db: Db, *, seeded: bool) -> bool:
     return done == {name for name, _ in MIGRATIONS} and not unfilled
 
 
-def _migrate(db: Db, *, backup: bool) -> list[str]:
+def _migrate(db: Db, *, backup: bool, report: Migrated) -> list[str]:
     """``migrate``'s work, on the migrating ``Db``."""
     with _step("reading which migrations are applied"), db.write() as tx:
         _refuse_foreign(tx)
@@ -868,7 +898,7 @@ def _migrate(db: Db, *, backup: bool) -> list[str]:
         tx.run("CREATE TABLE IF NOT EXISTS hq_seeds (name TEXT PRIMARY KEY)")
     pending = [name for name, _ in MIGRATIONS if name not in done]
     if pending and done and backup:
-        where = db.backup(pending[0])
+        where = report.backup = db.backup(pending[0])
         log.warning("head-office database backed up to %s before migrations %s", where, ", ".join(pending))
     if not done:  # a new database: made whole in one transaction (one commit, not one per migration)
         with _step("making the new database's schema"):
@@ -891,7 +921,7 @@ def _step(step: str) -> Iterator[None]:
             f"{step} waited {exc.waited:g} s for a lock another session holds and was rolled back: nothing of it "
             f"was applied. Sessions with the oldest open transactions: {exc.holders}. End the one holding it "
             "(psql: SELECT pg_terminate_backend(PID)) or let it finish, then start head office again "
-            "(tillpoint hq serve --migration-lock-wait S: how long a migration waits)"
+            "(tillpoint hq migrate, or serve, --migration-lock-wait S: how long a migration waits)"
         ) from exc
 
 
