@@ -251,6 +251,15 @@ def hq_and_till(
         pair.stop()
 
 
+def terminal_and_key(run: Cli, tmp_path: Path, db: str) -> tuple[str, Path]:
+    """Till T-W of store S-001 registered at the installed head office (its token), and the chain's card-hash key."""
+    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    return token, key
+
+
 def test_the_wheel_carries_every_file_the_code_serves(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     served = (
@@ -570,10 +579,7 @@ def test_the_installed_chain_books_a_return_of_a_claimed_receipt_to_its_claimer(
 
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
     run = Cli(tillpoint, tmp_path)
-    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
-    key = tmp_path / "card-hash.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
+    token, key = terminal_and_key(run, tmp_path, db)
 
     def member_points(member_id: str) -> int:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -895,10 +901,7 @@ def test_the_installed_daemon_takes_up_a_credential_head_office_re_keyed(install
     with no restart."""
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
     run = Cli(tillpoint, tmp_path)
-    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
-    key = tmp_path / "card-hash.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
+    token, key = terminal_and_key(run, tmp_path, db)
     pair = Pair(tillpoint, tmp_path, db, key)
     pair.configure(None)  # the credential lives in the token file, where enrolment keeps it
     pair.keep_token(token)
@@ -941,10 +944,7 @@ def test_the_installed_till_withdraws_a_confirmation_whose_answer_was_lost(insta
     run("hq", "add-member", "M-W", "Wheel Wren", "--db", db)
     run("hq", "topup", "M-W", "5000", "--db", db)
     member_token = run("hq", "member-token", "M-W", "--db", db).stdout.strip().splitlines()[-1]
-    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
-    key = tmp_path / "card-hash.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
+    token, key = terminal_and_key(run, tmp_path, db)
     pair = Pair(tillpoint, tmp_path, db, key)
     network = DroppingNetwork(("127.0.0.1", pair.hq_port), limit=1)  # loses the first confirmation's answer
     pair.configure(token, hq_url=network.url, extra="[payments]\nper_transaction = 2000\n")
@@ -993,10 +993,7 @@ def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: 
     ends with every seq exactly once and the till with nothing pending."""
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
     run = Cli(tillpoint, tmp_path)
-    token = run("hq", "add-terminal", "T-W", "--store-id", "S-001", "--db", db).stdout.strip().splitlines()[-1]
-    key = tmp_path / "card-hash.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o600)
+    token, key = terminal_and_key(run, tmp_path, db)
     pair = Pair(tillpoint, tmp_path, db, key)
     pair.configure(token)
     backup = tmp_path / "hq-backup.db"
