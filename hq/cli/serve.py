@@ -16,20 +16,23 @@ from terminal.console import JsonOpt, check_port, show_json
 app = typer.Typer()
 
 
+BackupOpt = Annotated[bool, typer.Option(help="Back the database up before a migration (--no-backup: you made one).")]
+LockWaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.001,
+        help="Seconds a migration (and the backup before it) waits for a lock another session holds before it gives "
+        "up, applying nothing of it; default 60 (docs/deploy.md, Upgrades).",
+    ),
+]
+"""``hq migrate``'s and ``hq serve``'s: the same backup and the same bound."""
+
+
 @app.command("migrate")
 def hq_migrate(
     db: DbOpt = DEFAULT_DB,
-    backup: Annotated[
-        bool, typer.Option(help="Back the database up before migrating it (--no-backup: you made one).")
-    ] = True,
-    migration_lock_wait: Annotated[
-        float | None,
-        typer.Option(
-            min=0.001,
-            help="Seconds a migration (and the backup before it) waits for a lock another session holds before it "
-            "gives up, applying nothing of it; default 60 (docs/deploy.md, Upgrades).",
-        ),
-    ] = None,
+    backup: BackupOpt = True,
+    migration_lock_wait: LockWaitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply the migrations this release has and the database lacks (after a backup), and say which. Run it before
@@ -83,17 +86,8 @@ def hq_serve(
     workers: Annotated[
         int, typer.Option(help="Head-office processes on this port (PostgreSQL only): docs/deploy.md.")
     ] = 1,
-    backup: Annotated[
-        bool, typer.Option(help="Back the database up before an upgrade migrates it (--no-backup: you made one).")
-    ] = True,
-    migration_lock_wait: Annotated[
-        float | None,
-        typer.Option(
-            min=0.001,
-            help="Seconds a migration at start (and the backup before it) waits for a lock another session holds "
-            "before it gives up, applying nothing of it; default 60 (docs/deploy.md, Upgrades).",
-        ),
-    ] = None,
+    backup: BackupOpt = True,
+    migration_lock_wait: LockWaitOpt = None,
     trust_pos: Annotated[
         bool,
         typer.Option(
