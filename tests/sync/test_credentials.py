@@ -151,3 +151,29 @@ def test_a_till_refuses_to_enrol_for_another_store_than_its_own(
         check_held(till("S-7"), held_by(till("S-7"), store.state))  # the corrected config
     finally:
         store.close()
+
+
+def test_a_code_does_not_move_a_till_to_another_head_office(hq: HqStore, server: ServerHandle, tmp_path: Path) -> None:
+    """A till pinned to one head office's root key, handed a code of a head office with another (a hostile one on
+    its network, or the wrong server): the code is not taken up, the token file and the pinned key stay; the same
+    code at the till's own head office is redeemed."""
+    from sync.client import HqFailed
+
+    cfg = validate(
+        {"terminal": {"id": "T-PIN", "store_id": "S-7", "data_dir": str(tmp_path)}, "hq": {"url": server.url}}
+    )
+    store = Store.open(tmp_path / "terminal.db")
+    try:
+        store.set_state(hq_root_key="another head office's key")
+        cfg.hq_token_path.write_text("the old token\n")
+        code = hq.enrol_code("T-PIN", "S-7")
+        with pytest.raises(HqFailed, match="not the one this till pinned"):
+            enrol_terminal(cfg, store, True, code=code)
+        assert cfg.hq_token_path.read_text() == "the old token\n"
+        assert store.state("hq_root_key") == "another head office's key"
+
+        store.set_state(hq_root_key=hq.root_public_key())  # the till's own head office
+        token = enrol_terminal(cfg, store, True, code=hq.enrol_code("T-PIN", "S-7"))
+        assert hq.authenticate(token) == "T-PIN" and cfg.hq_token_path.read_text().strip() == token
+    finally:
+        store.close()
