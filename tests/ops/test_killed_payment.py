@@ -65,7 +65,13 @@ def test_a_payment_killed_after_head_office_confirmed_it_is_released_after_the_r
     try:
         phone.register(hq.url, member_token)
         till.start()
-        wait_until(lambda: api.status()["cache"]["members"] >= 1, 30, "the till's first pull")
+        # A whole sync round done (members pulled and ``last_sync_ok`` set): before it, the till counts itself
+        # offline and refuses an offline payment whose clock is unchecked (clock_not_synced).
+        wait_until(
+            lambda: api.status()["cache"]["members"] >= 1 and api.status()["last_sync_ok"] is not None,
+            30,
+            "the till's first whole sync round",
+        )
         proxy.script("hold")  # head office confirms; its answer waits in the proxy
 
         def pay() -> None:
