@@ -9,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import httpx
 
 from hq.store import HqStore
 from terminal.config import load
+from tests.fixtures import forked
 from tests.fixtures.hq import EXIT_PORT_BUSY, HqProcess
 from tests.ports import START_ATTEMPTS, free_port
 from tests.waiting import wait_until
@@ -126,7 +126,7 @@ class TillProcess:
         self.watchdog_usec = watchdog_usec
         self.env = env or {}
         """More environment for the daemon (``STATE_DIRECTORY``, as systemd sets it)."""
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: forked.Process | None = None
         self.log = config.parent / "till.log"
         self.starts = 0
         cfg = load(config)
@@ -166,8 +166,8 @@ class TillProcess:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         began = time.monotonic()
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(self.config)],
+            self.proc = forked.start(
+                ["run", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
