@@ -19,12 +19,15 @@ import errno
 import json
 import socket
 import zlib
+from typing import TYPE_CHECKING
 
-from fastapi.exceptions import RequestValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from terminal.canonical import strict_loads
 from terminal.errors import PortBusy, TerminalError
+
+if TYPE_CHECKING:  # FastAPI is imported by the servers, not by every command that only binds a port
+    from fastapi.exceptions import RequestValidationError
 
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
