@@ -16,6 +16,7 @@ certificates with ``issue_cert``, and checks a code it is asked to confirm with 
                       ``device:<cert_id hex>`` on the signed revocation list.
     confirmation      ``confirm`` records a code id once (``payment_confirms``, primary key) and checks
                       the member's balance less what other confirmed payments not yet pushed hold.
+    holds             ``holds``: what is held back now, confirmation by confirmation, oldest first.
     release of a hold ``release_hold``: an administrator ends the hold of one transaction's confirmations
                       (members' and gift cards'), audited, as if its till had withdrawn it.
 
@@ -401,6 +402,36 @@ def withdraw(store: HqStore, terminal_id: str, txn_ids: list[str]) -> int:
 
 HOLD_COLUMNS = {"payment_confirms": "member_id", "gift_confirms": "card_id"}
 """What each table of confirmations holds back: a member's stored value, a gift card's balance."""
+
+
+HOLD_KINDS = {"payment_confirms": "stored_value", "gift_confirms": "gift_card"}
+
+
+def holds(store: HqStore, terminal_id: str | None = None) -> list[dict[str, Any]]:
+    """What head office holds back now for online confirmations whose entries have not arrived, oldest first (of
+    one till when ``terminal_id`` is given): each ``{txn_id, terminal_id, kind, member_id | card_id, amount,
+    confirmed_at}``, ``kind`` ``stored_value`` (a member's) or ``gift_card``. What an administrator reads before
+    ``release_hold``: a hold hours old whose till is up and pushing is a sale that will never arrive."""
+    found: list[dict[str, Any]] = []
+    with store.db.read() as tx:
+        for table, column in HOLD_COLUMNS.items():
+            where, params = ("c.terminal_id = ? AND ", [terminal_id]) if terminal_id is not None else ("", [])
+            for row in tx.all(
+                f"SELECT c.txn_id, c.terminal_id, c.{column}, c.amount, c.confirmed_at FROM {table} c "
+                f"WHERE {where}{holding('c')}",
+                params,
+            ):
+                found.append(
+                    {
+                        "txn_id": str(row[0]),
+                        "terminal_id": str(row[1]),
+                        "kind": HOLD_KINDS[table],
+                        column: str(row[2]),
+                        "amount": int(row[3]),
+                        "confirmed_at": str(row[4]),
+                    }
+                )
+    return sorted(found, key=lambda h: (h["confirmed_at"], h["txn_id"], h["terminal_id"]))
 
 
 def release_hold(store: HqStore, txn_id: str, by: str, reason: str, terminal_id: str | None = None) -> dict[str, Any]:

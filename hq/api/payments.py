@@ -7,6 +7,8 @@
     POST /v1/payments/withdraw              terminal token: withdraw confirmations the till did not use
     POST /v1/admin/topups                   admin token: add stored value to a member
     POST /v1/admin/devices/{cert_id}/revoke admin token: revoke a device (revocation list)
+    GET  /v1/admin/holds                    admin token: what head office holds back for confirmations whose
+                                            entries have not arrived, oldest first (``?terminal_id=``)
     POST /v1/admin/holds/{txn_id}/release   admin token: end what head office holds back for one transaction's
                                             online confirmations (members' and gift cards'), audited
 
@@ -190,6 +192,12 @@ def revoke(store: Store, cert_id: str, body: RevokeRequest, name: Admin) -> dict
         return {"revocation_id": payments.revoke_device(store, cert_id, body.reason or f"by {name}")}
     except payments.PaymentRefused as exc:
         raise refused(exc) from exc
+
+
+@router.get("/v1/admin/holds", responses=_errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN))
+def holds(store: Store, name: Admin, terminal_id: str | None = None) -> list[dict[str, Any]]:
+    """What head office holds back for online confirmations whose entries have not arrived, oldest first."""
+    return payments.holds(store, terminal_id)
 
 
 @router.post(

@@ -113,6 +113,21 @@ def revoke_device(cert_id: str, reason: str = "", db: DbOpt = DEFAULT_DB, as_jso
         print(revocation_id)
 
 
+@app.command("holds")
+def holds(
+    terminal: Annotated[str | None, typer.Option("--terminal", help="Only this till's confirmations.")] = None,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """What head office holds back for online confirmations whose entries have not arrived (members' stored value,
+    gift cards), oldest first: txn_id, terminal_id, kind, member_id or card_id, amount, confirmed_at. The list to
+    read before release-hold. Prints JSON."""
+    from hq import payments
+
+    with hq_store(db, create=False) as store:
+        rows = payments.holds(store, terminal)
+    print(json.dumps(rows, indent=2))
+
+
 @app.command("release-hold")
 def release_hold(
     txn_id: str,

@@ -41,6 +41,15 @@ def release(at: Office, admin: str, txn_id: str, reason: str = "till T-A's sale 
     )
 
 
+def held(at: Office, token: str, terminal_id: str | None = None) -> httpx.Response:
+    return httpx.get(
+        f"{at.server.url}/v1/admin/holds",
+        params={"terminal_id": terminal_id} if terminal_id else None,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
 def test_a_squatted_sales_hold_is_released_by_an_administrator_audited(office: Office) -> None:  # noqa: F811
     """T-A asked head office about a sale of Aiko's 9,000; a stolen credential (T-B) pushed an entry of its own
     under that sale's transaction id, so T-A's entry is refused (``txn_id_taken``) and never ends the hold. The
@@ -53,10 +62,17 @@ def test_a_squatted_sales_hold_is_released_by_an_administrator_audited(office: O
     assert refused(office.confirm("T-B", "M-1", 1, **office.code())) == "insufficient_balance"
 
     assert release(office, office.tokens["T-B"], txn).status_code == 403  # a till's token releases nothing
+    assert held(office, office.tokens["T-B"]).status_code == 403  # ... nor reads what is held
+    listed = held(office, admin).json()
+    assert [{k: v for k, v in h.items() if k != "confirmed_at"} for h in listed] == [
+        {"txn_id": txn, "terminal_id": "T-A", "kind": "stored_value", "member_id": "M-1", "amount": 9000}
+    ], listed
+    assert held(office, admin, "T-B").json() == []
     assert refused(release(office, admin, txn, reason="")) == "invalid_request"
     done = release(office, admin, txn)
     assert done.status_code == 200, done.text
     assert done.json()["released"] == [{"terminal_id": "T-A", "member_id": "M-1", "amount": 9000}]
+    assert held(office, admin).json() == []  # released: nothing held any more
     assert office.confirm("T-B", "M-1", 9000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
     assert office.stored_value("M-1") == 9000  # holding is not spending: nothing moved
     assert refused(release(office, admin, txn)) == "no_hold"
@@ -85,6 +101,12 @@ def test_a_sale_arriving_after_the_release_is_applied_and_its_overspend_flagged(
     with office.hq.db.read() as tx:
         [gift_txn] = [str(r[0]) for r in tx.all("SELECT txn_id FROM gift_confirms WHERE terminal_id = 'T-A'")]
 
+    listed = json.loads(command("hq", "holds", "--db", hq_url).stdout)  # what staff read first, oldest first
+    assert [(h["txn_id"], h["kind"], h.get("member_id") or h.get("card_id"), h["amount"]) for h in listed] == [
+        (txn, "stored_value", "M-1", 9000),
+        (gift_txn, "gift_card", gc.card_id(gift), 4000),
+    ], listed
+    assert json.loads(command("hq", "holds", "--terminal", "T-B", "--db", hq_url).stdout) == []
     said = command("hq", "release-hold", txn, "--by", "mio", "--db", hq_url)
     assert said.returncode == 2  # --reason is required
     said = command("hq", "release-hold", txn, "--by", "mio", "--reason", "till T-A gone", "--db", hq_url)
@@ -93,6 +115,8 @@ def test_a_sale_arriving_after_the_release_is_applied_and_its_overspend_flagged(
     said = command("hq", "release-hold", gift_txn, "--by", "mio", "--reason", "till T-A gone", "--db", hq_url)
     assert json.loads(said.stdout)["released"] == [{"terminal_id": "T-A", "card_id": gc.card_id(gift), "amount": 4000}]
     assert office.confirm_gift("T-B", gift, 4000, sun_tap(office.gift, GIFT_UID)).status_code == 200
+    listed = json.loads(command("hq", "holds", "--db", hq_url).stdout)
+    assert [(h["terminal_id"], h["kind"]) for h in listed] == [("T-B", "gift_card")], listed  # T-B's own, now
 
     spent = office.code()
     paid = {"payment_code": spent["code"], "code_id": spent["code_id"], "store_id": "S-B", "local_time": local_now()}
