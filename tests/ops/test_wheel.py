@@ -9,6 +9,7 @@ so the test environment's own install of the project is not seen)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -206,6 +207,27 @@ def test_the_installed_head_office_names_a_damaged_or_full_database(
         filler.unlink()
     assert emptied.stat().st_size == 0
     cli("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(full))  # room again: it works
+
+
+def test_the_installed_head_office_migrates_an_older_database_on_command(installed: Path, tmp_path: Path) -> None:
+    """An upgrade with the installed wheel: a database the release before the newest migration left is refused,
+    untouched, by a command (``migration_needed``, naming ``tillpoint hq migrate``); the installed ``hq migrate``
+    backs it up and applies what it lacks; then the command works (``hq holds``: nothing held back)."""
+    from hq.db.schema import MIGRATIONS
+    from tests.fixtures.hq import migrated_before
+
+    newest = MIGRATIONS[-1][0]
+    cli = Cli(str(installed / "tillpoint"), tmp_path)
+    db = tmp_path / "hq" / "hq.db"
+    migrated_before(str(db), newest).close()
+    done = cli("hq", "holds", "--db", str(db), check=False)
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1 and text.startswith("migration_needed:") and "tillpoint hq migrate" in text, text
+    done = cli("hq", "migrate", "--db", str(db), "--json")
+    said = json.loads(done.stdout)
+    assert said["applied"] == [newest] and said["schema"] == newest, said
+    assert Path(said["backup"]).is_file() and Path(said["backup"]).parent == db.parent, said
+    assert json.loads(cli("hq", "holds", "--db", str(db)).stdout) == []
 
 
 def test_the_installed_till_says_a_read_only_disk_and_a_config_not_in_utf8_in_one_line(
