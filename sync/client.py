@@ -60,6 +60,7 @@ from sync.protocol import (
     Reason,
     ReconItem,
     SnapshotInfo,
+    TerminalInfo,
     TillHealth,
     WireEntry,
     canonical_json,
@@ -214,6 +215,22 @@ def enrol(
         body = _request(http, "POST", "/v1/enrol", json=request.model_dump(exclude_none=True))
     reply: EnrolResponse = _parse(EnrolResponse, body, "enrolment reply")
     return reply
+
+
+def terminal_info(
+    base_url: str,
+    token: str,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> TerminalInfo:
+    """``GET /v1/terminal``: this terminal as head office registered it (its store, the check of head office's
+    card-hash key). Raises ``SyncError``."""
+    with httpx.Client(base_url=base_url, timeout=timeout, verify=_verifying(verify), transport=transport) as http:
+        body = _request(http, "GET", "/v1/terminal", headers={"Authorization": f"Bearer {token}"})
+    info: TerminalInfo = _parse(TerminalInfo, body, "terminal registration")
+    return info
 
 
 def read_token_file(path: Path) -> str:

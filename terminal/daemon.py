@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import hmac
 import itertools
 import json
 import logging
@@ -39,6 +40,7 @@ from sync.client import (
     SyncResult,
     enrol,
     read_token_file,
+    terminal_info,
     tls_verify,
     write_token_file,
 )
@@ -52,7 +54,7 @@ from terminal.config import Config, check_held, held_by
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, Rejected, SetupCode, storage_refusal
-from terminal.keys import KeyLost, card_key, load_or_create_token
+from terminal.keys import KeyLost, card_key, key_check, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
 from terminal.model import (
@@ -373,10 +375,41 @@ class Daemon:
                 self.config.card_key_path, self.store.state("card_key_check"), self.store.counts()["cards"]
             )
         except KeyLost as exc:
-            raise ConfigError("security.card_key_file", str(exc)) from exc
+            key, check, why = self._head_offices_card_key()
+            if not check:
+                raise ConfigError("security.card_key_file", f"{exc}; {why}") from exc
+            log.warning(
+                "the card-hash key %s replaces the one this till was started with: it is head office's (%s)",
+                self.config.card_key_path,
+                why,
+            )
+            self.store.set_state(card_key_check=check)
         if self.store.state("card_key_check") is None:
             self.store.set_state(card_key_check=check)
         return key
+
+    def _head_offices_card_key(self) -> tuple[bytes, str, str]:
+        """The card-hash key file as it is, when head office vouches for it: (key, check, what head office said),
+        or (b"", "", why not). A till first started with a wrong key (none installed: it made one) recorded that
+        key's check and refuses any other; the chain's key, once installed, is taken up when head office's key has
+        the same check (``GET /v1/terminal``: neither key leaves its machine). Any other key stays refused."""
+        path, hq = self.config.card_key_path, self.config.hq
+        try:
+            key = path.read_bytes()
+        except OSError:
+            return b"", "", "head office was not asked: the file cannot be read"
+        token = hq_token(self.config) if hq.url else ""
+        if not token or len(key) < 16:
+            return b"", "", "head office was not asked: no credential to ask it with"
+        try:
+            info = terminal_info(
+                hq.url, token, verify=tls_verify(hq.ca_file), timeout=min(hq.timeout, 5.0), transport=self.hq_transport
+            )
+        except SyncError as exc:
+            return b"", "", f"head office, which could vouch for the file, could not be asked ({exc})"
+        if info.card_key_check is None or not hmac.compare_digest(info.card_key_check, key_check(key)):
+            return b"", "", "nor is it head office's card-hash key"
+        return key, key_check(key), "head office hashes cards with the same key"
 
     def stop(self) -> None:
         """SIGTERM: no new requests, let a commit in flight finish (the store's lock), then close."""

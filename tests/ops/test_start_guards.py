@@ -91,6 +91,57 @@ def test_a_lost_or_swapped_card_key_stops_the_start(tmp_path: Path, hq: HqProces
         notify.close()
 
 
+def tapped_member(api: Api, uid: str) -> str | None:
+    """The member the cashier's session shows after a tap of ``uid`` (None: the card identified nobody)."""
+    api.http.post("/v1/session/new", headers={"Authorization": f"Bearer {api.till.token()}"})
+    assert api.tap(uid).status_code == 202
+    session = api.http.get("/v1/session", headers={"Authorization": f"Bearer {api.till.token()}"}).json()
+    return None if session["member"] is None else str(session["member"]["member_id"])
+
+
+def test_a_till_first_started_without_the_chains_key_takes_it_up_once_head_office_vouches_for_it(
+    tmp_path: Path, hq: HqProcess
+) -> None:
+    """The installer forgot the chain's card-hash key: at its first start the daemon made a key of its own and
+    noted it, and no card identifies anyone (doctor says card_key_mismatch). The chain's key, installed afterwards,
+    is taken up at the next start because head office hashes cards with the same key (``GET /v1/terminal``, which
+    gives a check of the key, never the key). A third key is still refused, and so is the chain's key while head
+    office cannot vouch for it: only the chain's key replaces the one the till noted."""
+    own = tmp_path / "till-card.key"  # not there: the daemon makes one
+    config = till_config(tmp_path, hq, hq.add_terminal("T-NEWKEY"), "T-NEWKEY")
+    config.write_text(config.read_text().replace(str(hq.key_file), str(own)))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    try:
+        till.start()
+        wait_until(lambda: api.status()["cache"]["cards"] >= 4, 20, "the demo cards pulled")
+        assert tapped_member(api, "04A1B2C3D4E501") is None  # Aiko's card, hashed with the wrong key
+        assert till.stop() == 0
+        assert own.read_bytes() != hq.key
+
+        own.write_bytes(bytes(reversed(hq.key)))  # a third key: refused, head office up
+        refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 1 and "nor is it head office's card-hash key" in refused.stdout, refused.stdout
+        own.write_bytes(hq.key)  # the chain's key, while head office is down: refused, saying why
+        hq.kill()
+        refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 1 and "could not be asked" in refused.stdout, refused.stdout
+        hq.start()
+
+        till.start()  # the chain's key, head office vouching: taken up, and Aiko's card identifies her
+        assert "replaces the one this till was started with" in till.log_tail()
+        assert wait_until(lambda: tapped_member(api, "04A1B2C3D4E501"), 20, "Aiko identified") == "M-0001"
+        assert till.stop() == 0
+        hq.kill()
+        till.start()  # noted: the next start needs head office no more
+        assert tapped_member(api, "04A1B2C3D4E501") == "M-0001"
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+
+
 def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_disk: Path) -> None:
     """The till's file system comes back read-only (an fsck, ``errors=remount-ro``): the daemon says so in
     one line with a stable code instead of a traceback, doctor says the files cannot be written (not that
