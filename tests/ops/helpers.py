@@ -116,7 +116,8 @@ class PortTaken(AssertionError):
 
 
 class TillProcess:
-    """`tillpoint run --config FILE` in a subprocess, with the test's notify socket."""
+    """`tillpoint run --config FILE` in a process of its own (forked from one that imported the project once:
+    ``tests.fixtures.forked``), with the test's notify socket."""
 
     def __init__(
         self, config: Path, notify: NotifyListener, watchdog_usec: int | None = None, env: dict[str, str] | None = None
