@@ -5,6 +5,7 @@ modules share the run's workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -351,6 +352,13 @@ def test_the_installed_till_withdraws_a_confirmation_whose_answer_was_lost(insta
             "the whole balance's sale at head office",
         )
         assert confirmations() == [(3000, 1), (5000, 0)]
+        # Staff's view from the installed commands: nothing held back now; the withdrawn hold cannot be released.
+        assert json.loads(run("hq", "holds", "--db", db).stdout) == []
+        [(withdrawn,)] = hq_rows(db, "SELECT txn_id FROM payment_confirms WHERE amount = 3000")
+        said = run(
+            "hq", "release-hold", str(withdrawn), "--by", "Mio", "--reason", "till gone", "--db", db, check=False
+        )
+        assert said.returncode == 1 and "no_hold" in said.stdout + said.stderr, said.stdout + said.stderr
     finally:
         pair.stop()
         network.stop()
