@@ -13,6 +13,8 @@
     GET  /backoffice/audit                                 the newest audit records and whether the chain holds
     GET  /backoffice/recon..., /backoffice/fleet            reconciliation items and the fleet (at the end)
     GET  /backoffice/giftcards?q=, /backoffice/giftcards/{id}   gift cards; POST .../unblock, .../clear (a request)
+    GET  /backoffice/holds                 what head office holds back for payments whose sales have not arrived;
+                                           POST /backoffice/holds/{txn_id}/release (form: terminal_id, reason)
     GET  /backoffice/rewards?voucher=                      the rewards catalogue and the vouchers (read only)
     GET  /backoffice/static/{name}
 
@@ -42,6 +44,7 @@ from hq.backoffice import (
     campaigns,
     editors,
     giftcards,
+    holds,
     i18n,
     members,
     pages,
@@ -802,3 +805,19 @@ def giftcard_clear(
 ) -> Response:
     asked = giftcards.ask_clear(store, session.staff, card_id[:64], fields.get("reason", ""))
     return back(_gift_path(card_id), "asked", asked.request_id)
+
+
+# -- holds of online payment confirmations (docs/payments.md) ---------------------------------------------------
+#   GET  /backoffice/holds                                 every hold now, oldest first
+#   POST /backoffice/holds/{txn_id}/release                form {terminal_id, reason}: that till's hold ends (audited)
+
+
+@route("GET", "/holds", Action.HOLDS_READ)
+def holds_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return page(request, "holds", lang, held=holds.listed(store, session.staff), notice=notice_of(request, lang))
+
+
+@route("POST", "/holds/{txn_id}/release", Action.HOLDS_RELEASE)
+def hold_release(request: Request, store: Store, lang: Lang, session: Session, fields: Form, txn_id: str) -> Response:
+    holds.release(store, session.staff, txn_id[:64], fields.get("terminal_id", "")[:64], fields.get("reason", ""))
+    return back("/holds", "done")

@@ -39,6 +39,8 @@ class Code(StrEnum):
     UNKNOWN_MERCHANT = "unknown_merchant"
     GIFT_CARD_INVALID = "gift_card_invalid"
     MERCHANT_POINTS_ONLY = "merchant_points_only"
+    NO_HOLD = "no_hold"
+    HOLD_ENTRY_ARRIVED = "hold_entry_arrived"
 
 
 STATUS: dict[Code, int] = {
@@ -67,6 +69,8 @@ STATUS: dict[Code, int] = {
     Code.UNKNOWN_MERCHANT: 422,
     Code.GIFT_CARD_INVALID: 409,
     Code.MERCHANT_POINTS_ONLY: 403,
+    Code.NO_HOLD: 409,
+    Code.HOLD_ENTRY_ARRIVED: 409,
 }
 
 

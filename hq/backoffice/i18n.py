@@ -679,6 +679,34 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "kind_gift_unblock": ("unblocked", "停止解除", "解冻"),
     "kind_gift_clear": ("cleared", "残高消去", "清零"),
     "kind_gift_import": ("imported", "移行", "导入"),
+    "holds": ("Held payments", "保留中の支払い", "冻结中的付款"),
+    "holds_help": (
+        "What head office holds back of a member's stored value or a gift card's balance for a payment it confirmed "
+        "whose sale has not arrived from the till. A hold ends when the sale arrives or the till withdraws it: "
+        "release one only when its sale will never come (a till gone for good, a sale whose transaction id another "
+        "till took). A sale arriving after all is applied and a shortfall flagged.",
+        "本部が承認した支払いのうち、レジから売上が届いていないものについて、会員の残高またはギフトカードの残高から"
+        "保留している金額です。売上が届くか、レジが取り消すと保留は終わります。売上が今後届かない場合（レジの廃止、"
+        "他のレジに取引番号を使われた売上）にのみ解除してください。後から売上が届いた場合は適用され、不足分が記録されます。",
+        "总部已确认但收银机尚未上传销售的付款，从会员储值或礼品卡余额中冻结的金额。销售到达或收银机撤回时冻结结束；"
+        "仅当该销售永远不会到达时（收银机已停用、交易号被其他收银机占用）才解除。若销售之后仍到达，将照常入账并标记差额。",
+    ),
+    "no_holds": ("Nothing is held back.", "保留中の金額はありません。", "没有冻结的金额。"),
+    "held_for": ("Held from", "対象", "冻结对象"),
+    "confirmed_at": ("Confirmed", "承認日時", "确认时间"),
+    "hold_kind_stored_value": ("member's stored value", "会員の残高", "会员储值"),
+    "hold_kind_gift_card": ("gift card", "ギフトカード", "礼品卡"),
+    "release_hold": ("Release", "解除", "解除"),
+    "no_hold": (
+        "Nothing is held back for this payment any more.",
+        "この支払いの保留はすでにありません。",
+        "该付款已无冻结金额。",
+    ),
+    "hold_entry_arrived": (
+        "The sale arrived from its till: nothing is held back for it.",
+        "売上がレジから届いています。保留はありません。",
+        "该销售已从收银机到达，没有冻结金额。",
+    ),
 }
 
 

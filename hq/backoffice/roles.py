@@ -34,6 +34,8 @@ stores; the chain's own staff (no merchant) hold the others (a store manager may
     merchant_finance  stores   -      stores  stores        stores          stores  stores stores   read
 
 Nothing chain-wide by nature is theirs: erasure, campaigns, the audit log, rule edits, staff management.
+The holds of online payment confirmations (``holds_read``, ``holds_release``) are the chain's: read by its
+administrators, finance and the auditor, released by administrators and finance.
 Settlement (``settlement_read``) is read by the chain's administrators, finance and the auditor for every
 merchant, and by a merchant's admin and finance for their own merchant's statement only.
 Their stores are computed in one place, ``stores_in_reach``, from the merchant's stores as head office holds
@@ -95,6 +97,10 @@ class Action(StrEnum):
     APPROVE_GIFT_CLEAR = "approve_gift_clear"
     SETTLEMENT_READ = "settlement_read"
     """A period's settlement statements and their CSV and PDF (a merchant's staff: its merchant's only)."""
+    HOLDS_READ = "holds_read"
+    """What head office holds back for online payment confirmations whose sales have not arrived."""
+    HOLDS_RELEASE = "holds_release"
+    """End one such hold, saying why (a till gone for good, a sale whose transaction id another till took)."""
 
 
 WRITES = frozenset(
@@ -111,6 +117,7 @@ WRITES = frozenset(
         Action.GIFTCARDS_UNBLOCK,
         Action.GIFTCARDS_CLEAR,
         Action.APPROVE_GIFT_CLEAR,
+        Action.HOLDS_RELEASE,
     }
 )
 """The actions that change something (each leaves a record in the audit log)."""
@@ -170,6 +177,8 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.GIFTCARDS_CLEAR: _C,
         Action.APPROVE_GIFT_CLEAR: _C,
         Action.SETTLEMENT_READ: _C,
+        Action.HOLDS_READ: _C,
+        Action.HOLDS_RELEASE: _C,
     },
     Role.AUDITOR: {
         Action.MEMBERS_READ: _C,
@@ -182,6 +191,7 @@ PERMISSIONS: dict[Role, dict[Action, Reach]] = {
         Action.RULES_READ: _C,
         Action.GIFTCARDS_READ: _C,
         Action.SETTLEMENT_READ: _C,
+        Action.HOLDS_READ: _C,
     },
     Role.MERCHANT_ADMIN: {
         Action.MEMBERS_READ: _S,

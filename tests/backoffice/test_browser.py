@@ -33,6 +33,7 @@ SECTIONS = {
     "campaigns": Action.CAMPAIGNS_READ,
     "approvals": Action.APPROVALS_READ,
     "audit": Action.AUDIT_READ,
+    "holds": Action.HOLDS_READ,
 }
 MARKUP = ('<script>alert("s")</script>', '"><img src=x onerror=alert("i")>', "'><svg onload=alert('v')>")
 MADE_OF_MARKUP = """() => ({

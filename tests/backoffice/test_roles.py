@@ -65,6 +65,8 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.GIFTCARDS_CLEAR: "chain",
         A.APPROVE_GIFT_CLEAR: "chain",
         A.SETTLEMENT_READ: "chain",
+        A.HOLDS_READ: "chain",
+        A.HOLDS_RELEASE: "chain",
     },
     Role.AUDITOR: {
         A.MEMBERS_READ: "chain",
@@ -77,6 +79,7 @@ EXPECTED: dict[Role, dict[Action, str]] = {
         A.RULES_READ: "chain",
         A.GIFTCARDS_READ: "chain",
         A.SETTLEMENT_READ: "chain",
+        A.HOLDS_READ: "chain",
     },
     Role.MERCHANT_ADMIN: {
         A.MEMBERS_READ: "stores",
@@ -165,6 +168,8 @@ CHAIN_WIDE_BY_NATURE = {
     A.GIFTCARDS_UNBLOCK,
     A.GIFTCARDS_CLEAR,
     A.APPROVE_GIFT_CLEAR,
+    A.HOLDS_READ,  # what head office holds back of members' and gift cards' value: the chain's
+    A.HOLDS_RELEASE,
 }
 
 
