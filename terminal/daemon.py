@@ -398,6 +398,11 @@ class Daemon:
             key = path.read_bytes()
         except OSError:
             return b"", "", "head office was not asked: the file cannot be read"
+        assert self.store is not None
+        made = self.store.cards_hashed_here()
+        if made:
+            why = f"this till enrolled or sold {made} cards hashed with the key it was started with: another key "
+            return b"", "", why + "would make them unknown (head office was not asked)"
         token = hq_token(self.config) if hq.url else ""
         if not token or len(key) < 16:
             return b"", "", "head office was not asked: no credential to ask it with"

@@ -169,6 +169,12 @@ class Store:
         names = ("members", "cards", "rules")
         return {name: self._read(f"SELECT COUNT(*) FROM {name}")[0][0] for name in names}
 
+    def cards_hashed_here(self) -> int:
+        """The cards this till put into the chain under its own card-hash key: its enrolments and the gift cards
+        it sold (their keyed hashes, head office keeps them as the till sent them)."""
+        rows = self._read("SELECT COUNT(*) FROM journal WHERE kind IN ('enrol', 'gift_activate')")
+        return int(rows[0][0])
+
     # -- transactions ------------------------------------------------------------------------
 
     def record(

@@ -142,6 +142,44 @@ def test_a_till_first_started_without_the_chains_key_takes_it_up_once_head_offic
         notify.close()
 
 
+def test_a_till_that_enrolled_cards_with_its_own_key_keeps_it(tmp_path: Path, hq: HqProcess) -> None:
+    """A till started without the chain's key that has since enrolled a card on the spot hashed that card with
+    the key it made (and head office has it so): the chain's key, vouched for by head office, would make that
+    member's card identify nobody, silently. It is refused, saying why; the till's own key still starts it."""
+    own = tmp_path / "till-card.key"
+    config = till_config(tmp_path, hq, hq.add_terminal("T-OWNCARDS"), "T-OWNCARDS")
+    config.write_text(config.read_text().replace(str(hq.key_file), str(own)))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    try:
+        till.start()
+        armed = api.http.post("/v1/enrol/arm", json={}, headers={"Authorization": f"Bearer {api.till.token()}"})
+        assert armed.json()["awaiting"] == "enrol", armed.text
+        assert api.tap("04F0F1F2F3F4F5").status_code == 202
+        member = wait_until(
+            lambda: api.http.get("/v1/session", headers={"Authorization": f"Bearer {api.till.token()}"}).json()[
+                "member"
+            ],
+            20,
+            "the member enrolled on the spot",
+        )
+        assert str(member["member_id"]).startswith("E-")
+        assert till.stop() == 0
+        made = own.read_bytes()
+
+        own.write_bytes(hq.key)  # the chain's key, head office up and vouching for it
+        refused = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 1 and "enrolled" in refused.stdout, refused.stdout
+        own.write_bytes(made)  # the key the till's cards were hashed with: it starts, the card still identifies
+        till.start()
+        assert tapped_member(api, "04F0F1F2F3F4F5") == member["member_id"]
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+
+
 def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_disk: Path) -> None:
     """The till's file system comes back read-only (an fsck, ``errors=remount-ro``): the daemon says so in
     one line with a stable code instead of a traceback, doctor says the files cannot be written (not that
