@@ -384,6 +384,10 @@ class Daemon:
                 why,
             )
             self.store.set_state(card_key_check=check)
+        except ValueError as exc:  # a file cut short
+            raise ConfigError("security.card_key_file", f"a card-hash key of at least 16 bytes ({exc})") from exc
+        except OSError as exc:  # not a readable file (a directory, another user's), or none could be made
+            raise storage_refusal(exc, f"read or make the card-hash key {self.config.card_key_path}") from exc
         if self.store.state("card_key_check") is None:
             self.store.set_state(card_key_check=check)
         return key

@@ -91,6 +91,36 @@ def test_a_lost_or_swapped_card_key_stops_the_start(tmp_path: Path, hq: HqProces
         notify.close()
 
 
+def test_a_card_key_file_cut_short_or_unreadable_is_said_in_one_line(tmp_path: Path, hq: HqProcess) -> None:
+    """The key file lost its tail (a crash while it was copied in, a damaged disk) or cannot be read: the daemon
+    refuses in one line naming the file, never with a traceback, and starts again once the file is put right."""
+    key = tmp_path / "card.key"
+    key.write_bytes(hq.key)
+    config = till_config(tmp_path, hq, hq.add_terminal("T-KEYCUT"), "T-KEYCUT")
+    config.write_text(config.read_text().replace(str(hq.key_file), str(key)))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    try:
+        till.start()
+        assert till.stop() == 0
+        key.write_bytes(hq.key[:8])
+        cut = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        said = cut.stdout + cut.stderr
+        assert cut.returncode == 1 and "Traceback" not in said and "security.card_key_file" in said, said
+        assert "shorter than 16 bytes" in said and hq.key[:8].hex() not in said, said
+        key.unlink()
+        key.mkdir()  # not a file at all
+        unreadable = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        said = unreadable.stdout + unreadable.stderr
+        assert unreadable.returncode == 1 and "Traceback" not in said and str(key) in said, said
+        key.rmdir()
+        key.write_bytes(hq.key)
+        till.start()
+    finally:
+        till.kill()
+        notify.close()
+
+
 def tapped_member(api: Api, uid: str) -> str | None:
     """The member the cashier's session shows after a tap of ``uid`` (None: the card identified nobody)."""
     api.http.post("/v1/session/new", headers={"Authorization": f"Bearer {api.till.token()}"})
