@@ -396,7 +396,9 @@ class Daemon:
         """The card-hash key file as it is, when head office vouches for it: (key, check, what head office said),
         or (b"", "", why not). A till first started with a wrong key (none installed: it made one) recorded that
         key's check and refuses any other; the chain's key, once installed, is taken up when head office's key has
-        the same check (``GET /v1/terminal``: neither key leaves its machine). Any other key stays refused."""
+        the same check (``GET /v1/terminal``: neither key leaves its machine), unless the till already put cards
+        into the chain under its own key (enrolled or sold them: those would become unknown). Any other key stays
+        refused. Reached only once ``card_key`` has read a key of a valid length."""
         path, hq = self.config.card_key_path, self.config.hq
         try:
             key = path.read_bytes()
@@ -408,7 +410,7 @@ class Daemon:
             why = f"this till enrolled or sold {made} cards hashed with the key it was started with: another key "
             return b"", "", why + "would make them unknown (head office was not asked)"
         token = hq_token(self.config) if hq.url else ""
-        if not token or len(key) < 16:
+        if not token:
             return b"", "", "head office was not asked: no credential to ask it with"
         try:
             info = terminal_info(
