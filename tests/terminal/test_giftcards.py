@@ -88,6 +88,19 @@ def test_a_card_is_sold_loaded_paid_given_back_and_blocked_at_the_till(till: Ser
     assert till.store.unpushed(100)[0].payload["counter"] == 1
 
 
+def test_a_sold_card_counts_among_the_cards_this_till_hashed_and_its_other_uses_do_not(till: Service) -> None:
+    """A gift card the till sold reached head office under the till's card-hash key (``Store.cards_hashed_here``:
+    the daemon keeps that key rather than take up another, which would make the card unknown); loading, paying
+    and blocking it hash no new card."""
+    card = Plastic(bytes.fromhex("04A1B2C3D4E5F7"))
+    assert till.store.cards_hashed_here() == 0
+    till.sell_gift(card.tap(), 5000)
+    till.load_gift(card.tap(), 1000)
+    till.pay_gift(card.tap(), 500, "POS-1")
+    till.block_gift(card.tap(), "reported lost")
+    assert till.store.cards_hashed_here() == 1
+
+
 def test_only_a_secure_card_of_no_member_within_the_policy_is_sold(till: Service) -> None:
     uid_only = CardRead("r", "iso14443a", hash_uid(bytes.fromhex("04000000000001")))
     assert refused(till, "sell_gift", uid_only, 100) == "gift_card_not_secure"
