@@ -79,9 +79,9 @@ LONGEST_FIRST = (
 )
 """The modules that keep one worker busy longest (``--durations=300``, summed by module), in that order. A module
 runs on one worker (``--dist loadscope``); the workers take modules in the order collected (``.ci/dev`` passes
-``--no-loadscope-reorder``), so these go first and the short ones fill in at the end. Left to the number of tests
-a module has, the package and wheel modules, with few tests of a minute or more each, went last and ran on alone:
-the last five minutes of a thirteen-minute run used one CPU in two."""
+``--no-loadscope-reorder``), so these go first and the short ones fill in at the end. Left to xdist's order (by
+the number of tests a module has), the package and wheel modules, a few tests of a minute or more each, were
+queued last, where a long module can only end the run late."""
 
 
 def _longest_first(items: list[pytest.Item]) -> None:
