@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 console = make_console()
 DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (the audit log names them).")]
+AuditReasonOpt = Annotated[str, typer.Option("--reason", help="Why (the audit log keeps it).")]
 DEFAULT_DB = "var/hq/hq.db"
 
 

@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, ByOpt, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer(name="giftcard", help="Gift cards: show, list, unblock, clear, attach, detach, import, terms.")
 
-ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (kept in the audit log).")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept with the card's activity and in the audit log).")]
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store
+from hq.cli.common import DEFAULT_DB, AuditReasonOpt, ByOpt, DbOpt, fail, hq_store
 from terminal.console import JsonOpt, show_json
 
 app = typer.Typer()
@@ -131,13 +131,12 @@ def holds(
 @app.command("release-hold")
 def release_hold(
     txn_id: str,
-    by: Annotated[str, typer.Option("--by", help="Who releases it (kept in the audit log).")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")],
+    by: ByOpt,
+    reason: AuditReasonOpt,
     terminal: Annotated[
         str | None, typer.Option("--terminal", help="Only this till's confirmation of the transaction.")
     ] = None,
     db: DbOpt = DEFAULT_DB,
-    as_json: JsonOpt = False,
 ) -> None:
     """End what head office holds back for TXN's online confirmations whose entries have not arrived (a member's
     stored value, a gift card's balance): a till gone for good, a sale another till's entry took the id of. The

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, as_day, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, AuditReasonOpt, ByOpt, DbOpt, as_day, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -97,8 +97,8 @@ def statements(
 @settlement_app.command("close")
 def close(
     period: Annotated[str, typer.Argument(help="The month, YYYY-MM.")],
-    by: Annotated[str, typer.Option("--by", help="Who closes it (the audit log names them).")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (the audit log keeps it).")],
+    by: ByOpt,
+    reason: AuditReasonOpt,
     today: Annotated[
         str | None, typer.Option("--today", help="The day to judge 'over' by (default: today, UTC).")
     ] = None,
@@ -125,8 +125,8 @@ def close(
 def length(
     months: Annotated[int, typer.Argument(help="Months a period spans: 1, 2, 3, 4, 6 or 12.")],
     starting: Annotated[str, typer.Option("--from", help="The first month of the first such period, YYYY-MM.")],
-    by: Annotated[str, typer.Option("--by", help="Who sets it (the audit log names them).")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (the audit log keeps it).")],
+    by: ByOpt,
+    reason: AuditReasonOpt,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
