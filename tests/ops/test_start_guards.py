@@ -91,15 +91,21 @@ def test_a_lost_or_swapped_card_key_stops_the_start(tmp_path: Path, hq: HqProces
         notify.close()
 
 
+def till_keyed(tmp_path: Path, hq: HqProcess, terminal_id: str, key: Path) -> tuple[Path, NotifyListener, TillProcess]:
+    """A till enrolled at ``hq`` whose config names ``key`` as its card-hash key file (not there: the daemon makes
+    one at its first start): (its config, the notify socket, the till, not started)."""
+    config = till_config(tmp_path, hq, hq.add_terminal(terminal_id), terminal_id)
+    config.write_text(config.read_text().replace(str(hq.key_file), str(key)))
+    notify = NotifyListener(tmp_path / "notify.sock")
+    return config, notify, TillProcess(config, notify)
+
+
 def test_a_card_key_file_cut_short_or_unreadable_is_said_in_one_line(tmp_path: Path, hq: HqProcess) -> None:
     """The key file lost its tail (a crash while it was copied in, a damaged disk) or cannot be read: the daemon
     refuses in one line naming the file, never with a traceback, and starts again once the file is put right."""
     key = tmp_path / "card.key"
     key.write_bytes(hq.key)
-    config = till_config(tmp_path, hq, hq.add_terminal("T-KEYCUT"), "T-KEYCUT")
-    config.write_text(config.read_text().replace(str(hq.key_file), str(key)))
-    notify = NotifyListener(tmp_path / "notify.sock")
-    till = TillProcess(config, notify)
+    config, notify, till = till_keyed(tmp_path, hq, "T-KEYCUT", key)
     try:
         till.start()
         assert till.stop() == 0
@@ -138,10 +144,7 @@ def test_a_till_first_started_without_the_chains_key_takes_it_up_once_head_offic
     gives a check of the key, never the key). A third key is still refused, and so is the chain's key while head
     office cannot vouch for it: only the chain's key replaces the one the till noted."""
     own = tmp_path / "till-card.key"  # not there: the daemon makes one
-    config = till_config(tmp_path, hq, hq.add_terminal("T-NEWKEY"), "T-NEWKEY")
-    config.write_text(config.read_text().replace(str(hq.key_file), str(own)))
-    notify = NotifyListener(tmp_path / "notify.sock")
-    till = TillProcess(config, notify)
+    config, notify, till = till_keyed(tmp_path, hq, "T-NEWKEY", own)
     api = Api(till)
     try:
         till.start()
@@ -177,10 +180,7 @@ def test_a_till_that_enrolled_cards_with_its_own_key_keeps_it(tmp_path: Path, hq
     the key it made (and head office has it so): the chain's key, vouched for by head office, would make that
     member's card identify nobody, silently. It is refused, saying why; the till's own key still starts it."""
     own = tmp_path / "till-card.key"
-    config = till_config(tmp_path, hq, hq.add_terminal("T-OWNCARDS"), "T-OWNCARDS")
-    config.write_text(config.read_text().replace(str(hq.key_file), str(own)))
-    notify = NotifyListener(tmp_path / "notify.sock")
-    till = TillProcess(config, notify)
+    config, notify, till = till_keyed(tmp_path, hq, "T-OWNCARDS", own)
     api = Api(till)
     try:
         till.start()
