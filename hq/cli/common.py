@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich.markup import escape
@@ -81,12 +82,15 @@ def hq_store(
 
 
 def shown_db(db: str) -> str:
-    """The database as a command may show it: a PostgreSQL URL without its password."""
-    head, at, tail = db.partition("@")
-    if not at or "://" not in head:
+    """The database as a command may show it: a PostgreSQL URL without its password, whether in its user part
+    (``user:secret@host``) or its query (``?password=secret``, as libpq takes it too)."""
+    if not db.startswith(("postgresql://", "postgres://")):
         return db
-    scheme, _, user = head.partition("://")
-    return f"{scheme}://{user.split(':')[0]}@{tail}"
+    parts = urlsplit(db)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':')[0]}@{hosts}" if at else hosts
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def fail(message: object) -> NoReturn:

@@ -87,3 +87,21 @@ def test_postgresql_is_migrated_from_the_command_line_and_refused_by_others_befo
     assert (report["applied"], report["backup"], report["schema"]) == ([NEWEST], None, NEWEST)
     assert not list(tmp_path.glob("hq-pre-*"))  # --no-backup: none taken
     assert command("hq", "terminals", "--db", url).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("var/hq/hq.db", "var/hq/hq.db"),
+        ("postgresql://hq:s3cret@db.example:5432/hq", "postgresql://hq@db.example:5432/hq"),
+        ("postgresql://hq@db1,db2/hq?password=s3cret&sslmode=require", "postgresql://hq@db1,db2/hq?sslmode=require"),
+        ("postgres://db.example/hq", "postgres://db.example/hq"),
+    ],
+)
+def test_a_command_shows_the_database_without_its_password(given: str, shown: str) -> None:
+    """What `hq migrate` prints and a refusal names (``migration_needed``): never the password, in the URL's user
+    part or in its query as libpq also takes it."""
+    from hq.cli.common import shown_db
+
+    assert shown_db(given) == shown
+    assert "s3cret" not in shown_db(given)
