@@ -76,8 +76,11 @@ def cli_config(path: Path | None, **overrides: dict[str, Any]) -> Config:
         raise typer.Exit(2) from exc
 
 
-def _wait_for_signal(on_hup: Callable[[], Any] | None = None) -> None:
-    """Block until SIGINT or SIGTERM; run ``on_hup`` for each SIGHUP (here, not in the handler)."""
+def _signal_waiter(on_hup: Callable[[], Any] | None = None) -> Callable[[], None]:
+    """Take SIGINT, SIGTERM (and SIGHUP with ``on_hup``) from now on, and return the wait: it blocks until SIGINT
+    or SIGTERM and runs ``on_hup`` for each SIGHUP (there, not in the handler). Taken before the daemon starts, so
+    that a stop sent while it starts or just after its READY=1 (systemd's stop or restart) ends it through its own
+    stop once it has started, not by the signal's default death."""
     wake = threading.Event()
     received: list[int] = []
 
@@ -87,14 +90,18 @@ def _wait_for_signal(on_hup: Callable[[], Any] | None = None) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if on_hup else ())):
         signal.signal(sig, note)
-    while True:
-        wake.wait(0.5)
-        wake.clear()
-        while received:
-            if received.pop(0) != signal.SIGHUP:
-                return
-            assert on_hup is not None
-            on_hup()
+
+    def wait() -> None:
+        while True:
+            wake.wait(0.5)
+            wake.clear()
+            while received:
+                if received.pop(0) != signal.SIGHUP:
+                    return
+                assert on_hup is not None
+                on_hup()
+
+    return wait
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -133,6 +140,7 @@ def run_daemon(
     daemon = Daemon(cfg)
     if events:
         daemon.subscribers.append(_print_event)
+    wait = _signal_waiter(None if reload is None else lambda: daemon.reload(reload))
     try:
         daemon.start()
     except PortBusy as exc:
@@ -145,7 +153,7 @@ def run_daemon(
     api = daemon.api_server.url if daemon.api_server else "off"
     console.print(f"tillpoint terminal {cfg.terminal.id} running; local API {api}{hq_url_note}. Ctrl-C stops.")
     try:
-        _wait_for_signal(None if reload is None else lambda: daemon.reload(reload))
+        wait()
     finally:
         daemon.stop()
 

@@ -124,3 +124,21 @@ def test_sigterm_finishes_commits_in_flight(tmp_path: Path) -> None:
     assert all(journal.get(txn) == seq for txn, seq in acked), "an acknowledged sale is missing after SIGTERM"
     assert sorted(journal.values()) == list(range(1, len(journal) + 1))
     assert integrity(db) == "ok" and not (till.data / "terminal.db-wal").exists()  # closed cleanly
+
+
+def test_a_stop_sent_while_the_daemon_starts_ends_it_by_its_own_stop(tmp_path: Path, hq: HqProcess) -> None:
+    """systemd stops or restarts a till while it starts, or just after its READY=1: the signal is taken from the
+    daemon's first moment (before it locks its data directory), so it finishes starting, says READY=1, then stops
+    as on any SIGTERM (STOPPING=1, exit 0), never by the signal's default death (exit -15)."""
+    config = till_config(tmp_path, hq, hq.add_terminal("T-EARLYSTOP"), "T-EARLYSTOP")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    try:
+        till.start(wait_ready=False)
+        wait_until(lambda: (till.data / "daemon.lock").exists(), 30, "the daemon to lock its data directory")
+        till.signal(signal.SIGTERM)
+        assert till.stop() == 0, till.log_tail()
+        assert notify.count("READY=1") == 1 and notify.count("STOPPING=1") == 1, notify.lines()
+    finally:
+        till.kill()
+        notify.close()
