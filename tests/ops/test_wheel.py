@@ -28,6 +28,7 @@ from tests.ops.helpers import corrupt_table, fill, hq_database, read_only, till_
 from tests.ops.wheel import (
     ROOT,
     Cli,
+    Pair,
     clean_env,
     hq_and_till,
     terminal_and_key,
@@ -425,3 +426,52 @@ def test_the_installed_chain_books_a_return_of_a_claimed_receipt_to_its_claimer(
             assert earned == 80 and member_points(member) == 80
             post(f"/v1/sales/{txn_id}/refund", {"lines": {"1": 1}})  # the tea back: its 30 points go
             wait_until(lambda: alive() or member_points(member) == 50, 60, "the claimer's points after the return")
+
+
+def test_the_installed_till_takes_up_the_chains_card_key_once_head_office_vouches_for_it(
+    installed: Path, tmp_path: Path
+) -> None:
+    """The installer started the till before copying the chain's card-hash key in: the installed daemon made a key
+    of its own, so the demo member's card identifies nobody. Another key copied in is refused at the next start;
+    the chain's key is taken up, because the installed head office hashes cards with it, and the card then
+    identifies its member, with no pip, checkout or PYTHONPATH on the way."""
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    token, chain_key = terminal_and_key(run, tmp_path, db)
+    own = tmp_path / "till-card.key"  # not there at the first start: the daemon makes it
+    pair = Pair(tillpoint, tmp_path, db, own, ("--seed-demo-key", str(chain_key)))
+    config = pair.configure(token)
+
+    def tapped() -> str | None:
+        pair.alive()
+        assert pair.till("/v1/session/new", {}).status_code == 200
+        assert pair.till("/v1/sim/tap", {"uid": "04A1B2C3D4E501"}).status_code == 202  # Aiko's demo card
+        member = pair.till("/v1/session").json()["member"]
+        return None if member is None else str(member["member_id"])
+
+    def cards() -> int:
+        pair.alive()
+        return int(pair.status()["cache"]["cards"])
+
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_pulled()
+        wait_until(lambda: cards() >= 4, 60, "the demo cards pulled")
+        assert tapped() is None  # hashed with the till's own key
+        pair.stop("till")
+        assert own.read_bytes() != chain_key.read_bytes()
+
+        own.write_bytes(os.urandom(32))  # a third key: refused in one line, nothing started
+        refused = run("run", "--config", str(config), check=False)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode == 1 and "nor is it head office's card-hash key" in said, said
+        assert "Traceback" not in said, said
+
+        own.write_bytes(chain_key.read_bytes())  # the chain's key, head office vouching for it
+        pair.start("till")
+        pair.wait_pulled()
+        assert "replaces the one this till was started with" in (tmp_path / "till.log").read_text()
+        assert wait_until(tapped, 30, "Aiko identified by her card") == "M-0001"
+    finally:
+        pair.stop()
