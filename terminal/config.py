@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -609,7 +610,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     if not chosen:
         return Config()
     try:
-        raw = tomllib.loads(Path(chosen).read_text(encoding="utf-8"))
+        text = Path(chosen).read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError as exc:
         raise ConfigError("--config", f"file {str(chosen)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -620,4 +622,33 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError("--config", f"a readable file ({exc})") from exc
     if not raw:  # emptied (a save cut by a power cut): the defaults would start another till on a new database
         raise ConfigError("--config", f"a config with its settings ({chosen} is empty)", SetupCode.CONFIG_INCOMPLETE)
+    cut = number_cut_short(text)
+    if cut is not None:
+        raise ConfigError(
+            cut,
+            f"a number on a whole line: {chosen} ends in the middle of that line, so its number may have lost "
+            "digits (a full disk, a copy interrupted). Restore the file from the copy you installed, or end the "
+            "line with a newline if the number is whole",
+            SetupCode.CONFIG_INCOMPLETE,
+        )
     return validate(raw)
+
+
+_ASSIGNED_NUMBER = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=\s*[+-]?[0-9][0-9_]*(\.[0-9_]*)?([eE][+-]?[0-9_]+)?\s*$")
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
+
+
+def number_cut_short(text: str) -> str | None:
+    """The key whose number the file may have cut short: a file cut in the middle of its last line still parses when
+    that line gives a number (``port = 8731`` cut to ``port = 87``), and would run on a value it never said. Any other
+    value cut short is not TOML (a string, an array, a table left open; ``true`` and ``false`` cut). A file ending with
+    a newline, or whose last line is a comment, a table or a string, is whole as far as a cut can tell: None."""
+    if not text or text.endswith("\n"):
+        return None
+    lines = text.split("\n")
+    assigned = _ASSIGNED_NUMBER.match(lines[-1])
+    if assigned is None:
+        return None
+    table = next((t.group(1) for line in reversed(lines[:-1]) if (t := _TABLE.match(line))), None)
+    key = assigned.group(1).replace('"', "").replace("'", "").replace(" ", "")
+    return f"{table.replace(' ', '')}.{key}" if table else key

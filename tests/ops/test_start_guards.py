@@ -341,7 +341,8 @@ def test_a_config_cut_at_any_line_refuses_to_start_or_runs_as_written(
     """The config of an installed till cut short at each line boundary (a full disk, a copy interrupted) still parses;
     its lost keys take their defaults. The till either refuses, ``config_incomplete`` naming the first key whose
     default contradicts what it holds (its database, its token), in the daemon and in doctor, or runs on exactly what
-    the whole file says: never as terminal T-001 of store S-001, never alone on head office's default address."""
+    the whole file says: never as terminal T-001 of store S-001, never alone on head office's default address. Cut in
+    the middle of a line giving a number, it is refused too, naming that key."""
     config, env = installed_till(tmp_path, hq)
     monkeypatch.setenv("STATE_DIRECTORY", env["STATE_DIRECTORY"])  # how doctor, run by the unit's user, sees it
     whole = config.read_text()
@@ -410,6 +411,13 @@ def test_a_config_cut_at_any_line_refuses_to_start_or_runs_as_written(
         doctor = tillpoint("doctor", "--config", str(config), "--json", cwd=tmp_path)
         (check,) = json.loads(doctor.stdout)
         assert doctor.returncode == 2 and check["code"] == "config_incomplete", check
+        port = whole.index("\nport = ") + len("\nport = ")
+        config.write_text(whole[: port + 2])  # cut in the middle of the API port's line: it parses, on 2 digits
+        started = tillpoint("run", "--config", str(config), cwd=tmp_path)
+        said = started.stdout + started.stderr
+        assert started.returncode == 2 and "config_incomplete: config key 'api.port'" in said, said
+        doctor = tillpoint("doctor", "--config", str(config), "--json", cwd=tmp_path)
+        assert doctor.returncode == 2 and "api.port" in doctor.stdout, doctor.stdout
     finally:
         config.write_text(whole)
         till.kill()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +8,8 @@ import pytest
 
 from terminal import config
 from terminal.errors import ConfigError, SetupCode
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_need_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,3 +181,46 @@ def test_the_data_directory_is_systemds_last_state_directory(monkeypatch: pytest
         Path("/var/lib/tillpoint/card-hash.key"),
     )
     assert cfg.hq_token_path == Path("/var/lib/tillpoint/data/hq.token")
+
+
+def _documented() -> str:
+    """The example config of docs/configuration.md (its TOML block)."""
+    doc = (ROOT / "docs/configuration.md").read_text()
+    start = doc.index("```toml\n") + len("```toml\n")
+    return doc[start : doc.index("```", start)]
+
+
+@pytest.mark.parametrize("shipped", ["systemd/tillpoint.toml", "docs/configuration.md"])
+def test_a_config_cut_in_the_middle_of_a_line_never_runs_on_a_value_it_did_not_say(
+    tmp_path: Path, shipped: str
+) -> None:
+    """A copy or a save stopped in the middle of a line (a full disk, a power cut) leaves a file that still parses
+    when that line gives a number: ``port = 8731`` cut to ``port = 87``. Cut at every character of the file the
+    package installs and of the documented reference: each cut is refused, or every value it holds is the whole
+    file's (what a cut at a line boundary loses is ``check_held``'s to refuse)."""
+    whole = _documented() if shipped.endswith(".md") else (ROOT / shipped).read_text()
+    full = tomllib.loads(whole)
+    path = tmp_path / "till.toml"
+    refused = 0
+    for end in range(1, len(whole)):
+        text = whole[:end]
+        if text.endswith("\n"):
+            continue
+        try:
+            cut = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            continue
+        path.write_text(text)
+        try:
+            config.load(path)
+        except ConfigError as exc:
+            refused += exc.code is SetupCode.CONFIG_INCOMPLETE
+            continue
+        differ = [
+            f"{section}.{key}"
+            for section, values in cut.items()
+            for key, value in values.items()
+            if value != full[section][key]
+        ]
+        assert not differ, (text[-60:], differ)
+    assert refused, "no cut fell in a number"
