@@ -5,6 +5,7 @@ an SVG chart), what the whole programme earns against the holdout, and the chain
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +18,15 @@ from terminal.console import JsonOpt
 app = typer.Typer(name="campaign", help="Campaigns: put, show, list, pause, resume, end, run, report, settings.")
 
 AsOf = Annotated[str | None, typer.Option("--as-of", help="The reference day YYYY-MM-DD (default: today, UTC).")]
-Format = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="table, json or csv.")]
 
 
 @app.command("put")
@@ -131,7 +140,7 @@ def run(
 def report(
     campaign_id: str,
     as_of: AsOf = None,
-    fmt: Format = "table",
+    fmt: FormatOpt = Format.TABLE,
     svg: Annotated[Path | None, typer.Option(help="Also write the chart (SVG) to this file.")] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
@@ -149,9 +158,9 @@ def report(
             fail(exc)
     if svg is not None:
         svg.write_text(as_svg(found), encoding="utf-8")
-    if as_json or fmt == "json":
+    if as_json or fmt is Format.JSON:
         print(json.dumps(found, indent=2))
-    elif fmt == "csv":
+    elif fmt is Format.CSV:
         print(as_csv(found), end="")
     else:
         console.print(f"[bold]{escape(found['name'])}[/] ({campaign_id}) as of {found['as_of']}", highlight=False)

@@ -216,6 +216,25 @@ def test_a_served_head_office_runs_due_campaigns_by_itself(tmp_path: Path) -> No
         hq.close()
 
 
+def test_the_report_command_refuses_a_format_it_does_not_write(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hq import campaigns
+    from hq.cli import app
+
+    hq = HqStore(str(tmp_path / "hq.db"))
+    try:
+        segments.save(hq.db, "everyone", "everyone", EVERYONE, "test")
+        campaigns.save(hq.db, "welcome", CAMPAIGN, "test")
+    finally:
+        hq.close()
+    report = ["campaign", "report", "welcome", "--as-of", "2026-03-05", "--db", str(tmp_path / "hq.db")]
+    done = CliRunner().invoke(app, [*report, "--format", "xml"])  # a table under another name, once
+    assert done.exit_code == 2 and "xml" in done.output and "yen100" not in done.output, done.output
+    done = CliRunner().invoke(app, [*report, "--format", "csv"])
+    assert done.exit_code == 0 and done.output.startswith("campaign_id,as_of,arm,"), done.output
+
+
 @pytest.mark.parametrize(
     "args",
     [
