@@ -19,8 +19,12 @@ log = logging.getLogger("tillpoint.hq")
 def open_db(url: str, *, pool_size: int = 16) -> Db:
     """``postgresql://...`` (or ``postgres://``) opens PostgreSQL; anything else is a SQLite file path."""
     if url.startswith(("postgresql://", "postgres://")):
-        from hq.db.pg import PgDb  # psycopg is the optional `postgres` extra: loaded only for PostgreSQL
-
+        try:
+            from hq.db.pg import PgDb  # psycopg is the optional `postgres` extra: loaded only for PostgreSQL
+        except ImportError as exc:
+            raise StorageFailed(
+                f"head office on PostgreSQL needs its driver, the `postgres` extra: pip install 'tillpoint[postgres]' ({exc})"
+            ) from exc
         return PgDb(url, pool_size=pool_size)
     if url.startswith("sqlite:///"):
         url = url.removeprefix("sqlite:///")

@@ -213,6 +213,23 @@ def test_journal_survives_reopening(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_postgresql_without_its_driver_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head office installed without the ``postgres`` extra, given a PostgreSQL URL: the command says what to
+    install, in one line, rather than ending in a traceback."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # not installed: importing it raises ImportError
+    monkeypatch.delitem(sys.modules, "hq.db.pg", raising=False)
+    done = CliRunner().invoke(app, ["add-member", "M-1", "--db", "postgresql://hq@127.0.0.1:1/hq"])
+    assert done.exit_code == 1 and not isinstance(done.exception, ImportError), done.output
+    said = " ".join(done.output.split())
+    assert said.startswith("storage_failed:") and "tillpoint[postgres]" in said, said
+
+
 # -- acknowledgement arithmetic -------------------------------------------------------------------
 
 
