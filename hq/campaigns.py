@@ -307,8 +307,10 @@ def birthday_occasions(day: date, days_before: int) -> list[tuple[str, str]]:
 
 
 def visit_days(day: date, days: int) -> tuple[str, str]:
-    """The last-visit days (inclusive) a run on ``day`` serves: ``days`` ago, or up to ``CATCH_UP_DAYS`` more."""
-    return (day - timedelta(days=days + CATCH_UP_DAYS)).isoformat(), (day - timedelta(days=days)).isoformat()
+    """The last visits a run on ``day`` serves: ``days`` ago, or up to ``CATCH_UP_DAYS`` more, as the first day
+    (inclusive) and the day after the last (exclusive): ``last_visit`` is a time (``2026-03-01T03:00:00.000Z``),
+    which sorts after its own day's ``2026-03-01``."""
+    return (day - timedelta(days=days + CATCH_UP_DAYS)).isoformat(), (day - timedelta(days=days - 1)).isoformat()
 
 
 def bucket(key: str, member_id: str) -> int:
@@ -635,9 +637,9 @@ def _schedule_part(schedule: AnySchedule, day: date) -> tuple[str, str, str, lis
             [md for md, _ in pairs],
         )
     if isinstance(schedule, AfterVisit):
-        low, high = visit_days(day, schedule.days)
-        where = "t.last_visit >= ? AND t.last_visit <= ? AND t.visits > 0"
-        return "t.last_visit", "JOIN member_totals t ON t.member_id = q.member_id", where, [low, high]
+        low, after = visit_days(day, schedule.days)
+        where = "t.last_visit >= ? AND t.last_visit < ? AND t.visits > 0"
+        return "t.last_visit", "JOIN member_totals t ON t.member_id = q.member_id", where, [low, after]
     return "''", "", "1 = 1", []
 
 

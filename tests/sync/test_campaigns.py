@@ -18,8 +18,9 @@ from hq import campaigns, members, segments
 from hq.campaigns import CampaignInvalid, Daily, birthday_occasions, due, parse_spec
 from hq.db.engine import utc_now
 from hq.store import HqStore
-from sync.protocol import ErrorCode
+from sync.protocol import ErrorCode, WireEntry
 from terminal.coupons import parse_coupon
+from tests.fixtures import entries
 from tests.sync.segment_population import AS_OF, Population, eligible, generate, load
 
 EVERYONE = {"kind": "visits", "days": 3660, "max": 10**9}
@@ -340,6 +341,36 @@ def test_after_visit_serves_each_last_visit_once(hq: HqStore, population: Popula
         assert occasion == f"visit:{last[member_id]}"
         gap = (day - date.fromisoformat(last[member_id])).days
         assert 30 <= gap <= 30 + campaigns.CATCH_UP_DAYS
+
+
+def test_after_visit_serves_a_last_visit_on_the_day_it_is_days_old(hq_url: str) -> None:
+    """Ingest keeps ``last_visit`` as the sale's time (``2026-03-01T03:00:00.000Z``), not a day: a visit 30
+    days before the run's day is served that day, not the day after."""
+    store = HqStore(hq_url)
+    try:
+        store.add_terminal("T1", "S1", "token-T1")
+        store.upsert_member("M-1", "Aiko", "basic", 0)
+        sale = WireEntry(
+            terminal_id="T1",
+            seq=1,
+            txn_id="T1-1",
+            kind="sale",
+            payload=entries.sale("M-1", 1000),
+            created_at="2026-03-01T03:00:00.000Z",
+        )
+        store.ingest("T1", [sale])
+        segments.save(store.db, "everyone", "everyone", {"where": EVERYONE}, "test")
+        lapse = spec(
+            schedule={"kind": "after_visit", "days": 30}, timezone="UTC", control_share=0.0, require_consent=False
+        )
+        campaigns.save(store.db, "lapse", lapse, "test")
+        early = campaigns.run_one(store.db, "lapse", at("2026-03-30T07:00:00Z"))  # 29 days after the visit
+        assert early is not None and early["targeted"] == 0
+        done = campaigns.run_one(store.db, "lapse", at("2026-03-31T07:00:00Z"))  # 30 days after
+        assert done is not None and done["targeted"] == 1
+        assert [r[4] for r in decided(store, "lapse")] == ["visit:2026-03-01T03:00:00.000Z"]
+    finally:
+        store.close()
 
 
 def test_an_erased_member_leaves_the_reports_and_every_future_run(hq: HqStore) -> None:
