@@ -15,7 +15,9 @@ from rich.markup import escape
 from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows, read_json
 from terminal.console import JsonOpt
 
-app = typer.Typer(name="campaign", help="Campaigns: put, show, list, pause, resume, end, run, report, settings.")
+app = typer.Typer(
+    name="campaign", help="Campaigns: put, show, list, pause, resume, end, run, report, programme, settings."
+)
 
 AsOf = Annotated[str | None, typer.Option("--as-of", help="The reference day YYYY-MM-DD (default: today, UTC).")]
 
