@@ -23,7 +23,8 @@ def open_db(url: str, *, pool_size: int = 16) -> Db:
             from hq.db.pg import PgDb  # psycopg is the optional `postgres` extra: loaded only for PostgreSQL
         except ImportError as exc:
             raise StorageFailed(
-                f"head office on PostgreSQL needs its driver, the `postgres` extra: pip install 'tillpoint[postgres]' ({exc})"
+                "head office on PostgreSQL needs its driver: pip install 'tillpoint[postgres]' (the Debian package "
+                f"carries it, and needs libpq5) ({exc})"
             ) from exc
         return PgDb(url, pool_size=pool_size)
     if url.startswith("sqlite:///"):

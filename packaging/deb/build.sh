@@ -78,8 +78,9 @@ wheel="$(echo "$work"/wheel/tillpoint-*.whl)"
 # 2. The application and its dependencies, for Debian's python3. No byte-code: postinst compiles it.
 say "installing it with its dependencies into /opt/tillpoint/lib"
 # pyscard has no Linux wheel: build it here, for this python3, never from a wheel cached elsewhere.
+# Head office's PostgreSQL driver without its binary wheel (which bundles libpq and OpenSSL): Debian's libpq5.
 "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
-  --no-binary pyscard --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc]"
+  --no-binary pyscard --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc]" "psycopg>=3.1" psycopg-pool
 rm -rf "$pkg/opt/tillpoint/lib/bin"  # console scripts with absolute shebangs; the launcher replaces them
 # Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite.
 # A fifth of the modules postinst would compile and lintian would read.

@@ -357,6 +357,25 @@ def stop(proc: subprocess.Popen[Any]) -> int:
 
 
 def test_unpacked_head_office_answers_health(unpacked: Path, tmp_path: Path) -> None:
+    proc = serve_unpacked(unpacked, tmp_path, str(tmp_path / "hq.db"))
+    stop(proc)
+
+
+def test_unpacked_head_office_runs_on_postgresql_on_debians_libpq(unpacked: Path, tmp_path: Path, pg_url: str) -> None:
+    """Head office on PostgreSQL from the package: its driver is in the package, in pure Python, on Debian's
+    libpq5 (which the package recommends), not a binary wheel bundling its own libpq and OpenSSL."""
+    assert not list((unpacked / LIB).glob("psycopg_binary*")), "the package bundles a libpq of its own"
+    proc = serve_unpacked(unpacked, tmp_path, pg_url)
+    try:
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert re.search(r" /usr/lib/\S+/libpq\.so", maps), "head office on PostgreSQL without Debian's libpq"
+    finally:
+        stop(proc)
+
+
+def serve_unpacked(unpacked: Path, tmp_path: Path, db: str) -> subprocess.Popen[Any]:
+    """``tillpoint hq serve --db DB`` from the unpacked package, answering ``GET /v1/health`` on its own
+    libraries (stopped by the caller)."""
     port = free_port()
     log = tmp_path / "hq.log"
     with log.open("wb") as out:
@@ -366,7 +385,7 @@ def test_unpacked_head_office_answers_health(unpacked: Path, tmp_path: Path) -> 
                 "hq",
                 "serve",
                 "--db",
-                str(tmp_path / "hq.db"),
+                db,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -390,8 +409,10 @@ def test_unpacked_head_office_answers_health(unpacked: Path, tmp_path: Path) -> 
 
         wait_until(healthy, 60, "GET /v1/health of head office started from the unpacked package")
         assert mapped_from(proc.pid, unpacked / LIB), "head office does not run on the package's libraries"
-    finally:
+    except BaseException:
         stop(proc)
+        raise
+    return proc
 
 
 def test_unpacked_till_starts_and_serves_the_panel(unpacked: Path, tmp_path: Path) -> None:
