@@ -102,7 +102,11 @@ def put_profile(store: Store, member_id: Subject, body: Annotated[ProfileIn, Bod
     return _profile(change)
 
 
-@router.get("/v1/admin/members/{member_id}/stats", responses=admin_errors, tags=["members"])
+@router.get(
+    "/v1/admin/members/{member_id}/stats",
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.UNKNOWN_MEMBER, ErrorCode.INVALID_REQUEST),
+    tags=["members"],
+)
 def member_stats(
     store: Store,
     member_id: Subject,
@@ -111,7 +115,7 @@ def member_stats(
 ) -> dict[str, Any]:
     """The member's statistics as of a business day (default today): see docs/members.md."""
     try:
-        return store.member_stats(member_id, as_of).as_dict()
+        return _profile(lambda: store.member_stats(member_id, as_of).as_dict())
     except ValueError as exc:
         raise ApiError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
 

@@ -156,7 +156,7 @@ def stats_roll(
     if as_json:
         print(json.dumps(got))
         return
-    console.print(f"windows as of {got['as_of']} (moved {got['days']} days)")
+    console.print(f"windows as of {got['as_of']} (moved {got['days']} {'day' if got['days'] == 1 else 'days'})")
     if got["as_of"] is not None and got["as_of"] > asked.isoformat():
         from hq.stats import ahead_hint
 
@@ -172,11 +172,15 @@ def stats_show(
 ) -> None:
     """A member's statistics: last visit, visits and spend over 30/90/365 days, by category, stores,
     average basket, coupons redeemed."""
+    from hq.profiles import ProfileRefused
+
     with hq_store(db, create=False) as store:
         try:
             got = store.member_stats(member_id, as_of).as_dict()
         except ValueError as exc:
             fail(f"--as-of {as_of!r} is not a day (YYYY-MM-DD): {exc}")
+        except ProfileRefused as exc:
+            fail(f"{exc.code}: {exc}")
     if as_json:
         print(json.dumps(got))
         return

@@ -159,6 +159,29 @@ def test_the_stats_route_reads_what_ingest_kept(store: HqStore, http: httpx.Clie
     assert got["stores_visited"] == ["S1"] and got["average_basket"] == 1200
 
 
+def test_statistics_of_a_member_head_office_does_not_hold_are_unknown_member(
+    store: HqStore, http: httpx.Client, tmp_path: Path
+) -> None:
+    """A mistyped member number, or an erased member: ``unknown_member`` (404) at the route and the command, as the
+    profile's, not a member of zeros one could take for a real one who never came."""
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    admin = bearer(store.add_admin("Mio"))
+    assert http.get("/v1/admin/members/M-1/stats", headers=admin).status_code == 200
+    missing = http.get("/v1/admin/members/M-9/stats", headers=admin)
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_member", missing.text
+    erase_member(store, "M-1", "Mio", "asked")
+    erased = http.get("/v1/admin/members/M-1/stats", headers=admin)
+    assert erased.status_code == 404 and erased.json()["code"] == "unknown_member", erased.text
+    db = str(tmp_path / "cli.db")
+    HqStore(db, backup=False).close()
+    done = CliRunner().invoke(app, ["stats", "show", "M-9", "--db", db])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 1 and said.startswith("unknown_member:"), done.output
+
+
 def claim_token(store: HqStore) -> str:
     """An anonymous sale of T1 with its claim code, as the till's receipt carries it."""
     key = Ed25519PrivateKey.generate()
