@@ -306,7 +306,7 @@ def claim(
     stats.apply(tx, [token.txn_id])
     _consent(tx, member_id, consent_version, WEB_CHANNEL, at)
     if profile is not None:
-        profiles.update(tx, member_id, profile, now.date(), at)
+        profiles.update(tx, member_id, profile, now.date(), at, by_member=True)
     _bump(tx, "members", "member_id", [member_id])
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
 

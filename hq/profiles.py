@@ -46,15 +46,24 @@ class ProfileRefused(HqError):
 
 @dataclass(frozen=True, slots=True)
 class AttributeRule:
-    """An attribute the chain collects: its allowed values, or a pattern a value must match whole."""
+    """An attribute the chain collects: its allowed values, or a pattern a value must match whole.
+    ``members_set``: members give it on the join page; otherwise staff set it, and a member's own change
+    naming it is refused (``unknown_attribute``), so no member puts themselves into a segment built on it."""
 
     name: str
     label: str
     allowed: tuple[str, ...] = ()
     pattern: str | None = None
+    members_set: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "allowed": list(self.allowed), "pattern": self.pattern}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "allowed": list(self.allowed),
+            "pattern": self.pattern,
+            "members_set": self.members_set,
+        }
 
 
 DEFAULT_RULES = (
@@ -146,23 +155,26 @@ def parse_attribute(text: str) -> tuple[str, str]:
 # -- storage ----------------------------------------------------------------------------------------
 
 
-def attribute_rules(tx: Tx) -> dict[str, AttributeRule]:
-    rows = tx.all("SELECT name, label, allowed, pattern FROM profile_attributes ORDER BY name")
-    return {
+def attribute_rules(tx: Tx, *, members_set: bool = False) -> dict[str, AttributeRule]:
+    """The attributes the chain collects (``members_set``: only those members give themselves)."""
+    rows = tx.all("SELECT name, label, allowed, pattern, members_set FROM profile_attributes ORDER BY name")
+    rules = {
         str(r[0]): AttributeRule(
-            str(r[0]), str(r[1]), tuple(json.loads(str(r[2]))), None if r[3] is None else str(r[3])
+            str(r[0]), str(r[1]), tuple(json.loads(str(r[2]))), None if r[3] is None else str(r[3]), bool(r[4])
         )
         for r in rows
     }
+    return {name: rule for name, rule in rules.items() if rule.members_set or not members_set}
 
 
 def set_attribute_rule(tx: Tx, rule: AttributeRule, now: str) -> None:
     check_rule(rule)
     tx.run(
-        "INSERT INTO profile_attributes (name, label, allowed, pattern, updated_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET label = excluded.label, allowed = excluded.allowed, "
-        "pattern = excluded.pattern, updated_at = excluded.updated_at",
-        [rule.name, rule.label, json.dumps(list(rule.allowed)), rule.pattern, now],
+        "INSERT INTO profile_attributes (name, label, allowed, pattern, members_set, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET label = excluded.label, "
+        "allowed = excluded.allowed, pattern = excluded.pattern, members_set = excluded.members_set, "
+        "updated_at = excluded.updated_at",
+        [rule.name, rule.label, json.dumps(list(rule.allowed)), rule.pattern, int(rule.members_set), now],
     )
 
 
@@ -194,12 +206,15 @@ def profile(tx: Tx, member_id: str) -> dict[str, Any]:
     }
 
 
-def update(tx: Tx, member_id: str, change: ProfileChange, today: date, now: str) -> dict[str, Any]:
-    """Check every part of the change, then apply it all (nothing is written when a part is refused)."""
+def update(
+    tx: Tx, member_id: str, change: ProfileChange, today: date, now: str, *, by_member: bool = False
+) -> dict[str, Any]:
+    """Check every part of the change, then apply it all (nothing is written when a part is refused).
+    ``by_member``: the member's own change (the join page): staff-only attributes are not theirs to set."""
     if tx.one(f"SELECT 1 FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}", [member_id]) is None:
         raise ProfileRefused("unknown_member", f"no member {member_id}")
     born = check_birthday(change.birthday, today) if change.birthday is not None else None
-    rules = attribute_rules(tx)
+    rules = attribute_rules(tx, members_set=by_member)
     for name, value in sorted(change.attributes.items()):
         check_attribute(rules, name, value)
     for channel, version in change.consents:

@@ -745,14 +745,15 @@ class HqStore:
             return profiles.profile(tx, member_id)
 
     def update_profile(self, member_id: str, change: profiles.ProfileChange) -> dict[str, Any]:
-        """Change a member's profile (an administrator, or the member's own join); refusals are
-        ``profiles.ProfileRefused`` with a stable code."""
+        """Change a member's profile as an administrator (a member's own join goes through ``members.claim``);
+        refusals are ``profiles.ProfileRefused`` with a stable code."""
         today = self.moment().astimezone(UTC).date()
         return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, self.now()))
 
-    def attribute_rules(self) -> list[dict[str, Any]]:
+    def attribute_rules(self, *, members_set: bool = False) -> list[dict[str, Any]]:
+        """The attributes the chain collects (``members_set``: those the join page asks members for)."""
         with self.db.read() as tx:
-            return [r.as_dict() for r in profiles.attribute_rules(tx).values()]
+            return [r.as_dict() for r in profiles.attribute_rules(tx, members_set=members_set).values()]
 
     def set_attribute_rule(self, rule: profiles.AttributeRule) -> None:
         self.db.transact(lambda tx: profiles.set_attribute_rule(tx, rule, self.now()))

@@ -103,6 +103,9 @@ def attribute(
     label: Annotated[str, typer.Option(help="What the join page calls it.")],
     allowed: Annotated[str | None, typer.Option(help="The allowed values, comma separated.")] = None,
     pattern: Annotated[str | None, typer.Option(help="A pattern a value matches whole.")] = None,
+    staff_only: Annotated[
+        bool, typer.Option("--staff-only", help="Set by staff only: not on the join page, refused from members.")
+    ] = False,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
@@ -110,7 +113,8 @@ def attribute(
     Prints JSON: every attribute."""
     from hq.profiles import AttributeRule, ProfileRefused
 
-    rule = AttributeRule(name, label, tuple(v.strip() for v in (allowed or "").split(",") if v.strip()), pattern)
+    values = tuple(v.strip() for v in (allowed or "").split(",") if v.strip())
+    rule = AttributeRule(name, label, values, pattern, members_set=not staff_only)
     with hq_store(db) as store:
         try:
             store.set_attribute_rule(rule)

@@ -798,6 +798,12 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "ORDER BY withdrawn_at DESC, txn_id DESC) AS n FROM confirm_withdrawals) ranked WHERE n > 1000)",
         ],
     ),
+    # An attribute the chain keeps for its own use (a win-back list, a staff note of a band) is set by staff
+    # only: members_set = 0 leaves it off the join page, and a member's own join naming it is refused.
+    (
+        "m046_staff_attributes",
+        ["ALTER TABLE profile_attributes ADD COLUMN members_set INTEGER NOT NULL DEFAULT 1"],
+    ),
 ]
 
 

@@ -231,6 +231,36 @@ def test_the_join_page_collects_birthday_attributes_and_marketing_consent(store:
     assert store.member_stats(member_id, "2026-01-01").visits == 1  # the claimed sale is the member's visit
 
 
+def test_a_staff_only_attribute_is_not_asked_for_and_a_joining_member_cannot_set_it(
+    store: HqStore, http: httpx.Client
+) -> None:
+    """The chain's win-back list is an attribute staff set: the join page and its terms do not offer it, and a
+    member naming it in their own join (a curious browser tab editing the request) is refused, nothing written;
+    an administrator still sets it, and the segment built on it selects only the members staff put there."""
+    store.set_attribute_rule(profiles.AttributeRule("winback", "Win-back list", ("yes",), members_set=False))
+    assert 'data-name="winback"' not in http.get("/join").text
+    terms = http.get("/v1/join/terms").json()
+    assert [a["name"] for a in terms["attributes"] if not a["members_set"]] == []
+    assert "winback" not in {a["name"] for a in terms["attributes"]}
+    body: dict[str, Any] = {
+        "token": claim_token(store),
+        "display_name": "Sora",
+        "consent_version": terms["version"],
+        "attributes": {"age_band": "20-29", "winback": "yes"},
+    }
+    refused = http.post("/v1/claims", json=body)
+    assert refused.status_code == 422 and refused.json()["code"] == "unknown_attribute", refused.text
+    with store.db.read() as tx:
+        assert tx.all("SELECT member_id FROM member_attributes WHERE name = 'winback'") == []
+    joined = http.post("/v1/claims", json={**body, "attributes": {"age_band": "20-29"}})
+    assert joined.status_code == 200, joined.text
+    admin = bearer(store.add_admin("Mio"))
+    put = http.put("/v1/admin/members/M-1/profile", json={"attributes": {"winback": "yes"}}, headers=admin)
+    assert put.status_code == 200 and put.json()["attributes"] == {"winback": "yes"}, put.text
+    with store.db.read() as tx:
+        assert tx.all("SELECT member_id FROM member_attributes WHERE name = 'winback'") == [("M-1",)]
+
+
 def test_erasure_removes_the_profile_attributes_and_consents(store: HqStore) -> None:
     store.update_profile(
         "M-1",
@@ -270,6 +300,10 @@ def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
     assert json.loads(done.output)["attributes"] == {"age_band": "30-39"}
     refused = runner.invoke(app, ["profile", "M-1", "--attr", "shoe_size=42", "--db", db])
     assert refused.exit_code == 1 and "unknown_attribute" in refused.output
+    rules = runner.invoke(app, ["attribute", "winback", "--label", "W", "--allowed", "yes", "--staff-only", "--db", db])
+    assert {a["name"]: a["members_set"] for a in json.loads(rules.output)}["winback"] is False, rules.output
+    staff = runner.invoke(app, ["profile", "M-1", "--attr", "winback=yes", "--db", db])  # staff set it
+    assert json.loads(staff.output)["attributes"] == {"age_band": "30-39", "winback": "yes"}, staff.output
     withdrawn = runner.invoke(app, ["profile", "M-1", "--withdraw-consent", "marketing", "--db", db])
     assert json.loads(withdrawn.output)["marketing"] is False
     rebuilt = runner.invoke(app, ["stats", "rebuild", "--json", "--db", db])
