@@ -623,14 +623,16 @@ class PrinterProxy:
             self.stats.listening = True
 
     def _close_server(self) -> None:
-        """Stop listening: connections not accepted yet are reset, new ones refused."""
+        """Stop listening: connections not accepted yet are reset, new ones refused. The socket is closed before
+        ``listening`` says so: a POS connecting once it reads false is refused, never accepted and then reset."""
         with self._lock:
-            server, self._server = self._server, None
+            server = self._server
+            if server is not None:
+                with contextlib.suppress(OSError):
+                    server.shutdown(socket.SHUT_RDWR)
+                server.close()
+            self._server = None
             self.stats.listening = False
-        if server is not None:
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_RDWR)
-            server.close()
 
     def _relay(self, pos: Link, printer: Link) -> Relay:
         return Relay(
