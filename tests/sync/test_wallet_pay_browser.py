@@ -35,6 +35,7 @@ from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import chromium, chromium_missing
 from tests.sync.test_wallet_browser import check_page
+from tests.waiting import wait_until
 
 PHONE = {"width": 360, "height": 740}
 MAKE = """async ([pkcs8, certId, now, counter]) => {
@@ -397,6 +398,38 @@ def test_signing_out_removes_the_phone_and_its_key_so_the_next_member_on_it_star
     page.wait_for_function("() => typeof TillpointPay !== 'undefined'")  # its deferred script, under any load
     assert [(d["cert_id"], d["revoked"]) for d in payments.devices(hq, "M-A")] == [(device["cert"]["cert_id"], True)]
     assert page.evaluate(DEVICE) is None  # the answer cleared the browser's storage: the key is gone
+
+
+def test_a_list_of_phones_asked_before_the_setup_does_not_drop_the_new_key(
+    head_office: tuple[HqStore, ServerHandle], browser: Any
+) -> None:
+    """On a slow network the page's list of the member's phones (asked as it opens) can come back after the
+    member tapped "Set up": it does not hold the new key yet, and applied late it made the page forget the key
+    it had just made. The late answer is dropped; the phone stays set up and shows its code."""
+    hq, server = head_office
+    page = signed_in(browser, hq, server, "M-A")
+    held: list[tuple[Any, Any]] = []  # the first list, answered by head office now and given to the page later
+
+    def hold_first(route: Any) -> None:
+        if held or route.request.method != "GET":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))
+
+    page.route("**/wallet/devices", hold_first)
+    page.goto(f"{server.url}/wallet/pay")
+    page.wait_for_selector("#pay[data-state=setup]")
+    wait_until(lambda: bool(held), 10, "the page asking for its list of phones")
+    page.click("#pay-setup-button")
+    page.wait_for_selector("#pay[data-state=ready]", timeout=60_000)
+    route, answer = held[0]
+    assert answer.json()["devices"] == []  # asked before the setup: no phone yet
+    route.fulfill(response=answer)
+    page.wait_for_selector("#pay-device-list li")  # the setup's own list, drawn after the stale one came
+    page.wait_for_function("() => document.querySelectorAll('#pay-device-list li').length === 1")
+    assert page.get_attribute("#pay", "data-state") == "ready" and page.is_hidden("#pay-removed")
+    assert page.evaluate(DEVICE) is not None  # the key is kept
+    assert [d["revoked"] for d in payments.devices(hq, "M-A")] == [False]
 
 
 def test_a_phone_whose_certificate_ended_asks_to_be_set_up_again(

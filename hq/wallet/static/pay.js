@@ -278,6 +278,9 @@ const TillpointPay = (function () {
     // Each call draws only if no later call began while it awaited: a renewal already under way when the
     // member switches codes must not draw the other kind over the one just asked for.
     let drawing = 0;
+    // Each list of the member's phones asked of head office, and each setup or removal, moves this on: an answer
+    // asked before a setup (it does not hold the new key yet) must not drop the key the setup just made.
+    let listing = 0;
 
     async function show() {
       clearTimeout(timer);
@@ -299,6 +302,7 @@ const TillpointPay = (function () {
 
     async function setUp() {
       clearError();
+      listing++;
       $("pay-setup-button").disabled = true;
       try {
         await register();
@@ -313,6 +317,7 @@ const TillpointPay = (function () {
           state("unsupported");
         } else {
           showError(e instanceof Refused ? e.code : "");
+          listDevices();  // the list asked before the setup was dropped
         }
       } finally {
         $("pay-setup-button").disabled = false;
@@ -321,6 +326,7 @@ const TillpointPay = (function () {
 
     async function removeDevice(certId) {
       clearError();
+      listing++;
       try {
         await call("POST", `/wallet/devices/${encodeURIComponent(certId)}/remove`);
       } catch (e) {
@@ -362,10 +368,12 @@ const TillpointPay = (function () {
     // Online: head office's list of the member's phones. This phone's key is dropped when head office no
     // longer holds it live for the member signed in (removed elsewhere, or another member's).
     async function listDevices() {
+      const asked = ++listing;
       let answer;
       try {
         answer = await call("GET", "/wallet/devices");
       } catch (e) {
+        if (asked !== listing) return;
         if (e instanceof Refused) {
           if (e.code === "wallet_sign_in_required") $("pay-sign-in").hidden = false;
         } else {
@@ -373,8 +381,10 @@ const TillpointPay = (function () {
         }
         return;
       }
+      if (asked !== listing) return;  // a setup or a removal came since: its own list follows
       $("pay-offline").hidden = true;
       const device = await load();
+      if (asked !== listing) return;
       const live = answer.devices.filter((d) => !d.revoked).map((d) => d.cert_id);
       if (device && (device.cert.member_id !== answer.member_id || !live.includes(device.cert.cert_id))) {
         await forget();

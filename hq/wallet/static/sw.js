@@ -4,7 +4,7 @@
 // in the browser's IndexedDB), so it comes from the network when there is one and from the cache when not,
 // and a member can show a payment code with no connection.
 "use strict";
-const SHELL = "tillpoint-wallet-shell-2";
+const SHELL = "tillpoint-wallet-shell-3";  // a new name when a cached file changes: phones fetch the shell again
 const PAY = "/wallet/pay";
 const FILES = ["/wallet/static/wallet.css", "/wallet/static/wallet.js", "/wallet/static/icon.svg",
   "/wallet/static/icon-192.png", "/wallet/static/pay.js", "/wallet/static/vendor/qrcode.js", "/wallet/offline", PAY];
