@@ -155,8 +155,8 @@ def parse_attribute(text: str) -> tuple[str, str]:
 # -- storage ----------------------------------------------------------------------------------------
 
 
-def attribute_rules(tx: Tx, *, members_set: bool = False) -> dict[str, AttributeRule]:
-    """The attributes the chain collects (``members_set``: only those members give themselves)."""
+def attribute_rules(tx: Tx, *, for_members: bool = False) -> dict[str, AttributeRule]:
+    """The attributes the chain collects (``for_members``: only those members give themselves)."""
     rows = tx.all("SELECT name, label, allowed, pattern, members_set FROM profile_attributes ORDER BY name")
     rules = {
         str(r[0]): AttributeRule(
@@ -164,7 +164,7 @@ def attribute_rules(tx: Tx, *, members_set: bool = False) -> dict[str, Attribute
         )
         for r in rows
     }
-    return {name: rule for name, rule in rules.items() if rule.members_set or not members_set}
+    return {name: rule for name, rule in rules.items() if rule.members_set or not for_members}
 
 
 def set_attribute_rule(tx: Tx, rule: AttributeRule, now: str) -> None:
@@ -214,7 +214,7 @@ def update(
     if tx.one(f"SELECT 1 FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}", [member_id]) is None:
         raise ProfileRefused("unknown_member", f"no member {member_id}")
     born = check_birthday(change.birthday, today) if change.birthday is not None else None
-    rules = attribute_rules(tx, members_set=by_member)
+    rules = attribute_rules(tx, for_members=by_member)
     for name, value in sorted(change.attributes.items()):
         check_attribute(rules, name, value)
     for channel, version in change.consents:

@@ -750,10 +750,10 @@ class HqStore:
         today = self.moment().astimezone(UTC).date()
         return self.db.transact(lambda tx: profiles.update(tx, member_id, change, today, self.now()))
 
-    def attribute_rules(self, *, members_set: bool = False) -> list[dict[str, Any]]:
-        """The attributes the chain collects (``members_set``: those the join page asks members for)."""
+    def attribute_rules(self, *, for_members: bool = False) -> list[dict[str, Any]]:
+        """The attributes the chain collects (``for_members``: those the join page asks members for)."""
         with self.db.read() as tx:
-            return [r.as_dict() for r in profiles.attribute_rules(tx, members_set=members_set).values()]
+            return [r.as_dict() for r in profiles.attribute_rules(tx, for_members=for_members).values()]
 
     def set_attribute_rule(self, rule: profiles.AttributeRule) -> None:
         self.db.transact(lambda tx: profiles.set_attribute_rule(tx, rule, self.now()))

@@ -78,7 +78,7 @@ claim_errors = errors(
 
 @router.get("/join", include_in_schema=False)
 def join_page(store: Store) -> HTMLResponse:
-    return HTMLResponse(page(store.attribute_rules(members_set=True)), headers=PAGE_HEADERS)
+    return HTMLResponse(page(store.attribute_rules(for_members=True)), headers=PAGE_HEADERS)
 
 
 @router.get("/v1/join/terms", tags=["members"])
@@ -88,7 +88,7 @@ def terms(store: Store) -> dict[str, Any]:
         "text": members.CONSENT_TEXT,
         "marketing_version": profiles.MARKETING_VERSION,
         "marketing_text": profiles.MARKETING_TEXT,
-        "attributes": store.attribute_rules(members_set=True),
+        "attributes": store.attribute_rules(for_members=True),
     }
 
 
