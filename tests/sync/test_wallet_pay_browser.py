@@ -419,7 +419,12 @@ def test_a_list_of_phones_asked_before_the_setup_does_not_drop_the_new_key(
     page.route("**/wallet/devices", hold_first)
     page.goto(f"{server.url}/wallet/pay")
     page.wait_for_selector("#pay[data-state=setup]")
-    wait_until(lambda: bool(held), 10, "the page asking for its list of phones")
+
+    def asked() -> bool:
+        page.evaluate("0")  # the route's handler runs while Playwright is called (the sync API's one thread)
+        return bool(held)
+
+    wait_until(asked, 30, "the page asking for its list of phones")
     page.click("#pay-setup-button")
     page.wait_for_selector("#pay[data-state=ready]", timeout=60_000)
     route, answer = held[0]
