@@ -167,6 +167,14 @@ def attribute_rules(tx: Tx, *, for_members: bool = False) -> dict[str, Attribute
     return {name: rule for name, rule in rules.items() if rule.members_set or not for_members}
 
 
+def known_member(tx: Tx, member_id: str, *, lock: bool = False) -> None:
+    """``ProfileRefused`` unknown_member unless head office holds the member (not erased); ``lock``: its row,
+    until the transaction ends."""
+    lock_row = tx.for_update if lock else ""
+    if tx.one(f"SELECT 1 FROM members WHERE member_id = ? AND deleted = 0{lock_row}", [member_id]) is None:
+        raise ProfileRefused("unknown_member", f"no member {member_id}")
+
+
 def set_attribute_rule(tx: Tx, rule: AttributeRule, now: str) -> None:
     check_rule(rule)
     tx.run(
@@ -211,8 +219,7 @@ def update(
 ) -> dict[str, Any]:
     """Check every part of the change, then apply it all (nothing is written when a part is refused).
     ``by_member``: the member's own change (the join page): staff-only attributes are not theirs to set."""
-    if tx.one(f"SELECT 1 FROM members WHERE member_id = ? AND deleted = 0{tx.for_update}", [member_id]) is None:
-        raise ProfileRefused("unknown_member", f"no member {member_id}")
+    known_member(tx, member_id, lock=True)
     born = check_birthday(change.birthday, today) if change.birthday is not None else None
     rules = attribute_rules(tx, for_members=by_member)
     for name, value in sorted(change.attributes.items()):

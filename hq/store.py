@@ -741,7 +741,7 @@ class HqStore:
     def profile(self, member_id: str) -> dict[str, Any]:
         """The member's birthday, attributes and consents (``profiles.ProfileRefused`` unknown_member)."""
         with self.db.read() as tx:
-            _known_member(tx, member_id)
+            profiles.known_member(tx, member_id)
             return profiles.profile(tx, member_id)
 
     def update_profile(self, member_id: str, change: profiles.ProfileChange) -> dict[str, Any]:
@@ -763,7 +763,7 @@ class HqStore:
         ``profiles.ProfileRefused`` unknown_member for a member head office does not hold (or erased)."""
         day = as_of or businessday.BusinessDay(self.settings.timezone).of(self.moment())
         with self.db.read() as tx:
-            _known_member(tx, member_id)
+            profiles.known_member(tx, member_id)
             return stats.member_stats(tx, member_id, day)
 
     def rebuild_stats(self) -> dict[str, int]:
@@ -1153,12 +1153,6 @@ class HqStore:
 
 
 # -- helpers inside write transactions ------------------------------------------------------------
-
-
-def _known_member(tx: Tx, member_id: str) -> None:
-    """``profiles.ProfileRefused`` unknown_member unless head office holds the member (not erased)."""
-    if tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is None:
-        raise profiles.ProfileRefused("unknown_member", f"no member {member_id}")
 
 
 def _check_store(tx: Tx, terminal_id: str, store_id: str) -> None:
