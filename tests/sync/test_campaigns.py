@@ -18,7 +18,7 @@ from hq import campaigns, members, segments
 from hq.campaigns import CampaignInvalid, Daily, birthday_occasions, due, parse_spec
 from hq.db.engine import utc_now
 from hq.store import HqStore
-from sync.protocol import ErrorCode, WireEntry
+from sync.protocol import ErrorCode
 from terminal.coupons import parse_coupon
 from tests.fixtures import entries
 from tests.sync.segment_population import AS_OF, Population, eligible, generate, load
@@ -350,14 +350,7 @@ def test_after_visit_serves_a_last_visit_on_the_day_it_is_days_old(hq_url: str) 
     try:
         store.add_terminal("T1", "S1", "token-T1")
         store.upsert_member("M-1", "Aiko", "basic", 0)
-        sale = WireEntry(
-            terminal_id="T1",
-            seq=1,
-            txn_id="T1-1",
-            kind="sale",
-            payload=entries.sale("M-1", 1000),
-            created_at="2026-03-01T03:00:00.000Z",
-        )
+        sale = entries.wire_sale("M-1", 1000, "2026-03-01T03:00:00.000Z")
         store.ingest("T1", [sale])
         segments.save(store.db, "everyone", "everyone", {"where": EVERYONE}, "test")
         lapse = spec(

@@ -130,14 +130,7 @@ def test_a_till_credential_sets_no_profile_and_reads_no_statistics(store: HqStor
 
 
 def test_a_sale_naming_a_member_head_office_does_not_know_changes_no_statistics(store: HqStore) -> None:
-    entry = WireEntry(
-        terminal_id="T1",
-        seq=1,
-        txn_id="T1-1",
-        kind="sale",
-        payload=entries.sale("M-NOBODY", 5000),
-        created_at="2026-01-01T10:00:00.000Z",
-    )
+    entry = entries.wire_sale("M-NOBODY", 5000, "2026-01-01T10:00:00.000Z")
     store.ingest("T1", [entry])
     with store.db.read() as tx:
         assert tx.all("SELECT member_id FROM member_totals") == []
@@ -145,14 +138,7 @@ def test_a_sale_naming_a_member_head_office_does_not_know_changes_no_statistics(
 
 def test_the_stats_route_reads_what_ingest_kept(store: HqStore, http: httpx.Client) -> None:
     admin = bearer(store.add_admin("Mio"))
-    entry = WireEntry(
-        terminal_id="T1",
-        seq=1,
-        txn_id="T1-1",
-        kind="sale",
-        payload=entries.sale("M-1", 1200),
-        created_at="2026-01-01T10:00:00.000Z",
-    )
+    entry = entries.wire_sale("M-1", 1200, "2026-01-01T10:00:00.000Z")
     store.ingest("T1", [entry])
     got = http.get("/v1/admin/members/M-1/stats", params={"as_of": "2026-01-10"}, headers=admin).json()
     assert got["visits"] == 1 and got["spend_30"] == 1200 and got["last_visit"] == "2026-01-01T10:00:00.000Z"
@@ -283,14 +269,7 @@ def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
     hq = HqStore(db)
     hq.add_terminal("T1", "S1", "till-token")
     hq.upsert_member("M-1", "Aiko", "basic", 0)
-    entry = WireEntry(
-        terminal_id="T1",
-        seq=1,
-        txn_id="T1-1",
-        kind="sale",
-        payload=entries.sale("M-1", 1500),
-        created_at="2026-01-01T10:00:00.000Z",
-    )
+    entry = entries.wire_sale("M-1", 1500, "2026-01-01T10:00:00.000Z")
     hq.ingest("T1", [entry])
     hq.close()
     runner = CliRunner()
