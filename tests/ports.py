@@ -1,7 +1,7 @@
 """TCP ports for the servers the tests start, without two test runs racing for one.
 
-Picking a port by binding to port 0 and closing the socket (``free_port``) leaves a gap in which
-another run can take it. So:
+Picking a free port and closing the socket (``free_port``) leaves a gap in which another program
+can take it. So:
 
 - a server that can bind port 0 itself and say which port it got is started that way (the till's
   daemon writes its API URL; in-process servers read their socket back);
@@ -9,13 +9,20 @@ another run can take it. So:
   started with ``free_port()`` and started again on a fresh pick when it reports the port busy,
   a bounded number of times, and is only trusted once ``listening(pid, port)`` says the socket is
   its own (not another run's server that took the port first);
+- ports are picked below the kernel's ephemeral range (where it takes the local port of every outgoing
+  connection, and where ``bind(0)`` picks), in a block of their own for each xdist worker, walked in turn:
+  a client's connection or another worker's pick cannot take a port between its pick and its server's start;
 - a port that must refuse connections (a head office that is down) is ``closed_port()``: bound,
   never listened on, and held until the test process ends, so nobody else can take it.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 START_ATTEMPTS = 5
@@ -24,9 +31,56 @@ START_ATTEMPTS = 5
 _held: list[socket.socket] = []
 
 
-def free_port() -> int:
-    """A port free a moment ago; pair it with a retry on "port busy" (see the module's doc)."""
+LOWEST = 10000
+"""The lowest port picked: above the well-known and common registered servers' ports."""
+
+BLOCKS = 16
+"""The picking range is cut into this many blocks, one for each xdist worker (gw16 shares gw0's)."""
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral range starts (Linux's default is 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _worker_index() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def _candidates() -> Iterator[int]:
+    """This worker's block of ports below the ephemeral range, from a random place in it, round and round (another
+    run on the machine starts elsewhere in it); empty when the ephemeral range leaves no room below it."""
+    size = (_ephemeral_low() - LOWEST) // BLOCKS
+    if size < 16:
+        return iter(())
+    first = LOWEST + (_worker_index() % BLOCKS) * size
+    start = random.randrange(size)
+    return itertools.cycle([first + (start + step) % size for step in range(size)])
+
+
+_picks = _candidates()
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))  # without SO_REUSEADDR: a port with a connection in TIME_WAIT is passed
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port free a moment ago, out of the kernel's ephemeral range and other workers' blocks; pair it with a retry
+    on "port busy" (see the module's doc): another program on the machine may still take it."""
+    for port in itertools.islice(_picks, 2000):
+        if _bindable(port):
+            return port
+    with socket.socket() as sock:  # no room below the ephemeral range (or all of it taken): the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from tests.fixtures.hq import free_port
+from tests.fixtures.hq import EXIT_PORT_BUSY
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
+from tests.ports import START_ATTEMPTS, free_port, listening
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,11 @@ def pulled(data_dir: Path, api_port: int, alive: Callable[[], None]) -> bool:
 class Pair:
     """Head office (``tillpoint hq serve --db DB *serve``) and a till daemon with a simulated reader, both from the
     wheel, on free ports, the till enrolled as T-W: each started, stopped and started again by the test, as an
-    operator does. ``alive`` raises (with its log) once a process that was started has exited."""
+    operator does. ``alive`` raises (with its log) once a process that was started has exited.
+
+    A process's first start waits until it listens on its port; one that finds its port taken by another program
+    since the pick is started again on a fresh one (the till's config written anew), START_ATTEMPTS times at most.
+    Later starts keep the port: the other side knows it."""
 
     def __init__(self, tillpoint: str, tmp_path: Path, db: str, key: Path, serve: tuple[str, ...] = ()) -> None:
         self.tmp_path, self.key = tmp_path, key
@@ -77,6 +82,8 @@ class Pair:
             "till": [tillpoint, "run", "--config", str(self.config)],
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: set[str] = set()
+        self.written: tuple[str | None, str | None, str] | None = None  # configure's arguments, for a moved port
 
     @property
     def hq_url(self) -> str:
@@ -85,6 +92,7 @@ class Pair:
     def configure(self, token: str | None, hq_url: str | None = None, extra: str = "") -> Path:
         """Write the till's config file: head office at ``hq_url`` (default: the one started here), the till's
         credential ``token`` in the config, or (``None``) in the token file, where enrolment keeps it."""
+        self.written = (token, hq_url, extra)
         credential = f'token = "{token}"\n' if token is not None else ""
         self.config.write_text(f"""
 [terminal]
@@ -114,10 +122,47 @@ port = {self.api_port}
         fresh.replace(self.data / "hq.token")  # whole: the daemon never reads half a token
 
     def start(self, name: str) -> None:
+        if name in self.started:
+            self._spawn(name)
+            return
+        for _ in range(START_ATTEMPTS):
+            if self._listens(name):
+                self.started.add(name)
+                return
+            self._move(name)
+        raise AssertionError(f"{name} found its port taken {START_ATTEMPTS} times in a row")
+
+    def _spawn(self, name: str) -> subprocess.Popen[bytes]:
         with (self.tmp_path / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 self.commands[name], cwd=self.tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
             )
+        return self.procs[name]
+
+    def _listens(self, name: str) -> bool:
+        """Start ``name``: True once it listens on its port, False when it exited because the port was taken."""
+        proc, port = self._spawn(name), self.hq_port if name == "hq" else self.api_port
+
+        def settled() -> bool:
+            return proc.poll() is not None or listening(proc.pid, port)
+
+        wait_until(settled, 60, f"{name} listening on port {port}")
+        if proc.poll() is None:
+            return True
+        if proc.returncode != EXIT_PORT_BUSY:
+            self.alive()  # raises, with the log
+        self.procs.pop(name)
+        return False
+
+    def _move(self, name: str) -> None:
+        if name == "hq":
+            self.hq_port = free_port()
+            hq = self.commands["hq"]
+            hq[hq.index("--port") + 1] = str(self.hq_port)
+        else:
+            self.api_port = free_port()
+        if self.written is not None:
+            self.configure(*self.written)
 
     def stop(self, *names: str, kill: bool = False) -> None:
         """Stop the named processes (every one when none is named): SIGTERM, or SIGKILL with ``kill``."""
