@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -362,6 +362,42 @@ def test_after_visit_serves_a_last_visit_on_the_day_it_is_days_old(hq_url: str) 
         done = campaigns.run_one(store.db, "lapse", at("2026-03-31T07:00:00Z"))  # 30 days after
         assert done is not None and done["targeted"] == 1
         assert [r[4] for r in decided(store, "lapse")] == ["visit:2026-03-01T03:00:00.000Z"]
+    finally:
+        store.close()
+
+
+def test_after_visit_counts_a_visit_from_a_till_whose_clock_is_a_week_ahead_when_head_office_held_it(
+    hq_url: str,
+) -> None:
+    """A till whose clock runs a week ahead stamps its sale a week late: head office keeps the visit at the
+    time it holds the sale was made (the till's clock corrected, never after it arrived), so the member's
+    last visit is not pinned a week ahead, and a 30-day lapse campaign serves them 30 days after the real
+    visit, once; its rerun, and a head office whose own clock ran a day ahead, serve nobody again."""
+    store = HqStore(hq_url)
+    try:
+        store.add_terminal("T1", "S1", "token-T1")
+        store.upsert_member("M-1", "Aiko", "basic", 0)
+        now = datetime.now(UTC)
+        ahead = (now + timedelta(days=7)).isoformat().replace("+00:00", "Z")
+        store.ingest("T1", [entries.wire_sale("M-1", 1000, ahead)], clock=ahead)
+        with store.db.read() as tx:
+            [(last_visit,)] = tx.all("SELECT last_visit FROM member_totals WHERE member_id = 'M-1'")
+        held = datetime.fromisoformat(str(last_visit).replace("Z", "+00:00"))
+        assert abs((held - now).total_seconds()) < 600, last_visit  # the real moment, not the till's week ahead
+        segments.save(store.db, "everyone", "everyone", {"where": EVERYONE}, "test")
+        lapse = spec(
+            schedule={"kind": "after_visit", "days": 30}, timezone="UTC", control_share=0.0, require_consent=False
+        )
+        campaigns.save(store.db, "lapse", lapse, "test")
+        visit_day = held.date()
+        early = campaigns.run_one(store.db, "lapse", at(f"{visit_day + timedelta(days=29)}T23:00:00Z"))
+        assert early is not None and early["targeted"] == 0
+        served = campaigns.run_one(store.db, "lapse", at(f"{visit_day + timedelta(days=30)}T07:00:00Z"))
+        assert served is not None and served["targeted"] == 1
+        for later in (30, 31):  # the day's rerun, and the next day's run (head office a day ahead, then set right)
+            again = campaigns.run_one(store.db, "lapse", at(f"{visit_day + timedelta(days=later)}T12:00:00Z"))
+            assert again is not None and again["targeted"] - again["already"] == 0, again
+        assert [r[4] for r in decided(store, "lapse")] == [f"visit:{last_visit}"]
     finally:
         store.close()
 
