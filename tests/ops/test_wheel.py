@@ -308,6 +308,31 @@ def test_the_installed_wheel_runs_a_campaign_from_the_command_line(installed: Pa
     assert report.startswith("campaign_id,as_of,arm,") and sum(int(n) for n in arms.values()) == 6
 
 
+def test_the_installed_head_office_keeps_a_staff_only_attribute_off_its_join_page(
+    installed: Path, tmp_path: Path
+) -> None:
+    """An operator marks the chain's win-back list staff-only with the installed command: the installed head
+    office's join page and its terms offer the members' own attributes and not that one; staff still set it."""
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    run("hq", "attribute", "winback", "--label", "Win-back list", "--allowed", "yes", "--staff-only", "--db", db)
+    run("hq", "attribute", "shoe_size", "--label", "Shoe size", "--allowed", "41,42", "--db", db)
+    run("hq", "add-member", "M-1", "Aiko", "--db", db)
+    pair = Pair(tillpoint, tmp_path, db, tmp_path / "card-hash.key")
+    try:
+        pair.start("hq")
+        pair.wait_hq()
+        join = httpx.get(f"{pair.hq_url}/join", timeout=10).text
+        assert 'data-name="shoe_size"' in join and 'data-name="winback"' not in join
+        terms = httpx.get(f"{pair.hq_url}/v1/join/terms", timeout=10).json()
+        offered = {a["name"] for a in terms["attributes"]}
+        assert "shoe_size" in offered and "winback" not in offered, offered
+    finally:
+        pair.stop()
+    staff = json.loads(run("hq", "profile", "M-1", "--attr", "winback=yes", "--db", db).stdout)
+    assert staff["attributes"] == {"winback": "yes"}
+
+
 def test_the_installed_till_holds_a_members_own_coupon_back_on_a_typed_number(installed: Path, tmp_path: Path) -> None:
     """A campaign's 3.00 off, issued by the installed head office's command line, reaches the installed till;
     rung on the member's number typed at the till, it is held back (``proof_needed``) and the sale goes through
