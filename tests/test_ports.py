@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -67,32 +66,6 @@ def test_free_ports_are_this_workers_below_the_kernels_own_and_not_picked_again_
     picks = [free_port() for _ in range(50)]
     assert all(first <= port < first + size < _ephemeral_low() for port in picks), picks
     assert len(set(picks)) == 50
-
-
-@pytest.mark.slow
-def test_the_installed_pair_moves_off_ports_taken_before_it_started(tmp_path: Path) -> None:
-    """The installed-wheel harness's head office and till, each port taken by another program between its pick and
-    the start: both move, the till's config follows, and the till pulls from the moved head office."""
-    from tests.ops.wheel import Cli, Pair, terminal_and_key
-
-    tillpoint, db = str(Path(sys.executable).parent / "tillpoint"), str(tmp_path / "hq.db")
-    token, key = terminal_and_key(Cli(tillpoint, tmp_path), tmp_path, db)
-    pair = Pair(tillpoint, tmp_path, db, key)
-    pair.configure(token)
-    taken = (pair.hq_port, pair.api_port)
-    squatters = [socket.create_server(("127.0.0.1", port)) for port in taken]
-    try:
-        pair.start("hq")
-        pair.start("till")
-        pair.wait_pulled()
-        assert pair.hq_port != taken[0] and pair.api_port != taken[1]
-        written = pair.config.read_text()
-        assert f"127.0.0.1:{pair.hq_port}" in written and f"port = {pair.api_port}" in written
-        assert "port_busy" in (tmp_path / "hq.log").read_text() and "port_busy" in (tmp_path / "till.log").read_text()
-    finally:
-        pair.stop()
-        for squatter in squatters:
-            squatter.close()
 
 
 @pytest.mark.slow

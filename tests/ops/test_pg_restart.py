@@ -26,8 +26,8 @@ def test_pushes_are_taken_again_once_postgresql_is_back() -> None:
 
             def push(seq: int) -> int:
                 body = {"terminal_id": "T1", "entries": [entry(seq, delta=10).model_dump(mode="json")]}
-                answer = httpx.post(
-                    f"{handle.url}/v1/journal", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=5
+                answer = httpx.post(  # a bound, not a speed: eight pushes at once wait on one durable cluster's fsyncs
+                    f"{handle.url}/v1/journal", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
                 )
                 return answer.status_code
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -368,13 +369,18 @@ def test_the_installed_till_withdraws_a_confirmation_whose_answer_was_lost(insta
 def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: Path, tmp_path: Path) -> None:
     """Head office restored from its last backup (its disk died): the installed till had pushed four sales since
     and marked them acknowledged. Its next push learns of the hole, the till sends them again, and head office
-    ends with every seq exactly once and the till with nothing pending."""
+    ends with every seq exactly once and the till with nothing pending.
+
+    The ports picked for both were taken by another program before they started: the harness moves each
+    (``Pair``), the till's config follows head office, and the till pulls from where it moved."""
     tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
     run = Cli(tillpoint, tmp_path)
     token, key = terminal_and_key(run, tmp_path, db)
     pair = Pair(tillpoint, tmp_path, db, key)
     pair.configure(token)
     backup = tmp_path / "hq-backup.db"
+    taken = (pair.hq_port, pair.api_port)
+    squatters = [socket.create_server(("127.0.0.1", port)) for port in taken]
 
     def drained(count: int) -> bool:
         pair.alive()
@@ -384,6 +390,11 @@ def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: 
         pair.start("hq")
         pair.start("till")
         pair.wait_pulled()
+        assert (pair.hq_port, pair.api_port) != taken and pair.hq_port not in taken and pair.api_port not in taken
+        assert f"127.0.0.1:{pair.hq_port}" in pair.config.read_text()
+        assert "port_busy" in (tmp_path / "hq.log").read_text() and "port_busy" in (tmp_path / "till.log").read_text()
+        for squatter in squatters:
+            squatter.close()
         sold = [rung(pair, 1000 + n) for n in range(3)]
         wait_until(lambda: drained(3), 30, "the first sales at head office")
         source = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)  # last night's backup, taken live
@@ -409,6 +420,8 @@ def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: 
         assert (status["resent"], status["push_refused"], status["sync_error"]) == (4, [], None)
     finally:
         pair.stop()
+        for squatter in squatters:
+            squatter.close()
     held = hq_journal(Path(db), "T-W")
     assert [seq for seq, _ in held] == list(range(1, 10))
     assert sorted(txn for _, txn in held) == sorted(sold)
