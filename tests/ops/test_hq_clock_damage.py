@@ -1,6 +1,7 @@
-"""Head office's timer against a wrong clock and damaged values: what cannot be undone (a campaign run, points
-expired) waits while its clock jumped ahead or went back, and one value that no longer parses costs a tick, not
-the timer (its thread went on neither expiring points nor running campaigns, with nothing counted)."""
+"""Head office's timer against a wrong clock, damaged values and a full disk: what cannot be undone (a campaign
+run, points expired) waits while its clock jumped ahead or went back; one value that no longer parses costs a
+tick, not the timer (its thread went on neither expiring points nor running campaigns, with nothing counted); a
+run refused by a full disk leaves nothing half issued and is made whole by a tick once there is room."""
 
 from __future__ import annotations
 
@@ -89,3 +90,39 @@ def test_the_timer_outlives_a_value_that_no_longer_parses(store: HqStore) -> Non
         assert timer._thread.is_alive()
     finally:
         timer.stop()
+
+
+def test_a_campaign_due_on_a_full_disk_issues_nothing_then_everything_once_there_is_room(small_disk: Path) -> None:
+    """Head office's disk fills up as a daily campaign falls due: the tick issues no coupon and records no
+    decision, counts the failure and goes on; once there is room again, the next tick issues every member's coupon, and the one after nothing more."""
+    from tests.ops.helpers import fill
+
+    made = HqStore(str(small_disk / "hq.db"))
+    try:
+        made.add_terminal("T1", "S1")
+        load(made.db, generate(seed=11, size=40))
+        segments.save(made.db, "everyone", "everyone", EVERYONE, "test")
+        campaigns.save(made.db, "daily", offer({"kind": "daily", "at": "00:00"}), "test")
+        real = dt.datetime.now(dt.UTC)
+        heard(made, real)
+        timer = CampaignTimer(made.db, now=lambda: real)
+
+        def decided() -> tuple[int, int]:
+            with made.db.read() as tx:
+                found = tx.one("SELECT COUNT(*) FROM campaign_members WHERE campaign_id = 'daily'")
+                coupons = tx.one("SELECT COUNT(*) FROM coupons WHERE coupon_id LIKE 'CMP-%'")
+            assert found is not None and coupons is not None
+            return int(found[0]), int(coupons[0])
+
+        filler = fill(small_disk)
+        refused = timer.tick()
+        assert all("error" in run for run in refused), refused
+        assert timer.failures >= 1 and decided() == (0, 0)
+        filler.unlink()
+        [run] = timer.tick()
+        assert "error" not in run, run
+        members, coupons = decided()
+        assert members == run["targeted"] > 0 and coupons == members
+        assert [r for r in timer.tick() if r.get("issued")] == [] and decided() == (members, coupons)
+    finally:
+        made.close()
