@@ -24,6 +24,8 @@ from terminal.errors import ConfigError, PortBusy, TerminalError
 from terminal.money import Currency
 
 if TYPE_CHECKING:  # imported where used, so that a quick command does not load them
+    import httpx
+
     from sync.client import SyncClient
     from sync.memberapp import MemberApp
     from terminal.store import Store
@@ -150,7 +152,7 @@ def run_daemon(
         daemon.stop()
         console.print(f"[red]cannot start:[/] {escape(str(exc))}", soft_wrap=True)  # one line in a log, however narrow
         raise typer.Exit(1) from exc
-    api = daemon.api_server.url if daemon.api_server else "off"
+    api = "off" if daemon.api_server is None else daemon.api_server.url or f"on the Unix socket {cfg.api.unix_socket}"
     console.print(f"tillpoint terminal {cfg.terminal.id} running; local API {api}{hq_url_note}. Ctrl-C stops.")
     try:
         wait()
@@ -195,11 +197,16 @@ def doctor(
 
 def _api_url(cfg: Config) -> str:
     """The running daemon's local API: the URL it wrote at start, else the config's ``[api]``."""
-    try:
-        written = cfg.api_url_path.read_text(encoding="utf-8").strip()
-    except OSError:
-        written = ""
-    return written or f"http://{cfg.api.host}:{cfg.api.port}"
+    return cfg.local_api()[0]
+
+
+def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the running daemon's local API, over TCP or, when it has no TCP listener, its Unix socket."""
+    import httpx
+
+    url, socket = cfg.local_api()
+    with httpx.Client(transport=httpx.HTTPTransport(uds=socket) if socket else None) as client:
+        return client.request(method, f"{url}{path}", **kwargs)
 
 
 def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -214,14 +221,20 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
             "(--config /etc/tillpoint/tillpoint.toml, or $TILLPOINT_CONFIG), or start `tillpoint run` first"
         )
         raise typer.Exit(1)
-    url = f"{_api_url(cfg)}{path}"
+    url, socket = cfg.local_api()
     try:
-        response = httpx.request(
-            method, url, json={} if body is None else body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        response = _api_request(
+            cfg,
+            method,
+            path,
+            json={} if body is None else body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
         )
     except httpx.TransportError as exc:
+        where = f"{url}{path}" + (f" (Unix socket {socket})" if socket else "")
         console.print(
-            f"[red]no daemon answers at {url}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?"
+            f"[red]no daemon answers at {escape(where)}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?"
         )
         raise typer.Exit(1) from exc
     if response.status_code >= 400:
@@ -735,7 +748,7 @@ def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
     import httpx
 
     try:
-        response = httpx.get(f"{_api_url(cfg)}/v1/status", timeout=2)
+        response = _api_request(cfg, "GET", "/v1/status", timeout=2)
         return list(response.json()["readers"])
     except (httpx.HTTPError, ValueError, KeyError):
         return "daemon not running"

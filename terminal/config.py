@@ -468,6 +468,20 @@ class Config(_Section):
         ``demo --api-port`` or ``[api] port = 0`` put it elsewhere than ``[api] port``)."""
         return self.data_dir / "api.url"
 
+    def local_api(self) -> tuple[str, str]:
+        """Where this PC's commands reach the running daemon's local API: its base URL, and the Unix socket to
+        reach it through when the API listens on its socket only (``[api] host`` empty; else ""). The URL is the
+        one the daemon noted at start (``api_url_path``), else the config's ``[api]`` host and port."""
+        try:
+            written = self.api_url_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            written = ""
+        if written:
+            return written, ""
+        if not self.api.host and self.api.unix_socket:
+            return "http://localhost", self.api.unix_socket
+        return f"http://{self.api.host}:{self.api.port}", ""
+
 
 @dataclass(frozen=True, slots=True)
 class Held:

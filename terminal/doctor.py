@@ -609,15 +609,18 @@ def _token_check(client: httpx.Client, token: str) -> Check:
 def check_daemon(cfg: Config, timeout: float) -> Check:
     if not cfg.api.enabled:
         return skip("daemon", "local API disabled in the config")
-    try:  # where the running daemon says its API is (demo --api-port, port 0), else the config's
-        url = cfg.api_url_path.read_text(encoding="utf-8").strip() or f"http://{cfg.api.host}:{cfg.api.port}"
-    except OSError:
-        url = f"http://{cfg.api.host}:{cfg.api.port}"
+    # where the running daemon says its API is (demo --api-port, port 0), else the config's (its Unix socket only)
+    url, socket = cfg.local_api()
     try:
-        reply = httpx.get(f"{url}/v1/status", timeout=timeout)
+        if socket:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=socket)) as client:
+                reply = client.get(f"{url}/v1/status", timeout=timeout)
+        else:
+            reply = httpx.get(f"{url}/v1/status", timeout=timeout)
         status = reply.json()
     except (httpx.HTTPError, ValueError):
-        return warn("daemon", f"no daemon answers on {url}: systemctl status tillpoint")
+        where = f"the Unix socket {socket}" if socket else url
+        return warn("daemon", f"no daemon answers on {where}: systemctl status tillpoint")
     if status.get("sync_error") and "Rejected" in str(status.get("sync_error")):
         return fail(
             "daemon",
@@ -643,4 +646,7 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
                 f"running, but offline from head office for {age / 3600:.1f} h "
                 f"({status.get('pending')} entries waiting)",
             )
-    return ok("daemon", f"running on {url}, {status.get('pending')} entries waiting")
+    return ok(
+        "daemon",
+        f"running on {f'the Unix socket {socket}' if socket else url}, {status.get('pending')} entries waiting",
+    )

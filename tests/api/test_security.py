@@ -4,13 +4,14 @@ state change and for member data, pairing, no wildcard CORS, and the panel's pag
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 
 from terminal.daemon import Daemon
-from tests.api.stack import base_url, pairing_code, running_till
+from tests.api.stack import AIKO_UID, base_url, pairing_code, running_till
 
 PUBLIC = {
     ("GET", "/v1/status"),
@@ -174,6 +175,31 @@ def test_the_api_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
             )
             assert reply.status_code == 200
             assert c.get("/v1/status", headers={"Host": "evil.example"}).status_code == 403
+
+
+def test_the_commands_on_this_pc_reach_an_api_listening_on_its_unix_socket_only(tmp_path: Path) -> None:
+    """`[api] host = ""` (docs/configuration.md: the Unix socket only): `tillpoint checkin-code`, `tap` and doctor's
+    daemon check reach the daemon through the socket, not through an address it never listens on."""
+    from typer.testing import CliRunner
+
+    from terminal.config import load
+    from terminal.doctor import Verdict, check_daemon
+    from tillpoint.cli import app
+
+    sock = tmp_path / "api.sock"
+    config = tmp_path / "tillpoint.toml"
+    config.write_text(
+        f'[terminal]\nid = "T-PANEL"\ndata_dir = "{tmp_path / "till"}"\n[api]\nhost = ""\nunix_socket = "{sock}"\n',
+        encoding="utf-8",
+    )
+    with running_till(tmp_path, api={"host": "", "unix_socket": str(sock)}):
+        shown = CliRunner().invoke(app, ["checkin-code", "--json", "--config", str(config)])
+        assert shown.exit_code == 0, shown.output
+        assert len(json.loads(shown.output)["code"]) == 103  # docs/checkin.md
+        tapped = CliRunner().invoke(app, ["tap", AIKO_UID.hex(), "--config", str(config)])
+        assert tapped.exit_code == 0, tapped.output
+        check = check_daemon(load(config), 2.0)
+        assert check.verdict is Verdict.OK and str(sock) in check.words, check
 
 
 def test_a_body_that_fails_its_schema_gets_the_stable_code_and_names_the_field(client: httpx.Client) -> None:
