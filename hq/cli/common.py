@@ -4,6 +4,7 @@ refusal ends a command, and the rows it prints."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -21,7 +22,30 @@ if TYPE_CHECKING:
     from hq.store import HqStore
 
 console = make_console()
-DbOpt = Annotated[str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...")]
+
+_SETTINGS = re.compile(
+    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|target_session_attrs|connect_timeout|"
+    r"application_name|options)\s*=",
+    re.IGNORECASE,
+)
+
+
+def _database(value: str) -> str:
+    """``--db``: a SQLite file, or PostgreSQL as a URL. libpq's ``key=value`` settings (``host=a,b dbname=hq``) would
+    be taken for the name of a SQLite file, and a new, empty head office made under it: refused, saying how to
+    write them as a URL."""
+    if _SETTINGS.match(value):
+        raise typer.BadParameter(
+            "PostgreSQL is named by a URL, not by key=value settings: "
+            "postgresql://USER@HOST[:PORT][,HOST2[:PORT]...]/DBNAME[?target_session_attrs=read-write&...] "
+            "(anything else is taken for a SQLite file)"
+        )
+    return value
+
+
+DbOpt = Annotated[
+    str, typer.Option("--db", help="Head-office database: a SQLite file or postgresql://...", callback=_database)
+]
 ByOpt = Annotated[str, typer.Option("--by", help="Who makes the change (the audit log names them).")]
 AuditReasonOpt = Annotated[str, typer.Option("--reason", help="Why (the audit log keeps it).")]
 DEFAULT_DB = "var/hq/hq.db"

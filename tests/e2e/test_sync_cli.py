@@ -81,6 +81,19 @@ def test_a_head_office_database_that_is_not_there_is_never_made_by_a_command_tha
     assert [t["terminal_id"] for t in json.loads(again.stdout)] == ["T-1"]
 
 
+def test_postgresql_named_by_key_value_settings_is_refused_never_taken_for_a_sqlite_file(tmp_path: Path) -> None:
+    """docs/deploy.md: a failover names both servers in one URL (``postgresql://USER@a,b/hq?target_session_attrs=
+    read-write``); libpq's ``host=a,b ...`` settings are refused with the URL to write, never taken for the name of a
+    SQLite file (a new, empty head office served, or "needs PostgreSQL" said of a PostgreSQL database)."""
+    settings = "host=db-a,db-b dbname=hq target_session_attrs=read-write"
+    for args in (("serve", "--workers", "2", "--port", "1"), ("terminals", "--json"), ("add-terminal", "T-1")):
+        done = tillpoint("hq", *args, "--db", settings, cwd=tmp_path)
+        said = done.stdout + done.stderr
+        assert done.returncode == 2 and "postgresql://USER@HOST" in said, (args, said)
+        assert "Traceback" not in said, args
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_head_office_commands_refuse_what_is_not_there(tmp_path: Path) -> None:
     db = str(tmp_path / "hq.db")
     HqStore(db).close()  # head office's database, empty
