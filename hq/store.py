@@ -334,6 +334,11 @@ class HqStore:
         """Whether head office registered ``terminal_id`` (revoked or not)."""
         return bool(self._read("SELECT 1 FROM terminals WHERE terminal_id = ?", [terminal_id]))
 
+    def terminal_revoked(self, terminal_id: str) -> bool | None:
+        """Whether ``terminal_id``'s credential is revoked; ``None`` when head office holds no such terminal."""
+        rows = self._read("SELECT revoked FROM terminals WHERE terminal_id = ?", [terminal_id])
+        return bool(rows[0][0]) if rows else None
+
     def revoke_terminal(self, terminal_id: str) -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal. What it held of the
         flash-drop pools and had not used goes back to them, and what head office held back for its online

@@ -196,8 +196,15 @@ def hq_add_terminal(
     terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
     """Register a terminal and print its credential (shown once). A terminal head office holds already is
-    re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead)."""
+    re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead). A revoked
+    one is refused: a new credential would be refused too, and only an enrolment code lets its till back in."""
     with hq_store(db) as store:
+        if store.terminal_revoked(terminal_id):
+            fail(
+                f"credential_revoked: {terminal_id} is revoked, and a new credential for it would be refused too: "
+                f"`tillpoint hq enrol-code {terminal_id}` gives the code that lets its till back in "
+                "(`tillpoint enrol CODE` at the till); nothing was changed"
+            )
         held = store.holds_terminal(terminal_id)
         token = store.add_terminal(terminal_id, store_id)
     if held:

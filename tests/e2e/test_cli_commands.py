@@ -317,6 +317,11 @@ def test_terminal_credentials(chain: Chain) -> None:
     again = chain.hq_cli("add-terminal", "T-GONE")  # a second time: re-keyed, and the operator is told so
     assert again.returncode == 0 and "registered already: re-keyed" in again.stderr and again.stdout.strip()
     assert ok(chain.hq_cli("revoke", "T-GONE")).strip() == "revoked T-GONE"
+    # a revoked terminal is not re-keyed with a credential head office would refuse: the enrolment code is the way back
+    revoked = chain.hq_cli("add-terminal", "T-GONE")
+    said = revoked.stdout + revoked.stderr
+    assert revoked.returncode == 1 and "credential_revoked" in said and "enrol-code T-GONE" in said, said
+    assert "Traceback" not in said
     ok(chain.hq_cli("add-terminal", "T-GONE-TOO"))
     assert json.loads(ok(chain.hq_cli("revoke", "T-GONE-TOO", "--json"))) == {
         "terminal_id": "T-GONE-TOO",
