@@ -34,6 +34,18 @@ def test_a_code_is_short_url_safe_and_checks_for_its_till_store_and_step() -> No
     assert reason(link) == "ok" and checkins.parse(link).step == STEP
 
 
+def test_the_links_qr_is_the_size_docs_checkin_md_says() -> None:
+    """Version 7 at level L (45 modules) for an origin of up to 33 characters, version 8 beyond (up to about 70):
+    what the door display shows (``terminal.checkin``: the link, not compacted) and the docs tell a chain."""
+    from terminal import qrcodes
+
+    code = checkins.sign(KEY, "T-0001", "S-001", STEP)
+    for origin, version in (("https://hq.example.com", 7), ("https://" + "h" * 25, 7), ("https://" + "h" * 26, 8)):
+        link = checkins.link(origin, code)
+        assert qrcodes.encode(link).version == version, (len(origin), link)
+    assert qrcodes.encode(checkins.link("https://" + "h" * 62, code)).version == 8
+
+
 def test_the_current_step_and_the_one_before_are_accepted_nothing_else() -> None:
     assert reason(checkins.sign(KEY, "T1", "S1", STEP - 1)) == "ok"
     assert reason(checkins.sign(KEY, "T1", "S1", STEP - 2)) == "expired"
