@@ -1305,15 +1305,41 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
     for c, i in uses:
         if (c, i) not in known:
             batch.flag(i, Reason.UNKNOWN_COUPON, c, coupon_id=c)
-    limits = {c: _limits(docs[c][1]) for c, _ in known}
-    _count(tx, batch, known, limits, per_member=False)
-    _count(tx, batch, [(c, i) for c, i in known if batch.facts[i].member_id], limits, per_member=True)
+    foreign = _other_members(batch, [(c, i, _member_of_coupon(docs[c][1])) for c, i in known])
+    counted = [(c, i) for c, i in known if (c, i) not in foreign]
+    limits = {c: _limits(docs[c][1]) for c, _ in counted}
+    _count(tx, batch, counted, limits, per_member=False)
+    _count(tx, batch, [(c, i) for c, i in counted if batch.facts[i].member_id], limits, per_member=True)
     tx.many(
         "INSERT INTO coupon_uses (txn_id, coupon_id, member_id) VALUES (?, ?, ?) ON CONFLICT (txn_id, coupon_id) DO NOTHING",
-        [(batch.entries[i].txn_id, c, batch.facts[i].member_id) for c, i in known],
+        [(batch.entries[i].txn_id, c, batch.facts[i].member_id) for c, i in counted],
     )
     _count_pools(tx, batch, [(c, i, pools.pool_of(docs[c][1])) for c, i in known])
     _other_merchants(tx, batch, [(c, i, _merchant_of(docs[c][1])) for c, i in known])
+
+
+def _member_of_coupon(body_json: str) -> str | None:
+    try:
+        found = json.loads(body_json).get("member_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(found) if found else None
+
+
+def _other_members(batch: Batch, uses: list[tuple[str, int, str | None]]) -> set[tuple[str, int]]:
+    """A member's personal coupon named by a sale of another member, or of none: a till refuses it
+    (``coupon_not_this_member``), so this is a dishonest till or a stolen credential. Flagged, and not counted
+    as a use: the coupon stays its member's (else any till's credential could use up any member's coupons)."""
+    found: set[tuple[str, int]] = set()
+    for coupon, i, owner in uses:
+        sale = batch.sale(i)
+        if owner is None or sale is None or owner in (sale.member_id, batch.facts[i].member_id):
+            continue
+        found.add((coupon, i))
+        batch.flag(
+            i, Reason.COUPON_OTHER_MEMBER, coupon, coupon_id=coupon, coupon_member=owner, sale_member=sale.member_id
+        )
+    return found
 
 
 def _merchant_of(body_json: str) -> str | None:

@@ -341,6 +341,8 @@ class Reason(StrEnum):
 
     COUPON_OVERUSED = "coupon_overused"
     UNKNOWN_COUPON = "unknown_coupon"
+    COUPON_OTHER_MEMBER = "coupon_other_member"
+    """A member's personal coupon named by a sale of another member (or of none): not counted as a use."""
     POINTS_OVERSPENT = "points_overspent"
     STORED_VALUE_OVERSPENT = "stored_value_overspent"
     PAYMENT_CODE_REPLAYED = "payment_code_replayed"

@@ -277,6 +277,7 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "problem_revoked": ("revoked", "失効", "已吊销"),
     "reason_coupon_overused": ("coupon used too often", "クーポンの使用超過", "优惠券超次使用"),
     "reason_unknown_coupon": ("unknown coupon", "不明なクーポン", "未知优惠券"),
+    "reason_coupon_other_member": ("another member's coupon", "他の会員のクーポン", "其他会员的优惠券"),
     "reason_points_overspent": ("points overspent", "ポイントの使い過ぎ", "积分超额使用"),
     "reason_stored_value_overspent": ("stored value overspent", "残高の使い過ぎ", "储值超额使用"),
     "reason_payment_code_replayed": ("payment code used twice", "支払コードの再使用", "付款码重复使用"),

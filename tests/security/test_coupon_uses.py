@@ -384,3 +384,28 @@ def test_an_older_tills_sale_with_the_members_own_secure_tap_is_not_held(
     rejected = admin(chain, "POST", f"/v1/admin/quarantine/{again}/reject", {"note": "a tap used before"})
     assert rejected.status_code == 200, rejected.text
     assert uses(chain, coupon) == (1, 1)  # a replayed proof stands for nobody: the coupon's use goes back
+
+
+def test_a_stolen_credential_cannot_use_up_another_members_personal_coupon(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """A till credential names Aiko's personal bonus coupon on an anonymous sale and on Ben's: an honest till
+    refuses both (``coupon_not_this_member``). Head office flags each and counts no use: the coupon stays
+    hers, her till still takes it, and her own use is the one counted."""
+    till_a, _ = tills
+    run_campaign(chain, "bonus", {"kind": "bonus_points", "value": 300})
+    coupon = coupon_of(chain, "bonus", "M-1")
+    thief = stolen_credential(chain)
+    anonymous = pushed(chain, thief, "sale", entries.sale(None, 1000, store_id="S-B", coupons=[coupon]))
+    bens = pushed(chain, thief, "sale", entries.sale("M-2", 1000, store_id="S-B", coupons=[coupon]))
+    assert uses(chain, coupon) == (0, 0)
+    flagged = {i.txn_id: i for i in chain.items() if i.reason.value == "coupon_other_member"}
+    assert set(flagged) == {anonymous, bens}
+    assert flagged[bens].detail["coupon_member"] == "M-1" and flagged[bens].detail["sale_member"] == "M-2"
+    assert not any(i.quarantined for i in flagged.values())
+
+    till_a.client.sync_once()
+    assert refused_at(till_a, coupon) is None
+    sell_with(till_a, coupon)
+    till_a.client.sync_once()
+    assert uses(chain, coupon) == (1, 1)
