@@ -104,8 +104,13 @@ def attribute(
     allowed: Annotated[str | None, typer.Option(help="The allowed values, comma separated.")] = None,
     pattern: Annotated[str | None, typer.Option(help="A pattern a value matches whole.")] = None,
     staff_only: Annotated[
-        bool, typer.Option("--staff-only", help="Set by staff only: not on the join page, refused from members.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--staff-only/--members-set",
+            help="Set by staff only (not on the join page, refused from members), or given by members; "
+            "neither: as the attribute is now (a new one: given by members).",
+        ),
+    ] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
@@ -114,8 +119,11 @@ def attribute(
     from hq.profiles import AttributeRule, ProfileRefused
 
     values = tuple(v.strip() for v in (allowed or "").split(",") if v.strip())
-    rule = AttributeRule(name, label, values, pattern, members_set=not staff_only)
     with hq_store(db) as store:
+        if staff_only is None:  # a change of its label or values keeps who sets it
+            held = {str(r["name"]): bool(r["members_set"]) for r in store.attribute_rules()}
+            staff_only = not held.get(name, True)
+        rule = AttributeRule(name, label, values, pattern, members_set=not staff_only)
         try:
             store.set_attribute_rule(rule)
         except ProfileRefused as exc:

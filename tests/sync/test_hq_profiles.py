@@ -260,6 +260,30 @@ def test_erasure_removes_the_profile_attributes_and_consents(store: HqStore) -> 
             assert tx.all(f"SELECT * FROM {table} WHERE member_id = 'M-1'") == [], table
 
 
+def test_changing_a_staff_only_attributes_values_keeps_it_off_the_join_page(tmp_path: Path) -> None:
+    """An operator adds a value to the win-back list, naming its label and values again but not --staff-only: it
+    stays staff-only (members still cannot put themselves on the list); --members-set opens it, on purpose."""
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = str(tmp_path / "hq.db")
+    HqStore(db).close()
+    runner = CliRunner()
+
+    def who_sets(*extra: str) -> bool:
+        done = runner.invoke(
+            app, ["attribute", "winback", "--label", "W", "--allowed", "yes,maybe", *extra, "--db", db]
+        )
+        assert done.exit_code == 0, done.output
+        return {a["name"]: a["members_set"] for a in json.loads(done.output)}["winback"]
+
+    assert who_sets() is True  # a new attribute: members give it
+    assert who_sets("--staff-only") is False
+    assert who_sets() is False  # its values changed: still staff's
+    assert who_sets("--members-set") is True
+
+
 def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
