@@ -35,6 +35,10 @@ DOMAIN = b"TPJ1"
 _HEAD = struct.Struct(">B8s16sII")
 SIG_LEN = 64
 TOKEN_LEN = _HEAD.size + SIG_LEN
+TTL = 30 * 24 * 3600
+"""How long a till's claim code lives. Head office also bounds a claim by when it received the sale (``SLACK``
+more): the expiry is the signer's word, and whoever holds a till's key signs any."""
+SLACK = 24 * 3600
 
 
 class ClaimTokenError(ValueError):

@@ -28,7 +28,7 @@ from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
 from terminal.ports import CardDesk, ClaimJournal, Clock, Emit, EnrolArm
 from terminal.service import new_txn_id
 
-CLAIM_TTL = 30 * 24 * 3600
+CLAIM_TTL = claims.TTL
 """Seconds a receipt's claim code stays good (a month to get home and scan it)."""
 TILL_CONSENT = "till-2026-11"
 """The version of the words the cashier reads out before enrolling a card (docs/enrolment.md)."""

@@ -200,3 +200,43 @@ def test_signing_out_everywhere_leaves_a_stolen_session_no_moment_to_register_a_
         assert devices.sign_out_everywhere(office.hq, "M-A", int(time.time())) == (1, 1)
     assert tried == [401], tried
     assert [d for d in payments.devices(office.hq, "M-A") if not d["revoked"]] == []
+
+
+def test_a_stolen_claim_key_cannot_claim_a_sale_past_its_window(tmp_path: Path) -> None:
+    """Whoever copied a till's claim key signs codes that expire when they like: head office bounds a claim by its
+    own record of the sale instead: 30 days (and a day) from when it received the sale.
+    The receipt's own code works within that window; a code of the thief's, signed to last ten years, is
+    ``claim_expired`` after it, and the sale's points stay unclaimed."""
+    now = [time.time()]
+    hq = HqStore(str(tmp_path / "hq.db"), clock=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now[0])))
+    hq.add_terminal("T1", "S1", "till-token")
+    server = start_in_thread(hq)
+    try:
+        key = Ed25519PrivateKey.generate()
+        public = claims.public_bytes(key)
+        claim_key = ClaimKeyPayload(key_id=claims.key_id_of(public).hex(), public_key=claims.b64(public)).wire()
+        made = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now[0]))
+        sales = [str(uuid.uuid4()) for _ in range(2)]
+        wire = [WireEntry(terminal_id="T1", seq=1, txn_id="T1-1", kind="claim_key", payload=claim_key, created_at=made)]
+        for n, txn in enumerate(sales, start=2):
+            sale = entries.sale(None, 5000)
+            wire.append(WireEntry(terminal_id="T1", seq=n, txn_id=txn, kind="sale", payload=sale, created_at=made))
+        hq.ingest("T1", wire)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            version = client.get("/v1/join/terms").json()["version"]
+
+            def claim(token: str) -> httpx.Response:
+                return client.post(
+                    "/v1/claims", json={"token": token, "display_name": "Kim", "consent_version": version}
+                )
+
+            now[0] += 29 * 86400  # the receipt's own code, within its 30 days
+            assert claim(claims.sign(key, sales[0], int(now[0]) - 29 * 86400, claims.TTL)).status_code == 200
+            now[0] += 3 * 86400
+            late = claim(claims.sign(key, sales[1], int(now[0]), 10 * 365 * 86400))
+        assert late.status_code == 410 and late.json()["code"] == "claim_expired", late.text
+        with hq.db.read() as tx:
+            assert tx.one("SELECT member_id FROM journal WHERE txn_id = ?", [sales[1]]) == (None,)
+    finally:
+        server.stop()
+        hq.close()
