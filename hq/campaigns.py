@@ -236,6 +236,12 @@ def parse_spec(data: Any) -> CampaignSpec:
         raise CampaignInvalid(
             ErrorCode.CAMPAIGN_MALFORMED, "a flash drop's quantity bounds coupons: its variants cannot credit points"
         )
+    schedule = spec.schedule
+    if isinstance(schedule, Checkin) and schedule.max_per_store_day is None and any(v.points for v in spec.variants):
+        # a till's stolen credential names any member at the door: without the cap, points for every one a day
+        raise CampaignInvalid(
+            ErrorCode.CAMPAIGN_MALFORMED, "a check-in campaign that credits points needs max_per_store_day"
+        )
     return spec
 
 

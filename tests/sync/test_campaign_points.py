@@ -196,6 +196,22 @@ def test_check_ins_and_replays_credit_at_most_once_a_store_day_within_the_cap(hq
     assert [r.points for r in done.rewards] == [BONUS] and points(hq, "M-30") == BONUS
 
 
+def test_a_check_in_campaign_crediting_points_needs_the_store_day_cap(hq: HqStore) -> None:
+    """Without ``max_per_store_day`` a thief with one till's token would credit points to every member it names
+    at the door, each day (to members of its own making too, joined from its own receipts): such a campaign is
+    refused; with the cap, or with coupons (worth nothing until a sale uses them under the rules), it is not."""
+    with pytest.raises(CampaignInvalid) as refused:
+        campaigns.save(hq.db, "visit", spec(schedule={"kind": "checkin"}, timezone="UTC"), "test")
+    assert refused.value.code is ErrorCode.CAMPAIGN_MALFORMED and "max_per_store_day" in str(refused.value)
+    with pytest.raises(CampaignInvalid):  # points beside a coupon variant credit as much
+        coupon = {"variant": "c", "coupon": {"kind": "amount_off", "value": 100}}
+        parse_spec(spec(schedule={"kind": "checkin"}, variants=[coupon, {"variant": "p", "points": 5}]))
+    parse_spec(
+        spec(schedule={"kind": "checkin"}, variants=[{"variant": "c", "coupon": {"kind": "bonus_points", "value": 50}}])
+    )
+    checkin_points(hq)
+
+
 def test_the_chain_wide_offer_cap_bounds_check_in_credits_across_stores(hq: HqStore) -> None:
     checkin_points(hq, control_share=0)
     first, second = TillKey(hq, "T-1"), TillKey(hq, "T-2", "S-2")
@@ -208,7 +224,7 @@ def test_control_blocked_and_erased_members_get_nothing(hq: HqStore) -> None:
     checkin_points(hq, control_share=0.5)
     campaigns.save_settings(hq.db, {"offer_cap": {"max": 0}})
     key = hq.db.transact(campaigns.secret)
-    held = parse_spec(spec(schedule={"kind": "checkin"}, timezone="UTC", control_share=0.5))
+    held = parse_spec(spec(schedule={"kind": "checkin", "max_per_store_day": 3}, timezone="UTC", control_share=0.5))
     control = [m for m in MEMBERS if campaigns.arm_of("visit", held, m, key) == "control"]
     treated = [m for m in MEMBERS if m not in control]
     assert control and len(treated) >= 2

@@ -99,7 +99,7 @@ def test_a_points_reward_shows_on_the_check_in_page_and_in_the_activity(wallet: 
         "name": "Points for visiting",
         "segment": "everyone",
         "variants": [{"variant": "pts", "points": 1200}],
-        "schedule": {"kind": "checkin"},
+        "schedule": {"kind": "checkin", "max_per_store_day": 100},
         "control_share": 0,
         "require_consent": False,
     }
