@@ -30,6 +30,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -59,6 +60,9 @@ from terminal.errors import Code, Rejected
 CERT_LIFETIME_S = 365 * 86400
 OFFLINE_CAP = 10_000  # minor units a device may pay per day at a till that is offline
 MAX_DEVICES = 5  # live (unrevoked) paying devices a member may hold, whichever path registers them
+MAX_ISSUED_PER_DAY = 2 * MAX_DEVICES
+"""Certificates a member is issued in any 24 hours, removed ones included: each one, and each removal's
+revocation, goes down to every till, so setting a phone up and removing it again cannot fill their databases."""
 PAYMENT_PURPOSE = "payment"
 MEMBER_PURPOSE = "member"
 
@@ -265,6 +269,11 @@ def register_device(
                 ErrorCode.WALLET_TOO_MANY_DEVICES.value,
                 f"member {member_id} has {MAX_DEVICES} paying devices: revoke one",
             )
+        if _issued_today(tx, member_id) >= MAX_ISSUED_PER_DAY:
+            raise PaymentRefused(
+                ErrorCode.WALLET_TOO_MANY_DEVICES.value,
+                f"member {member_id} was issued {MAX_ISSUED_PER_DAY} paying devices in 24 hours: try again tomorrow",
+            )
         tx.run(
             "INSERT INTO device_certs (cert_id, member_id, body, created_at, version, deleted) "
             "VALUES (?, ?, ?, ?, 0, 0)",
@@ -274,6 +283,12 @@ def register_device(
 
     store.db.transact(save)
     return cert
+
+
+def _issued_today(tx: Tx, member_id: str) -> int:
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    row = tx.one("SELECT COUNT(*) FROM device_certs WHERE member_id = ? AND created_at > ?", [member_id, since])
+    return int(row[0]) if row else 0
 
 
 def _live_devices(tx: Tx, member_id: str) -> int:

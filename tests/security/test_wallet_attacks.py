@@ -240,3 +240,21 @@ def test_a_stolen_claim_key_cannot_claim_a_sale_past_its_window(tmp_path: Path) 
     finally:
         server.stop()
         hq.close()
+
+
+def test_setting_phones_up_and_removing_them_in_a_loop_stops_at_the_days_bound(office: Office) -> None:
+    """A member's fresh session sets a phone up and removes it, again and again: each certificate and each removal's
+    revocation goes down to every till. Head office issues a member at most ``MAX_ISSUED_PER_DAY`` certificates in 24
+    hours, removed ones included, so a loop cannot fill the tills' databases."""
+    with office.client() as client:
+        office.sign_in(client, AIKO)
+        answers = []
+        for n in range(payments.MAX_ISSUED_PER_DAY + 3):
+            made = client.post("/wallet/devices", json={"device_key": f"{n + 1:064x}"})
+            answers.append(made.status_code)
+            if made.status_code == 200:
+                assert client.post(f"/wallet/devices/{made.json()['cert_id']}/remove").status_code == 200
+            else:
+                assert made.json()["code"] == "wallet_too_many_devices", made.text
+    assert answers == [200] * payments.MAX_ISSUED_PER_DAY + [409] * 3
+    assert office.hq.snapshot_info().counts["device_certs"] == payments.MAX_ISSUED_PER_DAY
