@@ -6,6 +6,7 @@ seconds) so that the rules can be tested without waiting.
     code      8 random digits, sent to the contact; only ``sha256(code_id:code)`` is stored, with its expiry
               (``CODE_TTL``), its wrong attempts (``MAX_ATTEMPTS``, then it is dead) and its use (once).
               Asking again kills the codes still live for that contact: one live code at a time.
+              A code is kept ``RATE_WINDOW`` (it counts for the limits), then deleted.
     limits    ``MAX_CODES`` codes per contact and ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
               a contact no member has still counts and gets the same answer (nothing is sent): the
               answer never says whether a contact is known
@@ -147,6 +148,9 @@ def request_code(store: HqStore, text: str, source: str, now: int) -> IssuedCode
         (from_source,) = tx.one(
             "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND created_at > ?", [source, since]
         ) or (0,)
+        # codes past the window count for no limit and have expired (CODE_TTL < RATE_WINDOW): none is kept,
+        # nor the contact and address it names
+        tx.run("DELETE FROM wallet_codes WHERE created_at <= ?", [since])
         if int(asked) >= MAX_CODES or int(from_source) >= MAX_CODES_FROM:
             raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, "Too many codes asked for: wait a few minutes.")
         member_id = _member_of(tx, contact)
@@ -278,10 +282,13 @@ def end_all_sessions(tx: Tx, member_id: str, now: int) -> int:
 
 
 def forget(tx: Tx, member_id: str, now: int) -> None:
-    """After an erasure: the member's contacts go, its sessions end, its codes die."""
+    """After an erasure: the member's contacts go, its sessions end, its codes go (each names a contact of the
+    member's: those asked for while no member held it too)."""
+    held = [f"{kind}:{value}" for kind, value in contacts(tx, member_id).items()]
+    where, params = tx.in_list("contact", held)
+    tx.run(f"DELETE FROM wallet_codes WHERE member_id = ? OR {where}", [member_id, *params])
     tx.run("DELETE FROM member_contacts WHERE member_id = ?", [member_id])
     tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
-    tx.run("UPDATE wallet_codes SET used_at = ? WHERE member_id = ? AND used_at IS NULL", [now, member_id])
 
 
 __all__ = [

@@ -136,3 +136,20 @@ def test_sessions_expire_end_at_sign_out_and_at_erasure(hq: HqStore) -> None:
     with hq.db.read() as tx:
         assert signin.contacts(tx, "M-A") == {}
     assert signin.request_code(hq, AIKO, "10.0.0.1", T0 + 10).member_id is None
+
+
+def test_erasure_and_time_leave_no_code_naming_a_contact(hq: HqStore) -> None:
+    """A code names its contact, the member and the asking address: erasing the member removes its codes (those
+    asked for the contact before any member held it too), and a code past the rate window is not kept at all."""
+    signin.request_code(hq, "carol@example.com", "10.0.0.3", T0)  # nobody's yet
+    hq.upsert_member("M-C", "Carol", "basic", 0)
+    hq.db.transact(lambda tx: signin.set_contact(tx, "M-C", signin.contact_of("carol@example.com"), "test", T0))
+    signin.request_code(hq, "carol@example.com", "10.0.0.3", T0 + 1)
+    signin.request_code(hq, AIKO, "10.0.0.1", T0 + 2)
+    erase_member(hq, "M-C", "privacy desk")
+    with hq.db.read() as tx:
+        assert "carol" not in repr(tx.all("SELECT * FROM wallet_codes")).lower()
+        assert tx.all("SELECT contact FROM wallet_codes") == [("email:" + AIKO,)]
+    signin.request_code(hq, BEN, "10.0.0.2", T0 + 2 + signin.RATE_WINDOW)
+    with hq.db.read() as tx:
+        assert tx.all("SELECT contact, source FROM wallet_codes") == [("phone:" + BEN, "10.0.0.2")]
