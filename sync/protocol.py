@@ -138,6 +138,7 @@ class ErrorCode(StrEnum):
     GIFT_OFFERED = "gift_offered"
     GIFT_CLAIMED = "gift_claimed"
     GIFT_OWN = "gift_own"
+    GIFT_TOO_MANY = "gift_too_many"
     # top-ups at the till (docs/stored-value.md): an administrator's per-till policy refused
     TOPUP_POLICY_INVALID = "topup_policy_invalid"
     CHECKIN_FORGED = "checkin_forged"
@@ -272,6 +273,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.GIFT_OFFERED: (409, "the coupon is already offered as a gift: one link at a time"),
     ErrorCode.GIFT_CLAIMED: (409, "the gift link was claimed already: it works once"),
     ErrorCode.GIFT_OWN: (409, "the giver cannot claim their own gift"),
+    ErrorCode.GIFT_TOO_MANY: (429, "the member passed on as many coupons as a day allows"),
     ErrorCode.TOPUP_POLICY_INVALID: (
         422,
         "a till enabled for top-ups needs every limit above zero, each within bounds, per-day at least per-transaction",

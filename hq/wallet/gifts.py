@@ -32,6 +32,9 @@ from hq.ingest import bump_versions, payload_json
 from sync.protocol import ErrorCode
 
 DEFAULT_CLAIM_HOURS = 72
+MAX_OFFERS_PER_DAY = 20
+"""Links a member makes in any 24 hours: each one, and each taking back, is kept (the gift and the coupon's
+versions), so passing a coupon on and taking it back in a loop cannot fill head office's database."""
 MAX_CLAIM_HOURS = 24 * 30
 OFFERED, CLAIMED, RETURNED = "offered", "claimed", "returned"
 
@@ -121,6 +124,9 @@ def offer(tx: Tx, member_id: str, coupon_id: str, now: int) -> Offer:
         raise GiftRefused(ErrorCode.GIFT_UNKNOWN, "no such coupon of yours")
     body = json.loads(str(row[1]))
     terms = _check_offer(tx, body, coupon_id, member_id, int(row[3]), now)
+    made = tx.one("SELECT COUNT(*) FROM gifts WHERE giver = ? AND created_at > ?", [member_id, now - 86400])
+    if made is not None and int(made[0]) >= MAX_OFFERS_PER_DAY:
+        raise GiftRefused(ErrorCode.GIFT_TOO_MANY, f"at most {MAX_OFFERS_PER_DAY} gift links a day")
     token = secrets.token_urlsafe(32)
     expires_at = now + terms.claim_hours * 3600
     tx.run(

@@ -187,6 +187,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "此礼物已被领取。",
     ),
     "gift_own": ("You cannot claim your own gift.", "自分のプレゼントは受け取れません。", "不能领取自己转赠的优惠券。"),
+    "gift_too_many": (
+        "You have passed on as many coupons as a day allows: try again tomorrow.",
+        "1日に譲れるクーポンの数に達しました。明日もう一度お試しください。",
+        "今天转赠的优惠券已达上限，请明天再试。",
+    ),
     "wallet_sign_in_required": ("Sign in first.", "先にログインしてください。", "请先登录。"),
     "checkin": ("Check in", "チェックイン", "签到"),
     "checkin_help": (

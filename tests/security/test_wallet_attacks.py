@@ -258,3 +258,22 @@ def test_setting_phones_up_and_removing_them_in_a_loop_stops_at_the_days_bound(o
                 assert made.json()["code"] == "wallet_too_many_devices", made.text
     assert answers == [200] * payments.MAX_ISSUED_PER_DAY + [409] * 3
     assert office.hq.snapshot_info().counts["device_certs"] == payments.MAX_ISSUED_PER_DAY
+
+
+def test_passing_a_coupon_on_and_taking_it_back_in_a_loop_stops_at_the_days_bound(office: Office) -> None:
+    """Each gift link and each taking back is kept at head office (the gift, the coupon's versions): a member's
+    session looping over the two would fill its database. A member makes at most ``MAX_OFFERS_PER_DAY`` links in
+    24 hours (``gift_too_many``); the coupon stays the member's, to use or pass on tomorrow."""
+    from hq.wallet import gifts
+
+    office.hq.put_coupon(GIFT)
+    with office.client() as aiko:
+        office.sign_in(aiko, AIKO)
+        for _ in range(gifts.MAX_OFFERS_PER_DAY):
+            assert aiko.post("/wallet/coupons/GIFT-A/gift").status_code == 200
+            assert aiko.post("/wallet/coupons/GIFT-A/take-back").status_code == 303
+        refused = aiko.post("/wallet/coupons/GIFT-A/gift")
+        assert refused.status_code == 429 and 'data-code="gift_too_many"' in refused.text, refused.text
+        assert "GIFT-A" in aiko.get("/wallet/coupons").text  # still hers
+    with office.hq.db.read() as tx:
+        assert tx.one("SELECT COUNT(*) FROM gifts") == (gifts.MAX_OFFERS_PER_DAY,)
