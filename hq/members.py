@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from hq import ledger, profiles, rollup, stats
@@ -44,6 +44,7 @@ from sync.protocol import (
     SalePayload,
     VoidPayload,
     parse_payload,
+    parse_time,
 )
 from terminal.loyalty import Program
 
@@ -271,7 +272,8 @@ def claim(
         raise ClaimRefused("claim_unknown_sale", "This sale has not reached us yet. Please try again in a few minutes.")
     if sale[0] != key[0] or sale[1] != "sale":
         raise ClaimRefused("claim_forged", "This claim code does not match its sale.")
-    if now.timestamp() > _utc(str(sale[5])).timestamp() + tokens.TTL + tokens.SLACK:
+    received = parse_time(str(sale[5]))
+    if received is None or now.timestamp() > received.timestamp() + tokens.TTL + tokens.SLACK:
         # from when head office received the sale (its own clock), not the expiry the code names
         raise ClaimRefused("claim_expired", "This claim code has expired.")
     if sale[2] is not None or tx.one("SELECT 1 FROM claims WHERE txn_id = ?", [token.txn_id]) is not None:
@@ -313,11 +315,6 @@ def claim(
         profiles.update(tx, member_id, profile, now.date(), at, by_member=True)
     _bump(tx, "members", "member_id", [member_id])
     return {"member_id": member_id, "display_name": display_name, "points": points, "txn_id": token.txn_id}
-
-
-def _utc(text: str) -> datetime:
-    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

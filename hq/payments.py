@@ -286,7 +286,9 @@ def register_device(
 
 
 def _issued_today(tx: Tx, member_id: str) -> int:
-    since = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    since = (
+        (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )  # as utc_now
     row = tx.one("SELECT COUNT(*) FROM device_certs WHERE member_id = ? AND created_at > ?", [member_id, since])
     return int(row[0]) if row else 0
 
