@@ -1305,7 +1305,7 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
     for c, i in uses:
         if (c, i) not in known:
             batch.flag(i, Reason.UNKNOWN_COUPON, c, coupon_id=c)
-    foreign = _other_members(batch, [(c, i, _member_of_coupon(docs[c][1])) for c, i in known])
+    foreign = _other_members(batch, [(c, i, _named_in(docs[c][1], "member_id")) for c, i in known])
     counted = [(c, i) for c, i in known if (c, i) not in foreign]
     limits = {c: _limits(docs[c][1]) for c, _ in counted}
     _count(tx, batch, counted, limits, per_member=False)
@@ -1315,15 +1315,7 @@ def count_coupons(tx: Tx, batch: Batch) -> None:
         [(batch.entries[i].txn_id, c, batch.facts[i].member_id) for c, i in counted],
     )
     _count_pools(tx, batch, [(c, i, pools.pool_of(docs[c][1])) for c, i in known])
-    _other_merchants(tx, batch, [(c, i, _merchant_of(docs[c][1])) for c, i in known])
-
-
-def _member_of_coupon(body_json: str) -> str | None:
-    try:
-        found = json.loads(body_json).get("member_id")
-    except (ValueError, AttributeError):
-        return None
-    return str(found) if found else None
+    _other_merchants(tx, batch, [(c, i, _named_in(docs[c][1], "merchant_id")) for c, i in known])
 
 
 def _other_members(batch: Batch, uses: list[tuple[str, int, str | None]]) -> set[tuple[str, int]]:
@@ -1342,9 +1334,10 @@ def _other_members(batch: Batch, uses: list[tuple[str, int, str | None]]) -> set
     return found
 
 
-def _merchant_of(body_json: str) -> str | None:
+def _named_in(body_json: str, field: str) -> str | None:
+    """The coupon document's ``field`` (``member_id``: a personal coupon's member; ``merchant_id``: its issuer)."""
     try:
-        found = json.loads(body_json).get("merchant_id")
+        found = json.loads(body_json).get(field)
     except (ValueError, AttributeError):
         return None
     return str(found) if found else None
