@@ -652,7 +652,8 @@ def _refund_breach(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> 
     """Only what the card paid in that transaction of this till, less earlier refunds, goes back."""
     paid = _paid(tx, batch, i, payload)
     refunded = _refunded(tx, batch, i, payload.original_txn)
-    if gc.refund_refusal(paid, refunded, payload.amount) is None:
+    written_off = _written_off(tx, payload) if paid is not None else 0
+    if gc.refund_refusal(None if paid is None else paid - written_off, refunded, payload.amount) is None:
         return None
     detail = {
         "card_id": payload.card_id,
@@ -660,8 +661,30 @@ def _refund_breach(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> 
         "amount": payload.amount,
         "paid": paid,
         "refunded_before": refunded,
+        "written_off": written_off,
     }
     return Breach(Reason.GIFT_REFUND_INVALID, payload.original_txn, detail)
+
+
+def _written_off(tx: Tx, payload: GiftRefundPayload) -> int:
+    """The part of the payment beyond what the card held (the chain's loss, flagged ``gift_card_overspent``)
+    that head office wrote off since, by a clear of the card below zero (by hand, or when it was sold again):
+    that part was never value, and giving it back after the write-off would make value out of nothing."""
+    row = tx.one(
+        "SELECT n, amount, balance_after FROM gift_card_events WHERE event_id = ? AND card_id = ? AND kind = ?",
+        [payload.original_txn, payload.card_id, EntryKind.GIFT_REDEEM.value],
+    )
+    if row is None:  # a payment earlier in this push: nothing cleared since
+        return 0
+    paid = -int(row[1])
+    uncovered = paid - min(max(int(row[2]) + paid, 0), paid)
+    if uncovered <= 0:
+        return 0
+    cleared = tx.one(
+        "SELECT COALESCE(SUM(amount), 0) FROM gift_card_events WHERE card_id = ? AND n > ? AND kind = ? AND amount > 0",
+        [payload.card_id, int(row[0]), EntryKind.GIFT_CLEAR.value],
+    )
+    return min(uncovered, int(cleared[0]) if cleared else 0)
 
 
 def _paid(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> int | None:
