@@ -71,6 +71,8 @@ class Kind(StrEnum):
     """A gift card's value (owner: the card id): a bearer card's stored value, the chain's liability to its holder."""
     GIFT_BREAKAGE = "gift_breakage"
     """Gift card value head office cleared (expired, a card retired), kept by the chain."""
+    VOUCHER_VALUE = "voucher_value"
+    """A prepaid voucher's value (owner: the voucher id): sold by one merchant's till, redeemed at any store."""
 
 
 CHAIN = ""
@@ -261,6 +263,27 @@ def gift_postings(card_id: str, kind: str, amount: int, merchant_id: str) -> lis
     return [
         Posting(Account(Kind.GIFT_VALUE, card_id), Unit.VALUE, amount),
         Posting(Account(counter, owner), Unit.VALUE, -amount),
+    ]
+
+
+VOUCHER_COUNTER: dict[str, Kind] = {
+    "voucher_sale": Kind.MERCHANT_CASH,
+    "voucher_redeem": Kind.VALUE_ACCEPTED,
+    "voucher_refund": Kind.MERCHANT_CASH,
+}
+"""The account on the other side of a voucher's value (``hq.vouchers``): its sale against the cash the selling
+merchant's till took, its redemption against what the redeeming merchant accepted (what the chain owes it), its
+refund against the cash the selling store paid back."""
+
+
+def voucher_postings(voucher_id: str, kind: str, amount: int, merchant_id: str) -> list[Posting]:
+    """A voucher's sale (``amount`` > 0), redemption or refund (< 0) at ``merchant_id``'s store."""
+    counter = VOUCHER_COUNTER.get(kind)
+    if counter is None or not amount:
+        return []
+    return [
+        Posting(Account(Kind.VOUCHER_VALUE, voucher_id), Unit.VALUE, amount),
+        Posting(Account(counter, merchant_id), Unit.VALUE, -amount),
     ]
 
 
@@ -764,9 +787,20 @@ def post_gift(tx: Tx, source: str, kind: str, card_id: str, amount: int, where: 
     """A gift card activity (``hq.giftcards``: a till's entry applied, or head office's own change), keyed by
     its entry's or event's id; ``where``: its ``at`` and business ``day``, and the ``store`` that names the
     merchant (none: head office's own, the chain's)."""
-    store_id, at = where.get("store") or "", where["at"]
+    store_id = where.get("store") or ""
     merchant = merchants.resolver(tx)(store_id) if store_id else CHAIN_MERCHANT
-    postings = gift_postings(card_id, kind, amount, merchant)
+    return _post_value(tx, source, kind, merchant, gift_postings(card_id, kind, amount, merchant), where)
+
+
+def post_voucher(tx: Tx, source: str, kind: str, voucher_id: str, amount: int, where: dict[str, str]) -> int:
+    """A voucher's sale, redemption or refund at a till (``hq.vouchers``), keyed by its entry's id; ``where``: its
+    ``at``, business ``day`` and the ``store`` that names the merchant."""
+    merchant = merchants.resolver(tx)(where["store"])
+    return _post_value(tx, source, kind, merchant, voucher_postings(voucher_id, kind, amount, merchant), where)
+
+
+def _post_value(tx: Tx, source: str, kind: str, merchant: str, postings: list[Posting], where: dict[str, str]) -> int:
+    at = where["at"]
     if not postings:
         return 0
     writer = Writer(tx, [], [source])

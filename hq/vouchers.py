@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import audit
+from hq import audit, ledger
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import NOT_APPLIED, Batch, bump_versions, payload_json
@@ -378,7 +378,23 @@ def _sell(tx: Tx, batch: Batch, i: int, sale: VoucherSalePayload, v: Held) -> tu
         return Breach(Reason.VOUCHER_NOT_ALLOCATED, v.voucher_id, detail), set()
     txn = batch.entries[i].txn_id
     sold = {"txn": txn, "terminal": batch.terminal_id, "store": batch.store_id, "at": batch.received_at}
-    return None, _set_state(tx, v, vc.State.ACTIVE, member=sale.member_id, **sold)
+    changed = _set_state(tx, v, vc.State.ACTIVE, member=sale.member_id, **sold)
+    _post(tx, batch, i, v, v.value)
+    return None, changed
+
+
+def _post(tx: Tx, batch: Batch, i: int, v: Held, amount: int) -> None:
+    """The voucher's value in the ledger (``hq.ledger.post_voucher``): its sale is cash the selling merchant's
+    till took, a redemption value the redeeming merchant accepted, a refund cash paid back; so each merchant's
+    settlement statement carries it. A voucher whose sale the ledger never booked (sold before it booked
+    vouchers) settles its use outside it, as it was sold."""
+    entry = batch.entries[i]
+    if amount < 0 and (
+        v.sold_txn is None or tx.one("SELECT 1 FROM ledger_txns WHERE ledger_txn_id = ?", [v.sold_txn]) is None
+    ):
+        return
+    where = {"store": batch.store_id, "day": batch.days[i], "at": batch.received_at}
+    ledger.post_voucher(tx, entry.txn_id, entry.kind, v.voucher_id, amount, where)
 
 
 def _use(tx: Tx, batch: Batch, i: int, v: Held, action: str) -> tuple[str, str, str] | None:
@@ -415,7 +431,9 @@ def _redeem(tx: Tx, batch: Batch, i: int, v: Held) -> tuple[Breach | None, set[s
             first_txn=txn,
             first_terminal=terminal,
         )
+        _post(tx, batch, i, v, -v.value)  # the customer was served: the redeeming merchant is owed it all the same
         return None, set()
+    _post(tx, batch, i, v, -v.value)
     return None, _set_state(tx, v, vc.State.REDEEMED)
 
 
@@ -431,6 +449,7 @@ def _refund(tx: Tx, batch: Batch, i: int, v: Held) -> tuple[Breach | None, set[s
             problem = f"the voucher was used already ({first[0]} {first[1]} at {first[2]})"
     if problem is not None:
         return Breach(Reason.VOUCHER_REFUND_INVALID, v.voucher_id, {"problem": problem}), set()
+    _post(tx, batch, i, v, -v.value)
     return None, _set_state(tx, v, vc.State.REFUNDED)
 
 

@@ -1,0 +1,99 @@
+"""A voucher sold at one merchant's store and redeemed at another's (docs/stored-value.md, "Vouchers";
+docs/settlement.md): the selling merchant's till took the cash, the redeeming merchant handed the goods over.
+Each merchant's settlement statement carries it: the seller's ``cash_taken``, the redeemer's
+``value_accepted``, so the chain collects the cash from the one and pays the other. A voucher the ledger never
+saw sold (before it booked vouchers) moves nothing when used; a refund gives the seller's cash back; a second
+redemption (two offline tills) is owed to its merchant too, the voucher's account below zero (the chain's loss)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from hq import ledger, merchants, settlement
+from hq.ingest import Settings
+from hq.payments import signing_key
+from hq.store import HqStore
+from hq.vouchers import IssueSpec
+from terminal import vouchers as vc
+from tests.fixtures.postgres import hq_url, pg_server, pg_url  # noqa: F401 - fixtures
+from tests.security.test_redteam_vouchers import NOW, STAMP, Till
+
+PERIOD = NOW.strftime("%Y-%m")
+
+
+@pytest.fixture
+def hq(hq_url: str) -> Iterator[HqStore]:  # noqa: F811 - the fixture
+    store = HqStore(hq_url, Settings(), clock=lambda: STAMP)
+    for terminal, shop in (("T1", "S1"), ("T2", "S2"), ("T3", "S3")):
+        store.add_terminal(terminal, shop, terminal.lower())
+    with store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+        merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+        merchants.assign_store(tx, "S1", "M-A", "UTC")
+        merchants.assign_store(tx, "S2", "M-B", "UTC")
+        merchants.assign_store(tx, "S3", "M-B", "UTC")
+    yield store
+    with store.db.read() as tx:
+        assert ledger.check(tx) == []
+    store.close()
+
+
+def codes(hq: HqStore, count: int) -> list[str]:
+    spec = IssueSpec(count, 2500, int((NOW + timedelta(days=30)).timestamp()))
+    hq.issue_vouchers("T1", spec, signing_key(hq, vc.PURPOSE), "Mio")
+    return hq.voucher_stock("T1").codes
+
+
+def money(hq: HqStore) -> dict[str, tuple[int, int]]:
+    with hq.db.read() as tx:
+        found = settlement.statements(tx, PERIOD)
+    return {
+        s.merchant.merchant_id: (s.figures.value_accepted, s.figures.cash_taken)
+        for s in found
+        if s.merchant.merchant_id != "chain"
+    }
+
+
+def test_a_voucher_sold_by_one_merchant_and_redeemed_at_another_settles_between_them(hq: HqStore) -> None:
+    first, second, third = codes(hq, 3)
+    bakery, books, other = Till(hq, "T1", "S1"), Till(hq, "T2", "S2"), Till(hq, "T3", "S3")
+    for n, code in enumerate((first, second, third)):
+        bakery.push("voucher_sale", code, f"SOLD-{n}", amount=2500)
+    assert money(hq) == {"M-A": (0, 7500), "M-B": (0, 0)}  # the bakery's till took 75.00
+    books.push("voucher_redeem", first, "USE-1", sale_ref="R-1")  # 25.00 of books handed over
+    assert money(hq) == {"M-A": (0, 7500), "M-B": (2500, 0)}  # the chain owes the bookshop 25.00
+    bakery.push("voucher_refund", second, "BACK-1", amount=2500)  # the bakery paid 25.00 back before use
+    assert money(hq) == {"M-A": (0, 5000), "M-B": (2500, 0)}
+    books.push("voucher_redeem", third, "USE-2", sale_ref="R-2")
+    other.push("voucher_redeem", third, "USE-3", sale_ref="R-3")  # a second offline till: flagged, owed too
+    assert money(hq) == {"M-A": (0, 5000), "M-B": (7500, 0)}
+    with hq.db.read() as tx:
+        assert ledger.balances_of(tx, vc.parse(third).voucher_id) == {ledger.Kind.VOUCHER_VALUE: -2500}
+    books.seq = 0
+    books.push("voucher_redeem", first, "USE-1", sale_ref="R-1")  # a replayed push books nothing twice
+    assert money(hq) == {"M-A": (0, 5000), "M-B": (7500, 0)}
+
+
+def test_a_voucher_sold_before_the_ledger_booked_vouchers_moves_nothing_when_used(hq: HqStore) -> None:
+    [code] = codes(hq, 1)
+    Till(hq, "T1", "S1").push("voucher_sale", code, "SOLD-OLD", amount=2500)
+    with hq.db.write() as tx:  # as a head office before vouchers were booked left it
+        tx.run("DELETE FROM ledger_postings WHERE ledger_txn_id = 'SOLD-OLD'")
+        tx.run("DELETE FROM ledger_txns WHERE ledger_txn_id = 'SOLD-OLD'")
+    Till(hq, "T2", "S2").push("voucher_redeem", code, "USE-OLD", sale_ref="R-9")
+    assert money(hq) == {"M-A": (0, 0), "M-B": (0, 0)}
+
+
+def test_the_voucher_account_is_its_value_outstanding(hq: HqStore) -> None:
+    first, second = codes(hq, 2)
+    bakery = Till(hq, "T1", "S1")
+    bakery.push("voucher_sale", first, "SOLD-A", amount=2500)
+    bakery.push("voucher_sale", second, "SOLD-B", amount=2500)
+    Till(hq, "T2", "S2").push("voucher_redeem", first, "USE-A", sale_ref="R-1")
+    with hq.db.read() as tx:
+        books = ledger.read_books(tx).accounts
+    held = {o: n for (k, o), n in books.items() if k is ledger.Kind.VOUCHER_VALUE and n}
+    assert held == {vc.parse(second).voucher_id: 2500}
