@@ -4,6 +4,7 @@ unblock, clear, attach to and detach from a member's wallet, import a card of an
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -112,22 +113,40 @@ def expire(
 
 @app.command("import")
 def import_card(
-    uid_hash: Annotated[str, typer.Argument(help="The card's keyed hash (tillpoint hq add-card prints how).")],
+    card: Annotated[
+        str,
+        typer.Argument(
+            metavar="CARD",
+            help="The card's keyed hash (64 hex digits), or with --card-key-file its hex UID (hashed as hq add-card does).",
+        ),
+    ],
     amount: Annotated[int, typer.Argument(help="The balance the earlier system held, in minor units.")],
     by: ByOpt,
     source: Annotated[str, typer.Option(help="The earlier system's reference for the card.")] = "",
+    card_key_file: Annotated[
+        Path | None, typer.Option(help="The chain's card-hash key: CARD is then the card's hex UID.")
+    ] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring in a card of an earlier system with its balance (``gift_import``). Prints JSON."""
     from hq.errors import Refused
+    from terminal.credentials import card_uid_hash, parse_uid
 
+    uid_hash = card
+    if card_key_file is not None:
+        try:
+            uid_hash = card_uid_hash(card_key_file.read_bytes(), parse_uid(card))
+        except OSError as exc:
+            fail(f"--card-key-file: {card_key_file} cannot be read ({exc.strerror or exc})")
+        except ValueError as exc:
+            fail(f"invalid_card: {exc}")
     with hq_store(db) as store:
         try:
-            card = store.import_gift_card(uid_hash, amount, by, source)
+            imported = store.import_gift_card(uid_hash, amount, by, source)
         except Refused as exc:
             fail(exc)
-    print(json.dumps(card.to_doc()))
+    print(json.dumps(imported.to_doc()))
 
 
 @app.command("terms")

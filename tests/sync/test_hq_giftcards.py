@@ -484,6 +484,32 @@ def test_the_expiry_command_clears_and_refuses_a_bad_day_or_one_after_today(tmp_
     assert [(c["card_id"], c["balance"]) for c in json.loads(done.output)["cleared"]] == [(card.card_id, 0)]
 
 
+def test_the_import_command_takes_the_card_by_its_uid_and_the_chain_key(tmp_path: Any) -> None:
+    """An operator holds the card's UID, not its keyed hash: with --card-key-file the command hashes the UID as
+    `hq add-card` does, so the card the tills hash is the one imported; a hash is still taken as it is."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db, key = str(tmp_path / "hq.db"), tmp_path / "card-hash.key"
+    key.write_bytes(os.urandom(32))
+    uid = "04A1B2C3D4E9AA"
+    run = CliRunner().invoke
+    done = run(app, ["giftcard", "import", uid, "4200", "--by", "Mio", "--card-key-file", str(key), "--db", db])
+    assert done.exit_code == 0, done.output
+    card = json.loads(done.stdout)
+    assert (card["card_id"], card["balance"]) == (gc.card_id(card_uid_hash(key.read_bytes(), bytes.fromhex(uid))), 4200)
+    other = card_uid_hash(key.read_bytes(), bytes.fromhex("04A1B2C3D4E9AB"))
+    by_hash = run(app, ["giftcard", "import", other, "100", "--by", "Mio", "--db", db])
+    assert by_hash.exit_code == 0 and json.loads(by_hash.stdout)["card_id"] == gc.card_id(other)
+    bad = run(app, ["giftcard", "import", "zz", "1", "--by", "Mio", "--card-key-file", str(key), "--db", db])
+    assert bad.exit_code == 1 and "invalid_card" in bad.output
+    missing = run(app, ["giftcard", "import", uid, "1", "--by", "Mio", "--card-key-file", str(tmp_path / "no.key")])
+    assert missing.exit_code == 1 and "cannot be read" in missing.output
+
+
 def test_a_refund_onto_a_card_cleared_since_is_value_again_and_a_clear_waits_for_a_payment_on_its_way(
     chain: Chain,
 ) -> None:
