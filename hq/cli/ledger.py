@@ -93,14 +93,16 @@ def check(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
 
 @ledger_app.command("expire")
 def expire(
-    as_of: Annotated[str, typer.Option("--as-of", help="Expire the lots expired by the end of this day (UTC).")],
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Expire the lots expired by the end of this day (UTC; not after today).")
+    ],
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
     """Expire the points lots whose expiry has come: breakage of their issuing merchants. Prints JSON."""
     from hq import ledger
 
-    day = as_day(as_of)
+    day = as_day(as_of, not_after_today=True)  # expiry cannot be undone: never points still valid today
     with hq_store(db) as store, store.db.write() as tx:
         done = ledger.expire(tx, ledger.end_of(day))
     rows = [{"member_id": e.member_id, "points": e.points, "by_merchant": e.by_merchant} for e in done]

@@ -653,6 +653,9 @@ def test_the_commands_add_merchants_give_stores_and_check_the_books(tmp_path: Pa
     assert checked.exit_code == 0 and json.loads(checked.output)["ok"] is True
     expired = run(app, ["ledger", "expire", "--as-of", "2026-07-01", *db])
     assert expired.exit_code == 0 and json.loads(expired.output)["points"] == 0
+    ahead = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    future = run(app, ["ledger", "expire", "--as-of", ahead, *db])  # would expire points still valid today
+    assert future.exit_code == 1 and "bad_day" in future.output and "after today" in future.output
     hq = HqStore(str(tmp_path / "hq.db"), Settings())
     with hq.db.write() as tx:
         tx.run(
