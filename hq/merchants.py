@@ -80,14 +80,18 @@ def add(
     tx: Tx,
     merchant_id: str,
     name: str,
-    cost_per_100: int = 0,
-    reimburse_per_100: int = 0,
+    cost_per_100: int | None = None,
+    reimburse_per_100: int | None = None,
     timing: str | None = None,
 ) -> Merchant:
-    """Add a merchant, or change its name, rates and timing (they apply to statements not yet closed);
-    ``timing`` None: the one it has (a new merchant's: issuance)."""
+    """Add a merchant, or change its name, rates and timing (they apply to statements not yet closed); a rate
+    or ``timing`` None: the one it has (a new merchant's: 0, issuance)."""
+    held = get(tx, merchant_id)
+    if cost_per_100 is None:
+        cost_per_100 = held.cost_per_100 if held else 0
+    if reimburse_per_100 is None:
+        reimburse_per_100 = held.reimburse_per_100 if held else 0
     if timing is None:
-        held = get(tx, merchant_id)
         timing = held.timing if held else Timing.ISSUANCE.value
     check(merchant_id, name, cost_per_100, reimburse_per_100, timing)
     tx.run(

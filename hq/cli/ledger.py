@@ -17,15 +17,23 @@ ledger_app = typer.Typer(name="ledger", help="The ledger of points and stored va
 app.add_typer(merchant_app)
 app.add_typer(ledger_app)
 
-Rate = Annotated[int, typer.Option(min=0, help="Minor currency units per 100 points.")]
-
 
 @merchant_app.command("add")
 def add(
     merchant_id: str,
     name: Annotated[str, typer.Option(help="The merchant's name.")],
-    cost_per_100: Annotated[int, typer.Option(min=0, help="What it pays per 100 points its stores issue.")] = 0,
-    reimburse_per_100: Annotated[int, typer.Option(min=0, help="What it is paid per 100 points it accepts.")] = 0,
+    cost_per_100: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="What it pays per 100 points its stores issue; left out: the one it has (a new merchant: 0)."
+        ),
+    ] = None,
+    reimburse_per_100: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="What it is paid per 100 points it accepts; left out: the one it has (a new merchant: 0)."
+        ),
+    ] = None,
     timing: Annotated[
         str | None,
         typer.Option(

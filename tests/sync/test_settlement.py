@@ -618,6 +618,13 @@ def test_the_commands_set_a_timing_and_print_the_deferred_revenue(tmp_path: Path
     assert added.exit_code == 0 and json.loads(added.output)["timing"] == "reserve"
     renamed = run(app, ["merchant", "add", "M-A", "--name", "Bakery & Co", "--cost-per-100", "150", *db])
     assert json.loads(renamed.output)["timing"] == "reserve"  # a change of name keeps the timing
+    rated = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--reimburse-per-100", "120", *db])
+    assert json.loads(rated.output)["cost_per_100"] == 150  # a rate left out is the one it has
+    switched = json.loads(
+        run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--timing", "redemption", *db]).output
+    )
+    assert (switched["timing"], switched["cost_per_100"], switched["reimburse_per_100"]) == ("redemption", 150, 120)
+    assert run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--timing", "reserve", *db]).exit_code == 0
     bad = run(app, ["merchant", "add", "M-A", "--name", "Bakery", "--timing", "weekly", *db])
     assert bad.exit_code == 1 and "bad_timing" in bad.output
     shown = run(app, ["settlement", "deferred", "--as-of", "2026-06-30", "--json", *db])
