@@ -17,7 +17,10 @@ app = typer.Typer()
 def store_calendar(
     store_id: str,
     timezone: Annotated[str | None, typer.Option(help="IANA time zone, e.g. Asia/Tokyo.")] = None,
-    day_starts: Annotated[str, typer.Option(help="When the business day starts (HH:MM).")] = "00:00",
+    day_starts: Annotated[
+        str | None,
+        typer.Option(help="When the business day starts (HH:MM); left out: the store's (a new store: 00:00)."),
+    ] = None,
     merchant: Annotated[str | None, typer.Option(help="Give the store to this merchant (hq merchant add).")] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
@@ -34,15 +37,21 @@ def store_calendar(
                     merchants.assign_store(tx, store_id, merchant, timezone or store.settings.timezone)
             except merchants.MerchantError as exc:
                 fail(f"{exc.code}: {exc}")
-            if timezone is None:
+            if timezone is None and day_starts is None:
                 print(json.dumps({"store_id": store_id, "merchant_id": merchant}))
                 return
-        if timezone is None:
-            found = [s for s in store.stores() if s["store_id"] == store_id]
+        found = [s for s in store.stores() if s["store_id"] == store_id]
+        if timezone is None and day_starts is None:
             if not found:
                 fail(f"no store {store_id}: give --timezone to set one up")
             print(json.dumps(found[0]))
             return
+        if timezone is None:  # a new cut-off only: the store keeps its time zone
+            if not found:
+                fail(f"no store {store_id}: give --timezone to set one up")
+            timezone = str(found[0]["timezone"])
+        if day_starts is None:  # a new time zone only: the store keeps its cut-off
+            day_starts = str(found[0]["day_starts"]) if found else "00:00"
         try:
             print(json.dumps(store.set_store(store_id, timezone, day_starts)))
         except BadCalendar as exc:

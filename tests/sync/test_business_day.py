@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -175,3 +176,31 @@ def test_an_entry_ahead_of_head_office_is_flagged_and_held_at_arrival(hq: HqStor
     assert len(flagged) == 1 and flagged[0].detail["ahead_seconds"] > 6 * 3600 - 60
     made = datetime.fromisoformat(day_and_made(hq, 1)[1].replace("Z", "+00:00"))
     assert made <= datetime.now(UTC)
+
+
+def test_the_store_command_changes_only_what_it_is_given(tmp_path: Path) -> None:
+    """`hq store S --timezone Z` keeps the store's cut-off, `--day-starts` alone keeps its time zone (it was
+    ignored), and a cut-off for a store head office has no calendar for asks for the time zone."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    db = ["--db", str(tmp_path / "hq.db")]
+    HqStore(str(tmp_path / "hq.db")).close()
+    run = CliRunner().invoke
+
+    def store(*args: str) -> dict[str, str]:
+        done = run(app, ["store", "S1", *args, *db])
+        assert done.exit_code == 0, done.output
+        return dict(json.loads(done.stdout))
+
+    assert store("--timezone", "Europe/Paris", "--day-starts", "04:00")["day_starts"] == "04:00"
+    moved = store("--timezone", "Asia/Tokyo")
+    assert (moved["timezone"], moved["day_starts"]) == ("Asia/Tokyo", "04:00")
+    later = store("--day-starts", "05:00")
+    assert (later["timezone"], later["day_starts"]) == ("Asia/Tokyo", "05:00")
+    assert (store()["timezone"], store()["day_starts"]) == ("Asia/Tokyo", "05:00")
+    unknown = run(app, ["store", "S9", "--day-starts", "05:00", *db])
+    assert unknown.exit_code == 1 and "give --timezone" in unknown.output
