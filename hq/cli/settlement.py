@@ -71,9 +71,9 @@ def statements(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for s in found:
-            stem = out_dir / f"settlement-{period}-{s.merchant.merchant_id}"
-            stem.with_suffix(".csv").write_bytes(settlement.to_csv(s))
-            stem.with_suffix(".pdf").write_bytes(settlement.to_pdf(s))
+            stem = f"settlement-{period}-{s.merchant.merchant_id}"  # an id may hold a '.': no with_suffix
+            (out_dir / f"{stem}.csv").write_bytes(settlement.to_csv(s))
+            (out_dir / f"{stem}.pdf").write_bytes(settlement.to_pdf(s))
     if as_json:
         print(json.dumps({"statements": [s.as_dict() for s in found], "totals": settlement.totals(found)}, indent=2))
         return

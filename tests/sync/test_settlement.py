@@ -309,6 +309,8 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     HqStore(str(tmp_path / "hq.db")).close()  # head office's database (a command would make it, and say so)
     run = CliRunner().invoke
     assert run(app, ["merchant", "add", "M-A", "--name", "Bakery", *db]).exit_code == 0
+    for dotted in ("Shop.1", "Shop.2"):  # a merchant id may hold a '.': each still has its own files
+        assert run(app, ["merchant", "add", dotted, "--name", dotted, *db]).exit_code == 0
     first = run(app, ["settlement", "statement", JUNE, "M-A", "--format", "csv", *db])
     assert first.exit_code == 0 and "merchant_id,M-A" in first.output
     out = tmp_path / "june.pdf"
@@ -322,9 +324,13 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     assert listed["closed_through"] == JUNE and listed["closes"][0]["closed_by"] == "Mio"
     made = run(app, ["settlement", "statements", JUNE, "--dir", str(tmp_path / "out"), "--json", *db])
     assert made.exit_code == 0 and json.loads(made.output)["statements"][0]["state"] == "closed"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:2] == [
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:6] == [
         "settlement-2026-06-M-A.csv",
         "settlement-2026-06-M-A.pdf",
+        "settlement-2026-06-Shop.1.csv",
+        "settlement-2026-06-Shop.1.pdf",
+        "settlement-2026-06-Shop.2.csv",
+        "settlement-2026-06-Shop.2.pdf",
     ]
     unknown = run(app, ["settlement", "statement", JUNE, "M-Z", *db])
     assert unknown.exit_code == 1 and "unknown_merchant" in unknown.output
