@@ -144,15 +144,17 @@ def length(
 
 @settlement_app.command("periods")
 def list_periods(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
-    """The last period closed and every close."""
+    """The last period closed, the period lengths and every close."""
     from hq import settlement
 
     with hq_store(db, create=False) as store:
         held = settlement.calendar(store.db)
     if as_json:
         print(json.dumps(held, indent=2))
-    else:
-        print_rows(held["closes"], ["period", "closed_at", "closed_by", "reason"])
+        return
+    lengths = "; ".join(["1 month", *(f"{x['months']} months from {x['from']}" for x in held["lengths"])])
+    print(f"closed through {held['closed_through'] or 'none'}; periods of {lengths}")
+    print_rows(held["closes"], ["period", "closed_at", "closed_by", "reason"])
 
 
 @settlement_app.command("deferred")

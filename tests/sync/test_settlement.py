@@ -322,6 +322,11 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "period_closed" in again.output
     listed = json.loads(run(app, ["settlement", "periods", "--json", *db]).output)
     assert listed["closed_through"] == JUNE and listed["closes"][0]["closed_by"] == "Mio"
+    quarters = ["settlement", "length", "3", "--from", "2026-10", "--by", "Mio", "--reason", "quarterly", *db]
+    assert run(app, quarters).exit_code == 0
+    shown = run(app, ["settlement", "periods", *db])  # the table says what the JSON says, lengths included
+    assert shown.exit_code == 0 and "closed through 2026-06" in shown.output
+    assert "3 months from 2026-10" in shown.output and "month end" in shown.output
     made = run(app, ["settlement", "statements", JUNE, "--dir", str(tmp_path / "out"), "--json", *db])
     assert made.exit_code == 0 and json.loads(made.output)["statements"][0]["state"] == "closed"
     assert sorted(p.name for p in (tmp_path / "out").iterdir())[:6] == [
