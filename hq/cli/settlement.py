@@ -69,11 +69,14 @@ def statements(
         except settlement.SettlementError as exc:
             fail(exc)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for s in found:
-            stem = f"settlement-{period}-{s.merchant.merchant_id}"  # an id may hold a '.': no with_suffix
-            (out_dir / f"{stem}.csv").write_bytes(settlement.to_csv(s))
-            (out_dir / f"{stem}.pdf").write_bytes(settlement.to_pdf(s))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for s in found:
+                stem = f"settlement-{period}-{s.merchant.merchant_id}"  # an id may hold a '.': no with_suffix
+                (out_dir / f"{stem}.csv").write_bytes(settlement.to_csv(s))
+                (out_dir / f"{stem}.pdf").write_bytes(settlement.to_pdf(s))
+        except OSError as exc:
+            fail(f"--dir: {out_dir} cannot be written ({exc.strerror or exc})")
     if as_json:
         print(json.dumps({"statements": [s.as_dict() for s in found], "totals": settlement.totals(found)}, indent=2))
         return
@@ -186,4 +189,7 @@ def _write(body: bytes, out: Path | None) -> None:
         sys.stdout.buffer.write(body)
         sys.stdout.buffer.flush()
     else:
-        out.write_bytes(body)
+        try:
+            out.write_bytes(body)
+        except OSError as exc:
+            fail(f"--out: {out} cannot be written ({exc.strerror or exc})")

@@ -316,6 +316,13 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     out = tmp_path / "june.pdf"
     assert run(app, ["settlement", "statement", JUNE, "M-A", "--format", "pdf", "--out", str(out), *db]).exit_code == 0
     assert out.read_bytes().startswith(b"%PDF-")
+    nowhere = str(tmp_path / "no-such-dir" / "june.pdf")  # a mistyped path: one line, no traceback
+    lost = run(app, ["settlement", "statement", JUNE, "M-A", "--format", "pdf", "--out", nowhere, *db])
+    assert lost.exit_code == 1 and "cannot be written" in lost.output and "Traceback" not in lost.output
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    blocked = run(app, ["settlement", "statements", JUNE, "--dir", str(taken), *db])
+    assert blocked.exit_code == 1 and "--dir" in blocked.output and "cannot be written" in blocked.output
     closing = ["settlement", "close", JUNE, "--by", "Mio", "--reason", "month end", "--today", "2026-07-02", *db]
     assert run(app, closing).exit_code == 0
     again = run(app, closing)
