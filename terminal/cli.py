@@ -886,15 +886,25 @@ def voucher_sell(
     from terminal import qrcodes
 
     cfg = cli_config(config)
+    if png is not None and not png.parent.is_dir():  # before the sale: its code is shown only once
+        console.print(f"[red]--png: no directory {escape(str(png.parent))}[/]: nothing was sold")
+        raise typer.Exit(1)
     sold = _api(cfg, "POST", "/v1/vouchers/sell", {"value": value, "sku": sku, "member_id": member})
+    unwritten = None
     if png is not None:
-        png.write_bytes(qrcodes.png(sold["code"], compact=False))
+        try:
+            png.write_bytes(qrcodes.png(sold["code"], compact=False))
+        except OSError as exc:  # the voucher is sold: its code is still printed below, never lost
+            unwritten = f"--png: {png} cannot be written ({exc.strerror or exc}); the voucher is sold, its code printed"
     if as_json:
-        show_json(sold | ({"png": str(png)} if png else {}))
-        return
-    print(qrcodes.terminal_text(sold["code"], compact=False))
-    _show_voucher(sold, cfg)
-    print(sold["code"])
+        show_json(sold | ({"png": str(png)} if png and not unwritten else {}))
+    else:
+        print(qrcodes.terminal_text(sold["code"], compact=False))
+        _show_voucher(sold, cfg)
+        print(sold["code"])
+    if unwritten:
+        err_console.print(f"[red]{escape(unwritten)}[/]")
+        raise typer.Exit(1)
 
 
 @voucher_app.command("redeem")

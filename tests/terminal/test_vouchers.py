@@ -7,6 +7,7 @@ while head office is unreachable."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -105,3 +106,41 @@ def test_offline_a_till_redeems_only_what_it_saw_sold_within_its_total() -> None
     wrong_clock = pay.OfflineState(600, 600, 0, 0, clock_offset_s=limits.max_clock_offset_s + 1)
     assert vc.offline_refusal(2500, vc.State.ACTIVE, 0, 3000, wrong_clock, limits) is Code.TILL_CLOCK_WRONG
     assert ONLINE.offline_for_s is None
+
+
+def test_the_sell_command_never_loses_a_sold_vouchers_code_to_a_png_it_cannot_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tillpoint voucher sell --png FILE`: a directory that is not there sells nothing; a file that cannot be
+    written once the voucher is sold still prints its code (the only copy), and says the PNG failed (exit 1)."""
+    from typer.testing import CliRunner
+
+    from terminal import cli
+
+    sales: list[dict[str, object]] = []
+    text = code()
+
+    def api(cfg: object, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        sales.append(body or {})
+        return {
+            "txn_id": "t-1",
+            "seq": 1,
+            "kind": "voucher_sale",
+            "voucher_id": "v1",
+            "voucher_kind": "amount",
+            "value": 2500,
+            "sku": "",
+            "expires_at": 2_000_000_000,
+            "offline": False,
+            "code": text,
+        }
+
+    monkeypatch.setattr(cli, "_api", api)
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke
+    nowhere = run(cli.app, ["voucher", "sell", "--value", "2500", "--png", str(tmp_path / "no-dir" / "v.png")])
+    assert nowhere.exit_code == 1 and "nothing was sold" in nowhere.output and sales == []
+    (tmp_path / "taken").mkdir()  # a directory where the file should go: the write fails after the sale
+    sold = run(cli.app, ["voucher", "sell", "--value", "2500", "--png", str(tmp_path / "taken")])
+    assert len(sales) == 1 and sold.exit_code == 1
+    assert text in sold.stdout and "cannot be written" in sold.output and "Traceback" not in sold.output
