@@ -12,7 +12,8 @@ At ingest (``check``, after the top-ups):
 
     voucher_sale     quarantined ``voucher_forged`` (not head office's code, or fields not the code's) or
                      ``voucher_not_allocated`` (not this till's unsold stock); else the voucher is active
-    voucher_redeem   quarantined ``voucher_forged`` or ``voucher_not_sold``; a voucher used before (redeemed
+    voucher_redeem   quarantined ``voucher_forged``, ``voucher_not_sold`` or ``voucher_redeemed_expired`` (made, by
+                     head office's corrected time, after the voucher's expiry); a voucher used before (redeemed
                      or refunded, at this till or another, offline) is stored and flagged
                      ``voucher_redeemed_twice``: the loss is the chain's, as a replayed card
     voucher_refund   quarantined ``voucher_forged`` or ``voucher_refund_invalid`` (never sold, sold at another
@@ -417,6 +418,10 @@ def _use(tx: Tx, batch: Batch, i: int, v: Held, action: str) -> tuple[str, str, 
 def _redeem(tx: Tx, batch: Batch, i: int, v: Held) -> tuple[Breach | None, set[str]]:
     if v.state is vc.State.STOCK:
         return Breach(Reason.VOUCHER_NOT_SOLD, v.voucher_id, {"stock_of": v.terminal_id}), set()
+    made = batch.effective[i].timestamp()
+    if made > v.expires_at + batch.settings.clock_skew:  # a till refuses it: a dishonest one, or a stolen credential
+        detail = {"expires_at": v.expires_at, "redeemed_at": batch.effective[i].isoformat()}
+        return Breach(Reason.VOUCHER_REDEEMED_EXPIRED, v.voucher_id, detail), set()
     first = _use(tx, batch, i, v, "redeem")
     if first is not None:
         action, txn, terminal = first

@@ -412,6 +412,9 @@ class Reason(StrEnum):
     """A refund of a voucher never sold, sold at another store, or already redeemed."""
     VOUCHER_NOT_SOLD = "voucher_not_sold"
     """A redemption of a voucher head office holds no sale of: quarantined."""
+    VOUCHER_REDEEMED_EXPIRED = "voucher_redeemed_expired"
+    """A redemption made after the voucher's expiry (by head office's corrected time, beyond the clock skew
+    allowed): a till refuses it, so a dishonest till or a stolen credential; quarantined, nobody is owed it."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
     """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
     # Gift cards (hq/giftcards.py, docs/giftcards.md): the first three quarantine the entry.

@@ -327,6 +327,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     ),
     "reason_voucher_refund_invalid": ("invalid voucher refund", "無効なバウチャー返金", "预付券退款无效"),
     "reason_voucher_not_sold": ("voucher never sold", "未販売のバウチャー", "未售出的预付券"),
+    "reason_voucher_redeemed_expired": (
+        "voucher used after its expiry",
+        "期限切れのバウチャーの使用",
+        "过期预付券的使用",
+    ),
     "reason_voucher_redeemed_twice": ("voucher used twice", "バウチャーの二重利用", "预付券重复使用"),
     "reason_gift_card_invalid": ("invalid gift card entry", "無効なギフトカード取引", "礼品卡交易无效"),
     "reason_gift_refund_invalid": ("invalid gift card refund", "無効なギフトカード返金", "礼品卡退款无效"),

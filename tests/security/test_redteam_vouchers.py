@@ -28,7 +28,8 @@ class Till:
     def __init__(self, hq: HqStore, terminal_id: str = "T1", store_id: str = "S1") -> None:
         self.hq, self.terminal_id, self.store_id, self.seq = hq, terminal_id, store_id, 0
 
-    def push(self, kind: str, code: str, txn: str, **more: Any) -> str:
+    def push(self, kind: str, code: str, txn: str, at: str = STAMP, **more: Any) -> str:
+        """The till's entry, made at ``at`` by its clock (which agrees with head office's)."""
         self.seq += 1
         parsed = vc.parse(code)
         payload: dict[str, Any] = {
@@ -42,9 +43,9 @@ class Till:
             **more,
         }
         entry = WireEntry(
-            terminal_id=self.terminal_id, seq=self.seq, txn_id=txn, kind=kind, payload=payload, created_at=STAMP
+            terminal_id=self.terminal_id, seq=self.seq, txn_id=txn, kind=kind, payload=payload, created_at=at
         )
-        self.hq.ingest(self.terminal_id, [entry], clock=STAMP)
+        self.hq.ingest(self.terminal_id, [entry], clock=at)
         return txn
 
     def effect(self, txn: str) -> str:

@@ -97,3 +97,45 @@ def test_the_voucher_account_is_its_value_outstanding(hq: HqStore) -> None:
         books = ledger.read_books(tx).accounts
     held = {o: n for (k, o), n in books.items() if k is ledger.Kind.VOUCHER_VALUE and n}
     assert held == {vc.parse(second).voucher_id: 2500}
+
+
+def test_a_voucher_redeemed_after_its_expiry_is_quarantined_and_nobody_is_owed_it(hq_url: str) -> None:  # noqa: F811
+    """A till refuses an expired voucher; a stolen credential pushes a redemption of one anyway, a day after its
+    expiry by head office's clock. It is quarantined ``voucher_redeemed_expired``: the voucher is not used, and
+    the redeeming merchant is owed nothing (the value stays the voucher's, the chain's liability until it is
+    cleared). A redemption within the till's allowed clock skew of the expiry is taken."""
+    now = [STAMP]
+    hq = HqStore(hq_url, Settings(), clock=lambda: now[0])
+    try:
+        hq.add_terminal("T1", "S1", "t1")
+        hq.add_terminal("T2", "S2", "t2")
+        with hq.db.write() as tx:
+            merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+            merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+            merchants.assign_store(tx, "S1", "M-A", "UTC")
+            merchants.assign_store(tx, "S2", "M-B", "UTC")
+        expiry = NOW + timedelta(days=30)
+        hq.issue_vouchers("T1", IssueSpec(2, 2500, int(expiry.timestamp())), signing_key(hq, vc.PURPOSE), "Mio")
+        late, just = hq.voucher_stock("T1").codes
+        bakery, books = Till(hq, "T1", "S1"), Till(hq, "T2", "S2")
+        bakery.push("voucher_sale", late, "SOLD-1", amount=2500)
+        bakery.push("voucher_sale", just, "SOLD-2", amount=2500)
+        after = (expiry + timedelta(days=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now[0] = after
+        books.push("voucher_redeem", late, "USE-LATE", at=after, sale_ref="R-1")
+        with hq.db.read() as tx:
+            [(effect,)] = tx.all("SELECT effect FROM journal WHERE txn_id = 'USE-LATE'")
+            reasons = [str(r[0]) for r in tx.all("SELECT reason FROM recon_items WHERE txn_id = 'USE-LATE'")]
+            assert tx.all("SELECT 1 FROM voucher_uses WHERE txn_id = 'USE-LATE'") == []
+            assert ledger.balances_of(tx, vc.parse(late).voucher_id) == {ledger.Kind.VOUCHER_VALUE: 2500}
+            assert ledger.check(tx) == []
+        assert effect == "quarantined" and reasons == ["voucher_redeemed_expired"], (effect, reasons)
+        within = (expiry + timedelta(seconds=60)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now[0] = within
+        books.push("voucher_redeem", just, "USE-JUST", at=within, sale_ref="R-2")  # a till a minute slow
+        with hq.db.read() as tx:
+            assert tx.all("SELECT txn_id FROM voucher_uses WHERE txn_id = 'USE-JUST'") == [("USE-JUST",)]
+            assert ledger.balances_of(tx, "M-B").get(ledger.Kind.VALUE_ACCEPTED) == 2500  # owed the one in time
+            assert ledger.check(tx) == []
+    finally:
+        hq.close()
