@@ -117,6 +117,8 @@ def till_topups(
     from terminal.topups import TopupPolicy
 
     with hq_store(db, create=False) as store:
+        if not store.holds_terminal(terminal_id):  # as setting one says: not a disabled policy of nobody
+            fail(f"not_found: no terminal {terminal_id} (tillpoint hq terminals lists them)")
         held = store.topup_policy(terminal_id)
         if (enable, per_transaction, per_day, per_member_day, offline_total) != (None,) * 5:
             wanted = TopupPolicy(

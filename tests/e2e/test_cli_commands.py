@@ -622,6 +622,8 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
                      "per_member_day": 0, "offline_total": 0, "timezone": "UTC", "day_starts": "00:00"}  # fmt: skip
     refused = chain.cli("topup", "1000", "--member", "M-0003")
     assert refused.returncode == 1 and "topup_not_enabled" in refused.stdout, refused.stdout + refused.stderr
+    unknown = chain.hq_cli("till-topups", "T-NOBODY")  # a mistyped id: not shown as a disabled policy
+    assert unknown.returncode == 1 and "not_found" in unknown.stdout + unknown.stderr, unknown.stdout + unknown.stderr
     bad = chain.hq_cli("till-topups", TERMINAL, "--enable")  # an enabled till with no limits: refused
     assert bad.returncode == 1 and "topup_policy_invalid" in bad.stdout, bad.stdout + bad.stderr
     limits = ("--per-transaction", "3000", "--per-day", "9000", "--per-member-day", "4000")
