@@ -102,7 +102,7 @@ class HqUnreachable(SyncError):
 
 class HqRejected(SyncError):
     def __init__(self, status: int, code: str, message: str, named: dict[str, Any] | None = None) -> None:
-        self.status, self.code = status, code
+        self.status, self.code, self.message = status, code, message
         self.named: dict[str, Any] = named or {}
         """The refusal's other fields (``txn_id_taken``: the entry's ``seq`` and ``txn_id``, ``held_by``)."""
         super().__init__(f"head office refused ({status} {code}): {message}")

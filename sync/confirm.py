@@ -122,7 +122,7 @@ def _confirming(
             if refusal is None:
                 log.warning("%s confirmation refused oddly (%s); offline rules apply", what, exc)
                 return False
-            raise Rejected(refusal, f"Head office refused: {exc}") from exc
+            raise Rejected(refusal, f"head office refused it: {exc.message}") from exc  # the code is said once
         except SyncError as exc:
             log.info("%s confirmation failed (%s); offline rules apply", what, exc)
             return False
