@@ -200,11 +200,12 @@ def remaining_basket(basket: Basket, returned: dict[int, int]) -> Basket:
     for i, line in enumerate(basket.lines):
         back = returned.get(i, 0)
         if back < 0 or back > line.quantity:
-            raise Rejected(Code.INVALID_REFUND, f"Line {i + 1} ({line.sku}): {back} of {line.quantity} units.")
+            raise Rejected(Code.INVALID_REFUND, f"Line {i} ({line.sku}): {back} of {line.quantity} units.")
         lines.append(replace(line, quantity=line.quantity - back))
     unknown = set(returned) - set(range(len(basket.lines)))
     if unknown:
-        raise Rejected(Code.INVALID_REFUND, f"No line {min(unknown) + 1} in this sale.")
+        last = len(basket.lines) - 1  # the lines as the refund names them: from 0, as the API and --line do
+        raise Rejected(Code.INVALID_REFUND, f"No line {min(unknown)} in this sale (its lines are 0 to {last}).")
     return Basket(tuple(lines))
 
 

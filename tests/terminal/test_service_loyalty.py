@@ -137,10 +137,15 @@ def test_partial_refunds_then_void_restore_the_balance(till: tuple[Service, Stor
 def test_refund_more_than_bought_is_refused(till: tuple[Service, Store, Clock]) -> None:
     service, store, _ = till
     sale = service.commit(service.quote("M-1", BASKET))
+    said = []
     for returned in ({0: 3}, {5: 1}, {}):
         with pytest.raises(Rejected) as info:
             service.refund(sale.txn_id, returned)
         assert info.value.code is Code.INVALID_REFUND
+        said.append(info.value.message)
+    # the line named as the refund names it (from 0, as the API and `tillpoint refund --line` take it)
+    last = len(BASKET.lines) - 1
+    assert said[0].startswith("Line 0 (") and said[1] == f"No line 5 in this sale (its lines are 0 to {last})."
 
 
 def test_clawback_of_spent_points_goes_negative(till: tuple[Service, Store, Clock]) -> None:
