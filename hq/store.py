@@ -797,11 +797,14 @@ class HqStore:
             return topups.policy(tx, terminal_id)
 
     def topup_policy_doc(self, terminal_id: str) -> dict[str, Any]:
-        """The till's top-up policy with its store's business day, as it goes down with every pull."""
+        """The till's top-up policy with its store's business day, as it goes down with every pull. Refused
+        ``not_found`` for a terminal head office does not hold (not a disabled policy of nobody)."""
         with self.db.read() as tx:
-            held = topups.policy(tx, terminal_id)
             store_id = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
-            day = ingest_mod.store_calendar(tx, str(store_id[0]) if store_id else "", self.settings)
+            if store_id is None:
+                raise Refused(ErrorCode.NOT_FOUND, f"no terminal {terminal_id}")
+            held = topups.policy(tx, terminal_id)
+            day = ingest_mod.store_calendar(tx, str(store_id[0]), self.settings)
         return {**held.to_doc(), "timezone": day.timezone, "day_starts": day.day_starts}
 
     def terminal_merchant(self, terminal_id: str) -> str:

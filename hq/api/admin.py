@@ -130,10 +130,13 @@ def _profile(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 topup_errors = errors(ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND, ErrorCode.TOPUP_POLICY_INVALID)
 
 
-@router.get("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=admin_errors)
+@router.get("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=topup_errors)
 def get_topup_policy(store: Store, terminal_id: str, name: Admin) -> WireTopupPolicy:
     """Whether this till may sell top-ups, its limits, and its store's business day (docs/stored-value.md)."""
-    return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
+    try:
+        return WireTopupPolicy.model_validate(store.topup_policy_doc(terminal_id))
+    except Refused as exc:
+        raise ApiError(exc.code, exc.detail) from exc
 
 
 @router.put("/v1/admin/terminals/{terminal_id}/topups", response_model=WireTopupPolicy, responses=topup_errors)

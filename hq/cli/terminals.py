@@ -117,22 +117,21 @@ def till_topups(
     from terminal.topups import TopupPolicy
 
     with hq_store(db, create=False) as store:
-        if not store.holds_terminal(terminal_id):  # as setting one says: not a disabled policy of nobody
-            fail(f"not_found: no terminal {terminal_id} (tillpoint hq terminals lists them)")
-        held = store.topup_policy(terminal_id)
-        if (enable, per_transaction, per_day, per_member_day, offline_total) != (None,) * 5:
-            wanted = TopupPolicy(
-                held.enabled if enable is None else enable,
-                _or(per_transaction, held.per_transaction),
-                _or(per_day, held.per_day),
-                _or(per_member_day, held.per_member_day),
-                _or(offline_total, held.offline_total),
-            )
-            try:
+        try:
+            shown = store.topup_policy_doc(terminal_id)  # not_found for a terminal head office does not hold
+            if (enable, per_transaction, per_day, per_member_day, offline_total) != (None,) * 5:
+                held = store.topup_policy(terminal_id)
+                wanted = TopupPolicy(
+                    held.enabled if enable is None else enable,
+                    _or(per_transaction, held.per_transaction),
+                    _or(per_day, held.per_day),
+                    _or(per_member_day, held.per_member_day),
+                    _or(offline_total, held.offline_total),
+                )
                 store.put_topup_policy(terminal_id, wanted, by)
-            except Refused as exc:
-                fail(exc)
-        shown = store.topup_policy_doc(terminal_id)
+                shown = store.topup_policy_doc(terminal_id)
+        except Refused as exc:
+            fail(exc)
     show_json({"terminal_id": terminal_id, **shown})
 
 

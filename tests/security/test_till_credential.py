@@ -245,6 +245,8 @@ def test_topups_only_where_enabled_within_the_tills_limits_and_voids_only_of_its
     assert refused.status_code == 422 and refused.json()["code"] == "topup_policy_invalid"
     shown = httpx.put(url, json=policy, headers=chain.admin_headers, timeout=10).json()
     assert shown == {**policy, "timezone": "UTC", "day_starts": "00:00"}  # with its store's business day
+    mistyped = httpx.get(url.replace("T-A", "T-NOBODY"), headers=chain.admin_headers, timeout=10)
+    assert mistyped.status_code == 404 and mistyped.json()["code"] == "not_found", mistyped.text  # not "disabled"
     # Within the limits: credited, naming the till and its business day. Beyond: quarantined.
     for member_id, amount in (("M-1", 5000), ("M-1", 5000), ("M-2", 5000), ("M-2", 5000), ("M-1", 5001)):
         assert chain.push("T-A", "till_topup", _topup(member_id, amount)).status_code == 200
