@@ -199,13 +199,14 @@ def hq_add_terminal(
     re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead). A revoked
     one is refused: a new credential would be refused too, and only an enrolment code lets its till back in."""
     with hq_store(db) as store:
-        if store.terminal_revoked(terminal_id):
+        revoked = store.terminal_revoked(terminal_id)  # None: a new terminal
+        if revoked:
             fail(
                 f"credential_revoked: {terminal_id} is revoked, and a new credential for it would be refused too: "
                 f"`tillpoint hq enrol-code {terminal_id}` gives the code that lets its till back in "
                 "(`tillpoint enrol CODE` at the till); nothing was changed"
             )
-        held = store.holds_terminal(terminal_id)
+        held = revoked is not None
         token = store.add_terminal(terminal_id, store_id)
     if held:
         print(
