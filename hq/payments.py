@@ -286,9 +286,7 @@ def register_device(
 
 
 def _issued_today(tx: Tx, member_id: str) -> int:
-    since = (
-        (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )  # as utc_now
+    since = ledger.utc_text(datetime.now(UTC) - timedelta(days=1))  # written as utc_now writes created_at
     row = tx.one("SELECT COUNT(*) FROM device_certs WHERE member_id = ? AND created_at > ?", [member_id, since])
     return int(row[0]) if row else 0
 
