@@ -54,10 +54,13 @@ class Visit:
 
 
 def till_of(tx: Tx, key_id: bytes) -> Till | None:
-    """The till whose claim key has this id, if it is registered and its credential not revoked."""
+    """The till whose claim key has this id, if it is registered, its credential not revoked, and it is the
+    till's newest key: a key replaced (its file deleted or damaged at the till, maybe copied) signs no more
+    door codes once head office holds the next one, while receipts it signed stay claimable (hq/members.py)."""
     row = tx.one(
         "SELECT k.terminal_id, t.store_id, k.public_key, t.revoked FROM claim_keys k "
-        "JOIN terminals t ON t.terminal_id = k.terminal_id WHERE k.key_id = ?",
+        "JOIN terminals t ON t.terminal_id = k.terminal_id WHERE k.key_id = ? AND NOT EXISTS ("
+        "SELECT 1 FROM claim_keys n WHERE n.terminal_id = k.terminal_id AND n.created_at > k.created_at)",
         [key_id.hex()],
     )
     if row is None or row[3]:

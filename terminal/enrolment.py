@@ -13,6 +13,7 @@ the till signs offline and head office verifies every token once the journal arr
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,10 @@ from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
 from terminal.ports import CardDesk, ClaimJournal, Clock, Emit, EnrolArm
 from terminal.service import new_txn_id
 
+log = logging.getLogger(__name__)
+
+CLAIM_KEY_BYTES = 32
+"""An Ed25519 private key, raw."""
 CLAIM_TTL = claims.TTL
 """Seconds a receipt's claim code stays good (a month to get home and scan it)."""
 TILL_CONSENT = "till-2026-11"
@@ -45,8 +50,19 @@ def enrol_on_tap(cards: CardDesk, armed: EnrolArm | None, emit: Emit, read: Card
 
 
 def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
-    if path.exists():
-        return Ed25519PrivateKey.from_private_bytes(path.read_bytes()[:32])
+    """The till's claim key at ``path``; made (mode 0600) the first time, and again when the file is damaged.
+
+    Unlike the card-hash key (the chain's, shared with head office), this key is the till's own and head office
+    already holds the public half of every key it journalled: a file left empty by a crash, cut short or not a
+    file at all is set aside (``claim.key.damaged-<time>``, for staff to look at) and a new key takes its place,
+    journalled on its first use. Codes printed before still verify at head office."""
+    if path.exists() or path.is_symlink():
+        raw = _readable_key(path)
+        if raw is not None:
+            return Ed25519PrivateKey.from_private_bytes(raw)
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        path.rename(aside)
+        log.warning("the claim key %s was damaged: kept aside as %s, a new claim key is made", path, aside.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
@@ -56,6 +72,15 @@ def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
         out.flush()
         os.fsync(out.fileno())
     return key
+
+
+def _readable_key(path: Path) -> bytes | None:
+    """The key's 32 bytes, or None when the file cannot give them."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return raw if len(raw) == CLAIM_KEY_BYTES else None
 
 
 class ClaimSigner:

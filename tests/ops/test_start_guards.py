@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import tomllib
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,48 @@ def test_a_card_key_file_cut_short_or_unreadable_is_said_in_one_line(tmp_path: P
         key.rmdir()
         key.write_bytes(hq.key)
         till.start()
+    finally:
+        till.kill()
+        notify.close()
+
+
+def hq_claim_keys(hq: HqProcess, terminal_id: str) -> list[str]:
+    with closing(sqlite3.connect(hq.db)) as db:
+        rows = db.execute("SELECT key_id FROM claim_keys WHERE terminal_id = ? ORDER BY created_at", [terminal_id])
+        return [str(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut", "not_a_file"])
+def test_a_damaged_claim_key_is_set_aside_and_replaced(tmp_path: Path, hq: HqProcess, damage: str) -> None:
+    """The till's claim key (it signs receipts' claim codes and the door's check-in codes) is the till's own,
+    and head office holds its public half: a file left empty by a crash, cut short, or not a file at all does
+    not stop the till. It is kept aside for staff, a new key is made and journalled, and head office takes codes
+    of both (receipts printed before still claim)."""
+    config = till_config(tmp_path, hq, hq.add_terminal("T-CLAIM"), "T-CLAIM")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    key = tmp_path / "till" / "claim.key"
+    try:
+        till.start()
+        first = tillpoint("checkin-code", "--json", "--config", str(config), cwd=tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        wait_until(lambda: len(hq_claim_keys(hq, "T-CLAIM")) == 1, 20, "the first claim key at head office")
+        assert till.stop() == 0
+        original = key.read_bytes()
+        if damage == "not_a_file":
+            key.unlink()
+            key.mkdir()
+        else:
+            key.write_bytes(b"" if damage == "empty" else original[:11])
+        till.start()
+        again = tillpoint("checkin-code", "--json", "--config", str(config), cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert json.loads(again.stdout)["code"] != json.loads(first.stdout)["code"]
+        wait_until(lambda: len(hq_claim_keys(hq, "T-CLAIM")) == 2, 20, "the new claim key at head office")
+        assert key.is_file() and len(key.read_bytes()) == 32 and key.stat().st_mode & 0o077 == 0
+        aside = sorted(p.name for p in key.parent.glob("claim.key.damaged*"))
+        assert len(aside) == 1, aside
+        assert "claim key" in till.log_tail(200) and aside[0] in till.log_tail(200)
     finally:
         till.kill()
         notify.close()
