@@ -11,18 +11,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import campaigns, segments, stats
+from hq import campaigns, members, segments, stats
 from hq.db.engine import utc_now
 from hq.store import HqStore
 from hq.wallet import checkin
 from sync import checkins as codes
 from sync import claims
 from sync.protocol import ClaimKeyPayload, ErrorCode, WireEntry
+from tests.fixtures import entries
 
 STORE = "S-CHK"
 EVERYONE = {"kind": "visits", "days": 3660, "max": 10**9}
@@ -161,6 +163,35 @@ def test_forged_expired_and_reused_codes_are_refused_with_stable_codes(hq: HqSto
     assert refusal(hq, "M-B", till.code(step), now) is ErrorCode.CHECKIN_FORGED  # a revoked till signs nothing
     assert count(hq, "SELECT COUNT(*) FROM checkins") == 1
     assert count(hq, "SELECT COUNT(*) FROM campaign_members") == 1
+
+
+def test_a_replaced_claim_key_signs_no_more_check_ins_and_its_receipts_still_claim(hq: HqStore) -> None:
+    """A till's claim key replaced (docs/enrolment.md: delete ``claim.key``; a damaged file is replaced by
+    itself) because a copy of it may be about: once head office holds the new key, a door code of the old one is
+    forged (codes live 30 s, nobody needs them), while the receipts the old key signed stay claimable."""
+    checkin_campaign(hq)
+    till = TillKey(hq, "T-1")
+    sale = till.push("sale", entries.sale(None, 1500, store_id=STORE))
+    receipt = claims.sign(till.key, sale, int(time.time()), claims.TTL)
+    old = till.key
+    now = time.time()
+    step = codes.step_of(now)
+    assert check_in(hq, "M-A", till.code(step), now).rewards  # the first key signs while it is the till's
+    till.key = Ed25519PrivateKey.generate()
+    public = claims.public_bytes(till.key)
+    till.push("claim_key", ClaimKeyPayload(key_id=claims.key_id_of(public).hex(), public_key=claims.b64(public)).wire())
+    assert refusal(hq, "M-B", codes.sign(old, "T-1", STORE, step), now) is ErrorCode.CHECKIN_FORGED
+    assert check_in(hq, "M-B", till.code(step), now).rewards  # the new key signs
+    till.push(
+        "claim_key",
+        ClaimKeyPayload(
+            key_id=claims.key_id_of(claims.public_bytes(old)).hex(), public_key=claims.b64(claims.public_bytes(old))
+        ).wire(),
+    )
+    assert refusal(hq, "M-C", codes.sign(old, "T-1", STORE, step), now) is ErrorCode.CHECKIN_FORGED  # not again
+    claimed = hq.db.transact(lambda tx: members.claim(tx, receipt, "Rin", members.CONSENT_VERSION, datetime.now(UTC)))
+    assert claimed["txn_id"] == sale
+    assert count(hq, "SELECT COUNT(*) FROM checkins") == 2
 
 
 def test_concurrent_check_ins_of_one_member_give_one_visit_and_one_reward(hq: HqStore) -> None:
