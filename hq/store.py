@@ -26,6 +26,7 @@ Errors::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -138,6 +139,8 @@ __all__ = [
 log = logging.getLogger("tillpoint.hq")
 
 STATUSES = ("active", "blocked")
+CHAIN_TIMEZONE = "chain_timezone"
+"""The ``settings`` row of the zone head office serves with (``HqStore.keep_chain_timezone``)."""
 T = TypeVar("T")
 Also = Callable[[Tx], object]
 """More work for the transaction of a change (its audit record)."""
@@ -1099,6 +1102,23 @@ class HqStore:
                 [store_id, day.timezone, day.day_starts, now],
             )
         return {"store_id": store_id, "timezone": day.timezone, "day_starts": day.day_starts, "updated_at": now}
+
+    def keep_chain_timezone(self) -> None:
+        """Keep the zone head office serves with (``hq serve --timezone``): the business day of every store
+        without a calendar of its own, which the commands run beside it read (``follow_chain_timezone``)."""
+        self.db.transact(
+            lambda tx: tx.run(
+                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [CHAIN_TIMEZONE, self.settings.timezone],
+            )
+        )
+
+    def follow_chain_timezone(self) -> None:
+        """Take the zone head office last served with as this store's (a command's), when one was kept."""
+        with self.db.read() as tx:
+            row = tx.one("SELECT value FROM settings WHERE name = ?", [CHAIN_TIMEZONE])
+        if row is not None:
+            self.settings = dataclasses.replace(self.settings, timezone=str(row[0]))
 
     def stores(self) -> list[dict[str, str | None]]:
         """Every store with terminals or a calendar, and the calendar its entries are filed by."""

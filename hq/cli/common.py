@@ -100,6 +100,7 @@ def hq_store(
     if made:
         typer.echo(f"made a new, empty head-office database at {Path(db).absolute()}", err=True)
     try:
+        store.follow_chain_timezone()  # stores without a calendar of their own: the zone head office serves with
         yield store
     finally:
         store.close()

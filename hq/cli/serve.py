@@ -151,6 +151,7 @@ def hq_serve(
         fail(f"{exc.code}: cannot start head office: {exc}")
     except HqError as exc:
         fail(f"cannot start head office: {exc}")
+    store.keep_chain_timezone()  # the zone of the stores without a calendar, for the commands run beside it
     if seed_demo_key is not None:
         seed_demo(store, load_or_create_key(seed_demo_key))
     scheme = "https" if certfile else "http"

@@ -204,3 +204,27 @@ def test_the_store_command_changes_only_what_it_is_given(tmp_path: Path) -> None
     assert (store()["timezone"], store()["day_starts"]) == ("Asia/Tokyo", "05:00")
     unknown = run(app, ["store", "S9", "--day-starts", "05:00", *db])
     assert unknown.exit_code == 1 and "give --timezone" in unknown.output
+
+
+def test_a_store_given_to_a_merchant_keeps_the_chains_time_zone(tmp_path: Path) -> None:
+    """A store head office has no calendar for follows the chain's time zone (`hq serve --timezone`). Giving it
+    to a merchant (`hq store S --merchant M`, a command of its own process) once pinned it to UTC, moving every
+    sale of the store's evenings to another business day: head office keeps the zone it serves with, and the
+    commands read it; `--timezone` still sets another."""
+    import json
+
+    from tests.fixtures.hq import HqProcess
+
+    hq = HqProcess(tmp_path, extra=("--timezone", "Asia/Tokyo"))
+    hq.add_terminal("T-1", "S-TILL")  # a store head office knows by its terminal alone
+    hq.start()
+    try:
+        hq.cli("merchant", "add", "M-A", "--name", "Bakery")
+        hq.cli("store", "S-NEW", "--merchant", "M-A")
+        assert json.loads(hq.cli("store", "S-NEW"))["timezone"] == "Asia/Tokyo"
+        hq.cli("store", "S-OWN", "--merchant", "M-A", "--timezone", "Europe/Paris")
+        assert json.loads(hq.cli("store", "S-OWN"))["timezone"] == "Europe/Paris"
+        listed = {s["store_id"]: s["timezone"] for s in json.loads(hq.cli("stores", "--json"))}
+        assert (listed["S-NEW"], listed["S-OWN"], listed["S-TILL"]) == ("Asia/Tokyo", "Europe/Paris", "Asia/Tokyo")
+    finally:
+        hq.kill()
