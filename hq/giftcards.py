@@ -621,12 +621,18 @@ def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, car
     confirmed = tx.one(
         "SELECT terminal_id, card_id, amount FROM gift_confirms WHERE txn_id = ?", [batch.entries[i].txn_id]
     )
-    ours = confirmed is not None and (str(confirmed[0]), str(confirmed[1]), int(confirmed[2])) == (
-        batch.terminal_id,
-        payload.card_id,
-        payload.amount,
-    )
-    if not ours:  # taken offline: its tap is checked now, and its counter used
+    if confirmed is not None:  # confirmed online: at most that, at that till, from that card
+        asked = (str(confirmed[0]), str(confirmed[1]), int(confirmed[2]))
+        if asked[:2] != (batch.terminal_id, payload.card_id) or payload.amount > asked[2]:
+            shown = {
+                "card_id": payload.card_id,
+                "confirmed": asked[2],
+                "paid": payload.amount,
+                "confirmed_terminal": asked[0],
+                "confirmed_card": asked[1],
+            }
+            return Breach(Reason.PAYMENT_EXCEEDS_CONFIRMED, payload.card_id, shown)
+    if confirmed is None:  # taken offline: its tap is checked now, and its counter used
         problem = _tap_problem(tx, batch.settings, card, payload.tap, batch.terminal_id, batch.entries[i].txn_id)
         if problem is not None:
             shown = {"card_id": payload.card_id, "code": problem[0], "problem": problem[1]}

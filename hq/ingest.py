@@ -49,6 +49,7 @@ from sync.protocol import (
     VoidPayload,
     WireEntry,
     canonical_text,
+    card_use_id,
     parse_payload,
     parse_time,
 )
@@ -962,6 +963,10 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
                 batch.quarantine(i, breach)
         elif i in batch.spending and sale.proof is Proof.POS:
             batch.proofs[i] = ProofLevel.POS
+        elif i in batch.spending and sale.proof is Proof.CARD and sale.tap is not None:
+            breach = _card_amount(tx, batch, i, sale)
+            if breach is not None:
+                batch.quarantine(i, breach)
     _check_taps(tx, batch)
     check_payment_codes(tx, batch)
 
@@ -1021,6 +1026,28 @@ def _code_amount(tx: Tx, batch: Batch, i: int, sale: SalePayload, device: policy
             else None,
         },
     )
+
+
+def _card_amount(tx: Tx, batch: Batch, i: int, sale: SalePayload) -> Breach | None:
+    """A card payment head office confirmed online pays at most what it confirmed, at that till, for that member:
+    the confirmation of this tap (its read counter), or any of this till's confirmations of this transaction. The
+    tap was shown for the confirmed amount; a larger one journaled under it is a dishonest till's or a stolen
+    credential's. One head office never confirmed (an offline payment) is bounded by the card rules as before."""
+    assert sale.tap is not None
+    txn_id = batch.entries[i].txn_id
+    rows = tx.all(
+        "SELECT terminal_id, member_id, amount FROM payment_confirms WHERE code_id = ? "
+        "OR (terminal_id = ? AND txn_id = ?)",
+        [card_use_id(sale.tap, txn_id), batch.terminal_id, txn_id],
+    )
+    for terminal_id, member_id, amount in rows:
+        if (str(terminal_id), str(member_id)) != (batch.terminal_id, sale.member_id) or sale.stored_value > int(amount):
+            return Breach(
+                Reason.PAYMENT_EXCEEDS_CONFIRMED,
+                card_use_id(sale.tap, txn_id),
+                {"confirmed": int(amount), "paid": sale.stored_value, "confirmed_terminal": str(terminal_id)},
+            )
+    return None
 
 
 def _device(tx: Tx, sale: SalePayload) -> policy.DeviceFacts:

@@ -1514,7 +1514,13 @@ class ConfirmRequest(_Model):
         if self.code_id is not None:
             return self.code_id
         assert self.card is not None
-        return f"card:{self.card.uid_hash}:{self.card.counter if self.card.counter is not None else self.txn_id}"
+        return card_use_id(self.card, self.txn_id)
+
+
+def card_use_id(tap: SecureTap, txn_id: str) -> str:
+    """What a card tap's online confirmation is recorded under (``payment_confirms.code_id``): the card and its
+    read counter, or, for a read without one (a Lite-S MAC read), the transaction it was asked for."""
+    return f"card:{tap.uid_hash}:{tap.counter if tap.counter is not None else txn_id}"
 
 
 class VoucherConfirmRequest(_Model):

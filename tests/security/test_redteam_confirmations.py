@@ -63,8 +63,10 @@ class Office:
         body = {"member_id": member_id, "amount": amount, "txn_id": proof.pop("txn_id", None) or new_txn(), **proof}
         return self.post(terminal_id, "/v1/payments/confirm", body)
 
-    def confirm_gift(self, terminal_id: str, uid_hash: str, amount: int, tap: dict[str, Any]) -> httpx.Response:
-        body = {"card_id": gc.card_id(uid_hash), "amount": amount, "txn_id": new_txn(), "tap": tap}
+    def confirm_gift(
+        self, terminal_id: str, uid_hash: str, amount: int, tap: dict[str, Any], txn_id: str | None = None
+    ) -> httpx.Response:
+        body = {"card_id": gc.card_id(uid_hash), "amount": amount, "txn_id": txn_id or new_txn(), "tap": tap}
         return self.post(terminal_id, "/v1/giftcards/confirm", body)
 
     def withdraw(self, terminal_id: str, *txn_ids: str) -> int:
@@ -197,6 +199,38 @@ def test_another_tills_entry_naming_a_confirmed_transaction_releases_nothing(off
     assert office.withdraw("T-B", txn) == 0
     assert refused(office.confirm("T-B", "M-1", 1, **office.code())) == "insufficient_balance"
     assert office.stored_value("M-1") == 9000
+
+
+def test_a_card_payment_journals_no_more_than_head_office_confirmed(office: Office) -> None:
+    """A dishonest cashier, or a stolen credential holding a fresh card message, asks head office to confirm a small
+    payment (the customer's tap) and journals a larger one under the same transaction: the member's card and the
+    gift card alike. Head office quarantines the entry (``payment_exceeds_confirmed``) and no balance moves; an entry
+    within what was confirmed is applied."""
+    gift = card_uid_hash(CARD_KEY, GIFT_UID)
+    tap, txn = sun_tap(office.aiko, AIKO_UID), new_txn()
+    assert office.confirm("T-B", "M-1", 500, card=tap, txn_id=txn).status_code == 200
+    paid = {"proof": "card", "tap": tap, "store_id": "S-B", "local_time": local_now()}
+    inflated = office.push("T-B", "sale", entries.sale("M-1", 9000, stored_value=9000, **paid), txn_id=txn)
+    assert office.held(inflated) == ["payment_exceeds_confirmed"] and office.stored_value("M-1") == 9000
+    lite, txn = mac(BEN_CARD), new_txn()  # a Lite-S read: the confirmation is keyed by its transaction
+    assert office.confirm("T-B", "M-2", 100, card=lite, txn_id=txn).status_code == 200
+    paid = {"proof": "card", "tap": lite, "store_id": "S-B", "local_time": local_now()}
+    inflated = office.push("T-B", "sale", entries.sale("M-2", 4000, stored_value=4000, **paid), txn_id=txn)
+    assert office.held(inflated) == ["payment_exceeds_confirmed"] and office.stored_value("M-2") == 20_000
+
+    tap, txn = sun_tap(office.gift, GIFT_UID), new_txn()
+    assert office.confirm_gift("T-B", gift, 300, tap, txn_id=txn).status_code == 200
+    fields = {"card_id": gc.card_id(gift), "uid_hash": gift, "store_id": "S-B", "local_time": local_now()}
+    inflated = office.push("T-B", "gift_redeem", {**fields, "amount": 4000, "tap": tap}, txn_id=txn)
+    assert office.held(inflated) == ["payment_exceeds_confirmed"] and office.gift_balance(gift) == 4000
+    [item] = [i for i in office.hq.items() if i.txn_id == inflated]
+    assert (item.detail["confirmed"], item.detail["paid"]) == (300, 4000)
+
+    tap, txn = sun_tap(office.aiko, AIKO_UID), new_txn()  # within what was confirmed: applied
+    assert office.confirm("T-A", "M-1", 700, card=tap, txn_id=txn).status_code == 200
+    paid = {"proof": "card", "tap": tap, "store_id": "S-A", "local_time": local_now()}
+    office.push("T-A", "sale", entries.sale("M-1", 700, stored_value=700, **paid), txn_id=txn)
+    assert office.held(txn) == [] and office.stored_value("M-1") == 8300
 
 
 def test_what_a_till_holds_on_card_reads_head_office_cannot_check_is_bounded(office: Office) -> None:
