@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -533,7 +533,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         f.original_txn for i, f in enumerate(batch.facts) if f.original_txn and batch.entries[i].kind in REVERSING_KINDS
     }
     held = _lookup(tx, SALE_LEFT_SQL + " WHERE s.{cond}", "txn_id", {t for t in wanted if t})
-    left = {txn: _sale_left(row) for txn, row in held.items()}
+    left = {txn: _written_off(tx, txn, _sale_left(row)) for txn, row in held.items()}
     pricer = _RefundPricer(tx, batch)
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
@@ -685,6 +685,30 @@ def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
     )
 
 
+def _written_off(tx: Tx, txn_id: str, left: policy.SaleLeft) -> policy.SaleLeft:
+    """The sale with the part of its stored value beyond the member's balance (its ``stored_value_overspent``
+    item's ``short``: the chain's loss) that an approved adjustment wrote off since it arrived: the part of each
+    adjustment that lifted the member's balance from below zero. That part was never the member's money, and a
+    refund giving it back after the write-off would make value out of nothing; a top-up that paid the shortfall
+    back is the member's money, and writes nothing off. As ``hq.giftcards._written_off`` for a gift card."""
+    if left.stored_value <= 0 or left.member_id is None:
+        return left
+    item = tx.one(
+        "SELECT detail FROM recon_items WHERE txn_id = ? AND reason = ?", [txn_id, Reason.STORED_VALUE_OVERSPENT.value]
+    )
+    short = int(json.loads(str(item[0])).get("short", 0)) if item is not None else 0
+    arrived_at = tx.one("SELECT received_at FROM journal WHERE txn_id = ?", [txn_id]) if short > 0 else None
+    if arrived_at is None:
+        return left
+    rows = tx.all(
+        "SELECT stored_value, stored_value_after FROM adjustments WHERE member_id = ? AND stored_value > 0 "
+        "AND created_at >= ?",
+        [left.member_id, str(arrived_at[0])],
+    )
+    cleared = sum(min(int(added), max(0, int(added) - int(after))) for added, after in rows)
+    return replace(left, stored_value_written_off=min(short, cleared)) if cleared else left
+
+
 def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
     return policy.SaleLeft(
         left.member_id,
@@ -698,6 +722,7 @@ def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
         left.points_earned,
         left.points_clawed + refund.points_clawed,
         left.terminal_id,
+        left.stored_value_written_off,
     )
 
 
@@ -767,7 +792,7 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
-        left = _sale_left(tuple(row)) if row is not None else None
+        left = _written_off(tx, refund.original_txn, _sale_left(tuple(row))) if row is not None else None
         breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
         if left is None:
             continue

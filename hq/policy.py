@@ -179,6 +179,9 @@ class SaleLeft:
     points_clawed: int = 0
     terminal_id: str | None = None
     """The till that made the sale (None: not known)."""
+    stored_value_written_off: int = 0
+    """The part of the stored value it took beyond the member's balance (flagged ``stored_value_overspent``) that
+    an approved adjustment wrote off since: never the member's money, so no refund gives it back."""
 
 
 def check_void_till(left: SaleLeft, refund: RefundPayload, is_void: bool, terminal_id: str) -> Breach | None:
@@ -278,11 +281,19 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
             {"original_txn": refund.original_txn, "sale_member": left.member_id, "refund_member": member_id},
         )
     over = {
-        "money_back": (left.money_back + refund.money_back, left.payable),
-        "stored_value": (left.stored_value_back + refund.stored_value_delta, left.stored_value),
-        "points_restored": (left.points_restored + refund.points_restored, left.points_redeemed),
+        "money_back": (left.money_back + refund.money_back, left.payable, 0),
+        "stored_value": (
+            left.stored_value_back + refund.stored_value_delta,
+            left.stored_value,
+            left.stored_value_written_off,
+        ),
+        "points_restored": (left.points_restored + refund.points_restored, left.points_redeemed, 0),
     }
-    beyond = {k: {"returned": a, "sale_took": b} for k, (a, b) in over.items() if a > b}
+    beyond: dict[str, dict[str, int]] = {
+        k: {"returned": a, "sale_took": b} | ({"written_off": w} if w else {})
+        for k, (a, b, w) in over.items()
+        if a > b - w
+    }
     if not left.applied and (refund.stored_value_delta or refund.points_restored):
         beyond["sale_not_applied"] = {"returned": refund.points_restored + refund.stored_value_delta, "sale_took": 0}
     if beyond:
