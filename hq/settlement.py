@@ -595,6 +595,9 @@ class Deferred:
     """Members' stored value (the ledger's ``member_value`` accounts)."""
     gift_cards: int
     """Gift card balances (each card's balance after its last activity of the day or before; none below 0)."""
+    vouchers: int = 0
+    """Vouchers sold and not yet redeemed or refunded (each one's ``voucher_value`` account at the day's end; none
+    below 0: a voucher redeemed twice offline is the chain's loss, not money held)."""
 
     def as_dict(self) -> dict[str, Any]:
         lines = [{f.name: getattr(x, f.name) for f in fields(DeferredLine)} for x in self.merchants]
@@ -605,7 +608,11 @@ class Deferred:
             "points_collected": sum(x.collected for x in self.merchants),
             "stored_value": self.stored_value,
             "gift_cards": self.gift_cards,
-            "money_held": sum(x.collected for x in self.merchants) + self.stored_value + self.gift_cards,
+            "vouchers": self.vouchers,
+            "money_held": sum(x.collected for x in self.merchants)
+            + self.stored_value
+            + self.gift_cards
+            + self.vouchers,
         }
 
 
@@ -643,8 +650,9 @@ def outstanding_by_timing(tx: Tx, day: str, outstanding: dict[str, int]) -> dict
 
 def deferred(tx: Tx, as_of: date) -> Deferred:
     """The chain's deferred revenue at the end of ``as_of`` (a business day, as the ledger files them): each
-    merchant's outstanding points and what it paid for them, members' stored value, gift card balances. Read
-    from the ledger and the gift cards' activity alone, so a past day reads as it stood then."""
+    merchant's outstanding points and what it paid for them, members' stored value, gift card balances, vouchers
+    sold and not used. Read from the ledger and the gift cards' activity alone, so a past day reads as it stood
+    then."""
     day = as_of.isoformat()
     issued: dict[str, int] = dict(
         tx.all(
@@ -664,6 +672,12 @@ def deferred(tx: Tx, as_of: date) -> Deferred:
         "AND COALESCE(x.day, substr(x.at, 1, 10)) <= ?)",
         [day],
     )
+    vouchers = tx.one(
+        "SELECT COALESCE(SUM(CASE WHEN v.held > 0 THEN v.held ELSE 0 END), 0) FROM (SELECT SUM(p.amount) AS held "
+        "FROM ledger_postings p JOIN ledger_txns t ON t.ledger_txn_id = p.ledger_txn_id "
+        "WHERE p.kind = ? AND t.day <= ? GROUP BY p.owner) v",
+        [Kind.VOUCHER_VALUE.value, day],
+    )
     outstanding = {str(m): -int(n or 0) for m, n in issued.items()}
     split = outstanding_by_timing(tx, day, outstanding)
     lines = []
@@ -671,7 +685,13 @@ def deferred(tx: Tx, as_of: date) -> Deferred:
         held = outstanding.get(m.merchant_id, 0)
         by_timing = split.get(m.merchant_id, {None: held})
         lines.append(DeferredLine(m.merchant_id, m.name, m.timing, held, m.cost_per_100, collected_for(by_timing, m)))
-    return Deferred(day, tuple(lines), int(value[0]) if value else 0, int(cards[0]) if cards else 0)
+    return Deferred(
+        day,
+        tuple(lines),
+        int(value[0]) if value else 0,
+        int(cards[0]) if cards else 0,
+        int(vouchers[0]) if vouchers else 0,
+    )
 
 
 def read_deferred(db: Db, as_of: date) -> Deferred:

@@ -58,7 +58,7 @@ def deferred(
     as_of: Annotated[date | None, Query(description="the day's end to read, YYYY-MM-DD (default: today, UTC)")] = None,
 ) -> dict[str, Any]:
     """Deferred revenue at a day's end: each merchant's outstanding points and what it paid for them already,
-    members' stored value, gift card balances."""
+    members' stored value, gift card balances, vouchers sold and not used."""
     return settlement.read_deferred(store.db, as_of or datetime.now(UTC).date()).as_dict()
 
 

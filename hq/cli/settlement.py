@@ -167,7 +167,7 @@ def deferred(
     as_json: JsonOpt = False,
 ) -> None:
     """Deferred revenue at a day's end: each merchant's outstanding points and what it paid for them already,
-    members' stored value, gift card balances."""
+    members' stored value, gift card balances, vouchers sold and not used."""
     from hq import settlement
 
     day = as_day(as_of) if as_of else datetime.now(UTC).date()
@@ -180,7 +180,7 @@ def deferred(
     print(
         f"as of {held['as_of']}: points outstanding {held['points_outstanding']}, collected for them "
         f"{held['points_collected']}, stored value {held['stored_value']}, gift cards {held['gift_cards']}, "
-        f"money held {held['money_held']} (minor units)"
+        f"vouchers {held['vouchers']}, money held {held['money_held']} (minor units)"
     )
 
 

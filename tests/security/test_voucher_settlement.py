@@ -139,3 +139,21 @@ def test_a_voucher_redeemed_after_its_expiry_is_quarantined_and_nobody_is_owed_i
             assert ledger.check(tx) == []
     finally:
         hq.close()
+
+
+def test_the_deferred_revenue_holds_the_vouchers_sold_and_not_used(hq: HqStore) -> None:
+    """The cash a till took for a voucher is money the chain holds for value not used yet, as for stored value and
+    gift cards: in the deferred revenue until the voucher is redeemed or refunded. A voucher redeemed twice offline
+    (its account below zero, the chain's loss) is not money held."""
+    used, refunded, kept, twice = codes(hq, 4)
+    bakery, books, other = Till(hq, "T1", "S1"), Till(hq, "T2", "S2"), Till(hq, "T3", "S3")
+    for n, code in enumerate((used, refunded, kept, twice)):
+        bakery.push("voucher_sale", code, f"SOLD-{n}", amount=2500)
+    books.push("voucher_redeem", used, "USE-1", sale_ref="R-1")
+    bakery.push("voucher_refund", refunded, "BACK-1", amount=2500)
+    books.push("voucher_redeem", twice, "USE-2", sale_ref="R-2")
+    other.push("voucher_redeem", twice, "USE-3", sale_ref="R-3")
+    held = settlement.read_deferred(hq.db, NOW.date()).as_dict()
+    assert held["vouchers"] == 2500  # the one kept, whole
+    assert held["money_held"] == sum(m["collected"] for m in held["merchants"]) + held["stored_value"] + 2500
+    assert settlement.read_deferred(hq.db, NOW.date() - timedelta(days=1)).as_dict()["vouchers"] == 0
