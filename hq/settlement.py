@@ -88,9 +88,14 @@ class Figures:
     outstanding_end: int = 0
     """... and when it ended."""
     value_accepted: int = 0
-    """Stored value members paid at its stores (minor units)."""
+    """Stored value members paid at its stores, gift card payments and vouchers redeemed there (minor units)."""
     cash_taken: int = 0
-    """Cash its tills took for stored value they topped up (minor units)."""
+    """Cash its tills took for stored value they topped up, gift cards and vouchers they sold (minor units)."""
+
+
+MONEY_FIGURES = ("value_accepted", "cash_taken")
+"""The figures in minor units, not points: a statement shows them under ``money`` (``Statement.money``, beside what
+they make ``net``), in its JSON as in its CSV and PDF, never among the points."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +206,8 @@ class Statement:
             **timing,
             "state": self.state,
             "closed_at": self.closed_at,
-            "points": {f.name: getattr(self.figures, f.name) for f in fields(Figures)} | charged,
+            "points": {f.name: getattr(self.figures, f.name) for f in fields(Figures) if f.name not in MONEY_FIGURES}
+            | charged,
             "money": self.money(),
             "late": [{"txn_id": x.txn_id, "kind": x.kind, "day": x.day, "belongs_to": x.belongs_to} for x in self.late],
         }
@@ -232,7 +238,7 @@ def rows(stmt: Statement) -> list[tuple[str, str, str]]:
     documents of periods closed then stay the same bytes."""
     d = stmt.as_dict()
     head = [("statement", k, "" if d[k] is None else str(d[k])) for k in HEAD if k in d]
-    points = [("points", k, str(v)) for k, v in d["points"].items() if k not in ("value_accepted", "cash_taken")]
+    points = [("points", k, str(v)) for k, v in d["points"].items()]
     money = [("money", k, str(v)) for k, v in d["money"].items()]
     who = "chain_pays_merchant" if stmt.net >= 0 else "merchant_pays_chain"
     settle = [("settle", who, str(abs(stmt.net))), ("late", "entries", str(len(stmt.late)))]

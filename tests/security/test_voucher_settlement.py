@@ -7,6 +7,9 @@ redemption (two offline tills) is owed to its merchant too, the voucher's accoun
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -157,3 +160,30 @@ def test_the_deferred_revenue_holds_the_vouchers_sold_and_not_used(hq: HqStore) 
     assert held["vouchers"] == 2500  # the one kept, whole
     assert held["money_held"] == sum(m["collected"] for m in held["merchants"]) + held["stored_value"] + 2500
     assert settlement.read_deferred(hq.db, NOW.date() - timedelta(days=1)).as_dict()["vouchers"] == 0
+
+
+def test_the_json_statement_keeps_money_out_of_the_points(hq: HqStore, hq_url: str) -> None:  # noqa: F811
+    """The statement as JSON (the command's default, the admin API's) has the same sections as its CSV: the cash
+    its tills took and the value its stores accepted are minor units, in ``money`` beside what they make ``net``,
+    never among the points."""
+    from typer.testing import CliRunner
+
+    from hq.cli import app
+
+    sold, _ = codes(hq, 2)
+    Till(hq, "T1", "S1").push("voucher_sale", sold, "SOLD-1", amount=2500)
+    Till(hq, "T2", "S2").push("voucher_redeem", sold, "USE-1", sale_ref="R-1")
+    run = CliRunner().invoke
+    read = {}
+    for merchant in ("M-A", "M-B"):
+        shown = run(app, ["settlement", "statement", PERIOD, merchant, "--db", hq_url])
+        assert shown.exit_code == 0, shown.output
+        read[merchant] = json.loads(shown.output)
+    for statement in read.values():
+        assert not {"value_accepted", "cash_taken"} & set(statement["points"])
+    assert (read["M-A"]["money"]["cash_taken"], read["M-B"]["money"]["value_accepted"]) == (2500, 2500)
+    assert (read["M-A"]["money"]["net"], read["M-B"]["money"]["net"]) == (-2500, 2500)
+    csv_text = run(app, ["settlement", "statement", PERIOD, "M-A", "--format", "csv", "--db", hq_url]).output
+    cells = {(r[0], r[1]) for r in csv.reader(io.StringIO(csv_text))}
+    for section in ("points", "money"):  # each figure in the same section of both documents
+        assert {k for s, k in cells if s == section} == set(read["M-A"][section])
