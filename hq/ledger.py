@@ -606,7 +606,7 @@ class Writer:
         for p in out:
             if p.account.kind in (Kind.MEMBER_POINTS, Kind.MEMBER_VALUE):
                 self.rolled[(e.day, rollup.CHAIN, e.terminal, p.account.kind.value)] += p.amount
-            elif p.account.kind is Kind.GIFT_VALUE:
+            elif p.account.kind in (Kind.GIFT_VALUE, Kind.VOUCHER_VALUE):
                 self.rolled[(e.day, rollup.CHAIN, rollup.HEAD_OFFICE, p.account.kind.value)] += p.amount
             elif p.account.kind is Kind.ACCEPTED and e.kind in REDEEMING and e.terminal:
                 self.rolled[(e.day, e.store, e.terminal, "points_redeemed")] += p.amount

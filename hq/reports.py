@@ -9,8 +9,8 @@ month of a chain is a few thousand rows:
     points       points issued (lots earned), redeemed (accepted at the store, net of refunds), expired (lots of
                  the store's issue, on the day they expired); for the chain, what members hold at each day's end
     value        stored value sold at the tills (net of voids) and paid with (net of refunds); for the chain,
-                 the float (members' stored value) and the gift cards' float (the value gift cards hold) at
-                 each day's end
+                 the float (members' stored value), the gift cards' float (the value gift cards hold) and the
+                 vouchers' (sold, not yet redeemed or refunded) at each day's end
     coupons      coupons redeemed in counted sales (net of refunds), and those of them a campaign issued
     campaigns    ``hq.outcomes.report`` of each campaign as of the period's last day
 
@@ -177,12 +177,13 @@ def points(tx: Tx, wanted: Filter) -> Grid:
 
 def value(tx: Tx, wanted: Filter) -> Grid:
     """Stored value sold at the tills (less voided top-ups) and paid with (less what refunds gave back); for the
-    chain, what members hold and what gift cards hold at each day's end."""
+    chain, what members hold, what gift cards hold and what vouchers sold and not used hold at each day's end."""
     found = rolled(tx, wanted, {"topped_up": "topped_up", "paid": "paid"})
     if wanted.stores is not None:
         return found
     members_hold = _chain_balance(tx, wanted, "member_value", "float")
-    return merged(found, members_hold, _chain_balance(tx, wanted, "gift_value", "gift_float"))
+    cards_hold = _chain_balance(tx, wanted, "gift_value", "gift_float")
+    return merged(found, members_hold, cards_hold, _chain_balance(tx, wanted, "voucher_value", "voucher_float"))
 
 
 def _chain_balance(tx: Tx, wanted: Filter, account: str, figure: str) -> Grid:

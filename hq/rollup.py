@@ -17,6 +17,7 @@ at the one place that does:
                               a day's balance is the sum of every day up to it
     gift_value                every ledger transaction's change of the gift cards' value (store ``"*"``, till
                               ``""``): the gift cards' float, summed the same way
+    voucher_value             the same of the vouchers' value (sold, not yet redeemed or refunded): their float
     active, visits, spend     the statistics' daily rows (``member_days``) with a visit, as ``hq.stats`` writes,
                               merges and forgets them (till ``""``: the rows have no till)
 
@@ -331,7 +332,8 @@ def read(
 
 
 def balance_moves(tx: Tx, figure: str, last: str) -> dict[str, int]:
-    """What moved the chain's ``figure`` (``member_points``, ``member_value``, ``gift_value``) on each day up to
+    """What moved the chain's ``figure`` (``member_points``, ``member_value``, ``gift_value``, ``voucher_value``) on
+    each day up to
     ``last``."""
     rows = tx.all(
         "SELECT day, SUM(amount) FROM report_days WHERE store_id = ? AND figure = ? AND day <= ? GROUP BY day",

@@ -385,6 +385,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "日末時点のギフトカード残高総額",
         "当日结束时的礼品卡余额总额",
     ),
+    "fig_value_voucher_float": (
+        "Vouchers sold and not used at the day's end",
+        "日末時点の未使用の販売済み商品券総額",
+        "当日结束时已售未用的代金券总额",
+    ),
     "fig_coupons_redeemed": ("Coupons redeemed", "クーポン利用数", "优惠券使用数"),
     "fig_coupons_campaign": ("Of them campaign coupons", "うちキャンペーンクーポン", "其中活动优惠券"),
     "period_from": ("From", "開始日", "开始日期"),

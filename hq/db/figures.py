@@ -44,6 +44,9 @@ REBUILD: dict[str, str] = {
     "gift_value": "SELECT t.day, '*', '', 'gift_value', SUM(p.amount) "
     "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'gift_value' "
     "GROUP BY t.day",
+    "voucher_value": "SELECT t.day, '*', '', 'voucher_value', SUM(p.amount) "
+    "FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id AND p.kind = 'voucher_value' "
+    "GROUP BY t.day",
 }
 """Each figure over the whole history, as ``(day, store, till, figure, amount)`` rows: the roll-up's
 definition. The migration that made ``report_days`` filled it with these."""

@@ -804,6 +804,17 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
         "m046_staff_attributes",
         ["ALTER TABLE profile_attributes ADD COLUMN members_set INTEGER NOT NULL DEFAULT 1"],
     ),
+    # The report roll-up keeps the vouchers' float beside the gift cards' (``voucher_value``, store "*": what
+    # vouchers sold and not yet redeemed or refunded hold, docs/reports.md), written here for the vouchers the
+    # ledger booked before it, as ``m037_gift_float`` did for the gift cards.
+    (
+        "m047_voucher_float",
+        [
+            OnPostgres("LOCK TABLE ledger_txns, ledger_postings IN SHARE MODE"),
+            "DELETE FROM report_days WHERE figure = 'voucher_value'",
+            f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {figures.REBUILD['voucher_value']}",
+        ],
+    ),
 ]
 
 

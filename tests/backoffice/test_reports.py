@@ -174,7 +174,12 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
             add("coupons.redeemed", store, day, 1)
             add("coupons.campaign", store, day, 1 if campaign else 0)
         balances = {}
-        for figure, kind in (("outstanding", "member_points"), ("float", "member_value"), ("gift_float", "gift_value")):
+        for figure, kind in (
+            ("outstanding", "member_points"),
+            ("float", "member_value"),
+            ("gift_float", "gift_value"),
+            ("voucher_float", "voucher_value"),
+        ):
             balances[figure] = [
                 int(
                     tx.one(
@@ -209,6 +214,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
     found["points"]["outstanding"] = {hq_reports.CHAIN: balances["outstanding"]}
     found["value"]["float"] = {hq_reports.CHAIN: balances["float"]}
     found["value"]["gift_float"] = {hq_reports.CHAIN: balances["gift_float"]}
+    found["value"]["voucher_float"] = {hq_reports.CHAIN: balances["voucher_float"]}
     found["campaigns"] = arms  # type: ignore[assignment]
     return found
 
@@ -293,7 +299,7 @@ def test_a_store_manager_sees_its_own_stores_figures_only_whatever_the_address_s
             assert data["stores"] == ["S1"], (name, data["stores"])
             for figure, by in data["figures"].items():
                 assert by == {"S1": want[name][figure].get("S1", [0] * len(days))}, (name, figure)
-            assert not {"outstanding", "float", "gift_float"} & set(data["figures"])
+            assert not {"outstanding", "float", "gift_float", "voucher_float"} & set(data["figures"])
             drawn(page, list(data["figures"]))
             for edited in ("store=S2", "store=S1&store=S2", "store=S3"):
                 reply = page.goto(f"{server.url}/backoffice/reports/{name}?{query}&{edited}")
