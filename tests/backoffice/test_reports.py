@@ -33,6 +33,10 @@ from tests.backoffice.test_browser import DESKTOP, TABLET, open_page, sign_in
 from tests.fixtures import entries
 
 DAYS_BACK = 5
+NOW = datetime.now(UTC).replace(microsecond=0)
+"""The module's moment: the trade and the periods asked for are days of it (a run across midnight keeps them)."""
+EARLIER = min(timedelta(minutes=5), NOW - NOW.replace(hour=0, minute=0, second=0))
+"""How long before ``NOW`` each day's trade is made: never into the day before (a run just after midnight)."""
 CAMPAIGN = {
     "name": "Come back <b>soon</b>",
     "segment": "everyone",
@@ -68,9 +72,9 @@ def trade(hq: HqStore) -> None:
     hq.put_rule_doc({"rule_id": "policy", "kind": "points_policy", "expire_days": EXPIRE_DAYS})
     hq.put_coupon({"coupon_id": "C-TEN", "limits": {"global": 1000}})
     hq.upsert_member("M-A", "Ann Value", "basic", 200, stored_value=5000)  # head office's own lot and float
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = NOW
     for back in range(DAYS_BACK):
-        made = now - timedelta(days=back, minutes=5)
+        made = now - timedelta(days=back) - EARLIER
         push(hq, "T1", entries.sale("M-S1", 1000 + 100 * back, store_id="S1", earned=10 + back), made)
         push(hq, "T2", entries.sale("M-S2", 2000, store_id="S2", earned=20, coupons=["C-TEN"]), made)
         if back % 2 == 0:
@@ -115,7 +119,7 @@ def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandl
 
 
 def period() -> tuple[str, list[str]]:
-    today = datetime.now(UTC).date()
+    today = NOW.date()
     days = [(today - timedelta(days=n)).isoformat() for n in range(DAYS_BACK + 1, -2, -1)]
     return f"from={days[0]}&to={days[-1]}", days
 
