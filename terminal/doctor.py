@@ -257,6 +257,8 @@ def check_reader(spec: str) -> Check:
     kind = spec.partition(":")[0]
     if kind == "sim":
         return warn(name, "a simulated reader: no real card can be read (fine for a demo)")
+    if kind == "nfcpy":
+        return check_nfcpy(name, spec.partition(":")[2])
     try:
         from drivers import open_reader
 
@@ -273,6 +275,30 @@ def check_reader(spec: str) -> Check:
             name, "no reader plugged in (or pcscd has no driver for it): plug it in, then check `journalctl -u pcscd`"
         )
     return ok(name, f"sees {', '.join(devices)}")
+
+
+def check_nfcpy(name: str, path: str, timeout: float = 5.0) -> Check:
+    """An nfcpy reader is seen only by opening it (nfcpy lists nothing it has not opened, and pcscd never
+    drives it): opened and closed again. What stops it is the driver's own words, which name the owner
+    (a kernel module such as port100, a program using libusb), the udev rule or `lsusb`; a warning, as a
+    PC/SC reader not plugged in is, since a running daemon holds its own reader."""
+
+    def probe() -> str:
+        try:
+            from drivers.errors import DriverUnavailable
+            from drivers.nfcpy_reader import open_frontend
+        except ImportError as exc:
+            return f"!the nfcpy library is not installed ({exc.name}): reinstall tillpoint"
+        try:
+            open_frontend(path or "usb").close()
+        except DriverUnavailable as exc:
+            return f"!{exc}"
+        return f"nfcpy opens {path or 'usb'}"
+
+    found = _bounded(probe, timeout)
+    if found is None:
+        return warn(name, f"nfcpy took more than {timeout:.0f} s to open it: replug the reader")
+    return warn(name, found[1:]) if found.startswith("!") else ok(name, found)
 
 
 def _scanner_specs(cfg: Config) -> list[str]:

@@ -200,3 +200,19 @@ def test_a_card_key_or_store_other_than_head_offices_is_a_failure_with_its_code(
     assert verdicts(checks)["hq card key"] == verdicts(checks)["hq store"] == "skip"
     assert words(checks, "hq card key") == "not checked: head office cannot be reached"
     assert doctor_mod.card_key_check(hq.key_file, None).verdict is Verdict.SKIP  # head office without the key
+
+
+def test_an_nfcpy_door_reader_is_opened_and_its_hint_names_nfcpys_own_fix(tmp_path: Path) -> None:
+    from tests.fixtures.nfc import free_udp_port
+
+    software = f"nfcpy:udp:127.0.0.1:{free_udp_port()}"
+    door = f'devices = ["nfcpy:usb:054c:06c3", "{software}"]'
+    config = till_config(tmp_path, None, None, "T-NFC", door=door)
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert "pcscd" not in by_name  # no reader of pcscd's configured
+    # No RC-S380 on this machine: nfcpy's own words (lsusb), never pcscd's journal.
+    absent = by_name["door reader nfcpy:usb:054c:06c3"]
+    assert absent.verdict is Verdict.WARN
+    assert "pcscd" not in absent.words and "no reader found there" in absent.words and "lsusb" in absent.words
+    # nfcpy's software reader opens (nothing need answer on it).
+    assert by_name[f"door reader {software}"].verdict is Verdict.OK
