@@ -79,6 +79,11 @@ def parse_source(arg: str) -> Source:
     return Source("file", text)
 
 
+def device_node(target: int | str) -> str:
+    """The V4L2 node of a camera device: ``camera:2`` is ``/dev/video2``, as OpenCV opens it."""
+    return f"/dev/video{target}" if isinstance(target, int) else target
+
+
 def describe(source: Source) -> str:
     """The source for status lines: a URL without its credentials (user:password@ is common in RTSP)."""
     if source.kind == "url":
@@ -94,8 +99,8 @@ def open_capture(
     """An opened capture; DriverUnavailable (with the reason) when OpenCV cannot open it."""
     if source.kind == "file" and not os.path.exists(str(source.target)):
         raise DriverUnavailable(f"video file not found: {source.target}")
-    if source.kind == "device" and isinstance(source.target, str) and not os.path.exists(source.target):
-        raise DriverUnavailable(f"no such camera device: {source.target}")
+    if source.kind == "device" and not os.path.exists(node := device_node(source.target)):
+        raise DriverUnavailable(f"no such camera device: {node}")
     if source.kind == "url":
         ms = int(timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]

@@ -332,11 +332,14 @@ def check_camera(
     """Opens the camera with its configured controls and says what it reports for each (a control the
     camera ignores is a warning: the setting has no effect on this model)."""
     name = f"camera {device}"
-    if device.startswith("/dev/"):
-        if not os.path.exists(device):
-            return fail(name, "no such device: is the camera plugged in?")
-        if not os.access(device, os.R_OK | os.W_OK):
-            return fail(name, "exists but this user may not open it (video group, DeviceAllow=)")
+    node = f"/dev/video{device.strip()}" if device.strip().isdigit() else device
+    if node.startswith("/dev/"):
+        if not os.path.exists(node):
+            present = sorted(str(p) for p in Path("/dev").glob("video*"))
+            there = f"present: {', '.join(present)}" if present else "no /dev/video* on this machine"
+            return fail(name, f"no such device {node}: is the camera plugged in? ({there})")
+        if not os.access(node, os.R_OK | os.W_OK):
+            return fail(name, f"{node} exists but this user may not open it (video group, DeviceAllow=)")
     if settings is not None:
         resolution = settings.resolution or resolution
         fps = settings.fps or fps
@@ -366,7 +369,12 @@ def _grab_frame(
         reports = capture_report(capture, resolution, fps) + apply_controls(capture, controls)
         good, frame = capture.read()
         if not good or frame is None:
-            return "!opens but gives no picture"
+            if parse_source(device).kind == "file":
+                return "!opens but holds no video frame: a file cut short or written empty; record it again"
+            return (
+                "!opens but gives no picture: another program may be reading it (`fuser` on its /dev/video node), "
+                "or it is not the camera's capture node (`v4l2-ctl --list-devices` lists each camera's nodes)"
+            )
         shape = frame.shape
         said = "; ".join(str(r) for r in reports) or "no control configured"
         reported = _reported(capture)

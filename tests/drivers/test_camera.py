@@ -261,6 +261,15 @@ def test_a_missing_camera_is_a_status_not_a_crash(open_attempts: list[str]) -> N
     assert scanner.stats.opened == 0
 
 
+def test_a_camera_index_with_no_device_node_names_the_node() -> None:
+    from drivers.camera import open_capture, parse_source
+    from drivers.errors import DriverUnavailable
+
+    index = next(n for n in range(40, 100) if not Path(f"/dev/video{n}").exists())
+    with pytest.raises(DriverUnavailable, match=f"no such camera device: /dev/video{index}$"):
+        open_capture(parse_source(str(index)), None, None)
+
+
 def test_stop_is_prompt() -> None:
     with running("/dev/video-missing", backoff_first=5, backoff_max=5) as (scanner, events):
         events.event("error")

@@ -160,6 +160,21 @@ def test_a_camera_is_reported_with_what_it_made_of_each_control(tmp_path: Path) 
     assert missing.verdict is Verdict.FAIL and "not found" in missing.words
 
 
+def test_a_camera_index_with_no_device_or_a_file_with_no_frame_says_what_to_look_at(tmp_path: Path) -> None:
+    import cv2
+
+    from terminal.doctor import check_camera
+
+    index = next(n for n in range(40, 100) if not Path(f"/dev/video{n}").exists())
+    absent = check_camera(str(index))
+    assert absent.verdict is Verdict.FAIL
+    assert f"no such device /dev/video{index}: is the camera plugged in?" in absent.words
+    empty = tmp_path / "empty.avi"  # a file OpenCV opens, with no frame in it
+    cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 360)).release()
+    nothing = check_camera(str(empty))
+    assert nothing.verdict is Verdict.FAIL and "holds no video frame" in nothing.words
+
+
 def test_a_card_key_or_store_other_than_head_offices_is_a_failure_with_its_code(tmp_path: Path, hq: HqProcess) -> None:
     """A till installed with another card-hash key than head office's hashes every card differently and identifies
     nobody; one configured for another store than head office registered has every sale quarantined. Doctor compares
