@@ -1062,20 +1062,27 @@ def receipt_try(
         err_console.print(f"[red]{exc.code.value}: {escape(exc.message)}[/]")
         raise typer.Exit(2) from exc
     results: list[dict[str, Any]] = []
+    no_receipt: list[str] = []  # files with no receipt in them (nothing printed)
     for path in files:
         try:
             stream = path.read_bytes()
         except OSError as exc:
             err_console.print(f"[red]cannot read {escape(str(path))}: {escape(str(exc))}[/]")
             raise typer.Exit(2) from exc
-        results += [{"file": str(path)} | row for row in try_template(tpl, stream)]
+        found = [{"file": str(path)} | row for row in try_template(tpl, stream)]
+        results += found
+        if not found:
+            no_receipt.append(str(path))
     if as_json:
-        show_json({"template": tpl.name, "receipts": results})
+        show_json({"template": tpl.name, "receipts": results, "no_receipt": no_receipt})
     else:
+        for path_name in no_receipt:
+            console.print(f"{escape(path_name)} [red]no receipt in it[/] (nothing was printed)")
         for row in results:
             got = row["read"]
             state = f"[red]{row['refused']['code']}[/]" if row["refused"] else "[green]read[/]"
-            console.print(f"{escape(row['file'])} {row['digest'][:12]} {state}")
+            uncut = "" if row["cut"] else " [yellow](no cut: the stream ends inside this receipt)[/]"
+            console.print(f"{escape(row['file'])} {row['digest'][:12]} {state}{uncut}")
             rows = [
                 [x["sku"], x["name"], str(x["quantity"]), str(x["unit_price"]), str(x["amount"])] for x in got["items"]
             ]
@@ -1086,7 +1093,7 @@ def receipt_try(
             )
             for line in got["unread"]:
                 console.print(f"  [dim]unread:[/] {escape(line)}")
-    if not results or any(row["refused"] for row in results):
+    if no_receipt or not results or any(row["refused"] for row in results):
         raise typer.Exit(1)
 
 

@@ -325,6 +325,24 @@ def test_receipt_try_shows_what_a_template_read(tmp_path: Path) -> None:
     assert bad.exit_code == 2
 
 
+def test_receipt_try_says_a_file_holds_no_receipt_and_a_receipt_the_stream_cut_short(tmp_path: Path) -> None:
+    (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
+    (tmp_path / "empty.bin").write_bytes(b"")
+    whole = english(SALE)
+    (tmp_path / "cut.bin").write_bytes(whole[: len(whole) // 2])
+    runner = CliRunner()
+    args = ["receipt", "try", str(tmp_path / "en.toml"), str(tmp_path / "empty.bin"), str(tmp_path / "cut.bin")]
+    text = runner.invoke(cli_app, args)
+    assert text.exit_code == 1
+    assert "empty.bin no receipt in it" in text.stdout
+    assert "receipt_unread (no cut: the stream ends inside this receipt)" in text.stdout
+    shown = json.loads(runner.invoke(cli_app, [*args, "--json"]).stdout)
+    assert shown["no_receipt"] == [str(tmp_path / "empty.bin")]
+    assert [r["cut"] for r in shown["receipts"]] == [False]
+    alone = runner.invoke(cli_app, ["receipt", "try", str(tmp_path / "en.toml"), str(tmp_path / "empty.bin")])
+    assert alone.exit_code == 1 and "no receipt in it" in alone.stdout  # not exit 1 with nothing said
+
+
 def test_tier_progress_names_the_next_tier_and_what_it_needs() -> None:
     from terminal.loyalty import Ladder, TierLevel, next_tier
 
