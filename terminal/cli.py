@@ -507,7 +507,8 @@ def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> Non
 
 @commands.command()
 def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Readers, pending journal entries, last successful sync and offline time."""
+    """Pending journal entries, last successful sync and offline time; from a running daemon also its readers,
+    printer relay, kept receipts and sync errors."""
     from terminal.daemon import store_status
     from terminal.store import Store
 
@@ -518,7 +519,11 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
     store = Store.open(cfg.db_path)
     info = store_status(store)
     store.close()
-    info["readers"] = _live_readers(cfg)
+    live = _live_status(cfg)
+    if live is None:
+        info["readers"] = "daemon not running"
+    else:  # what only the running daemon knows: its readers, the printer relay, the kept receipts, sync errors
+        info |= live
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -744,14 +749,16 @@ def reconcile(
     )
 
 
-def _live_readers(cfg: Config) -> list[dict[str, str]] | str:
+def _live_status(cfg: Config) -> dict[str, Any] | None:
+    """The running daemon's own status (``GET /v1/status``); None when no daemon answers."""
     import httpx
 
     try:
         response = _api_request(cfg, "GET", "/v1/status", timeout=2)
-        return list(response.json()["readers"])
-    except (httpx.HTTPError, ValueError, KeyError):
-        return "daemon not running"
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) and "readers" in body else None
 
 
 # -- member app simulator -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.hq import tillpoint
 from tests.fixtures.printer import RecordingPrinter, start_printer, stored_qr
 from tests.fixtures.receipts import EN, Item, Sale, english
 from tests.ops.helpers import Api, NotifyListener, TillProcess, metric, till_config
@@ -73,6 +74,11 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         assert status["printer"]["listening"] is True
         assert not old.exists()  # pruned when the till started
         assert status["receipts_kept"]["problem"] is None and status["receipts_kept"]["last_prune"]
+        shown = tillpoint("status", "--json", "--config", str(config), cwd=tmp_path)  # as the docs say
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        said = json.loads(shown.stdout)
+        assert said["printer"]["port"] == port and said["printer"]["listening"] is True
+        assert said["receipts_kept"]["problem"] is None and said["readers"] == status["readers"]
         sale = Sale((Item("Apples", "1001", 2, 150), Item("Cheddar", "1002", 1, 420)), number="778899")
         receipt = english(sale)
         pos_print(port, receipt)
