@@ -246,6 +246,7 @@ def _item(g: dict[str, str | None], decimals: int) -> ReadLine:
 
 
 NUMBER_MAX = 200  # characters of a receipt number, as a sale's journal entry holds it
+LINES_MAX = 500  # lines of the sale a receipt makes (after the POS's discounts are spread), as its entry holds them
 
 
 def read(template: Template, lines: list[str] | tuple[str, ...]) -> ReadReceipt:
@@ -312,6 +313,8 @@ def check(got: ReadReceipt) -> ReadReceipt:
         raise Rejected(Code.RECEIPT_TOTAL_MISMATCH, "An item's amount is not its quantity times its price.")
     if got.number is not None and len(got.number) > NUMBER_MAX:
         raise Rejected(Code.RECEIPT_UNREAD, f"The receipt number is longer than {NUMBER_MAX} characters.")
+    if len(got.basket.lines) > LINES_MAX:
+        raise Rejected(Code.RECEIPT_UNREAD, f"The receipt makes a sale of more than {LINES_MAX} lines.")
     return got
 
 

@@ -325,6 +325,30 @@ def test_receipt_try_shows_what_a_template_read(tmp_path: Path) -> None:
     assert bad.exit_code == 2
 
 
+def test_a_receipt_of_more_lines_than_a_sale_holds_is_unread_not_a_failed_capture() -> None:
+    from terminal.receipts.templates import check
+
+    lines_max = 500  # the lines a sale's journal entry holds (SalePayload.lines)
+    template = load_template(EN)
+
+    def printed(count: int, discount: int = 0) -> list[str]:
+        items = [f"Item {n}  {1 + n % 3} x  1.00  {1 + n % 3}.00" for n in range(count)]
+        total = sum(1 + n % 3 for n in range(count)) * 100 - discount
+        cut = [f"Discount -{discount // 100}.{discount % 100:02d}"] if discount else []
+        return [*items, *cut, f"TOTAL {total // 100}.{total % 100:02d}"]
+
+    assert len(check(read(template, printed(lines_max))).basket.lines) == lines_max
+    with pytest.raises(Rejected) as refused:  # a sale's entry holds 500 lines: the sale would fail to record
+        check(read(template, printed(lines_max + 1)))
+    assert refused.value.code is Code.RECEIPT_UNREAD
+    # The POS's discount spread over the items splits lines whose units no longer share one price.
+    split = read(template, printed(400, discount=399))
+    assert len(split.items) == 400 and len(split.basket.lines) > lines_max
+    with pytest.raises(Rejected) as refused:
+        check(split)
+    assert refused.value.code is Code.RECEIPT_UNREAD
+
+
 def test_receipt_try_says_a_file_holds_no_receipt_and_a_receipt_the_stream_cut_short(tmp_path: Path) -> None:
     (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
     (tmp_path / "empty.bin").write_bytes(b"")
