@@ -565,8 +565,31 @@ def check_held(cfg: Config, held: Held) -> None:
         )
 
 
-def _key_of(error: ErrorDetails) -> str:
-    return ".".join(str(part) for part in error["loc"])
+def _key_of(error: ErrorDetails, raw: dict[str, Any] | None = None) -> str:
+    """The key as the file spells it: the error's location up to the value it reached. What follows a value
+    (``literal['auto']``, ``constrained-int``) names the types of a union that refused it, not a key."""
+    parts: list[str] = []
+    node: Any = raw
+    for part in error["loc"]:
+        if raw is not None and not isinstance(node, dict | list):
+            break
+        parts.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(str(part))
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _union_reasons(errors: list[ErrorDetails], raw: dict[str, Any]) -> str:
+    """The first error's words, with those of the union's other types for the same key ("Input should be
+    'auto' or greater than 0")."""
+    key = _key_of(errors[0], raw)
+    said = [e["msg"] for e in errors if _key_of(e, raw) == key]
+    first, *more = dict.fromkeys(said)
+    return " or ".join([first, *(m.removeprefix("Input should be ") for m in more)])
 
 
 def _door_apart(cfg: Config) -> Config:
@@ -611,11 +634,12 @@ def validate(raw: dict[str, Any]) -> Config:
     try:
         return _door_apart(Config.model_validate(raw))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        expected = first["msg"]
+        errors = exc.errors()
+        first = errors[0]
+        expected = _union_reasons(errors, raw)
         if first["type"] == "extra_forbidden":
             expected = "unknown key"
-        raise ConfigError(_key_of(first), f"{expected} (got {first.get('input')!r})") from exc
+        raise ConfigError(_key_of(first, raw), f"{expected} (got {first.get('input')!r})") from exc
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

@@ -53,6 +53,19 @@ def test_bad_values_name_their_key(tmp_path: Path, toml: str, key: str) -> None:
         assert "is not 'kind:argument'" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("'fast'", "'auto' or a valid number"), ("-3", "'auto' or greater than 0"), ("20000", "'auto' or less than")],
+)
+def test_a_camera_control_refused_names_its_key_and_both_kinds_of_value(tmp_path: Path, value: str, words: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[scanner]\ndevices = ["camera:0"]\n[scanner.cameras."camera:0"]\nexposure = {value}\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "scanner.cameras.camera:0.exposure"  # not "...exposure.literal['auto']"
+    assert words in str(info.value)
+
+
 def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[hq\n")
