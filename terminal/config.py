@@ -360,7 +360,7 @@ class PaymentsSection(_Section):
 
 class PrinterSection(_Section):
     """The printer in the middle: tillpoint offers the POS a printer and forwards every byte to the real
-    one (docs/receipts.md). Off unless both ``listen`` and ``target`` are set."""
+    one (docs/receipts.md). Off unless both ``listen`` and ``target`` are set; one without the other is refused."""
 
     listen: str = ""
     """Where the POS prints: "tcp:0.0.0.0:9100" (a network printer's raw port), "serial:/dev/ttyS1:19200"
@@ -597,7 +597,24 @@ def _door_apart(cfg: Config) -> Config:
     shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
     if shared:
         raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
-    return _ca_file_there(_plain_http_here(cfg))
+    return _printer_whole(_ca_file_there(_plain_http_here(cfg)))
+
+
+def _printer_whole(cfg: Config) -> Config:
+    """The printer in the middle needs both ends: the POS's (``listen``) and the printer's (``target``). One
+    alone would run no relay, without a word, and the POS's receipts would go nowhere."""
+    printer = cfg.printer
+    if printer.listen and not printer.target:
+        raise ConfigError(
+            "printer.target",
+            f"the real printer (tcp:HOST:PORT, device:PATH, serial:PORT) for listen = {printer.listen!r}",
+        )
+    if printer.target and not printer.listen:
+        raise ConfigError(
+            "printer.listen",
+            f"where the POS prints (tcp:HOST:PORT, serial:PORT, device:PATH) for target = {printer.target!r}",
+        )
+    return cfg
 
 
 def _ca_file_there(cfg: Config) -> Config:

@@ -387,3 +387,12 @@ def test_printer_and_receipts_are_off_by_default_and_bad_specs_name_the_key() ->
         with pytest.raises(ConfigError) as refused:
             validate({"printer": {"target": bad}})
         assert refused.value.key == "printer.target"
+    # One end alone would run no relay, without a word: the POS's receipts would go nowhere.
+    with pytest.raises(ConfigError) as refused:
+        validate({"printer": {"listen": "tcp:127.0.0.1:9100"}})
+    assert refused.value.key == "printer.target" and "tcp:127.0.0.1:9100" in str(refused.value)
+    with pytest.raises(ConfigError) as refused:
+        validate({"printer": {"target": "device:/dev/usb/lp0"}})
+    assert refused.value.key == "printer.listen"
+    whole = validate({"printer": {"listen": "tcp:127.0.0.1:9100", "target": "device:/dev/usb/lp0"}})
+    assert whole.printer.target == "device:/dev/usb/lp0"
