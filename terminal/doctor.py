@@ -4,6 +4,8 @@
     pcscd       pcscd answers on its socket (when a PC/SC reader is configured)
     readers     each configured reader lists its devices
     camera      each configured camera device exists and can be opened
+    printer     the printer in the middle: the real printer answers (target), the POS's side can be had
+                (listen), each receipt template reads
     database    SQLite integrity_check of the terminal database; journal entries waiting
     disk        free space where the database lives
     head office reachable, accepts this terminal's token, and its clock agrees with ours
@@ -18,6 +20,7 @@ monitoring agent can run it as is). A failure of a till set up wrong carries a s
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import os
@@ -115,6 +118,7 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
         *check_secrets(cfg),
         *check_pcsc(cfg),
         *check_cameras(cfg),
+        *check_printer(cfg, timeout),
         check_database(cfg),
         check_disk(cfg),
         *check_hq(cfg, timeout),
@@ -299,6 +303,95 @@ def check_nfcpy(name: str, path: str, timeout: float = 5.0) -> Check:
     if found is None:
         return warn(name, f"nfcpy took more than {timeout:.0f} s to open it: replug the reader")
     return warn(name, found[1:]) if found.startswith("!") else ok(name, found)
+
+
+def check_printer(cfg: Config, timeout: float = 5.0) -> list[Check]:
+    """The printer in the middle (``[printer]``): the real printer answers where ``target`` says, the POS's
+    side (``listen``) can be had, and each ``[receipts] templates`` file is a template (the daemon refuses to
+    start on one that is not)."""
+    printer = cfg.printer
+    if not printer.listen:
+        return [skip("printer", "no printer in the middle ([printer] listen is empty)")]
+    checks = [check_printer_end("printer", printer.target, min(timeout, printer.connect_timeout))]
+    checks.append(check_printer_listen(printer.listen))
+    checks += [check_template(path) for path in cfg.receipts.templates]
+    if cfg.receipts.attach and not cfg.receipts.templates:
+        checks.append(warn("receipts", "attach = true but no template: no receipt is read, so none becomes a sale"))
+    return checks
+
+
+def _port_words(path: str, exc: OSError, what: str) -> tuple[Verdict, str]:
+    if exc.errno == errno.ENOENT:
+        return Verdict.FAIL, f"no such device {path}: is the {what} plugged in and switched on?"
+    if exc.errno == errno.EACCES:
+        group = "dialout" if "tty" in path else "lp"
+        return Verdict.FAIL, f"this user may not open {path} (the {group} group, DeviceAllow=)"
+    if exc.errno == errno.EBUSY:
+        return Verdict.WARN, f"{path} is busy: held by the running daemon, or another program (`fuser {path}`)"
+    return Verdict.FAIL, f"cannot open {path}: {exc.strerror or exc}"
+
+
+def check_printer_end(name: str, spec: str, timeout: float) -> Check:
+    """The real printer: connected to (or its device opened) and closed again, as the daemon's probe does."""
+
+    def probe() -> str:
+        from drivers.printer import open_link
+
+        kind, _, rest = spec.partition(":")
+        try:
+            open_link(spec, timeout).close()
+        except OSError as exc:
+            if kind == "tcp":
+                why = "no answer in time" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+                return (
+                    f"!{spec} does not answer ({why}): is the printer switched on, and at that address? Until it "
+                    "answers the daemon does not listen, so the POS's connections are refused"
+                )
+            verdict, words = _port_words(rest.split(":")[0] if kind == "serial" else rest, exc, "printer")
+            return ("!" if verdict is Verdict.FAIL else "?") + words
+        return f"{spec} answers"
+
+    found = _bounded(probe, timeout + 1)
+    if found is None:
+        return fail(name, f"{spec} did not answer within {timeout:.0f} s: is the printer switched on?")
+    if found.startswith("!"):
+        return fail(name, found[1:])
+    return warn(name, found[1:]) if found.startswith("?") else ok(name, found)
+
+
+def check_printer_listen(spec: str) -> Check:
+    """The POS's side: a tcp address of this PC, or the serial port or gadget device the POS's cable reaches."""
+    name = "printer listen"
+    kind, _, rest = spec.partition(":")
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+                sock.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return ok(name, f"{spec}: the port is taken (by the running daemon, if it runs: `ss -ltnp`)")
+            return fail(name, f"{spec}: {host} is not an address of this PC ({exc.strerror or exc})")
+        return ok(name, f"{spec} can be listened on")
+    path = rest.split(":")[0] if kind == "serial" else rest
+    if path.startswith("/dev/") and not os.path.exists(path):
+        gadget = " (load the printer gadget: `modprobe g_printer`)" if "g_printer" in path else ""
+        return fail(name, f"no such device {path}: is the POS's cable plugged in here?{gadget}")
+    return ok(name, f"{spec} is there")
+
+
+def check_template(path: str) -> Check:
+    from terminal.errors import Rejected
+    from terminal.receipts.templates import load_template
+
+    name = f"template {Path(path).name}"
+    try:
+        template = load_template(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(name, f"cannot read {path}: {exc}; the daemon will not start (receipts.templates)")
+    except Rejected as exc:
+        return fail(name, f"{exc.code.value}: {exc.message}; the daemon will not start (receipts.templates)")
+    return ok(name, f"{template.name} ({template.language}, {template.width} characters a line)")
 
 
 def _scanner_specs(cfg: Config) -> list[str]:

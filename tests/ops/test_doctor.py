@@ -231,3 +231,37 @@ def test_an_nfcpy_door_reader_is_opened_and_its_hint_names_nfcpys_own_fix(tmp_pa
     assert "pcscd" not in absent.words and "no reader found there" in absent.words and "lsusb" in absent.words
     # nfcpy's software reader opens (nothing need answer on it).
     assert by_name[f"door reader {software}"].verdict is Verdict.OK
+
+
+def test_the_printer_in_the_middle_is_checked_end_to_end_and_its_templates_read(tmp_path: Path) -> None:
+    from tests.fixtures.printer import start_printer
+    from tests.fixtures.receipts import EN
+    from tests.ports import free_port
+
+    (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
+    (tmp_path / "saved.bin").write_bytes(b"\x1b@not a template\n")  # a print stream named where a template goes
+    templates = f'templates = ["{tmp_path / "en.toml"}", "{tmp_path / "saved.bin"}"]\nattach = true'
+    printer = start_printer(tmp_path / "printer")
+    listen = f"tcp:127.0.0.1:{free_port()}"
+    try:
+        config = till_config(
+            tmp_path,
+            None,
+            None,
+            "T-PRN",
+            printer=f'listen = "{listen}"\ntarget = "tcp:127.0.0.1:{printer.port}"',
+            receipts=templates,
+        )
+        by_name = {c.name: c for c in run_checks(config, timeout=2)}
+        assert by_name["printer"].verdict is Verdict.OK and "answers" in by_name["printer"].words
+        assert by_name["printer listen"].verdict is Verdict.OK
+        assert by_name["template en.toml"].verdict is Verdict.OK
+        wrong = by_name["template saved.bin"]  # the daemon would refuse to start on it
+        assert wrong.verdict is Verdict.FAIL and "template_invalid" in wrong.words
+    finally:
+        printer.stop()
+    off = {c.name: c for c in run_checks(config, timeout=2)}["printer"]  # switched off
+    assert off.verdict is Verdict.FAIL and "does not answer" in off.words and "switched on" in off.words
+    config.write_text(config.read_text().replace(f"tcp:127.0.0.1:{printer.port}", "device:/dev/usb/lp-missing"))
+    gone = {c.name: c for c in run_checks(config, timeout=2)}["printer"]
+    assert gone.verdict is Verdict.FAIL and "no such device /dev/usb/lp-missing" in gone.words
