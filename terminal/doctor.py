@@ -4,6 +4,7 @@
     pcscd       pcscd answers on its socket (when a PC/SC reader is configured)
     readers     each configured reader lists its devices
     camera      each configured camera device exists and can be opened
+    scanner     each other scanner: a known kind, its device there and readable
     printer     the printer in the middle: the real printer answers (target), the POS's side can be had
                 (listen), each receipt template reads
     database    SQLite integrity_check of the terminal database; journal entries waiting
@@ -118,6 +119,7 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
         *check_secrets(cfg),
         *check_pcsc(cfg),
         *check_cameras(cfg),
+        *check_scanners(cfg),
         *check_printer(cfg, timeout),
         check_database(cfg),
         check_disk(cfg),
@@ -397,6 +399,35 @@ def check_template(path: str) -> Check:
 def _scanner_specs(cfg: Config) -> list[str]:
     section = getattr(cfg, "scanner", None)
     return list(getattr(section, "devices", []) or [])
+
+
+def check_scanners(cfg: Config) -> list[Check]:
+    """Each scanner that is not a camera (those: ``check_cameras``): a kind the drivers know, and a device
+    that is there and this user may open (the daemon would report it as a reader error and keep retrying)."""
+    from drivers import SCANNERS
+
+    checks: list[Check] = []
+    for spec in _scanner_specs(cfg):
+        kind, _, path = spec.partition(":")
+        name = f"scanner {spec}"
+        if kind == "camera":
+            continue
+        if kind == "sim":
+            checks.append(warn(name, "a simulated scanner: no real code can be read (fine for a demo)"))
+            continue
+        if kind not in SCANNERS:
+            checks.append(fail(name, f"unknown scanner kind {kind!r} (known: {', '.join(sorted(SCANNERS))})"))
+            continue
+        if not path.startswith("/dev/"):  # a pyserial URL (socket://...): nothing to look at here
+            checks.append(ok(name, "not a device file: not checked"))
+        elif not os.path.exists(path):
+            checks.append(fail(name, f"no such device {path}: is the scanner plugged in?"))
+        elif not os.access(path, os.R_OK):
+            group = "input" if kind == "wedge" else "dialout"
+            checks.append(fail(name, f"this user may not read {path} (the {group} group, or a udev rule)"))
+        else:
+            checks.append(ok(name, f"{path} is there"))
+    return checks
 
 
 def check_cameras(cfg: Config) -> list[Check]:

@@ -265,3 +265,17 @@ def test_the_printer_in_the_middle_is_checked_end_to_end_and_its_templates_read(
     config.write_text(config.read_text().replace(f"tcp:127.0.0.1:{printer.port}", "device:/dev/usb/lp-missing"))
     gone = {c.name: c for c in run_checks(config, timeout=2)}["printer"]
     assert gone.verdict is Verdict.FAIL and "no such device /dev/usb/lp-missing" in gone.words
+
+
+def test_a_scanner_of_an_unknown_kind_or_with_no_device_is_a_failure(tmp_path: Path) -> None:
+    config = till_config(
+        tmp_path, None, None, "T-SCAN", scanner='devices = ["cam:0", "wedge:/dev/input/by-id/gone-event-kbd", "sim:"]'
+    )
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    unknown = by_name["scanner cam:0"]  # the daemon would only say so in a reader event
+    assert (
+        unknown.verdict is Verdict.FAIL and "unknown scanner kind 'cam'" in unknown.words and "camera" in unknown.words
+    )
+    gone = by_name["scanner wedge:/dev/input/by-id/gone-event-kbd"]
+    assert gone.verdict is Verdict.FAIL and "is the scanner plugged in?" in gone.words
+    assert by_name["scanner sim:"].verdict is Verdict.WARN
