@@ -81,6 +81,10 @@ def test_till_unit_is_notify_with_watchdog_and_device_access() -> None:
     assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"]
     assert int(s["WatchdogSec"][0]) > 0 and s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert {"char-usb_device rw", "char-video4linux rw"} <= set(s["DeviceAllow"])
+    # the printer in the middle's USB (usblp) and serial (ttyS) printers, as docs/receipts.md sets them up
+    assert {"char-usb rw", "char-ttyS rw"} <= set(s["DeviceAllow"])
+    sysusers = (SYSTEMD / "tillpoint.sysusers").read_text()
+    assert re.search(r"^m tillpoint lp$", sysusers, re.M) and re.search(r"^m tillpoint dialout$", sysusers, re.M)
     assert s["ProtectSystem"] == ["strict"] and s["DevicePolicy"] == ["closed"]
 
 
