@@ -473,32 +473,40 @@ class CameraScanner:
             passthrough = jpeg_passthrough(cap, self.source)
             self.control_reports = capture_report(cap, self.resolution, self.fps) + apply_controls(cap, self.controls)
             self.stats.opened += 1
-            self._last_problem = None
             self._gate.reset()
             self._unchanged_since = None
             how = "JPEG passthrough" if passthrough else "decoded by OpenCV"
             controls = "; ".join(str(r) for r in self.control_reports)
-            self._emit_reader(
-                "added",
-                f"{self.source.kind} {width}x{height} @ {fps:g} fps, {codec} ({how})"
-                + (f"; {controls}" if controls else ""),
+            added = f"{self.source.kind} {width}x{height} @ {fps:g} fps, {codec} ({how})" + (
+                f"; {controls}" if controls else ""
             )
-            detail = self._pump(cap, stopping, fps)
+            detail, framed = self._pump(cap, stopping, fps, added)
         except cv2.error as exc:
-            detail = f"camera lost: {exc}"
+            detail, framed = f"camera lost: {exc}", True
         finally:
             cap.release()
         if not stopping.is_set():
-            self._problem("removed", detail)
+            # gave frames, then stopped: removed; never gave one: an error, once per outage (not per retry)
+            self._problem("removed" if framed else "error", detail)
 
-    def _pump(self, cap: cv2.VideoCapture, stopping: threading.Event, fps: float) -> str:
-        """Read frames into the slot until the source stops giving them; returns why it stopped."""
+    def _pump(self, cap: cv2.VideoCapture, stopping: threading.Event, fps: float, added: str) -> tuple[str, bool]:
+        """Read frames into the slot until the source stops giving them; returns why it stopped and whether
+        a frame came. The camera is ``added`` at its first frame: one that opens but gives none is an error."""
         period = 1.0 / fps if self.realtime and fps > 0 else 0.0
         due = time.monotonic()
+        announced = False
         while not stopping.is_set():
             ok, frame = cap.read()
             if not ok or frame is None:
-                return "stream ended" if self.source.kind == "file" else "camera lost: no frame"
+                if not announced:
+                    return (
+                        "the file holds no frame" if self.source.kind == "file" else "opens but gives no frame"
+                    ), False
+                return ("stream ended" if self.source.kind == "file" else "camera lost: no frame"), True
+            if not announced:
+                announced = True
+                self._last_problem = None
+                self._emit_reader("added", added)
             self.stats.captured += 1
             self._progress["capture"] = time.monotonic()
             self._backoff.reset()
@@ -506,7 +514,7 @@ class CameraScanner:
             if period:
                 due += period
                 stopping.wait(max(0.0, due - time.monotonic()))
-        return "stopped"
+        return "stopped", announced
 
     # -- decode thread ----------------------------------------------------------------------------
 

@@ -261,6 +261,21 @@ def test_a_missing_camera_is_a_status_not_a_crash(open_attempts: list[str]) -> N
     assert scanner.stats.opened == 0
 
 
+def test_a_source_that_opens_but_gives_no_frame_is_one_error_never_added(
+    tmp_path: Path, open_attempts: list[str]
+) -> None:
+    import cv2
+
+    empty = tmp_path / "empty.avi"  # OpenCV opens it; it holds no frame (as a camera another program holds)
+    cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 360)).release()
+    with running(str(empty), backoff_first=0.05, backoff_max=0.1) as (scanner, events):
+        events.event("error", "the file holds no frame")
+        wait_until(lambda: len(open_attempts) >= 4, WAIT, "a few reopen attempts")
+    # not 'added' then 'removed' at every attempt: it never worked, and it is said once
+    assert [(e.kind, e.detail) for e in events.history] == [("error", "the file holds no frame")]
+    assert scanner.stats.opened >= 4 and scanner.stats.captured == 0
+
+
 def test_a_camera_index_with_no_device_node_names_the_node() -> None:
     from drivers.camera import open_capture, parse_source
     from drivers.errors import DriverUnavailable
