@@ -262,6 +262,8 @@ class Stats:
     abandoned: int = 0
     """Receipts whose capture was abandoned (the copy's queue overflowed, or the parser failed)."""
     parser_failures: int = 0
+    receipt_failures: int = 0
+    """Receipts whose handling (keeping, reading, selling) raised: that receipt only; capture goes on."""
     enriched: int = 0
     hold_timeouts: int = 0
     printer_unreachable: int = 0
@@ -515,7 +517,12 @@ class Relay:
     def _receipt(self, desk: ReceiptDesk, receipt: Captured) -> None:
         assert self.copy is not None
         self.stats.receipts += 1
-        block = desk.captured(receipt)
+        try:
+            block = desk.captured(receipt)
+        except Exception:  # a bug behind the desk costs this receipt, not the capture of the rest of the stream
+            log.exception("receipt %s could not be handled; printing and capture go on", receipt.digest[:12])
+            self.stats.receipt_failures += 1
+            block = None
         with self.copy.cond:
             if receipt.cut:
                 self.copy.cuts.add(receipt.cut_offset)

@@ -914,6 +914,7 @@ class Daemon:
                 "connections": st.connections,
                 "receipts": st.receipts,
                 "abandoned": st.abandoned,
+                "receipt_failures": st.receipt_failures,
                 "enriched": st.enriched,
                 "hold_timeouts": st.hold_timeouts,
                 "printer_unreachable": st.printer_unreachable,

@@ -215,6 +215,34 @@ def test_a_parser_crash_mid_receipt_still_prints_the_receipt(printer: RecordingP
         proxy.stop()
 
 
+class FailingOnce(FakeSales):
+    """A sale path with a bug that raises on the first receipt only."""
+
+    def receipt_sale(self, basket: Basket, ref: ReceiptRef) -> ReceiptSold:
+        if not getattr(self, "failed", False):
+            self.failed = True
+            raise RuntimeError("a bug behind the desk")
+        return super().receipt_sale(basket, ref)
+
+
+def test_a_receipt_that_fails_to_sell_costs_that_receipt_not_the_rest_of_the_stream(
+    printer: RecordingPrinter,
+) -> None:
+    # One connection carrying two receipts, as a serial or device relay carries every receipt of the day.
+    first = make("en", Sale((Item("Apples", "1001", 2, 150),), number="0001"))
+    second = make("en", Sale((Item("Cheddar", "1002", 1, 420),), number="0002"))
+    sales = FailingOnce()
+    proxy = proxy_to(printer.port, Desk([T["en"]], sales, Kept()))
+    try:
+        pos_print(proxy.port, first + second)
+        assert printer.wait_for(len(first + second)) == first + second
+        wait_until(lambda: len(sales.sold) == 1, what="the second receipt sold")
+    finally:
+        proxy.stop()
+    assert sales.sold[0][1].number == "0002"
+    assert proxy.stats.receipt_failures == 1 and proxy.stats.parser_failures == 0
+
+
 def test_a_parser_stall_mid_receipt_still_prints_the_receipt_after_the_hold(printer: RecordingPrinter) -> None:
     stream = make("en", Sale((Item("Apples", "1001", 2, 150),)))
     Stalling.release.clear()
