@@ -455,7 +455,7 @@ def check_camera(
 ) -> Check:
     """Opens the camera with its configured controls and says what it reports for each (a control the
     camera ignores is a warning: the setting has no effect on this model)."""
-    name = f"camera {device}"
+    name = f"camera {_shown(device)}"
     node = f"/dev/video{device.strip()}" if device.strip().isdigit() else device
     if node.startswith("/dev/"):
         if not os.path.exists(node):
@@ -473,6 +473,18 @@ def check_camera(
     if opened.startswith("!"):
         return fail(name, opened[1:])
     return warn(name, opened[1:]) if opened.startswith("?") else ok(name, opened)
+
+
+def _shown(device: str) -> str:
+    """A camera as status lines show it: an IP camera's URL without its credentials (user:password@)."""
+    try:
+        from drivers.camera import describe, parse_source
+    except ImportError:
+        return device
+    try:
+        return describe(parse_source(device))
+    except Exception:  # noqa: BLE001 - an empty spec: check_camera says what is wrong with it
+        return device
 
 
 def _grab_frame(

@@ -20,6 +20,7 @@ from terminal.model import utc_iso
 from terminal.store import Store
 from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import ROOT, corrupt_table, fill, till_config
+from tests.ports import free_port
 
 
 def doctor(config: Path, *args: str) -> tuple[int, list[dict[str, str]]]:
@@ -175,6 +176,15 @@ def test_a_camera_index_with_no_device_or_a_file_with_no_frame_says_what_to_look
     assert nothing.verdict is Verdict.FAIL and "holds no video frame" in nothing.words
 
 
+def test_an_ip_cameras_credentials_never_appear_in_doctors_lines() -> None:
+    from terminal.doctor import check_camera
+
+    port = free_port()  # nothing listens there: the camera cannot be opened
+    found = check_camera(f"rtsp://till:s3cret@127.0.0.1:{port}/stream", timeout=20)
+    assert found.verdict is Verdict.FAIL
+    assert "s3cret" not in found.name + found.words and found.name == f"camera rtsp://127.0.0.1:{port}/stream"
+
+
 def test_a_card_key_or_store_other_than_head_offices_is_a_failure_with_its_code(tmp_path: Path, hq: HqProcess) -> None:
     """A till installed with another card-hash key than head office's hashes every card differently and identifies
     nobody; one configured for another store than head office registered has every sale quarantined. Doctor compares
@@ -236,7 +246,6 @@ def test_an_nfcpy_door_reader_is_opened_and_its_hint_names_nfcpys_own_fix(tmp_pa
 def test_the_printer_in_the_middle_is_checked_end_to_end_and_its_templates_read(tmp_path: Path) -> None:
     from tests.fixtures.printer import start_printer
     from tests.fixtures.receipts import EN
-    from tests.ports import free_port
 
     (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
     (tmp_path / "saved.bin").write_bytes(b"\x1b@not a template\n")  # a print stream named where a template goes
