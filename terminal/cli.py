@@ -183,7 +183,8 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds allowed for each network check.")] = 5.0,
 ) -> None:
-    """Check this till: config, pcscd and readers, camera, database, disk, head office, clock.
+    """Check this till: config, pcscd and readers, cameras and scanners, the printer in the middle, database, disk,
+    head office, clock.
     Exit code 0: all good; 1: warnings; 2: something is broken."""
     from terminal import doctor as doctor_mod
 
