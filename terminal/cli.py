@@ -78,11 +78,13 @@ def cli_config(path: Path | None, **overrides: dict[str, Any]) -> Config:
         raise typer.Exit(2) from exc
 
 
-def _signal_waiter(on_hup: Callable[[], Any] | None = None) -> Callable[[], None]:
+def _signal_waiter(
+    on_hup: Callable[[], Any] | None = None, halted: threading.Event | None = None
+) -> Callable[[], None]:
     """Take SIGINT, SIGTERM (and SIGHUP with ``on_hup``) from now on, and return the wait: it blocks until SIGINT
-    or SIGTERM and runs ``on_hup`` for each SIGHUP (there, not in the handler). Taken before the daemon starts, so
-    that a stop sent while it starts or just after its READY=1 (systemd's stop or restart) ends it through its own
-    stop once it has started, not by the signal's default death."""
+    or SIGTERM, or until ``halted`` is set, and runs ``on_hup`` for each SIGHUP (there, not in the handler). Taken
+    before the daemon starts, so that a stop sent while it starts or just after its READY=1 (systemd's stop or
+    restart) ends it through its own stop once it has started, not by the signal's default death."""
     wake = threading.Event()
     received: list[int] = []
 
@@ -97,6 +99,8 @@ def _signal_waiter(on_hup: Callable[[], Any] | None = None) -> Callable[[], None
         while True:
             wake.wait(0.5)
             wake.clear()
+            if halted is not None and halted.is_set():
+                return
             while received:
                 if received.pop(0) != signal.SIGHUP:
                     return
@@ -142,7 +146,7 @@ def run_daemon(
     daemon = Daemon(cfg)
     if events:
         daemon.subscribers.append(_print_event)
-    wait = _signal_waiter(None if reload is None else lambda: daemon.reload(reload))
+    wait = _signal_waiter(None if reload is None else lambda: daemon.reload(reload), daemon.halted)
     try:
         daemon.start()
     except PortBusy as exc:
@@ -158,6 +162,9 @@ def run_daemon(
         wait()
     finally:
         daemon.stop()
+    if daemon.halt_reason is not None:  # exit status 1: systemd starts it again (Restart=on-failure)
+        console.print(f"[red]stopped:[/] {escape(daemon.halt_reason)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @commands.command()

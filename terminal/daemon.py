@@ -235,6 +235,10 @@ class Daemon:
         self.keeper: Keeper | None = None  # the captured receipts on disk, pruned (docs/receipts.md)
         self._lock_fd: int | None = None
         self.started_at = utc_iso(time.time())
+        self.halted = threading.Event()
+        """Set when the daemon cannot go on and must be started again (``halt_reason`` says why): ``tillpoint run``
+        then stops it and exits 1, and systemd starts it again."""
+        self.halt_reason: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -242,6 +246,7 @@ class Daemon:
         cfg = self.config
         self._lock_data_dir()
         self.store = Store.open(cfg.db_path, repair=True)
+        self.store.on_damage = self._damaged
         self._report_rebuild()
         self._check_setup(self.store)
         self._settle_asked()
@@ -421,6 +426,17 @@ class Daemon:
         if info.card_key_check is None or not hmac.compare_digest(info.card_key_check, key_check(key)):
             return b"", "", "nor is it head office's card-hash key"
         return key, key_check(key), "head office hashes cards with the same key"
+
+    def _damaged(self, why: str) -> None:
+        """The database file was found damaged while the daemon ran (a bad sector, a page overwritten): every sale
+        would be refused until a start rebuilds it (``Store.open(repair=True)``), so the daemon stops for one."""
+        self.halt_reason = (
+            f"{Code.STORAGE_FAILED.value}: the terminal database {self.config.db_path} is damaged ({why}); "
+            "the next start rebuilds it"
+        )
+        log.error("%s: stopping", self.halt_reason)
+        sd_notify(f"STATUS={self.halt_reason}")
+        self.halted.set()
 
     def stop(self) -> None:
         """SIGTERM: no new requests, let a commit in flight finish (the store's lock), then close."""

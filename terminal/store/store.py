@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,6 +105,11 @@ class Store:
         """No entry gets a seq at or below this (after a rebuild: what the journal or head office had)."""
         self.recovering = self.state(SEQ_CHECK) is not None
         """Rebuilt from a damaged file: nothing is recorded until head office said where its journal stands."""
+        self.damaged: str | None = None
+        """Why SQLite found the file damaged while it was open (a bad sector, a page overwritten under it): every
+        later read or write may fail the same way, and only a start rebuilds it (``check_and_repair``)."""
+        self.on_damage: Callable[[str], None] | None = None
+        """Called once, with why, when the file is first found damaged while open (the daemon stops for a restart)."""
 
     rebuilt: Rebuild | None = None
     """Set by ``open(repair=True)`` when it found the file damaged and rebuilt it."""
@@ -127,6 +132,19 @@ class Store:
         with self._lock:
             self.db.conn.close()
 
+    def _failed(self, exc: sqlite3.Error) -> Rejected:
+        """A SQLite error of the open file as a refusal; a damaged file is noted (``damaged``) and said once to
+        ``on_damage``. Only SQLite's own codes say so here: a "malformed JSON" of a row's payload is not."""
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return _storage_error(exc)
+        first, self.damaged = self.damaged is None, str(exc)
+        if first and self.on_damage is not None:
+            self.on_damage(str(exc))
+        return Rejected(
+            Code.STORAGE_FAILED,
+            f"The till's database is damaged ({exc}): nothing was recorded; the till restarts to rebuild it.",
+        )
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -134,14 +152,14 @@ class Store:
                 with self.db.atomic():
                     yield self.db.conn
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self.db.conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     # -- cache -------------------------------------------------------------------------------
 
@@ -297,7 +315,7 @@ class Store:
             try:
                 return ledger.pool_headroom(self.db.conn, sorted(set(pool_ids)))
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     def pool_allocations(self) -> dict[str, tuple[int, int]]:
         """This till's allocations as head office last sent them: pool id -> (allowed, used by its count)."""
@@ -447,7 +465,7 @@ class Store:
             try:
                 return giftcards.held(self.db.conn, card_id)
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     def gift_terms(self) -> dict[str, Any] | None:
         """The chain's gift card terms as last pulled (None: none pulled)."""
@@ -472,14 +490,14 @@ class Store:
             try:
                 return topups.tally(self.db.conn, member_id, day)
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     def topup(self, txn_id: str) -> Sold | None:
         with self._lock:
             try:
                 return topups.sold(self.db.conn, txn_id)
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._failed(exc) from exc
 
     def sale_state(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT state FROM sales WHERE txn_id = ?", [txn_id])

@@ -224,3 +224,49 @@ def test_a_full_disk_does_not_stop_sync(tmp_path: Path, small_disk: Path, hq: Hq
         till.kill()
         notify.close()
     assert [seq for seq, _ in hq_journal(Path(hq.db), "T-FULLSYNC")] == [1, 2, 3]
+
+
+def test_a_journal_page_damaged_while_the_daemon_runs_stops_it_and_its_restart_rebuilds(
+    tmp_path: Path, hq: HqProcess
+) -> None:
+    """A bad sector under the journal while the daemon runs: every sale would be refused, and only a start rebuilds
+    the file. The daemon refuses the sale in hand (``storage_failed``), stops with exit status 1 (systemd starts it
+    again), and the restart rebuilds the file: every approved sale reaches head office once and the till sells."""
+    token = hq.add_terminal("T-DMGRUN")
+    cfg = till_config(tmp_path, hq, token, "T-DMGRUN")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(cfg, notify)
+    api = Api(till)
+    acked: list[tuple[int, str]] = []
+    try:
+        till.start()
+        for n in range(60):  # the journal's table spans several pages: its root page is not the rows' own
+            if n == 30:
+                wait_until(lambda: api.status()["pending"] == 0, 20, "the first sales pushed")
+                hq.kill()  # the rest wait in the journal, unsent, when its page is damaged
+            reply = api.sale(100 + n)
+            assert reply.status_code == 200, reply.text
+            acked.append((reply.json()["seq"], reply.json()["txn_id"]))
+        corrupt_table(till.data / "terminal.db", "journal")
+        refused = api.sale(100)
+        assert refused.status_code == 409 and refused.json()["code"] == "storage_failed", refused.text
+        assert "damaged" in refused.json()["message"]
+        assert till.proc is not None
+        wait_until(lambda: till.proc is not None and till.proc.poll() is not None, 20, "the daemon to stop by itself")
+        assert till.proc.returncode == 1, till.log_tail()
+        said = [line for line in till.log.read_text().splitlines() if '"level": "error"' in line and "damaged" in line]
+        assert len(said) == 1 and "storage_failed" in said[0] and "the next start rebuilds it" in said[0], said
+        hq.start()
+        till.start()  # as systemd's Restart=on-failure does
+        assert list(till.data.glob("terminal.db.damaged-*")), "the damaged file is kept aside"
+        after = api.sale(100)
+        assert after.status_code == 200, after.text
+        acked.append((after.json()["seq"], after.json()["txn_id"]))
+        wait_until(lambda: api.status()["pending"] == 0, 30, "every sale pushed after the rebuild")
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    held = hq_journal(Path(hq.db), "T-DMGRUN")
+    assert sorted(acked) == held and len({txn for _, txn in held}) == len(held)

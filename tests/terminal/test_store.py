@@ -88,3 +88,17 @@ def test_storage_error_on_broken_file(tmp_path: Path) -> None:
         Store.open(path)
     assert info.value.code is Code.STORAGE_FAILED
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_a_payload_sqlite_cannot_read_as_json_is_a_refusal_not_a_damaged_file(store: Store) -> None:
+    """SQLite says "malformed JSON" of a row's payload: a refusal, and not the file damaged (the daemon stops for a
+    rebuild only when SQLite's own code says the file is corrupt: a rebuild would not mend a row's JSON)."""
+    told: list[str] = []
+    store.on_damage = told.append
+    store.record(entry("M-1", 5, "tx-1"))
+    with store.db.conn:
+        store.db.conn.execute("UPDATE journal SET payload = '{not json' WHERE txn_id = 'tx-1'")
+    with pytest.raises(Rejected) as info:
+        store.apply_changes([Member("M-1", "Aiko", "gold", 10)], [], [], cursor=1)
+    assert info.value.code is Code.STORAGE_FAILED and "malformed JSON" in info.value.message
+    assert store.damaged is None and told == []
