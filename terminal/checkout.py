@@ -65,7 +65,7 @@ class Checkout:
         payment = Payment(order.stored_value, order.code, tapped if order.pay_by_card else None)
         try:
             quote = order.quote if order.quote is not None else self._price(order, tapped)
-            return self.desk.commit(quote, payment, tapped=tapped, receipt=order.receipt)
+            return self.desk.commit(quote, payment, tapped=tapped, receipt=order.receipt, request_id=order.request_id)
         except Rejected as exc:
             if refused is not None:
                 refused(exc)

@@ -98,6 +98,7 @@ class Code(StrEnum):
     RECEIPT_TOTAL_MISMATCH = "receipt_total_mismatch"
     RECEIPT_DAMAGED = "receipt_damaged"
     RECEIPT_ALREADY_USED = "receipt_already_used"
+    REQUEST_IN_FLIGHT = "request_in_flight"
     TOPUP_NOT_ENABLED = "topup_not_enabled"
     TOPUP_BAD_AMOUNT = "topup_bad_amount"
     TOPUP_LIMIT_TRANSACTION = "topup_limit_transaction"
@@ -227,6 +228,7 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_TOTAL_MISMATCH: "The receipt's items less its discounts do not come to its total: it is kept and flagged.",
     Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
     Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
+    Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",
     Code.TOPUP_NOT_ENABLED: "Head office has not enabled this till to sell top-ups.",
     Code.TOPUP_BAD_AMOUNT: "A top-up is an amount above zero.",
     Code.TOPUP_LIMIT_TRANSACTION: "Too large for one top-up at this till.",

@@ -203,6 +203,17 @@ class Receipt:
     """(coupon id, code) of the coupons a sale did not use, as its quote said (a coupon named but refused, the
     member's own waiting for their proof): the sale went through without them."""
 
+    @staticmethod
+    def of_dict(doc: dict[str, Any]) -> Receipt:
+        """The receipt ``dataclasses.asdict`` made ``doc`` of (as kept for a POS's request id)."""
+        part = doc.get("breakdown")
+        breakdown = (
+            Breakdown(**{**part, "discounts": tuple(Discount(**x) for x in part["discounts"])}) if part else None
+        )
+        return Receipt(
+            **{**doc, "breakdown": breakdown, "refused": tuple((str(c), str(w)) for c, w in doc.get("refused", ()))}
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class GiftReceipt:
@@ -278,6 +289,9 @@ class SaleOrder:
     receipt: ReceiptRef | None = None
     rewards: tuple[str, ...] = ()
     """Rewards of the catalogue the member buys with points in this sale (their proof is needed)."""
+    request_id: str | None = None
+    """The POS's own id of the request: a sale recorded under it is answered again, never recorded twice (a retry
+    of a request whose answer was lost: the daemon killed between its COMMIT and its answer, a dropped connection)."""
 
     @classmethod
     def of_quote(cls, quote: Quote, *, stored_value: int | None = 0, code: str | None = None) -> SaleOrder:

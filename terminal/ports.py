@@ -251,6 +251,15 @@ class GiftWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class PosRequest:
+    """The POS's id of the request a sale answers, kept in the sale's transaction with the answer it was given
+    (``answer`` makes its JSON there, from the stored entry and the member's new balance)."""
+
+    request_id: str
+    answer: Callable[[JournalEntry, int | None], str]
+
+
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What a sale, void or refund changes besides the journal row and the points balance."""
 
@@ -282,6 +291,7 @@ class Effects:
     topup: TopupWrite | None = None  # a top-up sold here, or its void
     voucher: VoucherWrite | None = None  # a voucher sold, redeemed or refunded here
     gift: GiftWrite | None = None  # a gift card sold, loaded, paid with, given back onto or blocked here
+    request: PosRequest | None = None  # the POS's request id a sale answers: one sale per id
 
 
 class ClaimJournal(Protocol):
@@ -304,6 +314,10 @@ class TillStore(ClaimJournal, Protocol):
 
     def payment_code_used(self, code_id: str) -> bool:
         """Whether a sale of this till used the phone code ``code_id``."""
+        ...
+
+    def request_answer(self, request_id: str) -> str | None:
+        """The answer (JSON) given to the POS's request ``request_id``, when a sale was recorded under it."""
         ...
 
     def note_asking(self, txn_id: str, at: str) -> None:
@@ -430,6 +444,7 @@ class SaleDesk(Pricing, Protocol):
         payment: Payment | None = None,
         tapped: Identified | None = None,
         receipt: ReceiptRef | None = None,
+        request_id: str | None = None,
     ) -> Receipt: ...
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool: ...
@@ -491,6 +506,10 @@ class Ledger(Pricing, GiftDesk, Protocol):
     def void(self, txn_id: str) -> Receipt: ...
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt: ...
+
+    def recorded(self, request_id: str) -> Receipt | None:
+        """The receipt of the sale recorded under the POS's request id ``request_id`` (None: none was)."""
+        ...
 
     def topup(self, member_id: str, amount: int) -> Receipt:
         """Credit ``amount`` the POS took to the member's stored value (docs/stored-value.md)."""

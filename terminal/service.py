@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -73,7 +73,16 @@ from terminal.model import (
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
-from terminal.ports import Clock, Effects, GiftFigures, GiftWrite, TillStore, TopupWrite, VoucherWrite
+from terminal.ports import (
+    Clock,
+    Effects,
+    GiftFigures,
+    GiftWrite,
+    PosRequest,
+    TillStore,
+    TopupWrite,
+    VoucherWrite,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -438,6 +447,7 @@ class Service:
         payment: Payment | None = None,
         tapped: Identified | None = None,
         receipt: ReceiptRef | None = None,
+        request_id: str | None = None,
     ) -> Receipt:
         """Record the sale; returns only after its journal row (and every effect) is durable.
 
@@ -448,12 +458,25 @@ class Service:
         card checks; a secure card's tap authorises spending in this sale and its read counter is
         stored with it (and journalled, so head office sees it used chain-wide). ``receipt``: the POS's
         printed receipt the basket was read from; a second sale of the same receipt is refused
-        (``receipt_already_used``) inside the transaction."""
+        (``receipt_already_used``) inside the transaction. ``request_id``: the POS's id of the request, kept with
+        the sale and its receipt in the same transaction (``recorded`` answers it again)."""
         txn_id = new_txn_id()
-        return self._withdrawn_unless_recorded(txn_id, lambda: self._commit(txn_id, quote, payment, tapped, receipt))
+        return self._withdrawn_unless_recorded(
+            txn_id, lambda: self._commit(txn_id, quote, payment, tapped, receipt, request_id)
+        )
+
+    def recorded(self, request_id: str) -> Receipt | None:
+        text = self.store.request_answer(request_id)
+        return Receipt.of_dict(json.loads(text)) if text is not None else None
 
     def _commit(
-        self, txn_id: str, quote: Quote, payment: Payment | None, tapped: Identified | None, receipt: ReceiptRef | None
+        self,
+        txn_id: str,
+        quote: Quote,
+        payment: Payment | None,
+        tapped: Identified | None,
+        receipt: ReceiptRef | None,
+        request_id: str | None = None,
     ) -> Receipt:
         now = self.now()
         if tapped is not None and tapped.member.member_id != quote.member_id:
@@ -512,14 +535,20 @@ class Service:
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None
         sale = {"member_id": quote.member_id, "total": quote.total, "points_delta": delta}
+
+        def answer(stored: JournalEntry, balance: int | None) -> Receipt:
+            account = self.store.stored_value(quote.member_id) if quote.member_id is not None else None
+            breakdown = Breakdown.of(quote, paid.tender.stored_value, account)
+            return _receipt(stored, quote.payable, delta, balance, breakdown, quote.refused)
+
+        if request_id is not None:  # the answer is kept in the sale's own transaction: it is there if the sale is
+            kept = PosRequest(request_id, lambda stored, balance: json.dumps(asdict(answer(stored, balance))))
+            fx = replace(fx, request=kept)
         stored, balance = self.store.record(entry, points=points, sale=sale, effects=fx)
         for tap in (tapped, payment.card if payment is not None else None):
             if tap is not None and tap.proof.trust.can_spend:
                 self._used_taps.append((tap.uid_hash, tap.proof.counter, tap.at))
-        account = self.store.stored_value(quote.member_id) if quote.member_id is not None else None
-        return self._approved(
-            stored, quote.payable, delta, balance, Breakdown.of(quote, paid.tender.stored_value, account), quote.refused
-        )
+        return self._told(answer(stored, balance))
 
     def _sale_payload(
         self,
@@ -1334,20 +1363,10 @@ class Service:
         breakdown: Breakdown | None = None,
         refused: tuple[tuple[str, str], ...] = (),
     ) -> Receipt:
-        member_id = entry.payload.get("member_id")
-        receipt = Receipt(
-            entry.txn_id,
-            entry.seq,
-            entry.kind,
-            member_id,
-            total,
-            delta,
-            balance,
-            entry.created_at,
-            breakdown,
-            None,
-            refused,
-        )
+        return self._told(_receipt(entry, total, delta, balance, breakdown, refused))
+
+    def _told(self, receipt: Receipt) -> Receipt:
+        """``receipt``, once the listeners were told of it."""
         for listener in self.on_commit:
             listener(receipt)
         return receipt
@@ -1363,6 +1382,30 @@ class _Paid:
     code_text: str | None = None
     cap: int | None = None  # the paying device's own offline cap
     tap: SecureTap | None = None  # the secure tap journalled with the sale (its counter stored with it)
+
+
+def _receipt(
+    entry: JournalEntry,
+    total: int,
+    delta: int,
+    balance: int | None,
+    breakdown: Breakdown | None = None,
+    refused: tuple[tuple[str, str], ...] = (),
+) -> Receipt:
+    member_id = entry.payload.get("member_id")
+    return Receipt(
+        entry.txn_id,
+        entry.seq,
+        entry.kind,
+        member_id,
+        total,
+        delta,
+        balance,
+        entry.created_at,
+        breakdown,
+        None,
+        refused,
+    )
 
 
 def clock_back(store: TillStore, now: float) -> int:

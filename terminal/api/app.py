@@ -61,6 +61,9 @@ class SaleIn(BaseModel):
     rewards: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(default_factory=list, max_length=20)
     """Rewards of the catalogue the member buys with points (docs/rewards.md): the member's proof is needed,
     as for any spend; each is a line of its own at price 0."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this sale (``POST /v1/sales``): a sale recorded under it is answered again, the same
+    receipt, and never recorded twice, so a request that got no answer can be sent again as it was."""
 
     @model_validator(mode="after")
     def _buys_something(self) -> SaleIn:
@@ -244,6 +247,7 @@ def create_app(
             code=body.payment_code,
             pay_by_card=body.pay_by_card,
             rewards=tuple(body.rewards),
+            request_id=body.request_id,
         )
 
     @app.post("/v1/quote", dependencies=[Depends(token)])
@@ -254,7 +258,10 @@ def create_app(
 
     @app.post("/v1/sales", dependencies=[Depends(token)])
     def sale(body: SaleIn) -> dict[str, Any]:
-        return asdict(till.pos_sale(_order(body)))
+        """Record a sale; a ``request_id`` already recorded is answered with that sale's receipt (before anything
+        of the body is read again: the tap it named may be gone since)."""
+        done = ledger.recorded(body.request_id) if body.request_id is not None else None
+        return asdict(done if done is not None else till.pos_sale(_order(body)))
 
     @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
     def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:

@@ -170,6 +170,19 @@ def apply(conn: sqlite3.Connection, txn_id: str, fx: Effects, spendable_now: int
         conn.execute("UPDATE sales SET state = ? WHERE txn_id = ?", (json.dumps(fx.sale_state), fx.state_of or txn_id))
 
 
+REQUESTS_KEPT = 10_000
+"""The POS request ids a till answers again: far more than a retry could come after (the oldest are dropped)."""
+
+
+def keep_request(conn: sqlite3.Connection, request_id: str, txn_id: str, answer: str) -> None:
+    """Keep the POS's ``request_id`` with the sale ``txn_id`` recorded under it and the answer given, in the sale's
+    transaction; an id another sale took first (the same request at the same moment) refuses this one."""
+    if conn.execute("SELECT 1 FROM pos_requests WHERE request_id = ?", (request_id,)).fetchone():
+        raise Rejected(Code.REQUEST_IN_FLIGHT)
+    conn.execute("INSERT INTO pos_requests (request_id, txn_id, answer) VALUES (?,?,?)", (request_id, txn_id, answer))
+    conn.execute("DELETE FROM pos_requests WHERE rowid <= (SELECT MAX(rowid) FROM pos_requests) - ?", (REQUESTS_KEPT,))
+
+
 def check_unchanged(conn: sqlite3.Connection, fx: Effects) -> None:
     """A return is priced from the sale as it was read; inside the COMMIT the sale must still be so (the
     local API serves each request on its own thread: two returns of one sale may race)."""

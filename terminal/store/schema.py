@@ -229,3 +229,10 @@ def m013_gift_cards(db: Database) -> None:
     )
     db.table("gift_uses").create_index(["card_id", "day"])
     db.table("gift_uses").create_index(["original_txn"])
+
+
+@migrations()
+def m014_pos_requests(db: Database) -> None:
+    # The POS's request ids (``request_id`` of POST /v1/sales), each with the sale recorded under it and the answer
+    # given: a retry of a request whose answer was lost is answered again, not recorded twice. The newest are kept.
+    db.table("pos_requests").create({"request_id": str, "txn_id": str, "answer": str}, pk="request_id")

@@ -261,7 +261,15 @@ class Store:
                     raise Rejected(Code.ALREADY_VOIDED)
             if effects is not None:
                 ledger.apply(conn, entry.txn_id, effects, spendable)
+                if effects.request is not None:
+                    ledger.keep_request(
+                        conn, effects.request.request_id, entry.txn_id, effects.request.answer(stored, balance)
+                    )
         return stored, balance
+
+    def request_answer(self, request_id: str) -> str | None:
+        rows = self._read("SELECT answer FROM pos_requests WHERE request_id = ?", [request_id])
+        return str(rows[0][0]) if rows else None
 
     # -- loyalty -------------------------------------------------------------------------------
 

@@ -82,9 +82,10 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Paths:
         payment: Payment | None = None,
         tapped: Identified | None = None,
         receipt: ReceiptRef | None = None,
+        request_id: str | None = None,
     ) -> Receipt:
         seen.commits.append(seen.depth() > 0)
-        return commit(self, quote, payment, tapped, receipt)
+        return commit(self, quote, payment, tapped, receipt, request_id)
 
     monkeypatch.setattr(Checkout, "sell", watched_sell)
     monkeypatch.setattr(Service, "commit", watched_commit)
