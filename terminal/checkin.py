@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,16 +34,30 @@ class CheckinView:
         return asdict(self)
 
 
-class CheckinCodes:
-    """This till's check-in code for the current step, signed once a step."""
+def never_measured() -> float | None:
+    return None
 
-    def __init__(self, signer: ClaimSigner, store_id: str, wallet_url: str, clock: Clock = time.time) -> None:
+
+class CheckinCodes:
+    """This till's check-in code for the current step, signed once a step. Head office takes a code of its own
+    step (by its clock) or the one before: ``offset`` is this till's clock minus head office's as last measured
+    (None: never), and the step is head office's, so a till whose clock went wrong still shows codes that work."""
+
+    def __init__(
+        self,
+        signer: ClaimSigner,
+        store_id: str,
+        wallet_url: str,
+        clock: Clock = time.time,
+        offset: Callable[[], float | None] = never_measured,
+    ) -> None:
         self.signer, self.store_id, self.wallet_url, self.clock = signer, store_id, wallet_url, clock
+        self.offset = offset
         self._lock = threading.Lock()
         self._held: tuple[int, str] = (-1, "")
 
     def current(self) -> CheckinView:
-        now = self.clock()
+        now = self.clock() - (self.offset() or 0.0)
         step = checkins.step_of(now)
         with self._lock:
             if self._held[0] != step:

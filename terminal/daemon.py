@@ -291,7 +291,8 @@ class Daemon:
         cfg = self.config
         self.checkout = Checkout(service, self.last_tap.get)
         claims = claim_signer(store, cfg.terminal.id, cfg.data_dir)
-        self.checkin = CheckinCodes(claims, cfg.terminal.store_id, cfg.checkin.wallet_url or cfg.hq.url)
+        wallet = cfg.checkin.wallet_url or cfg.hq.url
+        self.checkin = CheckinCodes(claims, cfg.terminal.store_id, wallet, offset=service.clock_offset)
         session = Session(
             service,
             self.checkout,
