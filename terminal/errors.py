@@ -99,6 +99,7 @@ class Code(StrEnum):
     RECEIPT_DAMAGED = "receipt_damaged"
     RECEIPT_ALREADY_USED = "receipt_already_used"
     REQUEST_IN_FLIGHT = "request_in_flight"
+    REQUEST_ID_USED = "request_id_used"
     TOPUP_NOT_ENABLED = "topup_not_enabled"
     TOPUP_BAD_AMOUNT = "topup_bad_amount"
     TOPUP_LIMIT_TRANSACTION = "topup_limit_transaction"
@@ -229,6 +230,7 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
     Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
     Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",
+    Code.REQUEST_ID_USED: "This request_id already names another kind of request: give each request an id of its own.",
     Code.TOPUP_NOT_ENABLED: "Head office has not enabled this till to sell top-ups.",
     Code.TOPUP_BAD_AMOUNT: "A top-up is an amount above zero.",
     Code.TOPUP_LIMIT_TRANSACTION: "Too large for one top-up at this till.",

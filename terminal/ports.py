@@ -507,12 +507,14 @@ class Ledger(Pricing, GiftDesk, Protocol):
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt: ...
 
-    def recorded(self, request_id: str) -> Receipt | None:
-        """The receipt of the sale recorded under the POS's request id ``request_id`` (None: none was)."""
+    def recorded(self, request_id: str, kind: str = "sale") -> Receipt | None:
+        """The receipt of the ``kind`` of entry (a sale, a top-up) recorded under the POS's request id
+        ``request_id`` (None: none was; ``request_id_used`` when it names another kind)."""
         ...
 
-    def topup(self, member_id: str, amount: int) -> Receipt:
-        """Credit ``amount`` the POS took to the member's stored value (docs/stored-value.md)."""
+    def topup(self, member_id: str, amount: int, request_id: str | None = None) -> Receipt:
+        """Credit ``amount`` the POS took to the member's stored value (docs/stored-value.md); ``request_id``: the
+        POS's id of the request (``recorded`` answers it again)."""
         ...
 
     def void_topup(self, txn_id: str) -> Receipt: ...

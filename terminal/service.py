@@ -465,9 +465,14 @@ class Service:
             txn_id, lambda: self._commit(txn_id, quote, payment, tapped, receipt, request_id)
         )
 
-    def recorded(self, request_id: str) -> Receipt | None:
+    def recorded(self, request_id: str, kind: str = EntryKind.SALE.value) -> Receipt | None:
         text = self.store.request_answer(request_id)
-        return Receipt.of_dict(json.loads(text)) if text is not None else None
+        done = Receipt.of_dict(json.loads(text)) if text is not None else None
+        if done is not None and done.kind != kind:
+            raise Rejected(
+                Code.REQUEST_ID_USED, f"request_id {request_id!r} already names a {done.kind} ({done.txn_id})."
+            )
+        return done
 
     def _commit(
         self,
@@ -958,10 +963,11 @@ class Service:
 
     # -- top-ups ------------------------------------------------------------------------------------
 
-    def topup(self, member_id: str, amount: int) -> Receipt:
+    def topup(self, member_id: str, amount: int, request_id: str | None = None) -> Receipt:
         """Sell ``amount`` of stored value to the member: the POS took the money. Head office's policy for
         this till decides, within its limits, and offline within the offline rules (``terminal.topups``);
-        the limits are checked inside the transaction that credits the balance and journals the entry."""
+        the limits are checked inside the transaction that credits the balance and journals the entry.
+        ``request_id``: the POS's id of the request, kept with the top-up and its receipt (``recorded``)."""
         if not 0 < amount <= MAX_AMOUNT:
             raise Rejected(Code.TOPUP_BAD_AMOUNT)
         member = self.member(member_id)
@@ -983,7 +989,7 @@ class Service:
             offline=taken_offline,
         )
         write = TopupWrite(member.member_id, amount, day, taken_offline, refusal=refusal)
-        return self._record_topup(EntryKind.TILL_TOPUP, payload.wire(), write, now, amount)
+        return self._record_topup(EntryKind.TILL_TOPUP, payload.wire(), write, now, amount, request_id)
 
     def void_topup(self, txn_id: str) -> Receipt:
         """Void a top-up of this till: the whole amount, on the business day it was sold, while the member's
@@ -1008,24 +1014,36 @@ class Service:
         return tp.business_day(datetime.fromtimestamp(self.clock(), UTC), doc)
 
     def _record_topup(
-        self, kind: EntryKind, payload: dict[str, Any], write: TopupWrite, now: datetime, total: int
+        self,
+        kind: EntryKind,
+        payload: dict[str, Any],
+        write: TopupWrite,
+        now: datetime,
+        total: int,
+        request_id: str | None = None,
     ) -> Receipt:
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind.value, payload, utc_iso(self.clock()))
-        stored, _ = self.store.record(entry, effects=Effects(member_id=write.member_id, now=now, topup=write))
-        receipt = Receipt(
-            stored.txn_id,
-            stored.seq,
-            stored.kind,
-            write.member_id,
-            total,
-            0,
-            None,
-            stored.created_at,
-            stored_value=self.store.stored_value(write.member_id),
-        )
-        for listener in self.on_commit:
-            listener(receipt)
-        return receipt
+
+        def answer(stored: JournalEntry) -> Receipt:
+            account = self.store.stored_value(write.member_id)
+            return Receipt(
+                stored.txn_id,
+                stored.seq,
+                stored.kind,
+                write.member_id,
+                total,
+                0,
+                None,
+                stored.created_at,
+                None,
+                account,
+            )
+
+        fx = Effects(member_id=write.member_id, now=now, topup=write)
+        if request_id is not None:  # kept in the top-up's own transaction, as a sale's (``_commit``)
+            fx = replace(fx, request=PosRequest(request_id, lambda stored, _: json.dumps(asdict(answer(stored)))))
+        stored, _ = self.store.record(entry, effects=fx)
+        return self._told(answer(stored))
 
     # -- vouchers ----------------------------------------------------------------------------------
 

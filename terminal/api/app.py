@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
 
 from sync.asgi import BodyGuard, validation_message
+from sync.protocol import EntryKind
 from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
@@ -78,6 +79,8 @@ class TopupIn(BaseModel):
     use_identified: bool = False
     amount: int = Field(gt=0, le=10**12)
     """What the POS took, in minor units."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this top-up: one recorded under it is answered again, never credited twice."""
 
 
 class VoucherSellIn(BaseModel):
@@ -273,11 +276,15 @@ def create_app(
 
     @app.post("/v1/topups", dependencies=[Depends(token)])
     def topup(body: TopupIn) -> dict[str, Any]:
-        """Credit a top-up the POS took the money for (docs/stored-value.md); 409 with the refusal's code."""
+        """Credit a top-up the POS took the money for (docs/stored-value.md); 409 with the refusal's code. A
+        ``request_id`` already recorded is answered with that top-up's receipt, crediting nothing."""
+        done = ledger.recorded(body.request_id, EntryKind.TILL_TOPUP.value) if body.request_id is not None else None
+        if done is not None:
+            return asdict(done)
         member_id = till.member_for_sale(body.member_id, body.use_identified)
         if member_id is None:
             raise Rejected(Code.NO_MEMBER, "Name the member (member_id) or use the member of the last tap.")
-        return asdict(ledger.topup(member_id, body.amount))
+        return asdict(ledger.topup(member_id, body.amount, body.request_id))
 
     @app.post("/v1/topups/{txn_id}/void", dependencies=[Depends(token)])
     def void_topup(txn_id: str) -> dict[str, Any]:

@@ -4,7 +4,10 @@ receipt, and never recorded twice, across a SIGKILL and a restart."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import httpx
 
 from tests.fixtures.hq import HqProcess
 from tests.ops.helpers import Api, NotifyListener, TillProcess, hq_journal, till_config, wait_until
@@ -38,3 +41,48 @@ def test_a_sale_sent_again_with_its_request_id_after_a_kill_is_recorded_once(tmp
         till.kill()
         notify.close()
     assert hq_journal(Path(hq.db), "T-RETRY") == [(first["seq"], first["txn_id"]), (other["seq"], other["txn_id"])]
+
+
+def test_a_top_up_sent_again_with_its_request_id_after_a_kill_is_credited_once(tmp_path: Path, hq: HqProcess) -> None:
+    """The POS took the member's money for a top-up and got no answer: sent again with its ``request_id``, it is
+    answered with the top-up recorded, and the member's stored value is credited once, at the till and at head
+    office. The same id sent as a sale is refused (``request_id_used``), never answered with the top-up's receipt."""
+    token = hq.add_terminal("T-RETRYTOP")
+    limits = ("--per-transaction", "10000", "--per-day", "50000", "--per-member-day", "20000")
+    hq.cli("till-topups", "T-RETRYTOP", "--enable", *limits)
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(till_config(tmp_path, hq, token, "T-RETRYTOP"), notify)
+    api = Api(till)
+    body = {"member_id": "M-0002", "amount": 2500, "request_id": "P1-9"}
+
+    def post(path: str, payload: dict[str, object]) -> httpx.Response:
+        return api.http.post(path, json=payload, headers={"Authorization": f"Bearer {till.token()}"})
+
+    try:
+        till.start()
+        wait_until(
+            lambda: api.status()["topups"]["enabled"] and api.status()["clock_offset_s"] is not None,
+            30,
+            "the till's pull of its top-up policy, and its clock checked",
+        )
+        first = post("/v1/topups", body)
+        assert first.status_code == 200, first.text
+        till.kill()
+        till.start()
+        again = post("/v1/topups", body)
+        assert again.status_code == 200 and again.json() == first.json(), again.text
+        assert first.json()["stored_value"] == 2500
+        sale = post("/v1/sales", {"lines": [{"sku": "X", "quantity": 1, "unit_price": 100}], "request_id": "P1-9"})
+        assert sale.status_code == 409 and sale.json()["code"] == "request_id_used", sale.text
+        wait_until(lambda: api.status()["pending"] == 0, 20, "the top-up pushed")
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    assert hq_journal(Path(hq.db), "T-RETRYTOP") == [(first.json()["seq"], first.json()["txn_id"])]
+    conn = sqlite3.connect(f"file:{hq.db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT stored_value FROM members WHERE member_id = 'M-0002'").fetchone()[0] == 2500
+    finally:
+        conn.close()
