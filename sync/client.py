@@ -71,7 +71,7 @@ from sync.protocol import (
 from terminal import b64url
 from terminal.backoff import Rand
 from terminal.backoff import delay as backoff_delay
-from terminal.errors import Rejected
+from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import WITHDRAW_PREFIX, Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
 from terminal.ports import CacheDocs, Clock, SyncStore
 
@@ -269,6 +269,22 @@ def check_signature(root_key: str, body: dict[str, Any], sig: str) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+_NOT_STORED = {
+    Code.STORAGE_FULL: "the till's disk is full: what this round sent or got could not be stored (sales wait, "
+    "nothing is lost; it goes on once there is room)",
+    Code.STORAGE_FAILED: "the till's database could not store what this round sent or got",
+}
+
+
+def _said(exc: Exception) -> str:
+    """A failed round as status and doctor show it: a refusal of the till's own database says what it means for
+    sync (its generic message speaks of a sale, which a round does not record)."""
+    if isinstance(exc, Rejected) and exc.code in _NOT_STORED:
+        detail = "" if exc.message == MESSAGES.get(exc.code) else f" ({exc.message})"
+        return f"{exc.code.value}: {_NOT_STORED[exc.code]}{detail}"
+    return str(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -984,7 +1000,7 @@ class SyncLoop:
                     self.client.terminal_id,
                 )
             else:
-                log.info("sync failed (%s)", exc)
+                log.info("sync failed (%s)", _said(exc))
         except Exception as exc:
             result, expected = exc, False
             self.crashes += 1
@@ -992,7 +1008,7 @@ class SyncLoop:
         self.refused = credential_refused(result) if isinstance(result, Exception) else False
         if isinstance(result, Exception):
             self.failures += 1
-            self.last_error = f"{type(result).__name__}: {result}"[:300]
+            self.last_error = f"{type(result).__name__}: {_said(result)}"[:300]
         if expected:
             self.last_progress = time.monotonic()
         for listener in self.on_result:

@@ -206,6 +206,8 @@ def test_a_full_disk_does_not_stop_sync(tmp_path: Path, small_disk: Path, hq: Hq
         filler = fill(small_disk)
         hq.start()  # head office is back, but the till cannot record what it acknowledges
         wait_until(lambda: "Rejected" in str(api.status().get("sync_error")), 20, "the sync error shown in status")
+        said = str(api.status()["sync_error"])  # what it means for sync, not a sale's refusal
+        assert "storage_full: the till's disk is full" in said and "sale was NOT recorded" not in said, said
         assert api.status()["sync_enabled"] and api.sale(100).json()["code"] == "storage_full"
         assert (metric(api.metrics(), "tillpoint_loop_errors_total", error="Rejected", loop="sync") or 0) >= 1
         doctor = tillpoint("doctor", "--json", "--config", str(cfg))
