@@ -1088,7 +1088,7 @@ def _check_taps(tx: Tx, batch: Batch) -> None:
     taps = [(i, sale) for i in range(len(batch.entries)) if (sale := batch.sale(i)) is not None and sale.tap]
     cards = _lookup(
         tx,
-        "SELECT uid_hash, member_id, secure FROM cards WHERE deleted = 0 AND {cond}",
+        "SELECT uid_hash, member_id, secure, status, blocked_at FROM cards WHERE deleted = 0 AND {cond}",
         "uid_hash",
         {sale.tap.uid_hash for _, sale in taps if sale.tap},
     )
@@ -1101,20 +1101,43 @@ def _check_taps(tx: Tx, batch: Batch) -> None:
                 sale.tap, card[1] if card else None, sale.member_id, batch.settings.card_keys, card[2] if card else None
             )
             batch.proofs[i] = level
-            breach = breach or policy.check_attested(
-                level,
-                _attested_today(tx, batch, i),
-                sale,
-                (batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day),
+            breach = (
+                breach
+                or _blocked_card_paid(tx, batch, i, card)
+                or policy.check_attested(
+                    level,
+                    _attested_today(tx, batch, i),
+                    sale,
+                    (batch.settings.attested_stored_value_per_day, batch.settings.attested_points_per_day),
+                )
             )
             if breach is not None:
                 batch.quarantine(i, breach)
             elif level is ProofLevel.VERIFIED_CARD and card is not None and card[2] != "sun":
                 # verified once: from now on this card proves itself with SUN, and a "MAC read" of it is made up
                 tx.run("UPDATE cards SET secure = 'sun' WHERE uid_hash = ?", [card[0]])
-                cards[card[0]] = (card[0], card[1], "sun")
+                cards[card[0]] = (*card[:2], "sun", *card[3:])
         if sale.tap.counter is not None:
             _use_counter(tx, batch, i, sale, pays)
+
+
+def _blocked_card_paid(tx: Tx, batch: Batch, i: int, card: tuple[Any, ...] | None) -> Breach | None:
+    """A card head office had blocked before the sale was made that paid at a till that had not learnt of the
+    block yet (offline, or not pulled since): the thief of a card reported lost or stolen spends nothing of its
+    member's. The sale is quarantined ``card_blocked`` (for a person to release or reject) instead of only flagged
+    by ``classify``. A payment head office confirmed online was authorised while the card was live."""
+    if card is None or card[3] != "blocked" or not _blocked_before(card[4], batch.effective[i]):
+        return None
+    txn_id = batch.entries[i].txn_id
+    if tx.one(
+        "SELECT 1 FROM payment_confirms WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NULL",
+        [batch.terminal_id, txn_id],
+    ):
+        return None
+    batch.items[:] = [it for it in batch.items if not (it.txn_id == txn_id and it.reason is Reason.CARD_BLOCKED)]
+    return Breach(
+        Reason.CARD_BLOCKED, "", {"uid_hash": card[0], "member_id": card[1], "blocked_at": card[4], "paid": True}
+    )
 
 
 def day_start(batch: Batch) -> str:

@@ -6,6 +6,7 @@ Real head-office process holding the chain's SUN and card-hash keys; the tills a
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from terminal.errors import Code, Rejected
@@ -112,3 +113,27 @@ def test_a_forged_or_borrowed_card_proof_from_a_stolen_credential(chain: Chain) 
     ]
     assert chain.balance("M-2") == Balance(500, 1000)
     assert chain.balance().stored_value == before.stored_value - 2 * 20_000  # two within the day's bound
+
+
+def test_a_stolen_card_blocked_while_a_till_is_offline_costs_the_member_nothing(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    a, _ = tills
+    a.offline()  # the till does not learn of the block: it approves within its offline limits
+    blocked = httpx.post(
+        f"{chain.hq.url}/v1/admin/cards/{chain.uid_hash}/block",
+        json={"reason": "card reported stolen"},
+        headers=chain.admin_headers,
+        timeout=10,
+    )
+    assert blocked.status_code == 200, blocked.text
+    # The thief taps the real card: a genuine message with a new counter, paid offline after the block.
+    assert pay_by_card(a, chain.card.ndef_url()) == 1200
+    a.client.sync_once()
+    assert chain.balance().stored_value == 5000  # the member does not pay for the thief
+    [item] = [i for i in chain.items() if i.reason.value == "card_blocked"]
+    assert item.quarantined and item.terminal_id == "T-A" and item.detail["uid_hash"] == chain.uid_hash
+    assert chain.effect(item.txn_id or "") == "quarantined"
+    # The till learns both: the card is blocked, and the member's balance is head office's.
+    assert a.store.stored_value("M-1") == 5000
+    assert refused(a, chain.card.ndef_url()) is Code.BLOCKED_CARD
