@@ -347,7 +347,8 @@ class HqStore:
         flash-drop pools and had not used goes back to them, and what head office held back for its online
         confirmations whose entries have not arrived is let go (a stolen credential holds no member's balance or
         gift card past its revocation; a sale the till recorded and sends after a new enrolment is applied like
-        any withdrawn one)."""
+        any withdrawn one). Its enrolment codes not used yet are void: only a code made after the revocation lets
+        the terminal in again (a copy of an older one would lift it)."""
         with self.db.write() as tx:
             found = (
                 tx.run(
@@ -355,6 +356,7 @@ class HqStore:
                 )
                 == 1
             )
+            tx.run("DELETE FROM enrol_codes WHERE terminal_id = ? AND used_at IS NULL", [terminal_id])
             pools.strand(tx, terminal_id, self.now())
             withdraw_confirms(tx, terminal_id, None, self.now())
             return found

@@ -83,6 +83,18 @@ def test_a_revoked_terminal_gets_credential_revoked_and_a_new_code_lets_it_back(
         hq.enrol_code("T1", "S2")
 
 
+def test_a_code_made_before_a_revocation_does_not_lift_it(hq: HqStore, server: ServerHandle) -> None:
+    earlier = hq.enrol_code("T1", "S1")  # made for the till, never used: a copy of it is the thief's way back
+    hq.enrol(hq.enrol_code("T1", "S1"), "T1")
+    hq.revoke_terminal("T1")
+    with pytest.raises(HqRejected) as refused:
+        enrol(server.url, earlier, "T1")
+    assert (refused.value.status, refused.value.code) == (401, "enrol_code_invalid")
+    assert hq.terminal_revoked("T1") is True
+    reply = enrol(server.url, hq.enrol_code("T1", "S1"), "T1")  # a code made after it: the administrator's decision
+    assert hq.authenticate(reply.token) == "T1"
+
+
 def test_admin_routes_need_an_admin_token(hq: HqStore, server: ServerHandle) -> None:
     terminal = hq.add_terminal("T1", "S1")
     admin = hq.add_admin("Mio")
