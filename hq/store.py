@@ -378,7 +378,8 @@ class HqStore:
         """Redeem a one-time code for the terminal's own credential. An enrolment lifts a revocation:
         issuing a code is the administrator's decision to let this terminal in again. A till that names its
         store (``store_id``) is refused, and the code left unused, when the code is another store's: its every
-        entry would name a store its terminal is not of (``wrong_store``)."""
+        entry would name a store its terminal is not of (``wrong_store``). So is a code of another store than the
+        one the terminal belongs to (two codes of a new terminal made for two stores, one of them used)."""
         token = secrets.token_urlsafe(32)
         now = self.now()
 
@@ -394,6 +395,12 @@ class HqStore:
                 raise EnrolmentRefused(
                     f"this enrolment code was made for another terminal, not {terminal_id}: set the till's "
                     "[terminal] id to the one head office made it for"
+                )
+            held = tx.one("SELECT store_id FROM terminals WHERE terminal_id = ?", [row[0]])
+            if held is not None and held[0] != row[1]:  # two codes of a new terminal, for two stores: one used
+                raise EnrolmentRefused(
+                    f"this code enrols terminal {row[0]} for store {row[1]}, and the terminal belongs to store "
+                    f"{held[0]}: ask for a code of store {held[0]}"
                 )
             if store_id is not None and store_id != row[1]:
                 raise EnrolmentWrongStore(

@@ -118,6 +118,20 @@ def test_a_code_of_another_store_than_the_tills_is_refused_and_stays_unused(hq: 
     assert (reply.terminal_id, reply.store_id) == ("T-NEW", "S-7")
 
 
+def test_a_code_of_another_store_than_the_terminal_was_enrolled_for_is_refused(
+    hq: HqStore, server: ServerHandle
+) -> None:
+    first, second = hq.enrol_code("T-NEW", "S-7"), hq.enrol_code("T-NEW", "S-8")  # both made before either was used
+    assert enrol(server.url, first, "T-NEW", store_id="S-7").store_id == "S-7"
+    with pytest.raises(HqRejected) as refused:
+        enrol(
+            server.url, second, "T-NEW", store_id="S-8"
+        )  # it would answer S-8 for a terminal head office holds in S-7
+    assert (refused.value.status, refused.value.code) == (401, "enrol_code_invalid")
+    assert "belongs to store S-7" in str(refused.value)
+    assert hq.store_of("T-NEW") == "S-7"
+
+
 class _OlderHeadOffice(httpx.HTTPTransport):
     """The enrolment as a head office of the release before reads it: without the till's store."""
 
