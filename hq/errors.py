@@ -10,6 +10,7 @@
      +-- BackupFailed         the copy an upgrade takes first could not be made
      +-- NewerSchema          the database was migrated by a newer release
      +-- MigrationBlocked     a migration waited its whole bound for a lock: nothing of it was applied
+ +-- KeyFileInvalid       a card key file given to head office cannot be read or holds no valid key
 
 The errors of one area (ingest's ``SeqConflict``, payments' ``PaymentRefused`` ...) subclass ``HqError``
 in that area's module; the API maps them all to error codes in ``hq.api.errors``.
@@ -84,6 +85,14 @@ class MigrationBlocked(HqError):
     stable code a command prints first."""
 
     code = "migration_blocked"
+
+
+class KeyFileInvalid(HqError):
+    """A card key file head office is given (``--card-key-file``, ``--sun-key-file``, ``--seed-demo-key``) cannot be
+    read or holds no valid key: head office does not start, rather than hash cards with a cut-short key or verify
+    no card at all. ``code`` is the stable code a command prints first."""
+
+    code = "key_file_invalid"
 
 
 class MigrationNeeded(HqError):

@@ -62,7 +62,7 @@ from hq import (
 from hq import ingest as ingest_mod
 from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import MIGRATION_LOCK_WAIT_S, Migrated, lacking, migrate, open_db, take_seed
-from hq.errors import HqError, IntegrityFailed, MigrationNeeded, Refused, StorageFailed
+from hq.errors import HqError, IntegrityFailed, KeyFileInvalid, MigrationNeeded, Refused, StorageFailed
 from hq.ingest import (
     Effect,
     SeqConflict,
@@ -113,7 +113,7 @@ from sync.protocol import (
 from terminal import b64url
 from terminal import giftcards as gc
 from terminal.credentials import card_uid_hash, parse_master_key, token_digest
-from terminal.keys import key_check
+from terminal.keys import check_card_key, key_check
 from terminal.rewards import Reward
 from terminal.topups import TopupPolicy
 
@@ -1296,6 +1296,19 @@ def _age(now: datetime | None, then: str | None, offset: float | None = None) ->
         return None
 
 
+def read_key_file(path: Path | None, option: str, parse: Callable[[bytes, Path], bytes]) -> bytes | None:
+    """The key ``parse`` reads from the file at ``path`` (None: none given); ``KeyFileInvalid`` naming ``option``
+    when the file cannot be read or holds no valid key."""
+    if path is None:
+        return None
+    try:
+        return parse(path.read_bytes(), path)
+    except OSError as exc:
+        raise KeyFileInvalid(f"{option}: {path} cannot be read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise KeyFileInvalid(f"{option}: {path}: {exc}") from exc
+
+
 def open_store(
     db: str,
     *,
@@ -1310,9 +1323,10 @@ def open_store(
     migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
     upgrade: bool = True,
 ) -> HqStore:
-    """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md)."""
-    sun = parse_master_key(sun_key_file.read_bytes()) if sun_key_file else None
-    card_key = card_key_file.read_bytes() if card_key_file else None
+    """Head office's store with its settings; the card keys let it verify SUN taps (docs/security.md). A key file
+    that cannot be read or holds no valid key raises ``KeyFileInvalid``."""
+    sun = read_key_file(sun_key_file, "--sun-key-file", lambda data, _: parse_master_key(data))
+    card_key = read_key_file(card_key_file, "--card-key-file", check_card_key)
     keys = CardKeys(
         sun,
         (lambda uid: card_uid_hash(card_key, uid)) if card_key else None,

@@ -20,14 +20,18 @@ def _write_private(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def check_card_key(key: bytes, path: Path) -> bytes:
+    """``key``, read from ``path``, when it can be a card-hash key (at least 16 bytes); else ValueError."""
+    if len(key) < 16:
+        raise ValueError(f"card-hash key {path} is shorter than 16 bytes")
+    return key
+
+
 def load_or_create_key(path: Path) -> bytes:
     """The card-hash key at ``path``; made (32 random bytes, mode 0600) the first time."""
     if not path.exists():
         _write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise ValueError(f"card-hash key {path} is shorter than 16 bytes")
-    return key
+    return check_card_key(path.read_bytes(), path)
 
 
 def load_or_create_token(path: Path) -> str:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import typer
 from rich.markup import escape
 
-from hq.errors import BackupFailed, MigrationBlocked, MigrationNeeded, NewerSchema
+from hq.errors import BackupFailed, KeyFileInvalid, MigrationBlocked, MigrationNeeded, NewerSchema
 from terminal.console import make_console, table
 
 if TYPE_CHECKING:
@@ -122,6 +122,24 @@ def fail(message: object) -> NoReturn:
     """A refused command: the reason in red, exit status 1."""
     console.print(f"[red]{escape(str(message))}[/]")
     raise typer.Exit(1)
+
+
+def card_hash(uid: str, card_key_file: Path) -> str:
+    """The keyed hash of the card with hex UID ``uid`` under the chain's card-hash key in ``card_key_file``; fails
+    with ``key_file_invalid`` for a key file that cannot be read or holds no key, ``invalid_card`` for a bad UID."""
+    from hq.store import read_key_file
+    from terminal.credentials import card_uid_hash, parse_uid
+    from terminal.keys import check_card_key
+
+    try:
+        key = read_key_file(card_key_file, "--card-key-file", check_card_key)
+    except KeyFileInvalid as exc:
+        fail(f"{exc.code}: {exc}")
+    assert key is not None
+    try:
+        return card_uid_hash(key, parse_uid(uid))
+    except ValueError as exc:
+        fail(f"invalid_card: {exc}")
 
 
 def as_day(text: str, *, not_after_today: bool = False) -> date:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, ByOpt, DbOpt, as_day, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, ByOpt, DbOpt, as_day, card_hash, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 app = typer.Typer(name="giftcard", help="Gift cards: show, list, unblock, clear, attach, detach, import, terms.")
@@ -131,16 +131,8 @@ def import_card(
 ) -> None:
     """Bring in a card of an earlier system with its balance (``gift_import``). Prints JSON."""
     from hq.errors import Refused
-    from terminal.credentials import card_uid_hash, parse_uid
 
-    uid_hash = card
-    if card_key_file is not None:
-        try:
-            uid_hash = card_uid_hash(card_key_file.read_bytes(), parse_uid(card))
-        except OSError as exc:
-            fail(f"--card-key-file: {card_key_file} cannot be read ({exc.strerror or exc})")
-        except ValueError as exc:
-            fail(f"invalid_card: {exc}")
+    uid_hash = card if card_key_file is None else card_hash(card, card_key_file)
     with hq_store(db) as store:
         try:
             imported = store.import_gift_card(uid_hash, amount, by, source)

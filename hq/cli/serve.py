@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows, shown_db
+from hq.cli.common import DEFAULT_DB, DbOpt, card_hash, console, fail, hq_store, print_rows, shown_db
 from terminal.console import JsonOpt, check_port, show_json
 
 app = typer.Typer()
@@ -111,7 +111,7 @@ def hq_serve(
     from hq.api.server import serve
     from hq.db.schema import MIGRATION_LOCK_WAIT_S
     from hq.demo import seed_demo
-    from hq.errors import BackupFailed, HqError, MigrationBlocked, StorageFailed
+    from hq.errors import BackupFailed, HqError, KeyFileInvalid, MigrationBlocked, StorageFailed
     from hq.store import open_store
     from hq.wallet.senders import sender_from_spec
     from hq.workers import NeedsPostgres, ServeOptions, check_workers, serve_workers
@@ -130,7 +130,10 @@ def hq_serve(
         if path is not None and not os.access(path, os.R_OK):
             fail(f"{name}: {path} is missing or unreadable")
     if seed_demo_key is not None:  # made on first use, before anything reads it
-        load_or_create_key(seed_demo_key)
+        try:
+            load_or_create_key(seed_demo_key)
+        except (OSError, ValueError) as exc:
+            fail(f"{KeyFileInvalid.code}: cannot start head office: --seed-demo-key: {exc}")
     card_key_file = card_key_file or seed_demo_key
     made = "://" not in db and not Path(db).exists()  # a mistyped path is a new, empty head office: say so
     try:  # an upgrade migrates here, once, after a backup (docs/install.md)
@@ -147,7 +150,7 @@ def hq_serve(
         )
     except StorageFailed as exc:
         fail(f"{exc.problem}: cannot start head office: {exc}")
-    except (MigrationBlocked, BackupFailed) as exc:
+    except (MigrationBlocked, BackupFailed, KeyFileInvalid) as exc:
         fail(f"{exc.code}: cannot start head office: {exc}")
     except HqError as exc:
         fail(f"cannot start head office: {exc}")
@@ -243,15 +246,7 @@ def hq_add_card(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Link a card (hex UID, stored only as its keyed hash) to a member."""
-    from terminal.credentials import card_uid_hash, parse_uid
-
-    try:
-        key = card_key_file.read_bytes()
-        uid_hash = card_uid_hash(key, parse_uid(uid))
-    except OSError as exc:
-        fail(f"--card-key-file: {card_key_file} cannot be read ({exc.strerror or exc})")
-    except ValueError as exc:
-        fail(f"invalid_card: {exc}")
+    uid_hash = card_hash(uid, card_key_file)
     with hq_store(db) as store:
         try:
             store.upsert_card(uid_hash, member_id, "blocked" if blocked else "active")

@@ -181,3 +181,25 @@ def test_serve_refuses_an_emptied_database(tmp_path: Path) -> None:
     said = served.stdout + served.stderr
     assert served.returncode == 1 and "empty file" in said and "Traceback" not in said, said
     assert db.stat().st_size == 0
+
+
+def test_serve_refuses_key_files_it_cannot_use(tmp_path: Path) -> None:
+    """A card key file cut short, emptied, of the wrong form or missing: head office does not start (it would hash
+    cards with a short key and fail the first card payment, or verify no SUN card at all), in one line."""
+    db = str(tmp_path / "hq.db")
+    (tmp_path / "short.key").write_bytes(b"0123456789")
+    (tmp_path / "empty.key").write_bytes(b"")
+    (tmp_path / "sun.key").write_text("not a key\n")
+    for option, name, problem in (
+        ("--sun-key-file", "sun.key", "16 raw bytes or 32 hex digits"),
+        ("--sun-key-file", "none.key", "cannot be read"),
+        ("--card-key-file", "short.key", "shorter than 16 bytes"),
+        ("--card-key-file", "empty.key", "shorter than 16 bytes"),
+        ("--seed-demo-key", "short.key", "shorter than 16 bytes"),
+    ):
+        served = said(
+            tillpoint("hq", "serve", "--db", db, "--port", str(free_port()), option, str(tmp_path / name)),
+            "key_file_invalid",
+        )
+        assert option in served and problem in served, served
+    assert (tmp_path / "empty.key").read_bytes() == b""  # nothing made in its place

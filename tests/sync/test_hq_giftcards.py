@@ -508,6 +508,9 @@ def test_the_import_command_takes_the_card_by_its_uid_and_the_chain_key(tmp_path
     assert bad.exit_code == 1 and "invalid_card" in bad.output
     missing = run(app, ["giftcard", "import", uid, "1", "--by", "Mio", "--card-key-file", str(tmp_path / "no.key")])
     assert missing.exit_code == 1 and "cannot be read" in missing.output
+    (tmp_path / "short.key").write_bytes(key.read_bytes()[:8])
+    short = run(app, ["giftcard", "import", uid, "1", "--by", "Mio", "--card-key-file", str(tmp_path / "short.key")])
+    assert short.exit_code == 1 and short.output.startswith("key_file_invalid: --card-key-file"), short.output
 
 
 def test_a_refund_onto_a_card_cleared_since_is_value_again_and_a_clear_waits_for_a_payment_on_its_way(
