@@ -994,6 +994,7 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
                 batch.quarantine(i, breach)
     _check_taps(tx, batch)
     check_payment_codes(tx, batch)
+    _blocked_member_spent(tx, batch)
 
 
 def _personal_coupons(tx: Tx, batch: Batch) -> set[str]:
@@ -1128,16 +1129,41 @@ def _blocked_card_paid(tx: Tx, batch: Batch, i: int, card: tuple[Any, ...] | Non
     by ``classify``. A payment head office confirmed online was authorised while the card was live."""
     if card is None or card[3] != "blocked" or not _blocked_before(card[4], batch.effective[i]):
         return None
-    txn_id = batch.entries[i].txn_id
-    if tx.one(
-        "SELECT 1 FROM payment_confirms WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NULL",
-        [batch.terminal_id, txn_id],
-    ):
+    if _confirmed_online(tx, batch, i):
         return None
+    txn_id = batch.entries[i].txn_id
     batch.items[:] = [it for it in batch.items if not (it.txn_id == txn_id and it.reason is Reason.CARD_BLOCKED)]
     return Breach(
         Reason.CARD_BLOCKED, "", {"uid_hash": card[0], "member_id": card[1], "blocked_at": card[4], "paid": True}
     )
+
+
+def _confirmed_online(tx: Tx, batch: Batch, i: int) -> bool:
+    """Whether head office confirmed entry ``i``'s payment online for its till (and it was not withdrawn): it checked
+    the card and the member then."""
+    return (
+        tx.one(
+            "SELECT 1 FROM payment_confirms WHERE terminal_id = ? AND txn_id = ? AND withdrawn_at IS NULL",
+            [batch.terminal_id, batch.entries[i].txn_id],
+        )
+        is not None
+    )
+
+
+def _blocked_member_spent(tx: Tx, batch: Batch) -> None:
+    """A member head office had blocked before the sale was made (``classify`` flagged ``member_blocked``) whose value
+    a till that had not learnt of the block let be spent (offline, or not pulled since): quarantined, so nothing of
+    the member's moves until a person decides (a member blocked because their card or phone was stolen does not pay
+    for the thief). A payment head office confirmed online was authorised while the member was active."""
+    blocked = {it.txn_id for it in batch.items if it.reason is Reason.MEMBER_BLOCKED}
+    for i in sorted(batch.spending):
+        txn_id = batch.entries[i].txn_id
+        if txn_id not in blocked or batch.effects[i] in NOT_APPLIED or _confirmed_online(tx, batch, i):
+            continue
+        flagged = [it for it in batch.items if it.txn_id == txn_id and it.reason is Reason.MEMBER_BLOCKED]
+        if flagged:
+            batch.items[:] = [it for it in batch.items if it not in flagged]
+            batch.quarantine(i, Breach(Reason.MEMBER_BLOCKED, "", {**flagged[0].detail, "paid": True}))
 
 
 def day_start(batch: Batch) -> str:

@@ -137,3 +137,23 @@ def test_a_stolen_card_blocked_while_a_till_is_offline_costs_the_member_nothing(
     # The till learns both: the card is blocked, and the member's balance is head office's.
     assert a.store.stored_value("M-1") == 5000
     assert refused(a, chain.card.ndef_url()) is Code.BLOCKED_CARD
+
+
+def test_a_member_blocked_while_a_till_is_offline_pays_nothing_there_until_a_person_decides(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    a, _ = tills
+    a.offline()
+    blocked = httpx.post(
+        f"{chain.hq.url}/v1/admin/members/M-1/block",
+        json={"reason": "card reported stolen"},  # the member blocked, as docs/reconciliation.md shows it
+        headers=chain.admin_headers,
+        timeout=10,
+    )
+    assert blocked.status_code == 200, blocked.text
+    assert pay_by_card(a, chain.card.ndef_url()) == 1200  # the till cannot know: within its offline limits
+    a.client.sync_once()
+    assert chain.balance().stored_value == 5000
+    [item] = [i for i in chain.items() if i.reason.value == "member_blocked"]
+    assert item.quarantined and item.detail["member_id"] == "M-1"
+    assert chain.effect(item.txn_id or "") == "quarantined"
