@@ -124,6 +124,25 @@ def fail(message: object) -> NoReturn:
     raise typer.Exit(1)
 
 
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(help="The terminal's store: by default the one head office holds it in (S-001 for a new terminal)."),
+]
+
+
+def terminal_store(store: HqStore, terminal_id: str, store_id: str | None) -> str:
+    """The store a command names for ``terminal_id``: the one head office holds it in when none is given (S-001 for a
+    new terminal); another than that fails with ``wrong_store`` (a terminal belongs to one store)."""
+    held = store.store_of(terminal_id)
+    if held is not None and store_id is not None and store_id != held:
+        fail(
+            f"wrong_store: terminal {terminal_id} belongs to store {held}, not {store_id}: every entry of its till "
+            "would name a store it is not of; a till moving store is enrolled again under a new terminal id; "
+            "nothing was changed"
+        )
+    return store_id or held or "S-001"
+
+
 def card_hash(uid: str, card_key_file: Path) -> str:
     """The keyed hash of the card with hex UID ``uid`` under the chain's card-hash key in ``card_key_file``; fails
     with ``key_file_invalid`` for a key file that cannot be read or holds no key, ``invalid_card`` for a bad UID."""

@@ -10,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, card_hash, console, fail, hq_store, print_rows, shown_db
+from hq.cli.common import (
+    DEFAULT_DB,
+    DbOpt,
+    StoreOpt,
+    card_hash,
+    console,
+    fail,
+    hq_store,
+    print_rows,
+    shown_db,
+    terminal_store,
+)
 from terminal.console import JsonOpt, check_port, show_json
 
 app = typer.Typer()
@@ -197,7 +208,7 @@ def hq_serve(
 
 @app.command("add-terminal")
 def hq_add_terminal(
-    terminal_id: str, store_id: str = "S-001", db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
+    terminal_id: str, store_id: StoreOpt = None, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False
 ) -> None:
     """Register a terminal and print its credential (shown once). A terminal head office holds already is
     re-keyed: the credential its till holds stops working (``hq rotate`` gives an enrolment code instead). A revoked
@@ -211,6 +222,7 @@ def hq_add_terminal(
                 "(`tillpoint enrol CODE` at the till); nothing was changed"
             )
         held = revoked is not None
+        store_id = terminal_store(store, terminal_id, store_id)
         token = store.add_terminal(terminal_id, store_id)
     if held:
         print(

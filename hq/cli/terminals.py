@@ -8,22 +8,29 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, DbOpt, console, fail, hq_store, print_rows
+from hq.cli.common import DEFAULT_DB, DbOpt, StoreOpt, console, fail, hq_store, print_rows, terminal_store
 from terminal.console import JsonOpt, show_json
 
 app = typer.Typer()
 
 
+MAX_ENROL_HOURS = 24 * 366
+"""The longest an enrolment code may stay valid: a year (a code never used is a way in while it lives)."""
+
+
 @app.command("enrol-code")
 def enrol_code(
     terminal_id: str,
-    store_id: Annotated[str, typer.Option()] = "S-001",
+    store_id: StoreOpt = None,
     hours: float = 72.0,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
     """Print a one-time enrolment code for a terminal (valid HOURS; shown once)."""
+    if not 0 < hours <= MAX_ENROL_HOURS:  # NaN too
+        fail(f"invalid_request: --hours {hours}: a code is valid for more than 0 and at most {MAX_ENROL_HOURS} hours")
     with hq_store(db) as store:
+        store_id = terminal_store(store, terminal_id, store_id)
         code = store.enrol_code(terminal_id, store_id, hours)
     if as_json:
         show_json({"terminal_id": terminal_id, "store_id": store_id, "enrol_code": code, "valid_hours": hours})
@@ -34,7 +41,7 @@ def enrol_code(
 @app.command("rotate")
 def rotate(
     terminal_id: str,
-    store_id: Annotated[str, typer.Option()] = "S-001",
+    store_id: StoreOpt = None,
     hours: float = 72.0,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,

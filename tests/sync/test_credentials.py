@@ -17,6 +17,7 @@ from terminal.config import Config, validate
 from terminal.daemon import enrol_terminal
 from terminal.errors import ConfigError
 from terminal.store import Store
+from tests.fixtures.hq import command
 
 
 @pytest.fixture
@@ -130,6 +131,24 @@ def test_a_code_of_another_store_than_the_terminal_was_enrolled_for_is_refused(
     assert (refused.value.status, refused.value.code) == (401, "enrol_code_invalid")
     assert "belongs to store S-7" in str(refused.value)
     assert hq.store_of("T-NEW") == "S-7"
+
+
+def test_the_code_commands_keep_a_terminals_store_and_refuse_another_or_a_bad_lifetime(
+    hq: HqStore, hq_url: str
+) -> None:
+    hq.add_terminal("T-9", "S-9")
+    rotated = command("hq", "rotate", "T-9", "--db", hq_url)  # no --store-id: the store head office holds it in
+    assert rotated.returncode == 0, rotated.stdout
+    assert hq.enrol(rotated.stdout.strip().splitlines()[-1], "T-9", "S-9").store_id == "S-9"
+    wrong = command("hq", "enrol-code", "T-9", "--store-id", "S-1", "--db", hq_url)
+    assert wrong.returncode == 1 and wrong.stdout.startswith("wrong_store: terminal T-9 belongs to store S-9"), wrong
+    moved = command("hq", "add-terminal", "T-9", "--store-id", "S-1", "--db", hq_url)
+    assert moved.returncode == 1 and moved.stdout.startswith("wrong_store:"), moved.stdout
+    for hours in ("0", "-5", "nan", "1e12"):  # a code dead on arrival, or one that never expires
+        bad = command("hq", "enrol-code", "T-9", "--hours", hours, "--db", hq_url)
+        assert bad.returncode == 1 and bad.stdout.startswith("invalid_request: --hours"), (hours, bad.stdout)
+    assert command("hq", "enrol-code", "T-NEW", "--db", hq_url).returncode == 0  # a new terminal: S-001 still
+    assert hq.store_of("T-9") == "S-9"
 
 
 class _OlderHeadOffice(httpx.HTTPTransport):
