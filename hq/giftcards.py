@@ -40,7 +40,17 @@ from hq import audit, ledger, topups
 from hq.db.engine import Tx
 from hq.errors import Refused
 from hq.ingest import HQ_ACTOR as HEAD_OFFICE
-from hq.ingest import NOT_APPLIED, Batch, Settings, attested_held, bump_versions, holding, use_counter, withdrawn
+from hq.ingest import (
+    NOT_APPLIED,
+    Batch,
+    Settings,
+    attested_held,
+    blocked_before,
+    bump_versions,
+    holding,
+    use_counter,
+    withdrawn,
+)
 from hq.policy import Breach, CardKeys, attested_only, verify_tap
 from sync.protocol import (
     EntryKind,
@@ -637,6 +647,12 @@ def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, car
         if problem is not None:
             shown = {"card_id": payload.card_id, "code": problem[0], "problem": problem[1]}
             return Breach(Reason.GIFT_PROOF_INVALID, payload.card_id, shown)
+        blocked = _blocked_at(tx, card)
+        if blocked is not None and blocked_before(blocked, batch.effective[i]):
+            # a card reported lost or stolen, paying at a till that had not pulled the block: its holder's value
+            # stays on it until a person decides
+            shown = {"card_id": payload.card_id, "code": Code.GIFT_CARD_BLOCKED.value, "blocked_at": blocked}
+            return Breach(Reason.GIFT_CARD_INVALID, payload.card_id, shown)
     overspent = None
     if card.state is not gc.State.ACTIVE:
         overspent = f"the card is {card.state.value}"
@@ -652,6 +668,17 @@ def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, car
         "problem": overspent,
     }
     return Breach(Reason.GIFT_CARD_OVERSPENT, payload.card_id, detail)
+
+
+def _blocked_at(tx: Tx, card: gc.GiftCard) -> str | None:
+    """When head office's record blocked ``card`` (its last ``gift_block``, by head office's time), if it is blocked."""
+    if card.state is not gc.State.BLOCKED:
+        return None
+    row = tx.one(
+        "SELECT MAX(at) FROM gift_card_events WHERE card_id = ? AND kind = ?",
+        [card.card_id, EntryKind.GIFT_BLOCK.value],
+    )
+    return str(row[0]) if row and row[0] is not None else None
 
 
 def _refund_breach(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> Breach | None:

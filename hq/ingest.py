@@ -429,7 +429,7 @@ def _effect(
             i, Reason.UNKNOWN_MEMBER, member_id=facts.member_id, points=facts.points, stored_value=facts.stored_value
         )
         return Effect.UNKNOWN_MEMBER
-    if member[1] == "blocked" and _blocked_before(member[2], batch.effective[i]):
+    if member[1] == "blocked" and blocked_before(member[2], batch.effective[i]):
         batch.flag(i, Reason.MEMBER_BLOCKED, member_id=facts.member_id, blocked_at=member[2])
     return Effect.APPLIED if facts.points or facts.stored_value else Effect.NONE
 
@@ -437,11 +437,11 @@ def _effect(
 def _check_card(batch: Batch, i: int, entry: WireEntry, card: tuple[Any, ...] | None) -> None:
     if card is None or card[4]:
         batch.flag(i, Reason.UNKNOWN_CARD, uid_hash=batch.facts[i].uid_hash)
-    elif card[2] == "blocked" and _blocked_before(card[3], batch.effective[i]):
+    elif card[2] == "blocked" and blocked_before(card[3], batch.effective[i]):
         batch.flag(i, Reason.CARD_BLOCKED, uid_hash=card[0], member_id=card[1], blocked_at=card[3])
 
 
-def _blocked_before(blocked_at: str | None, made: datetime) -> bool:
+def blocked_before(blocked_at: str | None, made: datetime) -> bool:
     """Blocked at head office before the entry was made, as head office holds it (unknown block time counts
     as before)."""
     blocked = parse_time(blocked_at or "")
@@ -1127,7 +1127,7 @@ def _blocked_card_paid(tx: Tx, batch: Batch, i: int, card: tuple[Any, ...] | Non
     block yet (offline, or not pulled since): the thief of a card reported lost or stolen spends nothing of its
     member's. The sale is quarantined ``card_blocked`` (for a person to release or reject) instead of only flagged
     by ``classify``. A payment head office confirmed online was authorised while the card was live."""
-    if card is None or card[3] != "blocked" or not _blocked_before(card[4], batch.effective[i]):
+    if card is None or card[3] != "blocked" or not blocked_before(card[4], batch.effective[i]):
         return None
     if _confirmed_online(tx, batch, i):
         return None

@@ -393,6 +393,22 @@ def test_two_offline_tills_paying_beyond_the_balance_are_flagged_and_the_card_go
     assert chain.held("T2") == []  # the customer was served: stored and applied, the loss named
 
 
+def test_a_card_blocked_before_an_offline_payment_keeps_its_value_until_a_person_decides(chain: Chain) -> None:
+    card = Card(bytes.fromhex("04A1B2C3D4E5FB"))
+    chain.sell("T1", card, 3000)
+    before = chain.pay("T2", card, 500)  # paid before the block: applied, wherever it arrives from
+    chain.clock += timedelta(minutes=1)
+    chain.push("T1", "gift_block", card, reason="reported lost")  # the holder asks the shop to block it
+    chain.clock += timedelta(minutes=1)
+    late = chain.pay("T2", card, 2000)  # a till that had not pulled the block, after it: whoever holds the card
+    assert chain.card(card)["balance"] == 2500  # the holder's value stays on the card
+    [item] = chain.held("T2")
+    assert (item.txn_id, item.reason.value, item.detail["code"]) == (late, "gift_card_invalid", "gift_card_blocked")
+    assert before not in {i.txn_id for i in chain.held("T2")}
+    chain.store.release(late, "Mio", "the holder's own payment after all")
+    assert chain.card(card)["balance"] == 500  # released by a person: applied as it came
+
+
 def test_head_office_clears_imports_and_sets_terms_and_a_quarantined_sale_is_released(chain: Chain) -> None:
     chain.store.put_gift_terms(gc.Terms(expiry_days=365, dormant_days=90), "Mio")
     card = Card(bytes.fromhex("04A1B2C3D4E5FD"))
