@@ -1128,8 +1128,13 @@ class VoidPayload(RefundPayload):
         return self
 
 
+TillMemberId = Annotated[str, Strict(), Field(min_length=3, max_length=128, pattern=r"^E-")]
+"""The id of a member a till made (``E-`` and a UUIDv7, ``Service.enrol``): an enrolment naming any other id (one of
+head office's own numbering, given later) is not an enrolment a till makes."""
+
+
 class EnrolPayload(Payload):
-    member_id: Ident | None
+    member_id: TillMemberId | None
     """None only once the member was erased."""
     uid_hash: UidHash | None = None
     display_name: Text = ""

@@ -303,3 +303,22 @@ def test_door_check_ins_from_a_stolen_credential_create_no_value(chain: Chain) -
         hq.close()
     assert [tuple(v) for v in visits] == [("M-1", "S-A")]
     assert effects == ["malformed", "none", "none", "none", "quarantined"]
+
+
+def test_an_enrolment_cannot_take_up_a_member_id_head_office_gives_later(chain: Chain) -> None:
+    """A till makes its members' ids itself (``E-`` and a UUIDv7); a credential naming another id (the next of the
+    chain's own numbering) with a card of its own would hold that member's card once head office made the member."""
+    squatted = "f0" * 32
+    enrol = {**entries.enrol("E-ANY", squatted, store_id="S-A", name="anyone"), "member_id": "M-0100"}
+    reply = chain.push("T-A", "enrol", enrol)
+    assert reply.status_code == 200 and reply.json()["stored"] == 1  # stored: nothing lost
+    item = only_item(chain, "malformed_entry")
+    assert item.quarantined and chain.effect(item.txn_id or "") == "malformed"  # it can only be rejected
+    store = HqStore(chain.hq.db)
+    try:
+        assert store.member("M-0100") is None
+        store.upsert_member("M-0100", "Alice", "basic", 0)  # head office's own member, made later
+        with store.db.read() as tx:
+            assert tx.one("SELECT member_id FROM cards WHERE uid_hash = ?", [squatted]) is None
+    finally:
+        store.close()

@@ -491,7 +491,7 @@ def _apply(
         erasure.erase_member(store, members[step[1]], "admin")  # its entries still to come change nothing
     elif kind == "clash" and store.member(members[step[2]]) is not None:
         _, t, m, earn = step
-        newcomer = f"{members[m]}-{uuid.uuid4().hex[:6]}"
+        newcomer = f"E-{members[m]}-{uuid.uuid4().hex[:6]}"
         tills[t].write("enrol", entries.enrol(newcomer, CARDS[members[m]], store_id=tills[t].store_id), day)
         payload = sale_payload(members[m], tills[t].store_id, earn)
         payload["member_id"] = newcomer

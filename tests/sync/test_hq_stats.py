@@ -174,9 +174,9 @@ def scenario(hq: HqStore) -> HqStore:
     assert stats_of(hq, "M-1").visits == 2
     hq.release(held, "admin", "checked with the store")
     assert stats_of(hq, "M-1").visits == 3
-    # A merge: M-4's sale waits for its member; its enrolment names M-1's card, so M-4 merges into M-1.
-    t2.push("sale", entries.sale("M-4", 600, store_id="S2"), day=7)
-    t2.push("enrol", entries.enrol("M-4", "c" * 64, store_id="S2"), day=7)
+    # A merge: E-4's sale waits for its member; its enrolment names M-1's card, so E-4 merges into M-1.
+    t2.push("sale", entries.sale("E-4", 600, store_id="S2"), day=7)
+    t2.push("enrol", entries.enrol("E-4", "c" * 64, store_id="S2"), day=7)
     # An erasure.
     from hq.erasure import erase_member
 
@@ -356,7 +356,7 @@ def test_erasure_leaves_no_statistics_and_no_profile(hq: HqStore) -> None:
     with hq.db.read() as tx:
         for table in (*stats.STATS_TABLES, *stats.STATS_STORED, "member_profiles", "member_attributes", "consents"):
             assert tx.all(f"SELECT * FROM {table} WHERE member_id = ?", ["M-3"]) == [], table
-        assert tx.all("SELECT * FROM member_totals WHERE member_id = ?", ["M-4"]) == []  # merged away
+        assert tx.all("SELECT * FROM member_totals WHERE member_id = ?", ["E-4"]) == []  # merged away
 
 
 def test_a_quarantined_sale_counts_only_once_released(hq: HqStore) -> None:

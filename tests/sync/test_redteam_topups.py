@@ -68,7 +68,7 @@ def till(hq_url: str) -> Iterator[Till]:
 def test_per_member_day_holds_for_ids_merged_into_the_member(till: Till) -> None:
     till.topup("M-1", 3000)  # the member's whole per_member_day
     assert till.value("M-1") == 3000
-    for alias in ("M-ALIAS-1", "M-ALIAS-2"):
+    for alias in ("E-ALIAS-1", "E-ALIAS-2"):
         till.push("enrol", entries.enrol(alias, CARD))  # the card's holder keeps it: the alias merges into M-1
         till.topup(alias, 3000)
     assert till.value("M-1") == 3000, "credited beyond per_member_day to one member at one till in one day"
