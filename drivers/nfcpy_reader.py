@@ -43,7 +43,7 @@ from drivers.holdoff import HoldOff
 from drivers.sinks import deliver, reader_event
 from terminal.backoff import Backoff
 from terminal.credentials import lite_s_card_key
-from terminal.model import CardRead
+from terminal.model import CardRead, ReaderProblem
 from terminal.ports import CardSink, ReaderSink, UidHasher
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class _Loop:
     def failed(self, detail: str) -> None:
         if detail != self.last_error:  # one event per outage, not one per retry
             self.last_error = detail
-            self.emit_reader("error", detail)
+            self.emit_reader("error", detail, ReaderProblem.READER_UNAVAILABLE)
         self.stopping.wait(self.backoff.next())
 
     def serve(self, clf: Any) -> None:
@@ -275,21 +275,23 @@ class _Loop:
             try:
                 result = clf.connect(rdwr=options, terminate=self.stopping.is_set)
             except OSError as exc:  # nfcpy lets some device errors through; most it logs and returns False
-                self.emit_reader("error", str(ReaderGone(f"nfcpy {self.reader.path}: {exc}")))
+                gone = str(ReaderGone(f"nfcpy {self.reader.path}: {exc}"))
+                self.emit_reader("error", gone, ReaderProblem.READER_UNAVAILABLE)
                 return
             if result is False and not self.stopping.is_set():
-                self.emit_reader("error", f"nfcpy {self.reader.path}: the device failed; reopening it")
+                failed = f"nfcpy {self.reader.path}: the device failed; reopening it"
+                self.emit_reader("error", failed, ReaderProblem.READER_UNAVAILABLE)
                 return
 
     def on_connect(self, tag: Any) -> bool:
         try:
             read = self.reader.make_read(tag)
         except (CardGone, nfc.tag.TagCommandError, nfc.clf.CommunicationError) as exc:
-            self.emit_reader("error", f"card removed during read: {exc}")
+            self.emit_reader("error", f"card removed during read: {exc}", ReaderProblem.CARD_REMOVED)
             return True  # wait for the tag to leave: one error per tap, not one per poll
         except Exception as exc:  # a bug or the caller's hasher must not stop the reader
             log.exception("reading the tag failed")
-            self.emit_reader("error", f"card read failed: {exc!r}")
+            self.emit_reader("error", f"card read failed: {exc!r}", ReaderProblem.CARD_READ_FAILED)
             return True
         if self.holdoff.is_new_tap(self.reader.name, read.uid_hash, time.monotonic()):
             self.emit_card(read)
@@ -307,5 +309,5 @@ class _Loop:
     def emit_card(self, read: CardRead) -> None:
         deliver(self.on_card, read, "card")
 
-    def emit_reader(self, kind: str, detail: str) -> None:
-        reader_event(self.on_reader, self.reader.name, kind, detail)
+    def emit_reader(self, kind: str, detail: str, code: str = "") -> None:
+        reader_event(self.on_reader, self.reader.name, kind, detail, code)

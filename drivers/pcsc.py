@@ -49,7 +49,7 @@ from drivers.errors import CardGone, DriverError, DriverUnavailable, ProtocolErr
 from drivers.holdoff import HoldOff
 from drivers.sinks import deliver, reader_event
 from terminal.backoff import Backoff
-from terminal.model import CardRead
+from terminal.model import CardRead, ReaderProblem
 from terminal.ports import CardSink, ReaderSink, UidHasher
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ class _Monitor:
         previous = self.states[name]
         self.states[name] = state & ~scard.SCARD_STATE_CHANGED
         if state & scard.SCARD_STATE_MUTE and not previous & scard.SCARD_STATE_MUTE:
-            self.emit_reader(name, "error", "card does not answer (mute): present it again")
+            self.emit_reader(name, "error", "card does not answer (mute): present it again", ReaderProblem.CARD_MUTE)
         if not state & scard.SCARD_STATE_PRESENT:
             self.holdoff.left(name, time.monotonic())
         if is_new_tap(previous, state):
@@ -454,10 +454,10 @@ class _Monitor:
         try:
             card = read_card_on(hcontext, name, atr)
         except CardGone as exc:
-            self.emit_reader(name, "error", f"card removed during read: {exc}")
+            self.emit_reader(name, "error", f"card removed during read: {exc}", ReaderProblem.CARD_REMOVED)
             return
         except DriverError as exc:
-            self.emit_reader(name, "error", f"card read failed: {exc}")
+            self.emit_reader(name, "error", f"card read failed: {exc}", ReaderProblem.CARD_READ_FAILED)
             return
         self.report(name, card, atr)
 
@@ -466,7 +466,9 @@ class _Monitor:
             read = self.reader.make_read(name, card, atr)
         except Exception as exc:  # the hasher belongs to the caller (a missing key, say)
             log.exception("hashing the UID failed")
-            self.emit_reader(name, "error", f"card read failed: cannot hash the UID: {exc!r}")
+            self.emit_reader(
+                name, "error", f"card read failed: cannot hash the UID: {exc!r}", ReaderProblem.CARD_READ_FAILED
+            )
             return
         if self.holdoff.is_new_tap(name, read.uid_hash, time.monotonic()):
             self.emit_card(read)
@@ -477,7 +479,7 @@ class _Monitor:
         self.forget_readers(detail)
         if detail != self.last_error:  # one event per outage, not one per retry
             self.last_error = detail
-            self.emit_reader(self.reader.name, "error", detail)
+            self.emit_reader(self.reader.name, "error", detail, ReaderProblem.READER_UNAVAILABLE)
 
     def forget_readers(self, detail: str) -> None:
         for name in list(self.states):
@@ -487,5 +489,5 @@ class _Monitor:
     def emit_card(self, read: CardRead) -> None:
         deliver(self.on_card, read, "card")
 
-    def emit_reader(self, reader: str, kind: str, detail: str) -> None:
-        reader_event(self.on_reader, reader, kind, detail)
+    def emit_reader(self, reader: str, kind: str, detail: str, code: str = "") -> None:
+        reader_event(self.on_reader, reader, kind, detail, code)

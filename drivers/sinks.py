@@ -28,6 +28,8 @@ def deliver(sink: Callable[[T], object] | None, event: T, what: str) -> None:
         log.exception("%s sink failed", what)
 
 
-def reader_event(sink: Callable[[ReaderEvent], None] | None, reader: str, kind: str, detail: str) -> None:
-    """Deliver a ``ReaderEvent`` (added, removed, error) stamped now."""
-    deliver(sink, ReaderEvent(reader, kind, detail, time.time()), "reader")
+def reader_event(
+    sink: Callable[[ReaderEvent], None] | None, reader: str, kind: str, detail: str, code: str = ""
+) -> None:
+    """Deliver a ``ReaderEvent`` (added, removed, error with its ``ReaderProblem`` code) stamped now."""
+    deliver(sink, ReaderEvent(reader, kind, detail, time.time(), code), "reader")

@@ -746,7 +746,8 @@ class Daemon:
 
     def on_reader(self, event: ReaderEvent) -> None:
         self.reader_state[event.reader] = event.kind
-        self.emit({"type": "reader", "reader": event.reader, "kind": event.kind, "detail": event.detail})
+        shown = {"type": "reader", "reader": event.reader, "kind": event.kind, "detail": event.detail}
+        self.emit({**shown, "code": event.code} if event.code else shown)
 
     def on_card(self, read: CardRead) -> None:
         assert self.service is not None

@@ -54,6 +54,19 @@ class QrRead:
     at: float = 0.0
 
 
+class ReaderProblem(StrEnum):
+    """Why a reader reported an error (``ReaderEvent.code``); values never change meaning (docs/readers.md)."""
+
+    CARD_REMOVED = "card_removed"
+    """The card left the field before its read was complete: nothing was read, tap it again."""
+    CARD_READ_FAILED = "card_read_failed"
+    """The card answered, but not as a card the till reads (or its UID could not be hashed): nothing was read."""
+    CARD_MUTE = "card_mute"
+    """The card on the reader does not answer: present it again."""
+    READER_UNAVAILABLE = "reader_unavailable"
+    """pcscd is not running or the device failed: the driver reopens it by itself."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReaderEvent:
     """A reader appeared, vanished or failed; shown in status, never a crash."""
@@ -62,6 +75,8 @@ class ReaderEvent:
     kind: str  # "added" | "removed" | "error"
     detail: str = ""
     at: float = 0.0
+    code: str = ""
+    """For an error, its ``ReaderProblem``."""
 
 
 @dataclass(frozen=True, slots=True)

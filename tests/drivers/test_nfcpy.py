@@ -197,7 +197,7 @@ def test_a_card_pulled_mid_read_is_an_error_and_no_read(bench: Bench) -> None:
     card.tap()
     bench.start(["106A"])
     error = bench.events.reader_event("error", WAIT)
-    assert "card removed during read" in error.detail
+    assert "card removed during read" in error.detail and error.code == "card_removed"
     bench.events.no_card(within=1.0)
 
 

@@ -93,7 +93,7 @@ def test_a_card_pulled_mid_read_is_an_error_and_no_read(
     card.insert()
     error = events.reader_event("error")
     assert error.reader == pcscd.reader
-    assert "card removed during read" in error.detail
+    assert "card removed during read" in error.detail and error.code == "card_removed"  # the POS reads the code
     assert card.pulled.is_set() and card.apdus == [GET_UID]
     events.no_card(within=0.5)
 
@@ -138,6 +138,7 @@ def test_no_pcscd_is_an_error_event_then_the_reader_recovers(
         reader.start(seen.cards.put, seen.on_reader)
         error = seen.reader_event("error")
         assert error.reader == f"pcsc:{pcscd.reader}" and "pcscd" in error.detail
+        assert error.code == "reader_unavailable"
         tried = len(attempts)
         wait_until(lambda: len(attempts) >= tried + 3, 10, "a few reconnect attempts while pcscd is down")
         pcscd.start()
