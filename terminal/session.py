@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sync.protocol import EntryKind
@@ -587,9 +586,11 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "A voucher paid part of this sale and is used: refund it at the POS.")
             txn = s.receipt.txn_id
             undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
-            self._refund_gift_payments()
+            # The void first: it happens once or not at all (a sale the POS voided or refunded already is refused),
+            # and only then does each gift card get back what it paid, so a refused void gives no card anything.
             s.voided = self._call(lambda: undo(txn))
             s.error = None
+            self._refund_gift_payments()
             return self._changed()
 
     # -- gift cards (docs/giftcards.md) --------------------------------------------------------------
@@ -686,14 +687,18 @@ class Session:
         return max(0, due + paid)
 
     def _refund_gift_payments(self) -> None:
-        """The gift cards that paid the sale being voided get it back, each once (a refused refund stops the void)."""
+        """The gift cards that paid the sale just voided get it back, each once. A refund refused (the POS gave that
+        payment back onto the card already) leaves that card as it is, and its refusal is shown: the void stands."""
         s = self._sale
         paid = [g for g in s.gifts if g.kind == EntryKind.GIFT_REDEEM.value]
         if not paid:
             return
         gifts = self._gift_desk()
         for payment in paid:
-            s.gifts[s.gifts.index(payment)] = self._call(partial(gifts.refund_gift, payment.txn_id, -payment.amount))
+            try:
+                s.gifts[s.gifts.index(payment)] = gifts.refund_gift(payment.txn_id, -payment.amount)
+            except Rejected as exc:
+                s.error = s.error or refusal_dict(exc.code.value, exc.message)
 
     def _gift_dict(self) -> dict[str, Any]:
         """The gift card shown, and what gift cards did in this session."""

@@ -177,7 +177,7 @@ def test_the_pure_rules() -> None:
 def test_the_cashier_sells_loads_and_pays_with_gift_cards_by_a_key_and_a_tap(till: Service) -> None:
     """The amount typed, the gift card key, a tap: the card is sold (or, a gift card already, loaded). After
     a sale, the key and a tap pay what the POS still collects, card after card; a void gives each card back
-    what it paid. A refused tap journals nothing and leaves the key armed for another card."""
+    what it paid once the sale is voided. A refused tap journals nothing and leaves the key armed for another card."""
     session = Session(till, Checkout(till), gifts=till)
     first, second = Plastic(bytes.fromhex("04B1B2C3D4E5F1")), Plastic(bytes.fromhex("04B1B2C3D4E5F2"))
     member = Plastic(bytes.fromhex("04B1B2C3D4E5F3"))
@@ -233,13 +233,13 @@ def test_the_cashier_sells_loads_and_pays_with_gift_cards_by_a_key_and_a_tap(til
     with pytest.raises(Rejected):
         session.press(Action.GIFT)  # nothing left to pay
 
-    # The customer changes their mind: the void gives each card back what it paid, then voids the sale.
+    # The customer changes their mind: the sale is voided, then each card gets back what it paid.
     snap = session.void()
     assert snap["voided"] is not None
     assert [(d["kind"], d["amount"]) for d in snap["gift"]["done"]] == [("gift_refund", 2500), ("gift_refund", 2500)]
     assert till.gift_card(first.tap()).balance == 2500 and till.gift_card(second.tap()).balance == 4000
     kinds = [e.kind for e in till.store.unpushed(100)]
-    assert kinds[-3:] == ["gift_refund", "gift_refund", "void"]
+    assert kinds[-3:] == ["void", "gift_refund", "gift_refund"]
 
 
 def test_a_gift_card_tapped_with_nothing_armed_shows_its_balance(till: Service) -> None:
@@ -249,3 +249,48 @@ def test_a_gift_card_tapped_with_nothing_armed_shows_its_balance(till: Service) 
     snap = session.show_gift_card(till.gift_card(card.tap()))
     assert snap["gift"]["card"] == {"card_id": card.card_id, "balance": 1200, "state": "active", "expires_on": None}
     assert snap["left"] is None and snap["gift"]["done"] == []
+
+
+@pytest.mark.parametrize("elsewhere", ["void", "refund"])
+def test_a_void_the_till_refuses_gives_no_gift_card_anything_back(till: Service, elsewhere: str) -> None:
+    """The sale the gift cards paid was voided, or refunded whole, by the POS (``POST /v1/sales/{txn}/void``,
+    ``tillpoint refund``) before the cashier pressed void: the void is refused, and no card gets its payment
+    back on top of what the POS gave back."""
+    session = Session(till, Checkout(till), gifts=till)
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5F5"))
+    till.sell_gift(card.tap(), 3000)
+    session.set_total(2000)
+    session.pay()
+    sale = session.confirm()["receipt"]
+    session.press(Action.GIFT)
+    assert session.gift_tap(card.tap())["left"] == 0
+    if elsewhere == "void":
+        till.void(sale["txn_id"])
+    else:
+        till.refund(sale["txn_id"], {0: 1})
+    seq = till.store.max_seq()
+
+    with pytest.raises(Rejected) as caught:
+        session.void()
+
+    assert caught.value.code in (Code.ALREADY_VOIDED, Code.NOTHING_TO_REFUND)
+    assert till.gift_card(card.tap()).balance == 1000  # what it paid stays paid
+    assert till.store.max_seq() == seq  # nothing journalled
+    assert [d["kind"] for d in session.snapshot()["gift"]["done"]] == ["gift_redeem"]
+
+
+def test_a_card_the_pos_already_gave_its_payment_back_gets_nothing_more_from_the_void(till: Service) -> None:
+    session = Session(till, Checkout(till), gifts=till)
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5F6"))
+    till.sell_gift(card.tap(), 3000)
+    session.set_total(2000)
+    session.pay()
+    session.confirm()
+    session.press(Action.GIFT)
+    paid = session.gift_tap(card.tap())["gift"]["done"][-1]
+    till.refund_gift(paid["txn_id"], 2000)  # the POS gave the payment back onto the card (POST .../refund)
+
+    snap = session.void()
+
+    assert snap["voided"] is not None and snap["error"]["code"] == "gift_refund_invalid"
+    assert till.gift_card(card.tap()).balance == 3000  # once, not twice
