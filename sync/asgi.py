@@ -5,7 +5,8 @@ choke on. The application then sees only bodies it can parse.
     413 body_too_large   Content-Length above the cap (refused unread), or more bytes than the cap
                          arrive (plain or inflated gzip alike)
     400 bad_encoding     a Content-Encoding other than identity (or gzip where allowed); corrupt gzip
-    422 invalid_request  JSON with NaN or Infinity, a number beyond 64 bits, a lone surrogate, or not UTF-8
+    422 invalid_request  JSON with NaN or Infinity, a number beyond 64 bits, a lone surrogate, nested deeper than
+                         64 levels, or not UTF-8
 
 Error bodies are ``{"code", "message"}``, as everywhere else in both APIs.
 

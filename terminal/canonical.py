@@ -15,6 +15,9 @@ from typing import Any
 
 MAX_JSON_INT = 2**63 - 1
 """No number beyond a signed 64-bit integer is read from JSON (the databases hold nothing larger)."""
+MAX_JSON_DEPTH = 64
+"""No JSON nested deeper is read: nothing the APIs take nests past a dozen levels (a segment's conditions, the
+deepest, about 30), and a body of a million brackets would exhaust the parser's stack (a 500, not a refusal)."""
 
 
 def canonical_text(value: Any) -> str:
@@ -62,11 +65,29 @@ def _whole_text(value: Any) -> None:
             _whole_text(item)
 
 
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar is 0), without recursion; stops counting past ``MAX_JSON_DEPTH``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def strict_loads(data: bytes) -> Any:
     """JSON as the APIs accept it: UTF-8, no NaN or Infinity, no number beyond 64 bits, no lone
-    surrogate in any string. ``ValueError`` says what is wrong."""
+    surrogate in any string, nested at most ``MAX_JSON_DEPTH`` deep. ``ValueError`` says what is wrong."""
     text = data.decode("utf-8")
-    value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+    too_deep = ValueError(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+    except RecursionError:
+        raise too_deep from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
     if "\\u" in text:  # a lone surrogate can only arrive escaped
         try:
             _whole_text(value)

@@ -29,6 +29,8 @@ HOSTILE = [
     ("a float beyond range", '{"x": 1e400}'),
     ("a lone surrogate", '{"x": "\\ud800"}'),
     ("not UTF-8", b'{"x": "\xff\xfe"}'),
+    ("nested past the parser's stack", "[" * 100_000 + "]" * 100_000),
+    ("nested past what any field holds", '{"x": ' + "[" * 65 + "]" * 65 + "}"),
 ]
 
 
