@@ -592,9 +592,12 @@ class SyncClient:
         return key
 
     def pull_once(self, limit: int = 1000) -> int:
-        """Pull every change since the stored cursor, page by page; each page commits with its cursor."""
+        """Pull every change since the stored cursor, page by page; each page commits with its cursor. The last
+        page also notes how far this till's journal was acknowledged before the pull began: head office's coupon
+        counts it brought hold those entries' uses, not the ones acknowledged since (``Store.apply_changes``)."""
         if self.store.state("cursor") is None:
             return self.bootstrap()
+        acked = int(self.store.state("hq_acked_seq") or 0)
         count = 0
         for _ in range(MAX_PAGES_PER_PULL):
             since = int(self.store.state("cursor") or 0)
@@ -602,7 +605,10 @@ class SyncClient:
                 ChangesPage, self._call("GET", "/v1/changes", params={"since": since, "limit": limit}), "changes page"
             )
             self._check_page(page)
-            self.store.apply_changes(*_page_models(page), cursor=page.cursor, docs=_page_docs(page))
+            counted = None if page.more else acked
+            self.store.apply_changes(
+                *_page_models(page), cursor=page.cursor, docs=_page_docs(page), counted_seq=counted
+            )
             count += page.size()
             if not page.more:
                 break

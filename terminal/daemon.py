@@ -1108,9 +1108,10 @@ class _Beating:
         rules: list[EarnRule],
         cursor: int,
         docs: CacheDocs | None = None,
+        counted_seq: int | None = None,
     ) -> None:
         self._beat()
-        self._store.apply_changes(members, cards, rules, cursor, docs)
+        self._store.apply_changes(members, cards, rules, cursor, docs, counted_seq)
 
     def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
         self._beat()

@@ -167,6 +167,7 @@ class SyncStore(Protocol):
         rules: list[EarnRule],
         cursor: int,
         docs: CacheDocs | None = None,
+        counted_seq: int | None = None,
     ) -> None: ...
 
     def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:

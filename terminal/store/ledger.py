@@ -53,11 +53,21 @@ def held(member_lots: list[Lot], now: datetime) -> int:
     )
 
 
+COUNTED_SEQ = "hq_counted_seq"
+"""The state key of the seq up to which this till's entries were acknowledged when its last whole pull began."""
+UNCOUNTED = (
+    "(j.pushed_at IS NULL OR j.seq > COALESCE((SELECT CAST(value AS INTEGER) FROM sync_state "
+    f"WHERE key = '{COUNTED_SEQ}'), 0))"
+)
+"""A journal row ``j`` head office's counts, as the last pull brought them, do not hold: not acknowledged yet, or
+acknowledged after that pull began (a push round between two pulls: its uses would otherwise count nowhere)."""
+
+
 def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None) -> tuple[int, int]:
-    """Uses of a coupon made on this till: not yet acknowledged by head office (its own count holds
-    the others), and by ``member_id`` (all of them)."""
+    """Uses of a coupon made on this till: not in head office's count the last pull brought (``UNCOUNTED``; that
+    count holds the others), and by ``member_id`` (all of them)."""
     total, mine = conn.execute(
-        "SELECT COALESCE(SUM(CASE WHEN j.pushed_at IS NULL THEN u.uses END), 0), "
+        f"SELECT COALESCE(SUM(CASE WHEN {UNCOUNTED} THEN u.uses END), 0), "
         "COALESCE(SUM(CASE WHEN u.member_id IS ? THEN u.uses END), 0) "
         "FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.coupon_id = ?",
         (member_id, coupon_id),

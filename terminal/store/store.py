@@ -296,14 +296,15 @@ class Store:
         return dict(self._read(sql, params))
 
     def coupon_uses_many(self, coupon_ids: list[str], member_id: str | None) -> dict[str, tuple[int, int, int]]:
-        """Uses of each coupon: (made on this till and not yet acknowledged by head office, made by
+        """Uses of each coupon: (made on this till and not in head office's count the last pull brought, made by
         ``member_id`` on this till, chain-wide as head office counted them at the last pull); absent =
-        none. Head office's count includes this till's acknowledged uses, hence the split."""
+        none. Head office's count includes the uses this till had pushed before that pull, hence the split
+        (``ledger.coupon_uses``)."""
         if not coupon_ids:
             return {}
         marks = ",".join("?" * len(coupon_ids))
         rows = self._read(
-            "SELECT u.coupon_id, COALESCE(SUM(CASE WHEN j.pushed_at IS NULL THEN u.uses END), 0), "
+            f"SELECT u.coupon_id, COALESCE(SUM(CASE WHEN {ledger.UNCOUNTED} THEN u.uses END), 0), "
             "COALESCE(SUM(CASE WHEN u.member_id IS ? THEN u.uses END), 0) "
             f"FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.coupon_id IN ({marks}) "
             "GROUP BY u.coupon_id",
@@ -608,11 +609,14 @@ class Store:
         rules: list[EarnRule],
         cursor: int,
         docs: CacheDocs | None = None,
+        counted_seq: int | None = None,
     ) -> None:
         """Apply one page of head-office changes and its cursor in one transaction.
 
         Head office's balance already holds every entry it acknowledged; the till adds back the
-        deltas of its own entries not yet acknowledged, so a pull never loses a local sale."""
+        deltas of its own entries not yet acknowledged, so a pull never loses a local sale.
+        ``counted_seq`` (the last page of a pull): this till's entries up to it were acknowledged before the pull
+        began, so head office's coupon counts the pull brought hold their uses (``ledger.coupon_uses``)."""
         with self._write() as conn:
             _put_members(
                 conn, [(m.member_id, m.display_name, m.tier, m.points, m.status.value, m.stored_value) for m in members]
@@ -622,6 +626,8 @@ class Store:
             if docs is not None:
                 _put_docs(conn, docs)
             _set_state(conn, "cursor", str(cursor))
+            if counted_seq is not None:
+                _set_state(conn, ledger.COUNTED_SEQ, str(counted_seq))
 
     def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
         """Store one snapshot page (columns as ``sync.protocol.SNAPSHOT_COLUMNS``) with the

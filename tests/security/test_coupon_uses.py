@@ -409,3 +409,27 @@ def test_a_stolen_credential_cannot_use_up_another_members_personal_coupon(
     sell_with(till_a, coupon)
     till_a.client.sync_once()
     assert uses(chain, coupon) == (1, 1)
+
+
+def test_a_coupons_use_pushed_before_the_next_pull_still_counts_at_its_till(
+    chain: Chain, tills: tuple[Till, Till]
+) -> None:
+    """A push round hands the use to head office; till the pull brings head office's count back (``pull_interval``
+    later) it still counts at the till, so a single-use coupon cannot be rung again in between. Once pulled, the
+    till's acknowledged uses count once, in head office's number, not again beside it."""
+    till_a, _ = tills
+    for coupon_id, limit in (("ONCE", 1), ("TWICE", 2)):
+        body = {"kind": "amount_off", "value": 100, "text": "1.00 off", "limits": {"global": limit}}
+        made = admin(chain, "PUT", f"/v1/admin/coupons/{coupon_id}?reason=spring", body)
+        assert made.is_success, made.text
+    till_a.client.sync_once()
+    sell_with(till_a, "ONCE")
+    sell_with(till_a, "TWICE")
+    till_a.client.sync_once(pull=False)  # pushed, not pulled yet
+    assert till_a.store.pending_count() == 0
+    assert refused_at(till_a, "ONCE") == "coupon_used_up"
+
+    till_a.client.sync_once()
+    assert uses(chain, "ONCE")[0] == uses(chain, "TWICE")[0] == 1
+    assert refused_at(till_a, "ONCE") == "coupon_used_up"
+    assert refused_at(till_a, "TWICE") is None  # one use of two: counted once

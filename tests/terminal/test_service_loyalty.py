@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from terminal import pricing
 from terminal.errors import Code, Rejected
 from terminal.model import Basket, EarnRule, Line, Member
+from terminal.ports import CacheDocs
 from terminal.service import Service
 from terminal.store import Store
 from tests.fixtures.clock import Clock
@@ -188,3 +190,25 @@ def test_an_anonymous_stale_quote_cannot_reuse_a_single_use_coupon(till: tuple[S
     with pytest.raises(Rejected) as info:
         service.commit(second)
     assert info.value.code is Code.COUPON_USED_UP
+
+
+def test_a_use_head_office_acknowledged_counts_until_a_pull_brings_its_count(
+    till: tuple[Service, Store, Clock],
+) -> None:
+    """Between the push that hands a coupon's use to head office and the pull that brings head office's count of
+    it back (up to ``pull_interval``), the use still counts: a single-use coupon is not used a second time there."""
+    service, store, _ = till
+    body = {"kind": "amount_off", "value": 100, "limits": {"global": 2}}
+    store.put_docs("coupon_docs", {"TWICE": body})
+    service.commit(service.quote(None, BASKET, coupons=["TWICE"]))
+    store.mark_pushed(store.max_seq(), "2026-03-02T09:00:00Z")  # a push round; the pull comes later
+    service.commit(service.quote(None, BASKET, coupons=["TWICE"]))  # the second use of two
+    assert dict(service.quote(None, BASKET, coupons=["TWICE"]).refused) == {"TWICE": "coupon_used_up"}
+
+    # A pull after both are acknowledged brings head office's count (2), which holds both: neither counts twice,
+    # and a coupon head office gave more uses to is usable again.
+    acked = store.max_seq()
+    store.mark_pushed(acked, "2026-03-02T09:00:05Z")
+    docs = CacheDocs(coupons=[("TWICE", None, json.dumps({**body, "limits": {"global": 3}}), 2)])
+    store.apply_changes([], [], [], 2, docs, counted_seq=acked)
+    assert "TWICE" in service.quote(None, BASKET, coupons=["TWICE"]).coupons
