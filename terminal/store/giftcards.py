@@ -16,10 +16,13 @@ from dataclasses import replace
 from terminal import giftcards as gc
 from terminal.errors import Rejected
 from terminal.ports import GiftFigures, GiftWrite
+from terminal.store.counted import UNCOUNTED
 from terminal.topups import Tally
 
 _SELLS = ("activate", "load")
 _UNACKED = "JOIN journal j ON j.txn_id = u.txn_id WHERE j.pushed_at IS NULL"
+_UNCOUNTED = f"JOIN journal j ON j.txn_id = u.txn_id WHERE {UNCOUNTED}"
+"""This till's entries the card's balance as the last pull brought it does not hold (``counted.UNCOUNTED``)."""
 
 
 def put_cards(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
@@ -39,7 +42,8 @@ def put_cards(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
 
 
 def held(conn: sqlite3.Connection, card_id: str) -> gc.GiftCard | None:
-    """The card as head office last stated it, with this till's entries it has not acknowledged."""
+    """The card as head office last stated it, with this till's entries that statement does not hold: those not
+    acknowledged, and those acknowledged after the pull that brought it began (a push round between two pulls)."""
     row = conn.execute("SELECT body FROM gift_cards WHERE card_id = ?", (card_id,)).fetchone()
     if row is None:
         return None
@@ -137,6 +141,6 @@ def write(conn: sqlite3.Connection, txn_id: str, w: GiftWrite, topups: Tally, cr
 
 def _pending(conn: sqlite3.Connection, card_id: str) -> int:
     (pending,) = conn.execute(
-        f"SELECT COALESCE(SUM(u.amount), 0) FROM gift_uses u {_UNACKED} AND u.card_id = ?", (card_id,)
+        f"SELECT COALESCE(SUM(u.amount), 0) FROM gift_uses u {_UNCOUNTED} AND u.card_id = ?", (card_id,)
     ).fetchone()
     return int(pending)

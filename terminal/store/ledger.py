@@ -14,6 +14,7 @@ from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
 from terminal.ports import Effects  # what the transaction applies (defined with the store's port)
 from terminal.store import giftcards, topups, vouchers
+from terminal.store.counted import UNCOUNTED
 from terminal.store.counters import bump_counter
 
 
@@ -51,16 +52,6 @@ def held(member_lots: list[Lot], now: datetime) -> int:
         for lot in member_lots
         if now < lot.available_at or (lot.expires_at is not None and now >= lot.expires_at)
     )
-
-
-COUNTED_SEQ = "hq_counted_seq"
-"""The state key of the seq up to which this till's entries were acknowledged when its last whole pull began."""
-UNCOUNTED = (
-    "(j.pushed_at IS NULL OR j.seq > COALESCE((SELECT CAST(value AS INTEGER) FROM sync_state "
-    f"WHERE key = '{COUNTED_SEQ}'), 0))"
-)
-"""A journal row ``j`` head office's counts, as the last pull brought them, do not hold: not acknowledged yet, or
-acknowledged after that pull began (a push round between two pulls: its uses would otherwise count nowhere)."""
 
 
 def coupon_uses(conn: sqlite3.Connection, coupon_id: str, member_id: str | None) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from terminal.model import (
 )
 from terminal.ports import CacheDocs, Effects
 from terminal.store import giftcards, ledger, pages, topups, vouchers
+from terminal.store.counted import COUNTED_SEQ, UNCOUNTED
 from terminal.store.schema import known_names, migrations
 from terminal.topups import Sold, Tally
 from terminal.vouchers import PURPOSE
@@ -304,7 +305,7 @@ class Store:
             return {}
         marks = ",".join("?" * len(coupon_ids))
         rows = self._read(
-            f"SELECT u.coupon_id, COALESCE(SUM(CASE WHEN {ledger.UNCOUNTED} THEN u.uses END), 0), "
+            f"SELECT u.coupon_id, COALESCE(SUM(CASE WHEN {UNCOUNTED} THEN u.uses END), 0), "
             "COALESCE(SUM(CASE WHEN u.member_id IS ? THEN u.uses END), 0) "
             f"FROM coupon_uses u LEFT JOIN journal j ON j.txn_id = u.txn_id WHERE u.coupon_id IN ({marks}) "
             "GROUP BY u.coupon_id",
@@ -627,7 +628,7 @@ class Store:
                 _put_docs(conn, docs)
             _set_state(conn, "cursor", str(cursor))
             if counted_seq is not None:
-                _set_state(conn, ledger.COUNTED_SEQ, str(counted_seq))
+                _set_state(conn, COUNTED_SEQ, str(counted_seq))
 
     def bootstrap_rows(self, kind: str, rows: list[list[Any]], position: dict[str, str]) -> None:
         """Store one snapshot page (columns as ``sync.protocol.SNAPSHOT_COLUMNS``) with the

@@ -294,3 +294,26 @@ def test_a_card_the_pos_already_gave_its_payment_back_gets_nothing_more_from_the
 
     assert snap["voided"] is not None and snap["error"]["code"] == "gift_refund_invalid"
     assert till.gift_card(card.tap()).balance == 3000  # once, not twice
+
+
+def test_a_payment_pushed_before_the_next_pull_still_comes_off_the_balance(till: Service) -> None:
+    """A push round hands the sale or payment to head office; till the pull brings the card's new balance
+    (``pull_interval`` later) the till still counts it on the balance it last pulled: a card sold here is not empty
+    in between, and a payment cannot be spent again."""
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5F7"))
+    till.sell_gift(card.tap(), 3000)
+    till.store.mark_pushed(till.store.max_seq(), utc_iso(time.time()))
+    assert till.gift_card(card.tap()).balance == 3000  # sold here and pushed: not 0 until the pull
+    held = {**till.gift_card(card.tap()).to_doc(), "balance": 3000}
+    till.store.apply_changes([], [], [], 3, CacheDocs(gift_cards=[(card.card_id, json.dumps(held))]), 1)
+    assert till.gift_card(card.tap()).balance == 3000  # head office's word, which holds the sale
+
+    till.pay_gift(card.tap(), 2000, "POS-18")
+    till.store.mark_pushed(till.store.max_seq(), utc_iso(time.time()))  # a push round; the pull comes later
+    assert till.gift_card(card.tap()).balance == 1000
+    assert refused(till, "pay_gift", card.tap(), 1500) == "gift_card_insufficient"
+
+    # The pull brings head office's balance, which holds the payment: it comes off once.
+    pulled = json.dumps({**held, "balance": 1000})
+    till.store.apply_changes([], [], [], 4, CacheDocs(gift_cards=[(card.card_id, pulled)]), till.store.max_seq())
+    assert till.gift_card(card.tap()).balance == 1000
