@@ -19,9 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync.asgi import BodyGuard, validation_message
-from sync.protocol import EntryKind
+from sync.protocol import EntryKind, ErrorCode
 from terminal.api.cashier import cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
@@ -32,6 +33,7 @@ from terminal.ports import Cashier, Ledger, PosTill
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 MAX_BODY = 1024 * 1024  # a basket of 500 lines is ~50 KB; nothing the till takes is larger
+HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
 
 class LineIn(BaseModel):
@@ -218,6 +220,18 @@ def create_app(
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Unauthorized) -> JSONResponse:
         return _refuse(403, "unauthorized", "A valid API token is required for this action.")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """A path that is not there, a method its route does not take: the API's shape, with head office's codes."""
+        code = HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR).value
+        body = {"code": code, "message": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, __: Exception) -> JSONResponse:
+        """A bug: the traceback goes to the daemon's log (the server logs it after this answer), not to the caller."""
+        return _refuse(500, ErrorCode.INTERNAL.value, "The till hit an internal error (see its log).")
 
     @app.get("/v1/status")
     def status() -> dict[str, Any]:

@@ -216,3 +216,26 @@ def test_a_body_that_fails_its_schema_gets_the_stable_code_and_names_the_field(c
     assert client.post("/v1/sales", content=b"{", headers={"Content-Type": "application/json"}).json()["code"] == (
         "invalid_request"
     )
+
+
+def test_a_wrong_path_a_wrong_method_and_a_bug_answer_in_the_apis_shape(client: httpx.Client, till: Daemon) -> None:
+    """What the POS gets when it calls a route that is not there, with the wrong method, or hits a bug in the
+    daemon: ``{"code", "message"}`` with a stable code, as every refusal (never the framework's ``detail``)."""
+    txn = "01900000-0000-7000-8000-000000000000"
+    for method, path, status, code in (
+        ("POST", "/v1/sessions/total", 404, "not_found"),
+        ("POST", f"/v1/sales/{txn}%2Fvoid/refund", 404, "not_found"),  # a txn id holding a slash
+        ("GET", "/panel/no-such-file.js", 404, "not_found"),
+        ("GET", "/v1/sales", 405, "method_not_allowed"),
+    ):
+        reply = client.request(method, path, json={"lines": {"0": 1}})
+        assert (reply.status_code, reply.json()["code"]) == (status, code), (method, path, reply.text)
+        assert reply.json()["message"]
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("a bug")
+
+    till.status = broken  # type: ignore[method-assign]
+    reply = client.get("/v1/status")
+    assert (reply.status_code, reply.json()["code"]) == (500, "internal"), reply.text
+    assert "a bug" not in reply.text  # what went wrong is in the daemon's log, not in the answer
