@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.markup import escape
@@ -215,6 +216,12 @@ def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Re
     url, socket = cfg.local_api()
     with httpx.Client(transport=httpx.HTTPTransport(uds=socket) if socket else None) as client:
         return client.request(method, f"{url}{path}", **kwargs)
+
+
+def _segment(value: str) -> str:
+    """``value`` (a txn id as typed) as one segment of an API path: a '/', '?' or '#' in it cannot make the path
+    another route's (``refund 'TXN/void?'`` was a void of the whole sale); such an id names nothing (404)."""
+    return quote(value, safe="")
 
 
 def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -434,7 +441,7 @@ def refund(
         console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
         raise typer.Exit(2) from exc
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/refund", {"lines": lines})
+    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/refund", {"lines": lines})
     if as_json:
         show_json(answer)
     else:
@@ -460,7 +467,7 @@ def topup(
 def void_topup(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a top-up of this till (its business day only, while the member's balance still holds it)."""
     cfg = cli_config(config)
-    _show_topup(_api(cfg, "POST", f"/v1/topups/{txn_id}/void"), cfg, as_json)
+    _show_topup(_api(cfg, "POST", f"/v1/topups/{_segment(txn_id)}/void"), cfg, as_json)
 
 
 def _show_topup(answer: dict[str, Any], cfg: Config, as_json: bool) -> None:
@@ -506,7 +513,7 @@ def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", f"/v1/sales/{txn_id}/void")
+    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void")
     if as_json:
         show_json(answer)
     else:
@@ -1024,7 +1031,7 @@ def gift_refund(
     as_json: JsonOpt = False,
 ) -> None:
     """Give AMOUNT of what the card paid in TXN_ID back onto it."""
-    _gift(config, as_json, f"/v1/giftcards/{txn_id}/refund", {"amount": amount})
+    _gift(config, as_json, f"/v1/giftcards/{_segment(txn_id)}/refund", {"amount": amount})
 
 
 @gift_app.command("block")

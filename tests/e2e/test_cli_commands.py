@@ -260,6 +260,23 @@ def test_void_and_refund(chain: Chain) -> None:
     assert json.loads(ok(chain.cli("void", third["txn_id"], "--json")))["kind"] == "void"
 
 
+def test_a_transaction_id_is_one_path_segment_whatever_it_holds(chain: Chain) -> None:
+    """A txn id typed or pasted with a '/', '?' or '#' in it names no transaction: it never turns a refund of one
+    unit into a void of the whole sale (``/v1/sales/TXN/void?/refund``), or a top-up's void into another call."""
+    sale = json.loads(ok(chain.cli("sale", "1800", "--json")))
+    for command in (
+        ("refund", f"{sale['txn_id']}/void?", "--line", "0=1"),
+        ("void-topup", f"../sales/{sale['txn_id']}"),
+    ):
+        tried = chain.cli(*command)
+        assert tried.returncode == 1 and "not_found" in tried.stdout, (command, tried.stdout)
+    with chain.api() as api:
+        entries = api.get("/v1/events", params={"after": 0}).json()
+    assert not [e for e in entries if e.get("type") == "void" and e.get("voided_txn_id") == sale["txn_id"]]
+    refunded = json.loads(ok(chain.cli("refund", sale["txn_id"], "--line", "0=1", "--json")))
+    assert refunded["kind"] == "refund" and refunded["total"] == -1800  # the sale was still whole
+
+
 def test_scan_says_what_the_code_was_and_what_happened(chain: Chain) -> None:
     with chain.api() as api:
         assert api.post("/v1/session/new", json={}).status_code == 200
