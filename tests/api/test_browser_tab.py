@@ -124,3 +124,39 @@ def test_a_name_rebound_to_this_machine_is_refused_whatever_it_asks(till: Daemon
             assert '"bad_host"' in page.content(), path
     finally:
         browser.close()
+
+
+def test_a_page_opening_the_panel_with_guessed_codes_spends_no_try_of_the_code_out(till: Daemon) -> None:
+    """Any page can open ``/panel/#pair=NNNNNN`` (a kiosk starts paired that way). In a browser whose panel is
+    paired, such a link pairs nothing and tries nothing: five of them would otherwise drop the code a manager just
+    asked for, and the panel it opens stays the paired panel it was (it had stopped, neither paired nor pairing)."""
+    with chromium() as browser:
+        context = browser.new_context()
+        panel = paired_page_in(context, till)
+        code = pairing_code(till)  # the manager pairs a second device meanwhile
+        for guess in range(GUESSES):
+            opened = context.new_page()
+            opened.set_default_timeout(10_000)
+            opened.goto(f"{base_url(till)}/panel/#pair={guess:06d}")
+            opened.wait_for_selector("body[data-stream='open']")  # the paired panel, streaming
+            assert opened.evaluate("location.hash") == ""
+            opened.close()
+        panel.close()
+        # The code still works: a kiosk not paired yet starts paired with it, as the link says.
+        kiosk = browser.new_context().new_page()
+        kiosk.set_default_timeout(10_000)
+        kiosk.goto(f"{base_url(till)}/panel/#pair={code}")
+        kiosk.wait_for_selector("body[data-state='idle'][data-stream='open']")
+    assert len(till.pairing.devices()) == 2
+
+
+def paired_page_in(context: Any, daemon: Daemon) -> Any:
+    """A panel page of ``context`` paired by keyboard (the code typed, Enter): its token is the context's."""
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{base_url(daemon)}/panel/")
+    page.wait_for_selector("#pair-code:focus")
+    page.keyboard.type(pairing_code(daemon))
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-state='idle'][data-stream='open']")
+    return page

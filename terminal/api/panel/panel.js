@@ -506,8 +506,12 @@ async function main() {
   window.addEventListener("blur", reportFocus);
   setInterval(() => { if (document.hasFocus()) reportFocus(); }, 5000);
   setInterval(() => { if (token) refreshStatus(); }, 5000);
+  // A kiosk starts paired with #pair=CODE. Any page can open such a link: a panel already paired tries nothing
+  // (each wrong try counts against the code a manager just asked for) and stays the panel it is.
   const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("pair")) { history.replaceState(null, "", location.pathname); await pair(hash.get("pair")); if (token) return; }
+  const code = hash.get("pair");
+  if (code) history.replaceState(null, "", location.pathname);
+  if (code && !token) { await pair(code); if (token) return; }
   if (token) paired(); else unpaired();
 }
 
