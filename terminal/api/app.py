@@ -18,12 +18,12 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, Strict, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync.asgi import BodyGuard, validation_message
 from sync.protocol import EntryKind, ErrorCode
-from terminal.api.cashier import cashier_router, panel_files
+from terminal.api.cashier import Body, cashier_router, panel_files
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
 from terminal.credentials import parse_uid
@@ -36,14 +36,14 @@ MAX_BODY = 1024 * 1024  # a basket of 500 lines is ~50 KB; nothing the till take
 HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
 
-class LineIn(BaseModel):
+class LineIn(Body):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0, le=10_000)
     unit_price: int = Field(ge=0, le=10**12)
     category: str = ""
 
 
-class SaleIn(BaseModel):
+class SaleIn(Body):
     member_id: str | None = None
     """The member the cashier named; none (and no ``use_identified``) rings an anonymous sale."""
     use_identified: bool = False
@@ -75,7 +75,7 @@ class SaleIn(BaseModel):
         return self
 
 
-class TopupIn(BaseModel):
+class TopupIn(Body):
     member_id: str | None = Field(default=None, max_length=128)
     """The member whose stored value the money goes to; or ``use_identified`` (the last card tap)."""
     use_identified: bool = False
@@ -85,7 +85,7 @@ class TopupIn(BaseModel):
     """The POS's own id of this top-up: one recorded under it is answered again, never credited twice."""
 
 
-class VoucherSellIn(BaseModel):
+class VoucherSellIn(Body):
     value: int | None = Field(default=None, gt=0, le=10**12)
     """An amount voucher of this face value (minor units); or ``sku``."""
     sku: str | None = Field(default=None, min_length=1, max_length=64)
@@ -94,16 +94,16 @@ class VoucherSellIn(BaseModel):
     """The member whose wallet shows the voucher (optional)."""
 
 
-class VoucherCodeIn(BaseModel):
+class VoucherCodeIn(Body):
     code: str = Field(min_length=1, max_length=400)
     """The voucher's ``TPV1:`` text, as scanned or typed."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the voucher pays (redemption only)."""
 
 
-class RefundIn(BaseModel):
-    lines: dict[int, int] = Field(min_length=1)
-    """Line index (0-based, as in the sale) -> units returned."""
+class RefundIn(Body):
+    lines: dict[Annotated[int, Strict(False)], int] = Field(min_length=1)
+    """Line index (0-based, as in the sale) -> units returned. The index is an object key, so text ("0")."""
 
 
 class Unauthorized(Exception):
@@ -118,22 +118,22 @@ class BadRequest(Exception):
         self.code, self.message = code, message
 
 
-class GiftAmountIn(BaseModel):
+class GiftAmountIn(Body):
     amount: int = Field(gt=0, le=10**12)
     """Minor units: what the POS took (a sale, a load), what the card pays, or what goes back on it."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the card pays (a payment only)."""
 
 
-class GiftBlockIn(BaseModel):
+class GiftBlockIn(Body):
     reason: str = Field(default="", max_length=200)
 
 
-class TapIn(BaseModel):
+class TapIn(Body):
     uid: str
 
 
-class ScanIn(BaseModel):
+class ScanIn(Body):
     text: str = Field(min_length=1, max_length=4096)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
@@ -39,60 +39,67 @@ ActionName = Literal[
 ]
 
 
-class LineIn(BaseModel):
+class Body(BaseModel):
+    """A request body of the local API, read strictly: ``true`` is not 1, ``"2500"`` not an amount and ``1.0`` not
+    a quantity; a POS sending one has a bug, named with the field (422 ``invalid_request``), not guessed at."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class LineIn(Body):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0, le=10_000)
     unit_price: int = Field(ge=0, le=10**12)
     category: str = Field(default="", max_length=64)
 
 
-class BasketIn(BaseModel):
+class BasketIn(Body):
     lines: list[LineIn] = Field(min_length=1, max_length=500)
 
 
-class TotalIn(BaseModel):
+class TotalIn(Body):
     amount: int = Field(gt=0, le=10**12)
     """The total typed in by the cashier, in minor units."""
 
 
-class IdentifyIn(BaseModel):
+class IdentifyIn(Body):
     member_id: str | None = Field(default=None, min_length=1, max_length=64)
     code: str | None = Field(default=None, min_length=1, max_length=4096)
     """A member code as scanned (``TPM2:...``, signed), or a member number printed on a card."""
 
 
-class CouponIn(BaseModel):
+class CouponIn(Body):
     code: str = Field(min_length=1, max_length=4096)
     """A coupon code as scanned (``TPC1:...``) or a coupon id as printed."""
 
 
-class CouponOut(BaseModel):
+class CouponOut(Body):
     coupon_id: str = Field(min_length=1, max_length=256)
 
 
-class RewardIn(BaseModel):
+class RewardIn(Body):
     reward_id: str = Field(min_length=1, max_length=48)
 
 
-class PayIn(BaseModel):
+class PayIn(Body):
     redeem: int | None = Field(default=None, ge=-1, le=10**12)
     """Points to pay with (-1: as many as allowed; none: the till's default)."""
 
 
-class ActionIn(BaseModel):
+class ActionIn(Body):
     action: ActionName
 
 
-class ScanIn(BaseModel):
+class ScanIn(Body):
     text: str = Field(min_length=1, max_length=4096)
 
 
-class PairIn(BaseModel):
+class PairIn(Body):
     code: str = Field(min_length=1, max_length=16)
     name: str = Field(default="device", max_length=64)
 
 
-class FocusIn(BaseModel):
+class FocusIn(Body):
     focused: bool
 
 
@@ -296,4 +303,4 @@ def panel_files() -> PanelFiles:
     return PanelFiles(directory=PANEL_DIR, html=True)
 
 
-__all__ = ["PANEL_DIR", "cashier_router", "panel_files"]
+__all__ = ["PANEL_DIR", "Body", "cashier_router", "panel_files"]

@@ -239,3 +239,42 @@ def test_a_wrong_path_a_wrong_method_and_a_bug_answer_in_the_apis_shape(client: 
     reply = client.get("/v1/status")
     assert (reply.status_code, reply.json()["code"]) == (500, "internal"), reply.text
     assert "a bug" not in reply.text  # what went wrong is in the daemon's log, not in the answer
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("/v1/sales", {"lines": [{"sku": "TEA", "quantity": True, "unit_price": 300}]}, "quantity"),
+        ("/v1/sales", {"lines": [{"sku": "TEA", "quantity": "2", "unit_price": 300}]}, "quantity"),
+        ("/v1/sales", {"lines": [{"sku": "TEA", "quantity": 1, "unit_price": "300"}]}, "unit_price"),
+        ("/v1/sales", {"lines": [{"sku": "TEA", "quantity": 1.0, "unit_price": 300}]}, "quantity"),
+        ("/v1/sales", {"lines": [{"sku": 7, "quantity": 1, "unit_price": 300}]}, "sku"),
+        (
+            "/v1/sales",
+            {"member_id": "M-1", "lines": [{"sku": "TEA", "quantity": 1, "unit_price": 300}], "redeem": "-1"},
+            "redeem",
+        ),
+        (
+            "/v1/sales",
+            {"lines": [{"sku": "TEA", "quantity": 1, "unit_price": 300}], "use_identified": "false"},
+            "use_identified",
+        ),
+        ("/v1/topups", {"member_id": "M-1", "amount": True}, "amount"),
+        ("/v1/session/total", {"amount": "2500"}, "amount"),
+        ("/v1/session/pay", {"redeem": False}, "redeem"),
+        ("/v1/giftcards/sell", {"amount": 50.0}, "amount"),
+        ("/v1/vouchers/sell", {"value": "2500"}, "value"),
+        ("/v1/sales/01900000-0000-7000-8000-000000000000/refund", {"lines": {"0": True}}, "lines.0:"),
+        ("/v1/sales/01900000-0000-7000-8000-000000000000/refund", {"lines": {"0": "1"}}, "lines.0:"),
+    ],
+)
+def test_a_number_or_flag_sent_as_another_type_is_refused_not_read_as_one(
+    client: httpx.Client, till: Daemon, path: str, body: dict[str, object], field: str
+) -> None:
+    """``true`` is not one unit, ``"2500"`` not an amount, ``1.0`` not a quantity: a POS sending one has a bug
+    the till names (422 ``invalid_request`` and the field), never a sale, a top-up or a refund of what it guessed."""
+    seq = till.store.max_seq() if till.store is not None else 0
+    reply = client.post(path, json=body)
+    assert (reply.status_code, reply.json()["code"]) == (422, "invalid_request"), reply.text
+    assert field in reply.json()["message"]
+    assert till.store is not None and till.store.max_seq() == seq  # nothing recorded
