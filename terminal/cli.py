@@ -112,26 +112,28 @@ def _signal_waiter(
 
 
 def _print_event(event: dict[str, Any]) -> None:
+    """One line of the console's event log. Every value is printed as text: a member's name, a POS's sku in a
+    refusal or a reader's detail holding "[/x]" is not console markup (it raised, and the sale's answer with it)."""
     kind = event["type"]
+    e = {k: escape(str(v)) for k, v in event.items()}
     if kind == "member":
         console.print(
-            f"[cyan]tap[/] {event['reader']}: [bold]{event['name']}[/] ({event['member_id']}, "
-            f"{event['tier']}) {event['points']} pt"
+            f"[cyan]tap[/] {e['reader']}: [bold]{e['name']}[/] ({e['member_id']}, {e['tier']}) {e['points']} pt"
         )
     elif kind in ("sale", "void", "refund"):
         member = (
-            f"{event['member_id']}: points {event['points_delta']:+d} -> balance {event['points_balance']}"
+            f"{e['member_id']}: points {event['points_delta']:+d} -> balance {e['points_balance']}"
             if event.get("member_id")
             else "no member"
         )
-        console.print(f"[green]{kind}[/] #{event['seq']} {event['txn_id']} total {event['total']}; {member}")
+        console.print(f"[green]{kind}[/] #{e['seq']} {e['txn_id']} total {e['total']}; {member}")
     elif kind == "rejected":
-        console.print(f"[red]rejected[/] {event['code']}: {event['message']}")
+        console.print(f"[red]rejected[/] {e['code']}: {e['message']}")
     elif kind == "sync":
-        state = "ok" if event["ok"] else f"[yellow]offline[/] ({event['error']})"
-        console.print(f"[magenta]sync[/] {state} {event.get('pushed', '')} {event.get('pulled', '')}".rstrip())
+        state = "ok" if event["ok"] else f"[yellow]offline[/] ({e['error']})"
+        console.print(f"[magenta]sync[/] {state} {e.get('pushed', '')} {e.get('pulled', '')}".rstrip())
     elif kind == "reader":
-        console.print(f"[blue]reader[/] {event['reader']} {event['kind']} {event.get('detail', '')}")
+        console.print(f"[blue]reader[/] {e['reader']} {e['kind']} {e.get('detail', '')}")
 
 
 def run_daemon(

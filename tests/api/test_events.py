@@ -11,8 +11,11 @@ from typing import Any
 import httpx
 
 from terminal.api.events import EventHub, sse
+from terminal.cli import _print_event
 from terminal.daemon import Daemon
-from tests.api.stack import base_url
+from terminal.model import Member
+from tests.api.stack import AIKO_UID, base_url
+from tests.waiting import wait_until
 
 
 def ring(events: list[dict[str, Any]]) -> Any:
@@ -144,3 +147,27 @@ def test_sse_over_http_carries_taps_and_session_changes(till: Daemon) -> None:
     # A client that reconnects gets what it missed.
     resumed = read_events(url, token, 1, headers={"Last-Event-ID": str(got[0]["id"])}, types="session")
     assert resumed[0]["id"] == got[1]["id"]
+
+
+def test_the_consoles_event_lines_take_names_and_refusals_as_text(till: Daemon, capsys: Any) -> None:
+    """``tillpoint run`` in a terminal (and the demo) print each event: a member's own name or a POS's sku holding
+    what looks like console markup ("[/x]") is printed as it is, and never turns a tap or a refusal into an error."""
+    till.subscribers.append(_print_event)
+    token = {"Authorization": f"Bearer {till.api_token}"}
+    url = base_url(till)
+    bad = {"lines": [{"sku": "[/x]", "quantity": 1, "unit_price": 100, "category": "c" * 65}]}
+    refused = httpx.post(f"{url}/v1/sales", json=bad, headers=token, timeout=5)
+    assert (refused.status_code, refused.json()["code"]) == (409, "invalid_basket"), refused.text
+
+    assert till.store is not None
+    till.store.apply_changes([Member("M-1", "[/x] Aiko", "gold", 1200)], [], [], 2)  # the name she joined with
+    tapped = httpx.post(f"{url}/v1/sim/tap", json={"uid": AIKO_UID.hex()}, headers=token, timeout=5)
+    assert tapped.status_code == 202, tapped.text
+
+    def identified() -> bool:
+        member = httpx.get(f"{url}/v1/session", headers=token, timeout=5).json()["member"]
+        return member is not None and member["member_id"] == "M-1"
+
+    wait_until(identified, what="the tap to identify Aiko")
+    printed = capsys.readouterr().out
+    assert "[/x] Aiko" in printed and "Line '[/x]'" in printed
