@@ -562,7 +562,8 @@ class Session:
 
     def topup(self) -> dict[str, Any]:
         """Sell stored value to the identified member: the amount typed as the total, which the POS took
-        (docs/stored-value.md). Head office's limits for this till decide; a refusal shows its code."""
+        (docs/stored-value.md); never a basket the POS sent (its money paid for goods). Head office's limits for this
+        till decide; a refusal shows its code."""
         with self._lock:
             s = self._sale
             if s.state in (State.PAYMENT, State.DONE) or s.awaiting is not None:
@@ -571,6 +572,8 @@ class Session:
                 )
             if s.member is None or s.basket is None:
                 self._refuse(Code.SESSION_BUSY, "A top-up needs the member identified and the amount typed.")
+            if s.basket_source != "typed":  # the POS took the basket's money for its goods
+                self._refuse(Code.SESSION_BUSY, "A top-up is the amount typed (the total key), not the POS's basket.")
             member_id, amount = s.member.member_id, s.basket.total
             receipt = self._call(lambda: self.till.topup(member_id, amount))
             s.receipt, s.state, s.error = receipt, State.DONE, None

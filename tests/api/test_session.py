@@ -342,3 +342,16 @@ def test_a_topup_from_the_session_and_its_void(session: Session, service: Servic
     session.set_total(5001)
     refused(Code.TOPUP_LIMIT_TRANSACTION, session.press, Action.TOPUP)
     assert store.stored_value("M-1") == 0
+
+
+def test_a_topup_is_the_amount_typed_never_the_pos_basket(session: Session, service: Service, store: Store) -> None:
+    """F3 with the POS's basket of goods in (not a total typed with F8) credits nothing: the POS took that money for
+    the goods, and a slip of the key (or a cashier's choice) would put it on the member's account as well."""
+    store.set_state(last_sync_ok=utc_iso(NOW), offline_since=None)
+    policy = {"enabled": True, "per_transaction": 5000, "per_day": 8000, "per_member_day": 5000, "offline_total": 0}
+    store.apply_changes([], [], [], 2, CacheDocs(topup_policy=json.dumps(policy)))
+    session.identify("M-1")
+    session.set_basket([Line("LATTE", 2, 450, "coffee")])
+    refused(Code.SESSION_BUSY, session.press, Action.TOPUP)
+    assert store.stored_value("M-1") == 0 and service.store.entries() == []
+    assert session.snapshot()["state"] == "member"  # the sale goes on: pay it as usual
