@@ -609,7 +609,7 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "Confirm the sale first: a gift card pays what the POS collects.")
             if s.state is State.DONE and self._left() > 0:
                 s.awaiting = Awaiting.GIFT_PAY
-            elif s.state is State.DONE or s.basket is None:
+            elif s.state is State.DONE or s.basket is None or s.basket_source != "typed":  # a POS basket paid goods
                 self._refuse(Code.SESSION_BUSY, "Type the amount to put on the gift card first.")
             else:
                 s.awaiting = Awaiting.GIFT_SELL
@@ -643,7 +643,7 @@ class Session:
         with self._lock:
             s = self._sale
             gifts = self._gift_desk()
-            if s.awaiting is Awaiting.GIFT_SELL and s.basket is not None:
+            if s.awaiting is Awaiting.GIFT_SELL and s.basket is not None and s.basket_source == "typed":
                 amount = s.basket.total
                 card = self._call(lambda: _gift_card_or_none(gifts, read))
                 sells = card is None or card.state is gc.State.CLEARED

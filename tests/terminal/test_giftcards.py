@@ -17,7 +17,7 @@ from terminal import payments as pay
 from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
 from terminal.errors import Code, Rejected
-from terminal.model import Card, CardRead, Member, utc_iso
+from terminal.model import Card, CardRead, Line, Member, utc_iso
 from terminal.ports import CacheDocs
 from terminal.service import Service
 from terminal.session import Action, Session
@@ -317,3 +317,21 @@ def test_a_payment_pushed_before_the_next_pull_still_comes_off_the_balance(till:
     pulled = json.dumps({**held, "balance": 1000})
     till.store.apply_changes([], [], [], 4, CacheDocs(gift_cards=[(card.card_id, pulled)]), till.store.max_seq())
     assert till.gift_card(card.tap()).balance == 1000
+
+
+def test_the_gift_card_key_sells_the_amount_typed_never_the_pos_basket(till: Service) -> None:
+    """F1 before a sale with the POS's basket of goods in (not a total typed with F8) arms nothing: the POS took
+    that money for the goods, and a card sold or loaded with it would hold it as well."""
+    session = Session(till, Checkout(till), gifts=till)
+    session.set_basket([Line("LATTE", 2, 450, "coffee")])
+    with pytest.raises(Rejected) as caught:
+        session.press(Action.GIFT)
+    assert caught.value.code is Code.SESSION_BUSY and not session.wants_gift_tap()
+    assert till.store.max_seq() == 0
+    # Typed, armed, and then the POS sends its basket before the tap: the tap sells nothing either.
+    session.set_total(2000)
+    session.press(Action.GIFT)
+    session.set_basket([Line("LATTE", 2, 450, "coffee")])
+    with pytest.raises(Rejected):
+        session.gift_tap(Plastic(bytes.fromhex("04B1B2C3D4E5F8")).tap())
+    assert till.store.max_seq() == 0
