@@ -48,13 +48,14 @@ if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
 fi
 say() { echo "tillpoint install: $*"; }
 
-# 1. Debian packages: Python, pcscd (PC/SC readers), and what pyscard needs to build (no Linux wheel).
+# 1. Debian packages: Python, pcscd (PC/SC readers), and what pyscard needs to build (no Linux wheel):
+# python3's headers (python3-dev), libpcsclite-dev, swig and gcc.
 if [ "$apt" = 1 ]; then
   say "installing Debian packages"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends python3 python3-venv pcscd libpcsclite1 libpcsclite-dev \
-    swig gcc >/dev/null
+  apt-get install -y -qq --no-install-recommends python3 python3-venv python3-dev pcscd libpcsclite1 \
+    libpcsclite-dev swig gcc >/dev/null
 fi
 
 # 2. The application, in its own virtualenv.

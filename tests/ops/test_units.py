@@ -104,6 +104,24 @@ def test_install_files_agree_with_each_other() -> None:
     assert f"d /var/lib/tillpoint/data       0700 {user} {user}" in tmpfiles
 
 
+def install_sh_debian_packages() -> list[str]:
+    """The Debian packages install.sh's apt-get line installs (its continuation lines joined)."""
+    script = (SYSTEMD / "install.sh").read_text().replace("\\\n", " ")
+    found = re.search(r"apt-get install -y -qq --no-install-recommends ([^>\n]+)", script)
+    assert found, "no apt-get install line in install.sh"
+    return found.group(1).split()
+
+
+def test_install_sh_installs_what_the_from_source_extensions_build_against() -> None:
+    """pyscard has no Linux wheel: pip builds it in the new virtualenv against Debian's python3 headers
+    (python3-dev), which a fresh Debian 12 lacks. install.sh and docs/install.md's step 1 name the same list."""
+    packages = install_sh_debian_packages()
+    assert {"python3-dev", "gcc", "swig", "libpcsclite-dev"} <= set(packages), packages
+    step = re.search(r"^1\. `apt-get install ([^`]+)`", (ROOT / "docs/install.md").read_text(), re.M)
+    assert step, "docs/install.md has no step 1 naming the Debian packages"
+    assert step.group(1).split() == packages, "docs/install.md's step 1 and install.sh install different packages"
+
+
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(SYSTEMD / name), *args], capture_output=True, text=True, timeout=120, check=False
