@@ -48,14 +48,15 @@ if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
 fi
 say() { echo "tillpoint install: $*"; }
 
-# 1. Debian packages: Python, pcscd (PC/SC readers), and what pyscard needs to build (no Linux wheel):
-# python3's headers (python3-dev), libpcsclite-dev, swig and gcc.
+# 1. Debian packages: Python, pcscd (PC/SC readers), and what pyscard and evdev (the global hotkeys,
+# keyboard-wedge scanners) need to build, having no Linux wheel: python3's headers (python3-dev),
+# libpcsclite-dev, swig, gcc and the Linux headers (linux-libc-dev).
 if [ "$apt" = 1 ]; then
   say "installing Debian packages"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends python3 python3-venv python3-dev pcscd libpcsclite1 \
-    libpcsclite-dev swig gcc >/dev/null
+    libpcsclite-dev swig gcc linux-libc-dev >/dev/null
 fi
 
 # 2. The application, in its own virtualenv.
@@ -63,7 +64,7 @@ if [ "$venv" = 1 ]; then
   say "building $root$prefix/venv from $source_dir"
   python3 -m venv "$root$prefix/venv"
   "$root$prefix/venv/bin/python" -m pip install -q --upgrade pip
-  "$root$prefix/venv/bin/python" -m pip install -q "$source_dir[pcsc]"
+  "$root$prefix/venv/bin/python" -m pip install -q "$source_dir[pcsc,wedge]"
 fi
 install -d -m 0755 "$root$prefix/share/doc"
 install -m 0644 "$source_dir"/docs/*.md "$root$prefix/share/doc/"

@@ -7,8 +7,9 @@
 #   --out DIR   where the .deb goes (default: dist/ in the checkout); its path is printed last
 #   --xz        compress with xz (a third smaller, a minute slower) instead of gzip -1
 #
-# Needs Debian 12 (python3 3.11) with python3-pip, python3-dev, dpkg-dev, libpcsclite-dev, swig
-# and gcc (pyscard builds from source), and PyPI (or pip's cache) for the Python dependencies.
+# Needs Debian 12 (python3 3.11) with python3-pip, python3-dev, dpkg-dev, libpcsclite-dev, swig,
+# gcc and linux-libc-dev (pyscard and evdev build from source), and PyPI (or pip's cache) for the
+# Python dependencies.
 #
 # The version is terminal/__init__.py's __version__ and nothing else. TILLPOINT_DEB_VERSION, when
 # set, replaces the package's version (the package tests build an "upgrade" of the same tree).
@@ -44,6 +45,8 @@ python=/usr/bin/python3
 for tool in dpkg-deb dpkg-shlibdeps; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing: apt-get install dpkg-dev" >&2; exit 1; }
 done
+[ -f /usr/include/linux/input.h ] ||
+  { echo "build.sh: the Linux headers evdev builds against are missing: apt-get install linux-libc-dev" >&2; exit 1; }
 
 upstream="$("$python" - "$src/terminal/__init__.py" <<'PY'
 import ast, sys
@@ -77,10 +80,12 @@ wheel="$(echo "$work"/wheel/tillpoint-*.whl)"
 
 # 2. The application and its dependencies, for Debian's python3. No byte-code: postinst compiles it.
 say "installing it with its dependencies into /opt/tillpoint/lib"
-# pyscard has no Linux wheel: build it here, for this python3, never from a wheel cached elsewhere.
+# pyscard (PC/SC readers) and evdev (the global hotkeys and keyboard-wedge scanners: the unit's
+# SupplementaryGroups=input) have no Linux wheel: build them here, for this python3, never from a
+# wheel cached elsewhere.
 # Head office's PostgreSQL driver without its binary wheel (which bundles libpq and OpenSSL): Debian's libpq5.
 "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
-  --no-binary pyscard --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc]" "psycopg>=3.1" psycopg-pool
+  --no-binary pyscard,evdev --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc,wedge]" "psycopg>=3.1" psycopg-pool
 rm -rf "$pkg/opt/tillpoint/lib/bin"  # console scripts with absolute shebangs; the launcher replaces them
 # Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite.
 # A fifth of the modules postinst would compile and lintian would read.

@@ -113,10 +113,13 @@ def install_sh_debian_packages() -> list[str]:
 
 
 def test_install_sh_installs_what_the_from_source_extensions_build_against() -> None:
-    """pyscard has no Linux wheel: pip builds it in the new virtualenv against Debian's python3 headers
-    (python3-dev), which a fresh Debian 12 lacks. install.sh and docs/install.md's step 1 name the same list."""
+    """pyscard (PC/SC) and evdev (the global hotkeys the unit's SupplementaryGroups=input is for, and wedge
+    scanners) have no Linux wheel: pip builds them in the new virtualenv against Debian's python3 headers
+    (python3-dev) and the Linux headers (linux-libc-dev), which a fresh Debian 12 lacks. install.sh and
+    docs/install.md's step 1 name the same list."""
     packages = install_sh_debian_packages()
-    assert {"python3-dev", "gcc", "swig", "libpcsclite-dev"} <= set(packages), packages
+    assert {"python3-dev", "gcc", "swig", "libpcsclite-dev", "linux-libc-dev"} <= set(packages), packages
+    assert '"$source_dir[pcsc,wedge]"' in (SYSTEMD / "install.sh").read_text(), "install.sh leaves out evdev"
     step = re.search(r"^1\. `apt-get install ([^`]+)`", (ROOT / "docs/install.md").read_text(), re.M)
     assert step, "docs/install.md has no step 1 naming the Debian packages"
     assert step.group(1).split() == packages, "docs/install.md's step 1 and install.sh install different packages"
