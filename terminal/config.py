@@ -597,7 +597,7 @@ def _door_apart(cfg: Config) -> Config:
     shared = sorted(set(cfg.reader.devices) & set(cfg.door.devices))
     if shared:
         raise ConfigError("door.devices", f"a reader that is not also in [reader] devices (got {shared[0]!r} in both)")
-    return _printer_whole(_ca_file_there(_plain_http_here(cfg)))
+    return _printer_whole(_ca_file_there(_plain_http_here(_hq_named(cfg))))
 
 
 def _printer_whole(cfg: Config) -> Config:
@@ -613,6 +613,20 @@ def _printer_whole(cfg: Config) -> Config:
         raise ConfigError(
             "printer.listen",
             f"where the POS prints (tcp:HOST:PORT, serial:PORT, device:PATH) for target = {printer.target!r}",
+        )
+    return cfg
+
+
+def _hq_named(cfg: Config) -> Config:
+    """A head office under a name that never resolves (``.invalid``, RFC 6761) is the shipped file's placeholder:
+    the package enables the till at install, so a start before the file is edited (a reboot) would run terminal
+    T-001 syncing with nowhere, on a card-hash key of its own."""
+    where = (urlsplit(cfg.hq.url).hostname or "").rstrip(".")
+    if where == "invalid" or where.endswith(".invalid"):
+        raise ConfigError(
+            "hq.url",
+            f"your head office's address, not the placeholder of the installed file (got {cfg.hq.url!r}: an "
+            "'.invalid' name never resolves); set terminal.id, terminal.store_id and hq.url, then start the till",
         )
     return cfg
 

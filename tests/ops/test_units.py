@@ -88,14 +88,16 @@ def test_till_unit_is_notify_with_watchdog_and_device_access() -> None:
     assert s["ProtectSystem"] == ["strict"] and s["DevicePolicy"] == ["closed"]
 
 
-def test_install_files_agree_with_each_other() -> None:
+def test_install_files_agree_with_each_other(tmp_path: Path) -> None:
     unit = unit_settings("tillpoint.service")
     sysusers = (SYSTEMD / "tillpoint.sysusers").read_text()
     user = unit["User"][0]
     assert re.search(rf"^u {user} ", sysusers, re.M), "the unit's User= is not made by sysusers.d"
     assert f'subject.user == "{user}"' in (SYSTEMD / "tillpoint-pcscd.polkit.rules").read_text()
     assert "org.debian.pcsc-lite.access_pcsc" in (SYSTEMD / "tillpoint-pcscd.polkit.rules").read_text()
-    example = load(SYSTEMD / "tillpoint.toml")  # the shipped config validates
+    edited = tmp_path / "tillpoint.toml"  # the shipped config validates once head office's address is set
+    edited.write_text((SYSTEMD / "tillpoint.toml").read_text().replace("hq.example.invalid", "hq.chain.example"))
+    example = load(edited)
     state = ["/var/lib/" + d for d in unit["StateDirectory"][0].split()]
     assert str(example.data_dir) in state and str(example.card_key_path.parent) in state
     assert not example.hq.token_file  # <data_dir>/hq.token: writable, so the daemon can rotate it

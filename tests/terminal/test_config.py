@@ -133,6 +133,28 @@ def test_head_office_over_plain_http_only_on_this_machine(url: str, allowed: boo
         assert config.validate({"hq": {"url": url, "allow_plain_http": True}}).hq.allow_plain_http
 
 
+def test_the_placeholder_head_office_of_the_installed_file_never_runs(tmp_path: Path) -> None:
+    """The package enables the till at install with systemd/tillpoint.toml as the config: a start before it is edited
+    (a reboot) ran terminal T-001 of store S-001 syncing with nowhere, and made a card-hash key of its own."""
+    with pytest.raises(ConfigError, match="placeholder") as info:
+        config.load(ROOT / "systemd/tillpoint.toml")
+    assert info.value.key == "hq.url" and info.value.code is None
+    for url in ("https://hq.example.invalid:8443/", "https://invalid", "https://HQ.EXAMPLE.INVALID."):
+        with pytest.raises(ConfigError, match="placeholder"):
+            config.validate({"hq": {"url": url}})
+    edited = tmp_path / "till.toml"
+    edited.write_text(_shipped())
+    assert config.load(edited).hq.url == "https://hq.chain.example"
+    assert config.validate({"hq": {"url": "https://invalid.example.com"}}).hq.url == "https://invalid.example.com"
+
+
+def _shipped() -> str:
+    """systemd/tillpoint.toml with head office's address set, as docs/install.md says to."""
+    text = (ROOT / "systemd/tillpoint.toml").read_text()
+    assert 'url = "https://hq.example.invalid"' in text
+    return text.replace('url = "https://hq.example.invalid"', 'url = "https://hq.chain.example"')
+
+
 def test_a_ca_bundle_named_must_be_there(tmp_path: Path) -> None:
     """A missing CA file failed every request to head office, and doctor, with a traceback: it is a
     configuration error naming the key."""
@@ -211,7 +233,7 @@ def test_a_config_cut_in_the_middle_of_a_line_never_runs_on_a_value_it_did_not_s
     when that line gives a number: ``port = 8731`` cut to ``port = 87``. Cut at every character of the file the
     package installs and of the documented reference: each cut is refused, or every value it holds is the whole
     file's (what a cut at a line boundary loses is ``check_held``'s to refuse)."""
-    whole = _documented() if shipped.endswith(".md") else (ROOT / shipped).read_text()
+    whole = _documented() if shipped.endswith(".md") else _shipped()
     full = tomllib.loads(whole)
     path = tmp_path / "till.toml"
     refused = 0
