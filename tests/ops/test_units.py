@@ -106,6 +106,18 @@ def test_install_files_agree_with_each_other(tmp_path: Path) -> None:
     assert f"d /var/lib/tillpoint/data       0700 {user} {user}" in tmpfiles
 
 
+def test_head_office_writes_its_migration_backup_where_the_unit_lets_it() -> None:
+    """A migration on PostgreSQL first runs pg_dump into $TILLPOINT_HQ_BACKUP_DIR, else the working directory: a
+    service's is "/", read-only under ProtectSystem=strict, so every start with a migration to apply stopped with
+    backup_failed. It must be the unit's state directory (the only place it may write)."""
+    s = unit_settings("tillpoint-hq.service")
+    assert s["ProtectSystem"] == ["strict"]
+    env = dict(v.split("=", 1) for line in s.get("Environment", []) for v in line.split())
+    backups = env.get("TILLPOINT_HQ_BACKUP_DIR") or (s.get("WorkingDirectory") or ["/"])[-1]
+    writable = ["/var/lib/" + d for d in s["StateDirectory"][0].split()]
+    assert backups in writable, f"a migration's pg_dump would write to {backups}, not to {writable}"
+
+
 def install_sh_debian_packages() -> list[str]:
     """The Debian packages install.sh's apt-get line installs (its continuation lines joined)."""
     script = (SYSTEMD / "install.sh").read_text().replace("\\\n", " ")
