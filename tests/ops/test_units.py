@@ -3,6 +3,7 @@ other; install.sh and uninstall.sh work into a scratch root, and uninstall keeps
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -116,6 +117,41 @@ def test_head_office_writes_its_migration_backup_where_the_unit_lets_it() -> Non
     backups = env.get("TILLPOINT_HQ_BACKUP_DIR") or (s.get("WorkingDirectory") or ["/"])[-1]
     writable = ["/var/lib/" + d for d in s["StateDirectory"][0].split()]
     assert backups in writable, f"a migration's pg_dump would write to {backups}, not to {writable}"
+
+
+def test_the_documented_head_office_drop_in_gives_it_the_card_key(tmp_path: Path) -> None:
+    """docs/install.md's drop-in for head office's server: systemd reads the key as root and hands the dynamic
+    user a copy (the user reads nothing of /etc/tillpoint), and the unit's own command gets --card-key-file."""
+    doc = (ROOT / "docs/install.md").read_text()
+    found = re.search(
+        r"sudo tee (/etc/systemd/system/tillpoint-hq\.service\.d/\S+) >/dev/null <<'END'\n(.*?)\nEND\n", doc, re.S
+    )
+    assert found, "docs/install.md has no drop-in for tillpoint-hq.service"
+    drop_in = found.group(2) + "\n"
+    lines = drop_in.splitlines()
+    unit = unit_settings("tillpoint-hq.service")
+    assert lines[:3] == ["[Service]", lines[1], "ExecStart="] and lines[1].startswith("LoadCredential=card-hash.key:")
+    key = lines[1].split(":", 1)[1]
+    assert f"sudo install -m 0600 card-hash.key {key}\n" in doc
+    assert lines[3] == f"ExecStart={unit['ExecStart'][0]} --card-key-file %d/card-hash.key"
+    # systemd-analyze verify reads the unit with the drop-in beside it (its own console script for ExecStart).
+    exe = Path(sys.executable).parent / "tillpoint"
+    (tmp_path / "tillpoint-hq.service.d").mkdir()
+    (tmp_path / "tillpoint-hq.service").write_text(
+        (SYSTEMD / "tillpoint-hq.service").read_text().replace(INSTALLED_EXE, str(exe))
+    )
+    (tmp_path / "tillpoint-hq.service.d" / Path(found.group(1)).name).write_text(
+        drop_in.replace(INSTALLED_EXE, str(exe))
+    )
+    done = subprocess.run(
+        [analyze(), "verify", str(tmp_path / "tillpoint-hq.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
 
 def install_sh_debian_packages() -> list[str]:
