@@ -107,6 +107,24 @@ def test_install_files_agree_with_each_other(tmp_path: Path) -> None:
     assert f"d /var/lib/tillpoint/data       0700 {user} {user}" in tmpfiles
 
 
+def test_a_configuration_error_stops_the_till_instead_of_restarting_it_every_2_s(tmp_path: Path) -> None:
+    """Restart=on-failure with no start limit restarted a till whose config is wrong (the installed file not yet
+    edited, after a reboot) every 2 s for ever, each time logging the same error. `tillpoint run` exits 2 on a
+    configuration error and only then; the unit does not restart on it."""
+    s = unit_settings("tillpoint.service")
+    assert s["Restart"] == ["on-failure"] and s["StartLimitIntervalSec"] == ["0"]
+    assert "2" in " ".join(s.get("RestartPreventExitStatus", [])).split()
+    done = subprocess.run(
+        [sys.executable, "-m", "tillpoint.cli", "run", "--config", str(SYSTEMD / "tillpoint.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "config key 'hq.url'" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
 def test_head_office_writes_its_migration_backup_where_the_unit_lets_it() -> None:
     """A migration on PostgreSQL first runs pg_dump into $TILLPOINT_HQ_BACKUP_DIR, else the working directory: a
     service's is "/", read-only under ProtectSystem=strict, so every start with a migration to apply stopped with
