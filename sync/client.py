@@ -233,6 +233,19 @@ def terminal_info(
     return info
 
 
+def _owned_as(fd: int, path: Path) -> None:
+    """Give the file open at ``fd`` the owner of ``path``, or of its directory when there is none yet. Only root
+    may give a file away: anyone else keeps it as their own (their token file, or their data directory)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = os.stat(path.parent)
+    try:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    except OSError:  # not root (EPERM), or an owner this namespace cannot name (EINVAL)
+        pass
+
+
 def read_token_file(path: Path) -> str:
     """The credential in ``path`` ("" when it cannot be read: the token in use stays)."""
     try:
@@ -242,11 +255,16 @@ def read_token_file(path: Path) -> str:
 
 
 def write_token_file(path: Path, token: str) -> None:
-    """Replace the credential file atomically (mode 0600, fsync'd): a crash leaves the old or the new token."""
+    """Replace the credential file atomically (mode 0600, fsync'd): a crash leaves the old or the new token.
+
+    The new file keeps the owner of the one it replaces (else of its directory): an operator's ``sudo tillpoint
+    sync --now --rotate`` or ``sudo tillpoint enrol`` wrote it as root's, and the daemon, running as its own user,
+    could no longer read its credential (head office had retired the old one; the next start failed on it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        _owned_as(handle.fileno(), path)
         handle.write(token + "\n")
         handle.flush()
         os.fsync(handle.fileno())

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 
-from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient
+from sync.client import HqFailed, HqRejected, HqUnreachable, SyncClient, read_token_file, write_token_file
 from sync.protocol import TillHealth
 from terminal.model import JournalEntry, Member
 from terminal.store import Store
@@ -298,3 +299,31 @@ def test_a_duplicate_sent_again_marks_no_later_entry_head_office_holds_another_o
     assert pushed == [[1, 2, 3], [1], [2], [4, 5]]
     assert [(e.seq, e.txn_id) for e in store.entries()] == [(1, "tx1"), (4, "tx2"), (5, "tx3")]
     assert store.pending_count() == 0
+
+
+def test_a_token_file_replaced_keeps_its_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sudo tillpoint sync --now --rotate` (or `enrol`) wrote the new credential as root's 0600 file: the daemon, as
+    its own user, could not read it once head office retired the old token, nor start again. The new file is given
+    the owner of the one it replaces, else of the directory (the service's data directory)."""
+    given: list[tuple[int, int, int]] = []
+    real_fchown = os.fchown
+
+    def fchown(fd: int, uid: int, gid: int) -> None:
+        given.append((os.fstat(fd).st_ino, uid, gid))
+        real_fchown(fd, uid, gid)
+
+    monkeypatch.setattr(os, "fchown", fchown)
+    data = tmp_path / "data"
+    data.mkdir()
+    token = data / "hq.token"
+    write_token_file(token, "first")
+    here = os.stat(data)
+    assert given == [(token.stat().st_ino, here.st_uid, here.st_gid)]  # none yet: the directory's owner
+    old = token.stat()
+    write_token_file(token, "second")
+    assert given[1] == (token.stat().st_ino, old.st_uid, old.st_gid) and read_token_file(token) == "second"
+    assert token.stat().st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:  # as root, for real: the file stays the service user's
+        os.chown(token, 4242, 4242)
+        write_token_file(token, "third")
+        assert (token.stat().st_uid, token.stat().st_gid) == (4242, 4242)
