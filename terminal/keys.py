@@ -11,10 +11,26 @@ from pathlib import Path
 from terminal.credentials import CARD_KEY_BYTES
 
 
+def owned_as(fd: int, path: Path) -> None:
+    """Give the file open at ``fd`` the owner of ``path``, or of its directory when there is none yet: a file an
+    operator's ``sudo tillpoint ...`` makes or replaces in the till's data stays the service user's, who could not
+    read root's 0600 file (sync.client's token file does the same). Only root may give a file away: anyone else keeps
+    it as their own."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = os.stat(path.parent)
+    try:
+        os.fchown(fd, st.st_uid, st.st_gid)
+    except OSError:  # not root (EPERM), or an owner this namespace cannot name (EINVAL)
+        pass
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        owned_as(handle.fileno(), path.parent)
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

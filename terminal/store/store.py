@@ -26,6 +26,7 @@ from sqlite_utils import Database
 from terminal import b64url
 from terminal.errors import DISK_FULL, Code, Rejected
 from terminal.giftcards import GiftCard
+from terminal.keys import owned_as
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import (
     ASKING_PREFIX,
@@ -59,12 +60,18 @@ JOURNAL_KINDS = frozenset({"sale", "refund", "void", "enrol", "claim_key", "chec
 
 def create_private(path: Path) -> None:
     """Create the database file readable by its owner only, whatever the umask (SQLite gives its WAL
-    and shared-memory files the same mode); an existing file keeps its mode."""
+    and shared-memory files the same mode); an existing file keeps its mode. A new file is its directory's
+    owner's: an operator's ``sudo tillpoint sync --now`` before the daemon's first start made it root's, and the
+    daemon, as the service user, could not open it (SQLite, run by root, gives the WAL the file's owner)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        pass
+        return
+    try:
+        owned_as(fd, path.parent)
+    finally:
+        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from terminal.errors import Code, Rejected
+from terminal.keys import load_or_create_key
 from terminal.model import Card, EarnRule, JournalEntry, Member
 from terminal.store import Store
 
@@ -102,3 +104,31 @@ def test_a_payload_sqlite_cannot_read_as_json_is_a_refusal_not_a_damaged_file(st
         store.apply_changes([Member("M-1", "Aiko", "gold", 10)], [], [], cursor=1)
     assert info.value.code is Code.STORAGE_FAILED and "malformed JSON" in info.value.message
     assert store.damaged is None and told == []
+
+
+def test_files_made_in_the_data_directory_are_its_owners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's `sudo tillpoint sync --now` before the daemon's first start made terminal.db root's 0600 file,
+    and the daemon, as the service user, stopped with `storage_failed: ... unable to open database file`. A new
+    database (and a card-hash key made there) is given its directory's owner."""
+    given: list[tuple[int, int, int]] = []
+    real_fchown = os.fchown
+
+    def fchown(fd: int, uid: int, gid: int) -> None:
+        given.append((os.fstat(fd).st_ino, uid, gid))
+        real_fchown(fd, uid, gid)
+
+    monkeypatch.setattr(os, "fchown", fchown)
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() == 0:  # as root, for real: the service user's directory keeps its files
+        os.chown(data, 4242, 4242)
+        os.chown(tmp_path, 4242, 4242)
+    owner = (os.stat(data).st_uid, os.stat(data).st_gid)
+    Store.open(data / "terminal.db").close()
+    db = data / "terminal.db"
+    assert (db.stat().st_ino, *owner) in given
+    load_or_create_key(tmp_path / "card-hash.key")
+    assert ((tmp_path / "card-hash.key").stat().st_ino, *owner) in given
+    if os.geteuid() == 0:
+        assert {(p.name, p.stat().st_uid) for p in data.iterdir()} == {(p.name, 4242) for p in data.iterdir()}
+        assert (tmp_path / "card-hash.key").stat().st_uid == 4242
