@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --root) root="$(realpath -m "$2")"; apt=0; start=0; shift 2 ;;
     --no-apt) apt=0; shift ;;
     --no-venv) venv=0; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

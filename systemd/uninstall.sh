@@ -4,9 +4,9 @@
 #   sudo bash systemd/uninstall.sh [--prefix DIR] [--root DIR]
 #
 # Kept: /var/lib/tillpoint (the journal, with any sales head office has not acknowledged yet, the
-# cache, the card-hash key), /var/lib/tillpoint-hq (head office's database), /etc/tillpoint (config
-# and token), and the tillpoint user (system users are never deleted, so no later user can inherit
-# its files). A reinstall picks everything up where it was.
+# cache, the card-hash key, the head-office token), /var/lib/tillpoint-hq (head office's database),
+# /etc/tillpoint (the config), and the tillpoint user (system users are never deleted, so no later
+# user can inherit its files). A reinstall picks everything up where it was.
 set -euo pipefail
 
 prefix=/opt/tillpoint
@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) prefix="$2"; shift 2 ;;
     --root) root="$(realpath -m "$2")"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
