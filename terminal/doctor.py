@@ -153,7 +153,7 @@ def check_secrets(cfg: Config) -> list[Check]:
     if cfg.hq.token:
         found.append(ok("hq token", "set in the config file"))
     elif os.access(token, os.R_OK):
-        found.append(ok("hq token", f"{token} is readable"))
+        found.append(_check_token_mode(token))
     elif cfg.hq.token_file:
         found.append(fail("hq token", f"{token} is missing or unreadable: sync cannot log in"))
     elif cfg.hq.enrol_code:
@@ -161,6 +161,21 @@ def check_secrets(cfg: Config) -> list[Check]:
     else:
         found.append(warn("hq token", f"none configured (nor in {token}): sync is off and sales stay in the journal"))
     return found
+
+
+def _check_token_mode(token: Path) -> Check:
+    """The credential is a bearer token: whoever reads it pushes sales and takes stored value as this till."""
+    try:
+        mode = token.stat().st_mode
+    except OSError as exc:
+        return fail("hq token", f"{token} cannot be read ({exc})")
+    if mode & stat.S_IRWXO:
+        return warn(
+            "hq token",
+            f"{token} is readable by every user, who could act as this till at head office: chmod 0600 it "
+            "(and ask head office for a new credential if others could read it: tillpoint sync --now --rotate)",
+        )
+    return ok("hq token", f"{token} is readable")
 
 
 def _held_state(db: Path) -> dict[str, str]:

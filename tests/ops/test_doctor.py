@@ -51,6 +51,7 @@ def test_a_token_kept_where_enrolment_writes_it_is_checked_with_head_office(tmp_
     data = load(config).data_dir
     data.mkdir(parents=True, exist_ok=True)
     (data / "hq.token").write_text(hq.add_terminal("T-DOC") + "\n")
+    (data / "hq.token").chmod(0o600)  # as install.sh and enrolment leave it
     _, checks = doctor(config)
     v = verdicts(checks)
     assert v["hq token"] == "ok" and str(data / "hq.token") in words(checks, "hq token")
@@ -93,6 +94,26 @@ def test_bad_config_is_a_failure_naming_the_key(tmp_path: Path) -> None:
     config.write_text("[hq]\npush_interval = -1\n")
     code, checks = doctor(config)
     assert code == 2 and len(checks) == 1 and "hq.push_interval" in checks[0]["words"]
+
+
+def test_a_card_key_or_token_file_every_user_reads_is_a_warning(tmp_path: Path) -> None:
+    """The card-hash key and the head-office credential (a bearer token: whoever reads it acts as the till) copied
+    in with the umask's 0644: doctor warned about the key only."""
+    config = till_config(tmp_path, None, None, "T-MODE")  # the token's head office said (config_incomplete else)
+    config.write_text(config.read_text().replace("[hq]\n", '[hq]\nurl = "http://127.0.0.1:9"\n'))
+    data, key = tmp_path / "till", tmp_path / "card-hash.key"
+    data.mkdir()
+    key.write_bytes(bytes(range(32)))
+    (data / "hq.token").write_text("terminal-token\n")
+    for path in (key, data / "hq.token"):
+        path.chmod(0o600)
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert by_name["card key"].verdict is Verdict.OK and by_name["hq token"].verdict is Verdict.OK
+    for path in (key, data / "hq.token"):
+        path.chmod(0o644)
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    assert by_name["card key"].verdict is Verdict.WARN and "every user" in by_name["card key"].words
+    assert by_name["hq token"].verdict is Verdict.WARN and "every user" in by_name["hq token"].words
 
 
 def test_pcscd_missing_and_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcscd: Any) -> None:
