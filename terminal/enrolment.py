@@ -14,7 +14,6 @@ the till signs offline and head office verifies every token once the journal arr
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sync import claims
 from sync.protocol import ClaimKeyPayload
 from terminal.errors import Code, Rejected
 from terminal.identity import Identified
+from terminal.keys import write_private
 from terminal.model import CardRead, JournalEntry, Receipt, utc_iso
 from terminal.ports import CardDesk, ClaimJournal, Clock, Emit, EnrolArm
 from terminal.service import new_txn_id
@@ -63,14 +63,8 @@ def load_or_create_claim_key(path: Path) -> Ed25519PrivateKey:
         aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
         path.rename(aside)
         log.warning("the claim key %s was damaged: kept aside as %s, a new claim key is made", path, aside.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(raw)
-        out.flush()
-        os.fsync(out.fileno())
+    write_private(path, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
     return key
 
 

@@ -26,7 +26,8 @@ def owned_as(fd: int, path: Path) -> None:
         pass
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """A new secret file at ``path`` (mode 0600, its directory's owner), synced to disk; FileExistsError if one is."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -46,14 +47,14 @@ def check_card_key(key: bytes, path: Path) -> bytes:
 def load_or_create_key(path: Path) -> bytes:
     """The card-hash key at ``path``; made (32 random bytes, mode 0600) the first time."""
     if not path.exists():
-        _write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
+        write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
     return check_card_key(path.read_bytes(), path)
 
 
 def load_or_create_token(path: Path) -> str:
     """A bearer token stored at ``path`` (mode 0600), made the first time."""
     if not path.exists():
-        _write_private(path, secrets.token_urlsafe(32).encode())
+        write_private(path, secrets.token_urlsafe(32).encode())
     return path.read_text().strip()
 
 
@@ -82,7 +83,7 @@ def card_key(path: Path, held_check: str | None, cards: int) -> tuple[bytes, str
                 "hashed with it: restore the file from backup (it is the chain's key: head office "
                 "or another till has it). A new key would make every card unknown."
             )
-        _write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
+        write_private(path, secrets.token_bytes(CARD_KEY_BYTES))
     key = load_or_create_key(path)
     check = key_check(key)
     if held_check is not None and not hmac.compare_digest(check, held_check):
