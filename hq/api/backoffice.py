@@ -318,6 +318,7 @@ def _visible(
         for r in requests
         if allowed(who.role, action, Scope(who.stores, r.stores if r.stores is not None else frozenset()))
         and (r.kind not in approvals.READ or may(who.role, approvals.READ[r.kind]))
+        and approvals.concerns(who, r)
     ]
 
 
@@ -422,7 +423,11 @@ def approvals_page(request: Request, store: Store, lang: Lang, session: Session)
 def _decidable(who: staff.Staff, held: approvals.Request) -> bool:
     """Whether the page offers ``who`` to decide it (the service checks again)."""
     scope = Scope(who.stores, held.stores if held.stores is not None else frozenset())
-    return held.requested_by != who.staff_id and allowed(who.role, approvals.APPROVE[held.kind], scope)
+    return (
+        held.requested_by != who.staff_id
+        and allowed(who.role, approvals.APPROVE[held.kind], scope)
+        and approvals.concerns(who, held)
+    )
 
 
 def _decision(approve: bool) -> Callable[..., Response]:

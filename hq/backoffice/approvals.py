@@ -144,6 +144,13 @@ def listed(tx: Tx, state: str | None = PENDING, limit: int = 200) -> list[Reques
     return [_request(r) for r in rows]
 
 
+def concerns(who: Staff, held: Request) -> bool:
+    """Whether ``held`` is on ``who``'s side: a merchant's staff see and decide only their own merchant's
+    requests (an adjustment it pays for, ``merchant_id``), never another merchant's nor the chain's (its stored
+    value, its points), though the member shops at their stores too; the chain's own staff every request."""
+    return who.merchant_id is None or held.payload.get("merchant_id") == who.merchant_id
+
+
 def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
     held = get(tx, request_id, lock=True)
     if held.state != PENDING:
@@ -151,6 +158,8 @@ def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
     if held.requested_by == who.staff_id:
         raise BackofficeRefused(Code.OWN_REQUEST, "a request is decided by someone other than who asked for it")
     require(who, APPROVE[held.kind], frozenset() if held.stores is None else held.stores)
+    if not concerns(who, held):
+        raise BackofficeRefused(Code.FORBIDDEN, "a merchant's staff decide their own merchant's requests only")
     return held
 
 
@@ -215,6 +224,7 @@ __all__ = [
     "Request",
     "approve",
     "ask",
+    "concerns",
     "get",
     "listed",
     "reject",

@@ -363,3 +363,44 @@ def test_four_eyes_inside_a_merchant_and_never_across(office: Office) -> None:
             "north-finance",
         )
     assert made["north-admin"].merchant_id == "north"
+
+
+def test_a_member_of_two_merchants_is_adjusted_with_four_eyes_of_the_merchant_that_asked(office: Office) -> None:
+    """M-S1 shops at north's S1 and at south's S2, so both merchants' staff reach it. North's request (points
+    north pays for) is neither listed to nor decided by south's finance, and a chain finance's request (the
+    chain's stored value) by neither merchant's finance; each is decided by a person of its own side."""
+    from tests.backoffice.chain import sale
+
+    hq, _, server = office
+    sale(hq, "T2", "M-S1", 1200)  # now a member of south's store too
+    north_admin, north_admin_csrf = signed_in(server.url, "north-admin")
+    asked = {"csrf": north_admin_csrf, "points": "40", "stored_value": "0", "reason": "north goodwill"}
+    assert north_admin.post("/backoffice/members/M-S1/adjust", data=asked).status_code == 303
+    chain_finance, chain_csrf = signed_in(server.url, "finance")
+    asked = {"csrf": chain_csrf, "points": "0", "stored_value": "700", "reason": "chain refund by hand"}
+    assert chain_finance.post("/backoffice/members/M-S1/adjust", data=asked).status_code == 303
+    with hq.db.read() as tx:
+        ids = {str(r[1]): str(r[0]) for r in tx.all("SELECT request_id, requested_by FROM approvals")}
+    north_request, chain_request = ids["north-admin"], ids["finance"]
+    before = hq.member("M-S1")
+    assert before is not None
+
+    south, south_csrf = signed_in(server.url, "south-finance")
+    listed = south.get("/backoffice/approvals").text
+    assert north_request not in listed and chain_request not in listed
+    for request_id in (north_request, chain_request):
+        assert refused(south.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": south_csrf}))
+        assert refused(south.post(f"/backoffice/approvals/{request_id}/reject", data={"csrf": south_csrf, "note": "n"}))
+    north, north_csrf = signed_in(server.url, "north-finance")
+    listed = north.get("/backoffice/approvals").text
+    assert north_request in listed and chain_request not in listed
+    assert refused(north.post(f"/backoffice/approvals/{chain_request}/approve", data={"csrf": north_csrf}))
+    assert north.post(f"/backoffice/approvals/{north_request}/approve", data={"csrf": north_csrf}).status_code == 303
+    admin, admin_csrf = signed_in(server.url, "admin")
+    assert admin.post(f"/backoffice/approvals/{chain_request}/approve", data={"csrf": admin_csrf}).status_code == 303
+    after = hq.member("M-S1")
+    assert after is not None
+    assert (after.points, after.stored_value) == (before.points + 40, before.stored_value + 700)
+    with hq.db.read() as tx:
+        decided = {str(r[0]): str(r[1]) for r in tx.all("SELECT request_id, decided_by FROM approvals")}
+    assert decided == {north_request: "north-finance", chain_request: "admin"}
