@@ -257,6 +257,11 @@ def _failures(tx: Tx, subject: str, now: int) -> int:
     return int(row[0]) if row else 0
 
 
+SIGN_IN_LOCK = 0x5349474E
+"""The seed of the PostgreSQL advisory locks (one per counted subject, a hash of it) a sign-in takes while it
+counts the failures and claims its try."""
+
+
 def _locked(tx: Tx, staff_id: str, source: str, now: int) -> bool:
     return (
         _failures(tx, f"staff:{staff_id}", now) >= ACCOUNT_FAILURES
@@ -264,25 +269,48 @@ def _locked(tx: Tx, staff_id: str, source: str, now: int) -> bool:
     )
 
 
+def _claim(tx: Tx, staff_id: str, source: str, now: int) -> tuple[object, ...] | None | Code:
+    """A try at ``staff_id``'s password, counted as a failure of the account and of the address before the
+    password is checked (taken back if it is right), in the transaction that counts the failures: sign-ins
+    sent at once get no more tries than sent one after another. ``locked_out`` (nothing counted), else the
+    account's password and whether it is disabled (None: no such account)."""
+    subjects = [f"staff:{staff_id}", f"source:{source}"]
+    if tx.dialect == "postgres":
+        for subject in sorted(subjects):
+            tx.one(
+                "SELECT pg_advisory_xact_lock(hashtextextended(CAST(? AS TEXT), CAST(? AS BIGINT)))",
+                [subject, SIGN_IN_LOCK],
+            )
+    if _locked(tx, staff_id, source, now):
+        return Code.LOCKED_OUT
+    tx.many("INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)", [(s, now) for s in subjects])
+    return tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
+
+
 def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
     """The account whose password this is, or why not: ``locked_out`` after too many failures (checked
     first, so a locked account's password is not even tried), else ``bad_credentials`` for any other
-    refusal (a failure counted). The hash is checked outside any transaction: a sign-in never holds the
-    database's write lock while scrypt runs."""
-    with db.read() as tx:
-        if _locked(tx, staff_id, source, now):
-            return Code.LOCKED_OUT
-        row = tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
+    refusal (a failure counted). The try is counted before the hash is checked (``_claim``), and the hash is
+    checked outside any transaction: a sign-in never holds the database's write lock while scrypt runs."""
+    staff_id = staff_id[:64]
+    row = db.transact(lambda tx: _claim(tx, staff_id, source, now))
+    if isinstance(row, Code):
+        return row
     good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _dummy())
     if row is None or not good or bool(row[1]):
-        failed = [(f"staff:{staff_id[:64]}", now), (f"source:{source}", now)]
-        db.transact(lambda tx: tx.many("INSERT INTO staff_signin_failures (subject, at) VALUES (?, ?)", failed))
-        return Code.BAD_CREDENTIALS
-    return db.transact(lambda tx: _signed_in(tx, staff_id, now))
+        return Code.BAD_CREDENTIALS  # the try claimed stays counted
+    return db.transact(lambda tx: _signed_in(tx, staff_id, source, now))
 
 
-def _signed_in(tx: Tx, staff_id: str, now: int) -> Staff:
+def _signed_in(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
+    """The account's failures are forgotten, and the address's try of this sign-in taken back (one row)."""
     tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [f"staff:{staff_id}", now - WINDOW_S])
+    row_id = "ctid" if tx.dialect == "postgres" else "rowid"
+    tx.run(
+        f"DELETE FROM staff_signin_failures WHERE {row_id} IN "
+        f"(SELECT {row_id} FROM staff_signin_failures WHERE subject = ? AND at = ? LIMIT 1)",
+        [f"source:{source}", now],
+    )
     return _held(tx, staff_id)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +270,40 @@ def test_failed_sign_ins_lock_the_account_for_a_while(office: tuple[HqStore, dic
     assert unknown.status_code == 401 and code_of(unknown) == "bad_credentials"
     hq.db.transact(lambda tx: staff.set_password(tx, "finance", PASSWORD))  # an administrator resets it
     assert client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD}).status_code == 303
+
+
+def test_wrong_passwords_sent_at_once_get_no_more_tries_than_one_after_another(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    """Twenty guesses posted together (each its own connection, released at one moment) are at most the five
+    an account allows in its window: the rest are ``locked_out`` without their password tried, and so is the
+    right one after them. Then a right password from the same address still signs another account in, and
+    counts as no failure of that address."""
+    hq, _, server = office
+    guesses = 20
+    start = threading.Barrier(guesses)
+
+    def guess(n: int) -> str | None:
+        with browser(server.url) as client:
+            start.wait()
+            return code_of(client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": f"guess {n}"}))
+
+    with ThreadPoolExecutor(guesses) as pool:
+        codes = list(pool.map(guess, range(guesses)))
+    assert codes.count("bad_credentials") == staff.ACCOUNT_FAILURES, codes
+    assert codes.count("locked_out") == guesses - staff.ACCOUNT_FAILURES, codes
+    locked = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD})
+    assert locked.status_code == 429 and code_of(locked) == "locked_out"
+    assert (
+        browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD}).status_code
+        == 303
+    )
+    with hq.db.read() as tx:
+        counted = tx.all("SELECT subject, COUNT(*) FROM staff_signin_failures GROUP BY subject ORDER BY subject")
+    assert [(str(s), int(n)) for s, n in counted] == [
+        ("source:127.0.0.1", staff.ACCOUNT_FAILURES),
+        ("staff:finance", staff.ACCOUNT_FAILURES),
+    ]
 
 
 def test_sign_out_a_disabled_account_and_idle_or_old_sessions_end(
