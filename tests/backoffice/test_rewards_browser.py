@@ -6,6 +6,7 @@ browser without a session is sent to sign in; the page is well formed at 1280 x 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -134,3 +135,35 @@ def test_without_a_session_it_asks_to_sign_in_and_a_query_of_markup_finds_nothin
     shown = client.get("/backoffice/rewards", params={"voucher": MARKUP[0]})
     assert shown.status_code == 200 and 'id="voucher-missing"' in shown.text
     assert MARKUP[0] not in shown.text and "&lt;script&gt;" in shown.text
+
+
+def test_a_store_manager_reads_its_stores_vouchers_never_the_chains_totals_or_another_stores(
+    office: tuple[HqStore, ServerHandle, list[str]],
+) -> None:
+    """S2's till holds two vouchers of its own stock. S1's store manager reads the vouchers of S1 (sold there,
+    or in its tills' stock) by state and kind and what S1 still owes, as the test's own SQL finds them: not
+    S2's stock, nor the chain's total; finds S1's voucher redeemed at S2, and not S2's by its id."""
+    hq, server, ids = office
+    expires = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
+    hq.issue_vouchers("T2", IssueSpec(2, 4000, expires), signing_key(hq, vc.PURPOSE), "Mio")
+    theirs = vc.parse(hq.voucher_stock("T2").codes[0]).voucher_id
+    with hq.db.read() as tx:
+        sums = tx.all(
+            "SELECT state, kind, COUNT(*), SUM(value) FROM vouchers WHERE terminal_id = 'T1' GROUP BY state, kind"
+        )
+        owed = tx.one("SELECT COALESCE(SUM(value), 0) FROM vouchers WHERE terminal_id = 'T1' AND state = 'active'")
+        everything = tx.one("SELECT COUNT(*) FROM vouchers")
+    assert owed is not None and everything == (6,)
+    client, _ = signed_in(server.url, "manager")
+    shown = client.get("/backoffice/rewards").text
+    rows = re.findall(r'<tr data-state="(\w+)" data-kind="(\w+)">.*?data-n="(\d+)".*?data-n="(\d+)"', shown)
+    assert sorted([s, k, int(n), int(v)] for s, k, n, v in rows) == sorted(
+        [str(s), str(k), int(n), int(v)] for s, k, n, v in sums
+    )
+    assert f'id="outstanding" data-n="{int(owed[0])}"' in shown
+    found = client.get("/backoffice/rewards", params={"voucher": ids[0]}).text
+    assert f'data-voucher="{ids[0]}"' in found  # S1's, redeemed at S2
+    missing = client.get("/backoffice/rewards", params={"voucher": theirs}).text
+    assert 'id="voucher-missing"' in missing and f'data-voucher="{theirs}"' not in missing
+    admin, _ = signed_in(server.url, "admin")
+    assert f'data-voucher="{theirs}"' in admin.get("/backoffice/rewards", params={"voucher": theirs}).text
