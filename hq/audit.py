@@ -111,6 +111,15 @@ def recent(tx: Tx, limit: int = 100, before: int | None = None) -> list[Record]:
     return [_record(r) for r in rows]
 
 
+def last_actor(tx: Tx, target: str, actions: tuple[str, ...]) -> str | None:
+    """Who made the newest record of one of ``actions`` on ``target`` (None: no such record)."""
+    kinds, params = tx.in_list("action", actions)
+    row = tx.one(
+        f"SELECT actor FROM audit_log WHERE target = ? AND {kinds} ORDER BY seq DESC LIMIT 1", [target, *params]
+    )
+    return None if row is None else str(row[0])
+
+
 def _pages(db: Db) -> Iterator[list[tuple[Any, ...]]]:
     after = 0
     while True:
@@ -166,4 +175,4 @@ def _against_head(count: int, prev: str, head_seq: int, head_hash: str) -> Verdi
     return Verdict(True, count, prev)
 
 
-__all__ = ["GENESIS", "Record", "Verdict", "append", "check", "record_hash", "recent", "verify"]
+__all__ = ["GENESIS", "Record", "Verdict", "append", "check", "last_actor", "record_hash", "recent", "verify"]

@@ -10,7 +10,8 @@ A request is stored ``pending`` with what it would do (checked by the same rules
 again when applied), its reason and the stores it concerns. Approving locks the request's row, applies
 the change through its service and marks it ``approved`` in one transaction, so it applies exactly once
 whoever clicks twice; rejecting marks it ``rejected`` and changes nothing else. The requester can
-neither approve nor reject their own. Every step writes an audit record in its own transaction.
+neither approve nor reject their own, nor can an account whose password the requester set last (made it
+with one, or reset it: the requester knows it), until someone else sets it. Every step writes an audit record in its own transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from hq import adjustments, audit, campaigns, giftcards
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action
-from hq.backoffice.staff import Staff, require
+from hq.backoffice.staff import PASSWORD_SET, Staff, require
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError, Refused
 from terminal.canonical import canonical_text
@@ -151,11 +152,18 @@ def concerns(who: Staff, held: Request) -> bool:
     return who.merchant_id is None or held.payload.get("merchant_id") == who.merchant_id
 
 
+def hands(tx: Tx, who: Staff) -> frozenset[str]:
+    """The staff ids whose requests are ``who``'s own: its own, and that of whoever set its password last (made
+    the account with one, or reset it: that person knows it), until someone else sets it."""
+    setter = audit.last_actor(tx, who.staff_id, PASSWORD_SET)
+    return frozenset({who.staff_id} | ({setter} if setter else set()))
+
+
 def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
     held = get(tx, request_id, lock=True)
     if held.state != PENDING:
         raise BackofficeRefused(Code.ALREADY_DECIDED, f"request {request_id} was {held.state} already")
-    if held.requested_by == who.staff_id:
+    if held.requested_by in hands(tx, who):
         raise BackofficeRefused(Code.OWN_REQUEST, "a request is decided by someone other than who asked for it")
     require(who, APPROVE[held.kind], frozenset() if held.stores is None else held.stores)
     if not concerns(who, held):
@@ -225,6 +233,7 @@ __all__ = [
     "approve",
     "ask",
     "concerns",
+    "hands",
     "get",
     "listed",
     "reject",

@@ -180,9 +180,10 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "减少的数额超过了余额。",
     ),
     "own_request": (
-        "Someone else must decide your own request.",
-        "自分の申請は他の担当者が決裁します。",
-        "自己的申请须由他人审批。",
+        "Someone other than who asked for this request must decide it, and not with an account whose password"
+        " they set.",
+        "申請は申請者以外の担当者が決裁します（申請者がパスワードを設定したアカウントでは決裁できません）。",
+        "申请须由申请人以外的人审批（不能使用申请人设置了密码的账户）。",
     ),
     "already_decided": ("This request was decided already.", "この申請は決裁済みです。", "该申请已处理。"),
     "bad_staff": ("That staff account is not valid.", "スタッフアカウントが正しくありません。", "员工账号无效。"),

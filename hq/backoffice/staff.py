@@ -30,6 +30,9 @@ WINDOW_S = 15 * 60
 ACCOUNT_FAILURES = 5
 SOURCE_FAILURES = 50
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+PASSWORD_SET = ("staff_add", "staff_passwd")
+"""The audit records of an account's password being set (made with one, or reset): whoever made the newest
+knows it (``approvals``: that person's request is never that account's to decide)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +318,7 @@ def _signed_in(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
 
 
 __all__ = [
+    "PASSWORD_SET",
     "Staff",
     "add",
     "check_account",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from hq import audit, segments
-from hq.backoffice import approvals
+from hq.backoffice import approvals, team
 from hq.backoffice import members as bo_members
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.staff import Staff
@@ -221,3 +221,28 @@ def test_a_points_campaign_credits_in_the_name_of_whoever_approved_its_launch(
     with hq.db.read() as tx:
         later = tx.all("SELECT approved_by FROM adjustments WHERE member_id = 'M-S1' AND points = 900")
     assert later == [("campaign:welcome",)]
+
+
+def test_an_account_whose_password_the_requester_set_does_not_decide_its_request(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    """An administrator who made an account, or reset its password, knows that password: the account is the
+    administrator's second pair of hands, not a second person. Its request is ``own_request`` to that account
+    until someone else sets the password (another administrator here), and nothing moves before."""
+    hq, staff = office
+    before = balances(hq, "M-S1")
+    made = {"staff_id": "shadow", "name": "Shadow", "role": "finance", "password": "a password I know", "reason": "r"}
+    shadow = team.create(hq, staff["admin"], made)
+    asked = bo_members.ask_adjustment(hq, staff["admin"], "M-S1", 0, 5000, "refund by hand")
+    for who in (shadow, staff["finance"]):
+        if who is staff["finance"]:
+            team.reset_password(hq, staff["admin"], "finance", {"password": "another I know", "reason": "forgot"})
+        refused(Code.OWN_REQUEST, lambda w=who: hq.db.transact(lambda tx: approvals.approve(tx, w, asked.request_id)))
+        refused(
+            Code.OWN_REQUEST,
+            lambda w=who: hq.db.transact(lambda tx: approvals.reject(tx, w, asked.request_id, "no")),
+        )
+    assert balances(hq, "M-S1") == before
+    team.reset_password(hq, staff["admin2"], "finance", {"password": "only finance knows", "reason": "handed over"})
+    done = hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
+    assert done.state == approvals.APPROVED and balances(hq, "M-S1") == (before[0], before[1] + 5000)
