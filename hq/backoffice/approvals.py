@@ -153,10 +153,14 @@ def concerns(who: Staff, held: Request) -> bool:
 
 
 def hands(tx: Tx, who: Staff) -> frozenset[str]:
-    """The staff ids whose requests are ``who``'s own: its own, and that of whoever set its password last (made
-    the account with one, or reset it: that person knows it), until someone else sets it."""
-    setter = audit.last_actor(tx, who.staff_id, PASSWORD_SET)
-    return frozenset({who.staff_id} | ({setter} if setter else set()))
+    """The staff ids whose requests are ``who``'s own: its own, that of whoever set its password last (made
+    the account with one, or reset it: that person knows it), until someone else sets it, and so on up (whoever
+    set that person's password could have set this one as them)."""
+    found, at = {who.staff_id}, who.staff_id
+    while (setter := audit.last_actor(tx, at, PASSWORD_SET)) is not None and setter not in found:
+        found.add(setter)
+        at = setter
+    return frozenset(found)
 
 
 def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:

@@ -246,3 +246,20 @@ def test_an_account_whose_password_the_requester_set_does_not_decide_its_request
     team.reset_password(hq, staff["admin2"], "finance", {"password": "only finance knows", "reason": "handed over"})
     done = hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
     assert done.state == approvals.APPROVED and balances(hq, "M-S1") == (before[0], before[1] + 5000)
+
+
+def test_an_account_set_by_an_account_the_requester_set_does_not_decide_its_request_either(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    """The administrator makes a second administrator with a password it knows, and as that one resets
+    finance's password: finance's account is still the first administrator's hands (``own_request``)."""
+    hq, staff = office
+    made = {"staff_id": "proxy", "name": "Proxy", "role": "chain_admin", "password": "a password I know"}
+    proxy = team.create(hq, staff["admin"], {**made, "reason": "cover"})
+    team.reset_password(hq, proxy, "finance", {"password": "another I know", "reason": "forgot"})
+    asked = bo_members.ask_adjustment(hq, staff["admin"], "M-S1", 0, 5000, "refund by hand")
+    refused(
+        Code.OWN_REQUEST, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["finance"], asked.request_id))
+    )
+    with hq.db.read() as tx:
+        assert approvals.get(tx, asked.request_id).state == approvals.PENDING
