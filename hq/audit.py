@@ -120,8 +120,8 @@ def last_actor(tx: Tx, target: str, actions: tuple[str, ...]) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _pages(db: Db) -> Iterator[list[tuple[Any, ...]]]:
-    after = 0
+def _pages(db: Db, after: int = 0) -> Iterator[list[tuple[Any, ...]]]:
+    """The records after number ``after``, a page at a time (each page its own read)."""
     while True:
         with db.read() as tx:
             rows = tx.all(f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", [after, PAGE])
@@ -148,19 +148,24 @@ def check(prev: str, expected_seq: int, row: tuple[Any, ...]) -> str:
 
 
 def verify(db: Db) -> Verdict:
-    """Walk the whole chain; the first record that breaks it, if any."""
+    """Walk the whole chain; the first record that breaks it, if any. A head read after the walk that names
+    records beyond it (appended meanwhile: an append writes its record and the head in one transaction) has
+    them walked too; only a walk that finds nothing more compares its end with the head."""
     prev, count = GENESIS, 0
-    for rows in _pages(db):
-        for row in rows:
-            why = check(prev, count + 1, row)
-            if why:
-                return Verdict(False, count, prev, count + 1, why)
-            prev, count = str(row[8]), count + 1
-    with db.read() as tx:
-        head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1")
-    if head is None:
-        return Verdict(False, count, prev, 1, "the head is missing")
-    return _against_head(count, prev, int(head[0]), str(head[1]))
+    while True:
+        walked = count
+        for rows in _pages(db, count):
+            for row in rows:
+                why = check(prev, count + 1, row)
+                if why:
+                    return Verdict(False, count, prev, count + 1, why)
+                prev, count = str(row[8]), count + 1
+        with db.read() as tx:
+            head = tx.one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        if head is None:
+            return Verdict(False, count, prev, 1, "the head is missing")
+        if int(head[0]) <= count or count == walked:
+            return _against_head(count, prev, int(head[0]), str(head[1]))
 
 
 def _against_head(count: int, prev: str, head_seq: int, head_hash: str) -> Verdict:

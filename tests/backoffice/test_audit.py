@@ -184,3 +184,29 @@ def test_changes_made_outside_the_back_office_are_in_the_chain_too(hq_url: str) 
             ("privacy desk", "erase_member", "M-S1", "the member asked"),
         ]
         assert audit.verify(hq.db).ok
+
+
+def test_a_record_appended_while_the_chain_is_walked_is_no_break(hq_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staff change things while someone opens the audit page: a record appended (with the head, in its own
+    transaction) after the walk read the last page and before it read the head is walked too, and the chain
+    holds; records removed from the end are still named."""
+    _three(hq_url)
+    hq = HqStore(hq_url)
+    walk = audit._pages
+    appended: list[audit.Record] = []
+
+    def pages_then_one_more(*args: object) -> object:
+        yield from walk(*args)  # type: ignore[arg-type]
+        if not appended:  # a change made just as the walk ended
+            appended.append(hq.db.transact(lambda tx: audit.append(tx, "ken", "block_member", "M-9", "lost card")))
+
+    try:
+        monkeypatch.setattr(audit, "_pages", pages_then_one_more)
+        verdict = audit.verify(hq.db)
+        assert verdict.ok and verdict.records == 4 and verdict.head == appended[0].hash, verdict
+        monkeypatch.undo()
+        hq.db.transact(lambda tx: tx.run("DELETE FROM audit_log WHERE seq = 4"))
+        gone = audit.verify(hq.db)
+        assert not gone.ok and gone.records == 3 and "the head names record 4" in gone.why, gone
+    finally:
+        hq.close()
