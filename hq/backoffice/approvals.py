@@ -139,6 +139,14 @@ def get(tx: Tx, request_id: str, lock: bool = False) -> Request:
     return _request(row)
 
 
+def of_subject(tx: Tx, kind: str, subject: str) -> list[Request]:
+    """Every request of ``kind`` about ``subject`` (a member's adjustments), newest first."""
+    rows = tx.all(
+        f"SELECT {_COLUMNS} FROM approvals WHERE kind = ? AND subject = ? ORDER BY requested_at DESC", [kind, subject]
+    )
+    return [_request(r) for r in rows]
+
+
 def listed(tx: Tx, state: str | None = PENDING, limit: int = 200) -> list[Request]:
     where, params = ("WHERE state = ?", [state]) if state else ("", [])
     rows = tx.all(f"SELECT {_COLUMNS} FROM approvals {where} ORDER BY requested_at DESC LIMIT ?", [*params, limit])
@@ -240,5 +248,6 @@ __all__ = [
     "hands",
     "get",
     "listed",
+    "of_subject",
     "reject",
 ]

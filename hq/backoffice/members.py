@@ -162,7 +162,11 @@ def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:
             )
         ]
         made = adjustments.of_member(tx, member_id)
-        pending = [r for r in approvals.listed(tx) if r.kind == approvals.ADJUSTMENT and r.subject == member_id]
+        asked = approvals.of_subject(tx, approvals.ADJUSTMENT, member_id)
+        pending = [r for r in asked if r.state == approvals.PENDING and approvals.concerns(who, r)]
+        if who.merchant_id is not None:  # another merchant's adjustments and the chain's are not theirs to read
+            mine = {r.request_id for r in asked if approvals.concerns(who, r)}
+            made = [a for a in made if a["adjustment_id"] in mine]
         totals = _totals(tx, member_id)
         gifts = giftholders.held_by(tx, member_id) if allowed(who.role, Action.GIFTCARDS_READ, Scope()) else None
     found = Found(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5]))

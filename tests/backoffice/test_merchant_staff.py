@@ -404,3 +404,38 @@ def test_a_member_of_two_merchants_is_adjusted_with_four_eyes_of_the_merchant_th
     with hq.db.read() as tx:
         decided = {str(r[0]): str(r[1]) for r in tx.all("SELECT request_id, decided_by FROM approvals")}
     assert decided == {north_request: "north-finance", chain_request: "admin"}
+
+
+def test_a_merchants_staff_read_on_a_members_page_only_their_own_merchants_adjustments(office: Office) -> None:
+    """M-S1 shops at north's S1 and south's S2. On its page north's finance reads north's adjustment, asked and
+    made, never south's nor the chain's (their reasons, sizes and who asked); the chain's administrator all."""
+    from tests.backoffice.chain import sale
+
+    hq, _, server = office
+    sale(hq, "T2", "M-S1", 1200)
+    for staff_id, why in (
+        ("north-admin", "north goodwill"),
+        ("south-finance", "south goodwill"),
+        ("finance", "chain fix"),
+    ):
+        client, csrf = signed_in(server.url, staff_id)
+        asked = {"csrf": csrf, "points": "30", "stored_value": "0", "reason": why}
+        assert client.post("/backoffice/members/M-S1/adjust", data=asked).status_code == 303
+    north, north_csrf = signed_in(server.url, "north-finance")
+    pending = north.get("/backoffice/members/M-S1").text
+    assert "north goodwill" in pending and "south goodwill" not in pending and "chain fix" not in pending
+    with hq.db.read() as tx:
+        ids = {str(r[1]): str(r[0]) for r in tx.all("SELECT request_id, requested_by FROM approvals")}
+    assert (
+        north.post(f"/backoffice/approvals/{ids['north-admin']}/approve", data={"csrf": north_csrf}).status_code == 303
+    )
+    admin, admin_csrf = signed_in(server.url, "admin")
+    for staff_id in ("south-finance", "finance"):
+        assert (
+            admin.post(f"/backoffice/approvals/{ids[staff_id]}/approve", data={"csrf": admin_csrf}).status_code == 303
+        )
+    made = north.get("/backoffice/members/M-S1").text
+    assert "north goodwill" in made and "south goodwill" not in made and "chain fix" not in made
+    assert "south-finance" not in made
+    everything = admin.get("/backoffice/members/M-S1").text
+    assert all(why in everything for why in ("north goodwill", "south goodwill", "chain fix"))
