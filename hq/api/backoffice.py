@@ -201,7 +201,15 @@ def page(request: Request, name: str, lang: str, status: int = 200, **context: A
     html = pages.render(name, lang, me.role if me else None, **(defaults | context))
     reply = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
     if request.query_params.get("lang") in i18n.LANGUAGES:
-        reply.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True, samesite="strict", path="/backoffice")
+        reply.set_cookie(
+            LANG_COOKIE,
+            lang,
+            max_age=365 * 86400,
+            httponly=True,
+            secure=request.url.scheme == "https",
+            samesite="strict",
+            path="/backoffice",
+        )
     return reply
 
 

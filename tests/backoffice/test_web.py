@@ -247,9 +247,12 @@ def test_the_cookie_is_secure_and_host_only_over_https(tmp_path: Path) -> None:
                 data={"staff_id": "admin", "password": PASSWORD},
                 headers={"Origin": process.url},
             )
+            language = client.get("/backoffice/sign-in", params={"lang": "ja"})
         cookie = reply.headers["set-cookie"]
         assert reply.status_code == 303 and cookie.startswith("__Host-tp_staff=")
         assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        kept = language.headers["set-cookie"]  # the language chosen: over HTTPS only, as the session
+        assert kept.startswith("tp_bo_lang=ja") and "Secure" in kept and "HttpOnly" in kept, kept
     finally:
         process.kill()
 
