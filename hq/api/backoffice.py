@@ -86,8 +86,11 @@ PUBLIC = {
     ("POST", "/backoffice/sign-out"),
     ("GET", "/backoffice/static/{name}"),
     ("GET", "/backoffice/"),
+    ("GET", "/backoffice/password"),
+    ("POST", "/backoffice/password"),
 }
-"""Routes open without an action: signing in and out, static files, and the home page (any signed-in role)."""
+"""Routes open without an action: signing in and out, static files, the home page and one's own password
+(any signed-in role)."""
 
 
 def now_s() -> int:
@@ -279,7 +282,14 @@ def _set_cookie(reply: Response, request: Request, token: str) -> None:
 
 @router.get(PREFIX + "/sign-in", include_in_schema=False)
 def sign_in_form(request: Request, lang: Lang) -> Response:
-    notice = i18n.words(lang)["signed_out"] if request.query_params.get("out") else ""
+    words = i18n.words(lang)
+    notice = (
+        words["signed_out"]
+        if request.query_params.get("out")
+        else words["password_changed"]
+        if request.query_params.get("changed")
+        else ""
+    )
     return page(request, "sign_in", lang, staff_id="", notice=notice)
 
 
@@ -312,6 +322,31 @@ def sign_out(request: Request, store: Store, fields: Form) -> Response:
         _cookie(request), path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"
     )
     reply.headers["Clear-Site-Data"] = '"cache"'
+    return reply
+
+
+def own_change(request: Request, session: Session, fields: Form) -> sessions.Session:
+    """A POST of any signed-in role about itself: from the back office's own page, with the session's CSRF token."""
+    same_origin(request)
+    if not sessions.csrf_ok(session, fields.get("csrf") or request.headers.get("x-csrf-token")):
+        raise BackofficeRefused(Code.BAD_CSRF, "the form's CSRF token is missing or wrong")
+    return session
+
+
+@router.get(PREFIX + "/password", include_in_schema=False)
+def own_password_form(request: Request, lang: Lang, session: Session) -> Response:
+    return page(request, "password", lang)
+
+
+@router.post(PREFIX + "/password", include_in_schema=False, dependencies=[Depends(own_change)])
+def own_password(request: Request, store: Store, session: Session, fields: Form) -> Response:
+    """The account's own password changed: every session of it ends, this one too; signing in again follows."""
+    source = request.client.host if request.client else "unknown"
+    team.change_own_password(store, session.staff, fields, source, now_s())
+    reply = RedirectResponse(PREFIX + "/sign-in?changed=1", status_code=303, headers={"Cache-Control": "no-store"})
+    reply.delete_cookie(
+        _cookie(request), path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"
+    )
     return reply
 
 

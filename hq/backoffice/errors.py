@@ -41,6 +41,7 @@ class Code(StrEnum):
     MERCHANT_POINTS_ONLY = "merchant_points_only"
     NO_HOLD = "no_hold"
     HOLD_ENTRY_ARRIVED = "hold_entry_arrived"
+    PASSWORDS_DIFFER = "passwords_differ"
 
 
 STATUS: dict[Code, int] = {
@@ -71,6 +72,7 @@ STATUS: dict[Code, int] = {
     Code.MERCHANT_POINTS_ONLY: 403,
     Code.NO_HOLD: 409,
     Code.HOLD_ENTRY_ARRIVED: 409,
+    Code.PASSWORDS_DIFFER: 422,
 }
 
 

@@ -32,6 +32,20 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "password": ("Password", "パスワード", "密码"),
     "signed_in_as": ("Signed in as {name} ({role})", "{name}（{role}）でログイン中", "当前用户：{name}（{role}）"),
     "signed_out": ("You are signed out.", "ログアウトしました。", "您已退出。"),
+    "own_password": ("Your password", "パスワード変更", "修改密码"),
+    "own_password_help": (
+        "Only you should know your password: change the one you were given. Every session of yours ends.",
+        "パスワードは本人だけが知るものです。渡されたパスワードを変更してください。ログイン中のセッションはすべて終了します。",
+        "密码应只有您本人知道：请修改他人为您设置的密码。您的所有会话都将结束。",
+    ),
+    "current_password": ("Current password", "現在のパスワード", "当前密码"),
+    "new_password_again": ("New password again", "新しいパスワード（確認）", "再次输入新密码"),
+    "change_password": ("Change the password", "パスワードを変更", "修改密码"),
+    "password_changed": (
+        "Your password was changed. Sign in with it.",
+        "パスワードを変更しました。新しいパスワードでログインしてください。",
+        "密码已修改，请用新密码登录。",
+    ),
     "role_chain_admin": ("chain administrator", "本部管理者", "总部管理员"),
     "role_marketing": ("marketing", "マーケティング", "市场营销"),
     "role_store_manager": ("store manager", "店長", "店长"),
@@ -186,6 +200,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "申请须由申请人以外的人审批（不能使用申请人设置了密码的账户）。",
     ),
     "already_decided": ("This request was decided already.", "この申請は決裁済みです。", "该申请已处理。"),
+    "passwords_differ": (
+        "The new password and its repetition differ.",
+        "新しいパスワードと確認用の入力が一致しません。",
+        "两次输入的新密码不一致。",
+    ),
     "bad_staff": ("That staff account is not valid.", "スタッフアカウントが正しくありません。", "员工账号无效。"),
     "campaign_invalid": ("The campaign is not valid.", "キャンペーンの内容が正しくありません。", "活动内容无效。"),
     # reconciliation and the fleet

@@ -1,7 +1,8 @@
 """Staff management on the web (chain administrators): create an account, set its role, stores and merchant
 (blank: the chain's own staff), reset its password, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
-disabled nor given another role (``last_admin``)."""
+disabled nor given another role (``last_admin``). Any member of staff changes its own password
+(``change_own_password``)."""
 
 from __future__ import annotations
 
@@ -84,10 +85,27 @@ def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, 
     )
 
 
+def change_own_password(store: HqStore, who: Staff, fields: dict[str, str], source: str, now: int) -> Staff:
+    """``who`` sets its own password (any role): the new one twice, and the current one, checked as a sign-in is
+    (``staff.verify``: a wrong one counts against the account, a locked account is ``locked_out``). Audited as
+    ``staff_passwd`` by the account itself, so no one else knows it any more (``approvals.hands``); every
+    session of the account ends, this one too."""
+    new, again = fields.get("new_password", ""), fields.get("new_password_again", "")
+    if new != again:
+        raise BackofficeRefused(Code.PASSWORDS_DIFFER, "the new password and its repetition differ")
+    staff.check_new_password(new)
+    checked = staff.verify(store.db, who.staff_id, fields.get("current_password", ""), source, now)
+    if isinstance(checked, Code):
+        raise BackofficeRefused(checked, "the current password is not right")
+    return store.db.transact(
+        _audited(who, "staff_passwd", "own password", lambda tx: staff.set_password(tx, who.staff_id, new))
+    )
+
+
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
     return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id)))
 
 
-__all__ = ["create", "disable", "listed", "reset_password", "set_role", "stores_of"]
+__all__ = ["change_own_password", "create", "disable", "listed", "reset_password", "set_role", "stores_of"]

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from hq import segments
+from hq import audit, segments
 from hq.api import backoffice as web
 from hq.api.server import ServerHandle, start_in_thread
 from hq.backoffice import members as bo_members
@@ -373,3 +373,60 @@ def test_a_campaign_launch_asked_on_the_page_starts_when_someone_else_approves_i
     assert 'data-id="spring"' in listing.text and "Spring &lt;b&gt;push&lt;/b&gt;" in listing.text
     with hq.db.read() as tx:
         assert tx.one("SELECT state, created_by FROM campaigns WHERE campaign_id = 'spring'") == ("active", "market")
+
+
+def test_a_member_of_staff_changes_its_own_password_so_the_one_who_set_it_knows_it_no_more(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    """The administrator resets finance's password on the staff page, so its request is finance's own hands
+    (``own_request``). Finance changes its password on its own page (the current one, the new one twice, from
+    its page with its CSRF token); refusals change nothing; then every session of finance has ended, only the
+    new password signs in, and finance approves the administrator's request."""
+    hq, _, server = office
+    given, mine = "the one admin gave", "only finance knows this"
+    admin, admin_csrf = signed_in(server.url, "admin")
+    reset = {"csrf": admin_csrf, "password": given, "reason": "forgot it"}
+    assert admin.post("/backoffice/staff/finance/password", data=reset).status_code == 303
+    asked = {"csrf": admin_csrf, "points": "0", "stored_value": "300", "reason": "refund by hand"}
+    assert admin.post("/backoffice/members/M-S1/adjust", data=asked).status_code == 303
+    with hq.db.read() as tx:
+        (row,) = tx.all("SELECT request_id FROM approvals WHERE state = 'pending'")
+    request_id = str(row[0])
+
+    def finance_with(password: str) -> httpx.Response:
+        return browser(server.url).post("/backoffice/sign-in", data={"staff_id": "finance", "password": password})
+
+    finance = browser(server.url)
+    assert finance.post("/backoffice/sign-in", data={"staff_id": "finance", "password": given}).status_code == 303
+    form = finance.get("/backoffice/password")
+    assert form.status_code == 200 and 'id="own-password-form"' in form.text
+    csrf = csrf_of(form.text)
+    own = finance.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": csrf})
+    assert own.status_code == 403 and code_of(own) == "own_request"
+    change = {"csrf": csrf, "current_password": given, "new_password": mine, "new_password_again": mine}
+    for sent, code in (
+        ({**change, "csrf": "forged"}, "bad_csrf"),
+        ({**change, "new_password_again": mine + "!"}, "passwords_differ"),
+        ({**change, "new_password": "short", "new_password_again": "short"}, "bad_staff"),
+        ({**change, "current_password": "not the one"}, "bad_credentials"),
+    ):
+        refused = finance.post("/backoffice/password", data=sent)
+        assert code_of(refused) == code and refused.status_code in (401, 403, 422), (code, refused.status_code)
+    foreign = finance.post("/backoffice/password", data=change, headers={"Origin": "http://127.0.0.1:9"})
+    assert code_of(foreign) == "bad_origin"
+    assert finance.get("/backoffice/").status_code == 200  # nothing changed: still signed in
+
+    done = finance.post("/backoffice/password", data=change)
+    assert done.status_code == 303 and done.headers["location"] == "/backoffice/sign-in?changed=1"
+    assert finance.get("/backoffice/").status_code == 303  # every session of it ended
+    assert code_of(finance_with(given)) == "bad_credentials"
+    client, csrf = browser(server.url), ""
+    assert client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": mine}).status_code == 303
+    csrf = csrf_of(client.get("/backoffice/").text)
+    assert client.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": csrf}).status_code == 303
+    with hq.db.read() as tx:
+        assert audit.last_actor(tx, "finance", staff.PASSWORD_SET) == "finance"
+        assert tx.one("SELECT state, decided_by FROM approvals WHERE request_id = ?", [request_id]) == (
+            "approved",
+            "finance",
+        )
