@@ -577,6 +577,15 @@ __all__ = ["ACTIONS", "CSP", "PUBLIC", "install", "router"]
 #   GET  /backoffice/fleet                                       every till's health, what is wrong first
 
 
+_COUNT = re.compile(r"[0-9]{1,6}")
+
+
+def _settled_notice(request: Request, lang: str) -> str:
+    """What ``?settled=N`` says after a settle: a count of ASCII digits, else nothing (the address is typed)."""
+    settled = request.query_params.get("settled", "")
+    return i18n.words(lang)["settled_n"].format(n=int(settled)) if _COUNT.fullmatch(settled) else ""
+
+
 def _recon_query(request: Request) -> dict[str, str]:
     return {name: request.query_params.get(name, "") for name in recon.FILTER_FIELDS}
 
@@ -593,8 +602,7 @@ def _recon_context(request: Request, store: HqStore, session: sessions.Session) 
 @route("GET", "/recon", Action.RECON_READ)
 def recon_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
     shown = _recon_context(request, store, session)
-    settled = request.query_params.get("settled", "")
-    notice = i18n.words(lang)["settled_n"].format(n=int(settled)) if settled.isdigit() else ""
+    notice = _settled_notice(request, lang)
     return page(request, "recon", lang, notice=notice, **shown)
 
 
@@ -618,8 +626,7 @@ def recon_items(request: Request, store: Store, lang: Lang, session: Session) ->
     f = recon.filter_of(session.staff, _recon_query(request))
     with store.db.read() as tx:
         rows = recon.rows(tx, session.staff, f)
-    settled = request.query_params.get("settled", "")
-    notice = i18n.words(lang)["settled_n"].format(n=int(settled)) if settled.isdigit() else ""
+    notice = _settled_notice(request, lang)
     query = recon.query_of(f)
     return page(request, "recon_items", lang, rows=rows, qs=urlencode(query), query=query, notice=notice)
 

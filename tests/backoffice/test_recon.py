@@ -303,6 +303,10 @@ def test_a_group_settles_its_open_items_at_once_audited_and_held_ones_stay(offic
     assert state_of(hq, quarantined) == "open"  # released or rejected one by one
     assert len(audited(hq, "settle_item_group")) == 1  # nothing settled, nothing recorded
     assert "2 items settled." in finance.get(reply.headers["location"]).text
+    for path in ("/backoffice/recon", "/backoffice/recon/items"):  # a count edited in the address says nothing
+        for edited in ("²", "9" * 5000):
+            shown = finance.get(path, params={"settled": edited})
+            assert shown.status_code == 200 and "items settled" not in shown.text, (path, edited[:3])
 
 
 def test_ticked_items_settle_together_with_one_note_all_or_none(office: Office) -> None:
