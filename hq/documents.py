@@ -80,6 +80,9 @@ class DocumentInvalid(HqError):
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 NAME = re.compile(r"[^\s,][^,]{0,63}")
 HOURS = re.compile(r"([0-2]?\d:[0-5]\d)\s*-\s*([0-2]?\d:[0-5]\d)")
+_WHOLE = re.compile(r"[0-9]{1,12}")
+"""A whole number typed in a list (a tier's threshold, a basket's quantity and price): ASCII digits, as many as
+``int`` reads (``str.isdigit`` also takes ``²``, which ``int`` does not)."""
 MAX_TEXT, MAX_DESCRIPTION, MAX_ITEMS, MAX_NUMBER = 200, 1000, 100, 10**9
 MAX_BASKET_LINES = 50
 
@@ -282,7 +285,7 @@ def _levels(read: _Reader) -> list[dict[str, Any]] | None:
     levels: list[dict[str, Any]] = []
     for part in (p.strip() for p in read.text("levels").split(",") if p.strip()):
         tier, _, threshold = part.rpartition(":")
-        if not NAME.fullmatch(tier.strip()) or not threshold.strip().isdigit() or len(threshold.strip()) > 10:
+        if not NAME.fullmatch(tier.strip()) or not _WHOLE.fullmatch(threshold.strip()) or len(threshold.strip()) > 10:
             read.fail("levels", Code.BAD_LEVELS)
             return None
         levels.append({"tier": tier.strip(), "threshold": int(threshold)})
@@ -427,7 +430,7 @@ def basket_of(text: str) -> Basket:
     if not rows or len(rows) > MAX_BASKET_LINES:
         raise DocumentInvalid([FieldError("basket", Code.BAD_BASKET)])
     for row in rows:
-        if not 3 <= len(row) <= 4 or not row[1].isdigit() or not row[2].isdigit() or len(row[0]) > 64:
+        if not 3 <= len(row) <= 4 or not _WHOLE.fullmatch(row[1]) or not _WHOLE.fullmatch(row[2]) or len(row[0]) > 64:
             raise DocumentInvalid([FieldError("basket", Code.BAD_BASKET)])
         quantity, price = int(row[1]), int(row[2])
         if not 1 <= quantity <= 999 or price > 10**8 or (len(row) == 4 and len(row[3]) > 64):

@@ -267,6 +267,7 @@ BAD_RULES: list[tuple[dict[str, str], dict[str, str]]] = [
     ({"text": "t" * 201}, {"text": "too_long"}),
     ({"rule_id": "tiers"}, {"rule_id": "fixed_id"}),
     ({"kind": "tiers", "levels": "gold"}, {"rule_id": "fixed_id", "levels": "bad_levels"}),
+    ({"kind": "tiers", "levels": "basic:0, gold:²"}, {"rule_id": "fixed_id", "levels": "bad_levels"}),
     ({"kind": "tier", "tier": "", "multiplier_pct": "150"}, {"tier": "required"}),
     (
         {"multiplier_pct": "abc", "weekdays": "9", "hours": "x"},
@@ -325,6 +326,8 @@ def test_the_preview_says_what_is_wrong_and_never_writes(
     for basket, member, code in (
         ("LATTE two 450", "", "bad_basket"),
         ("LATTE 0 450", "", "bad_basket"),
+        ("LATTE ² 450", "", "bad_basket"),  # a digit to str.isdigit, not to int
+        ("LATTE 1 " + "9" * 5000, "", "bad_basket"),  # more digits than int reads
         ("\n".join(["A 1 1"] * 51), "", "bad_basket"),
         (BASKET, "M-NOBODY", "unknown_member"),
     ):
