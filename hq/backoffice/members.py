@@ -20,7 +20,7 @@ from typing import Any
 
 from hq import adjustments, erasure, giftholders
 from hq import members as hq_members
-from hq.backoffice import approvals
+from hq.backoffice import approvals, staff
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action, Reach, Scope, allowed, reach
 from hq.backoffice.staff import Staff, require
@@ -187,8 +187,30 @@ def _member_stores(tx: Tx, member_id: str) -> frozenset[str]:
     return stores_of(tx, member_id)
 
 
+def _blocked_by_own_merchant(tx: Tx, who: Staff, kind: str, subject: str) -> None:
+    """A merchant's staff unblock only what their own merchant's staff blocked (``forbidden``): a block of the
+    chain's (its staff, an administrator's token, a command, a till) or of another merchant's is not theirs to
+    lift, though the member shops at their stores. Nothing blocked: nothing to refuse."""
+    row = tx.one(
+        "SELECT by_whom FROM status_changes WHERE kind = ? AND subject = ? AND status = 'blocked' "
+        "ORDER BY changed_at DESC LIMIT 1",
+        [kind, subject],
+    )
+    held = tx.one(
+        f"SELECT status FROM {'cards' if kind == 'card' else 'members'} WHERE "
+        f"{'uid_hash' if kind == 'card' else 'member_id'} = ?",
+        [subject],
+    )
+    if held is None or str(held[0]) != "blocked":
+        return
+    blocker = staff.get(tx, str(row[0])) if row is not None else None
+    if blocker is None or blocker.merchant_id != who.merchant_id:
+        raise BackofficeRefused(Code.FORBIDDEN, "a merchant's staff unblock only what their own merchant blocked")
+
+
 def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, reason: str) -> dict[str, Any]:
-    """Block or unblock a member or a card (``kind``), in the member's stores only for a store manager."""
+    """Block or unblock a member or a card (``kind``), in the member's stores only for a store manager; a
+    merchant's staff unblock only what their own merchant's staff blocked."""
     why = approvals.reason_of(reason)
 
     def change(tx: Tx) -> dict[str, Any]:
@@ -199,6 +221,8 @@ def block(store: HqStore, who: Staff, kind: str, subject: str, blocked: bool, re
                 raise BackofficeRefused(Code.NOT_FOUND, "no such card")
             owner = str(row[0])
         require(who, Action.MEMBERS_BLOCK, _member_stores(tx, owner))
+        if not blocked and who.merchant_id is not None:
+            _blocked_by_own_merchant(tx, who, kind, subject)
         done = set_blocked(tx, kind, subject, blocked, who.staff_id, why, store.now())  # audited there
         return {**done, "member_id": owner}
 

@@ -439,3 +439,31 @@ def test_a_merchants_staff_read_on_a_members_page_only_their_own_merchants_adjus
     assert "south-finance" not in made
     everything = admin.get("/backoffice/members/M-S1").text
     assert all(why in everything for why in ("north goodwill", "south goodwill", "chain fix"))
+
+
+def test_a_merchants_staff_unblock_only_what_their_own_merchant_blocked(office: Office) -> None:
+    """The chain's administrator blocks M-S1 (north's store's member): north's admin cannot unblock it
+    (``forbidden``, still blocked, nothing audited). North's admin blocks M-S1's card and unblocks it again;
+    it blocks the card once more and the chain's administrator unblocks it."""
+    hq, _, server = office
+    card = "a" * 64
+    admin, admin_csrf = signed_in(server.url, "admin")
+    north, north_csrf = signed_in(server.url, "north-admin")
+    why = {"reason": "card reported stolen"}
+    assert admin.post("/backoffice/members/M-S1/block", data=why | {"csrf": admin_csrf}).status_code == 303
+    records = len(audited(hq, "unblock_member"))
+    refusal = north.post("/backoffice/members/M-S1/unblock", data={"csrf": north_csrf, "reason": "customer asked"})
+    assert refused(refusal)
+    assert hq.member("M-S1").status == "blocked" and len(audited(hq, "unblock_member")) == records  # type: ignore[union-attr]
+
+    def card_status() -> str:
+        with hq.db.read() as tx:
+            row = tx.one("SELECT status FROM cards WHERE uid_hash = ?", [card])
+        assert row is not None
+        return str(row[0])
+
+    for who, csrf in ((north, north_csrf), (north, north_csrf), (north, north_csrf), (admin, admin_csrf)):
+        verb = "unblock" if card_status() == "blocked" else "block"
+        assert who.post(f"/backoffice/cards/{card}/{verb}", data=why | {"csrf": csrf}).status_code == 303, verb
+    assert card_status() == "active"
+    assert [r.actor for r in audited(hq, "unblock_card")] == ["admin", "north-admin"]  # newest first
