@@ -339,3 +339,19 @@ def test_the_profile_and_stats_commands(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["stats", "show", "M-1", "--as-of", "2026-01-02", "--json", "--db", db])
     got = json.loads(shown.output)
     assert got["visits_30"] == 1 and got["spend"] == 1500 and got["stores_visited"] == ["S1"]
+
+
+def test_the_join_page_runs_only_its_own_script_and_style(http: httpx.Client) -> None:
+    """The join page shares its origin with the back office: its policy names its one script and its one style
+    by their digests, never 'unsafe-inline', so markup that ever reached the page could not run there."""
+    import base64
+    import hashlib
+    import re
+
+    reply = http.get("/join")
+    policy = reply.headers["content-security-policy"]
+    assert "unsafe-inline" not in policy, policy
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", reply.text, re.S)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in policy, (tag, policy)
