@@ -78,6 +78,7 @@ from hq.ingest import (
 )
 from hq.policy import CardKeys
 from sync.protocol import (
+    SIGNED_TOMBSTONES,
     SNAPSHOT_COLUMNS,
     ChangesPage,
     EnrolResponse,
@@ -109,6 +110,7 @@ from sync.protocol import (
     WireVoucherStock,
     canonical_json,
     parse_time,
+    tombstone_body,
 )
 from terminal import b64url
 from terminal import giftcards as gc
@@ -215,6 +217,16 @@ def _voucher(r: Sequence[Any]) -> WireVoucher:
 
 def _gift_card(r: Sequence[Any]) -> WireGiftCard:
     return WireGiftCard(card_id=r[0], body=json.loads(r[1]))
+
+
+def _tombstone(kind: str, r: Sequence[Any]) -> Tombstone:
+    """A deleted row's tombstone; a key's or a revocation's with the deletion head office signed (a row deleted
+    by an earlier release still holds the key or the revocation itself: its tombstone goes unsigned)."""
+    if kind in SIGNED_TOMBSTONES:
+        body = json.loads(r[1])
+        if "tombstone" in body:
+            return Tombstone(kind=kind, id=r[0], body=body, sig=r[2])  # type: ignore[arg-type]
+    return Tombstone(kind=kind, id=r[0])  # type: ignore[arg-type]
 
 
 # (page attribute, table, key column, tombstone kind, row -> wire model)
@@ -717,6 +729,9 @@ class HqStore:
         def save(tx: Tx) -> bool:
             if tx.run(f"UPDATE {table} SET deleted = 1 WHERE {key} = ? AND deleted = 0", [item_id]) != 1:
                 return False
+            if kind in SIGNED_TOMBSTONES:  # the tills take it off only on head office's signature
+                text, sig = self._signed(tx, tombstone_body(kind, item_id, self.now()))
+                tx.run(f"UPDATE {table} SET body = ?, sig = ? WHERE {key} = ?", [text, sig, item_id])
             cards = []
             if table == "members":
                 cards = [
@@ -1020,7 +1035,7 @@ class HqStore:
                 cols = ", ".join(SNAPSHOT_COLUMNS[attr])
                 sql = f"SELECT {cols}, version, deleted FROM {table} WHERE version > ? ORDER BY version LIMIT ?"
                 for row in tx.all(sql, [since, limit + 1]):
-                    item = Tombstone(kind=kind, id=row[0]) if row[-1] else wire(row)  # type: ignore[arg-type]
+                    item = _tombstone(kind, row) if row[-1] else wire(row)
                     rows.append((int(row[-2]), "deleted" if row[-1] else attr, item))
         return _page(since, limit, rows)
 

@@ -44,6 +44,7 @@ from sync.protocol import (
     CLOCK_HEADER,
     MAX_WITHDRAWALS,
     PROTOCOL_VERSION,
+    SIGNED_TOMBSTONES,
     SNAPSHOT_COLUMNS,
     SNAPSHOT_KINDS,
     ChangesPage,
@@ -66,6 +67,7 @@ from sync.protocol import (
     canonical_json,
     canonical_text,
     day_totals,
+    signed_id_matches,
     spoken_protocol,
 )
 from terminal import b64url
@@ -633,14 +635,24 @@ class SyncClient:
         return count
 
     def _check_page(self, page: ChangesPage) -> None:
-        if not page.keys and not page.revocations:
+        """Every key, revocation and signed tombstone of the page is head office's, under the id it signed;
+        otherwise nothing of the page is applied. A tombstone of a key or a revocation without a signature (an
+        earlier head office's, or a network's) is not applied (``_page_docs``): the till keeps what it holds."""
+        signed: list[tuple[str, str, dict[str, Any], str]] = [("keys", k.key_id, k.body, k.sig) for k in page.keys]
+        signed += [("revocations", r.revocation_id, r.body, r.sig) for r in page.revocations]
+        signed += [
+            (t.kind, t.id, t.body, t.sig)
+            for t in page.deleted
+            if t.kind in SIGNED_TOMBSTONES and t.body is not None and t.sig is not None
+        ]
+        if not signed:
             return
         root = self.root_key()
-        signed: list[tuple[dict[str, Any], str]] = [(k.body, k.sig) for k in page.keys]
-        signed += [(r.body, r.sig) for r in page.revocations]
-        for body, sig in signed:
+        for kind, item_id, body, sig in signed:
             if not check_signature(root, body, sig):
                 raise HqFailed(200, f"signature of {body} does not check against the pinned root key")
+            if not signed_id_matches(kind, item_id, body):
+                raise HqFailed(200, f"{kind} {item_id} carries the signed body of another: {body}")
 
     def bootstrap(self, progress: Progress | None = None, page_size: int = SNAPSHOT_PAGE) -> int:
         """Load a new terminal's cache from head office's snapshot, kind by kind, resumable; then
@@ -695,8 +707,11 @@ class SyncClient:
         if kind in ("keys", "revocations"):
             root = self.root_key()
             for row in rows:
-                if not check_signature(root, json.loads(row[1]), row[2]):
+                body = json.loads(row[1])
+                if not check_signature(root, body, row[2]):
                     raise HqFailed(200, f"signature of {kind} {row[0]} does not check against the pinned root key")
+                if not signed_id_matches(kind, str(row[0]), body):
+                    raise HqFailed(200, f"{kind} {row[0]} carries the signed body of another: {body}")
         if following is None:
             position = {"bootstrap_kind": _next_kind(kind), "bootstrap_after": "", "bootstrap_done": "0"}
         else:
@@ -927,7 +942,12 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
         keys=[(k.key_id, _doc(k.body), k.sig) for k in page.keys],
         revocations=[(r.revocation_id, _doc(r.body), r.sig) for r in page.revocations],
         device_certs=[(d.cert_id, _doc(d.body)) for d in page.device_certs],
-        deleted=[(t.kind, t.id) for t in page.deleted],
+        deleted=[(t.kind, t.id) for t in page.deleted if t.kind not in SIGNED_TOMBSTONES],
+        signed_deleted=[
+            (t.kind, t.id, str(t.body["deleted_at"]))
+            for t in page.deleted
+            if t.kind in SIGNED_TOMBSTONES and t.body is not None and t.sig is not None
+        ],
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
         merchant_id=page.merchant_id,

@@ -686,11 +686,38 @@ class WireVoucherStock(_Model):
     codes: list[Annotated[str, Field(min_length=5, max_length=400)]] = Field(default_factory=list, max_length=10_000)
 
 
+SIGNED_TOMBSTONES = ("key", "revocation")
+"""The kinds whose rows head office signs with its root key: their tombstones are signed too, so a network cannot
+take a key or a revocation off a till, and carry the time of the deletion, so a replayed one cannot take off a
+revocation made again since."""
+
+
 class Tombstone(_Model):
     kind: Literal[
         "member", "card", "rule", "rule_doc", "coupon", "key", "revocation", "device_cert", "voucher", "gift_card"
     ]
     id: str
+    body: dict[str, Any] | None = None
+    """A key's or a revocation's (``SIGNED_TOMBSTONES``): ``tombstone_body`` of its deletion; none for the others."""
+    sig: str | None = None
+    """base64url Ed25519 signature of ``canonical_json(body)`` by the root key, as a key's or a revocation's."""
+
+
+def tombstone_body(kind: str, item_id: str, deleted_at: str) -> dict[str, Any]:
+    """What head office signs when it deletes a key or a revocation. It has neither a key's ``public_key`` nor a
+    revocation's ``kind`` and ``subject``, so it can pass for neither."""
+    return {"tombstone": kind, "id": item_id, "deleted_at": deleted_at}
+
+
+def signed_id_matches(kind: str, item_id: str, body: dict[str, Any]) -> bool:
+    """Whether a signed row of the feed is filed under the id its signed body names: a key under its
+    ``key_id``, a revocation under ``kind:subject``, a tombstone under its ``id`` (and of its kind). A network
+    renaming a signed row (another device's revocation under this device's id) is caught here."""
+    if kind == "keys":
+        return body.get("key_id") == item_id
+    if kind == "revocations":
+        return "tombstone" not in body and f"{body.get('kind')}:{body.get('subject')}" == item_id
+    return body.get("tombstone") == kind and body.get("id") == item_id and isinstance(body.get("deleted_at"), str)
 
 
 class ChangesPage(_Model):

@@ -108,7 +108,11 @@ class CacheDocs:
     device_certs: list[tuple[str, str]] = field(default_factory=list)
     """(cert_id hex, body): member devices' certificates, signed by head office's payment key"""
     deleted: list[tuple[str, str]] = field(default_factory=list)
-    """(kind, id) tombstones: member, card, rule, rule_doc, coupon, key, revocation"""
+    """(kind, id) tombstones: member, card, rule, rule_doc, coupon, device_cert, voucher, gift_card"""
+    signed_deleted: list[tuple[str, str, str]] = field(default_factory=list)
+    """(kind, id, deleted_at) tombstones of a key or a revocation, signature checked by the sync client: each
+    takes off only a key made, or a revocation made, no later than its deletion (a replayed old one takes off
+    nothing made since)"""
     allocations: list[tuple[str, int, int]] | None = None
     """(pool_id, allowed, used as head office counts it): this till's whole allocation of every open pool,
     replacing what it held; None: the page carries none (the held ones stay)"""

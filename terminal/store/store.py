@@ -954,6 +954,26 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
     for kind, item_id in docs.deleted:
         for table, key in _TOMBSTONES.get(kind, []):
             conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (item_id,))
+    for kind, item_id, deleted_at in docs.signed_deleted:
+        table, key = _TOMBSTONES[kind][0]
+        held = conn.execute(f"SELECT body FROM {table} WHERE {key} = ?", (item_id,)).fetchone()
+        if held is not None and _made_by(json.loads(held[0]), deleted_at):
+            conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (item_id,))
+
+
+def _made_by(body: dict[str, Any], deleted_at: str) -> bool:
+    """Whether a held key or revocation was made no later than ``deleted_at`` (head office's times both)."""
+    made = _utc(str(body.get("revoked_at", body.get("created_at", ""))))
+    deleted = _utc(deleted_at)
+    return made is not None and deleted is not None and made <= deleted
+
+
+def _utc(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _get_state(conn: sqlite3.Connection, key: str) -> str | None:
