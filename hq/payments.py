@@ -352,16 +352,21 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
     The proof is checked here as at ingest: a code's signature, time window and device (not revoked,
     the member's own), or a card tap of the member's card whose SUN message verifies when head office
     holds the keys and whose read counter was never used in the chain (it is used now). A proof is
-    confirmed once; the same (terminal, txn_id) asking again gets the same answer (a retry)."""
+    confirmed once; the same (terminal, txn_id) asking again for the same member and amount gets the same answer
+    (a retry), for another amount or member ``payment_code_replayed``."""
     use_id, member_id, amount, txn_id = request.use_id, request.member_id, request.amount, request.txn_id
     at = int(time.time()) if now is None else now
 
     def run(tx: Tx) -> dict[str, Any]:
         if withdrawn(tx, terminal_id, txn_id):
             raise PaymentRefused(_replayed(request), f"transaction {txn_id} was withdrawn by its till")
-        held = tx.one("SELECT terminal_id, txn_id, withdrawn_at FROM payment_confirms WHERE code_id = ?", [use_id])
+        held = tx.one(
+            "SELECT terminal_id, txn_id, withdrawn_at, member_id, amount FROM payment_confirms WHERE code_id = ?",
+            [use_id],
+        )
         if held is not None:
-            if (held[0], held[1], held[2]) == (terminal_id, txn_id, None):
+            # a retry asks what it asked: the same amount for the same member (more is another payment)
+            if (held[0], held[1], held[2], held[3], int(held[4])) == (terminal_id, txn_id, None, member_id, amount):
                 return {"confirmed": True, "code_id": use_id, "repeat": True}
             raise PaymentRefused(_replayed(request), f"{use_id} was confirmed for another payment")
         tap = request.card

@@ -310,6 +310,22 @@ def test_a_confirmation_replayed_after_its_sale_arrived_holds_nothing(office: Of
     assert office.stored_value("M-1") == 6000
 
 
+def test_a_confirmation_asked_again_for_more_or_for_another_member_is_no_retry(office: Office) -> None:
+    """The same till and transaction asking again with the same code, for a larger amount or naming another
+    member: not the retry of a lost answer but another payment. Head office refuses it (as a gift card's), so a
+    till never takes "confirmed" for an amount head office neither checked against the balance nor holds."""
+    code, txn = office.code(), new_txn()
+    asked = {"member_id": "M-1", "amount": 1000, "txn_id": txn, **code}
+    assert office.post("T-A", "/v1/payments/confirm", asked).status_code == 200
+    assert refused(office.post("T-A", "/v1/payments/confirm", {**asked, "amount": 9000})) == "payment_code_replayed"
+    assert refused(office.post("T-A", "/v1/payments/confirm", {**asked, "member_id": "M-2"})) == "payment_code_replayed"
+    again = office.post("T-A", "/v1/payments/confirm", asked)  # the retry of a lost answer
+    assert again.status_code == 200 and again.json().get("repeat") is True
+    # What head office holds of Aiko's 9,000 is still the 1,000 it confirmed: another till may take the rest.
+    assert office.confirm("T-B", "M-1", 8000, card=sun_tap(office.aiko, AIKO_UID)).status_code == 200
+    assert office.stored_value("M-1") == 9000
+
+
 def test_withdrawals_of_made_up_transactions_do_not_fill_head_offices_disk(office: Office) -> None:
     """A stolen credential withdraws made-up transaction ids, 100 a request, as often as it likes. Head office keeps a
     withdrawal apart only for a transaction it has heard nothing of from that till (a confirmation the withdrawal
