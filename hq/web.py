@@ -1,9 +1,11 @@
 """What head office's web pages share (the wallet, the back office): a Jinja2 environment over a package's own
 templates, autoescaped, with the ``money`` filter; its static files served by name, from its own folders
-only (nothing is loaded from elsewhere); and the cells of the CSV files it hands out, never a formula."""
+only (nothing is loaded from elsewhere); the cells of the CSV files it hands out, never a formula; and the client
+address their per-address limits count."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,23 @@ def money(minor: int | None) -> str:
         return "-"
     sign = "-" if minor < 0 else ""
     return f"{sign}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+
+
+def address_bucket(host: str | None) -> str:
+    """The client address a per-address limit counts (pure): an IPv6 address by its /64 network (one subscriber's:
+    a host there picks any of its 2^64 addresses), an IPv4-mapped one as its IPv4 address, an IPv4 address as it
+    is; anything else (no client, a name) as given."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

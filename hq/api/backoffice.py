@@ -59,6 +59,7 @@ from hq.backoffice import settlement as bo_settlement
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
+from hq.web import address_bucket
 from sync.protocol import ERROR_STATUS, ErrorCode
 
 router = APIRouter()
@@ -296,7 +297,7 @@ def sign_in_form(request: Request, lang: Lang) -> Response:
 @router.post(PREFIX + "/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
 def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
     staff_id, password = fields.get("staff_id", "").strip()[:64], fields.get("password", "")
-    source = request.client.host if request.client else "unknown"
+    source = address_bucket(request.client.host if request.client else None)
     made = sessions.sign_in(store.db, staff_id, password, source, now_s(), token_of(request))
     if isinstance(made, Code):
         words = i18n.words(lang)

@@ -70,6 +70,7 @@ from hq.rewards import RewardRefused
 from hq.store import HqStore
 from hq.wallet import checkin, devices, gifts, i18n, pages, qr, signin, views
 from hq.wallet.senders import Message, Sender, SendFailed
+from hq.web import address_bucket
 from sync.protocol import ERROR_STATUS, ErrorCode
 from terminal import payments as pay
 
@@ -209,7 +210,7 @@ def sign_in_form(request: Request, lang: Lang, member: Member) -> Response:
 def request_code(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
     contact = fields.get("contact", "")
     after = next_page(fields.get("next"))
-    source = request.client.host if request.client else "unknown"
+    source = address_bucket(request.client.host if request.client else None)
     try:
         issued = signin.request_code(store, contact, source, now_s())
     except signin.WalletRefused as exc:

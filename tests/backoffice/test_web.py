@@ -430,3 +430,21 @@ def test_a_member_of_staff_changes_its_own_password_so_the_one_who_set_it_knows_
             "approved",
             "finance",
         )
+
+
+def test_password_guesses_from_every_address_of_an_ipv6_network_lock_that_network(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    """Fifty wrong passwords from one address lock it; an IPv6 host picks any address of its /64 network, so the
+    network is the address counted. (Head office behind a reverse proxy on the same machine: X-Forwarded-For.)"""
+    _, _, server = office
+    client = browser(server.url)
+    for n in range(staff.SOURCE_FAILURES):
+        guess = {"staff_id": f"guess{n}", "password": "not it at all"}
+        wrong = client.post("/backoffice/sign-in", data=guess, headers={"X-Forwarded-For": f"2001:db8:7::{n + 1:x}"})
+        assert wrong.status_code == 401 and code_of(wrong) == "bad_credentials"
+    right = {"staff_id": "admin", "password": PASSWORD}
+    locked = client.post("/backoffice/sign-in", data=right, headers={"X-Forwarded-For": "2001:db8:7::ffff"})
+    assert locked.status_code == 429 and code_of(locked) == "locked_out"
+    other = browser(server.url).post("/backoffice/sign-in", data=right, headers={"X-Forwarded-For": "2001:db8:8::1"})
+    assert other.status_code == 303

@@ -277,3 +277,37 @@ def test_passing_a_coupon_on_and_taking_it_back_in_a_loop_stops_at_the_days_boun
         assert "GIFT-A" in aiko.get("/wallet/coupons").text  # still hers
     with office.hq.db.read() as tx:
         assert tx.one("SELECT COUNT(*) FROM gifts") == (gifts.MAX_OFFERS_PER_DAY,)
+
+
+def test_a_host_asking_for_codes_from_every_address_of_its_ipv6_network_counts_as_one_address(
+    office: Office,
+) -> None:
+    """Code guessing across members: each code dies after 5 wrong tries, so trying many members' contacts needs
+    many codes, and head office gives one client address 20 in 15 minutes. An IPv6 host picks any address of its
+    /64 network (2^64 of them): counted one by one, the limit would be no limit. (Head office behind a reverse
+    proxy on the same machine takes the client's address from X-Forwarded-For, as here.)"""
+    with office.client() as guesser:
+        asked = [
+            guesser.post(
+                "/wallet/sign-in/code",
+                data={"contact": f"someone{n}@example.com"},
+                headers={"X-Forwarded-For": f"2001:db8:1:2::{n + 1:x}"},
+            ).status_code
+            for n in range(21)
+        ]
+        assert asked[:20] == [200] * 20 and asked[20] == 429
+        elsewhere = guesser.post(  # another subscriber's network is another address
+            "/wallet/sign-in/code",
+            data={"contact": "other@example.com"},
+            headers={"X-Forwarded-For": "2001:db8:1:3::1"},
+        )
+        assert elsewhere.status_code == 200
+        mapped = [  # an IPv4 client seen through an IPv6 socket is its IPv4 address
+            guesser.post(
+                "/wallet/sign-in/code",
+                data={"contact": f"mapped{n}@example.com"},
+                headers={"X-Forwarded-For": "::ffff:192.0.2.7" if n % 2 else "192.0.2.7"},
+            ).status_code
+            for n in range(21)
+        ]
+        assert mapped[:20] == [200] * 20 and mapped[20] == 429
