@@ -64,12 +64,13 @@ def confirm(store: Store, body: GiftConfirmRequest, terminal_id: Terminal) -> di
 
 @router.get("/v1/giftcards/{card_id}", responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.NOT_FOUND))
 def balance(store: Store, card_id: str, terminal_id: Terminal) -> dict[str, Any]:
-    """The card's state and balance (not its activity: that is the back office's)."""
+    """The card's state and balance: not its activity nor who keeps it in a wallet (the back office's; no till
+    needs them, and a till's credential would link the chain's gift cards to its members)."""
     try:
         shown = store.gift_card(card_id)
     except Refused as exc:
         raise _refused(exc) from exc
-    return {k: v for k, v in shown.items() if k != "activity"}
+    return {k: v for k, v in shown.items() if k not in ("activity", "holder")}
 
 
 @router.get("/v1/admin/giftcards/{card_id}", responses=admin_errors)

@@ -322,3 +322,25 @@ def test_an_enrolment_cannot_take_up_a_member_id_head_office_gives_later(chain: 
             assert tx.one("SELECT member_id FROM cards WHERE uid_hash = ?", [squatted]) is None
     finally:
         store.close()
+
+
+def test_a_gift_cards_balance_check_does_not_say_which_member_keeps_the_card(chain: Chain) -> None:
+    """A till may ask head office a gift card's state and balance; which member keeps the card in the wallet is
+    personal data no till needs. The feed lists every card id, so a credential that read the holder could map
+    the chain's gift cards to its members."""
+    admin = HqStore(chain.hq.db)
+    try:
+        card = admin.import_gift_card("cd" * 32, 5000, "Mio", "old system")
+        admin.attach_gift_card(card.card_id, "M-1", "Mio", "seen at the counter")
+        assert admin.gift_card(card.card_id)["holder"] == "M-1"  # head office's own view keeps it
+    finally:
+        admin.close()
+    reply = httpx.get(
+        f"{chain.hq.url}/v1/giftcards/{card.card_id}",
+        headers={"Authorization": f"Bearer {chain.tokens['T-A']}"},
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    shown = reply.json()
+    assert shown["balance"] == 5000 and shown["card_id"] == card.card_id
+    assert "M-1" not in reply.text and "holder" not in shown and "activity" not in shown
