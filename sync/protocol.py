@@ -263,7 +263,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
     ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),
     ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
-    ErrorCode.WALLET_SIGN_IN_AGAIN: (401, "setting up paying on a phone needs a sign-in of the last 10 minutes"),
+    ErrorCode.WALLET_SIGN_IN_AGAIN: (
+        401,
+        "setting up paying on a phone, or buying a reward, needs a sign-in of the last 10 minutes",
+    ),
     ErrorCode.WALLET_TOO_MANY_DEVICES: (409, "the member has as many paying phones as allowed: remove one first"),
     ErrorCode.GIFT_UNKNOWN: (404, "no such coupon of the member's, or no such gift link"),
     ErrorCode.GIFT_NOT_TRANSFERABLE: (409, "the coupon's document does not allow passing it on"),

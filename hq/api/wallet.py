@@ -117,6 +117,14 @@ def member_of(request: Request) -> str | None:
 Member = Annotated[str | None, Depends(member_of)]
 
 
+def session_of(request: Request) -> tuple[str, int] | None:
+    """(member, when the session began) of the request's live session, or None."""
+    return signin.live_session(request.app.state.store, session_token(request) or "", now_s())
+
+
+Session = Annotated[tuple[str, int] | None, Depends(session_of)]
+
+
 def same_origin(request: Request) -> None:
     """A POST from head office's own pages: its Origin is this server's (browsers send it on every POST)."""
     origin = request.headers.get("origin")
@@ -160,12 +168,14 @@ def to_sign_in() -> RedirectResponse:
     return RedirectResponse("/wallet/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
 
 
-_NEXT = re.compile(r"/wallet/gift/[A-Za-z0-9_-]{1,100}|/wallet/checkin(\?c=[A-Za-z0-9_-]{1,200})?")
+_NEXT = re.compile(
+    r"/wallet/gift/[A-Za-z0-9_-]{1,100}|/wallet/checkin(\?c=[A-Za-z0-9_-]{1,200})?|/wallet/(rewards|pay)"
+)
 
 
 def next_page(value: str | None) -> str:
-    """Where signing in leads: back to a gift link or the check-in page, else the overview (never another
-    site)."""
+    """Where signing in leads: back to a gift link, the check-in page, the rewards or the pay page (signed in
+    again to spend), else the overview (never another site)."""
     return value if value and _NEXT.fullmatch(value) else ""
 
 
@@ -200,7 +210,7 @@ def sign_in_page(
 @router.get("/wallet/sign-in", include_in_schema=False)
 def sign_in_form(request: Request, lang: Lang, member: Member) -> Response:
     after = next_page(request.query_params.get("next"))
-    if member is not None:
+    if member is not None and request.query_params.get("again") != "1":  # again: a fresh sign-in to spend
         return RedirectResponse(after or "/wallet/", status_code=303)
     notice = i18n.words(lang)["signed_out"] if request.query_params.get("out") else ""
     return sign_in_page(request, lang, notice=notice, after=after)
@@ -704,6 +714,8 @@ def rewards_page(
     titles = {o.reward.reward_id: o.reward.title for o in catalogue}
     mine = [{**p.as_dict(), "title": titles.get(p.reward_id, p.reward_id)} for p in store.reward_purchases(member)]
     error = refusal(lang, code)
+    if code is ErrorCode.WALLET_SIGN_IN_AGAIN:
+        error["error"] = words["reward_sign_in_again"]
     return page(
         request,
         "rewards",
@@ -727,15 +739,21 @@ def rewards(request: Request, store: Store, lang: Lang, member: Member) -> Respo
 
 
 @router.post("/wallet/rewards/{reward_id}/buy", include_in_schema=False, dependencies=[Depends(same_origin)])
-def buy_reward(request: Request, store: Store, lang: Lang, member: Member, reward_id: str, fields: Form) -> Response:
-    """Buy one unit with points; the form's ``purchase`` id makes a second submit of the same form a no-op."""
-    if member is None:
+def buy_reward(request: Request, store: Store, lang: Lang, session: Session, reward_id: str, fields: Form) -> Response:
+    """Buy one unit with points, with a sign-in of the last 10 minutes (it spends the member's points: a
+    two-week old cookie alone does not); the form's ``purchase`` id makes a second submit of the same form a
+    no-op."""
+    if session is None:
         return to_sign_in()
+    member, started = session
     purchase_id = fields.get("purchase", "")
     if not _PURCHASE.fullmatch(purchase_id):
         return rewards_page(request, store, lang, member, code=ErrorCode.INVALID_REQUEST)
     try:
+        signin.require_fresh(started, now_s(), "Sign in again to spend your points.")
         made = store.buy_reward(member, reward_id[:48], purchase_id)
+    except signin.WalletRefused as exc:
+        return rewards_page(request, store, lang, member, code=exc.code)
     except RewardRefused as exc:
         return rewards_page(request, store, lang, member, code=exc.code)
     return RedirectResponse(

@@ -27,7 +27,7 @@ from hq.wallet.signin import WalletRefused
 from sync.protocol import ErrorCode
 from terminal import payments as pay
 
-FRESH_S = 600
+FRESH_S = signin.FRESH_S
 MAX_DEVICES = payments.MAX_DEVICES
 REMOVED = "removed by the member in the wallet"
 
@@ -40,8 +40,7 @@ def listed(store: HqStore, member_id: str) -> list[dict[str, Any]]:
 
 def register(store: HqStore, member_id: str, session_started: int, device_key_hex: str, now: int) -> pay.DeviceCert:
     """A device certificate for the browser's key, or ``WalletRefused``."""
-    if now - session_started > FRESH_S:
-        raise WalletRefused(ErrorCode.WALLET_SIGN_IN_AGAIN, "Sign in again to set up paying on this phone.")
+    signin.require_fresh(session_started, now, "Sign in again to set up paying on this phone.")
     try:
         return payments.register_device(store, member_id, device_key_hex, now=now)
     except payments.PaymentRefused as exc:

@@ -38,6 +38,9 @@ RATE_WINDOW = 900
 MAX_CODES = 3
 MAX_CODES_FROM = 20
 SESSION_TTL = 14 * 86400
+FRESH_S = 600
+"""What spends or pays for the member (buying a reward, setting up a paying phone) needs a session begun this
+recently (a sign-in code or joining): a cookie alone, two weeks old on a stolen phone, does not."""
 EMAIL, PHONE = "email", "phone"
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 _PHONE = re.compile(r"\+[1-9][0-9]{7,14}")
@@ -257,6 +260,12 @@ def live_session(store: HqStore, token: str, now: int) -> tuple[str, int] | None
             [token_digest(token), now],
         )
     return None if row is None else (str(row[0]), int(row[1]))
+
+
+def require_fresh(started: int, now: int, message: str) -> None:
+    """``WalletRefused(wallet_sign_in_again)`` unless the session began at most ``FRESH_S`` ago."""
+    if now - started > FRESH_S:
+        raise WalletRefused(ErrorCode.WALLET_SIGN_IN_AGAIN, message)
 
 
 def session_member(store: HqStore, token: str, now: int) -> str | None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq import payments
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
+from hq.wallet import signin
 from hq.wallet.senders import FileSender
 from sync import claims
 from sync.protocol import ClaimKeyPayload, WireEntry
@@ -311,3 +312,28 @@ def test_a_host_asking_for_codes_from_every_address_of_its_ipv6_network_counts_a
             for n in range(21)
         ]
         assert mapped[:20] == [200] * 20 and mapped[20] == 429
+
+
+def test_a_session_cookie_alone_does_not_spend_the_members_points_on_rewards(office: Office) -> None:
+    """A stolen phone, or a shared computer where the member did not sign out: the wallet's cookie lives 14 days.
+    Buying a reward spends the member's points, and a partner's code shown in the wallet is anyone's who reads it,
+    so, as setting up paying, it needs a sign-in of the last 10 minutes (the member's email or phone)."""
+    office.hq.put_reward({"reward_id": "CINEMA", "reward": "partner_code", "points": 60, "title": "Cinema ticket"})
+    office.hq.add_reward_codes("CINEMA", ["CIN-7QX2"])
+    an_hour_ago = int(time.time()) - 3600
+    token = office.hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", an_hour_ago))
+    with office.client() as thief:
+        thief.cookies.set("tp_wallet", token)
+        assert thief.get("/wallet/rewards").status_code == 200  # the session is live: it reads the page
+        bought = thief.post("/wallet/rewards/CINEMA/buy", data={"purchase": "w-" + "t" * 20})
+        assert bought.status_code == 401 and 'data-code="wallet_sign_in_again"' in bought.text
+        assert "CIN-7QX2" not in thief.get("/wallet/rewards").text
+        again = thief.get("/wallet/sign-in?again=1&next=/wallet/rewards")  # the page's link: the sign-in form
+        assert again.status_code == 200 and 'name="next" value="/wallet/rewards"' in again.text
+    member = office.hq.member("M-A")
+    assert member is not None and member.points == 120 and office.hq.reward_purchases("M-A") == []
+    assert 'href="/wallet/sign-in?again=1&amp;next=/wallet/rewards"' in bought.text
+    with office.client() as aiko:  # the member, signed in just now
+        office.sign_in(aiko, AIKO)
+        assert aiko.post("/wallet/rewards/CINEMA/buy", data={"purchase": "w-" + "a" * 20}).status_code == 303
+        assert "CIN-7QX2" in aiko.get("/wallet/rewards").text

@@ -292,8 +292,10 @@ def test_setting_up_needs_a_recent_sign_in_and_another_origin_cannot_set_up_a_ph
     page.wait_for_selector("#pay[data-state=setup]")
     page.click("#pay-setup-button")
     page.wait_for_selector("#error[data-code=wallet_sign_in_again]")
-    assert page.is_visible("#pay-sign-in a[href='/wallet/sign-in']")
+    assert page.is_visible("#pay-sign-in a[href='/wallet/sign-in?again=1&next=/wallet/pay']")
     assert payments.devices(hq, "M-A") == [] and page.evaluate(DEVICE) is None
+    page.click("#pay-sign-in a")  # the sign-in form, though the old session is live (it leads back here)
+    page.wait_for_selector("#contact-form input[name=next][value='/wallet/pay']", state="attached")
 
     # A page of another origin on the same host (so the SameSite cookie goes with it): the Origin check refuses.
     fresh = signed_in(browser, hq, server, "M-A")
