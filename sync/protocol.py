@@ -265,7 +265,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_BAD_ORIGIN: (403, "a wallet POST must come from head office's own pages (Origin header)"),
     ErrorCode.WALLET_SIGN_IN_AGAIN: (
         401,
-        "setting up paying on a phone, or buying a reward, needs a sign-in of the last 10 minutes",
+        "setting up paying on a phone, buying a reward or passing a coupon on needs a sign-in of the last 10 minutes",
     ),
     ErrorCode.WALLET_TOO_MANY_DEVICES: (409, "the member has as many paying phones as allowed: remove one first"),
     ErrorCode.GIFT_UNKNOWN: (404, "no such coupon of the member's, or no such gift link"),

@@ -174,8 +174,8 @@ _NEXT = re.compile(
 
 
 def next_page(value: str | None) -> str:
-    """Where signing in leads: back to a gift link, the check-in page, the rewards or the pay page (signed in
-    again to spend), else the overview (never another site)."""
+    """Where signing in leads: back to a gift link, the check-in page, the rewards, pay or coupons page (signed
+    in again to spend), else the overview (never another site)."""
     return value if value and _NEXT.fullmatch(value) else ""
 
 
@@ -407,14 +407,21 @@ def _expire(store: HqStore) -> None:
 
 
 @router.post("/wallet/coupons/{coupon_id}/gift", include_in_schema=False, dependencies=[Depends(same_origin)])
-def pass_on(request: Request, store: Store, lang: Lang, member: Member, coupon_id: str) -> Response:
-    if member is None:
+def pass_on(request: Request, store: Store, lang: Lang, session: Session, coupon_id: str) -> Response:
+    """A gift link for the member's coupon, with a sign-in of the last 10 minutes: a personal coupon worth money
+    off is spent at a till only on the member's proof, and passed on it is another member's to spend."""
+    if session is None:
         return to_sign_in()
+    member, started = session
     now = now_s()
     try:
+        signin.require_fresh(started, now, "Sign in again to pass a coupon on.")
         made = store.db.transact(lambda tx: gifts.offer(tx, member, coupon_id, now))
         with store.db.read() as tx:
             held = gifts.read(tx, made.token)
+    except signin.WalletRefused as exc:
+        words = i18n.words(lang)
+        return gift_page(request, lang, member=member, code=exc.code, error=words["gift_sign_in_again"])
     except gifts.GiftRefused as exc:
         return gift_page(request, lang, member=member, code=exc.code)
     link = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}/wallet/gift/{made.token}"

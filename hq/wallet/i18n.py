@@ -301,6 +301,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reward_stock": ("Stock", "在庫", "库存"),
     "reward_buy": ("Get it for {points} points", "{points} ポイントで交換", "用 {points} 积分兑换"),
     "reward_not_enough": ("Not enough points yet", "ポイントが足りません", "积分不足"),
+    "gift_sign_in_again": (
+        "For your safety, sign in again to pass a coupon on.",
+        "安全のため、クーポンを譲るにはもう一度ログインしてください。",
+        "为安全起见，转赠优惠券前请重新登录。",
+    ),
     "reward_sign_in_again": (
         "For your safety, sign in again to spend your points.",
         "安全のため、ポイントを使うにはもう一度ログインしてください。",

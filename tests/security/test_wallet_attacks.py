@@ -337,3 +337,25 @@ def test_a_session_cookie_alone_does_not_spend_the_members_points_on_rewards(off
         office.sign_in(aiko, AIKO)
         assert aiko.post("/wallet/rewards/CINEMA/buy", data={"purchase": "w-" + "a" * 20}).status_code == 303
         assert "CIN-7QX2" in aiko.get("/wallet/rewards").text
+
+
+def test_a_session_cookie_alone_does_not_pass_the_members_coupons_on(office: Office) -> None:
+    """A personal coupon worth money off is spent at a till only on the member's proof (a card tap, a code from
+    the member's paying phone): a thief holding only the wallet's cookie cannot use it there. Passing it on to the
+    thief's own account would turn it into the thief's coupon, so, like spending points, it needs a sign-in of
+    the last 10 minutes."""
+    office.hq.put_coupon(GIFT)
+    an_hour_ago = int(time.time()) - 3600
+    token = office.hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", an_hour_ago))
+    with office.client() as thief:
+        thief.cookies.set("tp_wallet", token)
+        assert "GIFT-A" in thief.get("/wallet/coupons").text  # the session is live: it reads the coupons
+        made = thief.post("/wallet/coupons/GIFT-A/gift")
+        assert made.status_code == 401 and 'data-code="wallet_sign_in_again"' in made.text
+        assert "/wallet/gift/" not in made.text
+        assert 'href="/wallet/sign-in?again=1&amp;next=/wallet/coupons"' in made.text
+        assert "GIFT-A" in thief.get("/wallet/coupons").text  # still the member's, not held for a link
+    with office.client() as aiko:  # the member, signed in just now
+        office.sign_in(aiko, AIKO)
+        made = aiko.post("/wallet/coupons/GIFT-A/gift")
+        assert made.status_code == 200 and "/wallet/gift/" in made.text
