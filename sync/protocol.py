@@ -258,7 +258,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CODE_WRONG: (401, "the wallet sign-in code is not the one sent (attempts are counted)"),
     ErrorCode.WALLET_CODE_EXPIRED: (401, "no live sign-in code for that contact: expired, used, or never sent"),
     ErrorCode.WALLET_TOO_MANY_ATTEMPTS: (429, "too many wrong codes: the code is dead; ask for a new one later"),
-    ErrorCode.WALLET_RATE_LIMITED: (429, "too many sign-in codes asked for this contact or from here; wait"),
+    ErrorCode.WALLET_RATE_LIMITED: (
+        429,
+        "too many sign-in codes asked for this contact or from here, or contacts found taken on the join page; wait",
+    ),
     ErrorCode.WALLET_BAD_CONTACT: (422, "not an email address or a phone number (+ and 8 to 15 digits)"),
     ErrorCode.WALLET_CONTACT_TAKEN: (409, "that email address or phone number belongs to another member"),
     ErrorCode.WALLET_SIGN_IN_REQUIRED: (401, "no wallet session: missing, unknown, expired or signed-out cookie"),

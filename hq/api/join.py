@@ -29,6 +29,7 @@ from hq.api.errors import ApiError, errors
 from hq.db.engine import Tx
 from hq.erasure import erase_member
 from hq.wallet import signin
+from hq.web import address_bucket
 from sync.protocol import ErrorCode
 
 router = APIRouter()
@@ -69,6 +70,7 @@ claim_errors = errors(
     ErrorCode.BAD_CONSENT,
     ErrorCode.WALLET_BAD_CONTACT,
     ErrorCode.WALLET_CONTACT_TAKEN,
+    ErrorCode.WALLET_RATE_LIMITED,
 )
 
 
@@ -104,10 +106,13 @@ def claim(store: Store, body: ClaimIn, request: Request, response: Response) -> 
     except signin.WalletRefused as exc:
         raise ApiError(exc.code, str(exc)) from exc
     now = store.moment()  # head office's clock
+    stamp = int(now.timestamp())
+    source = address_bucket(request.client.host if request.client else None)
 
     def join(tx: Tx) -> tuple[dict[str, Any], str]:
+        if contact is not None:  # whether a contact is taken is told a few times an address
+            signin.check_probes(tx, source, stamp)
         got = members.claim(tx, body.token, name, body.consent_version, now, profile)
-        stamp = int(now.timestamp())
         if contact is not None:
             signin.set_contact(tx, str(got["member_id"]), contact, signin.UNPROVEN, stamp)
         return got, signin.open_session(tx, str(got["member_id"]), "join", stamp)
@@ -117,6 +122,8 @@ def claim(store: Store, body: ClaimIn, request: Request, response: Response) -> 
     except (members.ClaimRefused, profiles.ProfileRefused) as exc:
         raise ApiError(ErrorCode(exc.code), str(exc)) from exc
     except signin.WalletRefused as exc:
+        if exc.code is ErrorCode.WALLET_CONTACT_TAKEN:
+            store.db.transact(lambda tx: signin.note_probe(tx, source, stamp))
         raise ApiError(exc.code, str(exc)) from exc
     set_session_cookie(response, request, token, signin.SESSION_TTL)
     return ClaimOut(**got)

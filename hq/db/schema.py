@@ -815,6 +815,17 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             f"INSERT INTO report_days (day, store_id, terminal_id, figure, amount) {figures.REBUILD['voucher_value']}",
         ],
     ),
+    # Each time the join page found a contact another member's (``wallet_contact_taken``), the client address it
+    # came from (hq/wallet/signin.py ``MAX_TAKEN_FROM``): a few a quarter hour an address, so that a receipt, or a
+    # stolen till credential's made-up ones, does not tell which contacts of a list are members. Kept for the
+    # window only, as the sign-in codes; no contact is kept.
+    (
+        "m048_contact_probes",
+        [
+            "CREATE TABLE contact_probes (source TEXT NOT NULL, created_at BIGINT NOT NULL)",
+            "CREATE INDEX idx_contact_probes_source ON contact_probes (source, created_at)",
+        ],
+    ),
 ]
 
 

@@ -9,7 +9,8 @@ seconds) so that the rules can be tested without waiting.
               A code is kept ``RATE_WINDOW`` (it counts for the limits), then deleted.
     limits    ``MAX_CODES`` codes per contact and ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
               a contact no member has still counts and gets the same answer (nothing is sent): the
-              answer never says whether a contact is known
+              answer never says whether a contact is known; the join page, which does say it, a few times
+              an address (``MAX_TAKEN_FROM``)
     session   a random token in the member's cookie; ``wallet_sessions`` keeps its sha256, the member,
               how it began (``code`` or ``join``), its expiry (``SESSION_TTL``) and when it was ended
 
@@ -37,6 +38,9 @@ MAX_ATTEMPTS = 5
 RATE_WINDOW = 900
 MAX_CODES = 3
 MAX_CODES_FROM = 20
+MAX_TAKEN_FROM = 5
+"""Contacts the join page may find another member's (``wallet_contact_taken``) for one client address in
+``RATE_WINDOW``; then every join naming a contact from there is ``wallet_rate_limited``, taken or not."""
 SESSION_TTL = 14 * 86400
 FRESH_S = 600
 """What spends or pays for the member (buying a reward, setting up a paying phone) needs a session begun this
@@ -118,6 +122,22 @@ def set_contact(tx: Tx, member_id: str, contact: Contact, by: str, now: int, *, 
         "INSERT INTO member_contacts (kind, contact, member_id, created_at, set_by) VALUES (?, ?, ?, ?, ?)",
         [contact.kind, contact.value, member_id, _stamp(now), by],
     )
+
+
+def check_probes(tx: Tx, source: str, now: int) -> None:
+    """``WalletRefused(wallet_rate_limited)`` when the join page found ``MAX_TAKEN_FROM`` contacts taken for
+    ``source`` in the window: it answers no more whether a contact is a member's from there."""
+    (found,) = tx.one(
+        "SELECT COUNT(*) FROM contact_probes WHERE source = ? AND created_at > ?", [source, now - RATE_WINDOW]
+    ) or (0,)
+    if int(found) >= MAX_TAKEN_FROM:
+        raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, "Too many tries: join without the contact, or wait a while.")
+
+
+def note_probe(tx: Tx, source: str, now: int) -> None:
+    """The join page found a contact taken for ``source`` (rows past the window go: they count for nothing)."""
+    tx.run("DELETE FROM contact_probes WHERE created_at <= ?", [now - RATE_WINDOW])
+    tx.run("INSERT INTO contact_probes (source, created_at) VALUES (?, ?)", [source, now])
 
 
 def contacts(tx: Tx, member_id: str) -> dict[str, str]:

@@ -359,3 +359,28 @@ def test_a_session_cookie_alone_does_not_pass_the_members_coupons_on(office: Off
         office.sign_in(aiko, AIKO)
         made = aiko.post("/wallet/coupons/GIFT-A/gift")
         assert made.status_code == 200 and "/wallet/gift/" in made.text
+
+
+def test_the_join_page_answers_which_contacts_are_members_a_few_times_an_address(office: Office) -> None:
+    """The join page says when another member holds the contact (``wallet_contact_taken``) and keeps the receipt
+    unused, so one receipt tried every contact of a list; a stolen till credential makes receipts without end (its
+    own claim key, anonymous sales). From one address (an IPv6 host: its /64) a few such answers a quarter hour,
+    then every join naming a contact is refused alike (``wallet_rate_limited``), taken or not."""
+    with office.client() as prober:
+
+        def probe(contact: str, n: int) -> httpx.Response:
+            prober.headers["X-Forwarded-For"] = f"2001:db8:5::{n + 1:x}"
+            return join(office, prober, contact)
+
+        taken = [probe(AIKO, n) for n in range(signin.MAX_TAKEN_FROM)]
+        assert [(r.status_code, r.json()["code"]) for r in taken] == [(409, "wallet_contact_taken")] * len(taken)
+        for n, contact in enumerate((AIKO, "nobody@example.com"), start=len(taken)):
+            limited = probe(contact, n)
+            assert (limited.status_code, limited.json()["code"]) == (429, "wallet_rate_limited"), contact
+        prober.headers["X-Forwarded-For"] = "2001:db8:5::99"
+        assert join(office, prober, None).status_code == 200  # joining without a contact is not a probe
+        prober.headers["X-Forwarded-For"] = "2001:db8:6::1"  # another network
+        elsewhere = join(office, prober, AIKO)
+        assert (elsewhere.status_code, elsewhere.json()["code"]) == (409, "wallet_contact_taken")
+    with office.hq.db.read() as tx:
+        assert tx.one("SELECT member_id FROM member_contacts WHERE contact = ?", [AIKO]) == ("M-A",)
