@@ -1,7 +1,8 @@
 """The loyalty block printed before a receipt's cut, in the receipt's own code page and width. Pure.
 
 The block sets only what it changes (alignment, bold) and puts them back as a POS expects after a
-line (left, not bold); it never sends ``ESC @``, which would reset the POS's own settings. A QR code is
+line (left, not bold); it never sends ``ESC @``, which would reset the POS's own settings. Its text is text only:
+a control character in it (a member's name is whatever they typed) prints as ``?``, never as a command. A QR code is
 sent with the printer's QR commands (``GS ( k``: model 2, module size, error level M, store, print) or,
 for a printer without them, as a raster image (``GS v 0``) drawn by ``qrcode``.
 """
@@ -76,8 +77,15 @@ def fit(text: str, width: int) -> str:
     return "".join(out)
 
 
+def printable(text: str) -> str:
+    """``text`` with each control character (ESC, GS, DLE, BEL, NUL, a newline ...) as ``?``: a line of the block
+    carries words others wrote (a member's name from the join page, a campaign's offer) into the printer's own
+    byte stream, where they would be its commands (ESC p opens the cash drawer, GS V cuts)."""
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def _line(text: str, width: int, encoding: str) -> bytes:
-    return fit(text, width).encode(encoding, errors="replace") + b"\n"
+    return fit(printable(text), width).encode(encoding, errors="replace") + b"\n"
 
 
 def block_lines(info: BlockInfo) -> list[str]:

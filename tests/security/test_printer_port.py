@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drivers.printer import PrinterProxy
+from hq.store import HqStore
 from terminal.checkout import Checkout
 from terminal.receipts.desk import Desk
 from terminal.session import Session
@@ -156,3 +157,36 @@ def test_a_receipts_discount_is_not_earned_on(chain: Chain, tills: tuple[Till, T
     assert discounted["points_earned"] == plain["points_earned"] > 0
     a.client.sync_once()
     assert not [i for i in chain.items() if i.quarantined]  # head office prices it the same
+
+
+DRAWER_KICK = "\x1bp0\x19\x19"  # ESC p: pulse the cash drawer's pin (0x19 x 2 ms on and off)
+
+
+def test_a_members_name_prints_as_text_never_as_printer_commands(
+    chain: Chain, tills: tuple[Till, Till], printer: RecordingPrinter
+) -> None:
+    """A member names themselves on the join page (any text, 64 characters); every till prints that name in the
+    loyalty block of the receipts of their sales, into the printer's own byte stream. Control characters in it
+    would be the printer's commands (ESC p opens the cash drawer at a card payment; others change the printer's
+    settings for good): they print as '?'."""
+    admin = HqStore(chain.hq.db)
+    try:
+        admin.upsert_member("M-2", f"Ben{DRAWER_KICK}\x1dV\x00\x07")  # as the join page keeps what was typed
+    finally:
+        admin.close()
+    a, _ = tills
+    a.client.sync_once()
+    member = a.store.member("M-2")
+    assert member is not None and DRAWER_KICK in member.display_name
+    cashier = Session(a.service, Checkout(a.service))
+    cashier.identify("M-2", "typed")
+    desk = Desk([templates()["en"]], cashier, lambda *_: None, pos_id="POS-1", enrich=True)
+    proxy = PrinterProxy("tcp:127.0.0.1:0", f"tcp:127.0.0.1:{printer.port}", desk, enrich=True)
+    proxy.start()
+    try:
+        send(proxy.port, english(Sale((Item("Gum", "2001", 1, 500),), number="0001")))
+        printed = wait_until(lambda: got if b"Ben" in (got := printer.received()) else None, what="the block printed")
+    finally:
+        proxy.stop()
+    line = printed[printed.index(b"Ben") :].split(b"\n")[0]
+    assert line == b"Ben?p0???V??" and b"\x1bp" not in printed and b"\x07" not in printed
