@@ -75,6 +75,7 @@ from terminal.backoff import Rand
 from terminal.backoff import delay as backoff_delay
 from terminal.errors import MESSAGES, Code, Rejected
 from terminal.model import WITHDRAW_PREFIX, Card, EarnRule, JournalEntry, Member, Status, seq_ranges, utc_iso
+from terminal.ownership import owned_as
 from terminal.ports import CacheDocs, Clock, SyncStore
 
 log = logging.getLogger("tillpoint.sync")
@@ -235,19 +236,6 @@ def terminal_info(
     return info
 
 
-def _owned_as(fd: int, path: Path) -> None:
-    """Give the file open at ``fd`` the owner of ``path``, or of its directory when there is none yet. Only root
-    may give a file away: anyone else keeps it as their own (their token file, or their data directory)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = os.stat(path.parent)
-    try:
-        os.fchown(fd, st.st_uid, st.st_gid)
-    except OSError:  # not root (EPERM), or an owner this namespace cannot name (EINVAL)
-        pass
-
-
 def read_token_file(path: Path) -> str:
     """The credential in ``path`` ("" when it cannot be read: the token in use stays)."""
     try:
@@ -266,7 +254,7 @@ def write_token_file(path: Path, token: str) -> None:
     tmp = path.with_name(path.name + ".new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        _owned_as(handle.fileno(), path)
+        owned_as(handle.fileno(), path)
         handle.write(token + "\n")
         handle.flush()
         os.fsync(handle.fileno())

@@ -9,21 +9,7 @@ import secrets
 from pathlib import Path
 
 from terminal.credentials import CARD_KEY_BYTES
-
-
-def owned_as(fd: int, path: Path) -> None:
-    """Give the file open at ``fd`` the owner of ``path``, or of its directory when there is none yet: a file an
-    operator's ``sudo tillpoint ...`` makes or replaces in the till's data stays the service user's, who could not
-    read root's 0600 file (sync.client's token file does the same). Only root may give a file away: anyone else keeps
-    it as their own."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = os.stat(path.parent)
-    try:
-        os.fchown(fd, st.st_uid, st.st_gid)
-    except OSError:  # not root (EPERM), or an owner this namespace cannot name (EINVAL)
-        pass
+from terminal.ownership import owned_as
 
 
 def write_private(path: Path, data: bytes) -> None:

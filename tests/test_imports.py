@@ -60,7 +60,8 @@ IO_LIBS = {
     "psycopg",
 }
 # Outer layers may use only these parts of terminal/: its pure core (and the package itself, for the version).
-TERMINAL_PUBLIC = {f"terminal.{name}" for name in PURE | {"b64url"}} | {"terminal"}
+TERMINAL_PUBLIC = {f"terminal.{name}" for name in PURE | {"b64url", "ownership"}} | {"terminal"}
+"""The pure core, and the two helpers the sync client shares with the till: base64url and the owner of files it makes."""
 
 
 def lint(where: Path) -> subprocess.CompletedProcess[str]:

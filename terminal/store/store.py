@@ -26,7 +26,6 @@ from sqlite_utils import Database
 from terminal import b64url
 from terminal.errors import DISK_FULL, Code, Rejected
 from terminal.giftcards import GiftCard
-from terminal.keys import owned_as
 from terminal.loyalty import DEFAULT_BASE_RULE, Lot
 from terminal.model import (
     ASKING_PREFIX,
@@ -39,6 +38,7 @@ from terminal.model import (
     seq_ranges,
     utc_iso,
 )
+from terminal.ownership import owned_as
 from terminal.ports import CacheDocs, Effects
 from terminal.store import giftcards, ledger, pages, topups, vouchers
 from terminal.store.counted import COUNTED_SEQ, UNCOUNTED
