@@ -371,9 +371,14 @@ def check_printer_end(name: str, spec: str, timeout: float) -> Check:
     found = _bounded(probe, timeout + 1)
     if found is None:
         return fail(name, f"{spec} did not answer within {timeout:.0f} s: is the printer switched on?")
-    if found.startswith("!"):
-        return fail(name, found[1:])
-    return warn(name, found[1:]) if found.startswith("?") else ok(name, found)
+    return _answered(name, found)
+
+
+def _answered(name: str, said: str) -> Check:
+    """A bounded probe's answer as a check: ``!`` and its words fail, ``?`` and its words warn, other words pass."""
+    if said.startswith("!"):
+        return fail(name, said[1:])
+    return warn(name, said[1:]) if said.startswith("?") else ok(name, said)
 
 
 def check_printer_listen(spec: str) -> Check:
@@ -485,9 +490,7 @@ def check_camera(
     opened = _bounded(lambda: _grab_frame(device, settings, resolution, fps), timeout)
     if opened is None:
         return fail(name, f"opening it took more than {timeout:.0f} s")
-    if opened.startswith("!"):
-        return fail(name, opened[1:])
-    return warn(name, opened[1:]) if opened.startswith("?") else ok(name, opened)
+    return _answered(name, opened)
 
 
 def _shown(device: str) -> str:

@@ -959,7 +959,7 @@ class Service:
             voids=txn_id if kind == "void" else None,
             effects=fx,
         )
-        return self._approved(stored, -result.money_back, delta, balance)
+        return self._told(_receipt(stored, -result.money_back, delta, balance))
 
     # -- top-ups ------------------------------------------------------------------------------------
 
@@ -1371,17 +1371,6 @@ class Service:
             write.offline,
             stored.created_at,
         )
-
-    def _approved(
-        self,
-        entry: JournalEntry,
-        total: int,
-        delta: int,
-        balance: int | None,
-        breakdown: Breakdown | None = None,
-        refused: tuple[tuple[str, str], ...] = (),
-    ) -> Receipt:
-        return self._told(_receipt(entry, total, delta, balance, breakdown, refused))
 
     def _told(self, receipt: Receipt) -> Receipt:
         """``receipt``, once the listeners were told of it."""
