@@ -104,6 +104,7 @@ def _enrol(tx: Tx, batch: Batch, i: int, p: EnrolPayload) -> None:
     assert p.member_id is not None
     member_id, uid_hash = p.member_id, p.uid_hash or ""
     if tx.one("SELECT 1 FROM members WHERE member_id = ?", [member_id]) is not None:
+        _enrolled_again(tx, batch, i, member_id, uid_hash)
         return
     tx.run(
         "INSERT INTO members (member_id, display_name, tier, points, status, version, stored_value, deleted) "
@@ -128,6 +129,29 @@ def _enrol(tx: Tx, batch: Batch, i: int, p: EnrolPayload) -> None:
     winner, loser = str(held[0]), member_id  # MERGE_RULE: the card's holder keeps it
     moved = merge(tx, batch, winner, loser)
     _merged_item(batch, i, uid_hash, winner, loser, moved)
+
+
+def _enrolled_again(tx: Tx, batch: Batch, i: int, member_id: str, uid_hash: str) -> None:
+    """A second enrolment of a member id head office holds: the id stays with the first (head office's order
+    of arrival, as ``MERGE_RULE``); this one makes no member and links no card. The same till enrolling the
+    same card again says nothing new; from another till, or with another card, it is an open
+    ``enrolment_contested`` item naming both: ids are made by one till, so one of the two is not the till
+    that made it (a stolen credential that learnt the id and pushed it first with a card of its own)."""
+    e = batch.entries[i]
+    held = tx.one("SELECT terminal_id, uid_hash, txn_id FROM enrolments WHERE member_id = ?", [member_id])
+    held_by, held_card, held_txn = (str(held[0]), str(held[1]), str(held[2])) if held else (None, None, None)
+    if held_by == e.terminal_id and held_card == uid_hash:
+        return
+    detail = {
+        "member_id": member_id,
+        "held_by": held_by,
+        "held_txn": held_txn,
+        "held_card": held_card,
+        "terminal": e.terminal_id,
+        "uid_hash": uid_hash or None,
+    }
+    reason = Reason.ENROLMENT_CONTESTED
+    batch.items.append(Item(f"{e.txn_id}:{reason.value}", e.seq, e.txn_id, batch.days[i], reason, detail))
 
 
 def _merged_item(batch: Batch, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:

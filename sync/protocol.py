@@ -363,6 +363,9 @@ class Reason(StrEnum):
     MALFORMED_ENTRY = "malformed_entry"
     PRICE_MISMATCH = "price_mismatch"
     DUPLICATE_ENROLMENT = "duplicate_enrolment"
+    ENROLMENT_CONTESTED = "enrolment_contested"
+    """An enrolment of a member id head office already holds from another terminal (or with another card):
+    the id stays with the first to arrive, this one makes no member and links no card (docs/enrolment.md)."""
     # The trust rules (hq/policy.py): an entry that breaks one is stored and quarantined.
     KIND_NOT_ALLOWED = "kind_not_allowed"
     SIGN_NOT_ALLOWED = "sign_not_allowed"

@@ -311,6 +311,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_malformed_entry": ("malformed entry", "不正な形式の記録", "记录格式错误"),
     "reason_price_mismatch": ("price differs", "価格の不一致", "价格不一致"),
     "reason_duplicate_enrolment": ("card enrolled twice", "カードの二重登録", "卡片重复登记"),
+    "reason_enrolment_contested": (
+        "member id enrolled at two tills",
+        "会員番号が二つのレジで登録",
+        "会员号在两台收银机登记",
+    ),
     "reason_kind_not_allowed": ("kind not allowed", "許可されない種類", "不允许的类型"),
     "reason_sign_not_allowed": ("sign not allowed", "許可されない符号", "不允许的正负号"),
     "reason_wrong_store": ("wrong store", "店舗の不一致", "门店不符"),

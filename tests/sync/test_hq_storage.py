@@ -191,6 +191,46 @@ def test_facts_that_cannot_be_applied_are_stored_with_their_effect(store: HqStor
     assert store.entries("T1")[1].payload == odd[1].payload
 
 
+def enrolment(seq: int, member_id: str, card: str, *, terminal: str) -> WireEntry:
+    return WireEntry(
+        terminal_id=terminal,
+        seq=seq,
+        txn_id=f"{terminal}-{seq}",
+        kind="enrol",
+        payload=entries.enrol(member_id, card),
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+def test_a_member_id_enrolled_again_by_another_till_is_an_open_item_naming_both(store: HqStore) -> None:
+    """A stolen credential pushes first, with its own card, the id of a member another till enrolled offline:
+    the id stays with the first to arrive, the other enrolment makes no member and links no card, and staff
+    see an open item naming both terminals and both cards."""
+    thief, honest = "a" * 64, "b" * 64
+    store.ingest("T2", [enrolment(1, "E-0193", thief, terminal="T2")])
+    store.ingest("T1", [enrolment(1, "E-0193", honest, terminal="T1"), entry(2, member="E-0193", delta=30)])
+    store.ingest("T1", [enrolment(1, "E-0193", honest, terminal="T1")])  # a retry opens nothing more
+    contested = [i for i in store.items() if i.reason.value == "enrolment_contested"]
+    assert len(contested) == 1
+    item = contested[0]
+    assert (item.terminal_id, item.txn_id, item.state.value, item.quarantined) == ("T1", "T1-1", "open", False)
+    assert item.detail == {
+        "member_id": "E-0193",
+        "held_by": "T2",
+        "held_txn": "T2-1",
+        "held_card": thief,
+        "terminal": "T1",
+        "uid_hash": honest,
+    }
+    with store.db.read() as tx:
+        cards = tx.all("SELECT uid_hash, member_id FROM cards WHERE uid_hash IN (?, ?)", [thief, honest])
+    assert [tuple(c) for c in cards] == [(thief, "E-0193")]
+    assert points(store, "E-0193") == 30  # the honest member's sale is kept on the id, for staff to move
+    # The same till enrolling the same card again (a second entry) says nothing new; another card from it does.
+    store.ingest("T2", [enrolment(2, "E-0193", thief, terminal="T2"), enrolment(3, "E-0193", "c" * 64, terminal="T2")])
+    assert sorted(i.txn_id for i in store.items() if i.reason.value == "enrolment_contested") == ["T1-1", "T2-3"]
+
+
 def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
     batch = [entry(seq, delta=1) for seq in range(1, 21)]
     with ThreadPoolExecutor(8) as pool:
