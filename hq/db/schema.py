@@ -826,6 +826,13 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "CREATE INDEX idx_contact_probes_source ON contact_probes (source, created_at)",
         ],
     ),
+    # The approvals page and each decision read who last set an account's password from the audit log by
+    # ``target`` (hq/audit.py ``last_actor``, the newest record first): without an index each read walked the
+    # whole log, which only grows.
+    (
+        "m049_audit_target",
+        ["CREATE INDEX idx_audit_log_target ON audit_log (target, seq)"],
+    ),
 ]
 
 

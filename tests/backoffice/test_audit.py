@@ -210,3 +210,24 @@ def test_a_record_appended_while_the_chain_is_walked_is_no_break(hq_url: str, mo
         assert not gone.ok and gone.records == 3 and "the head names record 4" in gone.why, gone
     finally:
         hq.close()
+
+
+def test_the_last_actor_of_a_target_is_read_by_its_index(hq_url: str) -> None:
+    """The approvals page reads who last set an account's password by ``target``, on each view and decision:
+    through ``idx_audit_log_target``, not a walk of the whole log."""
+    hq = HqStore(hq_url)
+    try:
+        for n in range(200):
+            hq.db.transact(lambda tx, n=n: audit.append(tx, "mio", "set_password", f"S-{n % 20}", "reset", {}))
+        with hq.db.read() as tx:
+            assert audit.last_actor(tx, "S-7", ("set_password", "add_staff")) == "mio"
+            kinds, params = tx.in_list("action", ("set_password", "add_staff"))
+            query = f"SELECT actor FROM audit_log WHERE target = ? AND {kinds} ORDER BY seq DESC LIMIT 1"
+            if hq_url.startswith("postgresql://"):
+                tx.run("SET LOCAL enable_seqscan = off")  # a table this small would be read whole anyway
+                plan = [str(r[0]) for r in tx.all("EXPLAIN " + query, ["S-7", *params])]
+            else:
+                plan = [str(r[-1]) for r in tx.all("EXPLAIN QUERY PLAN " + query, ["S-7", *params])]
+        assert any("idx_audit_log_target" in line for line in plan), plan
+    finally:
+        hq.close()
