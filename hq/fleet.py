@@ -52,6 +52,21 @@ def families(rows: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
         "revoked": GaugeMetricFamily(
             "tillpoint_hq_terminal_revoked", "1 when the till's credential is revoked", labels=labels
         ),
+        "pushed": GaugeMetricFamily(
+            "tillpoint_hq_terminal_pushed_entries_today",
+            "Entries head office stored of the till today (its day, UTC), against --push-entries-per-day",
+            labels=labels,
+        ),
+        "pushed_bytes": GaugeMetricFamily(
+            "tillpoint_hq_terminal_pushed_bytes_today",
+            "Bytes of entries head office stored of the till today, against --push-bytes-per-day",
+            labels=labels,
+        ),
+        "push_refused": GaugeMetricFamily(
+            "tillpoint_hq_terminal_push_refused_today",
+            "The till's pushes refused today for passing the day's bound (push_limited)",
+            labels=labels,
+        ),
         "reader": GaugeMetricFamily(
             "tillpoint_hq_terminal_reader_up",
             "1 when the reader or scanner's last event says it works",
@@ -67,6 +82,9 @@ def families(rows: list[dict[str, Any]]) -> list[GaugeMetricFamily]:
         _add(out["disk"], key, row.get("free_disk_bytes"))
         _add(out["crashes"], key, row.get("loop_crashes"))
         _add(out["revoked"], key, 1 if row.get("revoked") else 0)
+        _add(out["pushed"], key, row.get("pushed_entries_today"))
+        _add(out["pushed_bytes"], key, row.get("pushed_bytes_today"))
+        _add(out["push_refused"], key, row.get("push_refused_today"))
         for reader in row.get("readers") or []:
             up = 0 if reader["state"] in READER_DOWN_STATES else 1
             out["reader"].add_metric([*key, str(reader["name"]), str(reader["state"])], up)

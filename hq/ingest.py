@@ -23,6 +23,7 @@ overspend or an over-used coupon is pinned on the entry that crossed the line.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -89,6 +90,71 @@ class TxnTaken(HqError):
         )
 
 
+class PushLimited(HqError):
+    """A terminal's entries stored today (head office's day, UTC) would pass ``Settings.push_entries_per_day`` or
+    ``push_bytes_per_day``: nothing of the request is stored, the till keeps its entries and sends them again
+    after ``retry_after`` seconds (the next day). Bounds what a stolen credential writes to head office's disk."""
+
+    def __init__(self, terminal_id: str, day: str, what: str, limit: int, retry_after: int) -> None:
+        self.terminal_id, self.day, self.what, self.limit, self.retry_after = terminal_id, day, what, limit, retry_after
+        super().__init__(
+            f"terminal {terminal_id} reached head office's bound of {limit} {what} a day for {day}; nothing of "
+            f"this request was stored: send it again in {retry_after} s"
+        )
+
+
+def over_push_budget(settings: Settings, used: tuple[int, int], adding: tuple[int, int]) -> tuple[str, int] | None:
+    """What a day's (entries, bytes) ``used`` plus ``adding`` would pass first, and its bound (pure)."""
+    for what, limit, have, more in (
+        ("entries", settings.push_entries_per_day, used[0], adding[0]),
+        ("bytes", settings.push_bytes_per_day, used[1], adding[1]),
+    ):
+        if limit > 0 and more > 0 and have + more > limit:
+            return what, limit
+    return None
+
+
+def seconds_to_next_day(received_at: str) -> int:
+    """Seconds from ``received_at`` to head office's next day (UTC midnight), at least 1."""
+    at = parse_time(received_at) or datetime.now(UTC)
+    tomorrow = (at + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((tomorrow - at).total_seconds()))
+
+
+def spend_push_budget(tx: Tx, settings: Settings, terminal_id: str, received_at: str, entries: int, size: int) -> None:
+    """Count ``entries`` stored (or lost ranges reported) of ``size`` bytes against the terminal's day; raises
+    ``PushLimited`` (nothing counted) when they would pass its bound. The caller holds the terminal's row
+    locked, so a terminal's pushes count one after the other."""
+    if entries <= 0 and size <= 0:
+        return
+    day = received_at[:10]
+    row = tx.one("SELECT entries, bytes FROM push_days WHERE terminal_id = ? AND day = ?", [terminal_id, day])
+    used = (int(row[0]), int(row[1])) if row else (0, 0)
+    over = over_push_budget(settings, used, (entries, size))
+    if over is not None:
+        raise PushLimited(terminal_id, day, over[0], over[1], seconds_to_next_day(received_at))
+    if row is None:
+        tx.run("DELETE FROM push_days WHERE terminal_id = ? AND day < ?", [terminal_id, day])  # a day is kept
+        tx.run(
+            "INSERT INTO push_days (terminal_id, day, entries, bytes, refused) VALUES (?, ?, ?, ?, 0)",
+            [terminal_id, day, entries, size],
+        )
+    else:
+        tx.run(
+            "UPDATE push_days SET entries = entries + ?, bytes = bytes + ? WHERE terminal_id = ? AND day = ?",
+            [entries, size, terminal_id, day],
+        )
+
+
+def note_push_limited(tx: Tx, refused: PushLimited) -> None:
+    """Count a refusal of the terminal's day (the fleet's metrics show it), in a transaction of its own."""
+    tx.run(
+        "INSERT INTO push_days (terminal_id, day, entries, bytes, refused) VALUES (?, ?, 0, 0, 1) "
+        "ON CONFLICT (terminal_id, day) DO UPDATE SET refused = push_days.refused + 1",
+        [refused.terminal_id, refused.day],
+    )
+
+
 class WrongTerminal(HqError):
     pass
 
@@ -109,6 +175,12 @@ class Effect(StrEnum):
 
 
 NOT_APPLIED = frozenset({Effect.MALFORMED, Effect.QUARANTINED, Effect.REJECTED})
+
+
+PUSH_ENTRIES_PER_DAY = 50_000
+"""The default bound on the entries head office stores of one terminal a day (``hq serve --push-entries-per-day``)."""
+PUSH_BYTES_PER_DAY = 256 * 1024 * 1024
+"""The default bound on their payloads' bytes (``hq serve --push-bytes-per-day``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +206,12 @@ class Settings:
     attested_stored_value_per_day: int = 50_000
     """Stored value one terminal may take per day on card proofs head office cannot check again."""
     attested_points_per_day: int = 50_000
+    push_entries_per_day: int = PUSH_ENTRIES_PER_DAY
+    """Entries (and lost seq ranges reported) head office stores of one terminal a day, by its own day (UTC): a
+    busy till makes a few thousand sales a day, so a week's backlog fits; beyond it a push is refused with
+    ``push_limited`` and the till keeps its entries and sends them the next day. 0: no bound."""
+    push_bytes_per_day: int = PUSH_BYTES_PER_DAY
+    """Bytes of entries' payloads head office stores of one terminal a day (0: no bound)."""
 
 
 # -- pure: what an entry claims -------------------------------------------------------------------
@@ -1872,6 +1950,7 @@ def report_lost(
         raise ValueError("a range's first seq is after its last")
     if sum(last - first + 1 for first, last in ranges) > MAX_LOST:
         raise ValueError(f"a report names at most {MAX_LOST} seqs")
+    spend_push_budget(tx, settings, terminal_id, now, len(ranges), len(reason.encode()))  # rows it may keep
     for first, last in sorted(ranges):
         have = {
             int(r[0])

@@ -37,12 +37,14 @@ from hq.ingest import (
     count_stats,
     measure_clock,
     new_entries,
+    payload_json,
     read_payloads,
     record_checkins,
     record_sales,
     release_waiting,
     reverse,
     save_items,
+    spend_push_budget,
     store_calendar,
     store_journal,
 )
@@ -68,6 +70,8 @@ def _ingest(
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
+    size = sum(len(payload_json(e.payload)) for e in fresh)  # what the journal keeps of them
+    spend_push_budget(tx, settings, terminal_id, received_at, len(fresh), size)  # a stolen credential's disk bound
     offset = measure_clock(clock, received_at)
     calendar = store_calendar(tx, store_id, settings)
     batch = Batch(

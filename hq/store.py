@@ -64,7 +64,10 @@ from hq.db.engine import Db, Tx, utc_now
 from hq.db.schema import MIGRATION_LOCK_WAIT_S, Migrated, lacking, migrate, open_db, take_seed
 from hq.errors import HqError, IntegrityFailed, KeyFileInvalid, MigrationNeeded, Refused, StorageFailed
 from hq.ingest import (
+    PUSH_BYTES_PER_DAY,
+    PUSH_ENTRIES_PER_DAY,
     Effect,
+    PushLimited,
     SeqConflict,
     Settings,
     TxnTaken,
@@ -73,6 +76,7 @@ from hq.ingest import (
     bump_versions,
     contest,
     contiguous,
+    note_push_limited,
     payload_json,
     withdraw_confirms,
 )
@@ -520,12 +524,22 @@ class HqStore:
 
     def fleet(self, now: str | None = None) -> list[dict[str, Any]]:
         """Every terminal with its journal position and its last health report, ages measured at ``now``."""
+        at = now or self.now()
         with self.db.read() as tx:
             reports = {
                 str(r[0]): (str(r[1]), str(r[2]))
                 for r in tx.all("SELECT terminal_id, reported_at, body FROM terminal_health")
             }
-        return [fleet_row(info, reports.get(info["terminal_id"]), now or self.now()) for info in self.terminals()]
+            pushed = {
+                str(r[0]): (int(r[1]), int(r[2]), int(r[3]))
+                for r in tx.all("SELECT terminal_id, entries, bytes, refused FROM push_days WHERE day = ?", [at[:10]])
+            }
+        rows = []
+        for info in self.terminals():
+            today = pushed.get(info["terminal_id"], (0, 0, 0))
+            info.update(pushed_entries_today=today[0], pushed_bytes_today=today[1], push_refused_today=today[2])
+            rows.append(fleet_row(info, reports.get(info["terminal_id"]), at))
+        return rows
 
     def store_of(self, terminal_id: str) -> str | None:
         rows = self._read("SELECT store_id FROM terminals WHERE terminal_id = ?", [terminal_id])
@@ -991,6 +1005,17 @@ class HqStore:
             except StorageFailed as exc:  # the till still hears txn_id_taken; the next refusal opens the item
                 log.warning("could not open the txn_id_contested item of %s: %s", taken.txn_id, exc)
             raise
+        except PushLimited as limited:
+            self._note_limited(limited)
+            raise
+
+    def _note_limited(self, limited: PushLimited) -> None:
+        """A request refused for the terminal's daily bound: counted for the fleet's metrics, and logged."""
+        log.warning("%s", limited)
+        try:
+            self.db.transact(lambda tx: note_push_limited(tx, limited))
+        except StorageFailed as exc:  # the till still hears push_limited
+            log.warning("could not count the refusal of terminal %s: %s", limited.terminal_id, exc)
 
     def journal_state(self, terminal_id: str) -> JournalState:
         """Where head office holds this terminal's journal (a rebuilt till asks before it records anything)."""
@@ -1000,7 +1025,13 @@ class HqStore:
 
     def report_lost(self, terminal_id: str, ranges: list[tuple[int, int]], reason: str) -> JournalState:
         """The till can never send these seqs: recorded, an item opened, the watermark moves on."""
-        self.db.transact(lambda tx: ingest_mod.report_lost(tx, terminal_id, ranges, reason, self.now(), self.settings))
+        try:
+            self.db.transact(
+                lambda tx: ingest_mod.report_lost(tx, terminal_id, ranges, reason, self.now(), self.settings)
+            )
+        except PushLimited as limited:
+            self._note_limited(limited)
+            raise
         return self.journal_state(terminal_id)
 
     def journal_count(self, terminal_id: str) -> int:
@@ -1334,6 +1365,8 @@ def open_store(
     sun_key_file: Path | None = None,
     card_key_file: Path | None = None,
     trust_pos: bool = False,
+    push_entries_per_day: int = PUSH_ENTRIES_PER_DAY,
+    push_bytes_per_day: int = PUSH_BYTES_PER_DAY,
     backup: bool = True,
     migration_lock_wait: float = MIGRATION_LOCK_WAIT_S,
     upgrade: bool = True,
@@ -1356,6 +1389,8 @@ def open_store(
             write_off_stored_value=write_off_stored_value,
             card_keys=keys,
             spend_needs_proof=not trust_pos,
+            push_entries_per_day=push_entries_per_day,
+            push_bytes_per_day=push_bytes_per_day,
         ),
         backup=backup,
         migration_lock_wait=migration_lock_wait,

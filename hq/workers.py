@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from hq.api.app import create_app
+from hq.ingest import PUSH_BYTES_PER_DAY, PUSH_ENTRIES_PER_DAY
 from hq.scheduler import CampaignTimer
 from hq.store import open_store
 
@@ -34,6 +35,8 @@ class ServeOptions(BaseModel):
     sun_key_file: str | None = None
     card_key_file: str | None = None
     trust_pos: bool = False
+    push_entries_per_day: int = PUSH_ENTRIES_PER_DAY
+    push_bytes_per_day: int = PUSH_BYTES_PER_DAY
     campaign_interval: float = 60.0
 
 
@@ -62,6 +65,8 @@ def app_from_env() -> FastAPI:
         sun_key_file=Path(options.sun_key_file) if options.sun_key_file else None,
         card_key_file=Path(options.card_key_file) if options.card_key_file else None,
         trust_pos=options.trust_pos,
+        push_entries_per_day=options.push_entries_per_day,
+        push_bytes_per_day=options.push_bytes_per_day,
     )
     if options.campaign_interval > 0:  # each worker's timer: runs are idempotent (hq/scheduler.py)
         CampaignTimer(store.db, options.campaign_interval, skew=store.settings.clock_skew).start()

@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     SEQ_CONFLICT = "seq_conflict"
     TXN_ID_TAKEN = "txn_id_taken"
     BODY_TOO_LARGE = "body_too_large"
+    PUSH_LIMITED = "push_limited"
     INVALID_REQUEST = "invalid_request"
     INTERNAL = "internal"
     STORAGE_UNAVAILABLE = "storage_unavailable"
@@ -210,6 +211,11 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         "and txn_id and the terminal: held_by); nothing stored",
     ),
     ErrorCode.BODY_TOO_LARGE: (413, "the (decompressed) body is larger than head office accepts"),
+    ErrorCode.PUSH_LIMITED: (
+        429,
+        "the terminal's entries stored today reached head office's daily bound: nothing was stored; send them "
+        "again after Retry-After seconds",
+    ),
     ErrorCode.INVALID_REQUEST: (422, "the body or a parameter does not match the schema"),
     ErrorCode.INTERNAL: (500, "a bug at head office; retry later"),
     ErrorCode.STORAGE_UNAVAILABLE: (503, "head office's database failed; retry later"),

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hq.errors import HqError, StorageFailed
-from hq.ingest import SeqConflict, TxnTaken, UnknownTerminal, WrongTerminal
+from hq.ingest import PushLimited, SeqConflict, TxnTaken, UnknownTerminal, WrongTerminal
 from hq.store import CredentialRevoked, EnrolmentRefused, EnrolmentWrongStore
 from sync.asgi import validation_message
 from sync.protocol import ERROR_STATUS, ErrorBody, ErrorCode
@@ -24,6 +24,7 @@ _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
 _STORAGE_ERRORS: dict[type[HqError], ErrorCode] = {
     SeqConflict: ErrorCode.SEQ_CONFLICT,
     TxnTaken: ErrorCode.TXN_ID_TAKEN,
+    PushLimited: ErrorCode.PUSH_LIMITED,
     WrongTerminal: ErrorCode.WRONG_TERMINAL,
     UnknownTerminal: ErrorCode.UNKNOWN_TERMINAL,
     CredentialRevoked: ErrorCode.CREDENTIAL_REVOKED,
@@ -96,6 +97,8 @@ def install_error_handlers(app: FastAPI, pages: dict[str, StoragePage] | None = 
                 if request.url.path.startswith(prefix):
                     return page(request, code)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, PushLimited):  # the till sends its entries again the next day
+            headers = {"Retry-After": str(exc.retry_after)}
         if isinstance(exc, TxnTaken):  # the till needs which of its entries, and whose entry holds its txn id
             return error_response(status, code, str(exc), headers, seq=exc.seq, txn_id=exc.txn_id, held_by=exc.held_by)
         return error_response(status, code, str(exc), headers)

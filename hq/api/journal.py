@@ -60,6 +60,7 @@ push_errors = errors(
     ErrorCode.SEQ_CONFLICT,
     ErrorCode.TXN_ID_TAKEN,
     ErrorCode.BODY_TOO_LARGE,
+    ErrorCode.PUSH_LIMITED,
 )
 
 log = logging.getLogger("tillpoint.hq")
@@ -108,7 +109,11 @@ def journal_state(store: Store, terminal_id: Terminal, clock: Clock = None) -> J
     return store.journal_state(terminal_id)
 
 
-@router.post("/v1/journal/lost", response_model=JournalState, responses=pull_errors)
+@router.post(
+    "/v1/journal/lost",
+    response_model=JournalState,
+    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.PUSH_LIMITED),
+)
 def journal_lost(store: Store, body: LostReport, terminal_id: Terminal) -> JournalState:
     """Seq ranges this till can never send (its journal was damaged): an item, and the watermark moves on."""
     try:

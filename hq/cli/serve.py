@@ -105,6 +105,16 @@ def hq_serve(
             help="Accept points spent on the POS's word, without a card or code proof (a risk: docs/security.md)."
         ),
     ] = False,
+    push_entries_per_day: Annotated[
+        int,
+        typer.Option(
+            help="Entries head office stores of one till a day (UTC); beyond, its pushes wait for the next day "
+            "(push_limited). 0: no bound."
+        ),
+    ] = 50_000,  # hq.ingest.PUSH_ENTRIES_PER_DAY
+    push_bytes_per_day: Annotated[
+        int, typer.Option(help="Bytes of entries head office stores of one till a day (0: no bound).")
+    ] = 256 * 1024 * 1024,  # hq.ingest.PUSH_BYTES_PER_DAY
     campaign_interval: Annotated[
         float,
         typer.Option(help="Run the campaigns that are due every N seconds (0: off, run them from elsewhere)."),
@@ -156,6 +166,8 @@ def hq_serve(
             sun_key_file=sun_key_file,
             card_key_file=card_key_file,
             trust_pos=trust_pos,
+            push_entries_per_day=push_entries_per_day,
+            push_bytes_per_day=push_bytes_per_day,
             backup=backup,
             migration_lock_wait=MIGRATION_LOCK_WAIT_S if migration_lock_wait is None else migration_lock_wait,
         )
@@ -182,6 +194,8 @@ def hq_serve(
                 sun_key_file=str(sun_key_file) if sun_key_file else None,
                 card_key_file=str(card_key_file) if card_key_file else None,
                 trust_pos=trust_pos,
+                push_entries_per_day=push_entries_per_day,
+                push_bytes_per_day=push_bytes_per_day,
                 campaign_interval=campaign_interval,
             ),
             host,

@@ -833,6 +833,16 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
         "m049_audit_target",
         ["CREATE INDEX idx_audit_log_target ON audit_log (target, seq)"],
     ),
+    # What head office stored of each terminal's pushes on its day (UTC): entries, their payloads' bytes, and the
+    # pushes refused for passing the day's bound (hq/ingest.py ``spend_push_budget``, ``push_limited``), so that a
+    # stolen till credential cannot fill the disk. A terminal's earlier days go when its next day starts.
+    (
+        "m050_push_days",
+        [
+            "CREATE TABLE push_days (terminal_id TEXT NOT NULL, day TEXT NOT NULL, entries BIGINT NOT NULL, "
+            "bytes BIGINT NOT NULL, refused BIGINT NOT NULL, PRIMARY KEY (terminal_id, day))"
+        ],
+    ),
 ]
 
 
