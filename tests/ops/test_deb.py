@@ -237,7 +237,7 @@ def test_contents_conffiles_and_control(debs: Debs, unpacked: Path) -> None:
         assert shown.returncode == 0 and shown.stdout.startswith("#!/bin/sh"), f"no {script}"
         assert "DPKG_ROOT" in shown.stdout, f"{script} ignores DPKG_ROOT"
 
-    fields = run("dpkg-deb", "-f", str(debs.deb), "Package", "Version", "Architecture", "Depends")
+    fields = run("dpkg-deb", "-f", str(debs.deb), "Package", "Version", "Architecture", "Depends", "Suggests")
     control = dict(line.split(": ", 1) for line in fields.stdout.splitlines())
     assert control["Package"] == "tillpoint"
     assert control["Version"] == VERSION, "the package's version is not terminal.__version__"
@@ -247,6 +247,7 @@ def test_contents_conffiles_and_control(debs: Debs, unpacked: Path) -> None:
     for needed in ("python3 (>= 3.11)", "python3 (<< 3.12)", "pcscd", "libpcsclite1", "systemd"):
         assert needed in depends, f"Depends lacks {needed}: {control['Depends']}"
     assert any(d.startswith("libc6 (>= ") for d in depends), f"no shared-library dependencies: {control['Depends']}"
+    assert "postgresql-client" in control["Suggests"].split(", "), "no pg_dump for a PostgreSQL migration's backup"
 
 
 # -- 3. the unpacked package runs on its own --------------------------------------------------------
