@@ -14,7 +14,9 @@ Printing never depends on tillpoint's parsing. For each POS connection three thr
 * back: the printer's replies (``DLE EOT`` / ``GS r`` status, automatic status back) go to the POS
   as they come, so the POS sees the printer's own state (off, cover open, out of paper);
 * parse: feeds the copy to the receipt parser and hands each receipt to the desk
-  (``terminal.ports.ReceiptDesk``); an exception there ends capture on that connection, nothing else.
+  (``terminal.ports.ReceiptDesk``); a failure of the parser (a bug, on an odd receipt) costs that receipt:
+  it is kept and flagged, and capture goes on from the next receipt boundary (a serial or device relay's
+  connection lasts all day).
 
 Enrichment (a loyalty block before the cut) is the one place where bytes are held: at a byte sequence
 that may be a cut, the forward thread waits, at most ``hold`` seconds, for the parser to say whether it is
@@ -36,12 +38,13 @@ import select
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from terminal.backoff import Backoff
-from terminal.ports import Event, ReceiptDesk
+from terminal.ports import Event, ReceiptDesk, StreamParser
 from terminal.receipts.escpos import Captured
 
 if TYPE_CHECKING:  # pyserial is imported when a serial printer is opened
@@ -262,6 +265,7 @@ class Stats:
     abandoned: int = 0
     """Receipts whose capture was abandoned (the copy's queue overflowed, or the parser failed)."""
     parser_failures: int = 0
+    """Receipts the parser failed on (a bug): each kept and flagged, capture goes on from the next receipt."""
     receipt_failures: int = 0
     """Receipts whose handling (keeping, reading, selling) raised: that receipt only; capture goes on."""
     enriched: int = 0
@@ -482,18 +486,39 @@ class Relay:
         assert copy is not None and desk is not None
         try:
             parser = desk.parser()
+            fed = 0  # stream offset of the next chunk
+            failing = False  # a failure the parser could not contain, and no receipt boundary since
             while True:
                 chunk = copy.q.get()
                 if copy.lost:
                     copy.lost = False
                     parser.gap()
                     self.stats.abandoned += 1
+                seen = parser.failures
                 if chunk is None:
                     last = parser.close()
+                    self._failures(parser, seen)
                     if last is not None and (last.lines or last.size):
                         self._receipt(desk, last)
                     return
-                got = parser.feed(chunk)
+                try:
+                    got = parser.feed(chunk)
+                except Exception:
+                    # not contained by the parser: a new one takes the stream over after this chunk, and skips to
+                    # the next receipt boundary; the chunk's bytes are kept with the failed receipt
+                    if not failing:
+                        log.exception("receipt capture failed; skipping to the next receipt, printing goes on")
+                        self.stats.parser_failures += 1
+                        self.stats.abandoned += 1
+                    failing = True
+                    fed += len(chunk)
+                    parser = desk.parser()
+                    parser.resume(fed, chunk, traceback.format_exc())
+                    got = []
+                else:
+                    fed += len(chunk)
+                    self._failures(parser, seen)
+                    failing = failing and not got
                 for receipt in got:
                     self._receipt(desk, receipt)
                 with copy.cond:
@@ -513,6 +538,17 @@ class Relay:
                 except queue.Empty:
                     if self.done.is_set():
                         return
+
+    def _failures(self, parser: StreamParser, seen: int) -> None:
+        """Failures the parser contained since it had ``seen``: each costs one receipt (kept, flagged
+        ``receipt_parse_failed``), logged once with its traceback; capture goes on at the next receipt."""
+        new = parser.failures - seen
+        if new > 0:
+            log.error(
+                "receipt capture failed on a receipt; skipping to the next one, printing goes on\n%s", parser.failure
+            )
+            self.stats.parser_failures += new
+            self.stats.abandoned += new
 
     def _receipt(self, desk: ReceiptDesk, receipt: Captured) -> None:
         assert self.copy is not None

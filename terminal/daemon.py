@@ -932,6 +932,7 @@ class Daemon:
                 "connections": st.connections,
                 "receipts": st.receipts,
                 "abandoned": st.abandoned,
+                "parser_failures": st.parser_failures,
                 "receipt_failures": st.receipt_failures,
                 "enriched": st.enriched,
                 "hold_timeouts": st.hold_timeouts,

@@ -658,6 +658,21 @@ class StreamParser(Protocol):
 
     def close(self) -> Captured | None: ...
 
+    @property
+    def failures(self) -> int:
+        """Receipts the parser failed on (a bug): each was skipped to its boundary and comes out flagged."""
+        ...
+
+    @property
+    def failure(self) -> str:
+        """The last failure's traceback."""
+        ...
+
+    def resume(self, at: int, failed: bytes, failure: str) -> None:
+        """Take the stream over at offset ``at`` from a parser that failed: ``failed`` (the bytes it failed on)
+        begins a receipt skipped to its boundary, which comes out flagged."""
+        ...
+
 
 class ReceiptDesk(Protocol):
     """What the printer in the middle (``drivers.printer``) hands the receipts it captured to."""

@@ -320,6 +320,8 @@ def check(got: ReadReceipt) -> ReadReceipt:
 
 def read_captured(template: Template, captured: Captured) -> ReadReceipt:
     """A captured receipt read and checked (``Rejected`` when it cannot be a sale)."""
+    if captured.failure is not None:
+        raise Rejected(Code.RECEIPT_PARSE_FAILED)
     if captured.damaged:
         raise Rejected(Code.RECEIPT_DAMAGED)
     return check(read(template, [x.text for x in captured.lines]))

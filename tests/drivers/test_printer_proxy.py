@@ -243,6 +243,45 @@ def test_a_receipt_that_fails_to_sell_costs_that_receipt_not_the_rest_of_the_str
     assert proxy.stats.receipt_failures == 1 and proxy.stats.parser_failures == 0
 
 
+class FailsOnBoom(ReceiptParser):
+    """A parser with a bug that raises on one odd line of one receipt."""
+
+    def _end_line(self, blank: bool = False) -> None:
+        if b"BOOM" in b"".join(data for data, _ in self._text):
+            raise ValueError("a bug in reading a line")
+        super()._end_line(blank)
+
+
+@pytest.mark.parametrize("enrich", [False, True])
+def test_a_parser_failure_on_one_receipt_costs_that_receipt_not_the_rest_of_the_stream(
+    printer: RecordingPrinter, enrich: bool
+) -> None:
+    # One connection carrying three receipts, as a serial or device relay carries every receipt of the day; the
+    # parser fails on the second. It is kept (all its bytes) and flagged; the first and third are sold.
+    first = make("en", Sale((Item("Apples", "1001", 2, 150),), number="0001"))
+    odd = make("en", Sale((Item("BOOM", "1002", 1, 420),), number="0002"))
+    third = make("en", Sale((Item("Cheddar", "1003", 1, 420),), number="0003"))
+    sales, kept, events = FakeSales(), Kept(), []
+    desk = FaultyDesk(FailsOnBoom, [T["en"]], sales, kept, enrich=enrich, emit=events.append)
+    proxy = proxy_to(printer.port, desk, enrich=enrich, hold=5.0)
+    try:
+        began = time.monotonic()
+        pos_print(proxy.port, first + odd + third)
+        got = printer.wait_for(len(first + odd + third) + (100 if enrich else 0))
+        wait_until(lambda: len(sales.sold) == 2, what="the first and third receipts sold")
+    finally:
+        proxy.stop()
+    assert time.monotonic() - began < 4.0  # no hold waited for its deadline
+    assert [ref.number for _, ref in sales.sold] == ["0001", "0003"]
+    if enrich:  # the odd receipt printed unchanged, between the two that got their block
+        assert odd in got and proxy.stats.enriched == 2 and proxy.stats.hold_timeouts == 0
+    else:
+        assert got == first + odd + third
+    assert [(c.raw, code) for c, code in kept.receipts if code] == [(odd, "receipt_parse_failed")]
+    assert [e["code"] for e in events if e["state"] == "unread"] == ["receipt_parse_failed"]
+    assert proxy.stats.parser_failures == 1 and proxy.stats.receipt_failures == 0
+
+
 def test_a_parser_stall_mid_receipt_still_prints_the_receipt_after_the_hold(printer: RecordingPrinter) -> None:
     stream = make("en", Sale((Item("Apples", "1001", 2, 150),)))
     Stalling.release.clear()

@@ -396,3 +396,38 @@ def test_printer_and_receipts_are_off_by_default_and_bad_specs_name_the_key() ->
     assert refused.value.key == "printer.listen"
     whole = validate({"printer": {"listen": "tcp:127.0.0.1:9100", "target": "device:/dev/usb/lp0"}})
     assert whole.printer.target == "device:/dev/usb/lp0"
+
+
+class FailsOnBoom(ReceiptParser):
+    """A parser with a bug that raises on one odd line."""
+
+    def _end_line(self, blank: bool = False) -> None:
+        if b"BOOM" in b"".join(data for data, _ in self._text):
+            raise ValueError("a bug in reading a line")
+        super()._end_line(blank)
+
+
+def test_a_parser_failure_costs_its_receipt_which_is_kept_and_the_next_receipts_are_read() -> None:
+    import hashlib
+
+    odd = english(Sale((Item("BOOM", "1001", 2, 150),), number="0001"))
+    good = english(Sale((Item("Apples", "1002", 1, 420),), number="0002"))
+    p = FailsOnBoom()
+    got = p.feed(odd + good)
+    assert p.failures == 1 and "a bug in reading a line" in p.failure
+    failed, read_ = got
+    # the failed receipt: all its bytes, up to and including its cut, flagged; its lines not read
+    assert failed.raw == odd and failed.digest == hashlib.sha256(odd).hexdigest() and failed.cut
+    assert failed.failure is not None and "ValueError" in failed.failure and failed.lines == ()
+    with pytest.raises(Rejected) as refused:
+        first_reading([T["en"]], failed)
+    assert refused.value.code is Code.RECEIPT_PARSE_FAILED
+    # the next receipt, on the same stream, is read as ever
+    assert read_.failure is None and read_.raw == good
+    assert first_reading([T["en"]], read_).number == "0002"
+    # fed in small pieces, and a failure in the last receipt of a stream that ends without a cut
+    p = FailsOnBoom()
+    got = [c for i in range(0, len(odd + good), 5) for c in p.feed((odd + good)[i : i + 5])]
+    assert [x.failure is None for x in got] == [False, True] and got[1].raw == good
+    last = p.feed(b"BOOM\n") + [p.close()]
+    assert [x.failure is not None for x in last if x] == [True] and p.failures == 2
