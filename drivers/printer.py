@@ -13,7 +13,8 @@ Printing never depends on tillpoint's parsing. For each POS connection three thr
   abandoned and flagged, printing goes on);
 * back: the printer's replies (``DLE EOT`` / ``GS r`` status, automatic status back) go to the POS
   as they come, so the POS sees the printer's own state (off, cover open, out of paper);
-* parse: feeds the copy to the receipt parser and hands each receipt to the desk
+* parse: feeds the copy to the receipt parser and hands each receipt to the desk; when the POS prints nothing
+  for ``receipt_gap`` seconds, the receipt in progress of a printer that has shown no cut (no cutter) ends;
   (``terminal.ports.ReceiptDesk``); a failure of the parser (a bug, on an odd receipt) costs that receipt:
   it is kept and flagged, and capture goes on from the next receipt boundary (a serial or device relay's
   connection lasts all day).
@@ -327,11 +328,13 @@ class Relay:
         enrich: bool = False,
         hold: float = 0.15,
         queue_chunks: int = 256,
+        receipt_gap: float = 0.0,
         emit: Callable[[Event], object] | None = None,
     ) -> None:
         self.pos, self.printer, self.desk, self.stats = pos, printer, desk, stats
         self.enrich = enrich and desk is not None
         self.hold = hold
+        self.receipt_gap = receipt_gap
         self.emit = emit
         self.copy: _Copy | None = _Copy(queue_chunks) if desk is not None else None
         self.done = threading.Event()
@@ -488,8 +491,20 @@ class Relay:
             parser = desk.parser()
             fed = 0  # stream offset of the next chunk
             failing = False  # a failure the parser could not contain, and no receipt boundary since
+            printed = 0  # the parser's ``printed`` when text last came
+            quiet_at: float | None = None  # when the receipt in progress ends for want of text (receipt_gap)
             while True:
-                chunk = copy.q.get()
+                try:
+                    chunk = copy.q.get(timeout=None if quiet_at is None else max(0.0, quiet_at - time.monotonic()))
+                except queue.Empty:  # the POS printed nothing for receipt_gap: a printer without a cutter
+                    quiet_at = None
+                    seen = parser.failures
+                    last = parser.idle()
+                    self._failures(parser, seen)
+                    if last is not None:
+                        failing = False
+                        self._receipt(desk, last)
+                    continue
                 if copy.lost:
                     copy.lost = False
                     parser.gap()
@@ -519,6 +534,8 @@ class Relay:
                     fed += len(chunk)
                     self._failures(parser, seen)
                     failing = failing and not got
+                if self.receipt_gap > 0 and parser.printed != printed:
+                    printed, quiet_at = parser.printed, time.monotonic() + self.receipt_gap
                 for receipt in got:
                     self._receipt(desk, receipt)
                 with copy.cond:
@@ -610,6 +627,7 @@ class PrinterProxy:
         enrich: bool = False,
         hold: float = 0.15,
         queue_chunks: int = 256,
+        receipt_gap: float = 0.0,
         connect_timeout: float = 5.0,
         probe_first: float = 0.5,
         probe_cap: float = 10.0,
@@ -617,6 +635,7 @@ class PrinterProxy:
     ) -> None:
         self.listen, self.printer, self.desk = listen, printer, desk
         self.enrich, self.hold, self.queue_chunks = enrich, hold, queue_chunks
+        self.receipt_gap = receipt_gap
         self.connect_timeout = connect_timeout
         self.backoff = Backoff(probe_first, probe_cap)
         self.emit = emit
@@ -686,6 +705,7 @@ class PrinterProxy:
             enrich=self.enrich,
             hold=self.hold,
             queue_chunks=self.queue_chunks,
+            receipt_gap=self.receipt_gap,
             emit=self.emit,
         )
 

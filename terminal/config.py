@@ -374,6 +374,9 @@ class PrinterSection(_Section):
     """Seconds the bytes from a cut on may be held while the loyalty block is made; then they go out unchanged."""
     queue_chunks: Annotated[int, Field(ge=1, le=65536)] = 256
     """Chunks of the print stream the parser may fall behind by; beyond, that receipt's capture is abandoned."""
+    receipt_gap: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
+    """For a printer without a cutter: seconds the POS prints nothing (status queries aside) after which the
+    receipt in progress ends, as a cut would end it; not once the printer has cut on the connection; 0: off."""
     native_qr: bool = True
     """The printer has the QR commands (GS ( k); false: QR codes are sent as raster images (GS v 0)."""
     connect_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0

@@ -579,6 +579,7 @@ class Daemon:
             enrich=receipts.enrich and receipts.attach,
             hold=printer.hold,
             queue_chunks=printer.queue_chunks,
+            receipt_gap=printer.receipt_gap,
             connect_timeout=printer.connect_timeout,
             probe_cap=printer.probe_max,
             emit=self.emit,

@@ -99,6 +99,7 @@ class Code(StrEnum):
     RECEIPT_DAMAGED = "receipt_damaged"
     RECEIPT_ALREADY_USED = "receipt_already_used"
     RECEIPT_PARSE_FAILED = "receipt_parse_failed"
+    RECEIPT_TOO_LARGE = "receipt_too_large"
     REQUEST_IN_FLIGHT = "request_in_flight"
     REQUEST_ID_USED = "request_id_used"
     TOPUP_NOT_ENABLED = "topup_not_enabled"
@@ -231,6 +232,7 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
     Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
     Code.RECEIPT_PARSE_FAILED: "tillpoint failed to parse this receipt's print stream (a bug): it is kept and flagged.",
+    Code.RECEIPT_TOO_LARGE: "This receipt has more lines than one receipt may hold: its first bytes are kept and flagged.",
     Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",
     Code.REQUEST_ID_USED: "This request_id already names another kind of request: give each request an id of its own.",
     Code.TOPUP_NOT_ENABLED: "Head office has not enabled this till to sell top-ups.",

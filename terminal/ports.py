@@ -668,6 +668,16 @@ class StreamParser(Protocol):
         """The last failure's traceback."""
         ...
 
+    @property
+    def printed(self) -> int:
+        """Text and line feeds read so far (status queries print nothing)."""
+        ...
+
+    def idle(self) -> Captured | None:
+        """The POS printed nothing for a while: on a stream that has shown no cut (a printer without a cutter),
+        the receipt in progress ends and comes out; None otherwise."""
+        ...
+
     def resume(self, at: int, failed: bytes, failure: str) -> None:
         """Take the stream over at offset ``at`` from a parser that failed: ``failed`` (the bytes it failed on)
         begins a receipt skipped to its boundary, which comes out flagged."""

@@ -3,7 +3,10 @@
 ``Tokenizer`` splits bytes into commands by their lengths only (cheap, incremental, bounded memory:
 image data is skipped as it passes, never buffered). ``ReceiptParser`` builds on it: text lines with
 their layout (alignment, bold, size), decoded in the code page in force (``ESC t``; Kanji mode ``FS &``
-with Shift_JIS/CP932 or GB18030), and a cut (``GS V``, ``ESC i``, ``ESC m``) ends one receipt.
+with Shift_JIS/CP932 or GB18030), and a cut (``GS V``, ``ESC i``, ``ESC m``) ends one receipt. On a stream
+that has shown no cut (a printer without a cutter), the printer's init (``ESC @``) after printed text ends one
+too, and so does ``idle`` (the stream went quiet: the relay's ``[printer] receipt_gap``). A receipt of more than
+``MAX_LINES`` lines comes out at once, ``too_large``, and the rest of it is skipped: memory stays bounded.
 
 A failure of the parser itself (a bug, on some odd receipt) costs that receipt, never the rest of the stream:
 the parser skips to the next boundary, and the receipt comes out there with its bytes and ``failure`` set (its
@@ -31,6 +34,11 @@ MAX_RAW = 1 << 20
 """The raw bytes kept with a receipt (its digest covers every byte)."""
 MAX_LINE = 4096
 """Text bytes kept for one line; the rest of a line without LF is dropped (and flagged)."""
+MAX_LINES = 10_000
+"""Printed lines held for one receipt (a sale holds 500 lines); beyond, or beyond ``MAX_RAW`` characters of
+text, the receipt comes out ``too_large`` (kept unread, its lines freed) and the rest of it is skipped."""
+INIT = b"\x1b@"
+"""ESC @, the printer's init: on a stream that has shown no cut, it ends the receipt in progress."""
 
 # ESC t n: single-byte character tables (ESC/POS numbering), as Python codecs.
 CODE_PAGES: dict[int, str] = {
@@ -293,6 +301,8 @@ class Captured:
     """Lost bytes: a gap in the copy, a line cut short."""
     failure: str | None = None
     """The parser failed on this receipt (a bug; the traceback): its bytes are here, its lines were not read."""
+    too_large: bool = False
+    """More lines than ``MAX_LINES`` (or text than ``MAX_RAW``): these are its first bytes, its lines were freed."""
 
     @property
     def text(self) -> str:
@@ -327,6 +337,9 @@ class ReceiptParser:
         """Receipts the parser failed on (each skipped to its boundary, and kept)."""
         self.failure = ""
         """The last failure's traceback."""
+        self.printed = 0
+        """Text and line feeds read so far (a POS that only asks the printer's status prints nothing)."""
+        self._cut_seen = False  # the printer cuts: its receipts end at its cuts alone
 
     def _initial(self) -> _State:
         return _State(kanji=self.kanji_default)
@@ -342,32 +355,65 @@ class ReceiptParser:
         self._unknown = self.tokens.unknown
         self._damaged = False
         self._failed: str | None = None  # the parser failed on this receipt: skipping to its boundary
+        self._dropping = False  # the rest of a receipt that came out too large: skipped to its boundary
+        self._text_total = 0  # characters of text in its lines
 
     def feed(self, data: bytes) -> list[Captured]:
         base = self._fed
         self._fed += len(data)
         done: list[Captured] = []
         taken = 0
+
+        def end(token: Token, cut: bool, too_large: bool = False) -> None:
+            nonlocal taken
+            upto = min(max(token.end - base, 0), len(data))
+            self._absorb(data[taken:upto])
+            taken = upto
+            got = self._finish(token.offset if cut else token.end, cut=cut, end=token.end, too_large=too_large)
+            if got is not None:
+                done.append(got)
+
         try:
             for token in self.tokens.feed(data):
+                if token.data == INIT and not self._cut_seen and self._in_progress():
+                    end(token, cut=False)  # a printer without a cutter: its init starts the next receipt
                 self._guarded(token)
                 if token.kind is Kind.CUT:
-                    upto = min(max(token.end - base, 0), len(data))
-                    self._absorb(data[taken:upto])
-                    taken = upto
-                    done.append(self._finish(token.offset, cut=True, end=token.end))
+                    self._cut_seen = True
+                    end(token, cut=True)
+                elif len(self._lines) > MAX_LINES or self._text_total > MAX_RAW:
+                    end(token, cut=False, too_large=True)
         except Exception:  # noqa: BLE001 - a bug: the tokenizer (or a receipt's end) is taken over after this chunk
             self._fail()
             self.tokens = Tokenizer(_pos=self._fed, unknown=self.tokens.unknown)
         self._absorb(data[taken:])
         return done
 
+    def _in_progress(self) -> bool:
+        """Whether a receipt has printed something since the last boundary (or failed, or is being skipped)."""
+        return bool(self._lines or self._text or self._failed is not None or self._dropping)
+
+    def idle(self) -> Captured | None:
+        """The stream went quiet (no text for the relay's ``receipt_gap``): on a stream that has shown no cut (a
+        printer without a cutter), the receipt in progress ends here and comes out, not cut; None when the
+        printer cuts or nothing was printed since the last boundary."""
+        if self._cut_seen or not self._in_progress():
+            return None
+        if self._failed is None and not self._dropping:
+            try:
+                self._end_line()
+            except Exception:  # noqa: BLE001 - a bug: its traceback goes with the failed receipt
+                self._fail()
+        return self._finish(self._fed, cut=False, end=self._fed)
+
     def _guarded(self, token: Token) -> None:
         """``token`` read into the receipt; a failure (a bug) costs this receipt, which is skipped to its end."""
-        if self._failed is not None:
+        if token.kind is Kind.TEXT or token.kind is Kind.LINE:
+            self.printed += 1
+        if self._failed is not None or self._dropping:
             if token.kind is Kind.COMMAND and len(token.data) > 1:
                 # the printer's state goes on across receipts (a code page set once a day); this receipt
-                # already failed, and its failure is recorded
+                # already failed (its failure is recorded) or came out too large
                 with contextlib.suppress(Exception):
                     self._command(token.data)
             return
@@ -395,6 +441,8 @@ class ReceiptParser:
         self._failed = failure
 
     def _absorb(self, data: bytes) -> None:
+        if self._dropping:  # the rest of a receipt that came out too large
+            return
         self._hash.update(data)
         self._size += len(data)
         if len(self._raw) < MAX_RAW:
@@ -414,6 +462,8 @@ class ReceiptParser:
         """The end of the stream: a receipt in progress (text without a cut) comes out, not cut."""
         for token in self.tokens.flush():
             self._guarded(token)
+        if self._dropping:
+            return None
         if self._failed is None:
             try:
                 self._end_line()
@@ -481,11 +531,19 @@ class ReceiptParser:
         text = "".join(data.decode(codec, errors="replace") for data, codec in _merge(self._text))
         st = self._line_state or self.state
         self._lines.append(PrintedLine(text.rstrip(), st.align, st.bold, st.size))
+        self._text_total += len(text)
         self._text = []
         self._text_len = 0
         self._line_state = None
 
-    def _finish(self, cut_offset: int, cut: bool, end: int) -> Captured:
+    def _finish(self, cut_offset: int, cut: bool, end: int, too_large: bool = False) -> Captured | None:
+        """The receipt in progress, ended at stream offset ``end``; None when it is the rest of one that came out
+        too large (skipped). A receipt ``too_large`` comes out with its lines freed, and its rest is skipped."""
+        if self._dropping:
+            self._reset_receipt(end)
+            return None
+        if too_large:
+            self._lines, self._text, self._text_len = [], [], 0
         while self._lines and not self._lines[-1].text:
             self._lines.pop()
         got = Captured(
@@ -500,8 +558,10 @@ class ReceiptParser:
             self.tokens.unknown - self._unknown,
             self._damaged,
             self._failed,
+            too_large,
         )
         self._reset_receipt(end)
+        self._dropping = too_large
         return got
 
 

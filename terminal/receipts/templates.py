@@ -322,6 +322,8 @@ def read_captured(template: Template, captured: Captured) -> ReadReceipt:
     """A captured receipt read and checked (``Rejected`` when it cannot be a sale)."""
     if captured.failure is not None:
         raise Rejected(Code.RECEIPT_PARSE_FAILED)
+    if captured.too_large:
+        raise Rejected(Code.RECEIPT_TOO_LARGE)
     if captured.damaged:
         raise Rejected(Code.RECEIPT_DAMAGED)
     return check(read(template, [x.text for x in captured.lines]))

@@ -632,3 +632,48 @@ def test_a_held_escape_byte_on_a_serial_or_device_relay_goes_out_within_the_hold
         for fd in fds:
             os.close(fd)
     assert 0.25 <= waited < 1.5  # held for the hold (0.3 s), not until the next byte
+
+
+def uncut(sale: Sale) -> bytes:
+    """A receipt as a POS prints it to a printer without a cutter: no cut at its end."""
+    stream = make("en", sale)
+    return stream[: stream.rindex(b"\x1dV")]
+
+
+@pytest.mark.parametrize("kind", ["serial", "device"])
+def test_a_printer_without_a_cutter_on_a_serial_or_device_relay_has_each_receipt_read(kind: str) -> None:
+    """No cut all day: a receipt ends when the POS has printed nothing for ``receipt_gap`` (status queries
+    print nothing), or at the init (ESC @) that starts the next one; each is read and sold, printed unchanged."""
+    import os
+
+    first = uncut(Sale((Item("Apples", "1001", 2, 150),), number="0001"))
+    second = b"\x1b@" + uncut(Sale((Item("Cheddar", "1002", 1, 420),), number="0002"))
+    third = b"\x1b@" + uncut(Sale((Item("Tea", "1003", 3, 100),), number="0003"))
+    sales, kept = FakeSales(), Kept()
+    proxy, fds = pty_relay(kind, kind, desk_for("en", sales, kept), receipt_gap=0.3)
+    pos, printer = fds[0], fds[1]
+    try:
+        os.write(pos, first)
+        assert read_for(printer, len(first)) == first
+        # the POS goes on asking the printer's status; the receipt ends all the same
+        wait_until(
+            lambda: os.write(pos, b"\x10\x04\x01") and read_for(printer, 3) and len(sales.sold) == 1,
+            what="the first receipt ended by the quiet spell",
+        )
+        os.write(pos, second + third)
+        assert read_for(printer, len(second + third)) == second + third
+        wait_until(lambda: len(sales.sold) == 3, what="the second (ended by the third's init) and the third")
+    finally:
+        proxy.stop()
+        for fd in fds:
+            os.close(fd)
+    assert [ref.number for _, ref in sales.sold] == ["0001", "0002", "0003"]
+    # the receipt's bytes: up to the quiet spell, the status queries asked before it included
+    (kept_first,) = [c for c, _ in kept.receipts if c.digest == sales.sold[0][1].digest]
+    asked = kept_first.raw[len(first) :]
+    assert kept_first.raw.startswith(first) and asked and asked == b"\x10\x04\x01" * (len(asked) // 3)
+    # the second's: up to and including the init that ended it (after any status query left from the wait)
+    (kept_second,) = [c for c, _ in kept.receipts if c.digest == sales.sold[1][1].digest]
+    assert kept_second.raw.endswith(second + b"\x1b@")
+    assert kept_second.raw[: -len(second) - 2] == b"\x10\x04\x01" * ((len(kept_second.raw) - len(second) - 2) // 3)
+    assert proxy.stats.parser_failures == 0

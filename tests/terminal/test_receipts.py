@@ -396,6 +396,11 @@ def test_printer_and_receipts_are_off_by_default_and_bad_specs_name_the_key() ->
     assert refused.value.key == "printer.listen"
     whole = validate({"printer": {"listen": "tcp:127.0.0.1:9100", "target": "device:/dev/usb/lp0"}})
     assert whole.printer.target == "device:/dev/usb/lp0"
+    assert cfg.printer.receipt_gap == 10.0 and validate({"printer": {"receipt_gap": 0}}).printer.receipt_gap == 0
+    for bad_gap in (-1, 3601, "soon"):
+        with pytest.raises(ConfigError) as refused:
+            validate({"printer": {"receipt_gap": bad_gap}})
+        assert refused.value.key == "printer.receipt_gap"
 
 
 class FailsOnBoom(ReceiptParser):
@@ -431,3 +436,56 @@ def test_a_parser_failure_costs_its_receipt_which_is_kept_and_the_next_receipts_
     assert [x.failure is None for x in got] == [False, True] and got[1].raw == good
     last = p.feed(b"BOOM\n") + [p.close()]
     assert [x.failure is not None for x in last if x] == [True] and p.failures == 2
+
+
+def uncut(sale: Sale) -> bytes:
+    """A receipt as a POS prints it to a printer without a cutter: no cut at its end."""
+    stream = english(sale)
+    return stream[: stream.rindex(b"\x1dV")]
+
+
+def test_on_a_printer_without_a_cutter_the_init_and_a_quiet_spell_end_a_receipt() -> None:
+    import hashlib
+
+    a, b = uncut(Sale((Item("Apples", "1001", 2, 150),), number="0001")), uncut(SALE)
+    p = ReceiptParser()
+    # the init that starts the next receipt ends the one in progress (and belongs to it, as a cut would)
+    got = p.feed(b"\x1b@" + a + b"\x1b@" + b)
+    assert len(got) == 1 and got[0].raw == b"\x1b@" + a + b"\x1b@" and not got[0].cut
+    assert got[0].digest == hashlib.sha256(b"\x1b@" + a + b"\x1b@").hexdigest()
+    assert first_reading([T["en"]], got[0]).number == "0001"
+    assert p.idle() is not None and p.idle() is None  # the POS went quiet: the receipt in progress ends, once
+    # an init before anything is printed (after a logo, say) starts nothing: the receipt goes on
+    assert p.feed(b"\x1b@\x1b@" + a) == [] and p.idle() is not None
+    # a printer that cuts ends its receipts at its cuts alone: an init or a quiet spell mid-receipt ends nothing
+    p = ReceiptParser()
+    (cut,) = p.feed(english(SALE))
+    assert p.feed(a + b"\x1b@" + b"more\n") == [] and p.idle() is None
+    (whole,) = p.feed(b"\x1dV\x00")
+    assert whole.lines[-1].text == "more" and whole.raw == a + b"\x1b@more\n\x1dV\x00"
+    # status queries print nothing
+    printed = p.printed
+    p.feed(b"\x10\x04\x01" * 10)
+    assert p.printed == printed
+
+
+def test_a_receipt_of_more_lines_than_the_bound_comes_out_too_large_and_its_memory_is_freed() -> None:
+    from terminal.receipts.escpos import MAX_LINES
+
+    p = ReceiptParser()
+    got = p.feed(b"x\n" * (MAX_LINES + 5))
+    (big,) = got
+    assert big.too_large and big.lines == () and big.size == 2 * (MAX_LINES + 1)
+    with pytest.raises(Rejected) as refused:
+        first_reading([T["en"]], big)
+    assert refused.value.code is Code.RECEIPT_TOO_LARGE
+    # the rest of it is skipped, not held, up to its end; the next receipt is read as ever
+    assert p.feed(b"y\n" * 50_000) == [] and p._lines == [] and len(p._raw) == 0
+    assert p.feed(b"\x1dV\x00") == []
+    (after,) = p.feed(english(SALE))
+    assert not after.too_large and first_reading([T["en"]], after).basket.total == SALE.total
+    # on a printer without a cutter, the rest ends at the next quiet spell
+    p = ReceiptParser()
+    assert len(p.feed(b"x\n" * (MAX_LINES + 5))) == 1 and p.idle() is None
+    (after,) = p.feed(english(SALE))
+    assert first_reading([T["en"]], after).number == SALE.number
