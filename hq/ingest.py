@@ -206,12 +206,15 @@ class Settings:
     attested_stored_value_per_day: int = 50_000
     """Stored value one terminal may take per day on card proofs head office cannot check again."""
     attested_points_per_day: int = 50_000
-    push_entries_per_day: int = PUSH_ENTRIES_PER_DAY
-    """Entries (and lost seq ranges reported) head office stores of one terminal a day, by its own day (UTC): a
-    busy till makes a few thousand sales a day, so a week's backlog fits; beyond it a push is refused with
-    ``push_limited`` and the till keeps its entries and sends them the next day. 0: no bound."""
-    push_bytes_per_day: int = PUSH_BYTES_PER_DAY
-    """Bytes of entries' payloads head office stores of one terminal a day (0: no bound)."""
+    push_entries_per_day: int = 0
+    """Entries (and lost seq ranges reported) head office stores of one terminal a day, by its own day (UTC); beyond
+    it a push is refused with ``push_limited`` and the till keeps its entries and sends them the next day. 0: no
+    bound, as for a store a program opens itself (a migration, a benchmark); head office's server (``open_store``,
+    ``hq serve``) bounds it by ``PUSH_ENTRIES_PER_DAY``: a busy till makes a few thousand sales a day, so a week's
+    backlog fits."""
+    push_bytes_per_day: int = 0
+    """Bytes of entries' payloads head office stores of one terminal a day (0: no bound; the server's:
+    ``PUSH_BYTES_PER_DAY``)."""
 
 
 # -- pure: what an entry claims -------------------------------------------------------------------
