@@ -1144,7 +1144,11 @@ class RefundPayload(Payload):
     coupons_restored: list[Ident] = Field(default_factory=list, max_length=50)
     stored_value_delta: Amount = 0
     """Stored value put back on the member's account (the rest goes back through the POS)."""
+    gift_cards: Amount = 0
+    """The gift cards' part (a void of a sale they paid): each card gets what it paid, by its own ``gift_refund``
+    entries (one the POS made before, the void's for the rest); not through the POS."""
     pos_refund: Amount = 0
+    """What the POS pays back: ``money_back`` less the account's and the gift cards' parts."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> RefundPayload:
@@ -1152,9 +1156,13 @@ class RefundPayload(Payload):
             raise ValueError("total is not -money_back")
         if self.points_delta != self.points_restored - self.points_clawed:
             raise ValueError("points_delta is not points_restored - points_clawed")
-        if self.money_back != self.stored_value_delta + self.pos_refund:
-            raise ValueError("money_back is not stored_value_delta + pos_refund")
+        if self.money_back != self.stored_value_delta + self.gift_cards + self.pos_refund:
+            raise ValueError("money_back is not stored_value_delta + gift_cards + pos_refund")
         return self
+
+    def wire(self) -> dict[str, Any]:
+        """A return no gift card paid travels as it did before (an older head office reads it)."""
+        return self.model_dump(mode="json", exclude=None if self.gift_cards else {"gift_cards"})
 
     def values(self) -> Values:
         return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)

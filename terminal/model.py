@@ -217,6 +217,9 @@ class Receipt:
     refused: tuple[tuple[str, str], ...] = ()
     """(coupon id, code) of the coupons a sale did not use, as its quote said (a coupon named but refused, the
     member's own waiting for their proof): the sale went through without them."""
+    gift_refunds: tuple[GiftReceipt, ...] = ()
+    """A void's: what went back onto each gift card that paid the sale (not in ``total``, which is what goes back
+    at the POS and to the member's account)."""
 
     @staticmethod
     def of_dict(doc: dict[str, Any]) -> Receipt:
@@ -226,7 +229,12 @@ class Receipt:
             Breakdown(**{**part, "discounts": tuple(Discount(**x) for x in part["discounts"])}) if part else None
         )
         return Receipt(
-            **{**doc, "breakdown": breakdown, "refused": tuple((str(c), str(w)) for c, w in doc.get("refused", ()))}
+            **{
+                **doc,
+                "breakdown": breakdown,
+                "refused": tuple((str(c), str(w)) for c, w in doc.get("refused", ())),
+                "gift_refunds": tuple(GiftReceipt(**g) for g in doc.get("gift_refunds", ())),
+            }
         )
 
 

@@ -20,6 +20,7 @@ names what it uses.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -417,6 +418,14 @@ class TillStore(ClaimJournal, Protocol):
     def gift_terms(self) -> dict[str, Any] | None: ...
 
     def gift_payment(self, txn_id: str) -> tuple[str, str, int] | None: ...
+
+    def gift_payments_of(self, sale_txn: str) -> list[tuple[str, int, int]]: ...
+
+    def vouchers_used_for(self, sale_txn: str) -> int: ...
+
+    def together(self) -> AbstractContextManager[None]:
+        """One transaction around several ``record`` calls: all kept at its COMMIT, or none."""
+        ...
 
     def topup(self, txn_id: str) -> Sold | None: ...
 

@@ -869,8 +869,23 @@ class Service:
 
     def void(self, txn_id: str) -> Receipt:
         """Reverse a sale of this till: whatever is left of it is returned (see ``refund``); refused
-        (``reward_not_returnable``) while it holds a reward the member keeps (``terminal.rewards.not_returnable``)."""
-        return self._reverse(txn_id, None, "void")
+        (``reward_not_returnable``) while it holds a reward the member keeps (``terminal.rewards.not_returnable``).
+
+        Whichever door it comes through (the cashier's panel, the POS's API, ``tillpoint void``), the gift cards
+        that paid the sale (their payments name it, ``sale_ref``) get back, in the void's own transaction, what
+        each paid less what was already given back onto it; the POS pays back only the rest (``pos_refund``, the
+        receipt's ``total`` with the account's part), and the receipt lists the cards' refunds. Refused
+        (``voucher_used``) when a voucher paid part of the sale: it is used and never comes back, so the POS
+        refunds the sale by its own means."""
+        with self.store.together():
+            if self.store.vouchers_used_for(txn_id):
+                raise Rejected(
+                    Code.VOUCHER_USED,
+                    "A voucher paid part of this sale and is used (it never comes back): refund the sale at the POS.",
+                )
+            voided, owed = self._reverse(txn_id, None, "void")
+            gifts = tuple(self.refund_gift(payment, amount) for payment, amount in owed)
+        return self._told(replace(voided, gift_refunds=gifts))
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt:
         """Return ``returned`` units (line index -> units) of a sale: money and redeemed points go
@@ -880,9 +895,13 @@ class Service:
         is never returned (``reward_not_returnable``), the other lines are."""
         if not returned or not any(returned.values()):
             raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
-        return self._reverse(txn_id, returned, "refund")
+        return self._told(self._reverse(txn_id, returned, "refund")[0])
 
-    def _reverse(self, txn_id: str, returned: dict[int, int] | None, kind: str) -> Receipt:
+    def _reverse(
+        self, txn_id: str, returned: dict[int, int] | None, kind: str
+    ) -> tuple[Receipt, list[tuple[str, int]]]:
+        """The return recorded (its listeners not told yet), and for a void the gift card payments of the sale
+        to give back: (payment txn, amount), within what the sale's money gives back beyond the account's part."""
         sale = self.store.sale(txn_id)
         if sale is None:
             raise Rejected(Code.UNKNOWN_TRANSACTION)
@@ -915,6 +934,10 @@ class Service:
         restore, left = _give_back(spent, restored)
         sv_left = int(raw.get("stored_value", 0))
         sv_back = min(result.money_back, sv_left)  # money goes back to the account first
+        # Then the gift cards that paid the sale (what was given back onto a card before counts as given back for the
+        # sale: the card gets only the rest), and the POS pays back only what is left.
+        paid_by_cards = self.store.gift_payments_of(txn_id) if kind == "void" else []
+        gift_back, owed = _gift_back(paid_by_cards, result.money_back - sv_back)
         new_raw = {
             **raw,
             **_state_dict(result.after),
@@ -949,7 +972,8 @@ class Service:
             "points_delta": delta,
             "coupons_restored": list(result.coupons_restored),
             "stored_value_delta": sv_back,
-            "pos_refund": result.money_back - sv_back,
+            "gift_cards": gift_back,
+            "pos_refund": result.money_back - sv_back - gift_back,
         }
         payload = (VoidPayload(**fields, voided_txn_id=txn_id) if kind == "void" else RefundPayload(**fields)).wire()
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind, payload, utc_iso(self.clock()))
@@ -959,7 +983,7 @@ class Service:
             voids=txn_id if kind == "void" else None,
             effects=fx,
         )
-        return self._told(_receipt(stored, -result.money_back, delta, balance))
+        return _receipt(stored, -(result.money_back - gift_back), delta, balance), owed
 
     # -- top-ups ------------------------------------------------------------------------------------
 
@@ -1454,6 +1478,19 @@ def _parse_coupon(coupon_id: str, text: str) -> tuple[cp.Coupon, int, int]:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _gift_back(payments: list[tuple[str, int, int]], most: int) -> tuple[int, list[tuple[str, int]]]:
+    """The part of a void's money that is the gift cards' (each card what it paid, in the order they paid, within
+    ``most``: what the void gives back beyond the member's account), and what goes back onto each now: its part less
+    what was given back onto it before (payment txn, amount)."""
+    part, back = 0, []
+    for txn_id, paid, refunded in payments:
+        share = min(paid, most - part)
+        part += share
+        if share > refunded:
+            back.append((txn_id, share - refunded))
+    return part, back
 
 
 def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:

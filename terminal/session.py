@@ -589,11 +589,12 @@ class Session:
                 self._refuse(Code.SESSION_BUSY, "A voucher paid part of this sale and is used: refund it at the POS.")
             txn = s.receipt.txn_id
             undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
-            # The void first: it happens once or not at all (a sale the POS voided or refunded already is refused),
-            # and only then does each gift card get back what it paid, so a refused void gives no card anything.
+            # The till's one void (``Service.void``, the POS's API's too): the sale is voided once or not at all (a
+            # sale the POS voided or refunded already is refused), and in the same transaction each gift card that
+            # paid it gets back what it paid and was not given back already.
             s.voided = self._call(lambda: undo(txn))
             s.error = None
-            self._refund_gift_payments()
+            self._show_gift_refunds(s.voided.gift_refunds)
             return self._changed()
 
     # -- gift cards (docs/giftcards.md) --------------------------------------------------------------
@@ -689,19 +690,16 @@ class Session:
         paid = sum(g.amount for g in s.gifts if g.kind in _GIFT_PAYMENTS) - sum(off for _, off in s.vouchers)
         return max(0, due + paid)
 
-    def _refund_gift_payments(self) -> None:
-        """The gift cards that paid the sale just voided get it back, each once. A refund refused (the POS gave that
-        payment back onto the card already) leaves that card as it is, and its refusal is shown: the void stands."""
+    def _show_gift_refunds(self, refunds: Sequence[GiftReceipt]) -> None:
+        """What the void gave back onto the gift cards, each in place of that card's payment of the sale (a payment
+        the POS had given back onto its card already got nothing more, and stays shown)."""
         s = self._sale
-        paid = [g for g in s.gifts if g.kind == EntryKind.GIFT_REDEEM.value]
-        if not paid:
-            return
-        gifts = self._gift_desk()
-        for payment in paid:
-            try:
-                s.gifts[s.gifts.index(payment)] = gifts.refund_gift(payment.txn_id, -payment.amount)
-            except Rejected as exc:
-                s.error = s.error or refusal_dict(exc.code.value, exc.message)
+        for refund in refunds:
+            paid = [g for g in s.gifts if g.kind == EntryKind.GIFT_REDEEM.value and g.card_id == refund.card_id]
+            if paid:
+                s.gifts[s.gifts.index(paid[0])] = refund
+            else:
+                s.gifts.append(refund)
 
     def _gift_dict(self) -> dict[str, Any]:
         """The gift card shown, and what gift cards did in this session."""

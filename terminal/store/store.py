@@ -275,6 +275,13 @@ class Store:
                     )
         return stored, balance
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """One transaction around several ``record`` calls (each a savepoint inside it): all of them are kept, at
+        its COMMIT, or none (an exception raised inside rolls every one back)."""
+        with self._write():
+            yield
+
     def request_answer(self, request_id: str) -> str | None:
         rows = self._read("SELECT answer FROM pos_requests WHERE request_id = ?", [request_id])
         return str(rows[0][0]) if rows else None
@@ -501,6 +508,27 @@ class Store:
             [txn_id],
         )
         return (str(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
+
+    def gift_payments_of(self, sale_txn: str) -> list[tuple[str, int, int]]:
+        """This till's gift card payments of its sale ``sale_txn`` (those naming it as their ``sale_ref``), in the
+        order they were made: (payment txn, what it paid, what refunds gave back onto the card since)."""
+        rows = self._read(
+            "SELECT u.txn_id, -u.amount, (SELECT COALESCE(SUM(r.amount), 0) FROM gift_uses r "
+            "WHERE r.original_txn = u.txn_id AND r.action = 'refund') "
+            "FROM gift_uses u JOIN journal j ON j.txn_id = u.txn_id "
+            "WHERE u.action = 'redeem' AND json_extract(j.payload, '$.sale_ref') = ? ORDER BY j.seq",
+            [sale_txn],
+        )
+        return [(str(txn), int(paid), int(back)) for txn, paid, back in rows]
+
+    def vouchers_used_for(self, sale_txn: str) -> int:
+        """How many vouchers this till redeemed naming its sale ``sale_txn`` (``sale_ref``): they paid part of it."""
+        rows = self._read(
+            "SELECT COUNT(*) FROM voucher_uses u JOIN journal j ON j.txn_id = u.txn_id "
+            "WHERE u.action = 'redeem' AND json_extract(j.payload, '$.sale_ref') = ?",
+            [sale_txn],
+        )
+        return int(rows[0][0])
 
     def topup_tally(self, member_id: str, day: str) -> Tally:
         with self._lock:
