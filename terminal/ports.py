@@ -505,9 +505,9 @@ class GiftDesk(Protocol):
         """The gift card of a tap, with its balance as this till knows it (``gift_card_unknown``: none)."""
         ...
 
-    def sell_gift(self, read: CardRead, amount: int) -> GiftReceipt: ...
+    def sell_gift(self, read: CardRead, amount: int, request_id: str | None = None) -> GiftReceipt: ...
 
-    def load_gift(self, read: CardRead, amount: int) -> GiftReceipt: ...
+    def load_gift(self, read: CardRead, amount: int, request_id: str | None = None) -> GiftReceipt: ...
 
     def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "") -> GiftReceipt: ...
 
@@ -526,6 +526,11 @@ class Ledger(Pricing, GiftDesk, Protocol):
         ``request_id`` (None: none was; ``request_id_used`` when it names another kind)."""
         ...
 
+    def answered(self, request_id: str, kind: str) -> dict[str, Any] | None:
+        """The answer given to the POS's request ``request_id`` that recorded a ``kind`` of entry (a gift card sold
+        or loaded, a voucher sold), as it was given (None: none was; ``request_id_used`` when another kind)."""
+        ...
+
     def topup(self, member_id: str, amount: int, request_id: str | None = None) -> Receipt:
         """Credit ``amount`` the POS took to the member's stored value (docs/stored-value.md); ``request_id``: the
         POS's id of the request (``recorded`` answers it again)."""
@@ -533,8 +538,11 @@ class Ledger(Pricing, GiftDesk, Protocol):
 
     def void_topup(self, txn_id: str) -> Receipt: ...
 
-    def sell_voucher(self, value: int | None, sku: str | None, member_id: str | None = None) -> VoucherReceipt:
-        """Sell a voucher of this till's stock (the POS took its value): its code, to print."""
+    def sell_voucher(
+        self, value: int | None, sku: str | None, member_id: str | None = None, request_id: str | None = None
+    ) -> VoucherReceipt:
+        """Sell a voucher of this till's stock (the POS took its value): its code, to print; ``request_id``: the
+        POS's id of the request (``answered`` answers it again)."""
         ...
 
     def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt: ...

@@ -466,11 +466,18 @@ class Service:
         )
 
     def recorded(self, request_id: str, kind: str = EntryKind.SALE.value) -> Receipt | None:
+        done = self.answered(request_id, kind)
+        return Receipt.of_dict(done) if done is not None else None
+
+    def answered(self, request_id: str, kind: str) -> dict[str, Any] | None:
+        """The answer kept with the POS's ``request_id`` (a sale, a top-up, a gift card sold or loaded, a voucher
+        sold: one space of ids), when it recorded a ``kind`` of entry; ``request_id_used`` when another kind."""
         text = self.store.request_answer(request_id)
-        done = Receipt.of_dict(json.loads(text)) if text is not None else None
-        if done is not None and done.kind != kind:
+        done: dict[str, Any] | None = json.loads(text) if text is not None else None
+        if done is not None and done.get("kind") != kind:
             raise Rejected(
-                Code.REQUEST_ID_USED, f"request_id {request_id!r} already names a {done.kind} ({done.txn_id})."
+                Code.REQUEST_ID_USED,
+                f"request_id {request_id!r} already names a {done.get('kind')} ({done.get('txn_id')}).",
             )
         return done
 
@@ -1063,18 +1070,19 @@ class Service:
                 account,
             )
 
-        fx = Effects(member_id=write.member_id, now=now, topup=write)
-        if request_id is not None:  # kept in the top-up's own transaction, as a sale's (``_commit``)
-            fx = replace(fx, request=PosRequest(request_id, lambda stored, _: json.dumps(asdict(answer(stored)))))
+        fx = self._answering(Effects(member_id=write.member_id, now=now, topup=write), request_id, answer)
         stored, _ = self.store.record(entry, effects=fx)
         return self._told(answer(stored))
 
     # -- vouchers ----------------------------------------------------------------------------------
 
-    def sell_voucher(self, value: int | None, sku: str | None, member_id: str | None = None) -> VoucherReceipt:
+    def sell_voucher(
+        self, value: int | None, sku: str | None, member_id: str | None = None, request_id: str | None = None
+    ) -> VoucherReceipt:
         """Sell a voucher of this till's stock (docs/stored-value.md, "Vouchers"): an amount voucher of
         ``value``, or a product voucher of ``sku``; the POS took its value. Offline too: the stock is head
-        office's, signed, and each code is sold once. ``member_id``: the member whose wallet shows it."""
+        office's, signed, and each code is sold once. ``member_id``: the member whose wallet shows it.
+        ``request_id``: the POS's id of the request, kept with the sale and its answer (``answered``)."""
         if (value is None) == (sku is None):
             raise Rejected(Code.VOUCHER_BAD_REQUEST)
         if member_id is not None:
@@ -1091,7 +1099,9 @@ class Service:
         )
         state = {**voucher.to_doc(), "state": vc.State.ACTIVE.value, "store_id": self.store_id}
         write = VoucherWrite("sell", voucher.voucher_id, voucher.value, json.dumps(state), offline)
-        return self._record_voucher(EntryKind.VOUCHER_SALE, payload.wire(), write, voucher, code=text, member=member_id)
+        return self._record_voucher(
+            EntryKind.VOUCHER_SALE, payload.wire(), write, voucher, code=text, member=member_id, request_id=request_id
+        )
 
     def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt:
         """Use a voucher: head office's signature and expiry checked here, its one use confirmed by head
@@ -1177,22 +1187,39 @@ class Service:
         txn_id: str | None = None,
         code: str | None = None,
         member: str | None = None,
+        request_id: str | None = None,
     ) -> VoucherReceipt:
         entry = JournalEntry(self.terminal_id, 0, txn_id or new_txn_id(), kind.value, payload, utc_iso(self.clock()))
-        stored, _ = self.store.record(entry, effects=Effects(now=self.now(), voucher=write))
-        return VoucherReceipt(
-            stored.txn_id,
-            stored.seq,
-            stored.kind,
-            voucher.voucher_id,
-            voucher.kind.value,
-            voucher.value,
-            voucher.sku,
-            voucher.expires_at,
-            write.offline,
-            code,
-            member,
+
+        def answer(stored: JournalEntry) -> VoucherReceipt:
+            return VoucherReceipt(
+                stored.txn_id,
+                stored.seq,
+                stored.kind,
+                voucher.voucher_id,
+                voucher.kind.value,
+                voucher.value,
+                voucher.sku,
+                voucher.expires_at,
+                write.offline,
+                code,
+                member,
+            )
+
+        stored, _ = self.store.record(
+            entry, effects=self._answering(Effects(now=self.now(), voucher=write), request_id, answer)
         )
+        return answer(stored)
+
+    @staticmethod
+    def _answering(
+        fx: Effects, request_id: str | None, answer: Callable[[JournalEntry], Receipt | VoucherReceipt | GiftReceipt]
+    ) -> Effects:
+        """``fx`` keeping the POS's ``request_id`` with the answer, in the entry's own transaction (as a sale's,
+        ``_commit``): a retry is answered with it, nothing recorded twice."""
+        if request_id is None:
+            return fx
+        return replace(fx, request=PosRequest(request_id, lambda stored, _: json.dumps(asdict(answer(stored)))))
 
     # -- gift cards (docs/giftcards.md) ------------------------------------------------------------------
 
@@ -1204,10 +1231,11 @@ class Service:
             raise Rejected(Code.GIFT_CARD_UNKNOWN)
         return card
 
-    def sell_gift(self, read: CardRead, amount: int) -> GiftReceipt:
+    def sell_gift(self, read: CardRead, amount: int, request_id: str | None = None) -> GiftReceipt:
         """Sell the tapped card as a gift card with ``amount`` on it (the POS took it): a secure card of no
         member, within this till's stored-value policy (``terminal.topups``, the card in the member's place),
-        offline within the offline rules and the policy's offline total."""
+        offline within the offline rules and the policy's offline total. ``request_id``: the POS's id of the
+        request, kept with the entry and its answer (``answered``)."""
         _amount(amount)
         proof = self._gift_proof(read)
         member_card = self.store.card(read.uid_hash) is not None
@@ -1239,10 +1267,11 @@ class Service:
             fields["counter"] = proof.counter  # head office takes no earlier read of the card from now on
             if read.sun:
                 fields["sun"] = read.sun  # what lets head office check that counter
-        return self._record_gift(EntryKind.GIFT_ACTIVATE, read.uid_hash, write, now, fields)
+        return self._record_gift(EntryKind.GIFT_ACTIVATE, read.uid_hash, write, now, fields, request_id=request_id)
 
-    def load_gift(self, read: CardRead, amount: int) -> GiftReceipt:
-        """Load ``amount`` (the POS took it) onto an active gift card, within the till's stored-value policy."""
+    def load_gift(self, read: CardRead, amount: int, request_id: str | None = None) -> GiftReceipt:
+        """Load ``amount`` (the POS took it) onto an active gift card, within the till's stored-value policy
+        (``request_id``: as ``sell_gift``)."""
         _amount(amount)
         doc, now = self.store.topup_policy(), self.now()
         day, offline = self._business_day(doc), self.offline_state("", now)
@@ -1258,7 +1287,9 @@ class Service:
         write = GiftWrite(
             "load", card.card_id, card.uid_hash, amount, day, offline.offline_for_s is not None, refusal=refusal
         )
-        return self._record_gift(EntryKind.GIFT_LOAD, read.uid_hash, write, now, {"amount": amount})
+        return self._record_gift(
+            EntryKind.GIFT_LOAD, read.uid_hash, write, now, {"amount": amount}, request_id=request_id
+        )
 
     def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "") -> GiftReceipt:
         """Let the tapped gift card pay ``amount`` of the sale ``sale_ref`` the POS rings (several cards may pay
@@ -1371,6 +1402,7 @@ class Service:
         fields: dict[str, Any],
         *,
         txn_id: str | None = None,
+        request_id: str | None = None,
     ) -> GiftReceipt:
         payload = _GIFT_PAYLOADS[kind](
             card_id=write.card_id,
@@ -1383,18 +1415,22 @@ class Service:
         entry = JournalEntry(
             self.terminal_id, 0, txn_id or new_txn_id(), kind.value, payload.wire(), utc_iso(self.clock())
         )
-        stored, _ = self.store.record(entry, effects=Effects(now=now, gift=write))
-        card = self.store.gift_card(write.card_id)
-        return GiftReceipt(
-            stored.txn_id,
-            stored.seq,
-            stored.kind,
-            write.card_id,
-            write.amount,
-            card.balance if card is not None else 0,
-            write.offline,
-            stored.created_at,
-        )
+
+        def answer(stored: JournalEntry) -> GiftReceipt:
+            card = self.store.gift_card(write.card_id)  # inside the entry's transaction too: its balance after it
+            return GiftReceipt(
+                stored.txn_id,
+                stored.seq,
+                stored.kind,
+                write.card_id,
+                write.amount,
+                card.balance if card is not None else 0,
+                write.offline,
+                stored.created_at,
+            )
+
+        stored, _ = self.store.record(entry, effects=self._answering(Effects(now=now, gift=write), request_id, answer))
+        return answer(stored)
 
     def _told(self, receipt: Receipt) -> Receipt:
         """``receipt``, once the listeners were told of it."""

@@ -92,6 +92,8 @@ class VoucherSellIn(Body):
     """A product voucher of this sku."""
     member_id: str | None = Field(default=None, min_length=1, max_length=128)
     """The member whose wallet shows the voucher (optional)."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this sale of a voucher: one sold under it is answered again, never a second voucher."""
 
 
 class VoucherCodeIn(Body):
@@ -123,6 +125,13 @@ class GiftAmountIn(Body):
     """Minor units: what the POS took (a sale, a load), what the card pays, or what goes back on it."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the card pays (a payment only)."""
+
+
+class GiftSellIn(Body):
+    amount: int = Field(gt=0, le=10**12)
+    """Minor units: what the POS took for the card's sale or load."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this sale or load of a card: one recorded under it is answered again, never twice."""
 
 
 class GiftBlockIn(Body):
@@ -309,7 +318,12 @@ def create_app(
     def sell_voucher(body: VoucherSellIn) -> dict[str, Any]:
         """Sell a voucher of this till's stock (the POS took its value): its signed code, to print as a QR
         (docs/stored-value.md, "Vouchers"); 409 with the refusal's code."""
-        return asdict(ledger.sell_voucher(body.value, body.sku, body.member_id))
+        done = ledger.answered(body.request_id, EntryKind.VOUCHER_SALE.value) if body.request_id is not None else None
+        return (
+            done
+            if done is not None
+            else asdict(ledger.sell_voucher(body.value, body.sku, body.member_id, body.request_id))
+        )
 
     @app.post("/v1/vouchers/redeem", dependencies=[Depends(token)])
     def redeem_voucher(body: VoucherCodeIn) -> dict[str, Any]:
@@ -329,13 +343,17 @@ def create_app(
         return {k: v for k, v in card.to_doc().items() if k != "uid_hash"}
 
     @app.post("/v1/giftcards/sell", dependencies=[Depends(token)])
-    def sell_gift(body: GiftAmountIn) -> dict[str, Any]:
-        """Sell the tapped card as a gift card with ``amount`` on it (the POS took it); 409 with the code."""
-        return asdict(ledger.sell_gift(till.gift_tap(), body.amount))
+    def sell_gift(body: GiftSellIn) -> dict[str, Any]:
+        """Sell the tapped card as a gift card with ``amount`` on it (the POS took it); 409 with the code. A
+        ``request_id`` already recorded is answered as it was (before the tap is looked for: it may be gone since)."""
+        done = ledger.answered(body.request_id, EntryKind.GIFT_ACTIVATE.value) if body.request_id is not None else None
+        return done if done is not None else asdict(ledger.sell_gift(till.gift_tap(), body.amount, body.request_id))
 
     @app.post("/v1/giftcards/load", dependencies=[Depends(token)])
-    def load_gift(body: GiftAmountIn) -> dict[str, Any]:
-        return asdict(ledger.load_gift(till.gift_tap(), body.amount))
+    def load_gift(body: GiftSellIn) -> dict[str, Any]:
+        """Load the tapped gift card with ``amount`` (the POS took it); ``request_id`` as for a sale of a card."""
+        done = ledger.answered(body.request_id, EntryKind.GIFT_LOAD.value) if body.request_id is not None else None
+        return done if done is not None else asdict(ledger.load_gift(till.gift_tap(), body.amount, body.request_id))
 
     @app.post("/v1/giftcards/pay", dependencies=[Depends(token)])
     def pay_gift(body: GiftAmountIn) -> dict[str, Any]:

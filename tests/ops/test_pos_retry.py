@@ -86,3 +86,41 @@ def test_a_top_up_sent_again_with_its_request_id_after_a_kill_is_credited_once(t
         assert conn.execute("SELECT stored_value FROM members WHERE member_id = 'M-0002'").fetchone()[0] == 2500
     finally:
         conn.close()
+
+
+def test_a_voucher_sold_again_with_its_request_id_after_a_kill_is_sold_once(tmp_path: Path, hq: HqProcess) -> None:
+    """The POS took the money for a voucher and got no answer: sent again with its ``request_id`` after the daemon
+    was killed, it is answered with the voucher sold (the same code to print), and no second voucher of the till's
+    stock is sold, at the till or at head office. The same id sent as a top-up is refused (``request_id_used``)."""
+    token = hq.add_terminal("T-RETRYVOU")
+    hq.cli("voucher", "issue", "T-RETRYVOU", "--count", "2", "--value", "1000")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(till_config(tmp_path, hq, token, "T-RETRYVOU"), notify)
+    api = Api(till)
+    body = {"value": 1000, "request_id": "P1-11"}
+
+    def post(path: str, payload: dict[str, object]) -> httpx.Response:
+        return api.http.post(path, json=payload, headers={"Authorization": f"Bearer {till.token()}"})
+
+    def stock() -> int:
+        return sum(int(s["count"]) for s in api.status()["vouchers"]["stock"])
+
+    try:
+        till.start()
+        wait_until(lambda: stock() == 2, 30, "the till's pull of its voucher stock")
+        first = post("/v1/vouchers/sell", body)
+        assert first.status_code == 200, first.text
+        till.kill()
+        till.start()
+        again = post("/v1/vouchers/sell", body)
+        assert again.status_code == 200 and again.json() == first.json(), again.text
+        assert stock() == 1  # one voucher sold, one left
+        topup = post("/v1/topups", {"member_id": "M-0002", "amount": 1000, "request_id": "P1-11"})
+        assert topup.status_code == 409 and topup.json()["code"] == "request_id_used", topup.text
+        wait_until(lambda: api.status()["pending"] == 0, 20, "the voucher's sale pushed")
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+    assert hq_journal(Path(hq.db), "T-RETRYVOU") == [(first.json()["seq"], first.json()["txn_id"])]

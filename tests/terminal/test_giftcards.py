@@ -406,3 +406,19 @@ def test_a_void_and_what_it_gives_back_onto_the_cards_are_one_transaction(
     monkeypatch.undo()
     assert till.void(sale["txn_id"]).gift_refunds[0].amount == 2000
     assert till.gift_card(card.tap()).balance == 3000
+
+
+def test_a_sale_or_load_of_a_card_under_the_pos_request_id_is_recorded_once(till: Service) -> None:
+    """The POS's ``request_id`` is kept with the card's sale or load and its answer, in the entry's own
+    transaction: the answer is given again (``answered``) and a second request under the id loads nothing; an id
+    of another kind of request (a load's, a sale's) is ``request_id_used``."""
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5F9"))
+    sold = till.sell_gift(card.tap(), 3000, request_id="POS-9/1")
+    assert till.answered("POS-9/1", "gift_activate") == asdict(sold)
+    loaded = till.load_gift(card.tap(), 1000, request_id="POS-9/2")
+    assert till.answered("POS-9/2", "gift_load") == asdict(loaded) and loaded.balance == 4000
+    assert refused(till, "load_gift", card.tap(), 1000, "POS-9/2") == "request_in_flight"  # the same at once
+    assert till.gift_card(card.tap()).balance == 4000  # loaded once
+    assert refused(till, "answered", "POS-9/2", "gift_activate") == "request_id_used"
+    assert refused(till, "recorded", "POS-9/1") == "request_id_used"  # a sale's retry never gets a card's answer
+    assert till.answered("POS-9/3", "gift_load") is None
