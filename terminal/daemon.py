@@ -734,11 +734,22 @@ class Daemon:
     # -- events ----------------------------------------------------------------------------------
 
     def emit(self, event: Event) -> Event:
+        """Tell every subscriber of ``event``. An event says what happened (a sale recorded, a tap read, the session
+        changed), so a subscriber that fails changes none of it: its error is logged with its traceback and counted
+        (``tillpoint_listener_errors_total{event}``), the next subscribers are told, and whoever emitted it goes on
+        (a sale's answer is its receipt, a refusal's its code). Only what stops the process (``BaseException``:
+        ^C on the console, ``SystemExit``) goes through. A listener's own refusals are its to show: the session's
+        (``cashier.follow``) keeps a tap it refuses in its snapshot."""
         with self._lock:
             event = {"id": next(self._event_ids), "at": utc_iso(time.time()), **event}
             self.events.append(event)
         for subscriber in list(self.subscribers):
-            subscriber(event)
+            try:
+                subscriber(event)
+            except Exception:
+                kind = str(event.get("type", "?"))
+                log.exception("an event listener failed on a %s event (%s): the event stands", kind, subscriber)
+                self.metrics.listener_errors.labels(kind).inc()
         return event
 
     def events_after(self, after: int) -> list[Event]:

@@ -196,6 +196,12 @@ class Metrics:
             ["loop", "error"],
             registry=r,
         )
+        self.listener_errors = Counter(
+            "tillpoint_listener_errors",
+            "Event listeners that failed, by event type (logged with the traceback; what the event says stands).",
+            ["event"],
+            registry=r,
+        )
         self.clock = clock
 
     def watch_store(self, source: Callable[[], SyncFigures | None]) -> None:
