@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from terminal.errors import ConfigError, SetupCode
@@ -74,8 +74,24 @@ class ReaderSection(_Section):
         return _device_specs(value, "'pcsc:', 'sim:'")
 
 
+def _readable_url(url: str) -> str:
+    """``url`` (or ""), once it reads as a web address with a host and, if any, a port: a bracketed host that is no
+    IPv6 address or a port that is no number would stop the till later, at its first request, with a traceback."""
+    if url:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"a web address ({exc})") from exc
+        if not parts.hostname:
+            raise ValueError("a web address with a host")
+    return url
+
+
 class HqSection(_Section):
-    url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:8731"
+    url: Annotated[str, Field(pattern=r"^https?://"), AfterValidator(lambda u: _readable_url(u))] = (
+        "http://127.0.0.1:8731"
+    )
     """Head office's base URL (https in production)."""
     token: str = ""
     """This till's head-office credential; or token_file, or an enrolment code."""
@@ -121,7 +137,9 @@ class DoorSection(_Section):
 class CheckinSection(_Section):
     """The rotating check-in code the till shows (panel page /panel/checkin.html, `tillpoint checkin-code`)."""
 
-    wallet_url: Annotated[str, Field(pattern=r"^$|^https?://[^?#\s]+$")] = ""
+    wallet_url: Annotated[str, Field(pattern=r"^$|^https?://[^?#\s]+$"), AfterValidator(lambda u: _readable_url(u))] = (
+        ""
+    )
     """Head office's address as members' phones reach it: the code's QR is a link to its wallet's check-in
     page; empty: [hq] url."""
 
@@ -164,7 +182,7 @@ class PanelSection(_Section):
     """Serve the cashier panel at /panel/."""
     language: Literal["en", "ja", "zh"] = "en"
     """The panel's language: English, Japanese or Chinese."""
-    join_url: Annotated[str, Field(pattern=r"^$|^https?://[^#\s]+$")] = ""
+    join_url: Annotated[str, Field(pattern=r"^$|^https?://[^#\s]+$"), AfterValidator(lambda u: _readable_url(u))] = ""
     """The sign-up page the customer's QR opens (join, or claim an anonymous sale's points); empty: no join QR."""
     redeem_default: Literal["max", "none"] = "max"
     """At the payment step: pay with as many points as allowed, or none, until the cashier toggles it."""
@@ -590,7 +608,7 @@ def _union_reasons(errors: list[ErrorDetails], raw: dict[str, Any]) -> str:
     """The first error's words, with those of the union's other types for the same key ("Input should be
     'auto' or greater than 0")."""
     key = _key_of(errors[0], raw)
-    said = [e["msg"] for e in errors if _key_of(e, raw) == key]
+    said = [e["msg"].removeprefix("Value error, ") for e in errors if _key_of(e, raw) == key]
     first, *more = dict.fromkeys(said)
     return " or ".join([first, *(m.removeprefix("Input should be ") for m in more)])
 

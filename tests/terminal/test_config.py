@@ -38,6 +38,11 @@ def test_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("[scanner]\ndevices = ['camera']\n", "scanner.devices"),
         ("[door]\ndevices = ['nfcpy']\n", "door.devices"),
         ("[checkin]\nwallet_url = 'wallet.example'\n", "checkin.wallet_url"),
+        ("[hq]\nurl = 'http://[/x]:1'\n", "hq.url"),  # a bracketed host that is no IPv6 address
+        ("[hq]\nurl = 'https://hq.example:port'\n", "hq.url"),
+        ("[hq]\nurl = 'https://:8731'\n", "hq.url"),
+        ("[checkin]\nwallet_url = 'https://[wallet'\n", "checkin.wallet_url"),
+        ("[panel]\njoin_url = 'https://shop.example:99999/join'\n", "panel.join_url"),
         ("[hq]\nbogus = 1\n", "hq.bogus"),
         ("[hotkeys]\ntopup = 'F99'\n", "hotkeys.topup"),
         ("[nonsense]\nx = 1\n", "nonsense"),
