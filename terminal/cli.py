@@ -75,7 +75,7 @@ def cli_config(path: Path | None, **overrides: dict[str, Any]) -> Config:
     try:
         return _load(path, **overrides)
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
+        console.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
@@ -547,7 +547,7 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        console.print(f"{key:>14}: {value}")
+        console.print(f"{key:>14}: {escape(str(value))}")
 
 
 def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
@@ -559,7 +559,7 @@ def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     try:
         check_held(cfg, held_by(cfg, store.state))
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
+        console.print(f"[red]configuration error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     verify = tls_verify(cfg.hq.ca_file)
     token = hq_token(cfg)
@@ -567,7 +567,7 @@ def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
         try:
             token = enrol_terminal(cfg, store, verify)
         except (SyncError, ConfigError) as exc:
-            console.print(f"[red]enrolment failed:[/] {exc}")
+            console.print(f"[red]enrolment failed:[/] {escape(str(exc))}")
             raise typer.Exit(1) from exc
     if not token:
         return None
@@ -620,7 +620,7 @@ def enrol_cmd(
     try:
         enrol_terminal(cfg, store, tls_verify(cfg.hq.ca_file), code=code)
     except (SyncError, ConfigError) as exc:
-        console.print(f"[red]enrolment failed:[/] {exc}")
+        console.print(f"[red]enrolment failed:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     finally:
         store.close()
@@ -673,7 +673,7 @@ def sync_cmd(
             if rotate:
                 client.rotate_credential()
     except SyncError as exc:
-        console.print(f"[red]sync failed:[/] {exc}  ({store.pending_count()} entries wait in the journal)")
+        console.print(f"[red]sync failed:[/] {escape(str(exc))}  ({store.pending_count()} entries wait in the journal)")
         raise typer.Exit(1) from exc
     finally:
         client.close()
@@ -739,7 +739,7 @@ def reconcile(
         print(json.dumps(info, indent=2))
         return
     for key in ("pending", "offline_since", "offline_seconds", "last_sync_ok", "head_office"):
-        console.print(f"{key:>16}: {info[key]}")
+        console.print(f"{key:>16}: {escape(str(info[key]))}")
     console.print(
         table(
             ["day", "seqs", "status", "missing", "mismatches"],
@@ -795,7 +795,7 @@ def _member_app(member_id: str, state_dir: Path | None) -> MemberApp:
     try:
         return MemberApp(member_id, state_dir)
     except MemberAppError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
 
 
@@ -813,7 +813,7 @@ def member_register(
     try:
         cert = _member_app(member_id, state_dir).register(hq, token)
     except MemberAppError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
     print(json.dumps(cert.to_doc()))
 
@@ -842,7 +842,7 @@ def member_payment_code(
     try:
         text = member.fresh_member_code() if identify else member.next_code()
     except MemberAppError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
     target = png or member.dir / "code.png"
     target.write_bytes(qrcodes.png(text))
@@ -872,7 +872,7 @@ def member_show(
     try:
         code = member.member_code()
     except MemberAppError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
     info: dict[str, Any] = {
         "member_id": member_id,
