@@ -20,7 +20,8 @@ At ingest (``check``, after the top-ups), each entry in seq order:
                     cleared, it is stored, applied and flagged ``gift_card_overspent`` (the till served the
                     customer offline: the loss is the chain's)
     gift_refund     quarantined ``gift_refund_invalid`` beyond what the card paid in that transaction of this
-                    till, less earlier refunds
+                    till, less earlier refunds; ``refund_exceeds_sale`` when the payment names a sale of this till
+                    (``sale_ref``) and the sale's refunds, voids and card refunds would give back more than it took
     gift_block      applied: every till refuses the card once it pulls; head office alone unblocks
 
 Head office's own changes (``unblock``, ``clear``, ``import_card``) are recorded as activities of their kinds
@@ -48,10 +49,12 @@ from hq.ingest import (
     blocked_before,
     bump_versions,
     holding,
+    payment_sale,
+    sale_left_at,
     use_counter,
     withdrawn,
 )
-from hq.policy import Breach, CardKeys, attested_only, verify_tap
+from hq.policy import Breach, CardKeys, attested_only, check_card_refund, verify_tap
 from sync.protocol import (
     EntryKind,
     ErrorCode,
@@ -682,12 +685,18 @@ def _blocked_at(tx: Tx, card: gc.GiftCard) -> str | None:
 
 
 def _refund_breach(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> Breach | None:
-    """Only what the card paid in that transaction of this till, less earlier refunds, goes back."""
+    """Only what the card paid in that transaction of this till, less earlier refunds, goes back; and of a payment
+    naming a sale of this till (``sale_ref``), only while all that sale's refunds, voids and card refunds together
+    give back no more than it took (``refund_exceeds_sale``: the POS gave the card's part back already)."""
     paid = _paid(tx, batch, i, payload)
     refunded = _refunded(tx, batch, i, payload.original_txn)
     written_off = _written_off(tx, payload) if paid is not None else 0
     if gc.refund_refusal(None if paid is None else paid - written_off, refunded, payload.amount) is None:
-        return None
+        sale_txn = payment_sale(tx, batch, i, payload.original_txn)
+        left = sale_left_at(tx, batch, i, sale_txn) if sale_txn else None
+        if sale_txn is None or left is None or left.terminal_id != batch.terminal_id:
+            return None
+        return check_card_refund(left, sale_txn, payload.original_txn, payload.amount)
     detail = {
         "card_id": payload.card_id,
         "original_txn": payload.original_txn,

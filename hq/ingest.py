@@ -41,6 +41,8 @@ from sync.protocol import (
     AnyPayload,
     EntryKind,
     GiftPayload,
+    GiftRedeemPayload,
+    GiftRefundPayload,
     PayloadError,
     Proof,
     Reason,
@@ -259,7 +261,9 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
     if isinstance(payload, TopupVoidPayload):
         return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.original_txn)
     if isinstance(payload, GiftPayload):  # a gift card's hash is no member's card
-        return Facts(None, None, 0, 0, v.total, original_txn=getattr(payload, "original_txn", None))
+        # a refund names the payment it gives back; a payment, the sale it paid (``sale_ref``), if it names one
+        named = payload.sale_ref if isinstance(payload, GiftRedeemPayload) else getattr(payload, "original_txn", None)
+        return Facts(None, None, 0, 0, v.total, original_txn=named or None)
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
@@ -334,6 +338,7 @@ class Batch:
     actor: Actor = Actor.TERMINAL
     _documents: versions.Documents | None = None
     _coupons: dict[str, tuple[Any, ...]] | None = None
+    _payments: dict[str, str | None] | None = None
 
     def flag(self, i: int, reason: Reason, subject: str = "", **detail: Any) -> Item:
         e = self.entries[i]
@@ -366,9 +371,36 @@ class Batch:
             self._documents = versions.Documents(tx, window=self.settings.max_offline, slack=self.settings.clock_skew)
         return self._documents
 
+    def payments_held(self, tx: Tx) -> dict[str, str | None]:
+        """The sale each gift card payment of this till head office holds names (``sale_ref``), of those the
+        batch's card refunds give back: read once a push."""
+        if self._payments is None:
+            named = {p.original_txn for p in self.payloads if isinstance(p, GiftRefundPayload)}
+            rows = _lookup(
+                tx, "SELECT txn_id, original_txn, payload, terminal_id, kind FROM journal WHERE {cond}", "txn_id", named
+            )
+            self._payments = {
+                txn: _named_sale(row[1], row[2])
+                for txn, row in rows.items()
+                if row[3] == self.terminal_id and row[4] == EntryKind.GIFT_REDEEM.value
+            }
+        return self._payments
+
     def sale(self, i: int) -> SalePayload | None:
         payload = self.payloads[i]
         return payload if isinstance(payload, SalePayload) and self.effects[i] is not Effect.MALFORMED else None
+
+
+def _named_sale(original_txn: Any, payload: Any) -> str | None:
+    """The sale a stored gift card payment names: its ``original_txn``, or for one stored before head office kept
+    it there, its payload's ``sale_ref``."""
+    if original_txn:
+        return str(original_txn)
+    try:
+        named = json.loads(str(payload)).get("sale_ref")
+    except (ValueError, AttributeError):
+        return None
+    return str(named) if named else None
 
 
 def new_entries(tx: Tx, terminal_id: str, entries: list[WireEntry]) -> tuple[list[WireEntry], int]:
@@ -614,7 +646,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         f.original_txn for i, f in enumerate(batch.facts) if f.original_txn and batch.entries[i].kind in REVERSING_KINDS
     }
     held = _lookup(tx, SALE_LEFT_SQL + " WHERE s.{cond}", "txn_id", {t for t in wanted if t})
-    left = {txn: _written_off(tx, txn, _sale_left(row)) for txn, row in held.items()}
+    left = {txn: stored_left(tx, txn, row) for txn, row in held.items()}
     pricer = _RefundPricer(tx, batch)
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
@@ -634,6 +666,8 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if not isinstance(refund, RefundPayload) or batch.effects[i] in NOT_APPLIED:
             continue
         before = left.get(refund.original_txn)
+        if before is not None:  # what the gift cards' own refunds gave back of it so far, this batch's before it too
+            before = replace(before, cards_refunded=cards_refunded(tx, batch, i, refund.original_txn, before))
         breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id, entry.terminal_id)
         if breach is not None:
             batch.quarantine(i, breach)
@@ -766,6 +800,102 @@ def _sale_left(row: tuple[Any, ...]) -> policy.SaleLeft:
     )
 
 
+def stored_left(tx: Tx, txn_id: str, row: Sequence[Any]) -> policy.SaleLeft:
+    """What a sale head office holds (its ``SALE_LEFT_SQL`` row) took and what its refunds gave back, with the
+    part of its stored value written off since, and what its refunds and voids said went onto its gift cards
+    (``gift_cards``). Not what the cards' own refunds gave back: ``cards_refunded``."""
+    left = _written_off(tx, txn_id, _sale_left(tuple(row)))
+    rows = tx.all(
+        "SELECT payload FROM journal WHERE original_txn = ? AND kind IN (?, ?) AND effect NOT IN (?, ?, ?)",
+        [txn_id, *sorted(REVERSING_KINDS), *(e.value for e in sorted(NOT_APPLIED))],
+    )
+    declared = 0
+    for (text,) in rows:
+        try:
+            declared += int(json.loads(str(text)).get("gift_cards", 0) or 0)
+        except (ValueError, TypeError, AttributeError):
+            continue  # stored as it came: a malformed one counts nothing (and was never applied)
+    return replace(left, gift_cards_back=declared) if declared else left
+
+
+def sale_left_at(tx: Tx, batch: Batch, upto: int, sale_txn: str) -> policy.SaleLeft | None:
+    """What sale ``sale_txn`` took and what every route gave back of it before entry ``upto`` of the batch: held
+    (the sale, its refunds and voids, the gift cards' refunds), and the batch's entries before it that count
+    (None: head office holds no such sale)."""
+    left = None
+    for j in range(upto):
+        sale = batch.sale(j)
+        if sale is not None and batch.entries[j].txn_id == sale_txn:
+            left = policy.SaleLeft(
+                batch.facts[j].member_id,
+                sale.payable,
+                sale.stored_value,
+                sale.points_redeemed,
+                batch.effects[j] in (Effect.APPLIED, Effect.NONE),
+                points_earned=sale.points_earned,
+                terminal_id=batch.entries[j].terminal_id,
+            )
+    if left is None:
+        row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [sale_txn])
+        left = stored_left(tx, sale_txn, tuple(row)) if row is not None else None
+    if left is None:
+        return None
+    for j in range(upto):
+        refund = batch.payloads[j]
+        if (
+            isinstance(refund, RefundPayload)
+            and refund.original_txn == sale_txn
+            and batch.effects[j] not in NOT_APPLIED
+        ):
+            left = _after(left, refund)
+    return replace(left, cards_refunded=cards_refunded(tx, batch, upto, sale_txn, left))
+
+
+def cards_refunded(tx: Tx, batch: Batch, upto: int, sale_txn: str, left: policy.SaleLeft) -> int:
+    """What the gift cards' refunds (``gift_refund``) gave back of the payments naming sale ``sale_txn`` at the
+    till that made it: those head office applied (the cards' activity), and the batch's before entry ``upto``."""
+    if left.terminal_id is None:
+        return 0
+    row = tx.one(
+        "SELECT COALESCE(SUM(e.amount), 0) FROM journal p JOIN journal r ON r.original_txn = p.txn_id "
+        "JOIN gift_card_events e ON e.event_id = r.txn_id WHERE p.original_txn = ? AND p.kind = ? "
+        "AND p.terminal_id = ? AND r.kind = ? AND e.kind = ?",
+        [
+            sale_txn,
+            EntryKind.GIFT_REDEEM.value,
+            left.terminal_id,
+            EntryKind.GIFT_REFUND.value,
+            EntryKind.GIFT_REFUND.value,
+        ],
+    )
+    back = int(row[0]) if row else 0
+    if batch.terminal_id != left.terminal_id:
+        return back
+    paid: dict[str, str | None] = {}  # the batch's payments so far that stand: the sale each names
+    for j in range(upto):
+        entry = batch.payloads[j]
+        if batch.effects[j] in NOT_APPLIED:
+            continue
+        if isinstance(entry, GiftRedeemPayload):
+            paid[batch.entries[j].txn_id] = entry.sale_ref or None
+        elif isinstance(entry, GiftRefundPayload):
+            named = paid.get(entry.original_txn) or batch.payments_held(tx).get(entry.original_txn)
+            back += entry.amount if named == sale_txn else 0
+    return back
+
+
+def payment_sale(tx: Tx, batch: Batch, upto: int, payment_txn: str) -> str | None:
+    """The sale a gift card payment of the batch's till names (``sale_ref``): one of the batch before entry
+    ``upto`` that stands, or one head office holds (None: it names none, or there is no such payment)."""
+    for j in range(upto):
+        if batch.entries[j].txn_id == payment_txn:
+            payment = batch.payloads[j]
+            if isinstance(payment, GiftRedeemPayload) and batch.effects[j] not in NOT_APPLIED:
+                return payment.sale_ref or None
+            return None
+    return batch.payments_held(tx).get(payment_txn)
+
+
 def _written_off(tx: Tx, txn_id: str, left: policy.SaleLeft) -> policy.SaleLeft:
     """The sale with the part of its stored value beyond the member's balance (its ``stored_value_overspent``
     item's ``short``: the chain's loss) that an approved adjustment wrote off since it arrived: the part of each
@@ -804,6 +934,8 @@ def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
         left.points_clawed + refund.points_clawed,
         left.terminal_id,
         left.stored_value_written_off,
+        left.gift_cards_back + refund.gift_cards,
+        left.cards_refunded,
     )
 
 
@@ -873,7 +1005,9 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
-        left = _written_off(tx, refund.original_txn, _sale_left(tuple(row))) if row is not None else None
+        left = stored_left(tx, refund.original_txn, tuple(row)) if row is not None else None
+        if left is not None:  # every card refund of the batch is stored by now
+            left = replace(left, cards_refunded=cards_refunded(tx, batch, 0, refund.original_txn, left))
         breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
         if left is None:
             continue

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -182,6 +182,12 @@ class SaleLeft:
     stored_value_written_off: int = 0
     """The part of the stored value it took beyond the member's balance (flagged ``stored_value_overspent``) that
     an approved adjustment wrote off since: never the member's money, so no refund gives it back."""
+    gift_cards_back: int = 0
+    """What its refunds and voids said went back onto the gift cards that paid it (their ``gift_cards``, a part of
+    ``money_back``: a void's own card refunds, and those the POS made before it)."""
+    cards_refunded: int = 0
+    """What the gift cards' refunds gave back of the payments naming it (``sale_ref``) at its till, whichever entry
+    carried them (``gift_refund``): the same money as ``gift_cards_back`` when a void says so, counted once."""
 
 
 def check_void_till(left: SaleLeft, refund: RefundPayload, is_void: bool, terminal_id: str) -> Breach | None:
@@ -271,7 +277,9 @@ def unpriced_refund(left: SaleLeft, refund: RefundPayload) -> Breach:
 
 def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
     """A refund or void returns at most what its sale took, less earlier refunds, to that sale's member
-    (``member_id``: the refund's member as head office knows it, after merges and erasures)."""
+    (``member_id``: the refund's member as head office knows it, after merges and erasures); and with every other
+    route that gave the sale back (the gift cards' refunds of payments naming it: ``all_routes``), no more than
+    the sale took."""
     if left is None:
         return Breach(Reason.REFUND_UNKNOWN_SALE, refund.original_txn, {"original_txn": refund.original_txn})
     if member_id != left.member_id:
@@ -294,11 +302,56 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
         for k, (a, b, w) in over.items()
         if a > b - w
     }
+    if "money_back" not in beyond and (routes := _routes_beyond(_after_refund(left, refund))):
+        beyond["all_routes"] = routes
     if not left.applied and (refund.stored_value_delta or refund.points_restored):
         beyond["sale_not_applied"] = {"returned": refund.points_restored + refund.stored_value_delta, "sale_took": 0}
     if beyond:
         return Breach(Reason.REFUND_EXCEEDS_SALE, refund.original_txn, {"original_txn": refund.original_txn, **beyond})
     return None
+
+
+def _after_refund(left: SaleLeft, refund: RefundPayload) -> SaleLeft:
+    return SaleLeft(
+        left.member_id,
+        left.payable,
+        left.stored_value,
+        left.points_redeemed,
+        left.applied,
+        left.money_back + refund.money_back,
+        left.stored_value_back + refund.stored_value_delta,
+        gift_cards_back=left.gift_cards_back + refund.gift_cards,
+        cards_refunded=left.cards_refunded,
+    )
+
+
+def _routes_beyond(left: SaleLeft) -> dict[str, int] | None:
+    """What every route gave back of a sale, if together more than it took (its payable): the POS's money
+    (``pos_refund``), the member's account (``stored_value``) and the gift cards (each card refund counted once:
+    what the refunds and voids said went onto the cards, or what the cards' refunds gave back, the larger)."""
+    cards = max(left.gift_cards_back, left.cards_refunded)
+    pos = left.money_back - left.gift_cards_back - left.stored_value_back
+    returned = pos + left.stored_value_back + cards
+    if returned <= left.payable:
+        return None
+    return {
+        "returned": returned,
+        "sale_took": left.payable,
+        "pos_refund": pos,
+        "stored_value": left.stored_value_back,
+        "gift_cards": cards,
+    }
+
+
+def check_card_refund(left: SaleLeft, sale_txn: str, payment_txn: str, amount: int) -> Breach | None:
+    """A gift card's refund of a payment that names a sale (``sale_ref``) gives back, with everything that sale's
+    refunds and voids and the other card refunds gave back, at most what the sale took: a sale refunded through
+    the POS, card part included, does not give the card its payment back as well."""
+    routes = _routes_beyond(replace(left, cards_refunded=left.cards_refunded + amount))
+    if routes is None:
+        return None
+    detail = {"original_txn": sale_txn, "payment_txn": payment_txn, "amount": amount, "all_routes": routes}
+    return Breach(Reason.REFUND_EXCEEDS_SALE, sale_txn, detail)
 
 
 # -- points against the rules --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ against their sale, points against the rules, and what a card tap or a payment c
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import policy
 from hq.policy import Actor, CardKeys, DeviceFacts, ProofLevel, SaleLeft
-from sync.protocol import EntryKind, PayloadError, Reason, RefundPayload, SalePayload, SecureTap, parse_payload
+from sync.protocol import (
+    EntryKind,
+    PayloadError,
+    Reason,
+    RefundPayload,
+    SalePayload,
+    SecureTap,
+    VoidPayload,
+    parse_payload,
+)
 from terminal import payments as pay
 from terminal.credentials import card_uid_hash
 from tests.fixtures import entries
@@ -92,6 +102,30 @@ def test_refunds_return_at_most_what_their_sale_took() -> None:
     clawback_only = RefundPayload.model_validate(entries.refund("s1", money_back=100, clawed=5))
     assert policy.check_reversal(held, clawback_only, "M-1") is None  # taking back is always allowed
     assert policy.check_reversal(held, ok, "M-1") is not None  # giving back what a held sale never took is not
+
+
+def test_a_sale_gift_cards_paid_gives_back_by_all_routes_together_at_most_what_it_took() -> None:
+    # a sale of 1000, 400 of it paid by a gift card: the card's refund and a void naming it are one refund
+    left = SaleLeft(None, payable=1000, stored_value=0, points_redeemed=0, applied=True)
+    void = VoidPayload.model_validate(entries.refund("T1-1", None, money_back=1000, gift_cards=400, void=True))
+    assert policy.check_reversal(replace(left, cards_refunded=400), void, None) is None
+    cash = VoidPayload.model_validate(entries.refund("T1-1", None, money_back=1000, void=True))
+    breach = policy.check_reversal(replace(left, cards_refunded=400), cash, None)
+    assert breach is not None and breach.reason is Reason.REFUND_EXCEEDS_SALE
+    assert breach.detail["all_routes"] == {
+        "returned": 1400,
+        "sale_took": 1000,
+        "pos_refund": 1000,
+        "stored_value": 0,
+        "gift_cards": 400,
+    }
+    voided = SaleLeft(None, 1000, 0, 0, True, money_back=1000, gift_cards_back=400, cards_refunded=150)
+    assert policy.check_card_refund(voided, "T1-1", "T1-2", 250) is None  # the rest the void said the card gets
+    beyond = policy.check_card_refund(voided, "T1-1", "T1-2", 251)
+    assert beyond is not None and beyond.detail["all_routes"]["returned"] == 1001
+    refunded = SaleLeft(None, 1000, 0, 0, True, money_back=700)  # 700 through the POS already
+    assert policy.check_card_refund(refunded, "T1-1", "T1-2", 300) is None
+    assert policy.check_card_refund(refunded, "T1-1", "T1-2", 301) is not None
 
 
 def test_earned_points_are_bounded_by_the_rules() -> None:

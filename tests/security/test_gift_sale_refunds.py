@@ -1,0 +1,319 @@
+"""A sale gift cards paid part of is given back by several routes: the POS's money (a refund's or void's
+``pos_refund``), the member's account (``stored_value_delta``) and the cards (their ``gift_refund`` of each
+payment naming the sale, ``sale_ref``; a void says so in its ``gift_cards``). Head office bounds them together:
+whatever comes first, what all routes give back of a sale never exceeds what it took (its payable), and the
+entry that would pass it is held (``refund_exceeds_sale``, ``all_routes``), moving nothing. A refund through the
+POS of the card's part, and the card's refund of the same payment, is the customer (or a stolen till
+credential, or a dishonest cashier) paid twice. On SQLite and PostgreSQL, with real SUN messages."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hq import ledger
+from sync.protocol import ReconItem, WireEntry
+from terminal.checkout import Checkout
+from terminal.credentials import card_uid_hash
+from terminal.model import CardRead, utc_iso
+from terminal.ports import CacheDocs
+from terminal.service import Service
+from terminal.session import Action, Session
+from terminal.store import Store
+from tests.fixtures import entries
+from tests.sync.test_hq_giftcards import CARD_KEY, MASTER, Card, Chain, iso
+
+
+class Till:
+    """Till T1 of the chain, pushing entries one at a time or several in one push, each under its own seq."""
+
+    def __init__(self, chain: Chain, card: Card, terminal: str = "T1") -> None:
+        self.chain, self.card, self.terminal = chain, card, terminal
+
+    def entry(self, kind: str, payload: dict[str, Any], seq: int | None = None) -> WireEntry:
+        if seq is None:
+            self.chain.seqs[self.terminal] += 1
+            seq = self.chain.seqs[self.terminal]
+        else:
+            self.chain.seqs[self.terminal] = max(self.chain.seqs[self.terminal], seq)
+        return WireEntry(
+            terminal_id=self.terminal,
+            seq=seq,
+            txn_id=f"{self.terminal}-{seq}",
+            kind=kind,
+            payload=payload,
+            created_at=iso(self.chain.clock),
+        )
+
+    def push(self, *pushed: WireEntry) -> list[str]:
+        self.chain.store.ingest(self.terminal, list(pushed), clock=iso(self.chain.clock))
+        return [e.txn_id for e in pushed]
+
+    def gift(self, kind: str, **fields: Any) -> dict[str, Any]:
+        store = "S" + self.terminal[1:]
+        local = self.chain.clock.replace(tzinfo=None).isoformat(timespec="seconds")
+        return {
+            "card_id": self.card.card_id,
+            "uid_hash": self.card.uid_hash,
+            "store_id": store,
+            "local_time": local,
+            **fields,
+        }
+
+    def sale(self, total: int = 1000) -> WireEntry:
+        lines = [{"sku": "A", "quantity": 1, "unit_price": 600}, {"sku": "B", "quantity": 1, "unit_price": total - 600}]
+        return self.entry("sale", entries.sale(None, total, store_id="S" + self.terminal[1:], lines=lines))
+
+    def pay(self, sale_txn: str, amount: int) -> WireEntry:
+        tap = self.card.tap().model_dump(exclude_none=True)
+        return self.entry("gift_redeem", self.gift("gift_redeem", amount=amount, tap=tap, sale_ref=sale_txn))
+
+    def card_refund(self, payment_txn: str, amount: int) -> WireEntry:
+        return self.entry("gift_refund", self.gift("gift_refund", amount=amount, original_txn=payment_txn))
+
+    def refund(self, sale_txn: str, money_back: int, *, gift_cards: int = 0, line: int | None = None) -> WireEntry:
+        kind = "void" if line is None else "refund"
+        returned = None if line is None else [(line, 1)]
+        payload = entries.refund(
+            sale_txn,
+            None,
+            store_id="S" + self.terminal[1:],
+            money_back=money_back,
+            gift_cards=gift_cards,
+            void=line is None,
+            returned=returned,
+        )
+        return self.entry(kind, payload)
+
+
+@pytest.fixture
+def chain(hq_url: str) -> Iterator[Chain]:
+    made = Chain(hq_url)
+    yield made
+    try:
+        with made.store.db.read() as tx:
+            assert ledger.check(tx) == []
+    finally:
+        made.store.close()
+
+
+def _till(chain: Chain, uid: str, value: int = 1000) -> Till:
+    card = Card(bytes.fromhex(uid))
+    chain.sell("T1", card, value)
+    return Till(chain, card)
+
+
+def _held(chain: Chain, txn: str) -> list[ReconItem]:
+    return [i for i in chain.held("T1") if i.txn_id == txn]
+
+
+def _money_back(chain: Chain, sale_txn: str) -> int:
+    with chain.store.db.read() as tx:
+        row = tx.one("SELECT money_back FROM sales WHERE txn_id = ?", [sale_txn])
+    assert row is not None
+    return int(row[0])
+
+
+# -- the double refund ---------------------------------------------------------------------------------------
+
+
+def test_a_sale_refunded_through_the_pos_card_part_included_does_not_give_the_card_its_payment_back(
+    chain: Chain,
+) -> None:
+    till = _till(chain, "04A1B2C3D4EB01")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))  # the card paid 400 of it, the POS took 600
+    till.push(till.refund(sale, 1000, line=None))  # the POS pays back all 1000 in cash
+    [back] = till.push(till.card_refund(paid, 400))  # and the card its 400 as well
+    [item] = _held(chain, back)
+    assert item.reason.value == "refund_exceeds_sale"
+    assert item.detail["original_txn"] == sale and item.detail["payment_txn"] == paid
+    assert item.detail["all_routes"] == {
+        "returned": 1400,
+        "sale_took": 1000,
+        "pos_refund": 1000,
+        "stored_value": 0,
+        "gift_cards": 400,
+    }
+    assert chain.card(till.card)["balance"] == 600  # nothing went back onto the card
+
+
+def test_a_card_given_its_payment_back_first_holds_a_refund_of_the_sale_that_pays_the_card_part_again(
+    chain: Chain,
+) -> None:
+    till = _till(chain, "04A1B2C3D4EB02")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    till.push(till.card_refund(paid, 400))  # the card got its 400 back
+    assert chain.card(till.card)["balance"] == 1000
+    [refund] = till.push(till.refund(sale, 800, line=0))  # a refund of 600's line paying back 800 through the POS
+    [item] = _held(chain, refund)
+    assert item.reason.value == "refund_exceeds_sale"
+    assert item.detail["all_routes"] == {
+        "returned": 1200,
+        "sale_took": 1000,
+        "pos_refund": 800,
+        "stored_value": 0,
+        "gift_cards": 400,
+    }
+    assert _money_back(chain, sale) == 0  # the refund moved nothing
+
+
+def test_in_one_push_the_second_route_is_held_whichever_came_first(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB03")
+    sale = till.sale(1000)
+    paid = till.pay(sale.txn_id, 400)
+    void = till.refund(sale.txn_id, 1000)  # a void saying the POS pays all of it back
+    back = till.card_refund(paid.txn_id, 400)
+    till.push(sale, paid, void, back)
+    assert [i.reason.value for i in _held(chain, back.txn_id)] == ["refund_exceeds_sale"]
+    assert _held(chain, void.txn_id) == []
+    assert chain.card(till.card)["balance"] == 600
+
+    other = _till(chain, "04A1B2C3D4EB04")
+    sale = other.sale(1000)
+    paid = other.pay(sale.txn_id, 400)
+    back = other.card_refund(paid.txn_id, 400)
+    void = other.refund(sale.txn_id, 1000)
+    other.push(sale, paid, back, void)
+    assert [i.reason.value for i in _held(chain, void.txn_id)] == ["refund_exceeds_sale"]
+    assert _held(chain, back.txn_id) == []
+    assert chain.card(other.card)["balance"] == 1000 and _money_back(chain, sale.txn_id) == 0
+
+
+def test_a_refund_waiting_for_its_sale_is_held_when_the_card_got_its_payment_back_meanwhile(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB05")
+    elsewhere = Till(chain, till.card, "T2")  # a refund may be rung at any till of the chain
+    sale = till.entry("sale", entries.sale(None, 1000, lines=[{"sku": "A", "quantity": 1, "unit_price": 1000}]))
+    [refund] = elsewhere.push(elsewhere.refund(sale.txn_id, 1000, line=0))  # before T1 pushed the sale
+    assert [i.reason.value for i in chain.held("T2")] == ["refund_unknown_sale"]
+    paid = till.pay(sale.txn_id, 400)
+    till.push(sale, paid, till.card_refund(paid.txn_id, 400))
+    held = [i for i in chain.held("T2") if i.state == "open"]
+    assert [(i.txn_id, i.reason.value) for i in held] == [(refund, "refund_exceeds_sale")]
+    assert held[0].detail["all_routes"]["returned"] == 1400
+    assert _money_back(chain, sale.txn_id) == 0
+
+
+def test_a_payment_stored_before_head_office_kept_its_sale_beside_it_is_read_from_its_payload(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB11")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    with chain.store.db.write() as tx:  # as an earlier release stored it: no sale beside the payment
+        tx.run("UPDATE journal SET original_txn = NULL WHERE txn_id = ?", [paid])
+    till.push(till.refund(sale, 1000))
+    [back] = till.push(till.card_refund(paid, 400))
+    assert [i.reason.value for i in _held(chain, back)] == ["refund_exceeds_sale"]
+    assert chain.card(till.card)["balance"] == 600
+
+
+# -- what honest tills do ------------------------------------------------------------------------------------
+
+
+def test_the_tills_void_of_a_sale_a_card_paid_gives_the_card_its_payment_and_the_pos_the_rest(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB06")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    # the till's one void: the cards' part named in it, each card's refund in the same transaction
+    void, back = till.refund(sale, 1000, gift_cards=400), till.card_refund(paid, 400)
+    till.push(void, back)
+    assert chain.held("T1") == []
+    assert chain.card(till.card)["balance"] == 1000 and _money_back(chain, sale) == 1000
+
+
+def test_a_card_refunded_by_the_pos_in_part_then_the_void_giving_it_the_rest(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB07")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    till.push(till.card_refund(paid, 150))  # the POS gave 150 back onto the card (/{txn}/refund)
+    till.push(till.refund(sale, 1000, gift_cards=400))  # the void: the card's part is 400, 250 of it still owed
+    till.push(till.card_refund(paid, 250))
+    assert chain.held("T1") == []
+    assert chain.card(till.card)["balance"] == 1000
+
+
+def test_a_card_refunded_whole_by_the_pos_then_the_void_of_the_rest(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB08")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    till.push(till.card_refund(paid, 400))
+    till.push(till.refund(sale, 1000, gift_cards=400))  # the card had it all back: no card refund in the void
+    assert chain.held("T1") == []
+    assert chain.card(till.card)["balance"] == 1000 and _money_back(chain, sale) == 1000
+
+
+def test_partial_refunds_and_the_card_back_within_what_the_sale_took(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB09")
+    [sale] = till.push(till.sale(1000))
+    [paid] = till.push(till.pay(sale, 400))
+    till.push(till.refund(sale, 400, line=1))  # line B (400) back through the POS
+    till.push(till.card_refund(paid, 400))  # the card its payment
+    assert chain.held("T1") == []
+    [late] = till.push(till.refund(sale, 600, line=0))  # line A in cash as well: 1400 of 1000
+    assert [i.reason.value for i in _held(chain, late)] == ["refund_exceeds_sale"]
+    till.push(till.refund(sale, 200, line=0))  # what is left of it
+    assert [i.txn_id for i in chain.held("T1")] == [late]
+    assert _money_back(chain, sale) == 600
+
+
+def test_a_card_payment_and_its_refund_before_the_sale_arrives_then_the_void(chain: Chain) -> None:
+    till = _till(chain, "04A1B2C3D4EB10")
+    sale = till.sale(1000)
+    paid = till.pay(sale.txn_id, 400)
+    back = till.card_refund(paid.txn_id, 400)
+    till.push(paid, back)  # the sale's seq is missing from this push (a gap head office keeps)
+    assert chain.held("T1") == []
+    till.push(sale)
+    till.push(till.refund(sale.txn_id, 1000, gift_cards=400))
+    assert chain.held("T1") == []
+    assert chain.card(till.card)["balance"] == 1000
+
+
+@pytest.mark.parametrize("pos_gave_back", [0, 1200, 3000])
+def test_what_the_tills_own_void_journals_passes_at_head_office(
+    chain: Chain, tmp_path: Path, pos_gave_back: int
+) -> None:
+    """The till's own code: a sale of 50.00, 30.00 of it paid by a gift card at the panel, the POS giving some of the
+    card's payment back onto it first (``/{txn}/refund``), then the void. What it journals, pushed to head office,
+    is held nowhere and leaves the card where it was."""
+    store = Store.open(tmp_path / "terminal.db")
+    policy = {"enabled": True, "per_transaction": 10_000, "per_day": 20_000, "per_member_day": 15_000}
+    store.apply_changes([], [], [], 1, CacheDocs(topup_policy=json.dumps({**policy, "offline_total": 5000})))
+    store.set_state(last_sync_ok=utc_iso(time.time()))
+    till = Service(store, "T1", store_id="S1", sun_master_key=MASTER, hash_uid=lambda uid: card_uid_hash(CARD_KEY, uid))
+    try:
+        card = Card(bytes.fromhex("04A1B2C3D4EB20"))
+
+        def tap() -> CardRead:
+            return CardRead("r", "iso14443a", card.uid_hash, sun=card.tag.ndef_url(), at=time.monotonic())
+
+        session = Session(till, Checkout(till), gifts=till)
+        till.sell_gift(tap(), 3000)
+        session.set_total(5000)
+        session.pay()
+        session.confirm()
+        session.press(Action.GIFT)
+        paid = session.gift_tap(tap())["gift"]["done"][-1]
+        if pos_gave_back:
+            till.refund_gift(paid["txn_id"], pos_gave_back)
+        assert session.void()["error"] is None
+        journal = store.unpushed(100)
+    finally:
+        store.close()
+    for entry in journal:  # one push an entry, as a till that syncs after each
+        wired = WireEntry(
+            terminal_id=entry.terminal_id,
+            seq=entry.seq,
+            txn_id=entry.txn_id,
+            kind=entry.kind,
+            payload=entry.payload,
+            created_at=entry.created_at,
+        )
+        chain.store.ingest("T1", [wired], clock=iso(chain.clock))
+    assert chain.held("T1") == []
+    assert chain.card(card)["balance"] == 3000
