@@ -277,7 +277,7 @@ def _receipt_lines(receipt: dict[str, Any], money: Currency) -> list[str]:
     b = receipt.get("breakdown")
     if b is None:
         lines.append(_row("total", money.format(receipt["total"])))
-        for gift in receipt.get("gift_refunds") or ():  # a void: what went back onto the cards, not by the POS
+        for gift in receipt.get("gift_refunds") or ():  # a return: what went back onto the cards, not by the POS
             lines.append(_row(f"back onto gift card {gift['card_id']}", money.format(gift["amount"])))
         if receipt["member_id"]:
             lines.append(_row("points", f"{receipt['points_delta']:+d} pt"))

@@ -17,7 +17,7 @@ selling stored value, within that till's policy (``terminal.topups``), the card 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from enum import StrEnum
@@ -217,3 +217,37 @@ def refund_refusal(paid: int | None, refunded: int, amount: int) -> Code | None:
     if paid is None or amount > paid - refunded:
         return Code.GIFT_REFUND_INVALID
     return None
+
+
+@dataclass(frozen=True)
+class SaleReturn:
+    """What a return of a sale (a void, a refund of lines) gives the gift cards that paid it (``sale_return``)."""
+
+    cards: int
+    """The cards' part of the return's money (its ``gift_cards``): the POS pays back the rest, less the account's."""
+    counted: dict[str, int]
+    """Per payment (its txn id), what the sale's returns counted for it so far, this one included."""
+    onto_cards: tuple[tuple[str, int], ...]
+    """What goes back onto each card now (payment txn, amount), in the order they paid."""
+
+
+def sale_return(payments: Sequence[tuple[str, int, int]], counted: Mapping[str, int], most: int) -> SaleReturn:
+    """The gift cards' part of a return of a sale, ``most`` being its money beyond the member's account.
+
+    ``payments`` are the card payments of the sale, in the order they paid: (payment txn, what it paid, what refunds
+    gave back onto the card since, the POS's own and the sale's earlier returns' alike); ``counted`` what the
+    sale's earlier returns counted for each. Each card in turn has for its share what it paid and no return counted
+    yet, within what the return has left after the cards before it; what goes onto the card now is what the returns
+    counted for it, this one's share included, less what refunds gave back onto it already (a card the POS gave its
+    payment back to gets nothing twice, and its share still comes off what the POS pays back)."""
+    part, after, onto = 0, dict(counted), []
+    for txn_id, paid, refunded in payments:
+        before = max(0, counted.get(txn_id, 0))
+        share = max(0, min(paid - before, most - part))
+        part += share
+        if share:
+            after[txn_id] = before + share
+        owed = before + share - refunded
+        if owed > 0:
+            onto.append((txn_id, owed))
+    return SaleReturn(part, after, tuple(onto))

@@ -218,8 +218,8 @@ class Receipt:
     """(coupon id, code) of the coupons a sale did not use, as its quote said (a coupon named but refused, the
     member's own waiting for their proof): the sale went through without them."""
     gift_refunds: tuple[GiftReceipt, ...] = ()
-    """A void's: what went back onto each gift card that paid the sale (not in ``total``, which is what goes back
-    at the POS and to the member's account)."""
+    """A void's or a refund's: what went back onto each gift card that paid the sale (not in ``total``, which is
+    what goes back at the POS and to the member's account)."""
 
     @staticmethod
     def of_dict(doc: dict[str, Any]) -> Receipt:

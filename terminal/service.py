@@ -879,36 +879,38 @@ class Service:
         (``reward_not_returnable``) while it holds a reward the member keeps (``terminal.rewards.not_returnable``).
 
         Whichever door it comes through (the cashier's panel, the POS's API, ``tillpoint void``), the gift cards
-        that paid the sale (their payments name it, ``sale_ref``) get back, in the void's own transaction, what
-        each paid less what was already given back onto it; the POS pays back only the rest (``pos_refund``, the
-        receipt's ``total`` with the account's part), and the receipt lists the cards' refunds. Refused
-        (``voucher_used``) when a voucher paid part of the sale: it is used and never comes back, so the POS
-        refunds the sale by its own means."""
+        that paid the sale get back their part of it in the void's own transaction, as in every return of the sale
+        (``_reverse``); the POS pays back only the rest (``pos_refund``, the receipt's ``total`` with the account's
+        part), and the receipt lists the cards' refunds. Refused (``voucher_used``) when a voucher paid part of the
+        sale: it is used and never comes back, so the POS refunds the sale by its own means."""
         with self.store.together():
             if self.store.vouchers_used_for(txn_id):
                 raise Rejected(
                     Code.VOUCHER_USED,
                     "A voucher paid part of this sale and is used (it never comes back): refund the sale at the POS.",
                 )
-            voided, owed = self._reverse(txn_id, None, "void")
-            gifts = tuple(self.refund_gift(payment, amount) for payment, amount in owed)
-        return self._told(replace(voided, gift_refunds=gifts))
+            voided = self._reverse(txn_id, None, "void")
+        return self._told(voided)
 
     def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt:
         """Return ``returned`` units (line index -> units) of a sale: money and redeemed points go
         back, earned points are clawed back (the balance may go negative: the debt is carried and
         settled by later earning), coupon uses come back when the coupon no longer applies. An ``item`` reward's
         line gives back its points and unit; the line of a reward the member keeps (a coupon or a partner's code)
-        is never returned (``reward_not_returnable``), the other lines are."""
+        is never returned (``reward_not_returnable``), the other lines are. The money goes back as a void's does:
+        the account's part, then the gift cards' (in the refund's own transaction), then the POS's."""
         if not returned or not any(returned.values()):
             raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
-        return self._told(self._reverse(txn_id, returned, "refund")[0])
+        with self.store.together():
+            refunded = self._reverse(txn_id, returned, "refund")
+        return self._told(refunded)
 
-    def _reverse(
-        self, txn_id: str, returned: dict[int, int] | None, kind: str
-    ) -> tuple[Receipt, list[tuple[str, int]]]:
-        """The return recorded (its listeners not told yet), and for a void the gift card payments of the sale
-        to give back: (payment txn, amount), within what the sale's money gives back beyond the account's part."""
+    def _reverse(self, txn_id: str, returned: dict[int, int] | None, kind: str) -> Receipt:
+        """The return recorded (its listeners not told yet; inside the caller's ``together``). Its money goes back
+        to the member's account first, then to the gift cards that paid the sale (their payments name it,
+        ``sale_ref``: ``gc.sale_return``, each within what the sale's returns did not count for it yet, the
+        counts kept in the sale's state, ``gift_counted``), each card's refund recorded in the same transaction,
+        and the POS pays back the rest."""
         sale = self.store.sale(txn_id)
         if sale is None:
             raise Rejected(Code.UNKNOWN_TRANSACTION)
@@ -941,16 +943,18 @@ class Service:
         restore, left = _give_back(spent, restored)
         sv_left = int(raw.get("stored_value", 0))
         sv_back = min(result.money_back, sv_left)  # money goes back to the account first
-        # Then the gift cards that paid the sale (what was given back onto a card before counts as given back for the
-        # sale: the card gets only the rest), and the POS pays back only what is left.
-        paid_by_cards = self.store.gift_payments_of(txn_id) if kind == "void" else []
-        gift_back, owed = _gift_back(paid_by_cards, result.money_back - sv_back)
+        # Then the gift cards that paid the sale, each its part not counted by the sale's earlier returns (less what
+        # was given back onto it already: the POS's own refunds of the card count), and the POS pays back the rest.
+        counted = {str(k): int(v) for k, v in raw.get("gift_counted", {}).items()}
+        cards = gc.sale_return(self.store.gift_payments_of(txn_id), counted, result.money_back - sv_back)
+        gift_back = cards.cards
         new_raw = {
             **raw,
             **_state_dict(result.after),
             "lots_spent": left,
             "stored_value": sv_left - sv_back,
             "rewards": kept,
+            **({"gift_counted": cards.counted} if cards.counted else {}),
         }
         program = self.program()
         shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
@@ -990,7 +994,8 @@ class Service:
             voids=txn_id if kind == "void" else None,
             effects=fx,
         )
-        return _receipt(stored, -(result.money_back - gift_back), delta, balance), owed
+        gifts = tuple(self.refund_gift(payment, amount) for payment, amount in cards.onto_cards)
+        return replace(_receipt(stored, -(result.money_back - gift_back), delta, balance), gift_refunds=gifts)
 
     # -- top-ups ------------------------------------------------------------------------------------
 
@@ -1514,19 +1519,6 @@ def _parse_coupon(coupon_id: str, text: str) -> tuple[cp.Coupon, int, int]:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _gift_back(payments: list[tuple[str, int, int]], most: int) -> tuple[int, list[tuple[str, int]]]:
-    """The part of a void's money that is the gift cards' (each card what it paid, in the order they paid, within
-    ``most``: what the void gives back beyond the member's account), and what goes back onto each now: its part less
-    what was given back onto it before (payment txn, amount)."""
-    part, back = 0, []
-    for txn_id, paid, refunded in payments:
-        share = min(paid, most - part)
-        part += share
-        if share > refunded:
-            back.append((txn_id, share - refunded))
-    return part, back
 
 
 def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hq import ledger
 from sync.protocol import ReconItem, WireEntry
 from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
-from terminal.model import CardRead, utc_iso
+from terminal.model import Basket, CardRead, JournalEntry, Line, SaleOrder, utc_iso
 from terminal.ports import CacheDocs
 from terminal.service import Service
 from terminal.session import Action, Session
 from terminal.store import Store
+from tests.api.stack import base_url, running_till
 from tests.fixtures import entries
 from tests.sync.test_hq_giftcards import CARD_KEY, MASTER, Card, Chain, iso
 
@@ -274,38 +276,18 @@ def test_a_card_payment_and_its_refund_before_the_sale_arrives_then_the_void(cha
     assert chain.card(till.card)["balance"] == 1000
 
 
-@pytest.mark.parametrize("pos_gave_back", [0, 1200, 3000])
-def test_what_the_tills_own_void_journals_passes_at_head_office(
-    chain: Chain, tmp_path: Path, pos_gave_back: int
-) -> None:
-    """The till's own code: a sale of 50.00, 30.00 of it paid by a gift card at the panel, the POS giving some of the
-    card's payment back onto it first (``/{txn}/refund``), then the void. What it journals, pushed to head office,
-    is held nowhere and leaves the card where it was."""
+def _open_till(tmp_path: Path) -> Service:
+    """The till's own service on a store of its own, online a moment ago, selling gift cards within its policy."""
     store = Store.open(tmp_path / "terminal.db")
     policy = {"enabled": True, "per_transaction": 10_000, "per_day": 20_000, "per_member_day": 15_000}
     store.apply_changes([], [], [], 1, CacheDocs(topup_policy=json.dumps({**policy, "offline_total": 5000})))
     store.set_state(last_sync_ok=utc_iso(time.time()))
-    till = Service(store, "T1", store_id="S1", sun_master_key=MASTER, hash_uid=lambda uid: card_uid_hash(CARD_KEY, uid))
-    try:
-        card = Card(bytes.fromhex("04A1B2C3D4EB20"))
+    return Service(store, "T1", store_id="S1", sun_master_key=MASTER, hash_uid=lambda uid: card_uid_hash(CARD_KEY, uid))
 
-        def tap() -> CardRead:
-            return CardRead("r", "iso14443a", card.uid_hash, sun=card.tag.ndef_url(), at=time.monotonic())
 
-        session = Session(till, Checkout(till), gifts=till)
-        till.sell_gift(tap(), 3000)
-        session.set_total(5000)
-        session.pay()
-        session.confirm()
-        session.press(Action.GIFT)
-        paid = session.gift_tap(tap())["gift"]["done"][-1]
-        if pos_gave_back:
-            till.refund_gift(paid["txn_id"], pos_gave_back)
-        assert session.void()["error"] is None
-        journal = store.unpushed(100)
-    finally:
-        store.close()
-    for entry in journal:  # one push an entry, as a till that syncs after each
+def _push_journal(chain: Chain, journal: list[JournalEntry]) -> None:
+    """What the till journalled, one push an entry, as a till that syncs after each."""
+    for entry in journal:
         wired = WireEntry(
             terminal_id=entry.terminal_id,
             seq=entry.seq,
@@ -314,6 +296,141 @@ def test_what_the_tills_own_void_journals_passes_at_head_office(
             payload=entry.payload,
             created_at=entry.created_at,
         )
-        chain.store.ingest("T1", [wired], clock=iso(chain.clock))
+        chain.store.ingest(entry.terminal_id, [wired], clock=iso(chain.clock))
+
+
+def _sun_read(card: Card) -> CardRead:
+    return CardRead("r", "iso14443a", card.uid_hash, sun=card.tag.ndef_url(), at=time.monotonic())
+
+
+@pytest.mark.parametrize("pos_gave_back", [0, 1200, 3000])
+def test_what_the_tills_own_void_journals_passes_at_head_office(
+    chain: Chain, tmp_path: Path, pos_gave_back: int
+) -> None:
+    """The till's own code: a sale of 50.00, 30.00 of it paid by a gift card at the panel, the POS giving some of the
+    card's payment back onto it first (``/{txn}/refund``), then the void. What it journals, pushed to head office,
+    is held nowhere and leaves the card where it was."""
+    till = _open_till(tmp_path)
+    try:
+        card = Card(bytes.fromhex("04A1B2C3D4EB20"))
+        session = Session(till, Checkout(till), gifts=till)
+        till.sell_gift(_sun_read(card), 3000)
+        session.set_total(5000)
+        session.pay()
+        session.confirm()
+        session.press(Action.GIFT)
+        paid = session.gift_tap(_sun_read(card))["gift"]["done"][-1]
+        if pos_gave_back:
+            till.refund_gift(paid["txn_id"], pos_gave_back)
+        assert session.void()["error"] is None
+        journal = till.store.unpushed(100)
+    finally:
+        till.store.close()
+    _push_journal(chain, journal)
     assert chain.held("T1") == []
     assert chain.card(card)["balance"] == 3000
+
+
+@pytest.mark.parametrize(
+    ("pos_gave_back", "lines_first", "returns"),
+    [
+        (0, False, [(1500, 500)]),  # the void alone: the card its 15.00, the POS its 5.00
+        (500, False, [(1000, 500)]),  # the POS gave 5.00 back onto the card, then the void: the card the rest
+        (0, True, [(500, 0), (1000, 500)]),  # 5.00 of lines refunded (the card's), then the void of the rest
+        (1500, True, [(0, 0), (0, 500)]),  # the card had all back from the POS: the returns give it nothing more
+    ],
+)
+def test_each_return_of_a_sale_a_card_paid_gives_the_card_its_part_and_the_pos_the_rest(
+    chain: Chain, tmp_path: Path, pos_gave_back: int, lines_first: bool, returns: list[tuple[int, int]]
+) -> None:
+    """The till's own code: a sale of 20.00 (lines of 5.00 and 15.00), 15.00 of it paid by a gift card, 5.00 at the
+    POS. A refund of the 5.00 line and the void of the rest each give back the card's part first (what it paid and
+    no return counted yet, onto the card less what the POS gave back onto it already), the POS only the rest: what
+    goes back by every route is what was paid, and head office, pushed the journal, holds nothing."""
+    till = _open_till(tmp_path)
+    try:
+        card = Card(bytes.fromhex("04A1B2C3D4EB21"))
+        till.sell_gift(_sun_read(card), 3000)
+        lines = (Line("A", 1, 500), Line("B", 1, 1500))
+        sale = Checkout(till).sell(SaleOrder(None, Basket(lines)))
+        paid = till.pay_gift(_sun_read(card), 1500, sale.txn_id)
+        if pos_gave_back:
+            till.refund_gift(paid.txn_id, pos_gave_back)
+        done = [till.refund(sale.txn_id, {0: 1})] if lines_first else []
+        done.append(till.void(sale.txn_id))
+        journal = till.store.unpushed(100)
+        balance = till.gift_card(_sun_read(card)).balance
+    finally:
+        till.store.close()
+    assert [(sum(g.amount for g in r.gift_refunds), -r.total) for r in done] == returns
+    back = [e.payload for e in journal if e.kind in ("refund", "void")]
+    cards_part = [(500, 500), (1500, 1000)] if lines_first else [(2000, 1500)]
+    assert [(b["money_back"], b["gift_cards"]) for b in back] == cards_part
+    card_back = sum(e.payload["amount"] for e in journal if e.kind == "gift_refund")
+    assert card_back == sum(b["gift_cards"] for b in back) == 1500  # the card's payment back, once
+    assert card_back + sum(b["pos_refund"] for b in back) == 2000  # all that was paid, by every route
+    assert balance == 3000
+    _push_journal(chain, journal)
+    assert chain.held("T1") == []
+    assert chain.card(card)["balance"] == 3000 and _money_back(chain, sale.txn_id) == 2000
+
+
+def test_a_line_refund_through_the_local_api_gives_the_card_its_part_and_head_office_holds_nothing(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """A real till daemon (SQLite store, service, local API over HTTP on 127.0.0.1): the POS rings a sale of 20.00, a
+    gift card pays 15.00 of it (``/v1/giftcards/pay``), then refunds the 5.00 line (``POST /v1/sales/{txn}/refund``,
+    as ``tillpoint refund`` does). The card gets that 5.00 back in the refund, the POS pays nothing back, and it
+    cannot give the card that part again (``/v1/giftcards/{txn}/refund``); the void of the rest gives the card
+    10.00 and the POS 5.00. Pushed to head office, the journal is held nowhere."""
+    key = tmp_path / "card-hash.key"
+    key.write_bytes(CARD_KEY)
+    key.chmod(0o600)
+    card = Card(bytes.fromhex("04A1B2C3D4EB22"))
+    with running_till(tmp_path, terminal={"id": "T1", "store_id": "S1"}) as daemon:
+        store = daemon.store
+        assert store is not None
+        policy = {"enabled": True, "per_transaction": 10_000, "per_day": 20_000, "per_member_day": 15_000}
+        store.apply_changes([], [], [], 2, CacheDocs(topup_policy=json.dumps({**policy, "offline_total": 5000})))
+
+        def tap() -> None:
+            store.set_state(last_sync_ok=utc_iso(time.time()))  # head office answered a moment ago
+            daemon.on_card(_sun_read(card))
+
+        headers = {"Authorization": f"Bearer {daemon.api_token}"}
+        with httpx.Client(base_url=base_url(daemon), headers=headers, timeout=10) as api:
+
+            def ok(path: str, body: dict[str, Any]) -> dict[str, Any]:
+                reply = api.post(path, json=body)
+                assert reply.status_code == 200, reply.text
+                answer: dict[str, Any] = reply.json()
+                return answer
+
+            tap()
+            ok("/v1/giftcards/sell", {"amount": 3000})
+            lines = [{"sku": "A", "quantity": 1, "unit_price": 500}, {"sku": "B", "quantity": 1, "unit_price": 1500}]
+            sale = ok("/v1/sales", {"lines": lines})["txn_id"]
+            tap()
+            paid = ok("/v1/giftcards/pay", {"amount": 1500, "sale_ref": sale})["txn_id"]
+
+            refund = ok(f"/v1/sales/{sale}/refund", {"lines": {"0": 1}})
+            assert refund["total"] == 0  # nothing back at the POS: the line's 5.00 went back onto the card
+            assert [(g["card_id"], g["amount"], g["balance"]) for g in refund["gift_refunds"]] == [
+                (card.card_id, 500, 2000)
+            ]
+            again = api.post(f"/v1/giftcards/{paid}/refund", json={"amount": 1001})
+            assert again.status_code == 409 and again.json()["code"] == "gift_refund_invalid", again.text
+
+            void = ok(f"/v1/sales/{sale}/void", {})
+            assert void["total"] == -500  # what the POS took, and no more
+            assert [g["amount"] for g in void["gift_refunds"]] == [1000]
+        journal = store.entries()
+    back = [
+        (e.kind, e.payload["money_back"], e.payload["gift_cards"], e.payload["pos_refund"])
+        for e in journal
+        if e.kind in ("refund", "void")
+    ]
+    assert back == [("refund", 500, 500, 0), ("void", 1500, 1000, 500)]
+    _push_journal(chain, journal)
+    assert chain.held("T1") == []
+    assert chain.card(card)["balance"] == 3000 and _money_back(chain, sale) == 2000

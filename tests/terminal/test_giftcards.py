@@ -172,6 +172,37 @@ def test_the_pure_rules() -> None:
     assert gc.activate_refusal(cleared, secure=True, member_card=False) is None  # a cleared card is sold again
 
 
+def test_the_cards_part_of_each_return_of_a_sale() -> None:
+    """``gc.sale_return``: a sale of 20.00, 15.00 of it paid by a card (P1). Each return's money beyond the member's
+    account goes to the cards first, each up to what it paid and no return counted yet, in the order they paid;
+    onto the card goes what the returns counted less what refunds gave back onto it already."""
+    # (a) the void alone
+    assert gc.sale_return([("P1", 1500, 0)], {}, 2000) == gc.SaleReturn(1500, {"P1": 1500}, (("P1", 1500),))
+    # (b) the POS gave 5.00 back onto the card, then the void
+    assert gc.sale_return([("P1", 1500, 500)], {}, 2000) == gc.SaleReturn(1500, {"P1": 1500}, (("P1", 1000),))
+    # (c) 5.00 of lines refunded, then the void of the rest
+    first = gc.sale_return([("P1", 1500, 0)], {}, 500)
+    assert first == gc.SaleReturn(500, {"P1": 500}, (("P1", 500),))
+    assert gc.sale_return([("P1", 1500, 500)], first.counted, 1500) == gc.SaleReturn(
+        1000, {"P1": 1500}, (("P1", 1000),)
+    )
+    # (d) the POS gave the card all back first: the returns count its part and give it nothing more
+    first = gc.sale_return([("P1", 1500, 1500)], {}, 500)
+    assert first == gc.SaleReturn(500, {"P1": 500}, ())
+    assert gc.sale_return([("P1", 1500, 1500)], first.counted, 1500) == gc.SaleReturn(1000, {"P1": 1500}, ())
+    # two cards, in the order they paid; a return within the first card's payment gives the second nothing
+    two = [("P1", 300, 0), ("P2", 700, 0)]
+    assert gc.sale_return(two, {}, 200) == gc.SaleReturn(200, {"P1": 200}, (("P1", 200),))
+    after = [("P1", 300, 200), ("P2", 700, 0)]  # the first return gave P1 its 2.00
+    assert gc.sale_return(after, {"P1": 200}, 500) == gc.SaleReturn(
+        500, {"P1": 300, "P2": 400}, (("P1", 100), ("P2", 400))
+    )
+    # nothing left for the cards (the account took it all), and a card counted whole already
+    assert gc.sale_return(two, {}, 0) == gc.SaleReturn(0, {}, ())
+    whole = [("P1", 300, 300), ("P2", 700, 700)]
+    assert gc.sale_return(whole, {"P1": 300, "P2": 700}, 400) == gc.SaleReturn(0, {"P1": 300, "P2": 700}, ())
+
+
 # -- the cashier's gift card key (terminal/session.py) ---------------------------------------------------
 
 
@@ -256,7 +287,8 @@ def test_a_gift_card_tapped_with_nothing_armed_shows_its_balance(till: Service) 
 def test_a_void_the_till_refuses_gives_no_gift_card_anything_back(till: Service, elsewhere: str) -> None:
     """The sale the gift cards paid was voided, or refunded whole, by the POS (``POST /v1/sales/{txn}/void``,
     ``tillpoint refund``) before the cashier pressed void: the void is refused, and no card gets its payment
-    back on top of what was given back (the POS's void gave the card its payment back, as the panel's would)."""
+    back on top of what was given back (the POS's void or refund gave the card its payment back, as the panel's
+    void would)."""
     session = Session(till, Checkout(till), gifts=till)
     card = Plastic(bytes.fromhex("04B1B2C3D4E5F5"))
     till.sell_gift(card.tap(), 3000)
@@ -275,8 +307,8 @@ def test_a_void_the_till_refuses_gives_no_gift_card_anything_back(till: Service,
         session.void()
 
     assert caught.value.code in (Code.ALREADY_VOIDED, Code.NOTHING_TO_REFUND)
-    # the POS's void gave the payment back onto the card; its refund of the sale gave the money back itself
-    assert till.gift_card(card.tap()).balance == (3000 if elsewhere == "void" else 1000)
+    # the POS's void or refund of the whole sale gave the payment back onto the card, once
+    assert till.gift_card(card.tap()).balance == 3000
     assert till.store.max_seq() == seq  # nothing journalled
     assert [d["kind"] for d in session.snapshot()["gift"]["done"]] == ["gift_redeem"]
 
