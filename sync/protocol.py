@@ -1147,8 +1147,11 @@ class RefundPayload(Payload):
     gift_cards: Amount = 0
     """The gift cards' part (a void of a sale they paid): each card gets what it paid, by its own ``gift_refund``
     entries (one the POS made before, the void's for the rest); not through the POS."""
+    voucher_kept: Amount = 0
+    """The vouchers' part (a sale a voucher paid part of): beyond what the POS collected for the sale, never paid
+    out (a used voucher stays used)."""
     pos_refund: Amount = 0
-    """What the POS pays back: ``money_back`` less the account's and the gift cards' parts."""
+    """What the POS pays back: ``money_back`` less the account's, the gift cards' and the vouchers' parts."""
 
     @model_validator(mode="after")
     def _adds_up(self) -> RefundPayload:
@@ -1156,13 +1159,14 @@ class RefundPayload(Payload):
             raise ValueError("total is not -money_back")
         if self.points_delta != self.points_restored - self.points_clawed:
             raise ValueError("points_delta is not points_restored - points_clawed")
-        if self.money_back != self.stored_value_delta + self.gift_cards + self.pos_refund:
-            raise ValueError("money_back is not stored_value_delta + gift_cards + pos_refund")
+        if self.money_back != self.stored_value_delta + self.gift_cards + self.voucher_kept + self.pos_refund:
+            raise ValueError("money_back is not stored_value_delta + gift_cards + voucher_kept + pos_refund")
         return self
 
     def wire(self) -> dict[str, Any]:
-        """A return no gift card paid travels as it did before (an older head office reads it)."""
-        return self.model_dump(mode="json", exclude=None if self.gift_cards else {"gift_cards"})
+        """A return no gift card nor voucher paid travels as it did before (an older head office reads it)."""
+        left_out = {name for name in ("gift_cards", "voucher_kept") if not getattr(self, name)}
+        return self.model_dump(mode="json", exclude=left_out or None)
 
     def values(self) -> Values:
         return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)

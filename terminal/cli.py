@@ -279,6 +279,8 @@ def _receipt_lines(receipt: dict[str, Any], money: Currency) -> list[str]:
         lines.append(_row("total", money.format(receipt["total"])))
         for gift in receipt.get("gift_refunds") or ():  # a return: what went back onto the cards, not by the POS
             lines.append(_row(f"back onto gift card {gift['card_id']}", money.format(gift["amount"])))
+        if receipt.get("voucher_kept"):  # a return: the vouchers' part, never paid out
+            lines.append(_row("kept by the vouchers (used)", money.format(receipt["voucher_kept"])))
         if receipt["member_id"]:
             lines.append(_row("points", f"{receipt['points_delta']:+d} pt"))
     else:

@@ -251,3 +251,29 @@ def sale_return(payments: Sequence[tuple[str, int, int]], counted: Mapping[str, 
         if owed > 0:
             onto.append((txn_id, owed))
     return SaleReturn(part, after, tuple(onto))
+
+
+def pos_collected(due: int, cards: int, vouchers: int) -> int:
+    """What the POS itself collected for a sale: what it was due (the sale's payable less the member's account)
+    less what the gift cards and the vouchers that paid the sale took off it (never below nothing)."""
+    return max(0, due - cards - vouchers)
+
+
+@dataclass(frozen=True)
+class PosReturn:
+    """How the rest of a return's money (beyond the member's account and the gift cards) goes (``pos_return``)."""
+
+    pos_refund: int
+    """What the POS pays back."""
+    voucher_kept: int
+    """What the vouchers that paid the sale had of it: never paid out (a used voucher stays used)."""
+    paid_back: int
+    """What the sale's returns had the POS pay back so far, this one included."""
+
+
+def pos_return(rest: int, collected: int, paid_back: int) -> PosReturn:
+    """The POS pays back ``rest`` of a return, within what it collected for the sale (``pos_collected``) less what
+    the sale's earlier returns had it pay back (``paid_back``); what is beyond was the vouchers' part of the sale,
+    which the returns give back last and never in money."""
+    refund = max(0, min(rest, collected - paid_back))
+    return PosReturn(refund, max(0, rest) - refund, max(0, paid_back) + refund)

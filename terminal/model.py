@@ -220,6 +220,9 @@ class Receipt:
     gift_refunds: tuple[GiftReceipt, ...] = ()
     """A void's or a refund's: what went back onto each gift card that paid the sale (not in ``total``, which is
     what goes back at the POS and to the member's account)."""
+    voucher_kept: int = 0
+    """A void's or a refund's: the part of its money the vouchers that paid the sale had, never paid out (a used
+    voucher stays used): not in ``total``, and the POS pays none of it back."""
 
     @staticmethod
     def of_dict(doc: dict[str, Any]) -> Receipt:

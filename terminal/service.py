@@ -880,15 +880,10 @@ class Service:
 
         Whichever door it comes through (the cashier's panel, the POS's API, ``tillpoint void``), the gift cards
         that paid the sale get back their part of it in the void's own transaction, as in every return of the sale
-        (``_reverse``); the POS pays back only the rest (``pos_refund``, the receipt's ``total`` with the account's
-        part), and the receipt lists the cards' refunds. Refused (``voucher_used``) when a voucher paid part of the
-        sale: it is used and never comes back, so the POS refunds the sale by its own means."""
+        (``_reverse``); the POS pays back only the rest, within what it collected (``pos_refund``, the receipt's
+        ``total`` with the account's part), and the receipt lists the cards' refunds. A voucher that paid part of
+        the sale stays used: its part is never paid out (the receipt's ``voucher_kept``)."""
         with self.store.together():
-            if self.store.vouchers_used_for(txn_id):
-                raise Rejected(
-                    Code.VOUCHER_USED,
-                    "A voucher paid part of this sale and is used (it never comes back): refund the sale at the POS.",
-                )
             voided = self._reverse(txn_id, None, "void")
         return self._told(voided)
 
@@ -898,7 +893,8 @@ class Service:
         settled by later earning), coupon uses come back when the coupon no longer applies. An ``item`` reward's
         line gives back its points and unit; the line of a reward the member keeps (a coupon or a partner's code)
         is never returned (``reward_not_returnable``), the other lines are. The money goes back as a void's does:
-        the account's part, then the gift cards' (in the refund's own transaction), then the POS's."""
+        the account's part, then the gift cards' (in the refund's own transaction), then the POS's within what it
+        collected; the vouchers' part last, never paid out."""
         if not returned or not any(returned.values()):
             raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
         with self.store.together():
@@ -910,7 +906,9 @@ class Service:
         to the member's account first, then to the gift cards that paid the sale (their payments name it,
         ``sale_ref``: ``gc.sale_return``, each within what the sale's returns did not count for it yet, the
         counts kept in the sale's state, ``gift_counted``), each card's refund recorded in the same transaction,
-        and the POS pays back the rest."""
+        and the POS pays back the rest, within what it collected for the sale (its due less the cards' and the
+        vouchers' payments) less what the sale's returns had it pay back already (kept in the sale's state,
+        ``pos_refunded``, ``gc.pos_return``); what is beyond is the vouchers' part, kept (``voucher_kept``)."""
         sale = self.store.sale(txn_id)
         if sale is None:
             raise Rejected(Code.UNKNOWN_TRANSACTION)
@@ -946,8 +944,18 @@ class Service:
         # Then the gift cards that paid the sale, each its part not counted by the sale's earlier returns (less what
         # was given back onto it already: the POS's own refunds of the card count), and the POS pays back the rest.
         counted = {str(k): int(v) for k, v in raw.get("gift_counted", {}).items()}
-        cards = gc.sale_return(self.store.gift_payments_of(txn_id), counted, result.money_back - sv_back)
+        payments = self.store.gift_payments_of(txn_id)
+        cards = gc.sale_return(payments, counted, result.money_back - sv_back)
         gift_back = cards.cards
+        # Then the POS, within what it collected itself: the vouchers that paid the sale stay used, their part is
+        # never paid back in money.
+        lines = [(str(x["sku"]), int(x["unit_price"])) for x in raw["lines"]]
+        vouchers = sum(vc.takes_off(kind, value, sku, lines) for kind, value, sku in self.store.vouchers_of(txn_id))
+        rest, paid_back = result.money_back - sv_back - gift_back, _int(raw.get("pos_refunded"))
+        due = self.store.sale_due(txn_id)
+        by_cards = sum(paid for _, paid, _ in payments)
+        collected = paid_back + rest if due is None else gc.pos_collected(due, by_cards, vouchers)
+        pos = gc.pos_return(rest, collected, paid_back)
         new_raw = {
             **raw,
             **_state_dict(result.after),
@@ -955,6 +963,7 @@ class Service:
             "stored_value": sv_left - sv_back,
             "rewards": kept,
             **({"gift_counted": cards.counted} if cards.counted else {}),
+            **({"pos_refunded": pos.paid_back} if pos.paid_back else {}),
         }
         program = self.program()
         shrink = result.points_clawed if program.ladder.measure == "earned" else result.money_back
@@ -984,7 +993,8 @@ class Service:
             "coupons_restored": list(result.coupons_restored),
             "stored_value_delta": sv_back,
             "gift_cards": gift_back,
-            "pos_refund": result.money_back - sv_back - gift_back,
+            "voucher_kept": pos.voucher_kept,
+            "pos_refund": pos.pos_refund,
         }
         payload = (VoidPayload(**fields, voided_txn_id=txn_id) if kind == "void" else RefundPayload(**fields)).wire()
         entry = JournalEntry(self.terminal_id, 0, new_txn_id(), kind, payload, utc_iso(self.clock()))
@@ -995,7 +1005,8 @@ class Service:
             effects=fx,
         )
         gifts = tuple(self.refund_gift(payment, amount) for payment, amount in cards.onto_cards)
-        return replace(_receipt(stored, -(result.money_back - gift_back), delta, balance), gift_refunds=gifts)
+        back = _receipt(stored, -(sv_back + pos.pos_refund), delta, balance)
+        return replace(back, gift_refunds=gifts, voucher_kept=pos.voucher_kept)
 
     # -- top-ups ------------------------------------------------------------------------------------
 

@@ -585,13 +585,12 @@ class Session:
             s = self._sale
             if s.state is not State.DONE or s.receipt is None or s.voided is not None:
                 self._refuse(Code.SESSION_BUSY, "Only the sale just done can be voided here.")
-            if any(off for _, off in s.vouchers):
-                self._refuse(Code.SESSION_BUSY, "A voucher paid part of this sale and is used: refund it at the POS.")
             txn = s.receipt.txn_id
             undo = self.till.void_topup if s.receipt.kind == EntryKind.TILL_TOPUP.value else self.till.void
             # The till's one void (``Service.void``, the POS's API's too): the sale is voided once or not at all (a
             # sale the POS voided or refunded already is refused), and in the same transaction each gift card that
-            # paid it gets back what it paid and was not given back already.
+            # paid it gets back what it paid and was not given back already; a voucher that paid part of it stays
+            # used, and the POS pays back only what it collected (the receipt's ``voucher_kept``).
             s.voided = self._call(lambda: undo(txn))
             s.error = None
             self._show_gift_refunds(s.voided.gift_refunds)
@@ -846,12 +845,9 @@ def _voucher_dict(used: VoucherReceipt) -> dict[str, Any]:
 
 
 def _voucher_off(used: VoucherReceipt, basket: Basket | None) -> int:
-    """What a voucher takes off a sale of ``basket``: an amount voucher its value; a product voucher one unit of
-    its product at most its value, when the basket holds it (else nothing: the POS takes it off)."""
-    if used.voucher_kind == vc.Kind.AMOUNT.value:
-        return used.value
-    prices = [x.unit_price for x in basket.lines if x.sku == used.sku] if basket is not None else []
-    return max(0, min(prices[0], used.value)) if prices else 0
+    """What a voucher takes off a sale of ``basket`` (``vc.takes_off``)."""
+    lines = [(x.sku, x.unit_price) for x in basket.lines] if basket is not None else []
+    return vc.takes_off(used.voucher_kind, used.value, used.sku, lines)
 
 
 def _why(code: str) -> dict[str, Any]:

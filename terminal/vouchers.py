@@ -19,7 +19,7 @@ tills costs the chain at most one voucher's value a till.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -204,6 +204,16 @@ def offline_refusal(
     if pending + value > offline_total:
         return Code.VOUCHER_LIMIT_OFFLINE
     return None
+
+
+def takes_off(kind: str, value: int, sku: str, lines: Iterable[tuple[str, int]]) -> int:
+    """What a voucher takes off a sale whose basket has ``lines`` (sku, unit price): an amount voucher its value; a
+    product voucher one unit of its sku at most its value, when the basket holds it (else nothing: the POS takes
+    it off). The POS collects no more than the rest of what it is due, whatever a voucher's value beyond it."""
+    if kind == Kind.AMOUNT.value:
+        return value
+    prices = [price for line_sku, price in lines if line_sku == sku]
+    return max(0, min(prices[0], value)) if prices else 0
 
 
 def discount(voucher: Voucher, unit_price: int) -> int:

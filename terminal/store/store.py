@@ -521,14 +521,26 @@ class Store:
         )
         return [(str(txn), int(paid), int(back)) for txn, paid, back in rows]
 
-    def vouchers_used_for(self, sale_txn: str) -> int:
-        """How many vouchers this till redeemed naming its sale ``sale_txn`` (``sale_ref``): they paid part of it."""
+    def vouchers_of(self, sale_txn: str) -> list[tuple[str, int, str]]:
+        """The vouchers this till redeemed naming its sale ``sale_txn`` (``sale_ref``): they paid part of it. Each
+        (kind, value, sku) as its entry states, in the order they were used."""
         rows = self._read(
-            "SELECT COUNT(*) FROM voucher_uses u JOIN journal j ON j.txn_id = u.txn_id "
-            "WHERE u.action = 'redeem' AND json_extract(j.payload, '$.sale_ref') = ?",
+            "SELECT json_extract(j.payload, '$.kind'), u.value, COALESCE(json_extract(j.payload, '$.sku'), '') "
+            "FROM voucher_uses u JOIN journal j ON j.txn_id = u.txn_id "
+            "WHERE u.action = 'redeem' AND json_extract(j.payload, '$.sale_ref') = ? ORDER BY j.seq",
             [sale_txn],
         )
-        return int(rows[0][0])
+        return [(str(kind), int(value), str(sku)) for kind, value, sku in rows]
+
+    def sale_due(self, sale_txn: str) -> int | None:
+        """What the POS was due for this till's sale ``sale_txn`` as it was recorded (its ``payable`` less what the
+        member's account paid: ``pos_due``), before any gift card or voucher paid part of it; None: no such sale."""
+        rows = self._read(
+            "SELECT json_extract(payload, '$.payable') - COALESCE(json_extract(payload, '$.stored_value'), 0) "
+            "FROM journal WHERE txn_id = ? AND kind = 'sale'",
+            [sale_txn],
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def topup_tally(self, member_id: str, day: str) -> Tally:
         with self._lock:

@@ -16,11 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hq import ledger
-from sync.protocol import ReconItem, WireEntry
+from hq.payments import signing_key
+from hq.vouchers import IssueSpec
+from sync.protocol import ReconItem, VoucherConfirmRequest, WireEntry
+from terminal import b64url
+from terminal import vouchers as vc
 from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
+from terminal.errors import Code, Rejected
 from terminal.model import Basket, CardRead, JournalEntry, Line, SaleOrder, utc_iso
 from terminal.ports import CacheDocs
 from terminal.service import Service
@@ -434,3 +440,97 @@ def test_a_line_refund_through_the_local_api_gives_the_card_its_part_and_head_of
     _push_journal(chain, journal)
     assert chain.held("T1") == []
     assert chain.card(card)["balance"] == 3000 and _money_back(chain, sale) == 2000
+
+
+# -- a sale a voucher paid part of ---------------------------------------------------------------------------
+
+
+def _voucher_sold(chain: Chain, till: Service, value: int) -> str:
+    """A voucher of ``value`` head office issued into the till's stock, sold by the till (its sale pushed, as a till
+    online pushes it), and the till asking head office to confirm each use (``Service.confirm_voucher``)."""
+    key_id, key = signing_key(chain.store, vc.PURPOSE)
+    expires = int(time.time()) + 30 * 86400
+    chain.store.issue_vouchers("T1", IssueSpec(1, value, expires), (key_id, key), "Mio")
+    public = b64url.encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+    doc = {"key_id": key_id, "alg": "ed25519", "purpose": vc.PURPOSE, "status": "active", "public_key": public}
+    stock = chain.store.voucher_stock("T1").codes
+    till.store.apply_changes([], [], [], 2, CacheDocs(keys=[(key_id, json.dumps(doc), "")], voucher_stock=(0, stock)))
+
+    def confirm(request: dict[str, Any]) -> bool:
+        chain.store.confirm_voucher("T1", VoucherConfirmRequest.model_validate(request))
+        return True
+
+    till.confirm_voucher = confirm
+    seq = till.store.max_seq()
+    code = till.sell_voucher(value, None).code
+    assert code is not None
+    _push_journal(chain, till.store.entries(after_seq=seq))
+    return code
+
+
+def test_a_line_refund_of_a_sale_a_voucher_paid_part_of_has_the_pos_pay_back_only_what_it_collected(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """The till's own code: a sale of 20.00 (lines of 5.00 and 15.00), a voucher of 15.00 paying 15.00 of it, the
+    POS collecting 5.00. Refunding the 15.00 line has the POS pay back its 5.00 and no more: the voucher's 10.00 is
+    kept (the voucher stays used); the 5.00 line after has the POS pay back nothing. Head office holds nothing."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        lines = (Line("A", 1, 500), Line("B", 1, 1500))
+        sale = Checkout(till).sell(SaleOrder(None, Basket(lines)))
+        seq = till.store.max_seq() - 1
+        till.redeem_voucher(code, sale.txn_id)
+        done = [till.refund(sale.txn_id, {1: 1}), till.refund(sale.txn_id, {0: 1})]
+        with pytest.raises(Rejected) as caught:
+            till.redeem_voucher(code)
+        journal = till.store.entries(after_seq=seq)
+    finally:
+        till.store.close()
+    assert caught.value.code is Code.VOUCHER_USED  # used, and it stays so
+    assert [(r.total, r.voucher_kept, r.gift_refunds) for r in done] == [(-500, 1000, ()), (0, 500, ())]
+    back = [(e.payload["money_back"], e.payload["pos_refund"], e.payload["voucher_kept"]) for e in journal[2:]]
+    assert back == [(1500, 500, 1000), (500, 0, 500)]
+    _push_journal(chain, journal)
+    assert chain.held("T1") == []
+    assert _money_back(chain, sale.txn_id) == 2000
+
+
+def test_a_sale_a_voucher_a_card_and_the_pos_paid_refunded_twice_then_voided_gives_back_all_but_the_voucher(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """The till's own code: a sale of 50.00 (lines of 10.00, 20.00, 20.00), a voucher paying 10.00 of it, a gift card
+    15.00, the POS collecting 25.00. Refunding 20.00 gives the card its 15.00 and the POS 5.00; the next 20.00 the
+    POS; the void of the last 10.00 has the POS pay back nothing (it paid back its 25.00), the voucher's 10.00 kept.
+    Every route together gives back what was paid less the voucher, and head office, pushed it all, holds nothing."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1000)
+        card = Card(bytes.fromhex("04A1B2C3D4EB23"))
+        till.sell_gift(_sun_read(card), 3000)
+        lines = (Line("A", 1, 1000), Line("B", 1, 2000), Line("C", 1, 2000))
+        sale = Checkout(till).sell(SaleOrder(None, Basket(lines)))
+        till.redeem_voucher(code, sale.txn_id)
+        till.pay_gift(_sun_read(card), 1500, sale.txn_id)
+        done = [till.refund(sale.txn_id, {1: 1}), till.refund(sale.txn_id, {2: 1}), till.void(sale.txn_id)]
+        journal = till.store.entries()
+        balance = till.gift_card(_sun_read(card)).balance
+    finally:
+        till.store.close()
+    assert [(-r.total, sum(g.amount for g in r.gift_refunds), r.voucher_kept) for r in done] == [
+        (500, 1500, 0),
+        (2000, 0, 0),
+        (0, 0, 1000),
+    ]
+    back = [e.payload for e in journal if e.kind in ("refund", "void")]
+    assert [(b["money_back"], b.get("gift_cards", 0), b["pos_refund"], b.get("voucher_kept", 0)) for b in back] == [
+        (2000, 1500, 500, 0),
+        (2000, 0, 2000, 0),
+        (1000, 0, 0, 1000),
+    ]
+    card_back = sum(e.payload["amount"] for e in journal if e.kind == "gift_refund")
+    assert card_back + sum(b["pos_refund"] for b in back) == 5000 - 1000  # all that was paid but the voucher
+    assert balance == 3000
+    _push_journal(chain, [e for e in journal if e.kind != "voucher_sale"])  # its sale went before, as it was used
+    assert chain.held("T1") == []
+    assert chain.card(card)["balance"] == 3000 and _money_back(chain, sale.txn_id) == 5000

@@ -15,6 +15,7 @@ import pytest
 
 from terminal import giftcards as gc
 from terminal import payments as pay
+from terminal import vouchers as vc
 from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
 from terminal.errors import Code, Rejected
@@ -201,6 +202,35 @@ def test_the_cards_part_of_each_return_of_a_sale() -> None:
     assert gc.sale_return(two, {}, 0) == gc.SaleReturn(0, {}, ())
     whole = [("P1", 300, 300), ("P2", 700, 700)]
     assert gc.sale_return(whole, {"P1": 300, "P2": 700}, 400) == gc.SaleReturn(0, {"P1": 300, "P2": 700}, ())
+
+
+def test_the_pos_pays_back_no_more_than_it_collected_across_a_sales_returns() -> None:
+    """``gc.pos_collected``, ``gc.pos_return``: a sale of 50.00 a voucher paid 10.00 of, a card 15.00, the POS 25.00.
+    The POS's part of each return is within what it collected less what earlier returns had it pay back; the
+    rest, the voucher's part, is kept (given back last, never in money)."""
+    assert gc.pos_collected(5000, 1500, 1000) == 2500
+    assert gc.pos_collected(3000, 0, 1000 + 9000) == 0  # a voucher worth more than was left: the POS took nothing
+    # 20.00 of lines (the card had 15.00 of it first), 20.00 more, then the void of the last 10.00
+    first = gc.pos_return(500, 2500, 0)
+    assert first == gc.PosReturn(500, 0, 500)
+    second = gc.pos_return(2000, 2500, first.paid_back)
+    assert second == gc.PosReturn(2000, 0, 2500)
+    assert gc.pos_return(1000, 2500, second.paid_back) == gc.PosReturn(0, 1000, 2500)
+    # a return across the bound: the POS its last 5.00, the voucher's 10.00 kept
+    assert gc.pos_return(1500, 2500, 2000) == gc.PosReturn(500, 1000, 2500)
+    # no voucher: the bound is what the returns add up to anyway, nothing kept
+    assert gc.pos_return(2500, 2500, 0) == gc.PosReturn(2500, 0, 2500)
+    assert gc.pos_return(0, 2500, 2500) == gc.PosReturn(0, 0, 2500)
+
+
+def test_what_a_voucher_takes_off_a_sale() -> None:
+    """``vc.takes_off``: an amount voucher its value; a product voucher one unit of its sku in the basket, at most
+    its value; nothing when the basket holds none."""
+    lines = [("COFFEE-1", 300), ("CAKE", 500)]
+    assert vc.takes_off("amount", 1000, "", lines) == 1000
+    assert vc.takes_off("product", 450, "COFFEE-1", lines) == 300
+    assert vc.takes_off("product", 250, "COFFEE-1", lines) == 250
+    assert vc.takes_off("product", 450, "TEA-1", lines) == 0
 
 
 # -- the cashier's gift card key (terminal/session.py) ---------------------------------------------------

@@ -106,7 +106,8 @@ def test_a_voucher_refunded_here_is_refused_as_refunded_whatever_a_pull_in_fligh
 def test_the_cashier_sees_what_a_scanned_voucher_took_off_the_sale_done(tmp_path: Path) -> None:
     """A voucher scanned after a sale pays part of what the POS still collects (and names that sale); a product
     voucher whose product is not in the basket, or one scanned before any sale, is left to the POS, and the panel
-    says so. A sale a voucher paid is not voided at the till, by the panel or by the POS (the voucher is used)."""
+    says so. A sale vouchers paid is voided at the till, the POS paying back only what it collected: the vouchers'
+    part is kept, and they stay used."""
     from terminal.checkout import Checkout
     from terminal.model import Line
     from terminal.session import Action, Session
@@ -140,14 +141,21 @@ def test_the_cashier_sees_what_a_scanned_voucher_took_off_the_sale_done(tmp_path
         ]
         used = [e.payload for e in store.entries() if e.kind == "voucher_redeem"]
         assert [p["sale_ref"] for p in used] == ["", sale["txn_id"], sale["txn_id"], sale["txn_id"]]
-        with pytest.raises(Rejected) as caught:
-            session.void()
-        assert caught.value.code is Code.SESSION_BUSY and session.snapshot()["voided"] is None
+        # The void goes through: the POS collected nothing for this sale (the vouchers paid all of it), so it pays
+        # nothing back; the vouchers' 30.00 is kept, and they stay used.
+        voided = session.void()["voided"]
+        assert (voided["total"], voided["voucher_kept"]) == (0, 3000)
+        (entry,) = [e.payload for e in store.entries() if e.kind == "void"]
+        assert (entry["money_back"], entry["voucher_kept"], entry["pos_refund"]) == (3000, 3000, 0)
+        assert store.sale(sale["txn_id"])["voided_by"] == voided["txn_id"]  # type: ignore[index]
+        for used_up in (ten, big):
+            with pytest.raises(Rejected) as caught:
+                service.redeem_voucher(used_up)
+            assert caught.value.code is Code.VOUCHER_USED
         seq = store.max_seq()
         with pytest.raises(Rejected) as caught:
-            service.void(sale["txn_id"])  # the POS's void (POST /v1/sales/{txn}/void, tillpoint void): the same
-        assert caught.value.code is Code.VOUCHER_USED and "refund the sale at the POS" in caught.value.message
-        assert store.max_seq() == seq and store.sale(sale["txn_id"])["voided_by"] is None  # type: ignore[index]
+            service.void(sale["txn_id"])  # the POS's void (POST /v1/sales/{txn}/void, tillpoint void): done already
+        assert caught.value.code is Code.ALREADY_VOIDED and store.max_seq() == seq
 
         # A basket from the POS with two coffees at 3.00: the product voucher takes one off (3.00, under its 4.50).
         session.set_basket([Line("COFFEE-1", 2, 300, "drinks"), Line("CAKE", 1, 500, "food")])
