@@ -190,15 +190,15 @@ def test_serve_refuses_key_files_it_cannot_use(tmp_path: Path) -> None:
     (tmp_path / "short.key").write_bytes(b"0123456789")
     (tmp_path / "empty.key").write_bytes(b"")
     (tmp_path / "sun.key").write_text("not a key\n")
-    for option, name, problem in (
-        ("--sun-key-file", "sun.key", "16 raw bytes or 32 hex digits"),
-        ("--sun-key-file", "none.key", "cannot be read"),
-        ("--card-key-file", "short.key", "shorter than 16 bytes"),
-        ("--card-key-file", "empty.key", "shorter than 16 bytes"),
-        ("--seed-demo-key", "short.key", "shorter than 16 bytes"),
+    for run, option, name, problem in (
+        (tillpoint, "--sun-key-file", "sun.key", "16 raw bytes or 32 hex digits"),  # as an operator starts it
+        (command, "--sun-key-file", "none.key", "cannot be read"),  # the others in this process: the same code
+        (command, "--card-key-file", "short.key", "shorter than 16 bytes"),
+        (command, "--card-key-file", "empty.key", "shorter than 16 bytes"),
+        (command, "--seed-demo-key", "short.key", "shorter than 16 bytes"),
     ):
         served = said(
-            tillpoint("hq", "serve", "--db", db, "--port", str(free_port()), option, str(tmp_path / name)),
+            run("hq", "serve", "--db", db, "--port", str(free_port()), option, str(tmp_path / name)),
             "key_file_invalid",
         )
         assert option in served and problem in served, served
