@@ -672,7 +672,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
-            left[refund.original_txn] = _after(before, refund)
+            left[refund.original_txn] = policy.after_refund(before, refund)
             pricer.earlier.setdefault(refund.original_txn, []).append(refund)
 
 
@@ -847,7 +847,7 @@ def sale_left_at(tx: Tx, batch: Batch, upto: int, sale_txn: str) -> policy.SaleL
             and refund.original_txn == sale_txn
             and batch.effects[j] not in NOT_APPLIED
         ):
-            left = _after(left, refund)
+            left = policy.after_refund(left, refund)
     return replace(left, cards_refunded=cards_refunded(tx, batch, upto, sale_txn, left))
 
 
@@ -918,25 +918,6 @@ def _written_off(tx: Tx, txn_id: str, left: policy.SaleLeft) -> policy.SaleLeft:
     )
     cleared = sum(min(int(added), max(0, int(added) - int(after))) for added, after in rows)
     return replace(left, stored_value_written_off=min(short, cleared)) if cleared else left
-
-
-def _after(left: policy.SaleLeft, refund: RefundPayload) -> policy.SaleLeft:
-    return policy.SaleLeft(
-        left.member_id,
-        left.payable,
-        left.stored_value,
-        left.points_redeemed,
-        left.applied,
-        left.money_back + refund.money_back,
-        left.stored_value_back + refund.stored_value_delta,
-        left.points_restored + refund.points_restored,
-        left.points_earned,
-        left.points_clawed + refund.points_clawed,
-        left.terminal_id,
-        left.stored_value_written_off,
-        left.gift_cards_back + refund.gift_cards,
-        left.cards_refunded,
-    )
 
 
 SALE_COLUMNS = (

@@ -302,7 +302,7 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
         for k, (a, b, w) in over.items()
         if a > b - w
     }
-    if "money_back" not in beyond and (routes := _routes_beyond(_after_refund(left, refund))):
+    if "money_back" not in beyond and (routes := _routes_beyond(after_refund(left, refund))):
         beyond["all_routes"] = routes
     if not left.applied and (refund.stored_value_delta or refund.points_restored):
         beyond["sale_not_applied"] = {"returned": refund.points_restored + refund.stored_value_delta, "sale_took": 0}
@@ -311,17 +311,15 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
     return None
 
 
-def _after_refund(left: SaleLeft, refund: RefundPayload) -> SaleLeft:
-    return SaleLeft(
-        left.member_id,
-        left.payable,
-        left.stored_value,
-        left.points_redeemed,
-        left.applied,
-        left.money_back + refund.money_back,
-        left.stored_value_back + refund.stored_value_delta,
+def after_refund(left: SaleLeft, refund: RefundPayload) -> SaleLeft:
+    """The sale as it is left once ``refund`` (or a void) of it is taken."""
+    return replace(
+        left,
+        money_back=left.money_back + refund.money_back,
+        stored_value_back=left.stored_value_back + refund.stored_value_delta,
+        points_restored=left.points_restored + refund.points_restored,
+        points_clawed=left.points_clawed + refund.points_clawed,
         gift_cards_back=left.gift_cards_back + refund.gift_cards,
-        cards_refunded=left.cards_refunded,
     )
 
 
