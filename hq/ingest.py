@@ -651,15 +651,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
         if sale is not None:
-            left[entry.txn_id] = policy.SaleLeft(
-                batch.facts[i].member_id,
-                sale.payable,
-                sale.stored_value,
-                sale.points_redeemed,
-                batch.effects[i] in (Effect.APPLIED, Effect.NONE),
-                points_earned=sale.points_earned,
-                terminal_id=entry.terminal_id,
-            )
+            left[entry.txn_id] = _batch_sale_left(batch, i, sale)
             pricer.sales[entry.txn_id] = sale
             continue
         refund = batch.payloads[i]
@@ -826,15 +818,7 @@ def sale_left_at(tx: Tx, batch: Batch, upto: int, sale_txn: str) -> policy.SaleL
     for j in range(upto):
         sale = batch.sale(j)
         if sale is not None and batch.entries[j].txn_id == sale_txn:
-            left = policy.SaleLeft(
-                batch.facts[j].member_id,
-                sale.payable,
-                sale.stored_value,
-                sale.points_redeemed,
-                batch.effects[j] in (Effect.APPLIED, Effect.NONE),
-                points_earned=sale.points_earned,
-                terminal_id=batch.entries[j].terminal_id,
-            )
+            left = _batch_sale_left(batch, j, sale)
     if left is None:
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [sale_txn])
         left = stored_left(tx, sale_txn, tuple(row)) if row is not None else None
@@ -894,6 +878,19 @@ def payment_sale(tx: Tx, batch: Batch, upto: int, payment_txn: str) -> str | Non
                 return payment.sale_ref or None
             return None
     return batch.payments_held(tx).get(payment_txn)
+
+
+def _batch_sale_left(batch: Batch, i: int, sale: SalePayload) -> policy.SaleLeft:
+    """Entry ``i`` of the batch, a sale, as returns of it find it (nothing returned yet)."""
+    return policy.SaleLeft(
+        batch.facts[i].member_id,
+        sale.payable,
+        sale.stored_value,
+        sale.points_redeemed,
+        batch.effects[i] in (Effect.APPLIED, Effect.NONE),
+        points_earned=sale.points_earned,
+        terminal_id=batch.entries[i].terminal_id,
+    )
 
 
 def _written_off(tx: Tx, txn_id: str, left: policy.SaleLeft) -> policy.SaleLeft:
