@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,20 +314,45 @@ def test_a_gift_card_tapped_with_nothing_armed_shows_its_balance(till: Service) 
     assert snap["left"] is None and snap["gift"]["done"] == []
 
 
+@dataclass(frozen=True)
+class CardPaid:
+    """A sale rung at the panel and paid, up to the card's balance, by a gift card (F1 and a tap)."""
+
+    session: Session
+    card: Plastic
+    sale: dict[str, Any]
+    """The sale's receipt as the panel shows it."""
+    snap: dict[str, Any]
+    """The panel after the card's tap."""
+
+    @property
+    def payment(self) -> dict[str, Any]:
+        """The card's payment as the panel lists it."""
+        done: dict[str, Any] = self.snap["gift"]["done"][-1]
+        return done
+
+
+def card_paid_sale(till: Service, uid: str, balance: int, total: int) -> CardPaid:
+    """A gift card ``uid`` sold with ``balance``, then a sale of ``total`` rung at the panel that it pays."""
+    session = Session(till, Checkout(till), gifts=till)
+    card = Plastic(bytes.fromhex(uid))
+    till.sell_gift(card.tap(), balance)
+    session.set_total(total)
+    session.pay()
+    sale = session.confirm()["receipt"]
+    session.press(Action.GIFT)
+    return CardPaid(session, card, sale, session.gift_tap(card.tap()))
+
+
 @pytest.mark.parametrize("elsewhere", ["void", "refund"])
 def test_a_void_the_till_refuses_gives_no_gift_card_anything_back(till: Service, elsewhere: str) -> None:
     """The sale the gift cards paid was voided, or refunded whole, by the POS (``POST /v1/sales/{txn}/void``,
     ``tillpoint refund``) before the cashier pressed void: the void is refused, and no card gets its payment
     back on top of what was given back (the POS's void or refund gave the card its payment back, as the panel's
     void would)."""
-    session = Session(till, Checkout(till), gifts=till)
-    card = Plastic(bytes.fromhex("04B1B2C3D4E5F5"))
-    till.sell_gift(card.tap(), 3000)
-    session.set_total(2000)
-    session.pay()
-    sale = session.confirm()["receipt"]
-    session.press(Action.GIFT)
-    assert session.gift_tap(card.tap())["left"] == 0
+    paid = card_paid_sale(till, "04B1B2C3D4E5F5", 3000, 2000)
+    session, card, sale = paid.session, paid.card, paid.sale
+    assert paid.snap["left"] == 0
     if elsewhere == "void":
         till.void(sale["txn_id"])
     else:
@@ -350,15 +376,9 @@ def test_a_card_the_pos_already_gave_its_payment_back_gets_nothing_more_from_the
     """The POS gave the card's payment back onto it (``POST /v1/giftcards/{txn}/refund``), whole or in part, before
     the sale was voided: the void gives the card the rest of its payment and no more, and the POS pays back what
     the card did not pay."""
-    session = Session(till, Checkout(till), gifts=till)
-    card = Plastic(bytes.fromhex("04B1B2C3D4E5F6"))
-    till.sell_gift(card.tap(), 3000)
-    session.set_total(2000)
-    session.pay()
-    session.confirm()
-    session.press(Action.GIFT)
-    paid = session.gift_tap(card.tap())["gift"]["done"][-1]
-    till.refund_gift(paid["txn_id"], before)
+    sold = card_paid_sale(till, "04B1B2C3D4E5F6", 3000, 2000)
+    session, card = sold.session, sold.card
+    till.refund_gift(sold.payment["txn_id"], before)
 
     snap = session.void()
 
@@ -377,16 +397,9 @@ def test_a_void_by_any_door_gives_each_gift_card_its_payment_back_once_and_the_p
     Voided at the panel, or by the POS (``POST /v1/sales/{txn}/void``, ``tillpoint void``: the service's void): the
     sale is voided once, the card gets its 30.00 back onto it in the void's own transaction, and the void says the
     POS pays back 20.00, not 50.00; the card's payment cannot be given back again, nor the sale voided again."""
-    session = Session(till, Checkout(till), gifts=till)
-    card = Plastic(bytes.fromhex("04B1B2C3D4E5F7"))
-    till.sell_gift(card.tap(), 3000)
-    session.set_total(5000)
-    session.pay()
-    sale = session.confirm()["receipt"]
-    session.press(Action.GIFT)
-    snap = session.gift_tap(card.tap())
-    paid = snap["gift"]["done"][-1]
-    assert (paid["amount"], snap["left"]) == (-3000, 2000)
+    sold = card_paid_sale(till, "04B1B2C3D4E5F7", 3000, 5000)
+    session, card, sale, paid = sold.session, sold.card, sold.sale, sold.payment
+    assert (paid["amount"], sold.snap["left"]) == (-3000, 2000)
 
     voided = session.void()["voided"] if door == "panel" else asdict(till.void(sale["txn_id"]))
 
