@@ -425,3 +425,37 @@ def test_the_installed_till_resends_what_a_restored_head_office_lost(installed: 
     held = hq_journal(Path(db), "T-W")
     assert [seq for seq, _ in held] == list(range(1, 10))
     assert sorted(txn for _, txn in held) == sorted(sold)
+
+
+def test_the_installed_till_answers_a_pos_retry_after_a_kill_with_the_sale_it_recorded(
+    installed: Path, tmp_path: Path
+) -> None:
+    """The POS sends a sale with its ``request_id``; the installed daemon is killed (SIGKILL) before the POS reads
+    the answer; started again, the same request gets the sale recorded under it, and head office holds that one
+    sale; the id sent with a top-up's request is ``request_id_used``."""
+    tillpoint, db = str(installed / "tillpoint"), str(tmp_path / "hq.db")
+    run = Cli(tillpoint, tmp_path)
+    token, key = terminal_and_key(run, tmp_path, db)
+    pair = Pair(tillpoint, tmp_path, db, key)
+    pair.configure(token)
+    try:
+        pair.start("hq")
+        pair.start("till")
+        pair.wait_pulled()
+        first = sale(pair, 1234, request_id="POS-0001")
+        assert first.status_code == 200, first.text
+        pair.stop("till", kill=True)  # the answer was lost with it, as far as the POS knows
+        pair.start("till")
+        again = sale(pair, 1234, request_id="POS-0001")
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+
+        def held() -> list[str]:
+            return [txn for _, txn in hq_journal(Path(db), "T-W")]
+
+        wait_until(lambda: pair.alive() or held() == [first.json()["txn_id"]], 30, "the one sale at head office")
+        other = pair.till("/v1/topups", {"member_id": "M-W", "amount": 500, "request_id": "POS-0001"})
+        assert other.status_code == 409 and other.json()["code"] == "request_id_used", other.text
+        assert held() == [first.json()["txn_id"]]
+    finally:
+        pair.stop()

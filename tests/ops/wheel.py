@@ -122,8 +122,11 @@ port = {self.api_port}
         fresh.replace(self.data / "hq.token")  # whole: the daemon never reads half a token
 
     def start(self, name: str) -> None:
+        """Start ``name`` and wait until it listens on its port; a first start moves off a port another program
+        took, a restart keeps its port (the till and its POS know it)."""
         if name in self.started:
-            self._spawn(name)
+            if not self._listens(name):
+                raise AssertionError(f"{name} found its port taken at its restart")
             return
         for _ in range(START_ATTEMPTS):
             if self._listens(name):
