@@ -219,6 +219,8 @@ class CampaignSpec(_Model):
 
 
 def parse_spec(data: Any) -> CampaignSpec:
+    """A campaign from its JSON document, every rule checked (the one reading of a stored spec too: a spec stored
+    before a rule existed is refused by it when it is read, ``stored_spec``)."""
     if not isinstance(data, dict):
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, "a campaign is a JSON object")
     try:
@@ -227,6 +229,11 @@ def parse_spec(data: Any) -> CampaignSpec:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "campaign"
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{where}: {first.get('msg', 'invalid')}") from exc
+    return checked(spec)
+
+
+def checked(spec: CampaignSpec) -> CampaignSpec:
+    """The rules between fields; ``CampaignInvalid`` (``campaign_malformed``) for the first one broken."""
     names = [v.variant for v in spec.variants]
     if len(set(names)) != len(names) or CONTROL in names:
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"variant names must be distinct and not {CONTROL!r}")
@@ -243,6 +250,12 @@ def parse_spec(data: Any) -> CampaignSpec:
             ErrorCode.CAMPAIGN_MALFORMED, "a check-in campaign that credits points needs max_per_store_day"
         )
     return spec
+
+
+def stored_spec(text: Any) -> CampaignSpec:
+    """A stored spec (its JSON text or document) read by today's rules: one stored before a rule (a check-in
+    campaign crediting points without ``max_per_store_day``) is ``campaign_malformed`` and is not served."""
+    return parse_spec(json.loads(text) if isinstance(text, str) else text)
 
 
 def canonical(spec: CampaignSpec) -> str:
@@ -531,6 +544,7 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
     """Store (or replace) a campaign; a replaced spec applies to the runs after it. An ended campaign
     cannot be changed (``campaign_ended``)."""
     check_id(campaign_id)
+    checked(spec)
     segments.get(tx, spec.segment)  # UnknownSegment when it does not exist
     text = canonical(spec)
     held = tx.one(f"SELECT spec, state FROM campaigns WHERE campaign_id = ?{tx.for_update}", [campaign_id])
@@ -564,7 +578,7 @@ def get(tx: Tx, campaign_id: str) -> dict[str, Any]:
 
 
 def spec_of(tx: Tx, campaign_id: str) -> CampaignSpec:
-    return CampaignSpec.model_validate(get(tx, campaign_id)["spec"])
+    return stored_spec(get(tx, campaign_id)["spec"])
 
 
 def listed(tx: Tx) -> list[dict[str, Any]]:
@@ -888,7 +902,7 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
         held = get(tx, campaign_id)
     if held["state"] != "active":
         return None
-    spec = CampaignSpec.model_validate(held["spec"])
+    spec = stored_spec(held["spec"])
     found = due(spec, now) if occasion_day is None else _rerun(spec, occasion_day)
     if found is None:
         return None
@@ -1001,14 +1015,15 @@ def checkin_occasion(store_id: str, day: str) -> str:
 
 
 def _checkin_campaigns(tx: Tx, store_id: str, day: date) -> list[tuple[str, CampaignSpec]]:
-    """The active check-in campaigns that hold ``store_id`` on ``day`` (a spec that cannot be read is skipped)."""
+    """The active check-in campaigns that hold ``store_id`` on ``day``; a spec that cannot be read, or that
+    today's rules refuse (stored before them: a points campaign without its store-day cap), is skipped."""
     found = []
     for campaign_id, text in tx.all(
         "SELECT campaign_id, spec FROM campaigns WHERE state = 'active' ORDER BY campaign_id"
     ):
         try:
-            spec = CampaignSpec.model_validate_json(str(text))
-        except ValidationError:
+            spec = stored_spec(str(text))
+        except (CampaignInvalid, ValueError):
             continue
         schedule = spec.schedule
         if not isinstance(schedule, Checkin) or (schedule.stores and store_id not in schedule.stores):

@@ -7,6 +7,7 @@ wallet's activity shows the credit; two runs deciding the same members at once c
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -210,6 +211,40 @@ def test_a_check_in_campaign_crediting_points_needs_the_store_day_cap(hq: HqStor
         spec(schedule={"kind": "checkin"}, variants=[{"variant": "c", "coupon": {"kind": "bonus_points", "value": 50}}])
     )
     checkin_points(hq)
+
+
+def test_a_check_in_campaign_stored_uncapped_before_the_rule_credits_nothing(hq: HqStore) -> None:
+    """A points check-in campaign stored by an earlier release without ``max_per_store_day`` is read by
+    today's rules where it is served: a stolen till naming every member at the door credits nobody, and no
+    writer stores such a spec again; saved again with the cap it is served within it."""
+    uncapped = spec(schedule={"kind": "checkin"}, timezone="UTC", control_share=0)
+    stamp = "2026-01-01T00:00:00.000Z"
+    hq.db.transact(  # as an earlier release stored it
+        lambda tx: tx.run(
+            "INSERT INTO campaigns (campaign_id, name, spec, state, created_by, created_at, updated_at, version) "
+            "VALUES ('visit', 'old', ?, 'active', 'test', ?, ?, 1)",
+            [json.dumps(uncapped), stamp, stamp],
+        )
+    )
+    campaigns.save_settings(hq.db, {"offer_cap": {"max": 0}})
+    stolen = TillKey(hq, "T-1")
+    for member in MEMBERS[:10]:
+        stolen.door_tap(member)
+    campaigns.reward_pending(hq.db, campaigns.parse_now(None))
+    assert check_in(hq, MEMBERS[10], stolen.code()).rewards == []
+    assert count(hq, "SELECT COUNT(*) FROM adjustments") == 0 and not any(balances(hq).values())
+    with pytest.raises(CampaignInvalid) as refused:  # nor can a spec skip the rules on its way in
+        hq.db.transact(
+            lambda tx: campaigns.put(tx, "other", campaigns.CampaignSpec.model_validate(uncapped), "test", stamp)
+        )
+    assert refused.value.code is ErrorCode.CAMPAIGN_MALFORMED
+    with hq.db.read() as tx, pytest.raises(CampaignInvalid):
+        campaigns.spec_of(tx, "visit")
+    checkin_points(hq, control_share=0)  # saved again with the cap: served within it
+    for member in MEMBERS[11:20]:
+        stolen.door_tap(member)
+    campaigns.reward_pending(hq.db, campaigns.parse_now(None))
+    assert count(hq, "SELECT COUNT(*) FROM adjustments") == 3
 
 
 def test_the_chain_wide_offer_cap_bounds_check_in_credits_across_stores(hq: HqStore) -> None:
