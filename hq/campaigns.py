@@ -1014,9 +1014,12 @@ def checkin_occasion(store_id: str, day: str) -> str:
     return f"checkin:{store_id}:{day}"
 
 
-def _checkin_campaigns(tx: Tx, store_id: str, day: date) -> list[tuple[str, CampaignSpec]]:
-    """The active check-in campaigns that hold ``store_id`` on ``day``; a spec that cannot be read, or that
-    today's rules refuse (stored before them: a points campaign without its store-day cap), is skipped."""
+def _checkin_campaigns(tx: Tx, store_id: str, day: date, now: datetime) -> list[tuple[str, CampaignSpec]]:
+    """The active check-in campaigns that hold ``store_id`` on ``day`` and run at ``now`` by head office's clock
+    too (from ``starts`` to ``CATCH_UP_DAYS`` after ``ends``, in the campaign's zone: a door tap a till dates
+    inside the campaign's days is not rewarded before it starts, nor long after it ended; an offline till's tap
+    of its last day pushed late still is); a spec that cannot be read, or that today's rules refuse (stored
+    before them: a points campaign without its store-day cap), is skipped."""
     found = []
     for campaign_id, text in tx.all(
         "SELECT campaign_id, spec FROM campaigns WHERE state = 'active' ORDER BY campaign_id"
@@ -1029,6 +1032,9 @@ def _checkin_campaigns(tx: Tx, store_id: str, day: date) -> list[tuple[str, Camp
         if not isinstance(schedule, Checkin) or (schedule.stores and store_id not in schedule.stores):
             continue
         if spec.starts and day < spec.starts or spec.ends and day > spec.ends:
+            continue
+        today = local_now(spec, now).date()
+        if spec.starts and today < spec.starts or spec.ends and today > spec.ends + timedelta(days=CATCH_UP_DAYS):
             continue
         found.append((str(campaign_id), spec))
     return found
@@ -1077,7 +1083,7 @@ def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetim
     (``points_id_of``) of points credited. The caller records the visit and claims its
     reward in this transaction (``hq.checkins``), so each check-in is decided once."""
     local_day = date.fromisoformat(day)
-    held = _checkin_campaigns(tx, store_id, local_day)
+    held = _checkin_campaigns(tx, store_id, local_day, now)
     if not held:
         return []
     settings = read_settings(tx)
