@@ -94,6 +94,8 @@ def reason_of(text: str) -> str:
 
 def _check(tx: Tx, kind: str, subject: str, payload: dict[str, Any], reason: str) -> None:
     """What the request would do passes its service's rules (checked again when applied)."""
+    if kind == CAMPAIGN:
+        _new_campaign(tx, subject)
     try:
         if kind == GIFT_CLEAR:
             giftcards.clearable(tx, subject, int(payload["activity"]))
@@ -112,6 +114,15 @@ def _check(tx: Tx, kind: str, subject: str, payload: dict[str, Any], reason: str
         raise BackofficeRefused(Code.BAD_AMOUNT, str(exc)) from exc
     except Refused as exc:
         raise BackofficeRefused(Code.GIFT_CARD_INVALID, str(exc)) from exc
+
+
+def _new_campaign(tx: Tx, campaign_id: str) -> None:
+    """A launch starts a new campaign: one under an id head office holds (running, paused or ended) is refused
+    when asked for and when approved, so an approval of a "launch" never replaces a running campaign's offer,
+    segment, control share or quantity, nor a change made since it was asked for (changing a stored campaign
+    is an administrator's ``tillpoint hq campaign put``)."""
+    if tx.one(f"SELECT 1 FROM campaigns WHERE campaign_id = ?{tx.for_update}", [campaign_id]) is not None:
+        raise BackofficeRefused(Code.CAMPAIGN_EXISTS, f"campaign {campaign_id} exists already")
 
 
 def ask(
@@ -184,6 +195,8 @@ def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
 
 
 def _apply(tx: Tx, held: Request, by: str) -> dict[str, Any]:
+    if held.kind == CAMPAIGN:
+        _new_campaign(tx, held.subject)
     try:
         if held.kind == GIFT_CLEAR:  # the card as it was asked about, locked: nothing happened to it since
             giftcards.clearable(tx, held.subject, int(held.payload["activity"]), lock=True)

@@ -27,6 +27,7 @@ class Code(StrEnum):
     ALREADY_DECIDED = "already_decided"
     BAD_STAFF = "bad_staff"
     CAMPAIGN_INVALID = "campaign_invalid"
+    CAMPAIGN_EXISTS = "campaign_exists"
     # reconciliation
     BAD_FILTER = "bad_filter"
     ALREADY_SETTLED = "already_settled"
@@ -59,6 +60,7 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_DECIDED: 409,
     Code.BAD_STAFF: 422,
     Code.CAMPAIGN_INVALID: 422,
+    Code.CAMPAIGN_EXISTS: 409,
     Code.BAD_FILTER: 422,
     Code.ALREADY_SETTLED: 409,
     Code.HELD_IN_QUARANTINE: 409,

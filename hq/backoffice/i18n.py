@@ -207,6 +207,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     ),
     "bad_staff": ("That staff account is not valid.", "スタッフアカウントが正しくありません。", "员工账号无效。"),
     "campaign_invalid": ("The campaign is not valid.", "キャンペーンの内容が正しくありません。", "活动内容无效。"),
+    "campaign_exists": (
+        "A campaign with this id exists already: a launch starts a new campaign.",
+        "このIDのキャンペーンは既にあります。開始申請は新しいキャンペーンのみです。",
+        "该编号的活动已存在：启动申请只能用于新活动。",
+    ),
     # reconciliation and the fleet
     "recon": ("Reconciliation", "照合", "对账"),
     "fleet": ("Tills", "レジ端末", "收银终端"),

@@ -161,6 +161,40 @@ def test_a_campaign_launch_waits_for_a_second_person(office: tuple[HqStore, dict
     assert row == ("active", "market")
 
 
+def test_a_launch_never_replaces_a_stored_campaign(office: tuple[HqStore, dict[str, Staff]]) -> None:
+    """Staff who may ask for launches cannot change a running campaign's offer, control share or quantity by
+    asking to "launch" it again, nor does approving a launch asked for before someone stored a campaign under
+    its id replace that one: ``campaign_exists``, nothing changed, the request still pending."""
+    from hq import campaigns
+
+    hq, staff = office
+    segments.save(hq.db, "everyone", "everyone", {"where": {"kind": "visits", "days": 3660, "max": 1000000}}, "test")
+
+    def ask(campaign_id: str, spec: dict[str, object]) -> approvals.Request:
+        return hq.db.transact(
+            lambda tx: approvals.ask(tx, staff["market"], approvals.CAMPAIGN, campaign_id, None, {"spec": spec}, "go")
+        )
+
+    first = ask("welcome", CAMPAIGN)
+    hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], first.request_id))
+    richer = {
+        **CAMPAIGN,
+        "control_share": 0,
+        "variants": [{"variant": "big", "coupon": {"kind": "amount_off", "value": 5000}}],
+    }
+    refused(Code.CAMPAIGN_EXISTS, lambda: ask("welcome", richer))
+    campaigns.change_state(hq.db, "welcome", "paused")
+    refused(Code.CAMPAIGN_EXISTS, lambda: ask("welcome", richer))
+    stale = ask("spring", richer)
+    campaigns.save(hq.db, "spring", CAMPAIGN, "ops")  # stored by an administrator meanwhile
+    refused(
+        Code.CAMPAIGN_EXISTS, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], stale.request_id))
+    )
+    with hq.db.read() as tx:
+        assert campaigns.spec_of(tx, "welcome") == campaigns.spec_of(tx, "spring") == campaigns.parse_spec(CAMPAIGN)
+        assert approvals.get(tx, stale.request_id).state == approvals.PENDING
+
+
 def test_two_approvers_at_once_apply_it_exactly_once(pg_url: str) -> None:
     with chain(pg_url) as (hq, staff):
         before = balances(hq, "M-S1")
