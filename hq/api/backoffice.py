@@ -342,7 +342,7 @@ def own_password_form(request: Request, lang: Lang, session: Session) -> Respons
 @router.post(PREFIX + "/password", include_in_schema=False, dependencies=[Depends(own_change)])
 def own_password(request: Request, store: Store, session: Session, fields: Form) -> Response:
     """The account's own password changed: every session of it ends, this one too; signing in again follows."""
-    source = request.client.host if request.client else "unknown"
+    source = address_bucket(request.client.host if request.client else None)
     team.change_own_password(store, session.staff, fields, source, now_s())
     reply = RedirectResponse(PREFIX + "/sign-in?changed=1", status_code=303, headers={"Cache-Control": "no-store"})
     reply.delete_cookie(
@@ -789,7 +789,8 @@ for _doc_kind in editors.KINDS:
 def staff_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
     with store.db.read() as tx:
         accounts = team.listed(tx, session.staff)
-    return page(request, "staff", lang, accounts=accounts, notice=notice_of(request, lang))
+        failed = {a.staff_id: staff.failures(tx, a.staff_id, now_s()) for a in accounts}
+    return page(request, "staff", lang, accounts=accounts, failed=failed, notice=notice_of(request, lang))
 
 
 @route("POST", "/staff/add", Action.STAFF_MANAGE)
@@ -798,7 +799,12 @@ def staff_add(request: Request, store: Store, lang: Lang, session: Session, fiel
     return back("/staff", "done")
 
 
-_STAFF_CHANGES = {"role": team.set_role, "password": team.reset_password, "disable": team.disable}
+_STAFF_CHANGES = {
+    "role": team.set_role,
+    "password": team.reset_password,
+    "unlock": team.unlock,
+    "disable": team.disable,
+}
 
 
 def _staff_change(verb: str) -> Callable[..., Response]:

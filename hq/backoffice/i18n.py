@@ -155,9 +155,9 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     # refusals (hq.backoffice.errors.Code)
     "bad_credentials": ("Wrong staff id or password.", "スタッフIDまたはパスワードが違います。", "账号或密码错误。"),
     "locked_out": (
-        "Too many failed sign-ins: try again in 15 minutes.",
-        "ログインの失敗が多すぎます。15分後にお試しください。",
-        "登录失败次数过多，请15分钟后再试。",
+        "Too many failed sign-ins: try again in 15 minutes, or ask an administrator to unlock the account.",
+        "ログインの失敗が多すぎます。15分後にお試しいただくか、管理者にロック解除を依頼してください。",
+        "登录失败次数过多，请15分钟后再试，或请管理员解除锁定。",
     ),
     "sign_in_required": ("Sign in first.", "先にログインしてください。", "请先登录。"),
     "bad_origin": (
@@ -621,6 +621,8 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "set_role": ("Set role", "役割を変更", "设置角色"),
     "reset_password": ("Reset password", "パスワードを再設定", "重置密码"),
     "disable": ("Disable", "無効にする", "停用"),
+    "unlock": ("Unlock sign-in", "ログインのロックを解除", "解除登录锁定"),
+    "failed_sign_ins": ("Failed sign-ins (15 min)", "ログイン失敗（15分）", "登录失败（15分钟）"),
     "disabled": ("Disabled", "無効", "已停用"),
     "active": ("Active", "有効", "有效"),
     "stores_help": ("A store manager's stores: S1, S2", "店長の店舗：S1, S2", "店长的门店：S1, S2"),

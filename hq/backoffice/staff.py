@@ -3,9 +3,12 @@ for a merchant's staff which merchant (``merchant_id``; None: the chain's own st
 
 Passwords are kept as scrypt hashes (``hashlib.scrypt`` of the standard library: n=2**14, r=8, p=1, a 16-byte
 random salt, a 32-byte key; the parameters are stored with each hash, so they can be raised later). A wrong
-password counts against the account and against the address it came from (``staff_signin_failures``): five
-in 15 minutes lock the account, fifty lock the address, for the rest of that window. An unknown account costs
-as much time as a known one.
+password counts against the account from that address, against the address and against the account from
+everywhere (``staff_signin_failures``), each within ``WINDOW_S``: five for the account from one address close
+it to that address, fifty from an address close the address, and twenty for the account from all addresses
+close it to every address it has not signed in from in ``KNOWN_S`` (``staff_known_sources``), until the
+window has passed them or an administrator unlocks it (``unlock``). No one locks an account out of the
+address its owner works from. An unknown account costs as much time as a known one.
 """
 
 from __future__ import annotations
@@ -27,8 +30,16 @@ from hq.db.engine import Db, Tx, utc_now
 SCRYPT_N, SCRYPT_R, SCRYPT_P, KEY_LEN = 2**14, 8, 1, 32
 MIN_PASSWORD, MAX_PASSWORD = 12, 1024
 WINDOW_S = 15 * 60
-ACCOUNT_FAILURES = 5
+PAIR_FAILURES = 5
+"""Wrong passwords for one account from one address (an IPv6 /64) in ``WINDOW_S``: then that address may not
+try that account for the rest of the window."""
 SOURCE_FAILURES = 50
+"""Wrong passwords from one address, whatever the account: then that address may try none."""
+ACCOUNT_FAILURES = 20
+"""Wrong passwords for one account from all addresses (a guesser spreading over many): then only addresses the
+account signed in from (``KNOWN_S``) may try it, each still within its ``PAIR_FAILURES``."""
+KNOWN_S = 90 * 86400
+"""How long an address the account signed in from stays one it may always be tried from."""
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 PASSWORD_SET = ("staff_add", "staff_passwd")
 """The audit records of an account's password being set (made with one, or reset): whoever made the newest
@@ -248,8 +259,34 @@ def set_password(tx: Tx, staff_id: str, password: str) -> Staff:
         [hash_password(password), utc_now(), staff_id],
     )
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
-    tx.run("DELETE FROM staff_signin_failures WHERE subject = ?", [f"staff:{staff_id}"])
+    _forget_failures(tx, staff_id)
     return _held(tx, staff_id)
+
+
+def _forget_failures(tx: Tx, staff_id: str) -> int:
+    """The account's failed sign-ins, from everywhere and from each address, are forgotten (how many: each is
+    counted once for the account and once for it from its address)."""
+    pair = _pair(staff_id, "")
+    (held,) = tx.one("SELECT COUNT(*) FROM staff_signin_failures WHERE subject = ?", [f"staff:{staff_id}"]) or (0,)
+    tx.run(
+        "DELETE FROM staff_signin_failures WHERE subject = ? OR substr(subject, 1, CAST(? AS INTEGER)) = ?",
+        [f"staff:{staff_id}", len(pair), pair],
+    )
+    return int(held)
+
+
+def unlock(tx: Tx, staff_id: str) -> int:
+    """The account may be tried again from every address: its failed sign-ins are forgotten (an address's own
+    count, ``SOURCE_FAILURES``, stays). Returns how many were; ``not_found`` for no such account. The caller
+    records who did it and why (``team.unlock``, ``tillpoint hq staff unlock``)."""
+    _held(tx, staff_id)
+    return _forget_failures(tx, staff_id)
+
+
+def failures(tx: Tx, staff_id: str, now: int) -> int:
+    """The account's wrong passwords from all addresses in the window now (``ACCOUNT_FAILURES`` of them close
+    it to addresses it has not signed in from)."""
+    return _failures(tx, f"staff:{staff_id}", now)
 
 
 # -- signing in ------------------------------------------------------------------------------------
@@ -265,19 +302,39 @@ SIGN_IN_LOCK = 0x5349474E
 counts the failures and claims its try."""
 
 
+def _pair(staff_id: str, source: str) -> str:
+    """The subject of the account's failures from one address (a staff id holds no ``@``)."""
+    return f"pair:{staff_id}@{source}"
+
+
+def _subjects(staff_id: str, source: str) -> list[str]:
+    return [_pair(staff_id, source), f"source:{source}", f"staff:{staff_id}"]
+
+
+def _known(tx: Tx, staff_id: str, source: str, now: int) -> bool:
+    row = tx.one(
+        "SELECT 1 FROM staff_known_sources WHERE staff_id = ? AND source = ? AND seen_at > ?",
+        [staff_id, source, now - KNOWN_S],
+    )
+    return row is not None
+
+
 def _locked(tx: Tx, staff_id: str, source: str, now: int) -> bool:
+    """Whether ``source`` may not try ``staff_id`` now: the pair's or the address's failures, or the account's
+    from everywhere when the account never signed in from ``source`` (in ``KNOWN_S``)."""
     return (
-        _failures(tx, f"staff:{staff_id}", now) >= ACCOUNT_FAILURES
+        _failures(tx, _pair(staff_id, source), now) >= PAIR_FAILURES
         or _failures(tx, f"source:{source}", now) >= SOURCE_FAILURES
+        or (_failures(tx, f"staff:{staff_id}", now) >= ACCOUNT_FAILURES and not _known(tx, staff_id, source, now))
     )
 
 
 def _claim(tx: Tx, staff_id: str, source: str, now: int) -> tuple[object, ...] | None | Code:
-    """A try at ``staff_id``'s password, counted as a failure of the account and of the address before the
-    password is checked (taken back if it is right), in the transaction that counts the failures: sign-ins
-    sent at once get no more tries than sent one after another. ``locked_out`` (nothing counted), else the
-    account's password and whether it is disabled (None: no such account)."""
-    subjects = [f"staff:{staff_id}", f"source:{source}"]
+    """A try at ``staff_id``'s password, counted as a failure of the account from that address, of the address
+    and of the account before the password is checked (taken back if it is right), in the transaction that
+    counts the failures: sign-ins sent at once get no more tries than sent one after another. ``locked_out``
+    (nothing counted), else the account's password and whether it is disabled (None: no such account)."""
+    subjects = _subjects(staff_id, source)
     if tx.dialect == "postgres":
         for subject in sorted(subjects):
             tx.one(
@@ -306,13 +363,22 @@ def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff
 
 
 def _signed_in(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
-    """The account's failures are forgotten, and the address's try of this sign-in taken back (one row)."""
-    tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [f"staff:{staff_id}", now - WINDOW_S])
+    """The account's failures from this address are forgotten, the try of this sign-in taken back from the
+    address's and the account's counts (one row each: the account's other failures stay, a guesser elsewhere
+    gets no fresh tries from its owner signing in), and the address is one the account signed in from."""
+    tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [_pair(staff_id, source), now - WINDOW_S])
     row_id = "ctid" if tx.dialect == "postgres" else "rowid"
+    for subject in (f"source:{source}", f"staff:{staff_id}"):
+        tx.run(
+            f"DELETE FROM staff_signin_failures WHERE {row_id} IN "
+            f"(SELECT {row_id} FROM staff_signin_failures WHERE subject = ? AND at = ? LIMIT 1)",
+            [subject, now],
+        )
+    tx.run("DELETE FROM staff_known_sources WHERE seen_at <= ?", [now - KNOWN_S])
     tx.run(
-        f"DELETE FROM staff_signin_failures WHERE {row_id} IN "
-        f"(SELECT {row_id} FROM staff_signin_failures WHERE subject = ? AND at = ? LIMIT 1)",
-        [f"source:{source}", now],
+        "INSERT INTO staff_known_sources (staff_id, source, seen_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (staff_id, source) DO UPDATE SET seen_at = excluded.seen_at",
+        [staff_id, source, now],
     )
     return _held(tx, staff_id)
 
@@ -325,6 +391,7 @@ __all__ = [
     "check_merchant",
     "check_password",
     "disable",
+    "failures",
     "get",
     "hash_password",
     "in_reach",
@@ -334,5 +401,6 @@ __all__ = [
     "require",
     "set_password",
     "set_role",
+    "unlock",
     "verify",
 ]

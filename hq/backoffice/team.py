@@ -1,5 +1,5 @@
 """Staff management on the web (chain administrators): create an account, set its role, stores and merchant
-(blank: the chain's own staff), reset its password, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
+(blank: the chain's own staff), reset its password, unlock its sign-in, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``). Any member of staff changes its own password
 (``change_own_password``)."""
@@ -102,10 +102,35 @@ def change_own_password(store: HqStore, who: Staff, fields: dict[str, str], sour
     )
 
 
+def unlock(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    """The account may be tried again from every address (``staff.unlock``: its failed sign-ins are forgotten),
+    audited as ``staff_unlock`` with how many were forgotten (``details.failures``)."""
+    require(who, Action.STAFF_MANAGE)
+    reason = _reason(fields.get("reason", ""))
+
+    def run(tx: Tx) -> Staff:
+        forgotten = staff.unlock(tx, staff_id)
+        done = staff.get(tx, staff_id)
+        assert done is not None  # staff.unlock refused an unknown account
+        audit.append(tx, who.staff_id, "staff_unlock", staff_id, reason, {"failures": forgotten})
+        return done
+
+    return store.db.transact(run)
+
+
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
     return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id)))
 
 
-__all__ = ["change_own_password", "create", "disable", "listed", "reset_password", "set_role", "stores_of"]
+__all__ = [
+    "change_own_password",
+    "create",
+    "disable",
+    "listed",
+    "reset_password",
+    "set_role",
+    "stores_of",
+    "unlock",
+]

@@ -46,6 +46,7 @@ of this package); the ``tillpoint`` command (``tillpoint.cli``) adds it under th
     reward put FILE / codes ID FILE / list / purchases MEMBER / refund PURCHASE   the rewards catalogue
                                        (rewards.py, docs/rewards.md)
     staff add ID --name N --role R [--store S ...] [--merchant M] / list / disable ID / passwd ID   back-office staff accounts
+        / unlock ID                    (an account's failed sign-ins forgotten, audited)
     audit verify                       walk the back office's audit chain, naming the first broken record
                                        (backoffice.py, docs/backoffice.md)
     merchant add ID --name N [--cost-per-100 C --reimburse-per-100 R --timing T] / list / show ID

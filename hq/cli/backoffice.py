@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 staff_app = typer.Typer(
-    name="staff", help="Back-office staff accounts: add, list, disable, passwd.", no_args_is_help=True
+    name="staff", help="Back-office staff accounts: add, list, disable, passwd, unlock.", no_args_is_help=True
 )
 audit_app = typer.Typer(name="audit", help="The back office's audit log: verify its hash chain.", no_args_is_help=True)
 app.add_typer(staff_app)
@@ -122,6 +122,26 @@ def disable(
         except BackofficeRefused as exc:
             fail(exc)
     print(json.dumps(_shown(done)))
+
+
+@staff_app.command("unlock")
+def unlock(staff_id: str, reason: ReasonOpt = "sign-in unlocked", db: DbOpt = DEFAULT_DB) -> None:
+    """Let an account be tried again from every address: its failed sign-ins are forgotten. Prints JSON."""
+    from hq import audit
+    from hq.backoffice import staff
+    from hq.backoffice.errors import BackofficeRefused
+
+    def run(tx: Tx) -> int:
+        forgotten = staff.unlock(tx, staff_id)
+        audit.append(tx, ACTOR, "staff_unlock", staff_id, reason, {"failures": forgotten})
+        return forgotten
+
+    with hq_store(db) as hq:
+        try:
+            forgotten = hq.db.transact(run)
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps({"staff_id": staff_id, "failures": forgotten}))
 
 
 @staff_app.command("passwd")

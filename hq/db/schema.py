@@ -843,6 +843,16 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "bytes BIGINT NOT NULL, refused BIGINT NOT NULL, PRIMARY KEY (terminal_id, day))"
         ],
     ),
+    # The addresses each staff account signed in from (hq/backoffice/staff.py ``KNOWN_S``): the account-wide bound
+    # on wrong passwords from many addresses closes the account to new addresses only, so a guesser who knows
+    # an administrator's id cannot lock the administrator out of the back office from where they work.
+    (
+        "m051_staff_known_sources",
+        [
+            "CREATE TABLE staff_known_sources (staff_id TEXT NOT NULL, source TEXT NOT NULL, "
+            "seen_at BIGINT NOT NULL, PRIMARY KEY (staff_id, source))"
+        ],
+    ),
 ]
 
 

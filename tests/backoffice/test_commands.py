@@ -1,7 +1,8 @@
-"""`tillpoint hq staff add|list|disable|passwd` over a real head-office database (SQLite and PostgreSQL):
+"""`tillpoint hq staff add|list|disable|passwd|unlock` over a real head-office database (SQLite and PostgreSQL):
 accounts are made with a role (and stores for a store manager only), passwords are asked for or read from
 standard input and stored as scrypt hashes, a disabled account cannot sign in, a new password replaces the
-old one, and each change is in the audit chain."""
+old one, an unlock lets an account closed to new addresses be tried from them again, and each change
+is in the audit chain."""
 
 from __future__ import annotations
 
@@ -64,6 +65,14 @@ def test_staff_accounts_from_the_command_line(hq_url: str, real_password_cost: i
         assert staff.verify(hq.db, "ken", GOOD, "test", 2) is Code.BAD_CREDENTIALS
         assert isinstance(staff.verify(hq.db, "ken", "a brand new password", "test", 3), staff.Staff)
 
+        for n in range(staff.ACCOUNT_FAILURES):  # a guesser over many addresses
+            assert staff.verify(hq.db, "mio", "not it", f"198.51.100.{n}", 10) is Code.BAD_CREDENTIALS
+        assert staff.verify(hq.db, "mio", GOOD, "192.0.2.1", 11) is Code.LOCKED_OUT
+        assert run(hq_url, "staff", "unlock", "nobody")[0] == 1
+        status, out = run(hq_url, "staff", "unlock", "mio", "--reason", "guessed from a botnet")
+        assert status == 0 and json.loads(out) == {"staff_id": "mio", "failures": staff.ACCOUNT_FAILURES}
+        assert isinstance(staff.verify(hq.db, "mio", GOOD, "192.0.2.1", 12), staff.Staff)
+
         status, out = run(hq_url, "staff", "disable", "ken", "--reason", "left the company")
         assert status == 0 and json.loads(out)["disabled"] is True
         assert staff.verify(hq.db, "ken", "a brand new password", "test", 4) is Code.BAD_CREDENTIALS
@@ -74,6 +83,7 @@ def test_staff_accounts_from_the_command_line(hq_url: str, real_password_cost: i
             ("command line", "staff_add", "ken", "account opened"),
             ("command line", "staff_add", "mio", "account opened"),
             ("command line", "staff_passwd", "ken", "password changed"),
+            ("command line", "staff_unlock", "mio", "guessed from a botnet"),
             ("command line", "staff_disable", "ken", "left the company"),
         ]
         assert audit.verify(hq.db).ok
