@@ -124,6 +124,7 @@ class ErrorCode(StrEnum):
     WALLET_CODE_WRONG = "wallet_code_wrong"
     WALLET_CODE_EXPIRED = "wallet_code_expired"
     WALLET_TOO_MANY_ATTEMPTS = "wallet_too_many_attempts"
+    WALLET_GUESSES_LIMITED = "wallet_guesses_limited"
     WALLET_RATE_LIMITED = "wallet_rate_limited"
     WALLET_BAD_CONTACT = "wallet_bad_contact"
     WALLET_CONTACT_TAKEN = "wallet_contact_taken"
@@ -264,6 +265,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.WALLET_CODE_WRONG: (401, "the wallet sign-in code is not the one sent (attempts are counted)"),
     ErrorCode.WALLET_CODE_EXPIRED: (401, "no live sign-in code for that contact: expired, used, or never sent"),
     ErrorCode.WALLET_TOO_MANY_ATTEMPTS: (429, "too many wrong codes: the code is dead; ask for a new one later"),
+    ErrorCode.WALLET_GUESSES_LIMITED: (
+        429,
+        "too many wrong codes for this contact in a day, from any address: no code works or is sent until then",
+    ),
     ErrorCode.WALLET_RATE_LIMITED: (
         429,
         "too many sign-in codes asked for this contact or from here, or contacts found taken on the join page; wait",

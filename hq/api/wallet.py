@@ -247,6 +247,10 @@ def _message(issued: signin.IssuedCode) -> Message:
     return Message(issued.contact.kind, issued.contact.value, "Your wallet sign-in code", text, issued.code)
 
 
+_ASK_AGAIN = (ErrorCode.WALLET_BAD_CONTACT, ErrorCode.WALLET_TOO_MANY_ATTEMPTS, ErrorCode.WALLET_GUESSES_LIMITED)
+"""Sign-in refusals after which no code typed for that contact can work: the form asks for a contact again."""
+
+
 @router.post("/wallet/sign-in", include_in_schema=False, dependencies=[Depends(same_origin)])
 def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
     contact = fields.get("contact", "")
@@ -254,7 +258,7 @@ def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Respons
     try:
         _, token = signin.sign_in(store, contact, fields.get("code", ""), now_s())
     except signin.WalletRefused as exc:
-        step = "contact" if exc.code in (ErrorCode.WALLET_BAD_CONTACT, ErrorCode.WALLET_TOO_MANY_ATTEMPTS) else "code"
+        step = "contact" if exc.code in _ASK_AGAIN else "code"
         return sign_in_page(request, lang, step=step, contact=contact, code=exc.code, after=after)
     reply = RedirectResponse(after or "/wallet/", status_code=303, headers={"Cache-Control": "no-store"})
     set_session_cookie(reply, request, token, signin.SESSION_TTL)

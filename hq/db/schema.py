@@ -853,6 +853,17 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "seen_at BIGINT NOT NULL, PRIMARY KEY (staff_id, source))"
         ],
     ),
+    # Each wrong wallet sign-in code typed for a contact, whatever the address (hq/wallet/signin.py
+    # ``MAX_MISSES``): ten a day, and no code works nor is sent for that contact until the day has passed them,
+    # so that a botnet does not get fifteen guesses a quarter hour at each member's code. Kept a day, and
+    # deleted with the member's contacts at erasure.
+    (
+        "m052_wallet_code_misses",
+        [
+            "CREATE TABLE wallet_code_misses (contact TEXT NOT NULL, at BIGINT NOT NULL)",
+            "CREATE INDEX idx_wallet_code_misses ON wallet_code_misses (contact, at)",
+        ],
+    ),
 ]
 
 

@@ -115,6 +115,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "間違いが多すぎます。数分後に新しいコードを求めてください。",
         "错误次数过多，请几分钟后重新获取验证码。",
     ),
+    "wallet_guesses_limited": (
+        "Too many wrong codes for this contact today: sign-in by code is closed for it for a day.",
+        "この連絡先へのコードの間違いが今日は多すぎます。1日たつまでコードでのログインはできません。",
+        "此联系方式今日输错验证码次数过多，一天内无法用验证码登录。",
+    ),
     "wallet_bad_origin": (
         "This form must be sent from the wallet's own page.",
         "このフォームはウォレットのページから送信してください。",

@@ -5,6 +5,8 @@ seconds) so that the rules can be tested without waiting.
               (``member_contacts``), set on the join page or by an administrator
     code      8 random digits, sent to the contact; only ``sha256(code_id:code)`` is stored, with its expiry
               (``CODE_TTL``), its wrong attempts (``MAX_ATTEMPTS``, then it is dead) and its use (once).
+              A wrong code is also counted for the contact whatever the address (``wallet_code_misses``):
+              ``MAX_MISSES`` in ``MISS_WINDOW`` and no code works nor is made for it until they have passed.
               Asking again kills the codes still live for that contact: one live code at a time.
               A code is kept ``RATE_WINDOW`` (it counts for the limits), then deleted.
     limits    ``MAX_CODES`` codes per contact and ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
@@ -38,6 +40,12 @@ MAX_ATTEMPTS = 5
 RATE_WINDOW = 900
 MAX_CODES = 3
 MAX_CODES_FROM = 20
+MAX_MISSES = 10
+MISS_WINDOW = 86400
+"""Wrong codes typed for one contact in ``MISS_WINDOW``, from any address and across its codes: the
+``MAX_MISSES``-th kills the live code, and until the window has passed them every code typed for the contact is
+``wallet_guesses_limited`` unchecked and none is made. Without it a botnet asking and guessing from many
+addresses had ``MAX_CODES`` x ``MAX_ATTEMPTS`` guesses a quarter hour at each member's code; now ten a day."""
 MAX_TAKEN_FROM = 5
 """Contacts the join page may find another member's (``wallet_contact_taken``) for one client address in
 ``RATE_WINDOW``; then every join naming a contact from there is ``wallet_rate_limited``, taken or not."""
@@ -176,6 +184,9 @@ def request_code(store: HqStore, text: str, source: str, now: int) -> IssuedCode
         tx.run("DELETE FROM wallet_codes WHERE created_at <= ?", [since])
         if int(asked) >= MAX_CODES or int(from_source) >= MAX_CODES_FROM:
             raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, "Too many codes asked for: wait a few minutes.")
+        tx.run("DELETE FROM wallet_code_misses WHERE at <= ?", [now - MISS_WINDOW])
+        if _misses(tx, key, now) >= MAX_MISSES:  # no code made: none sent that could not work
+            raise WalletRefused(ErrorCode.WALLET_GUESSES_LIMITED, _MESSAGES[ErrorCode.WALLET_GUESSES_LIMITED])
         member_id = _member_of(tx, contact)
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         code_id = secrets.token_hex(16)
@@ -192,8 +203,12 @@ def request_code(store: HqStore, text: str, source: str, now: int) -> IssuedCode
 
 def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
     """(member id, session token) for the live code of the contact in ``text``. The code is used once;
-    a wrong one counts (``wallet_code_wrong``) and the ``MAX_ATTEMPTS``-th wrong one kills it
-    (``wallet_too_many_attempts``); no live code is ``wallet_code_expired``."""
+    a wrong one counts for the code and for the contact (``wallet_code_wrong``), whatever the address it came
+    from; the ``MAX_ATTEMPTS``-th wrong one kills the code (``wallet_too_many_attempts``), the contact's
+    ``MAX_MISSES``-th in ``MISS_WINDOW`` too, and from then every code typed for the contact is refused
+    unchecked until the window has passed them (``wallet_guesses_limited``); no live code is
+    ``wallet_code_expired``. The code's row is locked while its try is counted: tries sent at once get no
+    more than sent one after another."""
     contact = contact_of(text)
     key = f"{contact.kind}:{contact.value}"
     typed = "".join(code.split())
@@ -204,6 +219,11 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
             f"WHERE contact = ? AND used_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1{tx.for_update}",
             [key, now],
         )
+        misses = _misses(tx, key, now)
+        if misses >= MAX_MISSES:
+            if row is not None:
+                tx.run("UPDATE wallet_codes SET used_at = ? WHERE code_id = ?", [now, str(row[0])])
+            return ErrorCode.WALLET_GUESSES_LIMITED, "", ""
         if row is None:
             return ErrorCode.WALLET_CODE_EXPIRED, "", ""
         code_id, member_id, held, attempts = str(row[0]), row[1], str(row[2]), int(row[3])
@@ -214,11 +234,14 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
                 first.append(str(member_id))
             return None, str(member_id), open_session(tx, str(member_id), "code", now)
         attempts += 1
-        dead = attempts >= MAX_ATTEMPTS
+        tx.run("INSERT INTO wallet_code_misses (contact, at) VALUES (?, ?)", [key, now])
+        limited, dead = misses + 1 >= MAX_MISSES, attempts >= MAX_ATTEMPTS
         tx.run(
             "UPDATE wallet_codes SET attempts = ?, used_at = ? WHERE code_id = ?",
-            [attempts, now if dead else None, code_id],
+            [attempts, now if dead or limited else None, code_id],
         )
+        if limited:
+            return ErrorCode.WALLET_GUESSES_LIMITED, "", ""
         return (ErrorCode.WALLET_TOO_MANY_ATTEMPTS if dead else ErrorCode.WALLET_CODE_WRONG), "", ""
 
     first: list[str] = []
@@ -228,6 +251,14 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
     for proven in first:  # whoever gave this contact without owning it loses the phones it set up to pay
         payments.revoke_devices(store, proven, "contact proven")
     return member_id, token
+
+
+def _misses(tx: Tx, key: str, now: int) -> int:
+    """Wrong codes typed for the contact ``key`` in the window now, from any address."""
+    (found,) = tx.one(
+        "SELECT COUNT(*) FROM wallet_code_misses WHERE contact = ? AND at > ?", [key, now - MISS_WINDOW]
+    ) or (0,)
+    return int(found)
 
 
 def _first_proof(tx: Tx, contact: Contact, now: int) -> bool:
@@ -252,6 +283,7 @@ _MESSAGES = {
     ErrorCode.WALLET_CODE_EXPIRED: "That code has expired or was used: ask for a new one.",
     ErrorCode.WALLET_CODE_WRONG: "That is not the code we sent: check it and try again.",
     ErrorCode.WALLET_TOO_MANY_ATTEMPTS: "Too many wrong codes: ask for a new one in a few minutes.",
+    ErrorCode.WALLET_GUESSES_LIMITED: "Too many wrong codes for this contact today: try again tomorrow.",
 }
 
 
@@ -311,11 +343,12 @@ def end_all_sessions(tx: Tx, member_id: str, now: int) -> int:
 
 
 def forget(tx: Tx, member_id: str, now: int) -> None:
-    """After an erasure: the member's contacts go, its sessions end, its codes go (each names a contact of the
-    member's: those asked for while no member held it too)."""
+    """After an erasure: the member's contacts go, its sessions end, its codes and the wrong codes typed for its
+    contacts go (each names a contact of the member's: those asked for while no member held it too)."""
     held = [f"{kind}:{value}" for kind, value in contacts(tx, member_id).items()]
     where, params = tx.in_list("contact", held)
     tx.run(f"DELETE FROM wallet_codes WHERE member_id = ? OR {where}", [member_id, *params])
+    tx.run(f"DELETE FROM wallet_code_misses WHERE {where}", params)
     tx.run("DELETE FROM member_contacts WHERE member_id = ?", [member_id])
     tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
 
@@ -323,6 +356,8 @@ def forget(tx: Tx, member_id: str, now: int) -> None:
 __all__ = [
     "CODE_TTL",
     "MAX_ATTEMPTS",
+    "MAX_MISSES",
+    "MISS_WINDOW",
     "SESSION_TTL",
     "Contact",
     "IssuedCode",

@@ -1,7 +1,7 @@
 """The wallet over a real head-office server (uvicorn in a thread on 127.0.0.1, SQLite) with the file
-sender: asking for a code, signing in, a wrong, expired, reused code, too many tries, the cookie's flags,
-POSTs from another origin, signing out, forged and ended cookies, another member's coupons, the pages'
-headers, and the member code verified by a real till (its own store, pulled keys and verifier)."""
+sender: asking for a code, signing in, a wrong, expired, reused code, too many tries (from many addresses too),
+the cookie's flags, POSTs from another origin, signing out, forged and ended cookies, another member's coupons,
+the pages' headers, and the member code verified by a real till (its own store, pulled keys and verifier)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,36 @@ def test_wrong_expired_reused_and_too_many_codes_are_refused_with_their_codes(wa
                 "/wallet/sign-in/code", content=junk, headers={"Content-Type": "application/x-www-form-urlencoded"}
             )
             assert odd.status_code == 422 and error_code(odd) == "wallet_bad_contact"
+
+
+def test_wrong_codes_from_many_addresses_close_the_contacts_sign_in_by_code(wallet: Wallet) -> None:
+    """A botnet asks for Aiko's codes and guesses each from other addresses (head office behind its reverse
+    proxy on the same machine reads them from X-Forwarded-For): each code dies after its wrong tries whatever
+    the address, and the contact's tenth wrong code of the day closes its sign-in by code, its right code
+    refused and no new code made; Ben signs in as before."""
+    with wallet.client() as client:
+        answers: list[tuple[int, str]] = []
+        right = ""
+        for n in range(signin.MAX_MISSES // signin.MAX_ATTEMPTS):
+            asked = client.post(
+                "/wallet/sign-in/code", data={"contact": AIKO}, headers={"X-Forwarded-For": f"203.0.113.{n + 1}"}
+            )
+            assert asked.status_code == 200 and 'id="code-form"' in asked.text, asked.text
+            right = wallet.last_code(AIKO)
+            wrong = f"{(int(right) + 1) % 10**8:08d}"
+            for m in range(signin.MAX_ATTEMPTS):
+                bot = {"X-Forwarded-For": f"198.51.{n}.{m + 1}"}
+                tried = client.post("/wallet/sign-in", data={"contact": AIKO, "code": wrong}, headers=bot)
+                answers.append((tried.status_code, error_code(tried)))
+        per_code = [(401, "wallet_code_wrong")] * (signin.MAX_ATTEMPTS - 1)
+        assert answers == [*per_code, (429, "wallet_too_many_attempts"), *per_code, (429, "wallet_guesses_limited")]
+        owner = client.post("/wallet/sign-in", data={"contact": AIKO, "code": right})
+        assert owner.status_code == 429 and error_code(owner) == "wallet_guesses_limited"
+        assert "set-cookie" not in owner.headers
+        fresh = {"X-Forwarded-For": "192.0.2.44"}
+        again = client.post("/wallet/sign-in/code", data={"contact": AIKO}, headers=fresh)
+        assert again.status_code == 429 and error_code(again) == "wallet_guesses_limited"
+        assert sign_in(wallet, client, BEN).status_code == 303
 
 
 def test_an_unknown_contact_looks_the_same_and_gets_no_message(wallet: Wallet) -> None:

@@ -1,6 +1,7 @@
 """Signing in to the wallet, the rules alone (``hq.wallet.signin`` over a real head-office database, on
 SQLite and PostgreSQL), with the clock passed in: a code is stored only as a digest, lives 10 minutes,
-works once, dies after 5 wrong tries, is one of at most 3 an hour-quarter per contact; a code for member
+works once, dies after 5 wrong tries, is one of at most 3 an hour-quarter per contact, and a contact gets
+10 wrong tries a day whatever the address; a code for member
 A never signs in B; sessions expire, end at sign-out and at erasure."""
 
 from __future__ import annotations
@@ -75,6 +76,44 @@ def test_five_wrong_codes_kill_the_code(hq: HqStore) -> None:
     assert refused(lambda: signin.sign_in(hq, AIKO, issued.code, T0 + 2)) is ErrorCode.WALLET_CODE_EXPIRED
 
 
+def test_a_contacts_wrong_codes_from_any_address_are_bounded_a_day_across_its_codes(hq: HqStore) -> None:
+    """Codes asked for from different addresses, each guessed wrong: the contact's ``MAX_MISSES``-th wrong code
+    kills the live one, then its right code is refused unchecked and no new code is made, from any address,
+    until the day has passed the misses. An unknown contact gets the same answers; another contact none of it."""
+    answers = {}
+    for contact in (AIKO, "nobody@example.com"):
+        seen, last = [], None
+        for n in range(signin.MAX_MISSES // signin.MAX_ATTEMPTS):
+            last = signin.request_code(hq, contact, f"10.1.{n}.1", T0 + n)
+            wrong = f"{(int(last.code) + 1) % 10**signin.CODE_DIGITS:0{signin.CODE_DIGITS}d}"
+            seen += [
+                refused(lambda c=contact, w=wrong: signin.sign_in(hq, c, w, T0 + 10))
+                for _ in range(signin.MAX_ATTEMPTS)
+            ]
+        assert last is not None
+        seen.append(refused(lambda c=contact, k=last.code: signin.sign_in(hq, c, k, T0 + 11)))
+        seen.append(refused(lambda c=contact: signin.request_code(hq, c, "10.2.0.1", T0 + signin.RATE_WINDOW + 20)))
+        answers[contact] = seen
+    per_code = [ErrorCode.WALLET_CODE_WRONG] * (signin.MAX_ATTEMPTS - 1)
+    assert (
+        answers[AIKO]
+        == answers["nobody@example.com"]
+        == [
+            *per_code,
+            ErrorCode.WALLET_TOO_MANY_ATTEMPTS,
+            *per_code,
+            ErrorCode.WALLET_GUESSES_LIMITED,
+            ErrorCode.WALLET_GUESSES_LIMITED,  # the right code
+            ErrorCode.WALLET_GUESSES_LIMITED,  # a new code, asked from elsewhere
+        ]
+    )
+    ben = signin.request_code(hq, BEN, "10.1.0.1", T0 + 30)
+    assert signin.sign_in(hq, BEN, ben.code, T0 + 31)[0] == "M-B"
+    late = T0 + 10 + signin.MISS_WINDOW  # the misses have left the window
+    aiko = signin.request_code(hq, AIKO, "10.3.0.1", late)
+    assert signin.sign_in(hq, AIKO, aiko.code, late + 1)[0] == "M-A"
+
+
 def test_asking_again_kills_the_earlier_code_and_requests_are_limited(hq: HqStore) -> None:
     first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
     second = signin.request_code(hq, AIKO, "10.0.0.2", T0 + 1)
@@ -140,16 +179,19 @@ def test_sessions_expire_end_at_sign_out_and_at_erasure(hq: HqStore) -> None:
 
 def test_erasure_and_time_leave_no_code_naming_a_contact(hq: HqStore) -> None:
     """A code names its contact, the member and the asking address: erasing the member removes its codes (those
-    asked for the contact before any member held it too), and a code past the rate window is not kept at all."""
+    asked for the contact before any member held it too) and its contacts' wrong codes, and a code past the rate
+    window is not kept at all."""
     signin.request_code(hq, "carol@example.com", "10.0.0.3", T0)  # nobody's yet
     hq.upsert_member("M-C", "Carol", "basic", 0)
     hq.db.transact(lambda tx: signin.set_contact(tx, "M-C", signin.contact_of("carol@example.com"), "test", T0))
     signin.request_code(hq, "carol@example.com", "10.0.0.3", T0 + 1)
+    refused(lambda: signin.sign_in(hq, "carol@example.com", "not it", T0 + 1))  # a miss names the contact too
     signin.request_code(hq, AIKO, "10.0.0.1", T0 + 2)
     erase_member(hq, "M-C", "privacy desk")
     with hq.db.read() as tx:
         assert "carol" not in repr(tx.all("SELECT * FROM wallet_codes")).lower()
         assert tx.all("SELECT contact FROM wallet_codes") == [("email:" + AIKO,)]
+        assert tx.all("SELECT * FROM wallet_code_misses") == []
     signin.request_code(hq, BEN, "10.0.0.2", T0 + 2 + signin.RATE_WINDOW)
     with hq.db.read() as tx:
         assert tx.all("SELECT contact, source FROM wallet_codes") == [("phone:" + BEN, "10.0.0.2")]
