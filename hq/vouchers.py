@@ -279,8 +279,13 @@ def confirm(tx: Tx, terminal_id: str, request: VoucherConfirmRequest, now: str) 
     The same terminal and transaction asking again is a retry and gets the same answer."""
     voucher = _verified(tx, request.code, now if request.action == "redeem" else None)
     v = held(tx, voucher.voucher_id, lock=True)
-    if v is None or v.state is vc.State.STOCK:
+    if v is None:
         raise Refused(ErrorCode.VOUCHER_NOT_SOLD, "head office holds no sale of this voucher")
+    if v.state is vc.State.STOCK:  # sold offline, maybe: its till has not pushed the sale yet
+        raise Refused(
+            ErrorCode.VOUCHER_NOT_SOLD,
+            "head office holds no sale of this voucher yet: try again once the till that sold it is online",
+        )
     use = tx.one("SELECT action, txn_id, terminal_id FROM voucher_uses WHERE voucher_id = ?", [v.voucher_id])
     if use is not None:
         if (str(use[1]), str(use[2])) == (request.txn_id, terminal_id) and use[0] == request.action:

@@ -79,6 +79,8 @@ from terminal.ownership import owned_as
 from terminal.ports import CacheDocs, Clock, SyncStore
 
 log = logging.getLogger("tillpoint.sync")
+PUSH_NOW_BATCHES = 2
+"""Batches ``push_now`` sends at most: the entry just recorded is among the last, and a backlog is the loop's."""
 
 MAX_PAGES_PER_PULL = 10_000
 SNAPSHOT_PAGE = 10_000
@@ -575,6 +577,25 @@ class SyncClient:
         log.warning(
             "journal recovered after a rebuild: head office holds up to %s, next seq above %s", state.max_seq, top
         )
+
+    def push_now(self, wait: float) -> bool:
+        """Push what is unacknowledged at once, outside the loop's rounds (a voucher sold online, so that another
+        till can have its use confirmed a moment later). False, and the loop pushes it later, when a round holds
+        the client longer than ``wait`` seconds, head office was unreachable at the last round, or it did not
+        take the push now."""
+        if not self._lock.acquire(timeout=wait):
+            return False
+        try:
+            if self._unreachable:
+                return False
+            self._probe_if_unreachable()
+            self.push_all(PUSH_NOW_BATCHES)
+        except SyncError as exc:
+            log.info("push at once failed (%s); the sync loop pushes it", exc)
+            return False
+        finally:
+            self._lock.release()
+        return True
 
     def push_all(self, max_batches: int = 10_000) -> int:
         total = 0

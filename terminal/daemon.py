@@ -499,6 +499,7 @@ class Daemon:
             self.service.confirm_online = confirmer(client, min(hq.timeout, 3.0))
             self.service.confirm_voucher = voucher_confirmer(client, min(hq.timeout, 3.0))
             self.service.confirm_gift = gift_confirmer(client, min(hq.timeout, 3.0))
+            self.service.push_now = lambda: client.push_now(min(hq.timeout, 3.0))
         self.sync.on_result.append(self._synced)
         self.sync.start()
 

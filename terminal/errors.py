@@ -249,7 +249,9 @@ MESSAGES: dict[Code, str] = {
     Code.VOUCHER_EXPIRED: "This voucher has expired.",
     Code.VOUCHER_OUT_OF_STOCK: "This till holds no voucher of that kind to sell: head office issues its stock.",
     Code.VOUCHER_NOT_SOLD: "This voucher was never sold: it is not valid yet.",
-    Code.VOUCHER_NOT_ACTIVE: "Head office is unreachable and this till has not seen this voucher sold yet.",
+    Code.VOUCHER_NOT_ACTIVE: (
+        "Head office is unreachable and this till has not seen this voucher sold yet: try again once the till is online."
+    ),
     Code.VOUCHER_USED: "This voucher has already been used.",
     Code.VOUCHER_REFUNDED: "This voucher was refunded: it is no longer valid.",
     Code.VOUCHER_LIMIT_OFFLINE: "This till's offline voucher limit is reached until it syncs.",

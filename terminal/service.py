@@ -165,6 +165,10 @@ class Service:
         self.confirm_voucher: Callable[[dict[str, Any]], bool] | None = None
         """Head office's confirmation of a voucher's one use (set by the daemon): called with {action, txn_id,
         code}; raises Rejected when head office refuses, returns False when it cannot be reached."""
+        self.push_now: Callable[[], bool] | None = None
+        """Pushes the journal to head office at once (set by the daemon; False when it did not take it): a voucher
+        sold online reaches head office before its code is handed over, so a till that never pulled it can have
+        its use confirmed a moment later."""
         self._program: tuple[int, ly.Program, dict[str, str]] | None = None
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
         self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
@@ -1115,9 +1119,12 @@ class Service:
         )
         state = {**voucher.to_doc(), "state": vc.State.ACTIVE.value, "store_id": self.store_id}
         write = VoucherWrite("sell", voucher.voucher_id, voucher.value, json.dumps(state), offline)
-        return self._record_voucher(
+        sold = self._record_voucher(
             EntryKind.VOUCHER_SALE, payload.wire(), write, voucher, code=text, member=member_id, request_id=request_id
         )
+        if not sold.offline and self.push_now is not None:
+            self.push_now()  # the sale stands whatever head office says: not taken now, the sync loop pushes it
+        return sold
 
     def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt:
         """Use a voucher: head office's signature and expiry checked here, its one use confirmed by head

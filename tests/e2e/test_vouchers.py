@@ -200,6 +200,46 @@ def test_a_voucher_sold_at_one_store_is_redeemed_at_another_once(hq_proc: HqProc
     assert [row["vouchers"] for row in report] == [2950]
 
 
+def test_a_voucher_sold_online_is_redeemed_at_a_till_that_never_pulled_it_once(
+    hq_proc: HqProcess, tills: dict[str, Till]
+) -> None:
+    a, b, c = tills["A"], tills["B"], tills["C"]
+    a.service.push_now = lambda: a.client.push_now(3.0)  # as the daemon wires it
+    issue(hq_proc, "T-A", 2, 2500)
+    for till in (a, b, c):
+        till.client.sync_once()
+    receipt = a.service.sell_voucher(2500, None)  # no round of A's sync loop, none of B's or C's since
+    assert not receipt.offline and b.store.voucher_state(receipt.voucher_id) is None
+    redeemed = b.service.redeem_voucher(receipt.code or "", sale_ref="POS-1")
+    assert (redeemed.value, redeemed.offline) == (2500, False)
+    # Head office is the authority: the use at another till, and the same scan again, are refused at once.
+    assert c.refused("redeem_voucher", receipt.code) == Code.VOUCHER_USED.value
+    assert b.refused("redeem_voucher", receipt.code) == Code.VOUCHER_USED.value
+    forged = vc.issue(
+        Ed25519PrivateKey.generate(),
+        vc.parse(receipt.code or "").key_id,
+        secrets.token_bytes(8),
+        vc.Kind.AMOUNT,
+        2500,
+        int(time.time()) + 86400,
+    )
+    assert c.refused("redeem_voucher", forged) == Code.VOUCHER_FORGED.value
+    for till in (a, b, c):
+        till.client.sync_once()
+    shown = voucher(hq_proc, receipt.voucher_id)
+    assert shown["state"] == "redeemed" and shown["use"]["terminal_id"] == "T-B"
+    for till in (a, b, c):
+        assert [i for i in items(hq_proc, till.terminal_id) if i.reason.value.startswith("voucher")] == []
+    # A sale head office has not received (its till could not push it) is not valid anywhere else yet, and a till
+    # that cannot reach head office says to try again once online.
+    a.service.push_now = None
+    late = a.service.sell_voucher(2500, None)
+    assert c.refused("redeem_voucher", late.code) == Code.VOUCHER_NOT_SOLD.value
+    hq_proc.kill()
+    c.offline()
+    assert c.refused("redeem_voucher", late.code) == Code.VOUCHER_NOT_ACTIVE.value
+
+
 def test_offline_a_voucher_redeemed_twice_is_flagged_and_each_till_is_bounded(
     hq_proc: HqProcess, tills: dict[str, Till]
 ) -> None:
