@@ -1188,6 +1188,7 @@ def check_proofs(tx: Tx, batch: Batch) -> None:
     _check_taps(tx, batch)
     check_payment_codes(tx, batch)
     _blocked_member_spent(tx, batch)
+    _held_member_spent(tx, batch)
 
 
 def _personal_coupons(tx: Tx, batch: Batch) -> set[str]:
@@ -1357,6 +1358,20 @@ def _blocked_member_spent(tx: Tx, batch: Batch) -> None:
         if flagged:
             batch.items[:] = [it for it in batch.items if it not in flagged]
             batch.quarantine(i, Breach(Reason.MEMBER_BLOCKED, "", {**flagged[0].detail, "paid": True}))
+
+
+def _held_member_spent(tx: Tx, batch: Batch) -> None:
+    """A spend of a member whose till-made id is contested (``hq.members.hold_spending``) that head office did not
+    confirm online (an offline till that had not pulled the hold, or a credential that skipped the till's check):
+    quarantined ``member_spend_held``, so neither card moves the id's value until a person decides. Earning
+    goes on; a payment head office confirmed online was authorised before the hold."""
+    for i in sorted(batch.spending):
+        member_id = batch.facts[i].member_id
+        if not member_id or batch.effects[i] in NOT_APPLIED or _confirmed_online(tx, batch, i):
+            continue
+        held = tx.one("SELECT spend_held FROM members WHERE member_id = ?", [member_id])
+        if held is not None and held[0]:
+            batch.quarantine(i, Breach(Reason.MEMBER_SPEND_HELD, member_id, {"member_id": member_id, "paid": True}))
 
 
 def day_start(batch: Batch) -> str:

@@ -152,6 +152,15 @@ def _enrolled_again(tx: Tx, batch: Batch, i: int, member_id: str, uid_hash: str)
     }
     reason = Reason.ENROLMENT_CONTESTED
     batch.items.append(Item(f"{e.txn_id}:{reason.value}", e.seq, e.txn_id, batch.days[i], reason, detail))
+    hold_spending(tx, member_id)  # until staff settle the item: whoever holds either card, the id's value stays put
+    batch.touched_members.add(member_id)
+
+
+def hold_spending(tx: Tx, member_id: str) -> None:
+    """Hold a contested member's spending (points and stored value) chain-wide; earning goes on. Tills learn it
+    with the member (``spend_held``) and refuse ``member_spend_held``; head office refuses it online and
+    quarantines a spend a till took without asking (``hq.ingest``). ``hq.reconcile.settle`` lifts it."""
+    tx.run("UPDATE members SET spend_held = 1 WHERE member_id = ?", [member_id])
 
 
 def _merged_item(batch: Batch, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:

@@ -93,6 +93,12 @@ def _member_row(tx: Tx, member_id: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+def spend_held(tx: Tx, member_id: str) -> bool:
+    """Whether the member's spending is held: its till-made id is contested (docs/enrolment.md)."""
+    row = tx.one("SELECT spend_held FROM members WHERE member_id = ?", [member_id])
+    return bool(row and row[0])
+
+
 # -- top-up -----------------------------------------------------------------------------------------
 
 
@@ -381,6 +387,8 @@ def confirm(store: HqStore, terminal_id: str, request: ConfirmRequest, now: int 
         balance, status = _member_row(tx, member_id)
         if status != "active":
             raise PaymentRefused(Code.BLOCKED_MEMBER.value)
+        if spend_held(tx, member_id):
+            raise PaymentRefused(Code.MEMBER_SPEND_HELD.value, f"{member_id} is contested: its spending is held")
         pending = tx.one(
             f"SELECT COALESCE(SUM(c.amount), 0) FROM payment_confirms c WHERE c.member_id = ? AND {holding('c')}",
             [member_id],

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from hq import audit
 from hq.db.engine import Tx
-from hq.ingest import NOT_APPLIED, Effect, Item, save_items
+from hq.ingest import NOT_APPLIED, Effect, Item, bump_versions, save_items
 from hq.web import safe_cell
 from sync.protocol import (
     EntryKind,
@@ -345,16 +345,41 @@ def summary(tx: Tx, **filters: str | None) -> dict[str, dict[str, int]]:
     return found
 
 
+def lift_spend_hold(tx: Tx, detail: Any) -> None:
+    """Staff settled an ``enrolment_contested`` item: the member it names may spend again once no other open
+    item contests it (docs/enrolment.md); the tills learn it with the member's next version."""
+    found = json.loads(detail) if isinstance(detail, str) else detail or {}
+    member_id = found.get("member_id") if isinstance(found, dict) else None
+    if not isinstance(member_id, str):
+        return
+    still = tx.all(
+        "SELECT detail FROM recon_items WHERE reason = ? AND state = ?",
+        [Reason.ENROLMENT_CONTESTED.value, ItemState.OPEN.value],
+    )
+    if any(json.loads(d).get("member_id") == member_id for (d,) in still if isinstance(d, str)):
+        return
+    if tx.run("UPDATE members SET spend_held = 0 WHERE member_id = ? AND spend_held = 1", [member_id]):
+        bump_versions(tx, "members", "member_id", [member_id])
+
+
 def settle_group(tx: Tx, terminal_id: str, day: str, reason: str, by: str, note: str, now: str) -> int:
     """Settle by hand every open item of one group that does not hold its entry in quarantine (those are
     released or rejected one by one); returns how many. Recorded in the audit log when it settled any."""
     if not by.strip() or not note.strip():
         raise ValueError("settling by hand needs who and why")
+    contested = tx.all(
+        "SELECT detail FROM recon_items WHERE terminal_id = ? AND day = ? AND reason = ? AND state = ? "
+        "AND quarantine = 0",
+        [terminal_id, day, Reason.ENROLMENT_CONTESTED.value, ItemState.OPEN.value],
+    )
     done = tx.run(
         "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE terminal_id = ? "
         "AND day = ? AND reason = ? AND state = ? AND quarantine = 0",
         [ItemState.SETTLED_MANUAL.value, now, by, note, terminal_id, day, reason, ItemState.OPEN.value],
     )
+    if reason == Reason.ENROLMENT_CONTESTED.value:
+        for (detail,) in contested:
+            lift_spend_hold(tx, detail)
     if done:
         details = {"terminal_id": terminal_id, "day": day, "reason": reason, "settled": done}
         audit.append(tx, by, "settle_item_group", f"{terminal_id}/{day}/{reason}", note, details)
@@ -377,6 +402,8 @@ def settle(tx: Tx, item_id: str, by: str, note: str, now: str) -> ReconItem:
         "UPDATE recon_items SET state = ?, settled_at = ?, settled_by = ?, note = ? WHERE item_id = ?",
         [ItemState.SETTLED_MANUAL.value, now, by, note, item_id],
     )
+    if row[6] == Reason.ENROLMENT_CONTESTED.value:
+        lift_spend_hold(tx, row[7])
     details = {"terminal_id": str(row[2]), "store_id": str(row[1]), "day": str(row[3]), "reason": str(row[6])}
     audit.append(tx, by, "settle_item", item_id, note, details | {"txn_id": row[5], "was": str(row[8])})
     found = tx.one(f"SELECT {_ITEM_COLUMNS} FROM recon_items WHERE item_id = ?", [item_id])

@@ -184,7 +184,9 @@ FeedRow = tuple[int, Any]
 
 
 def _member(r: Sequence[Any]) -> WireMember:
-    return WireMember(member_id=r[0], display_name=r[1], tier=r[2], points=r[3], status=r[4], stored_value=r[5])
+    return WireMember(
+        member_id=r[0], display_name=r[1], tier=r[2], points=r[3], status=r[4], stored_value=r[5], spend_held=bool(r[6])
+    )
 
 
 def _card(r: Sequence[Any]) -> WireCard:
@@ -247,6 +249,8 @@ FEED: tuple[tuple[str, str, str, str, Callable[[Sequence[Any]], Any]], ...] = (
     ("gift_cards", "gift_cards", "card_id", "gift_card", _gift_card),
 )
 FEED_BY_KIND = {spec[0]: spec for spec in FEED}
+FEED_COLUMNS = {**SNAPSHOT_COLUMNS, "members": (*SNAPSHOT_COLUMNS["members"], "spend_held")}
+"""The columns of each kind in the changes feed: the snapshot's, and a member's spend hold (docs/enrolment.md)."""
 TABLE_OF_TOMBSTONE = {spec[3]: spec for spec in FEED}
 
 
@@ -776,8 +780,7 @@ class HqStore:
 
     def member(self, member_id: str) -> WireMember | None:
         rows = self._read(
-            "SELECT member_id, display_name, tier, points, status, stored_value FROM members "
-            "WHERE member_id = ? AND deleted = 0",
+            f"SELECT {', '.join(FEED_COLUMNS['members'])} FROM members WHERE member_id = ? AND deleted = 0",
             [member_id],
         )
         return _member(rows[0]) if rows else None
@@ -1063,7 +1066,7 @@ class HqStore:
         with self.db.read() as tx:
             # Each table gives at most limit + 1 rows: enough to fill the page and to know if more remain.
             for attr, table, _key, kind, wire in FEED:
-                cols = ", ".join(SNAPSHOT_COLUMNS[attr])
+                cols = ", ".join(FEED_COLUMNS[attr])
                 sql = f"SELECT {cols}, version, deleted FROM {table} WHERE version > ? ORDER BY version LIMIT ?"
                 for row in tx.all(sql, [since, limit + 1]):
                     item = _tombstone(kind, row) if row[-1] else wire(row)

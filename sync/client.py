@@ -64,6 +64,7 @@ from sync.protocol import (
     TerminalInfo,
     TillHealth,
     WireEntry,
+    WireMember,
     canonical_json,
     canonical_text,
     day_totals,
@@ -933,11 +934,16 @@ def _next_kind(kind: str) -> str:
 
 def _page_models(page: ChangesPage) -> tuple[list[Member], list[Card], list[EarnRule]]:
     members = [
-        Member(m.member_id, m.display_name, m.tier, m.points, Status(m.status), m.stored_value) for m in page.members
+        Member(m.member_id, m.display_name, m.tier, m.points, _member_status(m), m.stored_value) for m in page.members
     ]
     cards = [Card(c.uid_hash, c.member_id, Status(c.status), c.counter) for c in page.cards]
     rules = [EarnRule(r.rule_id, r.points, r.per_minor) for r in page.rules]
     return members, cards, rules
+
+
+def _member_status(member: WireMember) -> Status:
+    """A member's status at the till: head office's, and ``held`` for an active member whose spending it holds."""
+    return Status.HELD if member.spend_held and member.status == Status.ACTIVE.value else Status(member.status)
 
 
 def _doc(body: dict[str, Any]) -> str:

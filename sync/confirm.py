@@ -41,6 +41,7 @@ REFUSALS = frozenset(
         Code.INSUFFICIENT_BALANCE,
         Code.UNKNOWN_MEMBER,
         Code.BLOCKED_MEMBER,
+        Code.MEMBER_SPEND_HELD,
         Code.REPLAYED_CARD,
         Code.FORGED_CARD,
         Code.CARD_CANNOT_PAY,

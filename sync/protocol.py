@@ -98,6 +98,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     UNKNOWN_MEMBER = "unknown_member"
     BLOCKED_MEMBER = "blocked_member"
+    MEMBER_SPEND_HELD = "member_spend_held"
     REPLAYED_CARD = "replayed_card"
     FORGED_CARD = "forged_card"
     CARD_CANNOT_PAY = "card_cannot_pay"
@@ -235,6 +236,7 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.INSUFFICIENT_BALANCE: (409, "the member's balance does not cover the payment"),
     ErrorCode.UNKNOWN_MEMBER: (404, "no such member"),
     ErrorCode.BLOCKED_MEMBER: (409, "the member is blocked"),
+    ErrorCode.MEMBER_SPEND_HELD: (409, "the member's id is contested: spending is held until staff settle it"),
     ErrorCode.REPLAYED_CARD: (409, "this secure card message (its read counter) was already used in the chain"),
     ErrorCode.FORGED_CARD: (409, "the secure card message does not verify with the chain's keys"),
     ErrorCode.CARD_CANNOT_PAY: (409, "the card is not this member's, or cannot prove itself"),
@@ -377,6 +379,9 @@ class Reason(StrEnum):
     ENROLMENT_CONTESTED = "enrolment_contested"
     """An enrolment of a member id head office already holds from another terminal (or with another card):
     the id stays with the first to arrive, this one makes no member and links no card (docs/enrolment.md)."""
+    MEMBER_SPEND_HELD = "member_spend_held"
+    """A spend of a member whose id is contested (an open ``enrolment_contested`` item) that head office did not
+    confirm online: quarantined until a person decides (docs/enrolment.md)."""
     # The trust rules (hq/policy.py): an entry that breaks one is stored and quarantined.
     KIND_NOT_ALLOWED = "kind_not_allowed"
     SIGN_NOT_ALLOWED = "sign_not_allowed"
@@ -581,6 +586,9 @@ class WireMember(_Model):
     points: int
     status: Literal["active", "blocked"]
     stored_value: int = 0
+    spend_held: bool = False
+    """The member's id is contested (docs/enrolment.md): tills refuse its spending (``member_spend_held``) and
+    let it earn, until staff settle the item. In the changes feed only, not in the snapshot's columns."""
 
 
 class WireCard(_Model):

@@ -19,6 +19,7 @@ class Code(StrEnum):
     UNKNOWN_CARD = "unknown_card"
     BLOCKED_CARD = "blocked_card"
     BLOCKED_MEMBER = "blocked_member"
+    MEMBER_SPEND_HELD = "member_spend_held"
     UNKNOWN_MEMBER = "unknown_member"
     EMPTY_BASKET = "empty_basket"
     INVALID_BASKET = "invalid_basket"
@@ -143,6 +144,10 @@ MESSAGES: dict[Code, str] = {
     Code.UNKNOWN_CARD: "This card is not registered to any member.",
     Code.BLOCKED_CARD: "This card has been blocked. Ask the customer for another card.",
     Code.BLOCKED_MEMBER: "This membership is blocked.",
+    Code.MEMBER_SPEND_HELD: (
+        "This member's points and balance are held while head office checks the membership: the sale can earn, "
+        "not spend."
+    ),
     Code.UNKNOWN_MEMBER: "No such member.",
     Code.EMPTY_BASKET: "The basket is empty.",
     Code.INVALID_BASKET: "The basket has an invalid line.",

@@ -12,6 +12,9 @@ from typing import Any
 class Status(StrEnum):
     ACTIVE = "active"
     BLOCKED = "blocked"
+    HELD = "held"
+    """A member's only: its till-made id is contested at head office (docs/enrolment.md); it earns, its points
+    and stored value are not spent (``member_spend_held``) until staff settle it."""
 
 
 @dataclass(frozen=True, slots=True)

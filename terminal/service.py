@@ -636,6 +636,9 @@ class Service:
             return self._taking_nothing(quote, payment, card)
         if quote.member_id is None:
             raise Rejected(Code.NO_MEMBER, "Paying from a member's account needs the member.")
+        held = self.store.member(quote.member_id)
+        if held is not None and held.status is Status.HELD:  # its id is contested: it earns, it does not spend
+            raise Rejected(Code.MEMBER_SPEND_HELD)
         proof = self._proof(quote, payment, card, wants_value)
         balance = self.store.stored_value(quote.member_id)
         tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
@@ -760,7 +763,11 @@ class Service:
 
     def may_spend(self, member_id: str, tapped: Identified | None = None, code: str | None = None) -> bool:
         """Whether this sale holds the member's proof for spending points (or needs none): a fresh secure tap
-        of their card, or a code of their phone still in its time and not used at this till."""
+        of their card, or a code of their phone still in its time and not used at this till; never while head
+        office holds the member's spending (its id contested: ``Status.HELD``)."""
+        held = self.store.member(member_id)
+        if held is not None and held.status is Status.HELD:
+            return False
         if not self.spend_needs_proof:
             return True
         if code is not None:

@@ -321,6 +321,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "会員番号が二つのレジで登録",
         "会员号在两台收银机登记",
     ),
+    "reason_member_spend_held": (
+        "spend of a contested member id",
+        "係争中の会員番号での利用",
+        "争议会员号的消费",
+    ),
     "reason_kind_not_allowed": ("kind not allowed", "許可されない種類", "不允许的类型"),
     "reason_sign_not_allowed": ("sign not allowed", "許可されない符号", "不允许的正负号"),
     "reason_wrong_store": ("wrong store", "店舗の不一致", "门店不符"),

@@ -864,6 +864,12 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "CREATE INDEX idx_wallet_code_misses ON wallet_code_misses (contact, at)",
         ],
     ),
+    # A member whose till-made id is contested (an open ``enrolment_contested`` item, hq/members.py): its spending
+    # is held, chain-wide, until staff settle the item; earning goes on. It reaches the tills with the member.
+    (
+        "m053_member_spend_held",
+        ["ALTER TABLE members ADD COLUMN spend_held INTEGER NOT NULL DEFAULT 0"],
+    ),
 ]
 
 

@@ -339,6 +339,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "会員資格が停止されています。店舗にお問い合わせください。",
         "您的会员资格已暂停，请到门店咨询。",
     ),
+    "member_spend_held": (
+        "Your points and balance are on hold while we check your membership: please ask at a store.",
+        "会員資格の確認中のため、ポイントと残高は一時的に使えません。店舗にお問い合わせください。",
+        "我们正在核实您的会员资格，积分和余额暂不能使用，请到门店咨询。",
+    ),
     "invalid_request": ("Please try again from the page.", "ページからもう一度お試しください。", "请从页面重新操作。"),
     # gift cards in the wallet (docs/giftcards.md)
     "giftcards": ("Gift cards", "ギフトカード", "礼品卡"),

@@ -20,10 +20,12 @@ from hq.store import HqStore
 from sync.client import SyncClient
 from terminal.enrolment import ClaimSigner
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, CardRead, Line
+from terminal.model import Basket, CardRead, Line, Status, utc_iso
+from terminal.pricing import REDEEM_MAX
 from terminal.service import Service
 from terminal.store import Store
 from tests.api.stack import base_url, chromium, chromium_missing, running_till
+from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess
 from tests.waiting import wait_until
 
@@ -110,6 +112,48 @@ def test_enrolled_offline_then_synced(hq: HqProcess, tmp_path: Path) -> None:
     finally:
         admin.close()
     assert earned >= 0
+
+
+def test_a_contested_member_id_earns_and_does_not_spend_until_staff_settle_it(hq: HqProcess, tmp_path: Path) -> None:
+    """A stolen credential pushes the id another till enrolled with a card of its own: head office holds the id's
+    spending (points and stored value) until staff settle the contest; both cards earn meanwhile, the honest
+    till learns the hold with its pull and refuses spending (offline too), until the settlement reaches it."""
+    tokens = {t: hq.add_terminal(t) for t in ("T-EH", "T-ET")}
+    store = Store.open(tmp_path / "T-EH" / "terminal.db")
+    client = SyncClient(store, "T-EH", hq.url, tokens["T-EH"])
+    client.sync_once()
+    honest = Service(store, "T-EH", spend_needs_proof=False)  # points on the POS's word: only the hold refuses
+    member = honest.enrol(tap("e1" * 32), "Held Hana", consent="till-2026-11").member.member_id
+    assert sell(honest, member, 200_000).points_delta > 0
+    client.sync_once()
+
+    thief = {"terminal_id": "T-ET", "seq": 1, "txn_id": "T-ET-1", "kind": "enrol", "created_at": utc_iso(time.time())}
+    body = {"protocol": 2, "terminal_id": "T-ET", "entries": [{**thief, "payload": entries.enrol(member, "e2" * 32)}]}
+    headers = {"Authorization": f"Bearer {tokens['T-ET']}"}
+    assert httpx.post(f"{hq.url}/v1/journal", json=body, headers=headers, timeout=10).status_code == 200
+    client.sync_once()
+    assert store.member(member).status is Status.HELD  # type: ignore[union-attr]
+
+    def redeeming() -> Any:
+        return honest.commit(honest.quote(member, Basket((Line("SKU-1", 1, 2000, "food"),)), redeem=REDEEM_MAX))
+
+    with pytest.raises(Rejected) as refused:
+        redeeming()
+    assert refused.value.code is Code.MEMBER_SPEND_HELD
+    assert sell(honest, member).points_delta > 0  # earning goes on
+    admin = HqStore(hq.db)
+    try:
+        items = {i.reason.value: i for i in admin.items(terminal_id="T-ET")}
+        contested = items["enrolment_contested"]
+        assert contested.state.value == "open" and contested.detail["member_id"] == member
+    finally:
+        admin.close()
+    hq.cli("settle", contested.item_id, "--by", "Ana", "--note", "T-ET's card blocked; the id is T-EH's")
+    client.sync_once()
+    assert store.member(member).status is Status.ACTIVE  # type: ignore[union-attr]
+    assert redeeming().points_delta < 0
+    client.close()
+    store.close()
 
 
 def claim(hq: HqProcess, token: str, name: str = "Kim", version: str = "join-2026-11") -> httpx.Response:

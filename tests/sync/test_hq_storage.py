@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hq import payments
 from hq.demo import DEMO_CARDS, seed_demo
 from hq.store import (
     CredentialRevoked,
@@ -23,7 +24,7 @@ from hq.store import (
     WrongTerminal,
     contiguous,
 )
-from sync.protocol import WireEntry
+from sync.protocol import ConfirmRequest, WireEntry
 from terminal.credentials import card_uid_hash
 from tests.fixtures import entries
 
@@ -229,6 +230,52 @@ def test_a_member_id_enrolled_again_by_another_till_is_an_open_item_naming_both(
     # The same till enrolling the same card again (a second entry) says nothing new; another card from it does.
     store.ingest("T2", [enrolment(2, "E-0193", thief, terminal="T2"), enrolment(3, "E-0193", "c" * 64, terminal="T2")])
     assert sorted(i.txn_id for i in store.items() if i.reason.value == "enrolment_contested") == ["T1-1", "T2-3"]
+
+
+def spend(seq: int, member_id: str, card: str, *, terminal: str = "T1") -> WireEntry:
+    """A sale paying 100 points with a tap of the member's Lite-S card (a proof head office takes on the till's
+    word, within its daily bound)."""
+    tap = {"uid_hash": card, "trust": "mac"}
+    payload = entries.sale(member_id, 1000, redeemed=100, proof="card", tap=tap)
+    return WireEntry(
+        terminal_id=terminal,
+        seq=seq,
+        txn_id=f"{terminal}-{seq}",
+        kind="sale",
+        payload=payload,
+        created_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+def test_a_contested_member_id_earns_and_its_spending_is_held_until_the_item_is_settled(store: HqStore) -> None:
+    """While its id is contested the member earns, and a spend head office did not confirm is quarantined
+    ``member_spend_held`` (whichever card, whichever till); the tills read the hold in the changes feed, and
+    settling the item (the last open one naming the id) lifts it."""
+    store.ingest("T1", [enrolment(1, "E-0194", "a" * 64, terminal="T1"), entry(2, member="E-0194", delta=300)])
+    since = store.changes(0, 10_000).cursor
+    store.ingest(
+        "T2", [enrolment(1, "E-0194", "b" * 64, terminal="T2"), enrolment(2, "E-0194", "c" * 64, terminal="T2")]
+    )
+    fed = [m for m in store.changes(since, 10_000).members if m.member_id == "E-0194"]
+    assert [m.spend_held for m in fed] == [True]
+    store.ingest("T1", [spend(3, "E-0194", "a" * 64), entry(4, member="E-0194", delta=40)])
+    assert store.effects("T1")[3] is Effect.QUARANTINED and store.effects("T1")[4] is Effect.APPLIED
+    (held,) = [i for i in store.items() if i.reason.value == "member_spend_held"]
+    assert (held.txn_id, held.quarantined, held.detail["member_id"]) == ("T1-3", True, "E-0194")
+    assert points(store, "E-0194") == 340
+    ask = {"member_id": "E-0194", "amount": 0, "txn_id": "T1-9", "card": {"uid_hash": "a" * 64, "trust": "mac"}}
+    with pytest.raises(payments.PaymentRefused) as online:  # a till online is refused at once
+        payments.confirm(store, "T1", ConfirmRequest.model_validate(ask))
+    assert online.value.code == "member_spend_held"
+    first, second = sorted((i for i in store.items() if i.reason.value == "enrolment_contested"), key=lambda i: i.seq)
+    store.settle(first.item_id, "Ana", "one of two")
+    assert store.member("E-0194").spend_held  # type: ignore[union-attr]
+    since = store.changes(0, 10_000).cursor
+    store.settle(second.item_id, "Ana", "T2's cards blocked")
+    fed = [m for m in store.changes(since, 10_000).members if m.member_id == "E-0194"]
+    assert [m.spend_held for m in fed] == [False]
+    store.ingest("T1", [spend(5, "E-0194", "a" * 64)])
+    assert store.effects("T1")[5] is Effect.APPLIED and points(store, "E-0194") == 240
 
 
 def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
