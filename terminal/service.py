@@ -1141,7 +1141,7 @@ class Service:
         state = self._voucher_known(voucher)
         txn_id, now = new_txn_id(), self.now()
         request = {"action": "redeem", "txn_id": txn_id, "code": text.strip()}
-        confirmed = self._voucher_online(request, now)
+        confirmed = self._voucher_online(request, now, ask_anyway=state is None)
         offline = not confirmed
         pending_total = self.store.voucher_offline()[1]
 
@@ -1188,10 +1188,14 @@ class Service:
             raise Rejected(code)
         return state
 
-    def _voucher_online(self, request: dict[str, Any], now: datetime) -> bool:
+    def _voucher_online(self, request: dict[str, Any], now: datetime, ask_anyway: bool = False) -> bool:
         """Whether head office confirmed the use (Rejected when it refused); False when this till is offline
-        or head office did not answer."""
-        if self.confirm_voucher is None or self.offline_state("", now).offline_for_s is not None:
+        or head office did not answer. ``ask_anyway``: a voucher this till has not seen sold, which its offline
+        rules refuse, is asked of head office even while the till counts itself offline (its sync loop backing
+        off may not have seen head office come back): one bounded question instead of a sure refusal."""
+        if self.confirm_voucher is None:
+            return False
+        if self.offline_state("", now).offline_for_s is not None and not ask_anyway:
             return False
         return self.confirm_voucher(request)
 

@@ -238,6 +238,11 @@ def test_a_voucher_sold_online_is_redeemed_at_a_till_that_never_pulled_it_once(
     hq_proc.kill()
     c.offline()
     assert c.refused("redeem_voucher", late.code) == Code.VOUCHER_NOT_ACTIVE.value
+    # Head office back, A's sale pushed: C, still counting itself offline (no round since), asks all the same.
+    hq_proc.start(START_S)
+    a.client.sync_once()
+    assert c.store.state("offline_since") and c.service.redeem_voucher(late.code or "").offline is False
+    assert b.refused("redeem_voucher", late.code) == Code.VOUCHER_USED.value
 
 
 def test_offline_a_voucher_redeemed_twice_is_flagged_and_each_till_is_bounded(
