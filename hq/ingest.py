@@ -50,6 +50,7 @@ from sync.protocol import (
     SalePayload,
     TopupVoidPayload,
     VoidPayload,
+    VoucherRedeemPayload,
     WireEntry,
     canonical_text,
     card_use_id,
@@ -264,6 +265,8 @@ def facts_of(kind: str, payload: AnyPayload | None) -> Facts:
         # a refund names the payment it gives back; a payment, the sale it paid (``sale_ref``), if it names one
         named = payload.sale_ref if isinstance(payload, GiftRedeemPayload) else getattr(payload, "original_txn", None)
         return Facts(None, None, 0, 0, v.total, original_txn=named or None)
+    if isinstance(payload, VoucherRedeemPayload):  # the sale it paid part of: what that sale's returns keep of it
+        return Facts(v.member_id, None, v.points, v.stored_value, v.total, original_txn=payload.sale_ref or None)
     return Facts(v.member_id, getattr(payload, "uid_hash", None), v.points, v.stored_value, v.total)
 
 
@@ -1052,6 +1055,11 @@ def apply_held(
         add_reversal(tx, payload)
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
+        if payload.voucher_kept:  # what it kept beyond what the vouchers paid was flagged or held already
+            row = tx.one("SELECT store_id, day, received_at, terminal_id FROM journal WHERE txn_id = ?", [txn_id])
+            if row is not None:
+                where = {"store": str(row[0]), "day": str(row[1]), "at": str(row[2])}
+                keep_vouchers(tx, txn_id, str(row[3]), payload, where)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
     ledger.post_journal(tx, [txn_id])
     rollup.count(tx, [txn_id])
@@ -1151,6 +1159,62 @@ def add_reversal(tx: Tx, refund: RefundPayload) -> None:
 
 
 # -- proofs: what authorised each spend ------------------------------------------------------------------
+
+
+KEPT = ":voucher_kept"
+"""The suffix of a return's ledger transaction of the vouchers' part it kept (``keep_vouchers``)."""
+
+
+def book_kept(tx: Tx, batch: Batch) -> None:
+    """The vouchers' part each return of the batch that stands kept (``voucher_kept``), booked (``keep_vouchers``);
+    a return that says they kept more than they paid its sale is flagged ``voucher_kept_beyond``."""
+    for i, entry in enumerate(batch.entries):
+        refund = batch.payloads[i]
+        if not isinstance(refund, RefundPayload) or not refund.voucher_kept or batch.effects[i] in NOT_APPLIED:
+            continue
+        where = {"store": batch.store_id, "day": batch.days[i], "at": batch.received_at}
+        beyond = keep_vouchers(tx, entry.txn_id, entry.terminal_id, refund, where)
+        if beyond:
+            detail = {"kept": refund.voucher_kept, "booked": refund.voucher_kept - beyond}
+            batch.flag(i, Reason.VOUCHER_KEPT_BEYOND, refund.original_txn, original_txn=refund.original_txn, **detail)
+
+
+def keep_vouchers(tx: Tx, txn_id: str, terminal_id: str, refund: RefundPayload, where: dict[str, str]) -> int:
+    """Book the vouchers' part return ``txn_id`` (of till ``terminal_id``) kept of its sale (``voucher_kept``: never paid out, the goods came
+    back): what the merchants accepted for the vouchers that paid the sale (their redemptions at the sale's till
+    naming it, ``sale_ref``) and the sale's other returns did not keep yet is no longer owed to them; the chain keeps
+    it (``ledger.post_voucher_kept``). Only the sale's own till knows what its vouchers paid: a return from another
+    keeps nothing. Returns what the return said the vouchers kept beyond that (booked nowhere): a till's word moves
+    no money that vouchers did not pay its own sale."""
+    if refund.voucher_kept <= 0:
+        return 0
+    sale = tx.one("SELECT terminal_id FROM sales WHERE txn_id = ?", [refund.original_txn])
+    if sale is None or str(sale[0]) != terminal_id:
+        return refund.voucher_kept
+    paid = tx.all(
+        "SELECT txn_id FROM journal WHERE original_txn = ? AND kind = ? AND terminal_id = ?",
+        [refund.original_txn, EntryKind.VOUCHER_REDEEM.value, str(sale[0])],
+    )
+    returns = tx.all(
+        "SELECT txn_id FROM journal WHERE original_txn = ? AND kind IN (?, ?)",
+        [refund.original_txn, *sorted(REVERSING_KINDS)],
+    )
+    sources = [str(r[0]) for r in paid] + [str(r[0]) + KEPT for r in returns]
+    left: list[tuple[str, int]] = []
+    if paid:
+        cond, params = tx.in_list("ledger_txn_id", sources)
+        rows = tx.all(
+            f"SELECT owner, SUM(amount) FROM ledger_postings WHERE kind = ? AND {cond} GROUP BY owner ORDER BY owner",
+            [ledger.Kind.VALUE_ACCEPTED.value, *params],
+        )
+        left = [(str(owner), int(n)) for owner, n in rows if int(n) > 0]
+    taken, want = [], refund.voucher_kept
+    for merchant, n in left:
+        take = min(n, want)
+        taken.append((merchant, take))
+        want -= take
+    ledger.post_voucher_kept(tx, txn_id + KEPT, taken, where)
+    return want
 
 
 def check_proofs(tx: Tx, batch: Batch) -> None:

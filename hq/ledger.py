@@ -73,6 +73,9 @@ class Kind(StrEnum):
     """Gift card value head office cleared (expired, a card retired), kept by the chain."""
     VOUCHER_VALUE = "voucher_value"
     """A prepaid voucher's value (owner: the voucher id): sold by one merchant's till, redeemed at any store."""
+    VOUCHER_BREAKAGE = "voucher_breakage"
+    """Voucher value a return of the sale it paid kept (``voucher_kept``: the goods came back, the used voucher
+    was never paid out): no longer owed to the merchant that accepted it, kept by the chain."""
 
 
 CHAIN = ""
@@ -285,6 +288,15 @@ def voucher_postings(voucher_id: str, kind: str, amount: int, merchant_id: str) 
         Posting(Account(Kind.VOUCHER_VALUE, voucher_id), Unit.VALUE, amount),
         Posting(Account(counter, merchant_id), Unit.VALUE, -amount),
     ]
+
+
+def kept_postings(taken: Sequence[tuple[str, int]]) -> list[Posting]:
+    """A return kept the vouchers' part of its sale (``voucher_kept``): each merchant that accepted them for the sale
+    (``taken``: merchant, amount) is no longer owed that part, which the chain keeps."""
+    out = [Posting(Account(Kind.VALUE_ACCEPTED, merchant), Unit.VALUE, -amount) for merchant, amount in taken if amount]
+    return (
+        [*out, Posting(Account(Kind.VOUCHER_BREAKAGE, CHAIN), Unit.VALUE, -sum(p.amount for p in out))] if out else []
+    )
 
 
 def earn_postings(member_id: str, merchant_id: str, amount: int) -> list[Posting]:
@@ -797,6 +809,13 @@ def post_voucher(tx: Tx, source: str, kind: str, voucher_id: str, amount: int, w
     ``at``, business ``day`` and the ``store`` that names the merchant."""
     merchant = merchants.resolver(tx)(where["store"])
     return _post_value(tx, source, kind, merchant, voucher_postings(voucher_id, kind, amount, merchant), where)
+
+
+def post_voucher_kept(tx: Tx, source: str, taken: Sequence[tuple[str, int]], where: dict[str, str]) -> int:
+    """The vouchers' part a return kept (``hq.ingest.keep_vouchers``), keyed ``<return's txn>:voucher_kept``: off
+    what each merchant in ``taken`` accepted for the sale, to the chain's voucher breakage."""
+    merchant = merchants.resolver(tx)(where["store"])
+    return _post_value(tx, source, "voucher_kept", merchant, kept_postings(taken), where)
 
 
 def _post_value(tx: Tx, source: str, kind: str, merchant: str, postings: list[Posting], where: dict[str, str]) -> int:

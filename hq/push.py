@@ -25,6 +25,7 @@ from hq.ingest import (
     UnknownTerminal,
     advance,
     apply_balances,
+    book_kept,
     bump_versions,
     check_merchants,
     check_prices,
@@ -101,6 +102,7 @@ def _ingest(
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one
     apply_balances(tx, batch)
     ledger.post_journal(tx, [e.txn_id for e, x in zip(fresh, batch.effects, strict=True) if x is Effect.APPLIED])
+    book_kept(tx, batch)  # after the vouchers' redemptions were booked: the part of them returns kept
     count_coupons(tx, batch)
     count_figures(tx, batch)  # the report roll-up: after the coupon uses, before a refund gives one back
     check_merchants(tx, batch)

@@ -442,6 +442,9 @@ class Reason(StrEnum):
     allowed): a till refuses it, so a dishonest till or a stolen credential; quarantined, nobody is owed it."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
     """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
+    VOUCHER_KEPT_BEYOND = "voucher_kept_beyond"
+    """A return said the vouchers that paid its sale kept more of it (``voucher_kept``) than head office booked them
+    paying, less what the sale's earlier returns kept: only what they paid is booked as kept; flagged."""
     # Gift cards (hq/giftcards.py, docs/giftcards.md): the first three quarantine the entry.
     GIFT_CARD_INVALID = "gift_card_invalid"
     """A gift card sold that is a member's card or an active or blocked gift card already; loaded or given back

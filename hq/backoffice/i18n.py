@@ -368,6 +368,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "过期预付券的使用",
     ),
     "reason_voucher_redeemed_twice": ("voucher used twice", "バウチャーの二重利用", "预付券重复使用"),
+    "reason_voucher_kept_beyond": (
+        "return kept more voucher value than paid",
+        "返品で支払額を超えるバウチャー額を保持",
+        "退货保留的预付券金额超过所付",
+    ),
     "reason_gift_card_invalid": ("invalid gift card entry", "無効なギフトカード取引", "礼品卡交易无效"),
     "reason_gift_refund_invalid": ("invalid gift card refund", "無効なギフトカード返金", "礼品卡退款无效"),
     "reason_gift_proof_invalid": ("gift card tap not proven", "ギフトカードの認証不可", "礼品卡验证失败"),

@@ -530,3 +530,79 @@ def test_a_sale_a_voucher_a_card_and_the_pos_paid_refunded_twice_then_voided_giv
     _push_journal(chain, [e for e in journal if e.kind != "voucher_sale"])  # its sale went before, as it was used
     assert chain.held("T1") == []
     assert chain.card(card)["balance"] == 3000 and _money_back(chain, sale.txn_id) == 5000
+
+
+def _value_accounts(chain: Chain, *kinds: str) -> dict[tuple[str, str], int]:
+    """The ledger's stored-value accounts of these kinds: (kind, owner) -> balance."""
+    with chain.store.db.read() as tx:
+        rows = tx.all(
+            "SELECT kind, owner, SUM(amount) FROM ledger_postings WHERE unit = 'value' GROUP BY kind, owner",
+        )
+    return {(str(k), str(o)): int(n) for k, o, n in rows if str(k) in kinds and int(n)}
+
+
+def test_the_vouchers_part_a_return_kept_is_no_longer_owed_to_the_merchant_and_the_chain_keeps_it(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """The till's own code: a voucher of 15.00 sold (cash the till's merchant took), paying 15.00 of a sale of 20.00,
+    the POS collecting 5.00; the 15.00 line refunded (10.00 kept) and the sale voided (5.00 kept). Pushed to a real
+    head office: the merchant is owed nothing for the voucher (the goods came back, the voucher was never paid
+    out), the chain keeps its 15.00 as voucher breakage, the voucher holds nothing, and the books balance."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+        seq = till.store.max_seq() - 1
+        till.redeem_voucher(code, sale.txn_id)
+        done = [till.refund(sale.txn_id, {1: 1}), till.void(sale.txn_id)]
+        journal = till.store.entries(after_seq=seq)
+    finally:
+        till.store.close()
+    assert [r.voucher_kept for r in done] == [1000, 500]
+    _push_journal(chain, journal)
+    assert chain.held("T1") == [] and _kept_beyond(chain) == []
+    kinds = ("merchant_value_accepted", "voucher_breakage", "voucher_value", "merchant_cash")
+    assert _value_accounts(chain, *kinds) == {("merchant_cash", "chain"): -1500, ("voucher_breakage", ""): 1500}
+
+
+def _kept_beyond(chain: Chain) -> list[tuple[str, int, int]]:
+    """The ``voucher_kept_beyond`` items: (terminal, what the return said kept, what head office booked kept)."""
+    items = chain.store.items(terminal_id="T1") + chain.store.items(terminal_id="T2")
+    return sorted(
+        (i.terminal_id, i.detail["kept"], i.detail["booked"]) for i in items if i.reason.value == "voucher_kept_beyond"
+    )
+
+
+def test_a_return_claiming_more_kept_by_vouchers_than_they_paid_moves_no_money(chain: Chain, tmp_path: Path) -> None:
+    """A till credential's returns claiming vouchers kept what no voucher paid: a sale of 20.00 a voucher paid 15.00
+    of, its 5.00 line refunded saying the vouchers kept it (the POS nothing); a sale no voucher paid voided with all
+    of it kept; another till's refund of the first sale's 15.00 line claiming it kept too. Only what the voucher paid
+    of its own sale at its own till is booked kept; each claim beyond is flagged ``voucher_kept_beyond``, and no
+    merchant's money moves otherwise."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+        seq = till.store.max_seq() - 1
+        till.redeem_voucher(code, sale.txn_id)
+        till.refund(sale.txn_id, {0: 1})
+        plain = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 800),))))
+        till.void(plain.txn_id)
+        journal = till.store.entries(after_seq=seq)
+    finally:
+        till.store.close()
+    for entry in journal:
+        if entry.kind in ("refund", "void"):  # what the POS paid back said kept by vouchers
+            entry.payload.update(voucher_kept=entry.payload["money_back"], pos_refund=0)
+    _push_journal(chain, journal)
+    other = Till(chain, Card(bytes.fromhex("04A1B2C3D4EB24")), "T2")
+    returned = {"returned": [{"line": 1, "quantity": 1}], "total": -1500, "money_back": 1500, "voucher_kept": 1500}
+    other.push(other.entry("refund", {"original_txn": sale.txn_id, "store_id": "S2", **returned}))
+    assert chain.held("T1") == [] and chain.held("T2") == []
+    assert _kept_beyond(chain) == [("T1", 800, 0), ("T2", 1500, 0)]
+    kinds = ("merchant_value_accepted", "voucher_breakage", "voucher_value", "merchant_cash")
+    assert _value_accounts(chain, *kinds) == {
+        ("merchant_cash", "chain"): -1500,
+        ("merchant_value_accepted", "chain"): 1000,
+        ("voucher_breakage", ""): 500,
+    }
