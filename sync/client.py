@@ -68,6 +68,7 @@ from sync.protocol import (
     canonical_json,
     canonical_text,
     day_totals,
+    entry_protocol,
     signed_id_matches,
     spoken_protocol,
 )
@@ -94,6 +95,26 @@ PUSH_MAX_BYTES = 4 * 1024 * 1024
 CREDENTIAL_REFUSED = "credential_refused"
 """The till's state: since when head office has refused this till's credential (401), or unset."""
 REFUSED_KEPT = 20  # entries head office refused even alone, kept in the till's state for status
+PUSH_HELD = "push_held"
+"""The till's state: the first journal entry it holds because head office speaks an older protocol than the entry
+needs (``entry_protocol``; JSON: seq, txn_id, kind, needs, speaks, since), or unset."""
+
+
+def held_message(raw: str | None) -> str | None:
+    """What ``push_held`` (the till's state) says, in words for ``tillpoint status``, ``sync`` and ``doctor``."""
+    try:
+        held = json.loads(raw) if raw else None
+        if not isinstance(held, dict):
+            return None
+        return (
+            f"journal entries from seq {held['seq']} on ({held['kind']} {held['txn_id']} first) are held since "
+            f"{held['since']}: the entry needs head office's protocol {held['needs']}, head office speaks "
+            f"{held['speaks']}; upgrade head office (docs/deploy.md, Upgrades): they are kept here and sent then"
+        )
+    except (ValueError, TypeError, KeyError):
+        return str(raw)
+
+
 Progress = Callable[[str, int, int], None]
 """progress(kind, rows done of that kind, rows of that kind)"""
 
@@ -391,7 +412,7 @@ class SyncClient:
         entries at this till's seqs) is put right first (``_journal_went_back``), then pushed again; one it refuses
         as ``txn_id_taken`` (another terminal's entry holds the transaction id of one of this till's) is not this
         till's database going back (``_push_halving``)."""
-        entries = self.store.unpushed(self.batch_size)
+        entries = self._within_protocol(self.store.unpushed(self.batch_size))
         if not entries:
             return 0
         try:
@@ -399,7 +420,48 @@ class SyncClient:
         except HqRejected as exc:
             if exc.code != ErrorCode.SEQ_CONFLICT.value or not self._journal_went_back():
                 raise
-        return self._push_halving(self.store.unpushed(self.batch_size))
+        return self._push_halving(self._within_protocol(self.store.unpushed(self.batch_size)))
+
+    def _within_protocol(self, entries: list[JournalEntry]) -> list[JournalEntry]:
+        """The head of ``entries`` head office reads as they are: up to the first that needs a newer protocol than it
+        speaks (``entry_protocol``: a return carrying ``gift_cards`` or ``voucher_kept``, which a head office of the
+        release before quarantines as malformed). That entry, and every one after it (head office acknowledges a
+        till's journal in order), stays unsent in the journal, nothing lost: held, in ``push_held`` (status, doctor)
+        and the log, until head office announces the protocol (asked again each round while one is held); then
+        they go in order."""
+        spoken = self.protocol or PROTOCOL_VERSION
+        first = next((n for n, e in enumerate(entries) if entry_protocol(e.kind, e.payload) > spoken), None)
+        if first == 0 and self.protocol is not None:  # head office may have been upgraded since: ask it again
+            self._learn_protocol()
+            spoken = self.protocol or PROTOCOL_VERSION
+            first = next((n for n, e in enumerate(entries) if entry_protocol(e.kind, e.payload) > spoken), None)
+        if first is None:
+            if self.store.state(PUSH_HELD) is not None:
+                log.warning("head office speaks protocol %s now: the journal entries held for it are sent", spoken)
+                self.store.set_state(**{PUSH_HELD: None})
+            return entries
+        if first == 0:
+            self._hold(entries[0], spoken)
+        return entries[:first]
+
+    def _hold(self, entry: JournalEntry, spoken: int) -> None:
+        """Keep ``entry`` (and those after it) for a head office that reads it: said once in the log, kept in state."""
+        held = json.loads(self.store.state(PUSH_HELD) or "{}")
+        if held.get("seq") == entry.seq and held.get("speaks") == spoken:
+            return
+        needs = entry_protocol(entry.kind, entry.payload)
+        log.error(
+            "journal seq %s (%s %s) needs head office's protocol %s; head office speaks %s: it and the entries after "
+            "it are kept in this journal and sent once head office is upgraded",
+            entry.seq,
+            entry.kind,
+            entry.txn_id,
+            needs,
+            spoken,
+        )
+        since = held.get("since") or _now_iso()
+        state = {"seq": entry.seq, "txn_id": entry.txn_id, "kind": entry.kind, "needs": needs, "speaks": spoken}
+        self.store.set_state(**{PUSH_HELD: json.dumps(state | {"since": since})})
 
     def _sized(self, entries: list[JournalEntry]) -> tuple[list[JournalEntry], bytes]:
         """The head of ``entries`` that fits in ``push_max_bytes``, and its request's JSON. Entries are measured
@@ -476,7 +538,9 @@ class SyncClient:
         state = _parse(JournalState, self._call("GET", "/v1/journal/state"), "journal state")
         explained = False
         for entry in self.store.unpushed(MAX_PROBES):
-            if entry.seq > state.max_seq:
+            if entry.seq > state.max_seq or entry_protocol(entry.kind, entry.payload) > (
+                self.protocol or PROTOCOL_VERSION
+            ):
                 return explained
             try:
                 self._push([entry])
@@ -882,9 +946,13 @@ class SyncClient:
         round reads and compresses a batch of the backlog only to fail (that work slowed offline selling
         down as the backlog grew). The first round also learns which protocol head office speaks."""
         if self._unreachable or self.protocol is None:
-            health = self._call("GET", "/v1/health")
-            announced = health.get("protocol") if isinstance(health, dict) else None
-            self.protocol = spoken_protocol(announced if isinstance(announced, int) else 1)
+            self._learn_protocol()
+
+    def _learn_protocol(self) -> None:
+        """Which protocol head office speaks (its ``/v1/health``): this till speaks the lower of the two."""
+        health = self._call("GET", "/v1/health")
+        announced = health.get("protocol") if isinstance(health, dict) else None
+        self.protocol = spoken_protocol(announced if isinstance(announced, int) else 1)
 
     def report_health(self) -> bool:
         """Send this till's health report (protocol 2 and later); False when head office is older."""

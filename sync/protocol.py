@@ -33,10 +33,11 @@ from terminal.canonical import canonical_json as canonical_json
 from terminal.canonical import canonical_text as canonical_text
 from terminal.money import MAX_AMOUNT as MAX_AMOUNT
 
-PROTOCOL_VERSION = 2
-"""2 added the till's health report (``POST /v1/terminal/health``); nothing else changed."""
-SUPPORTED_PROTOCOLS = frozenset({1, 2})
-"""What head office accepts: its own version and the one before, so tills can be upgraded after it."""
+PROTOCOL_VERSION = 3
+"""2 added the till's health report (``POST /v1/terminal/health``); 3 a return's ``gift_cards`` and
+``voucher_kept`` (a head office of protocol 2 refuses an entry carrying them as malformed: ``entry_protocol``)."""
+SUPPORTED_PROTOCOLS = frozenset({1, 2, 3})
+"""What head office accepts: its own version and those before, so tills can be upgraded after it."""
 MAX_BATCH = 1000
 MAX_SEQ = 2**53
 """The largest sequence number or version anything carries (far beyond any till's life)."""
@@ -487,6 +488,19 @@ def protocol_problem(version: int) -> str | None:
         f"this till speaks protocol {version}, older than this head office accepts "
         f"({min(SUPPORTED_PROTOCOLS)}-{max(SUPPORTED_PROTOCOLS)}): upgrade the till"
     )
+
+
+RETURN_FIELDS_PROTOCOL = 3
+"""The protocol from which head office reads a return's ``gift_cards`` and ``voucher_kept``."""
+
+
+def entry_protocol(kind: str, payload: dict[str, Any]) -> int:
+    """The lowest protocol whose head office reads this entry as it is: a refund or void carrying ``gift_cards`` or
+    ``voucher_kept`` needs 3 (a head office of 2 quarantines it as malformed, so a till speaking 2 holds it until
+    head office is upgraded); every other entry, 1."""
+    if kind in ("refund", "void") and any(payload.get(name) for name in ("gift_cards", "voucher_kept")):
+        return RETURN_FIELDS_PROTOCOL
+    return 1
 
 
 def spoken_protocol(hq_protocol: int) -> int:

@@ -640,7 +640,7 @@ def sync_cmd(
     (on stderr with --json)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sync.client import SyncError
+    from sync.client import PUSH_HELD, SyncError, held_message
 
     if not now:
         console.print("say --now to sync at once (the daemon syncs by itself every hq.push_interval)")
@@ -680,14 +680,25 @@ def sync_cmd(
     finally:
         client.close()
         pending = store.pending_count()
+        held = held_message(store.state(PUSH_HELD))
         store.close()
     if as_json:
-        show_json({"pushed": result.pushed, "pulled": result.pulled + loaded, "pending": pending, "rotated": rotate})
+        show_json(
+            {
+                "pushed": result.pushed,
+                "pulled": result.pulled + loaded,
+                "pending": pending,
+                "rotated": rotate,
+                "held": held,
+            }
+        )
         return
     console.print(
         f"pushed {result.pushed}, pulled {result.pulled + loaded}; {pending} entries pending"
         + ("; credential rotated" if rotate else "")
     )
+    if held:
+        console.print(f"[yellow]held:[/] {escape(held)}")
 
 
 @commands.command()

@@ -32,6 +32,7 @@ from drivers.errors import DriverError
 from drivers.sim import SimReader, SimScanner
 from sync.client import (
     CREDENTIAL_REFUSED,
+    PUSH_HELD,
     HqFailed,
     HqRejected,
     SyncClient,
@@ -39,6 +40,7 @@ from sync.client import (
     SyncLoop,
     SyncResult,
     enrol,
+    held_message,
     read_token_file,
     terminal_info,
     tls_verify,
@@ -997,6 +999,7 @@ def store_status(store: Store) -> dict[str, Any]:
         "pending": store.pending_count(),
         "resent": int(store.state(RESENT) or 0),  # entries head office asked for again (its database went back)
         "push_refused": push_refused(store),
+        "push_held": held_message(store.state(PUSH_HELD)),  # entries kept for a head office of a newer protocol
         "last_sync_ok": store.state("last_sync_ok"),
         "offline_since": store.state("offline_since"),
         "credential_refused": store.state(CREDENTIAL_REFUSED),  # since when head office refuses the till's token

@@ -574,10 +574,11 @@ def check_database(cfg: Config) -> Check:
             problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
             pending = _pending(conn)
             resent, refused = _sync_state(conn, "journal_resent"), _sync_state(conn, "push_refused")
+            held = _sync_state(conn, "push_held")
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        problems, pending, resent, refused = [str(exc)], None, None, None
+        problems, pending, resent, refused, held = [str(exc)], None, None, None, None
     # a read-only file system, whoever asks; files of another user only when they kept this user out
     unwritable = _unwritable(path, users=pending is None and bool(problems))
     if unwritable:
@@ -598,6 +599,10 @@ def check_database(cfg: Config) -> Check:
             f"head office refuses journal entries of this till even alone: {_named(refused)}; "
             "they are kept in this journal and were reported to head office as a journal_lost item naming each txn",
         )
+    if held:
+        from sync.client import held_message
+
+        return warn("database", f"{held_message(held)}")
     resends = f", {resent} entries sent again after head office lost them" if resent else ""
     return ok("database", f"{path}: integrity ok" + (f", {pending}" if pending else "") + resends)
 

@@ -164,6 +164,19 @@ def test_entries_head_office_asked_for_again_or_refused_are_shown(tmp_path: Path
     assert result.verdict is Verdict.WARN and "body_too_large" in result.words and "tx3" in result.words
 
 
+def test_entries_held_for_a_head_office_of_a_newer_protocol_are_shown(tmp_path: Path) -> None:
+    """A till upgraded before its head office holds a return head office's protocol cannot carry: doctor says from
+    which seq, and that head office is to be upgraded."""
+    cfg = load(till_config(tmp_path, None, None, "T-HELD"))
+    store = Store.open(cfg.db_path)
+    held = {"seq": 7, "txn_id": "tx7", "kind": "void", "needs": 3, "speaks": 2, "since": "2026-12-01T10:00:00Z"}
+    store.set_state(push_held=json.dumps(held))
+    store.close()
+    result = check_database(cfg)
+    assert result.verdict is Verdict.WARN
+    assert "from seq 7 on (void tx7 first)" in result.words and "upgrade head office" in result.words
+
+
 def test_a_camera_is_reported_with_what_it_made_of_each_control(tmp_path: Path) -> None:
     from terminal.config import CameraSettings
     from terminal.doctor import check_camera

@@ -8,6 +8,7 @@ credential, or a dishonest cashier) paid twice. On SQLite and PostgreSQL, with r
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from hq.api.server import start_in_thread
 from hq.payments import signing_key
 from hq.vouchers import IssueSpec
+from sync.client import PUSH_HELD, SyncClient, held_message
 from sync.protocol import ReconItem, VoucherConfirmRequest, WireEntry
 from terminal import b64url
 from terminal import vouchers as vc
@@ -606,3 +609,76 @@ def test_a_return_claiming_more_kept_by_vouchers_than_they_paid_moves_no_money(c
         ("merchant_value_accepted", "chain"): 1000,
         ("voucher_breakage", ""): 500,
     }
+
+
+# -- a till upgraded before its head office ------------------------------------------------------------------
+
+
+class _ReleaseBefore(httpx.BaseTransport):
+    """Between a till and a real head office: it answers as the release before the returns' ``gift_cards`` and
+    ``voucher_kept`` (protocol 2 in ``/v1/health``; such an entry it would quarantine as malformed: any that comes is
+    kept in ``carrying`` and not passed on), until ``upgraded``."""
+
+    def __init__(self) -> None:
+        self.real = httpx.HTTPTransport()
+        self.upgraded = False
+        self.carrying: list[int] = []
+        self.asked = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.upgraded:
+            return self.real.handle_request(request)
+        if request.url.path == "/v1/health":
+            self.asked += 1
+            return httpx.Response(200, json={"status": "ok", "time": "", "protocol": 2, "root_key": ""})
+        if request.url.path == "/v1/journal":
+            body = json.loads(gzip.decompress(request.content))
+            assert body["protocol"] == 2
+            self.carrying += [e["seq"] for e in body["entries"] if {"gift_cards", "voucher_kept"} & set(e["payload"])]
+            if self.carrying:
+                return httpx.Response(422, json={"code": "invalid_request", "message": "malformed"})
+        return self.real.handle_request(request)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_till_ahead_of_its_head_office_holds_a_return_the_older_one_cannot_read_and_sends_it_after_the_upgrade(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """A till of this release syncing with a head office of the release before (protocol 2): the sale a voucher paid
+    part of and its redemption go, the refund that kept the voucher's part (``voucher_kept``) and the sale after it
+    stay in the till's journal, none lost, with the till's ``push_held`` saying why and what to upgrade; rounds while
+    head office is old send nothing of them and ask it again; once head office is upgraded the next round sends them
+    in order, and head office books the part kept, holding nothing."""
+    till = _open_till(tmp_path)
+    server = start_in_thread(chain.store, "127.0.0.1", 0)
+    between = _ReleaseBefore()
+    sync = SyncClient(till.store, "T1", server.url, "t1", transport=between, end_of_day=False)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        till.store.mark_pushed(till.store.max_seq(), utc_iso(time.time()))
+        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+        till.redeem_voucher(code, sale.txn_id)
+        refund = till.refund(sale.txn_id, {1: 1})
+        Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 700),))))
+        assert refund.voucher_kept == 1000
+        assert sync.sync_once(pull=False).pushed == 2
+        assert sync.sync_once(pull=False).pushed == 0
+        held = json.loads(till.store.state(PUSH_HELD) or "{}")
+        waiting = [(e.kind, e.txn_id) for e in till.store.unpushed(10)]
+        told = held_message(till.store.state(PUSH_HELD)) or ""
+        between.upgraded = True
+        assert sync.sync_once(pull=False).pushed == 2
+        left, after = till.store.pending_count(), till.store.state(PUSH_HELD)
+    finally:
+        sync.close()
+        server.stop()
+        till.store.close()
+    assert between.carrying == [] and between.asked == 3  # its first round, then once a round while one was held
+    assert waiting == [("refund", refund.txn_id), ("sale", waiting[1][1])]
+    assert (held["txn_id"], held["needs"], held["speaks"]) == (refund.txn_id, 3, 2)
+    assert "upgrade head office" in told and f"seq {held['seq']}" in told
+    assert (left, after) == (0, None)
+    assert chain.held("T1") == [] and _kept_beyond(chain) == []
+    assert _value_accounts(chain, "voucher_breakage") == {("voucher_breakage", ""): 1000}
