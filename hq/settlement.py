@@ -604,6 +604,9 @@ class Deferred:
     vouchers: int = 0
     """Vouchers sold and not yet redeemed or refunded (each one's ``voucher_value`` account at the day's end; none
     below 0: a voucher redeemed twice offline is the chain's loss, not money held)."""
+    vouchers_kept: int = 0
+    """The vouchers' part of sales their returns kept (``voucher_kept``), which no merchant is owed any more: the
+    chain's (``voucher_breakage``), not money held for anyone."""
 
     def as_dict(self) -> dict[str, Any]:
         lines = [{f.name: getattr(x, f.name) for f in fields(DeferredLine)} for x in self.merchants]
@@ -615,6 +618,7 @@ class Deferred:
             "stored_value": self.stored_value,
             "gift_cards": self.gift_cards,
             "vouchers": self.vouchers,
+            "vouchers_kept": self.vouchers_kept,
             "money_held": sum(x.collected for x in self.merchants)
             + self.stored_value
             + self.gift_cards
@@ -684,6 +688,11 @@ def deferred(tx: Tx, as_of: date) -> Deferred:
         "WHERE p.kind = ? AND t.day <= ? GROUP BY p.owner) v",
         [Kind.VOUCHER_VALUE.value, day],
     )
+    kept = tx.one(
+        "SELECT COALESCE(SUM(p.amount), 0) FROM ledger_postings p JOIN ledger_txns t "
+        "ON t.ledger_txn_id = p.ledger_txn_id WHERE p.kind = ? AND t.day <= ?",
+        [Kind.VOUCHER_BREAKAGE.value, day],
+    )
     outstanding = {str(m): -int(n or 0) for m, n in issued.items()}
     split = outstanding_by_timing(tx, day, outstanding)
     lines = []
@@ -697,6 +706,7 @@ def deferred(tx: Tx, as_of: date) -> Deferred:
         int(value[0]) if value else 0,
         int(cards[0]) if cards else 0,
         int(vouchers[0]) if vouchers else 0,
+        int(kept[0]) if kept else 0,
     )
 
 

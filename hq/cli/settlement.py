@@ -180,7 +180,8 @@ def deferred(
     print(
         f"as of {held['as_of']}: points outstanding {held['points_outstanding']}, collected for them "
         f"{held['points_collected']}, stored value {held['stored_value']}, gift cards {held['gift_cards']}, "
-        f"vouchers {held['vouchers']}, money held {held['money_held']} (minor units)"
+        f"vouchers {held['vouchers']}, money held {held['money_held']}; vouchers' part returns kept "
+        f"{held['vouchers_kept']} (minor units)"
     )
 
 

@@ -12,6 +12,7 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from hq import settlement
 from hq.api.server import start_in_thread
 from hq.payments import signing_key
 from hq.vouchers import IssueSpec
@@ -566,6 +568,26 @@ def test_the_vouchers_part_a_return_kept_is_no_longer_owed_to_the_merchant_and_t
     assert chain.held("T1") == [] and _kept_beyond(chain) == []
     kinds = ("merchant_value_accepted", "voucher_breakage", "voucher_value", "merchant_cash")
     assert _value_accounts(chain, *kinds) == {("merchant_cash", "chain"): -1500, ("voucher_breakage", ""): 1500}
+
+
+def test_the_deferred_revenue_says_what_returns_kept_of_the_vouchers_apart_from_the_money_held(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """A voucher of 15.00 paying 15.00 of a sale of 20.00, the sale voided (15.00 kept): the deferred revenue holds
+    nothing for the voucher (used) and says the 15.00 the chain kept (``vouchers_kept``), not as money held."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+        seq = till.store.max_seq() - 1
+        till.redeem_voucher(code, sale.txn_id)
+        till.void(sale.txn_id)
+        journal = till.store.entries(after_seq=seq)
+    finally:
+        till.store.close()
+    _push_journal(chain, journal)
+    held = settlement.read_deferred(chain.store.db, date(2100, 1, 1)).as_dict()
+    assert (held["vouchers"], held["vouchers_kept"], held["money_held"]) == (0, 1500, 0)
 
 
 def _kept_beyond(chain: Chain) -> list[tuple[str, int, int]]:
