@@ -1188,18 +1188,34 @@ def keep_vouchers(tx: Tx, txn_id: str, terminal_id: str, refund: RefundPayload, 
     no money that vouchers did not pay its own sale."""
     if refund.voucher_kept <= 0:
         return 0
-    sale = tx.one("SELECT terminal_id FROM sales WHERE txn_id = ?", [refund.original_txn])
+    sale = tx.one(
+        "SELECT s.terminal_id, j.seq FROM sales s JOIN journal j ON j.txn_id = s.txn_id WHERE s.txn_id = ?",
+        [refund.original_txn],
+    )
     if sale is None or str(sale[0]) != terminal_id:
         return refund.voucher_kept
-    paid = tx.all(
-        "SELECT txn_id FROM journal WHERE original_txn = ? AND kind = ? AND terminal_id = ?",
-        [refund.original_txn, EntryKind.VOUCHER_REDEEM.value, str(sale[0])],
-    )
+    paid = [
+        str(r[0])
+        for r in tx.all(
+            "SELECT txn_id FROM journal WHERE original_txn = ? AND kind = ? AND terminal_id = ?",
+            [refund.original_txn, EntryKind.VOUCHER_REDEEM.value, terminal_id],
+        )
+    ]
+    # A redemption stored before head office kept the sale it names in ``original_txn``: its payload's ``sale_ref``
+    # (the till's redemptions after the sale, of those).
+    paid += [
+        str(txn)
+        for txn, text in tx.all(
+            "SELECT txn_id, payload FROM journal WHERE terminal_id = ? AND seq > ? AND kind = ? AND original_txn IS NULL",
+            [terminal_id, int(sale[1]), EntryKind.VOUCHER_REDEEM.value],
+        )
+        if _named_sale(None, text) == refund.original_txn
+    ]
     returns = tx.all(
         "SELECT txn_id FROM journal WHERE original_txn = ? AND kind IN (?, ?)",
         [refund.original_txn, *sorted(REVERSING_KINDS)],
     )
-    sources = [str(r[0]) for r in paid] + [str(r[0]) + KEPT for r in returns]
+    sources = paid + [str(r[0]) + KEPT for r in returns]
     left: list[tuple[str, int]] = []
     if paid:
         cond, params = tx.in_list("ledger_txn_id", sources)

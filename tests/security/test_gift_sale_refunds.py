@@ -590,6 +590,30 @@ def test_the_deferred_revenue_says_what_returns_kept_of_the_vouchers_apart_from_
     assert (held["vouchers"], held["vouchers_kept"], held["money_held"]) == (0, 1500, 0)
 
 
+def test_a_return_keeps_the_part_of_a_voucher_redeemed_before_head_office_kept_the_sale_it_names(
+    chain: Chain, tmp_path: Path
+) -> None:
+    """A voucher of 15.00 paying 15.00 of a sale of 20.00, its redemption stored as a head office of the release
+    before stored it (no ``original_txn``, the sale only in its payload's ``sale_ref``); the sale voided after the
+    upgrade: the 15.00 kept is booked to the chain all the same, nothing flagged."""
+    till = _open_till(tmp_path)
+    try:
+        code = _voucher_sold(chain, till, 1500)
+        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+        seq = till.store.max_seq() - 1
+        till.redeem_voucher(code, sale.txn_id)
+        till.void(sale.txn_id)
+        journal = till.store.entries(after_seq=seq)
+    finally:
+        till.store.close()
+    _push_journal(chain, journal[:-1])
+    with chain.store.db.write() as tx:
+        tx.run("UPDATE journal SET original_txn = NULL WHERE kind = 'voucher_redeem'")
+    _push_journal(chain, journal[-1:])
+    assert journal[-1].kind == "void" and _kept_beyond(chain) == []
+    assert _value_accounts(chain, "voucher_breakage", "merchant_value_accepted") == {("voucher_breakage", ""): 1500}
+
+
 def _kept_beyond(chain: Chain) -> list[tuple[str, int, int]]:
     """The ``voucher_kept_beyond`` items: (terminal, what the return said kept, what head office booked kept)."""
     items = chain.store.items(terminal_id="T1") + chain.store.items(terminal_id="T2")
