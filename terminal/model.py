@@ -287,7 +287,7 @@ class ReceiptRef:
     head office ties the sale to the POS's record by it."""
 
     digest: str
-    """sha256 of the receipt's raw print bytes, hex: one sale per receipt."""
+    """sha256 of what the receipt prints (its print bytes less status requests, hex): one sale per receipt."""
     number: str | None = None
     """The receipt number the POS printed."""
     pos_id: str | None = None

@@ -31,7 +31,7 @@ ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
 LF, CR, HT, FF = 0x0A, 0x0D, 0x09, 0x0C
 
 MAX_RAW = 1 << 20
-"""The raw bytes kept with a receipt (its digest covers every byte)."""
+"""The raw bytes kept with a receipt (those its digest covers)."""
 MAX_LINE = 4096
 """Text bytes kept for one line; the rest of a line without LF is dropped (and flagged)."""
 MAX_LINES = 10_000
@@ -62,7 +62,7 @@ class Kind(StrEnum):
     COMMAND = "command"
     LINE = "line"  # LF, or a feed that ends the line (ESC d, ESC J, FF)
     CUT = "cut"
-    STATUS = "status"  # a real-time request (DLE EOT, DLE ENQ, GS r): the printer answers the POS
+    STATUS = "status"  # a real-time command or status request (DLE EOT, DLE ENQ, GS r, GS I, ESC v): prints nothing
     UNKNOWN = "unknown"
 
 
@@ -90,6 +90,10 @@ _GS_FIXED = {
 }  # fmt: skip
 _FS_FIXED = {0x26: 2, 0x2E: 2, 0x43: 3, 0x21: 3, 0x2D: 3, 0x53: 4, 0x57: 3, 0x70: 4, 0x32: 76, 0x3F: 4}
 _CUT_ESC = {0x69, 0x6D}
+_GS_STATUS = {0x72, 0x49, 0x61, 0x6A}
+UNPRINTED = (b"\x1bp",)
+"""Commands that print nothing and change nothing printed, beside the status requests (``Kind.STATUS``): the
+cash drawer's kick (ESC p), which a sale sends and its reprint does not."""
 _CONTROL = re.compile(rb"[\x00-\x1f]")
 _ALIGN = {0: "left", 1: "center", 2: "right", 48: "left", 49: "center", 50: "right"}
 
@@ -187,6 +191,10 @@ def _fixed(size: int, n: int, kind: Kind = Kind.COMMAND) -> tuple[int, Kind, int
 def _esc(buf: bytearray, i: int, c: int, n: int) -> tuple[int, Kind, int]:
     if c in _CUT_ESC:
         return 2, Kind.CUT, 0
+    if c == 0x76:  # ESC v: transmit the paper sensor's status
+        return 2, Kind.STATUS, 0
+    if c == 0x75:  # ESC u n: transmit a peripheral's status
+        return _fixed(3, n, Kind.STATUS)
     if c in (0x64, 0x4A):
         return _fixed(3, n, Kind.LINE)
     if c == 0x2A:  # ESC * m nL nH d1...dk: bit image
@@ -219,13 +227,13 @@ def _gs(buf: bytearray, i: int, c: int, n: int) -> tuple[int, Kind, int]:
         if n < 3:
             return 0, Kind.CUT, 0
         return _fixed(3 if buf[i + 2] in (0, 1, 48, 49) else 4, n, Kind.CUT)
-    if c == 0x72:
+    if c in _GS_STATUS:  # GS r n, GS I n, GS a n, GS j n: status (and printer id) requests, status sent back
         return _fixed(3, n, Kind.STATUS)
     if c == 0x28:  # GS ( X pL pH data: QR codes, graphics, settings
         if n < 5:
             return 0, Kind.COMMAND, 0
         size = 5 + (buf[i + 3] | buf[i + 4] << 8)
-        return _fixed(size, n)
+        return _fixed(size, n, Kind.STATUS if buf[i + 2] == 0x48 else Kind.COMMAND)  # GS ( H: a response request
     if c == 0x76:  # GS v 0 m xL xH yL yH data: raster image
         if n < 8:
             return 0, Kind.COMMAND, 0
@@ -284,10 +292,12 @@ class Captured:
 
     lines: tuple[PrintedLine, ...]
     digest: str
-    """sha256 of every byte of the receipt, hex."""
+    """sha256 of what the receipt prints, hex: its bytes less the status requests, real-time commands and drawer
+    kicks among them (``prints``), so the same receipt printed again has the same digest however the POS polled."""
     size: int
+    """Every byte of the receipt in the stream, those left out of the digest too."""
     raw: bytes
-    """The first ``MAX_RAW`` bytes (what ``tillpoint receipt try`` reads again)."""
+    """The first ``MAX_RAW`` bytes the digest covers (what ``tillpoint receipt try`` reads again)."""
     cut: bool
     """Ended by a cut (False: the stream ended first)."""
     cut_offset: int
@@ -331,6 +341,7 @@ class ReceiptParser:
         self.kanji_default = kanji_default
         self.tokens = Tokenizer()
         self._fed = 0
+        self._carry = b""  # the bytes of a command not all here yet (read with the rest of it)
         self._reset_receipt(0)
         self.state = self._initial()
         self.failures = 0
@@ -359,16 +370,24 @@ class ReceiptParser:
         self._text_total = 0  # characters of text in its lines
 
     def feed(self, data: bytes) -> list[Captured]:
-        base = self._fed
+        buf = self._carry + data  # the start of a command the last chunk ended inside, and this chunk
+        base = self._fed - len(self._carry)  # the stream offset of buf[0]
+        self._carry = b""
         self._fed += len(data)
         done: list[Captured] = []
-        taken = 0
+        taken = 0  # bytes of buf read into a receipt (or passed over: they print nothing)
+
+        def upto(offset: int) -> int:
+            return min(max(offset - base, 0), len(buf))
+
+        def absorb(offset: int) -> None:
+            nonlocal taken
+            if upto(offset) > taken:
+                self._absorb(buf[taken : upto(offset)])
+                taken = upto(offset)
 
         def end(token: Token, cut: bool, too_large: bool = False) -> None:
-            nonlocal taken
-            upto = min(max(token.end - base, 0), len(data))
-            self._absorb(data[taken:upto])
-            taken = upto
+            absorb(token.end)
             got = self._finish(token.offset if cut else token.end, cut=cut, end=token.end, too_large=too_large)
             if got is not None:
                 done.append(got)
@@ -377,6 +396,10 @@ class ReceiptParser:
             for token in self.tokens.feed(data):
                 if token.data == INIT and not self._cut_seen and self._in_progress():
                     end(token, cut=False)  # a printer without a cutter: its init starts the next receipt
+                if not prints(token):  # a status request (the POS asks between prints): not the receipt's
+                    absorb(token.offset)
+                    self._size += upto(token.end) - taken
+                    taken = upto(token.end)
                 self._guarded(token)
                 if token.kind is Kind.CUT:
                     self._cut_seen = True
@@ -386,7 +409,11 @@ class ReceiptParser:
         except Exception:  # noqa: BLE001 - a bug: the tokenizer (or a receipt's end) is taken over after this chunk
             self._fail()
             self.tokens = Tokenizer(_pos=self._fed, unknown=self.tokens.unknown)
-        self._absorb(data[taken:])
+            absorb(self._fed)
+            return done
+        # a command not all here yet waits for its rest: a status request is told only once whole
+        absorb(self.tokens._pos)
+        self._carry = buf[taken:]
         return done
 
     def _in_progress(self) -> bool:
@@ -435,6 +462,7 @@ class ReceiptParser:
         ``failed``, the bytes it failed on, begin a receipt that is skipped to its boundary and comes out there
         with ``failure`` set. Not counted in ``failures`` (the caller counted it)."""
         self._fed = at
+        self._carry = b""
         self.tokens = Tokenizer(_pos=at)
         self._reset_receipt(at)
         self._absorb(failed)
@@ -462,6 +490,8 @@ class ReceiptParser:
         """The end of the stream: a receipt in progress (text without a cut) comes out, not cut."""
         for token in self.tokens.flush():
             self._guarded(token)
+        self._absorb(self._carry)
+        self._carry = b""
         if self._dropping:
             return None
         if self._failed is None:
@@ -563,6 +593,14 @@ class ReceiptParser:
         self._reset_receipt(end)
         self._dropping = too_large
         return got
+
+
+def prints(token: Token) -> bool:
+    """Whether ``token`` is part of what a receipt prints: not a status request or real-time command (``DLE EOT``,
+    ``DLE ENQ``, ``DLE DC4``, ``GS r``, ``GS I``, ``GS a``, ``ESC v`` ...) nor the cash drawer's kick, which a POS
+    sends or not as it likes (polling the printer between prints, opening the drawer for the sale and not for its
+    reprint). A receipt's digest covers the rest."""
+    return token.kind is not Kind.STATUS and not token.data.startswith(UNPRINTED)
 
 
 def _merge(parts: list[tuple[bytes, str]]) -> Iterator[tuple[bytes, str]]:

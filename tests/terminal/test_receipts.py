@@ -174,6 +174,42 @@ def test_any_split_of_the_stream_parses_the_same(sizes: list[int]) -> None:
     assert [(x.lines, x.digest, x.cut_offset) for x in got] == [(x.lines, x.digest, x.cut_offset) for x in whole]
 
 
+POLLS = [b"\x10\x04\x01", b"\x10\x04\x04", b"\x10\x05\x02", b"\x1dr\x01", b"\x1dI\x42", b"\x1da\xff",
+         b"\x1bv", b"\x1bu\x00", b"\x10\x14\x01\x00\x01", b"\x1bp\x00\x19\xfa", b"\x1d(H\x06\x000\x30abcd"]  # fmt: skip
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=8), st.randoms())
+@settings(max_examples=60, deadline=None)
+def test_status_requests_and_drawer_kicks_between_prints_leave_the_digest_as_it_is(
+    at: list[int], rng: random.Random
+) -> None:
+    """A POS polls the printer (DLE EOT, GS r, GS I, ESC v ...) between lines, opens the drawer for the sale and
+    not for its reprint: the receipt's digest is that of what it prints, whatever came between, in any reads."""
+    import hashlib
+
+    receipt = english(SALE)
+    logo = receipt.index(b"ACME")
+    breaks = [i + 1 for i in range(logo, len(receipt)) if receipt[i] == 0x0A]  # after a printed line
+    places = sorted({breaks[k % len(breaks)] for k in at})
+    polled, last = b"", 0
+    for i in places:
+        polled += receipt[last:i] + b"".join(rng.sample(POLLS, rng.randint(1, 4)))
+        last = i
+    polled += receipt[last:]
+    p = ReceiptParser()
+    got, i = [], 0
+    while i < len(polled):  # in reads of any size: a request split across two is still told
+        n = rng.randint(1, 40)
+        got += p.feed(polled[i : i + n])
+        i += n
+    (captured,) = got
+    assert captured.digest == hashlib.sha256(receipt).hexdigest() and captured.raw == receipt
+    assert captured.size == len(polled) and captured.lines == parsed("en", receipt)[0].lines
+    # what is printed is the digest's: another line, another digest
+    (other,) = parsed("en", receipt.replace(b"Thank you!", b"Thank you."))
+    assert other.digest != captured.digest
+
+
 @given(st.binary(max_size=4000))
 @settings(max_examples=200, deadline=None)
 def test_garbage_never_raises_and_every_byte_is_accounted_for(data: bytes) -> None:
