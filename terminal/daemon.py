@@ -573,7 +573,7 @@ class Daemon:
             enrich=receipts.enrich,
             native_qr=printer.native_qr,
             title=receipts.title,
-            emit=self.emit,
+            emit=self._receipt_event,
         )
         self.printer = PrinterProxy(
             printer.listen,
@@ -589,6 +589,19 @@ class Daemon:
         )
         self.printer.start()
         log.info("printer in the middle: %s -> %s", printer.listen, printer.target)
+
+    def _receipt_event(self, event: Event) -> Event:
+        """A captured receipt's event; one refused as sold already (printed again: the same bytes, or a reprint of its
+        number) is logged too, a cashier printing a receipt twice to earn on it twice being what it may be."""
+        if event.get("code") in (Code.RECEIPT_ALREADY_USED.value, Code.RECEIPT_REPRINT.value):
+            log.warning(
+                "receipt %s (number %s, %s) refused %s: already sold, printed again",
+                str(event.get("digest") or "")[:12],
+                event.get("number"),
+                event.get("pos_id"),
+                event.get("code"),
+            )
+        return self.emit(event)
 
     def _start_scanners(self) -> None:
         """QR / barcode scanners from ``[scanner] devices``; their reads go to the cashier session."""

@@ -99,6 +99,7 @@ class Code(StrEnum):
     RECEIPT_TOTAL_MISMATCH = "receipt_total_mismatch"
     RECEIPT_DAMAGED = "receipt_damaged"
     RECEIPT_ALREADY_USED = "receipt_already_used"
+    RECEIPT_REPRINT = "receipt_reprint"
     RECEIPT_PARSE_FAILED = "receipt_parse_failed"
     RECEIPT_TOO_LARGE = "receipt_too_large"
     REQUEST_IN_FLIGHT = "request_in_flight"
@@ -236,6 +237,7 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_TOTAL_MISMATCH: "The receipt's items less its discounts do not come to its total: it is kept and flagged.",
     Code.RECEIPT_DAMAGED: "Part of this receipt's print stream was lost: it is kept and flagged.",
     Code.RECEIPT_ALREADY_USED: "This receipt is already attached to a sale.",
+    Code.RECEIPT_REPRINT: "A receipt of this number was already sold at this store: a reprint (a copy) earns nothing.",
     Code.RECEIPT_PARSE_FAILED: "tillpoint failed to parse this receipt's print stream (a bug): it is kept and flagged.",
     Code.RECEIPT_TOO_LARGE: "This receipt has more lines than one receipt may hold: its first bytes are kept and flagged.",
     Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class Status(StrEnum):
@@ -292,6 +292,9 @@ class ReceiptRef:
     """The receipt number the POS printed."""
     pos_id: str | None = None
     """Which POS printed it (the printer port's name)."""
+    number_scope: Literal["store", "day"] = "store"
+    """How long the POS's receipt numbers stay unique: ``store`` (never printed twice in a store) or ``day`` (they
+    start again each day): a second receipt of the same ``number`` (that day) is a reprint (``receipt_reprint``)."""
 
 
 @dataclass(frozen=True, slots=True)

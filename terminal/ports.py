@@ -294,6 +294,9 @@ class Effects:
     offline: bool = False  # taken while head office was unreachable (counts against the limits)
     sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
     receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
+    receipt_number: tuple[str, str] | None = None
+    """(store id, the receipt's number, prefixed by the day for numbers that start again each day): one sale per
+    number, a second is a reprint (``receipt_reprint``)"""
     topup: TopupWrite | None = None  # a top-up sold here, or its void
     voucher: VoucherWrite | None = None  # a voucher sold, redeemed or refunded here
     gift: GiftWrite | None = None  # a gift card sold, loaded, paid with, given back onto or blocked here

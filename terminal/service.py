@@ -542,6 +542,7 @@ class Service:
             offline=paid.offline,
             sun_counter=sun,
             receipt_digest=receipt.digest if receipt is not None else None,
+            receipt_number=_receipt_number(self.store_id, receipt, now),
         )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         if receipt is not None:
@@ -1552,6 +1553,14 @@ def _int(value: object) -> int:
 
 def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
     return replace(quote, refused=tuple(sorted([*quote.refused, *extra])))
+
+
+def _receipt_number(store_id: str, receipt: ReceiptRef | None, now: datetime) -> tuple[str, str] | None:
+    """What keys a receipt's number: the store's (numbers that start again each day: that day's) number."""
+    if receipt is None or receipt.number is None or not receipt.number.strip():
+        return None
+    number = receipt.number.strip()
+    return store_id, (f"{now.date().isoformat()} {number}" if receipt.number_scope == "day" else number)
 
 
 def _sale_state(

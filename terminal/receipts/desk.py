@@ -87,7 +87,8 @@ class Desk:
         if self.sales is None:
             self._event(receipt, "read", None, got.number)
             return None
-        ref = ReceiptRef(receipt.digest, got.number, self.pos_id)
+        template = self.by_name[got.template]
+        ref = ReceiptRef(receipt.digest, got.number, self.pos_id, template.number_scope)
         try:
             sold = self.sales.receipt_sale(got.basket, ref)
         except Rejected as exc:
@@ -96,7 +97,6 @@ class Desk:
         self._event(receipt, "sold", None, got.number, sold.receipt.txn_id)
         if not self.enrich:
             return None
-        template = self.by_name[got.template]
         # words the receipt's code page cannot print (Japanese on a cp437 line) fall back to English
         language = template.language if _printable(template.language, receipt.encoding) else "en"
         info = block_info(sold, self.title, language)

@@ -10,6 +10,7 @@ A chain writes one template per POS model and language (TOML)::
     kanji_default = false         # the printer starts in Kanji mode (Chinese printers do)
     width = 42                    # characters per line (Font A)
     decimals = 2                  # digits after the decimal separator in printed prices
+    number_scope = "store"        # receipt numbers never repeat in a store ("day": they start again each day)
     [patterns]
     item = '^(?P<name>.+?)\\s+(?P<qty>\\d+)\\s*x\\s*(?P<price>[\\d.,]+)\\s+(?P<amount>[\\d.,]+)$'
     discount = '^Discount.*?-(?P<amount>[\\d.,]+)$'
@@ -35,7 +36,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -89,6 +90,9 @@ class Template(BaseModel):
     kanji_default: bool = False
     width: Annotated[int, Field(ge=16, le=80)] = 42
     decimals: Annotated[int, Field(ge=0, le=4)] = 2
+    number_scope: Literal["store", "day"] = "store"
+    """How long the POS's receipt numbers (``patterns.number``) stay unique: ``store`` (never twice in a store) or
+    ``day`` (they start again each day). A receipt of a number already sold is a reprint (``receipt_reprint``)."""
     patterns: Patterns
 
     @field_validator("encoding", "multibyte")

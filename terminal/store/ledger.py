@@ -214,6 +214,15 @@ def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
             "INSERT INTO receipt_digests (digest, txn_id, created_at) VALUES (?,?,?)",
             (fx.receipt_digest, txn_id, _iso(fx.now)),
         )
+    if fx.receipt_number is not None:  # the same receipt printed again, its bytes another's (a COPY header)
+        if conn.execute(
+            "SELECT 1 FROM receipt_numbers WHERE store_id = ? AND number = ?", fx.receipt_number
+        ).fetchone():
+            raise Rejected(Code.RECEIPT_REPRINT)
+        conn.execute(
+            "INSERT INTO receipt_numbers (store_id, number, txn_id, digest, created_at) VALUES (?,?,?,?,?)",
+            (*fx.receipt_number, txn_id, fx.receipt_digest, _iso(fx.now)),
+        )
     if not fx.stored_value or fx.member_id is None:
         return
     if fx.stored_value > 0:

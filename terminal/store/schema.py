@@ -236,3 +236,20 @@ def m014_pos_requests(db: Database) -> None:
     # The POS's request ids (``request_id`` of POST /v1/sales), each with the sale recorded under it and the answer
     # given: a retry of a request whose answer was lost is answered again, not recorded twice. The newest are kept.
     db.table("pos_requests").create({"request_id": str, "txn_id": str, "answer": str}, pk="request_id")
+
+
+@migrations()
+def m015_receipt_numbers(db: Database) -> None:
+    # The numbers of the POS receipts sales were read from, by store: a receipt of a number already sold is a reprint
+    # (its bytes may differ: a COPY header, another print time) and sells nothing. The sales already recorded give
+    # theirs (as numbers that never repeat in a store; a day-scoped number is prefixed by its day from now on).
+    db.table("receipt_numbers").create(
+        {"store_id": str, "number": str, "txn_id": str, "digest": str, "created_at": str}, pk=("store_id", "number")
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO receipt_numbers (store_id, number, txn_id, digest, created_at) "
+        "SELECT json_extract(payload, '$.store_id'), trim(json_extract(payload, '$.receipt_number')), txn_id, "
+        "json_extract(payload, '$.receipt_digest'), created_at FROM journal "
+        "WHERE kind = 'sale' AND json_extract(payload, '$.receipt_digest') IS NOT NULL "
+        "AND trim(coalesce(json_extract(payload, '$.receipt_number'), '')) != '' ORDER BY seq"
+    )

@@ -1,7 +1,8 @@
 """The printer in the middle in a real till: `tillpoint run` with [printer] and [receipts] between a POS
 (this test, over a socket) and a recording printer (a process). A printed receipt becomes an anonymous
 sale in the journal with its digest, number and POS, and the printer gets the loyalty block with the
-signed claim QR before the cut; printing the same receipt again prints it unchanged and sells nothing."""
+signed claim QR before the cut; printing the same receipt again (the printer's status asked between its lines, or
+its reprint with a COPY header and another time) prints it unchanged and sells nothing."""
 
 from __future__ import annotations
 
@@ -103,6 +104,20 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         again = printer.wait_for(before + len(receipt))
         assert again[before:] == receipt
         assert len(journal_sales(till.data / "terminal.db")) == 1
+        # again, the POS asking the printer's status between its lines: the same receipt, the same digest
+        polled = receipt.replace(b"12 High Street\n", b"12 High Street\n\x10\x04\x01\x1dr\x01")
+        before = len(again)
+        pos_print(port, polled)
+        again = printer.wait_for(before + len(polled))
+        assert again[before:] == polled
+        # its reprint at the POS: a COPY header, another print time, the same number: no sale either
+        copy = english(Sale(sale.items, number="778899", time="2026-12-02 11:45"))
+        copy = copy.replace(b"ACME STORES\n", b"ACME STORES\n*** COPY ***\n")
+        before = len(again)
+        pos_print(port, copy)
+        again = printer.wait_for(before + len(copy))
+        assert again[before:] == copy
+        assert len(journal_sales(till.data / "terminal.db")) == 1
         wait_until(lambda: any(True for _ in (till.data / "receipts").glob("*.bin")), what="the receipt kept")
         # a receipt no template reads is kept and flagged, and prints unchanged
         before = len(again)
@@ -113,7 +128,9 @@ def test_a_printed_receipt_is_a_sale_and_gets_its_claim_qr(tmp_path: Path, print
         assert code == "receipt_unread"
         counted = api.metrics()
         assert metric(counted, "tillpoint_receipts_total", code="", state="sold") == 1
-        assert metric(counted, "tillpoint_receipts_total", code="receipt_already_used", state="refused") == 1
+        assert metric(counted, "tillpoint_receipts_total", code="receipt_already_used", state="refused") == 2
+        assert metric(counted, "tillpoint_receipts_total", code="receipt_reprint", state="refused") == 1
+        assert "refused receipt_reprint: already sold, printed again" in till.log.read_text(encoding="utf-8")
         assert metric(counted, "tillpoint_receipts_total", code="receipt_unread", state="unread") == 1
         assert metric(counted, "tillpoint_printer_reachable") == 1
         assert metric(counted, "tillpoint_receipts_kept_ok") == 1

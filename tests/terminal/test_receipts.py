@@ -305,6 +305,10 @@ def test_a_receipt_number_longer_than_the_journal_holds_is_not_read() -> None:
         ),
         ("name = 'x'\nsurprise = 1\n[patterns]\nitem = '(?P<sku>.)(?P<price>.)'\ntotal = '(?P<amount>.)'", "surprise"),
         ("not toml [", "TOML"),
+        (
+            "name = 'x'\nnumber_scope = 'week'\n[patterns]\nitem = '(?P<sku>.)(?P<price>.)'\ntotal = '(?P<amount>.)'",
+            "number_scope",
+        ),
     ],
 )
 def test_bad_templates_are_refused_naming_the_key(text: str, where: str) -> None:

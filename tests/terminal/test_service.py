@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from terminal.errors import Code, Rejected
@@ -159,3 +161,69 @@ def test_a_tap_stands_for_its_member_a_while(service: Service) -> None:
     assert last.get() is None  # an unused tap of five minutes ago stands for nobody
     last.set(found)
     assert last.get() is found  # a new tap stands again
+
+
+def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service: Service, tmp_path: Path) -> None:
+    """One sale per receipt: the same digest is ``receipt_already_used``; the same number at the store with other
+    bytes (a COPY header, another print time) is ``receipt_reprint``; a template with no number has the digest only;
+    numbers that start again each day are the day's. A refusal records nothing."""
+    from terminal.model import ReceiptRef
+
+    def sell(ref: ReceiptRef, svc: Service = service) -> str:
+        try:
+            svc.commit(svc.quote("M-1", basket(1000)), receipt=ref)
+        except Rejected as exc:
+            return exc.code.value
+        return "sold"
+
+    d = [f"{i:064x}" for i in range(10)]
+    assert sell(ReceiptRef(d[0], "0042", "POS-1")) == "sold"
+    assert sell(ReceiptRef(d[0], "0042", "POS-1")) == "receipt_already_used"  # the same bytes again
+    assert sell(ReceiptRef(d[1], "0042", "POS-1")) == "receipt_reprint"  # its copy
+    assert sell(ReceiptRef(d[1], " 0042 ", "POS-2")) == "receipt_reprint"  # printed at another POS of the store
+    assert sell(ReceiptRef(d[1], "0043", "POS-1")) == "sold"
+    assert sell(ReceiptRef(d[2], None, "POS-1")) == "sold"  # no number read: the digest alone
+    assert sell(ReceiptRef(d[2], None, "POS-1")) == "receipt_already_used"
+    assert sell(ReceiptRef(d[3], "0042", "POS-1", "day")) == "sold"  # a day's numbers are not the store's
+    assert sell(ReceiptRef(d[4], "0042", "POS-1", "day")) == "receipt_reprint"
+    tomorrow = Service(service.store, "T-1", clock=lambda: 1_790_000_000.0 + 86_400)
+    assert sell(ReceiptRef(d[5], "0042", "POS-1", "day"), tomorrow) == "sold"
+    other = Service(service.store, "T-1", clock=lambda: 1_790_000_000.0, store_id="S-002")
+    assert sell(ReceiptRef(d[6], "0043", "POS-1"), other) == "sold"  # another store's numbers are its own
+    assert [e.payload["receipt_number"] for e in service.store.entries()] == [
+        "0042",
+        "0043",
+        None,
+        "0042",
+        "0042",
+        "0043",
+    ]
+    assert service.store.member("M-1").points == 160  # six sales earned, the refusals nothing
+
+
+def test_the_receipt_numbers_of_the_sales_recorded_before_the_upgrade_are_reprints_after_it(tmp_path: Path) -> None:
+    """m015_receipt_numbers takes the numbers of the receipt sales the journal holds."""
+    import sqlite3
+
+    from terminal.model import ReceiptRef
+    from terminal.store import Store
+
+    store = Store.open(tmp_path / "t.db")
+    svc = Service(store, "T-1", clock=lambda: 1_790_000_000.0)
+    svc.commit(svc.quote(None, basket(500)), receipt=ReceiptRef("a" * 64, "0042", "POS-1"))
+    svc.commit(svc.quote(None, basket(500)), receipt=ReceiptRef("b" * 64, None, "POS-1"))
+    store.close()
+    conn = sqlite3.connect(tmp_path / "t.db")  # as a database of the release before
+    with conn:
+        conn.execute("DROP TABLE receipt_numbers")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm015_receipt_numbers'")
+    conn.close()
+    store = Store.open(tmp_path / "t.db")
+    try:
+        svc = Service(store, "T-1", clock=lambda: 1_790_000_000.0)
+        with pytest.raises(Rejected) as info:
+            svc.commit(svc.quote(None, basket(500)), receipt=ReceiptRef("c" * 64, "0042", "POS-1"))
+        assert info.value.code is Code.RECEIPT_REPRINT
+        svc.commit(svc.quote(None, basket(500)), receipt=ReceiptRef("c" * 64, "0043", "POS-1"))
+    finally:
+        store.close()
