@@ -21,7 +21,10 @@ Printing never depends on tillpoint's parsing. For each POS connection three thr
 
 Enrichment (a loyalty block before the cut) is the one place where bytes are held: at a byte sequence
 that may be a cut, the forward thread waits, at most ``hold`` seconds, for the parser to say whether it is
-one and what goes before it; otherwise the original bytes go out unchanged.
+one and what goes before it; otherwise the original bytes go out unchanged. A printer without a cutter gets the
+block as a slip of its own: before the init (ESC @) that ended the receipt, held as a cut is; when the POS went
+quiet, sent by the parse thread between two of the POS's commands; at the end of the POS's connection, before the
+printer's side is closed.
 
 When the printer cannot be reached, tillpoint stops listening (``tcp:`` only): the POS's next connection
 is refused, as a switched-off network printer's would be; the printer is probed with a bounded backoff and
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from terminal.backoff import Backoff
 from terminal.ports import Event, ReceiptDesk, StreamParser
-from terminal.receipts.escpos import Captured
+from terminal.receipts.escpos import INIT, Captured
 
 if TYPE_CHECKING:  # pyserial is imported when a serial printer is opened
     import serial
@@ -291,8 +294,13 @@ class _Copy:
         self.parsed = 0  # stream offset the parser has read up to (``StreamParser.position``)
         self.blocks: dict[int, bytes] = {}  # cut offset -> bytes to print before it
         self.cuts: set[int] = set()  # cut offsets the parser has seen (with a block or not)
+        self.scanned = 0  # stream offset the parser has split into commands (its receipts perhaps not handled yet)
+        self.ends: set[int] = set()  # where the receipts it found there end (cut or init), not handled yet
         self.dead = False
         self.lost = False  # a chunk was dropped and the parser not told yet
+        self.cut_seen = False  # the printer cuts: its receipts end at cuts alone (not at an init)
+        self.final = threading.Event()  # the parser read the stream's end
+        self.final_block: bytes | None = None  # the block of the receipt the stream's end ended (no cutter)
 
     def put(self, data: bytes) -> bool:
         try:
@@ -309,6 +317,8 @@ class _Copy:
                     return self.blocks.pop(offset)
                 if self.dead or offset in self.cuts or self.parsed > offset:
                     return None  # the parser read past it: not a cut (or a cut with nothing to add)
+                if self.scanned > offset and offset not in self.ends:
+                    return None  # split into commands past it, and no receipt ends there (an init starting one)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
@@ -339,6 +349,8 @@ class Relay:
         self.copy: _Copy | None = _Copy(queue_chunks) if desk is not None else None
         self.done = threading.Event()
         self._behind = 0  # after a hold timed out: no hold until the parser got this far
+        self._sending = threading.Lock()  # the printer's side: the POS's bytes, and a slip between them
+        self._sent = 0  # stream offset of the POS's next byte to go to the printer
 
     def run(self) -> None:
         back = threading.Thread(target=self._back, name="printer-back", daemon=True)
@@ -350,6 +362,7 @@ class Relay:
         finally:
             if self.copy is not None:
                 self._put_end()
+                self._final_slip(self.copy)
             self.printer.close_write()
             back.join(5.0)
             self.printer.close()
@@ -375,7 +388,7 @@ class Relay:
             first = False
             if data is None:  # nothing more came within the hold: the held byte goes out alone
                 try:
-                    self.printer.send(held)
+                    self._send(held)
                 except OSError:
                     return
                 sent, held = sent + len(held), b""
@@ -383,7 +396,7 @@ class Relay:
             if not data:
                 if held:
                     with contextlib.suppress(OSError):
-                        self.printer.send(held)
+                        self._send(held)
                 return
             copy = self.copy
             if copy is not None and not copy.dead and not copy.put(data):
@@ -397,7 +410,7 @@ class Relay:
                     chunk, held = split_partial_cut(chunk)
                     self._forward_enriched(chunk, sent)
                 else:
-                    self.printer.send(chunk)
+                    self._send(chunk)
             except OSError:
                 return  # the printer went away: the back thread closes the POS
             self.stats.bytes_forwarded += len(data)
@@ -430,13 +443,21 @@ class Relay:
             return self.pos.recv(CHUNK)
         return self.pos.recv_within(CHUNK, self.hold)
 
+    def _send(self, data: bytes, block: bool = False) -> None:
+        """Bytes to the printer: the POS's (counted in the stream's offsets), or a block of tillpoint's."""
+        with self._sending:
+            self.printer.send(data)
+            if not block:
+                self._sent += len(data)
+
     def _forward_enriched(self, data: bytes, base: int) -> None:
         assert self.copy is not None
         start = 0
-        for at in _cut_marks(data):
+        # a printer without a cutter: a receipt may end at the init (ESC @) that starts the next
+        for at in _cut_marks(data, init=not self.copy.cut_seen):
             if self.copy.parsed < self._behind:
                 continue  # a hold timed out and the parser has not caught up since: no more waiting
-            self.printer.send(data[start:at])
+            self._send(data[start:at])
             start = at
             began = time.monotonic()
             try:
@@ -447,9 +468,9 @@ class Relay:
                 block = None
             self._held(time.monotonic() - began)
             if block:
-                self.printer.send(block)
+                self._send(block, block=True)
                 self.stats.enriched += 1
-        self.printer.send(data[start:])
+        self._send(data[start:])
 
     def _held(self, seconds: float) -> None:
         holds = self.stats.holds
@@ -503,7 +524,7 @@ class Relay:
                     self._failures(parser, seen)
                     if last is not None:
                         failing = False
-                        self._receipt(desk, last)
+                        self._slip(self._receipt(desk, last), parser)
                     continue
                 if copy.lost:
                     copy.lost = False
@@ -511,10 +532,14 @@ class Relay:
                     self.stats.abandoned += 1
                 seen = parser.failures
                 if chunk is None:
+                    between = parser.at_boundary  # the stream did not end inside a command
                     last = parser.close()
                     self._failures(parser, seen)
                     if last is not None and (last.lines or last.size):
-                        self._receipt(desk, last)
+                        block = self._receipt(desk, last)
+                        if block and not last.cut and between:
+                            copy.final_block = block  # a printer without a cutter: printed once the POS is done
+                    copy.final.set()
                     return
                 try:
                     got = parser.feed(chunk)
@@ -534,6 +559,10 @@ class Relay:
                     fed += len(chunk)
                     self._failures(parser, seen)
                     failing = failing and not got
+                    with copy.cond:  # the forward thread need not wait for these receipts' handling elsewhere
+                        copy.ends.update(r.cut_offset for r in got if r.cut or r.init)
+                        copy.scanned = parser.position
+                        copy.cond.notify_all()
                 if self.receipt_gap > 0 and parser.printed != printed:
                     printed, quiet_at = parser.printed, time.monotonic() + self.receipt_gap
                 for receipt in got:
@@ -548,6 +577,7 @@ class Relay:
             with copy.cond:
                 copy.dead = True
                 copy.cond.notify_all()
+            copy.final.set()
             while True:  # drain, so the forward thread's copies never block
                 try:
                     if copy.q.get(timeout=1.0) is None:
@@ -567,7 +597,39 @@ class Relay:
             self.stats.parser_failures += new
             self.stats.abandoned += new
 
-    def _receipt(self, desk: ReceiptDesk, receipt: Captured) -> None:
+    def _slip(self, block: bytes | None, parser: StreamParser) -> None:
+        """The loyalty block of a receipt that ended when the POS went quiet (a printer without a cutter), printed now
+        as a slip of its own: only between two of the POS's commands, every byte sent to the printer read (the POS
+        printing again at this moment keeps it; a slip is never printed inside a command or an image)."""
+        if not block or not self.enrich or self.copy is None or self.copy.dead:
+            return
+        if not self._sending.acquire(timeout=self.hold):
+            return
+        try:
+            if self._sent != parser.position or not parser.at_boundary or not self.copy.q.empty():
+                return
+            self.printer.send(block)
+            self.stats.enriched += 1
+        except OSError:
+            return  # the printer went away: the relay's threads see it
+        finally:
+            self._sending.release()
+
+    def _final_slip(self, copy: _Copy) -> None:
+        """The POS closed its connection: the block of a receipt the end of the stream ended (a printer without a
+        cutter, a POS that connects for each receipt) goes out before the printer's side is closed, waited for at
+        most ``hold`` seconds."""
+        if not self.enrich or copy.dead:
+            return
+        if not copy.final.wait(self.hold):
+            self.stats.hold_timeouts += 1
+            return
+        if copy.final_block:
+            with contextlib.suppress(OSError):
+                self._send(copy.final_block, block=True)
+                self.stats.enriched += 1
+
+    def _receipt(self, desk: ReceiptDesk, receipt: Captured) -> bytes | None:
         assert self.copy is not None
         self.stats.receipts += 1
         try:
@@ -577,11 +639,14 @@ class Relay:
             self.stats.receipt_failures += 1
             block = None
         with self.copy.cond:
-            if receipt.cut:
+            self.copy.cut_seen = self.copy.cut_seen or receipt.cut
+            if receipt.cut or receipt.init:  # the forward thread holds at the cut (or the init) for its block
+                self.copy.ends.discard(receipt.cut_offset)
                 self.copy.cuts.add(receipt.cut_offset)
                 if block:
                     self.copy.blocks[receipt.cut_offset] = block
             self.copy.cond.notify_all()
+        return block
 
 
 def split_partial_cut(chunk: bytes) -> tuple[bytes, bytes]:
@@ -600,9 +665,9 @@ def split_partial_cut(chunk: bytes) -> tuple[bytes, bytes]:
     return chunk, b""
 
 
-def _cut_marks(data: bytes) -> list[int]:
+def _cut_marks(data: bytes, init: bool = False) -> list[int]:
     found: list[int] = []
-    for mark in CUT_MARKS:
+    for mark in CUT_MARKS + ((INIT,) if init else ()):
         at = data.find(mark)
         while at >= 0:
             found.append(at)

@@ -695,6 +695,11 @@ class StreamParser(Protocol):
         """Text and line feeds read so far (status queries print nothing)."""
         ...
 
+    @property
+    def at_boundary(self) -> bool:
+        """Whether the stream read so far ends between commands (none waits for its rest)."""
+        ...
+
     def idle(self) -> Captured | None:
         """The POS printed nothing for a while: on a stream that has shown no cut (a printer without a cutter),
         the receipt in progress ends and comes out; None otherwise."""
@@ -715,5 +720,6 @@ class ReceiptDesk(Protocol):
 
     def captured(self, receipt: Captured) -> bytes | None:
         """A receipt the POS printed: kept, read and attached to the sale; the bytes to print before
-        its cut (the loyalty block), or None."""
+        its cut (the loyalty block), or None. Of a receipt that was not cut (a printer without a cutter), the block
+        is a slip of its own, fed out to be torn off."""
         ...

@@ -17,6 +17,10 @@ from terminal.receipts.block import LABELS, BlockInfo, render
 from terminal.receipts.escpos import Captured, ReceiptParser
 from terminal.receipts.templates import Template, first_reading
 
+SLIP_FEED = b"\x1bd\x05"
+"""ESC d 5: after a loyalty block printed as a slip of its own (a printer without a cutter), five lines fed, so it
+passes the tear bar and is torn off whole."""
+
 Keep = Callable[[Captured, str | None], object]
 """Keep a receipt's bytes; the second argument is the refusal code of one no template read (flagged)."""
 
@@ -100,7 +104,9 @@ class Desk:
         # words the receipt's code page cannot print (Japanese on a cp437 line) fall back to English
         language = template.language if _printable(template.language, receipt.encoding) else "en"
         info = block_info(sold, self.title, language)
-        return render(info, template.width, receipt.encoding, self.native_qr)
+        block = render(info, template.width, receipt.encoding, self.native_qr)
+        # a printer without a cutter: the block follows the receipt's end as a slip of its own, fed out to be torn off
+        return block if receipt.cut else block + SLIP_FEED
 
     def _event(
         self, receipt: Captured, state: str, code: str | None, number: str | None = None, txn_id: str | None = None

@@ -301,7 +301,7 @@ class Captured:
     cut: bool
     """Ended by a cut (False: the stream ended first)."""
     cut_offset: int
-    """Stream offset of the cut command (or of the end): where a loyalty block goes."""
+    """Stream offset of the cut command (of the init that ended it, or of the end): where a loyalty block goes."""
     encoding: str
     """The code page in force at the cut: a block added there is written in it."""
     kanji: bool
@@ -313,6 +313,9 @@ class Captured:
     """The parser failed on this receipt (a bug; the traceback): its bytes are here, its lines were not read."""
     too_large: bool = False
     """More lines than ``MAX_LINES`` (or text than ``MAX_RAW``): these are its first bytes, its lines were freed."""
+    init: bool = False
+    """Ended by the printer's init (ESC @) of a printer without a cutter: ``cut_offset`` is where the init starts (a
+    loyalty block goes before it, as before a cut)."""
 
     @property
     def text(self) -> str:
@@ -386,16 +389,17 @@ class ReceiptParser:
                 self._absorb(buf[taken : upto(offset)])
                 taken = upto(offset)
 
-        def end(token: Token, cut: bool, too_large: bool = False) -> None:
+        def end(token: Token, cut: bool, too_large: bool = False, init: bool = False) -> None:
             absorb(token.end)
-            got = self._finish(token.offset if cut else token.end, cut=cut, end=token.end, too_large=too_large)
+            at = token.offset if cut or init else token.end
+            got = self._finish(at, cut=cut, end=token.end, too_large=too_large, init=init)
             if got is not None:
                 done.append(got)
 
         try:
             for token in self.tokens.feed(data):
                 if token.data == INIT and not self._cut_seen and self._in_progress():
-                    end(token, cut=False)  # a printer without a cutter: its init starts the next receipt
+                    end(token, cut=False, init=True)  # a printer without a cutter: its init starts the next receipt
                 if not prints(token):  # a status request (the POS asks between prints): not the receipt's
                     absorb(token.offset)
                     self._size += upto(token.end) - taken
@@ -475,6 +479,12 @@ class ReceiptParser:
         self._size += len(data)
         if len(self._raw) < MAX_RAW:
             self._raw += data[: MAX_RAW - len(self._raw)]
+
+    @property
+    def at_boundary(self) -> bool:
+        """Whether the stream read so far ends between commands: no command, and no image's data, waits for its
+        rest (bytes of the relay's own may go to the printer here without landing inside one of the POS's)."""
+        return not self._carry and not self.tokens._buf and not self.tokens._skip
 
     @property
     def position(self) -> int:
@@ -566,7 +576,9 @@ class ReceiptParser:
         self._text_len = 0
         self._line_state = None
 
-    def _finish(self, cut_offset: int, cut: bool, end: int, too_large: bool = False) -> Captured | None:
+    def _finish(
+        self, cut_offset: int, cut: bool, end: int, too_large: bool = False, init: bool = False
+    ) -> Captured | None:
         """The receipt in progress, ended at stream offset ``end``; None when it is the rest of one that came out
         too large (skipped). A receipt ``too_large`` comes out with its lines freed, and its rest is skipped."""
         if self._dropping:
@@ -589,6 +601,7 @@ class ReceiptParser:
             self._damaged,
             self._failed,
             too_large,
+            init,
         )
         self._reset_receipt(end)
         self._dropping = too_large

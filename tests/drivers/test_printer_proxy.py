@@ -15,14 +15,14 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from drivers.printer import PrinterProxy
 from terminal.model import Basket, Line, Member, Receipt, ReceiptRef, ReceiptSold
-from terminal.receipts.desk import Desk
+from terminal.receipts.desk import SLIP_FEED, Desk
 from terminal.receipts.escpos import Captured, ReceiptParser, parse
 from terminal.receipts.templates import net_of
 from tests.fixtures.printer import RecordingPrinter, decode_rasters, start_printer, stored_qr
@@ -676,3 +676,73 @@ def test_a_printer_without_a_cutter_on_a_serial_or_device_relay_has_each_receipt
     (kept_second,) = [c for c, _ in kept.receipts if c.digest == sales.sold[1][1].digest]
     assert kept_second.raw == second + b"\x1b@"
     assert proxy.stats.parser_failures == 0
+
+
+def read_until(fd: int, done: Callable[[bytes], bool], what: str, timeout: float = 15.0) -> bytes:
+    """What the printer's end reads until ``done`` says it holds what is expected."""
+    got = b""
+
+    def more() -> bool:
+        nonlocal got
+        got += read_for(fd, 1 << 20, timeout=0.1)
+        return done(got)
+
+    wait_until(more, timeout, what)
+    return got
+
+
+def slip(block: bytes) -> None:
+    """A loyalty block printed as a slip of its own: the claim QR, then fed out to be torn off."""
+    assert b"Scan to collect your points" in block and stored_qr(block) == [CLAIM]
+    assert block.startswith(b"\x1ba\x00-") and block.endswith(SLIP_FEED)
+
+
+@pytest.mark.parametrize("kind", ["serial", "device"])
+def test_a_printer_without_a_cutter_prints_each_receipts_block_as_a_slip_when_the_receipt_ends(kind: str) -> None:
+    """No cut all day: the block of a receipt the quiet spell ends goes out then, after it; the block of one the next
+    receipt's init ends goes out before that init. Each is fed out to be torn off; the POS's bytes are unchanged."""
+    import os
+
+    first = uncut(Sale((Item("Apples", "1001", 2, 150),), number="0001"))
+    second = b"\x1b@" + uncut(Sale((Item("Cheddar", "1002", 1, 420),), number="0002"))
+    third = b"\x1b@" + uncut(Sale((Item("Tea", "1003", 3, 100),), number="0003"))
+    sales = FakeSales()
+    desk = desk_for("en", sales, Kept(), enrich=True)
+    proxy, fds = pty_relay(kind, kind, desk, enrich=True, hold=2.0, receipt_gap=0.3)
+    pos, printer = fds[0], fds[1]
+    try:
+        os.write(pos, first)
+        got = read_until(printer, lambda b: b.endswith(SLIP_FEED), "the first receipt and its slip")
+        os.write(pos, second + third)
+        rest = read_until(printer, lambda b: b.count(SLIP_FEED) == 2 and b.endswith(SLIP_FEED), "two slips")
+    finally:
+        proxy.stop()
+        for fd in fds:
+            os.close(fd)
+    assert got.startswith(first)
+    slip(got[len(first) :])
+    assert rest.startswith(second)
+    at = rest.index(third, len(second))
+    slip(rest[len(second) : at])  # before the init that ended the second
+    slip(rest[at + len(third) :])  # after the third, once the POS went quiet
+    assert [ref.number for _, ref in sales.sold] == ["0001", "0002", "0003"]
+    assert proxy.stats.enriched == 3 and proxy.stats.hold_timeouts == 0
+
+
+def test_a_receipt_without_a_cut_on_a_connection_of_its_own_gets_its_slip_before_the_printer_is_let_go(
+    printer: RecordingPrinter,
+) -> None:
+    """A POS that connects for each receipt to a printer without a cutter: the receipt ends with the connection,
+    and its block goes out on it, after the receipt, before tillpoint closes the printer's side."""
+    receipt = uncut(Sale((Item("Apples", "1001", 2, 150),), number="0001"))
+    sales = FakeSales()
+    proxy = proxy_to(printer.port, desk_for("en", sales, Kept(), enrich=True), enrich=True, hold=2.0)
+    try:
+        pos_print(proxy.port, receipt)
+        wait_until(lambda: printer.received().endswith(SLIP_FEED), what="the slip at the printer")
+        got = printer.received()
+    finally:
+        proxy.stop()
+    assert got.startswith(receipt)
+    slip(got[len(receipt) :])
+    assert len(sales.sold) == 1 and proxy.stats.enriched == 1

@@ -493,6 +493,7 @@ def test_on_a_printer_without_a_cutter_the_init_and_a_quiet_spell_end_a_receipt(
     got = p.feed(b"\x1b@" + a + b"\x1b@" + b)
     assert len(got) == 1 and got[0].raw == b"\x1b@" + a + b"\x1b@" and not got[0].cut
     assert got[0].digest == hashlib.sha256(b"\x1b@" + a + b"\x1b@").hexdigest()
+    assert got[0].init and got[0].cut_offset == len(a) + 2  # its loyalty block goes before the init that ended it
     assert first_reading([T["en"]], got[0]).number == "0001"
     assert p.idle() is not None and p.idle() is None  # the POS went quiet: the receipt in progress ends, once
     # an init before anything is printed (after a logo, say) starts nothing: the receipt goes on
@@ -507,6 +508,14 @@ def test_on_a_printer_without_a_cutter_the_init_and_a_quiet_spell_end_a_receipt(
     printed = p.printed
     p.feed(b"\x10\x04\x01" * 10)
     assert p.printed == printed
+    # between two commands, bytes of the relay's own may go to the printer; inside one (or an image's data), not
+    assert p.at_boundary
+    p.feed(b"\x1d")
+    assert not p.at_boundary
+    p.feed(b"v0\x00\x01\x00\x02\x00\xff")
+    assert not p.at_boundary
+    p.feed(b"\xff")
+    assert p.at_boundary
 
 
 def test_a_receipt_of_more_lines_than_the_bound_comes_out_too_large_and_its_memory_is_freed() -> None:
