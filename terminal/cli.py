@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -220,15 +221,51 @@ def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Re
         return client.request(method, f"{url}{path}", **kwargs)
 
 
+def _request_id(given: str | None) -> str | None:
+    """``--request-id`` as given, checked as the local API takes it (1 to 64 characters); None when not given."""
+    if given is not None and not 1 <= len(given) <= 64:
+        raise typer.BadParameter("1 to 64 characters (the id a retry sends again)")
+    return given
+
+
+RequestIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--request-id",
+        callback=_request_id,
+        help="The id the till records this under (default: a new one for each run). After a timeout or a lost "
+        "answer, run the command again with the same --request-id: the answer recorded under it comes back and "
+        "nothing is done twice.",
+    ),
+]
+
+
+def _new_request_id() -> str:
+    """The request id of one run of a command that records something (a new one each run)."""
+    return uuid.uuid4().hex
+
+
+def _retry_hint(request_id: str | None) -> str:
+    """What the cashier does when the answer of a request that may have been recorded was lost."""
+    if request_id is None:
+        return ""
+    return (
+        f"; it may have been recorded: run the same command again with --request-id {request_id} "
+        "(what was recorded under it is answered, nothing is done twice)"
+    )
+
+
 def _segment(value: str) -> str:
     """``value`` (a txn id as typed) as one segment of an API path: a '/', '?' or '#' in it cannot make the path
     another route's (``refund 'TXN/void?'`` was a void of the whole sale); such an id names nothing (404)."""
     return quote(value, safe="")
 
 
-def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None, request_id: str | None = None) -> Any:
     """One call to the running daemon's local API (always a JSON body: the API takes no other); a refusal
-    is printed with its stable code and ends the command with exit status 1."""
+    is printed with its stable code and ends the command with exit status 1. ``request_id``: sent in the body,
+    and named in what is printed when the answer is lost (no answer in time, a daemon killed or failing), so the
+    cashier runs the command again with it and gets the recorded answer instead of a second sale or credit."""
     import httpx  # here: head office's commands, which share this program, never call the daemon
 
     token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
@@ -238,7 +275,10 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
             "(--config /etc/tillpoint/tillpoint.toml, or $TILLPOINT_CONFIG), or start `tillpoint run` first"
         )
         raise typer.Exit(1)
+    if request_id is not None:
+        body = {**(body or {}), "request_id": request_id}
     url, socket = cfg.local_api()
+    where = f"{url}{path}" + (f" (Unix socket {socket})" if socket else "")
     try:
         response = _api_request(
             cfg,
@@ -248,21 +288,48 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
-    except httpx.TransportError as exc:
-        where = f"{url}{path}" + (f" (Unix socket {socket})" if socket else "")
-        console.print(
-            f"[red]no daemon answers at {escape(where)}[/] ({exc.__class__.__name__}); is `tillpoint run` or `demo` up?"
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
+        _said(
+            "daemon_unreachable",
+            f"no daemon answers at {where} ({exc.__class__.__name__}); is `tillpoint run` or `demo` up? "
+            "Nothing was sent",
         )
         raise typer.Exit(1) from exc
-    if response.status_code >= 400:
-        try:
-            refusal = response.json()
-            said = f"{refusal['code']}: {refusal['message']}"
-        except (ValueError, KeyError, TypeError):
-            said = response.text
-        console.print(f"[red]refused[/] {response.status_code} {escape(said)}")
+    except httpx.TransportError as exc:  # sent, and no answer came back: it may have been done
+        _said("no_answer", f"no answer from the daemon at {where} ({exc.__class__.__name__}){_retry_hint(request_id)}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        _said("interrupted", f"stopped before the daemon's answer{_retry_hint(request_id)}")
+        raise typer.Exit(130) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code >= 500:
+        said = f"{answer['code']}: {answer['message']}" if _refusal(answer) else "internal: no reason given"
+        _said("daemon_failed", f"the daemon failed ({response.status_code} {said}){_retry_hint(request_id)}")
         raise typer.Exit(1)
-    return response.json()
+    if response.status_code >= 400:
+        said = f"{answer['code']}: {answer['message']}" if _refusal(answer) else f"http_error: {_first_line(response)}"
+        console.print(f"[red]refused[/] {response.status_code} {escape(said)}", soft_wrap=True)
+        raise typer.Exit(1)
+    if answer is None:
+        _said("bad_answer", f"{where} answered {response.status_code} with no JSON: is it the till's local API?")
+        raise typer.Exit(1)
+    return answer
+
+
+def _refusal(answer: Any) -> bool:
+    return isinstance(answer, dict) and isinstance(answer.get("code"), str) and "message" in answer
+
+
+def _first_line(response: httpx.Response) -> str:
+    return (response.text.strip().splitlines() or [response.reason_phrase])[0][:200]
+
+
+def _said(code: str, message: str) -> None:
+    """A command's failure in one line, its stable code first (never console markup: the message is text)."""
+    console.print(f"[red]{code}[/]: {escape(message)}", soft_wrap=True)
 
 
 def _currency(cfg: Config) -> Currency:
@@ -407,6 +474,7 @@ def sale(
         list[str] | None, typer.Option(help="A reward of the catalogue bought with points (repeatable).")
     ] = None,
     quote_only: Annotated[bool, typer.Option("--quote", help="Price it only; record nothing.")] = False,
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -426,7 +494,10 @@ def sale(
     if not quote_only:
         body["stored_value"] = stored_value
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", "/v1/quote" if quote_only else "/v1/sales", body)
+    if quote_only:
+        answer = _api(cfg, "POST", "/v1/quote", body)
+    else:
+        answer = _api(cfg, "POST", "/v1/sales", body, request_id=request_id or _new_request_id())
     if as_json:
         show_json(answer)
     else:
@@ -459,13 +530,20 @@ def topup(
     amount: Annotated[int, typer.Argument(help="What the POS took, in minor units.")],
     member: Annotated[str | None, typer.Option(help="The member's id: the money goes to their stored value.")] = None,
     tapped: Annotated[bool, typer.Option("--tapped", help="Top up the member of the last card tap.")] = False,
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sell stored value through the running daemon: the member's balance rises by AMOUNT, within the
     limits head office set for this till (docs/stored-value.md)."""
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", "/v1/topups", {"member_id": member, "use_identified": tapped, "amount": amount})
+    answer = _api(
+        cfg,
+        "POST",
+        "/v1/topups",
+        {"member_id": member, "use_identified": tapped, "amount": amount},
+        request_id=request_id or _new_request_id(),
+    )
     _show_topup(answer, cfg, as_json)
 
 
@@ -918,6 +996,7 @@ def voucher_sell(
     sku: Annotated[str | None, typer.Option(help="A product voucher of this sku.")] = None,
     member: Annotated[str | None, typer.Option(help="The member whose wallet shows the voucher.")] = None,
     png: Annotated[Path | None, typer.Option(help="Also write the voucher's QR as PNG here, to print.")] = None,
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -928,7 +1007,13 @@ def voucher_sell(
     if png is not None and not png.parent.is_dir():  # before the sale: its code is shown only once
         console.print(f"[red]--png: no directory {escape(str(png.parent))}[/]: nothing was sold")
         raise typer.Exit(1)
-    sold = _api(cfg, "POST", "/v1/vouchers/sell", {"value": value, "sku": sku, "member_id": member})
+    sold = _api(
+        cfg,
+        "POST",
+        "/v1/vouchers/sell",
+        {"value": value, "sku": sku, "member_id": member},
+        request_id=request_id or _new_request_id(),
+    )
     unwritten = None
     if png is not None:
         try:
@@ -1018,15 +1103,19 @@ def gift_balance(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @gift_app.command("sell")
-def gift_sell(amount: AmountArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def gift_sell(
+    amount: AmountArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Sell the tapped card as a gift card with AMOUNT on it (the POS took it)."""
-    _gift(config, as_json, "/v1/giftcards/sell", {"amount": amount})
+    _gift(config, as_json, "/v1/giftcards/sell", {"amount": amount}, request_id or _new_request_id())
 
 
 @gift_app.command("load")
-def gift_load(amount: AmountArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def gift_load(
+    amount: AmountArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Load AMOUNT (the POS took it) onto the tapped gift card."""
-    _gift(config, as_json, "/v1/giftcards/load", {"amount": amount})
+    _gift(config, as_json, "/v1/giftcards/load", {"amount": amount}, request_id or _new_request_id())
 
 
 @gift_app.command("pay")
@@ -1061,9 +1150,9 @@ def gift_block(
     _gift(config, as_json, "/v1/giftcards/block", {"reason": reason})
 
 
-def _gift(config: Path | None, as_json: bool, path: str, body: dict[str, Any]) -> None:
+def _gift(config: Path | None, as_json: bool, path: str, body: dict[str, Any], request_id: str | None = None) -> None:
     cfg = cli_config(config)
-    done = _api(cfg, "POST", path, body)
+    done = _api(cfg, "POST", path, body, request_id=request_id)
     if as_json:
         show_json(done)
         return

@@ -13,12 +13,14 @@ busy port instead of dying with a traceback; a table piped to a file shows whole
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -258,6 +260,90 @@ def test_void_and_refund(chain: Chain) -> None:
     assert refunded["kind"] == "refund" and refunded["total"] == -1600
     third = json.loads(ok(chain.cli("sale", "1700", "--json")))
     assert json.loads(ok(chain.cli("void", third["txn_id"], "--json")))["kind"] == "void"
+
+
+def test_a_command_run_again_with_its_request_id_is_done_once(chain: Chain) -> None:
+    """A cashier whose `sale` got no answer (a timeout, a daemon killed) runs it again with the --request-id it
+    named: the till answers the sale it recorded, and records no second one. Each command that records something
+    sends its id (an id of one kind sent by another command is request_id_used: nothing recorded); a run without
+    --request-id is a new request."""
+    first = json.loads(ok(chain.cli("sale", "1234", "--request-id", "cli-retry-1", "--json")))
+    again = json.loads(ok(chain.cli("sale", "1234", "--request-id", "cli-retry-1", "--json")))
+    assert again == first
+    assert chain.till_db("SELECT COUNT(*) FROM journal WHERE txn_id = ?", first["txn_id"]) == [(1,)]
+    assert chain.till_db("SELECT txn_id FROM pos_requests WHERE request_id = 'cli-retry-1'") == [(first["txn_id"],)]
+    fresh = [json.loads(ok(chain.cli("sale", "1234", "--json")))["txn_id"] for _ in range(2)]
+    assert len({first["txn_id"], *fresh}) == 3
+    for command in (
+        ("topup", "100", "--member", "M-0001"),
+        ("giftcard", "sell", "500"),
+        ("giftcard", "load", "500"),
+        ("voucher", "sell", "--value", "1500"),
+    ):
+        other = chain.cli(*command, "--request-id", "cli-retry-1")
+        assert other.returncode == 1 and "request_id_used" in other.stdout, (command, other.stdout)
+    wrong = chain.cli("sale", "100", "--request-id", "x" * 65)
+    assert wrong.returncode == 2 and "--request-id" in wrong.stdout + wrong.stderr, wrong.stdout + wrong.stderr
+
+
+class _BrokenDaemon(http.server.BaseHTTPRequestHandler):
+    """A daemon that fails as the server says (``answer``): killed before its answer, 500 with a page, a page."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        answer = self.server.answer  # type: ignore[attr-defined]
+        if answer is None:  # killed between its COMMIT and its answer
+            self.close_connection = True
+            return
+        status, body = answer
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_lost_or_broken_answer_is_one_line_with_its_code_and_the_retry(tmp_path: Path) -> None:
+    """No daemon, a daemon gone before its answer, one answering 500 or a page that is not JSON: one line with a
+    stable code, no traceback; where the sale may have been recorded, the line says to run the command again with
+    its --request-id (the one it was given, or the one it made)."""
+    data = tmp_path / "till"
+    data.mkdir()
+    (data / "api.token").write_text("token\n")
+    config = tmp_path / "till.toml"
+    config.write_text(f'[terminal]\ndata_dir = "{data}"\n')
+    (data / "api.url").write_text(f"http://127.0.0.1:{free_port()}\n")
+    gone = tillpoint("sale", "500", "--config", str(config))
+    said = gone.stdout + gone.stderr
+    assert gone.returncode == 1 and said.startswith("daemon_unreachable: no daemon answers at http://127.0.0.1:"), said
+    assert "Nothing was sent" in said and "Traceback" not in said
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BrokenDaemon)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    (data / "api.url").write_text(f"http://127.0.0.1:{server.server_address[1]}\n")
+    try:
+        for answer, code in (
+            (None, "no_answer"),
+            ((500, b"<html><body>\nInternal [b]Server[/b] Error\n</body></html>"), "daemon_failed"),
+            ((200, b"<html>a router's page</html>"), "bad_answer"),
+        ):
+            server.answer = answer  # type: ignore[attr-defined]
+            for named in ((), ("--request-id", "cli-lost-1")):
+                done = tillpoint("topup", "500", "--member", "M-0001", *named, "--config", str(config))
+                said = done.stdout + done.stderr
+                assert done.returncode == 1 and "Traceback" not in said, said
+                assert said.startswith(f"{code}: ") and len(said.strip().splitlines()) == 1, said
+                if code == "bad_answer":
+                    continue
+                retry = said.split("run the same command again with --request-id ")[1].split()[0]
+                assert retry == "cli-lost-1" if named else len(retry) == 32, said
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_a_transaction_id_is_one_path_segment_whatever_it_holds(chain: Chain) -> None:
@@ -663,6 +749,11 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
     assert again.returncode == 1 and "already_voided" in again.stdout, again.stdout
     status = json.loads(ok(chain.cli("status", "--json")))["topups"]
     assert (status["enabled"], status["sold_today"], status["per_day"]) == (True, 2500, 9000)
+    # The cashier runs a top-up again after a timeout, with the id it named: credited once, the same receipt.
+    once = json.loads(ok(chain.cli("topup", "700", "--member", "M-0003", "--request-id", "cli-topup-retry", "--json")))
+    twice = json.loads(ok(chain.cli("topup", "700", "--member", "M-0003", "--request-id", "cli-topup-retry", "--json")))
+    assert twice == once and once["stored_value"] == 3200
+    assert chain.till_db("SELECT stored_value FROM members WHERE member_id = 'M-0003'") == [(3200,)]
 
     def credited() -> int | None:
         store = HqStore(chain.hq.db)
@@ -671,9 +762,9 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
             held = {e.txn_id for e in store.entries(TERMINAL)}
         finally:
             store.close()
-        return member.stored_value if member is not None and back["txn_id"] in held else None
+        return member.stored_value if member is not None and {back["txn_id"], once["txn_id"]} <= held else None
 
-    assert wait_until(credited, 20, "head office's credit of the top-ups") == 2500
+    assert wait_until(credited, 20, "head office's credit of the top-ups") == 3200
 
 
 def test_vouchers_sold_redeemed_and_refunded_through_the_tills_commands(chain: Chain, tmp_path: Path) -> None:
