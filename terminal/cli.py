@@ -22,7 +22,7 @@ from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
 from terminal.console import JsonOpt, make_console, port_busy, show_json, table
-from terminal.errors import ConfigError, PortBusy, TerminalError
+from terminal.errors import ConfigError, ConfigFileError, PortBusy, TerminalError
 from terminal.money import Currency
 
 if TYPE_CHECKING:  # imported where used, so that a quick command does not load them
@@ -156,6 +156,10 @@ def run_daemon(
     except PortBusy as exc:
         daemon.stop()
         port_busy(exc, "the local API", api_port_option)
+    except ConfigFileError as exc:  # no restart mends it: exit 2, as a config that does not validate
+        daemon.stop()
+        console.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     except TerminalError as exc:
         daemon.stop()
         console.print(f"[red]cannot start:[/] {escape(str(exc))}", soft_wrap=True)  # one line in a log, however narrow

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -656,6 +657,13 @@ def _ca_file_there(cfg: Config) -> Config:
     """A CA bundle named must be there to read (else every request to head office, and doctor, fail on it)."""
     if cfg.hq.ca_file and not os.access(cfg.hq.ca_file, os.R_OK):
         raise ConfigError("hq.ca_file", f"a readable CA bundle file (got {cfg.hq.ca_file!r}: missing or unreadable)")
+    if cfg.hq.ca_file:
+        try:  # what the sync client does with it at start: a file of no certificate failed there, with a traceback
+            ssl.create_default_context(cafile=cfg.hq.ca_file)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                "hq.ca_file", f"a CA bundle of PEM certificates (got {cfg.hq.ca_file!r}: {exc.args[-1]})"
+            ) from exc
     return cfg
 
 

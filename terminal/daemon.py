@@ -55,7 +55,7 @@ from terminal.checkout import Checkout, LastTap
 from terminal.config import Config, check_held, held_by
 from terminal.credentials import card_uid_hash, parse_master_key
 from terminal.enrolment import claim_signer, enrol_on_tap
-from terminal.errors import Code, ConfigError, Rejected, SetupCode, storage_refusal
+from terminal.errors import Code, ConfigError, ConfigFileError, Rejected, SetupCode, storage_refusal
 from terminal.keys import KeyLost, card_key, key_check, load_or_create_token
 from terminal.metrics import Metrics, SyncFigures, Watchdog, watchdog_interval
 from terminal.metrics import serve as serve_metrics
@@ -114,14 +114,21 @@ def hq_token_path(config: Config) -> Path:
     return config.hq_token_path
 
 
+def _why(exc: Exception) -> str:
+    """Why a file could not be read: an OS error's reason alone (its file is named beside it), else the error."""
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
 def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:
     """A 16-byte master key file (raw, or 32 hex digits); None when no file is configured."""
     if not path:
         return None
     try:
         return parse_master_key(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(key, f"a readable file of 16 raw bytes or 32 hex digits ({exc})") from exc
+    except OSError as exc:
+        raise ConfigFileError(key, f"a readable file of 16 raw bytes or 32 hex digits ({path}: {_why(exc)})") from exc
+    except ValueError as exc:
+        raise ConfigFileError(key, f"a file of 16 raw bytes or 32 hex digits ({path}: {exc})") from exc
 
 
 def payment_limits(config: Config) -> RiskLimits:
@@ -140,7 +147,9 @@ def hq_token(config: Config) -> str:
     try:
         return path.read_text(encoding="utf-8").strip() if path.exists() else ""
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("hq.token_file", f"a readable text file with the till's token ({path}: {exc})") from exc
+        raise ConfigFileError(
+            "hq.token_file", f"a readable text file with the till's token ({path}: {_why(exc)})"
+        ) from exc
 
 
 def enrol_terminal(
@@ -393,9 +402,13 @@ class Daemon:
             )
             self.store.set_state(card_key_check=check)
         except ValueError as exc:  # a file cut short
-            raise ConfigError("security.card_key_file", f"a card-hash key of at least 16 bytes ({exc})") from exc
-        except OSError as exc:  # not a readable file (a directory, another user's), or none could be made
-            raise storage_refusal(exc, f"read or make the card-hash key {self.config.card_key_path}") from exc
+            raise ConfigFileError("security.card_key_file", f"a card-hash key of at least 16 bytes ({exc})") from exc
+        except OSError as exc:
+            path = self.config.card_key_path
+            if os.path.lexists(path):  # there, and not a readable file (a directory, another user's)
+                said = f"a readable card-hash key file ({path}: {_why(exc)})"
+                raise ConfigFileError("security.card_key_file", said) from exc
+            raise storage_refusal(exc, f"make the card-hash key {path}") from exc  # none could be made
         if self.store.state("card_key_check") is None:
             self.store.set_state(card_key_check=check)
         return key
@@ -560,7 +573,9 @@ class Daemon:
             try:
                 templates.append(load_template(Path(path).read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError, Rejected) as exc:
-                raise ConfigError("receipts.templates", f"a readable receipt template ({path}: {exc})") from exc
+                raise ConfigFileError(
+                    "receipts.templates", f"a readable receipt template ({path}: {_why(exc)})"
+                ) from exc
         keep_dir = Path(receipts.keep_dir) if receipts.keep_dir else self.config.data_dir / "receipts"
         retention = Retention(receipts.keep_days, int(receipts.keep_max_mb * 1_000_000))
         self.keeper = Keeper(keep_dir, retention, emit=self.emit)

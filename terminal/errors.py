@@ -338,6 +338,12 @@ class ConfigError(TerminalError):
         super().__init__(f"{code.value}: {said}" if code else said)
 
 
+class ConfigFileError(ConfigError):
+    """A file the config names (a receipt template, a key file, a CA bundle, the head-office token file) is missing,
+    cannot be read or does not hold what it should. No restart mends it: ``tillpoint run`` exits 2, as for a config
+    that does not validate, and the unit is not started again every 2 s (``RestartPreventExitStatus=2``)."""
+
+
 class PortBusy(TerminalError):
     """A TCP port another process already listens on: nothing of ours was started on it."""
 

@@ -20,6 +20,7 @@ import pytest
 
 from terminal.config import Config, load
 from terminal.doctor import Verdict, check_config
+from tests.fixtures import forked
 from tests.fixtures.hq import HqProcess, free_port, tillpoint
 from tests.ops.helpers import (
     ROOT,
@@ -93,6 +94,44 @@ def test_a_lost_or_swapped_card_key_stops_the_start(tmp_path: Path, hq: HqProces
         notify.close()
 
 
+def test_a_file_the_config_names_that_cannot_be_read_is_a_configuration_error(tmp_path: Path) -> None:
+    """A receipt template, a card master key, the head-office token file or the CA bundle the config names that is
+    missing, not a file or not what it should hold: `tillpoint run` says which key and file in one line and exits
+    2, a configuration error the unit does not restart every 2 s (RestartPreventExitStatus=2), never 1."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "garbled.toml").write_text("[[[ not a template")
+    (files / "short.key").write_bytes(b"12345")
+    (files / "folder").mkdir()
+    (files / "not-a-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+    printer = 'listen = "tcp:127.0.0.1:0"\ntarget = "tcp:127.0.0.1:9"'
+    for key, path, section, line in (
+        ("receipts.templates", files / "gone.toml", "receipts", "templates = [{}]"),
+        ("receipts.templates", files / "garbled.toml", "receipts", "templates = [{}]"),
+        ("reader.sun_key_file", files / "gone.key", "reader", "sun_key_file = {}"),
+        ("reader.sun_key_file", files / "short.key", "reader", "sun_key_file = {}"),
+        ("reader.felica_key_file", files / "folder", "reader", "felica_key_file = {}"),
+        ("hq.token_file", files / "folder", "hq", 'url = "http://127.0.0.1:9"\ntoken_file = {}'),
+        ("hq.ca_file", files / "not-a-ca.pem", "hq", "ca_file = {}"),
+    ):
+        config = till_config(tmp_path, None, None, "T-FILES", printer=printer)
+        text = config.read_text().replace(f"[{section}]\n", f"[{section}]\n{line.format(json.dumps(str(path)))}\n")
+        config.write_text(
+            text if f"[{section}]" in text else f"{text}[{section}]\n{line.format(json.dumps(str(path)))}\n"
+        )
+        if path.name == "gone.toml":  # as an operator starts it
+            started = tillpoint("run", "--config", str(config), cwd=tmp_path)
+            returncode, said = started.returncode, started.stdout + started.stderr
+        else:  # the same command, forked from a process that imported it once
+            child = forked.start(
+                ["run", "--config", str(config)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            out, err = child.communicate(timeout=60)
+            returncode, said = child.returncode, (out + err).decode()
+        assert returncode == 2 and "Traceback" not in said, (key, path, said)
+        assert f"configuration error: config key '{key}'" in said and str(path) in said, (key, path, said)
+
+
 def till_keyed(tmp_path: Path, hq: HqProcess, terminal_id: str, key: Path) -> tuple[Path, NotifyListener, TillProcess]:
     """A till enrolled at ``hq`` whose config names ``key`` as its card-hash key file (not there: the daemon makes
     one at its first start): (its config, the notify socket, the till, not started)."""
@@ -104,7 +143,8 @@ def till_keyed(tmp_path: Path, hq: HqProcess, terminal_id: str, key: Path) -> tu
 
 def test_a_card_key_file_cut_short_or_unreadable_is_said_in_one_line(tmp_path: Path, hq: HqProcess) -> None:
     """The key file lost its tail (a crash while it was copied in, a damaged disk) or cannot be read: the daemon
-    refuses in one line naming the file, never with a traceback, and starts again once the file is put right."""
+    refuses in one line naming the file, never with a traceback, as a configuration error (exit 2: no restart
+    mends it), and starts again once the file is put right."""
     key = tmp_path / "card.key"
     key.write_bytes(hq.key)
     config, notify, till = till_keyed(tmp_path, hq, "T-KEYCUT", key)
@@ -114,13 +154,14 @@ def test_a_card_key_file_cut_short_or_unreadable_is_said_in_one_line(tmp_path: P
         key.write_bytes(hq.key[:8])
         cut = tillpoint("run", "--config", str(config), cwd=tmp_path)
         said = cut.stdout + cut.stderr
-        assert cut.returncode == 1 and "Traceback" not in said and "security.card_key_file" in said, said
+        assert cut.returncode == 2 and "Traceback" not in said and "security.card_key_file" in said, said
         assert "shorter than 16 bytes" in said and hq.key[:8].hex() not in said, said
         key.unlink()
         key.mkdir()  # not a file at all
         unreadable = tillpoint("run", "--config", str(config), cwd=tmp_path)
         said = unreadable.stdout + unreadable.stderr
-        assert unreadable.returncode == 1 and "Traceback" not in said and str(key) in said, said
+        assert unreadable.returncode == 2 and "Traceback" not in said and str(key) in said, said
+        assert "configuration error: config key 'security.card_key_file'" in said, said
         key.rmdir()
         key.write_bytes(hq.key)
         till.start()

@@ -4,6 +4,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 
 from terminal import config
@@ -161,13 +162,17 @@ def _shipped() -> str:
 
 
 def test_a_ca_bundle_named_must_be_there(tmp_path: Path) -> None:
-    """A missing CA file failed every request to head office, and doctor, with a traceback: it is a
-    configuration error naming the key."""
+    """A missing CA file failed every request to head office, and doctor, with a traceback, and one holding no
+    certificate stopped the daemon's start with one: each is a configuration error naming the key."""
     with pytest.raises(ConfigError, match="readable CA bundle") as info:
         config.validate({"hq": {"url": "https://hq.example.com", "ca_file": str(tmp_path / "nope.pem")}})
     assert info.value.key == "hq.ca_file"
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    assert config.validate({"hq": {"ca_file": str(tmp_path / "ca.pem")}}).hq.ca_file.endswith("ca.pem")
+    (tmp_path / "cut.pem").write_text("-----BEGIN CERTIFICATE-----\n")  # no certificate: refused at load too
+    with pytest.raises(ConfigError, match="a CA bundle of PEM certificates") as info:
+        config.validate({"hq": {"ca_file": str(tmp_path / "cut.pem")}})
+    assert info.value.key == "hq.ca_file" and str(tmp_path / "cut.pem") in str(info.value)
+    bundle = certifi.where()  # PEM certificates
+    assert config.validate({"hq": {"ca_file": bundle}}).hq.ca_file == bundle
 
 
 @pytest.mark.parametrize(
