@@ -1126,22 +1126,26 @@ def gift_load(
 def gift_pay(
     amount: AmountArg,
     sale_ref: Annotated[str, typer.Option(help="The POS's reference of the sale it pays.")] = "",
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The tapped gift card pays AMOUNT of the POS's sale (one tap, one payment)."""
-    _gift(config, as_json, "/v1/giftcards/pay", {"amount": amount, "sale_ref": sale_ref})
+    body = {"amount": amount, "sale_ref": sale_ref}
+    _gift(config, as_json, "/v1/giftcards/pay", body, request_id or _new_request_id())
 
 
 @gift_app.command("refund")
 def gift_refund(
     txn_id: Annotated[str, typer.Argument(help="The gift card payment (its txn id) the POS refunded.")],
     amount: AmountArg,
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Give AMOUNT of what the card paid in TXN_ID back onto it."""
-    _gift(config, as_json, f"/v1/giftcards/{_segment(txn_id)}/refund", {"amount": amount})
+    path = f"/v1/giftcards/{_segment(txn_id)}/refund"
+    _gift(config, as_json, path, {"amount": amount}, request_id or _new_request_id())
 
 
 @gift_app.command("block")

@@ -1326,11 +1326,11 @@ class Service:
             EntryKind.GIFT_LOAD, read.uid_hash, write, now, {"amount": amount}, request_id=request_id
         )
 
-    def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "") -> GiftReceipt:
+    def pay_gift(self, read: CardRead, amount: int, sale_ref: str = "", request_id: str | None = None) -> GiftReceipt:
         """Let the tapped gift card pay ``amount`` of the sale ``sale_ref`` the POS rings (several cards may pay
         one sale). The tap must prove itself and serve once; head office confirms first while it answers (the
         card's balance less what other tills were confirmed); offline, the balance this till knows within the
-        offline rules of account payments, and never a dormant card."""
+        offline rules of account payments, and never a dormant card. ``request_id``: as ``sell_gift``."""
         _amount(amount)
         card = self.gift_card(read)
         proof = self._gift_proof(read)
@@ -1338,7 +1338,7 @@ class Service:
         tap = self._gift_tap(read, proof)
         txn_id = new_txn_id()
         receipt = self._withdrawn_unless_recorded(
-            txn_id, lambda: self._pay_gift(read, card, proof, tap, amount, sale_ref, txn_id)
+            txn_id, lambda: self._pay_gift(read, card, proof, tap, amount, sale_ref, txn_id, request_id)
         )
         self._used_taps.append((read.uid_hash, proof.counter, read.at))
         return receipt
@@ -1352,6 +1352,7 @@ class Service:
         amount: int,
         sale_ref: str,
         txn_id: str,
+        request_id: str | None = None,
     ) -> GiftReceipt:
         now = self.now()
         day = self._business_day(self.store.topup_policy())
@@ -1376,11 +1377,14 @@ class Service:
             "redeem", card.card_id, card.uid_hash, -amount, day, not confirmed, proof.counter, refusal=refusal
         )
         fields = {"amount": amount, "tap": tap.wire(), "sale_ref": sale_ref, "confirmed": confirmed}
-        return self._record_gift(EntryKind.GIFT_REDEEM, read.uid_hash, write, now, fields, txn_id=txn_id)
+        return self._record_gift(
+            EntryKind.GIFT_REDEEM, read.uid_hash, write, now, fields, txn_id=txn_id, request_id=request_id
+        )
 
-    def refund_gift(self, txn_id: str, amount: int) -> GiftReceipt:
+    def refund_gift(self, txn_id: str, amount: int, request_id: str | None = None) -> GiftReceipt:
         """Give back onto the card what it paid in ``txn_id`` (a gift card payment of this till), or part of
-        it, less what earlier refunds gave back: the POS refunded the sale it paid."""
+        it, less what earlier refunds gave back: the POS refunded the sale it paid. ``request_id``: as
+        ``sell_gift``."""
         _amount(amount)
         paid = self.store.gift_payment(txn_id)
         if paid is None:
@@ -1394,7 +1398,12 @@ class Service:
 
         write = GiftWrite("refund", card_id, uid_hash, amount, day, original_txn=txn_id, refusal=refusal)
         return self._record_gift(
-            EntryKind.GIFT_REFUND, uid_hash, write, now, {"amount": amount, "original_txn": txn_id}
+            EntryKind.GIFT_REFUND,
+            uid_hash,
+            write,
+            now,
+            {"amount": amount, "original_txn": txn_id},
+            request_id=request_id,
         )
 
     def block_gift(self, read: CardRead, reason: str = "") -> GiftReceipt:

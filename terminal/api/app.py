@@ -125,6 +125,9 @@ class GiftAmountIn(Body):
     """Minor units: what the POS took (a sale, a load), what the card pays, or what goes back on it."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the card pays (a payment only)."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this payment or refund onto the card: one recorded under it is answered again, never
+    paid or given back twice."""
 
 
 class GiftSellIn(Body):
@@ -358,12 +361,16 @@ def create_app(
     @app.post("/v1/giftcards/pay", dependencies=[Depends(token)])
     def pay_gift(body: GiftAmountIn) -> dict[str, Any]:
         """The tapped gift card pays ``amount`` of the POS's sale ``sale_ref`` (one tap, one payment)."""
-        return asdict(ledger.pay_gift(till.gift_tap(), body.amount, body.sale_ref))
+        done = ledger.answered(body.request_id, EntryKind.GIFT_REDEEM.value) if body.request_id is not None else None
+        if done is not None:  # before the tap is looked for: it may be gone since
+            return done
+        return asdict(ledger.pay_gift(till.gift_tap(), body.amount, body.sale_ref, body.request_id))
 
     @app.post("/v1/giftcards/{txn_id}/refund", dependencies=[Depends(token)])
     def refund_gift(txn_id: str, body: GiftAmountIn) -> dict[str, Any]:
         """Give back onto the card what it paid in ``txn_id`` (or part of it): the POS refunded that sale."""
-        return asdict(ledger.refund_gift(txn_id, body.amount))
+        done = ledger.answered(body.request_id, EntryKind.GIFT_REFUND.value) if body.request_id is not None else None
+        return done if done is not None else asdict(ledger.refund_gift(txn_id, body.amount, body.request_id))
 
     @app.post("/v1/giftcards/block", dependencies=[Depends(token)])
     def block_gift(body: GiftBlockIn) -> dict[str, Any]:

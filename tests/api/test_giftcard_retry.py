@@ -75,5 +75,22 @@ def test_a_card_sold_and_loaded_under_a_request_id_is_answered_again_and_loaded_
         assert sale.status_code == 409 and sale.json()["code"] == "request_id_used", sale.text
         balance = api.get("/v1/giftcards/balance")
         assert balance.status_code == 200 and balance.json()["balance"] == 4000, balance.text
+
+        # A payment by the card and a refund onto it, each sent again: paid once, given back once.
+        tap()
+        paid = post("/v1/giftcards/pay", {"amount": 1500, "sale_ref": "R-7", "request_id": "LANE2-43"})
+        assert paid.status_code == 200 and paid.json()["balance"] == 2500, paid.text
+        till.last_read = None
+        again = post("/v1/giftcards/pay", {"amount": 1500, "sale_ref": "R-7", "request_id": "LANE2-43"})
+        assert again.status_code == 200 and again.json() == paid.json(), again.text
+        back = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 500, "request_id": "LANE2-44"})
+        assert back.status_code == 200 and back.json()["balance"] == 3000, back.text
+        again = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 500, "request_id": "LANE2-44"})
+        assert again.status_code == 200 and again.json() == back.json(), again.text
+        other = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 500, "request_id": "LANE2-43"})
+        assert other.status_code == 409 and other.json()["code"] == "request_id_used", other.text
+        tap()
+        balance = api.get("/v1/giftcards/balance")
+        assert balance.status_code == 200 and balance.json()["balance"] == 3000, balance.text
     kinds = [e.kind for e in till.store.entries() if e.kind.startswith("gift_")]
-    assert kinds == ["gift_activate", "gift_load"]
+    assert kinds == ["gift_activate", "gift_load", "gift_redeem", "gift_refund"]

@@ -278,6 +278,8 @@ def test_a_command_run_again_with_its_request_id_is_done_once(chain: Chain) -> N
         ("topup", "100", "--member", "M-0001"),
         ("giftcard", "sell", "500"),
         ("giftcard", "load", "500"),
+        ("giftcard", "pay", "500"),
+        ("giftcard", "refund", first["txn_id"], "500"),
         ("voucher", "sell", "--value", "1500"),
     ):
         other = chain.cli(*command, "--request-id", "cli-retry-1")
