@@ -237,7 +237,13 @@ def enrol(
 ) -> EnrolResponse:
     """Redeem a one-time enrolment code for this terminal's own credential; a code of another store than
     ``store_id`` is refused (``HqRejected`` 409 ``enrol_wrong_store``) and stays unused."""
-    request = EnrolRequest(code=code, terminal_id=terminal_id, store_id=store_id)
+    try:
+        request = EnrolRequest(code=code, terminal_id=terminal_id, store_id=store_id)
+    except ValidationError as exc:  # a code cut short or pasted with more: nothing is sent
+        raise SyncError(
+            f"{ErrorCode.ENROL_CODE_INVALID.value}: an enrolment code has 4 to 64 characters, as `tillpoint hq "
+            f"enrol-code` prints it (got {len(code)}); nothing was sent to head office"
+        ) from exc
     with httpx.Client(base_url=base_url, timeout=timeout, verify=_verifying(verify), transport=transport) as http:
         body = _request(http, "POST", "/v1/enrol", json=request.model_dump(exclude_none=True))
     reply: EnrolResponse = _parse(EnrolResponse, body, "enrolment reply")

@@ -272,7 +272,16 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
     cashier runs the command again with it and gets the recorded answer instead of a second sale or credit."""
     import httpx  # here: head office's commands, which share this program, never call the daemon
 
-    token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
+    try:
+        token = cfg.api_token_path.read_text().strip() if cfg.api_token_path.exists() else ""
+    except (OSError, UnicodeDecodeError) as exc:  # another user's (0600), a directory: never a traceback
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _said(
+            "no_api_token",
+            f"the local API token at {cfg.api_token_path} cannot be read ({why}): run the command as the till's "
+            "service user (or root)",
+        )
+        raise typer.Exit(1) from exc
     if not token:  # the commands read the daemon's token beside its data: without the till's config, none is found
         console.print(
             f"[red]no_api_token[/]: no local API token at {escape(str(cfg.api_token_path))}: pass the till's config "
@@ -642,11 +651,12 @@ def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
 
     try:
         check_held(cfg, held_by(cfg, store.state))
+        token = hq_token(cfg)  # a token file that cannot be read is a configuration error, not a traceback
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {escape(str(exc))}")
+        store.close()
+        console.print(f"[red]configuration error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     verify = tls_verify(cfg.hq.ca_file)
-    token = hq_token(cfg)
     if not token and cfg.hq.enrol_code:
         try:
             token = enrol_terminal(cfg, store, verify)

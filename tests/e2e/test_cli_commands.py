@@ -348,6 +348,27 @@ def test_a_lost_or_broken_answer_is_one_line_with_its_code_and_the_retry(tmp_pat
         thread.join()
 
 
+def test_a_file_that_cannot_be_read_or_a_code_cut_short_is_one_line_with_its_code(tmp_path: Path) -> None:
+    """The local API's token of another user (a directory here), a head-office token file that cannot be read, an
+    enrolment code cut short: one line with a stable code, never a traceback, and nothing sent."""
+    data = tmp_path / "till"
+    (data / "api.token").mkdir(parents=True)
+    config = tmp_path / "till.toml"
+    config.write_text(
+        f'[terminal]\ndata_dir = "{data}"\n[hq]\nurl = "http://127.0.0.1:{free_port()}"\ntoken_file = "{data}"\n'
+    )
+    for args, status, said in (
+        (("sale", "100"), 1, f"no_api_token: the local API token at {data / 'api.token'} cannot be read"),
+        (("sync", "--now"), 2, "configuration error: config key 'hq.token_file'"),
+        (("reconcile",), 2, "configuration error: config key 'hq.token_file'"),
+        (("enrol", "ABC"), 1, "enrolment failed: enrol_code_invalid: an enrolment code has 4 to 64 characters"),
+    ):
+        done = tillpoint(*args, "--config", str(config))
+        out = done.stdout + done.stderr
+        assert done.returncode == status and "Traceback" not in out, (args, out)
+        assert said in out and len(out.strip().splitlines()) == 1, (args, out)
+
+
 def test_a_transaction_id_is_one_path_segment_whatever_it_holds(chain: Chain) -> None:
     """A txn id typed or pasted with a '/', '?' or '#' in it names no transaction: it never turns a refund of one
     unit into a void of the whole sale (``/v1/sales/TXN/void?/refund``), or a top-up's void into another call."""
