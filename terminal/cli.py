@@ -521,6 +521,7 @@ def sale(
 def refund(
     txn_id: str,
     line: Annotated[list[str], typer.Option(help="LINE=UNITS returned (0-based line index), repeatable.")],
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -531,7 +532,13 @@ def refund(
         console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
         raise typer.Exit(2) from exc
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/refund", {"lines": lines})
+    answer = _api(
+        cfg,
+        "POST",
+        f"/v1/sales/{_segment(txn_id)}/refund",
+        {"lines": lines},
+        request_id=request_id or _new_request_id(),
+    )
     if as_json:
         show_json(answer)
     else:

@@ -329,6 +329,11 @@ class TillStore(ClaimJournal, Protocol):
         """The answer (JSON) given to the POS's request ``request_id``, when a sale was recorded under it."""
         ...
 
+    def keep_request(self, request_id: str, txn_id: str, answer: str) -> None:
+        """Keep the POS's ``request_id`` with the entry ``txn_id`` recorded under it and the ``answer`` given (inside
+        ``together``, with the entry: kept at its COMMIT or not at all); ``request_in_flight`` when it is taken."""
+        ...
+
     def note_asking(self, txn_id: str, at: str) -> None:
         """Note durably that head office is about to be asked to confirm ``txn_id`` (``record`` of the
         transaction's journal row removes the note)."""
@@ -526,7 +531,7 @@ class Ledger(Pricing, GiftDesk, Protocol):
 
     def void(self, txn_id: str) -> Receipt: ...
 
-    def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt: ...
+    def refund(self, txn_id: str, returned: dict[int, int], request_id: str | None = None) -> Receipt: ...
 
     def recorded(self, request_id: str, kind: str = "sale") -> Receipt | None:
         """The receipt of the ``kind`` of entry (a sale, a top-up) recorded under the POS's request id

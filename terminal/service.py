@@ -899,18 +899,26 @@ class Service:
             voided = self._reverse(txn_id, None, "void")
         return self._told(voided)
 
-    def refund(self, txn_id: str, returned: dict[int, int]) -> Receipt:
+    def refund(self, txn_id: str, returned: dict[int, int], request_id: str | None = None) -> Receipt:
         """Return ``returned`` units (line index -> units) of a sale: money and redeemed points go
         back, earned points are clawed back (the balance may go negative: the debt is carried and
         settled by later earning), coupon uses come back when the coupon no longer applies. An ``item`` reward's
         line gives back its points and unit; the line of a reward the member keeps (a coupon or a partner's code)
         is never returned (``reward_not_returnable``), the other lines are. The money goes back as a void's does:
         the account's part, then the gift cards' (in the refund's own transaction), then the POS's within what it
-        collected; the vouchers' part last, never paid out."""
+        collected; the vouchers' part last, never paid out. ``request_id``: the POS's id of the request, kept with
+        the refund's receipt (the cards' refunds in it) in its transaction: sent again, the same receipt, nothing
+        refunded twice."""
+        if request_id is not None:
+            done = self.recorded(request_id, EntryKind.REFUND.value)
+            if done is not None:
+                return done
         if not returned or not any(returned.values()):
             raise Rejected(Code.INVALID_REFUND, "Say which units are returned.")
         with self.store.together():
             refunded = self._reverse(txn_id, returned, "refund")
+            if request_id is not None:
+                self.store.keep_request(request_id, refunded.txn_id, json.dumps(asdict(refunded)))
         return self._told(refunded)
 
     def _reverse(self, txn_id: str, returned: dict[int, int] | None, kind: str) -> Receipt:

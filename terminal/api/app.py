@@ -106,6 +106,9 @@ class VoucherCodeIn(Body):
 class RefundIn(Body):
     lines: dict[Annotated[int, Strict(False)], int] = Field(min_length=1)
     """Line index (0-based, as in the sale) -> units returned. The index is an object key, so text ("0")."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this refund: one recorded under it is answered again, the same receipt, never refunded
+    twice."""
 
 
 class Unauthorized(Exception):
@@ -294,7 +297,7 @@ def create_app(
 
     @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
     def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:
-        return asdict(ledger.refund(txn_id, body.lines))
+        return asdict(ledger.refund(txn_id, body.lines, body.request_id))
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str) -> dict[str, Any]:

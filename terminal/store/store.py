@@ -282,6 +282,10 @@ class Store:
         with self._write():
             yield
 
+    def keep_request(self, request_id: str, txn_id: str, answer: str) -> None:
+        with self._write() as conn:
+            ledger.keep_request(conn, request_id, txn_id, answer)
+
     def request_answer(self, request_id: str) -> str | None:
         rows = self._read("SELECT answer FROM pos_requests WHERE request_id = ?", [request_id])
         return str(rows[0][0]) if rows else None

@@ -258,6 +258,18 @@ def test_void_and_refund(chain: Chain) -> None:
     second = json.loads(ok(chain.cli("sale", "1600", "--json")))
     refunded = json.loads(ok(chain.cli("refund", second["txn_id"], "--line", "0=1", "--json")))
     assert refunded["kind"] == "refund" and refunded["total"] == -1600
+    # A refund run again after a lost answer, with its --request-id: the same receipt, the sale refunded once.
+    two = [json.loads(ok(chain.cli("sale", "900", "--json"))) for _ in range(2)]
+    once = json.loads(ok(chain.cli("refund", two[0]["txn_id"], "--line", "0=1", "--request-id", "cli-ref-1", "--json")))
+    again = json.loads(
+        ok(chain.cli("refund", two[0]["txn_id"], "--line", "0=1", "--request-id", "cli-ref-1", "--json"))
+    )
+    assert again == once and once["total"] == -900
+    assert chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'refund' AND txn_id = ?", once["txn_id"]) == [(1,)]
+    other = ok(chain.cli("refund", two[1]["txn_id"], "--line", "0=1", "--request-id", "cli-ref-1"))
+    assert once["txn_id"] in other  # the id answers what it recorded, whatever the rest says: two[1] is not refunded
+    gone = chain.cli("sale", "100", "--request-id", "cli-ref-1")
+    assert gone.returncode == 1 and "request_id_used" in gone.stdout, gone.stdout
     third = json.loads(ok(chain.cli("sale", "1700", "--json")))
     assert json.loads(ok(chain.cli("void", third["txn_id"], "--json")))["kind"] == "void"
 
