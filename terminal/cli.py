@@ -1056,12 +1056,14 @@ def voucher_sell(
 def voucher_redeem(
     code: Annotated[str, typer.Argument(help="The voucher's TPV1:... text, as scanned or typed.")],
     sale_ref: Annotated[str, typer.Option(help="The POS's reference of the sale it pays.")] = "",
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Use a voucher once: what the POS takes off the sale (its value, or one unit of its product)."""
     cfg = cli_config(config)
-    used = _api(cfg, "POST", "/v1/vouchers/redeem", {"code": code, "sale_ref": sale_ref})
+    body = {"code": code, "sale_ref": sale_ref}
+    used = _api(cfg, "POST", "/v1/vouchers/redeem", body, request_id=request_id or _new_request_id())
     if as_json:
         show_json(used)
         return
@@ -1071,12 +1073,13 @@ def voucher_redeem(
 @voucher_app.command("refund")
 def voucher_refund(
     code: Annotated[str, typer.Argument(help="The voucher's TPV1:... text.")],
+    request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Refund an unused voucher at the store that sold it (while head office answers); the POS pays it back."""
     cfg = cli_config(config)
-    back = _api(cfg, "POST", "/v1/vouchers/refund", {"code": code})
+    back = _api(cfg, "POST", "/v1/vouchers/refund", {"code": code}, request_id=request_id or _new_request_id())
     if as_json:
         show_json(back)
         return

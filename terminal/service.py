@@ -1142,10 +1142,11 @@ class Service:
             self.push_now()  # the sale stands whatever head office says: not taken now, the sync loop pushes it
         return sold
 
-    def redeem_voucher(self, text: str, sale_ref: str = "") -> VoucherReceipt:
+    def redeem_voucher(self, text: str, sale_ref: str = "", request_id: str | None = None) -> VoucherReceipt:
         """Use a voucher: head office's signature and expiry checked here, its one use confirmed by head
         office first while it answers; offline only a voucher this till holds as sold, within its offline
-        total. What the POS takes off: ``value`` of the sale, or one unit of ``sku`` up to ``value``."""
+        total. What the POS takes off: ``value`` of the sale, or one unit of ``sku`` up to ``value``.
+        ``request_id``: the POS's id of the request, kept with the answer (``answered``)."""
         voucher = vc.read(text, self.store.voucher_keys(), int(self.clock()))
         state = self._voucher_known(voucher)
         txn_id, now = new_txn_id(), self.now()
@@ -1166,11 +1167,14 @@ class Service:
         )
         doc = json.dumps({**voucher.to_doc(), "state": vc.State.REDEEMED.value})
         write = VoucherWrite("redeem", voucher.voucher_id, voucher.value, doc, offline, refusal)
-        return self._record_voucher(EntryKind.VOUCHER_REDEEM, payload.wire(), write, voucher, txn_id=txn_id)
+        return self._record_voucher(
+            EntryKind.VOUCHER_REDEEM, payload.wire(), write, voucher, txn_id=txn_id, request_id=request_id
+        )
 
-    def refund_voucher(self, text: str) -> VoucherReceipt:
+    def refund_voucher(self, text: str, request_id: str | None = None) -> VoucherReceipt:
         """Refund an unused voucher at the store that sold it (the POS pays its value back): only while head
-        office answers, which records the refund as the voucher's one use; every till then refuses it."""
+        office answers, which records the refund as the voucher's one use; every till then refuses it.
+        ``request_id``: as ``redeem_voucher``."""
         voucher = vc.read(text, self.store.voucher_keys())
         self._voucher_known(voucher)
         held = self.store.voucher_state(voucher.voucher_id) or {}
@@ -1182,7 +1186,9 @@ class Service:
         payload = VoucherRefundPayload(**self._voucher_fields(voucher, text.strip(), now, False), amount=voucher.value)
         doc = json.dumps({**voucher.to_doc(), "state": vc.State.REFUNDED.value, "store_id": self.store_id})
         write = VoucherWrite("refund", voucher.voucher_id, voucher.value, doc)
-        return self._record_voucher(EntryKind.VOUCHER_REFUND, payload.wire(), write, voucher, txn_id=txn_id)
+        return self._record_voucher(
+            EntryKind.VOUCHER_REFUND, payload.wire(), write, voucher, txn_id=txn_id, request_id=request_id
+        )
 
     def _voucher_known(self, voucher: vc.Voucher) -> vc.State | None:
         """The voucher's state as this till knows it; refused when that already says it was used."""

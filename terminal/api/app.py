@@ -101,6 +101,9 @@ class VoucherCodeIn(Body):
     """The voucher's ``TPV1:`` text, as scanned or typed."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the voucher pays (redemption only)."""
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this redemption or refund: one recorded under it is answered again (not
+    ``voucher_used``), nothing done twice."""
 
 
 class RefundIn(Body):
@@ -334,12 +337,14 @@ def create_app(
     @app.post("/v1/vouchers/redeem", dependencies=[Depends(token)])
     def redeem_voucher(body: VoucherCodeIn) -> dict[str, Any]:
         """Use a voucher once: what the POS takes off the sale (``value``, or one unit of ``sku``)."""
-        return asdict(ledger.redeem_voucher(body.code, body.sale_ref))
+        done = ledger.answered(body.request_id, EntryKind.VOUCHER_REDEEM.value) if body.request_id is not None else None
+        return done if done is not None else asdict(ledger.redeem_voucher(body.code, body.sale_ref, body.request_id))
 
     @app.post("/v1/vouchers/refund", dependencies=[Depends(token)])
     def refund_voucher(body: VoucherCodeIn) -> dict[str, Any]:
         """Refund an unused voucher at the store that sold it, while head office answers."""
-        return asdict(ledger.refund_voucher(body.code))
+        done = ledger.answered(body.request_id, EntryKind.VOUCHER_REFUND.value) if body.request_id is not None else None
+        return done if done is not None else asdict(ledger.refund_voucher(body.code, body.request_id))
 
     # Gift cards (docs/giftcards.md): each action takes the card the cashier tapped last (within a minute).
     @app.get("/v1/giftcards/balance", dependencies=[Depends(token)])
