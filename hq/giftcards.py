@@ -18,7 +18,9 @@ At ingest (``check``, after the top-ups), each entry in seq order:
     gift_redeem     quarantined ``gift_proof_invalid`` (the tap does not verify, or its SUN counter was used) or
                     ``gift_card_invalid`` (no such card); beyond the balance, or of a card held blocked or
                     cleared, it is stored, applied and flagged ``gift_card_overspent`` (the till served the
-                    customer offline: the loss is the chain's)
+                    customer offline: the loss is the chain's), up to ``Settings.overspent_per_day`` beyond the
+                    cards' balances a day of head office's for the till; beyond that it is quarantined
+                    ``gift_card_overspent`` (``overspent_today``): a person releases or rejects it
     gift_refund     quarantined ``gift_refund_invalid`` beyond what the card paid in that transaction of this
                     till, less earlier refunds; ``refund_exceeds_sale`` when the payment names a sale of this till
                     (``sale_ref``) and the sale's refunds, voids and card refunds would give back more than it took
@@ -48,7 +50,9 @@ from hq.ingest import (
     attested_held,
     blocked_before,
     bump_versions,
+    count_overspent,
     holding,
+    overspent_today,
     payment_sale,
     sale_left_at,
     use_counter,
@@ -542,7 +546,7 @@ def check(tx: Tx, batch: Batch) -> set[str]:
         if entry.kind not in KINDS or batch.effects[i] in NOT_APPLIED or not isinstance(payload, GiftPayload):
             continue
         breach = _breach(tx, batch, i, payload, policy)
-        if breach is not None and breach.reason is not Reason.GIFT_CARD_OVERSPENT:
+        if breach is not None and not _applied_all_the_same(breach):
             batch.quarantine(i, breach)
             continue
         if isinstance(payload, GiftActivatePayload):
@@ -670,7 +674,32 @@ def _redeem_breach(tx: Tx, batch: Batch, i: int, payload: GiftRedeemPayload, car
         "balance_after": card.balance - payload.amount,
         "problem": overspent,
     }
+    if confirmed is None:  # taken offline: what it takes beyond the balance counts towards the till's day's bound
+        detail |= _overspent_today(tx, batch, payload.amount - max(0, card.balance)) or {}
     return Breach(Reason.GIFT_CARD_OVERSPENT, payload.card_id, detail)
+
+
+def _applied_all_the_same(breach: Breach) -> bool:
+    """An overspend within the till's day's bound is stored, applied and flagged; any other breach is held."""
+    return breach.reason is Reason.GIFT_CARD_OVERSPENT and OVERSPENT_TODAY not in breach.detail
+
+
+OVERSPENT_TODAY = "overspent_today"
+"""In a ``gift_card_overspent`` item: what the till's payments took beyond the cards' balances that day, this one's
+included, beyond ``overspent_per_day``: the payment is held."""
+
+
+def _overspent_today(tx: Tx, batch: Batch, beyond: int) -> dict[str, int] | None:
+    """The till's day's overspend with ``beyond`` more, when it passes the bound (None: it does not, and it is
+    counted). The day is head office's (``ingest.overspent_today``): a till's times cannot spread its payments over
+    other days."""
+    if beyond <= 0:
+        return None
+    today = overspent_today(tx, batch)[0] + beyond
+    if today > batch.settings.overspent_per_day:
+        return {OVERSPENT_TODAY: today, "overspent_per_day": batch.settings.overspent_per_day}
+    count_overspent(tx, batch, beyond, 0)
+    return None
 
 
 def _blocked_at(tx: Tx, card: gc.GiftCard) -> str | None:

@@ -149,6 +149,28 @@ def spend_push_budget(tx: Tx, settings: Settings, terminal_id: str, received_at:
         )
 
 
+def overspent_today(tx: Tx, batch: Batch) -> tuple[int, int]:
+    """What the batch's terminal's offline payments took beyond the balances they paid from (stored value and gift
+    cards' value, points) on head office's day (UTC, as ``push_days`` counts it): a till's times cannot spread
+    them over other days."""
+    row = tx.one(
+        "SELECT overspent, overspent_points FROM push_days WHERE terminal_id = ? AND day = ?",
+        [batch.terminal_id, batch.received_at[:10]],
+    )
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def count_overspent(tx: Tx, batch: Batch, value: int, points: int) -> None:
+    """Count an offline payment's part beyond its balance against its terminal's day (``overspent_per_day``)."""
+    tx.run(
+        "INSERT INTO push_days (terminal_id, day, entries, bytes, refused, overspent, overspent_points) "
+        "VALUES (?, ?, 0, 0, 0, ?, ?) ON CONFLICT (terminal_id, day) DO UPDATE SET "
+        "overspent = push_days.overspent + excluded.overspent, "
+        "overspent_points = push_days.overspent_points + excluded.overspent_points",
+        [batch.terminal_id, batch.received_at[:10], value, points],
+    )
+
+
 def note_push_limited(tx: Tx, refused: PushLimited) -> None:
     """Count a refusal of the terminal's day (the fleet's metrics show it), in a transaction of its own."""
     tx.run(
@@ -209,6 +231,11 @@ class Settings:
     attested_stored_value_per_day: int = 50_000
     """Stored value one terminal may take per day on card proofs head office cannot check again."""
     attested_points_per_day: int = 50_000
+    overspent_per_day: int = 50_000
+    """Value one terminal's gift card payments may take beyond the cards' balances per day head office received
+    them (its own clock); a payment beyond it is held ``gift_card_overspent`` for a person, not applied: each
+    offline payment proves itself by a fresh read of the card, so a stolen till credential and a card worth
+    little would otherwise have the till's merchant owed whatever it wrote."""
     push_entries_per_day: int = 0
     """Entries (and lost seq ranges reported) head office stores of one terminal a day, by its own day (UTC); beyond
     it a push is refused with ``push_limited`` and the till keeps its entries and sends them the next day. 0: no

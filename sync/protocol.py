@@ -455,7 +455,8 @@ class Reason(StrEnum):
     GIFT_PROOF_INVALID = "gift_proof_invalid"
     """A gift card payment whose tap does not verify, or whose SUN read counter the chain had used already."""
     GIFT_CARD_OVERSPENT = "gift_card_overspent"
-    """A gift card paid (offline) beyond its balance, or while head office held it blocked: stored, flagged."""
+    """A gift card paid (offline) beyond its balance, or while head office held it blocked: stored, flagged; held
+    once the till's payments that day take more than head office's bound beyond the cards' balances."""
     GIFT_TAKINGS_MISMATCH = "gift_takings_mismatch"
     """End of day: what the till says it took for gift cards sold and loaded is not what head office put on them."""
     # The rewards catalogue (hq/rewards.py, docs/rewards.md): each quarantines the entry.

@@ -870,6 +870,16 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
         "m053_member_spend_held",
         ["ALTER TABLE members ADD COLUMN spend_held INTEGER NOT NULL DEFAULT 0"],
     ),
+    # What each terminal's offline payments took beyond the balances they paid from on head office's day (stored
+    # value and gift cards' value, points), bounded by ``overspent_per_day`` (hq/ingest.py): a stolen till
+    # credential with a card worth little would otherwise have its merchant owed whatever it wrote.
+    (
+        "m054_push_days_overspent",
+        [
+            "ALTER TABLE push_days ADD COLUMN overspent BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE push_days ADD COLUMN overspent_points BIGINT NOT NULL DEFAULT 0",
+        ],
+    ),
 ]
 
 

@@ -393,6 +393,36 @@ def test_two_offline_tills_paying_beyond_the_balance_are_flagged_and_the_card_go
     assert chain.held("T2") == []  # the customer was served: stored and applied, the loss named
 
 
+def test_a_stolen_till_credential_paying_far_beyond_a_cards_balance_makes_no_money_for_its_merchant(
+    chain: Chain,
+) -> None:
+    """A card worth 1.00 tapped again and again at a till of merchant A whose credential was stolen: each
+    payment proves itself (a fresh SUN read), so it is stored; what its payments take beyond the cards' balances
+    is applied up to head office's bound a day, the rest held for a person, and A's statement is owed no more."""
+    with chain.store.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+        merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+        merchants.assign_store(tx, "S1", "M-B", "UTC")
+        merchants.assign_store(tx, "S2", "M-A", "UTC")
+    cap = chain.store.settings.overspent_per_day
+    card = Card(bytes.fromhex("04A1B2C3D4E5E1"))
+    chain.sell("T1", card, 100)
+    within = chain.pay("T2", card, 100 + cap)  # offline, beyond the balance by the day's bound: the customer served
+    beyond = [chain.pay("T2", card, 1_000_000_000) for _ in range(3)]
+    assert [(i.txn_id, i.reason.value) for i in chain.flagged("T2")] == [(within, "gift_card_overspent")]
+    held = chain.held("T2")
+    assert [(i.txn_id, i.reason.value) for i in held] == [(t, "gift_card_overspent") for t in beyond]
+    assert (held[0].detail["overspent_today"], held[0].detail["overspent_per_day"]) == (cap + 1_000_000_000, cap)
+    assert chain.card(card)["balance"] == -cap
+    with chain.store.db.read() as tx:
+        assert settlement.read_figures(tx, "2026-12")["M-A"].value_accepted == 100 + cap
+    chain.store.release(beyond[0], "Mio", "the till was honest: checked with the cash-up")  # a person decides
+    assert chain.card(card)["balance"] == -cap - 1_000_000_000
+    chain.clock += timedelta(days=1)  # head office's next day: another payment beyond the balance is applied
+    chain.pay("T2", card, 10)
+    assert chain.card(card)["balance"] == -cap - 1_000_000_010
+
+
 def test_a_card_blocked_before_an_offline_payment_keeps_its_value_until_a_person_decides(chain: Chain) -> None:
     card = Card(bytes.fromhex("04A1B2C3D4E5FB"))
     chain.sell("T1", card, 3000)
