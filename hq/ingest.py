@@ -232,10 +232,13 @@ class Settings:
     """Stored value one terminal may take per day on card proofs head office cannot check again."""
     attested_points_per_day: int = 50_000
     overspent_per_day: int = 50_000
-    """Value one terminal's gift card payments may take beyond the cards' balances per day head office received
-    them (its own clock); a payment beyond it is held ``gift_card_overspent`` for a person, not applied: each
-    offline payment proves itself by a fresh read of the card, so a stolen till credential and a card worth
-    little would otherwise have the till's merchant owed whatever it wrote."""
+    """Value one terminal's offline payments (members' stored value and gift cards) may take beyond the balances
+    they pay from per day head office received them (its own clock); a payment beyond it is held
+    (``stored_value_overspent``, ``gift_card_overspent``) for a person, not applied: each offline payment proves
+    itself by a fresh read of the card, so a stolen till credential and a card worth little would otherwise have
+    the till's merchant owed whatever it wrote."""
+    overspent_points_per_day: int = 50_000
+    """The same for points spent beyond members' balances (``points_overspent``)."""
     push_entries_per_day: int = 0
     """Entries (and lost seq ranges reported) head office stores of one terminal a day, by its own day (UTC); beyond
     it a push is refused with ``push_limited`` and the till keeps its entries and sends them the next day. 0: no
@@ -1690,6 +1693,64 @@ def apply_balances(tx: Tx, batch: Batch) -> None:
         points_sum, value_sum = sums[member_id]
         batch.touched_members.add(member_id)
         _flag_overspends(batch, per_member[member_id], int(end[0]) - points_sum, int(end[1]) - value_sum)
+
+
+def bound_overspends(tx: Tx, batch: Batch) -> None:
+    """Hold each offline payment that would take its member's points or stored value further below zero than its
+    terminal's day allows (``overspent_per_day``, ``overspent_points_per_day``; head office's day, ``push_days``):
+    a stolen till credential and a member's card (each payment proving itself by a fresh read) would otherwise
+    have the till's merchant owed, and reimbursed for points, whatever it wrote. Within the bound the payment is
+    applied and flagged as before (``apply_balances``); a payment head office confirmed online was checked then."""
+    spending = [
+        i
+        for i, f in enumerate(batch.facts)
+        if batch.effects[i] is Effect.APPLIED and f.member_id and (f.points < 0 or f.stored_value < 0)
+    ]
+    if not spending:
+        return
+    members = sorted({f.member_id for f in batch.facts if f.member_id})
+    cond, params = tx.in_list("member_id", members)
+    held = {
+        str(r[0]): [int(r[1]), int(r[2])]
+        for r in tx.all(f"SELECT member_id, points, stored_value FROM members WHERE {cond}", params)
+    }
+    for i, f in enumerate(batch.facts):
+        if batch.effects[i] is not Effect.APPLIED or not f.member_id or f.member_id not in held:
+            continue
+        now = held[f.member_id]
+        points, value = now[0] + f.points, now[1] + f.stored_value
+        short_points = min(-points, -f.points) if f.points < 0 and points < 0 else 0
+        short = min(-value, -f.stored_value) if f.stored_value < 0 and value < 0 else 0
+        if (short or short_points) and not _confirmed_online(tx, batch, i):
+            breach = _over_the_days_bound(tx, batch, i, short, short_points, (points, value))
+            if breach is not None:
+                batch.quarantine(i, breach)
+                continue
+            count_overspent(tx, batch, short, short_points)
+        now[0], now[1] = points, value
+
+
+def _over_the_days_bound(
+    tx: Tx, batch: Batch, i: int, short: int, short_points: int, after: tuple[int, int]
+) -> Breach | None:
+    value_today, points_today = overspent_today(tx, batch)
+    s = batch.settings
+    member_id = batch.facts[i].member_id
+    if short and value_today + short > s.overspent_per_day:
+        detail = {"overspent_today": value_today + short, "overspent_per_day": s.overspent_per_day}
+        return Breach(
+            Reason.STORED_VALUE_OVERSPENT,
+            "",
+            {"member_id": member_id, "balance_after": after[1], "short": short, **detail},
+        )
+    if short_points and points_today + short_points > s.overspent_points_per_day:
+        detail = {"overspent_today": points_today + short_points, "overspent_per_day": s.overspent_points_per_day}
+        return Breach(
+            Reason.POINTS_OVERSPENT,
+            "",
+            {"member_id": member_id, "balance_after": after[0], "short": short_points, **detail},
+        )
+    return None
 
 
 def _flag_overspends(batch: Batch, indexes: list[int], points: int, value: int) -> None:

@@ -26,6 +26,7 @@ from hq.ingest import (
     advance,
     apply_balances,
     book_kept,
+    bound_overspends,
     bump_versions,
     check_merchants,
     check_prices,
@@ -97,6 +98,7 @@ def _ingest(
     sold_or_used = vouchers.check(tx, batch)  # the vouchers whose state every till must learn
     gift_cards = giftcards.check(tx, batch)  # gift cards: sold and loaded within the policy, paid on a proof
     rewards.check(tx, batch)  # rewards of the catalogue at its price, within the till's allocation
+    bound_overspends(tx, batch)  # last: what the payments applied take beyond the balances, within the day's bound
     store_journal(tx, batch)
     record_sales(tx, batch)
     receipts.record(tx, batch)  # before the items are saved: a receipt sold twice is one

@@ -344,3 +344,62 @@ def test_a_gift_cards_balance_check_does_not_say_which_member_keeps_the_card(cha
     shown = reply.json()
     assert shown["balance"] == 5000 and shown["card_id"] == card.card_id
     assert "M-1" not in reply.text and "holder" not in shown and "activity" not in shown
+
+
+def _tapped(chain: Chain) -> dict[str, Any]:
+    """A fresh read of Aiko's card, as the thief holding it taps it on a reader of their own."""
+    url = chain.card.ndef_url()
+    return {"uid_hash": chain.uid_hash, "trust": "sun", "counter": chain.card.counter, "sun": url}
+
+
+def test_a_members_card_tapped_at_a_stolen_till_credential_makes_its_merchant_owed_no_more_than_the_bound(
+    chain: Chain,
+) -> None:
+    """The thief holds Aiko's card (5,000 of stored value, 1,000 points) and merchant A's till credential: every
+    payment proves itself with a fresh SUN read, as an offline till's would. What they take beyond the balances
+    is applied up to head office's bounds a day (the negative balance carried, as two honest offline tills
+    leave it), the rest held for a person, and merchant A's statement is owed no more."""
+    from hq import merchants
+
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.write() as tx:
+            merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+            merchants.assign_store(tx, "S-A", "M-A", "UTC")
+        cap, points_cap = store.settings.overspent_per_day, store.settings.overspent_points_per_day
+    finally:
+        store.close()
+
+    def pay(value: int = 0, points: int = 0) -> str:
+        sale = entries.sale(
+            "M-1",
+            value + points,
+            stored_value=value,
+            redeemed=points,
+            proof="card",
+            tap=_tapped(chain),
+            store_id="S-A",
+            local_time=today_local(),
+        )
+        reply = chain.push("T-A", "sale", sale)
+        assert reply.status_code == 200 and reply.json()["stored"] == 1, reply.text
+        return _last_txn(chain, "T-A")
+
+    within = pay(value=5000 + cap)
+    beyond = pay(value=1_000_000_000)
+    within_points = pay(points=1000 + points_cap)
+    beyond_points = pay(points=1_000_000_000)
+    assert chain.balance() == Balance(-points_cap, -cap)
+    found = {(i.txn_id, i.reason.value, i.quarantined) for i in chain.items()}
+    assert {
+        (within, "stored_value_overspent", False),
+        (beyond, "stored_value_overspent", True),
+        (within_points, "points_overspent", False),
+        (beyond_points, "points_overspent", True),
+    } <= found
+    assert (chain.effect(beyond), chain.effect(beyond_points)) == ("quarantined", "quarantined")
+    month = today_local()[:7]
+    reply = httpx.get(f"{chain.hq.url}/v1/admin/settlement/{month}/M-A", headers=chain.admin_headers, timeout=10)
+    assert reply.status_code == 200, reply.text
+    statement = reply.json()
+    assert (statement["money"]["value_accepted"], statement["points"]["accepted"]) == (5000 + cap, 1000 + points_cap)
