@@ -442,7 +442,8 @@ class Reason(StrEnum):
     """A redemption made after the voucher's expiry (by head office's corrected time, beyond the clock skew
     allowed): a till refuses it, so a dishonest till or a stolen credential; quarantined, nobody is owed it."""
     VOUCHER_REDEEMED_TWICE = "voucher_redeemed_twice"
-    """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged."""
+    """A redemption (taken offline) of a voucher already redeemed or refunded: stored, the loss flagged; held once
+    the till's offline payments that day take more than head office's bound beyond what they paid from."""
     VOUCHER_KEPT_BEYOND = "voucher_kept_beyond"
     """A return said the vouchers that paid its sale kept more of it (``voucher_kept``) than head office booked them
     paying, less what the sale's earlier returns kept: only what they paid is booked as kept; flagged."""

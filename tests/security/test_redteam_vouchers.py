@@ -85,3 +85,36 @@ def test_redteam_issuing_vouchers_and_setting_the_offline_total_are_audited(hq: 
         records = audit.recent(tx, 100)
     about = [(r.actor, r.action, r.target) for r in records if "voucher" in r.action]
     assert len(about) >= 2 and all(actor == "Mio" for actor, _, _ in about), about
+
+
+def test_redteam_one_voucher_redeemed_again_and_again_makes_its_merchant_owed_no_more_than_the_bound(
+    hq: HqStore,
+) -> None:
+    """A voucher of 25.00 sold at merchant B's store, redeemed over and over by a stolen credential of a till of
+    merchant A (each a till's offline redemption head office never confirmed): the second and later uses are the
+    chain's loss, applied up to head office's bound a day on what the till's payments take beyond what they pay
+    from, the rest held, and A's statement is owed no more."""
+    from hq import merchants, settlement
+
+    with hq.db.write() as tx:
+        merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+        merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+        merchants.assign_store(tx, "S1", "M-B", "UTC")
+        merchants.assign_store(tx, "S2", "M-A", "UTC")
+    hq.add_terminal("T2", "S2", "t2")
+    spec = IssueSpec(1, 2500, int((NOW + timedelta(days=30)).timestamp()))
+    hq.issue_vouchers("T1", spec, signing_key(hq, vc.PURPOSE), "Mio")
+    code = hq.voucher_stock("T1").codes[0]
+    Till(hq).push("voucher_sale", code, "SOLD-1", amount=2500)
+    thief = Till(hq, "T2", "S2")
+    allowed = hq.settings.overspent_per_day // 2500
+    used = [thief.push("voucher_redeem", code, f"USE-{n}") for n in range(allowed + 4)]
+    effects = [thief.effect(t) for t in used]
+    assert effects == ["none"] * (1 + allowed) + ["quarantined"] * 3, effects
+    held = [i for i in hq.items(terminal_id="T2") if i.quarantined]
+    assert {(i.reason.value, i.detail["overspent_per_day"]) for i in held} == {
+        ("voucher_redeemed_twice", hq.settings.overspent_per_day)
+    }
+    with hq.db.read() as tx:
+        owed = settlement.read_figures(tx, "2026-12")["M-A"].value_accepted
+    assert owed == 2500 * (1 + allowed)
