@@ -694,11 +694,29 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if before is not None:  # what the gift cards' own refunds gave back of it so far, this batch's before it too
             before = replace(before, cards_refunded=cards_refunded(tx, batch, i, refund.original_txn, before))
         breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id, entry.terminal_id)
+        breach = breach or (None if before is None else _other_merchant(tx, batch.store_id, refund.original_txn))
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
             left[refund.original_txn] = policy.after_refund(before, refund)
             pricer.earlier.setdefault(refund.original_txn, []).append(refund)
+
+
+def _other_merchant(tx: Tx, store_id: str, sale_txn: str) -> Breach | None:
+    """A refund or void at a store of another merchant than its sale's store (both as head office holds them now):
+    held for a person. It would give the member back what the sale took at the expense of the refunding store's
+    merchant while the sale's merchant keeps what it was owed for it (docs/settlement.md): with a stolen till
+    credential of one merchant, another merchant's sales refunded again and again move money between them. A sale
+    of this very batch is of the refund's own store."""
+    row = tx.one("SELECT store_id FROM journal WHERE txn_id = ?", [sale_txn])
+    if row is None:
+        return None
+    merchant_of = merchants.resolver(tx)
+    sale_merchant, here = merchant_of(str(row[0])), merchant_of(store_id)
+    if sale_merchant == here:
+        return None
+    detail = {"original_txn": sale_txn, "sale_store": str(row[0]), "sale_merchant": sale_merchant, "merchant": here}
+    return Breach(Reason.REFUND_OTHER_MERCHANT, sale_txn, detail)
 
 
 SALE_LEFT_SQL = (
@@ -1022,6 +1040,7 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
         if left is None:
             continue
+        breach = breach or _other_merchant(tx, str(store_id), refund.original_txn)
         if breach is not None:  # still held, now for what it breaks against the sale that came
             held = Item(
                 f"{txn_id}:{breach.reason.value}:{breach.subject}".rstrip(":"),

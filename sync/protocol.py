@@ -392,6 +392,8 @@ class Reason(StrEnum):
     REFUND_WRONG_MEMBER = "refund_wrong_member"
     REFUND_EXCEEDS_SALE = "refund_exceeds_sale"
     VOID_OTHER_TILL = "void_other_till"
+    REFUND_OTHER_MERCHANT = "refund_other_merchant"
+    """A refund or void at a store of another merchant than its sale's: held, no money moves between merchants."""
     PROOF_MISSING = "proof_missing"
     PROOF_INVALID = "proof_invalid"
     PROOF_UNVERIFIED = "proof_unverified"

@@ -334,6 +334,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_refund_wrong_member": ("refund to another member", "別会員への返品", "退货给其他会员"),
     "reason_refund_exceeds_sale": ("refund beyond its sale", "売上を超える返品", "退货超出原销售"),
     "reason_void_other_till": ("void of another till's sale", "他の端末の売上の取消", "作废其他收银台的销售"),
+    "reason_refund_other_merchant": (
+        "refund of another merchant's sale",
+        "他の加盟店の売上の返品",
+        "退货其他商户的销售",
+    ),
     "reason_proof_missing": ("no proof of payment", "支払の証明なし", "缺少支付凭证"),
     "reason_proof_invalid": ("invalid proof", "無効な証明", "凭证无效"),
     "reason_proof_unverified": ("proofs beyond the daily cap", "未検証の証明が上限超過", "未验证凭证超出日限"),

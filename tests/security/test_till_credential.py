@@ -403,3 +403,54 @@ def test_a_members_card_tapped_at_a_stolen_till_credential_makes_its_merchant_ow
     assert reply.status_code == 200, reply.text
     statement = reply.json()
     assert (statement["money"]["value_accepted"], statement["points"]["accepted"]) == (5000 + cap, 1000 + points_cap)
+
+
+def test_a_refund_at_another_merchants_store_is_held_and_moves_no_money_between_merchants(chain: Chain) -> None:
+    """Merchant B rings a sale Aiko pays with her card (stored value and points) and the holder of merchant A's
+    till credential refunds it at A: Aiko would have her value back, B keep what it was owed for the sale and A
+    owe it all. The refund, in either order of arrival, is held ``refund_other_merchant`` and nothing moves."""
+    from hq import merchants
+
+    store = HqStore(chain.hq.db)
+    try:
+        with store.db.write() as tx:
+            merchants.add(tx, "M-A", "Bakery", cost_per_100=100, reimburse_per_100=100)
+            merchants.add(tx, "M-B", "Books", cost_per_100=100, reimburse_per_100=100)
+            merchants.assign_store(tx, "S-A", "M-A", "UTC")
+            merchants.assign_store(tx, "S-B", "M-B", "UTC")
+    finally:
+        store.close()
+
+    def sold(txn_id: str) -> None:
+        sale = entries.sale(
+            "M-1",
+            1000,
+            stored_value=800,
+            redeemed=200,
+            proof="card",
+            tap=_tapped(chain),
+            store_id="S-B",
+            local_time=today_local(),
+        )
+        assert chain.push("T-B", "sale", sale, txn_id=txn_id).json()["stored"] == 1
+
+    def refunded(txn_id: str) -> str:
+        back = entries.refund(txn_id, store_id="S-A", money_back=800, stored_value=800, restored=200, returned=[(0, 1)])
+        assert chain.push("T-A", "refund", back).json()["stored"] == 1
+        return _last_txn(chain, "T-A")
+
+    sold("SALE-B-1")
+    paid = chain.balance()
+    first = refunded("SALE-B-1")
+    later = refunded("SALE-B-2")  # before its sale: held for the sale, then for its merchant once the sale is here
+    sold("SALE-B-2")
+    assert chain.balance() == Balance(paid.points - 200, paid.stored_value - 800)
+    held = {(i.txn_id, i.reason.value) for i in chain.items() if i.quarantined and i.state.value == "open"}
+    assert {(first, "refund_other_merchant"), (later, "refund_other_merchant")} <= held
+    assert (chain.effect(first), chain.effect(later)) == ("quarantined", "quarantined")
+    month = today_local()[:7]
+    for merchant, owed in (("M-A", 0), ("M-B", 1600)):
+        reply = httpx.get(
+            f"{chain.hq.url}/v1/admin/settlement/{month}/{merchant}", headers=chain.admin_headers, timeout=10
+        )
+        assert reply.json()["money"]["value_accepted"] == owed, (merchant, reply.text)
