@@ -87,10 +87,12 @@ say "installing it with its dependencies into /opt/tillpoint/lib"
 "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
   --no-binary pyscard,evdev --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc,wedge]" "psycopg>=3.1" psycopg-pool
 rm -rf "$pkg/opt/tillpoint/lib/bin"  # console scripts with absolute shebangs; the launcher replaces them
-# Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite.
+# Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite,
+# with the extension modules only that suite imports (numpy/_core/_*_tests.*.so).
 # A fifth of the modules postinst would compile and lintian would read.
 rm -rf "$pkg/opt/tillpoint/lib"/pip "$pkg/opt/tillpoint/lib"/pip-*.dist-info
 find "$pkg/opt/tillpoint/lib/numpy" -depth -type d -name tests -exec rm -rf {} +
+rm -f "$pkg/opt/tillpoint/lib/numpy/_core"/_*_tests.cpython-*.so
 find "$pkg/opt/tillpoint/lib" -depth -type d -name __pycache__ -exec rm -rf {} +
 for panel in index.html panel.js panel.css; do
   [ -f "$pkg/opt/tillpoint/lib/terminal/api/panel/$panel" ] ||
