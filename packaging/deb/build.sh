@@ -84,7 +84,9 @@ say "installing it with its dependencies into /opt/tillpoint/lib"
 # SupplementaryGroups=input) have no Linux wheel: build them here, for this python3, never from a
 # wheel cached elsewhere.
 # Head office's PostgreSQL driver without its binary wheel (which bundles libpq and OpenSSL): Debian's libpq5.
-"$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
+# What is built here names libc among its libraries even where it calls none of it (evdev's _ecodes holds
+# only constants): gcc links --as-needed, and a shared object without libc is one ldd calls statically linked.
+LDFLAGS="-Wl,--push-state,--no-as-needed -lc -Wl,--pop-state" "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
   --no-binary pyscard,evdev --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc,wedge]" "psycopg>=3.1" psycopg-pool
 rm -rf "$pkg/opt/tillpoint/lib/bin"  # console scripts with absolute shebangs; the launcher replaces them
 # Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite,

@@ -222,6 +222,13 @@ def test_contents_conffiles_and_control(debs: Debs, unpacked: Path) -> None:
     sections = run("readelf", "-S", "-d", str(unpacked / scard[0]))
     assert ".symtab" not in sections.stdout, "pyscard, built from source here, is not stripped"
     assert "RPATH" not in sections.stdout and "RUNPATH" not in sections.stdout, "pyscard names a library path"
+    # What build.sh compiles (pyscard, evdev) names libc, even a module calling none of it (evdev's _ecodes): a
+    # shared object naming no library is one ldd calls statically linked (shared-library-lacks-prerequisites).
+    built_here = [p for p in entries if re.match(rf"{LIB}/(smartcard|evdev)/.*\.so$", p)]
+    assert len(built_here) >= 4, built_here
+    for path in built_here:
+        dynamic = run("readelf", "-d", str(unpacked / path)).stdout
+        assert "(NEEDED)" in dynamic and "[libc.so.6]" in dynamic, f"{path} names no libc:\n{dynamic}"
     assert entries["etc/tillpoint/tillpoint.toml"].startswith("-rw-r-----")
     assert not [p for p in entries if "__pycache__" in p or p.endswith(".pyc")], "byte-code in the package"
     assert not [p for p in entries if p.startswith(f"{LIB}/bin/")], "pip's console scripts (absolute shebangs)"
