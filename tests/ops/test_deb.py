@@ -544,6 +544,9 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs: Debs, tmp_path: 
     assert (root / "etc/systemd/system/multi-user.target.wants/tillpoint.service").is_symlink()
     assert not (root / "etc/systemd/system/multi-user.target.wants/tillpoint-hq.service").exists()
 
+    # The installed command and units, as a store PC uses them.
+    installed_commands_work(root, tmp_path)
+
     # The till makes data; the operator edits the config.
     journal = data / "terminal.db"
     journal.write_bytes(b"journal entries head office has not acknowledged")
@@ -577,6 +580,52 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root(debs: Debs, tmp_path: 
     assert not (root / "etc/systemd/system/multi-user.target.wants/tillpoint.service").exists()
 
     assert system_state() == before, "a maintainer script touched this system instead of the throwaway root"
+
+
+def installed_commands_work(root: Path, tmp_path: Path) -> None:
+    """The installed package's command in a clean environment: its help and head office's, doctor on the file as
+    installed (the placeholder head office: the config check fails, naming hq.url, as postinst says) and once the
+    operator set hq.url (every check runs; head office is not there), and the installed units verify."""
+    exe = str(root / UNIT_EXE)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(home)
+    for args, usage in ((["--help"], "Usage: tillpoint "), (["hq", "--help"], "Usage: tillpoint hq ")):
+        done = run(exe, *args, cwd=home, env=env)
+        assert done.returncode == 0 and usage in done.stdout, done.stdout + done.stderr
+    config = root / "etc/tillpoint/tillpoint.toml"
+    done = run(exe, "doctor", "--config", str(config), "--json", cwd=home, env=env)
+    checks = json.loads(done.stdout)
+    assert done.returncode == 2 and [c["name"] for c in checks] == ["config"], done.stdout + done.stderr
+    assert checks[0]["verdict"] == "fail" and "'hq.url'" in checks[0]["words"], checks
+    # The operator's edit, with the till's paths under the throwaway root and ports nothing listens on.
+    edited = home / "tillpoint.toml"
+    edited.write_text(
+        config.read_text()
+        .replace("https://hq.example.invalid", f"http://127.0.0.1:{free_port()}")
+        .replace('"/var/lib/tillpoint/', f'"{root}/var/lib/tillpoint/')
+        .replace("port = 8732", f"port = {free_port()}")
+    )
+    done = run(exe, "doctor", "--config", str(edited), "--json", cwd=home, env=env)
+    checks = json.loads(done.stdout)
+    verdicts = {c["name"]: c["verdict"] for c in checks}
+    assert done.returncode == 2 and verdicts["config"] == "ok" and verdicts["head office"] == "fail", checks
+    assert {"card key", "hq token", "pcscd", "database", "disk", "daemon"} <= set(verdicts), checks
+    assert "Traceback" not in done.stderr, done.stderr
+    # The units as installed, their command the installed one under the throwaway root.
+    units = tmp_path / "units"
+    units.mkdir()
+    for unit in ("tillpoint.service", "tillpoint-hq.service"):
+        text = (root / "lib/systemd/system" / unit).read_text()
+        assert f"ExecStart=/{UNIT_EXE} " in text, unit
+        (units / unit).write_text(text.replace(f"/{APP}/", f"{root}/{APP}/"))
+        done = run(
+            tool("systemd-analyze", "systemd"),
+            "verify",
+            str(units / unit),
+            env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"},
+        )
+        assert done.returncode == 0 and not done.stderr.strip(), f"{unit}: {done.stderr}"
 
 
 # -- 5. lintian (started with the build, see Debs) ------------------------------------------------
