@@ -657,3 +657,23 @@ def test_the_lintian_checks_left_out_can_raise_no_warning() -> None:
             severities[fields["Check"]].append(fields.get("Severity", ""))
     assert all(severities.values()), f"a check left out has no tag in lintian's data (renamed?): {severities}"
     assert all(s in ("info", "pedantic", "classification") for v in severities.values() for s in v), severities
+
+
+def test_every_lintian_override_has_its_reason_and_is_in_the_install_guide() -> None:
+    """Each override in packaging/deb/lintian-overrides follows a comment giving its reason, and docs/install.md's
+    table of what the package carries names its tag: an operator reading lintian's output finds why."""
+    lines = (ROOT / "packaging/deb/lintian-overrides").read_text().splitlines()
+    tags: set[str] = set()
+    for number, line in enumerate(lines):
+        if not line.startswith("tillpoint: "):
+            assert not line.strip() or line.startswith("# "), f"not an override, a comment or blank: {line}"
+            continue
+        tags.add(line.split()[1])
+        above = number - 1
+        while above >= 0 and lines[above].startswith("tillpoint: "):
+            above -= 1
+        assert above >= 0 and lines[above].startswith("# "), f"an override without its reason above it: {line}"
+    doc = (ROOT / "docs/install.md").read_text()
+    section = doc[doc.index("### What the package carries") :]
+    section = section[: section.index("\n## ")]
+    assert tags and not [tag for tag in sorted(tags) if f"`{tag}`" not in section], (tags, section)
