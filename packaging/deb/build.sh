@@ -42,7 +42,7 @@ python=/usr/bin/python3
 "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
   { echo "build.sh: $python must be Debian 12's Python 3.11" >&2; exit 1; }
 "$python" -m pip --version >/dev/null 2>&1 || { echo "build.sh: apt-get install python3-pip" >&2; exit 1; }
-for tool in dpkg-deb dpkg-shlibdeps; do
+for tool in dpkg-deb dpkg-shlibdeps dpkg-buildflags; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing: apt-get install dpkg-dev" >&2; exit 1; }
 done
 [ -f /usr/include/linux/input.h ] ||
@@ -84,9 +84,13 @@ say "installing it with its dependencies into /opt/tillpoint/lib"
 # SupplementaryGroups=input) have no Linux wheel: build them here, for this python3, never from a
 # wheel cached elsewhere.
 # Head office's PostgreSQL driver without its binary wheel (which bundles libpq and OpenSSL): Debian's libpq5.
-# What is built here names libc among its libraries even where it calls none of it (evdev's _ecodes holds
-# only constants): gcc links --as-needed, and a shared object without libc is one ldd calls statically linked.
-LDFLAGS="-Wl,--push-state,--no-as-needed -lc -Wl,--pop-state" "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
+# What is built here is built with Debian's hardening flags (dpkg-buildflags: fortified functions, the stack
+# protector, relocations read-only and bound at load), and names libc among its libraries even where it calls
+# none of it (evdev's _ecodes holds only constants): gcc links --as-needed, and a shared object without libc is
+# one ldd calls statically linked.
+buildflag() { DEB_BUILD_MAINT_OPTIONS=hardening=+bindnow dpkg-buildflags --get "$1"; }
+CFLAGS="$(buildflag CFLAGS)" CPPFLAGS="$(buildflag CPPFLAGS)" \
+  LDFLAGS="$(buildflag LDFLAGS) -Wl,--push-state,--no-as-needed -lc -Wl,--pop-state" "$python" -m pip install -q --no-compile --no-warn-script-location --disable-pip-version-check \
   --no-binary pyscard,evdev --target "$pkg/opt/tillpoint/lib" "$wheel[pcsc,wedge]" "psycopg>=3.1" psycopg-pool
 rm -rf "$pkg/opt/tillpoint/lib/bin"  # console scripts with absolute shebangs; the launcher replaces them
 # Nothing runs these: pip (sqlite-utils names it for its own `install` command) and numpy's own test suite,

@@ -230,6 +230,7 @@ def test_contents_conffiles_and_control(debs: Debs, unpacked: Path) -> None:
     for path in built_here:
         dynamic = run("readelf", "-d", str(unpacked / path)).stdout
         assert "(NEEDED)" in dynamic and "[libc.so.6]" in dynamic, f"{path} names no libc:\n{dynamic}"
+        assert re.search(r"\(FLAGS\)\s.*\bBIND_NOW\b", dynamic), f"{path} is not bound at load (-z now):\n{dynamic}"
     assert entries["etc/tillpoint/tillpoint.toml"].startswith("-rw-r-----")
     assert not [p for p in entries if "__pycache__" in p or p.endswith(".pyc")], "byte-code in the package"
     assert not [p for p in entries if p.startswith(f"{LIB}/bin/")], "pip's console scripts (absolute shebangs)"
