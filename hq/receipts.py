@@ -4,8 +4,11 @@ record, and one printed receipt sold twice (at two tills, or twice at one) is a 
 
 ``record`` is an ingest stage (ordered by ``hq.push`` after the sales): it indexes the batch's sales that
 name a receipt and flags ``receipt_sold_twice`` on every sale of a receipt head office already holds a sale
-of (the first stays unflagged). A replayed push stores nothing new, so it flags nothing. On PostgreSQL a
-transaction-scoped advisory lock per digest (taken in digest order) makes two tills pushing the same
+of (the first stays unflagged): the same digest (the same bytes printed again), or the same printed number in
+the same store (a reprint, its bytes another's: a COPY line, another print time), that day in the store's time
+zone for a POS whose numbers start again each day (``number_key``). A sale of a till before protocol 4 names no
+scope and is compared by digest alone. A replayed push stores nothing new, so it flags nothing. On PostgreSQL a
+transaction-scoped advisory lock per digest and per number (taken in order) makes two tills pushing the same
 receipt at once see each other.
 """
 
@@ -14,7 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
@@ -64,41 +69,68 @@ class _Indexed:
     seq: int
 
 
+def number_key(number: str | None, scope: str | None, made: datetime, timezone: str) -> str | None:
+    """What keys a receipt's printed number in its store: the number less the spaces around it (scope ``store``),
+    or the day the sale was made in the store's time zone and the number (``day``: the POS's numbers start again
+    each day). None: no number, or a sale that names no scope (a till before protocol 4: its digest alone)."""
+    if number is None or not number.strip() or scope not in ("store", "day"):
+        return None
+    if scope == "store":
+        return number.strip()
+    try:
+        day = made.astimezone(ZoneInfo(timezone)).date()
+    except OverflowError:
+        day = made.date()
+    return f"{day.isoformat()} {number.strip()}"
+
+
 def record(tx: Tx, batch: Batch) -> None:
-    """Index the batch's sales read from receipts; flag each one whose receipt already has a sale."""
+    """Index the batch's sales read from receipts; flag each one whose receipt (its digest, or its number in the
+    store) already has a sale."""
     found = [(i, sale) for i in range(len(batch.entries)) if (sale := batch.sale(i)) and sale.receipt_digest]
     if not found:
         return
+    keys = {
+        i: key
+        for i, sale in found
+        if (key := number_key(sale.receipt_number, sale.receipt_scope, batch.effective[i], batch.calendar.timezone))
+    }
     digests = sorted({sale.receipt_digest for _, sale in found if sale.receipt_digest})
+    numbers = sorted(set(keys.values()))
     if tx.dialect == "postgres":
-        for digest in digests:
+        for lock in sorted([*digests, *(f"n:{batch.store_id}:{key}" for key in numbers)]):
             tx.one(
                 "SELECT pg_advisory_xact_lock(hashtextextended(CAST(? AS TEXT), CAST(? AS BIGINT)))",
-                [digest, RECEIPT_LOCK],
+                [lock, RECEIPT_LOCK],
             )
     first = _first_sales(tx, digests)
+    first_numbers = _first_numbers(tx, batch.store_id, numbers)
     rows = []
     for i, sale in found:
-        entry, digest = batch.entries[i], str(sale.receipt_digest)
+        entry, digest, key = batch.entries[i], str(sale.receipt_digest), keys.get(i)
         rows.append(
             (entry.txn_id, digest, sale.receipt_number, sale.pos_id, batch.store_id, entry.terminal_id, entry.seq)
-            + (batch.days[i], batch.received_at)
+            + (batch.days[i], batch.received_at, key)
         )
-        held = first.get(digest)
-        if held is None:
-            first[digest] = _Indexed(entry.txn_id, entry.terminal_id, entry.seq)
+        this = _Indexed(entry.txn_id, entry.terminal_id, entry.seq)
+        by_digest = first.setdefault(digest, this)
+        by_number = first_numbers.setdefault(key, this) if key is not None else this
+        held, same = (by_digest, "digest") if by_digest is not this else (by_number, "number")
+        if held is this:
             continue
-        batch.flag(
-            i,
-            Reason.RECEIPT_SOLD_TWICE,
-            receipt_digest=digest,
-            receipt_number=sale.receipt_number,
-            pos_id=sale.pos_id,
-            first_txn=held.txn_id,
-            first_terminal=held.terminal_id,
-            first_seq=held.seq,
-        )
-    _insert(tx, rows)
+        detail: dict[str, Any] = {
+            "receipt_digest": digest,
+            "receipt_number": sale.receipt_number,
+            "pos_id": sale.pos_id,
+            "first_txn": held.txn_id,
+            "first_terminal": held.terminal_id,
+            "first_seq": held.seq,
+            "same": same,
+        }
+        if same == "number":
+            detail["number_scope"] = sale.receipt_scope
+        batch.flag(i, Reason.RECEIPT_SOLD_TWICE, **detail)
+    _insert(tx, rows, (*COLUMNS, "number_key"))
 
 
 def _first_sales(tx: Tx, digests: Sequence[str]) -> dict[str, _Indexed]:
@@ -113,9 +145,24 @@ def _first_sales(tx: Tx, digests: Sequence[str]) -> dict[str, _Indexed]:
     return first
 
 
-def _insert(tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+def _first_numbers(tx: Tx, store_id: str, keys: Sequence[str]) -> dict[str, _Indexed]:
+    """The first sale held of each receipt number (``number_key``) in the store."""
+    if not keys:
+        return {}
+    cond, params = tx.in_list("number_key", list(keys))
+    first: dict[str, _Indexed] = {}
+    for key, txn_id, terminal_id, seq in tx.all(
+        f"SELECT number_key, txn_id, terminal_id, seq FROM receipt_sales WHERE store_id = ? AND {cond} "
+        "ORDER BY received_at, terminal_id, seq",
+        [store_id, *params],
+    ):
+        first.setdefault(str(key), _Indexed(str(txn_id), str(terminal_id), int(seq)))
+    return first
+
+
+def _insert(tx: Tx, rows: Sequence[tuple[Any, ...]], columns: Sequence[str] = COLUMNS) -> None:
     tx.many(
-        f"INSERT INTO receipt_sales ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+        f"INSERT INTO receipt_sales ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
         "ON CONFLICT (txn_id) DO NOTHING",
         rows,
     )
@@ -191,4 +238,4 @@ def find(
     ]
 
 
-__all__ = ["ReceiptSale", "backfill", "find", "record"]
+__all__ = ["ReceiptSale", "backfill", "find", "number_key", "record"]

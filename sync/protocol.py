@@ -33,10 +33,10 @@ from terminal.canonical import canonical_json as canonical_json
 from terminal.canonical import canonical_text as canonical_text
 from terminal.money import MAX_AMOUNT as MAX_AMOUNT
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """2 added the till's health report (``POST /v1/terminal/health``); 3 a return's ``gift_cards`` and
 ``voucher_kept`` (a head office of protocol 2 refuses an entry carrying them as malformed: ``entry_protocol``)."""
-SUPPORTED_PROTOCOLS = frozenset({1, 2, 3})
+SUPPORTED_PROTOCOLS = frozenset({1, 2, 3, 4})
 """What head office accepts: its own version and those before, so tills can be upgraded after it."""
 MAX_BATCH = 1000
 MAX_SEQ = 2**53
@@ -498,10 +498,17 @@ RETURN_FIELDS_PROTOCOL = 3
 """The protocol from which head office reads a return's ``gift_cards`` and ``voucher_kept``."""
 
 
+RECEIPT_SCOPE_PROTOCOL = 4
+"""The protocol from which head office reads a sale's ``receipt_scope``."""
+
+
 def entry_protocol(kind: str, payload: dict[str, Any]) -> int:
-    """The lowest protocol whose head office reads this entry as it is: a refund or void carrying ``gift_cards`` or
-    ``voucher_kept`` needs 3 (a head office of 2 quarantines it as malformed, so a till speaking 2 holds it until
-    head office is upgraded); every other entry, 1."""
+    """The lowest protocol whose head office reads this entry as it is: a sale carrying ``receipt_scope`` needs 4,
+    a refund or void carrying ``gift_cards`` or ``voucher_kept`` 3 (a head office of the protocol before
+    quarantines it as malformed, so a till speaking that one holds it until head office is upgraded); every other
+    entry, 1."""
+    if kind == "sale" and payload.get("receipt_scope") is not None:
+        return RECEIPT_SCOPE_PROTOCOL
     if kind in ("refund", "void") and any(payload.get(name) for name in ("gift_cards", "voucher_kept")):
         return RETURN_FIELDS_PROTOCOL
     return 1
@@ -1117,7 +1124,12 @@ class SalePayload(Payload):
     receipt_number: Text | None = None
     """The receipt number the POS printed on it."""
     pos_id: Text | None = None
-    """Which POS printed it."""
+    """Which POS printed it (the till's name for its printer port: not what keys the receipt's number)."""
+    receipt_scope: Literal["store", "day"] | None = None
+    """How long ``receipt_number`` stays unique (the template's ``number_scope``): ``store`` (never twice in the
+    store) or ``day`` (that day, in the store's time zone). Head office flags a second sale of the same number
+    (``receipt_sold_twice``). Sent with a number only; needs protocol 4. None: a till before it (its sales are
+    compared by digest alone)."""
     rewards: list[RewardTaken] = Field(default_factory=list, max_length=20)
     """Rewards of the catalogue bought in this sale, one unit each (docs/rewards.md)."""
     reward_points: Amount = 0
@@ -1153,7 +1165,9 @@ class SalePayload(Payload):
 
     def wire(self) -> dict[str, Any]:
         """A sale without rewards travels as it did before the catalogue (an older head office reads it)."""
-        return self.model_dump(mode="json", exclude=None if self.rewards else {"rewards", "reward_points"})
+        left_out = set() if self.rewards else {"rewards", "reward_points"}
+        left_out |= set() if self.receipt_scope else {"receipt_scope"}  # nor a sale of no receipt number
+        return self.model_dump(mode="json", exclude=left_out or None)
 
     def values(self) -> Values:
         return Values(self.member_id, self.points_delta, self.stored_value_delta, self.total)

@@ -546,8 +546,15 @@ class Service:
         )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         if receipt is not None:
+            numbered = receipt.number is not None and bool(receipt.number.strip())
             payload = payload.model_copy(
-                update={"receipt_digest": receipt.digest, "receipt_number": receipt.number, "pos_id": receipt.pos_id}
+                update={
+                    "receipt_digest": receipt.digest,
+                    "receipt_number": receipt.number,
+                    "pos_id": receipt.pos_id,
+                    # head office compares the number with the store's other tills' (docs/receipts.md)
+                    "receipt_scope": receipt.number_scope if numbered else None,
+                }
             )
         entry = JournalEntry(self.terminal_id, 0, txn_id, "sale", payload.wire(), created)
         points = (quote.member_id, delta) if quote.member_id else None

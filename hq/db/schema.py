@@ -880,6 +880,16 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "ALTER TABLE push_days ADD COLUMN overspent_points BIGINT NOT NULL DEFAULT 0",
         ],
     ),
+    # A receipt's number as its POS keeps it unique (hq/receipts.py, docs/receipts.md): the printed number, with the
+    # day in the store's time zone for a POS whose numbers start again each day. Only sales that name their scope
+    # (protocol 4) have one: those held before were compared by digest alone, and still are.
+    (
+        "m055_receipt_number_key",
+        [
+            "ALTER TABLE receipt_sales ADD COLUMN number_key TEXT",
+            "CREATE INDEX idx_receipt_sales_number_key ON receipt_sales (store_id, number_key, received_at)",
+        ],
+    ),
 ]
 
 

@@ -177,7 +177,9 @@ def test_pull_pages_until_done_and_success_clears_offline(store: Store) -> None:
     assert store.state("offline_since") is None and store.state("last_sync_ok")
 
 
-@pytest.mark.parametrize(("announced", "spoken", "reports"), [(1, 1, False), (2, 2, True), (3, 3, True), (4, 3, True)])
+@pytest.mark.parametrize(
+    ("announced", "spoken", "reports"), [(1, 1, False), (2, 2, True), (3, 3, True), (4, 4, True), (5, 4, True)]
+)
 def test_the_till_speaks_the_protocol_head_office_announced(
     store: Store, announced: int, spoken: int, reports: bool
 ) -> None:

@@ -1,7 +1,8 @@
 """Receipts at head office (hq/receipts.py): each sale read from a POS's printed receipt is indexed by its
-digest, printed number, POS and store; one receipt sold twice (at two tills, or twice at one) is a
-``receipt_sold_twice`` item on the later sale; a replayed push flags nothing; a sale is found by receipt
-through the store, the admin API and `tillpoint hq receipt`. Every test runs on SQLite and on PostgreSQL."""
+digest, printed number, POS and store; one receipt sold twice (at two tills, or twice at one: its digest, or its
+number in the store by the scope the till names) is a ``receipt_sold_twice`` item on the later sale; a replayed
+push flags nothing; a sale is found by receipt through the store, the admin API and `tillpoint hq receipt`. Every
+test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 
 from hq.api.server import ServerHandle, start_in_thread
 from hq.ingest import Settings
+from hq.receipts import number_key
 from hq.store import HqStore
-from sync.protocol import Reason, WireEntry
+from sync.protocol import PROTOCOL_VERSION, Reason, WireEntry, entry_protocol
 from tests.fixtures import entries
 
 CREATED = "2026-03-01T10:00:00.000Z"
@@ -61,6 +63,7 @@ def test_one_receipt_sold_at_two_tills_is_flagged_on_the_later_sale(store: HqSto
         "first_txn": "T1-1",
         "first_terminal": "T1",
         "first_seq": 1,
+        "same": "digest",
     }
     assert store.ingest("T3", [sale("T3", 1, "r-1", "0001")]).flagged == 1  # another store: the same receipt
     assert [t for t, _ in sold_twice(store)] == ["T2-1", "T3-1"]
@@ -118,7 +121,7 @@ def test_the_index_is_built_from_the_journal_when_the_migration_is_applied(hq_ur
     hq.ingest("T1", [sale("T1", 1, "r-1", "0001"), sale("T1", 2, None), sale("T1", 3, "r-2", "0002")])
     with hq.db.write() as tx:  # the database as it was before m013_receipts
         tx.run("DROP TABLE receipt_sales")
-        tx.run("DELETE FROM hq_migrations WHERE name = 'm013_receipts'")
+        tx.run("DELETE FROM hq_migrations WHERE name IN ('m013_receipts', 'm055_receipt_number_key')")
     hq.close()
     again = HqStore(hq_url, Settings(recompute=False), backup=False)
     try:
@@ -135,6 +138,87 @@ def http(store: HqStore) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=handle.url, timeout=5, trust_env=False) as client:
         yield client
     handle.stop()
+
+
+def test_a_receipt_number_is_keyed_by_its_scope_in_the_store_s_time_zone() -> None:
+    """The pure rule: the number less its spaces (``store``), or the day in the store's zone and the number
+    (``day``); nothing for a sale without a number or of a till that names no scope (its digest alone)."""
+    from datetime import UTC, datetime
+
+    late = datetime(2026, 3, 1, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo
+    assert number_key(" 01-0042 ", "store", late, "Asia/Tokyo") == "01-0042"
+    assert number_key("0042", "day", late, "Asia/Tokyo") == "2026-03-01 0042"
+    assert number_key("0042", "day", late.replace(hour=15), "Asia/Tokyo") == "2026-03-02 0042"  # 00:30 the next day
+    assert number_key("0042", "day", late.replace(hour=15), "UTC") == "2026-03-01 0042"
+    assert number_key("0042", None, late, "UTC") is None  # a till before protocol 4
+    assert number_key("  ", "store", late, "UTC") is None and number_key(None, "day", late, "UTC") is None
+    scoped = entries.sale(None, 1200) | {"receipt_digest": digest("r"), "receipt_number": "1", "receipt_scope": "day"}
+    assert entry_protocol("sale", scoped) == PROTOCOL_VERSION == 4  # a till speaking 3 holds it (docs/protocol.md)
+    assert entry_protocol("sale", scoped | {"receipt_scope": None}) == 1
+
+
+def pushed(http: httpx.Client, terminal: str, *sold: tuple[int, str, str, str | None, str]) -> dict[str, Any]:
+    """Push a till's receipt sales (seq, receipt bytes, number, scope, created_at) as the till does."""
+    wire = []
+    for seq, receipt, number, scope, created in sold:
+        payload = entries.sale("M-0001", 1200, earned=12, store_id=STORES[terminal])
+        payload |= {"receipt_digest": digest(receipt), "receipt_number": number, "pos_id": "POS-1"}
+        payload |= {"receipt_scope": scope} if scope else {}
+        entry = {"terminal_id": terminal, "seq": seq, "txn_id": f"{terminal}-{seq}", "kind": "sale"}
+        wire.append(entry | {"payload": payload, "created_at": created})
+    response = http.post(
+        "/v1/journal",
+        json={"protocol": PROTOCOL_VERSION, "terminal_id": terminal, "entries": wire},
+        headers={"Authorization": f"Bearer token-{terminal}"},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_reprint_sold_at_another_till_of_the_store_is_flagged_by_its_number(
+    store: HqStore, http: httpx.Client
+) -> None:
+    """A cashier reprints a member's receipt at the next till (a COPY line, another print time: other bytes) to
+    earn its points again: the later sale is ``receipt_sold_twice`` by its number (the balances stand, as for one
+    of the same digest). Two POS numbering alike are told apart by the register printed in the number; a POS
+    whose numbers start again each day by the day in the store's zone; a till before protocol 4 by digest alone;
+    another store's numbers are its own."""
+    store.set_store("S1", "Asia/Tokyo")
+    store.upsert_member("M-0001")
+    night, after_midnight = "2026-03-01T14:30:00.000Z", "2026-03-01T15:30:00.000Z"  # 23:30 and 00:30 in Tokyo
+    pushed(http, "T1", (1, "r-42", "01-0042", "store", CREATED), (2, "d-7", "0007", "day", night))
+    pushed(http, "T1", (3, "old-9", "0009", None, CREATED))
+    pushed(
+        http,
+        "T2",
+        (1, "r-42 COPY 10:05", " 01-0042", "store", CREATED),  # the reprint, sold again at the next till
+        (2, "r-42 COPY 10:07", "01-0042", "store", CREATED),
+        (3, "r-42 register 2", "02-0042", "store", CREATED),  # the other POS's own 42
+        (4, "d-7 next day", "0007", "day", after_midnight),  # the next day's 7 (a UTC day would call it a reprint)
+        (5, "d-7 COPY", "0007", "day", night),
+        (6, "old-9 COPY", "0009", None, CREATED),  # a till that names no scope: the digest alone
+    )
+    pushed(http, "T3", (1, "r-42 other store", "01-0042", "store", CREATED))
+    flagged = dict(sold_twice(store))
+    assert sorted(flagged) == ["T2-1", "T2-2", "T2-5"]
+    assert flagged["T2-1"] == {
+        "receipt_digest": digest("r-42 COPY 10:05"),
+        "receipt_number": " 01-0042",
+        "pos_id": "POS-1",
+        "first_txn": "T1-1",
+        "first_terminal": "T1",
+        "first_seq": 1,
+        "same": "number",
+        "number_scope": "store",
+    }
+    assert flagged["T2-2"]["first_txn"] == "T1-1" and flagged["T2-5"]["first_txn"] == "T1-2"
+    held = store.member("M-0001")
+    assert held is not None and held.points == 12 * 10  # the balances stand: the staff settle the items
+    found = store.receipt_sales(number="01-0042", store_id="S1")
+    assert [(r.txn_id, r.sold_twice) for r in found] == [("T1-1", False), ("T2-2", True)]
+    again = pushed(http, "T2", (1, "r-42 COPY 10:05", " 01-0042", "store", CREATED))  # a replay flags nothing
+    assert again["acked_seq"] == 6 and len(sold_twice(store)) == 3
 
 
 def test_an_admin_looks_a_sale_up_by_receipt_and_a_till_cannot(store: HqStore, http: httpx.Client) -> None:
@@ -169,17 +253,24 @@ def test_the_receipt_command(store: HqStore, hq_url: str) -> None:
     assert refused.exit_code == 1 and "digest or its number" in refused.output
 
 
-def test_one_receipt_pushed_by_two_tills_at_once_is_flagged_exactly_once(store: HqStore) -> None:
-    """Concurrent pushes (PostgreSQL: two transactions at once; a lock per receipt makes the later one see
-    the first): each receipt sold at both tills is one item, never none and never two."""
+@pytest.mark.parametrize("copy", [False, True], ids=["same-bytes", "a-reprint"])
+def test_one_receipt_pushed_by_two_tills_at_once_is_flagged_exactly_once(store: HqStore, copy: bool) -> None:
+    """Concurrent pushes (PostgreSQL: two transactions at once; a lock per receipt, and per number in the store,
+    makes the later one see the first): each receipt sold at both tills (or its reprint, by its number) is one
+    item, never none and never two."""
     from concurrent.futures import ThreadPoolExecutor
+
+    def numbered(terminal: str, n: int) -> WireEntry:
+        entry = sale(terminal, n, f"same-{n}" + (f" COPY {terminal}" if copy else ""), f"{n:04d}")
+        return entry.model_copy(update={"payload": entry.payload | {"receipt_scope": "store"}})
 
     rounds = 12
     with ThreadPoolExecutor(2) as pool:
         for n in range(1, rounds + 1):
-            a = pool.submit(store.ingest, "T1", [sale("T1", n, f"same-{n}")])
-            b = pool.submit(store.ingest, "T2", [sale("T2", n, f"same-{n}")])
+            a = pool.submit(store.ingest, "T1", [numbered("T1", n)])
+            b = pool.submit(store.ingest, "T2", [numbered("T2", n)])
             assert a.result().flagged + b.result().flagged == 1, n
     flagged = sold_twice(store)
     assert len(flagged) == rounds
-    assert sorted(d["receipt_digest"] for _, d in flagged) == sorted(digest(f"same-{n}") for n in range(1, rounds + 1))
+    assert sorted(d["receipt_number"] for _, d in flagged) == [f"{n:04d}" for n in range(1, rounds + 1)]
+    assert {d["same"] for _, d in flagged} == {"number" if copy else "digest"}

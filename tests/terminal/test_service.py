@@ -198,6 +198,15 @@ def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service
         "0042",
         "0043",
     ]
+    # head office compares each number with the store's other tills' by its scope (none without a number)
+    assert [e.payload.get("receipt_scope") for e in service.store.entries()] == [
+        "store",
+        "store",
+        None,
+        "day",
+        "day",
+        "store",
+    ]
     assert service.store.member("M-1").points == 160  # six sales earned, the refusals nothing
 
 
