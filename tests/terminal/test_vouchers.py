@@ -120,8 +120,10 @@ def test_the_sell_command_never_loses_a_sold_vouchers_code_to_a_png_it_cannot_wr
     sales: list[dict[str, object]] = []
     text = code()
 
-    def api(cfg: object, method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
-        sales.append(body or {})
+    def api(
+        cfg: object, method: str, path: str, body: dict[str, object] | None = None, request_id: str | None = None
+    ) -> dict[str, object]:
+        sales.append({**(body or {}), "request_id": request_id})
         return {
             "txn_id": "t-1",
             "seq": 1,
@@ -142,5 +144,5 @@ def test_the_sell_command_never_loses_a_sold_vouchers_code_to_a_png_it_cannot_wr
     assert nowhere.exit_code == 1 and "nothing was sold" in nowhere.output and sales == []
     (tmp_path / "taken").mkdir()  # a directory where the file should go: the write fails after the sale
     sold = run(cli.app, ["voucher", "sell", "--value", "2500", "--png", str(tmp_path / "taken")])
-    assert len(sales) == 1 and sold.exit_code == 1
+    assert len(sales) == 1 and sold.exit_code == 1 and sales[0]["request_id"], sales  # a retry is answered once
     assert text in sold.stdout and "cannot be written" in sold.output and "Traceback" not in sold.output
