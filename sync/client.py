@@ -1037,6 +1037,7 @@ def _page_docs(page: ChangesPage) -> CacheDocs:
             for t in page.deleted
             if t.kind in SIGNED_TOMBSTONES and t.body is not None and t.sig is not None
         ],
+        spend_held=page.spend_held,
         allocations=None if page.allocations is None else [(a.pool_id, a.allowed, a.used) for a in page.allocations],
         topup_policy=None if page.topup_policy is None else _doc(page.topup_policy.model_dump()),
         merchant_id=page.merchant_id,

@@ -804,6 +804,11 @@ class ChangesPage(_Model):
     """This terminal's unsold voucher stock, whole, on every page (None: the till keeps what it holds)."""
     gift_terms: WireGiftTerms | None = None
     """The chain's gift card terms, on every page (None: an older head office; the till keeps what it holds)."""
+    spend_held: list[str] | None = None
+    """Every member id whose spending head office holds (its id contested: docs/enrolment.md), whole, on every
+    page, as of the page's own read: a till marks these held and lets any other it holds as held spend again. A
+    till that bootstrapped from the snapshot (whose columns carry no hold) learns them on its first page. None: an
+    older head office (the till keeps what it holds); an older till ignores the field."""
 
     def size(self) -> int:
         return sum(len(getattr(self, name)) for name in (*SNAPSHOT_KINDS, "deleted"))

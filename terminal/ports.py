@@ -114,6 +114,9 @@ class CacheDocs:
     """(kind, id, deleted_at) tombstones of a key or a revocation, signature checked by the sync client: each
     takes off only a key made, or a revocation made, no later than its deletion (a replayed old one takes off
     nothing made since)"""
+    spend_held: list[str] | None = None
+    """Every member id whose spending head office holds, replacing what the till held as held; None: the page
+    carries none (the held ones stay)"""
     allocations: list[tuple[str, int, int]] | None = None
     """(pool_id, allowed, used as head office counts it): this till's whole allocation of every open pool,
     replacing what it held; None: the page carries none (the held ones stay)"""

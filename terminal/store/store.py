@@ -959,6 +959,17 @@ def _put_docs(conn: sqlite3.Connection, docs: CacheDocs) -> None:
     giftcards.put_cards(conn, docs.gift_cards)
     if docs.gift_terms is not None:
         _set_state(conn, GIFT_TERMS, docs.gift_terms)
+    if docs.spend_held is not None:  # every held id, whole: a member not named spends again
+        held = json.dumps(sorted(set(docs.spend_held)))
+        conn.execute(
+            "UPDATE members SET status = 'active' WHERE status = 'held' AND member_id NOT IN "
+            "(SELECT value FROM json_each(?))",
+            (held,),
+        )
+        conn.execute(
+            "UPDATE members SET status = 'held' WHERE status = 'active' AND member_id IN (SELECT value FROM json_each(?))",
+            (held,),
+        )
     if docs.allocations is not None:  # the whole current state: a pool not named is no longer held
         conn.execute("DELETE FROM pool_allocations")
         conn.executemany("INSERT INTO pool_allocations (pool_id, allowed, hq_used) VALUES (?,?,?)", docs.allocations)

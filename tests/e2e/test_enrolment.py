@@ -118,7 +118,7 @@ def test_a_contested_member_id_earns_and_does_not_spend_until_staff_settle_it(hq
     """A stolen credential pushes the id another till enrolled with a card of its own: head office holds the id's
     spending (points and stored value) until staff settle the contest; both cards earn meanwhile, the honest
     till learns the hold with its pull and refuses spending (offline too), until the settlement reaches it."""
-    tokens = {t: hq.add_terminal(t) for t in ("T-EH", "T-ET")}
+    tokens = {t: hq.add_terminal(t) for t in ("T-EH", "T-ET", "T-EN")}
     store = Store.open(tmp_path / "T-EH" / "terminal.db")
     client = SyncClient(store, "T-EH", hq.url, tokens["T-EH"])
     client.sync_once()
@@ -140,6 +140,15 @@ def test_a_contested_member_id_earns_and_does_not_spend_until_staff_settle_it(hq
     with pytest.raises(Rejected) as refused:
         redeeming()
     assert refused.value.code is Code.MEMBER_SPEND_HELD
+    # A till set up while the hold is on learns it from its first changes page (the snapshot carries none), and
+    # refuses the spend offline.
+    new_store, _, new_client = till(tmp_path, "T-EN", hq, tokens["T-EN"])
+    new_client.close()
+    new_till = Service(new_store, "T-EN", spend_needs_proof=False)
+    assert new_store.member(member).status is Status.HELD  # type: ignore[union-attr]
+    with pytest.raises(Rejected) as refused:
+        new_till.commit(new_till.quote(member, Basket((Line("SKU-1", 1, 2000, "food"),)), redeem=REDEEM_MAX))
+    assert refused.value.code is Code.MEMBER_SPEND_HELD
     assert sell(honest, member).points_delta > 0  # earning goes on
     admin = HqStore(hq.db)
     try:
@@ -154,6 +163,7 @@ def test_a_contested_member_id_earns_and_does_not_spend_until_staff_settle_it(hq
     assert redeeming().points_delta < 0
     client.close()
     store.close()
+    new_store.close()
 
 
 def claim(hq: HqProcess, token: str, name: str = "Kim", version: str = "join-2026-11") -> httpx.Response:

@@ -165,6 +165,7 @@ def test_push_then_changes_roundtrip(http: httpx.Client) -> None:
         "merchant_id": "chain",  # the merchant of this terminal's store, on every page: none set, the chain's
         "voucher_stock": {"offline_total": 0, "codes": []},  # this terminal's voucher stock: none issued to it
         "gift_terms": {"expiry_days": 0, "dormant_days": 0},  # the chain's gift card terms: none set
+        "spend_held": [],  # every member id whose spending is held, on every page: none contested
     }
 
 

@@ -258,6 +258,7 @@ def test_a_contested_member_id_earns_and_its_spending_is_held_until_the_item_is_
     )
     fed = [m for m in store.changes(since, 10_000).members if m.member_id == "E-0194"]
     assert [m.spend_held for m in fed] == [True]
+    assert store.changes(10**9, 1).spend_held == ["E-0194"]  # every held id, on every page: a bootstrapped till's
     store.ingest("T1", [spend(3, "E-0194", "a" * 64), entry(4, member="E-0194", delta=40)])
     assert store.effects("T1")[3] is Effect.QUARANTINED and store.effects("T1")[4] is Effect.APPLIED
     (held,) = [i for i in store.items() if i.reason.value == "member_spend_held"]
@@ -273,7 +274,7 @@ def test_a_contested_member_id_earns_and_its_spending_is_held_until_the_item_is_
     since = store.changes(0, 10_000).cursor
     store.settle(second.item_id, "Ana", "T2's cards blocked")
     fed = [m for m in store.changes(since, 10_000).members if m.member_id == "E-0194"]
-    assert [m.spend_held for m in fed] == [False]
+    assert [m.spend_held for m in fed] == [False] and store.changes(10**9, 1).spend_held == []
     store.ingest("T1", [spend(5, "E-0194", "a" * 64)])
     assert store.effects("T1")[5] is Effect.APPLIED and points(store, "E-0194") == 240
 

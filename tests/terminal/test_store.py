@@ -8,7 +8,8 @@ import pytest
 
 from terminal.errors import Code, Rejected
 from terminal.keys import load_or_create_key
-from terminal.model import Card, EarnRule, JournalEntry, Member
+from terminal.model import Card, EarnRule, JournalEntry, Member, Status
+from terminal.ports import CacheDocs
 from terminal.store import Store
 
 
@@ -81,6 +82,17 @@ def test_apply_changes_upserts(store: Store) -> None:
     store.apply_changes([], [Card("h", "M-1")], [EarnRule("base", 2, 100)], cursor=10)
     assert store.card("h").member_id == "M-1"
     assert store.earn_rule().points == 2
+
+
+def test_the_held_ids_of_a_page_replace_those_the_till_held(store: Store) -> None:
+    """Head office's list of held member ids is whole: a member named is held (unless blocked), one held and not
+    named spends again, and a page without the list (an older head office) changes nothing."""
+    store.apply_changes([], [], [], cursor=2, docs=CacheDocs(spend_held=["M-1", "M-3"]))
+    assert [store.member(m).status for m in ("M-1", "M-2", "M-3")] == [Status.HELD, Status.ACTIVE, Status.BLOCKED]  # type: ignore[union-attr]
+    store.apply_changes([], [], [], cursor=3, docs=CacheDocs())
+    assert store.member("M-1").status is Status.HELD  # type: ignore[union-attr]
+    store.apply_changes([], [], [], cursor=4, docs=CacheDocs(spend_held=["M-2"]))
+    assert [store.member(m).status for m in ("M-1", "M-2")] == [Status.ACTIVE, Status.HELD]  # type: ignore[union-attr]
 
 
 def test_storage_error_on_broken_file(tmp_path: Path) -> None:
