@@ -1489,6 +1489,13 @@ def _blocked_member_spent(tx: Tx, batch: Batch) -> None:
             batch.quarantine(i, Breach(Reason.MEMBER_BLOCKED, "", {**flagged[0].detail, "paid": True}))
 
 
+def surviving_member(tx: Tx, member_id: str) -> str:
+    """The member id whose value ``member_id`` is now: the one it was merged into (a merge moves every id merged
+    into it along, so one step is the last), else itself. A spend hold is on it (docs/enrolment.md)."""
+    row = tx.one("SELECT merged_into FROM enrolments WHERE member_id = ? AND merged_into IS NOT NULL", [member_id])
+    return str(row[0]) if row else member_id
+
+
 def _held_member_spent(tx: Tx, batch: Batch) -> None:
     """A spend of a member whose till-made id is contested (``hq.members.hold_spending``) that head office did not
     confirm online (an offline till that had not pulled the hold, or a credential that skipped the till's check):

@@ -32,6 +32,7 @@ from hq.ingest import (
     bump_versions,
     payload_json,
     rule_documents,
+    surviving_member,
 )
 from hq.recompute import program_of, recompute, refund_priced
 from sync import claims as tokens
@@ -152,15 +153,19 @@ def _enrolled_again(tx: Tx, batch: Batch, i: int, member_id: str, uid_hash: str)
     }
     reason = Reason.ENROLMENT_CONTESTED
     batch.items.append(Item(f"{e.txn_id}:{reason.value}", e.seq, e.txn_id, batch.days[i], reason, detail))
-    hold_spending(tx, member_id)  # until staff settle the item: whoever holds either card, the id's value stays put
-    batch.touched_members.add(member_id)
+    # Until staff settle the item: whoever holds either card, the id's value stays put, on the id it was merged
+    # into if it was (its spends count there).
+    batch.touched_members.add(hold_spending(tx, member_id))
 
 
-def hold_spending(tx: Tx, member_id: str) -> None:
+def hold_spending(tx: Tx, member_id: str) -> str:
     """Hold a contested member's spending (points and stored value) chain-wide; earning goes on. Tills learn it
     with the member (``spend_held``) and refuse ``member_spend_held``; head office refuses it online and
-    quarantines a spend a till took without asking (``hq.ingest``). ``hq.reconcile.settle`` lifts it."""
-    tx.run("UPDATE members SET spend_held = 1 WHERE member_id = ?", [member_id])
+    quarantines a spend a till took without asking (``hq.ingest``). ``hq.reconcile.settle`` lifts it. An id
+    merged away is held on the member it was merged into (``surviving_member``); returns the id held."""
+    held = surviving_member(tx, member_id)
+    tx.run("UPDATE members SET spend_held = 1 WHERE member_id = ?", [held])
+    return held
 
 
 def _merged_item(batch: Batch, i: int, uid_hash: str, winner: str, loser: str, moved: tuple[int, int]) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from hq import audit
 from hq.db.engine import Tx
-from hq.ingest import NOT_APPLIED, Effect, Item, bump_versions, save_items
+from hq.ingest import NOT_APPLIED, Effect, Item, bump_versions, save_items, surviving_member
 from hq.web import safe_cell
 from sync.protocol import (
     EntryKind,
@@ -349,14 +349,16 @@ def lift_spend_hold(tx: Tx, detail: Any) -> None:
     """Staff settled an ``enrolment_contested`` item: the member it names may spend again once no other open
     item contests it (docs/enrolment.md); the tills learn it with the member's next version."""
     found = json.loads(detail) if isinstance(detail, str) else detail or {}
-    member_id = found.get("member_id") if isinstance(found, dict) else None
-    if not isinstance(member_id, str):
+    named = found.get("member_id") if isinstance(found, dict) else None
+    if not isinstance(named, str):
         return
+    member_id = surviving_member(tx, named)  # the hold is on the id a merged-away one was merged into
     still = tx.all(
         "SELECT detail FROM recon_items WHERE reason = ? AND state = ?",
         [Reason.ENROLMENT_CONTESTED.value, ItemState.OPEN.value],
     )
-    if any(json.loads(d).get("member_id") == member_id for (d,) in still if isinstance(d, str)):
+    others = {json.loads(d).get("member_id") for (d,) in still if isinstance(d, str)}
+    if any(isinstance(o, str) and surviving_member(tx, o) == member_id for o in others):
         return
     if tx.run("UPDATE members SET spend_held = 0 WHERE member_id = ? AND spend_held = 1", [member_id]):
         bump_versions(tx, "members", "member_id", [member_id])

@@ -279,6 +279,24 @@ def test_a_contested_member_id_earns_and_its_spending_is_held_until_the_item_is_
     assert store.effects("T1")[5] is Effect.APPLIED and points(store, "E-0194") == 240
 
 
+def test_a_contested_id_that_was_merged_away_holds_the_member_it_was_merged_into(store: HqStore) -> None:
+    """The same card enrolled at two tills is merged into the first to arrive; an id merged away that is then
+    enrolled again (contested) holds the member its value and its spends went to, until the item is settled."""
+    store.ingest("T1", [enrolment(1, "E-0300", "d" * 64, terminal="T1"), entry(2, member="E-0300", delta=300)])
+    store.ingest("T2", [enrolment(1, "E-0301", "d" * 64, terminal="T2")])  # merged into E-0300
+    store.ingest("T2", [enrolment(2, "E-0301", "e" * 64, terminal="T2")])  # the merged-away id, another card
+    assert store.member("E-0300").spend_held  # type: ignore[union-attr]
+    assert store.changes(10**9, 1).spend_held == ["E-0300"]
+    store.ingest("T1", [spend(3, "E-0301", "d" * 64), spend(4, "E-0300", "d" * 64)])
+    assert store.effects("T1")[3] is store.effects("T1")[4] is Effect.QUARANTINED and points(store, "E-0300") == 300
+    (contested,) = [i for i in store.items() if i.reason.value == "enrolment_contested"]
+    assert contested.detail["member_id"] == "E-0301"
+    store.settle(contested.item_id, "Ana", "T2's card blocked")
+    assert not store.member("E-0300").spend_held  # type: ignore[union-attr]
+    store.ingest("T1", [spend(5, "E-0300", "d" * 64)])
+    assert store.effects("T1")[5] is Effect.APPLIED and points(store, "E-0300") == 200
+
+
 def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
     batch = [entry(seq, delta=1) for seq in range(1, 21)]
     with ThreadPoolExecutor(8) as pool:
