@@ -24,13 +24,16 @@ from sync.confirm import confirmer
 from terminal import payments as pay
 from terminal.errors import Code, Rejected
 from terminal.identity import Payment
-from terminal.model import Basket, Line, QrRead, ReaderEvent
+from terminal.model import Basket, Line, QrRead, ReaderEvent, Status, utc_iso
 from terminal.service import Service
 from terminal.store import Store
+from tests.fixtures import entries
 from tests.fixtures.hq import HqProcess, tillpoint
 from tests.fixtures.video import blank, concat, still, write_video
+from tests.waiting import wait_until
 
 SIZE = (960, 540)
+MEMBER = "E-0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"  # a till-made id: one a stolen credential can contest
 
 
 @pytest.fixture
@@ -140,19 +143,23 @@ def test_revoking_a_device_from_the_cli_reaches_the_till(hq_proc: HqProcess, tmp
 def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(
     hq_proc: HqProcess, tmp_path: Path
 ) -> None:
+    """A payment code given to the daemon's local API is confirmed online before the sale; one sent again is
+    refused. While the member's till-made id is contested its stored value does not pay (``member_spend_held``,
+    the code left unused), and once staff settle the item the same code pays."""
     from terminal.config import validate
     from terminal.daemon import Daemon
 
     hq = HqStore(hq_proc.db)
-    hq.upsert_member("M-API", "Api Ann", "basic", 0)
+    hq.upsert_member(MEMBER, "Api Ann", "basic", 0)
     from hq import payments
 
-    payments.topup(hq, "M-API", 3000, "Mio")
-    token = payments.member_token(hq, "M-API")
+    payments.topup(hq, MEMBER, 3000, "Mio")
+    token = payments.member_token(hq, MEMBER)
     terminal_token = hq.add_terminal("T-DMN", "S-001")
+    thief_token = hq.add_terminal("T-THF", "S-001")
     hq.close()
     phone = tmp_path / "phone"
-    member("register", "M-API", "--hq", hq_proc.url, "--token", token, "--state-dir", str(phone))
+    member("register", MEMBER, "--hq", hq_proc.url, "--token", token, "--state-dir", str(phone))
     cfg = validate(
         {
             "terminal": {"id": "T-DMN", "data_dir": str(tmp_path / "till")},
@@ -173,14 +180,14 @@ def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(
         assert daemon.store is not None and daemon.service is not None
         assert daemon.service.confirm_online is not None  # wired by the daemon, not by this test
         deadline = time.monotonic() + 20
-        while daemon.store.stored_value("M-API") != 3000 and time.monotonic() < deadline:
+        while daemon.store.stored_value(MEMBER) != 3000 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert daemon.store.stored_value("M-API") == 3000, "the till never pulled the member"
-        code = member("code", "M-API", "--state-dir", str(phone), "-q").strip().splitlines()[-1]
+        assert daemon.store.stored_value(MEMBER) == 3000, "the till never pulled the member"
+        code = member("code", MEMBER, "--state-dir", str(phone), "-q").strip().splitlines()[-1]
         url = f"http://127.0.0.1:{daemon.api_server.port}"
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {daemon.api_token}"}, timeout=10) as api:
             body = {
-                "member_id": "M-API",
+                "member_id": MEMBER,
                 "lines": [{"sku": "SOBA", "quantity": 1, "unit_price": 1000}],
                 "stored_value": 1000,
                 "payment_code": code,
@@ -189,15 +196,37 @@ def test_the_daemon_asks_head_office_before_approving_a_code_given_to_its_api(
             assert first.status_code == 200, first.text
             again = api.post("/v1/sales", json=body)
             assert again.status_code != 200 and "payment_code_replayed" in again.text
+
+            # A stolen credential enrols the id again with a card of its own: the id's spending is held.
+            enrol = {"terminal_id": "T-THF", "seq": 1, "txn_id": "T-THF-1", "kind": "enrol"}
+            enrol |= {"created_at": utc_iso(time.time()), "payload": entries.enrol(MEMBER, "e3" * 32)}
+            pushed = httpx.post(
+                f"{hq_proc.url}/v1/journal",
+                json={"protocol": 2, "terminal_id": "T-THF", "entries": [enrol]},
+                headers={"Authorization": f"Bearer {thief_token}"},
+                timeout=10,
+            )
+            assert pushed.status_code == 200, pushed.text
+            wait_until(lambda: daemon.store.member(MEMBER).status is Status.HELD, 20.0, "the hold at the till")  # type: ignore[union-attr]
+            held = {**body, "payment_code": member("code", MEMBER, "--state-dir", str(phone), "-q").split()[-1]}
+            refused = api.post("/v1/sales", json=held)
+            assert refused.status_code == 409 and refused.json()["code"] == "member_spend_held", refused.text
+            admin = HqStore(hq_proc.db)
+            try:
+                (item,) = [i for i in admin.items(terminal_id="T-THF") if i.reason.value == "enrolment_contested"]
+            finally:
+                admin.close()
+            hq_proc.cli("settle", item.item_id, "--by", "Ana", "--note", "T-THF's card blocked")
+            wait_until(lambda: daemon.store.member(MEMBER).status is Status.ACTIVE, 20.0, "the settlement")  # type: ignore[union-attr]
+            paid = api.post("/v1/sales", json=held)  # the code the hold refused was left unused
+            assert paid.status_code == 200, paid.text
         hq = HqStore(hq_proc.db)
         try:
             with hq.db.read() as tx:
                 confirmed = tx.all("SELECT terminal_id, amount FROM payment_confirms")
-            assert confirmed == [("T-DMN", 1000)]
-            deadline = time.monotonic() + 20
-            while hq.journal_count("T-DMN") < 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert hq.journal_count("T-DMN") == 1 and hq.member("M-API").stored_value == 2000  # type: ignore[union-attr]
+            assert confirmed == [("T-DMN", 1000), ("T-DMN", 1000)]
+            wait_until(lambda: hq.journal_count("T-DMN") >= 2, 20.0, "the sales at head office")
+            assert hq.journal_count("T-DMN") == 2 and hq.member(MEMBER).stored_value == 1000  # type: ignore[union-attr]
         finally:
             hq.close()
     finally:
