@@ -58,6 +58,11 @@ MERGE_RULE = (
     "the member holding the card when the other enrolment reached head office keeps it (head office's "
     "order, never a till's clock); a head-office member always does"
 )
+HOLDS_PER_TERMINAL = 3
+"""How many members' spending one terminal's contests may hold at a time (open ``enrolment_contested`` items
+that hold). An honest till never contests an id (it makes each of its own once); a stolen credential enrolling
+ids it learnt again freezes at most this many members until staff settle its items, and its further contests are
+open items that hold nothing (``spend_held: false`` in their detail) for staff to review (docs/security.md)."""
 PERSONAL_KEYS = ("member_id", "uid_hash", "display_name")
 TILL_CHANNEL, WEB_CHANNEL = "till", "web"
 
@@ -150,12 +155,28 @@ def _enrolled_again(tx: Tx, batch: Batch, i: int, member_id: str, uid_hash: str)
         "held_card": held_card,
         "terminal": e.terminal_id,
         "uid_hash": uid_hash or None,
+        "spend_held": _may_hold(tx, batch, member_id),
     }
     reason = Reason.ENROLMENT_CONTESTED
     batch.items.append(Item(f"{e.txn_id}:{reason.value}", e.seq, e.txn_id, batch.days[i], reason, detail))
     # Until staff settle the item: whoever holds either card, the id's value stays put, on the id it was merged
     # into if it was (its spends count there).
-    batch.touched_members.add(hold_spending(tx, member_id))
+    if detail["spend_held"]:
+        batch.touched_members.add(hold_spending(tx, member_id))
+
+
+def _may_hold(tx: Tx, batch: Batch, member_id: str) -> bool:
+    """Whether this terminal's contest may hold the id's spending: it holds it already, or its open contests that
+    hold (this push's among them) name fewer than ``HOLDS_PER_TERMINAL`` ids. An item written before the bound
+    holds (no ``spend_held`` in its detail)."""
+    rows = tx.all(
+        "SELECT detail FROM recon_items WHERE terminal_id = ? AND reason = ? AND state = 'open'",
+        [batch.terminal_id, Reason.ENROLMENT_CONTESTED.value],
+    )
+    found = [json.loads(d) for (d,) in rows if isinstance(d, str)]
+    found += [it.detail for it in batch.items if it.reason is Reason.ENROLMENT_CONTESTED]
+    holding = {d.get("member_id") for d in found if isinstance(d, dict) and d.get("spend_held", True)}
+    return member_id in holding or len(holding) < HOLDS_PER_TERMINAL
 
 
 def hold_spending(tx: Tx, member_id: str) -> str:

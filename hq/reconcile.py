@@ -357,7 +357,8 @@ def lift_spend_hold(tx: Tx, detail: Any) -> None:
         "SELECT detail FROM recon_items WHERE reason = ? AND state = ?",
         [Reason.ENROLMENT_CONTESTED.value, ItemState.OPEN.value],
     )
-    others = {json.loads(d).get("member_id") for (d,) in still if isinstance(d, str)}
+    holding = [json.loads(d) for (d,) in still if isinstance(d, str)]
+    others = {d.get("member_id") for d in holding if d.get("spend_held", True)}  # an item over the bound holds none
     if any(isinstance(o, str) and surviving_member(tx, o) == member_id for o in others):
         return
     if tx.run("UPDATE members SET spend_held = 0 WHERE member_id = ? AND spend_held = 1", [member_id]):

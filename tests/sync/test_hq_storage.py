@@ -222,6 +222,7 @@ def test_a_member_id_enrolled_again_by_another_till_is_an_open_item_naming_both(
         "held_card": thief,
         "terminal": "T1",
         "uid_hash": honest,
+        "spend_held": True,
     }
     with store.db.read() as tx:
         cards = tx.all("SELECT uid_hash, member_id FROM cards WHERE uid_hash IN (?, ?)", [thief, honest])
@@ -295,6 +296,26 @@ def test_a_contested_id_that_was_merged_away_holds_the_member_it_was_merged_into
     assert not store.member("E-0300").spend_held  # type: ignore[union-attr]
     store.ingest("T1", [spend(5, "E-0300", "d" * 64)])
     assert store.effects("T1")[5] is Effect.APPLIED and points(store, "E-0300") == 200
+
+
+def test_one_terminal_s_contests_hold_at_most_three_members_at_a_time(store: HqStore) -> None:
+    """A stolen credential enrolling every id it learnt again would freeze every member's spending: one terminal's
+    open contests hold at most ``HOLDS_PER_TERMINAL`` ids; a contest beyond is an open item holding nothing, and
+    once staff settle one that held, the terminal's next contest holds again."""
+    ids = [f"E-04{n:02d}" for n in range(1, 6)]
+    store.ingest("T1", [enrolment(n, m, f"{n:02x}" * 32, terminal="T1") for n, m in enumerate(ids, 1)])
+    store.ingest("T2", [enrolment(n, m, "9a" * 32, terminal="T2") for n, m in enumerate(ids[:4], 1)])
+    assert [store.member(m).spend_held for m in ids] == [True, True, True, False, False]  # type: ignore[union-attr]
+    assert store.changes(10**9, 1).spend_held == ids[:3]
+    items = sorted((i for i in store.items() if i.reason.value == "enrolment_contested"), key=lambda i: i.seq)
+    assert [(i.state.value, i.detail["spend_held"]) for i in items] == [("open", True)] * 3 + [("open", False)]
+    store.ingest("T1", [entry(6, member=ids[3], delta=300), spend(7, ids[3], "04" * 32)])
+    assert store.effects("T1")[7] is Effect.APPLIED  # the id over the bound spends
+    store.settle(items[3].item_id, "Ana", "nothing held")
+    store.settle(items[0].item_id, "Ana", "T2 revoked, its card blocked")
+    assert not store.member(ids[0]).spend_held  # type: ignore[union-attr]
+    store.ingest("T2", [enrolment(5, ids[4], "9a" * 32, terminal="T2")])
+    assert store.member(ids[4]).spend_held  # type: ignore[union-attr]
 
 
 def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
