@@ -1,14 +1,16 @@
 """The docs a newcomer and a shop's IT person follow name commands, options, pages and keys that exist.
 
 Every `tillpoint ...` command line in README.md and docs/*.md (code blocks and inline code) is walked through
-the command's own parser, built in-process: each subcommand must exist and each long option must be one of its
-command's. Every relative link must reach a file and, where it names an anchor, a heading of that file. Every
-key a TOML example of the docs sets must be one of the configuration's.
+the command's own parser, built in-process: each subcommand must exist, each long option must be one of its
+command's, and it may not be given more arguments than it takes. Every relative link must reach a file and,
+where it names an anchor, a heading of that file. Every key a TOML example of the docs sets, and every
+`[section] key` the text names, must be one of the configuration's.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +77,16 @@ def code_of(path: Path) -> Iterator[Code]:
         pending = ""
 
 
+def shell_words(text: str) -> list[str]:
+    """The words of a command as the shell splits them ("Mio Sato" is one), up to a gap of three spaces (the
+    next column of a diagram) or a comment."""
+    text = re.split(r"\s{3,}", text.strip(), maxsplit=1)[0]
+    try:
+        return shlex.split(text, comments=True)
+    except ValueError:  # a quote left open: prose
+        return text.split()
+
+
 def command_lines(code: Code) -> Iterator[list[str]]:
     """The words after each `tillpoint` the code runs, up to where its command ends."""
     for found in COMMAND.finditer(code.text):
@@ -82,8 +94,8 @@ def command_lines(code: Code) -> Iterator[list[str]]:
         if before and before[-1] in ("-u", "--user", "-g", "--group"):  # sudo -u tillpoint: the service user
             continue
         words = []
-        for word in code.text[found.end() :].split():
-            if word in ENDS or word.startswith("#") or word == "tillpoint" or not word.isascii():
+        for word in shell_words(code.text[found.end() :]):
+            if word in ENDS or word in ("/", "or") or word.startswith("#") or word == "tillpoint" or not word.isascii():
                 break
             if word.startswith(("$", '"$', "'")) and not words:  # an argument of another program
                 break
@@ -109,7 +121,7 @@ def children(group: typer.core.TyperGroup) -> dict[str, object]:
 def bare_command(code: Code) -> list[str] | None:
     """An inline span naming a command without the word tillpoint (`hq serve --db`, `sync --now --rotate`):
     its words, when it starts with a command and goes on with one of its subcommands or an option."""
-    words = code.text.split()
+    words = shell_words(code.text)
     if code.fenced or "tillpoint" in code.text or len(words) < 2:
         return None
     command = children(root()).get(words[0])
@@ -122,23 +134,33 @@ def bare_command(code: Code) -> list[str] | None:
 
 
 def check(words: list[str]) -> list[str]:
-    """What is wrong with one command line: a subcommand or long option the command does not have."""
+    """What is wrong with one command line: a subcommand or long option the command does not have, or more
+    arguments than it takes (fewer is how the docs name a command in passing)."""
     cmd: object = root()
     path = ["tillpoint"]
     wrong: list[str] = []
     descending = True
+    arguments: list[str] = []
+    value_next = False
     for word in words:
         options = LONG.findall(word) if word.lstrip("[(").startswith("--") else []
+        params = {o: p for p in getattr(cmd, "params", []) for o in (*p.opts, *p.secondary_opts)}
         if options:
-            params = getattr(cmd, "params", [])
-            known = {"--help"} | {o for p in params for o in (*p.opts, *p.secondary_opts)}
-            wrong += [f"{' '.join(path)}: no option {o}" for o in options if o not in known]
+            wrong += [f"{' '.join(path)}: no option {o}" for o in options if o not in params and o != "--help"]
+            taken = params.get(options[-1])
+            flag = taken is not None and getattr(taken, "is_flag", False)
+            value_next = "=" not in word and not flag  # an unknown option's value is no argument either
             descending = False  # after an option, the words are its values and arguments
             continue
-        if not descending or not isinstance(cmd, typer.core.TyperGroup):
+        if value_next or word.strip("[]()|") in ("", *ELLIPSES) or word.startswith("-"):
+            value_next = False
             continue
-        if word in ELLIPSES or not WORD.fullmatch(word.replace("|", "-").strip("[]")):
+        if not descending or not isinstance(cmd, typer.core.TyperGroup):
+            arguments.append(word)
+            continue
+        if not WORD.fullmatch(word.replace("|", "-").strip("[]")):
             descending = False  # a placeholder (ID, FILE, [...]) or a value
+            arguments.append(word)
             continue
         names = children(cmd)
         for alternative in word.strip("[]").split("|"):  # giftcard sell|load|pay
@@ -149,6 +171,12 @@ def check(words: list[str]) -> list[str]:
             return wrong
         cmd = names[first]
         path.append(first)
+    if not isinstance(cmd, typer.core.TyperGroup):
+        takes = [p for p in getattr(cmd, "params", []) if not p.opts[0].startswith("-")]
+        if all(p.nargs != -1 for p in takes) and len(arguments) > sum(p.nargs for p in takes):
+            wrong.append(
+                f"{' '.join(path)}: takes {len(takes)} arguments, not {len(arguments)} ({' '.join(arguments)})"
+            )
     return wrong
 
 
@@ -189,6 +217,10 @@ def test_every_command_and_option_in_the_docs_exists() -> None:
         (".venv/bin/tillpoint hq staff ad mio --name Mio", "tillpoint hq staff: no command 'ad'"),
         ("sudo -u tillpoint tillpoint doctr --json", "tillpoint: no command 'doctr'"),
         ("tillpoint giftcard sell|lod|pay AMOUNT", "tillpoint giftcard: no command 'lod'"),
+        (
+            'tillpoint hq block member M-0001 --by Mio --reason "card lost" now',
+            "tillpoint hq block: takes 2 arguments, not 3 (member M-0001 now)",
+        ),
     ],
 )
 def test_a_wrong_command_line_is_found(line: str, problem: str) -> None:
@@ -201,6 +233,8 @@ def test_a_right_command_line_passes() -> None:
         "tillpoint sale AMOUNT [--member ID | --tapped] [--coupon C]   # a comment --nothing",
         "tillpoint hq serve --db var/hq/hq.db --port 8731 | tee log",
         "tillpoint hq ...",
+        'tillpoint hq staff add mio --name "Mio Sato" --role chain_admin --store S-1 --password-stdin',
+        "tillpoint hq release TXN --by NAME --note WHY",
         "chown tillpoint:tillpoint /var/lib/tillpoint",
     ):
         assert [p for words in command_lines(Code("x.md", 1, line, fenced=True)) for p in check(words)] == []
@@ -325,3 +359,24 @@ def test_a_wrong_config_key_is_found() -> None:
     text = '[hq]\nurl = "https://hq.example"\npoll_interval = 5\n\n[scanner.cameras."v4l2:0"]\nzoom = 2\n'
     assert config_keys_wrong(text) == ["[hq] poll_interval: no such key", "[scanner.cameras] zoom: no such key"]
     assert config_keys_wrong('name = "a template"\n[patterns]\nitem = "x"\n') == []
+
+
+SECTION_KEY = re.compile(r"^\[([a-z_]+)\] ([a-z_]+)\b")
+
+
+def section_key_wrong(code: Code) -> str | None:
+    """`[api] allowed_origins` in the text: a key of that section of the configuration."""
+    found = SECTION_KEY.match(code.text)
+    if code.fenced or found is None or found.group(1) not in Config.model_fields:
+        return None
+    model = Config.model_fields[found.group(1)].annotation
+    assert model is not None
+    return None if found.group(2) in model.model_fields else f"[{found.group(1)}] {found.group(2)}: no such key"
+
+
+def test_every_section_and_key_named_in_the_text_exists() -> None:
+    named = [(code, section_key_wrong(code)) for code in all_code() if SECTION_KEY.match(code.text)]
+    assert len(named) > 20
+    wrong = [f"{code.doc}:{code.line}: {problem}" for code, problem in named if problem]
+    assert wrong == [], "\n".join(wrong)
+    assert section_key_wrong(Code("x.md", 1, "[hq] pull_every = 5", fenced=False)) == "[hq] pull_every: no such key"
