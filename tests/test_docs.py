@@ -380,3 +380,13 @@ def test_every_section_and_key_named_in_the_text_exists() -> None:
     wrong = [f"{code.doc}:{code.line}: {problem}" for code, problem in named if problem]
     assert wrong == [], "\n".join(wrong)
     assert section_key_wrong(Code("x.md", 1, "[hq] pull_every = 5", fenced=False)) == "[hq] pull_every: no such key"
+
+
+def test_every_metric_of_a_till_is_in_the_install_guide() -> None:
+    from terminal.metrics import Metrics
+
+    exposition = Metrics("T-001").exposition()[0].decode()
+    families = [line.split()[2] for line in exposition.splitlines() if line.startswith("# TYPE ")]
+    assert "tillpoint_sales_total" in families
+    guide = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    assert [name for name in families if f"| `{name}" not in guide] == []
