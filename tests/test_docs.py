@@ -28,6 +28,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^\s*(```|~~~)(\S*)")
 INLINE = re.compile(r"`([^`\n]+)`")
+INDENTED = re.compile(r"^ {4,}(\S*/)?tillpoint ")
 # the command where a line runs it: at the start, after a space, a path (.venv/bin/) or "python -m"
 COMMAND = re.compile(r"(?:(?<=^)|(?<=[\s/($]))tillpoint(?=\s|$)")
 # where the shell's command ends: a comment, a pipe to another program, a sequence, a redirect
@@ -47,9 +48,9 @@ class Code:
     lang: str = ""
 
 
-def code_of(path: Path) -> Iterator[Code]:
+def code_of(path: Path, root: Path = ROOT) -> Iterator[Code]:
     """Each line of a fenced block (a line ending in a backslash joined with the next) and each inline span."""
-    name = str(path.relative_to(ROOT))
+    name = str(path.relative_to(root))
     fence: str | None = None
     lang = ""
     pending = ""
@@ -59,6 +60,14 @@ def code_of(path: Path) -> Iterator[Code]:
         if fence is None:
             if mark:
                 fence, lang = mark.group(1), mark.group(2)
+                continue
+            if pending or (INDENTED.match(line) and "`" not in line):  # an indented code block's command
+                start = start if pending else number
+                if line.rstrip().endswith("\\"):
+                    pending += line.strip()[:-1].rstrip() + " "
+                else:
+                    yield Code(name, start, pending + line.strip(), fenced=True)
+                    pending = ""
                 continue
             for span in INLINE.findall(line):
                 yield Code(name, number, span.replace("\\|", "|"), fenced=False)
@@ -71,9 +80,9 @@ def code_of(path: Path) -> Iterator[Code]:
         if not pending:
             start = number
         if line.rstrip().endswith("\\") and lang != "toml":
-            pending += line.rstrip()[:-1] + " "
+            pending += (line.strip() if pending else line.rstrip())[:-1].rstrip() + " "
             continue
-        yield Code(name, start, pending + line, fenced=True, lang=lang)
+        yield Code(name, start, pending + line.strip() if pending else line, fenced=True, lang=lang)
         pending = ""
 
 
@@ -91,7 +100,7 @@ def command_lines(code: Code) -> Iterator[list[str]]:
     """The words after each `tillpoint` the code runs, up to where its command ends."""
     for found in COMMAND.finditer(code.text):
         before = code.text[: found.start()].split()
-        if before and before[-1] in ("-u", "--user", "-g", "--group"):  # sudo -u tillpoint: the service user
+        if before and before[-1] in ("-u", "--user", "-g", "--group", "-o", "--owner"):  # sudo -u tillpoint: the user
             continue
         words = []
         for word in shell_words(code.text[found.end() :]):
@@ -152,7 +161,14 @@ def check(words: list[str]) -> list[str]:
             value_next = "=" not in word and not flag  # an unknown option's value is no argument either
             descending = False  # after an option, the words are its values and arguments
             continue
-        if value_next or word.strip("[]()|") in ("", *ELLIPSES) or word.startswith("-"):
+        short = word.strip("[]()|")
+        if re.fullmatch(r"-[a-zA-Z]", short):
+            if short not in params and short != "-h":
+                wrong.append(f"{' '.join(path)}: no option {short}")
+            taken = params.get(short)
+            value_next = taken is not None and not getattr(taken, "is_flag", False)
+            continue
+        if value_next or short in ("", *ELLIPSES) or short.startswith("-"):
             value_next = False
             continue
         if not descending or not isinstance(cmd, typer.core.TyperGroup):
@@ -217,6 +233,7 @@ def test_every_command_and_option_in_the_docs_exists() -> None:
         (".venv/bin/tillpoint hq staff ad mio --name Mio", "tillpoint hq staff: no command 'ad'"),
         ("sudo -u tillpoint tillpoint doctr --json", "tillpoint: no command 'doctr'"),
         ("tillpoint giftcard sell|lod|pay AMOUNT", "tillpoint giftcard: no command 'lod'"),
+        ("tillpoint member code MEMBER [--png FILE] [-x]", "tillpoint member code: no option -x"),
         (
             'tillpoint hq block member M-0001 --by Mio --reason "card lost" now',
             "tillpoint hq block: takes 2 arguments, not 3 (member M-0001 now)",
@@ -390,3 +407,19 @@ def test_every_metric_of_a_till_is_in_the_install_guide() -> None:
     assert "tillpoint_sales_total" in families
     guide = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
     assert [name for name in families if f"| `{name}" not in guide] == []
+
+
+def test_every_kind_of_code_is_read(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Run `tillpoint statuz` here.\n\n"
+        "```sh\ntillpoint hq serve \\\n  --pork 1\n```\n\n"
+        "    tillpoint hq migrate --db x \\\n        --no-backupp\n",
+        encoding="utf-8",
+    )
+    found = [(c.line, p) for c in code_of(page, tmp_path) for words in command_lines(c) for p in check(words)]
+    assert found == [
+        (1, "tillpoint: no command 'statuz'"),
+        (4, "tillpoint hq serve: no option --pork"),
+        (8, "tillpoint hq migrate: no option --no-backupp"),
+    ]
