@@ -93,7 +93,7 @@ systemd-tmpfiles ${root:+--root="$root"} --create "$root/etc/tmpfiles.d/tillpoin
 # 4. Config and secrets: never overwritten.
 if [ ! -e "$root/etc/tillpoint/tillpoint.toml" ]; then
   install -m 0640 -g "$(id -g)" "$here/tillpoint.toml" "$root/etc/tillpoint/tillpoint.toml"
-  say "wrote /etc/tillpoint/tillpoint.toml: set terminal.id and hq.url in it"
+  say "wrote /etc/tillpoint/tillpoint.toml: set terminal.id, terminal.store_id and hq.url in it"
 fi
 owner() {  # owner FILE USER GROUP MODE, resolving names inside the target root
   local uid gid

@@ -199,6 +199,17 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_the_install_scripts_name_the_keys_the_guide_has_set() -> None:
+    """A new till's config needs its store as well as its id and head office (a till of store S-002 left at the
+    shipped S-001 is refused, store_mismatch): install.sh and the package's postinst say so, as the guide does."""
+    guide = (ROOT / "docs/install.md").read_text()
+    assert (
+        len(re.findall(r"sudoedit /etc/tillpoint/tillpoint.toml +# terminal.id, terminal.store_id, hq.url", guide)) == 2
+    )
+    for script in (SYSTEMD / "install.sh", ROOT / "packaging/deb/postinst"):
+        assert "set terminal.id, terminal.store_id and hq.url in" in script.read_text(), script.name
+
+
 def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
     analyze()  # systemd-sysusers and systemd-tmpfiles come with the same package
     root = tmp_path / "root"
