@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from terminal.config import CameraSettings, Config
+from terminal.config import CameraSettings, Config, validate
+from terminal.errors import ConfigError
 from tillpoint.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,6 +371,15 @@ def test_every_config_key_in_a_toml_example_exists() -> None:
     assert len(examples) >= 5
     wrong = [f"{doc}:{line}: {problem}" for doc, line, text in examples for problem in config_keys_wrong(text)]
     assert wrong == [], "\n".join(wrong)
+    refused = []
+    for doc, line, text in examples:
+        raw = tomllib.loads(text)
+        if any(name in Config.model_fields for name in raw):
+            try:
+                validate(raw)  # its values too: an example a till would refuse teaches the wrong thing
+            except ConfigError as exc:
+                refused.append(f"{doc}:{line}: {exc}")
+    assert refused == [], "\n".join(refused)
 
 
 def test_a_wrong_config_key_is_found() -> None:
