@@ -103,10 +103,14 @@ def command_lines(code: Code) -> Iterator[list[str]]:
         before = code.text[: found.start()].split()
         if before and before[-1] in ("-u", "--user", "-g", "--group", "-o", "--owner"):  # sudo -u tillpoint: the user
             continue
-        words = []
+        words: list[str] = []
+        depth = 0  # inside [--member ID | --tapped] a bar is a choice, not a pipe
         for word in shell_words(code.text[found.end() :]):
+            if word == "|" and depth > 0:
+                continue
             if word in ENDS or word in ("/", "or") or word.startswith("#") or word == "tillpoint" or not word.isascii():
                 break
+            depth += word.count("[") - word.count("]")
             if word.startswith(("$", '"$', "'")) and not words:  # an argument of another program
                 break
             words.append(word.rstrip(",;)"))
@@ -235,6 +239,7 @@ def test_every_command_and_option_in_the_docs_exists() -> None:
         ("sudo -u tillpoint tillpoint doctr --json", "tillpoint: no command 'doctr'"),
         ("tillpoint giftcard sell|lod|pay AMOUNT", "tillpoint giftcard: no command 'lod'"),
         ("tillpoint member code MEMBER [--png FILE] [-x]", "tillpoint member code: no option -x"),
+        ("tillpoint sale AMOUNT [--member ID | --taped]", "tillpoint sale: no option --taped"),
         (
             'tillpoint hq block member M-0001 --by Mio --reason "card lost" now',
             "tillpoint hq block: takes 2 arguments, not 3 (member M-0001 now)",
