@@ -438,3 +438,29 @@ def test_every_kind_of_code_is_read(tmp_path: Path) -> None:
         (4, "tillpoint hq serve: no option --pork"),
         (8, "tillpoint hq migrate: no option --no-backupp"),
     ]
+
+
+REPO_PATH = re.compile(r"^(?:terminal|drivers|sync|hq|tillpoint|tests|bench|docs|systemd|packaging|deploy)/[\w./-]*$")
+
+
+def missing_path(code: Code, root: Path = ROOT) -> str | None:
+    """A file or directory of the repository an inline span names (`drivers/pcsc.py`, `tests/x.py::test`) that is
+    not there; `bench/qr_sets.categories` names what a module holds."""
+    words = code.text.split()
+    if code.fenced or not words:
+        return None
+    path = re.sub(r":\d+$", "", words[0].split("::")[0])
+    if not REPO_PATH.match(path) or "*" in path or (root / path).exists():
+        return None
+    module = path.rsplit(".", 1)[0] + ".py"
+    return None if "." in path and (root / module).is_file() else path
+
+
+def test_every_repository_path_the_docs_name_exists() -> None:
+    named = [code for code in all_code() if not code.fenced and REPO_PATH.match(code.text.split("::")[0])]
+    assert len(named) > 100
+    wrong = [f"{code.doc}:{code.line}: {path}" for code in all_code() if (path := missing_path(code))]
+    assert wrong == [], "\n".join(wrong)
+    assert missing_path(Code("x.md", 1, "drivers/pcsc.py", fenced=False)) is None
+    assert missing_path(Code("x.md", 1, "tests/test_docs.py::test_x", fenced=False)) is None
+    assert missing_path(Code("x.md", 1, "drivers/pcsd.py", fenced=False)) == "drivers/pcsd.py"
