@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
+from unittest.mock import MagicMock
 
 import pytest
 import typer
@@ -464,3 +466,50 @@ def test_every_repository_path_the_docs_name_exists() -> None:
     assert missing_path(Code("x.md", 1, "drivers/pcsc.py", fenced=False)) is None
     assert missing_path(Code("x.md", 1, "tests/test_docs.py::test_x", fenced=False)) is None
     assert missing_path(Code("x.md", 1, "drivers/pcsd.py", fenced=False)) == "drivers/pcsd.py"
+
+
+ROUTE = re.compile(r"\b(GET|POST|PUT|DELETE|PATCH) (/[\w/{}.\-]*)")
+
+
+def route_key(method: str, path: str) -> tuple[str, str]:
+    """A route as the docs and the apps both write it: {txn} and {txn_id} alike, no trailing slash or full stop."""
+    path = re.sub(r"\{[^}]*\}", "{}", path.split("?")[0].rstrip("."))
+    return method.upper(), path.rstrip("/") or "/"
+
+
+def app_routes(app: Any) -> set[tuple[str, str]]:
+    """Every method and path an app answers: its OpenAPI document's and its own routes' (the pages too)."""
+    found = {route_key(method, path) for path, ops in app.openapi()["paths"].items() for method in ops}
+    for route in app.routes:
+        if getattr(route, "path", None):
+            found |= {route_key(method, route.path) for method in getattr(route, "methods", None) or {"GET"}}
+    return found
+
+
+@pytest.mark.slow  # several seconds: it builds head office's whole API
+def test_every_api_route_the_docs_name_is_served(tmp_path: Path) -> None:
+    """`POST /v1/session/pay`, `GET /v1/admin/terminals` ...: a route of the till's local API or of head office's."""
+    from hq.api.app import create_app as hq_app
+    from hq.store import HqStore
+    from terminal.api.app import create_app as till_app
+
+    store = HqStore(str(tmp_path / "hq.db"))
+    try:
+        served = app_routes(till_app(MagicMock(), MagicMock(), MagicMock(), MagicMock())) | app_routes(hq_app(store))
+    finally:
+        store.close()
+    named = [
+        (str(path.relative_to(ROOT)), number, method, route)
+        for path in DOCS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for method, route in ROUTE.findall(line)
+    ]
+    assert len(named) > 200
+    assert route_key("POST", "/v1/sales/{txn}/refund") in served
+    assert route_key("POST", "/v1/sales/{txn}/refunds") not in served
+    wrong = [
+        f"{doc}:{number}: {method} {route}"
+        for doc, number, method, route in named
+        if route_key(method, route) not in served
+    ]
+    assert wrong == [], "\n".join(wrong)
