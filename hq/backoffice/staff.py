@@ -223,14 +223,31 @@ def _keeps_an_admin(tx: Tx, staff_id: str) -> None:
 
 
 def disable(tx: Tx, staff_id: str) -> Staff:
-    """The account can no longer sign in, and its sessions end now. The last enabled chain administrator
+    """The account can no longer sign in, its sessions end now and the addresses it signed in from are
+    forgotten (``forget_sources``: enabled again, it is one of none). The last enabled chain administrator
     cannot be disabled (``last_admin``): someone must be able to manage the staff."""
     held = _held(tx, staff_id)
     if held.role is Role.CHAIN_ADMIN and not held.disabled:
         _keeps_an_admin(tx, staff_id)
     tx.run("UPDATE staff SET disabled = 1, updated_at = ? WHERE staff_id = ?", [utc_now(), staff_id])
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
+    forget_sources(tx, staff_id)
     return _held(tx, staff_id)
+
+
+def known_sources(tx: Tx, staff_id: str) -> int:
+    """How many addresses head office holds as ones the account signed in from (``staff_known_sources``)."""
+    row = tx.one("SELECT COUNT(*) FROM staff_known_sources WHERE staff_id = ?", [staff_id])
+    return int(row[0]) if row else 0
+
+
+def forget_sources(tx: Tx, staff_id: str) -> int:
+    """The addresses the account signed in from are forgotten (how many were): past ``ACCOUNT_FAILURES`` none
+    may try it until its owner signs in again. Done when the account is disabled and when an administrator
+    resets its password (whoever held it may have signed in from anywhere); the callers audit the count."""
+    held = known_sources(tx, staff_id)
+    tx.run("DELETE FROM staff_known_sources WHERE staff_id = ?", [staff_id])
+    return held
 
 
 def set_role(tx: Tx, staff_id: str, role: str, stores: list[str], merchant_id: str | None = None) -> Staff:
@@ -250,8 +267,10 @@ def set_role(tx: Tx, staff_id: str, role: str, stores: list[str], merchant_id: s
     return _held(tx, staff_id)
 
 
-def set_password(tx: Tx, staff_id: str, password: str) -> Staff:
-    """A new password; the account's sessions end and its failed sign-ins are forgotten."""
+def set_password(tx: Tx, staff_id: str, password: str, *, own: bool = False) -> Staff:
+    """A new password; the account's sessions end and its failed sign-ins are forgotten. Set by an
+    administrator (not ``own``), the addresses it signed in from are forgotten too (``forget_sources``): the
+    old password's holder may have signed in from anywhere. Its owner changing it keeps them."""
     check_new_password(password)
     _held(tx, staff_id)
     tx.run(
@@ -260,6 +279,8 @@ def set_password(tx: Tx, staff_id: str, password: str) -> Staff:
     )
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
     _forget_failures(tx, staff_id)
+    if not own:
+        forget_sources(tx, staff_id)
     return _held(tx, staff_id)
 
 
@@ -392,9 +413,11 @@ __all__ = [
     "check_password",
     "disable",
     "failures",
+    "forget_sources",
     "get",
     "hash_password",
     "in_reach",
+    "known_sources",
     "listed",
     "merchant_of",
     "merchant_stores",

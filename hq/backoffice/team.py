@@ -34,15 +34,23 @@ def _reason(text: str) -> str:
     return reason
 
 
-def _audited(who: Staff, action: str, reason: str, change: Callable[[Tx], Staff]) -> Callable[[Tx], Staff]:
+def _audited(
+    who: Staff, action: str, reason: str, change: Callable[[Tx], Staff], forgets: str | None = None
+) -> Callable[[Tx], Staff]:
+    """``change`` with its audit record in its transaction; ``forgets``: the account whose addresses it
+    signed in from the change forgets (``staff.forget_sources``), their count in ``details.known_sources``."""
+
     def run(tx: Tx) -> Staff:
+        known = None if forgets is None else staff.known_sources(tx, forgets)
         done = change(tx)
-        details = {
+        details: dict[str, object] = {
             "role": done.role.value,
             "stores": sorted(done.stores),
             "merchant": done.merchant_id,
             "disabled": done.disabled,
         }
+        if known is not None:
+            details["known_sources"] = known
         audit.append(tx, who.staff_id, action, done.staff_id, reason, details)
         return done
 
@@ -81,7 +89,7 @@ def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, 
     password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
     staff.check_new_password(password)
     return store.db.transact(
-        _audited(who, "staff_passwd", reason, lambda tx: staff.set_password(tx, staff_id, password))
+        _audited(who, "staff_passwd", reason, lambda tx: staff.set_password(tx, staff_id, password), staff_id)
     )
 
 
@@ -98,7 +106,7 @@ def change_own_password(store: HqStore, who: Staff, fields: dict[str, str], sour
     if isinstance(checked, Code):
         raise BackofficeRefused(checked, "the current password is not right")
     return store.db.transact(
-        _audited(who, "staff_passwd", "own password", lambda tx: staff.set_password(tx, who.staff_id, new))
+        _audited(who, "staff_passwd", "own password", lambda tx: staff.set_password(tx, who.staff_id, new, own=True))
     )
 
 
@@ -121,7 +129,7 @@ def unlock(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) ->
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
-    return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id)))
+    return store.db.transact(_audited(who, "staff_disable", reason, lambda tx: staff.disable(tx, staff_id), staff_id))
 
 
 __all__ = [

@@ -14,6 +14,8 @@ from hq.cli.common import DEFAULT_DB, DbOpt, fail, hq_store, print_rows
 from terminal.console import JsonOpt
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hq.backoffice.staff import Staff
     from hq.db.engine import Tx
 
@@ -50,13 +52,25 @@ def _shown(who: Staff) -> dict[str, object]:
     }
 
 
-def _audited(tx: Tx, who: Staff, action: str, reason: str) -> Staff:
-    """``who`` after the change, recorded in the audit log in the change's transaction."""
+def _audited(tx: Tx, who: Staff, action: str, reason: str, known: int | None = None) -> Staff:
+    """``who`` after the change, recorded in the audit log in the change's transaction; ``known``: how many
+    addresses it signed in from the change forgot (``details.known_sources``)."""
     from hq import audit
 
-    details = {"role": who.role.value, "stores": sorted(who.stores), "merchant": who.merchant_id}
+    details: dict[str, object] = {"role": who.role.value, "stores": sorted(who.stores), "merchant": who.merchant_id}
+    if known is not None:
+        details["known_sources"] = known
     audit.append(tx, ACTOR, action, who.staff_id, reason, details)
     return who
+
+
+def _forgetting(tx: Tx, staff_id: str, change: Callable[[Tx, str], Staff], action: str, reason: str) -> Staff:
+    """A change that forgets the addresses the account signed in from (``staff.forget_sources``: disabling
+    it, resetting its password), audited with how many it forgot."""
+    from hq.backoffice import staff
+
+    known = staff.known_sources(tx, staff_id)
+    return _audited(tx, change(tx, staff_id), action, reason, known)
 
 
 @staff_app.command("add")
@@ -118,7 +132,7 @@ def disable(
 
     with hq_store(db) as hq:
         try:
-            done = hq.db.transact(lambda tx: _audited(tx, staff.disable(tx, staff_id), "staff_disable", reason))
+            done = hq.db.transact(lambda tx: _forgetting(tx, staff_id, staff.disable, "staff_disable", reason))
         except BackofficeRefused as exc:
             fail(exc)
     print(json.dumps(_shown(done)))
@@ -148,14 +162,19 @@ def unlock(staff_id: str, reason: ReasonOpt = "sign-in unlocked", db: DbOpt = DE
 def passwd(
     staff_id: str, password_stdin: StdinOpt = False, reason: ReasonOpt = "password changed", db: DbOpt = DEFAULT_DB
 ) -> None:
-    """Set an account's password; its sessions end and its failed sign-ins are forgotten."""
+    """Set an account's password; its sessions end and its failed sign-ins and the addresses it signed in from
+    are forgotten."""
     from hq.backoffice import staff
     from hq.backoffice.errors import BackofficeRefused
 
     password = _password(password_stdin)
     with hq_store(db) as hq:
         try:
-            hq.db.transact(lambda tx: _audited(tx, staff.set_password(tx, staff_id, password), "staff_passwd", reason))
+            hq.db.transact(
+                lambda tx: _forgetting(
+                    tx, staff_id, lambda tx, sid: staff.set_password(tx, sid, password), "staff_passwd", reason
+                )
+            )
         except BackofficeRefused as exc:
             fail(exc)
     print(json.dumps({"staff_id": staff_id, "password": "changed"}))

@@ -79,6 +79,9 @@ def test_staff_accounts_from_the_command_line(hq_url: str, real_password_cost: i
 
         with hq.db.read() as tx:
             records = [(r.actor, r.action, r.target, r.reason) for r in reversed(audit.recent(tx))]
+            forgot = {r.action: r.details.get("known_sources") for r in audit.recent(tx) if r.target == "ken"}
+            assert staff.known_sources(tx, "ken") == 0  # the addresses it signed in from went with it
+        assert forgot == {"staff_add": None, "staff_passwd": 1, "staff_disable": 1}
         assert records == [
             ("command line", "staff_add", "ken", "account opened"),
             ("command line", "staff_add", "mio", "account opened"),

@@ -331,6 +331,19 @@ def test_a_guesser_spread_over_many_addresses_closes_the_account_to_new_addresse
     passed = staff.verify(hq.db, "finance", PASSWORD, "192.0.2.2", later + staff.WINDOW_S)
     assert isinstance(passed, Staff) and passed.staff_id == "finance"
 
+    # an administrator's reset forgets the addresses the account signed in from (audited with their count):
+    # whoever held the old password may have signed in from any of them
+    reset = {"csrf": csrf, "password": PASSWORD, "reason": "password leaked"}
+    assert admin.post("/backoffice/staff/finance/password", data=reset).status_code == 303
+    with hq.db.read() as tx:
+        record = tx.one("SELECT details FROM audit_log WHERE action = 'staff_passwd' ORDER BY seq DESC")
+        assert staff.known_sources(tx, "finance") == 0
+    assert record is not None and json.loads(str(record[0]))["known_sources"] == 3  # 127.0.0.1, 192.0.2.1, .2
+    again = later + 10 * staff.WINDOW_S
+    for n in range(staff.ACCOUNT_FAILURES):
+        assert staff.verify(hq.db, "finance", "wrong", f"198.51.100.{n + 1}", again) == "bad_credentials"
+    assert staff.verify(hq.db, "finance", PASSWORD, "192.0.2.2", again) == "locked_out"
+
 
 def test_wrong_passwords_sent_at_once_get_no_more_tries_than_one_after_another(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
@@ -377,7 +390,14 @@ def test_sign_out_a_disabled_account_and_idle_or_old_sessions_end(
     assert with_cookie(server.url, token).get("/backoffice/").status_code == 303
 
     client, _ = signed_in(server.url, "auditor")
-    hq.db.transact(lambda tx: staff.disable(tx, "auditor"))
+    admin, csrf = signed_in(server.url, "admin")
+    with hq.db.read() as tx:
+        assert staff.known_sources(tx, "auditor") == 1
+    assert admin.post("/backoffice/staff/auditor/disable", data={"csrf": csrf, "reason": "left"}).status_code == 303
+    with hq.db.read() as tx:  # enabled again one day, it is tried from addresses it signs in from then
+        assert staff.known_sources(tx, "auditor") == 0
+        record = tx.one("SELECT details FROM audit_log WHERE action = 'staff_disable' ORDER BY seq DESC")
+    assert record is not None and json.loads(str(record[0]))["known_sources"] == 1
     assert client.get("/backoffice/").status_code == 303
     disabled = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "auditor", "password": PASSWORD})
     assert disabled.status_code == 401
