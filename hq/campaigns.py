@@ -542,7 +542,8 @@ def _row(row: Sequence[Any]) -> dict[str, Any]:
 
 def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict[str, Any]:
     """Store (or replace) a campaign; a replaced spec applies to the runs after it. An ended campaign
-    cannot be changed (``campaign_ended``)."""
+    cannot be changed (``campaign_ended``), nor a flash drop's quantity once it issued but lowered
+    (``_keeps_its_quantity``)."""
     check_id(campaign_id)
     checked(spec)
     segments.get(tx, spec.segment)  # UnknownSegment when it does not exist
@@ -556,6 +557,7 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
     elif held[1] == "ended":
         raise CampaignInvalid(ErrorCode.CAMPAIGN_ENDED, f"campaign {campaign_id} has ended")
     elif held[0] != text:
+        _keeps_its_quantity(tx, campaign_id, held[0], spec)
         tx.run(
             "UPDATE campaigns SET name = ?, spec = ?, updated_at = ?, version = version + 1 WHERE campaign_id = ?",
             [spec.name, text, now, campaign_id],
@@ -568,6 +570,26 @@ def put(tx: Tx, campaign_id: str, spec: CampaignSpec, by: str, now: str) -> dict
     if held is None or held[0] != text:
         audit.append(tx, by, "put_campaign", campaign_id, "", {"spec": json.loads(text)})
     return get(tx, campaign_id)
+
+
+def _keeps_its_quantity(tx: Tx, campaign_id: str, held_text: Any, spec: CampaignSpec) -> None:
+    """A stored flash drop that has issued coupons keeps its bound: its quantity may not be removed (the
+    coupons issued after would carry no pool, an unbounded drop) nor raised (more than the drop announced)
+    (``campaign_quantity_locked``); it may be lowered down to what tills hold or used (``pools.create``:
+    ``pool_below_allocated``). Before its first coupon it may change freely."""
+    held = json.loads(held_text) if isinstance(held_text, str) else held_text
+    was = held.get("quantity") if isinstance(held, dict) else None
+    if not isinstance(was, int) or (spec.quantity is not None and spec.quantity <= was):
+        return
+    issued = tx.one(
+        "SELECT 1 FROM campaign_members WHERE campaign_id = ? AND coupon_id IS NOT NULL LIMIT 1", [campaign_id]
+    )
+    if issued is not None:
+        wanted = "removed" if spec.quantity is None else f"raised to {spec.quantity}"
+        raise CampaignInvalid(
+            ErrorCode.CAMPAIGN_QUANTITY_LOCKED,
+            f"campaign {campaign_id} has issued coupons of its quantity {was}: it may not be {wanted}, only lowered",
+        )
 
 
 def get(tx: Tx, campaign_id: str) -> dict[str, Any]:

@@ -141,9 +141,10 @@ def _check(pool_id: str, quantity: int, chunk: int | None) -> None:
 
 def create(tx: Tx, pool_id: str, quantity: int, now: str, chunk: int | None = None) -> PoolState:
     """Create a pool (idempotent for the same quantity). Changing the quantity of an existing pool is
-    allowed down to what is already allocated to tills, never below (``pool_below_allocated``)."""
+    allowed down to what is already allocated to tills or used chain-wide, never below
+    (``pool_below_allocated``)."""
     _check(pool_id, quantity, chunk)
-    row = tx.one(f"SELECT quantity, chunk FROM pools WHERE pool_id = ?{tx.for_update}", [pool_id])
+    row = tx.one(f"SELECT quantity, chunk, used FROM pools WHERE pool_id = ?{tx.for_update}", [pool_id])
     if row is None:
         tills = tx.one("SELECT COUNT(*) FROM terminals WHERE revoked = 0")
         size = chunk if chunk is not None else default_chunk(quantity, int(tills[0]) if tills else 0)
@@ -153,11 +154,12 @@ def create(tx: Tx, pool_id: str, quantity: int, now: str, chunk: int | None = No
             [pool_id, quantity, size, now],
         )
         return state(tx, pool_id)
-    allocated = _allocated(tx, pool_id)
+    allocated = max(_allocated(tx, pool_id), int(row[2]))
     if quantity < allocated:
         raise PoolRefused(
             ErrorCode.POOL_BELOW_ALLOCATED,
-            f"pool {pool_id}: {allocated} units are already allocated to tills; the quantity may not go below it",
+            f"pool {pool_id}: {allocated} units are already allocated to tills or used; "
+            "the quantity may not go below it",
         )
     if quantity != int(row[0]) or (chunk is not None and chunk != int(row[1])):
         tx.run(

@@ -120,6 +120,7 @@ class ErrorCode(StrEnum):
     SEGMENT_BAD_DAY = "segment_bad_day"
     CAMPAIGN_MALFORMED = "campaign_malformed"
     CAMPAIGN_ENDED = "campaign_ended"
+    CAMPAIGN_QUANTITY_LOCKED = "campaign_quantity_locked"
     # flash-drop quantity pools (hq/pools.py): why creating or changing a pool was refused
     POOL_INVALID = "pool_invalid"
     POOL_BELOW_ALLOCATED = "pool_below_allocated"
@@ -263,6 +264,10 @@ ERROR_STATUS: dict[ErrorCode, tuple[int, str]] = {
         "the campaign, its schedule, an offer or a setting is not valid (a field, a type)",
     ),
     ErrorCode.CAMPAIGN_ENDED: (409, "the campaign has ended: it cannot be changed or resumed"),
+    ErrorCode.CAMPAIGN_QUANTITY_LOCKED: (
+        409,
+        "a flash drop that has issued coupons keeps its quantity: it may not be removed or raised, only lowered",
+    ),
     ErrorCode.POOL_INVALID: (422, "a pool's id, quantity or chunk is out of bounds"),
     ErrorCode.POOL_BELOW_ALLOCATED: (409, "a pool's quantity may not go below what head office already allocated"),
     ErrorCode.WALLET_CODE_WRONG: (401, "the wallet sign-in code is not the one sent (attempts are counted)"),

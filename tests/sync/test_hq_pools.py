@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -226,6 +227,8 @@ def test_a_flash_drop_campaign_creates_its_pool(hq: HqStore) -> None:
         "variants": [{"variant": "v", "coupon": {"kind": "amount_off", "value": 100}}],
         "schedule": {"kind": "daily", "at": "09:00"},
         "quantity": 9,
+        "require_consent": False,
+        "control_share": 0,
     }
     campaigns.save(hq.db, "FLASH-1", spec, "test")
     state = hq.pool_state(campaigns.POOL_PREFIX + "FLASH-1")
@@ -236,3 +239,16 @@ def test_a_flash_drop_campaign_creates_its_pool(hq: HqStore) -> None:
     with pytest.raises(campaigns.CampaignInvalid) as info:
         campaigns.save(hq.db, "FLASH-1", {**spec, "quantity": 1}, "test")
     assert info.value.code is ErrorCode.POOL_BELOW_ALLOCATED
+    campaigns.save(hq.db, "FLASH-1", {**spec, "quantity": 12}, "test")  # raised before its first coupon
+
+    # once it has issued, its bound stays: removing the quantity (coupons issued after would carry no pool)
+    # or raising it is refused and changes nothing; lowering it down to what tills hold is taken
+    ran = campaigns.run_one(hq.db, "FLASH-1", datetime(2026, 3, 1, 10, tzinfo=UTC))
+    assert ran is not None and sum(ran["issued"].values()) == 1
+    for changed in ({k: v for k, v in spec.items() if k != "quantity"}, {**spec, "quantity": 13}):
+        with pytest.raises(campaigns.CampaignInvalid) as info:
+            campaigns.save(hq.db, "FLASH-1", changed, "test")
+        assert info.value.code is ErrorCode.CAMPAIGN_QUANTITY_LOCKED
+        assert campaigns.show(hq.db, "FLASH-1")["spec"]["quantity"] == 12
+    lowered = campaigns.save(hq.db, "FLASH-1", {**spec, "quantity": 2, "name": "Flash, fewer"}, "test")
+    assert lowered["spec"]["quantity"] == 2 and hq.pool_state(campaigns.POOL_PREFIX + "FLASH-1").quantity == 2
