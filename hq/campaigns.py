@@ -607,6 +607,18 @@ def listed(tx: Tx) -> list[dict[str, Any]]:
     return [_row(r) for r in tx.all(f"SELECT {_COLUMNS} FROM campaigns ORDER BY campaign_id")]
 
 
+def service(held: dict[str, Any]) -> dict[str, Any]:
+    """Whether a stored campaign is served under today's rules (``served``), and if not why
+    (``not_served``: the code and the reason of ``stored_spec``'s refusal, e.g. a points check-in campaign an
+    earlier release stored without ``max_per_store_day``): its runs and check-ins skip it until it is saved
+    again within the rules. What ``campaign list``/``show`` and the back office's campaign page say."""
+    try:
+        stored_spec(held["spec"])
+    except CampaignInvalid as exc:
+        return {"served": False, "not_served": {"code": exc.code.value, "reason": str(exc)}}
+    return {"served": True, "not_served": None}
+
+
 def set_state(tx: Tx, campaign_id: str, state: str, now: str) -> dict[str, Any]:
     if state not in STATES:
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"a state is one of {', '.join(STATES)}")
@@ -1162,13 +1174,16 @@ def save(db: Db, campaign_id: str, data: Any, by: str) -> dict[str, Any]:
 
 
 def show(db: Db, campaign_id: str) -> dict[str, Any]:
+    """A campaign, whether it is served (``service``) and its runs."""
     with db.read() as tx:
-        return {**get(tx, campaign_id), "runs": runs(tx, campaign_id)}
+        held = get(tx, campaign_id)
+        return {**held, **service(held), "runs": runs(tx, campaign_id)}
 
 
 def all_campaigns(db: Db) -> list[dict[str, Any]]:
+    """Every campaign, each with whether it is served (``service``)."""
     with db.read() as tx:
-        return listed(tx)
+        return [{**held, **service(held)} for held in listed(tx)]
 
 
 def change_state(db: Db, campaign_id: str, state: str) -> dict[str, Any]:

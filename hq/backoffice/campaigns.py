@@ -19,11 +19,12 @@ MAX_SPEC = 32 * 1024
 
 
 def listed(tx: Tx, who: Staff) -> list[dict[str, Any]]:
-    """Every campaign (id, name, state, who made it, when it changed); chain-wide roles only."""
+    """Every campaign (id, name, state, who made it, when it changed, and whether it is served: one today's
+    rules refuse is not, ``not_served`` saying why); chain-wide roles only."""
     if not allowed(who.role, Action.CAMPAIGNS_READ, Scope(who.stores, frozenset())):
         raise BackofficeRefused(Code.FORBIDDEN, f"{who.role} may not read campaigns")
     keys = ("campaign_id", "name", "state", "created_by", "updated_at")
-    return [{k: c[k] for k in keys} for c in hq_campaigns.listed(tx)]
+    return [{**{k: c[k] for k in keys}, **hq_campaigns.service(c)} for c in hq_campaigns.listed(tx)]
 
 
 def ask_launch(store: HqStore, who: Staff, campaign_id: str, text: str, reason: str) -> approvals.Request:

@@ -24,6 +24,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "spec": ("Campaign (JSON)", "キャンペーン（JSON）", "活动（JSON）"),
     "created_by": ("Made by", "作成者", "创建人"),
     "updated_at": ("Changed", "更新日時", "更新时间"),
+    "not_served": (
+        "Not served (today's rules refuse it; save it again within them)",
+        "配信停止中（現在のルールに合いません。ルールに沿って保存し直してください）",
+        "未投放（不符合当前规则；请按规则重新保存）",
+    ),
     "no_campaigns": ("No campaign yet.", "キャンペーンはまだありません。", "暂无活动。"),
     "language": ("Language", "言語", "语言"),
     "sign_in": ("Sign in", "ログイン", "登录"),

@@ -54,7 +54,8 @@ def put(
 
 @app.command("show")
 def show(campaign_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
-    """A campaign, its spec, state and runs. Prints JSON."""
+    """A campaign, its spec, state, whether it is served (``served``; if not, ``not_served`` says why) and runs.
+    Prints JSON."""
     from hq.campaigns import UnknownCampaign
     from hq.campaigns import show as shown
 
@@ -67,7 +68,7 @@ def show(campaign_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> 
 
 @app.command("list")
 def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
-    """Every campaign."""
+    """Every campaign; one today's rules refuse is not served, with why (``served``: ``no: <reason>``)."""
     from hq.campaigns import all_campaigns
 
     with hq_store(db, create=False) as store:
@@ -75,7 +76,14 @@ def listed(db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        print_rows(rows, ["campaign_id", "name", "state", "version", "updated_at"])
+        shown = [
+            {
+                **row,
+                "served": "yes" if row["served"] else f"no: {row['not_served']['code']}: {row['not_served']['reason']}",
+            }
+            for row in rows
+        ]
+        print_rows(shown, ["campaign_id", "name", "state", "served", "version", "updated_at"])
 
 
 def _state(campaign_id: str, state: str, db: str) -> None:

@@ -449,8 +449,21 @@ def test_a_campaign_launch_asked_on_the_page_starts_when_someone_else_approves_i
     assert admin.post(f"/backoffice/approvals/{request_id}/approve", data={"csrf": admin_csrf}).status_code == 303
     listing = market.get("/backoffice/campaigns")
     assert 'data-id="spring"' in listing.text and "Spring &lt;b&gt;push&lt;/b&gt;" in listing.text
+    assert 'class="not-served"' not in listing.text
     with hq.db.read() as tx:
         assert tx.one("SELECT state, created_by FROM campaigns WHERE campaign_id = 'spring'") == ("active", "market")
+
+    # one an earlier release stored that today's rules refuse is shown as not served, with why
+    uncapped = {**spec, "schedule": {"kind": "checkin"}, "variants": [{"variant": "p", "points": 50}]}
+    hq.db.transact(
+        lambda tx: tx.run(
+            "INSERT INTO campaigns (campaign_id, name, spec, state, created_by, created_at, updated_at, version) "
+            "VALUES ('door', 'Door', ?, 'active', 'test', 'then', 'then', 1)",
+            [json.dumps(uncapped)],
+        )
+    )
+    row = re.search(r'<tr data-id="door">.*?</tr>', market.get("/backoffice/campaigns").text, re.S)
+    assert row is not None and 'class="not-served"' in row.group(0) and "max_per_store_day" in row.group(0)
 
 
 def test_a_member_of_staff_changes_its_own_password_so_the_one_who_set_it_knows_it_no_more(

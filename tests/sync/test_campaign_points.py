@@ -240,7 +240,13 @@ def test_a_check_in_campaign_stored_uncapped_before_the_rule_credits_nothing(hq:
     assert refused.value.code is ErrorCode.CAMPAIGN_MALFORMED
     with hq.db.read() as tx, pytest.raises(CampaignInvalid):
         campaigns.spec_of(tx, "visit")
+    # campaign list and show say it is not served, and why
+    shown, (listed,) = campaigns.show(hq.db, "visit"), campaigns.all_campaigns(hq.db)
+    for told in (shown, listed):
+        assert told["served"] is False and told["not_served"]["code"] == "campaign_malformed"
+        assert "max_per_store_day" in told["not_served"]["reason"]
     checkin_points(hq, control_share=0)  # saved again with the cap: served within it
+    assert campaigns.show(hq.db, "visit")["served"] is True
     for member in MEMBERS[11:20]:
         stolen.door_tap(member)
     campaigns.reward_pending(hq.db, campaigns.parse_now(None))

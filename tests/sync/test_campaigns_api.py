@@ -161,6 +161,26 @@ def test_the_campaign_commands(tmp_path: Path) -> None:
     assert code == 0 and json.loads(out)[0]["share"] == 0.1
     assert run("campaign", "pause", "welcome")[0] == 0
     assert "paused" in run("campaign", "list")[1]
+    old = {
+        "name": "Door",
+        "segment": "everyone",
+        "schedule": {"kind": "checkin"},
+        "variants": [{"variant": "p", "points": 5}],
+    }
+    hq = HqStore(db)  # as an earlier release stored it: today's rules refuse it
+    hq.db.transact(
+        lambda tx: tx.run(
+            "INSERT INTO campaigns (campaign_id, name, spec, state, created_by, created_at, updated_at, version) "
+            "VALUES ('door', 'Door', ?, 'active', 'test', 'then', 'then', 1)",
+            [json.dumps(old)],
+        )
+    )
+    hq.close()
+    listed = json.loads(run("campaign", "list", "--json")[1])
+    assert [(c["campaign_id"], c["served"]) for c in listed] == [("door", False), ("welcome", True)]
+    assert "no: campaign_malformed" in " ".join(run("campaign", "list")[1].split())
+    shown = json.loads(run("campaign", "show", "door")[1])
+    assert shown["served"] is False and "max_per_store_day" in shown["not_served"]["reason"]
 
 
 def test_the_timer_runs_what_is_due_and_one_failing_campaign_stops_no_other(tmp_path: Path) -> None:
