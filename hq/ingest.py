@@ -1060,7 +1060,7 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
 def _apply_released(
     tx: Tx, batch: Batch, txn_id: str, refund: RefundPayload, member_id: str | None, points: int, value: int
 ) -> None:
-    effect, coupons = apply_held(tx, txn_id, refund, member_id, points, value)
+    effect, coupons = apply_held(tx, txn_id, refund, member_id, points, value, batch.received_at)
     if effect is Effect.APPLIED and member_id:
         batch.touched_members.add(member_id)
     batch.touched_coupons.update(coupons)
@@ -1077,12 +1077,13 @@ def _settle_unknown_sale(tx: Tx, batch: Batch, txn_id: str, note: str) -> None:
 
 
 def apply_held(
-    tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, points: int, value: int
+    tx: Tx, txn_id: str, payload: AnyPayload, member_id: str | None, points: int, value: int, now: str
 ) -> tuple[Effect, list[str]]:
     """Apply an entry held until now (released by an administrator, or a refund whose sale arrived): its
     balances go to its member (or wait for the member, like any entry naming one head office does not know
-    yet); a refund counts against its sale and gives its coupons back. Returns its effect and the coupons
-    whose counts changed (the caller moves their versions, and the member's)."""
+    yet); a refund counts against its sale, gives its coupons back and books the vouchers' part it kept as a
+    first ingest does (``book_return_kept``, an item made at ``now`` for a claim beyond). Returns its effect
+    and the coupons whose counts changed (the caller moves their versions, and the member's)."""
     known = (
         member_id is not None
         and tx.one("SELECT 1 FROM members WHERE member_id = ? AND deleted = 0", [member_id]) is not None
@@ -1104,11 +1105,13 @@ def apply_held(
         add_reversal(tx, payload)
         only = None if isinstance(payload, VoidPayload) else tuple(payload.coupons_restored)
         coupons = _release_coupons(tx, payload.original_txn, only)
-        if payload.voucher_kept:  # what it kept beyond what the vouchers paid was flagged or held already
-            row = tx.one("SELECT store_id, day, received_at, terminal_id FROM journal WHERE txn_id = ?", [txn_id])
+        if payload.voucher_kept:  # booked and flagged as at a first ingest (``book_return_kept``)
+            row = tx.one("SELECT store_id, day, received_at, terminal_id, seq FROM journal WHERE txn_id = ?", [txn_id])
             if row is not None:
                 where = {"store": str(row[0]), "day": str(row[1]), "at": str(row[2])}
-                keep_vouchers(tx, txn_id, str(row[3]), payload, where)
+                item = book_return_kept(tx, txn_id, int(row[4]), str(row[3]), payload, where)
+                if item is not None:
+                    save_items(tx, str(row[0]), str(row[3]), [item], now)
     tx.run("UPDATE journal SET effect = ? WHERE txn_id = ?", [effect.value, txn_id])
     ledger.post_journal(tx, [txn_id])
     rollup.count(tx, [txn_id])
@@ -1222,10 +1225,23 @@ def book_kept(tx: Tx, batch: Batch) -> None:
         if not isinstance(refund, RefundPayload) or not refund.voucher_kept or batch.effects[i] in NOT_APPLIED:
             continue
         where = {"store": batch.store_id, "day": batch.days[i], "at": batch.received_at}
-        beyond = keep_vouchers(tx, entry.txn_id, entry.terminal_id, refund, where)
-        if beyond:
-            detail = {"kept": refund.voucher_kept, "booked": refund.voucher_kept - beyond}
-            batch.flag(i, Reason.VOUCHER_KEPT_BEYOND, refund.original_txn, original_txn=refund.original_txn, **detail)
+        item = book_return_kept(tx, entry.txn_id, entry.seq, entry.terminal_id, refund, where)
+        if item is not None:
+            batch.items.append(item)
+
+
+def book_return_kept(
+    tx: Tx, txn_id: str, seq: int, terminal_id: str, refund: RefundPayload, where: dict[str, str]
+) -> Item | None:
+    """The one path of a return's kept vouchers' part, at its first ingest (``book_kept``) and when it is applied
+    later (``apply_held``: released from quarantine, or its sale arrived): booked (``keep_vouchers``), and the
+    item ``voucher_kept_beyond`` (subject its sale) for what it said the vouchers kept beyond what they paid."""
+    beyond = keep_vouchers(tx, txn_id, terminal_id, refund, where)
+    if not beyond:
+        return None
+    reason, subject = Reason.VOUCHER_KEPT_BEYOND, refund.original_txn
+    detail = {"original_txn": subject, "kept": refund.voucher_kept, "booked": refund.voucher_kept - beyond}
+    return Item(f"{txn_id}:{reason.value}:{subject}", seq, txn_id, where["day"], reason, detail)
 
 
 def keep_vouchers(tx: Tx, txn_id: str, terminal_id: str, refund: RefundPayload, where: dict[str, str]) -> int:

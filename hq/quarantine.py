@@ -89,7 +89,7 @@ def _release(tx: Tx, txn_id: str, by: str, note: str, now: str, keys: CardKeys) 
     _decide(tx, txn_id, "released", by, note, now)
     if isinstance(payload, RefundPayload) and member_id is None:  # a return of a sale claimed since is the claimer's
         member_id, points = members.claimed_return_released(tx, txn_id, payload) or (member_id, points)
-    new, coupons = apply_held(tx, txn_id, payload, member_id, int(points), int(value))
+    new, coupons = apply_held(tx, txn_id, payload, member_id, int(points), int(value), now)
     if isinstance(payload, GiftPayload):  # a gift card's value is its own: it moves now
         row = tx.one("SELECT terminal_id, store_id, day FROM journal WHERE txn_id = ?", [txn_id])
         assert row is not None
