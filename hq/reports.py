@@ -10,7 +10,8 @@ month of a chain is a few thousand rows:
                  the store's issue, on the day they expired); for the chain, what members hold at each day's end
     value        stored value sold at the tills (net of voids) and paid with (net of refunds); for the chain,
                  the float (members' stored value), the gift cards' float (the value gift cards hold) and the
-                 vouchers' (sold, not yet redeemed or refunded) at each day's end
+                 vouchers' (sold, not yet redeemed or refunded) at each day's end, and what returns kept of
+                 the vouchers that paid their sales (the chain's voucher breakage) by then
     coupons      coupons redeemed in counted sales (net of refunds), and those of them a campaign issued
     campaigns    ``hq.outcomes.report`` of each campaign as of the period's last day
 
@@ -183,7 +184,22 @@ def value(tx: Tx, wanted: Filter) -> Grid:
         return found
     members_hold = _chain_balance(tx, wanted, "member_value", "float")
     cards_hold = _chain_balance(tx, wanted, "gift_value", "gift_float")
-    return merged(found, members_hold, cards_hold, _chain_balance(tx, wanted, "voucher_value", "voucher_float"))
+    vouchers_hold = _chain_balance(tx, wanted, "voucher_value", "voucher_float")
+    return merged(found, members_hold, cards_hold, vouchers_hold, _vouchers_kept(tx, wanted))
+
+
+def _vouchers_kept(tx: Tx, wanted: Filter) -> Grid:
+    """What returns kept of the vouchers that paid their sales, by each day's end (the ledger's
+    ``voucher_breakage``, as the deferred revenue's ``vouchers_kept``): read from the ledger's few such
+    transactions (``<txn>:voucher_kept``), not the roll-up."""
+    days = wanted.days()
+    rows = tx.all(
+        "SELECT t.day, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id "
+        "WHERE p.kind = 'voucher_breakage' AND t.day <= ? GROUP BY t.day",
+        [days[-1]],
+    )
+    moves = {str(d): int(n or 0) for d, n in rows}
+    return Grid(("vouchers_kept",), tuple(days), (CHAIN,), {"vouchers_kept": {CHAIN: cumulative(moves, days)}})
 
 
 def _chain_balance(tx: Tx, wanted: Filter, account: str, figure: str) -> Grid:

@@ -91,9 +91,12 @@ class Figures:
     """Stored value members paid at its stores, gift card payments and vouchers redeemed there (minor units)."""
     cash_taken: int = 0
     """Cash its tills took for stored value they topped up, gift cards and vouchers they sold (minor units)."""
+    vouchers_kept: int = 0
+    """Of the vouchers it accepted, the part returns of their sales kept (``voucher_kept``): no longer owed to it,
+    the chain's breakage, and taken off ``value_accepted`` already (minor units; said, not counted again)."""
 
 
-MONEY_FIGURES = ("value_accepted", "cash_taken")
+MONEY_FIGURES = ("value_accepted", "cash_taken", "vouchers_kept")
 """The figures in minor units, not points: a statement shows them under ``money`` (``Statement.money``, beside what
 they make ``net``), in its JSON as in its CSV and PDF, never among the points."""
 
@@ -213,11 +216,15 @@ class Statement:
         }
 
     def money(self) -> dict[str, int]:
+        """The money figures; ``vouchers_kept`` only when returns kept some (a statement without any prints the
+        same bytes as before it existed)."""
+        kept = {"vouchers_kept": self.figures.vouchers_kept} if self.figures.vouchers_kept else {}
         return {
             "charge": self.charge,
             "reimbursement": self.reimbursement,
             "chain_margin": self.margin,
             "value_accepted": self.figures.value_accepted,
+            **kept,
             "cash_taken": self.figures.cash_taken,
             "net": self.net,
         }
@@ -344,6 +351,11 @@ LATE = (
     "WHERE period = ? AND moved_from IS NOT NULL{only} ORDER BY merchant_id, ledger_txn_id"
 )
 KINDS = (Kind.ISSUED, Kind.ACCEPTED, Kind.BREAKAGE, Kind.VALUE_ACCEPTED, Kind.MERCHANT_CASH)
+KEPT = (
+    "SELECT p.owner, SUM(p.amount) FROM ledger_txns t JOIN ledger_postings p ON p.ledger_txn_id = t.ledger_txn_id "
+    "WHERE t.period = ? AND t.kind = 'voucher_kept' AND p.kind = ?{only} GROUP BY p.owner"
+)
+"""What returns filed in a period kept of the vouchers each merchant accepted (taken off its value accepted)."""
 
 
 def _only(column: str, merchant_id: str | None) -> tuple[str, list[str]]:
@@ -390,6 +402,8 @@ def read_figures(
     only, arg = _only("p.owner", merchant_id)
     for owner, kind, n in tx.all(POSTINGS.format(only=only), [period, *(k.value for k in KINDS), *arg]):
         _posting(out[str(owner)], Kind(str(kind)), int(n))
+    for owner, n in tx.all(KEPT.format(only=only), [period, Kind.VALUE_ACCEPTED.value, *arg]):
+        out[str(owner)]["vouchers_kept"] = -int(n)
     for owner, n in outstanding(tx, period, merchant_id).items():
         out[owner]["outstanding_start"] = n
     for owner, parts in (read_slices(tx, period, merchant_id) if slices is None else slices).items():

@@ -440,6 +440,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "日末時点の未使用の販売済み商品券総額",
         "当日结束时已售未用的代金券总额",
     ),
+    "fig_value_vouchers_kept": (
+        "Vouchers' part kept by returns, by the day's end (the chain's)",
+        "日末までに返品で保持された商品券分（チェーン側）",
+        "截至当日结束退货保留的代金券部分（归连锁）",
+    ),
     "fig_coupons_redeemed": ("Coupons redeemed", "クーポン利用数", "优惠券使用数"),
     "fig_coupons_campaign": ("Of them campaign coupons", "うちキャンペーンクーポン", "其中活动优惠券"),
     "period_from": ("From", "開始日", "开始日期"),
@@ -539,6 +544,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "settle_breakage": ("Points expired", "失効ポイント", "过期积分"),
     "settle_charge": ("Charge", "ポイント負担額", "积分费用"),
     "settle_reimbursement": ("Reimbursement", "ポイント精算額", "积分返还"),
+    "settle_vouchers_kept": (
+        "net of vouchers' part kept by returns:",
+        "返品で保持された商品券分を差引済み：",
+        "已扣除退货保留的代金券部分：",
+    ),
     "settle_value_accepted": ("Stored value accepted", "受入残高", "受理储值"),
     "settle_cash_taken": ("Stored value sold", "販売残高", "售出储值"),
     "settle_net": ("Net", "差引", "净额"),

@@ -27,7 +27,7 @@ from hq.web import safe_cell
 NAMES = ("sales", "members", "points", "value", "coupons", "campaigns")
 """The report pages, in the order the navigation shows them."""
 DEFAULT_DAYS = 14
-MONEY = frozenset({"amount", "spend", "topped_up", "paid", "float", "gift_float", "voucher_float"})
+MONEY = frozenset({"amount", "spend", "topped_up", "paid", "float", "gift_float", "voucher_float", "vouchers_kept"})
 """Figures in minor currency units (the others are counts or points)."""
 _STORE_ID = 64
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -41,7 +41,7 @@ class Table:
     totals: list[str] | None
 
 
-BALANCES = frozenset({"outstanding", "float", "gift_float", "voucher_float"})
+BALANCES = frozenset({"outstanding", "float", "gift_float", "voucher_float", "vouchers_kept"})
 """Figures that are a balance at each day's end (no total over the period)."""
 
 

@@ -183,6 +183,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
             ("float", "member_value"),
             ("gift_float", "gift_value"),
             ("voucher_float", "voucher_value"),
+            ("vouchers_kept", "voucher_breakage"),
         ):
             balances[figure] = [
                 int(
@@ -219,6 +220,7 @@ def expected(hq: HqStore, days: list[str]) -> dict[str, Figures]:
     found["value"]["float"] = {hq_reports.CHAIN: balances["float"]}
     found["value"]["gift_float"] = {hq_reports.CHAIN: balances["gift_float"]}
     found["value"]["voucher_float"] = {hq_reports.CHAIN: balances["voucher_float"]}
+    found["value"]["vouchers_kept"] = {hq_reports.CHAIN: balances["vouchers_kept"]}
     found["campaigns"] = arms  # type: ignore[assignment]
     return found
 
@@ -303,7 +305,7 @@ def test_a_store_manager_sees_its_own_stores_figures_only_whatever_the_address_s
             assert data["stores"] == ["S1"], (name, data["stores"])
             for figure, by in data["figures"].items():
                 assert by == {"S1": want[name][figure].get("S1", [0] * len(days))}, (name, figure)
-            assert not {"outstanding", "float", "gift_float", "voucher_float"} & set(data["figures"])
+            assert not {"outstanding", "float", "gift_float", "voucher_float", "vouchers_kept"} & set(data["figures"])
             drawn(page, list(data["figures"]))
             for edited in ("store=S2", "store=S1&store=S2", "store=S3"):
                 reply = page.goto(f"{server.url}/backoffice/reports/{name}?{query}&{edited}")

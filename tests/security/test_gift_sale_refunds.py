@@ -12,7 +12,7 @@ import gzip
 import json
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hq import settlement
+from hq import reports, settlement
 from hq.api.server import start_in_thread
 from hq.payments import signing_key
 from hq.vouchers import IssueSpec
@@ -588,6 +588,18 @@ def test_the_deferred_revenue_says_what_returns_kept_of_the_vouchers_apart_from_
     _push_journal(chain, journal)
     held = settlement.read_deferred(chain.store.db, date(2100, 1, 1)).as_dict()
     assert (held["vouchers"], held["vouchers_kept"], held["money_held"]) == (0, 1500, 0)
+    # where finance reads it: the value report's chain column by the day's end, and the merchant's statement
+    # (CSV and PDF print the same rows), beside its value accepted, which is net of it
+    with chain.store.db.read() as tx:
+        (day, period) = tx.one("SELECT day, period FROM ledger_txns WHERE kind = 'voucher_kept'") or ("", "")
+        wanted = reports.Filter(date.fromisoformat(str(day)) - timedelta(days=1), date.fromisoformat(str(day)))
+        assert reports.value(tx, wanted).values["vouchers_kept"][reports.CHAIN] == [0, 1500]
+        stmt = settlement.statement(tx, str(period), "chain")
+    assert stmt.money()["vouchers_kept"] == 1500 and ("money", "vouchers_kept", "1500") in settlement.rows(stmt)
+    assert "money,vouchers_kept,1500" in settlement.to_csv(stmt).decode()
+    with chain.store.db.read() as tx:  # a period no return kept anything in prints no such row
+        before = settlement.statement(tx, "2000-01", "chain")
+    assert "vouchers_kept" not in before.money() and "vouchers_kept" not in settlement.to_csv(before).decode()
 
 
 def test_a_return_keeps_the_part_of_a_voucher_redeemed_before_head_office_kept_the_sale_it_names(
