@@ -568,10 +568,13 @@ def topup(
 
 
 @commands.command("void-topup")
-def void_topup(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def void_topup(
+    txn_id: str, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Void a top-up of this till (its business day only, while the member's balance still holds it)."""
     cfg = cli_config(config)
-    _show_topup(_api(cfg, "POST", f"/v1/topups/{_segment(txn_id)}/void"), cfg, as_json)
+    path = f"/v1/topups/{_segment(txn_id)}/void"
+    _show_topup(_api(cfg, "POST", path, request_id=request_id or _new_request_id()), cfg, as_json)
 
 
 def _show_topup(answer: dict[str, Any], cfg: Config, as_json: bool) -> None:
@@ -614,10 +617,10 @@ def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @commands.command()
-def void(txn_id: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def void(txn_id: str, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void")
+    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void", request_id=request_id or _new_request_id())
     if as_json:
         show_json(answer)
     else:

@@ -893,7 +893,7 @@ class Service:
 
     # -- void and refund ------------------------------------------------------------------------------
 
-    def void(self, txn_id: str) -> Receipt:
+    def void(self, txn_id: str, request_id: str | None = None) -> Receipt:
         """Reverse a sale of this till: whatever is left of it is returned (see ``refund``); refused
         (``reward_not_returnable``) while it holds a reward the member keeps (``terminal.rewards.not_returnable``).
 
@@ -901,9 +901,17 @@ class Service:
         that paid the sale get back their part of it in the void's own transaction, as in every return of the sale
         (``_reverse``); the POS pays back only the rest, within what it collected (``pos_refund``, the receipt's
         ``total`` with the account's part), and the receipt lists the cards' refunds. A voucher that paid part of
-        the sale stays used: its part is never paid out (the receipt's ``voucher_kept``)."""
+        the sale stays used: its part is never paid out (the receipt's ``voucher_kept``). ``request_id``: the POS's id
+        of the request, kept with the void's receipt in its transaction: sent again, the same receipt (another id on
+        the voided sale is ``already_voided``)."""
+        if request_id is not None:
+            done = self.recorded(request_id, EntryKind.VOID.value)
+            if done is not None:
+                return done
         with self.store.together():
             voided = self._reverse(txn_id, None, "void")
+            if request_id is not None:
+                self.store.keep_request(request_id, voided.txn_id, json.dumps(asdict(voided)))
         return self._told(voided)
 
     def refund(self, txn_id: str, returned: dict[int, int], request_id: str | None = None) -> Receipt:
@@ -1065,9 +1073,14 @@ class Service:
         write = TopupWrite(member.member_id, amount, day, taken_offline, refusal=refusal)
         return self._record_topup(EntryKind.TILL_TOPUP, payload.wire(), write, now, amount, request_id)
 
-    def void_topup(self, txn_id: str) -> Receipt:
+    def void_topup(self, txn_id: str, request_id: str | None = None) -> Receipt:
         """Void a top-up of this till: the whole amount, on the business day it was sold, while the member's
-        balance here still holds it (checked inside the transaction); the POS pays the money back."""
+        balance here still holds it (checked inside the transaction); the POS pays the money back. ``request_id``:
+        the POS's id of the request, kept with the void and its receipt: sent again, the same receipt."""
+        if request_id is not None:
+            done = self.recorded(request_id, EntryKind.TOPUP_VOID.value)
+            if done is not None:
+                return done
         sold = self.store.topup(txn_id)
         if sold is None:
             raise Rejected(Code.NOT_A_TOPUP)
@@ -1081,7 +1094,7 @@ class Service:
             local_time=now.isoformat(timespec="seconds"),
         )
         write = TopupWrite(sold.member_id, -sold.amount, self._business_day(self.store.topup_policy()), voids=txn_id)
-        return self._record_topup(EntryKind.TOPUP_VOID, payload.wire(), write, now, -sold.amount)
+        return self._record_topup(EntryKind.TOPUP_VOID, payload.wire(), write, now, -sold.amount, request_id)
 
     def _business_day(self, doc: dict[str, Any] | None) -> str:
         """Today's business day as head office files this till's entries (its store's calendar)."""

@@ -106,6 +106,12 @@ class VoucherCodeIn(Body):
     ``voucher_used``), nothing done twice."""
 
 
+class VoidIn(Body):
+    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """The POS's own id of this void: one recorded under it is answered again, the same receipt (another id on a
+    voided sale or top-up is ``already_voided``)."""
+
+
 class RefundIn(Body):
     lines: dict[Annotated[int, Strict(False)], int] = Field(min_length=1)
     """Line index (0-based, as in the sale) -> units returned. The index is an object key, so text ("0")."""
@@ -303,8 +309,8 @@ def create_app(
         return asdict(ledger.refund(txn_id, body.lines, body.request_id))
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
-    def void(txn_id: str) -> dict[str, Any]:
-        return asdict(ledger.void(txn_id))
+    def void(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
+        return asdict(ledger.void(txn_id, body.request_id if body is not None else None))
 
     @app.post("/v1/topups", dependencies=[Depends(token)])
     def topup(body: TopupIn) -> dict[str, Any]:
@@ -319,9 +325,10 @@ def create_app(
         return asdict(ledger.topup(member_id, body.amount, body.request_id))
 
     @app.post("/v1/topups/{txn_id}/void", dependencies=[Depends(token)])
-    def void_topup(txn_id: str) -> dict[str, Any]:
-        """Void a top-up of this till, the same business day, while the balance still holds it."""
-        return asdict(ledger.void_topup(txn_id))
+    def void_topup(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
+        """Void a top-up of this till, the same business day, while the balance still holds it; a ``request_id``
+        already recorded is answered with that void's receipt."""
+        return asdict(ledger.void_topup(txn_id, body.request_id if body is not None else None))
 
     @app.post("/v1/vouchers/sell", dependencies=[Depends(token)])
     def sell_voucher(body: VoucherSellIn) -> dict[str, Any]:

@@ -271,7 +271,16 @@ def test_void_and_refund(chain: Chain) -> None:
     gone = chain.cli("sale", "100", "--request-id", "cli-ref-1")
     assert gone.returncode == 1 and "request_id_used" in gone.stdout, gone.stdout
     third = json.loads(ok(chain.cli("sale", "1700", "--json")))
-    assert json.loads(ok(chain.cli("void", third["txn_id"], "--json")))["kind"] == "void"
+    # A void run again after a lost answer, with its --request-id: the same receipt, so the cashier knows it was
+    # theirs; another id on the voided sale stays already_voided, and the id is of a void, not of a sale.
+    done = json.loads(ok(chain.cli("void", third["txn_id"], "--request-id", "cli-void-1", "--json")))
+    assert done["kind"] == "void" and done["total"] == -1700
+    assert json.loads(ok(chain.cli("void", third["txn_id"], "--request-id", "cli-void-1", "--json"))) == done
+    assert chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'void' AND txn_id = ?", done["txn_id"]) == [(1,)]
+    other = chain.cli("void", third["txn_id"], "--request-id", "cli-void-2")
+    assert other.returncode == 1 and "already_voided" in other.stdout, other.stdout
+    used = chain.cli("sale", "100", "--request-id", "cli-void-1")
+    assert used.returncode == 1 and "request_id_used" in used.stdout, used.stdout
 
 
 def test_a_command_run_again_with_its_request_id_is_done_once(chain: Chain) -> None:
@@ -778,8 +787,10 @@ def test_topups_sold_through_the_tills_commands_reach_head_office(chain: Chain) 
     assert (kept["kind"], kept["total"], kept["stored_value"]) == ("till_topup", 1500, 4000)
     over = chain.cli("topup", "100", "--member", "M-0003")
     assert over.returncode == 1 and "topup_limit_member_day" in over.stdout, over.stdout
-    back = json.loads(ok(chain.cli("void-topup", kept["txn_id"], "--json")))
+    back = json.loads(ok(chain.cli("void-topup", kept["txn_id"], "--request-id", "cli-tv-1", "--json")))
     assert (back["kind"], back["total"], back["stored_value"]) == ("topup_void", -1500, 2500)
+    # run again after a lost answer with its id: the void it recorded; any other run of it: already_voided
+    assert json.loads(ok(chain.cli("void-topup", kept["txn_id"], "--request-id", "cli-tv-1", "--json"))) == back
     again = chain.cli("void-topup", kept["txn_id"])
     assert again.returncode == 1 and "already_voided" in again.stdout, again.stdout
     status = json.loads(ok(chain.cli("status", "--json")))["topups"]
