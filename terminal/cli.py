@@ -22,7 +22,7 @@ from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
 from terminal.console import JsonOpt, make_console, port_busy, show_json, table
-from terminal.errors import ConfigError, ConfigFileError, PortBusy, TerminalError
+from terminal.errors import ApiUrlInvalid, ConfigError, ConfigFileError, PortBusy, TerminalError
 from terminal.money import Currency
 
 if TYPE_CHECKING:  # imported where used, so that a quick command does not load them
@@ -290,7 +290,11 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
         raise typer.Exit(1)
     if request_id is not None:
         body = {**(body or {}), "request_id": request_id}
-    url, socket = cfg.local_api()
+    try:
+        url, socket = cfg.local_api()
+    except ApiUrlInvalid as exc:  # a note cut short by a crash or edited by hand: nothing was sent
+        _said(exc.code, f"{exc}; nothing was sent")
+        raise typer.Exit(1) from exc
     where = f"{url}{path}" + (f" (Unix socket {socket})" if socket else "")
     try:
         response = _api_request(
@@ -890,6 +894,8 @@ def _live_status(cfg: Config) -> dict[str, Any] | None:
     try:
         response = _api_request(cfg, "GET", "/v1/status", timeout=2)
         body = response.json()
+    except ApiUrlInvalid as exc:
+        return {"readers": f"{exc.code}: {exc}"}
     except (httpx.HTTPError, ValueError):
         return None
     return body if isinstance(body, dict) and "readers" in body else None

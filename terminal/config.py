@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from terminal.errors import ConfigError, SetupCode
+from terminal.errors import ApiUrlInvalid, ConfigError, SetupCode
 
 ENV_CONFIG = "TILLPOINT_CONFIG"
 ENV_STATE = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
@@ -494,15 +494,38 @@ class Config(_Section):
         """Where this PC's commands reach the running daemon's local API: its base URL, and the Unix socket to
         reach it through when the API listens on its socket only (``[api] host`` empty; else ""). The URL is the
         one the daemon noted at start (``api_url_path``), else the config's ``[api]`` host and port."""
+        path = self.api_url_path
         try:
-            written = self.api_url_path.read_text(encoding="utf-8").strip()
+            written = path.read_bytes().strip()
         except OSError:
-            written = ""
+            written = b""
         if written:
-            return written, ""
+            return _noted_url(path, written), ""
         if not self.api.host and self.api.unix_socket:
             return "http://localhost", self.api.unix_socket
-        return f"http://{self.api.host}:{self.api.port}", ""
+        host = f"[{self.api.host}]" if ":" in self.api.host else self.api.host
+        return f"http://{host}:{self.api.port}", ""
+
+
+def _noted_url(path: Path, written: bytes) -> str:
+    """The URL the daemon noted in ``path`` (``local_api``); ``ApiUrlInvalid`` naming the file when it is not one
+    (bytes that are not UTF-8, more than one line, no http scheme, host or port, a host not of the loopback)."""
+    try:
+        text = written.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiUrlInvalid(path, "not UTF-8 text") from exc
+    if len(text) > 2048 or not text.isprintable() or " " in text:
+        raise ApiUrlInvalid(path, "not one URL on one line")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ApiUrlInvalid(path, f"not a URL: {exc}") from exc
+    if parts.scheme != "http" or not parts.hostname or not port:
+        raise ApiUrlInvalid(path, "not an http:// address with a host and a port")
+    if not _loopback(parts.hostname):  # the local API listens on loopback only: its token goes nowhere else
+        raise ApiUrlInvalid(path, f"{parts.hostname!r} is not this PC's loopback")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

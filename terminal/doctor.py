@@ -44,7 +44,7 @@ from sync.protocol import TerminalInfo
 from terminal import config as config_mod
 from terminal import payments as pay
 from terminal.config import CameraSettings, Config
-from terminal.errors import ConfigError, SetupCode
+from terminal.errors import ApiUrlInvalid, ConfigError, SetupCode
 from terminal.keys import key_check
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
@@ -803,7 +803,10 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
     if not cfg.api.enabled:
         return skip("daemon", "local API disabled in the config")
     # where the running daemon says its API is (demo --api-port, port 0), else the config's (its Unix socket only)
-    url, socket = cfg.local_api()
+    try:
+        url, socket = cfg.local_api()
+    except ApiUrlInvalid as exc:
+        return warn("daemon", f"{exc.code}: {exc}")
     try:
         if socket:
             with httpx.Client(transport=httpx.HTTPTransport(uds=socket)) as client:

@@ -344,6 +344,20 @@ class ConfigFileError(ConfigError):
     that does not validate, and the unit is not started again every 2 s (``RestartPreventExitStatus=2``)."""
 
 
+class ApiUrlInvalid(TerminalError):
+    """The daemon's note of where its local API listens (``api.url`` in the till's data directory) is not an address
+    (cut short by a crash, edited by hand): the commands cannot reach the daemon through it, and send nothing."""
+
+    code = "api_url_invalid"
+
+    def __init__(self, path: object, why: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} does not hold the local API's address ({why}): restart the daemon (it writes the file at "
+            "start), or delete the file to use the config's [api] address"
+        )
+
+
 class PortBusy(TerminalError):
     """A TCP port another process already listens on: nothing of ours was started on it."""
 

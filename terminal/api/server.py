@@ -57,7 +57,8 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # [api] host = "::1": a URL's IPv6 is bracketed
+        return f"http://{host}:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
         for hook in getattr(self.app.state, "on_stop", []):

@@ -36,7 +36,9 @@ from typer.testing import CliRunner
 from hq.ingest import Settings
 from hq.store import HqStore
 from sync.protocol import WireEntry
+from terminal.config import load as load_config
 from terminal.credentials import card_uid_hash, parse_uid
+from terminal.doctor import Verdict, check_daemon
 from terminal.model import utc_iso
 from terminal.vouchers import parse as parse_voucher
 from tests.fixtures import entries
@@ -343,6 +345,17 @@ def test_a_lost_or_broken_answer_is_one_line_with_its_code_and_the_retry(tmp_pat
     said = gone.stdout + gone.stderr
     assert gone.returncode == 1 and said.startswith("daemon_unreachable: no daemon answers at http://127.0.0.1:"), said
     assert "Nothing was sent" in said and "Traceback" not in said
+    # The daemon's note of its address garbled (a crash, a hand): one line naming the file, nothing sent. A note
+    # naming another host than this PC's loopback is refused too: the local API's token goes nowhere else.
+    for garbled in (b"http://[::1\n", b"\xff\xfe\x00", b"http://127.0.0.1:99999", b"127.0.0.1:8080", b"http://a..b:1"):
+        (data / "api.url").write_bytes(garbled)
+        for args in (("sale", "500"), ("void", "T1")):
+            done = tillpoint(*args, "--config", str(config))
+            said = done.stdout + done.stderr
+            assert done.returncode == 1 and "Traceback" not in said, (garbled, said)
+            assert said.startswith(f"api_url_invalid: {data / 'api.url'} ") and len(said.splitlines()) == 1, said
+    doctor = check_daemon(load_config(config), 1.0)  # doctor warns of it too, naming the file
+    assert doctor.verdict == Verdict.WARN and doctor.words.startswith(f"api_url_invalid: {data / 'api.url'} "), doctor
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BrokenDaemon)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -269,3 +269,12 @@ def test_a_config_cut_in_the_middle_of_a_line_never_runs_on_a_value_it_did_not_s
         ]
         assert not differ, (text[-60:], differ)
     assert refused, "no cut fell in a number"
+
+
+def test_the_local_api_on_ipv6_loopback_is_a_bracketed_url(tmp_path: Path) -> None:
+    """``[api] host = "::1"``: the commands' URL of the local API brackets it (``http://::1:8080`` is no URL), as
+    the daemon's note of it does."""
+    cfg = config.validate({"terminal": {"data_dir": str(tmp_path)}, "api": {"host": "::1", "port": 8080}})
+    assert cfg.local_api() == ("http://[::1]:8080", "")
+    cfg.api_url_path.write_text("http://[::1]:8081\n")
+    assert cfg.local_api() == ("http://[::1]:8081", "")
