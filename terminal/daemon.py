@@ -53,7 +53,9 @@ from terminal.api.pairing import Pairing
 from terminal.checkin import CheckinCodes
 from terminal.checkout import Checkout, LastTap
 from terminal.config import Config, check_held, held_by
-from terminal.credentials import card_uid_hash, parse_master_key
+from terminal.configfiles import read_key_file, read_template
+from terminal.configfiles import why as _why
+from terminal.credentials import card_uid_hash
 from terminal.enrolment import claim_signer, enrol_on_tap
 from terminal.errors import Code, ConfigError, ConfigFileError, Rejected, SetupCode, storage_refusal
 from terminal.keys import KeyLost, card_key, key_check, load_or_create_token
@@ -112,23 +114,6 @@ def sd_notify(message: str) -> None:
 
 def hq_token_path(config: Config) -> Path:
     return config.hq_token_path
-
-
-def _why(exc: Exception) -> str:
-    """Why a file could not be read: an OS error's reason alone (its file is named beside it), else the error."""
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-
-
-def read_key_file(path: str, key: str = "reader.sun_key_file") -> bytes | None:
-    """A 16-byte master key file (raw, or 32 hex digits); None when no file is configured."""
-    if not path:
-        return None
-    try:
-        return parse_master_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigFileError(key, f"a readable file of 16 raw bytes or 32 hex digits ({path}: {_why(exc)})") from exc
-    except ValueError as exc:
-        raise ConfigFileError(key, f"a file of 16 raw bytes or 32 hex digits ({path}: {exc})") from exc
 
 
 def payment_limits(config: Config) -> RiskLimits:
@@ -563,19 +548,11 @@ class Daemon:
         from drivers.printer import PrinterProxy
         from terminal.receiptfiles import Keeper, Retention
         from terminal.receipts.desk import Desk
-        from terminal.receipts.templates import load_template
 
         printer, receipts = self.config.printer, self.config.receipts
         if not printer.listen or not printer.target:
             return
-        templates = []
-        for path in receipts.templates:
-            try:
-                templates.append(load_template(Path(path).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, Rejected) as exc:
-                raise ConfigFileError(
-                    "receipts.templates", f"a readable receipt template ({path}: {_why(exc)})"
-                ) from exc
+        templates = [read_template(path) for path in receipts.templates]
         keep_dir = Path(receipts.keep_dir) if receipts.keep_dir else self.config.data_dir / "receipts"
         retention = Retention(receipts.keep_days, int(receipts.keep_max_mb * 1_000_000))
         self.keeper = Keeper(keep_dir, retention, emit=self.emit)

@@ -44,7 +44,8 @@ from sync.protocol import TerminalInfo
 from terminal import config as config_mod
 from terminal import payments as pay
 from terminal.config import CameraSettings, Config
-from terminal.errors import ApiUrlInvalid, ConfigError, SetupCode
+from terminal.configfiles import read_key_file, read_template
+from terminal.errors import ApiUrlInvalid, ConfigError, ConfigFileError, SetupCode
 from terminal.keys import key_check
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
@@ -117,6 +118,7 @@ def run_checks(path: Path | None, timeout: float = 5.0) -> list[Check]:
     checks = [
         first,
         *check_secrets(cfg),
+        *check_key_files(cfg),
         *check_pcsc(cfg),
         *check_cameras(cfg),
         *check_scanners(cfg),
@@ -160,6 +162,25 @@ def check_secrets(cfg: Config) -> list[Check]:
         found.append(ok("hq token", f"none yet: the daemon enrols with its enrolment code and keeps it in {token}"))
     else:
         found.append(warn("hq token", f"none configured (nor in {token}): sync is off and sales stay in the journal"))
+    return found
+
+
+def check_key_files(cfg: Config) -> list[Check]:
+    """The secure cards' master key files the config names, read as the daemon's start reads them
+    (``configfiles.read_key_file``): one missing, unreadable or cut short stops the start."""
+    found = []
+    for name, key, path in (
+        ("sun key", "reader.sun_key_file", cfg.reader.sun_key_file),
+        ("felica key", "reader.felica_key_file", cfg.reader.felica_key_file),
+    ):
+        if not path:
+            continue
+        try:
+            read_key_file(path, key)
+        except ConfigFileError as exc:
+            found.append(fail(name, f"{exc}; the daemon will not start"))
+            continue
+        found.append(ok(name, f"{path} holds a 16-byte key ({key})"))
     return found
 
 
@@ -403,16 +424,12 @@ def check_printer_listen(spec: str) -> Check:
 
 
 def check_template(path: str) -> Check:
-    from terminal.errors import Rejected
-    from terminal.receipts.templates import load_template
-
+    """A receipt template read as the daemon's start reads it (``configfiles.read_template``)."""
     name = f"template {Path(path).name}"
     try:
-        template = load_template(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return fail(name, f"cannot read {path}: {exc}; the daemon will not start (receipts.templates)")
-    except Rejected as exc:
-        return fail(name, f"{exc.code.value}: {exc.message}; the daemon will not start (receipts.templates)")
+        template = read_template(path)
+    except ConfigFileError as exc:
+        return fail(name, f"{exc}; the daemon will not start")
     return ok(name, f"{template.name} ({template.language}, {template.width} characters a line)")
 
 

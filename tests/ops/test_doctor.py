@@ -116,6 +116,38 @@ def test_a_card_key_or_token_file_every_user_reads_is_a_warning(tmp_path: Path) 
     assert by_name["hq token"].verdict is Verdict.WARN and "every user" in by_name["hq token"].words
 
 
+def test_the_key_files_and_templates_the_config_names_are_read_as_the_start_reads_them(tmp_path: Path) -> None:
+    """A SUN key file cut short and a receipt template that does not parse stop the daemon's start (a configuration
+    error naming the key and the file): doctor fails each in the same words, and passes the files that are good."""
+    from tests.fixtures.receipts import EN
+
+    sun, felica = tmp_path / "sun.key", tmp_path / "felica.key"
+    sun.write_bytes(bytes(8))  # cut short
+    felica.write_text("00112233445566778899aabbccddeeff\n")
+    (tmp_path / "en.toml").write_text(EN, encoding="utf-8")
+    (tmp_path / "cut.toml").write_text(EN[: len(EN) // 3], encoding="utf-8")
+    templates = f'templates = ["{tmp_path / "en.toml"}", "{tmp_path / "cut.toml"}"]'
+    config = till_config(
+        tmp_path,
+        None,
+        None,
+        "T-FILES",
+        printer=f'listen = "tcp:127.0.0.1:{free_port()}"\ntarget = "tcp:127.0.0.1:{free_port()}"',
+        receipts=templates,
+    )
+    keys = f'devices = ["sim:"]\nsun_key_file = "{sun}"\nfelica_key_file = "{felica}"'
+    config.write_text(config.read_text().replace('devices = ["sim:"]', keys))
+    by_name = {c.name: c for c in run_checks(config, timeout=1)}
+    cut = by_name["sun key"]
+    assert cut.verdict is Verdict.FAIL and cut.words.startswith("config key 'reader.sun_key_file': "), cut
+    assert str(sun) in cut.words and "the daemon will not start" in cut.words, cut
+    assert by_name["felica key"].verdict is Verdict.OK and str(felica) in by_name["felica key"].words
+    assert by_name["template en.toml"].verdict is Verdict.OK
+    bad = by_name["template cut.toml"]
+    assert bad.verdict is Verdict.FAIL and bad.words.startswith("config key 'receipts.templates': "), bad
+    assert str(tmp_path / "cut.toml") in bad.words, bad
+
+
 def test_pcscd_missing_and_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcscd: Any) -> None:
     config = till_config(tmp_path, None, None, "T-PCSC")
     config.write_text(config.read_text().replace('devices = ["sim:"]', f'devices = ["pcsc:{pcscd.reader}"]'))
