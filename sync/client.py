@@ -127,6 +127,10 @@ class HqUnreachable(SyncError):
     pass
 
 
+class EnrolCodeMalformed(SyncError):
+    """An enrolment code that is not one (4 to 64 characters): refused before anything is sent."""
+
+
 class HqRejected(SyncError):
     def __init__(self, status: int, code: str, message: str, named: dict[str, Any] | None = None) -> None:
         self.status, self.code, self.message = status, code, message
@@ -240,7 +244,7 @@ def enrol(
     try:
         request = EnrolRequest(code=code, terminal_id=terminal_id, store_id=store_id)
     except ValidationError as exc:  # a code cut short or pasted with more: nothing is sent
-        raise SyncError(
+        raise EnrolCodeMalformed(
             f"{ErrorCode.ENROL_CODE_INVALID.value}: an enrolment code has 4 to 64 characters, as `tillpoint hq "
             f"enrol-code` prints it (got {len(code)}); nothing was sent to head office"
         ) from exc

@@ -17,16 +17,18 @@ from urllib.parse import quote
 
 import typer
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from terminal import config as config_mod
 from terminal import logs
 from terminal.config import Config
 from terminal.console import JsonOpt, make_console, port_busy, show_json, table
 from terminal.errors import ApiUrlInvalid, ConfigError, ConfigFileError, PortBusy, TerminalError
-from terminal.money import Currency
+from terminal.money import MAX_AMOUNT, Currency
 
 if TYPE_CHECKING:  # imported where used, so that a quick command does not load them
     import httpx
+    from typer._click import Context
 
     from sync.client import SyncClient
     from sync.memberapp import MemberApp
@@ -43,6 +45,21 @@ def _show_version(value: bool) -> None:
 
         print(f"tillpoint {__version__} (protocol {PROTOCOL_VERSION})")
         raise typer.Exit()
+
+
+class TillGroup(TyperGroup):
+    """The commands' group: an argument that is not text (bytes the locale could not decode, as a file name of
+    another encoding pasted in) is a usage error (exit 2) before any command runs; it could be neither sent to the
+    daemon nor printed (each was a traceback)."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:60]
+                raise typer.BadParameter(f"argument_not_text: {shown!r} is not UTF-8 text") from exc
+        return super().parse_args(ctx, args)
 
 
 def main_options(
@@ -329,7 +346,9 @@ def _api(cfg: Config, method: str, path: str, body: dict[str, Any] | None = None
     if response.status_code >= 400:
         said = f"{answer['code']}: {answer['message']}" if _refusal(answer) else f"http_error: {_first_line(response)}"
         console.print(f"[red]refused[/] {response.status_code} {escape(said)}", soft_wrap=True)
-        raise typer.Exit(1)
+        # 422: the request as the command was given is not one the API takes (a 10 kB sku, a member id no member
+        # has the length of): a usage error, exit 2; a refusal of what it asked (409, 404 ...) is exit 1
+        raise typer.Exit(2 if response.status_code == 422 else 1)
     if answer is None:
         _said("bad_answer", f"{where} answered {response.status_code} with no JSON: is it the till's local API?")
         raise typer.Exit(1)
@@ -475,7 +494,7 @@ def _scan_outcome(report: dict[str, Any]) -> str:
 
 @commands.command()
 def sale(
-    amount: Annotated[int, typer.Argument(help="Total in minor units.")],
+    amount: Annotated[int, typer.Argument(help="Total in minor units.", min=0, max=MAX_AMOUNT)],
     member: Annotated[str | None, typer.Option(help="The member's id: the sale is rung on this member.")] = None,
     tapped: Annotated[
         bool,
@@ -484,8 +503,12 @@ def sale(
     sku: str = "MISC",
     category: str = "",
     coupon: Annotated[list[str] | None, typer.Option(help="Coupon id presented (repeatable).")] = None,
-    redeem: Annotated[int, typer.Option(help="Points to pay with; -1: as many as allowed.")] = 0,
-    stored_value: Annotated[int | None, typer.Option(help="Stored value to pay with (minor units).")] = 0,
+    redeem: Annotated[
+        int, typer.Option(help="Points to pay with; -1: as many as allowed.", min=-1, max=MAX_AMOUNT)
+    ] = 0,
+    stored_value: Annotated[
+        int | None, typer.Option(help="Stored value to pay with (minor units).", min=0, max=MAX_AMOUNT)
+    ] = 0,
     payment_code: Annotated[str | None, typer.Option(help="The member's one-time payment code (TPP1:...).")] = None,
     reward: Annotated[
         list[str] | None, typer.Option(help="A reward of the catalogue bought with points (repeatable).")
@@ -551,7 +574,7 @@ def refund(
 
 @commands.command()
 def topup(
-    amount: Annotated[int, typer.Argument(help="What the POS took, in minor units.")],
+    amount: Annotated[int, typer.Argument(help="What the POS took, in minor units.", min=1, max=MAX_AMOUNT)],
     member: Annotated[str | None, typer.Option(help="The member's id: the money goes to their stored value.")] = None,
     tapped: Annotated[bool, typer.Option("--tapped", help="Top up the member of the last card tap.")] = False,
     request_id: RequestIdOpt = None,
@@ -712,7 +735,7 @@ def enrol_cmd(
     """Redeem an enrolment code for this till's head-office credential and write it to the token file. A till
     whose credential head office revoked comes back this way: a running daemon takes the new credential up at
     head office's next refusal of the old one, with no restart."""
-    from sync.client import SyncError, tls_verify
+    from sync.client import EnrolCodeMalformed, SyncError, tls_verify
     from terminal.daemon import enrol_terminal
     from terminal.store import Store
 
@@ -728,8 +751,8 @@ def enrol_cmd(
     try:
         enrol_terminal(cfg, store, tls_verify(cfg.hq.ca_file), code=code)
     except (SyncError, ConfigError) as exc:
-        console.print(f"[red]enrolment failed:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        console.print(f"[red]enrolment failed:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, EnrolCodeMalformed) else 1) from exc  # a code mistyped: a usage error
     finally:
         store.close()
     console.print(f"enrolled as {cfg.terminal.id} of store {cfg.terminal.store_id}; credential in {cfg.hq_token_path}")
@@ -918,6 +941,10 @@ def _member_app(member_id: str, state_dir: Path | None) -> MemberApp:
     except MemberAppError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
+    except OSError as exc:  # a member id no file name can hold (too long), a state directory not ours
+        where = state_dir or "./var/member/MEMBER"
+        _said("state_dir_unusable", f"the member app's state directory {where} cannot be used ({exc.strerror or exc})")
+        raise typer.Exit(2) from exc
 
 
 @member_app.command("register")
@@ -1022,7 +1049,9 @@ commands.add_typer(voucher_app, name="voucher")
 
 @voucher_app.command("sell")
 def voucher_sell(
-    value: Annotated[int | None, typer.Option(help="An amount voucher of this face value (minor units).")] = None,
+    value: Annotated[
+        int | None, typer.Option(help="An amount voucher of this face value (minor units).", min=1, max=MAX_AMOUNT)
+    ] = None,
     sku: Annotated[str | None, typer.Option(help="A product voucher of this sku.")] = None,
     member: Annotated[str | None, typer.Option(help="The member whose wallet shows the voucher.")] = None,
     png: Annotated[Path | None, typer.Option(help="Also write the voucher's QR as PNG here, to print.")] = None,
@@ -1114,7 +1143,7 @@ gift_app = typer.Typer(
     no_args_is_help=True,
 )
 commands.add_typer(gift_app, name="giftcard")
-AmountArg = Annotated[int, typer.Argument(help="Minor units.")]
+AmountArg = Annotated[int, typer.Argument(help="Minor units.", min=1, max=MAX_AMOUNT)]
 
 
 @gift_app.command("balance")
@@ -1263,7 +1292,7 @@ def receipt_try(
 
 
 HELP = "tillpoint: loyalty, coupons and member payments for shop tills."
-app = typer.Typer(help=HELP, no_args_is_help=True)
+app = typer.Typer(cls=TillGroup, help=HELP, no_args_is_help=True)
 app.callback()(main_options)
 app.add_typer(commands)
 

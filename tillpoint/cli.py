@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from terminal import cli as till
 from terminal.cli import ConfigOpt, cli_config, console, run_daemon
@@ -30,7 +29,7 @@ if TYPE_CHECKING:  # the click that typer's groups are typed with (typer 0.29 ca
 HQ_GROUP = "hq"
 
 
-class Commands(TyperGroup):
+class Commands(till.TillGroup):
     """The till's commands, with head office's group loaded on first use."""
 
     def list_commands(self, ctx: Context) -> list[str]:

@@ -44,14 +44,14 @@ class LineIn(Body):
 
 
 class SaleIn(Body):
-    member_id: str | None = None
+    member_id: str | None = Field(default=None, max_length=128)
     """The member the cashier named; none (and no ``use_identified``) rings an anonymous sale."""
     use_identified: bool = False
     """Ring it on the member of the last card tap (refused with ``no_member`` when no card was tapped;
     ``member_mismatch`` when ``member_id`` names someone else). Never implied."""
     lines: list[LineIn] = Field(default_factory=list, max_length=500)
     """At least one line, unless the sale only buys rewards."""
-    coupons: list[str] = Field(default_factory=list, max_length=50)
+    coupons: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=50)
     """Coupon ids presented; the member's personal coupons are offered by themselves."""
     redeem: int = Field(default=0, ge=-1)
     """Points to pay with; -1 = as many as the rules allow."""

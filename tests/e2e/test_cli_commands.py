@@ -395,12 +395,55 @@ def test_a_file_that_cannot_be_read_or_a_code_cut_short_is_one_line_with_its_cod
         (("sale", "100"), 1, f"no_api_token: the local API token at {data / 'api.token'} cannot be read"),
         (("sync", "--now"), 2, "configuration error: config key 'hq.token_file'"),
         (("reconcile",), 2, "configuration error: config key 'hq.token_file'"),
-        (("enrol", "ABC"), 1, "enrolment failed: enrol_code_invalid: an enrolment code has 4 to 64 characters"),
+        (("enrol", "ABC"), 2, "enrolment failed: enrol_code_invalid: an enrolment code has 4 to 64 characters"),
     ):
         done = tillpoint(*args, "--config", str(config))
         out = done.stdout + done.stderr
         assert done.returncode == status and "Traceback" not in out, (args, out)
         assert said in out and len(out.strip().splitlines()) == 1, (args, out)
+
+
+_LONG = "A" * 10_000
+_NOT_UTF8 = b"\xff\xfe".decode("utf-8", "surrogateescape")  # bytes of another encoding in argv, as Python has them
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sale", "100000000000000000000"),
+        ("sale", "100", "--redeem", "100000000000000000000"),
+        ("topup", "100000000000000000000", "--member", "M-0001"),
+        ("giftcard", "pay", "100000000000000000000"),
+        ("voucher", "sell", "--value", "100000000000000000000"),
+        ("sale", "100", "--sku", _LONG),
+        ("sale", "100", "--member", _LONG),
+        ("sale", "100", "--coupon", _LONG),
+        ("sale", "100", "--payment-code", _LONG),
+        ("topup", "100", "--member", _LONG),
+        ("voucher", "sell", "--sku", _LONG),
+        ("voucher", "redeem", _LONG),
+        ("giftcard", "block", "--reason", _LONG),
+        ("scan", _LONG),
+        ("tap", _LONG),
+        ("enrol", _LONG),
+        ("member", "show", "M-0001", "--offline", "--state-dir", _LONG[:300]),
+        ("void", _NOT_UTF8),
+        ("sale", "100", "--member", _NOT_UTF8),
+        ("voucher", "redeem", _NOT_UTF8),
+        ("doctor", "--config", _NOT_UTF8),
+    ],
+    ids=lambda args: " ".join(a[:12].encode("utf-8", "backslashreplace").decode() for a in args),
+)
+def test_an_absurd_argument_is_a_usage_error_in_one_answer(chain: Chain, args: tuple[str, ...]) -> None:
+    """A shop's IT person's absurd arguments to the till's commands, with the daemon running: an amount no till
+    takes, a 10 kB text, bytes that are not UTF-8: exit 2 (a usage error), never a traceback, never exit 1 (which
+    says the till refused what was asked), and nothing recorded."""
+    before = chain.till_db("SELECT COUNT(*) FROM journal")
+    config = () if args[0] in ("member", "doctor") else ("--config", str(chain.config))
+    done = tillpoint(*(str(chain.root / a) if a == _LONG[:300] else a for a in args), *config)
+    said = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in said, said[-2000:]
+    assert chain.till_db("SELECT COUNT(*) FROM journal") == before
 
 
 def test_a_transaction_id_is_one_path_segment_whatever_it_holds(chain: Chain) -> None:
