@@ -276,6 +276,16 @@ def _retry_hint(request_id: str | None) -> str:
     )
 
 
+def _txn_id(value: str) -> str:
+    """A TXN argument: a transaction id is 1 to 64 characters (a till's are 36); a longer text names none."""
+    if not 1 <= len(value) <= 64:
+        raise typer.BadParameter(f"a transaction id of 1 to 64 characters, as its receipt shows it (got {len(value)})")
+    return value
+
+
+TxnArg = Annotated[str, typer.Argument(callback=_txn_id, help="The transaction's id, as its receipt shows it.")]
+
+
 def _segment(value: str) -> str:
     """``value`` (a txn id as typed) as one segment of an API path: a '/', '?' or '#' in it cannot make the path
     another route's (``refund 'TXN/void?'`` was a void of the whole sale); such an id names nothing (404)."""
@@ -546,7 +556,7 @@ def sale(
 
 @commands.command()
 def refund(
-    txn_id: str,
+    txn_id: TxnArg,
     line: Annotated[list[str], typer.Option(help="LINE=UNITS returned (0-based line index), repeatable.")],
     request_id: RequestIdOpt = None,
     config: ConfigOpt = None,
@@ -596,7 +606,7 @@ def topup(
 
 @commands.command("void-topup")
 def void_topup(
-    txn_id: str, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+    txn_id: TxnArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Void a top-up of this till (its business day only, while the member's balance still holds it)."""
     cfg = cli_config(config)
@@ -644,7 +654,7 @@ def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @commands.command()
-def void(txn_id: str, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def void(txn_id: TxnArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
     cfg = cli_config(config)
     answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void", request_id=request_id or _new_request_id())
@@ -1195,7 +1205,9 @@ def gift_pay(
 
 @gift_app.command("refund")
 def gift_refund(
-    txn_id: Annotated[str, typer.Argument(help="The gift card payment (its txn id) the POS refunded.")],
+    txn_id: Annotated[
+        str, typer.Argument(callback=_txn_id, help="The gift card payment (its txn id) the POS refunded.")
+    ],
     amount: AmountArg,
     request_id: RequestIdOpt = None,
     config: ConfigOpt = None,

@@ -40,7 +40,7 @@ class LineIn(Body):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0, le=10_000)
     unit_price: int = Field(ge=0, le=10**12)
-    category: str = ""
+    category: str = Field(default="", max_length=64)
 
 
 class SaleIn(Body):
