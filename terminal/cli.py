@@ -74,6 +74,8 @@ def main_options(
 
 
 console = make_console()
+MAX_UNITS = 10_000
+"""Units of one line a refund returns at most (``terminal.service.MAX_UNITS``, not imported: a quick command)."""
 err_console = make_console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (else $TILLPOINT_CONFIG).")]
@@ -213,7 +215,7 @@ def run(
 def doctor(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds allowed for each network check.")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for each network check.", min=0.1, max=600)] = 5.0,
 ) -> None:
     """Check this till: config, pcscd and readers, cameras and scanners, the printer in the middle, database, disk,
     head office, clock.
@@ -568,6 +570,9 @@ def refund(
     except ValueError as exc:
         console.print("[red]--line takes LINE=UNITS, e.g. --line 0=1[/]")
         raise typer.Exit(2) from exc
+    if any(index < 0 or not 1 <= units <= MAX_UNITS for index, units in lines.items()):
+        console.print(f"[red]--line takes LINE=UNITS: a line from 0, 1 to {MAX_UNITS} units, e.g. --line 0=1[/]")
+        raise typer.Exit(2)
     cfg = cli_config(config)
     answer = _api(
         cfg,
@@ -943,6 +948,20 @@ commands.add_typer(member_app, name="member")
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="Default: ./var/member/MEMBER.")]
 
 
+def _web_address(value: str) -> str:
+    """``--hq``: an http(s) address with a host (and a port, if any, that is one)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port out of range or not a number raises here
+    except ValueError as exc:
+        raise typer.BadParameter(f"a web address, http(s)://HOST[:PORT] ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise typer.BadParameter("a web address, http(s)://HOST[:PORT]")
+    return value
+
+
 def _member_app(member_id: str, state_dir: Path | None) -> MemberApp:
     from sync.memberapp import MemberApp, MemberAppError
 
@@ -960,7 +979,7 @@ def _member_app(member_id: str, state_dir: Path | None) -> MemberApp:
 @member_app.command("register")
 def member_register(
     member_id: str,
-    hq: Annotated[str, typer.Option("--hq", help="Head office URL.")],
+    hq: Annotated[str, typer.Option("--hq", callback=_web_address, help="Head office URL.")],
     token: Annotated[str, typer.Option(help="Member app token (`tillpoint hq member-token MEMBER`).")],
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
