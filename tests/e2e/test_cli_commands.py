@@ -513,7 +513,8 @@ def test_pairing_sync_reconcile_doctor_and_the_config_reference(chain: Chain) ->
     assert len(paired["code"]) == 6 and paired["panel"].endswith(f"#pair={paired['code']}")
     assert "entries pending" in ok(chain.cli("sync", "--now"))
     synced = json.loads(ok(chain.cli("sync", "--now", "--json")))
-    assert set(synced) == {"pushed", "pulled", "pending", "rotated"}
+    assert set(synced) == {"pushed", "pulled", "pending", "rotated", "held"}
+    assert synced["held"] is None, synced  # a head office of this release holds nothing back
     assert "head_office: reachable" in " ".join(ok(chain.cli("reconcile")).split())
     assert json.loads(ok(chain.cli("reconcile", "--json")))["head_office"] == "reachable"
     doctor = chain.cli("doctor", "--json")  # exit 0, 1 (warnings) or 2 (broken): its help says so
