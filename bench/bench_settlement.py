@@ -33,7 +33,6 @@ import os
 import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +137,7 @@ def close_history(url: str, history: int) -> dict[str, Any]:
     try:
         for back in range(history, 0, -1):
             period = month_before(MONTH, back)
-            seconds, _ = timed(lambda p=period: settlement.close_period(hq.db, p, "bench", "month end", date.today()))
+            seconds, _ = timed(lambda p=period: settlement.close_period(hq.db, p, "bench", "month end"))
             took.append(seconds)
     finally:
         hq.close()

@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
-from hq import audit, clockcheck, merchants
+from hq import audit, businessday, clockcheck, merchants
 from hq.db.engine import Tx, utc_now
 from hq.errors import HqError
 
@@ -144,7 +145,10 @@ class Calendar:
         except PeriodError as exc:
             return exc
         if first_day(self.following(period)) > today:
-            return PeriodError(Code.PERIOD_NOT_OVER, f"{period} is not over yet")
+            return PeriodError(
+                Code.PERIOD_NOT_OVER,
+                f"{period} is not over yet: it can be closed from {first_day(self.following(period))}",
+            )
         if self.is_closed(period):
             return PeriodError(Code.PERIOD_CLOSED, f"{period} is closed already")
         if self.closed_through is not None and period != self.following(self.closed_through):
@@ -205,6 +209,33 @@ def set_length(tx: Tx, starting: str, months: int, actor: str, reason: str) -> C
     return calendar(tx)
 
 
+def calendars(tx: Tx, zone: str) -> list[businessday.BusinessDay]:
+    """Every calendar a business day is kept by: the chain's zone (``hq serve --timezone``, the stores without
+    a calendar of their own) and each store's."""
+    found = [businessday.BusinessDay(zone)]
+    for row in tx.all("SELECT DISTINCT timezone, day_starts FROM stores"):
+        try:
+            found.append(businessday.calendar(str(row[0]), str(row[1])))
+        except businessday.BadCalendar:
+            continue  # a calendar head office cannot read files nothing: it ends no day
+    return found
+
+
+def today(tx: Tx, zone: str, now: datetime) -> date:
+    """Head office's business day at ``now``: the earliest one still running in any store (a period is over
+    once it is over everywhere, or a store's last sales of it would be late entries of the next)."""
+    return min(date.fromisoformat(c.of(now)) for c in calendars(tx, zone))
+
+
+def over_at(tx: Tx, zone: str, day: date) -> datetime:
+    """When business day ``day`` has started in every store (UTC)."""
+    starts = []
+    for c in calendars(tx, zone):
+        local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(c.timezone))
+        starts.append(c.start(local + timedelta(minutes=c.starts)).astimezone(UTC))
+    return max(starts)
+
+
 @dataclass(frozen=True, slots=True)
 class Closed:
     period: str
@@ -215,22 +246,33 @@ class Closed:
     """Every merchant with its name and rates as they were when the period closed."""
 
 
-def close(tx: Tx, period: str, actor: str, reason: str, today: date) -> Closed:
-    """Close ``period`` (in the caller's transaction, with its audit record); ``PeriodError`` says why not."""
-    refused = calendar(tx, Lock.CLOSE).refusal(period, today)
+def close(tx: Tx, period: str, actor: str, reason: str, zone: str, now: datetime) -> Closed:
+    """Close ``period`` (in the caller's transaction, with its audit record) once it is over at ``now`` (head
+    office's clock, which the tills must not doubt) in every store's business day and the chain's ``zone``;
+    ``PeriodError`` says why not."""
+    held = calendar(tx, Lock.CLOSE)
+    refused = held.refusal(period, today(tx, zone, now))
     if refused is not None:
+        if refused.code is Code.PERIOD_NOT_OVER:
+            end = first_day(held.following(period))
+            when = over_at(tx, zone, end).isoformat(timespec="minutes").replace("+00:00", "Z")
+            raise PeriodError(
+                Code.PERIOD_NOT_OVER,
+                f"{period} is not over yet: it can be closed once business day {end} has started in every store, "
+                f"from {when}",
+            )
         raise refused
     suspect = clockcheck.doubt(tx, datetime.now(UTC), clockcheck.DEFAULT_SKEW)
     if suspect is not None:
         raise PeriodError(Code.CLOCK_SUSPECT, suspect)
-    held = tuple(merchants.all_merchants(tx))
-    done = Closed(period, utc_now(), actor, reason, held)
+    rates = tuple(merchants.all_merchants(tx))
+    done = Closed(period, utc_now(), actor, reason, rates)
     tx.run(
         "INSERT INTO ledger_closes (period, closed_at, closed_by, reason, rates) VALUES (?, ?, ?, ?, ?)",
-        [period, done.closed_at, actor, reason, json.dumps([m.as_dict() for m in held], sort_keys=True)],
+        [period, done.closed_at, actor, reason, json.dumps([m.as_dict() for m in rates], sort_keys=True)],
     )
     tx.run("UPDATE ledger_calendar SET closed_through = ? WHERE id = 1", [period])
-    audit.append(tx, actor, "close_period", period, reason, {"merchants": len(held)})
+    audit.append(tx, actor, "close_period", period, reason, {"merchants": len(rates)})
     return done
 
 

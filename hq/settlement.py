@@ -548,10 +548,13 @@ def totals(found: Iterable[Statement]) -> dict[str, int]:
 # -- the service the commands and the admin API call -------------------------------------------------------
 
 
-def close_period(db: Db, period: str, actor: str, reason: str, today: date) -> periods.Closed:
-    """Close ``period`` (audited); ``periods.PeriodError`` says why not."""
+def close_period(
+    db: Db, period: str, actor: str, reason: str, zone: str = "UTC", now: datetime | None = None
+) -> periods.Closed:
+    """Close ``period`` (audited) once it is over by head office's clock (``now``: the clock's now) in every
+    store's business day and the chain's ``zone``; ``periods.PeriodError`` says why not."""
     with db.write() as tx:
-        done = periods.close(tx, period, actor, reason, today)
+        done = periods.close(tx, period, actor, reason, zone, now or datetime.now(UTC))
         keep_positions(tx, period)
         return done
 

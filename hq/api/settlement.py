@@ -70,10 +70,11 @@ def periods(store: Store, admin: Admin) -> dict[str, Any]:
 
 @router.post("/v1/admin/settlement/periods/{period}/close", responses=close_errors)
 def close(store: Store, period: Period, body: Annotated[CloseRequest, Body()], admin: Admin) -> dict[str, Any]:
-    """Close a period that is over (the one after the last closed): its statements never change again; a late
+    """Close a period that is over by head office's clock in every store's business day (the one after the last
+    closed): its statements never change again; a late
     entry of it is filed under the next open period."""
     try:
-        done = settlement.close_period(store.db, period, admin, body.reason, datetime.now(UTC).date())
+        done = settlement.close_period(store.db, period, admin, body.reason, store.settings.timezone)
     except PeriodError as exc:
         raise ApiError(ErrorCode(exc.code.value), exc.detail) from exc
     return {"period": done.period, "closed_at": done.closed_at, "closed_by": done.closed_by, "reason": done.reason}

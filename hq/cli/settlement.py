@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -102,23 +102,17 @@ def close(
     period: Annotated[str, typer.Argument(help="The month, YYYY-MM.")],
     by: ByOpt,
     reason: AuditReasonOpt,
-    today: Annotated[
-        str | None, typer.Option("--today", help="The day to judge 'over' by (default: today, UTC).")
-    ] = None,
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
-    """Close a period that is over (the one after the last closed). Its statements never change again; a
-    late entry of it is filed under the next open period. Prints JSON."""
+    """Close a period that is over by head office's clock in every store's business day (the one after the last
+    closed). Its statements never change again; a late entry of it is filed under the next open period. Prints
+    JSON."""
     from hq import periods, settlement
 
-    try:
-        day = date.fromisoformat(today) if today else datetime.now(UTC).date()
-    except ValueError:
-        fail(f"bad_day: --today is a day, YYYY-MM-DD: {today!r}")
     with hq_store(db) as store:
         try:
-            done = settlement.close_period(store.db, period, by, reason, day)
+            done = settlement.close_period(store.db, period, by, reason, store.settings.timezone)
         except periods.PeriodError as exc:
             fail(exc)
     print(json.dumps({"period": done.period, "closed_at": done.closed_at, "closed_by": done.closed_by}))

@@ -152,9 +152,10 @@ def test_the_installed_wheel_runs_gift_cards_from_both_ends(installed: Path, tmp
 
 def test_the_installed_wheel_settles_a_merchant_whose_timing_changed(installed: Path, tmp_path: Path) -> None:
     """Settlement from the wheel: a merchant paying at issuance moves to redemption mid-month; its till earns
-    points before and after; the operator closes the month and prints the statement with the installed commands.
-    The points issued before the switch are charged (their lot kept the timing it was issued under), those
-    issued after are not yet (they are charged when spent), and the closed statement's bytes do not change."""
+    points before and after; the operator prints the month's statement with the installed commands. The points
+    issued before the switch are charged (their lot kept the timing it was issued under), those issued after are
+    not yet (they are charged when spent). The month is not over, and head office refuses to close it; the month
+    before is, and its closed statement's bytes do not change."""
     import json
     import sqlite3
 
@@ -199,19 +200,24 @@ def test_the_installed_wheel_settles_a_merchant_whose_timing_changed(installed: 
     earned = (int(before["points_delta"]), int(after["points_delta"]))
     assert min(earned) > 0, earned
     period = day[:7]
-    next_month = f"{int(period[:4]) + int(period[5:]) // 12}-{int(period[5:]) % 12 + 1:02d}-02"
-    shut = run(
-        "hq", "settlement", "close", period, "--by", "Mio", "--reason", "month end", "--today", next_month, "--db", db
-    )
-    assert json.loads(shut.stdout)["period"] == period, shut.stdout
     statement = json.loads(run("hq", "settlement", "statement", period, "M-S", "--db", db).stdout)
-    assert (statement["state"], statement["timing"]) == ("closed", "redemption")
+    assert (statement["state"], statement["timing"]) == ("open", "redemption")
     assert (statement["points"]["issued"], statement["points"]["charged"]) == (sum(earned), earned[0])
+    # The month of the sales is not over by head office's clock: closing it now would make its remaining sales
+    # late entries of the next, for ever. The month before is over: the operator closes it.
+    early = run("hq", "settlement", "close", period, "--by", "Mio", "--reason", "month end", "--db", db, check=False)
+    assert early.returncode == 1 and "period_not_over" in early.stdout + early.stderr, early.stdout + early.stderr
+    year, month = int(period[:4]), int(period[5:])
+    before = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
+    shut = run("hq", "settlement", "close", before, "--by", "Mio", "--reason", "month end", "--db", db)
+    assert json.loads(shut.stdout)["period"] == before, shut.stdout
+    closed = json.loads(run("hq", "settlement", "statement", before, "M-S", "--db", db).stdout)
+    assert (closed["state"], closed["timing"], closed["points"]["issued"]) == ("closed", "redemption", 0)
     csv = tmp_path / "statement.csv"
-    run("hq", "settlement", "statement", period, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
+    run("hq", "settlement", "statement", before, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
     first = csv.read_bytes()
-    run("hq", "settlement", "statement", period, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
-    assert csv.read_bytes() == first and b"charged" in first
+    run("hq", "settlement", "statement", before, "M-S", "--format", "csv", "--out", str(csv), "--db", db)
+    assert csv.read_bytes() == first and b"state,closed" in first
     assert json.loads(run("hq", "ledger", "check", "--db", db).stdout)["ok"] is True
 
 

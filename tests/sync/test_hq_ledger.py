@@ -346,7 +346,7 @@ def test_the_check_names_a_close_whose_kept_positions_are_not_the_postings(store
     till = Till(store, "S2")
     till.sale("M-1", 0, earn=10)
     till.push()
-    settlement.close_period(store.db, "2026-06", "Mio", "month end", dt.date(2026, 7, 2))
+    settlement.close_period(store.db, "2026-06", "Mio", "month end", now=dt.datetime(2026, 7, 2, tzinfo=dt.UTC))
     assert books(store) == []
     with store.db.write() as tx:  # a damaged row: the next statements would open with 14
         tx.run("UPDATE ledger_close_positions SET outstanding = 14 WHERE merchant_id = 'M-B'")
@@ -421,7 +421,7 @@ def _close_next(store: HqStore, frozen: dict[str, list[bytes]]) -> None:
     """Close the month after the last closed (June first), and keep its statements as they are now."""
     calendar = settlement.calendar(store.db)["closed_through"]
     period = periods.following(calendar) if calendar else "2026-06"
-    settlement.close_period(store.db, period, "Mio", "month end", dt.date(2100, 1, 1))
+    settlement.close_period(store.db, period, "Mio", "month end", now=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
     frozen[period] = _documents(store, period)
 
 

@@ -53,8 +53,13 @@ def documents(hq: HqStore, period: str, merchant_id: str) -> tuple[bytes, bytes]
     return settlement.to_csv(found), settlement.to_pdf(found)
 
 
-def close(hq: HqStore, period: str, today: dt.date = AFTER_JUNE) -> periods.Closed:
-    return settlement.close_period(hq.db, period, "Mio", "month end", today)
+def close(hq: HqStore, period: str, today: dt.date | None = AFTER_JUNE) -> periods.Closed:
+    """Close ``period`` as head office does with its clock at the start of ``today`` (UTC; None: its clock now)."""
+    return settlement.close_period(hq.db, period, "Mio", "month end", now=at(today) if today else None)
+
+
+def at(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
 
 
 def csv_rows(body: bytes) -> dict[tuple[str, str], str]:
@@ -220,13 +225,13 @@ def test_no_period_is_closed_while_the_tills_find_head_offices_clock_wrong(store
     for till, offset in zip(tills, (-3e6, -3e6, 0.5), strict=True):
         seen(store, till.terminal_id, now, offset)
     with pytest.raises(periods.PeriodError) as refused:
-        close(store, JUNE)
+        close(store, JUNE, None)
     assert refused.value.code is periods.Code.CLOCK_SUSPECT and "2 of the 3 tills" in str(refused.value)
     with store.db.read() as tx:
         assert tx.one("SELECT COUNT(*) FROM ledger_closes") == (0,)
     for till in tills:
         seen(store, till.terminal_id, now, 0.2)
-    assert close(store, JUNE).period == JUNE
+    assert close(store, JUNE, None).period == JUNE
 
 
 def test_a_close_keeps_the_positions_a_later_statement_opens_with(store: HqStore) -> None:
@@ -287,6 +292,26 @@ def test_closing_is_audited_in_order_and_refused_with_a_code(store: HqStore) -> 
     assert stmt(store, "2026-05", "M-A").state == "closed"  # before the first close: closed by it
 
 
+def test_a_period_closes_only_once_it_is_over_in_every_store_and_the_chains_zone(store: HqStore) -> None:
+    """A close is for ever and the rest of a period not over would be late entries of the next: head office
+    judges "over" by its own clock in every store's business day (a store in Los Angeles, cut-off 02:00) and in
+    the zone it serves (New York), and says from when the period can be closed."""
+    with store.db.write() as tx:
+        merchants.assign_store(tx, "S-LA", "M-A", "UTC")
+    store.set_store("S-LA", "America/Los_Angeles", "02:00")
+    opens = dt.datetime(2026, 7, 1, 9, tzinfo=dt.UTC)  # 02:00 on 1 July in Los Angeles (PDT, UTC-7)
+    for now in (dt.datetime(2026, 7, 1, tzinfo=dt.UTC), opens - dt.timedelta(minutes=1)):
+        with pytest.raises(periods.PeriodError) as refused:
+            settlement.close_period(store.db, JUNE, "Mio", "early", "America/New_York", now=now)
+        assert refused.value.code is periods.Code.PERIOD_NOT_OVER
+        assert "from 2026-07-01T09:00Z" in str(refused.value) and "business day 2026-07-01" in str(refused.value)
+    with store.db.read() as tx:
+        assert periods.today(tx, "America/New_York", opens) == dt.date(2026, 7, 1)
+        assert periods.today(tx, "Pacific/Honolulu", opens) == dt.date(2026, 6, 30)  # 23:00 there: not over
+        assert tx.one("SELECT COUNT(*) FROM ledger_closes") == (0,)
+    assert settlement.close_period(store.db, JUNE, "Mio", "month end", "America/New_York", now=opens).period == JUNE
+
+
 def test_a_merchant_added_after_a_close_has_no_statement_for_it(store: HqStore) -> None:
     close(store, JUNE)
     with store.db.write() as tx:
@@ -323,7 +348,12 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     taken.write_text("")
     blocked = run(app, ["settlement", "statements", JUNE, "--dir", str(taken), *db])
     assert blocked.exit_code == 1 and "--dir" in blocked.output and "cannot be written" in blocked.output
-    closing = ["settlement", "close", JUNE, "--by", "Mio", "--reason", "month end", "--today", "2026-07-02", *db]
+    this_month = dt.datetime.now(dt.UTC).strftime("%Y-%m")  # not over by head office's clock: no day says so
+    early = run(app, ["settlement", "close", this_month, "--by", "Mio", "--reason", "early", *db])
+    assert early.exit_code == 1 and "period_not_over" in early.output and "can be closed once" in early.output
+    later = run(app, ["settlement", "close", this_month, "--by", "M", "--reason", "r", "--today", "2999-01-01", *db])
+    assert later.exit_code == 2 and "--today" in later.output
+    closing = ["settlement", "close", JUNE, "--by", "Mio", "--reason", "month end", *db]
     assert run(app, closing).exit_code == 0
     again = run(app, closing)
     assert again.exit_code == 1 and "period_closed" in again.output
@@ -368,6 +398,9 @@ def test_the_admin_api_serves_statements_and_closes_periods(store: HqStore, http
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content == documents(store, JUNE, "M-A")[1]
     whole = http.get(f"/v1/admin/settlement/{JUNE}", headers=admin).json()
     assert whole["totals"]["charge"] == 150 and len(whole["statements"]) == 3
+    this_month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    early = http.post(f"/v1/admin/settlement/periods/{this_month}/close", json={"reason": "early"}, headers=admin)
+    assert (early.status_code, early.json()["code"]) == (409, "period_not_over"), early.text
     closed = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "month end"}, headers=admin)
     assert closed.status_code == 200 and closed.json()["closed_by"] == "Mio"
     again = http.post(f"/v1/admin/settlement/periods/{JUNE}/close", json={"reason": "again"}, headers=admin)
@@ -848,4 +881,4 @@ def _close_before(hq: HqStore, period: str) -> None:
         following = periods.following(held) if held else JUNE
         if following >= period:
             return
-        settlement.close_period(hq.db, following, "Mio", "month end", dt.date(2200, 1, 1))
+        settlement.close_period(hq.db, following, "Mio", "month end", now=at(dt.date(2200, 1, 1)))
