@@ -3,8 +3,12 @@ refusal ends a command, and the rows it prints."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -122,6 +126,38 @@ def fail(message: object) -> NoReturn:
     """A refused command: the reason in red, exit status 1."""
     console.print(f"[red]{escape(str(message))}[/]")
     raise typer.Exit(1)
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write the file ``path`` whole or not at all: the bytes go to a new hidden file beside it, synced to disk,
+    then renamed over it (and the directory synced). A kill or a full disk mid-write leaves the file that was
+    there, if any, as it was, and no part of a new one under its name. ``OSError`` when it cannot be written."""
+    part = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the mode a plain write gives, by umask
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def write_problem(exc: OSError) -> str:
+    """The stable code of a file a command could not write: ``disk_full`` (no space or quota left), else
+    ``cannot_write`` (no such directory, a file in the way, no permission ...)."""
+    return "disk_full" if exc.errno in DISK_FULL else "cannot_write"
 
 
 StoreOpt = Annotated[

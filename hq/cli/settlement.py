@@ -13,7 +13,18 @@ from typing import Annotated
 
 import typer
 
-from hq.cli.common import DEFAULT_DB, AuditReasonOpt, ByOpt, DbOpt, as_day, fail, hq_store, print_rows
+from hq.cli.common import (
+    DEFAULT_DB,
+    AuditReasonOpt,
+    ByOpt,
+    DbOpt,
+    as_day,
+    fail,
+    hq_store,
+    print_rows,
+    write_problem,
+    write_whole,
+)
 from terminal.console import JsonOpt
 
 app = typer.Typer()
@@ -60,7 +71,8 @@ def statements(
     db: DbOpt = DEFAULT_DB,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every merchant's statement for a period (a table, or JSON), and with --dir each one's CSV and PDF."""
+    """Every merchant's statement for a period (a table, or JSON), and with --dir each one's CSV and PDF (each
+    file written whole or not at all)."""
     from hq import settlement
 
     with hq_store(db, create=False) as store:
@@ -73,10 +85,10 @@ def statements(
             out_dir.mkdir(parents=True, exist_ok=True)
             for s in found:
                 stem = f"settlement-{period}-{s.merchant.merchant_id}"  # an id may hold a '.': no with_suffix
-                (out_dir / f"{stem}.csv").write_bytes(settlement.to_csv(s))
-                (out_dir / f"{stem}.pdf").write_bytes(settlement.to_pdf(s))
+                write_whole(out_dir / f"{stem}.csv", settlement.to_csv(s))
+                write_whole(out_dir / f"{stem}.pdf", settlement.to_pdf(s))
         except OSError as exc:
-            fail(f"--dir: {out_dir} cannot be written ({exc.strerror or exc})")
+            fail(f"{write_problem(exc)}: --dir: {out_dir} cannot be written ({exc.strerror or exc})")
     if as_json:
         print(json.dumps({"statements": [s.as_dict() for s in found], "totals": settlement.totals(found)}, indent=2))
         return
@@ -185,6 +197,6 @@ def _write(body: bytes, out: Path | None) -> None:
         sys.stdout.buffer.flush()
     else:
         try:
-            out.write_bytes(body)
+            write_whole(out, body)
         except OSError as exc:
-            fail(f"--out: {out} cannot be written ({exc.strerror or exc})")
+            fail(f"{write_problem(exc)}: --out: {out} cannot be written ({exc.strerror or exc})")

@@ -343,11 +343,11 @@ def test_the_commands_close_and_print_statements(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"%PDF-")
     nowhere = str(tmp_path / "no-such-dir" / "june.pdf")  # a mistyped path: one line, no traceback
     lost = run(app, ["settlement", "statement", JUNE, "M-A", "--format", "pdf", "--out", nowhere, *db])
-    assert lost.exit_code == 1 and "cannot be written" in lost.output and "Traceback" not in lost.output
+    assert lost.exit_code == 1 and "cannot_write: --out" in lost.output and "Traceback" not in lost.output
     taken = tmp_path / "a-file"
     taken.write_text("")
     blocked = run(app, ["settlement", "statements", JUNE, "--dir", str(taken), *db])
-    assert blocked.exit_code == 1 and "--dir" in blocked.output and "cannot be written" in blocked.output
+    assert blocked.exit_code == 1 and "cannot_write: --dir" in blocked.output and "cannot be written" in blocked.output
     this_month = dt.datetime.now(dt.UTC).strftime("%Y-%m")  # not over by head office's clock: no day says so
     early = run(app, ["settlement", "close", this_month, "--by", "Mio", "--reason", "early", *db])
     assert early.exit_code == 1 and "period_not_over" in early.output and "can be closed once" in early.output
