@@ -60,7 +60,8 @@ class Merchant:
 
 
 def money_for(points: int, rate_per_100: int) -> int:
-    """Minor units for ``points`` at ``rate_per_100``, rounded down (exact integer arithmetic)."""
+    """Minor units for ``points`` at ``rate_per_100``, rounded down (exact integer arithmetic): a negative amount
+    away from zero, so a negative charge (-1 point at 150: -2) favours the merchant by up to 1 minor unit."""
     return points * rate_per_100 // 100
 
 

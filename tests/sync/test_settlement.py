@@ -82,6 +82,23 @@ def test_the_money_is_computed_once_on_each_total_and_rounded_down() -> None:
     assert rows[("statement", "state")] == "open"
 
 
+def test_a_negative_charge_rounds_to_the_merchants_side_as_the_docs_say() -> None:
+    """Rounding down is the chain's way for a reimbursement either way and for a positive charge, not for a
+    negative one: a reserve merchant whose breakage released exceeds what it issued is owed up to 1 minor unit
+    more than the exact amount. Closed statements keep it, and docs/settlement.md says so (with this example)."""
+    m = merchants.Merchant("M-R", "Reserve", cost_per_100=150, reimburse_per_100=150, created_at="", timing="reserve")
+    released = settlement.Statement(
+        JUNE, m, None, settlement.Figures(accepted=-1), slices=(settlement.Slice("reserve", breakage=1),)
+    )
+    assert (released.charged, released.charge) == (-1, -2)  # exactly -1.50: the chain pays 2
+    assert released.reimbursement == -2  # exactly -1.50: the chain takes 2 back
+    paid = settlement.Statement(JUNE, m, None, settlement.Figures(accepted=1), slices=(settlement.Slice("reserve", 1),))
+    assert (paid.charge, paid.reimbursement) == (1, 1)  # exactly 1.50 each: the merchant pays 1, is paid 1
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "settlement.md").read_text().split())
+    assert "a charge of -1 point at a `cost_per_100` of 150 is -2, exactly -1.50" in docs
+    assert "towards the chain" not in docs
+
+
 def test_a_period_is_placed_and_closed_in_order() -> None:
     none = periods.Calendar(None)
     assert none.place("2026-06-30") == ("2026-06", None)
