@@ -245,9 +245,10 @@ def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Re
 
 
 def _request_id(given: str | None) -> str | None:
-    """``--request-id`` as given, checked as the local API takes it (1 to 64 characters); None when not given."""
-    if given is not None and not 1 <= len(given) <= 64:
-        raise typer.BadParameter("1 to 64 characters (the id a retry sends again)")
+    """``--request-id`` as given, checked as the local API takes it (1 to 64 characters, no control character);
+    None when not given."""
+    if given is not None and (not 1 <= len(given) <= 64 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in given)):
+        raise typer.BadParameter("1 to 64 characters, none a control character (the id a retry sends again)")
     return given
 
 

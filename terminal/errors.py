@@ -104,6 +104,7 @@ class Code(StrEnum):
     RECEIPT_TOO_LARGE = "receipt_too_large"
     REQUEST_IN_FLIGHT = "request_in_flight"
     REQUEST_ID_USED = "request_id_used"
+    REQUEST_ID_REUSED = "request_id_reused"
     TOPUP_NOT_ENABLED = "topup_not_enabled"
     TOPUP_BAD_AMOUNT = "topup_bad_amount"
     TOPUP_LIMIT_TRANSACTION = "topup_limit_transaction"
@@ -242,6 +243,8 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_TOO_LARGE: "This receipt has more lines than one receipt may hold: its first bytes are kept and flagged.",
     Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",
     Code.REQUEST_ID_USED: "This request_id already names another kind of request: give each request an id of its own.",
+    Code.REQUEST_ID_REUSED: "This request_id already names another request: send a request again as it was, "
+    "and give each new request an id of its own.",
     Code.TOPUP_NOT_ENABLED: "Head office has not enabled this till to sell top-ups.",
     Code.TOPUP_BAD_AMOUNT: "A top-up is an amount above zero.",
     Code.TOPUP_LIMIT_TRANSACTION: "Too large for one top-up at this till.",

@@ -385,6 +385,19 @@ WITHDRAW_PREFIX = "withdraw:"
 the time it gave up as value): kept until head office acknowledges the withdrawal."""
 
 
+def request_key(request_id: str, body: str) -> str:
+    """The POS's ``request_id`` with the digest of the request it came with (its route and body), as the till keeps
+    it: the id sent again with another request is refused (``request_id_reused``), never answered with the first
+    request's answer. A key without a digest (a request_id alone) is checked by id alone."""
+    return f"{request_id}\n{body}" if body else request_id
+
+
+def request_parts(key: str) -> tuple[str, str]:
+    """``(request_id, body digest)`` of a ``request_key`` (the digest empty when it has none)."""
+    request_id, _, body = key.partition("\n")
+    return request_id, body
+
+
 def utc_iso(ts: float) -> str:
     """A timestamp as ISO 8601 UTC with milliseconds: ``2026-11-23T09:30:00.123Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -328,8 +328,9 @@ class TillStore(ClaimJournal, Protocol):
         """Whether a sale of this till used the phone code ``code_id``."""
         ...
 
-    def request_answer(self, request_id: str) -> str | None:
-        """The answer (JSON) given to the POS's request ``request_id``, when a sale was recorded under it."""
+    def request_answer(self, request_id: str) -> tuple[str, str] | None:
+        """The answer (JSON) given to the POS's request ``request_id`` (a ``request_key``: its id is looked up), when
+        a sale was recorded under it, with the digest of the request it came with ('' when none was kept)."""
         ...
 
     def keep_request(self, request_id: str, txn_id: str, answer: str) -> None:

@@ -70,6 +70,7 @@ from terminal.model import (
     ReceiptRef,
     Status,
     VoucherReceipt,
+    request_parts,
     utc_iso,
 )
 from terminal.money import MAX_AMOUNT
@@ -475,13 +476,23 @@ class Service:
 
     def answered(self, request_id: str, kind: str) -> dict[str, Any] | None:
         """The answer kept with the POS's ``request_id`` (a sale, a top-up, a gift card sold or loaded, a voucher
-        sold: one space of ids), when it recorded a ``kind`` of entry; ``request_id_used`` when another kind."""
-        text = self.store.request_answer(request_id)
-        done: dict[str, Any] | None = json.loads(text) if text is not None else None
-        if done is not None and done.get("kind") != kind:
+        sold: one space of ids), when it recorded a ``kind`` of entry; ``request_id_used`` when another kind,
+        ``request_id_reused`` when ``request_id`` (a ``request_key``) came with another request than the kept one."""
+        kept = self.store.request_answer(request_id)
+        if kept is None:
+            return None
+        done: dict[str, Any] = json.loads(kept[0])
+        pos_id, body = request_parts(request_id)
+        if done.get("kind") != kind:
             raise Rejected(
                 Code.REQUEST_ID_USED,
-                f"request_id {request_id!r} already names a {done.get('kind')} ({done.get('txn_id')}).",
+                f"request_id {pos_id!r} already names a {done.get('kind')} ({done.get('txn_id')}).",
+            )
+        if body and kept[1] and body != kept[1]:
+            raise Rejected(
+                Code.REQUEST_ID_REUSED,
+                f"request_id {pos_id!r} already names a {done.get('kind')} ({done.get('txn_id')}) asked with another "
+                "body: a request sent again is sent as it was; a new request takes an id of its own.",
             )
         return done
 

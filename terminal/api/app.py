@@ -9,7 +9,9 @@ so a plain HTML form can never post one.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -28,12 +30,26 @@ from terminal.api.events import EventHub
 from terminal.api.pairing import Pairing
 from terminal.credentials import parse_uid
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, Line, SaleOrder
+from terminal.model import Basket, Line, SaleOrder, request_key
 from terminal.ports import Cashier, Ledger, PosTill
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 MAX_BODY = 1024 * 1024  # a basket of 500 lines is ~50 KB; nothing the till takes is larger
 HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+
+
+REQUEST_ID = r"^[^\x00-\x1f\x7f]+$"
+"""A POS's request_id: 1 to 64 characters, none a control character."""
+
+
+def _key(request_id: str | None, route: str, body: Body) -> str | None:
+    """The POS's ``request_id`` with the digest of the request it came with (``route``, the body but the id), as
+    the till keeps it (``request_key``): sent again with another request, it is refused ``request_id_reused``."""
+    if request_id is None:
+        return None
+    asked = {"route": route, "body": body.model_dump(mode="json", exclude={"request_id"})}
+    text = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return request_key(request_id, hashlib.sha256(text.encode("ascii")).hexdigest()[:32])
 
 
 class LineIn(Body):
@@ -64,7 +80,7 @@ class SaleIn(Body):
     rewards: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(default_factory=list, max_length=20)
     """Rewards of the catalogue the member buys with points (docs/rewards.md): the member's proof is needed,
     as for any spend; each is a line of its own at price 0."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this sale (``POST /v1/sales``): a sale recorded under it is answered again, the same
     receipt, and never recorded twice, so a request that got no answer can be sent again as it was."""
 
@@ -81,7 +97,7 @@ class TopupIn(Body):
     use_identified: bool = False
     amount: int = Field(gt=0, le=10**12)
     """What the POS took, in minor units."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this top-up: one recorded under it is answered again, never credited twice."""
 
 
@@ -92,7 +108,7 @@ class VoucherSellIn(Body):
     """A product voucher of this sku."""
     member_id: str | None = Field(default=None, min_length=1, max_length=128)
     """The member whose wallet shows the voucher (optional)."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this sale of a voucher: one sold under it is answered again, never a second voucher."""
 
 
@@ -101,7 +117,7 @@ class VoucherCodeIn(Body):
     """The voucher's ``TPV1:`` text, as scanned or typed."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the voucher pays (redemption only)."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this redemption or refund: one recorded under it is answered again (not
     ``voucher_used``), nothing done twice."""
 
@@ -115,7 +131,7 @@ class VoidIn(Body):
 class RefundIn(Body):
     lines: dict[Annotated[int, Strict(False)], int] = Field(min_length=1)
     """Line index (0-based, as in the sale) -> units returned. The index is an object key, so text ("0")."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this refund: one recorded under it is answered again, the same receipt, never refunded
     twice."""
 
@@ -137,7 +153,7 @@ class GiftAmountIn(Body):
     """Minor units: what the POS took (a sale, a load), what the card pays, or what goes back on it."""
     sale_ref: str = Field(default="", max_length=128)
     """The POS's own reference of the sale the card pays (a payment only)."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this payment or refund onto the card: one recorded under it is answered again, never
     paid or given back twice."""
 
@@ -145,7 +161,7 @@ class GiftAmountIn(Body):
 class GiftSellIn(Body):
     amount: int = Field(gt=0, le=10**12)
     """Minor units: what the POS took for the card's sale or load."""
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this sale or load of a card: one recorded under it is answered again, never twice."""
 
 
@@ -288,7 +304,7 @@ def create_app(
             code=body.payment_code,
             pay_by_card=body.pay_by_card,
             rewards=tuple(body.rewards),
-            request_id=body.request_id,
+            request_id=_key(body.request_id, "sale", body),
         )
 
     @app.post("/v1/quote", dependencies=[Depends(token)])
@@ -301,12 +317,13 @@ def create_app(
     def sale(body: SaleIn) -> dict[str, Any]:
         """Record a sale; a ``request_id`` already recorded is answered with that sale's receipt (before anything
         of the body is read again: the tap it named may be gone since)."""
-        done = ledger.recorded(body.request_id) if body.request_id is not None else None
+        key = _key(body.request_id, "sale", body)
+        done = ledger.recorded(key) if key is not None else None
         return asdict(done if done is not None else till.pos_sale(_order(body)))
 
     @app.post("/v1/sales/{txn_id}/refund", dependencies=[Depends(token)])
     def refund(txn_id: str, body: RefundIn) -> dict[str, Any]:
-        return asdict(ledger.refund(txn_id, body.lines, body.request_id))
+        return asdict(ledger.refund(txn_id, body.lines, _key(body.request_id, f"refund {txn_id}", body)))
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
@@ -316,13 +333,14 @@ def create_app(
     def topup(body: TopupIn) -> dict[str, Any]:
         """Credit a top-up the POS took the money for (docs/stored-value.md); 409 with the refusal's code. A
         ``request_id`` already recorded is answered with that top-up's receipt, crediting nothing."""
-        done = ledger.recorded(body.request_id, EntryKind.TILL_TOPUP.value) if body.request_id is not None else None
+        key = _key(body.request_id, "topup", body)
+        done = ledger.recorded(key, EntryKind.TILL_TOPUP.value) if key is not None else None
         if done is not None:
             return asdict(done)
         member_id = till.member_for_sale(body.member_id, body.use_identified)
         if member_id is None:
             raise Rejected(Code.NO_MEMBER, "Name the member (member_id) or use the member of the last tap.")
-        return asdict(ledger.topup(member_id, body.amount, body.request_id))
+        return asdict(ledger.topup(member_id, body.amount, key))
 
     @app.post("/v1/topups/{txn_id}/void", dependencies=[Depends(token)])
     def void_topup(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
@@ -334,24 +352,23 @@ def create_app(
     def sell_voucher(body: VoucherSellIn) -> dict[str, Any]:
         """Sell a voucher of this till's stock (the POS took its value): its signed code, to print as a QR
         (docs/stored-value.md, "Vouchers"); 409 with the refusal's code."""
-        done = ledger.answered(body.request_id, EntryKind.VOUCHER_SALE.value) if body.request_id is not None else None
-        return (
-            done
-            if done is not None
-            else asdict(ledger.sell_voucher(body.value, body.sku, body.member_id, body.request_id))
-        )
+        key = _key(body.request_id, "voucher sell", body)
+        done = ledger.answered(key, EntryKind.VOUCHER_SALE.value) if key is not None else None
+        return done if done is not None else asdict(ledger.sell_voucher(body.value, body.sku, body.member_id, key))
 
     @app.post("/v1/vouchers/redeem", dependencies=[Depends(token)])
     def redeem_voucher(body: VoucherCodeIn) -> dict[str, Any]:
         """Use a voucher once: what the POS takes off the sale (``value``, or one unit of ``sku``)."""
-        done = ledger.answered(body.request_id, EntryKind.VOUCHER_REDEEM.value) if body.request_id is not None else None
-        return done if done is not None else asdict(ledger.redeem_voucher(body.code, body.sale_ref, body.request_id))
+        key = _key(body.request_id, "voucher redeem", body)
+        done = ledger.answered(key, EntryKind.VOUCHER_REDEEM.value) if key is not None else None
+        return done if done is not None else asdict(ledger.redeem_voucher(body.code, body.sale_ref, key))
 
     @app.post("/v1/vouchers/refund", dependencies=[Depends(token)])
     def refund_voucher(body: VoucherCodeIn) -> dict[str, Any]:
         """Refund an unused voucher at the store that sold it, while head office answers."""
-        done = ledger.answered(body.request_id, EntryKind.VOUCHER_REFUND.value) if body.request_id is not None else None
-        return done if done is not None else asdict(ledger.refund_voucher(body.code, body.request_id))
+        key = _key(body.request_id, "voucher refund", body)
+        done = ledger.answered(key, EntryKind.VOUCHER_REFUND.value) if key is not None else None
+        return done if done is not None else asdict(ledger.refund_voucher(body.code, key))
 
     # Gift cards (docs/giftcards.md): each action takes the card the cashier tapped last (within a minute).
     @app.get("/v1/giftcards/balance", dependencies=[Depends(token)])
@@ -364,28 +381,32 @@ def create_app(
     def sell_gift(body: GiftSellIn) -> dict[str, Any]:
         """Sell the tapped card as a gift card with ``amount`` on it (the POS took it); 409 with the code. A
         ``request_id`` already recorded is answered as it was (before the tap is looked for: it may be gone since)."""
-        done = ledger.answered(body.request_id, EntryKind.GIFT_ACTIVATE.value) if body.request_id is not None else None
-        return done if done is not None else asdict(ledger.sell_gift(till.gift_tap(), body.amount, body.request_id))
+        key = _key(body.request_id, "giftcard sell", body)
+        done = ledger.answered(key, EntryKind.GIFT_ACTIVATE.value) if key is not None else None
+        return done if done is not None else asdict(ledger.sell_gift(till.gift_tap(), body.amount, key))
 
     @app.post("/v1/giftcards/load", dependencies=[Depends(token)])
     def load_gift(body: GiftSellIn) -> dict[str, Any]:
         """Load the tapped gift card with ``amount`` (the POS took it); ``request_id`` as for a sale of a card."""
-        done = ledger.answered(body.request_id, EntryKind.GIFT_LOAD.value) if body.request_id is not None else None
-        return done if done is not None else asdict(ledger.load_gift(till.gift_tap(), body.amount, body.request_id))
+        key = _key(body.request_id, "giftcard load", body)
+        done = ledger.answered(key, EntryKind.GIFT_LOAD.value) if key is not None else None
+        return done if done is not None else asdict(ledger.load_gift(till.gift_tap(), body.amount, key))
 
     @app.post("/v1/giftcards/pay", dependencies=[Depends(token)])
     def pay_gift(body: GiftAmountIn) -> dict[str, Any]:
         """The tapped gift card pays ``amount`` of the POS's sale ``sale_ref`` (one tap, one payment)."""
-        done = ledger.answered(body.request_id, EntryKind.GIFT_REDEEM.value) if body.request_id is not None else None
+        key = _key(body.request_id, "giftcard pay", body)
+        done = ledger.answered(key, EntryKind.GIFT_REDEEM.value) if key is not None else None
         if done is not None:  # before the tap is looked for: it may be gone since
             return done
-        return asdict(ledger.pay_gift(till.gift_tap(), body.amount, body.sale_ref, body.request_id))
+        return asdict(ledger.pay_gift(till.gift_tap(), body.amount, body.sale_ref, key))
 
     @app.post("/v1/giftcards/{txn_id}/refund", dependencies=[Depends(token)])
     def refund_gift(txn_id: str, body: GiftAmountIn) -> dict[str, Any]:
         """Give back onto the card what it paid in ``txn_id`` (or part of it): the POS refunded that sale."""
-        done = ledger.answered(body.request_id, EntryKind.GIFT_REFUND.value) if body.request_id is not None else None
-        return done if done is not None else asdict(ledger.refund_gift(txn_id, body.amount, body.request_id))
+        key = _key(body.request_id, f"giftcard refund {txn_id}", body)
+        done = ledger.answered(key, EntryKind.GIFT_REFUND.value) if key is not None else None
+        return done if done is not None else asdict(ledger.refund_gift(txn_id, body.amount, key))
 
     @app.post("/v1/giftcards/block", dependencies=[Depends(token)])
     def block_gift(body: GiftBlockIn) -> dict[str, Any]:

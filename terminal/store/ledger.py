@@ -12,6 +12,7 @@ from datetime import datetime
 
 from terminal.errors import Code, Rejected
 from terminal.loyalty import Lot
+from terminal.model import request_parts
 from terminal.ports import Effects  # what the transaction applies (defined with the store's port)
 from terminal.store import giftcards, topups, vouchers
 from terminal.store.counted import UNCOUNTED
@@ -176,11 +177,16 @@ REQUESTS_KEPT = 10_000
 
 
 def keep_request(conn: sqlite3.Connection, request_id: str, txn_id: str, answer: str) -> None:
-    """Keep the POS's ``request_id`` with the sale ``txn_id`` recorded under it and the answer given, in the sale's
-    transaction; an id another sale took first (the same request at the same moment) refuses this one."""
+    """Keep the POS's ``request_id`` (a ``request_key``: with its request's digest) with the sale ``txn_id`` recorded
+    under it and the answer given, in the sale's transaction; an id another sale took first (the same request at the
+    same moment) refuses this one."""
+    request_id, body = request_parts(request_id)
     if conn.execute("SELECT 1 FROM pos_requests WHERE request_id = ?", (request_id,)).fetchone():
         raise Rejected(Code.REQUEST_IN_FLIGHT)
-    conn.execute("INSERT INTO pos_requests (request_id, txn_id, answer) VALUES (?,?,?)", (request_id, txn_id, answer))
+    conn.execute(
+        "INSERT INTO pos_requests (request_id, txn_id, answer, body) VALUES (?,?,?,?)",
+        (request_id, txn_id, answer, body),
+    )
     conn.execute("DELETE FROM pos_requests WHERE rowid <= (SELECT MAX(rowid) FROM pos_requests) - ?", (REQUESTS_KEPT,))
 
 

@@ -253,3 +253,10 @@ def m015_receipt_numbers(db: Database) -> None:
         "WHERE kind = 'sale' AND json_extract(payload, '$.receipt_digest') IS NOT NULL "
         "AND trim(coalesce(json_extract(payload, '$.receipt_number'), '')) != '' ORDER BY seq"
     )
+
+
+@migrations()
+def m016_pos_requests_body(db: Database) -> None:
+    # The digest of the request each POS request id came with (its route and body): the id sent again with another
+    # request is refused, not answered with the first's answer. Ids kept before have none and are checked by id alone.
+    db.execute("ALTER TABLE pos_requests ADD COLUMN body TEXT NOT NULL DEFAULT ''")

@@ -35,6 +35,7 @@ from terminal.model import (
     JournalEntry,
     Member,
     Status,
+    request_parts,
     seq_ranges,
     utc_iso,
 )
@@ -286,9 +287,9 @@ class Store:
         with self._write() as conn:
             ledger.keep_request(conn, request_id, txn_id, answer)
 
-    def request_answer(self, request_id: str) -> str | None:
-        rows = self._read("SELECT answer FROM pos_requests WHERE request_id = ?", [request_id])
-        return str(rows[0][0]) if rows else None
+    def request_answer(self, request_id: str) -> tuple[str, str] | None:
+        rows = self._read("SELECT answer, body FROM pos_requests WHERE request_id = ?", [request_parts(request_id)[0]])
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     # -- loyalty -------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """A POS's retry of a gift card's sale or load whose answer it never got, through a real till daemon's local API
 (SQLite store, service, HTTP on 127.0.0.1): sent again with the same ``request_id``, it is answered as it was, before
 the tap is looked for (gone after a restart, or a minute later), and the card is loaded once; an id another kind of
-request used is ``request_id_used``. A voucher's sale sent again after a kill: tests/ops/test_pos_retry.py."""
+request used is ``request_id_used``, and the id sent with another request (another amount) ``request_id_reused``.
+A voucher's sale sent again after a kill: tests/ops/test_pos_retry.py."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_a_card_sold_and_loaded_under_a_request_id_is_answered_again_and_loaded_
         tap()  # a fresh tap at hand: the retry still loads nothing
         again = post("/v1/giftcards/load", {"amount": 1000, "request_id": "LANE2-42"})
         assert again.status_code == 200 and again.json() == loaded.json(), again.text
+        # The id sent with another request (another amount) is refused, not answered with the first one's answer:
+        # the POS would print a load of 20.00 the card never had.
+        other = post("/v1/giftcards/load", {"amount": 2000, "request_id": "LANE2-42"})
+        assert other.status_code == 409 and other.json()["code"] == "request_id_reused", other.text
+        bad = post("/v1/giftcards/load", {"amount": 2000, "request_id": "LANE2\n42"})
+        assert bad.status_code == 422 and "request_id" in bad.text, bad.text
         sale = post("/v1/sales", {"lines": [{"sku": "X", "quantity": 1, "unit_price": 100}], "request_id": "LANE2-42"})
         assert sale.status_code == 409 and sale.json()["code"] == "request_id_used", sale.text
         balance = api.get("/v1/giftcards/balance")
@@ -87,6 +94,8 @@ def test_a_card_sold_and_loaded_under_a_request_id_is_answered_again_and_loaded_
         assert back.status_code == 200 and back.json()["balance"] == 3000, back.text
         again = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 500, "request_id": "LANE2-44"})
         assert again.status_code == 200 and again.json() == back.json(), again.text
+        other = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 400, "request_id": "LANE2-44"})
+        assert other.status_code == 409 and other.json()["code"] == "request_id_reused", other.text
         other = post(f"/v1/giftcards/{paid.json()['txn_id']}/refund", {"amount": 500, "request_id": "LANE2-43"})
         assert other.status_code == 409 and other.json()["code"] == "request_id_used", other.text
         tap()

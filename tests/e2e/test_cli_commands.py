@@ -268,8 +268,10 @@ def test_void_and_refund(chain: Chain) -> None:
     )
     assert again == once and once["total"] == -900
     assert chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'refund' AND txn_id = ?", once["txn_id"]) == [(1,)]
-    other = ok(chain.cli("refund", two[1]["txn_id"], "--line", "0=1", "--request-id", "cli-ref-1"))
-    assert once["txn_id"] in other  # the id answers what it recorded, whatever the rest says: two[1] is not refunded
+    other = chain.cli("refund", two[1]["txn_id"], "--line", "0=1", "--request-id", "cli-ref-1")
+    # the id sent with another request (another sale's refund) is refused, not answered with the first's receipt
+    assert other.returncode == 1 and "request_id_reused" in other.stdout, other.stdout
+    assert chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'refund'") == [(2,)]  # two[1] is not refunded
     gone = chain.cli("sale", "100", "--request-id", "cli-ref-1")
     assert gone.returncode == 1 and "request_id_used" in gone.stdout, gone.stdout
     third = json.loads(ok(chain.cli("sale", "1700", "--json")))
