@@ -65,6 +65,7 @@ from sync.protocol import (
     TillHealth,
     WireEntry,
     WireMember,
+    as_spoken,
     canonical_json,
     canonical_text,
     day_totals,
@@ -149,13 +150,14 @@ def _now_iso() -> str:
     return utc_iso(time.time())
 
 
-def _wire(entry: JournalEntry) -> WireEntry:
+def _wire(entry: JournalEntry, spoken: int = PROTOCOL_VERSION) -> WireEntry:
+    """``entry`` as sent to a head office speaking ``spoken`` (``as_spoken``)."""
     return WireEntry(
         terminal_id=entry.terminal_id,
         seq=entry.seq,
         txn_id=entry.txn_id,
         kind=entry.kind,
-        payload=entry.payload,
+        payload=as_spoken(entry.kind, entry.payload, spoken),
         created_at=entry.created_at,
         merchant_id=entry.merchant_id,
     )
@@ -579,7 +581,7 @@ class SyncClient:
         request = PushRequest(
             protocol=self.protocol or PROTOCOL_VERSION,
             terminal_id=self.terminal_id,
-            entries=[_wire(e) for e in entries],
+            entries=[_wire(e, self.protocol or PROTOCOL_VERSION) for e in entries],
         )
         return request.model_dump_json().encode()
 

@@ -508,15 +508,22 @@ RECEIPT_SCOPE_PROTOCOL = 4
 
 
 def entry_protocol(kind: str, payload: dict[str, Any]) -> int:
-    """The lowest protocol whose head office reads this entry as it is: a sale carrying ``receipt_scope`` needs 4,
-    a refund or void carrying ``gift_cards`` or ``voucher_kept`` 3 (a head office of the protocol before
-    quarantines it as malformed, so a till speaking that one holds it until head office is upgraded); every other
-    entry, 1."""
-    if kind == "sale" and payload.get("receipt_scope") is not None:
-        return RECEIPT_SCOPE_PROTOCOL
+    """The lowest protocol whose head office reads this entry as a till sends it (``as_spoken``): a refund or void
+    carrying ``gift_cards`` or ``voucher_kept`` needs 3 (a head office of the protocol before quarantines it as
+    malformed, and leaving them out would lose what they book, so a till speaking that one holds it until head office
+    is upgraded); every other entry, 1 (a sale's ``receipt_scope`` is left out for a head office before 4)."""
     if kind in ("refund", "void") and any(payload.get(name) for name in ("gift_cards", "voucher_kept")):
         return RETURN_FIELDS_PROTOCOL
     return 1
+
+
+def as_spoken(kind: str, payload: dict[str, Any], spoken: int) -> dict[str, Any]:
+    """``payload`` as a head office speaking ``spoken`` reads it: a sale's ``receipt_scope`` is left out below 4 (such
+    a head office quarantined it as malformed; it compares a receipt's sales by digest alone, as it always did, and
+    books the sale the same). The till's journal keeps the entry whole."""
+    if kind == "sale" and spoken < RECEIPT_SCOPE_PROTOCOL and "receipt_scope" in payload:
+        return {k: v for k, v in payload.items() if k != "receipt_scope"}
+    return payload
 
 
 def spoken_protocol(hq_protocol: int) -> int:

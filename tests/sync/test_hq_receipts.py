@@ -6,9 +6,11 @@ test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +20,12 @@ from hq.api.server import ServerHandle, start_in_thread
 from hq.ingest import Settings
 from hq.receipts import number_key
 from hq.store import HqStore
-from sync.protocol import PROTOCOL_VERSION, Reason, WireEntry, entry_protocol
+from sync.client import PUSH_HELD, SyncClient
+from sync.protocol import PROTOCOL_VERSION, Reason, WireEntry, as_spoken, entry_protocol
+from terminal.checkout import Checkout
+from terminal.model import Basket, Line, ReceiptRef, SaleOrder
+from terminal.service import Service
+from terminal.store import Store
 from tests.fixtures import entries
 
 CREATED = "2026-03-01T10:00:00.000Z"
@@ -153,8 +160,9 @@ def test_a_receipt_number_is_keyed_by_its_scope_in_the_store_s_time_zone() -> No
     assert number_key("0042", None, late, "UTC") is None  # a till before protocol 4
     assert number_key("  ", "store", late, "UTC") is None and number_key(None, "day", late, "UTC") is None
     scoped = entries.sale(None, 1200) | {"receipt_digest": digest("r"), "receipt_number": "1", "receipt_scope": "day"}
-    assert entry_protocol("sale", scoped) == PROTOCOL_VERSION == 4  # a till speaking 3 holds it (docs/protocol.md)
-    assert entry_protocol("sale", scoped | {"receipt_scope": None}) == 1
+    assert entry_protocol("sale", scoped) == 1 and PROTOCOL_VERSION == 4  # a till speaking 3 sends it without
+    assert as_spoken("sale", scoped, 3) == {k: v for k, v in scoped.items() if k != "receipt_scope"}
+    assert as_spoken("sale", scoped, 4) == scoped
 
 
 def pushed(http: httpx.Client, terminal: str, *sold: tuple[int, str, str, str | None, str]) -> dict[str, Any]:
@@ -274,3 +282,55 @@ def test_one_receipt_pushed_by_two_tills_at_once_is_flagged_exactly_once(store: 
     assert len(flagged) == rounds
     assert sorted(d["receipt_number"] for _, d in flagged) == [f"{n:04d}" for n in range(1, rounds + 1)]
     assert {d["same"] for _, d in flagged} == {"number" if copy else "digest"}
+
+
+class _ReleaseBefore(httpx.BaseTransport):
+    """Between a till and a real head office: it answers as the release before (protocol 3 in ``/v1/health``), whose
+    sale has no ``receipt_scope``: an entry carrying one it would quarantine as malformed (kept in ``carrying``, not
+    passed on)."""
+
+    def __init__(self) -> None:
+        self.real = httpx.HTTPTransport()
+        self.carrying: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/health":
+            return httpx.Response(200, json={"status": "ok", "time": "", "protocol": 3, "root_key": ""})
+        if request.url.path == "/v1/journal":
+            body = json.loads(gzip.decompress(request.content))
+            assert body["protocol"] == 3
+            self.carrying += [e["seq"] for e in body["entries"] if "receipt_scope" in e["payload"]]
+            if self.carrying:
+                return httpx.Response(422, json={"code": "invalid_request", "message": "malformed"})
+        return self.real.handle_request(request)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_till_ahead_of_its_head_office_sends_its_receipt_sales_without_their_scope_holding_nothing(
+    store: HqStore, tmp_path: Path
+) -> None:
+    """A till of this release syncing with a head office of the release before (protocol 3): a sale read from a
+    numbered receipt goes without its ``receipt_scope`` (that head office compares it by digest alone, as it always
+    did), and so does every sale after it; nothing is held in the till's journal (it held them all, for days: its
+    members' spending there unseen by the other tills), the till's own journal keeps the scope."""
+    till_store = Store.open(tmp_path / "terminal.db")
+    till = Service(till_store, "T1", store_id="S1")
+    between = _ReleaseBefore()
+    server = start_in_thread(store, "127.0.0.1", 0)
+    sync = SyncClient(till_store, "T1", server.url, "token-T1", transport=between, end_of_day=False)
+    try:
+        basket = Basket((Line("A", 1, 1200),))
+        Checkout(till).sell(SaleOrder(None, basket, receipt=ReceiptRef(digest("r-42"), "01-0042", "POS-1")))
+        Checkout(till).sell(SaleOrder(None, basket))
+        pushed_now = sync.sync_once(pull=False).pushed
+        held, left = till_store.state(PUSH_HELD), till_store.pending_count()
+        kept = [e.payload.get("receipt_scope") for e in till_store.entries()]
+    finally:
+        sync.close()
+        server.stop()
+        till_store.close()
+    assert (pushed_now, held, left, between.carrying) == (2, None, 0, [])
+    assert kept == ["store", None]
+    assert store.items() == []
