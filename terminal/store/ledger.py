@@ -202,6 +202,33 @@ def check_unchanged(conn: sqlite3.Connection, fx: Effects) -> None:
         raise Rejected(Code.SALE_CHANGED)
 
 
+def _unreprinted(conn: sqlite3.Connection, txn_id: str, store_id: str, number: str) -> str:
+    """The key the receipt ``number`` of the sale ``txn_id`` (its journal row written) is kept under; raises
+    ``receipt_reprint`` when a sale of the store holds the number with the same lines and total: a reprint prints
+    the receipt's lines again. Another basket under a number sold (another register numbering alike, a POS whose
+    numbers started again) is another receipt: kept under the number and its sale's id, and its own reprints are
+    refused as the first's are."""
+    rows = conn.execute(
+        "SELECT txn_id FROM receipt_numbers WHERE store_id = ? AND (number = ? OR (number > ? AND number < ?))",
+        (store_id, number, number + "#", number + "$"),
+    ).fetchall()
+    if not rows:
+        return number
+    basket = _basket(conn, txn_id)
+    if basket is None or any(_basket(conn, str(r[0])) in (basket, None) for r in rows):
+        raise Rejected(Code.RECEIPT_REPRINT)
+    return f"{number}#{txn_id}"
+
+
+def _basket(conn: sqlite3.Connection, txn_id: str) -> str | None:
+    """The lines and total of the sale ``txn_id`` as its journal holds them (None: no such entry)."""
+    row = conn.execute("SELECT payload FROM journal WHERE txn_id = ?", (txn_id,)).fetchone()
+    if row is None:
+        return None
+    payload = json.loads(row[0])
+    return json.dumps([payload.get("lines"), payload.get("total")], sort_keys=True)
+
+
 def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
     """The stored-value side: balance, the code's single use, and the offline tally."""
     if fx.payment_code is not None:
@@ -221,13 +248,15 @@ def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
             (fx.receipt_digest, txn_id, _iso(fx.now)),
         )
     if fx.receipt_number is not None:  # the same receipt printed again, its bytes another's (a COPY header)
-        if conn.execute(
-            "SELECT 1 FROM receipt_numbers WHERE store_id = ? AND number = ?", fx.receipt_number
-        ).fetchone():
-            raise Rejected(Code.RECEIPT_REPRINT)
         conn.execute(
             "INSERT INTO receipt_numbers (store_id, number, txn_id, digest, created_at) VALUES (?,?,?,?,?)",
-            (*fx.receipt_number, txn_id, fx.receipt_digest, _iso(fx.now)),
+            (
+                fx.receipt_number[0],
+                _unreprinted(conn, txn_id, *fx.receipt_number),
+                txn_id,
+                fx.receipt_digest,
+                _iso(fx.now),
+            ),
         )
     if not fx.stored_value or fx.member_id is None:
         return

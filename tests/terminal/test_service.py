@@ -165,13 +165,14 @@ def test_a_tap_stands_for_its_member_a_while(service: Service) -> None:
 
 def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service: Service, tmp_path: Path) -> None:
     """One sale per receipt: the same digest is ``receipt_already_used``; the same number at the store with other
-    bytes (a COPY header, another print time) is ``receipt_reprint``; a template with no number has the digest only;
+    bytes (a COPY header, another print time) and the same lines is ``receipt_reprint``, another basket under the
+    number another receipt; a template with no number has the digest only;
     numbers that start again each day are the day's. A refusal records nothing."""
     from terminal.model import ReceiptRef
 
-    def sell(ref: ReceiptRef, svc: Service = service) -> str:
+    def sell(ref: ReceiptRef, svc: Service = service, basket_total: int = 1000) -> str:
         try:
-            svc.commit(svc.quote("M-1", basket(1000)), receipt=ref)
+            svc.commit(svc.quote("M-1", basket(basket_total)), receipt=ref)
         except Rejected as exc:
             return exc.code.value
         return "sold"
@@ -182,6 +183,11 @@ def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service
     assert sell(ReceiptRef(d[1], "0042", "POS-1")) == "receipt_reprint"  # its copy
     assert sell(ReceiptRef(d[1], " 0042 ", "POS-2")) == "receipt_reprint"  # printed at another POS of the store
     assert sell(ReceiptRef(d[1], "0043", "POS-1")) == "sold"
+    # another register numbering alike (or a POS whose numbers started again): another basket is another receipt,
+    # sold, and its own copy is a reprint
+    assert sell(ReceiptRef(d[7], "0042", "POS-2"), basket_total=1500) == "sold"
+    assert sell(ReceiptRef(d[8], "0042", "POS-2"), basket_total=1500) == "receipt_reprint"
+    assert sell(ReceiptRef(d[9], "0042", "POS-1")) == "receipt_reprint"
     assert sell(ReceiptRef(d[2], None, "POS-1")) == "sold"  # no number read: the digest alone
     assert sell(ReceiptRef(d[2], None, "POS-1")) == "receipt_already_used"
     assert sell(ReceiptRef(d[3], "0042", "POS-1", "day")) == "sold"  # a day's numbers are not the store's
@@ -193,6 +199,7 @@ def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service
     assert [e.payload["receipt_number"] for e in service.store.entries()] == [
         "0042",
         "0043",
+        "0042",
         None,
         "0042",
         "0042",
@@ -202,12 +209,13 @@ def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service
     assert [e.payload.get("receipt_scope") for e in service.store.entries()] == [
         "store",
         "store",
+        "store",
         None,
         "day",
         "day",
         "store",
     ]
-    assert service.store.member("M-1").points == 160  # six sales earned, the refusals nothing
+    assert service.store.member("M-1").points == 175  # seven sales earned, the refusals nothing
 
 
 def test_the_receipt_numbers_of_the_sales_recorded_before_the_upgrade_are_reprints_after_it(tmp_path: Path) -> None:
