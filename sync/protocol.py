@@ -1145,8 +1145,8 @@ class SalePayload(Payload):
     receipt_scope: Literal["store", "day"] | None = None
     """How long ``receipt_number`` stays unique (the template's ``number_scope``): ``store`` (never twice in the
     store) or ``day`` (that day, in the store's time zone). Head office flags a second sale of the same number
-    (``receipt_sold_twice``). Sent with a number only; needs protocol 4. None: a till before it (its sales are
-    compared by digest alone)."""
+    (``receipt_sold_twice``). None without a number; needs protocol 4 (left out for a head office before it,
+    ``as_spoken``). None too from a till before it (its sales are compared by digest alone)."""
     rewards: list[RewardTaken] = Field(default_factory=list, max_length=20)
     """Rewards of the catalogue bought in this sale, one unit each (docs/rewards.md)."""
     reward_points: Amount = 0
@@ -1181,9 +1181,10 @@ class SalePayload(Payload):
         return self.points_redeemed > 0 or self.stored_value > 0
 
     def wire(self) -> dict[str, Any]:
-        """A sale without rewards travels as it did before the catalogue (an older head office reads it)."""
+        """A sale without rewards travels as it did before the catalogue (an older head office reads it); every sale
+        names its ``receipt_scope`` (null without a receipt number: one shape whoever rang it), which the sync client
+        leaves out for a head office before protocol 4 (``as_spoken``)."""
         left_out = set() if self.rewards else {"rewards", "reward_points"}
-        left_out |= set() if self.receipt_scope else {"receipt_scope"}  # nor a sale of no receipt number
         return self.model_dump(mode="json", exclude=left_out or None)
 
     def values(self) -> Values:
