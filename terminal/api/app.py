@@ -123,7 +123,7 @@ class VoucherCodeIn(Body):
 
 
 class VoidIn(Body):
-    request_id: str | None = Field(default=None, min_length=1, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=REQUEST_ID)
     """The POS's own id of this void: one recorded under it is answered again, the same receipt (another id on a
     voided sale or top-up is ``already_voided``)."""
 
@@ -327,7 +327,7 @@ def create_app(
 
     @app.post("/v1/sales/{txn_id}/void", dependencies=[Depends(token)])
     def void(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
-        return asdict(ledger.void(txn_id, body.request_id if body is not None else None))
+        return asdict(ledger.void(txn_id, _key(body.request_id, f"void {txn_id}", body) if body is not None else None))
 
     @app.post("/v1/topups", dependencies=[Depends(token)])
     def topup(body: TopupIn) -> dict[str, Any]:
@@ -346,7 +346,8 @@ def create_app(
     def void_topup(txn_id: str, body: VoidIn | None = None) -> dict[str, Any]:
         """Void a top-up of this till, the same business day, while the balance still holds it; a ``request_id``
         already recorded is answered with that void's receipt."""
-        return asdict(ledger.void_topup(txn_id, body.request_id if body is not None else None))
+        key = _key(body.request_id, f"void-topup {txn_id}", body) if body is not None else None
+        return asdict(ledger.void_topup(txn_id, key))
 
     @app.post("/v1/vouchers/sell", dependencies=[Depends(token)])
     def sell_voucher(body: VoucherSellIn) -> dict[str, Any]:

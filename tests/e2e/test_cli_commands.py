@@ -285,6 +285,13 @@ def test_void_and_refund(chain: Chain) -> None:
     assert other.returncode == 1 and "already_voided" in other.stdout, other.stdout
     used = chain.cli("sale", "100", "--request-id", "cli-void-1")
     assert used.returncode == 1 and "request_id_used" in used.stdout, used.stdout
+    # the void's id sent to void another sale is refused, not answered with the first void's receipt (the POS would
+    # have told the customer a sale was voided that still stands)
+    other = chain.cli("void", two[1]["txn_id"], "--request-id", "cli-void-1")
+    assert other.returncode == 1 and "request_id_reused" in other.stdout, other.stdout
+    voids = chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'void'")
+    assert json.loads(ok(chain.cli("void", two[1]["txn_id"], "--json")))["kind"] == "void"  # it still stood
+    assert chain.till_db("SELECT COUNT(*) FROM journal WHERE kind = 'void'") == [(voids[0][0] + 1,)]
 
 
 def test_a_command_run_again_with_its_request_id_is_done_once(chain: Chain) -> None:
