@@ -14,6 +14,7 @@ receipt at once see each other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,19 +70,30 @@ class _Indexed:
     seq: int
 
 
-def number_key(number: str | None, scope: str | None, made: datetime, timezone: str) -> str | None:
+def number_key(number: str | None, scope: str | None, made: datetime, timezone: str, basket: str = "") -> str | None:
     """What keys a receipt's printed number in its store: the number less the spaces around it (scope ``store``),
     or the day the sale was made in the store's time zone and the number (``day``: the POS's numbers start again
-    each day). None: no number, or a sale that names no scope (a till before protocol 4: its digest alone)."""
+    each day), then the ``basket`` (``basket``: its lines and total) when given. None: no number, or a sale that
+    names no scope (a till before protocol 4: its digest alone). A reprint prints the same lines and total; another
+    basket under a number (another register numbering alike, a POS whose numbers started again) is another
+    receipt, as the till has it."""
     if number is None or not number.strip() or scope not in ("store", "day"):
         return None
-    if scope == "store":
-        return number.strip()
-    try:
-        day = made.astimezone(ZoneInfo(timezone)).date()
-    except OverflowError:
-        day = made.date()
-    return f"{day.isoformat()} {number.strip()}"
+    key = number.strip()
+    if scope == "day":
+        try:
+            day = made.astimezone(ZoneInfo(timezone)).date()
+        except OverflowError:
+            day = made.date()
+        key = f"{day.isoformat()} {key}"
+    return f"{key} {basket}" if basket else key
+
+
+def basket(sale: SalePayload) -> str:
+    """A digest of a sale's lines and total: what a reprint of its receipt has the same."""
+    lines = [line.model_dump(mode="json") for line in sale.lines]
+    text = json.dumps([lines, sale.total], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def record(tx: Tx, batch: Batch) -> None:
@@ -93,7 +105,11 @@ def record(tx: Tx, batch: Batch) -> None:
     keys = {
         i: key
         for i, sale in found
-        if (key := number_key(sale.receipt_number, sale.receipt_scope, batch.effective[i], batch.calendar.timezone))
+        if (
+            key := number_key(
+                sale.receipt_number, sale.receipt_scope, batch.effective[i], batch.calendar.timezone, basket(sale)
+            )
+        )
     }
     digests = sorted({sale.receipt_digest for _, sale in found if sale.receipt_digest})
     numbers = sorted(set(keys.values()))

@@ -165,11 +165,14 @@ def test_a_receipt_number_is_keyed_by_its_scope_in_the_store_s_time_zone() -> No
     assert as_spoken("sale", scoped, 4) == scoped
 
 
-def pushed(http: httpx.Client, terminal: str, *sold: tuple[int, str, str, str | None, str]) -> dict[str, Any]:
-    """Push a till's receipt sales (seq, receipt bytes, number, scope, created_at) as the till does."""
+def pushed(
+    http: httpx.Client, terminal: str, *sold: tuple[int, str, str, str | None, str], total: int = 1200
+) -> dict[str, Any]:
+    """Push a till's receipt sales (seq, receipt bytes, number, scope, created_at) of ``total`` each as the till
+    does."""
     wire = []
     for seq, receipt, number, scope, created in sold:
-        payload = entries.sale("M-0001", 1200, earned=12, store_id=STORES[terminal])
+        payload = entries.sale("M-0001", total, earned=total // 100, store_id=STORES[terminal])
         payload |= {"receipt_digest": digest(receipt), "receipt_number": number, "pos_id": "POS-1"}
         payload |= {"receipt_scope": scope} if scope else {}
         entry = {"terminal_id": terminal, "seq": seq, "txn_id": f"{terminal}-{seq}", "kind": "sale"}
@@ -208,6 +211,8 @@ def test_a_reprint_sold_at_another_till_of_the_store_is_flagged_by_its_number(
         (6, "old-9 COPY", "0009", None, CREATED),  # a till that names no scope: the digest alone
     )
     pushed(http, "T3", (1, "r-42 other store", "01-0042", "store", CREATED))
+    # a register numbering as the first one does (its own 01-0042, another basket): another receipt, not a reprint
+    pushed(http, "T2", (7, "r-42 of the other register", "01-0042", "store", CREATED), total=1500)
     flagged = dict(sold_twice(store))
     assert sorted(flagged) == ["T2-1", "T2-2", "T2-5"]
     assert flagged["T2-1"] == {
@@ -222,11 +227,11 @@ def test_a_reprint_sold_at_another_till_of_the_store_is_flagged_by_its_number(
     }
     assert flagged["T2-2"]["first_txn"] == "T1-1" and flagged["T2-5"]["first_txn"] == "T1-2"
     held = store.member("M-0001")
-    assert held is not None and held.points == 12 * 10  # the balances stand: the staff settle the items
+    assert held is not None and held.points == 12 * 10 + 15  # the balances stand: the staff settle the items
     found = store.receipt_sales(number="01-0042", store_id="S1")
-    assert [(r.txn_id, r.sold_twice) for r in found] == [("T1-1", False), ("T2-2", True)]
+    assert [(r.txn_id, r.sold_twice) for r in found] == [("T1-1", False), ("T2-2", True), ("T2-7", False)]
     again = pushed(http, "T2", (1, "r-42 COPY 10:05", " 01-0042", "store", CREATED))  # a replay flags nothing
-    assert again["acked_seq"] == 6 and len(sold_twice(store)) == 3
+    assert again["acked_seq"] == 7 and len(sold_twice(store)) == 3
 
 
 def test_an_admin_looks_a_sale_up_by_receipt_and_a_till_cannot(store: HqStore, http: httpx.Client) -> None:
