@@ -114,7 +114,7 @@ def test_finance_reads_every_statement_and_downloads_the_commands_bytes_and_a_cl
         # an earlier month, closed: final, and its close listed
         earlier = (datetime.now(UTC).replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
         with hq.db.write() as tx:
-            periods.close(tx, earlier, "Fin Ance", "month end", datetime.now(UTC).date())
+            periods.close(tx, earlier, "Fin Ance", "month end", "UTC", datetime.now(UTC))
         page.goto(f"{server.url}/backoffice/settlement?period={earlier}")
         assert page.get_attribute("#settlement", "data-state") == "closed"
         assert "month end" in page.inner_text("#closes")

@@ -55,7 +55,7 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
         assert "Aiko Tanaka" in text and "blocked_card" in text, text
         assert status["pending"] == 0 and status["readers"] == [{"name": "sim:", "state": "added"}]
         bad = tillpoint("tap", "not-hex", "--config", str(config))
-        assert bad.returncode == 1 and "bad_uid" in bad.stdout
+        assert bad.returncode == 2 and "bad_uid" in bad.stdout  # a usage error: the daemon refused it as input
     finally:
         demo.terminate()
         demo.wait(timeout=10)
