@@ -31,7 +31,7 @@ from terminal import vouchers as vc
 from terminal.checkout import Checkout
 from terminal.credentials import card_uid_hash
 from terminal.errors import Code, Rejected
-from terminal.model import Basket, CardRead, JournalEntry, Line, SaleOrder, utc_iso
+from terminal.model import Basket, CardRead, JournalEntry, Line, Receipt, SaleOrder, utc_iso
 from terminal.ports import CacheDocs
 from terminal.service import Service
 from terminal.session import Action, Session
@@ -469,6 +469,16 @@ def _voucher_sold(chain: Chain, till: Service, value: int) -> str:
     return code
 
 
+def _voucher_paid_sale(chain: Chain, till: Service) -> tuple[Receipt, int]:
+    """A sale of 20.00 (lines of 5.00 and 15.00) a voucher of 15.00 paid 15.00 of, and the till's seq before it (its
+    journal from there on holds the sale and the redemption)."""
+    code = _voucher_sold(chain, till, 1500)
+    seq = till.store.max_seq()
+    sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
+    till.redeem_voucher(code, sale.txn_id)
+    return sale, seq
+
+
 def test_a_line_refund_of_a_sale_a_voucher_paid_part_of_has_the_pos_pay_back_only_what_it_collected(
     chain: Chain, tmp_path: Path
 ) -> None:
@@ -555,10 +565,7 @@ def test_the_vouchers_part_a_return_kept_is_no_longer_owed_to_the_merchant_and_t
     out), the chain keeps its 15.00 as voucher breakage, the voucher holds nothing, and the books balance."""
     till = _open_till(tmp_path)
     try:
-        code = _voucher_sold(chain, till, 1500)
-        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
-        seq = till.store.max_seq() - 1
-        till.redeem_voucher(code, sale.txn_id)
+        sale, seq = _voucher_paid_sale(chain, till)
         done = [till.refund(sale.txn_id, {1: 1}), till.void(sale.txn_id)]
         journal = till.store.entries(after_seq=seq)
     finally:
@@ -577,10 +584,7 @@ def test_the_deferred_revenue_says_what_returns_kept_of_the_vouchers_apart_from_
     nothing for the voucher (used) and says the 15.00 the chain kept (``vouchers_kept``), not as money held."""
     till = _open_till(tmp_path)
     try:
-        code = _voucher_sold(chain, till, 1500)
-        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
-        seq = till.store.max_seq() - 1
-        till.redeem_voucher(code, sale.txn_id)
+        sale, seq = _voucher_paid_sale(chain, till)
         till.void(sale.txn_id)
         journal = till.store.entries(after_seq=seq)
     finally:
@@ -610,10 +614,7 @@ def test_a_return_keeps_the_part_of_a_voucher_redeemed_before_head_office_kept_t
     upgrade: the 15.00 kept is booked to the chain all the same, nothing flagged."""
     till = _open_till(tmp_path)
     try:
-        code = _voucher_sold(chain, till, 1500)
-        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
-        seq = till.store.max_seq() - 1
-        till.redeem_voucher(code, sale.txn_id)
+        sale, seq = _voucher_paid_sale(chain, till)
         till.void(sale.txn_id)
         journal = till.store.entries(after_seq=seq)
     finally:
@@ -642,10 +643,7 @@ def test_a_return_claiming_more_kept_by_vouchers_than_they_paid_moves_no_money(c
     merchant's money moves otherwise."""
     till = _open_till(tmp_path)
     try:
-        code = _voucher_sold(chain, till, 1500)
-        sale = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 500), Line("B", 1, 1500)))))
-        seq = till.store.max_seq() - 1
-        till.redeem_voucher(code, sale.txn_id)
+        sale, seq = _voucher_paid_sale(chain, till)
         till.refund(sale.txn_id, {0: 1})
         plain = Checkout(till).sell(SaleOrder(None, Basket((Line("A", 1, 800),))))
         till.void(plain.txn_id)
