@@ -1742,11 +1742,16 @@ def bound_overspends(tx: Tx, batch: Batch) -> None:
     terminal's day allows (``overspent_per_day``, ``overspent_points_per_day``; head office's day, ``push_days``):
     a stolen till credential and a member's card (each payment proving itself by a fresh read) would otherwise
     have the till's merchant owed, and reimbursed for points, whatever it wrote. Within the bound the payment is
-    applied and flagged as before (``apply_balances``); a payment head office confirmed online was checked then."""
+    applied and flagged as before (``apply_balances``); a payment head office confirmed online was checked then.
+    Only a sale that spends is a payment (``batch.spending``): a return clawing back points spent since leaves the
+    member a debt, carried as before, and neither is held nor counts against the bound."""
     spending = [
         i
         for i, f in enumerate(batch.facts)
-        if batch.effects[i] is Effect.APPLIED and f.member_id and (f.points < 0 or f.stored_value < 0)
+        if i in batch.spending
+        and batch.effects[i] is Effect.APPLIED
+        and f.member_id
+        and (f.points < 0 or f.stored_value < 0)
     ]
     if not spending:
         return
@@ -1763,7 +1768,7 @@ def bound_overspends(tx: Tx, batch: Batch) -> None:
         points, value = now[0] + f.points, now[1] + f.stored_value
         short_points = min(-points, -f.points) if f.points < 0 and points < 0 else 0
         short = min(-value, -f.stored_value) if f.stored_value < 0 and value < 0 else 0
-        if (short or short_points) and not _confirmed_online(tx, batch, i):
+        if (short or short_points) and i in batch.spending and not _confirmed_online(tx, batch, i):
             breach = _over_the_days_bound(tx, batch, i, short, short_points, (points, value))
             if breach is not None:
                 batch.quarantine(i, breach)

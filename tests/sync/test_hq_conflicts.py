@@ -150,6 +150,25 @@ def test_stored_value_overspent(store: HqStore) -> None:
     assert store.member("M-1").stored_value == -3000  # type: ignore[union-attr]
 
 
+def test_a_void_clawing_back_points_already_spent_is_no_payment_beyond_the_days_bound(hq_url: str) -> None:
+    """A void takes back the points its sale earned, spent since (the member's debt, carried): no offline payment,
+    so it is neither held by the till's day's bound on payments beyond the balances nor counted against it."""
+    bound = Settings(clock_skew=300, spend_needs_proof=False, recompute=False, overspent_points_per_day=100)
+    hq = HqStore(hq_url, bound)
+    hq.add_terminal("T1", "S1", "t1")
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.ingest(
+        "T1", [sale(1, member_id="M-2", points_delta=500, total=5000), sale(2, member_id="M-2", points_delta=-500)]
+    )
+    void = entries.refund("T1-1", "M-2", money_back=5000, clawed=500, store_id="S1", void=True)
+    hq.ingest("T1", [WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="void", payload=void, created_at=CREATED)])
+    assert hq.effects("T1")[3] is Effect.APPLIED
+    assert hq.member("M-2").points == -500  # type: ignore[union-attr]
+    hq.ingest("T1", [sale(4, member_id="M-2", points_delta=-100)])  # the day's bound is whole for a payment
+    assert hq.effects("T1")[4] is Effect.APPLIED
+    hq.close()
+
+
 def test_a_payment_code_replayed_at_another_terminal_is_quarantined(store: HqStore) -> None:
     store.ingest("T1", [sale(1, stored_value_delta=-10, code_id="DEV9-17")])
     store.ingest(
