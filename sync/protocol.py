@@ -528,7 +528,8 @@ def as_spoken(kind: str, payload: dict[str, Any], spoken: int) -> dict[str, Any]
 
 def spoken_protocol(hq_protocol: int) -> int:
     """The protocol a till speaks to a head office that announced ``hq_protocol`` in ``/v1/health``:
-    its own, or head office's when head office is one version behind."""
+    its own, or head office's when head office's is older (what that protocol cannot carry is left out or held:
+    ``as_spoken``, ``entry_protocol``)."""
     return min(PROTOCOL_VERSION, max(hq_protocol, 1))
 
 
