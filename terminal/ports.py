@@ -330,7 +330,8 @@ class TillStore(ClaimJournal, Protocol):
 
     def request_answer(self, request_id: str) -> tuple[str, str] | None:
         """The answer (JSON) given to the POS's request ``request_id`` (a ``request_key``: its id is looked up), when
-        a sale was recorded under it, with the digest of the request it came with ('' when none was kept)."""
+        one was recorded under it (a sale, a return, a top-up or its void, a gift card's or a voucher's request),
+        with the digest of the request it came with ('' when none was kept)."""
         ...
 
     def keep_request(self, request_id: str, txn_id: str, answer: str) -> None:
