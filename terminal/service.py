@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import uuid6
 
@@ -553,7 +554,12 @@ class Service:
             offline=paid.offline,
             sun_counter=sun,
             receipt_digest=receipt.digest if receipt is not None else None,
-            receipt_number=_receipt_number(self.store_id, receipt, now),
+            receipt_number=_receipt_number(
+                self.store_id,
+                receipt,
+                now,
+                self.store.topup_policy() if receipt is not None and receipt.number_scope == "day" else None,
+            ),
         )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         if receipt is not None:
@@ -1609,12 +1615,22 @@ def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
     return replace(quote, refused=tuple(sorted([*quote.refused, *extra])))
 
 
-def _receipt_number(store_id: str, receipt: ReceiptRef | None, now: datetime) -> tuple[str, str] | None:
-    """What keys a receipt's number: the store's (numbers that start again each day: that day's) number."""
+def _receipt_number(
+    store_id: str, receipt: ReceiptRef | None, now: datetime, policy: dict[str, Any] | None
+) -> tuple[str, str] | None:
+    """What keys a receipt's number: the store's (numbers that start again each day: that day's) number. The day is
+    the date in the store's time zone (the calendar head office's policy carries), as head office keys it
+    (``hq.receipts.number_key``); without one, the till's own local date."""
     if receipt is None or receipt.number is None or not receipt.number.strip():
         return None
     number = receipt.number.strip()
-    return store_id, (f"{now.date().isoformat()} {number}" if receipt.number_scope == "day" else number)
+    if receipt.number_scope != "day":
+        return store_id, number
+    try:
+        day = now.astimezone(ZoneInfo(str((policy or {})["timezone"]))).date()
+    except (KeyError, ValueError, ZoneInfoNotFoundError, OverflowError):
+        day = now.astimezone().date()
+    return store_id, f"{day.isoformat()} {number}"
 
 
 def _sale_state(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,28 @@ def test_a_tap_stands_for_its_member_a_while(service: Service) -> None:
     assert last.get() is None  # an unused tap of five minutes ago stands for nobody
     last.set(found)
     assert last.get() is found  # a new tap stands again
+
+
+def test_a_days_receipt_numbers_are_the_stores_day_not_the_utc_date(service: Service) -> None:
+    """A POS whose numbers start again each day, in a store in Tokyo: 02:13 and 10:13 there are one day (17:13 and
+    01:13 UTC, two UTC dates), so the second sale of its 0042 with the same lines is a reprint, as head office
+    keys the number (the date in the store's time zone)."""
+    import json
+
+    from terminal.model import ReceiptRef
+    from terminal.ports import CacheDocs
+
+    service.store.apply_changes([], [], [], 9, CacheDocs(topup_policy=json.dumps({"timezone": "Asia/Tokyo"})))
+    night = datetime(2026, 9, 21, 17, 13, tzinfo=UTC).timestamp()  # 02:13 on the 22nd in Tokyo
+    sold = []
+    for at, digest in ((night, "a" * 64), (night + 8 * 3600, "b" * 64)):  # 10:13 on the 22nd, 01:13 UTC the 22nd
+        till = Service(service.store, "T-1", clock=lambda at=at: at)
+        try:
+            till.commit(till.quote("M-1", basket(1000)), receipt=ReceiptRef(digest, "0042", "POS-1", "day"))
+            sold.append("sold")
+        except Rejected as exc:
+            sold.append(exc.code.value)
+    assert sold == ["sold", "receipt_reprint"]
 
 
 def test_a_receipt_whose_number_was_sold_is_a_reprint_whatever_its_bytes(service: Service, tmp_path: Path) -> None:
