@@ -48,11 +48,10 @@ from hq.ingest import (
     Batch,
     Settings,
     attested_held,
+    beyond_the_days_bound,
     blocked_before,
     bump_versions,
-    count_overspent,
     holding,
-    overspent_today,
     payment_sale,
     sale_left_at,
     use_counter,
@@ -693,13 +692,8 @@ def _overspent_today(tx: Tx, batch: Batch, beyond: int) -> dict[str, int] | None
     """The till's day's overspend with ``beyond`` more, when it passes the bound (None: it does not, and it is
     counted). The day is head office's (``ingest.overspent_today``): a till's times cannot spread its payments over
     other days."""
-    if beyond <= 0:
-        return None
-    today = overspent_today(tx, batch)[0] + beyond
-    if today > batch.settings.overspent_per_day:
-        return {OVERSPENT_TODAY: today, "overspent_per_day": batch.settings.overspent_per_day}
-    count_overspent(tx, batch, beyond, 0)
-    return None
+    over = beyond_the_days_bound(tx, batch, beyond, 0) if beyond > 0 else None
+    return over[1] if over is not None else None
 
 
 def _blocked_at(tx: Tx, card: gc.GiftCard) -> str | None:
@@ -759,14 +753,8 @@ def _written_off(tx: Tx, payload: GiftRefundPayload) -> int:
 
 
 def _paid(tx: Tx, batch: Batch, i: int, payload: GiftRefundPayload) -> int | None:
-    for j in range(i):
-        earlier = batch.payloads[j]
-        if (
-            batch.entries[j].txn_id == payload.original_txn
-            and isinstance(earlier, GiftRedeemPayload)
-            and batch.effects[j] not in NOT_APPLIED
-            and earlier.card_id == payload.card_id
-        ):
+    for j, earlier in batch.standing(i, GiftRedeemPayload):
+        if batch.entries[j].txn_id == payload.original_txn and earlier.card_id == payload.card_id:
             return earlier.amount
     row = tx.one(
         "SELECT -amount FROM gift_card_events WHERE event_id = ? AND card_id = ? AND terminal_id = ? AND kind = ?",
@@ -783,15 +771,7 @@ def _refunded(tx: Tx, batch: Batch, i: int, original_txn: str) -> int:
         [original_txn, EntryKind.GIFT_REFUND.value, EntryKind.GIFT_REFUND.value],
     )
     before = int(row[0]) if row else 0
-    for j in range(i):
-        earlier = batch.payloads[j]
-        if (
-            isinstance(earlier, GiftRefundPayload)
-            and earlier.original_txn == original_txn
-            and batch.effects[j] not in NOT_APPLIED
-        ):
-            before += earlier.amount
-    return before
+    return before + sum(e.amount for _, e in batch.standing(i, GiftRefundPayload) if e.original_txn == original_txn)
 
 
 def released(tx: Tx, txn_id: str, payload: GiftPayload, kind: str, where: dict[str, str], keys: CardKeys) -> set[str]:

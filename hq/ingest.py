@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from hq import businessday, checkins, ledger, merchants, policy, pools, rollup, stats, versions
@@ -158,6 +158,24 @@ def overspent_today(tx: Tx, batch: Batch) -> tuple[int, int]:
         [batch.terminal_id, batch.received_at[:10]],
     )
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def beyond_the_days_bound(tx: Tx, batch: Batch, value: int, points: int) -> tuple[bool, dict[str, int]] | None:
+    """The one rule of an offline payment that took ``value`` (stored value, a gift card's, a voucher's) or
+    ``points`` beyond the balances it paid from: counted against its terminal's day (``overspent_per_day``,
+    ``overspent_points_per_day``; head office's day, ``overspent_today``), then None; or, when that would pass
+    either bound, nothing counted and ``(points, detail)`` of the bound passed (``points``: the points' bound;
+    ``detail``: ``overspent_today`` with this payment, ``overspent_per_day``): the payment is held for a person."""
+    value_today, points_today = overspent_today(tx, batch)
+    s = batch.settings
+    for is_points, short, today, cap in (
+        (False, value, value_today, s.overspent_per_day),
+        (True, points, points_today, s.overspent_points_per_day),
+    ):
+        if short > 0 and today + short > cap:
+            return is_points, {"overspent_today": today + short, "overspent_per_day": cap}
+    count_overspent(tx, batch, value, points)
+    return None
 
 
 def count_overspent(tx: Tx, batch: Batch, value: int, points: int) -> None:
@@ -325,6 +343,9 @@ def payload_json(payload: dict[str, Any]) -> str:
 
 # -- the batch -----------------------------------------------------------------------------------
 
+P = TypeVar("P")
+"""A payload model (``Batch.standing``)."""
+
 
 @dataclass
 class Item:
@@ -418,6 +439,14 @@ class Batch:
                 if row[3] == self.terminal_id and row[4] == EntryKind.GIFT_REDEEM.value
             }
         return self._payments
+
+    def standing(self, upto: int, kind: type[P]) -> Iterator[tuple[int, P]]:
+        """The entries of the batch before ``upto`` whose payload is a ``kind`` and that stand (applied, or waiting
+        for their member: not held, not a duplicate), with their index."""
+        for j in range(upto):
+            payload = self.payloads[j]
+            if isinstance(payload, kind) and self.effects[j] not in NOT_APPLIED:
+                yield j, payload
 
     def sale(self, i: int) -> SalePayload | None:
         payload = self.payloads[i]
@@ -680,7 +709,7 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
     }
     held = _lookup(tx, SALE_LEFT_SQL + " WHERE s.{cond}", "txn_id", {t for t in wanted if t})
     left = {txn: stored_left(tx, txn, row) for txn, row in held.items()}
-    pricer = _RefundPricer(tx, batch)
+    pricer, merchant_of = _RefundPricer(tx, batch), merchants.resolver(tx)
     for i, entry in enumerate(batch.entries):
         sale = batch.sale(i)
         if sale is not None:
@@ -694,7 +723,9 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
         if before is not None:  # what the gift cards' own refunds gave back of it so far, this batch's before it too
             before = replace(before, cards_refunded=cards_refunded(tx, batch, i, refund.original_txn, before))
         breach = _reversal_breach(pricer, before, refund, batch.facts[i].member_id, entry.terminal_id)
-        breach = breach or (None if before is None else _other_merchant(tx, batch.store_id, refund.original_txn))
+        sale_row = held.get(refund.original_txn)  # None: a sale of this very batch, of the refund's own store
+        if sale_row is not None and before is not None:
+            breach = breach or _other_merchant(merchant_of, batch.store_id, refund.original_txn, sale_row[SALE_STORE])
         if breach is not None:
             batch.quarantine(i, breach)
         elif before is not None:
@@ -702,28 +733,26 @@ def check_reversals(tx: Tx, batch: Batch) -> None:
             pricer.earlier.setdefault(refund.original_txn, []).append(refund)
 
 
-def _other_merchant(tx: Tx, store_id: str, sale_txn: str) -> Breach | None:
-    """A refund or void at a store of another merchant than its sale's store (both as head office holds them now):
-    held for a person. It would give the member back what the sale took at the expense of the refunding store's
-    merchant while the sale's merchant keeps what it was owed for it (docs/settlement.md): with a stolen till
-    credential of one merchant, another merchant's sales refunded again and again move money between them. A sale
-    of this very batch is of the refund's own store."""
-    row = tx.one("SELECT store_id FROM journal WHERE txn_id = ?", [sale_txn])
-    if row is None:
-        return None
-    merchant_of = merchants.resolver(tx)
-    sale_merchant, here = merchant_of(str(row[0])), merchant_of(store_id)
+def _other_merchant(merchant_of: Callable[[str], str], store_id: str, sale_txn: str, sale_store: Any) -> Breach | None:
+    """A refund or void at store ``store_id`` of another merchant than its sale's store ``sale_store`` (both
+    merchants as head office holds them now, ``merchant_of``): held for a person. It would give the member back
+    what the sale took at the expense of the refunding store's merchant while the sale's merchant keeps what it was
+    owed for it (docs/settlement.md): with a stolen till credential of one merchant, another merchant's sales
+    refunded again and again move money between them."""
+    sale_merchant, here = merchant_of(str(sale_store)), merchant_of(store_id)
     if sale_merchant == here:
         return None
-    detail = {"original_txn": sale_txn, "sale_store": str(row[0]), "sale_merchant": sale_merchant, "merchant": here}
+    detail = {"original_txn": sale_txn, "sale_store": str(sale_store), "sale_merchant": sale_merchant, "merchant": here}
     return Breach(Reason.REFUND_OTHER_MERCHANT, sale_txn, detail)
 
 
 SALE_LEFT_SQL = (
     "SELECT s.txn_id, s.member_id, s.payable, s.stored_value, s.points_redeemed, j.effect, s.money_back, "
-    "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed, s.terminal_id FROM sales s "
+    "s.stored_value_back, s.points_restored, s.points_earned, s.points_clawed, s.terminal_id, j.store_id FROM sales s "
     "JOIN journal j ON j.txn_id = s.txn_id"
 )
+"""A held sale's row: what ``_sale_left`` reads (columns 0 to 11), then the store it was rung at (``SALE_STORE``)."""
+SALE_STORE = 12
 
 
 def _reversal_breach(
@@ -875,13 +904,8 @@ def sale_left_at(tx: Tx, batch: Batch, upto: int, sale_txn: str) -> policy.SaleL
         left = stored_left(tx, sale_txn, tuple(row)) if row is not None else None
     if left is None:
         return None
-    for j in range(upto):
-        refund = batch.payloads[j]
-        if (
-            isinstance(refund, RefundPayload)
-            and refund.original_txn == sale_txn
-            and batch.effects[j] not in NOT_APPLIED
-        ):
+    for _, refund in batch.standing(upto, RefundPayload):
+        if refund.original_txn == sale_txn:
             left = policy.after_refund(left, refund)
     return replace(left, cards_refunded=cards_refunded(tx, batch, upto, sale_txn, left))
 
@@ -1034,13 +1058,13 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
         if holds != {Reason.REFUND_UNKNOWN_SALE.value} or not isinstance(refund, RefundPayload):
             continue
         row = tx.one(SALE_LEFT_SQL + " WHERE s.txn_id = ?", [refund.original_txn])
-        left = stored_left(tx, refund.original_txn, tuple(row)) if row is not None else None
-        if left is not None:  # every card refund of the batch is stored by now
-            left = replace(left, cards_refunded=cards_refunded(tx, batch, 0, refund.original_txn, left))
-        breach = None if left is None else _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
-        if left is None:
+        if row is None:
             continue
-        breach = breach or _other_merchant(tx, str(store_id), refund.original_txn)
+        left = stored_left(tx, refund.original_txn, tuple(row))
+        # every card refund of the batch is stored by now
+        left = replace(left, cards_refunded=cards_refunded(tx, batch, 0, refund.original_txn, left))
+        breach = _reversal_breach(_RefundPricer(tx, batch), left, refund, member_id, terminal)
+        breach = breach or _other_merchant(merchants.resolver(tx), str(store_id), refund.original_txn, row[SALE_STORE])
         if breach is not None:  # still held, now for what it breaks against the sale that came
             held = Item(
                 f"{txn_id}:{breach.reason.value}:{breach.subject}".rstrip(":"),
@@ -1769,35 +1793,18 @@ def bound_overspends(tx: Tx, batch: Batch) -> None:
         short_points = min(-points, -f.points) if f.points < 0 and points < 0 else 0
         short = min(-value, -f.stored_value) if f.stored_value < 0 and value < 0 else 0
         if (short or short_points) and i in batch.spending and not _confirmed_online(tx, batch, i):
-            breach = _over_the_days_bound(tx, batch, i, short, short_points, (points, value))
-            if breach is not None:
-                batch.quarantine(i, breach)
+            over = beyond_the_days_bound(tx, batch, short, short_points)
+            if over is not None:
+                is_points, detail = over
+                reason = Reason.POINTS_OVERSPENT if is_points else Reason.STORED_VALUE_OVERSPENT
+                beyond = (
+                    {"balance_after": points, "short": short_points}
+                    if is_points
+                    else {"balance_after": value, "short": short}
+                )
+                batch.quarantine(i, Breach(reason, "", {"member_id": f.member_id, **beyond, **detail}))
                 continue
-            count_overspent(tx, batch, short, short_points)
         now[0], now[1] = points, value
-
-
-def _over_the_days_bound(
-    tx: Tx, batch: Batch, i: int, short: int, short_points: int, after: tuple[int, int]
-) -> Breach | None:
-    value_today, points_today = overspent_today(tx, batch)
-    s = batch.settings
-    member_id = batch.facts[i].member_id
-    if short and value_today + short > s.overspent_per_day:
-        detail = {"overspent_today": value_today + short, "overspent_per_day": s.overspent_per_day}
-        return Breach(
-            Reason.STORED_VALUE_OVERSPENT,
-            "",
-            {"member_id": member_id, "balance_after": after[1], "short": short, **detail},
-        )
-    if short_points and points_today + short_points > s.overspent_points_per_day:
-        detail = {"overspent_today": points_today + short_points, "overspent_per_day": s.overspent_points_per_day}
-        return Breach(
-            Reason.POINTS_OVERSPENT,
-            "",
-            {"member_id": member_id, "balance_after": after[0], "short": short_points, **detail},
-        )
-    return None
 
 
 def _flag_overspends(batch: Batch, indexes: list[int], points: int, value: int) -> None:

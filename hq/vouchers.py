@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hq import audit, ledger
 from hq.db.engine import Tx
 from hq.errors import Refused
-from hq.ingest import NOT_APPLIED, Batch, bump_versions, count_overspent, overspent_today, payload_json
+from hq.ingest import NOT_APPLIED, Batch, beyond_the_days_bound, bump_versions, payload_json
 from hq.policy import Breach
 from sync.protocol import (
     EntryKind,
@@ -438,15 +438,9 @@ def _redeem(tx: Tx, batch: Batch, i: int, v: Held) -> tuple[Breach | None, set[s
             "first_txn": txn,
             "first_terminal": terminal,
         }
-        today = overspent_today(tx, batch)[0] + v.value  # all of it beyond what the voucher held
-        if today > batch.settings.overspent_per_day:  # a stolen credential's, again and again: a person decides
-            cap = batch.settings.overspent_per_day
-            return Breach(
-                Reason.VOUCHER_REDEEMED_TWICE,
-                v.voucher_id,
-                {**twice, "overspent_today": today, "overspent_per_day": cap},
-            ), set()
-        count_overspent(tx, batch, v.value, 0)
+        over = beyond_the_days_bound(tx, batch, v.value, 0)  # all of it beyond what the voucher held
+        if over is not None:  # a stolen credential's, again and again: a person decides
+            return Breach(Reason.VOUCHER_REDEEMED_TWICE, v.voucher_id, {**twice, **over[1]}), set()
         batch.flag(i, Reason.VOUCHER_REDEEMED_TWICE, v.voucher_id, **twice)
         _post(tx, batch, i, v, -v.value)  # the customer was served: the redeeming merchant is owed it all the same
         return None, set()
