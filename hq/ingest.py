@@ -1541,12 +1541,14 @@ def _held_member_spent(tx: Tx, batch: Batch) -> None:
     confirm online (an offline till that had not pulled the hold, or a credential that skipped the till's check):
     quarantined ``member_spend_held``, so neither card moves the id's value until a person decides. Earning
     goes on; a payment head office confirmed online was authorised before the hold."""
-    for i in sorted(batch.spending):
+    spends = [i for i in sorted(batch.spending) if batch.facts[i].member_id and batch.effects[i] not in NOT_APPLIED]
+    if not spends:
+        return
+    cond, params = tx.in_list("member_id", sorted({batch.facts[i].member_id for i in spends}))
+    held = {str(r[0]) for r in tx.all(f"SELECT member_id FROM members WHERE spend_held = 1 AND {cond}", params)}
+    for i in spends:  # one read a push; the few spends of a held member asked whether head office confirmed them
         member_id = batch.facts[i].member_id
-        if not member_id or batch.effects[i] in NOT_APPLIED or _confirmed_online(tx, batch, i):
-            continue
-        held = tx.one("SELECT spend_held FROM members WHERE member_id = ?", [member_id])
-        if held is not None and held[0]:
+        if member_id in held and not _confirmed_online(tx, batch, i):
             batch.quarantine(i, Breach(Reason.MEMBER_SPEND_HELD, member_id, {"member_id": member_id, "paid": True}))
 
 
