@@ -244,10 +244,12 @@ def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Re
         return client.request(method, f"{url}{path}", **kwargs)
 
 
-def _request_id(given: str | None) -> str | None:
+def _request_id(given: str | None) -> str:
     """``--request-id`` as given, checked as the local API takes it (1 to 64 characters, no control character);
-    None when not given."""
-    if given is not None and (not 1 <= len(given) <= 64 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in given)):
+    when not given, a new one for this run (``_new_request_id``): every command that records something sends one."""
+    if given is None:
+        return _new_request_id()
+    if not 1 <= len(given) <= 64 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in given):
         raise typer.BadParameter("1 to 64 characters, none a control character (the id a retry sends again)")
     return given
 
@@ -550,7 +552,7 @@ def sale(
     if quote_only:
         answer = _api(cfg, "POST", "/v1/quote", body)
     else:
-        answer = _api(cfg, "POST", "/v1/sales", body, request_id=request_id or _new_request_id())
+        answer = _api(cfg, "POST", "/v1/sales", body, request_id=request_id)
     if as_json:
         show_json(answer)
     else:
@@ -580,7 +582,7 @@ def refund(
         "POST",
         f"/v1/sales/{_segment(txn_id)}/refund",
         {"lines": lines},
-        request_id=request_id or _new_request_id(),
+        request_id=request_id,
     )
     if as_json:
         show_json(answer)
@@ -605,7 +607,7 @@ def topup(
         "POST",
         "/v1/topups",
         {"member_id": member, "use_identified": tapped, "amount": amount},
-        request_id=request_id or _new_request_id(),
+        request_id=request_id,
     )
     _show_topup(answer, cfg, as_json)
 
@@ -617,7 +619,7 @@ def void_topup(
     """Void a top-up of this till (its business day only, while the member's balance still holds it)."""
     cfg = cli_config(config)
     path = f"/v1/topups/{_segment(txn_id)}/void"
-    _show_topup(_api(cfg, "POST", path, request_id=request_id or _new_request_id()), cfg, as_json)
+    _show_topup(_api(cfg, "POST", path, request_id=request_id), cfg, as_json)
 
 
 def _show_topup(answer: dict[str, Any], cfg: Config, as_json: bool) -> None:
@@ -663,7 +665,7 @@ def pair(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def void(txn_id: TxnArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Void a sale of this till through the running daemon."""
     cfg = cli_config(config)
-    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void", request_id=request_id or _new_request_id())
+    answer = _api(cfg, "POST", f"/v1/sales/{_segment(txn_id)}/void", request_id=request_id)
     if as_json:
         show_json(answer)
     else:
@@ -1101,7 +1103,7 @@ def voucher_sell(
         "POST",
         "/v1/vouchers/sell",
         {"value": value, "sku": sku, "member_id": member},
-        request_id=request_id or _new_request_id(),
+        request_id=request_id,
     )
     unwritten = None
     if png is not None:
@@ -1131,7 +1133,7 @@ def voucher_redeem(
     """Use a voucher once: what the POS takes off the sale (its value, or one unit of its product)."""
     cfg = cli_config(config)
     body = {"code": code, "sale_ref": sale_ref}
-    used = _api(cfg, "POST", "/v1/vouchers/redeem", body, request_id=request_id or _new_request_id())
+    used = _api(cfg, "POST", "/v1/vouchers/redeem", body, request_id=request_id)
     if as_json:
         show_json(used)
         return
@@ -1147,7 +1149,7 @@ def voucher_refund(
 ) -> None:
     """Refund an unused voucher at the store that sold it (while head office answers); the POS pays it back."""
     cfg = cli_config(config)
-    back = _api(cfg, "POST", "/v1/vouchers/refund", {"code": code}, request_id=request_id or _new_request_id())
+    back = _api(cfg, "POST", "/v1/vouchers/refund", {"code": code}, request_id=request_id)
     if as_json:
         show_json(back)
         return
@@ -1199,7 +1201,7 @@ def gift_sell(
     amount: AmountArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Sell the tapped card as a gift card with AMOUNT on it (the POS took it)."""
-    _gift(config, as_json, "/v1/giftcards/sell", {"amount": amount}, request_id or _new_request_id())
+    _gift(config, as_json, "/v1/giftcards/sell", {"amount": amount}, request_id)
 
 
 @gift_app.command("load")
@@ -1207,7 +1209,7 @@ def gift_load(
     amount: AmountArg, request_id: RequestIdOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Load AMOUNT (the POS took it) onto the tapped gift card."""
-    _gift(config, as_json, "/v1/giftcards/load", {"amount": amount}, request_id or _new_request_id())
+    _gift(config, as_json, "/v1/giftcards/load", {"amount": amount}, request_id)
 
 
 @gift_app.command("pay")
@@ -1220,7 +1222,7 @@ def gift_pay(
 ) -> None:
     """The tapped gift card pays AMOUNT of the POS's sale (one tap, one payment)."""
     body = {"amount": amount, "sale_ref": sale_ref}
-    _gift(config, as_json, "/v1/giftcards/pay", body, request_id or _new_request_id())
+    _gift(config, as_json, "/v1/giftcards/pay", body, request_id)
 
 
 @gift_app.command("refund")
@@ -1235,7 +1237,7 @@ def gift_refund(
 ) -> None:
     """Give AMOUNT of what the card paid in TXN_ID back onto it."""
     path = f"/v1/giftcards/{_segment(txn_id)}/refund"
-    _gift(config, as_json, path, {"amount": amount}, request_id or _new_request_id())
+    _gift(config, as_json, path, {"amount": amount}, request_id)
 
 
 @gift_app.command("block")
