@@ -150,7 +150,7 @@ def _now_iso() -> str:
     return utc_iso(time.time())
 
 
-def _wire(entry: JournalEntry, spoken: int = PROTOCOL_VERSION) -> WireEntry:
+def wire_entry(entry: JournalEntry, spoken: int = PROTOCOL_VERSION) -> WireEntry:
     """``entry`` as sent to a head office speaking ``spoken`` (``as_spoken``)."""
     return WireEntry(
         terminal_id=entry.terminal_id,
@@ -165,7 +165,7 @@ def _wire(entry: JournalEntry, spoken: int = PROTOCOL_VERSION) -> WireEntry:
 
 def wire_bytes(entries: list[JournalEntry]) -> int:
     """The size of ``entries`` in a push's JSON body (with the comma between them)."""
-    return sum(len(_wire(e).model_dump_json().encode()) + 1 for e in entries)
+    return sum(len(wire_entry(e).model_dump_json().encode()) + 1 for e in entries)
 
 
 def fitting(entries: list[JournalEntry], max_bytes: int) -> list[JournalEntry]:
@@ -581,7 +581,7 @@ class SyncClient:
         request = PushRequest(
             protocol=self.protocol or PROTOCOL_VERSION,
             terminal_id=self.terminal_id,
-            entries=[_wire(e, self.protocol or PROTOCOL_VERSION) for e in entries],
+            entries=[wire_entry(e, self.protocol or PROTOCOL_VERSION) for e in entries],
         )
         return request.model_dump_json().encode()
 

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from hq.demo import DEMO_RULES
-from sync.protocol import PushRequest, PushResponse, WireEntry
+from sync.client import wire_entry
+from sync.protocol import PushRequest, PushResponse
 from terminal.config import validate
 from terminal.daemon import Daemon
 from tests.fixtures.hq import HqProcess
@@ -112,16 +113,7 @@ def test_tap_becomes_a_sale_that_reaches_head_office_once(till, hq: HqProcess, v
     [entry] = store.entries()
     batch = PushRequest(
         terminal_id="T-E2E",
-        entries=[
-            WireEntry(
-                terminal_id=entry.terminal_id,
-                seq=entry.seq,
-                txn_id=entry.txn_id,
-                kind=entry.kind,
-                payload=entry.payload,
-                created_at=entry.created_at,
-            )
-        ],
+        entries=[wire_entry(entry)],  # as the till's sync client sends it
     )
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     replies = [

@@ -24,7 +24,7 @@ from hq import reports, settlement
 from hq.api.server import start_in_thread
 from hq.payments import signing_key
 from hq.vouchers import IssueSpec
-from sync.client import PUSH_HELD, SyncClient, held_message
+from sync.client import PUSH_HELD, SyncClient, held_message, wire_entry
 from sync.protocol import ReconItem, VoucherConfirmRequest, WireEntry
 from terminal import b64url
 from terminal import vouchers as vc
@@ -295,14 +295,7 @@ def _open_till(tmp_path: Path) -> Service:
 def _push_journal(chain: Chain, journal: list[JournalEntry]) -> None:
     """What the till journalled, one push an entry, as a till that syncs after each."""
     for entry in journal:
-        wired = WireEntry(
-            terminal_id=entry.terminal_id,
-            seq=entry.seq,
-            txn_id=entry.txn_id,
-            kind=entry.kind,
-            payload=entry.payload,
-            created_at=entry.created_at,
-        )
+        wired = wire_entry(entry)  # as the till's sync client sends it
         chain.store.ingest(entry.terminal_id, [wired], clock=iso(chain.clock))
 
 
