@@ -5,11 +5,14 @@ never imports head office."""
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -105,25 +108,37 @@ def _signal_waiter(
     """Take SIGINT, SIGTERM (and SIGHUP with ``on_hup``) from now on, and return the wait: it blocks until SIGINT
     or SIGTERM, or until ``halted`` is set, and runs ``on_hup`` for each SIGHUP (there, not in the handler). Taken
     before the daemon starts, so that a stop sent while it starts or just after its READY=1 (systemd's stop or
-    restart) ends it through its own stop once it has started, not by the signal's default death."""
-    wake = threading.Event()
-    received: list[int] = []
+    restart) ends it through its own stop once it has started, not by the signal's default death.
+
+    The handler takes no lock: Python runs a handler between two steps of whatever the main thread does, a second
+    signal's handler inside the first's. One that set a ``threading.Event`` waited there for the lock it held
+    itself (SIGTERM twice while the daemon started: it hung until killed). It notes the signal in a deque and
+    writes a byte to a pipe, which the wait selects on."""
+    wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    received: deque[int] = deque()
 
     def note(sig: int, _frame: Any) -> None:
         received.append(sig)
-        wake.set()
+        try:
+            os.write(wake_write, b"\0")
+        except BlockingIOError:  # the pipe is full of wakes not yet read: the wait wakes anyway
+            pass
 
     for sig in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if on_hup else ())):
         signal.signal(sig, note)
 
     def wait() -> None:
         while True:
-            wake.wait(0.5)
-            wake.clear()
+            select.select([wake_read], [], [], 0.5)  # ``halted`` is looked at twice a second
+            try:
+                while os.read(wake_read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
             if halted is not None and halted.is_set():
                 return
             while received:
-                if received.pop(0) != signal.SIGHUP:
+                if received.popleft() != signal.SIGHUP:
                     return
                 assert on_hup is not None
                 on_hup()

@@ -7,6 +7,8 @@ import json
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.fixtures.hq import HqProcess, free_port
-from tests.ops.helpers import Api, NotifyListener, TillProcess, integrity, metric, till_config, wait_until
+from tests.ops.helpers import ROOT, Api, NotifyListener, TillProcess, integrity, metric, till_config, wait_until
 
 AIKO = "04A1B2C3D4E501"
 
@@ -142,3 +144,30 @@ def test_a_stop_sent_while_the_daemon_starts_ends_it_by_its_own_stop(tmp_path: P
     finally:
         till.kill()
         notify.close()
+
+
+STORM = """
+import os, subprocess, sys
+from terminal.cli import _signal_waiter
+
+wait = _signal_waiter()
+storm = subprocess.Popen(
+    [sys.executable, "-c", "import os, signal\\nfor _ in range(300000):\\n os.kill(%d, signal.SIGTERM)" % os.getpid()]
+)
+while storm.poll() is None:  # the main thread busy in Python code, as a daemon's start is
+    pass
+wait()
+print("stopped", storm.returncode)
+"""
+
+
+def test_a_storm_of_signals_never_hangs_the_handler_taken_inside_itself() -> None:
+    """A second signal runs its handler inside the first one's (Python runs handlers between any two steps of the
+    main thread). The daemon's handler took a lock (``threading.Event.set``), and SIGTERM twice while the daemon
+    started (systemd's stop, then the operator's) hung it on the lock it held itself. Three hundred thousand
+    SIGTERMs, sent by another process: the wait must return, with no deadlock nor recursion error."""
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", STORM], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "stopped 0"), done.stderr[-2000:]
