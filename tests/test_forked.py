@@ -4,9 +4,11 @@ exit status, environment, working directory and signals."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,5 +56,15 @@ def test_a_forked_server_ends_by_the_signal_sent_to_it(tmp_path: Path) -> None:
     assert b"head office on" in child.stderr.readline()  # it serves
     with pytest.raises(subprocess.TimeoutExpired):
         child.wait(timeout=0.2)
+    # Asked where it is (what a test shows of a command it found hung), it writes each thread's stack and runs on.
+    child.send_signal(forked.DUMP_STACKS)
+    said, deadline = b"", time.monotonic() + 30
+    while b"most recent call first" not in said or b'File "' not in said:
+        ready, _, _ = select.select([child.stderr.fileno()], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no stacks within 30 s: {said.decode(errors='replace')}"
+        chunk = os.read(child.stderr.fileno(), 65536)
+        assert chunk, said.decode(errors="replace")
+        said += chunk
+    assert child.poll() is None
     child.send_signal(signal.SIGKILL)
     assert child.wait(timeout=30) == -signal.SIGKILL

@@ -206,8 +206,27 @@ class TillProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.kill()
-            raise AssertionError(f"daemon did not stop within {timeout:.0f} s of SIGTERM:\n{self.log_tail()}") from None
+            raise AssertionError(
+                f"daemon did not stop within {timeout:.0f} s of SIGTERM:\n{self.log_tail()}\n{stacks}"
+            ) from None
+
+    def stacks(self, timeout: float = 5.0) -> str:
+        """Where each of a hung daemon's threads is (a forked daemon dumps them to its log on ``forked.DUMP_STACKS``;
+        one started afresh has no such handler and is not asked)."""
+        if self.proc is None or self.proc.poll() is not None or not isinstance(self.proc, forked.ForkedProcess):
+            return "(no stacks: the daemon was not forked or has ended)"
+        before = self.log.stat().st_size if self.log.exists() else 0
+        self.proc.send_signal(forked.DUMP_STACKS)
+        deadline, said = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.log.read_bytes()[before:].decode(errors="replace") if self.log.exists() else ""
+            if "most recent call first" in now and now == said:  # dumped, and nothing more written since
+                return "the daemon's threads:\n" + said
+            said = now
+        return f"(the daemon did not finish dumping its stacks)\n{said}"
 
     def token(self) -> str:
         return (self.data / "api.token").read_text().strip()
