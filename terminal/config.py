@@ -434,6 +434,10 @@ class ReceiptsSection(_Section):
     cap."""
     title: Annotated[str, Field(max_length=64)] = "Loyalty"
     """The loyalty block's first line."""
+    max_age_days: Annotated[float, Field(ge=0, le=3650)] = 7.0
+    """Days after the time it prints (a template's time_format) a receipt may earn; an older one is refused
+    (receipt_too_old), and the rows that stop a receipt earning twice are deleted 2 days after that; 0: no limit,
+    nothing deleted."""
 
 
 class Config(_Section):

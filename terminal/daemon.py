@@ -78,6 +78,7 @@ from terminal.model import (
 )
 from terminal.payments import RiskLimits
 from terminal.ports import CacheDocs, CardReader, Event, QrScanner
+from terminal.receiptrows import RowKeeper
 from terminal.service import Service, clock_back
 from terminal.session import Session
 from terminal.store import RESENT, Store
@@ -229,6 +230,7 @@ class Daemon:
         self.hotkeys: HotkeyListener | None = None
         self.printer: PrinterProxy | None = None  # the printer in the middle (docs/receipts.md)
         self.keeper: Keeper | None = None  # the captured receipts on disk, pruned (docs/receipts.md)
+        self.receipt_rows: RowKeeper | None = None  # the rows of receipts sold, those too old to earn deleted
         self._lock_fd: int | None = None
         self.started_at = utc_iso(time.time())
         self.halted = threading.Event()
@@ -255,8 +257,11 @@ class Daemon:
             hash_uid=lambda uid: card_uid_hash(key, uid),
             limits=payment_limits(cfg),
             spend_needs_proof=cfg.payments.spend_needs_proof,
+            receipt_max_age_days=cfg.receipts.max_age_days,
         )
         self.service.on_commit.append(self._committed)
+        self.receipt_rows = RowKeeper(self.store.forget_receipts, cfg.receipts.max_age_days)
+        self.receipt_rows.start()  # the rows of receipts too old to earn: deleted now and once a day
         try:
             self.api_token = load_or_create_token(cfg.api_token_path)
         except OSError as exc:
@@ -450,6 +455,8 @@ class Daemon:
             self.printer.stop()
         if self.keeper is not None:
             self.keeper.stop()
+        if self.receipt_rows is not None:
+            self.receipt_rows.stop()
         for reader in [*self.readers, *self.door_readers]:
             reader.stop()
         for scanner in self.scanners:

@@ -102,6 +102,7 @@ class Code(StrEnum):
     RECEIPT_REPRINT = "receipt_reprint"
     RECEIPT_PARSE_FAILED = "receipt_parse_failed"
     RECEIPT_TOO_LARGE = "receipt_too_large"
+    RECEIPT_TOO_OLD = "receipt_too_old"
     REQUEST_IN_FLIGHT = "request_in_flight"
     REQUEST_ID_USED = "request_id_used"
     REQUEST_ID_REUSED = "request_id_reused"
@@ -241,6 +242,7 @@ MESSAGES: dict[Code, str] = {
     Code.RECEIPT_REPRINT: "A receipt of this number was already sold at this store: a reprint (a copy) earns nothing.",
     Code.RECEIPT_PARSE_FAILED: "tillpoint failed to parse this receipt's print stream (a bug): it is kept and flagged.",
     Code.RECEIPT_TOO_LARGE: "This receipt has more lines than one receipt may hold: its first bytes are kept and flagged.",
+    Code.RECEIPT_TOO_OLD: "This receipt was printed longer ago than a receipt may earn (a reprint of an old sale).",
     Code.REQUEST_IN_FLIGHT: "A sale with this request_id was recorded at the same moment: ask again for its receipt.",
     Code.REQUEST_ID_USED: "This request_id already names another kind of request: give each request an id of its own.",
     Code.REQUEST_ID_REUSED: "This request_id already names another request: send a request again as it was, "

@@ -295,6 +295,9 @@ class ReceiptRef:
     number_scope: Literal["store", "day"] = "store"
     """How long the POS's receipt numbers stay unique: ``store`` (never printed twice in a store) or ``day`` (they
     start again each day): a second receipt of the same ``number`` (that day) is a reprint (``receipt_reprint``)."""
+    printed: datetime | None = None
+    """When the receipt says it was printed (its sale's time, ``terminal.receipts.age.printed_time``); None: not
+    read. Past ``[receipts] max_age_days`` it earns nothing (``receipt_too_old``)."""
 
 
 @dataclass(frozen=True, slots=True)

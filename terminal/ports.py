@@ -300,6 +300,8 @@ class Effects:
     receipt_number: tuple[str, str] | None = None
     """(store id, the receipt's number, prefixed by the day for numbers that start again each day): one sale per
     number, a second is a reprint (``receipt_reprint``)"""
+    receipt_printed: str | None = None
+    """When the receipt says it was printed (UTC ISO): its rows are deleted once it is too old to earn (None: kept)"""
     topup: TopupWrite | None = None  # a top-up sold here, or its void
     voucher: VoucherWrite | None = None  # a voucher sold, redeemed or refunded here
     gift: GiftWrite | None = None  # a gift card sold, loaded, paid with, given back onto or blocked here

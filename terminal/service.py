@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -85,6 +85,7 @@ from terminal.ports import (
     TopupWrite,
     VoucherWrite,
 )
+from terminal.receipts import age
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -145,8 +146,11 @@ class Service:
         hash_uid: Callable[[bytes], str] | None = None,
         limits: pay.RiskLimits = pay.RiskLimits(),
         spend_needs_proof: bool = True,
+        receipt_max_age_days: float = 0.0,
     ) -> None:
         self.sun_master_key = sun_master_key
+        self.receipt_max_age_days = receipt_max_age_days
+        """``[receipts] max_age_days``: a receipt printed longer ago earns nothing (``receipt_too_old``); 0: no limit."""
         self.hash_uid = hash_uid
         self.limits = limits
         self.spend_needs_proof = spend_needs_proof
@@ -251,6 +255,20 @@ class Service:
     def now(self) -> datetime:
         """The store's local wall-clock time (the till PC's time zone): what rules and coupons see."""
         return datetime.fromtimestamp(self.clock())
+
+    def _receipt_printed(self, receipt: ReceiptRef | None) -> datetime | None:
+        """When ``receipt`` says it was printed (its wall clock in the store's time zone), None when it does not say;
+        ``receipt_too_old`` when that is more than ``receipt_max_age_days`` ago."""
+        if receipt is None or receipt.printed is None:
+            return None
+        policy = self.store.topup_policy() if receipt.printed.tzinfo is None else None
+        printed = age.in_zone(receipt.printed, _store_zone(policy))
+        if age.too_old(printed, datetime.fromtimestamp(self.clock(), UTC), self.receipt_max_age_days):
+            raise Rejected(
+                Code.RECEIPT_TOO_OLD,
+                f"The receipt was printed {printed.isoformat()}, more than {self.receipt_max_age_days:g} days ago.",
+            )
+        return printed
 
     def program(self) -> ly.Program:
         """The parsed rule documents, parsed again only when head office changed them."""
@@ -507,6 +525,7 @@ class Service:
         request_id: str | None = None,
     ) -> Receipt:
         now = self.now()
+        printed = self._receipt_printed(receipt)
         if tapped is not None and tapped.member.member_id != quote.member_id:
             tapped = None
         # A secure card's tap serves one sale: once its read counter is used, the same tap only
@@ -560,6 +579,7 @@ class Service:
                 now,
                 self.store.topup_policy() if receipt is not None and receipt.number_scope == "day" else None,
             ),
+            receipt_printed=utc_iso(printed.timestamp()) if printed is not None else None,
         )
         payload = self._sale_payload(quote, paid, state, tapped, spent, now, self._priced_with(used))
         if receipt is not None:
@@ -1613,6 +1633,14 @@ def _int(value: object) -> int:
 
 def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
     return replace(quote, refused=tuple(sorted([*quote.refused, *extra])))
+
+
+def _store_zone(policy: dict[str, Any] | None) -> tzinfo:
+    """The store's time zone (the calendar head office's policy carries); without one, the till's own."""
+    try:
+        return ZoneInfo(str((policy or {})["timezone"]))
+    except (KeyError, ValueError, ZoneInfoNotFoundError):
+        return datetime.now().astimezone().tzinfo or UTC
 
 
 def _receipt_number(

@@ -13,6 +13,7 @@ from typing import Protocol
 from terminal.errors import Rejected
 from terminal.model import Basket, ReceiptRef, ReceiptSold
 from terminal.ports import Emit
+from terminal.receipts.age import printed_time
 from terminal.receipts.block import LABELS, BlockInfo, render
 from terminal.receipts.escpos import Captured, ReceiptParser
 from terminal.receipts.templates import Template, first_reading
@@ -92,7 +93,8 @@ class Desk:
             self._event(receipt, "read", None, got.number)
             return None
         template = self.by_name[got.template]
-        ref = ReceiptRef(receipt.digest, got.number, self.pos_id, template.number_scope)
+        printed = printed_time(got.time, template.time_format)
+        ref = ReceiptRef(receipt.digest, got.number, self.pos_id, template.number_scope, printed)
         try:
             sold = self.sales.receipt_sale(got.basket, ref)
         except Rejected as exc:

@@ -11,6 +11,7 @@ A chain writes one template per POS model and language (TOML)::
     width = 42                    # characters per line (Font A)
     decimals = 2                  # digits after the decimal separator in printed prices
     number_scope = "store"        # receipt numbers never repeat in a store ("day": they start again each day)
+    time_format = "%Y-%m-%d %H:%M"  # how patterns.time prints the sale's time (strptime): a receipt's age
     [patterns]
     item = '^(?P<name>.+?)\\s+(?P<qty>\\d+)\\s*x\\s*(?P<price>[\\d.,]+)\\s+(?P<amount>[\\d.,]+)$'
     discount = '^Discount.*?-(?P<amount>[\\d.,]+)$'
@@ -93,6 +94,9 @@ class Template(BaseModel):
     number_scope: Literal["store", "day"] = "store"
     """How long the POS's receipt numbers (``patterns.number``) stay unique: ``store`` (never twice in a store) or
     ``day`` (they start again each day). A receipt of a number already sold is a reprint (``receipt_reprint``)."""
+    time_format: Annotated[str, Field(max_length=64)] | None = None
+    """How ``patterns.time`` prints the sale's time, as ``strptime`` reads it (``"%Y-%m-%d %H:%M"``); without it a
+    receipt's age is not known, so ``[receipts] max_age_days`` cannot refuse it and its rows are kept for ever."""
     patterns: Patterns
 
     @field_validator("encoding", "multibyte")

@@ -190,6 +190,23 @@ def keep_request(conn: sqlite3.Connection, request_id: str, txn_id: str, answer:
     conn.execute("DELETE FROM pos_requests WHERE rowid <= (SELECT MAX(rowid) FROM pos_requests) - ?", (REQUESTS_KEPT,))
 
 
+RECEIPT_TABLES = ("receipt_digests", "receipt_numbers")
+"""The rows that stop a receipt earning twice, each with the time its receipt prints (``printed_at``)."""
+
+
+def forget_receipts(conn: sqlite3.Connection, before: str, batch: int) -> int:
+    """Delete at most ``batch`` rows of each of ``RECEIPT_TABLES`` whose receipt was printed before ``before`` (UTC
+    ISO: such a receipt is refused as too old, rows or none); rows of a receipt whose time was not read stay."""
+    deleted = 0
+    for table in RECEIPT_TABLES:
+        deleted += conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN "
+            f"(SELECT rowid FROM {table} WHERE printed_at < ? ORDER BY printed_at LIMIT ?)",
+            (before, batch),
+        ).rowcount
+    return deleted
+
+
 def check_unchanged(conn: sqlite3.Connection, fx: Effects) -> None:
     """A return is priced from the sale as it was read; inside the COMMIT the sale must still be so (the
     local API serves each request on its own thread: two returns of one sale may race)."""
@@ -244,18 +261,19 @@ def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
         if conn.execute("SELECT 1 FROM receipt_digests WHERE digest = ?", (fx.receipt_digest,)).fetchone():
             raise Rejected(Code.RECEIPT_ALREADY_USED)
         conn.execute(
-            "INSERT INTO receipt_digests (digest, txn_id, created_at) VALUES (?,?,?)",
-            (fx.receipt_digest, txn_id, _iso(fx.now)),
+            "INSERT INTO receipt_digests (digest, txn_id, created_at, printed_at) VALUES (?,?,?,?)",
+            (fx.receipt_digest, txn_id, _iso(fx.now), fx.receipt_printed),
         )
     if fx.receipt_number is not None:  # the same receipt printed again, its bytes another's (a COPY header)
         conn.execute(
-            "INSERT INTO receipt_numbers (store_id, number, txn_id, digest, created_at) VALUES (?,?,?,?,?)",
+            "INSERT INTO receipt_numbers (store_id, number, txn_id, digest, created_at, printed_at) VALUES (?,?,?,?,?,?)",
             (
                 fx.receipt_number[0],
                 _unreprinted(conn, txn_id, *fx.receipt_number),
                 txn_id,
                 fx.receipt_digest,
                 _iso(fx.now),
+                fx.receipt_printed,
             ),
         )
     if not fx.stored_value or fx.member_id is None:

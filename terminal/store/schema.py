@@ -260,3 +260,13 @@ def m016_pos_requests_body(db: Database) -> None:
     # The digest of the request each POS request id came with (its route and body): the id sent again with another
     # request is refused, not answered with the first's answer. Ids kept before have none and are checked by id alone.
     db.execute("ALTER TABLE pos_requests ADD COLUMN body TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m017_receipt_printed(db: Database) -> None:
+    # When each receipt a sale was read from says it was printed (UTC ISO; null: its time was not read): a receipt
+    # too old to earn needs no row to be refused, so the rows of those printed long enough ago are deleted.
+    for table in ("receipt_digests", "receipt_numbers"):
+        if "printed_at" not in db.table(table).columns_dict:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN printed_at TEXT")
+        db.execute(f"CREATE INDEX IF NOT EXISTS idx_{table}_printed_at ON {table} (printed_at)")

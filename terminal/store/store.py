@@ -287,6 +287,12 @@ class Store:
         with self._write() as conn:
             ledger.keep_request(conn, request_id, txn_id, answer)
 
+    def forget_receipts(self, before: str, batch: int) -> int:
+        """One batch of ``ledger.forget_receipts``, in a transaction of its own: the rows deleted (fewer than twice
+        ``batch``: none are left)."""
+        with self._write() as conn:
+            return ledger.forget_receipts(conn, before, batch)
+
     def request_answer(self, request_id: str) -> tuple[str, str] | None:
         rows = self._read("SELECT answer, body FROM pos_requests WHERE request_id = ?", [request_parts(request_id)[0]])
         return (str(rows[0][0]), str(rows[0][1])) if rows else None

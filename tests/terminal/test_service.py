@@ -256,7 +256,7 @@ def test_the_receipt_numbers_of_the_sales_recorded_before_the_upgrade_are_reprin
     conn = sqlite3.connect(tmp_path / "t.db")  # as a database of the release before
     with conn:
         conn.execute("DROP TABLE receipt_numbers")
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm015_receipt_numbers'")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m015_receipt_numbers', 'm017_receipt_printed')")
     conn.close()
     store = Store.open(tmp_path / "t.db")
     try:

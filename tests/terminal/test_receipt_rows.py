@@ -1,0 +1,100 @@
+"""The rows that stop a printed receipt earning twice are bounded: a receipt printed more than ``max_age_days`` ago
+earns nothing (``receipt_too_old``), so its rows are deleted past that and a margin, in batches; a reprint of a
+receipt whose rows are gone is still refused; a pruning that fails or stops half way deletes nothing else."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from terminal.errors import Rejected
+from terminal.model import Basket, Line, ReceiptRef
+from terminal.receiptrows import RowKeeper, prune_rows
+from terminal.receipts.age import MARGIN_DAYS, printed_time
+from terminal.service import Service
+from terminal.store import Store
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+def till(store: Store, at: datetime = NOW) -> Service:
+    return Service(store, "T-1", clock=lambda: at.timestamp(), receipt_max_age_days=7)
+
+
+def sell(svc: Service, digest: str, printed: datetime | None, number: str | None = "0042") -> str:
+    ref = ReceiptRef(digest, number, "POS-1", "store", printed.replace(tzinfo=None) if printed else None)
+    try:
+        svc.commit(svc.quote("M-1", Basket((Line("SKU-1", 1, 1000),))), receipt=ref)
+    except Rejected as exc:
+        return exc.code.value
+    return "sold"
+
+
+def rows(store: Store) -> tuple[int, int]:
+    conn = store.db.conn
+    return (
+        int(conn.execute("SELECT count(*) FROM receipt_digests").fetchone()[0]),
+        int(conn.execute("SELECT count(*) FROM receipt_numbers").fetchone()[0]),
+    )
+
+
+def test_a_receipt_printed_longer_ago_than_it_may_earn_is_refused(service: Service) -> None:
+    """The time a template reads (``time_format``) gives the receipt's age; past ``max_age_days`` nothing is sold."""
+    assert printed_time("2026-12-02 10:30", "%Y-%m-%d %H:%M") == datetime(2026, 12, 2, 10, 30)
+    assert printed_time("02/12/2026", "%Y-%m-%d %H:%M") is None
+    svc = till(service.store)
+    before = service.store.pending_count()
+    assert sell(svc, "a" * 64, NOW - timedelta(days=8), "0001") == "receipt_too_old"
+    assert service.store.pending_count() == before and rows(service.store) == (0, 0)
+    assert sell(svc, "b" * 64, NOW - timedelta(days=6), "0002") == "sold"
+    assert sell(svc, "c" * 64, None, "0003") == "sold"  # a receipt whose time was not read is never too old
+
+
+def test_a_reprint_after_its_rows_were_pruned_still_earns_nothing(service: Service) -> None:
+    """Sold on the day, its rows pruned ten days later: the same bytes and a COPY of it are refused by their age."""
+    printed = NOW - timedelta(hours=1)
+    assert sell(till(service.store), "d" * 64, printed) == "sold"
+    assert sell(till(service.store, NOW + timedelta(days=3)), "d" * 64, printed) == "receipt_already_used"
+    later = NOW + timedelta(days=7 + MARGIN_DAYS + 1)
+    assert prune_rows(service.store.forget_receipts, 7, later.timestamp()) == 2
+    assert rows(service.store) == (0, 0)
+    sold = service.store.pending_count()
+    assert sell(till(service.store, later), "d" * 64, printed) == "receipt_too_old"
+    assert sell(till(service.store, later), "e" * 64, printed) == "receipt_too_old"  # a COPY: other bytes
+    assert service.store.pending_count() == sold
+
+
+def test_only_rows_too_old_to_matter_go_in_batches_and_a_stopped_pruning_leaves_the_rest(service: Service) -> None:
+    """Old rows go batch by batch, each its own transaction; young rows, rows without a time and the journal stay."""
+    store = service.store
+    svc = till(store)
+    for i in range(5):
+        assert sell(svc, f"{i:064x}", NOW - timedelta(days=1), f"N{i}") == "sold"
+    assert sell(svc, "f" * 64, None, "N-untimed") == "sold"
+    journal = store.pending_count()
+    later = (NOW + timedelta(days=7 + MARGIN_DAYS)).timestamp()
+    calls: list[int] = []
+    stop = threading.Event()
+
+    def forget(before: str, batch: int) -> int:
+        calls.append(batch)
+        done = store.forget_receipts(before, batch)
+        stop.set()  # killed after its first batch
+        return done
+
+    assert prune_rows(forget, 7, later, batch=2, stop=stop) == 4
+    assert calls == [2] and rows(store) == (4, 4)
+    assert prune_rows(store.forget_receipts, 7, later, batch=2) == 6  # the next pruning goes on
+    assert rows(store) == (1, 1) and store.pending_count() == journal
+    assert sell(till(store, NOW + timedelta(days=1)), "f" * 64, None, "N-other") == "receipt_already_used"
+
+
+def test_a_failing_pruning_deletes_nothing_and_the_till_sells_on(service: Service) -> None:
+    """The disk full or read-only while pruning (a write refused): logged, nothing deleted, the next sale sold."""
+    store = service.store
+    assert sell(till(store), "1" * 64, NOW - timedelta(days=1), "0001") == "sold"
+    store.db.conn.execute("CREATE TRIGGER full BEFORE DELETE ON receipt_digests BEGIN SELECT RAISE(ABORT, 'full'); END")
+    keeper = RowKeeper(store.forget_receipts, 7, clock=lambda: (NOW + timedelta(days=30)).timestamp())
+    assert keeper.prune() == 0 and keeper.failing == "receipt_rows_prune_failed"
+    assert rows(store) == (1, 1)  # the batch rolled back whole: its numbers' rows too
+    assert sell(till(store, NOW + timedelta(days=30)), "2" * 64, NOW + timedelta(days=30), "0002") == "sold"
