@@ -263,7 +263,7 @@ class Service:
             return None
         policy = self.store.topup_policy() if receipt.printed.tzinfo is None else None
         printed = age.in_zone(receipt.printed, _store_zone(policy))
-        if age.too_old(printed, datetime.fromtimestamp(self.clock(), UTC), self.receipt_max_age_days):
+        if age.too_old(printed, datetime.fromtimestamp(self.hq_now(), UTC), self.receipt_max_age_days):
             raise Rejected(
                 Code.RECEIPT_TOO_OLD,
                 f"The receipt was printed {printed.isoformat()}, more than {self.receipt_max_age_days:g} days ago.",
@@ -862,6 +862,11 @@ class Service:
             return float(text) if text else None
         except ValueError:
             return None
+
+    def hq_now(self) -> float:
+        """Now by head office's clock as far as this till knows it: its own clock less the offset the last sync
+        measured (its own clock when never measured)."""
+        return self.clock() - (self.clock_offset() or 0.0)
 
     def _blame_clock(self, refused: Rejected, check: Callable[[int], None]) -> None:
         """A time check failed: when this till's clock is known to be off and the check passes at head

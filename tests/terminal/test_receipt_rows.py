@@ -98,3 +98,18 @@ def test_a_failing_pruning_deletes_nothing_and_the_till_sells_on(service: Servic
     assert keeper.prune() == 0 and keeper.failing == "receipt_rows_prune_failed"
     assert rows(store) == (1, 1)  # the batch rolled back whole: its numbers' rows too
     assert sell(till(store, NOW + timedelta(days=30)), "2" * 64, NOW + timedelta(days=30), "0002") == "sold"
+
+
+def test_a_till_clock_a_year_ahead_neither_refuses_todays_receipts_nor_prunes_their_rows(service: Service) -> None:
+    """The last sync measured this till's clock a year ahead of head office's: receipts are aged, and their rows
+    pruned, by head office's time as last measured, so today's receipt sells and its row stops its reprint."""
+    store = service.store
+    ahead = 365 * 86400.0
+    store.set_state(hq_clock_offset=str(ahead))
+    wrong = NOW + timedelta(seconds=ahead)  # what this till's clock says
+    svc = till(store, wrong)
+    assert abs(svc.hq_now() - NOW.timestamp()) < 1
+    assert sell(svc, "9" * 64, NOW - timedelta(hours=1), "0009") == "sold"
+    keeper = RowKeeper(store.forget_receipts, 7, clock=svc.hq_now)
+    assert keeper.prune() == 0 and rows(store) == (1, 1)
+    assert sell(svc, "9" * 64, NOW - timedelta(hours=1), "0009") == "receipt_already_used"
