@@ -345,13 +345,14 @@ def summary(tx: Tx, **filters: str | None) -> dict[str, dict[str, int]]:
     return found
 
 
-def lift_spend_hold(tx: Tx, detail: Any) -> None:
-    """Staff settled an ``enrolment_contested`` item: the member it names may spend again once no other open
-    item contests it (docs/enrolment.md); the tills learn it with the member's next version."""
+def lift_spend_hold(tx: Tx, detail: Any) -> str | None:
+    """Staff settled an ``enrolment_contested`` item (or its terminal was revoked): the member it names may spend
+    again once no other open item contests it (docs/enrolment.md); the tills learn it with the member's next
+    version. Returns the member whose hold ended, if one did."""
     found = json.loads(detail) if isinstance(detail, str) else detail or {}
     named = found.get("member_id") if isinstance(found, dict) else None
     if not isinstance(named, str):
-        return
+        return None
     member_id = surviving_member(tx, named)  # the hold is on the id a merged-away one was merged into
     still = tx.all(
         "SELECT detail FROM recon_items WHERE reason = ? AND state = ?",
@@ -360,9 +361,46 @@ def lift_spend_hold(tx: Tx, detail: Any) -> None:
     holding = [json.loads(d) for (d,) in still if isinstance(d, str)]
     others = {d.get("member_id") for d in holding if d.get("spend_held", True)}  # an item over the bound holds none
     if any(isinstance(o, str) and surviving_member(tx, o) == member_id for o in others):
-        return
-    if tx.run("UPDATE members SET spend_held = 0 WHERE member_id = ? AND spend_held = 1", [member_id]):
-        bump_versions(tx, "members", "member_id", [member_id])
+        return None
+    if not tx.run("UPDATE members SET spend_held = 0 WHERE member_id = ? AND spend_held = 1", [member_id]):
+        return None
+    bump_versions(tx, "members", "member_id", [member_id])
+    return member_id
+
+
+REVOKED_REASON = "terminal revoked"
+"""Why a revocation ended the spending holds of the terminal's contests (the audit record's reason)."""
+
+
+def end_terminal_holds(tx: Tx, terminal_id: str, by: str) -> list[str]:
+    """The terminal's credential was revoked: its open ``enrolment_contested`` items hold nothing from now on
+    (``spend_held: false`` in their detail, as a contest over the bound) and stay open for staff; each member they
+    held spends again unless another terminal's open contest still holds it (``lift_spend_hold``). Audited (who,
+    ``REVOKED_REASON``, the items, the members released and those still held) when any of its items held.
+    Returns the members whose hold ended (docs/security.md)."""
+    rows = tx.all(
+        f"SELECT item_id, detail FROM recon_items WHERE terminal_id = ? AND reason = ? AND state = ? "
+        f"ORDER BY item_id{tx.for_update}",
+        [terminal_id, Reason.ENROLMENT_CONTESTED.value, ItemState.OPEN.value],
+    )
+    holding = [(item_id, found) for item_id, found in _details(rows) if found.get("spend_held", True)]
+    for item_id, found in holding:
+        tx.run(
+            "UPDATE recon_items SET detail = ? WHERE item_id = ?",
+            [json.dumps({**found, "spend_held": False}, sort_keys=True), item_id],
+        )
+    released = [m for m in (lift_spend_hold(tx, found) for _, found in holding) if m is not None]
+    named = {surviving_member(tx, m) for _, found in holding if isinstance(m := found.get("member_id"), str)}
+    if holding:
+        details = {"items": [i for i, _ in holding], "released": released, "still_held": sorted(named - set(released))}
+        audit.append(tx, by, "end_spend_holds", terminal_id, REVOKED_REASON, details)
+    return released
+
+
+def _details(rows: Iterable[Sequence[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each (item id, detail) row with its detail read as the object it was written as."""
+    found = [(str(item_id), json.loads(d) if isinstance(d, str) else d) for item_id, d in rows]
+    return [(item_id, d) for item_id, d in found if isinstance(d, dict)]
 
 
 def settle_group(tx: Tx, terminal_id: str, day: str, reason: str, by: str, note: str, now: str) -> int:

@@ -364,13 +364,15 @@ class HqStore:
         rows = self._read("SELECT revoked FROM terminals WHERE terminal_id = ?", [terminal_id])
         return bool(rows[0][0]) if rows else None
 
-    def revoke_terminal(self, terminal_id: str) -> bool:
+    def revoke_terminal(self, terminal_id: str, by: str = "cli") -> bool:
         """Refuse the terminal's credential from now on; False if no such terminal. What it held of the
         flash-drop pools and had not used goes back to them, and what head office held back for its online
         confirmations whose entries have not arrived is let go (a stolen credential holds no member's balance or
         gift card past its revocation; a sale the till recorded and sends after a new enrolment is applied like
-        any withdrawn one). Its enrolment codes not used yet are void: only a code made after the revocation lets
-        the terminal in again (a copy of an older one would lift it)."""
+        any withdrawn one). Its contests hold no member's spending any more (``reconcile.end_terminal_holds``,
+        audited as ``by``'s): a member another terminal's open contest also holds stays held. Its enrolment codes
+        not used yet are void: only a code made after the revocation lets the terminal in again (a copy of an older
+        one would lift it)."""
         with self.db.write() as tx:
             found = (
                 tx.run(
@@ -381,6 +383,8 @@ class HqStore:
             tx.run("DELETE FROM enrol_codes WHERE terminal_id = ? AND used_at IS NULL", [terminal_id])
             pools.strand(tx, terminal_id, self.now())
             withdraw_confirms(tx, terminal_id, None, self.now())
+            if found:
+                reconcile.end_terminal_holds(tx, terminal_id, by)
             return found
 
     def enrol_code(self, terminal_id: str, store_id: str, hours: float = 72.0) -> str:

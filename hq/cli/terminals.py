@@ -51,10 +51,16 @@ def rotate(
 
 
 @app.command("revoke")
-def revoke(terminal_id: str, db: DbOpt = DEFAULT_DB, as_json: JsonOpt = False) -> None:
-    """Refuse a terminal's credential from now on (a new enrolment code lets it back in)."""
+def revoke(
+    terminal_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who revokes it (the audit log names them).")] = "cli",
+    db: DbOpt = DEFAULT_DB,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refuse a terminal's credential from now on (a new enrolment code lets it back in); the members its
+    contested enrolments held spend again, unless another terminal's contest holds them too (audited)."""
     with hq_store(db) as store:
-        if not store.revoke_terminal(terminal_id):
+        if not store.revoke_terminal(terminal_id, by):
             fail(f"no terminal {terminal_id}")
     if as_json:
         show_json({"terminal_id": terminal_id, "revoked": True})

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from drivers.decode import decode
+from hq import audit
 from hq.store import HqStore
 from sync.client import SyncClient
 from terminal.enrolment import ClaimSigner
@@ -164,6 +165,55 @@ def test_a_contested_member_id_earns_and_does_not_spend_until_staff_settle_it(hq
     client.close()
     store.close()
     new_store.close()
+
+
+def test_revoking_the_stolen_credential_lets_the_member_it_held_spend_again(hq: HqProcess, tmp_path: Path) -> None:
+    """A stolen credential's contested enrolment holds a member's spending; ``hq revoke`` of its terminal ends the
+    hold (audited, the item left open for staff), and another till that refused the member's spend lets it once it
+    has pulled."""
+    tokens = {t: hq.add_terminal(t) for t in ("T-RH", "T-RT", "T-R2")}
+    store, honest, client = till(tmp_path, "T-RH", hq, tokens["T-RH"])
+    member = honest.enrol(tap("f1" * 32), "Freed Fumi", consent="till-2026-11").member.member_id
+    assert sell(honest, member, 200_000).points_delta > 0
+    client.sync_once()
+    thief = {"terminal_id": "T-RT", "seq": 1, "txn_id": "T-RT-1", "kind": "enrol", "created_at": utc_iso(time.time())}
+    body = {"protocol": 2, "terminal_id": "T-RT", "entries": [{**thief, "payload": entries.enrol(member, "f2" * 32)}]}
+    headers = {"Authorization": f"Bearer {tokens['T-RT']}"}
+    assert httpx.post(f"{hq.url}/v1/journal", json=body, headers=headers, timeout=10).status_code == 200
+    other_store, _, other_client = till(tmp_path, "T-R2", hq, tokens["T-R2"])
+    other = Service(other_store, "T-R2", spend_needs_proof=False)  # points on the POS's word: only the hold refuses
+
+    def redeeming() -> Any:
+        return other.commit(other.quote(member, Basket((Line("SKU-1", 1, 2000, "food"),)), redeem=REDEEM_MAX))
+
+    with pytest.raises(Rejected) as refused:
+        redeeming()
+    assert refused.value.code is Code.MEMBER_SPEND_HELD
+
+    assert hq.cli("revoke", "T-RT", "--by", "Ana").strip() == "revoked T-RT"
+
+    assert httpx.post(f"{hq.url}/v1/journal", json=body, headers=headers, timeout=10).status_code == 401
+    other_client.sync_once()
+    assert other_store.member(member).status is Status.ACTIVE  # type: ignore[union-attr]
+    assert redeeming().points_delta < 0
+    admin = HqStore(hq.db)
+    try:
+        (item,) = [i for i in admin.items(terminal_id="T-RT") if i.reason.value == "enrolment_contested"]
+        assert (item.state.value, item.detail["member_id"], item.detail["spend_held"]) == ("open", member, False)
+        with admin.db.read() as tx:
+            (record,) = [r for r in audit.recent(tx) if r.target == "T-RT"]
+        assert (record.actor, record.action, record.target, record.reason) == (
+            "Ana",
+            "end_spend_holds",
+            "T-RT",
+            "terminal revoked",
+        )
+        assert record.details["released"] == [member]
+    finally:
+        admin.close()
+    for c, s in ((client, store), (other_client, other_store)):
+        c.close()
+        s.close()
 
 
 def claim(hq: HqProcess, token: str, name: str = "Kim", version: str = "join-2026-11") -> httpx.Response:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hq import payments
+from hq import audit, payments
 from hq.demo import DEMO_CARDS, seed_demo
 from hq.store import (
     CredentialRevoked,
@@ -316,6 +316,77 @@ def test_one_terminal_s_contests_hold_at_most_three_members_at_a_time(store: HqS
     assert not store.member(ids[0]).spend_held  # type: ignore[union-attr]
     store.ingest("T2", [enrolment(5, ids[4], "9a" * 32, terminal="T2")])
     assert store.member(ids[4]).spend_held  # type: ignore[union-attr]
+
+
+def held(store: HqStore, member_id: str) -> bool:
+    member = store.member(member_id)
+    assert member is not None
+    return member.spend_held
+
+
+def contested(store: HqStore, terminal_id: str) -> list[tuple[str, str, bool]]:
+    """The terminal's ``enrolment_contested`` items: (member, state, whether it holds)."""
+    found = [i for i in store.items(terminal_id=terminal_id) if i.reason.value == "enrolment_contested"]
+    return [(i.detail["member_id"], i.state.value, i.detail["spend_held"]) for i in sorted(found, key=lambda i: i.seq)]
+
+
+def test_a_revoked_terminal_s_contests_hold_nothing_and_another_s_still_hold(store: HqStore) -> None:
+    """Revoking the stolen credential lets the members only its contests held spend again (its items stay open,
+    holding nothing, and the revocation is audited). A member another terminal's open contest also holds stays
+    held until that one is revoked or settled too; so does an id the revoked terminal enrolled first: its card is
+    the one linked to it, and the honest till's contest holds it until staff block that card."""
+    store.add_terminal("T3", "S1")
+    only, shared, first = "E-0510", "E-0511", "E-0512"
+    store.ingest("T1", [enrolment(1, only, "a" * 64, terminal="T1"), enrolment(2, shared, "b" * 64, terminal="T1")])
+    store.ingest("T1", [entry(3, member=only, delta=300), entry(4, member=shared, delta=300)])
+    store.ingest("T2", [enrolment(n, m, "9a" * 32, terminal="T2") for n, m in enumerate((only, shared, first), 1)])
+    store.ingest("T3", [enrolment(1, shared, "9b" * 32, terminal="T3")])
+    store.ingest("T1", [enrolment(5, first, "c" * 64, terminal="T1")])
+    assert [held(store, m) for m in (only, shared, first)] == [True, True, True]
+    since = store.changes(0, 10_000).cursor
+
+    assert store.revoke_terminal("T2", "Ana") is True
+
+    assert [held(store, m) for m in (only, shared, first)] == [False, True, True]
+    fed = [m for m in store.changes(since, 10_000).members if m.member_id in (only, shared, first)]
+    assert [(m.member_id, m.spend_held) for m in fed] == [(only, False)]  # the tills learn it with their next pull
+    assert store.changes(10**9, 1).spend_held == [shared, first]
+    assert contested(store, "T2") == [(only, "open", False), (shared, "open", False)]
+    assert contested(store, "T3") == [(shared, "open", True)]
+    assert contested(store, "T1") == [(first, "open", True)]
+    with store.db.read() as tx:
+        (record,) = audit.recent(tx, 1)
+    assert (record.actor, record.action, record.target) == ("Ana", "end_spend_holds", "T2")
+    assert record.reason == "terminal revoked"
+    assert (record.details["released"], record.details["still_held"]) == ([only], [shared])
+    store.ingest("T1", [spend(6, only, "a" * 64), spend(7, shared, "b" * 64)])
+    assert (store.effects("T1")[6], store.effects("T1")[7]) == (Effect.APPLIED, Effect.QUARANTINED)
+    assert store.revoke_terminal("T3", "Ana") is True
+    assert not held(store, shared) and held(store, first)
+
+
+def test_a_re_enrolled_terminal_does_not_restore_its_holds_by_pushing_its_old_entries_again(store: HqStore) -> None:
+    """Head office stores an entry once: the stolen credential's contests pushed again after a new enrolment of
+    its terminal are duplicates (nothing applied again), and the same enrolment under another seq is a conflict;
+    neither holds the member again."""
+    store.ingest("T1", [enrolment(1, "E-0530", "a" * 64, terminal="T1"), entry(2, member="E-0530", delta=300)])
+    stolen = [enrolment(1, "E-0530", "9a" * 32, terminal="T2")]
+    store.ingest("T2", stolen)
+    assert store.revoke_terminal("T2", "Ana") is True
+    assert not held(store, "E-0530")
+    token = store.enrol(store.enrol_code("T2", "S1"), "T2").token
+    assert store.authenticate(token) == "T2"
+
+    again = store.ingest("T2", stolen)
+
+    assert (again.stored, again.duplicates) == (0, 1)
+    moved = stolen[0].model_copy(update={"seq": 2})
+    with pytest.raises(SeqConflict):
+        store.ingest("T2", [moved])
+    assert not held(store, "E-0530") and store.changes(10**9, 1).spend_held == []
+    assert contested(store, "T2") == [("E-0530", "open", False)]
+    store.ingest("T1", [spend(3, "E-0530", "a" * 64)])
+    assert store.effects("T1")[3] is Effect.APPLIED
 
 
 def test_concurrent_retries_of_one_batch_apply_once(store: HqStore) -> None:
