@@ -206,6 +206,11 @@ class UnknownTerminal(HqError):
     pass
 
 
+class CredentialRevoked(HqError):
+    """The terminal's credential is revoked: checked when its token is read, and again once a push holds its row
+    (a push whose token was read just before the revocation committed stores nothing after it)."""
+
+
 class Effect(StrEnum):
     """What ingesting an entry did to balances; kept on the journal row for reconciliation."""
 

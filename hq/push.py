@@ -20,6 +20,7 @@ from hq import giftcards, ledger, members, receipts, rewards, rollup, topups, vo
 from hq.db.engine import Tx
 from hq.ingest import (
     Batch,
+    CredentialRevoked,
     Effect,
     Settings,
     UnknownTerminal,
@@ -66,10 +67,13 @@ def _ingest(
     tx: Tx, settings: Settings, terminal_id: str, entries: list[WireEntry], received_at: str, clock: str | None
 ) -> PushResponse:
     held = tx.one(
-        f"SELECT store_id, acked_seq, last_pull FROM terminals WHERE terminal_id = ?{tx.for_update}", [terminal_id]
+        f"SELECT store_id, acked_seq, last_pull, revoked FROM terminals WHERE terminal_id = ?{tx.for_update}",
+        [terminal_id],
     )
     if held is None:
         raise UnknownTerminal(f"terminal {terminal_id} is not registered")
+    if held[3]:
+        raise CredentialRevoked(f"terminal {terminal_id}'s credential was revoked")
     store_id, watermark = str(held[0]), int(held[1])
     fresh, duplicates = new_entries(tx, terminal_id, entries)
     size = sum(len(payload_json(e.payload)) for e in fresh)  # what the journal keeps of them

@@ -66,6 +66,7 @@ from hq.errors import HqError, IntegrityFailed, KeyFileInvalid, MigrationNeeded,
 from hq.ingest import (
     PUSH_BYTES_PER_DAY,
     PUSH_ENTRIES_PER_DAY,
+    CredentialRevoked,
     Effect,
     PushLimited,
     SeqConflict,
@@ -151,10 +152,6 @@ T = TypeVar("T")
 Also = Callable[[Tx], object]
 """More work for the transaction of a change (its audit record)."""
 ENROL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-
-
-class CredentialRevoked(HqError):
-    pass
 
 
 class EnrolmentRefused(HqError):

@@ -474,6 +474,20 @@ def test_rekeying_replaces_the_token_and_revocation_sticks(store: HqStore) -> No
     assert store.revoke_terminal("nope") is False
 
 
+def test_a_push_that_reaches_its_transaction_after_the_revocation_stores_nothing(store: HqStore) -> None:
+    """A push's token was read a moment before the revocation committed (a stolen credential's push in flight):
+    once the push holds the terminal's row it sees the revocation and stores nothing, holds nothing, earns nothing."""
+    store.add_terminal("T1", "S1")
+    store.ingest("T1", [entry(1, member="M-1", delta=100)])
+    before = store.member("M-1")
+    assert store.revoke_terminal("T1") is True
+    with pytest.raises(CredentialRevoked):
+        store.ingest("T1", [entry(2, member="M-1", delta=500), enrolment(3, "E-0999", "d" * 64, terminal="T1")])
+    with store.db.read() as tx:
+        seqs = [int(r[0]) for r in tx.all("SELECT seq FROM journal WHERE terminal_id = 'T1' ORDER BY seq")]
+    assert seqs == [1] and store.member("M-1") == before and store.member("E-0999") is None
+
+
 def test_a_terminal_cannot_change_store_or_reuse_a_token(store: HqStore) -> None:
     with pytest.raises(ValueError, match="belongs to store S1"):
         store.add_terminal("T1", "S2")
