@@ -86,6 +86,32 @@ def set_session_cookie(response: Response, request: Request, token: str, max_age
     )
 
 
+DEVICE_COOKIE = "tp_wallet_device"
+SECURE_DEVICE_COOKIE = "__Host-tp_wallet_device"
+"""The browser's device token after a sign-in by code (``hq.wallet.signin.remember_device``): kept through
+sign-out, so that codes asked for and typed on it count in its own lane, not in the one strangers share."""
+
+
+def device_token(request: Request) -> str:
+    """The wallet device token the request's cookie carries, or ""."""
+    secure = request.url.scheme == "https"
+    return request.cookies.get(SECURE_DEVICE_COOKIE if secure else DEVICE_COOKIE) or ""
+
+
+def set_device_cookie(response: Response, request: Request, token: str, max_age: int) -> None:
+    """As the session cookie: HttpOnly, SameSite=Strict, Secure and ``__Host-`` over HTTPS."""
+    secure = request.url.scheme == "https"
+    response.set_cookie(
+        SECURE_DEVICE_COOKIE if secure else DEVICE_COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+    )
+
+
 def clear_session_cookie(response: Response, request: Request) -> None:
     response.delete_cookie(
         _cookie_name(request), path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"

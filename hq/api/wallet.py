@@ -13,7 +13,8 @@
     POST /wallet/checkin           form {c}: the visit, once per store and day, and its reward (docs/checkin.md)
     GET  /wallet/sign-in           asks for an email address or a phone number
     POST /wallet/sign-in/code      form {contact}: sends a one-time code through the wallet's sender
-    POST /wallet/sign-in           form {contact, code}: a session cookie, then the overview
+    POST /wallet/sign-in           form {contact, code}: a session cookie and the browser's device cookie (its own
+                                   lane for later codes, kept through sign-out), then the overview
     POST /wallet/sign-out          ends the session, clears the cookie and the browser's storage (``everywhere=1``:
                                    every session of the member and every paying phone, a lost phone's too;
                                    ``device``: the paying phone this browser held is revoked)
@@ -60,7 +61,9 @@ from hq.api.deps import (
     Admin,
     Store,
     clear_session_cookie,
+    device_token,
     session_token,
+    set_device_cookie,
     set_session_cookie,
 )
 from hq.api.errors import ApiError, errors
@@ -222,7 +225,7 @@ def request_code(request: Request, store: Store, lang: Lang, fields: Form) -> Re
     after = next_page(fields.get("next"))
     source = address_bucket(request.client.host if request.client else None)
     try:
-        issued = signin.request_code(store, contact, source, now_s())
+        issued = signin.request_code(store, contact, source, now_s(), device_token(request))
     except signin.WalletRefused as exc:
         return sign_in_page(request, lang, contact=contact, code=exc.code, after=after)
     reply = sign_in_page(request, lang, step="code", contact=issued.contact.value, after=after)
@@ -256,12 +259,14 @@ def sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Respons
     contact = fields.get("contact", "")
     after = next_page(fields.get("next"))
     try:
-        _, token = signin.sign_in(store, contact, fields.get("code", ""), now_s())
+        member, token = signin.sign_in(store, contact, fields.get("code", ""), now_s(), device_token(request))
     except signin.WalletRefused as exc:
         step = "contact" if exc.code in _ASK_AGAIN else "code"
         return sign_in_page(request, lang, step=step, contact=contact, code=exc.code, after=after)
     reply = RedirectResponse(after or "/wallet/", status_code=303, headers={"Cache-Control": "no-store"})
     set_session_cookie(reply, request, token, signin.SESSION_TTL)
+    device = signin.remember_device(store, member, device_token(request), now_s())
+    set_device_cookie(reply, request, device, signin.DEVICE_TTL)
     return reply
 
 

@@ -896,6 +896,20 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
         "m056_members_spend_held_index",
         ["CREATE INDEX idx_members_spend_held ON members (member_id) WHERE spend_held = 1 AND deleted = 0"],
     ),
+    # The browsers each member signed in on with a code (hq/wallet/signin.py ``remember_device``: the digest of
+    # the device cookie's token), and the lane of each code and wrong code: a known browser's own, or the one
+    # every other browser shares. Wrong codes and codes asked for elsewhere count in the shared lane only, so
+    # whoever knows a member's contact cannot keep the member out of the wallet on the member's own phone.
+    (
+        "m059_wallet_known_devices",
+        [
+            "CREATE TABLE wallet_known_devices (device_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
+            "created_at BIGINT NOT NULL)",
+            "CREATE INDEX idx_wallet_known_devices_member ON wallet_known_devices (member_id, created_at)",
+            "ALTER TABLE wallet_codes ADD COLUMN lane TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE wallet_code_misses ADD COLUMN lane TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 

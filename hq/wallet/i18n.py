@@ -96,9 +96,9 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "请输入电子邮箱，或以+开头的手机号。",
     ),
     "wallet_rate_limited": (
-        "Too many codes asked for: wait a few minutes.",
-        "コードの要求が多すぎます。数分待ってください。",
-        "请求验证码次数过多，请稍候再试。",
+        "Too many codes asked for: wait a while, or use a phone you signed in on before.",
+        "コードの要求が多すぎます。しばらく待つか、以前ログインした端末を使ってください。",
+        "请求验证码次数过多，请稍后再试，或使用以前登录过的手机。",
     ),
     "wallet_code_wrong": (
         "That is not the code we sent: check it and try again.",
@@ -116,9 +116,10 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "错误次数过多，请几分钟后重新获取验证码。",
     ),
     "wallet_guesses_limited": (
-        "Too many wrong codes for this contact today: sign-in by code is closed for it for a day.",
-        "この連絡先へのコードの間違いが今日は多すぎます。1日たつまでコードでのログインはできません。",
-        "此联系方式今日输错验证码次数过多，一天内无法用验证码登录。",
+        "Too many wrong codes for this contact today: sign-in by code is closed for a day, except on a phone you "
+        "signed in on before.",
+        "この連絡先へのコードの間違いが今日は多すぎます。1日たつまで、以前ログインした端末以外ではコードでログインできません。",
+        "此联系方式今日输错验证码次数过多，一天内只有以前登录过的手机可以用验证码登录。",
     ),
     "wallet_bad_origin": (
         "This form must be sent from the wallet's own page.",

@@ -5,11 +5,17 @@ seconds) so that the rules can be tested without waiting.
               (``member_contacts``), set on the join page or by an administrator
     code      8 random digits, sent to the contact; only ``sha256(code_id:code)`` is stored, with its expiry
               (``CODE_TTL``), its wrong attempts (``MAX_ATTEMPTS``, then it is dead) and its use (once).
-              A wrong code is also counted for the contact whatever the address (``wallet_code_misses``):
-              ``MAX_MISSES`` in ``MISS_WINDOW`` and no code works nor is made for it until they have passed.
-              Asking again kills the codes still live for that contact: one live code at a time.
-              A code is kept ``RATE_WINDOW`` (it counts for the limits), then deleted.
-    limits    ``MAX_CODES`` codes per contact and ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
+              A wrong code is also counted for the contact's lane whatever the address (``wallet_code_misses``):
+              ``MAX_MISSES`` in ``MISS_WINDOW`` and no code works nor is made in that lane until they have passed.
+              Asking again kills the code still live for that contact in its lane: one live code a lane.
+              A code is kept ``MISS_WINDOW`` (it counts for the limits), then deleted.
+    lane      where a code and its wrong tries count: a browser that signed in with a code as the contact's
+              member has its own (``wallet_known_devices``, the digest of its device cookie's token); every
+              other browser, from any address, shares one. What is asked or typed in one lane never refuses,
+              kills or counts against another: whoever knows a member's contact can close the shared lane for
+              a day, never the member's own phone.
+    limits    ``MAX_CODES`` codes per contact and lane in ``RATE_WINDOW`` and ``MAX_CODES_DAY`` in ``MISS_WINDOW``,
+              ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
               a contact no member has still counts and gets the same answer (nothing is sent): the
               answer never says whether a contact is known; the join page, which does say it, a few times
               an address (``MAX_TAKEN_FROM``)
@@ -42,10 +48,20 @@ MAX_CODES = 3
 MAX_CODES_FROM = 20
 MAX_MISSES = 10
 MISS_WINDOW = 86400
-"""Wrong codes typed for one contact in ``MISS_WINDOW``, from any address and across its codes: the
-``MAX_MISSES``-th kills the live code, and until the window has passed them every code typed for the contact is
-``wallet_guesses_limited`` unchecked and none is made. Without it a botnet asking and guessing from many
-addresses had ``MAX_CODES`` x ``MAX_ATTEMPTS`` guesses a quarter hour at each member's code; now ten a day."""
+"""Wrong codes typed for one contact and lane in ``MISS_WINDOW``, from any address and across its codes: the
+``MAX_MISSES``-th kills the lane's live code, and until the window has passed them every code typed for the contact
+in that lane is ``wallet_guesses_limited`` unchecked and none is made there. Without it a botnet asking and
+guessing from many addresses had ``MAX_CODES`` x ``MAX_ATTEMPTS`` guesses a quarter hour at each member's code;
+now ten a day in the shared lane (a known browser's lane is closed to whoever does not hold the browser)."""
+MAX_CODES_DAY = 10
+"""Codes made for one contact and lane in ``MISS_WINDOW``: what anyone who knows the contact can have sent to
+it a day from browsers the member never signed in on."""
+MAX_KNOWN_DEVICES = 5
+"""Browsers remembered for a member (its newest sign-ins by code); an older one shares the lane of strangers."""
+DEVICE_TTL = 365 * 86400
+"""How long a browser that signed in with a code keeps its own lane (its device cookie lives as long)."""
+SHARED = ""
+"""The lane of every browser not known for the contact's member."""
 MAX_TAKEN_FROM = 5
 """Contacts the join page may find another member's (``wallet_contact_taken``) for one client address in
 ``RATE_WINDOW``; then every join naming a contact from there is ``wallet_rate_limited``, taken or not."""
@@ -165,61 +181,112 @@ def _member_of(tx: Tx, contact: Contact) -> str | None:
 # -- one-time codes -----------------------------------------------------------------------------------
 
 
-def request_code(store: HqStore, text: str, source: str, now: int) -> IssuedCode:
-    """A new code for the contact in ``text``, asked from ``source`` (the client's address). Refused with
-    ``wallet_bad_contact`` or ``wallet_rate_limited``; the caller sends it when ``member_id`` is set."""
+def request_code(store: HqStore, text: str, source: str, now: int, device: str = "") -> IssuedCode:
+    """A new code for the contact in ``text``, asked from ``source`` (the client's address) by the browser whose
+    device cookie holds ``device`` (its lane). Refused with ``wallet_bad_contact``, ``wallet_rate_limited`` or
+    ``wallet_guesses_limited``; the caller sends it when ``member_id`` is set."""
     contact = contact_of(text)
     key = f"{contact.kind}:{contact.value}"
 
     def issue(tx: Tx) -> IssuedCode:
-        since = now - RATE_WINDOW
-        (asked,) = tx.one("SELECT COUNT(*) FROM wallet_codes WHERE contact = ? AND created_at > ?", [key, since]) or (
-            0,
-        )
-        (from_source,) = tx.one(
-            "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND created_at > ?", [source, since]
-        ) or (0,)
-        # codes past the window count for no limit and have expired (CODE_TTL < RATE_WINDOW): none is kept,
-        # nor the contact and address it names
-        tx.run("DELETE FROM wallet_codes WHERE created_at <= ?", [since])
-        if int(asked) >= MAX_CODES or int(from_source) >= MAX_CODES_FROM:
-            raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, "Too many codes asked for: wait a few minutes.")
-        tx.run("DELETE FROM wallet_code_misses WHERE at <= ?", [now - MISS_WINDOW])
-        if _misses(tx, key, now) >= MAX_MISSES:  # no code made: none sent that could not work
-            raise WalletRefused(ErrorCode.WALLET_GUESSES_LIMITED, _MESSAGES[ErrorCode.WALLET_GUESSES_LIMITED])
         member_id = _member_of(tx, contact)
+        lane = _lane(tx, member_id, device, now)
+        # codes past the day count for no limit and have expired: none is kept, nor the contact and address it names
+        tx.run("DELETE FROM wallet_codes WHERE created_at <= ?", [now - MISS_WINDOW])
+        if _asked(tx, key, lane, now) or _asked_from(tx, source, now) >= MAX_CODES_FROM:
+            raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, _MESSAGES[ErrorCode.WALLET_RATE_LIMITED])
+        tx.run("DELETE FROM wallet_code_misses WHERE at <= ?", [now - MISS_WINDOW])
+        if _misses(tx, key, lane, now) >= MAX_MISSES:  # no code made: none sent that could not work
+            raise WalletRefused(ErrorCode.WALLET_GUESSES_LIMITED, _MESSAGES[ErrorCode.WALLET_GUESSES_LIMITED])
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         code_id = secrets.token_hex(16)
-        tx.run("UPDATE wallet_codes SET used_at = ? WHERE contact = ? AND used_at IS NULL", [now, key])
         tx.run(
-            "INSERT INTO wallet_codes (code_id, contact, member_id, code_sha256, source, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [code_id, key, member_id, digest(code_id, code), source, now, now + CODE_TTL],
+            "UPDATE wallet_codes SET used_at = ? WHERE contact = ? AND lane = ? AND used_at IS NULL", [now, key, lane]
+        )
+        tx.run(
+            "INSERT INTO wallet_codes (code_id, contact, lane, member_id, code_sha256, source, created_at, "
+            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [code_id, key, lane, member_id, digest(code_id, code), source, now, now + CODE_TTL],
         )
         return IssuedCode(contact, member_id, code, now + CODE_TTL)
 
     return store.db.transact(issue)
 
 
-def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
-    """(member id, session token) for the live code of the contact in ``text``. The code is used once;
-    a wrong one counts for the code and for the contact (``wallet_code_wrong``), whatever the address it came
-    from; the ``MAX_ATTEMPTS``-th wrong one kills the code (``wallet_too_many_attempts``), the contact's
-    ``MAX_MISSES``-th in ``MISS_WINDOW`` too, and from then every code typed for the contact is refused
-    unchecked until the window has passed them (``wallet_guesses_limited``); no live code is
-    ``wallet_code_expired``. The code's row is locked while its try is counted: tries sent at once get no
+def _asked(tx: Tx, key: str, lane: str, now: int) -> bool:
+    """Whether the contact ``key`` had its codes in ``lane``: ``MAX_CODES`` in ``RATE_WINDOW`` or ``MAX_CODES_DAY``
+    in ``MISS_WINDOW``."""
+    (recent, today) = tx.one(
+        "SELECT COALESCE(SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END), 0), COUNT(*) FROM wallet_codes "
+        "WHERE contact = ? AND lane = ? AND created_at > ?",
+        [now - RATE_WINDOW, key, lane, now - MISS_WINDOW],
+    ) or (0, 0)
+    return int(recent) >= MAX_CODES or int(today) >= MAX_CODES_DAY
+
+
+def _asked_from(tx: Tx, source: str, now: int) -> int:
+    (found,) = tx.one(
+        "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND created_at > ?", [source, now - RATE_WINDOW]
+    ) or (0,)
+    return int(found)
+
+
+def _lane(tx: Tx, member_id: str | None, device: str, now: int) -> str:
+    """The lane of a browser holding ``device`` for a contact of ``member_id``: the device's digest when that
+    browser signed in with a code as this member in ``DEVICE_TTL`` (and was not forgotten since), else ``SHARED``."""
+    if member_id is None or not device or len(device) > 128:
+        return SHARED
+    known = token_digest(device)
+    row = tx.one(
+        "SELECT 1 FROM wallet_known_devices WHERE device_sha256 = ? AND member_id = ? AND created_at > ?",
+        [known, member_id, now - DEVICE_TTL],
+    )
+    return SHARED if row is None else known
+
+
+def remember_device(store: HqStore, member_id: str, device: str, now: int) -> str:
+    """After a sign-in by code: the device token of the browser from now on (``device``, its cookie's, when it is
+    already known for the member; else a new one). The member keeps its ``MAX_KNOWN_DEVICES`` newest."""
+
+    def remember(tx: Tx) -> str:
+        if device and _lane(tx, member_id, device, now) != SHARED:
+            return device
+        token = secrets.token_urlsafe(32)
+        tx.run(
+            "INSERT INTO wallet_known_devices (device_sha256, member_id, created_at) VALUES (?, ?, ?)",
+            [token_digest(token), member_id, now],
+        )
+        kept = tx.all(
+            "SELECT device_sha256 FROM wallet_known_devices WHERE member_id = ? ORDER BY created_at DESC",
+            [member_id],
+        )
+        where, params = tx.in_list("device_sha256", [str(row[0]) for row in kept[MAX_KNOWN_DEVICES:]])
+        tx.run(f"DELETE FROM wallet_known_devices WHERE {where}", params)
+        return token
+
+    return store.db.transact(remember)
+
+
+def sign_in(store: HqStore, text: str, code: str, now: int, device: str = "") -> tuple[str, str]:
+    """(member id, session token) for the live code of the contact in ``text`` in the lane of the browser
+    holding ``device``. The code is used once; a wrong one counts for the code and for the contact's lane
+    (``wallet_code_wrong``), whatever the address it came from; the ``MAX_ATTEMPTS``-th wrong one kills the code
+    (``wallet_too_many_attempts``), the lane's ``MAX_MISSES``-th in ``MISS_WINDOW`` too, and from then every code
+    typed for the contact in that lane is refused unchecked until the window has passed them
+    (``wallet_guesses_limited``); no live code is ``wallet_code_expired``. The code's row is locked while its try is counted: tries sent at once get no
     more than sent one after another."""
     contact = contact_of(text)
     key = f"{contact.kind}:{contact.value}"
     typed = "".join(code.split())
 
     def check(tx: Tx) -> tuple[ErrorCode | None, str, str]:
+        lane = _lane(tx, _member_of(tx, contact), device, now)
         row = tx.one(
-            "SELECT code_id, member_id, code_sha256, attempts FROM wallet_codes "
-            f"WHERE contact = ? AND used_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1{tx.for_update}",
-            [key, now],
+            "SELECT code_id, member_id, code_sha256, attempts FROM wallet_codes WHERE contact = ? AND lane = ? "
+            f"AND used_at IS NULL AND expires_at > ? ORDER BY created_at DESC LIMIT 1{tx.for_update}",
+            [key, lane, now],
         )
-        misses = _misses(tx, key, now)
+        misses = _misses(tx, key, lane, now)
         if misses >= MAX_MISSES:
             if row is not None:
                 tx.run("UPDATE wallet_codes SET used_at = ? WHERE code_id = ?", [now, str(row[0])])
@@ -234,7 +301,7 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
                 first.append(str(member_id))
             return None, str(member_id), open_session(tx, str(member_id), "code", now)
         attempts += 1
-        tx.run("INSERT INTO wallet_code_misses (contact, at) VALUES (?, ?)", [key, now])
+        tx.run("INSERT INTO wallet_code_misses (contact, lane, at) VALUES (?, ?, ?)", [key, lane, now])
         limited, dead = misses + 1 >= MAX_MISSES, attempts >= MAX_ATTEMPTS
         tx.run(
             "UPDATE wallet_codes SET attempts = ?, used_at = ? WHERE code_id = ?",
@@ -253,10 +320,11 @@ def sign_in(store: HqStore, text: str, code: str, now: int) -> tuple[str, str]:
     return member_id, token
 
 
-def _misses(tx: Tx, key: str, now: int) -> int:
-    """Wrong codes typed for the contact ``key`` in the window now, from any address."""
+def _misses(tx: Tx, key: str, lane: str, now: int) -> int:
+    """Wrong codes typed for the contact ``key`` in ``lane`` in the window now, from any address."""
     (found,) = tx.one(
-        "SELECT COUNT(*) FROM wallet_code_misses WHERE contact = ? AND at > ?", [key, now - MISS_WINDOW]
+        "SELECT COUNT(*) FROM wallet_code_misses WHERE contact = ? AND lane = ? AND at > ?",
+        [key, lane, now - MISS_WINDOW],
     ) or (0,)
     return int(found)
 
@@ -283,7 +351,9 @@ _MESSAGES = {
     ErrorCode.WALLET_CODE_EXPIRED: "That code has expired or was used: ask for a new one.",
     ErrorCode.WALLET_CODE_WRONG: "That is not the code we sent: check it and try again.",
     ErrorCode.WALLET_TOO_MANY_ATTEMPTS: "Too many wrong codes: ask for a new one in a few minutes.",
-    ErrorCode.WALLET_GUESSES_LIMITED: "Too many wrong codes for this contact today: try again tomorrow.",
+    ErrorCode.WALLET_GUESSES_LIMITED: "Too many wrong codes for this contact today: try again tomorrow, or on a "
+    "phone you signed in on before.",
+    ErrorCode.WALLET_RATE_LIMITED: "Too many codes asked for: wait a while, or use a phone you signed in on before.",
 }
 
 
@@ -338,7 +408,9 @@ def end_session(store: HqStore, token: str, now: int) -> bool:
 
 
 def end_all_sessions(tx: Tx, member_id: str, now: int) -> int:
-    """Sign out everywhere: every live session of the member ends; returns how many."""
+    """Sign out everywhere: every live session of the member ends and no browser is known for it any more (a
+    lost phone shares the lane of strangers); returns how many sessions ended."""
+    tx.run("DELETE FROM wallet_known_devices WHERE member_id = ?", [member_id])
     return tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
 
 
@@ -350,12 +422,14 @@ def forget(tx: Tx, member_id: str, now: int) -> None:
     tx.run(f"DELETE FROM wallet_codes WHERE member_id = ? OR {where}", [member_id, *params])
     tx.run(f"DELETE FROM wallet_code_misses WHERE {where}", params)
     tx.run("DELETE FROM member_contacts WHERE member_id = ?", [member_id])
+    tx.run("DELETE FROM wallet_known_devices WHERE member_id = ?", [member_id])
     tx.run("UPDATE wallet_sessions SET ended_at = ? WHERE member_id = ? AND ended_at IS NULL", [now, member_id])
 
 
 __all__ = [
     "CODE_TTL",
     "MAX_ATTEMPTS",
+    "MAX_CODES_DAY",
     "MAX_MISSES",
     "MISS_WINDOW",
     "SESSION_TTL",
@@ -369,6 +443,7 @@ __all__ = [
     "forget",
     "live_session",
     "open_session",
+    "remember_device",
     "request_code",
     "session_member",
     "set_contact",

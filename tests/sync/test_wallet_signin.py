@@ -179,8 +179,8 @@ def test_sessions_expire_end_at_sign_out_and_at_erasure(hq: HqStore) -> None:
 
 def test_erasure_and_time_leave_no_code_naming_a_contact(hq: HqStore) -> None:
     """A code names its contact, the member and the asking address: erasing the member removes its codes (those
-    asked for the contact before any member held it too) and its contacts' wrong codes, and a code past the rate
-    window is not kept at all."""
+    asked for the contact before any member held it too) and its contacts' wrong codes, and a code past the day
+    it counts for is not kept at all."""
     signin.request_code(hq, "carol@example.com", "10.0.0.3", T0)  # nobody's yet
     hq.upsert_member("M-C", "Carol", "basic", 0)
     hq.db.transact(lambda tx: signin.set_contact(tx, "M-C", signin.contact_of("carol@example.com"), "test", T0))
@@ -192,6 +192,91 @@ def test_erasure_and_time_leave_no_code_naming_a_contact(hq: HqStore) -> None:
         assert "carol" not in repr(tx.all("SELECT * FROM wallet_codes")).lower()
         assert tx.all("SELECT contact FROM wallet_codes") == [("email:" + AIKO,)]
         assert tx.all("SELECT * FROM wallet_code_misses") == []
-    signin.request_code(hq, BEN, "10.0.0.2", T0 + 2 + signin.RATE_WINDOW)
+    signin.request_code(hq, BEN, "10.0.0.2", T0 + 2 + signin.MISS_WINDOW)
     with hq.db.read() as tx:
         assert tx.all("SELECT contact, source FROM wallet_codes") == [("phone:" + BEN, "10.0.0.2")]
+
+
+def wrong_for(code: str) -> str:
+    return f"{(int(code) + 1) % 10**signin.CODE_DIGITS:0{signin.CODE_DIGITS}d}"
+
+
+def close_shared_lane(hq: HqStore, contact: str, at: int) -> None:
+    """A stranger's day against ``contact``: codes asked from many addresses, each guessed wrong, until no code is
+    made or checked for it in the shared lane."""
+    for n in range(signin.MAX_CODES):
+        try:
+            issued = signin.request_code(hq, contact, f"10.7.{n}.1", at + n)
+        except WalletRefused as exc:
+            assert exc.code in (ErrorCode.WALLET_GUESSES_LIMITED, ErrorCode.WALLET_RATE_LIMITED)
+            break
+        for _ in range(signin.MAX_ATTEMPTS):
+            refused(lambda i=issued, t=at + n: signin.sign_in(hq, contact, wrong_for(i.code), t))
+    assert refused(lambda: signin.request_code(hq, contact, "10.8.0.1", at + 20)) in (
+        ErrorCode.WALLET_GUESSES_LIMITED,
+        ErrorCode.WALLET_RATE_LIMITED,
+    )
+
+
+def test_a_stranger_closing_the_contact_leaves_the_members_own_browser_its_lane(hq: HqStore) -> None:
+    """Aiko signed in once on her phone (its device token); a stranger then asks for her codes and guesses them
+    until the shared lane is closed: her phone still asks for a code, and the code it asked for before the attack
+    still works. A browser she never signed in on, a made-up device token and Ben's own device are the stranger's
+    lane; signing out everywhere makes her phone a stranger too."""
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    member, _ = signin.sign_in(hq, AIKO, first.code, T0 + 1)
+    phone = signin.remember_device(hq, member, "", T0 + 1)
+    assert signin.remember_device(hq, member, phone, T0 + 2) == phone  # known: kept
+    ben = signin.request_code(hq, BEN, "10.0.0.2", T0)
+    bens = signin.remember_device(hq, signin.sign_in(hq, BEN, ben.code, T0 + 1)[0], "", T0 + 1)
+    before = signin.request_code(hq, AIKO, "10.0.0.1", T0 + 100, phone)
+    close_shared_lane(hq, AIKO, T0 + 200)
+    for device in ("", "made-up", bens):
+        assert refused(lambda d=device: signin.request_code(hq, AIKO, "10.9.0.1", T0 + 300, d)) in (
+            ErrorCode.WALLET_GUESSES_LIMITED,
+            ErrorCode.WALLET_RATE_LIMITED,
+        )
+        assert refused(lambda d=device: signin.sign_in(hq, AIKO, before.code, T0 + 300, d)) in (
+            ErrorCode.WALLET_GUESSES_LIMITED,
+            ErrorCode.WALLET_CODE_EXPIRED,
+        )
+    assert signin.sign_in(hq, AIKO, before.code, T0 + 301, phone)[0] == "M-A"
+    again = signin.request_code(hq, AIKO, "10.0.0.1", T0 + 302, phone)
+    assert signin.sign_in(hq, AIKO, again.code, T0 + 303, phone)[0] == "M-A"
+    hq.db.transact(lambda tx: signin.end_all_sessions(tx, "M-A", T0 + 304))
+    assert refused(lambda: signin.request_code(hq, AIKO, "10.0.0.1", T0 + 305, phone)) in (
+        ErrorCode.WALLET_GUESSES_LIMITED,
+        ErrorCode.WALLET_RATE_LIMITED,
+    )
+
+
+def test_a_stranger_asking_all_day_has_a_bounded_number_of_codes_sent(hq: HqStore) -> None:
+    """A stranger asks for Aiko's codes from new addresses as fast as the quarter hour allows, a whole day long,
+    and never guesses: at most ``MAX_CODES_DAY`` codes are made (and sent) for her contact that day."""
+    made = 0
+    for n in range(signin.MISS_WINDOW // signin.RATE_WINDOW):
+        for m in range(signin.MAX_CODES):
+            try:
+                signin.request_code(hq, AIKO, f"10.{n % 250}.{m}.1", T0 + n * (signin.RATE_WINDOW + 1) + m)
+                made += 1
+            except WalletRefused as exc:
+                assert exc.code is ErrorCode.WALLET_RATE_LIMITED
+    assert made == signin.MAX_CODES_DAY
+
+
+def test_a_thief_with_the_members_phone_gets_the_same_bound_in_its_lane(hq: HqStore) -> None:
+    """The phone's lane is the member's, not a way around the bound: a thief holding it gets ``MAX_MISSES``
+    wrong codes a day there too, then its right code is refused unchecked."""
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    phone = signin.remember_device(hq, signin.sign_in(hq, AIKO, first.code, T0 + 1)[0], "", T0 + 1)
+    seen: list[ErrorCode] = []
+    last = None
+    for n in range(signin.MAX_MISSES // signin.MAX_ATTEMPTS):
+        last = signin.request_code(hq, AIKO, "10.0.0.9", T0 + 10 + n, phone)
+        seen += [
+            refused(lambda i=last: signin.sign_in(hq, AIKO, wrong_for(i.code), T0 + 20, phone))
+            for _ in range(signin.MAX_ATTEMPTS)
+        ]
+    assert last is not None
+    assert seen.count(ErrorCode.WALLET_GUESSES_LIMITED) == 1 and seen[-1] is ErrorCode.WALLET_GUESSES_LIMITED
+    assert refused(lambda: signin.sign_in(hq, AIKO, last.code, T0 + 21, phone)) is ErrorCode.WALLET_GUESSES_LIMITED
