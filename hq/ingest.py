@@ -1775,7 +1775,8 @@ def bound_overspends(tx: Tx, batch: Batch) -> None:
     have the till's merchant owed, and reimbursed for points, whatever it wrote. Within the bound the payment is
     applied and flagged as before (``apply_balances``); a payment head office confirmed online was checked then.
     Only a sale that spends is a payment (``batch.spending``): a return clawing back points spent since leaves the
-    member a debt, carried as before, and neither is held nor counts against the bound."""
+    member a debt, carried and flagged ``points_clawback_short`` (a void of a top-up spent since,
+    ``stored_value_clawback_short``), and neither is held nor counts against the bound."""
     spending = [
         i
         for i, f in enumerate(batch.facts)
@@ -1815,18 +1816,30 @@ def bound_overspends(tx: Tx, batch: Batch) -> None:
 
 
 def _flag_overspends(batch: Batch, indexes: list[int], points: int, value: int) -> None:
+    """Flag each entry of ``indexes`` (one member's, in order, from ``points`` and ``value`` before the batch) that
+    took a balance below zero, with the part it took beyond the balance (``short``)."""
     s = batch.settings
     for i in indexes:
         f = batch.facts[i]
         points, value = points + f.points, value + f.stored_value
         if f.points < 0 and points < 0:
             short = min(-points, -f.points)
-            item = batch.flag(i, Reason.POINTS_OVERSPENT, member_id=f.member_id, balance_after=points, short=short)
+            reason = _short_reason(batch, i, Reason.POINTS_OVERSPENT, Reason.POINTS_CLAWBACK_SHORT)
+            item = batch.flag(i, reason, member_id=f.member_id, balance_after=points, short=short)
             _write_off(item, short, s.write_off_points)
         if f.stored_value < 0 and value < 0:
             short = min(-value, -f.stored_value)
-            item = batch.flag(i, Reason.STORED_VALUE_OVERSPENT, member_id=f.member_id, balance_after=value, short=short)
+            reason = _short_reason(batch, i, Reason.STORED_VALUE_OVERSPENT, Reason.STORED_VALUE_CLAWBACK_SHORT)
+            item = batch.flag(i, reason, member_id=f.member_id, balance_after=value, short=short)
             _write_off(item, short, s.write_off_stored_value)
+
+
+def _short_reason(batch: Batch, i: int, overspent: Reason, clawback: Reason) -> Reason:
+    """Why entry ``i`` took a balance below zero: a payment (a sale that spends, ``batch.spending``, as
+    ``bound_overspends`` counts it) overspent it; anything else is a return taking back what the member had spent
+    since (a refund or void clawing back the points its sale earned, a till's void of its top-up): their debt, no
+    payment."""
+    return overspent if i in batch.spending else clawback
 
 
 def _write_off(item: Item, short: int, tolerance: int) -> None:

@@ -7,7 +7,8 @@ certificates with ``issue_cert``, and checks a code it is asked to confirm with 
 
     top-up            a fact in head office's own ledger (``topups``): the member's balance goes up,
                       tills get it by pull. A balance made negative by offline overspend is carried
-                      and recovered by the next top-up; its ``stored_value_overspent`` items then
+                      and recovered by the next top-up; its ``stored_value_overspent`` items (and
+                      ``stored_value_clawback_short``: a till's void of a top-up spent since) then
                       settle automatically.
     payment key       an Ed25519 key of purpose "payment" in ``signing_keys``: its public half goes to
                       every till with the other signed keys (``public_key`` base64url, raw 32 bytes).
@@ -51,7 +52,7 @@ from hq.ingest import (
     withdrawn,
 )
 from hq.store import HqStore, unb64
-from sync.protocol import ConfirmRequest, EntryKind, ErrorCode, TopupPayload
+from sync.protocol import ConfirmRequest, EntryKind, ErrorCode, Reason, TopupPayload
 from terminal import membercodes
 from terminal import payments as pay
 from terminal.credentials import token_digest
@@ -133,9 +134,15 @@ def topup(store: HqStore, member_id: str, amount: int, by: str, note: str = "", 
     return store.db.transact(run)
 
 
+NEGATIVE_VALUE_REASONS = (Reason.STORED_VALUE_OVERSPENT.value, Reason.STORED_VALUE_CLAWBACK_SHORT.value)
+"""The items of a stored-value balance taken below zero (an overspend, a top-up's void spent since): a top-up that
+recovers the balance settles them."""
+
+
 def _settle_overspends(tx: Tx, member_id: str, topup_id: str) -> list[str]:
-    """The negative balance is recovered: its open stored-value overspend items settle automatically."""
-    rows = tx.all("SELECT item_id, detail FROM recon_items WHERE reason = 'stored_value_overspent' AND state = 'open'")
+    """The negative balance is recovered: its open stored-value overspend and clawback items settle automatically."""
+    cond, params = tx.in_list("reason", list(NEGATIVE_VALUE_REASONS))
+    rows = tx.all(f"SELECT item_id, detail FROM recon_items WHERE {cond} AND state = 'open'", params)
     ids = [str(r[0]) for r in rows if json.loads(r[1]).get("member_id") == member_id]
     note = f"negative balance recovered from top-up {topup_id}"
     tx.many(

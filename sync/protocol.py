@@ -372,6 +372,11 @@ class Reason(StrEnum):
     """A member's personal coupon named by a sale of another member (or of none): not counted as a use."""
     POINTS_OVERSPENT = "points_overspent"
     STORED_VALUE_OVERSPENT = "stored_value_overspent"
+    POINTS_CLAWBACK_SHORT = "points_clawback_short"
+    """A refund or void took back points its sale earned that the member had spent since: their debt, carried, and
+    no payment (never ``points_overspent``, never against a till's bound on overspending)."""
+    STORED_VALUE_CLAWBACK_SHORT = "stored_value_clawback_short"
+    """A till's void of a top-up the member had spent since: the same for stored value."""
     PAYMENT_CODE_REPLAYED = "payment_code_replayed"
     CARD_BLOCKED = "card_blocked"
     MEMBER_BLOCKED = "member_blocked"

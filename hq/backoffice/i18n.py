@@ -310,6 +310,16 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "reason_coupon_other_member": ("another member's coupon", "他の会員のクーポン", "其他会员的优惠券"),
     "reason_points_overspent": ("points overspent", "ポイントの使い過ぎ", "积分超额使用"),
     "reason_stored_value_overspent": ("stored value overspent", "残高の使い過ぎ", "储值超额使用"),
+    "reason_points_clawback_short": (
+        "points clawed back, already spent",
+        "返品で回収するポイントが使用済み",
+        "退货扣回的积分已被使用",
+    ),
+    "reason_stored_value_clawback_short": (
+        "voided top-up already spent",
+        "取消したチャージが使用済み",
+        "已撤销的充值已被使用",
+    ),
     "reason_payment_code_replayed": ("payment code used twice", "支払コードの再使用", "付款码重复使用"),
     "reason_card_blocked": ("card was blocked", "停止済みカード", "卡片已冻结"),
     "reason_member_blocked": ("member was blocked", "停止済み会員", "会员已冻结"),

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from hq import ingest as ingest_module
+from hq import payments
 from hq.ingest import Settings
 from hq.store import Effect, HqStore
 from sync.protocol import ItemState, Reason, WireEntry
+from terminal.topups import TopupPolicy
 from tests.fixtures import entries
 
 CREATED = "2026-03-01T10:00:00.000Z"
@@ -166,6 +168,110 @@ def test_a_void_clawing_back_points_already_spent_is_no_payment_beyond_the_days_
     assert hq.member("M-2").points == -500  # type: ignore[union-attr]
     hq.ingest("T1", [sale(4, member_id="M-2", points_delta=-100)])  # the day's bound is whole for a payment
     assert hq.effects("T1")[4] is Effect.APPLIED
+    hq.close()
+
+
+def test_a_void_clawing_back_points_spent_since_is_a_clawback_short_beside_an_overspend_in_the_same_push(
+    hq_url: str,
+) -> None:
+    """A void takes back the points its sale earned, spent since: the member's debt, carried and flagged
+    ``points_clawback_short`` (the member paid nothing), never ``points_overspent``, neither held nor counted against
+    the till's day's bound. The offline payments beyond the balance in the same push are overspends as before: the
+    first within the bound (applied, flagged), the second beyond it (held, the void's 500 not in ``overspent_today``)."""
+    bound = Settings(clock_skew=300, spend_needs_proof=False, recompute=False, overspent_points_per_day=300)
+    hq = HqStore(hq_url, bound)
+    hq.add_terminal("T1", "S1", "t1")
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.ingest(
+        "T1", [sale(1, member_id="M-2", points_delta=500, total=5000), sale(2, member_id="M-2", points_delta=-500)]
+    )
+    void = entries.refund("T1-1", "M-2", money_back=5000, clawed=500, store_id="S1", void=True)
+    hq.ingest(
+        "T1",
+        [
+            WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="void", payload=void, created_at=CREATED),
+            sale(4, member_id="M-2", points_delta=-200),
+            sale(5, member_id="M-2", points_delta=-200),
+        ],
+    )
+    effects = hq.effects("T1")
+    assert [effects[n] for n in (3, 4, 5)] == [Effect.APPLIED, Effect.APPLIED, Effect.QUARANTINED]
+    found = {(i.seq, i.reason.value): i for i in hq.items(terminal_id="T1")}
+    assert sorted(found) == [(3, "points_clawback_short"), (4, "points_overspent"), (5, "points_overspent")]
+    claw, spent, held = (
+        found[(3, "points_clawback_short")],
+        found[(4, "points_overspent")],
+        found[(5, "points_overspent")],
+    )
+    assert (claw.detail["balance_after"], claw.detail["short"], claw.quarantined, claw.state) == (
+        -500,
+        500,
+        False,
+        ItemState.OPEN,
+    )
+    assert (spent.detail["balance_after"], spent.detail["short"], spent.quarantined) == (-700, 200, False)
+    assert held.quarantined and (held.detail["overspent_today"], held.detail["short"]) == (400, 200)
+    assert hq.member("M-2").points == -700  # type: ignore[union-attr]
+    hq.close()
+
+
+def test_a_void_of_a_topup_spent_since_is_a_clawback_short_beside_an_overspend_in_the_same_push(hq_url: str) -> None:
+    """The same for stored value: a till's void of its top-up the member spent since (at another till, offline)
+    takes the balance below zero, flagged ``stored_value_clawback_short``, neither held nor counted against the day's
+    bound; the payments beyond the balance in the same push are overspends, bounded as before. The next top-up that
+    recovers the negative balance settles both the clawback's item and the overspend's."""
+    bound = Settings(clock_skew=300, spend_needs_proof=False, recompute=False, overspent_per_day=300)
+    hq = HqStore(hq_url, bound)
+    hq.add_terminal("T1", "S1", "t1")
+    hq.add_terminal("T2", "S2", "t2")
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.upsert_card("dd" * 32, "M-2")
+    hq.put_topup_policy("T1", TopupPolicy(True, 5000, 8000, 8000, 8000), "Mio")
+
+    def topup(seq: int, kind: str, delta: int, original: str | None = None) -> WireEntry:
+        payload: dict[str, Any] = {
+            "member_id": "M-2",
+            "store_id": "S1",
+            "amount": abs(delta),
+            "stored_value_delta": delta,
+            "local_time": entries.LOCAL_TIME,
+        }
+        payload.update({"original_txn": original} if original else {})
+        return WireEntry(terminal_id="T1", seq=seq, txn_id=f"T1-{seq}", kind=kind, payload=payload, created_at=CREATED)
+
+    def paid(seq: int, terminal: str, amount: int) -> WireEntry:
+        tap = {
+            "uid_hash": "dd" * 32,
+            "trust": "mac",
+        }  # a tap of Ben's Lite-S card: money is never spent on the POS's word
+        payload = entries.sale("M-2", amount, store_id=STORES[terminal], stored_value=amount, proof="card", tap=tap)
+        return WireEntry(
+            terminal_id=terminal, seq=seq, txn_id=f"{terminal}-{seq}", kind="sale", payload=payload, created_at=CREATED
+        )
+
+    hq.ingest("T1", [topup(1, "till_topup", 3000)])
+    hq.ingest("T2", [paid(1, "T2", 3000)])
+    hq.ingest("T1", [topup(2, "topup_void", -3000, "T1-1"), paid(3, "T1", 200), paid(4, "T1", 200)])
+    effects = hq.effects("T1")
+    assert [effects[n] for n in (2, 3, 4)] == [Effect.APPLIED, Effect.APPLIED, Effect.QUARANTINED]
+    found = {(i.seq, i.reason.value): i for i in hq.items(terminal_id="T1")}
+    assert sorted(found) == [
+        (2, "stored_value_clawback_short"),
+        (3, "stored_value_overspent"),
+        (4, "stored_value_overspent"),
+    ]
+    claw = found[(2, "stored_value_clawback_short")]
+    spent, held = found[(3, "stored_value_overspent")], found[(4, "stored_value_overspent")]
+    assert (claw.detail["balance_after"], claw.detail["short"], claw.quarantined) == (-3000, 3000, False)
+    assert (spent.detail["balance_after"], spent.detail["short"], spent.quarantined) == (-3200, 200, False)
+    assert held.quarantined and (held.detail["overspent_today"], held.detail["short"]) == (400, 200)
+    assert hq.member("M-2").stored_value == -3200  # type: ignore[union-attr]
+    payments.topup(hq, "M-2", 3200, "Mio")
+    states = {i.reason.value: i.state for i in hq.items(terminal_id="T1") if not i.quarantined}
+    assert states == {
+        "stored_value_clawback_short": ItemState.SETTLED_AUTO,
+        "stored_value_overspent": ItemState.SETTLED_AUTO,
+    }
     hq.close()
 
 
