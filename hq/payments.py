@@ -140,9 +140,11 @@ recovers the balance settles them."""
 
 
 def _settle_overspends(tx: Tx, member_id: str, topup_id: str) -> list[str]:
-    """The negative balance is recovered: its open stored-value overspend and clawback items settle automatically."""
+    """The negative balance is recovered: its open stored-value overspend and clawback items settle automatically.
+    A payment held beyond its till's day's bound (quarantined) took nothing from the balance: its item stays open
+    until a person releases or rejects it."""
     cond, params = tx.in_list("reason", list(NEGATIVE_VALUE_REASONS))
-    rows = tx.all(f"SELECT item_id, detail FROM recon_items WHERE {cond} AND state = 'open'", params)
+    rows = tx.all(f"SELECT item_id, detail FROM recon_items WHERE {cond} AND state = 'open' AND quarantine = 0", params)
     ids = [str(r[0]) for r in rows if json.loads(r[1]).get("member_id") == member_id]
     note = f"negative balance recovered from top-up {topup_id}"
     tx.many(

@@ -219,7 +219,8 @@ def test_a_void_of_a_topup_spent_since_is_a_clawback_short_beside_an_overspend_i
     """The same for stored value: a till's void of its top-up the member spent since (at another till, offline)
     takes the balance below zero, flagged ``stored_value_clawback_short``, neither held nor counted against the day's
     bound; the payments beyond the balance in the same push are overspends, bounded as before. The next top-up that
-    recovers the negative balance settles both the clawback's item and the overspend's."""
+    recovers the negative balance settles both the clawback's item and the overspend's, not the held payment's: it
+    took nothing, and waits for a person."""
     bound = Settings(clock_skew=300, spend_needs_proof=False, recompute=False, overspent_per_day=300)
     hq = HqStore(hq_url, bound)
     hq.add_terminal("T1", "S1", "t1")
@@ -272,6 +273,8 @@ def test_a_void_of_a_topup_spent_since_is_a_clawback_short_beside_an_overspend_i
         "stored_value_clawback_short": ItemState.SETTLED_AUTO,
         "stored_value_overspent": ItemState.SETTLED_AUTO,
     }
+    [still] = [i for i in hq.items(terminal_id="T1") if i.quarantined]
+    assert (still.seq, still.state) == (4, ItemState.OPEN) and hq.effects("T1")[4] is Effect.QUARANTINED
     hq.close()
 
 
