@@ -901,7 +901,7 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
     # every other browser shares. Wrong codes and codes asked for elsewhere count in the shared lane only, so
     # whoever knows a member's contact cannot keep the member out of the wallet on the member's own phone.
     (
-        "m059_wallet_known_devices",
+        "m057_wallet_known_devices",
         [
             "CREATE TABLE wallet_known_devices (device_sha256 TEXT PRIMARY KEY, member_id TEXT NOT NULL, "
             "created_at BIGINT NOT NULL)",
