@@ -1,6 +1,8 @@
 """The back office on the web (``router``, included by ``hq.api.app.create_app``; docs/backoffice.md).
 
     GET  /backoffice/sign-in, POST /backoffice/sign-in     staff id + password -> a fresh session cookie
+    GET  /backoffice/sign-in/code, POST ...                the second factor's code (an account with one)
+    GET  /backoffice/second-factor, POST ...               one's own second factor: enrol (QR, code, recovery codes)
     POST /backoffice/sign-out                              ends the session
     GET  /backoffice/                                      what the role may open, requests waiting
     GET  /backoffice/members?q=, /backoffice/members/results?q=   search (the second: the htmx fragment)
@@ -43,10 +45,12 @@ from hq.backoffice import (
     approvals,
     campaigns,
     editors,
+    factors,
     giftcards,
     holds,
     i18n,
     members,
+    otp,
     pages,
     recon,
     reports,
@@ -59,6 +63,7 @@ from hq.backoffice import settlement as bo_settlement
 from hq.backoffice.errors import STATUS, BackofficeRefused, Code
 from hq.backoffice.roles import Action, Scope, allowed, may
 from hq.store import HqStore
+from hq.wallet import qr
 from hq.web import address_bucket
 from sync.protocol import ERROR_STATUS, ErrorCode
 
@@ -89,9 +94,13 @@ PUBLIC = {
     ("GET", "/backoffice/"),
     ("GET", "/backoffice/password"),
     ("POST", "/backoffice/password"),
+    ("GET", "/backoffice/sign-in/code"),
+    ("POST", "/backoffice/sign-in/code"),
+    ("GET", "/backoffice/second-factor"),
+    ("POST", "/backoffice/second-factor"),
 }
-"""Routes open without an action: signing in and out, static files, the home page and one's own password
-(any signed-in role)."""
+"""Routes open without an action: signing in and out, static files, the home page, one's own password and
+second factor (any signed-in role)."""
 
 
 def now_s() -> int:
@@ -127,9 +136,21 @@ def session_of(request: Request) -> sessions.Session | None:
 
 
 def signed_in(request: Request) -> sessions.Session:
+    """A full session: one awaiting its code is ``second_factor_required``, one that must enrol first
+    ``enrol_required`` (a GET goes to that page instead)."""
+    found = enrolling(request)
+    if found.stage is sessions.Stage.ENROL:
+        raise BackofficeRefused(Code.ENROL_REQUIRED, "set up a second factor first")
+    return found
+
+
+def enrolling(request: Request) -> sessions.Session:
+    """A session past its second factor, or one that must enrol (the enrolment page's own)."""
     found = session_of(request)
     if found is None:
         raise BackofficeRefused(Code.SIGN_IN_REQUIRED, "sign in first")
+    if found.stage is sessions.Stage.CODE:
+        raise BackofficeRefused(Code.SECOND_FACTOR_REQUIRED, "type the code of your second factor first")
     request.state.staff_session = found
     return found
 
@@ -196,6 +217,7 @@ def page(request: Request, name: str, lang: str, status: int = 200, **context: A
     me = session.staff if session else None
     defaults: dict[str, Any] = {
         "me": me,
+        "bare": session is not None and session.stage is not sessions.Stage.FULL,
         "csrf": session.csrf if session else "",
         "current": name,
         "error": "",
@@ -217,10 +239,18 @@ def page(request: Request, name: str, lang: str, status: int = 200, **context: A
     return reply
 
 
+_SENT_TO = {
+    Code.SIGN_IN_REQUIRED: "/sign-in",
+    Code.SECOND_FACTOR_REQUIRED: "/sign-in/code",
+    Code.ENROL_REQUIRED: "/second-factor",
+}
+"""Where a GET refused for want of a step of signing in goes instead."""
+
+
 def refused_page(request: Request, exc: BackofficeRefused) -> Response:
     """A refusal as a page: signing in again for a lost session on a GET, else the code and its words."""
-    if exc.code is Code.SIGN_IN_REQUIRED and request.method == "GET":
-        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
+    if exc.code in _SENT_TO and request.method == "GET":
+        return RedirectResponse(PREFIX + _SENT_TO[exc.code], status_code=303, headers={"Cache-Control": "no-store"})
     lang = language(request)
     words = i18n.words(lang)
     return page(
@@ -324,6 +354,82 @@ def sign_out(request: Request, store: Store, fields: Form) -> Response:
     )
     reply.headers["Clear-Site-Data"] = '"cache"'
     return reply
+
+
+def _csrf(request: Request, session: sessions.Session, fields: dict[str, str]) -> None:
+    same_origin(request)
+    if not sessions.csrf_ok(session, fields.get("csrf") or request.headers.get("x-csrf-token")):
+        raise BackofficeRefused(Code.BAD_CSRF, "the form's CSRF token is missing or wrong")
+
+
+def _awaiting_code(request: Request) -> sessions.Session | None:
+    found = session_of(request)
+    return found if found is not None and found.stage is sessions.Stage.CODE else None
+
+
+@router.get(PREFIX + "/sign-in/code", include_in_schema=False)
+def code_form(request: Request, lang: Lang) -> Response:
+    """The second step of signing in, for a session that passed the password (else the sign-in page)."""
+    found = _awaiting_code(request)
+    if found is None:
+        return RedirectResponse(PREFIX + "/sign-in", status_code=303, headers={"Cache-Control": "no-store"})
+    return page(request, "sign_in_code", lang, csrf=found.csrf)
+
+
+@router.post(PREFIX + "/sign-in/code", include_in_schema=False)
+def code_sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Response:
+    """The code (or a recovery code): a full session (a fresh token) once right, counted as a sign-in."""
+    token, found = token_of(request), _awaiting_code(request)
+    if token is None or found is None:
+        raise BackofficeRefused(Code.SIGN_IN_REQUIRED, "sign in first")
+    _csrf(request, found, fields)
+    source = address_bucket(request.client.host if request.client else None)
+    made = sessions.pass_code(store.db, token, fields.get("code", "")[:64], source, now_s())
+    if isinstance(made, Code):
+        if made is Code.SIGN_IN_REQUIRED:
+            raise BackofficeRefused(made, "sign in again")
+        error = i18n.words(lang)[made.value]
+        return page(request, "sign_in_code", lang, STATUS[made], csrf=found.csrf, error=error, error_code=made.value)
+    reply = RedirectResponse(PREFIX + "/", status_code=303, headers={"Cache-Control": "no-store"})
+    _set_cookie(reply, request, made)
+    return reply
+
+
+Enrolling = Annotated[sessions.Session, Depends(enrolling)]
+
+
+def _enrol_page(request: Request, store: HqStore, lang: str, session: sessions.Session, **context: Any) -> Response:
+    """One's second factor: when it was set up and the recovery codes left, or the secret to set it up with
+    (made now if none is pending) as a QR code and as text, and the form for its first code."""
+    who = session.staff
+    state = store.db.transact(lambda tx: factors.state(tx, who.staff_id))
+    if state.enrolled_at is not None:
+        return page(request, "second_factor", lang, state=state, **context)
+    secret = store.db.transact(lambda tx: factors.pending_secret(tx, who.staff_id, now_s()))
+    words = i18n.words(lang)
+    shown = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    code_svg = qr.svg(otp.uri(secret, who.staff_id), words["second_factor_qr"])
+    return page(request, "second_factor", lang, state=state, secret=shown, code_svg=code_svg, **context)
+
+
+@router.get(PREFIX + "/second-factor", include_in_schema=False)
+def second_factor_page(request: Request, store: Store, lang: Lang, session: Enrolling) -> Response:
+    return _enrol_page(request, store, lang, session)
+
+
+@router.post(PREFIX + "/second-factor", include_in_schema=False)
+def second_factor_confirm(request: Request, store: Store, lang: Lang, session: Enrolling, fields: Form) -> Response:
+    """The pending secret kept once its code is typed; the recovery codes shown this once."""
+    _csrf(request, session, fields)
+    try:
+        codes = factors.confirm(store.db, session.staff, fields.get("code", "")[:64], now_s())
+    except BackofficeRefused as exc:
+        if exc.code is not Code.BAD_CODE:
+            raise
+        error = i18n.words(lang)[exc.code.value]
+        return _enrol_page(request, store, lang, session, error=error, error_code=exc.code.value)
+    state = store.db.transact(lambda tx: factors.state(tx, session.staff.staff_id))
+    return page(request, "second_factor", lang, state=state, recovery=codes, bare=False)
 
 
 def own_change(request: Request, session: Session, fields: Form) -> sessions.Session:
@@ -790,7 +896,10 @@ def staff_page(request: Request, store: Store, lang: Lang, session: Session) -> 
     with store.db.read() as tx:
         accounts = team.listed(tx, session.staff)
         failed = {a.staff_id: staff.failures(tx, a.staff_id, now_s()) for a in accounts}
-    return page(request, "staff", lang, accounts=accounts, failed=failed, notice=notice_of(request, lang))
+        second = {a.staff_id: factors.enrolled(tx, a.staff_id) for a in accounts}
+    return page(
+        request, "staff", lang, accounts=accounts, failed=failed, second=second, notice=notice_of(request, lang)
+    )
 
 
 @route("POST", "/staff/add", Action.STAFF_MANAGE)
@@ -804,6 +913,7 @@ _STAFF_CHANGES = {
     "password": team.reset_password,
     "unlock": team.unlock,
     "disable": team.disable,
+    "second-factor": team.reset_second_factor,
 }
 
 

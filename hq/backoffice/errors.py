@@ -43,6 +43,14 @@ class Code(StrEnum):
     NO_HOLD = "no_hold"
     HOLD_ENTRY_ARRIVED = "hold_entry_arrived"
     PASSWORDS_DIFFER = "passwords_differ"
+    # the second factor (hq/backoffice/factors.py)
+    BAD_CODE = "bad_code"
+    CODE_USED = "code_used"
+    SECOND_FACTOR_REQUIRED = "second_factor_required"
+    ENROL_REQUIRED = "enrol_required"
+    ALREADY_ENROLLED = "already_enrolled"
+    NO_SECOND_FACTOR = "no_second_factor"
+    OWN_SECOND_FACTOR = "own_second_factor"
 
 
 STATUS: dict[Code, int] = {
@@ -75,6 +83,13 @@ STATUS: dict[Code, int] = {
     Code.NO_HOLD: 409,
     Code.HOLD_ENTRY_ARRIVED: 409,
     Code.PASSWORDS_DIFFER: 422,
+    Code.BAD_CODE: 401,
+    Code.CODE_USED: 401,
+    Code.SECOND_FACTOR_REQUIRED: 401,
+    Code.ENROL_REQUIRED: 403,
+    Code.ALREADY_ENROLLED: 409,
+    Code.NO_SECOND_FACTOR: 409,
+    Code.OWN_SECOND_FACTOR: 403,
 }
 
 

@@ -368,10 +368,19 @@ def _claim(tx: Tx, staff_id: str, source: str, now: int) -> tuple[object, ...] |
     return tx.one("SELECT password, disabled FROM staff WHERE staff_id = ?", [staff_id])
 
 
-def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
+def claim(tx: Tx, staff_id: str, source: str, now: int) -> Code | None:
+    """A try at the account's second factor, counted as a wrong password is (``_claim``): ``locked_out``
+    (nothing counted) or None. Taken back by ``take_back`` when the code is right."""
+    found = _claim(tx, staff_id, source, now)
+    return found if isinstance(found, Code) else None
+
+
+def check(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
     """The account whose password this is, or why not: ``locked_out`` after too many failures (checked
     first, so a locked account's password is not even tried), else ``bad_credentials`` for any other
-    refusal (a failure counted). The try is counted before the hash is checked (``_claim``), and the hash is
+    refusal (a failure counted). The try is counted before the hash is checked (``_claim``) and taken back
+    when it is right, nothing else: the failures stay and the address is not yet one the account signed in
+    from until the sign-in is complete (``signed_in``: at once, or after the second factor). The hash is
     checked outside any transaction: a sign-in never holds the database's write lock while scrypt runs."""
     staff_id = staff_id[:64]
     row = db.transact(lambda tx: _claim(tx, staff_id, source, now))
@@ -380,21 +389,34 @@ def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff
     good = check_password(password[: MAX_PASSWORD + 1], str(row[0]) if row else _dummy())
     if row is None or not good or bool(row[1]):
         return Code.BAD_CREDENTIALS  # the try claimed stays counted
-    return db.transact(lambda tx: _signed_in(tx, staff_id, source, now))
+    return db.transact(lambda tx: take_back(tx, staff_id, source, now))
 
 
-def _signed_in(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
-    """The account's failures from this address are forgotten, the try of this sign-in taken back from the
-    address's and the account's counts (one row each: the account's other failures stay, a guesser elsewhere
-    gets no fresh tries from its owner signing in), and the address is one the account signed in from."""
-    tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [_pair(staff_id, source), now - WINDOW_S])
+def verify(db: Db, staff_id: str, password: str, source: str, now: int) -> Staff | Code:
+    """``check``, and the sign-in complete (``signed_in``): a password that is all the caller asks for."""
+    who = check(db, staff_id, password, source, now)
+    if isinstance(who, Code):
+        return who
+    return db.transact(lambda tx: signed_in(tx, who.staff_id, source, now))
+
+
+def take_back(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
+    """The try claimed at ``now`` taken back from the pair's, the address's and the account's counts (one row
+    each: the account's other failures stay, a guesser elsewhere gets no fresh tries from its owner)."""
     row_id = "ctid" if tx.dialect == "postgres" else "rowid"
-    for subject in (f"source:{source}", f"staff:{staff_id}"):
+    for subject in _subjects(staff_id, source):
         tx.run(
             f"DELETE FROM staff_signin_failures WHERE {row_id} IN "
             f"(SELECT {row_id} FROM staff_signin_failures WHERE subject = ? AND at = ? LIMIT 1)",
             [subject, now],
         )
+    return _held(tx, staff_id)
+
+
+def signed_in(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
+    """A sign-in complete: the account's failures from this address are forgotten, and the address is one
+    the account signed in from."""
+    tx.run("DELETE FROM staff_signin_failures WHERE subject = ? OR at <= ?", [_pair(staff_id, source), now - WINDOW_S])
     tx.run("DELETE FROM staff_known_sources WHERE seen_at <= ?", [now - KNOWN_S])
     tx.run(
         "INSERT INTO staff_known_sources (staff_id, source, seen_at) VALUES (?, ?, ?) "
@@ -408,9 +430,11 @@ __all__ = [
     "PASSWORD_SET",
     "Staff",
     "add",
+    "check",
     "check_account",
     "check_merchant",
     "check_password",
+    "claim",
     "disable",
     "failures",
     "forget_sources",
@@ -424,6 +448,8 @@ __all__ = [
     "require",
     "set_password",
     "set_role",
+    "signed_in",
+    "take_back",
     "unlock",
     "verify",
 ]

@@ -2,14 +2,16 @@
 (blank: the chain's own staff), reset its password, unlock its sign-in, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``). Any member of staff changes its own password
-(``change_own_password``)."""
+(``change_own_password``). An administrator removes another account's second factor (``reset_second_factor``,
+``factors.reset``); never its own that way (``own_second_factor``): whoever holds an administrator's password
+alone would otherwise remove the factor that stops them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from hq import audit
-from hq.backoffice import staff
+from hq.backoffice import factors, staff
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Action
 from hq.backoffice.staff import Staff, require
@@ -126,6 +128,16 @@ def unlock(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) ->
     return store.db.transact(run)
 
 
+def reset_second_factor(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    """``staff_id``'s second factor removed (``factors.reset``: its sessions end, audited as
+    ``staff_2fa_reset``), by an administrator other than its owner."""
+    require(who, Action.STAFF_MANAGE)
+    if staff_id == who.staff_id:
+        raise BackofficeRefused(Code.OWN_SECOND_FACTOR, "an administrator's own second factor is not reset here")
+    reason = _reason(fields.get("reason", ""))
+    return store.db.transact(lambda tx: factors.reset(tx, who.staff_id, staff_id, reason))
+
+
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
@@ -138,6 +150,7 @@ __all__ = [
     "disable",
     "listed",
     "reset_password",
+    "reset_second_factor",
     "set_role",
     "stores_of",
     "unlock",

@@ -910,6 +910,20 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "ALTER TABLE wallet_code_misses ADD COLUMN lane TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    # A second factor for staff sign-in (hq/backoffice/factors.py): an account's TOTP secret (``confirmed_at``
+    # NULL while its owner has not yet typed a code from it) and the highest 30 s step a code was accepted for
+    # (a code is used at most once); its recovery codes as scrypt hashes, each used once; a session that has
+    # passed the password and waits for the code (``stage``).
+    (
+        "m058_staff_second_factor",
+        [
+            "CREATE TABLE staff_totp (staff_id TEXT PRIMARY KEY, secret TEXT NOT NULL, made_at BIGINT NOT NULL, "
+            "confirmed_at BIGINT, last_step BIGINT NOT NULL DEFAULT 0)",
+            "CREATE TABLE staff_recovery_codes (staff_id TEXT NOT NULL, slot INTEGER NOT NULL, "
+            "code_hash TEXT NOT NULL, used_at BIGINT, PRIMARY KEY (staff_id, slot))",
+            "ALTER TABLE staff_sessions ADD COLUMN stage TEXT",
+        ],
+    ),
 ]
 
 

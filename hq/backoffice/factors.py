@@ -1,0 +1,221 @@
+"""The second factor of staff sign-in: a TOTP secret per account (``otp``), its recovery codes, and the chain's
+policy of which roles must have one.
+
+An account enrols from its own page: head office makes a secret (``pending_secret``: kept unconfirmed, shown
+as a QR code and as text) and keeps it only once its owner types a code of it (``confirm``), which also makes
+the recovery codes, shown once and kept as scrypt hashes (``staff.hash_password``). From then on signing in
+asks for a code after the password (``check_code``): each try counts against the sign-in bounds as a wrong
+password does (``staff.claim``), an accepted step is kept (``last_step``) so no code is used twice, a
+recovery code is used once. The policy (``policy``, the ``settings`` row ``second_factor_roles``) names the
+roles that must have one: such an account without one reaches only its enrolment page. A chain administrator
+(or ``tillpoint hq staff reset-2fa``) removes another account's second factor (``reset``), audited."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from hq import audit
+from hq.backoffice import otp, staff
+from hq.backoffice.errors import BackofficeRefused, Code
+from hq.backoffice.roles import Role
+from hq.backoffice.staff import Staff
+from hq.db.engine import Db, Tx
+
+POLICY = "second_factor_roles"
+"""The ``settings`` row holding the roles that must have a second factor (a JSON list; none by default)."""
+MONEY_ROLES = frozenset({Role.CHAIN_ADMIN, Role.FINANCE, Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE})
+"""The roles that move money (settlement, releases, gift-card clears, adjustments): what the policy is
+meant for (``tillpoint hq staff require-2fa`` with no role names them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """An account's second factor as its page shows it."""
+
+    enrolled_at: int | None
+    """When its owner confirmed it (None: none yet)."""
+    recovery_left: int
+
+
+# -- the policy ----------------------------------------------------------------------------------------------
+
+
+def policy(tx: Tx) -> frozenset[Role]:
+    row = tx.one("SELECT value FROM settings WHERE name = ?", [POLICY])
+    return frozenset() if row is None else frozenset(Role(r) for r in json.loads(str(row[0])))
+
+
+def roles_of(names: list[str]) -> frozenset[Role]:
+    """Role names typed (none: ``MONEY_ROLES``); ``bad_staff`` for one that is not a role."""
+    unknown = [n for n in names if n not in Role._value2member_map_]
+    if unknown:
+        raise BackofficeRefused(Code.BAD_STAFF, f"a role is one of {', '.join(Role)}")
+    return frozenset(Role(n) for n in names) if names else MONEY_ROLES
+
+
+def set_policy(tx: Tx, actor: str, roles: frozenset[Role], reason: str) -> frozenset[Role]:
+    """The roles that must have a second factor from now on, audited as ``staff_2fa_policy``."""
+    shown = sorted(r.value for r in roles)
+    tx.run(
+        "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [POLICY, json.dumps(shown)],
+    )
+    audit.append(tx, actor, "staff_2fa_policy", "", reason, {"roles": shown})
+    return roles
+
+
+# -- an account's factor -------------------------------------------------------------------------------------
+
+
+def enrolled(tx: Tx, staff_id: str) -> bool:
+    row = tx.one("SELECT 1 FROM staff_totp WHERE staff_id = ? AND confirmed_at IS NOT NULL", [staff_id])
+    return row is not None
+
+
+def must_enrol(tx: Tx, who: Staff) -> bool:
+    """Whether the policy wants a second factor of ``who``'s role and it has none."""
+    return who.role in policy(tx) and not enrolled(tx, who.staff_id)
+
+
+def state(tx: Tx, staff_id: str) -> Factor:
+    row = tx.one("SELECT confirmed_at FROM staff_totp WHERE staff_id = ?", [staff_id])
+    left = tx.one("SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [staff_id])
+    at = None if row is None or row[0] is None else int(row[0])
+    return Factor(at, int(left[0]) if left and at is not None else 0)
+
+
+def pending_secret(tx: Tx, staff_id: str, now: int) -> str:
+    """The secret its owner is enrolling with: the one made before if not yet confirmed, else a new one;
+    ``already_enrolled`` once one is confirmed."""
+    row = tx.one(f"SELECT secret, confirmed_at FROM staff_totp WHERE staff_id = ?{tx.for_update}", [staff_id])
+    if row is not None and row[1] is not None:
+        raise BackofficeRefused(Code.ALREADY_ENROLLED, "this account has a second factor already")
+    if row is not None:
+        return str(row[0])
+    secret = otp.new_secret()
+    tx.run("INSERT INTO staff_totp (staff_id, secret, made_at) VALUES (?, ?, ?)", [staff_id, secret, now])
+    return secret
+
+
+def confirm(db: Db, who: Staff, code: str, now: int) -> list[str]:
+    """The pending secret kept once ``code`` is one of its codes (``bad_code`` otherwise), with fresh recovery
+    codes (returned, to be shown once; their hashes kept), audited as ``staff_2fa_enrol`` by the account."""
+    codes = otp.new_recovery_codes()
+    hashes = [staff.hash_password(otp.recovery_typed(c)) for c in codes]  # scrypt outside the transaction
+
+    def run(tx: Tx) -> list[str]:
+        row = tx.one(f"SELECT secret, confirmed_at FROM staff_totp WHERE staff_id = ?{tx.for_update}", [who.staff_id])
+        if row is not None and row[1] is not None:
+            raise BackofficeRefused(Code.ALREADY_ENROLLED, "this account has a second factor already")
+        step = otp.matching_step(str(row[0]), code, now, 0) if row is not None else otp.Refusal.BAD_CODE
+        if isinstance(step, otp.Refusal):
+            raise BackofficeRefused(Code.BAD_CODE, "the code is not one of this secret's")
+        tx.run("UPDATE staff_totp SET confirmed_at = ?, last_step = ? WHERE staff_id = ?", [now, step, who.staff_id])
+        tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [who.staff_id])
+        tx.many(
+            "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
+            [(who.staff_id, slot, h) for slot, h in enumerate(hashes)],
+        )
+        audit.append(tx, who.staff_id, "staff_2fa_enrol", who.staff_id, "own second factor", {"recovery": len(codes)})
+        return codes
+
+    return db.transact(run)
+
+
+def reset(tx: Tx, actor: str, staff_id: str, reason: str) -> Staff:
+    """``staff_id``'s second factor and recovery codes removed and its sessions ended, audited as
+    ``staff_2fa_reset`` by ``actor``: its owner enrols again at their next sign-in. ``not_found`` for no such
+    account, ``no_second_factor`` for one without. The callers refuse an administrator's own (``team``)."""
+    held = staff.get(tx, staff_id)
+    if held is None:
+        raise BackofficeRefused(Code.NOT_FOUND, f"no staff {staff_id}")
+    if tx.one("SELECT 1 FROM staff_totp WHERE staff_id = ?", [staff_id]) is None:
+        raise BackofficeRefused(Code.NO_SECOND_FACTOR, f"staff {staff_id} has no second factor")
+    tx.run("DELETE FROM staff_totp WHERE staff_id = ?", [staff_id])
+    tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [staff_id])
+    tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
+    audit.append(tx, actor, "staff_2fa_reset", staff_id, reason, {"role": held.role.value})
+    return held
+
+
+# -- signing in ----------------------------------------------------------------------------------------------
+
+
+def check_code(db: Db, staff_id: str, code: str, source: str, now: int) -> Staff | Code:
+    """The account, once ``code`` (a TOTP code, or else a recovery code) is right: the sign-in complete
+    (``staff.signed_in``). Every try is counted first as a wrong password is (``locked_out`` past the bounds,
+    the code not even tried) and taken back when right; ``bad_code`` or ``code_used`` (a code of a step
+    already accepted, or older) otherwise, the try staying counted."""
+    locked = db.transact(lambda tx: staff.claim(tx, staff_id, source, now))
+    if locked is not None:
+        return locked
+    if otp.is_totp(code):
+        return db.transact(lambda tx: _totp(tx, staff_id, code, source, now))
+    return _recovery(db, staff_id, otp.recovery_typed(code), source, now)
+
+
+def _done(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
+    staff.take_back(tx, staff_id, source, now)
+    return staff.signed_in(tx, staff_id, source, now)
+
+
+def _totp(tx: Tx, staff_id: str, code: str, source: str, now: int) -> Staff | Code:
+    row = tx.one(
+        f"SELECT secret, last_step FROM staff_totp WHERE staff_id = ? AND confirmed_at IS NOT NULL{tx.for_update}",
+        [staff_id],
+    )
+    if row is None:
+        return Code.BAD_CODE
+    step = otp.matching_step(str(row[0]), code, now, int(row[1]))
+    if isinstance(step, otp.Refusal):
+        return Code(step.value)
+    if tx.run("UPDATE staff_totp SET last_step = ? WHERE staff_id = ? AND last_step < ?", [step, staff_id, step]) != 1:
+        return Code.CODE_USED  # another sign-in took this step meanwhile
+    return _done(tx, staff_id, source, now)
+
+
+def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff | Code:
+    """A recovery code: checked against each unused hash outside any transaction (scrypt), then marked used
+    if still unused (a code sent twice at once signs in once), audited as ``staff_2fa_recovery``."""
+    rows = db.transact(
+        lambda tx: tx.all(
+            "SELECT slot, code_hash FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL ORDER BY slot",
+            [staff_id],
+        )
+    )
+    slots = [int(r[0]) for r in rows if typed and staff.check_password(typed, str(r[1]))]
+    if not slots:
+        return Code.BAD_CODE
+
+    def use(tx: Tx) -> Staff | Code:
+        used = tx.run(
+            "UPDATE staff_recovery_codes SET used_at = ? WHERE staff_id = ? AND slot = ? AND used_at IS NULL",
+            [now, staff_id, slots[0]],
+        )
+        if used != 1:
+            return Code.CODE_USED
+        left = tx.one("SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [staff_id])
+        audit.append(
+            tx, staff_id, "staff_2fa_recovery", staff_id, "recovery code", {"left": int(left[0]) if left else 0}
+        )
+        return _done(tx, staff_id, source, now)
+
+    return db.transact(use)
+
+
+__all__ = [
+    "MONEY_ROLES",
+    "POLICY",
+    "Factor",
+    "check_code",
+    "confirm",
+    "enrolled",
+    "must_enrol",
+    "pending_secret",
+    "policy",
+    "reset",
+    "roles_of",
+    "set_policy",
+    "state",
+]
