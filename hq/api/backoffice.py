@@ -404,12 +404,12 @@ def _enrol_page(request: Request, store: HqStore, lang: str, session: sessions.S
     who = session.staff
     state = store.db.transact(lambda tx: factors.state(tx, who.staff_id))
     if state.enrolled_at is not None:
-        return page(request, "second_factor", lang, state=state, **context)
+        return page(request, "second_factor", lang, state=state, recovery=[], **context)
     secret = store.db.transact(lambda tx: factors.pending_secret(tx, who.staff_id, now_s()))
     words = i18n.words(lang)
     shown = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     code_svg = qr.svg(otp.uri(secret, who.staff_id), words["second_factor_qr"])
-    return page(request, "second_factor", lang, state=state, secret=shown, code_svg=code_svg, **context)
+    return page(request, "second_factor", lang, state=state, recovery=[], secret=shown, code_svg=code_svg, **context)
 
 
 @router.get(PREFIX + "/second-factor", include_in_schema=False)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 staff_app = typer.Typer(
-    name="staff", help="Back-office staff accounts: add, list, disable, passwd, unlock.", no_args_is_help=True
+    name="staff",
+    help="Back-office staff accounts: add, list, disable, passwd, unlock, reset-2fa, require-2fa.",
+    no_args_is_help=True,
 )
 audit_app = typer.Typer(name="audit", help="The back office's audit log: verify its hash chain.", no_args_is_help=True)
 app.add_typer(staff_app)
@@ -178,6 +180,44 @@ def passwd(
         except BackofficeRefused as exc:
             fail(exc)
     print(json.dumps({"staff_id": staff_id, "password": "changed"}))
+
+
+@staff_app.command("reset-2fa")
+def reset_2fa(staff_id: str, reason: ReasonOpt = "second factor reset", db: DbOpt = DEFAULT_DB) -> None:
+    """Remove an account's second factor and recovery codes (a lost phone); its sessions end and its owner
+    sets one up again at the next sign-in. Prints JSON."""
+    from hq.backoffice import factors
+    from hq.backoffice.errors import BackofficeRefused
+
+    with hq_store(db) as hq:
+        try:
+            hq.db.transact(lambda tx: factors.reset(tx, ACTOR, staff_id, reason))
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps({"staff_id": staff_id, "second_factor": "reset"}))
+
+
+@staff_app.command("require-2fa")
+def require_2fa(
+    role: Annotated[
+        list[str] | None, typer.Argument(help="Roles that must have one (none given: those moving money).")
+    ] = None,
+    none: Annotated[bool, typer.Option("--none", help="No role must have one.")] = False,
+    reason: ReasonOpt = "second factor policy",
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Set which roles must have a second factor: such an account without one reaches only the page that sets
+    it up, right after its password. Prints JSON."""
+    from hq.backoffice import factors
+    from hq.backoffice.errors import BackofficeRefused
+
+    with hq_store(db) as hq:
+        try:
+            roles = frozenset() if none else factors.roles_of(list(role or []))
+            hq.db.transact(lambda tx: factors.set_policy(tx, ACTOR, roles, reason))
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps({"roles": sorted(r.value for r in roles)}))
 
 
 @audit_app.command("verify")

@@ -1,0 +1,231 @@
+"""The second factor of staff sign-in over HTTP against a real head-office server on 127.0.0.1, on SQLite and
+PostgreSQL, with codes computed by pyotp as an authenticator app does: enrolment keeps the secret only after a
+code of it; then a password alone reaches no page; a code is used once; wrong codes count in the sign-in
+bounds; a recovery code signs in once; a role the policy names reaches nothing but enrolment until it enrols;
+an administrator resets another's second factor, not its own, on the page and from the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import httpx
+import pyotp
+import pytest
+from typer.testing import CliRunner
+
+from hq import audit
+from hq.api import backoffice as web
+from hq.api.server import ServerHandle, start_in_thread
+from hq.backoffice import factors, otp, staff
+from hq.backoffice.roles import Role, may
+from hq.backoffice.staff import Staff
+from hq.cli import app as hq_commands
+from hq.store import HqStore
+from tests.backoffice.chain import PASSWORD, chain
+from tests.backoffice.test_web import browser, code_of, csrf_of, filled, signed_in
+
+Office = tuple[HqStore, dict[str, Staff], ServerHandle]
+
+
+@pytest.fixture
+def office(hq_url: str) -> Iterator[Office]:
+    with chain(hq_url) as (hq, made):
+        server = start_in_thread(hq)
+        try:
+            yield hq, made, server
+        finally:
+            server.stop()
+
+
+def enrol(client: httpx.Client) -> tuple[pyotp.TOTP, list[str]]:
+    """The signed-in ``client`` sets up its second factor from its page: the secret read as the page shows it,
+    the first code computed from it; returns the authenticator and the recovery codes shown."""
+    page = client.get("/backoffice/second-factor")
+    assert page.status_code == 200 and "<svg" in page.text, page.text[:500]
+    found = re.search(r'id="second-factor-secret">([A-Z2-7 ]+)<', page.text)
+    assert found, page.text[:1000]
+    totp = pyotp.TOTP(found.group(1).replace(" ", ""))
+    done = client.post("/backoffice/second-factor", data={"csrf": csrf_of(page.text), "code": totp.now()})
+    assert done.status_code == 200 and 'id="recovery-codes"' in done.text, done.text[:500]
+    codes = re.findall(r"<li>([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4})</li>", done.text)
+    assert len(codes) == otp.RECOVERY_CODES
+    return totp, codes
+
+
+def password_only(url: str, staff_id: str) -> tuple[httpx.Client, str]:
+    """A client past the password alone, and the CSRF token of the page asking for the code."""
+    client = browser(url)
+    reply = client.post("/backoffice/sign-in", data={"staff_id": staff_id, "password": PASSWORD})
+    assert reply.status_code == 303 and reply.headers["location"] == "/backoffice/", reply.text[:500]
+    sent = client.get("/backoffice/")
+    assert sent.status_code == 303 and sent.headers["location"] == "/backoffice/sign-in/code"
+    return client, csrf_of(client.get("/backoffice/sign-in/code").text)
+
+
+def later(totp: pyotp.TOTP) -> str:
+    """The code of the next step (accepted: one step either side), not the one enrolment used."""
+    return totp.at(time.time() + otp.STEP_S)
+
+
+def reaches_no_page(client: httpx.Client, role: Role, sent_to: str, code: str) -> None:
+    """Every page the role may open sends ``client`` to ``sent_to``; every change it may make is refused."""
+    for method, path in sorted(web.ACTIONS):
+        if not any(may(role, action) for action in web.ACTIONS[(method, path)]):
+            continue
+        reply = client.request(method, filled(path), data={"reason": "r"})
+        if method == "GET":
+            assert reply.status_code == 303 and reply.headers["location"] == sent_to, (path, reply.status_code)
+        else:
+            assert reply.status_code in (401, 403) and code_of(reply) == code, (path, reply.status_code)
+    home = client.get("/backoffice/")
+    assert home.status_code == 303 and home.headers["location"] == sent_to
+
+
+def test_after_enrolling_a_stolen_password_alone_reaches_no_page(office: Office) -> None:
+    hq, _, server = office
+    owner, _ = signed_in(server.url, "finance")
+    totp, _ = enrol(owner)
+    with hq.db.read() as tx:
+        assert factors.enrolled(tx, "finance")
+        stored = tx.one("SELECT secret FROM staff_totp WHERE staff_id = 'finance'")
+        assert stored is not None and str(stored[0]) == totp.secret
+        assert [r.action for r in audit.recent(tx, 5)][:1] == ["staff_2fa_enrol"]
+
+    thief, _ = password_only(server.url, "finance")
+    reaches_no_page(thief, Role.FINANCE, "/backoffice/sign-in/code", "second_factor_required")
+    assert thief.get("/backoffice/second-factor").headers["location"] == "/backoffice/sign-in/code"
+
+    client, csrf = password_only(server.url, "finance")
+    reply = client.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": later(totp)})
+    assert reply.status_code == 303 and reply.headers["location"] == "/backoffice/"
+    assert client.get("/backoffice/").status_code == 200
+    assert client.get("/backoffice/settlement").status_code == 200
+
+
+def test_a_code_is_used_once_and_a_replayed_one_is_refused(office: Office) -> None:
+    _, _, server = office
+    owner, _ = signed_in(server.url, "admin")
+    totp, _ = enrol(owner)
+    code = later(totp)
+    first, csrf = password_only(server.url, "admin")
+    assert first.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": code}).status_code == 303
+    replayed, csrf = password_only(server.url, "admin")
+    reply = replayed.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": code})
+    assert reply.status_code == 401 and code_of(reply) == "code_used"
+    older = replayed.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": totp.now()})
+    assert older.status_code == 401 and code_of(older) == "code_used"  # the step enrolment used
+    assert replayed.get("/backoffice/").headers["location"] == "/backoffice/sign-in/code"
+    assert first.get("/backoffice/").status_code == 200
+
+
+def test_guessing_codes_hits_the_sign_in_bounds(office: Office) -> None:
+    hq, _, server = office
+    owner, _ = signed_in(server.url, "admin")
+    totp, _ = enrol(owner)
+    right = later(totp)
+    wrong = [f"{(int(right) + n) % 10**6:06d}" for n in range(1, 40)]
+    wrong = [w for w in wrong if w not in (totp.now(), right, totp.at(time.time() - otp.STEP_S))]
+    guesser, csrf = password_only(server.url, "admin")
+    for guess in wrong[: staff.PAIR_FAILURES]:
+        reply = guesser.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": guess})
+        assert reply.status_code == 401 and code_of(reply) == "bad_code", guess
+    reply = guesser.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": right})
+    assert reply.status_code == 429 and code_of(reply) == "locked_out"  # the right code is not even tried
+    again = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD})
+    assert again.status_code == 429 and code_of(again) == "locked_out"
+    with hq.db.read() as tx:
+        assert staff.failures(tx, "admin", int(time.time())) == staff.PAIR_FAILURES
+
+
+def test_a_recovery_code_signs_in_once(office: Office) -> None:
+    hq, _, server = office
+    owner, _ = signed_in(server.url, "finance")
+    _, codes = enrol(owner)
+    with hq.db.read() as tx:
+        kept = [str(r[0]) for r in tx.all("SELECT code_hash FROM staff_recovery_codes WHERE staff_id = 'finance'")]
+    assert len(kept) == otp.RECOVERY_CODES and all(h.startswith("scrypt$") for h in kept)
+    assert not any(c.replace("-", "") in h for c in codes for h in kept)
+    client, csrf = password_only(server.url, "finance")
+    assert client.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": codes[3].upper()}).status_code == 303
+    assert client.get("/backoffice/").status_code == 200
+    again, csrf = password_only(server.url, "finance")
+    reply = again.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": codes[3]})
+    assert reply.status_code == 401 and code_of(reply) == "bad_code"
+    with hq.db.read() as tx:
+        assert factors.state(tx, "finance").recovery_left == otp.RECOVERY_CODES - 1
+
+
+def test_under_the_policy_a_finance_account_without_a_second_factor_reaches_only_enrolment(office: Office) -> None:
+    hq, _, server = office
+    already, _ = signed_in(server.url, "finance")  # a session from before the policy
+    hq.db.transact(lambda tx: factors.set_policy(tx, "admin", factors.MONEY_ROLES, "money moves"))
+    client = browser(server.url)
+    reply = client.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD})
+    assert reply.status_code == 303
+    for session in (client, already):
+        reaches_no_page(session, Role.FINANCE, "/backoffice/second-factor", "enrol_required")
+    signed_in(server.url, "market")[0].get("/backoffice/campaigns").raise_for_status()  # marketing is not named
+    enrol(client)
+    assert client.get("/backoffice/settlement").status_code == 200
+    assert client.get("/backoffice/holds").status_code == 200
+
+
+def test_an_admin_resets_anothers_second_factor_not_its_own(office: Office, hq_url: str) -> None:
+    hq, _, server = office
+    totp, _ = enrol(signed_in(server.url, "finance")[0])
+    admin, _ = signed_in(server.url, "admin")
+    enrol(admin)
+    client, csrf = password_only(server.url, "admin")
+    assert (
+        client.post(
+            "/backoffice/sign-in/code", data={"csrf": csrf, "code": later(pyotp.TOTP(_secret(hq, "admin")))}
+        ).status_code
+        == 303
+    )
+    page = client.get("/backoffice/staff")
+    csrf = csrf_of(page.text)
+    assert 'action="/backoffice/staff/admin/second-factor"' not in page.text
+    own = client.post("/backoffice/staff/admin/second-factor", data={"csrf": csrf, "reason": "lost phone"})
+    assert own.status_code == 403 and code_of(own) == "own_second_factor"
+    done = client.post("/backoffice/staff/finance/second-factor", data={"csrf": csrf, "reason": "lost phone"})
+    assert done.status_code == 303
+    with hq.db.read() as tx:
+        assert not factors.enrolled(tx, "finance") and factors.enrolled(tx, "admin")
+        record = audit.recent(tx, 1)[0]
+    assert (record.actor, record.action, record.target, record.reason) == (
+        "admin",
+        "staff_2fa_reset",
+        "finance",
+        "lost phone",
+    )
+    assert signed_in(server.url, "finance")[0].get("/backoffice/").status_code == 200  # password alone again
+
+    status, out = _cli(hq_url, "staff", "reset-2fa", "admin", "--reason", "left the company's phone")
+    assert status == 0 and json.loads(out) == {"staff_id": "admin", "second_factor": "reset"}
+    assert _cli(hq_url, "staff", "reset-2fa", "admin")[0] == 1  # none left
+    assert client.get("/backoffice/").status_code == 303  # its sessions ended
+    status, out = _cli(hq_url, "staff", "require-2fa")
+    assert status == 0 and json.loads(out) == {"roles": sorted(r.value for r in factors.MONEY_ROLES)}
+    with hq.db.read() as tx:
+        assert factors.policy(tx) == factors.MONEY_ROLES
+        assert [(r.actor, r.action) for r in audit.recent(tx, 2)] == [
+            ("command line", "staff_2fa_policy"),
+            ("command line", "staff_2fa_reset"),
+        ]
+    assert _cli(hq_url, "staff", "require-2fa", "owner")[0] == 1
+    del totp
+
+
+def _secret(hq: HqStore, staff_id: str) -> str:
+    with hq.db.read() as tx:
+        row = tx.one("SELECT secret FROM staff_totp WHERE staff_id = ?", [staff_id])
+    assert row is not None
+    return str(row[0])
+
+
+def _cli(url: str, *args: str) -> tuple[int, str]:
+    done = CliRunner().invoke(hq_commands, [*args, "--db", url])
+    return done.exit_code, done.output
