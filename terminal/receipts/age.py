@@ -10,7 +10,7 @@ time was not read is never too old, and its rows are never forgotten.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 MARGIN_DAYS = 2.0
 """Days a receipt's rows outlive the age past which it is refused."""
@@ -31,9 +31,17 @@ def printed_time(text: str | None, time_format: str | None) -> datetime | None:
         return None
 
 
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+"""The moments a printed time is kept within: a time the calendar holds only in its own zone (year 1 east of UTC,
+year 9999 west of it) has no UTC instant to keep or prune by, and is as old, or as young, as these."""
+
+
 def in_zone(printed: datetime, zone: tzinfo) -> datetime:
-    """``printed`` as a moment: a naive (wall clock) time is taken in ``zone``, the store's."""
-    return printed if printed.tzinfo is not None else printed.replace(tzinfo=zone)
+    """``printed`` as a UTC moment within ``EARLIEST`` and ``LATEST``: a naive (wall clock) time is taken in
+    ``zone``, the store's."""
+    moment = printed if printed.tzinfo is not None else printed.replace(tzinfo=zone)
+    return min(max(moment, EARLIEST), LATEST).astimezone(UTC)
 
 
 def too_old(printed: datetime | None, now: datetime, max_age_days: float) -> bool:
@@ -49,4 +57,4 @@ def forget_before(now: datetime, max_age_days: float) -> datetime | None:
     return now - timedelta(days=max_age_days + MARGIN_DAYS)
 
 
-__all__ = ["MARGIN_DAYS", "PRUNE_BATCH", "forget_before", "in_zone", "printed_time", "too_old"]
+__all__ = ["EARLIEST", "LATEST", "MARGIN_DAYS", "PRUNE_BATCH", "forget_before", "in_zone", "printed_time", "too_old"]

@@ -113,3 +113,29 @@ def test_a_till_clock_a_year_ahead_neither_refuses_todays_receipts_nor_prunes_th
     keeper = RowKeeper(store.forget_receipts, 7, clock=svc.hq_now)
     assert keeper.prune() == 0 and rows(store) == (1, 1)
     assert sell(svc, "9" * 64, NOW - timedelta(hours=1), "0009") == "receipt_already_used"
+
+
+def test_a_printed_time_beyond_the_calendar_in_utc_is_aged_and_kept_without_failing_the_sale(service: Service) -> None:
+    """A POS stream printing the last minute of year 9999 west of UTC (``%z``), or the first of year 1 east of it:
+    a time with no UTC instant. The first sells and its rows are kept; the second is refused as too old; neither
+    fails the receipt (an exception the desk does not answer: no sale, no refusal, only a traceback)."""
+    store = service.store
+    svc = till(store)
+    last = printed_time("9999-12-31 23:59 -2359", "%Y-%m-%d %H:%M %z")
+    first = printed_time("0001-01-01 00:00 +2359", "%Y-%m-%d %H:%M %z")
+    assert last is not None and first is not None
+    assert sell_aware(svc, "7" * 64, last, "0007") == "sold"
+    assert sell_aware(svc, "8" * 64, first, "0008") == "receipt_too_old"
+    assert prune_rows(store.forget_receipts, 7, (NOW + timedelta(days=30)).timestamp()) == 0
+    assert rows(store) == (1, 1)
+    assert sell_aware(svc, "7" * 64, last, "0007") == "receipt_already_used"
+
+
+def sell_aware(svc: Service, digest: str, printed: datetime, number: str) -> str:
+    """``sell`` with the printed time as the template read it, its UTC offset kept."""
+    ref = ReceiptRef(digest, number, "POS-1", "store", printed)
+    try:
+        svc.commit(svc.quote("M-1", Basket((Line("SKU-1", 1, 1000),))), receipt=ref)
+    except Rejected as exc:
+        return exc.code.value
+    return "sold"
