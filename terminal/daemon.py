@@ -260,9 +260,10 @@ class Daemon:
             receipt_max_age_days=cfg.receipts.max_age_days,
         )
         self.service.on_commit.append(self._committed)
-        # The rows of receipts too old to earn, deleted now and once a day, by head office's time as last measured:
-        # a till clock set a year ahead does not make every receipt's rows look old enough to delete.
-        self.receipt_rows = RowKeeper(self.store.forget_receipts, cfg.receipts.max_age_days, self.service.hq_now)
+        # The rows of receipts too old to earn, deleted now and once a day, by the earlier of this till's time and head
+        # office's as last measured: neither a till clock nor a measured offset a year ahead makes every receipt's
+        # rows look old enough to delete.
+        self.receipt_rows = RowKeeper(self.store.forget_receipts, cfg.receipts.max_age_days, self.service.rows_now)
         self.receipt_rows.start()
         try:
             self.api_token = load_or_create_token(cfg.api_token_path)

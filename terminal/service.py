@@ -868,6 +868,13 @@ class Service:
         measured (its own clock when never measured)."""
         return self.clock() - (self.clock_offset() or 0.0)
 
+    def rows_now(self) -> float:
+        """The time the receipts' rows are pruned at (``terminal.receiptrows``): the earlier of this till's clock and
+        head office's as last measured, so a row goes only when both find its receipt too old. A till clock set
+        ahead is corrected by the offset; an offset that says head office is ahead (its answer's ``Date`` wrong or
+        forged, or measured before this till's clock was put right) deletes no younger row than the till's own."""
+        return min(self.clock(), self.hq_now())
+
     def _blame_clock(self, refused: Rejected, check: Callable[[int], None]) -> None:
         """A time check failed: when this till's clock is known to be off and the check passes at head
         office's time, the real cause is the clock (``till_clock_wrong``), not the member's code. A clock
