@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import uuid6
 
@@ -1649,10 +1648,7 @@ def _with_refused(quote: Quote, extra: list[tuple[str, str]]) -> Quote:
 
 def _store_zone(policy: dict[str, Any] | None) -> tzinfo:
     """The store's time zone (the calendar head office's policy carries); without one, the till's own."""
-    try:
-        return ZoneInfo(str((policy or {})["timezone"]))
-    except (KeyError, ValueError, ZoneInfoNotFoundError):
-        return datetime.now().astimezone().tzinfo or UTC
+    return tp.policy_zone(policy) or datetime.now().astimezone().tzinfo or UTC
 
 
 def _receipt_number(
@@ -1666,9 +1662,10 @@ def _receipt_number(
     number = receipt.number.strip()
     if receipt.number_scope != "day":
         return store_id, number
+    zone = tp.policy_zone(policy)
     try:
-        day = now.astimezone(ZoneInfo(str((policy or {})["timezone"]))).date()
-    except (KeyError, ValueError, ZoneInfoNotFoundError, OverflowError):
+        day = now.astimezone(zone).date() if zone is not None else now.astimezone().date()
+    except OverflowError:
         day = now.astimezone().date()
     return store_id, f"{day.isoformat()} {number}"
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from terminal import payments as pay
 from terminal.errors import Code
@@ -73,14 +73,25 @@ def policy_from_doc(doc: Mapping[str, Any] | None) -> TopupPolicy:
         return TopupPolicy()
 
 
+def policy_zone(doc: Mapping[str, Any] | None) -> ZoneInfo | None:
+    """The store's time zone the policy carries; None without one, or when it names none this till's time zone
+    database holds as a zone (unknown, not a normalised key, a directory of zones, a name too long for a file)."""
+    try:
+        return ZoneInfo(str((doc or {})["timezone"]))
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+
+
 def business_day(moment: datetime, doc: Mapping[str, Any] | None) -> str:
     """The business day of ``moment`` (an aware time) in the store's calendar the policy carries (its time
     zone, and the local HH:MM its day starts), as head office files entries; without one, the local date."""
+    zone = policy_zone(doc)
+    if zone is None:
+        return moment.astimezone().date().isoformat()
     try:
-        zone = ZoneInfo(str((doc or {})["timezone"]))
         hours, minutes = (int(x) for x in str((doc or {}).get("day_starts", "00:00")).split(":"))
         return (moment.astimezone(zone) - timedelta(hours=hours, minutes=minutes)).date().isoformat()
-    except (KeyError, ValueError, TypeError, ZoneInfoNotFoundError, OverflowError):
+    except (ValueError, TypeError, OverflowError):
         return moment.astimezone().date().isoformat()
 
 

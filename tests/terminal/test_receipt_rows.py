@@ -4,15 +4,18 @@ receipt whose rows are gone is still refused; a pruning that fails or stops half
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
 from terminal.errors import Rejected
 from terminal.model import Basket, Line, ReceiptRef
+from terminal.ports import CacheDocs
 from terminal.receiptrows import RowKeeper, prune_rows
 from terminal.receipts.age import MARGIN_DAYS, printed_time
 from terminal.service import Service
 from terminal.store import Store
+from terminal.topups import business_day
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -133,7 +136,27 @@ def test_a_printed_time_beyond_the_calendar_in_utc_is_aged_and_kept_without_fail
 
 def sell_aware(svc: Service, digest: str, printed: datetime, number: str) -> str:
     """``sell`` with the printed time as the template read it, its UTC offset kept."""
-    ref = ReceiptRef(digest, number, "POS-1", "store", printed)
+    return sell_ref(svc, ReceiptRef(digest, number, "POS-1", "store", printed))
+
+
+def test_a_store_time_zone_naming_no_zone_here_ages_receipts_by_the_tills_own(service: Service) -> None:
+    """Head office's policy names a time zone this till's database holds as a directory of zones ("America"), or
+    as no file at all: a naive printed time is the till's own zone, a day's receipt number the till's date, a
+    business day the till's, and no receipt fails (an OSError the desk does not answer)."""
+    store = service.store
+    for n, zone in enumerate(("America", "A" * 300)):
+        store.apply_changes([], [], [], 9 + n, CacheDocs(topup_policy=json.dumps({"timezone": zone})))
+        svc = till(store)
+        ref = ReceiptRef(f"{n:064x}", f"D{n}", "POS-1", "day", (NOW - timedelta(days=1)).replace(tzinfo=None))
+        assert sell_ref(svc, ref) == "sold"
+        assert business_day(NOW, {"timezone": zone}) == NOW.astimezone().date().isoformat()
+    old = ReceiptRef("e" * 64, "D9", "POS-1", "day", (NOW - timedelta(days=9)).replace(tzinfo=None))
+    assert sell_ref(till(store), old) == "receipt_too_old"
+    assert rows(store) == (2, 2)
+
+
+def sell_ref(svc: Service, ref: ReceiptRef) -> str:
+    """The sale of one unit read from ``ref``: "sold", or the code it was refused with."""
     try:
         svc.commit(svc.quote("M-1", Basket((Line("SKU-1", 1, 1000),))), receipt=ref)
     except Rejected as exc:
