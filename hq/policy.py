@@ -276,7 +276,8 @@ def unpriced_refund(left: SaleLeft, refund: RefundPayload) -> Breach:
 
 
 def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str | None) -> Breach | None:
-    """A refund or void returns at most what its sale took, less earlier refunds, to that sale's member
+    """A refund or void returns at most what its sale took, less earlier refunds, and takes back at most the points
+    it earned, to that sale's member
     (``member_id``: the refund's member as head office knows it, after merges and erasures); and with every other
     route that gave the sale back (the gift cards' refunds of payments naming it: ``all_routes``), no more than
     the sale took."""
@@ -297,6 +298,9 @@ def check_reversal(left: SaleLeft | None, refund: RefundPayload, member_id: str 
         ),
         "points_restored": (left.points_restored + refund.points_restored, left.points_redeemed, 0),
     }
+    if left.applied:  # no more points taken back than an applied sale earned: a void of a sale that earned nothing
+        # taking 5,000 would be the member's debt (``points_clawback_short``), the member having spent nothing
+        over["points_clawed"] = (left.points_clawed + refund.points_clawed, left.points_earned, 0)
     beyond: dict[str, dict[str, int]] = {
         k: {"returned": a, "sale_took": b} | ({"written_off": w} if w else {})
         for k, (a, b, w) in over.items()

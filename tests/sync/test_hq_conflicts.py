@@ -494,3 +494,26 @@ def test_a_partial_refund_head_office_cannot_price_is_held_and_a_whole_one_appli
     hq.ingest("T1", [refund_of(3, both)])
     assert hq.effects("T1") == {1: Effect.NONE, 2: Effect.QUARANTINED, 3: Effect.NONE}  # no points moved
     hq.close()
+
+
+def test_a_void_clawing_back_more_than_its_sale_earned_is_held_not_a_members_debt(hq_url: str) -> None:
+    """A cashier (or a stolen credential) voids a sale that earned nothing and says the void takes back 5,000
+    points: a return takes back at most what its sale still keeps, so the void is held (``refund_exceeds_sale``),
+    not applied as the member's ``points_clawback_short`` debt; a void taking back what its sale earned applies."""
+    hq = HqStore(hq_url, Settings(clock_skew=300, spend_needs_proof=False, recompute=False))
+    hq.add_terminal("T1", "S1", "t1")
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    hq.ingest("T1", [sale(1, member_id="M-2", total=5000), sale(2, member_id="M-2", points_delta=300, total=3000)])
+    beyond = entries.refund("T1-1", "M-2", money_back=5000, clawed=5000, store_id="S1", void=True)
+    earned = entries.refund("T1-2", "M-2", money_back=3000, clawed=300, store_id="S1", void=True)
+    hq.ingest(
+        "T1",
+        [
+            WireEntry(terminal_id="T1", seq=3, txn_id="T1-3", kind="void", payload=beyond, created_at=CREATED),
+            WireEntry(terminal_id="T1", seq=4, txn_id="T1-4", kind="void", payload=earned, created_at=CREATED),
+        ],
+    )
+    assert [hq.effects("T1")[n] for n in (3, 4)] == [Effect.QUARANTINED, Effect.APPLIED]
+    assert hq.member("M-2").points == 0  # type: ignore[union-attr]
+    assert [(i.seq, i.reason.value) for i in hq.items(terminal_id="T1")] == [(3, "refund_exceeds_sale")]
+    hq.close()
