@@ -262,6 +262,13 @@ class Service:
             return None
         policy = self.store.topup_policy() if receipt.printed.tzinfo is None else None
         printed = age.in_zone(receipt.printed, _store_zone(policy))
+        back = self.clock_back() if self.receipt_max_age_days > 0 else 0
+        if pay.clock_went_back(back, self.limits):  # an old receipt would look young, its rows maybe pruned
+            raise Rejected(
+                Code.TILL_CLOCK_WRONG,
+                f"This till's clock reads {back / 60:.0f} min earlier than a time it already recorded: set the time "
+                "on this PC, then print the receipt again.",
+            )
         if age.too_old(printed, datetime.fromtimestamp(self.hq_now(), UTC), self.receipt_max_age_days):
             raise Rejected(
                 Code.RECEIPT_TOO_OLD,

@@ -162,3 +162,20 @@ def sell_ref(svc: Service, ref: ReceiptRef) -> str:
     except Rejected as exc:
         return exc.code.value
     return "sold"
+
+
+def test_a_till_clock_set_back_refuses_dated_receipts_instead_of_letting_an_old_one_look_young(
+    service: Service,
+) -> None:
+    """A cashier sets the till's clock back four days while it is offline: a receipt printed ten days ago, whose
+    rows were pruned, would look six days old and earn again. The till knows its clock reads before a time it
+    already recorded, so a dated receipt is refused (``till_clock_wrong``) until the clock is put right; a receipt
+    whose time is not read is not aged and sells."""
+    store = service.store
+    assert sell(till(store), "7" * 64, NOW - timedelta(hours=1), "0070") == "sold"  # recorded at NOW
+    old = NOW - timedelta(days=10)
+    assert sell(till(store), "8" * 64, old, "0080") == "receipt_too_old"
+    back = till(store, NOW - timedelta(days=4))
+    assert sell(back, "8" * 64, old, "0080") == "till_clock_wrong"
+    assert sell(back, "6" * 64, None, "0060") == "sold"
+    assert sell(till(store, NOW + timedelta(minutes=5)), "8" * 64, old, "0080") == "receipt_too_old"
