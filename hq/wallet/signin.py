@@ -246,10 +246,15 @@ def _lane(tx: Tx, member_id: str | None, device: str, now: int) -> str:
 
 def remember_device(store: HqStore, member_id: str, device: str, now: int) -> str:
     """After a sign-in by code: the device token of the browser from now on (``device``, its cookie's, when it is
-    already known for the member; else a new one). The member keeps its ``MAX_KNOWN_DEVICES`` newest."""
+    already known for the member; else a new one). A known browser's ``DEVICE_TTL`` starts again, so a phone the
+    member signs in on keeps its lane however long ago it first did. The member keeps its ``MAX_KNOWN_DEVICES``
+    most recently signed in."""
 
     def remember(tx: Tx) -> str:
-        if device and _lane(tx, member_id, device, now) != SHARED:
+        if device and _lane(tx, member_id, device, now) != SHARED:  # known: its year starts again
+            tx.run(
+                "UPDATE wallet_known_devices SET created_at = ? WHERE device_sha256 = ?", [now, token_digest(device)]
+            )
             return device
         token = secrets.token_urlsafe(32)
         tx.run(

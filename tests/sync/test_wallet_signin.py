@@ -280,3 +280,18 @@ def test_a_thief_with_the_members_phone_gets_the_same_bound_in_its_lane(hq: HqSt
     assert last is not None
     assert seen.count(ErrorCode.WALLET_GUESSES_LIMITED) == 1 and seen[-1] is ErrorCode.WALLET_GUESSES_LIMITED
     assert refused(lambda: signin.sign_in(hq, AIKO, last.code, T0 + 21, phone)) is ErrorCode.WALLET_GUESSES_LIMITED
+
+
+def test_a_phone_the_member_keeps_signing_in_on_keeps_its_lane_past_a_year(hq: HqStore) -> None:
+    """Known browsers age from their last sign-in by code, not their first: Aiko's phone, signed in on again after
+    300 days, is still her own lane at 400 days, and stays among her five most recent when she signs in on others."""
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    member, _ = signin.sign_in(hq, AIKO, first.code, T0 + 1)
+    phone = signin.remember_device(hq, member, "", T0 + 1)
+    again = T0 + 300 * 86400
+    assert signin.remember_device(hq, member, phone, again) == phone
+    for n in range(signin.MAX_KNOWN_DEVICES - 1):
+        signin.remember_device(hq, member, "", T0 + 2 + n)  # older than the phone's last sign-in
+    late = T0 + 400 * 86400
+    close_shared_lane(hq, AIKO, late)
+    assert signin.request_code(hq, AIKO, "10.0.0.1", late + 100, phone).code  # still her own lane
