@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -907,14 +908,17 @@ def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHU
     if not back and moved == 0:
         with db.read() as tx:
             rolled = windows_day(tx)
-        if rolled is not None and rolled > to and (id(db), rolled, to) not in _AHEAD_LOGGED:
-            _AHEAD_LOGGED.add((id(db), rolled, to))
+        said = _AHEAD_LOGGED.setdefault(db, set())
+        if rolled is not None and rolled > to and (rolled, to) not in said:
+            said.add((rolled, to))
             log.warning("%s", ahead_hint(rolled, to))
     return moved
 
 
-_AHEAD_LOGGED: set[tuple[int, date, date]] = set()
-"""(database, windows' day, day asked) already logged by this process: one line, not one per timer tick."""
+_AHEAD_LOGGED: weakref.WeakKeyDictionary[Db, set[tuple[date, date]]] = weakref.WeakKeyDictionary()
+"""(windows' day, day asked) already logged by this process, by database: one line, not one per timer tick. Keyed
+by the database object itself, not its ``id``: an id is reused once its object is gone, and a database opened
+later (a test's next, a store opened again) inherited what an earlier one had said and logged nothing."""
 
 
 def ahead_hint(rolled: date, asked: date) -> str:
