@@ -1,8 +1,8 @@
 """How old a printed receipt is, and which receipts' rows a till may forget. Pure.
 
 A receipt earns only while it is young: one whose printed time (``patterns.time`` read with the template's
-``time_format``) is more than ``[receipts] max_age_days`` before the till's clock is refused
-(``receipt_too_old``). So the rows that stop a receipt earning twice (its digest, its number) are needed only as
+``time_format``) is more than ``[receipts] max_age_days`` before now (head office's time as the till last
+measured it: ``Service.hq_now``) is refused (``receipt_too_old``). So the rows that stop a receipt earning twice (its digest, its number) are needed only as
 long as the receipt could still earn: past ``max_age_days`` and ``MARGIN_DAYS`` more (the POS's or the till's clock
 a little wrong, the store's time zone) a reprint is refused by its age alone, and the rows can go. A receipt whose
 time was not read is never too old, and its rows are never forgotten.
