@@ -15,7 +15,8 @@ seconds) so that the rules can be tested without waiting.
               kills or counts against another: whoever knows a member's contact can close the shared lane for
               a day, never the member's own phone.
     limits    ``MAX_CODES`` codes per contact and lane in ``RATE_WINDOW`` and ``MAX_CODES_DAY`` in ``MISS_WINDOW``,
-              ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW``;
+              ``MAX_CODES_FROM`` per client address in ``RATE_WINDOW`` in the shared lane (a known browser's
+              lane asks only for its member's contacts: neither counted there nor refused by it);
               a contact no member has still counts and gets the same answer (nothing is sent): the
               answer never says whether a contact is known; the join page, which does say it, a few times
               an address (``MAX_TAKEN_FROM``)
@@ -46,6 +47,10 @@ MAX_ATTEMPTS = 5
 RATE_WINDOW = 900
 MAX_CODES = 3
 MAX_CODES_FROM = 20
+"""Codes one client address may have made in ``RATE_WINDOW`` in the shared lane, whatever the contacts: 80 an hour,
+1,920 a day to anyone's. A known browser's codes are neither counted there nor refused by it: they go only to its
+own member's contacts (an email address and a phone number), 6 a quarter hour and 20 a day a browser, 100 a day
+for a member's five."""
 MAX_MISSES = 10
 MISS_WINDOW = 86400
 """Wrong codes typed for one contact and lane in ``MISS_WINDOW``, from any address and across its codes: the
@@ -193,7 +198,7 @@ def request_code(store: HqStore, text: str, source: str, now: int, device: str =
         lane = _lane(tx, member_id, device, now)
         # codes past the day count for no limit and have expired: none is kept, nor the contact and address it names
         tx.run("DELETE FROM wallet_codes WHERE created_at <= ?", [now - MISS_WINDOW])
-        if _asked(tx, key, lane, now) or _asked_from(tx, source, now) >= MAX_CODES_FROM:
+        if _asked(tx, key, lane, now) or _address_spent(tx, source, lane, now):
             raise WalletRefused(ErrorCode.WALLET_RATE_LIMITED, _MESSAGES[ErrorCode.WALLET_RATE_LIMITED])
         tx.run("DELETE FROM wallet_code_misses WHERE at <= ?", [now - MISS_WINDOW])
         if _misses(tx, key, lane, now) >= MAX_MISSES:  # no code made: none sent that could not work
@@ -224,11 +229,18 @@ def _asked(tx: Tx, key: str, lane: str, now: int) -> bool:
     return int(recent) >= MAX_CODES or int(today) >= MAX_CODES_DAY
 
 
-def _asked_from(tx: Tx, source: str, now: int) -> int:
+def _address_spent(tx: Tx, source: str, lane: str, now: int) -> bool:
+    """Whether ``source`` had its ``MAX_CODES_FROM`` codes in ``RATE_WINDOW`` in the shared lane. Only that lane
+    counts and is refused: a known browser asks only for its own member's contacts, bounded by its lane's
+    per-contact limits, so whoever shares the member's address (a café's wifi, an office) and spends it on other
+    contacts does not keep the member's phone out."""
+    if lane != SHARED:
+        return False
     (found,) = tx.one(
-        "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND created_at > ?", [source, now - RATE_WINDOW]
+        "SELECT COUNT(*) FROM wallet_codes WHERE source = ? AND lane = ? AND created_at > ?",
+        [source, SHARED, now - RATE_WINDOW],
     ) or (0,)
-    return int(found)
+    return int(found) >= MAX_CODES_FROM
 
 
 def _lane(tx: Tx, member_id: str | None, device: str, now: int) -> str:

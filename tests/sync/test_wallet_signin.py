@@ -295,3 +295,26 @@ def test_a_phone_the_member_keeps_signing_in_on_keeps_its_lane_past_a_year(hq: H
     late = T0 + 400 * 86400
     close_shared_lane(hq, AIKO, late)
     assert signin.request_code(hq, AIKO, "10.0.0.1", late + 100, phone).code  # still her own lane
+
+
+def test_an_address_spent_on_other_contacts_still_lets_the_members_phone_ask(hq: HqStore) -> None:
+    """Someone sharing Aiko's address (a café's wifi) asks for codes for many contacts until the address's
+    ``MAX_CODES_FROM`` is spent: the codes her phone asked for there before count nothing against it, and her phone
+    still gets one there after; that someone, with no cookie, a made-up one or Ben's, is refused for her contact
+    and for any other, but Ben's phone there still gets Ben's."""
+    cafe = "10.5.5.5"
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    phone = signin.remember_device(hq, signin.sign_in(hq, AIKO, first.code, T0 + 1)[0], "", T0 + 1)
+    ben = signin.request_code(hq, BEN, "10.0.0.2", T0)
+    bens = signin.remember_device(hq, signin.sign_in(hq, BEN, ben.code, T0 + 1)[0], "", T0 + 1)
+    for n in range(signin.MAX_CODES - 1):
+        signin.request_code(hq, AIKO, cafe, T0 + 10 + n, phone)
+    for n in range(signin.MAX_CODES_FROM):
+        signin.request_code(hq, f"someone{n}@example.com", cafe, T0 + 20 + n)
+    for device in ("", "made-up", bens):
+        for contact in (AIKO, "someone-else@example.com"):
+            asked = lambda d=device, c=contact: signin.request_code(hq, c, cafe, T0 + 100, d)  # noqa: E731
+            assert refused(asked) is ErrorCode.WALLET_RATE_LIMITED, (device, contact)
+    mine = signin.request_code(hq, AIKO, cafe, T0 + 101, phone)
+    assert signin.sign_in(hq, AIKO, mine.code, T0 + 102, phone)[0] == "M-A"
+    assert signin.request_code(hq, BEN, cafe, T0 + 103, bens).member_id == "M-B"
