@@ -398,18 +398,35 @@ def code_sign_in(request: Request, store: Store, lang: Lang, fields: Form) -> Re
 Enrolling = Annotated[sessions.Session, Depends(enrolling)]
 
 
-def _enrol_page(request: Request, store: HqStore, lang: str, session: sessions.Session, **context: Any) -> Response:
-    """One's second factor: when it was set up and the recovery codes left, or the secret to set it up with
-    (made now if none is pending) as a QR code and as text, and the form for its first code."""
+def _enrol_page(
+    request: Request, store: HqStore, lang: str, session: sessions.Session, secret: str = "", **context: Any
+) -> Response:
+    """One's second factor: when it was set up and the recovery codes left, or a secret to set it up with
+    (``secret`` when the form sent back one, else a fresh one, kept nowhere yet) as a QR code, as text and in
+    the form, which asks for its first code and the enrolment code an administrator issued."""
     who = session.staff
     state = store.db.transact(lambda tx: factors.state(tx, who.staff_id))
     if state.enrolled_at is not None:
         return page(request, "second_factor", lang, state=state, recovery=[], **context)
-    secret = store.db.transact(lambda tx: factors.pending_secret(tx, who.staff_id, now_s()))
+    secret = secret if otp.is_secret(secret) else otp.new_secret()
     words = i18n.words(lang)
     shown = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     code_svg = qr.svg(otp.uri(secret, who.staff_id), words["second_factor_qr"])
-    return page(request, "second_factor", lang, state=state, recovery=[], secret=shown, code_svg=code_svg, **context)
+    return page(
+        request,
+        "second_factor",
+        lang,
+        state=state,
+        recovery=[],
+        secret=secret,
+        shown=shown,
+        code_svg=code_svg,
+        **context,
+    )
+
+
+ENROL_REFUSALS = frozenset({Code.BAD_CODE, Code.ENROL_CODE_REQUIRED, Code.ENROL_CODE_BAD})
+"""Refusals of an enrolment shown on its page, the same secret still in the form."""
 
 
 @router.get(PREFIX + "/second-factor", include_in_schema=False)
@@ -419,15 +436,19 @@ def second_factor_page(request: Request, store: Store, lang: Lang, session: Enro
 
 @router.post(PREFIX + "/second-factor", include_in_schema=False)
 def second_factor_confirm(request: Request, store: Store, lang: Lang, session: Enrolling, fields: Form) -> Response:
-    """The pending secret kept once its code is typed; the recovery codes shown this once."""
+    """The form's secret kept once its code and the account's enrolment code are typed; the recovery codes
+    shown this once."""
     _csrf(request, session, fields)
+    secret = fields.get("secret", "")[:64]
     try:
-        codes = factors.confirm(store.db, session.staff, fields.get("code", "")[:64], now_s())
+        codes = factors.confirm(
+            store.db, session.staff, secret, fields.get("code", "")[:64], fields.get("enrol_code", "")[:64], now_s()
+        )
     except BackofficeRefused as exc:
-        if exc.code is not Code.BAD_CODE:
+        if exc.code not in ENROL_REFUSALS:
             raise
         error = i18n.words(lang)[exc.code.value]
-        return _enrol_page(request, store, lang, session, error=error, error_code=exc.code.value)
+        return _enrol_page(request, store, lang, session, secret, error=error, error_code=exc.code.value)
     state = store.db.transact(lambda tx: factors.state(tx, session.staff.staff_id))
     return page(request, "second_factor", lang, state=state, recovery=codes, bare=False)
 

@@ -51,6 +51,8 @@ class Code(StrEnum):
     ALREADY_ENROLLED = "already_enrolled"
     NO_SECOND_FACTOR = "no_second_factor"
     OWN_SECOND_FACTOR = "own_second_factor"
+    ENROL_CODE_REQUIRED = "enrol_code_required"
+    ENROL_CODE_BAD = "enrol_code_bad"
 
 
 STATUS: dict[Code, int] = {
@@ -90,6 +92,8 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_ENROLLED: 409,
     Code.NO_SECOND_FACTOR: 409,
     Code.OWN_SECOND_FACTOR: 403,
+    Code.ENROL_CODE_REQUIRED: 403,
+    Code.ENROL_CODE_BAD: 403,
 }
 
 

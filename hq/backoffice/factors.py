@@ -1,8 +1,11 @@
 """The second factor of staff sign-in: a TOTP secret per account (``otp``), its recovery codes, and the chain's
 policy of which roles must have one.
 
-An account enrols from its own page: head office makes a secret (``pending_secret``: kept unconfirmed, shown
-as a QR code and as text) and keeps it only once its owner types a code of it (``confirm``), which also makes
+An account enrols from its own page: head office makes a secret (``otp.new_secret``: shown as a QR code and as
+text and carried by the page's form, never kept unconfirmed, so no other session sees it) and keeps it only
+once its owner types a code of it and the one-time enrolment code an administrator issued for the account
+(``confirm``): a password alone never enrols a phone. The enrolment code (``issue_enrol_code``, audited) is
+kept as a SHA-256, holds ``ENROL_CODE_S`` and is used once; a new one replaces the old. Confirming also makes
 the recovery codes, shown once and kept as scrypt hashes (``staff.hash_password``). From then on signing in
 asks for a code after the password (``check_code``): each try counts against the sign-in bounds as a wrong
 password does (``staff.claim``), an accepted step is kept (``last_step``) so no code is used twice, a
@@ -27,6 +30,8 @@ POLICY = "second_factor_roles"
 MONEY_ROLES = frozenset({Role.CHAIN_ADMIN, Role.FINANCE, Role.MERCHANT_ADMIN, Role.MERCHANT_FINANCE})
 """The roles that move money (settlement, releases, gift-card clears, adjustments): what the policy is
 meant for (``tillpoint hq staff require-2fa`` with no role names them)."""
+ENROL_CODE_S = 24 * 3600
+"""How long an enrolment code holds after it is issued: a day to hand it to its owner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,33 +90,58 @@ def state(tx: Tx, staff_id: str) -> Factor:
     return Factor(at, int(left[0]) if left and at is not None else 0)
 
 
-def pending_secret(tx: Tx, staff_id: str, now: int) -> str:
-    """The secret its owner is enrolling with: the one made before if not yet confirmed, else a new one;
-    ``already_enrolled`` once one is confirmed."""
-    row = tx.one(f"SELECT secret, confirmed_at FROM staff_totp WHERE staff_id = ?{tx.for_update}", [staff_id])
-    if row is not None and row[1] is not None:
-        raise BackofficeRefused(Code.ALREADY_ENROLLED, "this account has a second factor already")
-    if row is not None:
-        return str(row[0])
-    secret = otp.new_secret()
-    tx.run("INSERT INTO staff_totp (staff_id, secret, made_at) VALUES (?, ?, ?)", [staff_id, secret, now])
-    return secret
+def issue_enrol_code(tx: Tx, actor: str, staff_id: str, reason: str, now: int) -> tuple[str, int]:
+    """A fresh one-time enrolment code for ``staff_id`` (replacing any earlier one) and when it expires,
+    audited as ``staff_2fa_enrol_code`` by ``actor``; only its hash is kept. ``not_found`` for no such account,
+    ``already_enrolled`` for one with a second factor (reset it first)."""
+    if staff.get(tx, staff_id) is None:
+        raise BackofficeRefused(Code.NOT_FOUND, f"no staff {staff_id}")
+    if enrolled(tx, staff_id):
+        raise BackofficeRefused(Code.ALREADY_ENROLLED, f"staff {staff_id} has a second factor already")
+    code, expires = otp.new_enrol_code(), now + ENROL_CODE_S
+    tx.run(
+        "INSERT INTO staff_enrol_codes (staff_id, code_hash, issued_by, issued_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (staff_id) DO UPDATE SET code_hash = excluded.code_hash, issued_by = excluded.issued_by, "
+        "issued_at = excluded.issued_at, expires_at = excluded.expires_at",
+        [staff_id, otp.enrol_digest(code), actor, now, expires],
+    )
+    audit.append(tx, actor, "staff_2fa_enrol_code", staff_id, reason, {"expires_at": expires})
+    return code, expires
 
 
-def confirm(db: Db, who: Staff, code: str, now: int) -> list[str]:
-    """The pending secret kept once ``code`` is one of its codes (``bad_code`` otherwise), with fresh recovery
-    codes (returned, to be shown once; their hashes kept), audited as ``staff_2fa_enrol`` by the account."""
+def _use_enrol_code(tx: Tx, staff_id: str, typed: str, now: int) -> None:
+    """The account's enrolment code used up, if ``typed`` is it and it has not expired: ``enrol_code_required``
+    for none typed, ``enrol_code_bad`` for a wrong, used or expired one."""
+    if not otp.recovery_typed(typed):
+        raise BackofficeRefused(Code.ENROL_CODE_REQUIRED, "type the enrolment code an administrator gave you")
+    used = tx.run(
+        "DELETE FROM staff_enrol_codes WHERE staff_id = ? AND code_hash = ? AND expires_at > ?",
+        [staff_id, otp.enrol_digest(typed), now],
+    )
+    if used != 1:
+        raise BackofficeRefused(Code.ENROL_CODE_BAD, "the enrolment code is wrong, used or expired")
+
+
+def confirm(db: Db, who: Staff, secret: str, code: str, enrol_code: str, now: int) -> list[str]:
+    """``secret`` kept once ``code`` is one of its codes (``bad_code`` otherwise) and ``enrol_code`` is the
+    account's (``_use_enrol_code``: used up only when the rest holds, the transaction rolled back otherwise),
+    with fresh recovery codes (returned, to be shown once; their hashes kept), audited as ``staff_2fa_enrol``
+    by the account."""
     codes = otp.new_recovery_codes()
     hashes = [staff.hash_password(otp.recovery_typed(c)) for c in codes]  # scrypt outside the transaction
 
     def run(tx: Tx) -> list[str]:
-        row = tx.one(f"SELECT secret, confirmed_at FROM staff_totp WHERE staff_id = ?{tx.for_update}", [who.staff_id])
-        if row is not None and row[1] is not None:
+        if enrolled(tx, who.staff_id):
             raise BackofficeRefused(Code.ALREADY_ENROLLED, "this account has a second factor already")
-        step = otp.matching_step(str(row[0]), code, now, 0) if row is not None else otp.Refusal.BAD_CODE
+        _use_enrol_code(tx, who.staff_id, enrol_code, now)
+        step = otp.matching_step(secret, code, now, 0) if otp.is_secret(secret) else otp.Refusal.BAD_CODE
         if isinstance(step, otp.Refusal):
             raise BackofficeRefused(Code.BAD_CODE, "the code is not one of this secret's")
-        tx.run("UPDATE staff_totp SET confirmed_at = ?, last_step = ? WHERE staff_id = ?", [now, step, who.staff_id])
+        tx.run("DELETE FROM staff_totp WHERE staff_id = ?", [who.staff_id])
+        tx.run(
+            "INSERT INTO staff_totp (staff_id, secret, made_at, confirmed_at, last_step) VALUES (?, ?, ?, ?, ?)",
+            [who.staff_id, secret, now, now, step],
+        )
         tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [who.staff_id])
         tx.many(
             "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
@@ -205,6 +235,7 @@ def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff
 
 
 __all__ = [
+    "ENROL_CODE_S",
     "MONEY_ROLES",
     "POLICY",
     "Factor",
@@ -212,7 +243,7 @@ __all__ = [
     "confirm",
     "enrolled",
     "must_enrol",
-    "pending_secret",
+    "issue_enrol_code",
     "policy",
     "reset",
     "roles_of",

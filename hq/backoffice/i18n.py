@@ -235,6 +235,16 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "このアカウントには2段階認証がありません。",
         "该账号没有双重验证。",
     ),
+    "enrol_code_required": (
+        "Setting up a second factor needs the enrolment code an administrator gives you.",
+        "2段階認証の設定には、管理者から受け取る登録コードが必要です。",
+        "设置双重验证需要管理员给您的注册码。",
+    ),
+    "enrol_code_bad": (
+        "That enrolment code is wrong, used or expired: ask an administrator for a new one.",
+        "登録コードが違うか、使用済みか、期限切れです。管理者に新しいコードを依頼してください。",
+        "注册码错误、已使用或已过期：请向管理员索取新的注册码。",
+    ),
     "own_second_factor": (
         "Another administrator resets your second factor, not you.",
         "ご自身の2段階認証は別の管理者が再設定します。",
@@ -248,12 +258,14 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "请输入验证器应用显示的六位验证码，或一个恢复码。",
     ),
     "enrol_help": (
-        "Scan the code with an authenticator app (or type the key below), then type the code it shows.",
-        "認証アプリでコードを読み取る（または下のキーを入力する）と表示されるコードを入力してください。",
-        "用验证器应用扫描二维码（或输入下面的密钥），然后输入它显示的验证码。",
+        "Scan the code with an authenticator app (or type the key below), then type the code it shows and the "
+        "enrolment code an administrator gave you.",
+        "認証アプリでコードを読み取り（または下のキーを入力し）、表示されるコードと管理者から受け取った登録コードを入力してください。",
+        "用验证器应用扫描二维码（或输入下面的密钥），然后输入它显示的验证码和管理员给您的注册码。",
     ),
     "second_factor_qr": ("QR code for your authenticator app", "認証アプリ用のQRコード", "验证器应用的二维码"),
     "second_factor_secret": ("Key:", "キー：", "密钥："),
+    "enrol_code": ("Enrolment code", "登録コード", "注册码"),
     "second_factor_enrol": ("Set up", "設定する", "设置"),
     "second_factor_on": (
         "Your second factor is on.",

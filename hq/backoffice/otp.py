@@ -8,6 +8,7 @@ and a code older than one already used is refused too (``CODE_USED``)."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from enum import StrEnum
@@ -70,6 +71,24 @@ def new_recovery_codes() -> list[str]:
     return [f"{c[:4]}-{c[4:8]}-{c[8:]}" for c in made]
 
 
+def new_enrol_code() -> str:
+    """A fresh enrolment code an administrator hands to an account's owner, shown as ``abcd-efgh-jkmn`` (the
+    recovery codes' letters: about 59 bits)."""
+    made = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LEN))
+    return f"{made[:4]}-{made[4:8]}-{made[8:]}"
+
+
+def enrol_digest(text: str) -> str:
+    """An enrolment code as kept: the SHA-256 of it as typed (``recovery_typed``); one code of 59 random bits
+    that lives ``factors.ENROL_CODE_S`` needs no slow hash."""
+    return hashlib.sha256(recovery_typed(text).encode()).hexdigest()
+
+
+def is_secret(text: str) -> bool:
+    """Whether ``text`` has the shape of a secret ``new_secret`` makes (32 base32 characters)."""
+    return len(text) == 32 and all(ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for ch in text)
+
+
 def recovery_typed(text: str) -> str:
     """A recovery code as typed, the way it is hashed: lower case, without spaces and dashes."""
     return "".join(ch for ch in text.lower() if ch not in " -\t")[:64]
@@ -81,8 +100,11 @@ __all__ = [
     "STEP_S",
     "WINDOW",
     "Refusal",
+    "enrol_digest",
+    "is_secret",
     "is_totp",
     "matching_step",
+    "new_enrol_code",
     "new_recovery_codes",
     "new_secret",
     "recovery_typed",

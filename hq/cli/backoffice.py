@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 app = typer.Typer()
 staff_app = typer.Typer(
     name="staff",
-    help="Back-office staff accounts: add, list, disable, passwd, unlock, reset-2fa, require-2fa.",
+    help="Back-office staff accounts: add, list, disable, passwd, unlock, reset-2fa, enrol-2fa-code, require-2fa.",
     no_args_is_help=True,
 )
 audit_app = typer.Typer(name="audit", help="The back office's audit log: verify its hash chain.", no_args_is_help=True)
@@ -195,6 +196,23 @@ def reset_2fa(staff_id: str, reason: ReasonOpt = "second factor reset", db: DbOp
         except BackofficeRefused as exc:
             fail(exc)
     print(json.dumps({"staff_id": staff_id, "second_factor": "reset"}))
+
+
+@staff_app.command("enrol-2fa-code")
+def enrol_2fa_code(staff_id: str, reason: ReasonOpt = "second factor enrolment", db: DbOpt = DEFAULT_DB) -> None:
+    """Issue a one-time code its owner types to set up a second factor (a password alone cannot); it holds a
+    day and replaces any earlier one. Prints JSON with the code, shown this once."""
+    from hq.backoffice import factors
+    from hq.backoffice.errors import BackofficeRefused
+
+    with hq_store(db) as hq:
+        try:
+            code, expires = hq.db.transact(
+                lambda tx: factors.issue_enrol_code(tx, ACTOR, staff_id, reason, int(time.time()))
+            )
+        except BackofficeRefused as exc:
+            fail(exc)
+    print(json.dumps({"staff_id": staff_id, "enrol_code": code, "expires_at": expires}))
 
 
 @staff_app.command("require-2fa")

@@ -924,6 +924,17 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "ALTER TABLE staff_sessions ADD COLUMN stage TEXT",
         ],
     ),
+    # The one-time code an administrator issues for an account's enrolment in a second factor
+    # (hq/backoffice/factors.py): its SHA-256, who issued it and until when it holds; one per account, removed
+    # when used. A secret no longer waits unconfirmed in ``staff_totp``: the enrolment page carries it.
+    (
+        "m059_staff_enrol_codes",
+        [
+            "CREATE TABLE staff_enrol_codes (staff_id TEXT PRIMARY KEY, code_hash TEXT NOT NULL, "
+            "issued_by TEXT NOT NULL, issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)",
+            "DELETE FROM staff_totp WHERE confirmed_at IS NULL",
+        ],
+    ),
 ]
 
 

@@ -40,15 +40,34 @@ def office(hq_url: str) -> Iterator[Office]:
             server.stop()
 
 
-def enrol(client: httpx.Client) -> tuple[pyotp.TOTP, list[str]]:
-    """The signed-in ``client`` sets up its second factor from its page: the secret read as the page shows it,
-    the first code computed from it; returns the authenticator and the recovery codes shown."""
+def issued(hq: HqStore, staff_id: str, now: int | None = None) -> str:
+    """An enrolment code an administrator issues for ``staff_id`` (at ``now``, else now)."""
+    at = int(time.time()) if now is None else now
+    code, _ = hq.db.transact(lambda tx: factors.issue_enrol_code(tx, "admin", staff_id, "new phone", at))
+    return code
+
+
+def enrol_form(client: httpx.Client) -> tuple[str, pyotp.TOTP]:
+    """The CSRF token of the enrolment page and the authenticator of the secret it shows."""
     page = client.get("/backoffice/second-factor")
     assert page.status_code == 200 and "<svg" in page.text, page.text[:500]
     found = re.search(r'id="second-factor-secret">([A-Z2-7 ]+)<', page.text)
     assert found, page.text[:1000]
-    totp = pyotp.TOTP(found.group(1).replace(" ", ""))
-    done = client.post("/backoffice/second-factor", data={"csrf": csrf_of(page.text), "code": totp.now()})
+    return csrf_of(page.text), pyotp.TOTP(found.group(1).replace(" ", ""))
+
+
+def send_enrol(client: httpx.Client, csrf: str, totp: pyotp.TOTP, enrol_code: str) -> httpx.Response:
+    return client.post(
+        "/backoffice/second-factor",
+        data={"csrf": csrf, "secret": totp.secret, "code": totp.now(), "enrol_code": enrol_code},
+    )
+
+
+def enrol(client: httpx.Client, enrol_code: str) -> tuple[pyotp.TOTP, list[str]]:
+    """The signed-in ``client`` sets up its second factor from its page with ``enrol_code``: the secret read
+    as the page shows it, the first code computed from it; returns the authenticator and the recovery codes."""
+    csrf, totp = enrol_form(client)
+    done = send_enrol(client, csrf, totp, enrol_code)
     assert done.status_code == 200 and 'id="recovery-codes"' in done.text, done.text[:500]
     codes = re.findall(r"<li>([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4})</li>", done.text)
     assert len(codes) == otp.RECOVERY_CODES
@@ -87,7 +106,7 @@ def reaches_no_page(client: httpx.Client, role: Role, sent_to: str, code: str) -
 def test_after_enrolling_a_stolen_password_alone_reaches_no_page(office: Office) -> None:
     hq, _, server = office
     owner, _ = signed_in(server.url, "finance")
-    totp, _ = enrol(owner)
+    totp, _ = enrol(owner, issued(hq, "finance"))
     with hq.db.read() as tx:
         assert factors.enrolled(tx, "finance")
         stored = tx.one("SELECT secret FROM staff_totp WHERE staff_id = 'finance'")
@@ -106,9 +125,9 @@ def test_after_enrolling_a_stolen_password_alone_reaches_no_page(office: Office)
 
 
 def test_a_code_is_used_once_and_a_replayed_one_is_refused(office: Office) -> None:
-    _, _, server = office
+    hq, _, server = office
     owner, _ = signed_in(server.url, "admin")
-    totp, _ = enrol(owner)
+    totp, _ = enrol(owner, issued(hq, "admin"))
     code = later(totp)
     first, csrf = password_only(server.url, "admin")
     assert first.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": code}).status_code == 303
@@ -124,7 +143,7 @@ def test_a_code_is_used_once_and_a_replayed_one_is_refused(office: Office) -> No
 def test_guessing_codes_hits_the_sign_in_bounds(office: Office) -> None:
     hq, _, server = office
     owner, _ = signed_in(server.url, "admin")
-    totp, _ = enrol(owner)
+    totp, _ = enrol(owner, issued(hq, "admin"))
     right = later(totp)
     wrong = [f"{(int(right) + n) % 10**6:06d}" for n in range(1, 40)]
     wrong = [w for w in wrong if w not in (totp.now(), right, totp.at(time.time() - otp.STEP_S))]
@@ -143,7 +162,7 @@ def test_guessing_codes_hits_the_sign_in_bounds(office: Office) -> None:
 def test_a_recovery_code_signs_in_once(office: Office) -> None:
     hq, _, server = office
     owner, _ = signed_in(server.url, "finance")
-    _, codes = enrol(owner)
+    _, codes = enrol(owner, issued(hq, "finance"))
     with hq.db.read() as tx:
         kept = [str(r[0]) for r in tx.all("SELECT code_hash FROM staff_recovery_codes WHERE staff_id = 'finance'")]
     assert len(kept) == otp.RECOVERY_CODES and all(h.startswith("scrypt$") for h in kept)
@@ -168,16 +187,16 @@ def test_under_the_policy_a_finance_account_without_a_second_factor_reaches_only
     for session in (client, already):
         reaches_no_page(session, Role.FINANCE, "/backoffice/second-factor", "enrol_required")
     signed_in(server.url, "market")[0].get("/backoffice/campaigns").raise_for_status()  # marketing is not named
-    enrol(client)
+    enrol(client, issued(hq, "finance"))
     assert client.get("/backoffice/settlement").status_code == 200
     assert client.get("/backoffice/holds").status_code == 200
 
 
 def test_an_admin_resets_anothers_second_factor_not_its_own(office: Office, hq_url: str) -> None:
     hq, _, server = office
-    totp, _ = enrol(signed_in(server.url, "finance")[0])
+    totp, _ = enrol(signed_in(server.url, "finance")[0], issued(hq, "finance"))
     admin, _ = signed_in(server.url, "admin")
-    enrol(admin)
+    enrol(admin, issued(hq, "admin"))
     client, csrf = password_only(server.url, "admin")
     assert (
         client.post(
@@ -217,6 +236,77 @@ def test_an_admin_resets_anothers_second_factor_not_its_own(office: Office, hq_u
         ]
     assert _cli(hq_url, "staff", "require-2fa", "owner")[0] == 1
     del totp
+
+
+def test_a_stolen_password_cannot_enrol_a_phone_nor_see_the_owners_secret(office: Office) -> None:
+    hq, _, server = office
+    hq.db.transact(lambda tx: factors.set_policy(tx, "admin", factors.MONEY_ROLES, "money moves"))
+    owner = browser(server.url)
+    assert owner.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD}).status_code == 303
+    owner_csrf, owner_totp = enrol_form(owner)
+    thief = browser(server.url)
+    assert thief.post("/backoffice/sign-in", data={"staff_id": "finance", "password": PASSWORD}).status_code == 303
+    csrf, totp = enrol_form(thief)
+    assert totp.secret != owner_totp.secret  # a secret shown to one session only
+    code = issued(hq, "finance")  # handed to the owner
+    for typed, refusal in (("", "enrol_code_required"), (otp.new_enrol_code(), "enrol_code_bad")):
+        reply = send_enrol(thief, csrf, totp, typed)
+        assert reply.status_code == 200 and f'data-code="{refusal}"' in reply.text, refusal
+        assert totp.secret in reply.text  # the same secret still in the form
+    with hq.db.read() as tx:
+        assert not factors.enrolled(tx, "finance")
+        assert tx.one("SELECT 1 FROM staff_totp WHERE staff_id = 'finance'") is None
+    reaches_no_page(thief, Role.FINANCE, "/backoffice/second-factor", "enrol_required")
+
+    wrong = owner.post(
+        "/backoffice/second-factor",
+        data={"csrf": owner_csrf, "secret": owner_totp.secret, "code": "not a code", "enrol_code": code},
+    )
+    assert 'data-code="bad_code"' in wrong.text  # the enrolment code is kept for a right try
+    assert send_enrol(owner, owner_csrf, owner_totp, code.upper()).status_code == 200
+    assert _secret(hq, "finance") == owner_totp.secret
+    assert owner.get("/backoffice/settlement").status_code == 200
+    again = send_enrol(thief, csrf, totp, code)
+    assert again.status_code == 409 and code_of(again) == "already_enrolled"
+
+
+def test_an_enrolment_code_is_audited_hashed_used_once_and_expires(office: Office, hq_url: str) -> None:
+    hq, _, server = office
+    status, out = _cli(hq_url, "staff", "enrol-2fa-code", "finance", "--reason", "new phone")
+    assert status == 0, out
+    shown = json.loads(out)
+    code, now = shown["enrol_code"], int(time.time())
+    assert shown["staff_id"] == "finance" and now < shown["expires_at"] <= now + factors.ENROL_CODE_S
+    with hq.db.read() as tx:
+        record = audit.recent(tx, 1)[0]
+        kept = tx.one("SELECT code_hash FROM staff_enrol_codes WHERE staff_id = 'finance'")
+    assert (record.actor, record.action, record.target, record.reason) == (
+        "command line",
+        "staff_2fa_enrol_code",
+        "finance",
+        "new phone",
+    )
+    assert kept is not None and otp.recovery_typed(code) not in str(kept[0]) and code not in str(kept[0])
+    assert _cli(hq_url, "staff", "enrol-2fa-code", "nobody")[0] == 1
+
+    client, _ = signed_in(server.url, "finance")
+    expired = issued(hq, "market", now - factors.ENROL_CODE_S - 1)
+    market, _ = signed_in(server.url, "market")
+    csrf, totp = enrol_form(market)
+    assert 'data-code="enrol_code_bad"' in send_enrol(market, csrf, totp, expired).text
+    enrol(client, code)
+    assert _cli(hq_url, "staff", "enrol-2fa-code", "finance")[0] == 1  # enrolled: reset it first
+    hq.db.transact(lambda tx: factors.reset(tx, "admin", "finance", "lost phone"))
+
+    client, _ = signed_in(server.url, "finance")
+    csrf, totp = enrol_form(client)
+    assert 'data-code="enrol_code_bad"' in send_enrol(client, csrf, totp, code).text  # used once
+    first, second = issued(hq, "finance"), issued(hq, "finance")
+    assert 'data-code="enrol_code_bad"' in send_enrol(client, csrf, totp, first).text  # replaced
+    enrol(client, second)
+    with hq.db.read() as tx:
+        assert factors.enrolled(tx, "finance") and not factors.enrolled(tx, "market")
+        assert tx.one("SELECT 1 FROM staff_enrol_codes WHERE staff_id = 'finance'") is None
 
 
 def _secret(hq: HqStore, staff_id: str) -> str:

@@ -12,7 +12,7 @@ import pyotp
 import pytest
 
 from hq.api.server import ServerHandle, start_in_thread
-from hq.backoffice import otp
+from hq.backoffice import factors, otp
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
 from tests.api.stack import chromium, chromium_missing
@@ -36,7 +36,10 @@ def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandl
 def test_finance_sets_up_a_second_factor_and_signs_in_with_its_code(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
 ) -> None:
-    _, _, server = office
+    hq, _, server = office
+    enrol_code, _ = hq.db.transact(
+        lambda tx: factors.issue_enrol_code(tx, "admin", "finance", "new phone", int(time.time()))
+    )
     with chromium() as browser:
         page, watch = open_page(browser, DESKTOP)
         sign_in(page, server.url, "finance")
@@ -45,6 +48,7 @@ def test_finance_sets_up_a_second_factor_and_signs_in_with_its_code(
         assert page.locator("#second-factor-qr svg[role=img] path").count() == 1
         well_formed(page, DESKTOP["width"])
         totp = pyotp.TOTP(page.inner_text("#second-factor-secret").replace(" ", ""))
+        page.fill("#enrol_code", enrol_code)
         page.fill("#code", totp.now())
         page.click("#enrol")
         page.wait_for_selector("#recovery-codes")
