@@ -18,8 +18,8 @@ from terminal.keys import load_or_create_key
 from terminal.model import utc_iso
 
 
-@pytest.mark.parametrize("off", [-3600.0, 86400.0], ids=["an-hour-back", "a-day-ahead"])
-def test_check_in_codes_follow_head_offices_clock_when_the_tills_is_off(tmp_path: Path, off: float) -> None:
+def till(tmp_path: Path) -> Daemon:
+    """A till daemon in ``tmp_path`` with the simulated reader and no local API (not yet started)."""
     key_file = tmp_path / "card-hash.key"
     load_or_create_key(key_file)
     cfg = validate(
@@ -30,7 +30,12 @@ def test_check_in_codes_follow_head_offices_clock_when_the_tills_is_off(tmp_path
             "api": {"enabled": False},
         }
     )
-    daemon = Daemon(cfg)
+    return Daemon(cfg)
+
+
+@pytest.mark.parametrize("off", [-3600.0, 86400.0], ids=["an-hour-back", "a-day-ahead"])
+def test_check_in_codes_follow_head_offices_clock_when_the_tills_is_off(tmp_path: Path, off: float) -> None:
+    daemon = till(tmp_path)
     daemon.start()
     try:
         assert daemon.store is not None and daemon.checkin is not None
@@ -49,17 +54,7 @@ def test_an_offset_saying_head_office_is_a_year_ahead_prunes_no_young_receipt_ro
     """The last sync measured head office's clock a year ahead of this (right) till's: a wrong or forged ``Date``,
     or an offset measured before the till's clock was put right. The daemon's pruning keeps the row of a receipt
     printed an hour ago (it stops that receipt's reprint earning): a row goes only when both clocks find it old."""
-    key_file = tmp_path / "card-hash.key"
-    load_or_create_key(key_file)
-    cfg = validate(
-        {
-            "terminal": {"id": "T-CLOCK", "store_id": "S-001", "data_dir": str(tmp_path / "till")},
-            "security": {"card_key_file": str(key_file)},
-            "reader": {"devices": ["sim:"]},
-            "api": {"enabled": False},
-        }
-    )
-    daemon = Daemon(cfg)
+    daemon = till(tmp_path)
     daemon.start()
     try:
         assert daemon.store is not None and daemon.receipt_rows is not None
