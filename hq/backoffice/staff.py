@@ -224,14 +224,16 @@ def _keeps_an_admin(tx: Tx, staff_id: str) -> None:
 
 def disable(tx: Tx, staff_id: str) -> Staff:
     """The account can no longer sign in, its sessions end now and the addresses it signed in from are
-    forgotten (``forget_sources``: enabled again, it is one of none). The last enabled chain administrator
-    cannot be disabled (``last_admin``): someone must be able to manage the staff."""
+    forgotten (``forget_sources``: enabled again, it is one of none), its enrolment code too
+    (``drop_enrol_code``). The last enabled chain administrator cannot be disabled (``last_admin``): someone
+    must be able to manage the staff."""
     held = _held(tx, staff_id)
     if held.role is Role.CHAIN_ADMIN and not held.disabled:
         _keeps_an_admin(tx, staff_id)
     tx.run("UPDATE staff SET disabled = 1, updated_at = ? WHERE staff_id = ?", [utc_now(), staff_id])
     tx.run("DELETE FROM staff_sessions WHERE staff_id = ?", [staff_id])
     forget_sources(tx, staff_id)
+    drop_enrol_code(tx, staff_id)
     return _held(tx, staff_id)
 
 
@@ -248,6 +250,13 @@ def forget_sources(tx: Tx, staff_id: str) -> int:
     held = known_sources(tx, staff_id)
     tx.run("DELETE FROM staff_known_sources WHERE staff_id = ?", [staff_id])
     return held
+
+
+def drop_enrol_code(tx: Tx, staff_id: str) -> None:
+    """The account's outstanding enrolment code (``factors.issue_enrol_code``) is deleted: one issued before
+    the account was disabled or its password reset by an administrator would set up a second factor for
+    whoever holds the account afterwards. Its owner asks for a new one."""
+    tx.run("DELETE FROM staff_enrol_codes WHERE staff_id = ?", [staff_id])
 
 
 def set_role(tx: Tx, staff_id: str, role: str, stores: list[str], merchant_id: str | None = None) -> Staff:
@@ -269,8 +278,9 @@ def set_role(tx: Tx, staff_id: str, role: str, stores: list[str], merchant_id: s
 
 def set_password(tx: Tx, staff_id: str, password: str, *, own: bool = False) -> Staff:
     """A new password; the account's sessions end and its failed sign-ins are forgotten. Set by an
-    administrator (not ``own``), the addresses it signed in from are forgotten too (``forget_sources``): the
-    old password's holder may have signed in from anywhere. Its owner changing it keeps them."""
+    administrator (not ``own``), the addresses it signed in from are forgotten too (``forget_sources``), and
+    its enrolment code (``drop_enrol_code``): the old password's holder may have signed in from anywhere, or
+    been handed the code. Its owner changing it keeps them."""
     check_new_password(password)
     _held(tx, staff_id)
     tx.run(
@@ -281,6 +291,7 @@ def set_password(tx: Tx, staff_id: str, password: str, *, own: bool = False) -> 
     _forget_failures(tx, staff_id)
     if not own:
         forget_sources(tx, staff_id)
+        drop_enrol_code(tx, staff_id)
     return _held(tx, staff_id)
 
 
@@ -436,6 +447,7 @@ __all__ = [
     "check_password",
     "claim",
     "disable",
+    "drop_enrol_code",
     "failures",
     "forget_sources",
     "get",

@@ -309,6 +309,28 @@ def test_an_enrolment_code_is_audited_hashed_used_once_and_expires(office: Offic
         assert tx.one("SELECT 1 FROM staff_enrol_codes WHERE staff_id = 'finance'") is None
 
 
+def test_an_enrolment_code_issued_before_a_disable_or_a_password_reset_is_refused_after(office: Office) -> None:
+    hq, _, server = office
+    admin, csrf = signed_in(server.url, "admin")
+    before_disable, before_reset = issued(hq, "finance"), issued(hq, "market")
+    off = admin.post("/backoffice/staff/finance/disable", data={"csrf": csrf, "reason": "left"})
+    assert off.status_code == 303
+    new = "another long password"
+    reset = admin.post("/backoffice/staff/market/password", data={"csrf": csrf, "password": new, "reason": "lost"})
+    assert reset.status_code == 303
+    hq.db.transact(lambda tx: tx.run("UPDATE staff SET disabled = 0 WHERE staff_id = 'finance'"))  # back on
+
+    finance, _ = signed_in(server.url, "finance")
+    market = browser(server.url)
+    assert market.post("/backoffice/sign-in", data={"staff_id": "market", "password": new}).status_code == 303
+    for client, code in ((finance, before_disable), (market, before_reset)):
+        csrf, totp = enrol_form(client)
+        assert 'data-code="enrol_code_bad"' in send_enrol(client, csrf, totp, code).text
+    with hq.db.read() as tx:
+        assert not factors.enrolled(tx, "finance") and not factors.enrolled(tx, "market")
+    enrol(market, issued(hq, "market"))  # a code issued after the reset sets one up
+
+
 def _secret(hq: HqStore, staff_id: str) -> str:
     with hq.db.read() as tx:
         row = tx.one("SELECT secret FROM staff_totp WHERE staff_id = ?", [staff_id])
