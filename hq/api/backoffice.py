@@ -399,16 +399,23 @@ Enrolling = Annotated[sessions.Session, Depends(enrolling)]
 
 
 def _enrol_page(
-    request: Request, store: HqStore, lang: str, session: sessions.Session, secret: str = "", **context: Any
+    request: Request,
+    store: HqStore,
+    lang: str,
+    session: sessions.Session,
+    sent: factors.Offer | None = None,
+    **context: Any,
 ) -> Response:
     """One's second factor: when it was set up and the recovery codes left, or a secret to set it up with
-    (``secret`` when the form sent back one, else a fresh one, kept nowhere yet) as a QR code, as text and in
-    the form, which asks for its first code and the enrolment code an administrator issued."""
+    (``sent`` when the form sent back one head office made, else a fresh one, ``factors.offer``: kept nowhere
+    yet) as a QR code, as text and in the form with when it was made and its seal, the form asking for its
+    first code and the enrolment code an administrator issued."""
     who = session.staff
     state = store.db.transact(lambda tx: factors.state(tx, who.staff_id))
     if state.enrolled_at is not None:
         return page(request, "second_factor", lang, state=state, recovery=[], **context)
-    secret = secret if otp.is_secret(secret) else otp.new_secret()
+    shown_offer = sent or store.db.transact(lambda tx: factors.offer(tx, who.staff_id, now_s()))
+    secret = shown_offer.secret
     words = i18n.words(lang)
     shown = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     code_svg = qr.svg(otp.uri(secret, who.staff_id), words["second_factor_qr"])
@@ -418,7 +425,7 @@ def _enrol_page(
         lang,
         state=state,
         recovery=[],
-        secret=secret,
+        offer=shown_offer,
         shown=shown,
         code_svg=code_svg,
         **context,
@@ -426,7 +433,8 @@ def _enrol_page(
 
 
 ENROL_REFUSALS = frozenset({Code.BAD_CODE, Code.ENROL_CODE_REQUIRED, Code.ENROL_CODE_BAD})
-"""Refusals of an enrolment shown on its page, the same secret still in the form."""
+"""Refusals of an enrolment shown on its page, the same secret still in the form (one head office made: its
+seal is checked first, ``bad_secret`` a refusal of its own)."""
 
 
 @router.get(PREFIX + "/second-factor", include_in_schema=False)
@@ -434,21 +442,28 @@ def second_factor_page(request: Request, store: Store, lang: Lang, session: Enro
     return _enrol_page(request, store, lang, session)
 
 
+def _offer_of(fields: dict[str, str]) -> factors.Offer:
+    made_at = fields.get("made_at", "")[:20]
+    return factors.Offer(
+        fields.get("secret", "")[:64], int(made_at) if made_at.isdigit() else -1, fields.get("seal", "")[:64]
+    )
+
+
 @router.post(PREFIX + "/second-factor", include_in_schema=False)
 def second_factor_confirm(request: Request, store: Store, lang: Lang, session: Enrolling, fields: Form) -> Response:
     """The form's secret kept once its code and the account's enrolment code are typed; the recovery codes
     shown this once."""
     _csrf(request, session, fields)
-    secret = fields.get("secret", "")[:64]
+    sent = _offer_of(fields)
     try:
         codes = factors.confirm(
-            store.db, session.staff, secret, fields.get("code", "")[:64], fields.get("enrol_code", "")[:64], now_s()
+            store.db, session.staff, sent, fields.get("code", "")[:64], fields.get("enrol_code", "")[:64], now_s()
         )
     except BackofficeRefused as exc:
         if exc.code not in ENROL_REFUSALS:
             raise
         error = i18n.words(lang)[exc.code.value]
-        return _enrol_page(request, store, lang, session, secret, error=error, error_code=exc.code.value)
+        return _enrol_page(request, store, lang, session, sent, error=error, error_code=exc.code.value)
     state = store.db.transact(lambda tx: factors.state(tx, session.staff.staff_id))
     return page(request, "second_factor", lang, state=state, recovery=codes, bare=False)
 

@@ -53,6 +53,7 @@ class Code(StrEnum):
     OWN_SECOND_FACTOR = "own_second_factor"
     ENROL_CODE_REQUIRED = "enrol_code_required"
     ENROL_CODE_BAD = "enrol_code_bad"
+    BAD_SECRET = "bad_secret"
 
 
 STATUS: dict[Code, int] = {
@@ -94,6 +95,7 @@ STATUS: dict[Code, int] = {
     Code.OWN_SECOND_FACTOR: 403,
     Code.ENROL_CODE_REQUIRED: 403,
     Code.ENROL_CODE_BAD: 403,
+    Code.BAD_SECRET: 403,
 }
 
 

@@ -1,8 +1,10 @@
 """The second factor of staff sign-in: a TOTP secret per account (``otp``), its recovery codes, and the chain's
 policy of which roles must have one.
 
-An account enrols from its own page: head office makes a secret (``otp.new_secret``: shown as a QR code and as
-text and carried by the page's form, never kept unconfirmed, so no other session sees it) and keeps it only
+An account enrols from its own page: head office makes a secret (``offer``: ``otp.new_secret``, shown as a QR
+code and as text and carried by the page's form, never kept unconfirmed, so no other session sees it; the form
+also carries when it was made and an HMAC of both and the account under head office's secret, so a client
+cannot choose its own secret nor bring back one older than ``OFFER_S``: ``bad_secret``) and keeps it only
 once its owner types a code of it and the one-time enrolment code an administrator issued for the account
 (``confirm``): a password alone never enrols a phone. The enrolment code (``issue_enrol_code``, audited) is
 kept as a SHA-256, holds ``ENROL_CODE_S`` and is used once; a new one replaces the old. Confirming also makes
@@ -15,10 +17,12 @@ roles that must have one: such an account without one reaches only its enrolment
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
-from hq import audit
+from hq import audit, campaigns
 from hq.backoffice import otp, staff
 from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Role
@@ -32,6 +36,18 @@ MONEY_ROLES = frozenset({Role.CHAIN_ADMIN, Role.FINANCE, Role.MERCHANT_ADMIN, Ro
 meant for (``tillpoint hq staff require-2fa`` with no role names them)."""
 ENROL_CODE_S = 24 * 3600
 """How long an enrolment code holds after it is issued: a day to hand it to its owner."""
+OFFER_S = 15 * 60
+"""How long the secret an enrolment page shows may be confirmed after head office made it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A secret head office made for an account's enrolment page, as its form carries it back."""
+
+    secret: str
+    made_at: int
+    seal: str
+    """``_seal`` of the account, the secret and ``made_at``: the secret is head office's, not the client's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +125,30 @@ def issue_enrol_code(tx: Tx, actor: str, staff_id: str, reason: str, now: int) -
     return code, expires
 
 
+def _seal(tx: Tx, staff_id: str, secret: str, made_at: int) -> str:
+    """An HMAC-SHA256 of the account, the secret and when it was made, keyed with head office's secret
+    (``campaigns.secret``: made once, never leaves head office), the message marked as an enrolment's."""
+    message = f"staff_2fa_offer\x00{staff_id}\x00{secret}\x00{made_at}".encode()
+    return hmac.new(campaigns.secret(tx).encode(), message, hashlib.sha256).hexdigest()
+
+
+def offer(tx: Tx, staff_id: str, now: int) -> Offer:
+    """A fresh secret for ``staff_id``'s enrolment page, sealed; kept nowhere."""
+    secret = otp.new_secret()
+    return Offer(secret, now, _seal(tx, staff_id, secret, now))
+
+
+def _check_offer(tx: Tx, staff_id: str, sent: Offer, now: int) -> None:
+    """``bad_secret`` unless ``sent`` is one ``offer`` made for this account no more than ``OFFER_S`` ago."""
+    fresh = 0 <= now - sent.made_at <= OFFER_S
+    if not (
+        otp.is_secret(sent.secret)
+        and fresh
+        and hmac.compare_digest(sent.seal, _seal(tx, staff_id, sent.secret, sent.made_at))
+    ):
+        raise BackofficeRefused(Code.BAD_SECRET, "the secret is not one head office made for this page lately")
+
+
 def _use_enrol_code(tx: Tx, staff_id: str, typed: str, now: int) -> None:
     """The account's enrolment code used up, if ``typed`` is it and it has not expired: ``enrol_code_required``
     for none typed, ``enrol_code_bad`` for a wrong, used or expired one."""
@@ -122,8 +162,9 @@ def _use_enrol_code(tx: Tx, staff_id: str, typed: str, now: int) -> None:
         raise BackofficeRefused(Code.ENROL_CODE_BAD, "the enrolment code is wrong, used or expired")
 
 
-def confirm(db: Db, who: Staff, secret: str, code: str, enrol_code: str, now: int) -> list[str]:
-    """``secret`` kept once ``code`` is one of its codes (``bad_code`` otherwise) and ``enrol_code`` is the
+def confirm(db: Db, who: Staff, sent: Offer, code: str, enrol_code: str, now: int) -> list[str]:
+    """The secret of ``sent`` (``bad_secret`` unless head office made it for this account lately:
+    ``_check_offer``) kept once ``code`` is one of its codes (``bad_code`` otherwise) and ``enrol_code`` is the
     account's (``_use_enrol_code``: used up only when the rest holds, the transaction rolled back otherwise),
     with fresh recovery codes (returned, to be shown once; their hashes kept), audited as ``staff_2fa_enrol``
     by the account."""
@@ -133,8 +174,10 @@ def confirm(db: Db, who: Staff, secret: str, code: str, enrol_code: str, now: in
     def run(tx: Tx) -> list[str]:
         if enrolled(tx, who.staff_id):
             raise BackofficeRefused(Code.ALREADY_ENROLLED, "this account has a second factor already")
+        _check_offer(tx, who.staff_id, sent, now)
         _use_enrol_code(tx, who.staff_id, enrol_code, now)
-        step = otp.matching_step(secret, code, now, 0) if otp.is_secret(secret) else otp.Refusal.BAD_CODE
+        secret = sent.secret
+        step = otp.matching_step(secret, code, now, 0)
         if isinstance(step, otp.Refusal):
             raise BackofficeRefused(Code.BAD_CODE, "the code is not one of this secret's")
         tx.run("DELETE FROM staff_totp WHERE staff_id = ?", [who.staff_id])
@@ -237,13 +280,16 @@ def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff
 __all__ = [
     "ENROL_CODE_S",
     "MONEY_ROLES",
+    "OFFER_S",
     "POLICY",
     "Factor",
+    "Offer",
     "check_code",
     "confirm",
     "enrolled",
     "must_enrol",
     "issue_enrol_code",
+    "offer",
     "policy",
     "reset",
     "roles_of",

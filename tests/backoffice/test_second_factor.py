@@ -47,20 +47,20 @@ def issued(hq: HqStore, staff_id: str, now: int | None = None) -> str:
     return code
 
 
-def enrol_form(client: httpx.Client) -> tuple[str, pyotp.TOTP]:
-    """The CSRF token of the enrolment page and the authenticator of the secret it shows."""
+def enrol_form(client: httpx.Client) -> tuple[dict[str, str], pyotp.TOTP]:
+    """The hidden fields of the enrolment page's form (its CSRF token, the secret, when it was made, its seal)
+    and the authenticator of the secret it shows."""
     page = client.get("/backoffice/second-factor")
     assert page.status_code == 200 and "<svg" in page.text, page.text[:500]
     found = re.search(r'id="second-factor-secret">([A-Z2-7 ]+)<', page.text)
     assert found, page.text[:1000]
-    return csrf_of(page.text), pyotp.TOTP(found.group(1).replace(" ", ""))
+    hidden = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.text))
+    assert hidden.keys() == {"csrf", "secret", "made_at", "seal"}, hidden
+    return hidden, pyotp.TOTP(found.group(1).replace(" ", ""))
 
 
-def send_enrol(client: httpx.Client, csrf: str, totp: pyotp.TOTP, enrol_code: str) -> httpx.Response:
-    return client.post(
-        "/backoffice/second-factor",
-        data={"csrf": csrf, "secret": totp.secret, "code": totp.now(), "enrol_code": enrol_code},
-    )
+def send_enrol(client: httpx.Client, hidden: dict[str, str], totp: pyotp.TOTP, enrol_code: str) -> httpx.Response:
+    return client.post("/backoffice/second-factor", data={**hidden, "code": totp.now(), "enrol_code": enrol_code})
 
 
 def enrol(client: httpx.Client, enrol_code: str) -> tuple[pyotp.TOTP, list[str]]:
@@ -258,10 +258,7 @@ def test_a_stolen_password_cannot_enrol_a_phone_nor_see_the_owners_secret(office
         assert tx.one("SELECT 1 FROM staff_totp WHERE staff_id = 'finance'") is None
     reaches_no_page(thief, Role.FINANCE, "/backoffice/second-factor", "enrol_required")
 
-    wrong = owner.post(
-        "/backoffice/second-factor",
-        data={"csrf": owner_csrf, "secret": owner_totp.secret, "code": "not a code", "enrol_code": code},
-    )
+    wrong = owner.post("/backoffice/second-factor", data={**owner_csrf, "code": "not a code", "enrol_code": code})
     assert 'data-code="bad_code"' in wrong.text  # the enrolment code is kept for a right try
     assert send_enrol(owner, owner_csrf, owner_totp, code.upper()).status_code == 200
     assert _secret(hq, "finance") == owner_totp.secret
@@ -329,6 +326,30 @@ def test_an_enrolment_code_issued_before_a_disable_or_a_password_reset_is_refuse
     with hq.db.read() as tx:
         assert not factors.enrolled(tx, "finance") and not factors.enrolled(tx, "market")
     enrol(market, issued(hq, "market"))  # a code issued after the reset sets one up
+
+
+def test_a_secret_the_client_chose_or_an_old_pages_is_refused(office: Office) -> None:
+    hq, _, server = office
+    client, _ = signed_in(server.url, "finance")
+    code = issued(hq, "finance")
+    hidden, totp = enrol_form(client)
+    chosen = pyotp.TOTP("A" * 32)
+    aged = hq.db.transact(lambda tx: factors.offer(tx, "finance", int(time.time()) - factors.OFFER_S - 5))
+    sent_back = [
+        ({**hidden, "secret": chosen.secret}, chosen),  # a secret of its own under the page's seal
+        ({**hidden, "secret": chosen.secret, "seal": ""}, chosen),
+        ({**hidden, "made_at": str(int(hidden["made_at"]) + 60)}, totp),  # the page's, made younger
+        ({**hidden, "seal": enrol_form(signed_in(server.url, "market")[0])[0]["seal"]}, totp),  # another's seal
+        ({**hidden, "secret": aged.secret, "made_at": str(aged.made_at), "seal": aged.seal}, pyotp.TOTP(aged.secret)),
+    ]
+    for sent, authenticator in sent_back:
+        reply = send_enrol(client, sent, authenticator, code)
+        assert reply.status_code == 403 and code_of(reply) == "bad_secret", sent
+    with hq.db.read() as tx:
+        assert not factors.enrolled(tx, "finance")
+    done = send_enrol(client, hidden, totp, code)  # the page's own, and the enrolment code not used up
+    assert done.status_code == 200 and 'id="recovery-codes"' in done.text
+    assert _secret(hq, "finance") == totp.secret
 
 
 def _secret(hq: HqStore, staff_id: str) -> str:
