@@ -927,15 +927,28 @@ for _doc_kind in editors.KINDS:
     route("POST", f"/{_doc_kind}s/retire", Action.RULES_EDIT)(_retire(_doc_kind))
 
 
-@route("GET", "/staff", Action.STAFF_MANAGE)
-def staff_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+def _staff_page(request: Request, store: HqStore, lang: str, session: sessions.Session, **context: Any) -> Response:
     with store.db.read() as tx:
         accounts = team.listed(tx, session.staff)
         failed = {a.staff_id: staff.failures(tx, a.staff_id, now_s()) for a in accounts}
         second = {a.staff_id: factors.enrolled(tx, a.staff_id) for a in accounts}
-    return page(
-        request, "staff", lang, accounts=accounts, failed=failed, second=second, notice=notice_of(request, lang)
-    )
+    shown = {"issued": None} | context
+    return page(request, "staff", lang, accounts=accounts, failed=failed, second=second, **shown)
+
+
+@route("GET", "/staff", Action.STAFF_MANAGE)
+def staff_page(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    return _staff_page(request, store, lang, session, notice=notice_of(request, lang))
+
+
+@route("POST", "/staff/{staff_id}/enrol-code", Action.STAFF_MANAGE)
+def staff_enrol_code(
+    request: Request, store: Store, lang: Lang, session: Session, fields: Form, staff_id: str
+) -> Response:
+    """An enrolment code for the account (``team.issue_enrol_code``, audited), shown in this answer only."""
+    code, expires = team.issue_enrol_code(store, session.staff, staff_id, fields, now_s())
+    issued = {"staff_id": staff_id, "code": code, "expires": datetime.fromtimestamp(expires, UTC)}
+    return _staff_page(request, store, lang, session, issued=issued)
 
 
 @route("POST", "/staff/add", Action.STAFF_MANAGE)

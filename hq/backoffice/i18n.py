@@ -292,6 +292,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "携帯電話をなくした場合は、別の管理者に2段階認証の再設定を依頼し、もう一度設定してください。",
         "手机丢失时，请其他管理员重置您的双重验证，然后重新设置。",
     ),
+    "issue_enrol_code": ("Issue enrolment code", "登録コードを発行", "签发注册码"),
+    "enrol_code_issued": (
+        "Enrolment code for {staff_id}, shown this once: hand it to its owner. It holds until {expires} (UTC).",
+        "{staff_id} の登録コードです（表示はこの一度だけ）。本人に渡してください。{expires}（UTC）まで有効です。",
+        "{staff_id} 的注册码，仅显示这一次：请交给本人。有效期至 {expires}（UTC）。",
+    ),
     "reset_second_factor": ("Reset second factor", "2段階認証を再設定", "重置双重验证"),
     "yes": ("Yes", "はい", "是"),
     "no": ("No", "いいえ", "否"),

@@ -3,7 +3,7 @@
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``). Any member of staff changes its own password
 (``change_own_password``). An administrator removes another account's second factor (``reset_second_factor``,
-``factors.reset``); never its own that way (``own_second_factor``): whoever holds an administrator's password
+``factors.reset``) and issues an account's enrolment code (``issue_enrol_code``); never resets its own that way (``own_second_factor``): whoever holds an administrator's password
 alone would otherwise remove the factor that stops them."""
 
 from __future__ import annotations
@@ -138,6 +138,14 @@ def reset_second_factor(store: HqStore, who: Staff, staff_id: str, fields: dict[
     return store.db.transact(lambda tx: factors.reset(tx, who.staff_id, staff_id, reason))
 
 
+def issue_enrol_code(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str], now: int) -> tuple[str, int]:
+    """A one-time enrolment code for ``staff_id`` and when it expires (``factors.issue_enrol_code``, audited
+    as ``staff_2fa_enrol_code`` by the administrator), to be shown this once."""
+    require(who, Action.STAFF_MANAGE)
+    reason = _reason(fields.get("reason", ""))
+    return store.db.transact(lambda tx: factors.issue_enrol_code(tx, who.staff_id, staff_id, reason, now))
+
+
 def disable(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
     require(who, Action.STAFF_MANAGE)
     reason = _reason(fields.get("reason", ""))
@@ -148,6 +156,7 @@ __all__ = [
     "change_own_password",
     "create",
     "disable",
+    "issue_enrol_code",
     "listed",
     "reset_password",
     "reset_second_factor",

@@ -352,6 +352,36 @@ def test_a_secret_the_client_chose_or_an_old_pages_is_refused(office: Office) ->
     assert _secret(hq, "finance") == totp.secret
 
 
+def test_an_admin_issues_an_enrolment_code_on_the_staff_page_shown_once_and_audited(office: Office) -> None:
+    hq, _, server = office
+    admin, csrf = signed_in(server.url, "admin")
+    assert 'action="/backoffice/staff/finance/enrol-code"' in admin.get("/backoffice/staff").text
+    reply = admin.post("/backoffice/staff/finance/enrol-code", data={"csrf": csrf, "reason": "new phone"})
+    assert reply.status_code == 200 and reply.headers["cache-control"] == "no-store"
+    found = re.search(r'id="enrol-code">([^<]+)<', reply.text)
+    assert found, reply.text[:1000]
+    code = found.group(1)
+    with hq.db.read() as tx:
+        record = audit.recent(tx, 1)[0]
+    assert (record.actor, record.action, record.target, record.reason) == (
+        "admin",
+        "staff_2fa_enrol_code",
+        "finance",
+        "new phone",
+    )
+    assert code not in admin.get("/backoffice/staff").text  # shown once
+    for data, refusal in (({"reason": "r"}, "bad_csrf"), ({"csrf": csrf}, "reason_required")):
+        refused = admin.post("/backoffice/staff/market/enrol-code", data=data)
+        assert refused.status_code in (403, 422) and code_of(refused) == refusal
+    finance, finance_csrf = signed_in(server.url, "finance")
+    own = finance.post("/backoffice/staff/finance/enrol-code", data={"csrf": finance_csrf, "reason": "mine"})
+    assert own.status_code == 403 and code_of(own) == "forbidden"
+    with hq.db.read() as tx:
+        assert [r.action for r in audit.recent(tx, 1)] == ["staff_2fa_enrol_code"]
+    enrol(finance, code)
+    assert 'action="/backoffice/staff/finance/enrol-code"' not in admin.get("/backoffice/staff").text
+
+
 def _secret(hq: HqStore, staff_id: str) -> str:
     with hq.db.read() as tx:
         row = tx.one("SELECT secret FROM staff_totp WHERE staff_id = ?", [staff_id])
