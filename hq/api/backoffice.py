@@ -445,7 +445,9 @@ def second_factor_page(request: Request, store: Store, lang: Lang, session: Enro
 def _offer_of(fields: dict[str, str]) -> factors.Offer:
     made_at = fields.get("made_at", "")[:20]
     return factors.Offer(
-        fields.get("secret", "")[:64], int(made_at) if made_at.isdigit() else -1, fields.get("seal", "")[:64]
+        fields.get("secret", "")[:64],
+        int(made_at) if made_at.isascii() and made_at.isdigit() else -1,
+        fields.get("seal", "")[:64],
     )
 
 

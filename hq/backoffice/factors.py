@@ -144,7 +144,7 @@ def _check_offer(tx: Tx, staff_id: str, sent: Offer, now: int) -> None:
     if not (
         otp.is_secret(sent.secret)
         and fresh
-        and hmac.compare_digest(sent.seal, _seal(tx, staff_id, sent.secret, sent.made_at))
+        and hmac.compare_digest(sent.seal.encode(), _seal(tx, staff_id, sent.secret, sent.made_at).encode())
     ):
         raise BackofficeRefused(Code.BAD_SECRET, "the secret is not one head office made for this page lately")
 

@@ -341,6 +341,8 @@ def test_a_secret_the_client_chose_or_an_old_pages_is_refused(office: Office) ->
         ({**hidden, "made_at": str(int(hidden["made_at"]) + 60)}, totp),  # the page's, made younger
         ({**hidden, "seal": enrol_form(signed_in(server.url, "market")[0])[0]["seal"]}, totp),  # another's seal
         ({**hidden, "secret": aged.secret, "made_at": str(aged.made_at), "seal": aged.seal}, pyotp.TOTP(aged.secret)),
+        ({**hidden, "seal": "\u00e9" * 64}, totp),  # not ASCII: no TypeError from compare_digest
+        ({**hidden, "made_at": "\u00b2"}, totp),  # a digit to str.isdigit, not to int()
     ]
     for sent, authenticator in sent_back:
         reply = send_enrol(client, sent, authenticator, code)
