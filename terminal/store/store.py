@@ -288,8 +288,8 @@ class Store:
             ledger.keep_request(conn, request_id, txn_id, answer)
 
     def forget_receipts(self, before: str, batch: int) -> int:
-        """One batch of ``ledger.forget_receipts``, in a transaction of its own: the rows deleted (fewer than twice
-        ``batch``: none are left)."""
+        """One batch of ``ledger.forget_receipts``, in a transaction of its own: the rows deleted, of both tables
+        together (fewer than ``batch``: neither has any left to delete)."""
         with self._write() as conn:
             return ledger.forget_receipts(conn, before, batch)
 
