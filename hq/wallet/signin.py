@@ -269,16 +269,18 @@ def remember_device(store: HqStore, member_id: str, device: str, now: int) -> st
             )
             return device
         token = secrets.token_urlsafe(32)
-        tx.run(
-            "INSERT INTO wallet_known_devices (device_sha256, member_id, created_at) VALUES (?, ?, ?)",
-            [token_digest(token), member_id, now],
-        )
-        kept = tx.all(
+        made = token_digest(token)
+        others = tx.all(
             "SELECT device_sha256 FROM wallet_known_devices WHERE member_id = ? ORDER BY created_at DESC",
             [member_id],
         )
-        where, params = tx.in_list("device_sha256", [str(row[0]) for row in kept[MAX_KNOWN_DEVICES:]])
+        # The new browser is kept first: others signed in on within the same second never push it out.
+        where, params = tx.in_list("device_sha256", [str(row[0]) for row in others[MAX_KNOWN_DEVICES - 1 :]])
         tx.run(f"DELETE FROM wallet_known_devices WHERE {where}", params)
+        tx.run(
+            "INSERT INTO wallet_known_devices (device_sha256, member_id, created_at) VALUES (?, ?, ?)",
+            [made, member_id, now],
+        )
         return token
 
     return store.db.transact(remember)

@@ -318,3 +318,17 @@ def test_an_address_spent_on_other_contacts_still_lets_the_members_phone_ask(hq:
     mine = signin.request_code(hq, AIKO, cafe, T0 + 101, phone)
     assert signin.sign_in(hq, AIKO, mine.code, T0 + 102, phone)[0] == "M-A"
     assert signin.request_code(hq, BEN, cafe, T0 + 103, bens).member_id == "M-B"
+
+
+def test_a_browser_signed_in_on_in_the_same_second_as_five_others_keeps_its_lane(hq: HqStore) -> None:
+    """Six sign-ins by code within one second: the newest browser is kept (the oldest other goes), whatever order
+    the database gives rows of the same time."""
+    first = signin.request_code(hq, AIKO, "10.0.0.1", T0)
+    member, _ = signin.sign_in(hq, AIKO, first.code, T0 + 1)
+    for _ in range(signin.MAX_KNOWN_DEVICES):
+        signin.remember_device(hq, member, "", T0 + 1)
+    newest = signin.remember_device(hq, member, "", T0 + 1)
+    with hq.db.read() as tx:
+        count = tx.one("SELECT COUNT(*) FROM wallet_known_devices WHERE member_id = ?", [member])
+        kept = tx.one("SELECT 1 FROM wallet_known_devices WHERE device_sha256 = ?", [signin.token_digest(newest)])
+    assert count is not None and int(count[0]) == signin.MAX_KNOWN_DEVICES and kept is not None
