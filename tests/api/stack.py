@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from terminal.config import Config, validate
 from terminal.credentials import card_uid_hash
@@ -162,6 +163,9 @@ def chromium() -> Iterator[Any]:
     modules (launched by its first test that asks, again if it died; ``stop_chromium`` ends it, as the tests'
     conftest does before a module that drives none, and the process's end); each test opens its own contexts (a context is a fresh
     profile: no cookie, storage or cache of another test's), and those it leaves open are closed after it."""
+    missing = chromium_missing()
+    if missing:  # a failure saying what to install, not Playwright's trace
+        pytest.fail(missing)
     if _Shared.browser is None or not _Shared.browser.is_connected():
         # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
         _Shared.browser = playwright().chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)

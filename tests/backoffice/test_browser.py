@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
-
 from hq import segments
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice import staff
 from hq.backoffice.roles import Action, Role, may
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
-from tests.api.stack import chromium, chromium_missing, too_wide
-from tests.backoffice.chain import PASSWORD, STAFF, chain, sale
+from tests.api.stack import chromium, too_wide
+from tests.backoffice.chain import PASSWORD, STAFF, sale
 
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 768, "height": 1024}
@@ -68,19 +65,6 @@ CAMPAIGN = {
 }
 REFUSAL = re.compile(r"Failed to load resource: the server responded with a status of (401|403|429)")
 """A refusal is a page with its status (the tests look for it): Chromium reports the status, nothing ran."""
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    missing = chromium_missing()
-    if missing:
-        pytest.fail(missing)
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 class Watch:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from hq import audit
 from hq.api.backoffice import FORM_FIELDS
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice import editors, staff
 from hq.backoffice.errors import BackofficeRefused
 from hq.backoffice.staff import Staff
@@ -28,7 +27,7 @@ from sync.client import SyncClient
 from terminal.model import Basket, Line
 from terminal.service import Service
 from terminal.store import Store
-from tests.backoffice.chain import PASSWORD, chain
+from tests.backoffice.chain import PASSWORD
 from tests.backoffice.test_web import browser, code_of, csrf_of, signed_in
 
 BASKET = "LATTE 2 450 coffee\nBEANS 1 1200 beans"
@@ -42,16 +41,6 @@ COFFEE_TRIPLE = {
     "reason": "winter push",
 }
 MARKUP = ('<script>alert("s")</script>', '"><img src=x onerror=alert("i")>', "'><svg onload=alert('v')>")
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 def editor_csrf(client: httpx.Client, kind: str = "rule") -> str:

@@ -12,36 +12,23 @@ import datetime as dt
 import io
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 
 from hq import audit, fleet
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
 from hq.web import safe_cell
 from sync.protocol import DeviceHealth, EodReport, KindTotals, TillHealth, WireEntry
-from tests.backoffice.chain import chain
 from tests.backoffice.test_web import browser, code_of, signed_in, tokenless
 from tests.fixtures import entries
 
 Office = tuple[HqStore, dict[str, Staff], ServerHandle]
 STORE_OF = {"T1": "S1", "T2": "S2"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[Office]:
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 def push(hq: HqStore, terminal: str, body: dict[str, Any], txn: str | None = None) -> str:

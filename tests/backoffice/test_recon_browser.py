@@ -12,14 +12,11 @@ import csv
 import datetime as dt
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from hq import audit
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
 from sync.client import SyncClient
@@ -29,27 +26,21 @@ from terminal.identity import Identified
 from terminal.model import Basket, Card, Line
 from terminal.service import Service
 from terminal.store import Store
-from tests.api.stack import chromium, chromium_missing
-from tests.backoffice.chain import chain
-from tests.backoffice.test_browser import DESKTOP, MADE_OF_MARKUP, MARKUP, TABLET, open_page, sign_in, well_formed
+from tests.api.stack import chromium
+from tests.backoffice.test_browser import (
+    DESKTOP,
+    MADE_OF_MARKUP,
+    MARKUP,
+    TABLET,
+    open_page,
+    sign_in,
+    well_formed,
+)
 from tests.fixtures import entries
 
 CARD = "ab" * 32
 COUPON = {"coupon_id": "C-ONCE", "member_id": "M-OFF", "limits": {"global": 1}, "kind": "amount_off", "value": 300}
 TILLS = {"T-A": "S1", "T-B": "S2"}  # the store manager of the chain is S1's
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    missing = chromium_missing()
-    if missing:
-        pytest.fail(missing)
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 def offline_sale(till: Store, terminal_id: str, store_id: str, n: int) -> None:

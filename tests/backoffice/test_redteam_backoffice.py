@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
-from tests.backoffice.chain import PASSWORD, chain
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
+from tests.backoffice.chain import PASSWORD
 
 
 def signed_in(url: str, staff_id: str) -> tuple[httpx.Client, str]:

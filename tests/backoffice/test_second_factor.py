@@ -9,35 +9,23 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 
 import httpx
 import pyotp
-import pytest
 from typer.testing import CliRunner
 
 from hq import audit
 from hq.api import backoffice as web
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice import factors, otp, staff
 from hq.backoffice.roles import Role, may
 from hq.backoffice.staff import Staff
 from hq.cli import app as hq_commands
 from hq.store import HqStore
-from tests.backoffice.chain import PASSWORD, chain
+from tests.backoffice.chain import PASSWORD
 from tests.backoffice.test_web import browser, code_of, csrf_of, filled, signed_in
 
 Office = tuple[HqStore, dict[str, Staff], ServerHandle]
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[Office]:
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 def issued(hq: HqStore, staff_id: str, now: int | None = None) -> str:

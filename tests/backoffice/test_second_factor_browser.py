@@ -6,31 +6,21 @@ leaves it on the page asking for the code. Nothing loads from elsewhere and noth
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pyotp
-import pytest
 
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice import factors, otp
 from hq.backoffice.staff import Staff
 from hq.store import HqStore
-from tests.api.stack import chromium, chromium_missing
-from tests.backoffice.chain import PASSWORD, chain
-from tests.backoffice.test_browser import DESKTOP, open_page, sign_in, well_formed
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    missing = chromium_missing()
-    if missing:
-        pytest.fail(missing)
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
+from tests.api.stack import chromium
+from tests.backoffice.chain import PASSWORD
+from tests.backoffice.test_browser import (
+    DESKTOP,
+    open_page,
+    sign_in,
+    well_formed,
+)
 
 
 def test_finance_sets_up_a_second_factor_and_signs_in_with_its_code(

@@ -11,7 +11,6 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from fastapi.routing import APIRoute
 
 from hq import audit, segments
 from hq.api import backoffice as web
-from hq.api.server import ServerHandle, start_in_thread
+from hq.api.server import ServerHandle
 from hq.backoffice import members as bo_members
 from hq.backoffice import sessions, staff
 from hq.backoffice.roles import Role, may
@@ -32,16 +31,6 @@ from tests.backoffice.chain import MERCHANT_STAFF, PASSWORD, STAFF, chain, with_
 from tests.fixtures.hq import HqProcess, make_tls
 
 PATH_VALUES = {"member_id": "M-S1", "subject": "M-S1", "request_id": "AR-0000000000000000"}
-
-
-@pytest.fixture
-def office(hq_url: str) -> Iterator[tuple[HqStore, dict[str, Staff], ServerHandle]]:
-    with chain(hq_url) as (hq, made):
-        server = start_in_thread(hq)
-        try:
-            yield hq, made, server
-        finally:
-            server.stop()
 
 
 def browser(url: str) -> httpx.Client:
