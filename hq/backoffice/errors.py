@@ -54,6 +54,7 @@ class Code(StrEnum):
     ENROL_CODE_REQUIRED = "enrol_code_required"
     ENROL_CODE_BAD = "enrol_code_bad"
     BAD_SECRET = "bad_secret"
+    ACCOUNT_DISABLED = "account_disabled"
 
 
 STATUS: dict[Code, int] = {
@@ -96,6 +97,7 @@ STATUS: dict[Code, int] = {
     Code.ENROL_CODE_REQUIRED: 403,
     Code.ENROL_CODE_BAD: 403,
     Code.BAD_SECRET: 403,
+    Code.ACCOUNT_DISABLED: 409,
 }
 
 

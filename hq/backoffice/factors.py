@@ -109,9 +109,15 @@ def state(tx: Tx, staff_id: str) -> Factor:
 def issue_enrol_code(tx: Tx, actor: str, staff_id: str, reason: str, now: int) -> tuple[str, int]:
     """A fresh one-time enrolment code for ``staff_id`` (replacing any earlier one) and when it expires,
     audited as ``staff_2fa_enrol_code`` by ``actor``; only its hash is kept. ``not_found`` for no such account,
+    ``account_disabled`` for a disabled one (a code kept for it would set up a second factor for whoever holds
+    the account once it is back on: disabling deletes the codes, so none is issued while it is off; the
+    account's row is read locked, so a disable at the same moment comes before or after, never between),
     ``already_enrolled`` for one with a second factor (reset it first)."""
-    if staff.get(tx, staff_id) is None:
+    row = tx.one(f"SELECT disabled FROM staff WHERE staff_id = ?{tx.for_update}", [staff_id])
+    if row is None:
         raise BackofficeRefused(Code.NOT_FOUND, f"no staff {staff_id}")
+    if row[0]:
+        raise BackofficeRefused(Code.ACCOUNT_DISABLED, f"staff {staff_id} is disabled: no enrolment code for it")
     if enrolled(tx, staff_id):
         raise BackofficeRefused(Code.ALREADY_ENROLLED, f"staff {staff_id} has a second factor already")
     code, expires = otp.new_enrol_code(), now + ENROL_CODE_S

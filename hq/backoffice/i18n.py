@@ -245,6 +245,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "登録コードが違うか、使用済みか、期限切れです。管理者に新しいコードを依頼してください。",
         "注册码错误、已使用或已过期：请向管理员索取新的注册码。",
     ),
+    "account_disabled": (
+        "This account is disabled: no enrolment code is issued for it.",
+        "このアカウントは無効化されています。登録コードは発行できません。",
+        "该账号已停用：不能为其发放注册码。",
+    ),
     "bad_secret": (
         "This setup page is too old or was changed: open Second factor again for a new secret.",
         "この設定ページは古いか、改変されています。2段階認証のページを開き直して新しいシークレットを受け取ってください。",

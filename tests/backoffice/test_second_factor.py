@@ -18,6 +18,7 @@ from hq import audit
 from hq.api import backoffice as web
 from hq.api.server import ServerHandle
 from hq.backoffice import factors, otp, staff
+from hq.backoffice.errors import BackofficeRefused, Code
 from hq.backoffice.roles import Role, may
 from hq.backoffice.staff import Staff
 from hq.cli import app as hq_commands
@@ -314,6 +315,34 @@ def test_an_enrolment_code_issued_before_a_disable_or_a_password_reset_is_refuse
     with hq.db.read() as tx:
         assert not factors.enrolled(tx, "finance") and not factors.enrolled(tx, "market")
     enrol(market, issued(hq, "market"))  # a code issued after the reset sets one up
+
+
+def test_no_enrolment_code_is_issued_to_a_disabled_account(office: Office, hq_url: str) -> None:
+    """A code issued while the account is off would set up a second factor once it is back on (by whoever then
+    holds it): the service, the staff page and the command refuse it (``account_disabled``), nothing kept."""
+    hq, _, server = office
+    admin, csrf = signed_in(server.url, "admin")
+    assert admin.post("/backoffice/staff/finance/disable", data={"csrf": csrf, "reason": "left"}).status_code == 303
+    with hq.db.read() as tx:
+        audited = len(audit.recent(tx, 1000))
+    try:
+        issued(hq, "finance")
+    except BackofficeRefused as exc:
+        assert exc.code is Code.ACCOUNT_DISABLED and exc.status == 409
+    else:
+        raise AssertionError("an enrolment code was issued to a disabled account")
+    reply = admin.post("/backoffice/staff/finance/enrol-code", data={"csrf": csrf, "reason": "new phone"})
+    assert reply.status_code == 409 and code_of(reply) == "account_disabled", reply.text[:500]
+    assert 'id="enrol-code"' not in reply.text
+    status, out = _cli(hq_url, "staff", "enrol-2fa-code", "finance", "--reason", "new phone")
+    assert status == 1 and "disabled" in out, out
+    with hq.db.read() as tx:
+        assert tx.one("SELECT 1 FROM staff_enrol_codes WHERE staff_id = 'finance'") is None
+        assert len(audit.recent(tx, 1000)) == audited  # nothing audited as issued
+
+    hq.db.transact(lambda tx: tx.run("UPDATE staff SET disabled = 0 WHERE staff_id = 'finance'"))  # back on
+    finance, _ = signed_in(server.url, "finance")
+    enrol(finance, issued(hq, "finance"))  # a code issued once it is back on sets one up
 
 
 def test_a_secret_the_client_chose_or_an_old_pages_is_refused(office: Office) -> None:
