@@ -951,8 +951,8 @@ class Daemon:
         if self.sync is not None:
             info["sync_error"] = self.sync.last_error  # in memory: shown even when the disk is full
             info["sync_crashes"] = self.sync.crashes
-        offset = self.store.state("hq_clock_offset")
-        info["clock_offset_s"] = float(offset) if offset else None  # this till minus head office, last measured
+        offset = self.service.clock_offset() if self.service is not None else None  # a corrupt one: None
+        info["clock_offset_s"] = offset  # this till minus head office, last measured
         if self.hotkeys is not None:
             info["hotkeys"] = dict(self.hotkeys.status)
         if self.printer is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -111,6 +112,22 @@ def _lines_payload(basket: Basket) -> list[dict[str, object]]:
     ]
 
 
+MAX_CLOCK_OFFSET_S = 10 * 366 * 86400
+"""The largest offset from head office's clock the till takes as measured (ten years): anything further, or not a
+finite number, is a corrupt or hand-edited ``hq_clock_offset``, read as never measured."""
+
+
+def offset_of(value: object) -> float | None:
+    """The stored ``hq_clock_offset`` as seconds, if it is a finite number within ``MAX_CLOCK_OFFSET_S``; else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        offset = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return offset if math.isfinite(offset) and abs(offset) <= MAX_CLOCK_OFFSET_S else None
+
+
 MAX_UNITS = 10_000  # units of one line, as the journal's lines hold them
 MAX_SKU = 64  # characters of a line's SKU and category, as the journal's lines hold them
 
@@ -178,6 +195,7 @@ class Service:
         self._active_rules: tuple[tuple[int, datetime, str], ly.Active] | None = None
         self._used_taps: deque[tuple[str, int | None, float]] = deque(maxlen=1000)  # secure taps a sale used
         self._asked: set[str] = set()  # transactions head office was asked to confirm, not recorded yet
+        self._bad_offset: str | None = None  # repr of the unreadable ``hq_clock_offset`` last logged (said once)
 
     # -- identify --------------------------------------------------------------------------------
 
@@ -862,12 +880,22 @@ class Service:
             raise
 
     def clock_offset(self) -> float | None:
-        """This till's clock minus head office's, as the last sync found it (None: never measured)."""
-        text = self.store.state("hq_clock_offset")
-        try:
-            return float(text) if text else None
-        except ValueError:
+        """This till's clock minus head office's, as the last sync found it (None: never measured). A stored value
+        that is no finite number within ``MAX_CLOCK_OFFSET_S`` (NaN, infinite, text, a corrupt row) is read as
+        never measured, and logged once: the till ages receipts and checks times by its own clock meanwhile."""
+        value: object = self.store.state("hq_clock_offset")
+        if value is None or value == "":
             return None
+        offset = offset_of(value)
+        if offset is None and repr(value) != self._bad_offset:
+            self._bad_offset = repr(value)
+            log.warning(
+                "hq_clock_offset %.40r is not a clock offset (a finite number of seconds within %d days): read as "
+                "never measured until the next sync measures it",
+                value,
+                MAX_CLOCK_OFFSET_S // 86400,
+            )
+        return offset
 
     def hq_now(self) -> float:
         """Now by head office's clock as far as this till knows it: its own clock less the offset the last sync

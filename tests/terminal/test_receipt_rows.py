@@ -5,8 +5,11 @@ receipt whose rows are gone is still refused; a pruning that fails or stops half
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from terminal.errors import Rejected
 from terminal.model import Basket, Line, ReceiptRef
@@ -116,6 +119,55 @@ def test_a_till_clock_a_year_ahead_neither_refuses_todays_receipts_nor_prunes_th
     keeper = RowKeeper(store.forget_receipts, 7, clock=svc.hq_now)
     assert keeper.prune() == 0 and rows(store) == (1, 1)
     assert sell(svc, "9" * 64, NOW - timedelta(hours=1), "0009") == "receipt_already_used"
+
+
+CORRUPT_OFFSETS: list[object] = [
+    "nan",
+    "-NaN",
+    "inf",
+    "-Infinity",
+    "a minute",
+    "1e400",  # beyond a float: inf
+    "9" * 400,
+    str(11 * 365 * 86400.0),  # eleven years: no clock is that far off
+    "-4e11",
+    float("inf"),  # a REAL, as SQLite keeps it
+    -1e300,
+    b"\xff\x00",  # a BLOB
+]
+
+
+@pytest.mark.parametrize("value", CORRUPT_OFFSETS, ids=lambda v: repr(v)[:16])
+def test_a_corrupt_clock_offset_is_no_measurement_logged_once_and_the_till_sells_on(
+    service: Service, value: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The measured offset written into the till's database as something that is no finite number within ten years
+    (a corrupt row, a hand edit): the till reads it as never measured, says so once, and ages receipts and prunes
+    their rows by its own clock."""
+    store = service.store
+    store.db.conn.execute(
+        "INSERT INTO sync_state (key, value) VALUES ('hq_clock_offset', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [value],
+    )
+    svc = till(store)
+    with caplog.at_level(logging.WARNING, logger="terminal.service"):
+        assert svc.clock_offset() is None
+        assert svc.hq_now() == NOW.timestamp() and svc.rows_now() == NOW.timestamp()
+        assert sell(svc, "6" * 64, NOW - timedelta(hours=1), "0006") == "sold"
+        assert sell(svc, "5" * 64, NOW - timedelta(days=8), "0005") == "receipt_too_old"
+        assert RowKeeper(store.forget_receipts, 7, clock=svc.rows_now).prune() == 0 and rows(store) == (1, 1)
+    said = [r for r in caplog.records if "hq_clock_offset" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+
+
+def test_an_offset_within_ten_years_is_still_read(service: Service) -> None:
+    """The bound is wide: a till clock nine years off (a dead CMOS battery) is still corrected by the offset."""
+    store = service.store
+    ahead = 9 * 365 * 86400.0
+    store.db.conn.execute("INSERT INTO sync_state (key, value) VALUES ('hq_clock_offset', ?)", [str(-ahead)])
+    svc = till(store)
+    assert svc.clock_offset() == -ahead and svc.hq_now() == NOW.timestamp() + ahead
 
 
 def test_a_printed_time_beyond_the_calendar_in_utc_is_aged_and_kept_without_failing_the_sale(service: Service) -> None:
