@@ -65,6 +65,12 @@ if [ "$venv" = 1 ]; then
   python3 -m venv "$root$prefix/venv"
   "$root$prefix/venv/bin/python" -m pip install -q --upgrade pip
   "$root$prefix/venv/bin/python" -m pip install -q "$source_dir[pcsc,wedge]"
+  if [ -n "$root" ]; then
+    # Built under the other root, the virtualenv's scripts name their interpreter there ("#!ROOT/opt/...");
+    # in the image they must name it where the image runs them, or the unit's ExecStart finds no interpreter.
+    grep -rlZF "$root$prefix/venv" "$root$prefix/venv/bin" "$root$prefix/venv/pyvenv.cfg" |
+      xargs -0 -r sed -i "s#$root$prefix/venv#$prefix/venv#g"
+  fi
 fi
 install -d -m 0755 "$root$prefix/share/doc"
 install -m 0644 "$source_dir"/docs/*.md "$root$prefix/share/doc/"

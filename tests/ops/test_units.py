@@ -260,3 +260,37 @@ def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
     assert not (root / "opt/tillpoint").exists()
     assert (data / "data" / "terminal.db").read_bytes() == b"journal"
     assert (data / "card-hash.key").exists() and config.exists() and "kept /var/lib/tillpoint" in done.stdout
+
+
+def test_install_into_an_image_builds_a_virtualenv_that_runs_where_the_image_puts_it(tmp_path: Path) -> None:
+    """``install.sh --root`` builds the virtualenv inside the image's root: its scripts (the ``tillpoint`` the
+    unit's ExecStart names first) must name their interpreter where the booted image has it, never the root it was
+    built under, and the command runs."""
+    analyze()
+    root = tmp_path / "image"
+    (root / "etc").mkdir(parents=True)
+    done = subprocess.run(
+        ["bash", str(SYSTEMD / "install.sh"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    venv = root / INSTALLED_EXE.removeprefix("/").removesuffix("/bin/tillpoint")
+    assert unit_settings("tillpoint.service")["ExecStart"][0].split()[0] == INSTALLED_EXE
+    assert (venv / "bin/tillpoint").read_text().splitlines()[0] == f"#!{Path(INSTALLED_EXE).with_name('python')}"
+    for script in sorted((venv / "bin").iterdir()):
+        if script.is_file() and not script.is_symlink():
+            assert str(root) not in script.read_text(errors="replace"), f"{script.name} names the build root"
+    assert str(root) not in (venv / "pyvenv.cfg").read_text()
+    version = subprocess.run(
+        [str(venv / "bin/python"), str(venv / "bin/tillpoint"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}},
+    )
+    assert version.returncode == 0 and "tillpoint" in version.stdout, version.stdout + version.stderr
