@@ -64,7 +64,14 @@ if [ "$venv" = 1 ]; then
   say "building $root$prefix/venv from $source_dir"
   python3 -m venv "$root$prefix/venv"
   "$root$prefix/venv/bin/python" -m pip install -q --upgrade pip
-  "$root$prefix/venv/bin/python" -m pip install -q "$source_dir[pcsc,wedge]"
+  # From a copy of the sources: a build in the checkout itself leaves build/ and *.egg-info there (root's,
+  # under sudo), and the next install from that checkout would ship build/'s files again, even those a
+  # newer release removed.
+  sources="$(mktemp -d)"
+  trap 'rm -rf "$sources"' EXIT
+  tar -C "$source_dir" --exclude=__pycache__ -cf - pyproject.toml README.md terminal drivers sync hq tillpoint |
+    tar -C "$sources" -xf -
+  "$root$prefix/venv/bin/python" -m pip install -q "$sources[pcsc,wedge]"
   if [ -n "$root" ]; then
     # Built under the other root, the virtualenv's scripts name their interpreter there ("#!ROOT/opt/...");
     # in the image they must name it where the image runs them, or the unit's ExecStart finds no interpreter.

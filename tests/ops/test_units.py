@@ -187,7 +187,7 @@ def test_install_sh_installs_what_the_from_source_extensions_build_against() -> 
     docs/install.md's step 1 name the same list."""
     packages = install_sh_debian_packages()
     assert {"python3-dev", "gcc", "swig", "libpcsclite-dev", "linux-libc-dev"} <= set(packages), packages
-    assert '"$source_dir[pcsc,wedge]"' in (SYSTEMD / "install.sh").read_text(), "install.sh leaves out evdev"
+    assert '"$sources[pcsc,wedge]"' in (SYSTEMD / "install.sh").read_text(), "install.sh leaves out evdev"
     step = re.search(r"^1\. `apt-get install ([^`]+)`", (ROOT / "docs/install.md").read_text(), re.M)
     assert step, "docs/install.md has no step 1 naming the Debian packages"
     assert step.group(1).split() == packages, "docs/install.md's step 1 and install.sh install different packages"
@@ -265,12 +265,24 @@ def test_install_then_uninstall_keeps_data(tmp_path: Path) -> None:
 def test_install_into_an_image_builds_a_virtualenv_that_runs_where_the_image_puts_it(tmp_path: Path) -> None:
     """``install.sh --root`` builds the virtualenv inside the image's root: its scripts (the ``tillpoint`` the
     unit's ExecStart names first) must name their interpreter where the booted image has it, never the root it was
-    built under, and the command runs."""
+    built under, and the command runs. It installs the checkout as it is: a module an earlier install's build left
+    in the checkout's ``build/`` (one the newer release removed) is not installed again, and the checkout is left
+    as it was found."""
     analyze()
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, checkout / name)
+    for tree in ("terminal", "drivers", "sync", "hq", "tillpoint", "systemd", "docs"):
+        shutil.copytree(ROOT / tree, checkout / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    stale = checkout / "build/lib/terminal/removed_since.py"  # what the install of an older release left there
+    stale.parent.mkdir(parents=True)
+    stale.write_text("GONE = True\n")
+    before = sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*"))
     root = tmp_path / "image"
     (root / "etc").mkdir(parents=True)
     done = subprocess.run(
-        ["bash", str(SYSTEMD / "install.sh"), "--root", str(root)],
+        ["bash", str(checkout / "systemd/install.sh"), "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -294,3 +306,7 @@ def test_install_into_an_image_builds_a_virtualenv_that_runs_where_the_image_put
         env={k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}},
     )
     assert version.returncode == 0 and "tillpoint" in version.stdout, version.stdout + version.stderr
+    assert not list(venv.glob("lib/python3*/site-packages/terminal/removed_since.py")), "a stale module installed"
+    assert sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*")) == before, (
+        "install.sh wrote in the checkout"
+    )
