@@ -307,6 +307,18 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
     return found
 
 
+def scheduled(spec: CampaignSpec, found: Due) -> datetime:
+    """The instant the schedule named for the run ``found``: ``once`` its ``at``, any other its local day at
+    ``at`` in the campaign's zone (a time a daylight-saving gap skips is read with the offset before it, so it
+    is never after the first moment the run is due)."""
+    zone = ZoneInfo(spec.timezone)
+    schedule = spec.schedule
+    if isinstance(schedule, Once):
+        return schedule.at.replace(tzinfo=zone) if schedule.at.tzinfo is None else schedule.at
+    hour, minute = (int(p) for p in schedule.at.split(":")) if not isinstance(schedule, Checkin) else (0, 0)
+    return datetime(found.day.year, found.day.month, found.day.day, hour, minute, tzinfo=zone)
+
+
 def _leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
@@ -735,15 +747,22 @@ def _lock(tx: Tx, members: list[str]) -> None:
     tx.all(f"SELECT member_id FROM members WHERE {where} ORDER BY member_id{tx.for_update}", params)
 
 
-def _offers(tx: Tx, cap: OfferCap, members: list[str], now: datetime) -> dict[str, int]:
-    """Offers each member received in the ``cap.days`` × 24 hours before ``now``, across every campaign
-    (an instant, not a local day: campaigns in two time zones share one cap). An offer stamped after ``now``
-    (a run under a clock that was ahead, since corrected) is not in that span: it would otherwise hold the
-    member's cap until the real clock reached it."""
+CAP_SLACK = timedelta(hours=1)
+"""How much shorter than ``days`` × 24 hours the cap's span is: a daylight-saving day is 23 hours long, and a
+daily run at 09:00 local time is then 23 hours after the one the day before."""
+
+
+def _offers(tx: Tx, cap: OfferCap, members: list[str], moment: datetime, now: datetime) -> dict[str, int]:
+    """Offers each member received in the ``cap.days`` × 24 hours (less ``CAP_SLACK``) before the run's
+    ``moment``, across every campaign (an instant, not a local day: campaigns in two time zones share one cap).
+    Offers are stamped with their run's moment, so a run that came late (head office down, a tick later in its
+    minute) does not hold the cap over the next day's run. An offer stamped after ``now`` (a run under a clock
+    that was ahead, since corrected) is not counted: it would otherwise hold the member's cap until the real
+    clock reached it."""
     if not members or cap.max == 0:
         return {}
     where, params = tx.in_list("member_id", members)
-    since = _stamp(now - timedelta(days=cap.days))
+    since = _stamp(moment - timedelta(days=cap.days) + CAP_SLACK)
     rows = tx.all(
         f"SELECT member_id, COUNT(*) FROM campaign_members WHERE {where} AND arm <> ? AND issued_at > ? "
         "AND issued_at <= ? GROUP BY member_id",
@@ -783,6 +802,9 @@ class RunContext:
     day: date
     now: datetime
     secret: str
+    moment: datetime
+    """When the schedule asked for the run (``scheduled``), or ``now`` when that is earlier (a check-in, an
+    operator's rerun): what the offer cap measures from, and what each decision is stamped with."""
 
 
 def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> RunCounts:
@@ -813,10 +835,10 @@ def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> R
     fresh = [(m, o) for m, o in kept if (m, o) not in done]
     counts.already = len(kept) - len(fresh)
     cap = run.settings.offer_cap
-    offers = _offers(tx, cap, sorted({m for m, _ in fresh}), run.now)
+    offers = _offers(tx, cap, sorted({m for m, _ in fresh}), run.moment, run.now)
     variants = {v.variant: v for v in run.spec.variants}
     until = (run.day + timedelta(days=run.spec.window())).isoformat()
-    stamp = _stamp(run.now)
+    stamp = _stamp(run.moment)
     decided: list[tuple[Any, ...]] = []
     coupons: list[tuple[str, str, str]] = []
     grants: list[Grant] = []
@@ -842,7 +864,7 @@ def _decide_chunk(tx: Tx, *, run: RunContext, chunk: list[tuple[str, str]]) -> R
                 coupons.append((coupon_id, member_id, canonical_text(body)))
             counts.issued[arm] = counts.issued.get(arm, 0) + 1
         decided.append((run.campaign_id, member_id, occasion, arm, coupon_id, run.day.isoformat(), until, stamp))
-    given = _issue(tx, coupons, stamp) | _grant(tx, run, grants)
+    given = _issue(tx, coupons, _stamp(run.now)) | _grant(tx, run, grants)
     # New rows only: the members are locked and were not decided for this occasion (a unique violation
     # would mean another writer broke that rule: the chunk rolls back and the next run retries it).
     tx.insert_rows(
@@ -949,7 +971,8 @@ def run_one(db: Db, campaign_id: str, now: datetime, *, occasion_day: date | Non
             [campaign_id, found.run_key, found.day.isoformat(), stamp],
         )
         period = holdout_period(tx, settings, now.astimezone(UTC).date())
-        return RunContext(campaign_id, spec, settings, period, found.day, now, secret(tx))
+        moment = now if occasion_day is not None else min(now, scheduled(spec, found))
+        return RunContext(campaign_id, spec, settings, period, found.day, now, secret(tx), moment)
 
     run = db.transact(begin)
     if occasion_day is None:  # the segment reads the windows rolled to its day (a rerun of a past day: the daily rows)
@@ -1130,7 +1153,7 @@ def reward_checkin(tx: Tx, member_id: str, store_id: str, day: str, now: datetim
             continue
         if _store_day_full(tx, campaign_id, spec.schedule.max_per_store_day, store_id, occasion, now):
             continue
-        run = RunContext(campaign_id, spec, settings, period, local_day, now, key)
+        run = RunContext(campaign_id, spec, settings, period, local_day, now, key, now)
         _decide_chunk(tx, run=run, chunk=[(member_id, occasion)])
     rows = tx.all(
         "SELECT coupon_id FROM campaign_members WHERE member_id = ? AND occasion = ? AND coupon_id IS NOT NULL "

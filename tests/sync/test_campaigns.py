@@ -500,3 +500,38 @@ def test_a_run_cut_half_way_resumes_without_issuing_twice(hq: HqStore, monkeypat
         coupons = tx.one("SELECT COUNT(*) FROM coupons")[0]  # type: ignore[index]
         finished = tx.one("SELECT finished_at FROM campaign_runs WHERE campaign_id = 'welcome'")[0]  # type: ignore[index]
     assert coupons == sum(1 for r in rows if r[3] is not None) and finished is not None
+
+
+@pytest.mark.parametrize(
+    ("zone", "first", "second", "day"),
+    [
+        # the day head office came back (14:00 in Tokyo), then the next day's run at 09:00:30
+        ("Asia/Tokyo", "2026-03-01T05:00:00Z", "2026-03-02T00:00:30Z", "2026-03-02"),
+        # a tick 30 s earlier in its minute than the day before
+        ("Asia/Tokyo", "2026-03-01T00:00:40Z", "2026-03-02T00:00:10Z", "2026-03-02"),
+        # 09:00 in Berlin on the day the clocks go forward: 23 hours after 09:00 the day before
+        ("Europe/Berlin", "2026-03-28T08:00:20Z", "2026-03-29T07:00:05Z", "2026-03-29"),
+    ],
+)
+def test_a_daily_campaign_is_not_capped_by_its_own_offer_of_the_day_before(
+    hq: HqStore, population: Population, zone: str, first: str, second: str, day: str
+) -> None:
+    """One offer a day means one each local day: a run that came late (head office down until the afternoon,
+    a timer tick later in its minute) or a 23-hour day does not hold every member's cap over the next run."""
+    campaigns.save_settings(hq.db, {"offer_cap": {"max": 1, "days": 1}})
+    campaigns.save(hq.db, "daily", spec(control_share=0.0, timezone=zone), "test")
+    day1 = campaigns.run_one(hq.db, "daily", at(first))
+    day2 = campaigns.run_one(hq.db, "daily", at(second))
+    assert day1 is not None and day2 is not None and day2["day"] == day
+    offered = sum(day1["issued"].values())
+    assert offered > 0
+    assert day2["capped"] == 0 and sum(day2["issued"].values()) == offered
+    # another campaign an hour after the late run still finds each member's cap used by it
+    campaigns.save(
+        hq.db,
+        "other",
+        spec(control_share=0.0, timezone=zone, schedule={"kind": "once", "at": "2000-01-01T00:00"}),
+        "test",
+    )
+    other = campaigns.run_one(hq.db, "other", at(second) + timedelta(hours=1))
+    assert other is not None and other["capped"] == offered and other["issued"] == {}
