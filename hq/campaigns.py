@@ -49,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-from hq import adjustments, audit, checkins, pools, segments, stats
+from hq import adjustments, audit, checkins, clockcheck, pools, segments, stats
 from hq.db.engine import Db, Tx, utc_now
 from hq.errors import HqError, Refused
 from hq.ingest import next_versions
@@ -1244,3 +1244,18 @@ def parse_now(text: str | None) -> datetime:
     if moment.tzinfo is None:
         raise CampaignInvalid(ErrorCode.CAMPAIGN_MALFORMED, f"{text!r} needs an offset (Z or +09:00)")
     return moment
+
+
+def run_now(db: Db, text: str | None, skew: float = clockcheck.DEFAULT_SKEW) -> datetime:
+    """The moment an operator's run (``campaign run``, ``POST /v1/admin/campaigns/run``) acts at: ``text`` when
+    given (``parse_now``: the operator names the time), else head office's clock, refused (``clock_suspect``)
+    while it disagrees with its tills (``hq.clockcheck``), as the server's timer waits then: a run issues
+    offers, draws a holdout and rolls the windows, and none of it is taken back."""
+    if text is not None:
+        return parse_now(text)
+    now = datetime.now(UTC)
+    with db.read() as tx:
+        found = clockcheck.doubt(tx, now, skew)
+    if found is not None:
+        raise CampaignInvalid(ErrorCode.CLOCK_SUSPECT, f"{found}; or name the time to run as at (--now)")
+    return now

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hq import segments, stats
+from hq import campaigns, segments, stats
 from hq.api.server import ServerHandle, start_in_thread
 from hq.store import HqStore
 from tests.fixtures.hq import command
@@ -274,3 +274,44 @@ def test_every_command_given_a_file_says_it_cannot_read_it(tmp_path: Path, args:
     for file in (tmp_path / "missing.json", tmp_path / "broken.json"):
         done = CliRunner().invoke(app, [*args, str(file), "--db", str(tmp_path / "hq.db")])
         assert done.exit_code == 1 and f"cannot read {file}" in done.output.replace("\n", ""), done.output
+
+
+def test_a_run_on_head_offices_clock_waits_while_the_tills_disagree_with_it(hq_url: str) -> None:
+    """A deployment that runs ``campaign run`` from its own timer (the server's off) is held by the same check
+    as the server's timer: while head office's clock disagrees with its tills (set back after it ran ahead, or
+    no till heard for days), a run on that clock is refused ``clock_suspect`` and issues nothing, by the command
+    and by the API; naming the time (``--now``) is the operator's own decision."""
+    from datetime import UTC, datetime, timedelta
+
+    hq = HqStore(hq_url)
+    try:
+        hq.add_terminal("T1", "S1", TERMINAL_TOKEN)
+        load(hq.db, generate())
+        segments.save(hq.db, "everyone", "everyone", EVERYONE, "test")
+        campaigns.save(
+            hq.db, "daily", {**CAMPAIGN, "timezone": "UTC", "schedule": {"kind": "daily", "at": "00:00"}}, "t"
+        )
+        ahead = datetime.now(UTC) + timedelta(days=2)  # the till's last contact, stamped by a clock since set back
+        with hq.db.write() as tx:
+            tx.run(
+                "UPDATE terminals SET last_seen = ?, clock_offset = 0 WHERE terminal_id = 'T1'",
+                [ahead.isoformat().replace("+00:00", "Z")],
+            )
+        done = command("hq", "campaign", "run", "--db", hq_url)
+        assert done.returncode == 1 and "clock_suspect" in done.stdout + done.stderr, done.stdout + done.stderr
+        done = command("hq", "campaign", "run", "daily", "--db", hq_url)
+        assert done.returncode == 1 and "clock_suspect" in done.stdout + done.stderr, done.stdout + done.stderr
+        handle: ServerHandle = start_in_thread(hq, "127.0.0.1", 0, timeout=10)
+        try:
+            admin = {"Authorization": f"Bearer {hq.add_admin('Mio')}"}
+            with httpx.Client(base_url=handle.url, timeout=30, trust_env=False) as http:
+                reply = http.post("/v1/admin/campaigns/run", json={}, headers=admin)
+        finally:
+            handle.stop()
+        assert (reply.status_code, reply.json()["code"]) == (409, "clock_suspect"), reply.text
+        with hq.db.read() as tx:
+            assert tx.all("SELECT * FROM campaign_runs") == [] and tx.all("SELECT * FROM campaign_members") == []
+        done = command("hq", "campaign", "run", "--now", "2026-03-02T00:30:00Z", "--db", hq_url)
+        assert done.returncode == 0 and json.loads(done.stdout)[0]["run_key"] == "2026-03-02", done.stdout
+    finally:
+        hq.close()
