@@ -898,8 +898,8 @@ def _rolled_to(tx: Tx, day: date) -> None:
 def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHUNK) -> int:
     """Roll the windows to ``to`` (``roll``) and carry out any build it begins or finds under way (left by a
     process that stopped), one transaction a chunk of ``chunk`` members; returns the days ``roll`` moved. The
-    timer, the command and a campaign's run all roll through here. Windows found after ``to`` (a clock that
-    ran ahead) stay, and are logged once a process and day with what to do."""
+    timer, the command and a campaign's run all roll through here. Windows found after ``to`` stay; those more
+    than ``ZONES_APART`` after it (a clock that ran ahead) are logged once a process and day with what to do."""
     moved = db.transact(lambda tx: roll(tx, to, back=back))
     while (step := db.transact(lambda tx: build_chunk(tx, chunk))) == "more":
         pass
@@ -909,11 +909,16 @@ def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHU
         with db.read() as tx:
             rolled = windows_day(tx)
         said = _AHEAD_LOGGED.setdefault(db, set())
-        if rolled is not None and rolled > to and (rolled, to) not in said:
+        if rolled is not None and rolled > to + ZONES_APART and (rolled, to) not in said:
             said.add((rolled, to))
             log.warning("%s", ahead_hint(rolled, to))
     return moved
 
+
+ZONES_APART = timedelta(days=2)
+"""How far apart two local days of one moment can be (UTC+14 and UTC-12): windows ahead of the day asked by up
+to that were rolled by a campaign run to its own local day (a campaign in Tokyo runs at 06:00 on the day after
+UTC's), not by a clock that ran ahead, and are not named. Windows that far ahead by a clock wait for the day."""
 
 _AHEAD_LOGGED: weakref.WeakKeyDictionary[Db, set[tuple[date, date]]] = weakref.WeakKeyDictionary()
 """(windows' day, day asked) already logged by this process, by database: one line, not one per timer tick. Keyed

@@ -535,3 +535,24 @@ def test_a_daily_campaign_is_not_capped_by_its_own_offer_of_the_day_before(
     )
     other = campaigns.run_one(hq.db, "other", at(second) + timedelta(hours=1))
     assert other is not None and other["capped"] == offered and other["issued"] == {}
+
+
+def test_windows_a_campaign_east_of_utc_rolled_to_its_own_day_are_not_taken_for_a_clock_ahead(
+    hq: HqStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A campaign in Tokyo at 06:00 runs at 21:00 UTC the day before and rolls the windows to its own local day;
+    the timer's next tick asks for UTC's day, one earlier. Nothing ran ahead: no warning tells the operator to
+    build the windows again backwards (a whole build, for nothing)."""
+    from hq import stats
+    from hq.scheduler import CampaignTimer
+
+    campaigns.save(hq.db, "early", spec(schedule={"kind": "daily", "at": "06:00"}), "test")
+    moments = iter([at("2026-03-01T21:00:30Z"), at("2026-03-01T21:01:30Z"), at("2026-03-01T21:02:30Z")])
+    timer = CampaignTimer(hq.db, now=lambda: next(moments))
+    with caplog.at_level("WARNING"):
+        (ran,) = timer.tick()
+        assert ran["day"] == "2026-03-02" and timer.tick() == [] and timer.tick() == []
+    with hq.db.read() as tx:
+        assert stats.windows_day(tx) == date(2026, 3, 2)
+    assert timer.failures == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= 30], caplog.text
