@@ -286,7 +286,8 @@ def local_now(spec: CampaignSpec, now: datetime) -> datetime:
 
 
 def due(spec: CampaignSpec, now: datetime) -> Due | None:
-    """The run the schedule asks for at ``now`` (an aware time), or None; within [starts, ends]."""
+    """The run the schedule asks for at ``now`` (an aware time), or None; within [starts, ends]. A ``once``
+    missed (head office down) runs when it is back, on that day, while it is not past ``ends``."""
     local = local_now(spec, now)
     today = local.date()
     schedule = spec.schedule
@@ -296,7 +297,10 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
         at = schedule.at.replace(tzinfo=ZoneInfo(spec.timezone)) if schedule.at.tzinfo is None else schedule.at
         if now < at:
             return None
-        found = Due("once", at.astimezone(ZoneInfo(spec.timezone)).date())
+        planned = at.astimezone(ZoneInfo(spec.timezone)).date()
+        if spec.starts and planned < spec.starts or spec.ends and today > spec.ends:
+            return None  # planned before the campaign's days, or run late (head office was down) after them
+        return Due("once", max(planned, today))  # its coupons valid from the day it runs, late or not
     else:
         hour, minute = (int(p) for p in schedule.at.split(":"))
         if (local.hour, local.minute) < (hour, minute):
@@ -310,13 +314,15 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
 def scheduled(spec: CampaignSpec, found: Due) -> datetime:
     """The instant the schedule named for the run ``found``: ``once`` its ``at``, any other its local day at
     ``at`` in the campaign's zone (a time a daylight-saving gap skips is read with the offset before it, so it
-    is never after the first moment the run is due)."""
+    is never after the first moment the run is due); never before the start of the run's local day (a ``once``
+    run days late, when head office was back)."""
     zone = ZoneInfo(spec.timezone)
     schedule = spec.schedule
+    midnight = datetime(found.day.year, found.day.month, found.day.day, tzinfo=zone)
     if isinstance(schedule, Once):
-        return schedule.at.replace(tzinfo=zone) if schedule.at.tzinfo is None else schedule.at
+        return max(schedule.at.replace(tzinfo=zone) if schedule.at.tzinfo is None else schedule.at, midnight)
     hour, minute = (int(p) for p in schedule.at.split(":")) if not isinstance(schedule, Checkin) else (0, 0)
-    return datetime(found.day.year, found.day.month, found.day.day, hour, minute, tzinfo=zone)
+    return midnight.replace(hour=hour, minute=minute)
 
 
 def _leap(year: int) -> bool:

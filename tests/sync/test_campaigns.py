@@ -556,3 +556,21 @@ def test_windows_a_campaign_east_of_utc_rolled_to_its_own_day_are_not_taken_for_
         assert stats.windows_day(tx) == date(2026, 3, 2)
     assert timer.failures == 0
     assert not [r.getMessage() for r in caplog.records if r.levelno >= 30], caplog.text
+
+
+def test_a_once_missed_by_head_office_runs_when_it_is_back_with_coupons_valid_from_then(hq: HqStore) -> None:
+    """A one-off planned for 5 March, head office down until the 20th: it runs when head office is back, and
+    its coupons are valid for their ``valid_days`` from that day (not gone a week before they were issued),
+    each member measured from the day it was decided; past the campaign's ``ends`` it does not run at all."""
+    campaigns.save(hq.db, "drop", spec(schedule={"kind": "once", "at": "2026-03-05T10:00"}), "test")
+    campaigns.save(hq.db, "ended", spec(schedule={"kind": "once", "at": "2026-03-05T10:00"}, ends="2026-03-10"), "test")
+    done = campaigns.run_due(hq.db, at("2026-03-20T01:00:00Z"))  # 10:00 on 20 March in Tokyo
+    assert [(r["campaign_id"], r["run_key"], r["day"]) for r in done] == [("drop", "once", "2026-03-20")]
+    with hq.db.read() as tx:
+        bodies = [json.loads(str(r[0])) for r in tx.all("SELECT body FROM coupons")]
+        days = {(str(r[0]), str(r[1])) for r in tx.all("SELECT DISTINCT day, until_day FROM campaign_members")}
+        (first_stamp,) = tx.one("SELECT MIN(issued_at) FROM campaign_members")  # type: ignore[misc]
+    assert str(first_stamp) >= "2026-03-19T15:00:00.000Z"  # the offer counts in the cap from the day it was made
+    assert bodies and {(b["starts"], b["ends"]) for b in bodies} == {("2026-03-20", "2026-03-27")}
+    assert days == {("2026-03-20", "2026-03-27")}
+    assert campaigns.run_due(hq.db, at("2026-03-21T01:00:00Z")) == []  # once is once
