@@ -492,7 +492,8 @@ def holdout_period(tx: Tx, settings: Settings, day: date) -> Period | None:
     """The holdout period holding ``day`` (a UTC day: one chain-wide calendar, whatever the campaigns' time
     zones). Periods follow each other without overlap: a new one starts where the last ended (or on
     ``day`` when there was none, or when the last ended before a holdout was wanted again), with a new random
-    seed, so the members held out change. ``share: 0``: no period."""
+    seed, so the members held out change, and ends no later than a period drawn for a later day (under a clock
+    that was ahead: a check-in at ingest, a run at a named time). ``share: 0``: no period."""
     row = tx.one(
         "SELECT period_id, starts, ends, share_bp, seed FROM holdout_periods WHERE starts <= ? AND ends > ? "
         "ORDER BY starts DESC LIMIT 1",
@@ -509,9 +510,11 @@ def holdout_period(tx: Tx, settings: Settings, day: date) -> Period | None:
         ended = date.fromisoformat(str(last[0]))
         whole = (day - ended).days // settings.holdout.days
         starts = ended + timedelta(days=whole * settings.holdout.days) if whole < 2 else day
-    period = Period(
-        f"h{starts.isoformat()}", starts, starts + timedelta(days=settings.holdout.days), share, secrets.token_hex(16)
-    )
+    ends = starts + timedelta(days=settings.holdout.days)
+    later = tx.one("SELECT MIN(starts) FROM holdout_periods WHERE starts > ?", [day.isoformat()])
+    if later is not None and later[0] is not None:  # drawn under a clock that was ahead: this one ends where it starts
+        ends = min(ends, date.fromisoformat(str(later[0])))
+    period = Period(f"h{starts.isoformat()}", starts, ends, share, secrets.token_hex(16))
     tx.run(
         "INSERT INTO holdout_periods (period_id, starts, ends, share_bp, seed) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (period_id) DO NOTHING",

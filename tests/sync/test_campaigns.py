@@ -5,6 +5,7 @@ member out of every future run, and what is issued reaches a till's next pull.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -574,3 +575,27 @@ def test_a_once_missed_by_head_office_runs_when_it_is_back_with_coupons_valid_fr
     assert bodies and {(b["starts"], b["ends"]) for b in bodies} == {("2026-03-20", "2026-03-27")}
     assert days == {("2026-03-20", "2026-03-27")}
     assert campaigns.run_due(hq.db, at("2026-03-21T01:00:00Z")) == []  # once is once
+
+
+def test_a_holdout_drawn_under_a_clock_a_year_ahead_never_overlaps_the_periods_drawn_after_it(hq: HqStore) -> None:
+    """A check-in decided at ingest (head office's clock a year ahead: pushes are taken whatever the clock) draws
+    the holdout period of next year; once the clock is right, the periods drawn day after day end where that
+    one starts, so no day is in two periods and the members held out do not change within a period."""
+    campaigns.save_settings(hq.db, {"holdout": {"share": 0.3, "days": 30}})
+    settings = campaigns.settings_of(hq.db)
+
+    def draw(day: date) -> campaigns.Period | None:
+        return hq.db.transact(lambda tx: campaigns.holdout_period(tx, settings, day))
+
+    draw(date(2026, 3, 1))
+    ahead = draw(date(2027, 3, 1))  # the clock a year ahead, for a moment
+    day = date(2026, 3, 2)
+    while day <= date(2027, 4, 30):  # the clock set right: a run each day
+        held = draw(day)
+        assert held is not None and held.starts <= day < held.ends
+        if ahead is not None and ahead.starts <= day < ahead.ends:
+            assert held == ahead  # the period drawn ahead holds its days, with its members
+        day += timedelta(days=1)
+    with hq.db.read() as tx:
+        spans = [(p.starts, p.ends) for p in campaigns.periods(tx)]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # none overlaps the next
