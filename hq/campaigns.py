@@ -294,10 +294,14 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
     if isinstance(schedule, Checkin):
         return None  # a member's check-in decides it, not the timer
     if isinstance(schedule, Once):
-        at = schedule.at.replace(tzinfo=ZoneInfo(spec.timezone)) if schedule.at.tzinfo is None else schedule.at
-        if now < at:
-            return None
-        planned = at.astimezone(ZoneInfo(spec.timezone)).date()
+        if schedule.at.tzinfo is None:  # the local wall clock has passed it (a time a gap skips: from the gap's end)
+            if local.replace(tzinfo=None) < schedule.at:
+                return None
+            planned = schedule.at.date()
+        else:
+            if now < schedule.at:
+                return None
+            planned = schedule.at.astimezone(ZoneInfo(spec.timezone)).date()
         if spec.starts and planned < spec.starts or spec.ends and today > spec.ends:
             return None  # planned before the campaign's days, or run late (head office was down) after them
         return Due("once", max(planned, today))  # its coupons valid from the day it runs, late or not
@@ -313,9 +317,10 @@ def due(spec: CampaignSpec, now: datetime) -> Due | None:
 
 def scheduled(spec: CampaignSpec, found: Due) -> datetime:
     """The instant the schedule named for the run ``found``: ``once`` its ``at``, any other its local day at
-    ``at`` in the campaign's zone (a time a daylight-saving gap skips is read with the offset before it, so it
-    is never after the first moment the run is due); never before the start of the run's local day (a ``once``
-    run days late, when head office was back)."""
+    ``at`` in the campaign's zone (a time a daylight-saving gap skips is read with the offset before it: up to
+    the gap's length after the moment the run is due, which is why a run's moment is the earlier of this and the
+    time it runs); never before the start of the run's local day (a ``once`` run days late, when head office was
+    back)."""
     zone = ZoneInfo(spec.timezone)
     schedule = spec.schedule
     midnight = datetime(found.day.year, found.day.month, found.day.day, tzinfo=zone)

@@ -599,3 +599,24 @@ def test_a_holdout_drawn_under_a_clock_a_year_ahead_never_overlaps_the_periods_d
     with hq.db.read() as tx:
         spans = [(p.starts, p.ends) for p in campaigns.periods(tx)]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # none overlaps the next
+
+
+def test_a_once_at_a_time_a_daylight_saving_gap_skips_runs_when_the_wall_clock_passes_it_as_a_daily_does() -> None:
+    """02:30 does not exist in Berlin on 29 March 2026 (02:00 becomes 03:00): a run at 02:30 that day is due
+    from 03:00 local time, whether it is a daily run or a one-off; in the repeated hour of 25 October a one-off
+    at 02:30 runs at the first 02:30, once."""
+    daily = parse_spec(spec(timezone="Europe/Berlin", schedule={"kind": "daily", "at": "02:30"}))
+    once = parse_spec(spec(timezone="Europe/Berlin", schedule={"kind": "once", "at": "2026-03-29T02:30"}))
+    assert due(daily, at("2026-03-29T00:59:00Z")) is None and due(once, at("2026-03-29T00:59:00Z")) is None
+    for schedule in (daily, once):  # 03:00:30 local time, summer time
+        found = due(schedule, at("2026-03-29T01:00:30Z"))
+        assert found is not None and found.day == date(2026, 3, 29)
+    autumn = parse_spec(spec(timezone="Europe/Berlin", schedule={"kind": "once", "at": "2026-10-25T02:30"}))
+    assert due(autumn, at("2026-10-25T00:29:00Z")) is None  # 02:29 summer time
+    found = due(autumn, at("2026-10-25T00:30:00Z"))  # the first 02:30
+    assert found is not None and found.run_key == "once" and found.day == date(2026, 10, 25)
+    # a leap day's one-off is due on its day, in a leap year only (the spec refuses 29 February 2027)
+    leap = parse_spec(spec(timezone="Europe/Berlin", schedule={"kind": "once", "at": "2028-02-29T09:00"}))
+    assert due(leap, at("2028-02-29T07:59:00Z")) is None and due(leap, at("2028-02-29T08:00:00Z")) is not None
+    with pytest.raises(CampaignInvalid):
+        parse_spec(spec(schedule={"kind": "once", "at": "2027-02-29T09:00"}))
