@@ -14,6 +14,9 @@ checked against what head office last heard from its tills:
   (each push and pull measures the till's clock against head office's).
 
 ``doubt`` gives the reason, or None; the timer skips what cannot be undone while there is one, and says so.
+A jump ahead under the running timer (its clock moved further than its monotonic clock between two ticks)
+is held too, until a till heard after it confirms the new time (``unconfirmed``): until then no till's
+contact is recent enough to show it wrong, and a jump of less than ``MAX_GAP`` passes every check above.
 """
 
 from __future__ import annotations
@@ -63,4 +66,18 @@ def judge(now: datetime, heard: list[tuple[datetime, float | None]], skew: float
     return None
 
 
-__all__ = ["DEFAULT_SKEW", "MAX_GAP", "RECENT", "doubt", "judge"]
+def unconfirmed(tx: Tx, since: datetime) -> str | None:
+    """After head office's clock jumped ahead under a running process (``since``: the earliest time by the new
+    clock a till could have been heard after the jump): why it is not trusted yet (no till heard since; ``doubt``
+    judges what a till heard since measured), or None. A head office with no till is not held by it (``judge``)."""
+    rows = tx.all("SELECT last_seen FROM terminals WHERE revoked = 0 AND last_seen IS NOT NULL")
+    heard = [at for row in rows if (at := parse_time(str(row[0]))) is not None]
+    if not heard or max(heard) >= since:
+        return None
+    return (
+        f"head office's clock jumped ahead to {since.isoformat(timespec='seconds')} or later while it ran, and no"
+        " till has spoken since to confirm it: it is trusted again once a till agrees with it"
+    )
+
+
+__all__ = ["DEFAULT_SKEW", "MAX_GAP", "RECENT", "doubt", "judge", "unconfirmed"]

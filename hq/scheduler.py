@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hq import campaigns, clockcheck, giftcards, ledger, stats
@@ -37,10 +38,13 @@ class CampaignTimer:
         interval: float = 60.0,
         now: Callable[[], datetime] = system_now,
         skew: float = clockcheck.DEFAULT_SKEW,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval <= 0:
             raise ValueError("a campaign timer's interval is above 0 seconds")
-        self.db, self.interval, self.now, self.skew = db, interval, now, skew
+        self.db, self.interval, self.now, self.skew, self.monotonic = db, interval, now, skew, monotonic
+        self._seen: tuple[datetime, float] | None = None  # the last tick's clock and monotonic clock
+        self._jumped: datetime | None = None  # the clock jumped ahead: a till heard from then on confirms it
         self.ticks = 0
         self.failures = 0
         self.clock_doubts = 0  # ticks that skipped what cannot be undone (``hq.clockcheck``)
@@ -97,9 +101,13 @@ class CampaignTimer:
         """Whether the timer may act on ``now`` (gifts given back, points expired, gift card value cleared,
         check-in rewards decided, the members' windows rolled, campaigns run: none can be undone): not while
         head office's clock disagrees with its tills (said once when that starts, and once when it ends)."""
+        self._note_jump(now)
         try:
             with self.db.read() as tx:
                 found = clockcheck.doubt(tx, now, self.skew)
+                if found is None and self._jumped is not None:
+                    found = clockcheck.unconfirmed(tx, self._jumped)
+                    self._jumped = self._jumped if found is not None else None
         except HqError as exc:
             found = f"the tills' last contacts could not be read: {exc}"
         if found is not None:
@@ -110,6 +118,17 @@ class CampaignTimer:
             log.warning("head office's clock agrees with its tills again: the timer goes on")
         self._doubt = found
         return found is None
+
+    def _note_jump(self, now: datetime) -> None:
+        """Whether the clock moved further ahead since the last tick than the monotonic clock did, by more than
+        the allowed skew (a jump, not the time that passed): then only a till heard after it confirms it."""
+        mono = self.monotonic()
+        if self._seen is not None:
+            was, then = self._seen
+            expected = was + timedelta(seconds=mono - then)  # the clock now, had it not jumped
+            if (now - expected).total_seconds() > self.skew:
+                self._jumped = expected + timedelta(seconds=self.skew)  # later than any contact before the jump
+        self._seen = (now, mono)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -126,3 +126,30 @@ def test_a_campaign_due_on_a_full_disk_issues_nothing_then_everything_once_there
         assert [r for r in timer.tick() if r.get("issued")] == [] and decided() == (members, coupons)
     finally:
         made.close()
+
+
+def test_a_clock_that_jumps_hours_ahead_under_a_running_timer_waits_for_a_till_to_confirm_it(hq_url: str) -> None:
+    """Head office runs, its till heard a moment ago; its clock then jumps ten hours ahead (a time zone taken for
+    UTC, a bad NTP answer). Less than a day past the till, and no till heard since: the till comparisons alone
+    find nothing wrong. The timer sees its clock moved ten hours while it waited one minute and waits, running
+    nothing that cannot be undone, until a till speaks after the jump and agrees with that time."""
+    made = HqStore(hq_url)
+    try:
+        made.add_terminal("T1", "S1")
+        load(made.db, generate(seed=11, size=40))
+        segments.save(made.db, "everyone", "everyone", EVERYONE, "test")
+        real = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        planned = (real + dt.timedelta(hours=5)).replace(tzinfo=None, second=0)
+        campaigns.save(made.db, "later", offer({"kind": "once", "at": planned.isoformat(timespec="minutes")}), "t")
+        heard(made, real)
+        clock = {"wall": real, "mono": 1000.0}
+        timer = CampaignTimer(made.db, now=lambda: clock["wall"], monotonic=lambda: clock["mono"])
+        assert timer.tick() == [] and timer.clock_doubts == 0  # nothing due yet, the clock trusted
+        clock["wall"], clock["mono"] = real + dt.timedelta(hours=10), 1060.0  # one minute later: ten hours on
+        assert timer.tick() == [] and timer.clock_doubts == 1
+        assert timer.tick() == [] and timer.clock_doubts == 2  # still no till heard since the jump
+        assert campaigns.show(made.db, "later")["runs"] == []
+        heard(made, clock["wall"])  # a till's pull after the jump, agreeing with it: the time is real
+        assert [r["campaign_id"] for r in timer.tick()] == ["later"]
+    finally:
+        made.close()
