@@ -126,7 +126,9 @@ def figures(sale: SalePayload | None, refunds: Sequence[RefundPayload] = ()) -> 
     """What ``sale`` contributes given the reversals of it that count (nothing when ``sale`` is None)."""
     if sale is None or any(isinstance(r, VoidPayload) for r in refunds):
         return NOTHING
-    back = returned_units(sale, refunds) if refunds else [0] * len(sale.lines)
+    if not refunds:
+        return _unreturned(sale)
+    back = returned_units(sale, refunds)
     whole = all(b >= line.quantity for b, line in zip(back, sale.lines, strict=True))
     spend = net_spend(sale)
     if whole:
@@ -146,6 +148,29 @@ def figures(sale: SalePayload | None, refunds: Sequence[RefundPayload] = ()) -> 
         0 if whole else 1,
         spend,
         coupons,
+        tuple((n, s, q) for n, (s, q) in sorted(cats.items()) if s or q),
+    )
+
+
+def _unreturned(sale: SalePayload) -> Figures:
+    """``figures`` of a sale nothing was returned from (most sales, and every new one): the same figures,
+    without the returned units' arithmetic."""
+    cats: dict[str, list[int]] = {}
+    discounts = sale.line_discounts
+    whole = True
+    for i, line in enumerate(sale.lines):
+        line_spend = line.quantity * line.unit_price - (discounts[i] if i < len(discounts) else 0)
+        whole = whole and line.quantity <= 0
+        held = cats.get(line.category)
+        if held is None:
+            cats[line.category] = [line_spend, line.quantity]
+        else:
+            held[0] += line_spend
+            held[1] += line.quantity
+    return Figures(
+        0 if whole else 1,
+        0 if whole else net_spend(sale),
+        len(set(sale.coupons)),
         tuple((n, s, q) for n, (s, q) in sorted(cats.items()) if s or q),
     )
 

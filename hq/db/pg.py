@@ -33,7 +33,10 @@ log = logging.getLogger("tillpoint.hq")
 
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
-    return sql.replace("?", "%s")
+    """``?`` placeholders as psycopg's: one with an explicit cast (``?::bigint[]``, the arrays of a bulk upsert)
+    goes in binary (``%b``: no text to quote and parse for each element of a big array), the others as text
+    (``%s``: the server infers their type)."""
+    return sql.replace("?::", "%b::").replace("?", "%s")
 
 
 class PgTx:

@@ -98,6 +98,31 @@ def test_figures_do_not_depend_on_the_order_of_refunds(returns: list[tuple[int, 
     assert 0 <= got.spend <= 1000 and got.visits in (0, 1)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["food", "drink", "wine"]), st.integers(1, 5), st.integers(0, 900)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 200), max_size=7),
+    st.lists(st.sampled_from(["C1", "C2", "C3"]), max_size=4),
+    st.integers(0, 300),
+)
+def test_a_sale_nothing_was_returned_from_counts_as_one_with_a_refund_returning_nothing(
+    spec: list[tuple[str, int, int]], discounts: list[int], coupons: list[str], discount: int
+) -> None:
+    """The figures of a sale with no refund (its own quicker path) are those the general path gives it with a
+    refund that returned no unit and restored no coupon."""
+    basket = lines(*spec)
+    total = sum(q * p for _, q, p in spec)
+    body = entries.sale(total=total, lines=basket, coupons=coupons)
+    discount = min(discount, total)
+    body.update(discount=discount, payable=total - discount, pos_due=total - discount, line_discounts=discounts)
+    sale = SalePayload.model_validate(body)
+    assert stats.figures(sale) == stats.figures(sale, [refund_payload()])
+
+
 def test_a_window_of_n_days_ends_with_the_reference_day_as_segments_count_it() -> None:
     assert stats.window_start("2026-03-31", 30) == "2026-03-02"
     assert stats.window_start("2026-03-31", 1) == "2026-03-31"

@@ -78,3 +78,27 @@ def test_many_rows_go_in_one_call(db: Db) -> None:
         upsert_together(tx, [(SUMS, rows)], (PAIRS, [("p", "q", 1)], "n"))
         upsert(tx, SUMS, rows)
     assert table(db, "t_sums") == [(k, 2 * n) for k, n in rows]
+
+
+def test_every_kind_of_value_arrives_as_it_was_sent(db: Db) -> None:
+    """PostgreSQL sends a column's values as one array, in binary: texts with the characters an array's text
+    form quotes (braces, commas, quotes, backslashes, spaces, NULL as a word), other scripts, the empty text,
+    and the widest integers come back unchanged, with NULLs where there were none to send."""
+    keys = ["", "{a,b}", 'say "hi"', "back\\slash", " lead", "NULL", "ジャム", "x" * 3000]
+    values = [0, -1, 2**63 - 1, -(2**63), 2**31, -(2**31) - 1, 7, 8]
+    with db.write() as tx:
+        upsert(tx, SUMS, sorted(zip(keys, values, strict=True)))
+        held = upsert_together(tx, [], (PAIRS, [(k, "", v) for k, v in sorted(zip(keys, values, strict=True))], "a, n"))
+    assert sorted(tuple(r) for r in held) == sorted(zip(keys, values, strict=True))
+    assert sorted(table(db, "t_sums")) == sorted(zip(keys, values, strict=True))
+    with pytest.raises(IntegrityFailed), db.write() as tx:
+        upsert(tx, SUMS, [("n", None)])  # a NULL is sent as one, not as the text 'None'
+
+
+def test_a_placeholder_with_a_cast_goes_in_binary_the_others_as_text() -> None:
+    """On PostgreSQL a ``?`` with an explicit cast (a bulk statement's arrays) is sent in binary: no text to
+    quote and parse for each of a big array's elements; the others as text, whose type the server infers."""
+    from hq.db.pg import _pg_sql
+
+    got = _pg_sql("SELECT * FROM unnest(?::text[], ?::bigint[]) WHERE x = ? AND y = ANY(?)")
+    assert got == "SELECT * FROM unnest(%b::text[], %b::bigint[]) WHERE x = %s AND y = ANY(%s)"
