@@ -157,15 +157,24 @@ def member_day_deltas(before: Iterable[DayRow], after: Iterable[DayRow]) -> dict
     return {k: n for k, n in out.items() if n}
 
 
+MEMBER_DAY_TABLES = ("member_day_rows", "member_day_rows_recent")
+"""Where ``member_days`` reads the stores' daily rows from (``hq.stats.DAY_TABLES``)."""
+
+
 def member_rows(tx: Tx, member_ids: Sequence[str]) -> list[DayRow]:
     """The members' rows of ``member_days``, as ``member_day_deltas`` reads them (locked: a push adding to
     one of them waits until the caller's change is done)."""
     cond, params = tx.in_list("member_id", list(member_ids))
-    rows = tx.all(
-        f"SELECT day, store_id, visits, spend FROM member_days WHERE {cond} ORDER BY day, store_id{tx.for_update}",
-        params,
-    )
-    return [(str(d), str(s), int(v), int(n)) for d, s, v, n in rows]
+    rows = [
+        (str(d), str(s), int(v), int(n))
+        for table in MEMBER_DAY_TABLES  # the tables under the view: a view of two is not locked FOR UPDATE
+        for d, s, v, n in tx.all(
+            f"SELECT day, item, visits, spend FROM {table} WHERE {cond} AND kind = 's' "
+            f"ORDER BY member_id, day, item{tx.for_update}",
+            params,
+        )
+    ]
+    return sorted(rows)
 
 
 def refill(tx: Tx, figures: Sequence[str]) -> None:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from hq import rollup
 from hq.db.engine import Db, Tx, utc_now
-from hq.db.upsert import Upsert, upsert_together
+from hq.db.upsert import Upsert, upsert, upsert_together
 from sync.protocol import PayloadError, RefundPayload, SalePayload, VoidPayload, parse_payload
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,17 @@ WINDOW_COLUMNS = tuple(f"{kind}_{days}" for days in ROLLED for kind in WINDOW_KI
 CATEGORY_WINDOW_COLUMNS = tuple(f"spend_{days}" for days in ROLLED)
 STATS_TABLES = ("member_totals", "member_days", "member_category_days", "member_category_windows")
 """What the statistics read as: ``member_days`` and ``member_category_days`` are views of ``member_day_rows``."""
-STATS_STORED = ("member_totals", "member_day_rows", "member_category_windows")
+RECENT_TABLE = "member_day_rows_recent"
+"""The daily rows of the last few days (on and after ``stats_windows.recent_from``): a small table whose pages
+stay in memory, so a push adds today's rows there, not into leaves of the big table's key spread over its
+gigabytes. Head office's timer moves the rows of older days into ``member_day_rows`` once a day
+(``fold_recent``); ``member_days`` and ``member_category_days`` read both (migration m060_recent_day_rows)."""
+DAY_TABLES = ("member_day_rows", RECENT_TABLE)
+STATS_STORED = ("member_totals", *DAY_TABLES, "member_category_windows")
 """The tables the statistics are stored in (what a rebuild empties and writes)."""
+RECENT_DAYS = 2
+"""Days before today (UTC) whose rows stay in the recent table after a fold: a till offline overnight, or a
+store east or west of UTC, still adds to the small table."""
 STORE_ROW, CATEGORY_ROW = "s", "c"
 """``member_day_rows.kind``: a store's row of a member's day (visits and spend) or a category's (spend, quantity)."""
 
@@ -210,6 +219,8 @@ class Deltas:
     share lock by the one who adds (``held_deltas``)."""
 
     rolled: date | None = None
+    recent_from: str | None = None
+    """The first day whose rows are kept in the recent table (``RECENT_TABLE``; None: none are)."""
     totals: dict[str, list[int]] = field(default_factory=lambda: defaultdict(_no_totals))
     """visits, spend, coupons, then each rolled window's ``WINDOW_KINDS`` (``WINDOW_COLUMNS``, see ``slot``)."""
     first_last: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -455,13 +466,20 @@ TOTALS_PLAIN = _totals(windows=False)
 
 
 DAY_ROW_COLUMNS = ("member_id", "day", "kind", "item", "visits", "spend", "quantity")
-DAY_ROWS = Upsert(
-    "member_day_rows",
-    DAY_ROW_COLUMNS,
-    ("text", "text", "text", "text", "bigint", "bigint", "bigint"),
-    "ON CONFLICT (member_id, day, kind, item) DO UPDATE SET visits = member_day_rows.visits + excluded.visits, "
-    "spend = member_day_rows.spend + excluded.spend, quantity = member_day_rows.quantity + excluded.quantity",
-)
+
+
+def _day_rows_upsert(table: str) -> Upsert:
+    return Upsert(
+        table,
+        DAY_ROW_COLUMNS,
+        ("text", "text", "text", "text", "bigint", "bigint", "bigint"),
+        f"ON CONFLICT (member_id, day, kind, item) DO UPDATE SET visits = {table}.visits + excluded.visits, "
+        f"spend = {table}.spend + excluded.spend, quantity = {table}.quantity + excluded.quantity",
+    )
+
+
+DAY_ROWS = _day_rows_upsert("member_day_rows")
+RECENT_DAY_ROWS = _day_rows_upsert(RECENT_TABLE)
 CATEGORY_WINDOWS = Upsert(
     "member_category_windows",
     ("member_id", "category", *CATEGORY_WINDOW_COLUMNS),
@@ -484,6 +502,14 @@ def _totals_rows(deltas: Deltas, now: str) -> tuple[Upsert, list[tuple[Any, ...]
     return (TOTALS if in_windows else TOTALS_PLAIN), rows
 
 
+def by_table(rows: Sequence[tuple[Any, ...]], recent_from: str | None) -> tuple[list[Any], list[Any]]:
+    """Daily rows (their day second) split by where they are kept: before ``recent_from`` in
+    ``member_day_rows``, on and after it in the recent table (None: no recent table yet, all in the first)."""
+    if recent_from is None:
+        return list(rows), []
+    return [r for r in rows if r[1] < recent_from], [r for r in rows if r[1] >= recent_from]
+
+
 def day_rows(deltas: Deltas) -> list[tuple[Any, ...]]:
     """The ``member_day_rows`` rows of ``deltas`` in key order: each store's and each category's of a day."""
     stores = [((m, d, STORE_ROW, s), (v, n, 0)) for (m, d, s), (v, n) in deltas.days.items()]
@@ -497,18 +523,19 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
     now = now or utc_now()
     windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
     spec, totals = _totals_rows(deltas, now)
-    rows = day_rows(deltas)
+    older, recent = by_table(day_rows(deltas), deltas.recent_from)
     now_held = upsert_together(
         tx,
         [(spec, totals), (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows])],
-        (DAY_ROWS, rows, "member_id, day, kind, item, visits, spend"),
+        ([(DAY_ROWS, older), (RECENT_DAY_ROWS, recent)], "member_id, day, kind, item, visits, spend"),
     )
     _roll_days(tx, deltas.days, [(m, d, i, v, n) for m, d, k, i, v, n in now_held if k == STORE_ROW])
-    tx.many(
-        "DELETE FROM member_day_rows WHERE member_id = ? AND day = ? AND kind = ? AND item = ? AND visits = 0 "
-        "AND spend = 0 AND quantity = 0",
-        [r[:4] for r in rows if min(r[4:]) < 0],
-    )
+    for table, rows in zip(DAY_TABLES, (older, recent), strict=True):
+        tx.many(
+            f"DELETE FROM {table} WHERE member_id = ? AND day = ? AND kind = ? AND item = ? AND visits = 0 "
+            "AND spend = 0 AND quantity = 0",
+            [r[:4] for r in rows if min(r[4:]) < 0],
+        )
     tx.many(
         f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
         [k for k, v in windows if min(v) < 0],
@@ -597,11 +624,12 @@ def move(tx: Tx, loser: str, winner: str) -> None:
         f"SELECT ?, {copied}, ? FROM member_totals WHERE member_id = ? " + TOTALS.on_conflict,
         [winner, now, loser],
     )
-    tx.run(
-        f"INSERT INTO member_day_rows ({', '.join(DAY_ROW_COLUMNS)}) "
-        f"SELECT ?, {', '.join(DAY_ROW_COLUMNS[1:])} FROM member_day_rows WHERE member_id = ? " + DAY_ROWS.on_conflict,
-        [winner, loser],
-    )
+    for spec in (DAY_ROWS, RECENT_DAY_ROWS):  # a day's rows of both members are kept in the same table
+        tx.run(
+            f"INSERT INTO {spec.table} ({', '.join(DAY_ROW_COLUMNS)}) "
+            f"SELECT ?, {', '.join(DAY_ROW_COLUMNS[1:])} FROM {spec.table} WHERE member_id = ? " + spec.on_conflict,
+            [winner, loser],
+        )
     moved = ", ".join(CATEGORY_WINDOW_COLUMNS)
     tx.run(
         f"INSERT INTO member_category_windows (member_id, category, {moved}) "
@@ -627,14 +655,15 @@ def _one_visit_a_day(tx: Tx, member_id: str, both: Sequence[tuple[str, str]], ro
     """After a merge: the visits of the check-ins the two members had on the same store and day, counted twice
     by the move, are counted once (the loser's row is gone), and the visit span is read again; so are the
     windows as of ``rolled`` (None: none complete; a build under way builds the winner from its daily rows)."""
-    tx.many(
-        "UPDATE member_day_rows SET visits = visits - 1 WHERE member_id = ? AND day = ? AND kind = ? AND item = ?",
-        [(member_id, day, STORE_ROW, store) for day, store in both],
-    )
-    tx.run(
-        "DELETE FROM member_day_rows WHERE member_id = ? AND kind = ? AND visits = 0 AND spend = 0",
-        [member_id, STORE_ROW],
-    )
+    for table in DAY_TABLES:  # the day's row is in one of them
+        tx.many(
+            f"UPDATE {table} SET visits = visits - 1 WHERE member_id = ? AND day = ? AND kind = ? AND item = ?",
+            [(member_id, day, STORE_ROW, store) for day, store in both],
+        )
+        tx.run(
+            f"DELETE FROM {table} WHERE member_id = ? AND kind = ? AND visits = 0 AND spend = 0",
+            [member_id, STORE_ROW],
+        )
     first, last = visit_span(tx, member_id)
     tx.run(
         "UPDATE member_totals SET visits = visits - ?, first_visit = ?, last_visit = ? WHERE member_id = ?",
@@ -652,12 +681,16 @@ def forget(tx: Tx, member_id: str) -> int:
     rows deleted. Holds the windows' day: a roll running meanwhile would write the member's rows again."""
     windows_day(tx, hold=True)
     tx.run("DELETE FROM checkins WHERE member_id = ?", [member_id])
-    gone = tx.all(
-        "DELETE FROM member_day_rows WHERE member_id = ? RETURNING day, kind, item, visits, spend", [member_id]
-    )
+    gone = [
+        row
+        for table in DAY_TABLES
+        for row in tx.all(
+            f"DELETE FROM {table} WHERE member_id = ? RETURNING day, kind, item, visits, spend", [member_id]
+        )
+    ]
     rows = [(str(d), str(i), int(v), int(n)) for d, k, i, v, n in gone if k == STORE_ROW]  # the report's too
     rollup.add(tx, rollup.member_day_deltas(rows, []))
-    others = [t for t in STATS_STORED if t != "member_day_rows"]
+    others = [t for t in STATS_STORED if t not in DAY_TABLES]
     return len(gone) + sum(tx.run(f"DELETE FROM {table} WHERE member_id = ?", [member_id]) for table in others)
 
 
@@ -701,7 +734,8 @@ def rebuild(tx: Tx) -> dict[str, int]:
         [(m, *spans.get(m, (None, None)), t[0], t[1], t[2], now) for m, t in sorted(deltas.totals.items())],
     )
     kept = [r for r in day_rows(deltas) if any(r[4:])]
-    tx.insert_rows("member_day_rows", DAY_ROW_COLUMNS, kept)
+    for table, rows in zip(DAY_TABLES, by_table(kept, _iso(state.recent_from)), strict=True):
+        tx.insert_rows(table, DAY_ROW_COLUMNS, rows)
     days = [r for r in kept if r[2] == STORE_ROW]
     cats = [r for r in kept if r[2] == CATEGORY_ROW]
     windows = 0
@@ -736,6 +770,8 @@ class WindowsState:
     day: date | None
     building: date | None = None
     built_to: str | None = None
+    recent_from: date | None = None
+    """The first day whose daily rows are kept in the recent table (``RECENT_TABLE``); None: none are."""
 
 
 def windows_state(tx: Tx, *, hold: bool = False, update: bool = False) -> WindowsState:
@@ -750,14 +786,18 @@ def windows_state(tx: Tx, *, hold: bool = False, update: bool = False) -> Window
     every transaction; an advisory lock lives only in memory."""
     if tx.dialect == "postgres" and (hold or update):
         tx.one(f"SELECT {'pg_advisory_xact_lock' if update else 'pg_advisory_xact_lock_shared'}(?)", [WINDOWS_LOCK])
-    row = tx.one("SELECT day, building_day, built_to FROM stats_windows WHERE id = 1")
+    row = tx.one("SELECT day, building_day, built_to, recent_from FROM stats_windows WHERE id = 1")
     if row is None:
         return WindowsState(None)
-    return WindowsState(_day(row[0]), _day(row[1]), None if row[2] is None else str(row[2]))
+    return WindowsState(_day(row[0]), _day(row[1]), None if row[2] is None else str(row[2]), _day(row[3]))
 
 
 def _day(value: Any) -> date | None:
     return None if value is None else date.fromisoformat(str(value))
+
+
+def _iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
 
 
 def windows_day(tx: Tx, *, hold: bool = False, update: bool = False) -> date | None:
@@ -774,7 +814,7 @@ def held_deltas(tx: Tx) -> Deltas:
     (committed before that chunk can take the exclusive lock), so no member needs to be placed against the
     cursor here (nor the database's collation, which orders the chunks, asked)."""
     state = windows_state(tx, hold=True)
-    return Deltas(rolled=state.building or state.day)
+    return Deltas(rolled=state.building or state.day, recent_from=_iso(state.recent_from))
 
 
 @dataclass(frozen=True, slots=True)
@@ -922,14 +962,16 @@ def _rolled_to(tx: Tx, day: date) -> None:
 
 def roll_windows(db: Db, to: date, *, back: bool = False, chunk: int = BUILD_CHUNK) -> int:
     """Roll the windows to ``to`` (``roll``) and carry out any build it begins or finds under way (left by a
-    process that stopped), one transaction a chunk of ``chunk`` members; returns the days ``roll`` moved. The
-    timer, the command and a campaign's run all roll through here. Windows found after ``to`` stay; those more
+    process that stopped), one transaction a chunk of ``chunk`` members, then fold the recent days' table to
+    ``to`` (``fold_recent_days``); returns the days ``roll`` moved. The timer, the command and a campaign's run
+    all roll through here. Windows found after ``to`` stay; those more
     than ``ZONES_APART`` after it (a clock that ran ahead) are logged once a process and day with what to do."""
     moved = db.transact(lambda tx: roll(tx, to, back=back))
     while (step := db.transact(lambda tx: build_chunk(tx, chunk))) == "more":
         pass
     if step == "done":  # outside the lock: pushes need not wait for the planner's figures
         db.transact(_analyze)
+    fold_recent_days(db, to)  # the days gone by leave the small table pushes add to
     if not back and moved == 0:
         with db.read() as tx:
             rolled = windows_day(tx)
@@ -944,6 +986,52 @@ ZONES_APART = timedelta(days=2)
 """How far apart two local days of one moment can be (UTC+14 and UTC-12): windows ahead of the day asked by up
 to that were rolled by a campaign run to its own local day (a campaign in Tokyo runs at 06:00 on the day after
 UTC's), not by a clock that ran ahead, and are not named. Windows that far ahead by a clock wait for the day."""
+
+FOLD_CHUNK = 500
+"""Members whose rows of recent days a first fold moves per statement (``fold_recent``)."""
+
+
+def fold_recent(tx: Tx, to: date) -> int:
+    """Keep the rows of the days from ``to`` on in the recent table (``RECENT_TABLE``) and those before it in
+    ``member_day_rows``, moving what that changes (under the windows' exclusive lock: no push adds rows while
+    they move, and each push reads where a day's rows go under the shared one). Never back: a ``to`` before
+    the recent table's first day leaves everything (a clock that ran ahead, or a fold already done today).
+    The first fold moves the rows of days from ``to`` on out of ``member_day_rows``: those of each member
+    with a store's row on such a day (every day a member has rows, a store's row is one of them). Returns
+    the rows moved."""
+    state = windows_state(tx, update=True)
+    day = to.isoformat()
+    columns = ", ".join(DAY_ROW_COLUMNS)
+    moved = 0
+    if state.recent_from is None:
+        members = [
+            str(r[0])
+            for r in tx.all(
+                "SELECT DISTINCT member_id FROM member_day_rows WHERE kind = ? AND day >= ? ORDER BY member_id",
+                [STORE_ROW, day],
+            )
+        ]
+        for start in range(0, len(members), FOLD_CHUNK):
+            cond, params = tx.in_list("member_id", members[start : start + FOLD_CHUNK])
+            rows = tx.all(f"DELETE FROM member_day_rows WHERE {cond} AND day >= ? RETURNING {columns}", [*params, day])
+            upsert(tx, RECENT_DAY_ROWS, sorted(tuple(r) for r in rows))
+            moved += len(rows)
+    elif to > state.recent_from:
+        rows = tx.all(f"DELETE FROM {RECENT_TABLE} WHERE day < ? RETURNING {columns}", [day])
+        upsert(tx, DAY_ROWS, sorted(tuple(r) for r in rows))
+        moved = len(rows)
+    else:
+        return 0
+    tx.run("UPDATE stats_windows SET recent_from = ? WHERE id = 1", [day])
+    return moved
+
+
+def fold_recent_days(db: Db, today: date) -> int:
+    """The daily fold (``roll_windows``, so the timer's, the command's and a campaign run's): the rows of the
+    ``RECENT_DAYS`` days before ``today`` and after stay in the recent table, older ones go to
+    ``member_day_rows`` (``fold_recent``, one transaction)."""
+    return db.transact(lambda tx: fold_recent(tx, today - timedelta(days=RECENT_DAYS)))
+
 
 _AHEAD_LOGGED: weakref.WeakKeyDictionary[Db, set[tuple[date, date]]] = weakref.WeakKeyDictionary()
 """(windows' day, day asked) already logged by this process, by database: one line, not one per timer tick. Keyed

@@ -935,6 +935,29 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "DELETE FROM staff_totp WHERE confirmed_at IS NULL",
         ],
     ),
+    # The daily rows of the last few days in a table of their own (hq/stats.py ``RECENT_TABLE``): small, so the
+    # leaves of its key a push adds to stay in memory, where the big table's are spread over gigabytes
+    # (docs/performance.md). ``recent_from`` is its first day (NULL: none yet; every row stays in
+    # member_day_rows until head office's timer first folds, ``fold_recent``). The views read both tables.
+    (
+        "m060_recent_day_rows",
+        [
+            OnPostgres("LOCK TABLE member_day_rows IN SHARE MODE"),
+            "ALTER TABLE stats_windows ADD COLUMN recent_from TEXT",
+            "CREATE TABLE member_day_rows_recent (member_id TEXT NOT NULL, day TEXT NOT NULL, kind TEXT NOT NULL, "
+            "item TEXT NOT NULL, visits BIGINT NOT NULL, spend BIGINT NOT NULL, quantity BIGINT NOT NULL, "
+            "PRIMARY KEY (member_id, day, kind, item))",
+            "CREATE INDEX idx_member_day_rows_recent_day ON member_day_rows_recent (day, member_id) WHERE kind = 's'",
+            "DROP VIEW member_days",
+            "DROP VIEW member_category_days",
+            "CREATE VIEW member_days AS SELECT member_id, day, item AS store_id, visits, spend FROM member_day_rows "
+            "WHERE kind = 's' UNION ALL SELECT member_id, day, item, visits, spend FROM member_day_rows_recent "
+            "WHERE kind = 's'",
+            "CREATE VIEW member_category_days AS SELECT member_id, day, item AS category, spend, quantity "
+            "FROM member_day_rows WHERE kind = 'c' UNION ALL SELECT member_id, day, item, spend, quantity "
+            "FROM member_day_rows_recent WHERE kind = 'c'",
+        ],
+    ),
 ]
 
 

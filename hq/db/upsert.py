@@ -52,48 +52,51 @@ def upsert(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]]) -> None:
 
 def upsert_returning(tx: Tx, spec: Upsert, rows: Sequence[Sequence[Any]], returning: str) -> list[tuple[Any, ...]]:
     """``upsert``, giving back the ``returning`` columns of each row as it stands after the statement."""
-    return upsert_together(tx, [], (spec, rows, returning))
+    return upsert_together(tx, [], ([(spec, rows)], returning))
 
 
 Part = tuple[Upsert, Sequence[Sequence[Any]]]
 
 
 def upsert_together(
-    tx: Tx, parts: Sequence[Part], last: tuple[Upsert, Sequence[Sequence[Any]], str] | None = None
+    tx: Tx, parts: Sequence[Part], returning: tuple[Sequence[Part], str] | None = None
 ) -> list[tuple[Any, ...]]:
-    """Several upserts, each into its own table, and ``last``'s rows as they stand after it (its ``returning``
-    columns). PostgreSQL: one statement, one round trip (each part a data-modifying ``WITH``; a push's
-    statistics are four tables); SQLite: one after the other (no round trip to save). Parts without rows
-    are left out."""
+    """Several upserts, each into its own table, and the rows of ``returning``'s parts as they stand after it
+    (its columns, which each of those tables has: one table's rows, or one kind of row split over tables).
+    PostgreSQL: one statement, one round trip (each part a data-modifying ``WITH``; a push's statistics are
+    four tables); SQLite: one after the other (no round trip to save). Parts without rows are left out."""
     todo = [(spec, rows) for spec, rows in parts if rows]
-    tail = ""
-    if last is not None and last[1]:
-        todo.append((last[0], last[1]))
-        tail = f" RETURNING {last[2]}"
-    if not todo:
+    back = [(spec, rows) for spec, rows in (returning[0] if returning else ()) if rows]
+    if not todo and not back:
         return []
     if tx.dialect != "postgres":
-        return _one_after_another(tx, todo, tail)
-    ctes, params = [], []
-    for n, (spec, rows) in enumerate(todo[:-1]):
-        sql, values = _unnest(spec, rows)
-        ctes.append(f"u{n} AS ({sql})")
-        params += values
-    sql, values = _unnest(*todo[-1])
-    statement = (f"WITH {', '.join(ctes)} " if ctes else "") + sql + tail
-    if tail:
-        return tx.all(statement, params + values)
-    tx.run(statement, params + values)
+        return _one_after_another(tx, todo, back, f" RETURNING {returning[1]}" if returning else "")
+    first = [_unnest(spec, rows) for spec, rows in todo]
+    if not back:  # the last part is the statement, the others its data-modifying WITHs
+        *first, (sql, values) = first
+        statement, tail_params = sql, values
+    else:  # each returning part a WITH too, their rows given back together
+        columns = returning[1] if returning else ""
+        returned = [_unnest(spec, rows) for spec, rows in back]
+        first += [(f"{sql} RETURNING {columns}", values) for sql, values in returned]
+        statement = " UNION ALL ".join(f"SELECT {columns} FROM u{len(todo) + n}" for n in range(len(back)))
+        tail_params = []
+    ctes = ", ".join(f"u{n} AS ({sql})" for n, (sql, _) in enumerate(first))
+    params = [v for _, values in first for v in values] + tail_params
+    statement = (f"WITH {ctes} " if ctes else "") + statement
+    if back:
+        return tx.all(statement, params)
+    tx.run(statement, params)
     return []
 
 
-def _one_after_another(tx: Tx, todo: Sequence[Part], tail: str) -> list[tuple[Any, ...]]:
-    """SQLite: each part's statements in turn; the last part's rows give back ``tail``'s columns."""
-    out: list[tuple[Any, ...]] = []
-    for n, (spec, rows) in enumerate(todo):
+def _one_after_another(tx: Tx, todo: Sequence[Part], back: Sequence[Part], tail: str) -> list[tuple[Any, ...]]:
+    """SQLite: each part's statements in turn; the parts of ``back`` give back ``tail``'s columns."""
+    for spec, rows in todo:
         for sql, params in _values(spec, rows):
-            if tail and n == len(todo) - 1:
-                out += tx.all(sql + tail, params)
-            else:
-                tx.run(sql, params)
+            tx.run(sql, params)
+    out: list[tuple[Any, ...]] = []
+    for spec, rows in back:
+        for sql, params in _values(spec, rows):
+            out += tx.all(sql + tail, params)
     return out

@@ -3,6 +3,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -341,8 +342,15 @@ def merge(tx: Tx, loser: str, winner: str) -> None:
     stats.move(tx, loser, winner)
 
 
-def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(hq: HqStore) -> None:
+@pytest.mark.parametrize("recent_from", [None, "2026-01-08"])
+def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(
+    hq: HqStore, recent_from: str | None
+) -> None:
+    """Also with the days of the check-ins kept in the recent table (``recent_from``): the merge's one visit a
+    day is taken from the table that holds the day."""
     roll(hq, "2026-01-09")  # the rolled windows are kept through it all, check-ins and the merge included
+    if recent_from is not None:
+        fold(hq, recent_from)
     scenario(hq)
     door = Till(hq, "T3", "S3")
     door.push("checkin", {"member_id": "M-1", "store_id": "S3", "reader": "door"}, day=8)
@@ -478,6 +486,7 @@ dated = st.one_of(
     st.tuples(st.just("chunk"), st.integers(1, 2), st.just(0), st.just(0)),
     st.tuples(st.just("chunk"), st.just(1), st.just(0), st.just(0)),
     st.tuples(st.just("checkin"), st.sampled_from(MEMBERS), st.integers(-40, 2), st.just(0)),
+    st.tuples(st.just("fold"), st.integers(-70, 3), st.just(0), st.just(0)),  # the recent table's first day
 )
 
 
@@ -491,7 +500,8 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
     refunds, voids and check-ins of any of them, and rolls of 0 to 16 days (up to 14 day by day, more
     built): the windows are always what building them gives. Builds run a chunk of 1 or 2 members a
     transaction, and pushes come between the chunks: once the build ends, the windows are what one build
-    from scratch gives; while it runs, no day is rolled (segments read the daily rows)."""
+    from scratch gives; while it runs, no day is rolled (segments read the daily rows). Folds of the recent
+    days' table to any day around them come between too: every day's rows end in the table of its day."""
     hq = HqStore(fresh_url())
     try:
         for member in MEMBERS:
@@ -511,6 +521,8 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
             elif kind == "chunk":
                 for _ in range(a):
                     hq.db.transact(lambda tx: stats.build_chunk(tx, chunk))
+            elif kind == "fold":
+                fold(hq, (rolled + timedelta(days=a)).isoformat())
             elif kind == "checkin":
                 made = (rolled + timedelta(days=b)).isoformat()
                 e = door.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"})
@@ -532,14 +544,24 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
             assert held.day is None if held.building is not None else held.day == rolled
         roll(hq, rolled.isoformat(), chunk=chunk)  # a build under way is finished
         assert state(hq) == stats.WindowsState(rolled)
-        assert snapshot(hq) == rebuilt(hq)
+        kept, first_day = days_kept(hq), recent_of(hq)
+        if first_day is not None:  # each day's rows in the one table its day belongs to
+            first = first_day.isoformat()
+            assert all(d < first for d in kept["member_day_rows"]) and all(d >= first for d in kept[stats.RECENT_TABLE])
+        assert snapshot(hq) == rebuilt(hq) and days_kept(hq) == kept
     finally:
         hq.close()
 
 
 def state(hq: HqStore) -> stats.WindowsState:
+    """The windows' state, without the recent days' table's first day (``recent_of``: every roll folds too)."""
     with hq.db.read() as tx:
-        return stats.windows_state(tx)
+        return dataclasses.replace(stats.windows_state(tx), recent_from=None)
+
+
+def recent_of(hq: HqStore) -> date | None:
+    with hq.db.read() as tx:
+        return stats.windows_state(tx).recent_from
 
 
 @pytest.mark.slow
@@ -603,6 +625,163 @@ def test_a_roll_that_dies_halfway_leaves_the_windows_as_they_were(hq: HqStore, m
         assert stats.windows_day(tx) == date(2026, 1, 5)
     monkeypatch.setattr(stats, "_step", real_step)
     assert roll(hq, "2026-01-08") == 3 and snapshot(hq) == rebuilt(hq)
+
+
+# -- the recent days' rows apart ------------------------------------------------------------------------
+
+
+def fold(hq: HqStore, day: str) -> int:
+    return hq.db.transact(lambda tx: stats.fold_recent(tx, date.fromisoformat(day)))
+
+
+def days_kept(hq: HqStore) -> dict[str, set[str]]:
+    """The days each table of daily rows holds rows of."""
+    with hq.db.read() as tx:
+        return {t: {str(r[0]) for r in tx.all(f"SELECT DISTINCT day FROM {t}")} for t in stats.DAY_TABLES}
+
+
+def test_the_recent_days_rows_kept_apart_read_add_merge_and_erase_as_one_table(hq: HqStore) -> None:
+    """Daily rows of the days from the recent table's first day on are kept in it, older ones in
+    ``member_day_rows``: pushes add to the table of their sale's day, refunds and voids take back from it,
+    a merge moves each of both tables' rows, an erasure takes both; every figure, the views, the windows and
+    the report roll-up are what they are without it (the scenario's expected figures), and a rebuild writes
+    the same rows into the same tables. A fold moves the days that left the recent span, never back."""
+    roll(hq, "2026-01-05")
+    fold(hq, "2026-01-03")
+    scenario(hq)
+    kept = snapshot(hq)
+    assert daily(kept) == EXPECTED and rolled_up(hq) == []
+    before, after = {f"2026-01-0{d}" for d in (1, 2)}, {f"2026-01-0{d}" for d in range(3, 8)}
+    held = days_kept(hq)
+    assert held["member_day_rows"] <= before and held[stats.RECENT_TABLE] <= after
+    assert held["member_day_rows"] and held[stats.RECENT_TABLE]
+    assert kept == rebuilt(hq) and days_kept(hq) == held  # a rebuild keeps each day in its table
+    moved = fold(hq, "2026-01-07")  # the rows of day 6 (days 3 to 5 kept none: refunded, voided, erased)
+    assert moved > 0 and snapshot(hq) == kept and rolled_up(hq) == []
+    held = days_kept(hq)
+    assert max(held["member_day_rows"]) == "2026-01-06" and held[stats.RECENT_TABLE] == {"2026-01-07"}
+    assert fold(hq, "2026-01-02") == 0 and fold(hq, "2026-01-07") == 0  # never back; nothing twice
+    assert recent_of(hq) == date(2026, 1, 7)
+    assert snapshot(hq) == rebuilt(hq) and days_kept(hq) == held
+
+
+def test_the_first_fold_moves_the_recent_days_rows_already_kept(hq: HqStore) -> None:
+    """Before the first fold every row is in ``member_day_rows`` (a database upgraded with today's sales in
+    it): the first fold moves those of the days from its first recent day on, store and category rows, and
+    the figures stay as they were."""
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    till = Till(hq, "T1")
+    for day in (1, 2, 4, 5):
+        till.push("sale", entries.sale("M-1", 100 * day, lines=lines(("food", 1, 100 * day))), day=day)
+    before = snapshot(hq)
+    assert days_kept(hq) == {"member_day_rows": {f"2026-01-0{d}" for d in (1, 2, 4, 5)}, stats.RECENT_TABLE: set()}
+    assert fold(hq, "2026-01-03") == 4  # the store's and the category's row of days 4 and 5
+    assert days_kept(hq) == {
+        "member_day_rows": {"2026-01-01", "2026-01-02"},
+        stats.RECENT_TABLE: {"2026-01-04", "2026-01-05"},
+    }
+    assert snapshot(hq) == before == rebuilt(hq) and rolled_up(hq) == []
+
+
+def test_head_offices_timer_keeps_the_last_days_rows_in_the_recent_table(hq: HqStore) -> None:
+    """The timer's tick folds with the windows' roll: the rows of today (UTC) and the ``RECENT_DAYS`` days
+    before it in the recent table, older ones in ``member_day_rows``."""
+    from hq.scheduler import CampaignTimer
+
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    till = Till(hq, "T1")
+    now = datetime.now(UTC)
+    for age in range(4):
+        made = (now - timedelta(days=age)).date().isoformat()
+        e = till.entry("sale", entries.sale("M-1", 100, lines=lines(("x", 1, 100))))
+        hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T12:00:00.000Z"})])
+    timer = CampaignTimer(hq.db, now=lambda: now)
+    timer.tick()
+    assert timer.failures == 0
+    first = now.date() - timedelta(days=stats.RECENT_DAYS)
+    assert recent_of(hq) == first
+    held = days_kept(hq)
+    assert held["member_day_rows"] == {(now.date() - timedelta(days=3)).isoformat()}
+    assert held[stats.RECENT_TABLE] == {(first + timedelta(days=n)).isoformat() for n in range(3)}
+
+
+def test_a_fold_that_dies_halfway_moves_nothing(hq: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold is one transaction: one that fails after taking the rows out of one table (a full disk, a
+    killed process) leaves both tables and the first recent day as they were; the next fold does it all."""
+    fold(hq, "2026-01-01")
+    scenario(hq)
+    before, held = snapshot(hq), days_kept(hq)
+
+    def full(*_: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(stats, "upsert", full)
+    with pytest.raises(OSError):
+        fold(hq, "2026-01-05")
+    assert snapshot(hq) == before and days_kept(hq) == held
+    assert recent_of(hq) == date(2026, 1, 1)
+    monkeypatch.undo()
+    assert fold(hq, "2026-01-05") > 0 and snapshot(hq) == before
+    assert max(days_kept(hq)["member_day_rows"]) < "2026-01-05"
+
+
+def test_rows_an_earlier_release_wrote_to_the_old_table_for_a_recent_day_still_count_once_folded(
+    hq: HqStore,
+) -> None:
+    """During a rolling upgrade an earlier release, not knowing the recent table, may add a recent day's row to
+    ``member_day_rows`` while this one adds the same key's to the recent table: the views sum both, and the
+    fold that moves that day adds them into one row."""
+    fold(hq, "2026-01-01")
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    Till(hq, "T1").push("sale", entries.sale("M-1", 300, lines=lines(("food", 1, 300))), day=2)
+    with hq.db.write() as tx:  # what the earlier release's push of another sale that day wrote
+        tx.run("INSERT INTO member_day_rows VALUES ('M-1', '2026-01-02', 's', 'S1', 1, 200, 0)")
+    figures = stats_of(hq, "M-1")
+    assert (figures.visits_by_window[30], figures.spend_by_window[30]) == (2, 500)
+    fold(hq, "2026-01-05")
+    with hq.db.read() as tx:
+        assert tx.all("SELECT visits, spend FROM member_day_rows WHERE kind = 's'") == [(2, 500)]
+        assert tx.all(f"SELECT COUNT(*) FROM {stats.RECENT_TABLE}") == [(0,)]
+    assert stats_of(hq, "M-1").visits_by_window[30] == 2
+
+
+@pytest.mark.slow
+def test_folds_racing_pushes_on_postgres_lose_and_double_nothing(pg_url: str) -> None:
+    """A till pushes sales of days around the recent table's first day while another connection folds day by
+    day: each row lands in the table its day belongs to when it is written, and the fold moves the rest; the
+    figures are a rebuild's and no day's rows are in both tables."""
+    import threading
+
+    hq = HqStore(pg_url)
+    try:
+        hq.upsert_member("M-1", "Aiko", "basic", 0)
+        hq.upsert_member("M-2", "Ben", "basic", 0)
+        till = Till(hq, "T1")
+        start = date(2026, 3, 1)
+        fold(hq, start.isoformat())
+        errors: list[BaseException] = []
+
+        def push() -> None:
+            try:
+                for n in range(120):
+                    made = (start + timedelta(days=n % 40)).isoformat()
+                    e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
+                    hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        for n in range(1, 41):
+            fold(hq, (start + timedelta(days=n)).isoformat())
+        pusher.join(timeout=300)
+        assert not pusher.is_alive() and errors == []
+        held = days_kept(hq)
+        assert not held["member_day_rows"] & held[stats.RECENT_TABLE]
+        assert all(day < "2026-04-10" for day in held["member_day_rows"])
+        assert snapshot(hq) == rebuilt(hq)
+    finally:
+        hq.close()
 
 
 # -- builds in chunks -----------------------------------------------------------------------------------
