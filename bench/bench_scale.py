@@ -11,7 +11,10 @@ the default at ``--quick``). Then:
 
     ingest     entries/s through ``HqStore.ingest`` with the statistics stage and without it (the stage a
                no-op), beside the floor (the same journal and sales rows COPYed in one transaction a
-               batch), batches interleaved so that the machine's load falls on all three alike
+               batch), and with the statistics writing every daily row to ``member_day_rows`` (as before
+               the recent days had a table of their own); batches interleaved, each way first in turn, so
+               that the machine's load falls on all four alike. The recent days' table is folded as head
+               office's timer folds it and filled to the chain's size first; each run draws members of its own
     segments   each segment of bench_segments.py's set, and a second set written for this benchmark and
                never tuned on: count and preview (count + 20) over every member, and a hand-written floor
     coupons    the floor of a campaign: 100,000 personal coupon rows as ``HqStore.put_coupon`` writes them
@@ -495,10 +498,13 @@ def _raise_if_differ(generated: dict[str, list[tuple[Any, ...]]], rebuilt: dict[
 # -- ingest: with statistics, without, and the floor ---------------------------------------------------
 
 
-def _sale(member: str, n: int, store_id: str, now: datetime) -> dict[str, Any]:
+def _sale(member: str, n: int, store_id: str, now: datetime, width: int = 2) -> dict[str, Any]:
     lines = [
         SaleLine(sku=f"K-{n % 97}", category=CATEGORIES[n % 12], quantity=1 + n % 3, unit_price=300 + n % 1100),
         SaleLine(sku=f"K-{n % 89}", category=CATEGORIES[(n + 5) % 12], quantity=1, unit_price=500),
+    ][:width] + [
+        SaleLine(sku=f"K-{n % 83 + k}", category=CATEGORIES[(n + 3 * k) % 12], quantity=1, unit_price=200 + 40 * k)
+        for k in range(2, width)
     ]
     total = sum(x.quantity * x.unit_price for x in lines)
     earned = total // 100
@@ -517,9 +523,11 @@ def _sale(member: str, n: int, store_id: str, now: datetime) -> dict[str, Any]:
     ).wire()
 
 
-def _reversal(original: WireEntry, store_id: str, void: bool) -> dict[str, Any]:
+def _reversal(original: WireEntry, store_id: str, void: bool, line: int = 1) -> dict[str, Any]:
+    """A void of ``original``, or a refund of one unit of its ``line`` (1: the first journal's fixed 5.00)."""
     p = original.payload
-    back, clawed = (int(p["payable"]), int(p["points_earned"])) if void else (500, 5)
+    price = int(p["lines"][line]["unit_price"]) if line != 1 else 500
+    back, clawed = (int(p["payable"]), int(p["points_earned"])) if void else (price, price // 100)
     fields: dict[str, Any] = {
         "member_id": p["member_id"],
         "store_id": store_id,
@@ -532,32 +540,51 @@ def _reversal(original: WireEntry, store_id: str, void: bool) -> dict[str, Any]:
     }
     if void:
         return VoidPayload(**fields, voided_txn_id=original.txn_id).wire()
-    return RefundPayload(**fields, returned=[ReturnedUnits(line=1, quantity=1)]).wire()
+    return RefundPayload(**fields, returned=[ReturnedUnits(line=line, quantity=1)]).wire()
+
+
+JOURNALS = ("first", "second")
+"""The shapes of the pushes' journals: ``first``, the one the statistics were tuned on; ``second``, written
+afterwards with other settings and never tuned on (``--journal second``)."""
 
 
 def terminal_journal(
-    terminal_id: str, store_id: str, entries: int, members: int, rnd: random.Random
+    terminal_id: str, store_id: str, entries: int, members: int, rnd: random.Random, shape: str = "first"
 ) -> list[WireEntry]:
-    """A till's entries: sales of members with a history, one in ten a refund of a line of its previous
-    sale, one in fifty a void of it."""
+    """A till's entries. ``first``: sales of two lines by members with a history, made now, one in ten a
+    refund of a line of its previous sale, one in fifty a void of it. ``second``: baskets of 1 to 6 lines, a
+    fifth of the sales by 5,000 regulars (who come back the same day: their daily rows are added to, not
+    made), one in twenty made yesterday and one in fifty ten days ago (a till's backlog: the older one's rows
+    go to the big table), one in seven a refund (one in four of those a void) of any of the last twenty sales."""
     now = datetime.now(UTC)
-    made = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     out: list[WireEntry] = []
+    sales: list[WireEntry] = []
     for n in range(entries):
-        kind, payload = "sale", _sale(f"M{rnd.randrange(members):07d}", rnd.randrange(10**6), store_id, now)
-        if n % 10 == 9 and out and out[-1].kind == "sale":
+        when, width, member = now, 2, rnd.randrange(members)
+        if shape == "second":
+            width = rnd.randint(1, 6)
+            member = rnd.randrange(5_000) * (members // 5_000) if rnd.random() < 0.2 else member
+            late = rnd.random()
+            when = now - timedelta(days=10 if late < 0.02 else 1 if late < 0.07 else 0)
+        kind, payload = "sale", _sale(f"M{member:07d}", rnd.randrange(10**6), store_id, when, width)
+        if shape == "first" and n % 10 == 9 and out and out[-1].kind == "sale":
             kind = "void" if n % 50 == 49 else "refund"
             payload = _reversal(out[-1], store_id, kind == "void")
-        out.append(
-            WireEntry(
-                terminal_id=terminal_id,
-                seq=n + 1,
-                txn_id=f"{terminal_id}-{n + 1}",
-                kind=kind,
-                payload=payload,
-                created_at=made,
-            )
+        elif shape == "second" and sales and rnd.random() < 1 / 7:
+            kind = "void" if rnd.random() < 0.25 else "refund"
+            original = rnd.choice(sales[-20:])
+            payload = _reversal(original, store_id, kind == "void", rnd.randrange(len(original.payload["lines"])))
+        entry = WireEntry(
+            terminal_id=terminal_id,
+            seq=n + 1,
+            txn_id=f"{terminal_id}-{n + 1}",
+            kind=kind,
+            payload=payload,
+            created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         )
+        out.append(entry)
+        if kind == "sale":
+            sales.append(entry)
     return out
 
 
@@ -604,6 +631,24 @@ def stats_off() -> Iterator[None]:
         yield
     finally:
         push.count_stats = kept  # type: ignore[assignment]
+
+
+@contextmanager
+def one_table() -> Iterator[None]:
+    """The statistics with every daily row written to ``member_day_rows``, as before the recent days had a
+    table of their own (``m060_recent_day_rows``): the stage as it is, but told no day is recent."""
+    kept = stats.held_deltas
+
+    def held(tx: Tx) -> stats.Deltas:
+        deltas = kept(tx)
+        deltas.recent_from = None
+        return deltas
+
+    stats.held_deltas = held  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        stats.held_deltas = kept  # type: ignore[assignment]
 
 
 @contextmanager
@@ -657,9 +702,9 @@ def _recent_days_as_the_chains(store: HqStore, today: date, sales: int) -> int:
 
 
 def bench_ingest(
-    store: HqStore, members: int, sales: int, entries: int, batch: int, run: str, seed: int
+    store: HqStore, members: int, sales: int, entries: int, batch: int, run: str, seed: int, shape: str = "first"
 ) -> dict[str, Any]:
-    """Three tills in three stores, one per way, pushing the same shape of journal in interleaved batches,
+    """Four tills in four stores, one per way, pushing the same shape of journal in interleaved batches,
     from a checkpoint: the first change of a page after one writes the whole page to the WAL, so a pass that
     followed another would find pages the first one already paid for (and each pass would measure a
     different state). A chain's head office, at its tens of thousands of sales a day, changes most pages
@@ -670,14 +715,14 @@ def bench_ingest(
     recent_rows = _recent_days_as_the_chains(store, today, sales)
     with store.db.write() as tx:
         tx.run("CHECKPOINT")
-    ways = ("floor", "without_stats", "with_stats")
+    ways = ("floor", "without_stats", "with_stats", "with_stats_one_table")
     tills = {w: f"B{run}{batch}{w[0]}{w[-1]}-{n}" for n, w in enumerate(ways)}
     for n, w in enumerate(ways):
         store.add_terminal(tills[w], STORES[n])
-    journals = {w: terminal_journal(tills[w], STORES[n], entries, members, rnd) for n, w in enumerate(ways)}
+    journals = {w: terminal_journal(tills[w], STORES[n], entries, members, rnd, shape) for n, w in enumerate(ways)}
     took = dict.fromkeys(ways, 0.0)
     wal = dict.fromkeys(ways, 0)
-    stage = [0.0]
+    stage, stage_one_table = [0.0], [0.0]
     for n, at in enumerate(range(0, entries, batch)):
         # Each way first, second and third in turn: a push evicts (writes) the pages the push before it left
         # dirty in PostgreSQL's buffers, so a way always after the same one would pay for that one's writes.
@@ -693,8 +738,11 @@ def bench_ingest(
             elif w == "without_stats":
                 with stats_off():
                     store.ingest(tills[w], chunk)
-            else:
+            elif w == "with_stats":
                 with stage_timed(stage):
+                    store.ingest(tills[w], chunk)
+            else:
+                with one_table(), stage_timed(stage_one_table):
                     store.ingest(tills[w], chunk)
             took[w] += time.perf_counter() - t0
             wal[w] += _wal_since(store, lsn)
@@ -704,12 +752,15 @@ def bench_ingest(
     fold_s, folded = _timed_undone(store, lambda tx: stats.fold_recent(tx, today + timedelta(days=1)))
     return {
         "figure": "ingest",
+        "journal": shape,
         "entries": entries,
         "batch": batch,
         **rates,
         "with_over_without": round(took["with_stats"] / took["without_stats"], 3),
         "stage_s": round(stage[0], 2),
         "stage_share_of_with": round(stage[0] / took["with_stats"], 3),
+        "one_table_over_without": round(took["with_stats_one_table"] / took["without_stats"], 3),
+        "one_table_stage_s": round(stage_one_table[0], 2),
         "without_over_floor": round(took["without_stats"] / took["floor"], 2),
         "recent_rows_before": recent_rows,
         "fold_rows": folded,
@@ -976,6 +1027,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, help="entries per way of ingest and batch size (5,000; quick: 1,000)")
     parser.add_argument("--batches", default="20,500", help="batch sizes of the ingest figure")
     parser.add_argument("--coupons", type=int, default=100_000)
+    parser.add_argument("--journal", choices=JOURNALS, default="first", help="the shape of the pushes' journals")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--only", default="windows,ingest,segments,coupons")
     parser.add_argument("--shared-buffers", help="PostgreSQL shared_buffers (default: 128MB, as the tests)")
@@ -1011,7 +1063,10 @@ def main() -> None:
             if "ingest" in only:
                 for size in (int(b) for b in args.batches.split(",")):
                     server = {"shared_buffers": args.shared_buffers or "128MB", "wal_compression": args.wal_compression}
-                    emit(bench_ingest(store, args.members, args.sales, args.entries, size, run, args.seed) | server)
+                    emit(
+                        bench_ingest(store, args.members, args.sales, args.entries, size, run, args.seed, args.journal)
+                        | server
+                    )
             if "segments" in only:
                 emit(
                     bench_segment_set(

@@ -954,6 +954,44 @@ def test_a_head_office_migrated_to_chunked_builds_keeps_its_rolled_day(hq_url: s
         db.close()
 
 
+def test_a_head_office_upgraded_to_the_recent_days_table_reads_its_rows_as_before_and_folds_them(hq_url: str) -> None:
+    """A database of the release before m060_recent_day_rows, its daily rows all in ``member_day_rows``
+    (today's too): once migrated the views read the same rows, pushes go on adding to ``member_day_rows`` until
+    the first fold, and the first roll moves the recent days' rows into the recent table, both kinds."""
+    from hq.db.schema import MIGRATIONS, migrate
+    from tests.fixtures.hq import migrated_before
+
+    names = [name for name, _ in MIGRATIONS]
+    db = migrated_before(hq_url, "m060_recent_day_rows")
+    rows = [
+        ("M-1", "2026-03-01", "s", "S1", 1, 500, 0),
+        ("M-1", "2026-03-01", "c", "food", 0, 500, 2),
+        ("M-1", "2026-03-06", "s", "S1", 1, 300, 0),
+        ("M-1", "2026-03-06", "c", "wine", 0, 300, 1),
+        ("M-2", "2026-03-07", "s", "S2", 2, 900, 0),
+    ]
+    try:
+        with db.write() as tx:
+            tx.insert_rows("member_day_rows", stats.DAY_ROW_COLUMNS, rows)
+            before = {t: sorted(tuple(r) for r in tx.all(f"SELECT * FROM {t}")) for t in stats.STATS_TABLES[1:3]}
+        assert migrate(db, backup=False) == names[names.index("m060_recent_day_rows") :]
+        with db.read() as tx:
+            assert {
+                t: sorted(tuple(r) for r in tx.all(f"SELECT * FROM {t}")) for t in stats.STATS_TABLES[1:3]
+            } == before
+            assert stats.windows_state(tx).recent_from is None
+        stats.roll_windows(db, date(2026, 3, 7))  # the first roll: folds to two days before
+        with db.read() as tx:
+            assert sorted(tuple(r) for r in tx.all(f"SELECT * FROM {stats.RECENT_TABLE}")) == sorted(rows[2:])
+            assert sorted(tuple(r) for r in tx.all("SELECT * FROM member_day_rows")) == sorted(rows[:2])
+            assert {
+                t: sorted(tuple(r) for r in tx.all(f"SELECT * FROM {t}")) for t in stats.STATS_TABLES[1:3]
+            } == before
+            assert stats.windows_state(tx).recent_from == date(2026, 3, 5)
+    finally:
+        db.close()
+
+
 def test_windows_left_ahead_by_a_clock_are_logged_once_with_the_fix(
     hq: HqStore, caplog: pytest.LogCaptureFixture
 ) -> None:
