@@ -587,16 +587,36 @@ def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
 def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
     """The first and last time of the member's sales that still count a visit (after a visit was taken
     back: a void or a whole refund; reads the member's counted sales)."""
-    txns = [
-        str(r[0])
-        for r in tx.all("SELECT txn_id, effect FROM journal WHERE member_id = ? AND kind = 'sale'", [member_id])
-        if r[1] in COUNTED
-    ]
-    held = _sale_rows(tx, txns)
-    reversals = _reversals(tx, sorted(held))
-    times = [r.made_at for t, r in held.items() if figures(r.sale, [p for _, p in reversals.get(t, [])]).visits > 0]
+    sales = sorted(
+        (str(at), str(txn))
+        for txn, at, effect in tx.all(
+            "SELECT txn_id, COALESCE(made_at, created_at), effect FROM journal WHERE member_id = ? AND kind = 'sale'",
+            [member_id],
+        )
+        if effect in COUNTED
+    )
+    times = [t for t in (_first_visit(tx, sales), _first_visit(tx, sales[::-1])) if t is not None]
     times += [at for _, _, _, at in _checkins(tx, "member_id = ?", [member_id])]
     return (min(times), max(times)) if times else (None, None)
+
+
+SPAN_STEP = 4
+"""Sales ``_first_visit`` reads at a time: most often the first of them still counts a visit."""
+
+
+def _first_visit(tx: Tx, sales: Sequence[tuple[str, str]]) -> str | None:
+    """The time of the first of ``sales`` ((time, txn id), in the order to look in) that still counts a visit,
+    reading their payloads and reversals a few at a time: a void of a member's last sale reads the sale
+    before it, not every sale of the member's history."""
+    for start in range(0, len(sales), SPAN_STEP):
+        step = sales[start : start + SPAN_STEP]
+        held = _sale_rows(tx, [txn for _, txn in step])
+        reversals = _reversals(tx, sorted(held))
+        for _, txn in step:
+            row = held.get(txn)
+            if row is not None and figures(row.sale, [p for _, p in reversals.get(txn, [])]).visits > 0:
+                return row.made_at
+    return None
 
 
 # -- merges, erasure, rebuild ------------------------------------------------------------------------
