@@ -540,9 +540,13 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
         [k for k, v in windows if min(v) < 0],
     )
-    for member_id in _span_moved(tx, deltas.lost_visit):
-        first, last = visit_span(tx, member_id)
-        tx.run("UPDATE member_totals SET first_visit = ?, last_visit = ? WHERE member_id = ?", [first, last, member_id])
+    for member_id, ends in _span_moved(tx, deltas.lost_visit).items():
+        found = dict(zip(SPAN_ENDS, visit_span(tx, member_id, ends), strict=True))
+        moved = [end for end, gone in zip(SPAN_ENDS, ends, strict=True) if gone]
+        tx.run(
+            f"UPDATE member_totals SET {', '.join(f'{end} = ?' for end in moved)} WHERE member_id = ?",
+            [*(found[end] for end in moved), member_id],
+        )
     if deltas.rolled is not None and deltas.lost_day:
         _last_day_lost(tx, deltas.lost_day, deltas.rolled)
 
@@ -571,22 +575,32 @@ def _last_day_lost(tx: Tx, lost: Mapping[str, set[str]], rolled: date) -> None:
             )
 
 
-def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> list[str]:
-    """The members whose first or last visit may have gone: a sale that lost its visit was made at that
-    very time. (A sale strictly between them leaves both standing: the sales made then still count.)"""
+SPAN_ENDS = ("first_visit", "last_visit")
+
+
+def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> dict[str, tuple[bool, bool]]:
+    """The members whose first or last visit may have gone, and which of the two: a sale that lost its visit
+    was made at that very time. (A sale strictly between them leaves both standing: the sales made then
+    still count; so does the other end.)"""
     if not lost:
-        return []
+        return {}
     cond, params = tx.in_list("member_id", sorted(lost))
     spans = {
         str(r[0]): (r[1], r[2])
         for r in tx.all(f"SELECT member_id, first_visit, last_visit FROM member_totals WHERE {cond}", params)
     }
-    return [m for m in sorted(lost) if m not in spans or lost[m] & {str(t) for t in spans[m] if t is not None}]
+    moved: dict[str, tuple[bool, bool]] = {}
+    for m in sorted(lost):
+        ends = tuple(t is not None and str(t) in lost[m] for t in spans[m]) if m in spans else (True, True)
+        if any(ends):
+            moved[m] = (ends[0], ends[1])
+    return moved
 
 
-def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
-    """The first and last time of the member's sales that still count a visit (after a visit was taken
-    back: a void or a whole refund; reads the member's counted sales)."""
+def visit_span(tx: Tx, member_id: str, ends: tuple[bool, bool] = (True, True)) -> tuple[str | None, str | None]:
+    """The first and last time of the member's sales and check-ins that still count a visit (after a visit was
+    taken back: a void or a whole refund; reads the member's counted sales from each end asked for: ``ends``,
+    first and last; an end not asked for comes back None)."""
     sales = sorted(
         (str(at), str(txn))
         for txn, at, effect in tx.all(
@@ -595,9 +609,10 @@ def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
         )
         if effect in COUNTED
     )
-    times = [t for t in (_first_visit(tx, sales), _first_visit(tx, sales[::-1])) if t is not None]
-    times += [at for _, _, _, at in _checkins(tx, "member_id = ?", [member_id])]
-    return (min(times), max(times)) if times else (None, None)
+    checked_in = [at for _, _, _, at in _checkins(tx, "member_id = ?", [member_id])]
+    first = [t for t in (_first_visit(tx, sales) if ends[0] else None, *checked_in) if t is not None]
+    last = [t for t in (_first_visit(tx, sales[::-1]) if ends[1] else None, *checked_in) if t is not None]
+    return (min(first) if ends[0] and first else None, max(last) if ends[1] and last else None)
 
 
 SPAN_STEP = 4
