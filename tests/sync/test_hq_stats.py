@@ -564,37 +564,44 @@ def recent_of(hq: HqStore) -> date | None:
         return stats.windows_state(tx).recent_from
 
 
+def sales_racing(hq: HqStore, start: date, step: Callable[[str], object]) -> None:
+    """Two members' 120 sales on the 40 days from ``start`` pushed by a till on another thread while ``step``
+    is called here for each of the 40 days after ``start`` (a roll, a fold): the pushes all end, none failed."""
+    import threading
+
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    hq.upsert_member("M-2", "Ben", "basic", 0)
+    till = Till(hq, "T1")
+    errors: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            for n in range(120):  # each sale on one of the next 40 days
+                made = (start + timedelta(days=n % 40)).isoformat()
+                e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
+                hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    for n in range(1, 41):
+        step((start + timedelta(days=n)).isoformat())
+    pusher.join(timeout=300)
+    assert not pusher.is_alive() and errors == []
+
+
 @pytest.mark.slow
 def test_rolls_racing_pushes_on_postgres_keep_the_windows_exact(pg_url: str) -> None:
     """A till pushes sales of the days being rolled into while another connection rolls day by day: each
     sale is added to the windows by its push or by the roll, never both, never neither (the push holds the
     rolled day until it commits; the roll waits for it)."""
-    import threading
 
     hq = HqStore(pg_url)
     try:
-        hq.upsert_member("M-1", "Aiko", "basic", 0)
-        hq.upsert_member("M-2", "Ben", "basic", 0)
-        till = Till(hq, "T1")
         start = date(2026, 3, 1)
         roll(hq, start.isoformat())
-        errors: list[BaseException] = []
-
-        def push() -> None:
-            try:
-                for n in range(120):  # each sale on one of the next 40 days: entering as the roll passes
-                    made = (start + timedelta(days=n % 40)).isoformat()
-                    e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
-                    hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        pusher = threading.Thread(target=push)
-        pusher.start()
-        for n in range(1, 41):
-            roll(hq, (start + timedelta(days=n)).isoformat())
-        pusher.join(timeout=300)
-        assert not pusher.is_alive() and errors == []
+        sales_racing(hq, start, lambda day: roll(hq, day))  # each sale entering as the roll passes its day
         kept = snapshot(hq)
         assert kept == rebuilt(hq)
         last_day, visits_30, _, _, visits_60, *_ = windows(hq)["totals"]["M-1"]
@@ -750,32 +757,12 @@ def test_folds_racing_pushes_on_postgres_lose_and_double_nothing(pg_url: str) ->
     """A till pushes sales of days around the recent table's first day while another connection folds day by
     day: each row lands in the table its day belongs to when it is written, and the fold moves the rest; the
     figures are a rebuild's and no day's rows are in both tables."""
-    import threading
 
     hq = HqStore(pg_url)
     try:
-        hq.upsert_member("M-1", "Aiko", "basic", 0)
-        hq.upsert_member("M-2", "Ben", "basic", 0)
-        till = Till(hq, "T1")
         start = date(2026, 3, 1)
         fold(hq, start.isoformat())
-        errors: list[BaseException] = []
-
-        def push() -> None:
-            try:
-                for n in range(120):
-                    made = (start + timedelta(days=n % 40)).isoformat()
-                    e = till.entry("sale", entries.sale(f"M-{1 + n % 2}", 100, lines=lines(("x", 1, 100))))
-                    hq.ingest("T1", [e.model_copy(update={"created_at": f"{made}T10:00:00.000Z"})])
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        pusher = threading.Thread(target=push)
-        pusher.start()
-        for n in range(1, 41):
-            fold(hq, (start + timedelta(days=n)).isoformat())
-        pusher.join(timeout=300)
-        assert not pusher.is_alive() and errors == []
+        sales_racing(hq, start, lambda day: fold(hq, day))
         held = days_kept(hq)
         assert not held["member_day_rows"] & held[stats.RECENT_TABLE]
         assert all(day < "2026-04-10" for day in held["member_day_rows"])
