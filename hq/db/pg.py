@@ -1,6 +1,7 @@
 """Head office on PostgreSQL (psycopg 3 with a connection pool), for chains.
 
-The same statements as on SQLite (see ``sqlite.py``); ``?`` placeholders become ``%s`` here.
+The same statements as on SQLite (see ``sqlite.py``); ``?`` placeholders become ``%s`` here (``%b``, sent in
+binary, when the placeholder has a cast).
 Writers run READ COMMITTED and lock what they count (the terminal row, member and coupon rows,
 the version counter) in one fixed order, so concurrent pushes of different terminals never see
 a stale count; a deadlock or serialization failure is retried by ``Db.transact``.
