@@ -1065,7 +1065,12 @@ def fold_recent_days(db: Db, today: date) -> int:
     """The daily fold (``roll_windows``, so the timer's, the command's and a campaign run's): the rows of the
     ``RECENT_DAYS`` days before ``today`` and after stay in the recent table, older ones go to
     ``member_day_rows`` (``fold_recent``, one transaction)."""
-    return db.transact(lambda tx: fold_recent(tx, today - timedelta(days=RECENT_DAYS)))
+    to = today - timedelta(days=RECENT_DAYS)
+    with db.read() as tx:  # most ticks: already folded today, and no exclusive lock for pushes to wait on
+        done = windows_state(tx).recent_from
+    if done is not None and to <= done:
+        return 0
+    return db.transact(lambda tx: fold_recent(tx, to))
 
 
 _AHEAD_LOGGED: weakref.WeakKeyDictionary[Db, set[tuple[date, date]]] = weakref.WeakKeyDictionary()
