@@ -540,13 +540,7 @@ def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
         f"DELETE FROM member_category_windows WHERE member_id = ? AND category = ? AND {_CATEGORY_WINDOWS_EMPTY}",
         [k for k, v in windows if min(v) < 0],
     )
-    for member_id, ends in _span_moved(tx, deltas.lost_visit).items():
-        found = dict(zip(SPAN_ENDS, visit_span(tx, member_id, ends), strict=True))
-        moved = [end for end, gone in zip(SPAN_ENDS, ends, strict=True) if gone]
-        tx.run(
-            f"UPDATE member_totals SET {', '.join(f'{end} = ?' for end in moved)} WHERE member_id = ?",
-            [*(found[end] for end in moved), member_id],
-        )
+    _mend_spans(tx, _span_moved(tx, deltas.lost_visit))
     if deltas.rolled is not None and deltas.lost_day:
         _last_day_lost(tx, deltas.lost_day, deltas.rolled)
 
@@ -595,6 +589,96 @@ def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> dict[str, tuple[bool, b
         if any(ends):
             moved[m] = (ends[0], ends[1])
     return moved
+
+
+def _mend_spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> None:
+    """Set the first or last visit that moved (``moved``: by member, which of the two) to the one found again,
+    one statement a set of ends."""
+    spans = _spans(tx, moved)
+    by_ends: dict[tuple[bool, bool], list[tuple[Any, ...]]] = defaultdict(list)
+    for member_id, ends in sorted(moved.items()):
+        found = [at for at, gone in zip(spans[member_id], ends, strict=True) if gone]
+        by_ends[ends].append((*found, member_id))
+    for ends, rows in sorted(by_ends.items()):
+        columns = ", ".join(f"{end} = ?" for end, gone in zip(SPAN_ENDS, ends, strict=True) if gone)
+        tx.many(f"UPDATE member_totals SET {columns} WHERE member_id = ?", rows)
+
+
+def _spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple[str | None, str | None]]:
+    """``visit_span`` of many members, read together (one round trip a push of up to ``SPAN_MEMBERS``
+    members): at each end asked for, the member's ``SPAN_STEP`` first or last sales by time, their counted
+    reversals, and the first and last of the member's check-ins. A member who has ``SPAN_STEP`` sales so read
+    at an end, none of which still counts a visit, is read again by ``visit_span``."""
+    members = sorted(moved)
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for start in range(0, len(members), SPAN_MEMBERS):
+        found |= _spans_of(tx, {m: moved[m] for m in members[start : start + SPAN_MEMBERS]})
+    return found
+
+
+SPAN_MEMBERS = 200
+"""Members ``_spans_of`` reads in one statement: two queries each, within SQLite's 500 of a compound select."""
+
+
+def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple[str | None, str | None]]:
+    """``_spans`` of up to ``SPAN_MEMBERS`` members: one statement, a query a member and end asked for."""
+    members = sorted(moved)
+    at = "COALESCE(made_at, created_at)"
+    ends: list[str] = []
+    params: list[Any] = []
+    for member_id in members:
+        for end, order in enumerate(("", " DESC")):
+            if moved[member_id][end]:
+                ends.append(
+                    f"SELECT * FROM (SELECT {end} AS e, member_id, txn_id, {at} AS at, payload, effect FROM journal "
+                    f"WHERE member_id = ? AND kind = 'sale' ORDER BY {at}{order}, txn_id{order} LIMIT ?) AS e{len(ends)}"
+                )
+                params += [member_id, SPAN_STEP]
+    checkin_cond, checkin_params = tx.in_list("member_id", members)
+    rows = tx.all(
+        f"WITH c AS ({' UNION ALL '.join(ends)}) "
+        "SELECT 0, e, member_id, txn_id, at, payload, effect, NULL FROM c "
+        "UNION ALL SELECT 1, NULL, c.member_id, r.original_txn, r.txn_id, r.payload, r.effect, r.kind "
+        "FROM c JOIN journal r ON r.original_txn = c.txn_id WHERE r.kind IN ('refund', 'void') "
+        "UNION ALL SELECT 2, NULL, member_id, MIN(at), MAX(at), NULL, NULL, NULL FROM checkins "
+        f"WHERE {checkin_cond} GROUP BY member_id",
+        [*params, *checkin_params],
+    )
+    sales: dict[tuple[str, int], list[tuple[str, str, str, str]]] = defaultdict(list)
+    reversals: dict[str, list[tuple[str, RefundPayload]]] = defaultdict(list)
+    door: dict[str, tuple[str, str]] = {}
+    for part, end, member_id, a, b, text, effect, kind in rows:
+        if part == 0:
+            sales[(str(member_id), int(end))].append((str(b), str(a), str(text), str(effect)))
+        elif part == 1 and effect in COUNTED and isinstance(refund := _payload(str(kind), str(text)), RefundPayload):
+            reversals[str(a)].append((str(b), refund))
+        elif part == 2:
+            door[str(member_id)] = (str(a), str(b))
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for member_id in members:
+        asked = moved[member_id]
+        read = [sorted(sales[(member_id, end)], reverse=end == 1) for end in (0, 1)]
+        first, last = (_counted_visit(read[end], reversals) if asked[end] else None for end in (0, 1))
+        if any(asked[end] and seen is None and len(read[end]) >= SPAN_STEP for end, seen in enumerate((first, last))):
+            found[member_id] = visit_span(tx, member_id, asked)  # every sale read was voided: look further
+            continue
+        tapped = door.get(member_id, ())
+        firsts, lasts = [t for t in (first, *tapped[:1]) if t], [t for t in (last, *tapped[1:]) if t]
+        found[member_id] = (min(firsts) if asked[0] and firsts else None, max(lasts) if asked[1] and lasts else None)
+    return found
+
+
+def _counted_visit(
+    sales: Sequence[tuple[str, str, str, str]], reversals: Mapping[str, list[tuple[str, RefundPayload]]]
+) -> str | None:
+    """The time of the first of ``sales`` ((time, txn id, payload, effect), in the order to look in) that
+    still counts a visit."""
+    for at, txn_id, text, effect in sales:
+        sale = _payload("sale", text) if effect in COUNTED else None
+        mine = [p for _, p in sorted(reversals.get(txn_id, []), key=lambda r: r[0])]
+        if isinstance(sale, SalePayload) and figures(sale, mine).visits > 0:
+            return at
+    return None
 
 
 def visit_span(tx: Tx, member_id: str, ends: tuple[bool, bool] = (True, True)) -> tuple[str | None, str | None]:

@@ -384,6 +384,69 @@ def test_check_ins_are_visits_not_spend_and_a_rebuild_equals_what_ingest_kept(
         assert tx.all("SELECT * FROM checkins WHERE member_id = ?", ["M-1"]) == []
 
 
+def test_first_and_last_visits_taken_back_in_one_push_are_found_again_and_read_further_only_when_needed(
+    hq: HqStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One push voids or refunds whole the first or last visits of several members: each one's span is found
+    again from the ``SPAN_STEP`` first and last sales read for all of them at once, check-ins included; only a
+    member every one of whose sales so read was voided, and who has more, is read further (``visit_span``)."""
+    members = ("M-1", "M-2", "M-3", "M-4", "M-5")
+    for m in members:
+        hq.upsert_member(m, m, "basic", 0)
+    till = Till(hq, "T1")
+    made = {m: [till.push("sale", entries.sale(m, 100 * day), day=day) for day in range(1, 8)] for m in members}
+    for member_id, at in (("M-1", "2026-01-02T08:00:00.000Z"), ("M-3", "2026-01-06T12:00:00.000Z")):
+        visit = checkins.Visit(member_id, "S3", at[:10], at, "T3", "door")
+        hq.db.transact(lambda tx, v=visit: checkins.record(tx, v))  # a door tap hours from a sale
+    taken = [
+        till.entry("void", entries.refund(made["M-1"][0], "M-1", void=True), 8),  # the first: now the door tap
+        till.entry("refund", entries.refund(made["M-2"][6], "M-2", money_back=700, returned=[(0, 1)]), 8),
+        till.entry("void", entries.refund(made["M-3"][6], "M-3", void=True), 8),  # the last: now the door tap
+        *(till.entry("void", entries.refund(txn, "M-4", void=True), 8) for txn in made["M-4"][2:]),  # last five
+        till.entry("void", entries.refund(made["M-5"][3], "M-5", void=True), 8),  # neither end
+    ]
+    further: list[str] = []
+    kept = stats.visit_span
+
+    def read_further(tx: Tx, member_id: str, ends: tuple[bool, bool] = (True, True)) -> tuple[str | None, str | None]:
+        further.append(member_id)
+        return kept(tx, member_id, ends)
+
+    monkeypatch.setattr(stats, "visit_span", read_further)
+    hq.ingest("T1", taken)
+    assert further == ["M-4"]
+    spans = {m: (s.first_visit, s.last_visit) for m in members if (s := stats_of(hq, m, "2026-01-09"))}
+    assert spans == {
+        "M-1": ("2026-01-02T08:00:00.000Z", CREATED.format(7)),
+        "M-2": (CREATED.format(1), CREATED.format(6)),
+        "M-3": (CREATED.format(1), "2026-01-06T12:00:00.000Z"),
+        "M-4": (CREATED.format(1), CREATED.format(2)),
+        "M-5": (CREATED.format(1), CREATED.format(7)),
+    }
+    assert rolled_up(hq) == []
+    assert snapshot(hq) == rebuilt(hq)
+
+
+def test_a_push_taking_back_the_only_visits_of_hundreds_of_members_reads_their_spans_in_steps(hq: HqStore) -> None:
+    """Voids of 300 members' only sales in one push: both ends of each moved, more queries than SQLite takes in
+    one compound select, so the spans are read ``SPAN_MEMBERS`` members a statement."""
+    till = Till(hq, "T1")
+    members = [f"M-{n:03}" for n in range(300)]
+    for m in members:
+        hq.upsert_member(m, m, "basic", 0)
+    made = [till.entry("sale", entries.sale(m, 100 + n), day=2) for n, m in enumerate(members)]
+    hq.ingest("T1", made)
+    assert len(members) > stats.SPAN_MEMBERS
+    hq.ingest(
+        "T1",
+        [till.entry("void", entries.refund(e.txn_id, m, void=True), 3) for e, m in zip(made, members, strict=True)],
+    )
+    gone = [stats_of(hq, m) for m in members]
+    assert {(s.visits, s.spend, s.first_visit, s.last_visit) for s in gone} == {(0, 0, None, None)}
+    assert rolled_up(hq) == []
+    assert snapshot(hq) == rebuilt(hq)
+
+
 def test_erasure_leaves_no_statistics_and_no_profile(hq: HqStore) -> None:
     scenario(hq)
     with hq.db.read() as tx:
