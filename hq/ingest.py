@@ -1039,6 +1039,16 @@ def record_sales(tx: Tx, batch: Batch) -> None:
             add_reversal(tx, refund)
 
 
+WAITING_SQL = (
+    "SELECT txn_id, kind, payload, member_id, points, stored_value, terminal_id, store_id, day, seq, effect "
+    "FROM journal WHERE {cond} ORDER BY terminal_id, seq"
+)
+"""The entries that name a batch's sales (``{cond}``: on ``original_txn``), the held ones among them picked
+by their effect afterwards: a condition on it would let PostgreSQL's planner read them through the effect
+index wherever its statistics, taken before the held entries grew to thousands, think them few, and every
+push would read every held entry of the chain."""
+
+
 def release_waiting(tx: Tx, batch: Batch) -> None:
     """Refunds that arrived before their sale (held as ``refund_unknown_sale``) are checked again now
     that the sale is here, and applied when they pass: the result does not depend on arrival order."""
@@ -1046,12 +1056,9 @@ def release_waiting(tx: Tx, batch: Batch) -> None:
     if not sales:
         return
     cond, params = tx.in_list("original_txn", sales)
-    rows = tx.all(
-        f"SELECT txn_id, kind, payload, member_id, points, stored_value, terminal_id, store_id, day, seq "
-        f"FROM journal WHERE {cond} AND effect = ? ORDER BY terminal_id, seq",
-        [*params, Effect.QUARANTINED.value],
-    )
-    for txn_id, kind, payload_text, member_id, points, value, terminal_id, store_id, day, seq in rows:
+    rows = tx.all(WAITING_SQL.format(cond=cond), params)
+    held_rows = (r[:-1] for r in rows if r[-1] == Effect.QUARANTINED.value)
+    for txn_id, kind, payload_text, member_id, points, value, terminal_id, store_id, day, seq in held_rows:
         terminal = str(terminal_id)
         holds = {
             str(r[0])
@@ -1156,11 +1163,14 @@ def apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         _apply_late_entries(tx, member_id, now)
 
 
+LATE_SQL = "SELECT txn_id, points, stored_value, effect FROM journal WHERE member_id = ?"
+"""A member's entries, locked, those waiting for the member picked by their effect afterwards (see
+``WAITING_SQL``: with the effect in the query, each enrolment could read every waiting entry of the chain)."""
+
+
 def _apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
-    rows = tx.all(
-        "SELECT txn_id, points, stored_value FROM journal WHERE member_id = ? AND effect = ?",
-        [member_id, Effect.UNKNOWN_MEMBER.value],
-    )
+    mine = tx.all(LATE_SQL + tx.for_update, [member_id])
+    rows = [r for r in mine if r[3] == Effect.UNKNOWN_MEMBER.value]
     if not rows:
         return
     points, value = sum(int(r[1]) for r in rows), sum(int(r[2]) for r in rows)
@@ -1168,14 +1178,12 @@ def _apply_late_entries(tx: Tx, member_id: str, now: str) -> None:
         "UPDATE members SET points = points + ?, stored_value = stored_value + ? WHERE member_id = ?",
         [points, value, member_id],
     )
-    tx.run(
-        "UPDATE journal SET effect = ? WHERE member_id = ? AND effect = ?",
-        [Effect.APPLIED.value, member_id, Effect.UNKNOWN_MEMBER.value],
-    )
-    ledger.post_journal(tx, sorted(str(r[0]) for r in rows))  # UUIDv7: in the order they were made
-    rollup.count(tx, [str(r[0]) for r in rows])
-    stats.apply(tx, [str(r[0]) for r in rows])
-    cond, params = tx.in_list("txn_id", [str(r[0]) for r in rows])
+    txns = [str(r[0]) for r in rows]
+    cond, params = tx.in_list("txn_id", txns)
+    tx.run(f"UPDATE journal SET effect = ? WHERE {cond}", [Effect.APPLIED.value, *params])
+    ledger.post_journal(tx, sorted(txns))  # UUIDv7: in the order they were made
+    rollup.count(tx, txns)
+    stats.apply(tx, txns)
     tx.run(
         f"UPDATE recon_items SET state = 'settled_auto', settled_at = ?, settled_by = ?, note = ? "
         f"WHERE reason = 'unknown_member' AND state = 'open' AND {cond}",
