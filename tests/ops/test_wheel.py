@@ -187,6 +187,24 @@ def test_the_check_can_fail(installed: Path, tmp_path: Path) -> None:
         hidden.rename(panels[0])
 
 
+def test_the_installed_wheel_brings_the_zone_data_its_store_calendars_need(installed: Path, tmp_path: Path) -> None:
+    """A store's business day is read in its time zone (``zoneinfo``); a store PC or a container without the
+    system's zone database gets it from the ``tzdata`` package, which the wheel asks for itself (it came before
+    only through another library's dependencies)."""
+    code = (
+        "import importlib.metadata as m, zoneinfo, datetime as d\n"
+        "print(sorted(r.split('>')[0] for r in m.requires('tillpoint') or []))\n"
+        "print(d.datetime(2026, 3, 1, 16, tzinfo=d.UTC).astimezone(zoneinfo.ZoneInfo('Asia/Tokyo')).date())"
+    )
+    env = {**clean_env(), "PYTHONTZPATH": ""}  # no system zone database: zoneinfo falls back to tzdata
+    done = subprocess.run(
+        [str(installed / "python"), "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    required, day = done.stdout.splitlines()
+    assert "'tzdata'" in required and day == "2026-03-02"
+
+
 def test_the_installed_head_office_names_a_damaged_or_full_database(
     installed: Path, tmp_path: Path, small_disk: Path
 ) -> None:
