@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterable
+from types import FrameType
 from typing import NamedTuple
 
 import uvicorn
@@ -35,8 +37,14 @@ def serve(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     log_level: str = "warning",
-) -> None:
-    """Run head office in the foreground until SIGINT/SIGTERM (what ``tillpoint hq serve`` calls)."""
+) -> str | None:
+    """Run head office in the foreground until SIGINT/SIGTERM (what ``tillpoint hq serve`` calls), and return the
+    name of the signal that stopped it, once the requests in flight are answered (None: it stopped otherwise).
+
+    Uvicorn takes SIGINT and SIGTERM while it serves, and after its graceful shutdown puts the handlers it found
+    back and raises the signal again: with the default ones there, the process died of SIGTERM (exit status 143,
+    a failure to systemd on every stop and restart) before the caller closed the database. Here the handlers it
+    finds note the signal instead, so ``serve`` returns and the command ends as on any stop, with status 0."""
     config = uvicorn.Config(
         create_app(store),
         host=host,
@@ -46,7 +54,20 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         timeout_keep_alive=30,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    received: list[int] = []
+
+    def note(sig: int, _frame: FrameType | None) -> None:
+        received.append(sig)  # no lock taken: a handler runs between two steps of whatever the main thread does
+        server.should_exit = True  # one before uvicorn takes the signals: it starts, then stops at once
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return signal.Signals(received[0]).name if received else None
 
 
 class ServerHandle(NamedTuple):

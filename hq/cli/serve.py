@@ -213,11 +213,13 @@ def hq_serve(
         else None
     )
     try:
-        serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+        stopped_by = serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
     finally:
         if timer is not None:
             timer.stop()
         store.close()
+    why = f" ({stopped_by})" if stopped_by else ""
+    print(f"head office stopped{why}: requests in flight answered, database closed", file=sys.stderr, flush=True)
 
 
 @app.command("add-terminal")

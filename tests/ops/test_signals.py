@@ -1,5 +1,6 @@
 """Signals to a real `tillpoint run`: SIGHUP reloads the config (a bad one is refused and the running
-one stays), SIGTERM lets the commits in flight finish and stops cleanly."""
+one stays), SIGTERM lets the commits in flight finish and stops cleanly. And to a real `tillpoint hq serve`: SIGTERM
+stops it as cleanly, with exit status 0."""
 
 from __future__ import annotations
 
@@ -144,6 +145,26 @@ def test_a_stop_sent_while_the_daemon_starts_ends_it_by_its_own_stop(tmp_path: P
     finally:
         till.kill()
         notify.close()
+
+
+def test_sigterm_stops_a_single_process_head_office_cleanly(tmp_path: Path) -> None:
+    """``systemctl stop`` of head office on one process (the unit's ``hq serve``): SIGTERM lets the requests in
+    flight finish, closes the database and exits 0, never by the signal's default death (exit -15, which systemd
+    logs as a failure on every stop and restart)."""
+    hq = HqProcess(tmp_path)
+    hq.start()
+    try:
+        assert hq.proc is not None
+        assert httpx.get(f"{hq.url}/v1/health", timeout=5).status_code == 200
+        hq.proc.send_signal(signal.SIGTERM)
+        status = hq.proc.wait(timeout=20)
+        said = hq.proc.stderr.read().decode() if hq.proc.stderr is not None else ""
+        assert status == 0, f"head office exited {status} on SIGTERM:\n{said[-2000:]}"
+        assert "head office stopped (SIGTERM)" in said, said[-2000:]
+        assert not Path(f"{hq.db}-wal").exists(), "head office left its database open"  # before a reader opens it
+        assert integrity(Path(hq.db)) == "ok"
+    finally:
+        hq.kill()
 
 
 STORM = """
