@@ -645,13 +645,13 @@ def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple
         [*params, *checkin_params],
     )
     sales: dict[tuple[str, int], list[tuple[str, str, str, str]]] = defaultdict(list)
-    reversals: dict[str, list[tuple[str, RefundPayload]]] = defaultdict(list)
+    reversals: dict[str, dict[str, RefundPayload]] = defaultdict(dict)  # by txn id: a sale read at both ends
     door: dict[str, tuple[str, str]] = {}
     for part, end, member_id, a, b, text, effect, kind in rows:
         if part == 0:
             sales[(str(member_id), int(end))].append((str(b), str(a), str(text), str(effect)))
         elif part == 1 and effect in COUNTED and isinstance(refund := _payload(str(kind), str(text)), RefundPayload):
-            reversals[str(a)].append((str(b), refund))
+            reversals[str(a)][str(b)] = refund
         elif part == 2:
             door[str(member_id)] = (str(a), str(b))
     found: dict[str, tuple[str | None, str | None]] = {}
@@ -669,13 +669,13 @@ def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple
 
 
 def _counted_visit(
-    sales: Sequence[tuple[str, str, str, str]], reversals: Mapping[str, list[tuple[str, RefundPayload]]]
+    sales: Sequence[tuple[str, str, str, str]], reversals: Mapping[str, Mapping[str, RefundPayload]]
 ) -> str | None:
     """The time of the first of ``sales`` ((time, txn id, payload, effect), in the order to look in) that
     still counts a visit."""
     for at, txn_id, text, effect in sales:
         sale = _payload("sale", text) if effect in COUNTED else None
-        mine = [p for _, p in sorted(reversals.get(txn_id, []), key=lambda r: r[0])]
+        mine = [p for _, p in sorted(reversals.get(txn_id, {}).items())]
         if isinstance(sale, SalePayload) and figures(sale, mine).visits > 0:
             return at
     return None

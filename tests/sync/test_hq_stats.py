@@ -427,6 +427,24 @@ def test_first_and_last_visits_taken_back_in_one_push_are_found_again_and_read_f
     assert snapshot(hq) == rebuilt(hq)
 
 
+def test_a_push_taking_back_both_ends_counts_a_sale_read_from_both_ends_with_its_refunds_once(hq: HqStore) -> None:
+    """One push voids a member's first and last sales: the sale between them, read from both ends, has its
+    partial refund counted once (twice, it would return both its units and lose its visit)."""
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    till = Till(hq, "T1")
+    first = till.push("sale", entries.sale("M-1", 100), day=1)
+    middle = till.push("sale", entries.sale("M-1", 600, lines=lines(("food", 2, 300))), day=2)
+    last = till.push("sale", entries.sale("M-1", 300), day=3)
+    till.push("refund", entries.refund(middle, "M-1", money_back=300, returned=[(0, 1)]), day=4)
+    hq.ingest(
+        "T1",
+        [till.entry("void", entries.refund(txn, "M-1", void=True), 5) for txn in (first, last)],
+    )
+    got = stats_of(hq, "M-1")
+    assert (got.first_visit, got.last_visit, got.visits) == (CREATED.format(2), CREATED.format(2), 1)
+    assert snapshot(hq) == rebuilt(hq)
+
+
 def test_a_push_taking_back_the_only_visits_of_hundreds_of_members_reads_their_spans_in_steps(hq: HqStore) -> None:
     """Voids of 300 members' only sales in one push: both ends of each moved, more queries than SQLite takes in
     one compound select, so the spans are read ``SPAN_MEMBERS`` members a statement."""
