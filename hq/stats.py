@@ -604,24 +604,35 @@ def _mend_spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> None:
         tx.many(f"UPDATE member_totals SET {columns} WHERE member_id = ?", rows)
 
 
-def _spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple[str | None, str | None]]:
-    """``visit_span`` of many members, read together (one round trip a push of up to ``SPAN_MEMBERS``
-    members): at each end asked for, the member's ``SPAN_STEP`` first or last sales by time, their counted
-    reversals, and the first and last of the member's check-ins. A member who has ``SPAN_STEP`` sales so read
-    at an end, none of which still counts a visit, is read again by ``visit_span``."""
+def _spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]], step: int = 0) -> dict[str, tuple[str | None, str | None]]:
+    """The first and last time of each member's sales and check-ins that still count a visit, at the ends asked
+    for (``moved``: by member, first and last; an end not asked for comes back None), read together: one
+    statement for up to ``SPAN_MEMBERS`` members, each member's ``step`` first or last sales by time
+    (``SPAN_STEP`` at first) with their counted reversals, and the first and last of its check-ins. A member
+    none of whose sales so read still counts a visit at an end, and who may have more, is read again with a
+    step eight times as long."""
+    step = step or SPAN_STEP
     members = sorted(moved)
-    found: dict[str, tuple[str | None, str | None]] = {}
+    found: dict[str, tuple[str | None, str | None] | None] = {}
     for start in range(0, len(members), SPAN_MEMBERS):
-        found |= _spans_of(tx, {m: moved[m] for m in members[start : start + SPAN_MEMBERS]})
-    return found
+        found |= _spans_of(tx, {m: moved[m] for m in members[start : start + SPAN_MEMBERS]}, step)
+    further = {m: moved[m] for m, span in found.items() if span is None}
+    done = {m: span for m, span in found.items() if span is not None}
+    return done | (_spans(tx, further, step * 8) if further else {})
 
+
+SPAN_STEP = 4
+"""Sales ``_spans`` reads from each end of a member's history at first: most often the first still counts."""
 
 SPAN_MEMBERS = 200
 """Members ``_spans_of`` reads in one statement: two queries each, within SQLite's 500 of a compound select."""
 
 
-def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple[str | None, str | None]]:
-    """``_spans`` of up to ``SPAN_MEMBERS`` members: one statement, a query a member and end asked for."""
+def _spans_of(
+    tx: Tx, moved: Mapping[str, tuple[bool, bool]], step: int
+) -> dict[str, tuple[str | None, str | None] | None]:
+    """``_spans`` of up to ``SPAN_MEMBERS`` members: one statement, a query a member and end asked for; None for
+    a member to read further."""
     members = sorted(moved)
     at = "COALESCE(made_at, created_at)"
     ends: list[str] = []
@@ -633,7 +644,7 @@ def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple
                     f"SELECT * FROM (SELECT {end} AS e, member_id, txn_id, {at} AS at, payload, effect FROM journal "
                     f"WHERE member_id = ? AND kind = 'sale' ORDER BY {at}{order}, txn_id{order} LIMIT ?) AS e{len(ends)}"
                 )
-                params += [member_id, SPAN_STEP]
+                params += [member_id, step]
     checkin_cond, checkin_params = tx.in_list("member_id", members)
     rows = tx.all(
         f"WITH c AS ({' UNION ALL '.join(ends)}) "
@@ -654,13 +665,13 @@ def _spans_of(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> dict[str, tuple
             reversals[str(a)][str(b)] = refund
         elif part == 2:
             door[str(member_id)] = (str(a), str(b))
-    found: dict[str, tuple[str | None, str | None]] = {}
+    found: dict[str, tuple[str | None, str | None] | None] = {}
     for member_id in members:
         asked = moved[member_id]
         read = [sorted(sales[(member_id, end)], reverse=end == 1) for end in (0, 1)]
         first, last = (_counted_visit(read[end], reversals) if asked[end] else None for end in (0, 1))
-        if any(asked[end] and seen is None and len(read[end]) >= SPAN_STEP for end, seen in enumerate((first, last))):
-            found[member_id] = visit_span(tx, member_id, asked)  # every sale read was voided: look further
+        if any(asked[end] and seen is None and len(read[end]) >= step for end, seen in enumerate((first, last))):
+            found[member_id] = None  # every sale read at that end was voided: read further
             continue
         tapped = door.get(member_id, ())
         firsts, lasts = [t for t in (first, *tapped[:1]) if t], [t for t in (last, *tapped[1:]) if t]
@@ -681,41 +692,9 @@ def _counted_visit(
     return None
 
 
-def visit_span(tx: Tx, member_id: str, ends: tuple[bool, bool] = (True, True)) -> tuple[str | None, str | None]:
-    """The first and last time of the member's sales and check-ins that still count a visit (after a visit was
-    taken back: a void or a whole refund; reads the member's counted sales from each end asked for: ``ends``,
-    first and last; an end not asked for comes back None)."""
-    sales = sorted(
-        (str(at), str(txn))
-        for txn, at, effect in tx.all(
-            "SELECT txn_id, COALESCE(made_at, created_at), effect FROM journal WHERE member_id = ? AND kind = 'sale'",
-            [member_id],
-        )
-        if effect in COUNTED
-    )
-    checked_in = [at for _, _, _, at in _checkins(tx, "member_id = ?", [member_id])]
-    first = [t for t in (_first_visit(tx, sales) if ends[0] else None, *checked_in) if t is not None]
-    last = [t for t in (_first_visit(tx, sales[::-1]) if ends[1] else None, *checked_in) if t is not None]
-    return (min(first) if ends[0] and first else None, max(last) if ends[1] and last else None)
-
-
-SPAN_STEP = 4
-"""Sales ``_first_visit`` reads at a time: most often the first of them still counts a visit."""
-
-
-def _first_visit(tx: Tx, sales: Sequence[tuple[str, str]]) -> str | None:
-    """The time of the first of ``sales`` ((time, txn id), in the order to look in) that still counts a visit,
-    reading their payloads and reversals a few at a time: a void of a member's last sale reads the sale
-    before it, not every sale of the member's history."""
-    for start in range(0, len(sales), SPAN_STEP):
-        step = sales[start : start + SPAN_STEP]
-        held = _sale_rows(tx, [txn for _, txn in step])
-        reversals = _reversals(tx, sorted(held))
-        for _, txn in step:
-            row = held.get(txn)
-            if row is not None and figures(row.sale, [p for _, p in reversals.get(txn, [])]).visits > 0:
-                return row.made_at
-    return None
+def visit_span(tx: Tx, member_id: str) -> tuple[str | None, str | None]:
+    """The first and last time of the member's sales and check-ins that still count a visit (``_spans``)."""
+    return _spans(tx, {member_id: (True, True)})[member_id]
 
 
 # -- merges, erasure, rebuild ------------------------------------------------------------------------

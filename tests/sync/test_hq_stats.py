@@ -4,7 +4,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -389,7 +389,7 @@ def test_first_and_last_visits_taken_back_in_one_push_are_found_again_and_read_f
 ) -> None:
     """One push voids or refunds whole the first or last visits of several members: each one's span is found
     again from the ``SPAN_STEP`` first and last sales read for all of them at once, check-ins included; only a
-    member every one of whose sales so read was voided, and who has more, is read further (``visit_span``)."""
+    member every one of whose sales so read was voided, and who has more, is read further (a longer step)."""
     members = ("M-1", "M-2", "M-3", "M-4", "M-5")
     for m in members:
         hq.upsert_member(m, m, "basic", 0)
@@ -406,13 +406,16 @@ def test_first_and_last_visits_taken_back_in_one_push_are_found_again_and_read_f
         till.entry("void", entries.refund(made["M-5"][3], "M-5", void=True), 8),  # neither end
     ]
     further: list[str] = []
-    kept = stats.visit_span
+    kept = stats._spans_of
 
-    def read_further(tx: Tx, member_id: str, ends: tuple[bool, bool] = (True, True)) -> tuple[str | None, str | None]:
-        further.append(member_id)
-        return kept(tx, member_id, ends)
+    def read_further(
+        tx: Tx, moved: Mapping[str, tuple[bool, bool]], step: int
+    ) -> dict[str, tuple[str | None, str | None] | None]:
+        if step > stats.SPAN_STEP:
+            further.extend(sorted(moved))
+        return kept(tx, moved, step)
 
-    monkeypatch.setattr(stats, "visit_span", read_further)
+    monkeypatch.setattr(stats, "_spans_of", read_further)
     hq.ingest("T1", taken)
     assert further == ["M-4"]
     spans = {m: (s.first_visit, s.last_visit) for m in members if (s := stats_of(hq, m, "2026-01-09"))}
