@@ -430,6 +430,34 @@ def test_first_and_last_visits_taken_back_in_one_push_are_found_again_and_read_f
     assert snapshot(hq) == rebuilt(hq)
 
 
+def test_a_push_that_fails_while_finding_spans_again_leaves_everything_as_it_was(
+    hq: HqStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The span is found again inside the push's transaction: a push that fails there (a full disk, a killed
+    process) keeps neither its void nor any statistic of it; sent again, it counts once."""
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    till = Till(hq, "T1")
+    till.push("sale", entries.sale("M-1", 100), day=1)
+    last = till.push("sale", entries.sale("M-1", 300), day=2)
+    before = snapshot(hq)
+    void = till.entry("void", entries.refund(last, "M-1", void=True), 3)
+
+    def full(*_: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(stats, "_spans_of", full)
+    with pytest.raises(OSError):
+        hq.ingest("T1", [void])
+    assert snapshot(hq) == before
+    with hq.db.read() as tx:
+        assert tx.all("SELECT txn_id FROM journal WHERE kind = 'void'") == []
+    monkeypatch.undo()
+    hq.ingest("T1", [void])
+    got = stats_of(hq, "M-1")
+    assert (got.visits, got.last_visit) == (1, CREATED.format(1))
+    assert snapshot(hq) == rebuilt(hq)
+
+
 def test_a_push_taking_back_both_ends_counts_a_sale_read_from_both_ends_with_its_refunds_once(hq: HqStore) -> None:
     """One push voids a member's first and last sales: the sale between them, read from both ends, has its
     partial refund counted once (twice, it would return both its units and lose its visit)."""
