@@ -228,7 +228,8 @@ def test_the_installed_head_office_keeps_statistics_on_postgresql(
 ) -> None:
     """Head office from the wheel on PostgreSQL: its migrations (m040's PostgreSQL-only storage setting, m041's
     views among them) make the schema, a till's sale reaches the member's statistics through the one-statement
-    write, and the statistics rebuilt from the journal are the same."""
+    write, a voided second sale gives the member's last visit back to the first, and the statistics rebuilt from
+    the journal are the same."""
     import json
 
     import psycopg
@@ -247,10 +248,10 @@ def test_the_installed_head_office_keeps_statistics_on_postgresql(
 
     with hq_and_till(tillpoint, tmp_path, url, token, key) as (config, alive):
 
-        def sold() -> dict[str, Any] | None:
+        def sold(amount: str = "2500") -> dict[str, Any] | None:
             alive()
             done = run(
-                "sale", "2500", "--member", "M-P", "--category", "food", "--json", "--config", str(config), check=False
+                "sale", amount, "--member", "M-P", "--category", "food", "--json", "--config", str(config), check=False
             )
             if done.returncode != 0:  # the daemon not up, or the member not pulled yet
                 assert any(code in done.stdout + done.stderr for code in NOT_READY), done.stdout + done.stderr
@@ -260,7 +261,15 @@ def test_the_installed_head_office_keeps_statistics_on_postgresql(
 
         wait_until(lambda: sold(), 60, "a member's sale once the till is up")
         wait_until(lambda: shown()["visits"] == 1 or None, 30, "head office counting the sale")
+        first = shown()
+        # A second sale, voided: the member's last visit taken back is found again (the span read on PostgreSQL)
+        second = wait_until(lambda: sold("1200"), 30, "a second sale")
+        wait_until(lambda: shown()["visits"] == 2 or None, 30, "head office counting the second sale")
+        assert shown()["last_visit"] > first["last_visit"]
+        run("void", str(second["txn_id"]), "--json", "--config", str(config))
+        wait_until(lambda: shown()["visits"] == 1 or None, 30, "head office taking the void's visit back")
     kept = shown()
+    assert kept["last_visit"] == first["last_visit"] and kept["first_visit"] == first["first_visit"]
     assert (kept["visits"], kept["spend"]) == (1, 2500), kept
     assert json.loads(run("hq", "stats", "rebuild", "--json", "--db", url).stdout)["member_totals"] == 1
     assert shown() == kept
