@@ -1483,7 +1483,11 @@ class Service:
         terms = gc.terms_from_doc(self.store.gift_terms())
 
         def refusal(f: GiftFigures) -> Code | None:
-            if gc.replayed(proof.counter, f.counter, f.card.counter if f.card is not None else None):
+            # Head office confirming checked the read counter against its own, used it for this payment and made it
+            # the card's counter, which the pull may have brought down since: this till checks head office's counter
+            # only offline, and its own uses of the card always.
+            chain = f.card.counter if f.card is not None and not confirmed else None
+            if gc.replayed(proof.counter, f.counter, chain):
                 return Code.REPLAYED_CARD
             refused = gc.redeem_refusal(f.card, amount, 0, day)
             if refused is not None or confirmed or f.card is None:

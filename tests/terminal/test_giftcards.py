@@ -440,6 +440,30 @@ def test_a_payment_pushed_before_the_next_pull_still_comes_off_the_balance(till:
     assert till.gift_card(card.tap()).balance == 1000
 
 
+def test_a_payment_head_office_confirmed_is_taken_when_the_pull_brought_its_read_counter_first(till: Service) -> None:
+    """Confirming a payment, head office makes the tap's read counter the card's, and the till's pull (every
+    ``pull_interval``, on its own thread) may bring that counter down before the till records the payment it was
+    told to take: the payment is taken all the same, never refused as a replay of itself; the same message again
+    is refused."""
+    card = Plastic(bytes.fromhex("04B1B2C3D4E5FA"))
+    till.sell_gift(card.tap(), 3000)
+    till.store.mark_pushed(till.store.max_seq(), utc_iso(time.time()))
+    held = {**till.gift_card(card.tap()).to_doc(), "balance": 3000}
+    till.store.apply_changes([], [], [], 3, CacheDocs(gift_cards=[(card.card_id, json.dumps(held))]), 1)
+
+    def confirmed_then_pulled(request: dict[str, Any]) -> bool:
+        pulled = json.dumps({**held, "counter": request["tap"]["counter"]})  # head office's card after confirming
+        till.store.apply_changes([], [], [], 4, CacheDocs(gift_cards=[(card.card_id, pulled)]), till.store.max_seq())
+        return True
+
+    till.confirm_gift = confirmed_then_pulled
+    tap = card.tap()
+    paid = till.pay_gift(tap, 1000, "POS-19")
+    assert (paid.amount, paid.balance, paid.offline) == (-1000, 2000, False)
+    assert till.gift_card(tap).counter == till.store.unpushed(10)[-1].payload["tap"]["counter"]
+    assert refused(till, "pay_gift", tap, 100) == "replayed_card"
+
+
 def test_the_gift_card_key_sells_the_amount_typed_never_the_pos_basket(till: Service) -> None:
     """F1 before a sale with the POS's basket of goods in (not a total typed with F8) arms nothing: the POS took
     that money for the goods, and a card sold or loaded with it would hold it as well."""
