@@ -296,6 +296,7 @@ class Effects:
     payment_code: str | None = None  # the one-time code's id: may pay once
     offline: bool = False  # taken while head office was unreachable (counts against the limits)
     sun_counter: tuple[str, int] | None = None  # (uid hash, read counter) of a SUN card that paid
+    sun_confirmed: bool = False  # head office confirmed the card's payment, its read counter checked against its own
     receipt_digest: str | None = None  # the POS receipt the sale was read from: one sale per receipt
     receipt_number: tuple[str, str] | None = None
     """(store id, the receipt's number, prefixed by the day for numbers that start again each day): one sale per

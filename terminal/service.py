@@ -596,6 +596,7 @@ class Service:
             payment_code=paid.code_id,
             offline=paid.offline,
             sun_counter=sun,
+            sun_confirmed=paid.card_confirmed,
             receipt_digest=receipt.digest if receipt is not None else None,
             receipt_number=_receipt_number(
                 self.store_id,
@@ -712,19 +713,17 @@ class Service:
         balance = self.store.stored_value(quote.member_id)
         tender = pay.split(quote.payable, 0, 0, balance, payment.stored_value)
         offline = self.offline_state(quote.member_id, now)
-        if (
-            proof.proof is not Proof.POS
-            and offline.offline_for_s is None
-            and self.confirm_online is not None
-            and not self._ask(
-                self.confirm_online, self._confirmation(quote.member_id, tender.stored_value, txn_id, proof)
-            )
-        ):
+        confirm = self.confirm_online if proof.proof is not Proof.POS and offline.offline_for_s is None else None
+        confirmed = confirm is not None and self._ask(
+            confirm, self._confirmation(quote.member_id, tender.stored_value, txn_id, proof)
+        )
+        if confirm is not None and not confirmed:
             offline = self.offline_state(quote.member_id, now, unreachable=True)
         refusal = pay.offline_refusal(tender.stored_value, offline, self.limits, proof.cap)
         if refusal is not None:
             raise Rejected(refusal)
-        return replace(proof, tender=tender, offline=offline.offline_for_s is not None)
+        card_confirmed = confirmed and proof.proof is Proof.CARD  # head office checked the card's read counter
+        return replace(proof, tender=tender, offline=offline.offline_for_s is not None, card_confirmed=card_confirmed)
 
     def _taking_nothing(self, quote: Quote, payment: Payment, card: Identified | None) -> _Paid:
         """A sale that takes nothing of the member's. A code from the member's phone that came with it (the
@@ -1614,6 +1613,7 @@ class _Paid:
     code_text: str | None = None
     cap: int | None = None  # the paying device's own offline cap
     tap: SecureTap | None = None  # the secure tap journalled with the sale (its counter stored with it)
+    card_confirmed: bool = False  # head office confirmed the spend on this tap: it checked and used the read counter
 
 
 def _receipt(

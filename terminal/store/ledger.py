@@ -256,7 +256,7 @@ def _stored_value(conn: sqlite3.Connection, txn_id: str, fx: Effects) -> None:
             (fx.payment_code, txn_id, _iso(fx.now)),
         )
     if fx.sun_counter is not None:
-        bump_counter(conn, *fx.sun_counter)
+        bump_counter(conn, *fx.sun_counter, confirmed=fx.sun_confirmed)
     if fx.receipt_digest is not None:
         if conn.execute("SELECT 1 FROM receipt_digests WHERE digest = ?", (fx.receipt_digest,)).fetchone():
             raise Rejected(Code.RECEIPT_ALREADY_USED)

@@ -270,3 +270,13 @@ def m017_receipt_printed(db: Database) -> None:
         if "printed_at" not in db.table(table).columns_dict:
             db.execute(f"ALTER TABLE {table} ADD COLUMN printed_at TEXT")
         db.execute(f"CREATE INDEX IF NOT EXISTS idx_{table}_printed_at ON {table} (printed_at)")
+
+
+@migrations()
+def m018_card_counters_used(db: Database) -> None:
+    # The highest read counter of each card this till's own sales used (``counter`` also takes the chain's high-water
+    # mark the pull brings): a payment head office confirmed is checked against these alone. A counter kept before
+    # is taken as this till's own.
+    if "used" not in db.table("card_counters").columns_dict:
+        db.execute("ALTER TABLE card_counters ADD COLUMN used INTEGER")
+        db.execute("UPDATE card_counters SET used = counter")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from terminal.errors import Code, Rejected
+from terminal.model import Card, Member
 from terminal.store import Store
 from terminal.store.counters import bump_counter, last_counter
 
@@ -70,6 +71,38 @@ def test_cards_have_their_own_counters(conn: sqlite3.Connection, db_path: Path) 
     assert (_committed(db_path, CARD), _committed(db_path, OTHER)) == (50, 1)
 
 
+def test_a_payment_head_office_confirmed_is_checked_against_the_tills_own_uses(
+    conn: sqlite3.Connection, db_path: Path
+) -> None:
+    """Confirming, head office made the read's counter the card's, and the pull brought it down before the sale is
+    recorded: the confirmed payment is taken at that counter; the till's own use of it, confirmed or not, never."""
+    with conn:
+        bump_counter(conn, CARD, 7)
+    pull(db_path, CARD, 9)  # head office's high-water mark after it confirmed the payment of read 9
+    with pytest.raises(Rejected):
+        bump_counter(conn, CARD, 9)  # not confirmed: at or below what the chain used
+    conn.rollback()
+    with conn:
+        bump_counter(conn, CARD, 9, confirmed=True)
+    assert _committed(db_path, CARD) == 9
+    for replayed in (9, 8):
+        with pytest.raises(Rejected):
+            bump_counter(conn, CARD, replayed, confirmed=True)
+        conn.rollback()
+    pull(db_path, CARD, 12)
+    with conn:
+        bump_counter(conn, CARD, 10, confirmed=True)  # head office confirmed read 10 before it confirmed 12
+    assert _committed(db_path, CARD) == 12  # the chain's mark stays
+
+
+def pull(db_path: Path, uid_hash: str, counter: int) -> None:
+    store = Store.open(db_path)
+    try:
+        store.apply_changes([Member("M-1", "Aiko", "basic", 0)], [Card(uid_hash, "M-1", counter=counter)], [], 1)
+    finally:
+        store.close()
+
+
 def test_it_does_not_commit_the_callers_transaction(conn: sqlite3.Connection, db_path: Path) -> None:
     bump_counter(conn, CARD, 9)
     assert conn.in_transaction
@@ -101,4 +134,4 @@ def test_the_migration_made_the_table(db_path: Path) -> None:
     with sqlite3.connect(db_path) as fresh:
         columns = [row[1] for row in fresh.execute("PRAGMA table_info(card_counters)")]
         pk = [row[1] for row in fresh.execute("PRAGMA table_info(card_counters)") if row[5]]
-    assert columns == ["uid_hash", "counter", "updated_at"] and pk == ["uid_hash"]
+    assert columns == ["uid_hash", "counter", "updated_at", "used"] and pk == ["uid_hash"]

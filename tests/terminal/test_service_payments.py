@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -145,6 +146,32 @@ def test_cards_pay_only_when_they_prove_themselves(till: tuple[Service, Store, C
     with pytest.raises(Rejected) as info:  # the same SUN message read again: the counter did not rise
         service.commit(service.quote("M-1", BASKET), Payment(None, card=replayed))
     assert info.value.code is Code.REPLAYED_CARD
+
+
+def test_a_card_payment_head_office_confirmed_is_taken_when_the_pull_brought_its_read_counter_first(
+    till: tuple[Service, Store, Clock],
+) -> None:
+    """Confirming a card's payment, head office makes the tap's read counter the card's, and the till's pull (on
+    its own thread) may bring it down before the till records the sale it was told to take: the sale is taken,
+    never refused as a replay of itself; the same message again is refused."""
+    service, store, _ = till
+    member = store.member("M-1")
+    assert member is not None
+
+    def confirmed_then_pulled(request: dict[str, Any]) -> bool:
+        store.apply_changes([], [Card(UID1, "M-1", counter=request["card"]["counter"])], [], 2)
+        return True
+
+    service.confirm_online = confirmed_then_pulled
+    sun = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.SUN, 41), UID1)
+    service.commit(service.quote("M-1", BASKET), Payment(None, card=sun))
+    assert store.stored_value("M-1") == 8000 and store.entries()[-1].payload["offline"] is False
+    assert store.card_counter(UID1) == 41
+    replayed = Identified(member, Card(UID1, "M-1"), credentials.CardProof(credentials.Trust.SUN, 41), UID1, at=1.0)
+    with pytest.raises(Rejected) as info:
+        service.commit(service.quote("M-1", BASKET), Payment(None, card=replayed))
+    assert info.value.code is Code.REPLAYED_CARD
+    assert len(store.entries()) == 1
 
 
 def test_offline_limits(till: tuple[Service, Store, Clock]) -> None:
