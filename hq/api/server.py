@@ -37,6 +37,7 @@ def serve(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     log_level: str = "warning",
+    noted: list[int] | None = None,
 ) -> str | None:
     """Run head office in the foreground until SIGINT/SIGTERM (what ``tillpoint hq serve`` calls), and return the
     name of the signal that stopped it, once the requests in flight are answered (None: it stopped otherwise).
@@ -44,7 +45,10 @@ def serve(
     Uvicorn takes SIGINT and SIGTERM while it serves, and after its graceful shutdown puts the handlers it found
     back and raises the signal again: with the default ones there, the process died of SIGTERM (exit status 143,
     a failure to systemd on every stop and restart) before the caller closed the database. Here the handlers it
-    finds note the signal instead, so ``serve`` returns and the command ends as on any stop, with status 0."""
+    finds note the signal instead, so ``serve`` returns and the command ends as on any stop, with status 0.
+
+    ``noted``: the list the caller's own handlers note the signals in until now (``hq serve``'s start-up); one
+    noted there before these handlers are set stops the server as one noted here."""
     config = uvicorn.Config(
         create_app(store),
         host=host,
@@ -55,13 +59,15 @@ def serve(
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
-    received: list[int] = []
+    received: list[int] = noted if noted is not None else []
 
     def note(sig: int, _frame: FrameType | None) -> None:
         received.append(sig)  # no lock taken: a handler runs between two steps of whatever the main thread does
         server.should_exit = True  # one before uvicorn takes the signals: it starts, then stops at once
 
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if received:  # noted by the caller's handlers, after it last looked
+        server.should_exit = True
     try:
         server.run()
     finally:

@@ -4,9 +4,11 @@ database."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +25,9 @@ from hq.cli.common import (
     terminal_store,
 )
 from terminal.console import JsonOpt, check_port, show_json
+
+if TYPE_CHECKING:
+    from hq.store import HqStore
 
 app = typer.Typer()
 
@@ -73,8 +78,45 @@ def hq_migrate(
     )
 
 
+class _Stops:
+    """SIGINT and SIGTERM taken from ``hq serve``'s first moment: a stop sent while head office starts (opening
+    its database, the backup before a migration, the migration itself) lets the step under way finish, instead of
+    cutting it with the signal's default death (exit status -15, which systemd logs as a failure), and the command
+    then ends before serving (``stop_if_noted``). Once it serves, ``hq.api.server.serve`` or uvicorn's supervisor
+    takes them. The handler takes no lock, as the till's (``terminal.cli._signal_waiter``): a second signal's
+    handler runs inside the first's. The handlers found are put back when the command ends."""
+
+    def __init__(self, ctx: typer.Context) -> None:
+        self.received: list[int] = []
+        self._found = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        ctx.call_on_close(self.put_back)
+
+    def _note(self, sig: int, _frame: FrameType | None) -> None:
+        self.received.append(sig)
+
+    def put_back(self) -> None:
+        for sig, handler in self._found.items():
+            signal.signal(sig, handler)
+
+    def stop_if_noted(self, store: HqStore | None = None, *, closed: bool = False) -> None:
+        """Close the database (``store``; ``closed``: closed already) and exit with status 0 if a stop came while
+        head office started."""
+        if not self.received:
+            return
+        if store is not None:
+            store.close()
+        print(
+            f"head office stopped ({signal.Signals(self.received[0]).name}) before serving: the start-up step under "
+            f"way finished, database {'closed' if store is not None or closed else 'not opened'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise typer.Exit(0)
+
+
 @app.command("serve")
 def hq_serve(
+    ctx: typer.Context,
     db: DbOpt = DEFAULT_DB,
     host: str = "127.0.0.1",
     port: int = 8731,
@@ -128,6 +170,7 @@ def hq_serve(
     ] = None,
 ) -> None:
     """Serve the head-office API (SQLite file, or PostgreSQL with --db postgresql://...)."""
+    stops = _Stops(ctx)  # before anything starts: docs/deploy.md, Stopping head office
     from hq.api.app import WALLET_SENDER_ENV
     from hq.api.server import serve
     from hq.db.schema import MIGRATION_LOCK_WAIT_S
@@ -156,6 +199,7 @@ def hq_serve(
         except (OSError, ValueError) as exc:
             fail(f"{KeyFileInvalid.code}: cannot start head office: --seed-demo-key: {exc}")
     card_key_file = card_key_file or seed_demo_key
+    stops.stop_if_noted()
     made = "://" not in db and not Path(db).exists()  # a mistyped path is a new, empty head office: say so
     try:  # an upgrade migrates here, once, after a backup (docs/install.md)
         store = open_store(
@@ -180,11 +224,14 @@ def hq_serve(
     store.keep_chain_timezone()  # the zone of the stores without a calendar, for the commands run beside it
     if seed_demo_key is not None:
         seed_demo(store, load_or_create_key(seed_demo_key))
+    stops.stop_if_noted(store)
     scheme = "https" if certfile else "http"
     fresh = " (new and empty: made now)" if made else ""
     print(f"head office on {scheme}://{host}:{port}, database {shown_db(db)}{fresh}", file=sys.stderr, flush=True)
     if workers > 1:
         store.close()  # migrated and seeded once, here; each worker opens its own pool
+        stops.put_back()  # until uvicorn's supervisor takes them, a stop ends head office at once, as before
+        stops.stop_if_noted(closed=True)  # one noted until then
         serve_workers(
             ServeOptions(
                 db=db,
@@ -213,7 +260,7 @@ def hq_serve(
         else None
     )
     try:
-        stopped_by = serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile)
+        stopped_by = serve(store, host, port, ssl_certfile=certfile, ssl_keyfile=keyfile, noted=stops.received)
     finally:
         if timer is not None:
             timer.stop()

@@ -1,10 +1,11 @@
 """Signals to a real `tillpoint run`: SIGHUP reloads the config (a bad one is refused and the running
 one stays), SIGTERM lets the commits in flight finish and stops cleanly. And to a real `tillpoint hq serve`: SIGTERM
-stops it as cleanly, with exit status 0."""
+stops it as cleanly, with exit status 0, while it serves and while it starts."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -15,8 +16,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.fixtures.hq import HqProcess, free_port
+from hq.db.schema import MIGRATIONS
+from tests.fixtures import forked
+from tests.fixtures.hq import HqProcess, free_port, migrated_before
 from tests.ops.helpers import ROOT, Api, NotifyListener, TillProcess, integrity, metric, till_config, wait_until
 
 AIKO = "04A1B2C3D4E501"
@@ -165,6 +169,59 @@ def test_sigterm_stops_a_single_process_head_office_cleanly(tmp_path: Path) -> N
         assert integrity(Path(hq.db)) == "ok"
     finally:
         hq.kill()
+
+
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has the file ``path`` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(fds / fd) == str(path):
+                return True
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_sent_while_head_office_migrates_lets_the_migration_finish_and_ends_it_before_serving(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """``systemctl stop`` (or a Ctrl-C) while head office starts on a database of the release before: it backs it
+    up and migrates it, then closes it and exits 0 without serving, never by the signal's default death (exit -15)
+    with a backup or a migration cut midway. The test holds the database's write lock, so the process, once it has
+    the database open, waits at its first write of the migration for it: the stop is sent there, the lock let go."""
+    db = tmp_path / "hq" / "hq.db"
+    migrated_before(str(db), MIGRATIONS[-1][0]).close()
+    holder = sqlite3.connect(str(db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    proc = forked.start(
+        ["hq", "serve", "--db", str(db), "--port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_until(lambda: proc.poll() is not None or holds_open(proc.pid, db), 30, "head office to open its database")
+        proc.send_signal(sig)
+        holder.close()  # the lock let go: the migration goes on
+        status = proc.wait(timeout=60)
+        said = proc.stderr.read().decode() if proc.stderr is not None else ""
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert status == 0, f"head office exited {status} on {sig.name} while it started:\n{said[-2000:]}"
+    assert f"head office stopped ({sig.name}) before serving" in said and "head office on" not in said, said[-2000:]
+    assert not Path(f"{db}-wal").exists(), "head office left its database open"
+    assert integrity(db) == "ok"
+    conn = sqlite3.connect(str(db))
+    applied = {row[0] for row in conn.execute("SELECT name FROM hq_migrations")}
+    conn.close()
+    assert applied == {name for name, _ in MIGRATIONS}, "the migration was not applied whole"
+    backups = sorted(db.parent.glob("hq.db.pre-*"))
+    assert len(backups) == 1 and integrity(backups[0]) == "ok", backups  # the backup before it, whole
+    copy = sqlite3.connect(str(backups[0]))
+    assert len(copy.execute("SELECT name FROM hq_migrations").fetchall()) == len(MIGRATIONS) - 1
+    copy.close()
 
 
 STORM = """
