@@ -393,6 +393,7 @@ def _dump(conninfo: str, label: str, lock_wait: float | None) -> str:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
+        target.unlink(missing_ok=True)  # pg_dump killed at the timeout: its cut file is not a backup
         raise BackupFailed(f"pg_dump failed: {exc}") from exc
     if done.returncode != 0:
         target.unlink(missing_ok=True)

@@ -187,15 +187,23 @@ class SqliteDb:
             )
 
     def backup(self, label: str) -> str:
-        """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database."""
+        """SQLite's online backup into ``<file>.pre-<label>-<time>`` (0600), beside the database. One that fails
+        (a full disk) removes the file it made: an empty or cut copy is not left to pass for a backup."""
         target = f"{self.path}.pre-{label}-{backup_stamp()}"
         try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # never another's file
+        except OSError as exc:
+            raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
+        try:
             with self._lock, closing(sqlite3.connect(target)) as copy:
                 self._conn.backup(copy)
                 copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-        except (OSError, sqlite3.Error) as exc:
-            raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
+        except BaseException as exc:
+            for made in (target, f"{target}-journal"):
+                Path(made).unlink(missing_ok=True)
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise BackupFailed(f"could not back up {self.path} to {target}: {exc}") from exc
+            raise
         return target
 
     def close(self) -> None:

@@ -9,8 +9,9 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.fixtures.hq import command, tillpoint
-from tests.ops.helpers import corrupt_table, fill, hq_database, read_only
+from hq.db.schema import MIGRATIONS
+from tests.fixtures.hq import command, migrated_before, tillpoint
+from tests.ops.helpers import corrupt_table, fill, hq_database, integrity, read_only
 from tests.ports import free_port
 
 
@@ -51,6 +52,31 @@ def test_a_full_disk_is_said_as_storage_full_and_nothing_changes(tmp_path: Path,
     done = tillpoint("hq", "add-terminal", "T-2", "--store-id", "S-1", "--db", str(db))
     assert done.returncode == 0, done.stdout + done.stderr
     assert terminals(db) == ["T-1", "T-2"]
+
+
+def applied(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return len(conn.execute("SELECT name FROM hq_migrations").fetchall())
+    finally:
+        conn.close()
+
+
+def test_a_backup_the_disk_has_no_room_for_leaves_no_file_and_migrates_nothing(small_disk: Path) -> None:
+    """The backup before a migration, on a disk with room for the migration's first writes but not for a copy:
+    ``backup_failed``, nothing migrated, and no file beside the database that looks like a backup (it held an
+    empty or cut copy). Once there is room, the next start backs up and migrates."""
+    db = small_disk / "hq.db"
+    migrated_before(str(db), MIGRATIONS[-1][0]).close()
+    filler = fill(small_disk)
+    filler.write_bytes(b"\0" * (filler.stat().st_size - 256 * 1024))  # room for a few pages, not for a copy
+    said(tillpoint("hq", "migrate", "--db", str(db)), "backup_failed")
+    assert sorted(p.name for p in small_disk.iterdir() if p.name.startswith("hq.db.pre-")) == []
+    assert applied(db) == len(MIGRATIONS) - 1 and integrity(db) == "ok"
+    filler.unlink()
+    done = tillpoint("hq", "migrate", "--db", str(db))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert applied(db) == len(MIGRATIONS) and len(list(small_disk.glob("hq.db.pre-*"))) == 1
 
 
 def test_a_read_only_file_system_is_said_as_storage_read_only(tmp_path: Path, small_disk: Path) -> None:
