@@ -13,8 +13,9 @@ the default at ``--quick``). Then:
                no-op), beside the floor (the same journal and sales rows COPYed in one transaction a
                batch), and with the statistics writing every daily row to ``member_day_rows`` (as before
                the recent days had a table of their own); batches interleaved, each way first in turn, so
-               that the machine's load falls on all four alike. The recent days' table is folded as head
-               office's timer folds it and filled to the chain's size first; each run draws members of its own
+               that the machine's load falls on all four alike. The recent days' table and the lifetime
+               figures' table are folded as head office's timer folds them and filled to the chain's size
+               first; each run draws members of its own
     segments   each segment of bench_segments.py's set, and a second set written for this benchmark and
                never tuned on: count and preview (count + 20) over every member, and a hand-written floor
     coupons    the floor of a campaign: 100,000 personal coupon rows as ``HqStore.put_coupon`` writes them
@@ -701,6 +702,21 @@ def _recent_days_as_the_chains(store: HqStore, today: date, sales: int) -> int:
         return int(tx.one(f"SELECT COUNT(*) FROM {stats.RECENT_TABLE}")[0])
 
 
+def _recent_totals_as_the_chains(store: HqStore, today: date) -> int:
+    """The lifetime figures' small table (``stats.RECENT_TOTALS``) as large as this chain's is at the end of a day,
+    before the timer's fold: a row for each member with a visit today in the recent days' table (which
+    ``_recent_days_as_the_chains`` filled). Their figures are nothing (the history's sales are in
+    ``member_totals`` already), so every member reads as before; pushes add to a table of its size. Returns its
+    rows."""
+    with store.db.write() as tx:
+        tx.run(
+            f"INSERT INTO {stats.RECENT_TOTALS} (member_id) SELECT DISTINCT member_id FROM {stats.RECENT_TABLE} "
+            "WHERE kind = 's' AND day = ? ON CONFLICT DO NOTHING",
+            [today.isoformat()],
+        )
+        return int(tx.one(f"SELECT COUNT(*) FROM {stats.RECENT_TOTALS}")[0])
+
+
 def bench_ingest(
     store: HqStore, members: int, sales: int, entries: int, batch: int, run: str, seed: int, shape: str = "first"
 ) -> dict[str, Any]:
@@ -713,6 +729,7 @@ def bench_ingest(
     today = datetime.now(UTC).date()  # the pushes' sales are today's: the recent days' table as the timer keeps it
     stats.fold_recent_days(store.db, today)
     recent_rows = _recent_days_as_the_chains(store, today, sales)
+    recent_totals = _recent_totals_as_the_chains(store, today)
     with store.db.write() as tx:
         tx.run("CHECKPOINT")
     ways = ("floor", "without_stats", "with_stats", "with_stats_one_table")
@@ -763,6 +780,7 @@ def bench_ingest(
         "one_table_stage_s": round(stage_one_table[0], 2),
         "without_over_floor": round(took["without_stats"] / took["floor"], 2),
         "recent_rows_before": recent_rows,
+        "recent_totals_before": recent_totals,
         "fold_rows": folded,
         "fold_s": round(fold_s, 2),
         **{f"{w}_wal_bytes_per_entry": round(wal[w] / entries) for w in ways},

@@ -718,8 +718,9 @@ def _schedule_part(schedule: AnySchedule, day: date) -> tuple[str, str, str, lis
         )
     if isinstance(schedule, AfterVisit):
         low, after = visit_days(day, schedule.days)
-        where = "t.last_visit >= ? AND t.last_visit < ? AND t.visits > 0"
-        return "t.last_visit", "JOIN member_totals t ON t.member_id = q.member_id", where, [low, after]
+        last = stats.LIVE_LAST_VISIT  # the lifetime figures of both rows (``stats.lifetime``)
+        where = f"{last} >= ? AND {last} < ? AND {stats.LIVE_VISITS} > 0"
+        return last, stats.live_joins("q.member_id"), where, [low, after]
     return "''", "", "1 = 1", []
 
 

@@ -69,7 +69,15 @@ stay in memory, so a push adds today's rows there, not into leaves of the big ta
 gigabytes. Head office's timer moves the rows of older days into ``member_day_rows`` once a day
 (``fold_recent``); ``member_days`` and ``member_category_days`` read both (migration m060_recent_day_rows)."""
 DAY_TABLES = ("member_day_rows", RECENT_TABLE)
-STATS_STORED = ("member_totals", *DAY_TABLES, "member_category_windows")
+RECENT_TOTALS = "member_totals_recent"
+"""The lifetime figures (visits, spend, coupons, first and last visit) of the sales added since head office's
+timer last folded them into ``member_totals`` (``fold_totals``, once a day): a push adds to a small table
+whose pages stay in memory, not to a row of ``member_totals`` on a page of its own (a million members' rows
+are spread over a gigabyte, and the first change of a page after a checkpoint writes all of it to the WAL).
+A member's lifetime figures are the two rows added up (``lifetime``): counts summed, the earlier first visit,
+the later last visit. The rolled windows and the last visit day stay in ``member_totals``
+(migration m061_recent_totals)."""
+STATS_STORED = ("member_totals", RECENT_TOTALS, *DAY_TABLES, "member_category_windows")
 """The tables the statistics are stored in (what a rebuild empties and writes)."""
 RECENT_DAYS = 2
 """Days before today (UTC) whose rows stay in the recent table after a fold: a till offline overnight, or a
@@ -235,6 +243,9 @@ class Deltas:
     """Members whose sales lost their visit, and those sales' times."""
     lost_day: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """Members whose sales lost their visit on a day up to the rolled day, and those days."""
+    counted: set[str] = field(default_factory=set)
+    """Members with a sale that counts among those added: each has a lifetime row, even when its figures add
+    up to nothing (a sale voided in the push that brought it)."""
 
     def add_visit(self, member_id: str, day: str, store_id: str, at: str) -> None:
         """A check-in: one visit, no spend."""
@@ -253,7 +264,8 @@ class Deltas:
 
     def add(self, row: SaleRow, delta: Figures) -> None:
         m = row.member_id
-        t = self.totals[m]  # a member with a counted sale has a totals row, even when it was voided
+        t = self.totals[m]
+        self.counted.add(m)  # a member with a counted sale has a lifetime row, even when it was voided
         if delta.empty:
             return
         t[0] += delta.visits
@@ -434,35 +446,42 @@ def _by_txn(row: Sequence[Any]) -> str:
 
 
 # Adding a row of lifetime figures to a member's: counts add up, first and last visits widen.
-def _widen(column: str, op: str) -> str:
+def _widen(column: str, op: str, table: str = "member_totals") -> str:
     return (
-        f"{column} = CASE WHEN excluded.{column} IS NOT NULL AND (member_totals.{column} IS NULL "
-        f"OR excluded.{column} {op} member_totals.{column}) THEN excluded.{column} ELSE member_totals.{column} END"
+        f"{column} = CASE WHEN excluded.{column} IS NOT NULL AND ({table}.{column} IS NULL "
+        f"OR excluded.{column} {op} {table}.{column}) THEN excluded.{column} ELSE {table}.{column} END"
     )
 
 
-def _sum(column: str) -> str:
-    return f"{column} = member_totals.{column} + excluded.{column}"
+def _sum(column: str, table: str = "member_totals") -> str:
+    return f"{column} = {table}.{column} + excluded.{column}"
 
 
 _LIFETIME = ("visits", "spend", "coupons_redeemed")
 
 
-def _totals(windows: bool) -> Upsert:
-    """Adding to ``member_totals``: with the rolled windows (and the last visit day up to the rolled day), or
-    without them, for a push none of whose sales falls on or before the rolled day (a push of today's sales:
-    the windows are rolled to an earlier day), so its statement carries seven columns, not twenty-three."""
+LIFETIME_COLUMNS = ("first_visit", "last_visit", *_LIFETIME)
+"""A member's lifetime figures, in ``member_totals`` and ``RECENT_TOTALS`` alike."""
+
+
+def _totals(lifetime: bool, windows: bool, table: str = "member_totals") -> Upsert:
+    """Adding to ``member_totals`` (or to ``RECENT_TOTALS``): the lifetime figures, the rolled windows (with the
+    last visit day up to the rolled day), or both (a merge, a fold)."""
     days = ("last_day",) if windows else ()
-    sums = _LIFETIME + (WINDOW_COLUMNS if windows else ())
-    columns = ("member_id", "first_visit", "last_visit", *days, *sums, "updated_at")
-    types = ("text", "text", "text", *["text"] * len(days), *["bigint"] * len(sums), "text")
-    sets = [_widen("first_visit", "<"), _widen("last_visit", ">"), *(_widen(c, ">") for c in days)]
-    sets += [_sum(c) for c in sums] + ["updated_at = excluded.updated_at"]
-    return Upsert("member_totals", columns, types, "ON CONFLICT (member_id) DO UPDATE SET " + ", ".join(sets))
+    sums = (_LIFETIME if lifetime else ()) + (WINDOW_COLUMNS if windows else ())
+    spans = ("first_visit", "last_visit") if lifetime else ()
+    stamp = ("updated_at",) if table == "member_totals" else ()
+    columns = ("member_id", *spans, *days, *sums, *stamp)
+    types = ("text", *["text"] * (len(spans) + len(days)), *["bigint"] * len(sums), *["text"] * len(stamp))
+    sets = [_widen(c, "<" if c == "first_visit" else ">", table) for c in (*spans, *days)]
+    sets += [_sum(c, table) for c in sums] + [f"{c} = excluded.{c}" for c in stamp]
+    return Upsert(table, columns, types, "ON CONFLICT (member_id) DO UPDATE SET " + ", ".join(sets))
 
 
-TOTALS = _totals(windows=True)
-TOTALS_PLAIN = _totals(windows=False)
+TOTALS = _totals(lifetime=True, windows=True)
+TOTALS_LIFETIME = _totals(lifetime=True, windows=False)
+TOTALS_WINDOWS = _totals(lifetime=False, windows=True)
+RECENT_LIFETIME = _totals(lifetime=True, windows=False, table=RECENT_TOTALS)
 
 
 DAY_ROW_COLUMNS = ("member_id", "day", "kind", "item", "visits", "spend", "quantity")
@@ -490,16 +509,25 @@ CATEGORY_WINDOWS = Upsert(
 _CATEGORY_WINDOWS_EMPTY = " AND ".join(f"{c} = 0" for c in CATEGORY_WINDOW_COLUMNS)
 
 
-def _totals_rows(deltas: Deltas, now: str) -> tuple[Upsert, list[tuple[Any, ...]]]:
-    """The ``member_totals`` rows of ``deltas`` in key order, and the statement that adds them: without the
-    window columns when no sale of them falls in the rolled windows."""
-    lifetime = len(_LIFETIME)
-    in_windows = bool(deltas.last_day) or any(any(t[lifetime:]) for t in deltas.totals.values())
-    rows: list[tuple[Any, ...]] = []
-    for m, t in sorted(deltas.totals.items()):
-        span = deltas.first_last.get(m, (None, None))
-        rows.append((m, *span, deltas.last_day.get(m), *t, now) if in_windows else (m, *span, *t[:lifetime], now))
-    return (TOTALS if in_windows else TOTALS_PLAIN), rows
+def _lifetime_rows(deltas: Deltas) -> list[tuple[Any, ...]]:
+    """The ``RECENT_TOTALS`` rows of ``deltas`` in key order: members with a counted sale or a visit among them."""
+    n = len(_LIFETIME)
+    return [
+        (m, *deltas.first_last.get(m, (None, None)), *t[:n])
+        for m, t in sorted(deltas.totals.items())
+        if m in deltas.counted or m in deltas.first_last or any(t[:n])
+    ]
+
+
+def _window_rows(deltas: Deltas, now: str) -> list[tuple[Any, ...]]:
+    """The ``member_totals`` rows of ``deltas`` in key order: members whose rolled windows or last visit day move
+    (a sale on or before the day the windows are rolled to, a roll)."""
+    n = len(_LIFETIME)
+    return [
+        (m, deltas.last_day.get(m), *t[n:], now)
+        for m, t in sorted(deltas.totals.items())
+        if m in deltas.last_day or any(t[n:])
+    ]
 
 
 def by_table(rows: Sequence[tuple[Any, ...]], recent_from: str | None) -> tuple[list[Any], list[Any]]:
@@ -518,15 +546,19 @@ def day_rows(deltas: Deltas) -> list[tuple[Any, ...]]:
 
 
 def write(tx: Tx, deltas: Deltas, now: str | None = None) -> None:
-    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go. The three
-    tables' rows go in one statement (``upsert_together``: one round trip on PostgreSQL)."""
+    """Add the deltas, in key order (concurrent pushes lock rows in one order); rows left at zero go. The tables'
+    rows go in one statement (``upsert_together``: one round trip on PostgreSQL): the lifetime figures to
+    ``RECENT_TOTALS``, the rolled windows to ``member_totals`` (only for members whose windows move)."""
     now = now or utc_now()
     windows = sorted((k, v) for k, v in deltas.category_windows.items() if any(v))
-    spec, totals = _totals_rows(deltas, now)
     older, recent = by_table(day_rows(deltas), deltas.recent_from)
     now_held = upsert_together(
         tx,
-        [(spec, totals), (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows])],
+        [
+            (RECENT_LIFETIME, _lifetime_rows(deltas)),
+            (TOTALS_WINDOWS, _window_rows(deltas, now)),
+            (CATEGORY_WINDOWS, [(*k, *v) for k, v in windows]),
+        ],
         ([(DAY_ROWS, older), (RECENT_DAY_ROWS, recent)], "member_id, day, kind, item, visits, spend"),
     )
     _roll_days(tx, deltas.days, [(m, d, i, v, n) for m, d, k, i, v, n in now_held if k == STORE_ROW])
@@ -578,11 +610,7 @@ def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> dict[str, tuple[bool, b
     still count; so does the other end.)"""
     if not lost:
         return {}
-    cond, params = tx.in_list("member_id", sorted(lost))
-    spans = {
-        str(r[0]): (r[1], r[2])
-        for r in tx.all(f"SELECT member_id, first_visit, last_visit FROM member_totals WHERE {cond}", params)
-    }
+    spans = {m: (life.first_visit, life.last_visit) for m, life in lifetimes(tx, sorted(lost)).items()}
     moved: dict[str, tuple[bool, bool]] = {}
     for m in sorted(lost):
         ends = tuple(t is not None and str(t) in lost[m] for t in spans[m]) if m in spans else (True, True)
@@ -593,7 +621,8 @@ def _span_moved(tx: Tx, lost: Mapping[str, set[str]]) -> dict[str, tuple[bool, b
 
 def _mend_spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> None:
     """Set the first or last visit that moved (``moved``: by member, which of the two) to the one found again,
-    one statement a set of ends."""
+    one statement a set of ends and table: in both of a member's lifetime rows (``RECENT_TOTALS``'s, made by
+    sales not yet folded, may hold the very time that went)."""
     spans = _spans(tx, moved)
     by_ends: dict[tuple[bool, bool], list[tuple[Any, ...]]] = defaultdict(list)
     for member_id, ends in sorted(moved.items()):
@@ -601,7 +630,8 @@ def _mend_spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]]) -> None:
         by_ends[ends].append((*found, member_id))
     for ends, rows in sorted(by_ends.items()):
         columns = ", ".join(f"{end} = ?" for end, gone in zip(SPAN_ENDS, ends, strict=True) if gone)
-        tx.many(f"UPDATE member_totals SET {columns} WHERE member_id = ?", rows)
+        for table in ("member_totals", RECENT_TOTALS):
+            tx.many(f"UPDATE {table} SET {columns} WHERE member_id = ?", rows)
 
 
 def _spans(tx: Tx, moved: Mapping[str, tuple[bool, bool]], step: int = 0) -> dict[str, tuple[str | None, str | None]]:
@@ -705,6 +735,7 @@ def move(tx: Tx, loser: str, winner: str) -> None:
     check-ins become the winner's, but one a store and day: a day both checked in at a store stays one visit."""
     now = utc_now()
     state = windows_state(tx, hold=True)  # both members' windows are as of one day: no roll in between
+    fold_totals(tx, [loser, winner])  # each member's lifetime figures in its one row, then added up below
     winner_before = rollup.member_rows(tx, [winner])
     copied = ", ".join(TOTALS.columns[1:-1])
     both = [
@@ -955,6 +986,11 @@ def build_windows(tx: Tx, rolled: date, members: Members = EVERY_MEMBER) -> int:
     zeros = ", ".join(f"{c} = 0" for c in WINDOW_COLUMNS)
     mine, mine_params = members.where("member_id")
     theirs, their_params = members.where("member_totals.member_id")
+    tx.run(  # a member whose lifetime figures are all in the recent table has its windows' row too
+        f"INSERT INTO member_totals (member_id, updated_at) SELECT member_id, ? FROM {RECENT_TOTALS} "
+        f"WHERE {mine} ON CONFLICT (member_id) DO NOTHING",
+        [utc_now(), *mine_params],
+    )
     tx.run(f"UPDATE member_totals SET last_day = NULL, {zeros} WHERE {mine}", mine_params)
     tx.run(f"DELETE FROM member_category_windows WHERE {mine}", mine_params)
     for table, kinds in (("member_days", ("visits", "spend")), ("member_category_days", ("category_spend",))):
@@ -1041,10 +1077,16 @@ def build_chunk(tx: Tx, size: int = BUILD_CHUNK) -> BuildStep:
         return "idle"
     after = Members(after=state.built_to)
     cond, params = after.where("member_id")
-    row = tx.one(
-        f"SELECT member_id FROM member_totals WHERE {cond} ORDER BY member_id LIMIT 1 OFFSET ?", [*params, size - 1]
-    )
-    upto = None if row is None else str(row[0])
+    ends = [  # the size-th member after the cursor in each table a member's rows may be in (its index's order)
+        row[0]
+        for table in ("member_totals", RECENT_TOTALS)
+        if (
+            row := tx.one(
+                f"SELECT member_id FROM {table} WHERE {cond} ORDER BY member_id LIMIT 1 OFFSET ?", [*params, size - 1]
+            )
+        )
+    ]
+    upto = str(min(ends)) if ends else None  # at most ``size`` members of each table
     build_windows(tx, state.building, Members(after=state.built_to, upto=upto))
     if upto is None:
         _rolled_to(tx, state.building)
@@ -1121,7 +1163,22 @@ def fold_recent(tx: Tx, to: date) -> int:
     else:
         return 0
     tx.run("UPDATE stats_windows SET recent_from = ? WHERE id = 1", [day])
+    fold_totals(tx)
     return moved
+
+
+def fold_totals(tx: Tx, members: Sequence[str] | None = None) -> int:
+    """The lifetime figures in ``RECENT_TOTALS`` added into ``member_totals`` and removed (``members``: only
+    theirs; None: everyone's, the daily fold), in one statement each way: what a member's two rows add up to
+    (``lifetime``) does not change. Returns the rows folded."""
+    cond, params = tx.in_list("member_id", list(members)) if members is not None else ("1 = 1", [])
+    columns = ", ".join(LIFETIME_COLUMNS)
+    tx.run(
+        f"INSERT INTO member_totals (member_id, {columns}, updated_at) SELECT member_id, {columns}, ? "
+        f"FROM {RECENT_TOTALS} WHERE {cond} ORDER BY member_id " + TOTALS_LIFETIME.on_conflict,
+        [utc_now(), *params],
+    )
+    return tx.run(f"DELETE FROM {RECENT_TOTALS} WHERE {cond}", params)
 
 
 def fold_recent_days(db: Db, today: date) -> int:
@@ -1214,6 +1271,65 @@ def _day_rows(tx: Tx, day: str) -> tuple[dict[str, tuple[int, int]], dict[tuple[
 
 
 @dataclass(frozen=True, slots=True)
+class Lifetime:
+    """A member's lifetime figures: its row of ``member_totals`` and its row of ``RECENT_TOTALS`` added up."""
+
+    first_visit: str | None = None
+    last_visit: str | None = None
+    visits: int = 0
+    spend: int = 0
+    coupons_redeemed: int = 0
+
+    def plus(self, row: Sequence[Any]) -> Lifetime:
+        """This and a row of ``LIFETIME_COLUMNS``."""
+        first, last, visits, spend, coupons = row
+        firsts = [str(t) for t in (self.first_visit, first) if t is not None]
+        lasts = [str(t) for t in (self.last_visit, last) if t is not None]
+        return Lifetime(
+            min(firsts) if firsts else None,
+            max(lasts) if lasts else None,
+            self.visits + int(visits),
+            self.spend + int(spend),
+            self.coupons_redeemed + int(coupons),
+        )
+
+
+def lifetimes(tx: Tx, members: Sequence[str] | None = None) -> dict[str, Lifetime]:
+    """The lifetime figures of ``members`` (None: of every member with any), by member id: only members with a
+    row in either table."""
+    cond, params = tx.in_list("member_id", list(members)) if members is not None else ("1 = 1", [])
+    columns = ", ".join(LIFETIME_COLUMNS)
+    found: dict[str, Lifetime] = {}
+    for table in ("member_totals", RECENT_TOTALS):
+        for member_id, *row in tx.all(f"SELECT member_id, {columns} FROM {table} WHERE {cond}", params):
+            found[str(member_id)] = found.get(str(member_id), Lifetime()).plus(row)
+    return found
+
+
+def lifetime(tx: Tx, member_id: str) -> Lifetime | None:
+    """One member's lifetime figures (None: no sale or visit of it ever counted)."""
+    return lifetimes(tx, [member_id]).get(member_id)
+
+
+LIVE_LAST_VISIT = (
+    "CASE WHEN r.last_visit IS NOT NULL AND (t.last_visit IS NULL OR r.last_visit > t.last_visit) "
+    "THEN r.last_visit ELSE t.last_visit END"
+)
+"""In SQL, with ``member_totals t`` and ``RECENT_TOTALS r`` left joined to a member (``live_joins``): its last
+visit."""
+LIVE_VISITS = "(COALESCE(t.visits, 0) + COALESCE(r.visits, 0))"
+"""In SQL, with the same joins: its lifetime visits."""
+
+
+def live_joins(member_id: str) -> str:
+    """The joins ``LIVE_LAST_VISIT`` and ``LIVE_VISITS`` read, for the member id column ``member_id``."""
+    return (
+        f"LEFT JOIN member_totals t ON t.member_id = {member_id} "
+        f"LEFT JOIN {RECENT_TOTALS} r ON r.member_id = {member_id}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MemberStats:
     """A member's statistics as of a business day (see docs/members.md for each figure)."""
 
@@ -1258,13 +1374,7 @@ def window_start(as_of: str, days: int) -> str:
 def member_stats(tx: Tx, member_id: str, as_of_day: str) -> MemberStats:
     """The member's statistics as of the business day ``as_of_day`` (lifetime figures count everything
     up to now; a window of N days counts the N days ending with ``as_of_day``)."""
-    total = tx.one(
-        "SELECT first_visit, last_visit, visits, spend, coupons_redeemed FROM member_totals WHERE member_id = ?",
-        [member_id],
-    )
-    first, last, visits, spend, coupons = (
-        (total[0], total[1], int(total[2]), int(total[3]), int(total[4])) if total else (None, None, 0, 0, 0)
-    )
+    life = lifetime(tx, member_id) or Lifetime()
     by_visits, by_spend = {}, {}
     for n in WINDOWS:
         row = tx.one(
@@ -1287,12 +1397,12 @@ def member_stats(tx: Tx, member_id: str, as_of_day: str) -> MemberStats:
     return MemberStats(
         member_id,
         as_of_day,
-        None if first is None else str(first),
-        None if last is None else str(last),
-        visits,
-        spend,
-        coupons,
-        spend // visits if visits > 0 else 0,
+        life.first_visit,
+        life.last_visit,
+        life.visits,
+        life.spend,
+        life.coupons_redeemed,
+        life.spend // life.visits if life.visits > 0 else 0,
         by_visits,
         by_spend,
         {str(c[0]): int(c[1]) for c in cats},
@@ -1301,16 +1411,24 @@ def member_stats(tx: Tx, member_id: str, as_of_day: str) -> MemberStats:
     )
 
 
+def _live_totals(tx: Tx) -> list[tuple[Any, ...]]:
+    """``member_totals`` as a member's figures read: its lifetime figures those of ``lifetime`` (a member with a
+    lifetime row only shows no windows and no last visit day)."""
+    windows = {
+        str(r[0]): tuple(r[1:])
+        for r in tx.all(f"SELECT member_id, last_day, {', '.join(WINDOW_COLUMNS)} FROM member_totals")
+    }
+    none = (None, *[0] * len(WINDOW_COLUMNS))
+    return [
+        (m, life.first_visit, life.last_visit, life.visits, life.spend, life.coupons_redeemed, *windows.get(m, none))
+        for m, life in sorted(lifetimes(tx).items())
+    ]
+
+
 def snapshot(tx: Tx) -> dict[str, list[tuple[Any, ...]]]:
     """The statistics tables as they are, sorted (without ``updated_at``): for comparing with a rebuild."""
     return {
-        "member_totals": [
-            tuple(r)
-            for r in tx.all(
-                "SELECT member_id, first_visit, last_visit, visits, spend, coupons_redeemed, last_day, "
-                f"{', '.join(WINDOW_COLUMNS)} FROM member_totals ORDER BY member_id"
-            )
-        ],
+        "member_totals": _live_totals(tx),
         "member_category_windows": [
             tuple(r)
             for r in tx.all(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hq import adjustments, erasure, giftholders
+from hq import adjustments, erasure, giftholders, stats
 from hq import members as hq_members
 from hq.backoffice import approvals, staff
 from hq.backoffice.errors import BackofficeRefused, Code
@@ -139,9 +139,9 @@ class MemberPage:
 
 
 def _totals(tx: Tx, member_id: str) -> dict[str, Any]:
-    row = tx.one("SELECT first_visit, last_visit, visits, spend FROM member_totals WHERE member_id = ?", [member_id])
+    life = stats.lifetime(tx, member_id)
     names = ("first_visit", "last_visit", "visits", "spend")
-    return dict(zip(names, row, strict=True)) if row else dict.fromkeys(names)
+    return {n: getattr(life, n) for n in names} if life else dict.fromkeys(names)
 
 
 def page(store: HqStore, who: Staff, member_id: str) -> MemberPage:

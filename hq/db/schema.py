@@ -958,6 +958,17 @@ MIGRATIONS: list[tuple[str, list[Statement]]] = [
             "FROM member_day_rows_recent WHERE kind = 'c'",
         ],
     ),
+    # The lifetime figures of the sales added since head office's timer last folded them (hq/stats.py
+    # ``RECENT_TOTALS``): a push adds to this small table, not to rows of member_totals spread over its pages;
+    # a member's figures are its two rows added up. Empty when made: member_totals holds everything so far.
+    (
+        "m061_recent_totals",
+        [
+            "CREATE TABLE member_totals_recent (member_id TEXT PRIMARY KEY, first_visit TEXT, last_visit TEXT, "
+            "visits BIGINT NOT NULL DEFAULT 0, spend BIGINT NOT NULL DEFAULT 0, "
+            "coupons_redeemed BIGINT NOT NULL DEFAULT 0)",
+        ],
+    ),
 ]
 
 

@@ -187,6 +187,7 @@ def scenario(hq: HqStore) -> HqStore:
     t1.push("refund", entries.refund(s2, "M-1", money_back=200, returned=[(0, 2)]), day=3)
     s3 = t2.push("sale", entries.sale("M-1", 700, store_id="S2"), day=3)
     t2.push("refund", entries.refund(s3, "M-1", store_id="S2", money_back=700, returned=[(0, 1)]), day=4)
+    hq.db.transact(stats.fold_totals)  # the timer's daily fold: M-1's later figures go beside the folded ones
     s4 = t2.push("sale", entries.sale("M-2", 300, store_id="S2", coupons=["C1"]), day=4)
     t2.push("void", entries.refund(s4, "M-2", store_id="S2", void=True), day=4)
     t1.push("sale", entries.sale("M-3", 900), day=5)
@@ -538,6 +539,7 @@ step = st.one_of(
     st.tuples(st.just("refund"), st.integers(0, 20), st.integers(0, 1), st.integers(1, 2)),
     st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
     st.tuples(st.just("checkin"), st.sampled_from(["M-1", "M-2", "M-9"]), st.integers(1, 3), st.just(0)),
+    st.tuples(st.just("fold"), st.just(0), st.just(0), st.just(0)),  # the lifetime figures folded
 )
 
 
@@ -555,6 +557,12 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
         sales: list[tuple[str, str | None, int]] = []
         pending: list[WireEntry] = []
         for kind, a, b, c in steps:
+            if kind == "fold":
+                if pending:
+                    hq.ingest("T1", pending)
+                    pending = []
+                hq.db.transact(stats.fold_totals)
+                continue
             if kind == "checkin":  # a door tap: a visit once a member, store and day
                 e = till.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"}, day=b)
             elif kind == "sale":
@@ -822,6 +830,8 @@ def test_head_offices_timer_keeps_the_last_days_rows_in_the_recent_table(hq: HqS
     held = days_kept(hq)
     assert held["member_day_rows"] == {(now.date() - timedelta(days=3)).isoformat()}
     assert held[stats.RECENT_TABLE] == {(first + timedelta(days=n)).isoformat() for n in range(3)}
+    rows = lifetime_rows(hq, "M-1")  # the lifetime figures folded with the days
+    assert rows[stats.RECENT_TOTALS] is None and rows["member_totals"] is not None and rows["member_totals"][2] == 4
 
 
 def test_a_fold_that_dies_halfway_moves_nothing(hq: HqStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -842,6 +852,85 @@ def test_a_fold_that_dies_halfway_moves_nothing(hq: HqStore, monkeypatch: pytest
     monkeypatch.undo()
     assert fold(hq, "2026-01-05") > 0 and snapshot(hq) == before
     assert max(days_kept(hq)["member_day_rows"]) < "2026-01-05"
+
+
+def lifetime_rows(hq: HqStore, member_id: str) -> dict[str, tuple[Any, ...] | None]:
+    """The member's row of lifetime figures in each table that keeps them."""
+    with hq.db.read() as tx:
+        return {
+            table: tx.one(f"SELECT {', '.join(stats.LIFETIME_COLUMNS)} FROM {table} WHERE member_id = ?", [member_id])
+            for table in ("member_totals", stats.RECENT_TOTALS)
+        }
+
+
+def test_a_push_adds_lifetime_figures_to_the_small_table_and_the_daily_fold_moves_them(hq: HqStore) -> None:
+    """A push adds a member's visits, spend, coupons and visit span to ``RECENT_TOTALS``, not to its row of
+    ``member_totals`` (a page of a big table each); what the member's figures read is the two rows added up;
+    the fold moves them into ``member_totals`` and they read the same. A void that takes back the last visit
+    finds the earlier one again in both rows, and a rebuild gives the same figures at each step."""
+    hq.upsert_member("M-1", "Aiko", "basic", 0)
+    hq.put_coupon({"coupon_id": "C1", "kind": "amount_off", "amount": 100}, "C1")
+    till = Till(hq, "T1")
+    till.push("sale", entries.sale("M-1", 1000, lines=BASKET, coupons=["C1"]), day=1)
+    first = stats_of(hq, "M-1")
+    assert (first.visits, first.spend, first.coupons_redeemed) == (1, 1000, 1)
+    assert first.first_visit is not None and first.first_visit == first.last_visit
+    assert lifetime_rows(hq, "M-1") == {
+        "member_totals": None,
+        stats.RECENT_TOTALS: (first.first_visit, first.first_visit, 1, 1000, 1),
+    }
+    before = snapshot(hq)
+    assert hq.db.transact(stats.fold_totals) == 1
+    assert lifetime_rows(hq, "M-1") == {
+        "member_totals": (first.first_visit, first.first_visit, 1, 1000, 1),
+        stats.RECENT_TOTALS: None,
+    }
+    assert snapshot(hq) == before and stats_of(hq, "M-1") == first
+    second = till.push("sale", entries.sale("M-1", 500, lines=lines(("food", 5, 100))), day=2)
+    both = stats_of(hq, "M-1")
+    assert (both.visits, both.spend, both.first_visit) == (2, 1500, first.first_visit)
+    assert both.last_visit is not None and both.last_visit > str(first.last_visit)
+    assert lifetime_rows(hq, "M-1")[stats.RECENT_TOTALS] == (both.last_visit, both.last_visit, 1, 500, 0)
+    assert snapshot(hq) == rebuilt(hq)
+    hq.db.transact(lambda tx: [tx.run(f"DELETE FROM {t}") for t in ("member_totals", stats.RECENT_TOTALS)])
+    hq.db.transact(stats.rebuild)  # the rebuild writes every figure into member_totals: back to the split
+    till.push("void", entries.refund(second, "M-1", void=True), day=2)
+    assert stats_of(hq, "M-1") == first
+    till.push("sale", entries.sale("M-1", 300), day=3)
+    till.push("void", entries.refund(f"T1-{till.seq}", "M-1", void=True), day=3)
+    assert stats_of(hq, "M-1") == first  # the void found the first visit again in the row the sale made
+    assert snapshot(hq) == rebuilt(hq)
+
+
+class _FullAtDelete:
+    """A transaction whose disk fills up at the fold's second statement."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def run(self, sql: str, params: Any = ()) -> int:
+        if sql.startswith("DELETE"):
+            raise OSError("No space left on device")
+        return self._tx.run(sql, params)
+
+
+def test_a_fold_of_lifetime_figures_that_dies_halfway_moves_nothing(hq: HqStore) -> None:
+    """The fold adds the small table's rows into ``member_totals`` and then empties it, in one transaction: one
+    that fails between the two (a full disk, a killed process) counts nothing twice and loses nothing; the next
+    fold does it all."""
+    scenario(hq)
+    before = snapshot(hq)
+    with hq.db.read() as tx:
+        waiting = tx.one(f"SELECT COUNT(*) FROM {stats.RECENT_TOTALS}")
+    assert waiting is not None and int(waiting[0]) > 0
+    with pytest.raises(OSError):
+        hq.db.transact(lambda tx: stats.fold_totals(_FullAtDelete(tx)))  # type: ignore[arg-type]
+    assert snapshot(hq) == before
+    assert hq.db.transact(stats.fold_totals) == int(waiting[0])
+    assert snapshot(hq) == before == rebuilt(hq)
 
 
 def test_rows_an_earlier_release_wrote_to_the_old_table_for_a_recent_day_still_count_once_folded(
