@@ -1180,6 +1180,54 @@ def test_a_head_office_upgraded_to_the_recent_days_table_reads_its_rows_as_befor
         db.close()
 
 
+def test_a_head_office_upgraded_to_the_lifetime_table_reads_its_figures_as_before_and_folds_new_ones(
+    hq_url: str,
+) -> None:
+    """A database of the release before m061_recent_totals, every lifetime figure in ``member_totals``: once
+    migrated a member's figures read the same, a push adds to the small table beside them, and the fold adds
+    that into the member's row, windows untouched."""
+    from hq.db.schema import MIGRATIONS, migrate
+    from tests.fixtures.hq import migrated_before
+
+    names = [name for name, _ in MIGRATIONS]
+    db = migrated_before(hq_url, "m061_recent_totals")
+    try:
+        with db.write() as tx:
+            tx.run(
+                "INSERT INTO member_totals (member_id, first_visit, last_visit, visits, spend, coupons_redeemed, "
+                "last_day, visits_30, spend_30, updated_at) VALUES ('M-1', '2026-03-01T10:00:00.000Z', "
+                "'2026-03-06T10:00:00.000Z', 2, 800, 1, '2026-03-06', 2, 800, 'x')"
+            )
+        assert migrate(db, backup=False) == names[names.index("m061_recent_totals") :]
+        with db.read() as tx:
+            assert stats.lifetimes(tx) == {
+                "M-1": stats.Lifetime("2026-03-01T10:00:00.000Z", "2026-03-06T10:00:00.000Z", 2, 800, 1)
+            }
+        with db.write() as tx:  # a push's figures, as ``write`` adds them
+            deltas = stats.Deltas()
+            deltas.add_visit("M-1", "2026-03-08", "S1", "2026-03-08T09:00:00.000Z")
+            stats.write(tx, deltas)
+        expected = stats.Lifetime("2026-03-01T10:00:00.000Z", "2026-03-08T09:00:00.000Z", 3, 800, 1)
+        with db.read() as tx:
+            assert stats.lifetimes(tx) == {"M-1": expected}
+            assert tx.one("SELECT visits, visits_30, spend_30 FROM member_totals WHERE member_id = 'M-1'") == (
+                2,
+                2,
+                800,
+            )
+        assert db.transact(stats.fold_totals) == 1
+        with db.read() as tx:
+            assert stats.lifetimes(tx) == {"M-1": expected}
+            assert tx.one("SELECT visits, visits_30, spend_30 FROM member_totals WHERE member_id = 'M-1'") == (
+                3,
+                2,
+                800,
+            )
+            assert tx.one(f"SELECT COUNT(*) FROM {stats.RECENT_TOTALS}") == (0,)
+    finally:
+        db.close()
+
+
 def test_windows_left_ahead_by_a_clock_are_logged_once_with_the_fix(
     hq: HqStore, caplog: pytest.LogCaptureFixture
 ) -> None:
