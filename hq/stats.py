@@ -1168,17 +1168,19 @@ def fold_recent(tx: Tx, to: date) -> int:
 
 
 def fold_totals(tx: Tx, members: Sequence[str] | None = None) -> int:
-    """The lifetime figures in ``RECENT_TOTALS`` added into ``member_totals`` and removed (``members``: only
+    """The lifetime figures in ``RECENT_TOTALS`` removed and added into ``member_totals`` (``members``: only
     theirs; None: everyone's, the daily fold), in one statement each way: what a member's two rows add up to
-    (``lifetime``) does not change. Returns the rows folded."""
+    (``lifetime``) does not change. The rows added are those the delete took: a merge folds under the windows'
+    shared lock, which a push or a check-in of one of its members holds too, and a row read first and deleted
+    after lost what such a push committed in between (PostgreSQL, read committed); deleted first, the row is
+    locked until the fold commits, and a push waits to add its figures after it. Returns the rows folded."""
     cond, params = tx.in_list("member_id", list(members)) if members is not None else ("1 = 1", [])
-    columns = ", ".join(LIFETIME_COLUMNS)
-    tx.run(
-        f"INSERT INTO member_totals (member_id, {columns}, updated_at) SELECT member_id, {columns}, ? "
-        f"FROM {RECENT_TOTALS} WHERE {cond} ORDER BY member_id " + TOTALS_LIFETIME.on_conflict,
-        [utc_now(), *params],
+    taken = tx.all(
+        f"DELETE FROM {RECENT_TOTALS} WHERE {cond} RETURNING member_id, {', '.join(LIFETIME_COLUMNS)}", params
     )
-    return tx.run(f"DELETE FROM {RECENT_TOTALS} WHERE {cond}", params)
+    now = utc_now()
+    upsert(tx, TOTALS_LIFETIME, sorted((*r, now) for r in taken))
+    return len(taken)
 
 
 def fold_recent_days(db: Db, today: date) -> int:
