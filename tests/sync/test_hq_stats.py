@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from hq import checkins, rollup, segments, stats
 from hq.db.engine import Tx
+from hq.erasure import erase_member
 from hq.ingest import TxnTaken
 from hq.store import HqStore
 from hq.wallet import checkin
@@ -205,8 +206,6 @@ def scenario(hq: HqStore) -> HqStore:
     t2.push("sale", entries.sale("E-4", 600, store_id="S2"), day=7)
     t2.push("enrol", entries.enrol("E-4", "c" * 64, store_id="S2"), day=7)
     # An erasure.
-    from hq.erasure import erase_member
-
     erase_member(hq, "M-3", "admin")
     return hq
 
@@ -540,6 +539,9 @@ step = st.one_of(
     st.tuples(st.just("void"), st.integers(0, 20), st.just(0), st.just(0)),
     st.tuples(st.just("checkin"), st.sampled_from(["M-1", "M-2", "M-9"]), st.integers(1, 3), st.just(0)),
     st.tuples(st.just("fold"), st.just(0), st.just(0), st.just(0)),  # the lifetime figures folded
+    st.tuples(st.just("merge"), st.sampled_from(["M-1", "M-2"]), st.just(0), st.just(0)),  # into the other
+    st.tuples(st.just("erase"), st.sampled_from(["M-1", "M-2"]), st.just(0), st.just(0)),
+    st.tuples(st.just("rebuild"), st.just(0), st.just(0), st.just(0)),  # then ingest keeps adding
 )
 
 
@@ -562,6 +564,17 @@ def test_random_sequences_rebuild_to_what_ingest_kept(
                     hq.ingest("T1", pending)
                     pending = []
                 hq.db.transact(stats.fold_totals)
+                continue
+            if kind in ("merge", "erase", "rebuild"):
+                if pending:
+                    hq.ingest("T1", pending)
+                    pending = []
+                if kind == "merge":
+                    hq.db.transact(lambda tx, loser=a: merge(tx, loser, "M-2" if loser == "M-1" else "M-1"))
+                elif kind == "erase":
+                    erase_member(hq, a, "admin")
+                else:
+                    hq.db.transact(stats.rebuild)
                 continue
             if kind == "checkin":  # a door tap: a visit once a member, store and day
                 e = till.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"}, day=b)
@@ -607,6 +620,8 @@ dated = st.one_of(
     st.tuples(st.just("chunk"), st.just(1), st.just(0), st.just(0)),
     st.tuples(st.just("checkin"), st.sampled_from(MEMBERS), st.integers(-40, 2), st.just(0)),
     st.tuples(st.just("fold"), st.integers(-70, 3), st.just(0), st.just(0)),  # the recent table's first day
+    st.tuples(st.just("merge"), st.sampled_from(MEMBERS), st.sampled_from(MEMBERS), st.just(0)),
+    st.tuples(st.just("erase"), st.sampled_from(MEMBERS), st.just(0), st.just(0)),
 )
 
 
@@ -643,6 +658,11 @@ def test_random_sales_days_and_rolls_keep_the_windows_a_rebuild_gives(
                     hq.db.transact(lambda tx: stats.build_chunk(tx, chunk))
             elif kind == "fold":
                 fold(hq, (rolled + timedelta(days=a)).isoformat())
+            elif kind == "merge":
+                if a != b:
+                    hq.db.transact(lambda tx, loser=a, winner=b: merge(tx, loser, winner))
+            elif kind == "erase":
+                erase_member(hq, a, "admin")
             elif kind == "checkin":
                 made = (rolled + timedelta(days=b)).isoformat()
                 e = door.entry("checkin", {"member_id": a, "store_id": "S1", "reader": "door"})
