@@ -21,8 +21,8 @@ What a sale contributes is a pure function of the sale and the set of its revers
 
 ``apply(tx, txn_ids)`` is the one stage: whenever entries start to count (ingest, a quarantined entry
 released, a refund whose sale arrived, an entry waiting for its member, a claimed sale) it adds, per
-sale concerned, ``figures(after) - figures(before)`` to the tables (``member_totals``, ``member_days``,
-``member_category_days``). ``rebuild(tx)`` computes the same tables from the journal. ``move`` (a member
+sale concerned, ``figures(after) - figures(before)`` to the tables (``member_totals`` with its small table of
+the lifetime figures since the daily fold, ``RECENT_TOTALS``; ``member_days``, ``member_category_days``). ``rebuild(tx)`` computes the same tables from the journal. ``move`` (a member
 merged into another) and ``forget`` (erasure) keep the tables equal to a rebuild.
 
 A check-in (``checkins``: one row a member, store and business day, from the wallet's scan of a till's code
