@@ -4,6 +4,7 @@ on SQLite and PostgreSQL, where what ingest kept must equal ``rebuild()`` from t
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -922,11 +923,12 @@ def test_a_push_adds_lifetime_figures_to_the_small_table_and_the_daily_fold_move
     assert snapshot(hq) == rebuilt(hq)
 
 
-class _FullHalfway:
-    """A transaction whose disk fills up at the fold's second statement (the first took the small table's rows)."""
+class _AtSecondStatement:
+    """A transaction that calls ``before`` just before its second statement (in a fold: after the first took the
+    small table's rows, before they are added into ``member_totals``)."""
 
-    def __init__(self, tx: Tx) -> None:
-        self._tx, self._statements = tx, 0
+    def __init__(self, tx: Tx, before: Callable[[], None]) -> None:
+        self._tx, self._before, self._statements = tx, before, 0
 
     def __getattr__(self, name: str) -> Any:
         held = getattr(self._tx, name)
@@ -936,10 +938,14 @@ class _FullHalfway:
         def statement(*args: Any, **kw: Any) -> Any:
             self._statements += 1
             if self._statements == 2:
-                raise OSError("No space left on device")
+                self._before()
             return held(*args, **kw)
 
         return statement
+
+
+def _disk_full() -> None:
+    raise OSError("No space left on device")
 
 
 def test_a_fold_of_lifetime_figures_that_dies_halfway_moves_nothing(hq: HqStore) -> None:
@@ -952,7 +958,7 @@ def test_a_fold_of_lifetime_figures_that_dies_halfway_moves_nothing(hq: HqStore)
         waiting = tx.one(f"SELECT COUNT(*) FROM {stats.RECENT_TOTALS}")
     assert waiting is not None and int(waiting[0]) > 0
     with pytest.raises(OSError):
-        hq.db.transact(lambda tx: stats.fold_totals(_FullHalfway(tx)))  # type: ignore[arg-type]
+        hq.db.transact(lambda tx: stats.fold_totals(_AtSecondStatement(tx, _disk_full)))  # type: ignore[arg-type]
     assert snapshot(hq) == before
     assert hq.db.transact(stats.fold_totals) == int(waiting[0])
     assert snapshot(hq) == before == rebuilt(hq)
@@ -997,32 +1003,6 @@ def test_folds_racing_pushes_on_postgres_lose_and_double_nothing(pg_url: str) ->
         hq.close()
 
 
-class _Between:
-    """A transaction that lets ``meanwhile`` run on another connection before its second statement: up to a
-    second, or until it ends (it may wait for a lock this transaction holds, within head office's lock timeout)."""
-
-    def __init__(self, tx: Tx, meanwhile: Callable[[], object], ran: list[Any]) -> None:
-        self._tx, self._meanwhile, self._ran, self._statements = tx, meanwhile, ran, 0
-
-    def __getattr__(self, name: str) -> Any:
-        held = getattr(self._tx, name)
-        if name not in ("run", "all", "one", "many"):
-            return held
-
-        def statement(*args: Any, **kw: Any) -> Any:
-            self._statements += 1
-            if self._statements == 2:
-                import threading
-
-                other = threading.Thread(target=lambda: self._ran.append(self._meanwhile()))
-                other.start()
-                other.join(timeout=1)
-                self._ran.append(other)
-            return held(*args, **kw)
-
-        return statement
-
-
 @pytest.mark.slow
 def test_a_check_in_of_the_winner_during_a_merge_on_postgres_keeps_its_visit(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
@@ -1038,19 +1018,26 @@ def test_a_check_in_of_the_winner_during_a_merge_on_postgres_keeps_its_visit(
         t1.push("sale", entries.sale("M-1", 1000), day=1)
         t2.push("sale", entries.sale("E-4", 600, store_id="S2"), day=2)  # waits for its member
         visit = checkins.Visit("M-1", "S3", "2026-01-03", CREATED.format(3), "T3", "door")
-        ran: list[Any] = []
+        recorded: list[bool] = []
+        other = threading.Thread(target=lambda: recorded.append(hq.db.transact(lambda o: checkins.record(o, visit))))
+
+        def check_in_meanwhile() -> None:
+            """On another connection: up to a second, or until it ends (it may wait for a lock the merge holds,
+            within head office's lock timeout)."""
+            other.start()
+            other.join(timeout=1)
+
         real = stats.fold_totals
 
         def folding(tx: Tx, members: Any = None) -> int:
             if members is None:
                 return real(tx, members)
-            return real(_Between(tx, lambda: hq.db.transact(lambda o: checkins.record(o, visit)), ran), members)  # type: ignore[arg-type]
+            return real(_AtSecondStatement(tx, check_in_meanwhile), members)  # type: ignore[arg-type]
 
         monkeypatch.setattr(stats, "fold_totals", folding)
         t2.push("enrol", entries.enrol("E-4", "c" * 64, store_id="S2"), day=2)  # E-4 merges into M-1
-        thread = next(r for r in ran if not isinstance(r, bool))
-        thread.join(timeout=60)
-        assert not thread.is_alive() and True in ran
+        other.join(timeout=60)
+        assert not other.is_alive() and recorded == [True]
         assert stats_of(hq, "M-1").visits == 3
         assert snapshot(hq) == rebuilt(hq)
     finally:
