@@ -17,13 +17,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs of its own, to fill up (a real full disk, not a simulated one)."""
-    where = tmp_path / "disk"
+def _tmpfs(tmp_path: Path, name: str, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` of its own under ``tmp_path``: a disk whose room the test knows, whatever the machine's."""
+    where = tmp_path / name
     where.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -31,12 +30,24 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     )
     if done.returncode != 0:
         pytest.fail(
-            f"the full-disk tests mount a small tmpfs and need root for it: {done.stderr.strip()}", pytrace=False
+            f"the disk tests mount a tmpfs of their own and need root for it: {done.stderr.strip()}", pytrace=False
         )
     try:
         yield where
     finally:
         subprocess.run(["umount", "--lazy", str(where)], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own, to fill up (a real full disk, not a simulated one)."""
+    yield from _tmpfs(tmp_path, "disk", "4m")
+
+
+@pytest.fixture
+def roomy_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 GiB tmpfs of its own, nearly empty: room enough for a healthy till on a machine whose own disk is full."""
+    yield from _tmpfs(tmp_path, "roomy", "1g")
 
 
 @pytest.fixture(scope="session")

@@ -61,8 +61,8 @@ def test_a_token_kept_where_enrolment_writes_it_is_checked_with_head_office(tmp_
     assert code == 2 and verdicts(checks)["hq login"] == "fail" and "hq rotate" in words(checks, "hq login")
 
 
-def test_healthy_till_then_broken_head_office_and_database(tmp_path: Path, hq: HqProcess) -> None:
-    config = till_config(tmp_path, hq, hq.add_terminal("T-DOC"), "T-DOC")
+def test_healthy_till_then_broken_head_office_and_database(roomy_disk: Path, hq: HqProcess) -> None:
+    config = till_config(roomy_disk, hq, hq.add_terminal("T-DOC"), "T-DOC")  # its disk's room, not the machine's
     db = load(config).db_path
     Store.open(db).close()
     code, checks = doctor(config)
