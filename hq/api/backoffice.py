@@ -98,9 +98,10 @@ PUBLIC = {
     ("POST", "/backoffice/sign-in/code"),
     ("GET", "/backoffice/second-factor"),
     ("POST", "/backoffice/second-factor"),
+    ("POST", "/backoffice/second-factor/recovery"),
 }
 """Routes open without an action: signing in and out, static files, the home page, one's own password and
-second factor (any signed-in role)."""
+second factor and its recovery codes (any signed-in role)."""
 
 
 def now_s() -> int:
@@ -476,6 +477,21 @@ def own_change(request: Request, session: Session, fields: Form) -> sessions.Ses
     if not sessions.csrf_ok(session, fields.get("csrf") or request.headers.get("x-csrf-token")):
         raise BackofficeRefused(Code.BAD_CSRF, "the form's CSRF token is missing or wrong")
     return session
+
+
+@router.post(PREFIX + "/second-factor/recovery", include_in_schema=False, dependencies=[Depends(own_change)])
+def second_factor_recovery(request: Request, store: Store, lang: Lang, session: Session, fields: Form) -> Response:
+    """New recovery codes in place of the old, once a code of the account's app is typed
+    (``factors.renew_recovery``): shown this once; a refusal shown on the page with its status."""
+    source = address_bucket(request.client.host if request.client else None)
+    made = factors.renew_recovery(store.db, session.staff, fields.get("code", "")[:64], source, now_s())
+    words = i18n.words(lang)
+    if isinstance(made, Code):
+        return _enrol_page(
+            request, store, lang, session, status=STATUS[made], error=words[made.value], error_code=made.value
+        )
+    state = store.db.transact(lambda tx: factors.state(tx, session.staff.staff_id))
+    return page(request, "second_factor", lang, state=state, recovery=made, notice=words["recovery_renewed"])
 
 
 @router.get(PREFIX + "/password", include_in_schema=False)

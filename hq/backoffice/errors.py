@@ -55,6 +55,7 @@ class Code(StrEnum):
     ENROL_CODE_BAD = "enrol_code_bad"
     BAD_SECRET = "bad_secret"
     ACCOUNT_DISABLED = "account_disabled"
+    APP_CODE_REQUIRED = "app_code_required"
 
 
 STATUS: dict[Code, int] = {
@@ -98,6 +99,7 @@ STATUS: dict[Code, int] = {
     Code.ENROL_CODE_BAD: 403,
     Code.BAD_SECRET: 403,
     Code.ACCOUNT_DISABLED: 409,
+    Code.APP_CODE_REQUIRED: 403,
 }
 
 

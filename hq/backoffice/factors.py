@@ -240,6 +240,13 @@ def _done(tx: Tx, staff_id: str, source: str, now: int) -> Staff:
 
 
 def _totp(tx: Tx, staff_id: str, code: str, source: str, now: int) -> Staff | Code:
+    refused = _take_step(tx, staff_id, code, now)
+    return refused if refused is not None else _done(tx, staff_id, source, now)
+
+
+def _take_step(tx: Tx, staff_id: str, code: str, now: int) -> Code | None:
+    """None once ``code`` is a code of the account's secret for a step after the last one taken, that step now
+    taken (so the code is not used again); ``bad_code`` or ``code_used`` otherwise."""
     row = tx.one(
         f"SELECT secret, last_step FROM staff_totp WHERE staff_id = ? AND confirmed_at IS NOT NULL{tx.for_update}",
         [staff_id],
@@ -251,7 +258,7 @@ def _totp(tx: Tx, staff_id: str, code: str, source: str, now: int) -> Staff | Co
         return Code(step.value)
     if tx.run("UPDATE staff_totp SET last_step = ? WHERE staff_id = ? AND last_step < ?", [step, staff_id, step]) != 1:
         return Code.CODE_USED  # another sign-in took this step meanwhile
-    return _done(tx, staff_id, source, now)
+    return None
 
 
 def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff | Code:
@@ -283,6 +290,55 @@ def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff
     return db.transact(use)
 
 
+# -- new recovery codes ------------------------------------------------------------------------------------
+
+
+def renew_recovery(db: Db, who: Staff, code: str, source: str, now: int) -> list[str] | Code:
+    """Fresh recovery codes for ``who`` (returned, to be shown once; their hashes kept) in place of every one it
+    had, used or not, once ``code`` is a code of its authenticator app for a step not yet taken (the step is
+    taken: the code is not used again). A recovery code does not renew them (``app_code_required``): whoever
+    signs in with one has lost the phone or holds someone's codes, and a fresh set would outlast both; a lost
+    phone is an administrator's reset. Each try counts against the sign-in bounds as a code typed at sign-in
+    does (``locked_out`` past them, the code not tried) and is taken back when right; ``bad_code``,
+    ``code_used`` or ``no_second_factor`` otherwise. Audited as ``staff_2fa_recovery_renew`` by the account,
+    with how many unused codes it replaced."""
+    if not otp.is_totp(code):
+        return Code.APP_CODE_REQUIRED
+    locked = db.transact(lambda tx: staff.claim(tx, who.staff_id, source, now))
+    if locked is not None:
+        return locked
+    codes = otp.new_recovery_codes()
+    hashes = [staff.hash_password(otp.recovery_typed(c)) for c in codes]  # scrypt outside the transaction
+
+    def run(tx: Tx) -> list[str] | Code:
+        if not enrolled(tx, who.staff_id):
+            return Code.NO_SECOND_FACTOR
+        refused = _take_step(tx, who.staff_id, code, now)
+        if refused is not None:
+            return refused
+        staff.take_back(tx, who.staff_id, source, now)
+        left = tx.one(
+            "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [who.staff_id]
+        )
+        tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [who.staff_id])
+        tx.many(
+            "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
+            [(who.staff_id, slot, h) for slot, h in enumerate(hashes)],
+        )
+        replaced = int(left[0]) if left else 0
+        audit.append(
+            tx,
+            who.staff_id,
+            "staff_2fa_recovery_renew",
+            who.staff_id,
+            "own recovery codes",
+            {"recovery": len(codes), "replaced_unused": replaced},
+        )
+        return codes
+
+    return db.transact(run)
+
+
 __all__ = [
     "ENROL_CODE_S",
     "MONEY_ROLES",
@@ -297,6 +353,7 @@ __all__ = [
     "issue_enrol_code",
     "offer",
     "policy",
+    "renew_recovery",
     "reset",
     "roles_of",
     "set_policy",

@@ -292,6 +292,23 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "残りのリカバリーコード：{n}",
         "剩余恢复码：{n}",
     ),
+    "app_code_required": (
+        "Type the six-digit code your authenticator app shows: a recovery code does not make new ones.",
+        "認証アプリに表示される6桁のコードを入力してください。リカバリーコードでは新しいコードを作れません。",
+        "请输入验证器应用显示的六位验证码：恢复码不能生成新的恢复码。",
+    ),
+    "recovery_renew_help": (
+        "New recovery codes replace all of your old ones, used or not. Type the code your authenticator app shows.",
+        "新しいリカバリーコードは、使用済みかどうかにかかわらず古いコードをすべて置き換えます。"
+        "認証アプリに表示されるコードを入力してください。",
+        "新的恢复码将替换您所有旧的恢复码（无论是否已使用）。请输入验证器应用显示的验证码。",
+    ),
+    "recovery_renew": ("New recovery codes", "新しいリカバリーコード", "新的恢复码"),
+    "recovery_renewed": (
+        "New recovery codes: your old ones no longer work.",
+        "新しいリカバリーコードを作りました。古いコードは使えません。",
+        "已生成新的恢复码：旧的恢复码已失效。",
+    ),
     "second_factor_reset_help": (
         "A lost phone: ask another administrator to reset your second factor, then set it up again.",
         "携帯電話をなくした場合は、別の管理者に2段階認証の再設定を依頼し、もう一度設定してください。",

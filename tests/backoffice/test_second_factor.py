@@ -401,6 +401,75 @@ def test_an_admin_issues_an_enrolment_code_on_the_staff_page_shown_once_and_audi
     assert 'action="/backoffice/staff/finance/enrol-code"' not in admin.get("/backoffice/staff").text
 
 
+RECOVERY_FORM = "/backoffice/second-factor/recovery"
+
+
+def _recovery_hashes(hq: HqStore, staff_id: str) -> list[str]:
+    with hq.db.read() as tx:
+        return [str(r[0]) for r in tx.all("SELECT code_hash FROM staff_recovery_codes WHERE staff_id = ?", [staff_id])]
+
+
+def _signs_in_with(url: str, staff_id: str, code: str) -> httpx.Response:
+    client, csrf = password_only(url, staff_id)
+    return client.post("/backoffice/sign-in/code", data={"csrf": csrf, "code": code})
+
+
+def test_new_recovery_codes_take_a_code_of_the_app_and_replace_every_old_one(office: Office) -> None:
+    hq, _, server = office
+    owner, _ = signed_in(server.url, "finance")
+    totp, old = enrol(owner, issued(hq, "finance"))
+    assert _signs_in_with(server.url, "finance", old[0]).status_code == 303  # one used: nine left
+    page = owner.get("/backoffice/second-factor")
+    assert 'id="renew-form"' in page.text and 'data-left="9"' in page.text, page.text[:1000]
+    csrf = csrf_of(page.text)
+    before = _recovery_hashes(hq, "finance")
+
+    # a thief holding the session (or the password and a recovery code) but not the phone makes no new set
+    typed_recovery = owner.post(RECOVERY_FORM, data={"csrf": csrf, "code": old[1]})
+    assert typed_recovery.status_code == 403 and code_of(typed_recovery) == "app_code_required"
+    no_token = owner.post(RECOVERY_FORM, data={"code": later(totp)})
+    assert no_token.status_code == 403 and code_of(no_token) == "bad_csrf"
+    assert _recovery_hashes(hq, "finance") == before
+
+    code = later(totp)
+    done = owner.post(RECOVERY_FORM, data={"csrf": csrf, "code": code})
+    assert done.status_code == 200 and 'id="notice"' in done.text, done.text[:1000]
+    new = re.findall(r"<li>([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4})</li>", done.text)
+    assert len(new) == otp.RECOVERY_CODES and not set(new) & set(old)
+    with hq.db.read() as tx:
+        assert factors.state(tx, "finance").recovery_left == otp.RECOVERY_CODES
+        entry = audit.recent(tx, 1)[0]
+        assert (entry.action, entry.actor, entry.target) == ("staff_2fa_recovery_renew", "finance", "finance")
+    assert entry.details == {"recovery": otp.RECOVERY_CODES, "replaced_unused": 9}
+    assert not any(c.replace("-", "") in h for c in new for h in _recovery_hashes(hq, "finance"))
+
+    replayed = owner.post(RECOVERY_FORM, data={"csrf": csrf, "code": code})  # the step is taken
+    assert replayed.status_code == 401 and code_of(replayed) == "code_used"
+    assert 'id="recovery-codes"' not in replayed.text  # the codes were shown once
+    unused_old = _signs_in_with(server.url, "finance", old[2])
+    assert unused_old.status_code == 401 and code_of(unused_old) == "bad_code"
+    assert _signs_in_with(server.url, "finance", new[0]).status_code == 303
+
+
+def test_guessing_codes_for_new_recovery_codes_hits_the_sign_in_bounds(office: Office) -> None:
+    hq, _, server = office
+    owner, _ = signed_in(server.url, "admin")
+    totp, _ = enrol(owner, issued(hq, "admin"))
+    csrf = csrf_of(owner.get("/backoffice/second-factor").text)
+    before = _recovery_hashes(hq, "admin")
+    right = later(totp)
+    wrong = [f"{(int(right) + n) % 10**6:06d}" for n in range(1, 40)]
+    wrong = [w for w in wrong if w not in (totp.now(), right, totp.at(time.time() - otp.STEP_S))]
+    for guess in wrong[: staff.PAIR_FAILURES]:
+        reply = owner.post(RECOVERY_FORM, data={"csrf": csrf, "code": guess})
+        assert reply.status_code == 401 and code_of(reply) == "bad_code", guess
+    reply = owner.post(RECOVERY_FORM, data={"csrf": csrf, "code": right})
+    assert reply.status_code == 429 and code_of(reply) == "locked_out"  # the right code is not even tried
+    assert _recovery_hashes(hq, "admin") == before
+    with hq.db.read() as tx:
+        assert staff.failures(tx, "admin", int(time.time())) == staff.PAIR_FAILURES
+
+
 def _secret(hq: HqStore, staff_id: str) -> str:
     with hq.db.read() as tx:
         row = tx.one("SELECT secret FROM staff_totp WHERE staff_id = ?", [staff_id])

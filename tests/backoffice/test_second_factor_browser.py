@@ -61,3 +61,42 @@ def test_finance_sets_up_a_second_factor_and_signs_in_with_its_code(
         page.wait_for_selector("body[data-page=home]")
         assert page.get_attribute("#who", "data-role") == "finance"
         watch.clean()
+
+
+def test_a_member_of_finance_makes_new_recovery_codes_with_a_code_of_its_app(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    hq, team, server = office
+    now = int(time.time())
+    enrol_code, _ = hq.db.transact(lambda tx: factors.issue_enrol_code(tx, "admin", "finance", "new phone", now))
+    offer = hq.db.transact(lambda tx: factors.offer(tx, "finance", now))
+    totp = pyotp.TOTP(offer.secret)
+    old = factors.confirm(hq.db, team["finance"], offer, totp.at(now), enrol_code, now)
+    with chromium() as browser:
+        page, watch = open_page(browser, DESKTOP)
+        page.goto(f"{server.url}/backoffice/sign-in")
+        page.fill("#staff_id", "finance")
+        page.fill("#password", PASSWORD)
+        page.click("#submit")
+        page.wait_for_selector("body[data-page=sign-in-code]")
+        page.fill("#code", old[0])  # signed in with a recovery code: nine left
+        page.click("#submit-code")
+        page.wait_for_selector("body[data-page=home]")
+        page.click("#own-second-factor")
+        page.wait_for_selector("body[data-page=second-factor]")
+        assert page.get_attribute("#recovery-left", "data-left") == "9"
+        well_formed(page, DESKTOP["width"])
+        page.fill("#renew_code", old[1])  # a recovery code makes no new set
+        page.click("#renew")
+        page.wait_for_selector("#error")
+        assert page.get_attribute("#error", "data-code") == "app_code_required"
+        page.fill("#renew_code", totp.at(time.time() + otp.STEP_S))
+        page.click("#renew")
+        page.wait_for_selector("#recovery-codes")
+        new = page.locator("#recovery-codes li").all_inner_texts()
+        assert len(new) == otp.RECOVERY_CODES and not set(new) & set(old)
+        assert page.locator("#notice").count() == 1
+        well_formed(page, DESKTOP["width"])
+        watch.clean()
+    with hq.db.read() as tx:
+        assert factors.state(tx, "finance").recovery_left == otp.RECOVERY_CODES
