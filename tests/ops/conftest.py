@@ -102,12 +102,17 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     ).stdout.strip()
     (Path(purelib) / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Without PYTHONPATH: a checkout on it that an editable install left its tillpoint.egg-info in (`bash .ci/dev
+    # demo` does) is the same version to pip, which then installed nothing ("already installed"), exit status 0.
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (where / "bin" / "tillpoint").is_file(), f"pip installed no tillpoint command: {done.stdout}{done.stderr}"
     return where / "bin"
