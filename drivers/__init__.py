@@ -32,7 +32,10 @@ def _sim(arg: str, hash_uid: UidHasher, options: dict[str, Any]) -> CardReader:
 
 
 def _pcsc(arg: str, hash_uid: UidHasher, options: dict[str, Any]) -> CardReader:
-    from drivers.pcsc import PcscReader
+    try:
+        from drivers.pcsc import PcscReader
+    except ImportError as exc:  # pyscard is the pcsc extra: an install without it has no PC/SC readers
+        raise DriverUnavailable(f"pyscard is not installed ({exc}): pip install 'tillpoint[pcsc]'") from exc
 
     return PcscReader(arg or "*", hash_uid, holdoff=options.get("holdoff") or 0.0)
 

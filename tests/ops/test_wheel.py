@@ -16,13 +16,14 @@ import subprocess
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from terminal import __version__
-from tests.fixtures.hq import free_port
+from tests.fixtures.hq import EXIT_PORT_BUSY, free_port
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
 from tests.ops.helpers import corrupt_table, fill, hq_database, read_only, till_config
 from tests.ops.wheel import (
@@ -33,6 +34,7 @@ from tests.ops.wheel import (
     hq_and_till,
     terminal_and_key,
 )
+from tests.ports import START_ATTEMPTS
 from tests.waiting import wait_until
 
 
@@ -518,3 +520,57 @@ def test_the_installed_till_takes_up_the_chains_card_key_once_head_office_vouche
         assert wait_until(tapped, 30, "Aiko identified by her card") == "M-0001"
     finally:
         pair.stop()
+
+
+def _up_or_ended(demo: subprocess.Popen[bytes], log: Path) -> bool:
+    return "running" in log.read_text() or demo.poll() is not None
+
+
+def test_the_installed_demo_without_the_pcsc_extra_uses_its_simulated_reader(installed: Path, tmp_path: Path) -> None:
+    """``pip install tillpoint`` without the pcsc extra (pyscard), as ``bash .ci/dev demo`` installs it on a machine
+    without the PC/SC packages: the demo's ``auto:`` reader is the simulated one (it stopped with pyscard's
+    ImportError), and a ``pcsc:`` reader is refused in the log, naming the extra, while the till runs on."""
+    purelib = next((installed.parent / "lib").glob("python3*/site-packages"))
+    blocker = purelib / "zz-no-pyscard.pth"  # pyscard is in the test environment the virtualenv reaches
+    blocker.write_text("import sys; sys.modules['smartcard'] = None\n")
+    config = tmp_path / "till.toml"
+    log_path = tmp_path / "demo.log"
+    tillpoint = Cli(str(installed / "tillpoint"), tmp_path)
+    try:
+        done = subprocess.run(
+            [str(installed / "python"), "-c", "import smartcard"], capture_output=True, timeout=60, env=clean_env()
+        )
+        assert done.returncode != 0  # the virtualenv has no pyscard now
+        for _ in range(START_ATTEMPTS):
+            api_port = free_port()
+            config.write_text(f'[terminal]\ndata_dir = "{tmp_path / "var" / "tillpoint"}"\n[api]\nport = {api_port}\n')
+            with log_path.open("wb") as log:
+                demo = subprocess.Popen(
+                    [str(installed / "tillpoint"), "demo", "--config", str(config), "--hq-port", "0"],
+                    cwd=tmp_path,
+                    env={**clean_env(), "COLUMNS": "200"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            wait_until(partial(_up_or_ended, demo, log_path), 60, "the demo running")
+            if demo.poll() != EXIT_PORT_BUSY:
+                break
+        try:
+            assert demo.poll() is None, log_path.read_text()
+            assert "reader sim: added" in log_path.read_text()
+            wait_until(lambda: "sync ok" in log_path.read_text(), 60, "the till's first pull")
+            tillpoint("tap", "04A1B2C3D4E501", "--config", str(config))
+            wait_until(lambda: "sale #1 " in log_path.read_text(), 60, "the demo's sale")
+        finally:
+            demo.terminate()
+            demo.wait(timeout=20)
+        assert demo.returncode == 0 and "Traceback" not in log_path.read_text(), log_path.read_text()
+
+        pcsc = tmp_path / "pcsc.toml"
+        pcsc.write_text(f'[terminal]\ndata_dir = "{tmp_path / "pcsc"}"\n[reader]\ndevices = ["pcsc:"]\n')
+        checked = tillpoint("doctor", "--config", str(pcsc), "--json", check=False)
+        readers = [c for c in json.loads(checked.stdout) if c["name"] == "reader pcsc:"]
+        assert len(readers) == 1, checked.stdout + checked.stderr
+        assert readers[0]["verdict"] == "fail" and "tillpoint[pcsc]" in readers[0]["words"], readers
+    finally:
+        blocker.unlink()
