@@ -713,6 +713,17 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         console.print(f"{key:>14}: {escape(str(value))}")
 
 
+def _has_credential(cfg: Config) -> bool:
+    """The config names a head-office credential: a token, an enrolment code, or a token file that is there (one
+    that cannot be read is a configuration error, said when it is read)."""
+    if cfg.hq.token or cfg.hq.enrol_code:
+        return True
+    try:
+        return cfg.hq_token_path.exists()
+    except OSError:
+        return True
+
+
 def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     """A head-office client for one-off commands; enrols first when only an enrolment code is set."""
     from sync.client import SyncClient, SyncError, tls_verify, write_token_file
@@ -808,12 +819,16 @@ def sync_cmd(
         console.print("say --now to sync at once (the daemon syncs by itself every hq.push_interval)")
         raise typer.Exit(2)
     cfg = cli_config(config)
+    if not _has_credential(cfg):  # refused before a database is made: run without --config, it made one here
+        console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
+        raise typer.Exit(1)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     from terminal.store import Store
 
     store = Store.open(cfg.db_path)
     client = _sync_client(cfg, store)
     if client is None:
+        store.close()
         console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
         raise typer.Exit(1)
     try:

@@ -952,3 +952,17 @@ def test_vouchers_sold_redeemed_and_refunded_through_the_tills_commands(chain: C
                       "offline_total": 0}  # fmt: skip
     listed = json.loads(ok(chain.hq_cli("voucher", "list", "--terminal", TERMINAL, "--json")))
     assert sorted(row["state"] for row in listed) == ["redeemed", "refunded", "stock"]
+
+
+def test_sync_without_a_credential_makes_no_database(tmp_path: Path) -> None:
+    """`tillpoint sync --now` run where no till is (no --config: the demo's ./var/tillpoint) refuses in one line and
+    leaves nothing behind: it made a terminal database there first, which `status` then showed as a till."""
+    data = tmp_path / "var" / "tillpoint"
+    config = tmp_path / "till.toml"
+    config.write_text(f'[terminal]\ndata_dir = "{data}"\n')
+    done = tillpoint("sync", "--now", "--config", str(config))
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "no head-office credential" in out and len(out.strip().splitlines()) == 1, out
+    assert not data.exists()
+    shown = tillpoint("status", "--config", str(config))
+    assert shown.returncode == 1 and "no terminal database" in shown.stdout + shown.stderr
