@@ -94,6 +94,7 @@ def demo(
         hq={"url": hq.url, "token": token, "pull_interval": 5.0},
         log={"level": level},
         reader={"devices": [reader]},
+        scanner={"devices": list(dict.fromkeys([*base.scanner.devices, "sim:"]))},  # `tillpoint scan` holds codes up
         sale={"auto_amount": amount},
     )
     console.print(

@@ -54,6 +54,8 @@ def test_demo_tap_and_status(tmp_path: Path) -> None:
         text = log.read_text()
         assert "Aiko Tanaka" in text and "blocked_card" in text, text
         assert status["pending"] == 0 and status["readers"] == [{"name": "sim:", "state": "added"}]
+        scanned = tillpoint("scan", "TPC1:Q09GRkVFMTA", "--config", str(config))  # COFFEE10, as the wallet shows it
+        assert scanned.returncode == 0 and "coupon COFFEE10 added" in scanned.stdout, scanned.stdout + scanned.stderr
         bad = tillpoint("tap", "not-hex", "--config", str(config))
         assert bad.returncode == 2 and "bad_uid" in bad.stdout  # a usage error: the daemon refused it as input
     finally:
