@@ -621,18 +621,18 @@ def approvals_page(request: Request, store: Store, lang: Lang, session: Session)
         pending = _visible(who, approvals.listed(tx))
         decided = [r for r in _visible(who, approvals.listed(tx, None, 100)) if r.state != approvals.PENDING]
         own = approvals.hands(tx, who)
-    rows = [{"decidable": _decidable(who, r, own), **{name: getattr(r, name) for name in r.__slots__}} for r in pending]
+        theirs = {r.request_id: approvals.own_hands(tx, who, r, own) for r in pending}
+    rows = [
+        {"decidable": _decidable(who, r, theirs[r.request_id]), **{name: getattr(r, name) for name in r.__slots__}}
+        for r in pending
+    ]
     return page(request, "approvals", lang, pending=rows, decided=decided, notice=notice_of(request, lang))
 
 
-def _decidable(who: staff.Staff, held: approvals.Request, own: frozenset[str]) -> bool:
-    """Whether the page offers ``who`` to decide it (``own``: ``approvals.hands``; the service checks again)."""
+def _decidable(who: staff.Staff, held: approvals.Request, own: bool) -> bool:
+    """Whether the page offers ``who`` to decide it (``own``: ``approvals.own_hands``; the service checks again)."""
     scope = Scope(who.stores, held.stores if held.stores is not None else frozenset())
-    return (
-        held.requested_by not in own
-        and allowed(who.role, approvals.APPROVE[held.kind], scope)
-        and approvals.concerns(who, held)
-    )
+    return not own and allowed(who.role, approvals.APPROVE[held.kind], scope) and approvals.concerns(who, held)
 
 
 def _decision(approve: bool) -> Callable[..., Response]:

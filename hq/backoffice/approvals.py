@@ -11,7 +11,8 @@ again when applied), its reason and the stores it concerns. Approving locks the 
 the change through its service and marks it ``approved`` in one transaction, so it applies exactly once
 whoever clicks twice; rejecting marks it ``rejected`` and changes nothing else. The requester can
 neither approve nor reject their own, nor can an account whose password the requester set last (made it
-with one, or reset it: the requester knows it), until someone else sets it. Every step writes an audit record in its own transaction.
+with one, or reset it: the requester knows it), until someone else sets it, nor the one who set the
+requester's password last (they could have asked as the requester). Every step writes an audit record in its own transaction.
 """
 
 from __future__ import annotations
@@ -175,18 +176,31 @@ def hands(tx: Tx, who: Staff) -> frozenset[str]:
     """The staff ids whose requests are ``who``'s own: its own, that of whoever set its password last (made
     the account with one, or reset it: that person knows it), until someone else sets it, and so on up (whoever
     set that person's password could have set this one as them)."""
-    found, at = {who.staff_id}, who.staff_id
+    return hands_of(tx, who.staff_id)
+
+
+def hands_of(tx: Tx, staff_id: str) -> frozenset[str]:
+    """``hands`` of the account ``staff_id``: the people who may have acted as it (itself, whoever set its
+    password last, and so on up)."""
+    found, at = {staff_id}, staff_id
     while (setter := audit.last_actor(tx, at, PASSWORD_SET)) is not None and setter not in found:
         found.add(setter)
         at = setter
     return frozenset(found)
 
 
+def own_hands(tx: Tx, who: Staff, held: Request, mine: frozenset[str] | None = None) -> bool:
+    """Whether one person may have both asked for ``held`` and be deciding it as ``who``: the requester is among
+    ``who``'s hands, or ``who`` (or whoever set its password) set the requester's password and so could have
+    asked as the requester (``mine``: ``hands(tx, who)``, when the caller has it)."""
+    return bool((hands(tx, who) if mine is None else mine) & hands_of(tx, held.requested_by))
+
+
 def _decidable(tx: Tx, who: Staff, request_id: str) -> Request:
     held = get(tx, request_id, lock=True)
     if held.state != PENDING:
         raise BackofficeRefused(Code.ALREADY_DECIDED, f"request {request_id} was {held.state} already")
-    if held.requested_by in hands(tx, who):
+    if own_hands(tx, who, held):
         raise BackofficeRefused(Code.OWN_REQUEST, "a request is decided by someone other than who asked for it")
     require(who, APPROVE[held.kind], frozenset() if held.stores is None else held.stores)
     if not concerns(who, held):
@@ -259,8 +273,10 @@ __all__ = [
     "ask",
     "concerns",
     "hands",
+    "hands_of",
     "get",
     "listed",
     "of_subject",
+    "own_hands",
     "reject",
 ]

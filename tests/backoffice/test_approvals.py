@@ -6,6 +6,7 @@ decide neither way; a store manager cannot ask outside its stores; every step is
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -297,3 +298,35 @@ def test_an_account_set_by_an_account_the_requester_set_does_not_decide_its_requ
     )
     with hq.db.read() as tx:
         assert approvals.get(tx, asked.request_id).state == approvals.PENDING
+
+
+def test_whoever_set_the_requesters_password_does_not_decide_its_request(
+    office: tuple[HqStore, dict[str, Staff]],
+) -> None:
+    """The administrator resets finance's password, signs in as finance with it and asks for stored value by
+    hand: the request is the administrator's own hands as much as finance's, so the administrator neither
+    approves nor rejects it (``own_request``) and nothing moves; once finance has set a password of its own,
+    the request it asks next is the administrator's to decide."""
+    hq, staff = office
+    before = balances(hq, "M-S1")
+    team.reset_password(hq, staff["admin"], "finance", {"password": "a password I know", "reason": "forgot"})
+    asked = bo_members.ask_adjustment(hq, staff["finance"], "M-S1", 0, 50000, "goodwill")
+    refused(
+        Code.OWN_REQUEST, lambda: hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], asked.request_id))
+    )
+    refused(
+        Code.OWN_REQUEST,
+        lambda: hq.db.transact(lambda tx: approvals.reject(tx, staff["admin"], asked.request_id, "no")),
+    )
+    assert balances(hq, "M-S1") == before
+    with hq.db.read() as tx:
+        assert approvals.get(tx, asked.request_id).state == approvals.PENDING
+    done = hq.db.transact(lambda tx: approvals.approve(tx, staff["admin2"], asked.request_id))  # a second person
+    assert done.state == approvals.APPROVED and balances(hq, "M-S1") == (before[0], before[1] + 50000)
+    mine = "only finance knows this"
+    change = {"current_password": "a password I know", "new_password": mine, "new_password_again": mine}
+    team.change_own_password(hq, staff["finance"], change, "127.0.0.1", int(time.time()))
+    later = bo_members.ask_adjustment(hq, staff["finance"], "M-S1", 0, 100, "goodwill")
+    assert (
+        hq.db.transact(lambda tx: approvals.approve(tx, staff["admin"], later.request_id)).state == approvals.APPROVED
+    )
