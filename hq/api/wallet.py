@@ -172,7 +172,7 @@ def to_sign_in() -> RedirectResponse:
 
 
 _NEXT = re.compile(
-    r"/wallet/gift/[A-Za-z0-9_-]{1,100}|/wallet/checkin(\?c=[A-Za-z0-9_-]{1,200})?|/wallet/(rewards|pay)"
+    r"/wallet/gift/[A-Za-z0-9_-]{1,100}|/wallet/checkin(\?c=[A-Za-z0-9_-]{1,200})?|/wallet/(rewards|pay|coupons)"
 )
 
 
@@ -337,9 +337,10 @@ def activity(request: Request, store: Store, lang: Lang, member: Member) -> Resp
 
 
 @router.get("/wallet/coupons", include_in_schema=False)
-def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Response:
-    if member is None:
+def coupons(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    if session is None:
         return to_sign_in()
+    member, started = session
     label = i18n.words(lang)["coupon_qr"]
     shown = [
         {**_fields(c), "svg": qr.svg(c.code, label.format(name=c.text))}
@@ -360,20 +361,22 @@ def coupons(request: Request, store: Store, lang: Lang, member: Member) -> Respo
         coupons=shown,
         notice=notice,
         waiting=waiting,
-        vouchers=_vouchers(store, member, lang),
+        vouchers=_vouchers(store, member, lang, fresh=now_s() - started <= signin.FRESH_S),
     )
 
 
-def _vouchers(store: HqStore, member_id: str, lang: str) -> list[dict[str, Any]]:
-    """The member's active vouchers (docs/stored-value.md, "Vouchers"), each with its QR to show at a till."""
+def _vouchers(store: HqStore, member_id: str, lang: str, *, fresh: bool) -> list[dict[str, Any]]:
+    """The member's active vouchers (docs/stored-value.md, "Vouchers"), each with its QR to show at a till when
+    the session began less than ``signin.FRESH_S`` ago: a voucher's code pays whoever shows it, so a two-week old
+    cookie alone (a stolen phone) reads what the vouchers are, not the codes that spend them."""
     label = i18n.words(lang)["voucher_qr"]
     with store.db.read() as tx:
         held = vouchers.of_member(tx, member_id, int(time.time()))
     return [
         {
-            **v,
+            **{name: value for name, value in v.items() if name != "code"},
             "expires": datetime.fromtimestamp(int(v["expires_at"]), UTC).date().isoformat(),
-            "svg": qr.svg(str(v["code"]), label.format(name=v["voucher_id"])),
+            "svg": qr.svg(str(v["code"]), label.format(name=v["voucher_id"])) if fresh else "",
         }
         for v in held
     ]

@@ -299,6 +299,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     "voucher_for": ("One {sku}, up to {value}", "{sku} 1点（{value} まで）", "{sku} 一件（最多 {value}）"),
     "voucher_expires": ("Valid until", "有効期限", "有效期至"),
     "voucher_qr": ("QR code of voucher {name}", "バウチャー {name} のQRコード", "预付券 {name} 的二维码"),
+    "voucher_sign_in_again": (
+        "For your safety, sign in again to show the code that pays.",
+        "安全のため、支払いに使うコードを表示するにはもう一度ログインしてください。",
+        "为安全起见，请重新登录以显示付款码。",
+    ),
     # the rewards catalogue (docs/rewards.md)
     "rewards": ("Rewards", "特典交換", "积分兑换"),
     "rewards_balance": ("You have {points} points to spend.", "ご利用可能なポイント：{points}", "可用积分：{points}"),

@@ -16,11 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hq import payments
 from hq.api.server import ServerHandle, start_in_thread
+from hq.payments import signing_key
 from hq.store import HqStore
+from hq.vouchers import IssueSpec
 from hq.wallet import signin
 from hq.wallet.senders import FileSender
 from sync import claims
 from sync.protocol import ClaimKeyPayload, WireEntry
+from terminal import vouchers as vc
 from tests.fixtures import entries
 from tests.waiting import wait_until
 
@@ -359,6 +362,47 @@ def test_a_session_cookie_alone_does_not_pass_the_members_coupons_on(office: Off
         office.sign_in(aiko, AIKO)
         made = aiko.post("/wallet/coupons/GIFT-A/gift")
         assert made.status_code == 200 and "/wallet/gift/" in made.text
+
+
+def test_a_session_cookie_alone_does_not_show_the_codes_that_pay_with_the_members_vouchers(office: Office) -> None:
+    """A voucher's code pays whoever shows it at a till, like the member's money: a thief holding only the wallet's
+    cookie (a stolen phone, two weeks at most) sees which vouchers the member has, never their codes; the page links
+    to a sign-in of the member's email or phone, which leads back to the coupons and shows them."""
+    spec = IssueSpec(1, 3000, int(time.time()) + 86400)
+    office.hq.issue_vouchers("T1", spec, signing_key(office.hq, vc.PURPOSE), "Mio")
+    (code,) = office.hq.voucher_stock("T1").codes
+    office.seq += 1
+    made = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    sold = entries.voucher_sale(code, member_id="M-A")
+    office.hq.ingest(
+        "T1",
+        [
+            WireEntry(
+                terminal_id="T1", seq=office.seq, txn_id="T1-V", kind="voucher_sale", payload=sold, created_at=made
+            )
+        ],
+    )
+    voucher_id = vc.parse(code).voucher_id
+    an_hour_ago = int(time.time()) - 3600
+    token = office.hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", an_hour_ago))
+    with office.client() as thief:
+        thief.cookies.set("tp_wallet", token)
+        page = thief.get("/wallet/coupons")
+        assert page.status_code == 200 and f'id="voucher-{voucher_id}"' in page.text  # it reads what there is
+        assert code not in page.text and "<svg" not in page.text.split(f'id="voucher-{voucher_id}"')[1]
+        assert 'href="/wallet/sign-in?again=1&amp;next=/wallet/coupons"' in page.text
+        again = thief.get("/wallet/sign-in?again=1&next=/wallet/coupons")
+        assert again.status_code == 200 and 'name="next" value="/wallet/coupons"' in again.text
+    with office.client() as aiko:  # the member, signed in again just now, back on the coupons page
+        before = len([p for p in office.outbox.glob("*.json") if json.loads(p.read_text())["to"] == AIKO])
+        assert aiko.post("/wallet/sign-in/code", data={"contact": AIKO}).status_code == 200
+        back = aiko.post(
+            "/wallet/sign-in",
+            data={"contact": AIKO, "code": office.last_code(AIKO, before), "next": "/wallet/coupons"},
+        )
+        assert back.status_code == 303 and back.headers["location"] == "/wallet/coupons"
+        shown = aiko.get("/wallet/coupons").text.split(f'id="voucher-{voucher_id}"')[1]
+        assert "<svg" in shown and "voucher-sign-in" not in shown.split("</li>")[0]
 
 
 def test_the_join_page_answers_which_contacts_are_members_a_few_times_an_address(office: Office) -> None:
