@@ -719,9 +719,19 @@ _PURCHASE = re.compile(r"w-[A-Za-z0-9_-]{16,64}")
 
 
 def rewards_page(
-    request: Request, store: HqStore, lang: str, member: str, *, code: ErrorCode | None = None, bought: str = ""
+    request: Request,
+    store: HqStore,
+    lang: str,
+    session: tuple[str, int],
+    *,
+    code: ErrorCode | None = None,
+    bought: str = "",
 ) -> HTMLResponse:
-    """The catalogue with what the member can afford, and the member's purchases (their partner codes)."""
+    """The catalogue with what the member can afford, and the member's purchases: their partner codes with a
+    session begun less than ``signin.FRESH_S`` ago only (a partner's code is anyone's who reads it: a two-week old
+    cookie alone, a stolen phone, reads which rewards the member has, not their codes)."""
+    member, started = session
+    fresh = now_s() - started <= signin.FRESH_S
     words = i18n.words(lang)
     held = store.member(member)
     points = held.points if held is not None else 0
@@ -731,7 +741,15 @@ def rewards_page(
         for o in catalogue
     ]
     titles = {o.reward.reward_id: o.reward.title for o in catalogue}
-    mine = [{**p.as_dict(), "title": titles.get(p.reward_id, p.reward_id)} for p in store.reward_purchases(member)]
+    mine = [
+        {
+            **p.as_dict(),
+            "title": titles.get(p.reward_id, p.reward_id),
+            "code": p.code if fresh else None,
+            "code_hidden": not fresh and bool(p.code),
+        }
+        for p in store.reward_purchases(member)
+    ]
     error = refusal(lang, code)
     if code is ErrorCode.WALLET_SIGN_IN_AGAIN:
         error["error"] = words["reward_sign_in_again"]
@@ -751,10 +769,10 @@ def rewards_page(
 
 
 @router.get("/wallet/rewards", include_in_schema=False)
-def rewards(request: Request, store: Store, lang: Lang, member: Member) -> Response:
-    if member is None:
+def rewards(request: Request, store: Store, lang: Lang, session: Session) -> Response:
+    if session is None:
         return to_sign_in()
-    return rewards_page(request, store, lang, member, bought=request.query_params.get("bought", "")[:100])
+    return rewards_page(request, store, lang, session, bought=request.query_params.get("bought", "")[:100])
 
 
 @router.post("/wallet/rewards/{reward_id}/buy", include_in_schema=False, dependencies=[Depends(same_origin)])
@@ -767,14 +785,14 @@ def buy_reward(request: Request, store: Store, lang: Lang, session: Session, rew
     member, started = session
     purchase_id = fields.get("purchase", "")
     if not _PURCHASE.fullmatch(purchase_id):
-        return rewards_page(request, store, lang, member, code=ErrorCode.INVALID_REQUEST)
+        return rewards_page(request, store, lang, session, code=ErrorCode.INVALID_REQUEST)
     try:
         signin.require_fresh(started, now_s(), "Sign in again to spend your points.")
         made = store.buy_reward(member, reward_id[:48], purchase_id)
     except signin.WalletRefused as exc:
-        return rewards_page(request, store, lang, member, code=exc.code)
+        return rewards_page(request, store, lang, session, code=exc.code)
     except RewardRefused as exc:
-        return rewards_page(request, store, lang, member, code=exc.code)
+        return rewards_page(request, store, lang, session, code=exc.code)
     return RedirectResponse(
         f"/wallet/rewards?bought={made.purchase_id}", status_code=303, headers={"Cache-Control": "no-store"}
     )

@@ -329,6 +329,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
     ),
     "rewards_mine": ("Your rewards", "交換した特典", "我的奖励"),
     "reward_code": ("Your code", "あなたのコード", "您的兑换码"),
+    "reward_code_sign_in_again": (
+        "For your safety, sign in again to show your code.",
+        "安全のため、コードを表示するにはもう一度ログインしてください。",
+        "为安全起见，请重新登录以显示兑换码。",
+    ),
     "reward_in_coupons": ("With your coupons", "クーポン画面にあります", "在优惠券页面"),
     "reward_at_till": ("Taken at the till", "店頭で受け取り済み", "已在门店领取"),
     "reward_refunded": ("Given back", "取り消し済み", "已退回"),

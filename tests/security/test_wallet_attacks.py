@@ -405,6 +405,27 @@ def test_a_session_cookie_alone_does_not_show_the_codes_that_pay_with_the_member
         assert "<svg" in shown and "voucher-sign-in" not in shown.split("</li>")[0]
 
 
+def test_a_session_cookie_alone_does_not_show_the_partner_codes_the_member_bought(office: Office) -> None:
+    """A partner's code is anyone's who reads it: a reward the member bought with points is shown to a thief holding
+    only the wallet's cookie without its code, and a sign-in of the member's email or phone shows it again."""
+    office.hq.put_reward({"reward_id": "CINEMA", "reward": "partner_code", "points": 60, "title": "Cinema ticket"})
+    office.hq.add_reward_codes("CINEMA", ["CIN-7QX2"])
+    bought = office.hq.buy_reward("M-A", "CINEMA", "w-" + "m" * 20)
+    assert bought.code == "CIN-7QX2"
+    an_hour_ago = int(time.time()) - 3600
+    token = office.hq.db.transact(lambda tx: signin.open_session(tx, "M-A", "code", an_hour_ago))
+    with office.client() as thief:
+        thief.cookies.set("tp_wallet", token)
+        page = thief.get("/wallet/rewards")
+        assert page.status_code == 200 and f'id="purchase-{bought.purchase_id}"' in page.text
+        assert "CIN-7QX2" not in page.text
+        assert 'href="/wallet/sign-in?again=1&amp;next=/wallet/rewards"' in page.text
+        assert "CIN-7QX2" not in thief.get(f"/wallet/rewards?bought={bought.purchase_id}").text
+    with office.client() as aiko:  # the member, signed in just now
+        office.sign_in(aiko, AIKO)
+        assert "CIN-7QX2" in aiko.get("/wallet/rewards").text
+
+
 def test_the_join_page_answers_which_contacts_are_members_a_few_times_an_address(office: Office) -> None:
     """The join page says when another member holds the contact (``wallet_contact_taken``) and keeps the receipt
     unused, so one receipt tried every contact of a list; a stolen till credential makes receipts without end (its
