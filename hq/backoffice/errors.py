@@ -43,6 +43,7 @@ class Code(StrEnum):
     NO_HOLD = "no_hold"
     HOLD_ENTRY_ARRIVED = "hold_entry_arrived"
     PASSWORDS_DIFFER = "passwords_differ"
+    OWN_PASSWORD_RESET = "own_password_reset"
     # the second factor (hq/backoffice/factors.py)
     BAD_CODE = "bad_code"
     CODE_USED = "code_used"
@@ -59,6 +60,7 @@ class Code(StrEnum):
 
 
 STATUS: dict[Code, int] = {
+    Code.OWN_PASSWORD_RESET: 403,
     Code.BAD_CREDENTIALS: 401,
     Code.LOCKED_OUT: 429,
     Code.SIGN_IN_REQUIRED: 401,

@@ -255,6 +255,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "この設定ページは古いか、改変されています。2段階認証のページを開き直して新しいシークレットを受け取ってください。",
         "此设置页面已过期或被改动：请重新打开双重验证页面以获取新的密钥。",
     ),
+    "own_password_reset": (
+        "Change your own password on Your password, with the current one.",
+        "ご自身のパスワードは「パスワードの変更」で現在のパスワードを入力して変更してください。",
+        "请在“修改密码”页面输入当前密码后修改您自己的密码。",
+    ),
     "own_second_factor": (
         "Another administrator resets your second factor, not you.",
         "ご自身の2段階認証は別の管理者が再設定します。",

@@ -1,5 +1,6 @@
 """Staff management on the web (chain administrators): create an account, set its role, stores and merchant
-(blank: the chain's own staff), reset its password, unlock its sign-in, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
+(blank: the chain's own staff), reset its password (another's: one's own is changed with the current one,
+``own_password_reset``), unlock its sign-in, disable it. Each change goes through ``staff`` (the functions the ``tillpoint hq staff`` commands
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``). Any member of staff changes its own password
 (``change_own_password``). An administrator removes another account's second factor (``reset_second_factor``,
@@ -87,7 +88,14 @@ def set_role(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) 
 
 
 def reset_password(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str]) -> Staff:
+    """Another account's password set by an administrator (audited as ``staff_passwd``); never its own
+    (``own_password_reset``): that is changed on **Your password**, with the current one, so that whoever holds only an
+    administrator's session (a browser left signed in) cannot make the account theirs."""
     require(who, Action.STAFF_MANAGE)
+    if staff_id == who.staff_id:
+        raise BackofficeRefused(
+            Code.OWN_PASSWORD_RESET, "an administrator's own password is changed with the current one"
+        )
     password, reason = fields.get("password", ""), _reason(fields.get("reason", ""))
     staff.check_new_password(password)
     return store.db.transact(

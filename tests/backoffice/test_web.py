@@ -512,6 +512,35 @@ def test_a_member_of_staff_changes_its_own_password_so_the_one_who_set_it_knows_
         )
 
 
+def test_an_administrators_session_alone_does_not_set_its_own_password_on_the_staff_page(
+    office: tuple[HqStore, dict[str, Staff], ServerHandle],
+) -> None:
+    """A browser left signed in as an administrator: whoever sits at it holds the session, not the password. Its own
+    password is changed on Your password, with the current one; the staff page offers no reset of one's own and
+    refuses it posted directly (``own_password_reset``), nothing changed or audited, and the owner still signs in with
+    theirs. Another administrator resets it there as before."""
+    hq, _, server = office
+    admin, csrf = signed_in(server.url, "admin")
+    page = admin.get("/backoffice/staff")
+    assert 'action="/backoffice/staff/admin/password"' not in page.text
+    assert 'action="/backoffice/staff/finance/password"' in page.text
+    records = audit.verify(hq.db).records
+    taken = {"csrf": csrf, "password": "the one at the desk chose", "reason": "mine now"}
+    own = admin.post("/backoffice/staff/admin/password", data=taken)
+    assert own.status_code == 403 and code_of(own) == "own_password_reset"
+    assert audit.verify(hq.db).records == records
+    thief = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": taken["password"]})
+    assert code_of(thief) == "bad_credentials"
+    assert admin.get("/backoffice/").status_code == 200  # nothing ended: the owner's session and password stand
+    owner = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": PASSWORD})
+    assert owner.status_code == 303
+    other, other_csrf = signed_in(server.url, "admin2")
+    reset = {"csrf": other_csrf, "password": "admin2 set this one", "reason": "forgot it"}
+    assert other.post("/backoffice/staff/admin/password", data=reset).status_code == 303
+    again = browser(server.url).post("/backoffice/sign-in", data={"staff_id": "admin", "password": reset["password"]})
+    assert again.status_code == 303
+
+
 def test_password_guesses_from_every_address_of_an_ipv6_network_lock_that_network(
     office: tuple[HqStore, dict[str, Staff], ServerHandle],
 ) -> None:
