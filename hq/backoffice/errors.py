@@ -52,6 +52,7 @@ class Code(StrEnum):
     ALREADY_ENROLLED = "already_enrolled"
     NO_SECOND_FACTOR = "no_second_factor"
     OWN_SECOND_FACTOR = "own_second_factor"
+    OWN_ENROL_CODE = "own_enrol_code"
     ENROL_CODE_REQUIRED = "enrol_code_required"
     ENROL_CODE_BAD = "enrol_code_bad"
     BAD_SECRET = "bad_secret"
@@ -97,6 +98,7 @@ STATUS: dict[Code, int] = {
     Code.ALREADY_ENROLLED: 409,
     Code.NO_SECOND_FACTOR: 409,
     Code.OWN_SECOND_FACTOR: 403,
+    Code.OWN_ENROL_CODE: 403,
     Code.ENROL_CODE_REQUIRED: 403,
     Code.ENROL_CODE_BAD: 403,
     Code.BAD_SECRET: 403,

@@ -260,6 +260,11 @@ _WORDS: dict[str, tuple[str, str, str]] = {
         "ご自身のパスワードは「パスワードの変更」で現在のパスワードを入力して変更してください。",
         "请在“修改密码”页面输入当前密码后修改您自己的密码。",
     ),
+    "own_enrol_code": (
+        "Another administrator issues your enrolment code, not you.",
+        "ご自身の登録コードは別の管理者が発行します。",
+        "您的注册码须由其他管理员签发。",
+    ),
     "own_second_factor": (
         "Another administrator resets your second factor, not you.",
         "ご自身の2段階認証は別の管理者が再設定します。",

@@ -4,8 +4,9 @@
 use) with its audit record in the same transaction; the last enabled chain administrator can be neither
 disabled nor given another role (``last_admin``). Any member of staff changes its own password
 (``change_own_password``). An administrator removes another account's second factor (``reset_second_factor``,
-``factors.reset``) and issues an account's enrolment code (``issue_enrol_code``); never resets its own that way (``own_second_factor``): whoever holds an administrator's password
-alone would otherwise remove the factor that stops them."""
+``factors.reset``) and issues an account's enrolment code (``issue_enrol_code``); never resets its own that way
+(``own_second_factor``) nor issues its own code (``own_enrol_code``): whoever holds an administrator's password
+alone would otherwise remove the factor that stops them, or put their own phone on the account."""
 
 from __future__ import annotations
 
@@ -148,8 +149,11 @@ def reset_second_factor(store: HqStore, who: Staff, staff_id: str, fields: dict[
 
 def issue_enrol_code(store: HqStore, who: Staff, staff_id: str, fields: dict[str, str], now: int) -> tuple[str, int]:
     """A one-time enrolment code for ``staff_id`` and when it expires (``factors.issue_enrol_code``, audited
-    as ``staff_2fa_enrol_code`` by the administrator), to be shown this once."""
+    as ``staff_2fa_enrol_code`` by the administrator), to be shown this once; never for the administrator's own
+    account (``own_enrol_code``): whoever holds only its password would otherwise put their own phone on it."""
     require(who, Action.STAFF_MANAGE)
+    if staff_id == who.staff_id:
+        raise BackofficeRefused(Code.OWN_ENROL_CODE, "an administrator's own enrolment code is issued by another")
     reason = _reason(fields.get("reason", ""))
     return store.db.transact(lambda tx: factors.issue_enrol_code(tx, who.staff_id, staff_id, reason, now))
 

@@ -256,6 +256,28 @@ def test_a_stolen_password_cannot_enrol_a_phone_nor_see_the_owners_secret(office
     assert again.status_code == 409 and code_of(again) == "already_enrolled"
 
 
+def test_a_stolen_administrators_password_cannot_issue_its_own_enrolment_code(office: Office) -> None:
+    """No policy requires a second factor, so an administrator's password alone reaches the staff page: its owner's
+    account has none yet, and the thief would issue it an enrolment code there and put their own phone on it (the
+    owner then kept out by the thief's codes). The staff page offers no code for one's own account and refuses it
+    posted directly (``own_enrol_code``), nothing kept or audited; another administrator issues it."""
+    hq, _, server = office
+    thief, csrf = signed_in(server.url, "admin")
+    page = thief.get("/backoffice/staff").text
+    assert 'action="/backoffice/staff/admin/enrol-code"' not in page
+    assert 'action="/backoffice/staff/finance/enrol-code"' in page
+    with hq.db.read() as tx:
+        audited = len(audit.recent(tx, 1000))
+    own = thief.post("/backoffice/staff/admin/enrol-code", data={"csrf": csrf, "reason": "new phone"})
+    assert own.status_code == 403 and code_of(own) == "own_enrol_code" and 'id="enrol-code"' not in own.text
+    with hq.db.read() as tx:
+        assert tx.one("SELECT 1 FROM staff_enrol_codes WHERE staff_id = 'admin'") is None
+        assert len(audit.recent(tx, 1000)) == audited
+    other, other_csrf = signed_in(server.url, "admin2")
+    given = other.post("/backoffice/staff/admin/enrol-code", data={"csrf": other_csrf, "reason": "new phone"})
+    assert given.status_code == 200 and 'id="enrol-code"' in given.text
+
+
 def test_an_enrolment_code_is_audited_hashed_used_once_and_expires(office: Office, hq_url: str) -> None:
     hq, _, server = office
     status, out = _cli(hq_url, "staff", "enrol-2fa-code", "finance", "--reason", "new phone")
