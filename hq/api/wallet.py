@@ -661,6 +661,8 @@ def _static(name: str) -> Response:
 class ContactsIn(BaseModel):
     email: str | None = Field(None, max_length=254)
     phone: str | None = Field(None, max_length=32)
+    reason: str = Field("", max_length=200)
+    """Why (kept in the audit record of the change)."""
 
 
 contact_errors = errors(
@@ -673,21 +675,18 @@ contact_errors = errors(
 
 @router.put("/v1/admin/members/{member_id}/contacts", tags=["wallet"], responses=contact_errors)
 def put_contacts(store: Store, member_id: str, body: ContactsIn, admin: Admin) -> dict[str, str]:
-    """Set the member's email address and/or phone number (taken from another member if it had it)."""
+    """Set the member's email address and/or phone number (taken from another member if it had it); audited as
+    ``wallet_contacts``."""
     if store.member(member_id) is None:
         raise ApiError(ErrorCode.UNKNOWN_MEMBER, f"no member {member_id}")
     try:
         wanted = [signin.contact_of(text) for text in (body.email, body.phone) if text]
     except signin.WalletRefused as exc:
         raise ApiError(exc.code, str(exc)) from exc
-    now = now_s()
-
-    def save(tx: Tx) -> dict[str, str]:
-        for contact in wanted:
-            signin.set_contact(tx, member_id, contact, f"admin:{admin}", now, take=True)
-        return signin.contacts(tx, member_id)
-
-    result: dict[str, str] = store.db.transact(save)
+    now, reason = now_s(), " ".join(body.reason.split())
+    result: dict[str, str] = store.db.transact(
+        lambda tx: signin.give_contacts(tx, member_id, wanted, admin, reason, now)
+    )
     return result
 
 

@@ -225,8 +225,6 @@ def contact(
         now = int(time.time())
 
         def save(tx: Tx) -> dict[str, str]:
-            for one in wanted:
-                signin.set_contact(tx, member_id, one, "admin:command", now, take=True)
-            return signin.contacts(tx, member_id)
+            return signin.give_contacts(tx, member_id, wanted, "command line", "", now)
 
         print(json.dumps({"member_id": member_id, **store.db.transact(save)}))

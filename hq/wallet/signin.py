@@ -35,7 +35,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hq import payments
+from hq import audit, payments
 from hq.db.engine import Tx
 from hq.errors import HqError
 from hq.store import HqStore
@@ -151,6 +151,26 @@ def set_contact(tx: Tx, member_id: str, contact: Contact, by: str, now: int, *, 
         "INSERT INTO member_contacts (kind, contact, member_id, created_at, set_by) VALUES (?, ?, ?, ?, ?)",
         [contact.kind, contact.value, member_id, _stamp(now), by],
     )
+
+
+def give_contacts(tx: Tx, member_id: str, wanted: list[Contact], by: str, reason: str, now: int) -> dict[str, str]:
+    """An administrator (``by``: its token's name, or ``command line``) sets the member's contacts, moving each from
+    another member that held it, audited as ``wallet_contacts``: a contact decides who signs in to the member's
+    wallet (and so sets up a phone that pays from its balance), so who gave it to whom is kept. The record names the
+    kinds set and the members they moved from, never the contacts themselves (personal data; the log is kept for
+    good). Returns the member's contacts now."""
+    moved: set[str] = set()
+    for contact in wanted:
+        held = tx.one(
+            "SELECT member_id FROM member_contacts WHERE kind = ? AND contact = ?", [contact.kind, contact.value]
+        )
+        if held is not None and str(held[0]) != member_id:
+            moved.add(str(held[0]))
+        set_contact(tx, member_id, contact, f"admin:{by}", now, take=True)
+    if wanted:
+        details = {"kinds": sorted({c.kind for c in wanted}), "moved_from": sorted(moved)}
+        audit.append(tx, by, "wallet_contacts", member_id, reason, details)
+    return contacts(tx, member_id)
 
 
 def check_probes(tx: Tx, source: str, now: int) -> None:
@@ -460,6 +480,7 @@ __all__ = [
     "end_all_sessions",
     "end_session",
     "forget",
+    "give_contacts",
     "live_session",
     "open_session",
     "remember_device",

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hq import payments
+from hq import audit, payments
 from hq.api.server import ServerHandle, start_in_thread
 from hq.payments import signing_key
 from hq.store import HqStore
@@ -424,6 +424,33 @@ def test_a_session_cookie_alone_does_not_show_the_partner_codes_the_member_bough
     with office.client() as aiko:  # the member, signed in just now
         office.sign_in(aiko, AIKO)
         assert "CIN-7QX2" in aiko.get("/wallet/rewards").text
+
+
+def test_an_administrator_moving_a_members_contact_is_in_the_audit_log(office: Office) -> None:
+    """A contact decides who signs in to a member's wallet, and a wallet signed in lately sets up a phone that pays
+    from the member's balance: an administrator giving Aiko's address to another member (their own, say) hands
+    them Aiko's wallet sign-ins. The change is audited (who, which member, from which member; never the address
+    itself), and the chain still holds."""
+    with office.hq.db.read() as tx:
+        before = len(audit.recent(tx, 1000))
+    moved = httpx.put(
+        f"{office.url}/v1/admin/members/M-T/contacts",
+        json={"email": AIKO, "reason": "asked at the desk"},
+        headers=office.admin,
+    )
+    assert moved.status_code == 200 and moved.json() == {"email": AIKO}, moved.text
+    with office.hq.db.read() as tx:
+        records = audit.recent(tx, 1000)
+    assert len(records) == before + 1
+    record = records[0]
+    assert (record.actor, record.action, record.target, record.reason) == (
+        "Mio",
+        "wallet_contacts",
+        "M-T",
+        "asked at the desk",
+    )
+    assert record.details == {"kinds": ["email"], "moved_from": ["M-A"]} and AIKO not in json.dumps(record.details)
+    assert audit.verify(office.hq.db).ok
 
 
 def test_the_join_page_answers_which_contacts_are_members_a_few_times_an_address(office: Office) -> None:
