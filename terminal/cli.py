@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import typer
@@ -724,6 +724,11 @@ def _has_credential(cfg: Config) -> bool:
         return True
 
 
+def _no_credential() -> NoReturn:
+    console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
+    raise typer.Exit(1)
+
+
 def _sync_client(cfg: Config, store: Store) -> SyncClient | None:
     """A head-office client for one-off commands; enrols first when only an enrolment code is set."""
     from sync.client import SyncClient, SyncError, tls_verify, write_token_file
@@ -820,8 +825,7 @@ def sync_cmd(
         raise typer.Exit(2)
     cfg = cli_config(config)
     if not _has_credential(cfg):  # refused before a database is made: run without --config, it made one here
-        console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
-        raise typer.Exit(1)
+        _no_credential()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     from terminal.store import Store
 
@@ -829,8 +833,7 @@ def sync_cmd(
     client = _sync_client(cfg, store)
     if client is None:
         store.close()
-        console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
-        raise typer.Exit(1)
+        _no_credential()
     try:
         with Progress(
             TextColumn("{task.description:>12}"),
