@@ -1114,7 +1114,24 @@ class HqStore:
     # -- end of day and reconciliation ------------------------------------------------------------
 
     def eod(self, report: EodReport) -> EodResult:
-        return self.db.transact(lambda tx: reconcile.record_eod(tx, report, self.now()))
+        """Record and check a till's end-of-day report. Each report counts against the terminal's daily bound as
+        an entry of its size (``push_limited`` beyond it, nothing kept): a report of a day head office holds none
+        of is a new row, so a stolen credential naming made-up days would fill head office's disk otherwise."""
+        now = self.now()
+
+        def record(tx: Tx) -> EodResult:
+            held = tx.one(f"SELECT 1 FROM terminals WHERE terminal_id = ?{tx.for_update}", [report.terminal_id])
+            if held is None:
+                raise UnknownTerminal(f"terminal {report.terminal_id} is not registered")
+            size = len(report.model_dump_json().encode())
+            ingest_mod.spend_push_budget(tx, self.settings, report.terminal_id, now, 1, size)
+            return reconcile.record_eod(tx, report, now)
+
+        try:
+            return self.db.transact(record)
+        except PushLimited as limited:
+            self._note_limited(limited)
+            raise
 
     def flag_clock(self, terminal_id: str, clock: str | None) -> None:
         """Check a terminal's reported clock outside a push (pulls, end of day)."""

@@ -980,7 +980,12 @@ class SyncClient:
         except (HqRejected, HqFailed) as exc:  # the fleet view misses a report; the till's sync goes on
             log.warning("head office did not take this till's health report: %s", exc)
         if self.end_of_day:
-            self.report_eod()
+            try:
+                self.report_eod()
+            except HqRejected as exc:  # past head office's daily bound: the days not reported go the next day
+                if exc.code != ErrorCode.PUSH_LIMITED.value:
+                    raise
+                log.warning("head office did not take this till's end-of-day report today: %s", exc)
         self.flags()
         if self._rotation_due():
             self.rotate_credential()

@@ -85,7 +85,9 @@ def flags(
 @router.post(
     "/v1/eod",
     response_model=EodResult,
-    responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL),
+    responses=errors(
+        ErrorCode.UNAUTHORIZED, ErrorCode.CREDENTIAL_REVOKED, ErrorCode.WRONG_TERMINAL, ErrorCode.PUSH_LIMITED
+    ),
 )
 def eod(store: Store, body: EodReport, terminal_id: Terminal, clock: Clock = None) -> EodResult:
     if body.terminal_id != terminal_id:

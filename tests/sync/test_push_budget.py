@@ -142,3 +142,45 @@ def test_bytes_are_bounded_too(till: Store, server: ServerHandle, hq_store: HqSt
     finally:
         sync.close()
     assert held(hq_store) == [1] and till.pending_count() == 1
+
+
+def test_end_of_day_reports_count_against_the_bound(till: Store, server: ServerHandle, hq_store: HqStore) -> None:
+    """A report of a day head office holds none of is a new row: a stolen credential naming made-up days, each
+    with totals as large as a request may be, wrote to head office's disk without end."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def report(day: str, kinds: int = 1) -> httpx.Response:
+        totals = {f"k{n:05d}": {"count": 1, "total": 1} for n in range(kinds)}
+        body = {"terminal_id": "T-B", "day": day, "first_seq": 1, "last_seq": 0, "totals": totals}
+        return httpx.post(f"{server.url}/v1/eod", json=body, headers=auth, timeout=30)
+
+    big = report("1999-01-01", kinds=1000)  # about 30,000 bytes: more than the day's 20,000
+    assert (big.status_code, big.json()["code"]) == (429, "push_limited")
+    answers = [report(f"20{n:02d}-01-01").status_code for n in range(8)]
+    assert answers == [200] * 5 + [429] * 3  # the day's five entries
+    with hq_store.db.read() as tx:
+        days = [str(r[0]) for r in tx.all("SELECT day FROM eod_reports WHERE terminal_id = 'T-B' ORDER BY day")]
+    assert days == [f"20{n:02d}-01-01" for n in range(5)]
+    [row] = [r for r in hq_store.fleet() if r["terminal_id"] == "T-B"]
+    assert row["push_refused_today"] == 4
+
+
+def test_a_till_whose_end_of_day_passes_the_bound_goes_on_and_reports_it_the_next_day(
+    till: Store, server: ServerHandle, hq_store: HqStore, clock: Clock
+) -> None:
+    for _ in range(5):
+        till.record(sale())
+    sync = SyncClient(till, "T-B", server.url, TOKEN, timeout=30)
+    try:
+        assert sync.push_all() == 5  # the day's five entries: the end-of-day report would be the sixth
+        sync.sync_once()  # the round goes on: the report waits
+        with hq_store.db.read() as tx:
+            assert tx.all("SELECT day FROM eod_reports WHERE terminal_id = 'T-B'") == []
+        assert till.state("offline_since") is None
+        clock.now = DAY_TWO
+        sync.sync_once()
+    finally:
+        sync.close()
+    with hq_store.db.read() as tx:
+        [(status,)] = tx.all("SELECT status FROM eod_reports WHERE terminal_id = 'T-B'")
+    assert status == "complete"
