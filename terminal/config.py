@@ -56,7 +56,7 @@ class SecuritySection(_Section):
     card_key_file: str = ""
     """The card-hash key, kept outside the database; empty means <data_dir>/../card-hash.key."""
     api_token_file: str = ""
-    """The local API's token; empty means <data_dir>/api.token (created 0600 at start)."""
+    """The local API's token; empty means <data_dir>/api.token (created 0600 at start, and made again when the file holds no token)."""
 
 
 class ReaderSection(_Section):

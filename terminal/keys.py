@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -11,16 +12,36 @@ from pathlib import Path
 from terminal.credentials import CARD_KEY_BYTES
 from terminal.ownership import owned_as
 
+log = logging.getLogger("tillpoint.keys")
 
-def write_private(path: Path, data: bytes) -> None:
-    """A new secret file at ``path`` (mode 0600, its directory's owner), synced to disk; FileExistsError if one is."""
+
+def write_private(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """A new secret file at ``path`` (mode 0600, its directory's owner, or the owner of the file it replaces), synced
+    to disk; FileExistsError if one is, unless ``replace``.
+
+    Written whole beside it first and then linked (or, with ``replace``, renamed) into place: a process killed, or a
+    power cut, while the secret was written left an empty file at ``path`` that later starts took for the secret
+    (an API token of nothing, which refuses every request)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        owned_as(handle.fileno(), path.parent)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            owned_as(handle.fileno(), path)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError when another is there: never overwritten
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def check_card_key(key: bytes, path: Path) -> bytes:
@@ -38,10 +59,21 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 def load_or_create_token(path: Path) -> str:
-    """A bearer token stored at ``path`` (mode 0600), made the first time."""
+    """A bearer token stored at ``path`` (mode 0600), made the first time, and made again when the file holds none
+    (left empty by a crash as it was made, by an older release, or emptied): no client can hold the token of an
+    empty file, and the daemon would refuse every request of the local API. Said in the log as a warning."""
     if not path.exists():
         write_private(path, secrets.token_urlsafe(32).encode())
-    return path.read_text().strip()
+    token = path.read_text().strip()
+    if not token:
+        write_private(path, secrets.token_urlsafe(32).encode(), replace=True)
+        token = path.read_text().strip()
+        log.warning(
+            "the local API token file %s held no token (a write cut short): a new token was made there; "
+            "give it to the POS and the devices that call this till's API",
+            path,
+        )
+    return token
 
 
 KEY_CHECK_LABEL = b"tillpoint card-hash key check"

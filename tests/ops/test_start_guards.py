@@ -325,6 +325,41 @@ def test_a_read_only_data_directory_is_said_in_one_line(tmp_path: Path, small_di
         notify.close()
 
 
+def test_a_local_api_token_file_left_empty_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The till was killed (a power cut) as its first start made ``api.token``: the file was there, empty. Every
+    later start took "" for the token, answered READY=1 and refused every request of the POS as ``unauthorized``,
+    with nothing in its log. A file holding no token is made again, said in the log, and the POS's sale with the
+    new token is approved; and the token is written whole before it is put in place, so a kill cannot leave one."""
+    config = till_config(tmp_path, None, None, "T-TOKEN")
+    data = tmp_path / "till"
+    data.mkdir()
+    (data / "api.token").write_text("\n")
+    notify = NotifyListener(tmp_path / "notify.sock")
+    till = TillProcess(config, notify)
+    api = Api(till)
+    try:
+        till.start()
+        assert len(till.token()) >= 32
+        reply = api.sale(100)
+        assert reply.status_code == 200, reply.text
+        assert "held no token" in till.log.read_text(), till.log_tail()
+        assert till.stop() == 0
+    finally:
+        api.close()
+        till.kill()
+        notify.close()
+
+    from terminal import keys
+
+    def killed(_: int) -> None:
+        raise KeyboardInterrupt  # the process dies before the secret reached the disk
+
+    monkeypatch.setattr(keys.os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        keys.load_or_create_token(tmp_path / "fresh" / "api.token")
+    assert not (tmp_path / "fresh" / "api.token").exists() and not list((tmp_path / "fresh").iterdir())
+
+
 def test_a_config_file_not_in_utf8_is_a_configuration_error(tmp_path: Path) -> None:
     """An editor saved the config as Latin-1: ``run`` and ``doctor`` say which file and why (exit 2)."""
     config = till_config(tmp_path, None, None, "T-ENC")
