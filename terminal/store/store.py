@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -94,6 +95,36 @@ def _storage_error(exc: sqlite3.Error) -> Rejected:
     return Rejected(Code.STORAGE_FAILED, f"The till could not record this ({exc}).")
 
 
+LOW_DISK = 1 << 20
+"""Bytes free under which an I/O error opening the database is taken for a full disk: SQLite cannot make the
+WAL and shared-memory files a clean stop removed, and says only 'disk I/O error'."""
+
+
+def _disk_full(exc: sqlite3.Error | OSError, path: Path) -> bool:
+    """Whether ``exc``, met opening or rebuilding the database at ``path``, comes of a full disk."""
+    if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        return exc.errno in DISK_FULL
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return True
+    if code not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+        return False
+    try:
+        return shutil.disk_usage(path.resolve().parent).free < LOW_DISK
+    except OSError:
+        return False
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> Rejected:
+    """A SQLite error opening the database at start as a refusal: a full disk is ``storage_full``, however SQLite
+    says it (a restarted till whose disk filled up met 'disk I/O error' and said ``storage_failed``)."""
+    if _disk_full(exc, path):
+        return Rejected(
+            Code.STORAGE_FULL, f"The till's disk is full: its database {path} cannot be opened ({exc}); free space."
+        )
+    return _storage_error(exc)
+
+
 def _member(row: sqlite3.Row | tuple[Any, ...] | None) -> Member | None:
     if row is None:
         return None
@@ -132,7 +163,7 @@ class Store:
             db = Database(_connect(Path(path)))
             upgrade(Path(path), db)
         except sqlite3.Error as exc:
-            raise _storage_error(exc) from exc
+            raise _open_error(exc, Path(path)) from exc
         store = cls(db)
         store.rebuilt = report
         return store
@@ -1112,7 +1143,7 @@ def damage(path: Path) -> str | None:
     except sqlite3.DatabaseError as exc:
         if _is_corruption(exc):
             return str(exc)
-        raise _storage_error(exc) from exc
+        raise _open_error(exc, path) from exc
     problems = [str(row[0]) for row in rows if row[0] != "ok"]
     return "; ".join(problems[:5]) or None
 
@@ -1124,6 +1155,12 @@ def check_and_repair(path: Path) -> Rebuild | None:
         reason = damage(path)
         return rebuild(path, reason) if reason is not None else None
     except (sqlite3.Error, OSError) as exc:
+        if _disk_full(exc, path):
+            raise Rejected(
+                Code.STORAGE_FULL,
+                f"The till's disk is full: the damaged database {path} could not be rebuilt ({exc}); it is kept as "
+                "it is, and rebuilt at the first start with room for a copy of it: free space.",
+            ) from exc
         raise Rejected(Code.STORAGE_FAILED, f"The damaged database {path} could not be rebuilt ({exc}).") from exc
 
 
@@ -1133,16 +1170,20 @@ def rebuild(path: Path, reason: str) -> Rebuild:
     (rebuilt again at the next open) or a finished copy (swapped in at the next open)."""
     fresh = _sibling(path, ".rebuilding")
     _remove_db(fresh)
-    conn = _connect(fresh)
     try:
-        new = Database(conn)
-        migrations.apply(new)
-        salvaged, unreadable, lost = _salvage(path, conn, new)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-    if _sibling(fresh, "-wal").exists():  # the last close folds the WAL in; anything else is unsafe
-        raise OSError(f"{fresh}-wal was left behind")
+        conn = _connect(fresh)
+        try:
+            new = Database(conn)
+            migrations.apply(new)
+            salvaged, unreadable, lost = _salvage(path, conn, new)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        if _sibling(fresh, "-wal").exists():  # the last close folds the WAL in; anything else is unsafe
+            raise OSError(f"{fresh}-wal was left behind")
+    except BaseException:
+        _remove_db(fresh)  # a copy begun, never finished: not left to fill the disk (a full one, often)
+        raise
     kept = _swap(path, fresh)
     return Rebuild(reason, str(kept), salvaged, {k: v for k, v in unreadable.items() if v}, lost)
 

@@ -272,3 +272,33 @@ def test_a_journal_page_damaged_while_the_daemon_runs_stops_it_and_its_restart_r
         notify.close()
     held = hq_journal(Path(hq.db), "T-DMGRUN")
     assert sorted(acked) == held and len({txn for _, txn in held}) == len(held)
+
+
+def test_a_full_disk_at_start_is_said_as_a_full_disk_and_a_rebuild_leaves_no_copy_behind(small_disk: Path) -> None:
+    """A till restarted while its disk is full: a clean stop removed the WAL and shared-memory files, SQLite could
+    not make them again and said "disk I/O error", and the start failed ``storage_failed: The till could not record
+    this``, not as the full disk it is. A damaged file found with room to open it but none for the copy a rebuild
+    makes was ``storage_failed`` too, and left the copy it had begun on the disk. Both are ``storage_full`` now,
+    the begun copy is removed, and the start once there is room rebuilds the file with every sale."""
+    db = small_disk / "terminal.db"
+    txns = make_store(db, 40)
+    filler = fill(small_disk)
+    with pytest.raises(Rejected) as refused:
+        Store.open(db, repair=True)
+    assert refused.value.code.value == "storage_full" and str(db) in refused.value.message, refused.value
+    filler.unlink()
+    corrupt_table(db, "members")
+    filler = fill(small_disk)
+    with filler.open("r+b") as room:  # room to open the damaged file, none for its copy
+        room.truncate(filler.stat().st_size - (96 << 10))
+    with pytest.raises(Rejected) as refused:
+        Store.open(db, repair=True)
+    assert refused.value.code.value == "storage_full", refused.value
+    assert "could not be rebuilt" in refused.value.message, refused.value.message
+    assert not list(small_disk.glob("terminal.db.rebuilding*")) and not list(small_disk.glob("terminal.db.damaged-*"))
+    filler.unlink()
+    store = Store.open(db, repair=True)
+    try:
+        assert store.rebuilt is not None and [e.txn_id for e in store.entries()] == txns
+    finally:
+        store.close()
