@@ -785,7 +785,13 @@ def test_the_demo_prints_each_event_once_and_its_api_port_is_found(tmp_path: Pat
         text = log.read_text()  # the log line of an event comes before its console line: both are in by now
         sale_lines = [line for line in text.splitlines() if "#1 " in line]
         assert len(sale_lines) == 1 and "M-0001" in sale_lines[0], text
-        assert "approved" not in text and len([line for line in text.splitlines() if "sim: added" in line]) == 1, text
+        added = [
+            line for line in text.splitlines() if "sim: added" in line
+        ]  # the simulated reader and scanner, once each
+        assert "approved" not in text and sorted(added) == [
+            "reader sim: added simulated reader",
+            "reader sim: added simulated scanner",
+        ], text
     finally:
         demo.terminate()
         demo.wait(timeout=20)
