@@ -101,9 +101,23 @@ def must_enrol(tx: Tx, who: Staff) -> bool:
 
 def state(tx: Tx, staff_id: str) -> Factor:
     row = tx.one("SELECT confirmed_at FROM staff_totp WHERE staff_id = ?", [staff_id])
-    left = tx.one("SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [staff_id])
     at = None if row is None or row[0] is None else int(row[0])
-    return Factor(at, int(left[0]) if left and at is not None else 0)
+    return Factor(at, _unused(tx, staff_id) if at is not None else 0)
+
+
+def _unused(tx: Tx, staff_id: str) -> int:
+    """How many of the account's recovery codes are unused."""
+    left = tx.one("SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [staff_id])
+    return int(left[0]) if left else 0
+
+
+def _keep_recovery(tx: Tx, staff_id: str, hashes: list[str]) -> None:
+    """The account's recovery codes, used or not, replaced by ``hashes``."""
+    tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [staff_id])
+    tx.many(
+        "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
+        [(staff_id, slot, h) for slot, h in enumerate(hashes)],
+    )
 
 
 def issue_enrol_code(tx: Tx, actor: str, staff_id: str, reason: str, now: int) -> tuple[str, int]:
@@ -191,11 +205,7 @@ def confirm(db: Db, who: Staff, sent: Offer, code: str, enrol_code: str, now: in
             "INSERT INTO staff_totp (staff_id, secret, made_at, confirmed_at, last_step) VALUES (?, ?, ?, ?, ?)",
             [who.staff_id, secret, now, now, step],
         )
-        tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [who.staff_id])
-        tx.many(
-            "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
-            [(who.staff_id, slot, h) for slot, h in enumerate(hashes)],
-        )
+        _keep_recovery(tx, who.staff_id, hashes)
         audit.append(tx, who.staff_id, "staff_2fa_enrol", who.staff_id, "own second factor", {"recovery": len(codes)})
         return codes
 
@@ -281,10 +291,7 @@ def _recovery(db: Db, staff_id: str, typed: str, source: str, now: int) -> Staff
         )
         if used != 1:
             return Code.CODE_USED
-        left = tx.one("SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [staff_id])
-        audit.append(
-            tx, staff_id, "staff_2fa_recovery", staff_id, "recovery code", {"left": int(left[0]) if left else 0}
-        )
+        audit.append(tx, staff_id, "staff_2fa_recovery", staff_id, "recovery code", {"left": _unused(tx, staff_id)})
         return _done(tx, staff_id, source, now)
 
     return db.transact(use)
@@ -300,43 +307,38 @@ def renew_recovery(db: Db, who: Staff, code: str, source: str, now: int) -> list
     signs in with one has lost the phone or holds someone's codes, and a fresh set would outlast both; a lost
     phone is an administrator's reset. Each try counts against the sign-in bounds as a code typed at sign-in
     does (``locked_out`` past them, the code not tried) and is taken back when right; ``bad_code``,
-    ``code_used`` or ``no_second_factor`` otherwise. Audited as ``staff_2fa_recovery_renew`` by the account,
-    with how many unused codes it replaced."""
+    ``code_used`` or ``no_second_factor`` otherwise. The code is checked before the new codes are hashed
+    (scrypt, outside any transaction), and they replace the old in one transaction of their own, audited as
+    ``staff_2fa_recovery_renew`` by the account with how many unused codes they replaced: a process stopped
+    between the two has taken the code's step and left the old codes as they were."""
     if not otp.is_totp(code):
         return Code.APP_CODE_REQUIRED
     locked = db.transact(lambda tx: staff.claim(tx, who.staff_id, source, now))
     if locked is not None:
         return locked
-    codes = otp.new_recovery_codes()
-    hashes = [staff.hash_password(otp.recovery_typed(c)) for c in codes]  # scrypt outside the transaction
 
-    def run(tx: Tx) -> list[str] | Code:
+    def check(tx: Tx) -> Code | None:
         if not enrolled(tx, who.staff_id):
             return Code.NO_SECOND_FACTOR
         refused = _take_step(tx, who.staff_id, code, now)
-        if refused is not None:
-            return refused
-        staff.take_back(tx, who.staff_id, source, now)
-        left = tx.one(
-            "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = ? AND used_at IS NULL", [who.staff_id]
-        )
-        tx.run("DELETE FROM staff_recovery_codes WHERE staff_id = ?", [who.staff_id])
-        tx.many(
-            "INSERT INTO staff_recovery_codes (staff_id, slot, code_hash) VALUES (?, ?, ?)",
-            [(who.staff_id, slot, h) for slot, h in enumerate(hashes)],
-        )
-        replaced = int(left[0]) if left else 0
-        audit.append(
-            tx,
-            who.staff_id,
-            "staff_2fa_recovery_renew",
-            who.staff_id,
-            "own recovery codes",
-            {"recovery": len(codes), "replaced_unused": replaced},
-        )
+        if refused is None:
+            staff.take_back(tx, who.staff_id, source, now)
+        return refused
+
+    refused = db.transact(check)
+    if refused is not None:
+        return refused
+    codes = otp.new_recovery_codes()
+    hashes = [staff.hash_password(otp.recovery_typed(c)) for c in codes]
+
+    def keep(tx: Tx) -> list[str]:
+        replaced = _unused(tx, who.staff_id)
+        _keep_recovery(tx, who.staff_id, hashes)
+        details = {"recovery": len(codes), "replaced_unused": replaced}
+        audit.append(tx, who.staff_id, "staff_2fa_recovery_renew", who.staff_id, "own recovery codes", details)
         return codes
 
-    return db.transact(run)
+    return db.transact(keep)
 
 
 __all__ = [

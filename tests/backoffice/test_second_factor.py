@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pyotp
+import pytest
 from typer.testing import CliRunner
 
 from hq import audit
@@ -490,6 +491,31 @@ def test_guessing_codes_for_new_recovery_codes_hits_the_sign_in_bounds(office: O
     assert _recovery_hashes(hq, "admin") == before
     with hq.db.read() as tx:
         assert staff.failures(tx, "admin", int(time.time())) == staff.PAIR_FAILURES
+
+
+def test_new_recovery_codes_that_cannot_be_kept_leave_the_old_ones_and_use_up_the_code(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damage between checking the code and keeping the new codes (a full disk as they are written): the old codes
+    stay whole and sign in, nothing is audited, and the code typed is used (its step was taken first)."""
+    hq, team, server = office
+    owner, _ = signed_in(server.url, "finance")
+    totp, old = enrol(owner, issued(hq, "finance"))
+    before = _recovery_hashes(hq, "finance")
+    code = later(totp)
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(factors.audit, "append", disk_full)  # the last write of the transaction keeping them
+    with pytest.raises(OSError):
+        factors.renew_recovery(hq.db, team["finance"], code, "test", int(time.time()))
+    monkeypatch.undo()
+    assert _recovery_hashes(hq, "finance") == before
+    with hq.db.read() as tx:
+        assert audit.recent(tx, 1)[0].action == "staff_2fa_enrol"
+    assert factors.renew_recovery(hq.db, team["finance"], code, "test", int(time.time())) == Code.CODE_USED
+    assert _signs_in_with(server.url, "finance", old[0]).status_code == 303
 
 
 def _secret(hq: HqStore, staff_id: str) -> str:
