@@ -361,7 +361,7 @@ def coupons(request: Request, store: Store, lang: Lang, session: Session) -> Res
         coupons=shown,
         notice=notice,
         waiting=waiting,
-        vouchers=_vouchers(store, member, lang, fresh=now_s() - started <= signin.FRESH_S),
+        vouchers=_vouchers(store, member, lang, fresh=signin.is_fresh(started, now_s())),
     )
 
 
@@ -730,7 +730,7 @@ def rewards_page(
     session begun less than ``signin.FRESH_S`` ago only (a partner's code is anyone's who reads it: a two-week old
     cookie alone, a stolen phone, reads which rewards the member has, not their codes)."""
     member, started = session
-    fresh = now_s() - started <= signin.FRESH_S
+    fresh = signin.is_fresh(started, now_s())
     words = i18n.words(lang)
     held = store.member(member)
     points = held.points if held is not None else 0

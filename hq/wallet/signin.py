@@ -423,9 +423,15 @@ def live_session(store: HqStore, token: str, now: int) -> tuple[str, int] | None
     return None if row is None else (str(row[0]), int(row[1]))
 
 
+def is_fresh(started: int, now: int) -> bool:
+    """Whether a session that began at ``started`` did so at most ``FRESH_S`` ago: what pays or hands over a code
+    that pays needs it, a two-week old cookie alone (a stolen phone) does not have it."""
+    return now - started <= FRESH_S
+
+
 def require_fresh(started: int, now: int, message: str) -> None:
-    """``WalletRefused(wallet_sign_in_again)`` unless the session began at most ``FRESH_S`` ago."""
-    if now - started > FRESH_S:
+    """``WalletRefused(wallet_sign_in_again)`` unless the session began at most ``FRESH_S`` ago (``is_fresh``)."""
+    if not is_fresh(started, now):
         raise WalletRefused(ErrorCode.WALLET_SIGN_IN_AGAIN, message)
 
 
@@ -481,10 +487,12 @@ __all__ = [
     "end_session",
     "forget",
     "give_contacts",
+    "is_fresh",
     "live_session",
     "open_session",
     "remember_device",
     "request_code",
+    "require_fresh",
     "session_member",
     "set_contact",
     "sign_in",
