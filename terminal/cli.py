@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from terminal import config as config_mod
 from terminal import logs
-from terminal.config import Config
+from terminal.config import Config, credential_of
 from terminal.console import JsonOpt, make_console, port_busy, show_json, table
 from terminal.errors import ApiUrlInvalid, ConfigError, ConfigFileError, PortBusy, TerminalError
 from terminal.money import MAX_AMOUNT, Currency
@@ -713,17 +713,6 @@ def status(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--js
         console.print(f"{key:>14}: {escape(str(value))}")
 
 
-def _has_credential(cfg: Config) -> bool:
-    """The config names a head-office credential: a token, an enrolment code, or a token file that is there (one
-    that cannot be read is a configuration error, said when it is read)."""
-    if cfg.hq.token or cfg.hq.enrol_code:
-        return True
-    try:
-        return cfg.hq_token_path.exists()
-    except OSError:
-        return True
-
-
 def _no_credential() -> NoReturn:
     console.print("[red]no head-office credential:[/] set hq.token, hq.token_file or hq.enrol_code")
     raise typer.Exit(1)
@@ -824,7 +813,7 @@ def sync_cmd(
         console.print("say --now to sync at once (the daemon syncs by itself every hq.push_interval)")
         raise typer.Exit(2)
     cfg = cli_config(config)
-    if not _has_credential(cfg):  # refused before a database is made: run without --config, it made one here
+    if not credential_of(cfg):  # refused before a database is made: run without --config, it made one here
         _no_credential()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     from terminal.store import Store
