@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.once import keep_once
+
+keep_once()
+
 pytest_plugins = ["tests.fixtures.pcsc", "tests.fixtures.hq", "tests.fixtures.postgres"]
 
 

@@ -14,6 +14,7 @@ imports like any other. Head office's ``hq`` group itself loads only when it is 
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -38,11 +39,18 @@ class Commands(till.TillGroup):
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name != HQ_GROUP:
             return super().get_command(ctx, cmd_name)
-        from hq.cli import app as hq_app
+        return hq_group()
 
-        group = typer.main.get_command(hq_app)
-        group.name = HQ_GROUP
-        return group
+
+@cache
+def hq_group() -> Command:
+    """Head office's commands as one click group, built once a process (click asks for it more than once a
+    command line: to resolve it and for its help)."""
+    from hq.cli import app as hq_app
+
+    group = typer.main.get_command(hq_app)
+    group.name = HQ_GROUP
+    return group
 
 
 app = typer.Typer(cls=Commands, help=till.HELP, no_args_is_help=True)
