@@ -252,10 +252,10 @@ def _api_url(cfg: Config) -> str:
 
 def _api_request(cfg: Config, method: str, path: str, **kwargs: Any) -> httpx.Response:
     """One request to the running daemon's local API, over TCP or, when it has no TCP listener, its Unix socket."""
-    import httpx
+    from terminal.localhttp import local_client
 
     url, socket = cfg.local_api()
-    with httpx.Client(transport=httpx.HTTPTransport(uds=socket) if socket else None) as client:
+    with local_client(socket) as client:
         return client.request(method, f"{url}{path}", **kwargs)
 
 

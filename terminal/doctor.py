@@ -47,6 +47,7 @@ from terminal.config import CameraSettings, Config
 from terminal.configfiles import read_key_file, read_template
 from terminal.errors import ApiUrlInvalid, ConfigError, ConfigFileError, SetupCode
 from terminal.keys import key_check
+from terminal.localhttp import local_client
 
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
 DISK_FAIL = 50 * 2**20  # below this the next sales may be refused with storage_full
@@ -825,11 +826,8 @@ def check_daemon(cfg: Config, timeout: float) -> Check:
     except ApiUrlInvalid as exc:
         return warn("daemon", f"{exc.code}: {exc}")
     try:
-        if socket:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=socket)) as client:
-                reply = client.get(f"{url}/v1/status", timeout=timeout)
-        else:
-            reply = httpx.get(f"{url}/v1/status", timeout=timeout)
+        with local_client(socket) as client:
+            reply = client.get(f"{url}/v1/status", timeout=timeout)
         status = reply.json()
     except (httpx.HTTPError, ValueError):
         where = f"the Unix socket {socket}" if socket else url

@@ -1,0 +1,65 @@
+"""The client of the till's own local API: plain HTTP, a TLS context that verifies and trusts no CA."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from terminal.localhttp import local_client
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _UnixServer(http.server.HTTPServer):
+    address_family = socket.AF_UNIX
+
+    def server_bind(self) -> None:
+        self.socket.bind(self.server_address)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        conn, _ = self.socket.accept()
+        return conn, ("local", 0)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A plain HTTP server on loopback and one on a Unix socket: their URL and the socket's path."""
+    tcp = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    path = str(tmp_path / "api.sock")
+    unix = _UnixServer(path, _Ok)  # type: ignore[arg-type]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (tcp, unix)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield f"http://127.0.0.1:{tcp.server_address[1]}", path
+    finally:
+        for server in (tcp, unix):
+            server.shutdown()
+            server.server_close()
+
+
+def test_the_local_client_speaks_plain_http_on_loopback_and_on_a_socket_and_trusts_no_ca(
+    served: tuple[str, str],
+) -> None:
+    url, path = served
+    for where in (None, path):
+        with local_client(where) as client:
+            assert client.get(f"{url}/v1/status" if where is None else "http://local/v1/status").text == "ok"
+            context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+            assert context.cert_store_stats()["x509_ca"] == 0  # no bundle read: no TLS server would be taken either
