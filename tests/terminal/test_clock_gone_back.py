@@ -159,7 +159,7 @@ def test_status_and_doctor_show_a_clock_gone_back(
     store.set_state(offline_since=utc_iso(datetime.now(UTC).timestamp() + 2 * 3600), last_sync_ok=None)
     status = store_status(store)
     assert 2 * 3600 - 60 < status["clock_back_s"] <= 2 * 3600
-    monkeypatch.setattr("terminal.doctor.httpx.get", lambda url, timeout: _Answer(status))
+    monkeypatch.setattr("terminal.doctor.local_client", lambda socket: _Daemon(status))
     cfg = Config.model_validate({"terminal": {"id": "T-1", "data_dir": str(tmp_path)}})
     check = check_daemon(cfg, 1.0)
     assert check.verdict is Verdict.FAIL and "till_clock_wrong" in check.words
@@ -199,3 +199,19 @@ class _Answer:
 
     def json(self) -> dict[str, Any]:
         return self.doc
+
+
+class _Daemon:
+    """The local API's client, answering ``status`` with ``doc``."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+
+    def __enter__(self) -> _Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, url: str, timeout: float) -> _Answer:
+        return _Answer(self.doc)
