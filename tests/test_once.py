@@ -9,13 +9,8 @@ import typer
 import typer.testing
 from typer.testing import CliRunner
 
+from tests.fixtures.once import context_of as _context
 from tillpoint.cli import app
-
-
-def _context(client: httpx.Client) -> ssl.SSLContext:
-    context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
-    assert isinstance(context, ssl.SSLContext)
-    return context
 
 
 def test_clients_share_one_verifying_context_and_any_other_verify_is_made_as_asked() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from terminal.localhttp import local_client
+from tests.fixtures.once import context_of
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -60,6 +61,6 @@ def test_the_local_client_speaks_plain_http_on_loopback_and_on_a_socket_and_trus
     for where in (None, path):
         with local_client(where) as client:
             assert client.get(f"{url}/v1/status" if where is None else "http://local/v1/status").text == "ok"
-            context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+            context = context_of(client)
             assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
             assert context.cert_store_stats()["x509_ca"] == 0  # no bundle read: no TLS server would be taken either
