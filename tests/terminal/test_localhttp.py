@@ -9,9 +9,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from terminal.localhttp import local_client
+from tests.fixtures.hq import make_tls
 from tests.fixtures.once import context_of
 
 
@@ -64,3 +66,29 @@ def test_the_local_client_speaks_plain_http_on_loopback_and_on_a_socket_and_trus
             context = context_of(client)
             assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
             assert context.cert_store_stats()["x509_ca"] == 0  # no bundle read: no TLS server would be taken either
+
+
+class _Quiet(http.server.HTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # the refused handshake, seen from the server's side
+
+
+def test_a_tls_server_on_the_local_apis_address_is_refused_even_with_a_certificate_a_ca_signed(tmp_path: Path) -> None:
+    """Something else answering TLS where the commands ask the daemon (a config's https URL, a program that took
+    the port) with a certificate for 127.0.0.1 that a CA signed: the client trusts no CA, so it sends nothing."""
+    ca, cert, key = make_tls(tmp_path)
+    server = _Quiet(("127.0.0.1", 0), _Ok)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1/status"
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as trusting:
+            assert trusting.get(url, timeout=10).text == "ok"  # the server answers whoever trusts its CA
+        with local_client(None) as client, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get(url, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
