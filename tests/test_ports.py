@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.hq import HqProcess
-from tests.ports import BLOCKS, LOWEST, _ephemeral_low, _worker_index, closed_port, free_port, listening
+from tests.ports import BLOCKS, LOWEST, _ephemeral_low, _worker_index, closed_port, free_port, listening, serves
 
 
 def test_a_closed_port_refuses_and_cannot_be_taken() -> None:
@@ -29,11 +29,11 @@ def test_listening_knows_whose_socket_it_is() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         port = int(server.getsockname()[1])
-        assert not listening(os.getpid(), port)  # bound, not yet listening
+        assert not listening(os.getpid(), port) and not serves(os.getpid(), port)  # bound, not yet listening
         server.listen()
-        assert listening(os.getpid(), port)
-        assert not listening(1, port)  # init does not hold it
-    assert not listening(os.getpid(), port)
+        assert listening(os.getpid(), port) and serves(os.getpid(), port)
+        assert not listening(1, port) and not serves(1, port)  # init does not hold it
+    assert not listening(os.getpid(), port) and not serves(os.getpid(), port)
 
 
 @pytest.mark.slow

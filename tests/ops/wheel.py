@@ -16,7 +16,7 @@ import httpx
 
 from tests.fixtures.hq import EXIT_PORT_BUSY
 from tests.fixtures.postgres import PgServer, pg_server  # noqa: F401 - fixture
-from tests.ports import START_ATTEMPTS, free_port, listening
+from tests.ports import START_ATTEMPTS, free_port, serves
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ port = {self.api_port}
         proc, port = self._spawn(name), self.hq_port if name == "hq" else self.api_port
 
         def settled() -> bool:
-            return proc.poll() is not None or listening(proc.pid, port)
+            return proc.poll() is not None or serves(proc.pid, port)
 
         wait_until(settled, 60, f"{name} listening on port {port}")
         if proc.poll() is None:
