@@ -178,3 +178,49 @@ def test_a_till_command_starts_without_head_office_and_hq_is_there_when_asked() 
     group = CliRunner().invoke(app, ["hq", "--help"])
     assert group.exit_code == 0 and " hq [OPTIONS] COMMAND" in group.stdout and " serve " in group.stdout, group.stdout
     assert "--install-completion" not in group.stdout  # a group of the command, not a program of its own
+
+
+BUILT_AREAS = """
+import sys
+from tillpoint.cli import app
+from hq import cli
+try:
+    app(sys.argv[1:], prog_name="tillpoint")
+except SystemExit as done:
+    assert not done.code, done.code
+print(cli._built.cache_info().currsize, len(cli.AREAS))
+"""
+
+
+def test_an_hq_command_builds_its_own_areas_commands_and_help_builds_all(tmp_path: Path) -> None:
+    """The names ``hq.cli`` routes by are the names typer gives each area's commands, none in two areas; a command
+    line builds the one area that has its command; ``--help`` lists every command in ``AREAS`` order."""
+    import typer
+    from typer.core import TyperGroup
+    from typer.testing import CliRunner
+
+    from hq import cli
+    from tillpoint.cli import app
+
+    whole = typer.Typer()  # the areas as one eager typer app, as typer itself builds them
+    for area in cli.AREAS:
+        whole.add_typer(area.app)
+    built = typer.main.get_command(whole)
+    assert isinstance(built, TyperGroup)
+    every = [name for area in cli.AREAS for name in cli.area_names(area.app)]
+    assert every == list(built.commands)
+    assert len(every) == len(set(every)) >= 50, [n for n in every if every.count(n) > 1]
+    ran = subprocess.run(
+        [sys.executable, "-c", BUILT_AREAS, "hq", "add-member", "M-1", "Ann", "--db", str(tmp_path / "hq.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0 and ran.stdout.split()[-2:] == ["1", str(len(cli.AREAS))], ran.stdout + ran.stderr
+    listed = CliRunner().invoke(app, ["hq", "--help"])
+    assert listed.exit_code == 0, listed.stdout
+    shown = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("│ ") and line[2] not in "- "]
+    assert shown == every, shown
+    typo = CliRunner().invoke(app, ["hq", "add-membr"])
+    assert typo.exit_code == 2 and "Did you mean 'add-member'" in typo.output, typo.output

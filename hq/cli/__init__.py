@@ -72,6 +72,7 @@ anyway (block, store, erase, topup, devices) accept it too.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -121,12 +122,67 @@ AREAS = (
 """Each area's commands, in the order ``tillpoint hq --help`` lists them."""
 
 if TYPE_CHECKING:  # the click that typer's groups are typed with
-    from typer._click import Context
+    from typer._click import Command, Context
+
+
+def _own_name(area: typer.Typer) -> str:
+    """The name ``area`` was made with (``typer.Typer(name=...)``): such an area is one group of the ``hq`` group
+    (``segment ...``), and the others give it their commands and groups (``add-member``, ``merchant ...``)."""
+    name = area.info.name
+    return name if isinstance(name, str) else ""
+
+
+def area_names(area: typer.Typer) -> list[str]:
+    """The names ``area`` gives the ``hq`` group, as typer names them (its own name; else each command's given
+    name or its function's with dashes, and each group's name), without building any of them."""
+    if _own_name(area):
+        return [_own_name(area)]
+    names = [
+        info.name or typer.main.get_command_name(getattr(info.callback, "__name__", ""))
+        for info in area.registered_commands
+    ]
+    for info in area.registered_groups:
+        name = typer.main.solve_typer_info_defaults(info).name
+        names.append(name if isinstance(name, str) else "")
+    return names
+
+
+@cache
+def _built(index: int) -> dict[str, Command]:
+    """What ``AREAS[index]`` gives the ``hq`` group, built once a process."""
+    built = typer.main.get_command(AREAS[index].app)
+    assert isinstance(built, TyperGroup), built
+    return {built.name or "": built} if _own_name(AREAS[index].app) else dict(built.commands)
+
+
+@cache
+def _area_of() -> dict[str, int]:
+    return {name: i for i, area in enumerate(AREAS) for name in area_names(area.app)}
 
 
 class HqCommands(TyperGroup):
-    """The ``hq`` group: a command the database fails under (a full disk, a read-only file system, a damaged
-    file) says so in one line, its stable code first (``StorageFailed.problem``), and exits 1."""
+    """The ``hq`` group. Its commands are built an area at a time, when the command line names one of them: a
+    command builds its own area's commands only, not the hundred and more of the whole group (a tenth of a
+    command's CPU, more than its database work); ``--help`` and listing build them all, in ``AREAS`` order.
+
+    A command the database fails under (a full disk, a read-only file system, a damaged file) says so in one
+    line, its stable code first (``StorageFailed.problem``), and exits 1."""
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        area = _area_of().get(cmd_name)
+        if area is not None and cmd_name not in self.commands:
+            self.commands.update(_built(area))
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in _area_of():  # a name of no area: all of them, for typer's "Did you mean"
+            self.list_commands(ctx)
+        return super().resolve_command(ctx, args)
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        for area in range(len(AREAS)):
+            self.commands.update(_built(area))
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: Context) -> Any:
         from hq.cli.common import fail
@@ -141,5 +197,9 @@ class HqCommands(TyperGroup):
 app = typer.Typer(
     cls=HqCommands, help="The head-office server and its administration.", no_args_is_help=True, add_completion=False
 )
-for _area in AREAS:
-    app.add_typer(_area.app)
+"""The whole ``hq`` group: its areas' commands come in through ``HqCommands`` as they are asked for."""
+
+
+@app.callback()
+def _group() -> None:
+    """Nothing of its own: typer makes a group of an app only when it has a callback or commands."""
