@@ -201,6 +201,17 @@ def test_a_card_pulled_mid_read_is_an_error_and_no_read(bench: Bench) -> None:
     bench.events.no_card(within=1.0)
 
 
+def test_a_card_whose_session_broke_off_but_stayed_on_the_reader_is_read_at_its_next_activation(bench: Bench) -> None:
+    """As when the reader's thread was late on a busy machine: the card stopped waiting mid-read, and is still there."""
+    card = bench.card(IsoDepCard(bench.port, UID, Type4Tag(uri_message(URL)), pull_after=2, stays=True))
+    card.tap()
+    bench.start(["106A"])
+    error = bench.events.reader_event("error", WAIT)
+    assert "card removed during read" in error.detail and error.code == "card_removed"
+    read = bench.events.card(WAIT)
+    assert first_uri(read.ndef) == URL and card.frames.count(card.frames[0]) >= 2  # RATS again: activated anew
+
+
 def test_no_device_is_an_error_event_naming_the_path() -> None:
     events = Events()
     reader = NfcpyReader("usb:054c:06c3", hash_uid)
