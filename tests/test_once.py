@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
+from pathlib import Path
 
 import httpx
+import pytest
 import typer
 import typer.testing
 from typer.testing import CliRunner
@@ -29,3 +32,38 @@ def test_the_test_runner_builds_an_app_once_and_runs_it_each_time() -> None:
     assert second.exit_code == 0 and "serve" in second.stdout
     assert typer.testing._get_command(app) is typer.testing._get_command(app)
     assert typer.main.get_command(app) is not typer.main.get_command(app)  # the product's own builder is untouched
+
+
+def _dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows (and the schema), but when each migration was applied."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        held = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+        held["hq_migrations"] = sorted(conn.execute("SELECT name FROM hq_migrations").fetchall())
+        held["schema"] = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=repr)
+    finally:
+        conn.close()
+    return held
+
+
+def test_a_new_head_office_database_from_the_template_is_the_one_made_from_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the template, filled in by ``HqStore`` on its clock, holds what migrating from nothing on the same
+    clock makes: the schema, every migration, and the data the migrations left to head office."""
+    from hq import store
+    from hq.db import schema
+
+    def clock() -> str:
+        return "2026-02-28T23:59:00.000Z"
+
+    copied = store.HqStore(str(tmp_path / "copied.db"), clock=clock)
+    copied.close()
+    assert store.open_db is not schema.open_db  # the copy came through the tests' template
+    monkeypatch.setattr(store, "open_db", schema.open_db)
+    made = store.HqStore(str(tmp_path / "made.db"), clock=clock)
+    made.close()
+    assert made.migrated.applied == [name for name, _ in schema.MIGRATIONS] and copied.migrated.applied == []
+    assert copied.migrated.filled == made.migrated.filled == list(schema.SEEDED)
+    assert _dump(tmp_path / "copied.db") == _dump(tmp_path / "made.db")
