@@ -78,14 +78,57 @@ def _new_hq_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) 
     real = store.open_db
 
     def from_template(url: str, *, pool_size: int = 16) -> Db:
-        path = Path(url.removeprefix("sqlite:///"))
-        if not url.startswith(("postgresql://", "postgres://")) and path.parent.is_dir() and not path.exists():
-            shutil.copyfile(template, path)
+        if not url.startswith(("postgresql://", "postgres://")):
+            _copy_new(template, Path(url.removeprefix("sqlite:///")))
         return real(url, pool_size=pool_size)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store, "open_db", from_template)
         yield template
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _new_till_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The same for a till's database (``Store.open`` where no file is yet): a copy of one its migrations made
+    once a session (a twentieth of a second each, for about two thousand). Yields the template."""
+    from terminal.store.store import Store, create_private
+
+    template = tmp_path_factory.mktemp("till-new") / "terminal.db"
+    Store.open(template).close()
+    real = Store.open.__func__  # type: ignore[attr-defined]
+
+    def from_template(cls: type[Store], path: str | Path, *, repair: bool = False) -> Store:
+        new = Path(path)
+        if str(path) != ":memory:" and new.parent.is_dir() and not new.exists():
+            try:  # the till's own making of the file (its owner's only, given its directory's owner), then the copy
+                create_private(new)
+                with new.open("r+b") as out, template.open("rb") as source:
+                    shutil.copyfileobj(source, out)
+            except OSError:
+                new.unlink(missing_ok=True)
+        opened: Store = real(cls, path, repair=repair)
+        return opened
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Store, "open", classmethod(from_template))
+        yield template
+
+
+def _copy_new(template: Path, path: Path) -> None:
+    """``template`` copied to ``path`` where no file is and it can be made, readable by its owner only (as the
+    stores make theirs). Where it cannot (no such directory, a full or read-only disk), nothing is left there and
+    the store's own open meets what it would have met."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as out, template.open("rb") as source:
+            shutil.copyfileobj(source, out)
+    except OSError:
+        path.unlink(missing_ok=True)
 
 
 TESTS = Path(__file__).resolve().parent

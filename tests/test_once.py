@@ -34,13 +34,13 @@ def test_the_test_runner_builds_an_app_once_and_runs_it_each_time() -> None:
     assert typer.main.get_command(app) is not typer.main.get_command(app)  # the product's own builder is untouched
 
 
-def _dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+def _dump(path: Path, migrations: str = "hq_migrations") -> dict[str, list[tuple[object, ...]]]:
     """Every table's rows (and the schema), but when each migration was applied."""
     conn = sqlite3.connect(path)
     try:
         tables = [str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         held = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-        held["hq_migrations"] = sorted(conn.execute("SELECT name FROM hq_migrations").fetchall())
+        held[migrations] = sorted(conn.execute(f'SELECT name FROM "{migrations}"').fetchall())
         held["schema"] = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=repr)
     finally:
         conn.close()
@@ -67,3 +67,18 @@ def test_a_new_head_office_database_from_the_template_is_the_one_made_from_nothi
     assert made.migrated.applied == [name for name, _ in schema.MIGRATIONS] and copied.migrated.applied == []
     assert copied.migrated.filled == made.migrated.filled == list(schema.SEEDED)
     assert _dump(tmp_path / "copied.db") == _dump(tmp_path / "made.db")
+    assert (tmp_path / "copied.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_new_till_database_from_the_template_is_the_one_made_from_nothing(tmp_path: Path) -> None:
+    """A till's database copied from the template holds what its migrations make on a file that is there (an empty
+    one, which the template is never copied over), and is its owner's only, as the till makes it."""
+    from terminal.store import store
+
+    assert store.Store.open.__func__.__module__ == "tests.conftest"  # type: ignore[attr-defined]
+    store.Store.open(tmp_path / "copied.db").close()
+    sqlite3.connect(tmp_path / "made.db").close()
+    store.Store.open(tmp_path / "made.db").close()
+    made = _dump(tmp_path / "made.db", "_sqlite_migrations")
+    assert _dump(tmp_path / "copied.db", "_sqlite_migrations") == made and len(made["_sqlite_migrations"]) >= 18
+    assert (tmp_path / "copied.db").stat().st_mode & 0o777 == 0o600
