@@ -218,6 +218,7 @@ def test_an_hq_command_builds_its_own_areas_commands_and_help_builds_all(tmp_pat
         check=False,
     )
     assert ran.returncode == 0 and ran.stdout.split()[-2:] == ["1", str(len(cli.AREAS))], ran.stdout + ran.stderr
+    assert CliRunner().invoke(app, ["hq", "ledger", "--help"]).exit_code == 0  # an area asked for first
     listed = CliRunner().invoke(app, ["hq", "--help"])
     assert listed.exit_code == 0, listed.stdout
     shown = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("│ ") and line[2] not in "- "]

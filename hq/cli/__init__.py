@@ -180,9 +180,13 @@ class HqCommands(TyperGroup):
         return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: Context) -> list[str]:
+        """Every command, in ``AREAS`` order (not the order this process happened to ask for them in)."""
+        names: list[str] = []
         for area in range(len(AREAS)):
-            self.commands.update(_built(area))
-        return super().list_commands(ctx)
+            built = _built(area)
+            self.commands.update(built)
+            names += built
+        return names
 
     def invoke(self, ctx: Context) -> Any:
         from hq.cli.common import fail
