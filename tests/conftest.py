@@ -78,7 +78,7 @@ def _new_hq_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) 
     real = store.open_db
 
     def from_template(url: str, *, pool_size: int = 16) -> Db:
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not url.startswith(("postgresql://", "postgres://")) and url != ":memory:":
             _copy_new(template, Path(url.removeprefix("sqlite:///")))
         return real(url, pool_size=pool_size)
 

@@ -82,3 +82,15 @@ def test_a_new_till_database_from_the_template_is_the_one_made_from_nothing(tmp_
     made = _dump(tmp_path / "made.db", "_sqlite_migrations")
     assert _dump(tmp_path / "copied.db", "_sqlite_migrations") == made and len(made["_sqlite_migrations"]) >= 18
     assert (tmp_path / "copied.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_in_memory_is_no_copy_and_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hq.store import HqStore
+    from terminal.store.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    hq = HqStore(":memory:")
+    assert hq.migrated.applied  # migrated from nothing
+    hq.close()
+    Store.open(":memory:").close()
+    assert list(tmp_path.iterdir()) == []

@@ -77,7 +77,8 @@ def create_private(path: Path) -> None:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    create_private(path)
+    if str(path) != ":memory:":  # SQLite's name for a database in memory: no file of that name in the directory
+        create_private(path)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
