@@ -64,8 +64,8 @@ def _new_hq_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) 
     """A head-office SQLite database opened where no file is yet, in the tests' own processes, starts as a copy of
     one ``migrate`` made from nothing once a session, with the data its migrations leave to head office
     (``hq.db.schema.SEEDED``) still to fill: ``HqStore`` fills it in on its own clock, as for a new database. The
-    suite opens about two thousand new head-office databases, and making each from nothing took a tenth of a
-    second of CPU. Processes the tests start (head offices, commands, the installed wheel) make theirs from
+    suite opens about a thousand new head-office databases (a sampling profile's estimate), and making each from
+    nothing took a tenth of a second of CPU. Processes the tests start (head offices, commands, the installed wheel) make theirs from
     nothing; so do the tests of migrating, which open files that are there. Yields the template."""
     from hq import store
     from hq.db.schema import migrate, open_db
@@ -91,7 +91,7 @@ def _new_hq_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(autouse=True, scope="session")
 def _new_till_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The same for a till's database (``Store.open`` where no file is yet): a copy of one its migrations made
-    once a session (a twentieth of a second each, for about two thousand). Yields the template."""
+    once a session (a twentieth of a second each, for about a thousand). Yields the template."""
     from terminal.store.store import Store, create_private
 
     template = tmp_path_factory.mktemp("till-new") / "terminal.db"
