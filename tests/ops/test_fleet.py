@@ -48,7 +48,14 @@ def test_each_till_reports_its_health_and_head_office_shows_the_fleet(tmp_path: 
             20,
             "the till's health report at head office",
         )
-        wait_until(lambda: (fleet_row(hq, "T-FLEET", headers) or {}).get("pending") == 0, 20, "the sale pushed")
+
+        # pushed: head office holds it, and the till says nothing is left (a health report composed before the sale
+        # was journaled said "pending 0" too)
+        def pushed() -> bool:
+            row = fleet_row(hq, "T-FLEET", headers) or {}
+            return row.get("pending") == 0 and (row.get("acked_seq") or 0) >= 1
+
+        wait_until(pushed, 20, "the sale pushed")
         row = fleet_row(hq, "T-FLEET", headers)
         assert row is not None
         assert row["version"] == __version__ and row["protocol"] == PROTOCOL_VERSION
