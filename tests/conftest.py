@@ -4,7 +4,7 @@ import os
 import shutil
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,7 +80,7 @@ def _new_hq_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory) 
 
     def from_template(url: str, *, pool_size: int = 16) -> Db:
         if not url.startswith(("postgresql://", "postgres://")) and url != ":memory:":
-            _copy_new(template, Path(url.removeprefix("sqlite:///")))
+            _copy_new(template, Path(url.removeprefix("sqlite:///")), _make_private)
         return real(url, pool_size=pool_size)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -99,14 +99,8 @@ def _new_till_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory
     real = Store.open.__func__  # type: ignore[attr-defined]
 
     def from_template(cls: type[Store], path: str | Path, *, repair: bool = False) -> Store:
-        new = Path(path)
-        if str(path) != ":memory:" and new.parent.is_dir() and not new.exists():
-            try:  # the till's own making of the file (its owner's only, given its directory's owner), then the copy
-                create_private(new)
-                with new.open("r+b") as out, template.open("rb") as source:
-                    shutil.copyfileobj(source, out)
-            except OSError:
-                new.unlink(missing_ok=True)
+        if str(path) != ":memory:":  # the till's own making of the file (its owner's only, its directory owner's)
+            _copy_new(template, Path(path), create_private)
         opened: Store = real(cls, path, repair=repair)
         return opened
 
@@ -115,18 +109,23 @@ def _new_till_databases_from_a_template(tmp_path_factory: pytest.TempPathFactory
         yield template
 
 
-def _copy_new(template: Path, path: Path) -> None:
-    """``template`` copied to ``path`` where no file is and it can be made, readable by its owner only (as the
-    stores make theirs). Where it cannot (no such directory, a full or read-only disk), nothing is left there and
-    the store's own open meets what it would have met."""
+def _make_private(path: Path) -> None:
+    """A new file readable by its owner only, as head office's SQLite store makes its database."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _copy_new(template: Path, path: Path, make: Callable[[Path], None]) -> None:
+    """``template`` copied into a file ``make`` made at ``path`` (as the store makes it), where no file is and it
+    can be made. Where it cannot (no such directory, a full or read-only disk), nothing is left there and the
+    store's own open meets what it would have met."""
     if path.exists() or not path.parent.is_dir():
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        make(path)
     except OSError:
         return
     try:
-        with os.fdopen(fd, "wb") as out, template.open("rb") as source:
+        with path.open("r+b") as out, template.open("rb") as source:
             shutil.copyfileobj(source, out)
     except OSError:
         path.unlink(missing_ok=True)
